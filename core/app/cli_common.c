@@ -1,0 +1,164 @@
+/* cli_common: see cli_common.h. */
+#include "cli_common.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels/cpu_backend.h"
+
+const char *cli_value(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "moetier: %s needs a value\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int cli_int(const char *flag, const char *s, long min, long max, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "moetier: %s expects an integer in %ld..%ld, got '%s'\n", flag, min, max, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int cli_float(const char *flag, const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) {
+        fprintf(stderr, "moetier: %s expects a number, got '%s'\n", flag, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int cli_u64(const char *flag, const char *s, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-') {
+        fprintf(stderr, "moetier: %s expects a non-negative integer, got '%s'\n", flag, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_ids(const char *s, int **ids, int *n)
+{
+    *ids = NULL;
+    *n = 0;
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    int *v = malloc(cap * sizeof *v);
+    if (!v) {
+        fprintf(stderr, "moetier: out of memory\n");
+        return -1;
+    }
+    const char *p = s;
+    int k = 0;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (errno || end == p || x < 0 || x > INT_MAX || (*end && *end != ',')) {
+            fprintf(stderr, "moetier: --ids expects comma-separated non-negative integers, bad "
+                            "entry %d in '%s'\n", k + 1, s);
+            free(v);
+            return -1;
+        }
+        v[k++] = (int)x;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p) {
+            fprintf(stderr, "moetier: --ids ends with a comma\n");
+            free(v);
+            return -1;
+        }
+    }
+    if (k == 0) {
+        fprintf(stderr, "moetier: --ids is empty\n");
+        free(v);
+        return -1;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+int cli_fail(const errbuf *e)
+{
+    fprintf(stderr, "moetier: %s\n", e->msg);
+    return 1;
+}
+
+int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+        if (!(v = cli_value(argc, argv, i)))
+            return -1;
+        f->dir = v;
+        return 1;
+    }
+    if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
+        if (!(v = cli_value(argc, argv, i)) || cli_int(a, v, 1, 1 << 24, &f->ctx))
+            return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--chunk")) {
+        if (!(v = cli_value(argc, argv, i)) || cli_int(a, v, 1, 1 << 20, &f->chunk))
+            return -1;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
+{
+    memset(m, 0, sizeof *m);
+    if (!f->dir)
+        return err_set(e, "no model given (use -m DIR)");
+    if (model_weights_open(&m->mw, f->dir, e))
+        return -1;
+    if (cpu_backend_create(&m->be, e)) {
+        model_weights_close(&m->mw);
+        return -1;
+    }
+    model_weights_expert_source(&m->mw, &m->src);
+    int ctx = f->ctx;
+    if (ctx == 0)
+        ctx = m->mw.cfg.max_position_embeddings < 4096 ? m->mw.cfg.max_position_embeddings : 4096;
+    if (engine_create(&m->en, &m->mw, &m->be, &m->src, ctx, f->chunk ? f->chunk : 256, e)) {
+        m->be.ops->destroy(&m->be);
+        model_weights_close(&m->mw);
+        return -1;
+    }
+    m->opened = 1;
+    return 0;
+}
+
+void cli_model_close(cli_model *m)
+{
+    if (!m->opened)
+        return;
+    engine_destroy(&m->en);
+    if (m->src.destroy)
+        m->src.destroy(&m->src);
+    m->be.ops->destroy(&m->be);
+    model_weights_close(&m->mw);
+    m->opened = 0;
+}

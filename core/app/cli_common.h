@@ -1,0 +1,43 @@
+/* cli_common: what every moetier command shares: flag parsing helpers and
+ * opening a model with its backend, expert source and engine. */
+#ifndef MOETIER_CLI_COMMON_H
+#define MOETIER_CLI_COMMON_H
+
+#include <stdio.h>
+
+#include "core/engine/engine.h"
+#include "core/model/model_weights.h"
+#include "tiers/expert_source.h"
+
+typedef struct cli_model {
+    model_weights mw;
+    backend be;
+    expert_source src;
+    engine en;
+    int opened;
+} cli_model;
+
+/* Options that select and size a model session. */
+typedef struct model_flags {
+    const char *dir;        /* -m */
+    int ctx;                /* -c; 0: min(4096, max_position_embeddings) */
+    int chunk;              /* --chunk: prompt tokens per prefill step */
+} model_flags;
+
+/* If argv[*i] is one of the model flags, consumes it (and its value) and
+ * returns 1; returns -1 on a bad value, 0 when not a model flag. */
+int model_flags_parse(model_flags *f, int argc, char **argv, int *i);
+int cli_model_open(cli_model *m, const model_flags *f, errbuf *e);
+void cli_model_close(cli_model *m);
+
+/* Value of flag argv[*i] (advances *i); prints an error and returns NULL when missing. */
+const char *cli_value(int argc, char **argv, int *i);
+int cli_int(const char *flag, const char *s, long min, long max, int *out);
+int cli_float(const char *flag, const char *s, float *out);
+int cli_u64(const char *flag, const char *s, unsigned long long *out);
+/* "1,2,3" -> malloc'd array; prints an error and returns -1 on bad input. */
+int cli_parse_ids(const char *s, int **ids, int *n);
+/* Prints "moetier: <reason>" to stderr; returns 1 (the exit status). */
+int cli_fail(const errbuf *e);
+
+#endif

@@ -1,0 +1,197 @@
+/* cmd_run: `moetier run -m DIR --ids LIST -n N [sampling] [--print-ids]`.
+ *
+ * Prefills the prompt, then generates up to N tokens one decode step at a time,
+ * streaming their text to stdout when the model directory has a tokenizer.
+ * With --print-ids the new ids are printed comma-separated as the last line of
+ * stdout (a stable interface for scripts). Speeds go to stderr. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "core/base/progress.h"
+#include "core/engine/sampler.h"
+#include "core/text/vocab.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moetier run -m DIR --ids LIST [-n N] [sampling options] [--print-ids]\n"
+            "  -m DIR               checkpoint directory\n"
+            "  --ids LIST           prompt as comma-separated token ids\n"
+            "  -n N                 tokens to generate (default 128)\n"
+            "  --greedy             argmax decoding (same as --temp 0)\n"
+            "  --temp T             temperature (default 0.6; 0 = greedy)\n"
+            "  --top-k K            keep the K most likely tokens (default 0 = off)\n"
+            "  --top-p P            nucleus sampling (default 1 = off)\n"
+            "  --min-p P            drop tokens below P x the top probability (default 0)\n"
+            "  --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
+            "  --repeat-last-n N    window of the penalty (default 64)\n"
+            "  --seed S             random seed (default 0)\n"
+            "  --ignore-eos         keep generating after an end-of-sequence token\n"
+            "  --print-ids          print the new ids as the last line of stdout\n"
+            "  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
+            "  --chunk N            prompt tokens per prefill step (default 256)\n");
+}
+
+/* Parses one sampling flag at argv[*i]: 1 consumed, 0 not a sampling flag, -1 bad. */
+static int sampling_flag(sampler_params *p, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i], *v;
+    unsigned long long u;
+    if (!strcmp(a, "--greedy")) {
+        p->temperature = 0;
+        return 1;
+    }
+    if (strcmp(a, "--temp") && strcmp(a, "--top-k") && strcmp(a, "--top-p") &&
+        strcmp(a, "--min-p") && strcmp(a, "--repeat-penalty") && strcmp(a, "--repeat-last-n") &&
+        strcmp(a, "--seed"))
+        return 0;
+    if (!(v = cli_value(argc, argv, i)))
+        return -1;
+    if (!strcmp(a, "--temp"))
+        return cli_float(a, v, &p->temperature) ? -1 : 1;
+    if (!strcmp(a, "--top-k"))
+        return cli_int(a, v, 0, 1 << 30, &p->top_k) ? -1 : 1;
+    if (!strcmp(a, "--top-p"))
+        return cli_float(a, v, &p->top_p) ? -1 : 1;
+    if (!strcmp(a, "--min-p"))
+        return cli_float(a, v, &p->min_p) ? -1 : 1;
+    if (!strcmp(a, "--repeat-penalty"))
+        return cli_float(a, v, &p->repeat_penalty) ? -1 : 1;
+    if (!strcmp(a, "--repeat-last-n"))
+        return cli_int(a, v, 0, 1 << 20, &p->repeat_last_n) ? -1 : 1;
+    if (cli_u64(a, v, &u))
+        return -1;
+    p->seed = u;
+    return 1;
+}
+
+static int is_eos(const model_config *c, int id)
+{
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_token_ids[i] == id)
+            return 1;
+    return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    model_flags mf = {0};
+    sampler_params sp = sampler_defaults();
+    const char *ids_s = NULL;
+    int n_new = 128, print_ids = 0, ignore_eos = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = model_flags_parse(&mf, argc, argv, &i);
+        if (!r)
+            r = sampling_flag(&sp, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r)
+            continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--ids")) {
+            if (!(ids_s = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 1 << 24, &n_new))
+                return 2;
+        } else if (!strcmp(a, "--print-ids")) {
+            print_ids = 1;
+        } else if (!strcmp(a, "--ignore-eos")) {
+            ignore_eos = 1;
+        } else {
+            fprintf(stderr, "moetier run: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!mf.dir || !ids_s) {
+        fprintf(stderr, "moetier run: -m and --ids are required\n");
+        usage(stderr);
+        return 2;
+    }
+    errbuf e;
+    if (sampler_check(&sp, &e))
+        return cli_fail(&e);
+    int *prompt, T;
+    if (cli_parse_ids(ids_s, &prompt, &T))
+        return 2;
+    cli_model m;
+    if (cli_model_open(&m, &mf, &e)) {
+        free(prompt);
+        return cli_fail(&e);
+    }
+    const model_config *c = &m.mw.cfg;
+    vocab voc;
+    int have_vocab = vocab_load(&voc, mf.dir, &e) == 0;
+    vocab_stream vs;
+    if (have_vocab)
+        vocab_stream_init(&vs, &voc);
+    else
+        fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
+    sampler smp;
+    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    int *out_ids = malloc(((size_t)n_new + 1) * sizeof *out_ids);
+    int rc = 1, n_out = 0;
+    if (!logits || !out_ids) {
+        err_set(&e, "out of memory");
+        goto done;
+    }
+    if (sampler_create(&smp, &sp, c->vocab_size, &e))
+        goto done;
+    for (int i = 0; i < T; i++)
+        sampler_accept(&smp, prompt[i]);
+    rc = 0;
+    if (engine_forward(&m.en, prompt, T, logits, 0, &e)) {
+        rc = 1;
+    } else {
+        while (n_out < n_new) {
+            int tok = sampler_sample(&smp, logits);
+            out_ids[n_out++] = tok;
+            sampler_accept(&smp, tok);
+            if (have_vocab) {
+                vocab_stream_put(&vs, tok, stdout);
+                fflush(stdout);
+            }
+            if (!ignore_eos && is_eos(c, tok))
+                break;
+            if (n_out == n_new)
+                break;
+            if (engine_forward(&m.en, &tok, 1, logits, 0, &e)) {
+                rc = 1;
+                break;
+            }
+        }
+    }
+    sampler_destroy(&smp);
+    if (have_vocab) {
+        vocab_stream_flush(&vs, stdout);
+        printf("\n");
+    }
+    if (print_ids) {
+        for (int i = 0; i < n_out; i++)
+            printf("%s%d", i ? "," : "", out_ids[i]);
+        printf("\n");
+    }
+    const engine_stats *st = &m.en.stats;
+    fprintf(stderr, "prefill: %llu tokens in %.3f s (%.2f tok/s); decode: %llu tokens in %.3f s "
+            "(%.2f tok/s)\n", (unsigned long long)st->tokens_prefilled, st->prefill_seconds,
+            st->prefill_seconds > 0 ? (double)st->tokens_prefilled / st->prefill_seconds : 0.0,
+            (unsigned long long)st->tokens_decoded, st->decode_seconds,
+            st->decode_seconds > 0 ? (double)st->tokens_decoded / st->decode_seconds : 0.0);
+done:
+    if (rc)
+        cli_fail(&e);
+    if (have_vocab)
+        vocab_free(&voc);
+    free(logits);
+    free(out_ids);
+    free(prompt);
+    cli_model_close(&m);
+    return rc;
+}

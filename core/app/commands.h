@@ -1,0 +1,10 @@
+/* commands: the entry point of each `moetier <command>`; argv[0] is the command. */
+#ifndef MOETIER_COMMANDS_H
+#define MOETIER_COMMANDS_H
+
+int cmd_logits(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+#endif

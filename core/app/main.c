@@ -1,0 +1,41 @@
+/* main: `moetier <command> [options]` dispatch. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *what;
+} commands[] = {
+    {"run", cmd_run, "generate from a prompt (token ids)"},
+    {"logits", cmd_logits, "write the logits of one prefill as float32 [T, vocab]"},
+    {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},
+    {"synth", cmd_synth, "write a random-weight checkpoint (k2-tiny, k2-slice, k2)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moetier <command> [options]   (moetier <command> --help for its options)\n\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].what);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "moetier: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

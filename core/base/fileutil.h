@@ -1,0 +1,16 @@
+/* fileutil: whole-file reads and atomic writes (write to a temporary name, fsync,
+ * rename), so a crash never leaves a half-written file under the real name. */
+#ifndef MOETIER_FILEUTIL_H
+#define MOETIER_FILEUTIL_H
+
+#include <stddef.h>
+
+#include "errbuf.h"
+
+/* Reads the whole file into a NUL-terminated malloc'd buffer; files over 1 GiB
+ * are refused. */
+int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
+int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e);
+int dir_ensure(const char *path, errbuf *e);
+
+#endif

@@ -1,0 +1,78 @@
+/* backend: the one small interface that hides where the math runs.
+ *
+ * The engine orchestrates the forward pass with these operations only; the CPU
+ * backend (cpu_kernels/) implements them today, the CUDA backend (kernels/) will
+ * implement the same table. Activation buffers come from alloc() so that a device
+ * backend can keep them in its own memory. Weights are linear_weight views. */
+#ifndef MOETIER_BACKEND_H
+#define MOETIER_BACKEND_H
+
+#include <stddef.h>
+
+#include "core/model/linear_weight.h"
+
+/* MoE routing, as given by config.json (see docs/architecture.md). */
+typedef struct route_params {
+    int n_experts;
+    int top_k;
+    int n_group, topk_group;
+    int sigmoid;            /* 1: sigmoid scores, 0: softmax */
+    int group_by_top2;      /* noaux_tc: group score = sum of its top-2 biased scores; else max */
+    int use_groups;
+    int normalize;          /* norm_topk_prob */
+    float scaling;          /* routed_scaling_factor */
+} route_params;
+
+/* One MLA attention call: T new tokens at positions pos0..pos0+T-1 attend to the
+ * cache rows 0..pos0+t (causal). A cache row is the rms-normed latent (kv_lora
+ * values) followed by the rotated shared rope key (rope values). */
+typedef struct mla_args {
+    const float *q;             /* [T][H][nope + rope], rope part already rotated */
+    int T, pos0;
+    const float *kv_cache;      /* [pos0 + T][kv_lora + rope] */
+    const linear_weight *kv_b;  /* [H * (nope + v)][kv_lora] */
+    int H, nope, rope, v, kv_lora;
+    float scale;
+    float *out;                 /* [T][H][v] */
+} mla_args;
+
+typedef struct backend backend;
+
+typedef struct backend_ops {
+    float *(*alloc)(backend *b, size_t n_floats);
+    void (*release)(backend *b, float *p);
+    /* out[t] = row ids[t] of the embedding */
+    void (*embed)(backend *b, const linear_weight *emb, const int *ids, int T, float *out);
+    void (*rmsnorm)(backend *b, const float *x, int x_stride, const float *w, int n, int T,
+                    float eps, float *out, int out_stride);
+    void (*linear)(backend *b, const linear_weight *w, const float *x, int T, float *y);
+    void (*rope)(backend *b, float *x, int T, int n_vec, int tok_stride, int vec_stride,
+                 int offset, int dim, const int *pos, const float *inv_freq, float mscale);
+    /* out = down(silu(gate x) * up x), x [T][cols of gate], out [T][rows of down] */
+    void (*ffn)(backend *b, const linear_weight *gate, const linear_weight *up,
+                const linear_weight *down, const float *x, int T, float *out);
+    void (*mla_attention)(backend *b, const mla_args *a);
+    /* logits [T][n_experts] -> ids/weights [T][top_k] on the host; scores
+     * (optional, [T][n_experts]) gets the unbiased router scores */
+    void (*route)(backend *b, const route_params *p, const float *logits, const float *bias,
+                  int T, int *ids, float *weights, float *scores);
+    /* y += x */
+    void (*add)(backend *b, float *y, const float *x, size_t n);
+    /* dst[i] = src[idx[i]] (rows of dim floats) */
+    void (*gather_rows)(backend *b, const float *src, const int *idx, int n, int dim, float *dst);
+    /* dst[idx[i]] += w[i] * src[i] */
+    void (*scatter_add_rows)(backend *b, float *dst, const int *idx, const float *w, int n,
+                             int dim, const float *src);
+    /* copies n floats between backend buffers and host memory */
+    void (*to_host)(backend *b, float *host, const float *buf, size_t n);
+    void (*from_host)(backend *b, float *buf, const float *host, size_t n);
+    void (*destroy)(backend *b);
+} backend_ops;
+
+struct backend {
+    const char *name;
+    const backend_ops *ops;
+    void *impl;
+};
+
+#endif

@@ -1,0 +1,279 @@
+/* engine: see engine.h. */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/base/progress.h"
+#include "rope_freq.h"
+
+#define OPS(en) ((en)->be->ops)
+
+static size_t max_sz(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
+                  int max_ctx, int max_chunk, errbuf *e)
+{
+    memset(en, 0, sizeof *en);
+    const model_config *c = &mw->cfg;
+    en->mw = mw;
+    en->cfg = c;
+    en->be = be;
+    en->experts = experts;
+    if (max_ctx < 1)
+        return err_set(e, "context size must be at least 1 (got %d)", max_ctx);
+    en->max_chunk = max_chunk < 1 ? 1 : (max_chunk > max_ctx ? max_ctx : max_chunk);
+    int C = en->max_chunk, h = c->hidden_size, H = c->n_heads;
+    int qk = c->qk_nope_dim + c->qk_rope_dim;
+    if (kv_cache_create(&en->kv, be, c->n_layers, max_ctx, c->kv_lora_rank + c->qk_rope_dim, e))
+        return -1;
+    en->inv_freq = malloc((size_t)c->qk_rope_dim / 2 * sizeof *en->inv_freq);
+    if (!en->inv_freq)
+        goto oom;
+    rope_freq_compute(&c->rope, c->qk_rope_dim, en->inv_freq, &en->rope_mscale);
+    en->softmax_scale = attention_softmax_scale(c);
+    en->rp = (route_params){
+        .n_experts = c->n_routed_experts,
+        .top_k = c->n_experts_per_tok,
+        .n_group = c->n_group,
+        .topk_group = c->topk_group,
+        .sigmoid = c->scoring == SCORE_SIGMOID,
+        .group_by_top2 = c->topk == TOPK_NOAUX_TC,
+        .use_groups = c->topk != TOPK_GREEDY,
+        .normalize = c->norm_topk_prob,
+        .scaling = (float)c->routed_scaling_factor,
+    };
+    size_t Cz = (size_t)C, E = (size_t)c->n_routed_experts, K = (size_t)c->n_experts_per_tok;
+#define ALLOC(ptr, n)                                                                              \
+    do {                                                                                           \
+        if (!((ptr) = OPS(en)->alloc(be, (n))))                                                    \
+            goto oom;                                                                              \
+    } while (0)
+    ALLOC(en->x, Cz * h);
+    ALLOC(en->xn, Cz * h);
+    ALLOC(en->qa, Cz * max_sz((size_t)c->q_lora_rank, 1));
+    ALLOC(en->q, Cz * H * qk);
+    ALLOC(en->attn, Cz * H * c->v_head_dim);
+    ALLOC(en->tmp, Cz * h);
+    ALLOC(en->moe, Cz * h);
+    ALLOC(en->gath, Cz * h);
+    ALLOC(en->eout, Cz * h);
+    ALLOC(en->logits_rows, Cz * c->vocab_size);
+    ALLOC(en->router_logits, Cz * max_sz(E, 1));
+#undef ALLOC
+    en->route_ids = malloc(max_sz(Cz * K, 1) * sizeof(int));
+    en->route_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
+    en->route_scores = malloc(max_sz(Cz * E, 1) * sizeof(float));
+    en->host_hidden = malloc(Cz * (size_t)h * sizeof(float));
+    en->slot_start = malloc((E + 2) * sizeof(int));
+    en->disp_tok = malloc(max_sz(Cz * K, 1) * sizeof(int));
+    en->disp_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
+    en->pos = malloc(Cz * sizeof(int));
+    if (!en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
+        !en->slot_start || !en->disp_tok || !en->disp_w || !en->pos)
+        goto oom;
+    return 0;
+oom:
+    engine_destroy(en);
+    return err_set(e, "out of memory for activations (chunk of %d tokens)", C);
+}
+
+void engine_destroy(engine *en)
+{
+    if (!en->be)
+        return;
+    float **bufs[] = {&en->x, &en->xn, &en->qa, &en->q, &en->attn, &en->tmp, &en->moe,
+                      &en->gath, &en->eout, &en->logits_rows, &en->router_logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (*bufs[i])
+            OPS(en)->release(en->be, *bufs[i]);
+    kv_cache_destroy(&en->kv);
+    free(en->inv_freq);
+    free(en->route_ids);
+    free(en->route_w);
+    free(en->route_scores);
+    free(en->host_hidden);
+    free(en->slot_start);
+    free(en->disp_tok);
+    free(en->disp_w);
+    free(en->pos);
+    memset(en, 0, sizeof *en);
+}
+
+void engine_reset(engine *en)
+{
+    en->n_past = 0;
+}
+
+int engine_truncate(engine *en, int n, errbuf *e)
+{
+    if (n < 0 || n > en->n_past)
+        return err_set(e, "cannot rewind the cache to %d positions (it holds %d)", n, en->n_past);
+    en->n_past = n;
+    return 0;
+}
+
+/* MLA attention of layer l for T tokens at pos0; writes the o_proj output to en->tmp. */
+static void attention(engine *en, int l, int T, int pos0)
+{
+    const model_config *c = en->cfg;
+    const layer_weights *L = &en->mw->layers[l];
+    const backend_ops *o = OPS(en);
+    int H = c->n_heads, qk = c->qk_nope_dim + c->qk_rope_dim, row = en->kv.row;
+    float eps = (float)c->rms_norm_eps;
+    if (c->q_lora_rank > 0) {
+        o->linear(en->be, &L->q_a, en->xn, T, en->qa);
+        o->rmsnorm(en->be, en->qa, c->q_lora_rank, L->q_a_norm, c->q_lora_rank, T, eps, en->qa,
+                   c->q_lora_rank);
+        o->linear(en->be, &L->q_b, en->qa, T, en->q);
+    } else {
+        o->linear(en->be, &L->q_proj, en->xn, T, en->q);
+    }
+    o->rope(en->be, en->q, T, H, H * qk, qk, c->qk_nope_dim, c->qk_rope_dim, en->pos, en->inv_freq,
+            en->rope_mscale);
+    /* the new cache rows: latent (normed in place) + rope key (rotated in place) */
+    float *rows = kv_cache_row(&en->kv, l, pos0);
+    o->linear(en->be, &L->kv_a, en->xn, T, rows);
+    o->rmsnorm(en->be, rows, row, L->kv_a_norm, c->kv_lora_rank, T, eps, rows, row);
+    o->rope(en->be, rows, T, 1, row, 0, c->kv_lora_rank, c->qk_rope_dim, en->pos, en->inv_freq,
+            en->rope_mscale);
+    mla_args a = {
+        .q = en->q, .T = T, .pos0 = pos0, .kv_cache = kv_cache_row(&en->kv, l, 0),
+        .kv_b = &L->kv_b, .H = H, .nope = c->qk_nope_dim, .rope = c->qk_rope_dim,
+        .v = c->v_head_dim, .kv_lora = c->kv_lora_rank, .scale = en->softmax_scale,
+        .out = en->attn,
+    };
+    o->mla_attention(en->be, &a);
+    o->linear(en->be, &L->o_proj, en->attn, T, en->tmp);
+}
+
+/* MoE FFN of layer l on en->xn; writes the result to en->tmp. */
+static int moe(engine *en, int l, int T, int pos0, errbuf *e)
+{
+    const model_config *c = en->cfg;
+    const layer_weights *L = &en->mw->layers[l];
+    const backend_ops *o = OPS(en);
+    int E = c->n_routed_experts, K = c->n_experts_per_tok, h = c->hidden_size;
+    o->linear(en->be, &L->router, en->xn, T, en->router_logits);
+    o->route(en->be, &en->rp, en->router_logits, L->router_bias, T, en->route_ids, en->route_w,
+             en->obs.on_route ? en->route_scores : NULL);
+    if (en->obs.on_route)
+        for (int t = 0; t < T; t++)
+            en->obs.on_route(en->obs.ctx, l, pos0 + t, en->route_ids + (size_t)t * K,
+                             en->route_w + (size_t)t * K, en->route_scores + (size_t)t * E);
+    /* counting sort of (token, weight) pairs by expert */
+    int *start = en->slot_start;
+    memset(start, 0, ((size_t)E + 2) * sizeof *start);
+    for (int i = 0; i < T * K; i++)
+        start[en->route_ids[i] + 2]++;
+    for (int x = 0; x < E; x++)
+        start[x + 2] += start[x + 1];
+    for (int i = 0; i < T * K; i++) {
+        int slot = start[en->route_ids[i] + 1]++;
+        en->disp_tok[slot] = i / K;
+        en->disp_w[slot] = en->route_w[i];
+    }
+    /* now experts x's pairs are disp_*[start[x] .. start[x+1]) */
+    memset(en->moe, 0, (size_t)T * (size_t)h * sizeof *en->moe);
+    for (int x = 0; x < E; x++) {
+        int n = start[x + 1] - start[x];
+        if (n == 0)
+            continue;
+        expert_view v;
+        if (expert_source_get(en->experts, l, x, &v, e))
+            return err_prefix(e, "layer %d expert %d: ", l, x);
+        o->gather_rows(en->be, en->xn, en->disp_tok + start[x], n, h, en->gath);
+        o->ffn(en->be, &v.gate, &v.up, &v.down, en->gath, n, en->eout);
+        expert_source_put(en->experts, l, x);
+        o->scatter_add_rows(en->be, en->moe, en->disp_tok + start[x], en->disp_w + start[x], n, h,
+                            en->eout);
+        en->stats.expert_calls++;
+    }
+    if (L->has_shared) {
+        o->ffn(en->be, &L->shared.gate, &L->shared.up, &L->shared.down, en->xn, T, en->tmp);
+        o->add(en->be, en->moe, en->tmp, (size_t)T * (size_t)h);
+    }
+    float *t = en->tmp;
+    en->tmp = en->moe;
+    en->moe = t;
+    return 0;
+}
+
+static int forward_chunk(engine *en, const int *ids, int T, float *logits, int all_logits,
+                         errbuf *e)
+{
+    const model_config *c = en->cfg;
+    const model_weights *mw = en->mw;
+    const backend_ops *o = OPS(en);
+    int h = c->hidden_size, pos0 = en->n_past;
+    float eps = (float)c->rms_norm_eps;
+    for (int t = 0; t < T; t++) {
+        if (ids[t] < 0 || ids[t] >= c->vocab_size)
+            return err_set(e, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t],
+                           pos0 + t, c->vocab_size - 1);
+        en->pos[t] = pos0 + t;
+    }
+    o->embed(en->be, &mw->embed, ids, T, en->x);
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_weights *L = &mw->layers[l];
+        o->rmsnorm(en->be, en->x, h, L->attn_norm, h, T, eps, en->xn, h);
+        attention(en, l, T, pos0);
+        o->add(en->be, en->x, en->tmp, (size_t)T * (size_t)h);
+        o->rmsnorm(en->be, en->x, h, L->ffn_norm, h, T, eps, en->xn, h);
+        if (L->is_moe) {
+            if (moe(en, l, T, pos0, e))
+                return -1;
+        } else {
+            o->ffn(en->be, &L->dense.gate, &L->dense.up, &L->dense.down, en->xn, T, en->tmp);
+        }
+        o->add(en->be, en->x, en->tmp, (size_t)T * (size_t)h);
+        if (en->obs.on_layer_out) {
+            o->to_host(en->be, en->host_hidden, en->x, (size_t)T * (size_t)h);
+            en->obs.on_layer_out(en->obs.ctx, l, pos0, T, en->host_hidden);
+        }
+    }
+    en->n_past += T;
+    if (!logits)
+        return 0;
+    /* only the rows asked for go through the final norm and lm_head */
+    int first = all_logits ? 0 : T - 1, n = T - first;
+    o->rmsnorm(en->be, en->x + (size_t)first * (size_t)h, h, mw->final_norm, h, n, eps, en->xn, h);
+    o->linear(en->be, &mw->lm_head, en->xn, n, en->logits_rows);
+    o->to_host(en->be, logits, en->logits_rows, (size_t)n * (size_t)c->vocab_size);
+    return 0;
+}
+
+int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e)
+{
+    if (T < 1)
+        return err_set(e, "no tokens to process");
+    if (en->n_past + T > en->kv.max_ctx)
+        return err_set(e, "context is full: %d cached + %d new tokens exceed the context size %d "
+                       "(raise -c)", en->n_past, T, en->kv.max_ctx);
+    double t0 = now_seconds();
+    size_t V = (size_t)en->cfg->vocab_size;
+    for (int done = 0; done < T;) {
+        int n = T - done < en->max_chunk ? T - done : en->max_chunk;
+        int last = done + n == T;
+        float *lg = NULL;
+        if (logits && all_logits)
+            lg = logits + (size_t)done * V;
+        else if (logits && last)
+            lg = logits;
+        if (forward_chunk(en, ids + done, n, lg, all_logits, e))
+            return -1;
+        done += n;
+    }
+    double dt = now_seconds() - t0;
+    if (T == 1) {
+        en->stats.tokens_decoded++;
+        en->stats.decode_seconds += dt;
+    } else {
+        en->stats.tokens_prefilled += (uint64_t)T;
+        en->stats.prefill_seconds += dt;
+    }
+    return 0;
+}

@@ -1,0 +1,68 @@
+/* engine: the forward pass of a DeepSeek-V3 / Kimi K2 model, read top to bottom.
+ *
+ * embed -> per layer [RMSNorm -> MLA attention -> residual; RMSNorm -> dense FFN
+ * or MoE (router, routed experts through the expert_source, shared expert) ->
+ * residual] -> final RMSNorm -> lm_head. Prompts are processed in chunks (prefill);
+ * single tokens (decode) reuse the latent KV cache. All math goes through the
+ * backend; routed experts come from the expert_source, so where an expert lives
+ * never changes the numbers. */
+#ifndef MOETIER_ENGINE_H
+#define MOETIER_ENGINE_H
+
+#include "backend.h"
+#include "core/model/model_weights.h"
+#include "kv_cache.h"
+#include "tiers/expert_source.h"
+
+/* Optional hooks for tests and traces; host pointers, valid during the call. */
+typedef struct engine_observer {
+    void *ctx;
+    /* after routing of MoE layer `layer` for the token at position pos */
+    void (*on_route)(void *ctx, int layer, int pos, const int *ids, const float *weights,
+                     const float *scores);
+    /* residual stream [T][hidden] after layer `layer` for positions pos0.. */
+    void (*on_layer_out)(void *ctx, int layer, int pos0, int T, const float *hidden);
+} engine_observer;
+
+typedef struct engine_stats {
+    uint64_t tokens_prefilled, tokens_decoded;
+    uint64_t expert_calls;          /* (expert, chunk) evaluations */
+    double prefill_seconds, decode_seconds;
+} engine_stats;
+
+typedef struct engine {
+    const model_weights *mw;
+    const model_config *cfg;
+    backend *be;
+    expert_source *experts;
+    kv_cache kv;
+    int n_past;                     /* positions already in the cache */
+    int max_chunk;
+    float *inv_freq;
+    float rope_mscale, softmax_scale;
+    route_params rp;
+    engine_observer obs;
+    engine_stats stats;
+    /* activations, [max_chunk][...] backend buffers */
+    float *x, *xn, *qa, *q, *attn, *tmp, *moe, *gath, *eout, *logits_rows, *router_logits;
+    /* host-side routing and dispatch */
+    int *route_ids;
+    float *route_w, *route_scores, *host_hidden;
+    int *slot_start, *disp_tok;
+    float *disp_w;
+    int *pos;
+} engine;
+
+/* max_ctx: positions the KV cache holds; max_chunk: tokens per prefill step. */
+int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
+                  int max_ctx, int max_chunk, errbuf *e);
+void engine_destroy(engine *en);
+/* Forgets the cache (a new conversation). */
+void engine_reset(engine *en);
+/* Rewinds the cache to n positions (keeps a shared prefix). */
+int engine_truncate(engine *en, int n, errbuf *e);
+/* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
+ * all_logits, else [vocab] for the last token. */
+int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e);
+
+#endif

@@ -1,0 +1,48 @@
+/* sampler: picks the next token from the logits.
+ *
+ * Greedy (argmax) when temperature is 0; otherwise, in this order: repetition
+ * penalty over the last tokens, top-k, temperature softmax, top-p (nucleus),
+ * min-p, then a draw from a seeded generator, so a seed reproduces a run. */
+#ifndef MOETIER_SAMPLER_H
+#define MOETIER_SAMPLER_H
+
+#include <stdint.h>
+
+#include "core/base/errbuf.h"
+
+typedef struct sampler_params {
+    float temperature;      /* 0: greedy */
+    int top_k;              /* 0: off */
+    float top_p;            /* 1: off */
+    float min_p;            /* 0: off */
+    float repeat_penalty;   /* 1: off */
+    int repeat_last_n;      /* tokens the penalty looks back over */
+    uint64_t seed;
+} sampler_params;
+
+typedef struct sampler_cand {
+    float logit;
+    int id;
+} sampler_cand;
+
+typedef struct sampler {
+    sampler_params p;
+    int vocab;
+    uint64_t rng[4];
+    sampler_cand *cand;     /* candidates sorted by logit, scratch */
+    float *prob;            /* scratch */
+    int *history;           /* ring of the last repeat_last_n tokens */
+    int n_history;
+} sampler;
+
+sampler_params sampler_defaults(void);
+int sampler_check(const sampler_params *p, errbuf *e);
+int sampler_create(sampler *s, const sampler_params *p, int vocab, errbuf *e);
+void sampler_destroy(sampler *s);
+/* Records a token (prompt or generated) for the repetition penalty. */
+void sampler_accept(sampler *s, int token);
+/* Picks a token; logits may be modified. */
+int sampler_sample(sampler *s, float *logits);
+int argmax_f32(const float *x, int n);
+
+#endif

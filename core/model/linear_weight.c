@@ -1,0 +1,25 @@
+/* linear_weight: names and sizes of the weight formats (see linear_weight.h). */
+#include "linear_weight.h"
+
+const char *weight_format_name(weight_format f)
+{
+    static const char *names[WF_COUNT] = {"f32", "f16", "bf16", "fp8-block", "int4-group"};
+    return (f >= 0 && f < WF_COUNT) ? names[f] : "?";
+}
+
+uint64_t linear_weight_bytes(const linear_weight *w)
+{
+    uint64_t n = (uint64_t)w->rows * (uint64_t)w->cols;
+    switch (w->fmt) {
+    case WF_F32: return 4 * n;
+    case WF_F16:
+    case WF_BF16: return 2 * n;
+    case WF_FP8_BLOCK:
+        return n + 4ull * (uint64_t)((w->rows + w->block_rows - 1) / w->block_rows) *
+                       (uint64_t)w->scale_cols;
+    case WF_INT4_GROUP:
+        return 4ull * (uint64_t)w->rows * (uint64_t)w->row_words +
+               2ull * (uint64_t)w->rows * (uint64_t)w->scale_cols;
+    default: return 0;
+    }
+}

@@ -1,0 +1,320 @@
+/* model_weights: tensor lookup, format detection and validation (see model_weights.h). */
+#include "model_weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+
+static int expect_shape2(const checkpoint *ck, const st_tensor *t, int64_t r, int64_t c, errbuf *e)
+{
+    if (t->ndim == 2 && t->shape[0] == r && t->shape[1] == c)
+        return 0;
+    char d[96];
+    return err_set(e, "%s: tensor '%s' is %s, expected shape [%lld, %lld]", checkpoint_path_of(ck, t),
+                   t->name, st_tensor_describe(t, d, sizeof d), (long long)r, (long long)c);
+}
+
+static int expect_dtype(const checkpoint *ck, const st_tensor *t, dtype want, errbuf *e)
+{
+    if (t->dt == want)
+        return 0;
+    return err_set(e, "%s: tensor '%s' has dtype %s, expected %s", checkpoint_path_of(ck, t),
+                   t->name, dtype_name(t->dt), dtype_name(want));
+}
+
+static const st_tensor *find_suffix(const checkpoint *ck, const char *base, const char *suffix)
+{
+    char name[512];
+    snprintf(name, sizeof name, "%s.%s", base, suffix);
+    return checkpoint_find(ck, name);
+}
+
+/* Builds the view of Linear `base` (without ".weight"), whatever its format, and
+ * checks it is [rows, cols]. */
+static int resolve_linear(const model_weights *m, const char *base, int rows, int cols,
+                          linear_weight *w, errbuf *e)
+{
+    const checkpoint *ck = &m->ckpt;
+    const model_config *c = &m->cfg;
+    memset(w, 0, sizeof *w);
+    w->rows = rows;
+    w->cols = cols;
+    const st_tensor *t = find_suffix(ck, base, "weight");
+    if (t) {
+        if (expect_shape2(ck, t, rows, cols, e))
+            return -1;
+        w->data = t->data;
+        switch (t->dt) {
+        case DT_F32: w->fmt = WF_F32; return 0;
+        case DT_F16: w->fmt = WF_F16; return 0;
+        case DT_BF16: w->fmt = WF_BF16; return 0;
+        case DT_F8_E4M3: break;
+        default:
+            return err_set(e, "%s: tensor '%s' has dtype %s; a Linear weight must be F32, F16, "
+                           "BF16 or F8_E4M3", checkpoint_path_of(ck, t), t->name, dtype_name(t->dt));
+        }
+        if (c->quant != QUANT_FP8_BLOCK)
+            return err_set(e, "%s: tensor '%s' is F8_E4M3 but config.json has no fp8 "
+                           "quantization_config (weight_block_size unknown)",
+                           checkpoint_path_of(ck, t), t->name);
+        const st_tensor *s = find_suffix(ck, base, "weight_scale_inv");
+        if (!s)
+            return err_set(e, "%s: missing tensor '%s.weight_scale_inv' (scales of the FP8 weight)",
+                           ck->dir, base);
+        int br = c->fp8_block_rows, bc = c->fp8_block_cols;
+        if (expect_dtype(ck, s, DT_F32, e) ||
+            expect_shape2(ck, s, (rows + br - 1) / br, (cols + bc - 1) / bc, e))
+            return -1;
+        w->fmt = WF_FP8_BLOCK;
+        w->scale = s->data;
+        w->block_rows = br;
+        w->block_cols = bc;
+        w->scale_cols = (cols + bc - 1) / bc;
+        return 0;
+    }
+    const st_tensor *p = find_suffix(ck, base, "weight_packed");
+    if (!p)
+        return err_set(e, "%s: missing tensor '%s.weight'", ck->dir, base);
+    if (c->quant != QUANT_INT4_PACKED)
+        return err_set(e, "%s: tensor '%s' is pack-quantized but config.json has no "
+                       "compressed-tensors quantization_config", checkpoint_path_of(ck, p), p->name);
+    const st_tensor *s = find_suffix(ck, base, "weight_scale");
+    const st_tensor *sh = find_suffix(ck, base, "weight_shape");
+    if (!s || !sh)
+        return err_set(e, "%s: missing tensor '%s.%s' (int4 pack-quantized weights need "
+                       "weight_packed, weight_scale and weight_shape)",
+                       ck->dir, base, s ? "weight_shape" : "weight_scale");
+    if (expect_dtype(ck, sh, DT_I32, e))
+        return -1;
+    if (sh->numel != 2)
+        return err_set(e, "%s: tensor '%s' must hold 2 values [out, in]", checkpoint_path_of(ck, sh),
+                       sh->name);
+    int32_t shape[2];
+    memcpy(shape, sh->data, sizeof shape);
+    if (shape[0] != rows || shape[1] != cols)
+        return err_set(e, "%s: tensor '%s' says [%d, %d], expected [%d, %d]",
+                       checkpoint_path_of(ck, sh), sh->name, shape[0], shape[1], rows, cols);
+    int gs = c->int4_group_size;
+    if (expect_dtype(ck, p, DT_I32, e) || expect_shape2(ck, p, rows, (cols + 7) / 8, e) ||
+        expect_dtype(ck, s, DT_BF16, e) || expect_shape2(ck, s, rows, (cols + gs - 1) / gs, e))
+        return -1;
+    w->fmt = WF_INT4_GROUP;
+    w->data = p->data;
+    w->scale = s->data;
+    w->group_size = gs;
+    w->row_words = (cols + 7) / 8;
+    w->scale_cols = (cols + gs - 1) / gs;
+    return 0;
+}
+
+/* A 1-D vector (norm weight, router bias) converted to a malloc'd float array. */
+static int resolve_vector(const model_weights *m, const char *name, int n, float **out, errbuf *e)
+{
+    const checkpoint *ck = &m->ckpt;
+    const st_tensor *t = checkpoint_find(ck, name);
+    *out = NULL;
+    if (!t)
+        return err_set(e, "%s: missing tensor '%s'", ck->dir, name);
+    if (t->ndim != 1 || t->shape[0] != n) {
+        char d[96];
+        return err_set(e, "%s: tensor '%s' is %s, expected shape [%d]", checkpoint_path_of(ck, t),
+                       name, st_tensor_describe(t, d, sizeof d), n);
+    }
+    float *v = malloc((size_t)n * sizeof *v);
+    if (!v)
+        return err_set(e, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (t->dt == DT_F32)
+            memcpy(&v[i], t->data + 4 * (size_t)i, 4);
+        else if (t->dt == DT_BF16 || t->dt == DT_F16) {
+            uint16_t h;
+            memcpy(&h, t->data + 2 * (size_t)i, 2);
+            v[i] = t->dt == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+        } else {
+            free(v);
+            return err_set(e, "%s: tensor '%s' has dtype %s, expected F32, BF16 or F16",
+                           checkpoint_path_of(ck, t), name, dtype_name(t->dt));
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+static void count_weight(model_weights *m, const linear_weight *w, int expert)
+{
+    (expert ? m->expert_bytes_by_format : m->bytes_by_format)[w->fmt] += linear_weight_bytes(w);
+    m->n_linear_by_format[w->fmt]++;
+}
+
+static int resolve_ffn(model_weights *m, const char *base, int inter, ffn_weights *f, errbuf *e)
+{
+    char n[256];
+    int h = m->cfg.hidden_size;
+    snprintf(n, sizeof n, "%s.gate_proj", base);
+    if (resolve_linear(m, n, inter, h, &f->gate, e))
+        return -1;
+    snprintf(n, sizeof n, "%s.up_proj", base);
+    if (resolve_linear(m, n, inter, h, &f->up, e))
+        return -1;
+    snprintf(n, sizeof n, "%s.down_proj", base);
+    return resolve_linear(m, n, h, inter, &f->down, e);
+}
+
+static int resolve_layer(model_weights *m, int l, errbuf *e)
+{
+    const model_config *c = &m->cfg;
+    layer_weights *L = &m->layers[l];
+    char p[128], n[256];
+    snprintf(p, sizeof p, "model.layers.%d", l);
+    int h = c->hidden_size, H = c->n_heads;
+    int qk = c->qk_nope_dim + c->qk_rope_dim;
+#define LIN(field, suffix, r, cc)                                                                  \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "%s.%s", p, suffix);                                                 \
+        if (resolve_linear(m, n, r, cc, &L->field, e))                                             \
+            return -1;                                                                             \
+        count_weight(m, &L->field, 0);                                                             \
+    } while (0)
+#define VEC(field, suffix, len)                                                                    \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "%s.%s", p, suffix);                                                 \
+        if (resolve_vector(m, n, len, &L->field, e))                                               \
+            return -1;                                                                             \
+    } while (0)
+    VEC(attn_norm, "input_layernorm.weight", h);
+    VEC(ffn_norm, "post_attention_layernorm.weight", h);
+    if (c->q_lora_rank > 0) {
+        LIN(q_a, "self_attn.q_a_proj", c->q_lora_rank, h);
+        VEC(q_a_norm, "self_attn.q_a_layernorm.weight", c->q_lora_rank);
+        LIN(q_b, "self_attn.q_b_proj", H * qk, c->q_lora_rank);
+    } else {
+        LIN(q_proj, "self_attn.q_proj", H * qk, h);
+    }
+    LIN(kv_a, "self_attn.kv_a_proj_with_mqa", c->kv_lora_rank + c->qk_rope_dim, h);
+    VEC(kv_a_norm, "self_attn.kv_a_layernorm.weight", c->kv_lora_rank);
+    LIN(kv_b, "self_attn.kv_b_proj", H * (c->qk_nope_dim + c->v_head_dim), c->kv_lora_rank);
+    LIN(o_proj, "self_attn.o_proj", h, H * c->v_head_dim);
+    L->is_moe = config_is_moe_layer(c, l);
+    if (!L->is_moe) {
+        snprintf(n, sizeof n, "%s.mlp", p);
+        if (resolve_ffn(m, n, c->intermediate_size, &L->dense, e))
+            return -1;
+        count_weight(m, &L->dense.gate, 0);
+        count_weight(m, &L->dense.up, 0);
+        count_weight(m, &L->dense.down, 0);
+        return 0;
+    }
+    LIN(router, "mlp.gate", c->n_routed_experts, h);
+    snprintf(n, sizeof n, "%s.mlp.gate.e_score_correction_bias", p);
+    if (checkpoint_find(&m->ckpt, n)) {
+        if (resolve_vector(m, n, c->n_routed_experts, &L->router_bias, e))
+            return -1;
+    } else if (c->topk == TOPK_NOAUX_TC) {
+        return err_set(e, "%s: missing tensor '%s' (topk_method noaux_tc needs the router bias)",
+                       m->ckpt.dir, n);
+    }
+    if (c->n_shared_experts > 0) {
+        L->has_shared = 1;
+        snprintf(n, sizeof n, "%s.mlp.shared_experts", p);
+        if (resolve_ffn(m, n, c->n_shared_experts * c->moe_intermediate_size, &L->shared, e))
+            return -1;
+        count_weight(m, &L->shared.gate, 0);
+        count_weight(m, &L->shared.up, 0);
+        count_weight(m, &L->shared.down, 0);
+    }
+    for (int x = 0; x < c->n_routed_experts; x++) {
+        expert_view *v = &m->experts[(size_t)l * (size_t)c->n_routed_experts + (size_t)x];
+        ffn_weights f;
+        snprintf(n, sizeof n, "%s.mlp.experts.%d", p, x);
+        if (resolve_ffn(m, n, c->moe_intermediate_size, &f, e))
+            return -1;
+        v->gate = f.gate;
+        v->up = f.up;
+        v->down = f.down;
+        count_weight(m, &v->gate, 1);
+        count_weight(m, &v->up, 1);
+        count_weight(m, &v->down, 1);
+    }
+    return 0;
+#undef LIN
+#undef VEC
+}
+
+int model_weights_open(model_weights *m, const char *dir, errbuf *e)
+{
+    memset(m, 0, sizeof *m);
+    if (config_load(&m->cfg, dir, e))
+        return -1;
+    if (checkpoint_open(&m->ckpt, dir, e))
+        return -1;
+    const model_config *c = &m->cfg;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    m->experts = calloc((size_t)c->n_layers * (size_t)c->n_routed_experts + 1, sizeof *m->experts);
+    if (!m->layers || !m->experts) {
+        model_weights_close(m);
+        return err_set(e, "out of memory");
+    }
+    if (resolve_linear(m, "model.embed_tokens", c->vocab_size, c->hidden_size, &m->embed, e) ||
+        resolve_vector(m, "model.norm.weight", c->hidden_size, &m->final_norm, e))
+        goto fail;
+    count_weight(m, &m->embed, 0);
+    if (c->tie_word_embeddings && !checkpoint_find(&m->ckpt, "lm_head.weight")) {
+        m->lm_head = m->embed;
+    } else {
+        if (resolve_linear(m, "lm_head", c->vocab_size, c->hidden_size, &m->lm_head, e))
+            goto fail;
+        count_weight(m, &m->lm_head, 0);
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        if (resolve_layer(m, l, e))
+            goto fail;
+    return 0;
+fail:
+    model_weights_close(m);
+    return -1;
+}
+
+void model_weights_close(model_weights *m)
+{
+    if (m->layers)
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            layer_weights *L = &m->layers[l];
+            free(L->attn_norm);
+            free(L->ffn_norm);
+            free(L->q_a_norm);
+            free(L->kv_a_norm);
+            free(L->router_bias);
+        }
+    free(m->layers);
+    free(m->experts);
+    free(m->final_norm);
+    checkpoint_close(&m->ckpt);
+    memset(m, 0, sizeof *m);
+}
+
+int model_weights_expert(const model_weights *m, int layer, int expert, expert_view *out, errbuf *e)
+{
+    const model_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->n_layers || !config_is_moe_layer(c, layer) || expert < 0 ||
+        expert >= c->n_routed_experts)
+        return err_set(e, "no routed expert %d in layer %d", expert, layer);
+    *out = m->experts[(size_t)layer * (size_t)c->n_routed_experts + (size_t)expert];
+    return 0;
+}
+
+static int checkpoint_source_get(expert_source *s, int layer, int expert, expert_view *out,
+                                 errbuf *e)
+{
+    return model_weights_expert(s->impl, layer, expert, out, e);
+}
+
+int model_weights_expert_source(model_weights *m, expert_source *out)
+{
+    memset(out, 0, sizeof *out);
+    out->name = "checkpoint-mmap";
+    out->impl = m;
+    out->get = checkpoint_source_get;
+    return 0;
+}

@@ -1,0 +1,171 @@
+/* cpu_backend: see cpu_backend.h. */
+#include "cpu_backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linear_ref.h"
+#include "mla_ref.h"
+#include "ops_ref.h"
+#include "router_ref.h"
+
+typedef struct cpu_state {
+    float *scratch;
+    size_t scratch_n;
+} cpu_state;
+
+/* A growing scratch area; the engine sizes calls so this stays bounded. An
+ * allocation failure here is unrecoverable mid-forward, so it aborts with a
+ * message rather than computing garbage. */
+static float *cpu_scratch(backend *b, size_t n)
+{
+    cpu_state *s = b->impl;
+    if (n > s->scratch_n) {
+        float *p = realloc(s->scratch, n * sizeof *p);
+        if (!p) {
+            fprintf(stderr, "moetier: out of memory for %zu floats of CPU scratch\n", n);
+            abort();
+        }
+        s->scratch = p;
+        s->scratch_n = n;
+    }
+    return s->scratch;
+}
+
+static float *cpu_alloc(backend *b, size_t n)
+{
+    (void)b;
+    return calloc(n ? n : 1, sizeof(float));
+}
+
+static void cpu_release(backend *b, float *p)
+{
+    (void)b;
+    free(p);
+}
+
+static void cpu_embed(backend *b, const linear_weight *emb, const int *ids, int T, float *out)
+{
+    (void)b;
+    for (int t = 0; t < T; t++)
+        linear_ref_dequant_row(emb, ids[t], out + (size_t)t * (size_t)emb->cols);
+}
+
+static void cpu_rmsnorm(backend *b, const float *x, int xs, const float *w, int n, int T,
+                        float eps, float *out, int os)
+{
+    (void)b;
+    rmsnorm_ref(x, xs, w, n, T, eps, out, os);
+}
+
+static void cpu_linear(backend *b, const linear_weight *w, const float *x, int T, float *y)
+{
+    linear_ref_forward(w, x, T, y, cpu_scratch(b, (size_t)w->cols));
+}
+
+static void cpu_rope(backend *b, float *x, int T, int n_vec, int ts, int vs, int off, int dim,
+                     const int *pos, const float *inv_freq, float mscale)
+{
+    (void)b;
+    rope_ref(x, T, n_vec, ts, vs, off, dim, pos, inv_freq, mscale);
+}
+
+static void cpu_ffn(backend *b, const linear_weight *gate, const linear_weight *up,
+                    const linear_weight *down, const float *x, int T, float *out)
+{
+    size_t inter = (size_t)gate->rows, n = (size_t)T * inter;
+    size_t maxc = (size_t)(gate->cols > down->cols ? gate->cols : down->cols);
+    float *g = cpu_scratch(b, 2 * n + maxc);
+    float *u = g + n, *row = u + n;
+    linear_ref_forward(gate, x, T, g, row);
+    linear_ref_forward(up, x, T, u, row);
+    silu_mul_ref(g, u, n, g);
+    linear_ref_forward(down, g, T, out, row);
+}
+
+static void cpu_mla(backend *b, const mla_args *a)
+{
+    if (a->T <= CPU_ABSORB_MAX_T)
+        mla_ref_absorbed(a, cpu_scratch(b, mla_ref_absorbed_scratch(a)));
+    else
+        mla_ref_naive(a, cpu_scratch(b, mla_ref_naive_scratch(a)));
+}
+
+static void cpu_route(backend *b, const route_params *p, const float *logits, const float *bias,
+                      int T, int *ids, float *weights, float *scores)
+{
+    float *scratch = cpu_scratch(b, route_ref_scratch(p));
+    size_t E = (size_t)p->n_experts, K = (size_t)p->top_k;
+    for (int t = 0; t < T; t++)
+        route_ref(p, logits + (size_t)t * E, bias, ids + (size_t)t * K, weights + (size_t)t * K,
+                  scores ? scores + (size_t)t * E : NULL, scratch);
+}
+
+static void cpu_add(backend *b, float *y, const float *x, size_t n)
+{
+    (void)b;
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+static void cpu_gather(backend *b, const float *src, const int *idx, int n, int dim, float *dst)
+{
+    (void)b;
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * (size_t)dim, src + (size_t)idx[i] * (size_t)dim,
+               (size_t)dim * sizeof *dst);
+}
+
+static void cpu_scatter_add(backend *b, float *dst, const int *idx, const float *w, int n, int dim,
+                            const float *src)
+{
+    (void)b;
+    for (int i = 0; i < n; i++) {
+        float *d = dst + (size_t)idx[i] * (size_t)dim;
+        const float *s = src + (size_t)i * (size_t)dim;
+        for (int j = 0; j < dim; j++)
+            d[j] += w[i] * s[j];
+    }
+}
+
+static void cpu_copy(backend *b, float *dst, const float *src, size_t n)
+{
+    (void)b;
+    memmove(dst, src, n * sizeof *dst);
+}
+
+static void cpu_destroy(backend *b)
+{
+    cpu_state *s = b->impl;
+    if (s)
+        free(s->scratch);
+    free(s);
+    b->impl = NULL;
+}
+
+static const backend_ops cpu_ops = {
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .linear = cpu_linear,
+    .rope = cpu_rope,
+    .ffn = cpu_ffn,
+    .mla_attention = cpu_mla,
+    .route = cpu_route,
+    .add = cpu_add,
+    .gather_rows = cpu_gather,
+    .scatter_add_rows = cpu_scatter_add,
+    .to_host = cpu_copy,
+    .from_host = cpu_copy,
+    .destroy = cpu_destroy,
+};
+
+int cpu_backend_create(backend *b, errbuf *e)
+{
+    b->name = "cpu";
+    b->ops = &cpu_ops;
+    b->impl = calloc(1, sizeof(cpu_state));
+    return b->impl ? 0 : err_set(e, "out of memory");
+}

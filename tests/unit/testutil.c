@@ -1,0 +1,134 @@
+/* testutil: see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/base/fileutil.h"
+#include "core/engine/sampler.h"
+
+const char *test_testdata_dir(void)
+{
+    const char *d = getenv("MOETIER_TESTDATA");
+    return d && *d ? d : "../shared/testdata";
+}
+
+char *test_data_path(const char *rel)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", test_testdata_dir(), rel) < 0)
+        return NULL;
+    return p;
+}
+
+int test_path_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+void *test_read_file(const char *path, size_t *n)
+{
+    char *buf;
+    errbuf e;
+    if (file_read_all(path, &buf, n, &e))
+        return NULL;
+    return buf;
+}
+
+char *test_make_tmpdir(const char *tag)
+{
+    const char *base = getenv("MOETIER_TMP");
+    if (!base || !*base)
+        base = "/tmp";
+    mkdir(base, 0755);
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s.XXXXXX", base, tag) < 0)
+        return NULL;
+    if (!mkdtemp(p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void test_remove_tree(const char *path)
+{
+    char *cmd = NULL;
+    if (asprintf(&cmd, "rm -rf '%s'", path) >= 0) {
+        int rc = system(cmd);
+        (void)rc;
+    }
+    free(cmd);
+}
+
+logit_cmp test_compare_logits(const float *g, const float *c, int rows, int vocab)
+{
+    logit_cmp r = {0};
+    size_t n = (size_t)rows * (size_t)vocab;
+    double mean = 0, var = 0, mx = 0, ss = 0;
+    for (size_t i = 0; i < n; i++)
+        mean += g[i];
+    mean /= (double)n;
+    for (size_t i = 0; i < n; i++) {
+        var += (g[i] - mean) * (g[i] - mean);
+        double d = isfinite(c[i]) ? fabs((double)g[i] - (double)c[i]) : INFINITY;
+        mx = d > mx ? d : mx;
+        ss += d * d;
+    }
+    double sd = sqrt(var / (double)n);
+    r.max_over_std = mx / sd;
+    r.rms_over_std = sqrt(ss / (double)n) / sd;
+    r.rows = rows;
+    for (int t = 0; t < rows; t++)
+        r.top1_agree += argmax_f32(g + (size_t)t * vocab, vocab) == argmax_f32(c + (size_t)t * vocab, vocab);
+    return r;
+}
+
+static char *slurp_fd(int fd)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + n, cap - n - 1);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+int test_run_capture(const char *cmd, char **out, char **err)
+{
+    char *ofile = test_make_tmpdir("cap"), *full = NULL;
+    if (asprintf(&full, "(%s) >'%s/out' 2>'%s/err'", cmd, ofile, ofile) < 0)
+        return -1;
+    int st = system(full);
+    free(full);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/out", ofile);
+    FILE *f = fopen(path, "r");
+    *out = f ? slurp_fd(fileno(f)) : strdup("");
+    if (f)
+        fclose(f);
+    snprintf(path, sizeof path, "%s/err", ofile);
+    f = fopen(path, "r");
+    char *e = f ? slurp_fd(fileno(f)) : strdup("");
+    if (f)
+        fclose(f);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    test_remove_tree(ofile);
+    free(ofile);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

@@ -1,0 +1,32 @@
+/* testutil: helpers shared by the test files: locating test data, reading
+ * binary golden files, comparing logits the way the testdata README defines,
+ * scratch directories. */
+#ifndef MOETIER_TESTUTIL_H
+#define MOETIER_TESTUTIL_H
+
+#include <stddef.h>
+
+/* ../shared/testdata or $MOETIER_TESTDATA. */
+const char *test_testdata_dir(void);
+/* The testdata dir joined with a relative path (malloc'd). */
+char *test_data_path(const char *rel);
+int test_path_exists(const char *path);
+/* Reads a whole file; NULL when missing. */
+void *test_read_file(const char *path, size_t *n);
+/* A fresh directory under $MOETIER_TMP (or /tmp); malloc'd path. */
+char *test_make_tmpdir(const char *tag);
+void test_remove_tree(const char *path);
+
+typedef struct logit_cmp {
+    double max_over_std, rms_over_std;
+    int top1_agree, rows;
+} logit_cmp;
+
+/* std is the population std of the golden array (as compare.py). */
+logit_cmp test_compare_logits(const float *golden, const float *cand, int rows, int vocab);
+
+/* Runs a command line through /bin/sh, capturing stdout and stderr (malloc'd);
+ * returns the exit status. */
+int test_run_capture(const char *cmd, char **out, char **err);
+
+#endif

@@ -1,0 +1,38 @@
+/* expert_source: "give me expert e of layer l".
+ *
+ * The engine reads every routed expert through this one interface, so where the
+ * bytes live (the checkpoint's mmap today; DRAM, NVMe and VRAM tiers later) never
+ * changes what it computes. get() fills the views of the expert's gate, up and
+ * down projections and keeps them valid until the matching put(); an expert held
+ * between get() and put() is in use and must not be evicted. */
+#ifndef MOETIER_EXPERT_SOURCE_H
+#define MOETIER_EXPERT_SOURCE_H
+
+#include "core/base/errbuf.h"
+#include "core/model/linear_weight.h"
+
+typedef struct expert_view {
+    linear_weight gate, up, down;
+} expert_view;
+
+typedef struct expert_source {
+    const char *name;
+    void *impl;
+    int (*get)(struct expert_source *s, int layer, int expert, expert_view *out, errbuf *e);
+    void (*put)(struct expert_source *s, int layer, int expert);
+    void (*destroy)(struct expert_source *s);
+} expert_source;
+
+static inline int expert_source_get(expert_source *s, int layer, int expert, expert_view *out,
+                                    errbuf *e)
+{
+    return s->get(s, layer, expert, out, e);
+}
+
+static inline void expert_source_put(expert_source *s, int layer, int expert)
+{
+    if (s->put)
+        s->put(s, layer, expert);
+}
+
+#endif
