@@ -38,6 +38,7 @@ NVCCFLAGS := -O2 -I. -gencode arch=compute_90,code=sm_90 -gencode arch=compute_9
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
 else
 CU_SRC :=
+LIB_SRC += kernels/gpu_probe_none.c
 endif
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)

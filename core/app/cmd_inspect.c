@@ -8,6 +8,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "kernels/gpu_probe.h"
 
 static void usage(FILE *f)
 {
@@ -105,6 +106,9 @@ int cmd_inspect(int argc, char **argv)
     printf("KV cache: %d floats per token per layer (%.1f KB per token)\n",
            c->kv_lora_rank + c->qk_rope_dim,
            (double)(c->kv_lora_rank + c->qk_rope_dim) * 4 * c->n_layers / 1e3);
+    char gpu[256];
+    gpu_probe(gpu, sizeof gpu);
+    printf("GPU: %s; this build computes on the CPU backend\n", gpu);
     model_weights_close(&mw);
     return 0;
 }

@@ -73,6 +73,16 @@ static const char *get_str(const cJSON *obj, const char *key)
     return cJSON_IsString(j) ? j->valuestring : NULL;
 }
 
+/* Readers disagree on repeated keys (first or last wins), so refuse them. */
+static int check_unique_keys(cfg_reader *r, const cJSON *obj)
+{
+    for (const cJSON *a = obj->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0)
+                return err_set(r->e, "%s: field '%s' appears twice", r->path, a->string);
+    return 0;
+}
+
 static int parse_rope(cfg_reader *r, const cJSON *o, model_config *c)
 {
     rope_config *rc = &c->rope;
@@ -252,6 +262,8 @@ int config_parse(model_config *c, const char *json, const char *path, errbuf *e)
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
     if (cJSON_IsObject(tc))
         o = tc;        /* multimodal Kimi checkpoints nest the language model */
+    if (check_unique_keys(&r, root) || (o != root && check_unique_keys(&r, o)))
+        goto out;
     const char *arch = NULL;
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(o, "architectures");
     if (cJSON_IsArray(archs) && cJSON_IsString(cJSON_GetArrayItem(archs, 0)))

@@ -1,0 +1,159 @@
+/* The moetier binary as scripts drive it: `logits` writes exactly the golden
+ * logits and nothing on stdout, `run --print-ids` ends stdout with the greedy ids,
+ * every command has --help, and bad arguments fail with a clear message. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static const char *bin(void)
+{
+    const char *b = getenv("MOETIER_BIN");
+    return b && *b ? b : "build/moetier";
+}
+
+static char *golden_dir_or_skip(const char *variant)
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
+    char *d = test_data_path(rel);
+    if (!test_path_exists(d)) {
+        free(d);
+        cr_skip_test("testdata absent");
+    }
+    return d;
+}
+
+/* The golden prompt as "1000,5,..." (malloc'd). */
+static char *golden_ids_csv(const char *dir, const char *file, int n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/golden/%s", dir, file);
+    size_t len;
+    int *ids = test_read_file(path, &len);
+    cr_assert_eq(len, (size_t)n * 4);
+    char *s = malloc((size_t)n * 12 + 1);
+    s[0] = 0;
+    for (int i = 0; i < n; i++)
+        sprintf(s + strlen(s), "%s%d", i ? "," : "", ids[i]);
+    free(ids);
+    return s;
+}
+
+static int run(char **out, char **err, const char *fmt, ...)
+{
+    char cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return test_run_capture(cmd, out, err);
+}
+
+Test(cli, logits_matches_golden_and_prints_nothing)
+{
+    char *d = golden_dir_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
+    char *tmp = test_make_tmpdir("cli"), *out, *err;
+    int rc = run(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32", bin(), d, ids, tmp);
+    cr_assert_eq(rc, 0, "stderr: %s", err);
+    cr_expect_str_empty(out, "logits printed on stdout: %s", out);
+    char path[4096];
+    size_t n, gn;
+    snprintf(path, sizeof path, "%s/l.f32", tmp);
+    float *mine = test_read_file(path, &n);
+    snprintf(path, sizeof path, "%s/golden/prefill_logits.f32.bin", d);
+    float *gold = test_read_file(path, &gn);
+    cr_assert_eq(n, gn, "logits file is %zu bytes, golden %zu", n, gn);
+    logit_cmp c = test_compare_logits(gold, mine, 24, (int)(n / 4 / 24));
+    cr_expect_leq(c.max_over_std, 1e-3);
+    cr_expect_eq(c.top1_agree, 24);
+    free(mine);
+    free(gold);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+    free(ids);
+    free(d);
+}
+
+Test(cli, run_print_ids_is_golden_greedy)
+{
+    char *d = golden_dir_or_skip("int4"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
+    char *want = golden_ids_csv(d, "generated_ids.i32.bin", 16), *out, *err;
+    int rc = run(&out, &err, "%s run -m %s --ids %s -n 16 --greedy --ignore-eos --print-ids", bin(),
+                 d, ids);
+    cr_assert_eq(rc, 0, "stderr: %s", err);
+    size_t L = strlen(out);
+    while (L && out[L - 1] == '\n')
+        out[--L] = 0;
+    const char *last = strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
+    cr_expect_str_eq(last, want);
+    cr_expect(strstr(err, "tok/s") != NULL, "no speed report on stderr: %s", err);
+    free(out);
+    free(err);
+    free(want);
+    free(ids);
+    free(d);
+}
+
+Test(cli, every_command_has_help)
+{
+    const char *cmds[] = {"run", "logits", "inspect", "synth"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        char *out, *err;
+        int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
+        cr_expect_eq(rc, 0, "%s --help: %d", cmds[i], rc);
+        cr_expect(strstr(out, "usage: moetier") != NULL, "%s --help: %s", cmds[i], out);
+        free(out);
+        free(err);
+    }
+    char *out, *err;
+    cr_expect_eq(run(&out, &err, "%s --help", bin()), 0);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s frobnicate", bin()), 2);
+    cr_expect(strstr(err, "unknown command") != NULL);
+    free(out);
+    free(err);
+}
+
+static void expect_failure(int want_rc, const char *needle, const char *fmt, const char *a1,
+                           const char *a2)
+{
+    char *out, *err;
+    int rc = run(&out, &err, fmt, bin(), a1, a2);
+    cr_expect_eq(rc, want_rc, "'%s %s': exit %d, stderr %s", a1, a2, rc, err);
+    cr_expect(strstr(err, needle) != NULL, "'%s %s': stderr '%s' lacks '%s'", a1, a2, err, needle);
+    free(out);
+    free(err);
+}
+
+Test(cli, bad_arguments_fail_clearly)
+{
+    char *d = golden_dir_or_skip("bf16");
+    expect_failure(2, "--ids", "%s run -m %s --ids %s -n 2", d, "1,,2");
+    expect_failure(2, "--ids", "%s run -m %s --ids %s -n 2", d, "1,x");
+    expect_failure(2, "unknown option", "%s run -m %s --ids 1 %s", d, "--bogus");
+    expect_failure(2, "-n", "%s run -m %s --ids 1 -n %s", d, "-5");
+    expect_failure(1, "--top-p", "%s run -m %s --ids 1 %s", d, "--top-p 7");
+    expect_failure(1, "outside the vocabulary", "%s run -m %s --ids %s -n 1", d, "1,99999");
+    expect_failure(1, "/nonexistent", "%s run -m %s%s --ids 1", "/nonexistent", "");
+    expect_failure(2, "required", "%s logits -m %s %s", d, "--ids 1");
+    expect_failure(1, "context is full", "%s run -m %s --ids 1,2,3 -c %s", d, "2");
+    free(d);
+}
+
+Test(cli, inspect_reports_formats_and_tiers)
+{
+    char *d = golden_dir_or_skip("fp8"), *out, *err;
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), d), 0, "%s", err);
+    cr_expect(strstr(out, "fp8-block") != NULL, "%s", out);
+    cr_expect(strstr(out, "routed experts") != NULL, "%s", out);
+    cr_expect(strstr(out, "4 (1 dense, 3 MoE)") != NULL, "%s", out);
+    free(out);
+    free(err);
+    free(d);
+}

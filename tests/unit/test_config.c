@@ -1,0 +1,163 @@
+/* config.json parsing: every family member's shape parses, and each missing or
+ * contradictory field is an error that names the field. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <stdlib.h>
+
+#include "core/model/config.h"
+
+/* A DeepSeek-V3 config (real dimensions), with %s spliced in for variations. */
+static const char *base_fmt =
+    "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\","
+    "\"vocab_size\": 129280, \"hidden_size\": 7168, \"intermediate_size\": 18432,"
+    "\"moe_intermediate_size\": 2048, \"num_hidden_layers\": 61, \"num_attention_heads\": 128,"
+    "\"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64,"
+    "\"v_head_dim\": 128, \"n_routed_experts\": 256, \"num_experts_per_tok\": 8,"
+    "\"n_shared_experts\": 1, \"first_k_dense_replace\": 3, \"moe_layer_freq\": 1,"
+    "\"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5, \"scoring_func\": \"sigmoid\","
+    "\"topk_method\": \"noaux_tc\", \"rms_norm_eps\": 1e-06, \"rope_theta\": 10000,"
+    "\"max_position_embeddings\": 163840, \"bos_token_id\": 0, \"eos_token_id\": 1,"
+    "\"hidden_act\": \"silu\", \"tie_word_embeddings\": false %s}";
+
+/* The base config with the fields of `extra` (", \"k\": v, ...") set or replaced. */
+static int parse_with(const char *extra, model_config *c, errbuf *e)
+{
+    char json[8192], obj[4096];
+    snprintf(json, sizeof json, base_fmt, "");
+    snprintf(obj, sizeof obj, "{%s}", extra[0] == ',' ? extra + 1 : extra);
+    cJSON *base = cJSON_Parse(json), *add = cJSON_Parse(obj);
+    cr_assert(base && add, "bad test JSON %s", obj);
+    cJSON *it;
+    cJSON_ArrayForEach(it, add)
+    {
+        cJSON_DeleteItemFromObjectCaseSensitive(base, it->string);
+        cJSON_AddItemToObject(base, it->string, cJSON_Duplicate(it, 1));
+    }
+    char *text = cJSON_Print(base);
+    int rc = config_parse(c, text, "config.json", e);
+    free(text);
+    cJSON_Delete(base);
+    cJSON_Delete(add);
+    return rc;
+}
+
+Test(config, deepseek_v3_groups_and_yarn)
+{
+    model_config c;
+    errbuf e;
+    cr_assert_eq(parse_with(", \"q_lora_rank\": 1536, \"n_group\": 8, \"topk_group\": 4,"
+                            "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40,"
+                            "\"original_max_position_embeddings\": 4096, \"beta_fast\": 32,"
+                            "\"beta_slow\": 1, \"mscale\": 1.0, \"mscale_all_dim\": 1.0},"
+                            "\"quantization_config\": {\"activation_scheme\": \"dynamic\","
+                            "\"fmt\": \"e4m3\", \"quant_method\": \"fp8\","
+                            "\"weight_block_size\": [128, 128]}",
+                            &c, &e),
+                 0, "%s", e.msg);
+    cr_expect_eq(c.n_group, 8);
+    cr_expect_eq(c.topk_group, 4);
+    cr_expect_eq(c.first_k_dense, 3);
+    cr_expect_eq(c.rope.yarn, 1);
+    cr_expect_eq(c.rope.factor, 40.0);      /* integer-typed JSON number */
+    cr_expect_eq(c.rope.beta_fast, 32.0);
+    cr_expect_eq(c.quant, QUANT_FP8_BLOCK);
+    cr_expect_eq(c.fp8_block_rows, 128);
+    cr_expect_eq(c.q_lora_rank, 1536);
+    cr_expect(!config_is_moe_layer(&c, 2));
+    cr_expect(config_is_moe_layer(&c, 3));
+}
+
+Test(config, q_lora_null_and_no_rope_scaling)
+{
+    model_config c;
+    errbuf e;
+    cr_assert_eq(parse_with(", \"q_lora_rank\": null, \"rope_scaling\": null", &c, &e), 0, "%s",
+                 e.msg);
+    cr_expect_eq(c.q_lora_rank, 0);
+    cr_expect_eq(c.rope.yarn, 0);
+}
+
+Test(config, nested_text_config_and_eos_list)
+{
+    const char *json =
+        "{\"architectures\": [\"KimiK25ForConditionalGeneration\"], \"text_config\": {"
+        "\"architectures\": [\"DeepseekV3ForCausalLM\"], \"vocab_size\": 1024, \"hidden_size\": 256,"
+        "\"intermediate_size\": 512, \"moe_intermediate_size\": 128, \"num_hidden_layers\": 2,"
+        "\"num_attention_heads\": 4, \"q_lora_rank\": 128, \"kv_lora_rank\": 64,"
+        "\"qk_nope_head_dim\": 32, \"qk_rope_head_dim\": 16, \"v_head_dim\": 32,"
+        "\"n_routed_experts\": 8, \"num_experts_per_tok\": 2, \"first_k_dense_replace\": 1,"
+        "\"rms_norm_eps\": 1e-5, \"scoring_func\": \"sigmoid\", \"topk_method\": \"noaux_tc\","
+        "\"eos_token_id\": [7, 9]},"
+        "\"quantization_config\": {\"quant_method\": \"compressed-tensors\", \"format\": "
+        "\"pack-quantized\", \"config_groups\": {\"group_0\": {\"weights\": {\"num_bits\": 4,"
+        "\"group_size\": 32, \"symmetric\": true, \"strategy\": \"group\", \"type\": \"int\"}}}}}";
+    model_config c;
+    errbuf e;
+    cr_assert_eq(config_parse(&c, json, "config.json", &e), 0, "%s", e.msg);
+    cr_expect_eq(c.hidden_size, 256);
+    cr_expect_eq(c.n_eos, 2);
+    cr_expect_eq(c.eos_token_ids[1], 9);
+    cr_expect_eq(c.quant, QUANT_INT4_PACKED);
+    cr_expect_eq(c.int4_group_size, 32);
+    cr_expect_float_eq(c.rms_norm_eps, 1e-5, 1e-12);
+}
+
+/* Each bad config must fail with a message naming the field. */
+static void expect_error(const char *extra, const char *field)
+{
+    model_config c;
+    errbuf e;
+    cr_assert_neq(parse_with(extra, &c, &e), 0, "config with '%s' was accepted", extra);
+    cr_expect(strstr(e.msg, field) != NULL, "error '%s' does not name '%s'", e.msg, field);
+    cr_expect(strstr(e.msg, "config.json") != NULL, "error '%s' does not name the file", e.msg);
+}
+
+Test(config, contradictions_name_the_field)
+{
+    expect_error(", \"n_group\": 3", "n_group");                      /* 256 % 3 != 0 */
+    expect_error(", \"n_group\": 8, \"topk_group\": 9", "topk_group");
+    expect_error(", \"num_experts_per_tok\": 300", "num_experts_per_tok");
+    expect_error(", \"qk_rope_head_dim\": 63", "qk_rope_head_dim");
+    expect_error(", \"first_k_dense_replace\": 70", "first_k_dense_replace");
+    expect_error(", \"scoring_func\": \"relu\"", "scoring_func");
+    expect_error(", \"topk_method\": \"magic\"", "topk_method");
+    expect_error(", \"hidden_act\": \"gelu\"", "hidden_act");
+    expect_error(", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2}", "rope_scaling");
+    expect_error(", \"rope_scaling\": {\"type\": \"yarn\"}", "factor");
+    expect_error(", \"quantization_config\": {\"quant_method\": \"gptq\"}", "quant_method");
+    expect_error(", \"rms_norm_eps\": -1", "rms_norm_eps");
+    expect_error(", \"num_experts_per_tok\": 8, \"n_group\": 8, \"topk_group\": 0", "topk_group");
+}
+
+Test(config, missing_and_mistyped_fields)
+{
+    model_config c;
+    errbuf e;
+    const char *fields[] = {"hidden_size", "kv_lora_rank", "num_hidden_layers", "vocab_size",
+                            "rms_norm_eps"};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        char json[8192], *p;
+        snprintf(json, sizeof json, base_fmt, "");
+        char key[64];
+        snprintf(key, sizeof key, "\"%s\"", fields[i]);
+        p = strstr(json, key);
+        cr_assert_not_null(p);
+        memcpy(p, "\"ignored_x", 10);       /* rename the key: the field is now missing */
+        cr_assert_neq(config_parse(&c, json, "config.json", &e), 0, "%s", fields[i]);
+        cr_expect(strstr(e.msg, fields[i]) && strstr(e.msg, "missing"), "%s: '%s'", fields[i],
+                  e.msg);
+    }
+    cr_assert_neq(parse_with(", \"n_shared_experts\": \"one\"", &c, &e), 0);
+    cr_expect(strstr(e.msg, "n_shared_experts") != NULL, "%s", e.msg);
+    cr_assert_neq(config_parse(&c, "{not json", "config.json", &e), 0);
+    cr_expect(strstr(e.msg, "JSON") != NULL, "%s", e.msg);
+    cr_assert_neq(config_parse(&c, "[1, 2]", "config.json", &e), 0);
+    /* a repeated key would silently disagree with other readers of the file */
+    char json[8192];
+    snprintf(json, sizeof json, base_fmt, ", \"hidden_size\": 1024");
+    cr_assert_neq(config_parse(&c, json, "config.json", &e), 0);
+    cr_expect(strstr(e.msg, "hidden_size") && strstr(e.msg, "twice"), "%s", e.msg);
+}

@@ -1,0 +1,392 @@
+/* Kernel tests: the scalar reference kernels against independent formulas
+ * (format decoding, partial FP8 blocks, int4 nibble order), the two MLA
+ * formulations against each other, routing against a brute-force selection, and
+ * RoPE/YaRN constants against the reference's values. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/engine/rope_freq.h"
+#include "core/model/dtype.h"
+#include "cpu_kernels/linear_ref.h"
+#include "cpu_kernels/mla_ref.h"
+#include "cpu_kernels/ops_ref.h"
+#include "cpu_kernels/router_ref.h"
+#include "testutil.h"
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+static float frand(void)
+{
+    return (float)rnd() / 2147483648.0f - 1.0f;  /* [-1, 1) */
+}
+
+Test(dtype, e4m3_known_values)
+{
+    cr_expect_eq(e4m3_to_f32(0x00), 0.0f);
+    cr_expect_eq(e4m3_to_f32(0x38), 1.0f);          /* exp 7, man 0 */
+    cr_expect_eq(e4m3_to_f32(0xB8), -1.0f);
+    cr_expect_eq(e4m3_to_f32(0x7E), 448.0f);        /* largest finite */
+    cr_expect_eq(e4m3_to_f32(0x01), 1.0f / 512);    /* smallest subnormal 2^-9 */
+    cr_expect_eq(e4m3_to_f32(0x08), 1.0f / 64);     /* smallest normal 2^-6 */
+    cr_expect_eq(e4m3_to_f32(0x3C), 1.5f);
+    cr_expect(isnan(e4m3_to_f32(0x7F)));
+    cr_expect(signbit(e4m3_to_f32(0x80)));
+}
+
+Test(dtype, e4m3_roundtrip_and_rounding)
+{
+    for (int c = 0; c < 256; c++) {
+        if ((c & 0x7f) == 0x7f)
+            continue;
+        float v = e4m3_to_f32((uint8_t)c);
+        cr_expect_eq(f32_to_e4m3(v), (c == 0x80) ? 0x80 : c, "code %#x", c);
+    }
+    /* halfway between 1.0 (0x38) and 1.125 (0x39): ties to even -> 0x38 */
+    cr_expect_eq(f32_to_e4m3(1.0625f), 0x38);
+    cr_expect_eq(f32_to_e4m3(1.07f), 0x39);
+    cr_expect_eq(f32_to_e4m3(1000.0f), 0x7E);       /* saturates */
+}
+
+Test(dtype, bf16_f16)
+{
+    cr_expect_eq(bf16_to_f32(0x3F80), 1.0f);
+    cr_expect_eq(f32_to_bf16(1.0f), 0x3F80);
+    /* 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even */
+    cr_expect_eq(f32_to_bf16(1.0f + 1.0f / 256), 0x3F80);
+    cr_expect_eq(f32_to_bf16(1.0f + 3.0f / 256), 0x3F82);
+    cr_expect_eq(f16_to_f32(0x3C00), 1.0f);
+    cr_expect_eq(f16_to_f32(0xC000), -2.0f);
+    cr_expect_eq(f16_to_f32(0x0001), ldexpf(1, -24));
+    cr_expect(isinf(f16_to_f32(0x7C00)));
+}
+
+/* Reference dense matrix for a weight built by the helpers below. */
+typedef struct test_weight {
+    linear_weight w;
+    float *dense;                    /* [rows][cols] the values the format encodes */
+    void *data, *scale;
+} test_weight;
+
+static void make_fp8(test_weight *t, int rows, int cols, int br, int bc)
+{
+    int sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
+    uint8_t *q = malloc((size_t)rows * cols);
+    float *s = malloc((size_t)sr * sc * sizeof *s);
+    t->dense = malloc((size_t)rows * cols * sizeof(float));
+    for (int i = 0; i < sr * sc; i++)
+        s[i] = 0.001f * (float)(1 + (rnd() % 100));
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            uint8_t code = (uint8_t)(rnd() & 0xff);
+            if ((code & 0x7f) == 0x7f)
+                code = 0x01;
+            q[(size_t)r * cols + c] = code;
+            t->dense[(size_t)r * cols + c] = e4m3_to_f32(code) * s[(r / br) * sc + c / bc];
+        }
+    t->data = q;
+    t->scale = s;
+    t->w = (linear_weight){.fmt = WF_FP8_BLOCK, .rows = rows, .cols = cols, .data = q, .scale = s,
+                           .block_rows = br, .block_cols = bc, .scale_cols = sc};
+}
+
+static void make_int4(test_weight *t, int rows, int cols, int gs)
+{
+    int words = (cols + 7) / 8, sc = (cols + gs - 1) / gs;
+    uint32_t *p = calloc((size_t)rows * words, 4);
+    uint16_t *s = malloc((size_t)rows * sc * 2);
+    t->dense = malloc((size_t)rows * cols * sizeof(float));
+    for (int i = 0; i < rows * sc; i++)
+        s[i] = f32_to_bf16(0.01f * (float)(1 + rnd() % 50));
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            int q = (int)(rnd() % 16) - 8;
+            p[(size_t)r * words + c / 8] |= (uint32_t)(q + 8) << (4 * (c % 8));
+            t->dense[(size_t)r * cols + c] = (float)q * bf16_to_f32(s[r * sc + c / gs]);
+        }
+    t->data = p;
+    t->scale = s;
+    t->w = (linear_weight){.fmt = WF_INT4_GROUP, .rows = rows, .cols = cols, .data = p, .scale = s,
+                           .group_size = gs, .row_words = words, .scale_cols = sc};
+}
+
+static void make_bf16(test_weight *t, int rows, int cols)
+{
+    uint16_t *d = malloc((size_t)rows * cols * 2);
+    t->dense = malloc((size_t)rows * cols * sizeof(float));
+    for (int i = 0; i < rows * cols; i++) {
+        d[i] = f32_to_bf16(frand());
+        t->dense[i] = bf16_to_f32(d[i]);
+    }
+    t->data = d;
+    t->scale = NULL;
+    t->w = (linear_weight){.fmt = WF_BF16, .rows = rows, .cols = cols, .data = d};
+}
+
+static void free_weight(test_weight *t)
+{
+    free(t->dense);
+    free(t->data);
+    free(t->scale);
+}
+
+static void check_linear(test_weight *t, int T)
+{
+    int R = t->w.rows, C = t->w.cols;
+    float *x = calloc((size_t)T * C, sizeof *x), *y = malloc((size_t)T * R * sizeof *y);
+    float *row = malloc((size_t)C * sizeof *row);
+    for (int i = 0; i < T * C; i++)
+        x[i] = frand();
+    linear_ref_forward(&t->w, x, T, y, row);
+    for (int tt = 0; tt < T; tt++)
+        for (int r = 0; r < R; r++) {
+            double ref = 0, mag = 0;
+            for (int c = 0; c < C; c++) {
+                ref += (double)t->dense[(size_t)r * C + c] * x[(size_t)tt * C + c];
+                mag += fabs((double)t->dense[(size_t)r * C + c] * x[(size_t)tt * C + c]);
+            }
+            cr_assert_leq(fabs(y[(size_t)tt * R + r] - ref), 1e-5 * mag + 1e-30,
+                          "%s [%dx%d] t=%d row %d: %g vs %g", weight_format_name(t->w.fmt), R, C,
+                          tt, r, y[(size_t)tt * R + r], ref);
+        }
+    free(x);
+    free(y);
+    free(row);
+}
+
+Test(linear_ref, fp8_partial_blocks)
+{
+    const int shapes[][2] = {{80, 256}, {130, 200}, {256, 64}, {1, 1}, {129, 129}};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        for (int T = 1; T <= 5; T += 2) {
+            test_weight t;
+            make_fp8(&t, shapes[i][0], shapes[i][1], 128, 128);
+            check_linear(&t, T);
+            free_weight(&t);
+        }
+}
+
+Test(linear_ref, int4_groups_and_odd_widths)
+{
+    const int shapes[][3] = {{128, 256, 32}, {7, 96, 32}, {5, 100, 32}, {3, 64, 64}, {9, 24, 8}};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        for (int T = 1; T <= 4; T++) {
+            test_weight t;
+            make_int4(&t, shapes[i][0], shapes[i][1], shapes[i][2]);
+            check_linear(&t, T);
+            free_weight(&t);
+        }
+}
+
+Test(linear_ref, int4_nibble_order)
+{
+    /* word 0x76543210 with scale 1: values 0-8, 1-8, ..., 7-8 in input order */
+    uint32_t word = 0x76543210u;
+    uint16_t scale = f32_to_bf16(1.0f);
+    linear_weight w = {.fmt = WF_INT4_GROUP, .rows = 1, .cols = 8, .data = &word, .scale = &scale,
+                       .group_size = 8, .row_words = 1, .scale_cols = 1};
+    float out[8];
+    linear_ref_dequant_row(&w, 0, out);
+    for (int k = 0; k < 8; k++)
+        cr_expect_eq(out[k], (float)(k - 8), "value %d", k);
+}
+
+Test(linear_ref, bf16)
+{
+    test_weight t;
+    make_bf16(&t, 33, 70);
+    check_linear(&t, 3);
+    free_weight(&t);
+}
+
+/* Both MLA forms over the same random cache must agree. */
+Test(mla_ref, naive_equals_absorbed)
+{
+    const int cases[][6] = {
+        /* H, nope, rope, v, kv_lora, pos0 */
+        {4, 32, 16, 32, 64, 0}, {2, 16, 8, 24, 40, 7}, {3, 8, 4, 8, 12, 30}, {1, 5, 2, 3, 9, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+        for (int T = 1; T <= 4; T++) {
+            int H = cases[ci][0], nope = cases[ci][1], rope = cases[ci][2], v = cases[ci][3];
+            int C = cases[ci][4], pos0 = cases[ci][5], S = pos0 + T;
+            test_weight kvb;
+            make_bf16(&kvb, H * (nope + v), C);
+            float *cache = malloc((size_t)S * (C + rope) * sizeof(float));
+            float *q = malloc((size_t)T * H * (nope + rope) * sizeof(float));
+            for (int i = 0; i < S * (C + rope); i++)
+                cache[i] = frand();
+            for (int i = 0; i < T * H * (nope + rope); i++)
+                q[i] = frand();
+            float *o1 = malloc((size_t)T * H * v * sizeof(float));
+            float *o2 = malloc((size_t)T * H * v * sizeof(float));
+            mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = cache, .kv_b = &kvb.w, .H = H,
+                          .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f, .out = o1};
+            float *s1 = malloc(mla_ref_naive_scratch(&a) * sizeof(float));
+            mla_ref_naive(&a, s1);
+            a.out = o2;
+            float *s2 = malloc(mla_ref_absorbed_scratch(&a) * sizeof(float));
+            mla_ref_absorbed(&a, s2);
+            for (int i = 0; i < T * H * v; i++)
+                cr_assert_float_eq(o1[i], o2[i], 1e-4, "case %zu T %d: out[%d] %g vs %g", ci, T, i,
+                                   o1[i], o2[i]);
+            free(s1);
+            free(s2);
+            free(o1);
+            free(o2);
+            free(q);
+            free(cache);
+            free_weight(&kvb);
+        }
+}
+
+/* Independent selection: rank every expert of the allowed groups by biased score. */
+static void brute_route(const route_params *p, const float *logits, const float *bias, int *ids,
+                        float *w)
+{
+    int E = p->n_experts, per = E / p->n_group;
+    double s[512], b[512], gscore[64];
+    int allowed[512];
+    double mx = -1e30, sum = 0;
+    for (int i = 0; i < E; i++)
+        mx = fmax(mx, logits[i]);
+    for (int i = 0; i < E; i++) {
+        s[i] = p->sigmoid ? 1.0 / (1.0 + exp(-(double)logits[i])) : exp((double)logits[i] - mx);
+        sum += s[i];
+    }
+    for (int i = 0; i < E; i++) {
+        if (!p->sigmoid)
+            s[i] /= sum;
+        b[i] = s[i] + (bias ? bias[i] : 0);
+        allowed[i] = 1;
+    }
+    if (p->use_groups && p->n_group > 1) {
+        for (int g = 0; g < p->n_group; g++) {
+            double v[512];
+            for (int i = 0; i < per; i++)
+                v[i] = b[g * per + i];
+            /* sort descending */
+            for (int i = 0; i < per; i++)
+                for (int j = i + 1; j < per; j++)
+                    if (v[j] > v[i]) {
+                        double x = v[i];
+                        v[i] = v[j];
+                        v[j] = x;
+                    }
+            gscore[g] = p->group_by_top2 ? v[0] + v[1] : v[0];
+        }
+        for (int g = 0; g < p->n_group; g++) {
+            int better = 0;
+            for (int h = 0; h < p->n_group; h++)
+                better += gscore[h] > gscore[g];
+            if (better >= p->topk_group)
+                for (int i = 0; i < per; i++)
+                    allowed[g * per + i] = 0;
+        }
+    }
+    double wsum = 0;
+    for (int k = 0; k < p->top_k; k++) {
+        int best = -1;
+        for (int i = 0; i < E; i++)
+            if (allowed[i] && (best < 0 || b[i] > b[best]))
+                best = i;
+        ids[k] = best;
+        w[k] = (float)s[best];
+        wsum += s[best];
+        allowed[best] = 0;
+    }
+    for (int k = 0; k < p->top_k; k++)
+        w[k] = (float)((p->normalize ? w[k] / wsum : w[k]) * p->scaling);
+}
+
+Test(router_ref, matches_brute_force)
+{
+    route_params cases[] = {
+        {.n_experts = 32, .top_k = 8, .n_group = 1, .topk_group = 1, .sigmoid = 1,
+         .group_by_top2 = 1, .use_groups = 1, .normalize = 1, .scaling = 2.827f},
+        {.n_experts = 64, .top_k = 6, .n_group = 8, .topk_group = 3, .sigmoid = 1,
+         .group_by_top2 = 1, .use_groups = 1, .normalize = 1, .scaling = 2.5f},
+        {.n_experts = 60, .top_k = 4, .n_group = 4, .topk_group = 2, .sigmoid = 0,
+         .group_by_top2 = 0, .use_groups = 1, .normalize = 0, .scaling = 1.0f},
+        {.n_experts = 16, .top_k = 2, .n_group = 1, .topk_group = 1, .sigmoid = 0,
+         .group_by_top2 = 0, .use_groups = 0, .normalize = 1, .scaling = 1.0f},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        route_params *p = &cases[ci];
+        float *scratch = malloc(route_ref_scratch(p) * sizeof(float));
+        for (int trial = 0; trial < 200; trial++) {
+            float logits[512], bias[512], w[16], bw[16];
+            int ids[16], bids[16];
+            for (int i = 0; i < p->n_experts; i++) {
+                logits[i] = 3 * frand();
+                bias[i] = 0.2f * frand();
+            }
+            route_ref(p, logits, ci == 3 ? NULL : bias, ids, w, NULL, scratch);
+            brute_route(p, logits, ci == 3 ? NULL : bias, bids, bw);
+            for (int k = 0; k < p->top_k; k++) {
+                cr_assert_eq(ids[k], bids[k], "case %zu trial %d slot %d", ci, trial, k);
+                cr_assert_float_eq(w[k], bw[k], 1e-5, "case %zu trial %d weight %d", ci, trial, k);
+            }
+        }
+        free(scratch);
+    }
+}
+
+Test(rope, yarn_matches_reference_constants)
+{
+    /* values from the testdata manifest of the reference implementation */
+    char *p = test_data_path("k2-tiny-bf16/config.json");
+    if (!test_path_exists(p)) {
+        free(p);
+        cr_skip_test("testdata absent");
+    }
+    model_config c;
+    errbuf e;
+    char *dir = test_data_path("k2-tiny-bf16");
+    cr_assert_eq(config_load(&c, dir, &e), 0, "%s", e.msg);
+    const float want[8] = {1.0f, 0.2586001455783844f, 0.06687403470277786f, 0.01729363389313221f,
+                           0.004472136031836271f, 3.614046727307141e-05f, 9.345930266135838e-06f,
+                           2.416858706055791e-06f};
+    float inv[8], ms;
+    rope_freq_compute(&c.rope, c.qk_rope_dim, inv, &ms);
+    for (int i = 0; i < 8; i++)
+        cr_expect_float_eq(inv[i], want[i], 1e-6 * want[i], "inv_freq[%d] %.9g vs %.9g", i, inv[i],
+                           want[i]);
+    cr_expect_eq(ms, 1.0f);
+    cr_expect_float_eq(attention_softmax_scale(&c), 0.2617215999259001f, 1e-7);
+    free(p);
+    free(dir);
+}
+
+Test(rope, rotation_is_interleaved_pairs)
+{
+    float x[4] = {1, 0, 0, 1}, inv[2] = {1.0f, 0.5f};
+    int pos = 2;
+    rope_ref(x, 1, 1, 4, 4, 0, 4, &pos, inv, 1.0f);
+    /* pair 0 rotated by 2 rad, pair 1 by 1 rad */
+    cr_expect_float_eq(x[0], cosf(2), 1e-6);
+    cr_expect_float_eq(x[1], sinf(2), 1e-6);
+    cr_expect_float_eq(x[2], -sinf(1), 1e-6);
+    cr_expect_float_eq(x[3], cosf(1), 1e-6);
+}
+
+Test(ops_ref, rmsnorm_and_silu)
+{
+    float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 2, 0.5f}, o[4];
+    rmsnorm_ref(x, 4, w, 4, 1, 0.0f, o, 4);
+    float r = sqrtf((1 + 4 + 9 + 16) / 4.0f);
+    cr_expect_float_eq(o[2], 2 * 3 / r, 1e-6);
+    cr_expect_float_eq(o[3], 0.5f * 4 / r, 1e-6);
+    float g[2] = {0, 2}, u[2] = {5, 3}, s[2];
+    silu_mul_ref(g, u, 2, s);
+    cr_expect_float_eq(s[0], 0.0f, 1e-7);
+    cr_expect_float_eq(s[1], 2 / (1 + expf(-2)) * 3, 1e-6);
+}

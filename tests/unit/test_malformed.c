@@ -1,0 +1,289 @@
+/* Malformed checkpoints: each kind of damage gives an error that names the file
+ * and the tensor or field, and never a crash (this suite also runs under
+ * ASan+UBSan). The base is a freshly synthesised k2-tiny checkpoint. */
+#include <cJSON.h>
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/model/model_weights.h"
+#include "testutil.h"
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = test_make_tmpdir("malformed");
+    cr_assert_not_null(dir);
+    test_synth_tiny(dir, "fp8");
+}
+
+static void teardown(void)
+{
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* The shard file holding tensor `name`, per the index. */
+static char *shard_of(const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    char *text = test_read_file(path, NULL);
+    cJSON *root = cJSON_Parse(text);
+    const cJSON *f = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "weight_map"), name);
+    cr_assert(cJSON_IsString(f), "%s not in the index", name);
+    char *out = malloc(4096);
+    snprintf(out, 4096, "%s/%s", dir, f->valuestring);
+    cJSON_Delete(root);
+    free(text);
+    return out;
+}
+
+/* Rewrites the JSON header of a shard through fn, keeping the data region. */
+static void edit_header(const char *shard, void (*fn)(cJSON *root, void *ctx), void *ctx)
+{
+    size_t n;
+    uint8_t *buf = test_read_file(shard, &n);
+    cr_assert_not_null(buf);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
+    cr_assert_not_null(root);
+    fn(root, ctx);
+    char *h = cJSON_PrintUnformatted(root);
+    uint64_t nl = strlen(h);
+    FILE *f = fopen(shard, "wb");
+    fwrite(&nl, 8, 1, f);
+    fwrite(h, 1, nl, f);
+    fwrite(buf + 8 + hl, 1, n - 8 - hl, f);
+    fclose(f);
+    free(h);
+    cJSON_Delete(root);
+    free(buf);
+}
+
+/* Rewrites a JSON file of the checkpoint (config, index) through fn. */
+static void edit_json_file(const char *file, void (*fn)(cJSON *root, void *ctx), void *ctx)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    char *text = test_read_file(path, NULL);
+    cr_assert_not_null(text, "%s", path);
+    cJSON *root = cJSON_Parse(text);
+    fn(root, ctx);
+    char *out = cJSON_Print(root);
+    FILE *f = fopen(path, "w");
+    fputs(out, f);
+    fclose(f);
+    free(out);
+    free(text);
+    cJSON_Delete(root);
+}
+
+static void unmap_tensor(cJSON *root, void *name)
+{
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(root, "weight_map"), name);
+}
+
+static void expect_open_error(const char *must1, const char *must2)
+{
+    model_weights m;
+    errbuf e;
+    int rc = model_weights_open(&m, dir, &e);
+    if (rc == 0)
+        model_weights_close(&m);
+    cr_assert_neq(rc, 0, "damaged checkpoint was accepted");
+    cr_expect(strstr(e.msg, must1) != NULL, "error '%s' lacks '%s'", e.msg, must1);
+    if (must2)
+        cr_expect(strstr(e.msg, must2) != NULL, "error '%s' lacks '%s'", e.msg, must2);
+}
+
+TestSuite(malformed, .init = setup, .fini = teardown);
+
+Test(malformed, intact_base_loads)
+{
+    model_weights m;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&m, dir, &e), 0, "%s", e.msg);
+    model_weights_close(&m);
+}
+
+Test(malformed, truncated_shard)
+{
+    char *s = shard_of("lm_head.weight");
+    size_t n;
+    free(test_read_file(s, &n));
+    cr_assert_eq(truncate(s, (off_t)(n / 2)), 0);
+    expect_open_error(strrchr(s, '/') + 1, "past the end");
+    free(s);
+}
+
+typedef struct edit {
+    const char *tensor, *field;
+    cJSON *value;
+} edit;
+
+static void set_field(cJSON *root, void *ctx)
+{
+    edit *ed = ctx;
+    cJSON *t = cJSON_GetObjectItem(root, ed->tensor);
+    cr_assert_not_null(t, "%s not in shard", ed->tensor);
+    cJSON_ReplaceItemInObject(t, ed->field, ed->value);
+}
+
+static void apply(const char *tensor, const char *field, const char *json_value)
+{
+    char *s = shard_of(tensor);
+    edit ed = {tensor, field, cJSON_Parse(json_value)};
+    edit_header(s, set_field, &ed);
+    free(s);
+}
+
+Test(malformed, header_lies_about_offsets)
+{
+    apply("model.layers.1.self_attn.o_proj.weight", "data_offsets", "[0, 99999999]");
+    expect_open_error("model.layers.1.self_attn.o_proj.weight", "data_offsets");
+}
+
+Test(malformed, overlapping_tensors)
+{
+    /* give kv_b the byte range of another tensor of the same size in its shard */
+    char *s = shard_of("model.layers.1.self_attn.kv_b_proj.weight");
+    size_t n;
+    uint8_t *buf = test_read_file(s, &n);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
+    const cJSON *kv = cJSON_GetObjectItem(root, "model.layers.1.self_attn.kv_b_proj.weight");
+    cJSON *offs = cJSON_GetObjectItem(kv, "data_offsets");
+    double b = cJSON_GetArrayItem(offs, 0)->valuedouble;
+    char v[64];
+    snprintf(v, sizeof v, "[%.0f, %.0f]", b + 1, b + 1 + cJSON_GetArrayItem(offs, 1)->valuedouble - b);
+    cJSON_Delete(root);
+    free(buf);
+    free(s);
+    apply("model.layers.1.self_attn.kv_b_proj.weight", "data_offsets", v);
+    expect_open_error("overlap", "kv_b_proj");
+}
+
+Test(malformed, size_inconsistent_with_shape)
+{
+    apply("model.layers.1.self_attn.kv_b_proj.weight", "shape", "[256, 65]");
+    expect_open_error("kv_b_proj", "bytes");
+}
+
+Test(malformed, wrong_dtype_for_tensor)
+{
+    /* same byte size, so only the model-level check can catch it */
+    apply("model.layers.1.mlp.gate.e_score_correction_bias", "dtype", "\"I32\"");
+    expect_open_error("e_score_correction_bias", "I32");
+}
+
+Test(malformed, wrong_dtype_for_linear)
+{
+    apply("model.embed_tokens.weight", "dtype", "\"I16\"");
+    expect_open_error("model.embed_tokens.weight", "Linear");
+}
+
+Test(malformed, wrong_shape_for_tensor)
+{
+    apply("model.layers.0.self_attn.q_a_proj.weight", "shape", "[256, 128]");
+    expect_open_error("q_a_proj", "expected shape [128, 256]");
+}
+
+Test(malformed, unknown_dtype)
+{
+    apply("model.norm.weight", "dtype", "\"F7\"");
+    expect_open_error("unknown dtype", "model.norm.weight");
+}
+
+static void drop_tensor(cJSON *root, void *ctx)
+{
+    cJSON_DeleteItemFromObject(root, ctx);
+}
+
+Test(malformed, missing_tensor)
+{
+    const char *name = "model.layers.2.self_attn.kv_b_proj.weight";
+    char *s = shard_of(name);
+    edit_header(s, drop_tensor, (void *)name);
+    free(s);
+    /* the index still lists it: the checkpoint is inconsistent */
+    expect_open_error(name, "does not contain");
+    /* and once the index forgets it too, the model misses it */
+    edit_json_file("model.safetensors.index.json", unmap_tensor, (void *)name);
+    expect_open_error("missing tensor", name);
+}
+
+Test(malformed, missing_fp8_scale)
+{
+    const char *name = "model.layers.3.mlp.experts.5.down_proj.weight_scale_inv";
+    char *s = shard_of(name);
+    edit_header(s, drop_tensor, (void *)name);
+    free(s);
+    edit_json_file("model.safetensors.index.json", unmap_tensor, (void *)name);
+    expect_open_error("weight_scale_inv", "experts.5.down_proj");
+}
+
+static void write_header_bytes(const char *shard, const void *hdr, size_t n)
+{
+    size_t len;
+    uint8_t *buf = test_read_file(shard, &len);
+    memcpy(buf, hdr, n);
+    FILE *f = fopen(shard, "wb");
+    fwrite(buf, 1, len, f);
+    fclose(f);
+    free(buf);
+}
+
+Test(malformed, absurd_header_length)
+{
+    char *s = shard_of("lm_head.weight");
+    uint64_t huge = 1ull << 40;
+    write_header_bytes(s, &huge, 8);
+    expect_open_error("header length", strrchr(s, '/') + 1);
+    free(s);
+}
+
+Test(malformed, header_not_json)
+{
+    char *s = shard_of("lm_head.weight");
+    write_header_bytes(s, "\x10\0\0\0\0\0\0\0{{{{{{{{{{{{{{{{", 24);
+    expect_open_error("not valid JSON", strrchr(s, '/') + 1);
+    free(s);
+}
+
+static void map_to_missing_shard(cJSON *root, void *ctx)
+{
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(root, "weight_map"), "lm_head.weight",
+                              cJSON_CreateString("model-9-of-9.safetensors"));
+}
+
+Test(malformed, index_names_missing_shard)
+{
+    edit_json_file("model.safetensors.index.json", map_to_missing_shard, NULL);
+    expect_open_error("model-9-of-9.safetensors", "cannot open");
+}
+
+static void drop_field(cJSON *root, void *name)
+{
+    cJSON_DeleteItemFromObject(root, name);
+}
+
+Test(malformed, bad_config)
+{
+    edit_json_file("config.json", drop_field, "kv_lora_rank");
+    expect_open_error("kv_lora_rank", "config.json");
+}
+
+Test(malformed, not_a_checkpoint)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    unlink(path);
+    expect_open_error("no model.safetensors.index.json", dir);
+}
