@@ -31,6 +31,7 @@ static void usage(FILE *f)
             "  --seed S             random seed (default 0)\n"
             "  --ignore-eos         keep generating after an end-of-sequence token\n"
             "  --print-ids          print the new ids as the last line of stdout\n"
+            "  --special            print special tokens (hidden from the text by default)\n"
             "  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
             "  --chunk N            prompt tokens per prefill step (default 256)\n");
 }
@@ -81,7 +82,7 @@ int cmd_run(int argc, char **argv)
     model_flags mf = {0};
     sampler_params sp = sampler_defaults();
     const char *ids_s = NULL;
-    int n_new = 128, print_ids = 0, ignore_eos = 0;
+    int n_new = 128, print_ids = 0, ignore_eos = 0, show_special = 0;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
@@ -104,6 +105,8 @@ int cmd_run(int argc, char **argv)
             print_ids = 1;
         } else if (!strcmp(a, "--ignore-eos")) {
             ignore_eos = 1;
+        } else if (!strcmp(a, "--special")) {
+            show_special = 1;
         } else {
             fprintf(stderr, "moetier run: unknown option '%s'\n", a);
             usage(stderr);
@@ -154,7 +157,7 @@ int cmd_run(int argc, char **argv)
             int tok = sampler_sample(&smp, logits);
             out_ids[n_out++] = tok;
             sampler_accept(&smp, tok);
-            if (have_vocab) {
+            if (have_vocab && (show_special || !vocab_is_special(&voc, tok))) {
                 vocab_stream_put(&vs, tok, stdout);
                 fflush(stdout);
             }

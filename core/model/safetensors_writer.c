@@ -46,11 +46,14 @@ int st_writer_open(st_writer *w, const char *path, errbuf *e)
     w->path = strdup(path);
     w->tmp_path = malloc(n);
     w->buf = malloc(ST_WRITER_BUF);
+    if (w->tmp_path)
+        snprintf(w->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
     if (!w->path || !w->tmp_path || !w->buf) {
+        free(w->tmp_path);      /* nothing was created: nothing to unlink */
+        w->tmp_path = NULL;
         st_writer_abort(w);
         return err_set(e, "%s: out of memory", path);
     }
-    snprintf(w->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
     w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         int er = errno;

@@ -14,6 +14,7 @@
 #include "cpu_kernels/mla_ref.h"
 #include "cpu_kernels/ops_ref.h"
 #include "cpu_kernels/router_ref.h"
+#include "reference_model.h"
 #include "testutil.h"
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -248,65 +249,6 @@ Test(mla_ref, naive_equals_absorbed)
         }
 }
 
-/* Independent selection: rank every expert of the allowed groups by biased score. */
-static void brute_route(const route_params *p, const float *logits, const float *bias, int *ids,
-                        float *w)
-{
-    int E = p->n_experts, per = E / p->n_group;
-    double s[512], b[512], gscore[64];
-    int allowed[512];
-    double mx = -1e30, sum = 0;
-    for (int i = 0; i < E; i++)
-        mx = fmax(mx, logits[i]);
-    for (int i = 0; i < E; i++) {
-        s[i] = p->sigmoid ? 1.0 / (1.0 + exp(-(double)logits[i])) : exp((double)logits[i] - mx);
-        sum += s[i];
-    }
-    for (int i = 0; i < E; i++) {
-        if (!p->sigmoid)
-            s[i] /= sum;
-        b[i] = s[i] + (bias ? bias[i] : 0);
-        allowed[i] = 1;
-    }
-    if (p->use_groups && p->n_group > 1) {
-        for (int g = 0; g < p->n_group; g++) {
-            double v[512];
-            for (int i = 0; i < per; i++)
-                v[i] = b[g * per + i];
-            /* sort descending */
-            for (int i = 0; i < per; i++)
-                for (int j = i + 1; j < per; j++)
-                    if (v[j] > v[i]) {
-                        double x = v[i];
-                        v[i] = v[j];
-                        v[j] = x;
-                    }
-            gscore[g] = p->group_by_top2 ? v[0] + v[1] : v[0];
-        }
-        for (int g = 0; g < p->n_group; g++) {
-            int better = 0;
-            for (int h = 0; h < p->n_group; h++)
-                better += gscore[h] > gscore[g];
-            if (better >= p->topk_group)
-                for (int i = 0; i < per; i++)
-                    allowed[g * per + i] = 0;
-        }
-    }
-    double wsum = 0;
-    for (int k = 0; k < p->top_k; k++) {
-        int best = -1;
-        for (int i = 0; i < E; i++)
-            if (allowed[i] && (best < 0 || b[i] > b[best]))
-                best = i;
-        ids[k] = best;
-        w[k] = (float)s[best];
-        wsum += s[best];
-        allowed[best] = 0;
-    }
-    for (int k = 0; k < p->top_k; k++)
-        w[k] = (float)((p->normalize ? w[k] / wsum : w[k]) * p->scaling);
-}
-
 Test(router_ref, matches_brute_force)
 {
     route_params cases[] = {
@@ -330,7 +272,7 @@ Test(router_ref, matches_brute_force)
                 bias[i] = 0.2f * frand();
             }
             route_ref(p, logits, ci == 3 ? NULL : bias, ids, w, NULL, scratch);
-            brute_route(p, logits, ci == 3 ? NULL : bias, bids, bw);
+            reference_route(p, logits, ci == 3 ? NULL : bias, bids, bw);
             for (int k = 0; k < p->top_k; k++) {
                 cr_assert_eq(ids[k], bids[k], "case %zu trial %d slot %d", ci, trial, k);
                 cr_assert_float_eq(w[k], bw[k], 1e-5, "case %zu trial %d weight %d", ci, trial, k);

@@ -1,6 +1,7 @@
 /* testutil: see testutil.h. */
 #include "testutil.h"
 
+#include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "core/base/fileutil.h"
 #include "core/engine/sampler.h"
+#include "core/model/synth.h"
 
 const char *test_testdata_dir(void)
 {
@@ -65,6 +67,17 @@ void test_remove_tree(const char *path)
         (void)rc;
     }
     free(cmd);
+}
+
+void test_synth_tiny(const char *dir, const char *format)
+{
+    synth_options o = synth_options_default();
+    errbuf e;
+    cr_assert_eq(synth_format_parse(format, &o.format, &e), 0, "%s", e.msg);
+    o.out_dir = dir;
+    o.force = 1;
+    o.seed = 3;
+    cr_assert_eq(synth_run(&o, &e), 0, "synth %s: %s", format, e.msg);
 }
 
 logit_cmp test_compare_logits(const float *g, const float *c, int rows, int vocab)

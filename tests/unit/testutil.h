@@ -25,6 +25,10 @@ typedef struct logit_cmp {
 /* std is the population std of the golden array (as compare.py). */
 logit_cmp test_compare_logits(const float *golden, const float *cand, int rows, int vocab);
 
+/* Writes a k2-tiny checkpoint (format "bf16", "fp8", "int4") into dir with
+ * moetier synth's library entry point; asserts success. */
+void test_synth_tiny(const char *dir, const char *format);
+
 /* Runs a command line through /bin/sh, capturing stdout and stderr (malloc'd);
  * returns the exit status. */
 int test_run_capture(const char *cmd, char **out, char **err);
