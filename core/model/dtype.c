@@ -97,23 +97,20 @@ float e4m3_to_f32(uint8_t q)
 
 uint8_t f32_to_e4m3(float f)
 {
-    if (isnan(f))
-        return 0x7f;
-    uint8_t sign = signbit(f) ? 0x80 : 0;
-    float a = fabsf(f);
-    if (a >= 448.0f)
-        return sign | 0x7e;
-    /* Pick the nearest representable magnitude; ties go to the even code. The
-     * code space is monotonic in magnitude, so search by bisection. */
-    int lo = 0, hi = 0x7e;
-    while (hi - lo > 1) {
-        int mid = (lo + hi) / 2;
-        if (e4m3_to_f32((uint8_t)mid) <= a)
-            lo = mid;
-        else
-            hi = mid;
+    /* Bit arithmetic rather than a table search: big fp8 checkpoints quantize
+     * billions of values. */
+    uint32_t u = f32_to_bits(f);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80);
+    u &= 0x7fffffffu;
+    if (u > 0x7f800000u)
+        return 0x7f;                            /* NaN */
+    if (u >= 0x43e00000u)
+        return sign | 0x7e;                     /* >= 448: saturate */
+    if (u >= (121u << 23)) {                    /* >= 2^-6: normal in E4M3 */
+        uint32_t r = u + 0x7ffffu + ((u >> 20) & 1u);   /* round the 20 dropped bits, ties even */
+        uint32_t code = (r >> 20) - (120u << 3);        /* rebias exponent 127 -> 7 */
+        return sign | (uint8_t)(code > 0x7e ? 0x7e : code);
     }
-    float dlo = a - e4m3_to_f32((uint8_t)lo), dhi = e4m3_to_f32((uint8_t)hi) - a;
-    int code = (dlo < dhi) ? lo : (dhi < dlo) ? hi : ((lo & 1) ? hi : lo);
-    return sign | (uint8_t)code;
+    long m = lrintf(bits_to_f32(u) * 512.0f);   /* subnormal m * 2^-9 (m = 8 is 2^-6) */
+    return sign | (uint8_t)m;
 }

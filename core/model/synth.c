@@ -472,39 +472,6 @@ static void fill_values(const plan *p, const plan_tensor *t, uint64_t key, uint6
     }
 }
 
-/* f32_to_bf16 of dtype.c without its NaN case (generated values are finite),
- * inlined: the embedding and lm_head of a k2 shape are 2.3 G values each. */
-static inline uint16_t bf16_encode(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-/* Round-to-nearest-even float -> OCP E4M3 (same results as f32_to_e4m3 in
- * dtype.c, which searches the code table; this one is bit arithmetic because
- * a big fp8 checkpoint quantizes billions of values). */
-static uint8_t e4m3_encode(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint8_t sign = (uint8_t)((u >> 24) & 0x80);
-    u &= 0x7fffffffu;
-    if (u > 0x7f800000u)
-        return 0x7f;                            /* NaN */
-    if (u >= 0x43e00000u)
-        return sign | 0x7e;                     /* >= 448: saturate */
-    if (u >= (121u << 23)) {                    /* >= 2^-6: normal in E4M3 */
-        uint32_t r = u + 0x7ffffu + ((u >> 20) & 1u);
-        uint32_t code = (r >> 20) - (120u << 3);
-        return sign | (uint8_t)(code > 0x7e ? 0x7e : code);
-    }
-    float a;
-    memcpy(&a, &u, 4);
-    long m = lrintf(a * 512.0f);                /* subnormal: m * 2^-9, m = 8 is 2^-6 */
-    return sign | (uint8_t)m;
-}
-
 /* ---- writing ------------------------------------------------------------ */
 
 typedef struct gen_ctx {
@@ -600,7 +567,7 @@ static int gen_plain(gen_ctx *g, const plan_tensor *t, uint64_t key)
                 memcpy(g->b + 4 * k, &g->f[k], 4);     /* little-endian host */
         } else {
             for (size_t k = 0; k < n; k++) {
-                uint16_t h = bf16_encode(g->f[k]);
+                uint16_t h = f32_to_bf16(g->f[k]);
                 memcpy(g->b + 2 * k, &h, 2);
             }
         }
@@ -637,7 +604,7 @@ static int gen_fp8(gen_ctx *g, const plan_tensor *t, uint64_t key)
             scales[rb * ncb + cb] = s;
             for (int64_t r = 0; r < rs; r++)
                 for (int64_t j = c0; j < c1; j++)
-                    g->b[r * cols + j] = e4m3_encode(g->f[r * cols + j] / s);
+                    g->b[r * cols + j] = f32_to_e4m3(g->f[r * cols + j] / s);
         }
         if (emit(g, g->b, (size_t)(rs * cols))) {
             free(scales);

@@ -55,6 +55,19 @@ Test(dtype, e4m3_roundtrip_and_rounding)
     cr_expect_eq(f32_to_e4m3(1.0625f), 0x38);
     cr_expect_eq(f32_to_e4m3(1.07f), 0x39);
     cr_expect_eq(f32_to_e4m3(1000.0f), 0x7E);       /* saturates */
+    /* against a search over every code, for values across the whole range */
+    for (int i = 0; i < 50000; i++) {
+        float x = ldexpf(frand(), (int)(rnd() % 22) - 12);
+        float a = fabsf(x);
+        int best = 0;
+        for (int c = 1; c <= 0x7e; c++) {
+            float dc = fabsf(e4m3_to_f32((uint8_t)c) - a), db = fabsf(e4m3_to_f32((uint8_t)best) - a);
+            if (dc < db || (dc == db && !(c & 1)))
+                best = c;
+        }
+        uint8_t got = f32_to_e4m3(x);
+        cr_assert_eq(got & 0x7f, best, "%.9g: code %#x, nearest %#x", x, got, best);
+    }
 }
 
 Test(dtype, bf16_f16)
