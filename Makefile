@@ -84,10 +84,13 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	MOETIER_TMP=$(abspath $(BUILD)/tmp) \
 	$(BUILD)/tests/unit_tests $(TEST_ARGS)
 
+# The prompt is [BOS] + the bytes of "The quick brown fox" (the synthetic
+# tokenizer's first 256 ids are the single bytes).
 RUN_MODEL := $(BUILD)/models/k2-tiny-bf16
+RUN_IDS := 1000,84,104,101,32,113,117,105,99,107,32,98,114,111,119,110,32,102,111,120
 run: $(BUILD)/moetier
 	@test -f $(RUN_MODEL)/config.json || $(BUILD)/moetier synth --preset k2-tiny --format bf16 --seed 1 -o $(RUN_MODEL)
-	$(BUILD)/moetier run -m $(RUN_MODEL) -p "The quick brown fox" -n 32 --seed 1
+	$(BUILD)/moetier run -m $(RUN_MODEL) --ids $(RUN_IDS) -n 64 --seed 1 --ignore-eos
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then \

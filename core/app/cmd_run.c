@@ -181,6 +181,7 @@ int cmd_run(int argc, char **argv)
             printf("%s%d", i ? "," : "", out_ids[i]);
         printf("\n");
     }
+    fflush(stdout);
     const engine_stats *st = &m.en.stats;
     fprintf(stderr, "prefill: %llu tokens in %.3f s (%.2f tok/s); decode: %llu tokens in %.3f s "
             "(%.2f tok/s)\n", (unsigned long long)st->tokens_prefilled, st->prefill_seconds,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/json_hf.h"
 #include "core/base/progress.h"
 #include "core/text/synth_tokenizer.h"
 #include "dtype.h"
@@ -56,44 +57,6 @@ const char *synth_format_name(synth_format f)
 }
 
 /* ---- config ------------------------------------------------------------- */
-
-/* Hugging Face writes config.json with 2-space indentation and "key": value;
- * cJSON_Print uses tabs. JSON strings never hold a raw tab (cJSON escapes
- * them), so every tab is layout: leading ones become 2 spaces, the one after a
- * colon a single space. */
-static char *json_print_hf(const cJSON *root)
-{
-    char *t = cJSON_Print(root);
-    if (!t)
-        return NULL;
-    size_t n = strlen(t), tabs = 0;
-    for (size_t i = 0; i < n; i++)
-        tabs += t[i] == '\t';
-    char *out = malloc(n + tabs + 2);
-    if (!out) {
-        free(t);
-        return NULL;
-    }
-    size_t o = 0;
-    int line_start = 1;
-    for (size_t i = 0; i < n; i++) {
-        if (t[i] == '\t') {
-            if (line_start) {
-                out[o++] = ' ';
-                out[o++] = ' ';
-            } else {
-                out[o++] = ' ';
-            }
-            continue;
-        }
-        line_start = t[i] == '\n';
-        out[o++] = t[i];
-    }
-    out[o++] = '\n';
-    out[o] = 0;
-    free(t);
-    return out;
-}
 
 static int json_same_type(const cJSON *a, const cJSON *b)
 {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/json_hf.h"
 
 static const char corpus_text[] =
     "The quick brown fox jumps over the lazy dog. The dog did not seem to mind at all.\n"
@@ -505,37 +506,6 @@ static int save_ranks(const synth_tokenizer *t, const char *dir, errbuf *e)
     return rc;
 }
 
-/* cJSON_Print with Hugging Face's layout (2-space indent, "key": value): JSON
- * strings never hold a raw tab, so every tab cJSON emits is layout. */
-static char *json_print_indented(const cJSON *root)
-{
-    char *t = cJSON_Print(root);
-    if (!t)
-        return NULL;
-    size_t n = strlen(t);
-    char *out = malloc(2 * n + 2);
-    if (!out) {
-        free(t);
-        return NULL;
-    }
-    size_t o = 0;
-    int line_start = 1;
-    for (size_t i = 0; i < n; i++) {
-        if (t[i] == '\t') {
-            out[o++] = ' ';
-            if (line_start)
-                out[o++] = ' ';
-            continue;
-        }
-        line_start = t[i] == '\n';
-        out[o++] = t[i];
-    }
-    out[o++] = '\n';
-    out[o] = 0;
-    free(t);
-    return out;
-}
-
 static cJSON *added_token(const char *content)
 {
     cJSON *o = cJSON_CreateObject();
@@ -581,7 +551,7 @@ static int save_config(const synth_tokenizer *t, const char *dir, errbuf *e)
     cJSON_AddStringToObject(root, "pad_token", "[PAD]");
     cJSON_AddStringToObject(root, "tokenizer_class", "TikTokenTokenizer");
     cJSON_AddStringToObject(root, "unk_token", "[UNK]");
-    char *text = json_print_indented(root);
+    char *text = json_print_hf(root);
     cJSON_Delete(root);
     if (!text)
         return err_set(e, "out of memory");
