@@ -102,6 +102,12 @@ static void cpu_route(backend *b, const route_params *p, const float *logits, co
                   scores ? scores + (size_t)t * E : NULL, scratch);
 }
 
+static void cpu_zero(backend *b, float *p, size_t n)
+{
+    (void)b;
+    memset(p, 0, n * sizeof *p);
+}
+
 static void cpu_add(backend *b, float *y, const float *x, size_t n)
 {
     (void)b;
@@ -154,6 +160,7 @@ static const backend_ops cpu_ops = {
     .ffn = cpu_ffn,
     .mla_attention = cpu_mla,
     .route = cpu_route,
+    .zero = cpu_zero,
     .add = cpu_add,
     .gather_rows = cpu_gather,
     .scatter_add_rows = cpu_scatter_add,

@@ -17,28 +17,28 @@ static const float *cache_row(const mla_args *a, int s)
 size_t mla_ref_naive_scratch(const mla_args *a)
 {
     size_t S = (size_t)(a->pos0 + a->T);
-    /* expanded k_nope|v for every position, one row of scores, a dequant row */
-    return S * (size_t)a->H * (size_t)(a->nope + a->v) + S + (size_t)a->kv_lora;
+    /* one head's expanded k_nope|v for every position, a row of scores, a dequant row */
+    return S * (size_t)(a->nope + a->v) + S + (size_t)a->kv_lora;
 }
 
 void mla_ref_naive(const mla_args *a, float *scratch)
 {
     int S = a->pos0 + a->T, H = a->H, qk = a->nope + a->rope, kvw = a->nope + a->v;
-    float *kv = scratch;                                      /* [S][H][nope + v] */
-    float *p = kv + (size_t)S * (size_t)H * (size_t)kvw;      /* [S] */
+    float *kv = scratch;                            /* [S][nope + v] of head h */
+    float *p = kv + (size_t)S * (size_t)kvw;        /* [S] */
     float *row = p + S;
-    int rows = H * kvw;
-    for (int r = 0; r < rows; r++) {
-        linear_ref_dequant_row(a->kv_b, r, row);
-        for (int s = 0; s < S; s++)
-            kv[(size_t)s * (size_t)rows + (size_t)r] = dot_f32(row, cache_row(a, s), a->kv_lora);
-    }
-    for (int t = 0; t < a->T; t++) {
-        int n = a->pos0 + t + 1;
-        for (int h = 0; h < H; h++) {
+    /* head by head, so the expansion needs S x (nope + v) floats, not H times that */
+    for (int h = 0; h < H; h++) {
+        for (int r = 0; r < kvw; r++) {
+            linear_ref_dequant_row(a->kv_b, h * kvw + r, row);
+            for (int s = 0; s < S; s++)
+                kv[(size_t)s * (size_t)kvw + (size_t)r] = dot_f32(row, cache_row(a, s), a->kv_lora);
+        }
+        for (int t = 0; t < a->T; t++) {
+            int n = a->pos0 + t + 1;
             const float *q = a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk;
             for (int s = 0; s < n; s++) {
-                const float *k = kv + ((size_t)s * (size_t)H + (size_t)h) * (size_t)kvw;
+                const float *k = kv + (size_t)s * (size_t)kvw;
                 p[s] = (dot_f32(q, k, a->nope) +
                         dot_f32(q + a->nope, cache_row(a, s) + a->kv_lora, a->rope)) *
                        a->scale;
@@ -47,7 +47,7 @@ void mla_ref_naive(const mla_args *a, float *scratch)
             float *o = a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)a->v;
             memset(o, 0, (size_t)a->v * sizeof *o);
             for (int s = 0; s < n; s++) {
-                const float *v = kv + ((size_t)s * (size_t)H + (size_t)h) * (size_t)kvw + a->nope;
+                const float *v = kv + (size_t)s * (size_t)kvw + a->nope;
                 for (int j = 0; j < a->v; j++)
                     o[j] += p[s] * v[j];
             }

@@ -56,6 +56,8 @@ typedef struct backend_ops {
      * (optional, [T][n_experts]) gets the unbiased router scores */
     void (*route)(backend *b, const route_params *p, const float *logits, const float *bias,
                   int T, int *ids, float *weights, float *scores);
+    /* p[0..n) = 0 */
+    void (*zero)(backend *b, float *p, size_t n);
     /* y += x */
     void (*add)(backend *b, float *y, const float *x, size_t n);
     /* dst[i] = src[idx[i]] (rows of dim floats) */

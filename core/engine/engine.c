@@ -108,14 +108,6 @@ void engine_reset(engine *en)
     en->n_past = 0;
 }
 
-int engine_truncate(engine *en, int n, errbuf *e)
-{
-    if (n < 0 || n > en->n_past)
-        return err_set(e, "cannot rewind the cache to %d positions (it holds %d)", n, en->n_past);
-    en->n_past = n;
-    return 0;
-}
-
 /* MLA attention of layer l for T tokens at pos0; writes the o_proj output to en->tmp. */
 static void attention(engine *en, int l, int T, int pos0)
 {
@@ -177,7 +169,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
         en->disp_w[slot] = en->route_w[i];
     }
     /* now experts x's pairs are disp_*[start[x] .. start[x+1]) */
-    memset(en->moe, 0, (size_t)T * (size_t)h * sizeof *en->moe);
+    o->zero(en->be, en->moe, (size_t)T * (size_t)h);
     for (int x = 0; x < E; x++) {
         int n = start[x + 1] - start[x];
         if (n == 0)

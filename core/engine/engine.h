@@ -59,8 +59,6 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
 void engine_destroy(engine *en);
 /* Forgets the cache (a new conversation). */
 void engine_reset(engine *en);
-/* Rewinds the cache to n positions (keeps a shared prefix). */
-int engine_truncate(engine *en, int n, errbuf *e);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
  * all_logits, else [vocab] for the last token. */
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e);
