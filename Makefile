@@ -13,7 +13,8 @@ WERROR ?= $(if $(filter true,$(CI)),1,0)
 BUILD := build$(if $(filter 1,$(SANITIZE)),-san,)
 
 DEPS_APT := build-essential pkg-config liburing-dev libnuma-dev libhwloc-dev liblz4-dev \
-            libcjson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev libcriterion-dev
+            libcjson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev libcriterion-dev \
+            clang libclang-rt-14-dev
 
 # Portable baseline code: the SIMD kernels pick AVX-512/AVX2 at run time.
 OPT := -O2
@@ -46,7 +47,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 
-.PHONY: all test run deps clean fuzz-smoke
+.PHONY: all test run deps clean bench fuzz
 
 all: $(BUILD)/moetier
 
@@ -77,6 +78,30 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(BUILD)/libmoetier.a
 
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(filter-out tests/fuzz/replay_main.c,$(FUZZ_SRC)))
 
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmoetier.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmoetier.a $(LDLIBS) $(LDFLAGS)
+
+# Benchmarks print one JSON line each (see docs/benchmarks.md).
+bench: $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do $$b || exit 1; done
+
+# Coverage-guided fuzzing with libFuzzer (clang, from make deps) for a bounded
+# time per target: make fuzz FUZZ_SECONDS=60.
+FUZZ_SECONDS ?= 30
+FUZZ_CC ?= clang
+FUZZ_LIB_SRC := $(filter-out core/app/%,$(LIB_SRC))
+fuzz:
+	@mkdir -p build/libfuzzer
+	@for t in $(patsubst tests/fuzz/%.c,%,$(filter-out tests/fuzz/replay_main.c,$(FUZZ_SRC))); do \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  $(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. -I/usr/include/cjson \
+	    tests/fuzz/$$t.c $(FUZZ_LIB_SRC) $(filter-out -pthread,$(LDLIBS)) -o build/libfuzzer/$$t || exit 1; \
+	  rm -rf build/libfuzzer/$$t.corpus; cp -r tests/fuzz/corpus/$${t#fuzz_} build/libfuzzer/$$t.corpus; \
+	  build/libfuzzer/$$t build/libfuzzer/$$t.corpus -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | tail -3 || exit 1; \
+	done
+
 # Tests find the binaries and ../shared/testdata through these variables.
 test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	MOETIER_BIN=$(abspath $(BUILD)/moetier) MOETIER_FUZZ_DIR=$(abspath $(BUILD)/fuzz) \
@@ -84,13 +109,10 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	MOETIER_TMP=$(abspath $(BUILD)/tmp) \
 	$(BUILD)/tests/unit_tests $(TEST_ARGS)
 
-# The prompt is [BOS] + the bytes of "The quick brown fox" (the synthetic
-# tokenizer's first 256 ids are the single bytes).
 RUN_MODEL := $(BUILD)/models/k2-tiny-bf16
-RUN_IDS := 1000,84,104,101,32,113,117,105,99,107,32,98,114,111,119,110,32,102,111,120
 run: $(BUILD)/moetier
 	@test -f $(RUN_MODEL)/config.json || $(BUILD)/moetier synth --preset k2-tiny --format bf16 --seed 1 -o $(RUN_MODEL)
-	$(BUILD)/moetier run -m $(RUN_MODEL) --ids $(RUN_IDS) -n 64 --seed 1 --ignore-eos
+	$(BUILD)/moetier run -m $(RUN_MODEL) -p "The quick brown fox" -n 64 --seed 1 --ignore-eos
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then \

@@ -1,7 +1,8 @@
-/* cmd_run: `moetier run -m DIR --ids LIST -n N [sampling] [--print-ids]`.
+/* cmd_run: `moetier run -m DIR (-p TEXT | --ids LIST) -n N [sampling] [--print-ids]`.
  *
- * Prefills the prompt, then generates up to N tokens one decode step at a time,
- * streaming their text to stdout when the model directory has a tokenizer.
+ * Prefills the prompt (raw text, special-token names recognised, no BOS added;
+ * or ids), then generates up to N tokens one decode step at a time, streaming
+ * their text to stdout when the model directory has a tokenizer.
  * With --print-ids the new ids are printed comma-separated as the last line of
  * stdout (a stable interface for scripts). Speeds go to stderr. */
 #include <stdio.h>
@@ -12,13 +13,15 @@
 #include "commands.h"
 #include "core/base/progress.h"
 #include "core/engine/sampler.h"
-#include "core/text/vocab.h"
+#include "core/text/tokenizer.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: moetier run -m DIR --ids LIST [-n N] [sampling options] [--print-ids]\n"
+            "usage: moetier run -m DIR (-p TEXT | --ids LIST) [-n N] [sampling options] [--print-ids]\n"
             "  -m DIR               checkpoint directory\n"
+            "  -p TEXT              prompt text (raw: no chat format, no BOS; special-token\n"
+            "                       names such as <|im_end|> become their ids)\n"
             "  --ids LIST           prompt as comma-separated token ids\n"
             "  -n N                 tokens to generate (default 128)\n"
             "  --greedy             argmax decoding (same as --temp 0)\n"
@@ -81,7 +84,7 @@ int cmd_run(int argc, char **argv)
 {
     model_flags mf = {0};
     sampler_params sp = sampler_defaults();
-    const char *ids_s = NULL;
+    const char *ids_s = NULL, *prompt_text = NULL;
     int n_new = 128, print_ids = 0, ignore_eos = 0, show_special = 0;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -98,6 +101,9 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--ids")) {
             if (!(ids_s = cli_value(argc, argv, &i)))
                 return 2;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+            if (!(prompt_text = cli_value(argc, argv, &i)))
+                return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 1 << 24, &n_new))
                 return 2;
@@ -113,30 +119,51 @@ int cmd_run(int argc, char **argv)
             return 2;
         }
     }
-    if (!mf.dir || !ids_s) {
-        fprintf(stderr, "moetier run: -m and --ids are required\n");
+    if (!mf.dir || !ids_s == !prompt_text) {
+        fprintf(stderr, "moetier run: -m and exactly one of -p, --ids are required\n");
         usage(stderr);
         return 2;
     }
     errbuf e;
     if (sampler_check(&sp, &e))
         return cli_fail(&e);
-    int *prompt, T;
-    if (cli_parse_ids(ids_s, &prompt, &T))
+    tokenizer tok;
+    int have_vocab = tokenizer_load(&tok, mf.dir, &e) == 0;
+    if (!have_vocab && prompt_text)
+        return cli_fail(&e);
+    if (!have_vocab)
+        fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
+    int *prompt = NULL, T = 0;
+    if (ids_s && cli_parse_ids(ids_s, &prompt, &T)) {
+        if (have_vocab)
+            tokenizer_free(&tok);
         return 2;
+    }
+    if (prompt_text) {
+        token_list l = {0};
+        if (tokenizer_encode(&tok, prompt_text, strlen(prompt_text), TOK_ALLOW_SPECIAL, &l, &e)) {
+            tokenizer_free(&tok);
+            return cli_fail(&e);
+        }
+        if (l.n == 0) {
+            tokenizer_free(&tok);
+            fprintf(stderr, "moetier run: the prompt is empty\n");
+            return 2;
+        }
+        prompt = l.ids;
+        T = (int)l.n;
+    }
     cli_model m;
     if (cli_model_open(&m, &mf, &e)) {
         free(prompt);
+        if (have_vocab)
+            tokenizer_free(&tok);
         return cli_fail(&e);
     }
     const model_config *c = &m.mw.cfg;
-    vocab voc;
-    int have_vocab = vocab_load(&voc, mf.dir, &e) == 0;
     vocab_stream vs;
     if (have_vocab)
-        vocab_stream_init(&vs, &voc);
-    else
-        fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
+        vocab_stream_init(&vs, &tok.v);
     sampler smp;
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     int *out_ids = malloc(((size_t)n_new + 1) * sizeof *out_ids);
@@ -154,18 +181,18 @@ int cmd_run(int argc, char **argv)
         rc = 1;
     } else {
         while (n_out < n_new) {
-            int tok = sampler_sample(&smp, logits);
-            out_ids[n_out++] = tok;
-            sampler_accept(&smp, tok);
-            if (have_vocab && (show_special || !vocab_is_special(&voc, tok))) {
-                vocab_stream_put(&vs, tok, stdout);
+            int next = sampler_sample(&smp, logits);
+            out_ids[n_out++] = next;
+            sampler_accept(&smp, next);
+            if (have_vocab && (show_special || !vocab_is_special(&tok.v, next))) {
+                vocab_stream_put(&vs, next, stdout);
                 fflush(stdout);
             }
-            if (!ignore_eos && is_eos(c, tok))
+            if (!ignore_eos && is_eos(c, next))
                 break;
             if (n_out == n_new)
                 break;
-            if (engine_forward(&m.en, &tok, 1, logits, 0, &e)) {
+            if (engine_forward(&m.en, &next, 1, logits, 0, &e)) {
                 rc = 1;
                 break;
             }
@@ -192,7 +219,7 @@ done:
     if (rc)
         cli_fail(&e);
     if (have_vocab)
-        vocab_free(&voc);
+        tokenizer_free(&tok);
     free(logits);
     free(out_ids);
     free(prompt);

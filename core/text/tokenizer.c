@@ -83,9 +83,19 @@ static int rank_of(const tokenizer *t, const uint8_t *p, size_t n)
 
 int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
 {
-    memset(t, 0, sizeof *t);
-    if (vocab_load(&t->v, dir, e))
+    vocab v;
+    if (vocab_load(&v, dir, e))
         return -1;
+    if (tokenizer_init(t, &v, e))
+        return err_prefix(e, "%s: ", dir);
+    return 0;
+}
+
+int tokenizer_init(tokenizer *t, vocab *v, errbuf *e)
+{
+    memset(t, 0, sizeof *t);
+    t->v = *v;
+    memset(v, 0, sizeof *v);
     int rc = -1;
     if (table_build(&t->v, 0, t->v.n_ranks, &t->rank_table, &t->rank_mask, e) ||
         table_build(&t->v, t->v.n_ranks, t->v.n_vocab, &t->special_table, &t->special_mask, e))
@@ -93,8 +103,8 @@ int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
     for (int b = 0; b < 256; b++) {
         uint8_t byte = (uint8_t)b;
         if (rank_of(t, &byte, 1) < 0) {
-            err_set(e, "%s/tiktoken.model: no token for the single byte 0x%02x (byte-level BPE "
-                    "needs all 256)", dir, b);
+            err_set(e, "tiktoken.model: no token for the single byte 0x%02x (byte-level BPE "
+                    "needs all 256)", b);
             goto out;
         }
     }
@@ -102,7 +112,7 @@ int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
         size_t n;
         const char *name = vocab_decode(&t->v, id, &n);
         if (n == 0) {
-            err_set(e, "%s: special token %d has an empty name", dir, id);
+            err_set(e, "special token %d has an empty name", id);
             goto out;
         }
         t->special_first[(uint8_t)name[0]] = 1;
@@ -111,7 +121,7 @@ int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
             k++;
         if (k == t->n_special_lens) {
             if (k == (int)(sizeof t->special_lens / sizeof *t->special_lens)) {
-                err_set(e, "%s: special token names have too many distinct lengths", dir);
+                err_set(e, "special token names have too many distinct lengths");
                 goto out;
             }
             t->special_lens[t->n_special_lens++] = (int)n;

@@ -43,6 +43,9 @@ enum {
 /* Loads dir/tiktoken.model + dir/tokenizer_config.json (dir may be a model
  * directory or just a tokenizer folder). */
 int tokenizer_load(tokenizer *t, const char *dir, errbuf *e);
+/* Builds the encoder over a loaded vocab, taking ownership of it (v is left
+ * empty, also on failure, where the vocab is freed). */
+int tokenizer_init(tokenizer *t, vocab *v, errbuf *e);
 void tokenizer_free(tokenizer *t);
 
 /* Growable id list. */

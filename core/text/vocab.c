@@ -295,41 +295,51 @@ static int parse_specials(load_state *ls, const char *path, const cJSON *root, i
 
 /* ---- loading ------------------------------------------------------------ */
 
-int vocab_load_files(vocab *v, const char *tiktoken_path, const char *config_json, int min_vocab,
-                     errbuf *e)
+int vocab_parse(vocab *v, const char *ranks, size_t ranks_len, const char *ranks_name,
+                const char *config, size_t config_len, const char *config_name, int min_vocab,
+                errbuf *e)
 {
     memset(v, 0, sizeof *v);
     v->bos_id = v->eos_id = v->pad_id = v->unk_id = -1;
     load_state ls = {v, NULL, 0};
-    char *text = NULL;
     cJSON *root = NULL;
-    size_t len = 0;
     int rc = -1;
-    if (file_read_all(tiktoken_path, &text, &len, e) ||
-        parse_ranks(&ls, tiktoken_path, text, len, e))
+    if (parse_ranks(&ls, ranks_name, ranks, ranks_len, e))
         goto out;
-    free(text);
-    text = NULL;
-    if (config_json) {
-        if (file_read_all(config_json, &text, &len, e))
-            goto out;
-        root = cJSON_ParseWithLength(text, len);
+    if (config) {
+        root = cJSON_ParseWithLength(config, config_len);
         if (!root || !cJSON_IsObject(root)) {
-            err_set(e, "%s: not a valid JSON object", config_json);
+            err_set(e, "%s: not a valid JSON object", config_name);
             goto out;
         }
     } else {
         root = cJSON_CreateObject();
     }
-    if (parse_specials(&ls, config_json ? config_json : "(no tokenizer config)", root, min_vocab, e))
+    if (parse_specials(&ls, config ? config_name : "(no tokenizer config)", root, min_vocab, e))
         goto out;
     rc = 0;
 out:
     free(ls.line_of);
-    free(text);
     cJSON_Delete(root);
     if (rc)
         vocab_free(v);
+    return rc;
+}
+
+int vocab_load_files(vocab *v, const char *tiktoken_path, const char *config_json, int min_vocab,
+                     errbuf *e)
+{
+    char *ranks = NULL, *config = NULL;
+    size_t rl = 0, cl = 0;
+    int rc = -1;
+    memset(v, 0, sizeof *v);
+    if (file_read_all(tiktoken_path, &ranks, &rl, e) ||
+        (config_json && file_read_all(config_json, &config, &cl, e)))
+        goto out;
+    rc = vocab_parse(v, ranks, rl, tiktoken_path, config, cl, config_json, min_vocab, e);
+out:
+    free(ranks);
+    free(config);
     return rc;
 }
 

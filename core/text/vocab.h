@@ -59,6 +59,11 @@ int vocab_load(vocab *v, const char *dir, errbuf *e);
  * min_vocab extends n_vocab with reserved ids (0: no minimum). */
 int vocab_load_files(vocab *v, const char *tiktoken_path, const char *config_json, int min_vocab,
                      errbuf *e);
+/* The same from memory (the fuzz entry point); config may be NULL; the names
+ * are only used in messages. */
+int vocab_parse(vocab *v, const char *ranks, size_t ranks_len, const char *ranks_name,
+                const char *config, size_t config_len, const char *config_name, int min_vocab,
+                errbuf *e);
 void vocab_free(vocab *v);
 
 /* The bytes of token id (a special token: its name), NUL-terminated for

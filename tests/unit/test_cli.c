@@ -101,7 +101,7 @@ Test(cli, run_print_ids_is_golden_greedy)
 
 Test(cli, every_command_has_help)
 {
-    const char *cmds[] = {"run", "logits", "inspect", "synth"};
+    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         char *out, *err;
         int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
@@ -156,4 +156,69 @@ Test(cli, inspect_reports_formats_and_tiers)
     free(out);
     free(err);
     free(d);
+}
+
+Test(cli, tokenize_prints_ids_on_one_line)
+{
+    char *d = test_data_path("kimi-tokenizer"), *out, *err;
+    if (!test_path_exists(d)) {
+        free(d);
+        cr_skip_test("kimi-tokenizer testdata absent");
+    }
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text 'The quick brown fox jumps over the lazy "
+                                 "dog.'", bin(), d), 0, "%s", err);
+    cr_expect_str_eq(out, "1008,5072,16331,69275,60062,1312,276,29292,7751,13\n");
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text '<|im_end|>hi' --special", bin(), d), 0);
+    cr_expect_str_eq(out, "163586,9663\n");
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text '<|im_end|>hi'", bin(), d), 0);
+    cr_expect_str_eq(out, "27,91,348,11129,91,29,9663\n", "without --special names are text");
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "printf 'The quick' | %s tokenize -m %s --file -", bin(), d), 0);
+    cr_expect_str_eq(out, "1008,5072\n");
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text ''", bin(), d), 0);
+    cr_expect_str_eq(out, "\n");
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "printf 'a\\377b' | %s tokenize -m %s --file -", bin(), d), 1);
+    cr_expect(strstr(err, "UTF-8") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s tokenize -m /nonexistent --text hi", bin()), 1);
+    cr_expect(strstr(err, "tiktoken.model") != NULL, "%s", err);
+    free(out);
+    free(err);
+    free(d);
+}
+
+Test(cli, run_from_prompt_text_on_synthetic_model)
+{
+    char *tmp = test_make_tmpdir("clirun"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "%s run -m %s -p 'The quick brown fox' -n 8 --seed 5 --ignore-eos "
+                                 "--print-ids", bin(), tmp), 0, "%s", err);
+    size_t L = strlen(out);
+    while (L && out[L - 1] == '\n')
+        out[--L] = 0;
+    const char *last = strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
+    int commas = 0;
+    for (const char *p = last; *p; p++)
+        commas += *p == ',';
+    cr_expect_eq(commas, 7, "8 ids expected on the last line: '%s'", last);
+    char *out2, *err2;
+    cr_assert_eq(run(&out2, &err2, "%s run -m %s -p 'The quick brown fox' -n 8 --seed 5 --ignore-eos "
+                                   "--print-ids", bin(), tmp), 0);
+    cr_expect(strncmp(out, out2, strlen(out)) == 0, "the same seed must give the same text");
+    free(out2);
+    free(err2);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
 }

@@ -25,3 +25,5 @@ static void run_target(const char *target, const char *corpus, int mutations)
 
 Test(fuzz, safetensors_parser) { run_target("fuzz_safetensors", "safetensors", 20000); }
 Test(fuzz, config_parser) { run_target("fuzz_config", "config", 5000); }
+Test(fuzz, tokenizer_loader) { run_target("fuzz_tokenizer_load", "tokenizer_load", 3000); }
+Test(fuzz, tokenize_roundtrip) { run_target("fuzz_tokenize", "tokenize", 5000); }
