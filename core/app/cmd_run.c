@@ -14,6 +14,7 @@
 #include "core/base/progress.h"
 #include "core/engine/sampler.h"
 #include "core/text/tokenizer.h"
+#include "generate.h"
 
 static void usage(FILE *f)
 {
@@ -70,14 +71,6 @@ static int sampling_flag(sampler_params *p, int argc, char **argv, int *i)
         return -1;
     p->seed = u;
     return 1;
-}
-
-static int is_eos(const model_config *c, int id)
-{
-    for (int i = 0; i < c->n_eos; i++)
-        if (c->eos_token_ids[i] == id)
-            return 1;
-    return 0;
 }
 
 int cmd_run(int argc, char **argv)
@@ -161,14 +154,11 @@ int cmd_run(int argc, char **argv)
         return cli_fail(&e);
     }
     const model_config *c = &m.mw.cfg;
-    vocab_stream vs;
-    if (have_vocab)
-        vocab_stream_init(&vs, &tok.v);
     sampler smp;
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
-    int *out_ids = malloc(((size_t)n_new + 1) * sizeof *out_ids);
-    int rc = 1, n_out = 0;
-    if (!logits || !out_ids) {
+    token_list gen = {0};
+    int rc = 1;
+    if (!logits) {
         err_set(&e, "out of memory");
         goto done;
     }
@@ -176,36 +166,17 @@ int cmd_run(int argc, char **argv)
         goto done;
     for (int i = 0; i < T; i++)
         sampler_accept(&smp, prompt[i]);
-    rc = 0;
-    if (engine_forward(&m.en, prompt, T, logits, 0, &e)) {
-        rc = 1;
-    } else {
-        while (n_out < n_new) {
-            int next = sampler_sample(&smp, logits);
-            out_ids[n_out++] = next;
-            sampler_accept(&smp, next);
-            if (have_vocab && (show_special || !vocab_is_special(&tok.v, next))) {
-                vocab_stream_put(&vs, next, stdout);
-                fflush(stdout);
-            }
-            if (!ignore_eos && is_eos(c, next))
-                break;
-            if (n_out == n_new)
-                break;
-            if (engine_forward(&m.en, &next, 1, logits, 0, &e)) {
-                rc = 1;
-                break;
-            }
-        }
-    }
+    gen_params gp = {.max_new = n_new, .stop_ids = c->eos_token_ids, .n_stop = ignore_eos ? 0 : c->n_eos,
+                     .show_special = show_special, .out = stdout};
+    if (n_new == 0 || (engine_forward(&m.en, prompt, T, logits, 0, &e) == 0 &&
+                       generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e) == 0))
+        rc = 0;
     sampler_destroy(&smp);
-    if (have_vocab) {
-        vocab_stream_flush(&vs, stdout);
+    if (have_vocab)
         printf("\n");
-    }
     if (print_ids) {
-        for (int i = 0; i < n_out; i++)
-            printf("%s%d", i ? "," : "", out_ids[i]);
+        for (size_t i = 0; i < gen.n; i++)
+            printf("%s%d", i ? "," : "", gen.ids[i]);
         printf("\n");
     }
     fflush(stdout);
@@ -221,7 +192,7 @@ done:
     if (have_vocab)
         tokenizer_free(&tok);
     free(logits);
-    free(out_ids);
+    token_list_free(&gen);
     free(prompt);
     cli_model_close(&m);
     return rc;

@@ -72,7 +72,8 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->disp_tok = malloc(max_sz(Cz * K, 1) * sizeof(int));
     en->disp_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
     en->pos = malloc(Cz * sizeof(int));
-    if (!en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
+    en->cached_ids = malloc((size_t)max_ctx * sizeof(int));
+    if (!en->cached_ids || !en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
         !en->slot_start || !en->disp_tok || !en->disp_w || !en->pos)
         goto oom;
     return 0;
@@ -100,12 +101,29 @@ void engine_destroy(engine *en)
     free(en->disp_tok);
     free(en->disp_w);
     free(en->pos);
+    free(en->cached_ids);
     memset(en, 0, sizeof *en);
 }
 
 void engine_reset(engine *en)
 {
     en->n_past = 0;
+}
+
+int engine_truncate(engine *en, int n, errbuf *e)
+{
+    if (n < 0 || n > en->n_past)
+        return err_set(e, "cannot rewind the cache to %d positions (it holds %d)", n, en->n_past);
+    en->n_past = n;
+    return 0;
+}
+
+int engine_reusable_prefix(const engine *en, const int *ids, int n)
+{
+    int k = 0;
+    while (k < en->n_past && k < n - 1 && en->cached_ids[k] == ids[k])
+        k++;
+    return k;
 }
 
 /* MLA attention of layer l for T tokens at pos0; writes the o_proj output to en->tmp. */
@@ -207,6 +225,7 @@ static int forward_chunk(engine *en, const int *ids, int T, float *logits, int a
             return err_set(e, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t],
                            pos0 + t, c->vocab_size - 1);
         en->pos[t] = pos0 + t;
+        en->cached_ids[pos0 + t] = ids[t];
     }
     o->embed(en->be, &mw->embed, ids, T, en->x);
     for (int l = 0; l < c->n_layers; l++) {

@@ -37,6 +37,7 @@ typedef struct engine {
     expert_source *experts;
     kv_cache kv;
     int n_past;                     /* positions already in the cache */
+    int *cached_ids;                /* [max_ctx] the token at each cached position */
     int max_chunk;
     float *inv_freq;
     float rope_mscale, softmax_scale;
@@ -59,6 +60,11 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
 void engine_destroy(engine *en);
 /* Forgets the cache (a new conversation). */
 void engine_reset(engine *en);
+/* Rewinds the cache to its first n positions (n <= n_past). */
+int engine_truncate(engine *en, int n, errbuf *e);
+/* How many leading ids[] the cache already holds, at most n - 1 so that a
+ * forward over the rest always yields logits. */
+int engine_reusable_prefix(const engine *en, const int *ids, int n);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
  * all_logits, else [vocab] for the last token. */
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e);

@@ -1,0 +1,40 @@
+/* generate: see generate.h. */
+#include "generate.h"
+
+static int is_stop(const gen_params *p, int id)
+{
+    for (int i = 0; i < p->n_stop; i++)
+        if (p->stop_ids[i] == id)
+            return 1;
+    return 0;
+}
+
+int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
+             token_list *out, errbuf *e)
+{
+    vocab_stream vs;
+    if (tok)
+        vocab_stream_init(&vs, &tok->v);
+    int rc = 0;
+    for (int k = 0; k < p->max_new; k++) {
+        int next = sampler_sample(s, logits);
+        sampler_accept(s, next);
+        if (token_list_push(out, next)) {
+            rc = err_set(e, "out of memory");
+            break;
+        }
+        if (tok && p->out && (p->show_special || !vocab_is_special(&tok->v, next))) {
+            vocab_stream_put(&vs, next, p->out);
+            fflush(p->out);
+        }
+        if (is_stop(p, next) || k + 1 == p->max_new)
+            break;
+        if (engine_forward(&m->en, &next, 1, logits, 0, e)) {
+            rc = -1;
+            break;
+        }
+    }
+    if (tok && p->out)
+        vocab_stream_flush(&vs, p->out);
+    return rc;
+}

@@ -1,0 +1,25 @@
+/* generate: the decode loop shared by `run` and `chat`: sample, stream the
+ * text, stop at an end token or the length limit, feed the token back. */
+#ifndef MOETIER_GENERATE_H
+#define MOETIER_GENERATE_H
+
+#include <stdio.h>
+
+#include "cli_common.h"
+#include "core/engine/sampler.h"
+#include "core/text/tokenizer.h"
+
+typedef struct gen_params {
+    int max_new;
+    const int *stop_ids;        /* generation ends after one of these */
+    int n_stop;
+    int show_special;           /* print special tokens' names */
+    FILE *out;                  /* streamed text; NULL: none */
+} gen_params;
+
+/* logits holds the distribution after the prompt; generated ids (the stop
+ * token included) are appended to out. Returns 0, or -1 with e set. */
+int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
+             token_list *out, errbuf *e);
+
+#endif
