@@ -15,6 +15,7 @@
 #include "core/engine/sampler.h"
 #include "core/text/tokenizer.h"
 #include "generate.h"
+#include "sampling_flags.h"
 
 static void usage(FILE *f)
 {
@@ -25,52 +26,12 @@ static void usage(FILE *f)
             "                       names such as <|im_end|> become their ids)\n"
             "  --ids LIST           prompt as comma-separated token ids\n"
             "  -n N                 tokens to generate (default 128)\n"
-            "  --greedy             argmax decoding (same as --temp 0)\n"
-            "  --temp T             temperature (default 0.6; 0 = greedy)\n"
-            "  --top-k K            keep the K most likely tokens (default 0 = off)\n"
-            "  --top-p P            nucleus sampling (default 1 = off)\n"
-            "  --min-p P            drop tokens below P x the top probability (default 0)\n"
-            "  --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
-            "  --repeat-last-n N    window of the penalty (default 64)\n"
-            "  --seed S             random seed (default 0)\n"
             "  --ignore-eos         keep generating after an end-of-sequence token\n"
             "  --print-ids          print the new ids as the last line of stdout\n"
             "  --special            print special tokens (hidden from the text by default)\n"
             "  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
             "  --chunk N            prompt tokens per prefill step (default 256)\n");
-}
-
-/* Parses one sampling flag at argv[*i]: 1 consumed, 0 not a sampling flag, -1 bad. */
-static int sampling_flag(sampler_params *p, int argc, char **argv, int *i)
-{
-    const char *a = argv[*i], *v;
-    unsigned long long u;
-    if (!strcmp(a, "--greedy")) {
-        p->temperature = 0;
-        return 1;
-    }
-    if (strcmp(a, "--temp") && strcmp(a, "--top-k") && strcmp(a, "--top-p") &&
-        strcmp(a, "--min-p") && strcmp(a, "--repeat-penalty") && strcmp(a, "--repeat-last-n") &&
-        strcmp(a, "--seed"))
-        return 0;
-    if (!(v = cli_value(argc, argv, i)))
-        return -1;
-    if (!strcmp(a, "--temp"))
-        return cli_float(a, v, &p->temperature) ? -1 : 1;
-    if (!strcmp(a, "--top-k"))
-        return cli_int(a, v, 0, 1 << 30, &p->top_k) ? -1 : 1;
-    if (!strcmp(a, "--top-p"))
-        return cli_float(a, v, &p->top_p) ? -1 : 1;
-    if (!strcmp(a, "--min-p"))
-        return cli_float(a, v, &p->min_p) ? -1 : 1;
-    if (!strcmp(a, "--repeat-penalty"))
-        return cli_float(a, v, &p->repeat_penalty) ? -1 : 1;
-    if (!strcmp(a, "--repeat-last-n"))
-        return cli_int(a, v, 0, 1 << 20, &p->repeat_last_n) ? -1 : 1;
-    if (cli_u64(a, v, &u))
-        return -1;
-    p->seed = u;
-    return 1;
+    sampling_flags_usage(f);
 }
 
 int cmd_run(int argc, char **argv)
@@ -82,7 +43,7 @@ int cmd_run(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
-            r = sampling_flag(&sp, argc, argv, &i);
+            r = sampling_flag_parse(&sp, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r)

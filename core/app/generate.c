@@ -23,6 +23,8 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             rc = err_set(e, "out of memory");
             break;
         }
+        if (p->on_token)
+            p->on_token(p->ctx, next);
         if (tok && p->out && (p->show_special || !vocab_is_special(&tok->v, next))) {
             vocab_stream_put(&vs, next, p->out);
             fflush(p->out);

@@ -15,6 +15,8 @@ typedef struct gen_params {
     int n_stop;
     int show_special;           /* print special tokens' names */
     FILE *out;                  /* streamed text; NULL: none */
+    void (*on_token)(void *ctx, int id);    /* optional, called for every generated id */
+    void *ctx;
 } gen_params;
 
 /* logits holds the distribution after the prompt; generated ids (the stop

@@ -9,7 +9,8 @@ static const struct {
     int (*fn)(int, char **);
     const char *what;
 } commands[] = {
-    {"run", cmd_run, "generate from a prompt (token ids)"},
+    {"run", cmd_run, "generate from a prompt (text or token ids)"},
+    {"chat", cmd_chat, "interactive multi-turn chat in the model's chat format"},
     {"logits", cmd_logits, "write the logits of one prefill as float32 [T, vocab]"},
     {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},
     {"synth", cmd_synth, "write a random-weight checkpoint (k2-tiny, k2-slice, k2)"},

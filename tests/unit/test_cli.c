@@ -101,7 +101,7 @@ Test(cli, run_print_ids_is_golden_greedy)
 
 Test(cli, every_command_has_help)
 {
-    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize"};
+    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize", "chat"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         char *out, *err;
         int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
@@ -217,6 +217,29 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
     cr_expect(strncmp(out, out2, strlen(out)) == 0, "the same seed must give the same text");
     free(out2);
     free(err2);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+/* Two turns through stdin: the second reuses the first turn's cache. */
+Test(cli, chat_two_turns_reuse_the_cache)
+{
+    char *tmp = test_make_tmpdir("clichat"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "printf 'Hello there\\nHow are you?\\n/exit\\nignored\\n' | %s chat -m %s "
+                                 "-n 6 --seed 2 --system 'Be brief.'", bin(), tmp), 0, "%s", err);
+    int turns = 0, reused_second = -1;
+    for (const char *p = err; (p = strstr(p, "reused from the cache")); p++) {
+        const char *q = p;
+        while (q > err && q[-1] != ',')
+            q--;
+        if (turns++ == 1)
+            reused_second = atoi(q + 1);
+    }
+    cr_expect_eq(turns, 2, "two turns expected (input after /exit ignored): %s", err);
+    cr_expect_gt(reused_second, 10, "the second turn must reuse the first one's prefix: %s", err);
     free(out);
     free(err);
     test_remove_tree(tmp);

@@ -1,0 +1,263 @@
+/* cmd_chat: `moetier chat -m DIR [--system S] [-n N] [sampling]`.
+ *
+ * An interactive, multi-turn conversation in the model's own chat format. Each
+ * turn renders the whole conversation, reuses the KV cache for the prefix it
+ * shares with what was computed before (so a turn prefills only its new tail),
+ * and streams the reply until an end-of-turn token. Lines typed at the prompt
+ * are user messages; /reset starts over, /exit (or end of input) quits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "core/base/progress.h"
+#include "core/text/chat_format.h"
+#include "core/text/tool_calls.h"
+#include "generate.h"
+#include "sampling_flags.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moetier chat -m DIR [--system TEXT] [-n N] [--no-think] [sampling options]\n"
+               "  Interactive multi-turn chat in the model's chat format. Type a message and\n"
+               "  press Enter; /reset clears the conversation, /exit or end of input quits.\n"
+               "  -m DIR           checkpoint directory (with its tokenizer)\n"
+               "  --system TEXT    system message\n"
+               "  -n N             most tokens per reply (default 1024)\n"
+               "  --no-think       ask for answers without reasoning (thinking=false)\n"
+               "  --hide-think     do not print the reasoning (default: printed)\n"
+               "  -c CTX, --chunk N, and the sampling options of `moetier run`\n");
+    sampling_flags_usage(f);
+}
+
+typedef struct chat_state {
+    cli_model m;
+    tokenizer tok;
+    chat_template_kind kind;
+    chat_options copt;
+    cJSON *messages;
+    const char *system;
+    int stop[4];
+    int n_stop;
+} chat_state;
+
+static void chat_reset(chat_state *c)
+{
+    cJSON_Delete(c->messages);
+    c->messages = cJSON_CreateArray();
+    if (c->system) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "system");
+        cJSON_AddStringToObject(m, "content", c->system);
+        cJSON_AddItemToArray(c->messages, m);
+    }
+}
+
+static void add_stop(chat_state *c, int id)
+{
+    if (id >= 0 && c->n_stop < 4)
+        c->stop[c->n_stop++] = id;
+}
+
+/* Streams a reply: token bytes through the tool-call/reasoning splitter; the
+ * content is printed as it arrives, the reasoning only when asked. */
+typedef struct reply_stream {
+    const tokenizer *tok;
+    tool_stream ts;
+    char *text, *think;             /* the reply's content and reasoning so far */
+    size_t text_len, think_len;
+    int show_think;
+    const int *stop;
+    int n_stop;
+} reply_stream;
+
+static void append(char **buf, size_t *len, const char *p, size_t n)
+{
+    char *nb = realloc(*buf, *len + n + 1);
+    if (!nb)
+        return;
+    memcpy(nb + *len, p, n);
+    *len += n;
+    nb[*len] = 0;
+    *buf = nb;
+}
+
+static void reply_delta(reply_stream *r, const tool_stream_delta *d)
+{
+    fwrite(d->content, 1, d->content_len, stdout);
+    if (r->show_think)
+        fwrite(d->reasoning, 1, d->reasoning_len, stdout);
+    fflush(stdout);
+    append(&r->text, &r->text_len, d->content, d->content_len);
+    append(&r->think, &r->think_len, d->reasoning, d->reasoning_len);
+}
+
+static void reply_token(void *ctx, int id)
+{
+    reply_stream *r = ctx;
+    for (int i = 0; i < r->n_stop; i++)
+        if (id == r->stop[i])
+            return;
+    size_t n;
+    const char *b = vocab_decode(&r->tok->v, id, &n);
+    tool_stream_delta d;
+    errbuf e;
+    if (b && tool_stream_feed(&r->ts, b, n, &d, &e) == 0)
+        reply_delta(r, &d);
+}
+
+/* One turn: the user's line in, the assistant's reply streamed and recorded. */
+static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new, int show_think,
+                     errbuf *e)
+{
+    cJSON *um = cJSON_CreateObject();
+    cJSON_AddStringToObject(um, "role", "user");
+    cJSON_AddStringToObject(um, "content", line);
+    cJSON_AddItemToArray(c->messages, um);
+    char *text = NULL;
+    size_t len = 0;
+    token_list ids = {0}, gen = {0};
+    int rc = -1;
+    float *logits = malloc((size_t)c->m.mw.cfg.vocab_size * sizeof *logits);
+    if (!logits || chat_format_render(c->kind, c->messages, NULL, &c->copt, &text, &len, e) ||
+        tokenizer_encode(&c->tok, text, len, TOK_ALLOW_SPECIAL, &ids, e))
+        goto out;
+    engine *en = &c->m.en;
+    int reuse = engine_reusable_prefix(en, ids.ids, (int)ids.n);
+    if (engine_truncate(en, reuse, e))
+        goto out;
+    double t0 = now_seconds();
+    if (engine_forward(en, ids.ids + reuse, (int)ids.n - reuse, logits, 0, e))
+        goto out;
+    double t1 = now_seconds();
+    reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop,
+                       .n_stop = c->n_stop};
+    tool_stream_init(&rs.ts, c->copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+    gen_params gp = {.max_new = max_new, .stop_ids = c->stop, .n_stop = c->n_stop,
+                     .on_token = reply_token, .ctx = &rs};
+    int grc = generate(&c->m, &c->tok, smp, logits, &gp, &gen, e);
+    tool_stream_delta d;
+    if (tool_stream_finish(&rs.ts, &d, e) == 0)
+        reply_delta(&rs, &d);
+    tool_stream_free(&rs.ts);
+    double t2 = now_seconds();
+    if (grc == 0) {
+        cJSON *am = cJSON_CreateObject();
+        cJSON_AddStringToObject(am, "role", "assistant");
+        cJSON_AddStringToObject(am, "content", rs.text ? rs.text : "");
+        if (rs.think_len)
+            cJSON_AddStringToObject(am, "reasoning_content", rs.think);
+        cJSON_AddItemToArray(c->messages, am);
+        rc = 0;
+    }
+    free(rs.text);
+    free(rs.think);
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "[%zu prompt tokens, %d reused from the cache, %zu new in %.2f s; %zu generated "
+            "in %.2f s (%.2f tok/s)]\n", ids.n, reuse, ids.n - (size_t)reuse, t1 - t0, gen.n,
+            t2 - t1, t2 > t1 ? (double)gen.n / (t2 - t1) : 0.0);
+out:
+    free(logits);
+    free(text);
+    token_list_free(&ids);
+    token_list_free(&gen);
+    return rc;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    model_flags mf = {0};
+    sampler_params sp = sampler_defaults();
+    chat_state c = {0};
+    int max_new = 1024, show_think = 1;
+    chat_options_default(&c.copt);
+    for (int i = 1; i < argc; i++) {
+        int r = model_flags_parse(&mf, argc, argv, &i);
+        if (!r)
+            r = sampling_flag_parse(&sp, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r)
+            continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--system")) {
+            if (!(c.system = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 24, &max_new))
+                return 2;
+        } else if (!strcmp(a, "--no-think")) {
+            c.copt.thinking = 0;
+        } else if (!strcmp(a, "--hide-think")) {
+            show_think = 0;
+        } else {
+            fprintf(stderr, "moetier chat: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!mf.dir) {
+        fprintf(stderr, "moetier chat: -m DIR is required\n");
+        return 2;
+    }
+    errbuf e;
+    if (sampler_check(&sp, &e))
+        return cli_fail(&e);
+    if (tokenizer_load(&c.tok, mf.dir, &e))
+        return cli_fail(&e);
+    if (chat_template_load(mf.dir, &c.kind, &e) || cli_model_open(&c.m, &mf, &e)) {
+        tokenizer_free(&c.tok);
+        return cli_fail(&e);
+    }
+    add_stop(&c, vocab_find_special(&c.tok.v, "<|im_end|>"));
+    add_stop(&c, vocab_find_special(&c.tok.v, "[EOS]"));
+    for (int i = 0; i < c.m.mw.cfg.n_eos && i < 2; i++)
+        add_stop(&c, c.m.mw.cfg.eos_token_ids[i]);
+    sampler smp;
+    if (sampler_create(&smp, &sp, c.m.mw.cfg.vocab_size, &e)) {
+        cli_model_close(&c.m);
+        tokenizer_free(&c.tok);
+        return cli_fail(&e);
+    }
+    chat_reset(&c);
+    int tty = isatty(0), rc = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    for (;;) {
+        if (tty) {
+            fprintf(stderr, "> ");
+            fflush(stderr);
+        }
+        ssize_t n = getline(&line, &cap, stdin);
+        if (n < 0)
+            break;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = 0;
+        if (n == 0)
+            continue;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
+            break;
+        if (!strcmp(line, "/reset")) {
+            chat_reset(&c);
+            engine_reset(&c.m.en);
+            continue;
+        }
+        if (chat_turn(&c, &smp, line, max_new, show_think, &e)) {
+            /* a full context ends the conversation; anything else too */
+            rc = cli_fail(&e);
+            break;
+        }
+    }
+    free(line);
+    sampler_destroy(&smp);
+    cJSON_Delete(c.messages);
+    cli_model_close(&c.m);
+    tokenizer_free(&c.tok);
+    return rc;
+}
