@@ -99,7 +99,10 @@ fuzz:
 	  $(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. -I/usr/include/cjson \
 	    tests/fuzz/$$t.c $(FUZZ_LIB_SRC) $(filter-out -pthread,$(LDLIBS)) -o build/libfuzzer/$$t || exit 1; \
 	  rm -rf build/libfuzzer/$$t.corpus; cp -r tests/fuzz/corpus/$${t#fuzz_} build/libfuzzer/$$t.corpus; \
-	  build/libfuzzer/$$t build/libfuzzer/$$t.corpus -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | tail -3 || exit 1; \
+	  build/libfuzzer/$$t build/libfuzzer/$$t.corpus -max_total_time=$(FUZZ_SECONDS) \
+	    -print_final_stats=1 > build/libfuzzer/$$t.log 2>&1 \
+	    || { tail -40 build/libfuzzer/$$t.log; echo "fuzz: $$t failed"; exit 1; }; \
+	  grep -E "^Done|stat::number_of_executed_units" build/libfuzzer/$$t.log; \
 	done
 
 # Tests find the binaries and ../shared/testdata through these variables.

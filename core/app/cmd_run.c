@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "core/base/progress.h"
 #include "core/engine/sampler.h"
+#include "core/text/chat_format.h"
 #include "core/text/tokenizer.h"
 #include "generate.h"
 #include "sampling_flags.h"
@@ -25,6 +26,8 @@ static void usage(FILE *f)
             "  -p TEXT              prompt text (raw: no chat format, no BOS; special-token\n"
             "                       names such as <|im_end|> become their ids)\n"
             "  --ids LIST           prompt as comma-separated token ids\n"
+            "  --chat               send -p as one user turn in the model's chat format\n"
+            "  --system TEXT        system message (implies --chat)\n"
             "  -n N                 tokens to generate (default 128)\n"
             "  --ignore-eos         keep generating after an end-of-sequence token\n"
             "  --print-ids          print the new ids as the last line of stdout\n"
@@ -34,11 +37,45 @@ static void usage(FILE *f)
     sampling_flags_usage(f);
 }
 
+/* The prompt's ids: the raw text, or with --chat/--system one user turn (and
+ * the system message) in the model's chat format, ready for the reply. */
+static int encode_prompt(const tokenizer *tok, const char *dir, const char *text, const char *system,
+                         int chat, token_list *out, errbuf *e)
+{
+    if (!chat && !system)
+        return tokenizer_encode(tok, text, strlen(text), TOK_ALLOW_SPECIAL, out, e);
+    chat_template_kind kind;
+    chat_options opt;
+    chat_options_default(&opt);
+    if (chat_template_load(dir, &kind, e))
+        return -1;
+    cJSON *msgs = cJSON_CreateArray();
+    if (system) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "system");
+        cJSON_AddStringToObject(m, "content", system);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddStringToObject(u, "role", "user");
+    cJSON_AddStringToObject(u, "content", text);
+    cJSON_AddItemToArray(msgs, u);
+    char *rendered = NULL;
+    size_t len;
+    int rc = chat_format_render(kind, msgs, NULL, &opt, &rendered, &len, e);
+    if (rc == 0)
+        rc = tokenizer_encode(tok, rendered, len, TOK_ALLOW_SPECIAL, out, e);
+    free(rendered);
+    cJSON_Delete(msgs);
+    return rc;
+}
+
 int cmd_run(int argc, char **argv)
 {
     model_flags mf = {0};
     sampler_params sp = sampler_defaults();
-    const char *ids_s = NULL, *prompt_text = NULL;
+    const char *ids_s = NULL, *prompt_text = NULL, *system = NULL;
+    int chat = 0;
     int n_new = 128, print_ids = 0, ignore_eos = 0, show_special = 0;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -58,6 +95,11 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             if (!(prompt_text = cli_value(argc, argv, &i)))
                 return 2;
+        } else if (!strcmp(a, "--system")) {
+            if (!(system = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--chat")) {
+            chat = 1;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 1 << 24, &n_new))
                 return 2;
@@ -72,6 +114,10 @@ int cmd_run(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if ((chat || system) && !prompt_text) {
+        fprintf(stderr, "moetier run: --chat and --system need -p TEXT\n");
+        return 2;
     }
     if (!mf.dir || !ids_s == !prompt_text) {
         fprintf(stderr, "moetier run: -m and exactly one of -p, --ids are required\n");
@@ -95,7 +141,7 @@ int cmd_run(int argc, char **argv)
     }
     if (prompt_text) {
         token_list l = {0};
-        if (tokenizer_encode(&tok, prompt_text, strlen(prompt_text), TOK_ALLOW_SPECIAL, &l, &e)) {
+        if (encode_prompt(&tok, mf.dir, prompt_text, system, chat, &l, &e)) {
             tokenizer_free(&tok);
             return cli_fail(&e);
         }
@@ -127,7 +173,13 @@ int cmd_run(int argc, char **argv)
         goto done;
     for (int i = 0; i < T; i++)
         sampler_accept(&smp, prompt[i]);
-    gen_params gp = {.max_new = n_new, .stop_ids = c->eos_token_ids, .n_stop = ignore_eos ? 0 : c->n_eos,
+    /* stop at the config's eos ids, and at the end of the turn in chat mode */
+    int stop[9], n_stop = 0;
+    for (int i = 0; i < c->n_eos && !ignore_eos; i++)
+        stop[n_stop++] = c->eos_token_ids[i];
+    if ((chat || system) && !ignore_eos && vocab_find_special(&tok.v, "<|im_end|>") >= 0)
+        stop[n_stop++] = vocab_find_special(&tok.v, "<|im_end|>");
+    gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout};
     if (n_new == 0 || (engine_forward(&m.en, prompt, T, logits, 0, &e) == 0 &&
                        generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e) == 0))
