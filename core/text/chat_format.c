@@ -56,7 +56,8 @@ static void sb_put(sbuf *b, const char *s, size_t n)
 
 static void sb_puts(sbuf *b, const char *s)
 {
-    sb_put(b, s, strlen(s));
+    if (s)
+        sb_put(b, s, strlen(s));
 }
 
 /* Hands the text over (an empty string when nothing was written). */
@@ -421,7 +422,7 @@ int chat_options_from_json(const cJSON *obj, chat_options *o, errbuf *e)
     if (ts) {
         if (cJSON_IsNull(ts))
             o->tools_ts_str = NULL;
-        else if (cJSON_IsString(ts))
+        else if (cJSON_IsString(ts) && ts->valuestring)
             o->tools_ts_str = ts->valuestring;
         else
             return err_set(e, "tools_ts_str: expected a string or null, got %s", json_type_name(ts));
@@ -484,7 +485,7 @@ static int render_content(render *r, const cJSON *m, int i)
             return err_set(r->e, "messages[%d].content[%d]: expected a content part object, got %s", i, j,
                            json_type_name(part));
         const cJSON *t = obj_get(part, "type");
-        const char *type = cJSON_IsString(t) ? t->valuestring : NULL;
+        const char *type = cJSON_IsString(t) ? t->valuestring : NULL;    /* may be NULL */
         if (type && (strcmp(type, "image") == 0 || strcmp(type, "image_url") == 0)) {
             sb_puts(&r->b, "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n");
         } else if (type && (strcmp(type, "video") == 0 || strcmp(type, "video_url") == 0)) {
@@ -512,7 +513,7 @@ static int render_role(render *r, const cJSON *m, int i)
     if (nm && !cJSON_IsNull(nm)) {
         if (!cJSON_IsString(nm))
             return err_set(r->e, "messages[%d].name: expected a string, got %s", i, json_type_name(nm));
-        if (nm->valuestring[0])
+        if (nm->valuestring && nm->valuestring[0])
             name = nm->valuestring;
     }
     if (strcmp(role, "user") == 0)
@@ -645,7 +646,7 @@ int chat_format_render(chat_template_kind kind, const cJSON *messages, const cJS
         const cJSON *role = obj_get(m, "role");
         if (!role)
             return err_set(e, "messages[%d]: missing \"role\"", n);
-        if (!cJSON_IsString(role))
+        if (!cJSON_IsString(role) || !role->valuestring)
             return err_set(e, "messages[%d].role: expected a string, got %s", n, json_type_name(role));
         n++;
     }
@@ -794,14 +795,15 @@ int chat_template_load(const char *model_dir, chat_template_kind *out, errbuf *e
     const cJSON *ct = obj_get(root, "chat_template");
     const char *tpl = NULL;
     int rc = 0;
-    if (cJSON_IsString(ct)) {
+    if (cJSON_IsString(ct) && ct->valuestring) {
         tpl = ct->valuestring;
     } else if (cJSON_IsArray(ct)) {
         /* [{"name": "default", "template": "..."}, {"name": "tool_use", ...}] */
         const cJSON *it;
         cJSON_ArrayForEach(it, ct) {
             const cJSON *nm = obj_get(it, "name"), *t = obj_get(it, "template");
-            if (cJSON_IsString(nm) && strcmp(nm->valuestring, "default") == 0 && cJSON_IsString(t))
+            if (cJSON_IsString(nm) && nm->valuestring && strcmp(nm->valuestring, "default") == 0 &&
+                cJSON_IsString(t) && t->valuestring)
                 tpl = t->valuestring;
         }
         if (!tpl)

@@ -85,7 +85,8 @@ void chat_options_default(chat_options *o);
 
 /* Overrides o's fields from a request-like object: "add_generation_prompt",
  * "thinking", "preserve_thinking" (booleans; null keeps the current value) and
- * "tools_ts_str" (string or null; o points into obj). Other keys are ignored. */
+ * "tools_ts_str" (a string, which o then points into, or null, which clears
+ * it). Other keys are ignored. */
 int chat_options_from_json(const cJSON *obj, chat_options *o, errbuf *e);
 
 /* Renders messages (+ tools, may be NULL or a JSON null) into a malloc'd,

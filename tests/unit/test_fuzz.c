@@ -27,3 +27,4 @@ Test(fuzz, safetensors_parser) { run_target("fuzz_safetensors", "safetensors", 2
 Test(fuzz, config_parser) { run_target("fuzz_config", "config", 5000); }
 Test(fuzz, tokenizer_loader) { run_target("fuzz_tokenizer_load", "tokenizer_load", 3000); }
 Test(fuzz, tokenize_roundtrip) { run_target("fuzz_tokenize", "tokenize", 5000); }
+Test(fuzz, chat_render_and_tool_calls) { run_target("fuzz_chat", "chat", 3000); }
