@@ -400,3 +400,17 @@ Test(tokenizer, synthetic_model_tokenizer)
     test_remove_tree(dir);
     free(dir);
 }
+
+/* Byte-level BPE needs every single byte as a token: a vocabulary without
+ * them is refused at load, naming the byte, instead of failing mid-encode. */
+Test(tokenizer, missing_byte_tokens_refused)
+{
+    const char *ranks = "QQ== 0\nQg== 1\n";     /* "A", "B" only */
+    vocab v;
+    errbuf e;
+    cr_assert_eq(vocab_parse(&v, ranks, strlen(ranks), "tiktoken.model", NULL, 0, NULL, 0, &e), 0,
+                 "%s", e.msg);
+    tokenizer t;
+    cr_assert_neq(tokenizer_init(&t, &v, &e), 0);
+    cr_expect(strstr(e.msg, "single byte 0x00") != NULL, "%s", e.msg);
+}
