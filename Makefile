@@ -110,6 +110,7 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	MOETIER_BIN=$(abspath $(BUILD)/moetier) MOETIER_FUZZ_DIR=$(abspath $(BUILD)/fuzz) \
 	MOETIER_TESTDATA=$${MOETIER_TESTDATA:-$(abspath ../shared/testdata)} \
 	MOETIER_TMP=$(abspath $(BUILD)/tmp) \
+	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	$(BUILD)/tests/unit_tests $(TEST_ARGS)
 
 RUN_MODEL := $(BUILD)/models/k2-tiny-bf16
