@@ -8,6 +8,8 @@
 #ifndef MOETIER_EXPERT_SOURCE_H
 #define MOETIER_EXPERT_SOURCE_H
 
+#include <stdio.h>
+
 #include "core/base/errbuf.h"
 #include "core/model/linear_weight.h"
 
@@ -20,6 +22,11 @@ typedef struct expert_source {
     void *impl;
     int (*get)(struct expert_source *s, int layer, int expert, expert_view *out, errbuf *e);
     void (*put)(struct expert_source *s, int layer, int expert);
+    /* optional: the engine will get() these experts of `layer` next, in this
+     * order; the source may start bringing them all in now */
+    void (*prefetch)(struct expert_source *s, int layer, const int *experts, int n);
+    /* optional: per-tier statistics for --stats */
+    void (*print_stats)(struct expert_source *s, FILE *out);
     void (*destroy)(struct expert_source *s);
 } expert_source;
 
@@ -27,6 +34,12 @@ static inline int expert_source_get(expert_source *s, int layer, int expert, exp
                                     errbuf *e)
 {
     return s->get(s, layer, expert, out, e);
+}
+
+static inline void expert_source_prefetch(expert_source *s, int layer, const int *experts, int n)
+{
+    if (s->prefetch)
+        s->prefetch(s, layer, experts, n);
 }
 
 static inline void expert_source_put(expert_source *s, int layer, int expert)

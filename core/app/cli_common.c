@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu_kernels/cpu_backend.h"
+#include "tiers/tiered_source.h"
 
 const char *cli_value(int argc, char **argv, int *i)
 {
@@ -105,9 +106,19 @@ int cli_fail(const errbuf *e)
     return 1;
 }
 
+void model_flags_usage(FILE *f)
+{
+    fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
+          "  --chunk N            prompt tokens per prefill step (default 256)\n", f);
+    fputs(tier_flags_usage, f);
+}
+
 int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
 {
     const char *a = argv[*i], *v;
+    int t = tier_flags_parse(&f->tiers, argc, argv, i);
+    if (t != 0)
+        return t;
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
         if (!(v = cli_value(argc, argv, i)))
             return -1;
@@ -134,16 +145,40 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         return err_set(e, "no model given (use -m DIR)");
     if (model_weights_open(&m->mw, f->dir, e))
         return -1;
-    if (cpu_backend_create(&m->be, e)) {
+    if (tier_plan_make(&m->plan, &m->mw, &f->tiers, &m->st, e)) {
         model_weights_close(&m->mw);
         return -1;
     }
-    model_weights_expert_source(&m->mw, &m->src);
+    tier_plan_print(&m->plan, stderr);
+    m->print_stats = f->tiers.stats;
+    if (m->plan.use_store) {
+        tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa, .log = stderr};
+        nvme_options_default(&to.io);
+        to.io.mode = f->tiers.io;
+        to.io.log = stderr;
+        if (nvme_fault_from_env(&to.io.fault, e) || tiered_source_open(&m->src, &m->st, &to, e)) {
+            store_close(&m->st);
+            model_weights_close(&m->mw);
+            return -1;
+        }
+    } else {
+        model_weights_expert_source(&m->mw, &m->src);
+    }
+    if (cpu_backend_create(&m->be, e)) {
+        if (m->src.destroy)
+            m->src.destroy(&m->src);
+        store_close(&m->st);
+        model_weights_close(&m->mw);
+        return -1;
+    }
     int ctx = f->ctx;
     if (ctx == 0)
         ctx = m->mw.cfg.max_position_embeddings < 4096 ? m->mw.cfg.max_position_embeddings : 4096;
     if (engine_create(&m->en, &m->mw, &m->be, &m->src, ctx, f->chunk ? f->chunk : 256, e)) {
         m->be.ops->destroy(&m->be);
+        if (m->src.destroy)
+            m->src.destroy(&m->src);
+        store_close(&m->st);
         model_weights_close(&m->mw);
         return -1;
     }
@@ -155,9 +190,17 @@ void cli_model_close(cli_model *m)
 {
     if (!m->opened)
         return;
+    if (m->print_stats) {
+        if (m->src.print_stats)
+            m->src.print_stats(&m->src, stderr);
+        else
+            fprintf(stderr, "tier statistics: experts come from the checkpoint mapping (no expert "
+                            "store), so there are no tiers to report\n");
+    }
     engine_destroy(&m->en);
     if (m->src.destroy)
         m->src.destroy(&m->src);
+    store_close(&m->st);
     m->be.ops->destroy(&m->be);
     model_weights_close(&m->mw);
     m->opened = 0;

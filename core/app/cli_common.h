@@ -8,11 +8,15 @@
 #include "core/engine/engine.h"
 #include "core/model/model_weights.h"
 #include "tiers/expert_source.h"
+#include "tiers/planner.h"
 
 typedef struct cli_model {
     model_weights mw;
     backend be;
     expert_source src;
+    store st;
+    tier_plan plan;
+    int print_stats;
     engine en;
     int opened;
 } cli_model;
@@ -22,7 +26,11 @@ typedef struct model_flags {
     const char *dir;        /* -m */
     int ctx;                /* -c; 0: min(4096, max_position_embeddings) */
     int chunk;              /* --chunk: prompt tokens per prefill step */
+    tier_flags tiers;       /* --store, --dram-gb, --io, --numa, --stats */
 } model_flags;
+
+/* Prints the usage lines of the model and tier flags shared by run, logits and chat. */
+void model_flags_usage(FILE *f);
 
 /* If argv[*i] is one of the model flags, consumes it (and its value) and
  * returns 1; returns -1 on a bad value, 0 when not a model flag. */

@@ -28,7 +28,8 @@ static void usage(FILE *f)
                "  -n N             most tokens per reply (default 1024)\n"
                "  --no-think       ask for answers without reasoning (thinking=false)\n"
                "  --hide-think     do not print the reasoning (default: printed)\n"
-               "  -c CTX, --chunk N, and the sampling options of `moetier run`\n");
+               "  and the context, tier and sampling options of `moetier run`:\n");
+    model_flags_usage(f);
     sampling_flags_usage(f);
 }
 

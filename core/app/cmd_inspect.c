@@ -12,7 +12,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier inspect -m DIR\n"
+    fprintf(f, "usage: moetier inspect -m DIR [--store DIR] [--dram-gb X]\n"
                "  Prints the architecture, tensor counts and bytes per format and tier.\n");
 }
 
@@ -109,6 +109,18 @@ int cmd_inspect(int argc, char **argv)
     char gpu[256];
     gpu_probe(gpu, sizeof gpu);
     printf("GPU: %s; this build computes on the CPU backend\n", gpu);
+    printf("\n");
+    tier_plan plan;
+    store st;
+    int rc = 0;
+    if (tier_plan_make(&plan, &mw, &mf.tiers, &st, &e)) {
+        rc = cli_fail(&e);
+    } else {
+        fflush(stdout);
+        tier_plan_print(&plan, stdout);
+        if (plan.use_store)
+            store_close(&st);
+    }
     model_weights_close(&mw);
-    return 0;
+    return rc;
 }

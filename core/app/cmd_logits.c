@@ -13,14 +13,13 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier logits -m DIR --ids 1,2,3 -o FILE [-c CTX] [--chunk N]\n"
+    fprintf(f, "usage: moetier logits -m DIR --ids 1,2,3 -o FILE [-c CTX] [--chunk N] [tier options]\n"
                "  Runs one prefill of the ids and writes the logits of every position as\n"
                "  little-endian float32 [T, vocab] to FILE (nothing is printed on stdout).\n"
                "  -m DIR       checkpoint directory (config.json + safetensors)\n"
                "  --ids LIST   comma-separated token ids\n"
-               "  -o FILE      output file\n"
-               "  -c CTX       context size (default: min(4096, max_position_embeddings))\n"
-               "  --chunk N    prompt tokens per prefill step (default 256)\n");
+               "  -o FILE      output file\n");
+    model_flags_usage(f);
 }
 
 int cmd_logits(int argc, char **argv)

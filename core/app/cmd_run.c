@@ -31,9 +31,8 @@ static void usage(FILE *f)
             "  -n N                 tokens to generate (default 128)\n"
             "  --ignore-eos         keep generating after an end-of-sequence token\n"
             "  --print-ids          print the new ids as the last line of stdout\n"
-            "  --special            print special tokens (hidden from the text by default)\n"
-            "  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
-            "  --chunk N            prompt tokens per prefill step (default 256)\n");
+            "  --special            print special tokens (hidden from the text by default)\n");
+    model_flags_usage(f);
     sampling_flags_usage(f);
 }
 

@@ -13,6 +13,7 @@ static const struct {
     {"chat", cmd_chat, "interactive multi-turn chat in the model's chat format"},
     {"logits", cmd_logits, "write the logits of one prefill as float32 [T, vocab]"},
     {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},
+    {"convert", cmd_convert, "repack the routed experts into the expert store (--check verifies)"},
     {"synth", cmd_synth, "write a random-weight checkpoint (k2-tiny, k2-slice, k2)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };

@@ -69,12 +69,13 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->route_scores = malloc(max_sz(Cz * E, 1) * sizeof(float));
     en->host_hidden = malloc(Cz * (size_t)h * sizeof(float));
     en->slot_start = malloc((E + 2) * sizeof(int));
+    en->used_experts = malloc((E + 1) * sizeof(int));
     en->disp_tok = malloc(max_sz(Cz * K, 1) * sizeof(int));
     en->disp_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
     en->pos = malloc(Cz * sizeof(int));
     en->cached_ids = malloc((size_t)max_ctx * sizeof(int));
     if (!en->cached_ids || !en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
-        !en->slot_start || !en->disp_tok || !en->disp_w || !en->pos)
+        !en->slot_start || !en->used_experts || !en->disp_tok || !en->disp_w || !en->pos)
         goto oom;
     return 0;
 oom:
@@ -98,6 +99,7 @@ void engine_destroy(engine *en)
     free(en->route_scores);
     free(en->host_hidden);
     free(en->slot_start);
+    free(en->used_experts);
     free(en->disp_tok);
     free(en->disp_w);
     free(en->pos);
@@ -186,7 +188,13 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
         en->disp_tok[slot] = i / K;
         en->disp_w[slot] = en->route_w[i];
     }
-    /* now experts x's pairs are disp_*[start[x] .. start[x+1]) */
+    /* now experts x's pairs are disp_*[start[x] .. start[x+1]); announce them all
+     * so the source can have every missing one in flight at once */
+    int n_used = 0;
+    for (int x = 0; x < E; x++)
+        if (start[x + 1] > start[x])
+            en->used_experts[n_used++] = x;
+    expert_source_prefetch(en->experts, l, en->used_experts, n_used);
     o->zero(en->be, en->moe, (size_t)T * (size_t)h);
     for (int x = 0; x < E; x++) {
         int n = start[x + 1] - start[x];

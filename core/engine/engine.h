@@ -49,7 +49,7 @@ typedef struct engine {
     /* host-side routing and dispatch */
     int *route_ids;
     float *route_w, *route_scores, *host_hidden;
-    int *slot_start, *disp_tok;
+    int *slot_start, *disp_tok, *used_experts;
     float *disp_w;
     int *pos;
 } engine;

@@ -7,19 +7,31 @@ const char *weight_format_name(weight_format f)
     return (f >= 0 && f < WF_COUNT) ? names[f] : "?";
 }
 
-uint64_t linear_weight_bytes(const linear_weight *w)
+uint64_t linear_weight_data_bytes(const linear_weight *w)
 {
     uint64_t n = (uint64_t)w->rows * (uint64_t)w->cols;
     switch (w->fmt) {
     case WF_F32: return 4 * n;
     case WF_F16:
     case WF_BF16: return 2 * n;
-    case WF_FP8_BLOCK:
-        return n + 4ull * (uint64_t)((w->rows + w->block_rows - 1) / w->block_rows) *
-                       (uint64_t)w->scale_cols;
-    case WF_INT4_GROUP:
-        return 4ull * (uint64_t)w->rows * (uint64_t)w->row_words +
-               2ull * (uint64_t)w->rows * (uint64_t)w->scale_cols;
+    case WF_FP8_BLOCK: return n;
+    case WF_INT4_GROUP: return 4ull * (uint64_t)w->rows * (uint64_t)w->row_words;
     default: return 0;
     }
+}
+
+uint64_t linear_weight_scale_bytes(const linear_weight *w)
+{
+    switch (w->fmt) {
+    case WF_FP8_BLOCK:
+        return 4ull * (uint64_t)((w->rows + w->block_rows - 1) / w->block_rows) *
+               (uint64_t)w->scale_cols;
+    case WF_INT4_GROUP: return 2ull * (uint64_t)w->rows * (uint64_t)w->scale_cols;
+    default: return 0;
+    }
+}
+
+uint64_t linear_weight_bytes(const linear_weight *w)
+{
+    return linear_weight_data_bytes(w) + linear_weight_scale_bytes(w);
 }

@@ -37,5 +37,7 @@ typedef struct linear_weight {
 const char *weight_format_name(weight_format f);
 /* Bytes of weight data plus scales. */
 uint64_t linear_weight_bytes(const linear_weight *w);
+uint64_t linear_weight_data_bytes(const linear_weight *w);
+uint64_t linear_weight_scale_bytes(const linear_weight *w);
 
 #endif

@@ -1,0 +1,98 @@
+/* expert_cache with the LRU policy against a plain reference: random acquire,
+ * ready, release and discard sequences; the O(1) cache must pick the same
+ * victims as "the unpinned resident slot released longest ago", and must never
+ * evict a pinned slot. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+
+#include "tiers/expert_cache.h"
+
+typedef struct ref {
+    int n_keys, n_slots;
+    int key_of_slot[64], pins[64], state[64];
+    long released_at[64];       /* time the slot last became evictable */
+    long clock;
+} ref;
+
+static int ref_victim(const ref *r)
+{
+    int best = -1;
+    for (int s = 0; s < r->n_slots; s++)
+        if (r->key_of_slot[s] >= 0 && r->pins[s] == 0 && r->state[s] == SLOT_READY &&
+            (best < 0 || r->released_at[s] < r->released_at[best]))
+            best = s;
+    return best;
+}
+
+Test(expert_cache, lru_matches_reference)
+{
+    srand(12345);
+    for (int round = 0; round < 40; round++) {
+        int n_slots = 1 + rand() % 12, n_keys = n_slots + 1 + rand() % 20;
+        expert_cache c;
+        cache_policy p;
+        cr_assert_eq(cache_policy_lru(&p, n_slots), 0);
+        cr_assert_eq(expert_cache_init(&c, n_keys, n_slots, p), 0);
+        ref r = {.n_keys = n_keys, .n_slots = n_slots};
+        for (int s = 0; s < n_slots; s++)
+            r.key_of_slot[s] = -1;
+        for (int step = 0; step < 2000; step++) {
+            int op = rand() % 10;
+            if (op < 5) {   /* acquire a random key */
+                int key = rand() % n_keys, resident, evicted;
+                int had = expert_cache_find(&c, key);
+                int free_slots = 0;
+                for (int s = 0; s < n_slots; s++)
+                    free_slots += r.key_of_slot[s] < 0;
+                int want_victim = had >= 0 || free_slots ? -2 : ref_victim(&r);
+                int s = expert_cache_acquire(&c, key, &resident, &evicted);
+                cr_assert_eq(resident, had >= 0);
+                if (want_victim == -1) {
+                    cr_assert_eq(s, -1, "a slot was taken although every slot is in use");
+                    continue;
+                }
+                cr_assert_geq(s, 0);
+                if (want_victim >= 0) {
+                    cr_assert_eq(s, want_victim, "LRU chose slot %d, the reference %d", s,
+                                 want_victim);
+                    cr_assert_eq(evicted, r.key_of_slot[s]);
+                }
+                if (!resident) {
+                    r.key_of_slot[s] = key;
+                    r.state[s] = SLOT_LOADING;
+                    r.pins[s] = 0;
+                }
+                r.pins[s]++;
+            } else if (op < 7) {    /* a load completes */
+                for (int s = 0; s < n_slots; s++)
+                    if (r.state[s] == SLOT_LOADING && r.key_of_slot[s] >= 0) {
+                        expert_cache_ready(&c, s);
+                        r.state[s] = SLOT_READY;
+                        if (r.pins[s] == 0)
+                            r.released_at[s] = ++r.clock;
+                        break;
+                    }
+            } else if (op < 9) {    /* release a random pinned slot */
+                int s = rand() % n_slots;
+                if (r.pins[s] > 0) {
+                    expert_cache_release(&c, s);
+                    if (--r.pins[s] == 0 && r.state[s] == SLOT_READY)
+                        r.released_at[s] = ++r.clock;
+                }
+            } else {                /* a load fails */
+                int s = rand() % n_slots;
+                if (r.key_of_slot[s] >= 0 && r.state[s] == SLOT_LOADING) {
+                    expert_cache_discard(&c, s);
+                    r.key_of_slot[s] = -1;
+                    r.pins[s] = 0;
+                    r.state[s] = SLOT_FREE;
+                }
+            }
+            for (int s = 0; s < n_slots; s++) {
+                cr_assert_eq(c.key_of_slot[s], r.key_of_slot[s]);
+                cr_assert_eq(c.pins[s], r.pins[s]);
+            }
+        }
+        expert_cache_free(&c);
+    }
+}

@@ -1,0 +1,430 @@
+/* The expert store and the DRAM/NVMe tiers.
+ *
+ * Tier invariance: logits are bitwise identical whether experts come from the
+ * checkpoint, from a DRAM tier holding them all, from a DRAM tier of a few
+ * slots (most reads from NVMe), through the pread fallback, or through injected
+ * short reads and transient EIO. Faults that cannot be recovered (persistent
+ * EIO, a corrupted blob, a truncated file, a store of another checkpoint, an
+ * interrupted conversion) give their documented errors. An interrupted
+ * conversion resumes to the same bytes as an uninterrupted one. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/app/cli_common.h"
+#include "core/model/synth.h"
+#include "tiers/store_writer.h"
+#include "tiers/tiered_source.h"
+#include "testutil.h"
+
+#define T_PROMPT 10
+#define T_STEPS 4
+
+static void convert_store(const char *model, const char *out, uint64_t max_file, long stop_after)
+{
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    convert_options o = {.out_dir = out, .max_file_bytes = max_file, .stop_after = stop_after};
+    int rc = store_convert(&mw, &o, &e);
+    model_weights_close(&mw);
+    if (stop_after)
+        cr_assert_neq(rc, 0, "the stop hook did not stop the conversion");
+    else
+        cr_assert_eq(rc, 0, "convert %s: %s", model, e.msg);
+}
+
+/* Prefill + a few decode steps; logits of every position into out (or the
+ * open/forward error into err and a non-zero return). */
+static int run_logits(const char *model, const tier_flags *tf, float *out, errbuf *err)
+{
+    cli_model m;
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4};
+    if (tf)
+        f.tiers = *tf;
+    if (cli_model_open(&m, &f, err))
+        return -1;
+    int V = m.mw.cfg.vocab_size, ids[T_PROMPT + T_STEPS];
+    for (int i = 0; i < T_PROMPT + T_STEPS; i++)
+        ids[i] = (i * 37 + 5) % V;
+    int rc = engine_forward(&m.en, ids, T_PROMPT, out, 1, err);
+    for (int k = 0; k < T_STEPS && !rc; k++)
+        rc = engine_forward(&m.en, &ids[T_PROMPT + k], 1, out + (size_t)(T_PROMPT + k) * V, 0, err);
+    cli_model_close(&m);
+    return rc;
+}
+
+static int vocab_of(const char *model)
+{
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    int v = mw.cfg.vocab_size;
+    model_weights_close(&mw);
+    return v;
+}
+
+/* Every tier configuration against the checkpoint-mapping run, bit for bit. */
+static void check_invariance(const char *model, const char *tag)
+{
+    char *tmp = test_make_tmpdir(tag);
+    char store_dir[4096];
+    snprintf(store_dir, sizeof store_dir, "%s/store", tmp);
+    convert_store(model, store_dir, 0, 0);
+    int V = vocab_of(model);
+    size_t n = (size_t)(T_PROMPT + T_STEPS) * (size_t)V;
+    float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got);
+    errbuf e;
+    cr_assert_eq(run_logits(model, NULL, ref, &e), 0, "%s", e.msg);
+
+    model_weights mw;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    store_layout L;
+    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
+    double slot_gb = (double)L.slot_bytes / 1e9, topk = mw.cfg.n_experts_per_tok;
+    model_weights_close(&mw);
+
+    struct {
+        const char *what;
+        double gb;
+        io_mode io;
+        const char *fault;
+    } cases[] = {
+        {"all experts in DRAM", 1000, IO_AUTO, NULL},
+        {"DRAM of top_k slots (most reads from NVMe)", topk * slot_gb, IO_AUTO, NULL},
+        {"DRAM of top_k + 3 slots", (topk + 3) * slot_gb, IO_AUTO, NULL},
+        {"pread fallback, few slots", topk * slot_gb, IO_PREAD, NULL},
+        {"pread fallback, all in DRAM", 1000, IO_PREAD, NULL},
+        {"short reads", topk * slot_gb, IO_AUTO, "short=2"},
+        {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3"},
+        {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        tier_flags tf = {.store_dir = store_dir, .dram_gb = cases[c].gb * 1.0000001,
+                         .dram_gb_set = 1, .io = cases[c].io};
+        if (cases[c].fault)
+            setenv("MOETIER_IO_FAULT", cases[c].fault, 1);
+        else
+            unsetenv("MOETIER_IO_FAULT");
+        memset(got, 0, n * sizeof *got);
+        cr_assert_eq(run_logits(model, &tf, got, &e), 0, "%s: %s", cases[c].what, e.msg);
+        cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s (%s): logits differ from the "
+                  "checkpoint's", tag, cases[c].what);
+    }
+    unsetenv("MOETIER_IO_FAULT");
+    free(ref);
+    free(got);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+static void testdata_invariance(const char *variant)
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
+    char *model = test_data_path(rel);
+    if (!test_path_exists(model)) {
+        cr_log_info("skipped: %s is absent (../shared/testdata)", model);
+        free(model);
+        return;
+    }
+    check_invariance(model, rel);
+    free(model);
+}
+
+Test(tiers, invariance_testdata_bf16, .timeout = 120) { testdata_invariance("bf16"); }
+Test(tiers, invariance_testdata_fp8, .timeout = 120) { testdata_invariance("fp8"); }
+Test(tiers, invariance_testdata_int4, .timeout = 120) { testdata_invariance("int4"); }
+
+/* A larger synthetic model: more experts and layers than the vectors. */
+static char *synth_larger(const char *format, int experts, int moe_inter, int layers)
+{
+    char *dir = test_make_tmpdir("larger");
+    char sets[3][64];
+    snprintf(sets[0], sizeof sets[0], "n_routed_experts=%d", experts);
+    snprintf(sets[1], sizeof sets[1], "moe_intermediate_size=%d", moe_inter);
+    snprintf(sets[2], sizeof sets[2], "n_group=1");
+    const char *set_list[4] = {sets[0], sets[1], sets[2], "topk_group=1"};
+    synth_options o = synth_options_default();
+    errbuf e;
+    cr_assert_eq(synth_format_parse(format, &o.format, &e), 0, "%s", e.msg);
+    o.out_dir = dir;
+    o.force = 1;
+    o.seed = 11;
+    o.layers = layers;
+    o.sets = set_list;
+    o.n_sets = 4;
+    cr_assert_eq(synth_run(&o, &e), 0, "synth: %s", e.msg);
+    return dir;
+}
+
+Test(tiers, invariance_larger_synthetic, .timeout = 240)
+{
+    const char *formats[] = {"int4", "fp8"};
+    for (int f = 0; f < 2; f++) {
+        char *dir = synth_larger(formats[f], 64, 192, 6);
+        check_invariance(dir, formats[f]);
+        test_remove_tree(dir);
+        free(dir);
+    }
+}
+
+/* ---- faults and refusals ---- */
+
+typedef struct fixture {
+    char *tmp, *model, *store;
+} fixture;
+
+static fixture make_fixture(const char *tag)
+{
+    fixture f;
+    f.tmp = test_make_tmpdir(tag);
+    f.model = malloc(4200);
+    f.store = malloc(4200);
+    snprintf(f.model, 4200, "%s/model", f.tmp);
+    snprintf(f.store, 4200, "%s/store", f.tmp);
+    test_synth_tiny(f.model, "int4");
+    convert_store(f.model, f.store, 0, 0);
+    return f;
+}
+
+static void free_fixture(fixture *f)
+{
+    test_remove_tree(f->tmp);
+    free(f->tmp);
+    free(f->model);
+    free(f->store);
+}
+
+static void expect_error(const fixture *f, const tier_flags *tf, const char *needle,
+                         const char *needle2)
+{
+    int V = vocab_of(f->model);
+    float *out = calloc((size_t)(T_PROMPT + T_STEPS) * (size_t)V, sizeof *out);
+    errbuf e = {{0}};
+    cr_expect_neq(run_logits(f->model, tf, out, &e), 0, "expected a failure mentioning '%s'", needle);
+    cr_expect(strstr(e.msg, needle) != NULL, "error '%s' does not mention '%s'", e.msg, needle);
+    if (needle2)
+        cr_expect(strstr(e.msg, needle2) != NULL, "error '%s' does not mention '%s'", e.msg, needle2);
+    free(out);
+}
+
+static double few_slots_gb(const fixture *f)
+{
+    store_layout L;
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f->model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
+    double gb = (mw.cfg.n_experts_per_tok + 1) * (double)L.slot_bytes / 1e9;
+    model_weights_close(&mw);
+    return gb;
+}
+
+Test(tiers, persistent_eio_is_an_error, .timeout = 60)
+{
+    fixture f = make_fixture("eio");
+    io_mode modes[] = {IO_AUTO, IO_PREAD};
+    setenv("MOETIER_IO_FAULT", "eio=1", 1);
+    for (int m = 0; m < 2; m++) {
+        tier_flags tf = {.store_dir = f.store, .dram_gb = few_slots_gb(&f), .dram_gb_set = 1,
+                         .io = modes[m]};
+        expect_error(&f, &tf, "I/O error", "experts-00000.bin");
+    }
+    unsetenv("MOETIER_IO_FAULT");
+    free_fixture(&f);
+}
+
+static void flip_byte(const char *path, long offset)
+{
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0, "open %s", path);
+    unsigned char b;
+    cr_assert_eq(pread(fd, &b, 1, offset), 1);
+    b ^= 0x40;
+    cr_assert_eq(pwrite(fd, &b, 1, offset), 1);
+    close(fd);
+}
+
+Test(tiers, corrupted_blob_names_expert_and_offset, .timeout = 60)
+{
+    fixture f = make_fixture("corrupt");
+    store st;
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
+    /* damage the blob of layer 2, expert 5 */
+    const store_blob *b = store_blob_at(&st, 2, 5);
+    char want[128];
+    snprintf(want, sizeof want, "offset %llu", (unsigned long long)b->offset);
+    flip_byte(st.file_paths[b->file], (long)(b->offset + 100));
+    nvme_options io;
+    nvme_options_default(&io);
+    uint64_t bad = 0;
+    cr_assert_eq(store_check(&st, &io, NULL, &bad, &e), 0, "%s", e.msg);
+    cr_expect_eq(bad, 1, "--check found %llu bad blobs, expected 1", (unsigned long long)bad);
+    store_close(&st);
+    model_weights_close(&mw);
+
+    /* every expert is read at load when all fit, so the damage is found there */
+    tier_flags all = {.store_dir = f.store, .dram_gb = 1000, .dram_gb_set = 1};
+    expect_error(&f, &all, "checksum", want);
+    free_fixture(&f);
+}
+
+Test(tiers, truncated_store_file_is_refused, .timeout = 60)
+{
+    fixture f = make_fixture("trunc");
+    char path[4300];
+    snprintf(path, sizeof path, "%s/experts-00000.bin", f.store);
+    cr_assert_eq(truncate(path, 8192), 0);
+    tier_flags tf = {.store_dir = f.store};
+    expect_error(&f, &tf, "truncated", "experts-00000.bin");
+    free_fixture(&f);
+}
+
+Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
+{
+    fixture f = make_fixture("other");
+    char other[4300];
+    snprintf(other, sizeof other, "%s/other", f.tmp);
+    synth_options o = synth_options_default();
+    errbuf e;
+    synth_format_parse("int4", &o.format, &e);
+    o.out_dir = other;
+    o.force = 1;
+    o.seed = 4;     /* same shapes, other weights: a different checkpoint */
+    cr_assert_eq(synth_run(&o, &e), 0, "%s", e.msg);
+    tier_flags tf = {.store_dir = f.store};
+    fixture g = f;
+    g.model = other;
+    expect_error(&g, &tf, "another checkpoint", NULL);
+    free_fixture(&f);
+}
+
+Test(tiers, interrupted_conversion_resumes_to_identical_bytes, .timeout = 120)
+{
+    fixture f = make_fixture("resume");
+    char part[4300];
+    snprintf(part, sizeof part, "%s/partial", f.tmp);
+    /* several files, so resuming crosses a file boundary */
+    uint64_t max_file = 20 * 57344;
+    convert_store(f.model, part, max_file, 37);
+    tier_flags tf = {.store_dir = part};
+    expect_error(&f, &tf, "incomplete", NULL);
+    /* a torn journal record at the end must be ignored, not trusted */
+    char jpath[4400];
+    snprintf(jpath, sizeof jpath, "%s/%s", part, STORE_JOURNAL);
+    FILE *j = fopen(jpath, "ab");
+    cr_assert(j);
+    fwrite("garbage-record-garbage-record-garbage-record-xx", 1, 48, j);
+    fclose(j);
+    convert_store(f.model, part, max_file, 0);
+    char full[4300];
+    snprintf(full, sizeof full, "%s/full", f.tmp);
+    convert_store(f.model, full, max_file, 0);
+    const char *names[] = {"index.bin", "experts-00000.bin", "experts-00001.bin",
+                           "experts-00002.bin", "experts-00003.bin"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char a[4400], b[4400];
+        snprintf(a, sizeof a, "%s/%s", part, names[i]);
+        snprintf(b, sizeof b, "%s/%s", full, names[i]);
+        size_t na, nb;
+        void *da = test_read_file(a, &na), *db = test_read_file(b, &nb);
+        cr_assert(da && db, "missing %s", names[i]);
+        cr_expect(na == nb && memcmp(da, db, na) == 0, "%s differs after resuming", names[i]);
+        free(da);
+        free(db);
+    }
+    cr_expect(!test_path_exists(jpath), "the journal outlived a complete conversion");
+    free_fixture(&f);
+}
+
+Test(tiers, impossible_budgets_are_refused, .timeout = 60)
+{
+    fixture f = make_fixture("budget");
+    tier_flags tiny = {.store_dir = f.store, .dram_gb = 1e-6, .dram_gb_set = 1};
+    expect_error(&f, &tiny, "--dram-gb at least", NULL);
+    tier_flags huge = {.store_dir = f.store, .dram_gb = 1e7, .dram_gb_set = 1};
+    (void)huge; /* more than the machine only matters when the store is that large */
+    char none[4300];
+    snprintf(none, sizeof none, "%s/nowhere", f.tmp);
+    tier_flags missing = {.store_dir = none};
+    expect_error(&f, &missing, "no expert store", NULL);
+    tier_flags nostore = {.dram_gb = 1, .dram_gb_set = 1};
+    expect_error(&f, &nostore, "needs an expert store", NULL);
+    free_fixture(&f);
+}
+
+/* ---- memory: a run stays within its DRAM budget ---- */
+
+static long peak_rss_kb(char *const argv[])
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    struct rusage ru;
+    cr_assert_eq(wait4(pid, &status, 0, &ru), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s %s failed (status %d)", argv[0],
+              argv[1], status);
+    return ru.ru_maxrss;
+}
+
+Test(tiers, peak_rss_stays_within_budget, .timeout = 300)
+{
+    const char *bin = getenv("MOETIER_BIN");
+    if (!bin) {
+        cr_log_info("skipped: MOETIER_BIN is not set (run through make test)");
+        return;
+    }
+    /* experts: 5 MoE layers x 96 x 3 x 256 x 1024 x 2 bytes = 755 MB of BF16 */
+    char *dir = synth_larger("bf16", 96, 1024, 6);
+    char store_dir[4300], out[4300];
+    snprintf(store_dir, sizeof store_dir, "%s/store", dir);
+    snprintf(out, sizeof out, "%s/logits.bin", dir);
+    convert_store(dir, store_dir, 0, 0);
+    store_layout L;
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, dir, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
+    double all_mb = 5.0 * 96 * L.slot_bytes / 1e6;
+    model_weights_close(&mw);
+    char small[32], big[32];
+    double small_gb = 8 * L.slot_bytes / 1e9 * 1.001, big_gb = all_mb / 1e3 / 5;
+    snprintf(small, sizeof small, "%.6f", small_gb);
+    snprintf(big, sizeof big, "%.6f", big_gb);
+    const char *ids = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20";
+    char *a1[] = {(char *)bin, "logits", "-m", dir, "--ids", (char *)ids, "-o", out, "--store",
+                  store_dir, "--dram-gb", small, NULL};
+    char *a2[] = {(char *)bin, "logits", "-m", dir, "--ids", (char *)ids, "-o", out, "--store",
+                  store_dir, "--dram-gb", big, NULL};
+    long base = peak_rss_kb(a1), with = peak_rss_kb(a2);
+    double base_mb = base / 1024.0 * 1.024, with_mb = with / 1024.0 * 1.024;
+    cr_log_info("peak RSS %.1f MB with %.1f MB of DRAM tier, %.1f MB with %.1f MB (experts %.0f MB)",
+                base_mb, small_gb * 1e3, with_mb, big_gb * 1e3, all_mb);
+    /* the fixed overhead (binary, dense weights, activations) is what the
+     * smallest budget costs; a larger budget adds at most itself (+ 16 MB) */
+    cr_expect_leq(with_mb, base_mb + big_gb * 1e3 + 16, "peak RSS %.1f MB exceeds %.1f MB + budget "
+                  "%.1f MB + 16 MB", with_mb, base_mb, big_gb * 1e3);
+    cr_expect_lt(with_mb, all_mb, "peak RSS %.1f MB: the experts (%.0f MB) were loaded anyway",
+                 with_mb, all_mb);
+#if !defined(__SANITIZE_ADDRESS__)
+    cr_expect_lt(base_mb, 200, "fixed overhead %.1f MB is larger than stated (200 MB)", base_mb);
+#endif
+    test_remove_tree(dir);
+    free(dir);
+}

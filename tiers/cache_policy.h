@@ -1,0 +1,27 @@
+/* cache_policy: which resident expert to evict, behind one small interface.
+ *
+ * The expert cache (expert_cache.h) tells the policy when a slot becomes
+ * evictable (loaded and no longer in use: that is also an access) and when it
+ * stops being evictable (taken into use again, or freed); the policy picks a
+ * victim among the evictable slots. Pinned slots are never offered, so a policy
+ * cannot evict an expert the current layer is using. LRU is the default; the
+ * same interface serves the DRAM tier and the VRAM tier. */
+#ifndef MOETIER_CACHE_POLICY_H
+#define MOETIER_CACHE_POLICY_H
+
+typedef struct cache_policy {
+    const char *name;
+    void *st;
+    /* slot holds a resident, unused expert; `key` identifies the expert */
+    void (*evictable)(void *st, int slot, int key);
+    /* slot is pinned again or freed */
+    void (*unevictable)(void *st, int slot);
+    /* removes and returns an evictable slot, -1 when there is none */
+    int (*victim)(void *st);
+    void (*destroy)(void *st);
+} cache_policy;
+
+/* Least recently used, O(1) for every operation. */
+int cache_policy_lru(cache_policy *p, int n_slots);
+
+#endif

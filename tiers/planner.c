@@ -1,0 +1,174 @@
+/* planner: tier flags, budget checks and the placement table (see planner.h). */
+#include "planner.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *const tier_flags_usage =
+    "  --store DIR          expert store (default: DIR/" DEFAULT_STORE_NAME " when present)\n"
+    "  --dram-gb X          GB of RAM for routed experts (default: what the machine has free)\n"
+    "  --io MODE            store reads: auto, uring or pread (default auto)\n"
+    "  --numa MODE          DRAM tier placement: auto, local or interleave (default auto)\n"
+    "  --stats              print per-tier and per-layer statistics at the end\n";
+
+int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    int takes = !strcmp(a, "--store") || !strcmp(a, "--dram-gb") || !strcmp(a, "--io") ||
+                !strcmp(a, "--numa");
+    if (!takes) {
+        if (!strcmp(a, "--stats")) {
+            f->stats = 1;
+            return 1;
+        }
+        return 0;
+    }
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "moetier: %s needs a value\n", a);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    if (!strcmp(a, "--store")) {
+        f->store_dir = v;
+    } else if (!strcmp(a, "--dram-gb")) {
+        char *end;
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x) || x < 0) {
+            fprintf(stderr, "moetier: --dram-gb expects a number of GB >= 0, got '%s'\n", v);
+            return -1;
+        }
+        f->dram_gb = x;
+        f->dram_gb_set = 1;
+    } else if (!strcmp(a, "--io")) {
+        if (!strcmp(v, "auto"))
+            f->io = IO_AUTO;
+        else if (!strcmp(v, "uring"))
+            f->io = IO_URING;
+        else if (!strcmp(v, "pread"))
+            f->io = IO_PREAD;
+        else {
+            fprintf(stderr, "moetier: --io expects auto, uring or pread, got '%s'\n", v);
+            return -1;
+        }
+    } else if (numa_policy_parse(v, &f->numa)) {
+        fprintf(stderr, "moetier: --numa expects auto, local or interleave, got '%s'\n", v);
+        return -1;
+    }
+    return 1;
+}
+
+static void meminfo(uint64_t *total, uint64_t *avail)
+{
+    *total = *avail = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return;
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            *total = kb * 1024ull;
+        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            *avail = kb * 1024ull;
+    }
+    fclose(f);
+}
+
+int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e)
+{
+    const model_config *c = &mw->cfg;
+    memset(p, 0, sizeof *p);
+    for (int k = 0; k < WF_COUNT; k++)
+        p->dense_bytes += mw->bytes_by_format[k];
+    for (int l = 0; l < c->n_layers; l++)
+        p->moe_layers += config_is_moe_layer(c, l);
+    p->n_experts = p->moe_layers * c->n_routed_experts;
+    p->top_k = c->n_experts_per_tok;
+    meminfo(&p->mem_total, &p->mem_available);
+    if (f->store_dir) {
+        snprintf(p->store_dir, sizeof p->store_dir, "%s", f->store_dir);
+    } else {
+        char idx[4200];
+        snprintf(p->store_dir, sizeof p->store_dir, "%s/%s", mw->ckpt.dir, DEFAULT_STORE_NAME);
+        snprintf(idx, sizeof idx, "%s/%s", p->store_dir, STORE_INDEX_JSON);
+        struct stat sb;
+        if (stat(idx, &sb) != 0) {
+            if (f->dram_gb_set)
+                return err_set(e, "--dram-gb needs an expert store, and there is none at %s "
+                               "(create it with moetier convert -m %s, or pass --store DIR)",
+                               p->store_dir, mw->ckpt.dir);
+            p->store_dir[0] = 0;
+            return 0;   /* experts straight from the checkpoint mapping */
+        }
+    }
+    if (p->n_experts == 0)
+        return err_set(e, "the model has no routed experts, so an expert store does not apply");
+    if (store_open(st, p->store_dir, mw, e))
+        return -1;
+    p->use_store = 1;
+    p->slot_bytes = st->layout.slot_bytes;
+    uint64_t all = (uint64_t)st->n_blobs * p->slot_bytes;
+    uint64_t budget;
+    if (f->dram_gb_set) {
+        budget = (uint64_t)(f->dram_gb * 1e9);
+    } else {
+        double room = 0.85 * (double)p->mem_available - (double)p->dense_bytes;
+        budget = room <= 0 ? 0 : (uint64_t)room < all ? (uint64_t)room : all;
+    }
+    uint64_t slots = budget / p->slot_bytes;
+    p->dram_slots = (int)(slots < (uint64_t)st->n_blobs ? slots : (uint64_t)st->n_blobs);
+    uint64_t need = (uint64_t)p->top_k * p->slot_bytes;
+    if (p->dram_slots < p->top_k) {
+        store_close(st);
+        p->use_store = 0;
+        return err_set(e, "DRAM budget %.3f GB holds %d experts of %.2f MB, but one token needs %d "
+                       "experts per layer (%.3f GB)%s; give --dram-gb at least %.3f", budget / 1e9,
+                       p->dram_slots, p->slot_bytes / 1e6, p->top_k, need / 1e9,
+                       !f->dram_gb_set ? " and that is what this machine has free" : "",
+                       ceil(need / 1e6) / 1e3);
+    }
+    uint64_t used = (uint64_t)p->dram_slots * p->slot_bytes;
+    if (p->mem_total && used + p->dense_bytes > p->mem_total) {
+        store_close(st);
+        p->use_store = 0;
+        return err_set(e, "DRAM budget %.2f GB plus the dense weights %.2f GB is more than this "
+                       "machine's %.2f GB of memory; lower --dram-gb", used / 1e9,
+                       p->dense_bytes / 1e9, p->mem_total / 1e9);
+    }
+    return 0;
+}
+
+void tier_plan_print(const tier_plan *p, FILE *out)
+{
+    fprintf(out, "placement plan\n");
+    fprintf(out, "  %-6s %-44s %12s %22s\n", "tier", "holds", "GB", "GB per decode token");
+    fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "RAM", "dense weights (checkpoint mapping)",
+            p->dense_bytes / 1e9, p->dense_bytes / 1e9);
+    if (!p->use_store) {
+        fprintf(out, "  %-6s %-44s %12s %22s\n", "RAM", "routed experts (checkpoint mapping)", "-",
+                "-");
+        fprintf(out, "  no expert store: experts are paged in from the checkpoint by the kernel\n");
+        return;
+    }
+    double per_tok = (double)p->moe_layers * p->top_k * (double)p->slot_bytes;
+    double hit = (double)p->dram_slots / (double)p->n_experts;
+    char holds[96];
+    snprintf(holds, sizeof holds, "%d of %d experts (%.1f%%)", p->dram_slots, p->n_experts,
+             100.0 * hit);
+    fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "DRAM", holds,
+            (double)p->dram_slots * p->slot_bytes / 1e9, hit * per_tok / 1e9);
+    snprintf(holds, sizeof holds, "%d experts (%s)", p->n_experts, p->store_dir);
+    fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "NVMe", holds,
+            (double)p->n_experts * p->slot_bytes / 1e9, (1 - hit) * per_tok / 1e9);
+    fprintf(out, "  %s; per-token figures assume uniform routing (real routing is skewed, so the "
+            "DRAM tier does better)\n", p->dram_slots == p->n_experts ?
+            "every expert fits in DRAM: all are loaded at start" :
+            "the DRAM tier caches experts in front of the store (LRU)");
+    if (p->mem_total)
+        fprintf(out, "  machine memory %.2f GB, available %.2f GB\n", p->mem_total / 1e9,
+                p->mem_available / 1e9);
+}

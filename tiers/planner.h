@@ -1,0 +1,48 @@
+/* planner: where the weights go, decided before anything is loaded.
+ *
+ * Dense weights (attention, dense FFN, shared experts, embeddings, lm_head) are
+ * read from the checkpoint's mapping and counted separately. Routed experts come
+ * from the expert store through the DRAM tier (--dram-gb of blob slots) and the
+ * NVMe tier, or, with no store, straight from the checkpoint's mapping. A plan
+ * that cannot work is refused with the numbers that rule it out. */
+#ifndef MOETIER_PLANNER_H
+#define MOETIER_PLANNER_H
+
+#include <stdio.h>
+
+#include "tiers/dram_tier.h"
+#include "tiers/nvme_tier.h"
+#include "tiers/store.h"
+
+/* The tier flags of run, logits, chat (and serve); all zero is the default. */
+typedef struct tier_flags {
+    const char *store_dir;      /* --store; NULL: DIR/moetier-store when complete */
+    double dram_gb;             /* --dram-gb, when dram_gb_set */
+    int dram_gb_set;            /* 0: automatic */
+    io_mode io;                 /* --io auto|uring|pread */
+    numa_policy numa;           /* --numa auto|local|interleave */
+    int stats;                  /* --stats */
+} tier_flags;
+
+#define DEFAULT_STORE_NAME "moetier-store"
+
+typedef struct tier_plan {
+    int use_store;
+    char store_dir[4096];
+    uint64_t dense_bytes;
+    uint64_t slot_bytes;        /* per expert in the store */
+    int n_experts;              /* routed experts of the model */
+    int moe_layers, top_k;
+    int dram_slots;
+    uint64_t mem_total, mem_available;
+} tier_plan;
+
+/* Consumes a tier flag at argv[*i]: 1 when consumed, -1 bad value, 0 not one. */
+int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i);
+extern const char *const tier_flags_usage;
+
+/* Decides the plan; with a store, opens it into *st (caller closes). */
+int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e);
+void tier_plan_print(const tier_plan *p, FILE *out);
+
+#endif

@@ -1,0 +1,402 @@
+/* store_writer: conversion with a resume journal, and the checksum check
+ * (see store_writer.h). */
+#include "store_writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "core/base/fileutil.h"
+#include "core/base/progress.h"
+
+#define JOURNAL_MAGIC "MOETJNL1"
+#define JOURNAL_HEADER 32
+#define JOURNAL_ROW 48          /* 40-byte blob row + XXH3 of it */
+#define SYNC_EVERY_BYTES (256ull << 20)
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void encode_row(uint8_t *r, const store_blob *b)
+{
+    memset(r, 0, JOURNAL_ROW);
+    put_le(r, b->layer, 4);
+    put_le(r + 4, b->expert, 4);
+    put_le(r + 8, b->file, 4);
+    put_le(r + 16, b->offset, 8);
+    put_le(r + 24, b->bytes, 8);
+    put_le(r + 32, b->xxh3, 8);
+    put_le(r + 40, XXH3_64bits(r, 40), 8);
+}
+
+/* What identifies a conversion: source and layout. */
+static uint64_t plan_hash(uint64_t fingerprint, const store_layout *L, uint64_t per_file)
+{
+    uint64_t v[4] = {fingerprint, L->blob_bytes, L->slot_bytes, per_file};
+    return XXH3_64bits(v, sizeof v);
+}
+
+typedef struct writer {
+    const model_weights *mw;
+    const convert_options *o;
+    store_layout L;
+    uint64_t fingerprint, per_file, plan;
+    store_blob *blobs;          /* [n_layers][n_experts] */
+    int *order;                 /* blob i -> index into blobs */
+    int n;
+    int n_files;
+    int *fds;
+    int jfd;
+    char jpath[4096];
+} writer;
+
+static int data_fd(writer *w, int f, errbuf *e)
+{
+    if (w->fds[f] >= 0)
+        return w->fds[f];
+    char path[4096];
+    store_file_path(w->o->out_dir, f, path, sizeof path);
+    w->fds[f] = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (w->fds[f] < 0)
+        return err_set(e, "%s: %s", path, strerror(errno));
+    return w->fds[f];
+}
+
+/* Reads the journal; returns how many leading blobs are safely on disk. */
+static int journal_resume(writer *w, errbuf *e)
+{
+    int fd = open(w->jpath, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    uint8_t h[JOURNAL_HEADER];
+    int done = 0;
+    if (pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h && !memcmp(h, JOURNAL_MAGIC, 8) &&
+        get_le(h + 8, 8) == w->plan) {
+        uint8_t r[JOURNAL_ROW];
+        while (done < w->n &&
+               pread(fd, r, sizeof r, JOURNAL_HEADER + (off_t)done * JOURNAL_ROW) == JOURNAL_ROW) {
+            const store_blob *want = &w->blobs[w->order[done]];
+            if (get_le(r + 40, 8) != XXH3_64bits(r, 40) || get_le(r, 4) != want->layer ||
+                get_le(r + 4, 4) != want->expert || get_le(r + 8, 4) != want->file ||
+                get_le(r + 16, 8) != want->offset || get_le(r + 24, 8) != want->bytes)
+                break;  /* a torn or foreign record: everything from here is redone */
+            w->blobs[w->order[done]].xxh3 = get_le(r + 32, 8);
+            done++;
+        }
+    }
+    close(fd);
+    return done;
+}
+
+static int journal_start(writer *w, int done, errbuf *e)
+{
+    w->jfd = open(w->jpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (w->jfd < 0)
+        return err_set(e, "%s: %s", w->jpath, strerror(errno));
+    uint8_t h[JOURNAL_HEADER] = {0};
+    memcpy(h, JOURNAL_MAGIC, 8);
+    put_le(h + 8, w->plan, 8);
+    if (ftruncate(w->jfd, JOURNAL_HEADER + (off_t)done * JOURNAL_ROW) != 0 ||
+        pwrite(w->jfd, h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(w->jfd) != 0)
+        return err_set(e, "%s: %s", w->jpath, strerror(errno));
+    return 0;
+}
+
+/* Makes blobs [from, to) durable: data first, then their journal records. */
+static int commit(writer *w, int from, int to, errbuf *e)
+{
+    if (from == to)
+        return 0;
+    for (int f = 0; f < w->n_files; f++)
+        if (w->fds[f] >= 0 && fdatasync(w->fds[f]) != 0)
+            return err_set(e, "%s/experts-%05d.bin: %s", w->o->out_dir, f, strerror(errno));
+    size_t bytes = (size_t)(to - from) * JOURNAL_ROW;
+    uint8_t *rows = malloc(bytes);
+    if (!rows)
+        return err_set(e, "out of memory");
+    for (int i = from; i < to; i++)
+        encode_row(rows + (size_t)(i - from) * JOURNAL_ROW, &w->blobs[w->order[i]]);
+    ssize_t n = pwrite(w->jfd, rows, bytes, JOURNAL_HEADER + (off_t)from * JOURNAL_ROW);
+    free(rows);
+    if (n != (ssize_t)bytes || fdatasync(w->jfd) != 0)
+        return err_set(e, "%s: %s", w->jpath, n < 0 ? strerror(errno) : "short write");
+    return 0;
+}
+
+/* The checkpoint pages of an expert are not needed again once copied; dropping
+ * them keeps the converter's resident memory at about one blob. */
+static void drop_pages(const void *p, uint64_t bytes)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t b = ((uintptr_t)p + bytes) & ~((uintptr_t)pg - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static void fill_blob(const writer *w, const expert_view *v, uint8_t *buf)
+{
+    memset(buf, 0, w->L.slot_bytes);
+    const linear_weight *p[3] = {&v->gate, &v->up, &v->down};
+    for (int k = 0; k < 3; k++) {
+        uint64_t db = linear_weight_data_bytes(p[k]), sb = linear_weight_scale_bytes(p[k]);
+        memcpy(buf + w->L.data_off[k], p[k]->data, db);
+        drop_pages(p[k]->data, db);
+        if (sb) {
+            memcpy(buf + w->L.scale_off[k], p[k]->scale, sb);
+            drop_pages(p[k]->scale, sb);
+        }
+    }
+}
+
+static int write_blobs(writer *w, int done, errbuf *e)
+{
+    uint8_t *buf = aligned_alloc(STORE_ALIGN, w->L.slot_bytes);
+    if (!buf)
+        return err_set(e, "out of memory for one blob (%" PRIu64 " bytes)", w->L.slot_bytes);
+    progress p;
+    progress_begin(&p, w->o->log, "converting experts", (uint64_t)w->n * w->L.slot_bytes);
+    progress_advance(&p, (uint64_t)done * w->L.slot_bytes);
+    int committed = done, rc = 0;
+    uint64_t pending = 0;
+    const model_config *c = &w->mw->cfg;
+    for (int i = done; i < w->n && !rc; i++) {
+        store_blob *b = &w->blobs[w->order[i]];
+        const expert_view *v = &w->mw->experts[(size_t)b->layer * (size_t)c->n_routed_experts + b->expert];
+        fill_blob(w, v, buf);
+        b->xxh3 = XXH3_64bits(buf, w->L.blob_bytes);
+        int fd = data_fd(w, (int)b->file, e);
+        if (fd < 0) {
+            rc = -1;
+            break;
+        }
+        uint64_t off = 0;
+        while (off < w->L.slot_bytes) {
+            ssize_t n = pwrite(fd, buf + off, w->L.slot_bytes - off, (off_t)(b->offset + off));
+            if (n <= 0) {
+                rc = err_set(e, "%s/experts-%05u.bin: writing layer %u expert %u: %s",
+                             w->o->out_dir, b->file, b->layer, b->expert,
+                             n < 0 ? strerror(errno) : "no progress (disk full?)");
+                break;
+            }
+            off += (uint64_t)n;
+        }
+        pending += w->L.slot_bytes;
+        progress_advance(&p, w->L.slot_bytes);
+        if (!rc && (pending >= SYNC_EVERY_BYTES || i + 1 == w->n)) {
+            rc = commit(w, committed, i + 1, e);
+            committed = i + 1;
+            pending = 0;
+        }
+        if (!rc && w->o->stop_after > 0 && i + 1 - done >= w->o->stop_after) {
+            commit(w, committed, i + 1, e);
+            rc = err_set(e, "conversion stopped after %ld blobs (test hook)", w->o->stop_after);
+        }
+    }
+    progress_end(&p);
+    free(buf);
+    return rc;
+}
+
+static void remove_index(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_JSON);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_BIN);
+    unlink(path);
+}
+
+/* Cuts the data files to what blobs [0, done) occupy; later files go. */
+static int trim_files(writer *w, int done, errbuf *e)
+{
+    for (int f = 0;; f++) {
+        char path[4096];
+        store_file_path(w->o->out_dir, f, path, sizeof path);
+        struct stat sb;
+        if (stat(path, &sb) != 0)
+            break;
+        uint64_t first = (uint64_t)f * w->per_file, in_file = 0;
+        if ((uint64_t)done > first)
+            in_file = (uint64_t)done - first < w->per_file ? (uint64_t)done - first : w->per_file;
+        uint64_t keep = in_file * w->L.slot_bytes;
+        if (f >= w->n_files) {
+            if (unlink(path) != 0)
+                return err_set(e, "%s: %s", path, strerror(errno));
+            continue;
+        }
+        if ((uint64_t)sb.st_size != keep && truncate(path, (off_t)keep) != 0)
+            return err_set(e, "%s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
+{
+    const model_config *c = &mw->cfg;
+    writer w = {.mw = mw, .o = o, .jfd = -1};
+    if (store_layout_for_model(mw, &w.L, e) || store_fingerprint(mw, &w.fingerprint, e) ||
+        dir_ensure(o->out_dir, e))
+        return -1;
+    uint64_t max_file = o->max_file_bytes ? o->max_file_bytes : (64ull << 30);
+    w.per_file = store_blobs_per_file(&w.L, max_file);
+    w.plan = plan_hash(w.fingerprint, &w.L, w.per_file);
+    snprintf(w.jpath, sizeof w.jpath, "%s/%s", o->out_dir, STORE_JOURNAL);
+
+    store existing;
+    errbuf why;
+    char ipath[4096];
+    snprintf(ipath, sizeof ipath, "%s/%s", o->out_dir, STORE_INDEX_JSON);
+    struct stat sb;
+    if (stat(ipath, &sb) == 0) {
+        if (!o->force && store_open(&existing, o->out_dir, mw, &why) == 0) {
+            store_close(&existing);
+            if (o->log)
+                fprintf(o->log, "moetier: %s is already a complete expert store of this checkpoint "
+                        "(--check verifies it, --force rebuilds it)\n", o->out_dir);
+            return 0;
+        }
+        if (o->log)
+            fprintf(o->log, "moetier: rebuilding the store in %s: %s\n", o->out_dir,
+                    o->force ? "--force" : why.msg);
+        remove_index(o->out_dir);
+        unlink(w.jpath);
+    }
+
+    size_t n_keys = (size_t)c->n_layers * (size_t)c->n_routed_experts;
+    w.blobs = malloc(n_keys * sizeof *w.blobs);
+    w.order = malloc(n_keys * sizeof *w.order);
+    if (!w.blobs || !w.order) {
+        free(w.blobs);
+        free(w.order);
+        return err_set(e, "out of memory");
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        for (int x = 0; x < c->n_routed_experts; x++) {
+            size_t k = (size_t)l * (size_t)c->n_routed_experts + (size_t)x;
+            w.blobs[k] = (store_blob){.layer = (uint32_t)l, .expert = (uint32_t)x, .file = UINT32_MAX};
+            if (!config_is_moe_layer(c, l))
+                continue;
+            uint64_t i = (uint64_t)w.n;
+            w.blobs[k].file = (uint32_t)(i / w.per_file);
+            w.blobs[k].offset = (i % w.per_file) * w.L.slot_bytes;
+            w.blobs[k].bytes = w.L.blob_bytes;
+            w.order[w.n++] = (int)k;
+        }
+    w.n_files = (int)(((uint64_t)w.n + w.per_file - 1) / w.per_file);
+    w.fds = malloc((size_t)w.n_files * sizeof *w.fds);
+    uint64_t *file_bytes = calloc((size_t)w.n_files, sizeof *file_bytes);
+    int rc = -1;
+    if (!w.fds || !file_bytes) {
+        err_set(e, "out of memory");
+        goto out;
+    }
+    for (int f = 0; f < w.n_files; f++)
+        w.fds[f] = -1;
+    int done = journal_resume(&w, e);
+    if (done > 0 && o->log)
+        fprintf(o->log, "moetier: resuming an interrupted conversion: %d of %d experts already "
+                "written\n", done, w.n);
+    if (trim_files(&w, done, e) || journal_start(&w, done, e) || write_blobs(&w, done, e))
+        goto out;
+    for (int i = 0; i < w.n; i++) {
+        const store_blob *b = &w.blobs[w.order[i]];
+        if (b->offset + w.L.slot_bytes > file_bytes[b->file])
+            file_bytes[b->file] = b->offset + w.L.slot_bytes;
+    }
+    if (store_write_index(o->out_dir, &w.L, w.fingerprint, c, w.blobs, c->n_layers,
+                          c->n_routed_experts, w.n_files, file_bytes, w.per_file, e))
+        goto out;
+    close(w.jfd);
+    w.jfd = -1;
+    unlink(w.jpath);
+    if (o->log)
+        fprintf(o->log, "moetier: expert store %s complete: %d experts, %.2f GB in %d file%s\n",
+                o->out_dir, w.n, (double)w.n * (double)w.L.slot_bytes / 1e9, w.n_files,
+                w.n_files == 1 ? "" : "s");
+    rc = 0;
+out:
+    if (w.fds)
+        for (int f = 0; f < w.n_files; f++)
+            if (w.fds[f] >= 0)
+                close(w.fds[f]);
+    if (w.jfd >= 0)
+        close(w.jfd);
+    free(w.fds);
+    free(file_bytes);
+    free(w.blobs);
+    free(w.order);
+    return rc;
+}
+
+int store_check(const store *s, const nvme_options *io, FILE *log, uint64_t *n_bad, errbuf *e)
+{
+    enum { Q = 8 };
+    *n_bad = 0;
+    nvme_options opt = *io;
+    opt.verify = 1;
+    nvme_tier *t;
+    if (nvme_tier_open(&t, s, &opt, e))
+        return -1;
+    uint8_t *buf = aligned_alloc(STORE_ALIGN, Q * s->layout.slot_bytes);
+    if (!buf) {
+        nvme_tier_close(t);
+        return err_set(e, "out of memory");
+    }
+    nvme_read r[Q];
+    memset(r, 0, sizeof r);
+    const store_blob **list = malloc((size_t)s->n_blobs * sizeof *list);
+    if (!list) {
+        free(buf);
+        nvme_tier_close(t);
+        return err_set(e, "out of memory");
+    }
+    int n = 0;
+    for (size_t i = 0; i < (size_t)s->n_layers * (size_t)s->n_experts; i++)
+        if (s->blobs[i].file != UINT32_MAX)
+            list[n++] = &s->blobs[i];
+    progress p;
+    progress_begin(&p, log, "checking blobs", (uint64_t)n * s->layout.slot_bytes);
+    for (int i = 0; i < n + Q; i++) {
+        if (i >= Q && i - Q < n) {   /* the read started Q steps ago */
+            nvme_read *d = &r[i % Q];
+            errbuf why;
+            if (nvme_tier_wait(t, d, &why) != 0) {
+                (*n_bad)++;
+                if (log)
+                    fprintf(log, "moetier: %s\n", why.msg);
+            }
+            progress_advance(&p, s->layout.slot_bytes);
+        }
+        if (i < n) {
+            nvme_read *d = &r[i % Q];
+            memset(d, 0, sizeof *d);
+            d->blob = list[i];
+            d->dst = buf + (uint64_t)(i % Q) * s->layout.slot_bytes;
+            nvme_tier_submit(t, d);
+            nvme_tier_flush(t);
+        }
+    }
+    progress_end(&p);
+    nvme_tier_close(t);
+    free(list);
+    free(buf);
+    return 0;
+}

@@ -1,0 +1,267 @@
+/* tiered_source: DRAM cache in front of the NVMe tier (see tiered_source.h). */
+#include "tiered_source.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/base/progress.h"
+#include "tiers/expert_cache.h"
+
+typedef struct tiered {
+    const store *st;
+    nvme_tier *nvme;
+    dram_arena arena;
+    expert_cache cache;
+    nvme_read *reads;           /* [n_slots] the read filling each slot */
+    unsigned char *reserved;    /* [n_keys] a pin taken by prefetch, consumed by get */
+    int *reserved_keys;
+    int n_reserved, max_reserved;
+    tier_layer_stats *stats;    /* [n_layers] */
+    FILE *log;
+} tiered;
+
+static uint8_t *slot_ptr(const tiered *t, int slot)
+{
+    return t->arena.base + (uint64_t)slot * t->st->layout.slot_bytes;
+}
+
+/* Pins key in the cache, starting its read when it is not resident; returns the
+ * slot or -1 when every slot is in use. */
+static int pin_key(tiered *t, int layer, int expert)
+{
+    int key = layer * t->st->n_experts + expert;
+    int resident, evicted;
+    int s = expert_cache_acquire(&t->cache, key, &resident, &evicted);
+    if (s < 0)
+        return -1;
+    if (resident) {
+        t->stats[layer].hits++;
+        return s;
+    }
+    t->stats[layer].misses++;
+    t->stats[layer].bytes_read += t->st->layout.slot_bytes;
+    nvme_read *r = &t->reads[s];
+    memset(r, 0, sizeof *r);
+    r->blob = store_blob_at(t->st, layer, expert);
+    r->dst = slot_ptr(t, s);
+    nvme_tier_submit(t->nvme, r);
+    return s;
+}
+
+/* Waits until slot s is READY; on a failed read the slot is freed. */
+static int settle(tiered *t, int layer, int s, errbuf *e)
+{
+    if (t->cache.state[s] != SLOT_LOADING)
+        return 0;
+    double t0 = now_seconds();
+    int rc = nvme_tier_wait(t->nvme, &t->reads[s], e);
+    if (layer >= 0)
+        t->stats[layer].stall_seconds += now_seconds() - t0;
+    if (rc) {
+        expert_cache_discard(&t->cache, s);
+        return -1;
+    }
+    expert_cache_ready(&t->cache, s);
+    return 0;
+}
+
+/* Prefetch pins that get() never consumed (an earlier error) are dropped. */
+static void drop_reservations(tiered *t)
+{
+    for (int i = 0; i < t->n_reserved; i++) {
+        int key = t->reserved_keys[i];
+        if (!t->reserved[key])
+            continue;
+        t->reserved[key] = 0;
+        int s = expert_cache_find(&t->cache, key);
+        if (s < 0)
+            continue;
+        errbuf ignored;
+        if (settle(t, -1, s, &ignored) == 0)
+            expert_cache_release(&t->cache, s);
+    }
+    t->n_reserved = 0;
+}
+
+static void tiered_prefetch(expert_source *src, int layer, const int *experts, int n)
+{
+    tiered *t = src->impl;
+    drop_reservations(t);
+    for (int i = 0; i < n && t->n_reserved < t->max_reserved; i++) {
+        int key = layer * t->st->n_experts + experts[i];
+        if (t->reserved[key])
+            continue;
+        if (pin_key(t, layer, experts[i]) < 0)
+            break;      /* the rest are loaded one by one in get() as slots free up */
+        t->reserved[key] = 1;
+        t->reserved_keys[t->n_reserved++] = key;
+    }
+    nvme_tier_flush(t->nvme);
+}
+
+static int tiered_get(expert_source *src, int layer, int expert, expert_view *out, errbuf *e)
+{
+    tiered *t = src->impl;
+    const store *st = t->st;
+    if (layer < 0 || layer >= st->n_layers || expert < 0 || expert >= st->n_experts ||
+        store_blob_at(st, layer, expert)->file == UINT32_MAX)
+        return err_set(e, "no routed expert %d in layer %d", expert, layer);
+    int key = layer * st->n_experts + expert;
+    int s;
+    if (t->reserved[key]) {
+        t->reserved[key] = 0;
+        s = expert_cache_find(&t->cache, key);
+    } else {
+        s = pin_key(t, layer, expert);
+        if (s < 0)
+            return err_set(e, "all %d DRAM tier slots are in use: the budget is too small for the "
+                           "experts in use at once", t->cache.n_slots);
+        nvme_tier_flush(t->nvme);
+    }
+    if (settle(t, layer, s, e))
+        return -1;
+    store_layout_view(&st->layout, slot_ptr(t, s), out);
+    return 0;
+}
+
+static void tiered_put(expert_source *src, int layer, int expert)
+{
+    tiered *t = src->impl;
+    int s = expert_cache_find(&t->cache, layer * t->st->n_experts + expert);
+    if (s >= 0)
+        expert_cache_release(&t->cache, s);
+}
+
+static void tiered_print_stats(expert_source *src, FILE *out)
+{
+    tiered *t = src->impl;
+    const nvme_stats *ns = nvme_tier_stats(t->nvme);
+    uint64_t hits = 0, misses = 0, bytes = 0;
+    double stall = 0;
+    fprintf(out, "tier statistics (DRAM tier: %d slots of %.2f MB, policy %s)\n",
+            t->cache.n_slots, t->st->layout.slot_bytes / 1e6, t->cache.policy.name);
+    fprintf(out, "  %5s %10s %10s %8s %12s %10s\n", "layer", "DRAM hits", "NVMe reads", "hit %",
+            "NVMe MB", "stall ms");
+    for (int l = 0; l < t->st->n_layers; l++) {
+        const tier_layer_stats *s = &t->stats[l];
+        if (!s->hits && !s->misses)
+            continue;
+        fprintf(out, "  %5d %10llu %10llu %7.1f%% %12.1f %10.1f\n", l,
+                (unsigned long long)s->hits, (unsigned long long)s->misses,
+                100.0 * (double)s->hits / (double)(s->hits + s->misses), s->bytes_read / 1e6,
+                s->stall_seconds * 1e3);
+        hits += s->hits;
+        misses += s->misses;
+        bytes += s->bytes_read;
+        stall += s->stall_seconds;
+    }
+    fprintf(out, "  %5s %10llu %10llu %7.1f%% %12.1f %10.1f\n", "all", (unsigned long long)hits,
+            (unsigned long long)misses,
+            hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
+            bytes / 1e6, stall * 1e3);
+    fprintf(out, "  NVMe tier: %llu reads (%s, %s), %llu retried, %llu continued after a short "
+            "read\n", (unsigned long long)ns->reads,
+            nvme_tier_uses_uring(t->nvme) ? "io_uring" : "pread pool",
+            nvme_tier_uses_direct(t->nvme) ? "O_DIRECT" : "buffered",
+            (unsigned long long)ns->retries, (unsigned long long)ns->short_reads);
+}
+
+static void tiered_destroy(expert_source *src)
+{
+    tiered *t = src->impl;
+    if (!t)
+        return;
+    nvme_tier_close(t->nvme);   /* drains reads still landing in the arena */
+    dram_arena_free(&t->arena);
+    expert_cache_free(&t->cache);
+    free(t->reads);
+    free(t->reserved);
+    free(t->reserved_keys);
+    free(t->stats);
+    free(t);
+    src->impl = NULL;
+}
+
+/* Reads every expert into the arena (the budget holds them all). */
+static int load_all(tiered *t, errbuf *e)
+{
+    const store *st = t->st;
+    progress p;
+    progress_begin(&p, t->log, "loading experts into DRAM",
+                   (uint64_t)st->n_blobs * st->layout.slot_bytes);
+    int n = 0, *slots = malloc((size_t)st->n_blobs * sizeof *slots);
+    if (!slots)
+        return err_set(e, "out of memory");
+    for (int l = 0; l < st->n_layers; l++)
+        for (int x = 0; x < st->n_experts; x++)
+            if (store_blob_at(st, l, x)->file != UINT32_MAX)
+                slots[n++] = pin_key(t, l, x);
+    nvme_tier_flush(t->nvme);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (!rc && settle(t, -1, slots[i], e))
+            rc = -1;
+        else if (!rc)
+            expert_cache_release(&t->cache, slots[i]);
+        progress_advance(&p, st->layout.slot_bytes);
+    }
+    progress_end(&p);
+    free(slots);
+    return rc;
+}
+
+int tiered_source_open(expert_source *out, const store *st, const tiered_options *o, errbuf *e)
+{
+    memset(out, 0, sizeof *out);
+    int n_keys = st->n_layers * st->n_experts;
+    if (o->dram_slots < 1)
+        return err_set(e, "the DRAM tier needs at least one expert slot");
+    int slots = o->dram_slots < st->n_blobs ? o->dram_slots : st->n_blobs;
+    tiered *t = calloc(1, sizeof *t);
+    if (!t)
+        return err_set(e, "out of memory");
+    out->impl = t;
+    out->name = "dram+nvme";
+    out->get = tiered_get;
+    out->put = tiered_put;
+    out->prefetch = tiered_prefetch;
+    out->print_stats = tiered_print_stats;
+    out->destroy = tiered_destroy;
+    t->st = st;
+    t->log = o->log;
+    t->max_reserved = slots;
+    cache_policy lru;
+    if (cache_policy_lru(&lru, slots)) {
+        tiered_destroy(out);
+        return err_set(e, "out of memory");
+    }
+    if (expert_cache_init(&t->cache, n_keys, slots, lru) ||
+        !(t->reads = calloc((size_t)slots, sizeof *t->reads)) ||
+        !(t->reserved = calloc((size_t)n_keys, 1)) ||
+        !(t->reserved_keys = malloc((size_t)slots * sizeof(int))) ||
+        !(t->stats = calloc((size_t)st->n_layers, sizeof *t->stats))) {
+        tiered_destroy(out);
+        return err_set(e, "out of memory");
+    }
+    if (dram_arena_alloc(&t->arena, (uint64_t)slots * st->layout.slot_bytes, o->numa, o->log, e) ||
+        nvme_tier_open(&t->nvme, st, &o->io, e)) {
+        tiered_destroy(out);
+        return -1;
+    }
+    nvme_tier_register(t->nvme, t->arena.base, t->arena.bytes, st->layout.slot_bytes);
+    if (slots == st->n_blobs && load_all(t, e)) {
+        tiered_destroy(out);
+        return -1;
+    }
+    memset(t->stats, 0, (size_t)st->n_layers * sizeof *t->stats);   /* count the run only */
+    return 0;
+}
+
+const tier_layer_stats *tiered_source_stats(const expert_source *s, int *n_layers)
+{
+    if (s->get != tiered_get)
+        return NULL;
+    const tiered *t = s->impl;
+    *n_layers = t->st->n_layers;
+    return t->stats;
+}

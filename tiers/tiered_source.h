@@ -1,0 +1,38 @@
+/* tiered_source: the expert_source that serves experts from the DRAM tier, with
+ * the NVMe tier (the expert store) behind it.
+ *
+ * The DRAM tier is a cache of `dram_slots` blobs. When it can hold every expert,
+ * they are all read at open (with progress) and the NVMe tier is not used again;
+ * otherwise a miss reads the blob into a slot chosen by the cache policy. A
+ * layer's experts are announced together (prefetch), so all its misses are in
+ * flight at once while the engine computes the experts already resident. Bytes
+ * are never changed on the way: logits do not depend on the budget. */
+#ifndef MOETIER_TIERED_SOURCE_H
+#define MOETIER_TIERED_SOURCE_H
+
+#include <stdio.h>
+
+#include "tiers/dram_tier.h"
+#include "tiers/expert_source.h"
+#include "tiers/nvme_tier.h"
+#include "tiers/store.h"
+
+typedef struct tier_layer_stats {
+    uint64_t hits, misses;      /* DRAM hits; misses read from NVMe */
+    uint64_t bytes_read;
+    double stall_seconds;       /* time the engine waited for NVMe reads */
+} tier_layer_stats;
+
+typedef struct tiered_options {
+    int dram_slots;
+    numa_policy numa;
+    nvme_options io;
+    FILE *log;                  /* progress and notices; NULL: silent */
+} tiered_options;
+
+/* Opens the source over an open store (which must outlive it). */
+int tiered_source_open(expert_source *out, const store *st, const tiered_options *o, errbuf *e);
+/* Statistics of a tiered source: [n_layers], NULL for other sources. */
+const tier_layer_stats *tiered_source_stats(const expert_source *s, int *n_layers);
+
+#endif
