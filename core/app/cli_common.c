@@ -149,13 +149,15 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         model_weights_close(&m->mw);
         return -1;
     }
-    tier_plan_print(&m->plan, stderr);
+    FILE *log = f->quiet ? NULL : stderr;
+    if (log)
+        tier_plan_print(&m->plan, log);
     m->print_stats = f->tiers.stats;
     if (m->plan.use_store) {
-        tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa, .log = stderr};
+        tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa, .log = log};
         nvme_options_default(&to.io);
         to.io.mode = f->tiers.io;
-        to.io.log = stderr;
+        to.io.log = log;
         if (nvme_fault_from_env(&to.io.fault, e) || tiered_source_open(&m->src, &m->st, &to, e)) {
             store_close(&m->st);
             model_weights_close(&m->mw);

@@ -27,6 +27,7 @@ typedef struct model_flags {
     int ctx;                /* -c; 0: min(4096, max_position_embeddings) */
     int chunk;              /* --chunk: prompt tokens per prefill step */
     tier_flags tiers;       /* --store, --dram-gb, --io, --numa, --stats */
+    int quiet;              /* no plan, progress or notices on stderr (library callers) */
 } model_flags;
 
 /* Prints the usage lines of the model and tier flags shared by run, logits and chat. */

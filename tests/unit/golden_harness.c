@@ -47,7 +47,7 @@ void golden_open(golden_run *g, const char *variant, int ctx, int chunk, int rec
         g->model_dir = g->golden_dir = NULL;
         cr_skip_test("testdata %s is absent (set MOETIER_TESTDATA to ../shared/testdata)", rel);
     }
-    model_flags f = {.dir = g->model_dir, .ctx = ctx, .chunk = chunk};
+    model_flags f = {.dir = g->model_dir, .ctx = ctx, .chunk = chunk, .quiet = 1};
     errbuf e;
     cr_assert_eq(cli_model_open(&g->m, &f, &e), 0, "open %s: %s", g->model_dir, e.msg);
     const model_config *c = &g->m.mw.cfg;

@@ -101,7 +101,7 @@ Test(cli, run_print_ids_is_golden_greedy)
 
 Test(cli, every_command_has_help)
 {
-    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize", "chat"};
+    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize", "chat", "convert"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         char *out, *err;
         int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
@@ -242,6 +242,88 @@ Test(cli, chat_two_turns_reuse_the_cache)
     cr_expect_gt(reused_second, 10, "the second turn must reuse the first one's prefix: %s", err);
     free(out);
     free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    size_t na, nb;
+    void *da = test_read_file(a, &na), *db = test_read_file(b, &nb);
+    int same = da && db && na == nb && memcmp(da, db, na) == 0;
+    free(da);
+    free(db);
+    return same;
+}
+
+Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("cli-store"), *out, *err;
+    char model[4200];
+    snprintf(model, sizeof model, "%s/model", tmp);
+    test_synth_tiny(model, "fp8");
+    cr_assert_eq(run(&out, &err, "%s convert -m %s", bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "complete: 96 experts") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* run again: nothing to do */
+    cr_assert_eq(run(&out, &err, "%s convert -m %s", bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "already a complete expert store") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s convert -m %s --check", bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "all 96 blobs") != NULL, "%s", err);
+    free(out);
+    free(err);
+
+    /* the default store is found by itself; a budget of 8 experts reads most from NVMe */
+    const char *ids = "5,17,300,2,999,45,8,8,600,12";
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/a.f32 --dram-gb 0.0000001",
+                     bin(), model, ids, tmp), 1, "an impossible budget must fail: %s", err);
+    cr_expect(strstr(err, "--dram-gb at least") != NULL, "%s", err);
+    free(out);
+    free(err);
+    char store_dir[4300];
+    snprintf(store_dir, sizeof store_dir, "%s/moetier-store", model);
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/a.f32 --dram-gb 0.001 --stats",
+                     bin(), model, ids, tmp), 0, "%s", err);
+    cr_expect(strstr(err, "placement plan") != NULL && strstr(err, "NVMe") != NULL, "%s", err);
+    cr_expect(strstr(err, "tier statistics") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* the same logits straight from the checkpoint (store moved away) */
+    char moved[4300];
+    snprintf(moved, sizeof moved, "%s/store-elsewhere", tmp);
+    cr_assert_eq(rename(store_dir, moved), 0);
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/b.f32", bin(), model, ids, tmp), 0,
+                 "%s", err);
+    free(out);
+    free(err);
+    char a[4300], b[4300];
+    snprintf(a, sizeof a, "%s/a.f32", tmp);
+    snprintf(b, sizeof b, "%s/b.f32", tmp);
+    cr_expect(files_equal(a, b), "logits from the store differ from the checkpoint's");
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s --store %s --dram-gb 0.001", bin(), model, moved),
+                 0, "%s", err);
+    cr_expect(strstr(out, "DRAM") != NULL && strstr(out, "of 96 experts") != NULL, "%s", out);
+    free(out);
+    free(err);
+
+    /* damage one blob: --check names it and exits 1 */
+    char data[4400];
+    snprintf(data, sizeof data, "%s/experts-00000.bin", moved);
+    FILE *f = fopen(data, "r+b");
+    cr_assert(f);
+    fseek(f, 70000, SEEK_SET);
+    fputc(0x5a ^ fgetc(f), f);
+    fclose(f);
+    cr_assert_eq(run(&out, &err, "%s convert -m %s -o %s --check", bin(), model, moved), 1, "%s",
+                 err);
+    cr_expect(strstr(err, "checksum mismatch") != NULL && strstr(err, "1 of 96") != NULL, "%s", err);
+    free(out);
+    free(err);
+    expect_failure(2, "--io", "%s logits -m %s --ids 1 -o /dev/null %s", model, "--io bogus");
+    expect_failure(2, "--dram-gb", "%s logits -m %s --ids 1 -o /dev/null %s", model, "--dram-gb -3");
     test_remove_tree(tmp);
     free(tmp);
 }

@@ -67,7 +67,7 @@ static void copying_put(expert_source *s, int layer, int expert)
 static void run_model(const char *dir, expert_source *src, float *logits, int *ids, int T, int steps)
 {
     cli_model m;
-    model_flags f = {.dir = dir, .ctx = 64, .chunk = 4};
+    model_flags f = {.dir = dir, .ctx = 64, .chunk = 4, .quiet = 1};
     errbuf e;
     cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
     if (src) {

@@ -29,7 +29,7 @@ static void check_family(const char *format, const char *const *sets, int n_sets
     o.tokenizer = 0;
     cr_assert_eq(synth_run(&o, &e), 0, "synth: %s", e.msg);
     cli_model m;
-    model_flags f = {.dir = dir, .ctx = 64, .chunk = 3};
+    model_flags f = {.dir = dir, .ctx = 64, .chunk = 3, .quiet = 1};
     cr_assert_eq(cli_model_open(&m, &f, &e), 0, "open: %s", e.msg);
     const model_config *c = &m.mw.cfg;
     int V = c->vocab_size, ids[T_FAM];

@@ -44,7 +44,7 @@ static void convert_store(const char *model, const char *out, uint64_t max_file,
 static int run_logits(const char *model, const tier_flags *tf, float *out, errbuf *err)
 {
     cli_model m;
-    model_flags f = {.dir = model, .ctx = 64, .chunk = 4};
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1};
     if (tf)
         f.tiers = *tf;
     if (cli_model_open(&m, &f, err))
