@@ -24,7 +24,7 @@ CFLAGS_BASE += $(if $(filter 1,$(WERROR)),-Werror,)
 SAN_ON := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SANFLAGS := $(if $(filter 1,$(SANITIZE)),$(SAN_ON))
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
-LDLIBS := -luring -lnuma -lcjson -lpcre2-8 -lxxhash -lm -pthread
+LDLIBS := -luring -lnuma -lhwloc -lcjson -lpcre2-8 -lxxhash -lm -pthread
 LDFLAGS := $(SANFLAGS)
 
 LIB_DIRS := core/base core/model core/engine core/text core/app tiers prefetch cpu_kernels

@@ -13,6 +13,8 @@
 typedef struct cpu_state {
     float *scratch;
     size_t scratch_n;
+    thread_pool *pool;
+    kernel_path path;
 } cpu_state;
 
 /* A growing scratch area; the engine sizes calls so this stays bounded. An
@@ -61,7 +63,9 @@ static void cpu_rmsnorm(backend *b, const float *x, int xs, const float *w, int 
 
 static void cpu_linear(backend *b, const linear_weight *w, const float *x, int T, float *y)
 {
-    linear_ref_forward(w, x, T, y, cpu_scratch(b, (size_t)w->cols));
+    cpu_state *s = b->impl;
+    float *scratch = cpu_scratch(b, linear_forward_scratch(w, T, thread_pool_size(s->pool)));
+    linear_forward(s->path, s->pool, w, x, T, y, scratch);
 }
 
 static void cpu_rope(backend *b, float *x, int T, int n_vec, int ts, int vs, int off, int dim,
@@ -74,14 +78,19 @@ static void cpu_rope(backend *b, float *x, int T, int n_vec, int ts, int vs, int
 static void cpu_ffn(backend *b, const linear_weight *gate, const linear_weight *up,
                     const linear_weight *down, const float *x, int T, float *out)
 {
+    cpu_state *s = b->impl;
     size_t inter = (size_t)gate->rows, n = (size_t)T * inter;
-    size_t maxc = (size_t)(gate->cols > down->cols ? gate->cols : down->cols);
-    float *g = cpu_scratch(b, 2 * n + maxc);
-    float *u = g + n, *row = u + n;
-    linear_ref_forward(gate, x, T, g, row);
-    linear_ref_forward(up, x, T, u, row);
+    int nt = thread_pool_size(s->pool);
+    size_t k1 = linear_forward_scratch(gate, T, nt), k2 = linear_forward_scratch(up, T, nt),
+           k3 = linear_forward_scratch(down, T, nt);
+    size_t k = k1 > k2 ? k1 : k2;
+    k = k > k3 ? k : k3;
+    float *g = cpu_scratch(b, 2 * n + k);
+    float *u = g + n, *scratch = u + n;
+    linear_forward(s->path, s->pool, gate, x, T, g, scratch);
+    linear_forward(s->path, s->pool, up, x, T, u, scratch);
     silu_mul_ref(g, u, n, g);
-    linear_ref_forward(down, g, T, out, row);
+    linear_forward(s->path, s->pool, down, g, T, out, scratch);
 }
 
 static void cpu_mla(backend *b, const mla_args *a)
@@ -144,8 +153,10 @@ static void cpu_copy(backend *b, float *dst, const float *src, size_t n)
 static void cpu_destroy(backend *b)
 {
     cpu_state *s = b->impl;
-    if (s)
+    if (s) {
         free(s->scratch);
+        thread_pool_destroy(s->pool);
+    }
     free(s);
     b->impl = NULL;
 }
@@ -169,10 +180,37 @@ static const backend_ops cpu_ops = {
     .destroy = cpu_destroy,
 };
 
-int cpu_backend_create(backend *b, errbuf *e)
+int cpu_backend_create_opts(backend *b, const cpu_options *o, errbuf *e)
 {
+    kernel_path path = o->path_set ? o->path : kernel_path_default();
+    if (!kernel_path_supported(path))
+        return err_set(e, "this CPU cannot run the %s kernels", kernel_path_name(path));
+    cpu_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return err_set(e, "out of memory");
+    s->path = path;
+    if (thread_pool_create(&s->pool, o->threads, e)) {
+        free(s);
+        return -1;
+    }
     b->name = "cpu";
     b->ops = &cpu_ops;
-    b->impl = calloc(1, sizeof(cpu_state));
-    return b->impl ? 0 : err_set(e, "out of memory");
+    b->impl = s;
+    return 0;
+}
+
+int cpu_backend_create(backend *b, errbuf *e)
+{
+    cpu_options o = {0};
+    return cpu_backend_create_opts(b, &o, e);
+}
+
+kernel_path cpu_backend_path(const backend *b)
+{
+    return ((const cpu_state *)b->impl)->path;
+}
+
+int cpu_backend_threads(const backend *b)
+{
+    return thread_pool_size(((const cpu_state *)b->impl)->pool);
 }

@@ -1,7 +1,8 @@
 /* cpu_backend: the backend interface implemented on the CPU in float32.
  *
- * Today every operation runs the scalar reference kernels; the AVX-512/AVX2
- * kernels and the thread pool slot in behind the same table. */
+ * Linear layers (dense, attention projections, experts, lm_head) run the
+ * fastest kernel path this CPU has (linear_kernels.h), split by rows over a
+ * pool of pinned threads; the other operations run the scalar reference. */
 #ifndef MOETIER_CPU_BACKEND_H
 #define MOETIER_CPU_BACKEND_H
 
@@ -11,6 +12,19 @@
 /* Largest T for which attention uses the absorbed (decode) form. */
 #define CPU_ABSORB_MAX_T 4
 
+#include "cpu_kernels/linear_kernels.h"
+
+typedef struct cpu_options {
+    int threads;                /* <= 0: one per core */
+    kernel_path path;           /* used when path_set; else kernel_path_default() */
+    int path_set;
+} cpu_options;
+
+/* Defaults: every core, the fastest kernel path (or MOETIER_KERNELS). */
 int cpu_backend_create(backend *b, errbuf *e);
+/* Fails when the requested kernel path is not supported by this CPU. */
+int cpu_backend_create_opts(backend *b, const cpu_options *o, errbuf *e);
+kernel_path cpu_backend_path(const backend *b);
+int cpu_backend_threads(const backend *b);
 
 #endif

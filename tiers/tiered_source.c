@@ -249,6 +249,11 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         return -1;
     }
     nvme_tier_register(t->nvme, t->arena.base, t->arena.bytes, st->layout.slot_bytes);
+    if (o->log)
+        fprintf(o->log, "DRAM tier: %d slots, %.3f GB, %s, %s; NVMe tier: %s, %s\n", slots,
+                t->arena.bytes / 1e9, t->arena.placement,
+                t->arena.locked ? "locked" : "not locked", nvme_tier_uses_uring(t->nvme) ?
+                "io_uring" : "pread pool", nvme_tier_uses_direct(t->nvme) ? "O_DIRECT" : "buffered");
     if (slots == st->n_blobs && load_all(t, e)) {
         tiered_destroy(out);
         return -1;

@@ -109,7 +109,10 @@ int cli_fail(const errbuf *e)
 void model_flags_usage(FILE *f)
 {
     fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
-          "  --chunk N            prompt tokens per prefill step (default 256)\n", f);
+          "  --chunk N            prompt tokens per prefill step (default 256)\n"
+          "  -t N                 CPU threads (default: one per core)\n"
+          "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
+          "                       this CPU runs)\n", f);
     fputs(tier_flags_usage, f);
 }
 
@@ -128,6 +131,22 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
     if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
         if (!(v = cli_value(argc, argv, i)) || cli_int(a, v, 1, 1 << 24, &f->ctx))
             return -1;
+        return 1;
+    }
+    if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        if (!(v = cli_value(argc, argv, i)) || cli_int(a, v, 1, 4096, &f->threads))
+            return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--kernels")) {
+        kernel_path kp;
+        if (!(v = cli_value(argc, argv, i)))
+            return -1;
+        if (kernel_path_parse(v, &kp)) {
+            fprintf(stderr, "moetier: --kernels expects scalar, avx2 or avx512, got '%s'\n", v);
+            return -1;
+        }
+        f->kernels = v;
         return 1;
     }
     if (!strcmp(a, "--chunk")) {
@@ -166,13 +185,21 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     } else {
         model_weights_expert_source(&m->mw, &m->src);
     }
-    if (cpu_backend_create(&m->be, e)) {
+    cpu_options co = {.threads = f->threads};
+    if (f->kernels) {
+        kernel_path_parse(f->kernels, &co.path);
+        co.path_set = 1;
+    }
+    if (cpu_backend_create_opts(&m->be, &co, e)) {
         if (m->src.destroy)
             m->src.destroy(&m->src);
         store_close(&m->st);
         model_weights_close(&m->mw);
         return -1;
     }
+    if (log)
+        fprintf(log, "CPU backend: %s kernels, %d thread%s\n", kernel_path_name(cpu_backend_path(&m->be)),
+                cpu_backend_threads(&m->be), cpu_backend_threads(&m->be) == 1 ? "" : "s");
     int ctx = f->ctx;
     if (ctx == 0)
         ctx = m->mw.cfg.max_position_embeddings < 4096 ? m->mw.cfg.max_position_embeddings : 4096;

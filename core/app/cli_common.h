@@ -28,6 +28,8 @@ typedef struct model_flags {
     int chunk;              /* --chunk: prompt tokens per prefill step */
     tier_flags tiers;       /* --store, --dram-gb, --io, --numa, --stats */
     int quiet;              /* no plan, progress or notices on stderr (library callers) */
+    int threads;            /* -t; 0: one per core */
+    const char *kernels;    /* --kernels scalar|avx2|avx512; NULL: the fastest */
 } model_flags;
 
 /* Prints the usage lines of the model and tier flags shared by run, logits and chat. */

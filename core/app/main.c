@@ -14,6 +14,7 @@ static const struct {
     {"logits", cmd_logits, "write the logits of one prefill as float32 [T, vocab]"},
     {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},
     {"convert", cmd_convert, "repack the routed experts into the expert store (--check verifies)"},
+    {"bench", cmd_bench, "CPU kernel benchmark against this machine's bandwidth (bench kernels)"},
     {"synth", cmd_synth, "write a random-weight checkpoint (k2-tiny, k2-slice, k2)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };

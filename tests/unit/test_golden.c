@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/engine/sampler.h"
+#include "cpu_kernels/linear_kernels.h"
 #include "golden_harness.h"
 
 #define T_PROMPT 24
@@ -149,3 +150,26 @@ Test(golden, int4_decode) { check_decode("int4"); }
 Test(golden, bf16_long, .timeout = 1200) { check_long("bf16"); }
 Test(golden, fp8_long, .timeout = 1200) { check_long("fp8"); }
 Test(golden, int4_long, .timeout = 1200) { check_long("int4"); }
+
+/* The same checks on every kernel path this CPU runs (the default above is the
+ * fastest): every path must meet the strict float32 profile on its own. */
+static void force_path(const char *path)
+{
+    kernel_path p;
+    cr_assert_eq(kernel_path_parse(path, &p), 0);
+    if (!kernel_path_supported(p))
+        cr_skip_test("this CPU cannot run the %s kernels", path);
+    setenv("MOETIER_KERNELS", path, 1);
+}
+
+#define PATH_TESTS(path)                                                                          \
+    Test(golden, bf16_prefill_##path) { force_path(#path); check_prefill("bf16", 256); }         \
+    Test(golden, fp8_prefill_##path) { force_path(#path); check_prefill("fp8", 256); }           \
+    Test(golden, int4_prefill_##path) { force_path(#path); check_prefill("int4", 256); }         \
+    Test(golden, bf16_decode_##path) { force_path(#path); check_decode("bf16"); }                \
+    Test(golden, fp8_decode_##path) { force_path(#path); check_decode("fp8"); }                  \
+    Test(golden, int4_decode_##path) { force_path(#path); check_decode("int4"); }
+
+PATH_TESTS(scalar)
+PATH_TESTS(avx2)
+PATH_TESTS(avx512)

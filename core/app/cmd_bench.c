@@ -1,0 +1,107 @@
+/* cmd_bench: `moetier bench kernels [--json] [options]`: the CPU expert-kernel
+ * benchmark (cpu_kernels/kernel_bench.h); --json prints one object per line. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "cpu_kernels/kernel_bench.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moetier bench kernels [--json] [--kernels PATH] [-t LIST] [--tokens LIST]\n"
+               "                             [--formats LIST] [--seconds S] [--set-gb G]\n"
+               "  Times the expert FFN at Kimi K2 shapes (7168 -> 2048 -> 7168) per format,\n"
+               "  thread count and token count, against the read bandwidth and FMA peak\n"
+               "  measured in the same run.\n"
+               "  --json          one JSON object per line (format, threads, tokens, gbps, gflops,\n"
+               "                  read_bw_gbps, ratio = gbps / read_bw_gbps, peak_gflops, ...)\n"
+               "  --kernels PATH  scalar, avx2 or avx512 (default: the fastest here)\n"
+               "  -t LIST         thread counts, e.g. 1,2 (default 1,2)\n"
+               "  --tokens LIST   tokens per expert call (default 1,4,256; <= 4 runs the k2\n"
+               "                  layer of 8 random experts, more runs one expert)\n"
+               "  --formats LIST  int4,fp8,bf16 (default all)\n"
+               "  --seconds S     time per measurement (default 1)\n"
+               "  --set-gb G      GB of distinct experts per format (default 1.5)\n");
+}
+
+static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
+{
+    *n = 0;
+    char *copy = strdup(s), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int v;
+        if (*n >= max || cli_int(flag, t, 1, 100000, &v)) {
+            free(copy);
+            if (*n >= max)
+                fprintf(stderr, "moetier: %s takes at most %d values\n", flag, max);
+            return -1;
+        }
+        out[(*n)++] = v;
+    }
+    free(copy);
+    if (*n == 0) {
+        fprintf(stderr, "moetier: %s is empty\n", flag);
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc < 2 || strcmp(argv[1], "kernels")) {
+        fprintf(stderr, "moetier bench: the benchmark to run is 'kernels'\n");
+        usage(stderr);
+        return 2;
+    }
+    kernel_bench_options o;
+    kernel_bench_defaults(&o);
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--json")) {
+            o.json = 1;
+        } else if (!strcmp(a, "--kernels")) {
+            if (!(v = cli_value(argc, argv, &i)))
+                return 2;
+            if (kernel_path_parse(v, &o.path)) {
+                fprintf(stderr, "moetier: --kernels expects scalar, avx2 or avx512, got '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.threads, &o.n_threads, 8))
+                return 2;
+        } else if (!strcmp(a, "--tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.tokens, &o.n_tokens, 8))
+                return 2;
+        } else if (!strcmp(a, "--formats")) {
+            if (!(v = cli_value(argc, argv, &i)))
+                return 2;
+            o.formats = v;
+        } else if (!strcmp(a, "--seconds") || !strcmp(a, "--set-gb")) {
+            float x;
+            if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &x))
+                return 2;
+            if (x <= 0) {
+                fprintf(stderr, "moetier: %s must be positive\n", a);
+                return 2;
+            }
+            if (!strcmp(a, "--seconds"))
+                o.seconds = x;
+            else
+                o.set_gb = x;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "moetier bench: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    errbuf e;
+    return kernel_bench_run(&o, &e) ? cli_fail(&e) : 0;
+}

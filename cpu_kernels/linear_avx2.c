@@ -1,0 +1,183 @@
+/* linear_avx2: the row kernels of linear_avx512.c for AVX2+FMA machines, eight
+ * lanes at a time; the same dequantization tricks, with scalar tails instead of
+ * masked loads. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/model/dtype.h"
+#include "linear_kernels.h"
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline))
+
+TGT INL float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+TGT INL __m256 load_plain8(weight_format fmt, const uint8_t *row, int c)
+{
+    if (fmt == WF_F32)
+        return _mm256_loadu_ps((const float *)row + c);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + c));
+    if (fmt == WF_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static float plain_one(weight_format fmt, const uint8_t *row, int c)
+{
+    if (fmt == WF_F32) {
+        float f;
+        memcpy(&f, row + (size_t)c * 4, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, row + (size_t)c * 2, 2);
+    return fmt == WF_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, size_t xs, int cols,
+                        const int nt, float *out)
+{
+    __m256 a0[4], a1[4];
+    for (int t = 0; t < nt; t++)
+        a0[t] = a1[t] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m256 w0 = load_plain8(fmt, row, c), w1 = load_plain8(fmt, row, c + 8);
+        for (int t = 0; t < nt; t++) {
+            a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + c), a0[t]);
+            a1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + c + 8), a1[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float s = hsum8(_mm256_add_ps(a0[t], a1[t]));
+        for (int k = c; k < cols; k++)
+            s += plain_one(fmt, row, k) * x[t * xs + (size_t)k];
+        out[t] = s;
+    }
+}
+
+TGT INL __m256 load_fp8_scaled8(const uint8_t *p, __m256 sv)
+{
+    __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    __m256i v = _mm256_slli_epi32(_mm256_cvtepu8_epi32(b), 24);
+    __m256i sign = _mm256_and_si256(v, _mm256_set1_epi32((int)0x80000000u));
+    __m256i mag = _mm256_srli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7f000000)), 4);
+    __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(mag), sv);
+    f = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(f), sign));
+    __m256 nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x07f00000)));
+    return _mm256_blendv_ps(f, _mm256_set1_ps(NAN), nan);
+}
+
+TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, const int nt,
+                      float *out)
+{
+    int cols = w->cols, bc = w->block_cols;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
+    const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+    __m256 a0[4], a1[4];
+    float tail[4] = {0, 0, 0, 0};
+    for (int t = 0; t < nt; t++)
+        a0[t] = a1[t] = _mm256_setzero_ps();
+    for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
+        int c1 = c0 + bc < cols ? c0 + bc : cols;
+        float s;
+        memcpy(&s, srow + b, 4);
+        int fold = fabsf(s) < 0x1p7f;
+        __m256 sv = _mm256_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
+        __m256 post = _mm256_set1_ps(fold ? 1.0f : s);
+        __m256 g0[4], g1[4];
+        for (int t = 0; t < nt; t++)
+            g0[t] = g1[t] = _mm256_setzero_ps();
+        int c = c0;
+        for (; c + 16 <= c1; c += 16) {
+            __m256 w0 = load_fp8_scaled8(row + c, sv), w1 = load_fp8_scaled8(row + c + 8, sv);
+            for (int t = 0; t < nt; t++) {
+                g0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + c), g0[t]);
+                g1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + c + 8), g1[t]);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            a0[t] = _mm256_fmadd_ps(g0[t], post, a0[t]);
+            a1[t] = _mm256_fmadd_ps(g1[t], post, a1[t]);
+            for (int k = c; k < c1; k++)
+                tail[t] += e4m3_to_f32(row[k]) * s * x[t * xs + (size_t)k];
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = hsum8(_mm256_add_ps(a0[t], a1[t])) + tail[t];
+}
+
+TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, const int nt,
+                       float *out)
+{
+    int cols = w->cols, gs = w->group_size, groups = cols / gs;
+    size_t xs = (size_t)cols;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4;
+    const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
+    const float *xp = p->x_perm + (size_t)t0 * xs;
+    const float *gsum = p->group_sum + (size_t)t0 * (size_t)groups;
+    const __m256i low = _mm256_set1_epi32(0xf);
+    __m256 a0[4], a1[4];
+    float corr[4] = {0, 0, 0, 0};
+    for (int t = 0; t < nt; t++)
+        a0[t] = a1[t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        float s = bf16_to_f32(srow[g]);
+        __m256 sv = _mm256_set1_ps(s);
+        for (int t = 0; t < nt; t++)
+            corr[t] += s * gsum[(size_t)t * (size_t)groups + (size_t)g];
+        for (int c = g * gs; c < (g + 1) * gs; c += 32) {
+            /* 16 bytes: elements 0..15 of the even half come from bytes 0..7 and 8..15 */
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c / 2 + 8 * h)));
+                __m256 lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), sv);
+                __m256 hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), sv);
+                for (int t = 0; t < nt; t++) {
+                    a0[t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xp + t * xs + c + 8 * h), a0[t]);
+                    a1[t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xp + t * xs + c + 16 + 8 * h), a1[t]);
+                }
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = hsum8(_mm256_add_ps(a0[t], a1[t])) - corr[t];
+}
+
+TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, const int nt,
+                  float *out)
+{
+    size_t xs = (size_t)w->cols;
+    switch (w->fmt) {
+    case WF_FP8_BLOCK: fp8_tile(w, r, p->x + (size_t)t0 * xs, xs, nt, out); break;
+    case WF_INT4_GROUP: int4_tile(w, r, p, t0, nt, out); break;
+    default:
+        plain_tile(w->fmt, (const uint8_t *)w->data + (size_t)r * xs * (w->fmt == WF_F32 ? 4 : 2),
+                   p->x + (size_t)t0 * xs, xs, w->cols, nt, out);
+    }
+}
+
+TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
+{
+    size_t R = (size_t)w->rows;
+    for (int r = r0; r < r1; r++)
+        for (int t0 = 0; t0 < p->T; t0 += 4) {
+            int nt = p->T - t0 < 4 ? p->T - t0 : 4;
+            float out[4];
+            switch (nt) {
+            case 4: tile(w, p, r, t0, 4, out); break;
+            case 3: tile(w, p, r, t0, 3, out); break;
+            case 2: tile(w, p, r, t0, 2, out); break;
+            default: tile(w, p, r, t0, 1, out); break;
+            }
+            for (int t = 0; t < nt; t++)
+                y[(size_t)(t0 + t) * R + (size_t)r] = out[t];
+        }
+}

@@ -1,0 +1,293 @@
+/* linear_avx512: row kernels for AVX-512 (F/BW/VL), float32 activations.
+ *
+ * Each weight row is read once per tile of up to 4 tokens and dequantized in
+ * registers: BF16 by a 16-bit shift, E4M3 by moving its exponent and mantissa
+ * into a float32's fields and multiplying by 2^120 (exact for normals and
+ * subnormals; NaN codes stay NaN), INT4 nibbles through a per-group table
+ * (x arrives with each 32-block split into even and odd elements, the nibble
+ * order of a packed word, so no shuffles are needed). Two accumulators per token
+ * keep the FMA chains short enough for memory speed at one token. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/model/dtype.h"
+#include "linear_kernels.h"
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline))
+
+TGT INL __mmask16 tail_mask(int n)
+{
+    return (__mmask16)((1u << n) - 1u);
+}
+
+TGT INL __m512 load_bf16(const uint16_t *p, __mmask16 m)
+{
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+TGT INL __m512 load_f16(const uint16_t *p, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
+/* 16 E4M3 codes times sv, where sv = block scale * 2^120 */
+TGT INL __m512 load_fp8_scaled(const uint8_t *p, __mmask16 m, __m512 sv)
+{
+    __m512i v = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p)), 24);
+    __m512i sign = _mm512_and_si512(v, _mm512_set1_epi32((int)0x80000000u));
+    __m512i mag = _mm512_srli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x7f000000)), 4);
+    __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(mag), sv);
+    f = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(f), sign));
+    __mmask16 nan = _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x07f00000));
+    return _mm512_mask_mov_ps(f, nan, _mm512_set1_ps(NAN));
+}
+
+/* ---- plain formats: F32, F16, BF16 ---- */
+
+TGT INL __m512 load_plain(weight_format fmt, const uint8_t *row, int c, __mmask16 m)
+{
+    if (fmt == WF_F32)
+        return _mm512_maskz_loadu_ps(m, (const float *)row + c);
+    if (fmt == WF_F16)
+        return load_f16((const uint16_t *)row + c, m);
+    return load_bf16((const uint16_t *)row + c, m);
+}
+
+TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, size_t xs, int cols,
+                        const int nt, float *out)
+{
+    __m512 a0[4], a1[4];
+    for (int t = 0; t < nt; t++)
+        a0[t] = a1[t] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 32 <= cols; c += 32) {
+        __m512 w0 = load_plain(fmt, row, c, 0xffff), w1 = load_plain(fmt, row, c + 16, 0xffff);
+        for (int t = 0; t < nt; t++) {
+            a0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * xs + c), a0[t]);
+            a1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * xs + c + 16), a1[t]);
+        }
+    }
+    for (; c < cols; c += 16) {
+        __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : tail_mask(cols - c);
+        __m512 w0 = load_plain(fmt, row, c, m);
+        for (int t = 0; t < nt; t++)
+            a0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), a0[t]);
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+}
+
+/* ---- FP8 128x128 blocks (any block width that is a multiple of 16) ---- */
+
+TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, const int nt,
+                      float *out)
+{
+    int cols = w->cols, bc = w->block_cols;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
+    const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+    __m512 a0[4], a1[4];
+    for (int t = 0; t < nt; t++)
+        a0[t] = a1[t] = _mm512_setzero_ps();
+    for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
+        int c1 = c0 + bc < cols ? c0 + bc : cols;
+        float s;
+        memcpy(&s, srow + b, 4);
+        /* fold 2^120 into the scale unless that would overflow */
+        int fold = fabsf(s) < 0x1p7f;
+        __m512 sv = _mm512_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
+        __m512 post = _mm512_set1_ps(fold ? 1.0f : s);
+        __m512 g0[4], g1[4];
+        for (int t = 0; t < nt; t++)
+            g0[t] = g1[t] = _mm512_setzero_ps();
+        int c = c0;
+        for (; c + 32 <= c1; c += 32) {
+            __m512 w0 = load_fp8_scaled(row + c, 0xffff, sv);
+            __m512 w1 = load_fp8_scaled(row + c + 16, 0xffff, sv);
+            for (int t = 0; t < nt; t++) {
+                g0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * xs + c), g0[t]);
+                g1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * xs + c + 16), g1[t]);
+            }
+        }
+        for (; c < c1; c += 16) {
+            __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
+            __m512 w0 = load_fp8_scaled(row + c, m, sv);
+            for (int t = 0; t < nt; t++)
+                g0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), g0[t]);
+        }
+        if (fold) {
+            for (int t = 0; t < nt; t++) {
+                a0[t] = _mm512_add_ps(a0[t], g0[t]);
+                a1[t] = _mm512_add_ps(a1[t], g1[t]);
+            }
+        } else {
+            for (int t = 0; t < nt; t++) {
+                a0[t] = _mm512_fmadd_ps(g0[t], post, a0[t]);
+                a1[t] = _mm512_fmadd_ps(g1[t], post, a1[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+}
+
+/* ---- INT4 groups (group size a multiple of 32, cols a multiple of 32) ----
+ * A 16-entry table per group holds (v - 8) * scale for every nibble v, so one
+ * vpermps turns 16 nibbles into exactly the reference's dequantized weights (the
+ * permute reads only the low 4 bits of each lane: no masking). */
+
+TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, const int nt,
+                       float *out)
+{
+    int cols = w->cols, gs = w->group_size, groups = cols / gs;
+    size_t xs = (size_t)cols;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4;
+    const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
+    const float *xp = p->x_perm + (size_t)t0 * xs;
+    const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    __m512 a0[4], a1[4];
+    float sbuf[16];
+    for (int t = 0; t < nt; t++)
+        a0[t] = a1[t] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        if (g % 16 == 0) {  /* 16 BF16 scales to float at once */
+            int n = groups - g < 16 ? groups - g : 16;
+            _mm512_storeu_ps(sbuf, load_bf16(srow + g, tail_mask(n)));
+        }
+        __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(sbuf[g % 16]));
+        for (int c = g * gs; c < (g + 1) * gs; c += 32) {
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
+            __m512 lo = _mm512_permutexvar_ps(v, tbl);
+            __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+            for (int t = 0; t < nt; t++) {
+                a0[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xp + t * xs + c), a0[t]);
+                a1[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp + t * xs + c + 16), a1[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+}
+
+/* ---- rows x token tiles ---- */
+
+TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, const int nt,
+                     float *out)
+{
+    size_t xs = (size_t)w->cols;
+    switch (w->fmt) {
+    case WF_FP8_BLOCK: fp8_tile(w, r, p->x + (size_t)t0 * xs, xs, nt, out); break;
+    case WF_INT4_GROUP: int4_tile(w, r, p, t0, nt, out); break;
+    default:
+        plain_tile(w->fmt, (const uint8_t *)w->data + (size_t)r * xs * (w->fmt == WF_F32 ? 4 : 2),
+                   p->x + (size_t)t0 * xs, xs, w->cols, nt, out);
+    }
+}
+
+/* Rows r0..r1 in token tiles of up to 4; `TILE` is a tile function taking a
+ * constant tile size, so each case below gets its own unrolled copy. */
+#define ROWS_BY_TILES(TILE)                                                              \
+    size_t R = (size_t)w->rows;                                                          \
+    for (int r = r0; r < r1; r++)                                                        \
+        for (int t0 = 0; t0 < p->T; t0 += 4) {                                           \
+            int nt = p->T - t0 < 4 ? p->T - t0 : 4;                                      \
+            float out[4];                                                                \
+            switch (nt) {                                                                \
+            case 4: TILE(w, p, r, t0, 4, out); break;                                    \
+            case 3: TILE(w, p, r, t0, 3, out); break;                                    \
+            case 2: TILE(w, p, r, t0, 2, out); break;                                    \
+            default: TILE(w, p, r, t0, 1, out); break;                                   \
+            }                                                                            \
+            for (int t = 0; t < nt; t++)                                                 \
+                y[(size_t)(t0 + t) * R + (size_t)r] = out[t];                            \
+        }
+
+/* ---- FP8 through byte tables (AVX512-VBMI) ----
+ * 64 codes at a time: two vpermi2b look up the high and low bytes of each
+ * magnitude's bf16 (exact: E4M3 is a subset of bf16, NaN stays NaN), the sign
+ * bit is merged in, and byte then word unpacking widens to float32. x arrives
+ * in the order the unpacking produces (linear_prepare), so no shuffles remain. */
+
+#define TGT_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")))
+
+TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int r, int t0,
+                               const int nt, float *out)
+{
+    int cols = w->cols, bc = w->block_cols;
+    size_t xs = (size_t)cols;
+    const float *x = p->x_perm + (size_t)t0 * xs;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
+    const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+    const uint8_t *tbl = fp8_bf16_table();
+    const __m512i hi0 = _mm512_loadu_si512(tbl), hi1 = _mm512_loadu_si512(tbl + 64);
+    const __m512i lo0 = _mm512_loadu_si512(tbl + 128), lo1 = _mm512_loadu_si512(tbl + 192);
+    const __m512i signbit = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    __m512 a0[4], a1[4];
+    for (int t = 0; t < nt; t++)
+        a0[t] = a1[t] = _mm512_setzero_ps();
+    for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
+        int c1 = c0 + bc < cols ? c0 + bc : cols;
+        float s;
+        memcpy(&s, srow + b, 4);
+        __m512 g0[4], g1[4];
+        for (int t = 0; t < nt; t++)
+            g0[t] = g1[t] = _mm512_setzero_ps();
+        int c = c0;
+        for (; c + 64 <= c1; c += 64) {
+            __m512i q = _mm512_loadu_si512(row + c);
+            __m512i hi = _mm512_permutex2var_epi8(hi0, q, hi1);
+            __m512i lo = _mm512_permutex2var_epi8(lo0, q, lo1);
+            hi = _mm512_ternarylogic_epi32(hi, q, signbit, 0xf8);     /* hi | (q & 0x80) */
+            __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
+            __m512 f0 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w0));
+            __m512 f1 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w0));
+            __m512 f2 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w1));
+            __m512 f3 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w1));
+            for (int t = 0; t < nt; t++) {
+                const float *xt = x + t * xs + c;
+                g0[t] = _mm512_fmadd_ps(f0, _mm512_loadu_ps(xt), g0[t]);
+                g1[t] = _mm512_fmadd_ps(f1, _mm512_loadu_ps(xt + 16), g1[t]);
+                g0[t] = _mm512_fmadd_ps(f2, _mm512_loadu_ps(xt + 32), g0[t]);
+                g1[t] = _mm512_fmadd_ps(f3, _mm512_loadu_ps(xt + 48), g1[t]);
+            }
+        }
+        /* a partial last block: the bit-trick path, x in natural order there */
+        __m512 sv = _mm512_set1_ps(fabsf(s) < 0x1p7f ? s * 0x1p120f : 0x1p120f);
+        float post = fabsf(s) < 0x1p7f ? 1.0f : s;
+        __m512 tail[4];
+        for (int t = 0; t < nt; t++)
+            tail[t] = _mm512_setzero_ps();
+        for (; c < c1; c += 16) {
+            __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
+            __m512 w0 = load_fp8_scaled(row + c, m, sv);
+            for (int t = 0; t < nt; t++)
+                tail[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), tail[t]);
+        }
+        __m512 svec = _mm512_set1_ps(s), pvec = _mm512_set1_ps(post);
+        for (int t = 0; t < nt; t++) {
+            a0[t] = _mm512_fmadd_ps(g0[t], svec, a0[t]);
+            a1[t] = _mm512_fmadd_ps(g1[t], svec, a1[t]);
+            a0[t] = _mm512_fmadd_ps(tail[t], pvec, a0[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+}
+
+TGT_VBMI static void rows_fp8_lut(const linear_weight *w, const linear_prep *p, float *y, int r0,
+                                  int r1)
+{
+    ROWS_BY_TILES(fp8_lut_tile)
+}
+
+TGT void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
+{
+    if (w->fmt == WF_FP8_BLOCK && p->fp8_lut) {
+        rows_fp8_lut(w, p, y, r0, r1);
+        return;
+    }
+    ROWS_BY_TILES(tile)
+}

@@ -1,0 +1,232 @@
+/* linear_kernels: path selection, per-call preparation and the row split over
+ * threads (see linear_kernels.h); the SIMD bodies are in linear_avx512.c and
+ * linear_avx2.c. */
+#include "linear_kernels.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/model/dtype.h"
+#include "linear_ref.h"
+
+static const char *const path_names[KPATH_COUNT] = {"scalar", "avx2", "avx512"};
+
+const char *kernel_path_name(kernel_path p)
+{
+    return p >= 0 && p < KPATH_COUNT ? path_names[p] : "?";
+}
+
+int kernel_path_parse(const char *s, kernel_path *out)
+{
+    for (int i = 0; i < KPATH_COUNT; i++)
+        if (!strcmp(s, path_names[i])) {
+            *out = (kernel_path)i;
+            return 0;
+        }
+    return -1;
+}
+
+int kernel_path_supported(kernel_path p)
+{
+    __builtin_cpu_init();
+    switch (p) {
+    case KPATH_SCALAR: return 1;
+    case KPATH_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case KPATH_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+    default: return 0;
+    }
+}
+
+kernel_path kernel_path_default(void)
+{
+    const char *env = getenv("MOETIER_KERNELS");
+    kernel_path p;
+    if (env && *env && kernel_path_parse(env, &p) == 0 && kernel_path_supported(p))
+        return p;
+    for (int i = KPATH_COUNT - 1; i > 0; i--)
+        if (kernel_path_supported((kernel_path)i))
+            return (kernel_path)i;
+    return KPATH_SCALAR;
+}
+
+int linear_simd_ok(const linear_weight *w)
+{
+    switch (w->fmt) {
+    case WF_F32:
+    case WF_F16:
+    case WF_BF16: return 1;
+    case WF_FP8_BLOCK: return w->block_cols % 16 == 0 && w->block_rows > 0;
+    case WF_INT4_GROUP: return w->cols % 32 == 0 && w->group_size % 32 == 0;
+    default: return 0;
+    }
+}
+
+int kernel_fp8_lut_supported(void)
+{
+    __builtin_cpu_init();
+    return kernel_path_supported(KPATH_AVX512) && __builtin_cpu_supports("avx512vbmi");
+}
+
+static uint8_t fp8_table[256];
+static pthread_once_t fp8_table_once = PTHREAD_ONCE_INIT;
+
+static void fp8_table_init(void)
+{
+    for (int i = 0; i < 128; i++) {
+        float f = e4m3_to_f32((uint8_t)i);  /* every E4M3 value is exact in bf16 */
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        uint16_t b = isnan(f) ? 0x7fc0 : (uint16_t)(u >> 16);
+        fp8_table[i] = (uint8_t)(b >> 8);
+        fp8_table[128 + i] = (uint8_t)b;
+    }
+}
+
+const uint8_t *fp8_bf16_table(void)
+{
+    pthread_once(&fp8_table_once, fp8_table_init);
+    return fp8_table;
+}
+
+size_t linear_prep_scratch(const linear_weight *w, int T)
+{
+    if (!linear_simd_ok(w))
+        return 0;
+    if (w->fmt == WF_INT4_GROUP)
+        return (size_t)T * (size_t)w->cols + (size_t)T * (size_t)(w->cols / w->group_size);
+    if (w->fmt == WF_FP8_BLOCK)
+        return (size_t)T * (size_t)w->cols;
+    return 0;
+}
+
+/* Each whole 32-block as its 16 even then its 16 odd elements (the nibble order
+ * of packed INT4 words); the rest as is. */
+static void split_even_odd(const float *x, int T, size_t cols, float *dst)
+{
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * cols;
+        float *dt = dst + (size_t)t * cols;
+        size_t b = 0;
+        for (; b + 32 <= cols; b += 32)
+            for (int i = 0; i < 16; i++) {
+                dt[b + (size_t)i] = xt[b + 2 * (size_t)i];
+                dt[b + 16 + (size_t)i] = xt[b + 2 * (size_t)i + 1];
+            }
+        for (; b < cols; b++)
+            dt[b] = xt[b];
+    }
+}
+
+/* Position within a 64-chunk of element e after the VBMI kernel's unpacking:
+ * unpack output k (0..3), 128-bit lane L, dword j holds element 16L + 4k + j. */
+static int fp8_lut_slot(int e)
+{
+    int L = e / 16, k = (e % 16) / 4, j = e % 4;
+    return k * 16 + 4 * L + j;
+}
+
+void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
+                    float *scratch, linear_prep *p)
+{
+    memset(p, 0, sizeof *p);
+    p->x = x;
+    p->T = T;
+    if (!linear_simd_ok(w) || path == KPATH_SCALAR)
+        return;
+    size_t cols = (size_t)w->cols;
+    if (w->fmt == WF_FP8_BLOCK) {
+        if (path != KPATH_AVX512 || !kernel_fp8_lut_supported() || w->block_cols % 64)
+            return;
+        fp8_bf16_table();
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * cols;
+            float *dt = scratch + (size_t)t * cols;
+            size_t c0 = 0;
+            for (; c0 < cols; c0 += (size_t)w->block_cols) {
+                size_t c1 = c0 + (size_t)w->block_cols < cols ? c0 + (size_t)w->block_cols : cols;
+                size_t c = c0;
+                for (; c + 64 <= c1; c += 64)
+                    for (int e = 0; e < 64; e++)
+                        dt[c + (size_t)fp8_lut_slot(e)] = xt[c + (size_t)e];
+                for (; c < c1; c++)
+                    dt[c] = xt[c];
+            }
+        }
+        p->x_perm = scratch;
+        p->fp8_lut = 1;
+        return;
+    }
+    if (w->fmt != WF_INT4_GROUP)
+        return;
+    size_t groups = cols / (size_t)w->group_size;
+    float *xp = scratch, *gs = scratch + (size_t)T * cols;
+    split_even_odd(x, T, cols, xp);
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * cols;
+        for (size_t g = 0; g < groups; g++) {
+            float s = 0;
+            for (size_t j = 0; j < (size_t)w->group_size; j++)
+                s += xt[g * (size_t)w->group_size + j];
+            gs[(size_t)t * groups + g] = 8.0f * s;
+        }
+    }
+    p->x_perm = xp;
+    p->group_sum = gs;
+}
+
+size_t linear_forward_scratch(const linear_weight *w, int T, int n_threads)
+{
+    /* the scalar path needs one dequantized row per thread */
+    return linear_prep_scratch(w, T) + (size_t)(n_threads > 0 ? n_threads : 1) * (size_t)w->cols;
+}
+
+typedef struct job {
+    kernel_path path;
+    const linear_weight *w;
+    linear_prep prep;
+    float *y;
+    float *row_bufs;
+} job;
+
+static void scalar_rows(const linear_weight *w, const float *x, int T, float *y, int r0, int r1,
+                        float *row)
+{
+    for (int r = r0; r < r1; r++) {
+        linear_ref_dequant_row(w, r, row);
+        for (int t = 0; t < T; t++)
+            y[(size_t)t * (size_t)w->rows + (size_t)r] =
+                dot_f32(row, x + (size_t)t * (size_t)w->cols, w->cols);
+    }
+}
+
+static void run_rows(void *ctx, int worker, int n_workers)
+{
+    job *j = ctx;
+    int r0, r1;
+    pool_split(j->w->rows, 4, worker, n_workers, &r0, &r1);
+    if (r0 >= r1)
+        return;
+    if (j->path == KPATH_AVX512)
+        linear_rows_avx512(j->w, &j->prep, j->y, r0, r1);
+    else if (j->path == KPATH_AVX2)
+        linear_rows_avx2(j->w, &j->prep, j->y, r0, r1);
+    else
+        scalar_rows(j->w, j->prep.x, j->prep.T, j->y, r0, r1,
+                    j->row_bufs + (size_t)worker * (size_t)j->w->cols);
+}
+
+void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
+                    int T, float *y, float *scratch)
+{
+    job j = {.path = linear_simd_ok(w) ? path : KPATH_SCALAR, .w = w, .y = y};
+    linear_prepare(j.path, w, x, T, scratch, &j.prep);
+    j.row_bufs = scratch + linear_prep_scratch(w, T);
+    if (pool && thread_pool_size(pool) > 1 && w->rows >= 8)
+        thread_pool_run(pool, run_rows, &j);
+    else
+        run_rows(&j, 0, 1);
+}

@@ -1,0 +1,66 @@
+/* linear_kernels: y = W x for every weight format, at memory speed.
+ *
+ * Three paths compute the same thing: the scalar reference (linear_ref.c),
+ * AVX2+FMA and AVX-512 (F/BW/VL), chosen at run time from what the CPU has
+ * (or forced: MOETIER_KERNELS=scalar|avx2|avx512, `--kernels`). Activations stay
+ * float32 on every path, weights are dequantized in registers straight from the
+ * checkpoint / store bytes: the paths differ from the reference only in the
+ * order of float32 additions.
+ *
+ * A SIMD kernel computes rows [r0, r1) of y for all T tokens, reading each
+ * weight row once per tile of up to 4 tokens (decode: 1-4 tokens, a bandwidth-
+ * bound GEMV). Layouts it cannot take (INT4 groups that are not whole 32-blocks,
+ * FP8 blocks narrower than a vector) go to the scalar reference. */
+#ifndef MOETIER_LINEAR_KERNELS_H
+#define MOETIER_LINEAR_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model/linear_weight.h"
+#include "thread_pool.h"
+
+typedef enum kernel_path { KPATH_SCALAR, KPATH_AVX2, KPATH_AVX512, KPATH_COUNT } kernel_path;
+
+const char *kernel_path_name(kernel_path p);
+int kernel_path_parse(const char *s, kernel_path *out);
+/* Whether this CPU can run path p. */
+int kernel_path_supported(kernel_path p);
+/* The fastest supported path, or MOETIER_KERNELS when set (and supported). */
+kernel_path kernel_path_default(void);
+
+/* Per-call preparation of x shared by every row (and every thread): INT4 wants
+ * x with each 32-block split into its even and odd elements (the nibble order of
+ * a packed word) and the per-group sums of x; the AVX-512 VBMI FP8 kernel wants
+ * each 64-column chunk of a scale block in the order its byte unpacking yields. */
+typedef struct linear_prep {
+    const float *x;             /* [T][cols] */
+    const float *x_perm;        /* [T][cols], or NULL when the kernel reads x as is */
+    const float *group_sum;     /* INT4: [T][cols / group] 8 * sum of x over the group */
+    int T;
+    int fp8_lut;                /* FP8: x_perm is in the VBMI order */
+} linear_prep;
+
+/* Whether the AVX-512 FP8 kernel can use byte-table lookups (AVX512-VBMI). */
+int kernel_fp8_lut_supported(void);
+/* bf16 bits of every E4M3 magnitude (index = code & 0x7f): high bytes at [0,128),
+ * low bytes at [128, 256). */
+const uint8_t *fp8_bf16_table(void);
+/* 1 when the SIMD paths take w, 0 when it goes to the scalar reference. */
+int linear_simd_ok(const linear_weight *w);
+/* floats of scratch linear_prepare needs for w and T tokens */
+size_t linear_prep_scratch(const linear_weight *w, int T);
+void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
+                    float *scratch, linear_prep *p);
+
+/* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w) */
+void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1);
+void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1);
+
+/* y = W x on path `path`, split by rows over the pool (NULL: this thread only).
+ * scratch: linear_forward_scratch(w, T) floats. */
+size_t linear_forward_scratch(const linear_weight *w, int T, int n_threads);
+void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
+                    int T, float *y, float *scratch);
+
+#endif

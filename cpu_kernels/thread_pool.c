@@ -1,0 +1,187 @@
+/* thread_pool: generation-counted fork/join over persistent workers (see thread_pool.h). */
+#include "thread_pool.h"
+
+#include <errno.h>
+#include <hwloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SPIN_ROUNDS 20000
+
+struct thread_pool {
+    int n;
+    pthread_t *threads;
+    hwloc_topology_t topo;
+    int have_topo, pinned;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done_cv;
+    atomic_uint generation;
+    atomic_int remaining;
+    atomic_int stop;
+    pool_fn fn;
+    void *ctx;
+};
+
+typedef struct worker_arg {
+    thread_pool *p;
+    int index;
+} worker_arg;
+
+static void pin_self(thread_pool *p, int index)
+{
+    if (!p->have_topo)
+        return;
+    int cores = hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_CORE);
+    if (cores < 1)
+        return;
+    hwloc_obj_t core = hwloc_get_obj_by_type(p->topo, HWLOC_OBJ_CORE, index % cores);
+    if (core && core->cpuset && hwloc_set_cpubind(p->topo, core->cpuset, HWLOC_CPUBIND_THREAD) != 0)
+        p->pinned = 0;
+}
+
+static void *worker_main(void *arg)
+{
+    worker_arg *w = arg;
+    thread_pool *p = w->p;
+    int index = w->index;
+    free(w);
+    pin_self(p, index);
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
+               !atomic_load(&p->stop) && spins < SPIN_ROUNDS)
+            spins++;
+        if (g == seen && !atomic_load(&p->stop)) {
+            pthread_mutex_lock(&p->mu);
+            while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->wake, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop))
+            return NULL;
+        seen = g;
+        p->fn(p->ctx, index, p->n);
+        if (atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+int thread_pool_create(thread_pool **out, int n_threads, errbuf *e)
+{
+    thread_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return err_set(e, "out of memory");
+    if (hwloc_topology_init(&p->topo) == 0 && hwloc_topology_load(p->topo) == 0)
+        p->have_topo = 1;
+    if (n_threads <= 0) {
+        int cores = p->have_topo ? hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_CORE) : 0;
+        n_threads = cores > 0 ? cores : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        if (n_threads < 1)
+            n_threads = 1;
+    }
+    p->n = n_threads;
+    p->pinned = p->have_topo;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    if (!p->threads) {
+        thread_pool_destroy(p);
+        return err_set(e, "out of memory");
+    }
+    /* the calling thread (worker 0) is left to the scheduler: threads it starts
+     * later (I/O) inherit its affinity */
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *w = malloc(sizeof *w);
+        if (!w) {
+            p->n = i;
+            thread_pool_destroy(p);
+            return err_set(e, "out of memory");
+        }
+        w->p = p;
+        w->index = i;
+        if (pthread_create(&p->threads[i], NULL, worker_main, w) != 0) {
+            free(w);
+            p->n = i;
+            thread_pool_destroy(p);
+            return err_set(e, "cannot start worker thread %d of %d: %s", i, n_threads,
+                           strerror(errno));
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void thread_pool_run(thread_pool *p, pool_fn fn, void *ctx)
+{
+    if (p->n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store(&p->remaining, p->n - 1);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    fn(ctx, 0, p->n);
+    int spins = 0;
+    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0 && spins < SPIN_ROUNDS)
+        spins++;
+    if (atomic_load(&p->remaining) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->remaining) > 0)
+            pthread_cond_wait(&p->done_cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+void thread_pool_destroy(thread_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stop, 1);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n; i++)
+        if (p->threads && p->threads[i])
+            pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    if (p->have_topo)
+        hwloc_topology_destroy(p->topo);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done_cv);
+    free(p);
+}
+
+int thread_pool_size(const thread_pool *p)
+{
+    return p->n;
+}
+
+int thread_pool_pinned(const thread_pool *p)
+{
+    return p->pinned && p->n > 1;
+}
+
+void pool_split(int n, int align, int worker, int n_workers, int *begin, int *end)
+{
+    if (align < 1)
+        align = 1;
+    int units = (n + align - 1) / align;
+    int b = (int)((long long)units * worker / n_workers) * align;
+    int en = (int)((long long)units * (worker + 1) / n_workers) * align;
+    *begin = b < n ? b : n;
+    *end = en < n ? en : n;
+}

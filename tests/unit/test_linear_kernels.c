@@ -1,0 +1,219 @@
+/* Every SIMD kernel path against the scalar reference (linear_ref.c) on random
+ * weights and activations: every weight format, odd shapes, partial FP8 blocks
+ * at both edges, INT4 group sizes 32 and 64, 1..9 tokens (whole and partial
+ * token tiles), 1..3 threads, and shapes the SIMD paths hand to the reference.
+ * The bound is relative to sum |w x| of each output: only the order of float32
+ * additions may differ. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/model/dtype.h"
+#include "cpu_kernels/linear_kernels.h"
+#include "cpu_kernels/linear_ref.h"
+
+static uint64_t rng = 88172645463325252ull;
+
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+
+static float frand(void)
+{
+    return (float)((int)(rnd() % 20001) - 10000) / 10000.0f;
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
+typedef struct owned {
+    linear_weight w;
+    void *data, *scale;
+} owned;
+
+/* A random weight of the format; E4M3 codes cover every value but NaN. */
+static owned make_weight(weight_format fmt, int rows, int cols, int blk, int gs)
+{
+    owned o = {.w = {.fmt = fmt, .rows = rows, .cols = cols}};
+    size_t n = (size_t)rows * (size_t)cols;
+    switch (fmt) {
+    case WF_F32: {
+        float *d = malloc(n * 4);
+        for (size_t i = 0; i < n; i++)
+            d[i] = frand();
+        o.data = d;
+        break;
+    }
+    case WF_F16:
+    case WF_BF16: {
+        uint16_t *d = malloc(n * 2);
+        for (size_t i = 0; i < n; i++)
+            d[i] = fmt == WF_BF16 ? to_bf16(frand()) : (uint16_t)(rnd() & 0x3bff); /* |v| < 1 */
+        o.data = d;
+        break;
+    }
+    case WF_FP8_BLOCK: {
+        uint8_t *d = malloc(n);
+        for (size_t i = 0; i < n; i++) {
+            uint8_t q = (uint8_t)rnd();
+            d[i] = (q & 0x7f) == 0x7f ? (uint8_t)(q - 1) : q;
+        }
+        int sr = (rows + blk - 1) / blk, sc = (cols + blk - 1) / blk;
+        float *s = malloc((size_t)sr * (size_t)sc * 4);
+        for (int i = 0; i < sr * sc; i++)   /* include scales too large to fold 2^120 into */
+            s[i] = i % 7 == 3 ? 300.0f * frand() : 0.001f * (1.0f + frand());
+        o.data = d;
+        o.scale = s;
+        o.w.block_rows = o.w.block_cols = blk;
+        o.w.scale_cols = sc;
+        break;
+    }
+    case WF_INT4_GROUP: {
+        int words = (cols + 7) / 8, sc = (cols + gs - 1) / gs;
+        uint32_t *d = malloc((size_t)rows * (size_t)words * 4);
+        for (size_t i = 0; i < (size_t)rows * (size_t)words; i++)
+            d[i] = rnd() << 16 ^ rnd();
+        uint16_t *s = malloc((size_t)rows * (size_t)sc * 2);
+        for (int i = 0; i < rows * sc; i++)
+            s[i] = to_bf16(0.02f * frand());
+        o.data = d;
+        o.scale = s;
+        o.w.group_size = gs;
+        o.w.row_words = words;
+        o.w.scale_cols = sc;
+        break;
+    }
+    default: break;
+    }
+    o.w.data = o.data;
+    o.w.scale = o.scale;
+    return o;
+}
+
+/* sum over columns of |w x|, from the reference dequantization */
+static void abs_bounds(const linear_weight *w, const float *x, int T, float *bound)
+{
+    float *row = malloc((size_t)w->cols * sizeof *row);
+    for (int r = 0; r < w->rows; r++) {
+        linear_ref_dequant_row(w, r, row);
+        for (int t = 0; t < T; t++) {
+            double s = 0;
+            for (int c = 0; c < w->cols; c++)
+                s += fabs((double)row[c] * x[(size_t)t * w->cols + c]);
+            bound[(size_t)t * w->rows + r] = (float)s;
+        }
+    }
+    free(row);
+}
+
+static void check_case(kernel_path path, weight_format fmt, int rows, int cols, int blk, int gs,
+                       int T, thread_pool *pool)
+{
+    owned o = make_weight(fmt, rows, cols, blk, gs);
+    float *x = malloc((size_t)T * cols * sizeof *x);
+    for (int i = 0; i < T * cols; i++)
+        x[i] = frand();
+    size_t ny = (size_t)T * rows;
+    float *ref = malloc(ny * 4), *got = malloc(ny * 4), *bound = malloc(ny * 4);
+    float *row = malloc((size_t)cols * 4);
+    linear_ref_forward(&o.w, x, T, ref, row);
+    abs_bounds(&o.w, x, T, bound);
+    int nt = pool ? thread_pool_size(pool) : 1;
+    float *scratch = malloc(linear_forward_scratch(&o.w, T, nt) * 4 + 4);
+    for (size_t i = 0; i < ny; i++)
+        got[i] = NAN;
+    linear_forward(path, pool, &o.w, x, T, got, scratch);
+    for (size_t i = 0; i < ny; i++) {
+        float tol = 2e-6f * bound[i] + 1e-30f;
+        if (!(fabsf(got[i] - ref[i]) <= tol))
+            cr_assert_fail("%s %s %dx%d blk %d gs %d T %d threads %d: y[%zu] = %.9g, reference "
+                           "%.9g (bound %.3g)", kernel_path_name(path), weight_format_name(fmt),
+                           rows, cols, blk, gs, T, nt, i, got[i], ref[i], tol);
+    }
+    free(x);
+    free(ref);
+    free(got);
+    free(bound);
+    free(row);
+    free(scratch);
+    free(o.data);
+    free(o.scale);
+}
+
+Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
+{
+    thread_pool *pools[3] = {NULL, NULL, NULL};
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pools[1], 2, &e), 0, "%s", e.msg);
+    cr_assert_eq(thread_pool_create(&pools[2], 3, &e), 0, "%s", e.msg);
+    struct { weight_format fmt; int rows, cols, blk, gs; } shapes[] = {
+        {WF_F32, 37, 61, 0, 0},       {WF_F32, 64, 256, 0, 0},
+        {WF_BF16, 33, 7, 0, 0},       {WF_BF16, 65, 300, 0, 0},   {WF_BF16, 128, 512, 0, 0},
+        {WF_F16, 19, 45, 0, 0},       {WF_F16, 64, 128, 0, 0},
+        {WF_FP8_BLOCK, 130, 300, 128, 0}, {WF_FP8_BLOCK, 256, 256, 128, 0},
+        {WF_FP8_BLOCK, 50, 70, 16, 0},    {WF_FP8_BLOCK, 40, 100, 24, 0},  /* 24: reference path */
+        {WF_INT4_GROUP, 45, 256, 0, 32},  {WF_INT4_GROUP, 64, 512, 0, 64},
+        {WF_INT4_GROUP, 17, 96, 0, 32},   {WF_INT4_GROUP, 20, 100, 0, 20}, /* reference path */
+    };
+    int tokens[] = {1, 2, 3, 4, 5, 9};
+    for (int p = 0; p < KPATH_COUNT; p++) {
+        if (!kernel_path_supported((kernel_path)p)) {
+            cr_log_info("%s kernels not supported here: not tested", kernel_path_name(p));
+            continue;
+        }
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (size_t t = 0; t < sizeof tokens / sizeof *tokens; t++)
+                check_case((kernel_path)p, shapes[s].fmt, shapes[s].rows, shapes[s].cols,
+                           shapes[s].blk, shapes[s].gs, tokens[t], pools[(s + t) % 3]);
+    }
+    thread_pool_destroy(pools[1]);
+    thread_pool_destroy(pools[2]);
+}
+
+Test(linear_kernels, fp8_nan_codes_stay_nan)
+{
+    for (int p = 0; p < KPATH_COUNT; p++) {
+        if (!kernel_path_supported((kernel_path)p))
+            continue;
+        owned o = make_weight(WF_FP8_BLOCK, 4, 128, 128, 0);
+        ((uint8_t *)o.data)[128 + 77] = 0x7f;    /* row 1 */
+        ((uint8_t *)o.data)[384 + 5] = 0xff;     /* row 3 */
+        float x[128], y[4], scratch[1024];
+        for (int i = 0; i < 128; i++)
+            x[i] = frand();
+        linear_forward((kernel_path)p, NULL, &o.w, x, 1, y, scratch);
+        cr_expect(!isnan(y[0]) && isnan(y[1]) && !isnan(y[2]) && isnan(y[3]),
+                  "%s: NaN codes must give NaN rows, others finite", kernel_path_name(p));
+        free(o.data);
+        free(o.scale);
+    }
+}
+
+Test(linear_kernels, pool_split_covers_every_row_once)
+{
+    for (int n = 0; n < 50; n++)
+        for (int workers = 1; workers <= 5; workers++)
+            for (int align = 1; align <= 8; align *= 2) {
+                int covered = 0, prev_end = 0;
+                for (int w = 0; w < workers; w++) {
+                    int b, en;
+                    pool_split(n, align, w, workers, &b, &en);
+                    cr_assert(b == prev_end || b >= en, "gap or overlap at worker %d", w);
+                    if (en > b) {
+                        covered += en - b;
+                        prev_end = en;
+                    }
+                }
+                cr_assert_eq(covered, n, "n %d workers %d align %d", n, workers, align);
+            }
+}
