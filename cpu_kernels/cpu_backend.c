@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "linear_ref.h"
-#include "mla_ref.h"
+#include "mla_cpu.h"
 #include "ops_ref.h"
 #include "router_ref.h"
 
@@ -95,10 +95,9 @@ static void cpu_ffn(backend *b, const linear_weight *gate, const linear_weight *
 
 static void cpu_mla(backend *b, const mla_args *a)
 {
-    if (a->T <= CPU_ABSORB_MAX_T)
-        mla_ref_absorbed(a, cpu_scratch(b, mla_ref_absorbed_scratch(a)));
-    else
-        mla_ref_naive(a, cpu_scratch(b, mla_ref_naive_scratch(a)));
+    cpu_state *s = b->impl;
+    int absorbed = a->T <= CPU_ABSORB_MAX_T, nt = thread_pool_size(s->pool);
+    mla_cpu(s->path, s->pool, a, absorbed, cpu_scratch(b, mla_cpu_scratch(a, absorbed, nt)));
 }
 
 static void cpu_route(backend *b, const route_params *p, const float *logits, const float *bias,

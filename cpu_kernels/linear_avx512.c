@@ -291,3 +291,49 @@ TGT void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float 
     }
     ROWS_BY_TILES(tile)
 }
+
+/* ---- whole rows to float32, in natural order (attention's kv_b) ---- */
+
+TGT void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out)
+{
+    int cols = w->cols;
+    for (int r = r0; r < r0 + n; r++) {
+        float *o = out + (size_t)(r - r0) * (size_t)cols;
+        if (w->fmt == WF_INT4_GROUP) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4;
+            const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
+            const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+            const __m512i even = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            const __m512i odd = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            for (int c = 0; c < cols; c += 32) {
+                __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16_to_f32(srow[c / w->group_size])));
+                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
+                __m512 lo = _mm512_permutexvar_ps(v, tbl);
+                __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+                _mm512_storeu_ps(o + c, _mm512_permutex2var_ps(lo, even, hi));
+                _mm512_storeu_ps(o + c + 16, _mm512_permutex2var_ps(lo, odd, hi));
+            }
+        } else if (w->fmt == WF_FP8_BLOCK) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
+            const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+            for (int c0 = 0, b = 0; c0 < cols; c0 += w->block_cols, b++) {
+                int c1 = c0 + w->block_cols < cols ? c0 + w->block_cols : cols;
+                float s;
+                memcpy(&s, srow + b, 4);
+                int fold = fabsf(s) < 0x1p7f;
+                __m512 sv = _mm512_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
+                __m512 post = _mm512_set1_ps(fold ? 1.0f : s);
+                for (int c = c0; c < c1; c += 16) {
+                    __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
+                    _mm512_mask_storeu_ps(o + c, m, _mm512_mul_ps(load_fp8_scaled(row + c, m, sv), post));
+                }
+            }
+        } else {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols * (w->fmt == WF_F32 ? 4 : 2);
+            for (int c = 0; c < cols; c += 16) {
+                __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : tail_mask(cols - c);
+                _mm512_mask_storeu_ps(o + c, m, load_plain(w->fmt, row, c, m));
+            }
+        }
+    }
+}

@@ -230,3 +230,13 @@ void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w,
     else
         run_rows(&j, 0, 1);
 }
+
+void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n, float *out)
+{
+    if (path == KPATH_AVX512 && linear_simd_ok(w)) {
+        dequant_rows_avx512(w, r0, n, out);
+        return;
+    }
+    for (int r = r0; r < r0 + n; r++)
+        linear_ref_dequant_row(w, r, out + (size_t)(r - r0) * (size_t)w->cols);
+}

@@ -57,6 +57,10 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
 void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1);
 void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1);
 
+/* rows [r0, r0 + n) of W as float32 [n][cols], exactly the reference's values */
+void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out);
+void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n, float *out);
+
 /* y = W x on path `path`, split by rows over the pool (NULL: this thread only).
  * scratch: linear_forward_scratch(w, T) floats. */
 size_t linear_forward_scratch(const linear_weight *w, int T, int n_threads);

@@ -11,6 +11,7 @@
 #include "core/engine/rope_freq.h"
 #include "core/model/dtype.h"
 #include "cpu_kernels/linear_ref.h"
+#include "cpu_kernels/mla_cpu.h"
 #include "cpu_kernels/mla_ref.h"
 #include "cpu_kernels/ops_ref.h"
 #include "cpu_kernels/router_ref.h"
@@ -344,4 +345,57 @@ Test(ops_ref, rmsnorm_and_silu)
     silu_mul_ref(g, u, 2, s);
     cr_expect_float_eq(s[0], 0.0f, 1e-7);
     cr_expect_float_eq(s[1], 2 / (1 + expf(-2)) * 3, 1e-6);
+}
+
+/* The threaded SIMD MLA (both forms, every path, 1 and 3 threads) against the
+ * reference forms on random caches. */
+Test(mla_cpu, matches_reference_on_every_path)
+{
+    const int cases[][6] = {
+        {4, 32, 16, 32, 64, 0}, {3, 16, 8, 24, 40, 7}, {5, 8, 4, 8, 12, 30}, {1, 5, 2, 3, 9, 1},
+    };
+    thread_pool *pool3;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool3, 3, &e), 0, "%s", e.msg);
+    for (int path = 0; path < KPATH_COUNT; path++) {
+        if (!kernel_path_supported((kernel_path)path))
+            continue;
+        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+            for (int T = 1; T <= 6; T++)
+                for (int absorbed = 0; absorbed < 2; absorbed++) {
+                    int H = cases[ci][0], nope = cases[ci][1], rope = cases[ci][2], v = cases[ci][3];
+                    int C = cases[ci][4], pos0 = cases[ci][5], S = pos0 + T;
+                    test_weight kvb;
+                    make_bf16(&kvb, H * (nope + v), C);
+                    float *cache = malloc((size_t)S * (C + rope) * sizeof(float));
+                    float *q = malloc((size_t)T * H * (nope + rope) * sizeof(float));
+                    for (int i = 0; i < S * (C + rope); i++)
+                        cache[i] = frand();
+                    for (int i = 0; i < T * H * (nope + rope); i++)
+                        q[i] = frand();
+                    float *o1 = malloc((size_t)T * H * v * sizeof(float));
+                    float *o2 = malloc((size_t)T * H * v * sizeof(float));
+                    mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = cache, .kv_b = &kvb.w,
+                                  .H = H, .nope = nope, .rope = rope, .v = v, .kv_lora = C,
+                                  .scale = 0.3f, .out = o1};
+                    float *s1 = malloc(mla_ref_naive_scratch(&a) * sizeof(float));
+                    mla_ref_naive(&a, s1);
+                    a.out = o2;
+                    thread_pool *pool = T % 2 ? pool3 : NULL;
+                    float *s2 = malloc(mla_cpu_scratch(&a, absorbed, 3) * sizeof(float));
+                    mla_cpu((kernel_path)path, pool, &a, absorbed, s2);
+                    for (int i = 0; i < T * H * v; i++)
+                        cr_assert_float_eq(o1[i], o2[i], 1e-4, "%s case %zu T %d absorbed %d: "
+                                           "out[%d] %g vs %g", kernel_path_name(path), ci, T,
+                                           absorbed, i, o1[i], o2[i]);
+                    free(s1);
+                    free(s2);
+                    free(o1);
+                    free(o2);
+                    free(q);
+                    free(cache);
+                    free_weight(&kvb);
+                }
+    }
+    thread_pool_destroy(pool3);
 }

@@ -217,3 +217,37 @@ Test(linear_kernels, pool_split_covers_every_row_once)
                 cr_assert_eq(covered, n, "n %d workers %d align %d", n, workers, align);
             }
 }
+
+Test(linear_kernels, dequant_rows_match_the_reference_exactly)
+{
+    struct { weight_format fmt; int rows, cols, blk, gs; } shapes[] = {
+        {WF_BF16, 9, 45, 0, 0}, {WF_F32, 5, 33, 0, 0}, {WF_F16, 4, 20, 0, 0},
+        {WF_FP8_BLOCK, 260, 300, 128, 0}, {WF_INT4_GROUP, 12, 128, 0, 32},
+        {WF_INT4_GROUP, 6, 192, 0, 64},
+    };
+    for (int p = 0; p < KPATH_COUNT; p++) {
+        if (!kernel_path_supported((kernel_path)p))
+            continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            owned o = make_weight(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
+                                  shapes[s].gs);
+            int r0 = shapes[s].fmt == WF_FP8_BLOCK ? 128 : 2, n = shapes[s].rows - r0;
+            float *got = malloc((size_t)n * o.w.cols * 4), *want = malloc((size_t)o.w.cols * 4);
+            linear_dequant_rows((kernel_path)p, &o.w, r0, n, got);
+            for (int r = 0; r < n; r++) {
+                linear_ref_dequant_row(&o.w, r0 + r, want);
+                for (int c = 0; c < o.w.cols; c++) {
+                    cr_assert(got[(size_t)r * o.w.cols + c] == want[c] ||
+                                  (isnan(want[c]) && isnan(got[(size_t)r * o.w.cols + c])),
+                              "%s %s row %d col %d: %g vs %g", kernel_path_name(p),
+                              weight_format_name(o.w.fmt), r0 + r, c,
+                              got[(size_t)r * o.w.cols + c], want[c]);
+                }
+            }
+            free(got);
+            free(want);
+            free(o.data);
+            free(o.scale);
+        }
+    }
+}
