@@ -116,7 +116,7 @@ __attribute__((target("avx512f"))) static float fma_avx512(long iters)
     for (int k = 0; k < 12; k++)
         a[k] = _mm512_set1_ps((float)k);
     for (long i = 0; i < iters; i++)
-        for (int k = 0; k < 12; k++)
+        _Pragma("GCC unroll 12") for (int k = 0; k < 12; k++)
             a[k] = _mm512_fmadd_ps(a[k], m, c);
     __m512 s = a[0];
     for (int k = 1; k < 12; k++)
@@ -130,7 +130,7 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters)
     for (int k = 0; k < 12; k++)
         a[k] = _mm256_set1_ps((float)k);
     for (long i = 0; i < iters; i++)
-        for (int k = 0; k < 12; k++)
+        _Pragma("GCC unroll 12") for (int k = 0; k < 12; k++)
             a[k] = _mm256_fmadd_ps(a[k], m, c);
     __m256 s = a[0];
     for (int k = 1; k < 12; k++)

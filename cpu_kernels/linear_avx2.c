@@ -11,6 +11,9 @@
 
 #define TGT __attribute__((target("avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline))
+/* small constant loops over tokens and rows must become straight-line code so
+ * their accumulators stay in registers */
+#define UNROLL _Pragma("GCC unroll 8")
 
 TGT INL float hsum8(__m256 v)
 {
@@ -46,16 +49,19 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
                         const int nt, float *out)
 {
     __m256 a0[4], a1[4];
+    UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm256_setzero_ps();
     int c = 0;
     for (; c + 16 <= cols; c += 16) {
         __m256 w0 = load_plain8(fmt, row, c), w1 = load_plain8(fmt, row, c + 8);
+        UNROLL
         for (int t = 0; t < nt; t++) {
             a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + c), a0[t]);
             a1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + c + 8), a1[t]);
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++) {
         float s = hsum8(_mm256_add_ps(a0[t], a1[t]));
         for (int k = c; k < cols; k++)
@@ -84,6 +90,7 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
     const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
     __m256 a0[4], a1[4];
     float tail[4] = {0, 0, 0, 0};
+    UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm256_setzero_ps();
     for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
@@ -94,16 +101,19 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
         __m256 sv = _mm256_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
         __m256 post = _mm256_set1_ps(fold ? 1.0f : s);
         __m256 g0[4], g1[4];
+        UNROLL
         for (int t = 0; t < nt; t++)
             g0[t] = g1[t] = _mm256_setzero_ps();
         int c = c0;
         for (; c + 16 <= c1; c += 16) {
             __m256 w0 = load_fp8_scaled8(row + c, sv), w1 = load_fp8_scaled8(row + c + 8, sv);
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 g0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + c), g0[t]);
                 g1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + c + 8), g1[t]);
             }
         }
+        UNROLL
         for (int t = 0; t < nt; t++) {
             a0[t] = _mm256_fmadd_ps(g0[t], post, a0[t]);
             a1[t] = _mm256_fmadd_ps(g1[t], post, a1[t]);
@@ -111,6 +121,7 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
                 tail[t] += e4m3_to_f32(row[k]) * s * x[t * xs + (size_t)k];
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = hsum8(_mm256_add_ps(a0[t], a1[t])) + tail[t];
 }
@@ -127,11 +138,13 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
     const __m256i low = _mm256_set1_epi32(0xf);
     __m256 a0[4], a1[4];
     float corr[4] = {0, 0, 0, 0};
+    UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
         float s = bf16_to_f32(srow[g]);
         __m256 sv = _mm256_set1_ps(s);
+        UNROLL
         for (int t = 0; t < nt; t++)
             corr[t] += s * gsum[(size_t)t * (size_t)groups + (size_t)g];
         for (int c = g * gs; c < (g + 1) * gs; c += 32) {
@@ -140,6 +153,7 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
                 __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c / 2 + 8 * h)));
                 __m256 lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), sv);
                 __m256 hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), sv);
+                UNROLL
                 for (int t = 0; t < nt; t++) {
                     a0[t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xp + t * xs + c + 8 * h), a0[t]);
                     a1[t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xp + t * xs + c + 16 + 8 * h), a1[t]);
@@ -147,6 +161,7 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
             }
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = hsum8(_mm256_add_ps(a0[t], a1[t])) - corr[t];
 }
@@ -164,13 +179,14 @@ TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, c
     }
 }
 
-TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
+TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
+                          float *work)
 {
     size_t R = (size_t)w->rows;
     for (int r = r0; r < r1; r++)
         for (int t0 = 0; t0 < p->T; t0 += 4) {
             int nt = p->T - t0 < 4 ? p->T - t0 : 4;
-            float out[4];
+            float out[4] = {0, 0, 0, 0};
             switch (nt) {
             case 4: tile(w, p, r, t0, 4, out); break;
             case 3: tile(w, p, r, t0, 3, out); break;

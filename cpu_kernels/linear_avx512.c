@@ -17,6 +17,9 @@
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline))
+/* small constant loops over tokens and rows must become straight-line code so
+ * their accumulators stay in registers */
+#define UNROLL _Pragma("GCC unroll 8")
 
 TGT INL __mmask16 tail_mask(int n)
 {
@@ -61,11 +64,13 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
                         const int nt, float *out)
 {
     __m512 a0[4], a1[4];
+    UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
     int c = 0;
     for (; c + 32 <= cols; c += 32) {
         __m512 w0 = load_plain(fmt, row, c, 0xffff), w1 = load_plain(fmt, row, c + 16, 0xffff);
+        UNROLL
         for (int t = 0; t < nt; t++) {
             a0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * xs + c), a0[t]);
             a1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * xs + c + 16), a1[t]);
@@ -74,9 +79,11 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
     for (; c < cols; c += 16) {
         __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : tail_mask(cols - c);
         __m512 w0 = load_plain(fmt, row, c, m);
+        UNROLL
         for (int t = 0; t < nt; t++)
             a0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), a0[t]);
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
 }
@@ -90,6 +97,7 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
     const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
     __m512 a0[4], a1[4];
+    UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
     for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
@@ -101,12 +109,14 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
         __m512 sv = _mm512_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
         __m512 post = _mm512_set1_ps(fold ? 1.0f : s);
         __m512 g0[4], g1[4];
+        UNROLL
         for (int t = 0; t < nt; t++)
             g0[t] = g1[t] = _mm512_setzero_ps();
         int c = c0;
         for (; c + 32 <= c1; c += 32) {
             __m512 w0 = load_fp8_scaled(row + c, 0xffff, sv);
             __m512 w1 = load_fp8_scaled(row + c + 16, 0xffff, sv);
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 g0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * xs + c), g0[t]);
                 g1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * xs + c + 16), g1[t]);
@@ -115,21 +125,25 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
         for (; c < c1; c += 16) {
             __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
             __m512 w0 = load_fp8_scaled(row + c, m, sv);
+            UNROLL
             for (int t = 0; t < nt; t++)
                 g0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), g0[t]);
         }
         if (fold) {
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 a0[t] = _mm512_add_ps(a0[t], g0[t]);
                 a1[t] = _mm512_add_ps(a1[t], g1[t]);
             }
         } else {
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 a0[t] = _mm512_fmadd_ps(g0[t], post, a0[t]);
                 a1[t] = _mm512_fmadd_ps(g1[t], post, a1[t]);
             }
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
 }
@@ -150,6 +164,7 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
     const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     __m512 a0[4], a1[4];
     float sbuf[16];
+    UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
@@ -162,12 +177,14 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
             __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
             __m512 lo = _mm512_permutexvar_ps(v, tbl);
             __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 a0[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xp + t * xs + c), a0[t]);
                 a1[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp + t * xs + c + 16), a1[t]);
             }
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
 }
@@ -226,6 +243,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
     const __m512i lo0 = _mm512_loadu_si512(tbl + 128), lo1 = _mm512_loadu_si512(tbl + 192);
     const __m512i signbit = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
     __m512 a0[4], a1[4];
+    UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
     for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
@@ -233,6 +251,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
         float s;
         memcpy(&s, srow + b, 4);
         __m512 g0[4], g1[4];
+        UNROLL
         for (int t = 0; t < nt; t++)
             g0[t] = g1[t] = _mm512_setzero_ps();
         int c = c0;
@@ -246,6 +265,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
             __m512 f1 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w0));
             __m512 f2 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w1));
             __m512 f3 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w1));
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 const float *xt = x + t * xs + c;
                 g0[t] = _mm512_fmadd_ps(f0, _mm512_loadu_ps(xt), g0[t]);
@@ -258,21 +278,25 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
         __m512 sv = _mm512_set1_ps(fabsf(s) < 0x1p7f ? s * 0x1p120f : 0x1p120f);
         float post = fabsf(s) < 0x1p7f ? 1.0f : s;
         __m512 tail[4];
+        UNROLL
         for (int t = 0; t < nt; t++)
             tail[t] = _mm512_setzero_ps();
         for (; c < c1; c += 16) {
             __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
             __m512 w0 = load_fp8_scaled(row + c, m, sv);
+            UNROLL
             for (int t = 0; t < nt; t++)
                 tail[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), tail[t]);
         }
         __m512 svec = _mm512_set1_ps(s), pvec = _mm512_set1_ps(post);
+        UNROLL
         for (int t = 0; t < nt; t++) {
             a0[t] = _mm512_fmadd_ps(g0[t], svec, a0[t]);
             a1[t] = _mm512_fmadd_ps(g1[t], svec, a1[t]);
             a0[t] = _mm512_fmadd_ps(tail[t], pvec, a0[t]);
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
 }
@@ -283,8 +307,98 @@ TGT_VBMI static void rows_fp8_lut(const linear_weight *w, const linear_prep *p, 
     ROWS_BY_TILES(fp8_lut_tile)
 }
 
-TGT void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
+/* ---- many tokens (prefill): a float32 GEMM. Weights are dequantized a panel
+ * of NR rows x KC columns at a time and transposed, so a 64-row slice of one
+ * column is four vectors; the microkernel keeps MT tokens x 64 rows in 24
+ * accumulators and multiplies by broadcast activations: 24 FMAs per 10 loads,
+ * no horizontal sums. y accumulates over column chunks in place. ---- */
+
+#define NR 64
+#define MT 6
+#define KC 256
+
+TGT static void dequant_range(const linear_weight *w, int r0, int n, int c0, int c1, float *out,
+                              size_t ld);
+
+TGT INL void gemm_tile(const float *wt, const float *const *xr, int kc, float *const *yr,
+                       __mmask16 const *mask, int first)
 {
+    __m512 acc[MT][4];
+    UNROLL
+    for (int t = 0; t < MT; t++)
+        UNROLL
+        for (int v = 0; v < 4; v++)
+            acc[t][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], yr[t] + 16 * v);
+    for (int k = 0; k < kc; k++) {
+        const float *wk = wt + (size_t)k * NR;
+        __m512 w0 = _mm512_load_ps(wk), w1 = _mm512_load_ps(wk + 16);
+        __m512 w2 = _mm512_load_ps(wk + 32), w3 = _mm512_load_ps(wk + 48);
+        UNROLL
+        for (int t = 0; t < MT; t++) {
+            __m512 xb = _mm512_set1_ps(xr[t][k]);
+            acc[t][0] = _mm512_fmadd_ps(w0, xb, acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(w1, xb, acc[t][1]);
+            acc[t][2] = _mm512_fmadd_ps(w2, xb, acc[t][2]);
+            acc[t][3] = _mm512_fmadd_ps(w3, xb, acc[t][3]);
+        }
+    }
+    UNROLL
+    for (int t = 0; t < MT; t++)
+        UNROLL
+        for (int v = 0; v < 4; v++)
+            _mm512_mask_storeu_ps(yr[t] + 16 * v, mask[v], acc[t][v]);
+}
+
+TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
+                             float *work)
+{
+    int cols = w->cols, T = p->T;
+    size_t R = (size_t)w->rows;
+    float *wc = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [NR][KC] */
+    float *wt = wc + (size_t)NR * KC;                                   /* [KC][NR] */
+    float scratch_row[MT][NR] = {{0}};   /* where missing tokens' sums go */
+    for (int r = r0; r < r1; r += NR) {
+        int nr = r1 - r < NR ? r1 - r : NR;
+        __mmask16 mask[4];
+        for (int v = 0; v < 4; v++) {
+            int left = nr - 16 * v;
+            mask[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? tail_mask(left) : 0;
+        }
+        for (int c0 = 0; c0 < cols; c0 += KC) {
+            int kc = cols - c0 < KC ? cols - c0 : KC;
+            dequant_range(w, r, nr, c0, c0 + kc, wc, KC);
+            for (int k = 0; k < kc; k++)
+                for (int i = 0; i < NR; i++)
+                    wt[(size_t)k * NR + (size_t)i] = i < nr ? wc[(size_t)i * KC + (size_t)k] : 0.0f;
+            for (int t0 = 0; t0 < T; t0 += MT) {
+                int ntk = T - t0 < MT ? T - t0 : MT;
+                const float *xr[MT];
+                float *yr[MT];
+                for (int t = 0; t < MT; t++) {
+                    /* missing tokens read token t0 and write to scratch */
+                    xr[t] = p->x + (size_t)(t0 + (t < ntk ? t : 0)) * (size_t)cols + c0;
+                    yr[t] = t < ntk ? y + (size_t)(t0 + t) * R + (size_t)r : scratch_row[t];
+                }
+                gemm_tile(wt, xr, kc, yr, mask, c0 == 0);
+            }
+        }
+    }
+}
+
+size_t linear_batched_work(int cols, int T)
+{
+    (void)cols;
+    (void)T;
+    return 2 * (size_t)NR * KC + 16;
+}
+
+TGT void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
+                            float *work)
+{
+    if (p->T >= LINEAR_BATCHED_MIN_T) {
+        batched_rows(w, p, y, r0, r1, work);
+        return;
+    }
     if (w->fmt == WF_FP8_BLOCK && p->fp8_lut) {
         rows_fp8_lut(w, p, y, r0, r1);
         return;
@@ -292,20 +406,23 @@ TGT void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float 
     ROWS_BY_TILES(tile)
 }
 
-/* ---- whole rows to float32, in natural order (attention's kv_b) ---- */
+/* ---- rows to float32, in natural order (attention's kv_b, batched blocks) ---- */
 
-TGT void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out)
+/* Columns [c0, c1) of rows [r0, r0 + n) into out[i * ld + (c - c0)]; c0 must be
+ * a multiple of 32 (INT4: of the group size) so no group or block is cut. */
+TGT static void dequant_range(const linear_weight *w, int r0, int n, int c0, int c1, float *out,
+                              size_t ld)
 {
     int cols = w->cols;
     for (int r = r0; r < r0 + n; r++) {
-        float *o = out + (size_t)(r - r0) * (size_t)cols;
+        float *o = out + (size_t)(r - r0) * ld - c0;
         if (w->fmt == WF_INT4_GROUP) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4;
             const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
             const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
             const __m512i even = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
             const __m512i odd = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-            for (int c = 0; c < cols; c += 32) {
+            for (int c = c0; c < c1; c += 32) {
                 __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16_to_f32(srow[c / w->group_size])));
                 __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
                 __m512 lo = _mm512_permutexvar_ps(v, tbl);
@@ -316,24 +433,26 @@ TGT void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out)
         } else if (w->fmt == WF_FP8_BLOCK) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
             const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
-            for (int c0 = 0, b = 0; c0 < cols; c0 += w->block_cols, b++) {
-                int c1 = c0 + w->block_cols < cols ? c0 + w->block_cols : cols;
+            for (int c = c0; c < c1; c += 16) {     /* 16 columns never cross a block */
                 float s;
-                memcpy(&s, srow + b, 4);
+                memcpy(&s, srow + c / w->block_cols, 4);
                 int fold = fabsf(s) < 0x1p7f;
                 __m512 sv = _mm512_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
                 __m512 post = _mm512_set1_ps(fold ? 1.0f : s);
-                for (int c = c0; c < c1; c += 16) {
-                    __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
-                    _mm512_mask_storeu_ps(o + c, m, _mm512_mul_ps(load_fp8_scaled(row + c, m, sv), post));
-                }
+                __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
+                _mm512_mask_storeu_ps(o + c, m, _mm512_mul_ps(load_fp8_scaled(row + c, m, sv), post));
             }
         } else {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols * (w->fmt == WF_F32 ? 4 : 2);
-            for (int c = 0; c < cols; c += 16) {
-                __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : tail_mask(cols - c);
+            for (int c = c0; c < c1; c += 16) {
+                __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
                 _mm512_mask_storeu_ps(o + c, m, load_plain(w->fmt, row, c, m));
             }
         }
     }
+}
+
+TGT void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out)
+{
+    dequant_range(w, r0, n, 0, w->cols, out, (size_t)w->cols);
 }

@@ -178,10 +178,18 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
     p->group_sum = gs;
 }
 
+static size_t work_floats(const linear_weight *w, int T)
+{
+    size_t b = linear_batched_work(w->cols, T);
+    return b > (size_t)w->cols ? b : (size_t)w->cols;
+}
+
 size_t linear_forward_scratch(const linear_weight *w, int T, int n_threads)
 {
-    /* the scalar path needs one dequantized row per thread */
-    return linear_prep_scratch(w, T) + (size_t)(n_threads > 0 ? n_threads : 1) * (size_t)w->cols;
+    /* per thread: a dequantized row (scalar) or row block and partial sums
+     * (batched AVX-512) */
+    return linear_prep_scratch(w, T) +
+           (size_t)(n_threads > 0 ? n_threads : 1) * work_floats(w, T);
 }
 
 typedef struct job {
@@ -210,13 +218,13 @@ static void run_rows(void *ctx, int worker, int n_workers)
     pool_split(j->w->rows, 4, worker, n_workers, &r0, &r1);
     if (r0 >= r1)
         return;
+    float *work = j->row_bufs + (size_t)worker * work_floats(j->w, j->prep.T);
     if (j->path == KPATH_AVX512)
-        linear_rows_avx512(j->w, &j->prep, j->y, r0, r1);
+        linear_rows_avx512(j->w, &j->prep, j->y, r0, r1, work);
     else if (j->path == KPATH_AVX2)
-        linear_rows_avx2(j->w, &j->prep, j->y, r0, r1);
+        linear_rows_avx2(j->w, &j->prep, j->y, r0, r1, work);
     else
-        scalar_rows(j->w, j->prep.x, j->prep.T, j->y, r0, r1,
-                    j->row_bufs + (size_t)worker * (size_t)j->w->cols);
+        scalar_rows(j->w, j->prep.x, j->prep.T, j->y, r0, r1, work);
 }
 
 void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,

@@ -53,9 +53,17 @@ size_t linear_prep_scratch(const linear_weight *w, int T);
 void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
                     float *scratch, linear_prep *p);
 
-/* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w) */
-void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1);
-void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1);
+/* From this many tokens on, the AVX-512 path dequantizes blocks of rows once and
+ * runs a register-blocked float32 product (prefill); below, token tiles of 4. */
+#define LINEAR_BATCHED_MIN_T 8
+/* floats of per-thread work the batched AVX-512 rows need */
+size_t linear_batched_work(int cols, int T);
+/* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w); work: the
+ * calling worker's linear_batched_work (or cols) floats */
+void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
+                        float *work);
+void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
+                      float *work);
 
 /* rows [r0, r0 + n) of W as float32 [n][cols], exactly the reference's values */
 void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out);

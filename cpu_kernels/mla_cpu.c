@@ -11,13 +11,23 @@ static const float *cache_row(const mla_args *a, int s)
     return a->kv_cache + (size_t)s * (size_t)(a->kv_lora + a->rope);
 }
 
-/* floats one worker needs */
+/* The float32 view of one head's dequantized kv_b rows. */
+static linear_weight head_weight(const mla_args *a, const float *W)
+{
+    linear_weight wf = {.fmt = WF_F32, .rows = a->nope + a->v, .cols = a->kv_lora, .data = W};
+    return wf;
+}
+
+/* floats one worker needs: the head's rows, scores, three latent-sized vectors
+ * (absorbed), or the expanded keys/values and the linear kernels' scratch */
 static size_t worker_floats(const mla_args *a, int absorbed)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, kvw = (size_t)(a->nope + a->v);
     size_t n = kvw * C + S + 3 * C;
-    if (!absorbed)
-        n += S * kvw;
+    if (!absorbed) {
+        linear_weight wf = head_weight(a, NULL);
+        n += S * kvw + linear_forward_scratch(&wf, (int)S, 1);
+    }
     return n;
 }
 
@@ -66,14 +76,14 @@ static void absorbed_head(const mla_job *j, int h, float *W, float *p, float *qa
     }
 }
 
-static void expanded_head(const mla_job *j, int h, float *W, float *p, float *kv, float *row)
+static void expanded_head(const mla_job *j, int h, float *W, float *p, float *kv, float *lin_scratch)
 {
     const mla_args *a = j->a;
     int S = a->pos0 + a->T, C = a->kv_lora, qk = a->nope + a->rope, H = a->H;
     int kvw = a->nope + a->v;
     /* kv[s][r] = W[r] . latent_s: a float32 product through the linear kernels */
-    linear_weight wf = {.fmt = WF_F32, .rows = kvw, .cols = C, .data = W};
-    linear_forward(j->path, NULL, &wf, j->latents, S, kv, row);
+    linear_weight wf = head_weight(a, W);
+    linear_forward(j->path, NULL, &wf, j->latents, S, kv, lin_scratch);
     for (int t = 0; t < a->T; t++) {
         int n = a->pos0 + t + 1;
         const float *q = a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk;
@@ -109,7 +119,7 @@ static void run_heads(void *ctx, int worker, int n_workers)
         if (j->absorbed)
             absorbed_head(j, h, W, p, b1, b2);
         else
-            expanded_head(j, h, W, p, b3 + C, b1);
+            expanded_head(j, h, W, p, b3 + C, b3 + C + S * (size_t)kvw);
     }
 }
 
