@@ -2,6 +2,7 @@
  * logits and nothing on stdout, `run --print-ids` ends stdout with the greedy ids,
  * every command has --help, and bad arguments fail with a clear message. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,7 +102,7 @@ Test(cli, run_print_ids_is_golden_greedy)
 
 Test(cli, every_command_has_help)
 {
-    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize", "chat", "convert"};
+    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize", "chat", "convert", "bench"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         char *out, *err;
         int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
@@ -326,4 +327,34 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     expect_failure(2, "--dram-gb", "%s logits -m %s --ids 1 -o /dev/null %s", model, "--dram-gb -3");
     test_remove_tree(tmp);
     free(tmp);
+}
+
+/* `bench kernels --json` is a scripting interface: one object per line with the
+ * documented fields, ratio = gbps / read_bw_gbps. */
+Test(cli, bench_kernels_json_lines, .timeout = 120)
+{
+    char *out, *err;
+    cr_assert_eq(run(&out, &err, "%s bench kernels --json --formats bf16,int4 -t 1 --tokens 1,8 "
+                     "--seconds 0.05 --set-gb 0.05", bin()), 0, "%s", err);
+    int lines = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        const char *keys[] = {"\"format\":", "\"threads\":1", "\"tokens\":", "\"gbps\":",
+                              "\"gflops\":", "\"read_bw_gbps\":", "\"ratio\":", "\"peak_gflops\":"};
+        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+            cr_expect(strstr(line, keys[k]) != NULL, "line '%s' lacks %s", line, keys[k]);
+        double gbps = 0, bw = 0, ratio = 0;
+        char *p = strstr(line, "\"gbps\":"), *q = strstr(line, "\"read_bw_gbps\":"),
+             *r = strstr(line, "\"ratio\":");
+        if (p && q && r) {
+            gbps = atof(p + 7);
+            bw = atof(q + 15);
+            ratio = atof(r + 8);
+            cr_expect(gbps > 0 && bw > 0 && fabs(ratio - gbps / bw) < 1e-6 * (1 + ratio),
+                      "ratio %g is not gbps %g / read_bw %g", ratio, gbps, bw);
+        }
+    }
+    cr_expect_eq(lines, 4, "expected 2 formats x 2 token counts, got %d lines: %s", lines, out);
+    free(out);
+    free(err);
+    expect_failure(2, "--kernels", "%s %s kernels --kernels %s", "bench", "avx9");
 }
