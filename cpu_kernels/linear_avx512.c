@@ -349,6 +349,39 @@ TGT INL void gemm_tile(const float *wt, const float *const *xr, int kc, float *c
             _mm512_mask_storeu_ps(yr[t] + 16 * v, mask[v], acc[t][v]);
 }
 
+/* dst[c * ld_dst + i] = src[i * ld_src + c] for a 16 x 16 block: unpack pairs of
+ * rows, shuffle quads, then gather 128-bit lanes across the four row groups. */
+TGT INL void transpose16(const float *src, size_t ld_src, float *dst, size_t ld_dst)
+{
+    __m512 r[16], t[16], u[16];
+    UNROLL
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_ps(src + (size_t)i * ld_src);
+    UNROLL
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    UNROLL
+    for (int i = 0; i < 4; i++) {   /* u[4i + j], lane L: rows 4i..4i+3 of column 4L + j */
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        __m512 s0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+        __m512 s1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+        __m512 s2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 s3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+        _mm512_storeu_ps(dst + (size_t)(j)*ld_dst, _mm512_shuffle_f32x4(s0, s2, 0x88));
+        _mm512_storeu_ps(dst + (size_t)(4 + j) * ld_dst, _mm512_shuffle_f32x4(s1, s3, 0x88));
+        _mm512_storeu_ps(dst + (size_t)(8 + j) * ld_dst, _mm512_shuffle_f32x4(s0, s2, 0xdd));
+        _mm512_storeu_ps(dst + (size_t)(12 + j) * ld_dst, _mm512_shuffle_f32x4(s1, s3, 0xdd));
+    }
+}
+
 TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
                              float *work)
 {
@@ -357,6 +390,7 @@ TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float
     float *wc = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [NR][KC] */
     float *wt = wc + (size_t)NR * KC;                                   /* [KC][NR] */
     float scratch_row[MT][NR] = {{0}};   /* where missing tokens' sums go */
+    memset(wc, 0, (size_t)NR * KC * sizeof *wc);  /* rows past a short panel stay zero */
     for (int r = r0; r < r1; r += NR) {
         int nr = r1 - r < NR ? r1 - r : NR;
         __mmask16 mask[4];
@@ -367,9 +401,10 @@ TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float
         for (int c0 = 0; c0 < cols; c0 += KC) {
             int kc = cols - c0 < KC ? cols - c0 : KC;
             dequant_range(w, r, nr, c0, c0 + kc, wc, KC);
-            for (int k = 0; k < kc; k++)
-                for (int i = 0; i < NR; i++)
-                    wt[(size_t)k * NR + (size_t)i] = i < nr ? wc[(size_t)i * KC + (size_t)k] : 0.0f;
+            for (int g = 0; g < NR / 16; g++)
+                for (int kb = 0; kb < kc; kb += 16)
+                    transpose16(wc + (size_t)g * 16 * KC + (size_t)kb, KC, wt + (size_t)kb * NR + 16 * (size_t)g,
+                                NR);
             for (int t0 = 0; t0 < T; t0 += MT) {
                 int ntk = T - t0 < MT ? T - t0 : MT;
                 const float *xr[MT];

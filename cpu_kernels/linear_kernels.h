@@ -55,7 +55,7 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
 
 /* From this many tokens on, the AVX-512 path dequantizes blocks of rows once and
  * runs a register-blocked float32 product (prefill); below, token tiles of 4. */
-#define LINEAR_BATCHED_MIN_T 8
+#define LINEAR_BATCHED_MIN_T 16
 /* floats of per-thread work the batched AVX-512 rows need */
 size_t linear_batched_work(int cols, int T);
 /* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w); work: the

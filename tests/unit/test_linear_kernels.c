@@ -1,6 +1,6 @@
 /* Every SIMD kernel path against the scalar reference (linear_ref.c) on random
  * weights and activations: every weight format, odd shapes, partial FP8 blocks
- * at both edges, INT4 group sizes 32 and 64, 1..9 tokens (whole and partial
+ * at both edges, INT4 group sizes 32 and 64, 1..23 tokens (whole and partial
  * token tiles), 1..3 threads, and shapes the SIMD paths hand to the reference.
  * The bound is relative to sum |w x| of each output: only the order of float32
  * additions may differ. */
@@ -165,7 +165,7 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
         {WF_INT4_GROUP, 45, 256, 0, 32},  {WF_INT4_GROUP, 64, 512, 0, 64},
         {WF_INT4_GROUP, 17, 96, 0, 32},   {WF_INT4_GROUP, 20, 100, 0, 20}, /* reference path */
     };
-    int tokens[] = {1, 2, 3, 4, 5, 9};
+    int tokens[] = {1, 2, 3, 4, 5, 9, 16, 23};
     for (int p = 0; p < KPATH_COUNT; p++) {
         if (!kernel_path_supported((kernel_path)p)) {
             cr_log_info("%s kernels not supported here: not tested", kernel_path_name(p));
