@@ -171,6 +171,11 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     FILE *log = f->quiet ? NULL : stderr;
     if (log)
         tier_plan_print(&m->plan, log);
+    uint64_t want, moved, locked;
+    model_weights_make_dense_resident(&m->mw, &want, &moved, &locked);
+    if (log && locked < want)
+        fprintf(log, "moetier: locked %.2f of %.2f GB of dense weights in RAM (RLIMIT_MEMLOCK); "
+                "the rest may be paged out and read again from disk\n", locked / 1e9, want / 1e9);
     m->print_stats = f->tiers.stats;
     if (m->plan.use_store) {
         tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa, .log = log};

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "dtype.h"
 
@@ -317,4 +319,59 @@ int model_weights_expert_source(model_weights *m, expert_source *out)
     out->impl = m;
     out->get = checkpoint_source_get;
     return 0;
+}
+
+/* Routed experts are the tensors under "<layer>.mlp.experts.<n>."; shared experts
+ * ("shared_experts") and the router ("gate") are dense. */
+static int is_routed_expert(const char *name)
+{
+    return strstr(name, ".mlp.experts.") != NULL;
+}
+
+#define HUGE_PAGE (2ull << 20)
+
+/* Moves [a, a + len) of a file mapping into anonymous memory at the same address:
+ * a copy aligned like the destination modulo 2 MB (so transparent huge pages
+ * survive the move), then mremap over the file pages. */
+static int move_to_anonymous(uint8_t *a, size_t len)
+{
+    uint8_t *raw = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return -1;
+    size_t off = (size_t)(((uintptr_t)a % HUGE_PAGE + HUGE_PAGE - (uintptr_t)raw % HUGE_PAGE) % HUGE_PAGE);
+    uint8_t *tmp = raw + off;
+    if (off)
+        munmap(raw, off);
+    munmap(tmp + len, HUGE_PAGE - off);
+    madvise(tmp, len, MADV_HUGEPAGE);
+    madvise(a, len, MADV_WILLNEED);
+    memcpy(tmp, a, len);
+    if (mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, a) == MAP_FAILED) {
+        munmap(tmp, len);
+        return -1;
+    }
+    return 0;
+}
+
+void model_weights_make_dense_resident(const model_weights *m, uint64_t *wanted, uint64_t *moved,
+                                       uint64_t *locked)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    *wanted = *moved = *locked = 0;
+    for (int i = 0; i < m->ckpt.n_tensors; i++) {
+        const st_tensor *t = m->ckpt.by_name[i];
+        if (is_routed_expert(t->name) || !t->data || !t->nbytes)
+            continue;
+        *wanted += t->nbytes;
+        /* whole pages only: a page shared with a neighbour stays file-backed */
+        uintptr_t a = ((uintptr_t)t->data + pg - 1) & ~(pg - 1);
+        uintptr_t b = ((uintptr_t)t->data + t->nbytes) & ~(pg - 1);
+        if (b > a && move_to_anonymous((uint8_t *)a, b - a) == 0)
+            *moved += b - a;
+        uintptr_t la = (uintptr_t)t->data & ~(pg - 1);
+        uintptr_t lb = ((uintptr_t)t->data + t->nbytes + pg - 1) & ~(pg - 1);
+        if (mlock((void *)la, lb - la) == 0)
+            *locked += t->nbytes;
+    }
 }

@@ -56,6 +56,15 @@ void model_weights_close(model_weights *m);
 /* The view of routed expert e of layer l, straight from the checkpoint. */
 int model_weights_expert(const model_weights *m, int layer, int expert, expert_view *out, errbuf *e);
 
+/* Makes the dense weights (everything but routed experts) resident: their pages
+ * are copied into anonymous memory at the same addresses (so every view stays
+ * valid), with transparent huge pages (the kernels stream them: fewer TLB misses
+ * than page-cache pages), and locked, so decode never waits for the disk and the
+ * page cache may drop the file. Best effort: what cannot be moved or locked stays
+ * as it was. Bytes asked for, moved and locked come back. */
+void model_weights_make_dense_resident(const model_weights *m, uint64_t *wanted, uint64_t *moved,
+                                       uint64_t *locked);
+
 /* An expert_source reading from the checkpoint's mapping (no copies). */
 int model_weights_expert_source(model_weights *m, expert_source *out);
 
