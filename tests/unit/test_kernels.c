@@ -222,6 +222,40 @@ Test(linear_ref, bf16)
     free_weight(&t);
 }
 
+/* A random MLA problem: kv_b, cache, queries and two output buffers. */
+typedef struct mla_case {
+    test_weight kvb;
+    float *cache, *q, *o1, *o2;
+    mla_args a;
+} mla_case;
+
+static void mla_case_make(mla_case *m, const int *dims, int T)
+{
+    int H = dims[0], nope = dims[1], rope = dims[2], v = dims[3], C = dims[4], pos0 = dims[5];
+    int S = pos0 + T;
+    make_bf16(&m->kvb, H * (nope + v), C);
+    m->cache = malloc((size_t)S * (C + rope) * sizeof(float));
+    m->q = malloc((size_t)T * H * (nope + rope) * sizeof(float));
+    for (int i = 0; i < S * (C + rope); i++)
+        m->cache[i] = frand();
+    for (int i = 0; i < T * H * (nope + rope); i++)
+        m->q[i] = frand();
+    m->o1 = malloc((size_t)T * H * v * sizeof(float));
+    m->o2 = malloc((size_t)T * H * v * sizeof(float));
+    m->a = (mla_args){.q = m->q, .T = T, .pos0 = pos0, .kv_cache = m->cache, .kv_b = &m->kvb.w,
+                      .H = H, .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f,
+                      .out = m->o1};
+}
+
+static void mla_case_free(mla_case *m)
+{
+    free(m->o1);
+    free(m->o2);
+    free(m->q);
+    free(m->cache);
+    free_weight(&m->kvb);
+}
+
 /* Both MLA forms over the same random cache must agree. */
 Test(mla_ref, naive_equals_absorbed)
 {
@@ -231,35 +265,19 @@ Test(mla_ref, naive_equals_absorbed)
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
         for (int T = 1; T <= 4; T++) {
-            int H = cases[ci][0], nope = cases[ci][1], rope = cases[ci][2], v = cases[ci][3];
-            int C = cases[ci][4], pos0 = cases[ci][5], S = pos0 + T;
-            test_weight kvb;
-            make_bf16(&kvb, H * (nope + v), C);
-            float *cache = malloc((size_t)S * (C + rope) * sizeof(float));
-            float *q = malloc((size_t)T * H * (nope + rope) * sizeof(float));
-            for (int i = 0; i < S * (C + rope); i++)
-                cache[i] = frand();
-            for (int i = 0; i < T * H * (nope + rope); i++)
-                q[i] = frand();
-            float *o1 = malloc((size_t)T * H * v * sizeof(float));
-            float *o2 = malloc((size_t)T * H * v * sizeof(float));
-            mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = cache, .kv_b = &kvb.w, .H = H,
-                          .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f, .out = o1};
-            float *s1 = malloc(mla_ref_naive_scratch(&a) * sizeof(float));
-            mla_ref_naive(&a, s1);
-            a.out = o2;
-            float *s2 = malloc(mla_ref_absorbed_scratch(&a) * sizeof(float));
-            mla_ref_absorbed(&a, s2);
-            for (int i = 0; i < T * H * v; i++)
-                cr_assert_float_eq(o1[i], o2[i], 1e-4, "case %zu T %d: out[%d] %g vs %g", ci, T, i,
-                                   o1[i], o2[i]);
+            mla_case m;
+            mla_case_make(&m, cases[ci], T);
+            float *s1 = malloc(mla_ref_naive_scratch(&m.a) * sizeof(float));
+            mla_ref_naive(&m.a, s1);
+            m.a.out = m.o2;
+            float *s2 = malloc(mla_ref_absorbed_scratch(&m.a) * sizeof(float));
+            mla_ref_absorbed(&m.a, s2);
+            for (int i = 0; i < T * m.a.H * m.a.v; i++)
+                cr_assert_float_eq(m.o1[i], m.o2[i], 1e-4, "case %zu T %d: out[%d] %g vs %g", ci, T,
+                                   i, m.o1[i], m.o2[i]);
             free(s1);
             free(s2);
-            free(o1);
-            free(o2);
-            free(q);
-            free(cache);
-            free_weight(&kvb);
+            mla_case_free(&m);
         }
 }
 
@@ -363,38 +381,21 @@ Test(mla_cpu, matches_reference_on_every_path)
         for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
             for (int T = 1; T <= 6; T++)
                 for (int absorbed = 0; absorbed < 2; absorbed++) {
-                    int H = cases[ci][0], nope = cases[ci][1], rope = cases[ci][2], v = cases[ci][3];
-                    int C = cases[ci][4], pos0 = cases[ci][5], S = pos0 + T;
-                    test_weight kvb;
-                    make_bf16(&kvb, H * (nope + v), C);
-                    float *cache = malloc((size_t)S * (C + rope) * sizeof(float));
-                    float *q = malloc((size_t)T * H * (nope + rope) * sizeof(float));
-                    for (int i = 0; i < S * (C + rope); i++)
-                        cache[i] = frand();
-                    for (int i = 0; i < T * H * (nope + rope); i++)
-                        q[i] = frand();
-                    float *o1 = malloc((size_t)T * H * v * sizeof(float));
-                    float *o2 = malloc((size_t)T * H * v * sizeof(float));
-                    mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = cache, .kv_b = &kvb.w,
-                                  .H = H, .nope = nope, .rope = rope, .v = v, .kv_lora = C,
-                                  .scale = 0.3f, .out = o1};
-                    float *s1 = malloc(mla_ref_naive_scratch(&a) * sizeof(float));
-                    mla_ref_naive(&a, s1);
-                    a.out = o2;
+                    mla_case m;
+                    mla_case_make(&m, cases[ci], T);
+                    float *s1 = malloc(mla_ref_naive_scratch(&m.a) * sizeof(float));
+                    mla_ref_naive(&m.a, s1);
+                    m.a.out = m.o2;
                     thread_pool *pool = T % 2 ? pool3 : NULL;
-                    float *s2 = malloc(mla_cpu_scratch(&a, absorbed, 3) * sizeof(float));
-                    mla_cpu((kernel_path)path, pool, &a, absorbed, s2);
-                    for (int i = 0; i < T * H * v; i++)
-                        cr_assert_float_eq(o1[i], o2[i], 1e-4, "%s case %zu T %d absorbed %d: "
+                    float *s2 = malloc(mla_cpu_scratch(&m.a, absorbed, 3) * sizeof(float));
+                    mla_cpu((kernel_path)path, pool, &m.a, absorbed, s2);
+                    for (int i = 0; i < T * m.a.H * m.a.v; i++)
+                        cr_assert_float_eq(m.o1[i], m.o2[i], 1e-4, "%s case %zu T %d absorbed %d: "
                                            "out[%d] %g vs %g", kernel_path_name(path), ci, T,
-                                           absorbed, i, o1[i], o2[i]);
+                                           absorbed, i, m.o1[i], m.o2[i]);
                     free(s1);
                     free(s2);
-                    free(o1);
-                    free(o2);
-                    free(q);
-                    free(cache);
-                    free_weight(&kvb);
+                    mla_case_free(&m);
                 }
     }
     thread_pool_destroy(pool3);
