@@ -14,7 +14,7 @@ BUILD := build$(if $(filter 1,$(SANITIZE)),-san,)
 
 DEPS_APT := build-essential pkg-config liburing-dev libnuma-dev libhwloc-dev liblz4-dev \
             libcjson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev libcriterion-dev \
-            clang libclang-rt-14-dev fio
+            clang libclang-rt-14-dev fio xz-utils
 
 # Portable baseline code: the SIMD kernels pick AVX-512/AVX2 at run time.
 OPT := -O2
@@ -24,7 +24,7 @@ CFLAGS_BASE += $(if $(filter 1,$(WERROR)),-Werror,)
 SAN_ON := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SANFLAGS := $(if $(filter 1,$(SANITIZE)),$(SAN_ON))
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
-LDLIBS := -luring -lnuma -lhwloc -lcjson -lpcre2-8 -lxxhash -lm -pthread
+LDLIBS := -luring -lnuma -lhwloc -llz4 -lcjson -lpcre2-8 -lxxhash -lm -pthread
 LDFLAGS := $(SANFLAGS)
 
 LIB_DIRS := core/base core/model core/engine core/text core/app tiers prefetch cpu_kernels

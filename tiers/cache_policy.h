@@ -23,5 +23,14 @@ typedef struct cache_policy {
 
 /* Least recently used, O(1) for every operation. */
 int cache_policy_lru(cache_policy *p, int n_slots);
+/* Frequency with aging (counts halve every half_life accesses), O(log n); keys are
+ * 0..n_keys-1. */
+int cache_policy_lfu(cache_policy *p, int n_slots, int n_keys, double half_life);
+/* "lru", "lfu" (half-life CACHE_LFU_HALF_LIFE accesses) or "lfu:H" (half-life H
+ * accesses); -1 for an unknown name. */
+int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys);
+/* Tuned on the dev half of the real routing trace (docs/benchmarks.md): best at
+ * 10, 25 and 50 % per-layer caches alike. */
+#define CACHE_LFU_HALF_LIFE 128.0
 
 #endif

@@ -1,6 +1,8 @@
 /* planner: tier flags, budget checks and the placement table (see planner.h). */
 #include "planner.h"
 
+#include "tiers/cache_policy.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -12,13 +14,14 @@ const char *const tier_flags_usage =
     "  --dram-gb X          GB of RAM for routed experts (default: what the machine has free)\n"
     "  --io MODE            store reads: auto, uring or pread (default auto)\n"
     "  --numa MODE          DRAM tier placement: auto, local or interleave (default auto)\n"
+    "  --policy P           DRAM tier eviction: lru (default), lfu (frequency with aging)\n"
     "  --stats              print per-tier and per-layer statistics at the end\n";
 
 int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     int takes = !strcmp(a, "--store") || !strcmp(a, "--dram-gb") || !strcmp(a, "--io") ||
-                !strcmp(a, "--numa");
+                !strcmp(a, "--numa") || !strcmp(a, "--policy");
     if (!takes) {
         if (!strcmp(a, "--stats")) {
             f->stats = 1;
@@ -33,6 +36,14 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
     const char *v = argv[++*i];
     if (!strcmp(a, "--store")) {
         f->store_dir = v;
+    } else if (!strcmp(a, "--policy")) {
+        cache_policy probe;
+        if (cache_policy_make(&probe, v, 1, 1)) {
+            fprintf(stderr, "moetier: --policy expects lru, lfu or lfu:H, got '%s'\n", v);
+            return -1;
+        }
+        probe.destroy(probe.st);
+        f->policy = v;
     } else if (!strcmp(a, "--dram-gb")) {
         char *end;
         errno = 0;

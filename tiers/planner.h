@@ -22,6 +22,7 @@ typedef struct tier_flags {
     io_mode io;                 /* --io auto|uring|pread */
     numa_policy numa;           /* --numa auto|local|interleave */
     int stats;                  /* --stats */
+    const char *policy;         /* --policy: DRAM tier eviction (NULL: lru) */
 } tier_flags;
 
 #define DEFAULT_STORE_NAME "moetier-store"

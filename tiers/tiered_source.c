@@ -230,12 +230,12 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     t->st = st;
     t->log = o->log;
     t->max_reserved = slots;
-    cache_policy lru;
-    if (cache_policy_lru(&lru, slots)) {
+    cache_policy pol;
+    if (cache_policy_make(&pol, o->policy ? o->policy : "lru", slots, n_keys)) {
         tiered_destroy(out);
-        return err_set(e, "out of memory");
+        return err_set(e, "unknown cache policy '%s' or out of memory", o->policy);
     }
-    if (expert_cache_init(&t->cache, n_keys, slots, lru) ||
+    if (expert_cache_init(&t->cache, n_keys, slots, pol) ||
         !(t->reads = calloc((size_t)slots, sizeof *t->reads)) ||
         !(t->reserved = calloc((size_t)n_keys, 1)) ||
         !(t->reserved_keys = malloc((size_t)slots * sizeof(int))) ||

@@ -26,6 +26,7 @@ typedef struct tier_layer_stats {
 typedef struct tiered_options {
     int dram_slots;
     numa_policy numa;
+    const char *policy;         /* eviction policy name (NULL: lru) */
     nvme_options io;
     FILE *log;                  /* progress and notices; NULL: silent */
 } tiered_options;

@@ -178,7 +178,8 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
                 "the rest may be paged out and read again from disk\n", locked / 1e9, want / 1e9);
     m->print_stats = f->tiers.stats;
     if (m->plan.use_store) {
-        tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa, .log = log};
+        tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa,
+                             .policy = f->tiers.policy, .log = log};
         nvme_options_default(&to.io);
         to.io.mode = f->tiers.io;
         to.io.log = log;

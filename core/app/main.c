@@ -15,6 +15,7 @@ static const struct {
     {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},
     {"convert", cmd_convert, "repack the routed experts into the expert store (--check verifies)"},
     {"bench", cmd_bench, "CPU kernel benchmark against this machine's bandwidth (bench kernels)"},
+    {"trace", cmd_trace, "routing traces: import a CSV, statistics, cache policy replay vs Belady"},
     {"synth", cmd_synth, "write a random-weight checkpoint (k2-tiny, k2-slice, k2)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };

@@ -94,19 +94,21 @@ static void check_invariance(const char *model, const char *tag)
         double gb;
         io_mode io;
         const char *fault;
+        const char *policy;
     } cases[] = {
-        {"all experts in DRAM", 1000, IO_AUTO, NULL},
-        {"DRAM of top_k slots (most reads from NVMe)", topk * slot_gb, IO_AUTO, NULL},
-        {"DRAM of top_k + 3 slots", (topk + 3) * slot_gb, IO_AUTO, NULL},
-        {"pread fallback, few slots", topk * slot_gb, IO_PREAD, NULL},
-        {"pread fallback, all in DRAM", 1000, IO_PREAD, NULL},
-        {"short reads", topk * slot_gb, IO_AUTO, "short=2"},
-        {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3"},
-        {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20"},
+        {"all experts in DRAM", 1000, IO_AUTO, NULL, NULL},
+        {"DRAM of top_k slots (most reads from NVMe)", topk * slot_gb, IO_AUTO, NULL, NULL},
+        {"DRAM of top_k + 3 slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL},
+        {"pread fallback, few slots", topk * slot_gb, IO_PREAD, NULL, NULL},
+        {"pread fallback, all in DRAM", 1000, IO_PREAD, NULL, NULL},
+        {"short reads", topk * slot_gb, IO_AUTO, "short=2", NULL},
+        {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3", NULL},
+        {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL},
+        {"LFU eviction, few slots", (topk + 2) * slot_gb, IO_AUTO, NULL, "lfu"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         tier_flags tf = {.store_dir = store_dir, .dram_gb = cases[c].gb * 1.0000001,
-                         .dram_gb_set = 1, .io = cases[c].io};
+                         .dram_gb_set = 1, .io = cases[c].io, .policy = cases[c].policy};
         if (cases[c].fault)
             setenv("MOETIER_IO_FAULT", cases[c].fault, 1);
         else

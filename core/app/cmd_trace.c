@@ -1,0 +1,174 @@
+/* cmd_trace: `moetier trace import|stats|replay` over routing traces
+ * (prefetch/routing_trace.h, prefetch/cache_sim.h). */
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "prefetch/cache_sim.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moetier trace import --csv FILE -o TRACE\n"
+               "       moetier trace stats TRACE\n"
+               "       moetier trace replay TRACE --policy P --cache N [--shared] [--json]\n"
+               "  import   reads the CSV of a routing trace (prompt,token,layer,experts; FILE may\n"
+               "           be - for standard input, e.g. xz -dc F.csv.xz | moetier trace import\n"
+               "           --csv - -o F.trace) into the compact lz4 trace format\n"
+               "  stats    popularity skew and reuse across tokens\n"
+               "  replay   simulates an expert cache on the trace: hits, misses and hit rate of\n"
+               "           the policy next to Belady's optimum (with bypass) on the same trace\n"
+               "  --policy P   lru (default), lfu (frequency with aging), lfu:H (half-life of H\n"
+               "               accesses)\n"
+               "  --cache N    experts per layer (N%% of a layer's experts with a %% sign); with\n"
+               "               --shared, one cache of N experts for all layers\n"
+               "  --json       one JSON object: policy, cache, shared, hits, misses, hit_rate,\n"
+               "               belady_hits, belady_hit_rate, requests\n");
+}
+
+static int cmd_import(int argc, char **argv)
+{
+    const char *csv = NULL, *out = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--csv") && i + 1 < argc)
+            csv = argv[++i];
+        else if (!strcmp(argv[i], "-o") && i + 1 < argc)
+            out = argv[++i];
+        else {
+            fprintf(stderr, "moetier trace import: unexpected '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!csv || !out) {
+        fprintf(stderr, "moetier trace import: --csv FILE and -o TRACE are required\n");
+        return 2;
+    }
+    FILE *in = strcmp(csv, "-") ? fopen(csv, "r") : stdin;
+    if (!in) {
+        perror(csv);
+        return 1;
+    }
+    routing_trace t;
+    errbuf e;
+    int rc = trace_import_csv(&t, in, strcmp(csv, "-") ? csv : "standard input", &e);
+    if (in != stdin)
+        fclose(in);
+    if (rc == 0 && trace_write(&t, out, &e) == 0)
+        fprintf(stderr, "moetier: %llu events, %u layers, %u experts, top-%u -> %s\n",
+                (unsigned long long)t.n, t.n_layers, t.n_experts, t.top_k, out);
+    else
+        rc = -1;
+    trace_free(&t);
+    return rc ? cli_fail(&e) : 0;
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "moetier trace stats: give one TRACE\n");
+        return 2;
+    }
+    routing_trace t;
+    trace_stats s;
+    errbuf e;
+    if (trace_read(&t, argv[2], &e))
+        return cli_fail(&e);
+    int rc = trace_compute_stats(&t, &s, &e);
+    if (rc == 0) {
+        printf("events       %llu (%llu tokens in %llu streams), %u layers of %u experts, top-%u\n",
+               (unsigned long long)s.events, (unsigned long long)s.tokens,
+               (unsigned long long)s.streams, t.n_layers, t.n_experts, t.top_k);
+        printf("popularity   the 10%% most used experts of a layer get %.1f%% of its requests "
+               "(uniform: 10%%)\n", 100 * s.top10_share);
+        printf("reuse        the next token reuses %.1f%% of a token's experts in a layer "
+               "(uniform: %.1f%%)\n", 100 * s.lag1_reuse, 100 * s.uniform_lag1);
+        printf("predictions  none recorded in this trace\n");
+    }
+    trace_free(&t);
+    return rc ? cli_fail(&e) : 0;
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+    const char *path = NULL, *policy = "lru", *cache_s = NULL;
+    int shared = 0, json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--policy") && i + 1 < argc)
+            policy = argv[++i];
+        else if (!strcmp(argv[i], "--cache") && i + 1 < argc)
+            cache_s = argv[++i];
+        else if (!strcmp(argv[i], "--shared"))
+            shared = 1;
+        else if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (argv[i][0] != '-' && !path)
+            path = argv[i];
+        else {
+            fprintf(stderr, "moetier trace replay: unexpected '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!path || !cache_s) {
+        fprintf(stderr, "moetier trace replay: TRACE and --cache N are required\n");
+        return 2;
+    }
+    char *end;
+    double v = strtod(cache_s, &end);
+    int percent = *end == '%';
+    if (end == cache_s || (*end && !(percent && !end[1])) || !(v > 0)) {
+        fprintf(stderr, "moetier: --cache expects a positive number of experts or a percentage, "
+                        "got '%s'\n", cache_s);
+        return 2;
+    }
+    routing_trace t;
+    errbuf e;
+    if (trace_read(&t, path, &e))
+        return cli_fail(&e);
+    double per = percent ? v / 100.0 * t.n_experts * (shared ? t.n_layers : 1) : v;
+    int cache = (int)(per + 0.5);
+    sim_result r, b;
+    int rc = sim_replay(&t, policy, cache, shared, &r, &e);
+    if (!rc)
+        rc = sim_belady(&t, cache, shared, &b, &e);
+    if (!rc && json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "policy", policy);
+        cJSON_AddNumberToObject(j, "cache", cache);
+        cJSON_AddBoolToObject(j, "shared", shared);
+        cJSON_AddNumberToObject(j, "requests", (double)(r.hits + r.misses));
+        cJSON_AddNumberToObject(j, "hits", (double)r.hits);
+        cJSON_AddNumberToObject(j, "misses", (double)r.misses);
+        cJSON_AddNumberToObject(j, "hit_rate", sim_hit_rate(&r));
+        cJSON_AddNumberToObject(j, "belady_hits", (double)b.hits);
+        cJSON_AddNumberToObject(j, "belady_hit_rate", sim_hit_rate(&b));
+        char *s = cJSON_PrintUnformatted(j);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else if (!rc) {
+        printf("cache %d experts %s, policy %s: %llu hits, %llu misses, hit rate %.4f; Belady "
+               "(with bypass) %.4f; policy / Belady %.3f\n", cache,
+               shared ? "shared by all layers" : "per layer", policy, (unsigned long long)r.hits,
+               (unsigned long long)r.misses, sim_hit_rate(&r), sim_hit_rate(&b),
+               sim_hit_rate(&b) > 0 ? sim_hit_rate(&r) / sim_hit_rate(&b) : 0.0);
+    }
+    trace_free(&t);
+    return rc ? cli_fail(&e) : 0;
+}
+
+int cmd_trace(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "import"))
+        return cmd_import(argc, argv);
+    if (!strcmp(argv[1], "stats"))
+        return cmd_stats(argc, argv);
+    if (!strcmp(argv[1], "replay"))
+        return cmd_replay(argc, argv);
+    fprintf(stderr, "moetier trace: unknown subcommand '%s' (import, stats, replay)\n", argv[1]);
+    return 2;
+}

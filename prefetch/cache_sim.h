@@ -1,0 +1,40 @@
+/* cache_sim: replays a routing trace through an expert cache, and computes the
+ * offline optimum on the same trace.
+ *
+ * Replay uses the live tiers' own cache (tiers/expert_cache.h with a
+ * tiers/cache_policy.h policy): each event (token, layer) takes its top_k experts
+ * in order, all pinned until the event ends, exactly as the DRAM tier does for a
+ * layer. One cache per layer of `cache` experts, or with `shared` one cache of
+ * `cache` experts for all layers. Belady is the farthest-next-use rule with
+ * bypass (a miss need not be cached: it can run from where it is), under the same
+ * pinning; no online policy can beat it. */
+#ifndef MOETIER_CACHE_SIM_H
+#define MOETIER_CACHE_SIM_H
+
+#include "prefetch/routing_trace.h"
+
+typedef struct sim_result {
+    uint64_t hits, misses;
+} sim_result;
+
+static inline double sim_hit_rate(const sim_result *r)
+{
+    return r->hits + r->misses ? (double)r->hits / (double)(r->hits + r->misses) : 0.0;
+}
+
+/* policy: a name cache_policy_make knows ("lru", "lfu", "lfu:H"). */
+int sim_replay(const routing_trace *t, const char *policy, int cache, int shared, sim_result *r,
+               errbuf *e);
+int sim_belady(const routing_trace *t, int cache, int shared, sim_result *r, errbuf *e);
+
+/* Per-layer statistics for `trace stats`. */
+typedef struct trace_stats {
+    uint64_t events, streams, tokens;
+    double top10_share;     /* share of requests that go to each layer's 10 % most used experts */
+    double lag1_reuse;      /* share of an event's experts the same stream's next token reuses */
+    double uniform_lag1;    /* the same for uniform random routing: top_k / n_experts */
+} trace_stats;
+
+int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e);
+
+#endif

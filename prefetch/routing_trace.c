@@ -1,0 +1,352 @@
+/* routing_trace: in-memory events, the lz4 file format and CSV import (see
+ * routing_trace.h). */
+#include "routing_trace.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <lz4.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define MAGIC "MOETTRC1"
+#define HEADER_BYTES 64
+#define CHUNK_EVENTS 65536
+#define MAX_TOP_K 64
+
+static size_t event_bytes(const routing_trace *t)
+{
+    return 10 + 2 * (size_t)t->top_k + ((t->flags & TRACE_FLAG_WEIGHTS) ? 4 * (size_t)t->top_k : 0);
+}
+
+int trace_init(routing_trace *t, uint32_t n_layers, uint32_t n_experts, uint32_t top_k,
+               uint32_t flags, errbuf *e)
+{
+    memset(t, 0, sizeof *t);
+    if (top_k < 1 || top_k > MAX_TOP_K)
+        return err_set(e, "trace: top_k %u outside 1..%d", top_k, MAX_TOP_K);
+    if (n_experts < 1 || n_experts > 65536 || n_layers < 1 || n_layers > 65536)
+        return err_set(e, "trace: %u layers of %u experts is outside 1..65536", n_layers, n_experts);
+    t->n_layers = n_layers;
+    t->n_experts = n_experts;
+    t->top_k = top_k;
+    t->flags = flags & TRACE_FLAG_WEIGHTS;
+    return 0;
+}
+
+void trace_free(routing_trace *t)
+{
+    free(t->stream);
+    free(t->token);
+    free(t->layer);
+    free(t->experts);
+    free(t->weights);
+    memset(t, 0, sizeof *t);
+}
+
+static int reserve(routing_trace *t, uint64_t n, errbuf *e)
+{
+    if (n <= t->cap)
+        return 0;
+    uint64_t cap = t->cap ? t->cap : 4096;
+    while (cap < n)
+        cap *= 2;
+    size_t k = t->top_k;
+    uint32_t *s = realloc(t->stream, cap * sizeof *s);
+    if (s)
+        t->stream = s;
+    uint32_t *tk = s ? realloc(t->token, cap * sizeof *tk) : NULL;
+    if (tk)
+        t->token = tk;
+    uint16_t *l = tk ? realloc(t->layer, cap * sizeof *l) : NULL;
+    if (l)
+        t->layer = l;
+    uint16_t *x = l ? realloc(t->experts, cap * k * sizeof *x) : NULL;
+    if (x)
+        t->experts = x;
+    float *w = NULL;
+    if (x && (t->flags & TRACE_FLAG_WEIGHTS)) {
+        w = realloc(t->weights, cap * k * sizeof *w);
+        if (w)
+            t->weights = w;
+    }
+    if (!x || ((t->flags & TRACE_FLAG_WEIGHTS) && !w))
+        return err_set(e, "out of memory for %" PRIu64 " trace events", cap);
+    t->cap = cap;
+    return 0;
+}
+
+int trace_append(routing_trace *t, uint32_t stream, uint32_t token, uint16_t layer,
+                 const uint16_t *experts, const float *weights, errbuf *e)
+{
+    if (layer >= t->n_layers)
+        return err_set(e, "trace: layer %u outside 0..%u", layer, t->n_layers - 1);
+    for (uint32_t i = 0; i < t->top_k; i++)
+        if (experts[i] >= t->n_experts)
+            return err_set(e, "trace: expert %u outside 0..%u", experts[i], t->n_experts - 1);
+    if (reserve(t, t->n + 1, e))
+        return -1;
+    t->stream[t->n] = stream;
+    t->token[t->n] = token;
+    t->layer[t->n] = layer;
+    memcpy(t->experts + t->n * t->top_k, experts, t->top_k * sizeof *experts);
+    if (t->flags & TRACE_FLAG_WEIGHTS)
+        memcpy(t->weights + t->n * t->top_k, weights, t->top_k * sizeof *weights);
+    t->n++;
+    return 0;
+}
+
+/* ---- file format ---- */
+
+static void put(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void encode_event(const routing_trace *t, uint64_t i, uint8_t *p)
+{
+    put(p, t->stream[i], 4);
+    put(p + 4, t->token[i], 4);
+    put(p + 8, t->layer[i], 2);
+    p += 10;
+    for (uint32_t k = 0; k < t->top_k; k++, p += 2)
+        put(p, t->experts[i * t->top_k + k], 2);
+    if (t->flags & TRACE_FLAG_WEIGHTS)
+        for (uint32_t k = 0; k < t->top_k; k++, p += 4) {
+            uint32_t u;
+            memcpy(&u, &t->weights[i * t->top_k + k], 4);
+            put(p, u, 4);
+        }
+}
+
+int trace_write(const routing_trace *t, const char *path, errbuf *e)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return err_set(e, "%s: %s", path, strerror(errno));
+    size_t eb = event_bytes(t), raw_cap = eb * CHUNK_EVENTS;
+    int bound = LZ4_compressBound((int)raw_cap);
+    uint8_t *raw = malloc(raw_cap), *comp = malloc((size_t)bound);
+    uint64_t n_chunks = (t->n + CHUNK_EVENTS - 1) / CHUNK_EVENTS;
+    uint8_t h[HEADER_BYTES] = {0};
+    memcpy(h, MAGIC, 8);
+    put(h + 8, TRACE_VERSION, 4);
+    put(h + 12, t->flags, 4);
+    put(h + 16, t->n_layers, 4);
+    put(h + 20, t->n_experts, 4);
+    put(h + 24, t->top_k, 4);
+    put(h + 32, t->n, 8);
+    put(h + 40, n_chunks, 8);
+    int rc = 0;
+    if (!raw || !comp)
+        rc = err_set(e, "out of memory");
+    else if (fwrite(h, 1, sizeof h, f) != sizeof h)
+        rc = err_set(e, "%s: %s", path, strerror(errno));
+    for (uint64_t c = 0; c < n_chunks && !rc; c++) {
+        uint64_t first = c * CHUNK_EVENTS, cnt = t->n - first < CHUNK_EVENTS ? t->n - first : CHUNK_EVENTS;
+        for (uint64_t i = 0; i < cnt; i++)
+            encode_event(t, first + i, raw + i * eb);
+        int rb = (int)(cnt * eb), cb = LZ4_compress_default((const char *)raw, (char *)comp, rb, bound);
+        uint8_t ch[16];
+        put(ch, (uint64_t)rb, 4);
+        put(ch + 4, (uint64_t)cb, 4);
+        put(ch + 8, XXH64(raw, (size_t)rb, 0), 8);
+        if (cb <= 0 || fwrite(ch, 1, 16, f) != 16 || fwrite(comp, 1, (size_t)cb, f) != (size_t)cb)
+            rc = err_set(e, "%s: writing chunk %" PRIu64 ": %s", path, c,
+                         cb <= 0 ? "lz4 failed" : strerror(errno));
+    }
+    if (fclose(f) != 0 && !rc)
+        rc = err_set(e, "%s: %s", path, strerror(errno));
+    free(raw);
+    free(comp);
+    return rc;
+}
+
+int trace_read(routing_trace *t, const char *path, errbuf *e)
+{
+    memset(t, 0, sizeof *t);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, "%s: %s", path, strerror(errno));
+    uint8_t h[HEADER_BYTES];
+    uint8_t *raw = NULL, *comp = NULL;
+    int rc = -1;
+    if (fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, MAGIC, 8)) {
+        err_set(e, "%s: not a moetier routing trace (no %s header)", path, MAGIC);
+        goto out;
+    }
+    if (get(h + 8, 4) != TRACE_VERSION) {
+        err_set(e, "%s: trace version %u, this moetier reads version %d", path,
+                (unsigned)get(h + 8, 4), TRACE_VERSION);
+        goto out;
+    }
+    if (trace_init(t, (uint32_t)get(h + 16, 4), (uint32_t)get(h + 20, 4), (uint32_t)get(h + 24, 4),
+                   (uint32_t)get(h + 12, 4), e)) {
+        err_prefix(e, "%s: ", path);
+        goto out;
+    }
+    uint64_t n = get(h + 32, 8), n_chunks = get(h + 40, 8);
+    if (n_chunks != (n + CHUNK_EVENTS - 1) / CHUNK_EVENTS || n > (1ull << 40)) {
+        err_set(e, "%s: header says %" PRIu64 " events in %" PRIu64 " chunks, which do not agree",
+                path, n, n_chunks);
+        goto out;
+    }
+    size_t eb = event_bytes(t), raw_cap = eb * CHUNK_EVENTS;
+    int bound = LZ4_compressBound((int)raw_cap);
+    raw = malloc(raw_cap);
+    comp = malloc((size_t)bound);
+    /* the header's counts are not trusted for allocation: events are added as
+     * chunks decode, and a chunk takes at least its 16-byte header */
+    fseek(f, 0, SEEK_END);
+    long fsize = ftell(f);
+    fseek(f, HEADER_BYTES, SEEK_SET);
+    if (n_chunks > (uint64_t)(fsize - HEADER_BYTES) / 17) {
+        err_set(e, "%s: header says %" PRIu64 " chunks, more than the file's %ld bytes can hold",
+                path, n_chunks, fsize);
+        goto out;
+    }
+    if (!raw || !comp) {
+        err_set(e, "%s: out of memory", path);
+        goto out;
+    }
+    for (uint64_t c = 0; c < n_chunks; c++) {
+        uint8_t ch[16];
+        long at = ftell(f);
+        uint64_t first = c * CHUNK_EVENTS, cnt = n - first < CHUNK_EVENTS ? n - first : CHUNK_EVENTS;
+        if (fread(ch, 1, 16, f) != 16) {
+            err_set(e, "%s: truncated at chunk %" PRIu64 " (offset %ld)", path, c, at);
+            goto out;
+        }
+        uint64_t rb = get(ch, 4), cb = get(ch + 4, 4);
+        if (rb != cnt * eb || cb == 0 || cb > (uint64_t)bound) {
+            err_set(e, "%s: chunk %" PRIu64 " at offset %ld has sizes %" PRIu64 "/%" PRIu64
+                    ", expected %" PRIu64 " raw bytes", path, c, at, rb, cb, cnt * eb);
+            goto out;
+        }
+        if (fread(comp, 1, cb, f) != cb) {
+            err_set(e, "%s: truncated inside chunk %" PRIu64 " (offset %ld)", path, c, at);
+            goto out;
+        }
+        int got = LZ4_decompress_safe((const char *)comp, (char *)raw, (int)cb, (int)raw_cap);
+        if (got != (int)rb || XXH64(raw, rb, 0) != get(ch + 8, 8)) {
+            err_set(e, "%s: chunk %" PRIu64 " at offset %ld is damaged (checksum or lz4 data)",
+                    path, c, at);
+            goto out;
+        }
+        for (uint64_t i = 0; i < cnt; i++) {
+            const uint8_t *p = raw + i * eb;
+            uint16_t ex[MAX_TOP_K];
+            float w[MAX_TOP_K];
+            for (uint32_t k = 0; k < t->top_k; k++)
+                ex[k] = (uint16_t)get(p + 10 + 2 * k, 2);
+            if (t->flags & TRACE_FLAG_WEIGHTS)
+                for (uint32_t k = 0; k < t->top_k; k++) {
+                    uint32_t u = (uint32_t)get(p + 10 + 2 * t->top_k + 4 * k, 4);
+                    memcpy(&w[k], &u, 4);
+                }
+            if (trace_append(t, (uint32_t)get(p, 4), (uint32_t)get(p + 4, 4), (uint16_t)get(p + 8, 2),
+                             ex, w, e)) {
+                err_prefix(e, "%s: event %" PRIu64 ": ", path, first + i);
+                goto out;
+            }
+        }
+    }
+    if (fgetc(f) != EOF) {
+        err_set(e, "%s: bytes after the last chunk", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    fclose(f);
+    free(raw);
+    free(comp);
+    if (rc)
+        trace_free(t);
+    return rc;
+}
+
+/* ---- CSV import ---- */
+
+int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
+{
+    memset(t, 0, sizeof *t);
+    char line[4096];
+    uint64_t lineno = 1;
+    if (!fgets(line, sizeof line, in) || strncmp(line, "prompt,token,layer,experts", 26))
+        return err_set(e, "%s: line 1 must be the header prompt,token,layer,experts", name);
+    /* ids are checked against the largest possible counts, then shrunk to the data;
+     * top_k is the first row's count */
+    uint32_t k = 0, max_layer = 0, max_expert = 0;
+    while (fgets(line, sizeof line, in)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(in)) {
+            trace_free(t);
+            return err_set(e, "%s: line %" PRIu64 " is longer than %zu bytes", name, lineno,
+                           sizeof line);
+        }
+        char *p = line, *end;
+        unsigned long v[3];
+        for (int c = 0; c < 3; c++) {
+            errno = 0;
+            v[c] = strtoul(p, &end, 10);
+            if (errno || end == p || *end != ',' || v[c] > (c == 2 ? 65535ul : 0xfffffffful)) {
+                trace_free(t);
+                return err_set(e, "%s: line %" PRIu64 ": field %d (%s) must be a number", name,
+                               lineno, c + 1, c == 0 ? "prompt" : c == 1 ? "token" : "layer");
+            }
+            p = end + 1;
+        }
+        uint16_t ex[MAX_TOP_K];
+        uint32_t n = 0;
+        for (;;) {
+            while (*p == ' ')
+                p++;
+            if (*p == '\n' || *p == '\r' || !*p)
+                break;
+            errno = 0;
+            unsigned long x = strtoul(p, &end, 10);
+            if (errno || end == p || x > 65535 || n >= MAX_TOP_K) {
+                trace_free(t);
+                return err_set(e, "%s: line %" PRIu64 ": experts must be up to %d ids in 0..65535 "
+                               "separated by spaces", name, lineno, MAX_TOP_K);
+            }
+            ex[n++] = (uint16_t)x;
+            p = end;
+        }
+        if (n == 0 || (k && n != k)) {
+            trace_free(t);
+            return err_set(e, "%s: line %" PRIu64 ": %u experts, expected %u like the first row",
+                           name, lineno, n, k ? k : 1);
+        }
+        if (!k && trace_init(t, 65536, 65536, n, 0, e))
+            return err_prefix(e, "%s: ", name);
+        k = n;
+        if (trace_append(t, (uint32_t)v[0], (uint32_t)v[1], (uint16_t)v[2], ex, NULL, e)) {
+            trace_free(t);
+            return err_prefix(e, "%s: line %" PRIu64 ": ", name, lineno);
+        }
+        max_layer = v[2] > max_layer ? (uint32_t)v[2] : max_layer;
+        for (uint32_t i = 0; i < n; i++)
+            max_expert = ex[i] > max_expert ? ex[i] : max_expert;
+    }
+    if (ferror(in)) {
+        trace_free(t);
+        return err_set(e, "%s: read error after line %" PRIu64, name, lineno);
+    }
+    if (t->n == 0) {
+        trace_free(t);
+        return err_set(e, "%s: no events after the header", name);
+    }
+    t->n_layers = max_layer + 1;
+    t->n_experts = max_expert + 1;
+    return 0;
+}

@@ -1,0 +1,280 @@
+/* Routing traces and cache replay.
+ *
+ * Generated traces: streams of tokens; in every (token, layer) each of the top_k
+ * experts is, with probability `reuse`, one the same stream used in that layer at
+ * the previous token, else drawn from a Zipf(`skew`) popularity over the layer's
+ * experts (a different random ranking per layer); the experts of one event are
+ * distinct. skew 0 and reuse 0 is uniform routing. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prefetch/cache_sim.h"
+#include "testutil.h"
+
+static uint64_t rng_state;
+
+static double urand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+static void generate(routing_trace *t, int layers, int experts, int k, int streams, int tokens,
+                     double skew, double reuse, int weights, uint64_t seed)
+{
+    errbuf e;
+    rng_state = seed;
+    cr_assert_eq(trace_init(t, (uint32_t)layers, (uint32_t)experts, (uint32_t)k,
+                            weights ? TRACE_FLAG_WEIGHTS : 0, &e), 0, "%s", e.msg);
+    double *cdf = malloc((size_t)experts * sizeof *cdf);
+    int *rank = malloc((size_t)layers * experts * sizeof *rank);
+    uint16_t *prev = calloc((size_t)layers * k, sizeof *prev);
+    double sum = 0;
+    for (int i = 0; i < experts; i++)
+        cdf[i] = sum += 1.0 / pow(i + 1, skew);
+    for (int l = 0; l < layers; l++) {
+        int *r = rank + (size_t)l * experts;
+        for (int i = 0; i < experts; i++)
+            r[i] = i;
+        for (int i = experts - 1; i > 0; i--) {
+            int j = (int)(urand() * (i + 1));
+            int tmp = r[i];
+            r[i] = r[j];
+            r[j] = tmp;
+        }
+    }
+    for (int s = 0; s < streams; s++)
+        for (int tok = 0; tok < tokens; tok++)
+            for (int l = 0; l < layers; l++) {
+                uint16_t ex[16];
+                float w[16];
+                for (int j = 0; j < k; j++) {
+                    int x, dup;
+                    do {
+                        if (tok > 0 && urand() < reuse) {
+                            x = prev[(size_t)l * k + (size_t)(urand() * k)];
+                        } else {
+                            double u = urand() * sum;
+                            int i = 0;
+                            while (cdf[i] < u)
+                                i++;
+                            x = rank[(size_t)l * experts + i];
+                        }
+                        dup = 0;
+                        for (int q = 0; q < j; q++)
+                            dup |= ex[q] == x;
+                    } while (dup);
+                    ex[j] = (uint16_t)x;
+                    w[j] = (float)urand();
+                }
+                memcpy(prev + (size_t)l * k, ex, (size_t)k * sizeof *ex);
+                cr_assert_eq(trace_append(t, (uint32_t)s, (uint32_t)tok, (uint16_t)l, ex, w, &e), 0,
+                             "%s", e.msg);
+            }
+    free(cdf);
+    free(rank);
+    free(prev);
+}
+
+Test(traces, file_round_trip)
+{
+    routing_trace t, u;
+    errbuf e;
+    generate(&t, 5, 40, 4, 3, 30000, 1.0, 0.3, 1, 7);  /* > one chunk of events */
+    char *dir = test_make_tmpdir("trace");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/a.trace", dir);
+    cr_assert_eq(trace_write(&t, path, &e), 0, "%s", e.msg);
+    cr_assert_eq(trace_read(&u, path, &e), 0, "%s", e.msg);
+    cr_assert_eq(u.n, t.n);
+    cr_assert(u.n_layers == 5 && u.n_experts == 40 && u.top_k == 4 && u.flags == TRACE_FLAG_WEIGHTS);
+    cr_expect(!memcmp(t.stream, u.stream, t.n * 4) && !memcmp(t.token, u.token, t.n * 4) &&
+              !memcmp(t.layer, u.layer, t.n * 2) && !memcmp(t.experts, u.experts, t.n * 4 * 2) &&
+              !memcmp(t.weights, u.weights, t.n * 4 * 4), "events differ after a round trip");
+    trace_free(&u);
+
+    /* damage: a flipped byte in the data, a truncation, another file type */
+    size_t n;
+    unsigned char *bytes = test_read_file(path, &n);
+    bytes[n / 2] ^= 0x10;
+    FILE *f = fopen(path, "wb");
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+    cr_expect_neq(trace_read(&u, path, &e), 0);
+    cr_expect(strstr(e.msg, "damaged") || strstr(e.msg, "sizes"), "%s", e.msg);
+    bytes[n / 2] ^= 0x10;
+    f = fopen(path, "wb");
+    fwrite(bytes, 1, n - 100, f);
+    fclose(f);
+    cr_expect_neq(trace_read(&u, path, &e), 0);
+    cr_expect(strstr(e.msg, "truncated") != NULL, "%s", e.msg);
+    f = fopen(path, "wb");
+    fwrite("prompt,token,layer,experts\n", 1, 27, f);
+    fclose(f);
+    cr_expect_neq(trace_read(&u, path, &e), 0);
+    cr_expect(strstr(e.msg, "not a moetier routing trace") != NULL, "%s", e.msg);
+    free(bytes);
+    trace_free(&t);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+static int import_text(routing_trace *t, const char *text, errbuf *e)
+{
+    FILE *f = fmemopen((void *)text, strlen(text), "r");
+    int rc = trace_import_csv(t, f, "test.csv", e);
+    fclose(f);
+    return rc;
+}
+
+Test(traces, csv_import_and_errors)
+{
+    routing_trace t;
+    errbuf e;
+    cr_assert_eq(import_text(&t, "prompt,token,layer,experts\n1,0,1,8 26 56\n1,0,2,3 35 9\n"
+                             "1,1,1,8 2 1\n", &e), 0, "%s", e.msg);
+    cr_expect(t.n == 3 && t.top_k == 3 && t.n_layers == 3 && t.n_experts == 57);
+    cr_expect(t.experts[3] == 3 && t.experts[8] == 1 && t.token[2] == 1);
+    trace_free(&t);
+    const char *bad[][2] = {
+        {"prompt,token,layer\n", "line 1"},
+        {"prompt,token,layer,experts\n1,0,1,8 26\n1,0,2,3\n", "line 3"},
+        {"prompt,token,layer,experts\n1,x,1,8 26\n", "token"},
+        {"prompt,token,layer,experts\n1,0,1,8 99999\n", "line 2"},
+        {"prompt,token,layer,experts\n", "no events"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_neq(import_text(&t, bad[i][0], &e), 0, "case %zu accepted", i);
+        cr_expect(strstr(e.msg, bad[i][1]) != NULL, "case %zu: '%s' lacks '%s'", i, e.msg, bad[i][1]);
+    }
+}
+
+/* A plain LRU over pinned events, written independently of expert_cache. */
+static uint64_t reference_lru_hits(const routing_trace *t, int cache)
+{
+    uint64_t hits = 0, clock = 0;
+    uint64_t *stamp = calloc((size_t)t->n_layers * t->n_experts, sizeof *stamp); /* 0: absent */
+    int *count = calloc(t->n_layers, sizeof *count);
+    for (uint64_t i = 0; i < t->n; i++) {
+        size_t base = (size_t)t->layer[i] * t->n_experts;
+        const uint16_t *x = t->experts + i * t->top_k;
+        for (uint32_t j = 0; j < t->top_k; j++) {
+            uint64_t *s = &stamp[base + x[j]];
+            if (*s) {
+                hits++;
+            } else if (count[t->layer[i]] < cache) {
+                count[t->layer[i]]++;
+            } else {   /* evict the oldest not used by this event */
+                size_t victim = 0;
+                uint64_t oldest = UINT64_MAX;
+                for (size_t q = 0; q < t->n_experts; q++) {
+                    int pinned = 0;
+                    for (uint32_t a = 0; a < j; a++)
+                        pinned |= x[a] == q;
+                    if (stamp[base + q] && !pinned && stamp[base + q] < oldest) {
+                        oldest = stamp[base + q];
+                        victim = q;
+                    }
+                }
+                stamp[base + victim] = 0;
+            }
+            *s = UINT64_MAX;    /* pinned while the event lasts: newest */
+        }
+        clock++;
+        for (uint32_t j = 0; j < t->top_k; j++)
+            stamp[base + x[j]] = clock * 64 + j + 1;
+    }
+    free(stamp);
+    free(count);
+    return hits;
+}
+
+Test(traces, lru_replay_matches_an_independent_lru)
+{
+    routing_trace t;
+    errbuf e;
+    generate(&t, 3, 32, 4, 4, 300, 0.8, 0.25, 0, 11);
+    for (int c = 4; c <= 32; c += 7) {
+        sim_result r;
+        cr_assert_eq(sim_replay(&t, "lru", c, 0, &r, &e), 0, "%s", e.msg);
+        cr_expect_eq(r.hits, reference_lru_hits(&t, c), "cache %d", c);
+        cr_expect_eq(r.hits + r.misses, t.n * t.top_k);
+    }
+    trace_free(&t);
+}
+
+Test(traces, belady_beats_every_policy, .timeout = 120)
+{
+    const char *policies[] = {"lru", "lfu", "lfu:8", "lfu:1000"};
+    struct { double skew, reuse; } shapes[] = {{0, 0}, {1.2, 0}, {0.6, 0.4}, {1.5, 0.7}};
+    errbuf e;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        routing_trace t;
+        generate(&t, 4, 48, 6, 3, 200, shapes[s].skew, shapes[s].reuse, 0, 100 + s);
+        int sizes[] = {6, 12, 24, 47};
+        for (int shared = 0; shared < 2; shared++)
+            for (size_t c = 0; c < 4; c++) {
+                int cache = sizes[c] * (shared ? 4 : 1);
+                sim_result b;
+                cr_assert_eq(sim_belady(&t, cache, shared, &b, &e), 0, "%s", e.msg);
+                for (size_t p = 0; p < sizeof policies / sizeof *policies; p++) {
+                    sim_result r;
+                    cr_assert_eq(sim_replay(&t, policies[p], cache, shared, &r, &e), 0, "%s", e.msg);
+                    cr_expect_geq(b.hits, r.hits, "skew %.1f reuse %.1f cache %d%s: %s %llu hits > "
+                                  "Belady %llu", shapes[s].skew, shapes[s].reuse, cache,
+                                  shared ? " shared" : "", policies[p], (unsigned long long)r.hits,
+                                  (unsigned long long)b.hits);
+                }
+            }
+        trace_free(&t);
+    }
+}
+
+Test(traces, generated_statistics_follow_their_parameters)
+{
+    routing_trace t;
+    trace_stats s;
+    errbuf e;
+    generate(&t, 2, 64, 6, 2, 400, 0, 0, 0, 5);
+    cr_assert_eq(trace_compute_stats(&t, &s, &e), 0, "%s", e.msg);
+    cr_expect(fabs(s.lag1_reuse - 6.0 / 64) < 0.03, "uniform reuse %.3f", s.lag1_reuse);
+    cr_expect(fabs(s.top10_share - 0.1) < 0.03, "uniform top-10%% share %.3f", s.top10_share);
+    trace_free(&t);
+    generate(&t, 2, 64, 6, 2, 400, 1.2, 0.5, 0, 5);
+    cr_assert_eq(trace_compute_stats(&t, &s, &e), 0, "%s", e.msg);
+    cr_expect(s.lag1_reuse > 0.4 && s.top10_share > 0.3, "skewed trace: reuse %.3f share %.3f",
+              s.lag1_reuse, s.top10_share);
+    trace_free(&t);
+}
+
+/* The real trace's dev half against the figures its README gives (measured
+ * independently on 800 random prompts of it). */
+Test(traces, real_trace_dev_half, .timeout = 300)
+{
+    char *xz = test_data_path("routing-traces/dsv2lite-puffin-dev.csv.xz");
+    if (!test_path_exists(xz)) {
+        cr_log_info("skipped: %s is absent (../shared/testdata)", xz);
+        free(xz);
+        return;
+    }
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "xz -dc '%s'", xz);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    routing_trace t;
+    errbuf e;
+    int rc = trace_import_csv(&t, p, xz, &e);
+    pclose(p);
+    cr_assert_eq(rc, 0, "%s", e.msg);
+    cr_expect(t.top_k == 6 && t.n_experts == 64 && t.n_layers == 27);
+    sim_result lru, b;
+    cr_assert_eq(sim_replay(&t, "lru", 16, 0, &lru, &e), 0, "%s", e.msg);
+    cr_assert_eq(sim_belady(&t, 16, 0, &b, &e), 0, "%s", e.msg);
+    cr_expect(fabs(sim_hit_rate(&lru) - 0.446) < 0.02, "LRU at 16 of 64: %.4f", sim_hit_rate(&lru));
+    cr_expect(fabs(sim_hit_rate(&b) - 0.690) < 0.02, "Belady at 16 of 64: %.4f", sim_hit_rate(&b));
+    trace_free(&t);
+    free(xz);
+}

@@ -1,0 +1,24 @@
+/* cache_policy: policies by name (see cache_policy.h). */
+#include "cache_policy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys)
+{
+    if (!strcmp(name, "lru"))
+        return cache_policy_lru(p, n_slots);
+    if (!strncmp(name, "lfu", 3)) {
+        double h = CACHE_LFU_HALF_LIFE;
+        if (name[3] == ':') {   /* lfu:H, a half-life of H accesses */
+            char *end;
+            h = strtod(name + 4, &end);
+            if (end == name + 4 || *end || !(h > 0))
+                return -1;
+        } else if (name[3]) {
+            return -1;
+        }
+        return cache_policy_lfu(p, n_slots, n_keys, h);
+    }
+    return -1;
+}
