@@ -7,10 +7,12 @@
  * checkpoint / store bytes: the paths differ from the reference only in the
  * order of float32 additions.
  *
- * A SIMD kernel computes rows [r0, r1) of y for all T tokens, reading each
- * weight row once per tile of up to 4 tokens (decode: 1-4 tokens, a bandwidth-
- * bound GEMV). Layouts it cannot take (INT4 groups that are not whole 32-blocks,
- * FP8 blocks narrower than a vector) go to the scalar reference. */
+ * A SIMD kernel computes rows [r0, r1) of y for all T tokens: below
+ * LINEAR_BATCHED_MIN_T tokens it reads each weight row once per tile of up to 4
+ * tokens (decode, a bandwidth-bound GEMV); from there on (AVX-512) it dequantizes
+ * panels of rows once and runs a register-blocked float32 GEMM (prefill). Layouts
+ * it cannot take (INT4 groups that are not whole 32-blocks, FP8 blocks not a
+ * multiple of 16 wide) go to the scalar reference. */
 #ifndef MOETIER_LINEAR_KERNELS_H
 #define MOETIER_LINEAR_KERNELS_H
 
