@@ -243,16 +243,18 @@ int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e)
     }
     for (size_t l = 0; l < L; l++)
         prev[l] = -1;
-    uint64_t reused = 0, pairs = 0;
+    uint64_t reused = 0, pairs = 0, max_token = 0;
     for (uint64_t i = 0; i < t->n; i++) {
         size_t l = t->layer[i];
         if (i == 0 || t->stream[i] != t->stream[i - 1]) {
+            if (i > 0)
+                s->tokens += max_token + 1;
+            max_token = 0;
             s->streams++;
             for (size_t q = 0; q < L; q++)
                 prev[q] = -1;
         }
-        if (i == 0 || t->token[i] != t->token[i - 1] || t->stream[i] != t->stream[i - 1])
-            s->tokens++;
+        max_token = t->token[i] > max_token ? t->token[i] : max_token;
         const uint16_t *x = t->experts + i * K;
         for (size_t j = 0; j < K; j++)
             uses[l * E + x[j]]++;
@@ -265,6 +267,8 @@ int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e)
         }
         prev[l] = (int64_t)i;
     }
+    if (t->n)
+        s->tokens += max_token + 1;   /* positions 0..max of the last stream */
     s->events = t->n;
     size_t top = E / 10 ? E / 10 : 1;
     double share = 0;

@@ -112,7 +112,8 @@ void model_flags_usage(FILE *f)
           "  --chunk N            prompt tokens per prefill step (default 256)\n"
           "  -t N                 CPU threads (default: one per core)\n"
           "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
-          "                       this CPU runs)\n", f);
+          "                       this CPU runs)\n"
+          "  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
     fputs(tier_flags_usage, f);
 }
 
@@ -138,6 +139,12 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
             return -1;
         return 1;
     }
+    if (!strcmp(a, "--trace")) {
+        if (!(v = cli_value(argc, argv, i)))
+            return -1;
+        f->trace = v;
+        return 1;
+    }
     if (!strcmp(a, "--kernels")) {
         kernel_path kp;
         if (!(v = cli_value(argc, argv, i)))
@@ -155,6 +162,20 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
         return 1;
     }
     return 0;
+}
+
+/* Engine observer: one trace event per token and MoE layer, experts in router order. */
+static void record_route(void *ctx, int layer, int pos, const int *ids, const float *weights,
+                         const float *scores)
+{
+    cli_model *m = ctx;
+    uint16_t ex[64];
+    errbuf ignored;
+    for (uint32_t k = 0; k < m->trace.top_k; k++)
+        ex[k] = (uint16_t)ids[k];
+    if (!m->trace_error &&
+        trace_append(&m->trace, 0, (uint32_t)pos, (uint16_t)layer, ex, weights, &ignored))
+        m->trace_error = 1;
 }
 
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
@@ -217,6 +238,20 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         model_weights_close(&m->mw);
         return -1;
     }
+    if (f->trace) {
+        const model_config *c = &m->mw.cfg;
+        if (c->n_routed_experts == 0 || c->n_experts_per_tok > 64 ||
+            trace_init(&m->trace, (uint32_t)c->n_layers, (uint32_t)c->n_routed_experts,
+                       (uint32_t)c->n_experts_per_tok, TRACE_FLAG_WEIGHTS, e)) {
+            if (c->n_routed_experts == 0 || c->n_experts_per_tok > 64)
+                err_set(e, "--trace: this model has no routing to record (or top_k > 64)");
+            m->opened = 1;
+            cli_model_close(m);
+            return -1;
+        }
+        m->trace_path = f->trace;
+        m->en.obs = (engine_observer){.ctx = m, .on_route = record_route};
+    }
     m->opened = 1;
     return 0;
 }
@@ -232,6 +267,17 @@ void cli_model_close(cli_model *m)
             fprintf(stderr, "tier statistics: experts come from the checkpoint mapping (no expert "
                             "store), so there are no tiers to report\n");
     }
+    if (m->trace_path) {
+        errbuf e;
+        if (m->trace_error)
+            fprintf(stderr, "moetier: --trace: out of memory, the trace was cut short\n");
+        if (trace_write(&m->trace, m->trace_path, &e))
+            fprintf(stderr, "moetier: --trace: %s\n", e.msg);
+        else
+            fprintf(stderr, "moetier: %llu routing events -> %s\n",
+                    (unsigned long long)m->trace.n, m->trace_path);
+    }
+    trace_free(&m->trace);
     engine_destroy(&m->en);
     if (m->src.destroy)
         m->src.destroy(&m->src);

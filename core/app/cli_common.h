@@ -8,6 +8,7 @@
 #include "core/engine/engine.h"
 #include "core/model/model_weights.h"
 #include "tiers/expert_source.h"
+#include "prefetch/routing_trace.h"
 #include "tiers/planner.h"
 
 typedef struct cli_model {
@@ -17,6 +18,9 @@ typedef struct cli_model {
     store st;
     tier_plan plan;
     int print_stats;
+    const char *trace_path;     /* --trace: routing recorded here at close */
+    routing_trace trace;
+    int trace_error;            /* an event could not be recorded (out of memory) */
     engine en;
     int opened;
 } cli_model;
@@ -30,6 +34,7 @@ typedef struct model_flags {
     int quiet;              /* no plan, progress or notices on stderr (library callers) */
     int threads;            /* -t; 0: one per core */
     const char *kernels;    /* --kernels scalar|avx2|avx512; NULL: the fastest */
+    const char *trace;      /* --trace FILE: record every token's routing */
 } model_flags;
 
 /* Prints the usage lines of the model and tier flags shared by run, logits and chat. */

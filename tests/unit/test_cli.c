@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "prefetch/routing_trace.h"
 #include "testutil.h"
 
 static const char *bin(void)
@@ -357,4 +358,43 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
     free(out);
     free(err);
     expect_failure(2, "--kernels", "%s %s kernels --kernels %s", "bench", "avx9");
+}
+
+/* --trace records each token's routing: the expert sets of the golden prompt. */
+Test(cli, trace_records_the_golden_routing, .timeout = 60)
+{
+    char *d = golden_dir_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
+    char *tmp = test_make_tmpdir("cli-trace"), *out, *err;
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32 --trace %s/r.trace", bin(), d,
+                     ids, tmp, tmp), 0, "%s", err);
+    char path[4300], gpath[4300];
+    snprintf(path, sizeof path, "%s/r.trace", tmp);
+    snprintf(gpath, sizeof gpath, "%s/golden/routing_ids.i32.bin", d);
+    routing_trace t;
+    errbuf e;
+    cr_assert_eq(trace_read(&t, path, &e), 0, "%s", e.msg);
+    size_t n;
+    int *golden = test_read_file(gpath, &n);
+    int K = (int)t.top_k, moe = 3, T = 24;
+    cr_assert_eq(n, (size_t)moe * T * K * 4, "golden routing has %zu bytes", n);
+    cr_assert_eq(t.n, (uint64_t)moe * T, "%llu events", (unsigned long long)t.n);
+    for (uint64_t i = 0; i < t.n; i++) {
+        int l = t.layer[i] - 1, tok = (int)t.token[i];
+        cr_assert(l >= 0 && l < moe && tok < T && t.stream[i] == 0);
+        for (int a = 0; a < K; a++) {
+            int found = 0;
+            for (int b = 0; b < K; b++)
+                found |= golden[((size_t)l * T + tok) * K + b] == t.experts[i * K + a];
+            cr_expect(found, "layer %d token %d: expert %u is not in the golden set", l + 1, tok,
+                      t.experts[i * K + a]);
+        }
+    }
+    free(golden);
+    trace_free(&t);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+    free(ids);
+    free(d);
 }
