@@ -135,7 +135,9 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
     memset(p, 0, sizeof *p);
     p->x = x;
     p->T = T;
-    if (!linear_simd_ok(w) || path == KPATH_SCALAR)
+    /* the scalar reference and the batched AVX-512 GEMM read x as it is */
+    if (!linear_simd_ok(w) || path == KPATH_SCALAR ||
+        (path == KPATH_AVX512 && T >= LINEAR_BATCHED_MIN_T))
         return;
     size_t cols = (size_t)w->cols;
     if (w->fmt == WF_FP8_BLOCK) {
@@ -165,6 +167,9 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
     size_t groups = cols / (size_t)w->group_size;
     float *xp = scratch, *gs = scratch + (size_t)T * cols;
     split_even_odd(x, T, cols, xp);
+    p->x_perm = xp;
+    if (path == KPATH_AVX512)
+        return;     /* its table lookup applies the -8 itself: no group sums */
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * cols;
         for (size_t g = 0; g < groups; g++) {
@@ -174,7 +179,6 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
             gs[(size_t)t * groups + g] = 8.0f * s;
         }
     }
-    p->x_perm = xp;
     p->group_sum = gs;
 }
 

@@ -29,13 +29,6 @@ static float frand(void)
     return (float)((int)(rnd() % 20001) - 10000) / 10000.0f;
 }
 
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)(u >> 16);
-}
-
 typedef struct owned {
     linear_weight w;
     void *data, *scale;
@@ -58,7 +51,7 @@ static owned make_weight(weight_format fmt, int rows, int cols, int blk, int gs)
     case WF_BF16: {
         uint16_t *d = malloc(n * 2);
         for (size_t i = 0; i < n; i++)
-            d[i] = fmt == WF_BF16 ? to_bf16(frand()) : (uint16_t)(rnd() & 0x3bff); /* |v| < 1 */
+            d[i] = fmt == WF_BF16 ? f32_to_bf16(frand()) : (uint16_t)(rnd() & 0x3bff); /* |v| < 1 */
         o.data = d;
         break;
     }
@@ -85,7 +78,7 @@ static owned make_weight(weight_format fmt, int rows, int cols, int blk, int gs)
             d[i] = rnd() << 16 ^ rnd();
         uint16_t *s = malloc((size_t)rows * (size_t)sc * 2);
         for (int i = 0; i < rows * sc; i++)
-            s[i] = to_bf16(0.02f * frand());
+            s[i] = f32_to_bf16(0.02f * frand());
         o.data = d;
         o.scale = s;
         o.w.group_size = gs;

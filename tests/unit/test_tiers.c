@@ -147,11 +147,10 @@ Test(tiers, invariance_testdata_int4, .timeout = 120) { testdata_invariance("int
 static char *synth_larger(const char *format, int experts, int moe_inter, int layers)
 {
     char *dir = test_make_tmpdir("larger");
-    char sets[3][64];
+    char sets[2][64];
     snprintf(sets[0], sizeof sets[0], "n_routed_experts=%d", experts);
     snprintf(sets[1], sizeof sets[1], "moe_intermediate_size=%d", moe_inter);
-    snprintf(sets[2], sizeof sets[2], "n_group=1");
-    const char *set_list[4] = {sets[0], sets[1], sets[2], "topk_group=1"};
+    const char *set_list[4] = {sets[0], sets[1], "n_group=1", "topk_group=1"};
     synth_options o = synth_options_default();
     errbuf e;
     cr_assert_eq(synth_format_parse(format, &o.format, &e), 0, "%s", e.msg);
