@@ -3,10 +3,9 @@
  * Each weight row is read once per tile of up to 4 tokens and dequantized in
  * registers: BF16 by a 16-bit shift, E4M3 by moving its exponent and mantissa
  * into a float32's fields and multiplying by 2^120 (exact for normals and
- * subnormals; NaN codes stay NaN), INT4 nibbles through a per-group table
- * (x arrives with each 32-block split into even and odd elements, the nibble
- * order of a packed word, so no shuffles are needed). Two accumulators per token
- * keep the FMA chains short enough for memory speed at one token. */
+ * subnormals; NaN codes stay NaN) or through VBMI byte tables, INT4 nibbles by
+ * integer ops into a float32's mantissa, 128 columns per load. x arrives in the
+ * order the dequantization yields (linear_prepare), so no shuffles of x remain. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -149,39 +148,91 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
 }
 
 /* ---- INT4 groups (group size a multiple of 32, cols a multiple of 32) ----
- * A 16-entry table per group holds (v - 8) * scale for every nibble v, so one
- * vpermps turns 16 nibbles into exactly the reference's dequantized weights (the
- * permute reads only the low 4 bits of each lane: no masking). */
+ * 128 columns at a time: one 64-byte load is 16 packed words of 8 nibbles, and
+ * shifting it by 4k leaves nibble k of every word in its low bits. Each nibble
+ * becomes the exact float (v - 8) without shuffles: OR-ing it into the mantissa
+ * of 2^23 gives 2^23 + v, and subtracting 2^23 + 8 is exact. A lane's 8 nibbles
+ * share one group (groups are whole 32-blocks), so their products with x are
+ * summed first and multiplied by the lane's group scale once per chunk. x
+ * arrives transposed per chunk (linear_prepare): x'[16k + i] = x[8i + k]. The
+ * columns past the last whole chunk take 32-blocks with a per-group table. */
+
+TGT INL __m512 int4_nibbles(__m512i q, int k)
+{
+    const __m512i magic = _mm512_set1_epi32(0x4b000000);   /* 2^23 */
+    __m512i v = k ? _mm512_srli_epi32(q, 4 * k) : q;
+    /* (v & 0xf) | 2^23 bits: ternary logic of v, 0xf, magic */
+    v = _mm512_ternarylogic_epi32(v, _mm512_set1_epi32(0xf), magic, 0xEA);
+    return _mm512_sub_ps(_mm512_castsi512_ps(v), _mm512_set1_ps(8388616.0f));
+}
+
+/* each lane's group scale for the 128-column chunk at column c */
+TGT INL __m512 int4_chunk_scales(const uint16_t *srow, int c, int gs)
+{
+    if (gs == 32) {
+        __m128i s4 = _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(srow + c / 32)));
+        __m512 f4 = _mm512_castps128_ps512(_mm_castsi128_ps(_mm_slli_epi32(s4, 16)));
+        const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        return _mm512_permutexvar_ps(idx, f4);
+    }
+    float lane[16];
+    for (int i = 0; i < 16; i++)
+        lane[i] = bf16_to_f32(srow[(c + 8 * i) / gs]);
+    return _mm512_loadu_ps(lane);
+}
 
 TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, const int nt,
                        float *out)
 {
-    int cols = w->cols, gs = w->group_size, groups = cols / gs;
+    int cols = w->cols, gs = w->group_size, c128 = cols / 128 * 128;
     size_t xs = (size_t)cols;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4;
     const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
     const float *xp = p->x_perm + (size_t)t0 * xs;
-    const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     __m512 a0[4], a1[4];
-    float sbuf[16];
     UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        if (g % 16 == 0) {  /* 16 BF16 scales to float at once */
-            int n = groups - g < 16 ? groups - g : 16;
-            _mm512_storeu_ps(sbuf, load_bf16(srow + g, tail_mask(n)));
-        }
-        __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(sbuf[g % 16]));
-        for (int c = g * gs; c < (g + 1) * gs; c += 32) {
-            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
-            __m512 lo = _mm512_permutexvar_ps(v, tbl);
-            __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+    for (int c = 0; c < c128; c += 128) {
+        __m512i q = _mm512_loadu_si512(row + c / 2);
+        __m512 sc = int4_chunk_scales(srow, c, gs);
+        /* one token: four partial sums so no FMA chain is longer than two per chunk */
+        __m512 ps[4][4];
+        const int np = nt == 1 ? 4 : 2;
+        UNROLL
+        for (int t = 0; t < nt; t++)
             UNROLL
-            for (int t = 0; t < nt; t++) {
-                a0[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xp + t * xs + c), a0[t]);
-                a1[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp + t * xs + c + 16), a1[t]);
+            for (int j = 0; j < np; j++)
+                ps[t][j] = _mm512_setzero_ps();
+        UNROLL
+        for (int k = 0; k < 8; k++) {
+            __m512 wk = int4_nibbles(q, k);
+            UNROLL
+            for (int t = 0; t < nt; t++)
+                ps[t][k % np] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(xp + t * xs + c + 16 * k), ps[t][k % np]);
+        }
+        UNROLL
+        for (int t = 0; t < nt; t++) {
+            __m512 e = ps[t][0], o = ps[t][1];
+            if (np == 4) {
+                e = _mm512_add_ps(e, ps[t][2]);
+                o = _mm512_add_ps(o, ps[t][3]);
             }
+            a0[t] = _mm512_fmadd_ps(e, sc, a0[t]);
+            a1[t] = _mm512_fmadd_ps(o, sc, a1[t]);
+        }
+    }
+    /* the rest: 32-blocks, x split into even and odd elements */
+    const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    for (int c = c128; c < cols; c += 32) {
+        __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16_to_f32(srow[c / gs])));
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
+        __m512 lo = _mm512_permutexvar_ps(v, tbl);
+        __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+        UNROLL
+        for (int t = 0; t < nt; t++) {
+            a0[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xp + t * xs + c), a0[t]);
+            a1[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp + t * xs + c + 16), a1[t]);
         }
     }
     UNROLL

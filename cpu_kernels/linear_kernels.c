@@ -105,12 +105,12 @@ size_t linear_prep_scratch(const linear_weight *w, int T)
 
 /* Each whole 32-block as its 16 even then its 16 odd elements (the nibble order
  * of packed INT4 words); the rest as is. */
-static void split_even_odd(const float *x, int T, size_t cols, float *dst)
+static void split_even_odd(const float *x, int T, size_t cols, size_t from, float *dst)
 {
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * cols;
         float *dt = dst + (size_t)t * cols;
-        size_t b = 0;
+        size_t b = from;
         for (; b + 32 <= cols; b += 32)
             for (int i = 0; i < 16; i++) {
                 dt[b + (size_t)i] = xt[b + 2 * (size_t)i];
@@ -119,6 +119,23 @@ static void split_even_odd(const float *x, int T, size_t cols, float *dst)
         for (; b < cols; b++)
             dt[b] = xt[b];
     }
+}
+
+/* AVX-512 INT4: each whole 128-chunk transposed as 8 x 16, x'[16k + i] = x[8i + k]
+ * (lane i of a 64-byte load holds the 8 nibbles of x[8i .. 8i + 7]); the rest split
+ * into even and odd elements per 32-block. */
+static void transpose_x128(const float *x, int T, size_t cols, float *dst)
+{
+    size_t c128 = cols / 128 * 128;
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * cols;
+        float *dt = dst + (size_t)t * cols;
+        for (size_t c = 0; c < c128; c += 128)
+            for (size_t k = 0; k < 8; k++)
+                for (size_t i = 0; i < 16; i++)
+                    dt[c + 16 * k + i] = xt[c + 8 * i + k];
+    }
+    split_even_odd(x, T, cols, c128, dst);
 }
 
 /* Position within a 64-chunk of element e after the VBMI kernel's unpacking:
@@ -166,10 +183,12 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         return;
     size_t groups = cols / (size_t)w->group_size;
     float *xp = scratch, *gs = scratch + (size_t)T * cols;
-    split_even_odd(x, T, cols, xp);
     p->x_perm = xp;
-    if (path == KPATH_AVX512)
-        return;     /* its table lookup applies the -8 itself: no group sums */
+    if (path == KPATH_AVX512) {
+        transpose_x128(x, T, cols, xp);
+        return;     /* it subtracts the 8 itself: no group sums */
+    }
+    split_even_odd(x, T, cols, 0, xp);
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * cols;
         for (size_t g = 0; g < groups; g++) {

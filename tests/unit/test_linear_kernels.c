@@ -157,6 +157,9 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
         {WF_FP8_BLOCK, 50, 70, 16, 0},    {WF_FP8_BLOCK, 40, 100, 24, 0},  /* 24: reference path */
         {WF_INT4_GROUP, 45, 256, 0, 32},  {WF_INT4_GROUP, 64, 512, 0, 64},
         {WF_INT4_GROUP, 17, 96, 0, 32},   {WF_INT4_GROUP, 20, 100, 0, 20}, /* reference path */
+        /* 128-column chunks then 32-blocks; groups of 128 and of 256 (half a group per chunk) */
+        {WF_INT4_GROUP, 9, 352, 0, 32},   {WF_INT4_GROUP, 11, 384, 0, 128},
+        {WF_INT4_GROUP, 7, 768, 0, 256},
     };
     int tokens[] = {1, 2, 3, 4, 5, 9, 16, 23};
     for (int p = 0; p < KPATH_COUNT; p++) {
