@@ -1,6 +1,7 @@
 # moetier build. `make` builds build/moetier; `make test` builds and runs the test
 # suite; `make test SANITIZE=1` runs it under ASan+UBSan; `make run` synthesises a
-# small model and generates from it; `make deps` installs the Debian packages.
+# small model and generates from it; `make deps` installs the Debian packages
+# (and the npm package the server tests drive the server with).
 # CUDA: kernels/*.cu are built when nvcc is found; CUDA=0 turns that off.
 
 CC ?= cc
@@ -14,7 +15,7 @@ BUILD := build$(if $(filter 1,$(SANITIZE)),-san,)
 
 DEPS_APT := build-essential pkg-config liburing-dev libnuma-dev libhwloc-dev liblz4-dev \
             libcjson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev libcriterion-dev \
-            clang libclang-rt-14-dev fio xz-utils
+            clang libclang-rt-14-dev fio xz-utils curl
 
 # Portable baseline code: the SIMD kernels pick AVX-512/AVX2 at run time.
 OPT := -O2
@@ -24,10 +25,10 @@ CFLAGS_BASE += $(if $(filter 1,$(WERROR)),-Werror,)
 SAN_ON := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SANFLAGS := $(if $(filter 1,$(SANITIZE)),$(SAN_ON))
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
-LDLIBS := -luring -lnuma -lhwloc -llz4 -lcjson -lpcre2-8 -lxxhash -lm -pthread
+LDLIBS := -luring -lnuma -lhwloc -llz4 -lcjson -lpcre2-8 -lxxhash -lmicrohttpd -lm -pthread
 LDFLAGS := $(SANFLAGS)
 
-LIB_DIRS := core/base core/model core/engine core/text core/app tiers prefetch cpu_kernels
+LIB_DIRS := core/base core/model core/engine core/text core/app server tiers prefetch cpu_kernels
 LIB_SRC := $(filter-out core/app/main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 
 ifeq ($(CUDA),1)
@@ -112,6 +113,9 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	MOETIER_TMP=$(abspath $(BUILD)/tmp) \
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	$(BUILD)/tests/unit_tests $(TEST_ARGS)
+	MOETIER_BIN=$(abspath $(BUILD)/moetier) MOETIER_TMP=$(abspath $(BUILD)/tmp) \
+	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	bash tests/server/run.sh
 
 RUN_MODEL := $(BUILD)/models/k2-tiny-bf16
 run: $(BUILD)/moetier
@@ -126,6 +130,8 @@ deps:
 	  echo "  sudo apt-get install -y $(DEPS_APT)"; \
 	  exit 1; \
 	fi
+	@if command -v npm >/dev/null; then npm ci --prefix tests/server --no-audit --no-fund; \
+	else echo "npm not found: the openai-client server tests will be skipped"; fi
 
 clean:
 	rm -rf build build-san

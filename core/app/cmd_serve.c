@@ -1,0 +1,133 @@
+/* cmd_serve: `moetier serve -m DIR [--host H] [--port P] [limits] [tier and
+ * sampling flags]`: the OpenAI-compatible server (server/serve.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "core/text/chat_format.h"
+#include "sampling_flags.h"
+#include "server/serve.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moetier serve -m DIR [--host 127.0.0.1] [--port 8080] [options]\n"
+               "  OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions,\n"
+               "  GET /v1/models, GET /health, GET /metrics (Prometheus). Stops on SIGINT/SIGTERM.\n"
+               "  -m DIR               checkpoint directory (with its tokenizer)\n"
+               "  --host H             address to bind (default 127.0.0.1: this machine only)\n"
+               "  --port P             port (default 8080; 0: any free port, printed at start)\n"
+               "  --api-key KEY        require 'Authorization: Bearer KEY' (also from\n"
+               "                       MOETIER_API_KEY)\n"
+               "  --model-name NAME    the model id clients use (default: DIR's last component)\n"
+               "  --max-body BYTES     largest request body (default 4194304; 413 beyond)\n"
+               "  --max-prompt N       most prompt tokens (default: the context less one)\n"
+               "  --max-queue N        requests waiting or running at once (default 32; 503 beyond)\n"
+               "  --max-tokens N       reply length when a request sets none (default: up to the\n"
+               "                       context)\n"
+               "  --no-think           chat template with thinking off unless a request asks\n"
+               "  and the context, tier and sampling options of `moetier run` (sampling options\n"
+               "  are defaults; a request's temperature, top_p and seed override them):\n");
+    model_flags_usage(f);
+    sampling_flags_usage(f);
+}
+
+/* The last path component of dir, without trailing slashes. */
+static void dir_name(const char *dir, char *out, size_t cap)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/')
+        b--;
+    snprintf(out, cap, "%.*s", (int)(n - b), dir + b);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    model_flags mf = {0};
+    serve_options so;
+    serve_options_default(&so);
+    so.api_key = getenv("MOETIER_API_KEY");
+    for (int i = 1; i < argc; i++) {
+        int r = model_flags_parse(&mf, argc, argv, &i);
+        if (!r)
+            r = sampling_flag_parse(&so.sp, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r)
+            continue;
+        const char *a = argv[i], *v;
+        unsigned long long u;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--host")) {
+            if (!(so.host = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--port")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 65535, &so.port))
+                return 2;
+        } else if (!strcmp(a, "--api-key")) {
+            if (!(so.api_key = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--model-name")) {
+            if (!(so.model_name = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--max-body")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_u64(a, v, &u))
+                return 2;
+            if (u < 64 || u > (1ull << 32)) {
+                fprintf(stderr, "moetier serve: --max-body must be between 64 and 4294967296\n");
+                return 2;
+            }
+            so.max_body = (size_t)u;
+        } else if (!strcmp(a, "--max-prompt")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &so.max_prompt_tokens))
+                return 2;
+        } else if (!strcmp(a, "--max-queue")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 100000, &so.max_queue))
+                return 2;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &so.default_max_tokens))
+                return 2;
+        } else if (!strcmp(a, "--no-think")) {
+            so.copt.thinking = 0;
+        } else {
+            fprintf(stderr, "moetier serve: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!mf.dir) {
+        fprintf(stderr, "moetier serve: -m DIR is required\n");
+        return 2;
+    }
+    if (so.api_key && !so.api_key[0]) {
+        fprintf(stderr, "moetier serve: --api-key must not be empty\n");
+        return 2;
+    }
+    char name[256];
+    if (!so.model_name) {
+        dir_name(mf.dir, name, sizeof name);
+        so.model_name = name;
+    }
+    errbuf e;
+    if (sampler_check(&so.sp, &e))
+        return cli_fail(&e);
+    tokenizer tok;
+    chat_template_kind kind;
+    cli_model m;
+    if (tokenizer_load(&tok, mf.dir, &e))
+        return cli_fail(&e);
+    if (chat_template_load(mf.dir, &kind, &e) || cli_model_open(&m, &mf, &e)) {
+        tokenizer_free(&tok);
+        return cli_fail(&e);
+    }
+    int rc = serve_run(&m, &tok, kind, &so, &e) ? cli_fail(&e) : 0;
+    cli_model_close(&m);
+    tokenizer_free(&tok);
+    return rc;
+}

@@ -1,0 +1,247 @@
+/* oai_request: see oai_request.h. */
+#include "oai_request.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,
+             const char *fmt, ...)
+{
+    memset(err, 0, sizeof *err);
+    err->status = status;
+    snprintf(err->type, sizeof err->type, "%s", type);
+    snprintf(err->param, sizeof err->param, "%s", param ? param : "");
+    snprintf(err->code, sizeof err->code, "%s", code ? code : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int bad(oai_error *err, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(oai_error *err, const char *param, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return oai_fail(err, 400, "invalid_request_error", param, NULL, "%s", msg);
+}
+
+/* A field that may be absent or null; anything else must be a number in [lo, hi]. */
+static int opt_number(const cJSON *root, const char *name, double lo, double hi, double *out,
+                      int *present, oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    *present = 0;
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return bad(err, name, "'%s' must be a number", name);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return bad(err, name, "'%s' must be between %g and %g, got %g", name, lo, hi, v->valuedouble);
+    *out = v->valuedouble;
+    *present = 1;
+    return 0;
+}
+
+static int opt_bool(const cJSON *root, const char *name, int *out, oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsBool(v))
+        return bad(err, name, "'%s' must be a boolean", name);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int parse_stop(oai_request *r, oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, "stop");
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (cJSON_IsString(v)) {
+        if (v->valuestring[0])
+            r->stop[r->n_stop++] = v->valuestring;
+        return 0;
+    }
+    if (!cJSON_IsArray(v))
+        return bad(err, "stop", "'stop' must be a string or an array of strings");
+    if (cJSON_GetArraySize(v) > OAI_MAX_STOP)
+        return bad(err, "stop", "'stop' holds at most %d strings", OAI_MAX_STOP);
+    const cJSON *s;
+    cJSON_ArrayForEach(s, v) {
+        if (!cJSON_IsString(s))
+            return bad(err, "stop", "'stop' must be a string or an array of strings");
+        if (s->valuestring[0])
+            r->stop[r->n_stop++] = s->valuestring;
+    }
+    return 0;
+}
+
+static int parse_chat(oai_request *r, oai_error *err)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(r->root, "messages");
+    if (!m)
+        return bad(err, "messages", "'messages' is required");
+    if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) == 0)
+        return bad(err, "messages", "'messages' must be a non-empty array of message objects");
+    int i = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, m) {
+        if (!cJSON_IsObject(msg))
+            return bad(err, "messages", "messages[%d] must be an object", i);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+        if (!cJSON_IsString(role))
+            return bad(err, "messages", "messages[%d].role must be a string", i);
+        i++;
+    }
+    r->messages = m;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(r->root, "tools");
+    if (tools && !cJSON_IsNull(tools)) {
+        if (!cJSON_IsArray(tools))
+            return bad(err, "tools", "'tools' must be an array");
+        int k = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, tools) {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+            if (!cJSON_IsObject(t) || !cJSON_IsObject(fn) ||
+                !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name")))
+                return bad(err, "tools", "tools[%d] must be {\"type\": \"function\", \"function\": "
+                           "{\"name\": ...}}", k);
+            k++;
+        }
+        if (k)
+            r->tools = tools;
+    }
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(r->root, "tool_choice");
+    if (tc && !cJSON_IsNull(tc)) {
+        if (cJSON_IsString(tc)) {
+            const char *s = tc->valuestring;
+            if (strcmp(s, "none") && strcmp(s, "auto") && strcmp(s, "required"))
+                return bad(err, "tool_choice", "'tool_choice' must be \"none\", \"auto\", "
+                           "\"required\" or a function object");
+            if (!strcmp(s, "none"))
+                r->tools = NULL;
+        } else if (!cJSON_IsObject(tc)) {
+            return bad(err, "tool_choice", "'tool_choice' must be a string or an object");
+        }
+    }
+    /* chat template switches, at the top level or vLLM-style in chat_template_kwargs */
+    errbuf e;
+    if (chat_options_from_json(r->root, &r->copt, &e))
+        return bad(err, "thinking", "%s", e.msg);
+    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(r->root, "chat_template_kwargs");
+    if (kw && !cJSON_IsNull(kw)) {
+        if (!cJSON_IsObject(kw))
+            return bad(err, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+        if (chat_options_from_json(kw, &r->copt, &e))
+            return bad(err, "chat_template_kwargs", "%s", e.msg);
+    }
+    r->copt.add_generation_prompt = 1;
+    return 0;
+}
+
+static int parse_completion(oai_request *r, oai_error *err)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(r->root, "prompt");
+    if (!p)
+        return bad(err, "prompt", "'prompt' is required");
+    if (cJSON_IsArray(p)) {
+        if (cJSON_GetArraySize(p) != 1)
+            return bad(err, "prompt", "'prompt' as an array must hold exactly one string "
+                       "(batches are not supported)");
+        p = cJSON_GetArrayItem(p, 0);
+    }
+    if (!cJSON_IsString(p))
+        return bad(err, "prompt", "'prompt' must be a string");
+    r->prompt = p->valuestring;
+    return 0;
+}
+
+int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_options *defaults,
+                      oai_request *r, oai_error *err)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->temperature = -1.0f;
+    r->top_p = -1.0f;
+    if (defaults)
+        r->copt = *defaults;
+    else
+        chat_options_default(&r->copt);
+    const char *end = NULL;
+    r->root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!r->root) {
+        size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        return bad(err, "", "the body is not valid JSON (error near byte %zu)", at);
+    }
+    if (!cJSON_IsObject(r->root))
+        return bad(err, "", "the body must be a JSON object");
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(r->root, "model");
+    if (model && !cJSON_IsNull(model)) {
+        if (!cJSON_IsString(model))
+            return bad(err, "model", "'model' must be a string");
+        r->model = model->valuestring;
+    }
+    if ((kind == OAI_CHAT ? parse_chat(r, err) : parse_completion(r, err)))
+        return -1;
+    double v;
+    int present;
+    if (opt_number(r->root, "temperature", 0, 2, &v, &present, err))
+        return -1;
+    if (present)
+        r->temperature = (float)v;
+    if (opt_number(r->root, "top_p", 0, 1, &v, &present, err))
+        return -1;
+    if (present) {
+        if (v <= 0)
+            return bad(err, "top_p", "'top_p' must be greater than 0");
+        r->top_p = (float)v;
+    }
+    const char *mt_name = "max_tokens";
+    if (opt_number(r->root, mt_name, 1, 1 << 30, &v, &present, err))
+        return -1;
+    if (!present) {
+        mt_name = "max_completion_tokens";
+        if (opt_number(r->root, mt_name, 1, 1 << 30, &v, &present, err))
+            return -1;
+    }
+    if (present) {
+        if (v != floor(v))
+            return bad(err, mt_name, "'%s' must be an integer", mt_name);
+        r->max_tokens = (int)v;
+    }
+    if (opt_number(r->root, "seed", -9007199254740992.0, 9007199254740992.0, &v, &present, err))
+        return -1;
+    if (present) {
+        if (v != floor(v))
+            return bad(err, "seed", "'seed' must be an integer");
+        r->has_seed = 1;
+        r->seed = (uint64_t)(int64_t)v;
+    }
+    if (opt_number(r->root, "n", 1, 1, &v, &present, err))
+        return -1;
+    if (opt_bool(r->root, "stream", &r->stream, err))
+        return -1;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->root, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so))
+            return bad(err, "stream_options", "'stream_options' must be an object");
+        if (opt_bool(so, "include_usage", &r->include_usage, err))
+            return -1;
+    }
+    return parse_stop(r, err);
+}
+
+void oai_request_free(oai_request *r)
+{
+    cJSON_Delete(r->root);
+    memset(r, 0, sizeof *r);
+}

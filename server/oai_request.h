@@ -1,0 +1,64 @@
+/* oai_request: parses and validates the body of an OpenAI-style request
+ * (POST /v1/chat/completions or /v1/completions) into what the engine needs.
+ *
+ * Every malformed body or field is refused with the HTTP status and the
+ * OpenAI-style error fields the client gets back: a message naming the field
+ * and what was expected, and `param` (the field's name). Unknown fields are
+ * ignored, as OpenAI-compatible servers do, so newer clients keep working.
+ *
+ * Accepted fields: model, messages (chat), prompt (completions: a string or an
+ * array of one string), tools, tool_choice ("auto", "none", "required" or a
+ * named function: anything but "none" declares the tools to the model; the
+ * model decides, nothing is forced), temperature [0, 2], top_p (0, 1], max_tokens
+ * / max_completion_tokens (>= 1), stop (a string or up to 4 strings), seed,
+ * stream, stream_options.include_usage, n (only 1), and the chat template
+ * switches "thinking" (also inside chat_template_kwargs). */
+#ifndef MOETIER_OAI_REQUEST_H
+#define MOETIER_OAI_REQUEST_H
+
+#include <cJSON.h>
+#include <stdint.h>
+
+#include "core/text/chat_format.h"
+
+#define OAI_MAX_STOP 4
+
+typedef enum oai_kind { OAI_CHAT, OAI_COMPLETION } oai_kind;
+
+typedef struct oai_error {
+    int status;                 /* HTTP status: 400, 404, 413, ... */
+    char type[48];              /* "invalid_request_error", ... */
+    char param[48];             /* the offending field, "" when none */
+    char code[48];              /* "model_not_found", ... "" when none */
+    char message[256];
+} oai_error;
+
+typedef struct oai_request {
+    oai_kind kind;
+    cJSON *root;                /* owns the parsed body; the pointers below point into it */
+    const char *model;          /* NULL when absent */
+    const cJSON *messages;      /* chat */
+    const cJSON *tools;         /* chat, NULL when none (or tool_choice "none") */
+    const char *prompt;         /* completions */
+    int stream, include_usage;
+    int max_tokens;             /* 0: up to the context */
+    float temperature, top_p;   /* -1 when absent: the server's default */
+    int has_seed;
+    uint64_t seed;
+    const char *stop[OAI_MAX_STOP];
+    int n_stop;
+    chat_options copt;          /* thinking etc.; starts from the server's defaults */
+} oai_request;
+
+/* Parses body[0..len) of a request of `kind`. defaults: the server's chat
+ * options (the request may override "thinking"). Returns 0, or -1 with err
+ * filled (status 400). */
+int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_options *defaults,
+                      oai_request *r, oai_error *err);
+void oai_request_free(oai_request *r);
+
+/* Fills err; returns -1 (for `return oai_fail(...)`). */
+int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,
+             const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+#endif

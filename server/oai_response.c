@@ -1,0 +1,244 @@
+/* oai_response: see oai_response.h. */
+#include "oai_response.h"
+
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Length of the valid UTF-8 character at p (1..4), 0 when invalid. */
+static size_t utf8_char(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    if (c >= 0x01 && c < 0x80)
+        return 1;
+    size_t len;
+    unsigned min;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    unsigned cp = c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+char *oai_utf8_clean(const char *text, size_t n)
+{
+    char *out = malloc(n * 3 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)text;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_char(p + i, n - i);
+        if (k) {
+            memcpy(out + o, p + i, k);
+            o += k;
+            i += k;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static cJSON *clean_string(const char *text, size_t n)
+{
+    char *s = oai_utf8_clean(text ? text : "", text ? n : 0);
+    if (!s)
+        return NULL;
+    cJSON *v = cJSON_CreateString(s);
+    free(s);
+    return v;
+}
+
+static char *print_and_delete(cJSON *root)
+{
+    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    return s;
+}
+
+static char *sse(cJSON *root)
+{
+    char *body = print_and_delete(root);
+    if (!body)
+        return NULL;
+    size_t n = strlen(body) + 16;
+    char *ev = malloc(n);
+    if (ev)
+        snprintf(ev, n, "data: %s\n\n", body);
+    free(body);
+    return ev;
+}
+
+char *oai_error_body(const oai_error *e)
+{
+    cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddItemToObject(err, "message", clean_string(e->message, strlen(e->message)));
+    cJSON_AddStringToObject(err, "type", e->type);
+    if (e->param[0])
+        cJSON_AddStringToObject(err, "param", e->param);
+    else
+        cJSON_AddNullToObject(err, "param");
+    if (e->code[0])
+        cJSON_AddStringToObject(err, "code", e->code);
+    else
+        cJSON_AddNullToObject(err, "code");
+    return print_and_delete(root);
+}
+
+static cJSON *head(const oai_meta *m, int chunk)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "id", m->id);
+    cJSON_AddStringToObject(root, "object", m->kind == OAI_COMPLETION ? "text_completion"
+                                            : chunk ? "chat.completion.chunk" : "chat.completion");
+    cJSON_AddNumberToObject(root, "created", (double)m->created);
+    cJSON_AddStringToObject(root, "model", m->model);
+    return root;
+}
+
+static cJSON *calls_json(const tool_call *calls, int n, int index0, int with_index)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        cJSON *c = cJSON_CreateObject(), *fn;
+        if (with_index)
+            cJSON_AddNumberToObject(c, "index", index0 + i);
+        cJSON_AddItemToObject(c, "id", clean_string(calls[i].id, strlen(calls[i].id)));
+        cJSON_AddStringToObject(c, "type", "function");
+        fn = cJSON_AddObjectToObject(c, "function");
+        cJSON_AddItemToObject(fn, "name", clean_string(calls[i].name, strlen(calls[i].name)));
+        cJSON_AddItemToObject(fn, "arguments",
+                              clean_string(calls[i].arguments, strlen(calls[i].arguments)));
+        cJSON_AddItemToArray(arr, c);
+    }
+    return arr;
+}
+
+static void add_usage(cJSON *root, const oai_usage *u)
+{
+    cJSON *us = cJSON_AddObjectToObject(root, "usage");
+    cJSON_AddNumberToObject(us, "prompt_tokens", u->prompt_tokens);
+    cJSON_AddNumberToObject(us, "completion_tokens", u->completion_tokens);
+    cJSON_AddNumberToObject(us, "total_tokens", u->prompt_tokens + u->completion_tokens);
+    cJSON *d = cJSON_AddObjectToObject(us, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", u->cached_tokens);
+}
+
+static void add_finish(cJSON *choice, const char *finish_reason)
+{
+    if (finish_reason)
+        cJSON_AddStringToObject(choice, "finish_reason", finish_reason);
+    else
+        cJSON_AddNullToObject(choice, "finish_reason");
+}
+
+char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t text_len,
+                      const char *reasoning, size_t reasoning_len, const tool_call *calls,
+                      int n_calls, int call_index, const char *finish_reason)
+{
+    cJSON *root = head(m, 1), *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    if (m->kind == OAI_COMPLETION) {
+        cJSON_AddItemToObject(ch, "text", clean_string(text, text_len));
+        cJSON_AddNullToObject(ch, "logprobs");
+    } else {
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        if (with_role)
+            cJSON_AddStringToObject(d, "role", "assistant");
+        if (text_len || with_role)
+            cJSON_AddItemToObject(d, "content", clean_string(text, text_len));
+        if (reasoning_len)
+            cJSON_AddItemToObject(d, "reasoning_content", clean_string(reasoning, reasoning_len));
+        if (n_calls)
+            cJSON_AddItemToObject(d, "tool_calls", calls_json(calls, n_calls, call_index, 1));
+    }
+    add_finish(ch, finish_reason);
+    return sse(root);
+}
+
+char *oai_event_usage(const oai_meta *m, const oai_usage *u)
+{
+    cJSON *root = head(m, 1);
+    cJSON_AddArrayToObject(root, "choices");
+    add_usage(root, u);
+    return sse(root);
+}
+
+char *oai_event_error(const oai_error *e)
+{
+    char *body = oai_error_body(e);
+    if (!body)
+        return NULL;
+    size_t n = strlen(body) + 16;
+    char *ev = malloc(n);
+    if (ev)
+        snprintf(ev, n, "data: %s\n\n", body);
+    free(body);
+    return ev;
+}
+
+char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
+                        const char *reasoning, size_t reasoning_len, const tool_call *calls,
+                        int n_calls, const char *finish_reason, const oai_usage *u)
+{
+    cJSON *root = head(m, 0), *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    if (m->kind == OAI_COMPLETION) {
+        cJSON_AddItemToObject(ch, "text", clean_string(text, text_len));
+        cJSON_AddNullToObject(ch, "logprobs");
+    } else {
+        cJSON *msg = cJSON_AddObjectToObject(ch, "message");
+        cJSON_AddStringToObject(msg, "role", "assistant");
+        if (n_calls && !text_len)
+            cJSON_AddNullToObject(msg, "content");
+        else
+            cJSON_AddItemToObject(msg, "content", clean_string(text, text_len));
+        if (reasoning_len)
+            cJSON_AddItemToObject(msg, "reasoning_content", clean_string(reasoning, reasoning_len));
+        if (n_calls)
+            cJSON_AddItemToObject(msg, "tool_calls", calls_json(calls, n_calls, 0, 0));
+    }
+    add_finish(ch, finish_reason);
+    add_usage(root, u);
+    return print_and_delete(root);
+}
+
+char *oai_models_body(const char *model, long long created)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data"), *mo = cJSON_CreateObject();
+    cJSON_AddStringToObject(mo, "id", model);
+    cJSON_AddStringToObject(mo, "object", "model");
+    cJSON_AddNumberToObject(mo, "created", (double)created);
+    cJSON_AddStringToObject(mo, "owned_by", "moetier");
+    cJSON_AddItemToArray(data, mo);
+    return print_and_delete(root);
+}

@@ -1,0 +1,53 @@
+/* oai_response: the JSON bodies and Server-Sent Events of the OpenAI API.
+ *
+ * Chat: "chat.completion" objects, and "chat.completion.chunk" events whose
+ * deltas carry role, content, reasoning_content and tool_calls; completions:
+ * "text_completion" objects and events. Text from the model is made valid UTF-8
+ * first (invalid bytes and NUL become U+FFFD), so a client's JSON parser never
+ * sees broken strings. Every function returns a malloc'd string, NULL when out
+ * of memory. */
+#ifndef MOETIER_OAI_RESPONSE_H
+#define MOETIER_OAI_RESPONSE_H
+
+#include <stddef.h>
+
+#include "core/text/tool_calls.h"
+#include "oai_request.h"
+
+typedef struct oai_meta {
+    oai_kind kind;
+    const char *id;             /* "chatcmpl-..." / "cmpl-..." */
+    const char *model;
+    long long created;          /* Unix seconds */
+} oai_meta;
+
+typedef struct oai_usage {
+    int prompt_tokens, completion_tokens, cached_tokens;
+} oai_usage;
+
+/* {"error": {"message", "type", "param", "code"}} */
+char *oai_error_body(const oai_error *e);
+
+/* One streamed event, "data: {...}\n\n": role (first chat event), text
+ * (content; for completions the text), reasoning, tool calls numbered from
+ * call_index; finish_reason non-NULL on the last event. */
+char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t text_len,
+                      const char *reasoning, size_t reasoning_len, const tool_call *calls,
+                      int n_calls, int call_index, const char *finish_reason);
+/* The usage event of stream_options.include_usage (empty choices). */
+char *oai_event_usage(const oai_meta *m, const oai_usage *u);
+/* An error inside a stream that already started. */
+char *oai_event_error(const oai_error *e);
+
+/* The whole response of a request that did not stream. */
+char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
+                        const char *reasoning, size_t reasoning_len, const tool_call *calls,
+                        int n_calls, const char *finish_reason, const oai_usage *u);
+
+/* GET /v1/models */
+char *oai_models_body(const char *model, long long created);
+
+/* text[0..n) as a NUL-terminated valid UTF-8 string (see above). */
+char *oai_utf8_clean(const char *text, size_t n);
+
+#endif

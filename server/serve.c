@@ -1,0 +1,456 @@
+/* serve: see serve.h. This file is the HTTP side: routing, limits, the API
+ * key, queueing, and passing each job's output to its connection. */
+#include "serve.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/base/progress.h"
+#include "oai_response.h"
+#include "serve_internal.h"
+
+void serve_options_default(serve_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->max_body = 4u << 20;
+    o->max_queue = 32;
+    chat_options_default(&o->copt);
+    o->sp = sampler_defaults();
+}
+
+/* Per request: the body as it arrives. */
+typedef struct conn_ctx {
+    char *body;
+    size_t len, cap;
+    int too_large;
+} conn_ctx;
+
+/* A streaming response's source. */
+typedef struct stream_ctx {
+    server *s;
+    job *j;
+    int fd;
+} stream_ctx;
+
+static int client_gone(int fd)
+{
+    if (fd < 0)
+        return 0;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+static int conn_fd(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* Waits (s->mu held) until done(j); 0, or -1 when the client left or the
+ * server stops (the job is then cancelled). */
+static int wait_for(server *s, job *j, int fd, int (*done)(const job *))
+{
+    while (!done(j)) {
+        if (s->stopping || client_gone(fd)) {
+            j->cancelled = 1;
+            pthread_cond_broadcast(&s->cv);
+            return -1;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    return 0;
+}
+
+static int status_known(const job *j)
+{
+    return j->status != 0 || j->phase == JOB_DONE;
+}
+
+static int job_done(const job *j)
+{
+    return j->phase == JOB_DONE;
+}
+
+static int has_output(const job *j)
+{
+    return j->phase == JOB_DONE || j->out_len > j->out_sent;
+}
+
+static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status, char *owned,
+                                 const char *type)
+{
+    if (!owned)
+        owned = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(owned ? strlen(owned) : 0, owned, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(owned);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    pthread_mutex_lock(&s->mu);
+    serve_metrics_count_status(&s->metrics, status);
+    pthread_mutex_unlock(&s->mu);
+    return ret;
+}
+
+static enum MHD_Result send_error(server *s, struct MHD_Connection *c, int status, const char *type,
+                                  const char *param, const char *code, const char *msg)
+{
+    oai_error e;
+    oai_fail(&e, status, type, param, code, "%s", msg);
+    return send_body(s, c, status, oai_error_body(&e), "application/json");
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    stream_ctx *sc = cls;
+    server *s = sc->s;
+    job *j = sc->j;
+    ssize_t ret;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (j->out_sent < j->out_len) {
+            size_t n = j->out_len - j->out_sent < max ? j->out_len - j->out_sent : max;
+            memcpy(out, j->out + j->out_sent, n);
+            j->out_sent += n;
+            ret = (ssize_t)n;
+            break;
+        }
+        if (j->phase == JOB_DONE) {
+            ret = MHD_CONTENT_READER_END_OF_STREAM;
+            break;
+        }
+        if (wait_for(s, j, sc->fd, has_output)) {
+            ret = MHD_CONTENT_READER_END_WITH_ERROR;   /* the client left: close */
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ret;
+}
+
+static void stream_free(void *cls)
+{
+    stream_ctx *sc = cls;
+    server *s = sc->s;
+    pthread_mutex_lock(&s->mu);
+    if (sc->j->phase != JOB_DONE)
+        sc->j->cancelled = 1;   /* the connection ended before the stream did */
+    pthread_cond_broadcast(&s->cv);
+    job_release(sc->j);
+    pthread_mutex_unlock(&s->mu);
+    free(sc);
+}
+
+static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oai_kind kind,
+                                         conn_ctx *cx)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        return send_error(s, c, 500, "server_error", NULL, NULL, "out of memory");
+    oai_error err;
+    if (oai_request_parse(kind, cx->body ? cx->body : "", cx->len, &s->o.copt, &j->req, &err)) {
+        oai_request_free(&j->req);
+        free(j);
+        return send_body(s, c, err.status, oai_error_body(&err), "application/json");
+    }
+    if (j->req.model && strcmp(j->req.model, s->model_name)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "the model '%.200s' does not exist; this server serves '%.150s'",
+                 j->req.model, s->model_name);
+        oai_request_free(&j->req);
+        free(j);
+        return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found", msg);
+    }
+    int fd = conn_fd(c);
+    pthread_mutex_lock(&s->mu);
+    if (s->n_jobs >= s->o.max_queue || s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        oai_request_free(&j->req);
+        free(j);
+        return send_error(s, c, 503, "server_error", NULL, "queue_full",
+                          "the server is busy (its request queue is full); retry later");
+    }
+    j->refs = 2;
+    j->created = (long long)time(NULL);
+    j->t_arrival = now_seconds();
+    snprintf(j->id, sizeof j->id, "%s-%lld", kind == OAI_CHAT ? "chatcmpl" : "cmpl", ++s->seq);
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    s->n_jobs++;
+    s->metrics.queue_depth = s->n_jobs;
+    pthread_cond_broadcast(&s->cv);
+    int gone = wait_for(s, j, fd, status_known);
+    if (!gone && (j->status != 200 || !j->req.stream))
+        gone = wait_for(s, j, fd, job_done);
+    if (gone) {
+        job_release(j);
+        pthread_mutex_unlock(&s->mu);
+        return MHD_NO;      /* nobody to answer: close */
+    }
+    int status = j->status ? j->status : 500;
+    if (status != 200 || !j->req.stream) {
+        char *body = j->out ? strndup(j->out + j->out_sent, j->out_len - j->out_sent) : NULL;
+        job_release(j);
+        pthread_mutex_unlock(&s->mu);
+        return send_body(s, c, status, body, "application/json");
+    }
+    pthread_mutex_unlock(&s->mu);
+    stream_ctx *sc = malloc(sizeof *sc);
+    struct MHD_Response *r =
+        sc ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, sc, stream_free)
+           : NULL;
+    if (!r) {
+        free(sc);
+        pthread_mutex_lock(&s->mu);
+        j->cancelled = 1;
+        job_release(j);
+        pthread_mutex_unlock(&s->mu);
+        return MHD_NO;
+    }
+    *sc = (stream_ctx){.s = s, .j = j, .fd = fd};
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    pthread_mutex_lock(&s->mu);
+    serve_metrics_count_status(&s->metrics, 200);
+    pthread_mutex_unlock(&s->mu);
+    return ret;
+}
+
+static int key_ok(const server *s, struct MHD_Connection *c)
+{
+    if (!s->o.api_key)
+        return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncmp(h, "Bearer ", 7))
+        return 0;
+    const char *k = h + 7, *want = s->o.api_key;
+    size_t kl = strlen(k), wl = strlen(want);
+    unsigned diff = (unsigned)(kl ^ wl);
+    for (size_t i = 0; i < wl; i++)     /* time independent of where they differ */
+        diff |= (unsigned char)want[i] ^ (unsigned char)(i < kl ? k[i] : 0);
+    return diff == 0;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_size, void **con_cls)
+{
+    server *s = cls;
+    conn_ctx *cx = *con_cls;
+    if (!cx) {
+        if (!(cx = calloc(1, sizeof *cx)))
+            return MHD_NO;
+        *con_cls = cx;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->o.max_body)
+            cx->too_large = 1;  /* answered once the body is skipped */
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!cx->too_large && cx->len + *upload_size > s->o.max_body)
+            cx->too_large = 1;
+        if (!cx->too_large) {
+            if (cx->len + *upload_size + 1 > cx->cap) {
+                size_t cap = (cx->len + *upload_size + 1) * 2;
+                if (cap > s->o.max_body + 1)
+                    cap = s->o.max_body + 1;
+                char *nb = realloc(cx->body, cap);
+                if (!nb)
+                    return MHD_NO;
+                cx->body = nb;
+                cx->cap = cap;
+            }
+            memcpy(cx->body + cx->len, upload, *upload_size);
+            cx->len += *upload_size;
+            cx->body[cx->len] = 0;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (strcmp(url, "/health") && !key_ok(s, c))
+        return send_error(s, c, 401, "invalid_request_error", NULL, "invalid_api_key",
+                          "a valid API key is required: send 'Authorization: Bearer <key>'");
+    if (cx->too_large) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request body is larger than this server's limit of %zu bytes "
+                 "(--max-body)", s->o.max_body);
+        return send_error(s, c, 413, "invalid_request_error", NULL, "request_too_large", msg);
+    }
+    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    if (!strcmp(url, "/health")) {
+        if (!get)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /health");
+        return send_body(s, c, 200, strdup("{\"status\":\"ok\"}"), "application/json");
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (!get)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /metrics");
+        pthread_mutex_lock(&s->mu);
+        serve_metrics snap = s->metrics;
+        pthread_mutex_unlock(&s->mu);
+        return send_body(s, c, 200, serve_metrics_render(&snap), "text/plain; version=0.0.4");
+    }
+    if (!strcmp(url, "/v1/models")) {
+        if (!get)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /v1/models");
+        return send_body(s, c, 200, oai_models_body(s->model_name, 0), "application/json");
+    }
+    if (!strncmp(url, "/v1/models/", 11)) {
+        if (strcmp(url + 11, s->model_name))
+            return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found",
+                              "no such model on this server");
+        return send_body(s, c, 200, oai_models_body(s->model_name, 0), "application/json");
+    }
+    int chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
+    if (chat || compl) {
+        if (!post)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+        return handle_completion(s, c, chat ? OAI_CHAT : OAI_COMPLETION, cx);
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg, "unknown route %.8s %.200s", method, url);
+    return send_error(s, c, 404, "invalid_request_error", NULL, "unknown_url", msg);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    conn_ctx *cx = *con_cls;
+    if (cx) {
+        free(cx->body);
+        free(cx);
+        *con_cls = NULL;
+    }
+}
+
+static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_kind kind,
+                 const serve_options *o, errbuf *e)
+{
+    s->m = m;
+    s->tok = tok;
+    s->kind = kind;
+    s->o = *o;
+    snprintf(s->model_name, sizeof s->model_name, "%s", o->model_name ? o->model_name : "model");
+    int cand[4] = {vocab_find_special(&tok->v, "<|im_end|>"), vocab_find_special(&tok->v, "[EOS]"),
+                   m->mw.cfg.n_eos > 0 ? m->mw.cfg.eos_token_ids[0] : -1,
+                   m->mw.cfg.n_eos > 1 ? m->mw.cfg.eos_token_ids[1] : -1};
+    for (int i = 0; i < 4; i++) {
+        int dup = cand[i] < 0;
+        for (int k = 0; k < s->n_stop_ids; k++)
+            dup |= s->stop_ids[k] == cand[i];
+        if (!dup)
+            s->stop_ids[s->n_stop_ids++] = cand[i];
+    }
+    if (!s->n_stop_ids)
+        return err_set(e, "the tokenizer has no end token (<|im_end|>, [EOS] or eos_token_id)");
+    const char *forced = getenv("MOETIER_SERVE_FORCE_TEXT");
+    if (forced) {
+        if (tokenizer_encode(tok, forced, strlen(forced), TOK_ALLOW_SPECIAL, &s->forced, e))
+            return -1;
+        s->has_forced = 1;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    return 0;
+}
+
+int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const serve_options *o,
+              errbuf *e)
+{
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        return err_set(e, "out of memory");
+    if (setup(s, m, tok, kind, o, e)) {
+        token_list_free(&s->forced);
+        free(s);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE}, *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", o->port);
+    int gai = getaddrinfo(o->host, port, &hints, &ai);
+    if (gai) {
+        err_set(e, "--host %s: %s", o->host, gai_strerror(gai));
+        goto fail;
+    }
+    /* SIGINT/SIGTERM go to sigwait below; every thread started here inherits the mask */
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_t engine_thread;
+    if (pthread_create(&engine_thread, NULL, serve_engine_main, s)) {
+        freeaddrinfo(ai);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        err_set(e, "cannot start the engine thread");
+        goto fail;
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(o->max_queue + 64), MHD_OPTION_CONNECTION_TIMEOUT, 300u, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    int rc = 0;
+    if (!d) {
+        err_set(e, "cannot listen on %s:%d (%s)", o->host, o->port,
+                errno ? strerror(errno) : "address in use or not available");
+        rc = -1;
+    } else {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+        fprintf(stderr, "moetier serve: listening on http://%s:%u (model '%s', %d requests queued "
+                "at most)\n", o->host, di ? di->port : (unsigned)o->port, s->model_name, o->max_queue);
+        fflush(stderr);
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        fprintf(stderr, "moetier serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    }
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (d)
+        MHD_stop_daemon(d);
+    pthread_join(engine_thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    token_list_free(&s->forced);
+    free(s);
+    return rc;
+fail:
+    token_list_free(&s->forced);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+    return -1;
+}

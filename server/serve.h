@@ -1,0 +1,53 @@
+/* serve: the OpenAI-compatible HTTP server behind `moetier serve`.
+ *
+ * libmicrohttpd runs one thread per connection; one engine thread serves the
+ * queued requests in turn (the engine holds one KV cache, so a request whose
+ * prompt starts like the previous conversation prefills only its new tail).
+ * A connection thread parses and validates its request, queues it (503 when
+ * the queue is full) and then waits: for the whole answer, or for each
+ * streamed event, which it passes on as Server-Sent Events. While waiting it
+ * watches its socket, so a client that goes away (queued or mid-stream) is
+ * cancelled at once and the engine moves on at the next token.
+ *
+ * Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
+ * GET /health, GET /metrics (Prometheus text). Errors are OpenAI-style JSON:
+ * 400 malformed body or field, 401 bad or missing API key, 404 unknown route
+ * or model, 405 wrong method, 413 body or prompt too large, 503 queue full,
+ * 500 engine failure.
+ *
+ * Test hook: MOETIER_SERVE_FORCE_TEXT=TEXT makes every answer the tokens of
+ * TEXT (special tokens allowed) instead of sampled ones, the model still
+ * running a forward step per token, so tool-call parsing and streaming can be
+ * tested end to end on random-weight models that never emit tool calls. */
+#ifndef MOETIER_SERVE_H
+#define MOETIER_SERVE_H
+
+#include <stddef.h>
+
+#include "core/app/cli_common.h"
+#include "core/engine/sampler.h"
+#include "core/text/chat_format.h"
+#include "core/text/tokenizer.h"
+
+typedef struct serve_options {
+    const char *host;           /* default 127.0.0.1 */
+    int port;                   /* 0: any free port (printed) */
+    const char *api_key;        /* NULL: no check */
+    const char *model_name;     /* the id clients name (`moetier serve`: the directory's name) */
+    size_t max_body;            /* bytes of a request body (413 beyond) */
+    int max_prompt_tokens;      /* 0: the context size less one */
+    int max_queue;              /* requests waiting or running (503 beyond) */
+    int default_max_tokens;     /* when a request gives none; 0: up to the context */
+    chat_options copt;          /* chat template defaults (--no-think) */
+    sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
+} serve_options;
+
+void serve_options_default(serve_options *o);
+
+/* Serves until SIGINT or SIGTERM. The model, tokenizer and template stay owned
+ * by the caller. Returns 0 after a clean shutdown, -1 with e set when the
+ * server cannot start. */
+int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const serve_options *o,
+              errbuf *e);
+
+#endif

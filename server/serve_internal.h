@@ -1,0 +1,53 @@
+/* serve_internal: what the HTTP side (serve.c) and the engine side
+ * (serve_job.c) of the server share: the queue of jobs and its lock. */
+#ifndef MOETIER_SERVE_INTERNAL_H
+#define MOETIER_SERVE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "oai_request.h"
+#include "serve.h"
+#include "serve_metrics.h"
+
+typedef enum job_phase { JOB_QUEUED, JOB_RUNNING, JOB_DONE } job_phase;
+
+typedef struct job {
+    struct job *next;
+    oai_request req;
+    char id[48];
+    long long created;
+    double t_arrival;
+    job_phase phase;
+    int status;                 /* HTTP status once known; 0 before */
+    int cancelled;              /* the client went away */
+    int refs;                   /* the connection and the queue/engine */
+    char *out;                  /* bytes for the client: events, or the whole body */
+    size_t out_len, out_cap, out_sent;
+} job;
+
+typedef struct server {
+    cli_model *m;
+    const tokenizer *tok;
+    chat_template_kind kind;
+    serve_options o;
+    char model_name[256];
+    int stop_ids[4], n_stop_ids;
+    token_list forced;          /* MOETIER_SERVE_FORCE_TEXT */
+    int has_forced;
+    pthread_mutex_t mu;         /* guards everything below, and jobs' shared fields */
+    pthread_cond_t cv;          /* broadcast on any change of a job or the queue */
+    job *head, *tail;
+    int n_jobs;                 /* queued or running */
+    int stopping;
+    long long seq;
+    serve_metrics metrics;
+} server;
+
+/* The engine thread: serves queued jobs until s->stopping. */
+void *serve_engine_main(void *arg);
+/* Drops one reference (s->mu held); frees the job at zero. */
+void job_release(job *j);
+/* Appends bytes for the client and wakes its connection (takes s->mu). */
+void job_emit(server *s, job *j, char *owned);
+
+#endif

@@ -1,0 +1,107 @@
+/* serve_metrics: see serve_metrics.h. */
+#include "serve_metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void serve_metrics_count_status(serve_metrics *m, int status)
+{
+    for (int i = 0; i < SERVE_METRICS_STATUSES; i++) {
+        if (m->status_code[i] == status || m->status_code[i] == 0) {
+            m->status_code[i] = status;
+            m->status_count[i]++;
+            return;
+        }
+    }
+}
+
+typedef struct text {
+    char *p;
+    size_t len, cap;
+    int oom;
+} text;
+
+static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(text *t, const char *fmt, ...)
+{
+    for (int pass = 0; pass < 2 && !t->oom; pass++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->oom = 1;
+            return;
+        }
+        if (t->p && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = (t->cap + (size_t)n + 1) * 2;
+        char *np = realloc(t->p, cap);
+        if (!np) {
+            t->oom = 1;
+            return;
+        }
+        t->p = np;
+        t->cap = cap;
+    }
+}
+
+static void metric(text *t, const char *name, const char *type, const char *help)
+{
+    put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+char *serve_metrics_render(const serve_metrics *m)
+{
+    text t = {0};
+    metric(&t, "moetier_requests_total", "counter", "HTTP requests answered, by status");
+    for (int i = 0; i < SERVE_METRICS_STATUSES && m->status_code[i]; i++)
+        put(&t, "moetier_requests_total{status=\"%d\"} %llu\n", m->status_code[i],
+            (unsigned long long)m->status_count[i]);
+    metric(&t, "moetier_requests_cancelled_total", "counter",
+           "completions whose client went away before the end");
+    put(&t, "moetier_requests_cancelled_total %llu\n", (unsigned long long)m->requests_cancelled);
+    metric(&t, "moetier_queue_depth", "gauge", "completion requests waiting or running");
+    put(&t, "moetier_queue_depth %d\n", m->queue_depth);
+    metric(&t, "moetier_prompt_tokens_total", "counter", "prompt tokens of served requests");
+    put(&t, "moetier_prompt_tokens_total %llu\n", (unsigned long long)m->prompt_tokens);
+    metric(&t, "moetier_prompt_tokens_cached_total", "counter",
+           "prompt tokens taken from the KV cache instead of prefilled");
+    put(&t, "moetier_prompt_tokens_cached_total %llu\n", (unsigned long long)m->prompt_tokens_cached);
+    metric(&t, "moetier_completion_tokens_total", "counter", "generated tokens");
+    put(&t, "moetier_completion_tokens_total %llu\n", (unsigned long long)m->completion_tokens);
+    metric(&t, "moetier_time_to_first_token_seconds", "summary",
+           "from a request's arrival to its first generated token");
+    put(&t, "moetier_time_to_first_token_seconds_sum %.6f\n", m->ttft_seconds_sum);
+    put(&t, "moetier_time_to_first_token_seconds_count %llu\n", (unsigned long long)m->ttft_count);
+    metric(&t, "moetier_prefill_seconds_total", "counter", "time spent in prompt prefill");
+    put(&t, "moetier_prefill_seconds_total %.6f\n", m->prefill_seconds);
+    metric(&t, "moetier_decode_seconds_total", "counter", "time spent generating tokens");
+    put(&t, "moetier_decode_seconds_total %.6f\n", m->decode_seconds);
+    metric(&t, "moetier_decode_tokens_per_second", "gauge",
+           "decode speed of the last finished request");
+    put(&t, "moetier_decode_tokens_per_second %.3f\n", m->last_decode_tokens_per_second);
+    if (m->have_tiers) {
+        uint64_t n = m->dram_hits + m->dram_misses;
+        metric(&t, "moetier_tier_hits_total", "counter",
+               "routed expert reads served by a tier (dram) or read through it (nvme)");
+        put(&t, "moetier_tier_hits_total{tier=\"dram\"} %llu\n", (unsigned long long)m->dram_hits);
+        put(&t, "moetier_tier_hits_total{tier=\"nvme\"} %llu\n", (unsigned long long)m->dram_misses);
+        metric(&t, "moetier_tier_hit_rate", "gauge", "fraction of expert reads a tier served");
+        put(&t, "moetier_tier_hit_rate{tier=\"dram\"} %.6f\n", n ? (double)m->dram_hits / (double)n : 0.0);
+        metric(&t, "moetier_tier_bytes_read_total", "counter", "bytes read from a tier's storage");
+        put(&t, "moetier_tier_bytes_read_total{tier=\"nvme\"} %llu\n",
+            (unsigned long long)m->nvme_bytes_read);
+        metric(&t, "moetier_tier_stall_seconds_total", "counter",
+               "time the engine waited for expert reads");
+        put(&t, "moetier_tier_stall_seconds_total %.6f\n", m->stall_seconds);
+    }
+    if (t.oom) {
+        free(t.p);
+        return NULL;
+    }
+    return t.p;
+}

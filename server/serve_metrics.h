@@ -1,0 +1,31 @@
+/* serve_metrics: the counters behind GET /metrics, printed in Prometheus'
+ * text format. The server updates them under its own lock; printing takes a
+ * copy. */
+#ifndef MOETIER_SERVE_METRICS_H
+#define MOETIER_SERVE_METRICS_H
+
+#include <stdint.h>
+
+#define SERVE_METRICS_STATUSES 10
+
+typedef struct serve_metrics {
+    int status_code[SERVE_METRICS_STATUSES];   /* HTTP statuses seen, in first-seen order */
+    uint64_t status_count[SERVE_METRICS_STATUSES];
+    uint64_t requests_cancelled;                /* clients gone before the answer ended */
+    uint64_t prompt_tokens, prompt_tokens_cached, completion_tokens;
+    double ttft_seconds_sum;                    /* time to first token, from arrival */
+    uint64_t ttft_count;
+    double prefill_seconds, decode_seconds;
+    double last_decode_tokens_per_second;
+    int queue_depth;                            /* waiting or running */
+    /* expert tiers (only with a tiered expert source) */
+    int have_tiers;
+    uint64_t dram_hits, dram_misses, nvme_bytes_read;
+    double stall_seconds;
+} serve_metrics;
+
+void serve_metrics_count_status(serve_metrics *m, int status);
+/* Prometheus text into a malloc'd string (NULL when out of memory). */
+char *serve_metrics_render(const serve_metrics *m);
+
+#endif

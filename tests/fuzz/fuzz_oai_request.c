@@ -1,0 +1,58 @@
+/* Fuzz target: the server's request handling short of the engine: parsing and
+ * validating a body as a chat and as a completions request, rendering an
+ * accepted chat's prompt, the stop-string filter over the body's bytes, and
+ * the UTF-8 cleaning of everything sent back. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/text/chat_format.h"
+#include "server/oai_request.h"
+#include "server/oai_response.h"
+#include "server/stop_filter.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void filter(const oai_request *r, const uint8_t *data, size_t size)
+{
+    stop_filter f;
+    stop_filter_init(&f, r->stop, r->n_stop);
+    size_t total = 0;
+    for (size_t i = 0; i < size; i += 3) {
+        const char *out;
+        size_t n;
+        int st = stop_filter_feed(&f, (const char *)data + i, size - i < 3 ? size - i : 3, &out, &n);
+        total += n;
+        if (st == 1)
+            break;
+    }
+    const char *out;
+    size_t n;
+    stop_filter_finish(&f, &out, &n);
+    if (total + n > size)   /* never more text out than in */
+        abort();
+    stop_filter_free(&f);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        oai_request r;
+        oai_error err;
+        if (oai_request_parse((oai_kind)kind, (const char *)data, size, NULL, &r, &err) == 0) {
+            if (kind == OAI_CHAT) {
+                char *text = NULL;
+                errbuf e;
+                if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, NULL, &e) == 0)
+                    free(text);
+            }
+            filter(&r, data, size);
+        } else if (err.status != 400 || !err.message[0]) {
+            abort();    /* every refusal is a 400 with a reason */
+        }
+        oai_request_free(&r);
+    }
+    char *clean = oai_utf8_clean((const char *)data, size);
+    free(clean);
+    return 0;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Server integration tests: the openai-client tests (server_test.mjs) and a few
+# raw curl exchanges, on a synthetic k2-tiny model. Called by `make test` with
+# MOETIER_BIN and MOETIER_TMP set; every server started here is stopped on exit.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="${MOETIER_BIN:?MOETIER_BIN is not set}"
+tmp="${MOETIER_TMP:-/tmp}/server-tests"
+mkdir -p "$tmp"
+model="$tmp/tiny"
+[ -f "$model/config.json" ] || "$bin" synth --preset k2-tiny --format int4 --seed 3 -o "$model" >/dev/null
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# --- curl: streaming framing and errors, as any HTTP client sees them ---
+log="$tmp/curl-server.log"
+"$bin" serve -m "$model" --port 0 --no-think -t 1 2>"$log" &
+pid=$!
+pids+=("$pid")
+for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+url="$(grep -o 'http://[0-9.]*:[0-9]*' "$log" | head -1)"
+[ -n "$url" ] || { echo "server did not start:"; cat "$log"; exit 1; }
+fail() { echo "FAIL curl: $*"; exit 1; }
+out="$(curl -sN "$url/v1/chat/completions" -H 'content-type: application/json' \
+  -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true}')"
+[ "$(printf '%s\n' "$out" | grep -c '^data: ')" -ge 3 ] || fail "too few events: $out"
+[ "$(printf '%s\n' "$out" | grep '^data: ' | tail -1)" = "data: [DONE]" ] || fail "no [DONE] at the end: $out"
+printf '%s\n' "$out" | grep -q '"finish_reason":"length"' || fail "no finish_reason: $out"
+code="$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"prompt": }')"
+[ "$code" = 400 ] && grep -q '"invalid_request_error"' "$tmp/body" || fail "malformed JSON gave $code"
+code="$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$url/v1/models")"
+[ "$code" = 405 ] || fail "DELETE /v1/models gave $code"
+# a client that hangs up mid-stream; the server answers the next request
+timeout 1 curl -sN "$url/v1/completions" -d '{"prompt":"a","max_tokens":100000,"stream":true}' >/dev/null || true
+code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "$url/v1/completions" -d '{"prompt":"b","max_tokens":2}')"
+[ "$code" = 200 ] || fail "after a hang-up the next request gave $code"
+kill -TERM "$pid"
+wait "$pid" || fail "the server did not exit cleanly (status $?): $(tail -20 "$log")"
+echo "ok   curl: SSE framing, [DONE], 400, 405, hang-up mid-stream"
+
+# --- the official openai client ---
+if ! command -v node >/dev/null || [ ! -d "$here/node_modules/openai" ]; then
+  echo "SKIP openai-client tests: Node.js or tests/server/node_modules/openai is missing" \
+       "(make deps installs it with npm ci)"
+  exit 0
+fi
+node "$here/server_test.mjs" "$bin" "$model"

@@ -1,0 +1,300 @@
+// Integration tests of `moetier serve`, driven by the official `openai` client
+// and by plain HTTP (fetch). Starts its own servers on loopback ports chosen by
+// the kernel (--port 0) and stops them on every path; a server that does not
+// exit cleanly (0) on SIGTERM fails the run (under ASan that includes leaks).
+//
+// usage: node server_test.mjs MOETIER_BIN MODEL_DIR
+import { spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const [bin, modelDir] = process.argv.slice(2);
+if (!bin || !modelDir) {
+  console.error('usage: node server_test.mjs MOETIER_BIN MODEL_DIR');
+  process.exit(2);
+}
+const MODEL = 'tiny';
+const servers = new Set();
+
+// A tool call in Kimi's markers, after reasoning: what the forced server answers.
+const FORCED = 'Thinking it over.</think>Let me check.<|tool_calls_section_begin|>' +
+  '<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{"city": "Paris"}' +
+  '<|tool_call_end|><|tool_calls_section_end|>';
+
+function startServer(args, env = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, ['serve', '-m', modelDir, '--port', '0', '--model-name', MODEL, '-t', '1', ...args],
+      { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const srv = { child, log: '', exited: null };
+    servers.add(srv);
+    const timer = setTimeout(() => reject(new Error('server did not start in 60 s:\n' + srv.log)), 60000);
+    child.stderr.on('data', (d) => {
+      srv.log += d;
+      const m = /listening on http:\/\/([\d.]+):(\d+)/.exec(srv.log);
+      if (m && !srv.url) {
+        srv.url = `http://${m[1]}:${m[2]}`;
+        clearTimeout(timer);
+        resolve(srv);
+      }
+    });
+    srv.done = new Promise((res) => child.on('exit', (code, sig) => { srv.exited = { code, sig }; res(srv.exited); }));
+    child.on('exit', () => { if (!srv.url) { clearTimeout(timer); reject(new Error('server exited:\n' + srv.log)); } });
+  });
+}
+
+async function stopServer(srv) {
+  if (!srv.exited) srv.child.kill('SIGTERM');
+  const kill = setTimeout(() => srv.child.kill('SIGKILL'), 30000);
+  const st = await srv.done;
+  clearTimeout(kill);
+  servers.delete(srv);
+  assert.equal(st.code, 0, `server exit ${JSON.stringify(st)}; its log:\n${srv.log.slice(-4000)}`);
+}
+
+process.on('exit', () => { for (const s of servers) s.child.kill('SIGKILL'); });
+
+const client = (srv, apiKey = 'none') => new OpenAI({ baseURL: srv.url + '/v1', apiKey, maxRetries: 0, timeout: 120000 });
+const user = (content) => [{ role: 'user', content }];
+let failures = 0, passed = 0;
+async function check(name, fn) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    failures++;
+    console.log(`FAIL ${name}\n     ${(e && e.stack) || e}`);
+  }
+}
+async function expectStatus(promise, status) {
+  try {
+    await promise;
+  } catch (e) {
+    assert.equal(e.status, status, `expected HTTP ${status}, got ${e.status}: ${e.message}`);
+    return e;
+  }
+  assert.fail(`expected HTTP ${status}, the request succeeded`);
+}
+async function collect(stream) {
+  const out = { role: null, content: '', reasoning: '', calls: [], finish: null, usage: null, chunks: 0 };
+  for await (const ch of stream) {
+    out.chunks++;
+    if (ch.usage) out.usage = ch.usage;
+    for (const c of ch.choices) {
+      const d = c.delta ?? {};
+      if (d.role) out.role = d.role;
+      out.content += d.content ?? c.text ?? '';
+      out.reasoning += d.reasoning_content ?? '';
+      for (const t of d.tool_calls ?? []) out.calls[t.index] = t;
+      if (c.finish_reason) out.finish = c.finish_reason;
+    }
+  }
+  return out;
+}
+
+async function plainServer() {
+  const srv = await startServer(['--no-think', '--max-body', '65536']);
+  const ai = client(srv);
+  await check('GET /v1/models lists the model', async () => {
+    const list = await ai.models.list();
+    assert.deepEqual(list.data.map((m) => m.id), [MODEL]);
+  });
+  await check('chat, not streamed: content, length, usage', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 6, seed: 7 });
+    assert.equal(r.object, 'chat.completion');
+    assert.equal(r.choices[0].message.role, 'assistant');
+    assert.equal(typeof r.choices[0].message.content, 'string');
+    assert.equal(r.choices[0].finish_reason, 'length');
+    assert.equal(r.usage.completion_tokens, 6);
+    assert.ok(r.usage.prompt_tokens > 3);
+    assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + 6);
+  });
+  await check('a follow-up turn reuses the KV cache of the conversation', async () => {
+    const first = await ai.chat.completions.create({ model: MODEL, messages: user('Tell me a story'), max_tokens: 4 });
+    const msgs = [...user('Tell me a story'), { role: 'assistant', content: first.choices[0].message.content },
+      ...user('And then?')];
+    const r = await ai.chat.completions.create({ model: MODEL, messages: msgs, max_tokens: 2 });
+    assert.ok(r.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1,
+      JSON.stringify(r.usage));
+  });
+  await check('chat, streamed: role first, finish_reason, usage, [DONE]', async () => {
+    const s = await ai.chat.completions.create({ model: MODEL, messages: user('Hi'), max_tokens: 5, stream: true,
+      stream_options: { include_usage: true } });
+    const o = await collect(s);
+    assert.equal(o.role, 'assistant');
+    assert.equal(o.finish, 'length');
+    assert.equal(o.usage.completion_tokens, 5);
+    assert.ok(o.chunks >= 3);
+  });
+  await check('completions, streamed and not', async () => {
+    const r = await ai.completions.create({ model: MODEL, prompt: 'The quick brown', max_tokens: 4, temperature: 0 });
+    assert.equal(r.object, 'text_completion');
+    assert.equal(r.choices[0].finish_reason, 'length');
+    assert.equal(r.usage.completion_tokens, 4);
+    const o = await collect(await ai.completions.create({ model: MODEL, prompt: 'The quick brown', max_tokens: 4,
+      temperature: 0, stream: true }));
+    assert.equal(o.finish, 'length');
+  });
+  await check('bad fields: 400 naming the field', async () => {
+    let e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), temperature: 5 }), 400);
+    assert.equal(e.param, 'temperature');
+    e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: [] }), 400);
+    assert.equal(e.param, 'messages');
+    e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 0 }), 400);
+    assert.equal(e.param, 'max_tokens');
+    await expectStatus(ai.completions.create({ model: MODEL, prompt: 42 }), 400);
+  });
+  await check('unknown model: 404 model_not_found', async () => {
+    const e = await expectStatus(ai.chat.completions.create({ model: 'gpt-nope', messages: user('x') }), 404);
+    assert.equal(e.code, 'model_not_found');
+  });
+  await check('plain HTTP: malformed JSON 400, unknown route 404, wrong method 405, big body 413', async () => {
+    const post = (path, body) => fetch(srv.url + path, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    let r = await post('/v1/chat/completions', '{"messages": [');
+    assert.equal(r.status, 400);
+    assert.equal((await r.json()).error.type, 'invalid_request_error');
+    r = await fetch(srv.url + '/v1/nothing');
+    assert.equal(r.status, 404);
+    r = await fetch(srv.url + '/v1/chat/completions');
+    assert.equal(r.status, 405);
+    r = await post('/v1/chat/completions', JSON.stringify({ messages: user('x'.repeat(70000)) }));
+    assert.equal(r.status, 413);
+    r = await fetch(srv.url + '/health');
+    assert.deepEqual(await r.json(), { status: 'ok' });
+  });
+  await check('GET /metrics: Prometheus text with tokens, TTFT, queue depth', async () => {
+    const t = await (await fetch(srv.url + '/metrics')).text();
+    for (const name of ['moetier_completion_tokens_total', 'moetier_time_to_first_token_seconds_count',
+      'moetier_queue_depth 0', 'moetier_requests_total{status="400"}', 'moetier_decode_tokens_per_second'])
+      assert.ok(t.includes(name), name + ' missing from:\n' + t);
+    const m = /moetier_completion_tokens_total (\d+)/.exec(t);
+    assert.ok(Number(m[1]) >= 21);
+  });
+  await stopServer(srv);
+}
+
+async function forcedServer() {
+  const srv = await startServer([], { MOETIER_SERVE_FORCE_TEXT: FORCED });
+  const ai = client(srv);
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+    properties: { city: { type: 'string' } } } } }];
+  await check('tool call, not streamed: tool_calls, reasoning, finish_reason tool_calls', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('Weather in Paris?'), tools });
+    const m = r.choices[0].message;
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+    assert.equal(m.content, 'Let me check.');
+    assert.equal(m.reasoning_content, 'Thinking it over.');
+    assert.equal(m.tool_calls.length, 1);
+    assert.equal(m.tool_calls[0].id, 'functions.get_weather:0');
+    assert.equal(m.tool_calls[0].type, 'function');
+    assert.equal(m.tool_calls[0].function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(m.tool_calls[0].function.arguments), { city: 'Paris' });
+  });
+  await check('tool call, streamed: the same content and call, no marker leaks', async () => {
+    const o = await collect(await ai.chat.completions.create({ model: MODEL, messages: user('Weather?'), tools, stream: true }));
+    assert.equal(o.finish, 'tool_calls');
+    assert.equal(o.content, 'Let me check.');
+    assert.equal(o.reasoning, 'Thinking it over.');
+    assert.equal(o.calls.length, 1);
+    assert.equal(o.calls[0].function.name, 'get_weather');
+    assert.equal(o.calls[0].function.arguments, '{"city": "Paris"}');
+  });
+  await check('the tool result goes back in as a tool message', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, tools, messages: [...user('Weather?'),
+      { role: 'assistant', content: null, tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'functions.get_weather:0', content: '18 C, sunny' }] });
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  });
+  await check('stop strings cut the text and are not sent', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('x'), stop: ['check'] });
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    assert.equal(r.choices[0].message.content, 'Let me ');
+    const o = await collect(await ai.chat.completions.create({ model: MODEL, messages: user('x'), stop: ' check', stream: true }));
+    assert.equal(o.content, 'Let me');
+    assert.equal(o.finish, 'stop');
+  });
+  await check('load: 16 concurrent streams, 5 abort early; every finished one is right', async () => {
+    const runs = [];
+    for (let i = 0; i < 16; i++) {
+      runs.push((async () => {
+        const ctl = new AbortController();
+        const s = await ai.chat.completions.create({ model: MODEL, messages: user(`Client ${i % 4}`), tools,
+          stream: true }, { signal: ctl.signal });
+        if (i % 3 === 1) {
+          let n = 0;
+          try {
+            for await (const _ of s) if (++n === 2) ctl.abort();
+          } catch (e) { /* the abort */ }
+          return 'aborted';
+        }
+        const o = await collect(s);
+        assert.equal(o.content, 'Let me check.');
+        assert.equal(o.calls[0].function.arguments, '{"city": "Paris"}');
+        assert.equal(o.finish, 'tool_calls');
+        return 'ok';
+      })());
+    }
+    const res = await Promise.all(runs);
+    assert.equal(res.filter((r) => r === 'ok').length, 11);
+    const h = await fetch(srv.url + '/health');
+    assert.equal(h.status, 200);
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('after the load'), tools });
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+    const t = await (await fetch(srv.url + '/metrics')).text();
+    assert.ok(/moetier_queue_depth 0/.test(t), t);
+  });
+  await stopServer(srv);
+}
+
+async function guardedServer() {
+  const srv = await startServer(['--api-key', 'sesame', '--max-queue', '1', '--no-think'],
+    { MOETIER_SERVE_FORCE_TEXT: 'word '.repeat(400) });
+  await check('--api-key: 401 without or with a wrong key, 200 with it; /health stays open', async () => {
+    await expectStatus(client(srv, 'wrong').models.list(), 401);
+    const r = await fetch(srv.url + '/v1/models');
+    assert.equal(r.status, 401);
+    assert.equal((await fetch(srv.url + '/health')).status, 200);
+    const list = await client(srv, 'sesame').models.list();
+    assert.equal(list.data[0].id, MODEL);
+  });
+  await check('a full queue answers 503; a client that leaves frees its slot', async () => {
+    const ai = client(srv, 'sesame');
+    const ctl = new AbortController();
+    const s = await ai.chat.completions.create({ model: MODEL, messages: user('long'), stream: true, max_tokens: 400 },
+      { signal: ctl.signal });
+    const it = s[Symbol.asyncIterator]();
+    await it.next();
+    await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 2 }), 503);
+    ctl.abort();
+    try { await it.next(); } catch (e) { /* the abort */ }
+    // the slot frees at the engine's next token
+    let r = null;
+    for (let k = 0; k < 100 && !r; k++) {
+      try {
+        r = await ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 2 });
+      } catch (e) {
+        if (e.status !== 503) throw e;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    }
+    assert.ok(r, 'the slot was not freed');
+    const text = r.choices[0].message.content;
+    assert.ok(text.length > 0 && 'word '.repeat(400).startsWith(text), text);
+    const t = await (await fetch(srv.url + '/metrics', { headers: { authorization: 'Bearer sesame' } })).text();
+    assert.ok(/moetier_requests_cancelled_total [1-9]/.test(t), t);
+  });
+  await stopServer(srv);
+}
+
+try {
+  await plainServer();
+  await forcedServer();
+  await guardedServer();
+} catch (e) {
+  failures++;
+  console.log(`FAIL ${(e && e.stack) || e}`);
+}
+for (const s of [...servers]) s.child.kill('SIGKILL');
+console.log(`server tests: ${passed} passed, ${failures} failed`);
+process.exit(failures ? 1 : 0);

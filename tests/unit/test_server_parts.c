@@ -1,0 +1,185 @@
+/* The server's parts that need no socket: request validation (status, field
+ * named), the stop-string filter against a one-shot reference over every way
+ * of cutting the text, and UTF-8 cleaning of what is sent back. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/oai_request.h"
+#include "server/oai_response.h"
+#include "server/stop_filter.h"
+
+static void refuse(oai_kind kind, const char *body, const char *param)
+{
+    oai_request r;
+    oai_error err;
+    cr_assert_eq(oai_request_parse(kind, body, strlen(body), NULL, &r, &err), -1, "accepted: %s", body);
+    cr_assert_eq(err.status, 400, "%s", body);
+    cr_assert_str_eq(err.param, param, "%s: %s", body, err.message);
+    cr_assert(err.message[0]);
+    oai_request_free(&r);
+}
+
+Test(server_request, refuses_bad_bodies_naming_the_field)
+{
+    refuse(OAI_CHAT, "{\"messages\": [", "");
+    refuse(OAI_CHAT, "[1, 2]", "");
+    refuse(OAI_CHAT, "{}", "messages");
+    refuse(OAI_CHAT, "{\"messages\": []}", "messages");
+    refuse(OAI_CHAT, "{\"messages\": [{\"content\": \"x\"}]}", "messages");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"model\": 3}", "model");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"temperature\": 2.5}", "temperature");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_p\": 0}", "top_p");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"max_tokens\": 1.5}", "max_tokens");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"max_completion_tokens\": 0}", "max_completion_tokens");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"n\": 2}", "n");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stream\": \"yes\"}", "stream");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\", 1]}", "stop");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\"}]}", "tools");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"always\"}", "tool_choice");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"thinking\": 1}", "thinking");
+    refuse(OAI_COMPLETION, "{\"prompt\": 12}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": [\"a\", \"b\"]}", "prompt");
+    refuse(OAI_COMPLETION, "{}", "prompt");
+}
+
+Test(server_request, takes_every_supported_field)
+{
+    const char *body = "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+                       "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], "
+                       "\"temperature\": 0, \"top_p\": 0.5, \"max_tokens\": 7, \"seed\": -3, "
+                       "\"stop\": [\"x\", \"\", \"yz\"], \"stream\": true, "
+                       "\"stream_options\": {\"include_usage\": true}, "
+                       "\"chat_template_kwargs\": {\"thinking\": false}, \"unknown\": {}}";
+    oai_request r;
+    oai_error err;
+    cr_assert_eq(oai_request_parse(OAI_CHAT, body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_assert_str_eq(r.model, "m");
+    cr_assert_not_null(r.tools);
+    cr_assert_eq(r.temperature, 0.0f);
+    cr_assert_eq(r.top_p, 0.5f);
+    cr_assert_eq(r.max_tokens, 7);
+    cr_assert(r.has_seed && r.seed == (uint64_t)-3);
+    cr_assert_eq(r.n_stop, 2);      /* the empty stop string is dropped */
+    cr_assert_str_eq(r.stop[1], "yz");
+    cr_assert(r.stream && r.include_usage);
+    cr_assert_eq(r.copt.thinking, 0);
+    oai_request_free(&r);
+    const char *none = "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\", "
+                       "\"function\": {\"name\": \"f\"}}], \"tool_choice\": \"none\"}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, none, strlen(none), NULL, &r, &err), 0);
+    cr_assert_null(r.tools, "tool_choice none declares no tools");
+    cr_assert_eq(r.temperature, -1.0f, "absent: the server's default");
+    oai_request_free(&r);
+}
+
+/* The filter's output over chunks must equal the text cut before the stop
+ * string that completes first, whatever the chunking. */
+static void filter_case(const char *text, const char *const *stop, int n_stop)
+{
+    /* reference: the stop string that ends first (the longer one on a tie) */
+    size_t len = strlen(text), want = len, end = (size_t)-1;
+    for (int i = 0; i < n_stop; i++) {
+        const char *h = strstr(text, stop[i]);
+        size_t at = h ? (size_t)(h - text) : 0, e = at + strlen(stop[i]);
+        if (h && (e < end || (e == end && at < want))) {
+            end = e;
+            want = at;
+        }
+    }
+    for (size_t chunk = 1; chunk <= len; chunk++) {
+        stop_filter f;
+        stop_filter_init(&f, stop, n_stop);
+        char got[256] = "";
+        size_t gl = 0;
+        int stopped = 0;
+        for (size_t i = 0; i < len && !stopped; i += chunk) {
+            const char *out;
+            size_t n;
+            stopped = stop_filter_feed(&f, text + i, len - i < chunk ? len - i : chunk, &out, &n) == 1;
+            memcpy(got + gl, out, n);
+            gl += n;
+        }
+        if (!stopped) {
+            const char *out;
+            size_t n;
+            stop_filter_finish(&f, &out, &n);
+            memcpy(got + gl, out, n);
+            gl += n;
+        }
+        cr_assert_eq(stopped, want < len, "'%s' chunk %zu", text, chunk);
+        cr_assert_eq(gl, want, "'%s' chunk %zu: got '%.*s'", text, chunk, (int)gl, got);
+        cr_assert(!memcmp(got, text, want));
+        stop_filter_free(&f);
+    }
+}
+
+Test(server_stop_filter, cuts_at_the_earliest_stop_string_for_any_chunking)
+{
+    const char *s1[] = {"STOP", "TO"};
+    filter_case("hello STOP world", s1, 2);
+    filter_case("no stop here, ST", s1, 2);
+    filter_case("aaSTOSTOP", s1, 2);
+    const char *s2[] = {"\n\n", "caf\xc3\xa9"};
+    filter_case("un caf\xc3\xa9 noir", s2, 2);
+    filter_case("line\nline\n\nrest", s2, 2);
+    filter_case("\xe2\x82\xac and \xf0\x9f\x98\x80", s2, 2);
+    filter_case("plain", NULL, 0);
+}
+
+Test(server_stop_filter, holds_back_unfinished_characters)
+{
+    stop_filter f;
+    stop_filter_init(&f, NULL, 0);
+    const char *out;
+    size_t n;
+    stop_filter_feed(&f, "a\xe2\x82", 3, &out, &n);
+    cr_assert_eq(n, 1, "only 'a' is whole");
+    stop_filter_feed(&f, "\xac", 1, &out, &n);
+    cr_assert_eq(n, 3);
+    cr_assert(!memcmp(out, "\xe2\x82\xac", 3));
+    stop_filter_free(&f);
+}
+
+Test(server_response, utf8_cleaning_replaces_invalid_bytes_only)
+{
+    struct { const char *in; size_t n; const char *want; } cases[] = {
+        {"plain", 5, "plain"},
+        {"caf\xc3\xa9", 5, "caf\xc3\xa9"},
+        {"\xf0\x9f\x98\x80", 4, "\xf0\x9f\x98\x80"},
+        {"a\xff" "b", 3, "a\xef\xbf\xbd" "b"},
+        {"\xc3", 1, "\xef\xbf\xbd"},
+        {"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},   /* a surrogate */
+        {"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd"},                   /* overlong */
+        {"a\0b", 3, "a\xef\xbf\xbd" "b"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *s = oai_utf8_clean(cases[i].in, cases[i].n);
+        cr_assert_str_eq(s, cases[i].want, "case %zu", i);
+        free(s);
+    }
+}
+
+Test(server_response, tool_calls_and_usage_in_the_openai_shape)
+{
+    tool_call call = {"functions.f:0", "f", "{\"a\": 1}"};
+    oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
+    oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2, .cached_tokens = 1};
+    char *body = oai_full_response(&m, "", 0, "why", 3, &call, 1, "tool_calls", &u);
+    cJSON *root = cJSON_Parse(body);
+    cr_assert_not_null(root);
+    cJSON *msg = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0), "message");
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(msg, "content")), "no text with a call: content null");
+    cr_assert_str_eq(cJSON_GetObjectItem(msg, "reasoning_content")->valuestring, "why");
+    cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(msg, "tool_calls"), 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "function"), "arguments")->valuestring,
+                     "{\"a\": 1}");
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "usage"), "total_tokens")->valueint, 5);
+    cJSON_Delete(root);
+    free(body);
+    char *ev = oai_event_delta(&m, 0, NULL, 0, NULL, 0, &call, 1, 2, NULL);
+    cr_assert(!strncmp(ev, "data: {", 7) && strstr(ev, "\"index\":2") && !strcmp(ev + strlen(ev) - 2, "\n\n"),
+              "%s", ev);
+    free(ev);
+}
