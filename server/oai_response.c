@@ -79,9 +79,9 @@ static char *print_and_delete(cJSON *root)
     return s;
 }
 
-static char *sse(cJSON *root)
+/* "data: BODY\n\n"; takes body */
+static char *event(char *body)
 {
-    char *body = print_and_delete(root);
     if (!body)
         return NULL;
     size_t n = strlen(body) + 16;
@@ -90,6 +90,11 @@ static char *sse(cJSON *root)
         snprintf(ev, n, "data: %s\n\n", body);
     free(body);
     return ev;
+}
+
+static char *sse(cJSON *root)
+{
+    return event(print_and_delete(root));
 }
 
 char *oai_error_body(const oai_error *e)
@@ -191,15 +196,7 @@ char *oai_event_usage(const oai_meta *m, const oai_usage *u)
 
 char *oai_event_error(const oai_error *e)
 {
-    char *body = oai_error_body(e);
-    if (!body)
-        return NULL;
-    size_t n = strlen(body) + 16;
-    char *ev = malloc(n);
-    if (ev)
-        snprintf(ev, n, "data: %s\n\n", body);
-    free(body);
-    return ev;
+    return event(oai_error_body(e));
 }
 
 char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
