@@ -160,18 +160,25 @@ static void add_finish(cJSON *choice, const char *finish_reason)
         cJSON_AddNullToObject(choice, "finish_reason");
 }
 
-char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t text_len,
-                      const char *reasoning, size_t reasoning_len, const tool_call *calls,
-                      int n_calls, int call_index, const char *finish_reason)
+/* The one choice of an answer; a completion's text goes in it directly. */
+static cJSON *only_choice(cJSON *root, const oai_meta *m, const char *text, size_t text_len)
 {
-    cJSON *root = head(m, 1), *choices = cJSON_AddArrayToObject(root, "choices");
-    cJSON *ch = cJSON_CreateObject();
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddNumberToObject(ch, "index", 0);
     if (m->kind == OAI_COMPLETION) {
         cJSON_AddItemToObject(ch, "text", clean_string(text, text_len));
         cJSON_AddNullToObject(ch, "logprobs");
-    } else {
+    }
+    return ch;
+}
+
+char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t text_len,
+                      const char *reasoning, size_t reasoning_len, const tool_call *calls,
+                      int n_calls, int call_index, const char *finish_reason)
+{
+    cJSON *root = head(m, 1), *ch = only_choice(root, m, text, text_len);
+    if (m->kind == OAI_CHAT) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
         if (with_role)
             cJSON_AddStringToObject(d, "role", "assistant");
@@ -203,14 +210,8 @@ char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
                         const char *reasoning, size_t reasoning_len, const tool_call *calls,
                         int n_calls, const char *finish_reason, const oai_usage *u)
 {
-    cJSON *root = head(m, 0), *choices = cJSON_AddArrayToObject(root, "choices");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
-    if (m->kind == OAI_COMPLETION) {
-        cJSON_AddItemToObject(ch, "text", clean_string(text, text_len));
-        cJSON_AddNullToObject(ch, "logprobs");
-    } else {
+    cJSON *root = head(m, 0), *ch = only_choice(root, m, text, text_len);
+    if (m->kind == OAI_CHAT) {
         cJSON *msg = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
         if (n_calls && !text_len)
