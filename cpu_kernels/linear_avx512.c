@@ -20,6 +20,16 @@
  * their accumulators stay in registers */
 #define UNROLL _Pragma("GCC unroll 8")
 
+/* bf16 to float inline: a call inside a kernel loop makes the compiler keep
+ * every vector accumulator in memory around it */
+INL float bf16f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 TGT INL __mmask16 tail_mask(int n)
 {
     return (__mmask16)((1u << n) - 1u);
@@ -177,7 +187,7 @@ TGT INL __m512 int4_chunk_scales(const uint16_t *srow, int c, int gs)
     }
     float lane[16];
     for (int i = 0; i < 16; i++)
-        lane[i] = bf16_to_f32(srow[(c + 8 * i) / gs]);
+        lane[i] = bf16f(srow[(c + 8 * i) / gs]);
     return _mm512_loadu_ps(lane);
 }
 
@@ -225,7 +235,7 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
     /* the rest: 32-blocks, x split into even and odd elements */
     const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     for (int c = c128; c < cols; c += 32) {
-        __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16_to_f32(srow[c / gs])));
+        __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16f(srow[c / gs])));
         __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
         __m512 lo = _mm512_permutexvar_ps(v, tbl);
         __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
@@ -509,7 +519,7 @@ TGT static void dequant_range(const linear_weight *w, int r0, int n, int c0, int
             const __m512i even = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
             const __m512i odd = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
             for (int c = c0; c < c1; c += 32) {
-                __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16_to_f32(srow[c / w->group_size])));
+                __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16f(srow[c / w->group_size])));
                 __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
                 __m512 lo = _mm512_permutexvar_ps(v, tbl);
                 __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
