@@ -25,6 +25,10 @@ typedef struct expert_source {
     /* optional: the engine will get() these experts of `layer` next, in this
      * order; the source may start bringing them all in now */
     void (*prefetch)(struct expert_source *s, int layer, const int *experts, int n);
+    /* optional: a prediction that these experts of a later `layer` will be
+     * wanted, best first; the source may start reading some of them into a
+     * faster tier (bounded, never evicting an expert in use) */
+    void (*speculate)(struct expert_source *s, int layer, const int *experts, int n);
     /* optional: per-tier statistics for --stats */
     void (*print_stats)(struct expert_source *s, FILE *out);
     void (*destroy)(struct expert_source *s);
@@ -40,6 +44,12 @@ static inline void expert_source_prefetch(expert_source *s, int layer, const int
 {
     if (s->prefetch)
         s->prefetch(s, layer, experts, n);
+}
+
+static inline void expert_source_speculate(expert_source *s, int layer, const int *experts, int n)
+{
+    if (s->speculate)
+        s->speculate(s, layer, experts, n);
 }
 
 static inline void expert_source_put(expert_source *s, int layer, int expert)

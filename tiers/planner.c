@@ -15,13 +15,16 @@ const char *const tier_flags_usage =
     "  --io MODE            store reads: auto, uring or pread (default auto)\n"
     "  --numa MODE          DRAM tier placement: auto, local or interleave (default auto)\n"
     "  --policy P           DRAM tier eviction: lru (default), lfu (frequency with aging)\n"
+    "  --lookahead N        predict the experts of the next N MoE layers with their\n"
+    "                       routers and read them from the store early (default 1,\n"
+    "                       0: off; only when the DRAM tier cannot hold every expert)\n"
     "  --stats              print per-tier and per-layer statistics at the end\n";
 
 int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     int takes = !strcmp(a, "--store") || !strcmp(a, "--dram-gb") || !strcmp(a, "--io") ||
-                !strcmp(a, "--numa") || !strcmp(a, "--policy");
+                !strcmp(a, "--numa") || !strcmp(a, "--policy") || !strcmp(a, "--lookahead");
     if (!takes) {
         if (!strcmp(a, "--stats")) {
             f->stats = 1;
@@ -44,6 +47,17 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
         }
         probe.destroy(probe.st);
         f->policy = v;
+    } else if (!strcmp(a, "--lookahead")) {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || end == v || *end || n < 0 || n > TIER_MAX_LOOKAHEAD) {
+            fprintf(stderr, "moetier: --lookahead expects a number of layers from 0 to %d, got "
+                    "'%s'\n", TIER_MAX_LOOKAHEAD, v);
+            return -1;
+        }
+        f->lookahead = (int)n;
+        f->lookahead_set = 1;
     } else if (!strcmp(a, "--dram-gb")) {
         char *end;
         errno = 0;

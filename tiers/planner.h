@@ -23,7 +23,13 @@ typedef struct tier_flags {
     numa_policy numa;           /* --numa auto|local|interleave */
     int stats;                  /* --stats */
     const char *policy;         /* --policy: DRAM tier eviction (NULL: lru) */
+    int lookahead;              /* --lookahead N, when lookahead_set */
+    int lookahead_set;          /* 0: TIER_DEFAULT_LOOKAHEAD */
 } tier_flags;
+
+/* MoE layers ahead whose experts are predicted and read early (--lookahead) */
+#define TIER_DEFAULT_LOOKAHEAD 1
+#define TIER_MAX_LOOKAHEAD 8
 
 #define DEFAULT_STORE_NAME "moetier-store"
 

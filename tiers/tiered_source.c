@@ -17,12 +17,28 @@ typedef struct tiered {
     int *reserved_keys;
     int n_reserved, max_reserved;
     tier_layer_stats *stats;    /* [n_layers] */
+    /* predicted reads in flight: slot and key, each holding one pin */
+    int *spec_slots, *spec_keys;
+    int n_spec;
+    unsigned char *spec_unused; /* [n_keys] read on a prediction, not used yet */
+    tier_spec_stats spec;
     FILE *log;
 } tiered;
 
 static uint8_t *slot_ptr(const tiered *t, int slot)
 {
     return t->arena.base + (uint64_t)slot * t->st->layout.slot_bytes;
+}
+
+/* Queues the read of (layer, expert) into slot s. */
+static void start_read(tiered *t, int layer, int expert, int s)
+{
+    t->stats[layer].bytes_read += t->st->layout.slot_bytes;
+    nvme_read *r = &t->reads[s];
+    memset(r, 0, sizeof *r);
+    r->blob = store_blob_at(t->st, layer, expert);
+    r->dst = slot_ptr(t, s);
+    nvme_tier_submit(t->nvme, r);
 }
 
 /* Pins key in the cache, starting its read when it is not resident; returns the
@@ -38,13 +54,10 @@ static int pin_key(tiered *t, int layer, int expert)
         t->stats[layer].hits++;
         return s;
     }
+    if (evicted >= 0)
+        t->spec_unused[evicted] = 0;
     t->stats[layer].misses++;
-    t->stats[layer].bytes_read += t->st->layout.slot_bytes;
-    nvme_read *r = &t->reads[s];
-    memset(r, 0, sizeof *r);
-    r->blob = store_blob_at(t->st, layer, expert);
-    r->dst = slot_ptr(t, s);
-    nvme_tier_submit(t->nvme, r);
+    start_read(t, layer, expert, s);
     return s;
 }
 
@@ -63,6 +76,70 @@ static int settle(tiered *t, int layer, int s, errbuf *e)
     }
     expert_cache_ready(&t->cache, s);
     return 0;
+}
+
+/* Settles the predicted reads that have landed and drops their pins; with
+ * `all`, every one of them (waiting as needed). A failed read frees its slot:
+ * the engine, if it wants that expert, reads it again and gets the error. */
+static void reap_speculative(tiered *t, int all)
+{
+    int k = 0;
+    for (int i = 0; i < t->n_spec; i++) {
+        int s = t->spec_slots[i], key = t->spec_keys[i];
+        if (t->cache.key_of_slot[s] != key)
+            continue;   /* its read failed and get() freed the slot */
+        nvme_state rs = t->reads[s].state;
+        if (!all && t->cache.state[s] == SLOT_LOADING && rs != NVME_DONE && rs != NVME_FAILED) {
+            t->spec_slots[k] = s;
+            t->spec_keys[k++] = key;
+            continue;
+        }
+        errbuf ignored;
+        if (settle(t, -1, s, &ignored) == 0)
+            expert_cache_release(&t->cache, s);
+        else
+            t->spec_unused[key] = 0;
+    }
+    t->n_spec = k;
+}
+
+static void tiered_speculate(expert_source *src, int layer, const int *experts, int n)
+{
+    tiered *t = src->impl;
+    reap_speculative(t, 0);
+    int started = 0;
+    for (int i = 0; i < n && t->n_spec < t->spec.max_in_flight; i++) {
+        int key = layer * t->st->n_experts + experts[i];
+        if (expert_cache_find(&t->cache, key) >= 0)
+            continue;
+        int resident, evicted;
+        int s = expert_cache_acquire(&t->cache, key, &resident, &evicted);
+        if (s < 0)
+            break;  /* every slot is in use */
+        if (evicted >= 0)
+            t->spec_unused[evicted] = 0;
+        start_read(t, layer, experts[i], s);
+        t->spec_unused[key] = 1;
+        t->spec_slots[t->n_spec] = s;
+        t->spec_keys[t->n_spec++] = key;
+        t->spec.reads++;
+        started = 1;
+    }
+    if (t->n_spec > t->spec.peak_in_flight)
+        t->spec.peak_in_flight = t->n_spec;
+    if (started)
+        nvme_tier_flush(t->nvme);
+}
+
+/* pin_key, waiting for the predicted reads first when they hold the slots */
+static int pin_key_or_wait(tiered *t, int layer, int expert)
+{
+    int s = pin_key(t, layer, expert);
+    if (s < 0 && t->n_spec) {
+        reap_speculative(t, 1);
+        s = pin_key(t, layer, expert);
+    }
+    return s;
 }
 
 /* Prefetch pins that get() never consumed (an earlier error) are dropped. */
@@ -91,7 +168,7 @@ static void tiered_prefetch(expert_source *src, int layer, const int *experts, i
         int key = layer * t->st->n_experts + experts[i];
         if (t->reserved[key])
             continue;
-        if (pin_key(t, layer, experts[i]) < 0)
+        if (pin_key_or_wait(t, layer, experts[i]) < 0)
             break;      /* the rest are loaded one by one in get() as slots free up */
         t->reserved[key] = 1;
         t->reserved_keys[t->n_reserved++] = key;
@@ -108,11 +185,15 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
         return err_set(e, "no routed expert %d in layer %d", expert, layer);
     int key = layer * st->n_experts + expert;
     int s;
+    if (t->spec_unused[key]) {
+        t->spec_unused[key] = 0;
+        t->spec.used++;
+    }
     if (t->reserved[key]) {
         t->reserved[key] = 0;
         s = expert_cache_find(&t->cache, key);
     } else {
-        s = pin_key(t, layer, expert);
+        s = pin_key_or_wait(t, layer, expert);
         if (s < 0)
             return err_set(e, "all %d DRAM tier slots are in use: the budget is too small for the "
                            "experts in use at once", t->cache.n_slots);
@@ -159,6 +240,12 @@ static void tiered_print_stats(expert_source *src, FILE *out)
             (unsigned long long)misses,
             hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
             bytes / 1e6, stall * 1e3);
+    if (t->spec.max_in_flight)
+        fprintf(out, "  predicted reads: %llu started early, %llu of them used (%.1f%%), at most "
+                "%d in flight (bound %d)\n", (unsigned long long)t->spec.reads,
+                (unsigned long long)t->spec.used,
+                t->spec.reads ? 100.0 * (double)t->spec.used / (double)t->spec.reads : 0.0,
+                t->spec.peak_in_flight, t->spec.max_in_flight);
     fprintf(out, "  NVMe tier: %llu reads (%s, %s), %llu retried, %llu continued after a short "
             "read\n", (unsigned long long)ns->reads,
             nvme_tier_uses_uring(t->nvme) ? "io_uring" : "pread pool",
@@ -177,6 +264,9 @@ static void tiered_destroy(expert_source *src)
     free(t->reads);
     free(t->reserved);
     free(t->reserved_keys);
+    free(t->spec_slots);
+    free(t->spec_keys);
+    free(t->spec_unused);
     free(t->stats);
     free(t);
     src->impl = NULL;
@@ -239,6 +329,9 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         !(t->reads = calloc((size_t)slots, sizeof *t->reads)) ||
         !(t->reserved = calloc((size_t)n_keys, 1)) ||
         !(t->reserved_keys = malloc((size_t)slots * sizeof(int))) ||
+        !(t->spec_slots = malloc((size_t)slots * sizeof(int))) ||
+        !(t->spec_keys = malloc((size_t)slots * sizeof(int))) ||
+        !(t->spec_unused = calloc((size_t)n_keys, 1)) ||
         !(t->stats = calloc((size_t)st->n_layers, sizeof *t->stats))) {
         tiered_destroy(out);
         return err_set(e, "out of memory");
@@ -259,7 +352,17 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         return -1;
     }
     memset(t->stats, 0, (size_t)st->n_layers * sizeof *t->stats);   /* count the run only */
+    if (slots < st->n_blobs && o->spec_slots >= 0) {
+        int m = o->spec_slots ? o->spec_slots : slots / 4;
+        t->spec.max_in_flight = m < 1 ? 1 : (m > slots ? slots : m);
+        out->speculate = tiered_speculate;
+    }
     return 0;
+}
+
+const tier_spec_stats *tiered_source_spec_stats(const expert_source *s)
+{
+    return s->get == tiered_get ? &((const tiered *)s->impl)->spec : NULL;
 }
 
 const tier_layer_stats *tiered_source_stats(const expert_source *s, int *n_layers)

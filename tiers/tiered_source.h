@@ -5,8 +5,12 @@
  * they are all read at open (with progress) and the NVMe tier is not used again;
  * otherwise a miss reads the blob into a slot chosen by the cache policy. A
  * layer's experts are announced together (prefetch), so all its misses are in
- * flight at once while the engine computes the experts already resident. Bytes
- * are never changed on the way: logits do not depend on the budget. */
+ * flight at once while the engine computes the experts already resident. The
+ * engine's predictions for later layers (speculate) start reads early, at most
+ * spec_slots at a time, each pinning its slot only until it lands; when the
+ * current layer needs a slot they hold, they are waited for first. Bytes are
+ * never changed on the way: logits do not depend on the budget or on
+ * prediction. */
 #ifndef MOETIER_TIERED_SOURCE_H
 #define MOETIER_TIERED_SOURCE_H
 
@@ -23,8 +27,18 @@ typedef struct tier_layer_stats {
     double stall_seconds;       /* time the engine waited for NVMe reads */
 } tier_layer_stats;
 
+/* Reads started on a prediction (the engine's lookahead). */
+typedef struct tier_spec_stats {
+    uint64_t reads;             /* experts read early */
+    uint64_t used;              /* of those, how many the engine then used */
+    int max_in_flight;          /* the bound (0: speculation is off) */
+    int peak_in_flight;         /* the most in flight at once */
+} tier_spec_stats;
+
 typedef struct tiered_options {
     int dram_slots;
+    int spec_slots;             /* predicted reads in flight at most; 0: a quarter of the
+                                 * slots; < 0: no speculation */
     numa_policy numa;
     const char *policy;         /* eviction policy name (NULL: lru) */
     nvme_options io;
@@ -35,5 +49,7 @@ typedef struct tiered_options {
 int tiered_source_open(expert_source *out, const store *st, const tiered_options *o, errbuf *e);
 /* Statistics of a tiered source: [n_layers], NULL for other sources. */
 const tier_layer_stats *tiered_source_stats(const expert_source *s, int *n_layers);
+/* Statistics of predicted reads, NULL for other sources. */
+const tier_spec_stats *tiered_source_spec_stats(const expert_source *s);
 
 #endif

@@ -198,9 +198,11 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         fprintf(log, "moetier: locked %.2f of %.2f GB of dense weights in RAM (RLIMIT_MEMLOCK); "
                 "the rest may be paged out and read again from disk\n", locked / 1e9, want / 1e9);
     m->print_stats = f->tiers.stats;
+    int lookahead = f->tiers.lookahead_set ? f->tiers.lookahead : TIER_DEFAULT_LOOKAHEAD;
     if (m->plan.use_store) {
         tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa,
-                             .policy = f->tiers.policy, .log = log};
+                             .policy = f->tiers.policy, .log = log,
+                             .spec_slots = lookahead ? 0 : -1};
         nvme_options_default(&to.io);
         to.io.mode = f->tiers.io;
         to.io.log = log;
@@ -238,6 +240,7 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         model_weights_close(&m->mw);
         return -1;
     }
+    m->en.lookahead = lookahead;
     if (f->trace) {
         const model_config *c = &m->mw.cfg;
         if (c->n_routed_experts == 0 || c->n_experts_per_tok > 64 ||
@@ -263,6 +266,13 @@ void cli_model_close(cli_model *m)
     if (m->print_stats) {
         if (m->src.print_stats)
             m->src.print_stats(&m->src, stderr);
+        const engine_stats *s = &m->en.stats;
+        if (s->la_predicted)
+            fprintf(stderr, "  lookahead predictions: %llu experts predicted, %llu chosen, recall "
+                    "%.1f%%, precision %.1f%%\n", (unsigned long long)s->la_predicted,
+                    (unsigned long long)s->la_chosen,
+                    100.0 * (double)s->la_correct / (double)(s->la_chosen ? s->la_chosen : 1),
+                    100.0 * (double)s->la_correct / (double)s->la_predicted);
         else
             fprintf(stderr, "tier statistics: experts come from the checkpoint mapping (no expert "
                             "store), so there are no tiers to report\n");

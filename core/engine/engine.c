@@ -63,6 +63,7 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     ALLOC(en->eout, Cz * h);
     ALLOC(en->logits_rows, Cz * c->vocab_size);
     ALLOC(en->router_logits, Cz * max_sz(E, 1));
+    ALLOC(en->xp, Cz * h);
 #undef ALLOC
     en->route_ids = malloc(max_sz(Cz * K, 1) * sizeof(int));
     en->route_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
@@ -73,9 +74,12 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->disp_tok = malloc(max_sz(Cz * K, 1) * sizeof(int));
     en->disp_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
     en->pos = malloc(Cz * sizeof(int));
+    en->predicted = calloc(max_sz((size_t)c->n_layers * E, 1), 1);
+    en->predicted_list = malloc((E + 1) * sizeof(int));
     en->cached_ids = malloc((size_t)max_ctx * sizeof(int));
     if (!en->cached_ids || !en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
-        !en->slot_start || !en->used_experts || !en->disp_tok || !en->disp_w || !en->pos)
+        !en->slot_start || !en->used_experts || !en->disp_tok || !en->disp_w || !en->pos ||
+        !en->predicted || !en->predicted_list)
         goto oom;
     return 0;
 oom:
@@ -88,7 +92,7 @@ void engine_destroy(engine *en)
     if (!en->be)
         return;
     float **bufs[] = {&en->x, &en->xn, &en->qa, &en->q, &en->attn, &en->tmp, &en->moe,
-                      &en->gath, &en->eout, &en->logits_rows, &en->router_logits};
+                      &en->gath, &en->eout, &en->logits_rows, &en->router_logits, &en->xp};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (*bufs[i])
             OPS(en)->release(en->be, *bufs[i]);
@@ -103,6 +107,8 @@ void engine_destroy(engine *en)
     free(en->disp_tok);
     free(en->disp_w);
     free(en->pos);
+    free(en->predicted);
+    free(en->predicted_list);
     free(en->cached_ids);
     memset(en, 0, sizeof *en);
 }
@@ -162,6 +168,55 @@ static void attention(engine *en, int l, int T, int pos0)
     o->linear(en->be, &L->o_proj, en->attn, T, en->tmp);
 }
 
+/* Scores the prediction made for layer l (if any) against the n_used experts it
+ * chose, and forgets it. */
+static void score_prediction(engine *en, int l, int n_used)
+{
+    int E = en->cfg->n_routed_experts;
+    unsigned char *p = en->predicted + (size_t)l * (size_t)E;
+    uint64_t n_pred = 0;
+    for (int x = 0; x < E; x++)
+        n_pred += p[x];
+    if (!n_pred)
+        return;
+    en->stats.la_predicted += n_pred;
+    en->stats.la_chosen += (uint64_t)n_used;
+    for (int i = 0; i < n_used; i++)
+        en->stats.la_correct += p[en->used_experts[i]];
+    memset(p, 0, (size_t)E);
+}
+
+/* Predicts the experts of the next en->lookahead MoE layers after l: each one's
+ * ffn norm and router applied to the residual stream as it is now (after layer
+ * l's attention), its top-k per token, the union over the chunk in router
+ * order. The router buffers are free again here (layer l is dispatched). */
+static void lookahead(engine *en, int l, int T)
+{
+    const model_config *c = en->cfg;
+    const backend_ops *o = OPS(en);
+    int E = c->n_routed_experts, K = c->n_experts_per_tok, h = c->hidden_size;
+    for (int l2 = l + 1, d = 0; l2 < c->n_layers && d < en->lookahead; l2++) {
+        const layer_weights *L2 = &en->mw->layers[l2];
+        if (!L2->is_moe)
+            continue;
+        d++;
+        o->rmsnorm(en->be, en->x, h, L2->ffn_norm, h, T, (float)c->rms_norm_eps, en->xp, h);
+        o->linear(en->be, &L2->router, en->xp, T, en->router_logits);
+        o->route(en->be, &en->rp, en->router_logits, L2->router_bias, T, en->route_ids,
+                 en->route_w, NULL);
+        unsigned char *p = en->predicted + (size_t)l2 * (size_t)E;
+        int n = 0;
+        for (int i = 0; i < T * K; i++) {
+            int x = en->route_ids[i];
+            if (!p[x]) {
+                p[x] = 1;
+                en->predicted_list[n++] = x;
+            }
+        }
+        expert_source_speculate(en->experts, l2, en->predicted_list, n);
+    }
+}
+
 /* MoE FFN of layer l on en->xn; writes the result to en->tmp. */
 static int moe(engine *en, int l, int T, int pos0, errbuf *e)
 {
@@ -195,6 +250,9 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
         if (start[x + 1] > start[x])
             en->used_experts[n_used++] = x;
     expert_source_prefetch(en->experts, l, en->used_experts, n_used);
+    score_prediction(en, l, n_used);
+    if (en->lookahead > 0 && en->experts->speculate)
+        lookahead(en, l, T);
     o->zero(en->be, en->moe, (size_t)T * (size_t)h);
     for (int x = 0; x < E; x++) {
         int n = start[x + 1] - start[x];

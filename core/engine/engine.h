@@ -5,7 +5,9 @@
  * residual] -> final RMSNorm -> lm_head. Prompts are processed in chunks (prefill);
  * single tokens (decode) reuse the latent KV cache. All math goes through the
  * backend; routed experts come from the expert_source, so where an expert lives
- * never changes the numbers. */
+ * never changes the numbers. With a lookahead, each MoE layer also applies the
+ * routers of the next MoE layers to the residual stream as it is then and hands
+ * the source their top-k as a prediction; the prediction only moves bytes. */
 #ifndef MOETIER_ENGINE_H
 #define MOETIER_ENGINE_H
 
@@ -28,6 +30,10 @@ typedef struct engine_stats {
     uint64_t tokens_prefilled, tokens_decoded;
     uint64_t expert_calls;          /* (expert, chunk) evaluations */
     double prefill_seconds, decode_seconds;
+    /* lookahead: experts predicted for a layer, experts it then chose, and
+     * chosen ones that were predicted (recall = correct / chosen, precision =
+     * correct / predicted) */
+    uint64_t la_predicted, la_chosen, la_correct;
 } engine_stats;
 
 typedef struct engine {
@@ -42,6 +48,9 @@ typedef struct engine {
     float *inv_freq;
     float rope_mscale, softmax_scale;
     route_params rp;
+    /* MoE layers ahead whose experts are predicted, when the source can use a
+     * prediction (expert_source.speculate); 0: off */
+    int lookahead;
     engine_observer obs;
     engine_stats stats;
     /* activations, [max_chunk][...] backend buffers */
@@ -50,6 +59,9 @@ typedef struct engine {
     int *route_ids;
     float *route_w, *route_scores, *host_hidden;
     int *slot_start, *disp_tok, *used_experts;
+    unsigned char *predicted;       /* [n_layers][n_experts] predicted, not yet scored */
+    int *predicted_list;            /* [n_experts] */
+    float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */
     float *disp_w;
     int *pos;
 } engine;

@@ -3,7 +3,8 @@
  * Tier invariance: logits are bitwise identical whether experts come from the
  * checkpoint, from a DRAM tier holding them all, from a DRAM tier of a few
  * slots (most reads from NVMe), through the pread fallback, or through injected
- * short reads and transient EIO. Faults that cannot be recovered (persistent
+ * short reads and transient EIO, with and without the router lookahead reading
+ * predicted experts early. Faults that cannot be recovered (persistent
  * EIO, a corrupted blob, a truncated file, a store of another checkpoint, an
  * interrupted conversion) give their documented errors. An interrupted
  * conversion resumes to the same bytes as an uninterrupted one. */
@@ -95,20 +96,27 @@ static void check_invariance(const char *model, const char *tag)
         io_mode io;
         const char *fault;
         const char *policy;
+        int lookahead;          /* -1: the default */
     } cases[] = {
-        {"all experts in DRAM", 1000, IO_AUTO, NULL, NULL},
-        {"DRAM of top_k slots (most reads from NVMe)", topk * slot_gb, IO_AUTO, NULL, NULL},
-        {"DRAM of top_k + 3 slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL},
-        {"pread fallback, few slots", topk * slot_gb, IO_PREAD, NULL, NULL},
-        {"pread fallback, all in DRAM", 1000, IO_PREAD, NULL, NULL},
-        {"short reads", topk * slot_gb, IO_AUTO, "short=2", NULL},
-        {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3", NULL},
-        {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL},
-        {"LFU eviction, few slots", (topk + 2) * slot_gb, IO_AUTO, NULL, "lfu"},
+        {"all experts in DRAM", 1000, IO_AUTO, NULL, NULL, -1},
+        {"DRAM of top_k slots (most reads from NVMe)", topk * slot_gb, IO_AUTO, NULL, NULL, -1},
+        {"DRAM of top_k + 3 slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, -1},
+        {"pread fallback, few slots", topk * slot_gb, IO_PREAD, NULL, NULL, -1},
+        {"pread fallback, all in DRAM", 1000, IO_PREAD, NULL, NULL, -1},
+        {"short reads", topk * slot_gb, IO_AUTO, "short=2", NULL, -1},
+        {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3", NULL, -1},
+        {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, -1},
+        {"LFU eviction, few slots", (topk + 2) * slot_gb, IO_AUTO, NULL, "lfu", -1},
+        {"no lookahead, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 0},
+        {"lookahead 3, top_k slots", topk * slot_gb, IO_AUTO, NULL, NULL, 3},
+        {"lookahead 2, 4 x top_k slots", 4 * topk * slot_gb, IO_AUTO, NULL, NULL, 2},
+        {"lookahead 2, short reads, pread", 2 * topk * slot_gb, IO_PREAD, "short=2", NULL, 2},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         tier_flags tf = {.store_dir = store_dir, .dram_gb = cases[c].gb * 1.0000001,
-                         .dram_gb_set = 1, .io = cases[c].io, .policy = cases[c].policy};
+                         .dram_gb_set = 1, .io = cases[c].io, .policy = cases[c].policy,
+                         .lookahead = cases[c].lookahead,
+                         .lookahead_set = cases[c].lookahead >= 0};
         if (cases[c].fault)
             setenv("MOETIER_IO_FAULT", cases[c].fault, 1);
         else
@@ -173,6 +181,79 @@ Test(tiers, invariance_larger_synthetic, .timeout = 240)
         test_remove_tree(dir);
         free(dir);
     }
+}
+
+/* The lookahead's predictions are scored against the experts then chosen, and
+ * its reads stay within their bound. Random weights make routing unrealistic,
+ * so recall here is only logged (docs/benchmarks.md has it on a larger model). */
+static void lookahead_run(const char *model, const char *store_dir, double gb, int lookahead,
+                          engine_stats *es, tier_spec_stats *ss)
+{
+    cli_model m;
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1};
+    f.tiers = (tier_flags){.store_dir = store_dir, .dram_gb = gb, .dram_gb_set = 1,
+                           .lookahead = lookahead, .lookahead_set = 1};
+    errbuf e;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+    int V = m.mw.cfg.vocab_size, ids[24];
+    for (int i = 0; i < 24; i++)
+        ids[i] = (i * 53 + 7) % V;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    cr_assert_eq(engine_forward(&m.en, ids, 8, logits, 0, &e), 0, "%s", e.msg);
+    for (int k = 8; k < 24; k++)
+        cr_assert_eq(engine_forward(&m.en, &ids[k], 1, logits, 0, &e), 0, "%s", e.msg);
+    *es = m.en.stats;
+    const tier_spec_stats *s = tiered_source_spec_stats(&m.src);
+    cr_assert_not_null(s, "the store did not give a tiered source");
+    *ss = *s;
+    free(logits);
+    cli_model_close(&m);
+}
+
+Test(tiers, lookahead_is_scored_and_bounded, .timeout = 120)
+{
+    char *dir = synth_larger("int4", 64, 192, 6);
+    char store_dir[4300];
+    snprintf(store_dir, sizeof store_dir, "%s/store", dir);
+    convert_store(dir, store_dir, 0, 0);
+    store_layout L;
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, dir, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
+    int moe_layers = 0;
+    for (int l = 0; l < mw.cfg.n_layers; l++)
+        moe_layers += mw.layers[l].is_moe;
+    model_weights_close(&mw);
+    /* a quarter of the experts fit */
+    double gb = moe_layers * 64 / 4 * (double)L.slot_bytes / 1e9 * 1.0000001;
+    for (int la = 1; la <= 3; la++) {
+        engine_stats es;
+        tier_spec_stats ss;
+        lookahead_run(dir, store_dir, gb, la, &es, &ss);
+        cr_assert_gt(es.la_predicted, 0, "lookahead %d predicted nothing", la);
+        cr_assert_gt(es.la_chosen, 0);
+        cr_assert_leq(es.la_correct, es.la_chosen);
+        cr_assert_leq(es.la_correct, es.la_predicted);
+        cr_assert_gt(ss.max_in_flight, 0, "speculation is off with lookahead %d", la);
+        cr_assert_gt(ss.reads, 0, "no expert was read early with lookahead %d", la);
+        cr_assert_leq(ss.peak_in_flight, ss.max_in_flight, "%d predicted reads in flight, bound %d",
+                      ss.peak_in_flight, ss.max_in_flight);
+        cr_assert_leq(ss.used, ss.reads);
+        cr_log_info("lookahead %d: recall %.3f, precision %.3f; %llu early reads, %llu used, peak "
+                    "%d of %d in flight", la, (double)es.la_correct / (double)es.la_chosen,
+                    (double)es.la_correct / (double)es.la_predicted,
+                    (unsigned long long)ss.reads, (unsigned long long)ss.used,
+                    ss.peak_in_flight, ss.max_in_flight);
+    }
+    engine_stats es;
+    tier_spec_stats ss;
+    lookahead_run(dir, store_dir, gb, 0, &es, &ss);
+    cr_expect_eq(es.la_predicted, 0, "lookahead 0 still predicted");
+    cr_expect_eq(ss.max_in_flight, 0, "lookahead 0 still reads early");
+    cr_expect_eq(ss.reads, 0);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 /* ---- faults and refusals ---- */
