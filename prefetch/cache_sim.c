@@ -35,9 +35,17 @@ int sim_replay(const routing_trace *t, const char *policy, int cache, int shared
             rc = err_set(e, "out of memory");
     }
     int held[64];
+    uint16_t x[64];
     for (uint64_t i = 0; i < t->n && !rc; i++) {
         int ci = shared ? 0 : t->layer[i];
-        const uint16_t *x = t->experts + i * t->top_k;
+        /* ascending id, the order the engine takes a layer's experts in */
+        for (uint32_t j = 0; j < t->top_k; j++) {
+            uint16_t v = t->experts[i * t->top_k + j];
+            uint32_t k = j;
+            for (; k > 0 && x[k - 1] > v; k--)
+                x[k] = x[k - 1];
+            x[k] = v;
+        }
         for (uint32_t j = 0; j < t->top_k; j++) {
             int key = shared ? (int)(t->layer[i] * t->n_experts + x[j]) : x[j];
             int resident, evicted;

@@ -3,8 +3,9 @@
  *
  * Replay uses the live tiers' own cache (tiers/expert_cache.h with a
  * tiers/cache_policy.h policy): each event (token, layer) takes its top_k experts
- * in order, all pinned until the event ends, exactly as the DRAM tier does for a
- * layer. One cache per layer of `cache` experts, or with `shared` one cache of
+ * in ascending id, all pinned until the event ends, then lets them go in the same
+ * order, exactly as the engine and the DRAM tier do for a layer (so a live run
+ * with one token per step and no lookahead gives the replay's hit counts). One cache per layer of `cache` experts, or with `shared` one cache of
  * `cache` experts for all layers. Belady is the farthest-next-use rule with
  * bypass (a miss need not be cached: it can run from where it is), under the same
  * pinning; no online policy can beat it. */

@@ -19,6 +19,7 @@
 
 #include "core/app/cli_common.h"
 #include "core/model/synth.h"
+#include "prefetch/cache_sim.h"
 #include "tiers/store_writer.h"
 #include "tiers/tiered_source.h"
 #include "testutil.h"
@@ -252,6 +253,66 @@ Test(tiers, lookahead_is_scored_and_bounded, .timeout = 120)
     cr_expect_eq(es.la_predicted, 0, "lookahead 0 still predicted");
     cr_expect_eq(ss.max_in_flight, 0, "lookahead 0 still reads early");
     cr_expect_eq(ss.reads, 0);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* A live run (one token per step, no lookahead) records its routing; replaying
+ * that trace through the same policy and size gives the live DRAM tier's hits
+ * and misses exactly. */
+Test(tiers, replay_equals_live, .timeout = 120)
+{
+    char *dir = synth_larger("int4", 64, 192, 6);
+    char store_dir[4300], trace_path[4300];
+    snprintf(store_dir, sizeof store_dir, "%s/store", dir);
+    snprintf(trace_path, sizeof trace_path, "%s/live.trace", dir);
+    convert_store(dir, store_dir, 0, 0);
+    store_layout L;
+    model_weights mw;
+    errbuf e0;
+    cr_assert_eq(model_weights_open(&mw, dir, &e0), 0, "%s", e0.msg);
+    cr_assert_eq(store_layout_for_model(&mw, &L, &e0), 0, "%s", e0.msg);
+    model_weights_close(&mw);
+    double gb = 40 * (double)L.slot_bytes / 1e9 * 1.0000001;     /* 40 of 320 experts */
+    const char *policies[] = {"lru", "lfu"};
+    for (int pi = 0; pi < 2; pi++) {
+        cli_model m;
+        model_flags f = {.dir = dir, .ctx = 64, .chunk = 1, .quiet = 1, .trace = trace_path};
+        f.tiers = (tier_flags){.store_dir = store_dir, .dram_gb = gb, .dram_gb_set = 1,
+                               .policy = policies[pi], .lookahead = 0, .lookahead_set = 1};
+        errbuf e;
+        cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+        int V = m.mw.cfg.vocab_size, ids[20];
+        for (int i = 0; i < 20; i++)
+            ids[i] = (i * 29 + 3) % V;
+        float *logits = malloc((size_t)V * sizeof *logits);
+        cr_assert_eq(engine_forward(&m.en, ids, 6, logits, 0, &e), 0, "%s", e.msg);
+        for (int k = 6; k < 20; k++)
+            cr_assert_eq(engine_forward(&m.en, &ids[k], 1, logits, 0, &e), 0, "%s", e.msg);
+        int n_layers, slots = m.plan.dram_slots;
+        const tier_layer_stats *ls = tiered_source_stats(&m.src, &n_layers);
+        cr_assert_not_null(ls);
+        sim_result live = {0};
+        for (int l = 0; l < n_layers; l++) {
+            live.hits += ls[l].hits;
+            live.misses += ls[l].misses;
+        }
+        free(logits);
+        cli_model_close(&m);    /* writes the trace */
+        routing_trace t;
+        cr_assert_eq(trace_read(&t, trace_path, &e), 0, "%s", e.msg);
+        sim_result sim;
+        cr_assert_eq(sim_replay(&t, policies[pi], slots, 1, &sim, &e), 0, "%s", e.msg);
+        cr_log_info("%s, %d slots: live %llu hits / %llu misses, replay %llu / %llu", policies[pi],
+                    slots, (unsigned long long)live.hits, (unsigned long long)live.misses,
+                    (unsigned long long)sim.hits, (unsigned long long)sim.misses);
+        cr_assert_gt(live.misses, 0, "the budget held every expert: nothing to compare");
+        cr_expect_eq(sim.hits, live.hits, "%s: replay %llu hits, live %llu", policies[pi],
+                     (unsigned long long)sim.hits, (unsigned long long)live.hits);
+        cr_expect_eq(sim.misses, live.misses, "%s: replay %llu misses, live %llu", policies[pi],
+                     (unsigned long long)sim.misses, (unsigned long long)live.misses);
+        trace_free(&t);
+    }
     test_remove_tree(dir);
     free(dir);
 }

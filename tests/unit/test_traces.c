@@ -152,7 +152,8 @@ Test(traces, csv_import_and_errors)
     }
 }
 
-/* A plain LRU over pinned events, written independently of expert_cache. */
+/* A plain LRU over pinned events, written independently of expert_cache; an
+ * event takes and releases its experts in ascending id (the engine's order). */
 static uint64_t reference_lru_hits(const routing_trace *t, int cache)
 {
     uint64_t hits = 0, clock = 0;
@@ -160,7 +161,15 @@ static uint64_t reference_lru_hits(const routing_trace *t, int cache)
     int *count = calloc(t->n_layers, sizeof *count);
     for (uint64_t i = 0; i < t->n; i++) {
         size_t base = (size_t)t->layer[i] * t->n_experts;
-        const uint16_t *x = t->experts + i * t->top_k;
+        uint16_t x[64];
+        memcpy(x, t->experts + i * t->top_k, t->top_k * sizeof *x);
+        for (uint32_t a = 0; a < t->top_k; a++)
+            for (uint32_t b = a + 1; b < t->top_k; b++)
+                if (x[b] < x[a]) {
+                    uint16_t tmp = x[a];
+                    x[a] = x[b];
+                    x[b] = tmp;
+                }
         for (uint32_t j = 0; j < t->top_k; j++) {
             uint64_t *s = &stamp[base + x[j]];
             if (*s) {
