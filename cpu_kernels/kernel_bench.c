@@ -363,6 +363,23 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
     return rc;
 }
 
+double kernel_bench_read_bw(kernel_path path, int threads, errbuf *e)
+{
+    uint8_t *buf = aligned_alloc(4096, READ_BUF_BYTES);
+    if (!buf)
+        return err_set(e, "out of memory for the %llu MB read buffer",
+                       (unsigned long long)(READ_BUF_BYTES >> 20));
+    memset(buf, 1, READ_BUF_BYTES);
+    thread_pool *pool;
+    double bw = -1;
+    if (thread_pool_create(&pool, threads, e) == 0) {
+        bw = read_bandwidth(pool, path, buf);
+        thread_pool_destroy(pool);
+    }
+    free(buf);
+    return bw;
+}
+
 int kernel_bench_run(const kernel_bench_options *o, errbuf *e)
 {
     if (!kernel_path_supported(o->path))

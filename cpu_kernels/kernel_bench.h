@@ -31,5 +31,9 @@ typedef struct kernel_bench_options {
 
 void kernel_bench_defaults(kernel_bench_options *o);
 int kernel_bench_run(const kernel_bench_options *o, errbuf *e);
+/* The machine's read bandwidth in GB/s as the benchmark measures it (a 1 GiB
+ * STREAM-like read with `threads` threads and path's widest loads); -1 with e
+ * set when the buffer cannot be had. */
+double kernel_bench_read_bw(kernel_path path, int threads, errbuf *e);
 
 #endif

@@ -11,6 +11,7 @@ static const struct {
 } commands[] = {
     {"run", cmd_run, "generate from a prompt (text or token ids)"},
     {"chat", cmd_chat, "interactive multi-turn chat in the model's chat format"},
+    {"tune", cmd_tune, "measure this machine, predict tokens/s per DRAM budget, recommend one"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, streaming, tools)"},
     {"logits", cmd_logits, "write the logits of one prefill as float32 [T, vocab]"},
     {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},

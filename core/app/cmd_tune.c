@@ -1,0 +1,451 @@
+/* cmd_tune: `moetier tune -m DIR` measures this machine, predicts decode speed
+ * for a sweep of DRAM tier sizes, recommends one and checks the prediction there.
+ *
+ * 1. Measures: the read bandwidth of RAM (the kernel benchmark's STREAM-like
+ *    read) and of the expert store (raw blob reads, top_k at a time).
+ * 2. Calibrates: decode runs of --tokens steps (one token per step, no
+ *    lookahead) at a small DRAM tier and at the largest that fits give the
+ *    compute time per token and the cost per expert read from the store (the
+ *    line through the two; extrapolating beyond them is not trusted: a run
+ *    with every expert in RAM does no I/O at all and is faster than any line
+ *    through runs that do); the small run records its routing.
+ * 3. Predicts (prefetch/tune_model.h) tokens/s and hit rate for each budget by
+ *    replaying that trace (or --trace FILE) through the tier's cache policy.
+ * 4. Recommends the smallest budget predicted within 10 % of the fastest that
+ *    fits in the memory the planner sees free (the knee of the curve: more RAM
+ *    buys little after it), runs the same decode there and prints the measured
+ *    speed next to the prediction. When that size is a calibration point, a
+ *    second check runs at the sweep size between the two calibration points,
+ *    where the model was not fitted. Writes the plot (--svg). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cJSON.h"
+#include "cli_common.h"
+#include "commands.h"
+#include "core/base/progress.h"
+#include "cpu_kernels/cpu_backend.h"
+#include "cpu_kernels/kernel_bench.h"
+#include "prefetch/tune_model.h"
+#include "prefetch/tune_plot.h"
+#include "tiers/nvme_tier.h"
+#include "tiers/tiered_source.h"
+
+#define MAX_POINTS 32
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moetier tune -m DIR [--tokens N] [--budgets LIST] [--trace FILE]\n"
+            "                    [--svg FILE] [--json] [--no-check]\n"
+            "  Measures this machine, predicts decode tokens/s and the DRAM hit rate for a\n"
+            "  sweep of DRAM tier sizes, recommends the smallest within 10%% of the fastest\n"
+            "  that fits (--dram-gb caps it) and checks the prediction there by a measured\n"
+            "  run. The model needs an expert store (moetier convert).\n"
+            "  --tokens N     decode steps of the calibration and check runs (default 96)\n"
+            "  --budgets LIST DRAM tier sizes in GB, comma-separated (default: 10 sizes from\n"
+            "                 2 x top_k experts to all of them)\n"
+            "  --trace FILE   routing to replay (a recorded trace of this model; default: the\n"
+            "                 calibration run's own routing)\n"
+            "  --svg FILE     the plot of tokens/s and hit rate against size (default tune.svg)\n"
+            "  --json         one JSON object per budget, then one with the recommendation\n"
+            "  --no-check     predict only, no measured run at the recommended size\n"
+            "  (the model flags below apply, except that --trace is read, not written)\n");
+    model_flags_usage(f);
+}
+
+typedef struct decode_result {
+    int slots;
+    uint64_t hits;
+    tune_sample s;
+} decode_result;
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
+}
+
+/* Greedy decode of `tokens` steps from token 1, one token per step, no
+ * lookahead, with a DRAM tier of `slots` experts; records routing to trace_out
+ * when set. */
+static int decode_run(const model_flags *base, int slots, uint64_t slot_bytes, int tokens,
+                      const char *trace_out, decode_result *r, errbuf *e)
+{
+    model_flags f = *base;
+    f.quiet = 1;
+    f.chunk = 1;
+    f.ctx = tokens + 1;
+    f.trace = trace_out;
+    f.tiers.dram_gb = (double)slots * (double)slot_bytes / 1e9 * 1.000001;
+    f.tiers.dram_gb_set = 1;
+    f.tiers.lookahead = 0;
+    f.tiers.lookahead_set = 1;
+    f.tiers.stats = 0;
+    cli_model m;
+    if (cli_model_open(&m, &f, e))
+        return -1;
+    memset(r, 0, sizeof *r);
+    r->slots = m.plan.dram_slots;
+    int V = m.mw.cfg.vocab_size, id = 1 % V, rc = 0;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    if (!logits)
+        rc = err_set(e, "out of memory");
+    for (int k = 0; k < tokens && !rc; k++) {
+        rc = engine_forward(&m.en, &id, 1, logits, 0, e);
+        id = argmax(logits, V);
+    }
+    r->s.decode_s = m.en.stats.decode_seconds;
+    r->s.tokens = tokens;
+    int nl = 0;
+    const tier_layer_stats *ls = tiered_source_stats(&m.src, &nl);
+    for (int l = 0; ls && l < nl; l++) {
+        r->hits += ls[l].hits;
+        r->s.misses += ls[l].misses;
+        r->s.stall_s += ls[l].stall_seconds;
+    }
+    free(logits);
+    cli_model_close(&m);
+    return rc;
+}
+
+/* GB/s of reading expert blobs from the store top_k at a time (as a layer's
+ * misses are read), over at least 1 s or every blob. */
+static double store_read_gbps(const store *st, const tier_flags *tf, int batch, errbuf *e)
+{
+    nvme_options o;
+    nvme_options_default(&o);
+    o.mode = tf->io;
+    nvme_tier *nt;
+    if (nvme_tier_open(&nt, st, &o, e))
+        return -1;
+    uint64_t sb = st->layout.slot_bytes;
+    uint8_t *buf = aligned_alloc(STORE_ALIGN, (size_t)batch * sb);
+    nvme_read *rd = calloc((size_t)batch, sizeof *rd);
+    double gbps = -1;
+    if (!buf || !rd) {
+        err_set(e, "out of memory for %d expert reads", batch);
+        goto done;
+    }
+    uint64_t bytes = 0, next = 0, n_keys = (uint64_t)st->n_layers * (uint64_t)st->n_experts;
+    double t0 = now_seconds();
+    int failed = 0;
+    for (uint64_t done_blobs = 0; !failed && done_blobs < (uint64_t)st->n_blobs &&
+                                  (now_seconds() - t0 < 1.0 || bytes == 0);) {
+        int n = 0;
+        /* a fixed stride through the keys visits every blob in a scattered order */
+        while (n < batch && done_blobs < (uint64_t)st->n_blobs) {
+            next = (next + 7919) % n_keys;
+            const store_blob *b = store_blob_at(st, (int)(next / (uint64_t)st->n_experts),
+                                                (int)(next % (uint64_t)st->n_experts));
+            if (b->file == UINT32_MAX)
+                continue;
+            memset(&rd[n], 0, sizeof rd[n]);
+            rd[n].blob = b;
+            rd[n].dst = buf + (size_t)n * sb;
+            nvme_tier_submit(nt, &rd[n]);
+            n++;
+            done_blobs++;
+        }
+        nvme_tier_flush(nt);
+        for (int i = 0; i < n; i++)
+            if (nvme_tier_wait(nt, &rd[i], e))
+                failed = 1;
+            else
+                bytes += sb;
+    }
+    if (!failed)
+        gbps = (double)bytes / (now_seconds() - t0) / 1e9;
+done:
+    free(buf);
+    free(rd);
+    nvme_tier_close(nt);
+    return gbps;
+}
+
+static int parse_budgets(const char *s, double *gb, int *n)
+{
+    *n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || !(v > 0) || *n == MAX_POINTS || (*end && *end != ',')) {
+            fprintf(stderr, "moetier: --budgets expects up to %d sizes in GB > 0, comma-separated, "
+                            "got '%s'\n", MAX_POINTS, s);
+            return -1;
+        }
+        gb[(*n)++] = v;
+        p = *end ? end + 1 : end;
+    }
+    return *n ? 0 : -1;
+}
+
+static int cmp_point(const void *a, const void *b)
+{
+    const tune_point *x = a, *y = b;
+    return (x->slots > y->slots) - (x->slots < y->slots);
+}
+
+int cmd_tune(int argc, char **argv)
+{
+    model_flags mf = {0};
+    const char *budgets_s = NULL, *trace_in = NULL, *svg = "tune.svg";
+    int tokens = 96, json = 0, check = 1;
+    for (int i = 1; i < argc; i++) {
+        int r = model_flags_parse(&mf, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 2, 100000, &tokens))
+                return 2;
+        } else if (!strcmp(a, "--budgets")) {
+            if (!(budgets_s = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--svg")) {
+            if (!(svg = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--no-check")) {
+            check = 0;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "moetier tune: unexpected '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    /* --trace FILE is a model flag (record); tune reads it instead */
+    if (mf.trace) {
+        trace_in = mf.trace;
+        mf.trace = NULL;
+    }
+    double gb_list[MAX_POINTS];
+    int n_gb = 0;
+    if (budgets_s && parse_budgets(budgets_s, gb_list, &n_gb))
+        return 2;
+    errbuf e;
+
+    /* the plan with the automatic budget: sizes, what fits, the store */
+    cli_model probe;
+    model_flags pf = mf;
+    pf.quiet = 1;
+    pf.ctx = 2;
+    pf.tiers.lookahead = 0;
+    pf.tiers.lookahead_set = 1;
+    if (cli_model_open(&probe, &pf, &e))
+        return cli_fail(&e);
+    tier_plan plan = probe.plan;
+    if (!plan.use_store) {
+        cli_model_close(&probe);
+        fprintf(stderr, "moetier tune: %s has no expert store; make one with `moetier convert -m "
+                        "%s` (tune sizes the DRAM tier in front of it)\n", mf.dir, mf.dir);
+        return 1;
+    }
+    int threads = cpu_backend_threads(&probe.be);
+    kernel_path path = cpu_backend_path(&probe.be);
+    fprintf(stderr, "measuring: RAM read bandwidth (%d thread%s) ...\n", threads,
+            threads == 1 ? "" : "s");
+    double ram_gbps = kernel_bench_read_bw(path, threads, &e);
+    if (ram_gbps < 0) {
+        cli_model_close(&probe);
+        return cli_fail(&e);
+    }
+    fprintf(stderr, "measuring: expert store reads (%d at a time) ...\n", plan.top_k);
+    double store_gbps = store_read_gbps(&probe.st, &mf.tiers, plan.top_k, &e);
+    int n_blobs = probe.st.n_blobs;
+    cli_model_close(&probe);
+    if (store_gbps < 0)
+        return cli_fail(&e);
+    uint64_t sb = plan.slot_bytes;
+    int max_slots = plan.dram_slots < n_blobs ? plan.dram_slots : n_blobs;
+
+    /* calibration at a small tier: most experts come from the store */
+    int calib = 2 * plan.top_k > n_blobs / 10 ? 2 * plan.top_k : n_blobs / 10;
+    if (calib > max_slots)
+        calib = max_slots;
+    char trace_tmp[] = "/tmp/moetier-tune-XXXXXX";
+    int fd = mkstemp(trace_tmp);
+    if (fd < 0) {
+        perror("moetier tune: temporary trace");
+        return 1;
+    }
+    close(fd);
+    decode_result cal, big;
+    fprintf(stderr, "calibrating: %d decode steps with %d of %d experts in DRAM ...\n", tokens,
+            calib, n_blobs);
+    if (decode_run(&mf, calib, sb, tokens, trace_tmp, &cal, &e)) {
+        unlink(trace_tmp);
+        return cli_fail(&e);
+    }
+    fprintf(stderr, "calibrating: %d decode steps with %d of %d experts in DRAM ...\n", tokens,
+            max_slots, n_blobs);
+    if (decode_run(&mf, max_slots, sb, tokens, NULL, &big, &e)) {
+        unlink(trace_tmp);
+        return cli_fail(&e);
+    }
+    tune_calibration c = tune_calibrate(&cal.s, &big.s);
+    routing_trace t;
+    int rc = trace_read(&t, trace_in ? trace_in : trace_tmp, &e);
+    unlink(trace_tmp);
+    if (rc)
+        return cli_fail(&e);
+    if (trace_in && ((int)t.n_experts > plan.n_experts || (int)t.top_k != plan.top_k)) {
+        trace_free(&t);
+        fprintf(stderr, "moetier tune: %s records %u experts per layer, top %u; the model has %d, "
+                        "top %d\n", trace_in, t.n_experts, t.top_k, plan.n_experts, plan.top_k);
+        return 1;
+    }
+
+    /* the sweep */
+    tune_point pts[MAX_POINTS + 2];
+    int n = 0;
+    if (n_gb) {
+        for (int i = 0; i < n_gb; i++) {
+            int s = (int)(gb_list[i] * 1e9 / (double)sb);
+            if (s < plan.top_k) {
+                fprintf(stderr, "moetier tune: %.3g GB holds %d experts, fewer than the %d one "
+                                "token uses at once\n", gb_list[i], s, plan.top_k);
+                trace_free(&t);
+                return 2;
+            }
+            pts[n++].slots = s < n_blobs ? s : n_blobs;
+        }
+    } else {
+        int lo = 2 * plan.top_k < n_blobs ? 2 * plan.top_k : n_blobs;
+        for (int i = 0; i < 10; i++)
+            pts[n++].slots = (int)lround(lo * pow((double)n_blobs / lo, i / 9.0));
+    }
+    pts[n++].slots = calib;     /* so the plot shows where the calibration ran */
+    pts[n++].slots = max_slots;
+    qsort(pts, (size_t)n, sizeof *pts, cmp_point);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (!m || pts[i].slots != pts[m - 1].slots)
+            pts[m++] = pts[i];
+    n = m;
+    for (int i = 0; i < n; i++)
+        pts[i].gb = (double)pts[i].slots * (double)sb / 1e9;
+    const char *policy = mf.tiers.policy ? mf.tiers.policy : "lru";
+    if (tune_predict(&t, policy, &c, n_blobs, pts, n, &e)) {
+        trace_free(&t);
+        return cli_fail(&e);
+    }
+    trace_free(&t);
+    int rec = tune_recommend(pts, n, max_slots, 0.10);
+
+    /* the checks: the recommended size, and one the model was not fitted at */
+    int val = -1;
+    if (rec >= 0 && (pts[rec].slots == calib || pts[rec].slots == max_slots)) {
+        double target = sqrt((double)calib * (double)max_slots);
+        for (int i = 0; i < n; i++)
+            if (pts[i].slots > calib && pts[i].slots < max_slots &&
+                (val < 0 || fabs(pts[i].slots - target) < fabs(pts[val].slots - target)))
+                val = i;
+    }
+    decode_result chk = {0}, vchk = {0};
+    double measured = 0, vmeasured = 0;
+    for (int k = 0; check && k < 2; k++) {
+        int at = k ? val : rec;
+        if (at < 0)
+            continue;
+        decode_result *d = k ? &vchk : &chk;
+        fprintf(stderr, "checking: %d decode steps with %d experts in DRAM (%.3g GB) ...\n",
+                tokens, pts[at].slots, pts[at].gb);
+        if (decode_run(&mf, pts[at].slots, sb, tokens, NULL, d, &e))
+            return cli_fail(&e);
+        *(k ? &vmeasured : &measured) = d->s.decode_s > 0 ? tokens / d->s.decode_s : 0;
+    }
+
+    if (json) {
+        for (int i = 0; i < n; i++) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddNumberToObject(j, "dram_gb", pts[i].gb);
+            cJSON_AddNumberToObject(j, "slots", pts[i].slots);
+            cJSON_AddNumberToObject(j, "hit_rate", pts[i].hit_rate);
+            cJSON_AddNumberToObject(j, "misses_per_token", pts[i].misses_per_token);
+            cJSON_AddNumberToObject(j, "predicted_tok_s", pts[i].tokens_per_s);
+            cJSON_AddBoolToObject(j, "fits", pts[i].slots <= max_slots);
+            char *s = cJSON_PrintUnformatted(j);
+            puts(s);
+            free(s);
+            cJSON_Delete(j);
+        }
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "ram_read_gbps", ram_gbps);
+        cJSON_AddNumberToObject(j, "store_read_gbps", store_gbps);
+        cJSON_AddNumberToObject(j, "compute_s_per_token", c.compute_s);
+        cJSON_AddNumberToObject(j, "stall_s_per_miss", c.stall_per_miss_s);
+        if (rec >= 0) {
+            cJSON_AddNumberToObject(j, "recommended_dram_gb", pts[rec].gb);
+            cJSON_AddNumberToObject(j, "predicted_tok_s", pts[rec].tokens_per_s);
+            if (measured > 0) {
+                cJSON_AddNumberToObject(j, "measured_tok_s", measured);
+                cJSON_AddNumberToObject(j, "measured_hit_rate",
+                                        chk.hits + chk.s.misses ? (double)chk.hits /
+                                        (double)(chk.hits + chk.s.misses) : 0);
+                cJSON_AddNumberToObject(j, "error", pts[rec].tokens_per_s / measured - 1);
+            }
+            if (vmeasured > 0) {
+                cJSON_AddNumberToObject(j, "validation_dram_gb", pts[val].gb);
+                cJSON_AddNumberToObject(j, "validation_predicted_tok_s", pts[val].tokens_per_s);
+                cJSON_AddNumberToObject(j, "validation_measured_tok_s", vmeasured);
+                cJSON_AddNumberToObject(j, "validation_error",
+                                        pts[val].tokens_per_s / vmeasured - 1);
+            }
+        }
+        char *s = cJSON_PrintUnformatted(j);
+        puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("this machine: RAM read %.1f GB/s (%d thread%s), expert store read %.2f GB/s (%d "
+               "at a time)\n", ram_gbps, threads, threads == 1 ? "" : "s", store_gbps, plan.top_k);
+        printf("calibration (%d steps with %d and with %d of %d experts in DRAM): %.2f ms "
+               "compute per token, %.3f ms per expert read from the store (%.2f MB each)\n",
+               tokens, cal.slots, big.slots, n_blobs, 1e3 * c.compute_s,
+               1e3 * c.stall_per_miss_s, sb / 1e6);
+        printf("%10s %8s %9s %12s %14s\n", "DRAM GB", "experts", "hit rate", "misses/token",
+               "predicted tok/s");
+        for (int i = 0; i < n; i++)
+            printf("%10.3f %8d %8.1f%% %12.2f %14.2f%s%s\n", pts[i].gb, pts[i].slots,
+                   100 * pts[i].hit_rate, pts[i].misses_per_token, pts[i].tokens_per_s,
+                   i == rec ? "  <- recommended" : "",
+                   pts[i].slots > max_slots ? "  (more than is free)" : "");
+        if (rec >= 0) {
+            printf("recommended: --dram-gb %.3f (%d experts): predicted %.2f tok/s, hit rate "
+                   "%.1f%%\n", pts[rec].gb * 1.0001, pts[rec].slots, pts[rec].tokens_per_s,
+                   100 * pts[rec].hit_rate);
+            if (measured > 0)
+                printf("measured there: %.2f tok/s, hit rate %.1f%% (prediction %+.1f%%)\n",
+                       measured, chk.hits + chk.s.misses ? 100.0 * (double)chk.hits /
+                       (double)(chk.hits + chk.s.misses) : 0.0,
+                       100 * (pts[rec].tokens_per_s / measured - 1));
+            if (vmeasured > 0)
+                printf("between the calibration points, at --dram-gb %.3f (%d experts): predicted "
+                       "%.2f tok/s, measured %.2f (prediction %+.1f%%)\n", pts[val].gb * 1.0001,
+                       pts[val].slots, pts[val].tokens_per_s, vmeasured,
+                       100 * (pts[val].tokens_per_s / vmeasured - 1));
+        } else {
+            printf("recommended: none of these sizes fits in the memory free here\n");
+        }
+    }
+    char title[512];
+    snprintf(title, sizeof title, "moetier tune: %s", mf.dir);
+    if (tune_write_svg(svg, title, pts, n, rec, measured, &e))
+        return cli_fail(&e);
+    fprintf(stderr, "plot: %s\n", svg);
+    return 0;
+}

@@ -1,0 +1,171 @@
+/* moetier tune: the prediction model, the plot and the command.
+ *
+ * The model is checked against numbers it must reproduce exactly (a line
+ * through two runs recovers its slope and intercept; a tier holding every
+ * expert misses nothing; speeds follow 1 / (compute + misses * cost)); the
+ * recommendation against its rule; the plot is well-formed SVG with both
+ * curves; the command runs end to end on a synthetic model with a store and
+ * reports a prediction and a measurement at the recommended size. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cJSON.h"
+#include "prefetch/tune_model.h"
+#include "prefetch/tune_plot.h"
+#include "testutil.h"
+
+Test(tune, calibration_is_the_line_through_two_runs)
+{
+    /* 10 ms of compute per token, 0.5 ms per miss: 40 and 4 misses per token */
+    tune_sample small = {.tokens = 50, .decode_s = 50 * (0.010 + 40 * 0.0005), .stall_s = 0.3,
+                         .misses = 50 * 40};
+    tune_sample large = {.tokens = 20, .decode_s = 20 * (0.010 + 4 * 0.0005), .stall_s = 0.01,
+                         .misses = 20 * 4};
+    tune_calibration c = tune_calibrate(&small, &large);
+    cr_expect_float_eq(c.compute_s, 0.010, 1e-9, "compute %g", c.compute_s);
+    cr_expect_float_eq(c.stall_per_miss_s, 0.0005, 1e-9, "per miss %g", c.stall_per_miss_s);
+    /* runs that missed alike: the measured wait per miss stands in */
+    tune_sample same = large;
+    same.misses = 80;
+    same.stall_s = 0.04;
+    c = tune_calibrate(&same, &large);
+    cr_expect_float_eq(c.stall_per_miss_s, 0.0005, 1e-9, "per miss %g", c.stall_per_miss_s);
+}
+
+/* a trace of `tokens` steps over 2 layers of 16 experts, top 2, in a rotating pattern */
+static void small_trace(routing_trace *t, int tokens)
+{
+    errbuf e;
+    cr_assert_eq(trace_init(t, 2, 16, 2, 0, &e), 0, "%s", e.msg);
+    for (int k = 0; k < tokens; k++)
+        for (uint16_t l = 0; l < 2; l++) {
+            uint16_t x[2] = {(uint16_t)((k * 3 + l) % 16), (uint16_t)((k * 5 + 7 * l + 1) % 16)};
+            if (x[0] == x[1])
+                x[1] = (uint16_t)((x[1] + 1) % 16);
+            cr_assert_eq(trace_append(t, 0, (uint32_t)k, l, x, NULL, &e), 0, "%s", e.msg);
+        }
+}
+
+Test(tune, predictions_follow_the_replay)
+{
+    routing_trace t;
+    small_trace(&t, 200);
+    cr_expect_eq(tune_trace_tokens(&t), 200);
+    tune_calibration c = {.compute_s = 0.01, .stall_per_miss_s = 0.002};
+    tune_point p[4] = {{.slots = 2}, {.slots = 8}, {.slots = 20}, {.slots = 32}};
+    errbuf e;
+    cr_assert_eq(tune_predict(&t, "lru", &c, 32, p, 4, &e), 0, "%s", e.msg);
+    for (int i = 0; i < 4; i++) {
+        double want = 1.0 / (0.01 + p[i].misses_per_token * 0.002);
+        cr_expect_float_eq(p[i].tokens_per_s, want, 1e-9, "point %d", i);
+        cr_expect(p[i].hit_rate >= 0 && p[i].hit_rate <= 1);
+        if (i)  /* LRU is a stack policy: a larger cache never misses more */
+            cr_expect_leq(p[i].misses_per_token, p[i - 1].misses_per_token, "point %d", i);
+    }
+    cr_expect_eq(p[3].misses_per_token, 0, "a tier of every expert is filled at start");
+    cr_expect_float_eq(p[3].hit_rate, 1.0, 1e-12);
+    cr_expect_gt(p[2].misses_per_token, 0, "20 of 32 slots: the first touches still miss");
+    trace_free(&t);
+    routing_trace empty;
+    cr_assert_eq(trace_init(&empty, 2, 16, 2, 0, &e), 0, "%s", e.msg);
+    cr_expect_neq(tune_predict(&empty, "lru", &c, 32, p, 4, &e), 0, "an empty trace predicts");
+    trace_free(&empty);
+}
+
+Test(tune, recommendation_is_the_knee_within_the_memory)
+{
+    tune_point p[5] = {{.slots = 10, .tokens_per_s = 5},  {.slots = 20, .tokens_per_s = 8},
+                       {.slots = 40, .tokens_per_s = 9.2}, {.slots = 80, .tokens_per_s = 10},
+                       {.slots = 160, .tokens_per_s = 30}};
+    cr_expect_eq(tune_recommend(p, 5, 80, 0.10), 2, "the smallest within 10%% of 10 tok/s");
+    cr_expect_eq(tune_recommend(p, 5, 1000, 0.10), 4, "everything fits: the fastest");
+    cr_expect_eq(tune_recommend(p, 5, 30, 0.10), 1);
+    cr_expect_eq(tune_recommend(p, 5, 5, 0.10), -1, "nothing fits");
+}
+
+Test(tune, plot_is_svg_with_both_curves)
+{
+    char *dir = test_make_tmpdir("tuneplot");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/plot.svg", dir);
+    tune_point p[3] = {{.slots = 8, .gb = 0.1, .hit_rate = 0.2, .tokens_per_s = 3},
+                       {.slots = 16, .gb = 0.2, .hit_rate = 0.5, .tokens_per_s = 5},
+                       {.slots = 32, .gb = 0.4, .hit_rate = 0.9, .tokens_per_s = 9}};
+    errbuf e;
+    cr_assert_eq(tune_write_svg(path, "a <model> & more", p, 3, 1, 5.5, &e), 0, "%s", e.msg);
+    size_t n;
+    char *s = test_read_file(path, &n);
+    cr_assert_not_null(s);
+    cr_expect(strncmp(s, "<svg ", 5) == 0 && strstr(s, "</svg>"), "not an svg document");
+    int lines = 0;
+    for (const char *q = s; (q = strstr(q, "<polyline")); q++)
+        lines++;
+    cr_expect_eq(lines, 2, "%d curves", lines);
+    cr_expect(strstr(s, "a &lt;model&gt; &amp; more"), "the title is not escaped");
+    cr_expect(strstr(s, "recommended 0.2 GB") && strstr(s, "measured 5.5 tok/s"));
+    free(s);
+    cr_expect_neq(tune_write_svg("/nonexistent-dir/x.svg", "t", p, 3, -1, 0, &e), 0);
+    cr_expect(strstr(e.msg, "/nonexistent-dir/x.svg"), "error does not name the file: %s", e.msg);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(tune, command_predicts_and_checks, .timeout = 300)
+{
+    const char *bin = getenv("MOETIER_BIN");
+    if (!bin) {
+        cr_log_info("skipped: MOETIER_BIN is not set (run through make test)");
+        return;
+    }
+    char *dir = test_make_tmpdir("tunecmd");
+    char model[4200], cmd[13000], svg[4300];
+    snprintf(model, sizeof model, "%s/model", dir);
+    snprintf(svg, sizeof svg, "%s/tune.svg", dir);
+    test_synth_tiny(model, "int4");
+    char *out = NULL, *err = NULL;
+    /* without a store it says what to do */
+    snprintf(cmd, sizeof cmd, "%s tune -m %s --svg %s", bin, model, svg);
+    cr_expect_neq(test_run_capture(cmd, &out, &err), 0);
+    cr_expect(strstr(err, "moetier convert"), "no hint to convert: %s", err);
+    free(out);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s convert -m %s", bin, model);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "convert: %s", err);
+    free(out);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s tune -m %s --tokens 12 --json --svg %s -t 1", bin, model, svg);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "tune failed: %s", err);
+    int points = 0, summary = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        cr_assert_not_null(j, "not JSON: %s", line);
+        if (cJSON_GetObjectItem(j, "slots")) {
+            points++;
+            double hr = cJSON_GetObjectItem(j, "hit_rate")->valuedouble;
+            cr_expect(hr >= 0 && hr <= 1, "hit rate %g", hr);
+            cr_expect_gt(cJSON_GetObjectItem(j, "predicted_tok_s")->valuedouble, 0);
+        } else {
+            summary++;
+            cr_expect_gt(cJSON_GetObjectItem(j, "ram_read_gbps")->valuedouble, 0);
+            cr_expect_gt(cJSON_GetObjectItem(j, "store_read_gbps")->valuedouble, 0);
+            cJSON *p = cJSON_GetObjectItem(j, "predicted_tok_s");
+            cJSON *m = cJSON_GetObjectItem(j, "measured_tok_s");
+            cr_assert(p && m, "no prediction or measurement at the recommended size: %s", line);
+            cr_expect_gt(m->valuedouble, 0);
+            cr_log_info("recommended %.3f GB: predicted %.1f tok/s, measured %.1f",
+                        cJSON_GetObjectItem(j, "recommended_dram_gb")->valuedouble, p->valuedouble,
+                        m->valuedouble);
+        }
+        cJSON_Delete(j);
+    }
+    cr_expect_geq(points, 3, "%d budgets", points);
+    cr_expect_eq(summary, 1);
+    cr_expect(test_path_exists(svg), "no plot at %s", svg);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
+}
