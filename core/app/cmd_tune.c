@@ -423,7 +423,7 @@ int cmd_tune(int argc, char **argv)
             printf("%10.3f %8d %8.1f%% %12.2f %14.2f%s%s\n", pts[i].gb, pts[i].slots,
                    100 * pts[i].hit_rate, pts[i].misses_per_token, pts[i].tokens_per_s,
                    i == rec ? "  <- recommended" : "",
-                   pts[i].slots > max_slots ? "  (more than is free)" : "");
+                   pts[i].slots > max_slots ? "  (more than is free: extrapolated)" : "");
         if (rec >= 0) {
             printf("recommended: --dram-gb %.3f (%d experts): predicted %.2f tok/s, hit rate "
                    "%.1f%%\n", pts[rec].gb * 1.0001, pts[rec].slots, pts[rec].tokens_per_s,
