@@ -274,6 +274,20 @@ int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e)
             pairs += K;
         }
         prev[l] = (int64_t)i;
+        if (t->flags & TRACE_FLAG_TIERS) {
+            for (size_t j = 0; j < K; j++)
+                s->origin[t->origin[i * K + j] & 3]++;
+            s->bytes += t->bytes[i];
+            s->stall_s += t->stall[i];
+        }
+        for (uint32_t d = 0; d < t->depth; d++) {
+            uint16_t made = t->pred_count[i * t->depth + d];
+            if (!made)
+                continue;
+            s->pred_made[d] += made;
+            s->pred_chosen[d] += K;
+            s->pred_hits[d] += (uint64_t)__builtin_popcountll(t->pred_mask[i * t->depth + d]);
+        }
     }
     if (t->n)
         s->tokens += max_token + 1;   /* positions 0..max of the last stream */

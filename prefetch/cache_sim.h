@@ -34,6 +34,15 @@ typedef struct trace_stats {
     double top10_share;     /* share of requests that go to each layer's 10 % most used experts */
     double lag1_reuse;      /* share of an event's experts the same stream's next token reuses */
     double uniform_lag1;    /* the same for uniform random routing: top_k / n_experts */
+    /* TIERS: experts by where they were found (trace_origin), bytes read, seconds waited */
+    uint64_t origin[4];
+    uint64_t bytes;
+    double stall_s;
+    /* PREDICTED, per distance d (index d - 1), over the events that had a prediction
+     * at d: their chosen experts, how many of those were predicted, and the experts
+     * predicted for their layer (recall = hits / chosen, precision = hits / made) */
+    uint64_t pred_chosen[TRACE_MAX_DEPTH], pred_hits[TRACE_MAX_DEPTH];
+    uint64_t pred_made[TRACE_MAX_DEPTH];
 } trace_stats;
 
 int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e);

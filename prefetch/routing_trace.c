@@ -14,23 +14,33 @@
 #define CHUNK_EVENTS 65536
 #define MAX_TOP_K 64
 
+#define KNOWN_FLAGS (TRACE_FLAG_WEIGHTS | TRACE_FLAG_TIERS | TRACE_FLAG_PREDICTED)
+
 static size_t event_bytes(const routing_trace *t)
 {
-    return 10 + 2 * (size_t)t->top_k + ((t->flags & TRACE_FLAG_WEIGHTS) ? 4 * (size_t)t->top_k : 0);
+    size_t k = t->top_k;
+    return 10 + 2 * k + ((t->flags & TRACE_FLAG_WEIGHTS) ? 4 * k : 0) +
+           ((t->flags & TRACE_FLAG_TIERS) ? k + 8 : 0) +
+           ((t->flags & TRACE_FLAG_PREDICTED) ? 10 * (size_t)t->depth : 0);
 }
 
 int trace_init(routing_trace *t, uint32_t n_layers, uint32_t n_experts, uint32_t top_k,
-               uint32_t flags, errbuf *e)
+               uint32_t flags, uint32_t depth, errbuf *e)
 {
     memset(t, 0, sizeof *t);
     if (top_k < 1 || top_k > MAX_TOP_K)
         return err_set(e, "trace: top_k %u outside 1..%d", top_k, MAX_TOP_K);
     if (n_experts < 1 || n_experts > 65536 || n_layers < 1 || n_layers > 65536)
         return err_set(e, "trace: %u layers of %u experts is outside 1..65536", n_layers, n_experts);
+    if (flags & ~KNOWN_FLAGS)
+        return err_set(e, "trace: unknown flags 0x%x", flags & ~KNOWN_FLAGS);
+    if ((flags & TRACE_FLAG_PREDICTED) && (depth < 1 || depth > TRACE_MAX_DEPTH))
+        return err_set(e, "trace: lookahead depth %u outside 1..%d", depth, TRACE_MAX_DEPTH);
     t->n_layers = n_layers;
     t->n_experts = n_experts;
     t->top_k = top_k;
-    t->flags = flags & TRACE_FLAG_WEIGHTS;
+    t->flags = flags;
+    t->depth = (flags & TRACE_FLAG_PREDICTED) ? depth : 0;
     return 0;
 }
 
@@ -41,6 +51,11 @@ void trace_free(routing_trace *t)
     free(t->layer);
     free(t->experts);
     free(t->weights);
+    free(t->origin);
+    free(t->bytes);
+    free(t->stall);
+    free(t->pred_mask);
+    free(t->pred_count);
     memset(t, 0, sizeof *t);
 }
 
@@ -64,13 +79,27 @@ static int reserve(routing_trace *t, uint64_t n, errbuf *e)
     uint16_t *x = l ? realloc(t->experts, cap * k * sizeof *x) : NULL;
     if (x)
         t->experts = x;
-    float *w = NULL;
-    if (x && (t->flags & TRACE_FLAG_WEIGHTS)) {
-        w = realloc(t->weights, cap * k * sizeof *w);
-        if (w)
-            t->weights = w;
+    int ok = x != NULL;
+#define GROW(field, per)                                                                      \
+    do {                                                                                      \
+        void *p_ = ok ? realloc(t->field, cap * (per) * sizeof *t->field) : NULL;             \
+        if (p_)                                                                               \
+            t->field = p_;                                                                    \
+        ok = p_ != NULL;                                                                      \
+    } while (0)
+    if (t->flags & TRACE_FLAG_WEIGHTS)
+        GROW(weights, k);
+    if (t->flags & TRACE_FLAG_TIERS) {
+        GROW(origin, k);
+        GROW(bytes, 1);
+        GROW(stall, 1);
     }
-    if (!x || ((t->flags & TRACE_FLAG_WEIGHTS) && !w))
+    if (t->flags & TRACE_FLAG_PREDICTED) {
+        GROW(pred_mask, t->depth);
+        GROW(pred_count, t->depth);
+    }
+#undef GROW
+    if (!ok)
         return err_set(e, "out of memory for %" PRIu64 " trace events", cap);
     t->cap = cap;
     return 0;
@@ -92,8 +121,36 @@ int trace_append(routing_trace *t, uint32_t stream, uint32_t token, uint16_t lay
     memcpy(t->experts + t->n * t->top_k, experts, t->top_k * sizeof *experts);
     if (t->flags & TRACE_FLAG_WEIGHTS)
         memcpy(t->weights + t->n * t->top_k, weights, t->top_k * sizeof *weights);
+    if (t->flags & TRACE_FLAG_TIERS) {
+        memset(t->origin + t->n * t->top_k, 0, t->top_k);
+        t->bytes[t->n] = 0;
+        t->stall[t->n] = 0;
+    }
+    if (t->flags & TRACE_FLAG_PREDICTED)
+        for (uint32_t d = 0; d < t->depth; d++) {
+            t->pred_mask[t->n * t->depth + d] = 0;
+            t->pred_count[t->n * t->depth + d] = 0;
+        }
     t->n++;
     return 0;
+}
+
+void trace_set_tiers(routing_trace *t, uint64_t i, const uint8_t *origin, uint32_t bytes,
+                     float stall)
+{
+    if (!(t->flags & TRACE_FLAG_TIERS) || i >= t->n)
+        return;
+    memcpy(t->origin + i * t->top_k, origin, t->top_k);
+    t->bytes[i] = bytes;
+    t->stall[i] = stall;
+}
+
+void trace_set_predicted(routing_trace *t, uint64_t i, uint32_t d, uint64_t mask, uint16_t count)
+{
+    if (!(t->flags & TRACE_FLAG_PREDICTED) || i >= t->n || d < 1 || d > t->depth)
+        return;
+    t->pred_mask[i * t->depth + d - 1] = mask;
+    t->pred_count[i * t->depth + d - 1] = count;
 }
 
 /* ---- file format ---- */
@@ -126,6 +183,20 @@ static void encode_event(const routing_trace *t, uint64_t i, uint8_t *p)
             memcpy(&u, &t->weights[i * t->top_k + k], 4);
             put(p, u, 4);
         }
+    if (t->flags & TRACE_FLAG_TIERS) {
+        memcpy(p, t->origin + i * t->top_k, t->top_k);
+        p += t->top_k;
+        uint32_t u;
+        memcpy(&u, &t->stall[i], 4);
+        put(p, t->bytes[i], 4);
+        put(p + 4, u, 4);
+        p += 8;
+    }
+    if (t->flags & TRACE_FLAG_PREDICTED)
+        for (uint32_t d = 0; d < t->depth; d++, p += 10) {
+            put(p, t->pred_mask[i * t->depth + d], 8);
+            put(p + 8, t->pred_count[i * t->depth + d], 2);
+        }
 }
 
 int trace_write(const routing_trace *t, const char *path, errbuf *e)
@@ -144,6 +215,7 @@ int trace_write(const routing_trace *t, const char *path, errbuf *e)
     put(h + 16, t->n_layers, 4);
     put(h + 20, t->n_experts, 4);
     put(h + 24, t->top_k, 4);
+    put(h + 28, t->depth, 4);
     put(h + 32, t->n, 8);
     put(h + 40, n_chunks, 8);
     int rc = 0;
@@ -184,13 +256,19 @@ int trace_read(routing_trace *t, const char *path, errbuf *e)
         err_set(e, "%s: not a moetier routing trace (no %s header)", path, MAGIC);
         goto out;
     }
-    if (get(h + 8, 4) != TRACE_VERSION) {
-        err_set(e, "%s: trace version %u, this moetier reads version %d", path,
-                (unsigned)get(h + 8, 4), TRACE_VERSION);
+    uint64_t version = get(h + 8, 4), flags = get(h + 12, 4);
+    if (version < 1 || version > TRACE_VERSION) {
+        err_set(e, "%s: trace version %u, this moetier reads versions 1 to %d", path,
+                (unsigned)version, TRACE_VERSION);
+        goto out;
+    }
+    if (version == 1 && (flags & ~(uint64_t)TRACE_FLAG_WEIGHTS)) {
+        err_set(e, "%s: version 1 trace with flags 0x%x (version 1 knows only weights)", path,
+                (unsigned)flags);
         goto out;
     }
     if (trace_init(t, (uint32_t)get(h + 16, 4), (uint32_t)get(h + 20, 4), (uint32_t)get(h + 24, 4),
-                   (uint32_t)get(h + 12, 4), e)) {
+                   (uint32_t)flags, (uint32_t)get(h + 28, 4), e)) {
         err_prefix(e, "%s: ", path);
         goto out;
     }
@@ -258,6 +336,23 @@ int trace_read(routing_trace *t, const char *path, errbuf *e)
                 err_prefix(e, "%s: event %" PRIu64 ": ", path, first + i);
                 goto out;
             }
+            const uint8_t *q = p + 10 + 2 * t->top_k +
+                               ((t->flags & TRACE_FLAG_WEIGHTS) ? 4 * t->top_k : 0);
+            if (t->flags & TRACE_FLAG_TIERS) {
+                for (uint32_t k = 0; k < t->top_k; k++)
+                    if (q[k] > ORIGIN_EARLY) {
+                        err_set(e, "%s: event %" PRIu64 ": expert origin %u is not one of 0..3",
+                                path, first + i, q[k]);
+                        goto out;
+                    }
+                uint32_t u = (uint32_t)get(q + t->top_k + 4, 4);
+                float stall;
+                memcpy(&stall, &u, 4);
+                trace_set_tiers(t, t->n - 1, q, (uint32_t)get(q + t->top_k, 4), stall);
+                q += t->top_k + 8;
+            }
+            for (uint32_t d = 0; d < t->depth; d++, q += 10)
+                trace_set_predicted(t, t->n - 1, d + 1, get(q, 8), (uint16_t)get(q + 8, 2));
         }
     }
     if (fgetc(f) != EOF) {
@@ -327,7 +422,7 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
             return err_set(e, "%s: line %" PRIu64 ": %u experts, expected %u like the first row",
                            name, lineno, n, k ? k : 1);
         }
-        if (!k && trace_init(t, 65536, 65536, n, 0, e))
+        if (!k && trace_init(t, 65536, 65536, n, 0, 0, e))
             return err_prefix(e, "%s: ", name);
         k = n;
         if (trace_append(t, (uint32_t)v[0], (uint32_t)v[1], (uint16_t)v[2], ex, NULL, e)) {

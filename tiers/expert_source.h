@@ -13,8 +13,21 @@
 #include "core/base/errbuf.h"
 #include "core/model/linear_weight.h"
 
+/* Where a get() found the expert (the numbering of trace_origin). */
+typedef enum expert_origin {
+    EXPERT_MAPPED = 0,          /* the checkpoint mapping */
+    EXPERT_DRAM = 1,            /* already in the DRAM tier */
+    EXPERT_STORE = 2,           /* read from the store for this layer */
+    EXPERT_EARLY = 3,           /* read from the store early, on a prediction */
+} expert_origin;
+
 typedef struct expert_view {
     linear_weight gate, up, down;
+    /* filled by get(): where the expert was, the bytes read from the store for
+     * it and the seconds get() waited */
+    unsigned char origin;
+    uint32_t bytes_read;
+    float stall_s;
 } expert_view;
 
 typedef struct expert_source {

@@ -21,6 +21,7 @@ typedef struct tiered {
     int *spec_slots, *spec_keys;
     int n_spec;
     unsigned char *spec_unused; /* [n_keys] read on a prediction, not used yet */
+    unsigned char *missed;      /* [n_keys] its last pin started a read */
     tier_spec_stats spec;
     FILE *log;
 } tiered;
@@ -50,6 +51,7 @@ static int pin_key(tiered *t, int layer, int expert)
     int s = expert_cache_acquire(&t->cache, key, &resident, &evicted);
     if (s < 0)
         return -1;
+    t->missed[key] = !resident;
     if (resident) {
         t->stats[layer].hits++;
         return s;
@@ -184,8 +186,8 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
         store_blob_at(st, layer, expert)->file == UINT32_MAX)
         return err_set(e, "no routed expert %d in layer %d", expert, layer);
     int key = layer * st->n_experts + expert;
-    int s;
-    if (t->spec_unused[key]) {
+    int s, early = t->spec_unused[key];
+    if (early) {
         t->spec_unused[key] = 0;
         t->spec.used++;
     }
@@ -199,9 +201,13 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
                            "experts in use at once", t->cache.n_slots);
         nvme_tier_flush(t->nvme);
     }
+    double t0 = now_seconds();
     if (settle(t, layer, s, e))
         return -1;
     store_layout_view(&st->layout, slot_ptr(t, s), out);
+    out->origin = early ? EXPERT_EARLY : t->missed[key] ? EXPERT_STORE : EXPERT_DRAM;
+    out->bytes_read = out->origin == EXPERT_DRAM ? 0 : (uint32_t)st->layout.slot_bytes;
+    out->stall_s = (float)(now_seconds() - t0);
     return 0;
 }
 
@@ -267,6 +273,7 @@ static void tiered_destroy(expert_source *src)
     free(t->spec_slots);
     free(t->spec_keys);
     free(t->spec_unused);
+    free(t->missed);
     free(t->stats);
     free(t);
     src->impl = NULL;
@@ -332,6 +339,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         !(t->spec_slots = malloc((size_t)slots * sizeof(int))) ||
         !(t->spec_keys = malloc((size_t)slots * sizeof(int))) ||
         !(t->spec_unused = calloc((size_t)n_keys, 1)) ||
+        !(t->missed = calloc((size_t)n_keys, 1)) ||
         !(t->stats = calloc((size_t)st->n_layers, sizeof *t->stats))) {
         tiered_destroy(out);
         return err_set(e, "out of memory");

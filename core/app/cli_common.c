@@ -178,6 +178,51 @@ static void record_route(void *ctx, int layer, int pos, const int *ids, const fl
         m->trace_error = 1;
 }
 
+/* Engine observer: where the last T events' experts were found, the bytes and
+ * wait of each read (charged to the first token of the chunk that used it) and
+ * which of their experts were predicted at each distance. */
+static void record_experts(void *ctx, int layer, int pos0, int T, const unsigned char *origin,
+                           const uint32_t *bytes, const float *stall,
+                           const unsigned char *predicted, int depth)
+{
+    (void)pos0;
+    (void)depth;    /* the trace keeps its own depth (<= the engine's) */
+    cli_model *m = ctx;
+    routing_trace *t = &m->trace;
+    if (m->trace_error || t->n < (uint64_t)T)
+        return;
+    uint32_t E = t->n_experts, K = t->top_k;
+    memset(m->trace_charged, 0, E);
+    uint16_t count[TRACE_MAX_DEPTH] = {0};
+    for (uint32_t d = 0; d < t->depth; d++)
+        for (uint32_t x = 0; x < E; x++)
+            count[d] = (uint16_t)(count[d] + predicted[(size_t)d * E + x]);
+    for (uint64_t i = t->n - (uint64_t)T; i < t->n; i++) {
+        if (t->layer[i] != layer)
+            continue;
+        uint8_t org[64];
+        uint64_t b = 0;
+        double s = 0;
+        for (uint32_t k = 0; k < K; k++) {
+            uint16_t x = t->experts[i * K + k];
+            org[k] = origin[x];
+            if (!m->trace_charged[x]) {
+                m->trace_charged[x] = 1;
+                b += bytes[x];
+                s += stall[x];
+            }
+        }
+        trace_set_tiers(t, i, org, b > UINT32_MAX ? UINT32_MAX : (uint32_t)b, (float)s);
+        for (uint32_t d = 0; d < t->depth; d++) {
+            uint64_t mask = 0;
+            for (uint32_t k = 0; k < K; k++)
+                if (predicted[(size_t)d * E + t->experts[i * K + k]])
+                    mask |= 1ull << k;
+            trace_set_predicted(t, i, d + 1, mask, count[d]);
+        }
+    }
+}
+
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
 {
     memset(m, 0, sizeof *m);
@@ -243,9 +288,14 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     m->en.lookahead = lookahead;
     if (f->trace) {
         const model_config *c = &m->mw.cfg;
+        uint32_t depth = lookahead < TRACE_MAX_DEPTH ? (uint32_t)lookahead : TRACE_MAX_DEPTH;
+        uint32_t flags = TRACE_FLAG_WEIGHTS | TRACE_FLAG_TIERS | (depth ? TRACE_FLAG_PREDICTED : 0);
         if (c->n_routed_experts == 0 || c->n_experts_per_tok > 64 ||
             trace_init(&m->trace, (uint32_t)c->n_layers, (uint32_t)c->n_routed_experts,
-                       (uint32_t)c->n_experts_per_tok, TRACE_FLAG_WEIGHTS, e)) {
+                       (uint32_t)c->n_experts_per_tok, flags, depth, e) ||
+            !(m->trace_charged = malloc((size_t)c->n_routed_experts))) {
+            if (m->trace.top_k && !m->trace_charged)
+                err_set(e, "out of memory");
             if (c->n_routed_experts == 0 || c->n_experts_per_tok > 64)
                 err_set(e, "--trace: this model has no routing to record (or top_k > 64)");
             m->opened = 1;
@@ -253,7 +303,8 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
             return -1;
         }
         m->trace_path = f->trace;
-        m->en.obs = (engine_observer){.ctx = m, .on_route = record_route};
+        m->en.obs = (engine_observer){.ctx = m, .on_route = record_route,
+                                      .on_experts = record_experts};
     }
     m->opened = 1;
     return 0;
@@ -266,6 +317,9 @@ void cli_model_close(cli_model *m)
     if (m->print_stats) {
         if (m->src.print_stats)
             m->src.print_stats(&m->src, stderr);
+        else
+            fprintf(stderr, "tier statistics: experts come from the checkpoint mapping (no expert "
+                            "store), so there are no tiers to report\n");
         const engine_stats *s = &m->en.stats;
         if (s->la_predicted)
             fprintf(stderr, "  lookahead predictions: %llu experts predicted, %llu chosen, recall "
@@ -273,9 +327,6 @@ void cli_model_close(cli_model *m)
                     (unsigned long long)s->la_chosen,
                     100.0 * (double)s->la_correct / (double)(s->la_chosen ? s->la_chosen : 1),
                     100.0 * (double)s->la_correct / (double)s->la_predicted);
-        else
-            fprintf(stderr, "tier statistics: experts come from the checkpoint mapping (no expert "
-                            "store), so there are no tiers to report\n");
     }
     if (m->trace_path) {
         errbuf e;
@@ -288,6 +339,7 @@ void cli_model_close(cli_model *m)
                     (unsigned long long)m->trace.n, m->trace_path);
     }
     trace_free(&m->trace);
+    free(m->trace_charged);
     engine_destroy(&m->en);
     if (m->src.destroy)
         m->src.destroy(&m->src);

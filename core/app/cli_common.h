@@ -21,6 +21,7 @@ typedef struct cli_model {
     const char *trace_path;     /* --trace: routing recorded here at close */
     routing_trace trace;
     int trace_error;            /* an event could not be recorded (out of memory) */
+    unsigned char *trace_charged;   /* [n_experts] scratch: expert's read already charged */
     engine en;
     int opened;
 } cli_model;

@@ -83,7 +83,29 @@ static int cmd_stats(int argc, char **argv)
                "(uniform: 10%%)\n", 100 * s.top10_share);
         printf("reuse        the next token reuses %.1f%% of a token's experts in a layer "
                "(uniform: %.1f%%)\n", 100 * s.lag1_reuse, 100 * s.uniform_lag1);
-        printf("predictions  none recorded in this trace\n");
+        if (t.flags & TRACE_FLAG_TIERS) {
+            uint64_t all = s.origin[0] + s.origin[1] + s.origin[2] + s.origin[3];
+            double d = all ? 100.0 / (double)all : 0;
+            printf("found        DRAM %.1f%%, read from the store %.1f%%, read early on a "
+                   "prediction %.1f%%, checkpoint mapping %.1f%%\n", d * (double)s.origin[1],
+                   d * (double)s.origin[2], d * (double)s.origin[3], d * (double)s.origin[0]);
+            printf("store        %.1f MB read, %.1f ms waited (%.3f ms per token and layer)\n",
+                   s.bytes / 1e6, 1e3 * s.stall_s, s.events ? 1e3 * s.stall_s / (double)s.events : 0);
+        }
+        int any = 0;
+        for (uint32_t d = 0; d < t.depth; d++) {
+            if (!s.pred_chosen[d])
+                continue;
+            any = 1;
+            printf("predictions  %u layer%s ahead: recall %.1f%%, precision %.1f%% (%llu of %llu "
+                   "chosen experts predicted, %llu predicted)\n", d + 1, d ? "s" : "",
+                   100.0 * (double)s.pred_hits[d] / (double)s.pred_chosen[d],
+                   s.pred_made[d] ? 100.0 * (double)s.pred_hits[d] / (double)s.pred_made[d] : 0.0,
+                   (unsigned long long)s.pred_hits[d], (unsigned long long)s.pred_chosen[d],
+                   (unsigned long long)s.pred_made[d]);
+        }
+        if (!any)
+            printf("predictions  none recorded in this trace (record with --lookahead N)\n");
     }
     trace_free(&t);
     return rc ? cli_fail(&e) : 0;

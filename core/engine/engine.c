@@ -74,12 +74,17 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->disp_tok = malloc(max_sz(Cz * K, 1) * sizeof(int));
     en->disp_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
     en->pos = malloc(Cz * sizeof(int));
-    en->predicted = calloc(max_sz((size_t)c->n_layers * E, 1), 1);
+    en->predicted = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * (size_t)c->n_layers * E, 1), 1);
+    en->predicted_now = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * E, 1), 1);
     en->predicted_list = malloc((E + 1) * sizeof(int));
+    en->x_origin = calloc(E + 1, 1);
+    en->x_bytes = calloc(E + 1, sizeof(uint32_t));
+    en->x_stall = calloc(E + 1, sizeof(float));
     en->cached_ids = malloc((size_t)max_ctx * sizeof(int));
     if (!en->cached_ids || !en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
         !en->slot_start || !en->used_experts || !en->disp_tok || !en->disp_w || !en->pos ||
-        !en->predicted || !en->predicted_list)
+        !en->predicted || !en->predicted_now || !en->predicted_list || !en->x_origin ||
+        !en->x_bytes || !en->x_stall)
         goto oom;
     return 0;
 oom:
@@ -108,7 +113,11 @@ void engine_destroy(engine *en)
     free(en->disp_w);
     free(en->pos);
     free(en->predicted);
+    free(en->predicted_now);
     free(en->predicted_list);
+    free(en->x_origin);
+    free(en->x_bytes);
+    free(en->x_stall);
     free(en->cached_ids);
     memset(en, 0, sizeof *en);
 }
@@ -168,22 +177,49 @@ static void attention(engine *en, int l, int T, int pos0)
     o->linear(en->be, &L->o_proj, en->attn, T, en->tmp);
 }
 
-/* Scores the prediction made for layer l (if any) against the n_used experts it
- * chose, and forgets it. */
+/* this layer's experts predicted d + 1 layers ahead */
+static unsigned char *predicted_row(engine *en, int d, int l)
+{
+    size_t E = (size_t)en->cfg->n_routed_experts;
+    return en->predicted + ((size_t)d * (size_t)en->cfg->n_layers + (size_t)l) * E;
+}
+
+/* Scores the predictions made for layer l (the union over distances) against the
+ * n_used experts it chose, keeps them per distance in predicted_now for the
+ * observer and forgets them. */
 static void score_prediction(engine *en, int l, int n_used)
 {
-    int E = en->cfg->n_routed_experts;
-    unsigned char *p = en->predicted + (size_t)l * (size_t)E;
+    size_t E = (size_t)en->cfg->n_routed_experts;
+    unsigned char *now = en->predicted_now;
+    memset(now, 0, ENGINE_MAX_LOOKAHEAD * E);
     uint64_t n_pred = 0;
-    for (int x = 0; x < E; x++)
-        n_pred += p[x];
-    if (!n_pred)
+    int any = 0;
+    for (int d = 0; d < ENGINE_MAX_LOOKAHEAD; d++) {
+        unsigned char *p = predicted_row(en, d, l);
+        for (size_t x = 0; x < E; x++)
+            if (p[x]) {
+                any = 1;
+                now[(size_t)d * E + x] = 1;
+                p[x] = 0;
+            }
+    }
+    if (!any)
         return;
+    /* the union: an expert predicted at several distances counts once */
+    for (size_t x = 0; x < E; x++) {
+        int hit = 0;
+        for (int d = 0; d < ENGINE_MAX_LOOKAHEAD; d++)
+            hit |= now[(size_t)d * E + x];
+        n_pred += (uint64_t)hit;
+    }
     en->stats.la_predicted += n_pred;
     en->stats.la_chosen += (uint64_t)n_used;
-    for (int i = 0; i < n_used; i++)
-        en->stats.la_correct += p[en->used_experts[i]];
-    memset(p, 0, (size_t)E);
+    for (int i = 0; i < n_used; i++) {
+        int hit = 0;
+        for (int d = 0; d < ENGINE_MAX_LOOKAHEAD; d++)
+            hit |= now[(size_t)d * E + (size_t)en->used_experts[i]];
+        en->stats.la_correct += (uint64_t)hit;
+    }
 }
 
 /* Predicts the experts of the next en->lookahead MoE layers after l: each one's
@@ -194,8 +230,9 @@ static void lookahead(engine *en, int l, int T)
 {
     const model_config *c = en->cfg;
     const backend_ops *o = OPS(en);
-    int E = c->n_routed_experts, K = c->n_experts_per_tok, h = c->hidden_size;
-    for (int l2 = l + 1, d = 0; l2 < c->n_layers && d < en->lookahead; l2++) {
+    int K = c->n_experts_per_tok, h = c->hidden_size;
+    int depth = en->lookahead < ENGINE_MAX_LOOKAHEAD ? en->lookahead : ENGINE_MAX_LOOKAHEAD;
+    for (int l2 = l + 1, d = 0; l2 < c->n_layers && d < depth; l2++) {
         const layer_weights *L2 = &en->mw->layers[l2];
         if (!L2->is_moe)
             continue;
@@ -204,7 +241,7 @@ static void lookahead(engine *en, int l, int T)
         o->linear(en->be, &L2->router, en->xp, T, en->router_logits);
         o->route(en->be, &en->rp, en->router_logits, L2->router_bias, T, en->route_ids,
                  en->route_w, NULL);
-        unsigned char *p = en->predicted + (size_t)l2 * (size_t)E;
+        unsigned char *p = predicted_row(en, d - 1, l2);
         int n = 0;
         for (int i = 0; i < T * K; i++) {
             int x = en->route_ids[i];
@@ -261,6 +298,9 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
         expert_view v;
         if (expert_source_get(en->experts, l, x, &v, e))
             return err_prefix(e, "layer %d expert %d: ", l, x);
+        en->x_origin[x] = v.origin;
+        en->x_bytes[x] = v.bytes_read;
+        en->x_stall[x] = v.stall_s;
         o->gather_rows(en->be, en->xn, en->disp_tok + start[x], n, h, en->gath);
         o->ffn(en->be, &v.gate, &v.up, &v.down, en->gath, n, en->eout);
         expert_source_put(en->experts, l, x);
@@ -268,6 +308,9 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
                             en->eout);
         en->stats.expert_calls++;
     }
+    if (en->obs.on_experts)
+        en->obs.on_experts(en->obs.ctx, l, pos0, T, en->x_origin, en->x_bytes, en->x_stall,
+                           en->predicted_now, ENGINE_MAX_LOOKAHEAD);
     if (L->has_shared) {
         o->ffn(en->be, &L->shared.gate, &L->shared.up, &L->shared.down, en->xn, T, en->tmp);
         o->add(en->be, en->moe, en->tmp, (size_t)T * (size_t)h);

@@ -24,7 +24,17 @@ typedef struct engine_observer {
                      const float *scores);
     /* residual stream [T][hidden] after layer `layer` for positions pos0.. */
     void (*on_layer_out)(void *ctx, int layer, int pos0, int T, const float *hidden);
+    /* after MoE layer `layer` ran its experts for the T tokens at pos0, for each
+     * expert x it ran: origin[x] (an expert_origin), bytes[x] read from the store
+     * and stall[x] seconds waited for it; predicted[d * n_experts + x] for d <
+     * depth: whether x had been predicted for this layer d + 1 layers ahead */
+    void (*on_experts)(void *ctx, int layer, int pos0, int T, const unsigned char *origin,
+                       const uint32_t *bytes, const float *stall, const unsigned char *predicted,
+                       int depth);
 } engine_observer;
+
+/* the deepest lookahead the engine keeps predictions for */
+#define ENGINE_MAX_LOOKAHEAD 8
 
 typedef struct engine_stats {
     uint64_t tokens_prefilled, tokens_decoded;
@@ -59,7 +69,12 @@ typedef struct engine {
     int *route_ids;
     float *route_w, *route_scores, *host_hidden;
     int *slot_start, *disp_tok, *used_experts;
-    unsigned char *predicted;       /* [n_layers][n_experts] predicted, not yet scored */
+    /* [ENGINE_MAX_LOOKAHEAD][n_layers][n_experts]: predicted d + 1 layers ahead,
+     * not yet scored; the current layer's, once scored: [ENGINE_MAX_LOOKAHEAD][n_experts] */
+    unsigned char *predicted, *predicted_now;
+    unsigned char *x_origin;        /* [n_experts] per expert of the current layer */
+    uint32_t *x_bytes;
+    float *x_stall;
     int *predicted_list;            /* [n_experts] */
     float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */
     float *disp_w;

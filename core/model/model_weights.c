@@ -309,7 +309,12 @@ int model_weights_expert(const model_weights *m, int layer, int expert, expert_v
 static int checkpoint_source_get(expert_source *s, int layer, int expert, expert_view *out,
                                  errbuf *e)
 {
-    return model_weights_expert(s->impl, layer, expert, out, e);
+    if (model_weights_expert(s->impl, layer, expert, out, e))
+        return -1;
+    out->origin = EXPERT_MAPPED;
+    out->bytes_read = 0;
+    out->stall_s = 0;
+    return 0;
 }
 
 int model_weights_expert_source(model_weights *m, expert_source *out)

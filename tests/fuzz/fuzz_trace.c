@@ -30,8 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (t.layer[i] >= t.n_layers)
                 abort();
         for (uint64_t i = 0; i < t.n * t.top_k; i++)
-            if (t.experts[i] >= t.n_experts)
+            if (t.experts[i] >= t.n_experts || ((t.flags & TRACE_FLAG_TIERS) && t.origin[i] > 3))
                 abort();
+        if ((t.flags & TRACE_FLAG_PREDICTED) && (t.depth < 1 || t.depth > TRACE_MAX_DEPTH))
+            abort();
         trace_free(&t);
     }
     unlink(path);

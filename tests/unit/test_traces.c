@@ -28,7 +28,7 @@ static void generate(routing_trace *t, int layers, int experts, int k, int strea
     errbuf e;
     rng_state = seed;
     cr_assert_eq(trace_init(t, (uint32_t)layers, (uint32_t)experts, (uint32_t)k,
-                            weights ? TRACE_FLAG_WEIGHTS : 0, &e), 0, "%s", e.msg);
+                            weights ? TRACE_FLAG_WEIGHTS : 0, 0, &e), 0, "%s", e.msg);
     double *cdf = malloc((size_t)experts * sizeof *cdf);
     int *rank = malloc((size_t)layers * experts * sizeof *rank);
     uint16_t *prev = calloc((size_t)layers * k, sizeof *prev);
@@ -117,6 +117,75 @@ Test(traces, file_round_trip)
     cr_expect_neq(trace_read(&u, path, &e), 0);
     cr_expect(strstr(e.msg, "not a moetier routing trace") != NULL, "%s", e.msg);
     free(bytes);
+    trace_free(&t);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* Tier and prediction fields survive a round trip; a version-1 file (no such
+ * fields) still reads; an origin outside 0..3 is refused. */
+Test(traces, tiers_and_predictions_round_trip)
+{
+    routing_trace t, u;
+    errbuf e;
+    cr_assert_eq(trace_init(&t, 3, 20, 4, TRACE_FLAG_TIERS | TRACE_FLAG_PREDICTED, 3, &e), 0, "%s",
+                 e.msg);
+    cr_expect_neq(trace_init(&u, 3, 20, 4, TRACE_FLAG_PREDICTED, 9, &e), 0, "depth 9 accepted");
+    rng_state = 5;
+    for (int i = 0; i < 70000; i++) {      /* more than one chunk */
+        uint16_t x[4] = {(uint16_t)(i % 20), (uint16_t)((i + 3) % 20), (uint16_t)((i + 7) % 20),
+                         (uint16_t)((i + 11) % 20)};
+        cr_assert_eq(trace_append(&t, 0, (uint32_t)(i / 3), (uint16_t)(i % 3), x, NULL, &e), 0);
+        uint8_t org[4];
+        for (int k = 0; k < 4; k++)
+            org[k] = (uint8_t)(urand() * 4);
+        trace_set_tiers(&t, t.n - 1, org, (uint32_t)(urand() * 4e9), (float)urand());
+        for (uint32_t d = 1; d <= 3; d++)
+            trace_set_predicted(&t, t.n - 1, d, (uint64_t)(urand() * 16),
+                                (uint16_t)(urand() * 20));
+    }
+    char *dir = test_make_tmpdir("trace2");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/b.trace", dir);
+    cr_assert_eq(trace_write(&t, path, &e), 0, "%s", e.msg);
+    cr_assert_eq(trace_read(&u, path, &e), 0, "%s", e.msg);
+    cr_assert(u.n == t.n && u.depth == 3 && u.flags == t.flags);
+    cr_expect(!memcmp(t.origin, u.origin, t.n * 4) && !memcmp(t.bytes, u.bytes, t.n * 4) &&
+              !memcmp(t.stall, u.stall, t.n * 4) && !memcmp(t.pred_mask, u.pred_mask, t.n * 3 * 8) &&
+              !memcmp(t.pred_count, u.pred_count, t.n * 3 * 2), "fields differ after a round trip");
+    trace_free(&u);
+    trace_free(&t);
+
+    /* a version-1 file: the header's version field set back, no new flags */
+    routing_trace v;
+    generate(&v, 2, 10, 2, 1, 50, 0.5, 0.2, 1, 3);
+    cr_assert_eq(trace_write(&v, path, &e), 0, "%s", e.msg);
+    size_t n;
+    unsigned char *bytes = test_read_file(path, &n);
+    bytes[8] = 1;
+    FILE *f = fopen(path, "wb");
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+    cr_expect_eq(trace_read(&u, path, &e), 0, "version 1 refused: %s", e.msg);
+    cr_expect_eq(u.n, v.n);
+    trace_free(&u);
+    bytes[12] |= TRACE_FLAG_TIERS;     /* version 1 never had tier fields */
+    f = fopen(path, "wb");
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+    cr_expect_neq(trace_read(&u, path, &e), 0, "a version-1 file with tier flags was read");
+    free(bytes);
+    trace_free(&v);
+
+    /* an origin of 7 in an otherwise valid file */
+    cr_assert_eq(trace_init(&t, 1, 4, 1, TRACE_FLAG_TIERS, 0, &e), 0, "%s", e.msg);
+    uint16_t x0 = 2;
+    cr_assert_eq(trace_append(&t, 0, 0, 0, &x0, NULL, &e), 0);
+    uint8_t bad = 7;
+    t.origin[0] = bad;
+    cr_assert_eq(trace_write(&t, path, &e), 0, "%s", e.msg);
+    cr_expect_neq(trace_read(&u, path, &e), 0, "origin 7 accepted");
+    cr_expect(strstr(e.msg, "origin 7"), "%s", e.msg);
     trace_free(&t);
     test_remove_tree(dir);
     free(dir);

@@ -39,7 +39,7 @@ Test(tune, calibration_is_the_line_through_two_runs)
 static void small_trace(routing_trace *t, int tokens)
 {
     errbuf e;
-    cr_assert_eq(trace_init(t, 2, 16, 2, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(trace_init(t, 2, 16, 2, 0, 0, &e), 0, "%s", e.msg);
     for (int k = 0; k < tokens; k++)
         for (uint16_t l = 0; l < 2; l++) {
             uint16_t x[2] = {(uint16_t)((k * 3 + l) % 16), (uint16_t)((k * 5 + 7 * l + 1) % 16)};
@@ -70,7 +70,7 @@ Test(tune, predictions_follow_the_replay)
     cr_expect_gt(p[2].misses_per_token, 0, "20 of 32 slots: the first touches still miss");
     trace_free(&t);
     routing_trace empty;
-    cr_assert_eq(trace_init(&empty, 2, 16, 2, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(trace_init(&empty, 2, 16, 2, 0, 0, &e), 0, "%s", e.msg);
     cr_expect_neq(tune_predict(&empty, "lru", &c, 32, p, 4, &e), 0, "an empty trace predicts");
     trace_free(&empty);
 }
