@@ -296,6 +296,37 @@ int nvme_tier_progress(nvme_tier *t)
     return t->inflight + (t->backlog_head != NULL);
 }
 
+int nvme_tier_poll(nvme_tier *t)
+{
+    for (;;) {
+        nvme_read *r = NULL;
+        int64_t res = 0;
+        if (t->inflight == 0)
+            break;
+        if (t->uring) {
+            struct io_uring_cqe *cqe;
+            if (io_uring_peek_cqe(&t->ring, &cqe) != 0)
+                break;
+            r = io_uring_cqe_get_data(cqe);
+            res = cqe->res;
+            io_uring_cqe_seen(&t->ring, cqe);
+        } else {
+            pthread_mutex_lock(&t->mu);
+            r = t->done_head;
+            if (r)
+                t->done_head = r->next;
+            pthread_mutex_unlock(&t->mu);
+            if (!r)
+                break;
+            res = r->last_res;
+        }
+        t->inflight--;
+        finish_attempt(t, r, res);
+    }
+    nvme_tier_flush(t);
+    return t->inflight + (t->backlog_head != NULL);
+}
+
 int nvme_read_error(const nvme_tier *t, const nvme_read *r, errbuf *e)
 {
     const store_blob *b = r->blob;

@@ -83,6 +83,9 @@ int nvme_tier_wait(nvme_tier *t, nvme_read *r, errbuf *e);
 /* Handles completions until at least one queued read ends, if any is in flight;
  * returns the number of reads still in flight. */
 int nvme_tier_progress(nvme_tier *t);
+/* Handles the completions that have already arrived, without waiting; returns
+ * the number of reads still in flight or queued. */
+int nvme_tier_poll(nvme_tier *t);
 int nvme_tier_uses_uring(const nvme_tier *t);
 int nvme_tier_uses_direct(const nvme_tier *t);
 const nvme_stats *nvme_tier_stats(const nvme_tier *t);

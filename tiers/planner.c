@@ -16,8 +16,8 @@ const char *const tier_flags_usage =
     "  --numa MODE          DRAM tier placement: auto, local or interleave (default auto)\n"
     "  --policy P           DRAM tier eviction: lru (default), lfu (frequency with aging)\n"
     "  --lookahead N        predict the experts of the next N MoE layers with their\n"
-    "                       routers and read them from the store early (default 0:\n"
-    "                       off; used only when the DRAM tier cannot hold every expert)\n"
+    "                       routers and read them from the store early (default 1,\n"
+    "                       0: off; used only when the DRAM tier cannot hold every expert)\n"
     "  --stats              print per-tier and per-layer statistics at the end\n";
 
 int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)

@@ -28,7 +28,7 @@ typedef struct tier_flags {
 } tier_flags;
 
 /* MoE layers ahead whose experts are predicted and read early (--lookahead) */
-#define TIER_DEFAULT_LOOKAHEAD 0
+#define TIER_DEFAULT_LOOKAHEAD 1
 #define TIER_MAX_LOOKAHEAD 8
 
 #define DEFAULT_STORE_NAME "moetier-store"

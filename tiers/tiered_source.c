@@ -22,6 +22,9 @@ typedef struct tiered {
     int n_spec;
     unsigned char *spec_unused; /* [n_keys] read on a prediction, not used yet */
     unsigned char *missed;      /* [n_keys] its last pin started a read */
+    /* predictions not read yet, best first */
+    int *pend_layer, *pend_expert;
+    int n_pend, max_pend;
     tier_spec_stats spec;
     FILE *log;
 } tiered;
@@ -105,32 +108,69 @@ static void reap_speculative(tiered *t, int all)
     t->n_spec = k;
 }
 
-static void tiered_speculate(expert_source *src, int layer, const int *experts, int n)
+/* Drops the waiting predictions for layer `only` (or, with only < 0, for every
+ * layer up to `upto`). */
+static void drop_pending(tiered *t, int only, int upto)
 {
-    tiered *t = src->impl;
+    int k = 0;
+    for (int i = 0; i < t->n_pend; i++) {
+        int l = t->pend_layer[i];
+        if (only >= 0 ? l == only : l <= upto) {
+            t->spec.dropped++;
+            continue;
+        }
+        t->pend_layer[k] = l;
+        t->pend_expert[k++] = t->pend_expert[i];
+    }
+    t->n_pend = k;
+}
+
+/* Starts waiting predictions, best first, while the store is nearly idle and
+ * the bound allows; settles the ones that have landed. */
+static void pump_speculative(tiered *t)
+{
+    int busy = nvme_tier_poll(t->nvme);
     reap_speculative(t, 0);
-    int started = 0;
-    for (int i = 0; i < n && t->n_spec < t->spec.max_in_flight; i++) {
-        int key = layer * t->st->n_experts + experts[i];
+    int k = 0, started = 0;
+    for (; k < t->n_pend && t->n_spec < t->spec.max_in_flight && busy < SPEC_IDLE_READS; k++) {
+        int layer = t->pend_layer[k], expert = t->pend_expert[k];
+        int key = layer * t->st->n_experts + expert;
         if (expert_cache_find(&t->cache, key) >= 0)
             continue;
         int resident, evicted;
         int s = expert_cache_acquire(&t->cache, key, &resident, &evicted);
         if (s < 0)
-            break;  /* every slot is in use */
+            break;  /* every slot is in use: try again later */
         if (evicted >= 0)
             t->spec_unused[evicted] = 0;
-        start_read(t, layer, experts[i], s);
+        start_read(t, layer, expert, s);
         t->spec_unused[key] = 1;
         t->spec_slots[t->n_spec] = s;
         t->spec_keys[t->n_spec++] = key;
         t->spec.reads++;
+        busy++;
         started = 1;
     }
+    memmove(t->pend_layer, t->pend_layer + k, (size_t)(t->n_pend - k) * sizeof(int));
+    memmove(t->pend_expert, t->pend_expert + k, (size_t)(t->n_pend - k) * sizeof(int));
+    t->n_pend -= k;
     if (t->n_spec > t->spec.peak_in_flight)
         t->spec.peak_in_flight = t->n_spec;
     if (started)
         nvme_tier_flush(t->nvme);
+}
+
+static void tiered_speculate(expert_source *src, int layer, const int *experts, int n)
+{
+    tiered *t = src->impl;
+    drop_pending(t, layer, -1);     /* superseded by this newer prediction */
+    for (int i = 0; i < n && t->n_pend < t->max_pend; i++) {
+        if (expert_cache_find(&t->cache, layer * t->st->n_experts + experts[i]) >= 0)
+            continue;
+        t->pend_layer[t->n_pend] = layer;
+        t->pend_expert[t->n_pend++] = experts[i];
+    }
+    pump_speculative(t);
 }
 
 /* pin_key, waiting for the predicted reads first when they hold the slots */
@@ -165,6 +205,7 @@ static void drop_reservations(tiered *t)
 static void tiered_prefetch(expert_source *src, int layer, const int *experts, int n)
 {
     tiered *t = src->impl;
+    drop_pending(t, -1, layer);     /* this layer has routed: its predictions are moot */
     drop_reservations(t);
     for (int i = 0; i < n && t->n_reserved < t->max_reserved; i++) {
         int key = layer * t->st->n_experts + experts[i];
@@ -204,6 +245,8 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
     double t0 = now_seconds();
     if (settle(t, layer, s, e))
         return -1;
+    if (t->n_pend)
+        pump_speculative(t);
     store_layout_view(&st->layout, slot_ptr(t, s), out);
     out->origin = early ? EXPERT_EARLY : t->missed[key] ? EXPERT_STORE : EXPERT_DRAM;
     out->bytes_read = out->origin == EXPERT_DRAM ? 0 : (uint32_t)st->layout.slot_bytes;
@@ -217,6 +260,8 @@ static void tiered_put(expert_source *src, int layer, int expert)
     int s = expert_cache_find(&t->cache, layer * t->st->n_experts + expert);
     if (s >= 0)
         expert_cache_release(&t->cache, s);
+    if (t->n_pend)
+        pump_speculative(t);
 }
 
 static void tiered_print_stats(expert_source *src, FILE *out)
@@ -247,11 +292,12 @@ static void tiered_print_stats(expert_source *src, FILE *out)
             hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
             bytes / 1e6, stall * 1e3);
     if (t->spec.max_in_flight)
-        fprintf(out, "  predicted reads: %llu started early, %llu of them used (%.1f%%), at most "
-                "%d in flight (bound %d)\n", (unsigned long long)t->spec.reads,
-                (unsigned long long)t->spec.used,
+        fprintf(out, "  predicted reads: %llu started early, %llu of them used (%.1f%%), %llu "
+                "dropped before reading, at most %d in flight (bound %d)\n",
+                (unsigned long long)t->spec.reads, (unsigned long long)t->spec.used,
                 t->spec.reads ? 100.0 * (double)t->spec.used / (double)t->spec.reads : 0.0,
-                t->spec.peak_in_flight, t->spec.max_in_flight);
+                (unsigned long long)t->spec.dropped, t->spec.peak_in_flight,
+                t->spec.max_in_flight);
     fprintf(out, "  NVMe tier: %llu reads (%s, %s), %llu retried, %llu continued after a short "
             "read\n", (unsigned long long)ns->reads,
             nvme_tier_uses_uring(t->nvme) ? "io_uring" : "pread pool",
@@ -274,6 +320,8 @@ static void tiered_destroy(expert_source *src)
     free(t->spec_keys);
     free(t->spec_unused);
     free(t->missed);
+    free(t->pend_layer);
+    free(t->pend_expert);
     free(t->stats);
     free(t);
     src->impl = NULL;
@@ -327,6 +375,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     t->st = st;
     t->log = o->log;
     t->max_reserved = slots;
+    t->max_pend = slots;
     cache_policy pol;
     if (cache_policy_make(&pol, o->policy ? o->policy : "lru", slots, n_keys)) {
         tiered_destroy(out);
@@ -340,6 +389,8 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         !(t->spec_keys = malloc((size_t)slots * sizeof(int))) ||
         !(t->spec_unused = calloc((size_t)n_keys, 1)) ||
         !(t->missed = calloc((size_t)n_keys, 1)) ||
+        !(t->pend_layer = malloc((size_t)slots * sizeof(int))) ||
+        !(t->pend_expert = malloc((size_t)slots * sizeof(int))) ||
         !(t->stats = calloc((size_t)st->n_layers, sizeof *t->stats))) {
         tiered_destroy(out);
         return err_set(e, "out of memory");

@@ -6,8 +6,12 @@
  * otherwise a miss reads the blob into a slot chosen by the cache policy. A
  * layer's experts are announced together (prefetch), so all its misses are in
  * flight at once while the engine computes the experts already resident. The
- * engine's predictions for later layers (speculate) start reads early, at most
- * spec_slots at a time, each pinning its slot only until it lands; when the
+ * engine's predictions for later layers (speculate) wait in a queue, best
+ * first, and are read only while the store is nearly idle (fewer than
+ * SPEC_IDLE_READS reads in flight), so a layer's own reads never queue behind
+ * more than that; at most spec_slots are in flight, each pinning its slot only
+ * until it lands; a newer prediction for a layer replaces the one still
+ * waiting, and predictions for a layer that has routed are dropped. When the
  * current layer needs a slot they hold, they are waited for first. Bytes are
  * never changed on the way: logits do not depend on the budget or on
  * prediction. */
@@ -31,9 +35,13 @@ typedef struct tier_layer_stats {
 typedef struct tier_spec_stats {
     uint64_t reads;             /* experts read early */
     uint64_t used;              /* of those, how many the engine then used */
+    uint64_t dropped;           /* predictions dropped before their read started */
     int max_in_flight;          /* the bound (0: speculation is off) */
     int peak_in_flight;         /* the most in flight at once */
 } tier_spec_stats;
+
+/* predicted reads start only while fewer reads than this are in flight */
+#define SPEC_IDLE_READS 2
 
 typedef struct tiered_options {
     int dram_slots;

@@ -108,6 +108,7 @@ static void check_invariance(const char *model, const char *tag)
         {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3", NULL, -1},
         {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, -1},
         {"LFU eviction, few slots", (topk + 2) * slot_gb, IO_AUTO, NULL, "lfu", -1},
+        {"no lookahead, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 0},
         {"lookahead 1, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 1},
         {"lookahead 1, transient EIO", 2 * topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, 1},
         {"lookahead 1, LFU", 3 * topk * slot_gb, IO_AUTO, NULL, "lfu", 1},
@@ -186,6 +187,23 @@ Test(tiers, invariance_larger_synthetic, .timeout = 240)
     }
 }
 
+/* Bytes of one expert slot in the model's store, and how many MoE layers it has. */
+static uint64_t store_slot_bytes(const char *model, int *moe_layers)
+{
+    store_layout L;
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
+    if (moe_layers) {
+        *moe_layers = 0;
+        for (int l = 0; l < mw.cfg.n_layers; l++)
+            *moe_layers += mw.layers[l].is_moe;
+    }
+    model_weights_close(&mw);
+    return L.slot_bytes;
+}
+
 /* The lookahead's predictions are scored against the experts then chosen, and
  * its reads stay within their bound. Random weights make routing unrealistic,
  * so recall here is only logged (docs/benchmarks.md has it on a larger model). */
@@ -219,17 +237,10 @@ Test(tiers, lookahead_is_scored_and_bounded, .timeout = 120)
     char store_dir[4300];
     snprintf(store_dir, sizeof store_dir, "%s/store", dir);
     convert_store(dir, store_dir, 0, 0);
-    store_layout L;
-    model_weights mw;
-    errbuf e;
-    cr_assert_eq(model_weights_open(&mw, dir, &e), 0, "%s", e.msg);
-    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
-    int moe_layers = 0;
-    for (int l = 0; l < mw.cfg.n_layers; l++)
-        moe_layers += mw.layers[l].is_moe;
-    model_weights_close(&mw);
+    int moe_layers;
+    uint64_t slot = store_slot_bytes(dir, &moe_layers);
     /* a quarter of the experts fit */
-    double gb = moe_layers * 64 / 4 * (double)L.slot_bytes / 1e9 * 1.0000001;
+    double gb = moe_layers * 64 / 4 * (double)slot / 1e9 * 1.0000001;
     for (int la = 1; la <= 3; la++) {
         engine_stats es;
         tier_spec_stats ss;
@@ -269,13 +280,7 @@ Test(tiers, replay_equals_live, .timeout = 120)
     snprintf(store_dir, sizeof store_dir, "%s/store", dir);
     snprintf(trace_path, sizeof trace_path, "%s/live.trace", dir);
     convert_store(dir, store_dir, 0, 0);
-    store_layout L;
-    model_weights mw;
-    errbuf e0;
-    cr_assert_eq(model_weights_open(&mw, dir, &e0), 0, "%s", e0.msg);
-    cr_assert_eq(store_layout_for_model(&mw, &L, &e0), 0, "%s", e0.msg);
-    model_weights_close(&mw);
-    double gb = 40 * (double)L.slot_bytes / 1e9 * 1.0000001;     /* 40 of 320 experts */
+    double gb = 40 * (double)store_slot_bytes(dir, NULL) / 1e9 * 1.0000001;  /* 40 of 320 */
     const char *policies[] = {"lru", "lfu"};
     for (int pi = 0; pi < 2; pi++) {
         cli_model m;
@@ -541,15 +546,10 @@ Test(tiers, peak_rss_stays_within_budget, .timeout = 300)
     snprintf(store_dir, sizeof store_dir, "%s/store", dir);
     snprintf(out, sizeof out, "%s/logits.bin", dir);
     convert_store(dir, store_dir, 0, 0);
-    store_layout L;
-    model_weights mw;
-    errbuf e;
-    cr_assert_eq(model_weights_open(&mw, dir, &e), 0, "%s", e.msg);
-    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
-    double all_mb = 5.0 * 96 * L.slot_bytes / 1e6;
-    model_weights_close(&mw);
+    uint64_t slot = store_slot_bytes(dir, NULL);
+    double all_mb = 5.0 * 96 * slot / 1e6;
     char small[32], big[32];
-    double small_gb = 8 * L.slot_bytes / 1e9 * 1.001, big_gb = all_mb / 1e3 / 5;
+    double small_gb = 8 * slot / 1e9 * 1.001, big_gb = all_mb / 1e3 / 5;
     snprintf(small, sizeof small, "%.6f", small_gb);
     snprintf(big, sizeof big, "%.6f", big_gb);
     const char *ids = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20";
