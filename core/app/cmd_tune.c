@@ -139,8 +139,10 @@ static double store_read_gbps(const store *st, const tier_flags *tf, int batch, 
     for (uint64_t done_blobs = 0; !failed && done_blobs < (uint64_t)st->n_blobs &&
                                   (now_seconds() - t0 < 1.0 || bytes == 0);) {
         int n = 0;
-        /* a fixed stride through the keys visits every blob in a scattered order */
-        while (n < batch && done_blobs < (uint64_t)st->n_blobs) {
+        /* a fixed stride through the keys visits the blobs in a scattered order
+         * (every key when n_keys is not a multiple of the prime stride) */
+        for (uint64_t tries = 0; n < batch && done_blobs < (uint64_t)st->n_blobs &&
+                                 tries < n_keys; tries++) {
             next = (next + 7919) % n_keys;
             const store_blob *b = store_blob_at(st, (int)(next / (uint64_t)st->n_experts),
                                                 (int)(next % (uint64_t)st->n_experts));
@@ -153,6 +155,8 @@ static double store_read_gbps(const store *st, const tier_flags *tf, int batch, 
             n++;
             done_blobs++;
         }
+        if (!n)
+            break;  /* the stride found no blob */
         nvme_tier_flush(nt);
         for (int i = 0; i < n; i++)
             if (nvme_tier_wait(nt, &rd[i], e))

@@ -207,6 +207,21 @@ static uint64_t store_slot_bytes(const char *model, int *moe_layers)
 /* The lookahead's predictions are scored against the experts then chosen, and
  * its reads stay within their bound. Random weights make routing unrealistic,
  * so recall here is only logged (docs/benchmarks.md has it on a larger model). */
+/* Prefills `prompt` made-up tokens, then decodes one at a time up to `total`
+ * (<= 64), asserting every step succeeds. */
+static void prefill_and_decode(cli_model *m, int prompt, int total)
+{
+    int V = m->mw.cfg.vocab_size, ids[64];
+    for (int i = 0; i < total; i++)
+        ids[i] = (i * 53 + 7) % V;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    errbuf e;
+    cr_assert_eq(engine_forward(&m->en, ids, prompt, logits, 0, &e), 0, "%s", e.msg);
+    for (int k = prompt; k < total; k++)
+        cr_assert_eq(engine_forward(&m->en, &ids[k], 1, logits, 0, &e), 0, "%s", e.msg);
+    free(logits);
+}
+
 static void lookahead_run(const char *model, const char *store_dir, double gb, int lookahead,
                           engine_stats *es, tier_spec_stats *ss)
 {
@@ -216,18 +231,11 @@ static void lookahead_run(const char *model, const char *store_dir, double gb, i
                            .lookahead = lookahead, .lookahead_set = 1};
     errbuf e;
     cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
-    int V = m.mw.cfg.vocab_size, ids[24];
-    for (int i = 0; i < 24; i++)
-        ids[i] = (i * 53 + 7) % V;
-    float *logits = malloc((size_t)V * sizeof *logits);
-    cr_assert_eq(engine_forward(&m.en, ids, 8, logits, 0, &e), 0, "%s", e.msg);
-    for (int k = 8; k < 24; k++)
-        cr_assert_eq(engine_forward(&m.en, &ids[k], 1, logits, 0, &e), 0, "%s", e.msg);
+    prefill_and_decode(&m, 8, 24);
     *es = m.en.stats;
     const tier_spec_stats *s = tiered_source_spec_stats(&m.src);
     cr_assert_not_null(s, "the store did not give a tiered source");
     *ss = *s;
-    free(logits);
     cli_model_close(&m);
 }
 
@@ -289,13 +297,7 @@ Test(tiers, replay_equals_live, .timeout = 120)
                                .policy = policies[pi], .lookahead = 0, .lookahead_set = 1};
         errbuf e;
         cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
-        int V = m.mw.cfg.vocab_size, ids[20];
-        for (int i = 0; i < 20; i++)
-            ids[i] = (i * 29 + 3) % V;
-        float *logits = malloc((size_t)V * sizeof *logits);
-        cr_assert_eq(engine_forward(&m.en, ids, 6, logits, 0, &e), 0, "%s", e.msg);
-        for (int k = 6; k < 20; k++)
-            cr_assert_eq(engine_forward(&m.en, &ids[k], 1, logits, 0, &e), 0, "%s", e.msg);
+        prefill_and_decode(&m, 1, 20);  /* chunk 1: every token is its own step */
         int n_layers, slots = m.plan.dram_slots;
         const tier_layer_stats *ls = tiered_source_stats(&m.src, &n_layers);
         cr_assert_not_null(ls);
@@ -304,7 +306,6 @@ Test(tiers, replay_equals_live, .timeout = 120)
             live.hits += ls[l].hits;
             live.misses += ls[l].misses;
         }
-        free(logits);
         cli_model_close(&m);    /* writes the trace */
         routing_trace t;
         cr_assert_eq(trace_read(&t, trace_path, &e), 0, "%s", e.msg);
