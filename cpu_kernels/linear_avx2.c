@@ -82,8 +82,29 @@ TGT INL __m256 load_fp8_scaled8(const uint8_t *p, __m256 sv)
     return _mm256_blendv_ps(f, _mm256_set1_ps(NAN), nan);
 }
 
-TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, const int nt,
-                      float *out)
+/* 8 E4M3 codes (the top bytes of q's dwords) times sv, where sv = block scale *
+ * 2^120: an arithmetic shift by 4 moves exponent and mantissa into a float32's
+ * fields and smears the sign over the four bits the mask clears. NaN codes are
+ * not handled: the caller checks for them. */
+TGT INL __m256 fp8_top_bytes(__m256i q, __m256 sv)
+{
+    __m256i f = _mm256_and_si256(_mm256_srai_epi32(q, 4), _mm256_set1_epi32((int)0x87f00000u));
+    return _mm256_mul_ps(_mm256_castsi256_ps(f), sv);
+}
+
+/* 32 codes at p; 1 when one of them is a NaN (magnitude 0x7f) */
+TGT INL int fp8_any_nan32(const uint8_t *p)
+{
+    __m256i m = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)p), _mm256_set1_epi8(0x7f));
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(0x7f))) != 0;
+}
+
+/* x: natural order; xp: when set, each whole 32-column chunk of a block
+ * transposed as 8 x 4 (xp[8k + i] = x[4i + k], linear_prepare), the rest as is.
+ * Then 32 codes take one load, and code k of every dword comes to its top byte
+ * with one shift, instead of a widening shuffle per 8 codes. */
+TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, const float *xp, size_t xs,
+                      const int nt, float *out)
 {
     int cols = w->cols, bc = w->block_cols;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
@@ -105,6 +126,33 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
         for (int t = 0; t < nt; t++)
             g0[t] = g1[t] = _mm256_setzero_ps();
         int c = c0;
+        for (; xp && c + 32 <= c1; c += 32) {
+            if (fp8_any_nan32(row + c))
+                break;  /* the per-8 path below turns NaN codes into NaN */
+            __m256i q = _mm256_loadu_si256((const __m256i *)(row + c));
+            UNROLL
+            for (int k = 0; k < 4; k++) {
+                __m256 wk = fp8_top_bytes(k == 3 ? q : _mm256_slli_epi32(q, 24 - 8 * k), sv);
+                UNROLL
+                for (int t = 0; t < nt; t++) {
+                    __m256 xk = _mm256_loadu_ps(xp + t * xs + c + 8 * k);
+                    if (k & 1)
+                        g1[t] = _mm256_fmadd_ps(wk, xk, g1[t]);
+                    else
+                        g0[t] = _mm256_fmadd_ps(wk, xk, g0[t]);
+                }
+            }
+        }
+        if (xp && c + 32 <= c1) {
+            /* a chunk with a NaN code: its x is transposed, so the per-8 path below
+             * would pair the wrong columns; the NaN makes the row NaN anyway */
+            UNROLL
+            for (int t = 0; t < nt; t++)
+                g0[t] = _mm256_set1_ps(NAN);
+            c = c1;
+        }
+        if (xp)
+            x = xp;     /* the columns past the last whole chunk are in natural order */
         for (; c + 16 <= c1; c += 16) {
             __m256 w0 = load_fp8_scaled8(row + c, sv), w1 = load_fp8_scaled8(row + c + 8, sv);
             UNROLL
@@ -171,7 +219,10 @@ TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, c
 {
     size_t xs = (size_t)w->cols;
     switch (w->fmt) {
-    case WF_FP8_BLOCK: fp8_tile(w, r, p->x + (size_t)t0 * xs, xs, nt, out); break;
+    case WF_FP8_BLOCK:
+        fp8_tile(w, r, p->x + (size_t)t0 * xs, p->x_perm ? p->x_perm + (size_t)t0 * xs : NULL, xs,
+                 nt, out);
+        break;
     case WF_INT4_GROUP: int4_tile(w, r, p, t0, nt, out); break;
     default:
         plain_tile(w->fmt, (const uint8_t *)w->data + (size_t)r * xs * (w->fmt == WF_F32 ? 4 : 2),

@@ -146,6 +146,27 @@ static int fp8_lut_slot(int e)
     return k * 16 + 4 * L + j;
 }
 
+/* AVX2 FP8: each whole 32-column chunk of a scale block transposed as 8 x 4,
+ * x'[8k + i] = x[4i + k] (dword i of a 32-byte load holds codes 4i .. 4i + 3);
+ * the rest as is. */
+static void transpose_fp8_x32(const linear_weight *w, const float *x, int T, float *dst)
+{
+    size_t cols = (size_t)w->cols, bc = (size_t)w->block_cols;
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * cols;
+        float *dt = dst + (size_t)t * cols;
+        for (size_t c0 = 0; c0 < cols; c0 += bc) {
+            size_t c1 = c0 + bc < cols ? c0 + bc : cols, c = c0;
+            for (; c + 32 <= c1; c += 32)
+                for (size_t k = 0; k < 4; k++)
+                    for (size_t i = 0; i < 8; i++)
+                        dt[c + 8 * k + i] = xt[c + 4 * i + k];
+            for (; c < c1; c++)
+                dt[c] = xt[c];
+        }
+    }
+}
+
 void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
                     float *scratch, linear_prep *p)
 {
@@ -157,6 +178,13 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         (path == KPATH_AVX512 && T >= LINEAR_BATCHED_MIN_T))
         return;
     size_t cols = (size_t)w->cols;
+    if (w->fmt == WF_FP8_BLOCK && path == KPATH_AVX2) {
+        if (w->block_cols % 32)
+            return;
+        transpose_fp8_x32(w, x, T, scratch);
+        p->x_perm = scratch;
+        return;
+    }
     if (w->fmt == WF_FP8_BLOCK) {
         if (path != KPATH_AVX512 || !kernel_fp8_lut_supported() || w->block_cols % 64)
             return;

@@ -34,7 +34,8 @@ kernel_path kernel_path_default(void);
 /* Per-call preparation of x shared by every row (and every thread): INT4 wants
  * x with each 32-block split into its even and odd elements (the nibble order of
  * a packed word) and the per-group sums of x (AVX2), or each 128-chunk transposed
- * as 8 x 16 (AVX-512); the AVX-512 VBMI FP8 kernel wants
+ * as 8 x 16 (AVX-512); the AVX2 FP8 kernel wants each 32-column chunk of a
+ * scale block transposed as 8 x 4; the AVX-512 VBMI FP8 kernel wants
  * each 64-column chunk of a scale block in the order its byte unpacking yields. */
 typedef struct linear_prep {
     const float *x;             /* [T][cols] */
