@@ -184,17 +184,26 @@ static unsigned char *predicted_row(engine *en, int d, int l)
     return en->predicted + ((size_t)d * (size_t)en->cfg->n_layers + (size_t)l) * E;
 }
 
+/* how many layers ahead the engine predicts */
+static int lookahead_depth(const engine *en)
+{
+    return en->lookahead < ENGINE_MAX_LOOKAHEAD ? en->lookahead : ENGINE_MAX_LOOKAHEAD;
+}
+
 /* Scores the predictions made for layer l (the union over distances) against the
  * n_used experts it chose, keeps them per distance in predicted_now for the
  * observer and forgets them. */
 static void score_prediction(engine *en, int l, int n_used)
 {
+    int depth = lookahead_depth(en);
+    if (!depth)
+        return;     /* nothing was predicted; predicted_now stays all zero */
     size_t E = (size_t)en->cfg->n_routed_experts;
     unsigned char *now = en->predicted_now;
-    memset(now, 0, ENGINE_MAX_LOOKAHEAD * E);
+    memset(now, 0, (size_t)depth * E);
     uint64_t n_pred = 0;
     int any = 0;
-    for (int d = 0; d < ENGINE_MAX_LOOKAHEAD; d++) {
+    for (int d = 0; d < depth; d++) {
         unsigned char *p = predicted_row(en, d, l);
         for (size_t x = 0; x < E; x++)
             if (p[x]) {
@@ -208,7 +217,7 @@ static void score_prediction(engine *en, int l, int n_used)
     /* the union: an expert predicted at several distances counts once */
     for (size_t x = 0; x < E; x++) {
         int hit = 0;
-        for (int d = 0; d < ENGINE_MAX_LOOKAHEAD; d++)
+        for (int d = 0; d < depth; d++)
             hit |= now[(size_t)d * E + x];
         n_pred += (uint64_t)hit;
     }
@@ -216,7 +225,7 @@ static void score_prediction(engine *en, int l, int n_used)
     en->stats.la_chosen += (uint64_t)n_used;
     for (int i = 0; i < n_used; i++) {
         int hit = 0;
-        for (int d = 0; d < ENGINE_MAX_LOOKAHEAD; d++)
+        for (int d = 0; d < depth; d++)
             hit |= now[(size_t)d * E + (size_t)en->used_experts[i]];
         en->stats.la_correct += (uint64_t)hit;
     }
@@ -231,7 +240,7 @@ static void lookahead(engine *en, int l, int T)
     const model_config *c = en->cfg;
     const backend_ops *o = OPS(en);
     int K = c->n_experts_per_tok, h = c->hidden_size;
-    int depth = en->lookahead < ENGINE_MAX_LOOKAHEAD ? en->lookahead : ENGINE_MAX_LOOKAHEAD;
+    int depth = lookahead_depth(en);
     for (int l2 = l + 1, d = 0; l2 < c->n_layers && d < depth; l2++) {
         const layer_weights *L2 = &en->mw->layers[l2];
         if (!L2->is_moe)
@@ -310,7 +319,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
     }
     if (en->obs.on_experts)
         en->obs.on_experts(en->obs.ctx, l, pos0, T, en->x_origin, en->x_bytes, en->x_stall,
-                           en->predicted_now, ENGINE_MAX_LOOKAHEAD);
+                           en->predicted_now, lookahead_depth(en));
     if (L->has_shared) {
         o->ffn(en->be, &L->shared.gate, &L->shared.up, &L->shared.down, en->xn, T, en->tmp);
         o->add(en->be, en->moe, en->tmp, (size_t)T * (size_t)h);
