@@ -195,6 +195,46 @@ Test(linear_kernels, fp8_nan_codes_stay_nan)
     }
 }
 
+/* The row kernels read x from a cache-line boundary whatever the caller passes
+ * (a straddling load costs two), and the result does not depend on it. */
+Test(linear_kernels, prepared_x_is_line_aligned_and_results_do_not_depend_on_it)
+{
+    struct { weight_format fmt; int blk, gs; } fmts[] = {
+        {WF_F32, 0, 0}, {WF_BF16, 0, 0}, {WF_F16, 0, 0}, {WF_FP8_BLOCK, 128, 0},
+        {WF_INT4_GROUP, 0, 32},
+    };
+    int rows = 24, cols = 384, T = 2;
+    for (int p = 0; p < KPATH_COUNT; p++) {
+        if (!kernel_path_supported((kernel_path)p) || p == KPATH_SCALAR)
+            continue;
+        for (size_t f = 0; f < sizeof fmts / sizeof *fmts; f++) {
+            owned o = make_weight(fmts[f].fmt, rows, cols, fmts[f].blk, fmts[f].gs);
+            size_t ns = linear_forward_scratch(&o.w, T, 1);
+            float *xbuf = aligned_alloc(64, (size_t)(T * cols + 64) * 4);
+            float *sbuf = aligned_alloc(64, (ns + 64) * 4);
+            float y0[48], y[48];
+            for (int off = 0; off < 16; off += 3) {
+                float *x = xbuf + off, *scratch = sbuf + (15 - off);
+                for (int i = 0; i < T * cols; i++)
+                    x[i] = (float)((i * 37) % 101 - 50) / 50.0f;
+                linear_prep prep;
+                linear_prepare((kernel_path)p, &o.w, x, T, scratch, &prep);
+                const float *read = prep.x_perm ? prep.x_perm : prep.x;
+                cr_expect((uintptr_t)read % 64 == 0, "%s %s: x read at %p, not on a cache line",
+                          kernel_path_name(p), weight_format_name(fmts[f].fmt), (const void *)read);
+                linear_forward((kernel_path)p, NULL, &o.w, x, T, off ? y : y0, scratch);
+                if (off)
+                    cr_expect(memcmp(y, y0, sizeof y) == 0, "%s %s: offset %d changed the result",
+                              kernel_path_name(p), weight_format_name(fmts[f].fmt), off);
+            }
+            free(xbuf);
+            free(sbuf);
+            free(o.data);
+            free(o.scale);
+        }
+    }
+}
+
 Test(linear_kernels, pool_split_covers_every_row_once)
 {
     for (int n = 0; n < 50; n++)
