@@ -56,7 +56,7 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
     size_t esize = fmt == WF_F32 ? 4 : 2;
     for (; c + 16 <= cols; c += 16) {
         if (esize == 4 || !(c & 16))
-            prefetch_ahead(row + (size_t)c * esize);
+            prefetch_l2(row + (size_t)c * esize, PREFETCH_AHEAD);
         __m256 w0 = load_plain8(fmt, row, c), w1 = load_plain8(fmt, row, c + 8);
         UNROLL
         for (int t = 0; t < nt; t++) {

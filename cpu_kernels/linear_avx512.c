@@ -6,7 +6,7 @@
  * subnormals; NaN codes stay NaN) or through VBMI byte tables, INT4 nibbles by
  * a shift and a 16-entry vpermps table, 128 columns per load. x arrives in the
  * order the dequantization yields (linear_prepare), so no shuffles of x remain.
- * Every 64 bytes of weights read also prefetch the line PREFETCH_AHEAD on. */
+ * Every 64 bytes of weights read also prefetch a line further on. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -29,6 +29,37 @@ INL float bf16f(uint16_t h)
     float f;
     memcpy(&f, &u, 4);
     return f;
+}
+
+/* The columns [c0, c1) of a row a tile function reads (c0 a multiple of 128 and
+ * of the FP8 block width), and how far ahead it prefetches. */
+typedef struct span {
+    int c0, c1;
+    size_t ahead;
+} span;
+
+/* x of all the tokens for one column block must fit this (L1 is 32-48 KB and
+ * the weight stream passes through it too) */
+#define X_BLOCK_BYTES (32 * 1024)
+#define ROW_BLOCK 16
+
+static int column_block(const linear_weight *w, int T)
+{
+    int unit = w->fmt == WF_FP8_BLOCK ? w->block_cols : 128;
+    long fit = X_BLOCK_BYTES / (4L * T);
+    if (fit >= w->cols)
+        return w->cols;
+    return fit < unit ? unit : (int)(fit / unit * unit);
+}
+
+static size_t row_bytes(const linear_weight *w)
+{
+    switch (w->fmt) {
+    case WF_INT4_GROUP: return (size_t)w->row_words * 4;
+    case WF_FP8_BLOCK: return (size_t)w->cols;
+    case WF_F32: return (size_t)w->cols * 4;
+    default: return (size_t)w->cols * 2;
+    }
 }
 
 TGT INL __mmask16 tail_mask(int n)
@@ -70,19 +101,19 @@ TGT INL __m512 load_plain(weight_format fmt, const uint8_t *row, int c, __mmask1
     return load_bf16((const uint16_t *)row + c, m);
 }
 
-TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, size_t xs, int cols,
+TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, size_t xs, span sp,
                         const int nt, float *out)
 {
     __m512 a0[4], a1[4];
     UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
-    int c = 0;
+    int c = sp.c0, cols = sp.c1;
     size_t esize = fmt == WF_F32 ? 4 : 2;
     for (; c + 32 <= cols; c += 32) {
-        prefetch_ahead(row + (size_t)c * esize);
+        prefetch_l2(row + (size_t)c * esize, sp.ahead);
         if (esize == 4)
-            prefetch_ahead(row + (size_t)c * esize + 64);
+            prefetch_l2(row + (size_t)c * esize + 64, sp.ahead);
         __m512 w0 = load_plain(fmt, row, c, 0xffff), w1 = load_plain(fmt, row, c + 16, 0xffff);
         UNROLL
         for (int t = 0; t < nt; t++) {
@@ -104,8 +135,8 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
 
 /* ---- FP8 128x128 blocks (any block width that is a multiple of 16) ---- */
 
-TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, const int nt,
-                      float *out)
+TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, span sp,
+                      const int nt, float *out)
 {
     int cols = w->cols, bc = w->block_cols;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
@@ -114,8 +145,8 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
     UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
-    for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
-        int c1 = c0 + bc < cols ? c0 + bc : cols;
+    for (int c0 = sp.c0, b = sp.c0 / bc; c0 < sp.c1; c0 += bc, b++) {
+        int c1 = c0 + bc < sp.c1 ? c0 + bc : sp.c1;
         float s;
         memcpy(&s, srow + b, 4);
         /* fold 2^120 into the scale unless that would overflow */
@@ -129,7 +160,7 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
         int c = c0;
         for (; c + 32 <= c1; c += 32) {
             if (!(c & 32))
-                prefetch_ahead(row + c);
+                prefetch_l2(row + c, sp.ahead);
             __m512 w0 = load_fp8_scaled(row + c, 0xffff, sv);
             __m512 w1 = load_fp8_scaled(row + c + 16, 0xffff, sv);
             UNROLL
@@ -196,8 +227,8 @@ TGT INL __m512 int4_chunk_scales(const uint16_t *srow, int c, int gs)
     return _mm512_loadu_ps(lane);
 }
 
-TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, const int nt,
-                       float *out)
+TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, span sp,
+                       const int nt, float *out)
 {
     int cols = w->cols, gs = w->group_size, c128 = cols / 128 * 128;
     size_t xs = (size_t)cols;
@@ -208,8 +239,9 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
     UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
-    for (int c = 0; c < c128; c += 128) {
-        prefetch_ahead(row + c / 2);
+    int chunks_end = sp.c1 < c128 ? sp.c1 : c128;
+    for (int c = sp.c0; c < chunks_end; c += 128) {
+        prefetch_l2(row + c / 2, sp.ahead);
         __m512i q = _mm512_loadu_si512(row + c / 2);
         __m512 sc = int4_chunk_scales(srow, c, gs);
         /* one token: four partial sums so no FMA chain is longer than two per chunk */
@@ -240,7 +272,7 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
     }
     /* the rest: 32-blocks, x split into even and odd elements */
     const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-    for (int c = c128; c < cols; c += 32) {
+    for (int c = sp.c0 > c128 ? sp.c0 : c128; c < sp.c1; c += 32) {
         __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(bf16f(srow[c / gs])));
         __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
         __m512 lo = _mm512_permutexvar_ps(v, tbl);
@@ -258,36 +290,52 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
 
 /* ---- rows x token tiles ---- */
 
-TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, const int nt,
-                     float *out)
+TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
+                  const int nt, float *out)
 {
     size_t xs = (size_t)w->cols;
     switch (w->fmt) {
-    case WF_FP8_BLOCK: fp8_tile(w, r, p->x + (size_t)t0 * xs, xs, nt, out); break;
-    case WF_INT4_GROUP: int4_tile(w, r, p, t0, nt, out); break;
+    case WF_FP8_BLOCK: fp8_tile(w, r, p->x + (size_t)t0 * xs, xs, sp, nt, out); break;
+    case WF_INT4_GROUP: int4_tile(w, r, p, t0, sp, nt, out); break;
     default:
         plain_tile(w->fmt, (const uint8_t *)w->data + (size_t)r * xs * (w->fmt == WF_F32 ? 4 : 2),
-                   p->x + (size_t)t0 * xs, xs, w->cols, nt, out);
+                   p->x + (size_t)t0 * xs, xs, sp, nt, out);
     }
 }
 
 /* Rows r0..r1 in token tiles of up to 4; `TILE` is a tile function taking a
- * constant tile size, so each case below gets its own unrolled copy. */
+ * constant tile size, so each case below gets its own unrolled copy. When the
+ * tokens' x does not fit in L1 beside the weight stream (more than one token
+ * at K2's 7168 columns), rows go in blocks of ROW_BLOCK and each block in
+ * column blocks whose x does fit: x then comes from L2 once per block of rows
+ * instead of once per row (4 tokens of INT4 ran at a quarter of one token's
+ * weight rate, bound by x loads from L2). Each weight is still read once; the
+ * prefetch then runs a row ahead at the same columns. */
 #define ROWS_BY_TILES(TILE)                                                              \
     size_t R = (size_t)w->rows;                                                          \
-    for (int r = r0; r < r1; r++)                                                        \
-        for (int t0 = 0; t0 < p->T; t0 += 4) {                                           \
-            int nt = p->T - t0 < 4 ? p->T - t0 : 4;                                      \
-            float out[4];                                                                \
-            switch (nt) {                                                                \
-            case 4: TILE(w, p, r, t0, 4, out); break;                                    \
-            case 3: TILE(w, p, r, t0, 3, out); break;                                    \
-            case 2: TILE(w, p, r, t0, 2, out); break;                                    \
-            default: TILE(w, p, r, t0, 1, out); break;                                   \
-            }                                                                            \
-            for (int t = 0; t < nt; t++)                                                 \
-                y[(size_t)(t0 + t) * R + (size_t)r] = out[t];                            \
-        }
+    int cstep = column_block(w, p->T);                                                   \
+    size_t ahead = cstep < w->cols ? 2 * row_bytes(w) : PREFETCH_AHEAD;           \
+    for (int rb = r0; rb < r1; rb += ROW_BLOCK) {                                        \
+        int re = r1 - rb < ROW_BLOCK ? r1 : rb + ROW_BLOCK;                              \
+        for (int c0 = 0; c0 < w->cols; c0 += cstep) {                                    \
+            span sp = {c0, w->cols - c0 < cstep ? w->cols : c0 + cstep, ahead};          \
+            for (int r = rb; r < re; r++)                                                \
+                for (int t0 = 0; t0 < p->T; t0 += 4) {                                   \
+                    int nt = p->T - t0 < 4 ? p->T - t0 : 4;                              \
+                    float out[4];                                                        \
+                    switch (nt) {                                                        \
+                    case 4: TILE(w, p, r, t0, sp, 4, out); break;                        \
+                    case 3: TILE(w, p, r, t0, sp, 3, out); break;                        \
+                    case 2: TILE(w, p, r, t0, sp, 2, out); break;                        \
+                    default: TILE(w, p, r, t0, sp, 1, out); break;                       \
+                    }                                                                    \
+                    for (int t = 0; t < nt; t++) {                                       \
+                        float *yt = &y[(size_t)(t0 + t) * R + (size_t)r];                \
+                        *yt = c0 ? *yt + out[t] : out[t];                                \
+                    }                                                                    \
+                }                                                                        \
+        }                                                                                \
+    }
 
 /* ---- FP8 through byte tables (AVX512-VBMI) ----
  * 64 codes at a time: two vpermi2b look up the high and low bytes of each
@@ -298,7 +346,7 @@ TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, c
 #define TGT_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")))
 
 TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int r, int t0,
-                               const int nt, float *out)
+                               span sp, const int nt, float *out)
 {
     int cols = w->cols, bc = w->block_cols;
     size_t xs = (size_t)cols;
@@ -313,8 +361,8 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
     UNROLL
     for (int t = 0; t < nt; t++)
         a0[t] = a1[t] = _mm512_setzero_ps();
-    for (int c0 = 0, b = 0; c0 < cols; c0 += bc, b++) {
-        int c1 = c0 + bc < cols ? c0 + bc : cols;
+    for (int c0 = sp.c0, b = sp.c0 / bc; c0 < sp.c1; c0 += bc, b++) {
+        int c1 = c0 + bc < sp.c1 ? c0 + bc : sp.c1;
         float s;
         memcpy(&s, srow + b, 4);
         __m512 g0[4], g1[4];
@@ -323,7 +371,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
             g0[t] = g1[t] = _mm512_setzero_ps();
         int c = c0;
         for (; c + 64 <= c1; c += 64) {
-            prefetch_ahead(row + c);
+            prefetch_l2(row + c, sp.ahead);
             __m512i q = _mm512_loadu_si512(row + c);
             __m512i hi = _mm512_permutex2var_epi8(hi0, q, hi1);
             __m512i lo = _mm512_permutex2var_epi8(lo0, q, lo1);

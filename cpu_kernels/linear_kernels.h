@@ -41,9 +41,9 @@ kernel_path kernel_path_default(void);
  * matrix's end is harmless; the address is formed as an integer for that reason. */
 #define PREFETCH_AHEAD 4096
 
-static inline void prefetch_ahead(const void *p)
+static inline void prefetch_l2(const void *p, size_t ahead)
 {
-    __builtin_prefetch((const void *)((uintptr_t)p + PREFETCH_AHEAD), 0, 2);   /* into L2 */
+    __builtin_prefetch((const void *)((uintptr_t)p + ahead), 0, 2);
 }
 
 /* Per-call preparation of x shared by every row (and every thread): INT4 wants

@@ -160,6 +160,11 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
         /* 128-column chunks then 32-blocks; groups of 128 and of 256 (half a group per chunk) */
         {WF_INT4_GROUP, 9, 352, 0, 32},   {WF_INT4_GROUP, 11, 384, 0, 128},
         {WF_INT4_GROUP, 7, 768, 0, 256},
+        /* wide enough that 2-15 tokens' x is cut into column blocks: blocks end
+         * inside the INT4 32-block tail, inside a partial FP8 block, and rows
+         * run past one row block */
+        {WF_INT4_GROUP, 37, 4192, 0, 32}, {WF_FP8_BLOCK, 130, 2600, 128, 0},
+        {WF_BF16, 21, 3000, 0, 0},
     };
     int tokens[] = {1, 2, 3, 4, 5, 9, 16, 23};
     for (int p = 0; p < KPATH_COUNT; p++) {
