@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ffn_cpu.h"
 #include "linear_ref.h"
 #include "mla_cpu.h"
 #include "ops_ref.h"
@@ -79,18 +80,16 @@ static void cpu_ffn(backend *b, const linear_weight *gate, const linear_weight *
                     const linear_weight *down, const float *x, int T, float *out)
 {
     cpu_state *s = b->impl;
-    size_t inter = (size_t)gate->rows, n = (size_t)T * inter;
-    int nt = thread_pool_size(s->pool);
-    size_t k1 = linear_forward_scratch(gate, T, nt), k2 = linear_forward_scratch(up, T, nt),
-           k3 = linear_forward_scratch(down, T, nt);
-    size_t k = k1 > k2 ? k1 : k2;
-    k = k > k3 ? k : k3;
-    float *g = cpu_scratch(b, 2 * n + k);
-    float *u = g + n, *scratch = u + n;
-    linear_forward(s->path, s->pool, gate, x, T, g, scratch);
-    linear_forward(s->path, s->pool, up, x, T, u, scratch);
-    silu_mul_ref(g, u, n, g);
-    linear_forward(s->path, s->pool, down, g, T, out, scratch);
+    ffn_job j = {gate, up, down, x, T, out};
+    ffn_cpu_run(s->path, s->pool, &j, 1,
+                cpu_scratch(b, ffn_cpu_scratch(&j, 1, thread_pool_size(s->pool))));
+}
+
+static void cpu_ffn_batch(backend *b, const ffn_job *jobs, int n)
+{
+    cpu_state *s = b->impl;
+    ffn_cpu_run(s->path, s->pool, jobs, n,
+                cpu_scratch(b, ffn_cpu_scratch(jobs, n, thread_pool_size(s->pool))));
 }
 
 static void cpu_mla(backend *b, const mla_args *a)
@@ -168,6 +167,7 @@ static const backend_ops cpu_ops = {
     .linear = cpu_linear,
     .rope = cpu_rope,
     .ffn = cpu_ffn,
+    .ffn_batch = cpu_ffn_batch,
     .mla_attention = cpu_mla,
     .route = cpu_route,
     .zero = cpu_zero,

@@ -33,6 +33,10 @@ typedef struct expert_view {
 typedef struct expert_source {
     const char *name;
     void *impl;
+    /* how many experts the engine may hold at once (got, not yet put); 0 or 1:
+     * one at a time. A source where a held expert could change what another
+     * get() evicts says 1, so its cache decisions never depend on the backend. */
+    int max_held;
     int (*get)(struct expert_source *s, int layer, int expert, expert_view *out, errbuf *e);
     void (*put)(struct expert_source *s, int layer, int expert);
     /* optional: the engine will get() these experts of `layer` next, in this

@@ -1,6 +1,7 @@
 /* tiered_source: DRAM cache in front of the NVMe tier (see tiered_source.h). */
 #include "tiered_source.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -367,6 +368,10 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         return err_set(e, "out of memory");
     out->impl = t;
     out->name = "dram+nvme";
+    /* with every expert in the DRAM tier nothing is evicted, so holding many
+     * changes no decision; otherwise one at a time keeps the eviction order (and
+     * the replay of traces) independent of the backend */
+    out->max_held = slots >= st->n_blobs ? INT_MAX : 1;
     out->get = tiered_get;
     out->put = tiered_put;
     out->prefetch = tiered_prefetch;

@@ -38,6 +38,14 @@ typedef struct mla_args {
 
 typedef struct backend backend;
 
+/* one FFN of a batch: out [T][rows of down] = down(silu(gate x) * up x) */
+typedef struct ffn_job {
+    const linear_weight *gate, *up, *down;
+    const float *x;
+    int T;
+    float *out;
+} ffn_job;
+
 typedef struct backend_ops {
     float *(*alloc)(backend *b, size_t n_floats);
     void (*release)(backend *b, float *p);
@@ -51,6 +59,9 @@ typedef struct backend_ops {
     /* out = down(silu(gate x) * up x), x [T][cols of gate], out [T][rows of down] */
     void (*ffn)(backend *b, const linear_weight *gate, const linear_weight *up,
                 const linear_weight *down, const float *x, int T, float *out);
+    /* optional: jobs[0..n) as ffn would run them one after another (each
+     * job's out exactly as ffn computes it); a backend may run them at once */
+    void (*ffn_batch)(backend *b, const ffn_job *jobs, int n);
     void (*mla_attention)(backend *b, const mla_args *a);
     /* logits [T][n_experts] -> ids/weights [T][top_k] on the host; scores
      * (optional, [T][n_experts]) gets the unbiased router scores */

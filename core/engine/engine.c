@@ -81,10 +81,12 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->x_bytes = calloc(E + 1, sizeof(uint32_t));
     en->x_stall = calloc(E + 1, sizeof(float));
     en->cached_ids = malloc((size_t)max_ctx * sizeof(int));
+    en->group_views = calloc(E + 1, sizeof *en->group_views);
+    en->group_jobs = calloc(E + 1, sizeof *en->group_jobs);
     if (!en->cached_ids || !en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
         !en->slot_start || !en->used_experts || !en->disp_tok || !en->disp_w || !en->pos ||
         !en->predicted || !en->predicted_now || !en->predicted_list || !en->x_origin ||
-        !en->x_bytes || !en->x_stall)
+        !en->x_bytes || !en->x_stall || !en->group_views || !en->group_jobs)
         goto oom;
     return 0;
 oom:
@@ -119,6 +121,8 @@ void engine_destroy(engine *en)
     free(en->x_bytes);
     free(en->x_stall);
     free(en->cached_ids);
+    free(en->group_views);
+    free(en->group_jobs);
     memset(en, 0, sizeof *en);
 }
 
@@ -300,22 +304,50 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
     if (en->lookahead > 0 && en->experts->speculate)
         lookahead(en, l, T);
     o->zero(en->be, en->moe, (size_t)T * (size_t)h);
-    for (int x = 0; x < E; x++) {
-        int n = start[x + 1] - start[x];
-        if (n == 0)
-            continue;
-        expert_view v;
-        if (expert_source_get(en->experts, l, x, &v, e))
-            return err_prefix(e, "layer %d expert %d: ", l, x);
-        en->x_origin[x] = v.origin;
-        en->x_bytes[x] = v.bytes_read;
-        en->x_stall[x] = v.stall_s;
-        o->gather_rows(en->be, en->xn, en->disp_tok + start[x], n, h, en->gath);
-        o->ffn(en->be, &v.gate, &v.up, &v.down, en->gath, n, en->eout);
-        expert_source_put(en->experts, l, x);
-        o->scatter_add_rows(en->be, en->moe, en->disp_tok + start[x], en->disp_w + start[x], n, h,
-                            en->eout);
-        en->stats.expert_calls++;
+    /* Experts in groups: as many as the source lets the engine hold at once and
+     * whose rows fit the gather buffers; a backend with ffn_batch may run a
+     * group's FFNs at once. Gets, puts and the sums into en->moe keep ascending
+     * expert order, so the result is the same whatever the grouping. */
+    int held_max = o->ffn_batch && en->experts->max_held > 1 ? en->experts->max_held : 1;
+    for (int i = 0; i < n_used;) {
+        int g = 0, rows = 0, rc = 0;
+        while (i + g < n_used && g < held_max) {
+            int x = en->used_experts[i + g], n = start[x + 1] - start[x];
+            if (g > 0 && rows + n > en->max_chunk)
+                break;
+            expert_view *v = &en->group_views[g];
+            if (expert_source_get(en->experts, l, x, v, e)) {
+                rc = err_prefix(e, "layer %d expert %d: ", l, x);
+                break;
+            }
+            en->x_origin[x] = v->origin;
+            en->x_bytes[x] = v->bytes_read;
+            en->x_stall[x] = v->stall_s;
+            float *in = en->gath + (size_t)rows * (size_t)h;
+            o->gather_rows(en->be, en->xn, en->disp_tok + start[x], n, h, in);
+            en->group_jobs[g] = (ffn_job){&v->gate, &v->up, &v->down, in, n,
+                                          en->eout + (size_t)rows * (size_t)h};
+            rows += n;
+            g++;
+        }
+        if (!rc && g > 1) {
+            o->ffn_batch(en->be, en->group_jobs, g);
+        } else if (!rc) {
+            const ffn_job *j = &en->group_jobs[0];
+            o->ffn(en->be, j->gate, j->up, j->down, j->x, j->T, j->out);
+        }
+        for (int k = 0; k < g; k++) {
+            int x = en->used_experts[i + k];
+            expert_source_put(en->experts, l, x);
+            if (rc)
+                continue;
+            o->scatter_add_rows(en->be, en->moe, en->disp_tok + start[x], en->disp_w + start[x],
+                                en->group_jobs[k].T, h, en->group_jobs[k].out);
+            en->stats.expert_calls++;
+        }
+        if (rc)
+            return rc;
+        i += g;
     }
     if (en->obs.on_experts)
         en->obs.on_experts(en->obs.ctx, l, pos0, T, en->x_origin, en->x_bytes, en->x_stall,

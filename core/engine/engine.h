@@ -79,6 +79,9 @@ typedef struct engine {
     float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */
     float *disp_w;
     int *pos;
+    /* [n_experts] the experts of one group, held at once (engine.c: moe) */
+    expert_view *group_views;
+    ffn_job *group_jobs;
 } engine;
 
 /* max_ctx: positions the KV cache holds; max_chunk: tokens per prefill step. */

@@ -1,6 +1,7 @@
 /* model_weights: tensor lookup, format detection and validation (see model_weights.h). */
 #include "model_weights.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,6 +323,7 @@ int model_weights_expert_source(model_weights *m, expert_source *out)
     memset(out, 0, sizeof *out);
     out->name = "checkpoint-mmap";
     out->impl = m;
+    out->max_held = INT_MAX;    /* nothing is ever evicted */
     out->get = checkpoint_source_get;
     return 0;
 }

@@ -43,10 +43,11 @@ static void convert_store(const char *model, const char *out, uint64_t max_file,
 
 /* Prefill + a few decode steps; logits of every position into out (or the
  * open/forward error into err and a non-zero return). */
-static int run_logits(const char *model, const tier_flags *tf, float *out, errbuf *err)
+static int run_logits_threads(const char *model, const tier_flags *tf, int threads, float *out,
+                              errbuf *err)
 {
     cli_model m;
-    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1};
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1, .threads = threads};
     if (tf)
         f.tiers = *tf;
     if (cli_model_open(&m, &f, err))
@@ -59,6 +60,11 @@ static int run_logits(const char *model, const tier_flags *tf, float *out, errbu
         rc = engine_forward(&m.en, &ids[T_PROMPT + k], 1, out + (size_t)(T_PROMPT + k) * V, 0, err);
     cli_model_close(&m);
     return rc;
+}
+
+static int run_logits(const char *model, const tier_flags *tf, float *out, errbuf *err)
+{
+    return run_logits_threads(model, tf, 0, out, err);
 }
 
 static int vocab_of(const char *model)
@@ -98,23 +104,30 @@ static void check_invariance(const char *model, const char *tag)
         const char *fault;
         const char *policy;
         int lookahead;          /* -1: the default */
+        int threads;            /* 0: one per core */
     } cases[] = {
-        {"all experts in DRAM", 1000, IO_AUTO, NULL, NULL, -1},
-        {"DRAM of top_k slots (most reads from NVMe)", topk * slot_gb, IO_AUTO, NULL, NULL, -1},
-        {"DRAM of top_k + 3 slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, -1},
-        {"pread fallback, few slots", topk * slot_gb, IO_PREAD, NULL, NULL, -1},
-        {"pread fallback, all in DRAM", 1000, IO_PREAD, NULL, NULL, -1},
-        {"short reads", topk * slot_gb, IO_AUTO, "short=2", NULL, -1},
-        {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3", NULL, -1},
-        {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, -1},
-        {"LFU eviction, few slots", (topk + 2) * slot_gb, IO_AUTO, NULL, "lfu", -1},
-        {"no lookahead, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 0},
-        {"lookahead 1, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 1},
-        {"lookahead 1, transient EIO", 2 * topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, 1},
-        {"lookahead 1, LFU", 3 * topk * slot_gb, IO_AUTO, NULL, "lfu", 1},
-        {"lookahead 3, top_k slots", topk * slot_gb, IO_AUTO, NULL, NULL, 3},
-        {"lookahead 2, 4 x top_k slots", 4 * topk * slot_gb, IO_AUTO, NULL, NULL, 2},
-        {"lookahead 2, short reads, pread", 2 * topk * slot_gb, IO_PREAD, "short=2", NULL, 2},
+        /* the experts of a layer spread over the threads (whole rounds, the
+         * rest with rows split) against the reference run's split */
+        {"all in DRAM, 1 thread", 1000, IO_AUTO, NULL, NULL, -1, 1},
+        {"all in DRAM, 3 threads", 1000, IO_AUTO, NULL, NULL, -1, 3},
+        {"all in DRAM, 4 threads", 1000, IO_AUTO, NULL, NULL, -1, 4},
+        {"few slots, 3 threads", topk * slot_gb, IO_AUTO, NULL, NULL, -1, 3},
+        {"all experts in DRAM", 1000, IO_AUTO, NULL, NULL, -1, 0},
+        {"DRAM of top_k slots (most reads from NVMe)", topk * slot_gb, IO_AUTO, NULL, NULL, -1, 0},
+        {"DRAM of top_k + 3 slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, -1, 0},
+        {"pread fallback, few slots", topk * slot_gb, IO_PREAD, NULL, NULL, -1, 0},
+        {"pread fallback, all in DRAM", 1000, IO_PREAD, NULL, NULL, -1, 0},
+        {"short reads", topk * slot_gb, IO_AUTO, "short=2", NULL, -1, 0},
+        {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3", NULL, -1, 0},
+        {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, -1, 0},
+        {"LFU eviction, few slots", (topk + 2) * slot_gb, IO_AUTO, NULL, "lfu", -1, 0},
+        {"no lookahead, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 0, 0},
+        {"lookahead 1, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 1, 0},
+        {"lookahead 1, transient EIO", 2 * topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, 1, 0},
+        {"lookahead 1, LFU", 3 * topk * slot_gb, IO_AUTO, NULL, "lfu", 1, 0},
+        {"lookahead 3, top_k slots", topk * slot_gb, IO_AUTO, NULL, NULL, 3, 0},
+        {"lookahead 2, 4 x top_k slots", 4 * topk * slot_gb, IO_AUTO, NULL, NULL, 2, 0},
+        {"lookahead 2, short reads, pread", 2 * topk * slot_gb, IO_PREAD, "short=2", NULL, 2, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         tier_flags tf = {.store_dir = store_dir, .dram_gb = cases[c].gb * 1.0000001,
@@ -126,7 +139,8 @@ static void check_invariance(const char *model, const char *tag)
         else
             unsetenv("MOETIER_IO_FAULT");
         memset(got, 0, n * sizeof *got);
-        cr_assert_eq(run_logits(model, &tf, got, &e), 0, "%s: %s", cases[c].what, e.msg);
+        cr_assert_eq(run_logits_threads(model, &tf, cases[c].threads, got, &e), 0, "%s: %s",
+                     cases[c].what, e.msg);
         cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s (%s): logits differ from the "
                   "checkpoint's", tag, cases[c].what);
     }
