@@ -177,44 +177,83 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, const float
         out[t] = hsum8(_mm256_add_ps(a0[t], a1[t])) + tail[t];
 }
 
+/* bf16 to float inline: a call inside a kernel loop makes the compiler keep
+ * every vector accumulator in memory around it */
+INL float bf16f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- INT4 (group size a multiple of 32, cols a multiple of 32) ----
+ * 64 columns per 32-byte load: dword i holds the nibbles of columns 8i..8i+7,
+ * a shift by 4k brings nibble k of every dword to its low bits, and a mask and
+ * an integer conversion give v (0..15) exactly. x arrives transposed per
+ * 64-chunk (x'[8k + i] = x[8i + k]), so lane i sums x v over its 8 columns;
+ * the 8 of v - 8 comes off once per lane as 8 * the sum of those columns
+ * (linear_prepare), then the lane is multiplied by its group's scale. A last
+ * 32-block does the same four lanes wide. */
 TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, const int nt,
                        float *out)
 {
-    int cols = w->cols, gs = w->group_size, groups = cols / gs;
-    size_t xs = (size_t)cols;
+    int cols = w->cols, gs = w->group_size, c64 = cols / 64 * 64;
+    size_t xs = (size_t)cols, es = (size_t)cols / 8;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4;
     const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
-    const float *xp = p->x_perm + (size_t)t0 * xs;
-    const float *gsum = p->group_sum + (size_t)t0 * (size_t)groups;
+    const float *xp = p->x_perm + (size_t)t0 * xs, *e8 = p->eight_sum + (size_t)t0 * es;
     const __m256i low = _mm256_set1_epi32(0xf);
-    __m256 a0[4], a1[4];
-    float corr[4] = {0, 0, 0, 0};
+    __m256 acc[4];
+    float tail[4] = {0, 0, 0, 0};
     UNROLL
     for (int t = 0; t < nt; t++)
-        a0[t] = a1[t] = _mm256_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        float s = bf16_to_f32(srow[g]);
-        __m256 sv = _mm256_set1_ps(s);
+        acc[t] = _mm256_setzero_ps();
+    for (int c = 0; c < c64; c += 64) {
+        prefetch_l2(row + c / 2, PREFETCH_AHEAD);
+        __m256i q = _mm256_loadu_si256((const __m256i *)(row + c / 2));
+        __m256 sc = _mm256_set_m128(_mm_set1_ps(bf16f(srow[(c + 32) / gs])),
+                                    _mm_set1_ps(bf16f(srow[c / gs])));
+        __m256 ps[4][2];
         UNROLL
         for (int t = 0; t < nt; t++)
-            corr[t] += s * gsum[(size_t)t * (size_t)groups + (size_t)g];
-        for (int c = g * gs; c < (g + 1) * gs; c += 32) {
-            /* 16 bytes: elements 0..15 of the even half come from bytes 0..7 and 8..15 */
-            for (int h = 0; h < 2; h++) {
-                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c / 2 + 8 * h)));
-                __m256 lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), sv);
-                __m256 hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), sv);
-                UNROLL
-                for (int t = 0; t < nt; t++) {
-                    a0[t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xp + t * xs + c + 8 * h), a0[t]);
-                    a1[t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xp + t * xs + c + 16 + 8 * h), a1[t]);
-                }
+            ps[t][0] = ps[t][1] = _mm256_setzero_ps();
+        UNROLL
+        for (int k = 0; k < 8; k++) {
+            __m256i v = k ? _mm256_srli_epi32(q, 4 * k) : q;
+            __m256 wk = _mm256_cvtepi32_ps(_mm256_and_si256(v, low));
+            UNROLL
+            for (int t = 0; t < nt; t++)
+                ps[t][k & 1] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(xp + t * xs + c + 8 * k), ps[t][k & 1]);
+        }
+        UNROLL
+        for (int t = 0; t < nt; t++) {
+            __m256 lane = _mm256_sub_ps(_mm256_add_ps(ps[t][0], ps[t][1]),
+                                        _mm256_loadu_ps(e8 + t * es + c / 8));
+            acc[t] = _mm256_fmadd_ps(lane, sc, acc[t]);
+        }
+    }
+    if (c64 < cols) {
+        int c = c64;
+        __m128i q = _mm_loadu_si128((const __m128i *)(row + c / 2));
+        float s = bf16f(srow[c / gs]);
+        UNROLL
+        for (int t = 0; t < nt; t++) {
+            __m128 ps = _mm_setzero_ps();
+            UNROLL
+            for (int k = 0; k < 8; k++) {
+                __m128i v = k ? _mm_srli_epi32(q, 4 * k) : q;
+                __m128 wk = _mm_cvtepi32_ps(_mm_and_si128(v, _mm_set1_epi32(0xf)));
+                ps = _mm_fmadd_ps(wk, _mm_loadu_ps(xp + t * xs + c + 4 * k), ps);
             }
+            ps = _mm_sub_ps(ps, _mm_loadu_ps(e8 + t * es + c / 8));
+            ps = _mm_add_ps(ps, _mm_movehl_ps(ps, ps));
+            tail[t] = _mm_cvtss_f32(_mm_add_ss(ps, _mm_movehdup_ps(ps))) * s;
         }
     }
     UNROLL
     for (int t = 0; t < nt; t++)
-        out[t] = hsum8(_mm256_add_ps(a0[t], a1[t])) - corr[t];
+        out[t] = hsum8(acc[t]) + tail[t];
 }
 
 TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, const int nt,

@@ -101,7 +101,7 @@ size_t linear_prep_scratch(const linear_weight *w, int T)
         return 0;
     size_t n = (size_t)T * (size_t)w->cols + ALIGN_SLACK;
     if (w->fmt == WF_INT4_GROUP)
-        n += (size_t)T * (size_t)(w->cols / w->group_size);
+        n += (size_t)T * (size_t)(w->cols / 8);
     return n;
 }
 
@@ -147,6 +147,26 @@ static void transpose_x128(const float *x, int T, size_t cols, float *dst)
                     dt[c + 16 * k + i] = xt[c + 8 * i + k];
     }
     split_even_odd(x, T, cols, c128, dst);
+}
+
+/* AVX2 INT4: each whole 64-chunk transposed as 8 x 8, x'[8k + i] = x[8i + k]
+ * (dword i of a 32-byte load holds the nibbles of x[8i .. 8i + 7]); a last
+ * 32-block as 8 x 4, x'[4k + i] = x[8i + k]. */
+static void transpose_x64(const float *x, int T, size_t cols, float *dst)
+{
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * cols;
+        float *dt = dst + (size_t)t * cols;
+        size_t c = 0;
+        for (; c + 64 <= cols; c += 64)
+            for (size_t k = 0; k < 8; k++)
+                for (size_t i = 0; i < 8; i++)
+                    dt[c + 8 * k + i] = xt[c + 8 * i + k];
+        for (; c + 32 <= cols; c += 32)
+            for (size_t k = 0; k < 8; k++)
+                for (size_t i = 0; i < 4; i++)
+                    dt[c + 4 * k + i] = xt[c + 8 * i + k];
+    }
 }
 
 /* Position within a 64-chunk of element e after the VBMI kernel's unpacking:
@@ -224,24 +244,20 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         }
         return;
     }
-    size_t groups = cols / (size_t)w->group_size;
-    float *xp = scratch, *gs = scratch + (size_t)T * cols;
+    float *xp = scratch, *e8 = scratch + (size_t)T * cols;
     p->x_perm = xp;
     if (path == KPATH_AVX512) {
         transpose_x128(x, T, cols, xp);
-        return;     /* it subtracts the 8 itself: no group sums */
+        return;     /* it subtracts the 8 itself: no sums */
     }
-    split_even_odd(x, T, cols, 0, xp);
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * cols;
-        for (size_t g = 0; g < groups; g++) {
-            float s = 0;
-            for (size_t j = 0; j < (size_t)w->group_size; j++)
-                s += xt[g * (size_t)w->group_size + j];
-            gs[(size_t)t * groups + g] = 8.0f * s;
+    transpose_x64(x, T, cols, xp);
+    for (int t = 0; t < T; t++)
+        for (size_t j = 0; j < cols / 8; j++) {
+            const float *xj = x + (size_t)t * cols + 8 * j;
+            e8[(size_t)t * (cols / 8) + j] =
+                8.0f * (((xj[0] + xj[1]) + (xj[2] + xj[3])) + ((xj[4] + xj[5]) + (xj[6] + xj[7])));
         }
-    }
-    p->group_sum = gs;
+    p->eight_sum = e8;
 }
 
 static size_t work_floats(const linear_weight *w, int T)

@@ -47,9 +47,8 @@ static inline void prefetch_l2(const void *p, size_t ahead)
 }
 
 /* Per-call preparation of x shared by every row (and every thread): INT4 wants
- * x with each 32-block split into its even and odd elements (the nibble order of
- * a packed word) and the per-group sums of x (AVX2), or each 128-chunk transposed
- * as 8 x 16 (AVX-512); the AVX2 FP8 kernel wants each 32-column chunk of a
+ * x with each 64-chunk transposed as 8 x 8 and 8 times the sum of each 8 columns
+ * (AVX2), or each 128-chunk transposed as 8 x 16 (AVX-512); the AVX2 FP8 kernel wants each 32-column chunk of a
  * scale block transposed as 8 x 4; the AVX-512 VBMI FP8 kernel wants
  * each 64-column chunk of a scale block in the order its byte unpacking yields.
  * Whatever x the row kernels read starts on a 64-byte boundary (a copy in the
@@ -57,7 +56,7 @@ static inline void prefetch_l2(const void *p, size_t ahead)
 typedef struct linear_prep {
     const float *x;             /* [T][cols] */
     const float *x_perm;        /* [T][cols], or NULL when the kernel reads x as is */
-    const float *group_sum;     /* INT4: [T][cols / group] 8 * sum of x over the group */
+    const float *eight_sum;     /* AVX2 INT4: [T][cols / 8] 8 * the sum of each 8 columns of x */
     int T;
     int fp8_lut;                /* FP8: x_perm is in the VBMI order */
 } linear_prep;
