@@ -202,7 +202,7 @@ INL float bf16f(uint16_t h)
  * the 8 of v - 8 comes off once per lane as 8 * the sum of those columns
  * (linear_prepare), then the lane is multiplied by its group's scale. A last
  * 32-block does the same four lanes wide. */
-TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, const int nt,
+TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int t0, const int nt,
                        float *out)
 {
     int cols = w->cols, gs = w->group_size, c64 = cols / 64 * 64;
@@ -271,12 +271,6 @@ TGT INL void fp8_rows_tile(const linear_weight *w, const linear_prep *p, int r, 
              out);
 }
 
-TGT INL void int4_rows_tile(const linear_weight *w, const linear_prep *p, int r, int t0,
-                            const int nt, float *out)
-{
-    int4_tile(w, r, p, t0, nt, out);
-}
-
 TGT INL void plain_rows_tile(const linear_weight *w, const linear_prep *p, int r, int t0,
                              const int nt, float *out)
 {
@@ -309,7 +303,7 @@ TGT INL void plain_rows_tile(const linear_weight *w, const linear_prep *p, int r
     }
 
 ROWS_BY_TILES(rows_fp8, fp8_rows_tile)
-ROWS_BY_TILES(rows_int4, int4_rows_tile)
+ROWS_BY_TILES(rows_int4, int4_tile)
 ROWS_BY_TILES(rows_plain, plain_rows_tile)
 
 TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,

@@ -227,7 +227,7 @@ TGT INL __m512 int4_chunk_scales(const uint16_t *srow, int c, int gs)
     return _mm512_loadu_ps(lane);
 }
 
-TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int t0, span sp,
+TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
                        const int nt, float *out)
 {
     int cols = w->cols, gs = w->group_size, c128 = cols / 128 * 128;
@@ -290,17 +290,18 @@ TGT INL void int4_tile(const linear_weight *w, int r, const linear_prep *p, int 
 
 /* ---- rows x token tiles ---- */
 
-TGT INL void tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
-                  const int nt, float *out)
+TGT INL void fp8_rows_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
+                           const int nt, float *out)
+{
+    fp8_tile(w, r, p->x + (size_t)t0 * (size_t)w->cols, (size_t)w->cols, sp, nt, out);
+}
+
+TGT INL void plain_rows_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
+                             const int nt, float *out)
 {
     size_t xs = (size_t)w->cols;
-    switch (w->fmt) {
-    case WF_FP8_BLOCK: fp8_tile(w, r, p->x + (size_t)t0 * xs, xs, sp, nt, out); break;
-    case WF_INT4_GROUP: int4_tile(w, r, p, t0, sp, nt, out); break;
-    default:
-        plain_tile(w->fmt, (const uint8_t *)w->data + (size_t)r * xs * (w->fmt == WF_F32 ? 4 : 2),
-                   p->x + (size_t)t0 * xs, xs, sp, nt, out);
-    }
+    plain_tile(w->fmt, (const uint8_t *)w->data + (size_t)r * xs * (w->fmt == WF_F32 ? 4 : 2),
+               p->x + (size_t)t0 * xs, xs, sp, nt, out);
 }
 
 /* Rows r0..r1 in token tiles of up to 4; `TILE` is a tile function taking a
@@ -417,10 +418,26 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
 }
 
+/* one row loop per format, so each kernel gets its own registers */
 TGT_VBMI static void rows_fp8_lut(const linear_weight *w, const linear_prep *p, float *y, int r0,
                                   int r1)
 {
     ROWS_BY_TILES(fp8_lut_tile)
+}
+
+TGT static void rows_fp8(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
+{
+    ROWS_BY_TILES(fp8_rows_tile)
+}
+
+TGT static void rows_int4(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
+{
+    ROWS_BY_TILES(int4_tile)
+}
+
+TGT static void rows_plain(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
+{
+    ROWS_BY_TILES(plain_rows_tile)
 }
 
 /* ---- many tokens (prefill): a float32 GEMM. Weights are dequantized a panel
@@ -550,11 +567,14 @@ TGT void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float 
         batched_rows(w, p, y, r0, r1, work);
         return;
     }
-    if (w->fmt == WF_FP8_BLOCK && p->fp8_lut) {
+    if (w->fmt == WF_FP8_BLOCK && p->fp8_lut)
         rows_fp8_lut(w, p, y, r0, r1);
-        return;
-    }
-    ROWS_BY_TILES(tile)
+    else if (w->fmt == WF_FP8_BLOCK)
+        rows_fp8(w, p, y, r0, r1);
+    else if (w->fmt == WF_INT4_GROUP)
+        rows_int4(w, p, y, r0, r1);
+    else
+        rows_plain(w, p, y, r0, r1);
 }
 
 /* ---- rows to float32, in natural order (attention's kv_b, batched blocks) ---- */
