@@ -191,7 +191,6 @@ static void fill_random(uint8_t *p, size_t n)
     }
 }
 
-
 /* Benchmark buffers live in transparent huge pages, as the DRAM tier's experts
  * and the resident dense weights do: on 4 KiB pages the kernels and the read
  * yardstick would measure TLB misses and prefetchers stopping at page ends. */
@@ -203,6 +202,7 @@ static void *huge_alloc(size_t bytes)
         madvise(m, len, MADV_HUGEPAGE);
     return m;
 }
+
 static int make_linear(linear_weight *w, weight_format fmt, int rows, int cols, uint8_t **mem)
 {
     memset(w, 0, sizeof *w);
