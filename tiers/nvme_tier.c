@@ -202,11 +202,15 @@ void nvme_tier_submit(nvme_tier *t, nvme_read *r)
 
 /* ---- finishing attempts ---- */
 
-static int64_t inject(nvme_tier *t, int64_t res)
+/* With eio=N > 1 the errors are transient: a read's last attempt is never
+ * failed, whatever the completion order (with a global count alone, N reads in
+ * flight completing round-robin could fail one of them every time). */
+static int64_t inject(nvme_tier *t, const nvme_read *r, int64_t res)
 {
     const nvme_fault *f = &t->opt.fault;
     uint64_t k = ++t->attempt_no;
     if (f->eio_every && k % (uint64_t)f->eio_every == 0 &&
+        (f->eio_every == 1 || r->attempts < NVME_MAX_RETRIES) &&
         (!f->eio_max || t->eio_injected < (uint64_t)f->eio_max)) {
         t->eio_injected++;
         return -EIO;
@@ -219,7 +223,7 @@ static int64_t inject(nvme_tier *t, int64_t res)
 /* One attempt of r ended with res (bytes, or -errno): continue, retry or end it. */
 static void finish_attempt(nvme_tier *t, nvme_read *r, int64_t res)
 {
-    res = inject(t, res);
+    res = inject(t, r, res);
     if (res == -EINTR || res == -EAGAIN) {
         backlog_push(t, r, 1);
         return;

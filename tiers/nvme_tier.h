@@ -26,7 +26,9 @@ typedef enum io_mode { IO_AUTO, IO_URING, IO_PREAD } io_mode;
 
 /* Injected faults, for the fault-injection tests (MOETIER_IO_FAULT, see
  * nvme_fault_from_env): every Nth read attempt fails with EIO (at most eio_max
- * times when eio_max > 0) or returns only part of what was asked. */
+ * times when eio_max > 0; with N > 1 never a read's last attempt, so the error
+ * is transient, while N = 1 is a dead disk) or returns only part of what was
+ * asked. */
 typedef struct nvme_fault {
     int eio_every, eio_max;
     int short_every;

@@ -18,8 +18,10 @@ typedef struct tiered {
     int *reserved_keys;
     int n_reserved, max_reserved;
     tier_layer_stats *stats;    /* [n_layers] */
-    /* predicted reads in flight: slot and key, each holding one pin */
-    int *spec_slots, *spec_keys;
+    /* predicted reads in flight: their slots, each holding the pin marked in
+     * spec_pin (an entry whose mark is gone lost its slot to a failed read) */
+    int *spec_slots;
+    unsigned char *spec_pin;    /* [n_slots] */
     int n_spec;
     unsigned char *spec_unused; /* [n_keys] read on a prediction, not used yet */
     unsigned char *missed;      /* [n_keys] its last pin started a read */
@@ -67,6 +69,20 @@ static int pin_key(tiered *t, int layer, int expert)
     return s;
 }
 
+/* A failed read frees its slot with every pin on it: the prediction's and the
+ * announcement's go too, so a later get() reads the expert again (and reports
+ * the error if it persists) instead of finding a reservation without a slot. */
+static void drop_failed(tiered *t, int s)
+{
+    int key = t->cache.key_of_slot[s];
+    if (key >= 0) {
+        t->reserved[key] = 0;
+        t->spec_unused[key] = 0;
+    }
+    t->spec_pin[s] = 0;
+    expert_cache_discard(&t->cache, s);
+}
+
 /* Waits until slot s is READY; on a failed read the slot is freed. */
 static int settle(tiered *t, int layer, int s, errbuf *e)
 {
@@ -77,7 +93,7 @@ static int settle(tiered *t, int layer, int s, errbuf *e)
     if (layer >= 0)
         t->stats[layer].stall_seconds += now_seconds() - t0;
     if (rc) {
-        expert_cache_discard(&t->cache, s);
+        drop_failed(t, s);
         return -1;
     }
     expert_cache_ready(&t->cache, s);
@@ -91,20 +107,19 @@ static void reap_speculative(tiered *t, int all)
 {
     int k = 0;
     for (int i = 0; i < t->n_spec; i++) {
-        int s = t->spec_slots[i], key = t->spec_keys[i];
-        if (t->cache.key_of_slot[s] != key)
-            continue;   /* its read failed and get() freed the slot */
+        int s = t->spec_slots[i];
+        if (!t->spec_pin[s])
+            continue;   /* its read failed and freed the slot */
         nvme_state rs = t->reads[s].state;
         if (!all && t->cache.state[s] == SLOT_LOADING && rs != NVME_DONE && rs != NVME_FAILED) {
-            t->spec_slots[k] = s;
-            t->spec_keys[k++] = key;
+            t->spec_slots[k++] = s;
             continue;
         }
         errbuf ignored;
-        if (settle(t, -1, s, &ignored) == 0)
+        if (settle(t, -1, s, &ignored) == 0) {
+            t->spec_pin[s] = 0;
             expert_cache_release(&t->cache, s);
-        else
-            t->spec_unused[key] = 0;
+        }
     }
     t->n_spec = k;
 }
@@ -146,8 +161,8 @@ static void pump_speculative(tiered *t)
             t->spec_unused[evicted] = 0;
         start_read(t, layer, expert, s);
         t->spec_unused[key] = 1;
-        t->spec_slots[t->n_spec] = s;
-        t->spec_keys[t->n_spec++] = key;
+        t->spec_pin[s] = 1;
+        t->spec_slots[t->n_spec++] = s;
         t->spec.reads++;
         busy++;
         started = 1;
@@ -234,6 +249,7 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
         t->spec.used++;
     }
     if (t->reserved[key]) {
+        /* a reserved key keeps its slot: a failed read drops the reservation */
         t->reserved[key] = 0;
         s = expert_cache_find(&t->cache, key);
     } else {
@@ -318,7 +334,7 @@ static void tiered_destroy(expert_source *src)
     free(t->reserved);
     free(t->reserved_keys);
     free(t->spec_slots);
-    free(t->spec_keys);
+    free(t->spec_pin);
     free(t->spec_unused);
     free(t->missed);
     free(t->pend_layer);
@@ -391,7 +407,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         !(t->reserved = calloc((size_t)n_keys, 1)) ||
         !(t->reserved_keys = malloc((size_t)slots * sizeof(int))) ||
         !(t->spec_slots = malloc((size_t)slots * sizeof(int))) ||
-        !(t->spec_keys = malloc((size_t)slots * sizeof(int))) ||
+        !(t->spec_pin = calloc((size_t)slots, 1)) ||
         !(t->spec_unused = calloc((size_t)n_keys, 1)) ||
         !(t->missed = calloc((size_t)n_keys, 1)) ||
         !(t->pend_layer = malloc((size_t)slots * sizeof(int))) ||

@@ -405,6 +405,65 @@ Test(tiers, persistent_eio_is_an_error, .timeout = 60)
     free_fixture(&f);
 }
 
+/* The first two layers of the store that hold routed experts. */
+static void moe_layers_of(const store *st, int *a, int *b)
+{
+    *a = *b = -1;
+    for (int l = 0; l < st->n_layers && *b < 0; l++)
+        if (store_blob_at(st, l, 0)->file != UINT32_MAX) {
+            if (*a < 0)
+                *a = l;
+            else
+                *b = l;
+        }
+    cr_assert_geq(*b, 0, "the model has fewer than two MoE layers");
+}
+
+/* A predicted read that the layer's announcement (prefetch) also pinned, failing
+ * for good while later predictions are pumped: its slot is freed with both pins,
+ * and get() reads the expert again and reports the I/O error. (The freed slot
+ * used to leave the announcement's pin behind: get() then found no slot and read
+ * the slot tables at index -1.) */
+Test(tiers, failed_predicted_read_that_was_also_announced, .timeout = 60)
+{
+    fixture f = make_fixture("specfail");
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
+    int la, lb;
+    moe_layers_of(&st, &la, &lb);
+    io_mode modes[] = {IO_AUTO, IO_PREAD};
+    setenv("MOETIER_IO_FAULT", "eio=1", 1);
+    for (int m = 0; m < 2; m++) {
+        tiered_options o = {.dram_slots = 8, .spec_slots = 2};
+        nvme_options_default(&o.io);
+        o.io.mode = modes[m];
+        cr_assert_eq(nvme_fault_from_env(&o.io.fault, &e), 0, "%s", e.msg);
+        expert_source src;
+        cr_assert_eq(tiered_source_open(&src, &st, &o, &e), 0, "%s", e.msg);
+        cr_assert_not_null(src.speculate, "no speculation with 8 slots");
+        int x = 3, y = 5;
+        expert_source_speculate(&src, lb, &x, 1);  /* its read starts */
+        expert_source_prefetch(&src, lb, &x, 1);   /* and the announcement pins it too */
+        /* predictions for another layer pump the reads: x's fails for good */
+        for (int i = 0; i < 100; i++) {
+            usleep(1000);
+            expert_source_speculate(&src, la, &y, 1);
+        }
+        expert_view v;
+        errbuf ge = {{0}};
+        cr_expect_neq(expert_source_get(&src, lb, x, &v, &ge), 0, "the failed read was served");
+        cr_expect(strstr(ge.msg, "I/O error") != NULL, "error '%s' is not the I/O error", ge.msg);
+        src.destroy(&src);
+    }
+    unsetenv("MOETIER_IO_FAULT");
+    store_close(&st);
+    model_weights_close(&mw);
+    free_fixture(&f);
+}
+
 static void flip_byte(const char *path, long offset)
 {
     int fd = open(path, O_RDWR);
