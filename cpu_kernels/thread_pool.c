@@ -13,6 +13,9 @@
 
 struct thread_pool {
     int n;
+    int *core;                  /* [n] the core each worker is placed on, -1: none */
+    int *node;                  /* [n] the OS number of that core's NUMA node, -1: unknown */
+    int n_nodes;                /* distinct nodes among the workers */
     pthread_t *threads;
     hwloc_topology_t topo;
     int have_topo, pinned;
@@ -32,14 +35,62 @@ typedef struct worker_arg {
 
 static void pin_self(thread_pool *p, int index)
 {
-    if (!p->have_topo)
+    if (!p->pinned || p->core[index] < 0)
         return;
-    int cores = hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_CORE);
-    if (cores < 1)
-        return;
-    hwloc_obj_t core = hwloc_get_obj_by_type(p->topo, HWLOC_OBJ_CORE, index % cores);
+    hwloc_obj_t core = hwloc_get_obj_by_type(p->topo, HWLOC_OBJ_CORE, (unsigned)p->core[index]);
     if (core && core->cpuset && hwloc_set_cpubind(p->topo, core->cpuset, HWLOC_CPUBIND_THREAD) != 0)
         p->pinned = 0;
+}
+
+/* Places worker i on a core, taking the NUMA nodes in turn (worker 0 on node A,
+ * 1 on node B, 2 on A, ...): with fewer threads than cores every node's memory
+ * bandwidth is still used, and each node's threads compute the experts its
+ * memory holds (ffn_cpu). With one node this is core i. */
+static void place_workers(thread_pool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        p->core[i] = p->node[i] = -1;
+    int cores = p->have_topo ? hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_CORE) : 0;
+    if (cores < 1)
+        return;
+    int *core_node = malloc((size_t)cores * sizeof *core_node),
+        *nodes = malloc((size_t)cores * sizeof *nodes), *used = calloc((size_t)cores, sizeof *used);
+    if (!core_node || !nodes || !used) {
+        free(core_node);
+        free(nodes);
+        free(used);
+        return;
+    }
+    int nn = 0;
+    for (int c = 0; c < cores; c++) {
+        hwloc_obj_t o = hwloc_get_obj_by_type(p->topo, HWLOC_OBJ_CORE, (unsigned)c);
+        core_node[c] = o && o->nodeset ? hwloc_bitmap_first(o->nodeset) : -1;
+        int k = 0;
+        while (k < nn && nodes[k] != core_node[c])
+            k++;
+        if (k == nn)
+            nodes[nn++] = core_node[c];
+    }
+    /* worker i: node i % nn, that node's next free core (all taken: start over) */
+    for (int i = 0; i < p->n; i++) {
+        int want = nodes[i % nn], pick = -1;
+        for (int round = 0; round < 2 && pick < 0; round++) {
+            for (int c = 0; c < cores && pick < 0; c++)
+                if (core_node[c] == want && !used[c])
+                    pick = c;
+            if (pick < 0)
+                for (int c = 0; c < cores; c++)
+                    if (core_node[c] == want)
+                        used[c] = 0;
+        }
+        used[pick] = 1;
+        p->core[i] = pick;
+        p->node[i] = want;
+    }
+    p->n_nodes = nn < p->n ? nn : p->n;
+    free(core_node);
+    free(nodes);
+    free(used);
 }
 
 static void *worker_main(void *arg)
@@ -88,12 +139,19 @@ int thread_pool_create(thread_pool **out, int n_threads, errbuf *e)
             n_threads = 1;
     }
     p->n = n_threads;
-    p->pinned = p->have_topo;
+    p->n_nodes = 1;
+    /* a topology that is not this machine's (HWLOC_SYNTHETIC, for tests) places
+     * the workers but cannot bind them */
+    p->pinned = p->have_topo && hwloc_topology_is_thissystem(p->topo);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done_cv, NULL);
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
-    if (!p->threads) {
+    p->core = malloc((size_t)n_threads * sizeof *p->core);
+    p->node = malloc((size_t)n_threads * sizeof *p->node);
+    if (p->core && p->node)
+        place_workers(p);
+    if (!p->threads || !p->core || !p->node) {
         thread_pool_destroy(p);
         return err_set(e, "out of memory");
     }
@@ -157,6 +215,8 @@ void thread_pool_destroy(thread_pool *p)
         if (p->threads && p->threads[i])
             pthread_join(p->threads[i], NULL);
     free(p->threads);
+    free(p->core);
+    free(p->node);
     if (p->have_topo)
         hwloc_topology_destroy(p->topo);
     pthread_mutex_destroy(&p->mu);
@@ -173,6 +233,16 @@ int thread_pool_size(const thread_pool *p)
 int thread_pool_pinned(const thread_pool *p)
 {
     return p->pinned && p->n > 1;
+}
+
+int thread_pool_worker_node(const thread_pool *p, int worker)
+{
+    return p->node[worker];
+}
+
+int thread_pool_nodes(const thread_pool *p)
+{
+    return p->n_nodes;
 }
 
 void pool_split(int n, int align, int worker, int n_workers, int *begin, int *end)

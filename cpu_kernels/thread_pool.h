@@ -2,7 +2,8 @@
  *
  * The calling thread is worker 0 and the pool adds n - 1 workers, each pinned to
  * its own core with hwloc when the machine allows (otherwise left to the
- * scheduler). thread_pool_run(fn, ctx) calls fn(ctx, i, n) on every worker i and
+ * scheduler), the NUMA nodes taken in turn (workers 0, 1, 2, 3 on nodes A, B, A,
+ * B of a two-node machine; worker 0 is only counted on its node, not bound). thread_pool_run(fn, ctx) calls fn(ctx, i, n) on every worker i and
  * returns when all have finished, so a kernel splits its rows by i. Workers spin
  * briefly before sleeping, because a forward pass issues thousands of short runs
  * back to back. */
@@ -20,6 +21,10 @@ void thread_pool_destroy(thread_pool *p);
 int thread_pool_size(const thread_pool *p);
 /* Whether workers are pinned to cores (for the run banner). */
 int thread_pool_pinned(const thread_pool *p);
+/* The OS number of worker's NUMA node (-1: unknown), and how many distinct
+ * nodes the workers are on (1 without a topology). */
+int thread_pool_worker_node(const thread_pool *p, int worker);
+int thread_pool_nodes(const thread_pool *p);
 void thread_pool_run(thread_pool *p, pool_fn fn, void *ctx);
 /* Splits [0, n) into n_workers nearly equal parts, each a multiple of `align`
  * (except the last); sets [*begin, *end) of part i. */

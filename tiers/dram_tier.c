@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <numa.h>
+#include <numaif.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -15,14 +16,62 @@ int numa_policy_parse(const char *s, numa_policy *out)
         *out = NUMA_LOCAL;
     else if (!strcmp(s, "interleave"))
         *out = NUMA_INTERLEAVE;
+    else if (!strcmp(s, "split"))
+        *out = NUMA_SPLIT;
     else
         return -1;
     return 0;
 }
 
-int dram_arena_alloc(dram_arena *a, uint64_t bytes, numa_policy p, FILE *log, errbuf *e)
+void dram_split_starts(int n_units, int n_nodes, int *start)
+{
+    start[0] = 0;
+    for (int k = 0; k < n_nodes; k++)     /* node k holds the slots i with i % n_nodes == k */
+        start[k + 1] = start[k] + (n_units - k + n_nodes - 1) / n_nodes;
+}
+
+int dram_split_position(const int *start, int n_nodes, int i)
+{
+    return start[i % n_nodes] + i / n_nodes;
+}
+
+/* The nodes that have both memory this process may use and CPUs. */
+static int nodes_with_cpus(int *os)
+{
+    int n = 0;
+    struct bitmask *cpus = numa_allocate_cpumask();
+    if (!cpus)
+        return 0;
+    for (int node = 0; node <= numa_max_node() && node < DRAM_MAX_NODES; node++)
+        if (numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)node) &&
+            numa_node_to_cpus(node, cpus) == 0 && numa_bitmask_weight(cpus) > 0)
+            os[n++] = node;
+    numa_free_cpumask(cpus);
+    return n;
+}
+
+/* Each node's share of the slots prefers that node (preferred, not bound: a
+ * full node spills over instead of failing). */
+static void place_split(dram_arena *a, FILE *log)
+{
+    dram_split_starts(a->n_units, a->n_split, a->start);
+    for (int k = 0; k < a->n_split; k++) {
+        uint64_t len = (uint64_t)(a->start[k + 1] - a->start[k]) * a->unit;
+        unsigned long mask[DRAM_MAX_NODES / (8 * sizeof(unsigned long)) + 1] = {0};
+        mask[a->node_os[k] / (8 * (int)sizeof(unsigned long))] |=
+            1ul << (a->node_os[k] % (8 * (int)sizeof(unsigned long)));
+        if (len && mbind(a->base + (uint64_t)a->start[k] * a->unit, len, MPOL_PREFERRED, mask,
+                         8 * sizeof mask, 0) != 0 && log)
+            fprintf(log, "moetier: could not place the DRAM tier's share on NUMA node %d: %s\n",
+                    a->node_os[k], strerror(errno));
+    }
+}
+
+int dram_arena_alloc(dram_arena *a, int n_units, uint64_t unit, numa_policy p, FILE *log,
+                     errbuf *e)
 {
     memset(a, 0, sizeof *a);
+    uint64_t bytes = (uint64_t)n_units * unit;
     if (bytes == 0)
         return 0;
     void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -32,15 +81,23 @@ int dram_arena_alloc(dram_arena *a, uint64_t bytes, numa_policy p, FILE *log, er
                        strerror(errno));
     a->base = m;
     a->bytes = bytes;
+    a->unit = unit;
+    a->n_units = n_units;
     a->numa_nodes = numa_available() < 0 ? 1 : numa_num_configured_nodes();
+    int os[DRAM_MAX_NODES], n_os = a->numa_nodes > 1 ? nodes_with_cpus(os) : 0;
     if (a->numa_nodes <= 1) {
         a->placement = "one NUMA node";
     } else if (p == NUMA_LOCAL) {
         numa_setlocal_memory(m, bytes);
         a->placement = "local NUMA node";
-    } else {
+    } else if (p == NUMA_INTERLEAVE || n_os < 2 || n_units < n_os) {
         numa_interleave_memory(m, bytes, numa_all_nodes_ptr);
         a->placement = "interleaved across NUMA nodes";
+    } else {
+        a->n_split = n_os;
+        memcpy(a->node_os, os, (size_t)n_os * sizeof *os);
+        place_split(a, log);
+        a->placement = "split by slot across NUMA nodes";
     }
     madvise(m, bytes, MADV_HUGEPAGE);   /* fewer TLB misses when kernels stream blobs */
     if (mlock(m, bytes) == 0) {
@@ -56,6 +113,17 @@ int dram_arena_alloc(dram_arena *a, uint64_t bytes, numa_policy p, FILE *log, er
             fprintf(log, "moetier: could not lock the DRAM tier: %s\n", strerror(errno));
     }
     return 0;
+}
+
+uint8_t *dram_arena_unit(const dram_arena *a, int i)
+{
+    int pos = a->n_split ? dram_split_position(a->start, a->n_split, i) : i;
+    return a->base + (uint64_t)pos * a->unit;
+}
+
+int dram_arena_node(const dram_arena *a, int i)
+{
+    return a->n_split ? a->node_os[i % a->n_split] : -1;
 }
 
 void dram_arena_free(dram_arena *a)

@@ -28,6 +28,7 @@ typedef struct expert_view {
     unsigned char origin;
     uint32_t bytes_read;
     float stall_s;
+    int node;                   /* OS number of the NUMA node holding it, -1: unknown */
 } expert_view;
 
 typedef struct expert_source {

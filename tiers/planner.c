@@ -13,7 +13,8 @@ const char *const tier_flags_usage =
     "  --store DIR          expert store (default: DIR/" DEFAULT_STORE_NAME " when present)\n"
     "  --dram-gb X          GB of RAM for routed experts (default: what the machine has free)\n"
     "  --io MODE            store reads: auto, uring or pread (default auto)\n"
-    "  --numa MODE          DRAM tier placement: auto, local or interleave (default auto)\n"
+    "  --numa MODE          DRAM tier placement: auto, split, interleave or local\n"
+    "                       (default auto: split with several nodes)\n"
     "  --policy P           DRAM tier eviction: lru (default), lfu (frequency with aging)\n"
     "  --lookahead N        predict the experts of the next N MoE layers with their\n"
     "                       routers and read them from the store early (default 1,\n"
@@ -80,7 +81,7 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
             return -1;
         }
     } else if (numa_policy_parse(v, &f->numa)) {
-        fprintf(stderr, "moetier: --numa expects auto, local or interleave, got '%s'\n", v);
+        fprintf(stderr, "moetier: --numa expects auto, split, interleave or local, got '%s'\n", v);
         return -1;
     }
     return 1;

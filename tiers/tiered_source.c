@@ -34,7 +34,7 @@ typedef struct tiered {
 
 static uint8_t *slot_ptr(const tiered *t, int slot)
 {
-    return t->arena.base + (uint64_t)slot * t->st->layout.slot_bytes;
+    return dram_arena_unit(&t->arena, slot);
 }
 
 /* Queues the read of (layer, expert) into slot s. */
@@ -267,6 +267,7 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
     store_layout_view(&st->layout, slot_ptr(t, s), out);
     out->origin = early ? EXPERT_EARLY : t->missed[key] ? EXPERT_STORE : EXPERT_DRAM;
     out->bytes_read = out->origin == EXPERT_DRAM ? 0 : (uint32_t)st->layout.slot_bytes;
+    out->node = dram_arena_node(&t->arena, s);
     out->stall_s = (float)(now_seconds() - t0);
     return 0;
 }
@@ -416,7 +417,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
         tiered_destroy(out);
         return err_set(e, "out of memory");
     }
-    if (dram_arena_alloc(&t->arena, (uint64_t)slots * st->layout.slot_bytes, o->numa, o->log, e) ||
+    if (dram_arena_alloc(&t->arena, slots, st->layout.slot_bytes, o->numa, o->log, e) ||
         nvme_tier_open(&t->nvme, st, &o->io, e)) {
         tiered_destroy(out);
         return -1;

@@ -44,6 +44,7 @@ typedef struct ffn_job {
     const float *x;
     int T;
     float *out;
+    int node;                   /* OS number of the NUMA node holding the weights, -1: unknown */
 } ffn_job;
 
 typedef struct backend_ops {

@@ -326,7 +326,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
             float *in = en->gath + (size_t)rows * (size_t)h;
             o->gather_rows(en->be, en->xn, en->disp_tok + start[x], n, h, in);
             en->group_jobs[g] = (ffn_job){&v->gate, &v->up, &v->down, in, n,
-                                          en->eout + (size_t)rows * (size_t)h};
+                                          en->eout + (size_t)rows * (size_t)h, v->node};
             rows += n;
             g++;
         }

@@ -315,6 +315,7 @@ static int checkpoint_source_get(expert_source *s, int layer, int expert, expert
     out->origin = EXPERT_MAPPED;
     out->bytes_read = 0;
     out->stall_s = 0;
+    out->node = -1;     /* the page cache's pages, wherever they are */
     return 0;
 }
 

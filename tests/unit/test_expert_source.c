@@ -48,6 +48,7 @@ static int copying_get(expert_source *s, int layer, int expert, expert_view *out
     out->gate = copy_linear(&v.gate, &cs->data[0], &cs->scale[0]);
     out->up = copy_linear(&v.up, &cs->data[1], &cs->scale[1]);
     out->down = copy_linear(&v.down, &cs->data[2], &cs->scale[2]);
+    out->node = -1;
     cs->outstanding++;
     cs->gets++;
     return 0;
