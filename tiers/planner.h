@@ -20,7 +20,7 @@ typedef struct tier_flags {
     double dram_gb;             /* --dram-gb, when dram_gb_set */
     int dram_gb_set;            /* 0: automatic */
     io_mode io;                 /* --io auto|uring|pread */
-    numa_policy numa;           /* --numa auto|local|interleave */
+    numa_policy numa;           /* --numa auto|split|interleave|local */
     int stats;                  /* --stats */
     const char *policy;         /* --policy: DRAM tier eviction (NULL: lru) */
     int lookahead;              /* --lookahead N, when lookahead_set */

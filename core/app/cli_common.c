@@ -238,7 +238,7 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     if (log)
         tier_plan_print(&m->plan, log);
     uint64_t want, moved, locked;
-    model_weights_make_dense_resident(&m->mw, &want, &moved, &locked);
+    model_weights_make_dense_resident(&m->mw, f->tiers.numa != NUMA_LOCAL, &want, &moved, &locked);
     if (log && locked < want)
         fprintf(log, "moetier: locked %.2f of %.2f GB of dense weights in RAM (RLIMIT_MEMLOCK); "
                 "the rest may be paged out and read again from disk\n", locked / 1e9, want / 1e9);

@@ -2,6 +2,7 @@
 #include "model_weights.h"
 
 #include <limits.h>
+#include <numa.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,7 +342,7 @@ static int is_routed_expert(const char *name)
 /* Moves [a, a + len) of a file mapping into anonymous memory at the same address:
  * a copy aligned like the destination modulo 2 MB (so transparent huge pages
  * survive the move), then mremap over the file pages. */
-static int move_to_anonymous(uint8_t *a, size_t len)
+static int move_to_anonymous(uint8_t *a, size_t len, int interleave)
 {
     uint8_t *raw = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -353,6 +354,8 @@ static int move_to_anonymous(uint8_t *a, size_t len)
         munmap(raw, off);
     munmap(tmp + len, HUGE_PAGE - off);
     madvise(tmp, len, MADV_HUGEPAGE);
+    if (interleave)
+        numa_interleave_memory(tmp, len, numa_all_nodes_ptr);
     madvise(a, len, MADV_WILLNEED);
     memcpy(tmp, a, len);
     if (mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, a) == MAP_FAILED) {
@@ -362,10 +365,11 @@ static int move_to_anonymous(uint8_t *a, size_t len)
     return 0;
 }
 
-void model_weights_make_dense_resident(const model_weights *m, uint64_t *wanted, uint64_t *moved,
-                                       uint64_t *locked)
+void model_weights_make_dense_resident(const model_weights *m, int interleave, uint64_t *wanted,
+                                       uint64_t *moved, uint64_t *locked)
 {
     uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    interleave = interleave && numa_available() >= 0 && numa_num_configured_nodes() > 1;
     *wanted = *moved = *locked = 0;
     for (int i = 0; i < m->ckpt.n_tensors; i++) {
         const st_tensor *t = m->ckpt.by_name[i];
@@ -375,7 +379,7 @@ void model_weights_make_dense_resident(const model_weights *m, uint64_t *wanted,
         /* whole pages only: a page shared with a neighbour stays file-backed */
         uintptr_t a = ((uintptr_t)t->data + pg - 1) & ~(pg - 1);
         uintptr_t b = ((uintptr_t)t->data + t->nbytes) & ~(pg - 1);
-        if (b > a && move_to_anonymous((uint8_t *)a, b - a) == 0)
+        if (b > a && move_to_anonymous((uint8_t *)a, b - a, interleave) == 0)
             *moved += b - a;
         uintptr_t la = (uintptr_t)t->data & ~(pg - 1);
         uintptr_t lb = ((uintptr_t)t->data + t->nbytes + pg - 1) & ~(pg - 1);

@@ -60,10 +60,13 @@ int model_weights_expert(const model_weights *m, int layer, int expert, expert_v
  * are copied into anonymous memory at the same addresses (so every view stays
  * valid), with transparent huge pages (the kernels stream them: fewer TLB misses
  * than page-cache pages), and locked, so decode never waits for the disk and the
- * page cache may drop the file. Best effort: what cannot be moved or locked stays
- * as it was. Bytes asked for, moved and locked come back. */
-void model_weights_make_dense_resident(const model_weights *m, uint64_t *wanted, uint64_t *moved,
-                                       uint64_t *locked);
+ * page cache may drop the file. With `interleave` and several NUMA nodes the copy
+ * is spread page by page over the nodes: every thread reads every dense matrix,
+ * so all nodes' bandwidth then serves it instead of one node's. Best effort: what
+ * cannot be moved or locked stays as it was. Bytes asked for, moved and locked
+ * come back. */
+void model_weights_make_dense_resident(const model_weights *m, int interleave, uint64_t *wanted,
+                                       uint64_t *moved, uint64_t *locked);
 
 /* An expert_source reading from the checkpoint's mapping (no copies). */
 int model_weights_expert_source(model_weights *m, expert_source *out);
