@@ -155,6 +155,7 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
         {WF_F16, 19, 45, 0, 0},       {WF_F16, 64, 128, 0, 0},
         {WF_FP8_BLOCK, 130, 300, 128, 0}, {WF_FP8_BLOCK, 256, 256, 128, 0},
         {WF_FP8_BLOCK, 50, 70, 16, 0},    {WF_FP8_BLOCK, 40, 100, 24, 0},  /* 24: reference path */
+        {WF_FP8_BLOCK, 70, 356, 128, 0},  /* a last block of a 64-chunk and a 36-column tail */
         {WF_INT4_GROUP, 45, 256, 0, 32},  {WF_INT4_GROUP, 64, 512, 0, 64},
         {WF_INT4_GROUP, 17, 96, 0, 32},   {WF_INT4_GROUP, 20, 100, 0, 20}, /* reference path */
         /* 128-column chunks then 32-blocks; groups of 128 and of 256 (half a group per chunk) */
