@@ -73,45 +73,48 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
     }
 }
 
-TGT INL __m256 load_fp8_scaled8(const uint8_t *p, __m256 sv)
+/* ---- FP8 128x128 blocks ----
+ * x arrives times 2^k (linear_prepare), so a code needs no multiply: its bits
+ * placed in a float32's fields read as its value times 2^-120, the products are
+ * the true ones times 2^(k - 120), each block's sum is multiplied by its scale
+ * and the row's by 2^(120 - k) (powers of two: exact). One vector op per
+ * 8 codes fewer than multiplying every code by its scale. */
+
+/* 8 E4M3 codes at p as value * 2^-120, NaN codes as NaN */
+TGT INL __m256 load_fp8_8(const uint8_t *p)
 {
     __m128i b = _mm_loadl_epi64((const __m128i *)p);
     __m256i v = _mm256_slli_epi32(_mm256_cvtepu8_epi32(b), 24);
-    __m256i sign = _mm256_and_si256(v, _mm256_set1_epi32((int)0x80000000u));
-    __m256i mag = _mm256_srli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7f000000)), 4);
-    __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(mag), sv);
-    f = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(f), sign));
+    __m256i f = _mm256_and_si256(_mm256_srai_epi32(v, 4), _mm256_set1_epi32((int)0x87f00000u));
+    __m256i mag = _mm256_and_si256(f, _mm256_set1_epi32(0x7ff00000));
     __m256 nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x07f00000)));
-    return _mm256_blendv_ps(f, _mm256_set1_ps(NAN), nan);
+    return _mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_set1_ps(NAN), nan);
 }
 
-/* 8 E4M3 codes (the top bytes of q's dwords) times sv, where sv = block scale *
- * 2^120: an arithmetic shift by 4 moves exponent and mantissa into a float32's
- * fields and smears the sign over the four bits the mask clears. NaN codes are
- * not handled: the caller checks for them. */
-TGT INL __m256 fp8_top_bytes(__m256i q, __m256 sv)
+/* 8 E4M3 codes (the top bytes of q's dwords) as value * 2^-120: an arithmetic
+ * shift by 4 moves exponent and mantissa into a float32's fields and smears the
+ * sign over the four bits the mask clears. NaN codes are not handled: the caller
+ * looks for them. */
+TGT INL __m256 fp8_top_bytes(__m256i q)
 {
-    __m256i f = _mm256_and_si256(_mm256_srai_epi32(q, 4), _mm256_set1_epi32((int)0x87f00000u));
-    return _mm256_mul_ps(_mm256_castsi256_ps(f), sv);
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_srai_epi32(q, 4), _mm256_set1_epi32((int)0x87f00000u)));
 }
 
-/* 32 codes at p; 1 when one of them is a NaN (magnitude 0x7f) */
-TGT INL int fp8_any_nan32(const uint8_t *p)
+/* x: each token's times its 2^k (up[t] = 2^(120 - k)), each whole 32-column
+ * chunk of a block transposed as 8 x 4 when p->fp8_x32 (x[8k + i] = x[4i + k]),
+ * the rest as is. Then 32 codes take one load, and code k of every dword comes
+ * to its top byte with one shift. A
+ * NaN code makes the row NaN, as in the reference: the chunks only note whether
+ * one went by (a byte of code | 0x80 that is 0xff). */
+TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, const float *x,
+                      const float *up, size_t xs, const int nt, float *out)
 {
-    __m256i m = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)p), _mm256_set1_epi8(0x7f));
-    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(0x7f))) != 0;
-}
-
-/* x: natural order; xp: when set, each whole 32-column chunk of a block
- * transposed as 8 x 4 (xp[8k + i] = x[4i + k], linear_prepare), the rest as is.
- * Then 32 codes take one load, and code k of every dword comes to its top byte
- * with one shift, instead of a widening shuffle per 8 codes. */
-TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, const float *xp, size_t xs,
-                      const int nt, float *out)
-{
-    int cols = w->cols, bc = w->block_cols;
+    int cols = w->cols, bc = w->block_cols, whole = p->fp8_x32;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
     const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+    const __m256i top = _mm256_set1_epi8((char)0x80);
+    __m256i seen = _mm256_setzero_si256();
     __m256 a0[4], a1[4];
     int tail_from = cols;
     float tail_scale = 0;
@@ -122,24 +125,20 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, const float
         int c1 = c0 + bc < cols ? c0 + bc : cols;
         float s;
         memcpy(&s, srow + b, 4);
-        int fold = fabsf(s) < 0x1p7f;
-        __m256 sv = _mm256_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
-        __m256 post = _mm256_set1_ps(fold ? 1.0f : s);
         __m256 g0[4], g1[4];
         UNROLL
         for (int t = 0; t < nt; t++)
             g0[t] = g1[t] = _mm256_setzero_ps();
         int c = c0;
-        for (; xp && c + 32 <= c1; c += 32) {
-            if (fp8_any_nan32(row + c))
-                break;  /* the per-8 path below turns NaN codes into NaN */
+        for (; whole && c + 32 <= c1; c += 32) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(row + c));
+            seen = _mm256_max_epu8(seen, _mm256_or_si256(q, top));
             UNROLL
             for (int k = 0; k < 4; k++) {
-                __m256 wk = fp8_top_bytes(k == 3 ? q : _mm256_slli_epi32(q, 24 - 8 * k), sv);
+                __m256 wk = fp8_top_bytes(k == 3 ? q : _mm256_slli_epi32(q, 24 - 8 * k));
                 UNROLL
                 for (int t = 0; t < nt; t++) {
-                    __m256 xk = _mm256_loadu_ps(xp + t * xs + c + 8 * k);
+                    __m256 xk = _mm256_loadu_ps(x + t * xs + c + 8 * k);
                     if (k & 1)
                         g1[t] = _mm256_fmadd_ps(wk, xk, g1[t]);
                     else
@@ -147,40 +146,32 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, const float
                 }
             }
         }
-        if (xp && c + 32 <= c1) {
-            /* a chunk with a NaN code: its x is transposed, so the per-8 path below
-             * would pair the wrong columns; the NaN makes the row NaN anyway */
-            UNROLL
-            for (int t = 0; t < nt; t++)
-                g0[t] = _mm256_set1_ps(NAN);
-            c = c1;
-        }
-        if (xp)
-            x = xp;     /* the columns past the last whole chunk are in natural order */
         for (; c + 16 <= c1; c += 16) {
-            __m256 w0 = load_fp8_scaled8(row + c, sv), w1 = load_fp8_scaled8(row + c + 8, sv);
+            __m256 w0 = load_fp8_8(row + c), w1 = load_fp8_8(row + c + 8);
             UNROLL
             for (int t = 0; t < nt; t++) {
                 g0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + c), g0[t]);
                 g1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + c + 8), g1[t]);
             }
         }
+        __m256 sv = _mm256_set1_ps(s);
         UNROLL
         for (int t = 0; t < nt; t++) {
-            a0[t] = _mm256_fmadd_ps(g0[t], post, a0[t]);
-            a1[t] = _mm256_fmadd_ps(g1[t], post, a1[t]);
+            a0[t] = _mm256_fmadd_ps(g0[t], sv, a0[t]);
+            a1[t] = _mm256_fmadd_ps(g1[t], sv, a1[t]);
         }
         tail_from = c;
         tail_scale = s;
     }
+    int nan = _mm256_movemask_epi8(_mm256_cmpeq_epi8(seen, _mm256_set1_epi8((char)0xff))) != 0;
     /* fewer than 16 columns at the end of the last block, after the vector loop:
      * a call inside it would keep every accumulator in memory */
     UNROLL
     for (int t = 0; t < nt; t++) {
         float tail = 0;
         for (int k = tail_from; k < cols; k++)
-            tail += e4m3_to_f32(row[k]) * tail_scale * x[t * xs + (size_t)k];
-        out[t] = hsum8(_mm256_add_ps(a0[t], a1[t])) + tail;
+            tail += e4m3_to_f32(row[k]) * 0x1p-120f * x[t * xs + (size_t)k];
+        out[t] = nan ? NAN : (hsum8(_mm256_add_ps(a0[t], a1[t])) + tail * tail_scale) * up[t];
     }
 }
 
@@ -195,22 +186,36 @@ INL float bf16f(uint16_t h)
 }
 
 /* ---- INT4 (group size a multiple of 32, cols a multiple of 32) ----
- * 64 columns per 32-byte load: dword i holds the nibbles of columns 8i..8i+7,
- * a shift by 4k brings nibble k of every dword to its low bits, and a mask and
- * an integer conversion give v (0..15) exactly. x arrives transposed per
- * 64-chunk (x'[8k + i] = x[8i + k]), so lane i sums x v over its 8 columns;
- * the 8 of v - 8 comes off once per lane as 8 * the sum of those columns
- * (linear_prepare), then the lane is multiplied by its group's scale. A last
- * 32-block does the same four lanes wide. */
+ * 64 columns per 32-byte load: dword i holds the nibbles of columns 8i..8i+7.
+ * XOR with 8 turns each nibble v into the 4-bit two's complement of v - 8, so
+ * shifting nibble k to the top of its dword and back down arithmetically gives
+ * v - 8 as an exact integer, converted to float32. x arrives transposed per
+ * 64-chunk (x'[8k + i] = x[8i + k]), so lane i sums x (v - 8) over its 8
+ * columns, then the lane is multiplied by its group's scale. A last 32-block
+ * does the same four lanes wide. (Subtracting 8 * the sum of x once per 8
+ * columns instead lost the other columns' terms when a column with v = 8 had
+ * an outsized x.) */
+TGT INL __m256 int4_nibble8(__m256i q, int k)
+{
+    __m256i v = k < 7 ? _mm256_slli_epi32(q, 28 - 4 * k) : q;
+    return _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 28));
+}
+
+TGT INL __m128 int4_nibble4(__m128i q, int k)
+{
+    __m128i v = k < 7 ? _mm_slli_epi32(q, 28 - 4 * k) : q;
+    return _mm_cvtepi32_ps(_mm_srai_epi32(v, 28));
+}
+
 TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int t0, const int nt,
                        float *out)
 {
     int cols = w->cols, gs = w->group_size, c64 = cols / 64 * 64;
-    size_t xs = (size_t)cols, es = (size_t)cols / 8;
+    size_t xs = (size_t)cols;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4;
     const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
-    const float *xp = p->x_perm + (size_t)t0 * xs, *e8 = p->eight_sum + (size_t)t0 * es;
-    const __m256i low = _mm256_set1_epi32(0xf);
+    const float *xp = p->x_perm + (size_t)t0 * xs;
+    const __m256i flip = _mm256_set1_epi32((int)0x88888888u);
     __m256 acc[4];
     float tail[4] = {0, 0, 0, 0};
     UNROLL
@@ -218,7 +223,7 @@ TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int 
         acc[t] = _mm256_setzero_ps();
     for (int c = 0; c < c64; c += 64) {
         prefetch_l2(row + c / 2, PREFETCH_AHEAD);
-        __m256i q = _mm256_loadu_si256((const __m256i *)(row + c / 2));
+        __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(row + c / 2)), flip);
         __m256 sc = _mm256_set_m128(_mm_set1_ps(bf16f(srow[(c + 32) / gs])),
                                     _mm_set1_ps(bf16f(srow[c / gs])));
         __m256 ps[4][2];
@@ -227,33 +232,26 @@ TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int 
             ps[t][0] = ps[t][1] = _mm256_setzero_ps();
         UNROLL
         for (int k = 0; k < 8; k++) {
-            __m256i v = k ? _mm256_srli_epi32(q, 4 * k) : q;
-            __m256 wk = _mm256_cvtepi32_ps(_mm256_and_si256(v, low));
+            __m256 wk = int4_nibble8(q, k);
             UNROLL
             for (int t = 0; t < nt; t++)
                 ps[t][k & 1] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(xp + t * xs + c + 8 * k), ps[t][k & 1]);
         }
         UNROLL
-        for (int t = 0; t < nt; t++) {
-            __m256 lane = _mm256_sub_ps(_mm256_add_ps(ps[t][0], ps[t][1]),
-                                        _mm256_loadu_ps(e8 + t * es + c / 8));
-            acc[t] = _mm256_fmadd_ps(lane, sc, acc[t]);
-        }
+        for (int t = 0; t < nt; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_add_ps(ps[t][0], ps[t][1]), sc, acc[t]);
     }
     if (c64 < cols) {
         int c = c64;
-        __m128i q = _mm_loadu_si128((const __m128i *)(row + c / 2));
+        __m128i q = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(row + c / 2)),
+                                  _mm256_castsi256_si128(flip));
         float s = bf16f(srow[c / gs]);
         UNROLL
         for (int t = 0; t < nt; t++) {
             __m128 ps = _mm_setzero_ps();
             UNROLL
-            for (int k = 0; k < 8; k++) {
-                __m128i v = k ? _mm_srli_epi32(q, 4 * k) : q;
-                __m128 wk = _mm_cvtepi32_ps(_mm_and_si128(v, _mm_set1_epi32(0xf)));
-                ps = _mm_fmadd_ps(wk, _mm_loadu_ps(xp + t * xs + c + 4 * k), ps);
-            }
-            ps = _mm_sub_ps(ps, _mm_loadu_ps(e8 + t * es + c / 8));
+            for (int k = 0; k < 8; k++)
+                ps = _mm_fmadd_ps(int4_nibble4(q, k), _mm_loadu_ps(xp + t * xs + c + 4 * k), ps);
             ps = _mm_add_ps(ps, _mm_movehl_ps(ps, ps));
             tail[t] = _mm_cvtss_f32(_mm_add_ss(ps, _mm_movehdup_ps(ps))) * s;
         }
@@ -267,8 +265,7 @@ TGT INL void fp8_rows_tile(const linear_weight *w, const linear_prep *p, int r, 
                            const int nt, float *out)
 {
     size_t xs = (size_t)w->cols;
-    fp8_tile(w, r, p->x + (size_t)t0 * xs, p->x_perm ? p->x_perm + (size_t)t0 * xs : NULL, xs, nt,
-             out);
+    fp8_tile(w, p, r, p->x_perm + (size_t)t0 * xs, p->fp8_up + t0, xs, nt, out);
 }
 
 TGT INL void plain_rows_tile(const linear_weight *w, const linear_prep *p, int r, int t0,

@@ -3,6 +3,7 @@
  * linear_avx2.c. */
 #include "linear_kernels.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -100,8 +101,8 @@ size_t linear_prep_scratch(const linear_weight *w, int T)
     if (!linear_simd_ok(w))
         return 0;
     size_t n = (size_t)T * (size_t)w->cols + ALIGN_SLACK;
-    if (w->fmt == WF_INT4_GROUP)
-        n += (size_t)T * (size_t)(w->cols / 8);
+    if (w->fmt == WF_FP8_BLOCK)
+        n += (size_t)T;     /* AVX2: each token's power of two */
     return n;
 }
 
@@ -177,23 +178,40 @@ static int fp8_lut_slot(int e)
     return k * 16 + 4 * L + j;
 }
 
-/* AVX2 FP8: each whole 32-column chunk of a scale block transposed as 8 x 4,
- * x'[8k + i] = x[4i + k] (dword i of a 32-byte load holds codes 4i .. 4i + 3);
- * the rest as is. */
-static void transpose_fp8_x32(const linear_weight *w, const float *x, int T, float *dst)
+/* AVX2 FP8: each token's x times 2^k, k as large as keeps its finite |x| 2^k
+ * below 2^126 and at most 120 (the kernel's codes read as their values times
+ * 2^-120; products too small to matter against the token's largest may
+ * underflow, nothing else changes); each whole 32-column chunk of a scale block
+ * transposed as 8 x 4 when the blocks are whole chunks, x'[8k + i] = x[4i + k]
+ * (dword i of a 32-byte load holds codes 4i .. 4i + 3); the rest as is.
+ * Infinite and NaN x stay what they are. up[t] = 2^(120 - k) undoes it. */
+static void prepare_fp8_avx2(const linear_weight *w, const float *x, int T, float *dst,
+                             float *up, linear_prep *p)
 {
     size_t cols = (size_t)w->cols, bc = (size_t)w->block_cols;
+    p->fp8_x32 = bc % 32 == 0;
+    p->fp8_up = up;
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * cols;
         float *dt = dst + (size_t)t * cols;
+        float m = 0;
+        for (size_t i = 0; i < cols; i++) {
+            float a = fabsf(xt[i]);
+            if (a > m && a <= FLT_MAX)
+                m = a;
+        }
+        int k = m > 0 ? 125 - ilogbf(m) : 120;
+        k = k > 120 ? 120 : k;
+        float f = ldexpf(1.0f, k);
+        up[t] = ldexpf(1.0f, 120 - k);
         for (size_t c0 = 0; c0 < cols; c0 += bc) {
             size_t c1 = c0 + bc < cols ? c0 + bc : cols, c = c0;
-            for (; c + 32 <= c1; c += 32)
-                for (size_t k = 0; k < 4; k++)
+            for (; p->fp8_x32 && c + 32 <= c1; c += 32)
+                for (size_t j = 0; j < 4; j++)
                     for (size_t i = 0; i < 8; i++)
-                        dt[c + 8 * k + i] = xt[c + 4 * i + k];
+                        dt[c + 8 * j + i] = xt[c + 4 * i + j] * f;
             for (; c < c1; c++)
-                dt[c] = xt[c];
+                dt[c] = xt[c] * f;
         }
     }
 }
@@ -210,8 +228,8 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         return;
     size_t cols = (size_t)w->cols;
     scratch = line_aligned(scratch);
-    if (w->fmt == WF_FP8_BLOCK && path == KPATH_AVX2 && w->block_cols % 32 == 0) {
-        transpose_fp8_x32(w, x, T, scratch);
+    if (w->fmt == WF_FP8_BLOCK && path == KPATH_AVX2) {
+        prepare_fp8_avx2(w, x, T, scratch, scratch + (size_t)T * cols, p);
         p->x_perm = scratch;
         return;
     }
@@ -244,20 +262,11 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         }
         return;
     }
-    float *xp = scratch, *e8 = scratch + (size_t)T * cols;
-    p->x_perm = xp;
-    if (path == KPATH_AVX512) {
-        transpose_x128(x, T, cols, xp);
-        return;     /* it subtracts the 8 itself: no sums */
-    }
-    transpose_x64(x, T, cols, xp);
-    for (int t = 0; t < T; t++)
-        for (size_t j = 0; j < cols / 8; j++) {
-            const float *xj = x + (size_t)t * cols + 8 * j;
-            e8[(size_t)t * (cols / 8) + j] =
-                8.0f * (((xj[0] + xj[1]) + (xj[2] + xj[3])) + ((xj[4] + xj[5]) + (xj[6] + xj[7])));
-        }
-    p->eight_sum = e8;
+    p->x_perm = scratch;
+    if (path == KPATH_AVX512)
+        transpose_x128(x, T, cols, scratch);
+    else
+        transpose_x64(x, T, cols, scratch);
 }
 
 static size_t work_floats(const linear_weight *w, int T)

@@ -47,18 +47,22 @@ static inline void prefetch_l2(const void *p, size_t ahead)
 }
 
 /* Per-call preparation of x shared by every row (and every thread): INT4 wants
- * x with each 64-chunk transposed as 8 x 8 and 8 times the sum of each 8 columns
- * (AVX2), or each 128-chunk transposed as 8 x 16 (AVX-512); the AVX2 FP8 kernel wants each 32-column chunk of a
- * scale block transposed as 8 x 4; the AVX-512 VBMI FP8 kernel wants
- * each 64-column chunk of a scale block in the order its byte unpacking yields.
+ * x with each 64-chunk transposed as 8 x 8 (AVX2) or each 128-chunk as 8 x 16
+ * (AVX-512); the AVX2 FP8 kernel wants each token's x scaled by a power of two
+ * and each 32-column chunk of a scale block transposed as 8 x 4; the AVX-512
+ * VBMI FP8 kernel wants each 64-column chunk of a scale block in the order its
+ * byte unpacking yields.
  * Whatever x the row kernels read starts on a 64-byte boundary (a copy in the
  * scratch when the caller's does not). */
 typedef struct linear_prep {
     const float *x;             /* [T][cols] */
     const float *x_perm;        /* [T][cols], or NULL when the kernel reads x as is */
-    const float *eight_sum;     /* AVX2 INT4: [T][cols / 8] 8 * the sum of each 8 columns of x */
     int T;
     int fp8_lut;                /* FP8: x_perm is in the VBMI order */
+    /* AVX2 FP8: x_perm is each token's x times a power of two 2^k, its whole
+     * 32-column chunks transposed when fp8_x32; fp8_up[t] = 2^(120 - k) */
+    int fp8_x32;
+    const float *fp8_up;
 } linear_prep;
 
 /* Whether the AVX-512 FP8 kernel can use byte-table lookups (AVX512-VBMI). */

@@ -184,18 +184,75 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
 
 Test(linear_kernels, fp8_nan_codes_stay_nan)
 {
+    /* 148 columns: whole 32-chunks, then 16 per vector, then a scalar tail */
     for (int p = 0; p < KPATH_COUNT; p++) {
         if (!kernel_path_supported((kernel_path)p))
             continue;
-        owned o = make_weight(WF_FP8_BLOCK, 4, 128, 128, 0);
-        ((uint8_t *)o.data)[128 + 77] = 0x7f;    /* row 1 */
-        ((uint8_t *)o.data)[384 + 5] = 0xff;     /* row 3 */
-        float x[128], y[4], scratch[1024];
-        for (int i = 0; i < 128; i++)
+        owned o = make_weight(WF_FP8_BLOCK, 5, 148, 128, 0);
+        uint8_t *d = o.data;
+        d[148 * 1 + 77] = 0x7f;     /* a whole chunk */
+        d[148 * 3 + 130] = 0xff;    /* the vector part of the last block */
+        d[148 * 4 + 146] = 0x7f;    /* the scalar tail */
+        float x[2 * 148], y[2 * 5], scratch[4096];
+        for (int i = 0; i < 2 * 148; i++)
             x[i] = frand();
-        linear_forward((kernel_path)p, NULL, &o.w, x, 1, y, scratch);
-        cr_expect(!isnan(y[0]) && isnan(y[1]) && !isnan(y[2]) && isnan(y[3]),
-                  "%s: NaN codes must give NaN rows, others finite", kernel_path_name(p));
+        linear_forward((kernel_path)p, NULL, &o.w, x, 2, y, scratch);
+        for (int t = 0; t < 2; t++)
+            for (int r = 0; r < 5; r++)
+                cr_expect(isnan(y[t * 5 + r]) == (r == 1 || r == 3 || r == 4),
+                          "%s: token %d row %d is %g: NaN codes must give NaN rows, others finite",
+                          kernel_path_name(p), t, r, y[t * 5 + r]);
+        free(o.data);
+        free(o.scale);
+    }
+}
+
+/* Activations far from 1 (each token its own magnitude, one token mixing huge
+ * and tiny values, infinities) give the reference's results on every path: the
+ * AVX2 FP8 kernel scales each token's x by a power of two of its own. */
+Test(linear_kernels, extreme_activations_match_the_reference)
+{
+    struct { weight_format fmt; int rows, cols, blk, gs; } shapes[] = {
+        {WF_FP8_BLOCK, 9, 300, 128, 0}, {WF_FP8_BLOCK, 9, 100, 16, 0},
+        {WF_INT4_GROUP, 9, 352, 0, 32}, {WF_BF16, 9, 300, 0, 0}, {WF_F32, 9, 70, 0, 0},
+    };
+    const float mags[6] = {0x1p-100f, 0x1p-20f, 1.0f, 0x1p20f, 0x1p100f, 1.0f};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        owned o = make_weight(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
+                              shapes[s].gs);
+        int T = 7, cols = o.w.cols, rows = o.w.rows;
+        float *x = malloc((size_t)T * cols * sizeof *x);
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < cols; c++)
+                x[t * cols + c] = frand() * (t < 6 ? mags[t] : 1.0f);
+        x[5 * cols + 3] = 0x1p110f;     /* token 5: one huge value among ordinary ones */
+        x[5 * cols + 4] = 0x1p-110f;
+        x[6 * cols + 7] = INFINITY;     /* token 6: an infinity */
+        size_t ny = (size_t)T * rows;
+        float *ref = malloc(ny * 4), *got = malloc(ny * 4), *bound = malloc(ny * 4);
+        float *row = malloc((size_t)cols * 4);
+        linear_ref_forward(&o.w, x, T, ref, row);
+        abs_bounds(&o.w, x, T, bound);
+        float *scratch = malloc(linear_forward_scratch(&o.w, T, 1) * 4);
+        for (int p = 0; p < KPATH_COUNT; p++) {
+            if (!kernel_path_supported((kernel_path)p))
+                continue;
+            linear_forward((kernel_path)p, NULL, &o.w, x, T, got, scratch);
+            for (size_t i = 0; i < ny; i++) {
+                int same = isnan(ref[i]) ? isnan(got[i])
+                           : isinf(ref[i]) ? got[i] == ref[i]
+                                           : fabsf(got[i] - ref[i]) <= 2e-6f * bound[i];
+                cr_expect(same, "%s %s: token %zu row %zu is %.9g, reference %.9g",
+                          kernel_path_name(p), weight_format_name(shapes[s].fmt), i / rows,
+                          i % rows, got[i], ref[i]);
+            }
+        }
+        free(x);
+        free(ref);
+        free(got);
+        free(bound);
+        free(row);
+        free(scratch);
         free(o.data);
         free(o.scale);
     }
