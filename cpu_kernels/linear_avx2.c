@@ -102,7 +102,7 @@ TGT INL __m256 fp8_top_bytes(__m256i q)
 }
 
 /* x: each token's times its 2^k (up[t] = 2^(120 - k)), each whole 32-column
- * chunk of a block transposed as 8 x 4 when p->fp8_x32 (x[8k + i] = x[4i + k]),
+ * chunk of a block transposed as 8 x 4 when p->fp8_chunked (x[8k + i] = x[4i + k]),
  * the rest as is. Then 32 codes take one load, and code k of every dword comes
  * to its top byte with one shift. A
  * NaN code makes the row NaN, as in the reference: the chunks only note whether
@@ -110,7 +110,7 @@ TGT INL __m256 fp8_top_bytes(__m256i q)
 TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, const float *x,
                       const float *up, size_t xs, const int nt, float *out)
 {
-    int cols = w->cols, bc = w->block_cols, whole = p->fp8_x32;
+    int cols = w->cols, bc = w->block_cols, whole = p->fp8_chunked;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
     const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
     const __m256i top = _mm256_set1_epi8((char)0x80);

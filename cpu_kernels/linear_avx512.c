@@ -133,14 +133,43 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
 }
 
-/* ---- FP8 128x128 blocks (any block width that is a multiple of 16) ---- */
+/* ---- FP8 128x128 blocks (any block width that is a multiple of 16), without
+ * byte tables (CPUs without AVX512-VBMI) ----
+ * As on AVX2: each token's x arrives times 2^k (linear_prepare), so a code's
+ * bits placed in a float32's fields (its value times 2^-120) need no multiply;
+ * a block's sum is multiplied by its scale, the span's by up[t] = 2^(120 - k).
+ * Whole 64-column chunks of a block take one load, x transposed per chunk as
+ * 16 x 4 (x[16j + i] = x[4i + j]), code j of every dword brought to its top byte
+ * by one shift; a NaN code only marks the row. The rest of a block goes 16
+ * codes at a time, widened, with NaN codes turned into NaN. */
 
-TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, span sp,
+/* 16 E4M3 codes (the top bytes of q's dwords) as value * 2^-120, NaN not handled */
+TGT INL __m512 fp8_top_bytes16(__m512i q)
+{
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(_mm512_srai_epi32(q, 4), _mm512_set1_epi32((int)0x87f00000u)));
+}
+
+/* up to 16 E4M3 codes at p as value * 2^-120, NaN codes as NaN */
+TGT INL __m512 load_fp8_16(const uint8_t *p, __mmask16 m)
+{
+    __m512i v = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p)), 24);
+    __m512i f = _mm512_and_si512(_mm512_srai_epi32(v, 4), _mm512_set1_epi32((int)0x87f00000u));
+    __mmask16 nan = _mm512_cmpeq_epi32_mask(_mm512_and_si512(f, _mm512_set1_epi32(0x7ff00000)),
+                                            _mm512_set1_epi32(0x07f00000));
+    return _mm512_mask_mov_ps(_mm512_castsi512_ps(f), nan, _mm512_set1_ps(NAN));
+}
+
+TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
                       const int nt, float *out)
 {
-    int cols = w->cols, bc = w->block_cols;
+    int cols = w->cols, bc = w->block_cols, whole = p->fp8_chunked;
+    size_t xs = (size_t)cols;
+    const float *x = p->x_perm + (size_t)t0 * xs, *up = p->fp8_up + t0;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
     const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+    const __m512i top = _mm512_set1_epi8((char)0x80);
+    __m512i seen = _mm512_setzero_si512();
     __m512 a0[4], a1[4];
     UNROLL
     for (int t = 0; t < nt; t++)
@@ -149,50 +178,46 @@ TGT INL void fp8_tile(const linear_weight *w, int r, const float *x, size_t xs, 
         int c1 = c0 + bc < sp.c1 ? c0 + bc : sp.c1;
         float s;
         memcpy(&s, srow + b, 4);
-        /* fold 2^120 into the scale unless that would overflow */
-        int fold = fabsf(s) < 0x1p7f;
-        __m512 sv = _mm512_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
-        __m512 post = _mm512_set1_ps(fold ? 1.0f : s);
         __m512 g0[4], g1[4];
         UNROLL
         for (int t = 0; t < nt; t++)
             g0[t] = g1[t] = _mm512_setzero_ps();
         int c = c0;
-        for (; c + 32 <= c1; c += 32) {
-            if (!(c & 32))
-                prefetch_l2(row + c, sp.ahead);
-            __m512 w0 = load_fp8_scaled(row + c, 0xffff, sv);
-            __m512 w1 = load_fp8_scaled(row + c + 16, 0xffff, sv);
+        for (; whole && c + 64 <= c1; c += 64) {
+            prefetch_l2(row + c, sp.ahead);
+            __m512i q = _mm512_loadu_si512(row + c);
+            seen = _mm512_max_epu8(seen, _mm512_or_si512(q, top));
             UNROLL
-            for (int t = 0; t < nt; t++) {
-                g0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * xs + c), g0[t]);
-                g1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * xs + c + 16), g1[t]);
+            for (int j = 0; j < 4; j++) {
+                __m512 wj = fp8_top_bytes16(j == 3 ? q : _mm512_slli_epi32(q, 24 - 8 * j));
+                UNROLL
+                for (int t = 0; t < nt; t++) {
+                    __m512 xj = _mm512_loadu_ps(x + t * xs + c + 16 * j);
+                    if (j & 1)
+                        g1[t] = _mm512_fmadd_ps(wj, xj, g1[t]);
+                    else
+                        g0[t] = _mm512_fmadd_ps(wj, xj, g0[t]);
+                }
             }
         }
         for (; c < c1; c += 16) {
             __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
-            __m512 w0 = load_fp8_scaled(row + c, m, sv);
+            __m512 w0 = load_fp8_16(row + c, m);
             UNROLL
             for (int t = 0; t < nt; t++)
                 g0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), g0[t]);
         }
-        if (fold) {
-            UNROLL
-            for (int t = 0; t < nt; t++) {
-                a0[t] = _mm512_add_ps(a0[t], g0[t]);
-                a1[t] = _mm512_add_ps(a1[t], g1[t]);
-            }
-        } else {
-            UNROLL
-            for (int t = 0; t < nt; t++) {
-                a0[t] = _mm512_fmadd_ps(g0[t], post, a0[t]);
-                a1[t] = _mm512_fmadd_ps(g1[t], post, a1[t]);
-            }
+        __m512 sv = _mm512_set1_ps(s);
+        UNROLL
+        for (int t = 0; t < nt; t++) {
+            a0[t] = _mm512_fmadd_ps(g0[t], sv, a0[t]);
+            a1[t] = _mm512_fmadd_ps(g1[t], sv, a1[t]);
         }
     }
+    int nan = _mm512_cmpeq_epi8_mask(seen, _mm512_set1_epi8((char)0xff)) != 0;
     UNROLL
     for (int t = 0; t < nt; t++)
-        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+        out[t] = nan ? NAN : _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t])) * up[t];
 }
 
 /* ---- INT4 groups (group size a multiple of 32, cols a multiple of 32) ----
@@ -289,12 +314,6 @@ TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int 
 }
 
 /* ---- rows x token tiles ---- */
-
-TGT INL void fp8_rows_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
-                           const int nt, float *out)
-{
-    fp8_tile(w, r, p->x + (size_t)t0 * (size_t)w->cols, (size_t)w->cols, sp, nt, out);
-}
 
 TGT INL void plain_rows_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
                              const int nt, float *out)
@@ -433,7 +452,7 @@ TGT_VBMI static void rows_fp8_lut(const linear_weight *w, const linear_prep *p, 
 
 TGT static void rows_fp8(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)
 {
-    ROWS_BY_TILES(fp8_rows_tile)
+    ROWS_BY_TILES(fp8_tile)
 }
 
 TGT static void rows_int4(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1)

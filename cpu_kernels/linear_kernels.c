@@ -66,10 +66,21 @@ int linear_simd_ok(const linear_weight *w)
     }
 }
 
-int kernel_fp8_lut_supported(void)
+static int fp8_lut_ok;
+static pthread_once_t fp8_lut_once = PTHREAD_ONCE_INIT;
+
+static void fp8_lut_probe(void)
 {
     __builtin_cpu_init();
-    return kernel_path_supported(KPATH_AVX512) && __builtin_cpu_supports("avx512vbmi");
+    const char *env = getenv("MOETIER_FP8_TABLES");
+    fp8_lut_ok = kernel_path_supported(KPATH_AVX512) && __builtin_cpu_supports("avx512vbmi") &&
+                 !(env && !strcmp(env, "0"));
+}
+
+int kernel_fp8_lut_supported(void)
+{
+    pthread_once(&fp8_lut_once, fp8_lut_probe);
+    return fp8_lut_ok;
 }
 
 static uint8_t fp8_table[256];
@@ -178,18 +189,19 @@ static int fp8_lut_slot(int e)
     return k * 16 + 4 * L + j;
 }
 
-/* AVX2 FP8: each token's x times 2^k, k as large as keeps its finite |x| 2^k
- * below 2^126 and at most 120 (the kernel's codes read as their values times
- * 2^-120; products too small to matter against the token's largest may
- * underflow, nothing else changes); each whole 32-column chunk of a scale block
- * transposed as 8 x 4 when the blocks are whole chunks, x'[8k + i] = x[4i + k]
- * (dword i of a 32-byte load holds codes 4i .. 4i + 3); the rest as is.
- * Infinite and NaN x stay what they are. up[t] = 2^(120 - k) undoes it. */
-static void prepare_fp8_avx2(const linear_weight *w, const float *x, int T, float *dst,
-                             float *up, linear_prep *p)
+/* FP8 without byte tables (AVX2, AVX-512 without VBMI): each token's x times
+ * 2^k, k as large as keeps its finite |x| 2^k below 2^126 and at most 120 (the
+ * kernels' codes read as their values times 2^-120; products too small to
+ * matter against the token's largest may underflow, nothing else changes);
+ * when the blocks are whole chunks of 4 x `lanes` columns, each chunk
+ * transposed as lanes x 4, x'[lanes * j + i] = x[4i + j] (dword i of a load
+ * holds codes 4i .. 4i + 3); the rest as is. Infinite and NaN x stay what they
+ * are. up[t] = 2^(120 - k) undoes it. */
+static void prepare_fp8_shift(const linear_weight *w, const float *x, int T, size_t lanes,
+                              float *dst, float *up, linear_prep *p)
 {
-    size_t cols = (size_t)w->cols, bc = (size_t)w->block_cols;
-    p->fp8_x32 = bc % 32 == 0;
+    size_t cols = (size_t)w->cols, bc = (size_t)w->block_cols, chunk = 4 * lanes;
+    p->fp8_chunked = bc % chunk == 0;
     p->fp8_up = up;
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * cols;
@@ -206,10 +218,10 @@ static void prepare_fp8_avx2(const linear_weight *w, const float *x, int T, floa
         up[t] = ldexpf(1.0f, 120 - k);
         for (size_t c0 = 0; c0 < cols; c0 += bc) {
             size_t c1 = c0 + bc < cols ? c0 + bc : cols, c = c0;
-            for (; p->fp8_x32 && c + 32 <= c1; c += 32)
+            for (; p->fp8_chunked && c + chunk <= c1; c += chunk)
                 for (size_t j = 0; j < 4; j++)
-                    for (size_t i = 0; i < 8; i++)
-                        dt[c + 8 * j + i] = xt[c + 4 * i + j] * f;
+                    for (size_t i = 0; i < lanes; i++)
+                        dt[c + lanes * j + i] = xt[c + 4 * i + j] * f;
             for (; c < c1; c++)
                 dt[c] = xt[c] * f;
         }
@@ -228,11 +240,6 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         return;
     size_t cols = (size_t)w->cols;
     scratch = line_aligned(scratch);
-    if (w->fmt == WF_FP8_BLOCK && path == KPATH_AVX2) {
-        prepare_fp8_avx2(w, x, T, scratch, scratch + (size_t)T * cols, p);
-        p->x_perm = scratch;
-        return;
-    }
     if (w->fmt == WF_FP8_BLOCK && path == KPATH_AVX512 && kernel_fp8_lut_supported() &&
         w->block_cols % 64 == 0) {
         fp8_bf16_table();
@@ -252,6 +259,12 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         }
         p->x_perm = scratch;
         p->fp8_lut = 1;
+        return;
+    }
+    if (w->fmt == WF_FP8_BLOCK) {
+        prepare_fp8_shift(w, x, T, path == KPATH_AVX512 ? 16 : 8, scratch,
+                          scratch + (size_t)T * cols, p);
+        p->x_perm = scratch;
         return;
     }
     if (w->fmt != WF_INT4_GROUP) {

@@ -48,10 +48,10 @@ static inline void prefetch_l2(const void *p, size_t ahead)
 
 /* Per-call preparation of x shared by every row (and every thread): INT4 wants
  * x with each 64-chunk transposed as 8 x 8 (AVX2) or each 128-chunk as 8 x 16
- * (AVX-512); the AVX2 FP8 kernel wants each token's x scaled by a power of two
- * and each 32-column chunk of a scale block transposed as 8 x 4; the AVX-512
- * VBMI FP8 kernel wants each 64-column chunk of a scale block in the order its
- * byte unpacking yields.
+ * (AVX-512); the FP8 kernels without byte tables want each token's x scaled by
+ * a power of two and each 32-column (AVX2) or 64-column (AVX-512) chunk of a
+ * scale block transposed as 8 x 4 or 16 x 4; the AVX-512 VBMI FP8 kernel wants
+ * each 64-column chunk of a scale block in the order its byte unpacking yields.
  * Whatever x the row kernels read starts on a 64-byte boundary (a copy in the
  * scratch when the caller's does not). */
 typedef struct linear_prep {
@@ -59,13 +59,15 @@ typedef struct linear_prep {
     const float *x_perm;        /* [T][cols], or NULL when the kernel reads x as is */
     int T;
     int fp8_lut;                /* FP8: x_perm is in the VBMI order */
-    /* AVX2 FP8: x_perm is each token's x times a power of two 2^k, its whole
-     * 32-column chunks transposed when fp8_x32; fp8_up[t] = 2^(120 - k) */
-    int fp8_x32;
+    /* FP8 without byte tables: x_perm is each token's x times a power of two
+     * 2^k, its whole chunks (32 columns on AVX2, 64 on AVX-512) transposed when
+     * fp8_chunked; fp8_up[t] = 2^(120 - k) */
+    int fp8_chunked;
     const float *fp8_up;
 } linear_prep;
 
-/* Whether the AVX-512 FP8 kernel can use byte-table lookups (AVX512-VBMI). */
+/* Whether the AVX-512 FP8 kernel can use byte-table lookups (AVX512-VBMI;
+ * MOETIER_FP8_TABLES=0 turns them off, to run the kernel of CPUs without VBMI). */
 int kernel_fp8_lut_supported(void);
 /* bf16 bits of every E4M3 magnitude (index = code & 0x7f): high bytes at [0,128),
  * low bytes at [128, 256). */

@@ -173,3 +173,22 @@ static void force_path(const char *path)
 PATH_TESTS(scalar)
 PATH_TESTS(avx2)
 PATH_TESTS(avx512)
+
+/* AVX-512 FP8 without the VBMI byte tables, as CPUs without VBMI run it */
+static void force_avx512_without_tables(void)
+{
+    force_path("avx512");
+    setenv("MOETIER_FP8_TABLES", "0", 1);
+}
+
+Test(golden, fp8_prefill_avx512_without_tables)
+{
+    force_avx512_without_tables();
+    check_prefill("fp8", 256);
+}
+
+Test(golden, fp8_decode_avx512_without_tables)
+{
+    force_avx512_without_tables();
+    check_decode("fp8");
+}

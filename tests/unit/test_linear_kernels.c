@@ -182,6 +182,28 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
     thread_pool_destroy(pools[2]);
 }
 
+/* The AVX-512 FP8 kernel of CPUs without VBMI (byte tables turned off). */
+Test(linear_kernels, avx512_fp8_without_byte_tables_matches_the_reference, .timeout = 120)
+{
+    if (!kernel_path_supported(KPATH_AVX512))
+        cr_skip_test("this CPU cannot run the avx512 kernels");
+    setenv("MOETIER_FP8_TABLES", "0", 1);
+    cr_assert_not(kernel_fp8_lut_supported(), "MOETIER_FP8_TABLES=0 left the tables on");
+    thread_pool *pool;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool, 2, &e), 0, "%s", e.msg);
+    struct { int rows, cols, blk; } shapes[] = {
+        {130, 300, 128}, {256, 256, 128}, {70, 356, 128}, {50, 70, 16}, {33, 448, 64},
+        {130, 2600, 128},
+    };
+    int tokens[] = {1, 2, 3, 4, 5, 9, 16};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (size_t t = 0; t < sizeof tokens / sizeof *tokens; t++)
+            check_case(KPATH_AVX512, WF_FP8_BLOCK, shapes[s].rows, shapes[s].cols, shapes[s].blk,
+                       0, tokens[t], t % 2 ? pool : NULL);
+    thread_pool_destroy(pool);
+}
+
 Test(linear_kernels, fp8_nan_codes_stay_nan)
 {
     /* 148 columns: whole 32-chunks, then 16 per vector, then a scalar tail */
