@@ -296,7 +296,7 @@ Test(linear_kernels, prepared_x_is_line_aligned_and_results_do_not_depend_on_it)
             owned o = make_weight(fmts[f].fmt, rows, cols, fmts[f].blk, fmts[f].gs);
             size_t ns = linear_forward_scratch(&o.w, T, 1);
             float *xbuf = aligned_alloc(64, (size_t)(T * cols + 64) * 4);
-            float *sbuf = aligned_alloc(64, (ns + 64) * 4);
+            float *sbuf = aligned_alloc(64, (ns + 64 + 15) / 16 * 64);  /* whole lines */
             float y0[48], y[48];
             for (int off = 0; off < 16; off += 3) {
                 float *x = xbuf + off, *scratch = sbuf + (15 - off);
