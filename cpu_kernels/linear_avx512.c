@@ -540,6 +540,30 @@ TGT INL void transpose16(const float *src, size_t ld_src, float *dst, size_t ld_
     }
 }
 
+/* byte offset of column c in a row */
+static size_t column_byte(const linear_weight *w, int c)
+{
+    switch (w->fmt) {
+    case WF_INT4_GROUP: return (size_t)c / 2;
+    case WF_FP8_BLOCK: return (size_t)c;
+    case WF_F32: return (size_t)c * 4;
+    default: return (size_t)c * 2;
+    }
+}
+
+/* Prefetches into L2 the weights of the panel of rows [r, r + nr), columns
+ * [c0, c1): a panel is one short run per row, which the hardware prefetcher
+ * does not follow, so each run would start with a wait on DRAM. */
+TGT INL void prefetch_panel(const linear_weight *w, int r, int nr, int c0, int c1)
+{
+    size_t rb = row_bytes(w), b1 = column_byte(w, c1);
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)(r + i) * rb;
+        for (size_t b = column_byte(w, c0) & ~(size_t)63; b < b1; b += 64)
+            prefetch_l2(row + b, 0);
+    }
+}
+
 TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
                              float *work)
 {
@@ -558,6 +582,12 @@ TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float
         }
         for (int c0 = 0; c0 < cols; c0 += KC) {
             int kc = cols - c0 < KC ? cols - c0 : KC;
+            /* the next panel streams in while this one is computed */
+            if (c0 + KC < cols)
+                prefetch_panel(w, r, nr, c0 + KC, c0 + KC + KC < cols ? c0 + 2 * KC : cols);
+            else if (r + NR < r1)
+                prefetch_panel(w, r + NR, r1 - r - NR < NR ? r1 - r - NR : NR, 0,
+                               KC < cols ? KC : cols);
             dequant_range(w, r, nr, c0, c0 + kc, wc, KC);
             for (int g = 0; g < NR / 16; g++)
                 for (int kb = 0; kb < kc; kb += 16)
@@ -629,14 +659,21 @@ TGT static void dequant_range(const linear_weight *w, int r0, int n, int c0, int
         } else if (w->fmt == WF_FP8_BLOCK) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
             const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
-            for (int c = c0; c < c1; c += 16) {     /* 16 columns never cross a block */
+            /* a block at a time (16 columns never cross one): codes as value *
+             * 2^-120 times scale * 2^120, one rounding as in the reference */
+            for (int c = c0; c < c1;) {
+                int be = (c / w->block_cols + 1) * w->block_cols;
+                be = be < c1 ? be : c1;
                 float s;
                 memcpy(&s, srow + c / w->block_cols, 4);
                 int fold = fabsf(s) < 0x1p7f;
                 __m512 sv = _mm512_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
                 __m512 post = _mm512_set1_ps(fold ? 1.0f : s);
-                __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
-                _mm512_mask_storeu_ps(o + c, m, _mm512_mul_ps(load_fp8_scaled(row + c, m, sv), post));
+                for (; c < be; c += 16) {
+                    __mmask16 m = be - c >= 16 ? (__mmask16)0xffff : tail_mask(be - c);
+                    __m512 f = _mm512_mul_ps(load_fp8_16(row + c, m), sv);
+                    _mm512_mask_storeu_ps(o + c, m, fold ? f : _mm512_mul_ps(f, post));
+                }
             }
         } else {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols * (w->fmt == WF_F32 ? 4 : 2);
