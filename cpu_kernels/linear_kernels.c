@@ -113,7 +113,7 @@ size_t linear_prep_scratch(const linear_weight *w, int T)
         return 0;
     size_t n = (size_t)T * (size_t)w->cols + ALIGN_SLACK;
     if (w->fmt == WF_FP8_BLOCK)
-        n += (size_t)T;     /* AVX2: each token's power of two */
+        n += (size_t)T;     /* without byte tables: each token's power of two */
     return n;
 }
 
