@@ -52,14 +52,21 @@ static int column_block(const linear_weight *w, int T)
     return fit < unit ? unit : (int)(fit / unit * unit);
 }
 
-static size_t row_bytes(const linear_weight *w)
+/* byte offset of column c in a row */
+static size_t column_byte(const linear_weight *w, int c)
 {
     switch (w->fmt) {
-    case WF_INT4_GROUP: return (size_t)w->row_words * 4;
-    case WF_FP8_BLOCK: return (size_t)w->cols;
-    case WF_F32: return (size_t)w->cols * 4;
-    default: return (size_t)w->cols * 2;
+    case WF_INT4_GROUP: return (size_t)c / 2;
+    case WF_FP8_BLOCK: return (size_t)c;
+    case WF_F32: return (size_t)c * 4;
+    default: return (size_t)c * 2;
     }
+}
+
+/* (INT4 rows the SIMD paths take are whole 32-column groups: row_words * 4) */
+static size_t row_bytes(const linear_weight *w)
+{
+    return column_byte(w, w->cols);
 }
 
 TGT INL __mmask16 tail_mask(int n)
@@ -78,16 +85,14 @@ TGT INL __m512 load_f16(const uint16_t *p, __mmask16 m)
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
 
-/* 16 E4M3 codes times sv, where sv = block scale * 2^120 */
-TGT INL __m512 load_fp8_scaled(const uint8_t *p, __mmask16 m, __m512 sv)
+/* up to 16 E4M3 codes at p as value * 2^-120, NaN codes as NaN */
+TGT INL __m512 load_fp8_16(const uint8_t *p, __mmask16 m)
 {
     __m512i v = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p)), 24);
-    __m512i sign = _mm512_and_si512(v, _mm512_set1_epi32((int)0x80000000u));
-    __m512i mag = _mm512_srli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x7f000000)), 4);
-    __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(mag), sv);
-    f = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(f), sign));
-    __mmask16 nan = _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x07f00000));
-    return _mm512_mask_mov_ps(f, nan, _mm512_set1_ps(NAN));
+    __m512i f = _mm512_and_si512(_mm512_srai_epi32(v, 4), _mm512_set1_epi32((int)0x87f00000u));
+    __mmask16 nan = _mm512_cmpeq_epi32_mask(_mm512_and_si512(f, _mm512_set1_epi32(0x7ff00000)),
+                                            _mm512_set1_epi32(0x07f00000));
+    return _mm512_mask_mov_ps(_mm512_castsi512_ps(f), nan, _mm512_set1_ps(NAN));
 }
 
 /* ---- plain formats: F32, F16, BF16 ---- */
@@ -148,16 +153,6 @@ TGT INL __m512 fp8_top_bytes16(__m512i q)
 {
     return _mm512_castsi512_ps(
         _mm512_and_si512(_mm512_srai_epi32(q, 4), _mm512_set1_epi32((int)0x87f00000u)));
-}
-
-/* up to 16 E4M3 codes at p as value * 2^-120, NaN codes as NaN */
-TGT INL __m512 load_fp8_16(const uint8_t *p, __mmask16 m)
-{
-    __m512i v = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p)), 24);
-    __m512i f = _mm512_and_si512(_mm512_srai_epi32(v, 4), _mm512_set1_epi32((int)0x87f00000u));
-    __mmask16 nan = _mm512_cmpeq_epi32_mask(_mm512_and_si512(f, _mm512_set1_epi32(0x7ff00000)),
-                                            _mm512_set1_epi32(0x07f00000));
-    return _mm512_mask_mov_ps(_mm512_castsi512_ps(f), nan, _mm512_set1_ps(NAN));
 }
 
 TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
@@ -429,7 +424,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
             tail[t] = _mm512_setzero_ps();
         for (; c < c1; c += 16) {
             __mmask16 m = c1 - c >= 16 ? (__mmask16)0xffff : tail_mask(c1 - c);
-            __m512 w0 = load_fp8_scaled(row + c, m, sv);
+            __m512 w0 = _mm512_mul_ps(load_fp8_16(row + c, m), sv);
             UNROLL
             for (int t = 0; t < nt; t++)
                 tail[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), tail[t]);
@@ -537,17 +532,6 @@ TGT INL void transpose16(const float *src, size_t ld_src, float *dst, size_t ld_
         _mm512_storeu_ps(dst + (size_t)(4 + j) * ld_dst, _mm512_shuffle_f32x4(s1, s3, 0x88));
         _mm512_storeu_ps(dst + (size_t)(8 + j) * ld_dst, _mm512_shuffle_f32x4(s0, s2, 0xdd));
         _mm512_storeu_ps(dst + (size_t)(12 + j) * ld_dst, _mm512_shuffle_f32x4(s1, s3, 0xdd));
-    }
-}
-
-/* byte offset of column c in a row */
-static size_t column_byte(const linear_weight *w, int c)
-{
-    switch (w->fmt) {
-    case WF_INT4_GROUP: return (size_t)c / 2;
-    case WF_FP8_BLOCK: return (size_t)c;
-    case WF_F32: return (size_t)c * 4;
-    default: return (size_t)c * 2;
     }
 }
 
