@@ -26,21 +26,27 @@ SAN_ON := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-rec
 SANFLAGS := $(if $(filter 1,$(SANITIZE)),$(SAN_ON))
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := -luring -lnuma -lhwloc -llz4 -lcjson -lpcre2-8 -lxxhash -lmicrohttpd -lm -pthread
+LDLIBS_HOST := $(LDLIBS)
 LDFLAGS := $(SANFLAGS)
 
 LIB_DIRS := core/base core/model core/engine core/text core/app server tiers prefetch cpu_kernels
 LIB_SRC := $(filter-out core/app/main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+# host-side CUDA helpers that need no CUDA (the planner sizes the GPU without one)
+LIB_SRC += kernels/gpu_layout.c
 
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CU_SRC := $(wildcard kernels/*.cu)
 CFLAGS += -DMOETIER_CUDA=1 -I$(CUDA_HOME)/include
-NVCCFLAGS := -O2 -I. -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
-             -Xcompiler -fPIC
-LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+# sm_90 (H100/H200) machine code, and PTX that the driver compiles for any newer
+# or older GPU down to sm_75 (the oldest CUDA 13 supports)
+NVCCFLAGS := -O2 -I. -std=c++17 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_75,code=compute_75 -Xcompiler -fPIC,-Wall \
+             $(if $(filter 1,$(WERROR)),-Xcompiler -Werror -Werror all-warnings,)
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
 else
 CU_SRC :=
-LIB_SRC += kernels/gpu_probe_none.c
+LIB_SRC += kernels/gpu_probe_none.c kernels/gpu_backend_none.c
 endif
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
@@ -48,7 +54,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 
-.PHONY: all test run deps clean bench fuzz
+.PHONY: all test test-gpu-emu run deps clean bench fuzz
 
 all: $(BUILD)/moetier
 
@@ -63,7 +69,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/%.cu.o: %.cu
+$(BUILD)/%.cu.o: %.cu $(wildcard kernels/*.cuh kernels/*.h)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
@@ -117,6 +123,34 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	bash tests/server/run.sh
 
+# The GPU backend's tests on a machine without a GPU: kernels/*.cu compiled for
+# the CPU against tests/cuda_emu (blocks in turn, a block's threads as fibers),
+# linked with the CUDA=0 library and the unit tests (docs/testing.md).
+EMU_BUILD := build-gpu-emu
+EMU_CXXFLAGS := -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -DMOETIER_CUDA_EMU -Itests/cuda_emu -I. \
+                -U_FORTIFY_SOURCE -fno-stack-protector $(if $(filter 1,$(WERROR)),-Werror,)
+EMU_KOBJ := $(patsubst kernels/%.cu,$(EMU_BUILD)/kernels/%.o,$(wildcard kernels/*.cu))
+GPU_EMU_TESTS ?= @(gpu/*|golden/*_gpu|tiers/invariance_gpu_vram_cache_int4)
+
+$(EMU_BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh kernels/*.h tests/cuda_emu/*.h)
+	@mkdir -p $(@D)
+	$(CXX) $(EMU_CXXFLAGS) -x c++ -c $< -o $@
+
+$(EMU_BUILD)/cuda_emu.o: tests/cuda_emu/cuda_emu.cc tests/cuda_emu/cuda_runtime.h
+	@mkdir -p $(@D)
+	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+
+# the library and test objects of the plain build, the device code swapped for the emulation's
+test-gpu-emu: $(EMU_KOBJ) $(EMU_BUILD)/cuda_emu.o $(BUILD)/libmoetier.a $(BUILD)/moetier $(TEST_OBJ)
+	cp $(BUILD)/libmoetier.a $(EMU_BUILD)/libmoetier.a
+	ar d $(EMU_BUILD)/libmoetier.a $$(ar t $(BUILD)/libmoetier.a | grep -E '^gpu_.*_none\.o$$|\.cu\.o$$')
+	$(CXX) $(LDFLAGS) -o $(EMU_BUILD)/unit_tests $(TEST_OBJ) $(EMU_BUILD)/libmoetier.a $(EMU_KOBJ) \
+	  $(EMU_BUILD)/cuda_emu.o -lcriterion $(LDLIBS_HOST)
+	@mkdir -p $(EMU_BUILD)/tmp
+	MOETIER_BIN=$(abspath $(BUILD)/moetier) MOETIER_TMP=$(abspath $(EMU_BUILD)/tmp) \
+	MOETIER_TESTDATA=$${MOETIER_TESTDATA:-$(abspath ../shared/testdata)} \
+	$(EMU_BUILD)/unit_tests --filter '$(GPU_EMU_TESTS)' $(TEST_ARGS)
+
 RUN_MODEL := $(BUILD)/models/k2-tiny-bf16
 run: $(BUILD)/moetier
 	@test -f $(RUN_MODEL)/config.json || $(BUILD)/moetier synth --preset k2-tiny --format bf16 --seed 1 -o $(RUN_MODEL)
@@ -134,6 +168,6 @@ deps:
 	else echo "npm not found: the openai-client server tests will be skipped"; fi
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-gpu-emu
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/core/app/main.d

@@ -262,7 +262,7 @@ static void experts_ffn(run_state *s, bench_expert *const *ex, int n, int T)
     ffn_job jobs[K2_TOPK];
     for (int i = 0; i < n; i++)
         jobs[i] = (ffn_job){&ex[i]->p[0], &ex[i]->p[1], &ex[i]->p[2], s->x, T,
-                            s->y + (size_t)i * (size_t)T * K2_HIDDEN, -1};
+                            s->y + (size_t)i * (size_t)T * K2_HIDDEN, -1, 0};
     ffn_cpu_run(s->path, s->pool, jobs, n, s->scratch);
 }
 
@@ -353,7 +353,7 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
         int T = o->tokens[t], nj = T <= 4 ? K2_TOPK : 1;
         ffn_job jobs[K2_TOPK];
         for (int i = 0; i < nj; i++)
-            jobs[i] = (ffn_job){&ex[0].p[0], &ex[0].p[1], &ex[0].p[2], NULL, T, NULL, -1};
+            jobs[i] = (ffn_job){&ex[0].p[0], &ex[0].p[1], &ex[0].p[2], NULL, T, NULL, -1, 0};
         size_t k = ffn_cpu_scratch(jobs, nj, threads);
         scratch = k > scratch ? k : scratch;
     }

@@ -19,13 +19,17 @@ const char *const tier_flags_usage =
     "  --lookahead N        predict the experts of the next N MoE layers with their\n"
     "                       routers and read them from the store early (default 1,\n"
     "                       0: off; used only when the DRAM tier cannot hold every expert)\n"
+    "  --vram-gb X          GB of GPU memory to use with --backend cuda|auto: dense and\n"
+    "                       attention weights, KV cache, activations, the rest caches\n"
+    "                       experts (default: 0.9 of what the GPU has free)\n"
     "  --stats              print per-tier and per-layer statistics at the end\n";
 
 int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     int takes = !strcmp(a, "--store") || !strcmp(a, "--dram-gb") || !strcmp(a, "--io") ||
-                !strcmp(a, "--numa") || !strcmp(a, "--policy") || !strcmp(a, "--lookahead");
+                !strcmp(a, "--numa") || !strcmp(a, "--policy") || !strcmp(a, "--lookahead") ||
+                !strcmp(a, "--vram-gb");
     if (!takes) {
         if (!strcmp(a, "--stats")) {
             f->stats = 1;
@@ -59,16 +63,21 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
         }
         f->lookahead = (int)n;
         f->lookahead_set = 1;
-    } else if (!strcmp(a, "--dram-gb")) {
+    } else if (!strcmp(a, "--dram-gb") || !strcmp(a, "--vram-gb")) {
         char *end;
         errno = 0;
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x) || x < 0) {
-            fprintf(stderr, "moetier: --dram-gb expects a number of GB >= 0, got '%s'\n", v);
+            fprintf(stderr, "moetier: %s expects a number of GB >= 0, got '%s'\n", a, v);
             return -1;
         }
-        f->dram_gb = x;
-        f->dram_gb_set = 1;
+        if (a[2] == 'd') {
+            f->dram_gb = x;
+            f->dram_gb_set = 1;
+        } else {
+            f->vram_gb = x;
+            f->vram_gb_set = 1;
+        }
     } else if (!strcmp(a, "--io")) {
         if (!strcmp(v, "auto"))
             f->io = IO_AUTO;
@@ -197,4 +206,80 @@ void tier_plan_print(const tier_plan *p, FILE *out)
     if (p->mem_total)
         fprintf(out, "  machine memory %.2f GB, available %.2f GB\n", p->mem_total / 1e9,
                 p->mem_available / 1e9);
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* what the CUDA context, the allocator's rounding and small buffers take */
+#define GPU_MARGIN_BYTES (256ull << 20)
+
+uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes)
+{
+    uint64_t C = (uint64_t)chunk, h = (uint64_t)c->hidden_size, H = (uint64_t)c->n_heads;
+    uint64_t qk = (uint64_t)(c->qk_nope_dim + c->qk_rope_dim);
+    uint64_t inter = max_u64((uint64_t)c->intermediate_size,
+                             (uint64_t)c->moe_intermediate_size * max_u64((uint64_t)c->n_shared_experts, 1));
+    /* the engine's buffers (engine_create), then the backend's scratch, which
+     * grows by a quarter over what is asked: FFN gate and up, attention's
+     * absorbed queries and latent outputs, one staged expert */
+    uint64_t floats = C * (8 * h + max_u64((uint64_t)c->q_lora_rank, 1) + H * qk +
+                           H * (uint64_t)c->v_head_dim + (uint64_t)c->vocab_size +
+                           max_u64((uint64_t)c->n_routed_experts, 1));
+    floats += 2 * C * inter * 5 / 4 + 2 * C * H * (uint64_t)c->kv_lora_rank * 5 / 4;
+    return floats * 4 + slot_bytes * 5 / 4 + GPU_MARGIN_BYTES;
+}
+
+int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const tier_flags *f,
+                  int ctx, int chunk, uint64_t slot_bytes, uint64_t dev_free, uint64_t dev_total,
+                  errbuf *e)
+{
+    memset(g, 0, sizeof *g);
+    g->dev_free = dev_free;
+    g->dev_total = dev_total;
+    g->dense_bytes = p->dense_bytes;
+    g->kv_bytes = (uint64_t)c->n_layers * (uint64_t)ctx *
+                  (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
+    g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes);
+    g->slot_bytes = slot_bytes;
+    g->n_experts = p->n_experts;
+    g->moe_layers = p->moe_layers;
+    g->top_k = p->top_k;
+    if (f->vram_gb_set) {
+        g->budget = (uint64_t)(f->vram_gb * 1e9);
+        if (dev_total && g->budget > dev_free)
+            return err_set(e, "--vram-gb %.2f is more than the %.2f GB free on the GPU (of %.2f GB)",
+                           f->vram_gb, dev_free / 1e9, dev_total / 1e9);
+    } else if (dev_total) {
+        g->budget = (uint64_t)(0.9 * (double)dev_free);
+    } else {
+        return err_set(e, "no GPU to plan for: give --vram-gb to see a plan for a GPU of that size");
+    }
+    uint64_t fixed = g->dense_bytes + g->kv_bytes + g->act_bytes;
+    if (g->budget < fixed)
+        return err_set(e, "%s %.2f GB cannot hold what stays on the GPU: dense and attention weights "
+                       "%.2f GB + KV cache %.2f GB (-c %d) + activations %.2f GB (--chunk %d) = "
+                       "%.2f GB", f->vram_gb_set ? "--vram-gb" : "the GPU's free memory",
+                       g->budget / 1e9, g->dense_bytes / 1e9, g->kv_bytes / 1e9, ctx,
+                       g->act_bytes / 1e9, chunk, fixed / 1e9);
+    uint64_t slots = slot_bytes ? (g->budget - fixed) / slot_bytes : 0;
+    g->slots = (int)(slots < (uint64_t)g->n_experts ? slots : (uint64_t)g->n_experts);
+    return 0;
+}
+
+void gpu_plan_print(const gpu_plan *g, FILE *out)
+{
+    fprintf(out, "GPU plan (%.2f GB%s)\n", g->budget / 1e9,
+            g->dev_total ? "" : ", --vram-gb; no device measured");
+    fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", "dense and attention weights", g->dense_bytes / 1e9);
+    fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", "KV cache", g->kv_bytes / 1e9);
+    fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", "activations, scratch, margin", g->act_bytes / 1e9);
+    char holds[96];
+    snprintf(holds, sizeof holds, "expert cache: %d of %d experts (%.1f%%)", g->slots, g->n_experts,
+             g->n_experts ? 100.0 * g->slots / g->n_experts : 0.0);
+    fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", holds, (double)g->slots * g->slot_bytes / 1e9);
+    if (g->dev_total)
+        fprintf(out, "  GPU memory %.2f GB, free %.2f GB\n", g->dev_total / 1e9, g->dev_free / 1e9);
 }

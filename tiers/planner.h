@@ -25,6 +25,8 @@ typedef struct tier_flags {
     const char *policy;         /* --policy: DRAM tier eviction (NULL: lru) */
     int lookahead;              /* --lookahead N, when lookahead_set */
     int lookahead_set;          /* 0: TIER_DEFAULT_LOOKAHEAD */
+    double vram_gb;             /* --vram-gb: the GPU's budget, when vram_gb_set */
+    int vram_gb_set;            /* 0: what the GPU has free */
 } tier_flags;
 
 /* MoE layers ahead whose experts are predicted and read early (--lookahead) */
@@ -47,6 +49,25 @@ typedef struct tier_plan {
 /* Consumes a tier flag at argv[*i]: 1 when consumed, -1 bad value, 0 not one. */
 int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i);
 extern const char *const tier_flags_usage;
+
+/* The GPU side: dense and attention weights, the KV cache and the activations
+ * resident, the rest of the budget in expert slots. */
+typedef struct gpu_plan {
+    uint64_t budget;            /* --vram-gb, or 0.9 of the free device memory */
+    uint64_t dev_free, dev_total;   /* 0: no device measured (a plan for --vram-gb only) */
+    uint64_t dense_bytes, kv_bytes, act_bytes;
+    uint64_t slot_bytes;        /* one expert in VRAM (gpu_expert_slot_bytes) */
+    int slots, n_experts, moe_layers, top_k;
+} gpu_plan;
+
+/* Device memory besides the weights for a context of ctx and prefill chunks
+ * of `chunk` tokens: activations, the backend's scratch and a margin. */
+uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes);
+/* Refuses a budget that cannot hold what must be resident, naming the parts. */
+int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const tier_flags *f,
+                  int ctx, int chunk, uint64_t slot_bytes, uint64_t dev_free, uint64_t dev_total,
+                  errbuf *e);
+void gpu_plan_print(const gpu_plan *g, FILE *out);
 
 /* Decides the plan; with a store, opens it into *st (caller closes). */
 int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e);

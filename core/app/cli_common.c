@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "cpu_kernels/cpu_backend.h"
+#include "kernels/gpu_backend.h"
+#include "kernels/gpu_layout.h"
 #include "tiers/tiered_source.h"
 
 const char *cli_value(int argc, char **argv, int *i)
@@ -113,6 +115,9 @@ void model_flags_usage(FILE *f)
           "  -t N                 CPU threads (default: one per core)\n"
           "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
           "                       this CPU runs)\n"
+          "  --backend NAME       cpu, cuda (every operation on the GPU, experimental) or auto\n"
+          "                       (cuda when a GPU is usable, else cpu with a notice); default\n"
+          "                       cpu, or $MOETIER_BACKEND\n"
           "  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
     fputs(tier_flags_usage, f);
 }
@@ -154,6 +159,16 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
             return -1;
         }
         f->kernels = v;
+        return 1;
+    }
+    if (!strcmp(a, "--backend")) {
+        if (!(v = cli_value(argc, argv, i)))
+            return -1;
+        if (backend_choice_parse(v) < 0) {
+            fprintf(stderr, "moetier: --backend expects cpu, cuda or auto, got '%s'\n", v);
+            return -1;
+        }
+        f->backend = v;
         return 1;
     }
     if (!strcmp(a, "--chunk")) {
@@ -223,6 +238,102 @@ static void record_experts(void *ctx, int layer, int pos0, int T, const unsigned
     }
 }
 
+int backend_choice_parse(const char *s)
+{
+    if (!strcmp(s, "cpu"))
+        return BACKEND_CPU;
+    if (!strcmp(s, "cuda"))
+        return BACKEND_CUDA;
+    if (!strcmp(s, "auto"))
+        return BACKEND_AUTO;
+    return -1;
+}
+
+int cli_context_size(const model_flags *f, const model_config *c)
+{
+    if (f->ctx)
+        return f->ctx;
+    return c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096;
+}
+
+int cli_chunk_size(const model_flags *f)
+{
+    return f->chunk ? f->chunk : 256;
+}
+
+/* one routed expert's bytes in a VRAM slot (0 without MoE layers) */
+static uint64_t vram_slot_bytes(const model_weights *mw, errbuf *e)
+{
+    const model_config *c = &mw->cfg;
+    for (int l = 0; l < c->n_layers; l++)
+        if (mw->layers[l].is_moe) {
+            expert_view v;
+            if (model_weights_expert(mw, l, 0, &v, e))
+                return 0;
+            return gpu_expert_slot_bytes(&v.gate, &v.up, &v.down);
+        }
+    return 0;
+}
+
+int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags *f, int device,
+                 gpu_plan *g, errbuf *e)
+{
+    uint64_t dev_free = 0, dev_total = 0;
+    errbuf dev_err;
+    if (gpu_device_memory(device, &dev_free, &dev_total, &dev_err) && !f->tiers.vram_gb_set)
+        return err_set(e, "%s", dev_err.msg);
+    return gpu_plan_make(g, p, &mw->cfg, &f->tiers, cli_context_size(f, &mw->cfg), cli_chunk_size(f),
+                         vram_slot_bytes(mw, e), dev_free, dev_total, e);
+}
+
+/* --backend (or $MOETIER_BACKEND): cuda fails without a usable GPU, auto then
+ * says so in one line and computes on the CPU. A GPU budget that cannot work
+ * is an error either way. */
+static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e)
+{
+    const char *name = f->backend ? f->backend : getenv("MOETIER_BACKEND");
+    int choice = name && *name ? backend_choice_parse(name) : BACKEND_CPU;
+    if (choice < 0)
+        return err_set(e, "MOETIER_BACKEND is '%s'; expected cpu, cuda or auto", name);
+    if (choice == BACKEND_CPU && f->tiers.vram_gb_set)
+        return err_set(e, "--vram-gb is for the GPU backend (add --backend cuda or auto)");
+    if (choice != BACKEND_CPU) {
+        gpu_options go = {.device = 0};
+        uint64_t free_b, total;
+        gpu_plan gp;
+        int usable = !gpu_device_memory(go.device, &free_b, &total, e);
+        if (usable) {
+            if (cli_gpu_plan(&m->mw, &m->plan, f, go.device, &gp, e))
+                return -1;
+            if (log)
+                gpu_plan_print(&gp, log);
+            go.expert_slot_bytes = gp.slot_bytes;
+            go.expert_cache_bytes = (uint64_t)gp.slots * gp.slot_bytes;
+            go.n_expert_keys = m->mw.cfg.n_layers * m->mw.cfg.n_routed_experts;
+        }
+        if (usable && !gpu_backend_create(&m->be, &go, e)) {
+            if (log)
+                fprintf(log, "CUDA backend: %s (experimental)\n", gpu_backend_device(&m->be));
+            return 0;
+        }
+        if (choice == BACKEND_CUDA)
+            return err_prefix(e, "--backend cuda: ");
+        if (log)
+            fprintf(log, "moetier: no GPU backend (%s); computing on the CPU\n", e->msg);
+    }
+    cpu_options co = {.threads = f->threads};
+    if (f->kernels) {
+        kernel_path_parse(f->kernels, &co.path);
+        co.path_set = 1;
+    }
+    if (cpu_backend_create_opts(&m->be, &co, e))
+        return -1;
+    if (log)
+        fprintf(log, "CPU backend: %s kernels, %d thread%s\n", kernel_path_name(cpu_backend_path(&m->be)),
+                cpu_backend_threads(&m->be), cpu_backend_threads(&m->be) == 1 ? "" : "s");
+    return 0;
+}
+
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
 {
     memset(m, 0, sizeof *m);
@@ -259,25 +370,15 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     } else {
         model_weights_expert_source(&m->mw, &m->src);
     }
-    cpu_options co = {.threads = f->threads};
-    if (f->kernels) {
-        kernel_path_parse(f->kernels, &co.path);
-        co.path_set = 1;
-    }
-    if (cpu_backend_create_opts(&m->be, &co, e)) {
+    if (open_backend(m, f, log, e)) {
         if (m->src.destroy)
             m->src.destroy(&m->src);
         store_close(&m->st);
         model_weights_close(&m->mw);
         return -1;
     }
-    if (log)
-        fprintf(log, "CPU backend: %s kernels, %d thread%s\n", kernel_path_name(cpu_backend_path(&m->be)),
-                cpu_backend_threads(&m->be), cpu_backend_threads(&m->be) == 1 ? "" : "s");
-    int ctx = f->ctx;
-    if (ctx == 0)
-        ctx = m->mw.cfg.max_position_embeddings < 4096 ? m->mw.cfg.max_position_embeddings : 4096;
-    if (engine_create(&m->en, &m->mw, &m->be, &m->src, ctx, f->chunk ? f->chunk : 256, e)) {
+    if (engine_create(&m->en, &m->mw, &m->be, &m->src, cli_context_size(f, &m->mw.cfg),
+                      cli_chunk_size(f), e)) {
         m->be.ops->destroy(&m->be);
         if (m->src.destroy)
             m->src.destroy(&m->src);
@@ -320,6 +421,14 @@ void cli_model_close(cli_model *m)
         else
             fprintf(stderr, "tier statistics: experts come from the checkpoint mapping (no expert "
                             "store), so there are no tiers to report\n");
+        if (!strcmp(m->be.name, "cuda")) {
+            gpu_cache_stats g;
+            gpu_backend_cache_stats(&m->be, &g);
+            fprintf(stderr, "VRAM expert cache: %d slots; %llu hits, %llu misses, %llu copied for "
+                    "one call; %.3f GB of experts copied to the GPU\n", g.slots,
+                    (unsigned long long)g.hits, (unsigned long long)g.misses,
+                    (unsigned long long)g.uncached, g.bytes_copied / 1e9);
+        }
         const engine_stats *s = &m->en.stats;
         if (s->la_predicted)
             fprintf(stderr, "  lookahead predictions: %llu experts predicted, %llu chosen, recall "

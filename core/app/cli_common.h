@@ -36,7 +36,19 @@ typedef struct model_flags {
     int threads;            /* -t; 0: one per core */
     const char *kernels;    /* --kernels scalar|avx2|avx512; NULL: the fastest */
     const char *trace;      /* --trace FILE: record every token's routing */
+    const char *backend;    /* --backend cpu|cuda|auto; NULL: $MOETIER_BACKEND, else cpu */
 } model_flags;
+
+enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };
+/* "cpu", "cuda", "auto" -> BACKEND_*; -1 for anything else */
+int backend_choice_parse(const char *s);
+
+/* -c (or min(4096, max_position_embeddings)) and --chunk (or 256) */
+int cli_context_size(const model_flags *f, const model_config *c);
+int cli_chunk_size(const model_flags *f);
+/* The GPU side of the placement for device (or for --vram-gb alone when there is none). */
+int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags *f, int device,
+                 gpu_plan *g, errbuf *e);
 
 /* Prints the usage lines of the model and tier flags shared by run, logits and chat. */
 void model_flags_usage(FILE *f);

@@ -107,8 +107,8 @@ int cmd_inspect(int argc, char **argv)
            c->kv_lora_rank + c->qk_rope_dim,
            (double)(c->kv_lora_rank + c->qk_rope_dim) * 4 * c->n_layers / 1e3);
     char gpu[256];
-    gpu_probe(gpu, sizeof gpu);
-    printf("GPU: %s; this build computes on the CPU backend\n", gpu);
+    int n_gpu = gpu_probe(gpu, sizeof gpu);
+    printf("GPU: %s%s\n", gpu, n_gpu ? " (computes with --backend cuda or auto)" : "");
     printf("\n");
     tier_plan plan;
     store st;
@@ -120,6 +120,13 @@ int cmd_inspect(int argc, char **argv)
         tier_plan_print(&plan, stdout);
         if (plan.use_store)
             store_close(&st);
+        gpu_plan gp;
+        if (n_gpu > 0 || mf.tiers.vram_gb_set) {
+            if (cli_gpu_plan(&mw, &plan, &mf, 0, &gp, &e))
+                rc = cli_fail(&e);
+            else
+                gpu_plan_print(&gp, stdout);
+        }
     }
     model_weights_close(&mw);
     return rc;

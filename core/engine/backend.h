@@ -45,6 +45,8 @@ typedef struct ffn_job {
     int T;
     float *out;
     int node;                   /* OS number of the NUMA node holding the weights, -1: unknown */
+    int cache_key;              /* 1 + layer * n_experts + expert for a routed expert (a
+                                 * device may keep it cached under this key), 0: none */
 } ffn_job;
 
 typedef struct backend_ops {
@@ -57,11 +59,16 @@ typedef struct backend_ops {
     void (*linear)(backend *b, const linear_weight *w, const float *x, int T, float *y);
     void (*rope)(backend *b, float *x, int T, int n_vec, int tok_stride, int vec_stride,
                  int offset, int dim, const int *pos, const float *inv_freq, float mscale);
-    /* out = down(silu(gate x) * up x), x [T][cols of gate], out [T][rows of down] */
+    /* out = down(silu(gate x) * up x), x [T][cols of gate], out [T][rows of down].
+     * The weights of linear() and ffn() (and the norm and rope tables) are the
+     * model's: unchanged while it is open, so a device backend may keep its
+     * own copy, found by their address. */
     void (*ffn)(backend *b, const linear_weight *gate, const linear_weight *up,
                 const linear_weight *down, const float *x, int T, float *out);
     /* optional: jobs[0..n) as ffn would run them one after another (each
-     * job's out exactly as ffn computes it); a backend may run them at once */
+     * job's out exactly as ffn computes it); a backend may run them at once.
+     * The engine passes routed experts here (n >= 1) when a backend has it:
+     * their bytes are valid only during the call, as tiers reuse the memory. */
     void (*ffn_batch)(backend *b, const ffn_job *jobs, int n);
     void (*mla_attention)(backend *b, const mla_args *a);
     /* logits [T][n_experts] -> ids/weights [T][top_k] on the host; scores

@@ -326,11 +326,14 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
             float *in = en->gath + (size_t)rows * (size_t)h;
             o->gather_rows(en->be, en->xn, en->disp_tok + start[x], n, h, in);
             en->group_jobs[g] = (ffn_job){&v->gate, &v->up, &v->down, in, n,
-                                          en->eout + (size_t)rows * (size_t)h, v->node};
+                                          en->eout + (size_t)rows * (size_t)h, v->node,
+                                          1 + l * E + x};
             rows += n;
             g++;
         }
-        if (!rc && g > 1) {
+        /* routed experts go through ffn_batch whenever the backend has it: their
+         * memory is the tiers', reused after the put (backend.h) */
+        if (!rc && o->ffn_batch) {
             o->ffn_batch(en->be, en->group_jobs, g);
         } else if (!rc) {
             const ffn_job *j = &en->group_jobs[0];

@@ -10,6 +10,7 @@
 #include "core/engine/sampler.h"
 #include "cpu_kernels/linear_kernels.h"
 #include "golden_harness.h"
+#include "testutil.h"
 
 #define T_PROMPT 24
 #define N_NEW 16
@@ -192,3 +193,20 @@ Test(golden, fp8_decode_avx512_without_tables)
     force_avx512_without_tables();
     check_decode("fp8");
 }
+
+/* The same golden checks with every operation on the GPU (skipped without one) */
+#define GPU_TESTS(variant)                                                                         \
+    Test(golden, variant##_prefill_gpu, .timeout = 300)                                            \
+    {                                                                                              \
+        test_require_gpu();                                                                        \
+        check_prefill(#variant, 256);                                                              \
+    }                                                                                              \
+    Test(golden, variant##_decode_gpu, .timeout = 300)                                             \
+    {                                                                                              \
+        test_require_gpu();                                                                        \
+        check_decode(#variant);                                                                    \
+    }
+
+GPU_TESTS(bf16)
+GPU_TESTS(fp8)
+GPU_TESTS(int4)

@@ -13,114 +13,20 @@
 #include "core/model/dtype.h"
 #include "cpu_kernels/linear_kernels.h"
 #include "cpu_kernels/linear_ref.h"
-
-static uint64_t rng = 88172645463325252ull;
-
-static uint32_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-
-static float frand(void)
-{
-    return (float)((int)(rnd() % 20001) - 10000) / 10000.0f;
-}
-
-typedef struct owned {
-    linear_weight w;
-    void *data, *scale;
-} owned;
-
-/* A random weight of the format; E4M3 codes cover every value but NaN. */
-static owned make_weight(weight_format fmt, int rows, int cols, int blk, int gs)
-{
-    owned o = {.w = {.fmt = fmt, .rows = rows, .cols = cols}};
-    size_t n = (size_t)rows * (size_t)cols;
-    switch (fmt) {
-    case WF_F32: {
-        float *d = malloc(n * 4);
-        for (size_t i = 0; i < n; i++)
-            d[i] = frand();
-        o.data = d;
-        break;
-    }
-    case WF_F16:
-    case WF_BF16: {
-        uint16_t *d = malloc(n * 2);
-        for (size_t i = 0; i < n; i++)
-            d[i] = fmt == WF_BF16 ? f32_to_bf16(frand()) : (uint16_t)(rnd() & 0x3bff); /* |v| < 1 */
-        o.data = d;
-        break;
-    }
-    case WF_FP8_BLOCK: {
-        uint8_t *d = malloc(n);
-        for (size_t i = 0; i < n; i++) {
-            uint8_t q = (uint8_t)rnd();
-            d[i] = (q & 0x7f) == 0x7f ? (uint8_t)(q - 1) : q;
-        }
-        int sr = (rows + blk - 1) / blk, sc = (cols + blk - 1) / blk;
-        float *s = malloc((size_t)sr * (size_t)sc * 4);
-        for (int i = 0; i < sr * sc; i++)   /* include scales too large to fold 2^120 into */
-            s[i] = i % 7 == 3 ? 300.0f * frand() : 0.001f * (1.0f + frand());
-        o.data = d;
-        o.scale = s;
-        o.w.block_rows = o.w.block_cols = blk;
-        o.w.scale_cols = sc;
-        break;
-    }
-    case WF_INT4_GROUP: {
-        int words = (cols + 7) / 8, sc = (cols + gs - 1) / gs;
-        uint32_t *d = malloc((size_t)rows * (size_t)words * 4);
-        for (size_t i = 0; i < (size_t)rows * (size_t)words; i++)
-            d[i] = rnd() << 16 ^ rnd();
-        uint16_t *s = malloc((size_t)rows * (size_t)sc * 2);
-        for (int i = 0; i < rows * sc; i++)
-            s[i] = f32_to_bf16(0.02f * frand());
-        o.data = d;
-        o.scale = s;
-        o.w.group_size = gs;
-        o.w.row_words = words;
-        o.w.scale_cols = sc;
-        break;
-    }
-    default: break;
-    }
-    o.w.data = o.data;
-    o.w.scale = o.scale;
-    return o;
-}
-
-/* sum over columns of |w x|, from the reference dequantization */
-static void abs_bounds(const linear_weight *w, const float *x, int T, float *bound)
-{
-    float *row = malloc((size_t)w->cols * sizeof *row);
-    for (int r = 0; r < w->rows; r++) {
-        linear_ref_dequant_row(w, r, row);
-        for (int t = 0; t < T; t++) {
-            double s = 0;
-            for (int c = 0; c < w->cols; c++)
-                s += fabs((double)row[c] * x[(size_t)t * w->cols + c]);
-            bound[(size_t)t * w->rows + r] = (float)s;
-        }
-    }
-    free(row);
-}
+#include "random_weight.h"
 
 static void check_case(kernel_path path, weight_format fmt, int rows, int cols, int blk, int gs,
                        int T, thread_pool *pool)
 {
-    owned o = make_weight(fmt, rows, cols, blk, gs);
+    random_weight o = random_weight_make(fmt, rows, cols, blk, gs);
     float *x = malloc((size_t)T * cols * sizeof *x);
     for (int i = 0; i < T * cols; i++)
-        x[i] = frand();
+        x[i] = random_unit();
     size_t ny = (size_t)T * rows;
     float *ref = malloc(ny * 4), *got = malloc(ny * 4), *bound = malloc(ny * 4);
     float *row = malloc((size_t)cols * 4);
     linear_ref_forward(&o.w, x, T, ref, row);
-    abs_bounds(&o.w, x, T, bound);
+    random_weight_bounds(&o.w, x, T, bound);
     int nt = pool ? thread_pool_size(pool) : 1;
     float *scratch = malloc(linear_forward_scratch(&o.w, T, nt) * 4 + 4);
     for (size_t i = 0; i < ny; i++)
@@ -139,8 +45,7 @@ static void check_case(kernel_path path, weight_format fmt, int rows, int cols, 
     free(bound);
     free(row);
     free(scratch);
-    free(o.data);
-    free(o.scale);
+    random_weight_free(&o);
 }
 
 Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
@@ -210,22 +115,21 @@ Test(linear_kernels, fp8_nan_codes_stay_nan)
     for (int p = 0; p < KPATH_COUNT; p++) {
         if (!kernel_path_supported((kernel_path)p))
             continue;
-        owned o = make_weight(WF_FP8_BLOCK, 5, 148, 128, 0);
+        random_weight o = random_weight_make(WF_FP8_BLOCK, 5, 148, 128, 0);
         uint8_t *d = o.data;
         d[148 * 1 + 77] = 0x7f;     /* a whole chunk */
         d[148 * 3 + 130] = 0xff;    /* the vector part of the last block */
         d[148 * 4 + 146] = 0x7f;    /* the scalar tail */
         float x[2 * 148], y[2 * 5], scratch[4096];
         for (int i = 0; i < 2 * 148; i++)
-            x[i] = frand();
+            x[i] = random_unit();
         linear_forward((kernel_path)p, NULL, &o.w, x, 2, y, scratch);
         for (int t = 0; t < 2; t++)
             for (int r = 0; r < 5; r++)
                 cr_expect(isnan(y[t * 5 + r]) == (r == 1 || r == 3 || r == 4),
                           "%s: token %d row %d is %g: NaN codes must give NaN rows, others finite",
                           kernel_path_name(p), t, r, y[t * 5 + r]);
-        free(o.data);
-        free(o.scale);
+        random_weight_free(&o);
     }
 }
 
@@ -240,13 +144,13 @@ Test(linear_kernels, extreme_activations_match_the_reference)
     };
     const float mags[6] = {0x1p-100f, 0x1p-20f, 1.0f, 0x1p20f, 0x1p100f, 1.0f};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        owned o = make_weight(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
+        random_weight o = random_weight_make(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
                               shapes[s].gs);
         int T = 7, cols = o.w.cols, rows = o.w.rows;
         float *x = malloc((size_t)T * cols * sizeof *x);
         for (int t = 0; t < T; t++)
             for (int c = 0; c < cols; c++)
-                x[t * cols + c] = frand() * (t < 6 ? mags[t] : 1.0f);
+                x[t * cols + c] = random_unit() * (t < 6 ? mags[t] : 1.0f);
         x[5 * cols + 3] = 0x1p110f;     /* token 5: one huge value among ordinary ones */
         x[5 * cols + 4] = 0x1p-110f;
         x[6 * cols + 7] = INFINITY;     /* token 6: an infinity */
@@ -254,7 +158,7 @@ Test(linear_kernels, extreme_activations_match_the_reference)
         float *ref = malloc(ny * 4), *got = malloc(ny * 4), *bound = malloc(ny * 4);
         float *row = malloc((size_t)cols * 4);
         linear_ref_forward(&o.w, x, T, ref, row);
-        abs_bounds(&o.w, x, T, bound);
+        random_weight_bounds(&o.w, x, T, bound);
         float *scratch = malloc(linear_forward_scratch(&o.w, T, 1) * 4);
         for (int p = 0; p < KPATH_COUNT; p++) {
             if (!kernel_path_supported((kernel_path)p))
@@ -275,8 +179,7 @@ Test(linear_kernels, extreme_activations_match_the_reference)
         free(bound);
         free(row);
         free(scratch);
-        free(o.data);
-        free(o.scale);
+        random_weight_free(&o);
     }
 }
 
@@ -293,7 +196,7 @@ Test(linear_kernels, prepared_x_is_line_aligned_and_results_do_not_depend_on_it)
         if (!kernel_path_supported((kernel_path)p) || p == KPATH_SCALAR)
             continue;
         for (size_t f = 0; f < sizeof fmts / sizeof *fmts; f++) {
-            owned o = make_weight(fmts[f].fmt, rows, cols, fmts[f].blk, fmts[f].gs);
+            random_weight o = random_weight_make(fmts[f].fmt, rows, cols, fmts[f].blk, fmts[f].gs);
             size_t ns = linear_forward_scratch(&o.w, T, 1);
             float *xbuf = aligned_alloc(64, (size_t)(T * cols + 64) * 4);
             float *sbuf = aligned_alloc(64, (ns + 64 + 15) / 16 * 64);  /* whole lines */
@@ -314,8 +217,7 @@ Test(linear_kernels, prepared_x_is_line_aligned_and_results_do_not_depend_on_it)
             }
             free(xbuf);
             free(sbuf);
-            free(o.data);
-            free(o.scale);
+            random_weight_free(&o);
         }
     }
 }
@@ -350,7 +252,7 @@ Test(linear_kernels, dequant_rows_match_the_reference_exactly)
         if (!kernel_path_supported((kernel_path)p))
             continue;
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-            owned o = make_weight(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
+            random_weight o = random_weight_make(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
                                   shapes[s].gs);
             int r0 = shapes[s].fmt == WF_FP8_BLOCK ? 128 : 2, n = shapes[s].rows - r0;
             float *got = malloc((size_t)n * o.w.cols * 4), *want = malloc((size_t)o.w.cols * 4);
@@ -367,8 +269,7 @@ Test(linear_kernels, dequant_rows_match_the_reference_exactly)
             }
             free(got);
             free(want);
-            free(o.data);
-            free(o.scale);
+            random_weight_free(&o);
         }
     }
 }

@@ -19,6 +19,7 @@
 
 #include "core/app/cli_common.h"
 #include "core/model/synth.h"
+#include "kernels/gpu_layout.h"
 #include "prefetch/cache_sim.h"
 #include "tiers/store_writer.h"
 #include "tiers/tiered_source.h"
@@ -168,6 +169,113 @@ static void testdata_invariance(const char *variant)
 Test(tiers, invariance_testdata_bf16, .timeout = 120) { testdata_invariance("bf16"); }
 Test(tiers, invariance_testdata_fp8, .timeout = 120) { testdata_invariance("fp8"); }
 Test(tiers, invariance_testdata_int4, .timeout = 120) { testdata_invariance("int4"); }
+
+/* within the GPU backend too (skipped without a GPU) */
+Test(tiers, invariance_testdata_gpu_bf16, .timeout = 900)
+{
+    test_require_gpu();
+    testdata_invariance("bf16");
+}
+
+Test(tiers, invariance_testdata_gpu_fp8, .timeout = 900)
+{
+    test_require_gpu();
+    testdata_invariance("fp8");
+}
+
+Test(tiers, invariance_testdata_gpu_int4, .timeout = 900)
+{
+    test_require_gpu();
+    testdata_invariance("int4");
+}
+
+/* --vram-gb that leaves room for `slots` experts in the GPU's expert cache
+ * (the budget of run_logits' context and chunk) */
+static double vram_gb_for_slots(const char *model, int slots)
+{
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    tier_flags none = {0}, f = {.vram_gb = 1e6, .vram_gb_set = 1};
+    tier_plan p;
+    store st;
+    cr_assert_eq(tier_plan_make(&p, &mw, &none, &st, &e), 0, "%s", e.msg);
+    int l = 0;
+    while (!mw.layers[l].is_moe)
+        l++;
+    expert_view v;
+    cr_assert_eq(model_weights_expert(&mw, l, 0, &v, &e), 0, "%s", e.msg);
+    uint64_t slot = gpu_expert_slot_bytes(&v.gate, &v.up, &v.down);
+    gpu_plan g;
+    cr_assert_eq(gpu_plan_make(&g, &p, &mw.cfg, &f, 64, 4, slot, 0, 0, &e), 0, "%s", e.msg);
+    model_weights_close(&mw);
+    return (double)(g.dense_bytes + g.kv_bytes + g.act_bytes + (uint64_t)slots * slot + slot / 2) / 1e9;
+}
+
+/* Logits on the GPU do not depend on how many experts its cache holds, nor on
+ * a DRAM tier behind it. */
+static void gpu_vram_invariance(const char *variant)
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
+    char *model = test_data_path(rel);
+    if (!test_path_exists(model)) {
+        free(model);
+        cr_skip_test("%s is absent (../shared/testdata)", rel);
+    }
+    char *tmp = test_make_tmpdir("vram");
+    char store_dir[4096];
+    snprintf(store_dir, sizeof store_dir, "%s/store", tmp);
+    convert_store(model, store_dir, 0, 0);
+    int V = vocab_of(model);
+    size_t n = (size_t)(T_PROMPT + T_STEPS) * (size_t)V;
+    float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got);
+    errbuf e;
+    cr_assert_eq(run_logits(model, NULL, ref, &e), 0, "%s", e.msg);
+    const struct {
+        int slots, dram;    /* VRAM cache slots; a DRAM tier of `dram` slots (0: none) */
+    } cases[] = {{0, 0}, {1, 0}, {17, 0}, {1, 8}, {8, 8}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        tier_flags tf = {.vram_gb = vram_gb_for_slots(model, cases[k].slots), .vram_gb_set = 1};
+        if (cases[k].dram) {
+            store_layout L;
+            model_weights mw;
+            cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+            cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
+            model_weights_close(&mw);
+            tf.store_dir = store_dir;
+            tf.dram_gb = (cases[k].dram + 0.5) * (double)L.slot_bytes / 1e9;
+            tf.dram_gb_set = 1;
+        }
+        memset(got, 0, n * sizeof *got);
+        cr_assert_eq(run_logits(model, &tf, got, &e), 0, "%s", e.msg);
+        cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s: %d VRAM slots, DRAM tier of %d: "
+                  "logits differ", variant, cases[k].slots, cases[k].dram);
+    }
+    free(ref);
+    free(got);
+    test_remove_tree(tmp);
+    free(tmp);
+    free(model);
+}
+
+Test(tiers, invariance_gpu_vram_cache_bf16, .timeout = 600)
+{
+    test_require_gpu();
+    gpu_vram_invariance("bf16");
+}
+
+Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600)
+{
+    test_require_gpu();
+    gpu_vram_invariance("fp8");
+}
+
+Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600)
+{
+    test_require_gpu();
+    gpu_vram_invariance("int4");
+}
 
 /* A larger synthetic model: more experts and layers than the vectors. */
 static char *synth_larger(const char *format, int experts, int moe_inter, int layers)

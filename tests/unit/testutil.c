@@ -13,6 +13,7 @@
 #include "core/base/fileutil.h"
 #include "core/engine/sampler.h"
 #include "core/model/synth.h"
+#include "kernels/gpu_probe.h"
 
 const char *test_testdata_dir(void)
 {
@@ -144,4 +145,12 @@ int test_run_capture(const char *cmd, char **out, char **err)
     test_remove_tree(ofile);
     free(ofile);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void test_require_gpu(void)
+{
+    char why[256];
+    if (gpu_probe(why, sizeof why) == 0)
+        cr_skip_test("needs a CUDA device: %s", why);
+    setenv("MOETIER_BACKEND", "cuda", 1);
 }

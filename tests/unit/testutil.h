@@ -33,4 +33,8 @@ void test_synth_tiny(const char *dir, const char *format);
  * returns the exit status. */
 int test_run_capture(const char *cmd, char **out, char **err);
 
+/* Skips the test (with the reason) unless a CUDA device is usable; otherwise
+ * sets MOETIER_BACKEND=cuda, so models the test opens compute on the GPU. */
+void test_require_gpu(void);
+
 #endif

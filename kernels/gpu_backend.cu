@@ -1,0 +1,672 @@
+/* gpu_backend: the operation table on a CUDA device; see gpu_backend.h.
+ *
+ * Everything is queued on the legacy default stream, so operations run in the
+ * order the engine calls them and a copy to or from the host waits for the
+ * work before it. Host arrays passed per call (token ids, positions, the
+ * dispatch indices and weights) are copied to small device buffers first; the
+ * model's weights and tables are copied once and looked up by their host
+ * address; routed experts go through the VRAM expert cache (slots in one
+ * allocation made at create, an expert_cache with LRU for the bookkeeping) or,
+ * without a key or a free slot, are copied to a staging buffer for the call. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_ops.cuh"
+
+extern "C" {
+#include "cpu_kernels/router_ref.h"
+#include "kernels/gpu_backend.h"
+#include "kernels/gpu_layout.h"
+#include "tiers/expert_cache.h"
+}
+
+void gpu_check(cudaError_t err, const char *what, const char *file, int line)
+{
+    if (err == cudaSuccess)
+        return;
+    fprintf(stderr, "moetier: CUDA error at %s:%d (%s): %s\n", file, line, what,
+            cudaGetErrorString(err));
+    abort();
+}
+
+/* MOETIER_CUDA_SYNC=1 waits for every kernel, so a fault names its kernel */
+static int sync_each_launch(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *s = getenv("MOETIER_CUDA_SYNC");
+        v = s && *s && strcmp(s, "0") != 0;
+    }
+    return v;
+}
+
+void gpu_after_launch(const char *what, const char *file, int line)
+{
+    gpu_check(cudaGetLastError(), what, file, line);
+    if (sync_each_launch())
+        gpu_check(cudaDeviceSynchronize(), what, file, line);
+}
+
+/* ---- state ---- */
+
+/* A model array copied to the device, found by its host address. */
+struct resident_entry {
+    const void *host;
+    void *dev;
+    size_t bytes;
+};
+
+enum scratch_id { SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_EXPERT, SCR_COUNT };
+
+struct gpu_state {
+    char device[256];
+    resident_entry *res;
+    size_t res_cap, res_n;
+    uint64_t resident_bytes;
+    void *scr[SCR_COUNT];
+    size_t scr_bytes[SCR_COUNT];
+    float *host_logits, *host_route;
+    size_t host_logits_n, host_route_n;
+    /* the VRAM expert cache */
+    char *slots;
+    uint64_t slot_bytes;
+    int n_keys;
+    expert_cache cache;
+    gpu_cache_stats stats;
+};
+
+static gpu_state *state(backend *b)
+{
+    return (gpu_state *)b->impl;
+}
+
+static void out_of_device_memory(size_t bytes, const char *what, const gpu_state *st)
+{
+    size_t free_b = 0, total = 0;
+    cudaMemGetInfo(&free_b, &total);
+    fprintf(stderr, "moetier: out of GPU memory: %.3f GB more for %s (%.2f GB of weights resident, "
+            "%.2f of %.2f GB free)\n", bytes / 1e9, what, st->resident_bytes / 1e9, free_b / 1e9,
+            total / 1e9);
+    abort();
+}
+
+/* A device buffer of at least `bytes` for one use inside an operation. Growing
+ * frees the old one; cudaFree waits for the work that may still read it. */
+static void *scratch(gpu_state *st, int id, size_t bytes)
+{
+    if (bytes > st->scr_bytes[id]) {
+        size_t want = bytes + bytes / 4;
+        if (st->scr[id])
+            GPU_CHECK(cudaFree(st->scr[id]));
+        st->scr[id] = NULL;
+        st->scr_bytes[id] = 0;
+        if (cudaMalloc(&st->scr[id], want) != cudaSuccess) {
+            cudaGetLastError();
+            out_of_device_memory(want, "scratch", st);
+        }
+        st->scr_bytes[id] = want;
+    }
+    return st->scr[id];
+}
+
+template <typename T> static T *upload(gpu_state *st, int id, const T *host, size_t n)
+{
+    T *d = (T *)scratch(st, id, (n ? n : 1) * sizeof(T));
+    if (n)
+        GPU_CHECK(cudaMemcpy(d, host, n * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+static size_t slot_of(const gpu_state *st, const void *host)
+{
+    uint64_t h = (uint64_t)(uintptr_t)host * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 17) & (st->res_cap - 1);
+}
+
+static resident_entry *find_entry(gpu_state *st, const void *host)
+{
+    if (!st->res_cap)
+        return NULL;
+    for (size_t i = slot_of(st, host);; i = (i + 1) & (st->res_cap - 1)) {
+        if (st->res[i].host == host)
+            return &st->res[i];
+        if (!st->res[i].host)
+            return NULL;
+    }
+}
+
+static void grow_table(gpu_state *st)
+{
+    size_t old_cap = st->res_cap, cap = old_cap ? old_cap * 2 : 1024;
+    resident_entry *old = st->res;
+    st->res = (resident_entry *)calloc(cap, sizeof *st->res);
+    if (!st->res) {
+        fprintf(stderr, "moetier: out of memory for the GPU weight table\n");
+        abort();
+    }
+    st->res_cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].host) {
+            size_t j = slot_of(st, old[i].host);
+            while (st->res[j].host)
+                j = (j + 1) & (cap - 1);
+            st->res[j] = old[i];
+        }
+    free(old);
+}
+
+/* The device copy of `bytes` of model memory at `host`, made on first use. */
+static const void *resident(gpu_state *st, const void *host, size_t bytes)
+{
+    if (!host || !bytes)
+        return NULL;
+    resident_entry *r = find_entry(st, host);
+    if (r && r->bytes >= bytes)
+        return r->dev;
+    if (r) {    /* asked for more of it than before: copy it again, whole */
+        GPU_CHECK(cudaFree(r->dev));
+        st->resident_bytes -= r->bytes;
+    } else {
+        if ((st->res_n + 1) * 2 > st->res_cap)
+            grow_table(st);
+        size_t i = slot_of(st, host);
+        while (st->res[i].host)
+            i = (i + 1) & (st->res_cap - 1);
+        r = &st->res[i];
+        r->host = host;
+        st->res_n++;
+    }
+    if (cudaMalloc(&r->dev, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        out_of_device_memory(bytes, "a resident weight", st);
+    }
+    GPU_CHECK(cudaMemcpy(r->dev, host, bytes, cudaMemcpyHostToDevice));
+    r->bytes = bytes;
+    st->resident_bytes += bytes;
+    return r->dev;
+}
+
+static gpu_weight view_of(const linear_weight *w, const void *data, const void *scale)
+{
+    gpu_weight g;
+    g.fmt = (int)w->fmt;
+    g.rows = w->rows;
+    g.cols = w->cols;
+    g.data = data;
+    g.scale = scale;
+    g.block_rows = w->block_rows;
+    g.block_cols = w->block_cols;
+    g.group_size = w->group_size;
+    g.row_words = (long long)w->row_words;
+    g.scale_cols = (long long)w->scale_cols;
+    return g;
+}
+
+static gpu_weight resident_weight(gpu_state *st, const linear_weight *w)
+{
+    return view_of(w, resident(st, w->data, linear_weight_data_bytes(w)),
+                   resident(st, w->scale, linear_weight_scale_bytes(w)));
+}
+
+/* the view of w placed at base + *off (device; gpu_layout.h), advancing *off */
+static gpu_weight place_weight(const linear_weight *w, char *base, uint64_t *off)
+{
+    uint64_t nd = linear_weight_data_bytes(w), ns = linear_weight_scale_bytes(w);
+    char *d = base + *off;
+    *off += gpu_weight_bytes(w);
+    return view_of(w, d, ns ? d + gpu_align(nd) : NULL);
+}
+
+/* copies w's data and scales to where place_weight put them */
+static void copy_weight(gpu_state *st, const linear_weight *w, const gpu_weight *g)
+{
+    uint64_t nd = linear_weight_data_bytes(w), ns = linear_weight_scale_bytes(w);
+    GPU_CHECK(cudaMemcpy((void *)g->data, w->data, nd, cudaMemcpyHostToDevice));
+    if (ns)
+        GPU_CHECK(cudaMemcpy((void *)g->scale, w->scale, ns, cudaMemcpyHostToDevice));
+    st->stats.bytes_copied += nd + ns;
+}
+
+/* ---- small kernels ---- */
+
+__global__ void k_rmsnorm(const float *x, int xs, const float *w, int n, float eps, float *out,
+                          int os)
+{
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * (size_t)xs;
+    float *o = out + (size_t)blockIdx.x * (size_t)os;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        ss = fmaf(xr[i], xr[i], ss);
+    ss = block_reduce(ss, red, false);     /* every read of xr is before its barriers */
+    float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        o[i] = w[i] * (xr[i] * inv);
+}
+
+__global__ void k_rope(float *x, int T, int n_vec, int ts, int vs, int off, int dim, const int *pos,
+                       const float *inv_freq, float mscale)
+{
+    size_t half = (size_t)dim / 2, idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)T * half * (size_t)n_vec)
+        return;
+    size_t k = idx % (size_t)n_vec, i = idx / (size_t)n_vec % half, t = idx / ((size_t)n_vec * half);
+    float ang = (float)pos[t] * inv_freq[i];
+    float c = cosf(ang) * mscale, s = sinf(ang) * mscale;
+    float *v = x + t * (size_t)ts + k * (size_t)vs + (size_t)off + 2 * i;
+    float a = v[0], b = v[1];
+    v[0] = a * c - b * s;
+    v[1] = a * s + b * c;
+}
+
+__global__ void k_add(float *y, const float *x, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] += x[i];
+}
+
+__global__ void k_gather(const float *src, const int *idx, int dim, float *dst)
+{
+    int i = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < dim)
+        dst[(size_t)i * (size_t)dim + (size_t)j] = src[(size_t)idx[i] * (size_t)dim + (size_t)j];
+}
+
+/* one thread per column, the rows in the caller's order (as the CPU adds them) */
+__global__ void k_scatter_add(float *dst, const int *idx, const float *w, int n, int dim,
+                              const float *src)
+{
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= dim)
+        return;
+    for (int i = 0; i < n; i++)
+        dst[(size_t)idx[i] * (size_t)dim + (size_t)j] += w[i] * src[(size_t)i * (size_t)dim + (size_t)j];
+}
+
+static unsigned blocks_for(size_t n, unsigned per)
+{
+    return (unsigned)((n + per - 1) / per);
+}
+
+/* ---- the operations ---- */
+
+static float *g_alloc(backend *b, size_t n)
+{
+    (void)b;
+    void *p = NULL;
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;    /* the caller says what it was for */
+    }
+    GPU_CHECK(cudaMemset(p, 0, bytes));
+    return (float *)p;
+}
+
+static void g_release(backend *b, float *p)
+{
+    (void)b;
+    GPU_CHECK(cudaFree(p));
+}
+
+static void g_embed(backend *b, const linear_weight *emb, const int *ids, int T, float *out)
+{
+    gpu_state *st = state(b);
+    gpu_weight w = resident_weight(st, emb);
+    gpu_embed(&w, upload(st, SCR_INDEX, ids, (size_t)T), T, out, 0);
+}
+
+static void g_rmsnorm(backend *b, const float *x, int xs, const float *w, int n, int T, float eps,
+                      float *out, int os)
+{
+    if (T <= 0)
+        return;
+    const float *dw = (const float *)resident(state(b), w, (size_t)n * sizeof(float));
+    GPU_LAUNCH(k_rmsnorm, (unsigned)T, 256, 0, 0)(x, xs, dw, n, eps, out, os);
+    GPU_LAUNCHED("rmsnorm");
+}
+
+static void linear_on(gpu_weight w, const float *x, int T, float *y)
+{
+    gpu_lin a = {};
+    a.w = w;
+    a.nrows = w.rows;
+    a.groups = 1;
+    a.x = x;
+    a.xs = (size_t)w.cols;
+    a.y = y;
+    a.ys = (size_t)w.rows;
+    a.T = T;
+    gpu_linear(&a, 0);
+}
+
+static void g_linear(backend *b, const linear_weight *w, const float *x, int T, float *y)
+{
+    linear_on(resident_weight(state(b), w), x, T, y);
+}
+
+static void g_rope(backend *b, float *x, int T, int n_vec, int ts, int vs, int off, int dim,
+                   const int *pos, const float *inv_freq, float mscale)
+{
+    gpu_state *st = state(b);
+    size_t n = (size_t)T * (size_t)(dim / 2) * (size_t)n_vec;
+    if (!n)
+        return;
+    const float *f = (const float *)resident(st, inv_freq, (size_t)(dim / 2) * sizeof(float));
+    const int *p = upload(st, SCR_INDEX, pos, (size_t)T);
+    GPU_LAUNCH(k_rope, blocks_for(n, 256), 256, 0, 0)(x, T, n_vec, ts, vs, off, dim, p, f, mscale);
+    GPU_LAUNCHED("rope");
+}
+
+static void ffn_on(gpu_state *st, gpu_weight g, gpu_weight u, gpu_weight d, const float *x, int T,
+                   float *out)
+{
+    size_t n = (size_t)T * (size_t)g.rows;
+    float *G = (float *)scratch(st, SCR_GATE, n * sizeof(float));
+    float *U = (float *)scratch(st, SCR_UP, n * sizeof(float));
+    linear_on(g, x, T, G);
+    linear_on(u, x, T, U);
+    gpu_silu_mul(G, U, n, 0);
+    linear_on(d, G, T, out);
+}
+
+static void g_ffn(backend *b, const linear_weight *gate, const linear_weight *up,
+                  const linear_weight *down, const float *x, int T, float *out)
+{
+    gpu_state *st = state(b);
+    ffn_on(st, resident_weight(st, gate), resident_weight(st, up), resident_weight(st, down), x, T,
+           out);
+}
+
+/* Routed experts: their bytes are valid only during the call (a tier may reuse
+ * the memory next). A keyed expert is looked up in the VRAM cache and copied
+ * into a slot on a miss; the others are copied to the staging buffer. A slot's
+ * next copy waits for the kernels reading it: a copy from pageable memory on
+ * the default stream starts after the work queued before it. */
+static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
+{
+    gpu_state *st = state(b);
+    for (int i = 0; i < n; i++) {
+        const ffn_job *j = &jobs[i];
+        uint64_t bytes = gpu_expert_slot_bytes(j->gate, j->up, j->down);
+        int key = j->cache_key - 1, slot = -1, resident = 0, evicted;
+        char *base;
+        if (st->slots && key >= 0 && key < st->n_keys && bytes <= st->slot_bytes)
+            slot = expert_cache_acquire(&st->cache, key, &resident, &evicted);
+        if (slot >= 0) {
+            base = st->slots + (uint64_t)slot * st->slot_bytes;
+            if (resident)
+                st->stats.hits++;
+            else
+                st->stats.misses++;
+        } else {
+            base = (char *)scratch(st, SCR_EXPERT, bytes);
+            st->stats.uncached++;
+        }
+        uint64_t off = 0;
+        gpu_weight g = place_weight(j->gate, base, &off);
+        gpu_weight u = place_weight(j->up, base, &off);
+        gpu_weight d = place_weight(j->down, base, &off);
+        if (!resident) {
+            copy_weight(st, j->gate, &g);
+            copy_weight(st, j->up, &u);
+            copy_weight(st, j->down, &d);
+            if (slot >= 0)
+                expert_cache_ready(&st->cache, slot);
+        }
+        ffn_on(st, g, u, d, j->x, j->T, j->out);
+        if (slot >= 0)
+            expert_cache_release(&st->cache, slot);
+    }
+}
+
+static void g_mla(backend *b, const mla_args *m)
+{
+    gpu_state *st = state(b);
+    if (m->kv_lora > GPU_MLA_MAX_LORA) {
+        fprintf(stderr, "moetier: the GPU attention handles kv_lora_rank up to %d (this model: %d)\n",
+                GPU_MLA_MAX_LORA, m->kv_lora);
+        abort();
+    }
+    size_t n = (size_t)m->T * (size_t)m->H * (size_t)m->kv_lora;
+    gpu_mla_args a;
+    a.kv_b = resident_weight(st, m->kv_b);
+    a.q = m->q;
+    a.T = m->T;
+    a.pos0 = m->pos0;
+    a.H = m->H;
+    a.nope = m->nope;
+    a.rope = m->rope;
+    a.v = m->v;
+    a.kv_lora = m->kv_lora;
+    a.kv_cache = m->kv_cache;
+    a.scale = m->scale;
+    a.out = m->out;
+    a.qa = (float *)scratch(st, SCR_QA, n * sizeof(float));
+    a.ol = (float *)scratch(st, SCR_OL, n * sizeof(float));
+    gpu_mla(&a, 0);
+}
+
+static float *host_buffer(float **p, size_t *have, size_t n)
+{
+    if (n > *have) {
+        float *q = (float *)realloc(*p, n * sizeof *q);
+        if (!q) {
+            fprintf(stderr, "moetier: out of memory for %zu floats of routing scratch\n", n);
+            abort();
+        }
+        *p = q;
+        *have = n;
+    }
+    return *p;
+}
+
+/* The router's choice is made on the host, where its result is wanted: the
+ * logits come over (T x n_experts floats) and the reference picks. */
+static void g_route(backend *b, const route_params *p, const float *logits, const float *bias,
+                    int T, int *ids, float *weights, float *scores)
+{
+    gpu_state *st = state(b);
+    size_t E = (size_t)p->n_experts, K = (size_t)p->top_k;
+    float *hl = host_buffer(&st->host_logits, &st->host_logits_n, (size_t)T * E + 1);
+    float *rs = host_buffer(&st->host_route, &st->host_route_n, route_ref_scratch(p) + 1);
+    GPU_CHECK(cudaMemcpy(hl, logits, (size_t)T * E * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int t = 0; t < T; t++)
+        route_ref(p, hl + (size_t)t * E, bias, ids + (size_t)t * K, weights + (size_t)t * K,
+                  scores ? scores + (size_t)t * E : NULL, rs);
+}
+
+static void g_zero(backend *b, float *p, size_t n)
+{
+    (void)b;
+    GPU_CHECK(cudaMemsetAsync(p, 0, n * sizeof(float), 0));
+}
+
+static void g_add(backend *b, float *y, const float *x, size_t n)
+{
+    (void)b;
+    if (!n)
+        return;
+    GPU_LAUNCH(k_add, blocks_for(n, 256), 256, 0, 0)(y, x, n);
+    GPU_LAUNCHED("add");
+}
+
+static void g_gather(backend *b, const float *src, const int *idx, int n, int dim, float *dst)
+{
+    if (n <= 0 || dim <= 0)
+        return;
+    const int *di = upload(state(b), SCR_INDEX, idx, (size_t)n);
+    dim3 grid(blocks_for((size_t)dim, 256), (unsigned)n);
+    GPU_LAUNCH(k_gather, grid, 256, 0, 0)(src, di, dim, dst);
+    GPU_LAUNCHED("gather");
+}
+
+static void g_scatter_add(backend *b, float *dst, const int *idx, const float *w, int n, int dim,
+                          const float *src)
+{
+    if (n <= 0 || dim <= 0)
+        return;
+    gpu_state *st = state(b);
+    const int *di = upload(st, SCR_INDEX, idx, (size_t)n);
+    const float *dw = upload(st, SCR_WEIGHTS, w, (size_t)n);
+    GPU_LAUNCH(k_scatter_add, blocks_for((size_t)dim, 256), 256, 0, 0)(dst, di, dw, n, dim, src);
+    GPU_LAUNCHED("scatter_add");
+}
+
+static void g_to_host(backend *b, float *host, const float *buf, size_t n)
+{
+    (void)b;
+    GPU_CHECK(cudaMemcpy(host, buf, n * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+static void g_from_host(backend *b, float *buf, const float *host, size_t n)
+{
+    (void)b;
+    GPU_CHECK(cudaMemcpy(buf, host, n * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+static void g_destroy(backend *b)
+{
+    gpu_state *st = state(b);
+    if (!st)
+        return;
+    cudaDeviceSynchronize();
+    for (size_t i = 0; i < st->res_cap; i++)
+        if (st->res[i].host)
+            cudaFree(st->res[i].dev);
+    for (int i = 0; i < SCR_COUNT; i++)
+        if (st->scr[i])
+            cudaFree(st->scr[i]);
+    if (st->slots) {
+        cudaFree(st->slots);
+        expert_cache_free(&st->cache);
+    }
+    free(st->res);
+    free(st->host_logits);
+    free(st->host_route);
+    free(st);
+    b->impl = NULL;
+}
+
+static const backend_ops gpu_ops_table = {
+    g_alloc, g_release, g_embed, g_rmsnorm, g_linear, g_rope, g_ffn, g_ffn_batch, g_mla, g_route,
+    g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
+};
+
+/* All the cache's slots in one allocation, taken now (no allocation mid-run). */
+static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *device, errbuf *e)
+{
+    if (!o->expert_cache_bytes || !o->expert_slot_bytes || o->n_expert_keys <= 0)
+        return 0;
+    uint64_t n = o->expert_cache_bytes / o->expert_slot_bytes;
+    if (n > (uint64_t)o->n_expert_keys)
+        n = (uint64_t)o->n_expert_keys;
+    if (!n)
+        return 0;
+    uint64_t bytes = n * o->expert_slot_bytes;
+    if (cudaMalloc(&st->slots, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        uint64_t free_b = 0, total = 0;
+        gpu_device_memory(o->device, &free_b, &total, NULL);
+        st->slots = NULL;
+        return err_set(e, "%s: cannot allocate the VRAM expert cache (%llu slots, %.3f GB; %.3f GB "
+                       "free): lower --vram-gb", device, (unsigned long long)n, bytes / 1e9,
+                       free_b / 1e9);
+    }
+    cache_policy lru;
+    if (cache_policy_lru(&lru, (int)n) || expert_cache_init(&st->cache, o->n_expert_keys, (int)n, lru)) {
+        cudaFree(st->slots);
+        st->slots = NULL;
+        return err_set(e, "out of memory for the VRAM expert cache's table");
+    }
+    st->slot_bytes = o->expert_slot_bytes;
+    st->n_keys = o->n_expert_keys;
+    st->stats.slots = (int)n;
+    return 0;
+}
+
+__global__ void k_probe(int *p)
+{
+    *p = 42;
+}
+
+extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
+{
+    int count = 0, dev = o ? o->device : 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0)
+        return err_set(e, "no usable CUDA device (%s)",
+                       err != cudaSuccess ? cudaGetErrorString(err) : "none found");
+    if (dev < 0 || dev >= count)
+        return err_set(e, "CUDA device %d does not exist (this machine has %d)", dev, count);
+    cudaDeviceProp p;
+    if ((err = cudaGetDeviceProperties(&p, dev)) != cudaSuccess ||
+        (err = cudaSetDevice(dev)) != cudaSuccess)
+        return err_set(e, "CUDA device %d: %s", dev, cudaGetErrorString(err));
+    /* one tiny kernel proves the build's code runs on this device */
+    int *probe = NULL, got = 0;
+    if ((err = cudaMalloc(&probe, sizeof *probe)) == cudaSuccess) {
+        GPU_LAUNCH(k_probe, 1, 1, 0, 0)(probe);
+        if ((err = cudaGetLastError()) == cudaSuccess &&
+            (err = cudaMemcpy(&got, probe, sizeof got, cudaMemcpyDeviceToHost)) == cudaSuccess &&
+            got != 42)
+            err = cudaErrorUnknown;
+        cudaFree(probe);
+    }
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        return err_set(e, "cannot run this build's kernels on %s (sm_%d%d): %s", p.name, p.major,
+                       p.minor, cudaGetErrorString(err));
+    }
+    gpu_state *st = (gpu_state *)calloc(1, sizeof *st);
+    if (!st)
+        return err_set(e, "out of memory");
+    if (o && open_expert_cache(st, o, p.name, e)) {
+        free(st);
+        return -1;
+    }
+    snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
+             (double)p.totalGlobalMem / 1e9);
+    b->name = "cuda";
+    b->ops = &gpu_ops_table;
+    b->impl = st;
+    return 0;
+}
+
+extern "C" const char *gpu_backend_device(const backend *b)
+{
+    return ((const gpu_state *)b->impl)->device;
+}
+
+extern "C" uint64_t gpu_backend_resident_bytes(const backend *b)
+{
+    return ((const gpu_state *)b->impl)->resident_bytes;
+}
+
+extern "C" void gpu_backend_cache_stats(const backend *b, gpu_cache_stats *s)
+{
+    *s = ((const gpu_state *)b->impl)->stats;
+}
+
+extern "C" int gpu_device_memory(int device, uint64_t *free_bytes, uint64_t *total_bytes, errbuf *e)
+{
+    size_t f = 0, t = 0;
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err == cudaSuccess && (device < 0 || device >= count))
+        err = cudaErrorInvalidDevice;
+    if (err == cudaSuccess)
+        err = cudaSetDevice(device);
+    if (err == cudaSuccess)
+        err = cudaMemGetInfo(&f, &t);
+    *free_bytes = f;
+    *total_bytes = t;
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        return err_set(e, "no usable CUDA device %d (%s)", device, cudaGetErrorString(err));
+    }
+    return 0;
+}

@@ -1,0 +1,85 @@
+/* gpu_ops: the CUDA kernels' launchers, shared by the backend's operation
+ * table (gpu_backend.cu) and the files that hold the kernels. Every pointer is
+ * device memory unless its comment says otherwise; every launcher queues its
+ * work on stream s and returns at once. */
+#ifndef MOETIER_GPU_OPS_CUH
+#define MOETIER_GPU_OPS_CUH
+
+#include <cuda_runtime.h>
+
+#include "gpu_weight.cuh"
+
+/* Kernel launches and dynamic shared memory go through these two macros so the
+ * same sources also build for the CPU emulation the tests run without a GPU
+ * (tests/cuda_emu: a block's threads as fibers). */
+#ifdef MOETIER_CUDA_EMU
+#define GPU_LAUNCH(kernel, grid, block, smem, stream) emu_launcher(kernel, dim3(grid), dim3(block), smem)
+#define GPU_DYNAMIC_SMEM(type, name) type *name = (type *)emu_dynamic_smem()
+#else
+#define GPU_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#define GPU_DYNAMIC_SMEM(type, name) extern __shared__ type name[]
+#endif
+
+/* A product of rows of w with T token vectors, in G groups (blockIdx.y): group
+ * g computes, for i < nrows and t < T,
+ *   y[g * y_step + t * ys + i] = sum_c w(row0 + g * row_step + i, c) * x[g * x_step + t * xs + c]
+ * One plain linear layer is G = 1, row0 = 0, nrows = rows, xs = cols, ys = rows;
+ * attention's per-head products are one group per head. */
+struct gpu_lin {
+    gpu_weight w;
+    int row0, nrows, row_step, groups;
+    const float *x;
+    size_t xs, x_step;
+    float *y;
+    size_t ys, y_step;
+    int T;
+};
+void gpu_linear(const gpu_lin *a, cudaStream_t s);
+
+/* out[t] = row ids[t] of emb (ids in device memory) */
+void gpu_embed(const gpu_weight *emb, const int *ids, int T, float *out, cudaStream_t s);
+/* g[i] = silu(g[i]) * u[i] */
+void gpu_silu_mul(float *g, const float *u, size_t n, cudaStream_t s);
+
+/* MLA attention, absorbed form, for T tokens at positions pos0.. (see mla_args
+ * in backend.h; the same layout, device pointers). qa and ol are scratch of
+ * T * H * kv_lora floats each. */
+struct gpu_mla_args {
+    gpu_weight kv_b;
+    const float *q;
+    int T, pos0, H, nope, rope, v, kv_lora;
+    const float *kv_cache;
+    float scale;
+    float *out;
+    float *qa, *ol;
+};
+void gpu_mla(const gpu_mla_args *a, cudaStream_t s);
+/* the largest kv_lora gpu_mla handles (its per-thread latent accumulators) */
+#define GPU_MLA_MAX_LORA 2048
+
+/* max (or sum) of v over the block; every thread gets it. red: 32 floats of shared memory */
+__device__ __forceinline__ float block_reduce(float v, float *red, bool take_max)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = take_max ? fmaxf(v, w) : v + w;
+    }
+    __syncthreads();        /* the previous reduction's readers are done with red */
+    if ((threadIdx.x & 31) == 0)
+        red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float r = red[0];
+    for (int i = 1; i < (int)(blockDim.x >> 5); i++)
+        r = take_max ? fmaxf(r, red[i]) : r + red[i];
+    return r;
+}
+
+/* Aborts with the call site when a CUDA call failed: the backend's operations
+ * return nothing, and computing on after a device fault would give garbage. */
+void gpu_check(cudaError_t err, const char *what, const char *file, int line);
+#define GPU_CHECK(call) gpu_check((call), #call, __FILE__, __LINE__)
+/* after a launch: the launch error, and with MOETIER_CUDA_SYNC=1 the kernel's own */
+void gpu_after_launch(const char *what, const char *file, int line);
+#define GPU_LAUNCHED(what) gpu_after_launch((what), __FILE__, __LINE__)
+
+#endif

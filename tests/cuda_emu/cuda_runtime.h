@@ -1,0 +1,132 @@
+/* cuda_runtime.h for the CPU emulation of the CUDA backend (make test-gpu-emu).
+ *
+ * The CUDA sources in kernels/ compile as C++ against this header, so the GPU
+ * backend's tests (tests/unit/test_gpu.c, the golden and tier tests with
+ * MOETIER_BACKEND=cuda) run on machines without a GPU. Only what the kernels use is here: device
+ * memory is host memory (filled with 0xff bytes, so reading what nobody wrote
+ * shows), copies are memmove, one emulated device. A launch runs its blocks one
+ * after another; a block's threads are fibers (cuda_emu.cc) that all meet at
+ * every __syncthreads and every warp shuffle. This checks indexing, reductions
+ * and shared memory use, not the device's timing, memory model or rounding of
+ * its math library. */
+#ifndef MOETIER_CUDA_EMU_RUNTIME_H
+#define MOETIER_CUDA_EMU_RUNTIME_H
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <tuple>
+#include <utility>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+/* one block runs at a time, so a static is exactly one block's shared memory */
+#define __shared__ static
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+extern dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+typedef void *cudaStream_t;
+typedef enum {
+    cudaSuccess = 0,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorUnknown = 999
+} cudaError_t;
+typedef enum { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice } cudaMemcpyKind;
+struct cudaDeviceProp {
+    char name[256];
+    int major, minor;
+    size_t totalGlobalMem;
+};
+
+#define EMU_DEVICE_BYTES (16ull << 30)
+
+inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
+{
+    snprintf(p->name, sizeof p->name, "CPU emulation");
+    p->major = 9;
+    p->minor = 0;
+    p->totalGlobalMem = EMU_DEVICE_BYTES;
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
+{
+    *free_b = *total = EMU_DEVICE_BYTES;
+    return cudaSuccess;
+}
+template <typename T> cudaError_t cudaMalloc(T **p, size_t n)
+{
+    *p = (T *)malloc(n ? n : 1);
+    if (!*p)
+        return cudaErrorMemoryAllocation;
+    memset((void *)*p, 0xff, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind)
+{
+    memmove(d, s, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
+{
+    memset(d, v, n);
+    return cudaSuccess;
+}
+
+inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+void __syncthreads(void);
+float __shfl_xor_sync(unsigned mask, float v, int lane_mask);
+
+/* runs body(ctx) as every thread of the current block */
+void emu_run_block(void (*body)(void *), void *ctx, unsigned nthreads);
+void *emu_dynamic_smem(void);
+void emu_set_dynamic_smem(size_t bytes);
+
+/* GPU_LAUNCH(kernel, grid, block, smem, stream)(args...) in the emulation */
+template <typename... P> struct emu_launch_t {
+    void (*kernel)(P...);
+    dim3 grid, block;
+    size_t smem;
+    template <typename... A> void operator()(A &&...args) const
+    {
+        struct call {
+            void (*kernel)(P...);
+            std::tuple<P...> args;
+        } c{kernel, std::tuple<P...>(std::forward<A>(args)...)};
+        gridDim = grid;
+        blockDim = block;
+        emu_set_dynamic_smem(smem);
+        for (unsigned z = 0; z < grid.z; z++)
+            for (unsigned y = 0; y < grid.y; y++)
+                for (unsigned x = 0; x < grid.x; x++) {
+                    blockIdx = dim3(x, y, z);
+                    emu_run_block([](void *p) {
+                        call *k = (call *)p;
+                        std::apply(k->kernel, k->args);
+                    }, &c, block.x * block.y * block.z);
+                }
+    }
+};
+template <typename... P>
+emu_launch_t<P...> emu_launcher(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem)
+{
+    return emu_launch_t<P...>{kernel, grid, block, smem};
+}
+
+#endif

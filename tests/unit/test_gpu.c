@@ -1,0 +1,565 @@
+/* The CUDA backend, operation by operation, against the scalar references on
+ * random inputs: every weight format, odd shapes, partial FP8 blocks and INT4
+ * groups, token counts across the GPU's 8-token tiles, attention across its
+ * 256-position tiles. Skipped without a usable GPU (the build without CUDA
+ * included); the golden and tier-invariance tests also run on the GPU
+ * (test_golden.c, test_tiers.c). The weights of linear() and ffn() are kept
+ * alive until the backend is gone: it keeps its copies by their address. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/model/dtype.h"
+#include "cpu_kernels/linear_ref.h"
+#include "cpu_kernels/mla_ref.h"
+#include "cpu_kernels/ops_ref.h"
+#include "cpu_kernels/router_ref.h"
+#include "core/app/cli_common.h"
+#include "kernels/gpu_backend.h"
+#include "kernels/gpu_layout.h"
+#include "kernels/gpu_probe.h"
+#include "random_weight.h"
+#include "testutil.h"
+
+static backend gpu;
+
+static void open_gpu(void)
+{
+    test_require_gpu();
+    gpu_options o = {0};
+    errbuf e;
+    cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+}
+
+static void close_gpu(void)
+{
+    gpu.ops->destroy(&gpu);
+}
+
+static float *random_floats(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = random_unit();
+    return p;
+}
+
+static float *to_dev(const float *h, size_t n)
+{
+    float *d = gpu.ops->alloc(&gpu, n);
+    cr_assert(d, "device allocation of %zu floats", n);
+    gpu.ops->from_host(&gpu, d, h, n);
+    return d;
+}
+
+static float *from_dev(const float *d, size_t n)
+{
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    gpu.ops->to_host(&gpu, h, d, n);
+    return h;
+}
+
+static float max_abs(const float *p, size_t n)
+{
+    float m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fabsf(p[i]) > m ? fabsf(p[i]) : m;
+    return m;
+}
+
+/* every |got - want| within rel of the largest |want| */
+static void assert_close(const char *what, const float *got, const float *want, size_t n, float rel)
+{
+    float tol = rel * max_abs(want, n) + 1e-30f;
+    for (size_t i = 0; i < n; i++)
+        if (!(fabsf(got[i] - want[i]) <= tol))
+            cr_assert_fail("%s: [%zu] = %.9g, reference %.9g (tolerance %.3g)", what, i, got[i],
+                           want[i], tol);
+}
+
+/* ---- linear ---- */
+
+typedef struct shape {
+    weight_format fmt;
+    int rows, cols, blk, gs;
+} shape;
+
+static const shape shapes[] = {
+    {WF_F32, 37, 100, 0, 0},        {WF_F16, 37, 100, 0, 0},
+    {WF_BF16, 70, 356, 0, 0},       {WF_FP8_BLOCK, 70, 356, 128, 0},
+    {WF_FP8_BLOCK, 200, 130, 64, 0}, {WF_INT4_GROUP, 33, 200, 0, 32},
+    {WF_INT4_GROUP, 65, 136, 0, 64}, {WF_INT4_GROUP, 9, 203, 0, 32},
+};
+#define N_SHAPES (sizeof shapes / sizeof *shapes)
+
+Test(gpu, linear_matches_the_reference_in_every_format, .timeout = 120)
+{
+    open_gpu();
+    static const int tokens[] = {1, 4, 9, 17};
+    random_weight w[N_SHAPES];
+    for (size_t s = 0; s < N_SHAPES; s++) {
+        const shape *sh = &shapes[s];
+        w[s] = random_weight_make(sh->fmt, sh->rows, sh->cols, sh->blk, sh->gs);
+        for (size_t k = 0; k < sizeof tokens / sizeof *tokens; k++) {
+            int T = tokens[k];
+            size_t nx = (size_t)T * sh->cols, ny = (size_t)T * sh->rows;
+            float *x = random_floats(nx), *ref = malloc(ny * 4), *bound = malloc(ny * 4);
+            float *row = malloc((size_t)sh->cols * 4);
+            linear_ref_forward(&w[s].w, x, T, ref, row);
+            random_weight_bounds(&w[s].w, x, T, bound);
+            float *dx = to_dev(x, nx), *dy = gpu.ops->alloc(&gpu, ny);
+            gpu.ops->linear(&gpu, &w[s].w, dx, T, dy);
+            float *got = from_dev(dy, ny);
+            for (size_t i = 0; i < ny; i++)
+                if (!(fabsf(got[i] - ref[i]) <= 1e-5f * bound[i] + 1e-30f))
+                    cr_assert_fail("%s %dx%d T %d: y[%zu] = %.9g, reference %.9g (bound %.3g)",
+                                   weight_format_name(sh->fmt), sh->rows, sh->cols, T, i, got[i],
+                                   ref[i], bound[i]);
+            gpu.ops->release(&gpu, dx);
+            gpu.ops->release(&gpu, dy);
+            free(x);
+            free(ref);
+            free(bound);
+            free(row);
+            free(got);
+        }
+    }
+    close_gpu();
+    for (size_t s = 0; s < N_SHAPES; s++)
+        random_weight_free(&w[s]);
+}
+
+Test(gpu, embedding_rows_are_the_reference_dequantization_exactly)
+{
+    open_gpu();
+    random_weight w[N_SHAPES];
+    const int ids[] = {3, 0, 8, 3};
+    for (size_t s = 0; s < N_SHAPES; s++) {
+        const shape *sh = &shapes[s];
+        w[s] = random_weight_make(sh->fmt, sh->rows, sh->cols, sh->blk, sh->gs);
+        size_t n = 4 * (size_t)sh->cols;
+        float *d = gpu.ops->alloc(&gpu, n), *want = malloc(n * 4);
+        gpu.ops->embed(&gpu, &w[s].w, ids, 4, d);
+        for (int t = 0; t < 4; t++)
+            linear_ref_dequant_row(&w[s].w, ids[t], want + (size_t)t * sh->cols);
+        float *got = from_dev(d, n);
+        cr_assert_eq(memcmp(got, want, n * 4), 0, "%s embedding rows differ",
+                     weight_format_name(sh->fmt));
+        gpu.ops->release(&gpu, d);
+        free(want);
+        free(got);
+    }
+    close_gpu();
+    for (size_t s = 0; s < N_SHAPES; s++)
+        random_weight_free(&w[s]);
+}
+
+/* ---- FFN ---- */
+
+typedef struct expert_mats {
+    random_weight gate, up, down;
+} expert_mats;
+
+static expert_mats make_ffn(weight_format fmt, int hidden, int inter)
+{
+    int blk = 64, gs = 32;
+    return (expert_mats){random_weight_make(fmt, inter, hidden, blk, gs),
+                         random_weight_make(fmt, inter, hidden, blk, gs),
+                         random_weight_make(fmt, hidden, inter, blk, gs)};
+}
+
+static void free_ffn(expert_mats *f)
+{
+    random_weight_free(&f->gate);
+    random_weight_free(&f->up);
+    random_weight_free(&f->down);
+}
+
+/* out = down(silu(gate x) * up x) with the scalar reference */
+static float *ffn_reference(const expert_mats *f, const float *x, int T)
+{
+    int I = f->gate.w.rows, h = f->down.w.rows;
+    float *g = malloc((size_t)T * I * 4), *u = malloc((size_t)T * I * 4);
+    float *out = malloc((size_t)T * h * 4), *row = malloc((size_t)(I > h ? I : h) * 4 + 4 * 256);
+    linear_ref_forward(&f->gate.w, x, T, g, row);
+    linear_ref_forward(&f->up.w, x, T, u, row);
+    silu_mul_ref(g, u, (size_t)T * I, g);
+    linear_ref_forward(&f->down.w, g, T, out, row);
+    free(u);
+    free(g);
+    free(row);
+    return out;
+}
+
+Test(gpu, ffn_matches_the_reference, .timeout = 60)
+{
+    open_gpu();
+    weight_format fmts[] = {WF_BF16, WF_FP8_BLOCK, WF_INT4_GROUP};
+    expert_mats f[3];
+    for (int k = 0; k < 3; k++) {
+        int h = 136, I = 72, T = 5;
+        f[k] = make_ffn(fmts[k], h, I);
+        float *x = random_floats((size_t)T * h), *want = ffn_reference(&f[k], x, T);
+        float *dx = to_dev(x, (size_t)T * h), *dout = gpu.ops->alloc(&gpu, (size_t)T * h);
+        gpu.ops->ffn(&gpu, &f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, T, dout);
+        float *got = from_dev(dout, (size_t)T * h);
+        assert_close(weight_format_name(fmts[k]), got, want, (size_t)T * h, 1e-5f);
+        gpu.ops->release(&gpu, dx);
+        gpu.ops->release(&gpu, dout);
+        free(x);
+        free(want);
+        free(got);
+    }
+    close_gpu();
+    for (int k = 0; k < 3; k++)
+        free_ffn(&f[k]);
+}
+
+/* ffn_batch computes each job as ffn would, and reads the experts' bytes anew
+ * on every call: a tier reuses their memory for other experts. */
+Test(gpu, ffn_batch_reads_the_experts_bytes_on_every_call, .timeout = 60)
+{
+    open_gpu();
+    int h = 136, I = 72, T[2] = {3, 1};
+    expert_mats f[2] = {make_ffn(WF_INT4_GROUP, h, I), make_ffn(WF_FP8_BLOCK, h, I)};
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)     /* the same memory now holds other experts */
+            for (int k = 0; k < 2; k++) {
+                expert_mats g = make_ffn(f[k].gate.w.fmt, h, I);
+                random_weight *dst[3] = {&f[k].gate, &f[k].up, &f[k].down};
+                random_weight *src[3] = {&g.gate, &g.up, &g.down};
+                for (int m = 0; m < 3; m++) {
+                    memcpy(dst[m]->data, src[m]->data, linear_weight_data_bytes(&src[m]->w));
+                    memcpy(dst[m]->scale, src[m]->scale, linear_weight_scale_bytes(&src[m]->w));
+                }
+                free_ffn(&g);
+            }
+        ffn_job jobs[2];
+        float *x[2], *want[2], *dx[2], *dout[2];
+        for (int k = 0; k < 2; k++) {
+            x[k] = random_floats((size_t)T[k] * h);
+            want[k] = ffn_reference(&f[k], x[k], T[k]);
+            dx[k] = to_dev(x[k], (size_t)T[k] * h);
+            dout[k] = gpu.ops->alloc(&gpu, (size_t)T[k] * h);
+            jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], T[k], dout[k], -1, 0};
+        }
+        gpu.ops->ffn_batch(&gpu, jobs, 2);
+        for (int k = 0; k < 2; k++) {
+            float *got = from_dev(dout[k], (size_t)T[k] * h);
+            assert_close(round ? "job after the bytes changed" : "job", got, want[k],
+                         (size_t)T[k] * h, 1e-5f);
+            gpu.ops->release(&gpu, dx[k]);
+            gpu.ops->release(&gpu, dout[k]);
+            free(got);
+            free(x[k]);
+            free(want[k]);
+        }
+    }
+    close_gpu();
+    free_ffn(&f[0]);
+    free_ffn(&f[1]);
+}
+
+/* Keyed experts go through the VRAM cache: a miss copies into a slot, a hit
+ * reuses it, LRU picks the slot to reuse, a job without a key is copied for its
+ * call, and every result is the reference's. */
+Test(gpu, expert_cache_hits_misses_and_results, .timeout = 60)
+{
+    test_require_gpu();
+    int h = 136, I = 72, T = 2;
+    expert_mats f[3];
+    for (int k = 0; k < 3; k++)
+        f[k] = make_ffn(WF_INT4_GROUP, h, I);
+    uint64_t slot = gpu_expert_slot_bytes(&f[0].gate.w, &f[0].up.w, &f[0].down.w);
+    gpu_options o = {.expert_cache_bytes = 2 * slot + slot / 2, .expert_slot_bytes = slot,
+                     .n_expert_keys = 10};
+    errbuf e;
+    cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+    float *x = random_floats((size_t)T * h), *want[3];
+    for (int k = 0; k < 3; k++)
+        want[k] = ffn_reference(&f[k], x, T);
+    float *dx = to_dev(x, (size_t)T * h), *dout = gpu.ops->alloc(&gpu, (size_t)T * h);
+    /* two slots: 0 miss, 1 miss, 0 hit, 2 miss (evicts 1), 1 miss (evicts 0), 2 hit, 2 unkeyed */
+    const int order[] = {0, 1, 0, 2, 1, 2, 2};
+    for (int i = 0; i < 7; i++) {
+        int k = order[i];
+        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, T, dout, -1, i == 6 ? 0 : 1 + k};
+        gpu.ops->ffn_batch(&gpu, &j, 1);
+        float *got = from_dev(dout, (size_t)T * h);
+        char what[48];
+        snprintf(what, sizeof what, "call %d (expert %d)", i, k);
+        assert_close(what, got, want[k], (size_t)T * h, 1e-5f);
+        free(got);
+    }
+    gpu_cache_stats st;
+    gpu_backend_cache_stats(&gpu, &st);
+    cr_assert_eq(st.slots, 2);
+    cr_assert_eq(st.hits, 2, "hits %llu", (unsigned long long)st.hits);
+    cr_assert_eq(st.misses, 4, "misses %llu", (unsigned long long)st.misses);
+    cr_assert_eq(st.uncached, 1, "uncached %llu", (unsigned long long)st.uncached);
+    uint64_t expert = linear_weight_bytes(&f[0].gate.w) + linear_weight_bytes(&f[0].up.w) +
+                      linear_weight_bytes(&f[0].down.w);
+    cr_assert_eq(st.bytes_copied, 5 * expert, "bytes copied %llu, expected %llu",
+                 (unsigned long long)st.bytes_copied, (unsigned long long)(5 * expert));
+    close_gpu();
+    for (int k = 0; k < 3; k++) {
+        free(want[k]);
+        free_ffn(&f[k]);
+    }
+    free(x);
+}
+
+/* ---- the other operations ---- */
+
+Test(gpu, rmsnorm_strided_and_in_place)
+{
+    open_gpu();
+    int T = 3, n = 300, xs = 310, os = 305;
+    float *x = random_floats((size_t)T * xs), *w = random_floats((size_t)n);
+    float *want = calloc((size_t)T * os, 4);
+    rmsnorm_ref(x, xs, w, n, T, 1e-6f, want, os);
+    float *dx = to_dev(x, (size_t)T * xs), *dout = gpu.ops->alloc(&gpu, (size_t)T * os);
+    gpu.ops->rmsnorm(&gpu, dx, xs, w, n, T, 1e-6f, dout, os);
+    float *got = from_dev(dout, (size_t)T * os);
+    assert_close("rmsnorm", got, want, (size_t)T * os, 1e-6f);
+    free(got);
+    rmsnorm_ref(x, xs, w, n, T, 1e-6f, x, xs);
+    gpu.ops->rmsnorm(&gpu, dx, xs, w, n, T, 1e-6f, dx, xs);
+    got = from_dev(dx, (size_t)T * xs);
+    assert_close("rmsnorm in place", got, x, (size_t)T * xs, 1e-6f);
+    close_gpu();
+    free(got);
+    free(x);
+    free(w);
+    free(want);
+}
+
+Test(gpu, rope_on_several_vectors_at_an_offset)
+{
+    open_gpu();
+    int T = 3, n_vec = 4, vs = 24, ts = n_vec * vs, off = 8, dim = 16;
+    const int pos[3] = {0, 7, 4000};
+    float inv_freq[8];
+    for (int i = 0; i < 8; i++)
+        inv_freq[i] = powf(10000.0f, -(float)i / 8.0f);
+    size_t n = (size_t)T * ts;
+    float *x = random_floats(n), *dx = to_dev(x, n);
+    rope_ref(x, T, n_vec, ts, vs, off, dim, pos, inv_freq, 1.3f);
+    gpu.ops->rope(&gpu, dx, T, n_vec, ts, vs, off, dim, pos, inv_freq, 1.3f);
+    float *got = from_dev(dx, n);
+    assert_close("rope", got, x, n, 1e-5f);
+    close_gpu();
+    free(x);
+    free(got);
+}
+
+Test(gpu, zero_add_gather_scatter)
+{
+    open_gpu();
+    int dim = 300, n = 5, rows = 7;
+    const int idx[5] = {6, 0, 3, 3, 1};     /* a row twice: added in order */
+    const float w[5] = {0.5f, -1.0f, 2.0f, 0.25f, 1.5f};
+    size_t N = (size_t)rows * dim, M = (size_t)n * dim;
+    float *src = random_floats(N), *acc = random_floats(N), *add = random_floats(N);
+    float *dsrc = to_dev(src, N), *dacc = to_dev(acc, N), *dadd = to_dev(add, N);
+    float *dg = gpu.ops->alloc(&gpu, M);
+    gpu.ops->gather_rows(&gpu, dsrc, idx, n, dim, dg);
+    float *g = from_dev(dg, M);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(memcmp(g + (size_t)i * dim, src + (size_t)idx[i] * dim, (size_t)dim * 4), 0,
+                     "gathered row %d", i);
+    gpu.ops->add(&gpu, dacc, dadd, N);
+    gpu.ops->scatter_add_rows(&gpu, dacc, idx, w, n, dim, dg);
+    for (size_t i = 0; i < N; i++)
+        acc[i] += add[i];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < dim; j++)
+            acc[(size_t)idx[i] * dim + j] += w[i] * g[(size_t)i * dim + j];
+    float *got = from_dev(dacc, N);
+    assert_close("add + scatter_add", got, acc, N, 1e-6f);
+    free(got);
+    gpu.ops->zero(&gpu, dacc, N);
+    got = from_dev(dacc, N);
+    cr_assert_eq(max_abs(got, N), 0.0f, "zero left something");
+    close_gpu();
+    free(got);
+    free(g);
+    free(src);
+    free(acc);
+    free(add);
+}
+
+Test(gpu, route_picks_what_the_reference_picks)
+{
+    open_gpu();
+    route_params p = {.n_experts = 16, .top_k = 4, .n_group = 4, .topk_group = 2, .sigmoid = 1,
+                      .group_by_top2 = 1, .use_groups = 1, .normalize = 1, .scaling = 2.5f};
+    int T = 5;
+    float *logits = random_floats((size_t)T * 16), *bias = random_floats(16);
+    float *dl = to_dev(logits, (size_t)T * 16);
+    int ids[20], want_ids[20];
+    float wts[20], want_w[20], scores[80], want_s[80];
+    float *scratch = malloc(route_ref_scratch(&p) * 4 + 4);
+    for (int t = 0; t < T; t++)
+        route_ref(&p, logits + t * 16, bias, want_ids + t * 4, want_w + t * 4, want_s + t * 16,
+                  scratch);
+    gpu.ops->route(&gpu, &p, dl, bias, T, ids, wts, scores);
+    cr_assert_eq(memcmp(ids, want_ids, sizeof ids), 0, "expert ids differ");
+    cr_assert_eq(memcmp(wts, want_w, sizeof wts), 0, "combine weights differ");
+    cr_assert_eq(memcmp(scores, want_s, sizeof scores), 0, "scores differ");
+    close_gpu();
+    free(logits);
+    free(bias);
+    free(scratch);
+}
+
+/* ---- attention ---- */
+
+static void check_mla(weight_format fmt, int T, int pos0)
+{
+    int H = 3, nope = 16, rope = 8, v = 12, C = 40, qk = nope + rope, row = C + rope;
+    random_weight kvb = random_weight_make(fmt, H * (nope + v), C, 32, 32);
+    int S = pos0 + T;
+    float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
+    float *want = malloc((size_t)T * H * v * 4);
+    mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = cache, .kv_b = &kvb.w, .H = H,
+                  .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f, .out = want};
+    float *scratch = malloc(mla_ref_absorbed_scratch(&a) * 4);
+    mla_ref_absorbed(&a, scratch);
+    open_gpu();
+    float *dq = to_dev(q, (size_t)T * H * qk), *dc = to_dev(cache, (size_t)S * row);
+    float *dout = gpu.ops->alloc(&gpu, (size_t)T * H * v);
+    mla_args g = a;
+    g.q = dq;
+    g.kv_cache = dc;
+    g.out = dout;
+    gpu.ops->mla_attention(&gpu, &g);
+    float *got = from_dev(dout, (size_t)T * H * v);
+    char what[96];
+    snprintf(what, sizeof what, "%s attention T %d pos0 %d", weight_format_name(fmt), T, pos0);
+    assert_close(what, got, want, (size_t)T * H * v, 2e-5f);
+    close_gpu();
+    random_weight_free(&kvb);
+    free(q);
+    free(cache);
+    free(want);
+    free(scratch);
+    free(got);
+}
+
+Test(gpu, attention_matches_the_reference, .timeout = 60)
+{
+    check_mla(WF_BF16, 1, 5);
+    check_mla(WF_BF16, 3, 0);
+    check_mla(WF_FP8_BLOCK, 7, 300);    /* positions in two 256-tiles */
+    check_mla(WF_INT4_GROUP, 2, 600);
+}
+
+/* ---- without a GPU ---- */
+
+/* --backend cuda refuses to run without a device, auto says so and uses the CPU */
+Test(gpu, backend_choice_without_a_device)
+{
+    char why[256];
+    if (gpu_probe(why, sizeof why) > 0)
+        cr_skip_test("a GPU is present");
+    char *dir = test_make_tmpdir("gpu_choice"), *cmd, *out, *err;
+    test_synth_tiny(dir, "bf16");
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2 -n 2 --greedy --backend cuda", bin, dir) > 0);
+    int rc = test_run_capture(cmd, &out, &err);
+    cr_assert_neq(rc, 0, "--backend cuda ran without a GPU");
+    cr_assert(strstr(err, "--backend cuda: "), "no reason given: %s", err);
+    free(cmd);
+    free(out);
+    free(err);
+    cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2 -n 2 --greedy --backend auto", bin, dir) > 0);
+    rc = test_run_capture(cmd, &out, &err);
+    cr_assert_eq(rc, 0, "--backend auto failed: %s", err);
+    cr_assert(strstr(err, "no GPU backend ("), "no notice: %s", err);
+    cr_assert(strstr(err, "CPU backend:"), "did not fall back to the CPU: %s", err);
+    free(cmd);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* ---- the GPU plan (no device needed) ---- */
+
+Test(gpu, plan_parts_slots_and_refusals)
+{
+    char *dir = test_make_tmpdir("gpu_plan");
+    test_synth_tiny(dir, "int4");
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, dir, &e), 0, "%s", e.msg);
+    const model_config *c = &mw.cfg;
+    tier_flags none = {0};
+    tier_plan p;
+    store st;
+    cr_assert_eq(tier_plan_make(&p, &mw, &none, &st, &e), 0, "%s", e.msg);
+    expert_view v;
+    int l = 0;
+    while (!mw.layers[l].is_moe)
+        l++;
+    cr_assert_eq(model_weights_expert(&mw, l, 0, &v, &e), 0, "%s", e.msg);
+    uint64_t slot = gpu_expert_slot_bytes(&v.gate, &v.up, &v.down);
+    cr_assert_geq(slot, linear_weight_bytes(&v.gate) + linear_weight_bytes(&v.up) +
+                            linear_weight_bytes(&v.down));
+    gpu_plan g;
+    tier_flags f = {.vram_gb = 1000, .vram_gb_set = 1};
+    cr_assert_eq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 0, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(g.slots, p.n_experts, "a large budget holds every expert, no more");
+    cr_assert_eq(g.kv_bytes, (uint64_t)c->n_layers * 64 * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4);
+    cr_assert_eq(g.act_bytes, gpu_plan_activation_bytes(c, 4, slot));
+    uint64_t fixed = g.dense_bytes + g.kv_bytes + g.act_bytes;
+    f.vram_gb = (double)(fixed + 5 * slot + slot / 2) / 1e9;
+    cr_assert_eq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 0, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(g.slots, 5, "slots %d for the room of 5.5", g.slots);
+    f.vram_gb = (double)fixed * 0.99 / 1e9;
+    cr_assert_neq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 0, 0, &e), 0);
+    cr_assert(strstr(e.msg, "--vram-gb") && strstr(e.msg, "cannot hold") &&
+              strstr(e.msg, "KV cache") && strstr(e.msg, "(-c 64)"), "%s", e.msg);
+    f.vram_gb = 1.5;
+    cr_assert_neq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 1000000000, 2000000000, &e), 0);
+    cr_assert(strstr(e.msg, "more than the 1.00 GB free"), "%s", e.msg);
+    cr_assert_neq(gpu_plan_make(&g, &p, c, &none, 64, 4, slot, 0, 0, &e), 0);
+    cr_assert(strstr(e.msg, "no GPU to plan for"), "%s", e.msg);
+    cr_assert_eq(gpu_plan_make(&g, &p, c, &none, 64, 4, slot, 10000000000ull, 20000000000ull, &e), 0);
+    cr_assert_eq(g.budget, 9000000000ull, "without --vram-gb: 0.9 of the free memory");
+    model_weights_close(&mw);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(gpu, inspect_and_run_with_vram_gb)
+{
+    char *dir = test_make_tmpdir("gpu_cli"), *cmd, *out, *err;
+    test_synth_tiny(dir, "bf16");
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    cr_assert(asprintf(&cmd, "%s inspect -m %s --vram-gb 2", bin, dir) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "GPU plan (2.00 GB") && strstr(out, "expert cache:"), "%s", out);
+    free(cmd);
+    free(out);
+    free(err);
+    cr_assert(asprintf(&cmd, "%s inspect -m %s --vram-gb 0.01", bin, dir) > 0);
+    cr_assert_neq(test_run_capture(cmd, &out, &err), 0, "an impossible budget was accepted");
+    cr_assert(strstr(err, "cannot hold what stays on the GPU"), "%s", err);
+    free(cmd);
+    free(out);
+    free(err);
+    cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2 -n 1 --vram-gb 2", bin, dir) > 0);
+    cr_assert_neq(test_run_capture(cmd, &out, &err), 0, "--vram-gb on the CPU backend was accepted");
+    cr_assert(strstr(err, "--vram-gb is for the GPU backend"), "%s", err);
+    free(cmd);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
+}
