@@ -46,7 +46,7 @@ NVCCFLAGS := -O2 -I. -std=c++17 -gencode arch=compute_90,code=sm_90 \
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
 else
 CU_SRC :=
-LIB_SRC += kernels/gpu_probe_none.c kernels/gpu_backend_none.c
+LIB_SRC += kernels/gpu_probe_none.c kernels/gpu_backend_none.c kernels/gpu_bench_none.c
 endif
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
@@ -146,8 +146,10 @@ test-gpu-emu: $(EMU_KOBJ) $(EMU_BUILD)/cuda_emu.o $(BUILD)/libmoetier.a $(BUILD)
 	ar d $(EMU_BUILD)/libmoetier.a $$(ar t $(BUILD)/libmoetier.a | grep -E '^gpu_.*_none\.o$$|\.cu\.o$$')
 	$(CXX) $(LDFLAGS) -o $(EMU_BUILD)/unit_tests $(TEST_OBJ) $(EMU_BUILD)/libmoetier.a $(EMU_KOBJ) \
 	  $(EMU_BUILD)/cuda_emu.o -lcriterion $(LDLIBS_HOST)
+	$(CXX) $(LDFLAGS) -o $(EMU_BUILD)/moetier $(BUILD)/core/app/main.o $(EMU_BUILD)/libmoetier.a \
+	  $(EMU_KOBJ) $(EMU_BUILD)/cuda_emu.o $(LDLIBS_HOST)
 	@mkdir -p $(EMU_BUILD)/tmp
-	MOETIER_BIN=$(abspath $(BUILD)/moetier) MOETIER_TMP=$(abspath $(EMU_BUILD)/tmp) \
+	MOETIER_BIN=$(abspath $(EMU_BUILD)/moetier) MOETIER_TMP=$(abspath $(EMU_BUILD)/tmp) \
 	MOETIER_TESTDATA=$${MOETIER_TESTDATA:-$(abspath ../shared/testdata)} \
 	$(EMU_BUILD)/unit_tests --filter '$(GPU_EMU_TESTS)' $(TEST_ARGS)
 

@@ -488,6 +488,33 @@ Test(gpu, backend_choice_without_a_device)
     free(dir);
 }
 
+/* `moetier bench gpu --json`: its fields, pinned and pageable rates measured */
+Test(gpu, bench_gpu_json_lines)
+{
+    test_require_gpu();
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    char *cmd, *out, *err;
+    cr_assert(asprintf(&cmd, "%s bench gpu --json --mb 1,3 --seconds 0.05", bin) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    int lines = 0;
+    for (char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        double pinned = 0, pageable = 0;
+        const char *p = strstr(l, "\"pinned_gbps\": "), *q = strstr(l, "\"pageable_gbps\": ");
+        cr_assert(p && q && strstr(l, "\"bench\": \"gpu_copy\"") && strstr(l, "\"ratio\": "),
+                  "line %d: %s", lines, l);
+        pinned = atof(p + 15);
+        pageable = atof(q + 17);
+        cr_assert(pinned > 0 && pageable > 0, "line %d: %s", lines, l);
+        lines++;
+    }
+    cr_assert_eq(lines, 2, "%s", out);
+    cr_assert(strstr(out, "\"bytes\": 1000000,") && strstr(out, "\"bytes\": 3000000,"), "%s", out);
+    free(cmd);
+    free(out);
+    free(err);
+}
+
 /* ---- the GPU plan (no device needed) ---- */
 
 Test(gpu, plan_parts_slots_and_refusals)
