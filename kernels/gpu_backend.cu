@@ -19,6 +19,7 @@ extern "C" {
 #include "cpu_kernels/router_ref.h"
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
+#include "kernels/gpu_twin.h"
 #include "tiers/expert_cache.h"
 }
 
@@ -75,6 +76,14 @@ struct gpu_state {
     int n_keys;
     expert_cache cache;
     gpu_cache_stats stats;
+    /* missed experts on the CPU */
+    int cpu_tokens;
+    thread_pool *pool;
+    kernel_path path;
+    float *host;                /* their x, out and the twin's scratch */
+    size_t host_n;
+    unsigned char *on_cpu;      /* per job of the current batch */
+    int on_cpu_n;
 };
 
 static gpu_state *state(backend *b)
@@ -381,46 +390,131 @@ static void g_ffn(backend *b, const linear_weight *gate, const linear_weight *up
            out);
 }
 
+/* One routed expert on the GPU: a keyed one through the VRAM cache (copied into
+ * a slot on a miss), else copied to the staging buffer. A slot's next copy
+ * waits for the kernels reading it: a copy from pageable memory on the default
+ * stream starts after the work queued before it. */
+static void expert_on_gpu(gpu_state *st, const ffn_job *j)
+{
+    uint64_t bytes = gpu_expert_slot_bytes(j->gate, j->up, j->down);
+    int key = j->cache_key - 1, slot = -1, resident = 0, evicted;
+    char *base;
+    if (st->slots && key >= 0 && key < st->n_keys && bytes <= st->slot_bytes)
+        slot = expert_cache_acquire(&st->cache, key, &resident, &evicted);
+    if (slot >= 0) {
+        base = st->slots + (uint64_t)slot * st->slot_bytes;
+        if (resident)
+            st->stats.hits++;
+        else
+            st->stats.misses++;
+    } else {
+        base = (char *)scratch(st, SCR_EXPERT, bytes);
+        st->stats.uncached++;
+    }
+    uint64_t off = 0;
+    gpu_weight g = place_weight(j->gate, base, &off);
+    gpu_weight u = place_weight(j->up, base, &off);
+    gpu_weight d = place_weight(j->down, base, &off);
+    if (!resident) {
+        copy_weight(st, j->gate, &g);
+        copy_weight(st, j->up, &u);
+        copy_weight(st, j->down, &d);
+        if (slot >= 0)
+            expert_cache_ready(&st->cache, slot);
+    }
+    ffn_on(st, g, u, d, j->x, j->T, j->out);
+    if (slot >= 0)
+        expert_cache_release(&st->cache, slot);
+}
+
+static int in_vram(const gpu_state *st, const ffn_job *j)
+{
+    int key = j->cache_key - 1;
+    return st->slots && key >= 0 && key < st->n_keys && expert_cache_find(&st->cache, key) >= 0;
+}
+
+static float *host_floats(gpu_state *st, size_t n)
+{
+    if (n > st->host_n) {
+        float *p = (float *)realloc(st->host, n * sizeof *p);
+        if (!p) {
+            fprintf(stderr, "moetier: out of memory for %zu floats of CPU expert buffers\n", n);
+            abort();
+        }
+        st->host = p;
+        st->host_n = n;
+    }
+    return st->host;
+}
+
+/* where each job of a batch runs */
+enum { JOB_GPU, JOB_CPU, JOB_DONE };
+
 /* Routed experts: their bytes are valid only during the call (a tier may reuse
- * the memory next). A keyed expert is looked up in the VRAM cache and copied
- * into a slot on a miss; the others are copied to the staging buffer. A slot's
- * next copy waits for the kernels reading it: a copy from pageable memory on
- * the default stream starts after the work queued before it. */
+ * the memory next). The experts in VRAM are queued on the GPU first; then the
+ * missed ones with at most cpu_tokens tokens run on the CPU (gpu_twin: the
+ * GPU's bits) while the GPU works; then the other misses are copied and
+ * queued; last, the CPU's results go up. */
 static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
 {
     gpu_state *st = state(b);
+    if (n > st->on_cpu_n) {
+        unsigned char *p = (unsigned char *)realloc(st->on_cpu, (size_t)n);
+        if (!p) {
+            fprintf(stderr, "moetier: out of memory\n");
+            abort();
+        }
+        st->on_cpu = p;
+        st->on_cpu_n = n;
+    }
+    unsigned char *where = st->on_cpu;
+    size_t io_total = 0, twin_scratch = 0;
     for (int i = 0; i < n; i++) {
         const ffn_job *j = &jobs[i];
-        uint64_t bytes = gpu_expert_slot_bytes(j->gate, j->up, j->down);
-        int key = j->cache_key - 1, slot = -1, resident = 0, evicted;
-        char *base;
-        if (st->slots && key >= 0 && key < st->n_keys && bytes <= st->slot_bytes)
-            slot = expert_cache_acquire(&st->cache, key, &resident, &evicted);
-        if (slot >= 0) {
-            base = st->slots + (uint64_t)slot * st->slot_bytes;
-            if (resident)
-                st->stats.hits++;
-            else
-                st->stats.misses++;
-        } else {
-            base = (char *)scratch(st, SCR_EXPERT, bytes);
-            st->stats.uncached++;
-        }
-        uint64_t off = 0;
-        gpu_weight g = place_weight(j->gate, base, &off);
-        gpu_weight u = place_weight(j->up, base, &off);
-        gpu_weight d = place_weight(j->down, base, &off);
-        if (!resident) {
-            copy_weight(st, j->gate, &g);
-            copy_weight(st, j->up, &u);
-            copy_weight(st, j->down, &d);
-            if (slot >= 0)
-                expert_cache_ready(&st->cache, slot);
-        }
-        ffn_on(st, g, u, d, j->x, j->T, j->out);
-        if (slot >= 0)
-            expert_cache_release(&st->cache, slot);
+        where[i] = st->pool && j->T <= st->cpu_tokens && !in_vram(st, j) ? JOB_CPU : JOB_GPU;
+        if (where[i] != JOB_CPU)
+            continue;
+        io_total += (size_t)j->T * (size_t)(j->gate->cols + j->down->rows);
+        size_t sc = gpu_twin_ffn_scratch(j->gate, j->down, j->T, thread_pool_size(st->pool));
+        twin_scratch = sc > twin_scratch ? sc : twin_scratch;
     }
+    float *host = io_total ? host_floats(st, io_total + twin_scratch) : NULL;
+    /* per CPU job: its x, then its out, one after another from host[0]; the x
+     * come down first (a copy to the host waits for the GPU's queue) */
+    size_t off = 0;
+    for (int i = 0; i < n; i++)
+        if (where[i] == JOB_CPU) {
+            const ffn_job *j = &jobs[i];
+            size_t nx = (size_t)j->T * (size_t)j->gate->cols;
+            GPU_CHECK(cudaMemcpy(host + off, j->x, nx * sizeof(float), cudaMemcpyDeviceToHost));
+            off += nx + (size_t)j->T * (size_t)j->down->rows;
+        }
+    for (int i = 0; i < n; i++)
+        if (where[i] == JOB_GPU && in_vram(st, &jobs[i])) {
+            expert_on_gpu(st, &jobs[i]);
+            where[i] = JOB_DONE;
+        }
+    off = 0;
+    for (int i = 0; i < n; i++)
+        if (where[i] == JOB_CPU) {
+            const ffn_job *j = &jobs[i];
+            size_t nx = (size_t)j->T * (size_t)j->gate->cols;
+            gpu_twin_ffn(st->path, st->pool, j->gate, j->up, j->down, host + off, j->T,
+                         host + off + nx, host + io_total);
+            off += nx + (size_t)j->T * (size_t)j->down->rows;
+            st->stats.on_cpu++;
+        }
+    for (int i = 0; i < n; i++)
+        if (where[i] == JOB_GPU)
+            expert_on_gpu(st, &jobs[i]);
+    off = 0;
+    for (int i = 0; i < n; i++)
+        if (where[i] == JOB_CPU) {
+            const ffn_job *j = &jobs[i];
+            size_t nx = (size_t)j->T * (size_t)j->gate->cols, ny = (size_t)j->T * (size_t)j->down->rows;
+            GPU_CHECK(cudaMemcpy(j->out, host + off + nx, ny * sizeof(float), cudaMemcpyHostToDevice));
+            off += nx + ny;
+        }
 }
 
 static void g_mla(backend *b, const mla_args *m)
@@ -544,6 +638,10 @@ static void g_destroy(backend *b)
         cudaFree(st->slots);
         expert_cache_free(&st->cache);
     }
+    if (st->pool)
+        thread_pool_destroy(st->pool);
+    free(st->host);
+    free(st->on_cpu);
     free(st->res);
     free(st->host_logits);
     free(st->host_route);
@@ -627,6 +725,18 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     if (o && open_expert_cache(st, o, p.name, e)) {
         free(st);
         return -1;
+    }
+    if (o && o->cpu_tokens > 0) {
+        st->cpu_tokens = o->cpu_tokens;
+        st->path = kernel_path_default();
+        if (thread_pool_create(&st->pool, o->cpu_threads, e)) {
+            if (st->slots) {
+                cudaFree(st->slots);
+                expert_cache_free(&st->cache);
+            }
+            free(st);
+            return -1;
+        }
     }
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / 1e9);

@@ -5,6 +5,7 @@
  * a partial sum per token for a tile of up to LIN_TOKENS tokens, and the warp
  * adds its lanes up with shuffles. The row is dequantized element by element
  * (gw_at) as it is read, so no format is ever expanded in memory. */
+#include "gpu_math.h"
 #include "gpu_ops.cuh"
 
 #define LIN_TOKENS 8
@@ -70,12 +71,12 @@ void gpu_embed(const gpu_weight *emb, const int *ids, int T, float *out, cudaStr
     GPU_LAUNCHED("embed");
 }
 
-/* the CPU's silu_mul_ref: g / (1 + exp(-g)) * u, in that order */
+/* silu(g) * u with the exponential the CPU twin uses (gpu_math.h) */
 __global__ void k_silu_mul(float *g, const float *u, size_t n)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        g[i] = gm_silu_mul(g[i], u[i]);
 }
 
 void gpu_silu_mul(float *g, const float *u, size_t n, cudaStream_t s)

@@ -118,6 +118,9 @@ void model_flags_usage(FILE *f)
           "  --backend NAME       cpu, cuda (every operation on the GPU, experimental) or auto\n"
           "                       (cuda when a GPU is usable, else cpu with a notice); default\n"
           "                       cpu, or $MOETIER_BACKEND\n"
+          "  --cpu-tokens N       GPU backend: an expert not in VRAM with at most N tokens\n"
+          "                       runs on the CPU, to the GPU's bits (default 8; 0: every\n"
+          "                       expert is copied to the GPU)\n"
           "  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
     fputs(tier_flags_usage, f);
 }
@@ -169,6 +172,12 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
             return -1;
         }
         f->backend = v;
+        return 1;
+    }
+    if (!strcmp(a, "--cpu-tokens")) {
+        if (!(v = cli_value(argc, argv, i)) || cli_int(a, v, 0, 1 << 20, &f->cpu_tokens))
+            return -1;
+        f->cpu_tokens_set = 1;
         return 1;
     }
     if (!strcmp(a, "--chunk")) {
@@ -303,6 +312,9 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         gpu_plan gp;
         int usable = !gpu_device_memory(go.device, &free_b, &total, e);
         if (usable) {
+            if (cli_chunk_size(f) > GPU_MAX_TOKENS)
+                return err_set(e, "--chunk %d: the GPU backend takes at most %d tokens per step",
+                               cli_chunk_size(f), GPU_MAX_TOKENS);
             if (cli_gpu_plan(&m->mw, &m->plan, f, go.device, &gp, e))
                 return -1;
             if (log)
@@ -310,6 +322,8 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
             go.expert_slot_bytes = gp.slot_bytes;
             go.expert_cache_bytes = (uint64_t)gp.slots * gp.slot_bytes;
             go.n_expert_keys = m->mw.cfg.n_layers * m->mw.cfg.n_routed_experts;
+            go.cpu_tokens = f->cpu_tokens_set ? f->cpu_tokens : GPU_DEFAULT_CPU_TOKENS;
+            go.cpu_threads = f->threads;
         }
         if (usable && !gpu_backend_create(&m->be, &go, e)) {
             if (log)
@@ -425,9 +439,10 @@ void cli_model_close(cli_model *m)
             gpu_cache_stats g;
             gpu_backend_cache_stats(&m->be, &g);
             fprintf(stderr, "VRAM expert cache: %d slots; %llu hits, %llu misses, %llu copied for "
-                    "one call; %.3f GB of experts copied to the GPU\n", g.slots,
-                    (unsigned long long)g.hits, (unsigned long long)g.misses,
-                    (unsigned long long)g.uncached, g.bytes_copied / 1e9);
+                    "one call, %llu computed on the CPU; %.3f GB of experts copied to the GPU\n",
+                    g.slots, (unsigned long long)g.hits, (unsigned long long)g.misses,
+                    (unsigned long long)g.uncached, (unsigned long long)g.on_cpu,
+                    g.bytes_copied / 1e9);
         }
         const engine_stats *s = &m->en.stats;
         if (s->la_predicted)

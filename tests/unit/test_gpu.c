@@ -20,6 +20,7 @@
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
 #include "kernels/gpu_probe.h"
+#include "kernels/gpu_twin.h"
 #include "random_weight.h"
 #include "testutil.h"
 
@@ -311,6 +312,173 @@ Test(gpu, expert_cache_hits_misses_and_results, .timeout = 60)
     free(x);
 }
 
+/* ---- the CPU twin: the GPU's bits on the CPU ---- */
+
+/* the kernel paths the twin dequantizes rows with here */
+static int twin_paths(kernel_path *paths)
+{
+    int n = 0;
+    for (int p = 0; p < KPATH_COUNT; p++)
+        if (kernel_path_supported((kernel_path)p))
+            paths[n++] = (kernel_path)p;
+    return n;
+}
+
+Test(gpu, twin_linear_gives_the_gpu_bits, .timeout = 120)
+{
+    open_gpu();
+    static const int tokens[] = {1, 4, 9, 17};
+    kernel_path paths[KPATH_COUNT];
+    int n_paths = twin_paths(paths);
+    thread_pool *pool;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool, 3, &e), 0, "%s", e.msg);
+    random_weight w[N_SHAPES];
+    for (size_t s = 0; s < N_SHAPES; s++) {
+        const shape *sh = &shapes[s];
+        w[s] = random_weight_make(sh->fmt, sh->rows, sh->cols, sh->blk, sh->gs);
+        for (size_t k = 0; k < sizeof tokens / sizeof *tokens; k++) {
+            int T = tokens[k];
+            size_t nx = (size_t)T * sh->cols, ny = (size_t)T * sh->rows;
+            float *x = random_floats(nx), *twin = malloc(ny * 4);
+            float *scratch = malloc((size_t)3 * sh->cols * 4);
+            float *dx = to_dev(x, nx), *dy = gpu.ops->alloc(&gpu, ny);
+            gpu.ops->linear(&gpu, &w[s].w, dx, T, dy);
+            float *got = from_dev(dy, ny);
+            for (int p = 0; p < n_paths; p++) {
+                gpu_twin_linear(paths[p], pool, &w[s].w, x, T, twin, scratch);
+                for (size_t i = 0; i < ny; i++)
+                    if (memcmp(&twin[i], &got[i], 4))
+                        cr_assert_fail("%s %dx%d T %d, twin on %s: y[%zu] = %a, GPU %a",
+                                       weight_format_name(sh->fmt), sh->rows, sh->cols, T,
+                                       kernel_path_name(paths[p]), i, twin[i], got[i]);
+            }
+            gpu.ops->release(&gpu, dx);
+            gpu.ops->release(&gpu, dy);
+            free(x);
+            free(twin);
+            free(scratch);
+            free(got);
+        }
+    }
+    thread_pool_destroy(pool);
+    close_gpu();
+    for (size_t s = 0; s < N_SHAPES; s++)
+        random_weight_free(&w[s]);
+}
+
+/* Without a GPU too: every CPU path gives the twin the same bits (row
+ * dequantization is exact on each, the lane sums are fused), within float32
+ * rounding of the reference; an FFN through the twin is close to the reference. */
+Test(gpu, twin_paths_agree_and_match_the_reference, .timeout = 60)
+{
+    kernel_path paths[KPATH_COUNT];
+    int n_paths = twin_paths(paths);
+    for (size_t s = 0; s < N_SHAPES; s++) {
+        const shape *sh = &shapes[s];
+        random_weight w = random_weight_make(sh->fmt, sh->rows, sh->cols, sh->blk, sh->gs);
+        int T = 5;
+        size_t ny = (size_t)T * sh->rows;
+        float *x = random_floats((size_t)T * sh->cols), *ref = malloc(ny * 4), *bound = malloc(ny * 4);
+        float *first = malloc(ny * 4), *y = malloc(ny * 4), *scratch = malloc((size_t)sh->cols * 4);
+        linear_ref_forward(&w.w, x, T, ref, scratch);
+        random_weight_bounds(&w.w, x, T, bound);
+        for (int p = 0; p < n_paths; p++) {
+            gpu_twin_linear(paths[p], NULL, &w.w, x, T, p ? y : first, scratch);
+            if (p)
+                cr_assert_eq(memcmp(y, first, ny * 4), 0, "%s %dx%d: the twin on %s differs from %s",
+                             weight_format_name(sh->fmt), sh->rows, sh->cols,
+                             kernel_path_name(paths[p]), kernel_path_name(paths[0]));
+        }
+        for (size_t i = 0; i < ny; i++)
+            cr_assert(fabsf(first[i] - ref[i]) <= 1e-5f * bound[i] + 1e-30f, "%s: y[%zu] %.9g, ref %.9g",
+                      weight_format_name(sh->fmt), i, first[i], ref[i]);
+        random_weight_free(&w);
+        free(x);
+        free(ref);
+        free(bound);
+        free(first);
+        free(y);
+        free(scratch);
+    }
+    int h = 136, I = 72, T = 3;
+    expert_mats f = make_ffn(WF_INT4_GROUP, h, I);
+    float *x = random_floats((size_t)T * h), *want = ffn_reference(&f, x, T), *got = malloc((size_t)T * h * 4);
+    float *scratch = malloc(gpu_twin_ffn_scratch(&f.gate.w, &f.down.w, T, 1) * 4);
+    gpu_twin_ffn(kernel_path_default(), NULL, &f.gate.w, &f.up.w, &f.down.w, x, T, got, scratch);
+    assert_close("twin FFN", got, want, (size_t)T * h, 1e-5f);
+    free_ffn(&f);
+    free(x);
+    free(want);
+    free(got);
+    free(scratch);
+}
+
+/* A batch where the cache misses some experts: those with few tokens run on
+ * the CPU, the rest on the GPU, every output the bits of the all-GPU backend. */
+Test(gpu, hybrid_batch_gives_the_all_gpu_bits, .timeout = 60)
+{
+    test_require_gpu();
+    int h = 136, I = 72;
+    const int T[4] = {2, 3, 1, 1};  /* the CPU jobs' scratch largest first */
+    weight_format fmts[4] = {WF_INT4_GROUP, WF_FP8_BLOCK, WF_BF16, WF_INT4_GROUP};
+    expert_mats f[4];
+    float *x[4], *want[4];
+    for (int k = 0; k < 4; k++) {
+        f[k] = make_ffn(fmts[k], h, I);
+        x[k] = random_floats((size_t)T[k] * h);
+    }
+    uint64_t slot = 0;
+    for (int k = 0; k < 4; k++) {
+        uint64_t b = gpu_expert_slot_bytes(&f[k].gate.w, &f[k].up.w, &f[k].down.w);
+        slot = b > slot ? b : slot;
+    }
+    for (int hybrid = 0; hybrid < 2; hybrid++) {
+        /* two slots; with hybrid, misses of up to 2 tokens on the CPU */
+        gpu_options o = {.expert_cache_bytes = 2 * slot, .expert_slot_bytes = slot,
+                         .n_expert_keys = 8, .cpu_tokens = hybrid ? 2 : 0, .cpu_threads = 2};
+        errbuf e;
+        cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+        for (int round = 0; round < 2; round++) {
+            ffn_job jobs[4];
+            float *dx[4], *dout[4];
+            for (int k = 0; k < 4; k++) {
+                dx[k] = to_dev(x[k], (size_t)T[k] * h);
+                dout[k] = gpu.ops->alloc(&gpu, (size_t)T[k] * h);
+                jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], T[k], dout[k],
+                                    -1, 1 + k};
+            }
+            gpu.ops->ffn_batch(&gpu, jobs, 4);
+            for (int k = 0; k < 4; k++) {
+                float *got = from_dev(dout[k], (size_t)T[k] * h);
+                if (!hybrid && round == 0) {
+                    want[k] = got;
+                } else {
+                    cr_assert_eq(memcmp(got, want[k], (size_t)T[k] * h * 4), 0,
+                                 "expert %d (%d tokens), round %d: hybrid bits differ", k, T[k], round);
+                    free(got);
+                }
+                gpu.ops->release(&gpu, dx[k]);
+                gpu.ops->release(&gpu, dout[k]);
+            }
+        }
+        gpu_cache_stats st;
+        gpu_backend_cache_stats(&gpu, &st);
+        if (hybrid)     /* the 3-token expert takes a slot; the others stay on the CPU */
+            cr_assert(st.on_cpu == 6 && st.misses == 1 && st.hits == 1,
+                      "on CPU %llu, misses %llu, hits %llu", (unsigned long long)st.on_cpu,
+                      (unsigned long long)st.misses, (unsigned long long)st.hits);
+        else
+            cr_assert_eq(st.on_cpu, 0);
+        close_gpu();
+    }
+    for (int k = 0; k < 4; k++) {
+        free(want[k]);
+        free(x[k]);
+        free_ffn(&f[k]);
+    }
+}
+
 /* ---- the other operations ---- */
 
 Test(gpu, rmsnorm_strided_and_in_place)
@@ -513,6 +681,25 @@ Test(gpu, bench_gpu_json_lines)
     free(cmd);
     free(out);
     free(err);
+}
+
+/* a step larger than the kernels' token grid is refused before anything runs */
+Test(gpu, chunk_beyond_the_token_grid_is_refused)
+{
+    test_require_gpu();
+    char *dir = test_make_tmpdir("gpu_chunk"), *cmd, *out, *err;
+    test_synth_tiny(dir, "bf16");
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    cr_assert(asprintf(&cmd, "%s run -m %s --ids 1 -n 1 --backend cuda --chunk %d -c %d", bin, dir,
+                       GPU_MAX_TOKENS + 1, GPU_MAX_TOKENS + 2) > 0);
+    cr_assert_neq(test_run_capture(cmd, &out, &err), 0, "a chunk of %d was accepted", GPU_MAX_TOKENS + 1);
+    cr_assert(strstr(err, "takes at most 65535 tokens per step"), "%s", err);
+    free(cmd);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 /* ---- the GPU plan (no device needed) ---- */

@@ -44,14 +44,10 @@ static void convert_store(const char *model, const char *out, uint64_t max_file,
 
 /* Prefill + a few decode steps; logits of every position into out (or the
  * open/forward error into err and a non-zero return). */
-static int run_logits_threads(const char *model, const tier_flags *tf, int threads, float *out,
-                              errbuf *err)
+static int run_logits_flags(const model_flags *f, float *out, errbuf *err)
 {
     cli_model m;
-    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1, .threads = threads};
-    if (tf)
-        f.tiers = *tf;
-    if (cli_model_open(&m, &f, err))
+    if (cli_model_open(&m, f, err))
         return -1;
     int V = m.mw.cfg.vocab_size, ids[T_PROMPT + T_STEPS];
     for (int i = 0; i < T_PROMPT + T_STEPS; i++)
@@ -61,6 +57,15 @@ static int run_logits_threads(const char *model, const tier_flags *tf, int threa
         rc = engine_forward(&m.en, &ids[T_PROMPT + k], 1, out + (size_t)(T_PROMPT + k) * V, 0, err);
     cli_model_close(&m);
     return rc;
+}
+
+static int run_logits_threads(const char *model, const tier_flags *tf, int threads, float *out,
+                              errbuf *err)
+{
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1, .threads = threads};
+    if (tf)
+        f.tiers = *tf;
+    return run_logits_flags(&f, out, err);
 }
 
 static int run_logits(const char *model, const tier_flags *tf, float *out, errbuf *err)
@@ -212,8 +217,8 @@ static double vram_gb_for_slots(const char *model, int slots)
     return (double)(g.dense_bytes + g.kv_bytes + g.act_bytes + (uint64_t)slots * slot + slot / 2) / 1e9;
 }
 
-/* Logits on the GPU do not depend on how many experts its cache holds, nor on
- * a DRAM tier behind it. */
+/* Logits on the GPU do not depend on how many experts its cache holds, on a
+ * DRAM tier behind it, nor on which missed experts the CPU computes. */
 static void gpu_vram_invariance(const char *variant)
 {
     char rel[64];
@@ -231,10 +236,14 @@ static void gpu_vram_invariance(const char *variant)
     size_t n = (size_t)(T_PROMPT + T_STEPS) * (size_t)V;
     float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got);
     errbuf e;
-    cr_assert_eq(run_logits(model, NULL, ref, &e), 0, "%s", e.msg);
+    /* the reference: every expert on the GPU, all of them cached */
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1, .cpu_tokens_set = 1};
+    cr_assert_eq(run_logits_flags(&f, ref, &e), 0, "%s", e.msg);
     const struct {
         int slots, dram;    /* VRAM cache slots; a DRAM tier of `dram` slots (0: none) */
-    } cases[] = {{0, 0}, {1, 0}, {17, 0}, {1, 8}, {8, 8}};
+        int cpu_tokens;     /* misses with at most this many tokens on the CPU */
+    } cases[] = {{0, 0, 0}, {1, 0, 0}, {17, 0, 0}, {1, 8, 0}, {8, 8, 0},
+                 {0, 0, 1}, {8, 0, 1}, {17, 0, 3}, {1, 8, 8}};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         tier_flags tf = {.vram_gb = vram_gb_for_slots(model, cases[k].slots), .vram_gb_set = 1};
         if (cases[k].dram) {
@@ -248,9 +257,12 @@ static void gpu_vram_invariance(const char *variant)
             tf.dram_gb_set = 1;
         }
         memset(got, 0, n * sizeof *got);
-        cr_assert_eq(run_logits(model, &tf, got, &e), 0, "%s", e.msg);
-        cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s: %d VRAM slots, DRAM tier of %d: "
-                  "logits differ", variant, cases[k].slots, cases[k].dram);
+        f.tiers = tf;
+        f.cpu_tokens = cases[k].cpu_tokens;
+        cr_assert_eq(run_logits_flags(&f, got, &e), 0, "%s", e.msg);
+        cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s: %d VRAM slots, DRAM tier of %d, "
+                  "CPU up to %d tokens: logits differ", variant, cases[k].slots, cases[k].dram,
+                  cases[k].cpu_tokens);
     }
     free(ref);
     free(got);

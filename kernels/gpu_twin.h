@@ -1,0 +1,40 @@
+/* gpu_twin: what the CUDA backend's linear and FFN kernels compute, computed on
+ * the CPU to the same bits, so an expert may run on either side (hybrid
+ * execution) without the logits depending on where it ran.
+ *
+ * The GPU kernel (gpu_linear.cu) gives each of a warp's 32 lanes the columns
+ * c = lane, lane + 32, ... and accumulates w x with FMAs in that order from 0,
+ * then adds the lanes in a butterfly (lane ^ 16, 8, 4, 2, 1). Here: a row is
+ * dequantized (bit-identical to linear_ref, as the GPU's gw_at), the 32 sums
+ * run in two AVX-512 registers (or one lane at a time with fmaf on other
+ * CPUs: the same bits, slower), and the butterfly is done the same way. The
+ * FFN's gate uses gm_silu_mul (gpu_math.h) on both sides. */
+#ifndef MOETIER_GPU_TWIN_H
+#define MOETIER_GPU_TWIN_H
+
+#include <stddef.h>
+
+#include "core/model/linear_weight.h"
+#include "cpu_kernels/linear_kernels.h"
+#include "cpu_kernels/thread_pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* floats of scratch for an FFN of T tokens through gate [I][h] and down [h][I] */
+size_t gpu_twin_ffn_scratch(const linear_weight *gate, const linear_weight *down, int T,
+                            int n_threads);
+/* y [T][rows] = w x, host memory; scratch: cols floats per pool thread */
+void gpu_twin_linear(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
+                     int T, float *y, float *scratch);
+/* out [T][h] = down(silu(gate x) * up x), host memory */
+void gpu_twin_ffn(kernel_path path, thread_pool *pool, const linear_weight *gate,
+                  const linear_weight *up, const linear_weight *down, const float *x, int T,
+                  float *out, float *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
