@@ -82,8 +82,8 @@ struct gpu_state {
     kernel_path path;
     float *host;                /* their x, out and the twin's scratch */
     size_t host_n;
-    unsigned char *on_cpu;      /* per job of the current batch */
-    int on_cpu_n;
+    unsigned char *where;       /* JOB_GPU, JOB_CPU or JOB_DONE per job of the current batch */
+    int where_n;
 };
 
 static gpu_state *state(backend *b)
@@ -458,16 +458,16 @@ enum { JOB_GPU, JOB_CPU, JOB_DONE };
 static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
 {
     gpu_state *st = state(b);
-    if (n > st->on_cpu_n) {
-        unsigned char *p = (unsigned char *)realloc(st->on_cpu, (size_t)n);
+    if (n > st->where_n) {
+        unsigned char *p = (unsigned char *)realloc(st->where, (size_t)n);
         if (!p) {
             fprintf(stderr, "moetier: out of memory\n");
             abort();
         }
-        st->on_cpu = p;
-        st->on_cpu_n = n;
+        st->where = p;
+        st->where_n = n;
     }
-    unsigned char *where = st->on_cpu;
+    unsigned char *where = st->where;
     size_t io_total = 0, twin_scratch = 0;
     for (int i = 0; i < n; i++) {
         const ffn_job *j = &jobs[i];
@@ -641,7 +641,7 @@ static void g_destroy(backend *b)
     if (st->pool)
         thread_pool_destroy(st->pool);
     free(st->host);
-    free(st->on_cpu);
+    free(st->where);
     free(st->res);
     free(st->host_logits);
     free(st->host_route);
