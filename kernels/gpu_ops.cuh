@@ -57,7 +57,8 @@ void gpu_mla(const gpu_mla_args *a, cudaStream_t s);
 /* the largest kv_lora gpu_mla handles (its per-thread latent accumulators) */
 #define GPU_MLA_MAX_LORA 2048
 
-/* max (or sum) of v over the block; every thread gets it. red: 32 floats of shared memory */
+/* max (or sum) of v over the block; every thread gets it. Every thread of the
+ * block calls it, and the block is whole warps. red: 32 floats of shared memory */
 __device__ __forceinline__ float block_reduce(float v, float *red, bool take_max)
 {
     for (int o = 16; o > 0; o >>= 1) {

@@ -60,8 +60,8 @@ typedef struct gpu_plan {
     int slots, n_experts, moe_layers, top_k;
 } gpu_plan;
 
-/* Device memory besides the weights for a context of ctx and prefill chunks
- * of `chunk` tokens: activations, the backend's scratch and a margin. */
+/* Device memory besides the weights and the KV cache for prefill chunks of
+ * `chunk` tokens: activations, the backend's scratch and a margin. */
 uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes);
 /* Refuses a budget that cannot hold what must be resident, naming the parts. */
 int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const tier_flags *f,

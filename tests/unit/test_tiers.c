@@ -176,23 +176,9 @@ Test(tiers, invariance_testdata_fp8, .timeout = 120) { testdata_invariance("fp8"
 Test(tiers, invariance_testdata_int4, .timeout = 120) { testdata_invariance("int4"); }
 
 /* within the GPU backend too (skipped without a GPU) */
-Test(tiers, invariance_testdata_gpu_bf16, .timeout = 900)
-{
-    test_require_gpu();
-    testdata_invariance("bf16");
-}
-
-Test(tiers, invariance_testdata_gpu_fp8, .timeout = 900)
-{
-    test_require_gpu();
-    testdata_invariance("fp8");
-}
-
-Test(tiers, invariance_testdata_gpu_int4, .timeout = 900)
-{
-    test_require_gpu();
-    testdata_invariance("int4");
-}
+Test(tiers, invariance_testdata_gpu_bf16, .timeout = 900) { test_require_gpu(); testdata_invariance("bf16"); }
+Test(tiers, invariance_testdata_gpu_fp8, .timeout = 900) { test_require_gpu(); testdata_invariance("fp8"); }
+Test(tiers, invariance_testdata_gpu_int4, .timeout = 900) { test_require_gpu(); testdata_invariance("int4"); }
 
 /* --vram-gb that leaves room for `slots` experts in the GPU's expert cache
  * (the budget of run_logits' context and chunk) */
@@ -271,23 +257,9 @@ static void gpu_vram_invariance(const char *variant)
     free(model);
 }
 
-Test(tiers, invariance_gpu_vram_cache_bf16, .timeout = 600)
-{
-    test_require_gpu();
-    gpu_vram_invariance("bf16");
-}
-
-Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600)
-{
-    test_require_gpu();
-    gpu_vram_invariance("fp8");
-}
-
-Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600)
-{
-    test_require_gpu();
-    gpu_vram_invariance("int4");
-}
+Test(tiers, invariance_gpu_vram_cache_bf16, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("bf16"); }
+Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("fp8"); }
+Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("int4"); }
 
 /* A larger synthetic model: more experts and layers than the vectors. */
 static char *synth_larger(const char *format, int experts, int moe_inter, int layers)
