@@ -433,18 +433,19 @@ static int in_vram(const gpu_state *st, const ffn_job *j)
     return st->slots && key >= 0 && key < st->n_keys && expert_cache_find(&st->cache, key) >= 0;
 }
 
-static float *host_floats(gpu_state *st, size_t n)
+/* a growing host buffer; an allocation failure mid-forward is unrecoverable */
+static float *host_buffer(float **p, size_t *have, size_t n)
 {
-    if (n > st->host_n) {
-        float *p = (float *)realloc(st->host, n * sizeof *p);
-        if (!p) {
-            fprintf(stderr, "moetier: out of memory for %zu floats of CPU expert buffers\n", n);
+    if (n > *have) {
+        float *q = (float *)realloc(*p, n * sizeof *q);
+        if (!q) {
+            fprintf(stderr, "moetier: out of memory for %zu floats of host buffers\n", n);
             abort();
         }
-        st->host = p;
-        st->host_n = n;
+        *p = q;
+        *have = n;
     }
-    return st->host;
+    return *p;
 }
 
 /* where each job of a batch runs */
@@ -478,7 +479,7 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
         size_t sc = gpu_twin_ffn_scratch(j->gate, j->down, j->T, thread_pool_size(st->pool));
         twin_scratch = sc > twin_scratch ? sc : twin_scratch;
     }
-    float *host = io_total ? host_floats(st, io_total + twin_scratch) : NULL;
+    float *host = io_total ? host_buffer(&st->host, &st->host_n, io_total + twin_scratch) : NULL;
     /* per CPU job: its x, then its out, one after another from host[0]; the x
      * come down first (a copy to the host waits for the GPU's queue) */
     size_t off = 0;
@@ -542,20 +543,6 @@ static void g_mla(backend *b, const mla_args *m)
     a.qa = (float *)scratch(st, SCR_QA, n * sizeof(float));
     a.ol = (float *)scratch(st, SCR_OL, n * sizeof(float));
     gpu_mla(&a, 0);
-}
-
-static float *host_buffer(float **p, size_t *have, size_t n)
-{
-    if (n > *have) {
-        float *q = (float *)realloc(*p, n * sizeof *q);
-        if (!q) {
-            fprintf(stderr, "moetier: out of memory for %zu floats of routing scratch\n", n);
-            abort();
-        }
-        *p = q;
-        *have = n;
-    }
-    return *p;
 }
 
 /* The router's choice is made on the host, where its result is wanted: the
