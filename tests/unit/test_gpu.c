@@ -95,10 +95,27 @@ static const shape shapes[] = {
 };
 #define N_SHAPES (sizeof shapes / sizeof *shapes)
 
-Test(gpu, linear_matches_the_reference_in_every_format, .timeout = 120)
+/* the kernel paths the twin dequantizes rows with here */
+static int twin_paths(kernel_path *paths)
+{
+    int n = 0;
+    for (int p = 0; p < KPATH_COUNT; p++)
+        if (kernel_path_supported((kernel_path)p))
+            paths[n++] = (kernel_path)p;
+    return n;
+}
+
+/* the GPU's linear against the reference, and the CPU twin (gpu_twin.h) on
+ * every CPU path against the GPU's bits */
+Test(gpu, linear_matches_the_reference_and_the_twin_its_bits, .timeout = 120)
 {
     open_gpu();
     static const int tokens[] = {1, 4, 9, 17};
+    kernel_path paths[KPATH_COUNT];
+    int n_paths = twin_paths(paths);
+    thread_pool *pool;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool, 3, &e), 0, "%s", e.msg);
     random_weight w[N_SHAPES];
     for (size_t s = 0; s < N_SHAPES; s++) {
         const shape *sh = &shapes[s];
@@ -107,7 +124,7 @@ Test(gpu, linear_matches_the_reference_in_every_format, .timeout = 120)
             int T = tokens[k];
             size_t nx = (size_t)T * sh->cols, ny = (size_t)T * sh->rows;
             float *x = random_floats(nx), *ref = malloc(ny * 4), *bound = malloc(ny * 4);
-            float *row = malloc((size_t)sh->cols * 4);
+            float *row = malloc((size_t)3 * sh->cols * 4), *twin = malloc(ny * 4);
             linear_ref_forward(&w[s].w, x, T, ref, row);
             random_weight_bounds(&w[s].w, x, T, bound);
             float *dx = to_dev(x, nx), *dy = gpu.ops->alloc(&gpu, ny);
@@ -118,6 +135,15 @@ Test(gpu, linear_matches_the_reference_in_every_format, .timeout = 120)
                     cr_assert_fail("%s %dx%d T %d: y[%zu] = %.9g, reference %.9g (bound %.3g)",
                                    weight_format_name(sh->fmt), sh->rows, sh->cols, T, i, got[i],
                                    ref[i], bound[i]);
+            for (int p = 0; p < n_paths; p++) {
+                gpu_twin_linear(paths[p], pool, &w[s].w, x, T, twin, row);
+                for (size_t i = 0; i < ny; i++)
+                    if (memcmp(&twin[i], &got[i], 4))
+                        cr_assert_fail("%s %dx%d T %d, twin on %s: y[%zu] = %a, GPU %a",
+                                       weight_format_name(sh->fmt), sh->rows, sh->cols, T,
+                                       kernel_path_name(paths[p]), i, twin[i], got[i]);
+            }
+            free(twin);
             gpu.ops->release(&gpu, dx);
             gpu.ops->release(&gpu, dy);
             free(x);
@@ -127,6 +153,7 @@ Test(gpu, linear_matches_the_reference_in_every_format, .timeout = 120)
             free(got);
         }
     }
+    thread_pool_destroy(pool);
     close_gpu();
     for (size_t s = 0; s < N_SHAPES; s++)
         random_weight_free(&w[s]);
@@ -313,59 +340,6 @@ Test(gpu, expert_cache_hits_misses_and_results, .timeout = 60)
 }
 
 /* ---- the CPU twin: the GPU's bits on the CPU ---- */
-
-/* the kernel paths the twin dequantizes rows with here */
-static int twin_paths(kernel_path *paths)
-{
-    int n = 0;
-    for (int p = 0; p < KPATH_COUNT; p++)
-        if (kernel_path_supported((kernel_path)p))
-            paths[n++] = (kernel_path)p;
-    return n;
-}
-
-Test(gpu, twin_linear_gives_the_gpu_bits, .timeout = 120)
-{
-    open_gpu();
-    static const int tokens[] = {1, 4, 9, 17};
-    kernel_path paths[KPATH_COUNT];
-    int n_paths = twin_paths(paths);
-    thread_pool *pool;
-    errbuf e;
-    cr_assert_eq(thread_pool_create(&pool, 3, &e), 0, "%s", e.msg);
-    random_weight w[N_SHAPES];
-    for (size_t s = 0; s < N_SHAPES; s++) {
-        const shape *sh = &shapes[s];
-        w[s] = random_weight_make(sh->fmt, sh->rows, sh->cols, sh->blk, sh->gs);
-        for (size_t k = 0; k < sizeof tokens / sizeof *tokens; k++) {
-            int T = tokens[k];
-            size_t nx = (size_t)T * sh->cols, ny = (size_t)T * sh->rows;
-            float *x = random_floats(nx), *twin = malloc(ny * 4);
-            float *scratch = malloc((size_t)3 * sh->cols * 4);
-            float *dx = to_dev(x, nx), *dy = gpu.ops->alloc(&gpu, ny);
-            gpu.ops->linear(&gpu, &w[s].w, dx, T, dy);
-            float *got = from_dev(dy, ny);
-            for (int p = 0; p < n_paths; p++) {
-                gpu_twin_linear(paths[p], pool, &w[s].w, x, T, twin, scratch);
-                for (size_t i = 0; i < ny; i++)
-                    if (memcmp(&twin[i], &got[i], 4))
-                        cr_assert_fail("%s %dx%d T %d, twin on %s: y[%zu] = %a, GPU %a",
-                                       weight_format_name(sh->fmt), sh->rows, sh->cols, T,
-                                       kernel_path_name(paths[p]), i, twin[i], got[i]);
-            }
-            gpu.ops->release(&gpu, dx);
-            gpu.ops->release(&gpu, dy);
-            free(x);
-            free(twin);
-            free(scratch);
-            free(got);
-        }
-    }
-    thread_pool_destroy(pool);
-    close_gpu();
-    for (size_t s = 0; s < N_SHAPES; s++)
-        random_weight_free(&w[s]);
-}
 
 /* Without a GPU too: every CPU path gives the twin the same bits (row
  * dequantization is exact on each, the lane sums are fused), within float32
