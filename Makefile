@@ -32,7 +32,7 @@ LDFLAGS := $(SANFLAGS)
 LIB_DIRS := core/base core/model core/engine core/text core/app server tiers prefetch cpu_kernels
 LIB_SRC := $(filter-out core/app/main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 # host-side CUDA helpers that need no CUDA (the planner sizes the GPU without one)
-LIB_SRC += kernels/gpu_layout.c kernels/gpu_twin.c
+LIB_SRC += kernels/gpu_layout.c kernels/gpu_twin.c kernels/hybrid_plan.c
 
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
@@ -136,18 +136,19 @@ $(EMU_BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh kernels/*.h test
 	@mkdir -p $(@D)
 	$(CXX) $(EMU_CXXFLAGS) -x c++ -c $< -o $@
 
-$(EMU_BUILD)/cuda_emu.o: tests/cuda_emu/cuda_emu.cc tests/cuda_emu/cuda_runtime.h
+EMU_RUNTIME := $(patsubst tests/cuda_emu/%.cc,$(EMU_BUILD)/%.o,$(wildcard tests/cuda_emu/*.cc))
+$(EMU_BUILD)/%.o: tests/cuda_emu/%.cc tests/cuda_emu/cuda_runtime.h
 	@mkdir -p $(@D)
 	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
 
 # the library and test objects of the plain build, the device code swapped for the emulation's
-test-gpu-emu: $(EMU_KOBJ) $(EMU_BUILD)/cuda_emu.o $(BUILD)/libmoetier.a $(BUILD)/moetier $(TEST_OBJ)
+test-gpu-emu: $(EMU_KOBJ) $(EMU_RUNTIME) $(BUILD)/libmoetier.a $(BUILD)/moetier $(TEST_OBJ)
 	cp $(BUILD)/libmoetier.a $(EMU_BUILD)/libmoetier.a
 	ar d $(EMU_BUILD)/libmoetier.a $$(ar t $(BUILD)/libmoetier.a | grep -E '^gpu_.*_none\.o$$|\.cu\.o$$')
-	$(CXX) $(LDFLAGS) -o $(EMU_BUILD)/unit_tests $(TEST_OBJ) $(EMU_KOBJ) $(EMU_BUILD)/cuda_emu.o \
+	$(CXX) $(LDFLAGS) -o $(EMU_BUILD)/unit_tests $(TEST_OBJ) $(EMU_KOBJ) $(EMU_RUNTIME) \
 	  $(EMU_BUILD)/libmoetier.a -lcriterion $(LDLIBS_HOST)
 	$(CXX) $(LDFLAGS) -o $(EMU_BUILD)/moetier $(BUILD)/core/app/main.o $(EMU_KOBJ) \
-	  $(EMU_BUILD)/cuda_emu.o $(EMU_BUILD)/libmoetier.a $(LDLIBS_HOST)
+	  $(EMU_RUNTIME) $(EMU_BUILD)/libmoetier.a $(LDLIBS_HOST)
 	@mkdir -p $(EMU_BUILD)/tmp
 	MOETIER_BIN=$(abspath $(EMU_BUILD)/moetier) MOETIER_TMP=$(abspath $(EMU_BUILD)/tmp) \
 	MOETIER_TESTDATA=$${MOETIER_TESTDATA:-$(abspath ../shared/testdata)} \

@@ -29,6 +29,8 @@ step test-golden-gpu 600 build/tests/unit_tests --filter 'golden/*_gpu' --verbos
 step test-vram-invariance 600 build/tests/unit_tests --filter 'tiers/invariance_gpu*' -j4
 step test-tier-invariance-gpu 900 build/tests/unit_tests --filter 'tiers/invariance_testdata_gpu*' -j3
 step bench-gpu-copy 120 build/moetier bench gpu --json
+step bench-gpu-overlap 300 build/moetier bench gpu --overlap --json
+step bench-gpu-overlap-4-4 300 build/moetier bench gpu --overlap --experts 4,4 --json
 # decode: a k2-slice (real K2 shapes: 1 dense + 1 MoE layer of 384 INT4 experts)
 slice=build/tmp/k2-slice-int4
 step synth-slice 600 build/moetier synth --preset k2-slice --layers 2 --format int4 -o "$slice" --force
@@ -38,8 +40,15 @@ for gb in 8 10 14 24; do
     step "decode-gpu-vram-$gb" 300 build/moetier run -m "$slice" --backend cuda --vram-gb "$gb" \
         --ids "$ids" -n 33 --greedy --ignore-eos --stats
 done
+# the same with every miss copied (no CPU side), then a cost-model run whose
+# experts come from a DRAM tier registered with the GPU (asynchronous copies)
+step decode-gpu-vram-10-nocpu 300 build/moetier run -m "$slice" --backend cuda --vram-gb 10 \
+    --cpu-tokens 0 --ids "$ids" -n 33 --greedy --ignore-eos --stats
+step convert-slice 600 build/moetier convert -m "$slice" --force
+step decode-gpu-vram-10-dram 300 build/moetier run -m "$slice" --backend cuda --vram-gb 10 \
+    --dram-gb 100 --ids "$ids" -n 33 --greedy --ignore-eos --stats
 echo "== summary ($out)"
 cat "$out/summary.txt"
 grep -h -E "Synthesis|prefill_logits|decode_logits|FAIL" "$out"/test-*.log | sort | uniq -c
-cat "$out/bench-gpu-copy.log"
-grep -H -E "^prefill:|VRAM expert cache|GPU plan|expert cache:" "$out"/decode-*.log
+cat "$out/bench-gpu-copy.log" "$out"/bench-gpu-overlap*.log
+grep -H -E "^prefill:|VRAM expert cache|GPU plan|expert cache:|hybrid cost model|registered" "$out"/decode-*.log

@@ -1,17 +1,21 @@
 /* gpu_backend: the operation table on a CUDA device; see gpu_backend.h.
  *
- * Everything is queued on the legacy default stream, so operations run in the
+ * Kernels are queued on the legacy default stream, so operations run in the
  * order the engine calls them and a copy to or from the host waits for the
  * work before it. Host arrays passed per call (token ids, positions, the
  * dispatch indices and weights) are copied to small device buffers first; the
  * model's weights and tables are copied once and looked up by their host
  * address; routed experts go through the VRAM expert cache (slots in one
  * allocation made at create, an expert_cache with LRU for the bookkeeping) or,
- * without a key or a free slot, are copied to a staging buffer for the call. */
+ * without a key or a free slot, through two staging buffers used in turn.
+ * Expert copies run on a second, non-blocking stream; each slot and staging
+ * buffer has two events: `filled` (its copy is done: kernels wait for it) and
+ * `free` (the kernels reading it are done: the next copy into it waits). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gpu_ops.cuh"
 
@@ -20,6 +24,7 @@ extern "C" {
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
 #include "kernels/gpu_twin.h"
+#include "kernels/hybrid_plan.h"
 #include "tiers/expert_cache.h"
 }
 
@@ -59,7 +64,12 @@ struct resident_entry {
     size_t bytes;
 };
 
-enum scratch_id { SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_EXPERT, SCR_COUNT };
+enum scratch_id { SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_COUNT };
+
+/* host memory registered with the device (gpu_backend_register_host) */
+struct host_range {
+    const char *lo, *hi;
+};
 
 struct gpu_state {
     char device[256];
@@ -76,14 +86,28 @@ struct gpu_state {
     int n_keys;
     expert_cache cache;
     gpu_cache_stats stats;
-    /* missed experts on the CPU */
-    int cpu_tokens;
+    /* expert copies: their stream; the staging buffers for experts without a
+     * slot; per slot, then per staging buffer, the events */
+    cudaStream_t copy_stream;
+    char *staging[2];
+    uint64_t staging_bytes;
+    int staging_next;
+    cudaEvent_t *filled, *freed;
+    host_range registered[GPU_MAX_REGISTERED];
+    int n_registered;
+    /* missed experts on the CPU: by the cost model (cpu_auto) or by tokens */
+    int cpu_tokens, cpu_auto;
+    hybrid_rates rates;
     thread_pool *pool;
     kernel_path path;
     float *host;                /* their x, out and the twin's scratch */
     size_t host_n;
-    unsigned char *where;       /* JOB_GPU, JOB_CPU or JOB_DONE per job of the current batch */
-    int where_n;
+    /* per job of the current batch */
+    unsigned char *where;       /* JOB_GPU, JOB_CPU or JOB_DONE */
+    unsigned char *place;       /* HYBRID_* */
+    hybrid_job *hjobs;
+    int *order;
+    int batch_cap;
 };
 
 static gpu_state *state(backend *b)
@@ -228,13 +252,14 @@ static gpu_weight place_weight(const linear_weight *w, char *base, uint64_t *off
     return view_of(w, d, ns ? d + gpu_align(nd) : NULL);
 }
 
-/* copies w's data and scales to where place_weight put them */
+/* queues the copy of w's data and scales to where place_weight put them */
 static void copy_weight(gpu_state *st, const linear_weight *w, const gpu_weight *g)
 {
     uint64_t nd = linear_weight_data_bytes(w), ns = linear_weight_scale_bytes(w);
-    GPU_CHECK(cudaMemcpy((void *)g->data, w->data, nd, cudaMemcpyHostToDevice));
+    GPU_CHECK(cudaMemcpyAsync((void *)g->data, w->data, nd, cudaMemcpyHostToDevice, st->copy_stream));
     if (ns)
-        GPU_CHECK(cudaMemcpy((void *)g->scale, w->scale, ns, cudaMemcpyHostToDevice));
+        GPU_CHECK(cudaMemcpyAsync((void *)g->scale, w->scale, ns, cudaMemcpyHostToDevice,
+                                  st->copy_stream));
     st->stats.bytes_copied += nd + ns;
 }
 
@@ -390,47 +415,188 @@ static void g_ffn(backend *b, const linear_weight *gate, const linear_weight *up
            out);
 }
 
+/* An expert's three matrices at base (gpu_layout.h). */
+struct expert_views {
+    gpu_weight g, u, d;
+};
+
+static expert_views place_expert(const ffn_job *j, char *base)
+{
+    expert_views v;
+    uint64_t off = 0;
+    v.g = place_weight(j->gate, base, &off);
+    v.u = place_weight(j->up, base, &off);
+    v.d = place_weight(j->down, base, &off);
+    return v;
+}
+
+/* Queues the copy of j's expert into buffer `buf` (a slot, or a staging buffer
+ * after the slots) at base, after the kernels still reading it. */
+static void fill(gpu_state *st, int buf, char *base, const ffn_job *j)
+{
+    expert_views v = place_expert(j, base);
+    GPU_CHECK(cudaStreamWaitEvent(st->copy_stream, st->freed[buf], 0));
+    copy_weight(st, j->gate, &v.g);
+    copy_weight(st, j->up, &v.u);
+    copy_weight(st, j->down, &v.d);
+    GPU_CHECK(cudaEventRecord(st->filled[buf], st->copy_stream));
+}
+
+/* Queues j's FFN from buffer `buf`, after its copy. */
+static void compute(gpu_state *st, int buf, char *base, const ffn_job *j)
+{
+    expert_views v = place_expert(j, base);
+    GPU_CHECK(cudaStreamWaitEvent(0, st->filled[buf], 0));
+    ffn_on(st, v.g, v.u, v.d, j->x, j->T, j->out);
+    GPU_CHECK(cudaEventRecord(st->freed[buf], 0));
+}
+
+static int cache_key(const gpu_state *st, const ffn_job *j)
+{
+    int key = j->cache_key - 1;
+    return st->slots && key >= 0 && key < st->n_keys &&
+           gpu_expert_slot_bytes(j->gate, j->up, j->down) <= st->slot_bytes ? key : -1;
+}
+
+/* the next staging buffer, grown to `bytes` (after everything queued, which
+ * may still read it) */
+static int next_staging(gpu_state *st, uint64_t bytes)
+{
+    int k = st->staging_next;
+    st->staging_next ^= 1;
+    if (bytes > st->staging_bytes) {
+        GPU_CHECK(cudaDeviceSynchronize());
+        for (int i = 0; i < 2; i++) {
+            if (st->staging[i])
+                GPU_CHECK(cudaFree(st->staging[i]));
+            st->staging[i] = NULL;
+        }
+        st->staging_bytes = 0;
+        for (int i = 0; i < 2; i++)
+            if (cudaMalloc(&st->staging[i], bytes) != cudaSuccess) {
+                cudaGetLastError();
+                out_of_device_memory(bytes, "an expert's staging buffer", st);
+            }
+        st->staging_bytes = bytes;
+    }
+    return k;
+}
+
 /* One routed expert on the GPU: a keyed one through the VRAM cache (copied into
- * a slot on a miss), else copied to the staging buffer. A slot's next copy
- * waits for the kernels reading it: a copy from pageable memory on the default
- * stream starts after the work queued before it. */
+ * a slot on a miss), else through a staging buffer. */
 static void expert_on_gpu(gpu_state *st, const ffn_job *j)
 {
-    uint64_t bytes = gpu_expert_slot_bytes(j->gate, j->up, j->down);
-    int key = j->cache_key - 1, slot = -1, resident = 0, evicted;
+    int key = cache_key(st, j), slot = -1, resident = 0, evicted, buf;
     char *base;
-    if (st->slots && key >= 0 && key < st->n_keys && bytes <= st->slot_bytes)
+    if (key >= 0)
         slot = expert_cache_acquire(&st->cache, key, &resident, &evicted);
     if (slot >= 0) {
+        buf = slot;
         base = st->slots + (uint64_t)slot * st->slot_bytes;
         if (resident)
             st->stats.hits++;
         else
             st->stats.misses++;
     } else {
-        base = (char *)scratch(st, SCR_EXPERT, bytes);
+        int k = next_staging(st, gpu_expert_slot_bytes(j->gate, j->up, j->down));
+        buf = st->stats.slots + k;
+        base = st->staging[k];
         st->stats.uncached++;
     }
-    uint64_t off = 0;
-    gpu_weight g = place_weight(j->gate, base, &off);
-    gpu_weight u = place_weight(j->up, base, &off);
-    gpu_weight d = place_weight(j->down, base, &off);
     if (!resident) {
-        copy_weight(st, j->gate, &g);
-        copy_weight(st, j->up, &u);
-        copy_weight(st, j->down, &d);
+        fill(st, buf, base, j);
         if (slot >= 0)
             expert_cache_ready(&st->cache, slot);
     }
-    ffn_on(st, g, u, d, j->x, j->T, j->out);
+    compute(st, buf, base, j);
     if (slot >= 0)
         expert_cache_release(&st->cache, slot);
 }
 
+/* Copies an expert the CPU computes into the cache too, when a slot is free
+ * to take. */
+static void promote(gpu_state *st, const ffn_job *j)
+{
+    int key = cache_key(st, j), resident = 0, evicted;
+    int slot = key >= 0 ? expert_cache_acquire(&st->cache, key, &resident, &evicted) : -1;
+    if (slot < 0)
+        return;
+    if (!resident) {
+        fill(st, slot, st->slots + (uint64_t)slot * st->slot_bytes, j);
+        expert_cache_ready(&st->cache, slot);
+        st->stats.promoted++;
+    }
+    expert_cache_release(&st->cache, slot);
+}
+
 static int in_vram(const gpu_state *st, const ffn_job *j)
 {
-    int key = j->cache_key - 1;
-    return st->slots && key >= 0 && key < st->n_keys && expert_cache_find(&st->cache, key) >= 0;
+    int key = cache_key(st, j);
+    return key >= 0 && expert_cache_find(&st->cache, key) >= 0;
+}
+
+static int registered(const gpu_state *st, const void *p)
+{
+    for (int i = 0; i < st->n_registered; i++)
+        if ((const char *)p >= st->registered[i].lo && (const char *)p < st->registered[i].hi)
+            return 1;
+    return 0;
+}
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* the per-job arrays of a batch of n */
+static void batch_room(gpu_state *st, int n)
+{
+    if (n <= st->batch_cap)
+        return;
+    free(st->where);
+    free(st->place);
+    free(st->hjobs);
+    free(st->order);
+    st->where = (unsigned char *)malloc((size_t)n);
+    st->place = (unsigned char *)malloc((size_t)n);
+    st->hjobs = (hybrid_job *)malloc((size_t)n * sizeof *st->hjobs);
+    st->order = (int *)malloc((size_t)n * sizeof *st->order);
+    if (!st->where || !st->place || !st->hjobs || !st->order) {
+        fprintf(stderr, "moetier: out of memory for a batch of %d experts\n", n);
+        abort();
+    }
+    st->batch_cap = n;
+}
+
+/* Where each job of the batch runs: place[i] (HYBRID_*) and the CPU side's
+ * predicted seconds. */
+static double plan_batch(gpu_state *st, const ffn_job *jobs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const ffn_job *j = &jobs[i];
+        hybrid_job *h = &st->hjobs[i];
+        h->bytes = gpu_expert_slot_bytes(j->gate, j->up, j->down);
+        h->weights = (uint64_t)j->gate->rows * (uint64_t)j->gate->cols +
+                     (uint64_t)j->up->rows * (uint64_t)j->up->cols +
+                     (uint64_t)j->down->rows * (uint64_t)j->down->cols;
+        h->tokens = j->T;
+        h->in_vram = in_vram(st, j);
+        h->pinned = registered(st, j->gate->data);
+        h->cacheable = cache_key(st, j) >= 0;
+    }
+    if (!st->pool)
+        memset(st->place, HYBRID_GPU, (size_t)n);
+    else if (st->cpu_auto)
+        hybrid_plan_batch(&st->rates, st->hjobs, n, st->place, st->order);
+    else
+        hybrid_plan_fixed(st->hjobs, n, st->cpu_tokens, st->place);
+    double cpu = 0;
+    for (int i = 0; i < n; i++)
+        if (st->place[i] != HYBRID_GPU)
+            cpu += hybrid_cpu_seconds(&st->rates, &st->hjobs[i]);
+    return cpu;
 }
 
 /* a growing host buffer; an allocation failure mid-forward is unrecoverable */
@@ -452,27 +618,22 @@ static float *host_buffer(float **p, size_t *have, size_t n)
 enum { JOB_GPU, JOB_CPU, JOB_DONE };
 
 /* Routed experts: their bytes are valid only during the call (a tier may reuse
- * the memory next). The experts in VRAM are queued on the GPU first; then the
- * missed ones with at most cpu_tokens tokens run on the CPU (gpu_twin: the
- * GPU's bits) while the GPU works; then the other misses are copied and
- * queued; last, the CPU's results go up. */
+ * the memory next). The plan says where each runs. The CPU jobs' inputs come
+ * down first (a copy to the host waits for the GPU's queue); the experts in
+ * VRAM are queued on the GPU; the other GPU jobs' copies are queued on the
+ * copy stream, their kernels after them, then the promotions' copies; the CPU
+ * computes its jobs meanwhile, its results go up, and the call returns when
+ * the copy stream is done with the tiers' bytes. */
 static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
 {
     gpu_state *st = state(b);
-    if (n > st->where_n) {
-        unsigned char *p = (unsigned char *)realloc(st->where, (size_t)n);
-        if (!p) {
-            fprintf(stderr, "moetier: out of memory\n");
-            abort();
-        }
-        st->where = p;
-        st->where_n = n;
-    }
+    batch_room(st, n);
+    double cpu_predicted = plan_batch(st, jobs, n);
     unsigned char *where = st->where;
     size_t io_total = 0, twin_scratch = 0;
     for (int i = 0; i < n; i++) {
         const ffn_job *j = &jobs[i];
-        where[i] = st->pool && j->T <= st->cpu_tokens && !in_vram(st, j) ? JOB_CPU : JOB_GPU;
+        where[i] = st->place[i] == HYBRID_GPU ? JOB_GPU : JOB_CPU;
         if (where[i] != JOB_CPU)
             continue;
         io_total += (size_t)j->T * (size_t)(j->gate->cols + j->down->rows);
@@ -480,8 +641,7 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
         twin_scratch = sc > twin_scratch ? sc : twin_scratch;
     }
     float *host = io_total ? host_buffer(&st->host, &st->host_n, io_total + twin_scratch) : NULL;
-    /* per CPU job: its x, then its out, one after another from host[0]; the x
-     * come down first (a copy to the host waits for the GPU's queue) */
+    /* per CPU job: its x, then its out, one after another from host[0] */
     size_t off = 0;
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_CPU) {
@@ -495,7 +655,14 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
             expert_on_gpu(st, &jobs[i]);
             where[i] = JOB_DONE;
         }
+    for (int i = 0; i < n; i++)
+        if (where[i] == JOB_GPU)
+            expert_on_gpu(st, &jobs[i]);
+    for (int i = 0; i < n; i++)
+        if (st->place[i] == HYBRID_CPU_PROMOTE)
+            promote(st, &jobs[i]);
     off = 0;
+    double t0 = seconds_now();
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_CPU) {
             const ffn_job *j = &jobs[i];
@@ -505,9 +672,8 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
             off += nx + (size_t)j->T * (size_t)j->down->rows;
             st->stats.on_cpu++;
         }
-    for (int i = 0; i < n; i++)
-        if (where[i] == JOB_GPU)
-            expert_on_gpu(st, &jobs[i]);
+    if (io_total)
+        hybrid_update_cpu(&st->rates, cpu_predicted, seconds_now() - t0);
     off = 0;
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_CPU) {
@@ -516,6 +682,7 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
             GPU_CHECK(cudaMemcpy(j->out, host + off + nx, ny * sizeof(float), cudaMemcpyHostToDevice));
             off += nx + ny;
         }
+    GPU_CHECK(cudaStreamSynchronize(st->copy_stream));
 }
 
 static void g_mla(backend *b, const mla_args *m)
@@ -609,6 +776,36 @@ static void g_from_host(backend *b, float *buf, const float *host, size_t n)
     GPU_CHECK(cudaMemcpy(buf, host, n * sizeof(float), cudaMemcpyHostToDevice));
 }
 
+/* the cache, the copy stream, the events and the registered host memory */
+static void free_copy_state(gpu_state *st)
+{
+    if (st->copy_stream)
+        cudaStreamSynchronize(st->copy_stream);
+    for (int i = 0; i < st->stats.slots + 2; i++) {
+        if (st->filled && st->filled[i])
+            cudaEventDestroy(st->filled[i]);
+        if (st->freed && st->freed[i])
+            cudaEventDestroy(st->freed[i]);
+    }
+    free(st->filled);
+    free(st->freed);
+    st->filled = st->freed = NULL;
+    if (st->copy_stream)
+        cudaStreamDestroy(st->copy_stream);
+    st->copy_stream = NULL;
+    for (int i = 0; i < 2; i++)
+        if (st->staging[i])
+            cudaFree(st->staging[i]);
+    if (st->slots) {
+        cudaFree(st->slots);
+        expert_cache_free(&st->cache);
+        st->slots = NULL;
+    }
+    for (int i = 0; i < st->n_registered; i++)
+        cudaHostUnregister((void *)st->registered[i].lo);
+    st->n_registered = 0;
+}
+
 static void g_destroy(backend *b)
 {
     gpu_state *st = state(b);
@@ -621,14 +818,14 @@ static void g_destroy(backend *b)
     for (int i = 0; i < SCR_COUNT; i++)
         if (st->scr[i])
             cudaFree(st->scr[i]);
-    if (st->slots) {
-        cudaFree(st->slots);
-        expert_cache_free(&st->cache);
-    }
+    free_copy_state(st);
     if (st->pool)
         thread_pool_destroy(st->pool);
     free(st->host);
     free(st->where);
+    free(st->place);
+    free(st->hjobs);
+    free(st->order);
     free(st->res);
     free(st->host_logits);
     free(st->host_route);
@@ -641,36 +838,96 @@ static const backend_ops gpu_ops_table = {
     g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
 };
 
-/* All the cache's slots in one allocation, taken now (no allocation mid-run). */
+/* The cache's slots (one allocation, taken now: no allocation mid-run), the
+ * copy stream and the events of the slots and staging buffers. */
 static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *device, errbuf *e)
 {
-    if (!o->expert_cache_bytes || !o->expert_slot_bytes || o->n_expert_keys <= 0)
-        return 0;
-    uint64_t n = o->expert_cache_bytes / o->expert_slot_bytes;
-    if (n > (uint64_t)o->n_expert_keys)
-        n = (uint64_t)o->n_expert_keys;
-    if (!n)
-        return 0;
-    uint64_t bytes = n * o->expert_slot_bytes;
-    if (cudaMalloc(&st->slots, bytes) != cudaSuccess) {
+    uint64_t n = 0;
+    if (o->expert_cache_bytes && o->expert_slot_bytes && o->n_expert_keys > 0) {
+        n = o->expert_cache_bytes / o->expert_slot_bytes;
+        if (n > (uint64_t)o->n_expert_keys)
+            n = (uint64_t)o->n_expert_keys;
+    }
+    if (n) {
+        uint64_t bytes = n * o->expert_slot_bytes;
+        if (cudaMalloc(&st->slots, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            uint64_t free_b = 0, total = 0;
+            gpu_device_memory(o->device, &free_b, &total, NULL);
+            st->slots = NULL;
+            return err_set(e, "%s: cannot allocate the VRAM expert cache (%llu slots, %.3f GB; "
+                           "%.3f GB free): lower --vram-gb", device, (unsigned long long)n,
+                           bytes / 1e9, free_b / 1e9);
+        }
+        cache_policy lru;
+        if (cache_policy_lru(&lru, (int)n) ||
+            expert_cache_init(&st->cache, o->n_expert_keys, (int)n, lru)) {
+            cudaFree(st->slots);
+            st->slots = NULL;
+            return err_set(e, "out of memory for the VRAM expert cache's table");
+        }
+        st->slot_bytes = o->expert_slot_bytes;
+        st->n_keys = o->n_expert_keys;
+        st->stats.slots = (int)n;
+    }
+    int n_buf = (int)n + 2;
+    st->filled = (cudaEvent_t *)calloc((size_t)n_buf, sizeof *st->filled);
+    st->freed = (cudaEvent_t *)calloc((size_t)n_buf, sizeof *st->freed);
+    cudaError_t err = st->filled && st->freed ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (err == cudaSuccess)
+        err = cudaStreamCreateWithFlags(&st->copy_stream, cudaStreamNonBlocking);
+    for (int i = 0; i < n_buf && err == cudaSuccess; i++)
+        if ((err = cudaEventCreateWithFlags(&st->filled[i], cudaEventDisableTiming)) == cudaSuccess)
+            err = cudaEventCreateWithFlags(&st->freed[i], cudaEventDisableTiming);
+    if (err != cudaSuccess) {
         cudaGetLastError();
-        uint64_t free_b = 0, total = 0;
-        gpu_device_memory(o->device, &free_b, &total, NULL);
-        st->slots = NULL;
-        return err_set(e, "%s: cannot allocate the VRAM expert cache (%llu slots, %.3f GB; %.3f GB "
-                       "free): lower --vram-gb", device, (unsigned long long)n, bytes / 1e9,
-                       free_b / 1e9);
+        free_copy_state(st);
+        return err_set(e, "%s: cannot create the expert copy stream and its events (%s)", device,
+                       cudaGetErrorString(err));
     }
-    cache_policy lru;
-    if (cache_policy_lru(&lru, (int)n) || expert_cache_init(&st->cache, o->n_expert_keys, (int)n, lru)) {
-        cudaFree(st->slots);
-        st->slots = NULL;
-        return err_set(e, "out of memory for the VRAM expert cache's table");
-    }
-    st->slot_bytes = o->expert_slot_bytes;
-    st->n_keys = o->n_expert_keys;
-    st->stats.slots = (int)n;
     return 0;
+}
+
+/* bytes/s of a copy of `bytes` (best of three) */
+static double copy_rate(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        GPU_CHECK(cudaDeviceSynchronize());
+        double t0 = seconds_now();
+        GPU_CHECK(cudaMemcpy(dst, src, bytes, kind));
+        GPU_CHECK(cudaDeviceSynchronize());
+        double t = seconds_now() - t0;
+        best = t < best ? t : best;
+    }
+    return (double)bytes / (best > 1e-9 ? best : 1e-9);
+}
+
+/* The cost model's rates: copies of 32 MB from pinned and pageable memory and
+ * within the device (read + write: the GPU's read rate is twice it), then the
+ * CPU twin's; defaults where there is no memory to measure with. */
+static void measure_rates(gpu_state *st)
+{
+    const size_t bytes = 32u << 20;
+    hybrid_rates *r = &st->rates;
+    r->copy_pinned = r->copy_pageable = 10e9;
+    r->gpu = 1e12;
+    void *dev = NULL, *pinned = NULL, *pageable = malloc(bytes);
+    if (cudaMalloc(&dev, 2 * bytes) == cudaSuccess && cudaMallocHost(&pinned, bytes) == cudaSuccess &&
+        pageable) {
+        memset(pinned, 1, bytes);
+        memset(pageable, 1, bytes);
+        r->copy_pinned = copy_rate(dev, pinned, bytes, cudaMemcpyHostToDevice);
+        r->copy_pageable = copy_rate(dev, pageable, bytes, cudaMemcpyHostToDevice);
+        r->gpu = 2 * copy_rate((char *)dev + bytes, dev, bytes, cudaMemcpyDeviceToDevice);
+    }
+    cudaGetLastError();
+    if (dev)
+        cudaFree(dev);
+    if (pinned)
+        cudaFreeHost(pinned);
+    free(pageable);
+    hybrid_measure_cpu(r, st->path, st->pool);
 }
 
 __global__ void k_probe(int *p)
@@ -709,21 +966,26 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     gpu_state *st = (gpu_state *)calloc(1, sizeof *st);
     if (!st)
         return err_set(e, "out of memory");
-    if (o && open_expert_cache(st, o, p.name, e)) {
+    gpu_options none = {};
+    if (!o)
+        o = &none;
+    if (open_expert_cache(st, o, p.name, e)) {
         free(st);
         return -1;
     }
-    if (o && o->cpu_tokens > 0) {
+    if (o->cpu_tokens > 0 || o->cpu_tokens == GPU_CPU_TOKENS_AUTO) {
         st->cpu_tokens = o->cpu_tokens;
+        st->cpu_auto = o->cpu_tokens == GPU_CPU_TOKENS_AUTO;
         st->path = kernel_path_default();
         if (thread_pool_create(&st->pool, o->cpu_threads, e)) {
-            if (st->slots) {
-                cudaFree(st->slots);
-                expert_cache_free(&st->cache);
-            }
+            free_copy_state(st);
             free(st);
             return -1;
         }
+        if (o->rates)
+            st->rates = *o->rates;
+        else if (st->cpu_auto)
+            measure_rates(st);
     }
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / 1e9);
@@ -746,6 +1008,26 @@ extern "C" uint64_t gpu_backend_resident_bytes(const backend *b)
 extern "C" void gpu_backend_cache_stats(const backend *b, gpu_cache_stats *s)
 {
     *s = ((const gpu_state *)b->impl)->stats;
+}
+
+extern "C" void gpu_backend_rates(const backend *b, hybrid_rates *r)
+{
+    *r = ((const gpu_state *)b->impl)->rates;
+}
+
+extern "C" int gpu_backend_register_host(backend *b, void *p, uint64_t bytes, errbuf *e)
+{
+    gpu_state *st = state(b);
+    if (st->n_registered == GPU_MAX_REGISTERED)
+        return err_set(e, "cannot register more than %d host ranges", GPU_MAX_REGISTERED);
+    cudaError_t err = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        return err_set(e, "cannot register %.3f GB of host memory with the device (%s)", bytes / 1e9,
+                       cudaGetErrorString(err));
+    }
+    st->registered[st->n_registered++] = host_range{(const char *)p, (const char *)p + bytes};
+    return 0;
 }
 
 extern "C" int gpu_device_memory(int device, uint64_t *free_bytes, uint64_t *total_bytes, errbuf *e)

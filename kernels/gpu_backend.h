@@ -6,12 +6,18 @@
  * they never change while the model is open, so each is copied to the device
  * once, on first use, and stays there. Routed experts arrive through
  * ffn_batch() in memory the tiers reuse: an expert with a cache key goes
- * through the VRAM expert cache (slots of gpu_expert_slot_bytes, LRU; a miss
- * copies it into a slot), anything else is copied for the call; with
- * cpu_tokens, a missed expert with few tokens is computed on the CPU instead,
- * while the GPU computes the others, to the GPU's bits (gpu_twin.h). Where an
- * expert's bytes come from or where it is computed never changes the result. Builds without CUDA get
- * a stub whose create() fails with a reason (gpu_backend_none.c). */
+ * through the VRAM expert cache (slots of gpu_expert_slot_bytes, LRU), anything
+ * else through one of two staging buffers. Copies run on their own stream:
+ * a slot's copy waits (an event) for the kernels still reading the slot's
+ * previous expert, and the kernels of its new expert wait for the copy; a
+ * batch returns once its copies are done, because the tiers may then reuse
+ * the bytes. With hybrid execution, a missed expert may be computed on the
+ * CPU instead, while the GPU computes the others, to the GPU's bits
+ * (gpu_twin.h); which ones, and which of those are copied into the cache as
+ * well, a cost model with measured rates decides (hybrid_plan.h) or a fixed
+ * token threshold. Where an expert's bytes come from or where it is computed
+ * never changes the result. Builds without CUDA get a stub whose create()
+ * fails with a reason (gpu_backend_none.c). */
 #ifndef MOETIER_GPU_BACKEND_H
 #define MOETIER_GPU_BACKEND_H
 
@@ -20,6 +26,7 @@
 
 #include "core/base/errbuf.h"
 #include "core/engine/backend.h"
+#include "kernels/hybrid_plan.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,9 +37,11 @@ typedef struct gpu_options {
     uint64_t expert_cache_bytes;    /* VRAM for routed experts; 0: none, copied per call */
     uint64_t expert_slot_bytes;     /* one expert in the cache (gpu_expert_slot_bytes) */
     int n_expert_keys;              /* cache keys 1..n (layers x routed experts) */
-    int cpu_tokens;                 /* experts the cache misses with at most this many
-                                     * tokens run on the CPU (gpu_twin.h); 0: none */
+    int cpu_tokens;                 /* GPU_CPU_TOKENS_AUTO: the cost model places missed
+                                     * experts; N > 0: those with at most N tokens run on
+                                     * the CPU (gpu_twin.h); 0: none on the CPU */
     int cpu_threads;                /* threads for them; <= 0: one per core */
+    const hybrid_rates *rates;      /* the cost model's rates; NULL: measured at create */
 } gpu_options;
 
 typedef struct gpu_cache_stats {
@@ -40,15 +49,16 @@ typedef struct gpu_cache_stats {
     uint64_t hits, misses;      /* keyed experts found in / copied into the cache */
     uint64_t uncached;          /* experts copied for one call (no key, or no room) */
     uint64_t on_cpu;            /* experts the cache missed, computed on the CPU */
+    uint64_t promoted;          /* of those, copied into the cache too */
     uint64_t bytes_copied;      /* host to device, experts only */
 } gpu_cache_stats;
 
 /* Free and total memory of a device; -1 with the reason when there is none. */
 int gpu_device_memory(int device, uint64_t *free_bytes, uint64_t *total_bytes, errbuf *e);
 
-/* --cpu-tokens by default: a missed expert with this many tokens or fewer is
- * computed on the CPU (a stand-in for a cost model with measured bandwidths) */
-#define GPU_DEFAULT_CPU_TOKENS 8
+/* gpu_options.cpu_tokens (and --cpu-tokens auto, the default): the cost model
+ * of hybrid_plan.h places missed experts, with rates measured at create */
+#define GPU_CPU_TOKENS_AUTO (-1)
 
 /* Most tokens in one call: kernels put tokens on a grid dimension of 65535. */
 #define GPU_MAX_TOKENS 65535
@@ -60,6 +70,14 @@ const char *gpu_backend_device(const backend *b);
 /* Bytes of model weights copied to the device so far (they stay resident). */
 uint64_t gpu_backend_resident_bytes(const backend *b);
 void gpu_backend_cache_stats(const backend *b, gpu_cache_stats *s);
+/* The cost model's rates (measured, then the CPU's adjusted after each batch). */
+void gpu_backend_rates(const backend *b, hybrid_rates *r);
+/* Registers host memory that routed experts are served from (the DRAM tier)
+ * with the device, so copies from it run asynchronously at full speed; -1 with
+ * the reason when the device refuses (copies then go through the driver's
+ * staging, slower). At most GPU_MAX_REGISTERED ranges. */
+#define GPU_MAX_REGISTERED 8
+int gpu_backend_register_host(backend *b, void *p, uint64_t bytes, errbuf *e);
 
 #ifdef __cplusplus
 }

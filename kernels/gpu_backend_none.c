@@ -32,3 +32,17 @@ void gpu_backend_cache_stats(const backend *b, gpu_cache_stats *s)
     (void)b;
     *s = (gpu_cache_stats){0};
 }
+
+int gpu_backend_register_host(backend *b, void *p, uint64_t bytes, errbuf *e)
+{
+    (void)b;
+    (void)p;
+    (void)bytes;
+    return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
+}
+
+void gpu_backend_rates(const backend *b, hybrid_rates *r)
+{
+    (void)b;
+    *r = (hybrid_rates){0};
+}

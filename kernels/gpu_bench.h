@@ -1,7 +1,13 @@
-/* gpu_bench: host-to-device copy speed of expert-sized buffers, the yardstick
- * of the VRAM tier: a copy from pinned memory (what the tier aims at) against
- * one from ordinary pageable memory (what the backend does today), measured in
- * the same run (`moetier bench gpu`). */
+/* gpu_bench: the GPU side's numbers (`moetier bench gpu`).
+ *
+ * Copies: host-to-device speed of expert-sized buffers from pinned memory (the
+ * yardstick) and from ordinary pageable memory, in the same run.
+ * Overlap: one hybrid batch through the CUDA backend, timed three ways: K
+ * experts in VRAM alone, M missed experts on the CPU alone, and both in one
+ * batch; the overlap fraction is how much of the shorter side the batch hides,
+ * (gpu + cpu - both) / min(gpu, cpu). The same run times the M experts copied
+ * from registered host memory through the backend's copy stream against plain
+ * copies of the same bytes from pinned memory. */
 #ifndef MOETIER_GPU_BENCH_H
 #define MOETIER_GPU_BENCH_H
 
@@ -22,6 +28,21 @@ typedef struct gpu_copy_result {
 /* Copies `bytes` host -> device repeatedly for about `seconds` from each kind
  * of memory. */
 int gpu_bench_copy(int device, uint64_t bytes, double seconds, gpu_copy_result *r, errbuf *e);
+
+typedef struct gpu_overlap_result {
+    int hidden, inter, gpu_experts, cpu_experts, threads;
+    uint64_t expert_bytes;      /* one INT4 expert in the cache's layout */
+    double gpu_s, cpu_s, both_s;
+    double overlap;
+    double copy_s;              /* the M experts copied and computed on the GPU */
+    double blob_gbps;           /* M x expert_bytes / copy_s */
+    double pinned_gbps;         /* plain copies of the same bytes from pinned memory */
+} gpu_overlap_result;
+
+/* INT4 experts of hidden x inter (multiples of 32), the best of `reps` runs of
+ * each batch; threads <= 0: one per core. */
+int gpu_bench_overlap(int device, int hidden, int inter, int gpu_experts, int cpu_experts,
+                      int threads, int reps, gpu_overlap_result *r, errbuf *e);
 
 #ifdef __cplusplus
 }

@@ -9,3 +9,17 @@ int gpu_bench_copy(int device, uint64_t bytes, double seconds, gpu_copy_result *
     (void)r;
     return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
 }
+
+int gpu_bench_overlap(int device, int hidden, int inter, int gpu_experts, int cpu_experts,
+                      int threads, int reps, gpu_overlap_result *r, errbuf *e)
+{
+    (void)device;
+    (void)hidden;
+    (void)inter;
+    (void)gpu_experts;
+    (void)cpu_experts;
+    (void)threads;
+    (void)reps;
+    (void)r;
+    return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
+}

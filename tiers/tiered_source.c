@@ -454,3 +454,8 @@ const tier_layer_stats *tiered_source_stats(const expert_source *s, int *n_layer
     *n_layers = t->st->n_layers;
     return t->stats;
 }
+
+const dram_arena *tiered_source_arena(const expert_source *s)
+{
+    return s->get == tiered_get ? &((const tiered *)s->impl)->arena : NULL;
+}

@@ -118,9 +118,11 @@ void model_flags_usage(FILE *f)
           "  --backend NAME       cpu, cuda (every operation on the GPU, experimental) or auto\n"
           "                       (cuda when a GPU is usable, else cpu with a notice); default\n"
           "                       cpu, or $MOETIER_BACKEND\n"
-          "  --cpu-tokens N       GPU backend: an expert not in VRAM with at most N tokens\n"
-          "                       runs on the CPU, to the GPU's bits (default 8; 0: every\n"
-          "                       expert is copied to the GPU)\n"
+          "  --cpu-tokens auto|N  GPU backend: which experts not in VRAM the CPU computes\n"
+          "                       (to the GPU's bits) while the GPU computes the others:\n"
+          "                       auto (default) by a cost model with measured copy and\n"
+          "                       compute rates, copying some into VRAM too; N: those with\n"
+          "                       at most N tokens; 0: every expert is copied to the GPU\n"
           "  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
     fputs(tier_flags_usage, f);
 }
@@ -175,7 +177,11 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
         return 1;
     }
     if (!strcmp(a, "--cpu-tokens")) {
-        if (!(v = cli_value(argc, argv, i)) || cli_int(a, v, 0, 1 << 20, &f->cpu_tokens))
+        if (!(v = cli_value(argc, argv, i)))
+            return -1;
+        if (!strcmp(v, "auto"))
+            f->cpu_tokens = GPU_CPU_TOKENS_AUTO;
+        else if (cli_int(a, v, 0, 1 << 20, &f->cpu_tokens))
             return -1;
         f->cpu_tokens_set = 1;
         return 1;
@@ -295,6 +301,48 @@ int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags 
                          vram_slot_bytes(mw, e), dev_free, dev_total, e);
 }
 
+/* The DRAM tier's memory registered with the GPU, so expert copies from it are
+ * asynchronous at full speed; a refusal only slows copies down. */
+static void register_dram_tier(cli_model *m, FILE *log)
+{
+    const dram_arena *a = tiered_source_arena(&m->src);
+    errbuf e;
+    if (!a || !a->bytes)
+        return;
+    if (gpu_backend_register_host(&m->be, a->base, a->bytes, &e)) {
+        if (log)
+            fprintf(log, "moetier: the DRAM tier is not registered with the GPU: %s; expert copies "
+                    "from it are staged by the driver (slower)\n", e.msg);
+    } else if (log) {
+        fprintf(log, "DRAM tier: %.2f GB registered with the GPU for asynchronous copies\n",
+                a->bytes / 1e9);
+    }
+}
+
+/* $MOETIER_HYBRID_RATES="copy_registered,copy_pageable,gpu,cpu_row,cpu_token"
+ * (GB/s, GB/s, GB/s, ns per weight, ns per weight and token) replaces the
+ * cost model's measured rates: for tests and for tuning by hand. */
+static int hybrid_rates_from_env(hybrid_rates *r, int *set, errbuf *e)
+{
+    const char *s = getenv("MOETIER_HYBRID_RATES");
+    *set = 0;
+    if (!s || !*s)
+        return 0;
+    double v[5];
+    char *end = (char *)s;
+    for (int i = 0; i < 5; i++) {
+        v[i] = strtod(end, &end);
+        if (!(v[i] > 0) || !isfinite(v[i]) || *end != (i < 4 ? ',' : '\0'))
+            return err_set(e, "MOETIER_HYBRID_RATES is '%s'; expected five positive numbers: copy "
+                           "GB/s from registered and from pageable memory, GPU GB/s, CPU ns per "
+                           "weight, CPU ns per weight and token", s);
+        end++;
+    }
+    *r = (hybrid_rates){v[0] * 1e9, v[1] * 1e9, v[2] * 1e9, v[3] * 1e-9, v[4] * 1e-9};
+    *set = 1;
+    return 0;
+}
+
 /* --backend (or $MOETIER_BACKEND): cuda fails without a usable GPU, auto then
  * says so in one line and computes on the CPU. A GPU budget that cannot work
  * is an error either way. */
@@ -310,6 +358,12 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         gpu_options go = {.device = 0};
         uint64_t free_b, total;
         gpu_plan gp;
+        hybrid_rates rates;
+        int rates_set;
+        if (hybrid_rates_from_env(&rates, &rates_set, e))
+            return -1;
+        if (rates_set)
+            go.rates = &rates;
         int usable = !gpu_device_memory(go.device, &free_b, &total, e);
         if (usable) {
             if (cli_chunk_size(f) > GPU_MAX_TOKENS)
@@ -322,12 +376,21 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
             go.expert_slot_bytes = gp.slot_bytes;
             go.expert_cache_bytes = (uint64_t)gp.slots * gp.slot_bytes;
             go.n_expert_keys = m->mw.cfg.n_layers * m->mw.cfg.n_routed_experts;
-            go.cpu_tokens = f->cpu_tokens_set ? f->cpu_tokens : GPU_DEFAULT_CPU_TOKENS;
+            go.cpu_tokens = f->cpu_tokens_set ? f->cpu_tokens : GPU_CPU_TOKENS_AUTO;
             go.cpu_threads = f->threads;
         }
         if (usable && !gpu_backend_create(&m->be, &go, e)) {
             if (log)
                 fprintf(log, "CUDA backend: %s (experimental)\n", gpu_backend_device(&m->be));
+            if (log && go.cpu_tokens == GPU_CPU_TOKENS_AUTO) {
+                hybrid_rates r;
+                gpu_backend_rates(&m->be, &r);
+                fprintf(log, "hybrid cost model: copies %.1f GB/s (registered) / %.1f (pageable), "
+                        "GPU %.1f GB/s, CPU %.3f ns per weight + %.3f per weight and token\n",
+                        r.copy_pinned / 1e9, r.copy_pageable / 1e9, r.gpu / 1e9, r.cpu_row * 1e9,
+                        r.cpu_token * 1e9);
+            }
+            register_dram_tier(m, log);
             return 0;
         }
         if (choice == BACKEND_CUDA)
@@ -439,10 +502,11 @@ void cli_model_close(cli_model *m)
             gpu_cache_stats g;
             gpu_backend_cache_stats(&m->be, &g);
             fprintf(stderr, "VRAM expert cache: %d slots; %llu hits, %llu misses, %llu copied for "
-                    "one call, %llu computed on the CPU; %.3f GB of experts copied to the GPU\n",
+                    "one call, %llu computed on the CPU (%llu of them also copied into the "
+                    "cache); %.3f GB of experts copied to the GPU\n",
                     g.slots, (unsigned long long)g.hits, (unsigned long long)g.misses,
                     (unsigned long long)g.uncached, (unsigned long long)g.on_cpu,
-                    g.bytes_copied / 1e9);
+                    (unsigned long long)g.promoted, g.bytes_copied / 1e9);
         }
         const engine_stats *s = &m->en.stats;
         if (s->la_predicted)

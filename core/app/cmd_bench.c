@@ -1,6 +1,7 @@
 /* cmd_bench: `moetier bench kernels [--json] [options]`: the CPU expert-kernel
  * benchmark (cpu_kernels/kernel_bench.h); `moetier bench gpu`: host-to-device
- * copies of expert-sized buffers (kernels/gpu_bench.h); --json prints one
+ * copies of expert-sized buffers, and with --overlap one hybrid batch timed
+ * three ways (kernels/gpu_bench.h); --json prints one
  * object per line. */
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,13 @@ static void usage(FILE *f)
                "  Copies expert-sized buffers to the GPU from pinned and from pageable host\n"
                "  memory (default: a Kimi K2 expert in INT4, FP8 and BF16: 25,44,88 MB).\n"
                "  --json          one JSON object per line (bench, device, bytes, copies,\n"
-               "                  pinned_gbps, pageable_gbps, ratio = pageable / pinned)\n");
+               "                  pinned_gbps, pageable_gbps, ratio = pageable / pinned)\n"
+               "usage: moetier bench gpu --overlap [--json] [--shape H,I] [--experts K,M] [-t N]\n"
+               "  One hybrid batch of INT4 experts (default K2's 7168 x 2048): K in VRAM on the\n"
+               "  GPU and M missed ones on the CPU (default 6,2), timed alone and together;\n"
+               "  overlap = (gpu + cpu - both) / min(gpu, cpu), 1 when the shorter side is\n"
+               "  hidden. Also the M experts copied from registered memory by the backend\n"
+               "  against plain copies from pinned memory (blob_ratio; the target is >= 0.9).\n");
 }
 
 static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
@@ -53,6 +60,65 @@ static int parse_list(const char *flag, const char *s, int *out, int *n, int max
         fprintf(stderr, "moetier: %s is empty\n", flag);
         return -1;
     }
+    return 0;
+}
+
+static int bench_overlap(int argc, char **argv)
+{
+    int shape[2] = {7168, 2048}, experts[2] = {6, 2}, n, threads = 0, json = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--overlap")) {
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--shape")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, shape, &n, 2))
+                return 2;
+            if (n != 2) {
+                fprintf(stderr, "moetier: --shape expects HIDDEN,INTER\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--experts")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, experts, &n, 2))
+                return 2;
+            if (n != 2) {
+                fprintf(stderr, "moetier: --experts expects K,M (in VRAM, on the CPU)\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "-t")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 4096, &threads))
+                return 2;
+        } else {
+            fprintf(stderr, "moetier bench gpu --overlap: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    char device[256];
+    if (gpu_probe(device, sizeof device) == 0) {
+        fprintf(stderr, "moetier bench gpu: no GPU to measure (%s)\n", device);
+        return 1;
+    }
+    gpu_overlap_result r;
+    errbuf e;
+    if (gpu_bench_overlap(0, shape[0], shape[1], experts[0], experts[1], threads, 5, &r, &e))
+        return cli_fail(&e);
+    double blob_ratio = r.blob_gbps / r.pinned_gbps;
+    if (json)
+        printf("{\"bench\": \"gpu_overlap\", \"device\": \"%s\", \"hidden\": %d, \"inter\": %d, "
+               "\"gpu_experts\": %d, \"cpu_experts\": %d, \"expert_bytes\": %llu, \"gpu_ms\": %.6f, "
+               "\"cpu_ms\": %.6f, \"both_ms\": %.6f, \"overlap\": %.4f, \"copy_ms\": %.6f, "
+               "\"blob_gbps\": %.3f, \"pinned_gbps\": %.3f, \"blob_ratio\": %.4f}\n", device,
+               r.hidden, r.inter, r.gpu_experts, r.cpu_experts, (unsigned long long)r.expert_bytes,
+               r.gpu_s * 1e3, r.cpu_s * 1e3, r.both_s * 1e3, r.overlap, r.copy_s * 1e3, r.blob_gbps,
+               r.pinned_gbps, blob_ratio);
+    else
+        printf("%s\n%d x %d INT4 experts (%.1f MB): %d in VRAM %.3f ms, %d on the CPU %.3f ms, "
+               "both %.3f ms: overlap %.2f\n%d copied from registered memory %.3f ms: %.2f GB/s, "
+               "pinned copies %.2f GB/s, ratio %.3f\n", device, r.hidden, r.inter,
+               r.expert_bytes / 1e6, r.gpu_experts, r.gpu_s * 1e3, r.cpu_experts, r.cpu_s * 1e3,
+               r.both_s * 1e3, r.overlap, r.cpu_experts, r.copy_s * 1e3, r.blob_gbps, r.pinned_gbps,
+               blob_ratio);
     return 0;
 }
 
@@ -112,8 +178,12 @@ int cmd_bench(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (argc >= 2 && !strcmp(argv[1], "gpu"))
+    if (argc >= 2 && !strcmp(argv[1], "gpu")) {
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "--overlap"))
+                return bench_overlap(argc, argv);
         return bench_gpu(argc, argv);
+    }
     if (argc < 2 || strcmp(argv[1], "kernels")) {
         fprintf(stderr, "moetier bench: the benchmark to run is 'kernels' or 'gpu'\n");
         usage(stderr);

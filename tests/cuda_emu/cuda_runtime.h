@@ -6,9 +6,13 @@
  * memory is host memory (filled with 0xff bytes, so reading what nobody wrote
  * shows), copies are memmove, one emulated device. A launch runs its blocks one
  * after another; a block's threads are fibers (cuda_emu.cc) that all meet at
- * every __syncthreads and every warp shuffle. This checks indexing, reductions
- * and shared memory use, not the device's timing, memory model or rounding of
- * its math library. */
+ * every __syncthreads and every warp shuffle. Kernels and the default stream's
+ * work run at once; a copy queued on a created stream runs only when something
+ * waits for it (an event or the stream), so a kernel that reads a copy's
+ * destination without waiting sees what was there before (emu_stream.cc). This
+ * checks indexing, reductions, shared memory use and the ordering between
+ * streams, not the device's timing, memory model or rounding of its math
+ * library. */
 #ifndef MOETIER_CUDA_EMU_RUNTIME_H
 #define MOETIER_CUDA_EMU_RUNTIME_H
 
@@ -33,7 +37,12 @@ struct dim3 {
 };
 extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-typedef void *cudaStream_t;
+/* streams and events: emu_stream.cc */
+typedef struct emu_stream *cudaStream_t;
+typedef struct emu_event *cudaEvent_t;
+#define cudaStreamNonBlocking 0x1u
+#define cudaEventDisableTiming 0x2u
+#define cudaHostRegisterDefault 0x0u
 typedef enum {
     cudaSuccess = 0,
     cudaErrorMemoryAllocation = 2,
@@ -51,7 +60,7 @@ struct cudaDeviceProp {
 
 inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void);
 inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
@@ -75,18 +84,32 @@ template <typename T> cudaError_t cudaMalloc(T **p, size_t n)
     memset((void *)*p, 0xff, n);
     return cudaSuccess;
 }
-inline cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+/* like the device, freeing waits for the queued work first */
+inline cudaError_t cudaFree(void *p) { cudaDeviceSynchronize(); free(p); return cudaSuccess; }
 inline cudaError_t cudaMallocHost(void **p, size_t n)
 {
     *p = malloc(n ? n : 1);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-inline cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
+inline cudaError_t cudaFreeHost(void *p) { cudaDeviceSynchronize(); free(p); return cudaSuccess; }
+inline cudaError_t cudaHostRegister(void *, size_t, unsigned) { return cudaSuccess; }
+inline cudaError_t cudaHostUnregister(void *) { return cudaSuccess; }
 inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind)
 {
     memmove(d, s, n);
     return cudaSuccess;
 }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned flags = 0);
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t st = 0);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned flags);
+inline cudaError_t cudaEventCreate(cudaEvent_t *ev) { return cudaEventCreateWithFlags(ev, 0); }
+cudaError_t cudaEventDestroy(cudaEvent_t ev);
+cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s = 0);
+cudaError_t cudaEventSynchronize(cudaEvent_t ev);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 inline cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return cudaSuccess; }
 inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
 {

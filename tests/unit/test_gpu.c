@@ -453,6 +453,102 @@ Test(gpu, hybrid_batch_gives_the_all_gpu_bits, .timeout = 60)
     }
 }
 
+/* The cost model with given rates (a copy 1 s, the GPU 2 s per expert, the
+ * CPU 0.3 s): every miss runs on the CPU, and as many as the copy engine's
+ * idle time allows are copied into the cache as well (hybrid_plan.h works the
+ * numbers out for these rates: 1 promoted of 4, then 2 of 3, then 2 of 2).
+ * Promoted experts are hits the next time, with the all-GPU bits, even when
+ * the tier changes the bytes right after the call that copied them. */
+Test(gpu, cost_model_computes_misses_on_the_cpu_and_promotes_them, .timeout = 60)
+{
+    test_require_gpu();
+    enum { N = 4, h = 136, I = 72 };
+    expert_mats f[N];
+    float *x[N], *want[N];
+    for (int k = 0; k < N; k++) {
+        f[k] = make_ffn(WF_INT4_GROUP, h, I);
+        x[k] = random_floats(h);
+    }
+    uint64_t slot = gpu_expert_slot_bytes(&f[0].gate.w, &f[0].up.w, &f[0].down.w);
+    double weights = 3.0 * h * I;
+    hybrid_rates r = {.copy_pinned = (double)slot, .copy_pageable = (double)slot,
+                      .gpu = (double)slot / 2, .cpu_row = 0, .cpu_token = 0.3 / weights};
+    gpu_options o = {.expert_cache_bytes = 2 * slot, .expert_slot_bytes = slot, .n_expert_keys = 8,
+                     .cpu_tokens = GPU_CPU_TOKENS_AUTO, .cpu_threads = 2, .rates = &r};
+    open_gpu();     /* the bits to meet: every expert copied to the GPU */
+    for (int k = 0; k < N; k++) {
+        float *dx = to_dev(x[k], h), *dout = gpu.ops->alloc(&gpu, h);
+        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, 1, dout, -1, 0};
+        gpu.ops->ffn_batch(&gpu, &j, 1);
+        want[k] = from_dev(dout, h);
+        gpu.ops->release(&gpu, dx);
+        gpu.ops->release(&gpu, dout);
+    }
+    close_gpu();
+    errbuf e;
+    cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+    const struct {
+        uint64_t on_cpu, promoted, hits;
+    } after[3] = {{4, 1, 0}, {7, 3, 1}, {9, 5, 3}};
+    for (int round = 0; round < 3; round++) {
+        ffn_job jobs[N];
+        float *dx[N], *dout[N];
+        for (int k = 0; k < N; k++) {
+            dx[k] = to_dev(x[k], h);
+            dout[k] = gpu.ops->alloc(&gpu, h);
+            jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], 1, dout[k], -1, 1 + k};
+        }
+        gpu.ops->ffn_batch(&gpu, jobs, N);
+        for (int k = 0; k < N; k++) {
+            float *got = from_dev(dout[k], h);
+            cr_assert_eq(memcmp(got, want[k], h * 4), 0, "round %d, expert %d: bits differ", round, k);
+            free(got);
+        }
+        gpu_cache_stats st;
+        gpu_backend_cache_stats(&gpu, &st);
+        cr_assert(st.on_cpu == after[round].on_cpu && st.promoted == after[round].promoted &&
+                  st.hits == after[round].hits && st.misses == 0 && st.uncached == 0,
+                  "round %d: on CPU %llu, promoted %llu, hits %llu, misses %llu, uncached %llu", round,
+                  (unsigned long long)st.on_cpu, (unsigned long long)st.promoted,
+                  (unsigned long long)st.hits, (unsigned long long)st.misses,
+                  (unsigned long long)st.uncached);
+        /* the tier reuses the memory: scribbled over until the device has
+         * finished everything queued, then the bytes are back */
+        void *saved[N][6];
+        for (int k = 0; k < N; k++) {
+            random_weight *m[3] = {&f[k].gate, &f[k].up, &f[k].down};
+            for (int i = 0; i < 3; i++) {
+                size_t nd = linear_weight_data_bytes(&m[i]->w), ns = linear_weight_scale_bytes(&m[i]->w);
+                saved[k][2 * i] = malloc(nd);
+                saved[k][2 * i + 1] = malloc(ns);
+                memcpy(saved[k][2 * i], m[i]->data, nd);
+                memcpy(saved[k][2 * i + 1], m[i]->scale, ns);
+                memset(m[i]->data, 0x55, nd);
+                memset(m[i]->scale, 0x55, ns);
+            }
+        }
+        for (int k = 0; k < N; k++) {
+            gpu.ops->release(&gpu, dx[k]);
+            gpu.ops->release(&gpu, dout[k]);
+        }
+        for (int k = 0; k < N; k++) {
+            random_weight *m[3] = {&f[k].gate, &f[k].up, &f[k].down};
+            for (int i = 0; i < 3; i++) {
+                memcpy(m[i]->data, saved[k][2 * i], linear_weight_data_bytes(&m[i]->w));
+                memcpy(m[i]->scale, saved[k][2 * i + 1], linear_weight_scale_bytes(&m[i]->w));
+                free(saved[k][2 * i]);
+                free(saved[k][2 * i + 1]);
+            }
+        }
+    }
+    close_gpu();
+    for (int k = 0; k < N; k++) {
+        free(want[k]);
+        free(x[k]);
+        free_ffn(&f[k]);
+    }
+}
+
 /* ---- the other operations ---- */
 
 Test(gpu, rmsnorm_strided_and_in_place)
@@ -630,6 +726,42 @@ Test(gpu, backend_choice_without_a_device)
     free(dir);
 }
 
+/* --cpu-tokens takes auto or a count; $MOETIER_HYBRID_RATES five positive
+ * numbers: anything else is refused before a model is opened on any backend */
+Test(gpu, hybrid_flags_are_checked)
+{
+    char *dir = test_make_tmpdir("gpu_flags"), *cmd, *out, *err;
+    test_synth_tiny(dir, "bf16");
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    const struct {
+        const char *env, *flags, *says;     /* says NULL: runs */
+    } cases[] = {
+        {"", "--cpu-tokens auto", NULL},
+        {"", "--cpu-tokens 3", NULL},
+        {"", "--cpu-tokens lots", "--cpu-tokens"},
+        {"", "--cpu-tokens -2", "--cpu-tokens"},
+        {"MOETIER_HYBRID_RATES=1,2", "", "MOETIER_HYBRID_RATES"},
+        {"MOETIER_HYBRID_RATES=1,1,1,1,0", "", "MOETIER_HYBRID_RATES"},
+        {"MOETIER_HYBRID_RATES=1,1,1,1,1x", "", "MOETIER_HYBRID_RATES"},
+        {"MOETIER_HYBRID_RATES=20,5,2000,0.1,0.02", "", NULL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        cr_assert(asprintf(&cmd, "%s %s run -m %s --ids 1,2 -n 2 --greedy --backend auto %s",
+                           cases[k].env, bin, dir, cases[k].flags) > 0);
+        int rc = test_run_capture(cmd, &out, &err);
+        if (cases[k].says)
+            cr_assert(rc != 0 && strstr(err, cases[k].says), "%s: rc %d, %s", cmd, rc, err);
+        else
+            cr_assert_eq(rc, 0, "%s: %s", cmd, err);
+        free(cmd);
+        free(out);
+        free(err);
+    }
+    test_remove_tree(dir);
+    free(dir);
+}
+
 /* `moetier bench gpu --json`: its fields, pinned and pageable rates measured */
 Test(gpu, bench_gpu_json_lines)
 {
@@ -652,6 +784,40 @@ Test(gpu, bench_gpu_json_lines)
     }
     cr_assert_eq(lines, 2, "%s", out);
     cr_assert(strstr(out, "\"bytes\": 1000000,") && strstr(out, "\"bytes\": 3000000,"), "%s", out);
+    free(cmd);
+    free(out);
+    free(err);
+}
+
+/* `moetier bench gpu --overlap --json`: one line with the three timings, the
+ * overlap computed from them and the copy rates */
+Test(gpu, bench_gpu_overlap_json)
+{
+    test_require_gpu();
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    char *cmd, *out, *err;
+    cr_assert(asprintf(&cmd, "%s bench gpu --overlap --json --shape 256,96 --experts 2,3 -t 2", bin) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    const char *f[] = {"\"gpu_ms\": ", "\"cpu_ms\": ", "\"both_ms\": ", "\"overlap\": ",
+                       "\"blob_gbps\": ", "\"pinned_gbps\": "};
+    double v[6];
+    for (int i = 0; i < 6; i++) {
+        const char *p = strstr(out, f[i]);
+        cr_assert(p, "no %s in %s", f[i], out);
+        v[i] = atof(p + strlen(f[i]));
+    }
+    cr_assert(strstr(out, "\"bench\": \"gpu_overlap\"") && strstr(out, "\"hidden\": 256,") &&
+              strstr(out, "\"gpu_experts\": 2,") && strstr(out, "\"cpu_experts\": 3,"), "%s", out);
+    cr_assert(v[0] > 0 && v[1] > 0 && v[2] > 0 && v[4] > 0 && v[5] > 0, "%s", out);
+    double shorter = v[0] < v[1] ? v[0] : v[1];
+    cr_assert_float_eq(v[3], (v[0] + v[1] - v[2]) / shorter, 1e-3 * (1 + fabs(v[3])), "%s", out);
+    free(cmd);
+    free(out);
+    free(err);
+    cr_assert(asprintf(&cmd, "%s bench gpu --overlap --shape 250,96", bin) > 0);
+    cr_assert_neq(test_run_capture(cmd, &out, &err), 0, "a shape not a multiple of 32 ran");
+    cr_assert(strstr(err, "multiples of 32"), "%s", err);
     free(cmd);
     free(out);
     free(err);

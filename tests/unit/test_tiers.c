@@ -19,6 +19,7 @@
 
 #include "core/app/cli_common.h"
 #include "core/model/synth.h"
+#include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
 #include "prefetch/cache_sim.h"
 #include "tiers/store_writer.h"
@@ -204,7 +205,10 @@ static double vram_gb_for_slots(const char *model, int slots)
 }
 
 /* Logits on the GPU do not depend on how many experts its cache holds, on a
- * DRAM tier behind it, nor on which missed experts the CPU computes. */
+ * DRAM tier behind it, nor on which missed experts the CPU computes and copies
+ * into the cache: by a token threshold, or by the cost model with measured
+ * rates or with rates that make the GPU the slow side (most misses on the CPU,
+ * many of them promoted). */
 static void gpu_vram_invariance(const char *variant)
 {
     char rel[64];
@@ -225,11 +229,16 @@ static void gpu_vram_invariance(const char *variant)
     /* the reference: every expert on the GPU, all of them cached */
     model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1, .cpu_tokens_set = 1};
     cr_assert_eq(run_logits_flags(&f, ref, &e), 0, "%s", e.msg);
+    const int AUTO = GPU_CPU_TOKENS_AUTO;
+    const char *slow_gpu = "1,1,0.1,0.1,0.3";  /* $MOETIER_HYBRID_RATES */
     const struct {
         int slots, dram;    /* VRAM cache slots; a DRAM tier of `dram` slots (0: none) */
-        int cpu_tokens;     /* misses with at most this many tokens on the CPU */
-    } cases[] = {{0, 0, 0}, {1, 0, 0}, {17, 0, 0}, {1, 8, 0}, {8, 8, 0},
-                 {0, 0, 1}, {8, 0, 1}, {17, 0, 3}, {1, 8, 8}};
+        int cpu_tokens;     /* misses with at most this many tokens on the CPU; AUTO */
+        const char *rates;  /* the cost model's rates; NULL: measured */
+    } cases[] = {{0, 0, 0, NULL}, {1, 0, 0, NULL}, {17, 0, 0, NULL}, {1, 8, 0, NULL},
+                 {8, 8, 0, NULL}, {0, 0, 1, NULL}, {8, 0, 1, NULL}, {17, 0, 3, NULL},
+                 {1, 8, 8, NULL}, {8, 0, AUTO, NULL}, {0, 0, AUTO, slow_gpu},
+                 {3, 0, AUTO, slow_gpu}, {8, 8, AUTO, slow_gpu}};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         tier_flags tf = {.vram_gb = vram_gb_for_slots(model, cases[k].slots), .vram_gb_set = 1};
         if (cases[k].dram) {
@@ -245,11 +254,17 @@ static void gpu_vram_invariance(const char *variant)
         memset(got, 0, n * sizeof *got);
         f.tiers = tf;
         f.cpu_tokens = cases[k].cpu_tokens;
+        if (cases[k].rates)
+            setenv("MOETIER_HYBRID_RATES", cases[k].rates, 1);
+        else
+            unsetenv("MOETIER_HYBRID_RATES");
         cr_assert_eq(run_logits_flags(&f, got, &e), 0, "%s", e.msg);
         cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s: %d VRAM slots, DRAM tier of %d, "
-                  "CPU up to %d tokens: logits differ", variant, cases[k].slots, cases[k].dram,
-                  cases[k].cpu_tokens);
+                  "CPU up to %d tokens (-1: cost model, rates %s): logits differ", variant,
+                  cases[k].slots, cases[k].dram, cases[k].cpu_tokens,
+                  cases[k].rates ? cases[k].rates : "measured");
     }
+    unsetenv("MOETIER_HYBRID_RATES");
     free(ref);
     free(got);
     test_remove_tree(tmp);

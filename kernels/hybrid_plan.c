@@ -1,0 +1,165 @@
+/* hybrid_plan: see hybrid_plan.h. */
+#include "hybrid_plan.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#include "kernels/gpu_twin.h"
+
+double hybrid_copy_seconds(const hybrid_rates *r, const hybrid_job *j)
+{
+    return (double)j->bytes / (j->pinned ? r->copy_pinned : r->copy_pageable);
+}
+
+double hybrid_gpu_seconds(const hybrid_rates *r, const hybrid_job *j)
+{
+    int reads = (j->tokens + HYBRID_GPU_TOKENS_PER_READ - 1) / HYBRID_GPU_TOKENS_PER_READ;
+    return (double)j->bytes * (double)(reads > 0 ? reads : 1) / r->gpu;
+}
+
+double hybrid_cpu_seconds(const hybrid_rates *r, const hybrid_job *j)
+{
+    return (double)j->weights * (r->cpu_row + r->cpu_token * (double)j->tokens);
+}
+
+static double max2(double a, double b)
+{
+    return a > b ? a : b;
+}
+
+/* CPU seconds per second of copy saved: the cheapest moves first */
+static double move_cost(const hybrid_rates *r, const hybrid_job *j)
+{
+    return hybrid_cpu_seconds(r, j) / hybrid_copy_seconds(r, j);
+}
+
+double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, unsigned char *place,
+                         int *order)
+{
+    double copy = 0, gpu = 0, cpu = 0;
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        place[i] = HYBRID_GPU;
+        gpu += hybrid_gpu_seconds(r, &jobs[i]);
+        if (jobs[i].in_vram)
+            continue;
+        copy += hybrid_copy_seconds(r, &jobs[i]);
+        /* insertion sort by move cost; ties keep the batch's order */
+        double c = move_cost(r, &jobs[i]);
+        int k = m++;
+        while (k > 0 && move_cost(r, &jobs[order[k - 1]]) > c) {
+            order[k] = order[k - 1];
+            k--;
+        }
+        order[k] = i;
+    }
+    for (int k = 0; k < m; k++) {
+        const hybrid_job *j = &jobs[order[k]];
+        double c2 = copy - hybrid_copy_seconds(r, j), g2 = gpu - hybrid_gpu_seconds(r, j);
+        double p2 = cpu + hybrid_cpu_seconds(r, j);
+        if (max2(max2(c2, g2), p2) < max2(max2(copy, gpu), cpu)) {
+            place[order[k]] = HYBRID_CPU;
+            copy = c2;
+            gpu = g2;
+            cpu = p2;
+        }
+    }
+    double batch = max2(max2(copy, gpu), cpu), idle = batch - copy;
+    /* promotion: the CPU's experts with the most tokens first, while the copy
+     * engine would otherwise wait */
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < n; i++)
+            if (place[i] == HYBRID_CPU && jobs[i].cacheable &&
+                hybrid_copy_seconds(r, &jobs[i]) <= idle &&
+                (best < 0 || jobs[i].tokens > jobs[best].tokens))
+                best = i;
+        if (best < 0)
+            break;
+        place[best] = HYBRID_CPU_PROMOTE;
+        idle -= hybrid_copy_seconds(r, &jobs[best]);
+    }
+    return batch;
+}
+
+void hybrid_plan_fixed(const hybrid_job *jobs, int n, int max_tokens, unsigned char *place)
+{
+    for (int i = 0; i < n; i++)
+        place[i] = !jobs[i].in_vram && jobs[i].tokens <= max_tokens ? HYBRID_CPU : HYBRID_GPU;
+}
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* best of three runs of the twin on w at T tokens */
+static double time_twin(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
+                        int T, float *y, float *scratch)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = seconds_now();
+        gpu_twin_linear(path, pool, w, x, T, y, scratch);
+        double t = seconds_now() - t0;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool)
+{
+    enum { ROWS = 1024, COLS = 2048, GROUP = 32, T_MANY = 16 };
+    int threads = pool ? thread_pool_size(pool) : 1;
+    uint32_t *data = malloc((size_t)ROWS * COLS / 8 * sizeof *data);
+    uint16_t *scale = malloc((size_t)ROWS * COLS / GROUP * sizeof *scale);
+    float *x = malloc((size_t)T_MANY * COLS * sizeof *x), *y = malloc((size_t)T_MANY * ROWS * sizeof *y);
+    float *scratch = malloc((size_t)threads * COLS * sizeof *scratch);
+    /* the defaults stand when there is no memory to measure with */
+    r->cpu_row = 1e-9;
+    r->cpu_token = 2.5e-10;
+    if (data && scale && x && y && scratch) {
+        uint32_t s = 0x12345678u;
+        for (size_t i = 0; i < (size_t)ROWS * COLS / 8; i++) {
+            s = s * 1664525u + 1013904223u;
+            data[i] = s;
+        }
+        for (size_t i = 0; i < (size_t)ROWS * COLS / GROUP; i++)
+            scale[i] = 0x3c00;      /* bf16 2^-7 */
+        for (size_t i = 0; i < (size_t)T_MANY * COLS; i++)
+            x[i] = (float)((int)(i % 13) - 6) * 0.125f;
+        linear_weight w = {.fmt = WF_INT4_GROUP, .rows = ROWS, .cols = COLS, .data = data,
+                           .scale = scale, .group_size = GROUP, .row_words = COLS / 8,
+                           .scale_cols = COLS / GROUP};
+        double W = (double)ROWS * COLS;
+        time_twin(path, pool, &w, x, 1, y, scratch);     /* warm the pool and the caches */
+        double t1 = time_twin(path, pool, &w, x, 1, y, scratch);
+        double tm = time_twin(path, pool, &w, x, T_MANY, y, scratch);
+        double per_token = (tm - t1) / ((T_MANY - 1) * W);
+        if (per_token > 0 && t1 / W > per_token) {
+            r->cpu_token = per_token;
+            r->cpu_row = t1 / W - per_token;
+        } else if (t1 > 0) {    /* noise: keep the default split of the time */
+            r->cpu_row = 0.8 * t1 / W;
+            r->cpu_token = 0.2 * t1 / W;
+        }
+    }
+    free(data);
+    free(scale);
+    free(x);
+    free(y);
+    free(scratch);
+}
+
+void hybrid_update_cpu(hybrid_rates *r, double predicted, double seconds)
+{
+    if (!(predicted > 0) || !(seconds > 0))
+        return;
+    double f = seconds / predicted;
+    f = f < 0.1 ? 0.1 : f > 10 ? 10 : f;
+    double k = 0.75 + 0.25 * f;
+    r->cpu_row *= k;
+    r->cpu_token *= k;
+}

@@ -1,0 +1,169 @@
+/* emu_stream: streams and events for the CPU emulation (cuda_runtime.h here).
+ *
+ * The default stream (0) is immediate: kernels and its copies run when called.
+ * A created stream keeps its work (copies, event records, waits) in a queue and
+ * runs it only when something needs it: an event recorded after it is waited
+ * for (cudaEventSynchronize, or cudaStreamWaitEvent by the default stream), the
+ * stream is synchronized, or the device is (cudaDeviceSynchronize, cudaFree).
+ * So a kernel that reads a copy's destination without waiting for the copy's
+ * event reads the old bytes, and a copy whose source changes before anybody
+ * waits for it copies the new ones: the ordering mistakes an asynchronous copy
+ * can hide on a device show here in every run. Single-threaded, like the
+ * backend's calls into CUDA. */
+#include <chrono>
+#include <deque>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+enum op_kind { OP_COPY, OP_MARK, OP_WAIT };
+
+struct emu_op {
+    op_kind kind;
+    void *dst;
+    const void *src;
+    size_t n;
+    cudaEvent_t ev;
+    unsigned long gen;
+};
+
+struct emu_stream {
+    std::deque<emu_op> queue;
+};
+
+struct emu_event {
+    cudaStream_t stream;        /* of its latest record; 0: already reached */
+    unsigned long gen, done_gen; /* records made / reached */
+    double seconds;             /* host time when the latest record was reached */
+};
+
+static std::vector<cudaStream_t> streams;
+
+static double now(void)
+{
+    using namespace std::chrono;
+    return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+static void wait_for(cudaEvent_t ev, unsigned long gen);
+
+/* runs the stream's first queued operation */
+static void step(cudaStream_t s)
+{
+    emu_op op = s->queue.front();
+    s->queue.pop_front();
+    if (op.kind == OP_COPY) {
+        memmove(op.dst, op.src, op.n);
+    } else if (op.kind == OP_MARK) {
+        if (op.ev->done_gen < op.gen) {
+            op.ev->done_gen = op.gen;
+            op.ev->seconds = now();
+        }
+    } else {
+        wait_for(op.ev, op.gen);
+    }
+}
+
+static void drain(cudaStream_t s)
+{
+    while (s && !s->queue.empty())
+        step(s);
+}
+
+static void wait_for(cudaEvent_t ev, unsigned long gen)
+{
+    while (ev->done_gen < gen) {
+        if (!ev->stream || ev->stream->queue.empty()) {
+            fprintf(stderr, "cuda_emu: waiting for an event that can never be reached\n");
+            abort();
+        }
+        step(ev->stream);
+    }
+}
+
+cudaError_t cudaDeviceSynchronize(void)
+{
+    for (cudaStream_t s : streams)
+        drain(s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned)
+{
+    *s = new emu_stream;
+    streams.push_back(*s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    drain(s);
+    for (size_t i = 0; i < streams.size(); i++)
+        if (streams[i] == s)
+            streams.erase(streams.begin() + (long)i);
+    delete s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    drain(s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void *d, const void *src, size_t n, cudaMemcpyKind, cudaStream_t s)
+{
+    if (s)
+        s->queue.push_back(emu_op{OP_COPY, d, src, n, nullptr, 0});
+    else
+        memmove(d, src, n);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned)
+{
+    *ev = new emu_event{nullptr, 0, 0, now()};
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t ev)
+{
+    delete ev;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
+{
+    ev->gen++;
+    ev->stream = s;
+    if (s) {
+        s->queue.push_back(emu_op{OP_MARK, nullptr, nullptr, 0, ev, ev->gen});
+    } else {
+        ev->done_gen = ev->gen;
+        ev->seconds = now();
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned)
+{
+    if (s)
+        s->queue.push_back(emu_op{OP_WAIT, nullptr, nullptr, 0, ev, ev->gen});
+    else
+        wait_for(ev, ev->gen);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t ev)
+{
+    wait_for(ev, ev->gen);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
+{
+    wait_for(start, start->gen);
+    wait_for(end, end->gen);
+    *ms = (float)((end->seconds - start->seconds) * 1e3);
+    return cudaSuccess;
+}
