@@ -21,6 +21,7 @@
 
 extern "C" {
 #include "cpu_kernels/router_ref.h"
+#include "cpu_kernels/side_thread.h"
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
 #include "kernels/gpu_twin.h"
@@ -99,6 +100,7 @@ struct gpu_state {
     int cpu_tokens, cpu_auto;
     hybrid_rates rates;
     thread_pool *pool;
+    side_thread *cpu_side;      /* runs the CPU's experts while this thread feeds the GPU */
     kernel_path path;
     float *host;                /* their x, out and the twin's scratch */
     size_t host_n;
@@ -617,13 +619,41 @@ static float *host_buffer(float **p, size_t *have, size_t n)
 /* where each job of a batch runs */
 enum { JOB_GPU, JOB_CPU, JOB_DONE };
 
+/* The CPU's experts of one batch, run on the side thread: each job's x and out
+ * lie one after another from host[0], the twin's scratch after them. */
+struct cpu_work {
+    gpu_state *st;
+    const ffn_job *jobs;
+    int n;
+    float *host;
+    size_t scratch_at;
+    double seconds;
+};
+
+static void cpu_experts(void *arg)
+{
+    cpu_work *w = (cpu_work *)arg;
+    gpu_state *st = w->st;
+    double t0 = seconds_now();
+    size_t off = 0;
+    for (int i = 0; i < w->n; i++)
+        if (st->place[i] != HYBRID_GPU) {   /* place: the calling thread changes where meanwhile */
+            const ffn_job *j = &w->jobs[i];
+            size_t nx = (size_t)j->T * (size_t)j->gate->cols;
+            gpu_twin_ffn(st->path, st->pool, j->gate, j->up, j->down, w->host + off, j->T,
+                         w->host + off + nx, w->host + w->scratch_at);
+            off += nx + (size_t)j->T * (size_t)j->down->rows;
+        }
+    w->seconds = seconds_now() - t0;
+}
+
 /* Routed experts: their bytes are valid only during the call (a tier may reuse
  * the memory next). The plan says where each runs. The CPU jobs' inputs come
- * down first (a copy to the host waits for the GPU's queue); the experts in
- * VRAM are queued on the GPU; the other GPU jobs' copies are queued on the
- * copy stream, their kernels after them, then the promotions' copies; the CPU
- * computes its jobs meanwhile, its results go up, and the call returns when
- * the copy stream is done with the tiers' bytes. */
+ * down first (a copy to the host waits for the GPU's queue) and the side
+ * thread starts on them; meanwhile this thread queues the experts in VRAM,
+ * the other GPU jobs' copies on the copy stream with their kernels after
+ * them, then the promotions' copies. Then the CPU's results go up, and the
+ * call returns when the copy stream is done with the tiers' bytes. */
 static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
 {
     gpu_state *st = state(b);
@@ -631,25 +661,31 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
     double cpu_predicted = plan_batch(st, jobs, n);
     unsigned char *where = st->where;
     size_t io_total = 0, twin_scratch = 0;
+    int n_cpu = 0;
     for (int i = 0; i < n; i++) {
         const ffn_job *j = &jobs[i];
         where[i] = st->place[i] == HYBRID_GPU ? JOB_GPU : JOB_CPU;
         if (where[i] != JOB_CPU)
             continue;
+        n_cpu++;
         io_total += (size_t)j->T * (size_t)(j->gate->cols + j->down->rows);
         size_t sc = gpu_twin_ffn_scratch(j->gate, j->down, j->T, thread_pool_size(st->pool));
         twin_scratch = sc > twin_scratch ? sc : twin_scratch;
     }
-    float *host = io_total ? host_buffer(&st->host, &st->host_n, io_total + twin_scratch) : NULL;
-    /* per CPU job: its x, then its out, one after another from host[0] */
-    size_t off = 0;
-    for (int i = 0; i < n; i++)
-        if (where[i] == JOB_CPU) {
-            const ffn_job *j = &jobs[i];
-            size_t nx = (size_t)j->T * (size_t)j->gate->cols;
-            GPU_CHECK(cudaMemcpy(host + off, j->x, nx * sizeof(float), cudaMemcpyDeviceToHost));
-            off += nx + (size_t)j->T * (size_t)j->down->rows;
-        }
+    cpu_work work = {st, jobs, n, NULL, io_total, 0};
+    if (n_cpu) {
+        work.host = host_buffer(&st->host, &st->host_n, io_total + twin_scratch);
+        size_t off = 0;
+        for (int i = 0; i < n; i++)
+            if (where[i] == JOB_CPU) {
+                const ffn_job *j = &jobs[i];
+                size_t nx = (size_t)j->T * (size_t)j->gate->cols;
+                GPU_CHECK(cudaMemcpy(work.host + off, j->x, nx * sizeof(float),
+                                     cudaMemcpyDeviceToHost));
+                off += nx + (size_t)j->T * (size_t)j->down->rows;
+            }
+        side_thread_start(st->cpu_side, cpu_experts, &work);
+    }
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_GPU && in_vram(st, &jobs[i])) {
             expert_on_gpu(st, &jobs[i]);
@@ -661,27 +697,21 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
     for (int i = 0; i < n; i++)
         if (st->place[i] == HYBRID_CPU_PROMOTE)
             promote(st, &jobs[i]);
-    off = 0;
-    double t0 = seconds_now();
-    for (int i = 0; i < n; i++)
-        if (where[i] == JOB_CPU) {
-            const ffn_job *j = &jobs[i];
-            size_t nx = (size_t)j->T * (size_t)j->gate->cols;
-            gpu_twin_ffn(st->path, st->pool, j->gate, j->up, j->down, host + off, j->T,
-                         host + off + nx, host + io_total);
-            off += nx + (size_t)j->T * (size_t)j->down->rows;
-            st->stats.on_cpu++;
-        }
-    if (io_total)
-        hybrid_update_cpu(&st->rates, cpu_predicted, seconds_now() - t0);
-    off = 0;
-    for (int i = 0; i < n; i++)
-        if (where[i] == JOB_CPU) {
-            const ffn_job *j = &jobs[i];
-            size_t nx = (size_t)j->T * (size_t)j->gate->cols, ny = (size_t)j->T * (size_t)j->down->rows;
-            GPU_CHECK(cudaMemcpy(j->out, host + off + nx, ny * sizeof(float), cudaMemcpyHostToDevice));
-            off += nx + ny;
-        }
+    if (n_cpu) {
+        side_thread_wait(st->cpu_side);
+        st->stats.on_cpu += (uint64_t)n_cpu;
+        hybrid_update_cpu(&st->rates, cpu_predicted, work.seconds);
+        size_t off = 0;
+        for (int i = 0; i < n; i++)
+            if (where[i] == JOB_CPU) {
+                const ffn_job *j = &jobs[i];
+                size_t nx = (size_t)j->T * (size_t)j->gate->cols;
+                size_t ny = (size_t)j->T * (size_t)j->down->rows;
+                GPU_CHECK(cudaMemcpy(j->out, work.host + off + nx, ny * sizeof(float),
+                                     cudaMemcpyHostToDevice));
+                off += nx + ny;
+            }
+    }
     GPU_CHECK(cudaStreamSynchronize(st->copy_stream));
 }
 
@@ -819,6 +849,7 @@ static void g_destroy(backend *b)
         if (st->scr[i])
             cudaFree(st->scr[i]);
     free_copy_state(st);
+    side_thread_destroy(st->cpu_side);
     if (st->pool)
         thread_pool_destroy(st->pool);
     free(st->host);
@@ -977,7 +1008,10 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
         st->cpu_tokens = o->cpu_tokens;
         st->cpu_auto = o->cpu_tokens == GPU_CPU_TOKENS_AUTO;
         st->path = kernel_path_default();
-        if (thread_pool_create(&st->pool, o->cpu_threads, e)) {
+        if (thread_pool_create(&st->pool, o->cpu_threads, e) ||
+            side_thread_create(&st->cpu_side, e)) {
+            if (st->pool)
+                thread_pool_destroy(st->pool);
             free_copy_state(st);
             free(st);
             return -1;
