@@ -23,6 +23,7 @@ extern "C" {
 #include "cpu_kernels/router_ref.h"
 #include "cpu_kernels/side_thread.h"
 #include "kernels/gpu_backend.h"
+#include "kernels/gpu_bench.h"
 #include "kernels/gpu_layout.h"
 #include "kernels/gpu_twin.h"
 #include "kernels/hybrid_plan.h"
@@ -919,45 +920,36 @@ static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *de
     return 0;
 }
 
-/* bytes/s of a copy of `bytes` (best of three) */
-static double copy_rate(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
-{
-    double best = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
-        GPU_CHECK(cudaDeviceSynchronize());
-        double t0 = seconds_now();
-        GPU_CHECK(cudaMemcpy(dst, src, bytes, kind));
-        GPU_CHECK(cudaDeviceSynchronize());
-        double t = seconds_now() - t0;
-        best = t < best ? t : best;
-    }
-    return (double)bytes / (best > 1e-9 ? best : 1e-9);
-}
-
-/* The cost model's rates: copies of 32 MB from pinned and pageable memory and
- * within the device (read + write: the GPU's read rate is twice it), then the
- * CPU twin's; defaults where there is no memory to measure with. */
-static void measure_rates(gpu_state *st)
+/* The cost model's rates: host-to-device copies of 32 MB from pinned and from
+ * pageable memory (gpu_bench_copy), one within the device (read + write: the
+ * GPU's read rate is twice its rate), then the CPU twin's; defaults where
+ * something cannot be measured. */
+static void measure_rates(gpu_state *st, int device)
 {
     const size_t bytes = 32u << 20;
     hybrid_rates *r = &st->rates;
     r->copy_pinned = r->copy_pageable = 10e9;
     r->gpu = 1e12;
-    void *dev = NULL, *pinned = NULL, *pageable = malloc(bytes);
-    if (cudaMalloc(&dev, 2 * bytes) == cudaSuccess && cudaMallocHost(&pinned, bytes) == cudaSuccess &&
-        pageable) {
-        memset(pinned, 1, bytes);
-        memset(pageable, 1, bytes);
-        r->copy_pinned = copy_rate(dev, pinned, bytes, cudaMemcpyHostToDevice);
-        r->copy_pageable = copy_rate(dev, pageable, bytes, cudaMemcpyHostToDevice);
-        r->gpu = 2 * copy_rate((char *)dev + bytes, dev, bytes, cudaMemcpyDeviceToDevice);
+    gpu_copy_result c;
+    errbuf ignored;
+    if (!gpu_bench_copy(device, bytes, 0, &c, &ignored)) {
+        r->copy_pinned = c.pinned_gbps * 1e9;
+        r->copy_pageable = c.pageable_gbps * 1e9;
+    }
+    void *dev = NULL;
+    if (cudaMalloc(&dev, 2 * bytes) == cudaSuccess) {
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = seconds_now();
+            GPU_CHECK(cudaMemcpy((char *)dev + bytes, dev, bytes, cudaMemcpyDeviceToDevice));
+            GPU_CHECK(cudaDeviceSynchronize());
+            double t = seconds_now() - t0;
+            best = t < best ? t : best;
+        }
+        r->gpu = 2.0 * (double)bytes / (best > 1e-9 ? best : 1e-9);
+        cudaFree(dev);
     }
     cudaGetLastError();
-    if (dev)
-        cudaFree(dev);
-    if (pinned)
-        cudaFreeHost(pinned);
-    free(pageable);
     hybrid_measure_cpu(r, st->path, st->pool);
 }
 
@@ -1019,7 +1011,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
         if (o->rates)
             st->rates = *o->rates;
         else if (st->cpu_auto)
-            measure_rates(st);
+            measure_rates(st, dev);
     }
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / 1e9);
