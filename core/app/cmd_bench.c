@@ -63,28 +63,43 @@ static int parse_list(const char *flag, const char *s, int *out, int *n, int max
     return 0;
 }
 
+/* exactly two values */
+static int parse_pair(const char *flag, const char *s, int *out, const char *what)
+{
+    int n;
+    if (parse_list(flag, s, out, &n, 2))
+        return -1;
+    if (n != 2) {
+        fprintf(stderr, "moetier: %s expects %s\n", flag, what);
+        return -1;
+    }
+    return 0;
+}
+
+/* the device's description, or a message that there is none */
+static int gpu_present(char *device, size_t n)
+{
+    if (gpu_probe(device, n) > 0)
+        return 1;
+    fprintf(stderr, "moetier bench gpu: no GPU to measure (%s)\n", device);
+    return 0;
+}
+
 static int bench_overlap(int argc, char **argv)
 {
-    int shape[2] = {7168, 2048}, experts[2] = {6, 2}, n, threads = 0, json = 0;
+    int shape[2] = {7168, 2048}, experts[2] = {6, 2}, threads = 0, json = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--overlap")) {
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--shape")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, shape, &n, 2))
+            if (!(v = cli_value(argc, argv, &i)) || parse_pair(a, v, shape, "HIDDEN,INTER"))
                 return 2;
-            if (n != 2) {
-                fprintf(stderr, "moetier: --shape expects HIDDEN,INTER\n");
-                return 2;
-            }
         } else if (!strcmp(a, "--experts")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, experts, &n, 2))
+            if (!(v = cli_value(argc, argv, &i)) ||
+                parse_pair(a, v, experts, "K,M (in VRAM, on the CPU)"))
                 return 2;
-            if (n != 2) {
-                fprintf(stderr, "moetier: --experts expects K,M (in VRAM, on the CPU)\n");
-                return 2;
-            }
         } else if (!strcmp(a, "-t")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 4096, &threads))
                 return 2;
@@ -95,10 +110,8 @@ static int bench_overlap(int argc, char **argv)
         }
     }
     char device[256];
-    if (gpu_probe(device, sizeof device) == 0) {
-        fprintf(stderr, "moetier bench gpu: no GPU to measure (%s)\n", device);
+    if (!gpu_present(device, sizeof device))
         return 1;
-    }
     gpu_overlap_result r;
     errbuf e;
     if (gpu_bench_overlap(0, shape[0], shape[1], experts[0], experts[1], threads, 5, &r, &e))
@@ -147,10 +160,8 @@ static int bench_gpu(int argc, char **argv)
         }
     }
     char device[256];
-    if (gpu_probe(device, sizeof device) == 0) {
-        fprintf(stderr, "moetier bench gpu: no GPU to measure (%s)\n", device);
+    if (!gpu_present(device, sizeof device))
         return 1;
-    }
     if (!json)
         printf("%s\n%10s %7s %12s %14s %7s\n", device, "MB", "copies", "pinned GB/s",
                "pageable GB/s", "ratio");
