@@ -516,20 +516,22 @@ static void expert_on_gpu(gpu_state *st, const ffn_job *j)
         expert_cache_release(&st->cache, slot);
 }
 
-/* Copies an expert the CPU computes into the cache too, when a slot is free
- * to take. */
-static void promote(gpu_state *st, const ffn_job *j)
+/* Copies an expert into the cache without computing it (one the CPU computes,
+ * or one predicted for the next layer), when a slot is free to take; 1 if it
+ * was copied. */
+static int copy_into_cache(gpu_state *st, const ffn_job *j)
 {
-    int key = cache_key(st, j), resident = 0, evicted;
+    int key = cache_key(st, j), resident = 0, evicted, copied = 0;
     int slot = key >= 0 ? expert_cache_acquire(&st->cache, key, &resident, &evicted) : -1;
     if (slot < 0)
-        return;
+        return 0;
     if (!resident) {
         fill(st, slot, st->slots + (uint64_t)slot * st->slot_bytes, j);
         expert_cache_ready(&st->cache, slot);
-        st->stats.promoted++;
+        copied = 1;
     }
     expert_cache_release(&st->cache, slot);
+    return copied;
 }
 
 static int in_vram(const gpu_state *st, const ffn_job *j)
@@ -573,6 +575,11 @@ static void batch_room(gpu_state *st, int n)
     st->batch_cap = n;
 }
 
+static int on_cpu(unsigned char place)
+{
+    return place == HYBRID_CPU || place == HYBRID_CPU_PROMOTE;
+}
+
 /* Where each job of the batch runs: place[i] (HYBRID_*) and the CPU side's
  * predicted seconds. */
 static double plan_batch(gpu_state *st, const ffn_job *jobs, int n)
@@ -590,14 +597,15 @@ static double plan_batch(gpu_state *st, const ffn_job *jobs, int n)
         h->cacheable = cache_key(st, j) >= 0;
     }
     if (!st->pool)
-        memset(st->place, HYBRID_GPU, (size_t)n);
+        for (int i = 0; i < n; i++)
+            st->place[i] = jobs[i].T ? HYBRID_GPU : HYBRID_SKIP;
     else if (st->cpu_auto)
         hybrid_plan_batch(&st->rates, st->hjobs, n, st->place, st->order);
     else
         hybrid_plan_fixed(st->hjobs, n, st->cpu_tokens, st->place);
     double cpu = 0;
     for (int i = 0; i < n; i++)
-        if (st->place[i] != HYBRID_GPU)
+        if (on_cpu(st->place[i]))
             cpu += hybrid_cpu_seconds(&st->rates, &st->hjobs[i]);
     return cpu;
 }
@@ -638,7 +646,7 @@ static void cpu_experts(void *arg)
     double t0 = seconds_now();
     size_t off = 0;
     for (int i = 0; i < w->n; i++)
-        if (st->place[i] != HYBRID_GPU) {   /* place: the calling thread changes where meanwhile */
+        if (on_cpu(st->place[i])) {     /* place: the calling thread changes where meanwhile */
             const ffn_job *j = &w->jobs[i];
             size_t nx = (size_t)j->T * (size_t)j->gate->cols;
             gpu_twin_ffn(st->path, st->pool, j->gate, j->up, j->down, w->host + off, j->T,
@@ -653,7 +661,7 @@ static void cpu_experts(void *arg)
  * down first (a copy to the host waits for the GPU's queue) and the side
  * thread starts on them; meanwhile this thread queues the experts in VRAM,
  * the other GPU jobs' copies on the copy stream with their kernels after
- * them, then the promotions' copies. Then the CPU's results go up, and the
+ * them, then the copies of predicted experts and of promoted ones. Then the CPU's results go up, and the
  * call returns when the copy stream is done with the tiers' bytes. */
 static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
 {
@@ -665,7 +673,7 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
     int n_cpu = 0;
     for (int i = 0; i < n; i++) {
         const ffn_job *j = &jobs[i];
-        where[i] = st->place[i] == HYBRID_GPU ? JOB_GPU : JOB_CPU;
+        where[i] = st->place[i] == HYBRID_GPU ? JOB_GPU : on_cpu(st->place[i]) ? JOB_CPU : JOB_DONE;
         if (where[i] != JOB_CPU)
             continue;
         n_cpu++;
@@ -696,8 +704,11 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
         if (where[i] == JOB_GPU)
             expert_on_gpu(st, &jobs[i]);
     for (int i = 0; i < n; i++)
+        if (st->place[i] == HYBRID_PREFETCH)
+            st->stats.prefetched += (uint64_t)copy_into_cache(st, &jobs[i]);
+    for (int i = 0; i < n; i++)
         if (st->place[i] == HYBRID_CPU_PROMOTE)
-            promote(st, &jobs[i]);
+            st->stats.promoted += (uint64_t)copy_into_cache(st, &jobs[i]);
     if (n_cpu) {
         side_thread_wait(st->cpu_side);
         st->stats.on_cpu += (uint64_t)n_cpu;
@@ -868,6 +879,7 @@ static void g_destroy(backend *b)
 static const backend_ops gpu_ops_table = {
     g_alloc, g_release, g_embed, g_rmsnorm, g_linear, g_rope, g_ffn, g_ffn_batch, g_mla, g_route,
     g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
+    1,  /* takes_predicted */
 };
 
 /* The cache's slots (one allocation, taken now: no allocation mid-run), the

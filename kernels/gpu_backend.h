@@ -15,7 +15,8 @@
  * CPU instead, while the GPU computes the others, to the GPU's bits
  * (gpu_twin.h); which ones, and which of those are copied into the cache as
  * well, a cost model with measured rates decides (hybrid_plan.h) or a fixed
- * token threshold. Where an expert's bytes come from or where it is computed
+ * token threshold. The cost model also copies experts predicted for the next
+ * layer (jobs of no tokens) into the cache in the copy engine's idle time. Where an expert's bytes come from or where it is computed
  * never changes the result. Builds without CUDA get a stub whose create()
  * fails with a reason (gpu_backend_none.c). */
 #ifndef MOETIER_GPU_BACKEND_H
@@ -50,6 +51,7 @@ typedef struct gpu_cache_stats {
     uint64_t uncached;          /* experts copied for one call (no key, or no room) */
     uint64_t on_cpu;            /* experts the cache missed, computed on the CPU */
     uint64_t promoted;          /* of those, copied into the cache too */
+    uint64_t prefetched;        /* predicted experts copied into the cache */
     uint64_t bytes_copied;      /* host to device, experts only */
 } gpu_cache_stats;
 

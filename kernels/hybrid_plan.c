@@ -39,7 +39,9 @@ double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, u
     double copy = 0, gpu = 0, cpu = 0;
     int m = 0;
     for (int i = 0; i < n; i++) {
-        place[i] = HYBRID_GPU;
+        place[i] = jobs[i].tokens ? HYBRID_GPU : HYBRID_SKIP;
+        if (!jobs[i].tokens)
+            continue;
         gpu += hybrid_gpu_seconds(r, &jobs[i]);
         if (jobs[i].in_vram)
             continue;
@@ -65,8 +67,14 @@ double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, u
         }
     }
     double batch = max2(max2(copy, gpu), cpu), idle = batch - copy;
-    /* promotion: the CPU's experts with the most tokens first, while the copy
-     * engine would otherwise wait */
+    /* while the copy engine would otherwise wait: the predicted experts in
+     * their order, then the CPU's experts with the most tokens first */
+    for (int i = 0; i < n; i++)
+        if (!jobs[i].tokens && !jobs[i].in_vram && jobs[i].cacheable &&
+            hybrid_copy_seconds(r, &jobs[i]) <= idle) {
+            place[i] = HYBRID_PREFETCH;
+            idle -= hybrid_copy_seconds(r, &jobs[i]);
+        }
     for (;;) {
         int best = -1;
         for (int i = 0; i < n; i++)
@@ -85,7 +93,8 @@ double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, u
 void hybrid_plan_fixed(const hybrid_job *jobs, int n, int max_tokens, unsigned char *place)
 {
     for (int i = 0; i < n; i++)
-        place[i] = !jobs[i].in_vram && jobs[i].tokens <= max_tokens ? HYBRID_CPU : HYBRID_GPU;
+        place[i] = !jobs[i].tokens ? HYBRID_SKIP
+                   : !jobs[i].in_vram && jobs[i].tokens <= max_tokens ? HYBRID_CPU : HYBRID_GPU;
 }
 
 static double seconds_now(void)

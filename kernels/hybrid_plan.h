@@ -11,8 +11,9 @@
  * CPU, the least CPU time per second of copy saved first, while each move
  * shortens the batch. Then the copy engine's idle time (the batch's length
  * minus the copies it already does) goes to copying CPU-computed experts into
- * the cache too (promotion), the most tokens first, so the next batch finds
- * them. Placement changes only the time a batch takes, never its results (the
+ * the cache too, first the experts predicted for the next layer (jobs of no
+ * tokens, in the order given: best first), then CPU-computed experts
+ * (promotion), the most tokens first, so the next batches find them. Placement changes only the time a batch takes, never its results (the
  * twin gives the GPU's bits), so the rates can be measured and drift freely. */
 #ifndef MOETIER_HYBRID_PLAN_H
 #define MOETIER_HYBRID_PLAN_H
@@ -38,13 +39,15 @@ typedef struct hybrid_rates {
 typedef struct hybrid_job {
     uint64_t bytes;         /* what a copy moves and the GPU reads */
     uint64_t weights;       /* elements of gate, up and down */
-    int tokens;
+    int tokens;             /* 0: a predicted expert, nothing to compute */
     int in_vram;
     int pinned;             /* its bytes are in registered host memory */
     int cacheable;          /* it has a cache key: a copy can stay in VRAM */
 } hybrid_job;
 
-enum { HYBRID_GPU, HYBRID_CPU, HYBRID_CPU_PROMOTE };
+/* where a job goes: computed on the GPU, on the CPU, on the CPU and copied into
+ * VRAM; a predicted expert (no tokens) copied into VRAM, or left alone */
+enum { HYBRID_GPU, HYBRID_CPU, HYBRID_CPU_PROMOTE, HYBRID_PREFETCH, HYBRID_SKIP };
 
 /* The GPU's linear kernel reads a weight once per this many tokens (gpu_linear.cu) */
 #define HYBRID_GPU_TOKENS_PER_READ 8
@@ -59,7 +62,7 @@ double hybrid_cpu_seconds(const hybrid_rates *r, const hybrid_job *j);
 double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, unsigned char *place,
                          int *order);
 /* a fixed rule instead (--cpu-tokens N): misses with at most max_tokens tokens
- * on the CPU, none promoted */
+ * on the CPU, none promoted, predicted experts left alone */
 void hybrid_plan_fixed(const hybrid_job *jobs, int n, int max_tokens, unsigned char *place);
 
 /* Measures cpu_row and cpu_token of the twin on this CPU and pool (an INT4

@@ -8,6 +8,7 @@
 #ifndef MOETIER_EXPERT_SOURCE_H
 #define MOETIER_EXPERT_SOURCE_H
 
+#include <limits.h>
 #include <stdio.h>
 
 #include "core/base/errbuf.h"
@@ -36,7 +37,10 @@ typedef struct expert_source {
     void *impl;
     /* how many experts the engine may hold at once (got, not yet put); 0 or 1:
      * one at a time. A source where a held expert could change what another
-     * get() evicts says 1, so its cache decisions never depend on the backend. */
+     * get() evicts says 1, so its cache decisions never depend on the backend.
+     * INT_MAX: nothing is ever evicted (every expert is where it stays): get()
+     * never waits for a read, so the engine may also hold experts of a later
+     * layer (expert_source_never_evicts). */
     int max_held;
     int (*get)(struct expert_source *s, int layer, int expert, expert_view *out, errbuf *e);
     void (*put)(struct expert_source *s, int layer, int expert);
@@ -51,6 +55,11 @@ typedef struct expert_source {
     void (*print_stats)(struct expert_source *s, FILE *out);
     void (*destroy)(struct expert_source *s);
 } expert_source;
+
+static inline int expert_source_never_evicts(const expert_source *s)
+{
+    return s->max_held == INT_MAX;
+}
 
 static inline int expert_source_get(expert_source *s, int layer, int expert, expert_view *out,
                                     errbuf *e)

@@ -48,6 +48,9 @@ typedef struct ffn_job {
     int cache_key;              /* 1 + layer * n_experts + expert for a routed expert (a
                                  * device may keep it cached under this key), 0: none */
 } ffn_job;
+/* A job with T == 0 (x and out NULL) computes nothing: it names an expert the
+ * router lookahead predicts for the next MoE layer, which a backend with
+ * takes_predicted may copy into its own memory during the call. */
 
 typedef struct backend_ops {
     float *(*alloc)(backend *b, size_t n_floats);
@@ -88,6 +91,8 @@ typedef struct backend_ops {
     void (*to_host)(backend *b, float *host, const float *buf, size_t n);
     void (*from_host)(backend *b, float *buf, const float *host, size_t n);
     void (*destroy)(backend *b);
+    /* 1: ffn_batch takes predicted experts (jobs with T == 0) after the others */
+    int takes_predicted;
 } backend_ops;
 
 struct backend {

@@ -77,15 +77,16 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->predicted = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * (size_t)c->n_layers * E, 1), 1);
     en->predicted_now = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * E, 1), 1);
     en->predicted_list = malloc((E + 1) * sizeof(int));
+    en->hint_list = malloc((E + 1) * sizeof(int));
     en->x_origin = calloc(E + 1, 1);
     en->x_bytes = calloc(E + 1, sizeof(uint32_t));
     en->x_stall = calloc(E + 1, sizeof(float));
     en->cached_ids = malloc((size_t)max_ctx * sizeof(int));
-    en->group_views = calloc(E + 1, sizeof *en->group_views);
-    en->group_jobs = calloc(E + 1, sizeof *en->group_jobs);
+    en->group_views = calloc(2 * E + 1, sizeof *en->group_views);
+    en->group_jobs = calloc(2 * E + 1, sizeof *en->group_jobs);
     if (!en->cached_ids || !en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
         !en->slot_start || !en->used_experts || !en->disp_tok || !en->disp_w || !en->pos ||
-        !en->predicted || !en->predicted_now || !en->predicted_list || !en->x_origin ||
+        !en->predicted || !en->predicted_now || !en->predicted_list || !en->hint_list || !en->x_origin ||
         !en->x_bytes || !en->x_stall || !en->group_views || !en->group_jobs)
         goto oom;
     return 0;
@@ -117,6 +118,7 @@ void engine_destroy(engine *en)
     free(en->predicted);
     free(en->predicted_now);
     free(en->predicted_list);
+    free(en->hint_list);
     free(en->x_origin);
     free(en->x_bytes);
     free(en->x_stall);
@@ -264,7 +266,45 @@ static void lookahead(engine *en, int l, int T)
             }
         }
         expert_source_speculate(en->experts, l2, en->predicted_list, n);
+        if (d == 1) {
+            memcpy(en->hint_list, en->predicted_list, (size_t)n * sizeof *en->hint_list);
+            en->n_hint = n;
+            en->hint_layer = l2;
+        }
     }
+}
+
+/* Whether the backend gets the next MoE layer's predicted experts: it takes
+ * them, and the source never evicts, so holding them costs no read and no
+ * decision. */
+static int hints_wanted(const engine *en)
+{
+    return en->lookahead > 0 && OPS(en)->ffn_batch && OPS(en)->takes_predicted &&
+           expert_source_never_evicts(en->experts);
+}
+
+/* Appends the hints as jobs of no tokens after the group's g jobs (each held
+ * until hints_put); returns how many. */
+static int hints_get(engine *en, int g)
+{
+    int E = en->cfg->n_routed_experts, n = 0;
+    errbuf ignored;
+    for (int k = 0; k < en->n_hint; k++) {
+        expert_view *v = &en->group_views[g + n];
+        if (expert_source_get(en->experts, en->hint_layer, en->hint_list[k], v, &ignored))
+            continue;       /* a hint is only a hint */
+        en->group_jobs[g + n] = (ffn_job){&v->gate, &v->up, &v->down, NULL, 0, NULL, v->node,
+                                          1 + en->hint_layer * E + en->hint_list[k]};
+        n++;
+    }
+    return n;
+}
+
+static void hints_put(engine *en, int first, int n)
+{
+    int E = en->cfg->n_routed_experts;
+    for (int k = first; k < first + n; k++)
+        expert_source_put(en->experts, en->hint_layer, (en->group_jobs[k].cache_key - 1) % E);
 }
 
 /* MoE FFN of layer l on en->xn; writes the result to en->tmp. */
@@ -301,7 +341,8 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
             en->used_experts[n_used++] = x;
     expert_source_prefetch(en->experts, l, en->used_experts, n_used);
     score_prediction(en, l, n_used);
-    if (en->lookahead > 0 && en->experts->speculate)
+    en->n_hint = 0;
+    if (en->lookahead > 0 && (en->experts->speculate || hints_wanted(en)))
         lookahead(en, l, T);
     o->zero(en->be, en->moe, (size_t)T * (size_t)h);
     /* Experts in groups: as many as the source lets the engine hold at once and
@@ -332,9 +373,12 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
             g++;
         }
         /* routed experts go through ffn_batch whenever the backend has it: their
-         * memory is the tiers', reused after the put (backend.h) */
+         * memory is the tiers', reused after the put (backend.h); the layer's
+         * last group carries the hints */
         if (!rc && o->ffn_batch) {
-            o->ffn_batch(en->be, en->group_jobs, g);
+            int hints = i + g == n_used && hints_wanted(en) ? hints_get(en, g) : 0;
+            o->ffn_batch(en->be, en->group_jobs, g + hints);
+            hints_put(en, g, hints);
         } else if (!rc) {
             const ffn_job *j = &en->group_jobs[0];
             o->ffn(en->be, j->gate, j->up, j->down, j->x, j->T, j->out);

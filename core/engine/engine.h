@@ -59,7 +59,8 @@ typedef struct engine {
     float rope_mscale, softmax_scale;
     route_params rp;
     /* MoE layers ahead whose experts are predicted, when the source can use a
-     * prediction (expert_source.speculate); 0: off */
+     * prediction (expert_source.speculate) or the backend takes the next
+     * layer's (backend_ops.takes_predicted); 0: off */
     int lookahead;
     engine_observer obs;
     engine_stats stats;
@@ -76,10 +77,14 @@ typedef struct engine {
     uint32_t *x_bytes;
     float *x_stall;
     int *predicted_list;            /* [n_experts] */
+    /* the next MoE layer's predicted experts, best first, handed to a backend
+     * that takes them (backend_ops.takes_predicted) with the layer's last group */
+    int *hint_list;                 /* [n_experts] */
+    int n_hint, hint_layer;
     float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */
     float *disp_w;
     int *pos;
-    /* [n_experts] the experts of one group, held at once (engine.c: moe) */
+    /* [2 n_experts] the experts of one group, held at once, then the hints (engine.c: moe) */
     expert_view *group_views;
     ffn_job *group_jobs;
 } engine;

@@ -453,6 +453,58 @@ Test(gpu, hybrid_batch_gives_the_all_gpu_bits, .timeout = 60)
     }
 }
 
+/* Overwrites the experts' host bytes (as a tier reusing its memory would);
+ * unscribble puts them back. */
+static void *scribble(expert_mats *f, int n)
+{
+    char **saved = malloc((size_t)n * 6 * sizeof *saved);
+    for (int k = 0; k < n; k++) {
+        random_weight *m[3] = {&f[k].gate, &f[k].up, &f[k].down};
+        for (int i = 0; i < 3; i++) {
+            size_t nd = linear_weight_data_bytes(&m[i]->w), ns = linear_weight_scale_bytes(&m[i]->w);
+            char **sv = saved + 6 * k + 2 * i;
+            sv[0] = malloc(nd);
+            sv[1] = malloc(ns);
+            memcpy(sv[0], m[i]->data, nd);
+            memcpy(sv[1], m[i]->scale, ns);
+            memset(m[i]->data, 0x55, nd);
+            memset(m[i]->scale, 0x55, ns);
+        }
+    }
+    return saved;
+}
+
+static void unscribble(expert_mats *f, int n, void *saved_bytes)
+{
+    char **saved = saved_bytes;
+    for (int k = 0; k < n; k++) {
+        random_weight *m[3] = {&f[k].gate, &f[k].up, &f[k].down};
+        for (int i = 0; i < 3; i++) {
+            char **sv = saved + 6 * k + 2 * i;
+            memcpy(m[i]->data, sv[0], linear_weight_data_bytes(&m[i]->w));
+            memcpy(m[i]->scale, sv[1], linear_weight_scale_bytes(&m[i]->w));
+            free(sv[0]);
+            free(sv[1]);
+        }
+    }
+    free(saved);
+}
+
+/* each expert's output for its x[k] (h floats, one token) on the all-GPU backend */
+static void all_gpu_outputs(expert_mats *f, float **x, int n, int h, float **want)
+{
+    open_gpu();
+    for (int k = 0; k < n; k++) {
+        float *dx = to_dev(x[k], h), *dout = gpu.ops->alloc(&gpu, h);
+        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, 1, dout, -1, 0};
+        gpu.ops->ffn_batch(&gpu, &j, 1);
+        want[k] = from_dev(dout, h);
+        gpu.ops->release(&gpu, dx);
+        gpu.ops->release(&gpu, dout);
+    }
+    close_gpu();
+}
+
 /* The cost model with given rates (a copy 1 s, the GPU 2 s per expert, the
  * CPU 0.3 s): every miss runs on the CPU, and as many as the copy engine's
  * idle time allows are copied into the cache as well (hybrid_plan.h works the
@@ -475,16 +527,7 @@ Test(gpu, cost_model_computes_misses_on_the_cpu_and_promotes_them, .timeout = 60
                       .gpu = (double)slot / 2, .cpu_row = 0, .cpu_token = 0.3 / weights};
     gpu_options o = {.expert_cache_bytes = 2 * slot, .expert_slot_bytes = slot, .n_expert_keys = 8,
                      .cpu_tokens = GPU_CPU_TOKENS_AUTO, .cpu_threads = 2, .rates = &r};
-    open_gpu();     /* the bits to meet: every expert copied to the GPU */
-    for (int k = 0; k < N; k++) {
-        float *dx = to_dev(x[k], h), *dout = gpu.ops->alloc(&gpu, h);
-        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, 1, dout, -1, 0};
-        gpu.ops->ffn_batch(&gpu, &j, 1);
-        want[k] = from_dev(dout, h);
-        gpu.ops->release(&gpu, dx);
-        gpu.ops->release(&gpu, dout);
-    }
-    close_gpu();
+    all_gpu_outputs(f, x, N, h, want);     /* the bits to meet */
     errbuf e;
     cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
     const struct {
@@ -513,33 +556,13 @@ Test(gpu, cost_model_computes_misses_on_the_cpu_and_promotes_them, .timeout = 60
                   (unsigned long long)st.hits, (unsigned long long)st.misses,
                   (unsigned long long)st.uncached);
         /* the tier reuses the memory: scribbled over until the device has
-         * finished everything queued, then the bytes are back */
-        void *saved[N][6];
-        for (int k = 0; k < N; k++) {
-            random_weight *m[3] = {&f[k].gate, &f[k].up, &f[k].down};
-            for (int i = 0; i < 3; i++) {
-                size_t nd = linear_weight_data_bytes(&m[i]->w), ns = linear_weight_scale_bytes(&m[i]->w);
-                saved[k][2 * i] = malloc(nd);
-                saved[k][2 * i + 1] = malloc(ns);
-                memcpy(saved[k][2 * i], m[i]->data, nd);
-                memcpy(saved[k][2 * i + 1], m[i]->scale, ns);
-                memset(m[i]->data, 0x55, nd);
-                memset(m[i]->scale, 0x55, ns);
-            }
-        }
+         * finished everything queued (a release waits for it), then back */
+        void *saved = scribble(f, N);
         for (int k = 0; k < N; k++) {
             gpu.ops->release(&gpu, dx[k]);
             gpu.ops->release(&gpu, dout[k]);
         }
-        for (int k = 0; k < N; k++) {
-            random_weight *m[3] = {&f[k].gate, &f[k].up, &f[k].down};
-            for (int i = 0; i < 3; i++) {
-                memcpy(m[i]->data, saved[k][2 * i], linear_weight_data_bytes(&m[i]->w));
-                memcpy(m[i]->scale, saved[k][2 * i + 1], linear_weight_scale_bytes(&m[i]->w));
-                free(saved[k][2 * i]);
-                free(saved[k][2 * i + 1]);
-            }
-        }
+        unscribble(f, N, saved);
     }
     close_gpu();
     for (int k = 0; k < N; k++) {
@@ -547,6 +570,73 @@ Test(gpu, cost_model_computes_misses_on_the_cpu_and_promotes_them, .timeout = 60
         free(x[k]);
         free_ffn(&f[k]);
     }
+}
+
+/* Experts predicted for the next layer (jobs of no tokens) are copied into the
+ * cache in the copy engine's idle time: copies of 0.1 s, the GPU 2 s per
+ * expert, the CPU 0.25 s: the one real miss runs on the CPU (0.25 s), which
+ * leaves time for both predicted experts (0.2 s) and not for promoting it.
+ * The predicted experts are hits next time, with the all-GPU bits, though the
+ * host bytes change right after the call that copied them. */
+Test(gpu, predicted_experts_are_copied_ahead_in_idle_time, .timeout = 60)
+{
+    test_require_gpu();
+    enum { N = 3, h = 136, I = 72 };
+    expert_mats f[N];
+    float *x[N], *want[N];
+    for (int k = 0; k < N; k++) {
+        f[k] = make_ffn(WF_INT4_GROUP, h, I);
+        x[k] = random_floats(h);
+    }
+    uint64_t slot = gpu_expert_slot_bytes(&f[0].gate.w, &f[0].up.w, &f[0].down.w);
+    hybrid_rates r = {.copy_pinned = slot / 0.1, .copy_pageable = slot / 0.1, .gpu = slot / 2.0,
+                      .cpu_row = 0, .cpu_token = 0.25 / (3.0 * h * I)};
+    gpu_options o = {.expert_cache_bytes = 3 * slot, .expert_slot_bytes = slot, .n_expert_keys = 8,
+                     .cpu_tokens = GPU_CPU_TOKENS_AUTO, .cpu_threads = 2, .rates = &r};
+    all_gpu_outputs(f, x, N, h, want);
+    errbuf e;
+    cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+    float *dx[N], *dout[N];
+    ffn_job jobs[N];
+    for (int k = 0; k < N; k++) {
+        dx[k] = to_dev(x[k], h);
+        dout[k] = gpu.ops->alloc(&gpu, h);
+        jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, k ? NULL : dx[k], k ? 0 : 1,
+                            k ? NULL : dout[k], -1, 1 + k};
+    }
+    gpu.ops->ffn_batch(&gpu, jobs, N);  /* expert 0 computed, 1 and 2 predicted */
+    float *got = from_dev(dout[0], h);
+    cr_assert_eq(memcmp(got, want[0], h * 4), 0, "the computed expert's bits differ");
+    free(got);
+    gpu_cache_stats st;
+    gpu_backend_cache_stats(&gpu, &st);
+    cr_assert(st.on_cpu == 1 && st.prefetched == 2 && st.promoted == 0 && st.hits == 0,
+              "on CPU %llu, prefetched %llu, promoted %llu, hits %llu", (unsigned long long)st.on_cpu,
+              (unsigned long long)st.prefetched, (unsigned long long)st.promoted,
+              (unsigned long long)st.hits);
+    void *saved = scribble(f, N);
+    gpu.ops->release(&gpu, gpu.ops->alloc(&gpu, 1));     /* waits for everything queued */
+    unscribble(f, N, saved);
+    for (int k = 1; k < N; k++)
+        jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], 1, dout[k], -1, 1 + k};
+    gpu.ops->ffn_batch(&gpu, jobs + 1, N - 1);
+    gpu_backend_cache_stats(&gpu, &st);
+    cr_assert(st.hits == 2 && st.misses == 0 && st.on_cpu == 1, "hits %llu, misses %llu, on CPU %llu",
+              (unsigned long long)st.hits, (unsigned long long)st.misses,
+              (unsigned long long)st.on_cpu);
+    for (int k = 1; k < N; k++) {
+        got = from_dev(dout[k], h);
+        cr_assert_eq(memcmp(got, want[k], h * 4), 0, "predicted expert %d: bits differ", k);
+        free(got);
+    }
+    for (int k = 0; k < N; k++) {
+        gpu.ops->release(&gpu, dx[k]);
+        gpu.ops->release(&gpu, dout[k]);
+        free(want[k]);
+        free(x[k]);
+        free_ffn(&f[k]);
+    }
+    close_gpu();
 }
 
 /* ---- the other operations ---- */

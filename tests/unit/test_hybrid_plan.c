@@ -110,6 +110,25 @@ Test(hybrid_plan, idle_copies_promote_the_busiest_cpu_experts)
               place[3] == HYBRID_CPU_PROMOTE, "placed %d %d %d", place[1], place[2], place[3]);
 }
 
+/* The batch of idle_copies_promote_the_busiest_cpu_experts with two predicted
+ * experts of the next layer: they take the idle 2 s before any promotion; one
+ * already in VRAM is left alone. */
+Test(hybrid_plan, predicted_experts_are_copied_before_promotions)
+{
+    hybrid_rates r = rates(2.0, 0.1);
+    hybrid_job j[7] = {job(1, 1), job(1, 0), job(3, 0), job(2, 0), job(0, 0), job(0, 1), job(0, 0)};
+    unsigned char place[7];
+    int order[7];
+    double t = hybrid_plan_batch(&r, j, 7, place, order);
+    cr_assert_float_eq(t, 2.0, 1e-3, "predicted experts change the batch: %g", t);
+    cr_assert(place[4] == HYBRID_PREFETCH && place[5] == HYBRID_SKIP && place[6] == HYBRID_PREFETCH,
+              "predicted: %d %d %d", place[4], place[5], place[6]);
+    cr_assert(place[1] == HYBRID_CPU && place[2] == HYBRID_CPU && place[3] == HYBRID_CPU,
+              "no idle time left to promote: %d %d %d", place[1], place[2], place[3]);
+    hybrid_plan_fixed(j, 7, 2, place);
+    cr_assert(place[4] == HYBRID_SKIP && place[6] == HYBRID_SKIP, "the fixed rule prefetched");
+}
+
 Test(hybrid_plan, the_fixed_rule_is_a_token_threshold)
 {
     hybrid_job j[4] = {job(1, 0), job(3, 0), job(2, 1), job(2, 0)};
@@ -136,7 +155,7 @@ static double batch_seconds(const hybrid_rates *r, const hybrid_job *j, int n,
         if (place[i] == HYBRID_GPU) {
             gpu += hybrid_gpu_seconds(r, &j[i]);
             copy += j[i].in_vram ? 0 : hybrid_copy_seconds(r, &j[i]);
-        } else {
+        } else if (place[i] == HYBRID_CPU || place[i] == HYBRID_CPU_PROMOTE) {
             cpu += hybrid_cpu_seconds(r, &j[i]);
         }
     *copy_out = copy;
@@ -157,7 +176,8 @@ Test(hybrid_plan, random_batches_keep_the_rules)
         for (int i = 0; i < n; i++) {
             j[i].weights = (uint64_t)(1e6 + urand(&s) * 4e7);
             j[i].bytes = j[i].weights * (urand(&s) < 0.5 ? 1 : 2) / 2;
-            j[i].tokens = urand(&s) < 0.7 ? 1 + (int)(urand(&s) * 4) : 1 + (int)(urand(&s) * 500);
+            double u = urand(&s);   /* a fifth are predicted experts, no tokens */
+            j[i].tokens = u < 0.2 ? 0 : u < 0.7 ? 1 + (int)(urand(&s) * 4) : 1 + (int)(urand(&s) * 500);
             j[i].in_vram = urand(&s) < 0.3;
             j[i].pinned = urand(&s) < 0.7;
             j[i].cacheable = urand(&s) < 0.9;
@@ -165,17 +185,26 @@ Test(hybrid_plan, random_batches_keep_the_rules)
         unsigned char place[40], all_gpu[40];
         int order[40];
         double t = hybrid_plan_batch(&r, j, n, place, order), copy, copy_all;
-        memset(all_gpu, HYBRID_GPU, sizeof all_gpu);
         double t_check = batch_seconds(&r, j, n, place, &copy);
-        cr_assert_float_eq(t, t_check, 1e-9 * t, "round %d: reported %g, placement takes %g", round,
-                           t, t_check);
+        cr_assert_float_eq(t, t_check, 1e-9 * t + 1e-300, "round %d: reported %g, placement takes %g",
+                           round, t, t_check);
+        for (int i = 0; i < n; i++)
+            all_gpu[i] = j[i].tokens ? HYBRID_GPU : HYBRID_SKIP;
         cr_assert_leq(t, batch_seconds(&r, j, n, all_gpu, &copy_all) * (1 + 1e-12),
                       "round %d: slower than copying every miss", round);
         double promoted = 0;
         for (int i = 0; i < n; i++) {
-            cr_assert(!(j[i].in_vram && place[i] != HYBRID_GPU), "round %d: expert in VRAM on the CPU",
-                      round);
-            if (place[i] == HYBRID_CPU_PROMOTE) {
+            if (!j[i].tokens) {
+                cr_assert(place[i] == HYBRID_SKIP || place[i] == HYBRID_PREFETCH,
+                          "round %d: a predicted expert placed %d", round, place[i]);
+                cr_assert(place[i] == HYBRID_SKIP || (j[i].cacheable && !j[i].in_vram),
+                          "round %d: prefetched one in VRAM or without a key", round);
+            } else {
+                cr_assert(place[i] <= HYBRID_CPU_PROMOTE, "round %d: a job left alone", round);
+                cr_assert(!(j[i].in_vram && place[i] != HYBRID_GPU),
+                          "round %d: expert in VRAM on the CPU", round);
+            }
+            if (place[i] == HYBRID_CPU_PROMOTE || place[i] == HYBRID_PREFETCH) {
                 cr_assert(j[i].cacheable, "round %d: promoted without a key", round);
                 promoted += hybrid_copy_seconds(&r, &j[i]);
             }
@@ -187,7 +216,7 @@ Test(hybrid_plan, random_batches_keep_the_rules)
                           i, t, t2);
             place[i] = HYBRID_GPU;
         }
-        cr_assert_leq(promoted, (t - copy) * (1 + 1e-12) + 1e-15, "round %d: promotions %g s, idle %g",
+        cr_assert_leq(promoted, (t - copy) * (1 + 1e-12) + 1e-15, "round %d: copies ahead %g s, idle %g",
                       round, promoted, t - copy);
     }
 }

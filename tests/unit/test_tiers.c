@@ -208,7 +208,9 @@ static double vram_gb_for_slots(const char *model, int slots)
  * DRAM tier behind it, nor on which missed experts the CPU computes and copies
  * into the cache: by a token threshold, or by the cost model with measured
  * rates or with rates that make the GPU the slow side (most misses on the CPU,
- * many of them promoted). */
+ * many of them promoted, predicted experts copied ahead: from the checkpoint
+ * mapping and from a DRAM tier holding every expert, the sources that never
+ * evict). */
 static void gpu_vram_invariance(const char *variant)
 {
     char rel[64];
@@ -238,7 +240,7 @@ static void gpu_vram_invariance(const char *variant)
     } cases[] = {{0, 0, 0, NULL}, {1, 0, 0, NULL}, {17, 0, 0, NULL}, {1, 8, 0, NULL},
                  {8, 8, 0, NULL}, {0, 0, 1, NULL}, {8, 0, 1, NULL}, {17, 0, 3, NULL},
                  {1, 8, 8, NULL}, {8, 0, AUTO, NULL}, {0, 0, AUTO, slow_gpu},
-                 {3, 0, AUTO, slow_gpu}, {8, 8, AUTO, slow_gpu}};
+                 {3, 0, AUTO, slow_gpu}, {8, 8, AUTO, slow_gpu}, {8, 100000, AUTO, slow_gpu}};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         tier_flags tf = {.vram_gb = vram_gb_for_slots(model, cases[k].slots), .vram_gb_set = 1};
         if (cases[k].dram) {
