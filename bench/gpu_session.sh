@@ -47,8 +47,13 @@ step decode-gpu-vram-10-nocpu 300 build/moetier run -m "$slice" --backend cuda -
 step convert-slice 600 build/moetier convert -m "$slice" --force
 step decode-gpu-vram-10-dram 300 build/moetier run -m "$slice" --backend cuda --vram-gb 10 \
     --dram-gb 100 --ids "$ids" -n 33 --greedy --ignore-eos --stats
+# a DRAM tier of about half the experts (evicts, reads from NVMe; a layer's
+# reserved experts still go to the GPU in one batch)
+step decode-gpu-vram-10-dram-4 300 build/moetier run -m "$slice" --backend cuda --vram-gb 10 \
+    --dram-gb 4 --ids "$ids" -n 33 --greedy --ignore-eos --stats
 echo "== summary ($out)"
 cat "$out/summary.txt"
 grep -h -E "Synthesis|prefill_logits|decode_logits|FAIL" "$out"/test-*.log | sort | uniq -c
 cat "$out/bench-gpu-copy.log" "$out"/bench-gpu-overlap*.log
-grep -H -E "^prefill:|VRAM expert cache|GPU plan|expert cache:|hybrid cost model|registered" "$out"/decode-*.log
+grep -H -E "^prefill:|VRAM expert cache|GPU plan|expert cache:|hybrid cost model|registered|backend calls" \
+    "$out"/decode-*.log

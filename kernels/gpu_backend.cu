@@ -879,7 +879,7 @@ static void g_destroy(backend *b)
 static const backend_ops gpu_ops_table = {
     g_alloc, g_release, g_embed, g_rmsnorm, g_linear, g_rope, g_ffn, g_ffn_batch, g_mla, g_route,
     g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
-    1,  /* takes_predicted */
+    1,  /* plans_batches */
 };
 
 /* The cache's slots (one allocation, taken now: no allocation mid-run), the

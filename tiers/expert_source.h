@@ -37,7 +37,8 @@ typedef struct expert_source {
     void *impl;
     /* how many experts the engine may hold at once (got, not yet put); 0 or 1:
      * one at a time. A source where a held expert could change what another
-     * get() evicts says 1, so its cache decisions never depend on the backend.
+     * get() evicts says 1, so its cache decisions never depend on the backend
+     * (the experts its prefetch() holds may still be held together).
      * INT_MAX: nothing is ever evicted (every expert is where it stays): get()
      * never waits for a read, so the engine may also hold experts of a later
      * layer (expert_source_never_evicts). */
@@ -45,12 +46,22 @@ typedef struct expert_source {
     int (*get)(struct expert_source *s, int layer, int expert, expert_view *out, errbuf *e);
     void (*put)(struct expert_source *s, int layer, int expert);
     /* optional: the engine will get() these experts of `layer` next, in this
-     * order; the source may start bringing them all in now */
-    void (*prefetch)(struct expert_source *s, int layer, const int *experts, int n);
+     * order; the source may start bringing them all in now. Returns how many of
+     * them, from the first, it now holds for the engine: their get() evicts
+     * nothing, so the engine may hold all of those at once whatever max_held
+     * says (predicted reads aside, the source then evicts as it would for
+     * experts got one at a time). */
+    int (*prefetch)(struct expert_source *s, int layer, const int *experts, int n);
     /* optional: a prediction that these experts of a later `layer` will be
      * wanted, best first; the source may start reading some of them into a
      * faster tier (bounded, never evicting an expert in use) */
     void (*speculate)(struct expert_source *s, int layer, const int *experts, int n);
+    /* optional: fills out only when the expert is here already (no read, no
+     * wait), without holding it and without changing what the source evicts
+     * next; the views stay valid until the next call into the source. Returns
+     * 0, or -1 when it is not here. Lets the engine hand a backend a later
+     * layer's predicted experts from a source that evicts. */
+    int (*peek)(struct expert_source *s, int layer, int expert, expert_view *out);
     /* optional: per-tier statistics for --stats */
     void (*print_stats)(struct expert_source *s, FILE *out);
     void (*destroy)(struct expert_source *s);
@@ -67,10 +78,9 @@ static inline int expert_source_get(expert_source *s, int layer, int expert, exp
     return s->get(s, layer, expert, out, e);
 }
 
-static inline void expert_source_prefetch(expert_source *s, int layer, const int *experts, int n)
+static inline int expert_source_prefetch(expert_source *s, int layer, const int *experts, int n)
 {
-    if (s->prefetch)
-        s->prefetch(s, layer, experts, n);
+    return s->prefetch ? s->prefetch(s, layer, experts, n) : 0;
 }
 
 static inline void expert_source_speculate(expert_source *s, int layer, const int *experts, int n)

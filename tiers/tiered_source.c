@@ -218,12 +218,15 @@ static void drop_reservations(tiered *t)
     t->n_reserved = 0;
 }
 
-static void tiered_prefetch(expert_source *src, int layer, const int *experts, int n)
+/* Pins the announced experts, from the first, while slots allow; returns how
+ * many are reserved (get() consumes a reservation without a decision). */
+static int tiered_prefetch(expert_source *src, int layer, const int *experts, int n)
 {
     tiered *t = src->impl;
     drop_pending(t, -1, layer);     /* this layer has routed: its predictions are moot */
     drop_reservations(t);
-    for (int i = 0; i < n && t->n_reserved < t->max_reserved; i++) {
+    int i = 0;
+    for (; i < n && t->n_reserved < t->max_reserved; i++) {
         int key = layer * t->st->n_experts + experts[i];
         if (t->reserved[key])
             continue;
@@ -233,6 +236,25 @@ static void tiered_prefetch(expert_source *src, int layer, const int *experts, i
         t->reserved_keys[t->n_reserved++] = key;
     }
     nvme_tier_flush(t->nvme);
+    return i;
+}
+
+/* A resident, settled expert's views; no pin, no policy update, no pump. */
+static int tiered_peek(expert_source *src, int layer, int expert, expert_view *out)
+{
+    tiered *t = src->impl;
+    const store *st = t->st;
+    if (layer < 0 || layer >= st->n_layers || expert < 0 || expert >= st->n_experts)
+        return -1;
+    int s = expert_cache_find(&t->cache, layer * st->n_experts + expert);
+    if (s < 0 || t->cache.state[s] != SLOT_READY)
+        return -1;
+    store_layout_view(&st->layout, slot_ptr(t, s), out);
+    out->origin = EXPERT_DRAM;
+    out->bytes_read = 0;
+    out->node = dram_arena_node(&t->arena, s);
+    out->stall_s = 0;
+    return 0;
 }
 
 static int tiered_get(expert_source *src, int layer, int expert, expert_view *out, errbuf *e)
@@ -392,6 +414,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     out->get = tiered_get;
     out->put = tiered_put;
     out->prefetch = tiered_prefetch;
+    out->peek = tiered_peek;
     out->print_stats = tiered_print_stats;
     out->destroy = tiered_destroy;
     t->st = st;

@@ -511,6 +511,11 @@ void cli_model_close(cli_model *m)
                     g.bytes_copied / 1e9);
         }
         const engine_stats *s = &m->en.stats;
+        if (s->expert_groups)
+            fprintf(stderr, "  routed experts: %llu computed in %llu backend calls (%.1f per "
+                    "call)\n", (unsigned long long)s->expert_calls,
+                    (unsigned long long)s->expert_groups,
+                    (double)s->expert_calls / (double)s->expert_groups);
         if (s->la_predicted)
             fprintf(stderr, "  lookahead predictions: %llu experts predicted, %llu chosen, recall "
                     "%.1f%%, precision %.1f%%\n", (unsigned long long)s->la_predicted,

@@ -50,7 +50,7 @@ typedef struct ffn_job {
 } ffn_job;
 /* A job with T == 0 (x and out NULL) computes nothing: it names an expert the
  * router lookahead predicts for the next MoE layer, which a backend with
- * takes_predicted may copy into its own memory during the call. */
+ * plans_batches may copy into its own memory during the call. */
 
 typedef struct backend_ops {
     float *(*alloc)(backend *b, size_t n_floats);
@@ -91,8 +91,12 @@ typedef struct backend_ops {
     void (*to_host)(backend *b, float *host, const float *buf, size_t n);
     void (*from_host)(backend *b, float *buf, const float *host, size_t n);
     void (*destroy)(backend *b);
-    /* 1: ffn_batch takes predicted experts (jobs with T == 0) after the others */
-    int takes_predicted;
+    /* 1: ffn_batch plans each batch as a whole (where each expert runs, what
+     * it copies meanwhile), so the engine hands it a layer's experts together
+     * wherever the source allows (also those a DRAM tier that evicts reserved
+     * for the layer) and the next layer's predicted experts (jobs with T == 0)
+     * after the others */
+    int plans_batches;
 } backend_ops;
 
 struct backend {

@@ -275,26 +275,30 @@ static void lookahead(engine *en, int l, int T)
 }
 
 /* Whether the backend gets the next MoE layer's predicted experts: it takes
- * them, and the source never evicts, so holding them costs no read and no
- * decision. */
+ * them, and the source can hand them over without a read or a decision (it
+ * never evicts, or it can peek at the ones it has). */
 static int hints_wanted(const engine *en)
 {
-    return en->lookahead > 0 && OPS(en)->ffn_batch && OPS(en)->takes_predicted &&
-           expert_source_never_evicts(en->experts);
+    return en->lookahead > 0 && OPS(en)->ffn_batch && OPS(en)->plans_batches &&
+           (en->experts->peek || expert_source_never_evicts(en->experts));
 }
 
-/* Appends the hints as jobs of no tokens after the group's g jobs (each held
- * until hints_put); returns how many. */
+/* Appends the hints as jobs of no tokens after the group's g jobs (peeked, or
+ * held until hints_put); returns how many. Nothing calls the source between
+ * this and hints_put, so peeked views stay valid through the ffn_batch. */
 static int hints_get(engine *en, int g)
 {
+    expert_source *s = en->experts;
     int E = en->cfg->n_routed_experts, n = 0;
     errbuf ignored;
     for (int k = 0; k < en->n_hint; k++) {
         expert_view *v = &en->group_views[g + n];
-        if (expert_source_get(en->experts, en->hint_layer, en->hint_list[k], v, &ignored))
+        int x = en->hint_list[k];
+        if (s->peek ? s->peek(s, en->hint_layer, x, v)
+                    : expert_source_get(s, en->hint_layer, x, v, &ignored))
             continue;       /* a hint is only a hint */
         en->group_jobs[g + n] = (ffn_job){&v->gate, &v->up, &v->down, NULL, 0, NULL, v->node,
-                                          1 + en->hint_layer * E + en->hint_list[k]};
+                                          1 + en->hint_layer * E + x};
         n++;
     }
     return n;
@@ -303,6 +307,8 @@ static int hints_get(engine *en, int g)
 static void hints_put(engine *en, int first, int n)
 {
     int E = en->cfg->n_routed_experts;
+    if (en->experts->peek)
+        return;
     for (int k = first; k < first + n; k++)
         expert_source_put(en->experts, en->hint_layer, (en->group_jobs[k].cache_key - 1) % E);
 }
@@ -339,20 +345,24 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
     for (int x = 0; x < E; x++)
         if (start[x + 1] > start[x])
             en->used_experts[n_used++] = x;
-    expert_source_prefetch(en->experts, l, en->used_experts, n_used);
+    int reserved = expert_source_prefetch(en->experts, l, en->used_experts, n_used);
     score_prediction(en, l, n_used);
     en->n_hint = 0;
     if (en->lookahead > 0 && (en->experts->speculate || hints_wanted(en)))
         lookahead(en, l, T);
     o->zero(en->be, en->moe, (size_t)T * (size_t)h);
-    /* Experts in groups: as many as the source lets the engine hold at once and
-     * whose rows fit the gather buffers; a backend with ffn_batch may run a
-     * group's FFNs at once. Gets, puts and the sums into en->moe keep ascending
-     * expert order, so the result is the same whatever the grouping. */
+    /* Experts in groups: as many as the source lets the engine hold at once (or,
+     * for a backend that plans batches, holds for it already) and whose rows
+     * fit the gather buffers; a backend with ffn_batch may run a group's FFNs at
+     * once. Gets, puts and the sums into en->moe keep ascending expert order,
+     * so the result is the same whatever the grouping. (The CPU backend gains
+     * nothing from the reserved experts together, and the tier's predicted
+     * reads lose the chances to start that each put gives.) */
     int held_max = o->ffn_batch && en->experts->max_held > 1 ? en->experts->max_held : 1;
+    int held_free = o->ffn_batch && o->plans_batches ? reserved : 0;
     for (int i = 0; i < n_used;) {
         int g = 0, rows = 0, rc = 0;
-        while (i + g < n_used && g < held_max) {
+        while (i + g < n_used && (g < held_max || i + g < held_free)) {
             int x = en->used_experts[i + g], n = start[x + 1] - start[x];
             if (g > 0 && rows + n > en->max_chunk)
                 break;
@@ -394,6 +404,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
         }
         if (rc)
             return rc;
+        en->stats.expert_groups++;
         i += g;
     }
     if (en->obs.on_experts)

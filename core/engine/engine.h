@@ -39,6 +39,7 @@ typedef struct engine_observer {
 typedef struct engine_stats {
     uint64_t tokens_prefilled, tokens_decoded;
     uint64_t expert_calls;          /* (expert, chunk) evaluations */
+    uint64_t expert_groups;         /* backend calls they went in (ffn_batch or ffn) */
     double prefill_seconds, decode_seconds;
     /* lookahead: experts predicted for a layer, experts it then chose, and
      * chosen ones that were predicted (recall = correct / chosen, precision =
@@ -60,7 +61,7 @@ typedef struct engine {
     route_params rp;
     /* MoE layers ahead whose experts are predicted, when the source can use a
      * prediction (expert_source.speculate) or the backend takes the next
-     * layer's (backend_ops.takes_predicted); 0: off */
+     * layer's (backend_ops.plans_batches); 0: off */
     int lookahead;
     engine_observer obs;
     engine_stats stats;
@@ -78,7 +79,7 @@ typedef struct engine {
     float *x_stall;
     int *predicted_list;            /* [n_experts] */
     /* the next MoE layer's predicted experts, best first, handed to a backend
-     * that takes them (backend_ops.takes_predicted) with the layer's last group */
+     * that takes them (backend_ops.plans_batches) with the layer's last group */
     int *hint_list;                 /* [n_experts] */
     int n_hint, hint_layer;
     float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */

@@ -45,7 +45,10 @@ static void convert_store(const char *model, const char *out, uint64_t max_file,
 
 /* Prefill + a few decode steps; logits of every position into out (or the
  * open/forward error into err and a non-zero return). */
-static int run_logits_flags(const model_flags *f, float *out, errbuf *err)
+/* The logits of a fixed prompt and steps; with gs and es, the GPU backend's
+ * cache statistics and the engine's after the run too. */
+static int run_logits_stats(const model_flags *f, float *out, gpu_cache_stats *gs,
+                            engine_stats *es, errbuf *err)
 {
     cli_model m;
     if (cli_model_open(&m, f, err))
@@ -56,8 +59,17 @@ static int run_logits_flags(const model_flags *f, float *out, errbuf *err)
     int rc = engine_forward(&m.en, ids, T_PROMPT, out, 1, err);
     for (int k = 0; k < T_STEPS && !rc; k++)
         rc = engine_forward(&m.en, &ids[T_PROMPT + k], 1, out + (size_t)(T_PROMPT + k) * V, 0, err);
+    if (gs)
+        gpu_backend_cache_stats(&m.be, gs);
+    if (es)
+        *es = m.en.stats;
     cli_model_close(&m);
     return rc;
+}
+
+static int run_logits_flags(const model_flags *f, float *out, errbuf *err)
+{
+    return run_logits_stats(f, out, NULL, NULL, err);
 }
 
 static int run_logits_threads(const char *model, const tier_flags *tf, int threads, float *out,
@@ -209,8 +221,8 @@ static double vram_gb_for_slots(const char *model, int slots)
  * into the cache: by a token threshold, or by the cost model with measured
  * rates or with rates that make the GPU the slow side (most misses on the CPU,
  * many of them promoted, predicted experts copied ahead: from the checkpoint
- * mapping and from a DRAM tier holding every expert, the sources that never
- * evict). */
+ * mapping, from a DRAM tier holding every expert, and peeked from one that
+ * evicts). */
 static void gpu_vram_invariance(const char *variant)
 {
     char rel[64];
@@ -240,7 +252,8 @@ static void gpu_vram_invariance(const char *variant)
     } cases[] = {{0, 0, 0, NULL}, {1, 0, 0, NULL}, {17, 0, 0, NULL}, {1, 8, 0, NULL},
                  {8, 8, 0, NULL}, {0, 0, 1, NULL}, {8, 0, 1, NULL}, {17, 0, 3, NULL},
                  {1, 8, 8, NULL}, {8, 0, AUTO, NULL}, {0, 0, AUTO, slow_gpu},
-                 {3, 0, AUTO, slow_gpu}, {8, 8, AUTO, slow_gpu}, {8, 100000, AUTO, slow_gpu}};
+                 {3, 0, AUTO, slow_gpu}, {8, 8, AUTO, slow_gpu}, {8, 60, AUTO, slow_gpu},
+                 {8, 100000, AUTO, slow_gpu}};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         tier_flags tf = {.vram_gb = vram_gb_for_slots(model, cases[k].slots), .vram_gb_set = 1};
         if (cases[k].dram) {
@@ -260,7 +273,21 @@ static void gpu_vram_invariance(const char *variant)
             setenv("MOETIER_HYBRID_RATES", cases[k].rates, 1);
         else
             unsetenv("MOETIER_HYBRID_RATES");
-        cr_assert_eq(run_logits_flags(&f, got, &e), 0, "%s", e.msg);
+        gpu_cache_stats gs;
+        engine_stats es;
+        cr_assert_eq(run_logits_stats(&f, got, &gs, &es, &e), 0, "%s", e.msg);
+        /* a DRAM tier that evicts (8 or 60 of the 96 experts) still hands the
+         * GPU the experts it reserved for a layer in one batch; with 60 it holds
+         * many of the next layer's when they are predicted, so some are peeked
+         * and copied ahead */
+        if (cases[k].dram && cases[k].dram < 96)
+            cr_expect_lt(es.expert_groups, es.expert_calls, "%s: DRAM tier of %d: %llu experts "
+                         "in %llu backend calls", variant, cases[k].dram,
+                         (unsigned long long)es.expert_calls,
+                         (unsigned long long)es.expert_groups);
+        if (cases[k].dram == 60)
+            cr_expect_gt(gs.prefetched, 0, "%s: no predicted expert was peeked from the "
+                         "evicting DRAM tier and copied ahead", variant);
         cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s: %d VRAM slots, DRAM tier of %d, "
                   "CPU up to %d tokens (-1: cost model, rates %s): logits differ", variant,
                   cases[k].slots, cases[k].dram, cases[k].cpu_tokens,
@@ -568,6 +595,63 @@ Test(tiers, failed_predicted_read_that_was_also_announced, .timeout = 60)
         src.destroy(&src);
     }
     unsetenv("MOETIER_IO_FAULT");
+    store_close(&st);
+    model_weights_close(&mw);
+    free_fixture(&f);
+}
+
+/* prefetch() reserves the announced experts from the first while slots allow
+ * and says how many; peek() hands over a resident expert's views (the bytes
+ * get() would give) without a pin, a hit or a change to what LRU evicts next,
+ * and nothing for one that is not resident. */
+Test(tiers, prefetch_counts_reserved_and_peek_changes_nothing, .timeout = 60)
+{
+    fixture f = make_fixture("peek");
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
+    int la, lb;
+    moe_layers_of(&st, &la, &lb);
+    tiered_options o = {.dram_slots = 4, .spec_slots = -1, .policy = "lru"};
+    nvme_options_default(&o.io);
+    expert_source src;
+    cr_assert_eq(tiered_source_open(&src, &st, &o, &e), 0, "%s", e.msg);
+    cr_assert_eq(src.max_held, 1, "4 slots hold every expert of the model");
+    cr_assert_not_null(src.peek);
+    int six[] = {0, 1, 2, 3, 4, 5};
+    cr_expect_eq(expert_source_prefetch(&src, la, six, 6), 4, "4 slots: 4 reserved");
+    expert_view v[4], p;
+    for (int i = 0; i < 4; i++)     /* all four held at once, as the engine may */
+        cr_assert_eq(expert_source_get(&src, la, i, &v[i], &e), 0, "%s", e.msg);
+    for (int i = 0; i < 4; i++)
+        expert_source_put(&src, la, i);
+    cr_expect_eq(expert_source_prefetch(&src, la, six + 1, 2), 2);
+    for (int i = 1; i < 3; i++) {
+        cr_assert_eq(expert_source_get(&src, la, i, &v[i], &e), 0, "%s", e.msg);
+        expert_source_put(&src, la, i);
+    }
+    /* LRU order now, oldest first: 0, 3, 1, 2 */
+    int n_layers;
+    const tier_layer_stats *ls = tiered_source_stats(&src, &n_layers);
+    uint64_t hits = ls[la].hits, misses = ls[la].misses;
+    cr_assert_eq(src.peek(&src, la, 0, &p), 0, "expert 0 is resident");
+    cr_expect_eq(p.gate.data, v[0].gate.data, "peek gives other bytes than get");
+    cr_expect_eq(p.down.data, v[0].down.data);
+    cr_expect_eq(p.origin, EXPERT_DRAM);
+    cr_expect_neq(src.peek(&src, la, 5, &p), 0, "expert 5 was never read");
+    cr_expect_neq(src.peek(&src, lb, 0, &p), 0, "layer %d expert 0 was never read", lb);
+    cr_expect_neq(src.peek(&src, -1, 0, &p), 0);
+    cr_expect_neq(src.peek(&src, la, st.n_experts, &p), 0);
+    cr_expect_eq(ls[la].hits, hits, "peek counted a hit");
+    cr_expect_eq(ls[la].misses, misses);
+    /* a new expert evicts the oldest, 0, as if the peek had not happened */
+    cr_assert_eq(expert_source_get(&src, la, 6, &p, &e), 0, "%s", e.msg);
+    expert_source_put(&src, la, 6);
+    cr_expect_neq(src.peek(&src, la, 0, &p), 0, "the peek kept expert 0 from being evicted");
+    cr_expect_eq(src.peek(&src, la, 3, &p), 0, "expert 3 was evicted instead of 0");
+    src.destroy(&src);
     store_close(&st);
     model_weights_close(&mw);
     free_fixture(&f);
