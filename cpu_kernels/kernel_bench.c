@@ -11,6 +11,7 @@
 #include "core/base/progress.h"
 #include "core/model/dtype.h"
 #include "ffn_cpu.h"
+#include "kernels/gpu_twin.h"
 
 #define K2_HIDDEN 7168
 #define K2_MOE_INTER 2048
@@ -252,6 +253,7 @@ static uint64_t expert_bytes(const bench_expert *x)
 
 typedef struct run_state {
     kernel_path path;
+    int twin;
     thread_pool *pool;
     float *x, *y, *scratch;     /* y: [K2_TOPK][T][hidden] */
 } run_state;
@@ -263,7 +265,12 @@ static void experts_ffn(run_state *s, bench_expert *const *ex, int n, int T)
     for (int i = 0; i < n; i++)
         jobs[i] = (ffn_job){&ex[i]->p[0], &ex[i]->p[1], &ex[i]->p[2], s->x, T,
                             s->y + (size_t)i * (size_t)T * K2_HIDDEN, -1, 0};
-    ffn_cpu_run(s->path, s->pool, jobs, n, s->scratch);
+    if (s->twin)
+        for (int i = 0; i < n; i++)
+            gpu_twin_ffn(s->path, s->pool, jobs[i].gate, jobs[i].up, jobs[i].down, jobs[i].x, T,
+                         jobs[i].out, s->scratch);
+    else
+        ffn_cpu_run(s->path, s->pool, jobs, n, s->scratch);
 }
 
 static int parse_format(const char *name, weight_format *f)
@@ -282,9 +289,10 @@ static int parse_format(const char *name, weight_format *f)
 static void report(const kernel_bench_options *o, const char *fmt, int threads, int tokens,
                    int experts, double gbps, double gflops, double bw, double peak, double secs)
 {
+    const char *kernels = o->twin ? "twin" : "cpu";
     if (!o->json) {
-        fprintf(o->out, "%-7s %-5s %7d %7d %8d %9.2f %9.2f %9.2f %7.3f %9.1f %7.3f\n",
-                kernel_path_name(o->path), fmt, threads, tokens, experts, gbps, gflops, bw,
+        fprintf(o->out, "%-7s %-7s %-5s %7d %7d %8d %9.2f %9.2f %9.2f %7.3f %9.1f %7.3f\n",
+                kernel_path_name(o->path), kernels, fmt, threads, tokens, experts, gbps, gflops, bw,
                 gbps / bw, peak, peak > 0 ? gflops / peak : 0.0);
         fflush(o->out);
         return;
@@ -292,6 +300,7 @@ static void report(const kernel_bench_options *o, const char *fmt, int threads, 
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "bench", "kernels");
     cJSON_AddStringToObject(j, "path", kernel_path_name(o->path));
+    cJSON_AddStringToObject(j, "kernels", kernels);
     cJSON_AddStringToObject(j, "format", fmt);
     cJSON_AddNumberToObject(j, "threads", threads);
     cJSON_AddNumberToObject(j, "tokens", tokens);
@@ -346,7 +355,7 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
     int maxT = 1;
     for (int t = 0; t < o->n_tokens; t++)
         maxT = o->tokens[t] > maxT ? o->tokens[t] : maxT;
-    run_state s = {.path = o->path, .pool = pool};
+    run_state s = {.path = o->path, .twin = o->twin, .pool = pool};
     /* the most scratch any step needs: K2_TOPK decode jobs or one job of maxT */
     size_t scratch = 0;
     for (int t = 0; t < o->n_tokens; t++) {
@@ -354,7 +363,8 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
         ffn_job jobs[K2_TOPK];
         for (int i = 0; i < nj; i++)
             jobs[i] = (ffn_job){&ex[0].p[0], &ex[0].p[1], &ex[0].p[2], NULL, T, NULL, -1, 0};
-        size_t k = ffn_cpu_scratch(jobs, nj, threads);
+        size_t k = o->twin ? gpu_twin_ffn_scratch(jobs[0].gate, jobs[0].down, T, threads)
+                           : ffn_cpu_scratch(jobs, nj, threads);
         scratch = k > scratch ? k : scratch;
     }
     s.x = malloc((size_t)maxT * K2_HIDDEN * 4);
@@ -430,9 +440,9 @@ int kernel_bench_run(const kernel_bench_options *o, errbuf *e)
                        (unsigned long long)(READ_BUF_BYTES >> 20));
     memset(buf, 1, READ_BUF_BYTES);
     if (!o->json)
-        fprintf(o->out, "%-7s %-5s %7s %7s %8s %9s %9s %9s %7s %9s %7s\n", "path", "fmt",
-                "threads", "tokens", "experts", "GB/s", "GFLOP/s", "read GB/s", "ratio",
-                "peak GF/s", "of peak");
+        fprintf(o->out, "%-7s %-7s %-5s %7s %7s %8s %9s %9s %9s %7s %9s %7s\n", "path",
+                "kernels", "fmt", "threads", "tokens", "experts", "GB/s", "GFLOP/s",
+                "read GB/s", "ratio", "peak GF/s", "of peak");
     int rc = 0;
     for (int ti = 0; ti < o->n_threads && !rc; ti++) {
         thread_pool *pool;

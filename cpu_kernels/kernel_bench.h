@@ -9,8 +9,9 @@
  * kernel path's vector width. Decode runs the k2 layer (8 experts chosen at
  * random per token from a set much larger than the caches); the batched rows run
  * one expert on many tokens. One JSON object per line:
- *   {"bench":"kernels","path","format","threads","tokens","experts","gbps",
- *    "gflops","read_bw_gbps","ratio","peak_gflops","peak_ratio","seconds"} */
+ *   {"bench":"kernels","path","kernels","format","threads","tokens","experts",
+ *    "gbps","gflops","read_bw_gbps","ratio","peak_gflops","peak_ratio","seconds"}
+ * ("kernels": "cpu", or "twin" for the GPU backend's CPU twin). */
 #ifndef MOETIER_KERNEL_BENCH_H
 #define MOETIER_KERNEL_BENCH_H
 
@@ -26,6 +27,8 @@ typedef struct kernel_bench_options {
     double seconds;             /* per measurement */
     double set_gb;              /* bytes of distinct experts per format */
     int json;                   /* JSON lines (else a table) */
+    int twin;                   /* the GPU backend's CPU twin (kernels/gpu_twin.h), one
+                                 * expert after another as its hybrid side runs them */
     FILE *out;
 } kernel_bench_options;
 

@@ -1,12 +1,13 @@
-/* gpu_twin: see gpu_twin.h. */
+/* gpu_twin: see gpu_twin.h; the SIMD kernels are in gpu_twin_avx512.c and
+ * gpu_twin_avx2.c (gpu_twin_simd.h). */
 #include "gpu_twin.h"
 
-#include <immintrin.h>
 #include <math.h>
 
 #include "gpu_math.h"
+#include "gpu_twin_simd.h"
 
-#define LANES 32
+#define LANES TWIN_LANES
 
 /* the warp's butterfly: lane l adds lane l ^ o for o = 16, 8, 4, 2, 1; lane 0's sum */
 static float butterfly(float *v)
@@ -21,7 +22,8 @@ static float butterfly(float *v)
     return v[0];
 }
 
-/* one lane at a time: fmaf is the fused multiply-add the GPU's lanes do */
+/* one lane at a time: fmaf is the fused multiply-add the GPU's lanes do (the
+ * reference the AVX-512 code below is tested against) */
 static float dot_lanes(const float *w, const float *x, int n)
 {
     float acc[LANES] = {0};
@@ -30,38 +32,35 @@ static float dot_lanes(const float *w, const float *x, int n)
     return butterfly(acc);
 }
 
-/* lanes 0-15 and 16-31 in two registers; the last partial block's missing
- * lanes keep their sums (a masked FMA), as the GPU's lanes that run out do */
-__attribute__((target("avx512f"))) static float dot_lanes_avx512(const float *w, const float *x,
-                                                                 int n)
+/* xp[32 b + i] = x[32 b + 2 i], xp[32 b + 16 + i] = x[32 b + 2 i + 1] */
+void twin_int4_permute_x(const float *x, int T, int cols, float *xp)
 {
-    __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-    int c = 0;
-    for (; c + LANES <= n; c += LANES) {
-        lo = _mm512_fmadd_ps(_mm512_loadu_ps(w + c), _mm512_loadu_ps(x + c), lo);
-        hi = _mm512_fmadd_ps(_mm512_loadu_ps(w + c + 16), _mm512_loadu_ps(x + c + 16), hi);
-    }
-    int rest = n - c;
-    if (rest > 0) {
-        __mmask16 mlo = (__mmask16)(rest >= 16 ? 0xffff : (1u << rest) - 1);
-        __mmask16 mhi = (__mmask16)(rest > 16 ? (1u << (rest - 16)) - 1 : 0);
-        lo = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(mlo, w + c), _mm512_maskz_loadu_ps(mlo, x + c),
-                                   lo, mlo);
-        hi = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(mhi, w + c + 16),
-                                   _mm512_maskz_loadu_ps(mhi, x + c + 16), hi, mhi);
-    }
-    float v[LANES];
-    _mm512_storeu_ps(v, lo);
-    _mm512_storeu_ps(v + 16, hi);
-    return butterfly(v);
+    for (size_t t = 0; t < (size_t)T; t++)
+        for (int c = 0; c < cols; c += LANES)
+            for (int i = 0; i < 16; i++) {
+                xp[t * cols + c + i] = x[t * cols + c + 2 * i];
+                xp[t * cols + c + 16 + i] = x[t * cols + c + 2 * i + 1];
+            }
+}
+
+/* column c + fp8_order[i] of each 32-column block goes to position i */
+static const int fp8_order[LANES] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23,
+                                     8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+
+void twin_fp8_permute_x(const float *x, int T, int cols, float *xp)
+{
+    for (size_t t = 0; t < (size_t)T; t++)
+        for (int c = 0; c < cols; c += LANES)
+            for (int i = 0; i < LANES; i++)
+                xp[t * cols + c + i] = x[t * cols + c + fp8_order[i]];
 }
 
 typedef struct linear_ctx {
     kernel_path path;
     const linear_weight *w;
-    const float *x;
+    const float *x;             /* INT4 or FP8 in registers: permuted to match */
     int T;
-    float *y, *scratch;
+    float *y, *work;            /* TWIN_ROWS * cols floats per worker */
 } linear_ctx;
 
 static void linear_worker(void *p, int worker, int n_workers)
@@ -69,22 +68,55 @@ static void linear_worker(void *p, int worker, int n_workers)
     linear_ctx *c = p;
     int r0, r1, cols = c->w->cols;
     pool_split(c->w->rows, 1, worker, n_workers, &r0, &r1);
-    float *row = c->scratch + (size_t)worker * (size_t)cols;
-    int avx512 = c->path == KPATH_AVX512;
-    for (int r = r0; r < r1; r++) {
-        linear_dequant_rows(c->path, c->w, r, 1, row);
-        for (int t = 0; t < c->T; t++) {
-            const float *xt = c->x + (size_t)t * (size_t)cols;
-            c->y[(size_t)t * (size_t)c->w->rows + (size_t)r] =
-                avx512 ? dot_lanes_avx512(row, xt, cols) : dot_lanes(row, xt, cols);
-        }
+    float *work = c->work + (size_t)worker * TWIN_ROWS * (size_t)cols;
+    if (c->path == KPATH_AVX512 && twin_int4_in_registers(c->w)) {
+        twin_int4_avx512(c->w, r0, r1, c->x, c->T, c->y);
+        return;
     }
+    if (c->path == KPATH_AVX512 && twin_fp8_in_registers(c->w)) {
+        twin_fp8_avx512(c->w, r0, r1, c->x, c->T, c->y);
+        return;
+    }
+    if (c->path == KPATH_AVX512 && twin_bf16_in_registers(c->w)) {
+        twin_bf16_avx512(c->w, r0, r1, c->x, c->T, c->y);
+        return;
+    }
+    if (c->path == KPATH_AVX512) {
+        twin_dequant_avx512(c->path, c->w, r0, r1, c->x, c->T, c->y, work);
+        return;
+    }
+    if (c->path == KPATH_AVX2 && twin_int4_in_registers(c->w)) {
+        twin_int4_avx2(c->w, r0, r1, c->x, c->T, c->y);
+        return;
+    }
+    if (c->path == KPATH_AVX2) {
+        twin_dequant_avx2(c->path, c->w, r0, r1, c->x, c->T, c->y, work);
+        return;
+    }
+    for (int r = r0; r < r1; r++) {
+        linear_dequant_rows(c->path, c->w, r, 1, work);
+        for (int t = 0; t < c->T; t++)
+            c->y[(size_t)t * (size_t)c->w->rows + (size_t)r] =
+                dot_lanes(work, c->x + (size_t)t * (size_t)cols, cols);
+    }
+}
+
+size_t gpu_twin_linear_scratch(int cols, int T, int n_threads)
+{
+    return (size_t)T * (size_t)cols + (size_t)(n_threads > 0 ? n_threads : 1) * TWIN_ROWS * (size_t)cols;
 }
 
 void gpu_twin_linear(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
                      int T, float *y, float *scratch)
 {
-    linear_ctx c = {path, w, x, T, y, scratch};
+    linear_ctx c = {path, w, x, T, y, scratch + (size_t)T * (size_t)w->cols};
+    if ((path == KPATH_AVX512 || path == KPATH_AVX2) && twin_int4_in_registers(w)) {
+        twin_int4_permute_x(x, T, w->cols, scratch);
+        c.x = scratch;
+    } else if (path == KPATH_AVX512 && twin_fp8_in_registers(w)) {
+        twin_fp8_permute_x(x, T, w->cols, scratch);
+        c.x = scratch;
+    }
     if (pool)
         thread_pool_run(pool, linear_worker, &c);
     else
@@ -94,8 +126,8 @@ void gpu_twin_linear(kernel_path path, thread_pool *pool, const linear_weight *w
 size_t gpu_twin_ffn_scratch(const linear_weight *gate, const linear_weight *down, int T,
                             int n_threads)
 {
-    size_t I = (size_t)gate->rows, rows = (size_t)(gate->cols > down->cols ? gate->cols : down->cols);
-    return 2 * (size_t)T * I + (size_t)(n_threads > 0 ? n_threads : 1) * rows;
+    int cols = gate->cols > down->cols ? gate->cols : down->cols;
+    return 2 * (size_t)T * (size_t)gate->rows + gpu_twin_linear_scratch(cols, T, n_threads);
 }
 
 void gpu_twin_ffn(kernel_path path, thread_pool *pool, const linear_weight *gate,
@@ -103,10 +135,10 @@ void gpu_twin_ffn(kernel_path path, thread_pool *pool, const linear_weight *gate
                   float *out, float *scratch)
 {
     size_t n = (size_t)T * (size_t)gate->rows;
-    float *g = scratch, *u = g + n, *rows = u + n;
-    gpu_twin_linear(path, pool, gate, x, T, g, rows);
-    gpu_twin_linear(path, pool, up, x, T, u, rows);
+    float *g = scratch, *u = g + n, *rest = u + n;
+    gpu_twin_linear(path, pool, gate, x, T, g, rest);
+    gpu_twin_linear(path, pool, up, x, T, u, rest);
     for (size_t i = 0; i < n; i++)
         g[i] = gm_silu_mul(g[i], u[i]);
-    gpu_twin_linear(path, pool, down, g, T, out, rows);
+    gpu_twin_linear(path, pool, down, g, T, out, rest);
 }

@@ -4,11 +4,14 @@
  *
  * The GPU kernel (gpu_linear.cu) gives each of a warp's 32 lanes the columns
  * c = lane, lane + 32, ... and accumulates w x with FMAs in that order from 0,
- * then adds the lanes in a butterfly (lane ^ 16, 8, 4, 2, 1). Here: a row is
- * dequantized (bit-identical to linear_ref, as the GPU's gw_at), the 32 sums
- * run in two AVX-512 registers (or one lane at a time with fmaf on other
- * CPUs: the same bits, slower), and the butterfly is done the same way. The
- * FFN's gate uses gm_silu_mul (gpu_math.h) on both sides. */
+ * then adds the lanes in a butterfly (lane ^ 16, 8, 4, 2, 1). Here: the
+ * weights are dequantized bit-identically to linear_ref (as the GPU's gw_at),
+ * the 32 sums of a row run in two AVX-512 registers, four rows at once (INT4
+ * with whole 32-column groups dequantized in registers, other formats four
+ * rows at a time into scratch), and the butterfly is done the same way; other
+ * CPUs take one lane at a time with fmaf (the same bits, slower: the
+ * reference the AVX-512 code is tested against). The FFN's gate uses
+ * gm_silu_mul (gpu_math.h) on both sides. */
 #ifndef MOETIER_GPU_TWIN_H
 #define MOETIER_GPU_TWIN_H
 
@@ -25,7 +28,9 @@ extern "C" {
 /* floats of scratch for an FFN of T tokens through gate [I][h] and down [h][I] */
 size_t gpu_twin_ffn_scratch(const linear_weight *gate, const linear_weight *down, int T,
                             int n_threads);
-/* y [T][rows] = w x, host memory; scratch: cols floats per pool thread */
+/* floats of scratch for gpu_twin_linear of T tokens over `cols` columns */
+size_t gpu_twin_linear_scratch(int cols, int T, int n_threads);
+/* y [T][rows] = w x, host memory; scratch: gpu_twin_linear_scratch floats */
 void gpu_twin_linear(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
                      int T, float *y, float *scratch);
 /* out [T][h] = down(silu(gate x) * up x), host memory */

@@ -125,7 +125,7 @@ void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool)
     uint32_t *data = malloc((size_t)ROWS * COLS / 8 * sizeof *data);
     uint16_t *scale = malloc((size_t)ROWS * COLS / GROUP * sizeof *scale);
     float *x = malloc((size_t)T_MANY * COLS * sizeof *x), *y = malloc((size_t)T_MANY * ROWS * sizeof *y);
-    float *scratch = malloc((size_t)threads * COLS * sizeof *scratch);
+    float *scratch = malloc(gpu_twin_linear_scratch(COLS, T_MANY, threads) * sizeof *scratch);
     /* the defaults stand when there is no memory to measure with */
     r->cpu_row = 1e-9;
     r->cpu_token = 2.5e-10;

@@ -15,7 +15,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier bench kernels [--json] [--kernels PATH] [-t LIST] [--tokens LIST]\n"
-               "                             [--formats LIST] [--seconds S] [--set-gb G]\n"
+               "                             [--formats LIST] [--seconds S] [--set-gb G] [--twin]\n"
                "  Times the expert FFN at Kimi K2 shapes (7168 -> 2048 -> 7168) per format,\n"
                "  thread count and token count, against the read bandwidth and FMA peak\n"
                "  measured in the same run.\n"
@@ -28,6 +28,8 @@ static void usage(FILE *f)
                "  --formats LIST  int4,fp8,bf16 (default all)\n"
                "  --seconds S     time per measurement (default 1)\n"
                "  --set-gb G      GB of distinct experts per format (default 1.5)\n"
+               "  --twin          time the GPU backend's CPU twin instead (the hybrid path's\n"
+               "                  CPU side, the GPU's bits; JSON \"kernels\": \"twin\")\n"
                "usage: moetier bench gpu [--json] [--mb LIST] [--seconds S]\n"
                "  Copies expert-sized buffers to the GPU from pinned and from pageable host\n"
                "  memory (default: a Kimi K2 expert in INT4, FP8 and BF16: 25,44,88 MB).\n"
@@ -206,6 +208,8 @@ int cmd_bench(int argc, char **argv)
         const char *a = argv[i], *v;
         if (!strcmp(a, "--json")) {
             o.json = 1;
+        } else if (!strcmp(a, "--twin")) {
+            o.twin = 1;
         } else if (!strcmp(a, "--kernels")) {
             if (!(v = cli_value(argc, argv, &i)))
                 return 2;

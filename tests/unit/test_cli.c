@@ -339,7 +339,8 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
                      "--seconds 0.05 --set-gb 0.05", bin()), 0, "%s", err);
     int lines = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
-        const char *keys[] = {"\"format\":", "\"threads\":1", "\"tokens\":", "\"gbps\":",
+        const char *keys[] = {"\"kernels\":\"cpu\"", "\"format\":", "\"threads\":1",
+                              "\"tokens\":", "\"gbps\":",
                               "\"gflops\":", "\"read_bw_gbps\":", "\"ratio\":", "\"peak_gflops\":"};
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
             cr_expect(strstr(line, keys[k]) != NULL, "line '%s' lacks %s", line, keys[k]);
@@ -355,6 +356,12 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
         }
     }
     cr_expect_eq(lines, 4, "expected 2 formats x 2 token counts, got %d lines: %s", lines, out);
+    free(out);
+    free(err);
+    /* --twin times the GPU backend's CPU twin and says so */
+    cr_assert_eq(run(&out, &err, "%s bench kernels --json --twin --formats int4 -t 1 --tokens 1 "
+                     "--seconds 0.05 --set-gb 0.05", bin()), 0, "%s", err);
+    cr_expect(strstr(out, "\"kernels\":\"twin\"") && strstr(out, "\"gbps\":"), "%s", out);
     free(out);
     free(err);
     expect_failure(2, "--kernels", "%s %s kernels --kernels %s", "bench", "avx9");

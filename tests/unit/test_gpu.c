@@ -92,6 +92,8 @@ static const shape shapes[] = {
     {WF_BF16, 70, 356, 0, 0},       {WF_FP8_BLOCK, 70, 356, 128, 0},
     {WF_FP8_BLOCK, 200, 130, 64, 0}, {WF_INT4_GROUP, 33, 200, 0, 32},
     {WF_INT4_GROUP, 65, 136, 0, 64}, {WF_INT4_GROUP, 9, 203, 0, 32},
+    {WF_INT4_GROUP, 37, 256, 0, 32}, {WF_INT4_GROUP, 18, 384, 0, 128},
+    {WF_FP8_BLOCK, 37, 256, 128, 0}, {WF_BF16, 38, 224, 0, 0},
 };
 #define N_SHAPES (sizeof shapes / sizeof *shapes)
 
@@ -124,7 +126,7 @@ Test(gpu, linear_matches_the_reference_and_the_twin_its_bits, .timeout = 120)
             int T = tokens[k];
             size_t nx = (size_t)T * sh->cols, ny = (size_t)T * sh->rows;
             float *x = random_floats(nx), *ref = malloc(ny * 4), *bound = malloc(ny * 4);
-            float *row = malloc((size_t)3 * sh->cols * 4), *twin = malloc(ny * 4);
+            float *row = malloc(gpu_twin_linear_scratch(sh->cols, T, 3) * 4), *twin = malloc(ny * 4);
             linear_ref_forward(&w[s].w, x, T, ref, row);
             random_weight_bounds(&w[s].w, x, T, bound);
             float *dx = to_dev(x, nx), *dy = gpu.ops->alloc(&gpu, ny);
@@ -354,7 +356,8 @@ Test(gpu, twin_paths_agree_and_match_the_reference, .timeout = 60)
         int T = 5;
         size_t ny = (size_t)T * sh->rows;
         float *x = random_floats((size_t)T * sh->cols), *ref = malloc(ny * 4), *bound = malloc(ny * 4);
-        float *first = malloc(ny * 4), *y = malloc(ny * 4), *scratch = malloc((size_t)sh->cols * 4);
+        float *first = malloc(ny * 4), *y = malloc(ny * 4);
+        float *scratch = malloc(gpu_twin_linear_scratch(sh->cols, T, 1) * 4);
         linear_ref_forward(&w.w, x, T, ref, scratch);
         random_weight_bounds(&w.w, x, T, bound);
         for (int p = 0; p < n_paths; p++) {
@@ -386,6 +389,52 @@ Test(gpu, twin_paths_agree_and_match_the_reference, .timeout = 60)
     free(want);
     free(got);
     free(scratch);
+}
+
+/* Without a GPU too: the SIMD twins (AVX-512: INT4 in registers, other
+ * formats four rows at a time; AVX2: two rows at a time; the butterfly in
+ * registers) against the one-lane-at-a-time reference, bit for bit, on random
+ * formats, shapes (rows not a multiple of four, columns with and without whole
+ * 32-blocks), group sizes and tokens. */
+Test(gpu, twin_simd_matches_the_lane_reference_on_random_shapes, .timeout = 120)
+{
+    kernel_path simd[2];
+    int n_simd = 0;
+    for (int p = KPATH_AVX2; p <= KPATH_AVX512; p++)
+        if (kernel_path_supported((kernel_path)p))
+            simd[n_simd++] = (kernel_path)p;
+    if (!n_simd)
+        cr_skip_test("this CPU has neither AVX2 nor AVX-512");
+    thread_pool *pool;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool, 2, &e), 0, "%s", e.msg);
+    const weight_format fmts[] = {WF_INT4_GROUP, WF_INT4_GROUP, WF_BF16, WF_FP8_BLOCK, WF_F32};
+    for (int k = 0; k < 80; k++) {
+        weight_format fmt = fmts[random_u32() % 5];
+        int rows = 1 + (int)(random_u32() % 41), T = 1 + (int)(random_u32() % 7);
+        int gs = 32 << (random_u32() % 3), blk = fmt == WF_FP8_BLOCK ? 64 << (random_u32() % 2) : 0;
+        int cols = k % 2 ? 32 * (1 + (int)(random_u32() % 12)) : 1 + (int)(random_u32() % 300);
+        random_weight w = random_weight_make(fmt, rows, cols, blk, fmt == WF_INT4_GROUP ? gs : 0);
+        size_t ny = (size_t)T * (size_t)rows;
+        float *x = random_floats((size_t)T * cols), *want = malloc(ny * 4), *got = malloc(ny * 4);
+        float *scratch = malloc(gpu_twin_linear_scratch(cols, T, 2) * 4);
+        gpu_twin_linear(KPATH_SCALAR, NULL, &w.w, x, T, want, scratch);
+        for (int p = 0; p < n_simd; p++) {
+            gpu_twin_linear(simd[p], k % 3 ? pool : NULL, &w.w, x, T, got, scratch);
+            for (size_t i = 0; i < ny; i++)
+                if (memcmp(&got[i], &want[i], 4))
+                    cr_assert_fail("%s %s %dx%d (group %d, block %d), T %d: y[%zu] = %a, "
+                                   "reference %a", kernel_path_name(simd[p]),
+                                   weight_format_name(fmt), rows, cols, gs, blk, T, i, got[i],
+                                   want[i]);
+        }
+        random_weight_free(&w);
+        free(x);
+        free(want);
+        free(got);
+        free(scratch);
+    }
+    thread_pool_destroy(pool);
 }
 
 /* A batch where the cache misses some experts: those with few tokens run on

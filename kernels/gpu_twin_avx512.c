@@ -1,0 +1,313 @@
+/* gpu_twin_avx512: the twin on AVX-512 (see gpu_twin_simd.h): a row's 32
+ * lanes in two registers, four rows at once (two for FP8). */
+#include <immintrin.h>
+#include <string.h>
+
+#include "gpu_twin_simd.h"
+
+#define LANES TWIN_LANES
+#define INL static inline __attribute__((always_inline))
+/* constant loops over rows and tokens must become straight-line code so the
+ * accumulators stay in registers */
+#define UNROLL _Pragma("GCC unroll 8")
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define TGT_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma")))
+
+/* the warp's butterfly on lanes 0-15 in lo and 16-31 in hi: each step adds the lane
+ * o away, as v[l] + v[l ^ o]; only lanes 0-15 are needed after the first */
+TGT INL float butterfly_avx512(__m512 lo, __m512 hi)
+{
+    __m512 v = _mm512_add_ps(lo, hi);
+    v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));    /* o = 8: 256-bit halves */
+    v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));    /* o = 4: 128-bit quarters */
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));          /* o = 2 */
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));          /* o = 1 */
+    return _mm512_cvtss_f32(v);
+}
+
+/* R dequantized rows (ld floats apart) times one token's x, lanes 0-15 and
+ * 16-31 of each row in two registers; the last partial block's missing lanes
+ * keep their sums (a masked FMA), as the GPU's lanes that run out do */
+TGT INL void dot_rows_avx512(const float *w, size_t ld, const int R, const float *x, int n,
+                             float *out, size_t out_stride)
+{
+    __m512 lo[TWIN_ROWS], hi[TWIN_ROWS];
+    UNROLL
+    for (int i = 0; i < R; i++)
+        lo[i] = hi[i] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + LANES <= n; c += LANES) {
+        __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            lo[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * ld + c), x0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * ld + c + 16), x1, hi[i]);
+        }
+    }
+    int rest = n - c;
+    if (rest > 0) {
+        __mmask16 mlo = (__mmask16)(rest >= 16 ? 0xffff : (1u << rest) - 1);
+        __mmask16 mhi = (__mmask16)(rest > 16 ? (1u << (rest - 16)) - 1 : 0);
+        __m512 x0 = _mm512_maskz_loadu_ps(mlo, x + c), x1 = _mm512_maskz_loadu_ps(mhi, x + c + 16);
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            lo[i] = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(mlo, w + i * ld + c), x0, lo[i], mlo);
+            hi[i] = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(mhi, w + i * ld + c + 16), x1, hi[i],
+                                          mhi);
+        }
+    }
+    UNROLL
+    for (int i = 0; i < R; i++)
+        out[i * out_stride] = butterfly_avx512(lo[i], hi[i]);
+}
+
+/* INT4 with whole 32-column groups (cols and group size multiples of 32), the
+ * weights dequantized in registers: the 16 bytes of a row's 32-column block
+ * hold columns 2b (low nibble) and 2b + 1 (high nibble) of byte b, looked up
+ * in a table of (v - 8) * scale (the reference's one rounding). So the lanes
+ * come as even and odd columns; x is laid out to match (twin_int4_permute_x), each
+ * GPU lane's sum keeps its columns and order, and the lanes are put back in
+ * natural order before the butterfly. Here rows r..r+R of y (row stride ys)
+ * for tokens t..t+NT of xp (stride cols). */
+TGT INL void int4_rows_avx512(const linear_weight *w, int r, const int R, const float *xp,
+                              const int NT, float *y, size_t ys)
+{
+    const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    int cols = w->cols, gs = w->group_size;
+    const uint8_t *row[TWIN_ROWS];
+    const uint16_t *srow[TWIN_ROWS];
+    __m512 ev[TWIN_ROWS][2], od[TWIN_ROWS][2];
+    UNROLL
+    for (int i = 0; i < R; i++) {
+        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)w->row_words * 4;
+        srow[i] = (const uint16_t *)w->scale + (size_t)(r + i) * (size_t)w->scale_cols;
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            ev[i][t] = od[i][t] = _mm512_setzero_ps();
+    }
+    for (int c = 0; c < cols; c += LANES) {
+        __m512 xe[2], xo[2];
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            xe[t] = _mm512_loadu_ps(xp + (size_t)t * cols + c);
+            xo[t] = _mm512_loadu_ps(xp + (size_t)t * cols + c + 16);
+        }
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            if ((c & 127) == 0)
+                prefetch_l2(row[i] + c / 2, PREFETCH_AHEAD);
+            uint32_t s = (uint32_t)srow[i][c / gs] << 16;
+            float sf;
+            memcpy(&sf, &s, 4);
+            __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(sf));
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row[i] + c / 2)));
+            __m512 we = _mm512_permutexvar_ps(v, tbl);  /* reads the low 4 bits only */
+            __m512 wo = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                ev[i][t] = _mm512_fmadd_ps(we, xe[t], ev[i][t]);
+                od[i][t] = _mm512_fmadd_ps(wo, xo[t], od[i][t]);
+            }
+        }
+    }
+    const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                             15, 31);
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            y[(size_t)t * ys + (size_t)(r + i)] =
+                butterfly_avx512(_mm512_permutex2var_ps(ev[i][t], lo_idx, od[i][t]),
+                                 _mm512_permutex2var_ps(ev[i][t], hi_idx, od[i][t]));
+}
+
+/* rows [r0, r1) for all T tokens: blocks of TWIN_ROWS rows, tokens in pairs */
+TGT void twin_int4_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
+                                  float *y)
+{
+    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
+    int r = r0;
+    for (; r + TWIN_ROWS <= r1; r += TWIN_ROWS) {
+        int t = 0;
+        for (; t + 2 <= T; t += 2)
+            int4_rows_avx512(w, r, TWIN_ROWS, xp + t * xs, 2, y + t * ys, ys);
+        if (t < T)
+            int4_rows_avx512(w, r, TWIN_ROWS, xp + t * xs, 1, y + t * ys, ys);
+    }
+    for (; r < r1; r++)
+        for (int t = 0; t < T; t++)
+            int4_rows_avx512(w, r, 1, xp + t * xs, 1, y + t * ys, ys);
+}
+
+/* FP8 in whole 64-column chunks of whole scale blocks, on CPUs with VBMI:
+ * 64 codes at a time become their exact bf16 through byte tables (as in
+ * linear_avx512.c) and are widened to float; that yields, per 128-bit lane L,
+ * codes 16L + 0-3, 4-7, 8-11 and 12-15 in four registers. Two 128-bit
+ * shuffles per 32-column block put each block's columns in two registers P
+ * and Q in an order that is the same for every block, so a GPU lane's chain
+ * stays in one register position; x is laid out to match (twin_fp8_permute_x) and
+ * the lanes go back to natural order before the butterfly. Each weight is the
+ * exact code times the block scale, one rounding as in the reference. */
+#define FP8_ROWS 2
+
+TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, const float *xp,
+                                  const int NT, float *y, size_t ys)
+{
+    const uint8_t *tbl = fp8_bf16_table();
+    const __m512i hi0 = _mm512_loadu_si512(tbl), hi1 = _mm512_loadu_si512(tbl + 64);
+    const __m512i lo0 = _mm512_loadu_si512(tbl + 128), lo1 = _mm512_loadu_si512(tbl + 192);
+    const __m512i signbit = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    int cols = w->cols, bc = w->block_cols;
+    const uint8_t *row[FP8_ROWS];
+    const float *srow[FP8_ROWS];
+    __m512 ap[FP8_ROWS][2], aq[FP8_ROWS][2];
+    UNROLL
+    for (int i = 0; i < R; i++) {
+        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)cols;
+        srow[i] = (const float *)w->scale + (size_t)((r + i) / w->block_rows) * (size_t)w->scale_cols;
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            ap[i][t] = aq[i][t] = _mm512_setzero_ps();
+    }
+    for (int c = 0; c < cols; c += 64) {
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            prefetch_l2(row[i] + c, PREFETCH_AHEAD);
+            __m512i q = _mm512_loadu_si512(row[i] + c);
+            __m512i hi = _mm512_permutex2var_epi8(hi0, q, hi1);
+            __m512i lo = _mm512_permutex2var_epi8(lo0, q, lo1);
+            hi = _mm512_ternarylogic_epi32(hi, q, signbit, 0xf8);     /* hi | (q & 0x80) */
+            __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
+            __m512 f0 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w0));
+            __m512 f1 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w0));
+            __m512 f2 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w1));
+            __m512 f3 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w1));
+            __m512 sc = _mm512_set1_ps(srow[i][c / bc]);
+            __m512 p0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f0, f1, 0x44), sc);  /* columns c..c+31 */
+            __m512 q0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f2, f3, 0x44), sc);
+            __m512 p1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f0, f1, 0xEE), sc);  /* c+32..c+63 */
+            __m512 q1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f2, f3, 0xEE), sc);
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                const float *xt = xp + (size_t)t * cols + c;
+                ap[i][t] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(xt), ap[i][t]);
+                aq[i][t] = _mm512_fmadd_ps(q0, _mm512_loadu_ps(xt + 16), aq[i][t]);
+                ap[i][t] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(xt + 32), ap[i][t]);
+                aq[i][t] = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xt + 48), aq[i][t]);
+            }
+        }
+    }
+    const __m512i lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    const __m512i hi_idx = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30,
+                                             31);
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            y[(size_t)t * ys + (size_t)(r + i)] =
+                butterfly_avx512(_mm512_permutex2var_ps(ap[i][t], lo_idx, aq[i][t]),
+                                 _mm512_permutex2var_ps(ap[i][t], hi_idx, aq[i][t]));
+}
+
+TGT_VBMI void twin_fp8_avx512(const linear_weight *w, int r0, int r1, const float *xp,
+                                      int T, float *y)
+{
+    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
+    int r = r0;
+    for (; r + FP8_ROWS <= r1; r += FP8_ROWS) {
+        int t = 0;
+        for (; t + 2 <= T; t += 2)
+            fp8_rows_avx512(w, r, FP8_ROWS, xp + t * xs, 2, y + t * ys, ys);
+        if (t < T)
+            fp8_rows_avx512(w, r, FP8_ROWS, xp + t * xs, 1, y + t * ys, ys);
+    }
+    for (; r < r1; r++)
+        for (int t = 0; t < T; t++)
+            fp8_rows_avx512(w, r, 1, xp + t * xs, 1, y + t * ys, ys);
+}
+
+/* BF16: a weight is its bits shifted into a float's high half, the lanes in
+ * natural order */
+TGT INL __m512 bf16_16(const uint16_t *p)
+{
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+TGT INL void bf16_rows_avx512(const linear_weight *w, int r, const int R, const float *x,
+                              const int NT, float *y, size_t ys)
+{
+    int cols = w->cols;
+    const uint16_t *row[TWIN_ROWS];
+    __m512 lo[TWIN_ROWS][2], hi[TWIN_ROWS][2];
+    UNROLL
+    for (int i = 0; i < R; i++) {
+        row[i] = (const uint16_t *)w->data + (size_t)(r + i) * (size_t)cols;
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            lo[i][t] = hi[i][t] = _mm512_setzero_ps();
+    }
+    for (int c = 0; c < cols; c += LANES) {
+        __m512 x0[2], x1[2];
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            x0[t] = _mm512_loadu_ps(x + (size_t)t * cols + c);
+            x1[t] = _mm512_loadu_ps(x + (size_t)t * cols + c + 16);
+        }
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            prefetch_l2(row[i] + c, PREFETCH_AHEAD);
+            __m512 w0 = bf16_16(row[i] + c), w1 = bf16_16(row[i] + c + 16);
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                lo[i][t] = _mm512_fmadd_ps(w0, x0[t], lo[i][t]);
+                hi[i][t] = _mm512_fmadd_ps(w1, x1[t], hi[i][t]);
+            }
+        }
+    }
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            y[(size_t)t * ys + (size_t)(r + i)] = butterfly_avx512(lo[i][t], hi[i][t]);
+}
+
+TGT void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *x, int T,
+                                  float *y)
+{
+    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
+    int r = r0;
+    for (; r + TWIN_ROWS <= r1; r += TWIN_ROWS) {
+        int t = 0;
+        for (; t + 2 <= T; t += 2)
+            bf16_rows_avx512(w, r, TWIN_ROWS, x + t * xs, 2, y + t * ys, ys);
+        if (t < T)
+            bf16_rows_avx512(w, r, TWIN_ROWS, x + t * xs, 1, y + t * ys, ys);
+    }
+    for (; r < r1; r++)
+        for (int t = 0; t < T; t++)
+            bf16_rows_avx512(w, r, 1, x + t * xs, 1, y + t * ys, ys);
+}
+
+/* other cases: rows dequantized TWIN_ROWS at a time into work, then their
+ * lane sums together */
+TGT void twin_dequant_avx512(kernel_path path, const linear_weight *w, int r0, int r1,
+                                     const float *x, int T, float *y, float *work)
+{
+    size_t ys = (size_t)w->rows, cols = (size_t)w->cols;
+    for (int r = r0; r < r1; r += TWIN_ROWS) {
+        int n = r1 - r < TWIN_ROWS ? r1 - r : TWIN_ROWS;
+        linear_dequant_rows(path, w, r, n, work);
+        for (int t = 0; t < T; t++) {
+            if (n == TWIN_ROWS)
+                dot_rows_avx512(work, cols, TWIN_ROWS, x + t * cols, (int)cols, y + t * ys + r, 1);
+            else
+                for (int i = 0; i < n; i++)
+                    dot_rows_avx512(work + i * cols, cols, 1, x + t * cols, (int)cols,
+                                    y + t * ys + r + i, 1);
+        }
+    }
+}
+

@@ -1,0 +1,51 @@
+/* gpu_twin_simd: the SIMD halves of the CPU twin (gpu_twin.h):
+ * kernels/gpu_twin_avx512.c and kernels/gpu_twin_avx2.c. Each computes rows
+ * [r0, r1) of y [T][rows] = w x to the GPU's bits: every one of the 32 lanes
+ * of a row a chain of FMAs over its columns (c = lane, lane + 32, ...) in
+ * order, then the warp's butterfly. A lane's chain waits on the FMA latency,
+ * so several rows run at once. x comes laid out for the case (below); work:
+ * TWIN_ROWS * cols floats of the calling worker. */
+#ifndef MOETIER_GPU_TWIN_SIMD_H
+#define MOETIER_GPU_TWIN_SIMD_H
+
+#include "cpu_kernels/linear_kernels.h"
+
+#define TWIN_LANES 32
+#define TWIN_ROWS 4
+
+/* INT4 with whole 32-column groups, dequantized in registers (AVX-512, AVX2):
+ * a block's byte b holds columns 2b and 2b + 1, so x comes as
+ * twin_int4_permute_x lays it out (even columns, then odd, per block) */
+static inline int twin_int4_in_registers(const linear_weight *w)
+{
+    return w->fmt == WF_INT4_GROUP && w->cols % TWIN_LANES == 0 &&
+           w->group_size % TWIN_LANES == 0;
+}
+void twin_int4_permute_x(const float *x, int T, int cols, float *xp);
+
+/* FP8 in whole 64-column chunks of whole scale blocks through the CPU
+ * kernels' byte tables (AVX-512 VBMI); x as twin_fp8_permute_x lays it out */
+static inline int twin_fp8_in_registers(const linear_weight *w)
+{
+    return w->fmt == WF_FP8_BLOCK && w->cols % 64 == 0 && w->block_cols % 64 == 0 &&
+           w->block_rows > 0 && kernel_fp8_lut_supported();
+}
+void twin_fp8_permute_x(const float *x, int T, int cols, float *xp);
+
+/* BF16 with whole 32-column blocks (AVX-512); x as it is */
+static inline int twin_bf16_in_registers(const linear_weight *w)
+{
+    return w->fmt == WF_BF16 && w->cols % TWIN_LANES == 0;
+}
+
+void twin_int4_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
+void twin_fp8_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
+void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *x, int T, float *y);
+/* any format: TWIN_ROWS rows at a time dequantized into work by `path` */
+void twin_dequant_avx512(kernel_path path, const linear_weight *w, int r0, int r1, const float *x,
+                         int T, float *y, float *work);
+void twin_int4_avx2(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
+void twin_dequant_avx2(kernel_path path, const linear_weight *w, int r0, int r1, const float *x,
+                       int T, float *y, float *work);
+
+#endif
