@@ -97,9 +97,12 @@ TGT2 INL void int4_rows_avx2(const linear_weight *w, int r, const int R, const f
             __m256 sc = _mm256_set1_ps(sf);
             UNROLL
             for (int h = 0; h < 2; h++) {
-                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row[i] + c / 2 + 8 * h)));
-                __m256 we = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(v, low4), eight)), sc);
-                __m256 wo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(v, 4), eight)), sc);
+                const __m128i *bytes = (const __m128i *)(row[i] + c / 2 + 8 * h);
+                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bytes));
+                __m256i qe = _mm256_sub_epi32(_mm256_and_si256(v, low4), eight);
+                __m256i qo = _mm256_sub_epi32(_mm256_srli_epi32(v, 4), eight);
+                __m256 we = _mm256_mul_ps(_mm256_cvtepi32_ps(qe), sc);
+                __m256 wo = _mm256_mul_ps(_mm256_cvtepi32_ps(qo), sc);
                 UNROLL
                 for (int t = 0; t < NT; t++) {
                     const float *xt = xp + (size_t)t * cols + c;
@@ -128,7 +131,7 @@ TGT2 INL void int4_rows_avx2(const linear_weight *w, int r, const int R, const f
 /* one token: two rows at once; more: a row at a time, tokens in pairs (the
  * row's bytes stay in L1 across them) */
 TGT2 void twin_int4_avx2(const linear_weight *w, int r0, int r1, const float *xp, int T,
-                                 float *y)
+                         float *y)
 {
     size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
     int r = r0;
@@ -145,7 +148,7 @@ TGT2 void twin_int4_avx2(const linear_weight *w, int r0, int r1, const float *xp
 }
 
 TGT2 void twin_dequant_avx2(kernel_path path, const linear_weight *w, int r0, int r1,
-                                   const float *x, int T, float *y, float *work)
+                            const float *x, int T, float *y, float *work)
 {
     size_t ys = (size_t)w->rows, cols = (size_t)w->cols;
     for (int r = r0; r < r1; r += TWIN_ROWS) {

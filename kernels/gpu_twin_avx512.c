@@ -14,6 +14,23 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define TGT_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma")))
 
+/* The body of a range function: rows [r0, r1) of y for all T tokens of xp
+ * through ROWS(w, r, rows, xp, tokens, y, ys) with constant rows and tokens:
+ * blocks of NR rows, tokens in pairs, then the leftover rows one at a time. */
+#define RANGE_BY_BLOCKS(ROWS, NR)                                                    \
+    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;                               \
+    int r = r0;                                                                      \
+    for (; r + (NR) <= r1; r += (NR)) {                                              \
+        int t = 0;                                                                   \
+        for (; t + 2 <= T; t += 2)                                                   \
+            ROWS(w, r, NR, xp + t * xs, 2, y + t * ys, ys);                          \
+        if (t < T)                                                                   \
+            ROWS(w, r, NR, xp + t * xs, 1, y + t * ys, ys);                          \
+    }                                                                                \
+    for (; r < r1; r++)                                                              \
+        for (int t = 0; t < T; t++)                                                  \
+            ROWS(w, r, 1, xp + t * xs, 1, y + t * ys, ys)
+
 /* the warp's butterfly on lanes 0-15 in lo and 16-31 in hi: each step adds the lane
  * o away, as v[l] + v[l ^ o]; only lanes 0-15 are needed after the first */
 TGT INL float butterfly_avx512(__m512 lo, __m512 hi)
@@ -123,22 +140,10 @@ TGT INL void int4_rows_avx512(const linear_weight *w, int r, const int R, const 
                                  _mm512_permutex2var_ps(ev[i][t], hi_idx, od[i][t]));
 }
 
-/* rows [r0, r1) for all T tokens: blocks of TWIN_ROWS rows, tokens in pairs */
 TGT void twin_int4_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
-                                  float *y)
+                          float *y)
 {
-    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
-    int r = r0;
-    for (; r + TWIN_ROWS <= r1; r += TWIN_ROWS) {
-        int t = 0;
-        for (; t + 2 <= T; t += 2)
-            int4_rows_avx512(w, r, TWIN_ROWS, xp + t * xs, 2, y + t * ys, ys);
-        if (t < T)
-            int4_rows_avx512(w, r, TWIN_ROWS, xp + t * xs, 1, y + t * ys, ys);
-    }
-    for (; r < r1; r++)
-        for (int t = 0; t < T; t++)
-            int4_rows_avx512(w, r, 1, xp + t * xs, 1, y + t * ys, ys);
+    RANGE_BY_BLOCKS(int4_rows_avx512, TWIN_ROWS);
 }
 
 /* FP8 in whole 64-column chunks of whole scale blocks, on CPUs with VBMI:
@@ -211,21 +216,10 @@ TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, co
                                  _mm512_permutex2var_ps(ap[i][t], hi_idx, aq[i][t]));
 }
 
-TGT_VBMI void twin_fp8_avx512(const linear_weight *w, int r0, int r1, const float *xp,
-                                      int T, float *y)
+TGT_VBMI void twin_fp8_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
+                              float *y)
 {
-    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
-    int r = r0;
-    for (; r + FP8_ROWS <= r1; r += FP8_ROWS) {
-        int t = 0;
-        for (; t + 2 <= T; t += 2)
-            fp8_rows_avx512(w, r, FP8_ROWS, xp + t * xs, 2, y + t * ys, ys);
-        if (t < T)
-            fp8_rows_avx512(w, r, FP8_ROWS, xp + t * xs, 1, y + t * ys, ys);
-    }
-    for (; r < r1; r++)
-        for (int t = 0; t < T; t++)
-            fp8_rows_avx512(w, r, 1, xp + t * xs, 1, y + t * ys, ys);
+    RANGE_BY_BLOCKS(fp8_rows_avx512, FP8_ROWS);
 }
 
 /* BF16: a weight is its bits shifted into a float's high half, the lanes in
@@ -274,27 +268,16 @@ TGT INL void bf16_rows_avx512(const linear_weight *w, int r, const int R, const 
             y[(size_t)t * ys + (size_t)(r + i)] = butterfly_avx512(lo[i][t], hi[i][t]);
 }
 
-TGT void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *x, int T,
-                                  float *y)
+TGT void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
+                          float *y)
 {
-    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
-    int r = r0;
-    for (; r + TWIN_ROWS <= r1; r += TWIN_ROWS) {
-        int t = 0;
-        for (; t + 2 <= T; t += 2)
-            bf16_rows_avx512(w, r, TWIN_ROWS, x + t * xs, 2, y + t * ys, ys);
-        if (t < T)
-            bf16_rows_avx512(w, r, TWIN_ROWS, x + t * xs, 1, y + t * ys, ys);
-    }
-    for (; r < r1; r++)
-        for (int t = 0; t < T; t++)
-            bf16_rows_avx512(w, r, 1, x + t * xs, 1, y + t * ys, ys);
+    RANGE_BY_BLOCKS(bf16_rows_avx512, TWIN_ROWS);
 }
 
 /* other cases: rows dequantized TWIN_ROWS at a time into work, then their
  * lane sums together */
 TGT void twin_dequant_avx512(kernel_path path, const linear_weight *w, int r0, int r1,
-                                     const float *x, int T, float *y, float *work)
+                         const float *x, int T, float *y, float *work)
 {
     size_t ys = (size_t)w->rows, cols = (size_t)w->cols;
     for (int r = r0; r < r1; r += TWIN_ROWS) {

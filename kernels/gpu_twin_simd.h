@@ -40,7 +40,7 @@ static inline int twin_bf16_in_registers(const linear_weight *w)
 
 void twin_int4_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
 void twin_fp8_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
-void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *x, int T, float *y);
+void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
 /* any format: TWIN_ROWS rows at a time dequantized into work by `path` */
 void twin_dequant_avx512(kernel_path path, const linear_weight *w, int r0, int r1, const float *x,
                          int T, float *y, float *work);
