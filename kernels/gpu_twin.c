@@ -23,7 +23,7 @@ static float butterfly(float *v)
 }
 
 /* one lane at a time: fmaf is the fused multiply-add the GPU's lanes do (the
- * reference the AVX-512 code below is tested against) */
+ * reference the SIMD twins are tested against) */
 static float dot_lanes(const float *w, const float *x, int n)
 {
     float acc[LANES] = {0};
