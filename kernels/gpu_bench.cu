@@ -204,3 +204,177 @@ extern "C" int gpu_bench_overlap(int device, int hidden, int inter, int gpu_expe
         return err_set(e, "%s", reg.msg);
     return 0;
 }
+
+/* ---- the linear kernel against HBM bandwidth ---- */
+
+__global__ void k_fill_random(uint32_t *p, size_t words, uint32_t seed)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < words) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        p[i] = h ^ (h >> 13);
+    }
+}
+
+/* one matrix at base: data, then scales, each part aligned; *bytes: both
+ * parts, *scale_bytes: the scales' */
+static gpu_weight bench_weight(int fmt, int rows, int cols, char *base, uint64_t *bytes,
+                               uint64_t *scale_bytes)
+{
+    gpu_weight w = {};
+    w.fmt = fmt;
+    w.rows = rows;
+    w.cols = cols;
+    uint64_t data = (uint64_t)rows * (uint64_t)cols * (fmt == WF_F32 ? 4 : fmt == WF_FP8_BLOCK ? 1 : 2),
+             scale = 0;
+    if (fmt == WF_FP8_BLOCK) {
+        w.block_rows = w.block_cols = 128;
+        w.scale_cols = (cols + 127) / 128;
+        scale = (uint64_t)((rows + 127) / 128) * (uint64_t)w.scale_cols * 4;
+    } else if (fmt == WF_INT4_GROUP) {
+        w.group_size = 32;
+        w.row_words = (cols + 7) / 8;
+        w.scale_cols = (cols + 31) / 32;
+        data = (uint64_t)rows * (uint64_t)w.row_words * 4;
+        scale = (uint64_t)rows * (uint64_t)w.scale_cols * 2;
+    }
+    w.data = base;
+    w.scale = scale ? base + gpu_align(data) : NULL;
+    *bytes = gpu_align(data) + gpu_align(scale);
+    *scale_bytes = scale;
+    return w;
+}
+
+/* seconds of one pass of the kernel over every matrix (device time) */
+static double time_linear_pass(const gpu_lin *mats, int n, cudaEvent_t a, cudaEvent_t b)
+{
+    GPU_CHECK(cudaEventRecord(a, 0));
+    for (int i = 0; i < n; i++)
+        gpu_linear(&mats[i], 0);
+    GPU_CHECK(cudaEventRecord(b, 0));
+    GPU_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return ms * 1e-3;
+}
+
+extern "C" int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens,
+                                uint64_t set_bytes, int reps, gpu_linear_result *r, errbuf *e)
+{
+    memset(r, 0, sizeof *r);
+    if (fmt < WF_F32 || fmt > WF_INT4_GROUP || rows < 1 || cols < 1 || tokens < 1 || reps < 1)
+        return err_set(e, "linear benchmark: format %d, %d x %d, %d tokens, %d runs: out of range",
+                       fmt, rows, cols, tokens, reps);
+    uint64_t per, scale_bytes;
+    bench_weight(fmt, rows, cols, NULL, &per, &scale_bytes);
+    int n = (int)(set_bytes / per < 1 ? 1 : set_bytes / per > 100000 ? 100000 : set_bytes / per);
+    cudaError_t err = cudaSetDevice(device);
+    char *set = NULL;
+    float *x = NULL, *y = NULL, *y2 = NULL;
+    size_t xn = (size_t)tokens * (size_t)cols, yn = (size_t)tokens * (size_t)rows;
+    if (err == cudaSuccess)
+        err = cudaMalloc(&set, per * (uint64_t)n);
+    if (err == cudaSuccess)
+        err = cudaMalloc(&x, xn * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMalloc(&y, yn * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMalloc(&y2, yn * sizeof(float));
+    gpu_lin *mats = (gpu_lin *)calloc((size_t)n, sizeof *mats);
+    float *h1 = (float *)malloc(yn * sizeof(float)), *h2 = (float *)malloc(yn * sizeof(float));
+    cudaEvent_t a = NULL, b = NULL;
+    if (err == cudaSuccess)
+        err = cudaEventCreate(&a);
+    if (err == cudaSuccess)
+        err = cudaEventCreate(&b);
+    int rc = 0;
+    if (err != cudaSuccess || !mats || !h1 || !h2) {
+        cudaGetLastError();
+        rc = err_set(e, "cannot set up %d matrices of %.1f MB on device %d: %s", n, per / 1e6, device,
+                     err != cudaSuccess ? cudaGetErrorString(err) : "out of host memory");
+        goto done;
+    }
+    {
+        /* random codes (any bits: the time does not depend on them), scales
+         * and activations of 0x3c bytes (small normal numbers) */
+        size_t words = (size_t)(per * (uint64_t)n / 4);
+        GPU_LAUNCH(k_fill_random, (unsigned)((words + 255) / 256), 256, 0, 0)((uint32_t *)set, words, 7u);
+        GPU_LAUNCHED("fill");
+        GPU_CHECK(cudaMemset(x, 0x3c, xn * sizeof(float)));
+        for (int i = 0; i < n; i++) {
+            uint64_t bytes;
+            gpu_weight w = bench_weight(fmt, rows, cols, set + per * (uint64_t)i, &bytes, &scale_bytes);
+            if (w.scale)
+                GPU_CHECK(cudaMemset((void *)w.scale, 0x3c, scale_bytes));
+            gpu_lin &m = mats[i];
+            m.w = w;
+            m.nrows = rows;
+            m.groups = 1;
+            m.x = x;
+            m.xs = (size_t)cols;
+            m.y = y;
+            m.ys = (size_t)rows;
+            m.T = tokens;
+        }
+        time_linear_pass(mats, n, a, b);      /* warm-up, both ways */
+        double best[2] = {1e30, 1e30};
+        for (int k = 0; k < 2 * reps; k++) {
+            int plain = k & 1;
+            for (int i = 0; i < n; i++)
+                mats[i].plain = plain;
+            double t = time_linear_pass(mats, n, a, b);
+            best[plain] = t < best[plain] ? t : best[plain];
+        }
+        /* the last matrix both ways, into separate outputs */
+        gpu_lin last = mats[n - 1];
+        last.plain = 1;
+        gpu_linear(&last, 0);
+        last.plain = 0;
+        last.y = y2;
+        gpu_linear(&last, 0);
+        GPU_CHECK(cudaMemcpy(h1, y, yn * sizeof(float), cudaMemcpyDeviceToHost));
+        GPU_CHECK(cudaMemcpy(h2, y2, yn * sizeof(float), cudaMemcpyDeviceToHost));
+        r->same_bits = !memcmp(h1, h2, yn * sizeof(float));
+        /* the yardstick: half the set copied onto the other half */
+        uint64_t half = per * (uint64_t)n / 2 / 256 * 256;
+        double copy = 1e30;
+        if (half) {
+            for (int k = 0; k < reps + 1; k++) {
+                GPU_CHECK(cudaEventRecord(a, 0));
+                GPU_CHECK(cudaMemcpy(set + half, set, half, cudaMemcpyDeviceToDevice));
+                GPU_CHECK(cudaEventRecord(b, 0));
+                GPU_CHECK(cudaEventSynchronize(b));
+                float ms = 0;
+                GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
+                if (k && ms * 1e-3 < copy)      /* the first is a warm-up */
+                    copy = ms * 1e-3;
+            }
+            r->hbm_gbps = 2.0 * (double)half / copy / 1e9;
+        }
+        r->fmt = fmt;
+        r->rows = rows;
+        r->cols = cols;
+        r->tokens = tokens;
+        r->matrices = n;
+        r->weight_bytes = per * (uint64_t)n;
+        r->plain_s = best[1];
+        r->ahead_s = best[0];
+        r->plain_gbps = (double)r->weight_bytes / best[1] / 1e9;
+        r->ahead_gbps = (double)r->weight_bytes / best[0] / 1e9;
+    }
+done:
+    if (a)
+        cudaEventDestroy(a);
+    if (b)
+        cudaEventDestroy(b);
+    free(h1);
+    free(h2);
+    free(mats);
+    cudaFree(y2);
+    cudaFree(y);
+    cudaFree(x);
+    cudaFree(set);
+    return rc;
+}

@@ -7,7 +7,11 @@
  * batch; the overlap fraction is how much of the shorter side the batch hides,
  * (gpu + cpu - both) / min(gpu, cpu). The same run times the M experts copied
  * from registered host memory through the backend's copy stream against plain
- * copies of the same bytes from pinned memory. */
+ * copies of the same bytes from pinned memory.
+ * Linear: the linear kernel over a set of distinct matrices much larger than
+ * the L2 cache (a decode step's stream of weights), with and without reading
+ * ahead into L2, against a device-to-device copy of the same memory in the
+ * same run (HBM's read plus write bandwidth). */
 #ifndef MOETIER_GPU_BENCH_H
 #define MOETIER_GPU_BENCH_H
 
@@ -43,6 +47,21 @@ typedef struct gpu_overlap_result {
  * each batch; threads <= 0: one per core. */
 int gpu_bench_overlap(int device, int hidden, int inter, int gpu_experts, int cpu_experts,
                       int threads, int reps, gpu_overlap_result *r, errbuf *e);
+
+typedef struct gpu_linear_result {
+    int fmt, rows, cols, tokens, matrices;
+    uint64_t weight_bytes;      /* every matrix's data and scales */
+    double plain_s, ahead_s;    /* one pass over every matrix, the best of the runs */
+    double plain_gbps, ahead_gbps;  /* weight bytes / time */
+    double hbm_gbps;            /* device-to-device copy: bytes read and written per second */
+    int same_bits;              /* both variants gave the same outputs, bit for bit */
+} gpu_linear_result;
+
+/* fmt: WF_F32 .. WF_INT4_GROUP (FP8 in 128 x 128 blocks, INT4 in groups of
+ * 32); about set_bytes of matrices of rows x cols, each run once per pass with
+ * `tokens` tokens, the best of `reps` passes. */
+int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens, uint64_t set_bytes,
+                     int reps, gpu_linear_result *r, errbuf *e);
 
 #ifdef __cplusplus
 }

@@ -23,3 +23,17 @@ int gpu_bench_overlap(int device, int hidden, int inter, int gpu_experts, int cp
     (void)r;
     return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
 }
+
+int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens, uint64_t set_bytes,
+                     int reps, gpu_linear_result *r, errbuf *e)
+{
+    (void)device;
+    (void)fmt;
+    (void)rows;
+    (void)cols;
+    (void)tokens;
+    (void)set_bytes;
+    (void)reps;
+    (void)r;
+    return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
+}

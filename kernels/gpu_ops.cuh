@@ -33,6 +33,7 @@ struct gpu_lin {
     float *y;
     size_t ys, y_step;
     int T;
+    int plain;      /* no reading ahead into L2 (the yardstick of `bench gpu --linear`) */
 };
 void gpu_linear(const gpu_lin *a, cudaStream_t s);
 

@@ -89,8 +89,16 @@ static void linear_worker(void *p, int worker, int n_workers)
         twin_int4_avx2(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
+    if (c->path == KPATH_AVX2 && twin_fp8_natural(c->w)) {
+        twin_fp8_avx2(c->w, r0, r1, c->x, c->T, c->y);
+        return;
+    }
+    if (c->path == KPATH_AVX2 && twin_bf16_in_registers(c->w)) {
+        twin_bf16_avx2(c->w, r0, r1, c->x, c->T, c->y);
+        return;
+    }
     if (c->path == KPATH_AVX2) {
-        twin_dequant_avx2(c->path, c->w, r0, r1, c->x, c->T, c->y, work);
+        twin_dequant_avx2(c->w, r0, r1, c->x, c->T, c->y, work);
         return;
     }
     for (int r = r0; r < r1; r++) {

@@ -32,7 +32,15 @@ static inline int twin_fp8_in_registers(const linear_weight *w)
 }
 void twin_fp8_permute_x(const float *x, int T, int cols, float *xp);
 
-/* BF16 with whole 32-column blocks (AVX-512); x as it is */
+/* FP8 in whole 32-column passes within scale blocks, decoded with integer
+ * operations (AVX2); x as it is */
+static inline int twin_fp8_natural(const linear_weight *w)
+{
+    return w->fmt == WF_FP8_BLOCK && w->cols % TWIN_LANES == 0 &&
+           w->block_cols % TWIN_LANES == 0 && w->block_rows > 0;
+}
+
+/* BF16 with whole 32-column blocks (AVX-512, AVX2); x as it is */
 static inline int twin_bf16_in_registers(const linear_weight *w)
 {
     return w->fmt == WF_BF16 && w->cols % TWIN_LANES == 0;
@@ -45,7 +53,10 @@ void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *xp, i
 void twin_dequant_avx512(kernel_path path, const linear_weight *w, int r0, int r1, const float *x,
                          int T, float *y, float *work);
 void twin_int4_avx2(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
-void twin_dequant_avx2(kernel_path path, const linear_weight *w, int r0, int r1, const float *x,
-                       int T, float *y, float *work);
+void twin_fp8_avx2(const linear_weight *w, int r0, int r1, const float *x, int T, float *y);
+void twin_bf16_avx2(const linear_weight *w, int r0, int r1, const float *x, int T, float *y);
+/* any format: TWIN_ROWS rows at a time dequantized into work by the reference */
+void twin_dequant_avx2(const linear_weight *w, int r0, int r1, const float *x, int T, float *y,
+                       float *work);
 
 #endif

@@ -35,11 +35,12 @@ __device__ __forceinline__ float gw_e4m3(uint8_t q)
     return sign ? -v : v;
 }
 
-/* element (r, c) of w, in float32 */
-__device__ __forceinline__ float gw_at(const gpu_weight &w, int r, int c)
+/* element (r, c) of w in format FMT, a constant: kernels instantiated per
+ * format read their weights without a branch per element */
+template <int FMT> __device__ __forceinline__ float gw_at_fmt(const gpu_weight &w, int r, int c)
 {
     size_t rc = (size_t)r * (size_t)w.cols + (size_t)c;
-    switch (w.fmt) {
+    switch (FMT) {
     case WF_F32:
         return ((const float *)w.data)[rc];
     case WF_F16:
@@ -59,6 +60,37 @@ __device__ __forceinline__ float gw_at(const gpu_weight &w, int r, int c)
     }
     }
     return __int_as_float(0x7fc00000);     /* an unknown format never passes silently */
+}
+
+/* element (r, c) of w, in float32 */
+__device__ __forceinline__ float gw_at(const gpu_weight &w, int r, int c)
+{
+    switch (w.fmt) {
+    case WF_F32:
+        return gw_at_fmt<WF_F32>(w, r, c);
+    case WF_F16:
+        return gw_at_fmt<WF_F16>(w, r, c);
+    case WF_BF16:
+        return gw_at_fmt<WF_BF16>(w, r, c);
+    case WF_FP8_BLOCK:
+        return gw_at_fmt<WF_FP8_BLOCK>(w, r, c);
+    case WF_INT4_GROUP:
+        return gw_at_fmt<WF_INT4_GROUP>(w, r, c);
+    }
+    return __int_as_float(0x7fc00000);
+}
+
+/* The bytes of row r's data in format FMT: 32 consecutive columns (one pass of
+ * a warp) take 32 x 4, 2 or 1 bytes, or 16 for INT4 (two columns per byte). */
+template <int FMT> __device__ __forceinline__ const char *gw_row_data(const gpu_weight &w, int r)
+{
+    size_t row_bytes = FMT == WF_INT4_GROUP ? (size_t)w.row_words * 4
+                       : (size_t)w.cols * (FMT == WF_F32 ? 4 : FMT == WF_FP8_BLOCK ? 1 : 2);
+    return (const char *)w.data + (size_t)r * row_bytes;
+}
+template <int FMT> __host__ __device__ constexpr int gw_pass_bytes(void)
+{
+    return FMT == WF_F32 ? 128 : FMT == WF_FP8_BLOCK ? 32 : FMT == WF_INT4_GROUP ? 16 : 64;
 }
 
 #endif

@@ -1,7 +1,8 @@
 /* cmd_bench: `moetier bench kernels [--json] [options]`: the CPU expert-kernel
  * benchmark (cpu_kernels/kernel_bench.h); `moetier bench gpu`: host-to-device
  * copies of expert-sized buffers, and with --overlap one hybrid batch timed
- * three ways (kernels/gpu_bench.h); --json prints one
+ * three ways, and with --linear the linear kernel against HBM bandwidth
+ * (kernels/gpu_bench.h); --json prints one
  * object per line. */
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,17 @@ static void usage(FILE *f)
                "  GPU and M missed ones on the CPU (default 6,2), timed alone and together;\n"
                "  overlap = (gpu + cpu - both) / min(gpu, cpu), 1 when the shorter side is\n"
                "  hidden. Also the M experts copied from registered memory by the backend\n"
-               "  against plain copies from pinned memory (blob_ratio; the target is >= 0.9).\n");
+               "  against plain copies from pinned memory (blob_ratio; the target is >= 0.9).\n"
+               "usage: moetier bench gpu --linear [--json] [--formats LIST] [--shapes LIST]\n"
+               "                                  [--tokens LIST] [--set-gb G]\n"
+               "  The linear kernel over G GB of distinct matrices (default 1: far more than\n"
+               "  the L2 cache, like a decode step's weights) with and without reading ahead\n"
+               "  into L2, against a device-to-device copy in the same run.\n"
+               "  --formats LIST  int4,fp8,bf16,f16,f32 (default int4,fp8,bf16)\n"
+               "  --shapes LIST   ROWSxCOLS,... (default K2's 2048x7168,7168x2048,18432x7168)\n"
+               "  --tokens LIST   tokens per product (default 1,8)\n"
+               "  --json          one JSON object per line (format, rows, cols, tokens,\n"
+               "                  ahead_gbps, plain_gbps, hbm_gbps, ratio = ahead / hbm, ...)\n");
 }
 
 static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
@@ -137,6 +148,135 @@ static int bench_overlap(int argc, char **argv)
     return 0;
 }
 
+/* "int4", "fp8", "bf16", "f16" or "f32" */
+static int gpu_format(const char *name)
+{
+    static const char *names[] = {"f32", "f16", "bf16", "fp8", "int4"};
+    static const int fmts[] = {WF_F32, WF_F16, WF_BF16, WF_FP8_BLOCK, WF_INT4_GROUP};
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(name, names[i]))
+            return fmts[i];
+    return -1;
+}
+
+static const char *gpu_format_name(int fmt)
+{
+    return fmt == WF_INT4_GROUP ? "int4" : fmt == WF_FP8_BLOCK ? "fp8" : fmt == WF_BF16 ? "bf16"
+           : fmt == WF_F16 ? "f16" : "f32";
+}
+
+/* "R1xC1,R2xC2,...": at most max shapes */
+static int parse_shapes(const char *flag, const char *s, int (*shapes)[2], int *n, int max)
+{
+    *n = 0;
+    char *copy = strdup(s), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(copy, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save)) {
+        char *x = strchr(t, 'x');
+        if (*n >= max || !x) {
+            fprintf(stderr, "moetier: %s expects at most %d shapes ROWSxCOLS, got '%s'\n", flag, max, s);
+            rc = -1;
+            break;
+        }
+        *x = 0;
+        rc = cli_int(flag, t, 1, 1000000, &shapes[*n][0]) || cli_int(flag, x + 1, 1, 1000000, &shapes[*n][1]);
+        (*n)++;
+    }
+    free(copy);
+    if (!rc && *n == 0) {
+        fprintf(stderr, "moetier: %s is empty\n", flag);
+        rc = -1;
+    }
+    return rc ? -1 : 0;
+}
+
+static int bench_linear(int argc, char **argv)
+{
+    int shapes[8][2] = {{2048, 7168}, {7168, 2048}, {18432, 7168}}, n_shapes = 3;
+    int tokens[8] = {1, 8}, n_tokens = 2, fmts[5] = {WF_INT4_GROUP, WF_FP8_BLOCK, WF_BF16}, n_fmts = 3;
+    int json = 0;
+    float set_gb = 1;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--linear")) {
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--shapes")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_shapes(a, v, shapes, &n_shapes, 8))
+                return 2;
+        } else if (!strcmp(a, "--tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8))
+                return 2;
+        } else if (!strcmp(a, "--formats")) {
+            if (!(v = cli_value(argc, argv, &i)))
+                return 2;
+            char *copy = strdup(v), *save = NULL;
+            n_fmts = 0;
+            for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                int f = gpu_format(t);
+                if (f < 0 || n_fmts >= 5) {
+                    fprintf(stderr, "moetier: --formats expects int4, fp8, bf16, f16 or f32, got '%s'\n", t);
+                    free(copy);
+                    return 2;
+                }
+                fmts[n_fmts++] = f;
+            }
+            free(copy);
+            if (!n_fmts) {
+                fprintf(stderr, "moetier: --formats is empty\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--set-gb")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &set_gb))
+                return 2;
+            if (!(set_gb > 0)) {
+                fprintf(stderr, "moetier: --set-gb must be positive\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "moetier bench gpu --linear: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    char device[256];
+    if (!gpu_present(device, sizeof device))
+        return 1;
+    if (!json)
+        printf("%s\n%5s %13s %6s %8s %11s %11s %9s %6s %6s\n", device, "fmt", "shape", "tokens",
+               "matrices", "ahead GB/s", "plain GB/s", "HBM GB/s", "ratio", "gain");
+    for (int f = 0; f < n_fmts; f++)
+        for (int s = 0; s < n_shapes; s++)
+            for (int t = 0; t < n_tokens; t++) {
+                gpu_linear_result r;
+                errbuf e;
+                if (gpu_bench_linear(0, fmts[f], shapes[s][0], shapes[s][1], tokens[t],
+                                     (uint64_t)((double)set_gb * 1e9), 10, &r, &e))
+                    return cli_fail(&e);
+                double ratio = r.hbm_gbps > 0 ? r.ahead_gbps / r.hbm_gbps : 0;
+                if (json)
+                    printf("{\"bench\": \"gpu_linear\", \"device\": \"%s\", \"format\": \"%s\", "
+                           "\"rows\": %d, \"cols\": %d, \"tokens\": %d, \"matrices\": %d, "
+                           "\"weight_bytes\": %llu, \"ahead_ms\": %.6f, \"plain_ms\": %.6f, "
+                           "\"ahead_gbps\": %.6g, \"plain_gbps\": %.6g, \"hbm_gbps\": %.6g, "
+                           "\"ratio\": %.6g, \"same_bits\": %s}\n", device, gpu_format_name(r.fmt),
+                           r.rows, r.cols, r.tokens, r.matrices, (unsigned long long)r.weight_bytes,
+                           r.ahead_s * 1e3, r.plain_s * 1e3, r.ahead_gbps, r.plain_gbps, r.hbm_gbps,
+                           ratio, r.same_bits ? "true" : "false");
+                else
+                    printf("%5s %6dx%-6d %6d %8d %11.1f %11.1f %9.1f %6.3f %6.2f%s\n",
+                           gpu_format_name(r.fmt), r.rows, r.cols, r.tokens, r.matrices,
+                           r.ahead_gbps, r.plain_gbps, r.hbm_gbps, ratio, r.ahead_gbps / r.plain_gbps,
+                           r.same_bits ? "" : "  (the two ways differ!)");
+                fflush(stdout);
+                if (!r.same_bits) {
+                    fprintf(stderr, "moetier bench gpu --linear: reading ahead changed the outputs\n");
+                    return 1;
+                }
+            }
+    return 0;
+}
+
 static int bench_gpu(int argc, char **argv)
 {
     int mb[8] = {25, 44, 88}, n_mb = 3, json = 0;
@@ -195,6 +335,8 @@ int cmd_bench(int argc, char **argv)
         for (int i = 2; i < argc; i++)
             if (!strcmp(argv[i], "--overlap"))
                 return bench_overlap(argc, argv);
+            else if (!strcmp(argv[i], "--linear"))
+                return bench_linear(argc, argv);
         return bench_gpu(argc, argv);
     }
     if (argc < 2 || strcmp(argv[1], "kernels")) {

@@ -962,6 +962,53 @@ Test(gpu, bench_gpu_overlap_json)
     free(err);
 }
 
+/* `moetier bench gpu --linear --json`: a line per format, shape and token
+ * count; both variants give the same bits; ratio is ahead / HBM; bad lists
+ * are refused with the flag's name */
+Test(gpu, bench_gpu_linear_json)
+{
+    test_require_gpu();
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    char *cmd, *out, *err;
+    cr_assert(asprintf(&cmd, "%s bench gpu --linear --json --formats int4,fp8 --shapes 40x70,9x300 "
+                       "--tokens 1,9 --set-gb 0.00004", bin) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    int lines = 0;
+    for (char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *f[] = {"\"ahead_gbps\": ", "\"plain_gbps\": ", "\"hbm_gbps\": ", "\"ratio\": ",
+                           "\"matrices\": "};
+        double v[5];
+        for (int i = 0; i < 5; i++) {
+            const char *p = strstr(l, f[i]);
+            cr_assert(p, "no %s in line %d: %s", f[i], lines, l);
+            v[i] = atof(p + strlen(f[i]));
+        }
+        cr_assert(v[0] > 0 && v[1] > 0 && v[2] > 0 && v[4] >= 1, "line %d: %s", lines, l);
+        cr_assert_float_eq(v[3], v[0] / v[2], 1e-3 * v[3] + 1e-4, "line %d: %s", lines, l);
+        cr_assert(strstr(l, "\"same_bits\": true"), "line %d: %s", lines, l);
+        cr_assert(strstr(l, lines < 4 ? "\"format\": \"int4\"" : "\"format\": \"fp8\""), "%s", l);
+        cr_assert(strstr(l, lines % 4 < 2 ? "\"rows\": 40, \"cols\": 70," : "\"rows\": 9, \"cols\": 300,"),
+                  "%s", l);
+        cr_assert(strstr(l, lines % 2 ? "\"tokens\": 9," : "\"tokens\": 1,"), "%s", l);
+        lines++;
+    }
+    cr_assert_eq(lines, 8, "%s", out);
+    free(cmd);
+    free(out);
+    free(err);
+    const char *bad[][2] = {{"--shapes 40", "--shapes"}, {"--formats int3", "--formats"},
+                            {"--tokens 0", "--tokens"}, {"--set-gb -1", "--set-gb"}};
+    for (int i = 0; i < 4; i++) {
+        cr_assert(asprintf(&cmd, "%s bench gpu --linear %s", bin, bad[i][0]) > 0);
+        cr_assert_eq(test_run_capture(cmd, &out, &err), 2, "'%s' ran: %s", bad[i][0], out);
+        cr_assert(strstr(err, bad[i][1]), "'%s': %s", bad[i][0], err);
+        free(cmd);
+        free(out);
+        free(err);
+    }
+}
+
 /* a step larger than the kernels' token grid is refused before anything runs */
 Test(gpu, chunk_beyond_the_token_grid_is_refused)
 {
