@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/model/dtype.h"
+#include "fp8_widen_avx512.h"
 #include "linear_kernels.h"
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -368,10 +369,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
     const float *x = p->x_perm + (size_t)t0 * xs;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
     const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
-    const uint8_t *tbl = fp8_bf16_table();
-    const __m512i hi0 = _mm512_loadu_si512(tbl), hi1 = _mm512_loadu_si512(tbl + 64);
-    const __m512i lo0 = _mm512_loadu_si512(tbl + 128), lo1 = _mm512_loadu_si512(tbl + 192);
-    const __m512i signbit = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    const fp8_tables tb = fp8_tables_load();
     __m512 a0[4], a1[4];
     UNROLL
     for (int t = 0; t < nt; t++)
@@ -387,22 +385,15 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
         int c = c0;
         for (; c + 64 <= c1; c += 64) {
             prefetch_l2(row + c, sp.ahead);
-            __m512i q = _mm512_loadu_si512(row + c);
-            __m512i hi = _mm512_permutex2var_epi8(hi0, q, hi1);
-            __m512i lo = _mm512_permutex2var_epi8(lo0, q, lo1);
-            hi = _mm512_ternarylogic_epi32(hi, q, signbit, 0xf8);     /* hi | (q & 0x80) */
-            __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
-            __m512 f0 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w0));
-            __m512 f1 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w0));
-            __m512 f2 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w1));
-            __m512 f3 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w1));
+            __m512 f[4];
+            fp8_widen_64(&tb, _mm512_loadu_si512(row + c), f);
             UNROLL
             for (int t = 0; t < nt; t++) {
                 const float *xt = x + t * xs + c;
-                g0[t] = _mm512_fmadd_ps(f0, _mm512_loadu_ps(xt), g0[t]);
-                g1[t] = _mm512_fmadd_ps(f1, _mm512_loadu_ps(xt + 16), g1[t]);
-                g0[t] = _mm512_fmadd_ps(f2, _mm512_loadu_ps(xt + 32), g0[t]);
-                g1[t] = _mm512_fmadd_ps(f3, _mm512_loadu_ps(xt + 48), g1[t]);
+                g0[t] = _mm512_fmadd_ps(f[0], _mm512_loadu_ps(xt), g0[t]);
+                g1[t] = _mm512_fmadd_ps(f[1], _mm512_loadu_ps(xt + 16), g1[t]);
+                g0[t] = _mm512_fmadd_ps(f[2], _mm512_loadu_ps(xt + 32), g0[t]);
+                g1[t] = _mm512_fmadd_ps(f[3], _mm512_loadu_ps(xt + 48), g1[t]);
             }
         }
         __m512 svec = _mm512_set1_ps(s);

@@ -934,9 +934,9 @@ static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *de
 
 /* The cost model's rates: host-to-device copies of 32 MB from pinned and from
  * pageable memory (gpu_bench_copy), one within the device (read + write: the
- * GPU's read rate is twice its rate), then the CPU twin's; defaults where
- * something cannot be measured. */
-static void measure_rates(gpu_state *st, int device)
+ * GPU's read rate is twice its rate), then the CPU twin's on a matrix like the
+ * model's experts; defaults where something cannot be measured. */
+static void measure_rates(gpu_state *st, int device, const linear_weight *expert_like)
 {
     const size_t bytes = 32u << 20;
     hybrid_rates *r = &st->rates;
@@ -962,7 +962,7 @@ static void measure_rates(gpu_state *st, int device)
         cudaFree(dev);
     }
     cudaGetLastError();
-    hybrid_measure_cpu(r, st->path, st->pool);
+    hybrid_measure_cpu(r, st->path, st->pool, expert_like);
 }
 
 __global__ void k_probe(int *p)
@@ -1023,7 +1023,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
         if (o->rates)
             st->rates = *o->rates;
         else if (st->cpu_auto)
-            measure_rates(st, dev);
+            measure_rates(st, dev, o->expert_like);
     }
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / 1e9);

@@ -43,6 +43,8 @@ typedef struct gpu_options {
                                      * the CPU (gpu_twin.h); 0: none on the CPU */
     int cpu_threads;                /* threads for them; <= 0: one per core */
     const hybrid_rates *rates;      /* the cost model's rates; NULL: measured at create */
+    const linear_weight *expert_like;   /* a routed expert's gate: the CPU rates are
+                                         * measured on its format and width (NULL: INT4) */
 } gpu_options;
 
 typedef struct gpu_cache_stats {

@@ -58,22 +58,36 @@ void gpu_mla(const gpu_mla_args *a, cudaStream_t s);
 /* the largest kv_lora gpu_mla handles (its per-thread latent accumulators) */
 #define GPU_MLA_MAX_LORA 2048
 
-/* max (or sum) of v over the block; every thread gets it. Every thread of the
- * block calls it, and the block is whole warps. red: 32 floats of shared memory */
-__device__ __forceinline__ float block_reduce(float v, float *red, bool take_max)
+/* max (or sum) of each of v[0..N) over the block, every thread gets them; red:
+ * N x 32 floats of shared memory. Every thread calls it; the block is whole warps. */
+template <int N> __device__ __forceinline__ void block_reduce_n(float *v, float *red, bool take_max)
 {
-    for (int o = 16; o > 0; o >>= 1) {
-        float w = __shfl_xor_sync(0xffffffffu, v, o);
-        v = take_max ? fmaxf(v, w) : v + w;
-    }
+#pragma unroll
+    for (int g = 0; g < N; g++)
+        for (int o = 16; o > 0; o >>= 1) {
+            float w = __shfl_xor_sync(0xffffffffu, v[g], o);
+            v[g] = take_max ? fmaxf(v[g], w) : v[g] + w;
+        }
     __syncthreads();        /* the previous reduction's readers are done with red */
     if ((threadIdx.x & 31) == 0)
-        red[threadIdx.x >> 5] = v;
+#pragma unroll
+        for (int g = 0; g < N; g++)
+            red[g * 32 + (threadIdx.x >> 5)] = v[g];
     __syncthreads();
-    float r = red[0];
-    for (int i = 1; i < (int)(blockDim.x >> 5); i++)
-        r = take_max ? fmaxf(r, red[i]) : r + red[i];
-    return r;
+#pragma unroll
+    for (int g = 0; g < N; g++) {
+        float r = red[g * 32];
+        for (int i = 1; i < (int)(blockDim.x >> 5); i++)
+            r = take_max ? fmaxf(r, red[g * 32 + i]) : r + red[g * 32 + i];
+        v[g] = r;
+    }
+}
+
+/* the same for one value; red: 32 floats */
+__device__ __forceinline__ float block_reduce(float v, float *red, bool take_max)
+{
+    block_reduce_n<1>(&v, red, take_max);
+    return v;
 }
 
 /* Aborts with the call site when a CUDA call failed: the backend's operations

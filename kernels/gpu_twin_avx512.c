@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "cpu_kernels/fp8_widen_avx512.h"
 #include "gpu_twin_simd.h"
 
 #define LANES TWIN_LANES
@@ -160,10 +161,7 @@ TGT void twin_int4_avx512(const linear_weight *w, int r0, int r1, const float *x
 TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, const float *xp,
                                   const int NT, float *y, size_t ys)
 {
-    const uint8_t *tbl = fp8_bf16_table();
-    const __m512i hi0 = _mm512_loadu_si512(tbl), hi1 = _mm512_loadu_si512(tbl + 64);
-    const __m512i lo0 = _mm512_loadu_si512(tbl + 128), lo1 = _mm512_loadu_si512(tbl + 192);
-    const __m512i signbit = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    const fp8_tables tb = fp8_tables_load();
     int cols = w->cols, bc = w->block_cols;
     const uint8_t *row[FP8_ROWS];
     const float *srow[FP8_ROWS];
@@ -180,20 +178,13 @@ TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, co
         UNROLL
         for (int i = 0; i < R; i++) {
             prefetch_l2(row[i] + c, PREFETCH_AHEAD);
-            __m512i q = _mm512_loadu_si512(row[i] + c);
-            __m512i hi = _mm512_permutex2var_epi8(hi0, q, hi1);
-            __m512i lo = _mm512_permutex2var_epi8(lo0, q, lo1);
-            hi = _mm512_ternarylogic_epi32(hi, q, signbit, 0xf8);     /* hi | (q & 0x80) */
-            __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
-            __m512 f0 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w0));
-            __m512 f1 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w0));
-            __m512 f2 = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w1));
-            __m512 f3 = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w1));
+            __m512 f[4];
+            fp8_widen_64(&tb, _mm512_loadu_si512(row[i] + c), f);
             __m512 sc = _mm512_set1_ps(srow[i][c / bc]);
-            __m512 p0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f0, f1, 0x44), sc);  /* columns c..c+31 */
-            __m512 q0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f2, f3, 0x44), sc);
-            __m512 p1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f0, f1, 0xEE), sc);  /* c+32..c+63 */
-            __m512 q1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f2, f3, 0xEE), sc);
+            __m512 p0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[0], f[1], 0x44), sc);  /* columns c..c+31 */
+            __m512 q0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[2], f[3], 0x44), sc);
+            __m512 p1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[0], f[1], 0xEE), sc);  /* c+32..c+63 */
+            __m512 q1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[2], f[3], 0xEE), sc);
             UNROLL
             for (int t = 0; t < NT; t++) {
                 const float *xt = xp + (size_t)t * cols + c;

@@ -1,6 +1,7 @@
 /* hybrid_plan: see hybrid_plan.h. */
 #include "hybrid_plan.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -118,31 +119,88 @@ static double time_twin(kernel_path path, thread_pool *pool, const linear_weight
     return best;
 }
 
-void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool)
+/* A matrix of `rows` rows shaped like `like` (its format, width, groups or
+ * blocks), its bytes pseudo-random but its values ordinary (no NaN codes, no
+ * huge scales); data and scale are malloc'd. */
+static int sample_matrix(const linear_weight *like, int rows, linear_weight *w)
 {
-    enum { ROWS = 1024, COLS = 2048, GROUP = 32, T_MANY = 16 };
-    int threads = pool ? thread_pool_size(pool) : 1;
-    uint32_t *data = malloc((size_t)ROWS * COLS / 8 * sizeof *data);
-    uint16_t *scale = malloc((size_t)ROWS * COLS / GROUP * sizeof *scale);
-    float *x = malloc((size_t)T_MANY * COLS * sizeof *x), *y = malloc((size_t)T_MANY * ROWS * sizeof *y);
-    float *scratch = malloc(gpu_twin_linear_scratch(COLS, T_MANY, threads) * sizeof *scratch);
+    *w = (linear_weight){.fmt = like->fmt, .rows = rows, .cols = like->cols};
+    size_t n = (size_t)rows * (size_t)like->cols, data_bytes, scale_count = 0;
+    switch (like->fmt) {
+    case WF_F32:
+        data_bytes = n * 4;
+        break;
+    case WF_F16:
+    case WF_BF16:
+        data_bytes = n * 2;
+        break;
+    case WF_FP8_BLOCK:
+        data_bytes = n;
+        w->block_rows = like->block_rows > 0 ? like->block_rows : 128;
+        w->block_cols = like->block_cols > 0 ? like->block_cols : 128;
+        w->scale_cols = (like->cols + w->block_cols - 1) / w->block_cols;
+        scale_count = (size_t)((rows + w->block_rows - 1) / w->block_rows) * (size_t)w->scale_cols;
+        break;
+    case WF_INT4_GROUP:
+        w->group_size = like->group_size > 0 ? like->group_size : 32;
+        w->row_words = (like->cols + 7) / 8;
+        w->scale_cols = (like->cols + w->group_size - 1) / w->group_size;
+        data_bytes = (size_t)rows * (size_t)w->row_words * 4;
+        scale_count = (size_t)rows * (size_t)w->scale_cols;
+        break;
+    default:
+        return -1;
+    }
+    uint8_t *data = malloc(data_bytes);
+    void *scale = scale_count ? malloc(scale_count * 4) : NULL;
+    if (!data || (scale_count && !scale)) {
+        free(data);
+        free(scale);
+        return -1;
+    }
+    uint32_t s = 0x12345678u;
+    for (size_t i = 0; i < data_bytes; i++) {
+        s = s * 1664525u + 1013904223u;
+        data[i] = (uint8_t)(s >> 24);
+    }
+    if (like->fmt == WF_FP8_BLOCK)
+        for (size_t i = 0; i < n; i++)
+            data[i] = (data[i] & 0x7f) == 0x7f ? 0x7e : data[i];    /* no NaN code */
+    if (like->fmt == WF_F16 || like->fmt == WF_BF16)
+        for (size_t i = 1; i < data_bytes; i += 2)
+            data[i] &= 0xbb;    /* the high byte: a small exponent, |v| < 1 */
+    if (like->fmt == WF_F32)
+        for (size_t i = 3; i < data_bytes; i += 4)
+            data[i] &= 0xbb;
+    for (size_t i = 0; i < scale_count; i++) {
+        if (like->fmt == WF_FP8_BLOCK)
+            ((float *)scale)[i] = 0x1p-7f;
+        else
+            ((uint16_t *)scale)[i] = 0x3c00;    /* bf16 2^-7 */
+    }
+    w->data = data;
+    w->scale = scale;
+    return 0;
+}
+
+void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool, const linear_weight *like)
+{
+    enum { ROWS = 1024, T_MANY = 16 };
+    const linear_weight int4 = {.fmt = WF_INT4_GROUP, .cols = 2048, .group_size = 32};
+    if (!like || like->cols < 1)
+        like = &int4;
+    int threads = pool ? thread_pool_size(pool) : 1, cols = like->cols;
+    linear_weight w;
+    int have_w = !sample_matrix(like, ROWS, &w);
+    float *x = malloc((size_t)T_MANY * cols * sizeof *x), *y = malloc((size_t)T_MANY * ROWS * sizeof *y);
+    float *scratch = malloc(gpu_twin_linear_scratch(cols, T_MANY, threads) * sizeof *scratch);
     /* the defaults stand when there is no memory to measure with */
     r->cpu_row = 1e-9;
     r->cpu_token = 2.5e-10;
-    if (data && scale && x && y && scratch) {
-        uint32_t s = 0x12345678u;
-        for (size_t i = 0; i < (size_t)ROWS * COLS / 8; i++) {
-            s = s * 1664525u + 1013904223u;
-            data[i] = s;
-        }
-        for (size_t i = 0; i < (size_t)ROWS * COLS / GROUP; i++)
-            scale[i] = 0x3c00;      /* bf16 2^-7 */
-        for (size_t i = 0; i < (size_t)T_MANY * COLS; i++)
+    if (have_w && x && y && scratch) {
+        for (size_t i = 0; i < (size_t)T_MANY * cols; i++)
             x[i] = (float)((int)(i % 13) - 6) * 0.125f;
-        linear_weight w = {.fmt = WF_INT4_GROUP, .rows = ROWS, .cols = COLS, .data = data,
-                           .scale = scale, .group_size = GROUP, .row_words = COLS / 8,
-                           .scale_cols = COLS / GROUP};
-        double W = (double)ROWS * COLS;
+        double W = (double)ROWS * cols;
         time_twin(path, pool, &w, x, 1, y, scratch);     /* warm the pool and the caches */
         double t1 = time_twin(path, pool, &w, x, 1, y, scratch);
         double tm = time_twin(path, pool, &w, x, T_MANY, y, scratch);
@@ -155,8 +213,10 @@ void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool)
             r->cpu_token = 0.2 * t1 / W;
         }
     }
-    free(data);
-    free(scale);
+    if (have_w) {
+        free((void *)w.data);
+        free((void *)w.scale);
+    }
     free(x);
     free(y);
     free(scratch);

@@ -65,9 +65,13 @@ double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, u
  * on the CPU, none promoted, predicted experts left alone */
 void hybrid_plan_fixed(const hybrid_job *jobs, int n, int max_tokens, unsigned char *place);
 
-/* Measures cpu_row and cpu_token of the twin on this CPU and pool (an INT4
- * matrix at 1 and 16 tokens; a few milliseconds). */
-void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool);
+/* Measures cpu_row and cpu_token of the twin on this CPU and pool: a matrix of
+ * 1024 rows shaped like `like` (a routed expert's gate: its format and width;
+ * NULL: INT4 in groups of 32, 2048 columns) at 1 and 16 tokens, a few
+ * milliseconds. The twin's speed per weight differs by format (on AVX2, FP8
+ * takes about twice INT4's time per weight). */
+void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool,
+                        const linear_weight *like);
 /* After a batch: the CPU side took `seconds` for work the rates predicted at
  * `predicted`; both CPU rates move a quarter of the way towards it (weight
  * formats differ in dequantization cost, the machine's load changes). */

@@ -378,6 +378,9 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
             go.n_expert_keys = m->mw.cfg.n_layers * m->mw.cfg.n_routed_experts;
             go.cpu_tokens = f->cpu_tokens_set ? f->cpu_tokens : GPU_CPU_TOKENS_AUTO;
             go.cpu_threads = f->threads;
+            for (int l = 0; l < m->mw.cfg.n_layers && !go.expert_like; l++)
+                if (config_is_moe_layer(&m->mw.cfg, l))
+                    go.expert_like = &m->mw.experts[(size_t)l * (size_t)m->mw.cfg.n_routed_experts].gate;
         }
         if (usable && !gpu_backend_create(&m->be, &go, e)) {
             if (log)

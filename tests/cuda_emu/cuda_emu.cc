@@ -1,12 +1,19 @@
 /* cuda_emu: the threads of an emulated block (see cuda_runtime.h here).
  *
  * Each thread is a fiber on its own small stack, started by switching the stack
- * pointer and resumed with _setjmp/_longjmp (no system call per switch). The
- * scheduler runs every live thread up to its next meeting point (__syncthreads
- * or a warp shuffle), then starts the next round; a thread that returns leaves
- * the block. Shuffles exchange through two buffers used in alternate rounds,
- * so a thread's write for the next round never overwrites a value a slower
- * thread has still to read. */
+ * pointer and resumed with _setjmp/_longjmp (no system call per switch); a
+ * thread that returns leaves the block. Between two __syncthreads the warps
+ * run one after another, each to the barrier, in a pseudo-random order: that
+ * is one of the orders a device may take (warps are only ever in step at a
+ * barrier), so a kernel that reads what another warp writes without a barrier
+ * between gets wrong numbers here. Within a warp the lanes meet at every
+ * shuffle: each round runs every lane of the warp up to its next shuffle or
+ * the barrier, in a new order. Shuffles exchange through two buffers used in
+ * alternate rounds of the warp, so a lane's write for the next round never
+ * overwrites a value a slower lane has still to read. Launches run their
+ * blocks in a pseudo-random order too (cuda_runtime.h), and a block's dynamic
+ * shared memory starts as 0xff bytes. The orders are the same on every run (a
+ * fixed seed), so a failure repeats. */
 #include <setjmp.h>
 
 #include "cuda_runtime.h"
@@ -14,17 +21,38 @@
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 #define MAX_THREADS 1024
+#define MAX_WARPS (MAX_THREADS / 32)
 #define STACK_BYTES (64 * 1024)
 
 static jmp_buf scheduler, fiber[MAX_THREADS];
 static char *stacks;
-static unsigned char finished[MAX_THREADS], started[MAX_THREADS];
-static unsigned current, round_no;
+static unsigned char finished[MAX_THREADS], started[MAX_THREADS], at_barrier[MAX_THREADS];
+static unsigned current, warp_round[MAX_WARPS];
 static float exchange[2][MAX_THREADS];
 static void (*block_body)(void *);
 static void *block_ctx;
 static char *dyn_smem;
 static size_t dyn_smem_bytes;
+static uint32_t order_state = 0x9e3779b9u;
+
+static unsigned emu_random(void)
+{
+    order_state ^= order_state << 13;     /* xorshift32 */
+    order_state ^= order_state >> 17;
+    order_state ^= order_state << 5;
+    return order_state;
+}
+
+void emu_shuffle(unsigned *v, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        v[i] = i;
+    for (unsigned i = n; i > 1; i--) {     /* Fisher-Yates */
+        unsigned j = emu_random() % i, t = v[i - 1];
+        v[i - 1] = v[j];
+        v[j] = t;
+    }
+}
 
 static void meet(void)
 {
@@ -34,14 +62,15 @@ static void meet(void)
 
 void __syncthreads(void)
 {
+    at_barrier[current] = 1;
     meet();
 }
 
 float __shfl_xor_sync(unsigned, float v, int lane_mask)
 {
-    unsigned t = current, r = round_no & 1;
+    unsigned t = current, r = warp_round[t / 32] & 1;
     exchange[r][t] = v;
-    meet();     /* every live thread has written this round's value */
+    meet();     /* every lane of the warp has written this round's value */
     return exchange[r][(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
 }
 
@@ -71,6 +100,20 @@ void emu_set_dynamic_smem(size_t bytes)
     }
 }
 
+/* runs thread i up to its next meeting point (or its end) */
+static void resume(unsigned i)
+{
+    current = i;
+    threadIdx = dim3(i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y));
+    if (!_setjmp(scheduler)) {
+        if (!started[i]) {
+            started[i] = 1;
+            start_on_stack(stacks + (size_t)(i + 1) * STACK_BYTES - 64);
+        }
+        _longjmp(fiber[i], 1);
+    }
+}
+
 void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
 {
     if (n > MAX_THREADS) {
@@ -83,22 +126,32 @@ void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
     block_ctx = ctx;
     memset(finished, 0, n);
     memset(started, 0, n);
-    for (int live = 1; live; round_no++) {
-        live = 0;
-        for (unsigned i = 0; i < n; i++) {
-            if (finished[i])
-                continue;
-            current = i;
-            threadIdx = dim3(i % blockDim.x, i / blockDim.x % blockDim.y,
-                             i / (blockDim.x * blockDim.y));
-            if (!_setjmp(scheduler)) {
-                if (!started[i]) {
-                    started[i] = 1;
-                    start_on_stack(stacks + (size_t)(i + 1) * STACK_BYTES - 64);
+    memset(at_barrier, 0, n);
+    if (dyn_smem)
+        memset(dyn_smem, 0xff, dyn_smem_bytes);
+    unsigned n_warps = (n + 31) / 32, warps[MAX_WARPS], lanes[32];
+    for (int live = 1; live;) {
+        emu_shuffle(warps, n_warps);
+        for (unsigned k = 0; k < n_warps; k++) {
+            unsigned w = warps[k], width = n - 32 * w < 32 ? n - 32 * w : 32;
+            for (int ran = 1; ran; warp_round[w]++) {
+                ran = 0;
+                emu_shuffle(lanes, width);
+                for (unsigned l = 0; l < width; l++) {
+                    unsigned i = 32 * w + lanes[l];
+                    if (!finished[i] && !at_barrier[i]) {
+                        resume(i);
+                        ran = 1;
+                    }
                 }
-                _longjmp(fiber[i], 1);
             }
-            live += !finished[i];
         }
+        /* every thread is at the barrier or done: release the barrier */
+        live = 0;
+        for (unsigned i = 0; i < n; i++)
+            if (at_barrier[i]) {
+                at_barrier[i] = 0;
+                live = 1;
+            }
     }
 }

@@ -5,8 +5,9 @@
  * MOETIER_BACKEND=cuda) run on machines without a GPU. Only what the kernels use is here: device
  * memory is host memory (filled with 0xff bytes, so reading what nobody wrote
  * shows), copies are memmove, one emulated device. A launch runs its blocks one
- * after another; a block's threads are fibers (cuda_emu.cc) that all meet at
- * every __syncthreads and every warp shuffle. Kernels and the default stream's
+ * after another, in a pseudo-random order; a block's threads are fibers
+ * (cuda_emu.cc) that all meet at every __syncthreads and every warp shuffle,
+ * in a new order every round. Kernels and the default stream's
  * work run at once; a copy queued on a created stream runs only when something
  * waits for it (an event or the stream), so a kernel that reads a copy's
  * destination without waiting sees what was there before (emu_stream.cc). This
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -126,6 +128,8 @@ float __shfl_xor_sync(unsigned mask, float v, int lane_mask);
 void emu_run_block(void (*body)(void *), void *ctx, unsigned nthreads);
 void *emu_dynamic_smem(void);
 void emu_set_dynamic_smem(size_t bytes);
+/* v[0..n) = a pseudo-random permutation of 0..n-1 (the same sequence every run) */
+void emu_shuffle(unsigned *v, unsigned n);
 
 /* GPU_LAUNCH(kernel, grid, block, smem, stream)(args...) in the emulation */
 template <typename... P> struct emu_launch_t {
@@ -141,15 +145,17 @@ template <typename... P> struct emu_launch_t {
         gridDim = grid;
         blockDim = block;
         emu_set_dynamic_smem(smem);
-        for (unsigned z = 0; z < grid.z; z++)
-            for (unsigned y = 0; y < grid.y; y++)
-                for (unsigned x = 0; x < grid.x; x++) {
-                    blockIdx = dim3(x, y, z);
-                    emu_run_block([](void *p) {
-                        call *k = (call *)p;
-                        std::apply(k->kernel, k->args);
-                    }, &c, block.x * block.y * block.z);
-                }
+        /* the blocks in a pseudo-random order: no kernel may depend on theirs */
+        unsigned n = grid.x * grid.y * grid.z;
+        std::vector<unsigned> order(n);
+        emu_shuffle(order.data(), n);
+        for (unsigned b : order) {
+            blockIdx = dim3(b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y));
+            emu_run_block([](void *p) {
+                call *k = (call *)p;
+                std::apply(k->kernel, k->args);
+            }, &c, block.x * block.y * block.z);
+        }
     }
 };
 template <typename... P>

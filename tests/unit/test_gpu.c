@@ -794,9 +794,9 @@ Test(gpu, route_picks_what_the_reference_picks)
 
 /* ---- attention ---- */
 
-static void check_mla(weight_format fmt, int T, int pos0)
+static void check_mla(weight_format fmt, int T, int pos0, int H, int C)
 {
-    int H = 3, nope = 16, rope = 8, v = 12, C = 40, qk = nope + rope, row = C + rope;
+    int nope = 16, rope = 8, v = 12, qk = nope + rope, row = C + rope;
     random_weight kvb = random_weight_make(fmt, H * (nope + v), C, 32, 32);
     int S = pos0 + T;
     float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
@@ -815,7 +815,8 @@ static void check_mla(weight_format fmt, int T, int pos0)
     gpu.ops->mla_attention(&gpu, &g);
     float *got = from_dev(dout, (size_t)T * H * v);
     char what[96];
-    snprintf(what, sizeof what, "%s attention T %d pos0 %d", weight_format_name(fmt), T, pos0);
+    snprintf(what, sizeof what, "%s attention T %d pos0 %d, %d heads, latent %d",
+             weight_format_name(fmt), T, pos0, H, C);
     assert_close(what, got, want, (size_t)T * H * v, 2e-5f);
     close_gpu();
     random_weight_free(&kvb);
@@ -828,10 +829,15 @@ static void check_mla(weight_format fmt, int T, int pos0)
 
 Test(gpu, attention_matches_the_reference, .timeout = 60)
 {
-    check_mla(WF_BF16, 1, 5);
-    check_mla(WF_BF16, 3, 0);
-    check_mla(WF_FP8_BLOCK, 7, 300);    /* positions in two 256-tiles */
-    check_mla(WF_INT4_GROUP, 2, 600);
+    check_mla(WF_BF16, 1, 5, 3, 40);
+    check_mla(WF_BF16, 3, 0, 3, 40);
+    check_mla(WF_FP8_BLOCK, 7, 300, 3, 40);     /* positions in two 256-tiles */
+    check_mla(WF_INT4_GROUP, 2, 600, 3, 40);
+    /* heads in groups of 8 (two groups, the second partial), latent columns in
+     * two passes of the threads; one head; a latent too wide for the groups */
+    check_mla(WF_BF16, 2, 270, 11, 320);
+    check_mla(WF_BF16, 1, 3, 1, 64);
+    check_mla(WF_INT4_GROUP, 1, 40, 9, 544);
 }
 
 /* ---- without a GPU ---- */

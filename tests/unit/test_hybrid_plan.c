@@ -224,7 +224,7 @@ Test(hybrid_plan, random_batches_keep_the_rules)
 Test(hybrid_plan, measured_cpu_rates_are_positive_and_adjust)
 {
     hybrid_rates r = {0};
-    hybrid_measure_cpu(&r, kernel_path_default(), NULL);
+    hybrid_measure_cpu(&r, kernel_path_default(), NULL, NULL);
     cr_assert(r.cpu_row > 0 && r.cpu_token > 0 && r.cpu_row < 1e-6 && r.cpu_token < 1e-6,
               "row %g, token %g", r.cpu_row, r.cpu_token);
     hybrid_rates before = r;
@@ -233,4 +233,18 @@ Test(hybrid_plan, measured_cpu_rates_are_positive_and_adjust)
     cr_assert_float_eq(r.cpu_token, before.cpu_token * 1.25, 1e-20);
     hybrid_update_cpu(&r, 0, 2.0);      /* nothing predicted: nothing learnt */
     cr_assert_float_eq(r.cpu_row, before.cpu_row * 1.25, 1e-20);
+    /* measured on a matrix like the model's experts, whatever their format */
+    const linear_weight like[] = {
+        {.fmt = WF_FP8_BLOCK, .cols = 448, .block_rows = 128, .block_cols = 128},
+        {.fmt = WF_BF16, .cols = 320},
+        {.fmt = WF_INT4_GROUP, .cols = 200, .group_size = 64},
+        {.fmt = WF_F16, .cols = 99},
+        {.fmt = WF_F32, .cols = 64},
+    };
+    for (int i = 0; i < 5; i++) {
+        hybrid_rates f = {0};
+        hybrid_measure_cpu(&f, kernel_path_default(), NULL, &like[i]);
+        cr_assert(f.cpu_row > 0 && f.cpu_token > 0 && f.cpu_row < 1e-6 && f.cpu_token < 1e-6,
+                  "%s: row %g, token %g", weight_format_name(like[i].fmt), f.cpu_row, f.cpu_token);
+    }
 }
