@@ -77,6 +77,10 @@ static void linear_worker(void *p, int worker, int n_workers)
         twin_fp8_avx512(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
+    if (c->path == KPATH_AVX512 && twin_fp8_in_passes(c->w)) {    /* no VBMI: AVX2's shuffles */
+        twin_fp8_avx2(c->w, r0, r1, c->x, c->T, c->y);
+        return;
+    }
     if (c->path == KPATH_AVX512 && twin_bf16_in_registers(c->w)) {
         twin_bf16_avx512(c->w, r0, r1, c->x, c->T, c->y);
         return;
@@ -89,7 +93,7 @@ static void linear_worker(void *p, int worker, int n_workers)
         twin_int4_avx2(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
-    if (c->path == KPATH_AVX2 && twin_fp8_natural(c->w)) {
+    if (c->path == KPATH_AVX2 && twin_fp8_in_passes(c->w)) {
         twin_fp8_avx2(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
@@ -121,7 +125,8 @@ void gpu_twin_linear(kernel_path path, thread_pool *pool, const linear_weight *w
     if ((path == KPATH_AVX512 || path == KPATH_AVX2) && twin_int4_in_registers(w)) {
         twin_int4_permute_x(x, T, w->cols, scratch);
         c.x = scratch;
-    } else if (path == KPATH_AVX512 && twin_fp8_in_registers(w)) {
+    } else if ((path == KPATH_AVX512 || path == KPATH_AVX2) && twin_fp8_in_passes(w)) {
+        /* the byte tables' and the shuffles' lane order are the same */
         twin_fp8_permute_x(x, T, w->cols, scratch);
         c.x = scratch;
     }

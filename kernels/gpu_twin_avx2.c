@@ -1,7 +1,6 @@
 /* gpu_twin_avx2: the twin on AVX2 (see gpu_twin_simd.h): a row's 32 lanes in
  * four 8-float registers, two rows at once. */
 #include <immintrin.h>
-#include <math.h>
 #include <string.h>
 
 #include "cpu_kernels/linear_ref.h"
@@ -149,47 +148,59 @@ TGT2 void twin_int4_avx2(const linear_weight *w, int r0, int r1, const float *xp
     }
 }
 
-/* 8 E4M3 codes (in the low bytes of v's dwords) as e4m3_to_f32 gives them,
- * with integer operations only: a normal code's exponent and mantissa moved
- * into a float32's fields and its exponent rebiased (+120), a subnormal one
- * (exponent 0) converted as mantissa x 2^-9; 0x7f/0xff NaN. No subnormal float
- * is ever an operand, so nothing waits on a microcode assist. */
-TGT2 INL __m256 e4m3_8_avx2(__m256i v)
+/* 32 E4M3 codes as e4m3_to_f32 gives them, through byte shuffles: every E4M3
+ * value is a bf16 value, whose high byte a normal code's exponent gives and
+ * whose low byte its exponent's last bit and its mantissa give (two 16-entry
+ * tables); subnormal codes (exponent 0) take two tables of their own, NaN
+ * codes the reference's NaN; then the bf16 values widen to float. Per 128-bit
+ * lane the widening yields codes 0-3 and 16-19 in f[0], 4-7 and 20-23 in
+ * f[1], 8-11 and 24-27 in f[2], 12-15 and 28-31 in f[3]: twin_fp8_permute_x's
+ * order, so each register position keeps one GPU lane. */
+TGT2 INL void e4m3_32_avx2(__m256i q, __m256 f[4])
 {
-    __m256i mag = _mm256_and_si256(v, _mm256_set1_epi32(0x7f));
-    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
-    __m256 normal = _mm256_castsi256_ps(
-        _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
-    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(0x1p-9f));
-    __m256 is_sub = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag));
-    __m256 f = _mm256_or_ps(_mm256_blendv_ps(normal, sub, is_sub), _mm256_castsi256_ps(sign));
-    __m256 nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f)));
-    return _mm256_blendv_ps(f, _mm256_set1_ps(NAN), nan);
+    const __m256i normal_hi = _mm256_setr_epi8(
+        60, 60, 61, 61, 62, 62, 63, 63, 64, 64, 65, 65, 66, 66, 67, 67,
+        60, 60, 61, 61, 62, 62, 63, 63, 64, 64, 65, 65, 66, 66, 67, 67);    /* (e + 120) >> 1 */
+    const __m256i normal_lo = _mm256_setr_epi8(
+        0, 16, 32, 48, 64, 80, 96, 112, -128, -112, -96, -80, -64, -48, -32, -16,
+        0, 16, 32, 48, 64, 80, 96, 112, -128, -112, -96, -80, -64, -48, -32, -16); /* e0 << 7 | m << 4 */
+    const __m256i sub_hi = _mm256_setr_epi8(0, 0x3b, 0x3b, 0x3b, 0x3c, 0x3c, 0x3c, 0x3c, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            0, 0x3b, 0x3b, 0x3b, 0x3c, 0x3c, 0x3c, 0x3c, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i sub_lo = _mm256_setr_epi8(0, 0, -128, -64, 0, 0x20, 0x40, 0x60, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            0, 0, -128, -64, 0, 0x20, 0x40, 0x60, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i mag = _mm256_and_si256(q, _mm256_set1_epi8(0x7f));
+    __m256i e = _mm256_and_si256(_mm256_srli_epi16(mag, 3), low4);
+    __m256i em = _mm256_and_si256(mag, low4);           /* e's last bit and m */
+    __m256i sub = _mm256_cmpeq_epi8(e, _mm256_setzero_si256());
+    __m256i hi = _mm256_blendv_epi8(_mm256_shuffle_epi8(normal_hi, e), _mm256_shuffle_epi8(sub_hi, em), sub);
+    __m256i lo = _mm256_blendv_epi8(_mm256_shuffle_epi8(normal_lo, em), _mm256_shuffle_epi8(sub_lo, em), sub);
+    hi = _mm256_or_si256(hi, _mm256_and_si256(q, _mm256_set1_epi8((char)0x80)));
+    __m256i nan = _mm256_cmpeq_epi8(mag, _mm256_set1_epi8(0x7f));
+    hi = _mm256_blendv_epi8(hi, _mm256_set1_epi8(0x7f), nan);
+    lo = _mm256_blendv_epi8(lo, _mm256_set1_epi8((char)0xc0), nan);
+    __m256i w0 = _mm256_unpacklo_epi8(lo, hi), w1 = _mm256_unpackhi_epi8(lo, hi);
+    const __m256i zero = _mm256_setzero_si256();
+    f[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, w0));
+    f[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, w0));
+    f[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, w1));
+    f[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, w1));
 }
 
-/* columns c .. c + 7 of a row in natural order: FP8 times its block's scale s
- * (the reference's product), or BF16 */
-TGT2 INL __m256 natural_8_avx2(int fmt, const uint8_t *row, int c, __m256 s)
+/* FP8 (whole 32-column passes within scale blocks: each code times its block's
+ * scale, the reference's product; x permuted to match, the lanes back in
+ * natural order before the butterfly) or BF16 (natural order, x as it is),
+ * dequantized in registers */
+TGT2 INL void pass_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
+                             const float *x, const int NT, float *y, size_t ys)
 {
-    if (fmt == WF_FP8_BLOCK)
-        return _mm256_mul_ps(e4m3_8_avx2(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c)))), s);
-    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * (size_t)c)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
-}
-
-/* FP8 (whole 32-column passes within scale blocks) or BF16, dequantized in
- * registers: a pass's lanes are its columns in order, so x comes as it is */
-TGT2 INL void natural_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
-                                const float *x, const int NT, float *y, size_t ys)
-{
-    int cols = w->cols;
-    size_t row_bytes = (size_t)cols * (fmt == WF_FP8_BLOCK ? 1 : 2);
+    int cols = w->cols, esize = fmt == WF_FP8_BLOCK ? 1 : 2;
     const uint8_t *row[AVX2_ROWS];
     const float *srow[AVX2_ROWS];
     __m256 acc[AVX2_ROWS][4][2];
     UNROLL
     for (int i = 0; i < R; i++) {
-        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * row_bytes;
+        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)cols * (size_t)esize;
         srow[i] = fmt == WF_FP8_BLOCK ? (const float *)w->scale +
                                             (size_t)((r + i) / w->block_rows) * (size_t)w->scale_cols
                                       : NULL;
@@ -203,48 +214,63 @@ TGT2 INL void natural_rows_avx2(const linear_weight *w, const int fmt, int r, co
         UNROLL
         for (int i = 0; i < R; i++) {
             if ((c & 127) == 0)
-                prefetch_l2(row[i] + c * (fmt == WF_FP8_BLOCK ? 1 : 2), PREFETCH_AHEAD);
-            __m256 s = fmt == WF_FP8_BLOCK ? _mm256_set1_ps(srow[i][c / w->block_cols])
-                                           : _mm256_setzero_ps();
+                prefetch_l2(row[i] + (size_t)c * (size_t)esize, PREFETCH_AHEAD);
+            __m256 wq[4];
+            if (fmt == WF_FP8_BLOCK) {
+                e4m3_32_avx2(_mm256_loadu_si256((const __m256i *)(row[i] + c)), wq);
+                __m256 s = _mm256_set1_ps(srow[i][c / w->block_cols]);
+                UNROLL
+                for (int q = 0; q < 4; q++)
+                    wq[q] = _mm256_mul_ps(wq[q], s);
+            } else {
+                UNROLL
+                for (int q = 0; q < 4; q++)
+                    wq[q] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(
+                        _mm_loadu_si128((const __m128i *)(row[i] + 2 * (size_t)(c + 8 * q)))), 16));
+            }
             UNROLL
-            for (int q = 0; q < 4; q++) {
-                __m256 wq = natural_8_avx2(fmt, row[i], c + 8 * q, s);
+            for (int q = 0; q < 4; q++)
                 UNROLL
                 for (int t = 0; t < NT; t++)
-                    acc[i][q][t] = _mm256_fmadd_ps(wq, _mm256_loadu_ps(x + (size_t)t * cols + c + 8 * q),
+                    acc[i][q][t] = _mm256_fmadd_ps(wq[q], _mm256_loadu_ps(x + (size_t)t * cols + c + 8 * q),
                                                    acc[i][q][t]);
-            }
         }
     }
     UNROLL
     for (int i = 0; i < R; i++)
         UNROLL
-        for (int t = 0; t < NT; t++)
-            y[(size_t)t * ys + (size_t)(r + i)] =
-                butterfly_avx2(acc[i][0][t], acc[i][1][t], acc[i][2][t], acc[i][3][t]);
+        for (int t = 0; t < NT; t++) {
+            __m256 a0 = acc[i][0][t], a1 = acc[i][1][t], a2 = acc[i][2][t], a3 = acc[i][3][t];
+            if (fmt == WF_FP8_BLOCK)    /* lanes 0-7, 8-15, 16-23, 24-31 */
+                y[(size_t)t * ys + (size_t)(r + i)] =
+                    butterfly_avx2(_mm256_permute2f128_ps(a0, a1, 0x20), _mm256_permute2f128_ps(a2, a3, 0x20),
+                                   _mm256_permute2f128_ps(a0, a1, 0x31), _mm256_permute2f128_ps(a2, a3, 0x31));
+            else
+                y[(size_t)t * ys + (size_t)(r + i)] = butterfly_avx2(a0, a1, a2, a3);
+        }
 }
 
 /* one token: two rows at once; more: a row at a time, tokens in pairs (as
  * twin_int4_avx2; dequantizing rows into scratch once and reading them back
  * per token measured slower: 1.7 against 2.3 GB/s for FP8 at 4 tokens) */
-#define NATURAL_TWIN_AVX2(name, fmt)                                                               \
+#define PASS_TWIN_AVX2(name, fmt)                                                                     \
     TGT2 void name(const linear_weight *w, int r0, int r1, const float *x, int T, float *y)        \
     {                                                                                              \
         size_t ys = (size_t)w->rows, xs = (size_t)w->cols;                                         \
         int r = r0;                                                                                \
         if (T == 1)                                                                                \
             for (; r + AVX2_ROWS <= r1; r += AVX2_ROWS)                                            \
-                natural_rows_avx2(w, fmt, r, AVX2_ROWS, x, 1, y, ys);                              \
+                pass_rows_avx2(w, fmt, r, AVX2_ROWS, x, 1, y, ys);                                 \
         for (; r < r1; r++) {                                                                      \
             int t = 0;                                                                             \
             for (; t + 2 <= T; t += 2)                                                             \
-                natural_rows_avx2(w, fmt, r, 1, x + t * xs, 2, y + t * ys, ys);                    \
+                pass_rows_avx2(w, fmt, r, 1, x + t * xs, 2, y + t * ys, ys);                       \
             if (t < T)                                                                             \
-                natural_rows_avx2(w, fmt, r, 1, x + t * xs, 1, y + t * ys, ys);                    \
+                pass_rows_avx2(w, fmt, r, 1, x + t * xs, 1, y + t * ys, ys);                       \
         }                                                                                          \
     }
-NATURAL_TWIN_AVX2(twin_fp8_avx2, WF_FP8_BLOCK)
-NATURAL_TWIN_AVX2(twin_bf16_avx2, WF_BF16)
+PASS_TWIN_AVX2(twin_fp8_avx2, WF_FP8_BLOCK)
+PASS_TWIN_AVX2(twin_bf16_avx2, WF_BF16)
 
 /* any format: TWIN_ROWS rows at a time dequantized into work by the
  * reference, then every token's lanes over them, two rows at once */

@@ -32,9 +32,10 @@ static inline int twin_fp8_in_registers(const linear_weight *w)
 }
 void twin_fp8_permute_x(const float *x, int T, int cols, float *xp);
 
-/* FP8 in whole 32-column passes within scale blocks, decoded with integer
- * operations (AVX2); x as it is */
-static inline int twin_fp8_natural(const linear_weight *w)
+/* FP8 in whole 32-column passes within scale blocks, decoded through byte
+ * shuffles (AVX2, and AVX-512 without VBMI); x as twin_fp8_permute_x lays it
+ * out (twin_fp8_in_registers implies it) */
+static inline int twin_fp8_in_passes(const linear_weight *w)
 {
     return w->fmt == WF_FP8_BLOCK && w->cols % TWIN_LANES == 0 &&
            w->block_cols % TWIN_LANES == 0 && w->block_rows > 0;
@@ -53,7 +54,7 @@ void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *xp, i
 void twin_dequant_avx512(kernel_path path, const linear_weight *w, int r0, int r1, const float *x,
                          int T, float *y, float *work);
 void twin_int4_avx2(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
-void twin_fp8_avx2(const linear_weight *w, int r0, int r1, const float *x, int T, float *y);
+void twin_fp8_avx2(const linear_weight *w, int r0, int r1, const float *xp, int T, float *y);
 void twin_bf16_avx2(const linear_weight *w, int r0, int r1, const float *x, int T, float *y);
 /* any format: TWIN_ROWS rows at a time dequantized into work by the reference */
 void twin_dequant_avx2(const linear_weight *w, int r0, int r1, const float *x, int T, float *y,

@@ -396,7 +396,9 @@ Test(gpu, twin_paths_agree_and_match_the_reference, .timeout = 60)
  * registers) against the one-lane-at-a-time reference, bit for bit, on random
  * formats, shapes (rows not a multiple of four, columns with and without whole
  * 32-blocks), group sizes and tokens. */
-Test(gpu, twin_simd_matches_the_lane_reference_on_random_shapes, .timeout = 120)
+/* n random cases of the given formats: each SIMD twin this CPU runs against
+ * the one-lane-at-a-time reference, bit for bit */
+static void check_twin_simd(int n, const weight_format *fmts, int n_fmts)
 {
     kernel_path simd[2];
     int n_simd = 0;
@@ -408,11 +410,10 @@ Test(gpu, twin_simd_matches_the_lane_reference_on_random_shapes, .timeout = 120)
     thread_pool *pool;
     errbuf e;
     cr_assert_eq(thread_pool_create(&pool, 2, &e), 0, "%s", e.msg);
-    const weight_format fmts[] = {WF_INT4_GROUP, WF_INT4_GROUP, WF_BF16, WF_FP8_BLOCK, WF_F32};
-    for (int k = 0; k < 80; k++) {
-        weight_format fmt = fmts[random_u32() % 5];
+    for (int k = 0; k < n; k++) {
+        weight_format fmt = fmts[random_u32() % (unsigned)n_fmts];
         int rows = 1 + (int)(random_u32() % 41), T = 1 + (int)(random_u32() % 7);
-        int gs = 32 << (random_u32() % 3), blk = fmt == WF_FP8_BLOCK ? 64 << (random_u32() % 2) : 0;
+        int gs = 32 << (random_u32() % 3), blk = fmt == WF_FP8_BLOCK ? 32 << (random_u32() % 3) : 0;
         int cols = k % 2 ? 32 * (1 + (int)(random_u32() % 12)) : 1 + (int)(random_u32() % 300);
         random_weight w = random_weight_make(fmt, rows, cols, blk, fmt == WF_INT4_GROUP ? gs : 0);
         size_t ny = (size_t)T * (size_t)rows;
@@ -435,6 +436,21 @@ Test(gpu, twin_simd_matches_the_lane_reference_on_random_shapes, .timeout = 120)
         free(scratch);
     }
     thread_pool_destroy(pool);
+}
+
+Test(gpu, twin_simd_matches_the_lane_reference_on_random_shapes, .timeout = 120)
+{
+    const weight_format fmts[] = {WF_INT4_GROUP, WF_INT4_GROUP, WF_BF16, WF_FP8_BLOCK, WF_F32};
+    check_twin_simd(80, fmts, 5);
+}
+
+/* AVX-512 without VBMI's byte tables takes AVX2's shuffles for FP8 */
+Test(gpu, twin_simd_fp8_without_byte_tables, .timeout = 120)
+{
+    setenv("MOETIER_FP8_TABLES", "0", 1);
+    cr_assert_not(kernel_fp8_lut_supported(), "MOETIER_FP8_TABLES=0 left the tables on");
+    const weight_format fp8 = WF_FP8_BLOCK;
+    check_twin_simd(40, &fp8, 1);
 }
 
 /* A batch where the cache misses some experts: those with few tokens run on
