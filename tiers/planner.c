@@ -223,10 +223,12 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
     uint64_t qk = (uint64_t)(c->qk_nope_dim + c->qk_rope_dim);
     uint64_t inter = max_u64((uint64_t)c->intermediate_size,
                              (uint64_t)c->moe_intermediate_size * max_u64((uint64_t)c->n_shared_experts, 1));
-    /* the engine's buffers (engine_create), then the backend's scratch, which
-     * grows by a quarter over what is asked: FFN gate and up, attention's
-     * absorbed queries and latent outputs, one staged expert */
-    uint64_t floats = C * (8 * h + max_u64((uint64_t)c->q_lora_rank, 1) + H * qk +
+    /* the engine's buffers (engine_create: the experts' inputs and outputs for
+     * all of a layer's top-k rows), then the backend's scratch, which grows by
+     * a quarter over what is asked: FFN gate and up, attention's absorbed
+     * queries and latent outputs, one staged expert */
+    uint64_t K = max_u64((uint64_t)c->n_experts_per_tok, 1);
+    uint64_t floats = C * ((6 + 2 * K) * h + max_u64((uint64_t)c->q_lora_rank, 1) + H * qk +
                            H * (uint64_t)c->v_head_dim + (uint64_t)c->vocab_size +
                            max_u64((uint64_t)c->n_routed_experts, 1));
     floats += 2 * C * inter * 5 / 4 + 2 * C * H * (uint64_t)c->kv_lora_rank * 5 / 4;

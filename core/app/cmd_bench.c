@@ -89,6 +89,19 @@ static int parse_pair(const char *flag, const char *s, int *out, const char *wha
     return 0;
 }
 
+/* the value after flag argv[*i], a positive number */
+static int positive_value(int argc, char **argv, int *i, float *out)
+{
+    const char *flag = argv[*i], *v = cli_value(argc, argv, i);
+    if (!v || cli_float(flag, v, out))
+        return -1;
+    if (!(*out > 0)) {
+        fprintf(stderr, "moetier: %s must be positive\n", flag);
+        return -1;
+    }
+    return 0;
+}
+
 /* the device's description, or a message that there is none */
 static int gpu_present(char *device, size_t n)
 {
@@ -227,12 +240,8 @@ static int bench_linear(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(a, "--set-gb")) {
-            if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &set_gb))
+            if (positive_value(argc, argv, &i, &set_gb))
                 return 2;
-            if (!(set_gb > 0)) {
-                fprintf(stderr, "moetier: --set-gb must be positive\n");
-                return 2;
-            }
         } else {
             fprintf(stderr, "moetier bench gpu --linear: unknown option '%s'\n", a);
             usage(stderr);
@@ -289,12 +298,8 @@ static int bench_gpu(int argc, char **argv)
             if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, mb, &n_mb, 8))
                 return 2;
         } else if (!strcmp(a, "--seconds")) {
-            if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &seconds))
+            if (positive_value(argc, argv, &i, &seconds))
                 return 2;
-            if (seconds <= 0) {
-                fprintf(stderr, "moetier: --seconds must be positive\n");
-                return 2;
-            }
         } else {
             fprintf(stderr, "moetier bench gpu: unknown option '%s'\n", a);
             usage(stderr);
@@ -371,12 +376,8 @@ int cmd_bench(int argc, char **argv)
             o.formats = v;
         } else if (!strcmp(a, "--seconds") || !strcmp(a, "--set-gb")) {
             float x;
-            if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &x))
+            if (positive_value(argc, argv, &i, &x))
                 return 2;
-            if (x <= 0) {
-                fprintf(stderr, "moetier: %s must be positive\n", a);
-                return 2;
-            }
             if (!strcmp(a, "--seconds"))
                 o.seconds = x;
             else

@@ -59,8 +59,9 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     ALLOC(en->attn, Cz * H * c->v_head_dim);
     ALLOC(en->tmp, Cz * h);
     ALLOC(en->moe, Cz * h);
-    ALLOC(en->gath, Cz * h);
-    ALLOC(en->eout, Cz * h);
+    en->gather_rows = C * (OPS(en)->ffn_batch && OPS(en)->plans_batches ? max_sz(K, 1) : 1);
+    ALLOC(en->gath, (size_t)en->gather_rows * h);
+    ALLOC(en->eout, (size_t)en->gather_rows * h);
     ALLOC(en->logits_rows, Cz * c->vocab_size);
     ALLOC(en->router_logits, Cz * max_sz(E, 1));
     ALLOC(en->xp, Cz * h);
@@ -364,7 +365,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
         int g = 0, rows = 0, rc = 0;
         while (i + g < n_used && (g < held_max || i + g < held_free)) {
             int x = en->used_experts[i + g], n = start[x + 1] - start[x];
-            if (g > 0 && rows + n > en->max_chunk)
+            if (g > 0 && rows + n > en->gather_rows)
                 break;
             expert_view *v = &en->group_views[g];
             if (expert_source_get(en->experts, l, x, v, e)) {

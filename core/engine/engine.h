@@ -56,6 +56,9 @@ typedef struct engine {
     int n_past;                     /* positions already in the cache */
     int *cached_ids;                /* [max_ctx] the token at each cached position */
     int max_chunk;
+    /* rows of gath and eout: a chunk's, or for a backend that plans batches
+     * all of a layer's (chunk x top-k), so one call takes the layer's experts */
+    int gather_rows;
     float *inv_freq;
     float rope_mscale, softmax_scale;
     route_params rp;
@@ -65,7 +68,7 @@ typedef struct engine {
     int lookahead;
     engine_observer obs;
     engine_stats stats;
-    /* activations, [max_chunk][...] backend buffers */
+    /* activations, [max_chunk][...] backend buffers (gath, eout: [gather_rows][hidden]) */
     float *x, *xn, *qa, *q, *attn, *tmp, *moe, *gath, *eout, *logits_rows, *router_logits;
     /* host-side routing and dispatch */
     int *route_ids;

@@ -96,6 +96,18 @@ static int vocab_of(const char *model)
     return v;
 }
 
+static int moe_layer_count(const char *model)
+{
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    int n = 0;
+    for (int l = 0; l < mw.cfg.n_layers; l++)
+        n += config_is_moe_layer(&mw.cfg, l);
+    model_weights_close(&mw);
+    return n;
+}
+
 /* Every tier configuration against the checkpoint-mapping run, bit for bit. */
 static void check_invariance(const char *model, const char *tag)
 {
@@ -236,7 +248,7 @@ static void gpu_vram_invariance(const char *variant)
     char store_dir[4096];
     snprintf(store_dir, sizeof store_dir, "%s/store", tmp);
     convert_store(model, store_dir, 0, 0);
-    int V = vocab_of(model);
+    int V = vocab_of(model), moe_layers = moe_layer_count(model);
     size_t n = (size_t)(T_PROMPT + T_STEPS) * (size_t)V;
     float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got);
     errbuf e;
@@ -285,6 +297,13 @@ static void gpu_vram_invariance(const char *variant)
                          "in %llu backend calls", variant, cases[k].dram,
                          (unsigned long long)es.expert_calls,
                          (unsigned long long)es.expert_groups);
+        /* without one, a layer's experts go in one call, prefill chunks (4 tokens
+         * x top-k rows) included */
+        if (!cases[k].dram)
+            cr_expect_eq(es.expert_groups, (unsigned long long)moe_layers *
+                         ((T_PROMPT + f.chunk - 1) / f.chunk + T_STEPS), "%s: %llu backend calls "
+                         "for %d MoE layers", variant, (unsigned long long)es.expert_groups,
+                         moe_layers);
         if (cases[k].dram == 60)
             cr_expect_gt(gs.prefetched, 0, "%s: no predicted expert was peeked from the "
                          "evicting DRAM tier and copied ahead", variant);
