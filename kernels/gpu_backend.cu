@@ -932,14 +932,16 @@ static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *de
     return 0;
 }
 
-/* The cost model's rates: host-to-device copies of 32 MB from pinned and from
- * pageable memory (gpu_bench_copy), one within the device (read + write: the
- * GPU's read rate is twice its rate), then the CPU twin's on a matrix like the
- * model's experts; defaults where something cannot be measured. */
-static void measure_rates(gpu_state *st, int device, const linear_weight *expert_like)
+/* The cost model's GPU rates, before the expert cache takes its memory:
+ * host-to-device copies of 32 MB from pinned and from pageable memory
+ * (gpu_bench_copy); the GPU's read rate of a resident expert from the linear
+ * kernel itself, on 256 MB of matrices of the experts' format and width at one
+ * token (gpu_bench_linear; the emulation's kernels would take seconds for
+ * that, so there a device-to-device copy stands in: read + write, twice its
+ * rate). Defaults where something cannot be measured. */
+static void measure_gpu_rates(hybrid_rates *r, int device, const linear_weight *expert_like)
 {
     const size_t bytes = 32u << 20;
-    hybrid_rates *r = &st->rates;
     r->copy_pinned = r->copy_pageable = 10e9;
     r->gpu = 1e12;
     gpu_copy_result c;
@@ -948,6 +950,14 @@ static void measure_rates(gpu_state *st, int device, const linear_weight *expert
         r->copy_pinned = c.pinned_gbps * 1e9;
         r->copy_pageable = c.pageable_gbps * 1e9;
     }
+#ifndef MOETIER_CUDA_EMU
+    int fmt = expert_like ? expert_like->fmt : WF_INT4_GROUP;
+    int cols = expert_like && expert_like->cols > 0 ? expert_like->cols : 7168;
+    gpu_linear_result lr;
+    if (!gpu_bench_linear(device, fmt, 2048, cols, 1, 256ull << 20, 2, &lr, &ignored) &&
+        lr.ahead_gbps > 0)
+        r->gpu = lr.ahead_gbps * 1e9;
+#else
     void *dev = NULL;
     if (cudaMalloc(&dev, 2 * bytes) == cudaSuccess) {
         double best = 1e30;
@@ -961,8 +971,8 @@ static void measure_rates(gpu_state *st, int device, const linear_weight *expert
         r->gpu = 2.0 * (double)bytes / (best > 1e-9 ? best : 1e-9);
         cudaFree(dev);
     }
+#endif
     cudaGetLastError();
-    hybrid_measure_cpu(r, st->path, st->pool, expert_like);
 }
 
 __global__ void k_probe(int *p)
@@ -1004,6 +1014,8 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     gpu_options none = {};
     if (!o)
         o = &none;
+    if (!o->rates && o->cpu_tokens == GPU_CPU_TOKENS_AUTO)
+        measure_gpu_rates(&st->rates, dev, o->expert_like);
     if (open_expert_cache(st, o, p.name, e)) {
         free(st);
         return -1;
@@ -1023,7 +1035,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
         if (o->rates)
             st->rates = *o->rates;
         else if (st->cpu_auto)
-            measure_rates(st, dev, o->expert_like);
+            hybrid_measure_cpu(&st->rates, st->path, st->pool, o->expert_like);
     }
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / 1e9);
