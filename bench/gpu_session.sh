@@ -3,25 +3,32 @@
 # (docs/gpu.md): build, the GPU tests (operations with a sync after every
 # kernel, golden, tier and VRAM-cache invariance), `moetier bench gpu` (copies,
 # the linear kernel against HBM, the hybrid overlap), and decode of a k2-slice
-# model on the CPU and on the GPU with the VRAM cache swept. Every log goes to
-# $OUT (default bench/results/gpu-<time>); the summary is printed at the end.
-# Each step has its own time limit so one hang does not cost the rest.
+# model on the CPU and on the GPU with the VRAM cache swept. Every step's log
+# goes to bench/results/gpu-<time>/; the summary is printed at the end. Each
+# step has its own time limit so one hang does not cost the rest. With OUT set
+# (the device tool's folder of files that come back, at most 8 of them) the
+# logs are also packed there, on any exit, as gpu-<time>.tgz beside a copy of
+# summary.txt.
 #
 # Usage: [OUT=dir] [BUDGET=seconds] bench/gpu_session.sh [GROUP ...]
 #   GROUP: ops, bench, decode, golden, invariance (default: all, in that order:
-#   the numbers first). The build always runs (make: nothing to do when built).
+#   the numbers first). With .device/bundle.tar.xz (bench/gpu_bundle.sh, made
+#   on the development machine and carried: the device machine has no C
+#   libraries to build with) the bundle's binaries run; without it, make builds.
 #   BUDGET (default 540) bounds the whole run: each step's limit is cut to the
 #   time left and steps that no longer fit are skipped, so one call fits the
 #   device tool's 600-second limit; a second call with the groups left
 #   (e.g. `golden invariance`) finishes on the same warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-bench/results/gpu-$(date +%Y%m%d-%H%M%S)}
+name=gpu-$(date +%Y%m%d-%H%M%S)
+out=bench/results/$name
 budget=${BUDGET:-540}
 groups=${*:-ops bench decode golden invariance}
 mkdir -p "$out" build/tmp
-export MOETIER_TESTDATA=${MOETIER_TESTDATA:-$PWD/../shared/testdata}
-export MOETIER_BIN=$PWD/build/moetier MOETIER_TMP=$PWD/build/tmp
+if [[ -n ${OUT:-} ]]; then
+    trap 'tar -C bench/results -czf "$OUT/$name.tgz" "$name"; cp "$out/summary.txt" "$OUT/" 2>/dev/null' EXIT
+fi
 jobs=$(nproc)
 want() { [[ " $groups " == *" $1 "* ]]; }
 step() {    # step NAME SECONDS COMMAND...: runs it, logs to $out/NAME.log, notes the status
@@ -39,25 +46,40 @@ step() {    # step NAME SECONDS COMMAND...: runs it, logs to $out/NAME.log, note
     echo "$name: rc $rc, $((SECONDS - t0)) s (limit $limit s)" | tee -a "$out/summary.txt"
     return $rc
 }
-{ nvidia-smi; nvcc --version; lscpu | head -20; free -g; } > "$out/machine.txt" 2>&1
-step build 400 make -j"$jobs" build/moetier build/tests/unit_tests || { tail -40 "$out/build.log"; exit 1; }
+{ nvidia-smi; nvcc --version; lscpu | head -20; free -g; ldd --version | head -1; } > "$out/machine.txt" 2>&1
+if [[ -f .device/bundle.tar.xz ]]; then
+    # built here by bench/gpu_bundle.sh: binaries, their libraries, the vectors
+    b=/tmp/moetier-bundle
+    rm -rf "$b" && mkdir -p "$b"
+    step unpack 120 tar -C "$b" -xJf .device/bundle.tar.xz || exit 1
+    export LD_LIBRARY_PATH=$b/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    bin=$b/bin/moetier tests=$b/bin/unit_tests
+    [[ -d $b/testdata ]] && export MOETIER_TESTDATA=${MOETIER_TESTDATA:-$b/testdata}
+    ldd "$bin" "$tests" > "$out/ldd.txt" 2>&1
+    grep -q "not found" "$out/ldd.txt" && { grep "not found" "$out/ldd.txt"; exit 1; }
+else
+    step build 400 make -j"$jobs" build/moetier build/tests/unit_tests || { tail -40 "$out/build.log"; exit 1; }
+    bin=$PWD/build/moetier tests=$PWD/build/tests/unit_tests
+fi
+export MOETIER_TESTDATA=${MOETIER_TESTDATA:-$PWD/../shared/testdata}
+export MOETIER_BIN=$bin MOETIER_TMP=$PWD/build/tmp
 if want ops; then
-    step test-gpu-ops 150 env MOETIER_CUDA_SYNC=1 build/tests/unit_tests --filter 'gpu/*' --verbose -j"$jobs"
+    step test-gpu-ops 150 env MOETIER_CUDA_SYNC=1 "$tests" --filter 'gpu/*' --verbose -j"$jobs"
 fi
 if want bench; then
-    step bench-gpu-copy 60 build/moetier bench gpu --json
-    step bench-gpu-linear 90 build/moetier bench gpu --linear --json
-    step bench-gpu-overlap 60 build/moetier bench gpu --overlap --json
-    step bench-gpu-overlap-4-4 60 build/moetier bench gpu --overlap --experts 4,4 --json
+    step bench-gpu-copy 60 "$bin" bench gpu --json
+    step bench-gpu-linear 90 "$bin" bench gpu --linear --json
+    step bench-gpu-overlap 60 "$bin" bench gpu --overlap --json
+    step bench-gpu-overlap-4-4 60 "$bin" bench gpu --overlap --experts 4,4 --json
 fi
 if want decode; then
     # a k2-slice (real K2 shapes: 1 dense + 1 MoE layer of 384 INT4 experts)
     slice=build/tmp/k2-slice-int4
     [[ -f $slice.done ]] ||
-        { step synth-slice 300 build/moetier synth --preset k2-slice --layers 2 --format int4 \
+        { step synth-slice 300 "$bin" synth --preset k2-slice --layers 2 --format int4 \
               -o "$slice" --force && touch "$slice.done"; }
     ids=$(seq -s, 1 64)
-    run_slice() { step "$1" 120 build/moetier run -m "$slice" --ids "$ids" -n 33 --greedy --ignore-eos --stats "${@:2}"; }
+    run_slice() { step "$1" 120 "$bin" run -m "$slice" --ids "$ids" -n 33 --greedy --ignore-eos --stats "${@:2}"; }
     run_slice decode-cpu
     for gb in 10 24 8 14; do
         run_slice "decode-gpu-vram-$gb" --backend cuda --vram-gb "$gb"
@@ -66,16 +88,16 @@ if want decode; then
     # with the GPU (asynchronous copies), then one of about half the experts
     # (evicts, reads from NVMe; a layer's reserved experts still go in one batch)
     run_slice decode-gpu-vram-10-nocpu --backend cuda --vram-gb 10 --cpu-tokens 0
-    step convert-slice 300 build/moetier convert -m "$slice"     # resumes, or nothing to do
+    step convert-slice 300 "$bin" convert -m "$slice"     # resumes, or nothing to do
     run_slice decode-gpu-vram-10-dram --backend cuda --vram-gb 10 --dram-gb 100
     run_slice decode-gpu-vram-10-dram-4 --backend cuda --vram-gb 10 --dram-gb 4
 fi
 if want golden; then
-    step test-golden-gpu 400 build/tests/unit_tests --filter 'golden/*_gpu' --verbose -j"$jobs"
+    step test-golden-gpu 400 "$tests" --filter 'golden/*_gpu' --verbose -j"$jobs"
 fi
 if want invariance; then
-    step test-vram-invariance 300 build/tests/unit_tests --filter 'tiers/invariance_gpu*' -j"$jobs"
-    step test-tier-invariance-gpu 400 build/tests/unit_tests --filter 'tiers/invariance_testdata_gpu*' -j"$jobs"
+    step test-vram-invariance 300 "$tests" --filter 'tiers/invariance_gpu*' -j"$jobs"
+    step test-tier-invariance-gpu 400 "$tests" --filter 'tiers/invariance_testdata_gpu*' -j"$jobs"
 fi
 echo "== summary ($out)"
 cat "$out/summary.txt"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Packs, here, what bench/gpu_session.sh needs on a GPU machine that has CUDA's
+# driver and compiler but none of the project's C libraries and no way to
+# fetch them: the two binaries built here for the GPU (stripped), every shared
+# library they load except glibc's own, and the k2-tiny test vectors (which do
+# not travel with the working tree). The result, .device/bundle.tar.xz (about
+# 40 MB; .device/ is ignored by git), goes along by naming .device in the
+# device tool's carry; gpu_session.sh unpacks and uses it instead of building.
+# The binaries need a glibc at least as new as this machine's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+testdata=${MOETIER_TESTDATA:-$PWD/../shared/testdata}
+make -j"$(nproc)" build/moetier build/tests/unit_tests
+ldd build/moetier | grep -q libcudart ||
+    { echo "gpu_bundle: this build has no CUDA backend (nvcc not found?)" >&2; exit 1; }
+stage=.device/stage
+rm -rf .device
+mkdir -p "$stage/bin" "$stage/lib" "$stage/testdata"
+cp build/moetier build/tests/unit_tests "$stage/bin/"
+strip "$stage/bin/"*
+# glibc's libraries stay behind: the machine's own must serve its loader
+ldd build/moetier build/tests/unit_tests | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+    grep -v -E '/(libc|libm|libdl|libpthread|librt|libresolv|libutil|ld-linux[^/]*)\.so' |
+    while read -r lib; do cp -L "$lib" "$stage/lib/"; done
+for d in "$testdata"/k2-tiny-*; do
+    [[ -d $d ]] && cp -r "$d" "$stage/testdata/"
+done
+ls "$stage/testdata" | grep -q k2-tiny ||
+    echo "gpu_bundle: no k2-tiny vectors in $testdata: the golden GPU tests will skip" >&2
+tar -C "$stage" -cJf .device/bundle.tar.xz .
+rm -rf "$stage"
+du -h .device/bundle.tar.xz
