@@ -218,8 +218,8 @@ __global__ void k_fill_random(uint32_t *p, size_t words, uint32_t seed)
     }
 }
 
-/* one matrix at base: data, then scales, each part aligned; *bytes: both
- * parts, *scale_bytes: the scales' */
+/* one matrix at base (NULL: its sizes only): data, then scales, each part
+ * aligned; *bytes: both parts, *scale_bytes: the scales' */
 static gpu_weight bench_weight(int fmt, int rows, int cols, char *base, uint64_t *bytes,
                                uint64_t *scale_bytes)
 {
@@ -241,7 +241,7 @@ static gpu_weight bench_weight(int fmt, int rows, int cols, char *base, uint64_t
         scale = (uint64_t)rows * (uint64_t)w.scale_cols * 2;
     }
     w.data = base;
-    w.scale = scale ? base + gpu_align(data) : NULL;
+    w.scale = scale && base ? base + gpu_align(data) : NULL;
     *bytes = gpu_align(data) + gpu_align(scale);
     *scale_bytes = scale;
     return w;

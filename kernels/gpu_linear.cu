@@ -4,7 +4,8 @@
  * One warp per weight row: its lanes stride over the columns, each lane keeps
  * a partial sum per token for a tile of up to LIN_TOKENS tokens, and the warp
  * adds its lanes up with shuffles. The row is dequantized element by element
- * (gw_at) as it is read, so no format is ever expanded in memory. */
+ * (gw_at_fmt, one kernel per format) as it is read, so no format is ever
+ * expanded in memory. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -29,7 +30,7 @@ __device__ __forceinline__ void l2_prefetch(const char *p)
 #endif
 }
 
-/* the window of `bytes` of p starting at `from`, up to `end` */
+/* this lane's sector of the window of p that starts at byte `from`, if before `end` */
 __device__ __forceinline__ void l2_prefetch_window(const char *p, int from, int end, int lane)
 {
     int off = from + lane * (LIN_AHEAD_WINDOW / 32);
