@@ -10,10 +10,11 @@
  * shuffle: each round runs every lane of the warp up to its next shuffle or
  * the barrier, in a new order. Shuffles exchange through two buffers used in
  * alternate rounds of the warp, so a lane's write for the next round never
- * overwrites a value a slower lane has still to read. Launches run their
- * blocks in a pseudo-random order too (cuda_runtime.h), and a block's dynamic
- * shared memory starts as 0xff bytes. The orders are the same on every run (a
- * fixed seed), so a failure repeats. */
+ * overwrites a value a slower lane has still to read; a lane missing from a
+ * shuffle (at the barrier, returned) stops the program (check_converged).
+ * Launches run their blocks in a pseudo-random order too (cuda_runtime.h), and
+ * a block's dynamic shared memory starts as 0xff bytes. The orders are the
+ * same on every run (a fixed seed), so a failure repeats. */
 #include <setjmp.h>
 
 #include "cuda_runtime.h"
@@ -114,6 +115,29 @@ static void resume(unsigned i)
     }
 }
 
+/* After a round of warp w: lanes that neither returned nor reached the barrier
+ * wait at a shuffle, which (with the full mask the kernels pass) needs all 32
+ * lanes there. One at the barrier or gone meanwhile is a divergent shuffle: on
+ * a device it hangs or reads garbage, so here it stops the program. */
+static void check_converged(unsigned w, unsigned width)
+{
+    unsigned waiting = 0, away = 0;
+    for (unsigned l = 0; l < width; l++) {
+        unsigned i = 32 * w + l;
+        if (finished[i] || at_barrier[i])
+            away++;
+        else
+            waiting++;
+    }
+    if (waiting && (away || width < 32)) {
+        fprintf(stderr, "cuda_emu: block (%u, %u, %u), warp %u: %u lanes wait at a shuffle while "
+                "%u of its %u lanes are at a barrier, have returned or do not exist "
+                "(a divergent shuffle)\n", blockIdx.x, blockIdx.y, blockIdx.z, w, waiting,
+                away + 32 - width, 32u);
+        abort();
+    }
+}
+
 void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
 {
     if (n > MAX_THREADS) {
@@ -144,6 +168,7 @@ void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
                         ran = 1;
                     }
                 }
+                check_converged(w, width);
             }
         }
         /* every thread is at the barrier or done: release the barrier */
