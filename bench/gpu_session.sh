@@ -11,20 +11,22 @@
 # summary.txt.
 #
 # Usage: [OUT=dir] [BUDGET=seconds] bench/gpu_session.sh [GROUP ...]
-#   GROUP: ops, bench, decode, golden, invariance (default: all, in that order:
-#   the numbers first). With .device/bundle.tar.xz (bench/gpu_bundle.sh, made
-#   on the development machine and carried: the device machine has no C
-#   libraries to build with) the bundle's binaries run; without it, make builds.
+#   GROUP: ops, golden, bench, decode, invariance (default: all, in that order:
+#   correctness and the numbers first; the invariance tests take longest).
+#   With .device/bundle.tar.xz (bench/gpu_bundle.sh, made on the development
+#   machine and carried: the device machine has no C libraries to build with)
+#   the bundle's binaries run; without it, make builds.
 #   BUDGET (default 540) bounds the whole run: each step's limit is cut to the
 #   time left and steps that no longer fit are skipped, so one call fits the
 #   device tool's 600-second limit; a second call with the groups left
-#   (e.g. `golden invariance`) finishes on the same warm machine.
+#   (e.g. `BUDGET=200 ... invariance`, within the 15 device minutes) finishes
+#   on the same warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 name=gpu-$(date +%Y%m%d-%H%M%S)
 out=bench/results/$name
 budget=${BUDGET:-540}
-groups=${*:-ops bench decode golden invariance}
+groups=${*:-ops golden bench decode invariance}
 mkdir -p "$out" build/tmp
 if [[ -n ${OUT:-} ]]; then
     trap 'tar -C bench/results -czf "$OUT/$name.tgz" "$name"; cp "$out/summary.txt" "$OUT/" 2>/dev/null' EXIT
@@ -66,6 +68,9 @@ export MOETIER_BIN=$bin MOETIER_TMP=$PWD/build/tmp
 if want ops; then
     step test-gpu-ops 150 env MOETIER_CUDA_SYNC=1 "$tests" --filter 'gpu/*' --verbose -j"$jobs"
 fi
+if want golden; then
+    step test-golden-gpu 400 "$tests" --filter 'golden/*_gpu' --verbose -j"$jobs"
+fi
 if want bench; then
     step bench-gpu-copy 60 "$bin" bench gpu --json
     step bench-gpu-linear 90 "$bin" bench gpu --linear --json
@@ -91,9 +96,6 @@ if want decode; then
     step convert-slice 300 "$bin" convert -m "$slice"     # resumes, or nothing to do
     run_slice decode-gpu-vram-10-dram --backend cuda --vram-gb 10 --dram-gb 100
     run_slice decode-gpu-vram-10-dram-4 --backend cuda --vram-gb 10 --dram-gb 4
-fi
-if want golden; then
-    step test-golden-gpu 400 "$tests" --filter 'golden/*_gpu' --verbose -j"$jobs"
 fi
 if want invariance; then
     step test-vram-invariance 300 "$tests" --filter 'tiers/invariance_gpu*' -j"$jobs"
