@@ -168,7 +168,7 @@ static int sample_matrix(const linear_weight *like, int rows, linear_weight *w)
             data[i] = (data[i] & 0x7f) == 0x7f ? 0x7e : data[i];    /* no NaN code */
     if (like->fmt == WF_F16 || like->fmt == WF_BF16)
         for (size_t i = 1; i < data_bytes; i += 2)
-            data[i] &= 0xbb;    /* the high byte: a small exponent, |v| < 1 */
+            data[i] &= 0xbb;    /* the high byte: a small exponent, |v| < 2 */
     if (like->fmt == WF_F32)
         for (size_t i = 3; i < data_bytes; i += 4)
             data[i] &= 0xbb;
