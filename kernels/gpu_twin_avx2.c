@@ -67,9 +67,10 @@ TGT2 INL void dot_rows_avx2(const float *w, size_t ld, const int R, const float 
  * bytes in two halves of 8, each nibble converted as (float)(v - 8) times the
  * scale (the reference's operation); x permuted by int4_permute_x, so even
  * columns 0-14, 16-30 and odd ones 1-15, 17-31 each take one register */
-TGT2 INL void int4_rows_avx2(const linear_weight *w, int r, const int R, const float *xp,
-                             const int NT, float *y, size_t ys)
+TGT2 INL void int4_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
+                             const float *xp, const int NT, float *y, size_t ys)
 {
+    (void)fmt;      /* always INT4: the signature of pass_rows_avx2, for TWIN_BY_ROWS */
     int cols = w->cols, gs = w->group_size;
     const __m256i eight = _mm256_set1_epi32(8), low4 = _mm256_set1_epi32(15);
     const uint8_t *row[AVX2_ROWS];
@@ -127,25 +128,6 @@ TGT2 INL void int4_rows_avx2(const linear_weight *w, int r, const int R, const f
                 butterfly_avx2(_mm256_permute2f128_ps(l0, h0, 0x20), _mm256_permute2f128_ps(l0, h0, 0x31),
                                _mm256_permute2f128_ps(l1, h1, 0x20), _mm256_permute2f128_ps(l1, h1, 0x31));
         }
-}
-
-/* one token: two rows at once; more: a row at a time, tokens in pairs (the
- * row's bytes stay in L1 across them) */
-TGT2 void twin_int4_avx2(const linear_weight *w, int r0, int r1, const float *xp, int T,
-                         float *y)
-{
-    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;
-    int r = r0;
-    if (T == 1)
-        for (; r + AVX2_ROWS <= r1; r += AVX2_ROWS)
-            int4_rows_avx2(w, r, AVX2_ROWS, xp, 1, y, ys);
-    for (; r < r1; r++) {
-        int t = 0;
-        for (; t + 2 <= T; t += 2)
-            int4_rows_avx2(w, r, 1, xp + t * xs, 2, y + t * ys, ys);
-        if (t < T)
-            int4_rows_avx2(w, r, 1, xp + t * xs, 1, y + t * ys, ys);
-    }
 }
 
 /* 32 E4M3 codes as e4m3_to_f32 gives them, through byte shuffles: every E4M3
@@ -250,27 +232,29 @@ TGT2 INL void pass_rows_avx2(const linear_weight *w, const int fmt, int r, const
         }
 }
 
-/* one token: two rows at once; more: a row at a time, tokens in pairs (as
- * twin_int4_avx2; dequantizing rows into scratch once and reading them back
- * per token measured slower: 1.7 against 2.3 GB/s for FP8 at 4 tokens) */
-#define PASS_TWIN_AVX2(name, fmt)                                                                     \
+/* One token: two rows at once; more: a row at a time, tokens in pairs (the
+ * row's bytes stay in L1 across them). Dequantizing rows into scratch once
+ * and reading them back per token measured slower (FP8 at 4 tokens: 1.7
+ * against 2.3 GB/s). */
+#define TWIN_BY_ROWS(name, rows_fn, fmt)                                                           \
     TGT2 void name(const linear_weight *w, int r0, int r1, const float *x, int T, float *y)        \
     {                                                                                              \
         size_t ys = (size_t)w->rows, xs = (size_t)w->cols;                                         \
         int r = r0;                                                                                \
         if (T == 1)                                                                                \
             for (; r + AVX2_ROWS <= r1; r += AVX2_ROWS)                                            \
-                pass_rows_avx2(w, fmt, r, AVX2_ROWS, x, 1, y, ys);                                 \
+                rows_fn(w, fmt, r, AVX2_ROWS, x, 1, y, ys);                                        \
         for (; r < r1; r++) {                                                                      \
             int t = 0;                                                                             \
             for (; t + 2 <= T; t += 2)                                                             \
-                pass_rows_avx2(w, fmt, r, 1, x + t * xs, 2, y + t * ys, ys);                       \
+                rows_fn(w, fmt, r, 1, x + t * xs, 2, y + t * ys, ys);                              \
             if (t < T)                                                                             \
-                pass_rows_avx2(w, fmt, r, 1, x + t * xs, 1, y + t * ys, ys);                       \
+                rows_fn(w, fmt, r, 1, x + t * xs, 1, y + t * ys, ys);                              \
         }                                                                                          \
     }
-PASS_TWIN_AVX2(twin_fp8_avx2, WF_FP8_BLOCK)
-PASS_TWIN_AVX2(twin_bf16_avx2, WF_BF16)
+TWIN_BY_ROWS(twin_int4_avx2, int4_rows_avx2, WF_INT4_GROUP)
+TWIN_BY_ROWS(twin_fp8_avx2, pass_rows_avx2, WF_FP8_BLOCK)
+TWIN_BY_ROWS(twin_bf16_avx2, pass_rows_avx2, WF_BF16)
 
 /* any format: TWIN_ROWS rows at a time dequantized into work by the
  * reference, then every token's lanes over them, two rows at once */
