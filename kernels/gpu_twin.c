@@ -3,6 +3,7 @@
 #include "gpu_twin.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "gpu_math.h"
 #include "gpu_twin_simd.h"
@@ -32,15 +33,49 @@ static float dot_lanes(const float *w, const float *x, int n)
     return butterfly(acc);
 }
 
-/* xp[32 b + i] = x[32 b + 2 i], xp[32 b + 16 + i] = x[32 b + 2 i + 1] */
-void twin_int4_permute_x(const float *x, int T, int cols, float *xp)
+static float bf16_float(uint16_t h)
 {
-    for (size_t t = 0; t < (size_t)T; t++)
-        for (int c = 0; c < cols; c += LANES)
-            for (int i = 0; i < 16; i++) {
-                xp[t * cols + c + i] = x[t * cols + c + 2 * i];
-                xp[t * cols + c + 16 + i] = x[t * cols + c + 2 * i + 1];
-            }
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* INT4 as the GPU's lanes take it (gpu_linear.cu): lane l has the row's 32-bit
+ * words l, l + 32, ...; a word's 8 columns are one chain of fmaf((q - 8), x)
+ * from 0 (x = 0 past the last column), which goes into the lane's sum as
+ * fmaf(chain, the group's scale, sum); then the butterfly. The reference the
+ * SIMD twins are tested against. */
+static float int4_row_lanes(const linear_weight *w, int r, const float *x)
+{
+    const uint32_t *words = (const uint32_t *)w->data + (size_t)r * (size_t)w->row_words;
+    const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
+    float acc[LANES] = {0};
+    for (long long k = 0; k < w->row_words; k++) {
+        float d = 0.0f;
+        for (int j = 0; j < 8; j++) {
+            long long c = 8 * k + j;
+            float q = (float)((int)((words[k] >> (4 * j)) & 15u) - 8);
+            d = fmaf(q, c < w->cols ? x[c] : 0.0f, d);
+        }
+        acc[k % LANES] = fmaf(d, bf16_float(srow[8 * k / w->group_size]), acc[k % LANES]);
+    }
+    return butterfly(acc);
+}
+
+/* word k's column j at xp[8 (k - l) + V j + l], l = k % V: each register of V
+ * lanes takes column j of its V words in one load; zeros past the columns */
+void twin_int4_permute_x(const float *x, int T, int cols, int V, float *xp)
+{
+    size_t xs = twin_x_stride(cols), v = (size_t)V;
+    for (size_t t = 0; t < (size_t)T; t++) {
+        const float *xt = x + t * (size_t)cols;
+        float *out = xp + t * xs;
+        for (size_t k0 = 0; k0 < xs / 8; k0 += v)       /* V words, 8 V columns */
+            for (size_t l = 0; l < v; l++)
+                for (size_t j = 0, c = 8 * (k0 + l); j < 8; j++, c++)
+                    out[8 * k0 + v * j + l] = c < (size_t)cols ? xt[c] : 0.0f;
+    }
 }
 
 /* column c + fp8_order[i] of each 32-column block goes to position i */
@@ -73,6 +108,17 @@ static void linear_worker(void *p, int worker, int n_workers)
         twin_int4_avx512(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
+    if (c->path == KPATH_AVX2 && twin_int4_in_registers(c->w)) {
+        twin_int4_avx2(c->w, r0, r1, c->x, c->T, c->y);
+        return;
+    }
+    if (c->w->fmt == WF_INT4_GROUP) {   /* the scalar path, or words per group not a power of two */
+        for (int r = r0; r < r1; r++)
+            for (int t = 0; t < c->T; t++)
+                c->y[(size_t)t * (size_t)c->w->rows + (size_t)r] =
+                    int4_row_lanes(c->w, r, c->x + (size_t)t * (size_t)cols);
+        return;
+    }
     if (c->path == KPATH_AVX512 && twin_fp8_in_registers(c->w)) {
         twin_fp8_avx512(c->w, r0, r1, c->x, c->T, c->y);
         return;
@@ -87,10 +133,6 @@ static void linear_worker(void *p, int worker, int n_workers)
     }
     if (c->path == KPATH_AVX512) {
         twin_dequant_avx512(c->path, c->w, r0, r1, c->x, c->T, c->y, work);
-        return;
-    }
-    if (c->path == KPATH_AVX2 && twin_int4_in_registers(c->w)) {
-        twin_int4_avx2(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
     if (c->path == KPATH_AVX2 && twin_fp8_in_passes(c->w)) {
@@ -115,15 +157,16 @@ static void linear_worker(void *p, int worker, int n_workers)
 
 size_t gpu_twin_linear_scratch(int cols, int T, int n_threads)
 {
-    return (size_t)T * (size_t)cols + (size_t)(n_threads > 0 ? n_threads : 1) * TWIN_ROWS * (size_t)cols;
+    return (size_t)T * twin_x_stride(cols) +
+           (size_t)(n_threads > 0 ? n_threads : 1) * TWIN_ROWS * (size_t)cols;
 }
 
 void gpu_twin_linear(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
                      int T, float *y, float *scratch)
 {
-    linear_ctx c = {path, w, x, T, y, scratch + (size_t)T * (size_t)w->cols};
+    linear_ctx c = {path, w, x, T, y, scratch + (size_t)T * twin_x_stride(w->cols)};
     if ((path == KPATH_AVX512 || path == KPATH_AVX2) && twin_int4_in_registers(w)) {
-        twin_int4_permute_x(x, T, w->cols, scratch);
+        twin_int4_permute_x(x, T, w->cols, path == KPATH_AVX512 ? 16 : 8, scratch);
         c.x = scratch;
     } else if ((path == KPATH_AVX512 || path == KPATH_AVX2) && twin_fp8_in_passes(w)) {
         /* the byte tables' and the shuffles' lane order are the same */

@@ -63,71 +63,131 @@ TGT2 INL void dot_rows_avx2(const float *w, size_t ld, const int R, const float 
         out[i] = butterfly_avx2(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
 }
 
-/* INT4 with whole 32-column groups in registers, as on AVX-512: a block's 16
- * bytes in two halves of 8, each nibble converted as (float)(v - 8) times the
- * scale (the reference's operation); x permuted by int4_permute_x, so even
- * columns 0-14, 16-30 and odd ones 1-15, 17-31 each take one register */
+/* INT4 as the GPU's lanes take it (gpu_twin.c, int4_row_lanes), as on
+ * AVX-512 with 8 lanes per register: a row's pass of 32 words in four
+ * registers; nibble j of each word, flipped in its top bit, is q - 8 as a
+ * signed 4-bit number, moved to the top and shifted back with its sign. */
+typedef struct int4_rows {
+    const uint32_t *row[2];
+    const uint16_t *srow[2];
+    int nw, scale_cols, sh;     /* words per group = 1 << sh */
+    size_t xs;
+} int4_rows;
+
+/* registers q0..q0+NQ of the pass at k0 for R rows and NT tokens into acc;
+ * FULL: the row has all 32 words of the pass (no masks) */
+TGT2 INL void int4_quarters_avx2(const int4_rows *M, int k0, const int FULL, const int q0,
+                                 const int NQ, const int R, const float *xp, const int NT,
+                                 __m256 (*acc)[4][2])
+{
+    const __m256i flip = _mm256_set1_epi32((int)0x88888888u);
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i m[4];
+    __m256 d[2][4][2];
+    UNROLL
+    for (int q = q0; q < q0 + NQ; q++) {
+        m[q] = _mm256_cmpgt_epi32(_mm256_set1_epi32(M->nw - k0 - 8 * q), idx);
+        UNROLL
+        for (int i = 0; i < R; i++)
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                d[i][q][t] = _mm256_setzero_ps();
+    }
+    UNROLL
+    for (int j = 0; j < 8; j++)
+        UNROLL
+        for (int q = q0; q < q0 + NQ; q++) {
+            __m256 xj[2];
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                xj[t] = _mm256_loadu_ps(xp + (size_t)t * M->xs + 8 * (size_t)(k0 + 8 * q) + 8 * j);
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                /* the words again from L1 rather than in registers: there are 16 */
+                const int *at = (const int *)M->row[i] + k0 + 8 * q;
+                __m256i u = _mm256_xor_si256(
+                    FULL ? _mm256_loadu_si256((const __m256i *)at) : _mm256_maskload_epi32(at, m[q]), flip);
+                __m256 qf = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(u, 28 - 4 * j), 28));
+                UNROLL
+                for (int t = 0; t < NT; t++)
+                    d[i][q][t] = _mm256_fmadd_ps(qf, xj[t], d[i][q][t]);
+            }
+        }
+    UNROLL
+    for (int q = q0; q < q0 + NQ; q++) {
+        int k = k0 + 8 * q;
+        if (k >= M->nw)
+            break;
+        /* lane l's scale: group (k >> sh) + (l >> sh): one group for all when
+         * wpg >= 8, else 8 >> sh groups in one load unless at the row's end */
+        int g0 = k >> M->sh;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            __m256 sc;
+            if (M->sh >= 3 || g0 + 8 <= M->scale_cols) {
+                __m128i raw = M->sh >= 3 ? _mm_set1_epi16((short)M->srow[i][g0])
+                                         : _mm_loadu_si128((const __m128i *)(M->srow[i] + g0));
+                sc = _mm256_permutevar8x32_ps(
+                    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16)),
+                    _mm256_srli_epi32(idx, M->sh));
+            } else {
+                float sf[8] = {0};      /* lanes past the row's groups are masked off */
+                for (int l = 0; l < 8 && g0 + (l >> M->sh) < M->scale_cols; l++) {
+                    uint32_t b = (uint32_t)M->srow[i][g0 + (l >> M->sh)] << 16;
+                    memcpy(&sf[l], &b, 4);
+                }
+                sc = _mm256_loadu_ps(sf);
+            }
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                acc[i][q][t] = _mm256_blendv_ps(acc[i][q][t], _mm256_fmadd_ps(d[i][q][t], sc, acc[i][q][t]),
+                                                _mm256_castsi256_ps(m[q]));
+        }
+    }
+}
+
+/* rows r..r+R of y for tokens t..t+NT of xp: one token, the four registers
+ * at once (eight chains for two rows); two tokens, two registers at a time */
 TGT2 INL void int4_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
                              const float *xp, const int NT, float *y, size_t ys)
 {
     (void)fmt;      /* always INT4: the signature of pass_rows_avx2, for TWIN_BY_ROWS */
-    int cols = w->cols, gs = w->group_size;
-    const __m256i eight = _mm256_set1_epi32(8), low4 = _mm256_set1_epi32(15);
-    const uint8_t *row[AVX2_ROWS];
-    const uint16_t *srow[AVX2_ROWS];
-    /* [row][even 0-14, even 16-30, odd 1-15, odd 17-31][token]; R * NT <= 2
-     * keeps them in the 16 registers */
-    __m256 acc[AVX2_ROWS][4][2];
+    int4_rows M = {.nw = (int)w->row_words, .scale_cols = (int)w->scale_cols,
+                   .xs = twin_x_stride(w->cols)};
+    while ((1 << M.sh) < w->group_size / 8)
+        M.sh++;
+    __m256 acc[2][4][2];
     UNROLL
     for (int i = 0; i < R; i++) {
-        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)w->row_words * 4;
-        srow[i] = (const uint16_t *)w->scale + (size_t)(r + i) * (size_t)w->scale_cols;
+        M.row[i] = (const uint32_t *)w->data + (size_t)(r + i) * (size_t)w->row_words;
+        M.srow[i] = (const uint16_t *)w->scale + (size_t)(r + i) * (size_t)w->scale_cols;
         UNROLL
         for (int q = 0; q < 4; q++)
             UNROLL
             for (int t = 0; t < NT; t++)
                 acc[i][q][t] = _mm256_setzero_ps();
     }
-    for (int c = 0; c < cols; c += LANES) {
+    for (int k0 = 0; k0 < M.nw; k0 += 32) {
         UNROLL
         for (int i = 0; i < R; i++) {
-            if ((c & 127) == 0)
-                prefetch_l2(row[i] + c / 2, PREFETCH_AHEAD);
-            uint32_t s = (uint32_t)srow[i][c / gs] << 16;
-            float sf;
-            memcpy(&sf, &s, 4);
-            __m256 sc = _mm256_set1_ps(sf);
-            UNROLL
-            for (int h = 0; h < 2; h++) {
-                const __m128i *bytes = (const __m128i *)(row[i] + c / 2 + 8 * h);
-                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bytes));
-                __m256i qe = _mm256_sub_epi32(_mm256_and_si256(v, low4), eight);
-                __m256i qo = _mm256_sub_epi32(_mm256_srli_epi32(v, 4), eight);
-                __m256 we = _mm256_mul_ps(_mm256_cvtepi32_ps(qe), sc);
-                __m256 wo = _mm256_mul_ps(_mm256_cvtepi32_ps(qo), sc);
-                UNROLL
-                for (int t = 0; t < NT; t++) {
-                    const float *xt = xp + (size_t)t * cols + c;
-                    acc[i][h][t] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xt + 8 * h), acc[i][h][t]);
-                    acc[i][2 + h][t] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xt + 16 + 8 * h),
-                                                       acc[i][2 + h][t]);
-                }
-            }
+            prefetch_l2(M.row[i] + k0, PREFETCH_AHEAD);     /* the pass's two cache lines */
+            prefetch_l2(M.row[i] + k0 + 16, PREFETCH_AHEAD);
         }
+        if (k0 + 32 <= M.nw && NT == 1)
+            int4_quarters_avx2(&M, k0, 1, 0, 4, R, xp, 1, acc);
+        else if (k0 + 32 <= M.nw) {
+            int4_quarters_avx2(&M, k0, 1, 0, 2, R, xp, NT, acc);
+            int4_quarters_avx2(&M, k0, 1, 2, 2, R, xp, NT, acc);
+        } else      /* the last pass, partial */
+            for (int q = 0; q < 4 && k0 + 8 * q < M.nw; q++)
+                int4_quarters_avx2(&M, k0, 0, q, 1, R, xp, NT, acc);
     }
     UNROLL
     for (int i = 0; i < R; i++)
         UNROLL
-        for (int t = 0; t < NT; t++) {
-            /* back to natural order: column 2b from even b, 2b + 1 from odd b */
-            __m256 l0 = _mm256_unpacklo_ps(acc[i][0][t], acc[i][2][t]);
-            __m256 h0 = _mm256_unpackhi_ps(acc[i][0][t], acc[i][2][t]);
-            __m256 l1 = _mm256_unpacklo_ps(acc[i][1][t], acc[i][3][t]);
-            __m256 h1 = _mm256_unpackhi_ps(acc[i][1][t], acc[i][3][t]);
+        for (int t = 0; t < NT; t++)
             y[(size_t)t * ys + (size_t)(r + i)] =
-                butterfly_avx2(_mm256_permute2f128_ps(l0, h0, 0x20), _mm256_permute2f128_ps(l0, h0, 0x31),
-                               _mm256_permute2f128_ps(l1, h1, 0x20), _mm256_permute2f128_ps(l1, h1, 0x31));
-        }
+                butterfly_avx2(acc[i][0][t], acc[i][1][t], acc[i][2][t], acc[i][3][t]);
 }
 
 /* 32 E4M3 codes as e4m3_to_f32 gives them, through byte shuffles: every E4M3
@@ -236,10 +296,10 @@ TGT2 INL void pass_rows_avx2(const linear_weight *w, const int fmt, int r, const
  * row's bytes stay in L1 across them). Dequantizing rows into scratch once
  * and reading them back per token measured slower (FP8 at 4 tokens: 1.7
  * against 2.3 GB/s). */
-#define TWIN_BY_ROWS(name, rows_fn, fmt)                                                           \
+#define TWIN_BY_ROWS(name, rows_fn, fmt, XS)                                                       \
     TGT2 void name(const linear_weight *w, int r0, int r1, const float *x, int T, float *y)        \
     {                                                                                              \
-        size_t ys = (size_t)w->rows, xs = (size_t)w->cols;                                         \
+        size_t ys = (size_t)w->rows, xs = (XS);                                                    \
         int r = r0;                                                                                \
         if (T == 1)                                                                                \
             for (; r + AVX2_ROWS <= r1; r += AVX2_ROWS)                                            \
@@ -252,9 +312,9 @@ TGT2 INL void pass_rows_avx2(const linear_weight *w, const int fmt, int r, const
                 rows_fn(w, fmt, r, 1, x + t * xs, 1, y + t * ys, ys);                              \
         }                                                                                          \
     }
-TWIN_BY_ROWS(twin_int4_avx2, int4_rows_avx2, WF_INT4_GROUP)
-TWIN_BY_ROWS(twin_fp8_avx2, pass_rows_avx2, WF_FP8_BLOCK)
-TWIN_BY_ROWS(twin_bf16_avx2, pass_rows_avx2, WF_BF16)
+TWIN_BY_ROWS(twin_int4_avx2, int4_rows_avx2, WF_INT4_GROUP, twin_x_stride(w->cols))
+TWIN_BY_ROWS(twin_fp8_avx2, pass_rows_avx2, WF_FP8_BLOCK, (size_t)w->cols)
+TWIN_BY_ROWS(twin_bf16_avx2, pass_rows_avx2, WF_BF16, (size_t)w->cols)
 
 /* any format: TWIN_ROWS rows at a time dequantized into work by the
  * reference, then every token's lanes over them, two rows at once */

@@ -16,10 +16,11 @@
 #define TGT_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma")))
 
 /* The body of a range function: rows [r0, r1) of y for all T tokens of xp
- * through ROWS(w, r, rows, xp, tokens, y, ys) with constant rows and tokens:
+ * (token stride XS) through ROWS(w, r, rows, xp, tokens, y, ys) with constant
+ * rows and tokens:
  * blocks of NR rows, tokens in pairs, then the leftover rows one at a time. */
-#define RANGE_BY_BLOCKS(ROWS, NR)                                                    \
-    size_t ys = (size_t)w->rows, xs = (size_t)w->cols;                               \
+#define RANGE_BY_BLOCKS(ROWS, NR, XS)                                                \
+    size_t ys = (size_t)w->rows, xs = (XS);                                          \
     int r = r0;                                                                      \
     for (; r + (NR) <= r1; r += (NR)) {                                              \
         int t = 0;                                                                   \
@@ -80,71 +81,138 @@ TGT INL void dot_rows_avx512(const float *w, size_t ld, const int R, const float
         out[i * out_stride] = butterfly_avx512(lo[i], hi[i]);
 }
 
-/* INT4 with whole 32-column groups (cols and group size multiples of 32), the
- * weights dequantized in registers: the 16 bytes of a row's 32-column block
- * hold columns 2b (low nibble) and 2b + 1 (high nibble) of byte b, looked up
- * in a table of (v - 8) * scale (the reference's one rounding). So the lanes
- * come as even and odd columns; x is laid out to match (twin_int4_permute_x), each
- * GPU lane's sum keeps its columns and order, and the lanes are put back in
- * natural order before the butterfly. Here rows r..r+R of y (row stride ys)
- * for tokens t..t+NT of xp (stride cols). */
+/* INT4 as the GPU's lanes take it (gpu_twin.c, int4_row_lanes): lanes 0-15
+ * and 16-31 of a row in two registers, each lane one 32-bit word (8 columns)
+ * of the pass. Column j of a register's 16 words is nibble j of each lane:
+ * shifted down and looked up in a table of q - 8 (vpermps reads the low 4
+ * bits only; q - 8 as 2^23 + q less 2^23 + 8, a shift, a ternary logic op
+ * and a subtraction, measured the same), times column j of x, which
+ * twin_int4_permute_x put in one register for the 16 words. The 8 products of
+ * a word chain into d, d times the word's scale into the lane's sum; lanes
+ * past the row's words keep theirs, as the GPU's lanes that run out. Here
+ * rows r..r+R of y (row stride ys) for tokens t..t+NT of xp. */
+#define INT4_ROWS 4
+
+/* what int4_rows_avx512 needs of the matrix's INT4 layout */
+typedef struct int4_layout {
+    int nw, sh;             /* words per row; words per group = 1 << sh */
+    int per;                /* groups a register's 16 words span */
+    size_t xs;              /* x's token stride */
+    __m512i rel;            /* lane l's group after the register's first: l >> sh */
+} int4_layout;
+
+TGT INL int4_layout int4_layout_of(const linear_weight *w)
+{
+    int4_layout L = {.nw = (int)w->row_words, .xs = twin_x_stride(w->cols)};
+    while ((1 << L.sh) < w->group_size / 8)
+        L.sh++;
+    L.per = L.sh >= 4 ? 1 : 16 >> L.sh;
+    L.rel = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              (unsigned)L.sh);
+    return L;
+}
+
+/* halves h0..h0+NH of the pass at k0 (16 words each, lanes 0-15 and 16-31)
+ * of R rows into acc[i][h][t]; lanes past the row's words (m off) keep their
+ * sums. Both halves at once for one token: eight chains of FMAs in flight. */
+TGT INL void int4_halves_avx512(const int4_layout *L, const uint32_t *const *row,
+                                const uint16_t *const *srow, int k0, const int h0, const int NH,
+                                const __mmask16 *m, const __mmask16 *gm, const int R,
+                                const float *xp, const int NT, __m512 (*acc)[2][2])
+{
+    const __m512 q_of = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    __m512i u[INT4_ROWS][2];
+    __m512 d[INT4_ROWS][2][2];
+    UNROLL
+    for (int h = h0; h < h0 + NH; h++)
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            prefetch_l2(row[i] + k0 + 16 * h, PREFETCH_AHEAD);   /* a cache line per half */
+            u[i][h] = _mm512_maskz_loadu_epi32(m[h], row[i] + k0 + 16 * h);
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                d[i][h][t] = _mm512_setzero_ps();
+        }
+    UNROLL
+    for (int j = 0; j < 8; j++)
+        UNROLL
+        for (int h = h0; h < h0 + NH; h++) {
+            __m512 xj[2];
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                xj[t] = _mm512_loadu_ps(xp + (size_t)t * L->xs + 8 * (size_t)(k0 + 16 * h) + 16 * j);
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                __m512 q = _mm512_permutexvar_ps(j ? _mm512_srli_epi32(u[i][h], 4 * j) : u[i][h], q_of);
+                UNROLL
+                for (int t = 0; t < NT; t++)
+                    d[i][h][t] = _mm512_fmadd_ps(q, xj[t], d[i][h][t]);
+            }
+        }
+    UNROLL
+    for (int h = h0; h < h0 + NH; h++) {
+        int g0 = (k0 + 16 * h) >> L->sh;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            __m512i sb = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(gm[h], srow[i] + g0));
+            __m512 sc = _mm512_permutexvar_ps(L->rel, _mm512_castsi512_ps(_mm512_slli_epi32(sb, 16)));
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                acc[i][h][t] = _mm512_mask3_fmadd_ps(d[i][h][t], sc, acc[i][h][t], m[h]);
+        }
+    }
+}
+
 TGT INL void int4_rows_avx512(const linear_weight *w, int r, const int R, const float *xp,
                               const int NT, float *y, size_t ys)
 {
-    const __m512 base = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-    int cols = w->cols, gs = w->group_size;
-    const uint8_t *row[TWIN_ROWS];
-    const uint16_t *srow[TWIN_ROWS];
-    __m512 ev[TWIN_ROWS][2], od[TWIN_ROWS][2];
+    const int4_layout layout = int4_layout_of(w), *L = &layout;
+    const uint32_t *row[INT4_ROWS];
+    const uint16_t *srow[INT4_ROWS];
+    __m512 acc[INT4_ROWS][2][2];
     UNROLL
     for (int i = 0; i < R; i++) {
-        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)w->row_words * 4;
+        row[i] = (const uint32_t *)w->data + (size_t)(r + i) * (size_t)w->row_words;
         srow[i] = (const uint16_t *)w->scale + (size_t)(r + i) * (size_t)w->scale_cols;
         UNROLL
-        for (int t = 0; t < NT; t++)
-            ev[i][t] = od[i][t] = _mm512_setzero_ps();
-    }
-    for (int c = 0; c < cols; c += LANES) {
-        __m512 xe[2], xo[2];
-        UNROLL
-        for (int t = 0; t < NT; t++) {
-            xe[t] = _mm512_loadu_ps(xp + (size_t)t * cols + c);
-            xo[t] = _mm512_loadu_ps(xp + (size_t)t * cols + c + 16);
-        }
-        UNROLL
-        for (int i = 0; i < R; i++) {
-            if ((c & 127) == 0)
-                prefetch_l2(row[i] + c / 2, PREFETCH_AHEAD);
-            uint32_t s = (uint32_t)srow[i][c / gs] << 16;
-            float sf;
-            memcpy(&sf, &s, 4);
-            __m512 tbl = _mm512_mul_ps(base, _mm512_set1_ps(sf));
-            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row[i] + c / 2)));
-            __m512 we = _mm512_permutexvar_ps(v, tbl);  /* reads the low 4 bits only */
-            __m512 wo = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+        for (int h = 0; h < 2; h++)
             UNROLL
-            for (int t = 0; t < NT; t++) {
-                ev[i][t] = _mm512_fmadd_ps(we, xe[t], ev[i][t]);
-                od[i][t] = _mm512_fmadd_ps(wo, xo[t], od[i][t]);
-            }
+            for (int t = 0; t < NT; t++)
+                acc[i][h][t] = _mm512_setzero_ps();
+    }
+    const __mmask16 groups = (__mmask16)((1u << L->per) - 1);
+    const __mmask16 all[2] = {0xffff, 0xffff}, all_groups[2] = {groups, groups};
+    int k0 = 0;
+    for (; k0 + 32 <= L->nw; k0 += 32) {
+        if (NT == 1)
+            int4_halves_avx512(L, row, srow, k0, 0, 2, all, all_groups, R, xp, 1, acc);
+        else {
+            int4_halves_avx512(L, row, srow, k0, 0, 1, all, all_groups, R, xp, NT, acc);
+            int4_halves_avx512(L, row, srow, k0, 1, 1, all, all_groups, R, xp, NT, acc);
         }
     }
-    const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
-                                             15, 31);
+    /* the last pass: its words, and scales, only as far as the row has them */
+    for (int h = 0; h < 2 && k0 + 16 * h < L->nw; h++) {
+        int kb = k0 + 16 * h, n = L->nw - kb < 16 ? L->nw - kb : 16;
+        int g0 = kb >> L->sh, ng = (int)w->scale_cols - g0 < L->per ? (int)w->scale_cols - g0 : L->per;
+        __mmask16 m[2] = {0, 0}, gm[2] = {0, 0};
+        m[h] = (__mmask16)((1u << n) - 1);
+        gm[h] = (__mmask16)((1u << ng) - 1);
+        int4_halves_avx512(L, row, srow, k0, h, 1, m, gm, R, xp, NT, acc);
+    }
     UNROLL
     for (int i = 0; i < R; i++)
         UNROLL
         for (int t = 0; t < NT; t++)
-            y[(size_t)t * ys + (size_t)(r + i)] =
-                butterfly_avx512(_mm512_permutex2var_ps(ev[i][t], lo_idx, od[i][t]),
-                                 _mm512_permutex2var_ps(ev[i][t], hi_idx, od[i][t]));
+            y[(size_t)t * ys + (size_t)(r + i)] = butterfly_avx512(acc[i][0][t], acc[i][1][t]);
 }
 
+/* four rows at once, tokens in pairs (two rows measured a third slower at 4
+ * tokens: every x load then serves fewer rows) */
 TGT void twin_int4_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
                           float *y)
 {
-    RANGE_BY_BLOCKS(int4_rows_avx512, TWIN_ROWS);
+    RANGE_BY_BLOCKS(int4_rows_avx512, INT4_ROWS, twin_x_stride(w->cols));
 }
 
 /* FP8 in whole 64-column chunks of whole scale blocks, on CPUs with VBMI:
@@ -210,7 +278,7 @@ TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, co
 TGT_VBMI void twin_fp8_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
                               float *y)
 {
-    RANGE_BY_BLOCKS(fp8_rows_avx512, FP8_ROWS);
+    RANGE_BY_BLOCKS(fp8_rows_avx512, FP8_ROWS, (size_t)w->cols);
 }
 
 /* BF16: a weight is its bits shifted into a float's high half, the lanes in
@@ -262,7 +330,7 @@ TGT INL void bf16_rows_avx512(const linear_weight *w, int r, const int R, const 
 TGT void twin_bf16_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
                           float *y)
 {
-    RANGE_BY_BLOCKS(bf16_rows_avx512, TWIN_ROWS);
+    RANGE_BY_BLOCKS(bf16_rows_avx512, TWIN_ROWS, (size_t)w->cols);
 }
 
 /* other cases: rows dequantized TWIN_ROWS at a time into work, then their

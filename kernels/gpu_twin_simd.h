@@ -1,27 +1,39 @@
 /* gpu_twin_simd: the SIMD halves of the CPU twin (gpu_twin.h):
  * kernels/gpu_twin_avx512.c and kernels/gpu_twin_avx2.c. Each computes rows
  * [r0, r1) of y [T][rows] = w x to the GPU's bits: every one of the 32 lanes
- * of a row a chain of FMAs over its columns (c = lane, lane + 32, ...) in
- * order, then the warp's butterfly. A lane's chain waits on the FMA latency,
- * so several rows run at once. x comes laid out for the case (below); work:
+ * of a row a chain of FMAs over its columns (c = lane, lane + 32, ...; INT4
+ * whole words, below) in order, then the warp's butterfly. A lane's chain
+ * waits on the FMA latency, so several rows run at once. x comes laid out for the case (below); work:
  * TWIN_ROWS * cols floats of the calling worker. */
 #ifndef MOETIER_GPU_TWIN_SIMD_H
 #define MOETIER_GPU_TWIN_SIMD_H
+
+#include <stddef.h>
 
 #include "cpu_kernels/linear_kernels.h"
 
 #define TWIN_LANES 32
 #define TWIN_ROWS 4
 
-/* INT4 with whole 32-column groups, dequantized in registers (AVX-512, AVX2):
- * a block's byte b holds columns 2b and 2b + 1, so x comes as
- * twin_int4_permute_x lays it out (even columns, then odd, per block) */
+/* floats of one token's x as the SIMD twins take it: whole passes of 256
+ * columns (32 lanes of 8 INT4 columns) */
+static inline size_t twin_x_stride(int cols)
+{
+    return ((size_t)cols + 255) / 256 * 256;
+}
+
+/* INT4 in registers (AVX-512, AVX2): V lanes per register (16, 8), each lane a
+ * 32-bit word of 8 columns as the GPU's lanes take them (gpu_twin.c,
+ * int4_row_lanes); x as twin_int4_permute_x lays it out for V, token stride
+ * twin_x_stride. Every group size (a multiple of 8 columns, so a word lies in
+ * one group) whose words per group are a power of two: a register's V words
+ * then take their scales with one shuffle. */
 static inline int twin_int4_in_registers(const linear_weight *w)
 {
-    return w->fmt == WF_INT4_GROUP && w->cols % TWIN_LANES == 0 &&
-           w->group_size % TWIN_LANES == 0;
+    int wpg = w->group_size / 8;
+    return w->fmt == WF_INT4_GROUP && wpg > 0 && (wpg & (wpg - 1)) == 0;
 }
-void twin_int4_permute_x(const float *x, int T, int cols, float *xp);
+void twin_int4_permute_x(const float *x, int T, int cols, int V, float *xp);
 
 /* FP8 in whole 64-column chunks of whole scale blocks through the CPU
  * kernels' byte tables (AVX-512 VBMI); x as twin_fp8_permute_x lays it out */

@@ -38,6 +38,9 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 extern dim3 threadIdx, blockIdx, blockDim, gridDim;
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
 
 /* streams and events: emu_stream.cc */
 typedef struct emu_stream *cudaStream_t;

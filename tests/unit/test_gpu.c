@@ -94,6 +94,7 @@ static const shape shapes[] = {
     {WF_INT4_GROUP, 65, 136, 0, 64}, {WF_INT4_GROUP, 9, 203, 0, 32},
     {WF_INT4_GROUP, 37, 256, 0, 32}, {WF_INT4_GROUP, 18, 384, 0, 128},
     {WF_FP8_BLOCK, 37, 256, 128, 0}, {WF_BF16, 38, 224, 0, 0},
+    {WF_INT4_GROUP, 21, 600, 0, 24},   /* words per group not a power of two */
 };
 #define N_SHAPES (sizeof shapes / sizeof *shapes)
 
@@ -395,7 +396,7 @@ Test(gpu, twin_paths_agree_and_match_the_reference, .timeout = 60)
  * formats four rows at a time; AVX2: two rows at a time; the butterfly in
  * registers) against the one-lane-at-a-time reference, bit for bit, on random
  * formats, shapes (rows not a multiple of four, columns with and without whole
- * 32-blocks), group sizes and tokens. */
+ * 32-blocks and 256-column INT4 passes), group sizes and tokens. */
 /* n random cases of the given formats: each SIMD twin this CPU runs against
  * the one-lane-at-a-time reference, bit for bit */
 static void check_twin_simd(int n, const weight_format *fmts, int n_fmts)
@@ -413,8 +414,11 @@ static void check_twin_simd(int n, const weight_format *fmts, int n_fmts)
     for (int k = 0; k < n; k++) {
         weight_format fmt = fmts[random_u32() % (unsigned)n_fmts];
         int rows = 1 + (int)(random_u32() % 41), T = 1 + (int)(random_u32() % 7);
-        int gs = 32 << (random_u32() % 3), blk = fmt == WF_FP8_BLOCK ? 32 << (random_u32() % 3) : 0;
-        int cols = k % 2 ? 32 * (1 + (int)(random_u32() % 12)) : 1 + (int)(random_u32() % 300);
+        /* INT4 words per group: powers of two (in registers) and 3 (one lane at a time) */
+        static const int group_sizes[] = {8, 16, 24, 32, 32, 64, 128, 256};
+        int gs = group_sizes[random_u32() % 8], blk = fmt == WF_FP8_BLOCK ? 32 << (random_u32() % 3) : 0;
+        /* whole and partial 32-column blocks and 256-column INT4 passes */
+        int cols = k % 2 ? 32 * (1 + (int)(random_u32() % 20)) : 1 + (int)(random_u32() % 700);
         random_weight w = random_weight_make(fmt, rows, cols, blk, fmt == WF_INT4_GROUP ? gs : 0);
         size_t ny = (size_t)T * (size_t)rows;
         float *x = random_floats((size_t)T * cols), *want = malloc(ny * 4), *got = malloc(ny * 4);
