@@ -39,6 +39,20 @@ __device__ __forceinline__ void l2_prefetch_window(const char *p, int from, int 
         l2_prefetch(p + off);
 }
 
+/* the warp's sums of a tile of nt tokens (every lane takes part in the
+ * shuffles); lane 0 writes them to y[t * ys] */
+__device__ __forceinline__ void store_tile(const float *acc, int nt, int lane, float *y, size_t ys)
+{
+#pragma unroll
+    for (int t = 0; t < LIN_TOKENS; t++) {
+        float v = acc[t];
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0 && t < nt)
+            y[(size_t)t * ys] = v;
+    }
+}
+
 /* INT4: lane l takes the row's 32-bit words l, l + 32, ... (a warp's pass
  * is 128 contiguous bytes, one load per lane, where a lane per column would
  * load 16 bytes per pass and a scale per column). Group sizes are multiples
@@ -103,14 +117,7 @@ __device__ __forceinline__ void linear_int4_row(const gpu_lin &a, int r, const f
                 acc[t] = fmaf(d, s, acc[t]);
             }
         }
-#pragma unroll
-        for (int t = 0; t < LIN_TOKENS; t++) {
-            float v = acc[t];
-            for (int o = 16; o > 0; o >>= 1)
-                v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0 && t < nt)
-                y[(size_t)(t0 + t) * a.ys] = v;
-        }
+        store_tile(acc, nt, lane, y + (size_t)t0 * a.ys, a.ys);
     }
 }
 
@@ -159,14 +166,7 @@ template <int FMT, bool AHEAD> __global__ void k_linear(gpu_lin a)
                 if (t < nt)
                     acc[t] = fmaf(wv, x[(size_t)(t0 + t) * a.xs + (size_t)c], acc[t]);
         }
-#pragma unroll
-        for (int t = 0; t < LIN_TOKENS; t++) {
-            float v = acc[t];
-            for (int o = 16; o > 0; o >>= 1)
-                v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0 && t < nt)
-                y[(size_t)(t0 + t) * a.ys] = v;
-        }
+        store_tile(acc, nt, lane, y + (size_t)t0 * a.ys, a.ys);
     }
 }
 
