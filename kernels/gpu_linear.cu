@@ -5,7 +5,8 @@
  * a partial sum per token for a tile of up to LIN_TOKENS tokens, and the warp
  * adds its lanes up with shuffles. The row is dequantized element by element
  * (gw_at_fmt, one kernel per format) as it is read, so no format is ever
- * expanded in memory. INT4 lanes take whole 32-bit words (linear_int4_row).
+ * expanded in memory. INT4 and most FP8 lanes take whole 32-bit words
+ * (linear_words_row).
  * The CPU twin (gpu_twin.c) computes the same sums in the same order. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,31 +54,44 @@ __device__ __forceinline__ void store_tile(const float *acc, int nt, int lane, f
     }
 }
 
-/* INT4: lane l takes the row's 32-bit words l, l + 32, ... (a warp's pass
- * is 128 contiguous bytes, one load per lane, where a lane per column would
- * load 16 bytes per pass and a scale per column). Group sizes are multiples
- * of 8, so a word's 8 columns share a scale: per word and token the lane
- * chains fmaf(q - 8, x) over the columns from 0 (x = 0 past the last one),
- * then adds that times the scale to its sum with one more FMA. */
-template <bool AHEAD>
-__device__ __forceinline__ void linear_int4_row(const gpu_lin &a, int r, const float *x, float *y,
-                                                int lane)
+/* INT4 and FP8: lane l takes the row's 32-bit words l, l + 32, ... (a warp's
+ * pass is 128 contiguous bytes, one load per lane, where a lane per column
+ * loads 16 or 32 bytes per pass with a scale per column). A word's columns
+ * (8 INT4, 4 FP8) share a scale: INT4 group sizes are multiples of 8, and FP8
+ * takes words only when its blocks and rows are whole words (gw_fp8_words).
+ * Per word and token the lane chains fmaf(code value, x) over the columns from
+ * 0 (x = 0 past the last column), then adds that times the scale to its sum
+ * with one more FMA. */
+__device__ __forceinline__ bool gw_fp8_words(const gpu_weight &w)
 {
-    const uint32_t *words = (const uint32_t *)a.w.data + (size_t)r * (size_t)a.w.row_words;
-    const uint16_t *srow = (const uint16_t *)a.w.scale + (size_t)r * (size_t)a.w.scale_cols;
-    int nw = (int)a.w.row_words, cols = a.w.cols, wpg = a.w.group_size / 8;
-    int sh = -1;    /* words per group as a shift when a power of two: no division per word */
-    if ((wpg & (wpg - 1)) == 0)
-        for (sh = 0; (1 << sh) < wpg; sh++)
+    return w.cols % 4 == 0 && w.block_cols % 4 == 0;
+}
+
+template <int FMT, bool AHEAD>
+__device__ __forceinline__ void linear_words_row(const gpu_lin &a, int r, const float *x, float *y,
+                                                 int lane)
+{
+    constexpr bool INT4 = FMT == WF_INT4_GROUP;
+    constexpr int CW = INT4 ? 8 : 4;                    /* columns per word */
+    constexpr int SB = INT4 ? 2 : 4;                    /* bytes per scale */
+    int cols = a.w.cols, nw = (cols + CW - 1) / CW;
+    const uint32_t *words = (const uint32_t *)a.w.data +
+                            (size_t)r * (INT4 ? (size_t)a.w.row_words : (size_t)cols / 4);
+    const char *srow = (const char *)a.w.scale +
+                       (size_t)(INT4 ? r : r / a.w.block_rows) * (size_t)a.w.scale_cols * SB;
+    int wps = (INT4 ? a.w.group_size : a.w.block_cols) / CW;   /* words per scale */
+    int sh = -1;    /* ... as a shift when a power of two: no division per word */
+    if ((wps & (wps - 1)) == 0)
+        for (sh = 0; (1 << sh) < wps; sh++)
             ;
-    /* a word's 8 x values in two 16-byte loads when every token's row allows */
-    bool vec = cols % 8 == 0 && a.xs % 4 == 0 && ((size_t)x & 15) == 0;
-    int row_bytes = nw * 4;
+    /* a word's x values in 16-byte loads when every token's row allows */
+    bool vec = cols % CW == 0 && a.xs % 4 == 0 && ((size_t)x & 15) == 0;
+    int row_bytes = nw * 4, scale_bytes = (int)a.w.scale_cols * SB;
     if (AHEAD) {
         l2_prefetch_window((const char *)words, 0, row_bytes, lane);
         l2_prefetch_window((const char *)words, LIN_AHEAD_WINDOW, row_bytes, lane);
-        for (int o = 0; o < (int)a.w.scale_cols * 2; o += LIN_AHEAD_WINDOW)
-            l2_prefetch_window((const char *)srow, o, (int)a.w.scale_cols * 2, lane);
+        for (int o = 0; o < scale_bytes; o += LIN_AHEAD_WINDOW)
+            l2_prefetch_window(srow, o, scale_bytes, lane);
     }
     for (int t0 = 0; t0 < a.T; t0 += LIN_TOKENS) {
         int nt = a.T - t0 < LIN_TOKENS ? a.T - t0 : LIN_TOKENS;
@@ -88,31 +102,43 @@ __device__ __forceinline__ void linear_int4_row(const gpu_lin &a, int r, const f
         for (int k = lane, at = 0; k < nw; k += 32, at += 128) {
             if (AHEAD && t0 == 0 && at > 0 && at % LIN_AHEAD_WINDOW == 0)
                 l2_prefetch_window((const char *)words, at + LIN_AHEAD_WINDOW, row_bytes, lane);
-            /* nibble j with its top bit flipped is q - 8 as a signed 4-bit number */
-            uint32_t u = words[k] ^ 0x88888888u;
-            float q[8];
+            uint32_t u = words[k];
+            float q[CW];
+            int si = sh >= 0 ? k >> sh : k / wps;
+            float s;
+            if (INT4) {
+                /* nibble j with its top bit flipped is q - 8 as a signed 4-bit number */
+                u ^= 0x88888888u;
 #pragma unroll
-            for (int j = 0; j < 8; j++)
-                q[j] = (float)((int)(u << (28 - 4 * j)) >> 28);
-            float s = gw_bf16(srow[sh >= 0 ? k >> sh : k / wpg]);
+                for (int j = 0; j < CW; j++)
+                    q[j] = (float)((int)(u << (28 - 4 * j)) >> 28);
+                s = gw_bf16(((const uint16_t *)srow)[si]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < CW; j++)
+                    q[j] = gw_e4m3((uint8_t)(u >> (8 * j)));
+                s = ((const float *)srow)[si];
+            }
 #pragma unroll
             for (int t = 0; t < LIN_TOKENS; t++) {
                 if (t >= nt)
                     break;
-                const float *xt = x + (size_t)(t0 + t) * a.xs + 8 * (size_t)k;
-                float xv[8];
+                const float *xt = x + (size_t)(t0 + t) * a.xs + (size_t)CW * (size_t)k;
+                float xv[CW];
                 if (vec) {
-                    float4 lo = ((const float4 *)xt)[0], hi = ((const float4 *)xt)[1];
-                    xv[0] = lo.x, xv[1] = lo.y, xv[2] = lo.z, xv[3] = lo.w;
-                    xv[4] = hi.x, xv[5] = hi.y, xv[6] = hi.z, xv[7] = hi.w;
+#pragma unroll
+                    for (int h = 0; h < CW / 4; h++) {
+                        float4 v = ((const float4 *)xt)[h];
+                        xv[4 * h] = v.x, xv[4 * h + 1] = v.y, xv[4 * h + 2] = v.z, xv[4 * h + 3] = v.w;
+                    }
                 } else {
 #pragma unroll
-                    for (int j = 0; j < 8; j++)
-                        xv[j] = 8 * k + j < cols ? xt[j] : 0.0f;
+                    for (int j = 0; j < CW; j++)
+                        xv[j] = CW * k + j < cols ? xt[j] : 0.0f;
                 }
                 float d = 0.0f;
 #pragma unroll
-                for (int j = 0; j < 8; j++)
+                for (int j = 0; j < CW; j++)
                     d = fmaf(q[j], xv[j], d);
                 acc[t] = fmaf(d, s, acc[t]);
             }
@@ -131,8 +157,8 @@ template <int FMT, bool AHEAD> __global__ void k_linear(gpu_lin a)
     int r = a.row0 + g * a.row_step + i;
     const float *x = a.x + (size_t)g * a.x_step;
     float *y = a.y + (size_t)g * a.y_step + i;
-    if (FMT == WF_INT4_GROUP) {
-        linear_int4_row<AHEAD>(a, r, x, y, lane);
+    if (FMT == WF_INT4_GROUP || (FMT == WF_FP8_BLOCK && gw_fp8_words(a.w))) {
+        linear_words_row<FMT, AHEAD>(a, r, x, y, lane);
         return;
     }
     const int pass = gw_pass_bytes<FMT>();
@@ -141,7 +167,7 @@ template <int FMT, bool AHEAD> __global__ void k_linear(gpu_lin a)
     if (AHEAD) {
         l2_prefetch_window(row, 0, row_bytes, lane);
         l2_prefetch_window(row, LIN_AHEAD_WINDOW, row_bytes, lane);
-        /* the row's FP8 block scales */
+        /* the row's FP8 block scales (FP8 in words does not come here) */
         if (FMT == WF_FP8_BLOCK)
             for (int o = 0; o < (int)a.w.scale_cols * 4; o += LIN_AHEAD_WINDOW)
                 l2_prefetch_window((const char *)a.w.scale +

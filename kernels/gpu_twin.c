@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/model/dtype.h"
 #include "gpu_math.h"
 #include "gpu_twin_simd.h"
 
@@ -63,37 +64,52 @@ static float int4_row_lanes(const linear_weight *w, int r, const float *x)
     return butterfly(acc);
 }
 
-/* word k's column j at xp[8 (k - l) + V j + l], l = k % V: each register of V
- * lanes takes column j of its V words in one load; zeros past the columns */
-void twin_int4_permute_x(const float *x, int T, int cols, int V, float *xp)
+/* FP8 when its GPU lanes take words (twin_fp8_words): as INT4 with words of 4
+ * codes, each code's exact value in the chain and the block's scale after it */
+static float fp8_row_lanes(const linear_weight *w, int r, const float *x)
 {
-    size_t xs = twin_x_stride(cols), v = (size_t)V;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)w->cols;
+    const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+    float acc[LANES] = {0};
+    for (int k = 0; k < w->cols / 4; k++) {
+        float d = 0.0f;
+        for (int j = 0; j < 4; j++)
+            d = fmaf(e4m3_to_f32(row[4 * k + j]), x[4 * k + j], d);
+        acc[k % LANES] = fmaf(d, srow[4 * k / w->block_cols], acc[k % LANES]);
+    }
+    return butterfly(acc);
+}
+
+/* word k's column j at xp[CW (k - l) + V j + l], l = k % V: each register of V
+ * lanes takes column j of its V words in one load; zeros past the columns */
+void twin_words_permute_x(const float *x, int T, int cols, int CW, int V, float *xp)
+{
+    size_t xs = twin_x_stride(cols), v = (size_t)V, cw = (size_t)CW;
     for (size_t t = 0; t < (size_t)T; t++) {
         const float *xt = x + t * (size_t)cols;
         float *out = xp + t * xs;
-        for (size_t k0 = 0; k0 < xs / 8; k0 += v)       /* V words, 8 V columns */
+        for (size_t k0 = 0; k0 < xs / cw; k0 += v)      /* V words, CW V columns */
             for (size_t l = 0; l < v; l++)
-                for (size_t j = 0, c = 8 * (k0 + l); j < 8; j++, c++)
-                    out[8 * k0 + v * j + l] = c < (size_t)cols ? xt[c] : 0.0f;
+                for (size_t j = 0, c = cw * (k0 + l); j < cw; j++, c++)
+                    out[cw * k0 + v * j + l] = c < (size_t)cols ? xt[c] : 0.0f;
     }
 }
 
-/* column c + fp8_order[i] of each 32-column block goes to position i */
-static const int fp8_order[LANES] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23,
-                                     8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
-
-void twin_fp8_permute_x(const float *x, int T, int cols, float *xp)
+/* the lanes per register of the SIMD twin that takes w's words on `path`,
+ * 0 if none does */
+static int words_in_registers(kernel_path path, const linear_weight *w)
 {
-    for (size_t t = 0; t < (size_t)T; t++)
-        for (int c = 0; c < cols; c += LANES)
-            for (int i = 0; i < LANES; i++)
-                xp[t * cols + c + i] = x[t * cols + c + fp8_order[i]];
+    if (path == KPATH_AVX512 && (twin_int4_in_registers(w) || twin_fp8_words_16(w)))
+        return 16;
+    if ((path == KPATH_AVX512 || path == KPATH_AVX2) && (twin_int4_in_registers(w) || twin_fp8_words_8(w)))
+        return 8;   /* AVX-512 without VBMI takes AVX2's FP8 shuffles */
+    return 0;
 }
 
 typedef struct linear_ctx {
     kernel_path path;
     const linear_weight *w;
-    const float *x;             /* INT4 or FP8 in registers: permuted to match */
+    const float *x;             /* words in registers: laid out to match */
     int T;
     float *y, *work;            /* TWIN_ROWS * cols floats per worker */
 } linear_ctx;
@@ -104,27 +120,23 @@ static void linear_worker(void *p, int worker, int n_workers)
     int r0, r1, cols = c->w->cols;
     pool_split(c->w->rows, 1, worker, n_workers, &r0, &r1);
     float *work = c->work + (size_t)worker * TWIN_ROWS * (size_t)cols;
-    if (c->path == KPATH_AVX512 && twin_int4_in_registers(c->w)) {
-        twin_int4_avx512(c->w, r0, r1, c->x, c->T, c->y);
+    int V = words_in_registers(c->path, c->w);
+    if (V && c->w->fmt == WF_INT4_GROUP) {
+        (V == 16 ? twin_int4_avx512 : twin_int4_avx2)(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
-    if (c->path == KPATH_AVX2 && twin_int4_in_registers(c->w)) {
-        twin_int4_avx2(c->w, r0, r1, c->x, c->T, c->y);
+    if (V) {
+        (V == 16 ? twin_fp8_avx512 : twin_fp8_avx2)(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
-    if (c->w->fmt == WF_INT4_GROUP) {   /* the scalar path, or words per group not a power of two */
+    if (c->w->fmt == WF_INT4_GROUP || twin_fp8_words(c->w)) {
+        /* the scalar path, or INT4 words per group or FP8 blocks the SIMD twins do not take */
+        float (*lanes)(const linear_weight *, int, const float *) =
+            c->w->fmt == WF_INT4_GROUP ? int4_row_lanes : fp8_row_lanes;
         for (int r = r0; r < r1; r++)
             for (int t = 0; t < c->T; t++)
                 c->y[(size_t)t * (size_t)c->w->rows + (size_t)r] =
-                    int4_row_lanes(c->w, r, c->x + (size_t)t * (size_t)cols);
-        return;
-    }
-    if (c->path == KPATH_AVX512 && twin_fp8_in_registers(c->w)) {
-        twin_fp8_avx512(c->w, r0, r1, c->x, c->T, c->y);
-        return;
-    }
-    if (c->path == KPATH_AVX512 && twin_fp8_in_passes(c->w)) {    /* no VBMI: AVX2's shuffles */
-        twin_fp8_avx2(c->w, r0, r1, c->x, c->T, c->y);
+                    lanes(c->w, r, c->x + (size_t)t * (size_t)cols);
         return;
     }
     if (c->path == KPATH_AVX512 && twin_bf16_in_registers(c->w)) {
@@ -133,10 +145,6 @@ static void linear_worker(void *p, int worker, int n_workers)
     }
     if (c->path == KPATH_AVX512) {
         twin_dequant_avx512(c->path, c->w, r0, r1, c->x, c->T, c->y, work);
-        return;
-    }
-    if (c->path == KPATH_AVX2 && twin_fp8_in_passes(c->w)) {
-        twin_fp8_avx2(c->w, r0, r1, c->x, c->T, c->y);
         return;
     }
     if (c->path == KPATH_AVX2 && twin_bf16_in_registers(c->w)) {
@@ -165,12 +173,9 @@ void gpu_twin_linear(kernel_path path, thread_pool *pool, const linear_weight *w
                      int T, float *y, float *scratch)
 {
     linear_ctx c = {path, w, x, T, y, scratch + (size_t)T * twin_x_stride(w->cols)};
-    if ((path == KPATH_AVX512 || path == KPATH_AVX2) && twin_int4_in_registers(w)) {
-        twin_int4_permute_x(x, T, w->cols, path == KPATH_AVX512 ? 16 : 8, scratch);
-        c.x = scratch;
-    } else if ((path == KPATH_AVX512 || path == KPATH_AVX2) && twin_fp8_in_passes(w)) {
-        /* the byte tables' and the shuffles' lane order are the same */
-        twin_fp8_permute_x(x, T, w->cols, scratch);
+    int V = words_in_registers(path, w);
+    if (V) {
+        twin_words_permute_x(x, T, w->cols, w->fmt == WF_INT4_GROUP ? 8 : 4, V, scratch);
         c.x = scratch;
     }
     if (pool)

@@ -4,16 +4,17 @@
  *
  * The GPU kernel (gpu_linear.cu) gives each of a warp's 32 lanes the columns
  * c = lane, lane + 32, ... and accumulates w x with FMAs in that order from 0,
- * then adds the lanes in a butterfly (lane ^ 16, 8, 4, 2, 1); INT4 lanes take
- * whole 32-bit words instead (words lane, lane + 32, ...: per word a chain of
- * (q - 8) x over its 8 columns, times the group's scale into the lane's sum).
- * Here: the weights are dequantized bit-identically to linear_ref (as the
- * GPU's gw_at; INT4 to q - 8, the scale applied per word), the 32 sums of a row run in SIMD registers, several rows at
- * once (INT4, FP8 and BF16 dequantized in registers, other formats rows into
- * scratch), and the butterfly is done the same way; other CPUs take one lane
- * at a time with fmaf (the same bits, slower: the reference the SIMD code is
- * tested against). The FFN's gate uses
- * gm_silu_mul (gpu_math.h) on both sides. */
+ * then adds the lanes in a butterfly (lane ^ 16, 8, 4, 2, 1); INT4 and FP8
+ * lanes take whole 32-bit words instead (words lane, lane + 32, ...: per word
+ * a chain of code value times x over its 8 or 4 columns, times the scale into
+ * the lane's sum; FP8 only when its rows and blocks are whole words). Here:
+ * the weights are dequantized bit-identically to linear_ref (as the GPU's
+ * gw_at; words to their codes' values, the scale applied per word), the 32
+ * sums of a row run in SIMD registers, several rows at once (INT4, FP8 and
+ * BF16 dequantized in registers, other formats rows into scratch), and the
+ * butterfly is done the same way; other CPUs take one lane at a time with
+ * fmaf (the same bits, slower: the reference the SIMD code is tested
+ * against). The FFN's gate uses gm_silu_mul (gpu_math.h) on both sides. */
 #ifndef MOETIER_GPU_TWIN_H
 #define MOETIER_GPU_TWIN_H
 

@@ -26,6 +26,17 @@ TGT2 INL float butterfly_avx2(__m256 a, __m256 b, __m256 c, __m256 d)
 
 #define AVX2_ROWS 2
 
+/* y[t * ys + i] = the butterfly of row i's four registers of token t */
+TGT2 INL void store_rows_avx2(__m256 (*acc)[4][2], const int R, const int NT, float *y, size_t ys)
+{
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            y[(size_t)t * ys + (size_t)i] =
+                butterfly_avx2(acc[i][0][t], acc[i][1][t], acc[i][2][t], acc[i][3][t]);
+}
+
 TGT2 INL void dot_rows_avx2(const float *w, size_t ld, const int R, const float *x, int n,
                             float *out)
 {
@@ -151,7 +162,7 @@ TGT2 INL void int4_quarters_avx2(const int4_rows *M, int k0, const int FULL, con
 TGT2 INL void int4_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
                              const float *xp, const int NT, float *y, size_t ys)
 {
-    (void)fmt;      /* always INT4: the signature of pass_rows_avx2, for TWIN_BY_ROWS */
+    (void)fmt;      /* always INT4: the signature TWIN_BY_ROWS calls */
     int4_rows M = {.nw = (int)w->row_words, .scale_cols = (int)w->scale_cols,
                    .xs = twin_x_stride(w->cols)};
     while ((1 << M.sh) < w->group_size / 8)
@@ -182,12 +193,7 @@ TGT2 INL void int4_rows_avx2(const linear_weight *w, const int fmt, int r, const
             for (int q = 0; q < 4 && k0 + 8 * q < M.nw; q++)
                 int4_quarters_avx2(&M, k0, 0, q, 1, R, xp, NT, acc);
     }
-    UNROLL
-    for (int i = 0; i < R; i++)
-        UNROLL
-        for (int t = 0; t < NT; t++)
-            y[(size_t)t * ys + (size_t)(r + i)] =
-                butterfly_avx2(acc[i][0][t], acc[i][1][t], acc[i][2][t], acc[i][3][t]);
+    store_rows_avx2(acc, R, NT, y + r, ys);
 }
 
 /* 32 E4M3 codes as e4m3_to_f32 gives them, through byte shuffles: every E4M3
@@ -196,8 +202,8 @@ TGT2 INL void int4_rows_avx2(const linear_weight *w, const int fmt, int r, const
  * tables); subnormal codes (exponent 0) take two tables of their own, NaN
  * codes the reference's NaN; then the bf16 values widen to float. Per 128-bit
  * lane the widening yields codes 0-3 and 16-19 in f[0], 4-7 and 20-23 in
- * f[1], 8-11 and 24-27 in f[2], 12-15 and 28-31 in f[3]: twin_fp8_permute_x's
- * order, so each register position keeps one GPU lane. */
+ * f[1], 8-11 and 24-27 in f[2], 12-15 and 28-31 in f[3] (fp8_rows_avx2
+ * transposes the codes first to get a word's code j in f[j]). */
 TGT2 INL void e4m3_32_avx2(__m256i q, __m256 f[4])
 {
     const __m256i normal_hi = _mm256_setr_epi8(
@@ -229,23 +235,82 @@ TGT2 INL void e4m3_32_avx2(__m256i q, __m256 f[4])
     f[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, w1));
 }
 
-/* FP8 (whole 32-column passes within scale blocks: each code times its block's
- * scale, the reference's product; x permuted to match, the lanes back in
- * natural order before the butterfly) or BF16 (natural order, x as it is),
- * dequantized in registers */
-TGT2 INL void pass_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
-                             const float *x, const int NT, float *y, size_t ys)
+/* FP8 as the GPU's lanes take it when they take words (twin_fp8_words), on
+ * AVX2 and AVX-512 without VBMI: 8 lanes per register, a row's pass of 32
+ * words in four. A register's 32 codes are first transposed as 4 x 4 bytes
+ * within each 16-byte lane, so that e4m3_32_avx2 yields in f[j] code j of the
+ * 8 words in order; x is laid out to match (twin_words_permute_x, 4 columns,
+ * 8 lanes). Per word a chain of 4 FMAs, then its block's scale (a register's
+ * 32 columns lie in one block) into the lane's sum; lanes past the row's
+ * words keep theirs. */
+TGT2 INL void fp8_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
+                            const float *xp, const int NT, float *y, size_t ys)
 {
-    int cols = w->cols, esize = fmt == WF_FP8_BLOCK ? 1 : 2;
+    (void)fmt;      /* always FP8: the signature TWIN_BY_ROWS calls */
+    const __m256i transpose = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                               0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int nw = w->cols / 4, bc = w->block_cols;
+    size_t xs = twin_x_stride(w->cols);
     const uint8_t *row[AVX2_ROWS];
     const float *srow[AVX2_ROWS];
     __m256 acc[AVX2_ROWS][4][2];
     UNROLL
     for (int i = 0; i < R; i++) {
-        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)cols * (size_t)esize;
-        srow[i] = fmt == WF_FP8_BLOCK ? (const float *)w->scale +
-                                            (size_t)((r + i) / w->block_rows) * (size_t)w->scale_cols
-                                      : NULL;
+        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)w->cols;
+        srow[i] = (const float *)w->scale + (size_t)((r + i) / w->block_rows) * (size_t)w->scale_cols;
+        UNROLL
+        for (int q = 0; q < 4; q++)
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                acc[i][q][t] = _mm256_setzero_ps();
+    }
+    for (int k0 = 0; k0 < nw; k0 += 32) {
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            prefetch_l2(row[i] + 4 * (size_t)k0, PREFETCH_AHEAD);  /* the pass's two cache lines */
+            prefetch_l2(row[i] + 4 * (size_t)k0 + 64, PREFETCH_AHEAD);
+        }
+        UNROLL
+        for (int q = 0; q < 4; q++) {
+            int kb = k0 + 8 * q;
+            if (kb >= nw)
+                break;
+            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw - kb), idx);
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                const int *at = (const int *)(row[i] + 4 * (size_t)kb);
+                __m256i raw = nw - kb >= 8 ? _mm256_loadu_si256((const __m256i *)at) : _mm256_maskload_epi32(at, m);
+                __m256 f[4];
+                e4m3_32_avx2(_mm256_shuffle_epi8(raw, transpose), f);
+                __m256 sc = _mm256_set1_ps(srow[i][4 * kb / bc]);
+                UNROLL
+                for (int t = 0; t < NT; t++) {
+                    const float *xb = xp + (size_t)t * xs + 4 * (size_t)kb;
+                    __m256 d = _mm256_setzero_ps();
+                    UNROLL
+                    for (int j = 0; j < 4; j++)
+                        d = _mm256_fmadd_ps(f[j], _mm256_loadu_ps(xb + 8 * j), d);
+                    acc[i][q][t] = _mm256_blendv_ps(acc[i][q][t], _mm256_fmadd_ps(d, sc, acc[i][q][t]),
+                                                    _mm256_castsi256_ps(m));
+                }
+            }
+        }
+    }
+    store_rows_avx2(acc, R, NT, y + r, ys);
+}
+
+/* BF16, dequantized in registers (natural lane order, x as it is) */
+TGT2 INL void bf16_rows_avx2(const linear_weight *w, const int fmt, int r, const int R,
+                             const float *x, const int NT, float *y, size_t ys)
+{
+    (void)fmt;      /* always BF16: the signature TWIN_BY_ROWS calls */
+    int cols = w->cols;
+    const uint16_t *row[AVX2_ROWS];
+    __m256 acc[AVX2_ROWS][4][2];
+    UNROLL
+    for (int i = 0; i < R; i++) {
+        row[i] = (const uint16_t *)w->data + (size_t)(r + i) * (size_t)cols;
         UNROLL
         for (int q = 0; q < 4; q++)
             UNROLL
@@ -255,41 +320,19 @@ TGT2 INL void pass_rows_avx2(const linear_weight *w, const int fmt, int r, const
     for (int c = 0; c < cols; c += LANES) {
         UNROLL
         for (int i = 0; i < R; i++) {
-            if ((c & 127) == 0)
-                prefetch_l2(row[i] + (size_t)c * (size_t)esize, PREFETCH_AHEAD);
-            __m256 wq[4];
-            if (fmt == WF_FP8_BLOCK) {
-                e4m3_32_avx2(_mm256_loadu_si256((const __m256i *)(row[i] + c)), wq);
-                __m256 s = _mm256_set1_ps(srow[i][c / w->block_cols]);
-                UNROLL
-                for (int q = 0; q < 4; q++)
-                    wq[q] = _mm256_mul_ps(wq[q], s);
-            } else {
-                UNROLL
-                for (int q = 0; q < 4; q++)
-                    wq[q] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(
-                        _mm_loadu_si128((const __m128i *)(row[i] + 2 * (size_t)(c + 8 * q)))), 16));
-            }
+            prefetch_l2(row[i] + c, PREFETCH_AHEAD);     /* a cache line per pass */
             UNROLL
-            for (int q = 0; q < 4; q++)
+            for (int q = 0; q < 4; q++) {
+                __m256 wq = _mm256_castsi256_ps(_mm256_slli_epi32(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row[i] + c + 8 * q))), 16));
                 UNROLL
                 for (int t = 0; t < NT; t++)
-                    acc[i][q][t] = _mm256_fmadd_ps(wq[q], _mm256_loadu_ps(x + (size_t)t * cols + c + 8 * q),
+                    acc[i][q][t] = _mm256_fmadd_ps(wq, _mm256_loadu_ps(x + (size_t)t * cols + c + 8 * q),
                                                    acc[i][q][t]);
+            }
         }
     }
-    UNROLL
-    for (int i = 0; i < R; i++)
-        UNROLL
-        for (int t = 0; t < NT; t++) {
-            __m256 a0 = acc[i][0][t], a1 = acc[i][1][t], a2 = acc[i][2][t], a3 = acc[i][3][t];
-            if (fmt == WF_FP8_BLOCK)    /* lanes 0-7, 8-15, 16-23, 24-31 */
-                y[(size_t)t * ys + (size_t)(r + i)] =
-                    butterfly_avx2(_mm256_permute2f128_ps(a0, a1, 0x20), _mm256_permute2f128_ps(a2, a3, 0x20),
-                                   _mm256_permute2f128_ps(a0, a1, 0x31), _mm256_permute2f128_ps(a2, a3, 0x31));
-            else
-                y[(size_t)t * ys + (size_t)(r + i)] = butterfly_avx2(a0, a1, a2, a3);
-        }
+    store_rows_avx2(acc, R, NT, y + r, ys);
 }
 
 /* One token: two rows at once; more: a row at a time, tokens in pairs (the
@@ -313,8 +356,8 @@ TGT2 INL void pass_rows_avx2(const linear_weight *w, const int fmt, int r, const
         }                                                                                          \
     }
 TWIN_BY_ROWS(twin_int4_avx2, int4_rows_avx2, WF_INT4_GROUP, twin_x_stride(w->cols))
-TWIN_BY_ROWS(twin_fp8_avx2, pass_rows_avx2, WF_FP8_BLOCK, (size_t)w->cols)
-TWIN_BY_ROWS(twin_bf16_avx2, pass_rows_avx2, WF_BF16, (size_t)w->cols)
+TWIN_BY_ROWS(twin_fp8_avx2, fp8_rows_avx2, WF_FP8_BLOCK, twin_x_stride(w->cols))
+TWIN_BY_ROWS(twin_bf16_avx2, bf16_rows_avx2, WF_BF16, (size_t)w->cols)
 
 /* any format: TWIN_ROWS rows at a time dequantized into work by the
  * reference, then every token's lanes over them, two rows at once */

@@ -215,70 +215,81 @@ TGT void twin_int4_avx512(const linear_weight *w, int r0, int r1, const float *x
     RANGE_BY_BLOCKS(int4_rows_avx512, INT4_ROWS, twin_x_stride(w->cols));
 }
 
-/* FP8 in whole 64-column chunks of whole scale blocks, on CPUs with VBMI:
- * 64 codes at a time become their exact bf16 through byte tables (as in
- * linear_avx512.c) and are widened to float; that yields, per 128-bit lane L,
- * codes 16L + 0-3, 4-7, 8-11 and 12-15 in four registers. Two 128-bit
- * shuffles per 32-column block put each block's columns in two registers P
- * and Q in an order that is the same for every block, so a GPU lane's chain
- * stays in one register position; x is laid out to match (twin_fp8_permute_x) and
- * the lanes go back to natural order before the butterfly. Each weight is the
- * exact code times the block scale, one rounding as in the reference. */
-#define FP8_ROWS 2
+/* FP8 as the GPU's lanes take it when they take words (twin_fp8_words):
+ * lanes 0-15 and 16-31 of a row in two registers, each lane a word of 4
+ * codes. A register's 64 codes are first transposed as 4 x 4 bytes within
+ * each 16-byte lane, so that the widening through the byte tables
+ * (fp8_widen_64, exact values) yields in f[j] code j of the 16 words in
+ * order; x is laid out to match (twin_words_permute_x, 4 columns, 16 lanes).
+ * Per word a chain of 4 FMAs, then its block's scale (the register's 64
+ * columns lie in one block) into the lane's sum. Here rows r..r+R of y for
+ * tokens t..t+NT of xp. */
+#define FP8_ROWS 4
 
 TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, const float *xp,
                                   const int NT, float *y, size_t ys)
 {
     const fp8_tables tb = fp8_tables_load();
-    int cols = w->cols, bc = w->block_cols;
+    const __m512i transpose = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+    int nw = w->cols / 4, bc = w->block_cols;
+    size_t xs = twin_x_stride(w->cols);
     const uint8_t *row[FP8_ROWS];
     const float *srow[FP8_ROWS];
-    __m512 ap[FP8_ROWS][2], aq[FP8_ROWS][2];
+    __m512 acc[FP8_ROWS][2][2];
     UNROLL
     for (int i = 0; i < R; i++) {
-        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)cols;
+        row[i] = (const uint8_t *)w->data + (size_t)(r + i) * (size_t)w->cols;
         srow[i] = (const float *)w->scale + (size_t)((r + i) / w->block_rows) * (size_t)w->scale_cols;
         UNROLL
-        for (int t = 0; t < NT; t++)
-            ap[i][t] = aq[i][t] = _mm512_setzero_ps();
-    }
-    for (int c = 0; c < cols; c += 64) {
-        UNROLL
-        for (int i = 0; i < R; i++) {
-            prefetch_l2(row[i] + c, PREFETCH_AHEAD);
-            __m512 f[4];
-            fp8_widen_64(&tb, _mm512_loadu_si512(row[i] + c), f);
-            __m512 sc = _mm512_set1_ps(srow[i][c / bc]);
-            __m512 p0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[0], f[1], 0x44), sc);  /* columns c..c+31 */
-            __m512 q0 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[2], f[3], 0x44), sc);
-            __m512 p1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[0], f[1], 0xEE), sc);  /* c+32..c+63 */
-            __m512 q1 = _mm512_mul_ps(_mm512_shuffle_f32x4(f[2], f[3], 0xEE), sc);
+        for (int h = 0; h < 2; h++)
             UNROLL
-            for (int t = 0; t < NT; t++) {
-                const float *xt = xp + (size_t)t * cols + c;
-                ap[i][t] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(xt), ap[i][t]);
-                aq[i][t] = _mm512_fmadd_ps(q0, _mm512_loadu_ps(xt + 16), aq[i][t]);
-                ap[i][t] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(xt + 32), ap[i][t]);
-                aq[i][t] = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xt + 48), aq[i][t]);
+            for (int t = 0; t < NT; t++)
+                acc[i][h][t] = _mm512_setzero_ps();
+    }
+    for (int k0 = 0; k0 < nw; k0 += 32)
+        UNROLL
+        for (int h = 0; h < 2; h++) {
+            int kb = k0 + 16 * h;
+            if (kb >= nw)
+                break;
+            int n = nw - kb < 16 ? nw - kb : 16;
+            __mmask16 m = (__mmask16)(n == 16 ? 0xffff : (1u << n) - 1);
+            __mmask64 mb = n == 16 ? ~(__mmask64)0 : ((__mmask64)1 << (4 * n)) - 1;
+            __m512 xj[2][4];
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                UNROLL
+                for (int j = 0; j < 4; j++)
+                    xj[t][j] = _mm512_loadu_ps(xp + (size_t)t * xs + 4 * (size_t)kb + 16 * j);
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                prefetch_l2(row[i] + 4 * (size_t)kb, PREFETCH_AHEAD);
+                __m512 f[4];
+                fp8_widen_64(&tb, _mm512_shuffle_epi8(_mm512_maskz_loadu_epi8(mb, row[i] + 4 * (size_t)kb),
+                                                      transpose), f);
+                __m512 sc = _mm512_set1_ps(srow[i][4 * kb / bc]);
+                UNROLL
+                for (int t = 0; t < NT; t++) {
+                    __m512 d = _mm512_setzero_ps();
+                    UNROLL
+                    for (int j = 0; j < 4; j++)
+                        d = _mm512_fmadd_ps(f[j], xj[t][j], d);
+                    acc[i][h][t] = _mm512_mask3_fmadd_ps(d, sc, acc[i][h][t], m);
+                }
             }
         }
-    }
-    const __m512i lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
-    const __m512i hi_idx = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30,
-                                             31);
     UNROLL
     for (int i = 0; i < R; i++)
         UNROLL
         for (int t = 0; t < NT; t++)
-            y[(size_t)t * ys + (size_t)(r + i)] =
-                butterfly_avx512(_mm512_permutex2var_ps(ap[i][t], lo_idx, aq[i][t]),
-                                 _mm512_permutex2var_ps(ap[i][t], hi_idx, aq[i][t]));
+            y[(size_t)t * ys + (size_t)(r + i)] = butterfly_avx512(acc[i][0][t], acc[i][1][t]);
 }
 
 TGT_VBMI void twin_fp8_avx512(const linear_weight *w, int r0, int r1, const float *xp, int T,
                               float *y)
 {
-    RANGE_BY_BLOCKS(fp8_rows_avx512, FP8_ROWS, (size_t)w->cols);
+    RANGE_BY_BLOCKS(fp8_rows_avx512, FP8_ROWS, twin_x_stride(w->cols));
 }
 
 /* BF16: a weight is its bits shifted into a float's high half, the lanes in

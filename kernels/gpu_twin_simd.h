@@ -2,7 +2,7 @@
  * kernels/gpu_twin_avx512.c and kernels/gpu_twin_avx2.c. Each computes rows
  * [r0, r1) of y [T][rows] = w x to the GPU's bits: every one of the 32 lanes
  * of a row a chain of FMAs over its columns (c = lane, lane + 32, ...; INT4
- * whole words, below) in order, then the warp's butterfly. A lane's chain
+ * and FP8 whole words, below) in order, then the warp's butterfly. A lane's chain
  * waits on the FMA latency, so several rows run at once. x comes laid out for the case (below); work:
  * TWIN_ROWS * cols floats of the calling worker. */
 #ifndef MOETIER_GPU_TWIN_SIMD_H
@@ -16,41 +16,48 @@
 #define TWIN_ROWS 4
 
 /* floats of one token's x as the SIMD twins take it: whole passes of 256
- * columns (32 lanes of 8 INT4 columns) */
+ * columns (32 lanes of 8 INT4 columns; FP8 passes of 128 fit too) */
 static inline size_t twin_x_stride(int cols)
 {
     return ((size_t)cols + 255) / 256 * 256;
 }
 
-/* INT4 in registers (AVX-512, AVX2): V lanes per register (16, 8), each lane a
- * 32-bit word of 8 columns as the GPU's lanes take them (gpu_twin.c,
- * int4_row_lanes); x as twin_int4_permute_x lays it out for V, token stride
- * twin_x_stride. Every group size (a multiple of 8 columns, so a word lies in
- * one group) whose words per group are a power of two: a register's V words
- * then take their scales with one shuffle. */
+/* INT4 and FP8 lanes take whole 32-bit words (gpu_linear.cu): x comes as
+ * twin_words_permute_x lays it out for CW columns per word and V lanes per
+ * register (16 AVX-512, 8 AVX2), token stride twin_x_stride: column j of a
+ * register's V words in one load. */
+void twin_words_permute_x(const float *x, int T, int cols, int CW, int V, float *xp);
+
+/* INT4 in registers (AVX-512, AVX2): each lane a word of 8 columns as the
+ * GPU's lanes take them (gpu_twin.c, int4_row_lanes). Every group size (a
+ * multiple of 8 columns, so a word lies in one group) whose words per group
+ * are a power of two: a register's V words then take their scales with one
+ * shuffle. */
 static inline int twin_int4_in_registers(const linear_weight *w)
 {
     int wpg = w->group_size / 8;
     return w->fmt == WF_INT4_GROUP && wpg > 0 && (wpg & (wpg - 1)) == 0;
 }
-void twin_int4_permute_x(const float *x, int T, int cols, int V, float *xp);
 
-/* FP8 in whole 64-column chunks of whole scale blocks through the CPU
- * kernels' byte tables (AVX-512 VBMI); x as twin_fp8_permute_x lays it out */
-static inline int twin_fp8_in_registers(const linear_weight *w)
+/* FP8 whose GPU lanes take words of 4 columns (gpu_linear.cu, gw_fp8_words):
+ * rows and scale blocks of whole words; other FP8 lanes take a column each */
+static inline int twin_fp8_words(const linear_weight *w)
 {
-    return w->fmt == WF_FP8_BLOCK && w->cols % 64 == 0 && w->block_cols % 64 == 0 &&
-           w->block_rows > 0 && kernel_fp8_lut_supported();
+    return w->fmt == WF_FP8_BLOCK && w->cols % 4 == 0 && w->block_cols % 4 == 0;
 }
-void twin_fp8_permute_x(const float *x, int T, int cols, float *xp);
 
-/* FP8 in whole 32-column passes within scale blocks, decoded through byte
- * shuffles (AVX2, and AVX-512 without VBMI); x as twin_fp8_permute_x lays it
- * out (twin_fp8_in_registers implies it) */
-static inline int twin_fp8_in_passes(const linear_weight *w)
+/* FP8 words in registers: 16 lanes through the CPU kernels' byte tables
+ * (AVX-512 VBMI), a register's 64 columns in one scale block */
+static inline int twin_fp8_words_16(const linear_weight *w)
 {
-    return w->fmt == WF_FP8_BLOCK && w->cols % TWIN_LANES == 0 &&
-           w->block_cols % TWIN_LANES == 0 && w->block_rows > 0;
+    return twin_fp8_words(w) && w->block_cols % 64 == 0 && kernel_fp8_lut_supported();
+}
+
+/* 8 lanes through byte shuffles (AVX2, and AVX-512 without VBMI), a
+ * register's 32 columns in one scale block */
+static inline int twin_fp8_words_8(const linear_weight *w)
+{
+    return twin_fp8_words(w) && w->block_cols % 32 == 0;
 }
 
 /* BF16 with whole 32-column blocks (AVX-512, AVX2); x as it is */

@@ -95,6 +95,7 @@ static const shape shapes[] = {
     {WF_INT4_GROUP, 37, 256, 0, 32}, {WF_INT4_GROUP, 18, 384, 0, 128},
     {WF_FP8_BLOCK, 37, 256, 128, 0}, {WF_BF16, 38, 224, 0, 0},
     {WF_INT4_GROUP, 21, 600, 0, 24},   /* words per group not a power of two */
+    {WF_FP8_BLOCK, 20, 120, 30, 0},    /* blocks not of whole words: a column per lane */
 };
 #define N_SHAPES (sizeof shapes / sizeof *shapes)
 
