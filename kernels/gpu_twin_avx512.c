@@ -87,7 +87,7 @@ TGT INL void dot_rows_avx512(const float *w, size_t ld, const int R, const float
  * shifted down and looked up in a table of q - 8 (vpermps reads the low 4
  * bits only; q - 8 as 2^23 + q less 2^23 + 8, a shift, a ternary logic op
  * and a subtraction, measured the same), times column j of x, which
- * twin_int4_permute_x put in one register for the 16 words. The 8 products of
+ * twin_words_permute_x put in one register for the 16 words. The 8 products of
  * a word chain into d, d times the word's scale into the lane's sum; lanes
  * past the row's words keep theirs, as the GPU's lanes that run out. Here
  * rows r..r+R of y (row stride ys) for tokens t..t+NT of xp. */
