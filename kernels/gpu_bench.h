@@ -51,10 +51,12 @@ int gpu_bench_overlap(int device, int hidden, int inter, int gpu_experts, int cp
 typedef struct gpu_linear_result {
     int fmt, rows, cols, tokens, matrices;
     uint64_t weight_bytes;      /* every matrix's data and scales */
-    double plain_s, ahead_s;    /* one pass over every matrix, the best of the runs */
-    double plain_gbps, ahead_gbps;  /* weight bytes / time */
+    /* one pass over every matrix, the best of the runs: the kernel as the
+     * engine runs it, without reading ahead, with a warp per row */
+    double ahead_s, plain_s, one_row_s;
+    double ahead_gbps, plain_gbps, one_row_gbps;    /* weight bytes / time */
     double hbm_gbps;            /* device-to-device copy: bytes read and written per second */
-    int same_bits;              /* both variants gave the same outputs, bit for bit */
+    int same_bits;              /* the three gave the same outputs, bit for bit */
 } gpu_linear_result;
 
 /* fmt: WF_F32 .. WF_INT4_GROUP (FP8 in 128 x 128 blocks, INT4 in groups of

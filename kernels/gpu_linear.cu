@@ -16,6 +16,7 @@
 
 #define LIN_TOKENS 8
 #define LIN_WARPS 8         /* rows per block */
+#define LIN_WORD_ROWS 4     /* rows per warp of the word layout at up to 2 tokens */
 /* A warp keeps the L2 cache one to two windows of its row ahead of its loads:
  * each lane asks for one 32-byte sector, so one instruction covers a window.
  * Without it a warp has one pass (16 to 128 bytes) in flight, far too little
@@ -42,10 +43,11 @@ __device__ __forceinline__ void l2_prefetch_window(const char *p, int from, int 
 
 /* the warp's sums of a tile of nt tokens (every lane takes part in the
  * shuffles); lane 0 writes them to y[t * ys] */
+template <int TILE>
 __device__ __forceinline__ void store_tile(const float *acc, int nt, int lane, float *y, size_t ys)
 {
 #pragma unroll
-    for (int t = 0; t < LIN_TOKENS; t++) {
+    for (int t = 0; t < TILE; t++) {
         float v = acc[t];
         for (int o = 16; o > 0; o >>= 1)
             v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -61,69 +63,84 @@ __device__ __forceinline__ void store_tile(const float *acc, int nt, int lane, f
  * takes words only when its blocks and rows are whole words (gw_fp8_words).
  * Per word and token the lane chains fmaf(code value, x) over the columns from
  * 0 (x = 0 past the last column), then adds that times the scale to its sum
- * with one more FMA. */
-__device__ __forceinline__ bool gw_fp8_words(const gpu_weight &w)
+ * with one more FMA.
+ *
+ * A warp takes R rows (words_rows_per_warp): at one or two tokens the x values
+ * a lane loads for a word (32 bytes for INT4's 4) outweigh the word itself, so
+ * the warp loads them once for R rows. Each row's sums keep their order. */
+__host__ __device__ __forceinline__ bool gw_fp8_words(const gpu_weight &w)
 {
     return w.cols % 4 == 0 && w.block_cols % 4 == 0;
 }
 
-template <int FMT, bool AHEAD>
-__device__ __forceinline__ void linear_words_row(const gpu_lin &a, int r, const float *x, float *y,
-                                                 int lane)
+template <int FMT, bool AHEAD, int R>
+__device__ __forceinline__ void linear_words_rows(const gpu_lin &a, int r0, int nr, const float *x,
+                                                  float *y, int lane)
 {
     constexpr bool INT4 = FMT == WF_INT4_GROUP;
     constexpr int CW = INT4 ? 8 : 4;                    /* columns per word */
     constexpr int SB = INT4 ? 2 : 4;                    /* bytes per scale */
-    int cols = a.w.cols, nw = (cols + CW - 1) / CW;
-    const uint32_t *words = (const uint32_t *)a.w.data +
-                            (size_t)r * (INT4 ? (size_t)a.w.row_words : (size_t)cols / 4);
-    const char *srow = (const char *)a.w.scale +
-                       (size_t)(INT4 ? r : r / a.w.block_rows) * (size_t)a.w.scale_cols * SB;
+    constexpr int TILE = LIN_TOKENS / R;                /* R x TILE sums per lane */
+    const int cols = a.w.cols, nw = (cols + CW - 1) / CW, T = a.T;
+    const size_t xs = a.xs;
+    const uint32_t *words[R];
+    const char *srow[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        int r = r0 + (i < nr ? i : 0);      /* a row past the matrix reads the first again */
+        words[i] = (const uint32_t *)a.w.data +
+                   (size_t)r * (INT4 ? (size_t)a.w.row_words : (size_t)cols / 4);
+        srow[i] = (const char *)a.w.scale +
+                  (size_t)(INT4 ? r : r / a.w.block_rows) * (size_t)a.w.scale_cols * SB;
+    }
     int wps = (INT4 ? a.w.group_size : a.w.block_cols) / CW;   /* words per scale */
     int sh = -1;    /* ... as a shift when a power of two: no division per word */
     if ((wps & (wps - 1)) == 0)
         for (sh = 0; (1 << sh) < wps; sh++)
             ;
     /* a word's x values in 16-byte loads when every token's row allows */
-    bool vec = cols % CW == 0 && a.xs % 4 == 0 && ((size_t)x & 15) == 0;
+    bool vec = cols % CW == 0 && xs % 4 == 0 && ((size_t)x & 15) == 0;
     int row_bytes = nw * 4, scale_bytes = (int)a.w.scale_cols * SB;
-    if (AHEAD) {
-        l2_prefetch_window((const char *)words, 0, row_bytes, lane);
-        l2_prefetch_window((const char *)words, LIN_AHEAD_WINDOW, row_bytes, lane);
-        for (int o = 0; o < scale_bytes; o += LIN_AHEAD_WINDOW)
-            l2_prefetch_window(srow, o, scale_bytes, lane);
-    }
-    for (int t0 = 0; t0 < a.T; t0 += LIN_TOKENS) {
-        int nt = a.T - t0 < LIN_TOKENS ? a.T - t0 : LIN_TOKENS;
-        float acc[LIN_TOKENS];
+    if (AHEAD)
 #pragma unroll
-        for (int t = 0; t < LIN_TOKENS; t++)
-            acc[t] = 0.0f;
-        for (int k = lane, at = 0; k < nw; k += 32, at += 128) {
-            if (AHEAD && t0 == 0 && at > 0 && at % LIN_AHEAD_WINDOW == 0)
-                l2_prefetch_window((const char *)words, at + LIN_AHEAD_WINDOW, row_bytes, lane);
-            uint32_t u = words[k];
-            float q[CW];
-            int si = sh >= 0 ? k >> sh : k / wps;
-            float s;
-            if (INT4) {
-                /* nibble j with its top bit flipped is q - 8 as a signed 4-bit number */
-                u ^= 0x88888888u;
-#pragma unroll
-                for (int j = 0; j < CW; j++)
-                    q[j] = (float)((int)(u << (28 - 4 * j)) >> 28);
-                s = gw_bf16(((const uint16_t *)srow)[si]);
-            } else {
-#pragma unroll
-                for (int j = 0; j < CW; j++)
-                    q[j] = gw_e4m3((uint8_t)(u >> (8 * j)));
-                s = ((const float *)srow)[si];
+        for (int i = 0; i < R; i++)
+            if (i < nr) {
+                l2_prefetch_window((const char *)words[i], 0, row_bytes, lane);
+                l2_prefetch_window((const char *)words[i], LIN_AHEAD_WINDOW, row_bytes, lane);
+                for (int o = 0; o < scale_bytes; o += LIN_AHEAD_WINDOW)
+                    l2_prefetch_window(srow[i], o, scale_bytes, lane);
             }
+    for (int t0 = 0; t0 < T; t0 += TILE) {
+        int nt = T - t0 < TILE ? T - t0 : TILE;
+        float acc[R][TILE];
 #pragma unroll
-            for (int t = 0; t < LIN_TOKENS; t++) {
+        for (int i = 0; i < R; i++)
+#pragma unroll
+            for (int t = 0; t < TILE; t++)
+                acc[i][t] = 0.0f;
+        const float *xk = x + (size_t)t0 * xs + (size_t)CW * (size_t)lane;  /* word k's x, token t0 */
+        for (int k = lane, at = 0; k < nw; k += 32, at += 128, xk += CW * 32) {
+            if (AHEAD && t0 == 0 && at > 0 && at % LIN_AHEAD_WINDOW == 0)
+#pragma unroll
+                for (int i = 0; i < R; i++)
+                    if (i < nr)
+                        l2_prefetch_window((const char *)words[i], at + LIN_AHEAD_WINDOW, row_bytes,
+                                           lane);
+            int si = sh >= 0 ? k >> sh : k / wps;
+            float q[R][CW], s[R];
+#pragma unroll
+            for (int i = 0; i < R; i++) {
+                uint32_t u = words[i][k];
+#pragma unroll
+                for (int j = 0; j < CW; j++)
+                    q[i][j] = INT4 ? gw_int4_in(u, j) : gw_e4m3_in(u, j);
+                s[i] = INT4 ? gw_bf16(((const uint16_t *)srow[i])[si]) : ((const float *)srow[i])[si];
+            }
+            const float *xt = xk;
+#pragma unroll
+            for (int t = 0; t < TILE; t++, xt += xs) {
                 if (t >= nt)
                     break;
-                const float *xt = x + (size_t)(t0 + t) * a.xs + (size_t)CW * (size_t)k;
                 float xv[CW];
                 if (vec) {
 #pragma unroll
@@ -136,31 +153,29 @@ __device__ __forceinline__ void linear_words_row(const gpu_lin &a, int r, const 
                     for (int j = 0; j < CW; j++)
                         xv[j] = CW * k + j < cols ? xt[j] : 0.0f;
                 }
-                float d = 0.0f;
 #pragma unroll
-                for (int j = 0; j < CW; j++)
-                    d = fmaf(q[j], xv[j], d);
-                acc[t] = fmaf(d, s, acc[t]);
+                for (int i = 0; i < R; i++) {
+                    float d = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < CW; j++)
+                        d = fmaf(q[i][j], xv[j], d);
+                    acc[i][t] = fmaf(d, s[i], acc[i][t]);
+                }
             }
         }
-        store_tile(acc, nt, lane, y + (size_t)t0 * a.ys, a.ys);
+#pragma unroll
+        for (int i = 0; i < R; i++)
+            if (i < nr)
+                store_tile<TILE>(acc[i], nt, lane, y + i + (size_t)t0 * a.ys, a.ys);
     }
 }
 
-template <int FMT, bool AHEAD> __global__ void k_linear(gpu_lin a)
+/* any other format or shape: lane l takes the row's columns l, l + 32, ...,
+ * one element (dequantized by gw_at_fmt) and one FMA per token each */
+template <int FMT, bool AHEAD>
+__device__ __forceinline__ void linear_columns_row(const gpu_lin &a, int r, const float *x, float *y,
+                                                   int lane)
 {
-    int lane = threadIdx.x & 31;
-    int i = blockIdx.x * LIN_WARPS + (threadIdx.x >> 5);
-    if (i >= a.nrows)
-        return;     /* the whole warp leaves together: i is the same on its lanes */
-    int g = blockIdx.y;
-    int r = a.row0 + g * a.row_step + i;
-    const float *x = a.x + (size_t)g * a.x_step;
-    float *y = a.y + (size_t)g * a.y_step + i;
-    if (FMT == WF_INT4_GROUP || (FMT == WF_FP8_BLOCK && gw_fp8_words(a.w))) {
-        linear_words_row<FMT, AHEAD>(a, r, x, y, lane);
-        return;
-    }
     const int pass = gw_pass_bytes<FMT>();
     const char *row = gw_row_data<FMT>(a.w, r);
     int row_bytes = (int)(((size_t)a.w.cols * (size_t)pass + 31) / 32);
@@ -192,14 +207,56 @@ template <int FMT, bool AHEAD> __global__ void k_linear(gpu_lin a)
                 if (t < nt)
                     acc[t] = fmaf(wv, x[(size_t)(t0 + t) * a.xs + (size_t)c], acc[t]);
         }
-        store_tile(acc, nt, lane, y + (size_t)t0 * a.ys, a.ys);
+        store_tile<LIN_TOKENS>(acc, nt, lane, y + (size_t)t0 * a.ys, a.ys);
     }
+}
+
+/* the rows a warp takes in the word layout: R > 1 only at one or two tokens */
+__host__ __device__ __forceinline__ bool words_layout(const gpu_lin &a)
+{
+    return a.w.fmt == WF_INT4_GROUP || (a.w.fmt == WF_FP8_BLOCK && gw_fp8_words(a.w));
+}
+static int words_rows_per_warp(const gpu_lin &a)
+{
+    return words_layout(a) && a.T <= LIN_TOKENS / LIN_WORD_ROWS && !a.one_row ? LIN_WORD_ROWS : 1;
+}
+
+/* a block takes LIN_WARPS rows whatever R: R warps fewer of R rows each */
+template <int FMT, bool AHEAD, int R> __global__ void k_linear(gpu_lin a)
+{
+    int lane = threadIdx.x & 31;
+    int i = (blockIdx.x * (LIN_WARPS / R) + (threadIdx.x >> 5)) * R;
+    if (i >= a.nrows)
+        return;     /* the whole warp leaves together: i is the same on its lanes */
+    int g = blockIdx.y;
+    int r = a.row0 + g * a.row_step + i;
+    const float *x = a.x + (size_t)g * a.x_step;
+    float *y = a.y + (size_t)g * a.y_step + i;
+    int nr = a.nrows - i < R ? a.nrows - i : R;
+    if constexpr (FMT == WF_INT4_GROUP || FMT == WF_FP8_BLOCK) {
+        if (words_layout(a)) {
+            linear_words_rows<FMT, AHEAD, R>(a, r, nr, x, y, lane);
+            return;
+        }
+    }
+    if constexpr (FMT != WF_INT4_GROUP && R == 1)
+        linear_columns_row<FMT, AHEAD>(a, r, x, y, lane);
+}
+
+template <int FMT, int R> static void launch_rows(const gpu_lin *a, dim3 grid, cudaStream_t s)
+{
+    void (*kernel)(gpu_lin) = a->plain ? k_linear<FMT, false, R> : k_linear<FMT, true, R>;
+    GPU_LAUNCH(kernel, grid, LIN_WARPS / R * 32, 0, s)(*a);
 }
 
 template <int FMT> static void launch_linear(const gpu_lin *a, dim3 grid, cudaStream_t s)
 {
-    void (*kernel)(gpu_lin) = a->plain ? k_linear<FMT, false> : k_linear<FMT, true>;
-    GPU_LAUNCH(kernel, grid, LIN_WARPS * 32, 0, s)(*a);
+    if constexpr (FMT == WF_INT4_GROUP || FMT == WF_FP8_BLOCK)
+        if (words_rows_per_warp(*a) > 1) {
+            launch_rows<FMT, LIN_WORD_ROWS>(a, grid, s);
+            return;
+        }
+    launch_rows<FMT, 1>(a, grid, s);
 }
 
 void gpu_linear(const gpu_lin *a, cudaStream_t s)

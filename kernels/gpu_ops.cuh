@@ -33,7 +33,8 @@ struct gpu_lin {
     float *y;
     size_t ys, y_step;
     int T;
-    int plain;      /* no reading ahead into L2 (the yardstick of `bench gpu --linear`) */
+    int plain;      /* no reading ahead into L2 } yardsticks of */
+    int one_row;    /* a warp per row at any token count } `bench gpu --linear` */
 };
 void gpu_linear(const gpu_lin *a, cudaStream_t s);
 

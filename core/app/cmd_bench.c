@@ -45,13 +45,16 @@ static void usage(FILE *f)
                "usage: moetier bench gpu --linear [--json] [--formats LIST] [--shapes LIST]\n"
                "                                  [--tokens LIST] [--set-gb G]\n"
                "  The linear kernel over G GB of distinct matrices (default 1: far more than\n"
-               "  the L2 cache, like a decode step's weights) with and without reading ahead\n"
-               "  into L2, against a device-to-device copy in the same run.\n"
+               "  the L2 cache, like a decode step's weights) as the engine runs it, without\n"
+               "  reading ahead into L2 (plain) and with a warp per row (1-row: INT4 and FP8\n"
+               "  give a warp 4 rows at up to 2 tokens), against a device-to-device copy in\n"
+               "  the same run.\n"
                "  --formats LIST  int4,fp8,bf16,f16,f32 (default int4,fp8,bf16)\n"
                "  --shapes LIST   ROWSxCOLS,... (default K2's 2048x7168,7168x2048,18432x7168)\n"
                "  --tokens LIST   tokens per product (default 1,8)\n"
                "  --json          one JSON object per line (format, rows, cols, tokens,\n"
-               "                  ahead_gbps, plain_gbps, hbm_gbps, ratio = ahead / hbm, ...)\n");
+               "                  ahead_gbps, plain_gbps, one_row_gbps, hbm_gbps,\n"
+               "                  ratio = ahead / hbm, ...)\n");
 }
 
 static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
@@ -252,8 +255,8 @@ static int bench_linear(int argc, char **argv)
     if (!gpu_present(device, sizeof device))
         return 1;
     if (!json)
-        printf("%s\n%5s %13s %6s %8s %11s %11s %9s %6s %6s\n", device, "fmt", "shape", "tokens",
-               "matrices", "ahead GB/s", "plain GB/s", "HBM GB/s", "ratio", "gain");
+        printf("%s\n%5s %13s %6s %8s %11s %11s %11s %9s %6s\n", device, "fmt", "shape", "tokens",
+               "matrices", "ahead GB/s", "plain GB/s", "1-row GB/s", "HBM GB/s", "ratio");
     for (int f = 0; f < n_fmts; f++)
         for (int s = 0; s < n_shapes; s++)
             for (int t = 0; t < n_tokens; t++) {
@@ -267,19 +270,22 @@ static int bench_linear(int argc, char **argv)
                     printf("{\"bench\": \"gpu_linear\", \"device\": \"%s\", \"format\": \"%s\", "
                            "\"rows\": %d, \"cols\": %d, \"tokens\": %d, \"matrices\": %d, "
                            "\"weight_bytes\": %llu, \"ahead_ms\": %.6f, \"plain_ms\": %.6f, "
-                           "\"ahead_gbps\": %.6g, \"plain_gbps\": %.6g, \"hbm_gbps\": %.6g, "
-                           "\"ratio\": %.6g, \"same_bits\": %s}\n", device, gpu_format_name(r.fmt),
+                           "\"one_row_ms\": %.6f, \"ahead_gbps\": %.6g, \"plain_gbps\": %.6g, "
+                           "\"one_row_gbps\": %.6g, \"hbm_gbps\": %.6g, \"ratio\": %.6g, "
+                           "\"same_bits\": %s}\n", device, gpu_format_name(r.fmt),
                            r.rows, r.cols, r.tokens, r.matrices, (unsigned long long)r.weight_bytes,
-                           r.ahead_s * 1e3, r.plain_s * 1e3, r.ahead_gbps, r.plain_gbps, r.hbm_gbps,
-                           ratio, r.same_bits ? "true" : "false");
+                           r.ahead_s * 1e3, r.plain_s * 1e3, r.one_row_s * 1e3, r.ahead_gbps,
+                           r.plain_gbps, r.one_row_gbps, r.hbm_gbps, ratio,
+                           r.same_bits ? "true" : "false");
                 else
-                    printf("%5s %6dx%-6d %6d %8d %11.1f %11.1f %9.1f %6.3f %6.2f%s\n",
+                    printf("%5s %6dx%-6d %6d %8d %11.1f %11.1f %11.1f %9.1f %6.3f%s\n",
                            gpu_format_name(r.fmt), r.rows, r.cols, r.tokens, r.matrices,
-                           r.ahead_gbps, r.plain_gbps, r.hbm_gbps, ratio, r.ahead_gbps / r.plain_gbps,
-                           r.same_bits ? "" : "  (the two ways differ!)");
+                           r.ahead_gbps, r.plain_gbps, r.one_row_gbps, r.hbm_gbps, ratio,
+                           r.same_bits ? "" : "  (the three ways differ!)");
                 fflush(stdout);
                 if (!r.same_bits) {
-                    fprintf(stderr, "moetier bench gpu --linear: reading ahead changed the outputs\n");
+                    fprintf(stderr, "moetier bench gpu --linear: reading ahead or the rows per warp "
+                                    "changed the outputs\n");
                     return 1;
                 }
             }

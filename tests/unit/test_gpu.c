@@ -114,7 +114,7 @@ static int twin_paths(kernel_path *paths)
 Test(gpu, linear_matches_the_reference_and_the_twin_its_bits, .timeout = 120)
 {
     open_gpu();
-    static const int tokens[] = {1, 4, 9, 17};
+    static const int tokens[] = {1, 2, 4, 9, 17};
     kernel_path paths[KPATH_COUNT];
     int n_paths = twin_paths(paths);
     thread_pool *pool;
@@ -186,6 +186,63 @@ Test(gpu, embedding_rows_are_the_reference_dequantization_exactly)
     close_gpu();
     for (size_t s = 0; s < N_SHAPES; s++)
         random_weight_free(&w[s]);
+}
+
+/* Every E4M3 code in every byte of a word, through the linear kernel at one
+ * and at two tokens (one-hot x: y is the code's value) and through the
+ * embedding: the GPU decodes codes with integer operations and a multiply, the
+ * reference with ldexpf. A NaN code anywhere in a row makes its sums NaN. */
+Test(gpu, fp8_codes_decode_exactly_nan_included, .timeout = 60)
+{
+    open_gpu();
+    enum { ROWS = 8, COLS = 256 };
+    random_weight w = random_weight_make(WF_FP8_BLOCK, ROWS, COLS, 128, 0);
+    uint8_t *codes = w.data;
+    /* rows 0-3: code k at column k - r (every code in every byte of a word),
+     * NaN codes as 0; rows 4-7: zeros but a NaN code in byte r - 4 of word r */
+    for (int r = 0; r < ROWS; r++)
+        for (int c = 0; c < COLS; c++) {
+            uint8_t k = (uint8_t)(c + r);
+            codes[r * COLS + c] = r >= 4 ? (c == 5 * (r - 4) ? (r & 1 ? 0xff : 0x7f) : 0)
+                                  : (k & 0x7f) == 0x7f ? 0 : k;
+        }
+    ((float *)w.scale)[0] = ((float *)w.scale)[1] = 1.0f;
+    for (int T = 1; T <= 2; T++)
+        for (int c0 = 0; c0 < COLS; c0 += T) {
+            float x[2 * COLS] = {0};
+            for (int t = 0; t < T; t++)
+                x[t * COLS + c0 + t] = 1.0f;
+            float *dx = to_dev(x, (size_t)T * COLS), *dy = gpu.ops->alloc(&gpu, (size_t)T * ROWS);
+            gpu.ops->linear(&gpu, &w.w, dx, T, dy);
+            float *y = from_dev(dy, (size_t)T * ROWS);
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < ROWS; r++) {
+                    float got = y[t * ROWS + r], want = e4m3_to_f32(codes[r * COLS + c0 + t]);
+                    if (r >= 4)
+                        cr_assert(isnan(got), "T %d: row %d (a NaN code) gave %g", T, r, got);
+                    else
+                        cr_assert(got == want, "T %d: code 0x%02x in byte %d gave %.9g, not %.9g", T,
+                                  codes[r * COLS + c0 + t], (c0 + t) % 4, got, want);
+                }
+            gpu.ops->release(&gpu, dx);
+            gpu.ops->release(&gpu, dy);
+            free(y);
+        }
+    int ids[ROWS];
+    for (int r = 0; r < ROWS; r++)
+        ids[r] = r;
+    float *d = gpu.ops->alloc(&gpu, (size_t)ROWS * COLS);
+    gpu.ops->embed(&gpu, &w.w, ids, ROWS, d);
+    float *got = from_dev(d, (size_t)ROWS * COLS);
+    for (int i = 0; i < ROWS * COLS; i++) {
+        float want = e4m3_to_f32(codes[i]);
+        cr_assert(isnan(want) ? isnan(got[i]) : !memcmp(&got[i], &want, 4),
+                  "embedding: code 0x%02x gave %.9g, not %.9g", codes[i], got[i], want);
+    }
+    gpu.ops->release(&gpu, d);
+    free(got);
+    close_gpu();
+    random_weight_free(&w);
 }
 
 /* ---- FFN ---- */
@@ -990,7 +1047,7 @@ Test(gpu, bench_gpu_overlap_json)
 }
 
 /* `moetier bench gpu --linear --json`: a line per format, shape and token
- * count; both variants give the same bits; ratio is ahead / HBM; bad lists
+ * count; the three variants give the same bits; ratio is ahead / HBM; bad lists
  * are refused with the flag's name */
 Test(gpu, bench_gpu_linear_json)
 {
@@ -1004,14 +1061,14 @@ Test(gpu, bench_gpu_linear_json)
     int lines = 0;
     for (char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
         const char *f[] = {"\"ahead_gbps\": ", "\"plain_gbps\": ", "\"hbm_gbps\": ", "\"ratio\": ",
-                           "\"matrices\": "};
-        double v[5];
-        for (int i = 0; i < 5; i++) {
+                           "\"matrices\": ", "\"one_row_gbps\": "};
+        double v[6];
+        for (int i = 0; i < 6; i++) {
             const char *p = strstr(l, f[i]);
             cr_assert(p, "no %s in line %d: %s", f[i], lines, l);
             v[i] = atof(p + strlen(f[i]));
         }
-        cr_assert(v[0] > 0 && v[1] > 0 && v[2] > 0 && v[4] >= 1, "line %d: %s", lines, l);
+        cr_assert(v[0] > 0 && v[1] > 0 && v[2] > 0 && v[4] >= 1 && v[5] > 0, "line %d: %s", lines, l);
         cr_assert_float_eq(v[3], v[0] / v[2], 1e-3 * v[3] + 1e-4, "line %d: %s", lines, l);
         cr_assert(strstr(l, "\"same_bits\": true"), "line %d: %s", lines, l);
         cr_assert(strstr(l, lines < 4 ? "\"format\": \"int4\"" : "\"format\": \"fp8\""), "%s", l);
