@@ -133,7 +133,12 @@ __device__ __forceinline__ void linear_words_rows(const gpu_lin &a, int r0, int 
                 uint32_t u = words[i][k];
 #pragma unroll
                 for (int j = 0; j < CW; j++)
-                    q[i][j] = INT4 ? gw_int4_in(u, j) : gw_e4m3_in(u, j);
+                    q[i][j] = INT4 ? gw_int4_in(u, j) : gw_e4m3_finite_in(u, j);
+                /* FP8: one test of the word for NaN codes, not one per code */
+                if (!INT4 && gw_e4m3_nan_in_word(u))
+#pragma unroll
+                    for (int j = 0; j < CW; j++)
+                        q[i][j] = gw_e4m3_in(u, j);
                 s[i] = INT4 ? gw_bf16(((const uint16_t *)srow[i])[si]) : ((const float *)srow[i])[si];
             }
             const float *xt = xk;

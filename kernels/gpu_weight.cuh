@@ -36,14 +36,25 @@ __device__ __forceinline__ float gw_bf16(uint16_t h)
  * and its 4 exponent and 3 mantissa bits at bits 26-20, the float is the code
  * times 2^-120 (exponent bias 127 instead of 7; a subnormal code lands on a
  * float32 subnormal): times 2^120 is exact. Needs subnormals kept (no -ftz). */
-__device__ __forceinline__ float gw_e4m3_in(uint32_t u, int j)
+__device__ __forceinline__ float gw_e4m3_finite_in(uint32_t u, int j)
 {
     int32_t top = (int32_t)(u << (24 - 8 * j));     /* the code in bits 31-24 */
-    uint32_t sign = (uint32_t)top & 0x80000000u;
-    if ((top & 0x7f000000) == 0x7f000000)
-        return __uint_as_float(0x7fc00000u | sign);
     /* the shift copies the sign into bits 31-27; the mask keeps bit 31 */
     return __uint_as_float((uint32_t)(top >> 4) & 0x87f00000u) * 0x1p120f;
+}
+
+/* whether a byte of u is a NaN code (low 7 bits all ones: plus one carries
+ * into the byte's top bit, never further) */
+__device__ __forceinline__ bool gw_e4m3_nan_in_word(uint32_t u)
+{
+    return (((u & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u) != 0;
+}
+
+__device__ __forceinline__ float gw_e4m3_in(uint32_t u, int j)
+{
+    if (((u >> (8 * j)) & 0x7fu) == 0x7fu)
+        return __uint_as_float(0x7fc00000u | ((u << (24 - 8 * j)) & 0x80000000u));
+    return gw_e4m3_finite_in(u, j);
 }
 
 __device__ __forceinline__ float gw_e4m3(uint8_t q)
