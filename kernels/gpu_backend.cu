@@ -1,9 +1,11 @@
 /* gpu_backend: the operation table on a CUDA device; see gpu_backend.h.
  *
  * Kernels are queued on the legacy default stream, so operations run in the
- * order the engine calls them and a copy to or from the host waits for the
- * work before it. Host arrays passed per call (token ids, positions, the
- * dispatch indices and weights) are copied to small device buffers first; the
+ * order the engine calls them. The host waits for the device only where it
+ * needs a result (the router's logits, the inputs of experts it computes,
+ * `to_host`) and at the end of an expert batch (the tiers' bytes); host arrays
+ * passed per call (token ids, positions, the dispatch indices and weights) are
+ * queued to small device buffers through a pinned ring (upload); the
  * model's weights and tables are copied once and looked up by their host
  * address; routed experts go through the VRAM expert cache (slots in one
  * allocation made at create, an expert_cache with LRU for the bookkeeping) or,
@@ -82,6 +84,9 @@ struct gpu_state {
     size_t scr_bytes[SCR_COUNT];
     float *host_logits, *host_route;
     size_t host_logits_n, host_route_n;
+    /* small uploads: a pinned ring and its next free byte */
+    char *ring;
+    size_t ring_head;
     /* the VRAM expert cache */
     char *slots;
     uint64_t slot_bytes;
@@ -105,6 +110,7 @@ struct gpu_state {
     kernel_path path;
     float *host;                /* their x, out and the twin's scratch */
     size_t host_n;
+    int host_pinned;
     /* per job of the current batch */
     unsigned char *where;       /* JOB_GPU, JOB_CPU or JOB_DONE */
     unsigned char *place;       /* HYBRID_* */
@@ -147,11 +153,36 @@ static void *scratch(gpu_state *st, int id, size_t bytes)
     return st->scr[id];
 }
 
+/* A host array the next kernels read (token indices, routing weights,
+ * positions), copied into scratch `id`. cudaMemcpy from pageable memory waits
+ * for everything queued before it, and these come three per routed expert
+ * (its gather and its scatter), so the host would wait for the device's queue
+ * to drain that often. Through a pinned ring the copy is queued like a kernel
+ * and the host goes on; a ring byte is written again only a lap later, once
+ * the queue has drained (one wait per megabyte of uploads). */
+#define UPLOAD_RING (1u << 20)
+#define UPLOAD_ALIGN 256
+
 template <typename T> static T *upload(gpu_state *st, int id, const T *host, size_t n)
 {
     T *d = (T *)scratch(st, id, (n ? n : 1) * sizeof(T));
-    if (n)
-        GPU_CHECK(cudaMemcpy(d, host, n * sizeof(T), cudaMemcpyHostToDevice));
+    size_t bytes = n * sizeof(T), need = (bytes + UPLOAD_ALIGN - 1) / UPLOAD_ALIGN * UPLOAD_ALIGN;
+    if (!n)
+        return d;
+    if (!st->ring || need > UPLOAD_RING / 4) {      /* large: as before */
+        st->stats.waits++;
+        GPU_CHECK(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+        return d;
+    }
+    if (st->ring_head + need > UPLOAD_RING) {
+        GPU_CHECK(cudaStreamSynchronize(0));
+        st->stats.waits++;
+        st->ring_head = 0;
+    }
+    char *src = st->ring + st->ring_head;
+    st->ring_head += need;
+    memcpy(src, host, bytes);
+    GPU_CHECK(cudaMemcpyAsync(d, src, bytes, cudaMemcpyHostToDevice, 0));
     return d;
 }
 
@@ -625,6 +656,33 @@ static float *host_buffer(float **p, size_t *have, size_t n)
     return *p;
 }
 
+/* The CPU jobs' buffer, pinned so that their copies queue without the host
+ * waiting (pageable if the device refuses: then each copy waits, still right).
+ * Growing frees the old one once the copies from it are done. */
+static float *cpu_jobs_buffer(gpu_state *st, size_t n)
+{
+    if (n <= st->host_n)
+        return st->host;
+    GPU_CHECK(cudaDeviceSynchronize());     /* the copies from the old one are done */
+    if (st->host_pinned)
+        cudaFreeHost(st->host);
+    else
+        free(st->host);
+    st->host = NULL;
+    st->host_n = 0;
+    st->host_pinned = cudaMallocHost((void **)&st->host, n * sizeof(float)) == cudaSuccess;
+    if (!st->host_pinned) {
+        cudaGetLastError();
+        st->host = (float *)malloc(n * sizeof(float));
+    }
+    if (!st->host) {
+        fprintf(stderr, "moetier: out of memory for %zu floats of host buffers\n", n);
+        abort();
+    }
+    st->host_n = n;
+    return st->host;
+}
+
 /* where each job of a batch runs */
 enum { JOB_GPU, JOB_CPU, JOB_DONE };
 
@@ -683,16 +741,18 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
     }
     cpu_work work = {st, jobs, n, NULL, io_total, 0};
     if (n_cpu) {
-        work.host = host_buffer(&st->host, &st->host_n, io_total + twin_scratch);
+        work.host = cpu_jobs_buffer(st, io_total + twin_scratch);
         size_t off = 0;
         for (int i = 0; i < n; i++)
             if (where[i] == JOB_CPU) {
                 const ffn_job *j = &jobs[i];
                 size_t nx = (size_t)j->T * (size_t)j->gate->cols;
-                GPU_CHECK(cudaMemcpy(work.host + off, j->x, nx * sizeof(float),
-                                     cudaMemcpyDeviceToHost));
+                GPU_CHECK(cudaMemcpyAsync(work.host + off, j->x, nx * sizeof(float),
+                                          cudaMemcpyDeviceToHost, 0));
                 off += nx + (size_t)j->T * (size_t)j->down->rows;
             }
+        st->stats.waits++;      /* one wait for all of them */
+        GPU_CHECK(cudaStreamSynchronize(0));
         side_thread_start(st->cpu_side, cpu_experts, &work);
     }
     for (int i = 0; i < n; i++)
@@ -719,11 +779,14 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
                 const ffn_job *j = &jobs[i];
                 size_t nx = (size_t)j->T * (size_t)j->gate->cols;
                 size_t ny = (size_t)j->T * (size_t)j->down->rows;
-                GPU_CHECK(cudaMemcpy(j->out, work.host + off + nx, ny * sizeof(float),
-                                     cudaMemcpyHostToDevice));
+                /* queued: the buffer changes next only after a wait on
+                 * stream 0 (the next batch's inputs) or a free, which waits */
+                GPU_CHECK(cudaMemcpyAsync(j->out, work.host + off + nx, ny * sizeof(float),
+                                          cudaMemcpyHostToDevice, 0));
                 off += nx + ny;
             }
     }
+    st->stats.waits++;
     GPU_CHECK(cudaStreamSynchronize(st->copy_stream));
 }
 
@@ -763,6 +826,7 @@ static void g_route(backend *b, const route_params *p, const float *logits, cons
     size_t E = (size_t)p->n_experts, K = (size_t)p->top_k;
     float *hl = host_buffer(&st->host_logits, &st->host_logits_n, (size_t)T * E + 1);
     float *rs = host_buffer(&st->host_route, &st->host_route_n, route_ref_scratch(p) + 1);
+    st->stats.waits++;
     GPU_CHECK(cudaMemcpy(hl, logits, (size_t)T * E * sizeof(float), cudaMemcpyDeviceToHost));
     for (int t = 0; t < T; t++)
         route_ref(p, hl + (size_t)t * E, bias, ids + (size_t)t * K, weights + (size_t)t * K,
@@ -808,13 +872,13 @@ static void g_scatter_add(backend *b, float *dst, const int *idx, const float *w
 
 static void g_to_host(backend *b, float *host, const float *buf, size_t n)
 {
-    (void)b;
+    state(b)->stats.waits++;
     GPU_CHECK(cudaMemcpy(host, buf, n * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 static void g_from_host(backend *b, float *buf, const float *host, size_t n)
 {
-    (void)b;
+    state(b)->stats.waits++;
     GPU_CHECK(cudaMemcpy(buf, host, n * sizeof(float), cudaMemcpyHostToDevice));
 }
 
@@ -848,6 +912,15 @@ static void free_copy_state(gpu_state *st)
     st->n_registered = 0;
 }
 
+static void free_ring(gpu_state *st)
+{
+    if (st->ring) {
+        cudaDeviceSynchronize();    /* the copies from it are done */
+        cudaFreeHost(st->ring);
+    }
+    st->ring = NULL;
+}
+
 static void g_destroy(backend *b)
 {
     gpu_state *st = state(b);
@@ -861,10 +934,14 @@ static void g_destroy(backend *b)
         if (st->scr[i])
             cudaFree(st->scr[i]);
     free_copy_state(st);
+    free_ring(st);
     side_thread_destroy(st->cpu_side);
     if (st->pool)
         thread_pool_destroy(st->pool);
-    free(st->host);
+    if (st->host_pinned)
+        cudaFreeHost(st->host);
+    else
+        free(st->host);
     free(st->where);
     free(st->place);
     free(st->hjobs);
@@ -1014,9 +1091,15 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     gpu_options none = {};
     if (!o)
         o = &none;
+    /* without the ring (pinned memory refused) uploads wait, as cudaMemcpy does */
+    if (cudaMallocHost((void **)&st->ring, UPLOAD_RING) != cudaSuccess) {
+        cudaGetLastError();
+        st->ring = NULL;
+    }
     if (!o->rates && o->cpu_tokens == GPU_CPU_TOKENS_AUTO)
         measure_gpu_rates(&st->rates, dev, o->expert_like);
     if (open_expert_cache(st, o, p.name, e)) {
+        free_ring(st);
         free(st);
         return -1;
     }
@@ -1029,6 +1112,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
             if (st->pool)
                 thread_pool_destroy(st->pool);
             free_copy_state(st);
+            free_ring(st);
             free(st);
             return -1;
         }

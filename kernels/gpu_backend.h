@@ -55,6 +55,7 @@ typedef struct gpu_cache_stats {
     uint64_t promoted;          /* of those, copied into the cache too */
     uint64_t prefetched;        /* predicted experts copied into the cache */
     uint64_t bytes_copied;      /* host to device, experts only */
+    uint64_t waits;             /* times the host waited for the device's queue */
 } gpu_cache_stats;
 
 /* Free and total memory of a device; -1 with the reason when there is none. */

@@ -1,12 +1,12 @@
 /* gpu_linear: weight-times-activation products, the embedding lookup and the
  * FFN's gating on the device, float32 throughout (see gpu_ops.cuh).
  *
- * One warp per weight row: its lanes stride over the columns, each lane keeps
+ * A warp per weight row: its lanes stride over the columns, each lane keeps
  * a partial sum per token for a tile of up to LIN_TOKENS tokens, and the warp
  * adds its lanes up with shuffles. The row is dequantized element by element
  * (gw_at_fmt, one kernel per format) as it is read, so no format is ever
- * expanded in memory. INT4 and most FP8 lanes take whole 32-bit words
- * (linear_words_row).
+ * expanded in memory. INT4 and most FP8 lanes take whole 32-bit words, and
+ * at one or two tokens a warp takes 4 rows of them (linear_words_rows).
  * The CPU twin (gpu_twin.c) computes the same sums in the same order. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,11 +216,12 @@ __device__ __forceinline__ void linear_columns_row(const gpu_lin &a, int r, cons
     }
 }
 
-/* the rows a warp takes in the word layout: R > 1 only at one or two tokens */
+/* whether a's rows are read in words (linear_words_rows) */
 __host__ __device__ __forceinline__ bool words_layout(const gpu_lin &a)
 {
     return a.w.fmt == WF_INT4_GROUP || (a.w.fmt == WF_FP8_BLOCK && gw_fp8_words(a.w));
 }
+/* rows per warp: LIN_WORD_ROWS in words at one or two tokens, else one */
 static int words_rows_per_warp(const gpu_lin &a)
 {
     return words_layout(a) && a.T <= LIN_TOKENS / LIN_WORD_ROWS && !a.one_row ? LIN_WORD_ROWS : 1;

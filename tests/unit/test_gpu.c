@@ -791,6 +791,41 @@ Test(gpu, rmsnorm_strided_and_in_place)
     free(want);
 }
 
+/* 600 gathers whose index arrays (4 KB each, 2.4 MB in all: the upload ring's
+ * laps) are overwritten right after each call: every gather still reads its
+ * own indices, and the host waited for the device only at the ring's laps,
+ * not once per gather */
+Test(gpu, gathers_queue_their_indices_without_waiting, .timeout = 60)
+{
+    open_gpu();
+    enum { ROWS = 16, DIM = 4, N = 1024, CALLS = 600 };
+    float src[ROWS * DIM];
+    for (int i = 0; i < ROWS * DIM; i++)
+        src[i] = (float)i;
+    float *dsrc = to_dev(src, ROWS * DIM), *dg = gpu.ops->alloc(&gpu, (size_t)CALLS * N * DIM);
+    int *idx = malloc(N * sizeof *idx);
+    gpu_cache_stats before, after;
+    gpu_backend_cache_stats(&gpu, &before);
+    for (int c = 0; c < CALLS; c++) {
+        for (int i = 0; i < N; i++)
+            idx[i] = (i * 7 + c) % ROWS;
+        gpu.ops->gather_rows(&gpu, dsrc, idx, N, DIM, dg + (size_t)c * N * DIM);
+        memset(idx, 0xff, N * sizeof *idx);     /* would be out of range if read now */
+    }
+    gpu_backend_cache_stats(&gpu, &after);
+    cr_assert(after.waits - before.waits <= 3, "the host waited %llu times for %d gathers",
+              (unsigned long long)(after.waits - before.waits), CALLS);
+    float *g = from_dev(dg, (size_t)CALLS * N * DIM);
+    for (int c = 0; c < CALLS; c++)
+        for (int i = 0; i < N; i++)
+            for (int d = 0; d < DIM; d++)
+                cr_assert_eq(g[((size_t)c * N + i) * DIM + d], src[((i * 7 + c) % ROWS) * DIM + d],
+                             "gather %d, row %d", c, i);
+    free(g);
+    free(idx);
+    close_gpu();
+}
+
 Test(gpu, rope_on_several_vectors_at_an_offset)
 {
     open_gpu();
