@@ -52,8 +52,13 @@ static int sync_each_launch(void)
     return v;
 }
 
+/* kernels launched by this process (the backend's calls into CUDA come from
+ * one thread at a time) */
+static uint64_t launches_so_far;
+
 void gpu_after_launch(const char *what, const char *file, int line)
 {
+    launches_so_far++;
     gpu_check(cudaGetLastError(), what, file, line);
     if (sync_each_launch())
         gpu_check(cudaDeviceSynchronize(), what, file, line);
@@ -93,6 +98,7 @@ struct gpu_state {
     int n_keys;
     expert_cache cache;
     gpu_cache_stats stats;
+    uint64_t launches_before;   /* launches_so_far when it was created */
     /* expert copies: their stream; the staging buffers for experts without a
      * slot; per slot, then per staging buffer, the events */
     cudaStream_t copy_stream;
@@ -1121,6 +1127,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
         else if (st->cpu_auto)
             hybrid_measure_cpu(&st->rates, st->path, st->pool, o->expert_like);
     }
+    st->launches_before = launches_so_far;
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / 1e9);
     b->name = "cuda";
@@ -1141,7 +1148,9 @@ extern "C" uint64_t gpu_backend_resident_bytes(const backend *b)
 
 extern "C" void gpu_backend_cache_stats(const backend *b, gpu_cache_stats *s)
 {
-    *s = ((const gpu_state *)b->impl)->stats;
+    const gpu_state *st = (const gpu_state *)b->impl;
+    *s = st->stats;
+    s->launches = launches_so_far - st->launches_before;
 }
 
 extern "C" void gpu_backend_rates(const backend *b, hybrid_rates *r)

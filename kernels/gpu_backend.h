@@ -56,6 +56,7 @@ typedef struct gpu_cache_stats {
     uint64_t prefetched;        /* predicted experts copied into the cache */
     uint64_t bytes_copied;      /* host to device, experts only */
     uint64_t waits;             /* times the host waited for the device's queue */
+    uint64_t launches;          /* kernels launched */
 } gpu_cache_stats;
 
 /* Free and total memory of a device; -1 with the reason when there is none. */

@@ -507,11 +507,12 @@ void cli_model_close(cli_model *m)
             fprintf(stderr, "VRAM expert cache: %d slots; %llu hits, %llu misses, %llu copied for "
                     "one call, %llu computed on the CPU (%llu of them also copied into the "
                     "cache), %llu predicted and copied ahead; %.3f GB of experts copied to the "
-                    "GPU; the host waited for the GPU %llu times\n",
+                    "GPU; %llu kernels launched, the host waited for the GPU %llu times\n",
                     g.slots, (unsigned long long)g.hits, (unsigned long long)g.misses,
                     (unsigned long long)g.uncached, (unsigned long long)g.on_cpu,
                     (unsigned long long)g.promoted, (unsigned long long)g.prefetched,
-                    g.bytes_copied / 1e9, (unsigned long long)g.waits);
+                    g.bytes_copied / 1e9, (unsigned long long)g.launches,
+                    (unsigned long long)g.waits);
         }
         const engine_stats *s = &m->en.stats;
         if (s->expert_groups)

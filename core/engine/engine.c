@@ -376,13 +376,19 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
             en->x_bytes[x] = v->bytes_read;
             en->x_stall[x] = v->stall_s;
             float *in = en->gath + (size_t)rows * (size_t)h;
-            o->gather_rows(en->be, en->xn, en->disp_tok + start[x], n, h, in);
             en->group_jobs[g] = (ffn_job){&v->gate, &v->up, &v->down, in, n,
                                           en->eout + (size_t)rows * (size_t)h, v->node,
                                           1 + l * E + x};
             rows += n;
             g++;
         }
+        /* the group's experts are consecutive in the dispatch order, so their
+         * rows are one range of it: one gather and (below) one scatter-add for
+         * all, which adds the rows in the order one per expert would */
+        const int *tok = en->disp_tok + start[en->used_experts[i]];
+        const float *tw = en->disp_w + start[en->used_experts[i]];
+        if (!rc && rows)
+            o->gather_rows(en->be, en->xn, tok, rows, h, en->gath);
         /* routed experts go through ffn_batch whenever the backend has it: their
          * memory is the tiers', reused after the put (backend.h); the layer's
          * last group carries the hints */
@@ -394,17 +400,13 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
             const ffn_job *j = &en->group_jobs[0];
             o->ffn(en->be, j->gate, j->up, j->down, j->x, j->T, j->out);
         }
-        for (int k = 0; k < g; k++) {
-            int x = en->used_experts[i + k];
-            expert_source_put(en->experts, l, x);
-            if (rc)
-                continue;
-            o->scatter_add_rows(en->be, en->moe, en->disp_tok + start[x], en->disp_w + start[x],
-                                en->group_jobs[k].T, h, en->group_jobs[k].out);
-            en->stats.expert_calls++;
-        }
+        for (int k = 0; k < g; k++)
+            expert_source_put(en->experts, l, en->used_experts[i + k]);
         if (rc)
             return rc;
+        if (rows)
+            o->scatter_add_rows(en->be, en->moe, tok, tw, rows, h, en->eout);
+        en->stats.expert_calls += (uint64_t)g;
         en->stats.expert_groups++;
         i += g;
     }
