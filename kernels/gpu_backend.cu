@@ -73,7 +73,7 @@ struct resident_entry {
     size_t bytes;
 };
 
-enum scratch_id { SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_COUNT };
+enum scratch_id { SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_LISTS, SCR_COUNT };
 
 /* host memory registered with the device (gpu_backend_register_host) */
 struct host_range {
@@ -122,6 +122,10 @@ struct gpu_state {
     unsigned char *place;       /* HYBRID_* */
     hybrid_job *hjobs;
     int *order;
+    const ffn_job **vram_jobs;  /* those in VRAM, their slots, views and products */
+    int *slot_of_job;
+    struct expert_views *views;
+    gpu_lin *lists;             /* 3 per job */
     int batch_cap;
 };
 
@@ -403,7 +407,8 @@ static void g_rmsnorm(backend *b, const float *x, int xs, const float *w, int n,
     GPU_LAUNCHED("rmsnorm");
 }
 
-static void linear_on(gpu_weight w, const float *x, int T, float *y)
+/* y = w x for T tokens, as one product */
+static gpu_lin lin_of(gpu_weight w, const float *x, int T, float *y)
 {
     gpu_lin a = {};
     a.w = w;
@@ -414,6 +419,12 @@ static void linear_on(gpu_weight w, const float *x, int T, float *y)
     a.y = y;
     a.ys = (size_t)w.rows;
     a.T = T;
+    return a;
+}
+
+static void linear_on(gpu_weight w, const float *x, int T, float *y)
+{
+    gpu_lin a = lin_of(w, x, T, y);
     gpu_linear(&a, 0);
 }
 
@@ -577,6 +588,68 @@ static int in_vram(const gpu_state *st, const ffn_job *j)
     return key >= 0 && expert_cache_find(&st->cache, key) >= 0;
 }
 
+static bool same_shape(const gpu_weight &a, const gpu_weight &b)
+{
+    return a.fmt == b.fmt && a.rows == b.rows && a.cols == b.cols && a.block_rows == b.block_rows &&
+           a.block_cols == b.block_cols && a.group_size == b.group_size;
+}
+
+/* The FFNs of m experts in VRAM (jobs[k] in slot[k]) in three launches, not
+ * four each: gate and up of all, the gating of all, down of all; each row's
+ * sums as ffn_on gives them. 0 (nothing queued) when their matrices differ in
+ * format or shape. */
+static int ffn_slots(gpu_state *st, const ffn_job *const *jobs, const int *slot, int m)
+{
+    expert_views *v = st->views;
+    gpu_lin *L = st->lists;
+    int total = 0, most = 0;
+    for (int k = 0; k < m; k++) {
+        v[k] = place_expert(jobs[k], st->slots + (uint64_t)slot[k] * st->slot_bytes);
+        if (!same_shape(v[k].g, v[0].g) || !same_shape(v[k].u, v[0].g) ||
+            !same_shape(v[k].d, v[0].d))
+            return 0;
+        most = jobs[k]->T > jobs[most]->T ? k : most;
+        total += jobs[k]->T;
+    }
+    size_t n = (size_t)total * (size_t)v[0].g.rows, off = 0;
+    float *G = (float *)scratch(st, SCR_GATE, n * sizeof(float));
+    float *U = (float *)scratch(st, SCR_UP, n * sizeof(float));
+    for (int k = 0; k < m; k++) {
+        const ffn_job *j = jobs[k];
+        L[k] = lin_of(v[k].g, j->x, j->T, G + off);
+        L[m + k] = lin_of(v[k].u, j->x, j->T, U + off);
+        L[2 * m + k] = lin_of(v[k].d, G + off, j->T, j->out);
+        off += (size_t)j->T * (size_t)v[0].g.rows;
+        GPU_CHECK(cudaStreamWaitEvent(0, st->filled[slot[k]], 0));
+    }
+    const gpu_lin *dev = upload(st, SCR_LISTS, L, (size_t)(3 * m));
+    gpu_linear_list(dev, 2 * m, &L[most], 0);
+    gpu_silu_mul(G, U, n, 0);
+    gpu_linear_list(dev + 2 * m, m, &L[2 * m + most], 0);
+    for (int k = 0; k < m; k++)
+        GPU_CHECK(cudaEventRecord(st->freed[slot[k]], 0));
+    return 1;
+}
+
+/* The jobs in VRAM: all at once (ffn_slots), or one by one */
+static void experts_in_vram(gpu_state *st, const ffn_job *const *jobs, int m)
+{
+    int *slot = st->slot_of_job;
+    if (!m)
+        return;
+    for (int k = 0; k < m; k++) {
+        int resident = 0, evicted;
+        /* found (in_vram), so pinned and resident: no slot is taken from another */
+        slot[k] = expert_cache_acquire(&st->cache, cache_key(st, jobs[k]), &resident, &evicted);
+        st->stats.hits++;
+    }
+    if (!ffn_slots(st, jobs, slot, m))
+        for (int k = 0; k < m; k++)
+            compute(st, slot[k], st->slots + (uint64_t)slot[k] * st->slot_bytes, jobs[k]);
+    for (int k = 0; k < m; k++)
+        expert_cache_release(&st->cache, slot[k]);
+}
+
 static int registered(const gpu_state *st, const void *p)
 {
     for (int i = 0; i < st->n_registered; i++)
@@ -601,11 +674,20 @@ static void batch_room(gpu_state *st, int n)
     free(st->place);
     free(st->hjobs);
     free(st->order);
+    free(st->vram_jobs);
+    free(st->slot_of_job);
+    free(st->views);
+    free(st->lists);
     st->where = (unsigned char *)malloc((size_t)n);
     st->place = (unsigned char *)malloc((size_t)n);
     st->hjobs = (hybrid_job *)malloc((size_t)n * sizeof *st->hjobs);
     st->order = (int *)malloc((size_t)n * sizeof *st->order);
-    if (!st->where || !st->place || !st->hjobs || !st->order) {
+    st->vram_jobs = (const ffn_job **)malloc((size_t)n * sizeof *st->vram_jobs);
+    st->slot_of_job = (int *)malloc((size_t)n * sizeof *st->slot_of_job);
+    st->views = (expert_views *)malloc((size_t)n * sizeof *st->views);
+    st->lists = (gpu_lin *)malloc((size_t)n * 3 * sizeof *st->lists);
+    if (!st->where || !st->place || !st->hjobs || !st->order || !st->vram_jobs ||
+        !st->slot_of_job || !st->views || !st->lists) {
         fprintf(stderr, "moetier: out of memory for a batch of %d experts\n", n);
         abort();
     }
@@ -761,11 +843,13 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
         GPU_CHECK(cudaStreamSynchronize(0));
         side_thread_start(st->cpu_side, cpu_experts, &work);
     }
+    int m = 0;
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_GPU && in_vram(st, &jobs[i])) {
-            expert_on_gpu(st, &jobs[i]);
+            st->vram_jobs[m++] = &jobs[i];
             where[i] = JOB_DONE;
         }
+    experts_in_vram(st, st->vram_jobs, m);
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_GPU)
             expert_on_gpu(st, &jobs[i]);
@@ -952,6 +1036,10 @@ static void g_destroy(backend *b)
     free(st->place);
     free(st->hjobs);
     free(st->order);
+    free(st->vram_jobs);
+    free(st->slot_of_job);
+    free(st->views);
+    free(st->lists);
     free(st->res);
     free(st->host_logits);
     free(st->host_route);

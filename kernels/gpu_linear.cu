@@ -227,14 +227,14 @@ static int words_rows_per_warp(const gpu_lin &a)
     return words_layout(a) && a.T <= LIN_TOKENS / LIN_WORD_ROWS && !a.one_row ? LIN_WORD_ROWS : 1;
 }
 
-/* a block takes LIN_WARPS rows whatever R: R warps fewer of R rows each */
-template <int FMT, bool AHEAD, int R> __global__ void k_linear(gpu_lin a)
+/* a block takes LIN_WARPS rows of group g whatever R: R warps fewer of R
+ * rows each */
+template <int FMT, bool AHEAD, int R> __device__ __forceinline__ void linear_block(const gpu_lin &a, int g)
 {
     int lane = threadIdx.x & 31;
     int i = (blockIdx.x * (LIN_WARPS / R) + (threadIdx.x >> 5)) * R;
     if (i >= a.nrows)
         return;     /* the whole warp leaves together: i is the same on its lanes */
-    int g = blockIdx.y;
     int r = a.row0 + g * a.row_step + i;
     const float *x = a.x + (size_t)g * a.x_step;
     float *y = a.y + (size_t)g * a.y_step + i;
@@ -249,20 +249,67 @@ template <int FMT, bool AHEAD, int R> __global__ void k_linear(gpu_lin a)
         linear_columns_row<FMT, AHEAD>(a, r, x, y, lane);
 }
 
-template <int FMT, int R> static void launch_rows(const gpu_lin *a, dim3 grid, cudaStream_t s)
+template <int FMT, bool AHEAD, int R> __global__ void k_linear(gpu_lin a)
 {
-    void (*kernel)(gpu_lin) = a->plain ? k_linear<FMT, false, R> : k_linear<FMT, true, R>;
-    GPU_LAUNCH(kernel, grid, LIN_WARPS / R * 32, 0, s)(*a);
+    linear_block<FMT, AHEAD, R>(a, blockIdx.y);
 }
 
-template <int FMT> static void launch_linear(const gpu_lin *a, dim3 grid, cudaStream_t s)
+/* one product of the list per blockIdx.y (gpu_linear_list) */
+template <int FMT, bool AHEAD, int R> __global__ void k_linear_list(const gpu_lin *list)
+{
+    gpu_lin a = list[blockIdx.y];
+    linear_block<FMT, AHEAD, R>(a, 0);
+}
+
+/* list: NULL for a itself, else the device copy of a list of products of
+ * a's format and shape (gpu_linear_list) */
+template <int FMT, int R>
+static void launch_rows(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaStream_t s)
+{
+    if (list) {
+        void (*kernel)(const gpu_lin *) = a->plain ? k_linear_list<FMT, false, R>
+                                                   : k_linear_list<FMT, true, R>;
+        GPU_LAUNCH(kernel, grid, LIN_WARPS / R * 32, 0, s)(list);
+    } else {
+        void (*kernel)(gpu_lin) = a->plain ? k_linear<FMT, false, R> : k_linear<FMT, true, R>;
+        GPU_LAUNCH(kernel, grid, LIN_WARPS / R * 32, 0, s)(*a);
+    }
+}
+
+template <int FMT>
+static void launch_linear(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaStream_t s)
 {
     if constexpr (FMT == WF_INT4_GROUP || FMT == WF_FP8_BLOCK)
         if (words_rows_per_warp(*a) > 1) {
-            launch_rows<FMT, LIN_WORD_ROWS>(a, grid, s);
+            launch_rows<FMT, LIN_WORD_ROWS>(a, list, grid, s);
             return;
         }
-    launch_rows<FMT, 1>(a, grid, s);
+    launch_rows<FMT, 1>(a, list, grid, s);
+}
+
+static void linear_dispatch(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaStream_t s)
+{
+    switch (a->w.fmt) {
+    case WF_F32:
+        launch_linear<WF_F32>(a, list, grid, s);
+        break;
+    case WF_F16:
+        launch_linear<WF_F16>(a, list, grid, s);
+        break;
+    case WF_BF16:
+        launch_linear<WF_BF16>(a, list, grid, s);
+        break;
+    case WF_FP8_BLOCK:
+        launch_linear<WF_FP8_BLOCK>(a, list, grid, s);
+        break;
+    case WF_INT4_GROUP:
+        launch_linear<WF_INT4_GROUP>(a, list, grid, s);
+        break;
+    default:
+        fprintf(stderr, "moetier: GPU linear layer of unknown weight format %d\n", a->w.fmt);
+        abort();
+    }
+    GPU_LAUNCHED("linear");
 }
 
 void gpu_linear(const gpu_lin *a, cudaStream_t s)
@@ -270,27 +317,15 @@ void gpu_linear(const gpu_lin *a, cudaStream_t s)
     if (a->nrows <= 0 || a->T <= 0 || a->groups <= 0)
         return;
     dim3 grid((unsigned)((a->nrows + LIN_WARPS - 1) / LIN_WARPS), (unsigned)a->groups);
-    switch (a->w.fmt) {
-    case WF_F32:
-        launch_linear<WF_F32>(a, grid, s);
-        break;
-    case WF_F16:
-        launch_linear<WF_F16>(a, grid, s);
-        break;
-    case WF_BF16:
-        launch_linear<WF_BF16>(a, grid, s);
-        break;
-    case WF_FP8_BLOCK:
-        launch_linear<WF_FP8_BLOCK>(a, grid, s);
-        break;
-    case WF_INT4_GROUP:
-        launch_linear<WF_INT4_GROUP>(a, grid, s);
-        break;
-    default:
-        fprintf(stderr, "moetier: GPU linear layer of unknown weight format %d\n", a->w.fmt);
-        abort();
-    }
-    GPU_LAUNCHED("linear");
+    linear_dispatch(a, NULL, grid, s);
+}
+
+void gpu_linear_list(const gpu_lin *list_dev, int n, const gpu_lin *like, cudaStream_t s)
+{
+    if (n <= 0 || like->nrows <= 0 || like->T <= 0)
+        return;
+    dim3 grid((unsigned)((like->nrows + LIN_WARPS - 1) / LIN_WARPS), (unsigned)n);
+    linear_dispatch(like, list_dev, grid, s);
 }
 
 __global__ void k_embed(gpu_weight emb, const int *ids, float *out)

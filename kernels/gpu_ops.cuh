@@ -37,6 +37,11 @@ struct gpu_lin {
     int one_row;    /* a warp per row at any token count } `bench gpu --linear` */
 };
 void gpu_linear(const gpu_lin *a, cudaStream_t s);
+/* n products in one launch: list_dev[k] (device memory) is a product of one
+ * group whose weight has like's format and shape; like (host memory) is the
+ * one with the most tokens (they choose the rows per warp). Each gives the
+ * bits gpu_linear would. */
+void gpu_linear_list(const gpu_lin *list_dev, int n, const gpu_lin *like, cudaStream_t s);
 
 /* out[t] = row ids[t] of emb (ids in device memory) */
 void gpu_embed(const gpu_weight *emb, const int *ids, int T, float *out, cudaStream_t s);

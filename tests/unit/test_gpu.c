@@ -354,6 +354,69 @@ Test(gpu, ffn_batch_reads_the_experts_bytes_on_every_call, .timeout = 60)
 /* Keyed experts go through the VRAM cache: a miss copies into a slot, a hit
  * reuses it, LRU picks the slot to reuse, a job without a key is copied for its
  * call, and every result is the reference's. */
+/* A batch of experts already in VRAM runs as three launches (gate and up of
+ * all, the gating, down of all) with each expert's own tokens (1 to 9, so the
+ * 4-rows-per-warp kernel and the 8-token tiles both), giving the bits of the
+ * same experts one per batch; INT4 and FP8 */
+Test(gpu, experts_in_vram_run_in_three_launches_with_the_same_bits, .timeout = 60)
+{
+    test_require_gpu();
+    enum { E = 4, H = 136, I = 72 };
+    static const weight_format fmts[] = {WF_INT4_GROUP, WF_FP8_BLOCK};
+    static const int tokens[2][E] = {{1, 3, 2, 9}, {2, 1, 1, 2}};
+    for (int fi = 0; fi < 2; fi++) {
+        expert_mats f[E];
+        for (int k = 0; k < E; k++)
+            f[k] = make_ffn(fmts[fi], H, I);
+        uint64_t slot = gpu_expert_slot_bytes(&f[0].gate.w, &f[0].up.w, &f[0].down.w);
+        gpu_options o = {.expert_cache_bytes = E * slot, .expert_slot_bytes = slot,
+                         .n_expert_keys = E, .cpu_tokens = 0};
+        errbuf e;
+        cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+        for (int c = 0; c < 2; c++) {
+            const int *T = tokens[c];
+            float *dx[E], *dout[E], *one[E];
+            ffn_job jobs[E];
+            for (int k = 0; k < E; k++) {
+                float *x = random_floats((size_t)T[k] * H);
+                dx[k] = to_dev(x, (size_t)T[k] * H);
+                dout[k] = gpu.ops->alloc(&gpu, (size_t)T[k] * H);
+                jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], T[k], dout[k], -1,
+                                    1 + k};
+                gpu.ops->ffn_batch(&gpu, &jobs[k], 1);     /* alone (a miss the first time) */
+                one[k] = from_dev(dout[k], (size_t)T[k] * H);
+                float *want = ffn_reference(&f[k], x, T[k]);
+                assert_close("expert alone", one[k], want, (size_t)T[k] * H, 1e-5f);
+                free(want);
+                free(x);
+                gpu.ops->zero(&gpu, dout[k], (size_t)T[k] * H);
+            }
+            gpu_cache_stats before, after;
+            gpu_backend_cache_stats(&gpu, &before);
+            gpu.ops->ffn_batch(&gpu, jobs, E);     /* all in VRAM now */
+            gpu_backend_cache_stats(&gpu, &after);
+            cr_assert_eq(after.hits - before.hits, E, "%s: the batch's experts were not all hits",
+                         weight_format_name(fmts[fi]));
+            cr_assert_eq(after.launches - before.launches, 3, "%s: %llu launches for %d experts",
+                         weight_format_name(fmts[fi]),
+                         (unsigned long long)(after.launches - before.launches), E);
+            for (int k = 0; k < E; k++) {
+                float *got = from_dev(dout[k], (size_t)T[k] * H);
+                cr_assert_eq(memcmp(got, one[k], (size_t)T[k] * H * 4), 0,
+                             "%s, tokens %d,%d,%d,%d: expert %d differs from its run alone",
+                             weight_format_name(fmts[fi]), T[0], T[1], T[2], T[3], k);
+                free(got);
+                free(one[k]);
+                gpu.ops->release(&gpu, dx[k]);
+                gpu.ops->release(&gpu, dout[k]);
+            }
+        }
+        close_gpu();
+        for (int k = 0; k < E; k++)
+            free_ffn(&f[k]);
+    }
+}
+
 Test(gpu, expert_cache_hits_misses_and_results, .timeout = 60)
 {
     test_require_gpu();
