@@ -111,6 +111,10 @@ struct gpu_state {
     /* missed experts on the CPU: by the cost model (cpu_auto) or by tokens */
     int cpu_tokens, cpu_auto;
     hybrid_rates rates;
+    /* the last batch's experts in VRAM: events around their kernels, the
+     * seconds the rates predicted for them (0: none to learn from) */
+    cudaEvent_t vram_timer[2];
+    double vram_predicted;
     thread_pool *pool;
     side_thread *cpu_side;      /* runs the CPU's experts while this thread feeds the GPU */
     kernel_path path;
@@ -802,6 +806,21 @@ static void cpu_experts(void *arg)
     w->seconds = seconds_now() - t0;
 }
 
+/* The GPU's rate moves towards the device time of the last batch's experts in
+ * VRAM, read once the device is past them (at the next batch it always is:
+ * the router's logits came down in between), so the host never waits for it. */
+static void learn_gpu_rate(gpu_state *st)
+{
+    if (!(st->vram_predicted > 0) || !st->cpu_auto)
+        return;
+    float ms = 0;
+    if (cudaEventQuery(st->vram_timer[1]) == cudaSuccess &&
+        cudaEventElapsedTime(&ms, st->vram_timer[0], st->vram_timer[1]) == cudaSuccess)
+        hybrid_update_gpu(&st->rates, st->vram_predicted, ms * 1e-3);
+    cudaGetLastError();
+    st->vram_predicted = 0;
+}
+
 /* Routed experts: their bytes are valid only during the call (a tier may reuse
  * the memory next). The plan says where each runs. The CPU jobs' inputs come
  * down first (a copy to the host waits for the GPU's queue) and the side
@@ -843,13 +862,22 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
         GPU_CHECK(cudaStreamSynchronize(0));
         side_thread_start(st->cpu_side, cpu_experts, &work);
     }
+    learn_gpu_rate(st);
     int m = 0;
+    double predicted = 0;
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_GPU && in_vram(st, &jobs[i])) {
             st->vram_jobs[m++] = &jobs[i];
+            predicted += hybrid_gpu_seconds(&st->rates, &st->hjobs[i]);
             where[i] = JOB_DONE;
         }
+    if (m && st->vram_timer[0])
+        GPU_CHECK(cudaEventRecord(st->vram_timer[0], 0));
     experts_in_vram(st, st->vram_jobs, m);
+    if (m && st->vram_timer[0]) {
+        GPU_CHECK(cudaEventRecord(st->vram_timer[1], 0));
+        st->vram_predicted = predicted;
+    }
     for (int i = 0; i < n; i++)
         if (where[i] == JOB_GPU)
             expert_on_gpu(st, &jobs[i]);
@@ -1025,6 +1053,9 @@ static void g_destroy(backend *b)
             cudaFree(st->scr[i]);
     free_copy_state(st);
     free_ring(st);
+    for (int i = 0; i < 2; i++)
+        if (st->vram_timer[i])
+            cudaEventDestroy(st->vram_timer[i]);
     side_thread_destroy(st->cpu_side);
     if (st->pool)
         thread_pool_destroy(st->pool);
@@ -1214,6 +1245,14 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
             st->rates = *o->rates;
         else if (st->cpu_auto)
             hybrid_measure_cpu(&st->rates, st->path, st->pool, o->expert_like);
+        /* without them the GPU's rate stays as measured */
+        if (st->cpu_auto && (cudaEventCreate(&st->vram_timer[0]) != cudaSuccess ||
+                             cudaEventCreate(&st->vram_timer[1]) != cudaSuccess)) {
+            cudaGetLastError();
+            if (st->vram_timer[0])
+                cudaEventDestroy(st->vram_timer[0]);
+            st->vram_timer[0] = st->vram_timer[1] = NULL;
+        }
     }
     st->launches_before = launches_so_far;
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,

@@ -222,13 +222,25 @@ void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool, co
     free(scratch);
 }
 
-void hybrid_update_cpu(hybrid_rates *r, double predicted, double seconds)
+/* the factor that moves a rate a quarter of the way towards what was measured
+ * (a tenth to ten times the prediction at most); 1 when nothing was predicted */
+static double quarter_way(double predicted, double seconds)
 {
     if (!(predicted > 0) || !(seconds > 0))
-        return;
+        return 1;
     double f = seconds / predicted;
     f = f < 0.1 ? 0.1 : f > 10 ? 10 : f;
-    double k = 0.75 + 0.25 * f;
+    return 0.75 + 0.25 * f;
+}
+
+void hybrid_update_cpu(hybrid_rates *r, double predicted, double seconds)
+{
+    double k = quarter_way(predicted, seconds);
     r->cpu_row *= k;
     r->cpu_token *= k;
+}
+
+void hybrid_update_gpu(hybrid_rates *r, double predicted, double seconds)
+{
+    r->gpu /= quarter_way(predicted, seconds);
 }

@@ -76,6 +76,11 @@ void hybrid_measure_cpu(hybrid_rates *r, kernel_path path, thread_pool *pool,
  * `predicted`; both CPU rates move a quarter of the way towards it (weight
  * formats differ in dequantization cost, the machine's load changes). */
 void hybrid_update_cpu(hybrid_rates *r, double predicted, double seconds);
+/* The same for the GPU's rate, from the device time of a batch's experts that
+ * were already in VRAM (their kernels only: no copies, no CPU): per-batch costs
+ * (launches, small grids, the tiles of many tokens) that one large product at
+ * start-up does not see. */
+void hybrid_update_gpu(hybrid_rates *r, double predicted, double seconds);
 
 #ifdef __cplusplus
 }

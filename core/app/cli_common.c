@@ -513,6 +513,12 @@ void cli_model_close(cli_model *m)
                     (unsigned long long)g.promoted, (unsigned long long)g.prefetched,
                     g.bytes_copied / 1e9, (unsigned long long)g.launches,
                     (unsigned long long)g.waits);
+            hybrid_rates r;
+            gpu_backend_rates(&m->be, &r);
+            if (r.gpu > 0)
+                fprintf(stderr, "  hybrid cost model after the batches: GPU %.1f GB/s, CPU %.3f ns "
+                        "per weight + %.3f per weight and token\n", r.gpu / 1e9, r.cpu_row * 1e9,
+                        r.cpu_token * 1e9);
         }
         const engine_stats *s = &m->en.stats;
         if (s->expert_groups)

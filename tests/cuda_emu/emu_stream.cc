@@ -160,6 +160,12 @@ cudaError_t cudaEventSynchronize(cudaEvent_t ev)
     return cudaSuccess;
 }
 
+/* whether the event's latest record has been reached; runs nothing */
+cudaError_t cudaEventQuery(cudaEvent_t ev)
+{
+    return ev->done_gen >= ev->gen ? cudaSuccess : cudaErrorNotReady;
+}
+
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
 {
     wait_for(start, start->gen);

@@ -233,6 +233,14 @@ Test(hybrid_plan, measured_cpu_rates_are_positive_and_adjust)
     cr_assert_float_eq(r.cpu_token, before.cpu_token * 1.25, 1e-20);
     hybrid_update_cpu(&r, 0, 2.0);      /* nothing predicted: nothing learnt */
     cr_assert_float_eq(r.cpu_row, before.cpu_row * 1.25, 1e-20);
+    /* the GPU's rate (bytes/s) the same way: slower means a lower rate */
+    r.gpu = 1e12;
+    hybrid_update_gpu(&r, 1.0, 2.0);
+    cr_assert_float_eq(r.gpu, 1e12 / 1.25, 1);
+    hybrid_update_gpu(&r, 1.0, 100.0);  /* at most ten times: 0.75 + 2.5 */
+    cr_assert_float_eq(r.gpu, 1e12 / 1.25 / 3.25, 1);
+    hybrid_update_gpu(&r, 1.0, 0);      /* nothing measured: nothing learnt */
+    cr_assert_float_eq(r.gpu, 1e12 / 1.25 / 3.25, 1);
     /* measured on a matrix like the model's experts, whatever their format */
     const linear_weight like[] = {
         {.fmt = WF_FP8_BLOCK, .cols = 448, .block_rows = 128, .block_cols = 128},
