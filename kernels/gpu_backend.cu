@@ -807,8 +807,9 @@ static void cpu_experts(void *arg)
 }
 
 /* The GPU's rate moves towards the device time of the last batch's experts in
- * VRAM, read once the device is past them (at the next batch it always is:
- * the router's logits came down in between), so the host never waits for it. */
+ * VRAM, read only if the device is past them (by the next layer's batch it is:
+ * the router's logits came down in between; a batch not yet done is skipped),
+ * so the host never waits for it. */
 static void learn_gpu_rate(gpu_state *st)
 {
     if (!(st->vram_predicted > 0) || !st->cpu_auto)
