@@ -7,10 +7,14 @@
  * shows), copies are memmove, one emulated device. A launch runs its blocks one
  * after another, in a pseudo-random order; a block's threads are fibers
  * (cuda_emu.cc) that all meet at every __syncthreads and every warp shuffle,
- * in a new order every round. Kernels and the default stream's
- * work run at once; a copy queued on a created stream runs only when something
- * waits for it (an event or the stream), so a kernel that reads a copy's
- * destination without waiting sees what was there before (emu_stream.cc). This
+ * in a new order every round. Kernels and the default stream's synchronous
+ * work run at once; its asynchronous copies run at its next operation (a
+ * pinned source is read then, a pageable one at the call, as the driver stages
+ * it), and a copy queued on a created stream runs only when something waits
+ * for it (an event or the stream), so a kernel that reads a copy's
+ * destination without waiting sees what was there before, and a pinned
+ * buffer changed before the copy runs gives the copy its new bytes
+ * (emu_stream.cc). This
  * checks indexing, reductions, shared memory use and the ordering between
  * streams, not the device's timing, memory model or rounding of its math
  * library. */
@@ -67,6 +71,11 @@ struct cudaDeviceProp {
 inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void);
+/* runs the default stream's queued copies: before anything it does next */
+void emu_default_stream_flush(void);
+/* host memory the device may read or write later (cudaMallocHost, cudaHostRegister) */
+void emu_pin(void *p, size_t n);
+void emu_unpin(const void *p);
 inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
@@ -95,13 +104,22 @@ inline cudaError_t cudaFree(void *p) { cudaDeviceSynchronize(); free(p); return 
 inline cudaError_t cudaMallocHost(void **p, size_t n)
 {
     *p = malloc(n ? n : 1);
+    if (*p)
+        emu_pin(*p, n ? n : 1);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-inline cudaError_t cudaFreeHost(void *p) { cudaDeviceSynchronize(); free(p); return cudaSuccess; }
-inline cudaError_t cudaHostRegister(void *, size_t, unsigned) { return cudaSuccess; }
-inline cudaError_t cudaHostUnregister(void *) { return cudaSuccess; }
+inline cudaError_t cudaFreeHost(void *p)
+{
+    cudaDeviceSynchronize();
+    emu_unpin(p);
+    free(p);
+    return cudaSuccess;
+}
+inline cudaError_t cudaHostRegister(void *p, size_t n, unsigned) { emu_pin(p, n); return cudaSuccess; }
+inline cudaError_t cudaHostUnregister(void *p) { emu_unpin(p); return cudaSuccess; }
 inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind)
 {
+    emu_default_stream_flush();
     memmove(d, s, n);
     return cudaSuccess;
 }
@@ -117,9 +135,15 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t ev);
 cudaError_t cudaEventQuery(cudaEvent_t ev);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
-inline cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return cudaSuccess; }
+inline cudaError_t cudaMemset(void *d, int v, size_t n)
+{
+    emu_default_stream_flush();
+    memset(d, v, n);
+    return cudaSuccess;
+}
 inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
 {
+    emu_default_stream_flush();
     memset(d, v, n);
     return cudaSuccess;
 }
@@ -147,6 +171,7 @@ template <typename... P> struct emu_launch_t {
             void (*kernel)(P...);
             std::tuple<P...> args;
         } c{kernel, std::tuple<P...>(std::forward<A>(args)...)};
+        emu_default_stream_flush();
         gridDim = grid;
         blockDim = block;
         emu_set_dynamic_smem(smem);

@@ -8,7 +8,11 @@
  * So a kernel that reads a copy's destination without waiting for the copy's
  * event reads the old bytes, and a copy whose source changes before anybody
  * waits for it copies the new ones: the ordering mistakes an asynchronous copy
- * can hide on a device show here in every run. Single-threaded, like the
+ * can hide on a device show here in every run. The default stream's
+ * asynchronous copies wait in a queue of their own until its next operation
+ * (emu_default_stream_flush): a copy from pinned memory reads it then, one from
+ * pageable memory at the call (the driver stages it), one into pageable memory
+ * runs at the call (the call waits for it). Single-threaded, like the
  * backend's calls into CUDA. */
 #include <chrono>
 #include <deque>
@@ -38,6 +42,48 @@ struct emu_event {
 };
 
 static std::vector<cudaStream_t> streams;
+
+/* the default stream's queued copies; staged: the source's bytes at the call */
+struct default_copy {
+    void *dst;
+    const void *src;
+    size_t n;
+    std::vector<char> staged;
+};
+static std::deque<default_copy> default_copies;
+
+static std::vector<std::pair<const char *, size_t>> pinned;
+
+void emu_pin(void *p, size_t n)
+{
+    pinned.push_back({(const char *)p, n});
+}
+
+void emu_unpin(const void *p)
+{
+    for (size_t i = 0; i < pinned.size(); i++)
+        if (pinned[i].first == p) {
+            pinned.erase(pinned.begin() + (long)i);
+            return;
+        }
+}
+
+static bool is_pinned(const void *p)
+{
+    for (const auto &r : pinned)
+        if ((const char *)p >= r.first && (const char *)p < r.first + r.second)
+            return true;
+    return false;
+}
+
+void emu_default_stream_flush(void)
+{
+    while (!default_copies.empty()) {
+        default_copy c = std::move(default_copies.front());
+        default_copies.pop_front();
+        memmove(c.dst, c.staged.empty() ? c.src : c.staged.data(), c.n);
+    }
+}
 
 static double now(void)
 {
@@ -83,6 +129,7 @@ static void wait_for(cudaEvent_t ev, unsigned long gen)
 
 cudaError_t cudaDeviceSynchronize(void)
 {
+    emu_default_stream_flush();
     for (cudaStream_t s : streams)
         drain(s);
     return cudaSuccess;
@@ -107,16 +154,25 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
+    if (!s)
+        emu_default_stream_flush();
     drain(s);
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void *d, const void *src, size_t n, cudaMemcpyKind, cudaStream_t s)
+cudaError_t cudaMemcpyAsync(void *d, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s)
 {
-    if (s)
+    if (s) {
         s->queue.push_back(emu_op{OP_COPY, d, src, n, nullptr, 0});
-    else
+    } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(d)) {
+        emu_default_stream_flush();
         memmove(d, src, n);
+    } else {
+        default_copy c{d, src, n, {}};
+        if (kind == cudaMemcpyHostToDevice && !is_pinned(src))
+            c.staged.assign((const char *)src, (const char *)src + n);
+        default_copies.push_back(std::move(c));
+    }
     return cudaSuccess;
 }
 
@@ -134,6 +190,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t ev)
 
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 {
+    if (!s)
+        emu_default_stream_flush();
     ev->gen++;
     ev->stream = s;
     if (s) {
@@ -147,10 +205,12 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned)
 {
-    if (s)
+    if (s) {
         s->queue.push_back(emu_op{OP_WAIT, nullptr, nullptr, 0, ev, ev->gen});
-    else
+    } else {
+        emu_default_stream_flush();
         wait_for(ev, ev->gen);
+    }
     return cudaSuccess;
 }
 
