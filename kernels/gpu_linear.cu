@@ -6,7 +6,7 @@
  * adds its lanes up with shuffles. The row is dequantized element by element
  * (gw_at_fmt, one kernel per format) as it is read, so no format is ever
  * expanded in memory. INT4 and most FP8 lanes take whole 32-bit words, and
- * at one or two tokens a warp takes 4 rows of them (linear_words_rows).
+ * a warp takes 4 rows of them at one or two tokens, 2 above (linear_words_rows).
  * The CPU twin (gpu_twin.c) computes the same sums in the same order. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@
 
 #define LIN_TOKENS 8
 #define LIN_WARPS 8         /* rows per block */
-#define LIN_WORD_ROWS 4     /* rows per warp of the word layout at up to 2 tokens */
+#define LIN_WORD_ROWS 4     /* rows per warp of the word layout at up to 2 tokens; 2 above */
 /* A warp keeps the L2 cache one to two windows of its row ahead of its loads:
  * each lane asks for one 32-byte sector, so one instruction covers a window.
  * Without it a warp has one pass (16 to 128 bytes) in flight, far too little
@@ -65,9 +65,9 @@ __device__ __forceinline__ void store_tile(const float *acc, int nt, int lane, f
  * 0 (x = 0 past the last column), then adds that times the scale to its sum
  * with one more FMA.
  *
- * A warp takes R rows (words_rows_per_warp): at one or two tokens the x values
- * a lane loads for a word (32 bytes for INT4's 4) outweigh the word itself, so
- * the warp loads them once for R rows. Each row's sums keep their order. */
+ * A warp takes R rows (words_rows_per_warp): the x values a lane loads for a
+ * word (32 bytes per token for INT4's 4) outweigh the word itself, so the warp
+ * loads them once for R rows. Each row's sums keep their order. */
 __host__ __device__ __forceinline__ bool gw_fp8_words(const gpu_weight &w)
 {
     return w.cols % 4 == 0 && w.block_cols % 4 == 0;
@@ -221,10 +221,14 @@ __host__ __device__ __forceinline__ bool words_layout(const gpu_lin &a)
 {
     return a.w.fmt == WF_INT4_GROUP || (a.w.fmt == WF_FP8_BLOCK && gw_fp8_words(a.w));
 }
-/* rows per warp: LIN_WORD_ROWS in words at one or two tokens, else one */
+/* rows per warp in words: LIN_WORD_ROWS at one or two tokens, tiles of 2;
+ * 2 above, tiles of 4 (x loaded once for two rows, the row read again per 4
+ * tokens, from L1 or L2); one row, tiles of 8, for the other layouts */
 static int words_rows_per_warp(const gpu_lin &a)
 {
-    return words_layout(a) && a.T <= LIN_TOKENS / LIN_WORD_ROWS && !a.one_row ? LIN_WORD_ROWS : 1;
+    if (!words_layout(a) || a.one_row)
+        return 1;
+    return a.T <= LIN_TOKENS / LIN_WORD_ROWS ? LIN_WORD_ROWS : 2;
 }
 
 /* a block takes LIN_WARPS rows of group g whatever R: R warps fewer of R
@@ -279,11 +283,17 @@ static void launch_rows(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaSt
 template <int FMT>
 static void launch_linear(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaStream_t s)
 {
-    if constexpr (FMT == WF_INT4_GROUP || FMT == WF_FP8_BLOCK)
-        if (words_rows_per_warp(*a) > 1) {
+    if constexpr (FMT == WF_INT4_GROUP || FMT == WF_FP8_BLOCK) {
+        int R = words_rows_per_warp(*a);
+        if (R == LIN_WORD_ROWS) {
             launch_rows<FMT, LIN_WORD_ROWS>(a, list, grid, s);
             return;
         }
+        if (R == 2) {
+            launch_rows<FMT, 2>(a, list, grid, s);
+            return;
+        }
+    }
     launch_rows<FMT, 1>(a, list, grid, s);
 }
 

@@ -49,7 +49,10 @@ typedef struct hybrid_job {
  * VRAM; a predicted expert (no tokens) copied into VRAM, or left alone */
 enum { HYBRID_GPU, HYBRID_CPU, HYBRID_CPU_PROMOTE, HYBRID_PREFETCH, HYBRID_SKIP };
 
-/* The GPU's linear kernel reads a weight once per this many tokens (gpu_linear.cu) */
+/* The GPU's time for an expert grows as one more read of its weights per this
+ * many tokens (the linear kernel's widest token tile, gpu_linear.cu; narrower
+ * tiles read the rows again from its caches): a rough model that the rate
+ * learnt per batch (hybrid_update_gpu) corrects */
 #define HYBRID_GPU_TOKENS_PER_READ 8
 
 /* seconds each way, for one job */
