@@ -28,8 +28,9 @@ __device__ __forceinline__ float gw_bf16(uint16_t h)
  * float add or multiply, never an int-to-float conversion: the GPU converts
  * at a small fraction of its integer and float rate (16 per clock and SM
  * against 64 and 128 on sm_80 and sm_90): 8 per INT4 word would hold an SM
- * to 8 bytes of weights per clock, below an H100's memory speed. Their values are exactly those of the plain
- * definitions (core/model/dtype.c), so nothing the CPU twin does changes. */
+ * to 8 bytes of weights per clock, below an H100's memory speed. Their values
+ * are exactly those of the plain definitions (core/model/dtype.c), so nothing
+ * the CPU twin does changes. */
 
 /* OCP E4M3 "fn" (bias 7, subnormals below exponent 1, 0x7F/0xFF NaN, no
  * infinity), the code in byte j of u. With the code's sign at float32's sign
