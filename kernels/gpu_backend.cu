@@ -73,7 +73,9 @@ struct resident_entry {
     size_t bytes;
 };
 
-enum scratch_id { SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_LISTS, SCR_COUNT };
+enum scratch_id {
+    SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_MLA_PART, SCR_LISTS, SCR_COUNT
+};
 
 /* host memory registered with the device (gpu_backend_register_host) */
 struct host_range {
@@ -82,6 +84,7 @@ struct host_range {
 
 struct gpu_state {
     char device[256];
+    int multiprocessors;
     resident_entry *res;
     size_t res_cap, res_n;
     uint64_t resident_bytes;
@@ -933,6 +936,10 @@ static void g_mla(backend *b, const mla_args *m)
     a.out = m->out;
     a.qa = (float *)scratch(st, SCR_QA, n * sizeof(float));
     a.ol = (float *)scratch(st, SCR_OL, n * sizeof(float));
+    a.part = NULL;
+    size_t part = gpu_mla_split_floats(&a, st->multiprocessors);
+    if (part)
+        a.part = (float *)scratch(st, SCR_MLA_PART, part * sizeof(float));
     gpu_mla(&a, 0);
 }
 
@@ -1256,6 +1263,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
         }
     }
     st->launches_before = launches_so_far;
+    st->multiprocessors = p.multiProcessorCount;
     snprintf(st->device, sizeof st->device, "%.200s, sm_%d%d, %.1f GB", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / 1e9);
     b->name = "cuda";

@@ -207,15 +207,27 @@ extern "C" int gpu_bench_overlap(int device, int hidden, int inter, int gpu_expe
 
 /* ---- the linear kernel against HBM bandwidth ---- */
 
+__device__ __forceinline__ uint32_t bench_hash(size_t i, uint32_t seed)
+{
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    return h ^ (h >> 13);
+}
+
 __global__ void k_fill_random(uint32_t *p, size_t words, uint32_t seed)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < words) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        p[i] = h ^ (h >> 13);
-    }
+    if (i < words)
+        p[i] = bench_hash(i, seed);
+}
+
+/* floats in [-1, 1) */
+__global__ void k_fill_floats(float *p, size_t n, uint32_t seed)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        p[i] = (float)(bench_hash(i, seed) >> 8) * (1.0f / 8388608.0f) - 1.0f;
 }
 
 /* one matrix at base (NULL: its sizes only): data, then scales, each part
@@ -245,6 +257,27 @@ static gpu_weight bench_weight(int fmt, int rows, int cols, char *base, uint64_t
     *bytes = gpu_align(data) + gpu_align(scale);
     *scale_bytes = scale;
     return w;
+}
+
+/* The yardstick of the kernels' benchmarks: half of `bytes` at set copied
+ * onto the other half, bytes read and written per second (the best of reps) */
+static double hbm_gbps(char *set, uint64_t bytes, int reps, cudaEvent_t a, cudaEvent_t b)
+{
+    uint64_t half = bytes / 2 / 256 * 256;
+    double copy = 1e30;
+    if (!half)
+        return 0;
+    for (int k = 0; k < reps + 1; k++) {
+        GPU_CHECK(cudaEventRecord(a, 0));
+        GPU_CHECK(cudaMemcpy(set + half, set, half, cudaMemcpyDeviceToDevice));
+        GPU_CHECK(cudaEventRecord(b, 0));
+        GPU_CHECK(cudaEventSynchronize(b));
+        float ms = 0;
+        GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
+        if (k && ms * 1e-3 < copy)      /* the first is a warm-up */
+            copy = ms * 1e-3;
+    }
+    return 2.0 * (double)half / copy / 1e9;
 }
 
 /* seconds of one pass of the kernel over every matrix (device time) */
@@ -347,22 +380,7 @@ extern "C" int gpu_bench_linear(int device, int fmt, int rows, int cols, int tok
             GPU_CHECK(cudaMemcpy(v ? h2 : h1, last.y, yn * sizeof(float), cudaMemcpyDeviceToHost));
             r->same_bits &= !v || !memcmp(h1, h2, yn * sizeof(float));
         }
-        /* the yardstick: half the set copied onto the other half */
-        uint64_t half = per * (uint64_t)n / 2 / 256 * 256;
-        double copy = 1e30;
-        if (half) {
-            for (int k = 0; k < reps + 1; k++) {
-                GPU_CHECK(cudaEventRecord(a, 0));
-                GPU_CHECK(cudaMemcpy(set + half, set, half, cudaMemcpyDeviceToDevice));
-                GPU_CHECK(cudaEventRecord(b, 0));
-                GPU_CHECK(cudaEventSynchronize(b));
-                float ms = 0;
-                GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
-                if (k && ms * 1e-3 < copy)      /* the first is a warm-up */
-                    copy = ms * 1e-3;
-            }
-            r->hbm_gbps = 2.0 * (double)half / copy / 1e9;
-        }
+        r->hbm_gbps = hbm_gbps(set, per * (uint64_t)n, reps, a, b);
         r->fmt = fmt;
         r->rows = rows;
         r->cols = cols;
@@ -387,6 +405,144 @@ done:
     cudaFree(y2);
     cudaFree(y);
     cudaFree(x);
+    cudaFree(set);
+    return rc;
+}
+
+/* seconds of one pass of the attention over every layer's cache */
+static double time_attention_pass(gpu_mla_args *layers, int n, float *part, cudaEvent_t a,
+                                  cudaEvent_t b)
+{
+    GPU_CHECK(cudaEventRecord(a, 0));
+    for (int i = 0; i < n; i++) {
+        layers[i].part = part;
+        gpu_mla(&layers[i], 0);
+    }
+    GPU_CHECK(cudaEventRecord(b, 0));
+    GPU_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return ms * 1e-3;
+}
+
+extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes,
+                                   int reps, gpu_attention_result *r, errbuf *e)
+{
+    memset(r, 0, sizeof *r);
+    /* Kimi K2's attention: 64 heads, latent 512, rope 64, nope and v 128 */
+    const int H = 64, C = 512, R = 64, nope = 128, v = 128;
+    if (context < 1 || tokens < 1 || tokens > context || reps < 1)
+        return err_set(e, "attention benchmark: context %d, %d tokens, %d runs: out of range",
+                       context, tokens, reps);
+    uint64_t cache = (uint64_t)context * (uint64_t)(C + R) * sizeof(float);
+    int n = (int)(set_bytes / cache < 1 ? 1 : set_bytes / cache > 61 ? 61 : set_bytes / cache);
+    uint64_t kvb_bytes = (uint64_t)H * (uint64_t)(nope + v) * (uint64_t)C * 2;
+    size_t qn = (size_t)tokens * H * (nope + R), on = (size_t)tokens * H * C;
+    size_t outn = (size_t)tokens * H * v;
+    gpu_mla_args one = {};
+    one.T = tokens;
+    one.pos0 = context - tokens;
+    one.H = H;
+    one.nope = nope;
+    one.rope = R;
+    one.v = v;
+    one.kv_lora = C;
+    one.scale = 0.1f;
+    size_t part_n = (size_t)tokens * H * (size_t)((context + 255) / 256) * (size_t)(C + 2);
+    cudaError_t err = cudaSetDevice(device);
+    char *set = NULL, *kvb = NULL;
+    float *q = NULL, *qa = NULL, *ol = NULL, *out = NULL, *part = NULL;
+    gpu_mla_args *layers = (gpu_mla_args *)calloc((size_t)n, sizeof *layers);
+    float *h1 = (float *)malloc(outn * sizeof(float)), *h2 = (float *)malloc(outn * sizeof(float));
+    cudaEvent_t a = NULL, b = NULL;
+    cudaDeviceProp prop;
+    if (err == cudaSuccess)
+        err = cudaGetDeviceProperties(&prop, device);
+    if (err == cudaSuccess)
+        err = cudaMalloc(&set, cache * (uint64_t)n);
+    if (err == cudaSuccess)
+        err = cudaMalloc(&kvb, kvb_bytes);
+    if (err == cudaSuccess)
+        err = cudaMalloc(&q, qn * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMalloc(&qa, on * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMalloc(&ol, on * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMalloc(&out, outn * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMalloc(&part, part_n * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaEventCreate(&a);
+    if (err == cudaSuccess)
+        err = cudaEventCreate(&b);
+    int rc = 0;
+    if (err != cudaSuccess || !layers || !h1 || !h2) {
+        cudaGetLastError();
+        rc = err_set(e, "cannot set up %d layers of %.1f MB of attention cache on device %d: %s",
+                     n, cache / 1e6, device,
+                     err != cudaSuccess ? cudaGetErrorString(err) : "out of host memory");
+        goto done;
+    }
+    {
+        size_t floats = (size_t)(cache * (uint64_t)n / sizeof(float));
+        GPU_LAUNCH(k_fill_floats, (unsigned)((floats + 255) / 256), 256, 0, 0)((float *)set, floats, 5u);
+        GPU_LAUNCHED("fill");
+        GPU_LAUNCH(k_fill_floats, (unsigned)((qn + 255) / 256), 256, 0, 0)(q, qn, 9u);
+        GPU_LAUNCHED("fill");
+        GPU_CHECK(cudaMemset(kvb, 0x3c, kvb_bytes));     /* BF16 0.0115 */
+        uint64_t scale_bytes;
+        one.kv_b = bench_weight(WF_BF16, H * (nope + v), C, kvb, &kvb_bytes, &scale_bytes);
+        one.q = q;
+        one.qa = qa;
+        one.ol = ol;
+        one.out = out;
+        for (int i = 0; i < n; i++) {
+            layers[i] = one;
+            layers[i].kv_cache = (const float *)(set + cache * (uint64_t)i);
+        }
+        /* way 0: a block per token and head group folds every chunk; 1: a block per chunk */
+        float *parts[2] = {NULL, part};
+        time_attention_pass(layers, n, parts[0], a, b);     /* warm-up */
+        time_attention_pass(layers, n, parts[1], a, b);
+        double best[2] = {1e30, 1e30};
+        for (int k = 0; k < 2 * reps; k++) {
+            double t = time_attention_pass(layers, n, parts[k % 2], a, b);
+            best[k % 2] = t < best[k % 2] ? t : best[k % 2];
+        }
+        for (int w = 0; w < 2; w++) {
+            gpu_mla_args last = layers[n - 1];
+            last.part = parts[w];
+            gpu_mla(&last, 0);
+            GPU_CHECK(cudaMemcpy(w ? h2 : h1, out, outn * sizeof(float), cudaMemcpyDeviceToHost));
+        }
+        r->same_bits = !memcmp(h1, h2, outn * sizeof(float));
+        r->hbm_gbps = hbm_gbps(set, cache * (uint64_t)n, reps, a, b);
+        one.kv_cache = layers[0].kv_cache;
+        r->backend_splits = gpu_mla_split_floats(&one, prop.multiProcessorCount) != 0;
+        r->context = context;
+        r->tokens = tokens;
+        r->layers = n;
+        r->cache_bytes = cache;
+        r->whole_s = best[0] / n;
+        r->split_s = best[1] / n;
+        r->whole_gbps = (double)cache / r->whole_s / 1e9;
+        r->split_gbps = (double)cache / r->split_s / 1e9;
+    }
+done:
+    if (a)
+        cudaEventDestroy(a);
+    if (b)
+        cudaEventDestroy(b);
+    free(h1);
+    free(h2);
+    free(layers);
+    cudaFree(part);
+    cudaFree(out);
+    cudaFree(ol);
+    cudaFree(qa);
+    cudaFree(q);
+    cudaFree(kvb);
     cudaFree(set);
     return rc;
 }

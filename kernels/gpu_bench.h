@@ -11,7 +11,10 @@
  * Linear: the linear kernel over a set of distinct matrices much larger than
  * the L2 cache (a decode step's stream of weights), with and without reading
  * ahead into L2, against a device-to-device copy of the same memory in the
- * same run (HBM's read plus write bandwidth). */
+ * same run (HBM's read plus write bandwidth).
+ * Attention: decode attention over a long context both ways the device may
+ * run it (a block per head group, or per chunk of the context too), the
+ * cache bytes per second against the same yardstick. */
 #ifndef MOETIER_GPU_BENCH_H
 #define MOETIER_GPU_BENCH_H
 
@@ -64,6 +67,25 @@ typedef struct gpu_linear_result {
  * `tokens` tokens, the best of `reps` passes. */
 int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens, uint64_t set_bytes,
                      int reps, gpu_linear_result *r, errbuf *e);
+
+typedef struct gpu_attention_result {
+    int context, tokens, layers;
+    uint64_t cache_bytes;       /* one layer's latent cache (fp32) */
+    /* one layer's attention (absorbed queries, scores and latent sums, output
+     * product), the best pass over every layer: a block per token and head
+     * group folding every chunk, and a block per chunk too with their merge */
+    double whole_s, split_s;
+    double whole_gbps, split_gbps;  /* cache bytes / time */
+    double hbm_gbps;            /* device-to-device copy: bytes read and written per second */
+    int backend_splits;         /* the backend takes the split way at this size here */
+    int same_bits;              /* both ways gave the same outputs, bit for bit */
+} gpu_attention_result;
+
+/* Kimi K2's attention (64 heads, latent 512, BF16 kv_b) of `tokens` tokens at
+ * the end of a context of `context` positions, over distinct layers' caches
+ * of about set_bytes in all (at most 61), the best of `reps` passes. */
+int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes, int reps,
+                        gpu_attention_result *r, errbuf *e);
 
 #ifdef __cplusplus
 }

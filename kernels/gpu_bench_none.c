@@ -37,3 +37,15 @@ int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens, uint64
     (void)r;
     return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
 }
+
+int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes, int reps,
+                        gpu_attention_result *r, errbuf *e)
+{
+    (void)device;
+    (void)context;
+    (void)tokens;
+    (void)set_bytes;
+    (void)reps;
+    (void)r;
+    return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
+}

@@ -50,7 +50,9 @@ void gpu_silu_mul(float *g, const float *u, size_t n, cudaStream_t s);
 
 /* MLA attention, absorbed form, for T tokens at positions pos0.. (see mla_args
  * in backend.h; the same layout, device pointers). qa and ol are scratch of
- * T * H * kv_lora floats each. */
+ * T * H * kv_lora floats each. part: NULL, or gpu_mla_split_floats(a, sms)
+ * floats of scratch, where the cache's chunks are attended by blocks of
+ * their own and merged by one more kernel (same bits). */
 struct gpu_mla_args {
     gpu_weight kv_b;
     const float *q;
@@ -59,8 +61,13 @@ struct gpu_mla_args {
     float scale;
     float *out;
     float *qa, *ol;
+    float *part;
 };
 void gpu_mla(const gpu_mla_args *a, cudaStream_t s);
+/* Floats of `part` that splitting the positions takes, when that is worth it
+ * on a device of `sms` multiprocessors (the tokens' head groups leave most of
+ * them idle and the context has several chunks); 0 when it is not. */
+size_t gpu_mla_split_floats(const gpu_mla_args *a, int sms);
 /* the largest kv_lora gpu_mla handles (its per-thread latent accumulators) */
 #define GPU_MLA_MAX_LORA 2048
 

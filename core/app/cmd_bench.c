@@ -1,7 +1,8 @@
 /* cmd_bench: `moetier bench kernels [--json] [options]`: the CPU expert-kernel
  * benchmark (cpu_kernels/kernel_bench.h); `moetier bench gpu`: host-to-device
  * copies of expert-sized buffers, and with --overlap one hybrid batch timed
- * three ways, and with --linear the linear kernel against HBM bandwidth
+ * three ways, with --linear the linear kernel against HBM bandwidth, and with
+ * --attention decode attention both ways the GPU runs it
  * (kernels/gpu_bench.h); --json prints one
  * object per line. */
 #include <stdlib.h>
@@ -54,7 +55,20 @@ static void usage(FILE *f)
                "  --tokens LIST   tokens per product (default 1,8)\n"
                "  --json          one JSON object per line (format, rows, cols, tokens,\n"
                "                  ahead_gbps, plain_gbps, one_row_gbps, hbm_gbps,\n"
-               "                  ratio = ahead / hbm, ...)\n");
+               "                  ratio = ahead / hbm, ...)\n"
+               "usage: moetier bench gpu --attention [--json] [--contexts LIST] [--tokens LIST]\n"
+               "                                     [--set-gb G]\n"
+               "  Kimi K2's attention (64 heads, latent 512) of the last tokens of a context,\n"
+               "  over distinct layers' caches (about G GB, default 1, at most 61 layers),\n"
+               "  both ways the GPU runs it: a block per token and 8 heads (whole), and a\n"
+               "  block per 256 positions too with a merge (split; the backend takes it when\n"
+               "  the first leaves multiprocessors idle), against a device-to-device copy in\n"
+               "  the same run.\n"
+               "  --contexts LIST positions in the cache (default 1024,8192,32768)\n"
+               "  --tokens LIST   new tokens (default 1,4)\n"
+               "  --json          one JSON object per line (context, tokens, layers, cache_bytes,\n"
+               "                  whole_ms, split_ms per layer, whole_gbps, split_gbps,\n"
+               "                  hbm_gbps, gain = whole / split, backend_splits, same_bits)\n");
 }
 
 static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
@@ -292,6 +306,72 @@ static int bench_linear(int argc, char **argv)
     return 0;
 }
 
+static int bench_attention(int argc, char **argv)
+{
+    int contexts[8] = {1024, 8192, 32768}, n_contexts = 3, tokens[8] = {1, 4}, n_tokens = 2;
+    int json = 0;
+    float set_gb = 1;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--attention")) {
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--contexts")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, contexts, &n_contexts, 8))
+                return 2;
+        } else if (!strcmp(a, "--tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8))
+                return 2;
+        } else if (!strcmp(a, "--set-gb")) {
+            if (positive_value(argc, argv, &i, &set_gb))
+                return 2;
+        } else {
+            fprintf(stderr, "moetier bench gpu --attention: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    char device[256];
+    if (!gpu_present(device, sizeof device))
+        return 1;
+    if (!json)
+        printf("%s\n%8s %6s %6s %9s %9s %11s %11s %9s %6s %7s\n", device, "context", "tokens",
+               "layers", "whole ms", "split ms", "whole GB/s", "split GB/s", "HBM GB/s", "gain",
+               "chosen");
+    for (int c = 0; c < n_contexts; c++)
+        for (int t = 0; t < n_tokens; t++) {
+            if (tokens[t] > contexts[c])
+                continue;
+            gpu_attention_result r;
+            errbuf e;
+            if (gpu_bench_attention(0, contexts[c], tokens[t], (uint64_t)((double)set_gb * 1e9), 10,
+                                    &r, &e))
+                return cli_fail(&e);
+            double gain = r.whole_s / r.split_s;
+            if (json)
+                printf("{\"bench\": \"gpu_attention\", \"device\": \"%s\", \"context\": %d, "
+                       "\"tokens\": %d, \"layers\": %d, \"cache_bytes\": %llu, "
+                       "\"whole_ms\": %.6f, \"split_ms\": %.6f, \"whole_gbps\": %.6g, "
+                       "\"split_gbps\": %.6g, \"hbm_gbps\": %.6g, \"gain\": %.6g, "
+                       "\"backend_splits\": %s, \"same_bits\": %s}\n", device, r.context,
+                       r.tokens, r.layers, (unsigned long long)r.cache_bytes, r.whole_s * 1e3,
+                       r.split_s * 1e3, r.whole_gbps, r.split_gbps, r.hbm_gbps, gain,
+                       r.backend_splits ? "true" : "false", r.same_bits ? "true" : "false");
+            else
+                printf("%8d %6d %6d %9.4f %9.4f %11.1f %11.1f %9.1f %6.2f %7s%s\n", r.context,
+                       r.tokens, r.layers, r.whole_s * 1e3, r.split_s * 1e3, r.whole_gbps,
+                       r.split_gbps, r.hbm_gbps, gain, r.backend_splits ? "split" : "whole",
+                       r.same_bits ? "" : "  (the two ways differ!)");
+            fflush(stdout);
+            if (!r.same_bits) {
+                fprintf(stderr, "moetier bench gpu --attention: splitting the context changed "
+                                "the outputs\n");
+                return 1;
+            }
+        }
+    return 0;
+}
+
 static int bench_gpu(int argc, char **argv)
 {
     int mb[8] = {25, 44, 88}, n_mb = 3, json = 0;
@@ -348,6 +428,8 @@ int cmd_bench(int argc, char **argv)
                 return bench_overlap(argc, argv);
             else if (!strcmp(argv[i], "--linear"))
                 return bench_linear(argc, argv);
+            else if (!strcmp(argv[i], "--attention"))
+                return bench_attention(argc, argv);
         return bench_gpu(argc, argv);
     }
     if (argc < 2 || strcmp(argv[1], "kernels")) {

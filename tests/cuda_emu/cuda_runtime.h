@@ -64,9 +64,12 @@ struct cudaDeviceProp {
     char name[256];
     int major, minor;
     size_t totalGlobalMem;
+    int multiProcessorCount;
 };
 
 #define EMU_DEVICE_BYTES (16ull << 30)
+/* few, so that the tests' small attention calls take the split path too */
+#define EMU_MULTIPROCESSORS 4
 
 inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
@@ -84,6 +87,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
     p->major = 9;
     p->minor = 0;
     p->totalGlobalMem = EMU_DEVICE_BYTES;
+    p->multiProcessorCount = EMU_MULTIPROCESSORS;
     return cudaSuccess;
 }
 inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
@@ -148,6 +152,7 @@ inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
     return cudaSuccess;
 }
 
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 void __syncthreads(void);

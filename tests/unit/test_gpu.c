@@ -1014,6 +1014,67 @@ Test(gpu, attention_matches_the_reference, .timeout = 60)
     check_mla(WF_BF16, 2, 270, 11, 320);
     check_mla(WF_BF16, 1, 3, 1, 64);
     check_mla(WF_INT4_GROUP, 1, 40, 9, 544);
+    /* one token, a context of four chunks: a block per chunk, then their merge */
+    check_mla(WF_BF16, 1, 1000, 3, 40);
+    check_mla(WF_FP8_BLOCK, 1, 700, 3, 544);
+}
+
+static uint64_t launches_so_far(void)
+{
+    gpu_cache_stats s;
+    gpu_backend_cache_stats(&gpu, &s);
+    return s.launches;
+}
+
+/* A token's attention does not depend on the batch it came in: alone (few
+ * blocks, so its context's chunks get blocks of their own and a merge) or in a
+ * prefill batch (a block per token folds all its chunks), the bits are the
+ * same. The launch counts show which path each call took. */
+Test(gpu, attention_of_a_token_has_the_same_bits_alone_and_in_a_batch, .timeout = 120)
+{
+    const struct { weight_format fmt; int H, C; } cases[] = {
+        {WF_BF16, 3, 40},           /* 8 heads per block */
+        {WF_INT4_GROUP, 3, 544},    /* a head per block */
+    };
+    int nope = 16, rope = 8, v = 12, T = 12, pos0 = 757, S = pos0 + T;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int H = cases[k].H, C = cases[k].C, qk = nope + rope, row = C + rope;
+        random_weight kvb = random_weight_make(cases[k].fmt, H * (nope + v), C, 32, 32);
+        float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
+        open_gpu();
+        float *dq = to_dev(q, (size_t)T * H * qk), *dc = to_dev(cache, (size_t)S * row);
+        float *dout = gpu.ops->alloc(&gpu, (size_t)T * H * v);
+        mla_args a = {.q = dq, .T = T, .pos0 = pos0, .kv_cache = dc, .kv_b = &kvb.w, .H = H,
+                      .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f,
+                      .out = dout};
+        uint64_t before = launches_so_far();
+        gpu.ops->mla_attention(&gpu, &a);
+        cr_assert_eq(launches_so_far() - before, 3, "case %zu: the batch of %d tokens was split",
+                     k, T);
+        float *batch = from_dev(dout, (size_t)T * H * v);
+        /* the first token (3 chunks), the last (4, the fourth of one position), one between */
+        int alone[] = {0, 11, 5};
+        for (int i = 0; i < 3; i++) {
+            int t = alone[i];
+            mla_args one = a;
+            one.q = dq + (size_t)t * H * qk;
+            one.T = 1;
+            one.pos0 = pos0 + t;
+            before = launches_so_far();
+            gpu.ops->mla_attention(&gpu, &one);
+            cr_assert_eq(launches_so_far() - before, 4, "case %zu: token %d alone was not split", k,
+                         t);
+            float *got = from_dev(dout, (size_t)H * v);
+            cr_assert_eq(memcmp(got, batch + (size_t)t * H * v, (size_t)H * v * 4), 0,
+                         "case %zu: token %d alone differs from the same token in the batch", k, t);
+            free(got);
+        }
+        close_gpu();
+        random_weight_free(&kvb);
+        free(q);
+        free(cache);
+        free(batch);
+    }
 }
 
 /* ---- without a GPU ---- */
@@ -1183,6 +1244,48 @@ Test(gpu, bench_gpu_linear_json)
                             {"--tokens 0", "--tokens"}, {"--set-gb -1", "--set-gb"}};
     for (int i = 0; i < 4; i++) {
         cr_assert(asprintf(&cmd, "%s bench gpu --linear %s", bin, bad[i][0]) > 0);
+        cr_assert_eq(test_run_capture(cmd, &out, &err), 2, "'%s' ran: %s", bad[i][0], out);
+        cr_assert(strstr(err, bad[i][1]), "'%s': %s", bad[i][0], err);
+        free(cmd);
+        free(out);
+        free(err);
+    }
+}
+
+/* `moetier bench gpu --attention --json`: a line per context and token count;
+ * both ways give the same bits; gain is whole / split; bad lists are refused
+ * with the flag's name */
+Test(gpu, bench_gpu_attention_json, .timeout = 120)
+{
+    test_require_gpu();
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    char *cmd, *out, *err;
+    cr_assert(asprintf(&cmd, "%s bench gpu --attention --json --contexts 300 --tokens 1 "
+                       "--set-gb 0.0001", bin) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    const char *f[] = {"\"whole_ms\": ", "\"split_ms\": ", "\"whole_gbps\": ",
+                       "\"split_gbps\": ", "\"hbm_gbps\": ", "\"gain\": ", "\"layers\": "};
+    double v[7];
+    for (int i = 0; i < 7; i++) {
+        const char *p = strstr(out, f[i]);
+        cr_assert(p, "no %s in %s", f[i], out);
+        v[i] = atof(p + strlen(f[i]));
+    }
+    cr_assert(v[0] > 0 && v[1] > 0 && v[2] > 0 && v[3] > 0 && v[4] > 0 && v[6] >= 1, "%s", out);
+    cr_assert_float_eq(v[5], v[0] / v[1], 1e-3 * v[5] + 1e-4, "%s", out);
+    /* 300 positions of 512 latent and 64 rope floats */
+    cr_assert(strstr(out, "\"context\": 300, \"tokens\": 1,") &&
+              strstr(out, "\"cache_bytes\": 691200,") && strstr(out, "\"same_bits\": true"),
+              "%s", out);
+    cr_assert_eq(strchr(out, '\n') - out + 1, (long)strlen(out), "more than one line: %s", out);
+    free(cmd);
+    free(out);
+    free(err);
+    const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
+                            {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"}};
+    for (int i = 0; i < 4; i++) {
+        cr_assert(asprintf(&cmd, "%s bench gpu --attention %s", bin, bad[i][0]) > 0);
         cr_assert_eq(test_run_capture(cmd, &out, &err), 2, "'%s' ran: %s", bad[i][0], out);
         cr_assert(strstr(err, bad[i][1]), "'%s': %s", bad[i][0], err);
         free(cmd);
