@@ -33,7 +33,7 @@ LIB_DIRS := core/base core/model core/engine core/text core/app server tiers pre
 LIB_SRC := $(filter-out core/app/main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 # host-side CUDA helpers that need no CUDA (the planner sizes the GPU without one)
 LIB_SRC += kernels/gpu_layout.c kernels/gpu_twin.c kernels/gpu_twin_avx512.c kernels/gpu_twin_avx2.c \
-           kernels/hybrid_plan.c
+           kernels/hybrid_plan.c kernels/decode_bound.c
 
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu_kernels/cpu_backend.h"
+#include "kernels/decode_bound.h"
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
 #include "tiers/tiered_source.h"
@@ -491,6 +492,52 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     return 0;
 }
 
+void cli_model_decode_starts(cli_model *m)
+{
+    if (!strcmp(m->be.name, "cuda")) {
+        gpu_backend_cache_stats(&m->be, &m->gpu_at_decode);
+        m->decode_marked = 1;
+    }
+}
+
+/* The decode steps against their bound, from the counts since decode began. */
+static void print_decode_bound(cli_model *m)
+{
+    const model_config *c = &m->mw.cfg;
+    gpu_cache_stats g, *s = &m->gpu_at_decode;
+    gpu_backend_cache_stats(&m->be, &g);
+    hybrid_rates r;
+    gpu_backend_rates(&m->be, &r);
+    errbuf e;
+    /* a token reads one row of the embedding table, unless the head is tied to it */
+    uint64_t resident = gpu_backend_resident_bytes(&m->be);
+    uint64_t table = m->mw.lm_head.data != m->mw.embed.data ? linear_weight_bytes(&m->mw.embed) : 0;
+    decode_work w = {
+        .tokens = m->en.stats.tokens_decoded,
+        .seconds = m->en.stats.decode_seconds,
+        .resident_bytes = resident > table ? resident - table : resident,
+        .gpu_experts = (g.hits + g.misses + g.uncached) - (s->hits + s->misses + s->uncached),
+        .cpu_experts = g.on_cpu - s->on_cpu,
+        .expert_bytes = vram_slot_bytes(&m->mw, &e),
+        .expert_weights = 3ull * (uint64_t)c->hidden_size * (uint64_t)c->moe_intermediate_size,
+        .bytes_copied = g.bytes_copied - s->bytes_copied,
+    };
+    decode_bound b;
+    if (decode_bound_compute(&r, &w, &b)) {
+        fprintf(stderr, "  decode bound: not computed (no decode steps, or the cost model's rates "
+                        "were not measured: --cpu-tokens N turns it off)\n");
+        return;
+    }
+    fprintf(stderr, "  decode bound per token: %.3f ms = the longest of GPU reads %.3f ms (%.2f GB "
+            "resident + %.1f experts at %.1f GB/s), CPU experts %.3f ms (%.1f), copies %.3f ms "
+            "(%.1f MB at %.1f GB/s); measured %.3f ms (bound / measured %.3f)\n",
+            b.bound * 1e3, b.gpu * 1e3, w.resident_bytes / 1e9,
+            (double)w.gpu_experts / (double)w.tokens, r.gpu / 1e9, b.cpu * 1e3,
+            (double)w.cpu_experts / (double)w.tokens, b.copy * 1e3,
+            (double)w.bytes_copied / (double)w.tokens / 1e6, r.copy_pinned / 1e9, b.measured * 1e3,
+            b.fraction);
+}
+
 void cli_model_close(cli_model *m)
 {
     if (!m->opened)
@@ -519,6 +566,8 @@ void cli_model_close(cli_model *m)
                 fprintf(stderr, "  hybrid cost model after the batches: GPU %.1f GB/s, CPU %.3f ns "
                         "per weight + %.3f per weight and token\n", r.gpu / 1e9, r.cpu_row * 1e9,
                         r.cpu_token * 1e9);
+            if (m->decode_marked)
+                print_decode_bound(m);
         }
         const engine_stats *s = &m->en.stats;
         if (s->expert_groups)

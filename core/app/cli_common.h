@@ -7,6 +7,7 @@
 
 #include "core/engine/engine.h"
 #include "core/model/model_weights.h"
+#include "kernels/gpu_backend.h"
 #include "tiers/expert_source.h"
 #include "prefetch/routing_trace.h"
 #include "tiers/planner.h"
@@ -24,6 +25,9 @@ typedef struct cli_model {
     unsigned char *trace_charged;   /* [n_experts] scratch: expert's read already charged */
     engine en;
     int opened;
+    /* the GPU backend's counts when decode began (cli_model_decode_starts) */
+    gpu_cache_stats gpu_at_decode;
+    int decode_marked;
 } cli_model;
 
 /* Options that select and size a model session. */
@@ -60,6 +64,9 @@ void model_flags_usage(FILE *f);
  * returns 1; returns -1 on a bad value, 0 when not a model flag. */
 int model_flags_parse(model_flags *f, int argc, char **argv, int *i);
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e);
+/* The prompt is in: with --stats on the GPU backend, close then prints the
+ * decode steps' time against their bound (kernels/decode_bound.h). */
+void cli_model_decode_starts(cli_model *m);
 void cli_model_close(cli_model *m);
 
 /* Value of flag argv[*i] (advances *i); prints an error and returns NULL when missing. */

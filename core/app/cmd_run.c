@@ -180,9 +180,13 @@ int cmd_run(int argc, char **argv)
         stop[n_stop++] = vocab_find_special(&tok.v, "<|im_end|>");
     gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout};
-    if (n_new == 0 || (engine_forward(&m.en, prompt, T, logits, 0, &e) == 0 &&
-                       generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e) == 0))
+    if (n_new == 0) {
         rc = 0;
+    } else if (engine_forward(&m.en, prompt, T, logits, 0, &e) == 0) {
+        cli_model_decode_starts(&m);
+        if (generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e) == 0)
+            rc = 0;
+    }
     sampler_destroy(&smp);
     if (have_vocab)
         printf("\n");

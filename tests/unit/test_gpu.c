@@ -1313,6 +1313,48 @@ Test(gpu, chunk_beyond_the_token_grid_is_refused)
     free(dir);
 }
 
+/* `run --stats` on the GPU backend prints the decode steps against their bound:
+ * the bound is the longest of its three sides and bound / measured is their
+ * ratio; without measured rates (--cpu-tokens N) it says why there is none */
+Test(gpu, run_stats_print_the_decode_bound, .timeout = 120)
+{
+    test_require_gpu();
+    char *dir = test_make_tmpdir("gpu_bound"), *cmd, *out, *err;
+    test_synth_tiny(dir, "int4");
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2,3 -n 4 --greedy --ignore-eos --backend cuda "
+                       "--stats", bin, dir) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    const char *line = strstr(err, "decode bound per token: ");
+    cr_assert(line, "no decode bound: %s", err);
+    double bound, gpu_ms, cpu_ms, copy_ms, measured, ratio;
+    const char *p;
+    cr_assert(sscanf(line, "decode bound per token: %lf ms = the longest of GPU reads %lf ms",
+                     &bound, &gpu_ms) == 2, "%s", line);
+    cr_assert((p = strstr(line, "CPU experts ")) && sscanf(p, "CPU experts %lf ms", &cpu_ms) == 1,
+              "%s", line);
+    cr_assert((p = strstr(line, "copies ")) && sscanf(p, "copies %lf ms", &copy_ms) == 1, "%s", line);
+    cr_assert((p = strstr(line, "measured ")) &&
+              sscanf(p, "measured %lf ms (bound / measured %lf)", &measured, &ratio) == 2, "%s", line);
+    double longest = fmax(gpu_ms, fmax(cpu_ms, copy_ms));
+    cr_assert(bound > 0 && fabs(bound - longest) <= 1e-3, "%s", line);
+    cr_assert(measured > 0 && fabs(ratio - bound / measured) <= 0.01, "%s", line);
+    free(cmd);
+    free(out);
+    free(err);
+    cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2,3 -n 4 --greedy --ignore-eos --backend cuda "
+                       "--stats --cpu-tokens 2", bin, dir) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    cr_assert(strstr(err, "decode bound: not computed") && !strstr(err, "decode bound per token"),
+              "%s", err);
+    free(cmd);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
+}
+
 /* ---- the GPU plan (no device needed) ---- */
 
 Test(gpu, plan_parts_slots_and_refusals)
