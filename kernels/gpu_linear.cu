@@ -6,17 +6,20 @@
  * adds its lanes up with shuffles. The row is dequantized element by element
  * (gw_at_fmt, one kernel per format) as it is read, so no format is ever
  * expanded in memory. INT4 and most FP8 lanes take whole 32-bit words, and
- * a warp takes 4 rows of them at one or two tokens, 2 above (linear_words_rows).
- * The CPU twin (gpu_twin.c) computes the same sums in the same order. */
+ * a warp takes several rows of them (linear_words_rows). Past LIN_SLICE
+ * tokens, blocks of their own take each slice of LIN_SLICE tokens (a prefill
+ * has few rows per multiprocessor otherwise). Every sum is one warp's, in the
+ * same order whatever the tiling, and the CPU twin (gpu_twin.c) computes the
+ * same sums in the same order. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "gpu_math.h"
 #include "gpu_ops.cuh"
 
-#define LIN_TOKENS 8
+#define LIN_TOKENS 8        /* the widest tile of tokens */
 #define LIN_WARPS 8         /* rows per block */
-#define LIN_WORD_ROWS 4     /* rows per warp of the word layout at up to 2 tokens; 2 above */
+#define LIN_SLICE 64        /* tokens per block, a multiple of every tile */
 /* A warp keeps the L2 cache one to two windows of its row ahead of its loads:
  * each lane asks for one 32-byte sector, so one instruction covers a window.
  * Without it a warp has one pass (16 to 128 bytes) in flight, far too little
@@ -65,23 +68,23 @@ __device__ __forceinline__ void store_tile(const float *acc, int nt, int lane, f
  * 0 (x = 0 past the last column), then adds that times the scale to its sum
  * with one more FMA.
  *
- * A warp takes R rows (words_rows_per_warp): the x values a lane loads for a
- * word (32 bytes per token for INT4's 4) outweigh the word itself, so the warp
- * loads them once for R rows. Each row's sums keep their order. */
+ * A warp takes R rows in tiles of TILE tokens (words_tiling): the x values a
+ * lane loads for a word (32 bytes per token for INT4) outweigh the word
+ * itself, so the warp loads them once for R rows. Each row's sums keep their
+ * order. */
 __host__ __device__ __forceinline__ bool gw_fp8_words(const gpu_weight &w)
 {
     return w.cols % 4 == 0 && w.block_cols % 4 == 0;
 }
 
-template <int FMT, bool AHEAD, int R>
+template <int FMT, bool AHEAD, int R, int TILE>
 __device__ __forceinline__ void linear_words_rows(const gpu_lin &a, int r0, int nr, const float *x,
-                                                  float *y, int lane)
+                                                  float *y, int lane, int tb, int te)
 {
     constexpr bool INT4 = FMT == WF_INT4_GROUP;
     constexpr int CW = INT4 ? 8 : 4;                    /* columns per word */
     constexpr int SB = INT4 ? 2 : 4;                    /* bytes per scale */
-    constexpr int TILE = LIN_TOKENS / R;                /* R x TILE sums per lane */
-    const int cols = a.w.cols, nw = (cols + CW - 1) / CW, T = a.T;
+    const int cols = a.w.cols, nw = (cols + CW - 1) / CW;
     const size_t xs = a.xs;
     const uint32_t *words[R];
     const char *srow[R];
@@ -110,8 +113,8 @@ __device__ __forceinline__ void linear_words_rows(const gpu_lin &a, int r0, int 
                 for (int o = 0; o < scale_bytes; o += LIN_AHEAD_WINDOW)
                     l2_prefetch_window(srow[i], o, scale_bytes, lane);
             }
-    for (int t0 = 0; t0 < T; t0 += TILE) {
-        int nt = T - t0 < TILE ? T - t0 : TILE;
+    for (int t0 = tb; t0 < te; t0 += TILE) {
+        int nt = te - t0 < TILE ? te - t0 : TILE;
         float acc[R][TILE];
 #pragma unroll
         for (int i = 0; i < R; i++)
@@ -120,7 +123,7 @@ __device__ __forceinline__ void linear_words_rows(const gpu_lin &a, int r0, int 
                 acc[i][t] = 0.0f;
         const float *xk = x + (size_t)t0 * xs + (size_t)CW * (size_t)lane;  /* word k's x, token t0 */
         for (int k = lane, at = 0; k < nw; k += 32, at += 128, xk += CW * 32) {
-            if (AHEAD && t0 == 0 && at > 0 && at % LIN_AHEAD_WINDOW == 0)
+            if (AHEAD && t0 == tb && at > 0 && at % LIN_AHEAD_WINDOW == 0)
 #pragma unroll
                 for (int i = 0; i < R; i++)
                     if (i < nr)
@@ -179,7 +182,7 @@ __device__ __forceinline__ void linear_words_rows(const gpu_lin &a, int r0, int 
  * one element (dequantized by gw_at_fmt) and one FMA per token each */
 template <int FMT, bool AHEAD>
 __device__ __forceinline__ void linear_columns_row(const gpu_lin &a, int r, const float *x, float *y,
-                                                   int lane)
+                                                   int lane, int tb, int te)
 {
     const int pass = gw_pass_bytes<FMT>();
     const char *row = gw_row_data<FMT>(a.w, r);
@@ -194,8 +197,8 @@ __device__ __forceinline__ void linear_columns_row(const gpu_lin &a, int r, cons
                                    (size_t)(r / a.w.block_rows) * (size_t)a.w.scale_cols * 4,
                                    o, (int)a.w.scale_cols * 4, lane);
     }
-    for (int t0 = 0; t0 < a.T; t0 += LIN_TOKENS) {
-        int nt = a.T - t0 < LIN_TOKENS ? a.T - t0 : LIN_TOKENS;
+    for (int t0 = tb; t0 < te; t0 += LIN_TOKENS) {
+        int nt = te - t0 < LIN_TOKENS ? te - t0 : LIN_TOKENS;
         float acc[LIN_TOKENS];
 #pragma unroll
         for (int t = 0; t < LIN_TOKENS; t++)
@@ -204,7 +207,7 @@ __device__ __forceinline__ void linear_columns_row(const gpu_lin &a, int r, cons
         for (int c = lane, at = 0; c < a.w.cols; c += 32, at += pass) {
             /* at: this pass's first byte in the row; entering a new window,
              * ask for the one after it (later token tiles find the row cached) */
-            if (AHEAD && t0 == 0 && at > 0 && at % LIN_AHEAD_WINDOW == 0)
+            if (AHEAD && t0 == tb && at > 0 && at % LIN_AHEAD_WINDOW == 0)
                 l2_prefetch_window(row, at + LIN_AHEAD_WINDOW, row_bytes, lane);
             float wv = gw_at_fmt<FMT>(a.w, r, c);
 #pragma unroll
@@ -221,23 +224,32 @@ __host__ __device__ __forceinline__ bool words_layout(const gpu_lin &a)
 {
     return a.w.fmt == WF_INT4_GROUP || (a.w.fmt == WF_FP8_BLOCK && gw_fp8_words(a.w));
 }
-/* rows per warp in words: LIN_WORD_ROWS at one or two tokens, tiles of 2;
- * 2 above, tiles of 4 (x loaded once for two rows, the row read again per 4
- * tokens, from L1 or L2); one row, tiles of 8, for the other layouts */
-static int words_rows_per_warp(const gpu_lin &a)
+/* rows per warp and tokens per tile: in words, 4 rows in tiles of 2 at one or
+ * two tokens; 2 rows in tiles of 4 up to 8 tokens (x loaded once for two
+ * rows, each row read again per 4 tokens, from L1 or L2); 4 rows in tiles of
+ * 8 above, where the products are more arithmetic than reading (x loaded once
+ * per 4 rows, 32 sums per lane). One row in tiles of 8 for the other layouts. */
+struct lin_tiling {
+    int rows, tile;
+};
+static lin_tiling words_tiling(const gpu_lin &a)
 {
     if (!words_layout(a) || a.one_row)
-        return 1;
-    return a.T <= LIN_TOKENS / LIN_WORD_ROWS ? LIN_WORD_ROWS : 2;
+        return {1, LIN_TOKENS};
+    if (a.T <= 2)
+        return {4, 2};
+    return a.T <= 8 ? lin_tiling{2, 4} : lin_tiling{4, 8};
 }
 
-/* a block takes LIN_WARPS rows of group g whatever R: R warps fewer of R
- * rows each */
-template <int FMT, bool AHEAD, int R> __device__ __forceinline__ void linear_block(const gpu_lin &a, int g)
+/* a block takes LIN_WARPS rows of group g whatever R (R warps fewer of R rows
+ * each), for the tokens of slice blockIdx.z */
+template <int FMT, bool AHEAD, int R, int TILE>
+__device__ __forceinline__ void linear_block(const gpu_lin &a, int g)
 {
     int lane = threadIdx.x & 31;
     int i = (blockIdx.x * (LIN_WARPS / R) + (threadIdx.x >> 5)) * R;
-    if (i >= a.nrows)
+    int tb = (int)blockIdx.z * LIN_SLICE, te = tb + LIN_SLICE < a.T ? tb + LIN_SLICE : a.T;
+    if (i >= a.nrows || tb >= a.T)
         return;     /* the whole warp leaves together: i is the same on its lanes */
     int r = a.row0 + g * a.row_step + i;
     const float *x = a.x + (size_t)g * a.x_step;
@@ -245,37 +257,38 @@ template <int FMT, bool AHEAD, int R> __device__ __forceinline__ void linear_blo
     int nr = a.nrows - i < R ? a.nrows - i : R;
     if constexpr (FMT == WF_INT4_GROUP || FMT == WF_FP8_BLOCK) {
         if (words_layout(a)) {
-            linear_words_rows<FMT, AHEAD, R>(a, r, nr, x, y, lane);
+            linear_words_rows<FMT, AHEAD, R, TILE>(a, r, nr, x, y, lane, tb, te);
             return;
         }
     }
     if constexpr (FMT != WF_INT4_GROUP && R == 1)
-        linear_columns_row<FMT, AHEAD>(a, r, x, y, lane);
+        linear_columns_row<FMT, AHEAD>(a, r, x, y, lane, tb, te);
 }
 
-template <int FMT, bool AHEAD, int R> __global__ void k_linear(gpu_lin a)
+template <int FMT, bool AHEAD, int R, int TILE> __global__ void k_linear(gpu_lin a)
 {
-    linear_block<FMT, AHEAD, R>(a, blockIdx.y);
+    linear_block<FMT, AHEAD, R, TILE>(a, blockIdx.y);
 }
 
 /* one product of the list per blockIdx.y (gpu_linear_list) */
-template <int FMT, bool AHEAD, int R> __global__ void k_linear_list(const gpu_lin *list)
+template <int FMT, bool AHEAD, int R, int TILE> __global__ void k_linear_list(const gpu_lin *list)
 {
     gpu_lin a = list[blockIdx.y];
-    linear_block<FMT, AHEAD, R>(a, 0);
+    linear_block<FMT, AHEAD, R, TILE>(a, 0);
 }
 
 /* list: NULL for a itself, else the device copy of a list of products of
  * a's format and shape (gpu_linear_list) */
-template <int FMT, int R>
+template <int FMT, int R, int TILE>
 static void launch_rows(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaStream_t s)
 {
     if (list) {
-        void (*kernel)(const gpu_lin *) = a->plain ? k_linear_list<FMT, false, R>
-                                                   : k_linear_list<FMT, true, R>;
+        void (*kernel)(const gpu_lin *) = a->plain ? k_linear_list<FMT, false, R, TILE>
+                                                   : k_linear_list<FMT, true, R, TILE>;
         GPU_LAUNCH(kernel, grid, LIN_WARPS / R * 32, 0, s)(list);
     } else {
-        void (*kernel)(gpu_lin) = a->plain ? k_linear<FMT, false, R> : k_linear<FMT, true, R>;
+        void (*kernel)(gpu_lin) = a->plain ? k_linear<FMT, false, R, TILE>
+                                           : k_linear<FMT, true, R, TILE>;
         GPU_LAUNCH(kernel, grid, LIN_WARPS / R * 32, 0, s)(*a);
     }
 }
@@ -284,17 +297,15 @@ template <int FMT>
 static void launch_linear(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaStream_t s)
 {
     if constexpr (FMT == WF_INT4_GROUP || FMT == WF_FP8_BLOCK) {
-        int R = words_rows_per_warp(*a);
-        if (R == LIN_WORD_ROWS) {
-            launch_rows<FMT, LIN_WORD_ROWS>(a, list, grid, s);
-            return;
-        }
-        if (R == 2) {
-            launch_rows<FMT, 2>(a, list, grid, s);
-            return;
-        }
+        lin_tiling k = words_tiling(*a);
+        if (k.rows == 4 && k.tile == 2)
+            return launch_rows<FMT, 4, 2>(a, list, grid, s);
+        if (k.rows == 2)
+            return launch_rows<FMT, 2, 4>(a, list, grid, s);
+        if (k.rows == 4)
+            return launch_rows<FMT, 4, 8>(a, list, grid, s);
     }
-    launch_rows<FMT, 1>(a, list, grid, s);
+    launch_rows<FMT, 1, LIN_TOKENS>(a, list, grid, s);
 }
 
 static void linear_dispatch(const gpu_lin *a, const gpu_lin *list, dim3 grid, cudaStream_t s)
@@ -326,7 +337,8 @@ void gpu_linear(const gpu_lin *a, cudaStream_t s)
 {
     if (a->nrows <= 0 || a->T <= 0 || a->groups <= 0)
         return;
-    dim3 grid((unsigned)((a->nrows + LIN_WARPS - 1) / LIN_WARPS), (unsigned)a->groups);
+    dim3 grid((unsigned)((a->nrows + LIN_WARPS - 1) / LIN_WARPS), (unsigned)a->groups,
+              (unsigned)((a->T + LIN_SLICE - 1) / LIN_SLICE));
     linear_dispatch(a, NULL, grid, s);
 }
 
@@ -334,7 +346,8 @@ void gpu_linear_list(const gpu_lin *list_dev, int n, const gpu_lin *like, cudaSt
 {
     if (n <= 0 || like->nrows <= 0 || like->T <= 0)
         return;
-    dim3 grid((unsigned)((like->nrows + LIN_WARPS - 1) / LIN_WARPS), (unsigned)n);
+    dim3 grid((unsigned)((like->nrows + LIN_WARPS - 1) / LIN_WARPS), (unsigned)n,
+              (unsigned)((like->T + LIN_SLICE - 1) / LIN_SLICE));
     linear_dispatch(like, list_dev, grid, s);
 }
 

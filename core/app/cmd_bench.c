@@ -48,11 +48,11 @@ static void usage(FILE *f)
                "  The linear kernel over G GB of distinct matrices (default 1: far more than\n"
                "  the L2 cache, like a decode step's weights) as the engine runs it, without\n"
                "  reading ahead into L2 (plain) and with a warp per row (1-row: INT4 and FP8\n"
-               "  give a warp 4 rows at up to 2 tokens, 2 above), against a device-to-device\n"
-               "  copy in the same run.\n"
+               "  give a warp 4 rows at up to 2 tokens, 2 up to 8, 4 above), against a\n"
+               "  device-to-device copy in the same run.\n"
                "  --formats LIST  int4,fp8,bf16,f16,f32 (default int4,fp8,bf16)\n"
                "  --shapes LIST   ROWSxCOLS,... (default K2's 2048x7168,7168x2048,18432x7168)\n"
-               "  --tokens LIST   tokens per product (default 1,8)\n"
+               "  --tokens LIST   tokens per product (default 1,8,64)\n"
                "  --json          one JSON object per line (format, rows, cols, tokens,\n"
                "                  ahead_gbps, plain_gbps, one_row_gbps, hbm_gbps,\n"
                "                  ratio = ahead / hbm, ...)\n"
@@ -223,7 +223,8 @@ static int parse_shapes(const char *flag, const char *s, int (*shapes)[2], int *
 static int bench_linear(int argc, char **argv)
 {
     int shapes[8][2] = {{2048, 7168}, {7168, 2048}, {18432, 7168}}, n_shapes = 3;
-    int tokens[8] = {1, 8}, n_tokens = 2, fmts[5] = {WF_INT4_GROUP, WF_FP8_BLOCK, WF_BF16}, n_fmts = 3;
+    int tokens[8] = {1, 8, 64}, n_tokens = 3, fmts[5] = {WF_INT4_GROUP, WF_FP8_BLOCK, WF_BF16};
+    int n_fmts = 3;
     int json = 0;
     float set_gb = 1;
     for (int i = 2; i < argc; i++) {

@@ -114,7 +114,7 @@ static int twin_paths(kernel_path *paths)
 Test(gpu, linear_matches_the_reference_and_the_twin_its_bits, .timeout = 120)
 {
     open_gpu();
-    static const int tokens[] = {1, 2, 4, 9, 17};
+    static const int tokens[] = {1, 2, 4, 9, 17, 130};     /* 130: three slices of 64 */
     kernel_path paths[KPATH_COUNT];
     int n_paths = twin_paths(paths);
     thread_pool *pool;
@@ -355,15 +355,15 @@ Test(gpu, ffn_batch_reads_the_experts_bytes_on_every_call, .timeout = 60)
  * reuses it, LRU picks the slot to reuse, a job without a key is copied for its
  * call, and every result is the reference's. */
 /* A batch of experts already in VRAM runs as three launches (gate and up of
- * all, the gating, down of all) with each expert's own tokens (1 to 9, so the
- * 4-rows-per-warp kernel and the 8-token tiles both), giving the bits of the
- * same experts one per batch; INT4 and FP8 */
+ * all, the gating, down of all) with each expert's own tokens (1 to 70, so
+ * every tiling of rows and tokens, and slices of 64 tokens that the others do
+ * not reach), giving the bits of the same experts one per batch; INT4 and FP8 */
 Test(gpu, experts_in_vram_run_in_three_launches_with_the_same_bits, .timeout = 60)
 {
     test_require_gpu();
     enum { E = 4, H = 136, I = 72 };
     static const weight_format fmts[] = {WF_INT4_GROUP, WF_FP8_BLOCK};
-    static const int tokens[2][E] = {{1, 3, 2, 9}, {2, 1, 1, 2}};
+    static const int tokens[3][E] = {{1, 3, 2, 9}, {2, 1, 1, 2}, {70, 3, 1, 9}};
     for (int fi = 0; fi < 2; fi++) {
         expert_mats f[E];
         for (int k = 0; k < E; k++)
@@ -373,7 +373,7 @@ Test(gpu, experts_in_vram_run_in_three_launches_with_the_same_bits, .timeout = 6
                          .n_expert_keys = E, .cpu_tokens = 0};
         errbuf e;
         cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
-        for (int c = 0; c < 2; c++) {
+        for (int c = 0; c < 3; c++) {
             const int *T = tokens[c];
             float *dx[E], *dout[E], *one[E];
             ffn_job jobs[E];
