@@ -15,17 +15,31 @@
 #define ATT 256             /* threads, and positions per tile and per chunk */
 #define OL_PER_THREAD (GPU_MLA_MAX_LORA / ATT)
 
+/* tokens per block of k_mla_absorb_q: each weight of W_k[h] read once for them */
+#define ABSORB_TOKENS 8
+
+/* One block per head and ABSORB_TOKENS tokens, a thread per latent column:
+ * each token's sum runs over d in order, however many tokens share the block. */
 __global__ void k_mla_absorb_q(gpu_mla_args a)
 {
-    int h = blockIdx.x, t = blockIdx.y, C = a.kv_lora, kvw = a.nope + a.v;
-    size_t th = (size_t)t * (size_t)a.H + (size_t)h;
-    const float *q = a.q + th * (size_t)(a.nope + a.rope);
-    float *qa = a.qa + th * (size_t)C;
+    int h = blockIdx.x, t0 = blockIdx.y * ABSORB_TOKENS, C = a.kv_lora, kvw = a.nope + a.v;
+    int nt = a.T - t0 < ABSORB_TOKENS ? a.T - t0 : ABSORB_TOKENS;
+    size_t qk = (size_t)(a.nope + a.rope), q_step = (size_t)a.H * qk;
+    const float *q = a.q + ((size_t)t0 * (size_t)a.H + (size_t)h) * qk;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float acc = 0.0f;
-        for (int d = 0; d < a.nope; d++)
-            acc = fmaf(q[d], gw_at(a.kv_b, h * kvw + d, c), acc);
-        qa[c] = acc;
+        float acc[ABSORB_TOKENS];
+#pragma unroll
+        for (int t = 0; t < ABSORB_TOKENS; t++)
+            acc[t] = 0.0f;
+        for (int d = 0; d < a.nope; d++) {
+            float w = gw_at(a.kv_b, h * kvw + d, c);
+#pragma unroll
+            for (int t = 0; t < ABSORB_TOKENS; t++)
+                if (t < nt)
+                    acc[t] = fmaf(q[(size_t)t * q_step + (size_t)d], w, acc[t]);
+        }
+        for (int t = 0; t < nt; t++)
+            a.qa[((size_t)(t0 + t) * (size_t)a.H + (size_t)h) * (size_t)C + (size_t)c] = acc[t];
     }
 }
 
@@ -255,7 +269,8 @@ void gpu_mla(const gpu_mla_args *a, cudaStream_t s)
     if (a->T <= 0)
         return;
     dim3 grid((unsigned)a->H, (unsigned)a->T);
-    GPU_LAUNCH(k_mla_absorb_q, grid, ATT, 0, s)(*a);
+    dim3 absorb((unsigned)a->H, (unsigned)((a->T + ABSORB_TOKENS - 1) / ABSORB_TOKENS));
+    GPU_LAUNCH(k_mla_absorb_q, absorb, ATT, 0, s)(*a);
     GPU_LAUNCHED("mla absorb q");
     if (heads_per_block(a) == MLA_HEADS)
         launch_attend<MLA_HEADS, 2>(a, s);
