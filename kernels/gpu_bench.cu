@@ -259,6 +259,16 @@ static gpu_weight bench_weight(int fmt, int rows, int cols, char *base, uint64_t
     return w;
 }
 
+/* device seconds from event a (recorded on stream 0) to now, recorded on b */
+static double seconds_since(cudaEvent_t a, cudaEvent_t b)
+{
+    GPU_CHECK(cudaEventRecord(b, 0));
+    GPU_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return ms * 1e-3;
+}
+
 /* The yardstick of the kernels' benchmarks: half of `bytes` at set copied
  * onto the other half, bytes read and written per second (the best of reps) */
 static double hbm_gbps(char *set, uint64_t bytes, int reps, cudaEvent_t a, cudaEvent_t b)
@@ -270,12 +280,9 @@ static double hbm_gbps(char *set, uint64_t bytes, int reps, cudaEvent_t a, cudaE
     for (int k = 0; k < reps + 1; k++) {
         GPU_CHECK(cudaEventRecord(a, 0));
         GPU_CHECK(cudaMemcpy(set + half, set, half, cudaMemcpyDeviceToDevice));
-        GPU_CHECK(cudaEventRecord(b, 0));
-        GPU_CHECK(cudaEventSynchronize(b));
-        float ms = 0;
-        GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
-        if (k && ms * 1e-3 < copy)      /* the first is a warm-up */
-            copy = ms * 1e-3;
+        double t = seconds_since(a, b);
+        if (k && t < copy)      /* the first is a warm-up */
+            copy = t;
     }
     return 2.0 * (double)half / copy / 1e9;
 }
@@ -286,11 +293,7 @@ static double time_linear_pass(const gpu_lin *mats, int n, cudaEvent_t a, cudaEv
     GPU_CHECK(cudaEventRecord(a, 0));
     for (int i = 0; i < n; i++)
         gpu_linear(&mats[i], 0);
-    GPU_CHECK(cudaEventRecord(b, 0));
-    GPU_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
-    return ms * 1e-3;
+    return seconds_since(a, b);
 }
 
 static void set_variant(gpu_lin *mats, int n, int v)
@@ -418,11 +421,7 @@ static double time_attention_pass(gpu_mla_args *layers, int n, float *part, cuda
         layers[i].part = part;
         gpu_mla(&layers[i], 0);
     }
-    GPU_CHECK(cudaEventRecord(b, 0));
-    GPU_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    GPU_CHECK(cudaEventElapsedTime(&ms, a, b));
-    return ms * 1e-3;
+    return seconds_since(a, b);
 }
 
 extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes,
