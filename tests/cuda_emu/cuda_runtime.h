@@ -14,10 +14,10 @@
  * for it (an event or the stream), so a kernel that reads a copy's
  * destination without waiting sees what was there before, and a pinned
  * buffer changed before the copy runs gives the copy its new bytes
- * (emu_stream.cc). This
- * checks indexing, reductions, shared memory use and the ordering between
- * streams, not the device's timing, memory model or rounding of its math
- * library. */
+ * (emu_stream.cc). A launch beyond the device's limits aborts. This
+ * checks indexing, reductions, shared memory use, launch shapes and the
+ * ordering between streams, not the device's timing, memory model or rounding
+ * of its math library. */
 #ifndef MOETIER_CUDA_EMU_RUNTIME_H
 #define MOETIER_CUDA_EMU_RUNTIME_H
 
@@ -165,6 +165,22 @@ void emu_set_dynamic_smem(size_t bytes);
 /* v[0..n) = a pseudo-random permutation of 0..n-1 (the same sequence every run) */
 void emu_shuffle(unsigned *v, unsigned n);
 
+/* A launch the device would refuse (sm_90's limits: 1024 threads per block,
+ * 65535 blocks in y and z, 48 KB of dynamic shared memory without opting in)
+ * aborts with its shape, as the device's launch error would stop the backend. */
+inline void emu_check_launch(dim3 grid, dim3 block, size_t smem)
+{
+    unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
+    if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 ||
+        grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535 ||
+        smem > 48 * 1024) {
+        fprintf(stderr, "CUDA emulation: a launch of grid %u x %u x %u, block %u x %u x %u, "
+                "%zu bytes of shared memory is beyond the device's limits\n", grid.x, grid.y,
+                grid.z, block.x, block.y, block.z, smem);
+        abort();
+    }
+}
+
 /* GPU_LAUNCH(kernel, grid, block, smem, stream)(args...) in the emulation */
 template <typename... P> struct emu_launch_t {
     void (*kernel)(P...);
@@ -177,6 +193,7 @@ template <typename... P> struct emu_launch_t {
             std::tuple<P...> args;
         } c{kernel, std::tuple<P...>(std::forward<A>(args)...)};
         emu_default_stream_flush();
+        emu_check_launch(grid, block, smem);
         gridDim = grid;
         blockDim = block;
         emu_set_dynamic_smem(smem);
