@@ -98,6 +98,13 @@ if want decode; then
     step convert-slice 300 "$bin" convert -m "$slice"     # resumes, or nothing to do
     run_slice decode-gpu-vram-10-dram --backend cuda --vram-gb 10 --dram-gb 100
     run_slice decode-gpu-vram-10-dram-4 --backend cuda --vram-gb 10 --dram-gb 4
+    # prefill of 1,024 tokens in steps of 256 and of 1,024: how much larger steps
+    # save (each step copies or computes on the CPU about every expert once)
+    long_ids=$(seq -s, 1 1024)
+    for chunk in 256 1024; do
+        step "prefill-gpu-chunk-$chunk" 120 "$bin" run -m "$slice" --ids "$long_ids" -n 2 --greedy \
+            --ignore-eos --stats --backend cuda --vram-gb 10 --chunk "$chunk" -c 2048
+    done
 fi
 if want invariance; then
     step test-vram-invariance 300 "$tests" --filter 'tiers/invariance_gpu*' -j"$jobs"
@@ -108,4 +115,4 @@ cat "$out/summary.txt"
 grep -h -E "Synthesis|prefill_logits|decode_logits|FAIL" "$out"/test-*.log 2>/dev/null | sort | uniq -c
 cat "$out"/bench-gpu-*.log 2>/dev/null
 grep -H -E "^prefill:|VRAM expert cache|GPU plan|expert cache:|hybrid cost model|decode bound|registered|backend calls" \
-    "$out"/decode-*.log 2>/dev/null
+    "$out"/decode-*.log "$out"/prefill-*.log 2>/dev/null
