@@ -331,6 +331,26 @@ __global__ void k_rmsnorm(const float *x, int xs, const float *w, int n, float e
         o[i] = w[i] * (xr[i] * inv);
 }
 
+/* y += x, then k_rmsnorm of y: each thread adds the elements it then squares,
+ * in k_rmsnorm's order, so the bits are those of k_add and k_rmsnorm */
+__global__ void k_add_rmsnorm(float *y, const float *x, const float *w, int n, float eps, float *out)
+{
+    __shared__ float red[32];
+    size_t row = (size_t)blockIdx.x * (size_t)n;
+    float *yr = y + row, *o = out + row;
+    const float *xr = x + row;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = yr[i] + xr[i];
+        yr[i] = v;
+        ss = fmaf(v, v, ss);
+    }
+    ss = block_reduce(ss, red, false);
+    float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        o[i] = w[i] * (yr[i] * inv);
+}
+
 __global__ void k_rope(float *x, int T, int n_vec, int ts, int vs, int off, int dim, const int *pos,
                        const float *inv_freq, float mscale)
 {
@@ -412,6 +432,16 @@ static void g_rmsnorm(backend *b, const float *x, int xs, const float *w, int n,
     const float *dw = (const float *)resident(state(b), w, (size_t)n * sizeof(float));
     GPU_LAUNCH(k_rmsnorm, (unsigned)T, 256, 0, 0)(x, xs, dw, n, eps, out, os);
     GPU_LAUNCHED("rmsnorm");
+}
+
+static void g_add_rmsnorm(backend *b, float *y, const float *x, const float *w, int n, int T,
+                          float eps, float *out)
+{
+    if (T <= 0)
+        return;
+    const float *dw = (const float *)resident(state(b), w, (size_t)n * sizeof(float));
+    GPU_LAUNCH(k_add_rmsnorm, (unsigned)T, 256, 0, 0)(y, x, dw, n, eps, out);
+    GPU_LAUNCHED("add_rmsnorm");
 }
 
 /* y = w x for T tokens, as one product */
@@ -1090,6 +1120,7 @@ static const backend_ops gpu_ops_table = {
     g_alloc, g_release, g_embed, g_rmsnorm, g_linear, g_rope, g_ffn, g_ffn_batch, g_mla, g_route,
     g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
     1,  /* plans_batches */
+    g_add_rmsnorm,
 };
 
 /* The cache's slots (one allocation, taken now: no allocation mid-run), the

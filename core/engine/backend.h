@@ -97,6 +97,10 @@ typedef struct backend_ops {
      * for the layer) and the next layer's predicted experts (jobs with T == 0)
      * after the others */
     int plans_batches;
+    /* optional: add then rmsnorm as one operation, y += x, out = rmsnorm(y)
+     * (rows of n, strides n), each bit as the two would give */
+    void (*add_rmsnorm)(backend *b, float *y, const float *x, const float *w, int n, int T,
+                        float eps, float *out);
 } backend_ops;
 
 struct backend {

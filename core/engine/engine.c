@@ -423,6 +423,21 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
     return 0;
 }
 
+/* The residual and the norm after it: x += add, xn = rmsnorm(x) with w, as
+ * one backend operation where the backend has it (the same bits) */
+static void add_rmsnorm(engine *en, const float *add, const float *w, int T)
+{
+    const backend_ops *o = OPS(en);
+    int h = en->cfg->hidden_size;
+    float eps = (float)en->cfg->rms_norm_eps;
+    if (o->add_rmsnorm) {
+        o->add_rmsnorm(en->be, en->x, add, w, h, T, eps, en->xn);
+        return;
+    }
+    o->add(en->be, en->x, add, (size_t)T * (size_t)h);
+    o->rmsnorm(en->be, en->x, h, w, h, T, eps, en->xn, h);
+}
+
 static int forward_chunk(engine *en, const int *ids, int T, float *logits, int all_logits,
                          errbuf *e)
 {
@@ -439,23 +454,30 @@ static int forward_chunk(engine *en, const int *ids, int T, float *logits, int a
         en->cached_ids[pos0 + t] = ids[t];
     }
     o->embed(en->be, &mw->embed, ids, T, en->x);
+    o->rmsnorm(en->be, en->x, h, mw->layers[0].attn_norm, h, T, eps, en->xn, h);
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *L = &mw->layers[l];
-        o->rmsnorm(en->be, en->x, h, L->attn_norm, h, T, eps, en->xn, h);
         attention(en, l, T, pos0);
-        o->add(en->be, en->x, en->tmp, (size_t)T * (size_t)h);
-        o->rmsnorm(en->be, en->x, h, L->ffn_norm, h, T, eps, en->xn, h);
+        add_rmsnorm(en, en->tmp, L->ffn_norm, T);
         if (L->is_moe) {
             if (moe(en, l, T, pos0, e))
                 return -1;
         } else {
             o->ffn(en->be, &L->dense.gate, &L->dense.up, &L->dense.down, en->xn, T, en->tmp);
         }
+        /* the residual, then the next layer's input norm (none after the last) */
+        const float *next_norm = l + 1 < c->n_layers ? mw->layers[l + 1].attn_norm : NULL;
+        if (next_norm && !en->obs.on_layer_out) {
+            add_rmsnorm(en, en->tmp, next_norm, T);
+            continue;
+        }
         o->add(en->be, en->x, en->tmp, (size_t)T * (size_t)h);
         if (en->obs.on_layer_out) {
             o->to_host(en->be, en->host_hidden, en->x, (size_t)T * (size_t)h);
             en->obs.on_layer_out(en->obs.ctx, l, pos0, T, en->host_hidden);
         }
+        if (next_norm)
+            o->rmsnorm(en->be, en->x, h, next_norm, h, T, eps, en->xn, h);
     }
     en->n_past += T;
     if (!logits)

@@ -908,6 +908,47 @@ Test(gpu, rope_on_several_vectors_at_an_offset)
     free(got);
 }
 
+/* the residual and the norm after it as one operation: the bits of add, then
+ * rmsnorm (widths below, at and past one block's 256 threads) */
+Test(gpu, add_rmsnorm_gives_the_bits_of_add_then_rmsnorm)
+{
+    const int widths[] = {7, 256, 1000};
+    for (int k = 0; k < 3; k++) {
+        open_gpu();     /* a new device per width: norm weights are found by their address */
+        int n = widths[k], T = 3;
+        size_t N = (size_t)T * n;
+        float *y = random_floats(N), *x = random_floats(N), *w = random_floats((size_t)n);
+        float *dy1 = to_dev(y, N), *dy2 = to_dev(y, N), *dx = to_dev(x, N);
+        float *o1 = gpu.ops->alloc(&gpu, N), *o2 = gpu.ops->alloc(&gpu, N);
+        gpu.ops->add(&gpu, dy1, dx, N);
+        gpu.ops->rmsnorm(&gpu, dy1, n, w, n, T, 1e-6f, o1, n);
+        gpu.ops->add_rmsnorm(&gpu, dy2, dx, w, n, T, 1e-6f, o2);
+        float *y1 = from_dev(dy1, N), *y2 = from_dev(dy2, N);
+        float *n1 = from_dev(o1, N), *n2 = from_dev(o2, N);
+        cr_assert_eq(memcmp(y1, y2, N * 4), 0, "width %d: the sums differ", n);
+        cr_assert_eq(memcmp(n1, n2, N * 4), 0, "width %d: the norms differ", n);
+        float *want = malloc(N * 4);
+        for (size_t i = 0; i < N; i++)
+            y[i] += x[i];
+        rmsnorm_ref(y, n, w, n, T, 1e-6f, want, n);
+        assert_close("add_rmsnorm", n2, want, N, 1e-6f);
+        free(want);
+        free(y1);
+        free(y2);
+        free(n1);
+        free(n2);
+        free(y);
+        free(x);
+        free(w);
+        gpu.ops->release(&gpu, dy1);
+        gpu.ops->release(&gpu, dy2);
+        gpu.ops->release(&gpu, dx);
+        gpu.ops->release(&gpu, o1);
+        gpu.ops->release(&gpu, o2);
+        close_gpu();
+    }
+}
+
 Test(gpu, zero_add_gather_scatter)
 {
     open_gpu();
