@@ -1246,6 +1246,21 @@ Test(gpu, bench_gpu_overlap_json)
     free(err);
 }
 
+/* `bench gpu WHICH OPTION` exits with 2 and names the flag, for each bad[i] =
+ * {options, the flag the error must name} */
+static void assert_bench_refuses(const char *bin, const char *which, const char *bad[][2], int n)
+{
+    for (int i = 0; i < n; i++) {
+        char *cmd, *out, *err;
+        cr_assert(asprintf(&cmd, "%s bench gpu %s %s", bin, which, bad[i][0]) > 0);
+        cr_assert_eq(test_run_capture(cmd, &out, &err), 2, "'%s' ran: %s", bad[i][0], out);
+        cr_assert(strstr(err, bad[i][1]), "'%s': %s", bad[i][0], err);
+        free(cmd);
+        free(out);
+        free(err);
+    }
+}
+
 /* `moetier bench gpu --linear --json`: a line per format, shape and token
  * count; the three variants give the same bits; ratio is ahead / HBM; bad lists
  * are refused with the flag's name */
@@ -1283,14 +1298,7 @@ Test(gpu, bench_gpu_linear_json)
     free(err);
     const char *bad[][2] = {{"--shapes 40", "--shapes"}, {"--formats int3", "--formats"},
                             {"--tokens 0", "--tokens"}, {"--set-gb -1", "--set-gb"}};
-    for (int i = 0; i < 4; i++) {
-        cr_assert(asprintf(&cmd, "%s bench gpu --linear %s", bin, bad[i][0]) > 0);
-        cr_assert_eq(test_run_capture(cmd, &out, &err), 2, "'%s' ran: %s", bad[i][0], out);
-        cr_assert(strstr(err, bad[i][1]), "'%s': %s", bad[i][0], err);
-        free(cmd);
-        free(out);
-        free(err);
-    }
+    assert_bench_refuses(bin, "--linear", bad, 4);
 }
 
 /* `moetier bench gpu --attention --json`: a line per context and token count;
@@ -1325,14 +1333,7 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
     free(err);
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
                             {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"}};
-    for (int i = 0; i < 4; i++) {
-        cr_assert(asprintf(&cmd, "%s bench gpu --attention %s", bin, bad[i][0]) > 0);
-        cr_assert_eq(test_run_capture(cmd, &out, &err), 2, "'%s' ran: %s", bad[i][0], out);
-        cr_assert(strstr(err, bad[i][1]), "'%s': %s", bad[i][0], err);
-        free(cmd);
-        free(out);
-        free(err);
-    }
+    assert_bench_refuses(bin, "--attention", bad, 4);
 }
 
 /* a step larger than the kernels' token grid is refused before anything runs */
