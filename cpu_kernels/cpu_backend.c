@@ -80,7 +80,7 @@ static void cpu_ffn(backend *b, const linear_weight *gate, const linear_weight *
                     const linear_weight *down, const float *x, int T, float *out)
 {
     cpu_state *s = b->impl;
-    ffn_job j = {gate, up, down, x, T, out, -1, 0};
+    ffn_job j = {gate, up, down, x, T, out, -1, 0, 0};
     ffn_cpu_run(s->path, s->pool, &j, 1,
                 cpu_scratch(b, ffn_cpu_scratch(&j, 1, thread_pool_size(s->pool))));
 }

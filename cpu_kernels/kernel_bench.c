@@ -264,7 +264,7 @@ static void experts_ffn(run_state *s, bench_expert *const *ex, int n, int T)
     ffn_job jobs[K2_TOPK];
     for (int i = 0; i < n; i++)
         jobs[i] = (ffn_job){&ex[i]->p[0], &ex[i]->p[1], &ex[i]->p[2], s->x, T,
-                            s->y + (size_t)i * (size_t)T * K2_HIDDEN, -1, 0};
+                            s->y + (size_t)i * (size_t)T * K2_HIDDEN, -1, 0, 0};
     if (s->twin)
         for (int i = 0; i < n; i++)
             gpu_twin_ffn(s->path, s->pool, jobs[i].gate, jobs[i].up, jobs[i].down, jobs[i].x, T,
@@ -362,7 +362,7 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
         int T = o->tokens[t], nj = T <= 4 ? K2_TOPK : 1;
         ffn_job jobs[K2_TOPK];
         for (int i = 0; i < nj; i++)
-            jobs[i] = (ffn_job){&ex[0].p[0], &ex[0].p[1], &ex[0].p[2], NULL, T, NULL, -1, 0};
+            jobs[i] = (ffn_job){&ex[0].p[0], &ex[0].p[1], &ex[0].p[2], NULL, T, NULL, -1, 0, 0};
         size_t k = o->twin ? gpu_twin_ffn_scratch(jobs[0].gate, jobs[0].down, T, threads)
                            : ffn_cpu_scratch(jobs, nj, threads);
         scratch = k > scratch ? k : scratch;

@@ -495,12 +495,18 @@ static void ffn_on(gpu_state *st, gpu_weight g, gpu_weight u, gpu_weight d, cons
     linear_on(d, G, T, out);
 }
 
+/* an FFN of the model's own weights (a dense layer's, a shared expert's) */
+static void resident_ffn(gpu_state *st, const linear_weight *gate, const linear_weight *up,
+                         const linear_weight *down, const float *x, int T, float *out)
+{
+    ffn_on(st, resident_weight(st, gate), resident_weight(st, up), resident_weight(st, down), x, T,
+           out);
+}
+
 static void g_ffn(backend *b, const linear_weight *gate, const linear_weight *up,
                   const linear_weight *down, const float *x, int T, float *out)
 {
-    gpu_state *st = state(b);
-    ffn_on(st, resident_weight(st, gate), resident_weight(st, up), resident_weight(st, down), x, T,
-           out);
+    resident_ffn(state(b), gate, up, down, x, T, out);
 }
 
 /* An expert's three matrices at base (gpu_layout.h). */
@@ -748,9 +754,9 @@ static double plan_batch(gpu_state *st, const ffn_job *jobs, int n)
                      (uint64_t)j->up->rows * (uint64_t)j->up->cols +
                      (uint64_t)j->down->rows * (uint64_t)j->down->cols;
         h->tokens = j->T;
-        h->in_vram = in_vram(st, j);
+        h->in_vram = j->resident || in_vram(st, j);     /* the shared expert is resident */
         h->pinned = registered(st, j->gate->data);
-        h->cacheable = cache_key(st, j) >= 0;
+        h->cacheable = !j->resident && cache_key(st, j) >= 0;
     }
     if (!st->pool)
         for (int i = 0; i < n; i++)
@@ -858,7 +864,8 @@ static void learn_gpu_rate(gpu_state *st)
 /* Routed experts: their bytes are valid only during the call (a tier may reuse
  * the memory next). The plan says where each runs. The CPU jobs' inputs come
  * down first (a copy to the host waits for the GPU's queue) and the side
- * thread starts on them; meanwhile this thread queues the experts in VRAM,
+ * thread starts on them; meanwhile this thread queues the shared expert (a
+ * resident job), the experts in VRAM,
  * the other GPU jobs' copies on the copy stream with their kernels after
  * them, then the copies of predicted experts and of promoted ones. Then the CPU's results go up, and the
  * call returns when the copy stream is done with the tiers' bytes. */
@@ -896,6 +903,14 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
         GPU_CHECK(cudaStreamSynchronize(0));
         side_thread_start(st->cpu_side, cpu_experts, &work);
     }
+    /* the shared expert, from the model's resident weights, as g_ffn runs it:
+     * queued now, it runs while the CPU works, not after */
+    for (int i = 0; i < n; i++)
+        if (jobs[i].resident && where[i] == JOB_GPU) {
+            resident_ffn(st, jobs[i].gate, jobs[i].up, jobs[i].down, jobs[i].x, jobs[i].T,
+                         jobs[i].out);
+            where[i] = JOB_DONE;
+        }
     learn_gpu_rate(st);
     int m = 0;
     double predicted = 0;

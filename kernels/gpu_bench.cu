@@ -108,7 +108,8 @@ static double time_batch(backend *b, const bench_expert *ex, int first, int n, i
     ffn_job jobs[256];
     for (int i = 0; i < n; i++) {
         const bench_expert *x = &ex[first + i];
-        jobs[i] = ffn_job{&x->gate, &x->up, &x->down, x->x, T, x->out, -1, keyed ? 1 + first + i : 0};
+        jobs[i] = ffn_job{&x->gate, &x->up, &x->down, x->x, T, x->out, -1,
+                          keyed ? 1 + first + i : 0, 0};
     }
     double best = 1e30;
     for (int r = 0; r < reps; r++) {

@@ -47,6 +47,8 @@ typedef struct ffn_job {
     int node;                   /* OS number of the NUMA node holding the weights, -1: unknown */
     int cache_key;              /* 1 + layer * n_experts + expert for a routed expert (a
                                  * device may keep it cached under this key), 0: none */
+    int resident;               /* 1: the model's own weights (a shared expert), which a
+                                 * device keeps as for ffn(); 0: a routed expert's */
 } ffn_job;
 /* A job with T == 0 (x and out NULL) computes nothing: it names an expert the
  * router lookahead predicts for the next MoE layer, which a backend with
@@ -94,8 +96,10 @@ typedef struct backend_ops {
     /* 1: ffn_batch plans each batch as a whole (where each expert runs, what
      * it copies meanwhile), so the engine hands it a layer's experts together
      * wherever the source allows (also those a DRAM tier that evicts reserved
-     * for the layer) and the next layer's predicted experts (jobs with T == 0)
-     * after the others */
+     * for the layer), the layer's shared expert with the first of its batches
+     * (a job with resident = 1, after the routed ones; the engine adds its
+     * output after theirs, as with ffn()) and the next layer's predicted
+     * experts (jobs with T == 0) after the others */
     int plans_batches;
     /* optional: add then rmsnorm as one operation, y += x, out = rmsnorm(y)
      * (rows of n, strides n), each bit as the two would give */

@@ -299,7 +299,7 @@ static int hints_get(engine *en, int g)
                     : expert_source_get(s, en->hint_layer, x, v, &ignored))
             continue;       /* a hint is only a hint */
         en->group_jobs[g + n] = (ffn_job){&v->gate, &v->up, &v->down, NULL, 0, NULL, v->node,
-                                          1 + en->hint_layer * E + x};
+                                          1 + en->hint_layer * E + x, 0};
         n++;
     }
     return n;
@@ -361,6 +361,10 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
      * reads lose the chances to start that each put gives.) */
     int held_max = o->ffn_batch && en->experts->max_held > 1 ? en->experts->max_held : 1;
     int held_free = o->ffn_batch && o->plans_batches ? reserved : 0;
+    /* a backend that plans batches gets the shared expert with the first group
+     * (backend.h: it may compute it while the CPU computes routed experts);
+     * its result is added after the routed ones either way */
+    int shared_in_batch = L->has_shared && o->ffn_batch && o->plans_batches, shared_done = 0;
     for (int i = 0; i < n_used;) {
         int g = 0, rows = 0, rc = 0;
         while (i + g < n_used && (g < held_max || i + g < held_free)) {
@@ -378,7 +382,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
             float *in = en->gath + (size_t)rows * (size_t)h;
             en->group_jobs[g] = (ffn_job){&v->gate, &v->up, &v->down, in, n,
                                           en->eout + (size_t)rows * (size_t)h, v->node,
-                                          1 + l * E + x};
+                                          1 + l * E + x, 0};
             rows += n;
             g++;
         }
@@ -393,9 +397,14 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
          * memory is the tiers', reused after the put (backend.h); the layer's
          * last group carries the hints */
         if (!rc && o->ffn_batch) {
-            int hints = i + g == n_used && hints_wanted(en) ? hints_get(en, g) : 0;
-            o->ffn_batch(en->be, en->group_jobs, g + hints);
-            hints_put(en, g, hints);
+            int shared = shared_in_batch && !shared_done;
+            if (shared)
+                en->group_jobs[g] = (ffn_job){&L->shared.gate, &L->shared.up, &L->shared.down,
+                                              en->xn, T, en->tmp, -1, 0, 1};
+            shared_done |= shared;
+            int hints = i + g == n_used && hints_wanted(en) ? hints_get(en, g + shared) : 0;
+            o->ffn_batch(en->be, en->group_jobs, g + shared + hints);
+            hints_put(en, g + shared, hints);
         } else if (!rc) {
             const ffn_job *j = &en->group_jobs[0];
             o->ffn(en->be, j->gate, j->up, j->down, j->x, j->T, j->out);
@@ -414,7 +423,8 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
         en->obs.on_experts(en->obs.ctx, l, pos0, T, en->x_origin, en->x_bytes, en->x_stall,
                            en->predicted_now, lookahead_depth(en));
     if (L->has_shared) {
-        o->ffn(en->be, &L->shared.gate, &L->shared.up, &L->shared.down, en->xn, T, en->tmp);
+        if (!shared_done)
+            o->ffn(en->be, &L->shared.gate, &L->shared.up, &L->shared.down, en->xn, T, en->tmp);
         o->add(en->be, en->moe, en->tmp, (size_t)T * (size_t)h);
     }
     float *t = en->tmp;

@@ -332,7 +332,8 @@ Test(gpu, ffn_batch_reads_the_experts_bytes_on_every_call, .timeout = 60)
             want[k] = ffn_reference(&f[k], x[k], T[k]);
             dx[k] = to_dev(x[k], (size_t)T[k] * h);
             dout[k] = gpu.ops->alloc(&gpu, (size_t)T[k] * h);
-            jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], T[k], dout[k], -1, 0};
+            jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], T[k], dout[k], -1, 0,
+                                0};
         }
         gpu.ops->ffn_batch(&gpu, jobs, 2);
         for (int k = 0; k < 2; k++) {
@@ -382,7 +383,7 @@ Test(gpu, experts_in_vram_run_in_three_launches_with_the_same_bits, .timeout = 6
                 dx[k] = to_dev(x, (size_t)T[k] * H);
                 dout[k] = gpu.ops->alloc(&gpu, (size_t)T[k] * H);
                 jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], T[k], dout[k], -1,
-                                    1 + k};
+                                    1 + k, 0};
                 gpu.ops->ffn_batch(&gpu, &jobs[k], 1);     /* alone (a miss the first time) */
                 one[k] = from_dev(dout[k], (size_t)T[k] * H);
                 float *want = ffn_reference(&f[k], x, T[k]);
@@ -437,7 +438,8 @@ Test(gpu, expert_cache_hits_misses_and_results, .timeout = 60)
     const int order[] = {0, 1, 0, 2, 1, 2, 2};
     for (int i = 0; i < 7; i++) {
         int k = order[i];
-        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, T, dout, -1, i == 6 ? 0 : 1 + k};
+        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, T, dout, -1, i == 6 ? 0 : 1 + k,
+                     0};
         gpu.ops->ffn_batch(&gpu, &j, 1);
         float *got = from_dev(dout, (size_t)T * h);
         char what[48];
@@ -610,7 +612,7 @@ Test(gpu, hybrid_batch_gives_the_all_gpu_bits, .timeout = 60)
                 dx[k] = to_dev(x[k], (size_t)T[k] * h);
                 dout[k] = gpu.ops->alloc(&gpu, (size_t)T[k] * h);
                 jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], T[k], dout[k],
-                                    -1, 1 + k};
+                                    -1, 1 + k, 0};
             }
             gpu.ops->ffn_batch(&gpu, jobs, 4);
             for (int k = 0; k < 4; k++) {
@@ -641,6 +643,54 @@ Test(gpu, hybrid_batch_gives_the_all_gpu_bits, .timeout = 60)
         free(x[k]);
         free_ffn(&f[k]);
     }
+}
+
+/* The shared expert in a batch (a resident job, from the model's weights, as
+ * the engine hands it to a backend that plans batches) runs on the GPU while
+ * the CPU computes a routed expert, with the bits ffn() gives it; it takes no
+ * slot of the expert cache and is no miss, hit or CPU job. */
+Test(gpu, shared_expert_in_a_batch_gives_the_bits_of_ffn, .timeout = 60)
+{
+    test_require_gpu();
+    int h = 136, I = 72, T = 3;
+    expert_mats routed = make_ffn(WF_INT4_GROUP, h, I), shared = make_ffn(WF_BF16, h, 2 * I);
+    float *xr = random_floats(h), *xs = random_floats((size_t)T * h);
+    uint64_t slot = gpu_expert_slot_bytes(&routed.gate.w, &routed.up.w, &routed.down.w);
+    /* one slot; misses of one token on the CPU */
+    gpu_options o = {.expert_cache_bytes = slot, .expert_slot_bytes = slot, .n_expert_keys = 4,
+                     .cpu_tokens = 1, .cpu_threads = 2};
+    errbuf e;
+    cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+    float *dxr = to_dev(xr, h), *dxs = to_dev(xs, (size_t)T * h);
+    float *dwant = gpu.ops->alloc(&gpu, (size_t)T * h), *dr = gpu.ops->alloc(&gpu, h);
+    float *ds = gpu.ops->alloc(&gpu, (size_t)T * h);
+    gpu.ops->ffn(&gpu, &shared.gate.w, &shared.up.w, &shared.down.w, dxs, T, dwant);
+    float *want = from_dev(dwant, (size_t)T * h);
+    ffn_job jobs[2] = {{&routed.gate.w, &routed.up.w, &routed.down.w, dxr, 1, dr, -1, 1, 0},
+                       {&shared.gate.w, &shared.up.w, &shared.down.w, dxs, T, ds, -1, 0, 1}};
+    gpu.ops->ffn_batch(&gpu, jobs, 2);
+    float *got = from_dev(ds, (size_t)T * h), *got_r = from_dev(dr, h);
+    cr_expect_eq(memcmp(got, want, (size_t)T * h * 4), 0, "the shared expert's bits differ from ffn()'s");
+    float *want_r = ffn_reference(&routed, xr, 1);
+    assert_close("the routed expert on the CPU", got_r, want_r, h, 1e-5f);
+    gpu_cache_stats st;
+    gpu_backend_cache_stats(&gpu, &st);
+    cr_expect(st.on_cpu == 1 && st.hits == 0 && st.misses == 0 && st.uncached == 0,
+              "on CPU %llu, hits %llu, misses %llu, uncached %llu", (unsigned long long)st.on_cpu,
+              (unsigned long long)st.hits, (unsigned long long)st.misses,
+              (unsigned long long)st.uncached);
+    float *bufs[] = {dxr, dxs, dwant, dr, ds};
+    for (int i = 0; i < 5; i++)
+        gpu.ops->release(&gpu, bufs[i]);
+    close_gpu();
+    free(want);
+    free(got);
+    free(got_r);
+    free(want_r);
+    free(xr);
+    free(xs);
+    free_ffn(&routed);
+    free_ffn(&shared);
 }
 
 /* Overwrites the experts' host bytes (as a tier reusing its memory would);
@@ -686,7 +736,7 @@ static void all_gpu_outputs(expert_mats *f, float **x, int n, int h, float **wan
     open_gpu();
     for (int k = 0; k < n; k++) {
         float *dx = to_dev(x[k], h), *dout = gpu.ops->alloc(&gpu, h);
-        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, 1, dout, -1, 0};
+        ffn_job j = {&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx, 1, dout, -1, 0, 0};
         gpu.ops->ffn_batch(&gpu, &j, 1);
         want[k] = from_dev(dout, h);
         gpu.ops->release(&gpu, dx);
@@ -729,7 +779,8 @@ Test(gpu, cost_model_computes_misses_on_the_cpu_and_promotes_them, .timeout = 60
         for (int k = 0; k < N; k++) {
             dx[k] = to_dev(x[k], h);
             dout[k] = gpu.ops->alloc(&gpu, h);
-            jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], 1, dout[k], -1, 1 + k};
+            jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], 1, dout[k], -1, 1 + k,
+                                0};
         }
         gpu.ops->ffn_batch(&gpu, jobs, N);
         for (int k = 0; k < N; k++) {
@@ -792,7 +843,7 @@ Test(gpu, predicted_experts_are_copied_ahead_in_idle_time, .timeout = 60)
         dx[k] = to_dev(x[k], h);
         dout[k] = gpu.ops->alloc(&gpu, h);
         jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, k ? NULL : dx[k], k ? 0 : 1,
-                            k ? NULL : dout[k], -1, 1 + k};
+                            k ? NULL : dout[k], -1, 1 + k, 0};
     }
     gpu.ops->ffn_batch(&gpu, jobs, N);  /* expert 0 computed, 1 and 2 predicted */
     float *got = from_dev(dout[0], h);
@@ -808,7 +859,8 @@ Test(gpu, predicted_experts_are_copied_ahead_in_idle_time, .timeout = 60)
     gpu.ops->release(&gpu, gpu.ops->alloc(&gpu, 1));     /* waits for everything queued */
     unscribble(f, N, saved);
     for (int k = 1; k < N; k++)
-        jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], 1, dout[k], -1, 1 + k};
+        jobs[k] = (ffn_job){&f[k].gate.w, &f[k].up.w, &f[k].down.w, dx[k], 1, dout[k], -1, 1 + k,
+                            0};
     gpu.ops->ffn_batch(&gpu, jobs + 1, N - 1);
     gpu_backend_cache_stats(&gpu, &st);
     cr_assert(st.hits == 2 && st.misses == 0 && st.on_cpu == 1, "hits %llu, misses %llu, on CPU %llu",

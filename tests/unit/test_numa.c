@@ -101,7 +101,7 @@ static void run_jobs(thread_pool *pool, expert *ex, const int *nodes, int n, int
     ffn_job jobs[8];
     for (int i = 0; i < n; i++)
         jobs[i] = (ffn_job){&ex[i].m[0], &ex[i].m[1], &ex[i].m[2], x, T,
-                            out + (size_t)i * (size_t)T * (size_t)hidden, nodes[i], 0};
+                            out + (size_t)i * (size_t)T * (size_t)hidden, nodes[i], 0, 0};
     for (size_t i = 0; i < (size_t)n * (size_t)T * (size_t)hidden; i++)
         out[i] = NAN;   /* a job left out stays NaN */
     size_t k = ffn_cpu_scratch(jobs, n, pool ? thread_pool_size(pool) : 1);
