@@ -98,12 +98,14 @@ if want decode; then
     step convert-slice 300 "$bin" convert -m "$slice"     # resumes, or nothing to do
     run_slice decode-gpu-vram-10-dram --backend cuda --vram-gb 10 --dram-gb 100
     run_slice decode-gpu-vram-10-dram-4 --backend cuda --vram-gb 10 --dram-gb 4
-    # prefill of 1,024 tokens in steps of 256 and of 1,024: how much larger steps
-    # save (each step copies or computes on the CPU about every expert once)
-    long_ids=$(seq -s, 1 1024)
-    for chunk in 256 1024; do
+    # prefill of 2,048 tokens in steps of 256, 1,024 and 2,048 (the plan's
+    # default on an 80 GB card): how much larger steps save (each step copies or
+    # computes on the CPU about every expert once); 16 GB leave room for the
+    # activations of 2,048 tokens and a cache of some 60 % of the experts
+    long_ids=$(seq -s, 1 2048)
+    for chunk in 256 1024 2048; do
         step "prefill-gpu-chunk-$chunk" 120 "$bin" run -m "$slice" --ids "$long_ids" -n 2 --greedy \
-            --ignore-eos --stats --backend cuda --vram-gb 10 --chunk "$chunk" -c 2048
+            --ignore-eos --stats --backend cuda --vram-gb 16 --chunk "$chunk" -c 4096
     done
 fi
 if want invariance; then

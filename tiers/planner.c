@@ -235,6 +235,16 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
     return floats * 4 + slot_bytes * 5 / 4 + GPU_MARGIN_BYTES;
 }
 
+static int default_gpu_chunk(const model_config *c, uint64_t budget, uint64_t slot_bytes)
+{
+    uint64_t none = gpu_plan_activation_bytes(c, 0, slot_bytes);
+    int chunk = GPU_CHUNK_MAX;
+    while (chunk > GPU_CHUNK_MIN &&
+           gpu_plan_activation_bytes(c, chunk, slot_bytes) - none > budget / GPU_CHUNK_SHARE)
+        chunk /= 2;
+    return chunk;
+}
+
 int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const tier_flags *f,
                   int ctx, int chunk, uint64_t slot_bytes, uint64_t dev_free, uint64_t dev_total,
                   errbuf *e)
@@ -245,7 +255,6 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
     g->dense_bytes = p->dense_bytes;
     g->kv_bytes = (uint64_t)c->n_layers * (uint64_t)ctx *
                   (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
-    g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes);
     g->slot_bytes = slot_bytes;
     g->n_experts = p->n_experts;
     g->moe_layers = p->moe_layers;
@@ -260,6 +269,10 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
     } else {
         return err_set(e, "no GPU to plan for: give --vram-gb to see a plan for a GPU of that size");
     }
+    if (!chunk)
+        chunk = default_gpu_chunk(c, g->budget, slot_bytes);
+    g->chunk = chunk = chunk < ctx ? chunk : ctx;     /* as the engine takes it */
+    g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes);
     uint64_t fixed = g->dense_bytes + g->kv_bytes + g->act_bytes;
     if (g->budget < fixed)
         return err_set(e, "%s %.2f GB cannot hold what stays on the GPU: dense and attention weights "
@@ -278,7 +291,9 @@ void gpu_plan_print(const gpu_plan *g, FILE *out)
             g->dev_total ? "" : ", --vram-gb; no device measured");
     fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", "dense and attention weights", g->dense_bytes / 1e9);
     fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", "KV cache", g->kv_bytes / 1e9);
-    fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", "activations, scratch, margin", g->act_bytes / 1e9);
+    char act[64];
+    snprintf(act, sizeof act, "activations (--chunk %d), scratch, margin", g->chunk);
+    fprintf(out, "  %-6s %-44s %12.3f\n", "VRAM", act, g->act_bytes / 1e9);
     char holds[96];
     snprintf(holds, sizeof holds, "expert cache: %d of %d experts (%.1f%%)", g->slots, g->n_experts,
              g->n_experts ? 100.0 * g->slots / g->n_experts : 0.0);

@@ -112,7 +112,9 @@ int cli_fail(const errbuf *e)
 void model_flags_usage(FILE *f)
 {
     fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
-          "  --chunk N            prompt tokens per prefill step (default 256)\n"
+          "  --chunk N            prompt tokens per prefill step (default 256; on the GPU the\n"
+          "                       largest power of two up to 4096 whose activations take at\n"
+          "                       most 1/16 of its budget)\n"
           "  -t N                 CPU threads (default: one per core)\n"
           "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
           "                       this CPU runs)\n"
@@ -298,7 +300,7 @@ int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags 
     errbuf dev_err;
     if (gpu_device_memory(device, &dev_free, &dev_total, &dev_err) && !f->tiers.vram_gb_set)
         return err_set(e, "%s", dev_err.msg);
-    return gpu_plan_make(g, p, &mw->cfg, &f->tiers, cli_context_size(f, &mw->cfg), cli_chunk_size(f),
+    return gpu_plan_make(g, p, &mw->cfg, &f->tiers, cli_context_size(f, &mw->cfg), f->chunk,
                          vram_slot_bytes(mw, e), dev_free, dev_total, e);
 }
 
@@ -367,13 +369,14 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
             go.rates = &rates;
         int usable = !gpu_device_memory(go.device, &free_b, &total, e);
         if (usable) {
-            if (cli_chunk_size(f) > GPU_MAX_TOKENS)
+            if (f->chunk > GPU_MAX_TOKENS)
                 return err_set(e, "--chunk %d: the GPU backend takes at most %d tokens per step",
-                               cli_chunk_size(f), GPU_MAX_TOKENS);
+                               f->chunk, GPU_MAX_TOKENS);
             if (cli_gpu_plan(&m->mw, &m->plan, f, go.device, &gp, e))
                 return -1;
             if (log)
                 gpu_plan_print(&gp, log);
+            m->chunk = gp.chunk;
             go.expert_slot_bytes = gp.slot_bytes;
             go.expert_cache_bytes = (uint64_t)gp.slots * gp.slot_bytes;
             go.n_expert_keys = m->mw.cfg.n_layers * m->mw.cfg.n_routed_experts;
@@ -402,6 +405,7 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         if (log)
             fprintf(log, "moetier: no GPU backend (%s); computing on the CPU\n", e->msg);
     }
+    m->chunk = cli_chunk_size(f);
     cpu_options co = {.threads = f->threads};
     if (f->kernels) {
         kernel_path_parse(f->kernels, &co.path);
@@ -458,8 +462,8 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         model_weights_close(&m->mw);
         return -1;
     }
-    if (engine_create(&m->en, &m->mw, &m->be, &m->src, cli_context_size(f, &m->mw.cfg),
-                      cli_chunk_size(f), e)) {
+    if (engine_create(&m->en, &m->mw, &m->be, &m->src, cli_context_size(f, &m->mw.cfg), m->chunk,
+                      e)) {
         m->be.ops->destroy(&m->be);
         if (m->src.destroy)
             m->src.destroy(&m->src);

@@ -28,6 +28,7 @@ typedef struct cli_model {
     /* the GPU backend's counts when decode began (cli_model_decode_starts) */
     gpu_cache_stats gpu_at_decode;
     int decode_marked;
+    int chunk;                  /* prompt tokens per prefill step (--chunk, or the backend's default) */
 } cli_model;
 
 /* Options that select and size a model session. */
@@ -50,7 +51,8 @@ enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };
 /* "cpu", "cuda", "auto" -> BACKEND_*; -1 for anything else */
 int backend_choice_parse(const char *s);
 
-/* -c (or min(4096, max_position_embeddings)) and --chunk (or 256) */
+/* -c (or min(4096, max_position_embeddings)) and --chunk (or 256, the CPU
+ * backend's default; the GPU plan chooses its own: planner.h) */
 int cli_context_size(const model_flags *f, const model_config *c);
 int cli_chunk_size(const model_flags *f);
 /* The GPU side of the placement for device (or for --vram-gb alone when there is none). */

@@ -1492,6 +1492,24 @@ Test(gpu, plan_parts_slots_and_refusals)
     cr_assert(strstr(e.msg, "no GPU to plan for"), "%s", e.msg);
     cr_assert_eq(gpu_plan_make(&g, &p, c, &none, 64, 4, slot, 10000000000ull, 20000000000ull, &e), 0);
     cr_assert_eq(g.budget, 9000000000ull, "without --vram-gb: 0.9 of the free memory");
+    /* without --chunk: the largest power of two from 256 to 4096 whose
+     * activations beyond those of no tokens fit 1/16 of the budget, at most
+     * the context; a given --chunk is kept, also cut to the context */
+    uint64_t per_token = gpu_plan_activation_bytes(c, 1, slot) - gpu_plan_activation_bytes(c, 0, slot);
+    const struct {
+        double share;       /* of 1,024 tokens' activations in 1/16 of the budget */
+        int ctx, chunk, want;
+    } chunks[] = {{1.0, 8192, 0, 1024}, {0.999, 8192, 0, 512}, {1.9, 8192, 0, 1024},
+                  {2.0, 8192, 0, 2048}, {1000, 8192, 0, 4096}, {0.49, 1024, 0, 256},
+                  {1.0, 700, 0, 700}, {1.0, 8192, 100, 100}, {1.0, 64, 100, 64}};
+    for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
+        f.vram_gb = chunks[i].share * 16 * 1024 * (double)per_token / 1e9;
+        cr_assert_eq(gpu_plan_make(&g, &p, c, &f, chunks[i].ctx, chunks[i].chunk, slot, 0, 0, &e), 0,
+                     "case %zu: %s", i, e.msg);
+        cr_expect_eq(g.chunk, chunks[i].want, "case %zu: chunk %d, expected %d", i, g.chunk,
+                     chunks[i].want);
+        cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot), "case %zu", i);
+    }
     model_weights_close(&mw);
     test_remove_tree(dir);
     free(dir);
@@ -1505,7 +1523,8 @@ Test(gpu, inspect_and_run_with_vram_gb)
     cr_assert(bin, "MOETIER_BIN is not set");
     cr_assert(asprintf(&cmd, "%s inspect -m %s --vram-gb 2", bin, dir) > 0);
     cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
-    cr_assert(strstr(out, "GPU plan (2.00 GB") && strstr(out, "expert cache:"), "%s", out);
+    cr_assert(strstr(out, "GPU plan (2.00 GB") && strstr(out, "expert cache:") &&
+              strstr(out, "activations (--chunk "), "%s", out);
     free(cmd);
     free(out);
     free(err);
