@@ -101,7 +101,7 @@ if want decode; then
     # prefill of 2,048 tokens in steps of 256, 1,024 and 2,048 (the plan's
     # default on an 80 GB card): how much larger steps save (each step copies or
     # computes on the CPU about every expert once); 16 GB leave room for the
-    # activations of 2,048 tokens and a cache of some 60 % of the experts
+    # activations of 2,048 tokens and a cache of some 70 % of the experts
     long_ids=$(seq -s, 1 2048)
     for chunk in 256 1024 2048; do
         step "prefill-gpu-chunk-$chunk" 120 "$bin" run -m "$slice" --ids "$long_ids" -n 2 --greedy \

@@ -1,6 +1,7 @@
 /* planner: tier flags, budget checks and the placement table (see planner.h). */
 #include "planner.h"
 
+#include "core/engine/engine.h"
 #include "tiers/cache_policy.h"
 
 #include <errno.h>
@@ -229,8 +230,8 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
      * queries and latent outputs, one staged expert */
     uint64_t K = max_u64((uint64_t)c->n_experts_per_tok, 1);
     uint64_t floats = C * ((6 + 2 * K) * h + max_u64((uint64_t)c->q_lora_rank, 1) + H * qk +
-                           H * (uint64_t)c->v_head_dim + (uint64_t)c->vocab_size +
-                           max_u64((uint64_t)c->n_routed_experts, 1));
+                           H * (uint64_t)c->v_head_dim + max_u64((uint64_t)c->n_routed_experts, 1));
+    floats += (C < ENGINE_LOGIT_ROWS ? C : ENGINE_LOGIT_ROWS) * (uint64_t)c->vocab_size;
     floats += 2 * C * inter * 5 / 4 + 2 * C * H * (uint64_t)c->kv_lora_rank * 5 / 4;
     return floats * 4 + slot_bytes * 5 / 4 + GPU_MARGIN_BYTES;
 }

@@ -62,7 +62,8 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->gather_rows = C * (OPS(en)->ffn_batch && OPS(en)->plans_batches ? max_sz(K, 1) : 1);
     ALLOC(en->gath, (size_t)en->gather_rows * h);
     ALLOC(en->eout, (size_t)en->gather_rows * h);
-    ALLOC(en->logits_rows, Cz * c->vocab_size);
+    en->logit_rows = C < ENGINE_LOGIT_ROWS ? C : ENGINE_LOGIT_ROWS;
+    ALLOC(en->logits_rows, (size_t)en->logit_rows * c->vocab_size);
     ALLOC(en->router_logits, Cz * max_sz(E, 1));
     ALLOC(en->xp, Cz * h);
 #undef ALLOC
@@ -492,11 +493,17 @@ static int forward_chunk(engine *en, const int *ids, int T, float *logits, int a
     en->n_past += T;
     if (!logits)
         return 0;
-    /* only the rows asked for go through the final norm and lm_head */
-    int first = all_logits ? 0 : T - 1, n = T - first;
-    o->rmsnorm(en->be, en->x + (size_t)first * (size_t)h, h, mw->final_norm, h, n, eps, en->xn, h);
-    o->linear(en->be, &mw->lm_head, en->xn, n, en->logits_rows);
-    o->to_host(en->be, logits, en->logits_rows, (size_t)n * (size_t)c->vocab_size);
+    /* only the rows asked for go through the final norm and lm_head, in
+     * slices of logit_rows */
+    size_t V = (size_t)c->vocab_size;
+    for (int first = all_logits ? 0 : T - 1; first < T; first += en->logit_rows) {
+        int n = T - first < en->logit_rows ? T - first : en->logit_rows;
+        o->rmsnorm(en->be, en->x + (size_t)first * (size_t)h, h, mw->final_norm, h, n, eps, en->xn,
+                   h);
+        o->linear(en->be, &mw->lm_head, en->xn, n, en->logits_rows);
+        o->to_host(en->be, logits, en->logits_rows, (size_t)n * V);
+        logits += (size_t)n * V;
+    }
     return 0;
 }
 

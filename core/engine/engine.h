@@ -47,6 +47,11 @@ typedef struct engine_stats {
     uint64_t la_predicted, la_chosen, la_correct;
 } engine_stats;
 
+/* rows of logits computed at once (logits_rows): a prefill that wants every
+ * position's logits gets them in slices of this many rows, so the buffer is
+ * not a chunk's rows x the vocabulary (K2: 0.67 MB a row) */
+#define ENGINE_LOGIT_ROWS 256
+
 typedef struct engine {
     const model_weights *mw;
     const model_config *cfg;
@@ -88,7 +93,9 @@ typedef struct engine {
     float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */
     float *disp_w;
     int *pos;
-    /* [2 n_experts] the experts of one group, held at once, then the hints (engine.c: moe) */
+    int logit_rows;                 /* rows of logits_rows: min(max_chunk, ENGINE_LOGIT_ROWS) */
+    /* [2 n_experts + 1] the experts of one group, held at once, the shared
+     * expert and the hints (engine.c: moe) */
     expert_view *group_views;
     ffn_job *group_jobs;
 } engine;

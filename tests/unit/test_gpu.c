@@ -1495,21 +1495,28 @@ Test(gpu, plan_parts_slots_and_refusals)
     /* without --chunk: the largest power of two from 256 to 4096 whose
      * activations beyond those of no tokens fit 1/16 of the budget, at most
      * the context; a given --chunk is kept, also cut to the context */
-    uint64_t per_token = gpu_plan_activation_bytes(c, 1, slot) - gpu_plan_activation_bytes(c, 0, slot);
+    uint64_t no_tokens = gpu_plan_activation_bytes(c, 0, slot);
     const struct {
-        double share;       /* of 1,024 tokens' activations in 1/16 of the budget */
+        int fits;           /* the budget: 16 x the activations of this many tokens, */
+        int short_by;       /* less this many bytes */
         int ctx, chunk, want;
-    } chunks[] = {{1.0, 8192, 0, 1024}, {0.999, 8192, 0, 512}, {1.9, 8192, 0, 1024},
-                  {2.0, 8192, 0, 2048}, {1000, 8192, 0, 4096}, {0.49, 1024, 0, 256},
-                  {1.0, 700, 0, 700}, {1.0, 8192, 100, 100}, {1.0, 64, 100, 64}};
+    } chunks[] = {{1024, 0, 8192, 0, 1024}, {1024, 16, 8192, 0, 512}, {2048, 0, 8192, 0, 2048},
+                  {2048, 16, 8192, 0, 1024}, {65536, 0, 8192, 0, 4096}, {1024, 0, 700, 0, 700},
+                  {1024, 0, 8192, 100, 100}, {1024, 0, 64, 100, 64}};
     for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
-        f.vram_gb = chunks[i].share * 16 * 1024 * (double)per_token / 1e9;
+        uint64_t budget = 16 * (gpu_plan_activation_bytes(c, chunks[i].fits, slot) - no_tokens) -
+                          (uint64_t)chunks[i].short_by;
+        f.vram_gb = (double)budget / 1e9;
         cr_assert_eq(gpu_plan_make(&g, &p, c, &f, chunks[i].ctx, chunks[i].chunk, slot, 0, 0, &e), 0,
                      "case %zu: %s", i, e.msg);
         cr_expect_eq(g.chunk, chunks[i].want, "case %zu: chunk %d, expected %d", i, g.chunk,
                      chunks[i].want);
         cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot), "case %zu", i);
     }
+    /* past 256 tokens, logits take 256 rows (the engine computes them in slices) */
+    uint64_t logits_row = (uint64_t)c->vocab_size * 4;
+    cr_expect_eq(gpu_plan_activation_bytes(c, 512, slot) - gpu_plan_activation_bytes(c, 256, slot),
+                 gpu_plan_activation_bytes(c, 256, slot) - no_tokens - 256 * logits_row);
     model_weights_close(&mw);
     test_remove_tree(dir);
     free(dir);
