@@ -14,8 +14,8 @@ static int check_cache(const routing_trace *t, int cache, errbuf *e)
     return 0;
 }
 
-int sim_replay(const routing_trace *t, const char *policy, int cache, int shared, sim_result *r,
-               errbuf *e)
+int sim_replay(const routing_trace *t, const char *policy, int cache, int shared, sim_order order,
+               sim_result *r, errbuf *e)
 {
     memset(r, 0, sizeof *r);
     if (check_cache(t, cache, e))
@@ -46,22 +46,27 @@ int sim_replay(const routing_trace *t, const char *policy, int cache, int shared
                 x[k] = x[k - 1];
             x[k] = v;
         }
-        for (uint32_t j = 0; j < t->top_k; j++) {
-            int key = shared ? (int)(t->layer[i] * t->n_experts + x[j]) : x[j];
-            int resident, evicted;
-            int s = expert_cache_acquire(&c[ci], key, &resident, &evicted);
-            if (s < 0) {
-                rc = err_set(e, "every slot is pinned (cache %d)", cache);
-                break;
+        /* pass 0 takes the cached experts when they go first, pass 1 the rest */
+        for (int pass = order == SIM_HITS_FIRST ? 0 : 1; pass < 2 && !rc; pass++)
+            for (uint32_t j = 0; j < t->top_k; j++) {
+                int key = shared ? (int)(t->layer[i] * t->n_experts + x[j]) : x[j];
+                int cached = expert_cache_find(&c[ci], key) >= 0;
+                if (order == SIM_HITS_FIRST && cached != (pass == 0))
+                    continue;
+                int resident, evicted;
+                int s = expert_cache_acquire(&c[ci], key, &resident, &evicted);
+                if (s < 0) {
+                    rc = err_set(e, "every slot is pinned (cache %d)", cache);
+                    break;
+                }
+                if (resident) {
+                    r->hits++;
+                } else {
+                    r->misses++;
+                    expert_cache_ready(&c[ci], s);
+                }
+                held[j] = s;
             }
-            if (resident) {
-                r->hits++;
-            } else {
-                r->misses++;
-                expert_cache_ready(&c[ci], s);
-            }
-            held[j] = s;
-        }
         for (uint32_t j = 0; j < t->top_k && !rc; j++)
             expert_cache_release(&c[ci], held[j]);
     }

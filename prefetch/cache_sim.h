@@ -3,9 +3,9 @@
  *
  * Replay uses the live tiers' own cache (tiers/expert_cache.h with a
  * tiers/cache_policy.h policy): each event (token, layer) takes its top_k experts
- * in ascending id, all pinned until the event ends, then lets them go in the same
- * order, exactly as the engine and the DRAM tier do for a layer (so a live run
- * with one token per step and no lookahead gives the replay's hit counts). One cache per layer of `cache` experts, or with `shared` one cache of
+ * (in the order below), all pinned until the event ends, then lets them go in
+ * ascending id, exactly as the engine and the DRAM tier do for a layer (so a live
+ * run with one token per step and no lookahead gives the replay's hit counts). One cache per layer of `cache` experts, or with `shared` one cache of
  * `cache` experts for all layers. Belady is the farthest-next-use rule with
  * bypass (a miss need not be cached: it can run from where it is), under the same
  * pinning; no online policy can beat it. */
@@ -23,9 +23,15 @@ static inline double sim_hit_rate(const sim_result *r)
     return r->hits + r->misses ? (double)r->hits / (double)(r->hits + r->misses) : 0.0;
 }
 
+/* The order an event takes its experts in: the DRAM tier's (those already
+ * cached first, then the misses, each in ascending id, so a miss never evicts
+ * an expert of its own event), or one request after another in ascending id
+ * (a plain per-request cache, as the trace's README measures LRU). */
+typedef enum { SIM_HITS_FIRST, SIM_IN_ORDER } sim_order;
+
 /* policy: a name cache_policy_make knows ("lru", "lfu", "lfu:H"). */
-int sim_replay(const routing_trace *t, const char *policy, int cache, int shared, sim_result *r,
-               errbuf *e);
+int sim_replay(const routing_trace *t, const char *policy, int cache, int shared, sim_order order,
+               sim_result *r, errbuf *e);
 int sim_belady(const routing_trace *t, int cache, int shared, sim_result *r, errbuf *e);
 
 /* Per-layer statistics for `trace stats`. */

@@ -12,7 +12,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier trace import --csv FILE -o TRACE\n"
                "       moetier trace stats TRACE\n"
-               "       moetier trace replay TRACE --policy P --cache N [--shared] [--json]\n"
+               "       moetier trace replay TRACE --policy P --cache N [--shared] [--in-order]\n"
+               "                            [--json]\n"
                "  import   reads the CSV of a routing trace (prompt,token,layer,experts; FILE may\n"
                "           be - for standard input, e.g. xz -dc F.csv.xz | moetier trace import\n"
                "           --csv - -o F.trace) into the compact lz4 trace format\n"
@@ -23,8 +24,11 @@ static void usage(FILE *f)
                "               accesses)\n"
                "  --cache N    experts per layer (N%% of a layer's experts with a %% sign); with\n"
                "               --shared, one cache of N experts for all layers\n"
-               "  --json       one JSON object: policy, cache, shared, hits, misses, hit_rate,\n"
-               "               belady_hits, belady_hit_rate, requests\n");
+               "  --in-order   an event takes its experts one request after another in\n"
+               "               ascending id (a plain per-request cache); by default those\n"
+               "               already cached first, as the DRAM tier takes a layer's experts\n"
+               "  --json       one JSON object: policy, cache, shared, order, hits, misses,\n"
+               "               hit_rate, belady_hits, belady_hit_rate, requests\n");
 }
 
 static int cmd_import(int argc, char **argv)
@@ -115,6 +119,7 @@ static int cmd_replay(int argc, char **argv)
 {
     const char *path = NULL, *policy = "lru", *cache_s = NULL;
     int shared = 0, json = 0;
+    sim_order order = SIM_HITS_FIRST;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--policy") && i + 1 < argc)
             policy = argv[++i];
@@ -124,6 +129,8 @@ static int cmd_replay(int argc, char **argv)
             shared = 1;
         else if (!strcmp(argv[i], "--json"))
             json = 1;
+        else if (!strcmp(argv[i], "--in-order"))
+            order = SIM_IN_ORDER;
         else if (argv[i][0] != '-' && !path)
             path = argv[i];
         else {
@@ -150,7 +157,7 @@ static int cmd_replay(int argc, char **argv)
     double per = percent ? v / 100.0 * t.n_experts * (shared ? t.n_layers : 1) : v;
     int cache = (int)(per + 0.5);
     sim_result r, b;
-    int rc = sim_replay(&t, policy, cache, shared, &r, &e);
+    int rc = sim_replay(&t, policy, cache, shared, order, &r, &e);
     if (!rc)
         rc = sim_belady(&t, cache, shared, &b, &e);
     if (!rc && json) {
@@ -158,6 +165,7 @@ static int cmd_replay(int argc, char **argv)
         cJSON_AddStringToObject(j, "policy", policy);
         cJSON_AddNumberToObject(j, "cache", cache);
         cJSON_AddBoolToObject(j, "shared", shared);
+        cJSON_AddStringToObject(j, "order", order == SIM_IN_ORDER ? "in_order" : "hits_first");
         cJSON_AddNumberToObject(j, "requests", (double)(r.hits + r.misses));
         cJSON_AddNumberToObject(j, "hits", (double)r.hits);
         cJSON_AddNumberToObject(j, "misses", (double)r.misses);
@@ -169,9 +177,10 @@ static int cmd_replay(int argc, char **argv)
         free(s);
         cJSON_Delete(j);
     } else if (!rc) {
-        printf("cache %d experts %s, policy %s: %llu hits, %llu misses, hit rate %.4f; Belady "
+        printf("cache %d experts %s, policy %s%s: %llu hits, %llu misses, hit rate %.4f; Belady "
                "(with bypass) %.4f; policy / Belady %.3f\n", cache,
-               shared ? "shared by all layers" : "per layer", policy, (unsigned long long)r.hits,
+               shared ? "shared by all layers" : "per layer", policy,
+               order == SIM_IN_ORDER ? " (in order)" : "", (unsigned long long)r.hits,
                (unsigned long long)r.misses, sim_hit_rate(&r), sim_hit_rate(&b),
                sim_hit_rate(&b) > 0 ? sim_hit_rate(&r) / sim_hit_rate(&b) : 0.0);
     }

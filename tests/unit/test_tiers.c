@@ -479,7 +479,7 @@ Test(tiers, replay_equals_live, .timeout = 120)
         routing_trace t;
         cr_assert_eq(trace_read(&t, trace_path, &e), 0, "%s", e.msg);
         sim_result sim;
-        cr_assert_eq(sim_replay(&t, policies[pi], slots, 1, &sim, &e), 0, "%s", e.msg);
+        cr_assert_eq(sim_replay(&t, policies[pi], slots, 1, SIM_HITS_FIRST, &sim, &e), 0, "%s", e.msg);
         cr_log_info("%s, %d slots: live %llu hits / %llu misses, replay %llu / %llu", policies[pi],
                     slots, (unsigned long long)live.hits, (unsigned long long)live.misses,
                     (unsigned long long)sim.hits, (unsigned long long)sim.misses);

@@ -223,7 +223,7 @@ Test(traces, csv_import_and_errors)
 
 /* A plain LRU over pinned events, written independently of expert_cache; an
  * event takes and releases its experts in ascending id (the engine's order). */
-static uint64_t reference_lru_hits(const routing_trace *t, int cache)
+static uint64_t reference_lru_hits(const routing_trace *t, int cache, sim_order order)
 {
     uint64_t hits = 0, clock = 0;
     uint64_t *stamp = calloc((size_t)t->n_layers * t->n_experts, sizeof *stamp); /* 0: absent */
@@ -239,6 +239,9 @@ static uint64_t reference_lru_hits(const routing_trace *t, int cache)
                     x[a] = x[b];
                     x[b] = tmp;
                 }
+        int was[64];      /* cached when the event starts: taken first in the tier's order */
+        for (uint32_t j = 0; j < t->top_k; j++)
+            was[j] = order == SIM_HITS_FIRST && stamp[base + x[j]] != 0;
         for (uint32_t j = 0; j < t->top_k; j++) {
             uint64_t *s = &stamp[base + x[j]];
             if (*s) {
@@ -250,8 +253,8 @@ static uint64_t reference_lru_hits(const routing_trace *t, int cache)
                 uint64_t oldest = UINT64_MAX;
                 for (size_t q = 0; q < t->n_experts; q++) {
                     int pinned = 0;
-                    for (uint32_t a = 0; a < j; a++)
-                        pinned |= x[a] == q;
+                    for (uint32_t a = 0; a < t->top_k; a++)
+                        pinned |= x[a] == q && (a < j || was[a]);
                     if (stamp[base + q] && !pinned && stamp[base + q] < oldest) {
                         oldest = stamp[base + q];
                         victim = q;
@@ -275,12 +278,13 @@ Test(traces, lru_replay_matches_an_independent_lru)
     routing_trace t;
     errbuf e;
     generate(&t, 3, 32, 4, 4, 300, 0.8, 0.25, 0, 11);
-    for (int c = 4; c <= 32; c += 7) {
-        sim_result r;
-        cr_assert_eq(sim_replay(&t, "lru", c, 0, &r, &e), 0, "%s", e.msg);
-        cr_expect_eq(r.hits, reference_lru_hits(&t, c), "cache %d", c);
-        cr_expect_eq(r.hits + r.misses, t.n * t.top_k);
-    }
+    for (int c = 4; c <= 32; c += 7)
+        for (sim_order o = SIM_HITS_FIRST; o <= SIM_IN_ORDER; o++) {
+            sim_result r;
+            cr_assert_eq(sim_replay(&t, "lru", c, 0, o, &r, &e), 0, "%s", e.msg);
+            cr_expect_eq(r.hits, reference_lru_hits(&t, c, o), "cache %d, order %d", c, o);
+            cr_expect_eq(r.hits + r.misses, t.n * t.top_k);
+        }
     trace_free(&t);
 }
 
@@ -298,14 +302,16 @@ Test(traces, belady_beats_every_policy, .timeout = 120)
                 int cache = sizes[c] * (shared ? 4 : 1);
                 sim_result b;
                 cr_assert_eq(sim_belady(&t, cache, shared, &b, &e), 0, "%s", e.msg);
-                for (size_t p = 0; p < sizeof policies / sizeof *policies; p++) {
-                    sim_result r;
-                    cr_assert_eq(sim_replay(&t, policies[p], cache, shared, &r, &e), 0, "%s", e.msg);
-                    cr_expect_geq(b.hits, r.hits, "skew %.1f reuse %.1f cache %d%s: %s %llu hits > "
-                                  "Belady %llu", shapes[s].skew, shapes[s].reuse, cache,
-                                  shared ? " shared" : "", policies[p], (unsigned long long)r.hits,
-                                  (unsigned long long)b.hits);
-                }
+                for (size_t p = 0; p < sizeof policies / sizeof *policies; p++)
+                    for (sim_order o = SIM_HITS_FIRST; o <= SIM_IN_ORDER; o++) {
+                        sim_result r;
+                        cr_assert_eq(sim_replay(&t, policies[p], cache, shared, o, &r, &e), 0, "%s",
+                                     e.msg);
+                        cr_expect_geq(b.hits, r.hits, "skew %.1f reuse %.1f cache %d%s: %s (order "
+                                      "%d) %llu hits > Belady %llu", shapes[s].skew,
+                                      shapes[s].reuse, cache, shared ? " shared" : "", policies[p],
+                                      o, (unsigned long long)r.hits, (unsigned long long)b.hits);
+                    }
             }
         trace_free(&t);
     }
@@ -348,11 +354,15 @@ Test(traces, real_trace_dev_half, .timeout = 300)
     pclose(p);
     cr_assert_eq(rc, 0, "%s", e.msg);
     cr_expect(t.top_k == 6 && t.n_experts == 64 && t.n_layers == 27);
-    sim_result lru, b;
-    cr_assert_eq(sim_replay(&t, "lru", 16, 0, &lru, &e), 0, "%s", e.msg);
+    sim_result lru, b, tier;
+    cr_assert_eq(sim_replay(&t, "lru", 16, 0, SIM_IN_ORDER, &lru, &e), 0, "%s", e.msg);
     cr_assert_eq(sim_belady(&t, 16, 0, &b, &e), 0, "%s", e.msg);
     cr_expect(fabs(sim_hit_rate(&lru) - 0.446) < 0.02, "LRU at 16 of 64: %.4f", sim_hit_rate(&lru));
     cr_expect(fabs(sim_hit_rate(&b) - 0.690) < 0.02, "Belady at 16 of 64: %.4f", sim_hit_rate(&b));
+    /* the tier's order keeps an event's cached experts from its own misses */
+    cr_assert_eq(sim_replay(&t, "lru", 16, 0, SIM_HITS_FIRST, &tier, &e), 0, "%s", e.msg);
+    cr_expect(sim_hit_rate(&tier) > sim_hit_rate(&lru) + 0.01, "LRU at 16 of 64: %.4f with the "
+              "cached experts first, %.4f in order", sim_hit_rate(&tier), sim_hit_rate(&lru));
     trace_free(&t);
     free(xz);
 }
