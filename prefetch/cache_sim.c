@@ -29,7 +29,7 @@ int sim_replay(const routing_trace *t, const char *policy, int cache, int shared
     int rc = 0;
     for (int i = 0; i < n_caches && !rc; i++) {
         cache_policy p;
-        if (cache_policy_make(&p, policy, slots, n_keys))
+        if (cache_policy_make(&p, policy, slots, n_keys, shared ? (int)t->n_layers : 1))
             rc = err_set(e, "unknown cache policy '%s' (lru, lfu, lfu:H)", policy);
         else if (expert_cache_init(&c[i], n_keys, slots, p))
             rc = err_set(e, "out of memory");

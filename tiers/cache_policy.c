@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys)
+int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys, int layers)
 {
     if (!strcmp(name, "lru"))
         return cache_policy_lru(p, n_slots);
@@ -18,7 +18,7 @@ int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys
         } else if (name[3]) {
             return -1;
         }
-        return cache_policy_lfu(p, n_slots, n_keys, h);
+        return cache_policy_lfu(p, n_slots, n_keys, h * (layers > 1 ? layers : 1));
     }
     return -1;
 }

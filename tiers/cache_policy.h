@@ -27,8 +27,11 @@ int cache_policy_lru(cache_policy *p, int n_slots);
  * 0..n_keys-1. */
 int cache_policy_lfu(cache_policy *p, int n_slots, int n_keys, double half_life);
 /* "lru", "lfu" (half-life CACHE_LFU_HALF_LIFE accesses) or "lfu:H" (half-life H
- * accesses); -1 for an unknown name. */
-int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys);
+ * accesses); -1 for an unknown name. The half-life counts the accesses of one
+ * layer: a cache that `layers` layers share halves every H x layers accesses
+ * (one cache for all of a model's layers sees each layer's in turn, so the
+ * same decay per token as a cache per layer). */
+int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys, int layers);
 /* Tuned on the dev half of the real routing trace (docs/benchmarks.md): best at
  * 10, 25 and 50 % per-layer caches alike. */
 #define CACHE_LFU_HALF_LIFE 128.0

@@ -48,7 +48,7 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
         f->store_dir = v;
     } else if (!strcmp(a, "--policy")) {
         cache_policy probe;
-        if (cache_policy_make(&probe, v, 1, 1)) {
+        if (cache_policy_make(&probe, v, 1, 1, 1)) {
             fprintf(stderr, "moetier: --policy expects lru, lfu or lfu:H, got '%s'\n", v);
             return -1;
         }

@@ -438,7 +438,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     t->max_reserved = slots;
     t->max_pend = slots;
     cache_policy pol;
-    if (cache_policy_make(&pol, o->policy ? o->policy : "lru", slots, n_keys)) {
+    if (cache_policy_make(&pol, o->policy ? o->policy : "lru", slots, n_keys, st->n_layers)) {
         tiered_destroy(out);
         return err_set(e, "unknown cache policy '%s' or out of memory", o->policy);
     }

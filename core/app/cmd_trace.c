@@ -21,7 +21,7 @@ static void usage(FILE *f)
                "  replay   simulates an expert cache on the trace: hits, misses and hit rate of\n"
                "           the policy next to Belady's optimum (with bypass) on the same trace\n"
                "  --policy P   lru (default), lfu (frequency with aging), lfu:H (half-life of H\n"
-               "               accesses)\n"
+               "               accesses of each layer; 128 by default)\n"
                "  --cache N    experts per layer (N%% of a layer's experts with a %% sign); with\n"
                "               --shared, one cache of N experts for all layers\n"
                "  --in-order   an event takes its experts one request after another in\n"

@@ -96,3 +96,39 @@ Test(expert_cache, lru_matches_reference)
         expert_cache_free(&c);
     }
 }
+
+/* An LFU half-life counts one layer's accesses: a cache that L layers share
+ * decays over H x L of its accesses, so "lfu:H" for L layers picks the victims
+ * cache_policy_lfu picks with a half-life of H x L, and not those of H. */
+Test(expert_cache, lfu_half_life_is_per_layer_of_a_shared_cache)
+{
+    enum { SLOTS = 8, KEYS = 40, LAYERS = 4 };
+    cache_policy made, scaled, unscaled;
+    cr_assert_eq(cache_policy_make(&made, "lfu:6", SLOTS, KEYS, LAYERS), 0);
+    cr_assert_eq(cache_policy_lfu(&scaled, SLOTS, KEYS, 6.0 * LAYERS), 0);
+    cr_assert_eq(cache_policy_lfu(&unscaled, SLOTS, KEYS, 6.0), 0);
+    cache_policy *p[3] = {&made, &scaled, &unscaled};
+    expert_cache c[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(expert_cache_init(&c[i], KEYS, SLOTS, *p[i]), 0);
+    srand(7);
+    int differs_unscaled = 0;
+    for (int step = 0; step < 4000; step++) {
+        /* skewed keys: low ones often */
+        int key = rand() % (1 + rand() % KEYS), slot[3], resident[3], evicted[3];
+        for (int i = 0; i < 3; i++) {
+            slot[i] = expert_cache_acquire(&c[i], key, &resident[i], &evicted[i]);
+            cr_assert_geq(slot[i], 0);
+            if (!resident[i])
+                expert_cache_ready(&c[i], slot[i]);
+            expert_cache_release(&c[i], slot[i]);
+        }
+        cr_assert(resident[0] == resident[1] && evicted[0] == evicted[1],
+                  "step %d: lfu:6 over %d layers evicted %d, a half-life of %d evicted %d", step,
+                  LAYERS, evicted[0], 6 * LAYERS, evicted[1]);
+        differs_unscaled |= evicted[2] != evicted[1];
+    }
+    cr_expect(differs_unscaled, "the half-life made no difference: the test shows nothing");
+    for (int i = 0; i < 3; i++)
+        expert_cache_free(&c[i]);
+}
