@@ -1159,9 +1159,14 @@ static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *de
                            "%.3f GB free): lower --vram-gb", device, (unsigned long long)n,
                            bytes / 1e9, free_b / 1e9);
         }
-        cache_policy lru;
-        if (cache_policy_lru(&lru, (int)n) ||
-            expert_cache_init(&st->cache, o->n_expert_keys, (int)n, lru)) {
+        cache_policy pol;
+        const char *name = o->policy ? o->policy : "lru";
+        if (cache_policy_make(&pol, name, (int)n, o->n_expert_keys, o->policy_layers)) {
+            cudaFree(st->slots);
+            st->slots = NULL;
+            return err_set(e, "unknown cache policy '%s' or out of memory", name);
+        }
+        if (expert_cache_init(&st->cache, o->n_expert_keys, (int)n, pol)) {
             cudaFree(st->slots);
             st->slots = NULL;
             return err_set(e, "out of memory for the VRAM expert cache's table");
@@ -1333,6 +1338,7 @@ extern "C" void gpu_backend_cache_stats(const backend *b, gpu_cache_stats *s)
     const gpu_state *st = (const gpu_state *)b->impl;
     *s = st->stats;
     s->launches = launches_so_far - st->launches_before;
+    s->policy = st->slots ? st->cache.policy.name : NULL;
 }
 
 extern "C" void gpu_backend_rates(const backend *b, hybrid_rates *r)

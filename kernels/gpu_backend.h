@@ -45,10 +45,13 @@ typedef struct gpu_options {
     const hybrid_rates *rates;      /* the cost model's rates; NULL: measured at create */
     const linear_weight *expert_like;   /* a routed expert's gate: the CPU rates are
                                          * measured on its format and width (NULL: INT4) */
+    const char *policy;             /* the cache's eviction (cache_policy_make; NULL: lru) */
+    int policy_layers;              /* layers sharing the cache (an LFU half-life is per layer) */
 } gpu_options;
 
 typedef struct gpu_cache_stats {
     int slots;
+    const char *policy;         /* the eviction policy's name (NULL without slots) */
     uint64_t hits, misses;      /* keyed experts found in / copied into the cache */
     uint64_t uncached;          /* experts copied for one call (no key, or no room) */
     uint64_t on_cpu;            /* experts the cache missed, computed on the CPU */

@@ -380,6 +380,8 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
             go.expert_slot_bytes = gp.slot_bytes;
             go.expert_cache_bytes = (uint64_t)gp.slots * gp.slot_bytes;
             go.n_expert_keys = m->mw.cfg.n_layers * m->mw.cfg.n_routed_experts;
+            go.policy = f->tiers.policy;
+            go.policy_layers = m->mw.cfg.n_layers;
             go.cpu_tokens = f->cpu_tokens_set ? f->cpu_tokens : GPU_CPU_TOKENS_AUTO;
             go.cpu_threads = f->threads;
             for (int l = 0; l < m->mw.cfg.n_layers && !go.expert_like; l++)
@@ -555,11 +557,11 @@ void cli_model_close(cli_model *m)
         if (!strcmp(m->be.name, "cuda")) {
             gpu_cache_stats g;
             gpu_backend_cache_stats(&m->be, &g);
-            fprintf(stderr, "VRAM expert cache: %d slots; %llu hits, %llu misses, %llu copied for "
-                    "one call, %llu computed on the CPU (%llu of them also copied into the "
+            fprintf(stderr, "VRAM expert cache: %d slots (%s); %llu hits, %llu misses, %llu copied "
+                    "for one call, %llu computed on the CPU (%llu of them also copied into the "
                     "cache), %llu predicted and copied ahead; %.3f GB of experts copied to the "
                     "GPU; %llu kernels launched, the host waited for the GPU %llu times\n",
-                    g.slots, (unsigned long long)g.hits, (unsigned long long)g.misses,
+                    g.slots, g.policy ? g.policy : "no policy", (unsigned long long)g.hits, (unsigned long long)g.misses,
                     (unsigned long long)g.uncached, (unsigned long long)g.on_cpu,
                     (unsigned long long)g.promoted, (unsigned long long)g.prefetched,
                     g.bytes_copied / 1e9, (unsigned long long)g.launches,

@@ -645,6 +645,43 @@ Test(gpu, hybrid_batch_gives_the_all_gpu_bits, .timeout = 60)
     }
 }
 
+/* The VRAM cache evicts by the policy it is given (--policy): two slots, expert
+ * 1 used three times and 2 once, then 3 needs a slot: LRU evicts 1 (used
+ * longest ago), LFU evicts 2 (used least), so 1 is a hit next only with LFU. */
+Test(gpu, vram_cache_evicts_by_its_policy, .timeout = 60)
+{
+    test_require_gpu();
+    int h = 136, I = 72;
+    expert_mats f = make_ffn(WF_INT4_GROUP, h, I);
+    float *x = random_floats(h);
+    uint64_t slot = gpu_expert_slot_bytes(&f.gate.w, &f.up.w, &f.down.w);
+    const char *policies[2] = {"lru", "lfu"};
+    const uint64_t want_hits[2] = {2, 3};
+    for (int p = 0; p < 2; p++) {
+        gpu_options o = {.expert_cache_bytes = 2 * slot, .expert_slot_bytes = slot,
+                         .n_expert_keys = 4, .cpu_tokens = 0, .policy = policies[p],
+                         .policy_layers = 1};
+        errbuf e;
+        cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+        float *dx = to_dev(x, h), *dout = gpu.ops->alloc(&gpu, h);
+        const int keys[] = {1, 1, 1, 2, 3, 1};
+        for (int i = 0; i < 6; i++) {   /* the same bytes under each key: only the keys matter */
+            ffn_job j = {&f.gate.w, &f.up.w, &f.down.w, dx, 1, dout, -1, keys[i], 0};
+            gpu.ops->ffn_batch(&gpu, &j, 1);
+        }
+        gpu_cache_stats st;
+        gpu_backend_cache_stats(&gpu, &st);
+        cr_expect(st.hits == want_hits[p] && st.misses == 6 - want_hits[p], "%s: %llu hits, %llu "
+                  "misses", policies[p], (unsigned long long)st.hits, (unsigned long long)st.misses);
+        cr_expect(st.policy && !strcmp(st.policy, policies[p]), "policy %s", st.policy);
+        gpu.ops->release(&gpu, dx);
+        gpu.ops->release(&gpu, dout);
+        close_gpu();
+    }
+    free(x);
+    free_ffn(&f);
+}
+
 /* The shared expert in a batch (a resident job, from the model's weights, as
  * the engine hands it to a backend that plans batches) runs on the GPU while
  * the CPU computes a routed expert, with the bits ffn() gives it; it takes no
