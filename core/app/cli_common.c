@@ -112,9 +112,9 @@ int cli_fail(const errbuf *e)
 void model_flags_usage(FILE *f)
 {
     fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
-          "  --chunk N            prompt tokens per prefill step (default 256; on the GPU the\n"
-          "                       largest power of two up to 4096 whose activations take at\n"
-          "                       most 1/16 of its budget)\n"
+          "  --chunk N            prompt tokens per prefill step (default 1024; on the GPU the\n"
+          "                       largest power of two from 256 to 4096 whose activations\n"
+          "                       take at most 1/16 of its memory budget)\n"
           "  -t N                 CPU threads (default: one per core)\n"
           "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
           "                       this CPU runs)\n"
@@ -276,7 +276,7 @@ int cli_context_size(const model_flags *f, const model_config *c)
 
 int cli_chunk_size(const model_flags *f)
 {
-    return f->chunk ? f->chunk : 256;
+    return f->chunk ? f->chunk : CLI_CPU_CHUNK;
 }
 
 /* one routed expert's bytes in a VRAM slot (0 without MoE layers) */

@@ -51,8 +51,14 @@ enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };
 /* "cpu", "cuda", "auto" -> BACKEND_*; -1 for anything else */
 int backend_choice_parse(const char *s);
 
-/* -c (or min(4096, max_position_embeddings)) and --chunk (or 256, the CPU
- * backend's default; the GPU plan chooses its own: planner.h) */
+/* The CPU backend's prefill step: each step reads every routed expert its
+ * tokens chose once, and a prompt's tokens choose nearly all of a layer's, so
+ * longer steps read the experts fewer times (from NVMe when the DRAM tier
+ * cannot hold them all); measured on a k2-slice, docs/benchmarks.md. */
+#define CLI_CPU_CHUNK 1024
+
+/* -c (or min(4096, max_position_embeddings)) and --chunk (or CLI_CPU_CHUNK;
+ * the GPU plan chooses its own: planner.h) */
 int cli_context_size(const model_flags *f, const model_config *c);
 int cli_chunk_size(const model_flags *f);
 /* The GPU side of the placement for device (or for --vram-gb alone when there is none). */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/app/cli_common.h"
 #include "prefetch/routing_trace.h"
 #include "testutil.h"
 
@@ -404,4 +405,27 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
     free(tmp);
     free(ids);
     free(d);
+}
+
+/* Without --chunk the CPU backend takes prefill steps of CLI_CPU_CHUNK tokens,
+ * at most the context; --chunk is kept. */
+Test(cli, default_prefill_step_on_the_cpu)
+{
+    char *dir = test_make_tmpdir("cli_chunk");
+    test_synth_tiny(dir, "int4");
+    const struct {
+        int ctx, chunk, want;
+    } cases[] = {{4096, 0, CLI_CPU_CHUNK}, {300, 0, 300}, {4096, 100, 100}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cli_model m;
+        model_flags f = {.dir = dir, .ctx = cases[i].ctx, .chunk = cases[i].chunk, .quiet = 1,
+                         .backend = "cpu"};
+        errbuf e;
+        cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+        cr_expect_eq(m.en.max_chunk, cases[i].want, "-c %d --chunk %d: steps of %d", cases[i].ctx,
+                     cases[i].chunk, m.en.max_chunk);
+        cli_model_close(&m);
+    }
+    test_remove_tree(dir);
+    free(dir);
 }
