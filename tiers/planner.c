@@ -238,12 +238,16 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
     return floats * 4 + slot_bytes * 5 / 4 + GPU_MARGIN_BYTES;
 }
 
-static int default_gpu_chunk(const model_config *c, uint64_t budget, uint64_t slot_bytes)
+/* planner.h; `others`: what stays on the GPU besides the activations, which
+ * must fit beside them too (a smaller step before a refused plan) */
+static int default_gpu_chunk(const model_config *c, uint64_t budget, uint64_t others,
+                             uint64_t slot_bytes)
 {
     uint64_t none = gpu_plan_activation_bytes(c, 0, slot_bytes);
     int chunk = GPU_CHUNK_MAX;
     while (chunk > GPU_CHUNK_MIN &&
-           gpu_plan_activation_bytes(c, chunk, slot_bytes) - none > budget / GPU_CHUNK_SHARE)
+           (gpu_plan_activation_bytes(c, chunk, slot_bytes) - none > budget / GPU_CHUNK_SHARE ||
+            others + gpu_plan_activation_bytes(c, chunk, slot_bytes) > budget))
         chunk /= 2;
     return chunk;
 }
@@ -273,7 +277,7 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
         return err_set(e, "no GPU to plan for: give --vram-gb to see a plan for a GPU of that size");
     }
     if (!chunk)
-        chunk = default_gpu_chunk(c, g->budget, slot_bytes);
+        chunk = default_gpu_chunk(c, g->budget, g->dense_bytes + g->kv_bytes, slot_bytes);
     g->chunk = chunk = chunk < ctx ? chunk : ctx;     /* as the engine takes it */
     g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes);
     uint64_t fixed = g->dense_bytes + g->kv_bytes + g->act_bytes;

@@ -1550,6 +1550,18 @@ Test(gpu, plan_parts_slots_and_refusals)
                      chunks[i].want);
         cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot), "case %zu", i);
     }
+    /* a step the 1/16 rule allows but that does not fit beside the weights and
+     * the KV cache gives way to a smaller one: a context that leaves room for
+     * the activations of 512 tokens and not of 1,024 */
+    uint64_t budget = 16 * (gpu_plan_activation_bytes(c, 1024, slot) - no_tokens);
+    uint64_t per_position = (uint64_t)c->n_layers * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
+    uint64_t room = budget - p.dense_bytes - gpu_plan_activation_bytes(c, 512, slot);
+    int ctx = (int)(room / per_position);
+    cr_assert(p.dense_bytes + (uint64_t)ctx * per_position + gpu_plan_activation_bytes(c, 1024, slot) >
+              budget, "the case needs a context that crowds out 1,024 tokens");
+    f.vram_gb = (double)budget / 1e9;
+    cr_assert_eq(gpu_plan_make(&g, &p, c, &f, ctx, 0, slot, 0, 0, &e), 0, "%s", e.msg);
+    cr_expect_eq(g.chunk, 512, "-c %d: chunk %d, expected 512", ctx, g.chunk);
     /* past 256 tokens, logits take 256 rows (the engine computes them in slices) */
     uint64_t logits_row = (uint64_t)c->vocab_size * 4;
     cr_expect_eq(gpu_plan_activation_bytes(c, 512, slot) - gpu_plan_activation_bytes(c, 256, slot),
