@@ -100,12 +100,14 @@ if want decode; then
     run_slice decode-gpu-vram-10-dram-4 --backend cuda --vram-gb 10 --dram-gb 4
     # prefill of 2,048 tokens in steps of 256, 1,024 and 2,048 (the plan's
     # default on an 80 GB card): how much larger steps save (each step copies or
-    # computes on the CPU about every expert once); 16 GB leave room for the
-    # activations of 2,048 tokens and a cache of some 70 % of the experts
+    # computes on the CPU about every expert once); each budget is the slice's
+    # weights, KV cache and that step's activations plus 83 expert slots (22 %,
+    # `moetier inspect`), so only the step length differs
     long_ids=$(seq -s, 1 2048)
-    for chunk in 256 1024 2048; do
+    for chunk_gb in 256:8.85 1024:9.8 2048:11.06; do
+        chunk=${chunk_gb%%:*}
         step "prefill-gpu-chunk-$chunk" 120 "$bin" run -m "$slice" --ids "$long_ids" -n 2 --greedy \
-            --ignore-eos --stats --backend cuda --vram-gb 16 --chunk "$chunk" -c 4096
+            --ignore-eos --stats --backend cuda --vram-gb "${chunk_gb##*:}" --chunk "$chunk" -c 4096
     done
 fi
 if want invariance; then
