@@ -5,7 +5,8 @@
  * tiers/cache_policy.h policy): each event (token, layer) takes its top_k experts
  * (in the order below), all pinned until the event ends, then lets them go in
  * ascending id, exactly as the engine and the DRAM tier do for a layer (so a live
- * run with one token per step and no lookahead gives the replay's hit counts). One cache per layer of `cache` experts, or with `shared` one cache of
+ * run with one token per step and no lookahead gives the replay's hit counts).
+ * One cache per layer of `cache` experts, or with `shared` one cache of
  * `cache` experts for all layers. Belady is the farthest-next-use rule with
  * bypass (a miss need not be cached: it can run from where it is), under the same
  * pinning; no online policy can beat it. */

@@ -68,11 +68,12 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
 /* The prefill step on the GPU when --chunk is not given: the largest power of
  * two from GPU_CHUNK_MIN to GPU_CHUNK_MAX whose activations (beyond those of
  * no tokens) take at most 1 / GPU_CHUNK_SHARE of the budget and still fit
- * beside the weights and the KV cache, and at most the context. Each step brings about every routed expert of a layer to the GPU
- * once (copied, or computed on the CPU), whatever its length, so a prompt
- * costs those copies once per step: K2's ~9.5 GB of INT4 experts per layer
- * are ~0.19 s over PCIe 5, about 11 s a step over its 60 MoE layers, which
- * 256 tokens a step turn into ~45 ms a token and 2,048 into ~6. */
+ * beside the weights and the KV cache, and at most the context. Each step
+ * brings about every routed expert of a layer to the GPU once (copied, or
+ * computed on the CPU), whatever its length, so a prompt costs those copies
+ * once per step: K2's ~9.5 GB of INT4 experts per layer are ~0.19 s over
+ * PCIe 5, about 11 s a step over its 60 MoE layers, which 256 tokens a step
+ * turn into ~45 ms a token and 2,048 into ~6. */
 #define GPU_CHUNK_MIN 256
 #define GPU_CHUNK_MAX 4096
 #define GPU_CHUNK_SHARE 16

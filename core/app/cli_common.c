@@ -561,7 +561,8 @@ void cli_model_close(cli_model *m)
                     "for one call, %llu computed on the CPU (%llu of them also copied into the "
                     "cache), %llu predicted and copied ahead; %.3f GB of experts copied to the "
                     "GPU; %llu kernels launched, the host waited for the GPU %llu times\n",
-                    g.slots, g.policy ? g.policy : "no policy", (unsigned long long)g.hits, (unsigned long long)g.misses,
+                    g.slots, g.policy ? g.policy : "no policy", (unsigned long long)g.hits,
+                    (unsigned long long)g.misses,
                     (unsigned long long)g.uncached, (unsigned long long)g.on_cpu,
                     (unsigned long long)g.promoted, (unsigned long long)g.prefetched,
                     g.bytes_copied / 1e9, (unsigned long long)g.launches,

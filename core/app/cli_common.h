@@ -28,7 +28,8 @@ typedef struct cli_model {
     /* the GPU backend's counts when decode began (cli_model_decode_starts) */
     gpu_cache_stats gpu_at_decode;
     int decode_marked;
-    int chunk;                  /* prompt tokens per prefill step (--chunk, or the backend's default) */
+    int chunk;                  /* prompt tokens per prefill step (--chunk, or the
+                                 * backend's default) */
 } cli_model;
 
 /* Options that select and size a model session. */

@@ -106,7 +106,8 @@ static float *run(const char *dir, int batches, int held, size_t *n, int *moe_la
         m.be.ops = &wrapped;
         /* the engine sized its buffers for the plain table: again for this one */
         engine_destroy(&m.en);
-        cr_assert_eq(engine_create(&m.en, &m.mw, &m.be, &m.src, f.ctx, f.chunk, &e), 0, "%s", e.msg);
+        cr_assert_eq(engine_create(&m.en, &m.mw, &m.be, &m.src, f.ctx, f.chunk, &e), 0, "%s",
+                     e.msg);
         m.en.lookahead = 1;
         if (held)
             m.src.max_held = held;
@@ -119,8 +120,8 @@ static float *run(const char *dir, int batches, int held, size_t *n, int *moe_la
     cr_assert_not_null(logits);
     cr_assert_eq(engine_forward(&m.en, ids, T_PROMPT, logits, 1, &e), 0, "%s", e.msg);
     for (int k = 0; k < T_STEPS; k++)
-        cr_assert_eq(engine_forward(&m.en, &ids[T_PROMPT + k], 1, logits + (size_t)(T_PROMPT + k) * V,
-                                    0, &e), 0, "%s", e.msg);
+        cr_assert_eq(engine_forward(&m.en, &ids[T_PROMPT + k], 1,
+                                    logits + (size_t)(T_PROMPT + k) * V, 0, &e), 0, "%s", e.msg);
     if (batches)
         m.be.ops = seen.cpu;
     cli_model_close(&m);
@@ -142,8 +143,8 @@ Test(engine_batches, shared_expert_goes_with_the_first_batch_and_changes_no_bit,
         float *got = run(dir, 1, held[k], &n, &moe, &dense);
         cr_expect(memcmp(want, got, n * sizeof *want) == 0, "held %d: the logits differ from the "
                   "run without batches", held[k]);
-        cr_expect_eq(seen.resident_jobs, forwards * moe, "held %d: %d shared jobs in %d forwards of "
-                     "%d MoE layers", held[k], seen.resident_jobs, forwards, moe);
+        cr_expect_eq(seen.resident_jobs, forwards * moe, "held %d: %d shared jobs in %d forwards "
+                     "of %d MoE layers", held[k], seen.resident_jobs, forwards, moe);
         cr_expect_eq(seen.ffn_calls, forwards * dense, "held %d: ffn() ran %d times; the dense "
                      "layers alone take %d", held[k], seen.ffn_calls, forwards * dense);
         if (held[k])

@@ -672,7 +672,8 @@ Test(gpu, vram_cache_evicts_by_its_policy, .timeout = 60)
         gpu_cache_stats st;
         gpu_backend_cache_stats(&gpu, &st);
         cr_expect(st.hits == want_hits[p] && st.misses == 6 - want_hits[p], "%s: %llu hits, %llu "
-                  "misses", policies[p], (unsigned long long)st.hits, (unsigned long long)st.misses);
+                  "misses", policies[p], (unsigned long long)st.hits,
+                  (unsigned long long)st.misses);
         cr_expect(st.policy && !strcmp(st.policy, policies[p]), "policy %s", st.policy);
         gpu.ops->release(&gpu, dx);
         gpu.ops->release(&gpu, dout);
@@ -707,7 +708,8 @@ Test(gpu, shared_expert_in_a_batch_gives_the_bits_of_ffn, .timeout = 60)
                        {&shared.gate.w, &shared.up.w, &shared.down.w, dxs, T, ds, -1, 0, 1}};
     gpu.ops->ffn_batch(&gpu, jobs, 2);
     float *got = from_dev(ds, (size_t)T * h), *got_r = from_dev(dr, h);
-    cr_expect_eq(memcmp(got, want, (size_t)T * h * 4), 0, "the shared expert's bits differ from ffn()'s");
+    cr_expect_eq(memcmp(got, want, (size_t)T * h * 4), 0,
+                 "the shared expert's bits differ from ffn()'s");
     float *want_r = ffn_reference(&routed, xr, 1);
     assert_close("the routed expert on the CPU", got_r, want_r, h, 1e-5f);
     gpu_cache_stats st;
