@@ -1161,15 +1161,12 @@ static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *de
         }
         cache_policy pol;
         const char *name = o->policy ? o->policy : "lru";
-        if (cache_policy_make(&pol, name, (int)n, o->n_expert_keys, o->policy_layers)) {
+        int bad_policy = cache_policy_make(&pol, name, (int)n, o->n_expert_keys, o->policy_layers);
+        if (bad_policy || expert_cache_init(&st->cache, o->n_expert_keys, (int)n, pol)) {
             cudaFree(st->slots);
             st->slots = NULL;
-            return err_set(e, "unknown cache policy '%s' or out of memory", name);
-        }
-        if (expert_cache_init(&st->cache, o->n_expert_keys, (int)n, pol)) {
-            cudaFree(st->slots);
-            st->slots = NULL;
-            return err_set(e, "out of memory for the VRAM expert cache's table");
+            return bad_policy ? err_set(e, "unknown cache policy '%s' or out of memory", name)
+                              : err_set(e, "out of memory for the VRAM expert cache's table");
         }
         st->slot_bytes = o->expert_slot_bytes;
         st->n_keys = o->n_expert_keys;

@@ -13,6 +13,7 @@
 
 #define T_PROMPT 9
 #define T_STEPS 3
+#define CHUNK 4             /* prompt tokens a step: the prompt takes 3 */
 
 /* what the wrapped table saw */
 static struct {
@@ -83,7 +84,7 @@ static float *run(const char *dir, int batches, int held, size_t *n, int *moe_la
                   int *dense_layers)
 {
     cli_model m;
-    model_flags f = {.dir = dir, .ctx = 64, .chunk = 4, .quiet = 1};
+    model_flags f = {.dir = dir, .ctx = 64, .chunk = CHUNK, .quiet = 1};
     errbuf e;
     cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
     static backend_ops wrapped;
@@ -133,7 +134,7 @@ Test(engine_batches, shared_expert_goes_with_the_first_batch_and_changes_no_bit,
     char *dir = test_make_tmpdir("engine_batches");
     test_synth_tiny(dir, "int4");
     size_t n;
-    int moe, dense, forwards = (T_PROMPT + 3) / 4 + T_STEPS;    /* --chunk 4: 3 prefill steps */
+    int moe, dense, forwards = (T_PROMPT + CHUNK - 1) / CHUNK + T_STEPS;
     float *want = run(dir, 0, 0, &n, &moe, &dense);
     /* all of a layer's experts in one batch with the predicted ones; then at
      * most 2 held at once: several batches per layer, no predictions */

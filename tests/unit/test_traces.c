@@ -222,7 +222,9 @@ Test(traces, csv_import_and_errors)
 }
 
 /* A plain LRU over pinned events, written independently of expert_cache; an
- * event takes and releases its experts in ascending id (the engine's order). */
+ * event takes its experts in ascending id, with those cached at its start
+ * pinned from the start in the tier's order (SIM_HITS_FIRST), and releases
+ * them in ascending id (the engine's order). */
 static uint64_t reference_lru_hits(const routing_trace *t, int cache, sim_order order)
 {
     uint64_t hits = 0, clock = 0;
