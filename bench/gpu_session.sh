@@ -2,8 +2,8 @@
 # The CUDA backend's checks and numbers in one run on a machine with a GPU
 # (docs/gpu.md): build, the GPU tests (operations with a sync after every
 # kernel, golden, tier and VRAM-cache invariance), `moetier bench gpu` (copies,
-# the linear kernel against HBM, decode attention over long contexts, the
-# hybrid overlap), and decode of a k2-slice
+# the linear kernel against HBM, decode attention over long contexts, prefill
+# attention in both forms, the hybrid overlap), and decode of a k2-slice
 # model on the CPU and on the GPU with the VRAM cache swept. Every step's log
 # goes to bench/results/gpu-<time>/; the summary is printed at the end. Each
 # step has its own time limit so one hang does not cost the rest. With OUT set
@@ -76,6 +76,7 @@ if want bench; then
     step bench-gpu-copy 60 "$bin" bench gpu --json
     step bench-gpu-linear 90 "$bin" bench gpu --linear --json
     step bench-gpu-attention 60 "$bin" bench gpu --attention --json
+    step bench-gpu-prefill-attention 90 "$bin" bench gpu --prefill-attention --json
     step bench-gpu-overlap 60 "$bin" bench gpu --overlap --json
     step bench-gpu-overlap-4-4 60 "$bin" bench gpu --overlap --experts 4,4 --json
 fi

@@ -965,7 +965,6 @@ static void g_mla(backend *b, const mla_args *m)
                 GPU_MLA_MAX_LORA, m->kv_lora);
         abort();
     }
-    size_t n = (size_t)m->T * (size_t)m->H * (size_t)m->kv_lora;
     gpu_mla_args a;
     a.kv_b = resident_weight(st, m->kv_b);
     a.q = m->q;
@@ -979,9 +978,28 @@ static void g_mla(backend *b, const mla_args *m)
     a.kv_cache = m->kv_cache;
     a.scale = m->scale;
     a.out = m->out;
+    a.qa = a.ol = a.part = NULL;
+    /* the step's whole slices of GPU_MLA_EXPANDED_TOKENS in the expanded form
+     * (its scratch in that of the absorbed form's queries and outputs) */
+    int expanded = gpu_mla_expanded_fits(&a) ? m->T / GPU_MLA_EXPANDED_TOKENS * GPU_MLA_EXPANDED_TOKENS
+                                             : 0;
+    if (expanded) {
+        gpu_mla_args x = a;
+        x.T = expanded;
+        size_t kvx = gpu_mla_expanded_block(&x) * (size_t)x.H * (size_t)(x.nope + x.v);
+        size_t state = (size_t)x.T * (size_t)x.H * (size_t)(2 + x.v);
+        gpu_mla_expanded(&x, (float *)scratch(st, SCR_QA, kvx * sizeof(float)),
+                         (float *)scratch(st, SCR_OL, state * sizeof(float)), 0);
+    }
+    if (m->T == expanded)
+        return;
+    a.T = m->T - expanded;
+    a.pos0 = m->pos0 + expanded;
+    a.q = m->q + (size_t)expanded * (size_t)a.H * (size_t)(a.nope + a.rope);
+    a.out = m->out + (size_t)expanded * (size_t)a.H * (size_t)a.v;
+    size_t n = (size_t)a.T * (size_t)a.H * (size_t)a.kv_lora;
     a.qa = (float *)scratch(st, SCR_QA, n * sizeof(float));
     a.ol = (float *)scratch(st, SCR_OL, n * sizeof(float));
-    a.part = NULL;
     size_t part = gpu_mla_split_floats(&a, st->multiprocessors);
     if (part)
         a.part = (float *)scratch(st, SCR_MLA_PART, part * sizeof(float));

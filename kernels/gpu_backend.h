@@ -29,6 +29,12 @@
 #include "core/engine/backend.h"
 #include "kernels/hybrid_plan.h"
 
+/* A prefill step's first GPU_MLA_EXPANDED_TOKENS x k tokens take attention's
+ * expanded form, the rest the absorbed one. The GPU plan's steps are multiples
+ * of it (GPU_CHUNK_MIN in tiers/planner.h) or a whole prompt, so which form a
+ * token gets does not depend on the step the plan chose for a memory budget. */
+#define GPU_MLA_EXPANDED_TOKENS 256
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -1,4 +1,5 @@
 /* gpu_bench: see gpu_bench.h. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -229,6 +230,15 @@ __global__ void k_fill_floats(float *p, size_t n, uint32_t seed)
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         p[i] = (float)(bench_hash(i, seed) >> 8) * (1.0f / 8388608.0f) - 1.0f;
+}
+
+/* BF16 values in [-1/16, 1/16) */
+__global__ void k_fill_bf16(uint16_t *p, size_t n, uint32_t seed)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        p[i] = (uint16_t)(__float_as_uint(((float)(bench_hash(i, seed) >> 8) * (1.0f / 8388608.0f) -
+                                           1.0f) * 0.0625f) >> 16);
 }
 
 /* one matrix at base (NULL: its sizes only): data, then scales, each part
@@ -544,5 +554,120 @@ done:
     cudaFree(q);
     cudaFree(kvb);
     cudaFree(set);
+    return rc;
+}
+
+/* seconds of one layer's attention in the absorbed or the expanded form */
+static double time_prefill_form(const gpu_mla_args *one, int expanded, float *kvx, float *state,
+                                cudaEvent_t a, cudaEvent_t b)
+{
+    GPU_CHECK(cudaEventRecord(a, 0));
+    if (expanded)
+        gpu_mla_expanded(one, kvx, state, 0);
+    else
+        gpu_mla(one, 0);
+    return seconds_since(a, b);
+}
+
+extern "C" int gpu_bench_prefill_attention(int device, int context, int tokens, int reps,
+                                           gpu_prefill_attention_result *r, errbuf *e)
+{
+    memset(r, 0, sizeof *r);
+    const int H = 64, C = 512, R = 64, nope = 128, v = 128;     /* Kimi K2 */
+    if (context < 1 || tokens < 1 || tokens > context || reps < 1)
+        return err_set(e, "prefill attention benchmark: context %d, %d tokens, %d runs: out of "
+                       "range", context, tokens, reps);
+    gpu_mla_args one = {};
+    one.T = tokens;
+    one.pos0 = context - tokens;
+    one.H = H;
+    one.nope = nope;
+    one.rope = R;
+    one.v = v;
+    one.kv_lora = C;
+    one.scale = 0.1f;
+    size_t cache_n = (size_t)context * (C + R), qn = (size_t)tokens * H * (nope + R);
+    size_t on = (size_t)tokens * H * C, outn = (size_t)tokens * H * v;
+    size_t kvx_n = gpu_mla_expanded_block(&one) * H * (nope + v), state_n = (size_t)tokens * H * (2 + v);
+    uint64_t kvb_bytes = (uint64_t)H * (uint64_t)(nope + v) * (uint64_t)C * 2;
+    float *cache = NULL, *q = NULL, *qa = NULL, *ol = NULL, *out = NULL, *kvx = NULL, *state = NULL;
+    char *kvb = NULL;
+    float *h1 = (float *)malloc(outn * sizeof(float)), *h2 = (float *)malloc(outn * sizeof(float));
+    cudaEvent_t a = NULL, b = NULL;
+    cudaError_t err = cudaSetDevice(device);
+    float **bufs[] = {&cache, &q, &qa, &ol, &out, &kvx, &state};
+    size_t sizes[] = {cache_n, qn, on, on, outn, kvx_n, state_n};
+    for (int i = 0; i < 7 && err == cudaSuccess; i++)
+        err = cudaMalloc(bufs[i], sizes[i] * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMalloc(&kvb, kvb_bytes);
+    if (err == cudaSuccess)
+        err = cudaEventCreate(&a);
+    if (err == cudaSuccess)
+        err = cudaEventCreate(&b);
+    int rc = 0;
+    if (err != cudaSuccess || !h1 || !h2) {
+        cudaGetLastError();
+        rc = err_set(e, "cannot set up the prefill attention of %d tokens at %d positions on "
+                     "device %d: %s", tokens, context, device,
+                     err != cudaSuccess ? cudaGetErrorString(err) : "out of host memory");
+        goto done;
+    }
+    {
+        GPU_LAUNCH(k_fill_floats, (unsigned)((cache_n + 255) / 256), 256, 0, 0)(cache, cache_n, 5u);
+        GPU_LAUNCHED("fill");
+        GPU_LAUNCH(k_fill_floats, (unsigned)((qn + 255) / 256), 256, 0, 0)(q, qn, 9u);
+        GPU_LAUNCHED("fill");
+        size_t kvb_n = kvb_bytes / 2;
+        GPU_LAUNCH(k_fill_bf16, (unsigned)((kvb_n + 255) / 256), 256, 0, 0)((uint16_t *)kvb, kvb_n,
+                                                                           13u);
+        GPU_LAUNCHED("fill");
+        uint64_t scale_bytes;
+        one.kv_b = bench_weight(WF_BF16, H * (nope + v), C, kvb, &kvb_bytes, &scale_bytes);
+        one.q = q;
+        one.qa = qa;
+        one.ol = ol;
+        one.out = out;
+        one.kv_cache = cache;
+        double best[2] = {1e30, 1e30};
+        for (int k = 0; k < 2 * (reps + 1); k++) {     /* a warm-up run of each first */
+            double t = time_prefill_form(&one, k % 2, kvx, state, a, b);
+            if (k >= 2)
+                best[k % 2] = t < best[k % 2] ? t : best[k % 2];
+        }
+        for (int x = 0; x < 2; x++) {
+            time_prefill_form(&one, x, kvx, state, a, b);
+            GPU_CHECK(cudaMemcpy(x ? h2 : h1, out, outn * sizeof(float), cudaMemcpyDeviceToHost));
+        }
+        double big = 0, diff = 0;
+        for (size_t i = 0; i < outn; i++) {
+            big = fabs(h1[i]) > big ? fabs(h1[i]) : big;
+            double d = fabs((double)h2[i] - (double)h1[i]);
+            diff = d > diff || d != d ? d : diff;
+        }
+        r->rel_diff = big > 0 ? diff / big : diff;
+        /* per token and head: scores and sums over its positions; the
+         * expanded form also expands every position once per head */
+        double pairs = (double)tokens * ((double)one.pos0 + (tokens + 1) / 2.0) * H;
+        r->absorbed_macs = pairs * (C + R + C) + (double)tokens * H * nope * C +
+                           (double)tokens * H * v * C;
+        r->expanded_macs = pairs * (nope + R + v) + (double)context * H * (nope + v) * C;
+        r->context = context;
+        r->tokens = tokens;
+        r->absorbed_s = best[0];
+        r->expanded_s = best[1];
+        r->absorbed_tmacs = r->absorbed_macs / best[0] / 1e12;
+        r->expanded_tmacs = r->expanded_macs / best[1] / 1e12;
+    }
+done:
+    if (a)
+        cudaEventDestroy(a);
+    if (b)
+        cudaEventDestroy(b);
+    free(h1);
+    free(h2);
+    for (int i = 0; i < 7; i++)
+        cudaFree(*bufs[i]);
+    cudaFree(kvb);
     return rc;
 }

@@ -14,7 +14,10 @@
  * same run (HBM's read plus write bandwidth).
  * Attention: decode attention over a long context both ways the device may
  * run it (a block per head group, or per chunk of the context too), the
- * cache bytes per second against the same yardstick. */
+ * cache bytes per second against the same yardstick.
+ * Prefill attention: a prefill step's attention in the absorbed form (the
+ * yardstick: what the backend ran before the expanded form) and in the
+ * expanded form, in the same run. */
 #ifndef MOETIER_GPU_BENCH_H
 #define MOETIER_GPU_BENCH_H
 
@@ -86,6 +89,21 @@ typedef struct gpu_attention_result {
  * of about set_bytes in all (at most 61), the best of `reps` passes. */
 int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes, int reps,
                         gpu_attention_result *r, errbuf *e);
+
+typedef struct gpu_prefill_attention_result {
+    int context, tokens;
+    double absorbed_s, expanded_s;      /* one layer, the best of the runs */
+    /* multiply-adds of each form (the expanded form's includes expanding the
+     * cache), and their rates */
+    double absorbed_macs, expanded_macs;
+    double absorbed_tmacs, expanded_tmacs;  /* 1e12 multiply-adds per second */
+    double rel_diff;            /* max |expanded - absorbed| / max |absorbed| */
+} gpu_prefill_attention_result;
+
+/* Kimi K2's attention (as above) of a step of `tokens` tokens at the end of a
+ * context of `context` positions, both forms, the best of `reps` runs each. */
+int gpu_bench_prefill_attention(int device, int context, int tokens, int reps,
+                                gpu_prefill_attention_result *r, errbuf *e);
 
 #ifdef __cplusplus
 }

@@ -49,3 +49,14 @@ int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes,
     (void)r;
     return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
 }
+
+int gpu_bench_prefill_attention(int device, int context, int tokens, int reps,
+                                gpu_prefill_attention_result *r, errbuf *e)
+{
+    (void)device;
+    (void)context;
+    (void)tokens;
+    (void)reps;
+    (void)r;
+    return err_set(e, "this build has no CUDA backend (built with CUDA=0 or without nvcc)");
+}

@@ -227,6 +227,238 @@ __global__ void k_mla_merge(gpu_mla_args a)
     }
 }
 
+/* ---- the expanded form, for prefill ----
+ *
+ * The absorbed form costs (kv_lora + rope) multiply-adds per position and head
+ * for the scores and kv_lora more for the latent sum (K2: 1,088); the expanded
+ * form nope + rope and v (K2: 320), plus expanding every cached latent into
+ * each head's key and value once per call (kv_lora x H x (nope + v) per
+ * position). With hundreds of tokens a call the expansion is the smaller part,
+ * so a prefill step's whole slices of GPU_MLA_EXPANDED_TOKENS tokens take this
+ * form (gpu_backend.cu, g_mla).
+ *
+ * The positions are expanded in blocks (gpu_linear into kvx); for each block
+ * one kernel walks tiles of EXP_POS positions for a block of EXP_TOKENS tokens
+ * and one head, an online softmax per token whose running maximum, sum and
+ * output stay in `state` between blocks. A token's arithmetic is the same
+ * whichever tokens share its thread block or its call: tiles start at
+ * multiples of EXP_POS, a tile past a token's last position leaves its row
+ * untouched, the expansion of a position does not depend on the others
+ * (gpu_linear), and a row's state is stored and loaded exactly between
+ * blocks. So a token's attention has the same bits in a step of 256 tokens as
+ * in one of 4,096. */
+#define EXP_TOKENS 32       /* tokens per thread block: 8 rows of 4 */
+#define EXP_POS 16          /* positions per tile: one per lane of a half-warp */
+#define EXP_THREADS 128
+#define EXP_PAD 4           /* floats after each row of shared memory: rows
+                             * stay 16-byte aligned, a half-warp's keys fall
+                             * in different banks */
+#define EXP_MAX_V 128       /* each lane takes 8 of a row's v columns */
+
+static size_t expanded_smem(const gpu_mla_args *a)
+{
+    size_t qs = (size_t)(a->nope + a->rope + EXP_PAD), vs = (size_t)(a->v + EXP_PAD);
+    return ((size_t)(EXP_TOKENS + EXP_POS) * qs + (size_t)EXP_POS * vs +
+            (size_t)EXP_POS * EXP_TOKENS) * sizeof(float);
+}
+
+int gpu_mla_expanded_fits(const gpu_mla_args *a)
+{
+    return a->nope % 4 == 0 && a->rope % 4 == 0 && a->v % 4 == 0 && a->v <= EXP_MAX_V &&
+           expanded_smem(a) <= 48 * 1024;
+}
+
+/* y[r][0..3] = fmaf(p, v.xyzw, y[r][0..3]) */
+__device__ __forceinline__ void fma4(float *y, float p, float4 v)
+{
+    y[0] = fmaf(p, v.x, y[0]);
+    y[1] = fmaf(p, v.y, y[1]);
+    y[2] = fmaf(p, v.z, y[2]);
+    y[3] = fmaf(p, v.w, y[3]);
+}
+
+__device__ __forceinline__ float dot4(float acc, float4 q, float4 k)
+{
+    acc = fmaf(q.x, k.x, acc);
+    acc = fmaf(q.y, k.y, acc);
+    acc = fmaf(q.z, k.z, acc);
+    return fmaf(q.w, k.w, acc);
+}
+
+/* One block per head (x) and EXP_TOKENS tokens (y), positions [b0, b1) of
+ * the cache, whose keys and values kvx holds ([position - b0][H][nope + v]).
+ * Thread (ty, tx) = (tid / 16, tid % 16) has the tokens 4 ty .. 4 ty + 3: for
+ * the scores the tile's position tx, for the sum the v columns 4 tx .. 4 tx + 3
+ * and 64 + 4 tx .. 64 + 4 tx + 3; a token's 16 lanes share its softmax by
+ * shuffles. state: [T][H][2 + v] (maximum, sum, unnormalised output), read
+ * unless b0 is 0; with `last` the output goes to a.out instead. */
+__global__ void k_mla_expanded(gpu_mla_args a, const float *kvx, int b0, int b1, float *state,
+                               int last)
+{
+    GPU_DYNAMIC_SMEM(float4, sm4);
+    float *sm = (float *)sm4;
+    int h = blockIdx.x, t0 = blockIdx.y * EXP_TOKENS, tid = threadIdx.x, tx = tid & 15,
+        ty = tid >> 4;
+    int nope = a.nope, qk = a.nope + a.rope, kvw = a.nope + a.v, V = a.v, C = a.kv_lora;
+    int qs = qk + EXP_PAD, vs = V + EXP_PAD;
+    int nt = a.T - t0 < EXP_TOKENS ? a.T - t0 : EXP_TOKENS;
+    float *sq = sm, *sk = sq + EXP_TOKENS * qs, *sv = sk + EXP_POS * qs, *sp = sv + EXP_POS * vs;
+    size_t row = (size_t)(C + a.rope), hkv = (size_t)a.H * (size_t)kvw;
+    for (int i = tid; i < EXP_TOKENS * qk; i += EXP_THREADS) {
+        int t = i / qk, d = i % qk;
+        sq[t * qs + d] = t < nt ? a.q[((size_t)(t0 + t) * (size_t)a.H + (size_t)h) * (size_t)qk +
+                                      (size_t)d] : 0.0f;
+    }
+    /* the rows' last positions (-1: no token) and state */
+    int lp[4];
+    float M[4], L[4], O[4][8];
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        int t = 4 * ty + r;
+        lp[r] = t < nt ? a.pos0 + t0 + t : -1;
+        const float *st = state + ((size_t)(t0 + t) * (size_t)a.H + (size_t)h) * (size_t)(2 + V);
+        bool load = b0 > 0 && t < nt;
+        M[r] = load ? st[0] : -INFINITY;
+        L[r] = load ? st[1] : 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            int j = (e < 4 ? 4 * tx : 64 + 4 * tx) + (e & 3);
+            O[r][e] = load && j < V ? st[2 + j] : 0.0f;
+        }
+    }
+    int end = a.pos0 + t0 + nt < b1 ? a.pos0 + t0 + nt : b1;
+    for (int s0 = b0; s0 < end; s0 += EXP_POS) {
+        __syncthreads();    /* the previous tile's readers are done (and sq is written) */
+        int ns = end - s0 < EXP_POS ? end - s0 : EXP_POS;
+        for (int i = tid; i < EXP_POS * qk; i += EXP_THREADS) {
+            int p = i / qk, d = i % qk;
+            float k = 0.0f;
+            if (p < ns)
+                k = d < nope ? kvx[(size_t)(s0 + p - b0) * hkv + (size_t)h * kvw + (size_t)d]
+                             : a.kv_cache[(size_t)(s0 + p) * row + (size_t)(C + d - nope)];
+            sk[p * qs + d] = k;
+        }
+        for (int i = tid; i < EXP_POS * V; i += EXP_THREADS) {
+            int p = i / V, j = i % V;
+            sv[p * vs + j] = p < ns ? kvx[(size_t)(s0 + p - b0) * hkv + (size_t)h * kvw +
+                                          (size_t)(nope + j)] : 0.0f;
+        }
+        __syncthreads();
+        /* scores of the rows' tokens against position s0 + tx */
+        float d1[4] = {}, d2[4] = {};
+        const float *kr = sk + tx * qs;
+        for (int d = 0; d < nope; d += 4) {
+            float4 k4 = *(const float4 *)(kr + d);
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                d1[r] = dot4(d1[r], *(const float4 *)(sq + (4 * ty + r) * qs + d), k4);
+        }
+        for (int d = nope; d < qk; d += 4) {
+            float4 k4 = *(const float4 *)(kr + d);
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                d2[r] = dot4(d2[r], *(const float4 *)(sq + (4 * ty + r) * qs + d), k4);
+        }
+        int s = s0 + tx;
+        float wa[4];
+        bool act[4];
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            bool valid = tx < ns && s <= lp[r];
+            float sc = valid ? (d1[r] + d2[r]) * a.scale : -INFINITY;
+            float m = sc;
+            for (int o = 8; o > 0; o >>= 1)
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            act[r] = s0 <= lp[r];       /* the same on the row's 16 lanes */
+            float mn = fmaxf(M[r], m);
+            wa[r] = expf(M[r] - mn);    /* 0 at the row's first tile (M = -inf) */
+            float pr = valid ? expf(sc - mn) : 0.0f, l = pr;
+            for (int o = 8; o > 0; o >>= 1)
+                l += __shfl_xor_sync(0xffffffffu, l, o);
+            sp[tx * EXP_TOKENS + 4 * ty + r] = pr;
+            if (act[r]) {
+                M[r] = mn;
+                L[r] = fmaf(L[r], wa[r], l);
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            if (act[r])
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    O[r][e] = __fmul_rn(O[r][e], wa[r]);
+        for (int k = 0; k < ns; k++) {
+            float4 p4 = *(const float4 *)(sp + k * EXP_TOKENS + 4 * ty);
+            float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float4 va = 4 * tx < V ? *(const float4 *)(sv + k * vs + 4 * tx) : zero;
+            float4 vb = 64 + 4 * tx < V ? *(const float4 *)(sv + k * vs + 64 + 4 * tx) : zero;
+            float p[4] = {p4.x, p4.y, p4.z, p4.w};
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                if (act[r]) {   /* a row past its last position keeps its bits */
+                    fma4(O[r], p[r], va);
+                    fma4(O[r] + 4, p[r], vb);
+                }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        int t = 4 * ty + r;
+        if (t >= nt)
+            continue;
+        size_t th = (size_t)(t0 + t) * (size_t)a.H + (size_t)h;
+        float *st = state + th * (size_t)(2 + V), inv = 1.0f / L[r];
+        if (!last && tx == 0) {
+            st[0] = M[r];
+            st[1] = L[r];
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            int j = (e < 4 ? 4 * tx : 64 + 4 * tx) + (e & 3);
+            if (j >= V)
+                continue;
+            if (last)
+                a.out[th * (size_t)V + (size_t)j] = O[r][e] * inv;
+            else
+                st[2 + j] = O[r][e];
+        }
+    }
+}
+
+size_t gpu_mla_expanded_block(const gpu_mla_args *a)
+{
+    size_t kvw = (size_t)(a->nope + a->v), S = (size_t)(a->pos0 + a->T);
+    /* the absorbed form's query scratch for these tokens (what the plan counts)
+     * holds T x kv_lora / (nope + v) positions; at least 1,024 */
+    size_t n = (size_t)a->T * (size_t)a->kv_lora / kvw;
+    n = n > 1024 ? n : 1024;
+    n = n < S ? n : S;
+    return (n + EXP_POS - 1) / EXP_POS * EXP_POS;
+}
+
+void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStream_t s)
+{
+    int S = a->pos0 + a->T, block = (int)gpu_mla_expanded_block(a), kvw = a->nope + a->v;
+    dim3 grid((unsigned)a->H, (unsigned)((a->T + EXP_TOKENS - 1) / EXP_TOKENS));
+    for (int b0 = 0; b0 < S; b0 += block) {
+        int b1 = S - b0 < block ? S : b0 + block;
+        gpu_lin x = {};
+        x.w = a->kv_b;
+        x.nrows = a->H * kvw;
+        x.groups = 1;
+        x.x = a->kv_cache + (size_t)b0 * (size_t)(a->kv_lora + a->rope);
+        x.xs = (size_t)(a->kv_lora + a->rope);
+        x.y = kvx;
+        x.ys = (size_t)a->H * (size_t)kvw;
+        x.T = b1 - b0;
+        gpu_linear(&x, s);
+        GPU_LAUNCH(k_mla_expanded, grid, EXP_THREADS, expanded_smem(a), s)(*a, kvx, b0, b1, state,
+                                                                          b1 == S);
+        GPU_LAUNCHED("mla expanded");
+    }
+}
+
 /* heads per block when the latent is at most 2 x ATT columns (DeepSeek-V3 and
  * Kimi K2: 512): the cache is read once per 8 heads instead of once per head */
 #define MLA_HEADS 8

@@ -68,6 +68,17 @@ void gpu_mla(const gpu_mla_args *a, cudaStream_t s);
  * on a device of `sms` multiprocessors (the tokens' head groups leave most of
  * them idle and the context has several chunks); 0 when it is not. */
 size_t gpu_mla_split_floats(const gpu_mla_args *a, int sms);
+/* MLA attention in the expanded form (gpu_mla.cu): each cached latent expanded
+ * into every head's key and value (kvx: gpu_mla_expanded_block(a) x H x
+ * (nope + v) floats), then scores, softmax and values per head; state: T x H x
+ * (2 + v) floats. qa, ol and part are not used. Fewer multiply-adds than the
+ * absorbed form once a call has a few hundred tokens; a token's bits do not
+ * depend on the call's other tokens (but differ from the absorbed form's).
+ * gpu_mla_expanded_fits: the head shapes its kernel takes. */
+int gpu_mla_expanded_fits(const gpu_mla_args *a);
+size_t gpu_mla_expanded_block(const gpu_mla_args *a);
+void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStream_t s);
+
 /* the largest kv_lora gpu_mla handles (its per-thread latent accumulators) */
 #define GPU_MLA_MAX_LORA 2048
 

@@ -73,7 +73,9 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
  * computed on the CPU), whatever its length, so a prompt costs those copies
  * once per step: K2's ~9.5 GB of INT4 experts per layer are ~0.19 s over
  * PCIe 5, about 11 s a step over its 60 MoE layers, which 256 tokens a step
- * turn into ~45 ms a token and 2,048 into ~6. */
+ * turn into ~45 ms a token and 2,048 into ~6. Steps are multiples of
+ * GPU_MLA_EXPANDED_TOKENS (kernels/gpu_backend.h), so a prompt token's
+ * attention form does not depend on the step. */
 #define GPU_CHUNK_MIN 256
 #define GPU_CHUNK_MAX 4096
 #define GPU_CHUNK_SHARE 16

@@ -2,7 +2,8 @@
  * benchmark (cpu_kernels/kernel_bench.h); `moetier bench gpu`: host-to-device
  * copies of expert-sized buffers, and with --overlap one hybrid batch timed
  * three ways, with --linear the linear kernel against HBM bandwidth, and with
- * --attention decode attention both ways the GPU runs it
+ * --attention decode attention both ways the GPU runs it, with
+ * --prefill-attention a prefill step's attention in both forms
  * (kernels/gpu_bench.h); --json prints one
  * object per line. */
 #include <stdlib.h>
@@ -68,7 +69,19 @@ static void usage(FILE *f)
                "  --tokens LIST   new tokens (default 1,4)\n"
                "  --json          one JSON object per line (context, tokens, layers, cache_bytes,\n"
                "                  whole_ms, split_ms per layer, whole_gbps, split_gbps,\n"
-               "                  hbm_gbps, gain = whole / split, backend_splits, same_bits)\n");
+               "                  hbm_gbps, gain = whole / split, backend_splits, same_bits)\n"
+               "usage: moetier bench gpu --prefill-attention [--json] [--contexts LIST]\n"
+               "                                             [--tokens LIST]\n"
+               "  Kimi K2's attention of a prefill step at the end of a context, in the\n"
+               "  absorbed form (the yardstick) and the expanded form (the backend's for a\n"
+               "  step's whole slices of 256 tokens), one layer, the best of 3 runs each.\n"
+               "  --contexts LIST positions in the cache, the step's included (default\n"
+               "                  4096,32768)\n"
+               "  --tokens LIST   tokens in the step (default 256,2048)\n"
+               "  --json          one JSON object per line (context, tokens, absorbed_ms,\n"
+               "                  expanded_ms, gain = absorbed / expanded, each form's\n"
+               "                  multiply-adds and tmacs = 1e12 of them per second,\n"
+               "                  rel_diff = max |expanded - absorbed| / max |absorbed|)\n");
 }
 
 static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
@@ -307,14 +320,60 @@ static int bench_linear(int argc, char **argv)
     return 0;
 }
 
-static int bench_attention(int argc, char **argv)
+/* a prefill step's attention both ways: a line per context and step length */
+static int prefill_attention_lines(const char *device, const int *contexts, int n_contexts,
+                                   const int *tokens, int n_tokens, int json)
+{
+    if (!json)
+        printf("%s\n%8s %6s %12s %12s %6s %9s %9s %9s\n", device, "context", "tokens",
+               "absorbed ms", "expanded ms", "gain", "abs TMAC/s", "exp TMAC/s", "rel diff");
+    for (int c = 0; c < n_contexts; c++)
+        for (int t = 0; t < n_tokens; t++) {
+            if (tokens[t] > contexts[c])
+                continue;
+            gpu_prefill_attention_result r;
+            errbuf e;
+            if (gpu_bench_prefill_attention(0, contexts[c], tokens[t], 3, &r, &e))
+                return cli_fail(&e);
+            double gain = r.absorbed_s / r.expanded_s;
+            if (json)
+                printf("{\"bench\": \"gpu_prefill_attention\", \"device\": \"%s\", "
+                       "\"context\": %d, \"tokens\": %d, \"absorbed_ms\": %.6f, "
+                       "\"expanded_ms\": %.6f, \"gain\": %.6g, \"absorbed_macs\": %.6g, "
+                       "\"expanded_macs\": %.6g, \"absorbed_tmacs\": %.6g, "
+                       "\"expanded_tmacs\": %.6g, \"rel_diff\": %.6g}\n", device, r.context,
+                       r.tokens, r.absorbed_s * 1e3, r.expanded_s * 1e3, gain, r.absorbed_macs,
+                       r.expanded_macs, r.absorbed_tmacs, r.expanded_tmacs, r.rel_diff);
+            else
+                printf("%8d %6d %12.3f %12.3f %6.2f %9.2f %9.2f %9.2g\n", r.context, r.tokens,
+                       r.absorbed_s * 1e3, r.expanded_s * 1e3, gain, r.absorbed_tmacs,
+                       r.expanded_tmacs, r.rel_diff);
+            fflush(stdout);
+            /* the same attention in two orders of float32 sums: far apart means a bug */
+            if (!(r.rel_diff <= 1e-3)) {
+                fprintf(stderr, "moetier bench gpu --prefill-attention: the two forms differ by "
+                                "%.3g of the output's largest value\n", r.rel_diff);
+                return 1;
+            }
+        }
+    return 0;
+}
+
+static int bench_attention(int argc, char **argv, int prefill)
 {
     int contexts[8] = {1024, 8192, 32768}, n_contexts = 3, tokens[8] = {1, 4}, n_tokens = 2;
+    if (prefill) {
+        contexts[0] = 4096;
+        contexts[1] = 32768;
+        n_contexts = 2;
+        tokens[0] = 256;
+        tokens[1] = 2048;
+    }
     int json = 0;
     float set_gb = 1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "--attention")) {
+        if (!strcmp(a, prefill ? "--prefill-attention" : "--attention")) {
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--contexts")) {
@@ -323,11 +382,12 @@ static int bench_attention(int argc, char **argv)
         } else if (!strcmp(a, "--tokens")) {
             if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8))
                 return 2;
-        } else if (!strcmp(a, "--set-gb")) {
+        } else if (!prefill && !strcmp(a, "--set-gb")) {
             if (positive_value(argc, argv, &i, &set_gb))
                 return 2;
         } else {
-            fprintf(stderr, "moetier bench gpu --attention: unknown option '%s'\n", a);
+            fprintf(stderr, "moetier bench gpu %s: unknown option '%s'\n",
+                    prefill ? "--prefill-attention" : "--attention", a);
             usage(stderr);
             return 2;
         }
@@ -335,6 +395,8 @@ static int bench_attention(int argc, char **argv)
     char device[256];
     if (!gpu_present(device, sizeof device))
         return 1;
+    if (prefill)
+        return prefill_attention_lines(device, contexts, n_contexts, tokens, n_tokens, json);
     if (!json)
         printf("%s\n%8s %6s %6s %9s %9s %11s %11s %9s %6s %7s\n", device, "context", "tokens",
                "layers", "whole ms", "split ms", "whole GB/s", "split GB/s", "HBM GB/s", "gain",
@@ -430,7 +492,9 @@ int cmd_bench(int argc, char **argv)
             else if (!strcmp(argv[i], "--linear"))
                 return bench_linear(argc, argv);
             else if (!strcmp(argv[i], "--attention"))
-                return bench_attention(argc, argv);
+                return bench_attention(argc, argv, 0);
+            else if (!strcmp(argv[i], "--prefill-attention"))
+                return bench_attention(argc, argv, 1);
         return bench_gpu(argc, argv);
     }
     if (argc < 2 || strcmp(argv[1], "kernels")) {

@@ -45,6 +45,7 @@ extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
 /* streams and events: emu_stream.cc */
 typedef struct emu_stream *cudaStream_t;
@@ -155,6 +156,7 @@ inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 void __syncthreads(void);
 float __shfl_xor_sync(unsigned mask, float v, int lane_mask);
 

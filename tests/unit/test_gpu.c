@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/model/dtype.h"
+#include "core/model/synth.h"
 #include "cpu_kernels/linear_ref.h"
 #include "cpu_kernels/mla_ref.h"
 #include "cpu_kernels/ops_ref.h"
@@ -1102,17 +1103,39 @@ Test(gpu, route_picks_what_the_reference_picks)
 
 /* ---- attention ---- */
 
-static void check_mla(weight_format fmt, int T, int pos0, int H, int C)
+_Static_assert(GPU_CHUNK_MIN % GPU_MLA_EXPANDED_TOKENS == 0,
+               "the plan's steps would change which tokens take the expanded form");
+
+/* tokens below expanded_tokens(T) against the expanded reference, the rest
+ * against the absorbed one: each form's own rounding, so the test does not
+ * hinge on how close the two forms are on random weights */
+static int expanded_tokens(int T)
 {
-    int nope = 16, rope = 8, v = 12, qk = nope + rope, row = C + rope;
+    return T / GPU_MLA_EXPANDED_TOKENS * GPU_MLA_EXPANDED_TOKENS;
+}
+
+static void check_mla_heads(weight_format fmt, int T, int pos0, int H, int C, int nope, int rope,
+                            int v, float scale)
+{
+    int qk = nope + rope, row = C + rope;
     random_weight kvb = random_weight_make(fmt, H * (nope + v), C, 32, 32);
     int S = pos0 + T;
     float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
     float *want = malloc((size_t)T * H * v * 4);
     mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = cache, .kv_b = &kvb.w, .H = H,
-                  .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f, .out = want};
-    float *scratch = malloc(mla_ref_absorbed_scratch(&a) * 4);
+                  .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = scale, .out = want};
+    size_t ns = mla_ref_naive_scratch(&a), as = mla_ref_absorbed_scratch(&a);
+    float *scratch = malloc((ns > as ? ns : as) * 4);
     mla_ref_absorbed(&a, scratch);
+    int ex = expanded_tokens(T);
+    if (ex) {
+        float *naive = malloc((size_t)T * H * v * 4);
+        a.out = naive;
+        mla_ref_naive(&a, scratch);
+        a.out = want;
+        memcpy(want, naive, (size_t)ex * H * v * 4);
+        free(naive);
+    }
     open_gpu();
     float *dq = to_dev(q, (size_t)T * H * qk), *dc = to_dev(cache, (size_t)S * row);
     float *dout = gpu.ops->alloc(&gpu, (size_t)T * H * v);
@@ -1123,8 +1146,8 @@ static void check_mla(weight_format fmt, int T, int pos0, int H, int C)
     gpu.ops->mla_attention(&gpu, &g);
     float *got = from_dev(dout, (size_t)T * H * v);
     char what[96];
-    snprintf(what, sizeof what, "%s attention T %d pos0 %d, %d heads, latent %d",
-             weight_format_name(fmt), T, pos0, H, C);
+    snprintf(what, sizeof what, "%s attention T %d pos0 %d, %d heads (%d+%d, %d), latent %d",
+             weight_format_name(fmt), T, pos0, H, nope, rope, v, C);
     assert_close(what, got, want, (size_t)T * H * v, 2e-5f);
     close_gpu();
     random_weight_free(&kvb);
@@ -1133,6 +1156,11 @@ static void check_mla(weight_format fmt, int T, int pos0, int H, int C)
     free(want);
     free(scratch);
     free(got);
+}
+
+static void check_mla(weight_format fmt, int T, int pos0, int H, int C)
+{
+    check_mla_heads(fmt, T, pos0, H, C, 16, 8, 12, 0.3f);
 }
 
 Test(gpu, attention_matches_the_reference, .timeout = 60)
@@ -1156,6 +1184,21 @@ static uint64_t launches_so_far(void)
     gpu_cache_stats s;
     gpu_backend_cache_stats(&gpu, &s);
     return s.launches;
+}
+
+/* A step of 256 tokens or more: its whole slices of 256 in the expanded form,
+ * the rest absorbed, against the same reference. */
+Test(gpu, attention_of_a_prefill_step_matches_the_reference, .timeout = 300)
+{
+    check_mla(WF_BF16, 300, 37, 3, 40);         /* 256 expanded, 44 absorbed */
+    check_mla(WF_INT4_GROUP, 256, 900, 3, 40);  /* the cache expanded in two blocks */
+    /* two slices, 16 thread blocks of tokens; the test's FP8 weights reach 1e5,
+     * so a smaller softmax scale keeps the scores where float32 softmax is
+     * well conditioned (at 0.3 it is one-hot and its near-ties decide) */
+    check_mla_heads(WF_FP8_BLOCK, 512, 0, 2, 40, 16, 8, 12, 1e-5f);
+    /* v of 100: the lanes' second group of columns, partly; no v past 128 */
+    check_mla_heads(WF_BF16, 260, 5, 2, 64, 32, 16, 100, 0.3f);
+    check_mla_heads(WF_BF16, 256, 3, 2, 40, 16, 8, 132, 0.3f);
 }
 
 /* A token's attention does not depend on the batch it came in: alone (few
@@ -1207,6 +1250,127 @@ Test(gpu, attention_of_a_token_has_the_same_bits_alone_and_in_a_batch, .timeout 
         free(cache);
         free(batch);
     }
+}
+
+/* A prefill token's attention has the same bits in a step of 600 tokens as in
+ * steps of 256, 256 and 88 (each step's whole slices of 256 expanded: the same
+ * tokens in both), and a step of 256 runs expanded (a product and the
+ * attention kernel per block of the cache's positions). */
+Test(gpu, attention_of_a_prefill_token_has_the_same_bits_in_any_step, .timeout = 300)
+{
+    int nope = 16, rope = 8, v = 12, H = 3, C = 40, T = 600, pos0 = 50, S = pos0 + T;
+    int qk = nope + rope, row = C + rope;
+    random_weight kvb = random_weight_make(WF_INT4_GROUP, H * (nope + v), C, 32, 32);
+    float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
+    open_gpu();
+    float *dq = to_dev(q, (size_t)T * H * qk), *dc = to_dev(cache, (size_t)S * row);
+    float *dout = gpu.ops->alloc(&gpu, (size_t)T * H * v);
+    mla_args a = {.q = dq, .T = T, .pos0 = pos0, .kv_cache = dc, .kv_b = &kvb.w, .H = H,
+                  .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f, .out = dout};
+    gpu.ops->mla_attention(&gpu, &a);
+    float *whole = from_dev(dout, (size_t)T * H * v);
+    int steps[] = {256, 256, 88};
+    for (int i = 0, t = 0; i < 3; t += steps[i++]) {
+        mla_args one = a;
+        one.q = dq + (size_t)t * H * qk;
+        one.T = steps[i];
+        one.pos0 = pos0 + t;
+        one.out = dout + (size_t)t * H * v;
+        uint64_t before = launches_so_far();
+        gpu.ops->mla_attention(&gpu, &one);
+        if (steps[i] == 256)
+            cr_assert_eq(launches_so_far() - before, 2, "a step of 256 tokens at %d positions "
+                         "took %llu launches, not the expanded form's 2", pos0 + t + 256,
+                         (unsigned long long)(launches_so_far() - before));
+    }
+    float *stepped = from_dev(dout, (size_t)T * H * v);
+    for (int t = 0; t < T; t++)
+        cr_assert_eq(memcmp(stepped + (size_t)t * H * v, whole + (size_t)t * H * v,
+                            (size_t)H * v * 4), 0,
+                     "token %d: steps of 256, 256, 88 and one of 600 differ", t);
+    close_gpu();
+    random_weight_free(&kvb);
+    free(q);
+    free(cache);
+    free(whole);
+    free(stepped);
+}
+
+/* ---- prefill through the engine ---- */
+
+/* A small model of the family (hidden 64, a dense and a MoE layer of 8
+ * experts, 2 heads), so that the emulation runs 580 tokens in seconds. */
+static void synth_small(const char *dir)
+{
+    const char *sets[] = {"hidden_size=64", "intermediate_size=128", "moe_intermediate_size=32",
+                          "n_routed_experts=8", "num_experts_per_tok=2", "n_group=1",
+                          "topk_group=1", "q_lora_rank=32", "kv_lora_rank=32",
+                          "qk_nope_head_dim=16", "qk_rope_head_dim=8", "v_head_dim=16",
+                          "num_attention_heads=2"};
+    synth_options o = synth_options_default();
+    errbuf e;
+    cr_assert_eq(synth_format_parse("int4", &o.format, &e), 0, "%s", e.msg);
+    o.out_dir = dir;
+    o.force = 1;
+    o.seed = 5;
+    o.layers = 2;
+    o.sets = sets;
+    o.n_sets = (int)(sizeof sets / sizeof sets[0]);
+    cr_assert_eq(synth_run(&o, &e), 0, "synth: %s", e.msg);
+}
+
+#define PREFILL_A 600   /* a first prompt, then a continuation at position 600 */
+#define PREFILL_B 280
+
+/* every row's logits of the two prefills, `chunk` tokens a step (0: the plan's) */
+static float *prefill_logits(const char *dir, const char *backend_name, int chunk, int *vocab)
+{
+    cli_model m;
+    model_flags f = {.dir = dir, .ctx = 1024, .chunk = chunk, .quiet = 1,
+                    .backend = backend_name};
+    errbuf e;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+    int V = m.mw.cfg.vocab_size, ids[PREFILL_A + PREFILL_B];
+    for (int i = 0; i < PREFILL_A + PREFILL_B; i++)
+        ids[i] = (i * 41 + 9) % V;
+    float *out = calloc((size_t)(PREFILL_A + PREFILL_B) * (size_t)V, sizeof *out);
+    cr_assert_eq(engine_forward(&m.en, ids, PREFILL_A, out, 1, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(&m.en, ids + PREFILL_A, PREFILL_B, out + (size_t)PREFILL_A * V, 1,
+                                &e), 0, "%s", e.msg);
+    cli_model_close(&m);
+    *vocab = V;
+    return out;
+}
+
+/* The plan picks the prefill step from the GPU's memory, so the step must not
+ * change the logits: steps of 256, 512 and 1,024 (each step's whole slices of
+ * 256 tokens expanded, the rest absorbed: 256 + 256 + 88, 512 + 88 and 600 for
+ * the prompt) give the same bits, through a prompt and its continuation, and
+ * they match the CPU backend's to the strict tolerance. */
+Test(gpu, prefill_logits_do_not_depend_on_the_step, .timeout = 300)
+{
+    test_require_gpu();
+    char *dir = test_make_tmpdir("gpu_prefill");
+    synth_small(dir);
+    int V, rows = PREFILL_A + PREFILL_B;
+    float *s256 = prefill_logits(dir, "cuda", 256, &V);
+    int chunks[] = {512, 1024};
+    for (int i = 0; i < 2; i++) {
+        float *got = prefill_logits(dir, "cuda", chunks[i], &V);
+        for (int t = 0; t < rows; t++)
+            cr_assert_eq(memcmp(got + (size_t)t * V, s256 + (size_t)t * V, (size_t)V * 4), 0,
+                         "row %d: steps of %d and of 256 give different logits", t, chunks[i]);
+        free(got);
+    }
+    float *cpu = prefill_logits(dir, "cpu", 0, &V);
+    logit_cmp r = test_compare_logits(cpu, s256, rows, V);
+    cr_expect(r.max_over_std <= 1e-3 && r.rms_over_std <= 1e-4 && r.top1_agree == rows,
+              "GPU against CPU: max|diff|/std %.3g, rms/std %.3g, top-1 %d/%d", r.max_over_std,
+              r.rms_over_std, r.top1_agree, r.rows);
+    free(cpu);
+    free(s256);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 /* ---- without a GPU ---- */
@@ -1425,6 +1589,19 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
                             {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"}};
     assert_bench_refuses(bin, "--attention", bad, 4);
+}
+
+/* `moetier bench gpu --prefill-attention` refuses bad lists, and --set-gb
+ * (one layer's cache, no set), with the flag's name; without a device or the
+ * emulation's patience (K2's shapes at 256 tokens take it minutes) it is run
+ * by the device session (bench/gpu_session.sh) */
+Test(gpu, bench_gpu_prefill_attention_refuses_bad_lists)
+{
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
+                            {"--set-gb 1", "--set-gb"}, {"--heads 3", "--heads"}};
+    assert_bench_refuses(bin, "--prefill-attention", bad, 4);
 }
 
 /* a step larger than the kernels' token grid is refused before anything runs */
