@@ -981,8 +981,9 @@ static void g_mla(backend *b, const mla_args *m)
     a.qa = a.ol = a.part = NULL;
     /* the step's whole slices of GPU_MLA_EXPANDED_TOKENS in the expanded form
      * (its scratch in that of the absorbed form's queries and outputs) */
-    int expanded = gpu_mla_expanded_fits(&a) ? m->T / GPU_MLA_EXPANDED_TOKENS * GPU_MLA_EXPANDED_TOKENS
-                                             : 0;
+    int expanded = 0;
+    if (gpu_mla_expanded_fits(&a))
+        expanded = m->T / GPU_MLA_EXPANDED_TOKENS * GPU_MLA_EXPANDED_TOKENS;
     if (expanded) {
         gpu_mla_args x = a;
         x.T = expanded;

@@ -435,12 +435,28 @@ static double time_attention_pass(gpu_mla_args *layers, int n, float *part, cuda
     return seconds_since(a, b);
 }
 
+/* Kimi K2's attention (64 heads, latent 512, rope 64, nope and v 128) of
+ * `tokens` tokens at the end of a context; no buffers yet */
+static gpu_mla_args k2_attention(int context, int tokens)
+{
+    gpu_mla_args one = {};
+    one.T = tokens;
+    one.pos0 = context - tokens;
+    one.H = 64;
+    one.nope = 128;
+    one.rope = 64;
+    one.v = 128;
+    one.kv_lora = 512;
+    one.scale = 0.1f;
+    return one;
+}
+
 extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes,
                                    int reps, gpu_attention_result *r, errbuf *e)
 {
     memset(r, 0, sizeof *r);
-    /* Kimi K2's attention: 64 heads, latent 512, rope 64, nope and v 128 */
-    const int H = 64, C = 512, R = 64, nope = 128, v = 128;
+    gpu_mla_args one = k2_attention(context, tokens);
+    const int H = one.H, C = one.kv_lora, R = one.rope, nope = one.nope, v = one.v;
     if (context < 1 || tokens < 1 || tokens > context || reps < 1)
         return err_set(e, "attention benchmark: context %d, %d tokens, %d runs: out of range",
                        context, tokens, reps);
@@ -449,15 +465,6 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
     uint64_t kvb_bytes = (uint64_t)H * (uint64_t)(nope + v) * (uint64_t)C * 2;
     size_t qn = (size_t)tokens * H * (nope + R), on = (size_t)tokens * H * C;
     size_t outn = (size_t)tokens * H * v;
-    gpu_mla_args one = {};
-    one.T = tokens;
-    one.pos0 = context - tokens;
-    one.H = H;
-    one.nope = nope;
-    one.rope = R;
-    one.v = v;
-    one.kv_lora = C;
-    one.scale = 0.1f;
     size_t part_n = (size_t)tokens * H * (size_t)((context + 255) / 256) * (size_t)(C + 2);
     cudaError_t err = cudaSetDevice(device);
     char *set = NULL, *kvb = NULL;
@@ -573,22 +580,15 @@ extern "C" int gpu_bench_prefill_attention(int device, int context, int tokens, 
                                            gpu_prefill_attention_result *r, errbuf *e)
 {
     memset(r, 0, sizeof *r);
-    const int H = 64, C = 512, R = 64, nope = 128, v = 128;     /* Kimi K2 */
+    gpu_mla_args one = k2_attention(context, tokens);
+    const int H = one.H, C = one.kv_lora, R = one.rope, nope = one.nope, v = one.v;
     if (context < 1 || tokens < 1 || tokens > context || reps < 1)
         return err_set(e, "prefill attention benchmark: context %d, %d tokens, %d runs: out of "
                        "range", context, tokens, reps);
-    gpu_mla_args one = {};
-    one.T = tokens;
-    one.pos0 = context - tokens;
-    one.H = H;
-    one.nope = nope;
-    one.rope = R;
-    one.v = v;
-    one.kv_lora = C;
-    one.scale = 0.1f;
     size_t cache_n = (size_t)context * (C + R), qn = (size_t)tokens * H * (nope + R);
     size_t on = (size_t)tokens * H * C, outn = (size_t)tokens * H * v;
-    size_t kvx_n = gpu_mla_expanded_block(&one) * H * (nope + v), state_n = (size_t)tokens * H * (2 + v);
+    size_t kvx_n = gpu_mla_expanded_block(&one) * H * (nope + v);
+    size_t state_n = (size_t)tokens * H * (2 + v);
     uint64_t kvb_bytes = (uint64_t)H * (uint64_t)(nope + v) * (uint64_t)C * 2;
     float *cache = NULL, *q = NULL, *qa = NULL, *ol = NULL, *out = NULL, *kvx = NULL, *state = NULL;
     char *kvb = NULL;
