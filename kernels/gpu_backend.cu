@@ -373,11 +373,14 @@ __global__ void k_add(float *y, const float *x, size_t n)
         y[i] += x[i];
 }
 
-__global__ void k_gather(const float *src, const int *idx, int dim, float *dst)
+/* rows strided over grid.y: a step's rows are its tokens x top_k, which pass
+ * grid.y's 65535 at 8,192 tokens of K2 */
+__global__ void k_gather(const float *src, const int *idx, int n, int dim, float *dst)
 {
-    int i = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j < dim)
-        dst[(size_t)i * (size_t)dim + (size_t)j] = src[(size_t)idx[i] * (size_t)dim + (size_t)j];
+        for (int i = blockIdx.y; i < n; i += gridDim.y)
+            dst[(size_t)i * (size_t)dim + (size_t)j] = src[(size_t)idx[i] * (size_t)dim + (size_t)j];
 }
 
 /* one thread per column, the rows in the caller's order (as the CPU adds them) */
@@ -1043,8 +1046,8 @@ static void g_gather(backend *b, const float *src, const int *idx, int n, int di
     if (n <= 0 || dim <= 0)
         return;
     const int *di = upload(state(b), SCR_INDEX, idx, (size_t)n);
-    dim3 grid(blocks_for((size_t)dim, 256), (unsigned)n);
-    GPU_LAUNCH(k_gather, grid, 256, 0, 0)(src, di, dim, dst);
+    dim3 grid(blocks_for((size_t)dim, 256), (unsigned)(n < GPU_GRID_Y ? n : GPU_GRID_Y));
+    GPU_LAUNCH(k_gather, grid, 256, 0, 0)(src, di, n, dim, dst);
     GPU_LAUNCHED("gather");
 }
 

@@ -75,8 +75,10 @@ int gpu_device_memory(int device, uint64_t *free_bytes, uint64_t *total_bytes, e
  * of hybrid_plan.h places missed experts, with rates measured at create */
 #define GPU_CPU_TOKENS_AUTO (-1)
 
-/* Most tokens in one call: kernels put tokens on a grid dimension of 65535. */
-#define GPU_MAX_TOKENS 65535
+/* Most tokens in one call: kernels put tokens on a grid dimension of 65535
+ * (GPU_GRID_Y, the device's limit for y and z). */
+#define GPU_GRID_Y 65535
+#define GPU_MAX_TOKENS GPU_GRID_Y
 
 /* Fails with a reason when the build has no CUDA or the device cannot be used. */
 int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e);

@@ -602,10 +602,12 @@ void cli_model_close(cli_model *m)
     trace_free(&m->trace);
     free(m->trace_charged);
     engine_destroy(&m->en);
+    /* the backend first: it unregisters the DRAM tier's memory from the GPU
+     * (after its copies are done) before the source unmaps it */
+    m->be.ops->destroy(&m->be);
     if (m->src.destroy)
         m->src.destroy(&m->src);
     store_close(&m->st);
-    m->be.ops->destroy(&m->be);
     model_weights_close(&m->mw);
     m->opened = 0;
 }

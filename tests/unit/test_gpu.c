@@ -1077,6 +1077,28 @@ Test(gpu, zero_add_gather_scatter)
     free(add);
 }
 
+/* more rows than a grid dimension holds (a step of 8,192 tokens x top-8 of K2
+ * gathers 65,536): every row still gathered */
+Test(gpu, gather_past_the_grid_limit, .timeout = 120)
+{
+    open_gpu();
+    int n = GPU_GRID_Y + 1000, rows = 97, dim = 2;
+    int *idx = malloc((size_t)n * sizeof *idx);
+    for (int i = 0; i < n; i++)
+        idx[i] = (int)(random_u32() % (uint32_t)rows);
+    float *src = random_floats((size_t)rows * dim), *dsrc = to_dev(src, (size_t)rows * dim);
+    float *dg = gpu.ops->alloc(&gpu, (size_t)n * dim);
+    gpu.ops->gather_rows(&gpu, dsrc, idx, n, dim, dg);
+    float *g = from_dev(dg, (size_t)n * dim);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(memcmp(g + (size_t)i * dim, src + (size_t)idx[i] * dim, (size_t)dim * 4), 0,
+                     "gathered row %d of %d", i, n);
+    close_gpu();
+    free(g);
+    free(src);
+    free(idx);
+}
+
 Test(gpu, route_picks_what_the_reference_picks)
 {
     open_gpu();
