@@ -1,5 +1,7 @@
-/* gpu_mla: MLA attention on the device in the absorbed form, for decode and
- * prefill alike (see mla_ref.c for the math both forms compute):
+/* gpu_mla: MLA attention on the device (see mla_ref.c for the math both forms
+ * compute). The absorbed form, for decode and the tokens of a prefill step
+ * beyond its whole slices of GPU_MLA_EXPANDED_TOKENS (the expanded form, below,
+ * takes those):
  *   1. qa[t][h] = W_k[h]^T q_nope[t][h]            (k_mla_absorb_q)
  *   2. scores against every cached latent and rope key, softmax, and the
  *      attention-weighted sum of latents ol[t][h]    (k_mla_attend)
