@@ -280,6 +280,12 @@ __device__ __forceinline__ void fma4(float *y, float p, float4 v)
     y[3] = fmaf(p, v.w, y[3]);
 }
 
+/* the v column of a thread's output e (0..7): 4 tx .. 4 tx + 3, then 64 more */
+__device__ __forceinline__ int out_column(int tx, int e)
+{
+    return (e < 4 ? 4 * tx : 64 + 4 * tx) + (e & 3);
+}
+
 __device__ __forceinline__ float dot4(float acc, float4 q, float4 k)
 {
     acc = fmaf(q.x, k.x, acc);
@@ -325,7 +331,7 @@ __global__ void k_mla_expanded(gpu_mla_args a, const float *kvx, int b0, int b1,
         L[r] = load ? st[1] : 0.0f;
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            int j = (e < 4 ? 4 * tx : 64 + 4 * tx) + (e & 3);
+            int j = out_column(tx, e);
             O[r][e] = load && j < V ? st[2 + j] : 0.0f;
         }
     }
@@ -418,7 +424,7 @@ __global__ void k_mla_expanded(gpu_mla_args a, const float *kvx, int b0, int b1,
         }
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            int j = (e < 4 ? 4 * tx : 64 + 4 * tx) + (e & 3);
+            int j = out_column(tx, e);
             if (j >= V)
                 continue;
             if (last)

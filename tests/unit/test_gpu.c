@@ -1218,7 +1218,9 @@ Test(gpu, attention_of_a_prefill_step_matches_the_reference, .timeout = 300)
      * so a smaller softmax scale keeps the scores where float32 softmax is
      * well conditioned (at 0.3 it is one-hot and its near-ties decide) */
     check_mla_heads(WF_FP8_BLOCK, 512, 0, 2, 40, 16, 8, 12, 1e-5f);
-    /* v of 100: the lanes' second group of columns, partly; no v past 128 */
+    /* v of 100: the lanes' second group of columns, partly. v of 132 is past
+     * the kernel's 128 and stays absorbed on the GPU; it is held to the
+     * expanded reference all the same (on BF16 at 0.3 the forms are this close) */
     check_mla_heads(WF_BF16, 260, 5, 2, 64, 32, 16, 100, 0.3f);
     check_mla_heads(WF_BF16, 256, 3, 2, 40, 16, 8, 132, 0.3f);
 }
