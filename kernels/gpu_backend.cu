@@ -420,9 +420,13 @@ static void g_release(backend *b, float *p)
     GPU_CHECK(cudaFree(p));
 }
 
+/* A step of the model starts with its embedding: a step of the expert cache
+ * too (scan resistance, expert_cache.h) */
 static void g_embed(backend *b, const linear_weight *emb, const int *ids, int T, float *out)
 {
     gpu_state *st = state(b);
+    if (st->slots)
+        expert_cache_begin_step(&st->cache);
     gpu_weight w = resident_weight(st, emb);
     gpu_embed(&w, upload(st, SCR_INDEX, ids, (size_t)T), T, out, 0);
 }
@@ -579,13 +583,24 @@ static int next_staging(gpu_state *st, uint64_t bytes)
     return k;
 }
 
+/* Whether a miss of `key` should stay out of the cache: this step has used
+ * every expert the cache could evict (a prefill step larger than the cache),
+ * so the slot would be taken back before the next step wants it, and the copy
+ * would evict one that the next step will. */
+static int keep_out(const gpu_state *st, int key)
+{
+    return key >= 0 && expert_cache_find(&st->cache, key) < 0 &&
+           expert_cache_scanning(&st->cache);
+}
+
 /* One routed expert on the GPU: a keyed one through the VRAM cache (copied into
- * a slot on a miss), else through a staging buffer. */
+ * a slot on a miss), else, or when the cache keeps it out, through a staging
+ * buffer. */
 static void expert_on_gpu(gpu_state *st, const ffn_job *j)
 {
     int key = cache_key(st, j), slot = -1, resident = 0, evicted, buf;
     char *base;
-    if (key >= 0)
+    if (key >= 0 && !keep_out(st, key))
         slot = expert_cache_acquire(&st->cache, key, &resident, &evicted);
     if (slot >= 0) {
         buf = slot;
@@ -611,11 +626,13 @@ static void expert_on_gpu(gpu_state *st, const ffn_job *j)
 }
 
 /* Copies an expert into the cache without computing it (one the CPU computes,
- * or one predicted for the next layer), when a slot is free to take; 1 if it
- * was copied. */
+ * or one predicted for the next layer), when a slot is free to take and the
+ * cache does not keep it out; 1 if it was copied. */
 static int copy_into_cache(gpu_state *st, const ffn_job *j)
 {
     int key = cache_key(st, j), resident = 0, evicted, copied = 0;
+    if (keep_out(st, key))
+        return 0;
     int slot = key >= 0 ? expert_cache_acquire(&st->cache, key, &resident, &evicted) : -1;
     if (slot < 0)
         return 0;

@@ -59,7 +59,8 @@ typedef struct gpu_cache_stats {
     int slots;
     const char *policy;         /* the eviction policy's name (NULL without slots) */
     uint64_t hits, misses;      /* keyed experts found in / copied into the cache */
-    uint64_t uncached;          /* experts copied for one call (no key, or no room) */
+    uint64_t uncached;          /* experts copied for one call (no key, no room, or a
+                                 * step larger than the cache kept them out) */
     uint64_t on_cpu;            /* experts the cache missed, computed on the CPU */
     uint64_t promoted;          /* of those, copied into the cache too */
     uint64_t prefetched;        /* predicted experts copied into the cache */

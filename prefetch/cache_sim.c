@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tiers/expert_cache.h"
+#include "tiers/tiered_source.h"
 
 static int check_cache(const routing_trace *t, int cache, errbuf *e)
 {
@@ -14,66 +15,145 @@ static int check_cache(const routing_trace *t, int cache, errbuf *e)
     return 0;
 }
 
+/* The layer being replayed: its keys in ascending order, their slots and which
+ * are reserved ahead. */
+typedef struct sim_layer {
+    int *key, *slot;
+    unsigned char *reserved;
+    int n;
+} sim_layer;
+
+/* Misses may take a slot used in this step only while fewer than
+ * TIER_READ_AHEAD experts are reserved ahead (tiered_source.c). */
+static int may_reserve(const expert_cache *c, int ahead)
+{
+    return !expert_cache_scanning(c) || ahead < TIER_READ_AHEAD;
+}
+
+static int sim_acquire(expert_cache *c, int key, sim_result *r)
+{
+    int resident, evicted;
+    int s = expert_cache_acquire(c, key, &resident, &evicted);
+    if (s < 0)
+        return -1;
+    if (resident) {
+        r->hits++;
+    } else {
+        r->misses++;
+        expert_cache_ready(c, s);
+    }
+    return s;
+}
+
+/* One layer of a step, its experts in ascending key. In order: one request
+ * after another, all held to the end. Hits first: as the DRAM tier takes it
+ * (tiered_prefetch, tiered_get, read_ahead): the cached experts reserved, then
+ * the misses in order while a slot is free or the step is not scanning the
+ * cache (or fewer than TIER_READ_AHEAD are reserved ahead); then each expert in
+ * order is got (a reservation, or acquired then), the reservations topped up to
+ * TIER_READ_AHEAD ahead, and released. */
+static int replay_layer(expert_cache *c, sim_layer *v, sim_order order, sim_result *r)
+{
+    int n = v->n;
+    if (order == SIM_IN_ORDER) {
+        for (int j = 0; j < n; j++)
+            if ((v->slot[j] = sim_acquire(c, v->key[j], r)) < 0)
+                return -1;
+        for (int j = 0; j < n; j++)
+            expert_cache_release(c, v->slot[j]);
+        return 0;
+    }
+    int ahead = 0, m = n < c->n_slots ? n : c->n_slots, next = 0;
+    memset(v->reserved, 0, (size_t)n);
+    for (int j = 0; j < m; j++)
+        if (expert_cache_find(c, v->key[j]) >= 0) {
+            v->slot[j] = sim_acquire(c, v->key[j], r);
+            v->reserved[j] = 1;
+            ahead++;
+        }
+    for (; next < m; next++) {
+        if (v->reserved[next])
+            continue;
+        if (!may_reserve(c, ahead) || (v->slot[next] = sim_acquire(c, v->key[next], r)) < 0)
+            break;
+        v->reserved[next] = 1;
+        ahead++;
+    }
+    for (int j = 0; j < n; j++) {
+        if (v->reserved[j]) {
+            v->reserved[j] = 0;
+            ahead--;
+        } else if ((v->slot[j] = sim_acquire(c, v->key[j], r)) < 0) {
+            return -1;
+        }
+        for (next = next > j + 1 ? next : j + 1; next < n && ahead < TIER_READ_AHEAD; next++) {
+            if (v->reserved[next])
+                continue;
+            if ((v->slot[next] = sim_acquire(c, v->key[next], r)) < 0)
+                break;
+            v->reserved[next] = 1;
+            ahead++;
+        }
+        expert_cache_release(c, v->slot[j]);
+    }
+    return 0;
+}
+
 int sim_replay(const routing_trace *t, const char *policy, int cache, int shared, sim_order order,
-               sim_result *r, errbuf *e)
+               int chunk, sim_result *r, errbuf *e)
 {
     memset(r, 0, sizeof *r);
     if (check_cache(t, cache, e))
         return -1;
+    if (chunk < 1)
+        return err_set(e, "a step needs at least one token (chunk %d)", chunk);
     int n_caches = shared ? 1 : (int)t->n_layers;
     int n_keys = shared ? (int)(t->n_layers * t->n_experts) : (int)t->n_experts;
     int slots = cache < n_keys ? cache : n_keys;
+    int L = (int)t->n_layers, E = (int)t->n_experts;
     expert_cache *c = calloc((size_t)n_caches, sizeof *c);
-    if (!c)
-        return err_set(e, "out of memory");
-    int rc = 0;
+    unsigned char *chosen = calloc((size_t)L * (size_t)E, 1);  /* [layer][expert] in this step */
+    sim_layer v = {malloc((size_t)E * sizeof(int)), malloc((size_t)E * sizeof(int)),
+                   malloc((size_t)E), 0};
+    int rc = !c || !chosen || !v.key || !v.slot || !v.reserved ? err_set(e, "out of memory") : 0;
     for (int i = 0; i < n_caches && !rc; i++) {
         cache_policy p;
-        if (cache_policy_make(&p, policy, slots, n_keys, shared ? (int)t->n_layers : 1))
-            rc = err_set(e, "unknown cache policy '%s' (lru, lfu, lfu:H)", policy);
+        if (cache_policy_make(&p, policy, slots, n_keys, shared ? L : 1))
+            rc = err_set(e, "unknown cache policy '%s' (lru, lru-plain, lfu, lfu:H)", policy);
         else if (expert_cache_init(&c[i], n_keys, slots, p))
             rc = err_set(e, "out of memory");
     }
-    int held[64];
-    uint16_t x[64];
-    for (uint64_t i = 0; i < t->n && !rc; i++) {
-        int ci = shared ? 0 : t->layer[i];
-        /* ascending id, the order the engine takes a layer's experts in */
-        for (uint32_t j = 0; j < t->top_k; j++) {
-            uint16_t v = t->experts[i * t->top_k + j];
-            uint32_t k = j;
-            for (; k > 0 && x[k - 1] > v; k--)
-                x[k] = x[k - 1];
-            x[k] = v;
+    /* a step: up to `chunk` consecutive tokens of one stream (the trace's
+     * events run by stream, token, layer); each layer takes the union of its
+     * tokens' experts, as the engine announces a layer's experts for a step */
+    for (uint64_t i = 0; i < t->n && !rc;) {
+        uint64_t j = i;
+        for (; j < t->n && t->stream[j] == t->stream[i] && t->token[j] >= t->token[i] &&
+               t->token[j] - t->token[i] < (uint32_t)chunk; j++)
+            for (uint32_t k = 0; k < t->top_k; k++)
+                chosen[(size_t)t->layer[j] * E + t->experts[j * t->top_k + k]] = 1;
+        for (int ci = 0; ci < n_caches; ci++)
+            expert_cache_begin_step(&c[ci]);
+        for (int l = 0; l < L && !rc; l++) {
+            v.n = 0;
+            for (int x = 0; x < E; x++)
+                if (chosen[(size_t)l * E + x]) {
+                    chosen[(size_t)l * E + x] = 0;
+                    v.key[v.n++] = shared ? l * E + x : x;
+                }
+            if (v.n && replay_layer(&c[shared ? 0 : l], &v, order, r))
+                rc = err_set(e, "every slot is pinned (cache %d)", cache);
         }
-        /* pass 0 takes the cached experts when they go first, pass 1 the rest */
-        for (int pass = order == SIM_HITS_FIRST ? 0 : 1; pass < 2 && !rc; pass++)
-            for (uint32_t j = 0; j < t->top_k; j++) {
-                int key = shared ? (int)(t->layer[i] * t->n_experts + x[j]) : x[j];
-                int cached = expert_cache_find(&c[ci], key) >= 0;
-                if (order == SIM_HITS_FIRST && cached != (pass == 0))
-                    continue;
-                int resident, evicted;
-                int s = expert_cache_acquire(&c[ci], key, &resident, &evicted);
-                if (s < 0) {
-                    rc = err_set(e, "every slot is pinned (cache %d)", cache);
-                    break;
-                }
-                if (resident) {
-                    r->hits++;
-                } else {
-                    r->misses++;
-                    expert_cache_ready(&c[ci], s);
-                }
-                held[j] = s;
-            }
-        for (uint32_t j = 0; j < t->top_k && !rc; j++)
-            expert_cache_release(&c[ci], held[j]);
+        i = j;
     }
-    for (int i = 0; i < n_caches; i++)
+    for (int i = 0; i < n_caches && c; i++)
         if (c[i].n_slots)
             expert_cache_free(&c[i]);
     free(c);
+    free(chosen);
+    free(v.key);
+    free(v.slot);
+    free(v.reserved);
     return rc;
 }
 

@@ -2,10 +2,9 @@
  * offline optimum on the same trace.
  *
  * Replay uses the live tiers' own cache (tiers/expert_cache.h with a
- * tiers/cache_policy.h policy): each event (token, layer) takes its top_k experts
- * (in the order below), all pinned until the event ends, then lets them go in
- * ascending id, exactly as the engine and the DRAM tier do for a layer (so a live
- * run with one token per step and no lookahead gives the replay's hit counts).
+ * tiers/cache_policy.h policy) and takes each layer's experts of a step in the
+ * order, with the reservations ahead, that the engine and the DRAM tier do
+ * (cache_sim.c), so a live run with no lookahead gives the replay's hit counts.
  * One cache per layer of `cache` experts, or with `shared` one cache of
  * `cache` experts for all layers. Belady is the farthest-next-use rule with
  * bypass (a miss need not be cached: it can run from where it is), under the same
@@ -30,9 +29,12 @@ static inline double sim_hit_rate(const sim_result *r)
  * (a plain per-request cache, as the trace's README measures LRU). */
 typedef enum { SIM_HITS_FIRST, SIM_IN_ORDER } sim_order;
 
-/* policy: a name cache_policy_make knows ("lru", "lfu", "lfu:H"). */
+/* policy: a name cache_policy_make knows ("lru", "lru-plain", "lfu", "lfu:H").
+ * chunk: tokens per step (1: decode, one token through every layer); a step
+ * is up to chunk consecutive tokens of one stream, and each of its layers
+ * takes the union of its tokens' experts at once, as a prefill step does. */
 int sim_replay(const routing_trace *t, const char *policy, int cache, int shared, sim_order order,
-               sim_result *r, errbuf *e);
+               int chunk, sim_result *r, errbuf *e);
 int sim_belady(const routing_trace *t, int cache, int shared, sim_result *r, errbuf *e);
 
 /* Per-layer statistics for `trace stats`. */

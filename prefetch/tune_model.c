@@ -43,7 +43,7 @@ int tune_predict(const routing_trace *t, const char *policy, const tune_calibrat
         return err_set(e, "the trace has no events");
     for (int i = 0; i < n; i++) {
         sim_result r;
-        if (sim_replay(t, policy, pts[i].slots, 1, SIM_HITS_FIRST, &r, e))
+        if (sim_replay(t, policy, pts[i].slots, 1, SIM_HITS_FIRST, 1, &r, e))
             return -1;
         if (pts[i].slots >= n_blobs) {   /* filled at start */
             r.hits += r.misses;

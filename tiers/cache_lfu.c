@@ -153,6 +153,7 @@ int cache_policy_lfu(cache_policy *p, int n_slots, int n_keys, double half_life)
         lfu_destroy(q);
         return -1;
     }
+    *p = (cache_policy){0};   /* no peek or newest: LFU does not resist scans */
     p->name = "lfu";
     p->st = q;
     p->evictable = lfu_evictable;

@@ -51,6 +51,20 @@ static int lru_victim(void *st)
     return s;
 }
 
+static int lru_peek(void *st)
+{
+    return ((lru *)st)->head;
+}
+
+static int lru_newest(void *st)
+{
+    lru *q = st;
+    int s = q->tail;
+    if (s >= 0)
+        unlink_slot(q, s);
+    return s;
+}
+
 static void lru_destroy(void *st)
 {
     lru *q = st;
@@ -75,11 +89,14 @@ int cache_policy_lru(cache_policy *p, int n_slots)
     for (int i = 0; i < n_slots; i++)
         q->prev[i] = q->next[i] = -2;
     q->head = q->tail = -1;
+    *p = (cache_policy){0};
     p->name = "lru";
     p->st = q;
     p->evictable = lru_evictable;
     p->unevictable = lru_unevictable;
     p->victim = lru_victim;
+    p->peek = lru_peek;
+    p->newest = lru_newest;
     p->destroy = lru_destroy;
     return 0;
 }

@@ -8,6 +8,13 @@ int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys
 {
     if (!strcmp(name, "lru"))
         return cache_policy_lru(p, n_slots);
+    if (!strcmp(name, "lru-plain")) {   /* LRU without scan resistance */
+        if (cache_policy_lru(p, n_slots))
+            return -1;
+        p->name = "lru-plain";
+        p->peek = p->newest = NULL;
+        return 0;
+    }
     if (!strncmp(name, "lfu", 3)) {
         double h = CACHE_LFU_HALF_LIFE;
         if (name[3] == ':') {   /* lfu:H, a half-life of H accesses */

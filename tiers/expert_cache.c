@@ -15,7 +15,9 @@ int expert_cache_init(expert_cache *c, int n_keys, int n_slots, cache_policy pol
     c->pins = calloc((size_t)n_slots, sizeof(int));
     c->state = calloc((size_t)n_slots, 1);
     c->free_slots = malloc((size_t)n_slots * sizeof(int));
-    if (!c->slot_of_key || !c->key_of_slot || !c->pins || !c->state || !c->free_slots) {
+    c->used_step = calloc((size_t)n_slots, sizeof(int));
+    if (!c->slot_of_key || !c->key_of_slot || !c->pins || !c->state || !c->free_slots ||
+        !c->used_step) {
         expert_cache_free(c);
         return -1;
     }
@@ -38,16 +40,26 @@ void expert_cache_free(expert_cache *c)
     free(c->pins);
     free(c->state);
     free(c->free_slots);
+    free(c->used_step);
     memset(c, 0, sizeof *c);
 }
 
-int expert_cache_acquire(expert_cache *c, int key, int *resident, int *evicted_key)
+int expert_cache_scanning(const expert_cache *c)
+{
+    if (c->n_free > 0 || c->step == 0 || !c->policy.peek)
+        return 0;
+    int v = c->policy.peek(c->policy.st);
+    return v >= 0 && c->used_step[v] == c->step;
+}
+
+static int take(expert_cache *c, int key, int *resident, int *evicted_key, int recent)
 {
     *evicted_key = -1;
     int s = c->slot_of_key[key];
     if (s >= 0) {
         if (c->pins[s]++ == 0 && c->state[s] == SLOT_READY)
             c->policy.unevictable(c->policy.st, s);
+        c->used_step[s] = c->step;
         *resident = 1;
         return s;
     }
@@ -55,7 +67,8 @@ int expert_cache_acquire(expert_cache *c, int key, int *resident, int *evicted_k
     if (c->n_free > 0) {
         s = c->free_slots[--c->n_free];
     } else {
-        s = c->policy.victim(c->policy.st);
+        s = c->policy.newest && (recent || expert_cache_scanning(c))
+                ? c->policy.newest(c->policy.st) : c->policy.victim(c->policy.st);
         if (s < 0)
             return -1;
         *evicted_key = c->key_of_slot[s];
@@ -65,7 +78,18 @@ int expert_cache_acquire(expert_cache *c, int key, int *resident, int *evicted_k
     c->slot_of_key[key] = s;
     c->state[s] = SLOT_LOADING;
     c->pins[s] = 1;
+    c->used_step[s] = c->step;
     return s;
+}
+
+int expert_cache_acquire(expert_cache *c, int key, int *resident, int *evicted_key)
+{
+    return take(c, key, resident, evicted_key, 0);
+}
+
+int expert_cache_acquire_recent(expert_cache *c, int key, int *resident, int *evicted_key)
+{
+    return take(c, key, resident, evicted_key, 1);
 }
 
 void expert_cache_ready(expert_cache *c, int slot)

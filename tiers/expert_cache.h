@@ -20,6 +20,8 @@ typedef struct expert_cache {
     unsigned char *state;
     int *free_slots;
     int n_free;
+    int step;               /* 0 until the first expert_cache_begin_step */
+    int *used_step;         /* [n_slots] the step that last pinned each slot */
     cache_policy policy;
 } expert_cache;
 
@@ -31,11 +33,23 @@ static inline int expert_cache_find(const expert_cache *c, int key)
 {
     return c->slot_of_key[key];
 }
+/* A new step begins (see scan resistance above). */
+static inline void expert_cache_begin_step(expert_cache *c)
+{
+    c->step++;
+}
+/* Whether acquiring a key that is not resident would now evict an expert used
+ * in this step (the step is larger than the cache). */
+int expert_cache_scanning(const expert_cache *c);
 /* Pins key's slot. When key is not resident, takes a free slot or evicts the
  * policy's victim, maps key to it in state LOADING and sets *loaded = 0 (the
  * caller fills it and calls expert_cache_ready); *evicted_key gets the key that
  * lost the slot, or -1. Returns the slot, or -1 when every slot is pinned. */
 int expert_cache_acquire(expert_cache *c, int key, int *resident, int *evicted_key);
+/* The same, but a miss evicts the expert made evictable last whenever the
+ * policy can tell (a read ahead of the engine in a scan: it must not take the
+ * slot of an expert a later layer will hit). */
+int expert_cache_acquire_recent(expert_cache *c, int key, int *resident, int *evicted_key);
 void expert_cache_ready(expert_cache *c, int slot);
 /* Drops one pin; a READY slot with no pins left becomes evictable. */
 void expert_cache_release(expert_cache *c, int slot);

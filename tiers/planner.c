@@ -17,8 +17,10 @@ const char *const tier_flags_usage =
     "  --numa MODE          DRAM tier placement: auto, split, interleave or local\n"
     "                       (default auto: split with several nodes)\n"
     "  --policy P           expert caches' eviction (DRAM tier, and VRAM on the GPU):\n"
-    "                       lru (default), lfu (frequency with aging), lfu:H (half-life\n"
-    "                       of H accesses of each layer)\n"
+    "                       lru (default; resists the scans of prefill steps larger\n"
+    "                       than the cache), lru-plain (LRU without that), lfu\n"
+    "                       (frequency with aging), lfu:H (half-life of H accesses of\n"
+    "                       each layer)\n"
     "  --lookahead N        predict the experts of the next N MoE layers with their\n"
     "                       routers and read them from the store early (when the DRAM\n"
     "                       tier cannot hold every expert); on the GPU, copy the next\n"
@@ -51,7 +53,8 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
     } else if (!strcmp(a, "--policy")) {
         cache_policy probe;
         if (cache_policy_make(&probe, v, 1, 1, 1)) {
-            fprintf(stderr, "moetier: --policy expects lru, lfu or lfu:H, got '%s'\n", v);
+            fprintf(stderr, "moetier: --policy expects lru, lru-plain, lfu or lfu:H, got '%s'\n",
+                    v);
             return -1;
         }
         probe.destroy(probe.st);

@@ -14,15 +14,26 @@ typedef struct tiered {
     dram_arena arena;
     expert_cache cache;
     nvme_read *reads;           /* [n_slots] the read filling each slot */
-    unsigned char *reserved;    /* [n_keys] a pin taken by prefetch, consumed by get */
-    int *reserved_keys;
+    unsigned char *reserved;    /* [n_keys] a pin taken ahead of get, consumed by get */
+    int *reserved_keys;         /* [max(slots, n_experts)] this layer's reservations */
     int n_reserved, max_reserved;
+    int n_ahead;                /* reservations not consumed yet */
+    /* the announced layer: its experts, how many the engine has got and the
+     * first not reserved yet; the last layer announced (a step ends there) */
+    int *ann;                   /* [n_experts] */
+    int n_ann, ann_layer, ann_got, ann_next, last_layer;
     tier_layer_stats *stats;    /* [n_layers] */
     /* predicted reads in flight: their slots, each holding the pin marked in
-     * spec_pin (an entry whose mark is gone lost its slot to a failed read) */
+     * spec_pin (an entry whose mark is gone lost its slot to a failed read):
+     * SPEC_UNTIL_LANDED, or SPEC_UNTIL_ANNOUNCED for a read started in a scan,
+     * whose slot would otherwise be taken back before its layer uses it */
     int *spec_slots;
     unsigned char *spec_pin;    /* [n_slots] */
     int n_spec;
+    /* the cache scanned (expert_cache_scanning) in this step, in the last one;
+     * steps begun, and how many of the finished ones scanned */
+    int scan_step, scan_prev;
+    uint64_t steps, steps_scanned;
     unsigned char *spec_unused; /* [n_keys] read on a prediction, not used yet */
     unsigned char *missed;      /* [n_keys] its last pin started a read */
     /* predictions not read yet, best first */
@@ -31,6 +42,8 @@ typedef struct tiered {
     tier_spec_stats spec;
     FILE *log;
 } tiered;
+
+enum { SPEC_UNTIL_LANDED = 1, SPEC_UNTIL_ANNOUNCED = 2 };
 
 static uint8_t *slot_ptr(const tiered *t, int slot)
 {
@@ -54,6 +67,8 @@ static int pin_key(tiered *t, int layer, int expert)
 {
     int key = layer * t->st->n_experts + expert;
     int resident, evicted;
+    if (expert_cache_find(&t->cache, key) < 0 && expert_cache_scanning(&t->cache))
+        t->scan_step = 1;
     int s = expert_cache_acquire(&t->cache, key, &resident, &evicted);
     if (s < 0)
         return -1;
@@ -76,6 +91,7 @@ static void drop_failed(tiered *t, int s)
 {
     int key = t->cache.key_of_slot[s];
     if (key >= 0) {
+        t->n_ahead -= t->reserved[key];
         t->reserved[key] = 0;
         t->spec_unused[key] = 0;
     }
@@ -100,9 +116,10 @@ static int settle(tiered *t, int layer, int s, errbuf *e)
     return 0;
 }
 
-/* Settles the predicted reads that have landed and drops their pins; with
- * `all`, every one of them (waiting as needed). A failed read frees its slot:
- * the engine, if it wants that expert, reads it again and gets the error. */
+/* Settles the predicted reads that have landed and drops their pins, but not
+ * those held until their layer is announced; with `all`, every one of them
+ * (waiting as needed). A failed read frees its slot: the engine, if it wants
+ * that expert, reads it again and gets the error. */
 static void reap_speculative(tiered *t, int all)
 {
     int k = 0;
@@ -116,12 +133,26 @@ static void reap_speculative(tiered *t, int all)
             continue;
         }
         errbuf ignored;
-        if (settle(t, -1, s, &ignored) == 0) {
-            t->spec_pin[s] = 0;
-            expert_cache_release(&t->cache, s);
+        if (settle(t, -1, s, &ignored))
+            continue;
+        if (!all && t->spec_pin[s] == SPEC_UNTIL_ANNOUNCED) {
+            t->spec_slots[k++] = s;
+            continue;
         }
+        t->spec_pin[s] = 0;
+        expert_cache_release(&t->cache, s);
     }
     t->n_spec = k;
+}
+
+/* A layer was announced (and its reservations pin what it uses): the held
+ * predicted reads let go when they land. */
+static void unhold_speculative(tiered *t)
+{
+    for (int i = 0; i < t->n_spec; i++)
+        if (t->spec_pin[t->spec_slots[i]] == SPEC_UNTIL_ANNOUNCED)
+            t->spec_pin[t->spec_slots[i]] = SPEC_UNTIL_LANDED;
+    reap_speculative(t, 0);
 }
 
 /* Drops the waiting predictions for layer `only` (or, with only < 0, for every
@@ -142,26 +173,32 @@ static void drop_pending(tiered *t, int only, int upto)
 }
 
 /* Starts waiting predictions, best first, while the store is nearly idle and
- * the bound allows; settles the ones that have landed. */
+ * the bound allows; settles the ones that have landed. In a step that scans
+ * the cache, or after one, a prediction is one more read ahead of the engine
+ * (at most TIER_READ_AHEAD in all): it takes the slot used last, not one a
+ * later layer of the step will hit, and holds it until a layer is announced. */
 static void pump_speculative(tiered *t)
 {
     int busy = nvme_tier_poll(t->nvme);
     reap_speculative(t, 0);
     int k = 0, started = 0;
-    for (; k < t->n_pend && t->n_spec < t->spec.max_in_flight && busy < SPEC_IDLE_READS; k++) {
+    int scan = t->scan_step || t->scan_prev || expert_cache_scanning(&t->cache);
+    for (; k < t->n_pend && t->n_spec < t->spec.max_in_flight && busy < SPEC_IDLE_READS &&
+           !(scan && t->n_ahead + t->n_spec >= TIER_READ_AHEAD); k++) {
         int layer = t->pend_layer[k], expert = t->pend_expert[k];
         int key = layer * t->st->n_experts + expert;
         if (expert_cache_find(&t->cache, key) >= 0)
             continue;
         int resident, evicted;
-        int s = expert_cache_acquire(&t->cache, key, &resident, &evicted);
+        int s = scan ? expert_cache_acquire_recent(&t->cache, key, &resident, &evicted)
+                     : expert_cache_acquire(&t->cache, key, &resident, &evicted);
         if (s < 0)
             break;  /* every slot is in use: try again later */
         if (evicted >= 0)
             t->spec_unused[evicted] = 0;
         start_read(t, layer, expert, s);
         t->spec_unused[key] = 1;
-        t->spec_pin[s] = 1;
+        t->spec_pin[s] = scan ? SPEC_UNTIL_ANNOUNCED : SPEC_UNTIL_LANDED;
         t->spec_slots[t->n_spec++] = s;
         t->spec.reads++;
         busy++;
@@ -216,12 +253,41 @@ static void drop_reservations(tiered *t)
             expert_cache_release(&t->cache, s);
     }
     t->n_reserved = 0;
+    t->n_ahead = 0;
 }
 
 static void reserve(tiered *t, int key)
 {
     t->reserved[key] = 1;
     t->reserved_keys[t->n_reserved++] = key;
+    t->n_ahead++;
+}
+
+/* A miss may be reserved now unless it would take a slot this step used while
+ * TIER_READ_AHEAD reservations are ahead of the engine already. */
+static int may_reserve(const tiered *t)
+{
+    return !expert_cache_scanning(&t->cache) || t->n_ahead < TIER_READ_AHEAD;
+}
+
+/* Reserves the announced layer's next experts, in order, until TIER_READ_AHEAD
+ * are ahead of the engine (none when prefetch reserved them all). */
+static void read_ahead(tiered *t)
+{
+    int started = 0, E = t->st->n_experts;
+    if (t->ann_next < t->ann_got)
+        t->ann_next = t->ann_got;
+    for (; t->ann_next < t->n_ann && t->n_ahead < TIER_READ_AHEAD; t->ann_next++) {
+        int x = t->ann[t->ann_next], key = t->ann_layer * E + x;
+        if (t->reserved[key])
+            continue;
+        if (pin_key_or_wait(t, t->ann_layer, x) < 0)
+            break;
+        reserve(t, key);
+        started = 1;
+    }
+    if (started)
+        nvme_tier_flush(t->nvme);
 }
 
 /* Pins the announced experts from the first while slots allow: those already
@@ -229,13 +295,23 @@ static void reserve(tiered *t, int key)
  * of an expert this layer is about to use (taken in order, a miss could evict
  * a later announced expert, which then missed too: at a tier of 10 % of a
  * layer's experts that cost ~7 points of hit rate on the real routing trace,
- * docs/benchmarks.md). Returns how many are reserved, from the first (get()
- * consumes a reservation without a decision). */
+ * docs/benchmarks.md); when the step scans the tier, misses only up to
+ * TIER_READ_AHEAD ahead (get() reserves the rest as it goes). Returns how many
+ * are reserved, from the first (get() consumes a reservation without a
+ * decision). cache_sim.c replays this order. */
 static int tiered_prefetch(expert_source *src, int layer, const int *experts, int n)
 {
     tiered *t = src->impl;
     drop_pending(t, -1, layer);     /* this layer has routed: its predictions are moot */
     drop_reservations(t);
+    if (layer <= t->last_layer) {
+        expert_cache_begin_step(&t->cache);
+        t->steps_scanned += (uint64_t)t->scan_step;
+        t->steps++;
+        t->scan_prev = t->scan_step;
+        t->scan_step = 0;
+    }
+    t->last_layer = layer;
     int m = n < t->max_reserved ? n : t->max_reserved, i = 0;
     for (int k = 0; k < m; k++) {
         int key = layer * t->st->n_experts + experts[k];
@@ -243,15 +319,21 @@ static int tiered_prefetch(expert_source *src, int layer, const int *experts, in
             pin_key(t, layer, experts[k]) >= 0)
             reserve(t, key);
     }
+    unhold_speculative(t);
     for (; i < m; i++) {
         int key = layer * t->st->n_experts + experts[i];
         if (t->reserved[key])
             continue;
-        if (pin_key_or_wait(t, layer, experts[i]) < 0)
-            break;      /* the rest are loaded one by one in get() as slots free up */
+        if (!may_reserve(t) || pin_key_or_wait(t, layer, experts[i]) < 0)
+            break;      /* the rest are reserved in get() as slots free up */
         reserve(t, key);
     }
     nvme_tier_flush(t->nvme);
+    memcpy(t->ann, experts, (size_t)n * sizeof *experts);
+    t->n_ann = n;
+    t->ann_layer = layer;
+    t->ann_got = 0;
+    t->ann_next = i;
     return i;
 }
 
@@ -289,6 +371,7 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
     if (t->reserved[key]) {
         /* a reserved key keeps its slot: a failed read drops the reservation */
         t->reserved[key] = 0;
+        t->n_ahead--;
         s = expert_cache_find(&t->cache, key);
     } else {
         s = pin_key_or_wait(t, layer, expert);
@@ -296,6 +379,10 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
             return err_set(e, "all %d DRAM tier slots are in use: the budget is too small for the "
                            "experts in use at once", t->cache.n_slots);
         nvme_tier_flush(t->nvme);
+    }
+    if (layer == t->ann_layer) {    /* the engine gets the announced experts in order */
+        t->ann_got++;
+        read_ahead(t);
     }
     double t0 = now_seconds();
     if (settle(t, layer, s, e))
@@ -347,6 +434,11 @@ static void tiered_print_stats(expert_source *src, FILE *out)
             (unsigned long long)misses,
             hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
             bytes / 1e6, stall * 1e3);
+    if (t->cache.policy.peek && t->steps && t->cache.n_slots < t->st->n_blobs)
+        fprintf(out, "  steps larger than the DRAM tier: %llu of %llu (their misses took the slots "
+                "used last, so the tier kept the rest)\n",
+                (unsigned long long)(t->steps_scanned + (uint64_t)t->scan_step),
+                (unsigned long long)t->steps);
     if (t->spec.max_in_flight)
         fprintf(out, "  predicted reads: %llu started early, %llu of them used (%.1f%%), %llu "
                 "dropped before reading, at most %d in flight (bound %d)\n",
@@ -372,6 +464,7 @@ static void tiered_destroy(expert_source *src)
     free(t->reads);
     free(t->reserved);
     free(t->reserved_keys);
+    free(t->ann);
     free(t->spec_slots);
     free(t->spec_pin);
     free(t->spec_unused);
@@ -437,6 +530,8 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     t->log = o->log;
     t->max_reserved = slots;
     t->max_pend = slots;
+    t->last_layer = INT_MAX;    /* the first announcement starts a step */
+    t->ann_layer = -1;
     cache_policy pol;
     if (cache_policy_make(&pol, o->policy ? o->policy : "lru", slots, n_keys, st->n_layers)) {
         tiered_destroy(out);
@@ -445,7 +540,9 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     if (expert_cache_init(&t->cache, n_keys, slots, pol) ||
         !(t->reads = calloc((size_t)slots, sizeof *t->reads)) ||
         !(t->reserved = calloc((size_t)n_keys, 1)) ||
-        !(t->reserved_keys = malloc((size_t)slots * sizeof(int))) ||
+        !(t->reserved_keys = malloc((size_t)(slots > st->n_experts ? slots : st->n_experts) *
+                                    sizeof(int))) ||
+        !(t->ann = malloc((size_t)st->n_experts * sizeof(int))) ||
         !(t->spec_slots = malloc((size_t)slots * sizeof(int))) ||
         !(t->spec_pin = calloc((size_t)slots, 1)) ||
         !(t->spec_unused = calloc((size_t)n_keys, 1)) ||

@@ -12,7 +12,21 @@
  * more than that; at most spec_slots are in flight, each pinning its slot only
  * until it lands; a newer prediction for a layer replaces the one still
  * waiting, and predictions for a layer that has routed are dropped. When the
- * current layer needs a slot they hold, they are waited for first. Bytes are
+ * current layer needs a slot they hold, they are waited for first.
+ *
+ * A prefill step wants nearly every expert of every layer, more than a tier
+ * smaller than the model holds. The tier marks each pass of the model as a
+ * step of its cache (a layer announced at or below the last one starts one),
+ * which then resists the scan (expert_cache.h): a miss that would evict an
+ * expert this step used takes one of the step's last-used slots instead, so
+ * the tier keeps most of what it held for the next step. Such misses are
+ * reserved at most TIER_READ_AHEAD ahead of the engine (not the whole tier
+ * at once), and every get() tops the reservations up again, so that many
+ * reads stay in flight while the engine computes. In such a step (and the
+ * one after it) predicted reads count against the same bound, take the
+ * slot used last and hold it until the next layer is announced, so they
+ * neither evict what a later layer will hit nor lose their slot to the
+ * layer's own reads before they are used. Bytes are
  * never changed on the way: logits do not depend on the budget or on
  * prediction. */
 #ifndef MOETIER_TIERED_SOURCE_H
@@ -39,6 +53,10 @@ typedef struct tier_spec_stats {
     int max_in_flight;          /* the bound (0: speculation is off) */
     int peak_in_flight;         /* the most in flight at once */
 } tier_spec_stats;
+
+/* a layer's misses that take slots this step used are reserved at most this
+ * many ahead of the engine */
+#define TIER_READ_AHEAD 8
 
 /* predicted reads start only while fewer reads than this are in flight */
 #define SPEC_IDLE_READS 2

@@ -1,6 +1,7 @@
 /* cmd_trace: `moetier trace import|stats|replay` over routing traces
  * (prefetch/routing_trace.h, prefetch/cache_sim.h). */
 #include <cJSON.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,22 +14,28 @@ static void usage(FILE *f)
     fprintf(f, "usage: moetier trace import --csv FILE -o TRACE\n"
                "       moetier trace stats TRACE\n"
                "       moetier trace replay TRACE --policy P --cache N [--shared] [--in-order]\n"
-               "                            [--json]\n"
+               "                            [--chunk T] [--json]\n"
                "  import   reads the CSV of a routing trace (prompt,token,layer,experts; FILE may\n"
                "           be - for standard input, e.g. xz -dc F.csv.xz | moetier trace import\n"
                "           --csv - -o F.trace) into the compact lz4 trace format\n"
                "  stats    popularity skew and reuse across tokens\n"
                "  replay   simulates an expert cache on the trace: hits, misses and hit rate of\n"
                "           the policy next to Belady's optimum (with bypass) on the same trace\n"
-               "  --policy P   lru (default), lfu (frequency with aging), lfu:H (half-life of H\n"
-               "               accesses of each layer; 128 by default)\n"
+               "  --policy P   lru (default; resists the scans of prefill steps larger than the\n"
+               "               cache), lru-plain (LRU without that), lfu (frequency with\n"
+               "               aging), lfu:H (half-life of H accesses of each layer; 128 by\n"
+               "               default)\n"
                "  --cache N    experts per layer (N%% of a layer's experts with a %% sign); with\n"
                "               --shared, one cache of N experts for all layers\n"
                "  --in-order   an event takes its experts one request after another in\n"
                "               ascending id (a plain per-request cache); by default those\n"
                "               already cached first, as the DRAM tier takes a layer's experts\n"
-               "  --json       one JSON object: policy, cache, shared, order, hits, misses,\n"
-               "               hit_rate, belady_hits, belady_hit_rate, requests\n");
+               "  --chunk T    steps of T tokens of a stream, as prefill runs them: each\n"
+               "               layer of a step takes the union of its tokens' experts at\n"
+               "               once (default 1, decode; Belady is computed only then)\n"
+               "  --json       one JSON object: policy, cache, shared, order, chunk, hits,\n"
+               "               misses, hit_rate, requests, and with --chunk 1 belady_hits,\n"
+               "               belady_hit_rate\n");
 }
 
 static int cmd_import(int argc, char **argv)
@@ -118,11 +125,21 @@ static int cmd_stats(int argc, char **argv)
 static int cmd_replay(int argc, char **argv)
 {
     const char *path = NULL, *policy = "lru", *cache_s = NULL;
-    int shared = 0, json = 0;
+    int shared = 0, json = 0, chunk = 1;
     sim_order order = SIM_HITS_FIRST;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--policy") && i + 1 < argc)
             policy = argv[++i];
+        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end || v < 1 || v > INT_MAX) {
+                fprintf(stderr, "moetier trace replay: --chunk expects a number of tokens >= 1, "
+                        "got '%s'\n", argv[i]);
+                return 2;
+            }
+            chunk = (int)v;
+        }
         else if (!strcmp(argv[i], "--cache") && i + 1 < argc)
             cache_s = argv[++i];
         else if (!strcmp(argv[i], "--shared"))
@@ -156,9 +173,9 @@ static int cmd_replay(int argc, char **argv)
         return cli_fail(&e);
     double per = percent ? v / 100.0 * t.n_experts * (shared ? t.n_layers : 1) : v;
     int cache = (int)(per + 0.5);
-    sim_result r, b;
-    int rc = sim_replay(&t, policy, cache, shared, order, &r, &e);
-    if (!rc)
+    sim_result r, b = {0, 0};
+    int rc = sim_replay(&t, policy, cache, shared, order, chunk, &r, &e);
+    if (!rc && chunk == 1)
         rc = sim_belady(&t, cache, shared, &b, &e);
     if (!rc && json) {
         cJSON *j = cJSON_CreateObject();
@@ -166,23 +183,29 @@ static int cmd_replay(int argc, char **argv)
         cJSON_AddNumberToObject(j, "cache", cache);
         cJSON_AddBoolToObject(j, "shared", shared);
         cJSON_AddStringToObject(j, "order", order == SIM_IN_ORDER ? "in_order" : "hits_first");
+        cJSON_AddNumberToObject(j, "chunk", chunk);
         cJSON_AddNumberToObject(j, "requests", (double)(r.hits + r.misses));
         cJSON_AddNumberToObject(j, "hits", (double)r.hits);
         cJSON_AddNumberToObject(j, "misses", (double)r.misses);
         cJSON_AddNumberToObject(j, "hit_rate", sim_hit_rate(&r));
-        cJSON_AddNumberToObject(j, "belady_hits", (double)b.hits);
-        cJSON_AddNumberToObject(j, "belady_hit_rate", sim_hit_rate(&b));
+        if (chunk == 1) {
+            cJSON_AddNumberToObject(j, "belady_hits", (double)b.hits);
+            cJSON_AddNumberToObject(j, "belady_hit_rate", sim_hit_rate(&b));
+        }
         char *s = cJSON_PrintUnformatted(j);
         printf("%s\n", s);
         free(s);
         cJSON_Delete(j);
     } else if (!rc) {
-        printf("cache %d experts %s, policy %s%s: %llu hits, %llu misses, hit rate %.4f; Belady "
-               "(with bypass) %.4f; policy / Belady %.3f\n", cache,
+        printf("cache %d experts %s, policy %s%s: %llu hits, %llu misses, hit rate %.4f", cache,
                shared ? "shared by all layers" : "per layer", policy,
                order == SIM_IN_ORDER ? " (in order)" : "", (unsigned long long)r.hits,
-               (unsigned long long)r.misses, sim_hit_rate(&r), sim_hit_rate(&b),
-               sim_hit_rate(&b) > 0 ? sim_hit_rate(&r) / sim_hit_rate(&b) : 0.0);
+               (unsigned long long)r.misses, sim_hit_rate(&r));
+        if (chunk == 1)
+            printf("; Belady (with bypass) %.4f; policy / Belady %.3f\n", sim_hit_rate(&b),
+                   sim_hit_rate(&b) > 0 ? sim_hit_rate(&r) / sim_hit_rate(&b) : 0.0);
+        else
+            printf(" in steps of %d tokens\n", chunk);
     }
     trace_free(&t);
     return rc ? cli_fail(&e) : 0;

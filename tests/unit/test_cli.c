@@ -292,6 +292,8 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
                      bin(), model, ids, tmp), 0, "%s", err);
     cr_expect(strstr(err, "placement plan") != NULL && strstr(err, "NVMe") != NULL, "%s", err);
     cr_expect(strstr(err, "tier statistics") != NULL, "%s", err);
+    /* one prefill step of 10 tokens wants more of the 96 experts than 8 slots */
+    cr_expect(strstr(err, "steps larger than the DRAM tier: 1 of 1") != NULL, "%s", err);
     free(out);
     free(err);
     /* the same logits straight from the checkpoint (store moved away) */
@@ -397,6 +399,34 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
                       t.experts[i * K + a]);
         }
     }
+    /* replayed in steps of 8 tokens, each layer of a step asks for the union of
+     * its tokens' experts once */
+    uint64_t want = 0;
+    for (int l = 1; l <= moe; l++)
+        for (int s0 = 0; s0 < T; s0 += 8) {
+            unsigned char seen[1024] = {0};
+            for (uint64_t i = 0; i < t.n; i++)
+                if (t.layer[i] == l && (int)t.token[i] >= s0 && (int)t.token[i] < s0 + 8)
+                    for (int a = 0; a < K; a++)
+                        want += !seen[t.experts[i * K + a]]++;
+        }
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s trace replay %s --cache 10 --shared --chunk 8 --json", bin(),
+                     path), 0, "%s", err);
+    char field[64];
+    snprintf(field, sizeof field, "\"requests\":%llu,", (unsigned long long)want);
+    cr_expect(strstr(out, "\"chunk\":8") && strstr(out, field) && !strstr(out, "belady"),
+              "steps of 8: %s (want %s)", out, field);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s trace replay %s --cache 10 --shared --json", bin(), path), 0,
+                 "%s", err);
+    snprintf(field, sizeof field, "\"requests\":%llu,", (unsigned long long)t.n * K);
+    cr_expect(strstr(out, "\"chunk\":1") && strstr(out, field) && strstr(out, "belady_hits"),
+              "steps of 1: %s (want %s)", out, field);
+    expect_failure(2, "--chunk expects", "%s trace replay %s --cache 10 --chunk %s", path, "0");
+    expect_failure(2, "--chunk expects", "%s trace replay %s --cache 10 --chunk %s", path, "8x");
     free(golden);
     trace_free(&t);
     free(out);

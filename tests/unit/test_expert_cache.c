@@ -1,7 +1,8 @@
 /* expert_cache with the LRU policy against a plain reference: random acquire,
- * ready, release and discard sequences; the O(1) cache must pick the same
- * victims as "the unpinned resident slot released longest ago", and must never
- * evict a pinned slot. */
+ * ready, release, discard and new-step sequences; the O(1) cache must pick the
+ * same victims as "the unpinned resident slot released longest ago, unless
+ * that one was pinned in the current step: then the one released last" (scan
+ * resistance), and must never evict a pinned slot. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
@@ -11,17 +12,36 @@ typedef struct ref {
     int n_keys, n_slots;
     int key_of_slot[64], pins[64], state[64];
     long released_at[64];       /* time the slot last became evictable */
+    int used_step[64];          /* the step that last pinned the slot */
     long clock;
+    int step;                   /* 0: no step marked yet */
 } ref;
 
-static int ref_victim(const ref *r)
+/* The evictable slot released longest ago (newest: last), -1 when none. */
+static int ref_evictable(const ref *r, int newest)
 {
     int best = -1;
     for (int s = 0; s < r->n_slots; s++)
         if (r->key_of_slot[s] >= 0 && r->pins[s] == 0 && r->state[s] == SLOT_READY &&
-            (best < 0 || r->released_at[s] < r->released_at[best]))
+            (best < 0 || (newest ? r->released_at[s] > r->released_at[best]
+                                 : r->released_at[s] < r->released_at[best])))
             best = s;
     return best;
+}
+
+/* Every slot is taken and the oldest was pinned in this step. */
+static int ref_scanning(const ref *r)
+{
+    int oldest = ref_evictable(r, 0);
+    for (int s = 0; s < r->n_slots; s++)
+        if (r->key_of_slot[s] < 0)
+            return 0;
+    return oldest >= 0 && r->step > 0 && r->used_step[oldest] == r->step;
+}
+
+static int ref_victim(const ref *r)
+{
+    return ref_evictable(r, ref_scanning(r));
 }
 
 Test(expert_cache, lru_matches_reference)
@@ -36,15 +56,22 @@ Test(expert_cache, lru_matches_reference)
         ref r = {.n_keys = n_keys, .n_slots = n_slots};
         for (int s = 0; s < n_slots; s++)
             r.key_of_slot[s] = -1;
-        for (int step = 0; step < 2000; step++) {
-            int op = rand() % 10;
-            if (op < 5) {   /* acquire a random key */
+        int steps = round % 2;  /* half the rounds never mark steps: plain LRU */
+        for (int i = 0; i < 2000; i++) {
+            int op = rand() % 20;
+            if (op == 19) {     /* a new step */
+                if (steps) {
+                    expert_cache_begin_step(&c);
+                    r.step++;
+                }
+            } else if (op < 10) {   /* acquire a random key */
                 int key = rand() % n_keys, resident, evicted;
                 int had = expert_cache_find(&c, key);
                 int free_slots = 0;
                 for (int s = 0; s < n_slots; s++)
                     free_slots += r.key_of_slot[s] < 0;
                 int want_victim = had >= 0 || free_slots ? -2 : ref_victim(&r);
+                cr_assert_eq(expert_cache_scanning(&c), ref_scanning(&r));
                 int s = expert_cache_acquire(&c, key, &resident, &evicted);
                 cr_assert_eq(resident, had >= 0);
                 if (want_victim == -1) {
@@ -63,7 +90,8 @@ Test(expert_cache, lru_matches_reference)
                     r.pins[s] = 0;
                 }
                 r.pins[s]++;
-            } else if (op < 7) {    /* a load completes */
+                r.used_step[s] = r.step;
+            } else if (op < 14) {   /* a load completes */
                 for (int s = 0; s < n_slots; s++)
                     if (r.state[s] == SLOT_LOADING && r.key_of_slot[s] >= 0) {
                         expert_cache_ready(&c, s);
@@ -72,7 +100,7 @@ Test(expert_cache, lru_matches_reference)
                             r.released_at[s] = ++r.clock;
                         break;
                     }
-            } else if (op < 9) {    /* release a random pinned slot */
+            } else if (op < 18) {   /* release a random pinned slot */
                 int s = rand() % n_slots;
                 if (r.pins[s] > 0) {
                     expert_cache_release(&c, s);

@@ -684,6 +684,63 @@ Test(gpu, vram_cache_evicts_by_its_policy, .timeout = 60)
     free_ffn(&f);
 }
 
+/* A step (each begins with its embedding) that wants more experts than the
+ * VRAM cache holds computes the rest from a staging buffer instead of evicting
+ * the experts the cache held, so the next step finds them; plain LRU cycles
+ * them out. Every call gives the same bits either way. */
+Test(gpu, vram_cache_keeps_its_experts_through_a_scan, .timeout = 60)
+{
+    test_require_gpu();
+    int h = 136, I = 72;
+    expert_mats f = make_ffn(WF_INT4_GROUP, h, I);
+    random_weight emb = random_weight_make(WF_BF16, 8, h, 0, 0);
+    float *x = random_floats(h), *first = NULL;
+    uint64_t slot = gpu_expert_slot_bytes(&f.gate.w, &f.up.w, &f.down.w);
+    const char *policies[2] = {"lru", "lru-plain"};
+    /* steps of keys: fill the 2 slots; use them and 2 more; use them again */
+    const int steps[3][4] = {{1, 2, 0, 0}, {1, 2, 3, 4}, {1, 2, 0, 0}};
+    const uint64_t want_hits[2] = {4, 2}, want_misses[2] = {2, 6}, want_uncached[2] = {2, 0};
+    for (int p = 0; p < 2; p++) {
+        gpu_options o = {.expert_cache_bytes = 2 * slot, .expert_slot_bytes = slot,
+                         .n_expert_keys = 5, .cpu_tokens = 0, .policy = policies[p],
+                         .policy_layers = 1};
+        errbuf e;
+        cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+        float *dx = to_dev(x, h), *dout = gpu.ops->alloc(&gpu, h), *demb = gpu.ops->alloc(&gpu, h);
+        const int id = 0;
+        for (int s = 0; s < 3; s++) {
+            gpu.ops->embed(&gpu, &emb.w, &id, 1, demb);
+            for (int k = 0; k < 4 && steps[s][k]; k++) {
+                /* the same bytes under each key: only the keys matter */
+                ffn_job j = {&f.gate.w, &f.up.w, &f.down.w, dx, 1, dout, -1, steps[s][k], 0};
+                gpu.ops->ffn_batch(&gpu, &j, 1);
+                float *got = from_dev(dout, h);
+                if (!first)
+                    first = got;
+                else {
+                    cr_assert_eq(memcmp(got, first, (size_t)h * 4), 0, "%s: step %d key %d "
+                                 "gave other bits", policies[p], s, steps[s][k]);
+                    free(got);
+                }
+            }
+        }
+        gpu_cache_stats st;
+        gpu_backend_cache_stats(&gpu, &st);
+        cr_expect(st.hits == want_hits[p] && st.misses == want_misses[p] &&
+                  st.uncached == want_uncached[p], "%s: %llu hits, %llu misses, %llu uncached",
+                  policies[p], (unsigned long long)st.hits, (unsigned long long)st.misses,
+                  (unsigned long long)st.uncached);
+        gpu.ops->release(&gpu, dx);
+        gpu.ops->release(&gpu, dout);
+        gpu.ops->release(&gpu, demb);
+        close_gpu();
+    }
+    free(first);
+    free(x);
+    random_weight_free(&emb);
+    free_ffn(&f);
+}
+
 /* The shared expert in a batch (a resident job, from the model's weights, as
  * the engine hands it to a backend that plans batches) runs on the GPU while
  * the CPU computes a routed expert, with the bits ffn() gives it; it takes no

@@ -156,6 +156,8 @@ static void check_invariance(const char *model, const char *tag)
         {"lookahead 1, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 1, 0},
         {"lookahead 1, transient EIO", 2 * topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, 1, 0},
         {"lookahead 1, LFU", 3 * topk * slot_gb, IO_AUTO, NULL, "lfu", 1, 0},
+        {"lookahead 1, LRU without scan resistance", (topk + 3) * slot_gb, IO_AUTO, NULL,
+         "lru-plain", 1, 0},
         {"lookahead 3, top_k slots", topk * slot_gb, IO_AUTO, NULL, NULL, 3, 0},
         {"lookahead 2, 4 x top_k slots", 4 * topk * slot_gb, IO_AUTO, NULL, NULL, 2, 0},
         {"lookahead 2, short reads, pread", 2 * topk * slot_gb, IO_PREAD, "short=2", NULL, 2, 0},
@@ -447,49 +449,72 @@ Test(tiers, lookahead_is_scored_and_bounded, .timeout = 120)
     free(dir);
 }
 
-/* A live run (one token per step, no lookahead) records its routing; replaying
- * that trace through the same policy and size gives the live DRAM tier's hits
- * and misses exactly. */
-Test(tiers, replay_equals_live, .timeout = 120)
+/* A live run (no lookahead) records its routing in steps of `chunk` tokens;
+ * replaying that trace through the same policy, size and steps gives the live
+ * DRAM tier's hits and misses exactly. Returns the live counts. */
+static sim_result live_equals_replay(const char *dir, const char *store_dir, double gb,
+                                     const char *policy, int chunk, int prompt, int total)
+{
+    char trace_path[4300];
+    snprintf(trace_path, sizeof trace_path, "%s/live.trace", dir);
+    cli_model m;
+    model_flags f = {.dir = dir, .ctx = 64, .chunk = chunk, .quiet = 1, .trace = trace_path};
+    f.tiers = (tier_flags){.store_dir = store_dir, .dram_gb = gb, .dram_gb_set = 1,
+                           .policy = policy, .lookahead = 0, .lookahead_set = 1};
+    errbuf e;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+    prefill_and_decode(&m, prompt, total);
+    int n_layers, slots = m.plan.dram_slots;
+    const tier_layer_stats *ls = tiered_source_stats(&m.src, &n_layers);
+    cr_assert_not_null(ls);
+    sim_result live = {0};
+    for (int l = 0; l < n_layers; l++) {
+        live.hits += ls[l].hits;
+        live.misses += ls[l].misses;
+    }
+    cli_model_close(&m);    /* writes the trace */
+    routing_trace t;
+    cr_assert_eq(trace_read(&t, trace_path, &e), 0, "%s", e.msg);
+    sim_result sim;
+    cr_assert_eq(sim_replay(&t, policy, slots, 1, SIM_HITS_FIRST, chunk, &sim, &e), 0, "%s",
+                 e.msg);
+    cr_log_info("%s, %d slots, steps of %d: live %llu hits / %llu misses, replay %llu / %llu",
+                policy, slots, chunk, (unsigned long long)live.hits,
+                (unsigned long long)live.misses, (unsigned long long)sim.hits,
+                (unsigned long long)sim.misses);
+    cr_assert_gt(live.misses, 0, "the budget held every expert: nothing to compare");
+    cr_expect_eq(sim.hits, live.hits, "%s, steps of %d: replay %llu hits, live %llu", policy,
+                 chunk, (unsigned long long)sim.hits, (unsigned long long)live.hits);
+    cr_expect_eq(sim.misses, live.misses, "%s, steps of %d: replay %llu misses, live %llu",
+                 policy, chunk, (unsigned long long)sim.misses, (unsigned long long)live.misses);
+    trace_free(&t);
+    return live;
+}
+
+/* Decode (every token its own step) and prefill in steps of 16 tokens, which
+ * want more experts than the tier holds: the prefill steps take the tier's
+ * scan-resistant path and its reads ahead, and still replay exactly. Scan
+ * resistance keeps hits that plain LRU loses there, and changes nothing in
+ * decode, where a step fits the tier. */
+Test(tiers, replay_equals_live, .timeout = 180)
 {
     char *dir = synth_larger("int4", 64, 192, 6);
-    char store_dir[4300], trace_path[4300];
+    char store_dir[4300];
     snprintf(store_dir, sizeof store_dir, "%s/store", dir);
-    snprintf(trace_path, sizeof trace_path, "%s/live.trace", dir);
     convert_store(dir, store_dir, 0, 0);
     double gb = 40 * (double)store_slot_bytes(dir, NULL) / 1e9 * 1.0000001;  /* 40 of 320 */
-    const char *policies[] = {"lru", "lfu"};
-    for (int pi = 0; pi < 2; pi++) {
-        cli_model m;
-        model_flags f = {.dir = dir, .ctx = 64, .chunk = 1, .quiet = 1, .trace = trace_path};
-        f.tiers = (tier_flags){.store_dir = store_dir, .dram_gb = gb, .dram_gb_set = 1,
-                               .policy = policies[pi], .lookahead = 0, .lookahead_set = 1};
-        errbuf e;
-        cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
-        prefill_and_decode(&m, 1, 20);  /* chunk 1: every token is its own step */
-        int n_layers, slots = m.plan.dram_slots;
-        const tier_layer_stats *ls = tiered_source_stats(&m.src, &n_layers);
-        cr_assert_not_null(ls);
-        sim_result live = {0};
-        for (int l = 0; l < n_layers; l++) {
-            live.hits += ls[l].hits;
-            live.misses += ls[l].misses;
-        }
-        cli_model_close(&m);    /* writes the trace */
-        routing_trace t;
-        cr_assert_eq(trace_read(&t, trace_path, &e), 0, "%s", e.msg);
-        sim_result sim;
-        cr_assert_eq(sim_replay(&t, policies[pi], slots, 1, SIM_HITS_FIRST, &sim, &e), 0, "%s", e.msg);
-        cr_log_info("%s, %d slots: live %llu hits / %llu misses, replay %llu / %llu", policies[pi],
-                    slots, (unsigned long long)live.hits, (unsigned long long)live.misses,
-                    (unsigned long long)sim.hits, (unsigned long long)sim.misses);
-        cr_assert_gt(live.misses, 0, "the budget held every expert: nothing to compare");
-        cr_expect_eq(sim.hits, live.hits, "%s: replay %llu hits, live %llu", policies[pi],
-                     (unsigned long long)sim.hits, (unsigned long long)live.hits);
-        cr_expect_eq(sim.misses, live.misses, "%s: replay %llu misses, live %llu", policies[pi],
-                     (unsigned long long)sim.misses, (unsigned long long)live.misses);
-        trace_free(&t);
+    const char *policies[] = {"lru", "lfu", "lru-plain"};
+    sim_result decode[3], prefill[3];
+    for (int pi = 0; pi < 3; pi++) {
+        decode[pi] = live_equals_replay(dir, store_dir, gb, policies[pi], 1, 1, 20);
+        prefill[pi] = live_equals_replay(dir, store_dir, gb, policies[pi], 16, 64, 64);
     }
+    cr_expect_eq(decode[0].hits, decode[2].hits, "scan resistance changed decode: %llu hits "
+                 "against %llu", (unsigned long long)decode[0].hits,
+                 (unsigned long long)decode[2].hits);
+    cr_expect_gt(prefill[0].hits, prefill[2].hits + prefill[2].hits / 2 + 10,
+                 "prefill: %llu hits with scan resistance, %llu without",
+                 (unsigned long long)prefill[0].hits, (unsigned long long)prefill[2].hits);
     test_remove_tree(dir);
     free(dir);
 }

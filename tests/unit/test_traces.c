@@ -283,7 +283,7 @@ Test(traces, lru_replay_matches_an_independent_lru)
     for (int c = 4; c <= 32; c += 7)
         for (sim_order o = SIM_HITS_FIRST; o <= SIM_IN_ORDER; o++) {
             sim_result r;
-            cr_assert_eq(sim_replay(&t, "lru", c, 0, o, &r, &e), 0, "%s", e.msg);
+            cr_assert_eq(sim_replay(&t, "lru", c, 0, o, 1, &r, &e), 0, "%s", e.msg);
             cr_expect_eq(r.hits, reference_lru_hits(&t, c, o), "cache %d, order %d", c, o);
             cr_expect_eq(r.hits + r.misses, t.n * t.top_k);
         }
@@ -307,8 +307,8 @@ Test(traces, belady_beats_every_policy, .timeout = 120)
                 for (size_t p = 0; p < sizeof policies / sizeof *policies; p++)
                     for (sim_order o = SIM_HITS_FIRST; o <= SIM_IN_ORDER; o++) {
                         sim_result r;
-                        cr_assert_eq(sim_replay(&t, policies[p], cache, shared, o, &r, &e), 0, "%s",
-                                     e.msg);
+                        cr_assert_eq(sim_replay(&t, policies[p], cache, shared, o, 1, &r, &e), 0,
+                                     "%s", e.msg);
                         cr_expect_geq(b.hits, r.hits, "skew %.1f reuse %.1f cache %d%s: %s (order "
                                       "%d) %llu hits > Belady %llu", shapes[s].skew,
                                       shapes[s].reuse, cache, shared ? " shared" : "", policies[p],
@@ -357,12 +357,12 @@ Test(traces, real_trace_dev_half, .timeout = 300)
     cr_assert_eq(rc, 0, "%s", e.msg);
     cr_expect(t.top_k == 6 && t.n_experts == 64 && t.n_layers == 27);
     sim_result lru, b, tier;
-    cr_assert_eq(sim_replay(&t, "lru", 16, 0, SIM_IN_ORDER, &lru, &e), 0, "%s", e.msg);
+    cr_assert_eq(sim_replay(&t, "lru", 16, 0, SIM_IN_ORDER, 1, &lru, &e), 0, "%s", e.msg);
     cr_assert_eq(sim_belady(&t, 16, 0, &b, &e), 0, "%s", e.msg);
     cr_expect(fabs(sim_hit_rate(&lru) - 0.446) < 0.02, "LRU at 16 of 64: %.4f", sim_hit_rate(&lru));
     cr_expect(fabs(sim_hit_rate(&b) - 0.690) < 0.02, "Belady at 16 of 64: %.4f", sim_hit_rate(&b));
     /* the tier's order keeps an event's cached experts from its own misses */
-    cr_assert_eq(sim_replay(&t, "lru", 16, 0, SIM_HITS_FIRST, &tier, &e), 0, "%s", e.msg);
+    cr_assert_eq(sim_replay(&t, "lru", 16, 0, SIM_HITS_FIRST, 1, &tier, &e), 0, "%s", e.msg);
     cr_expect(sim_hit_rate(&tier) > sim_hit_rate(&lru) + 0.01, "LRU at 16 of 64: %.4f with the "
               "cached experts first, %.4f in order", sim_hit_rate(&tier), sim_hit_rate(&lru));
     trace_free(&t);
