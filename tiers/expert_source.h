@@ -52,6 +52,12 @@ typedef struct expert_source {
      * says (predicted reads aside, the source then evicts as it would for
      * experts got one at a time). */
     int (*prefetch)(struct expert_source *s, int layer, const int *experts, int n);
+    /* optional: how many of these experts of `layer` (the rest of the last
+     * announcement, in its order), from the first, the source holds for the
+     * engine now: as for prefetch's count, their get() evicts nothing. It can
+     * exceed what prefetch returned: a source may reserve more as the engine
+     * takes them. */
+    int (*reserved)(struct expert_source *s, int layer, const int *experts, int n);
     /* optional: a prediction that these experts of a later `layer` will be
      * wanted, best first; the source may start reading some of them into a
      * faster tier (bounded, never evicting an expert in use) */

@@ -337,6 +337,15 @@ static int tiered_prefetch(expert_source *src, int layer, const int *experts, in
     return i;
 }
 
+static int tiered_reserved(expert_source *src, int layer, const int *experts, int n)
+{
+    tiered *t = src->impl;
+    int k = 0;
+    while (k < n && t->reserved[layer * t->st->n_experts + experts[k]])
+        k++;
+    return k;
+}
+
 /* A resident, settled expert's views; no pin, no policy update, no pump. */
 static int tiered_peek(expert_source *src, int layer, int expert, expert_view *out)
 {
@@ -523,6 +532,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     out->get = tiered_get;
     out->put = tiered_put;
     out->prefetch = tiered_prefetch;
+    out->reserved = tiered_reserved;
     out->peek = tiered_peek;
     out->print_stats = tiered_print_stats;
     out->destroy = tiered_destroy;

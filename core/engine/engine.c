@@ -368,6 +368,11 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
     int shared_in_batch = L->has_shared && o->ffn_batch && o->plans_batches, shared_done = 0;
     for (int i = 0; i < n_used;) {
         int g = 0, rows = 0, rc = 0;
+        /* a source that reserves as the engine goes (reads ahead in a step
+         * larger than its cache) may hold more of the rest by now */
+        if (held_free <= i && o->ffn_batch && o->plans_batches && en->experts->reserved)
+            held_free = i + en->experts->reserved(en->experts, l, en->used_experts + i,
+                                                  n_used - i);
         while (i + g < n_used && (g < held_max || i + g < held_free)) {
             int x = en->used_experts[i + g], n = start[x + 1] - start[x];
             if (g > 0 && rows + n > en->gather_rows)

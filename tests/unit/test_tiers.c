@@ -712,6 +712,68 @@ static void flip_byte(const char *path, long offset)
     close(fd);
 }
 
+/* A step that wants more experts than the tier holds: prefetch reserves what
+ * the free slots take, then the tier keeps TIER_READ_AHEAD of the rest reserved
+ * ahead of the engine as it takes them (reserved() reports the run), and the
+ * next step finds most of the first step's experts still there, where plain LRU
+ * has cycled them out. */
+static uint64_t scan_two_steps(const store *st, int layer, const char *policy, int slots)
+{
+    tiered_options o = {.dram_slots = slots, .spec_slots = -1, .policy = policy};
+    nvme_options_default(&o.io);
+    expert_source src;
+    errbuf e;
+    cr_assert_eq(tiered_source_open(&src, st, &o, &e), 0, "%s", e.msg);
+    cr_assert_not_null(src.reserved);
+    int n = st->n_experts, list[512];
+    cr_assert_gt(n, slots + TIER_READ_AHEAD, "the test wants more experts than slots");
+    for (int x = 0; x < n; x++)
+        list[x] = x;
+    int n_layers;
+    const tier_layer_stats *ls = tiered_source_stats(&src, &n_layers);
+    for (int step = 0; step < 2; step++) {
+        int r = expert_source_prefetch(&src, layer, list, n);
+        cr_expect_eq(src.reserved(&src, layer, list, n), r, "%s: prefetch reserved %d", policy, r);
+        if (step == 0)
+            cr_expect_eq(r, slots, "%s: the free slots are reserved at once", policy);
+        for (int k = 0; k < n; k++) {
+            expert_view v;
+            cr_assert_eq(expert_source_get(&src, layer, k, &v, &e), 0, "%s", e.msg);
+            int ahead = src.reserved(&src, layer, list + k + 1, n - k - 1);
+            int want = n - k - 1 < TIER_READ_AHEAD ? n - k - 1 : TIER_READ_AHEAD;
+            cr_expect_geq(ahead, want, "%s, step %d: %d reserved ahead after expert %d", policy,
+                          step, ahead, k);
+            expert_source_put(&src, layer, k);
+        }
+    }
+    uint64_t second_step_hits = ls[layer].hits;
+    src.destroy(&src);
+    return second_step_hits;
+}
+
+Test(tiers, reads_ahead_of_the_engine_in_a_step_larger_than_the_tier, .timeout = 60)
+{
+    fixture f = make_fixture("scan");
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
+    int la, lb;
+    moe_layers_of(&st, &la, &lb);
+    uint64_t lru = scan_two_steps(&st, la, "lru", 12);
+    uint64_t plain = scan_two_steps(&st, la, "lru-plain", 12);
+    cr_log_info("second step of %d experts through 12 slots: %llu hits with scan resistance, %llu "
+                "without", st.n_experts, (unsigned long long)lru, (unsigned long long)plain);
+    cr_expect_eq(plain, 0, "plain LRU kept %llu of a cycle larger than it",
+                 (unsigned long long)plain);
+    /* the 12 slots less the reads ahead and the one in use */
+    cr_expect_geq(lru, 12 - TIER_READ_AHEAD - 1, "%llu hits", (unsigned long long)lru);
+    store_close(&st);
+    model_weights_close(&mw);
+    free_fixture(&f);
+}
+
 Test(tiers, corrupted_blob_names_expert_and_offset, .timeout = 60)
 {
     fixture f = make_fixture("corrupt");
