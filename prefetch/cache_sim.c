@@ -15,49 +15,52 @@ static int check_cache(const routing_trace *t, int cache, errbuf *e)
     return 0;
 }
 
-/* The layer being replayed: its keys in ascending order, their slots and which
- * are reserved ahead. */
+/* The layer being replayed: its keys in ascending order, their slots, which
+ * are reserved ahead, and which of those were misses. */
 typedef struct sim_layer {
     int *key, *slot;
-    unsigned char *reserved;
+    unsigned char *reserved, *missed;
     int n;
 } sim_layer;
 
 /* Misses may take a slot used in this step only while fewer than
- * TIER_READ_AHEAD experts are reserved ahead (tiered_source.c). */
+ * TIER_READ_AHEAD reads are ahead (tiered_source.c). */
 static int may_reserve(const expert_cache *c, int ahead)
 {
     return !expert_cache_scanning(c) || ahead < TIER_READ_AHEAD;
 }
 
-static int sim_acquire(expert_cache *c, int key, sim_result *r)
+/* Acquires v's j-th key; -1 when every slot is pinned. */
+static int sim_acquire(expert_cache *c, sim_layer *v, int j, sim_result *r)
 {
     int resident, evicted;
-    int s = expert_cache_acquire(c, key, &resident, &evicted);
+    int s = expert_cache_acquire(c, v->key[j], &resident, &evicted);
     if (s < 0)
         return -1;
+    v->slot[j] = s;
+    v->missed[j] = !resident;
     if (resident) {
         r->hits++;
     } else {
         r->misses++;
         expert_cache_ready(c, s);
     }
-    return s;
+    return 0;
 }
 
 /* One layer of a step, its experts in ascending key. In order: one request
  * after another, all held to the end. Hits first: as the DRAM tier takes it
  * (tiered_prefetch, tiered_get, read_ahead): the cached experts reserved, then
  * the misses in order while a slot is free or the step is not scanning the
- * cache (or fewer than TIER_READ_AHEAD are reserved ahead); then each expert in
- * order is got (a reservation, or acquired then), the reservations topped up to
- * TIER_READ_AHEAD ahead, and released. */
+ * cache (or fewer than TIER_READ_AHEAD reads are ahead); then each expert in
+ * order is got (a reservation, or acquired then), the reservations topped up
+ * until TIER_READ_AHEAD reads are ahead, and released. */
 static int replay_layer(expert_cache *c, sim_layer *v, sim_order order, sim_result *r)
 {
     int n = v->n;
     if (order == SIM_IN_ORDER) {
         for (int j = 0; j < n; j++)
-            if ((v->slot[j] = sim_acquire(c, v->key[j], r)) < 0)
+            if (sim_acquire(c, v, j, r))
                 return -1;
         for (int j = 0; j < n; j++)
             expert_cache_release(c, v->slot[j]);
@@ -67,32 +70,31 @@ static int replay_layer(expert_cache *c, sim_layer *v, sim_order order, sim_resu
     memset(v->reserved, 0, (size_t)n);
     for (int j = 0; j < m; j++)
         if (expert_cache_find(c, v->key[j]) >= 0) {
-            v->slot[j] = sim_acquire(c, v->key[j], r);
+            sim_acquire(c, v, j, r);    /* resident: takes no slot, cannot fail */
             v->reserved[j] = 1;
-            ahead++;
         }
     for (; next < m; next++) {
         if (v->reserved[next])
             continue;
-        if (!may_reserve(c, ahead) || (v->slot[next] = sim_acquire(c, v->key[next], r)) < 0)
+        if (!may_reserve(c, ahead) || sim_acquire(c, v, next, r))
             break;
         v->reserved[next] = 1;
-        ahead++;
+        ahead += v->missed[next];
     }
     for (int j = 0; j < n; j++) {
         if (v->reserved[j]) {
             v->reserved[j] = 0;
-            ahead--;
-        } else if ((v->slot[j] = sim_acquire(c, v->key[j], r)) < 0) {
+            ahead -= v->missed[j];
+        } else if (sim_acquire(c, v, j, r)) {
             return -1;
         }
         for (next = next > j + 1 ? next : j + 1; next < n && ahead < TIER_READ_AHEAD; next++) {
             if (v->reserved[next])
                 continue;
-            if ((v->slot[next] = sim_acquire(c, v->key[next], r)) < 0)
+            if (sim_acquire(c, v, next, r))
                 break;
             v->reserved[next] = 1;
-            ahead++;
+            ahead += v->missed[next];
         }
         expert_cache_release(c, v->slot[j]);
     }
@@ -114,8 +116,9 @@ int sim_replay(const routing_trace *t, const char *policy, int cache, int shared
     expert_cache *c = calloc((size_t)n_caches, sizeof *c);
     unsigned char *chosen = calloc((size_t)L * (size_t)E, 1);  /* [layer][expert] in this step */
     sim_layer v = {malloc((size_t)E * sizeof(int)), malloc((size_t)E * sizeof(int)),
-                   malloc((size_t)E), 0};
-    int rc = !c || !chosen || !v.key || !v.slot || !v.reserved ? err_set(e, "out of memory") : 0;
+                   malloc((size_t)E), malloc((size_t)E), 0};
+    int rc = !c || !chosen || !v.key || !v.slot || !v.reserved || !v.missed
+                 ? err_set(e, "out of memory") : 0;
     for (int i = 0; i < n_caches && !rc; i++) {
         cache_policy p;
         if (cache_policy_make(&p, policy, slots, n_keys, shared ? L : 1))
@@ -154,6 +157,7 @@ int sim_replay(const routing_trace *t, const char *policy, int cache, int shared
     free(v.key);
     free(v.slot);
     free(v.reserved);
+    free(v.missed);
     return rc;
 }
 

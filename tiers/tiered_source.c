@@ -17,7 +17,7 @@ typedef struct tiered {
     unsigned char *reserved;    /* [n_keys] a pin taken ahead of get, consumed by get */
     int *reserved_keys;         /* [max(slots, n_experts)] this layer's reservations */
     int n_reserved, max_reserved;
-    int n_ahead;                /* reservations not consumed yet */
+    int n_ahead;                /* reservations that started a read, not consumed yet */
     /* the announced layer: its experts, how many the engine has got and the
      * first not reserved yet; the last layer announced (a step ends there) */
     int *ann;                   /* [n_experts] */
@@ -91,7 +91,7 @@ static void drop_failed(tiered *t, int s)
 {
     int key = t->cache.key_of_slot[s];
     if (key >= 0) {
-        t->n_ahead -= t->reserved[key];
+        t->n_ahead -= t->reserved[key] && t->missed[key];
         t->reserved[key] = 0;
         t->spec_unused[key] = 0;
     }
@@ -256,22 +256,25 @@ static void drop_reservations(tiered *t)
     t->n_ahead = 0;
 }
 
+/* Reserves key, pinned by pin_key (missed[key] says whether that started a
+ * read: only reads count as ahead of the engine). */
 static void reserve(tiered *t, int key)
 {
     t->reserved[key] = 1;
     t->reserved_keys[t->n_reserved++] = key;
-    t->n_ahead++;
+    t->n_ahead += t->missed[key];
 }
 
 /* A miss may be reserved now unless it would take a slot this step used while
- * TIER_READ_AHEAD reservations are ahead of the engine already. */
+ * TIER_READ_AHEAD reads are ahead of the engine already. */
 static int may_reserve(const tiered *t)
 {
     return !expert_cache_scanning(&t->cache) || t->n_ahead < TIER_READ_AHEAD;
 }
 
 /* Reserves the announced layer's next experts, in order, until TIER_READ_AHEAD
- * are ahead of the engine (none when prefetch reserved them all). */
+ * reads are ahead of the engine (the hits on the way are reserved too; none
+ * left when prefetch reserved them all). */
 static void read_ahead(tiered *t)
 {
     int started = 0, E = t->st->n_experts;
@@ -380,7 +383,7 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
     if (t->reserved[key]) {
         /* a reserved key keeps its slot: a failed read drops the reservation */
         t->reserved[key] = 0;
-        t->n_ahead--;
+        t->n_ahead -= t->missed[key];
         s = expert_cache_find(&t->cache, key);
     } else {
         s = pin_key_or_wait(t, layer, expert);
