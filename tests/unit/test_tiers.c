@@ -599,6 +599,22 @@ static void moe_layers_of(const store *st, int *a, int *b)
     cr_assert_geq(*b, 0, "the model has fewer than two MoE layers");
 }
 
+/* Opens the fixture's checkpoint and store; la, lb: its first two MoE layers. */
+static void open_store(const fixture *f, model_weights *mw, store *st, int *la, int *lb)
+{
+    errbuf e;
+    cr_assert_eq(model_weights_open(mw, f->model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(st, f->store, mw, &e), 0, "%s", e.msg);
+    moe_layers_of(st, la, lb);
+}
+
+static void close_store(fixture *f, model_weights *mw, store *st)
+{
+    store_close(st);
+    model_weights_close(mw);
+    free_fixture(f);
+}
+
 /* A predicted read that the layer's announcement (prefetch) also pinned, failing
  * for good while later predictions are pumped: its slot is freed with both pins,
  * and get() reads the expert again and reports the I/O error. (The freed slot
@@ -610,10 +626,8 @@ Test(tiers, failed_predicted_read_that_was_also_announced, .timeout = 60)
     model_weights mw;
     store st;
     errbuf e;
-    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
-    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
     int la, lb;
-    moe_layers_of(&st, &la, &lb);
+    open_store(&f, &mw, &st, &la, &lb);
     io_mode modes[] = {IO_AUTO, IO_PREAD};
     setenv("MOETIER_IO_FAULT", "eio=1", 1);
     for (int m = 0; m < 2; m++) {
@@ -639,9 +653,7 @@ Test(tiers, failed_predicted_read_that_was_also_announced, .timeout = 60)
         src.destroy(&src);
     }
     unsetenv("MOETIER_IO_FAULT");
-    store_close(&st);
-    model_weights_close(&mw);
-    free_fixture(&f);
+    close_store(&f, &mw, &st);
 }
 
 /* prefetch() reserves the announced experts from the first while slots allow
@@ -654,10 +666,8 @@ Test(tiers, prefetch_counts_reserved_and_peek_changes_nothing, .timeout = 60)
     model_weights mw;
     store st;
     errbuf e;
-    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
-    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
     int la, lb;
-    moe_layers_of(&st, &la, &lb);
+    open_store(&f, &mw, &st, &la, &lb);
     tiered_options o = {.dram_slots = 4, .spec_slots = -1, .policy = "lru"};
     nvme_options_default(&o.io);
     expert_source src;
@@ -696,9 +706,7 @@ Test(tiers, prefetch_counts_reserved_and_peek_changes_nothing, .timeout = 60)
     cr_expect_neq(src.peek(&src, la, 0, &p), 0, "the peek kept expert 0 from being evicted");
     cr_expect_eq(src.peek(&src, la, 3, &p), 0, "expert 3 was evicted instead of 0");
     src.destroy(&src);
-    store_close(&st);
-    model_weights_close(&mw);
-    free_fixture(&f);
+    close_store(&f, &mw, &st);
 }
 
 static void flip_byte(const char *path, long offset)
@@ -756,11 +764,8 @@ Test(tiers, reads_ahead_of_the_engine_in_a_step_larger_than_the_tier, .timeout =
     fixture f = make_fixture("scan");
     model_weights mw;
     store st;
-    errbuf e;
-    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
-    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
     int la, lb;
-    moe_layers_of(&st, &la, &lb);
+    open_store(&f, &mw, &st, &la, &lb);
     uint64_t lru = scan_two_steps(&st, la, "lru", 12);
     uint64_t plain = scan_two_steps(&st, la, "lru-plain", 12);
     cr_log_info("second step of %d experts through 12 slots: %llu hits with scan resistance, %llu "
@@ -769,9 +774,7 @@ Test(tiers, reads_ahead_of_the_engine_in_a_step_larger_than_the_tier, .timeout =
                  (unsigned long long)plain);
     /* the 12 slots less the reads ahead and the one in use */
     cr_expect_geq(lru, 12 - TIER_READ_AHEAD - 1, "%llu hits", (unsigned long long)lru);
-    store_close(&st);
-    model_weights_close(&mw);
-    free_fixture(&f);
+    close_store(&f, &mw, &st);
 }
 
 Test(tiers, corrupted_blob_names_expert_and_offset, .timeout = 60)
