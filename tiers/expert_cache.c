@@ -15,7 +15,7 @@ int expert_cache_init(expert_cache *c, int n_keys, int n_slots, cache_policy pol
     c->pins = calloc((size_t)n_slots, sizeof(int));
     c->state = calloc((size_t)n_slots, 1);
     c->free_slots = malloc((size_t)n_slots * sizeof(int));
-    c->used_step = calloc((size_t)n_slots, sizeof(int));
+    c->used_step = calloc((size_t)n_slots, sizeof *c->used_step);
     if (!c->slot_of_key || !c->key_of_slot || !c->pins || !c->state || !c->free_slots ||
         !c->used_step) {
         expert_cache_free(c);

@@ -8,6 +8,8 @@
 #ifndef MOETIER_EXPERT_CACHE_H
 #define MOETIER_EXPERT_CACHE_H
 
+#include <stdint.h>
+
 #include "cache_policy.h"
 
 typedef enum { SLOT_FREE, SLOT_LOADING, SLOT_READY } slot_state;
@@ -20,8 +22,8 @@ typedef struct expert_cache {
     unsigned char *state;
     int *free_slots;
     int n_free;
-    int step;               /* 0 until the first expert_cache_begin_step */
-    int *used_step;         /* [n_slots] the step that last pinned each slot */
+    uint32_t step;          /* 0 until the first expert_cache_begin_step */
+    uint32_t *used_step;    /* [n_slots] the step that last pinned each slot */
     cache_policy policy;
 } expert_cache;
 
@@ -36,7 +38,11 @@ static inline int expert_cache_find(const expert_cache *c, int key)
 /* A new step begins (see scan resistance above). */
 static inline void expert_cache_begin_step(expert_cache *c)
 {
-    c->step++;
+    /* a server steps ~1,000 times a second: wrap (past 0, which means "no
+     * steps") instead of overflowing; a slot last used 2^32 steps ago only
+     * looks recent */
+    if (++c->step == 0)
+        c->step = 1;
 }
 /* Whether acquiring a key that is not resident would now evict an expert used
  * in this step (the step is larger than the cache). */

@@ -160,3 +160,17 @@ Test(expert_cache, lfu_half_life_is_per_layer_of_a_shared_cache)
     for (int i = 0; i < 3; i++)
         expert_cache_free(&c[i]);
 }
+
+/* Steps wrap past 0 ("no steps marked", which would turn scan resistance off)
+ * instead of overflowing. */
+Test(expert_cache, steps_wrap_past_zero)
+{
+    expert_cache c;
+    cache_policy p;
+    cr_assert_eq(cache_policy_lru(&p, 2), 0);
+    cr_assert_eq(expert_cache_init(&c, 3, 2, p), 0);
+    c.step = UINT32_MAX;
+    expert_cache_begin_step(&c);
+    cr_expect_eq(c.step, 1u, "step %u after the last", c.step);
+    expert_cache_free(&c);
+}
