@@ -96,21 +96,35 @@ bench: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 
 # Coverage-guided fuzzing with libFuzzer (clang, from make deps) for a bounded
-# time per target: make fuzz FUZZ_SECONDS=60.
+# time per target: make fuzz FUZZ_SECONDS=60. The library is compiled once with
+# the fuzzer's coverage and the sanitizers, and each target links only what it uses.
 FUZZ_SECONDS ?= 30
 FUZZ_CC ?= clang
+FUZZ_BUILD := build/libfuzzer
+FUZZ_CFLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -I. -I/usr/include/cjson
 FUZZ_LIB_SRC := $(filter-out core/app/%,$(LIB_SRC))
-fuzz:
-	@mkdir -p build/libfuzzer
-	@for t in $(patsubst tests/fuzz/%.c,%,$(filter-out tests/fuzz/replay_main.c,$(FUZZ_SRC))); do \
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(filter-out tests/fuzz/replay_main.c,$(FUZZ_SRC)))
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libmoetier.a: $(FUZZ_LIB_OBJ)
+	ar rcs $@ $^
+
+.SECONDARY: $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_BUILD)/tests/fuzz/%.o,$(FUZZ_TARGETS))
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libmoetier.a
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $^ $(filter-out -pthread,$(LDLIBS)) -o $@
+
+fuzz: $(FUZZ_TARGETS)
+	@for t in $(notdir $(FUZZ_TARGETS)); do \
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
-	  $(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. -I/usr/include/cjson \
-	    tests/fuzz/$$t.c $(FUZZ_LIB_SRC) $(filter-out -pthread,$(LDLIBS)) -o build/libfuzzer/$$t || exit 1; \
-	  rm -rf build/libfuzzer/$$t.corpus; cp -r tests/fuzz/corpus/$${t#fuzz_} build/libfuzzer/$$t.corpus; \
-	  build/libfuzzer/$$t build/libfuzzer/$$t.corpus -max_total_time=$(FUZZ_SECONDS) \
-	    -print_final_stats=1 > build/libfuzzer/$$t.log 2>&1 \
-	    || { tail -40 build/libfuzzer/$$t.log; echo "fuzz: $$t failed"; exit 1; }; \
-	  grep -E "^Done|stat::number_of_executed_units" build/libfuzzer/$$t.log; \
+	  rm -rf $(FUZZ_BUILD)/$$t.corpus; cp -r tests/fuzz/corpus/$${t#fuzz_} $(FUZZ_BUILD)/$$t.corpus; \
+	  $(FUZZ_BUILD)/$$t $(FUZZ_BUILD)/$$t.corpus -max_total_time=$(FUZZ_SECONDS) \
+	    -print_final_stats=1 > $(FUZZ_BUILD)/$$t.log 2>&1 \
+	    || { tail -40 $(FUZZ_BUILD)/$$t.log; echo "fuzz: $$t failed"; exit 1; }; \
+	  grep -E "^Done|stat::number_of_executed_units" $(FUZZ_BUILD)/$$t.log; \
 	done
 
 # Tests find the binaries and ../shared/testdata through these variables.
@@ -175,3 +189,4 @@ clean:
 	rm -rf build build-san build-gpu-emu
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/core/app/main.d
+-include $(FUZZ_LIB_OBJ:.o=.d) $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_BUILD)/tests/fuzz/%.d,$(FUZZ_TARGETS))
