@@ -71,6 +71,7 @@ struct resident_entry {
     const void *host;
     void *dev;
     size_t bytes;
+    int pooled;         /* in the resident pool (not freed on its own) */
 };
 
 enum scratch_id {
@@ -88,6 +89,9 @@ struct gpu_state {
     resident_entry *res;
     size_t res_cap, res_n;
     uint64_t resident_bytes;
+    /* the resident pool: one allocation for the model's arrays, taken at create */
+    char *res_pool;
+    uint64_t res_pool_bytes, res_pool_used;
     void *scr[SCR_COUNT];
     size_t scr_bytes[SCR_COUNT];
     float *host_logits, *host_route;
@@ -250,7 +254,10 @@ static const void *resident(gpu_state *st, const void *host, size_t bytes)
     if (r && r->bytes >= bytes)
         return r->dev;
     if (r) {    /* asked for more of it than before: copy it again, whole */
-        GPU_CHECK(cudaFree(r->dev));
+        if (!r->pooled) {   /* a pooled copy's bytes stay taken until the end */
+            GPU_CHECK(cudaFree(r->dev));
+            st->stats.resident_unpooled -= r->bytes;
+        }
         st->resident_bytes -= r->bytes;
     } else {
         if ((st->res_n + 1) * 2 > st->res_cap)
@@ -262,9 +269,16 @@ static const void *resident(gpu_state *st, const void *host, size_t bytes)
         r->host = host;
         st->res_n++;
     }
-    if (cudaMalloc(&r->dev, bytes) != cudaSuccess) {
+    uint64_t take = gpu_align(bytes);
+    r->pooled = st->res_pool_bytes - st->res_pool_used >= take;
+    if (r->pooled) {
+        r->dev = st->res_pool + st->res_pool_used;
+        st->res_pool_used += take;
+    } else if (cudaMalloc(&r->dev, bytes) != cudaSuccess) {
         cudaGetLastError();
         out_of_device_memory(bytes, "a resident weight", st);
+    } else {
+        st->stats.resident_unpooled += bytes;
     }
     GPU_CHECK(cudaMemcpy(r->dev, host, bytes, cudaMemcpyHostToDevice));
     r->bytes = bytes;
@@ -809,11 +823,14 @@ static float *host_buffer(float **p, size_t *have, size_t n)
 
 /* The CPU jobs' buffer, pinned so that their copies queue without the host
  * waiting (pageable if the device refuses: then each copy waits, still right).
- * Growing frees the old one once the copies from it are done. */
-static float *cpu_jobs_buffer(gpu_state *st, size_t n)
+ * Growing frees the old one once the copies from it are done; it grows by half
+ * at least, because each growth drains the device and pins memory anew (slow on
+ * a real driver), and a prefill's batches grow step by step. */
+static float *cpu_jobs_buffer(gpu_state *st, size_t need)
 {
-    if (n <= st->host_n)
+    if (need <= st->host_n)
         return st->host;
+    size_t n = st->host_n + st->host_n / 2 > need ? st->host_n + st->host_n / 2 : need;
     GPU_CHECK(cudaDeviceSynchronize());     /* the copies from the old one are done */
     if (st->host_pinned)
         cudaFreeHost(st->host);
@@ -1138,8 +1155,10 @@ static void g_destroy(backend *b)
         return;
     cudaDeviceSynchronize();
     for (size_t i = 0; i < st->res_cap; i++)
-        if (st->res[i].host)
+        if (st->res[i].host && !st->res[i].pooled)
             cudaFree(st->res[i].dev);
+    if (st->res_pool)
+        cudaFree(st->res_pool);
     for (int i = 0; i < SCR_COUNT; i++)
         if (st->scr[i])
             cudaFree(st->scr[i]);
@@ -1176,6 +1195,27 @@ static const backend_ops gpu_ops_table = {
     1,  /* plans_batches */
     g_add_rmsnorm,
 };
+
+/* The resident pool, for the model's weights that stay on the GPU: one
+ * allocation taken now, as the planner sized it, rather than one per array on
+ * first use (the driver rounds each allocation up, by as much as 2 MB, which
+ * the plan cannot see). The slack covers the arrays' alignment and the norms,
+ * which the planner's total leaves out; whatever does not fit gets an
+ * allocation of its own. */
+static int open_resident_pool(gpu_state *st, const gpu_options *o, const char *device, errbuf *e)
+{
+    if (!o->resident_bytes)
+        return 0;
+    uint64_t n = gpu_align(o->resident_bytes + o->resident_bytes / 256 + (1u << 20));
+    if (cudaMalloc((void **)&st->res_pool, n) != cudaSuccess) {
+        cudaGetLastError();
+        st->res_pool = NULL;
+        return err_set(e, "%s: cannot allocate %.2f GB for the dense and attention weights",
+                       device, n / 1e9);
+    }
+    st->res_pool_bytes = n;
+    return 0;
+}
 
 /* The cache's slots (one allocation, taken now: no allocation mid-run), the
  * copy stream and the events of the slots and staging buffers. */
@@ -1318,7 +1358,9 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     }
     if (!o->rates && o->cpu_tokens == GPU_CPU_TOKENS_AUTO)
         measure_gpu_rates(&st->rates, dev, o->expert_like);
-    if (open_expert_cache(st, o, p.name, e)) {
+    if (open_resident_pool(st, o, p.name, e) || open_expert_cache(st, o, p.name, e)) {
+        if (st->res_pool)
+            cudaFree(st->res_pool);
         free_ring(st);
         free(st);
         return -1;
@@ -1362,6 +1404,11 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
 extern "C" const char *gpu_backend_device(const backend *b)
 {
     return ((const gpu_state *)b->impl)->device;
+}
+
+extern "C" int gpu_backend_multiprocessors(const backend *b)
+{
+    return ((const gpu_state *)b->impl)->multiprocessors;
 }
 
 extern "C" uint64_t gpu_backend_resident_bytes(const backend *b)

@@ -41,6 +41,9 @@ extern "C" {
 
 typedef struct gpu_options {
     int device;                 /* CUDA device ordinal */
+    uint64_t resident_bytes;        /* the model's dense and attention weights (the
+                                     * planner's total): one allocation at create holds
+                                     * them; 0: each array gets its own on first use */
     uint64_t expert_cache_bytes;    /* VRAM for routed experts; 0: none, copied per call */
     uint64_t expert_slot_bytes;     /* one expert in the cache (gpu_expert_slot_bytes) */
     int n_expert_keys;              /* cache keys 1..n (layers x routed experts) */
@@ -67,6 +70,8 @@ typedef struct gpu_cache_stats {
     uint64_t bytes_copied;      /* host to device, experts only */
     uint64_t waits;             /* times the host waited for the device's queue */
     uint64_t launches;          /* kernels launched */
+    uint64_t resident_unpooled; /* bytes of resident weights outside the resident pool
+                                 * (none asked for, or full) */
 } gpu_cache_stats;
 
 /* Free and total memory of a device; -1 with the reason when there is none. */
@@ -85,6 +90,9 @@ int gpu_device_memory(int device, uint64_t *free_bytes, uint64_t *total_bytes, e
 int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e);
 /* "NVIDIA H100 80GB HBM3, sm_90, 79.6 GB" */
 const char *gpu_backend_device(const backend *b);
+/* The device's multiprocessors: attention splits a context over blocks when a
+ * call has fewer blocks than this (tests size their batches by it). */
+int gpu_backend_multiprocessors(const backend *b);
 /* Bytes of model weights copied to the device so far (they stay resident). */
 uint64_t gpu_backend_resident_bytes(const backend *b);
 void gpu_backend_cache_stats(const backend *b, gpu_cache_stats *s);

@@ -14,6 +14,12 @@ const char *gpu_backend_device(const backend *b)
     return "none";
 }
 
+int gpu_backend_multiprocessors(const backend *b)
+{
+    (void)b;
+    return 0;
+}
+
 uint64_t gpu_backend_resident_bytes(const backend *b)
 {
     (void)b;

@@ -141,7 +141,7 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
             }
 #pragma unroll
             for (int g = 0; g < HG; g++)
-                sc[g] = (d1[g] + d2[g]) * a.scale;
+                sc[g] = __fmul_rn(d1[g] + d2[g], a.scale);     /* never fused into the - m below */
         }
         float m[HG], l[HG], wa[HG] = {}, wb[HG] = {};
 #pragma unroll
@@ -374,7 +374,7 @@ __global__ void k_mla_expanded(gpu_mla_args a, const float *kvx, int b0, int b1,
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             bool valid = tx < ns && s <= lp[r];
-            float sc = valid ? (d1[r] + d2[r]) * a.scale : -INFINITY;
+            float sc = valid ? __fmul_rn(d1[r] + d2[r], a.scale) : -INFINITY;  /* not fused into - mn */
             float m = sc;
             for (int o = 8; o > 0; o >>= 1)
                 m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));

@@ -220,7 +220,8 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
-/* what the CUDA context, the allocator's rounding and small buffers take */
+/* what the resident pool's slack (a 256th of the dense bytes, gpu_backend.cu),
+ * the allocator's rounding of the scratch buffers and small buffers take */
 #define GPU_MARGIN_BYTES (256ull << 20)
 
 uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/progress.h"
 #include "cpu_kernels/cpu_backend.h"
 #include "kernels/decode_bound.h"
 #include "kernels/gpu_backend.h"
@@ -305,20 +306,27 @@ int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags 
 }
 
 /* The DRAM tier's memory registered with the GPU, so expert copies from it are
- * asynchronous at full speed; a refusal only slows copies down. */
+ * asynchronous at full speed; a refusal only slows copies down. The driver
+ * pins every page, which takes a while for hundreds of GB: the log says so
+ * before, and how long it took after. */
 static void register_dram_tier(cli_model *m, FILE *log)
 {
     const dram_arena *a = tiered_source_arena(&m->src);
     errbuf e;
     if (!a || !a->bytes)
         return;
+    if (log) {
+        fprintf(log, "DRAM tier: registering %.2f GB with the GPU for asynchronous copies...\n",
+                a->bytes / 1e9);
+        fflush(log);
+    }
+    double t0 = now_seconds();
     if (gpu_backend_register_host(&m->be, a->base, a->bytes, &e)) {
         if (log)
             fprintf(log, "moetier: the DRAM tier is not registered with the GPU: %s; expert copies "
                     "from it are staged by the driver (slower)\n", e.msg);
     } else if (log) {
-        fprintf(log, "DRAM tier: %.2f GB registered with the GPU for asynchronous copies\n",
-                a->bytes / 1e9);
+        fprintf(log, "DRAM tier: registered in %.1f s\n", now_seconds() - t0);
     }
 }
 
@@ -377,6 +385,7 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
             if (log)
                 gpu_plan_print(&gp, log);
             m->chunk = gp.chunk;
+            go.resident_bytes = gp.dense_bytes;
             go.expert_slot_bytes = gp.slot_bytes;
             go.expert_cache_bytes = (uint64_t)gp.slots * gp.slot_bytes;
             go.n_expert_keys = m->mw.cfg.n_layers * m->mw.cfg.n_routed_experts;
@@ -567,6 +576,9 @@ void cli_model_close(cli_model *m)
                     (unsigned long long)g.promoted, (unsigned long long)g.prefetched,
                     g.bytes_copied / 1e9, (unsigned long long)g.launches,
                     (unsigned long long)g.waits);
+            fprintf(stderr, "  resident weights: %.3f GB on the GPU, %.3f GB of them outside the "
+                    "pool the plan sized\n", gpu_backend_resident_bytes(&m->be) / 1e9,
+                    g.resident_unpooled / 1e9);
             hybrid_rates r;
             gpu_backend_rates(&m->be, &r);
             if (r.gpu > 0)

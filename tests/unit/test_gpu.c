@@ -164,6 +164,57 @@ Test(gpu, linear_matches_the_reference_and_the_twin_its_bits, .timeout = 120)
         random_weight_free(&w[s]);
 }
 
+/* Resident weights go into the one allocation gpu_options.resident_bytes asks
+ * for at create, as far as it holds them; those beyond get their own. Where a
+ * weight lies does not change its bits. */
+Test(gpu, resident_weights_fill_the_pool_the_plan_sized, .timeout = 120)
+{
+    random_weight w[3] = {
+        random_weight_make(WF_BF16, 1024, 1024, 0, 0),      /* 2 MiB, more than the slack */
+        random_weight_make(WF_BF16, 1024, 1030, 0, 0),
+        random_weight_make(WF_FP8_BLOCK, 256, 512, 128, 0), /* fits in what the second left */
+    };
+    uint64_t bytes[3], total = 0;
+    for (int k = 0; k < 3; k++)
+        total += bytes[k] = linear_weight_bytes(&w[k].w);
+    float *x = random_floats(1030), *want[3] = {0};
+    /* no pool; a pool for all three; one for the first only */
+    const uint64_t pools[] = {0, total, bytes[0]}, unpooled[] = {total, 0, bytes[1]};
+    for (int c = 0; c < 3; c++) {
+        gpu_options o = {.resident_bytes = pools[c]};
+        errbuf e;
+        test_require_gpu();
+        cr_assert_eq(gpu_backend_create(&gpu, &o, &e), 0, "%s", e.msg);
+        float *dx = to_dev(x, 1030), *dy = gpu.ops->alloc(&gpu, 1024);
+        for (int k = 0; k < 3; k++) {
+            gpu.ops->linear(&gpu, &w[k].w, dx, 1, dy);
+            float *got = from_dev(dy, (size_t)w[k].w.rows);
+            if (!want[k])
+                want[k] = got;
+            else {
+                cr_assert_eq(memcmp(got, want[k], (size_t)w[k].w.rows * 4), 0,
+                             "pool of %llu bytes: weight %d changed its bits",
+                             (unsigned long long)pools[c], k);
+                free(got);
+            }
+        }
+        gpu_cache_stats s;
+        gpu_backend_cache_stats(&gpu, &s);
+        cr_assert_eq(gpu_backend_resident_bytes(&gpu), total);
+        cr_assert_eq(s.resident_unpooled, unpooled[c], "pool of %llu bytes: %llu outside it, not %llu",
+                     (unsigned long long)pools[c], (unsigned long long)s.resident_unpooled,
+                     (unsigned long long)unpooled[c]);
+        gpu.ops->release(&gpu, dx);
+        gpu.ops->release(&gpu, dy);
+        close_gpu();
+    }
+    for (int k = 0; k < 3; k++) {
+        free(want[k]);
+        random_weight_free(&w[k]);
+    }
+    free(x);
+}
+
 Test(gpu, embedding_rows_are_the_reference_dequantization_exactly)
 {
     open_gpu();
@@ -1292,12 +1343,17 @@ Test(gpu, attention_of_a_token_has_the_same_bits_alone_and_in_a_batch, .timeout 
         {WF_BF16, 3, 40},           /* 8 heads per block */
         {WF_INT4_GROUP, 3, 544},    /* a head per block */
     };
-    int nope = 16, rope = 8, v = 12, T = 12, pos0 = 757, S = pos0 + T;
+    int nope = 16, rope = 8, v = 12, S = 3 * 256 + 1;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        open_gpu();
+        /* the batch has at least a block per token: as many tokens as the device
+         * has multiprocessors keep it whole (a split needs fewer blocks) */
+        int sms = gpu_backend_multiprocessors(&gpu), T = sms > 12 ? sms : 12, pos0 = S - T;
+        cr_assert_leq(T, 256, "%d multiprocessors: the batch's first token would have fewer "
+                      "than 3 chunks", sms);
         int H = cases[k].H, C = cases[k].C, qk = nope + rope, row = C + rope;
         random_weight kvb = random_weight_make(cases[k].fmt, H * (nope + v), C, 32, 32);
         float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
-        open_gpu();
         float *dq = to_dev(q, (size_t)T * H * qk), *dc = to_dev(cache, (size_t)S * row);
         float *dout = gpu.ops->alloc(&gpu, (size_t)T * H * v);
         mla_args a = {.q = dq, .T = T, .pos0 = pos0, .kv_cache = dc, .kv_b = &kvb.w, .H = H,
@@ -1309,7 +1365,7 @@ Test(gpu, attention_of_a_token_has_the_same_bits_alone_and_in_a_batch, .timeout 
                      k, T);
         float *batch = from_dev(dout, (size_t)T * H * v);
         /* the first token (3 chunks), the last (4, the fourth of one position), one between */
-        int alone[] = {0, 11, 5};
+        int alone[] = {0, T - 1, T / 2};
         for (int i = 0; i < 3; i++) {
             int t = alone[i];
             mla_args one = a;
