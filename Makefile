@@ -44,7 +44,9 @@ CFLAGS += -DMOETIER_CUDA=1 -I$(CUDA_HOME)/include
 NVCCFLAGS := -O2 -I. -std=c++17 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_75,code=compute_75 -Xcompiler -fPIC,-Wall \
              $(if $(filter 1,$(WERROR)),-Xcompiler -Werror -Werror all-warnings,)
-LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+# the CUDA runtime linked statically: the binary then needs only the driver, and a
+# machine without one gets the no-device notice instead of a loader error
+LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 else
 CU_SRC :=
 LIB_SRC += kernels/gpu_probe_none.c kernels/gpu_backend_none.c kernels/gpu_bench_none.c

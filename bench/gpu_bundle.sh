@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 testdata=${MOETIER_TESTDATA:-$PWD/../shared/testdata}
 make -j"$(nproc)" build/moetier build/tests/unit_tests
-ldd build/moetier | grep -q libcudart ||
+nm build/moetier | grep -c cudaGetDeviceCount >/dev/null ||
     { echo "gpu_bundle: this build has no CUDA backend (nvcc not found?)" >&2; exit 1; }
 stage=.device/stage
 rm -rf .device
