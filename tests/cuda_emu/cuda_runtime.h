@@ -69,8 +69,15 @@ struct cudaDeviceProp {
 };
 
 #define EMU_DEVICE_BYTES (16ull << 30)
-/* few, so that the tests' small attention calls take the split path too */
-#define EMU_MULTIPROCESSORS 4
+/* few, so that the tests' small attention calls take the split path too;
+ * $MOETIER_EMU_MULTIPROCESSORS sets another count (132: an H100's or H200's),
+ * to check that no test depends on this one */
+inline int emu_multiprocessors(void)
+{
+    const char *v = getenv("MOETIER_EMU_MULTIPROCESSORS");
+    int n = v ? atoi(v) : 0;
+    return n > 0 ? n : 4;
+}
 
 inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
@@ -88,7 +95,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
     p->major = 9;
     p->minor = 0;
     p->totalGlobalMem = EMU_DEVICE_BYTES;
-    p->multiProcessorCount = EMU_MULTIPROCESSORS;
+    p->multiProcessorCount = emu_multiprocessors();
     return cudaSuccess;
 }
 inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
