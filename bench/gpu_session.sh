@@ -119,5 +119,5 @@ echo "== summary ($out)"
 cat "$out/summary.txt"
 grep -h -E "Synthesis|prefill_logits|decode_logits|FAIL" "$out"/test-*.log 2>/dev/null | sort | uniq -c
 cat "$out"/bench-gpu-*.log 2>/dev/null
-grep -H -E "^prefill:|VRAM expert cache|GPU plan|expert cache:|hybrid cost model|decode bound|registered|backend calls" \
+grep -H -E "^prefill:|VRAM expert cache|resident weights|GPU plan|expert cache:|hybrid cost model|decode bound|register|backend calls" \
     "$out"/decode-*.log "$out"/prefill-*.log 2>/dev/null
