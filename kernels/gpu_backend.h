@@ -4,7 +4,8 @@
  * the CPU backend, so the golden fp32 profile is the bar for both. Weights
  * reached through linear(), ffn() and the norm/rope tables are the model's:
  * they never change while the model is open, so each is copied to the device
- * once, on first use, and stays there. Routed experts arrive through
+ * once, on first use, into the resident pool taken at create, and stays there.
+ * Routed experts arrive through
  * ffn_batch() in memory the tiers reuse: an expert with a cache key goes
  * through the VRAM expert cache (slots of gpu_expert_slot_bytes, LRU), anything
  * else through one of two staging buffers. Copies run on their own stream:
