@@ -17,11 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gpu_ops.cuh"
 
 extern "C" {
+#include "core/base/progress.h"
 #include "cpu_kernels/router_ref.h"
 #include "cpu_kernels/side_thread.h"
 #include "kernels/gpu_backend.h"
@@ -735,12 +735,6 @@ static int registered(const gpu_state *st, const void *p)
     return 0;
 }
 
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* the per-job arrays of a batch of n */
 static void batch_room(gpu_state *st, int n)
@@ -869,7 +863,7 @@ static void cpu_experts(void *arg)
 {
     cpu_work *w = (cpu_work *)arg;
     gpu_state *st = w->st;
-    double t0 = seconds_now();
+    double t0 = now_seconds();
     size_t off = 0;
     for (int i = 0; i < w->n; i++)
         if (on_cpu(st->place[i])) {     /* place: the calling thread changes where meanwhile */
@@ -879,7 +873,7 @@ static void cpu_experts(void *arg)
                          w->host + off + nx, w->host + w->scratch_at);
             off += nx + (size_t)j->T * (size_t)j->down->rows;
         }
-    w->seconds = seconds_now() - t0;
+    w->seconds = now_seconds() - t0;
 }
 
 /* The GPU's rate moves towards the device time of the last batch's experts in
@@ -1299,10 +1293,10 @@ static void measure_gpu_rates(hybrid_rates *r, int device, const linear_weight *
     if (cudaMalloc(&dev, 2 * bytes) == cudaSuccess) {
         double best = 1e30;
         for (int rep = 0; rep < 3; rep++) {
-            double t0 = seconds_now();
+            double t0 = now_seconds();
             GPU_CHECK(cudaMemcpy((char *)dev + bytes, dev, bytes, cudaMemcpyDeviceToDevice));
             GPU_CHECK(cudaDeviceSynchronize());
-            double t = seconds_now() - t0;
+            double t = now_seconds() - t0;
             best = t < best ? t : best;
         }
         r->gpu = 2.0 * (double)bytes / (best > 1e-9 ? best : 1e-9);

@@ -2,37 +2,31 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gpu_ops.cuh"
 
 extern "C" {
+#include "core/base/progress.h"
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_bench.h"
 #include "kernels/gpu_layout.h"
 }
 
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* GB/s of copies from src to dst for about `seconds` (at least 3 copies) */
 static double copy_rate(void *dst, const void *src, uint64_t bytes, double seconds, int *copies)
 {
     GPU_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));     /* warm-up */
     GPU_CHECK(cudaDeviceSynchronize());
-    double t0 = seconds_now(), t;
+    double t0 = now_seconds(), t;
     int n = 0;
     do {
         GPU_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
         n++;
-        t = seconds_now() - t0;
+        t = now_seconds() - t0;
     } while (n < 3 || t < seconds);
     GPU_CHECK(cudaDeviceSynchronize());
-    t = seconds_now() - t0;
+    t = now_seconds() - t0;
     *copies = n;
     return (double)bytes * n / t / 1e9;
 }
@@ -115,10 +109,10 @@ static double time_batch(backend *b, const bench_expert *ex, int first, int n, i
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
         GPU_CHECK(cudaDeviceSynchronize());
-        double t0 = seconds_now();
+        double t0 = now_seconds();
         b->ops->ffn_batch(b, jobs, n);
         GPU_CHECK(cudaDeviceSynchronize());
-        double t = seconds_now() - t0;
+        double t = now_seconds() - t0;
         best = t < best ? t : best;
     }
     return best;

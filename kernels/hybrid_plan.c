@@ -3,8 +3,8 @@
 
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "core/base/progress.h"
 #include "kernels/gpu_twin.h"
 
 double hybrid_copy_seconds(const hybrid_rates *r, const hybrid_job *j)
@@ -98,12 +98,6 @@ void hybrid_plan_fixed(const hybrid_job *jobs, int n, int max_tokens, unsigned c
                    : !jobs[i].in_vram && jobs[i].tokens <= max_tokens ? HYBRID_CPU : HYBRID_GPU;
 }
 
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* best of three runs of the twin on w at T tokens */
 static double time_twin(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
@@ -111,9 +105,9 @@ static double time_twin(kernel_path path, thread_pool *pool, const linear_weight
 {
     double best = 1e30;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = seconds_now();
+        double t0 = now_seconds();
         gpu_twin_linear(path, pool, w, x, T, y, scratch);
-        double t = seconds_now() - t0;
+        double t = now_seconds() - t0;
         best = t < best ? t : best;
     }
     return best;
