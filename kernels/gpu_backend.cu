@@ -735,7 +735,6 @@ static int registered(const gpu_state *st, const void *p)
     return 0;
 }
 
-
 /* the per-job arrays of a batch of n */
 static void batch_room(gpu_state *st, int n)
 {
@@ -1142,9 +1141,9 @@ static void free_ring(gpu_state *st)
     st->ring = NULL;
 }
 
-static void g_destroy(backend *b)
+/* Everything the state holds; also a state that create built only in part. */
+static void free_state(gpu_state *st)
 {
-    gpu_state *st = state(b);
     if (!st)
         return;
     cudaDeviceSynchronize();
@@ -1180,6 +1179,11 @@ static void g_destroy(backend *b)
     free(st->host_logits);
     free(st->host_route);
     free(st);
+}
+
+static void g_destroy(backend *b)
+{
+    free_state(state(b));
     b->impl = NULL;
 }
 
@@ -1353,10 +1357,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     if (!o->rates && o->cpu_tokens == GPU_CPU_TOKENS_AUTO)
         measure_gpu_rates(&st->rates, dev, o->expert_like);
     if (open_resident_pool(st, o, p.name, e) || open_expert_cache(st, o, p.name, e)) {
-        if (st->res_pool)
-            cudaFree(st->res_pool);
-        free_ring(st);
-        free(st);
+        free_state(st);
         return -1;
     }
     if (o->cpu_tokens > 0 || o->cpu_tokens == GPU_CPU_TOKENS_AUTO) {
@@ -1365,11 +1366,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
         st->path = kernel_path_default();
         if (thread_pool_create(&st->pool, o->cpu_threads, e) ||
             side_thread_create(&st->cpu_side, e)) {
-            if (st->pool)
-                thread_pool_destroy(st->pool);
-            free_copy_state(st);
-            free_ring(st);
-            free(st);
+            free_state(st);     /* the resident pool and the expert cache too */
             return -1;
         }
         if (o->rates)

@@ -5,21 +5,21 @@
  * reached through linear(), ffn() and the norm/rope tables are the model's:
  * they never change while the model is open, so each is copied to the device
  * once, on first use, into the resident pool taken at create, and stays there.
- * Routed experts arrive through
- * ffn_batch() in memory the tiers reuse: an expert with a cache key goes
- * through the VRAM expert cache (slots of gpu_expert_slot_bytes, LRU), anything
- * else through one of two staging buffers. Copies run on their own stream:
- * a slot's copy waits (an event) for the kernels still reading the slot's
- * previous expert, and the kernels of its new expert wait for the copy; a
- * batch returns once its copies are done, because the tiers may then reuse
- * the bytes. With hybrid execution, a missed expert may be computed on the
- * CPU instead, while the GPU computes the others, to the GPU's bits
- * (gpu_twin.h); which ones, and which of those are copied into the cache as
- * well, a cost model with measured rates decides (hybrid_plan.h) or a fixed
- * token threshold. The cost model also copies experts predicted for the next
- * layer (jobs of no tokens) into the cache in the copy engine's idle time. Where an expert's bytes come from or where it is computed
- * never changes the result. Builds without CUDA get a stub whose create()
- * fails with a reason (gpu_backend_none.c). */
+ * Routed experts arrive through ffn_batch() in memory the tiers reuse: an
+ * expert with a cache key goes through the VRAM expert cache (slots of
+ * gpu_expert_slot_bytes, LRU), anything else through one of two staging
+ * buffers. Copies run on their own stream: a slot's copy waits (an event) for
+ * the kernels still reading the slot's previous expert, and the kernels of its
+ * new expert wait for the copy; a batch returns once its copies are done,
+ * because the tiers may then reuse the bytes. With hybrid execution, a missed
+ * expert may be computed on the CPU instead, while the GPU computes the others,
+ * to the GPU's bits (gpu_twin.h); which ones, and which of those are copied
+ * into the cache as well, a cost model with measured rates decides
+ * (hybrid_plan.h) or a fixed token threshold. The cost model also copies
+ * experts predicted for the next layer (jobs of no tokens) into the cache in
+ * the copy engine's idle time. Where an expert's bytes come from or where it is
+ * computed never changes the result. Builds without CUDA get a stub whose
+ * create() fails with a reason (gpu_backend_none.c). */
 #ifndef MOETIER_GPU_BACKEND_H
 #define MOETIER_GPU_BACKEND_H
 

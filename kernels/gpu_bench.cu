@@ -12,7 +12,6 @@ extern "C" {
 #include "kernels/gpu_layout.h"
 }
 
-
 /* GB/s of copies from src to dst for about `seconds` (at least 3 copies) */
 static double copy_rate(void *dst, const void *src, uint64_t bytes, double seconds, int *copies)
 {

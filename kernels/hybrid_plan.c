@@ -98,7 +98,6 @@ void hybrid_plan_fixed(const hybrid_job *jobs, int n, int max_tokens, unsigned c
                    : !jobs[i].in_vram && jobs[i].tokens <= max_tokens ? HYBRID_CPU : HYBRID_GPU;
 }
 
-
 /* best of three runs of the twin on w at T tokens */
 static double time_twin(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
                         int T, float *y, float *scratch)
