@@ -2,22 +2,22 @@
  *
  * The CUDA sources in kernels/ compile as C++ against this header, so the GPU
  * backend's tests (tests/unit/test_gpu.c, the golden and tier tests with
- * MOETIER_BACKEND=cuda) run on machines without a GPU. Only what the kernels use is here: device
- * memory is host memory (filled with 0xff bytes, so reading what nobody wrote
- * shows), copies are memmove, one emulated device. A launch runs its blocks one
- * after another, in a pseudo-random order; a block's threads are fibers
- * (cuda_emu.cc) that all meet at every __syncthreads and every warp shuffle,
- * in a new order every round. Kernels and the default stream's synchronous
- * work run at once; its asynchronous copies run at its next operation (a
- * pinned source is read then, a pageable one at the call, as the driver stages
- * it), and a copy queued on a created stream runs only when something waits
- * for it (an event or the stream), so a kernel that reads a copy's
- * destination without waiting sees what was there before, and a pinned
- * buffer changed before the copy runs gives the copy its new bytes
- * (emu_stream.cc). A launch beyond the device's limits aborts. This
- * checks indexing, reductions, shared memory use, launch shapes and the
- * ordering between streams, not the device's timing, memory model or rounding
- * of its math library. */
+ * MOETIER_BACKEND=cuda) run on machines without a GPU. Only what the kernels
+ * use is here: device memory is host memory (filled with 0xff bytes, so reading
+ * what nobody wrote shows; counted against the device's size, emu_memory.cc),
+ * copies are memmove, one emulated device. A launch runs its blocks one after
+ * another, in a pseudo-random order; a block's threads are fibers (cuda_emu.cc)
+ * that all meet at every __syncthreads and every warp shuffle, in a new order
+ * every round. Kernels and the default stream's synchronous work run at once;
+ * its asynchronous copies run at its next operation (a pinned source is read
+ * then, a pageable one at the call, as the driver stages it), and a copy queued
+ * on a created stream runs only when something waits for it (an event or the
+ * stream), so a kernel that reads a copy's destination without waiting sees
+ * what was there before, and a pinned buffer changed before the copy runs gives
+ * the copy its new bytes (emu_stream.cc). A launch beyond the device's limits
+ * aborts. This checks indexing, reductions, shared memory use, launch shapes
+ * and the ordering between streams, not the device's timing, memory model or
+ * rounding of its math library. */
 #ifndef MOETIER_CUDA_EMU_RUNTIME_H
 #define MOETIER_CUDA_EMU_RUNTIME_H
 
@@ -98,21 +98,32 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
     p->multiProcessorCount = emu_multiprocessors();
     return cudaSuccess;
 }
+/* device memory, counted against EMU_DEVICE_BYTES (emu_memory.cc) */
+cudaError_t emu_device_malloc(void **p, size_t n);
+void emu_device_free(void *p);
+size_t emu_device_used(void);
 inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {
-    *free_b = *total = EMU_DEVICE_BYTES;
+    *total = EMU_DEVICE_BYTES;
+    *free_b = EMU_DEVICE_BYTES - emu_device_used();
     return cudaSuccess;
 }
 template <typename T> cudaError_t cudaMalloc(T **p, size_t n)
 {
-    *p = (T *)malloc(n ? n : 1);
-    if (!*p)
-        return cudaErrorMemoryAllocation;
-    memset((void *)*p, 0xff, n);
-    return cudaSuccess;
+    void *v;
+    cudaError_t err = emu_device_malloc(&v, n);
+    *p = (T *)v;
+    if (err == cudaSuccess)
+        memset(v, 0xff, n);
+    return err;
 }
 /* like the device, freeing waits for the queued work first */
-inline cudaError_t cudaFree(void *p) { cudaDeviceSynchronize(); free(p); return cudaSuccess; }
+inline cudaError_t cudaFree(void *p)
+{
+    cudaDeviceSynchronize();
+    emu_device_free(p);
+    return cudaSuccess;
+}
 inline cudaError_t cudaMallocHost(void **p, size_t n)
 {
     *p = malloc(n ? n : 1);

@@ -215,6 +215,40 @@ Test(gpu, resident_weights_fill_the_pool_the_plan_sized, .timeout = 120)
     free(x);
 }
 
+/* A create that fails says why and gives back the device memory it took: an
+ * impossible resident pool; a pool that fits with an expert cache that does
+ * not; a pool and a cache that fit with an unknown eviction policy. */
+Test(gpu, create_that_fails_says_why_and_gives_back_its_memory, .timeout = 60)
+{
+    test_require_gpu();
+    errbuf e;
+    uint64_t free0, total, free1;
+    cr_assert_eq(gpu_device_memory(0, &free0, &total, &e), 0, "%s", e.msg);
+    const uint64_t pool = 64ull << 20, slot = 1ull << 20;
+    struct {
+        gpu_options o;
+        const char *says;
+    } cases[] = {
+        {{.resident_bytes = total + 1}, "for the dense and attention weights"},
+        {{.resident_bytes = pool, .expert_cache_bytes = 1ull << 50, .expert_slot_bytes = slot,
+          .n_expert_keys = 1 << 30},
+         "lower --vram-gb"},
+        {{.resident_bytes = pool, .expert_cache_bytes = 4 * slot, .expert_slot_bytes = slot,
+          .n_expert_keys = 8, .policy = "no-such-policy"},
+         "'no-such-policy'"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        e.msg[0] = 0;
+        cr_assert_eq(gpu_backend_create(&gpu, &cases[c].o, &e), -1, "case %zu was created", c);
+        cr_expect(strstr(e.msg, cases[c].says), "case %zu: \"%s\" does not say \"%s\"", c, e.msg,
+                  cases[c].says);
+        cr_assert_eq(gpu_device_memory(0, &free1, &total, &e), 0, "%s", e.msg);
+        /* a device may keep a little for itself; the pool alone is 64 MB */
+        cr_expect_geq(free1 + (4u << 20), free0, "case %zu: %.1f MB of device memory not given back",
+                      c, ((double)free0 - (double)free1) / 1e6);
+    }
+}
+
 Test(gpu, embedding_rows_are_the_reference_dequantization_exactly)
 {
     open_gpu();
