@@ -142,10 +142,11 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 
 # The GPU backend's tests on a machine without a GPU: kernels/*.cu compiled for
 # the CPU against tests/cuda_emu (blocks in turn, a block's threads as fibers),
-# linked with the CUDA=0 library and the unit tests (docs/testing.md).
-EMU_BUILD := build-gpu-emu
+# linked with the CUDA=0 library and the unit tests (docs/testing.md). With
+# SANITIZE=1 the kernels too run under ASan+UBSan, in build-gpu-emu-san/.
+EMU_BUILD := build-gpu-emu$(if $(filter 1,$(SANITIZE)),-san,)
 EMU_CXXFLAGS := -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -DMOETIER_CUDA_EMU -Itests/cuda_emu -I. \
-                -U_FORTIFY_SOURCE -fno-stack-protector $(if $(filter 1,$(WERROR)),-Werror,)
+                -U_FORTIFY_SOURCE -fno-stack-protector $(if $(filter 1,$(WERROR)),-Werror,) $(SANFLAGS)
 EMU_KOBJ := $(patsubst kernels/%.cu,$(EMU_BUILD)/kernels/%.o,$(wildcard kernels/*.cu))
 GPU_EMU_TESTS ?= @(gpu/*|golden/*_gpu|tiers/invariance_gpu_vram_cache_int4)
 
@@ -168,6 +169,7 @@ test-gpu-emu: $(EMU_KOBJ) $(EMU_RUNTIME) $(BUILD)/libmoetier.a $(BUILD)/moetier 
 	  $(EMU_RUNTIME) $(EMU_BUILD)/libmoetier.a $(LDLIBS_HOST)
 	@mkdir -p $(EMU_BUILD)/tmp
 	MOETIER_BIN=$(abspath $(EMU_BUILD)/moetier) MOETIER_TMP=$(abspath $(EMU_BUILD)/tmp) \
+	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	MOETIER_TESTDATA=$${MOETIER_TESTDATA:-$(abspath ../shared/testdata)} \
 	$(EMU_BUILD)/unit_tests --filter '$(GPU_EMU_TESTS)' $(TEST_ARGS)
 
@@ -188,7 +190,7 @@ deps:
 	else echo "npm not found: the openai-client server tests will be skipped"; fi
 
 clean:
-	rm -rf build build-san build-gpu-emu
+	rm -rf build build-san build-gpu-emu build-gpu-emu-san
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/core/app/main.d
 -include $(FUZZ_LIB_OBJ:.o=.d) $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_BUILD)/tests/fuzz/%.d,$(FUZZ_TARGETS))

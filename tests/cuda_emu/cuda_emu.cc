@@ -14,16 +14,38 @@
  * shuffle (at the barrier, returned) stops the program (check_converged).
  * Launches run their blocks in a pseudo-random order too (cuda_runtime.h), and
  * a block's dynamic shared memory starts as 0xff bytes. The orders are the
- * same on every run (a fixed seed), so a failure repeats. */
+ * same on every run (a fixed seed), so a failure repeats.
+ *
+ * Under AddressSanitizer (make test-gpu-emu SANITIZE=1) every switch between
+ * the scheduler's stack and a fiber's is announced to it, so that it checks the
+ * kernels' reads and writes of device memory, shared memory and their own
+ * locals as it checks host code: what compute-sanitizer's memcheck does on a
+ * device, here on the CPU. */
 #include <setjmp.h>
 
 #include "cuda_runtime.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+#include <dlfcn.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 #define MAX_THREADS 1024
 #define MAX_WARPS (MAX_THREADS / 32)
+#ifdef EMU_ASAN
+#define STACK_BYTES (256 * 1024)    /* the sanitizer's redzones make frames larger */
+#else
 #define STACK_BYTES (64 * 1024)
+#endif
 
 static jmp_buf scheduler, fiber[MAX_THREADS];
 static char *stacks;
@@ -55,10 +77,68 @@ void emu_shuffle(unsigned *v, unsigned n)
     }
 }
 
+/* The four sides of a switch, announced to AddressSanitizer (nothing without
+ * it): the scheduler leaving for fiber i, a fiber arriving (the first time
+ * with no fake stack to take up), a fiber leaving for the scheduler (one that
+ * has finished leaves its fake stack behind) and the scheduler arriving back. */
+#ifdef EMU_ASAN
+static const void *scheduler_bottom;
+static size_t scheduler_size;
+static void *scheduler_fake, *fiber_fake[MAX_THREADS];
+static void leave_for_fiber(unsigned i)
+{
+    __sanitizer_start_switch_fiber(&scheduler_fake, stacks + (size_t)i * STACK_BYTES, STACK_BYTES);
+}
+static void arrive_in_fiber(int first)
+{
+    __sanitizer_finish_switch_fiber(first ? NULL : fiber_fake[current], &scheduler_bottom,
+                                    &scheduler_size);
+}
+static void leave_for_scheduler(int done)
+{
+    __sanitizer_start_switch_fiber(done ? NULL : &fiber_fake[current], scheduler_bottom,
+                                   scheduler_size);
+}
+static void arrive_in_scheduler(void)
+{
+    __sanitizer_finish_switch_fiber(scheduler_fake, NULL, NULL);
+}
+/* glibc's own _longjmp, not the sanitizer's wrapper of it: the wrapper makes a
+ * system call (sigaltstack) on every switch, two thirds of the emulation's
+ * time; it unpoisons the stack left behind, which a switch that is announced
+ * and abandons no instrumented frame does not need. (Not marked noreturn: the
+ * compiler would then call that unpoisoning before each use.) */
+static void jump(jmp_buf to)
+{
+    static void (*libc_longjmp)(jmp_buf, int);
+    if (!libc_longjmp) {
+        void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+        libc_longjmp = libc ? (void (*)(jmp_buf, int))dlsym(libc, "_longjmp") : NULL;
+        if (!libc_longjmp) {
+            fprintf(stderr, "cuda_emu: cannot find glibc's _longjmp\n");
+            abort();
+        }
+    }
+    libc_longjmp(to, 1);
+}
+#else
+static void leave_for_fiber(unsigned) {}
+static void arrive_in_fiber(int) {}
+static void leave_for_scheduler(int) {}
+static void arrive_in_scheduler(void) {}
+static void jump(jmp_buf to)
+{
+    _longjmp(to, 1);
+}
+#endif
+
 static void meet(void)
 {
-    if (!_setjmp(fiber[current]))
-        _longjmp(scheduler, 1);
+    if (!_setjmp(fiber[current])) {
+        leave_for_scheduler(0);
+        jump(scheduler);
+    }
+    arrive_in_fiber(0);
 }
 
 void __syncthreads(void)
@@ -77,9 +157,11 @@ float __shfl_xor_sync(unsigned, float v, int lane_mask)
 
 static void fiber_main(void)
 {
+    arrive_in_fiber(1);
     block_body(block_ctx);
     finished[current] = 1;
-    _longjmp(scheduler, 1);
+    leave_for_scheduler(1);
+    jump(scheduler);
 }
 
 __attribute__((noinline)) static void start_on_stack(char *top)
@@ -92,11 +174,15 @@ void *emu_dynamic_smem(void)
     return dyn_smem;
 }
 
+/* exactly the launch's bytes, so that a kernel reading or writing past them
+ * reaches the allocator's redzone (under AddressSanitizer) */
 void emu_set_dynamic_smem(size_t bytes)
 {
-    if (bytes > dyn_smem_bytes) {
+    if (bytes != dyn_smem_bytes) {
         free(dyn_smem);
-        dyn_smem = (char *)aligned_alloc(64, (bytes + 63) / 64 * 64);
+        dyn_smem = NULL;
+        if (bytes && posix_memalign((void **)&dyn_smem, 64, bytes))
+            abort();
         dyn_smem_bytes = bytes;
     }
 }
@@ -107,12 +193,14 @@ static void resume(unsigned i)
     current = i;
     threadIdx = dim3(i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y));
     if (!_setjmp(scheduler)) {
+        leave_for_fiber(i);
         if (!started[i]) {
             started[i] = 1;
             start_on_stack(stacks + (size_t)(i + 1) * STACK_BYTES - 64);
         }
-        _longjmp(fiber[i], 1);
+        jump(fiber[i]);
     }
+    arrive_in_scheduler();
 }
 
 /* After a round of warp w: lanes that neither returned nor reached the barrier
