@@ -27,6 +27,7 @@ extern "C" {
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_bench.h"
 #include "kernels/gpu_layout.h"
+#include "kernels/gpu_probe.h"
 #include "kernels/gpu_twin.h"
 #include "kernels/hybrid_plan.h"
 #include "tiers/expert_cache.h"
@@ -85,6 +86,7 @@ struct host_range {
 
 struct gpu_state {
     char device[256];
+    int ordinal;                /* the CUDA device's number */
     int multiprocessors;
     resident_entry *res;
     size_t res_cap, res_n;
@@ -140,9 +142,17 @@ struct gpu_state {
     int batch_cap;
 };
 
+/* The backend's state, its device made the calling thread's current one: the
+ * runtime keeps the current device per thread, and the engine may run on
+ * another thread than the one that created the backend (the server's). Every
+ * operation calls this before its first call into CUDA. */
 static gpu_state *state(backend *b)
 {
-    return (gpu_state *)b->impl;
+    gpu_state *st = (gpu_state *)b->impl;
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess || current != st->ordinal)
+        GPU_CHECK(cudaSetDevice(st->ordinal));
+    return st;
 }
 
 static void out_of_device_memory(size_t bytes, const char *what, const gpu_state *st)
@@ -417,7 +427,7 @@ static unsigned blocks_for(size_t n, unsigned per)
 
 static float *g_alloc(backend *b, size_t n)
 {
-    (void)b;
+    state(b);
     void *p = NULL;
     size_t bytes = (n ? n : 1) * sizeof(float);
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
@@ -430,7 +440,7 @@ static float *g_alloc(backend *b, size_t n)
 
 static void g_release(backend *b, float *p)
 {
-    (void)b;
+    state(b);
     GPU_CHECK(cudaFree(p));
 }
 
@@ -1055,13 +1065,13 @@ static void g_route(backend *b, const route_params *p, const float *logits, cons
 
 static void g_zero(backend *b, float *p, size_t n)
 {
-    (void)b;
+    state(b);
     GPU_CHECK(cudaMemsetAsync(p, 0, n * sizeof(float), 0));
 }
 
 static void g_add(backend *b, float *y, const float *x, size_t n)
 {
-    (void)b;
+    state(b);
     if (!n)
         return;
     GPU_LAUNCH(k_add, blocks_for(n, 256), 256, 0, 0)(y, x, n);
@@ -1317,14 +1327,12 @@ __global__ void k_probe(int *p)
 
 extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
 {
-    int count = 0, dev = o ? o->device : 0;
-    cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0)
-        return err_set(e, "no usable CUDA device (%s)",
-                       err != cudaSuccess ? cudaGetErrorString(err) : "none found");
-    if (dev < 0 || dev >= count)
-        return err_set(e, "CUDA device %d does not exist (this machine has %d)", dev, count);
+    int dev = o ? o->device : 0;
+    char why[256];
+    if (gpu_describe(dev, why, sizeof why))
+        return err_set(e, "%s", why);
     cudaDeviceProp p;
+    cudaError_t err;
     if ((err = cudaGetDeviceProperties(&p, dev)) != cudaSuccess ||
         (err = cudaSetDevice(dev)) != cudaSuccess)
         return err_set(e, "CUDA device %d: %s", dev, cudaGetErrorString(err));
@@ -1346,6 +1354,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     gpu_state *st = (gpu_state *)calloc(1, sizeof *st);
     if (!st)
         return err_set(e, "out of memory");
+    st->ordinal = dev;
     gpu_options none = {};
     if (!o)
         o = &none;
@@ -1438,12 +1447,11 @@ extern "C" int gpu_backend_register_host(backend *b, void *p, uint64_t bytes, er
 extern "C" int gpu_device_memory(int device, uint64_t *free_bytes, uint64_t *total_bytes, errbuf *e)
 {
     size_t f = 0, t = 0;
-    int count = 0;
-    cudaError_t err = cudaGetDeviceCount(&count);
-    if (err == cudaSuccess && (device < 0 || device >= count))
-        err = cudaErrorInvalidDevice;
-    if (err == cudaSuccess)
-        err = cudaSetDevice(device);
+    char why[256];
+    *free_bytes = *total_bytes = 0;
+    if (gpu_describe(device, why, sizeof why))
+        return err_set(e, "%s", why);
+    cudaError_t err = cudaSetDevice(device);
     if (err == cudaSuccess)
         err = cudaMemGetInfo(&f, &t);
     *free_bytes = f;

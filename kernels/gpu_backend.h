@@ -87,7 +87,9 @@ int gpu_device_memory(int device, uint64_t *free_bytes, uint64_t *total_bytes, e
 #define GPU_GRID_Y 65535
 #define GPU_MAX_TOKENS GPU_GRID_Y
 
-/* Fails with a reason when the build has no CUDA or the device cannot be used. */
+/* Fails with a reason when the build has no CUDA or the device cannot be used.
+ * The operations may then be called from any thread, one at a time: each makes
+ * o->device the calling thread's current device first. */
 int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e);
 /* "NVIDIA H100 80GB HBM3, sm_90, 79.6 GB" */
 const char *gpu_backend_device(const backend *b);

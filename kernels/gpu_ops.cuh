@@ -13,7 +13,8 @@
  * same sources also build for the CPU emulation the tests run without a GPU
  * (tests/cuda_emu: a block's threads as fibers). */
 #ifdef MOETIER_CUDA_EMU
-#define GPU_LAUNCH(kernel, grid, block, smem, stream) emu_launcher(kernel, dim3(grid), dim3(block), smem)
+#define GPU_LAUNCH(kernel, grid, block, smem, stream) \
+    emu_launcher(kernel, dim3(grid), dim3(block), smem, stream)
 #define GPU_DYNAMIC_SMEM(type, name) type *name = (type *)emu_dynamic_smem()
 #else
 #define GPU_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>

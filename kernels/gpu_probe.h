@@ -13,8 +13,14 @@ extern "C" {
 #endif
 
 /* Number of usable CUDA devices (0 when none or no CUDA build); desc gets a
- * one-line description: the first device, or why there is none. */
+ * one-line description: each device by its number ("2 device(s); 0: NAME,
+ * sm_90, 79.6 GB; 1: ..."), or why there is none. */
 int gpu_probe(char *desc, size_t n);
+
+/* desc gets "device N: NAME, sm_90, 79.6 GB" and 0 is returned when device N
+ * is usable; otherwise -1, and desc says why not (no CUDA build, no devices,
+ * no device of that number). */
+int gpu_describe(int device, char *desc, size_t n);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 #include "kernels/decode_bound.h"
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
+#include "kernels/gpu_probe.h"
 #include "tiers/tiered_source.h"
 
 const char *cli_value(int argc, char **argv, int *i)
@@ -122,6 +123,8 @@ void model_flags_usage(FILE *f)
           "  --backend NAME       cpu, cuda (every operation on the GPU, experimental) or auto\n"
           "                       (cuda when a GPU is usable, else cpu with a notice); default\n"
           "                       cpu, or $MOETIER_BACKEND\n"
+          "  --device N           GPU backend: the CUDA device to run on, by its number\n"
+          "                       (default 0; `moetier inspect` lists them)\n"
           "  --cpu-tokens auto|N  GPU backend: which experts not in VRAM the CPU computes\n"
           "                       (to the GPU's bits) while the GPU computes the others:\n"
           "                       auto (default) by a cost model with measured copy and\n"
@@ -178,6 +181,12 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
             return -1;
         }
         f->backend = v;
+        return 1;
+    }
+    if (!strcmp(a, "--device")) {
+        if (!(v = cli_value(argc, argv, i)) || cli_int(a, v, 0, 1023, &f->device))
+            return -1;
+        f->device_set = 1;
         return 1;
     }
     if (!strcmp(a, "--cpu-tokens")) {
@@ -365,8 +374,10 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         return err_set(e, "MOETIER_BACKEND is '%s'; expected cpu, cuda or auto", name);
     if (choice == BACKEND_CPU && f->tiers.vram_gb_set)
         return err_set(e, "--vram-gb is for the GPU backend (add --backend cuda or auto)");
+    if (choice == BACKEND_CPU && f->device_set)
+        return err_set(e, "--device is for the GPU backend (add --backend cuda or auto)");
     if (choice != BACKEND_CPU) {
-        gpu_options go = {.device = 0};
+        gpu_options go = {.device = f->device};
         uint64_t free_b, total;
         gpu_plan gp;
         hybrid_rates rates;
@@ -376,6 +387,10 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         if (rates_set)
             go.rates = &rates;
         int usable = !gpu_device_memory(go.device, &free_b, &total, e);
+        char devices[64];
+        /* a device number this machine lacks is a mistake, not a reason to fall back */
+        if (!usable && f->device_set && gpu_probe(devices, sizeof devices) > 0)
+            return err_prefix(e, "--device %d: ", f->device);
         if (usable) {
             if (f->chunk > GPU_MAX_TOKENS)
                 return err_set(e, "--chunk %d: the GPU backend takes at most %d tokens per step",
@@ -399,7 +414,8 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         }
         if (usable && !gpu_backend_create(&m->be, &go, e)) {
             if (log)
-                fprintf(log, "CUDA backend: %s (experimental)\n", gpu_backend_device(&m->be));
+                fprintf(log, "CUDA backend: %s (device %d, experimental)\n",
+                        gpu_backend_device(&m->be), go.device);
             if (log && go.cpu_tokens == GPU_CPU_TOKENS_AUTO) {
                 hybrid_rates r;
                 gpu_backend_rates(&m->be, &r);

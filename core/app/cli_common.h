@@ -43,6 +43,8 @@ typedef struct model_flags {
     const char *kernels;    /* --kernels scalar|avx2|avx512; NULL: the fastest */
     const char *trace;      /* --trace FILE: record every token's routing */
     const char *backend;    /* --backend cpu|cuda|auto; NULL: $MOETIER_BACKEND, else cpu */
+    int device;             /* --device: the CUDA device's number (default 0) */
+    int device_set;
     int cpu_tokens;         /* --cpu-tokens, when cpu_tokens_set (GPU backend;
                              * GPU_CPU_TOKENS_AUTO: the cost model) */
     int cpu_tokens_set;

@@ -81,7 +81,9 @@ static void usage(FILE *f)
                "  --json          one JSON object per line (context, tokens, absorbed_ms,\n"
                "                  expanded_ms, gain = absorbed / expanded, each form's\n"
                "                  multiply-adds and tmacs = 1e12 of them per second,\n"
-               "                  rel_diff = max |expanded - absorbed| / max |absorbed|)\n");
+               "                  rel_diff = max |expanded - absorbed| / max |absorbed|)\n"
+               "Every `bench gpu` form takes --device N: the CUDA device to measure (default 0;\n"
+               "`moetier inspect` lists them).\n");
 }
 
 static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
@@ -132,10 +134,30 @@ static int positive_value(int argc, char **argv, int *i, float *out)
     return 0;
 }
 
-/* the device's description, or a message that there is none */
+/* `bench gpu --device N`: the device every form measures */
+static int gpu_device;
+
+/* Takes --device N out of argv (after "gpu"), so each form's own options are
+ * what is left; -1 on a bad value. */
+static int take_device_flag(int *argc, char **argv)
+{
+    for (int i = 2; i < *argc; i++)
+        if (!strcmp(argv[i], "--device")) {
+            int k = i;
+            const char *v = cli_value(*argc, argv, &k);
+            if (!v || cli_int("--device", v, 0, 1023, &gpu_device))
+                return -1;
+            memmove(argv + i, argv + i + 2, (size_t)(*argc - i - 2) * sizeof *argv);
+            *argc -= 2;
+            i--;
+        }
+    return 0;
+}
+
+/* the device's description, or a message that it cannot be measured */
 static int gpu_present(char *device, size_t n)
 {
-    if (gpu_probe(device, n) > 0)
+    if (!gpu_describe(gpu_device, device, n))
         return 1;
     fprintf(stderr, "moetier bench gpu: no GPU to measure (%s)\n", device);
     return 0;
@@ -170,7 +192,8 @@ static int bench_overlap(int argc, char **argv)
         return 1;
     gpu_overlap_result r;
     errbuf e;
-    if (gpu_bench_overlap(0, shape[0], shape[1], experts[0], experts[1], threads, 5, &r, &e))
+    if (gpu_bench_overlap(gpu_device, shape[0], shape[1], experts[0], experts[1], threads, 5, &r,
+                          &e))
         return cli_fail(&e);
     double blob_ratio = r.blob_gbps / r.pinned_gbps;
     if (json)
@@ -290,7 +313,7 @@ static int bench_linear(int argc, char **argv)
             for (int t = 0; t < n_tokens; t++) {
                 gpu_linear_result r;
                 errbuf e;
-                if (gpu_bench_linear(0, fmts[f], shapes[s][0], shapes[s][1], tokens[t],
+                if (gpu_bench_linear(gpu_device, fmts[f], shapes[s][0], shapes[s][1], tokens[t],
                                      (uint64_t)((double)set_gb * 1e9), 10, &r, &e))
                     return cli_fail(&e);
                 double ratio = r.hbm_gbps > 0 ? r.ahead_gbps / r.hbm_gbps : 0;
@@ -333,7 +356,7 @@ static int prefill_attention_lines(const char *device, const int *contexts, int 
                 continue;
             gpu_prefill_attention_result r;
             errbuf e;
-            if (gpu_bench_prefill_attention(0, contexts[c], tokens[t], 3, &r, &e))
+            if (gpu_bench_prefill_attention(gpu_device, contexts[c], tokens[t], 3, &r, &e))
                 return cli_fail(&e);
             double gain = r.absorbed_s / r.expanded_s;
             if (json)
@@ -407,8 +430,8 @@ static int bench_attention(int argc, char **argv, int prefill)
                 continue;
             gpu_attention_result r;
             errbuf e;
-            if (gpu_bench_attention(0, contexts[c], tokens[t], (uint64_t)((double)set_gb * 1e9), 10,
-                                    &r, &e))
+            if (gpu_bench_attention(gpu_device, contexts[c], tokens[t],
+                                    (uint64_t)((double)set_gb * 1e9), 10, &r, &e))
                 return cli_fail(&e);
             double gain = r.whole_s / r.split_s;
             if (json)
@@ -464,7 +487,7 @@ static int bench_gpu(int argc, char **argv)
     for (int k = 0; k < n_mb; k++) {
         gpu_copy_result r;
         errbuf e;
-        if (gpu_bench_copy(0, (uint64_t)mb[k] * 1000000, seconds, &r, &e))
+        if (gpu_bench_copy(gpu_device, (uint64_t)mb[k] * 1000000, seconds, &r, &e))
             return cli_fail(&e);
         double ratio = r.pageable_gbps / r.pinned_gbps;
         if (json)
@@ -486,6 +509,8 @@ int cmd_bench(int argc, char **argv)
         return 0;
     }
     if (argc >= 2 && !strcmp(argv[1], "gpu")) {
+        if (take_device_flag(&argc, argv))
+            return 2;
         for (int i = 2; i < argc; i++)
             if (!strcmp(argv[i], "--overlap"))
                 return bench_overlap(argc, argv);

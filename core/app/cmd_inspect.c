@@ -12,8 +12,11 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier inspect -m DIR [--store DIR] [--dram-gb X]\n"
-               "  Prints the architecture, tensor counts and bytes per format and tier.\n");
+    fprintf(f, "usage: moetier inspect -m DIR [--store DIR] [--dram-gb X] [--vram-gb G]\n"
+               "                      [--device N]\n"
+               "  Prints the architecture, tensor counts and bytes per format and tier, the\n"
+               "  GPUs by number, and with a GPU (or --vram-gb) the GPU side of the placement\n"
+               "  on device N (default 0).\n");
 }
 
 static void print_bytes_row(const char *what, const uint64_t *by_fmt)
@@ -106,7 +109,7 @@ int cmd_inspect(int argc, char **argv)
     printf("KV cache: %d floats per token per layer (%.1f KB per token)\n",
            c->kv_lora_rank + c->qk_rope_dim,
            (double)(c->kv_lora_rank + c->qk_rope_dim) * 4 * c->n_layers / 1e3);
-    char gpu[256];
+    char gpu[1024];
     int n_gpu = gpu_probe(gpu, sizeof gpu);
     printf("GPU: %s%s\n", gpu, n_gpu ? " (computes with --backend cuda or auto)" : "");
     printf("\n");
@@ -122,10 +125,13 @@ int cmd_inspect(int argc, char **argv)
             store_close(&st);
         gpu_plan gp;
         if (n_gpu > 0 || mf.tiers.vram_gb_set) {
-            if (cli_gpu_plan(&mw, &plan, &mf, 0, &gp, &e))
+            if (cli_gpu_plan(&mw, &plan, &mf, mf.device, &gp, &e)) {
                 rc = cli_fail(&e);
-            else
+            } else {
+                if (n_gpu > 1)
+                    printf("on device %d (--device):\n", mf.device);
                 gpu_plan_print(&gp, stdout);
+            }
         }
     }
     model_weights_close(&mw);

@@ -5,7 +5,9 @@
  * MOETIER_BACKEND=cuda) run on machines without a GPU. Only what the kernels
  * use is here: device memory is host memory (filled with 0xff bytes, so reading
  * what nobody wrote shows; counted against the device's size, emu_memory.cc),
- * copies are memmove, one emulated device. A launch runs its blocks one after
+ * copies are memmove; two emulated devices, each thread with its current one,
+ * and a launch given another device's memory or stream aborts (emu_device.cc).
+ * A launch runs its blocks one after
  * another, in a pseudo-random order; a block's threads are fibers (cuda_emu.cc)
  * that all meet at every __syncthreads and every warp shuffle, in a new order
  * every round. Kernels and the default stream's synchronous work run at once;
@@ -27,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -57,6 +60,7 @@ typedef enum {
     cudaSuccess = 0,
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidDevice = 101,
+    cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
     cudaErrorUnknown = 999
 } cudaError_t;
@@ -68,7 +72,8 @@ struct cudaDeviceProp {
     int multiProcessorCount;
 };
 
-#define EMU_DEVICE_BYTES (16ull << 30)
+#define EMU_DEVICE_BYTES (16ull << 30)   /* each device's */
+#define EMU_MAX_DEVICES 8
 /* few, so that the tests' small attention calls take the split path too;
  * $MOETIER_EMU_MULTIPROCESSORS sets another count (132: an H100's or H200's),
  * to check that no test depends on this one */
@@ -79,7 +84,17 @@ inline int emu_multiprocessors(void)
     return n > 0 ? n : 4;
 }
 
-inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+inline const char *cudaGetErrorString(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    default: return "unknown error";
+    }
+}
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void);
 /* runs the default stream's queued copies: before anything it does next */
@@ -87,25 +102,24 @@ void emu_default_stream_flush(void);
 /* host memory the device may read or write later (cudaMallocHost, cudaHostRegister) */
 void emu_pin(void *p, size_t n);
 void emu_unpin(const void *p);
-inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
-inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
-inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
-{
-    snprintf(p->name, sizeof p->name, "CPU emulation");
-    p->major = 9;
-    p->minor = 0;
-    p->totalGlobalMem = EMU_DEVICE_BYTES;
-    p->multiProcessorCount = emu_multiprocessors();
-    return cudaSuccess;
-}
-/* device memory, counted against EMU_DEVICE_BYTES (emu_memory.cc) */
+/* the devices and each thread's current one (emu_device.cc) */
+int emu_device_count(void);
+int emu_current_device(void);
+cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaSetDevice(int d);
+cudaError_t cudaGetDevice(int *d);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d);
+/* device memory of the current device, counted against its EMU_DEVICE_BYTES
+ * (emu_memory.cc); emu_device_of: the device whose memory holds p, -1 for
+ * memory that is not a device's */
 cudaError_t emu_device_malloc(void **p, size_t n);
 void emu_device_free(void *p);
-size_t emu_device_used(void);
+size_t emu_device_used(int device);
+int emu_device_of(const void *p);
 inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {
     *total = EMU_DEVICE_BYTES;
-    *free_b = EMU_DEVICE_BYTES - emu_device_used();
+    *free_b = EMU_DEVICE_BYTES - emu_device_used(emu_current_device());
     return cudaSuccess;
 }
 template <typename T> cudaError_t cudaMalloc(T **p, size_t n)
@@ -147,6 +161,8 @@ inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind)
     return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+/* the device a stream belongs to (0: the current device's default stream) */
+int emu_stream_device(cudaStream_t s);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned flags = 0);
@@ -201,11 +217,24 @@ inline void emu_check_launch(dim3 grid, dim3 block, size_t smem)
     }
 }
 
-/* GPU_LAUNCH(kernel, grid, block, smem, stream)(args...) in the emulation */
+/* aborts unless the stream and every pointer given are the current device's
+ * (or not a device's); emu_device.cc */
+void emu_check_launch_device(int stream_device, const void *const *pointers, size_t n);
+
+template <typename T> void emu_collect_pointer(const T &arg, std::vector<const void *> &out)
+{
+    if constexpr (std::is_pointer_v<T>)
+        out.push_back((const void *)arg);
+}
+
+/* GPU_LAUNCH(kernel, grid, block, smem, stream)(args...) in the emulation.
+ * Only pointer arguments are checked for their device: those inside a struct
+ * argument are not. */
 template <typename... P> struct emu_launch_t {
     void (*kernel)(P...);
     dim3 grid, block;
     size_t smem;
+    cudaStream_t stream;
     template <typename... A> void operator()(A &&...args) const
     {
         struct call {
@@ -214,6 +243,9 @@ template <typename... P> struct emu_launch_t {
         } c{kernel, std::tuple<P...>(std::forward<A>(args)...)};
         emu_default_stream_flush();
         emu_check_launch(grid, block, smem);
+        std::vector<const void *> pointers;
+        std::apply([&](const P &...a) { (emu_collect_pointer(a, pointers), ...); }, c.args);
+        emu_check_launch_device(emu_stream_device(stream), pointers.data(), pointers.size());
         gridDim = grid;
         blockDim = block;
         emu_set_dynamic_smem(smem);
@@ -231,9 +263,10 @@ template <typename... P> struct emu_launch_t {
     }
 };
 template <typename... P>
-emu_launch_t<P...> emu_launcher(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem)
+emu_launch_t<P...> emu_launcher(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                                cudaStream_t stream)
 {
-    return emu_launch_t<P...>{kernel, grid, block, smem};
+    return emu_launch_t<P...>{kernel, grid, block, smem, stream};
 }
 
 #endif

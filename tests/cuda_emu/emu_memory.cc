@@ -1,29 +1,36 @@
-/* Device memory of the CUDA emulation: host memory, counted against the
- * emulated device's size. cudaMemGetInfo then reports what is taken, an
- * allocation beyond the device fails as it does on a GPU (host memory would
- * overcommit), and tests can check that an operation gave back what it took.
- * Freeing a pointer that cudaMalloc did not return aborts: on a device it is
- * an error that cleanup code rarely checks. */
+/* Device memory of the CUDA emulation: host memory, counted against the size
+ * of the device current at the allocation. cudaMemGetInfo then reports what is
+ * taken, an allocation beyond the device fails as it does on a GPU (host
+ * memory would overcommit), and tests can check that an operation gave back
+ * what it took. Each allocation remembers its device, for the launch check
+ * (emu_device.cc). Freeing a pointer that cudaMalloc did not return aborts: on
+ * a device it is an error that cleanup code rarely checks. */
+#include <map>
 #include <mutex>
-#include <unordered_map>
 
 #include "cuda_runtime.h"
 
+struct allocation {
+    size_t bytes;
+    int device;
+};
+
 static std::mutex mu;
-static std::unordered_map<void *, size_t> sizes;
-static size_t used;
+static std::map<const char *, allocation> allocations;   /* by address, for lookups inside */
+static size_t used[EMU_MAX_DEVICES];
 
 cudaError_t emu_device_malloc(void **p, size_t n)
 {
     std::lock_guard<std::mutex> lock(mu);
+    int d = emu_current_device();
     *p = NULL;
-    if (n > EMU_DEVICE_BYTES - used)
+    if (n > EMU_DEVICE_BYTES - used[d])
         return cudaErrorMemoryAllocation;
     *p = malloc(n ? n : 1);
     if (!*p)
         return cudaErrorMemoryAllocation;
-    sizes[*p] = n;
-    used += n;
+    allocations[(const char *)*p] = allocation{n, d};
+    used[d] += n;
     return cudaSuccess;
 }
 
@@ -32,19 +39,30 @@ void emu_device_free(void *p)
     if (!p)
         return;
     std::lock_guard<std::mutex> lock(mu);
-    auto it = sizes.find(p);
-    if (it == sizes.end()) {
+    auto it = allocations.find((const char *)p);
+    if (it == allocations.end()) {
         fprintf(stderr, "cuda emulation: cudaFree(%p): not a pointer cudaMalloc returned (freed "
                 "twice?)\n", p);
         abort();
     }
-    used -= it->second;
-    sizes.erase(it);
+    used[it->second.device] -= it->second.bytes;
+    allocations.erase(it);
     free(p);
 }
 
-size_t emu_device_used(void)
+size_t emu_device_used(int device)
 {
     std::lock_guard<std::mutex> lock(mu);
-    return used;
+    return used[device];
+}
+
+int emu_device_of(const void *p)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = allocations.upper_bound((const char *)p);
+    if (it == allocations.begin())
+        return -1;
+    --it;
+    const char *c = (const char *)p;
+    return c < it->first + it->second.bytes ? it->second.device : -1;
 }

@@ -12,8 +12,10 @@
  * asynchronous copies wait in a queue of their own until its next operation
  * (emu_default_stream_flush): a copy from pinned memory reads it then, one from
  * pageable memory at the call (the driver stages it), one into pageable memory
- * runs at the call (the call waits for it). Single-threaded, like the
- * backend's calls into CUDA. */
+ * runs at the call (the call waits for it). Streams and events belong to
+ * the device current when they are made; recording an event on another
+ * device's stream fails, as it does on a GPU. Used by one thread at a time,
+ * like the backend's calls into CUDA. */
 #include <chrono>
 #include <deque>
 #include <vector>
@@ -33,9 +35,11 @@ struct emu_op {
 
 struct emu_stream {
     std::deque<emu_op> queue;
+    int device;
 };
 
 struct emu_event {
+    int device;
     cudaStream_t stream;        /* of its latest record; 0: already reached */
     unsigned long gen, done_gen; /* records made / reached */
     double seconds;             /* host time when the latest record was reached */
@@ -137,9 +141,14 @@ cudaError_t cudaDeviceSynchronize(void)
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned)
 {
-    *s = new emu_stream;
+    *s = new emu_stream{{}, emu_current_device()};
     streams.push_back(*s);
     return cudaSuccess;
+}
+
+int emu_stream_device(cudaStream_t s)
+{
+    return s ? s->device : emu_current_device();
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s)
@@ -178,7 +187,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *src, size_t n, cudaMemcpyKind k
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned)
 {
-    *ev = new emu_event{nullptr, 0, 0, now()};
+    *ev = new emu_event{emu_current_device(), nullptr, 0, 0, now()};
     return cudaSuccess;
 }
 
@@ -190,6 +199,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t ev)
 
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 {
+    if (ev->device != emu_stream_device(s))
+        return cudaErrorInvalidResourceHandle;
     if (!s)
         emu_default_stream_flush();
     ev->gen++;

@@ -7,6 +7,7 @@
  * alive until the backend is gone: it keeps its copies by their address. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1540,6 +1541,169 @@ Test(gpu, prefill_logits_do_not_depend_on_the_step, .timeout = 300)
               r.rms_over_std, r.top1_agree, r.rows);
     free(cpu);
     free(s256);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* A prompt and one decode step of a model opened with f, run on a thread of
+ * its own; the logits of both steps. */
+struct threaded_run {
+    cli_model *m;
+    float *out;
+    int rc;
+    errbuf e;
+};
+
+#define THREADED_PROMPT 9
+
+static void *run_steps(void *p)
+{
+    struct threaded_run *r = p;
+    int V = r->m->mw.cfg.vocab_size, ids[THREADED_PROMPT + 1];
+    for (int i = 0; i <= THREADED_PROMPT; i++)
+        ids[i] = (i * 37 + 5) % V;
+    r->rc = engine_forward(&r->m->en, ids, THREADED_PROMPT, r->out, 1, &r->e);
+    if (!r->rc)
+        r->rc = engine_forward(&r->m->en, ids + THREADED_PROMPT, 1,
+                               r->out + (size_t)THREADED_PROMPT * V, 1, &r->e);
+    return NULL;
+}
+
+static float *logits_on_device(const char *dir, int device, int other_thread, char *name,
+                               uint64_t *device0_free_while_open, int *vocab)
+{
+    cli_model m;
+    model_flags f = {.dir = dir, .ctx = 64, .quiet = 1, .backend = "cuda", .device = device,
+                     .device_set = 1};
+    errbuf e;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "device %d: %s", device, e.msg);
+    snprintf(name, 256, "%s", gpu_backend_device(&m.be));
+    *vocab = m.mw.cfg.vocab_size;
+    struct threaded_run r = {.m = &m};
+    r.out = calloc((size_t)(THREADED_PROMPT + 1) * (size_t)*vocab, sizeof *r.out);
+    if (other_thread) {
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, run_steps, &r), 0);
+        pthread_join(t, NULL);
+    } else {
+        run_steps(&r);
+    }
+    cr_assert_eq(r.rc, 0, "device %d: %s", device, r.e.msg);
+    uint64_t total;
+    /* this thread's current device becomes 0 here: closing must not depend on it */
+    cr_assert_eq(gpu_device_memory(0, device0_free_while_open, &total, &e), 0, "%s", e.msg);
+    cli_model_close(&m);
+    return r.out;
+}
+
+/* --device: a model opened on device 1 by one thread and run by another (as
+ * the server's engine thread runs it) computes there, with device 0's bits,
+ * and leaves device 0's memory alone. The runtime's current device belongs to
+ * each thread, so a backend that selected its device only at create would
+ * launch the second thread's kernels on device 0 with device 1's memory (the
+ * emulation stops that launch; a GPU faults). */
+Test(gpu, second_device_from_another_thread, .timeout = 120)
+{
+    test_require_gpu();
+    char why[1024];
+    if (gpu_probe(why, sizeof why) < 2)
+        cr_skip_test("needs two CUDA devices: %s", why);
+    char *dir = test_make_tmpdir("gpu_device"), name0[256], name1[256];
+    test_synth_tiny(dir, "int4");
+    int V;
+    uint64_t free0_before, free0_open, total, ignored;
+    errbuf e;
+    float *base = logits_on_device(dir, 0, 0, name0, &ignored, &V);
+    cr_assert_eq(gpu_device_memory(0, &free0_before, &total, &e), 0, "%s", e.msg);
+    float *got = logits_on_device(dir, 1, 1, name1, &free0_open, &V);
+    cr_expect_eq(free0_open, free0_before, "device 0: %llu bytes free before, %llu with the model "
+                 "open on device 1", (unsigned long long)free0_before,
+                 (unsigned long long)free0_open);
+    int rows = THREADED_PROMPT + 1;
+    if (!strcmp(name0, name1)) {
+        cr_expect_eq(memcmp(got, base, (size_t)rows * (size_t)V * sizeof *got), 0,
+                     "two devices of one kind (%s) gave different logits", name0);
+    } else {
+        logit_cmp r = test_compare_logits(base, got, rows, V);
+        cr_expect(r.max_over_std <= 1e-3 && r.rms_over_std <= 1e-4 && r.top1_agree == rows,
+                  "%s against %s: max|diff|/std %.3g, rms/std %.3g, top-1 %d/%d", name1, name0,
+                  r.max_over_std, r.rms_over_std, r.top1_agree, r.rows);
+    }
+    free(base);
+    free(got);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* --device: refused with the CPU backend and for a device this machine lacks
+ * (even with auto, which otherwise falls back to the CPU), taken by inspect
+ * and bench gpu */
+Test(gpu, device_flag_is_checked, .timeout = 120)
+{
+    char *dir = test_make_tmpdir("gpu_device_flag"), *cmd, *out, *err, why[1024];
+    test_synth_tiny(dir, "bf16");
+    const char *bin = getenv("MOETIER_BIN");
+    cr_assert(bin, "MOETIER_BIN is not set");
+    int n = gpu_probe(why, sizeof why);
+    char missing_n[16], missing[64], last[64], says_missing[96], on_last[48];
+    snprintf(missing_n, sizeof missing_n, "%d", n);
+    snprintf(missing, sizeof missing, "--backend auto --device %d", n);
+    snprintf(last, sizeof last, "--backend cuda --device %d", n > 0 ? n - 1 : 0);
+    snprintf(says_missing, sizeof says_missing, "--device %d: CUDA device %d does not exist", n, n);
+    snprintf(on_last, sizeof on_last, "(device %d, experimental)", n > 0 ? n - 1 : 0);
+    const struct {
+        const char *command, *flags, *says;     /* says NULL: runs */
+        int needs_gpu;
+    } cases[] = {
+        {"run", "--backend cpu --device 1", "--device is for the GPU backend", 0},
+        {"run", "--backend auto --device x", "--device expects an integer", 0},
+        {"run", "--backend auto --device -1", "--device expects an integer", 0},
+        {"run", missing, n > 0 ? says_missing : NULL, 0},
+        {"run", last, NULL, 1},
+        {"bench gpu --mb 1 --seconds 0.01 --device", "x", "--device expects an integer", 0},
+        {"bench gpu --mb 1 --seconds 0.01 --device", missing_n,
+         n > 0 ? "does not exist" : "no GPU to measure", 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        if (cases[k].needs_gpu && n == 0)
+            continue;
+        if (!strcmp(cases[k].command, "run"))
+            cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2 -n 2 --greedy %s", bin, dir,
+                               cases[k].flags) > 0);
+        else
+            cr_assert(asprintf(&cmd, "%s %s %s", bin, cases[k].command, cases[k].flags) > 0);
+        int rc = test_run_capture(cmd, &out, &err);
+        if (cases[k].says)
+            cr_assert(rc != 0 && strstr(err, cases[k].says), "%s: rc %d, %s", cmd, rc, err);
+        else
+            cr_assert_eq(rc, 0, "%s: %s", cmd, err);
+        if (!cases[k].says && n > 0)
+            cr_assert(strstr(err, on_last), "%s ran elsewhere: %s", cmd, err);
+        free(cmd);
+        free(out);
+        free(err);
+    }
+    if (n > 0) {
+        /* every device listed by number; the plan for the one asked for */
+        cr_assert(asprintf(&cmd, "%s inspect -m %s --device %d", bin, dir, n - 1) > 0);
+        cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+        char listed[32], plan_on[32];
+        snprintf(listed, sizeof listed, "; %d: ", n - 1);
+        snprintf(plan_on, sizeof plan_on, "on device %d (--device)", n - 1);
+        cr_assert(strstr(out, "device(s); 0: ") && strstr(out, listed), "%s", out);
+        cr_assert(strstr(out, "GPU plan (") && (n < 2 || strstr(out, plan_on)), "%s", out);
+        free(cmd);
+        free(out);
+        free(err);
+        cr_assert(asprintf(&cmd, "%s bench gpu --json --mb 1 --seconds 0.01 --device %d", bin,
+                           n - 1) > 0);
+        cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+        snprintf(listed, sizeof listed, "\"device %d: ", n - 1);
+        cr_assert(strstr(out, listed), "%s", out);
+        free(cmd);
+        free(out);
+        free(err);
+    }
     test_remove_tree(dir);
     free(dir);
 }
