@@ -7,10 +7,9 @@
  * what nobody wrote shows; counted against the device's size, emu_memory.cc),
  * copies are memmove; two emulated devices, each thread with its current one,
  * and a launch given another device's memory or stream aborts (emu_device.cc).
- * A launch runs its blocks one after
- * another, in a pseudo-random order; a block's threads are fibers (cuda_emu.cc)
- * that all meet at every __syncthreads and every warp shuffle, in a new order
- * every round. Kernels and the default stream's synchronous work run at once;
+ * A launch runs its blocks one after another, in a pseudo-random order; a
+ * block's threads are fibers (cuda_emu.cc) that all meet at every
+ * __syncthreads and every warp shuffle, in a new order every round. Kernels and the default stream's synchronous work run at once;
  * its asynchronous copies run at its next operation (a pinned source is read
  * then, a pageable one at the call, as the driver stages it), and a copy queued
  * on a created stream runs only when something waits for it (an event or the
