@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "core/base/progress.h"
+#include "core/base/stop_signal.h"
 #include "oai_response.h"
 #include "serve_internal.h"
 
@@ -27,11 +28,15 @@ void serve_options_default(serve_options *o)
     o->sp = sampler_defaults();
 }
 
+/* seconds a stopping server waits for its answers to reach their clients */
+#define SHUTDOWN_GRACE_S 30
+
 /* Per request: the body as it arrives. */
 typedef struct conn_ctx {
     char *body;
     size_t len, cap;
     int too_large;
+    int answering;              /* counted in s->answering until the request completes */
 } conn_ctx;
 
 /* A streaming response's source. */
@@ -55,12 +60,13 @@ static int conn_fd(struct MHD_Connection *c)
     return ci ? ci->connect_fd : -1;
 }
 
-/* Waits (s->mu held) until done(j); 0, or -1 when the client left or the
- * server stops (the job is then cancelled). */
+/* Waits (s->mu held) until done(j); 0, or -1 when the client left (the job is
+ * then cancelled). A stopping server still answers: its engine ends the job
+ * within a chunk or a token, with a 503 or an error event. */
 static int wait_for(server *s, job *j, int fd, int (*done)(const job *))
 {
     while (!done(j)) {
-        if (s->stopping || client_gone(fd)) {
+        if (client_gone(fd)) {
             j->cancelled = 1;
             pthread_cond_broadcast(&s->cv);
             return -1;
@@ -184,12 +190,17 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     int fd = conn_fd(c);
     pthread_mutex_lock(&s->mu);
     if (s->n_jobs >= s->o.max_queue || s->stopping) {
+        int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
         oai_request_free(&j->req);
         free(j);
+        if (stopping)
+            return send_error(s, c, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
         return send_error(s, c, 503, "server_error", NULL, "queue_full",
                           "the server is busy (its request queue is full); retry later");
     }
+    cx->answering = 1;
+    s->answering++;
     j->refs = 2;
     j->created = (long long)time(NULL);
     j->t_arrival = now_seconds();
@@ -341,6 +352,13 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
     conn_ctx *cx = *con_cls;
+    server *s = cls;
+    if (cx && cx->answering) {
+        pthread_mutex_lock(&s->mu);
+        s->answering--;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (cx) {
         free(cx->body);
         free(cx);
@@ -399,17 +417,16 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
         err_set(e, "--host %s: %s", o->host, gai_strerror(gai));
         goto fail;
     }
-    /* SIGINT/SIGTERM go to sigwait below; every thread started here inherits the mask */
-    sigset_t sigs, old;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    if (stop_signal_install()) {
+        freeaddrinfo(ai);
+        err_set(e, "cannot set up the stop signals: %s", strerror(errno));
+        goto fail;
+    }
     signal(SIGPIPE, SIG_IGN);
     pthread_t engine_thread;
     if (pthread_create(&engine_thread, NULL, serve_engine_main, s)) {
         freeaddrinfo(ai);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        stop_signal_uninstall();
         err_set(e, "cannot start the engine thread");
         goto fail;
     }
@@ -430,18 +447,26 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
         fprintf(stderr, "moetier serve: listening on http://%s:%u (model '%s', %d requests queued "
                 "at most)\n", o->host, di ? di->port : (unsigned)o->port, s->model_name, o->max_queue);
         fflush(stderr);
-        int sig = 0;
-        sigwait(&sigs, &sig);
-        fprintf(stderr, "moetier serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        int sig = stop_signal_wait();
+        fprintf(stderr, "moetier serve: %s, stopping (another one ends the process at once)\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM");
     }
+    /* the engine ends its job within a chunk or a token and answers the queue with
+     * 503s; the daemon stops once those answers are out (or after a grace period:
+     * a client that stopped reading, a prefill chunk that takes longer) */
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_cond_broadcast(&s->cv);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += SHUTDOWN_GRACE_S;
+    while (d && s->answering > 0 && pthread_cond_timedwait(&s->cv, &s->mu, &until) != ETIMEDOUT)
+        ;
     pthread_mutex_unlock(&s->mu);
     if (d)
         MHD_stop_daemon(d);
     pthread_join(engine_thread, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    stop_signal_uninstall();
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     token_list_free(&s->forced);

@@ -25,6 +25,9 @@ typedef struct job {
     size_t out_len, out_cap, out_sent;
 } job;
 
+/* the 503 message of requests a stopping server does not run to the end */
+#define SHUTTING_DOWN "the server is shutting down"
+
 typedef struct server {
     cli_model *m;
     const tokenizer *tok;
@@ -38,6 +41,7 @@ typedef struct server {
     pthread_cond_t cv;          /* broadcast on any change of a job or the queue */
     job *head, *tail;
     int n_jobs;                 /* queued or running */
+    int answering;              /* requests given a job whose connection is not done */
     int stopping;
     long long seq;
     serve_metrics metrics;

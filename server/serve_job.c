@@ -67,6 +67,26 @@ static int job_cancelled(server *s, job *j)
     return c;
 }
 
+/* Cancelled because the server stops, not because the client left. */
+static int stopped_by_shutdown(server *s, job *j)
+{
+    pthread_mutex_lock(&s->mu);
+    int r = s->stopping && !j->cancelled;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+typedef struct prefill_stop {
+    server *s;
+    job *j;
+} prefill_stop;
+
+static int prefill_stop_requested(void *ctx)
+{
+    prefill_stop *p = ctx;
+    return job_cancelled(p->s, p->j);
+}
+
 /* An error before anything was sent: the status and an error body. */
 static void job_fail(server *s, job *j, const oai_error *err)
 {
@@ -291,12 +311,24 @@ static void run_job(server *s, job *j)
     double t0 = now_seconds();
     int reuse = engine_reusable_prefix(en, ids.ids, n);
     int rc = engine_truncate(en, reuse, &e);
-    if (!rc)
+    if (!rc) {
+        /* a long prompt stops within a chunk when its client leaves or the server stops;
+         * the chunks done stay in the cache for the next request that shares them */
+        prefill_stop ps = {s, j};
+        en->stop_requested = prefill_stop_requested;
+        en->stop_ctx = &ps;
         rc = engine_forward(en, ids.ids + reuse, n - reuse, logits, 0, &e);
+        en->stop_requested = NULL;
+        en->stop_ctx = NULL;
+    }
     double t1 = now_seconds(), t_first = 0;
     const char *finish = "length";
+    if (rc == 1) {
+        finish = NULL;
+        rc = 0;
+    }
     int generated = 0;
-    for (int k = 0; !rc && k < max_new; k++) {
+    for (int k = 0; !rc && finish && k < max_new; k++) {
         if (job_cancelled(s, j)) {
             finish = NULL;
             break;
@@ -360,6 +392,12 @@ static void run_job(server *s, job *j)
     } else if (finish) {
         job_emit(s, j, oai_full_response(&a.meta, a.text.p, a.text.len, a.reasoning.p,
                                          a.reasoning.len, a.calls, a.n_calls, finish, &u));
+    } else if (stopped_by_shutdown(s, j)) {
+        oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
+        if (a.stream)
+            job_emit(s, j, oai_event_error(&err));
+        else
+            job_fail(s, j, &err);
     }
     pthread_mutex_lock(&s->mu);
     serve_metrics *m = &s->metrics;
@@ -408,7 +446,7 @@ void *serve_engine_main(void *arg)
         } else {
             if (!j->cancelled) {
                 oai_error err;
-                oai_fail(&err, 503, "server_error", NULL, NULL, "the server is shutting down");
+                oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
                 char *body = oai_error_body(&err);
                 if (body)
                     append_locked(j, body, strlen(body));

@@ -4,7 +4,12 @@
  * turn renders the whole conversation, reuses the KV cache for the prefix it
  * shares with what was computed before (so a turn prefills only its new tail),
  * and streams the reply until an end-of-turn token. Lines typed at the prompt
- * are user messages; /reset starts over, /exit (or end of input) quits. */
+ * are user messages; /reset starts over, /exit (or end of input) quits.
+ * Ctrl+C stops the reply in progress through the engine's stop check (between
+ * tokens, or between prompt chunks) and quits at the prompt. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +18,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "core/base/progress.h"
+#include "core/base/stop_signal.h"
 #include "core/text/chat_format.h"
 #include "core/text/tool_calls.h"
 #include "generate.h"
@@ -23,6 +29,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: moetier chat -m DIR [--system TEXT] [-n N] [--no-think] [sampling options]\n"
                "  Interactive multi-turn chat in the model's chat format. Type a message and\n"
                "  press Enter; /reset clears the conversation, /exit or end of input quits.\n"
+               "  Ctrl+C stops a reply (what it said so far is kept) or, at the prompt, quits;\n"
+               "  a second Ctrl+C before the first took effect ends the program at once.\n"
+               "  SIGTERM stops the reply and quits.\n"
                "  -m DIR           checkpoint directory (with its tokenizer)\n"
                "  --system TEXT    system message\n"
                "  -n N             most tokens per reply (default 1024)\n"
@@ -109,6 +118,27 @@ static void reply_token(void *ctx, int id)
         reply_delta(r, &d);
 }
 
+static int stop_requested(void *ctx)
+{
+    (void)ctx;
+    return stop_signal_pending();
+}
+
+/* Waits at the prompt: 0 when stdin has input (or its end), -1 when Ctrl+C
+ * (or SIGTERM) came first. */
+static int wait_for_input(void)
+{
+    struct pollfd p[2] = {{.fd = 0, .events = POLLIN}, {.fd = stop_signal_fd(), .events = POLLIN}};
+    while (!stop_signal_pending()) {
+        int r = poll(p, 2, -1);
+        if (r < 0 && errno != EINTR)
+            return 0;           /* getline reports it */
+        if (r > 0 && p[0].revents)
+            return 0;
+    }
+    return -1;
+}
+
 /* One turn: the user's line in, the assistant's reply streamed and recorded. */
 static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new, int show_think,
                      errbuf *e)
@@ -130,7 +160,15 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     if (engine_truncate(en, reuse, e))
         goto out;
     double t0 = now_seconds();
-    if (engine_forward(en, ids.ids + reuse, (int)ids.n - reuse, logits, 0, e))
+    int frc = engine_forward(en, ids.ids + reuse, (int)ids.n - reuse, logits, 0, e);
+    if (frc == 1) {
+        /* Ctrl+C during the prompt: no reply, so the message leaves the conversation
+         * (the chunks computed stay cached for when it is sent again) */
+        cJSON_DeleteItemFromArray(c->messages, cJSON_GetArraySize(c->messages) - 1);
+        fprintf(stderr, "[stopped before the reply; the message was not added]\n");
+        rc = 0;
+    }
+    if (frc)
         goto out;
     double t1 = now_seconds();
     reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop,
@@ -144,7 +182,8 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         reply_delta(&rs, &d);
     tool_stream_free(&rs.ts);
     double t2 = now_seconds();
-    if (grc == 0) {
+    if (grc == 0 || grc == 1) {
+        /* a reply stopped by Ctrl+C is kept as far as it went */
         cJSON *am = cJSON_CreateObject();
         cJSON_AddStringToObject(am, "role", "assistant");
         cJSON_AddStringToObject(am, "content", rs.text ? rs.text : "");
@@ -157,6 +196,8 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     free(rs.think);
     printf("\n");
     fflush(stdout);
+    if (grc == 1)
+        fprintf(stderr, "[stopped]\n");
     fprintf(stderr, "[%zu prompt tokens, %d reused from the cache, %zu new in %.2f s; %zu generated "
             "in %.2f s (%.2f tok/s)]\n", ids.n, reuse, ids.n - (size_t)reuse, t1 - t0, gen.n,
             t2 - t1, t2 > t1 ? (double)gen.n / (t2 - t1) : 0.0);
@@ -227,6 +268,17 @@ int cmd_chat(int argc, char **argv)
         return cli_fail(&e);
     }
     chat_reset(&c);
+    /* from here on Ctrl+C stops a reply (within one token, or one prompt chunk)
+     * and, at the prompt, ends the chat; pressed twice it ends the process */
+    if (stop_signal_install()) {
+        sampler_destroy(&smp);
+        cJSON_Delete(c.messages);
+        cli_model_close(&c.m);
+        tokenizer_free(&c.tok);
+        err_set(&e, "cannot set up Ctrl+C handling: %s", strerror(errno));
+        return cli_fail(&e);
+    }
+    c.m.en.stop_requested = stop_requested;
     int tty = isatty(0), rc = 0;
     char *line = NULL;
     size_t cap = 0;
@@ -235,8 +287,10 @@ int cmd_chat(int argc, char **argv)
             fprintf(stderr, "> ");
             fflush(stderr);
         }
+        if (wait_for_input())
+            break;
         ssize_t n = getline(&line, &cap, stdin);
-        if (n < 0)
+        if (n < 0 || stop_signal_pending())
             break;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = 0;
@@ -254,7 +308,13 @@ int cmd_chat(int argc, char **argv)
             rc = cli_fail(&e);
             break;
         }
+        if (stop_signal_pending() == SIGTERM)
+            break;          /* SIGTERM ends the chat once the reply has stopped */
+        stop_signal_clear();
     }
+    if (tty && stop_signal_pending())
+        fprintf(stderr, "\n");
+    stop_signal_uninstall();
     free(line);
     sampler_destroy(&smp);
     cJSON_Delete(c.messages);

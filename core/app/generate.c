@@ -31,10 +31,9 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         }
         if (is_stop(p, next) || k + 1 == p->max_new)
             break;
-        if (engine_forward(&m->en, &next, 1, logits, 0, e)) {
-            rc = -1;
+        rc = engine_forward(&m->en, &next, 1, logits, 0, e);
+        if (rc)
             break;
-        }
     }
     if (tok && p->out)
         vocab_stream_flush(&vs, p->out);

@@ -20,7 +20,8 @@ typedef struct gen_params {
 } gen_params;
 
 /* logits holds the distribution after the prompt; generated ids (the stop
- * token included) are appended to out. Returns 0, or -1 with e set. */
+ * token included) are appended to out. Returns 0; -1 with e set; or 1 when the
+ * engine's stop_requested ended it (the ids so far are in out). */
 int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
              token_list *out, errbuf *e);
 

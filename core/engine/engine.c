@@ -521,7 +521,12 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
                        "(raise -c)", en->n_past, T, en->kv.max_ctx);
     double t0 = now_seconds();
     size_t V = (size_t)en->cfg->vocab_size;
-    for (int done = 0; done < T;) {
+    int done = 0, stopped = 0;
+    while (done < T) {
+        if (en->stop_requested && en->stop_requested(en->stop_ctx)) {
+            stopped = 1;
+            break;
+        }
         int n = T - done < en->max_chunk ? T - done : en->max_chunk;
         int last = done + n == T;
         float *lg = NULL;
@@ -535,11 +540,15 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
     }
     double dt = now_seconds() - t0;
     if (T == 1) {
-        en->stats.tokens_decoded++;
+        en->stats.tokens_decoded += (uint64_t)done;
         en->stats.decode_seconds += dt;
     } else {
-        en->stats.tokens_prefilled += (uint64_t)T;
+        en->stats.tokens_prefilled += (uint64_t)done;
         en->stats.prefill_seconds += dt;
+    }
+    if (stopped) {
+        err_set(e, "stopped after %d of %d tokens", done, T);
+        return 1;
     }
     return 0;
 }

@@ -72,6 +72,11 @@ typedef struct engine {
      * layer's (backend_ops.plans_batches); 0: off */
     int lookahead;
     engine_observer obs;
+    /* optional: asked before each chunk engine_forward runs; nonzero stops it
+     * there (a request cancelled, Ctrl+C), so a long prefill stops within one
+     * chunk's time */
+    int (*stop_requested)(void *ctx);
+    void *stop_ctx;
     engine_stats stats;
     /* activations, [max_chunk][...] backend buffers (gath, eout: [gather_rows][hidden]) */
     float *x, *xn, *qa, *q, *attn, *tmp, *moe, *gath, *eout, *logits_rows, *router_logits;
@@ -112,7 +117,10 @@ int engine_truncate(engine *en, int n, errbuf *e);
  * forward over the rest always yields logits. */
 int engine_reusable_prefix(const engine *en, const int *ids, int n);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
- * all_logits, else [vocab] for the last token. */
+ * all_logits, else [vocab] for the last token. Returns 0; -1 with e set; or 1
+ * with e set when stop_requested stopped it before a chunk: the chunks before
+ * are in the cache (n_past counts them, a later forward continues from there
+ * with the same numbers), and the logits of the stopped call are not written. */
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e);
 
 #endif

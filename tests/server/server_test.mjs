@@ -43,7 +43,7 @@ function startServer(args, env = {}) {
 }
 
 async function stopServer(srv) {
-  if (!srv.exited) srv.child.kill('SIGTERM');
+  if (!srv.exited && !srv.signalled) srv.child.kill('SIGTERM');
   const kill = setTimeout(() => srv.child.kill('SIGKILL'), 30000);
   const st = await srv.done;
   clearTimeout(kill);
@@ -288,10 +288,44 @@ async function guardedServer() {
   await stopServer(srv);
 }
 
+// SIGTERM during a long prefill (one token per step: seconds of work): the running
+// stream ends with an error event, the queued request gets a 503, the server exits 0.
+async function stoppingServer() {
+  const srv = await startServer(['--chunk', '1', '-c', '8192']);
+  await check('SIGTERM mid-prefill: the stream gets an error event, the queue a 503, exit 0', async () => {
+    const prompt = Array.from({ length: 1500 }, (_, i) => `w${i}`).join(' ');
+    const post = (stream) => fetch(srv.url + '/v1/completions', { method: 'POST',
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, max_tokens: 1, stream }) });
+    const running = await post(true);
+    assert.equal(running.status, 200);
+    const queued = post(false);
+    let depth = '';
+    for (let k = 0; k < 200 && depth !== '2'; k++) {
+      depth = /moetier_queue_depth (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1];
+      if (depth !== '2') await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.equal(depth, '2', 'the second request was not queued');
+    srv.child.kill('SIGTERM');
+    srv.signalled = true;   // a second SIGTERM would end it at once
+    const events = await running.text();
+    assert.ok(events.includes('"the server is shutting down"'), events);
+    assert.ok(!events.includes('[DONE]'), events);
+    const q = await queued;
+    assert.equal(q.status, 503);
+    assert.equal((await q.json()).error.message, 'the server is shutting down');
+    const st = await srv.done;
+    servers.delete(srv);
+    assert.equal(st.code, 0, `server exit ${JSON.stringify(st)}; its log:\n${srv.log.slice(-4000)}`);
+    assert.ok(srv.log.includes('SIGTERM, stopping'), srv.log);
+  });
+  if (servers.has(srv)) await stopServer(srv);
+}
+
 try {
   await plainServer();
   await forcedServer();
   await guardedServer();
+  await stoppingServer();
 } catch (e) {
   failures++;
   console.log(`FAIL ${(e && e.stack) || e}`);
