@@ -288,10 +288,37 @@ async function guardedServer() {
   await stopServer(srv);
 }
 
-// SIGTERM during a long prefill (one token per step: seconds of work): the running
-// stream ends with an error event, the queued request gets a 503, the server exits 0.
+// Long prefills (one token per step: seconds of work) that end early. A client that
+// leaves stops its prefill within a chunk, and the chunks done stay cached. SIGTERM:
+// the running stream ends with an error event, the queued request gets a 503, the
+// server exits 0.
 async function stoppingServer() {
   const srv = await startServer(['--chunk', '1', '-c', '8192']);
+  await check('a client that leaves mid-prefill stops it; the chunks done stay cached', async () => {
+    const words = Array.from({ length: 1800 }, (_, i) => `d${i}`);
+    const post = (prompt, stream, signal) => fetch(srv.url + '/v1/completions', { method: 'POST', signal,
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, max_tokens: 1, stream }) });
+    const cancelled = async () =>
+      Number(/moetier_requests_cancelled_total (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    const before = await cancelled();
+    const ctl = new AbortController();
+    const left = await post(words.join(' '), true, ctl.signal);   // headers come as the prefill starts
+    assert.equal(left.status, 200);
+    await new Promise((res) => setTimeout(res, 50));
+    ctl.abort();
+    let now = before;
+    for (let k = 0; k < 600 && now === before; k++) {
+      await new Promise((res) => setTimeout(res, 50));
+      now = await cancelled();
+    }
+    assert.equal(now, before + 1, 'the request that left was not counted as cancelled');
+    // The first half of the same prompt: a prefill that ran to the end would give it
+    // all its tokens but the last from the cache; one stopped within ~0.1 s, a few
+    // hundred of its ~3,500.
+    const half = await (await post(words.slice(0, 900).join(' '), false)).json();
+    const n = half.usage.prompt_tokens, cached = half.usage.prompt_tokens_details.cached_tokens;
+    assert.ok(cached > 0 && cached < n / 2, `${cached} of ${n} prompt tokens came from the cache`);
+  });
   await check('SIGTERM mid-prefill: the stream gets an error event, the queue a 503, exit 0', async () => {
     const prompt = Array.from({ length: 1500 }, (_, i) => `w${i}`).join(' ');
     const post = (stream) => fetch(srv.url + '/v1/completions', { method: 'POST',

@@ -13,8 +13,7 @@
 
 static const char *bin(void)
 {
-    const char *b = getenv("MOETIER_BIN");
-    return b && *b ? b : "build/moetier";
+    return test_moetier_bin();
 }
 
 static char *golden_dir_or_skip(const char *variant)

@@ -1642,8 +1642,7 @@ Test(gpu, device_flag_is_checked, .timeout = 120)
 {
     char *dir = test_make_tmpdir("gpu_device_flag"), *cmd, *out, *err, why[1024];
     test_synth_tiny(dir, "bf16");
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     int n = gpu_probe(why, sizeof why);
     char missing_n[16], missing[64], last[64], says_missing[96], on_last[48];
     snprintf(missing_n, sizeof missing_n, "%d", n);
@@ -1718,8 +1717,7 @@ Test(gpu, backend_choice_without_a_device)
         cr_skip_test("a GPU is present");
     char *dir = test_make_tmpdir("gpu_choice"), *cmd, *out, *err;
     test_synth_tiny(dir, "bf16");
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2 -n 2 --greedy --backend cuda", bin, dir) > 0);
     int rc = test_run_capture(cmd, &out, &err);
     cr_assert_neq(rc, 0, "--backend cuda ran without a GPU");
@@ -1745,8 +1743,7 @@ Test(gpu, hybrid_flags_are_checked)
 {
     char *dir = test_make_tmpdir("gpu_flags"), *cmd, *out, *err;
     test_synth_tiny(dir, "bf16");
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     const struct {
         const char *env, *flags, *says;     /* says NULL: runs */
     } cases[] = {
@@ -1779,8 +1776,7 @@ Test(gpu, hybrid_flags_are_checked)
 Test(gpu, bench_gpu_json_lines)
 {
     test_require_gpu();
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     char *cmd, *out, *err;
     cr_assert(asprintf(&cmd, "%s bench gpu --json --mb 1,3 --seconds 0.05", bin) > 0);
     cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
@@ -1807,8 +1803,7 @@ Test(gpu, bench_gpu_json_lines)
 Test(gpu, bench_gpu_overlap_json)
 {
     test_require_gpu();
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     char *cmd, *out, *err;
     cr_assert(asprintf(&cmd, "%s bench gpu --overlap --json --shape 256,96 --experts 2,3 -t 2", bin) > 0);
     cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
@@ -1857,8 +1852,7 @@ static void assert_bench_refuses(const char *bin, const char *which, const char 
 Test(gpu, bench_gpu_linear_json)
 {
     test_require_gpu();
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     char *cmd, *out, *err;
     cr_assert(asprintf(&cmd, "%s bench gpu --linear --json --formats int4,fp8 --shapes 40x70,9x300 "
                        "--tokens 1,9 --set-gb 0.00004", bin) > 0);
@@ -1897,8 +1891,7 @@ Test(gpu, bench_gpu_linear_json)
 Test(gpu, bench_gpu_attention_json, .timeout = 120)
 {
     test_require_gpu();
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     char *cmd, *out, *err;
     cr_assert(asprintf(&cmd, "%s bench gpu --attention --json --contexts 300 --tokens 1 "
                        "--set-gb 0.0001", bin) > 0);
@@ -1932,8 +1925,7 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
  * by the device session (bench/gpu_session.sh) */
 Test(gpu, bench_gpu_prefill_attention_refuses_bad_lists)
 {
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
                             {"--set-gb 1", "--set-gb"}, {"--heads 3", "--heads"}};
     assert_bench_refuses(bin, "--prefill-attention", bad, 4);
@@ -1945,8 +1937,7 @@ Test(gpu, chunk_beyond_the_token_grid_is_refused)
     test_require_gpu();
     char *dir = test_make_tmpdir("gpu_chunk"), *cmd, *out, *err;
     test_synth_tiny(dir, "bf16");
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     cr_assert(asprintf(&cmd, "%s run -m %s --ids 1 -n 1 --backend cuda --chunk %d -c %d", bin, dir,
                        GPU_MAX_TOKENS + 1, GPU_MAX_TOKENS + 2) > 0);
     cr_assert_neq(test_run_capture(cmd, &out, &err), 0, "a chunk of %d was accepted", GPU_MAX_TOKENS + 1);
@@ -1966,8 +1957,7 @@ Test(gpu, run_stats_print_the_decode_bound, .timeout = 120)
     test_require_gpu();
     char *dir = test_make_tmpdir("gpu_bound"), *cmd, *out, *err;
     test_synth_tiny(dir, "int4");
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     cr_assert(asprintf(&cmd, "%s run -m %s --ids 1,2,3 -n 4 --greedy --ignore-eos --backend cuda "
                        "--stats", bin, dir) > 0);
     cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
@@ -2089,8 +2079,7 @@ Test(gpu, inspect_and_run_with_vram_gb)
 {
     char *dir = test_make_tmpdir("gpu_cli"), *cmd, *out, *err;
     test_synth_tiny(dir, "bf16");
-    const char *bin = getenv("MOETIER_BIN");
-    cr_assert(bin, "MOETIER_BIN is not set");
+    const char *bin = test_moetier_bin();
     cr_assert(asprintf(&cmd, "%s inspect -m %s --vram-gb 2", bin, dir) > 0);
     cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
     cr_assert(strstr(out, "GPU plan (2.00 GB") && strstr(out, "expert cache:") &&

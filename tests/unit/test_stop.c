@@ -170,8 +170,7 @@ typedef struct child {
 
 static const char *bin(void)
 {
-    const char *b = getenv("MOETIER_BIN");
-    return b && *b ? b : "build/moetier";
+    return test_moetier_bin();
 }
 
 static void child_start(child *c, char *const argv[])

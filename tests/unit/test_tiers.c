@@ -911,11 +911,7 @@ static long peak_rss_kb(char *const argv[])
 
 Test(tiers, peak_rss_stays_within_budget, .timeout = 300)
 {
-    const char *bin = getenv("MOETIER_BIN");
-    if (!bin) {
-        cr_log_info("skipped: MOETIER_BIN is not set (run through make test)");
-        return;
-    }
+    const char *bin = test_moetier_bin();
     /* experts: 5 MoE layers x 96 x 3 x 256 x 1024 x 2 bytes = 755 MB of BF16 */
     char *dir = synth_larger("bf16", 96, 1024, 6);
     char store_dir[4300], out[4300];

@@ -115,11 +115,7 @@ Test(tune, plot_is_svg_with_both_curves)
 
 Test(tune, command_predicts_and_checks, .timeout = 300)
 {
-    const char *bin = getenv("MOETIER_BIN");
-    if (!bin) {
-        cr_log_info("skipped: MOETIER_BIN is not set (run through make test)");
-        return;
-    }
+    const char *bin = test_moetier_bin();
     char *dir = test_make_tmpdir("tunecmd");
     char model[4200], cmd[13000], svg[4300];
     snprintf(model, sizeof model, "%s/model", dir);

@@ -147,6 +147,17 @@ int test_run_capture(const char *cmd, char **out, char **err)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+const char *test_moetier_bin(void)
+{
+    const char *b = getenv("MOETIER_BIN");
+    if (b && *b)
+        return b;
+    cr_assert(access("build/moetier", X_OK) == 0,
+              "no moetier binary: MOETIER_BIN is not set and build/moetier does not exist "
+              "(run through make test)");
+    return "build/moetier";
+}
+
 void test_require_gpu(void)
 {
     char why[256];

@@ -33,6 +33,11 @@ void test_synth_tiny(const char *dir, const char *format);
  * returns the exit status. */
 int test_run_capture(const char *cmd, char **out, char **err);
 
+/* The moetier binary the command-line tests run: $MOETIER_BIN (make test sets
+ * it to the build being tested), else build/moetier when it exists; fails the
+ * test when neither does. */
+const char *test_moetier_bin(void);
+
 /* Skips the test (with the reason) unless a CUDA device is usable; otherwise
  * sets MOETIER_BACKEND=cuda, so models the test opens compute on the GPU. */
 void test_require_gpu(void);
