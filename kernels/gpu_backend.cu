@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu_mem_guard.cuh"
 #include "gpu_ops.cuh"
 
 extern "C" {
@@ -284,6 +285,7 @@ static const void *resident(gpu_state *st, const void *host, size_t bytes)
     if (r->pooled) {
         r->dev = st->res_pool + st->res_pool_used;
         st->res_pool_used += take;
+        GPU_MEM_OPEN(r->dev, bytes);
     } else if (cudaMalloc(&r->dev, bytes) != cudaSuccess) {
         cudaGetLastError();
         out_of_device_memory(bytes, "a resident weight", st);
@@ -331,6 +333,9 @@ static gpu_weight place_weight(const linear_weight *w, char *base, uint64_t *off
 static void copy_weight(gpu_state *st, const linear_weight *w, const gpu_weight *g)
 {
     uint64_t nd = linear_weight_data_bytes(w), ns = linear_weight_scale_bytes(w);
+    GPU_MEM_OPEN(g->data, nd);
+    if (ns)
+        GPU_MEM_OPEN(g->scale, ns);
     GPU_CHECK(cudaMemcpyAsync((void *)g->data, w->data, nd, cudaMemcpyHostToDevice, st->copy_stream));
     if (ns)
         GPU_CHECK(cudaMemcpyAsync((void *)g->scale, w->scale, ns, cudaMemcpyHostToDevice,
@@ -601,6 +606,8 @@ static int next_staging(gpu_state *st, uint64_t bytes)
             if (cudaMalloc(&st->staging[i], bytes) != cudaSuccess) {
                 cudaGetLastError();
                 out_of_device_memory(bytes, "an expert's staging buffer", st);
+            } else {
+                GPU_MEM_CLOSE(st->staging[i], bytes);
             }
         st->staging_bytes = bytes;
     }
@@ -1222,6 +1229,7 @@ static int open_resident_pool(gpu_state *st, const gpu_options *o, const char *d
                        device, n / 1e9);
     }
     st->res_pool_bytes = n;
+    GPU_MEM_CLOSE(st->res_pool, n);
     return 0;
 }
 
@@ -1246,6 +1254,7 @@ static int open_expert_cache(gpu_state *st, const gpu_options *o, const char *de
                            "%.3f GB free): lower --vram-gb", device, (unsigned long long)n,
                            bytes / 1e9, free_b / 1e9);
         }
+        GPU_MEM_CLOSE(st->slots, bytes);
         cache_policy pol;
         const char *name = o->policy ? o->policy : "lru";
         int bad_policy = cache_policy_make(&pol, name, (int)n, o->n_expert_keys, o->policy_layers);
