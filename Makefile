@@ -57,7 +57,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 
-.PHONY: all test test-gpu-emu run deps clean bench fuzz
+.PHONY: all test test-gpu-emu run deps clean bench fuzz fuzz-keep
 
 all: $(BUILD)/moetier
 
@@ -119,14 +119,33 @@ $(FUZZ_BUILD)/libmoetier.a: $(FUZZ_LIB_OBJ)
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libmoetier.a
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $^ $(filter-out -pthread,$(LDLIBS)) -o $@
 
+# Each run starts from the hand-written seeds (tests/fuzz/corpus/) and the inputs
+# earlier runs found (tests/fuzz/grown/); `make fuzz-keep` adds what this run
+# found that covers something new to tests/fuzz/grown/.
 fuzz: $(FUZZ_TARGETS)
 	@for t in $(notdir $(FUZZ_TARGETS)); do \
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
 	  rm -rf $(FUZZ_BUILD)/$$t.corpus; cp -r tests/fuzz/corpus/$${t#fuzz_} $(FUZZ_BUILD)/$$t.corpus; \
+	  cp tests/fuzz/grown/$${t#fuzz_}/* $(FUZZ_BUILD)/$$t.corpus/ 2>/dev/null || true; \
 	  $(FUZZ_BUILD)/$$t $(FUZZ_BUILD)/$$t.corpus -max_total_time=$(FUZZ_SECONDS) \
 	    -print_final_stats=1 > $(FUZZ_BUILD)/$$t.log 2>&1 \
 	    || { tail -40 $(FUZZ_BUILD)/$$t.log; echo "fuzz: $$t failed"; exit 1; }; \
 	  grep -E "^Done|stat::number_of_executed_units" $(FUZZ_BUILD)/$$t.log; \
+	done
+
+fuzz-keep: $(FUZZ_TARGETS)
+	@for t in $(notdir $(FUZZ_TARGETS)); do \
+	  n=$${t#fuzz_}; m=$(FUZZ_BUILD)/$$t.merge; \
+	  [ -d $(FUZZ_BUILD)/$$t.corpus ] || continue; \
+	  rm -rf $$m; mkdir -p $$m tests/fuzz/grown/$$n; \
+	  cp tests/fuzz/corpus/$$n/* tests/fuzz/grown/$$n/* $$m/ 2>/dev/null || true; \
+	  before=$$(ls $$m | wc -l); \
+	  $(FUZZ_BUILD)/$$t -merge=1 $$m $(FUZZ_BUILD)/$$t.corpus > $$m.log 2>&1 \
+	    || { tail -20 $$m.log; echo "fuzz-keep: $$t failed"; exit 1; }; \
+	  for f in $$m/*; do b=$$(basename $$f); \
+	    [ -e tests/fuzz/corpus/$$n/$$b ] || [ -e tests/fuzz/grown/$$n/$$b ] || cp $$f tests/fuzz/grown/$$n/; \
+	  done; \
+	  echo "$$t: $$(( $$(ls $$m | wc -l) - before )) new inputs kept"; \
 	done
 
 # Tests find the binaries and ../shared/testdata through these variables.

@@ -90,14 +90,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "cannot read %s\n", argv[i]);
             return 2;
         }
-        LLVMFuzzerTestOneInput(data, n);
+        uint8_t *exact = malloc(n ? n : 1);  /* exact size, so reads past the end are caught */
+        memcpy(exact, data, n);
+        LLVMFuzzerTestOneInput(exact, n);
+        free(exact);
         runs++;
         uint8_t *buf = malloc(n + 64);
         uint64_t rng = seed ^ (uint64_t)i;
         for (long k = 0; k < n_mut; k++) {
             size_t len = mutate(data, n, buf, n + 64, &rng);
-            /* an exact-size copy, so reads past the end are caught by ASan */
-            uint8_t *exact = malloc(len ? len : 1);
+            exact = malloc(len ? len : 1);
             memcpy(exact, buf, len);
             LLVMFuzzerTestOneInput(exact, len);
             free(exact);

@@ -1,6 +1,8 @@
 /* Runs the fuzz targets over their seed corpus plus a bounded number of
- * deterministic mutations (the sanitizer build turns any memory error into a
- * failure here). Coverage-guided fuzzing uses the same targets with libFuzzer. */
+ * deterministic mutations, then over the inputs coverage-guided fuzzing kept
+ * (tests/fuzz/grown/, as they are): the sanitizer build turns any memory error
+ * into a failure here. Coverage-guided fuzzing uses the same targets with
+ * libFuzzer. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,12 @@ static void run_target(const char *target, const char *corpus, int mutations)
              mutations, corpus);
     int rc = test_run_capture(cmd, &out, &err);
     cr_expect_eq(rc, 0, "%s failed (%d): %s", target, rc, err);
+    cr_expect(strstr(out, "inputs run") != NULL, "%s: %s", target, out);
+    free(out);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s/%s tests/fuzz/grown/%s/*", d, target, corpus);
+    rc = test_run_capture(cmd, &out, &err);
+    cr_expect_eq(rc, 0, "%s on tests/fuzz/grown/%s failed (%d): %s", target, corpus, rc, err);
     cr_expect(strstr(out, "inputs run") != NULL, "%s: %s", target, out);
     free(out);
     free(err);
