@@ -10,25 +10,29 @@
 
 #include "testutil.h"
 
+/* Runs one replay command line; it must exit 0 having run its inputs. */
+static void replay(const char *cmd, const char *what)
+{
+    char *out, *err;
+    int rc = test_run_capture(cmd, &out, &err);
+    cr_expect_eq(rc, 0, "%s failed (%d): %s", what, rc, err);
+    cr_expect(strstr(out, "inputs run") != NULL, "%s: %s", what, out);
+    free(out);
+    free(err);
+}
+
 static void run_target(const char *target, const char *corpus, int mutations)
 {
     const char *d = getenv("MOETIER_FUZZ_DIR");
     if (!d || !*d)
         cr_skip_test("MOETIER_FUZZ_DIR not set (run through make test)");
-    char cmd[4096], *out, *err;
+    char cmd[4096], what[256];
     snprintf(cmd, sizeof cmd, "%s/%s --mutate %d 12345 tests/fuzz/corpus/%s/*", d, target,
              mutations, corpus);
-    int rc = test_run_capture(cmd, &out, &err);
-    cr_expect_eq(rc, 0, "%s failed (%d): %s", target, rc, err);
-    cr_expect(strstr(out, "inputs run") != NULL, "%s: %s", target, out);
-    free(out);
-    free(err);
+    replay(cmd, target);
     snprintf(cmd, sizeof cmd, "%s/%s tests/fuzz/grown/%s/*", d, target, corpus);
-    rc = test_run_capture(cmd, &out, &err);
-    cr_expect_eq(rc, 0, "%s on tests/fuzz/grown/%s failed (%d): %s", target, corpus, rc, err);
-    cr_expect(strstr(out, "inputs run") != NULL, "%s: %s", target, out);
-    free(out);
-    free(err);
+    snprintf(what, sizeof what, "%s on tests/fuzz/grown/%s", target, corpus);
+    replay(cmd, what);
 }
 
 Test(fuzz, safetensors_parser) { run_target("fuzz_safetensors", "safetensors", 20000); }
