@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/fileutil.h"
 #include "core/base/progress.h"
 #include "cpu_kernels/cpu_backend.h"
 #include "kernels/decode_bound.h"
@@ -61,6 +62,13 @@ int cli_u64(const char *flag, const char *s, unsigned long long *out)
     }
     *out = v;
     return 0;
+}
+
+int cli_read_text(const char *path, char **out, size_t *len, errbuf *e)
+{
+    if (!strcmp(path, "-"))
+        return stream_read_all(stdin, "standard input", out, len, e);
+    return file_read_all(path, out, len, e);
 }
 
 int cli_parse_ids(const char *s, int **ids, int *n)

@@ -87,6 +87,9 @@ int cli_float(const char *flag, const char *s, float *out);
 int cli_u64(const char *flag, const char *s, unsigned long long *out);
 /* "1,2,3" -> malloc'd array; prints an error and returns -1 on bad input. */
 int cli_parse_ids(const char *s, int **ids, int *n);
+/* The whole of text file `path` ("-": standard input), NUL-terminated, for
+ * prompts too long for one argument (Linux caps one at 128 KiB). */
+int cli_read_text(const char *path, char **out, size_t *len, errbuf *e);
 /* Prints "moetier: <reason>" to stderr; returns 1 (the exit status). */
 int cli_fail(const errbuf *e);
 

@@ -1,4 +1,4 @@
-/* cmd_run: `moetier run -m DIR (-p TEXT | --ids LIST) -n N [sampling] [--print-ids]`.
+/* cmd_run: `moetier run -m DIR (-p TEXT | -f FILE | --ids LIST) -n N [sampling] [--print-ids]`.
  *
  * Prefills the prompt (raw text, special-token names recognised, no BOS added;
  * or ids), then generates up to N tokens one decode step at a time, streaming
@@ -21,12 +21,15 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: moetier run -m DIR (-p TEXT | --ids LIST) [-n N] [sampling options] [--print-ids]\n"
+            "usage: moetier run -m DIR (-p TEXT | -f FILE | --ids LIST) [-n N] [sampling options]\n"
+            "                   [--print-ids]\n"
             "  -m DIR               checkpoint directory\n"
             "  -p TEXT              prompt text (raw: no chat format, no BOS; special-token\n"
             "                       names such as <|im_end|> become their ids)\n"
+            "  -f, --file FILE      prompt text read from FILE (- for standard input), as -p\n"
             "  --ids LIST           prompt as comma-separated token ids\n"
-            "  --chat               send -p as one user turn in the model's chat format\n"
+            "  --chat               send the prompt text as one user turn in the model's chat\n"
+            "                       format\n"
             "  --system TEXT        system message (implies --chat)\n"
             "  -n N                 tokens to generate (default 128)\n"
             "  --ignore-eos         keep generating after an end-of-sequence token\n"
@@ -38,11 +41,16 @@ static void usage(FILE *f)
 
 /* The prompt's ids: the raw text, or with --chat/--system one user turn (and
  * the system message) in the model's chat format, ready for the reply. */
-static int encode_prompt(const tokenizer *tok, const char *dir, const char *text, const char *system,
-                         int chat, token_list *out, errbuf *e)
+static int encode_prompt(const tokenizer *tok, const char *dir, const char *text, size_t text_len,
+                         const char *system, int chat, token_list *out, errbuf *e)
 {
     if (!chat && !system)
-        return tokenizer_encode(tok, text, strlen(text), TOK_ALLOW_SPECIAL, out, e);
+        return tokenizer_encode(tok, text, text_len, TOK_ALLOW_SPECIAL, out, e);
+    /* a message is a JSON string: a NUL would silently end it */
+    const char *nul = memchr(text, 0, text_len);
+    if (nul)
+        return err_set(e, "the prompt has a NUL byte at offset %zu; a chat turn must be text",
+                       (size_t)(nul - text));
     chat_template_kind kind;
     chat_options opt;
     chat_options_default(&opt);
@@ -73,7 +81,7 @@ int cmd_run(int argc, char **argv)
 {
     model_flags mf = {0};
     sampler_params sp = sampler_defaults();
-    const char *ids_s = NULL, *prompt_text = NULL, *system = NULL;
+    const char *ids_s = NULL, *prompt_arg = NULL, *prompt_file = NULL, *system = NULL;
     int chat = 0;
     int n_new = 128, print_ids = 0, ignore_eos = 0, show_special = 0;
     for (int i = 1; i < argc; i++) {
@@ -92,7 +100,10 @@ int cmd_run(int argc, char **argv)
             if (!(ids_s = cli_value(argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
-            if (!(prompt_text = cli_value(argc, argv, &i)))
+            if (!(prompt_arg = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+            if (!(prompt_file = cli_value(argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "--system")) {
             if (!(system = cli_value(argc, argv, &i)))
@@ -114,22 +125,30 @@ int cmd_run(int argc, char **argv)
             return 2;
         }
     }
-    if ((chat || system) && !prompt_text) {
-        fprintf(stderr, "moetier run: --chat and --system need -p TEXT\n");
+    if ((chat || system) && !prompt_arg && !prompt_file) {
+        fprintf(stderr, "moetier run: --chat and --system need -p TEXT or -f FILE\n");
         return 2;
     }
-    if (!mf.dir || !ids_s == !prompt_text) {
-        fprintf(stderr, "moetier run: -m and exactly one of -p, --ids are required\n");
+    if (!mf.dir || !!ids_s + !!prompt_arg + !!prompt_file != 1) {
+        fprintf(stderr, "moetier run: -m and exactly one of -p, -f, --ids are required\n");
         usage(stderr);
         return 2;
     }
     errbuf e;
     if (sampler_check(&sp, &e))
         return cli_fail(&e);
+    /* read before loading anything: a wrong path fails at once */
+    char *file_text = NULL;
+    size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
+    if (prompt_file && cli_read_text(prompt_file, &file_text, &prompt_len, &e))
+        return cli_fail(&e);
+    const char *prompt_text = prompt_file ? file_text : prompt_arg;
     tokenizer tok;
     int have_vocab = tokenizer_load(&tok, mf.dir, &e) == 0;
-    if (!have_vocab && prompt_text)
+    if (!have_vocab && prompt_text) {
+        free(file_text);
         return cli_fail(&e);
+    }
     if (!have_vocab)
         fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
     int *prompt = NULL, T = 0;
@@ -140,7 +159,11 @@ int cmd_run(int argc, char **argv)
     }
     if (prompt_text) {
         token_list l = {0};
-        if (encode_prompt(&tok, mf.dir, prompt_text, system, chat, &l, &e)) {
+        int bad = encode_prompt(&tok, mf.dir, prompt_text, prompt_len, system, chat, &l, &e);
+        if (bad && prompt_file)
+            err_prefix(&e, "%s: ", strcmp(prompt_file, "-") ? prompt_file : "standard input");
+        free(file_text);
+        if (bad) {
             tokenizer_free(&tok);
             return cli_fail(&e);
         }

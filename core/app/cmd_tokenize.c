@@ -10,7 +10,6 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "core/base/fileutil.h"
 #include "core/text/tokenizer.h"
 
 static void usage(FILE *f)
@@ -24,27 +23,6 @@ static void usage(FILE *f)
                "  --special      special-token names in the text become special ids\n"
                "  --no-chunking  plain tiktoken: no 400k/25k-code-point slicing as Kimi's\n"
                "                 Python tokenizer does\n");
-}
-
-static int read_stdin(char **out, size_t *len)
-{
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t r;
-    while (buf && (r = fread(buf + n, 1, cap - n, stdin)) > 0) {
-        n += r;
-        if (n == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb)
-                free(buf);
-            buf = nb;
-        }
-    }
-    if (!buf)
-        return -1;
-    *out = buf;
-    *len = n;
-    return 0;
 }
 
 int cmd_tokenize(int argc, char **argv)
@@ -83,13 +61,8 @@ int cmd_tokenize(int argc, char **argv)
     errbuf e;
     char *buf = NULL;
     size_t len = 0;
-    if (file && !strcmp(file, "-")) {
-        if (read_stdin(&buf, &len)) {
-            fprintf(stderr, "moetier: cannot read standard input\n");
-            return 1;
-        }
-    } else if (file) {
-        if (file_read_all(file, &buf, &len, &e))
+    if (file) {
+        if (cli_read_text(file, &buf, &len, &e))
             return cli_fail(&e);
     } else {
         len = strlen(text);

@@ -11,12 +11,9 @@
 
 #define FILE_READ_MAX ((size_t)1 << 30)
 
-int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
+int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     while (buf) {
@@ -27,8 +24,7 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
         if (n == cap) {
             if (cap >= FILE_READ_MAX) {
                 free(buf);
-                fclose(f);
-                return err_set(e, "%s: larger than %zu bytes", path, FILE_READ_MAX);
+                return err_set(e, "%s: larger than %zu bytes", name, FILE_READ_MAX);
             }
             cap *= 2;
             char *nb = realloc(buf, cap + 1);
@@ -37,19 +33,28 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
             buf = nb;
         }
     }
-    int bad = ferror(f);
-    fclose(f);
     if (!buf)
-        return err_set(e, "%s: out of memory", path);
-    if (bad) {
+        return err_set(e, "%s: out of memory", name);
+    if (ferror(f)) {
         free(buf);
-        return err_set(e, "%s: read error", path);
+        return err_set(e, "%s: cannot read: %s", name, strerror(errno));
     }
     buf[n] = 0;
     *out = buf;
     if (len)
         *len = n;
     return 0;
+}
+
+int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+    int rc = stream_read_all(f, path, out, len, e);
+    fclose(f);
+    return rc;
 }
 
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)

@@ -4,12 +4,16 @@
 #define MOETIER_FILEUTIL_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "errbuf.h"
 
 /* Reads the whole file into a NUL-terminated malloc'd buffer; files over 1 GiB
  * are refused. */
 int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
+/* The same for an open stream (standard input), up to its end; `name` is what
+ * errors call it. */
+int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e);
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e);
 int dir_ensure(const char *path, errbuf *e);
 

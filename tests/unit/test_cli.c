@@ -199,16 +199,29 @@ Test(cli, tokenize_prints_ids_on_one_line)
     free(d);
 }
 
+static char *last_line(char *out)
+{
+    size_t L = strlen(out);
+    while (L && out[L - 1] == '\n')
+        out[--L] = 0;
+    return strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
+}
+
+static void write_text(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert(f != NULL, "cannot create %s", path);
+    cr_assert_eq(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
 Test(cli, run_from_prompt_text_on_synthetic_model)
 {
     char *tmp = test_make_tmpdir("clirun"), *out, *err;
     test_synth_tiny(tmp, "bf16");
     cr_assert_eq(run(&out, &err, "%s run -m %s -p 'The quick brown fox' -n 8 --seed 5 --ignore-eos "
                                  "--print-ids", bin(), tmp), 0, "%s", err);
-    size_t L = strlen(out);
-    while (L && out[L - 1] == '\n')
-        out[--L] = 0;
-    const char *last = strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
+    const char *last = last_line(out);
     int commas = 0;
     for (const char *p = last; *p; p++)
         commas += *p == ',';
@@ -219,6 +232,70 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
     cr_expect(strncmp(out, out2, strlen(out)) == 0, "the same seed must give the same text");
     free(out2);
     free(err2);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+/* -f FILE and -f - (standard input) give what -p gives; a prompt past the
+ * 128 KiB a single argument may hold arrives whole; bad files fail naming them. */
+Test(cli, run_reads_the_prompt_from_a_file, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("clifile"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    char small[512], big[512], nul[512];
+    snprintf(small, sizeof small, "%s/prompt.txt", tmp);
+    snprintf(big, sizeof big, "%s/big.txt", tmp);
+    snprintf(nul, sizeof nul, "%s/nul.txt", tmp);
+    write_text(small, "The quick brown fox", 19);
+    const char *args = "-n 6 --seed 5 --ignore-eos --print-ids";
+    char *want[3];
+    const char *how[3] = {"-p 'The quick brown fox'", "-f %s", "-f - < %s"};
+    for (int k = 0; k < 3; k++) {
+        char src[1024];
+        snprintf(src, sizeof src, how[k], small);
+        cr_assert_eq(run(&out, &err, "%s run -m %s %s %s", bin(), tmp, src, args), 0, "%s: %s", src, err);
+        want[k] = strdup(last_line(out));
+        free(out);
+        free(err);
+    }
+    cr_expect_str_eq(want[1], want[0], "-f FILE must generate what -p does");
+    cr_expect_str_eq(want[2], want[0], "-f - must generate what -p does");
+    for (int k = 0; k < 3; k++)
+        free(want[k]);
+
+    size_t unit = strlen("The quick brown fox jumps over the lazy dog. "), reps = 6000;
+    char *text = malloc(unit * reps);
+    for (size_t r = 0; r < reps; r++)
+        memcpy(text + r * unit, "The quick brown fox jumps over the lazy dog. ", unit);
+    write_text(big, text, unit * reps);
+    free(text);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --file %s --special", bin(), tmp, big), 0, "%s", err);
+    long n_tokens = 1;
+    for (const char *p = out; *p; p++)
+        n_tokens += *p == ',';
+    free(out);
+    free(err);
+    /* the context check comes before any compute, and reports the token count */
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s -n 1 -c 256", bin(), tmp, big), 1);
+    char expect[128];
+    snprintf(expect, sizeof expect, "0 cached + %ld new tokens", n_tokens);
+    cr_expect(strstr(err, expect) != NULL, "%zu-byte file: '%s' lacks '%s'", unit * reps, err, expect);
+    free(out);
+    free(err);
+
+    write_text(nul, "a\0b", 3);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s --chat -n 1", bin(), tmp, nul), 1);
+    cr_expect(strstr(err, "nul.txt") && strstr(err, "NUL byte"), "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s/absent.txt -n 1", bin(), tmp, tmp), 1);
+    cr_expect(strstr(err, "absent.txt: cannot open") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s -p hi -n 1", bin(), tmp, small), 2);
+    cr_expect(strstr(err, "exactly one of -p, -f, --ids") != NULL, "%s", err);
     free(out);
     free(err);
     test_remove_tree(tmp);
