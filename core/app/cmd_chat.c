@@ -156,6 +156,15 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         tokenizer_encode(&c->tok, text, len, TOK_ALLOW_SPECIAL, &ids, e))
         goto out;
     engine *en = &c->m.en;
+    if ((int)ids.n >= en->kv.max_ctx) {
+        /* checked before the cache is touched: the conversation goes on as it was */
+        cJSON_DeleteItemFromArray(c->messages, cJSON_GetArraySize(c->messages) - 1);
+        fprintf(stderr, "[this message brings the conversation to %zu tokens, and the context holds "
+                "%d, a reply included: it was not added; /reset starts over, a larger -c holds "
+                "more]\n", ids.n, en->kv.max_ctx);
+        rc = 0;
+        goto out;
+    }
     int reuse = engine_reusable_prefix(en, ids.ids, (int)ids.n);
     if (engine_truncate(en, reuse, e))
         goto out;
@@ -182,8 +191,8 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         reply_delta(&rs, &d);
     tool_stream_free(&rs.ts);
     double t2 = now_seconds();
-    if (grc == 0 || grc == 1) {
-        /* a reply stopped by Ctrl+C is kept as far as it went */
+    if (grc == 0 || grc == 1 || grc == GEN_CONTEXT_FULL) {
+        /* a reply stopped by Ctrl+C or by the end of the context is kept as far as it went */
         cJSON *am = cJSON_CreateObject();
         cJSON_AddStringToObject(am, "role", "assistant");
         cJSON_AddStringToObject(am, "content", rs.text ? rs.text : "");
@@ -198,6 +207,9 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     fflush(stdout);
     if (grc == 1)
         fprintf(stderr, "[stopped]\n");
+    if (grc == GEN_CONTEXT_FULL)
+        fprintf(stderr, "[the context of %d tokens is full: the reply stops here; /reset starts "
+                "over, a larger -c holds more]\n", en->kv.max_ctx);
     fprintf(stderr, "[%zu prompt tokens, %d reused from the cache, %zu new in %.2f s; %zu generated "
             "in %.2f s (%.2f tok/s)]\n", ids.n, reuse, ids.n - (size_t)reuse, t1 - t0, gen.n,
             t2 - t1, t2 > t1 ? (double)gen.n / (t2 - t1) : 0.0);
@@ -304,7 +316,7 @@ int cmd_chat(int argc, char **argv)
             continue;
         }
         if (chat_turn(&c, &smp, line, max_new, show_think, &e)) {
-            /* a full context ends the conversation; anything else too */
+            /* an error (not a full context, handled in the turn) ends the chat */
             rc = cli_fail(&e);
             break;
         }

@@ -186,7 +186,7 @@ int cmd_run(int argc, char **argv)
     sampler smp;
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     token_list gen = {0};
-    int rc = 1;
+    int rc = 1, context_full = 0;
     if (!logits) {
         err_set(&e, "out of memory");
         goto done;
@@ -207,8 +207,10 @@ int cmd_run(int argc, char **argv)
         rc = 0;
     } else if (engine_forward(&m.en, prompt, T, logits, 0, &e) == 0) {
         cli_model_decode_starts(&m);
-        if (generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e) == 0)
+        int grc = generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e);
+        if (grc == 0 || grc == GEN_CONTEXT_FULL)
             rc = 0;
+        context_full = grc == GEN_CONTEXT_FULL;
     }
     sampler_destroy(&smp);
     if (have_vocab)
@@ -219,6 +221,9 @@ int cmd_run(int argc, char **argv)
         printf("\n");
     }
     fflush(stdout);
+    if (context_full)
+        fprintf(stderr, "moetier: stopped after %zu of %d tokens: the context of %d tokens is full "
+                "(raise -c)\n", gen.n, n_new, m.en.kv.max_ctx);
     const engine_stats *st = &m.en.stats;
     fprintf(stderr, "prefill: %llu tokens in %.3f s (%.2f tok/s); decode: %llu tokens in %.3f s "
             "(%.2f tok/s)\n", (unsigned long long)st->tokens_prefilled, st->prefill_seconds,

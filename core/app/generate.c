@@ -31,6 +31,10 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         }
         if (is_stop(p, next) || k + 1 == p->max_new)
             break;
+        if (m->en.n_past >= m->en.kv.max_ctx) {
+            rc = GEN_CONTEXT_FULL;
+            break;
+        }
         rc = engine_forward(&m->en, &next, 1, logits, 0, e);
         if (rc)
             break;

@@ -20,8 +20,11 @@ typedef struct gen_params {
 } gen_params;
 
 /* logits holds the distribution after the prompt; generated ids (the stop
- * token included) are appended to out. Returns 0; -1 with e set; or 1 when the
- * engine's stop_requested ended it (the ids so far are in out). */
+ * token included) are appended to out. Returns 0; -1 with e set; 1 when the
+ * engine's stop_requested ended it; or GEN_CONTEXT_FULL when the last id had
+ * no room left in the context (the ids so far are in out, as with a length
+ * limit). */
+#define GEN_CONTEXT_FULL 2
 int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
              token_list *out, errbuf *e);
 

@@ -302,6 +302,62 @@ Test(cli, run_reads_the_prompt_from_a_file, .timeout = 120)
     free(tmp);
 }
 
+/* Generation that reaches the end of the context stops there, as a length
+ * limit does: the ids are those a larger context gives, and the exit is clean. */
+Test(cli, run_stops_at_the_end_of_the_context)
+{
+    char *tmp = test_make_tmpdir("clictx"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1000,5,6,7 -n 100 -c 16 --greedy --print-ids",
+                     bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(err, "stopped after 13 of 100 tokens: the context of 16 tokens is full"),
+              "%s", err);
+    char *short_ctx = strdup(last_line(out));
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1000,5,6,7 -n 13 --greedy --print-ids", bin(),
+                     tmp), 0, "%s", err);
+    cr_expect_str_eq(short_ctx, last_line(out), "the 13 ids must be those of a larger context");
+    cr_expect(strstr(err, "is full") == NULL, "%s", err);
+    free(short_ctx);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+/* A chat that reaches the end of its context goes on: a reply cut there is kept,
+ * a message that cannot fit is left out, and the next turn still reuses the cache. */
+Test(cli, chat_at_the_end_of_the_context_goes_on)
+{
+    char *tmp = test_make_tmpdir("clichatctx"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "printf 'Hello\\n%s\\nHi\\n' | %s chat -m %s -n 4 -c 48 --seed 2",
+                     "Far too long a message for a context of forty-eight tokens, "
+                     "with its template and a reply", bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(err, "it was not added") != NULL, "%s", err);
+    int turns = 0, reused_last = -1;
+    for (const char *p = err; (p = strstr(p, "reused from the cache")); p++) {
+        const char *q = p;
+        while (q > err && q[-1] != ',')
+            q--;
+        reused_last = atoi(q + 1);
+        turns++;
+    }
+    cr_expect_eq(turns, 2, "the long message gets no turn: %s", err);
+    cr_expect_gt(reused_last, 10, "the turn after it reuses the first one's cache: %s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "printf 'Hello\\nHi\\n' | %s chat -m %s -n 100 -c 48 --seed 2",
+                     bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(err, "the context of 48 tokens is full: the reply stops here") != NULL, "%s",
+              err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 /* Two turns through stdin: the second reuses the first turn's cache. */
 Test(cli, chat_two_turns_reuse_the_cache)
 {
