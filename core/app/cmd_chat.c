@@ -4,7 +4,8 @@
  * turn renders the whole conversation, reuses the KV cache for the prefix it
  * shares with what was computed before (so a turn prefills only its new tail),
  * and streams the reply until an end-of-turn token. Lines typed at the prompt
- * are user messages; /reset starts over, /exit (or end of input) quits.
+ * are user messages (a line ending in a backslash goes on to the next); /reset
+ * starts over, /exit (or end of input) quits.
  * Ctrl+C stops the reply in progress through the engine's stop check (between
  * tokens, or between prompt chunks) and quits at the prompt. */
 #include <errno.h>
@@ -28,7 +29,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier chat -m DIR [--system TEXT] [-n N] [--no-think] [sampling options]\n"
                "  Interactive multi-turn chat in the model's chat format. Type a message and\n"
-               "  press Enter; /reset clears the conversation, /exit or end of input quits.\n"
+               "  press Enter (end a line with \\ to go on to the next); /reset clears the\n"
+               "  conversation, /exit or end of input quits.\n"
                "  Ctrl+C stops a reply (what it said so far is kept) or, at the prompt, quits;\n"
                "  a second Ctrl+C before the first took effect ends the program at once.\n"
                "  SIGTERM stops the reply and quits.\n"
@@ -137,6 +139,66 @@ static int wait_for_input(void)
             return 0;
     }
     return -1;
+}
+
+/* Appends n bytes and a NUL to the growing buffer *buf; -1 when out of memory. */
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t nc = (*len + n + 1) * 2;
+        char *nb = realloc(*buf, nc);
+        if (!nb)
+            return -1;
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = 0;
+    return 0;
+}
+
+/* One message from the prompt: a line, or several when each but the last ends
+ * in a backslash (which becomes a line break), so pasted text can span lines.
+ * Returns its length; -1 at the end of input or when Ctrl+C came first.
+ * The end of input after a backslash sends what came before it. */
+static ssize_t read_message(char **msg, size_t *cap, int tty)
+{
+    size_t len = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t rc = -1;
+    for (;;) {
+        if (tty) {
+            fprintf(stderr, len ? "... " : "> ");
+            fflush(stderr);
+        }
+        if (wait_for_input())
+            break;
+        ssize_t n = getline(&line, &line_cap, stdin);
+        if (stop_signal_pending())
+            break;
+        if (n < 0) {
+            if (len)        /* the line break the last backslash asked for */
+                (*msg)[--len] = 0;
+            if (len)
+                rc = (ssize_t)len;
+            break;
+        }
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
+        int more = n > 0 && line[n - 1] == '\\';
+        if (more)
+            line[n - 1] = '\n';
+        if (buf_append(msg, &len, cap, line, (size_t)n))
+            break;
+        if (!more) {
+            rc = (ssize_t)len;
+            break;
+        }
+    }
+    free(line);
+    return rc;
 }
 
 /* One turn: the user's line in, the assistant's reply streamed and recorded. */
@@ -295,19 +357,16 @@ int cmd_chat(int argc, char **argv)
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
-        if (tty) {
-            fprintf(stderr, "> ");
-            fflush(stderr);
-        }
-        if (wait_for_input())
+        ssize_t n = read_message(&line, &cap, tty);
+        if (n < 0)
             break;
-        ssize_t n = getline(&line, &cap, stdin);
-        if (n < 0 || stop_signal_pending())
-            break;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-            line[--n] = 0;
         if (n == 0)
             continue;
+        if (memchr(line, 0, (size_t)n)) {
+            /* a message is a JSON string: a NUL would silently end it */
+            fprintf(stderr, "[the message has a NUL byte; it was not sent]\n");
+            continue;
+        }
         if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
             break;
         if (!strcmp(line, "/reset")) {

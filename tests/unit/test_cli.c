@@ -358,6 +358,55 @@ Test(cli, chat_at_the_end_of_the_context_goes_on)
     free(tmp);
 }
 
+/* The prompt of the turn, from chat's "[N prompt tokens, ..." line; -1 when absent. */
+static int chat_prompt_tokens(const char *err)
+{
+    const char *p = strstr(err, " prompt tokens, ");
+    if (!p)
+        return -1;
+    while (p > err && p[-1] != '[')
+        p--;
+    return atoi(p);
+}
+
+/* A line ending in a backslash goes on to the next: the turn holds both lines,
+ * joined by a line break, exactly as `run -f FILE --chat` sends that text. A
+ * message with a NUL byte is refused, not cut short. */
+Test(cli, chat_reads_a_message_over_several_lines)
+{
+    char *tmp = test_make_tmpdir("clichatml"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    char file[512];
+    snprintf(file, sizeof file, "%s/two_lines.txt", tmp);
+    write_text(file, "Line one\nline two", 17);
+    cr_assert_eq(run(&out, &err, "%s run -m %s -f %s --chat -n 1", bin(), tmp, file), 0, "%s", err);
+    const char *p = strstr(err, "prefill: ");
+    cr_assert(p != NULL, "%s", err);
+    int want = atoi(p + 9);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "printf 'Line one\\\\\\nline two\\n' | %s chat -m %s -n 1", bin(), tmp),
+                 0, "%s", err);
+    cr_expect_eq(chat_prompt_tokens(err), want, "one turn of both lines expected: %s", err);
+    cr_expect(strstr(strstr(err, "prompt tokens") + 1, "prompt tokens") == NULL, "one turn: %s",
+              err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "printf 'Line one\\\\\\nline two\\\\' | %s chat -m %s -n 1", bin(),
+                     tmp), 0, "%s", err);
+    cr_expect_eq(chat_prompt_tokens(err), want, "a backslash at the end of input adds nothing: %s",
+                 err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "printf 'a\\000b\\n' | %s chat -m %s -n 1", bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(err, "NUL byte; it was not sent") != NULL, "%s", err);
+    cr_expect_eq(chat_prompt_tokens(err), -1, "no turn: %s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 /* Two turns through stdin: the second reuses the first turn's cache. */
 Test(cli, chat_two_turns_reuse_the_cache)
 {
