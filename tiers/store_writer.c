@@ -224,15 +224,36 @@ static void remove_index(const char *dir)
     unlink(path);
 }
 
-/* Cuts the data files to what blobs [0, done) occupy; later files go. */
+/* How many of blobs [0, done) the data files still hold whole: the journal
+ * says what was written, but a file may have been cut or deleted since; the
+ * blobs from the first one missing are written again. */
+static int blobs_on_disk(const writer *w, int done)
+{
+    for (int f = 0; f < w->n_files && (uint64_t)done > (uint64_t)f * w->per_file; f++) {
+        char path[4096];
+        store_file_path(w->o->out_dir, f, path, sizeof path);
+        struct stat sb;
+        uint64_t whole = stat(path, &sb) == 0 ? (uint64_t)sb.st_size / w->L.slot_bytes : 0;
+        uint64_t first = (uint64_t)f * w->per_file;
+        if (first + whole < (uint64_t)done)
+            return (int)(first + whole);
+    }
+    return done;
+}
+
+/* Cuts the data files to what blobs [0, done) occupy (none shorter: see
+ * blobs_on_disk); files past the store's go. */
 static int trim_files(writer *w, int done, errbuf *e)
 {
     for (int f = 0;; f++) {
         char path[4096];
         store_file_path(w->o->out_dir, f, path, sizeof path);
         struct stat sb;
-        if (stat(path, &sb) != 0)
+        if (stat(path, &sb) != 0) {
+            if (f < w->n_files)
+                continue;       /* written again from its first blob */
             break;
+        }
         uint64_t first = (uint64_t)f * w->per_file, in_file = 0;
         if ((uint64_t)done > first)
             in_file = (uint64_t)done - first < w->per_file ? (uint64_t)done - first : w->per_file;
@@ -310,7 +331,10 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
     }
     for (int f = 0; f < w.n_files; f++)
         w.fds[f] = -1;
-    int done = journal_resume(&w, e);
+    int journalled = journal_resume(&w, e), done = blobs_on_disk(&w, journalled);
+    if (done < journalled && o->log)
+        fprintf(o->log, "moetier: the data files hold %d of the %d experts the journal lists "
+                "(cut or deleted since): writing from there\n", done, journalled);
     if (done > 0 && o->log)
         fprintf(o->log, "moetier: resuming an interrupted conversion: %d of %d experts already "
                 "written\n", done, w.n);

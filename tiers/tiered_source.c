@@ -30,6 +30,7 @@ typedef struct tiered {
     int *spec_slots;
     unsigned char *spec_pin;    /* [n_slots] */
     int n_spec;
+    int held_by_get;            /* a slot get() pinned and will settle itself, or -1 */
     /* the cache scanned (expert_cache_scanning) in this step, in the last one;
      * steps begun, and how many of the finished ones scanned */
     int scan_step, scan_prev;
@@ -84,14 +85,29 @@ static int pin_key(tiered *t, int layer, int expert)
     return s;
 }
 
+/* Takes key off this layer's reservation list (reserved[key] is set). */
+static void unlist_reservation(tiered *t, int key)
+{
+    for (int i = 0; i < t->n_reserved; i++)
+        if (t->reserved_keys[i] == key) {
+            t->reserved_keys[i] = t->reserved_keys[--t->n_reserved];
+            return;
+        }
+}
+
 /* A failed read frees its slot with every pin on it: the prediction's and the
  * announcement's go too, so a later get() reads the expert again (and reports
- * the error if it persists) instead of finding a reservation without a slot. */
+ * the error if it persists) instead of finding a reservation without a slot.
+ * The reservation leaves the list as well: read_ahead may reserve the expert
+ * again, and the list holds each of a layer's experts once at most. */
 static void drop_failed(tiered *t, int s)
 {
     int key = t->cache.key_of_slot[s];
     if (key >= 0) {
-        t->n_ahead -= t->reserved[key] && t->missed[key];
+        if (t->reserved[key]) {
+            t->n_ahead -= t->missed[key];
+            unlist_reservation(t, key);
+        }
         t->reserved[key] = 0;
         t->spec_unused[key] = 0;
     }
@@ -118,7 +134,7 @@ static int settle(tiered *t, int layer, int s, errbuf *e)
 
 /* Settles the predicted reads that have landed and drops their pins, but not
  * those held until their layer is announced; with `all`, every one of them
- * (waiting as needed). A failed read frees its slot: the engine, if it wants
+ * (waiting as needed) but the one in the slot get() holds. A failed read frees its slot: the engine, if it wants
  * that expert, reads it again and gets the error. */
 static void reap_speculative(tiered *t, int all)
 {
@@ -128,7 +144,8 @@ static void reap_speculative(tiered *t, int all)
         if (!t->spec_pin[s])
             continue;   /* its read failed and freed the slot */
         nvme_state rs = t->reads[s].state;
-        if (!all && t->cache.state[s] == SLOT_LOADING && rs != NVME_DONE && rs != NVME_FAILED) {
+        if (s == t->held_by_get ||
+            (!all && t->cache.state[s] == SLOT_LOADING && rs != NVME_DONE && rs != NVME_FAILED)) {
             t->spec_slots[k++] = s;
             continue;
         }
@@ -394,7 +411,12 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
     }
     if (layer == t->ann_layer) {    /* the engine gets the announced experts in order */
         t->ann_got++;
+        /* read_ahead may wait for the predicted reads, and one that fails frees
+         * its slot with every pin on it: not this one's, whose failure is this
+         * get's to report (another expert's read could take the slot) */
+        t->held_by_get = s;
         read_ahead(t);
+        t->held_by_get = -1;
     }
     double t0 = now_seconds();
     if (settle(t, layer, s, e))
@@ -541,6 +563,7 @@ int tiered_source_open(expert_source *out, const store *st, const tiered_options
     out->destroy = tiered_destroy;
     t->st = st;
     t->log = o->log;
+    t->held_by_get = -1;
     t->max_reserved = slots;
     t->max_pend = slots;
     t->last_layer = INT_MAX;    /* the first announcement starts a step */

@@ -45,8 +45,8 @@ int cmd_convert(int argc, char **argv)
             float x;
             if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &x))
                 return 2;
-            if (x <= 0) {
-                fprintf(stderr, "moetier convert: --file-gb must be positive\n");
+            if (!(x > 0 && x <= 1e9)) {
+                fprintf(stderr, "moetier convert: --file-gb must be positive (at most 1e9)\n");
                 return 2;
             }
             file_gb = x;
@@ -99,8 +99,9 @@ int cmd_convert(int argc, char **argv)
         if (st.dir)
             store_close(&st);
     } else {
+        /* any size below one blob means one blob per file (0 would mean the default) */
         convert_options o = {.out_dir = out, .force = force, .log = stderr,
-                             .max_file_bytes = (uint64_t)(file_gb * 1e9)};
+                             .max_file_bytes = file_gb * 1e9 < 1 ? 1 : (uint64_t)(file_gb * 1e9)};
         const char *stop = getenv("MOETIER_CONVERT_STOP_AFTER");
         o.stop_after = stop ? atol(stop) : 0;
         if (store_convert(&mw, &o, &e))

@@ -459,6 +459,17 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     cr_expect(strstr(err, "all 96 blobs") != NULL, "%s", err);
     free(out);
     free(err);
+    /* a file size below one blob: one blob per file, not the default size */
+    cr_assert_eq(run(&out, &err, "%s convert -m %s -o %s/tiny-files --file-gb 1e-12", bin(), model,
+                     tmp), 0, "%s", err);
+    cr_expect(strstr(err, "in 96 files") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s convert -m %s -o %s/huge-files --file-gb 1e30", bin(), model,
+                     tmp), 2, "%s", err);
+    cr_expect(strstr(err, "--file-gb must be positive (at most 1e9)") != NULL, "%s", err);
+    free(out);
+    free(err);
 
     /* the default store is found by itself; a budget of 8 experts reads most from NVMe */
     const char *ids = "5,17,300,2,999,45,8,8,600,12";
