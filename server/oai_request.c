@@ -165,6 +165,24 @@ static int parse_completion(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* Where the body holds an escaped NUL (\u0000, its backslash not itself
+ * escaped), or -1: cJSON decodes it into a C string, which would silently end
+ * the text there. */
+static long escaped_nul_at(const char *body, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (body[i] != '\\')
+            continue;
+        size_t k = i;
+        while (k < len && body[k] == '\\')
+            k++;
+        if ((k - i) % 2 == 1 && len - k >= 5 && body[k] == 'u' && !memcmp(body + k + 1, "0000", 4))
+            return (long)(k - 1);
+        i = k - 1;
+    }
+    return -1;
+}
+
 int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_options *defaults,
                       oai_request *r, oai_error *err)
 {
@@ -184,6 +202,10 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
     }
     if (!cJSON_IsObject(r->root))
         return bad(err, "", "the body must be a JSON object");
+    long nul = escaped_nul_at(body, len);
+    if (nul >= 0)
+        return bad(err, "", "the body holds a NUL character (\\u0000, byte %ld): text must not "
+                   "contain NUL", nul);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(r->root, "model");
     if (model && !cJSON_IsNull(model)) {
         if (!cJSON_IsString(model))

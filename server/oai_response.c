@@ -228,15 +228,25 @@ char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
     return print_and_delete(root);
 }
 
-char *oai_models_body(const char *model, long long created)
+static cJSON *model_object(const char *model, long long created)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(root, "data"), *mo = cJSON_CreateObject();
+    cJSON *mo = cJSON_CreateObject();
     cJSON_AddStringToObject(mo, "id", model);
     cJSON_AddStringToObject(mo, "object", "model");
     cJSON_AddNumberToObject(mo, "created", (double)created);
     cJSON_AddStringToObject(mo, "owned_by", "moetier");
-    cJSON_AddItemToArray(data, mo);
+    return mo;
+}
+
+char *oai_models_body(const char *model, long long created)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), model_object(model, created));
     return print_and_delete(root);
+}
+
+char *oai_model_body(const char *model, long long created)
+{
+    return print_and_delete(model_object(model, created));
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/base/progress.h"
@@ -167,6 +168,36 @@ static void stream_free(void *cls)
     free(sc);
 }
 
+/* Takes a queued job whose client left out of the queue (s->mu held), so its
+ * place is free at once, not once the engine reaches it. */
+static void unqueue(server *s, job *j)
+{
+    job **p = &s->head, *prev = NULL;
+    while (*p && *p != j) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (!*p)
+        return;
+    *p = j->next;
+    if (s->tail == j)
+        s->tail = prev;
+    j->phase = JOB_DONE;
+    s->n_jobs--;
+    s->metrics.queue_depth = s->n_jobs;
+    s->metrics.requests_cancelled++;
+    pthread_cond_broadcast(&s->cv);
+    job_release(j);     /* the queue's reference */
+}
+
+/* A job never queued: nothing else refers to it. */
+static void discard_job(job *j)
+{
+    oai_request_free(&j->req);
+    token_list_free(&j->ids);
+    free(j);
+}
+
 static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oai_kind kind,
                                          conn_ctx *cx)
 {
@@ -175,25 +206,26 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
         return send_error(s, c, 500, "server_error", NULL, NULL, "out of memory");
     oai_error err;
     if (oai_request_parse(kind, cx->body ? cx->body : "", cx->len, &s->o.copt, &j->req, &err)) {
-        oai_request_free(&j->req);
-        free(j);
+        discard_job(j);
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     }
     if (j->req.model && strcmp(j->req.model, s->model_name)) {
         char msg[400];
         snprintf(msg, sizeof msg, "the model '%.200s' does not exist; this server serves '%.150s'",
                  j->req.model, s->model_name);
-        oai_request_free(&j->req);
-        free(j);
+        discard_job(j);
         return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found", msg);
+    }
+    if (job_prompt_ids(s, j, &err)) {
+        discard_job(j);
+        return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     }
     int fd = conn_fd(c);
     pthread_mutex_lock(&s->mu);
     if (s->n_jobs >= s->o.max_queue || s->stopping) {
         int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
-        oai_request_free(&j->req);
-        free(j);
+        discard_job(j);
         if (stopping)
             return send_error(s, c, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
         return send_error(s, c, 503, "server_error", NULL, "queue_full",
@@ -204,7 +236,8 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     j->refs = 2;
     j->created = (long long)time(NULL);
     j->t_arrival = now_seconds();
-    snprintf(j->id, sizeof j->id, "%s-%lld", kind == OAI_CHAT ? "chatcmpl" : "cmpl", ++s->seq);
+    j->seq = ++s->seq;
+    snprintf(j->id, sizeof j->id, "%s-%lld", kind == OAI_CHAT ? "chatcmpl" : "cmpl", j->seq);
     if (s->tail)
         s->tail->next = j;
     else
@@ -217,6 +250,8 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     if (!gone && (j->status != 200 || !j->req.stream))
         gone = wait_for(s, j, fd, job_done);
     if (gone) {
+        if (j->phase == JOB_QUEUED)
+            unqueue(s, j);
         job_release(j);
         pthread_mutex_unlock(&s->mu);
         return MHD_NO;      /* nobody to answer: close */
@@ -257,7 +292,7 @@ static int key_ok(const server *s, struct MHD_Connection *c)
     if (!s->o.api_key)
         return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncmp(h, "Bearer ", 7))
+    if (!h || strncasecmp(h, "Bearer ", 7))     /* the scheme is case-insensitive */
         return 0;
     const char *k = h + 7, *want = s->o.api_key;
     size_t kl = strlen(k), wl = strlen(want);
@@ -332,10 +367,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return send_body(s, c, 200, oai_models_body(s->model_name, 0), "application/json");
     }
     if (!strncmp(url, "/v1/models/", 11)) {
+        if (!get)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL,
+                              "use GET /v1/models/{model}");
         if (strcmp(url + 11, s->model_name))
             return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found",
                               "no such model on this server");
-        return send_body(s, c, 200, oai_models_body(s->model_name, 0), "application/json");
+        return send_body(s, c, 200, oai_model_body(s->model_name, 0), "application/json");
     }
     int chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
     if (chat || compl) {

@@ -14,6 +14,8 @@ typedef enum job_phase { JOB_QUEUED, JOB_RUNNING, JOB_DONE } job_phase;
 typedef struct job {
     struct job *next;
     oai_request req;
+    token_list ids;             /* the prompt, validated before the job is queued */
+    long long seq;              /* its number among the server's requests */
     char id[48];
     long long created;
     double t_arrival;
@@ -47,6 +49,10 @@ typedef struct server {
     serve_metrics metrics;
 } server;
 
+/* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
+ * the context, on the connection's thread so a bad request never waits in the
+ * queue; -1 with err set (a 400). */
+int job_prompt_ids(server *s, job *j, oai_error *err);
 /* The engine thread: serves queued jobs until s->stopping. */
 void *serve_engine_main(void *arg);
 /* Drops one reference (s->mu held); frees the job at zero. */

@@ -18,6 +18,7 @@ void job_release(job *j)
     if (--j->refs > 0)
         return;
     oai_request_free(&j->req);
+    token_list_free(&j->ids);
     free(j->out);
     free(j);
 }
@@ -213,8 +214,9 @@ static int shown_special(const server *s, int id, const char *name, size_t n)
     return 0;
 }
 
-static int prompt_ids(server *s, job *j, token_list *ids, oai_error *err)
+int job_prompt_ids(server *s, job *j, oai_error *err)
 {
+    token_list *ids = &j->ids;
     errbuf e;
     char *text = NULL;
     size_t len = 0;
@@ -245,11 +247,11 @@ static int prompt_ids(server *s, job *j, token_list *ids, oai_error *err)
     return 0;
 }
 
-static uint64_t fresh_seed(server *s)
+static uint64_t fresh_seed(const job *j)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 20 ^ (uint64_t)s->seq * 0x9E3779B97F4A7C15ull;
+    return (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 20 ^ (uint64_t)j->seq * 0x9E3779B97F4A7C15ull;
 }
 
 static void snapshot_tiers(server *s)
@@ -274,7 +276,7 @@ static void run_job(server *s, job *j)
 {
     engine *en = &s->m->en;
     oai_error err;
-    token_list ids = {0};
+    const token_list ids = j->ids;
     float *logits = NULL;
     sampler smp;
     int have_sampler = 0;
@@ -284,10 +286,6 @@ static void run_job(server *s, job *j)
     a.meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name, .created = j->created};
     if (a.chat)
         tool_stream_init(&a.ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
-    if (prompt_ids(s, j, &ids, &err)) {
-        job_fail(s, j, &err);
-        goto out;
-    }
     int n = (int)ids.n, ctx = en->kv.max_ctx;
     int max_new = j->req.max_tokens ? j->req.max_tokens : s->o.default_max_tokens;
     if (max_new <= 0 || max_new > ctx - n)
@@ -297,7 +295,7 @@ static void run_job(server *s, job *j)
         sp.temperature = j->req.temperature;
     if (j->req.top_p > 0)
         sp.top_p = j->req.top_p;
-    sp.seed = j->req.has_seed ? j->req.seed : fresh_seed(s);
+    sp.seed = j->req.has_seed ? j->req.seed : fresh_seed(j);
     errbuf e;
     logits = malloc((size_t)s->m->mw.cfg.vocab_size * sizeof *logits);
     if (!logits || sampler_create(&smp, &sp, s->m->mw.cfg.vocab_size, &e)) {
@@ -420,7 +418,6 @@ out:
     if (have_sampler)
         sampler_destroy(&smp);
     free(logits);
-    token_list_free(&ids);
     stop_filter_free(&sf);
     answer_free(&a);
 }

@@ -105,6 +105,11 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "moetier serve: -m DIR is required\n");
         return 2;
     }
+    if (so.model_name && (!so.model_name[0] || strlen(so.model_name) > 255)) {
+        /* clients must send it back exactly: a cut name would never match */
+        fprintf(stderr, "moetier serve: --model-name must be 1 to 255 bytes long\n");
+        return 2;
+    }
     if (so.api_key && !so.api_key[0]) {
         fprintf(stderr, "moetier serve: --api-key must not be empty\n");
         return 2;

@@ -95,9 +95,14 @@ async function collect(stream) {
 async function plainServer() {
   const srv = await startServer(['--no-think', '--max-body', '65536']);
   const ai = client(srv);
-  await check('GET /v1/models lists the model', async () => {
+  await check('GET /v1/models lists the model; GET /v1/models/{id} is that model', async () => {
     const list = await ai.models.list();
     assert.deepEqual(list.data.map((m) => m.id), [MODEL]);
+    const one = await ai.models.retrieve(MODEL);
+    assert.equal(one.object, 'model');
+    assert.equal(one.id, MODEL);
+    await expectStatus(ai.models.retrieve('gpt-nope'), 404);
+    assert.equal((await fetch(srv.url + '/v1/models/' + MODEL, { method: 'DELETE' })).status, 405);
   });
   await check('chat, not streamed: content, length, usage', async () => {
     const r = await ai.chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 6, seed: 7 });
@@ -258,6 +263,8 @@ async function guardedServer() {
     assert.equal((await fetch(srv.url + '/health')).status, 200);
     const list = await client(srv, 'sesame').models.list();
     assert.equal(list.data[0].id, MODEL);
+    const r2 = await fetch(srv.url + '/v1/models', { headers: { authorization: 'bearer sesame' } });
+    assert.equal(r2.status, 200, 'the scheme name is case-insensitive');
   });
   await check('a full queue answers 503; a client that leaves frees its slot', async () => {
     const ai = client(srv, 'sesame');
@@ -348,8 +355,58 @@ async function stoppingServer() {
   if (servers.has(srv)) await stopServer(srv);
 }
 
+// One request prefilling for seconds (a token per step), one queued, --max-queue 2:
+// the queue is full. Requests are checked before they queue, so a bad one gets its
+// 400 at once rather than a 503 or a wait; a queued client that leaves frees its
+// place at once, not when the engine reaches it.
+async function queueServer() {
+  const srv = await startServer(['--chunk', '1', '-c', '8192', '--max-queue', '2']);
+  await check('a full queue: a bad request gets its 400; a queued client that leaves frees its place at once', async () => {
+    const post = (path, body, signal) => fetch(srv.url + path, { method: 'POST', signal,
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const depth = async () => /moetier_queue_depth (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1];
+    const ctlRun = new AbortController(), ctlQueued = new AbortController();
+    const words = Array.from({ length: 1800 }, (_, i) => `d${i}`).join(' ');
+    const running = await post('/v1/completions', { prompt: words, max_tokens: 1, stream: true }, ctlRun.signal);
+    assert.equal(running.status, 200);
+    let runningDone = false;
+    running.text().then(() => { runningDone = true; }, () => { runningDone = true; });
+    const queued = post('/v1/completions', { prompt: 'hi', max_tokens: 1 }, ctlQueued.signal).catch(() => null);
+    let d = '';
+    for (let k = 0; k < 200 && d !== '2'; k++) {
+      d = await depth();
+      if (d !== '2') await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.equal(d, '2', 'the second request was not queued');
+    let r = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 123 }] });
+    assert.equal(r.status, 400, 'a malformed message is the request\'s fault, not the queue\'s');
+    r = await post('/v1/completions', { prompt: 'a\u0000b', max_tokens: 1 });
+    assert.equal(r.status, 400);
+    assert.ok((await r.json()).error.message.includes('NUL'), 'a NUL must be refused, not cut the prompt');
+    r = await post('/v1/completions', { prompt: 'x', max_tokens: 1 });
+    assert.equal(r.status, 503, 'a good request finds the queue full');
+    ctlQueued.abort();
+    await queued;
+    for (let k = 0; k < 100 && d !== '1'; k++) {
+      await new Promise((res) => setTimeout(res, 20));
+      d = await depth();
+    }
+    assert.equal(d, '1', 'the place of the client that left was not freed');
+    assert.ok(!runningDone, 'the running request ended first: this check could not tell');
+    r = await post('/v1/completions', { prompt: 'x', max_tokens: 1 }, AbortSignal.timeout(100)).catch((e) => e);
+    assert.ok(!(r instanceof Response) || r.status !== 503, 'the freed place was not given to the next request');
+    ctlRun.abort();
+  });
+  await check('--model-name longer than 255 bytes is refused (a cut name would never match)', async () => {
+    const e = await startServer(['--model-name', 'm'.repeat(300)]).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /--model-name must be 1 to 255 bytes/.test(String(e)), String(e));
+  });
+  await stopServer(srv);
+}
+
 try {
   await plainServer();
+  await queueServer();
   await forcedServer();
   await guardedServer();
   await stoppingServer();

@@ -42,6 +42,21 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{\"prompt\": 12}", "prompt");
     refuse(OAI_COMPLETION, "{\"prompt\": [\"a\", \"b\"]}", "prompt");
     refuse(OAI_COMPLETION, "{}", "prompt");
+    /* a NUL would end the C string: the text after it would be lost unseen */
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\\u0000b\"}", "");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"\\\\\\u0000\"}]}", "");
+}
+
+/* A backslash escaped before "u0000" makes it text, not a NUL. */
+Test(server_request, an_escaped_backslash_before_u0000_is_text)
+{
+    const char *body = "{\"prompt\": \"a\\\\u0000b\"}";
+    oai_request r;
+    oai_error err;
+    cr_assert_eq(oai_request_parse(OAI_COMPLETION, body, strlen(body), NULL, &r, &err), 0, "%s",
+                 err.message);
+    cr_expect_str_eq(r.prompt, "a\\u0000b");
+    oai_request_free(&r);
 }
 
 Test(server_request, takes_every_supported_field)
