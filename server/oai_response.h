@@ -49,7 +49,4 @@ char *oai_models_body(const char *model, long long created);
 /* GET /v1/models/{model} */
 char *oai_model_body(const char *model, long long created);
 
-/* text[0..n) as a NUL-terminated valid UTF-8 string (see above). */
-char *oai_utf8_clean(const char *text, size_t n);
-
 #endif

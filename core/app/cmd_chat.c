@@ -22,6 +22,7 @@
 #include "core/base/stop_signal.h"
 #include "core/text/chat_format.h"
 #include "core/text/tool_calls.h"
+#include "core/text/utf8.h"
 #include "generate.h"
 #include "sampling_flags.h"
 
@@ -201,6 +202,16 @@ static ssize_t read_message(char **msg, size_t *cap, int tty)
     return rc;
 }
 
+/* Adds text[0, n) to o as valid UTF-8: a reply may hold any bytes (a stray
+ * byte token, a character cut by -n or Ctrl+C), and the next turn's prompt,
+ * rendered from the history, must be text. */
+static void add_text(cJSON *o, const char *key, const char *text, size_t n)
+{
+    char *clean = utf8_clean(text ? text : "", text ? n : 0);
+    cJSON_AddStringToObject(o, key, clean ? clean : "");
+    free(clean);
+}
+
 /* One turn: the user's line in, the assistant's reply streamed and recorded. */
 static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new, int show_think,
                      errbuf *e)
@@ -257,9 +268,9 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         /* a reply stopped by Ctrl+C or by the end of the context is kept as far as it went */
         cJSON *am = cJSON_CreateObject();
         cJSON_AddStringToObject(am, "role", "assistant");
-        cJSON_AddStringToObject(am, "content", rs.text ? rs.text : "");
+        add_text(am, "content", rs.text, rs.text_len);
         if (rs.think_len)
-            cJSON_AddStringToObject(am, "reasoning_content", rs.think);
+            add_text(am, "reasoning_content", rs.think, rs.think_len);
         cJSON_AddItemToArray(c->messages, am);
         rc = 0;
     }
@@ -367,11 +378,23 @@ int cmd_chat(int argc, char **argv)
             fprintf(stderr, "[the message has a NUL byte; it was not sent]\n");
             continue;
         }
+        size_t bad = utf8_validate((const uint8_t *)line, (size_t)n);
+        if (bad < (size_t)n) {
+            fprintf(stderr, "[the message is not valid UTF-8 at byte %zu; it was not sent]\n", bad);
+            continue;
+        }
         if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
             break;
         if (!strcmp(line, "/reset")) {
+            /* a fresh sampler too: the new conversation is the one a new chat
+             * with this seed would have */
             chat_reset(&c);
             engine_reset(&c.m.en);
+            sampler_destroy(&smp);
+            if (sampler_create(&smp, &sp, c.m.mw.cfg.vocab_size, &e)) {
+                rc = cli_fail(&e);
+                break;
+            }
             continue;
         }
         if (chat_turn(&c, &smp, line, max_new, show_think, &e)) {

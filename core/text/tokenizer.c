@@ -338,40 +338,6 @@ static int bpe_piece(const tokenizer *t, const uint8_t *p, size_t n, token_list 
 
 /* ---- pre-splitting and the encode driver ------------------------------- */
 
-size_t utf8_validate(const uint8_t *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp, min;
-        if ((c & 0xe0) == 0xc0) {
-            need = 1, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            need = 2, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            need = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (i + need >= len)
-            return i;
-        for (size_t k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return i;
-        i += need + 1;
-    }
-    return len;
-}
-
 /* Decodes the code point at s[*i] (valid UTF-8) and advances *i. */
 static uint32_t next_codepoint(const uint8_t *s, size_t *i)
 {

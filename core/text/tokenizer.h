@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core/base/errbuf.h"
+#include "utf8.h"
 #include "vocab.h"
 
 typedef struct tokenizer {
@@ -71,8 +72,5 @@ int tokenizer_split(const tokenizer *t, const char *text, size_t len,
  * both append to out. */
 int tokenizer_bpe_simple(const tokenizer *t, const uint8_t *p, size_t n, token_list *out);
 int tokenizer_bpe_heap(const tokenizer *t, const uint8_t *p, size_t n, token_list *out);
-
-/* Byte offset of the first invalid UTF-8 sequence, or len when valid. */
-size_t utf8_validate(const uint8_t *s, size_t len);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/text/chat_format.h"
+#include "core/text/utf8.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
 #include "server/stop_filter.h"
@@ -52,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         oai_request_free(&r);
     }
-    char *clean = oai_utf8_clean((const char *)data, size);
+    char *clean = utf8_clean((const char *)data, size);
     free(clean);
     return 0;
 }

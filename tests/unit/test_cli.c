@@ -407,6 +407,40 @@ Test(cli, chat_reads_a_message_over_several_lines)
     free(tmp);
 }
 
+/* What a chat cannot send does not end it: a reply that is not valid UTF-8
+ * (here the greedy reply to "msg 14" ends in a stray byte) goes into the
+ * history repaired, so the next turn's prompt is text; a message that is not
+ * valid UTF-8 is refused. And /reset starts the conversation a new chat with
+ * the same seed would have, repetition penalty and random draws included. */
+Test(cli, chat_goes_on_past_bytes_that_are_not_text)
+{
+    char *tmp = test_make_tmpdir("clichatutf8"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "printf 'msg 14\\nnext\\ncaf\\351\\nlast\\n' | %s chat -m %s --no-think "
+                     "--greedy -n 3", bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(err, "not valid UTF-8 at byte 3; it was not sent") != NULL, "%s", err);
+    int turns = 0;
+    for (const char *p = err; (p = strstr(p, "prompt tokens")); p++)
+        turns++;
+    cr_expect_eq(turns, 3, "msg 14, next and last must each get a reply: %s", err);
+    free(out);
+    free(err);
+    char *first, *after_reset;
+    cr_assert_eq(run(&out, &err, "printf 'hello there\\n' | %s chat -m %s --seed 4 --repeat-penalty 2 "
+                     "-n 12", bin(), tmp), 0, "%s", err);
+    first = out;
+    free(err);
+    cr_assert_eq(run(&out, &err, "printf 'something else\\n/reset\\nhello there\\n' | %s chat -m %s "
+                     "--seed 4 --repeat-penalty 2 -n 12", bin(), tmp), 0, "%s", err);
+    after_reset = strstr(out, "\n") ? strstr(out, "\n") + 1 : out;
+    cr_expect_str_eq(after_reset, first, "after /reset the reply must be a new chat's");
+    free(first);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 /* Two turns through stdin: the second reuses the first turn's cache. */
 Test(cli, chat_two_turns_reuse_the_cache)
 {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text/utf8.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
 #include "server/stop_filter.h"
@@ -170,7 +171,7 @@ Test(server_response, utf8_cleaning_replaces_invalid_bytes_only)
         {"a\0b", 3, "a\xef\xbf\xbd" "b"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        char *s = oai_utf8_clean(cases[i].in, cases[i].n);
+        char *s = utf8_clean(cases[i].in, cases[i].n);
         cr_assert_str_eq(s, cases[i].want, "case %zu", i);
         free(s);
     }
