@@ -304,6 +304,8 @@ static void run_job(server *s, job *j)
         goto out;
     }
     have_sampler = 1;
+    for (int i = 0; i < n; i++)     /* the repetition penalty looks back over the prompt too */
+        sampler_accept(&smp, ids.ids[i]);
     job_set_status(s, j, 200);
 
     double t0 = now_seconds();

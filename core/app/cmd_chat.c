@@ -253,6 +253,10 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     if (frc)
         goto out;
     double t1 = now_seconds();
+    /* the repetition penalty looks back over the conversation, as run's does over its prompt */
+    sampler_forget(smp);
+    for (size_t i = 0; i < ids.n; i++)
+        sampler_accept(smp, ids.ids[i]);
     reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop,
                        .n_stop = c->n_stop};
     tool_stream_init(&rs.ts, c->copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);

@@ -29,10 +29,14 @@ typedef struct sampler {
     sampler_params p;
     int vocab;
     uint64_t rng[4];
-    sampler_cand *cand;     /* candidates sorted by logit, scratch */
-    float *prob;            /* scratch */
+    sampler_cand *cand;     /* candidates, best first as far as sorted; scratch */
+    float *prob;            /* scratch of the reference */
+    unsigned char *seen;    /* [vocab] tokens penalised in this step; scratch */
     int *history;           /* ring of the last repeat_last_n tokens */
-    int n_history;
+    int n_history, history_next;
+    float head_span;        /* sampler_sample sorts first the candidates within
+                             * e^-head_span of the best's probability (18; the
+                             * draw does not depend on it) */
 } sampler;
 
 sampler_params sampler_defaults(void);
@@ -41,8 +45,15 @@ int sampler_create(sampler *s, const sampler_params *p, int vocab, errbuf *e);
 void sampler_destroy(sampler *s);
 /* Records a token (prompt or generated) for the repetition penalty. */
 void sampler_accept(sampler *s, int token);
-/* Picks a token; logits may be modified. */
+/* Forgets the recorded tokens (the generator's state stays). */
+void sampler_forget(sampler *s);
+/* Picks a token; logits may be modified. Sorts only the candidates within
+ * e^-head_span of the best's probability, unless a filter or the draw reaches
+ * past them: the same token as sampler_sample_reference for the same state. A
+ * NaN logit is impossible; a +inf one is certain (the first such). */
 int sampler_sample(sampler *s, float *logits);
+/* The definition: the whole vocabulary sorted, then each filter in turn. */
+int sampler_sample_reference(sampler *s, float *logits);
 int argmax_f32(const float *x, int n);
 
 #endif

@@ -128,3 +128,115 @@ Test(sampler, bad_parameters_rejected)
     p.min_p = 1.5f;
     cr_expect_neq(sampler_check(&p, &e), 0);
 }
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+static float uniform01(uint64_t *s)
+{
+    return (float)lcg(s) / 2147483648.0f;
+}
+
+static float gaussian(uint64_t *s)
+{
+    float u = (uniform01(s) + 1e-7f), v = uniform01(s);
+    return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
+}
+
+/* Logits of one of four shapes: broad, peaked as a language model's, tied
+ * (integers), or with impossible (-inf) tokens. */
+static void random_logits(uint64_t *s, int shape, float *l, int V)
+{
+    float scale = 0.1f + 30 * uniform01(s);
+    for (int i = 0; i < V; i++) {
+        if (shape == 0)
+            l[i] = scale * gaussian(s);
+        else if (shape == 1)
+            l[i] = 2.5f * gaussian(s);
+        else if (shape == 2)
+            l[i] = (float)((int)(lcg(s) % 7) - 3);
+        else
+            l[i] = uniform01(s) < 0.3f ? -INFINITY : scale * gaussian(s);
+    }
+    if (shape == 1)
+        for (int k = 0; k < 10 && V > 0; k++)
+            l[lcg(s) % (uint64_t)V] = 10 + 15 * uniform01(s);
+}
+
+/* sampler_sample against its definition: the same token from the same state,
+ * over vocabularies of 1 to 40,000, the four shapes and every filter, with
+ * the repetition penalty on and off; half the trials with a head so narrow
+ * that the filters and the draw often go past it. */
+Test(sampler, draws_what_the_reference_draws, .timeout = 120)
+{
+    static const int vocabs[] = {1, 2, 7, 300, 5000, 40000};
+    static const float temps[] = {0.05f, 0.6f, 1.0f, 3.0f};
+    static const int top_ks[] = {0, 1, 5, 50, 100000};
+    static const float top_ps[] = {1.0f, 0.9f, 0.5f, 0.99999f};
+    static const float min_ps[] = {0.0f, 0.05f, 1e-9f};
+    uint64_t st = 2024;
+    float *la = malloc(40000 * sizeof *la), *lb = malloc(40000 * sizeof *lb),
+          *l = malloc(40000 * sizeof *l);
+    int draws = 0, mismatches = 0;
+    for (int trial = 0; trial < 360; trial++) {
+        int V = vocabs[lcg(&st) % 6];
+        sampler_params p = sampler_defaults();
+        p.temperature = temps[lcg(&st) % 4];
+        p.top_k = top_ks[lcg(&st) % 5];
+        p.top_p = top_ps[lcg(&st) % 4];
+        p.min_p = min_ps[lcg(&st) % 3];
+        p.repeat_penalty = lcg(&st) % 2 ? 1.3f : 1.0f;
+        p.repeat_last_n = 16;
+        p.seed = (uint64_t)trial;
+        sampler a, b;
+        errbuf e;
+        cr_assert_eq(sampler_create(&a, &p, V, &e), 0, "%s", e.msg);
+        cr_assert_eq(sampler_create(&b, &p, V, &e), 0, "%s", e.msg);
+        if (trial / 4 % 2)
+            a.head_span = 0.5f;
+        random_logits(&st, trial % 4, l, V);
+        for (int d = 0; d < 8; d++) {
+            memcpy(la, l, (size_t)V * sizeof *l);
+            memcpy(lb, l, (size_t)V * sizeof *l);
+            int x = sampler_sample(&a, la), y = sampler_sample_reference(&b, lb);
+            draws++;
+            if (x != y && mismatches++ < 5)
+                cr_log_error("trial %d (V %d, shape %d, T %g, top-k %d, top-p %g, min-p %g, penalty "
+                             "%g), draw %d: %d, the reference %d", trial, V, trial % 4, p.temperature,
+                             p.top_k, p.top_p, p.min_p, p.repeat_penalty, d, x, y);
+            sampler_accept(&a, x);
+            sampler_accept(&b, y);
+        }
+        sampler_destroy(&a);
+        sampler_destroy(&b);
+    }
+    cr_expect_eq(mismatches, 0, "%d of %d draws differ from the reference", mismatches, draws);
+    free(l);
+    free(la);
+    free(lb);
+}
+
+/* A NaN logit is an impossible token, a +inf one a certain token, and a step
+ * where every token is -inf takes the first rather than a random one. */
+Test(sampler, non_finite_logits)
+{
+    sampler_params p = sampler_defaults();
+    p.temperature = 1;
+    sampler s;
+    errbuf e;
+    cr_assert_eq(sampler_create(&s, &p, 4, &e), 0, "%s", e.msg);
+    int counts[4] = {0};
+    for (int i = 0; i < 400; i++) {
+        float inf[4] = {1, INFINITY, 0, -1}, nan[4] = {1, 5, NAN, -1};
+        cr_assert_eq(sampler_sample(&s, inf), 1, "a +inf logit must be drawn");
+        counts[sampler_sample(&s, nan)]++;
+    }
+    cr_expect_eq(counts[2], 0, "the NaN token was drawn %d times", counts[2]);
+    cr_expect_gt(counts[1], 300, "logit 5 against 1 and -1: %d of 400", counts[1]);
+    float none[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    cr_expect_eq(sampler_sample(&s, none), 0);
+    sampler_destroy(&s);
+}
