@@ -203,15 +203,7 @@ static int is_stop_id(const server *s, int id)
  * as OpenAI-style servers do. */
 static int shown_special(const server *s, int id, const char *name, size_t n)
 {
-    if (!vocab_is_special(&s->tok->v, id))
-        return 1;
-    static const char *const markers[] = {"<think>", "</think>"};
-    if (n > 11 && !memcmp(name, "<|tool_call", 11))
-        return 1;
-    for (size_t i = 0; i < sizeof markers / sizeof *markers; i++)
-        if (n == strlen(markers[i]) && !memcmp(name, markers[i], n))
-            return 1;
-    return 0;
+    return !vocab_is_special(&s->tok->v, id) || tool_stream_marker(name, n);
 }
 
 int job_prompt_ids(server *s, job *j, oai_error *err)

@@ -115,6 +115,8 @@ static void reply_token(void *ctx, int id)
             return;
     size_t n;
     const char *b = vocab_decode(&r->tok->v, id, &n);
+    if (b && vocab_is_special(&r->tok->v, id) && !tool_stream_marker(b, n))
+        return;     /* reserved and media tokens are not reply text (as in serve) */
     tool_stream_delta d;
     errbuf e;
     if (b && tool_stream_feed(&r->ts, b, n, &d, &e) == 0)

@@ -316,6 +316,17 @@ void tool_stream_free(tool_stream *s)
     memset(s, 0, sizeof *s);
 }
 
+int tool_stream_marker(const char *name, size_t n)
+{
+    static const char *const markers[] = {"<think>", "</think>"};
+    if (n > 11 && !memcmp(name, "<|tool_call", 11))
+        return 1;
+    for (size_t i = 0; i < sizeof markers / sizeof *markers; i++)
+        if (n == strlen(markers[i]) && !memcmp(name, markers[i], n))
+            return 1;
+    return 0;
+}
+
 int tool_stream_in_section(const tool_stream *s)
 {
     return s->state == ST_SECTION || s->state == ST_CALL_ID || s->state == ST_CALL_ARGS;

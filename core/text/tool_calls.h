@@ -112,6 +112,10 @@ int tool_stream_feed(tool_stream *s, const char *chunk, size_t n, tool_stream_de
 int tool_stream_finish(tool_stream *s, tool_stream_delta *d, errbuf *e);
 void tool_stream_free(tool_stream *s);
 
+/* 1 when a special token's text is one of the markers the stream turns into
+ * fields (reasoning, tool calls); other special tokens are not reply text. */
+int tool_stream_marker(const char *name, size_t n);
+
 /* 1 while the stream is inside a tool-call section (a client may want to show
  * that a call is being generated). */
 int tool_stream_in_section(const tool_stream *s);

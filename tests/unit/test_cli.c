@@ -425,6 +425,12 @@ Test(cli, chat_goes_on_past_bytes_that_are_not_text)
     cr_expect_eq(turns, 3, "msg 14, next and last must each get a reply: %s", err);
     free(out);
     free(err);
+    /* this reply has a reserved token: like serve, chat shows only the markers it parses */
+    cr_assert_eq(run(&out, &err, "printf 'hello there\\n' | %s chat -m %s --greedy --repeat-penalty 2 "
+                     "-n 12", bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(out, "<|reserved_token_") == NULL, "%s", out);
+    free(out);
+    free(err);
     char *first, *after_reset;
     cr_assert_eq(run(&out, &err, "printf 'hello there\\n' | %s chat -m %s --seed 4 --repeat-penalty 2 "
                      "-n 12", bin(), tmp), 0, "%s", err);
