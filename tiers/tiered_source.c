@@ -134,8 +134,9 @@ static int settle(tiered *t, int layer, int s, errbuf *e)
 
 /* Settles the predicted reads that have landed and drops their pins, but not
  * those held until their layer is announced; with `all`, every one of them
- * (waiting as needed) but the one in the slot get() holds. A failed read frees its slot: the engine, if it wants
- * that expert, reads it again and gets the error. */
+ * (waiting as needed) but the one in the slot get() holds. A failed read frees
+ * its slot: the engine, if it wants that expert, reads it again and gets the
+ * error. */
 static void reap_speculative(tiered *t, int all)
 {
     int k = 0;

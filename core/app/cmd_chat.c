@@ -234,9 +234,9 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     if ((int)ids.n >= en->kv.max_ctx) {
         /* checked before the cache is touched: the conversation goes on as it was */
         cJSON_DeleteItemFromArray(c->messages, cJSON_GetArraySize(c->messages) - 1);
-        fprintf(stderr, "[this message brings the conversation to %zu tokens, and the context holds "
-                "%d, a reply included: it was not added; /reset starts over, a larger -c holds "
-                "more]\n", ids.n, en->kv.max_ctx);
+        fprintf(stderr, "[this message brings the conversation to %zu tokens, and the context "
+                "holds %d, a reply included: it was not added; /reset starts over, a larger -c "
+                "holds more]\n", ids.n, en->kv.max_ctx);
         rc = 0;
         goto out;
     }
