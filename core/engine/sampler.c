@@ -334,6 +334,6 @@ int sampler_sample(sampler *s, float *logits)
         if (r < acc)
             return s->cand[i].id;
     }
-    prob_at(&k, n - 1);
+    prob_at(&k, n - 1);     /* sorts so far: the reference's last candidate */
     return s->cand[n - 1].id;
 }

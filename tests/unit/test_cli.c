@@ -326,6 +326,26 @@ Test(cli, run_stops_at_the_end_of_the_context)
     free(tmp);
 }
 
+/* One turn as chat reports it on stderr: "[N prompt tokens, R reused from the cache, ...". */
+typedef struct chat_turn_line {
+    int prompt, reused;
+} chat_turn_line;
+
+/* The turns reported in err (the first `max` into t); returns how many. */
+static int chat_turns(const char *err, chat_turn_line *t, int max)
+{
+    int n = 0;
+    for (const char *p = err; (p = strchr(p, '[')); p++) {
+        chat_turn_line l;
+        if (sscanf(p, "[%d prompt tokens, %d reused", &l.prompt, &l.reused) != 2)
+            continue;
+        if (n < max)
+            t[n] = l;
+        n++;
+    }
+    return n;
+}
+
 /* A chat that reaches the end of its context goes on: a reply cut there is kept,
  * a message that cannot fit is left out, and the next turn still reuses the cache. */
 Test(cli, chat_at_the_end_of_the_context_goes_on)
@@ -336,16 +356,9 @@ Test(cli, chat_at_the_end_of_the_context_goes_on)
                      "Far too long a message for a context of forty-eight tokens, "
                      "with its template and a reply", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "it was not added") != NULL, "%s", err);
-    int turns = 0, reused_last = -1;
-    for (const char *p = err; (p = strstr(p, "reused from the cache")); p++) {
-        const char *q = p;
-        while (q > err && q[-1] != ',')
-            q--;
-        reused_last = atoi(q + 1);
-        turns++;
-    }
-    cr_expect_eq(turns, 2, "the long message gets no turn: %s", err);
-    cr_expect_gt(reused_last, 10, "the turn after it reuses the first one's cache: %s", err);
+    chat_turn_line t[2] = {{0}};
+    cr_expect_eq(chat_turns(err, t, 2), 2, "the long message gets no turn: %s", err);
+    cr_expect_gt(t[1].reused, 10, "the turn after it reuses the first one's cache: %s", err);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "printf 'Hello\\nHi\\n' | %s chat -m %s -n 100 -c 48 --seed 2",
@@ -356,17 +369,6 @@ Test(cli, chat_at_the_end_of_the_context_goes_on)
     free(err);
     test_remove_tree(tmp);
     free(tmp);
-}
-
-/* The prompt of the turn, from chat's "[N prompt tokens, ..." line; -1 when absent. */
-static int chat_prompt_tokens(const char *err)
-{
-    const char *p = strstr(err, " prompt tokens, ");
-    if (!p)
-        return -1;
-    while (p > err && p[-1] != '[')
-        p--;
-    return atoi(p);
 }
 
 /* A line ending in a backslash goes on to the next: the turn holds both lines,
@@ -387,20 +389,20 @@ Test(cli, chat_reads_a_message_over_several_lines)
     free(err);
     cr_assert_eq(run(&out, &err, "printf 'Line one\\\\\\nline two\\n' | %s chat -m %s -n 1", bin(), tmp),
                  0, "%s", err);
-    cr_expect_eq(chat_prompt_tokens(err), want, "one turn of both lines expected: %s", err);
-    cr_expect(strstr(strstr(err, "prompt tokens") + 1, "prompt tokens") == NULL, "one turn: %s",
-              err);
+    chat_turn_line t = {0};
+    cr_expect_eq(chat_turns(err, &t, 1), 1, "one turn: %s", err);
+    cr_expect_eq(t.prompt, want, "one turn of both lines expected: %s", err);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "printf 'Line one\\\\\\nline two\\\\' | %s chat -m %s -n 1", bin(),
                      tmp), 0, "%s", err);
-    cr_expect_eq(chat_prompt_tokens(err), want, "a backslash at the end of input adds nothing: %s",
-                 err);
+    cr_expect_eq(chat_turns(err, &t, 1), 1, "one turn: %s", err);
+    cr_expect_eq(t.prompt, want, "a backslash at the end of input adds nothing: %s", err);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "printf 'a\\000b\\n' | %s chat -m %s -n 1", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "NUL byte; it was not sent") != NULL, "%s", err);
-    cr_expect_eq(chat_prompt_tokens(err), -1, "no turn: %s", err);
+    cr_expect_eq(chat_turns(err, &t, 1), 0, "no turn: %s", err);
     free(out);
     free(err);
     test_remove_tree(tmp);
@@ -419,10 +421,8 @@ Test(cli, chat_goes_on_past_bytes_that_are_not_text)
     cr_assert_eq(run(&out, &err, "printf 'msg 14\\nnext\\ncaf\\351\\nlast\\n' | %s chat -m %s --no-think "
                      "--greedy -n 3", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "not valid UTF-8 at byte 3; it was not sent") != NULL, "%s", err);
-    int turns = 0;
-    for (const char *p = err; (p = strstr(p, "prompt tokens")); p++)
-        turns++;
-    cr_expect_eq(turns, 3, "msg 14, next and last must each get a reply: %s", err);
+    chat_turn_line t[3] = {{0}};
+    cr_expect_eq(chat_turns(err, t, 3), 3, "msg 14, next and last must each get a reply: %s", err);
     free(out);
     free(err);
     /* this reply has a reserved token: like serve, chat shows only the markers it parses */
@@ -454,16 +454,9 @@ Test(cli, chat_two_turns_reuse_the_cache)
     test_synth_tiny(tmp, "bf16");
     cr_assert_eq(run(&out, &err, "printf 'Hello there\\nHow are you?\\n/exit\\nignored\\n' | %s chat -m %s "
                                  "-n 6 --seed 2 --system 'Be brief.'", bin(), tmp), 0, "%s", err);
-    int turns = 0, reused_second = -1;
-    for (const char *p = err; (p = strstr(p, "reused from the cache")); p++) {
-        const char *q = p;
-        while (q > err && q[-1] != ',')
-            q--;
-        if (turns++ == 1)
-            reused_second = atoi(q + 1);
-    }
-    cr_expect_eq(turns, 2, "two turns expected (input after /exit ignored): %s", err);
-    cr_expect_gt(reused_second, 10, "the second turn must reuse the first one's prefix: %s", err);
+    chat_turn_line t[2] = {{0}};
+    cr_expect_eq(chat_turns(err, t, 2), 2, "two turns expected (input after /exit ignored): %s", err);
+    cr_expect_gt(t[1].reused, 10, "the second turn must reuse the first one's prefix: %s", err);
     free(out);
     free(err);
     test_remove_tree(tmp);
