@@ -9,11 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #define ERR_CHECKSUM (-1)
 #define ERR_EOF (-2)
+#define ERR_RING (-3)
+#define REFUSED_SUBMIT_RETRIES 2000  /* 1 ms apart: a ring that takes no read for 2 s is broken */
 #define REG_PIECE_MAX (1ull << 30)   /* the kernel's limit for one registered buffer */
 
 struct nvme_tier {
@@ -24,12 +27,13 @@ struct nvme_tier {
     int *fd_direct, *fd_buffered;
     int direct;                 /* O_DIRECT accepted */
     int uring;
+    int ring_err;               /* errno of a ring that failed: no read starts again */
     struct io_uring ring;
     struct iovec *reg;          /* registered pieces */
     int n_reg;
     nvme_read *backlog_head, *backlog_tail;  /* queued, not started (FIFO) */
     int inflight;               /* started, not completed */
-    uint64_t attempt_no, eio_injected;
+    uint64_t attempt_no, eio_injected, submit_no;
     nvme_stats stats;
     /* pread pool */
     pthread_t *threads;
@@ -47,6 +51,8 @@ void nvme_options_default(nvme_options *o)
     o->verify = 1;
 }
 
+#define FAULT_NAMES "eio, eio_max, short, einval, refuse"
+
 int nvme_fault_from_env(nvme_fault *f, errbuf *e)
 {
     memset(f, 0, sizeof *f);
@@ -61,7 +67,7 @@ int nvme_fault_from_env(nvme_fault *f, errbuf *e)
         char *eq = strchr(tok, '='), *end = NULL;
         long v = eq ? strtol(eq + 1, &end, 10) : -1;
         if (!eq || end == eq + 1 || *end || v < 0 || v > 1000000) {
-            rc = err_set(e, "MOETIER_IO_FAULT: '%s' is not name=count (eio, eio_max, short)", tok);
+            rc = err_set(e, "MOETIER_IO_FAULT: '%s' is not name=count (" FAULT_NAMES ")", tok);
             break;
         }
         *eq = 0;
@@ -71,8 +77,12 @@ int nvme_fault_from_env(nvme_fault *f, errbuf *e)
             f->eio_max = (int)v;
         else if (!strcmp(tok, "short"))
             f->short_every = (int)v;
+        else if (!strcmp(tok, "einval"))
+            f->einval_every = (int)v;
+        else if (!strcmp(tok, "refuse"))
+            f->refuse_every = (int)v;
         else
-            rc = err_set(e, "MOETIER_IO_FAULT: unknown fault '%s' (eio, eio_max, short)", tok);
+            rc = err_set(e, "MOETIER_IO_FAULT: unknown fault '%s' (" FAULT_NAMES ")", tok);
     }
     free(copy);
     return rc;
@@ -142,10 +152,26 @@ static int depth(const nvme_tier *t)
     return t->opt.queue_depth > 0 ? t->opt.queue_depth : 32;
 }
 
+/* Hands the ring's unsent reads to the kernel. io_uring_submit can leave some
+ * or all of them in the ring (EAGAIN when the kernel is short of memory, EBUSY
+ * while completions overflow); they stay there and a later call sends them.
+ * Returns 0, or the error that kept some unsent. */
+static int send_unsent(nvme_tier *t)
+{
+    if (io_uring_sq_ready(&t->ring) == 0)
+        return 0;
+    const nvme_fault *f = &t->opt.fault;
+    if (f->refuse_every && ++t->submit_no % (uint64_t)f->refuse_every == 0)
+        return -EAGAIN;     /* injected: left in the ring, as a refusal leaves them */
+    int rc = io_uring_submit(&t->ring);
+    return rc < 0 ? rc : 0;
+}
+
 void nvme_tier_flush(nvme_tier *t)
 {
+    if (t->ring_err)
+        return;
     if (t->uring) {
-        int prepared = 0;
         while (t->backlog_head && t->inflight < depth(t)) {
             struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
             if (!sqe)
@@ -164,10 +190,8 @@ void nvme_tier_flush(nvme_tier *t)
                 io_uring_prep_read(sqe, fd_of(t, r), dst, len, off);
             io_uring_sqe_set_data(sqe, r);
             t->inflight++;
-            prepared++;
         }
-        if (prepared)
-            io_uring_submit(&t->ring);
+        send_unsent(t);
         return;
     }
     if (!t->backlog_head)
@@ -191,11 +215,16 @@ void nvme_tier_flush(nvme_tier *t)
 
 void nvme_tier_submit(nvme_tier *t, nvme_read *r)
 {
-    r->state = NVME_PENDING;
     r->done = 0;
     r->attempts = 0;
-    r->err = 0;
     r->direct = t->direct;
+    if (t->ring_err) {
+        r->state = NVME_FAILED;
+        r->err = ERR_RING;
+        return;
+    }
+    r->state = NVME_PENDING;
+    r->err = 0;
     t->stats.reads++;
     backlog_push(t, r, 0);
 }
@@ -209,6 +238,8 @@ static int64_t inject(nvme_tier *t, const nvme_read *r, int64_t res)
 {
     const nvme_fault *f = &t->opt.fault;
     uint64_t k = ++t->attempt_no;
+    if (f->einval_every && r->direct && k % (uint64_t)f->einval_every == 0)
+        return -EINVAL;
     if (f->eio_every && k % (uint64_t)f->eio_every == 0 &&
         (f->eio_every == 1 || r->attempts < NVME_MAX_RETRIES) &&
         (!f->eio_max || t->eio_injected < (uint64_t)f->eio_max)) {
@@ -225,6 +256,19 @@ static void finish_attempt(nvme_tier *t, nvme_read *r, int64_t res)
 {
     res = inject(t, r, res);
     if (res == -EINTR || res == -EAGAIN) {
+        backlog_push(t, r, 1);
+        return;
+    }
+    if (res == -EINVAL && r->direct) {
+        /* Some devices and file systems open with O_DIRECT and then refuse the
+         * reads (logical blocks over 4 KiB, some FUSE mounts): this read and
+         * every later one go through the page cache, and this one does not
+         * count as a failed attempt. */
+        r->direct = 0;
+        if (t->direct && t->opt.log)
+            fprintf(t->opt.log, "moetier: %s refuses O_DIRECT reads (%s): reading the store "
+                    "through the page cache\n", t->st->file_paths[r->blob->file], strerror(EINVAL));
+        t->direct = 0;
         backlog_push(t, r, 1);
         return;
     }
@@ -261,20 +305,53 @@ static void finish_attempt(nvme_tier *t, nvme_read *r, int64_t res)
     r->state = NVME_DONE;
 }
 
-/* Waits for one attempt to end and handles it; returns 0, or -1 when nothing is in flight. */
+/* Waits for a completion. While every read in flight is still in the ring
+ * (none reached the kernel, so none would complete) it sends them again, 1 ms
+ * apart, and gives up after REFUSED_SUBMIT_RETRIES. Returns 0 or -errno. */
+static int ring_wait(nvme_tier *t, struct io_uring_cqe **cqe)
+{
+    for (int tries = 0;; tries++) {
+        int rc = send_unsent(t);
+        if ((unsigned)t->inflight > io_uring_sq_ready(&t->ring)) {
+            do
+                rc = io_uring_wait_cqe(&t->ring, cqe);
+            while (rc == -EINTR);
+            if (rc != -EAGAIN && rc != -EBUSY)
+                return rc;
+        }
+        if (tries == REFUSED_SUBMIT_RETRIES)
+            return rc < 0 ? rc : -EAGAIN;
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+}
+
+/* The ring failed: the kernel may still write into the buffers of the reads it
+ * holds, so no read starts again (a freed slot could be refilled under it).
+ * The queued reads fail now, those in the ring when they are waited for. */
+static void ring_failed(nvme_tier *t, int rc)
+{
+    t->ring_err = -rc;
+    for (nvme_read *r = t->backlog_head; r; r = r->next) {
+        r->state = NVME_FAILED;
+        r->err = ERR_RING;
+    }
+    t->backlog_head = t->backlog_tail = NULL;
+}
+
+/* Waits for one attempt to end and handles it; returns 0, or -1 when nothing is
+ * in flight or the ring failed. */
 static int complete_one(nvme_tier *t)
 {
     nvme_tier_flush(t);
-    if (t->inflight == 0)
+    if (t->inflight == 0 || t->ring_err)
         return -1;
     if (t->uring) {
         struct io_uring_cqe *cqe;
-        int rc;
-        do
-            rc = io_uring_wait_cqe(&t->ring, &cqe);
-        while (rc == -EINTR);
-        if (rc < 0)
-            return -1;      /* the ring itself failed: nothing sane left to do */
+        int rc = ring_wait(t, &cqe);
+        if (rc < 0) {
+            ring_failed(t, rc);
+            return -1;
+        }
         nvme_read *r = io_uring_cqe_get_data(cqe);
         int64_t res = cqe->res;
         io_uring_cqe_seen(&t->ring, cqe);
@@ -293,19 +370,12 @@ static int complete_one(nvme_tier *t)
     return 0;
 }
 
-int nvme_tier_progress(nvme_tier *t)
-{
-    complete_one(t);
-    nvme_tier_flush(t);
-    return t->inflight + (t->backlog_head != NULL);
-}
-
 int nvme_tier_poll(nvme_tier *t)
 {
     for (;;) {
         nvme_read *r = NULL;
         int64_t res = 0;
-        if (t->inflight == 0)
+        if (t->inflight == 0 || t->ring_err)
             break;
         if (t->uring) {
             struct io_uring_cqe *cqe;
@@ -339,6 +409,10 @@ int nvme_read_error(const nvme_tier *t, const nvme_read *r, errbuf *e)
         return err_set(e, "checksum mismatch for layer %u expert %u in %s at offset %" PRIu64
                        " (%" PRIu64 " bytes): the store is damaged; moetier convert --check lists "
                        "every bad blob", b->layer, b->expert, path, b->offset, b->bytes);
+    if (r->err == ERR_RING)
+        return err_set(e, "cannot read layer %u expert %u from %s: the io_uring ring failed (%s), "
+                       "so no read starts again; run with --io pread", b->layer, b->expert, path,
+                       strerror(t->ring_err));
     if (r->err == ERR_EOF)
         return err_set(e, "%s ends inside layer %u expert %u (offset %" PRIu64 ", %" PRIu64
                        " bytes): the store file is truncated", path, b->layer, b->expert,
@@ -353,7 +427,7 @@ int nvme_tier_wait(nvme_tier *t, nvme_read *r, errbuf *e)
     while (r->state == NVME_PENDING)
         if (complete_one(t) != 0) {
             r->state = NVME_FAILED;
-            r->err = EIO;
+            r->err = t->ring_err ? ERR_RING : EIO;
             break;
         }
     if (r->state == NVME_DONE)

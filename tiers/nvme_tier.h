@@ -4,13 +4,15 @@
  * registered with the ring when the kernel allows; many reads in flight, submitted
  * in batches (all the experts one layer needs) and completed while the caller
  * computes. Where io_uring is unavailable (old kernel, seccomp) a pread thread
- * pool does the same job; where O_DIRECT is refused (tmpfs) reads are buffered.
- * Each is said once on the log.
+ * pool does the same job; where O_DIRECT is refused, at open (tmpfs) or by the
+ * reads (EINVAL), reads are buffered. Each is said once on the log.
  *
  * A read is whole or it fails: short reads are continued, EIO and other errors
  * are retried NVME_MAX_RETRIES times, a payload whose XXH3 differs from the index
  * fails with a "checksum mismatch" naming the expert, file and offset. A failed
- * read never hands out its bytes. */
+ * read never hands out its bytes. Reads the kernel refuses to take are sent
+ * again for 2 s; after that, or when the ring itself fails, every read fails
+ * with an error that says so (the kernel may still hold buffers). */
 #ifndef MOETIER_NVME_TIER_H
 #define MOETIER_NVME_TIER_H
 
@@ -28,10 +30,13 @@ typedef enum io_mode { IO_AUTO, IO_URING, IO_PREAD } io_mode;
  * nvme_fault_from_env): every Nth read attempt fails with EIO (at most eio_max
  * times when eio_max > 0; with N > 1 never a read's last attempt, so the error
  * is transient, while N = 1 is a dead disk) or returns only part of what was
- * asked. */
+ * asked; every Nth attempt through O_DIRECT fails with EINVAL; every Nth
+ * io_uring submission is refused (EAGAIN), leaving the reads in the ring. */
 typedef struct nvme_fault {
     int eio_every, eio_max;
     int short_every;
+    int einval_every;
+    int refuse_every;
 } nvme_fault;
 
 typedef enum { NVME_IDLE, NVME_PENDING, NVME_DONE, NVME_FAILED } nvme_state;
@@ -67,8 +72,8 @@ typedef struct nvme_options {
 } nvme_options;
 
 void nvme_options_default(nvme_options *o);
-/* Parses MOETIER_IO_FAULT ("eio=N,eio_max=M,short=K") into o->fault; returns -1
- * with a message on a malformed value. */
+/* Parses MOETIER_IO_FAULT ("eio=N,eio_max=M,short=K,einval=I,refuse=R") into
+ * o->fault; returns -1 with a message on a malformed value. */
 int nvme_fault_from_env(nvme_fault *f, errbuf *e);
 
 int nvme_tier_open(nvme_tier **out, const store *s, const nvme_options *o, errbuf *e);
@@ -82,9 +87,6 @@ void nvme_tier_flush(nvme_tier *t);
 /* Handles completions until r is DONE or FAILED; returns 0 when DONE, else -1
  * with the reason. */
 int nvme_tier_wait(nvme_tier *t, nvme_read *r, errbuf *e);
-/* Handles completions until at least one queued read ends, if any is in flight;
- * returns the number of reads still in flight. */
-int nvme_tier_progress(nvme_tier *t);
 /* Handles the completions that have already arrived, without waiting; returns
  * the number of reads still in flight or queued. */
 int nvme_tier_poll(nvme_tier *t);

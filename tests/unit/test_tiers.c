@@ -151,6 +151,8 @@ static void check_invariance(const char *model, const char *tag)
         {"short reads", topk * slot_gb, IO_AUTO, "short=2", NULL, -1, 0},
         {"short reads, pread", topk * slot_gb, IO_PREAD, "short=3", NULL, -1, 0},
         {"transient EIO", topk * slot_gb, IO_AUTO, "eio=3,eio_max=20", NULL, -1, 0},
+        {"O_DIRECT reads refused (EINVAL)", topk * slot_gb, IO_AUTO, "einval=1", NULL, -1, 0},
+        {"io_uring submissions refused at times", topk * slot_gb, IO_AUTO, "refuse=2", NULL, -1, 0},
         {"LFU eviction, few slots", (topk + 2) * slot_gb, IO_AUTO, NULL, "lfu", -1, 0},
         {"no lookahead, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 0, 0},
         {"lookahead 1, few slots", (topk + 3) * slot_gb, IO_AUTO, NULL, NULL, 1, 0},
@@ -613,6 +615,82 @@ static void close_store(fixture *f, model_weights *mw, store *st)
     store_close(st);
     model_weights_close(mw);
     free_fixture(f);
+}
+
+/* A ring that takes no read (every submission refused, as the kernel does when
+ * it is short of memory) must end in an error that says so, not in a wait for
+ * completions of reads the kernel never took. */
+Test(tiers, refused_submissions_end_in_an_error_not_a_hang, .timeout = 60)
+{
+    fixture f = make_fixture("refuse");
+    tier_flags tf = {.store_dir = f.store, .dram_gb = few_slots_gb(&f), .dram_gb_set = 1,
+                     .io = IO_URING};
+    setenv("MOETIER_IO_FAULT", "refuse=1", 1);
+    model_weights mw;
+    store st;
+    errbuf e;
+    int la, lb;
+    open_store(&f, &mw, &st, &la, &lb);
+    nvme_options o;
+    nvme_options_default(&o);
+    o.mode = IO_URING;
+    nvme_tier *probe;
+    if (nvme_tier_open(&probe, &st, &o, &e) != 0) {
+        cr_log_info("skipped: %s", e.msg);
+    } else {
+        nvme_tier_close(probe);
+        expect_error(&f, &tf, "io_uring ring failed", "--io pread");
+    }
+    unsetenv("MOETIER_IO_FAULT");
+    close_store(&f, &mw, &st);
+}
+
+/* A store that opens with O_DIRECT but whose reads are refused (EINVAL: blocks
+ * over 4 KiB, some FUSE mounts) is read through the page cache, said once, and
+ * the refusals are not counted as failed attempts. */
+Test(tiers, o_direct_refused_by_the_reads_falls_back_to_buffered, .timeout = 60)
+{
+    fixture f = make_fixture("einval");
+    model_weights mw;
+    store st;
+    errbuf e;
+    int la, lb;
+    open_store(&f, &mw, &st, &la, &lb);
+    uint8_t *buf = aligned_alloc(STORE_ALIGN, st.layout.slot_bytes);
+    io_mode modes[] = {IO_AUTO, IO_PREAD};
+    for (int m = 0; m < 2; m++) {
+        char *log_text = NULL;
+        size_t log_len = 0;
+        nvme_options o;
+        nvme_options_default(&o);
+        o.mode = modes[m];
+        o.fault.einval_every = 1;
+        o.log = open_memstream(&log_text, &log_len);
+        nvme_tier *t;
+        cr_assert_eq(nvme_tier_open(&t, &st, &o, &e), 0, "%s", e.msg);
+        if (!nvme_tier_uses_direct(t)) {
+            cr_log_info("skipped: the test directory refuses O_DIRECT at open");
+        } else {
+            for (int x = 0; x < 3; x++) {
+                nvme_read r = {.blob = store_blob_at(&st, lb, x), .dst = buf};
+                nvme_tier_submit(t, &r);
+                nvme_tier_flush(t);
+                cr_expect_eq(nvme_tier_wait(t, &r, &e), 0, "io mode %d, expert %d: %s", m, x, e.msg);
+            }
+            cr_expect_eq(nvme_tier_uses_direct(t), 0, "io mode %d: still reading with O_DIRECT", m);
+            cr_expect_eq(nvme_tier_stats(t)->retries, 0, "io mode %d: refusals counted as failures",
+                         m);
+            fflush(o.log);
+            const char *said = strstr(log_text, "refuses O_DIRECT reads");
+            cr_expect(said && !strstr(said + 1, "refuses"), "io mode %d: not said once: '%s'", m,
+                      log_text);
+        }
+        nvme_tier_close(t);
+        fclose(o.log);
+        free(log_text);
+    }
+    free(buf);
+    close_store(&f, &mw, &st);
 }
 
 /* A predicted read that the layer's announcement (prefetch) also pinned, failing
