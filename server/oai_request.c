@@ -227,18 +227,16 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
             return bad(err, "top_p", "'top_p' must be greater than 0");
         r->top_p = (float)v;
     }
-    const char *mt_name = "max_tokens";
-    if (opt_number(r->root, mt_name, 1, 1 << 30, &v, &present, err))
-        return -1;
-    if (!present) {
-        mt_name = "max_completion_tokens";
-        if (opt_number(r->root, mt_name, 1, 1 << 30, &v, &present, err))
+    /* max_completion_tokens replaced max_tokens in the chat API: it wins when a
+     * client sends both (each is checked) */
+    const char *mt_names[] = {"max_tokens", "max_completion_tokens"};
+    for (int i = 0; i < 2; i++) {
+        if (opt_number(r->root, mt_names[i], 1, 1 << 30, &v, &present, err))
             return -1;
-    }
-    if (present) {
-        if (v != floor(v))
-            return bad(err, mt_name, "'%s' must be an integer", mt_name);
-        r->max_tokens = (int)v;
+        if (present && v != floor(v))
+            return bad(err, mt_names[i], "'%s' must be an integer", mt_names[i]);
+        if (present)
+            r->max_tokens = (int)v;
     }
     if (opt_number(r->root, "seed", -9007199254740992.0, 9007199254740992.0, &v, &present, err))
         return -1;

@@ -88,6 +88,17 @@ Test(server_request, takes_every_supported_field)
     cr_assert_null(r.tools, "tool_choice none declares no tools");
     cr_assert_eq(r.temperature, -1.0f, "absent: the server's default");
     oai_request_free(&r);
+    /* max_completion_tokens replaced max_tokens: it wins, in either order */
+    const char *both[] = {
+        "{\"messages\": [{\"role\": \"user\"}], \"max_tokens\": 9, \"max_completion_tokens\": 4}",
+        "{\"messages\": [{\"role\": \"user\"}], \"max_completion_tokens\": 4, \"max_tokens\": 9}"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(oai_request_parse(OAI_CHAT, both[i], strlen(both[i]), NULL, &r, &err), 0);
+        cr_expect_eq(r.max_tokens, 4, "%s", both[i]);
+        oai_request_free(&r);
+    }
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"max_tokens\": 0.5, "
+           "\"max_completion_tokens\": 4}", "max_tokens");
 }
 
 /* The filter's output over chunks must equal the text cut before the stop
