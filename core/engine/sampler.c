@@ -114,7 +114,7 @@ int argmax_f32(const float *x, int n)
 {
     int best = 0;
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
+        if (x[i] > x[best] || x[best] != x[best])   /* a NaN is never the best */
             best = i;
     return best;
 }

@@ -54,6 +54,7 @@ void sampler_forget(sampler *s);
 int sampler_sample(sampler *s, float *logits);
 /* The definition: the whole vocabulary sorted, then each filter in turn. */
 int sampler_sample_reference(sampler *s, float *logits);
+/* The first largest; a NaN is never taken unless every value is NaN. */
 int argmax_f32(const float *x, int n);
 
 #endif

@@ -239,4 +239,12 @@ Test(sampler, non_finite_logits)
     float none[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
     cr_expect_eq(sampler_sample(&s, none), 0);
     sampler_destroy(&s);
+    /* greedy: the same rules */
+    p.temperature = 0;
+    cr_assert_eq(sampler_create(&s, &p, 4, &e), 0, "%s", e.msg);
+    float first_nan[4] = {NAN, -3, 2, NAN}, inf[4] = {1, INFINITY, NAN, 2};
+    cr_expect_eq(sampler_sample(&s, first_nan), 2, "greedy took a NaN");
+    cr_expect_eq(sampler_sample(&s, inf), 1);
+    cr_expect_eq(sampler_sample(&s, none), 0);
+    sampler_destroy(&s);
 }
