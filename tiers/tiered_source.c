@@ -320,6 +320,15 @@ static void read_ahead(tiered *t)
  * TIER_READ_AHEAD ahead (get() reserves the rest as it goes). Returns how many
  * are reserved, from the first (get() consumes a reservation without a
  * decision). cache_sim.c replays this order. */
+static int tiered_reserved(expert_source *src, int layer, const int *experts, int n)
+{
+    tiered *t = src->impl;
+    int k = 0;
+    while (k < n && t->reserved[layer * t->st->n_experts + experts[k]])
+        k++;
+    return k;
+}
+
 static int tiered_prefetch(expert_source *src, int layer, const int *experts, int n)
 {
     tiered *t = src->impl;
@@ -355,16 +364,9 @@ static int tiered_prefetch(expert_source *src, int layer, const int *experts, in
     t->ann_layer = layer;
     t->ann_got = 0;
     t->ann_next = i;
-    return i;
-}
-
-static int tiered_reserved(expert_source *src, int layer, const int *experts, int n)
-{
-    tiered *t = src->impl;
-    int k = 0;
-    while (k < n && t->reserved[layer * t->st->n_experts + experts[k]])
-        k++;
-    return k;
+    /* waiting for the predicted reads to free a slot may have failed one that
+     * the first loop reserved as a hit, and its reservation went with it */
+    return tiered_reserved(src, layer, experts, i);
 }
 
 /* A resident, settled expert's views; no pin, no policy update, no pump. */

@@ -855,6 +855,39 @@ Test(tiers, reads_ahead_of_the_engine_in_a_step_larger_than_the_tier, .timeout =
     close_store(&f, &mw, &st);
 }
 
+/* prefetch() may wait for predicted reads to free a slot; one that fails takes
+ * its expert's reservation along (prefetch had reserved it as a hit), and the
+ * count prefetch returns must leave it out: a backend that plans batches holds
+ * that many experts at once without more slots. */
+Test(tiers, prefetch_count_leaves_out_a_reservation_a_failed_read_took, .timeout = 60)
+{
+    fixture f = make_fixture("specresv");
+    model_weights mw;
+    store st;
+    errbuf e;
+    int la, lb;
+    open_store(&f, &mw, &st, &la, &lb);
+    int predicted[] = {3, 20}, announced[] = {3, 10, 11, 12};
+    const store_blob *b = store_blob_at(&st, lb, predicted[0]);
+    flip_byte(st.file_paths[b->file], (long)(b->offset + 100));
+    tiered_options o = {.dram_slots = 4, .spec_slots = 2};
+    nvme_options_default(&o.io);
+    expert_source src;
+    cr_assert_eq(tiered_source_open(&src, &st, &o, &e), 0, "%s", e.msg);
+    cr_assert_not_null(src.speculate, "no speculation with 4 slots");
+    expert_source_speculate(&src, lb, predicted, 2);
+    /* 3 is in flight: reserved as a hit; 12 finds every slot taken, and waiting
+     * for the predicted reads fails 3's */
+    int held = expert_source_prefetch(&src, lb, announced, 4);
+    int truly = src.reserved(&src, lb, announced, 4);
+    cr_expect_eq(held, truly, "prefetch says it holds %d experts, it holds %d", held, truly);
+    expert_view v;
+    errbuf ge = {{0}};
+    cr_expect_neq(expert_source_get(&src, lb, 3, &v, &ge), 0, "the damaged expert was served");
+    src.destroy(&src);
+    close_store(&f, &mw, &st);
+}
+
 /* A damaged blob whose predicted read get() finds in flight, while the engine
  * reads ahead of it: waiting for the predictions (the slots are few) fails that
  * read and frees its slot, which the next announced expert takes. get() must
