@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/base/fileutil.h"
+
 #define ERR_CHECKSUM (-1)
 #define ERR_EOF (-2)
 #define ERR_RING (-3)
@@ -460,18 +462,26 @@ int nvme_tier_open(nvme_tier **out, const store *s, const nvme_options *o, errbu
     for (int f = 0; f < s->n_files; f++)
         t->fd_direct[f] = t->fd_buffered[f] = -1;
     t->direct = 1;
+    fd_limit_make_room(2 * s->n_files);    /* each file is open twice */
     for (int f = 0; f < s->n_files; f++) {
+        int err = 0;
         t->fd_buffered[f] = open(s->file_paths[f], O_RDONLY | O_CLOEXEC);
-        if (t->fd_buffered[f] < 0) {
-            err_set(e, "expert store file %s: %s", s->file_paths[f], strerror(errno));
+        if (t->fd_buffered[f] < 0)
+            err = errno;
+        else if (t->direct &&
+                 (t->fd_direct[f] = open(s->file_paths[f], O_RDONLY | O_CLOEXEC | O_DIRECT)) < 0)
+            err = errno;
+        if (t->fd_buffered[f] < 0 || err == EMFILE) {
+            err_set(e, "expert store file %s: %s%s", s->file_paths[f], strerror(err),
+                    err == EMFILE ? " (the store's files are each open twice: raise `ulimit -n`, "
+                                    "or convert with a larger --file-gb)" : "");
             nvme_tier_close(t);
             return -1;
         }
-        t->fd_direct[f] = t->direct ? open(s->file_paths[f], O_RDONLY | O_CLOEXEC | O_DIRECT) : -1;
-        if (t->fd_direct[f] < 0) {
-            if (t->direct && o->log)
+        if (err) {
+            if (o->log)
                 fprintf(o->log, "moetier: %s refuses O_DIRECT (%s): reading the store through "
-                        "the page cache\n", s->file_paths[f], strerror(errno));
+                        "the page cache\n", s->file_paths[f], strerror(err));
             t->direct = 0;
         }
     }
@@ -496,9 +506,10 @@ int nvme_tier_open(nvme_tier **out, const store *s, const nvme_options *o, errbu
             return err_set(e, "out of memory");
         }
         for (int i = 0; i < n; i++) {
-            if (pthread_create(&t->threads[i], NULL, pool_main, t) != 0) {
+            int rc = pthread_create(&t->threads[i], NULL, pool_main, t);
+            if (rc != 0) {
                 nvme_tier_close(t);
-                return err_set(e, "cannot start the pread threads: %s", strerror(errno));
+                return err_set(e, "cannot start the pread threads: %s", strerror(rc));
             }
             t->n_threads++;
         }

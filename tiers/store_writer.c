@@ -331,6 +331,7 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
     }
     for (int f = 0; f < w.n_files; f++)
         w.fds[f] = -1;
+    fd_limit_make_room(w.n_files);      /* every data file stays open to the end */
     int journalled = journal_resume(&w, e), done = blobs_on_disk(&w, journalled);
     if (done < journalled && o->log)
         fprintf(o->log, "moetier: the data files hold %d of the %d experts the journal lists "

@@ -99,9 +99,11 @@ int cmd_convert(int argc, char **argv)
         if (st.dir)
             store_close(&st);
     } else {
-        /* any size below one blob means one blob per file (0 would mean the default) */
+        /* without --file-gb, the default (0); any size below one blob means one
+         * blob per file (so 1, not 0) */
+        uint64_t file_bytes = file_gb == 0 ? 0 : file_gb * 1e9 < 1 ? 1 : (uint64_t)(file_gb * 1e9);
         convert_options o = {.out_dir = out, .force = force, .log = stderr,
-                             .max_file_bytes = file_gb * 1e9 < 1 ? 1 : (uint64_t)(file_gb * 1e9)};
+                             .max_file_bytes = file_bytes};
         const char *stop = getenv("MOETIER_CONVERT_STOP_AFTER");
         o.stop_after = stop ? atol(stop) : 0;
         if (store_convert(&mw, &o, &e))

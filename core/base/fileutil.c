@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -99,4 +100,16 @@ int dir_ensure(const char *path, errbuf *e)
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return err_set(e, "%s: cannot create directory: %s", path, strerror(errno));
     return 0;
+}
+
+void fd_limit_make_room(int n)
+{
+    struct rlimit r;
+    if (n <= 0 || getrlimit(RLIMIT_NOFILE, &r) != 0)
+        return;
+    rlim_t want = (rlim_t)n + 256;  /* sockets, shards, logs */
+    if (r.rlim_cur != RLIM_INFINITY && r.rlim_cur < want) {
+        r.rlim_cur = r.rlim_max == RLIM_INFINITY || r.rlim_max > want ? want : r.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
 }

@@ -16,5 +16,9 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
 int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e);
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e);
 int dir_ensure(const char *path, errbuf *e);
+/* Raises the soft limit on open files (up to the hard one) so that n more
+ * descriptors fit beside a reserve for the rest of the process; best effort:
+ * an open past the limit still fails, with EMFILE. */
+void fd_limit_make_room(int n);
 
 #endif
