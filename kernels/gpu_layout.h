@@ -14,6 +14,14 @@ extern "C" {
 
 #define GPU_ALIGN 256
 
+/* Attention's scratch, which the planner counts: split attention (decode over
+ * a long context) takes at most GPU_MLA_PART_BYTES for its chunks; the expanded
+ * form's keys and values cover at least GPU_MLA_EXPANDED_MIN_POSITIONS
+ * positions, rounded up to tiles of GPU_MLA_EXPANDED_TILE. */
+#define GPU_MLA_PART_BYTES (128u << 20)
+#define GPU_MLA_EXPANDED_MIN_POSITIONS 1024
+#define GPU_MLA_EXPANDED_TILE 16
+
 uint64_t gpu_align(uint64_t n);
 /* data and scales of one matrix, each aligned */
 uint64_t gpu_weight_bytes(const linear_weight *w);

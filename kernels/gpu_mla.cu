@@ -12,6 +12,7 @@
  * per chunk too and one more kernel that folds them (k_mla_merge). */
 #include <math.h>
 
+#include "gpu_layout.h"
 #include "gpu_ops.cuh"
 
 #define ATT 256             /* threads, and positions per tile and per chunk */
@@ -251,7 +252,7 @@ __global__ void k_mla_merge(gpu_mla_args a)
  * blocks. So a token's attention has the same bits in a step of 256 tokens as
  * in one of 4,096. */
 #define EXP_TOKENS 32       /* tokens per thread block: 8 rows of 4 */
-#define EXP_POS 16          /* positions per tile: one per lane of a half-warp */
+#define EXP_POS GPU_MLA_EXPANDED_TILE  /* positions per tile: one per lane of a half-warp */
 #define EXP_THREADS 128
 #define EXP_PAD 4           /* floats after each row of shared memory: rows
                              * stay 16-byte aligned, a half-warp's keys fall
@@ -441,7 +442,7 @@ size_t gpu_mla_expanded_block(const gpu_mla_args *a)
     /* the absorbed form's query scratch for these tokens (what the plan counts)
      * holds T x kv_lora / (nope + v) positions; at least 1,024 */
     size_t n = (size_t)a->T * (size_t)a->kv_lora / kvw;
-    n = n > 1024 ? n : 1024;
+    n = n > GPU_MLA_EXPANDED_MIN_POSITIONS ? n : GPU_MLA_EXPANDED_MIN_POSITIONS;
     n = n < S ? n : S;
     return (n + EXP_POS - 1) / EXP_POS * EXP_POS;
 }
@@ -471,9 +472,9 @@ void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStrea
 /* heads per block when the latent is at most 2 x ATT columns (DeepSeek-V3 and
  * Kimi K2: 512): the cache is read once per 8 heads instead of once per head */
 #define MLA_HEADS 8
-/* at most this much scratch for the chunks of a split attention (K2 at one
- * token: 131 KB per chunk of 256 positions, so up to 250 K positions) */
-#define MLA_PART_BYTES (128u << 20)
+/* GPU_MLA_PART_BYTES, the most scratch for the chunks of a split attention:
+ * K2 at one token takes 131 KB per chunk of 256 positions, so up to 250 K
+ * positions */
 
 static size_t attend_smem(int heads, const gpu_mla_args *a)
 {
@@ -492,7 +493,7 @@ size_t gpu_mla_split_floats(const gpu_mla_args *a, int sms)
     int hg = heads_per_block(a), chunks = mla_chunks(a->pos0 + a->T);
     size_t blocks = (size_t)((a->H + hg - 1) / hg) * (size_t)a->T;
     size_t floats = (size_t)a->T * (size_t)a->H * (size_t)chunks * (size_t)(a->kv_lora + 2);
-    if (a->T <= 0 || chunks < 2 || blocks >= (size_t)sms || floats * sizeof(float) > MLA_PART_BYTES)
+    if (a->T <= 0 || chunks < 2 || blocks >= (size_t)sms || floats * sizeof(float) > GPU_MLA_PART_BYTES)
         return 0;
     return floats;
 }

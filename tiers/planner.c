@@ -2,6 +2,7 @@
 #include "planner.h"
 
 #include "core/engine/engine.h"
+#include "kernels/gpu_layout.h"
 #include "tiers/cache_policy.h"
 
 #include <errno.h>
@@ -232,14 +233,21 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
                              (uint64_t)c->moe_intermediate_size * max_u64((uint64_t)c->n_shared_experts, 1));
     /* the engine's buffers (engine_create: the experts' inputs and outputs for
      * all of a layer's top-k rows), then the backend's scratch, which grows by
-     * a quarter over what is asked: FFN gate and up, attention's absorbed
-     * queries and latent outputs, one staged expert */
+     * a quarter over what is asked: FFN gate and up; attention's absorbed
+     * queries and latent outputs, or the expanded form's keys and values (at
+     * least its minimum of positions) and state; split attention's chunks;
+     * and the two staging buffers of one expert each. The terms that do not
+     * grow with the step are counted whole, so the plan stays linear in it. */
     uint64_t K = max_u64((uint64_t)c->n_experts_per_tok, 1);
     uint64_t floats = C * ((6 + 2 * K) * h + max_u64((uint64_t)c->q_lora_rank, 1) + H * qk +
                            H * (uint64_t)c->v_head_dim + max_u64((uint64_t)c->n_routed_experts, 1));
     floats += (C < ENGINE_LOGIT_ROWS ? C : ENGINE_LOGIT_ROWS) * (uint64_t)c->vocab_size;
-    floats += 2 * C * inter * 5 / 4 + 2 * C * H * (uint64_t)c->kv_lora_rank * 5 / 4;
-    return floats * 4 + slot_bytes * 5 / 4 + GPU_MARGIN_BYTES;
+    uint64_t kv_lora = (uint64_t)c->kv_lora_rank, kvw = (uint64_t)(c->qk_nope_dim + c->v_head_dim);
+    uint64_t min_positions = GPU_MLA_EXPANDED_MIN_POSITIONS + GPU_MLA_EXPANDED_TILE;
+    floats += 2 * C * inter * 5 / 4;
+    floats += (C * H * kv_lora + min_positions * H * kvw) * 5 / 4;
+    floats += C * H * max_u64(kv_lora, (uint64_t)c->v_head_dim + 2) * 5 / 4;
+    return floats * 4 + (uint64_t)GPU_MLA_PART_BYTES * 5 / 4 + 2 * slot_bytes + GPU_MARGIN_BYTES;
 }
 
 /* planner.h; `others`: what stays on the GPU besides the activations, which
