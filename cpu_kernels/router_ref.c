@@ -8,7 +8,7 @@
 
 size_t route_ref_scratch(const route_params *p)
 {
-    return 2 * (size_t)p->n_experts + (size_t)p->n_group;
+    return 2 * (size_t)p->n_experts + 2 * (size_t)p->n_group;
 }
 
 void route_ref(const route_params *p, const float *logits, const float *bias, int *ids,
@@ -18,6 +18,7 @@ void route_ref(const route_params *p, const float *logits, const float *bias, in
     float *s = scratch;             /* unbiased scores */
     float *b = s + E;               /* selection scores (biased, masked) */
     float *gs = b + E;              /* group scores */
+    float *dropped = gs + p->n_group;   /* 1: the group's experts are masked */
     memcpy(s, logits, (size_t)E * sizeof *s);
     if (p->sigmoid)
         for (int i = 0; i < E; i++)
@@ -40,13 +41,16 @@ void route_ref(const route_params *p, const float *logits, const float *bias, in
             }
             gs[g] = p->group_by_top2 ? m1 + m2 : m1;
         }
-        /* keep the topk_group best groups; mask the experts of the others */
+        /* keep the topk_group best groups; mask the experts of the others (a
+         * flag marks the dropped: any score, +inf included, can be a group's) */
+        for (int g = 0; g < p->n_group; g++)
+            dropped[g] = 0;
         for (int k = 0; k < p->n_group - p->topk_group; k++) {
             int worst = -1;
             for (int g = 0; g < p->n_group; g++)
-                if (gs[g] != INFINITY && (worst < 0 || gs[g] < gs[worst]))
+                if (!dropped[g] && (worst < 0 || gs[g] < gs[worst]))
                     worst = g;
-            gs[worst] = INFINITY;       /* marks "dropped" */
+            dropped[worst] = 1;
             for (int i = worst * per; i < (worst + 1) * per; i++)
                 b[i] = -INFINITY;
         }

@@ -166,12 +166,13 @@ int thread_pool_create(thread_pool **out, int n_threads, errbuf *e)
         }
         w->p = p;
         w->index = i;
-        if (pthread_create(&p->threads[i], NULL, worker_main, w) != 0) {
+        int rc = pthread_create(&p->threads[i], NULL, worker_main, w);
+        if (rc != 0) {     /* pthread_create returns its error; errno is not set */
             free(w);
             p->n = i;
             thread_pool_destroy(p);
             return err_set(e, "cannot start worker thread %d of %d: %s", i, n_threads,
-                           strerror(errno));
+                           strerror(rc));
         }
     }
     *out = p;

@@ -3,6 +3,7 @@
 
 #include <cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,15 @@ static int parse_rope(cfg_reader *r, const cJSON *o, model_config *c)
                        rc->factor);
     if (rc->beta_fast <= 0 || rc->beta_slow <= 0)
         return err_set(r->e, "%s: fields 'rope_scaling.beta_fast/beta_slow' must be > 0", r->path);
+    /* YaRN scales by 0.1 m ln(factor) + 1, which must stay positive: the
+     * cos/sin scale divides by it and the softmax scale squares it */
+    const char *names[] = {"mscale", "mscale_all_dim"};
+    double ms[] = {rc->mscale, rc->mscale_all_dim};
+    for (int i = 0; i < 2; i++)
+        if (rc->factor > 1.0 && !(0.1 * ms[i] * log(rc->factor) + 1.0 > 0))
+            return err_set(r->e, "%s: field 'rope_scaling.%s' (%g) makes YaRN's scale "
+                           "0.1 * %s * ln(factor) + 1 zero or negative", r->path, names[i], ms[i],
+                           names[i]);
     return 0;
 }
 
@@ -144,11 +154,14 @@ static int parse_quant(cfg_reader *r, const cJSON *o, model_config *c)
                            "%s: field 'quantization_config.weight_block_size' must be [rows, cols]",
                            r->path);
         c->quant = QUANT_FP8_BLOCK;
-        c->fp8_block_rows = cJSON_GetArrayItem(bs, 0)->valueint;
-        c->fp8_block_cols = cJSON_GetArrayItem(bs, 1)->valueint;
-        if (c->fp8_block_rows <= 0 || c->fp8_block_cols <= 0)
-            return err_set(r->e, "%s: field 'quantization_config.weight_block_size' must be positive",
-                           r->path);
+        int *dims[] = {&c->fp8_block_rows, &c->fp8_block_cols};
+        for (int i = 0; i < 2; i++) {
+            double v = cJSON_GetArrayItem(bs, i)->valuedouble;
+            if (floor(v) != v || v < 1 || v > 65536)
+                return err_set(r->e, "%s: field 'quantization_config.weight_block_size' must hold "
+                               "two integers in 1..65536 (got %g)", r->path, v);
+            *dims[i] = (int)v;
+        }
         return 0;
     }
     if (strcmp(m, "compressed-tensors") == 0) {
@@ -209,10 +222,46 @@ static int parse_eos(cfg_reader *r, const cJSON *o, model_config *c)
     return 0;
 }
 
+/* A row of a tensor, and each width the engine sizes its buffers by, holds at
+ * most 2^24 values (K2's widest is its vocabulary, 163,840): far from int's
+ * range, whatever it is multiplied by. */
+#define MAX_WIDTH (1 << 24)
+#define MAX_LAYERS 4096
+#define MAX_EXPERTS 65536
+
+static int check_width(cfg_reader *r, const char *what, int64_t v)
+{
+    if (v > MAX_WIDTH)
+        return err_set(r->e, "%s: %s is %lld; at most %d is supported", r->path, what,
+                       (long long)v, MAX_WIDTH);
+    return 0;
+}
+
 /* Relations between fields that each look fine alone. */
 static int check_consistency(cfg_reader *r, model_config *c)
 {
     const char *p = r->path;
+    int64_t H = c->n_heads;
+    if (c->n_layers > MAX_LAYERS)
+        return err_set(r->e, "%s: field 'num_hidden_layers' is %d; at most %d are supported", p,
+                       c->n_layers, MAX_LAYERS);
+    if (c->n_routed_experts > MAX_EXPERTS)
+        return err_set(r->e, "%s: field 'n_routed_experts' is %d; at most %d are supported", p,
+                       c->n_routed_experts, MAX_EXPERTS);
+    if (check_width(r, "field 'vocab_size'", c->vocab_size) ||
+        check_width(r, "field 'hidden_size'", c->hidden_size) ||
+        check_width(r, "field 'intermediate_size'", c->intermediate_size) ||
+        check_width(r, "field 'q_lora_rank'", c->q_lora_rank) ||
+        check_width(r, "'kv_lora_rank' + 'qk_rope_head_dim'",
+                    (int64_t)c->kv_lora_rank + c->qk_rope_dim) ||
+        check_width(r, "'moe_intermediate_size' x max(1, 'n_shared_experts')",
+                    (int64_t)c->moe_intermediate_size *
+                        (c->n_shared_experts > 1 ? c->n_shared_experts : 1)) ||
+        check_width(r, "'num_attention_heads' x ('qk_nope_head_dim' + 'qk_rope_head_dim')",
+                    H * (c->qk_nope_dim + c->qk_rope_dim)) ||
+        check_width(r, "'num_attention_heads' x ('qk_nope_head_dim' + 'v_head_dim')",
+                    H * (c->qk_nope_dim + c->v_head_dim)))
+        return -1;
     if (c->qk_rope_dim % 2)
         return err_set(r->e, "%s: field 'qk_rope_head_dim' (%d) must be even (RoPE rotates pairs)",
                        p, c->qk_rope_dim);
@@ -260,14 +309,23 @@ int config_parse(model_config *c, const char *json, const char *path, errbuf *e)
         goto out;
     }
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
-    if (cJSON_IsObject(tc))
+    if (cJSON_IsObject(tc)) {
         o = tc;        /* multimodal Kimi checkpoints nest the language model */
+    } else if (!absent(tc)) {
+        err_set(e, "%s: field 'text_config' must be an object", path);
+        goto out;
+    }
     if (check_unique_keys(&r, root) || (o != root && check_unique_keys(&r, o)))
         goto out;
     const char *arch = NULL;
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(o, "architectures");
-    if (cJSON_IsArray(archs) && cJSON_IsString(cJSON_GetArrayItem(archs, 0)))
+    if (cJSON_IsArray(archs) && cJSON_IsString(cJSON_GetArrayItem(archs, 0))) {
         arch = cJSON_GetArrayItem(archs, 0)->valuestring;
+    } else if (!absent(archs) && !(cJSON_IsArray(archs) && cJSON_GetArraySize(archs) == 0)) {
+        err_set(e, "%s: field 'architectures' must be a list of class names, like "
+                "[\"DeepseekV3ForCausalLM\"]", path);
+        goto out;
+    }
     const char *mt = get_str(o, "model_type");
     snprintf(c->model_type, sizeof c->model_type, "%s", mt ? mt : (arch ? arch : "?"));
     if (arch && strcmp(arch, "DeepseekV3ForCausalLM") != 0 && strcmp(arch, "DeepseekV2ForCausalLM") != 0) {

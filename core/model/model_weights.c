@@ -2,6 +2,7 @@
 #include "model_weights.h"
 
 #include <limits.h>
+#include <math.h>
 #include <numa.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +141,11 @@ static int resolve_vector(const model_weights *m, const char *name, int n, float
             free(v);
             return err_set(e, "%s: tensor '%s' has dtype %s, expected F32, BF16 or F16",
                            checkpoint_path_of(ck, t), name, dtype_name(t->dt));
+        }
+        if (!isfinite(v[i])) {      /* norms and router biases of a sound checkpoint never are */
+            free(v);
+            return err_set(e, "%s: tensor '%s' holds %g at index %d: the checkpoint is damaged",
+                           checkpoint_path_of(ck, t), name, (double)v[i], i);
         }
     }
     *out = v;

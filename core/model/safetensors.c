@@ -169,7 +169,8 @@ static int parse_header(st_file *f, const uint8_t *buf, uint64_t size, errbuf *e
             err_set(e, "%s: tensor '%s' appears twice in the header", path, f->tensors[i].name);
             goto out;
         }
-    /* Overlap check: sort pointers by offset, each must start after the last ends. */
+    /* Overlap check: sorted by offset, each tensor must start where every earlier
+     * one has ended (empty tensors take no room and are left out). */
     st_tensor **by_off = malloc(((size_t)f->n_tensors + 1) * sizeof *by_off);
     if (!by_off) {
         err_set(e, "%s: out of memory", path);
@@ -178,14 +179,18 @@ static int parse_header(st_file *f, const uint8_t *buf, uint64_t size, errbuf *e
     for (int i = 0; i < f->n_tensors; i++)
         by_off[i] = &f->tensors[i];
     qsort(by_off, (size_t)f->n_tensors, sizeof *by_off, tensor_offset_cmp);
-    for (int i = 1; i < f->n_tensors; i++) {
-        const st_tensor *a = by_off[i - 1], *b = by_off[i];
-        if (b->nbytes && a->nbytes && b->file_offset < a->file_offset + a->nbytes) {
-            err_set(e, "%s: tensors '%s' and '%s' overlap in the data region", path, a->name,
+    const st_tensor *last = NULL;   /* the one ending furthest */
+    for (int i = 0; i < f->n_tensors; i++) {
+        const st_tensor *b = by_off[i];
+        if (!b->nbytes)
+            continue;
+        if (last && b->file_offset < last->file_offset + last->nbytes) {
+            err_set(e, "%s: tensors '%s' and '%s' overlap in the data region", path, last->name,
                     b->name);
             free(by_off);
             goto out;
         }
+        last = b;
     }
     free(by_off);
     rc = 0;

@@ -132,6 +132,47 @@ Test(config, contradictions_name_the_field)
     expect_error(", \"num_experts_per_tok\": 8, \"n_group\": 8, \"topk_group\": 0", "topk_group");
 }
 
+/* Sizes the engine multiplies stay far inside int: each field below 1e9 can
+ * still give a product that wraps (65536 x 65536 = 2^32 is 0 in int, and the
+ * tensors of shape [0, ...] would then load). */
+Test(config, sizes_that_would_overflow_are_refused)
+{
+    expect_error(", \"num_attention_heads\": 65536, \"qk_nope_head_dim\": 65534, "
+                 "\"qk_rope_head_dim\": 2, \"v_head_dim\": 2", "num_attention_heads");
+    expect_error(", \"num_hidden_layers\": 1000000000", "num_hidden_layers");
+    expect_error(", \"n_routed_experts\": 1048576", "n_routed_experts");
+    expect_error(", \"vocab_size\": 100000000", "vocab_size");
+    expect_error(", \"kv_lora_rank\": 999999999", "kv_lora_rank");
+    expect_error(", \"n_shared_experts\": 100000", "n_shared_experts");
+    const char *blocks[] = {"[128.7, 128]", "[1e10, 128]", "[128, 0]", "[128, -128]"};
+    for (int i = 0; i < 4; i++) {
+        char extra[200];
+        snprintf(extra, sizeof extra, ", \"quantization_config\": {\"quant_method\": \"fp8\", "
+                 "\"weight_block_size\": %s}", blocks[i]);
+        expect_error(extra, "weight_block_size");
+    }
+    /* YaRN's 0.1 m ln(factor) + 1 at or below zero */
+    expect_error(", \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+                 "\"original_max_position_embeddings\": 4096, \"mscale_all_dim\": -3}",
+                 "mscale_all_dim");
+    model_config c;
+    errbuf e;
+    cr_expect_eq(parse_with(", \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+                            "\"original_max_position_embeddings\": 4096, \"mscale\": 1, "
+                            "\"mscale_all_dim\": 1}", &c, &e), 0, "%s", e.msg);
+}
+
+Test(config, architectures_and_text_config_must_have_their_shape)
+{
+    expect_error(", \"architectures\": \"LlamaForCausalLM\"", "architectures");
+    expect_error(", \"architectures\": [5]", "architectures");
+    expect_error(", \"text_config\": 5", "text_config");
+    model_config c;
+    errbuf e;
+    cr_expect_eq(parse_with(", \"architectures\": []", &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(parse_with(", \"text_config\": null", &c, &e), 0, "%s", e.msg);
+}
+
 Test(config, missing_and_mistyped_fields)
 {
     model_config c;

@@ -3,6 +3,7 @@
  * formulations against each other, routing against a brute-force selection, and
  * RoPE/YaRN constants against the reference's values. */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -312,6 +313,35 @@ Test(router_ref, matches_brute_force)
         }
         free(scratch);
     }
+}
+
+/* A group whose score is +inf (a huge router bias) is a group like any other,
+ * dropped when all the groups left are: the dropped groups are told apart by a
+ * flag, not by a score they could share. Nothing around the scratch changes. */
+Test(router_ref, infinite_group_scores_stay_in_bounds)
+{
+    route_params p = {.n_experts = 16, .top_k = 2, .n_group = 4, .topk_group = 2, .sigmoid = 1,
+                      .group_by_top2 = 1, .use_groups = 1, .normalize = 1, .scaling = 1.0f};
+    size_t n = route_ref_scratch(&p);
+    float *buf = malloc((n + 2 * 16) * sizeof(float)), *scratch = buf + 16;
+    for (size_t i = 0; i < n + 32; i++)
+        buf[i] = 12345.0f;
+    float logits[16], bias[16], w[2], scores[16];
+    int ids[2];
+    for (int i = 0; i < 16; i++) {
+        logits[i] = 0.1f * (float)i;
+        bias[i] = i >= 4 ? FLT_MAX : 0.0f;     /* groups 1-3 sum to +inf: one is dropped */
+    }
+    route_ref(&p, logits, bias, ids, w, scores, scratch);
+    for (int i = 0; i < 16; i++) {
+        cr_expect(buf[i] == 12345.0f && buf[16 + n + i] == 12345.0f, "written outside the scratch");
+        cr_expect(isfinite(scores[i]), "score %d is %g", i, scores[i]);
+    }
+    for (int k = 0; k < 2; k++) {
+        cr_expect(ids[k] >= 4, "slot %d took expert %d, outside the +inf groups", k, ids[k]);
+        cr_expect(isfinite(w[k]) && w[k] > 0, "weight %d is %g", k, w[k]);
+    }
+    free(buf);
 }
 
 Test(rope, yarn_matches_reference_constants)

@@ -170,6 +170,56 @@ Test(malformed, overlapping_tensors)
     expect_open_error("overlap", "kv_b_proj");
 }
 
+/* kv_b shifted a byte into the next tensor, with an empty tensor placed between
+ * the two: emptiness takes no room, so it must not hide the overlap. */
+static void shift_around_empty(cJSON *root, void *ctx)
+{
+    cJSON *kv = cJSON_GetObjectItem(root, "model.layers.1.self_attn.kv_b_proj.weight");
+    cJSON *offs = cJSON_GetObjectItem(kv, "data_offsets");
+    double b = cJSON_GetArrayItem(offs, 0)->valuedouble, end = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    char v[160];
+    snprintf(v, sizeof v, "[%.0f, %.0f]", b + 1, end + 1);
+    cJSON_ReplaceItemInObject(kv, "data_offsets", cJSON_Parse(v));
+    snprintf(v, sizeof v, "{\"dtype\": \"BF16\", \"shape\": [0], \"data_offsets\": [%.0f, %.0f]}",
+             end - 1, end - 1);
+    cJSON_AddItemToObject(root, "empty_between", cJSON_Parse(v));
+}
+
+Test(malformed, overlap_behind_an_empty_tensor)
+{
+    char *s = shard_of("model.layers.1.self_attn.kv_b_proj.weight");
+    edit_header(s, shift_around_empty, NULL);
+    free(s);
+    expect_open_error("overlap", "kv_b_proj");
+}
+
+/* A norm weight that is NaN or infinite: the whole output would be NaN. */
+Test(malformed, non_finite_norm_weight)
+{
+    const char *name = "model.layers.1.input_layernorm.weight";
+    char *s = shard_of(name);
+    size_t n;
+    uint8_t *buf = test_read_file(s, &n);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
+    const cJSON *t = cJSON_GetObjectItem(root, name);
+    const char *dt = cJSON_GetObjectItem(t, "dtype")->valuestring;
+    size_t at = 8 + hl + (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"), 0)->valuedouble;
+    if (!strcmp(dt, "F32"))
+        memcpy(buf + at + 4 * 3, &(uint32_t){0x7fc00000u}, 4);
+    else
+        memcpy(buf + at + 2 * 3, &(uint16_t){0x7fc0u}, 2);     /* BF16 and F16 NaN alike */
+    FILE *f = fopen(s, "wb");
+    cr_assert_not_null(f);
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    cJSON_Delete(root);
+    free(buf);
+    expect_open_error(name, "index 3");
+    free(s);
+}
+
 Test(malformed, size_inconsistent_with_shape)
 {
     apply("model.layers.1.self_attn.kv_b_proj.weight", "shape", "[256, 65]");
