@@ -7,6 +7,8 @@
 #include <lz4.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #define MAGIC "MOETTRC1"
@@ -199,9 +201,41 @@ static void encode_event(const routing_trace *t, uint64_t i, uint8_t *p)
         }
 }
 
+/* Where trace_write writes: a temporary name beside path, renamed at the end,
+ * so a failure (a full disk) leaves a file already at path as it was; path
+ * itself when it exists and is not a regular file (a pipe, /dev/stdout). */
+static void write_name(const char *path, char *out, size_t n)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        snprintf(out, n, "%s", path);
+    else
+        snprintf(out, n, "%s.tmp%ld", path, (long)getpid());
+}
+
+int trace_check_writable(const char *path, errbuf *e)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return err_set(e, "%s is a directory", path);
+    char name[4200];
+    write_name(path, name, sizeof name);
+    int fresh = strcmp(name, path) != 0;
+    FILE *f = fopen(name, fresh ? "wb" : "ab");
+    if (!f)
+        return err_set(e, "%s: cannot write there: %s", path, strerror(errno));
+    fclose(f);
+    if (fresh)
+        unlink(name);
+    return 0;
+}
+
 int trace_write(const routing_trace *t, const char *path, errbuf *e)
 {
-    FILE *f = fopen(path, "wb");
+    char tmp[4200];
+    write_name(path, tmp, sizeof tmp);
+    int fresh = strcmp(tmp, path) != 0;
+    FILE *f = fopen(tmp, "wb");
     if (!f)
         return err_set(e, "%s: %s", path, strerror(errno));
     size_t eb = event_bytes(t), raw_cap = eb * CHUNK_EVENTS;
@@ -236,8 +270,14 @@ int trace_write(const routing_trace *t, const char *path, errbuf *e)
             rc = err_set(e, "%s: writing chunk %" PRIu64 ": %s", path, c,
                          cb <= 0 ? "lz4 failed" : strerror(errno));
     }
+    if (!rc && (fflush(f) != 0 || (fresh && fsync(fileno(f)) != 0)))
+        rc = err_set(e, "%s: %s", path, strerror(errno));
     if (fclose(f) != 0 && !rc)
         rc = err_set(e, "%s: %s", path, strerror(errno));
+    if (fresh && !rc && rename(tmp, path) != 0)
+        rc = err_set(e, "%s: %s", path, strerror(errno));
+    if (fresh && rc)
+        unlink(tmp);
     free(raw);
     free(comp);
     return rc;

@@ -74,6 +74,8 @@ void trace_set_predicted(routing_trace *t, uint64_t i, uint32_t d, uint64_t mask
                          uint16_t count);
 
 int trace_write(const routing_trace *t, const char *path, errbuf *e);
+/* Whether trace_write could create its file there (checked before a long run). */
+int trace_check_writable(const char *path, errbuf *e);
 /* Reads and validates a whole trace; a damaged or truncated file is refused
  * with the offset and what was wrong. */
 int trace_read(routing_trace *t, const char *path, errbuf *e);

@@ -412,16 +412,8 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
     s->kind = kind;
     s->o = *o;
     snprintf(s->model_name, sizeof s->model_name, "%s", o->model_name ? o->model_name : "model");
-    int cand[4] = {vocab_find_special(&tok->v, "<|im_end|>"), vocab_find_special(&tok->v, "[EOS]"),
-                   m->mw.cfg.n_eos > 0 ? m->mw.cfg.eos_token_ids[0] : -1,
-                   m->mw.cfg.n_eos > 1 ? m->mw.cfg.eos_token_ids[1] : -1};
-    for (int i = 0; i < 4; i++) {
-        int dup = cand[i] < 0;
-        for (int k = 0; k < s->n_stop_ids; k++)
-            dup |= s->stop_ids[k] == cand[i];
-        if (!dup)
-            s->stop_ids[s->n_stop_ids++] = cand[i];
-    }
+    s->n_stop_ids = vocab_reply_stop_ids(&tok->v, m->mw.cfg.eos_token_ids, m->mw.cfg.n_eos,
+                                         s->stop_ids);
     if (!s->n_stop_ids)
         return err_set(e, "the tokenizer has no end token (<|im_end|>, [EOS] or eos_token_id)");
     const char *forced = getenv("MOETIER_SERVE_FORCE_TEXT");

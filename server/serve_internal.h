@@ -36,7 +36,7 @@ typedef struct server {
     chat_template_kind kind;
     serve_options o;
     char model_name[256];
-    int stop_ids[4], n_stop_ids;
+    int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
     token_list forced;          /* MOETIER_SERVE_FORCE_TEXT */
     int has_forced;
     pthread_mutex_t mu;         /* guards everything below, and jobs' shared fields */

@@ -75,8 +75,9 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
         char *end;
         errno = 0;
         double x = strtod(v, &end);
-        if (errno || end == v || *end || !isfinite(x) || x < 0) {
-            fprintf(stderr, "moetier: %s expects a number of GB >= 0, got '%s'\n", a, v);
+        /* at most 1e9 GB (an exabyte): the bytes fit in 64 bits */
+        if (errno || end == v || *end || !isfinite(x) || x < 0 || x > 1e9) {
+            fprintf(stderr, "moetier: %s expects a number of GB from 0 to 1e9, got '%s'\n", a, v);
             return -1;
         }
         if (a[2] == 'd') {

@@ -1,7 +1,9 @@
 /* cli_common: see cli_common.h. */
 #include "cli_common.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -43,7 +45,8 @@ int cli_float(const char *flag, const char *s, float *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) {
+    /* finite as a float too: 1e39 is not */
+    if (errno || end == s || *end || !isfinite(v) || fabs(v) > FLT_MAX) {
         fprintf(stderr, "moetier: %s expects a number, got '%s'\n", flag, s);
         return -1;
     }
@@ -56,7 +59,7 @@ int cli_u64(const char *flag, const char *s, unsigned long long *out)
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-') {
+    if (errno || end == s || *end || s[0] == '-' || isspace((unsigned char)s[0])) {
         fprintf(stderr, "moetier: %s expects a non-negative integer, got '%s'\n", flag, s);
         return -1;
     }
@@ -384,6 +387,8 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         return err_set(e, "--vram-gb is for the GPU backend (add --backend cuda or auto)");
     if (choice == BACKEND_CPU && f->device_set)
         return err_set(e, "--device is for the GPU backend (add --backend cuda or auto)");
+    if (choice == BACKEND_CPU && f->cpu_tokens_set)
+        return err_set(e, "--cpu-tokens is for the GPU backend (add --backend cuda or auto)");
     if (choice != BACKEND_CPU) {
         gpu_options go = {.device = f->device};
         uint64_t free_b, total;
@@ -459,6 +464,9 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     memset(m, 0, sizeof *m);
     if (!f->dir)
         return err_set(e, "no model given (use -m DIR)");
+    /* before the load and the run, not after them */
+    if (f->trace && trace_check_writable(f->trace, e))
+        return err_prefix(e, "--trace: ");
     if (model_weights_open(&m->mw, f->dir, e))
         return -1;
     if (tier_plan_make(&m->plan, &m->mw, &f->tiers, &m->st, e)) {
@@ -468,12 +476,18 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     FILE *log = f->quiet ? NULL : stderr;
     if (log)
         tier_plan_print(&m->plan, log);
+    const model_config *mc = &m->mw.cfg;
+    if (log && cli_context_size(f, mc) > mc->max_position_embeddings)
+        fprintf(log, "moetier: -c %d goes past the %d positions the model was trained for "
+                "(max_position_embeddings): expect worse output beyond them\n",
+                cli_context_size(f, mc), mc->max_position_embeddings);
     uint64_t want, moved, locked;
     model_weights_make_dense_resident(&m->mw, f->tiers.numa != NUMA_LOCAL, &want, &moved, &locked);
     if (log && locked < want)
         fprintf(log, "moetier: locked %.2f of %.2f GB of dense weights in RAM (RLIMIT_MEMLOCK); "
                 "the rest may be paged out and read again from disk\n", locked / 1e9, want / 1e9);
     m->print_stats = f->tiers.stats;
+    m->quiet = f->quiet;
     int lookahead = f->tiers.lookahead_set ? f->tiers.lookahead : TIER_DEFAULT_LOOKAHEAD;
     if (m->plan.use_store) {
         tiered_options to = {.dram_slots = m->plan.dram_slots, .numa = f->tiers.numa,
@@ -577,10 +591,11 @@ static void print_decode_bound(cli_model *m)
             b.fraction);
 }
 
-void cli_model_close(cli_model *m)
+int cli_model_close(cli_model *m)
 {
+    int rc = 0;
     if (!m->opened)
-        return;
+        return 0;
     if (m->print_stats) {
         if (m->src.print_stats)
             m->src.print_stats(&m->src, stderr);
@@ -629,11 +644,13 @@ void cli_model_close(cli_model *m)
         errbuf e;
         if (m->trace_error)
             fprintf(stderr, "moetier: --trace: out of memory, the trace was cut short\n");
-        if (trace_write(&m->trace, m->trace_path, &e))
+        if (trace_write(&m->trace, m->trace_path, &e)) {
             fprintf(stderr, "moetier: --trace: %s\n", e.msg);
-        else
+            rc = -1;
+        } else if (!m->quiet) {
             fprintf(stderr, "moetier: %llu routing events -> %s\n",
                     (unsigned long long)m->trace.n, m->trace_path);
+        }
     }
     trace_free(&m->trace);
     free(m->trace_charged);
@@ -646,4 +663,5 @@ void cli_model_close(cli_model *m)
     store_close(&m->st);
     model_weights_close(&m->mw);
     m->opened = 0;
+    return rc;
 }

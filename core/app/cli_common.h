@@ -25,6 +25,7 @@ typedef struct cli_model {
     unsigned char *trace_charged;   /* [n_experts] scratch: expert's read already charged */
     engine en;
     int opened;
+    int quiet;                  /* model_flags.quiet */
     /* the GPU backend's counts when decode began (cli_model_decode_starts) */
     gpu_cache_stats gpu_at_decode;
     int decode_marked;
@@ -78,7 +79,8 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e);
 /* The prompt is in: with --stats on the GPU backend, close then prints the
  * decode steps' time against their bound (kernels/decode_bound.h). */
 void cli_model_decode_starts(cli_model *m);
-void cli_model_close(cli_model *m);
+/* Returns -1 when the --trace file could not be written (said on stderr). */
+int cli_model_close(cli_model *m);
 
 /* Value of flag argv[*i] (advances *i); prints an error and returns NULL when missing. */
 const char *cli_value(int argc, char **argv, int *i);

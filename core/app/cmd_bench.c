@@ -509,6 +509,11 @@ int cmd_bench(int argc, char **argv)
         return 0;
     }
     if (argc >= 2 && !strcmp(argv[1], "gpu")) {
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+                usage(stdout);
+                return 0;
+            }
         if (take_device_flag(&argc, argv))
             return 2;
         for (int i = 2; i < argc; i++)

@@ -52,7 +52,7 @@ typedef struct chat_state {
     chat_options copt;
     cJSON *messages;
     const char *system;
-    int stop[4];
+    int stop[VOCAB_MAX_REPLY_STOPS];
     int n_stop;
 } chat_state;
 
@@ -66,12 +66,6 @@ static void chat_reset(chat_state *c)
         cJSON_AddStringToObject(m, "content", c->system);
         cJSON_AddItemToArray(c->messages, m);
     }
-}
-
-static void add_stop(chat_state *c, int id)
-{
-    if (id >= 0 && c->n_stop < 4)
-        c->stop[c->n_stop++] = id;
 }
 
 /* Streams a reply: token bytes through the tool-call/reasoning splitter; the
@@ -340,18 +334,17 @@ int cmd_chat(int argc, char **argv)
         return 2;
     }
     errbuf e;
-    if (sampler_check(&sp, &e))
-        return cli_fail(&e);
+    if (sampler_check(&sp, &e)) {
+        cli_fail(&e);
+        return 2;       /* a bad option value, as when it does not parse */
+    }
     if (tokenizer_load(&c.tok, mf.dir, &e))
         return cli_fail(&e);
     if (chat_template_load(mf.dir, &c.kind, &e) || cli_model_open(&c.m, &mf, &e)) {
         tokenizer_free(&c.tok);
         return cli_fail(&e);
     }
-    add_stop(&c, vocab_find_special(&c.tok.v, "<|im_end|>"));
-    add_stop(&c, vocab_find_special(&c.tok.v, "[EOS]"));
-    for (int i = 0; i < c.m.mw.cfg.n_eos && i < 2; i++)
-        add_stop(&c, c.m.mw.cfg.eos_token_ids[i]);
+    c.n_stop = vocab_reply_stop_ids(&c.tok.v, c.m.mw.cfg.eos_token_ids, c.m.mw.cfg.n_eos, c.stop);
     sampler smp;
     if (sampler_create(&smp, &sp, c.m.mw.cfg.vocab_size, &e)) {
         cli_model_close(&c.m);
@@ -418,7 +411,8 @@ int cmd_chat(int argc, char **argv)
     free(line);
     sampler_destroy(&smp);
     cJSON_Delete(c.messages);
-    cli_model_close(&c.m);
+    if (cli_model_close(&c.m) && rc == 0)
+        rc = 1;     /* the --trace file could not be written */
     tokenizer_free(&c.tok);
     return rc;
 }

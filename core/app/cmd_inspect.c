@@ -13,10 +13,10 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier inspect -m DIR [--store DIR] [--dram-gb X] [--vram-gb G]\n"
-               "                      [--device N]\n"
+               "                      [--device N] [-c CTX] [--chunk N] [--numa P]\n"
                "  Prints the architecture, tensor counts and bytes per format and tier, the\n"
                "  GPUs by number, and with a GPU (or --vram-gb) the GPU side of the placement\n"
-               "  on device N (default 0).\n");
+               "  on device N (default 0), for a context of CTX and prefill steps of N tokens.\n");
 }
 
 static void print_bytes_row(const char *what, const uint64_t *by_fmt)
@@ -49,6 +49,16 @@ int cmd_inspect(int argc, char **argv)
     }
     if (!mf.dir) {
         fprintf(stderr, "moetier inspect: -m DIR is required\n");
+        return 2;
+    }
+    /* the model flags that only a run uses would be silently ignored here */
+    const char *idle = mf.trace ? "--trace" : mf.backend ? "--backend" : mf.threads ? "-t"
+                     : mf.kernels ? "--kernels" : mf.cpu_tokens_set ? "--cpu-tokens"
+                     : mf.tiers.stats ? "--stats" : mf.tiers.lookahead_set ? "--lookahead"
+                     : mf.tiers.policy ? "--policy" : mf.tiers.io != IO_AUTO ? "--io" : NULL;
+    if (idle) {
+        fprintf(stderr, "moetier inspect: %s applies to the commands that run the model, not to "
+                "inspect\n", idle);
         return 2;
     }
     errbuf e;

@@ -75,6 +75,7 @@ int cmd_logits(int argc, char **argv)
         cli_fail(&e);
     free(logits);
     free(ids);
-    cli_model_close(&m);
+    if (cli_model_close(&m) && rc == 0)
+        rc = 1;     /* the --trace file could not be written */
     return rc;
 }

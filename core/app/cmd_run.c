@@ -3,8 +3,12 @@
  * Prefills the prompt (raw text, special-token names recognised, no BOS added;
  * or ids), then generates up to N tokens one decode step at a time, streaming
  * their text to stdout when the model directory has a tokenizer.
- * With --print-ids the new ids are printed comma-separated as the last line of
- * stdout (a stable interface for scripts). Speeds go to stderr. */
+ * With --print-ids (or without a tokenizer) the new ids are printed
+ * comma-separated as the last line of stdout (a stable interface for scripts).
+ * Speeds go to stderr. Ctrl+C (or SIGTERM) stops it between prefill steps or
+ * tokens: what was generated is printed as at a length limit, with the speeds
+ * and the trace, and the exit status is 128 + the signal. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +16,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "core/base/progress.h"
+#include "core/base/stop_signal.h"
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
 #include "core/text/tokenizer.h"
@@ -37,6 +42,12 @@ static void usage(FILE *f)
             "  --special            print special tokens (hidden from the text by default)\n");
     model_flags_usage(f);
     sampling_flags_usage(f);
+}
+
+static int stop_requested(void *ctx)
+{
+    (void)ctx;
+    return stop_signal_pending();
 }
 
 /* The prompt's ids: the raw text, or with --chat/--system one user turn (and
@@ -135,8 +146,10 @@ int cmd_run(int argc, char **argv)
         return 2;
     }
     errbuf e;
-    if (sampler_check(&sp, &e))
-        return cli_fail(&e);
+    if (sampler_check(&sp, &e)) {
+        cli_fail(&e);
+        return 2;       /* a bad option value, as when it does not parse */
+    }
     /* read before loading anything: a wrong path fails at once */
     char *file_text = NULL;
     size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
@@ -149,8 +162,10 @@ int cmd_run(int argc, char **argv)
         free(file_text);
         return cli_fail(&e);
     }
-    if (!have_vocab)
+    if (!have_vocab) {
         fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
+        print_ids = 1;
+    }
     int *prompt = NULL, T = 0;
     if (ids_s && cli_parse_ids(ids_s, &prompt, &T)) {
         if (have_vocab)
@@ -186,33 +201,42 @@ int cmd_run(int argc, char **argv)
     sampler smp;
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     token_list gen = {0};
-    int rc = 1, context_full = 0;
+    int rc = 1, context_full = 0, stopped = 0, signalled = 0;
     if (!logits) {
         err_set(&e, "out of memory");
         goto done;
     }
+    if (stop_signal_install()) {
+        err_set(&e, "cannot set up the stop signals");
+        goto done;
+    }
+    signalled = 1;
+    m.en.stop_requested = stop_requested;
     if (sampler_create(&smp, &sp, c->vocab_size, &e))
         goto done;
     for (int i = 0; i < T; i++)
         sampler_accept(&smp, prompt[i]);
-    /* stop at the config's eos ids, and at the end of the turn in chat mode */
-    int stop[9], n_stop = 0;
-    for (int i = 0; i < c->n_eos && !ignore_eos; i++)
-        stop[n_stop++] = c->eos_token_ids[i];
-    if ((chat || system) && !ignore_eos && vocab_find_special(&tok.v, "<|im_end|>") >= 0)
-        stop[n_stop++] = vocab_find_special(&tok.v, "<|im_end|>");
+    /* stop at the config's eos ids, and in chat mode where chat stops a reply */
+    int stop[VOCAB_MAX_REPLY_STOPS], n_stop = 0;
+    if (!ignore_eos && (chat || system))
+        n_stop = vocab_reply_stop_ids(&tok.v, c->eos_token_ids, c->n_eos, stop);
+    else if (!ignore_eos)
+        for (int i = 0; i < c->n_eos && i < VOCAB_MAX_REPLY_STOPS; i++)
+            stop[n_stop++] = c->eos_token_ids[i];
     gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout};
-    if (n_new == 0) {
-        rc = 0;
-    } else if (engine_forward(&m.en, prompt, T, logits, 0, &e) == 0) {
+    /* -n 0 still runs the prompt (its routing for --trace, its speed) */
+    int frc = engine_forward(&m.en, prompt, T, logits, 0, &e);
+    if (frc == 0) {
         cli_model_decode_starts(&m);
-        int grc = generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e);
-        if (grc == 0 || grc == GEN_CONTEXT_FULL)
-            rc = 0;
-        context_full = grc == GEN_CONTEXT_FULL;
+        frc = generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e);
     }
+    context_full = frc == GEN_CONTEXT_FULL;
+    stopped = frc == 1;
     sampler_destroy(&smp);
+    if (frc < 0)
+        goto done;      /* an error: no partial output on stdout */
+    rc = 0;
     if (have_vocab)
         printf("\n");
     if (print_ids) {
@@ -224,6 +248,12 @@ int cmd_run(int argc, char **argv)
     if (context_full)
         fprintf(stderr, "moetier: stopped after %zu of %d tokens: the context of %d tokens is full "
                 "(raise -c)\n", gen.n, n_new, m.en.kv.max_ctx);
+    if (stopped) {
+        int sig = stop_signal_pending();
+        fprintf(stderr, "moetier: %s: stopped after %zu generated tokens\n",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", gen.n);
+        rc = 128 + (sig ? sig : SIGINT);
+    }
     const engine_stats *st = &m.en.stats;
     fprintf(stderr, "prefill: %llu tokens in %.3f s (%.2f tok/s); decode: %llu tokens in %.3f s "
             "(%.2f tok/s)\n", (unsigned long long)st->tokens_prefilled, st->prefill_seconds,
@@ -231,13 +261,16 @@ int cmd_run(int argc, char **argv)
             (unsigned long long)st->tokens_decoded, st->decode_seconds,
             st->decode_seconds > 0 ? (double)st->tokens_decoded / st->decode_seconds : 0.0);
 done:
-    if (rc)
+    if (rc == 1)
         cli_fail(&e);
     if (have_vocab)
         tokenizer_free(&tok);
     free(logits);
     token_list_free(&gen);
     free(prompt);
-    cli_model_close(&m);
+    if (cli_model_close(&m) && rc == 0)
+        rc = 1;     /* the --trace file could not be written */
+    if (signalled)
+        stop_signal_uninstall();
     return rc;
 }

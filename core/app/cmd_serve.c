@@ -120,8 +120,10 @@ int cmd_serve(int argc, char **argv)
         so.model_name = name;
     }
     errbuf e;
-    if (sampler_check(&so.sp, &e))
-        return cli_fail(&e);
+    if (sampler_check(&so.sp, &e)) {
+        cli_fail(&e);
+        return 2;       /* a bad option value, as when it does not parse */
+    }
     tokenizer tok;
     chat_template_kind kind;
     cli_model m;
@@ -132,7 +134,8 @@ int cmd_serve(int argc, char **argv)
         return cli_fail(&e);
     }
     int rc = serve_run(&m, &tok, kind, &so, &e) ? cli_fail(&e) : 0;
-    cli_model_close(&m);
+    if (cli_model_close(&m) && rc == 0)
+        rc = 1;     /* the --trace file could not be written */
     tokenizer_free(&tok);
     return rc;
 }

@@ -1,13 +1,16 @@
 /* cmd_trace: `moetier trace import|stats|replay` over routing traces
  * (prefetch/routing_trace.h, prefetch/cache_sim.h). */
 #include <cJSON.h>
+#include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli_common.h"
 #include "commands.h"
 #include "prefetch/cache_sim.h"
+#include "tiers/cache_policy.h"
 
 static void usage(FILE *f)
 {
@@ -159,10 +162,18 @@ static int cmd_replay(int argc, char **argv)
         fprintf(stderr, "moetier trace replay: TRACE and --cache N are required\n");
         return 2;
     }
+    cache_policy probe;
+    if (cache_policy_make(&probe, policy, 1, 1, 1)) {
+        fprintf(stderr, "moetier trace replay: --policy expects lru, lru-plain, lfu or lfu:H, got "
+                "'%s'\n", policy);
+        return 2;
+    }
+    probe.destroy(probe.st);
     char *end;
+    errno = 0;
     double v = strtod(cache_s, &end);
     int percent = *end == '%';
-    if (end == cache_s || (*end && !(percent && !end[1])) || !(v > 0)) {
+    if (errno || end == cache_s || (*end && !(percent && !end[1])) || !(v > 0) || !isfinite(v)) {
         fprintf(stderr, "moetier: --cache expects a positive number of experts or a percentage, "
                         "got '%s'\n", cache_s);
         return 2;
@@ -171,8 +182,10 @@ static int cmd_replay(int argc, char **argv)
     errbuf e;
     if (trace_read(&t, path, &e))
         return cli_fail(&e);
-    double per = percent ? v / 100.0 * t.n_experts * (shared ? t.n_layers : 1) : v;
-    int cache = (int)(per + 0.5);
+    /* a cache larger than every expert the trace can want holds them all */
+    double all = (double)t.n_experts * (shared ? t.n_layers : 1);
+    double per = percent ? v / 100.0 * all : v;
+    int cache = (int)((per < all ? per : all) + 0.5);
     sim_result r, b = {0, 0};
     int rc = sim_replay(&t, policy, cache, shared, order, chunk, &r, &e);
     if (!rc && chunk == 1)
@@ -213,10 +226,15 @@ static int cmd_replay(int argc, char **argv)
 
 int cmd_trace(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
+    for (int i = 1; i < argc; i++)     /* `trace stats --help` as well as `trace --help` */
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        }
     if (!strcmp(argv[1], "import"))
         return cmd_import(argc, argv);
     if (!strcmp(argv[1], "stats"))

@@ -17,7 +17,9 @@
  *    speed next to the prediction. When that size is a calibration point, a
  *    second check runs at the sweep size between the two calibration points,
  *    where the model was not fitted. Writes the plot (--svg). */
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,18 +179,56 @@ static int parse_budgets(const char *s, double *gb, int *n)
 {
     *n = 0;
     const char *p = s;
-    while (*p) {
+    do {
         char *end;
+        errno = 0;
         double v = strtod(p, &end);
-        if (end == p || !(v > 0) || *n == MAX_POINTS || (*end && *end != ',')) {
-            fprintf(stderr, "moetier: --budgets expects up to %d sizes in GB > 0, comma-separated, "
-                            "got '%s'\n", MAX_POINTS, s);
+        if (errno || end == p || !(v > 0) || v > 1e9 || *n == MAX_POINTS ||
+            (*end && (*end != ',' || !end[1]))) {
+            fprintf(stderr, "moetier: --budgets expects up to %d sizes in GB (above 0, at most "
+                            "1e9), comma-separated, got '%s'\n", MAX_POINTS, s);
             return -1;
         }
         gb[(*n)++] = v;
         p = *end ? end + 1 : end;
+    } while (*p);
+    return 0;
+}
+
+/* The calibration's trace, in $TMPDIR: removed when a signal ends tune too
+ * (with trace_write's own temporary name), then the signal takes its course. */
+static char tmp_trace[4096], tmp_trace_part[4200];
+static const int tmp_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void remove_tmp_trace_and_die(int sig)
+{
+    unlink(tmp_trace);
+    unlink(tmp_trace_part);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int make_tmp_trace(void)
+{
+    const char *dir = getenv("TMPDIR");
+    snprintf(tmp_trace, sizeof tmp_trace, "%s/moetier-tune-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(tmp_trace);
+    if (fd < 0) {
+        fprintf(stderr, "moetier tune: temporary trace %s: %s\n", tmp_trace, strerror(errno));
+        return -1;
     }
-    return *n ? 0 : -1;
+    close(fd);
+    snprintf(tmp_trace_part, sizeof tmp_trace_part, "%s.tmp%ld", tmp_trace, (long)getpid());
+    for (size_t i = 0; i < sizeof tmp_signals / sizeof *tmp_signals; i++)
+        signal(tmp_signals[i], remove_tmp_trace_and_die);
+    return 0;
+}
+
+static void remove_tmp_trace(void)
+{
+    for (size_t i = 0; i < sizeof tmp_signals / sizeof *tmp_signals; i++)
+        signal(tmp_signals[i], SIG_DFL);
+    unlink(tmp_trace);
 }
 
 static int cmp_point(const void *a, const void *b)
@@ -241,6 +281,10 @@ int cmd_tune(int argc, char **argv)
     if (budgets_s && parse_budgets(budgets_s, gb_list, &n_gb))
         return 2;
     errbuf e;
+    /* a trace that cannot serve fails now, not after minutes of measuring */
+    routing_trace given;
+    if (trace_in && trace_read(&given, trace_in, &e))
+        return cli_fail(&e);
 
     /* the plan with the automatic budget: sizes, what fits, the store */
     cli_model probe;
@@ -249,9 +293,26 @@ int cmd_tune(int argc, char **argv)
     pf.ctx = 2;
     pf.tiers.lookahead = 0;
     pf.tiers.lookahead_set = 1;
-    if (cli_model_open(&probe, &pf, &e))
+    if (cli_model_open(&probe, &pf, &e)) {
+        if (trace_in)
+            trace_free(&given);
         return cli_fail(&e);
+    }
     tier_plan plan = probe.plan;
+    if (trace_in) {
+        const model_config *mc = &probe.mw.cfg;
+        int fits = (int)given.n_experts == mc->n_routed_experts &&
+                   (int)given.top_k == mc->n_experts_per_tok && (int)given.n_layers <= mc->n_layers;
+        if (!fits)
+            fprintf(stderr, "moetier tune: %s records %u layers of %u experts, top %u; the model "
+                    "has %d layers of %d, top %d\n", trace_in, given.n_layers, given.n_experts,
+                    given.top_k, mc->n_layers, mc->n_routed_experts, mc->n_experts_per_tok);
+        trace_free(&given);
+        if (!fits) {
+            cli_model_close(&probe);
+            return 1;
+        }
+    }
     if (!plan.use_store) {
         cli_model_close(&probe);
         fprintf(stderr, "moetier tune: %s has no expert store; make one with `moetier convert -m "
@@ -280,38 +341,27 @@ int cmd_tune(int argc, char **argv)
     int calib = 2 * plan.top_k > n_blobs / 10 ? 2 * plan.top_k : n_blobs / 10;
     if (calib > max_slots)
         calib = max_slots;
-    char trace_tmp[] = "/tmp/moetier-tune-XXXXXX";
-    int fd = mkstemp(trace_tmp);
-    if (fd < 0) {
-        perror("moetier tune: temporary trace");
+    if (make_tmp_trace())
         return 1;
-    }
-    close(fd);
     decode_result cal, big;
     fprintf(stderr, "calibrating: %d decode steps with %d of %d experts in DRAM ...\n", tokens,
             calib, n_blobs);
-    if (decode_run(&mf, calib, sb, tokens, trace_tmp, &cal, &e)) {
-        unlink(trace_tmp);
+    if (decode_run(&mf, calib, sb, tokens, tmp_trace, &cal, &e)) {
+        remove_tmp_trace();
         return cli_fail(&e);
     }
     fprintf(stderr, "calibrating: %d decode steps with %d of %d experts in DRAM ...\n", tokens,
             max_slots, n_blobs);
     if (decode_run(&mf, max_slots, sb, tokens, NULL, &big, &e)) {
-        unlink(trace_tmp);
+        remove_tmp_trace();
         return cli_fail(&e);
     }
     tune_calibration c = tune_calibrate(&cal.s, &big.s);
     routing_trace t;
-    int rc = trace_read(&t, trace_in ? trace_in : trace_tmp, &e);
-    unlink(trace_tmp);
+    int rc = trace_read(&t, trace_in ? trace_in : tmp_trace, &e);
+    remove_tmp_trace();
     if (rc)
         return cli_fail(&e);
-    if (trace_in && ((int)t.n_experts > plan.n_experts || (int)t.top_k != plan.top_k)) {
-        trace_free(&t);
-        fprintf(stderr, "moetier tune: %s records %u experts per layer, top %u; the model has %d, "
-                        "top %d\n", trace_in, t.n_experts, t.top_k, plan.n_experts, plan.top_k);
-        return 1;
-    }
 
     /* the sweep */
     tune_point pts[MAX_POINTS + 2];

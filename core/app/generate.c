@@ -1,6 +1,9 @@
 /* generate: see generate.h. */
 #include "generate.h"
 
+#include <errno.h>
+#include <string.h>
+
 static int is_stop(const gen_params *p, int id)
 {
     for (int i = 0; i < p->n_stop; i++)
@@ -27,7 +30,11 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             p->on_token(p->ctx, next);
         if (tok && p->out && (p->show_special || !vocab_is_special(&tok->v, next))) {
             vocab_stream_put(&vs, next, p->out);
-            fflush(p->out);
+            if (fflush(p->out) != 0 || ferror(p->out)) {
+                /* nobody reads the text any more (or the disk is full) */
+                rc = err_set(e, "writing the generated text: %s", strerror(errno));
+                break;
+            }
         }
         if (is_stop(p, next) || k + 1 == p->max_new)
             break;

@@ -1,4 +1,5 @@
 /* main: `moetier <command> [options]` dispatch. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,8 +41,17 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(argv[1], commands[i].name))
-            return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) {
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            /* what scripts read is on stdout: output that did not reach it (a
+             * full disk, a closed pipe with SIGPIPE ignored) is a failure */
+            if ((fflush(stdout) != 0 || ferror(stdout)) && rc == 0) {
+                fprintf(stderr, "moetier: writing standard output: %s\n",
+                        errno ? strerror(errno) : "error");
+                rc = 1;
+            }
+            return rc;
+        }
     fprintf(stderr, "moetier: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

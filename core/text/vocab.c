@@ -4,6 +4,7 @@
 #include "vocab.h"
 
 #include <cJSON.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -371,14 +372,15 @@ int vocab_load(vocab *v, const char *dir, errbuf *e)
     snprintf(tk, sizeof tk, "%s/tiktoken.model", dir);
     snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
     struct stat st;
-    if (stat(tk, &st) != 0) {
-        memset(v, 0, sizeof *v);
+    memset(v, 0, sizeof *v);
+    if (stat(dir, &st) != 0)
+        return err_set(e, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return err_set(e, "%s: not a directory", dir);
+    if (stat(tk, &st) != 0)
         return err_set(e, "%s: no tiktoken.model (not a tiktoken tokenizer directory)", dir);
-    }
-    if (stat(cfg, &st) != 0) {
-        memset(v, 0, sizeof *v);
+    if (stat(cfg, &st) != 0)
         return err_set(e, "%s: no tokenizer_config.json next to tiktoken.model", dir);
-    }
     return vocab_load_files(v, tk, cfg, model_vocab_size(dir), e);
 }
 
@@ -427,6 +429,23 @@ int vocab_find_special(const vocab *v, const char *content)
             return (int)id;
     }
     return -1;
+}
+
+int vocab_reply_stop_ids(const vocab *v, const int *eos, int n_eos, int *out)
+{
+    int cand[VOCAB_MAX_REPLY_STOPS], n_cand = 0, n = 0;
+    cand[n_cand++] = vocab_find_special(v, "<|im_end|>");
+    cand[n_cand++] = vocab_find_special(v, "[EOS]");
+    for (int i = 0; i < n_eos && n_cand < VOCAB_MAX_REPLY_STOPS; i++)
+        cand[n_cand++] = eos[i];
+    for (int i = 0; i < n_cand; i++) {
+        int dup = cand[i] < 0;
+        for (int k = 0; k < n && !dup; k++)
+            dup = out[k] == cand[i];
+        if (!dup)
+            out[n++] = cand[i];
+    }
+    return n;
 }
 
 int vocab_decode_ids(const vocab *v, const int *ids, int n, char **out, size_t *len, errbuf *e)

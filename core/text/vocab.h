@@ -75,6 +75,11 @@ int vocab_is_special(const vocab *v, int id);
 /* The id of the special token named content ("<|im_end|>", "[BOS]",
  * "<|reserved_token_163600|>"), or -1. */
 int vocab_find_special(const vocab *v, const char *content);
+/* The ids that end a chat reply, each once: the end of a turn (<|im_end|>),
+ * [EOS], then the config's eos ids; returns how many (at most
+ * VOCAB_MAX_REPLY_STOPS). */
+#define VOCAB_MAX_REPLY_STOPS 10
+int vocab_reply_stop_ids(const vocab *v, const int *eos, int n_eos, int *out);
 /* VOCAB_F_* of id; 0 when out of range. */
 int vocab_token_flags(const vocab *v, int id);
 

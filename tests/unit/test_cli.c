@@ -104,7 +104,9 @@ Test(cli, run_print_ids_is_golden_greedy)
 
 Test(cli, every_command_has_help)
 {
-    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize", "chat", "convert", "bench"};
+    const char *cmds[] = {"run", "logits", "inspect", "synth", "tokenize", "chat", "convert", "bench",
+                          "tune", "serve", "trace", "trace stats", "trace replay", "trace import",
+                          "bench gpu"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         char *out, *err;
         int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
@@ -121,6 +123,44 @@ Test(cli, every_command_has_help)
     cr_expect(strstr(err, "unknown command") != NULL);
     free(out);
     free(err);
+}
+
+/* What scripts read stays clean: a failed run prints nothing on stdout, output
+ * that cannot be written is a failure, and --trace leaves only its file. */
+Test(cli, stdout_is_clean_and_its_failures_count)
+{
+    char *d = golden_dir_or_skip("bf16"), *tmp = test_make_tmpdir("cli-out"), *out, *err;
+    cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1,99999 -n 2 --print-ids", bin(), d), 1);
+    cr_expect_str_empty(out, "a failed run printed '%s'", out);
+    cr_expect_null(strstr(err, "prefill:"), "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1,2 -n 2 --print-ids >/dev/full", bin(), d), 1);
+    cr_expect(strstr(err, "writing") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s tokenize -m %s --text hello >/dev/full", bin(), d), 1);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1,2 -n 3 --trace %s/r.trace", bin(), d, tmp),
+                 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "ls %s", tmp), 0);
+    cr_expect_str_eq(out, "r.trace\n", "beside the trace: %s", out);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s trace replay %s/r.trace --cache 1e400", bin(), tmp), 2);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s trace replay %s/r.trace --cache 1e30", bin(), tmp), 0, "%s",
+                 err);
+    cr_expect(strstr(out, "hit rate") != NULL, "a cache past every expert holds them all: %s", out);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+    free(d);
 }
 
 static void expect_failure(int want_rc, const char *needle, const char *fmt, const char *a1,
@@ -141,9 +181,18 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--ids", "%s run -m %s --ids %s -n 2", d, "1,x");
     expect_failure(2, "unknown option", "%s run -m %s --ids 1 %s", d, "--bogus");
     expect_failure(2, "-n", "%s run -m %s --ids 1 -n %s", d, "-5");
-    expect_failure(1, "--top-p", "%s run -m %s --ids 1 %s", d, "--top-p 7");
+    expect_failure(2, "--top-p", "%s run -m %s --ids 1 %s", d, "--top-p 7");
+    expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
+    expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
+    expect_failure(1, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
+                   "--cpu-tokens 3");
+    expect_failure(2, "--trace applies", "%s inspect -m %s %s", d, "--trace x");
+    expect_failure(2, "--budgets", "%s tune -m %s %s", d, "--budgets ''");
+    expect_failure(2, "--budgets", "%s tune -m %s %s", d, "--budgets 0.5,");
+    /* --trace where it cannot be written fails before the model is loaded */
+    expect_failure(1, "--trace", "%s run -m %s --ids 1 %s", d, "--trace /nonexistent/t.trace");
     expect_failure(1, "outside the vocabulary", "%s run -m %s --ids %s -n 1", d, "1,99999");
-    expect_failure(1, "/nonexistent", "%s run -m %s%s --ids 1", "/nonexistent", "");
+    expect_failure(1, "/nonexistent: No such file", "%s run -m %s%s --ids 1", "/nonexistent", "");
     expect_failure(2, "required", "%s logits -m %s %s", d, "--ids 1");
     expect_failure(1, "context is full", "%s run -m %s --ids 1,2,3 -c %s", d, "2");
     free(d);
@@ -194,7 +243,7 @@ Test(cli, tokenize_prints_ids_on_one_line)
     free(out);
     free(err);
     cr_expect_eq(run(&out, &err, "%s tokenize -m /nonexistent --text hi", bin()), 1);
-    cr_expect(strstr(err, "tiktoken.model") != NULL, "%s", err);
+    cr_expect(strstr(err, "/nonexistent: No such file or directory") != NULL, "%s", err);
     free(out);
     free(err);
     free(d);

@@ -287,16 +287,42 @@ Test(stop, serve_stops_cleanly_on_a_signal_to_any_thread, .timeout = 120)
     free(dir);
 }
 
-/* chat sets its handler once the model is open: waits until the process catches SIGINT */
-static void chat_wait_ready(child *c)
+/* run and chat set their handler once the model is open: waits until the
+ * process catches SIGINT */
+static void wait_ready(child *c)
 {
-    cr_assert(child_wait_for(c, "backend", 60), "chat did not start: %s", c->log);
+    cr_assert(child_wait_for(c, "backend", 60), "it did not start: %s", c->log);
     char status[64];
     snprintf(status, sizeof status, "/proc/%d/status", (int)c->pid);
     int caught = 0;
     for (int i = 0; i < 3000 && !(caught = status_mask_has(status, "SigCgt:", SIGINT)); i++)
         usleep(10000);
-    cr_assert(caught, "chat never handles SIGINT: %s", c->log);
+    cr_assert(caught, "it never handles SIGINT: %s", c->log);
+}
+
+/* Ctrl+C during `run` stops the generation: what was generated is kept (the
+ * speeds and the --trace are written as at a length limit), exit 128 + SIGINT. */
+Test(stop, run_ctrl_c_keeps_what_was_generated, .timeout = 120)
+{
+    char *dir = test_make_tmpdir("stop_run");
+    test_synth_tiny(dir, "bf16");
+    char trace[4200];
+    snprintf(trace, sizeof trace, "%s/run.trace", dir);
+    child c;
+    char *argv[] = {(char *)bin(), "run", "-m", dir, "-t", "1", "--ids", "1,2", "-n", "1000000",
+                    "-c", "1000000", "--ignore-eos", "--print-ids", "--trace", trace, NULL};
+    child_start(&c, argv);
+    wait_ready(&c);
+    usleep(300000);
+    kill(c.pid, SIGINT);
+    int st = child_finish(&c);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGINT,
+              "run must exit 130 on Ctrl+C (status %#x): %s", st, c.log);
+    cr_expect(strstr(c.log, "SIGINT: stopped after") && strstr(c.log, "decode:") &&
+              strstr(c.log, "routing events ->"), "%s", c.log);
+    cr_expect(test_path_exists(trace), "no trace: %s", c.log);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 /* Ctrl+C at the chat prompt quits, as /exit does. */
@@ -307,7 +333,7 @@ Test(stop, chat_quits_on_ctrl_c_at_the_prompt, .timeout = 120)
     child c;
     char *argv[] = {(char *)bin(), "chat", "-m", dir, "-t", "1", NULL};
     child_start(&c, argv);
-    chat_wait_ready(&c);
+    wait_ready(&c);
     kill(c.pid, SIGINT);
     int st = child_finish(&c);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
@@ -331,7 +357,7 @@ Test(stop, chat_ctrl_c_stops_a_long_prompt, .timeout = 300)
     char *argv[] = {(char *)bin(), "chat", "-m", dir, "-t", "1", "--chunk", "1", "-c", "8192",
                     "--system", system, NULL};
     child_start(&c, argv);
-    chat_wait_ready(&c);
+    wait_ready(&c);
     cr_assert_eq(write(c.in, "hello\n", 6), 6);
     usleep(500000);
     kill(c.pid, SIGINT);

@@ -162,6 +162,24 @@ Test(tune, command_predicts_and_checks, .timeout = 300)
     cr_expect(test_path_exists(svg), "no plot at %s", svg);
     free(out);
     free(err);
+    /* a trace of another model (16 experts a layer, not 32) or none at all is
+     * refused before anything is measured */
+    char other[4300];
+    snprintf(other, sizeof other, "%s/other", dir);
+    snprintf(cmd, sizeof cmd, "%s synth -o %s --set n_routed_experts=16 >/dev/null 2>&1 && %s run "
+             "-m %s --ids 1,2 -n 2 --trace %s/other.trace", bin, other, bin, other, dir);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    const char *traces[] = {"other.trace", "missing.trace"}, *says[] = {"16 experts", "missing"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "%s tune -m %s --trace %s/%s --svg %s -t 1", bin, model, dir,
+                 traces[i], svg);
+        cr_expect_eq(test_run_capture(cmd, &out, &err), 1, "%s", err);
+        cr_expect(strstr(err, says[i]) && !strstr(err, "measuring"), "%s", err);
+        free(out);
+        free(err);
+    }
     test_remove_tree(dir);
     free(dir);
 }
