@@ -143,9 +143,10 @@ static int resolve_vector(const model_weights *m, const char *name, int n, float
                            checkpoint_path_of(ck, t), name, dtype_name(t->dt));
         }
         if (!isfinite(v[i])) {      /* norms and router biases of a sound checkpoint never are */
+            double bad = v[i];
             free(v);
             return err_set(e, "%s: tensor '%s' holds %g at index %d: the checkpoint is damaged",
-                           checkpoint_path_of(ck, t), name, (double)v[i], i);
+                           checkpoint_path_of(ck, t), name, bad, i);
         }
     }
     *out = v;
