@@ -112,6 +112,12 @@ int sim_replay(const routing_trace *t, const char *policy, int cache, int shared
     int n_caches = shared ? 1 : (int)t->n_layers;
     int n_keys = shared ? (int)(t->n_layers * t->n_experts) : (int)t->n_experts;
     int slots = cache < n_keys ? cache : n_keys;
+    /* in order, a layer's experts of a step are all held until the layer ends */
+    int64_t held = (int64_t)chunk * t->top_k < t->n_experts ? (int64_t)chunk * t->top_k
+                                                            : (int64_t)t->n_experts;
+    if (order == SIM_IN_ORDER && slots < held)
+        return err_set(e, "in order, a layer holds all its experts of a step: steps of %d tokens "
+                       "need a cache of %lld experts, not %d", chunk, (long long)held, cache);
     int L = (int)t->n_layers, E = (int)t->n_experts;
     expert_cache *c = calloc((size_t)n_caches, sizeof *c);
     unsigned char *chosen = calloc((size_t)L * (size_t)E, 1);  /* [layer][expert] in this step */

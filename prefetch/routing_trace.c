@@ -34,6 +34,9 @@ int trace_init(routing_trace *t, uint32_t n_layers, uint32_t n_experts, uint32_t
         return err_set(e, "trace: top_k %u outside 1..%d", top_k, MAX_TOP_K);
     if (n_experts < 1 || n_experts > 65536 || n_layers < 1 || n_layers > 65536)
         return err_set(e, "trace: %u layers of %u experts is outside 1..65536", n_layers, n_experts);
+    if ((uint64_t)n_layers * n_experts > TRACE_MAX_KEYS)
+        return err_set(e, "trace: %u layers of %u experts are more than %u (layer, expert) pairs",
+                       n_layers, n_experts, TRACE_MAX_KEYS);
     if (flags & ~KNOWN_FLAGS)
         return err_set(e, "trace: unknown flags 0x%x", flags & ~KNOWN_FLAGS);
     if ((flags & TRACE_FLAG_PREDICTED) && (depth < 1 || depth > TRACE_MAX_DEPTH))
@@ -112,9 +115,13 @@ int trace_append(routing_trace *t, uint32_t stream, uint32_t token, uint16_t lay
 {
     if (layer >= t->n_layers)
         return err_set(e, "trace: layer %u outside 0..%u", layer, t->n_layers - 1);
-    for (uint32_t i = 0; i < t->top_k; i++)
+    for (uint32_t i = 0; i < t->top_k; i++) {
         if (experts[i] >= t->n_experts)
             return err_set(e, "trace: expert %u outside 0..%u", experts[i], t->n_experts - 1);
+        for (uint32_t j = 0; j < i; j++)    /* a router picks an expert once */
+            if (experts[j] == experts[i])
+                return err_set(e, "trace: expert %u appears twice in one event", experts[i]);
+    }
     if (reserve(t, t->n + 1, e))
         return -1;
     t->stream[t->n] = stream;
@@ -391,8 +398,18 @@ int trace_read(routing_trace *t, const char *path, errbuf *e)
                 trace_set_tiers(t, t->n - 1, q, (uint32_t)get(q + t->top_k, 4), stall);
                 q += t->top_k + 8;
             }
-            for (uint32_t d = 0; d < t->depth; d++, q += 10)
-                trace_set_predicted(t, t->n - 1, d + 1, get(q, 8), (uint16_t)get(q + 8, 2));
+            for (uint32_t d = 0; d < t->depth; d++, q += 10) {
+                /* bits only for the event's experts, at most as many as were predicted */
+                uint64_t mask = get(q, 8), count = get(q + 8, 2);
+                if ((t->top_k < 64 && mask >> t->top_k) || count > t->n_experts ||
+                    (uint64_t)__builtin_popcountll(mask) > count) {
+                    err_set(e, "%s: event %" PRIu64 ": prediction %u (mask 0x%" PRIx64 ", %" PRIu64
+                            " predicted) does not fit %u experts of %u", path, first + i, d + 1,
+                            mask, count, t->top_k, t->n_experts);
+                    goto out;
+                }
+                trace_set_predicted(t, t->n - 1, d + 1, mask, (uint16_t)count);
+            }
         }
     }
     if (fgetc(f) != EOF) {
@@ -411,12 +428,34 @@ out:
 
 /* ---- CSV import ---- */
 
+/* A number of the CSV: digits only (strtoul alone would take blanks, + and -). */
+static int csv_number(const char *p, char **end, unsigned long max, unsigned long *out)
+{
+    if (*p < '0' || *p > '9')
+        return -1;
+    errno = 0;
+    *out = strtoul(p, end, 10);
+    return errno || *out > max ? -1 : 0;
+}
+
+/* The line without its end: "\n" or "\r\n" (a "\r" elsewhere is not CSV). */
+static int csv_chomp(char *line)
+{
+    size_t n = strlen(line);
+    if (n && line[n - 1] == '\n')
+        line[--n] = 0;
+    if (n && line[n - 1] == '\r')
+        line[--n] = 0;
+    return strchr(line, '\r') ? -1 : 0;
+}
+
 int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
 {
     memset(t, 0, sizeof *t);
     char line[4096];
     uint64_t lineno = 1;
-    if (!fgets(line, sizeof line, in) || strncmp(line, "prompt,token,layer,experts", 26))
+    if (!fgets(line, sizeof line, in) || csv_chomp(line) ||
+        strcmp(line, "prompt,token,layer,experts"))
         return err_set(e, "%s: line 1 must be the header prompt,token,layer,experts", name);
     /* ids are checked against the largest possible counts, then shrunk to the data;
      * top_k is the first row's count */
@@ -425,15 +464,19 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
         lineno++;
         if (!strchr(line, '\n') && !feof(in)) {
             trace_free(t);
-            return err_set(e, "%s: line %" PRIu64 " is longer than %zu bytes", name, lineno,
-                           sizeof line);
+            return err_set(e, "%s: line %" PRIu64 " is longer than %zu characters", name, lineno,
+                           sizeof line - 2);
         }
+        if (csv_chomp(line)) {
+            trace_free(t);
+            return err_set(e, "%s: line %" PRIu64 " has a carriage return inside it", name, lineno);
+        }
+        if (!line[0])
+            continue;       /* a blank line (at the end, say) */
         char *p = line, *end;
         unsigned long v[3];
         for (int c = 0; c < 3; c++) {
-            errno = 0;
-            v[c] = strtoul(p, &end, 10);
-            if (errno || end == p || *end != ',' || v[c] > (c == 2 ? 65535ul : 0xfffffffful)) {
+            if (csv_number(p, &end, c == 2 ? 65535ul : 0xfffffffful, &v[c]) || *end != ',') {
                 trace_free(t);
                 return err_set(e, "%s: line %" PRIu64 ": field %d (%s) must be a number", name,
                                lineno, c + 1, c == 0 ? "prompt" : c == 1 ? "token" : "layer");
@@ -445,11 +488,10 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
         for (;;) {
             while (*p == ' ')
                 p++;
-            if (*p == '\n' || *p == '\r' || !*p)
+            if (!*p)
                 break;
-            errno = 0;
-            unsigned long x = strtoul(p, &end, 10);
-            if (errno || end == p || x > 65535 || n >= MAX_TOP_K) {
+            unsigned long x;
+            if (csv_number(p, &end, 65535, &x) || (*end && *end != ' ') || n >= MAX_TOP_K) {
                 trace_free(t);
                 return err_set(e, "%s: line %" PRIu64 ": experts must be up to %d ids in 0..65535 "
                                "separated by spaces", name, lineno, MAX_TOP_K);
@@ -462,8 +504,10 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
             return err_set(e, "%s: line %" PRIu64 ": %u experts, expected %u like the first row",
                            name, lineno, n, k ? k : 1);
         }
-        if (!k && trace_init(t, 65536, 65536, n, 0, 0, e))
+        if (!k && trace_init(t, 1, 1, n, 0, 0, e))
             return err_prefix(e, "%s: ", name);
+        if (!k)     /* the widest a trace may be until the data says how wide it is */
+            t->n_layers = t->n_experts = 65536;
         k = n;
         if (trace_append(t, (uint32_t)v[0], (uint32_t)v[1], (uint16_t)v[2], ex, NULL, e)) {
             trace_free(t);
@@ -483,5 +527,11 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
     }
     t->n_layers = max_layer + 1;
     t->n_experts = max_expert + 1;
+    if ((uint64_t)t->n_layers * t->n_experts > TRACE_MAX_KEYS) {
+        err_set(e, "%s: the events span %u layers of %u experts, more than %u (layer, expert) "
+                "pairs", name, t->n_layers, t->n_experts, TRACE_MAX_KEYS);
+        trace_free(t);
+        return -1;
+    }
     return 0;
 }

@@ -27,6 +27,8 @@
 #define TRACE_FLAG_TIERS 2u
 #define TRACE_FLAG_PREDICTED 4u
 #define TRACE_MAX_DEPTH 8
+/* layers x experts at most (K2: 61 x 384 = 23,424), so keys fit an int */
+#define TRACE_MAX_KEYS (1u << 24)
 
 /* Where an event's expert was found. */
 typedef enum trace_origin {

@@ -20,8 +20,15 @@ tune_calibration tune_calibrate(const tune_sample *small, const tune_sample *lar
     else
         c.stall_per_miss_s = small->misses ? small->stall_s / (double)small->misses : 0;
     c.compute_s = t_hi - m_hi * c.stall_per_miss_s;
-    if (c.compute_s < 0)
-        c.compute_s = 0;
+    if (!(c.compute_s > 0)) {
+        /* the line reaches zero misses below zero time (noise in short runs,
+         * or a wait that grows faster than the misses): the measured waits
+         * stand in, the large run's time less its own wait as the compute */
+        c.stall_per_miss_s = small->misses ? small->stall_s / (double)small->misses : 0;
+        c.compute_s = t_hi - per_token(large->stall_s, large->tokens);
+        if (!(c.compute_s > 0))
+            c.compute_s = t_hi;
+    }
     return c;
 }
 
@@ -41,6 +48,8 @@ int tune_predict(const routing_trace *t, const char *policy, const tune_calibrat
     uint64_t tokens = tune_trace_tokens(t);
     if (!tokens)
         return err_set(e, "the trace has no events");
+    if (!(c->compute_s > 0))
+        return err_set(e, "the calibration runs measured no decode time");
     for (int i = 0; i < n; i++) {
         sim_result r;
         if (sim_replay(t, policy, pts[i].slots, 1, SIM_HITS_FIRST, 1, &r, e))

@@ -32,7 +32,9 @@ typedef struct tune_sample {
 } tune_sample;
 
 /* The line through a run at a small and one at a large DRAM tier. When they
- * missed about alike, the small run's measured wait per miss is the slope. */
+ * missed about alike, the small run's measured wait per miss is the slope;
+ * when the line would give no compute time at zero misses, the measured waits
+ * give both (the compute stays positive whenever the large run took time). */
 tune_calibration tune_calibrate(const tune_sample *small, const tune_sample *large);
 
 typedef struct tune_point {

@@ -4,7 +4,10 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/text/utf8.h"
 
 #define W 720
 #define H 420
@@ -24,18 +27,24 @@ static double py(double v, double max_v)
 }
 
 /* XML-escaped text (the title holds a path) */
-static void put_text(FILE *f, const char *s)
+/* Text as XML allows it: escaped markup, valid UTF-8 (U+FFFD for the rest),
+ * no control characters (a path may hold any byte) */
+static void put_text(FILE *f, const char *text)
 {
-    for (; *s; s++) {
+    char *clean = utf8_clean(text, strlen(text));
+    for (const char *s = clean ? clean : ""; *s; s++) {
         if (*s == '<')
             fputs("&lt;", f);
         else if (*s == '>')
             fputs("&gt;", f);
         else if (*s == '&')
             fputs("&amp;", f);
+        else if ((unsigned char)*s < 0x20)
+            fputc(' ', f);
         else
             fputc(*s, f);
     }
+    free(clean);
 }
 
 int tune_write_svg(const char *path, const char *title, const tune_point *pts, int n,

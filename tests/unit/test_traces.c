@@ -140,9 +140,11 @@ Test(traces, tiers_and_predictions_round_trip)
         for (int k = 0; k < 4; k++)
             org[k] = (uint8_t)(urand() * 4);
         trace_set_tiers(&t, t.n - 1, org, (uint32_t)(urand() * 4e9), (float)urand());
-        for (uint32_t d = 1; d <= 3; d++)
-            trace_set_predicted(&t, t.n - 1, d, (uint64_t)(urand() * 16),
-                                (uint16_t)(urand() * 20));
+        for (uint32_t d = 1; d <= 3; d++) {
+            uint64_t mask = (uint64_t)(urand() * 16);
+            int hit = __builtin_popcountll(mask);
+            trace_set_predicted(&t, t.n - 1, d, mask, (uint16_t)(hit + urand() * (20 - hit)));
+        }
     }
     char *dir = test_make_tmpdir("trace2");
     char path[4200];
@@ -154,6 +156,16 @@ Test(traces, tiers_and_predictions_round_trip)
               !memcmp(t.stall, u.stall, t.n * 4) && !memcmp(t.pred_mask, u.pred_mask, t.n * 3 * 8) &&
               !memcmp(t.pred_count, u.pred_count, t.n * 3 * 2), "fields differ after a round trip");
     trace_free(&u);
+    /* a prediction that names more of the event's experts than were predicted,
+     * or experts it does not have, is refused */
+    uint64_t masks[] = {0x7, 0x10}, counts[] = {2, 5};
+    for (int k = 0; k < 2; k++) {
+        trace_set_predicted(&t, 5, 2, masks[k], (uint16_t)counts[k]);
+        cr_assert_eq(trace_write(&t, path, &e), 0, "%s", e.msg);
+        cr_expect_neq(trace_read(&u, path, &e), 0, "mask %#llx of %llu accepted",
+                      (unsigned long long)masks[k], (unsigned long long)counts[k]);
+        cr_expect(strstr(e.msg, "event 5: prediction 2") != NULL, "%s", e.msg);
+    }
     trace_free(&t);
 
     /* a version-1 file: the header's version field set back, no new flags */
@@ -208,8 +220,20 @@ Test(traces, csv_import_and_errors)
     cr_expect(t.n == 3 && t.top_k == 3 && t.n_layers == 3 && t.n_experts == 57);
     cr_expect(t.experts[3] == 3 && t.experts[8] == 1 && t.token[2] == 1);
     trace_free(&t);
+    /* CRLF line ends and a blank last line are CSV too */
+    cr_assert_eq(import_text(&t, "prompt,token,layer,experts\r\n1,0,1,8 26\r\n\n", &e), 0, "%s",
+                 e.msg);
+    cr_expect(t.n == 1 && t.experts[1] == 26);
+    trace_free(&t);
     const char *bad[][2] = {
         {"prompt,token,layer\n", "line 1"},
+        {"prompt,token,layer,expertsGARBAGE\n1,0,1,8\n", "line 1"},
+        {"prompt,token,layer,experts\n1,0,1,8 8\n", "twice"},
+        {"prompt,token,layer,experts\n1,0,1,-3\n", "line 2"},
+        {"prompt,token,layer,experts\n1,+0,1,3\n", "token"},
+        {"prompt,token,layer,experts\n1,0,1,3\r2\n", "carriage return"},
+        {"prompt,token,layer,experts\n1,0,1,3x\n", "line 2"},
+        {"prompt,token,layer,experts\n0,0,0,0\n0,0,65535,65535\n", "pairs"},
         {"prompt,token,layer,experts\n1,0,1,8 26\n1,0,2,3\n", "line 3"},
         {"prompt,token,layer,experts\n1,x,1,8 26\n", "token"},
         {"prompt,token,layer,experts\n1,0,1,8 99999\n", "line 2"},
@@ -287,6 +311,12 @@ Test(traces, lru_replay_matches_an_independent_lru)
             cr_expect_eq(r.hits, reference_lru_hits(&t, c, o), "cache %d, order %d", c, o);
             cr_expect_eq(r.hits + r.misses, t.n * t.top_k);
         }
+    /* in order, steps of 4 tokens hold up to 16 experts a layer: a cache of 8
+     * is refused up front, one of 16 replays */
+    sim_result r;
+    cr_expect_neq(sim_replay(&t, "lru", 8, 0, SIM_IN_ORDER, 4, &r, &e), 0);
+    cr_expect(strstr(e.msg, "need a cache of 16") != NULL, "%s", e.msg);
+    cr_expect_eq(sim_replay(&t, "lru", 16, 0, SIM_IN_ORDER, 4, &r, &e), 0, "%s", e.msg);
     trace_free(&t);
 }
 

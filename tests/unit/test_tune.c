@@ -33,6 +33,13 @@ Test(tune, calibration_is_the_line_through_two_runs)
     same.stall_s = 0.04;
     c = tune_calibrate(&same, &large);
     cr_expect_float_eq(c.stall_per_miss_s, 0.0005, 1e-9, "per miss %g", c.stall_per_miss_s);
+    /* a line that reaches zero misses below zero time (0.4 s - 50 x 12 ms):
+     * the measured waits stand in, and a tier that misses nothing is fastest */
+    tune_sample noisy_small = {.tokens = 10, .decode_s = 10, .stall_s = 8, .misses = 1000};
+    tune_sample noisy_large = {.tokens = 10, .decode_s = 4, .stall_s = 3, .misses = 500};
+    c = tune_calibrate(&noisy_small, &noisy_large);
+    cr_expect_float_eq(c.stall_per_miss_s, 0.008, 1e-9, "per miss %g", c.stall_per_miss_s);
+    cr_expect_float_eq(c.compute_s, 0.1, 1e-9, "compute %g", c.compute_s);
 }
 
 /* a trace of `tokens` steps over 2 layers of 16 experts, top 2, in a rotating pattern */
