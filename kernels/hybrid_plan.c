@@ -34,19 +34,43 @@ static double move_cost(const hybrid_rates *r, const hybrid_job *j)
     return hybrid_cpu_seconds(r, j) / hybrid_copy_seconds(r, j);
 }
 
+/* The three sides of a batch being placed */
+typedef struct sides {
+    double copy, gpu, cpu;
+} sides;
+
+static double longest(const sides *s)
+{
+    return max2(max2(s->copy, s->gpu), s->cpu);
+}
+
+/* Moves miss i to the other side if that shortens the batch (by more than
+ * rounding); returns whether it did. */
+static int try_move(const hybrid_rates *r, const hybrid_job *j, unsigned char *place, sides *s)
+{
+    double to_cpu = *place == HYBRID_GPU ? 1 : -1;
+    sides t = {s->copy - to_cpu * hybrid_copy_seconds(r, j), s->gpu - to_cpu * hybrid_gpu_seconds(r, j),
+               s->cpu + to_cpu * hybrid_cpu_seconds(r, j)};
+    if (!(longest(&t) < longest(s) * (1 - 1e-12)))
+        return 0;
+    *place = to_cpu > 0 ? HYBRID_CPU : HYBRID_GPU;
+    *s = t;
+    return 1;
+}
+
 double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, unsigned char *place,
                          int *order)
 {
-    double copy = 0, gpu = 0, cpu = 0;
+    sides s = {0, 0, 0};
     int m = 0;
     for (int i = 0; i < n; i++) {
         place[i] = jobs[i].tokens ? HYBRID_GPU : HYBRID_SKIP;
         if (!jobs[i].tokens)
             continue;
-        gpu += hybrid_gpu_seconds(r, &jobs[i]);
+        s.gpu += hybrid_gpu_seconds(r, &jobs[i]);
         if (jobs[i].in_vram)
             continue;
-        copy += hybrid_copy_seconds(r, &jobs[i]);
+        s.copy += hybrid_copy_seconds(r, &jobs[i]);
         /* insertion sort by move cost; ties keep the batch's order */
         double c = move_cost(r, &jobs[i]);
         int k = m++;
@@ -56,18 +80,18 @@ double hybrid_plan_batch(const hybrid_rates *r, const hybrid_job *jobs, int n, u
         }
         order[k] = i;
     }
-    for (int k = 0; k < m; k++) {
-        const hybrid_job *j = &jobs[order[k]];
-        double c2 = copy - hybrid_copy_seconds(r, j), g2 = gpu - hybrid_gpu_seconds(r, j);
-        double p2 = cpu + hybrid_cpu_seconds(r, j);
-        if (max2(max2(c2, g2), p2) < max2(max2(copy, gpu), cpu)) {
-            place[order[k]] = HYBRID_CPU;
-            copy = c2;
-            gpu = g2;
-            cpu = p2;
-        }
+    for (int k = 0; k < m; k++)
+        try_move(r, &jobs[order[k]], &place[order[k]], &s);
+    /* a move taken early can be worth undoing once the CPU side has grown, and
+     * that can make another move pay: single moves either way, in the same
+     * order, until none shortens the batch (each does, by more than rounding,
+     * so this ends; a pass or two in practice) */
+    for (int pass = 0, moved = 1; moved && pass < m; pass++) {
+        moved = 0;
+        for (int k = 0; k < m; k++)
+            moved |= try_move(r, &jobs[order[k]], &place[order[k]], &s);
     }
-    double batch = max2(max2(copy, gpu), cpu), idle = batch - copy;
+    double batch = longest(&s), idle = batch - s.copy;
     /* while the copy engine would otherwise wait: the predicted experts in
      * their order, then the CPU's experts with the most tokens first */
     for (int i = 0; i < n; i++)

@@ -8,8 +8,9 @@
  * always runs on the GPU. A missed one costs bytes / copy rate to bring over
  * (registered or pageable source), or weights x (cpu_row + cpu_token x tokens)
  * seconds on the CPU. Starting from every miss on the GPU, misses move to the
- * CPU, the least CPU time per second of copy saved first, while each move
- * shortens the batch. Then the copy engine's idle time (the batch's length
+ * CPU, the least CPU time per second of copy saved first, when the move
+ * shortens the batch; then single moves either way while one still does, so
+ * no one move shortens the result. Then the copy engine's idle time (the batch's length
  * minus the copies it already does) goes to copying CPU-computed experts into
  * the cache too, first the experts predicted for the next layer (jobs of no
  * tokens, in the order given: best first), then CPU-computed experts
