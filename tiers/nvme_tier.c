@@ -163,9 +163,13 @@ static int send_unsent(nvme_tier *t)
     if (io_uring_sq_ready(&t->ring) == 0)
         return 0;
     const nvme_fault *f = &t->opt.fault;
+    int rc;
     if (f->refuse_every && ++t->submit_no % (uint64_t)f->refuse_every == 0)
-        return -EAGAIN;     /* injected: left in the ring, as a refusal leaves them */
-    int rc = io_uring_submit(&t->ring);
+        rc = -EAGAIN;       /* injected: left in the ring, as a refusal leaves them */
+    else
+        rc = io_uring_submit(&t->ring);
+    if (io_uring_sq_ready(&t->ring) > 0)
+        t->stats.refused++;
     return rc < 0 ? rc : 0;
 }
 

@@ -58,6 +58,7 @@ typedef struct nvme_read {
 
 typedef struct nvme_stats {
     uint64_t reads, bytes, retries, short_reads;
+    uint64_t refused;           /* io_uring submissions that left reads in the ring */
 } nvme_stats;
 
 typedef struct nvme_tier nvme_tier;

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "core/app/cli_common.h"
+#include "core/text/utf8.h"
 #include "prefetch/routing_trace.h"
 #include "testutil.h"
 
@@ -471,11 +472,20 @@ Test(cli, chat_goes_on_past_bytes_that_are_not_text)
     cr_assert_eq(run(&out, &err, "printf 'msg 14\\nnext\\ncaf\\351\\nlast\\n' | %s chat -m %s --no-think "
                      "--greedy -n 3", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "not valid UTF-8 at byte 3; it was not sent") != NULL, "%s", err);
+    /* the premise: the reply's raw bytes (as printed) are not text */
+    cr_assert_neq(utf8_validate((const uint8_t *)out, strlen(out)), strlen(out),
+                  "no reply had bytes that are not UTF-8, so nothing was repaired: %s", out);
     chat_turn_line t[3] = {{0}};
     cr_expect_eq(chat_turns(err, t, 3), 3, "msg 14, next and last must each get a reply: %s", err);
     free(out);
     free(err);
-    /* this reply has a reserved token: like serve, chat shows only the markers it parses */
+    /* this reply has a reserved token (run --chat --special shows it): like
+     * serve, chat shows only the markers it parses */
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p 'hello there' --greedy --repeat-penalty 2 "
+                     "-n 12 --special", bin(), tmp), 0, "%s", err);
+    cr_assert(strstr(out, "<|reserved_token_") != NULL, "the premise: %s", out);
+    free(out);
+    free(err);
     cr_assert_eq(run(&out, &err, "printf 'hello there\\n' | %s chat -m %s --greedy --repeat-penalty 2 "
                      "-n 12", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(out, "<|reserved_token_") == NULL, "%s", out);
@@ -724,15 +734,15 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
     free(d);
 }
 
-/* Without --chunk the CPU backend takes prefill steps of CLI_CPU_CHUNK tokens,
- * at most the context; --chunk is kept. */
+/* Without --chunk the CPU backend takes prefill steps of 1,024 tokens (the
+ * documented default), at most the context; --chunk is kept. */
 Test(cli, default_prefill_step_on_the_cpu)
 {
     char *dir = test_make_tmpdir("cli_chunk");
     test_synth_tiny(dir, "int4");
     const struct {
         int ctx, chunk, want;
-    } cases[] = {{4096, 0, CLI_CPU_CHUNK}, {300, 0, 300}, {4096, 100, 100}};
+    } cases[] = {{4096, 0, 1024}, {300, 0, 300}, {4096, 100, 100}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cli_model m;
         model_flags f = {.dir = dir, .ctx = cases[i].ctx, .chunk = cases[i].chunk, .quiet = 1,

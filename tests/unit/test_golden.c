@@ -161,6 +161,7 @@ static void force_path(const char *path)
     if (!kernel_path_supported(p))
         cr_skip_test("this CPU cannot run the %s kernels", path);
     setenv("MOETIER_KERNELS", path, 1);
+    cr_assert_eq(kernel_path_default(), p, "MOETIER_KERNELS=%s did not take", path);
 }
 
 #define PATH_TESTS(path)                                                                          \
@@ -180,6 +181,7 @@ static void force_avx512_without_tables(void)
 {
     force_path("avx512");
     setenv("MOETIER_FP8_TABLES", "0", 1);
+    cr_assert_not(kernel_fp8_lut_supported(), "MOETIER_FP8_TABLES=0 did not take");
 }
 
 Test(golden, fp8_prefill_avx512_without_tables)

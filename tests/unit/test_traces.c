@@ -371,11 +371,8 @@ Test(traces, generated_statistics_follow_their_parameters)
 Test(traces, real_trace_dev_half, .timeout = 300)
 {
     char *xz = test_data_path("routing-traces/dsv2lite-puffin-dev.csv.xz");
-    if (!test_path_exists(xz)) {
-        cr_log_info("skipped: %s is absent (../shared/testdata)", xz);
-        free(xz);
-        return;
-    }
+    if (!test_path_exists(xz))
+        cr_skip_test("%s is absent (set MOETIER_TESTDATA to ../shared/testdata)", xz);
     char cmd[4400];
     snprintf(cmd, sizeof cmd, "xz -dc '%s'", xz);
     FILE *p = popen(cmd, "r");

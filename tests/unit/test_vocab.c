@@ -406,7 +406,8 @@ Test(vocab, kimi_tokenizer)
     snprintf(path, sizeof path, "%s/vocab_checks.json", dir);
     size_t n;
     char *text = test_read_file(path, &n);
-    if (text) {
+    cr_assert_not_null(text, "%s is missing", path);
+    {
         cJSON *j = cJSON_ParseWithLength(text, n);
         free(text);
         cr_assert_not_null(j);
