@@ -227,13 +227,16 @@ int trace_check_writable(const char *path, errbuf *e)
         return err_set(e, "%s is a directory", path);
     char name[4200];
     write_name(path, name, sizeof name);
-    int fresh = strcmp(name, path) != 0;
-    FILE *f = fopen(name, fresh ? "wb" : "ab");
+    if (!strcmp(name, path)) {     /* a pipe or a device: opening it could wait for a reader */
+        if (access(path, W_OK) != 0)
+            return err_set(e, "%s: cannot write there: %s", path, strerror(errno));
+        return 0;
+    }
+    FILE *f = fopen(name, "wb");
     if (!f)
         return err_set(e, "%s: cannot write there: %s", path, strerror(errno));
     fclose(f);
-    if (fresh)
-        unlink(name);
+    unlink(name);
     return 0;
 }
 
