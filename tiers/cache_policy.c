@@ -1,6 +1,7 @@
 /* cache_policy: policies by name (see cache_policy.h). */
 #include "cache_policy.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,7 @@ int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys
         if (name[3] == ':') {   /* lfu:H, a half-life of H accesses */
             char *end;
             h = strtod(name + 4, &end);
-            if (end == name + 4 || *end || !(h > 0))
+            if (end == name + 4 || *end || !(h > 0) || !isfinite(h))
                 return -1;
         } else if (name[3]) {
             return -1;
@@ -28,4 +29,13 @@ int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys
         return cache_policy_lfu(p, n_slots, n_keys, h * (layers > 1 ? layers : 1));
     }
     return -1;
+}
+
+int cache_policy_name_ok(const char *name)
+{
+    cache_policy probe;
+    if (cache_policy_make(&probe, name, 1, 1, 1))
+        return 0;
+    probe.destroy(probe.st);
+    return 1;
 }

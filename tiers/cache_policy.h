@@ -38,6 +38,8 @@ int cache_policy_lfu(cache_policy *p, int n_slots, int n_keys, double half_life)
  * (one cache for all of a model's layers sees each layer's in turn, so the
  * same decay per token as a cache per layer). */
 int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys, int layers);
+/* Whether name is a policy cache_policy_make knows (for checking a flag). */
+int cache_policy_name_ok(const char *name);
 /* Tuned on the dev half of the real routing trace (docs/benchmarks.md): best at
  * 10, 25 and 50 % per-layer caches alike. */
 #define CACHE_LFU_HALF_LIFE 128.0

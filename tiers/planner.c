@@ -52,13 +52,11 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
     if (!strcmp(a, "--store")) {
         f->store_dir = v;
     } else if (!strcmp(a, "--policy")) {
-        cache_policy probe;
-        if (cache_policy_make(&probe, v, 1, 1, 1)) {
+        if (!cache_policy_name_ok(v)) {
             fprintf(stderr, "moetier: --policy expects lru, lru-plain, lfu or lfu:H, got '%s'\n",
                     v);
             return -1;
         }
-        probe.destroy(probe.st);
         f->policy = v;
     } else if (!strcmp(a, "--lookahead")) {
         char *end;
