@@ -208,16 +208,21 @@ static void encode_event(const routing_trace *t, uint64_t i, uint8_t *p)
         }
 }
 
-/* Where trace_write writes: a temporary name beside path, renamed at the end,
- * so a failure (a full disk) leaves a file already at path as it was; path
- * itself when it exists and is not a regular file (a pipe, /dev/stdout). */
+void trace_temp_name(const char *path, char *out, size_t n)
+{
+    snprintf(out, n, "%s.tmp%ld", path, (long)getpid());
+}
+
+/* Where trace_write writes: the temporary name, renamed at the end, so a
+ * failure (a full disk) leaves a file already at path as it was; path itself
+ * when it exists and is not a regular file (a pipe, /dev/stdout). */
 static void write_name(const char *path, char *out, size_t n)
 {
     struct stat sb;
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
         snprintf(out, n, "%s", path);
     else
-        snprintf(out, n, "%s.tmp%ld", path, (long)getpid());
+        trace_temp_name(path, out, n);
 }
 
 int trace_check_writable(const char *path, errbuf *e)

@@ -185,6 +185,7 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--top-p", "%s run -m %s --ids 1 %s", d, "--top-p 7");
     expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
+    expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:inf");
     expect_failure(1, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
                    "--cpu-tokens 3");
     expect_failure(2, "--trace applies", "%s inspect -m %s %s", d, "--trace x");
