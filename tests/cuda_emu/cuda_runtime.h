@@ -114,6 +114,10 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d);
 cudaError_t emu_device_malloc(void **p, size_t n);
 void emu_device_free(void *p);
 size_t emu_device_used(int device);
+/* the most device memory held since the start or the last reset; C names, for
+ * the unit tests (test_gpu.c) */
+extern "C" size_t moetier_emu_device_peak(int device);
+extern "C" void moetier_emu_device_peak_reset(int device);
 int emu_device_of(const void *p);
 inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {

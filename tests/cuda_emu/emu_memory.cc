@@ -2,9 +2,10 @@
  * of the device current at the allocation. cudaMemGetInfo then reports what is
  * taken, an allocation beyond the device fails as it does on a GPU (host
  * memory would overcommit), and tests can check that an operation gave back
- * what it took. Each allocation remembers its device, for the launch check
- * (emu_device.cc). Freeing a pointer that cudaMalloc did not return aborts: on
- * a device it is an error that cleanup code rarely checks. */
+ * what it took, and the most a run held against its plan. Each allocation
+ * remembers its device, for the launch check (emu_device.cc). Freeing a
+ * pointer that cudaMalloc did not return aborts: on a device it is an error
+ * that cleanup code rarely checks. */
 #include <map>
 #include <mutex>
 
@@ -17,7 +18,7 @@ struct allocation {
 
 static std::mutex mu;
 static std::map<const char *, allocation> allocations;   /* by address, for lookups inside */
-static size_t used[EMU_MAX_DEVICES];
+static size_t used[EMU_MAX_DEVICES], peak[EMU_MAX_DEVICES];
 
 cudaError_t emu_device_malloc(void **p, size_t n)
 {
@@ -31,6 +32,8 @@ cudaError_t emu_device_malloc(void **p, size_t n)
         return cudaErrorMemoryAllocation;
     allocations[(const char *)*p] = allocation{n, d};
     used[d] += n;
+    if (used[d] > peak[d])
+        peak[d] = used[d];
     return cudaSuccess;
 }
 
@@ -54,6 +57,18 @@ size_t emu_device_used(int device)
 {
     std::lock_guard<std::mutex> lock(mu);
     return used[device];
+}
+
+extern "C" size_t moetier_emu_device_peak(int device)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    return peak[device];
+}
+
+extern "C" void moetier_emu_device_peak_reset(int device)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    peak[device] = used[device];
 }
 
 int emu_device_of(const void *p)

@@ -1545,6 +1545,90 @@ Test(gpu, prefill_logits_do_not_depend_on_the_step, .timeout = 300)
     free(dir);
 }
 
+/* The most device memory held since a reset: the CUDA emulation counts it (a
+ * device does not say its peak). Weak, so that builds without the emulation
+ * link; the test that needs them skips there. */
+size_t moetier_emu_device_peak(int device) __attribute__((weak));
+void moetier_emu_device_peak_reset(int device) __attribute__((weak));
+
+/* The most device memory a run on the emulated GPU holds, from its backend's
+ * weights and expert cache to its end (the rates measured before they arrive
+ * left out): a prompt that fills the context but two positions in steps of `chunk`, then
+ * two decode steps. *g: the plan of the run. */
+static uint64_t run_device_peak(const char *dir, int ctx, int chunk, int slots, gpu_plan *g)
+{
+    model_flags f = {.dir = dir, .ctx = ctx, .chunk = chunk, .quiet = 1, .backend = "cuda"};
+    errbuf e;
+    model_weights mw;
+    cr_assert_eq(model_weights_open(&mw, dir, &e), 0, "%s", e.msg);
+    tier_plan tp;
+    store st;
+    tier_flags none = {0};
+    cr_assert_eq(tier_plan_make(&tp, &mw, &none, &st, &e), 0, "%s", e.msg);
+    f.tiers = (tier_flags){.vram_gb = 8, .vram_gb_set = 1};
+    cr_assert_eq(cli_gpu_plan(&mw, &tp, &f, 0, g, &e), 0, "%s", e.msg);
+    f.tiers.vram_gb = (double)(g->dense_bytes + g->kv_bytes + g->act_bytes +
+                               (uint64_t)slots * g->slot_bytes + g->slot_bytes / 2) / 1e9;
+    cr_assert_eq(cli_gpu_plan(&mw, &tp, &f, 0, g, &e), 0, "%s", e.msg);
+    model_weights_close(&mw);
+    cr_assert_eq(g->slots, slots, "the plan holds %d experts, not %d", g->slots, slots);
+    moetier_emu_device_peak_reset(0);
+    size_t before = moetier_emu_device_peak(0);
+    cli_model m;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+    /* the rates' measurement, on the empty device, is not the run's */
+    moetier_emu_device_peak_reset(0);
+    int V = m.mw.cfg.vocab_size, *ids = malloc((size_t)ctx * sizeof *ids);
+    for (int i = 0; i < ctx; i++)
+        ids[i] = (i * 41 + 9) % V;
+    float *out = calloc((size_t)V, sizeof *out);
+    cr_assert_eq(engine_forward(&m.en, ids, ctx - 2, out, 0, &e), 0, "%s", e.msg);
+    for (int t = ctx - 2; t < ctx; t++)
+        cr_assert_eq(engine_forward(&m.en, ids + t, 1, out, 0, &e), 0, "%s", e.msg);
+    cli_model_close(&m);
+    free(out);
+    free(ids);
+    return moetier_emu_device_peak(0) - before;
+}
+
+/* The plan is what a run holds: whatever --vram-gb leaves for the expert cache
+ * and the prefill step, a run holds no more device memory than the budget,
+ * and each of the plan's parts that grows (with the step, the context, the
+ * cache's slots) grows at least as much as the run. A plan that leaves out a
+ * buffer fails here, where on a device it would stop a run midway. */
+Test(gpu, a_run_holds_no_more_device_memory_than_its_plan, .timeout = 300)
+{
+    test_require_gpu();
+    if (!moetier_emu_device_peak)
+        cr_skip_test("the peak of device memory is counted by the CUDA emulation only "
+                     "(make test-gpu-emu)");
+    char *dir = test_make_tmpdir("gpu_peak");
+    synth_small(dir);
+    gpu_plan a, b, c, d;
+    uint64_t pa = run_device_peak(dir, 512, 256, 0, &a);
+    uint64_t pb = run_device_peak(dir, 512, 512, 0, &b);
+    uint64_t pc = run_device_peak(dir, 1024, 256, 0, &c);
+    uint64_t pd = run_device_peak(dir, 512, 256, a.n_experts, &d);
+    gpu_plan *g[] = {&a, &b, &c, &d};
+    uint64_t held[] = {pa, pb, pc, pd};
+    for (int i = 0; i < 4; i++) {
+        cr_log_info("run %d: held %.3f MB of a %.3f MB plan", i, held[i] / 1e6, g[i]->budget / 1e6);
+        cr_expect_leq(held[i], g[i]->budget, "run %d held %llu bytes, its plan allows %llu", i,
+                      (unsigned long long)held[i], (unsigned long long)g[i]->budget);
+    }
+    /* what grows with the step and with the cache's slots (the context's
+     * scratch beside the KV cache is capped, and counted whole) */
+    cr_expect_leq(pb - pa, b.act_bytes - a.act_bytes, "steps of 512 hold %llu bytes more than "
+                  "steps of 256; the plan counts %llu", (unsigned long long)(pb - pa),
+                  (unsigned long long)(b.act_bytes - a.act_bytes));
+    cr_expect_leq(pd - pa, (uint64_t)d.slots * d.slot_bytes, "%d cached experts hold %llu bytes; "
+                  "the plan counts %llu", d.slots, (unsigned long long)(pd - pa),
+                  (unsigned long long)d.slots * d.slot_bytes);
+    cr_expect_gt(pb, pa, "the premise: longer steps hold more");
+    test_remove_tree(dir);
+    free(dir);
+}
+
 /* A prompt and one decode step of a model opened with f, run on a thread of
  * its own; the logits of both steps. */
 struct threaded_run {

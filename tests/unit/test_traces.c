@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "prefetch/cache_sim.h"
+#include "reference_lru.h"
 #include "testutil.h"
 
 static uint64_t rng_state;
@@ -245,72 +246,21 @@ Test(traces, csv_import_and_errors)
     }
 }
 
-/* A plain LRU over pinned events, written independently of expert_cache; an
- * event takes its experts in ascending id, with those cached at its start
- * pinned from the start in the tier's order (SIM_HITS_FIRST), and releases
- * them in ascending id (the engine's order). */
-static uint64_t reference_lru_hits(const routing_trace *t, int cache, sim_order order)
-{
-    uint64_t hits = 0, clock = 0;
-    uint64_t *stamp = calloc((size_t)t->n_layers * t->n_experts, sizeof *stamp); /* 0: absent */
-    int *count = calloc(t->n_layers, sizeof *count);
-    for (uint64_t i = 0; i < t->n; i++) {
-        size_t base = (size_t)t->layer[i] * t->n_experts;
-        uint16_t x[64];
-        memcpy(x, t->experts + i * t->top_k, t->top_k * sizeof *x);
-        for (uint32_t a = 0; a < t->top_k; a++)
-            for (uint32_t b = a + 1; b < t->top_k; b++)
-                if (x[b] < x[a]) {
-                    uint16_t tmp = x[a];
-                    x[a] = x[b];
-                    x[b] = tmp;
-                }
-        int was[64];      /* cached when the event starts: taken first in the tier's order */
-        for (uint32_t j = 0; j < t->top_k; j++)
-            was[j] = order == SIM_HITS_FIRST && stamp[base + x[j]] != 0;
-        for (uint32_t j = 0; j < t->top_k; j++) {
-            uint64_t *s = &stamp[base + x[j]];
-            if (*s) {
-                hits++;
-            } else if (count[t->layer[i]] < cache) {
-                count[t->layer[i]]++;
-            } else {   /* evict the oldest not used by this event */
-                size_t victim = 0;
-                uint64_t oldest = UINT64_MAX;
-                for (size_t q = 0; q < t->n_experts; q++) {
-                    int pinned = 0;
-                    for (uint32_t a = 0; a < t->top_k; a++)
-                        pinned |= x[a] == q && (a < j || was[a]);
-                    if (stamp[base + q] && !pinned && stamp[base + q] < oldest) {
-                        oldest = stamp[base + q];
-                        victim = q;
-                    }
-                }
-                stamp[base + victim] = 0;
-            }
-            *s = UINT64_MAX;    /* pinned while the event lasts: newest */
-        }
-        clock++;
-        for (uint32_t j = 0; j < t->top_k; j++)
-            stamp[base + x[j]] = clock * 64 + j + 1;
-    }
-    free(stamp);
-    free(count);
-    return hits;
-}
-
 Test(traces, lru_replay_matches_an_independent_lru)
 {
     routing_trace t;
     errbuf e;
     generate(&t, 3, 32, 4, 4, 300, 0.8, 0.25, 0, 11);
-    for (int c = 4; c <= 32; c += 7)
-        for (sim_order o = SIM_HITS_FIRST; o <= SIM_IN_ORDER; o++) {
-            sim_result r;
-            cr_assert_eq(sim_replay(&t, "lru", c, 0, o, 1, &r, &e), 0, "%s", e.msg);
-            cr_expect_eq(r.hits, reference_lru_hits(&t, c, o), "cache %d, order %d", c, o);
-            cr_expect_eq(r.hits + r.misses, t.n * t.top_k);
-        }
+    for (int shared = 0; shared < 2; shared++)
+        for (int c = 4; c <= 32; c += 7)
+            for (sim_order o = SIM_HITS_FIRST; o <= SIM_IN_ORDER; o++) {
+                int cache = c * (shared ? 3 : 1);   /* one tier for the 3 layers */
+                sim_result r;
+                cr_assert_eq(sim_replay(&t, "lru", cache, shared, o, 1, &r, &e), 0, "%s", e.msg);
+                cr_expect_eq(r.hits, reference_lru_hits(&t, cache, shared, o),
+                             "cache %d%s, order %d", cache, shared ? " shared" : "", o);
+                cr_expect_eq(r.hits + r.misses, t.n * t.top_k);
+            }
     /* in order, steps of 4 tokens hold up to 16 experts a layer: a cache of 8
      * is refused up front, one of 16 replays */
     sim_result r;
