@@ -424,9 +424,12 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         goto fail;
     if (fp_store != fp_model) {
         err_set(e, "expert store %s was built from another checkpoint (fingerprint %016" PRIx64
-                ", %s has %016" PRIx64 "); rebuild it with moetier convert -m %s -o %s", dir,
-                fp_store, mw->ckpt.dir, fp_model, mw->ckpt.dir, dir);
-        goto fail;
+                ", %s has %016" PRIx64 "); rebuild it with moetier convert -m %s -o %s --force",
+                dir, fp_store, mw->ckpt.dir, fp_model, mw->ckpt.dir, dir);
+        cJSON_Delete(j);
+        free(text);
+        store_close(s);
+        return STORE_OTHER_CHECKPOINT;
     }
     s->fingerprint = fp_store;
     if (store_layout_for_model(mw, &s->layout, e) ||

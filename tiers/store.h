@@ -71,7 +71,10 @@ int store_file_path(const char *dir, int file, char *buf, size_t n);
 
 /* Opens a complete store and checks it against the model it will serve:
  * fingerprint, layout, every file present and long enough. An incomplete,
- * stale or damaged store is refused with a reason naming what is wrong. */
+ * stale or damaged store is refused with a reason naming what is wrong;
+ * one built from another checkpoint with STORE_OTHER_CHECKPOINT (convert
+ * replaces it only when told to). */
+#define STORE_OTHER_CHECKPOINT (-2)
 int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e);
 void store_close(store *s);
 static inline const store_blob *store_blob_at(const store *s, int layer, int expert)

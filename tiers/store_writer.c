@@ -234,8 +234,10 @@ static int blobs_on_disk(const writer *w, int done)
         store_file_path(w->o->out_dir, f, path, sizeof path);
         struct stat sb;
         uint64_t whole = stat(path, &sb) == 0 ? (uint64_t)sb.st_size / w->L.slot_bytes : 0;
-        uint64_t first = (uint64_t)f * w->per_file;
-        if (first + whole < (uint64_t)done)
+        uint64_t first = (uint64_t)f * w->per_file, listed = (uint64_t)done - first;
+        if (listed > w->per_file)
+            listed = w->per_file;     /* the file is full; later ones hold the rest */
+        if (whole < listed)
             return (int)(first + whole);
     }
     return done;
@@ -287,13 +289,25 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
     snprintf(ipath, sizeof ipath, "%s/%s", o->out_dir, STORE_INDEX_JSON);
     struct stat sb;
     if (stat(ipath, &sb) == 0) {
-        if (!o->force && store_open(&existing, o->out_dir, mw, &why) == 0) {
-            store_close(&existing);
+        int found = o->force ? -1 : store_open(&existing, o->out_dir, mw, &why);
+        if (found == 0) {
             if (o->log)
                 fprintf(o->log, "moetier: %s is already a complete expert store of this checkpoint "
                         "(--check verifies it, --force rebuilds it)\n", o->out_dir);
+            if (o->log && o->max_file_bytes && existing.blobs_per_file != w.per_file)
+                fprintf(o->log, "moetier: its files hold %llu experts each, not the %llu of "
+                        "--file-gb; --force rebuilds it with those\n",
+                        (unsigned long long)existing.blobs_per_file,
+                        (unsigned long long)w.per_file);
+            store_close(&existing);
             return 0;
         }
+        /* another checkpoint's store may be all a user has of it (a mistyped
+         * -m): it goes only when asked; a damaged one of this checkpoint is
+         * rebuilt */
+        if (found == STORE_OTHER_CHECKPOINT)
+            return err_set(e, "%s holds the expert store of another checkpoint: give another -o, or "
+                           "--force to replace it (%s)", o->out_dir, why.msg);
         if (o->log)
             fprintf(o->log, "moetier: rebuilding the store in %s: %s\n", o->out_dir,
                     o->force ? "--force" : why.msg);
@@ -351,7 +365,8 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
         goto out;
     close(w.jfd);
     w.jfd = -1;
-    unlink(w.jpath);
+    unlink(w.jpath);    /* after the index's rename is durable (file_write_atomic) */
+    file_sync_parent_dir(w.jpath);
     if (o->log)
         fprintf(o->log, "moetier: expert store %s complete: %d experts, %.2f GB in %d file%s\n",
                 o->out_dir, w.n, (double)w.n * (double)w.L.slot_bytes / 1e9, w.n_files,

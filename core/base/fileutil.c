@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +90,21 @@ int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
         unlink(tmp);
         return err_set(e, "%s: cannot rename into place: %s", path, strerror(er));
     }
+    file_sync_parent_dir(path);
     return 0;
+}
+
+void file_sync_parent_dir(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(copy);
 }
 
 int dir_ensure(const char *path, errbuf *e)

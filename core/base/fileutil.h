@@ -15,6 +15,9 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
  * errors call it. */
 int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e);
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e);
+/* fsync of the directory holding path, so that a rename or unlink in it is
+ * durable; best effort (some file systems refuse it). */
+void file_sync_parent_dir(const char *path);
 int dir_ensure(const char *path, errbuf *e);
 /* Raises the soft limit on open files (up to the hard one) so that n more
  * descriptors fit beside a reserve for the rest of the process; best effort:

@@ -6,11 +6,12 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "core/base/fileutil.h"
 
 #define ST_WRITER_BUF (1u << 20)
 
@@ -283,20 +284,6 @@ static void writer_release(st_writer *w)
     w->fd = -1;
 }
 
-/* fsync of the directory holding path, so the rename itself is durable. */
-static void sync_parent_dir(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(copy);
-}
-
 int st_writer_close(st_writer *w, errbuf *e)
 {
     int rc = 0;
@@ -320,7 +307,7 @@ int st_writer_close(st_writer *w, errbuf *e)
             rc = err_set(e, "%s: cannot rename into place: %s", w->path, strerror(errno));
     }
     if (rc == 0) {
-        sync_parent_dir(w->path);
+        file_sync_parent_dir(w->path);
         free(w->tmp_path);      /* renamed: nothing left to remove */
         w->tmp_path = NULL;
         writer_release(w);

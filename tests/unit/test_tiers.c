@@ -29,6 +29,22 @@
 #define T_PROMPT 10
 #define T_STEPS 4
 
+/* A conversion's return, its log in *log (malloc'd) and its error in *e. */
+static int convert_logged(const char *model, const char *out, uint64_t max_file, int force,
+                          char **log, errbuf *e)
+{
+    model_weights mw;
+    cr_assert_eq(model_weights_open(&mw, model, e), 0, "%s", e->msg);
+    size_t n;
+    FILE *lf = open_memstream(log, &n);
+    cr_assert_not_null(lf);
+    convert_options o = {.out_dir = out, .max_file_bytes = max_file, .force = force, .log = lf};
+    int rc = store_convert(&mw, &o, e);
+    fclose(lf);
+    model_weights_close(&mw);
+    return rc;
+}
+
 static void convert_store(const char *model, const char *out, uint64_t max_file, long stop_after)
 {
     model_weights mw;
@@ -1063,6 +1079,25 @@ Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
     fixture g = f;
     g.model = other;
     expect_error(&g, &tf, "another checkpoint", NULL);
+    /* converting the other checkpoint there keeps the store unless told
+     * (a mistyped -m used to wipe it before writing anything) */
+    char *log = NULL;
+    cr_expect_neq(convert_logged(other, f.store, 0, 0, &log, &e), 0, "the store was replaced");
+    cr_expect(strstr(e.msg, "another checkpoint") && strstr(e.msg, "--force"), "%s", e.msg);
+    free(log);
+    store st;
+    model_weights mw;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_expect_eq(store_open(&st, f.store, &mw, &e), 0, "the refused conversion damaged the store: %s",
+                 e.msg);
+    store_close(&st);
+    model_weights_close(&mw);
+    cr_assert_eq(convert_logged(other, f.store, 0, 1, &log, &e), 0, "--force: %s", e.msg);
+    free(log);
+    cr_assert_eq(model_weights_open(&mw, other, &e), 0, "%s", e.msg);
+    cr_expect_eq(store_open(&st, f.store, &mw, &e), 0, "--force did not rebuild it: %s", e.msg);
+    store_close(&st);
+    model_weights_close(&mw);
     free_fixture(&f);
 }
 
@@ -1101,7 +1136,15 @@ Test(tiers, interrupted_conversion_resumes_to_identical_bytes, .timeout = 120)
     cr_assert(j);
     fwrite("garbage-record-garbage-record-garbage-record-xx", 1, 48, j);
     fclose(j);
-    convert_store(f.model, part, max_file, 0);
+    /* it goes on from the 37th, past the whole first file (a whole file
+     * before the last journalled one used to count as cut, so all but the
+     * first file were written again) */
+    char *log = NULL;
+    errbuf e;
+    cr_assert_eq(convert_logged(f.model, part, max_file, 0, &log, &e), 0, "%s", e.msg);
+    cr_expect(strstr(log, "37 of 96 experts already written") && !strstr(log, "cut or deleted"),
+              "%s", log);
+    free(log);
     char full[4300];
     snprintf(full, sizeof full, "%s/full", f.tmp);
     convert_store(f.model, full, max_file, 0);
