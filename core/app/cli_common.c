@@ -374,10 +374,9 @@ static int hybrid_rates_from_env(hybrid_rates *r, int *set, errbuf *e)
     return 0;
 }
 
-/* --backend (or $MOETIER_BACKEND): cuda fails without a usable GPU, auto then
- * says so in one line and computes on the CPU. A GPU budget that cannot work
- * is an error either way. */
-static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e)
+/* The backend --backend or $MOETIER_BACKEND names; -1 for an unknown name, or
+ * for a flag only a GPU backend takes given with the CPU one. */
+static int backend_choice_checked(const model_flags *f, errbuf *e)
 {
     const char *name = f->backend ? f->backend : getenv("MOETIER_BACKEND");
     int choice = name && *name ? backend_choice_parse(name) : BACKEND_CPU;
@@ -389,6 +388,26 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         return err_set(e, "--device is for the GPU backend (add --backend cuda or auto)");
     if (choice == BACKEND_CPU && f->cpu_tokens_set)
         return err_set(e, "--cpu-tokens is for the GPU backend (add --backend cuda or auto)");
+    return choice;
+}
+
+int model_flags_check(const model_flags *f, const char *cmd)
+{
+    errbuf e;
+    if (backend_choice_checked(f, &e) >= 0)
+        return 0;
+    fprintf(stderr, "moetier %s: %s\n", cmd, e.msg);
+    return 2;
+}
+
+/* --backend (or $MOETIER_BACKEND): cuda fails without a usable GPU, auto then
+ * says so in one line and computes on the CPU. A GPU budget that cannot work
+ * is an error either way. */
+static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e)
+{
+    int choice = backend_choice_checked(f, e);
+    if (choice < 0)
+        return -1;
     if (choice != BACKEND_CPU) {
         gpu_options go = {.device = f->device};
         uint64_t free_b, total;

@@ -75,6 +75,10 @@ void model_flags_usage(FILE *f);
 /* If argv[*i] is one of the model flags, consumes it (and its value) and
  * returns 1; returns -1 on a bad value, 0 when not a model flag. */
 int model_flags_parse(model_flags *f, int argc, char **argv, int *i);
+/* Once parsed: flags that cannot go together (the GPU backend's with the CPU
+ * one, an unknown $MOETIER_BACKEND) said on stderr as `moetier CMD: ...`
+ * before anything loads; 2 then (the exit status), else 0. */
+int model_flags_check(const model_flags *f, const char *cmd);
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e);
 /* The prompt is in: with --stats on the GPU backend, close then prints the
  * decode steps' time against their bound (kernels/decode_bound.h). */

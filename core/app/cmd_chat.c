@@ -333,6 +333,8 @@ int cmd_chat(int argc, char **argv)
         fprintf(stderr, "moetier chat: -m DIR is required\n");
         return 2;
     }
+    if (model_flags_check(&mf, "chat"))
+        return 2;
     errbuf e;
     if (sampler_check(&sp, &e)) {
         cli_fail(&e);

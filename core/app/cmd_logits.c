@@ -52,6 +52,8 @@ int cmd_logits(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (model_flags_check(&mf, "logits"))
+        return 2;
     int *ids, T;
     if (cli_parse_ids(ids_s, &ids, &T))
         return 2;

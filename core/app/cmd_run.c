@@ -145,6 +145,8 @@ int cmd_run(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (model_flags_check(&mf, "run"))
+        return 2;
     errbuf e;
     if (sampler_check(&sp, &e)) {
         cli_fail(&e);

@@ -105,6 +105,8 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "moetier serve: -m DIR is required\n");
         return 2;
     }
+    if (model_flags_check(&mf, "serve"))
+        return 2;
     if (so.model_name && (!so.model_name[0] || strlen(so.model_name) > 255)) {
         /* clients must send it back exactly: a cut name would never match */
         fprintf(stderr, "moetier serve: --model-name must be 1 to 255 bytes long\n");

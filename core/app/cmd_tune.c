@@ -271,6 +271,8 @@ int cmd_tune(int argc, char **argv)
             return 2;
         }
     }
+    if (model_flags_check(&mf, "tune"))
+        return 2;
     /* --trace FILE is a model flag (record); tune reads it instead */
     if (mf.trace) {
         trace_in = mf.trace;
