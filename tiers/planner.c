@@ -13,7 +13,8 @@
 
 const char *const tier_flags_usage =
     "  --store DIR          expert store (default: DIR/" DEFAULT_STORE_NAME " when present)\n"
-    "  --dram-gb X          GB of RAM for routed experts (default: what the machine has free)\n"
+    "  --dram-gb X          GB of RAM for routed experts (default: 85% of the available\n"
+    "                       memory less the dense weights, at most the whole store)\n"
     "  --io MODE            store reads: auto, uring or pread (default auto)\n"
     "  --numa MODE          DRAM tier placement: auto, split, interleave or local\n"
     "                       (default auto: split with several nodes)\n"
@@ -133,6 +134,7 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
         p->moe_layers += config_is_moe_layer(c, l);
     p->n_experts = p->moe_layers * c->n_routed_experts;
     p->top_k = c->n_experts_per_tok;
+    snprintf(p->policy, sizeof p->policy, "%s", f->policy ? f->policy : "lru");
     meminfo(&p->mem_total, &p->mem_available);
     if (f->store_dir) {
         snprintf(p->store_dir, sizeof p->store_dir, "%s", f->store_dir);
@@ -209,10 +211,12 @@ void tier_plan_print(const tier_plan *p, FILE *out)
     snprintf(holds, sizeof holds, "%d experts (%s)", p->n_experts, p->store_dir);
     fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "NVMe", holds,
             (double)p->n_experts * p->slot_bytes / 1e9, (1 - hit) * per_tok / 1e9);
+    char caches[96];
+    snprintf(caches, sizeof caches, "the DRAM tier caches experts in front of the store (%s)",
+             p->policy);
     fprintf(out, "  %s; per-token figures assume uniform routing (real routing is skewed, so the "
             "DRAM tier does better)\n", p->dram_slots == p->n_experts ?
-            "every expert fits in DRAM: all are loaded at start" :
-            "the DRAM tier caches experts in front of the store (LRU)");
+            "every expert fits in DRAM: all are loaded at start" : caches);
     if (p->mem_total)
         fprintf(out, "  machine memory %.2f GB, available %.2f GB\n", p->mem_total / 1e9,
                 p->mem_available / 1e9);

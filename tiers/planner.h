@@ -43,6 +43,7 @@ typedef struct tier_plan {
     int n_experts;              /* routed experts of the model */
     int moe_layers, top_k;
     int dram_slots;
+    char policy[32];            /* the DRAM tier's eviction (--policy), for the printout */
     uint64_t mem_total, mem_available;
 } tier_plan;
 

@@ -51,6 +51,7 @@ int cmd_serve(int argc, char **argv)
     serve_options so;
     serve_options_default(&so);
     so.api_key = getenv("MOETIER_API_KEY");
+    int key_from_env = so.api_key != NULL;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
@@ -73,6 +74,7 @@ int cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--api-key")) {
             if (!(so.api_key = cli_value(argc, argv, &i)))
                 return 2;
+            key_from_env = 0;
         } else if (!strcmp(a, "--model-name")) {
             if (!(so.model_name = cli_value(argc, argv, &i)))
                 return 2;
@@ -113,7 +115,8 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (so.api_key && !so.api_key[0]) {
-        fprintf(stderr, "moetier serve: --api-key must not be empty\n");
+        fprintf(stderr, "moetier serve: %s must not be empty\n",
+                key_from_env ? "MOETIER_API_KEY" : "--api-key");
         return 2;
     }
     char name[256];
