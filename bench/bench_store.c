@@ -103,7 +103,7 @@ static double run_fio(const char *path, uint64_t slot, double seconds, char *why
     snprintf(cmd, sizeof cmd,
              "fio --name=store --filename='%s' --ioengine=io_uring --direct=1 --rw=randread "
              "--bs=%llu --iodepth=%d --runtime=%d --time_based --output-format=json 2>&1",
-             path, (unsigned long long)slot, BATCH, (int)(seconds + 0.5));
+             path, (unsigned long long)slot, BATCH, seconds < 1 ? 1 : (int)(seconds + 0.5));
     FILE *p = popen(cmd, "r");
     if (!p) {
         snprintf(why, n, "cannot run fio");
@@ -177,6 +177,7 @@ int main(int argc, char **argv)
     o.verify = 1;
     double gbps_v = -1;
     if (nvme_tier_open(&t, &s, &o, &e) == 0) {
+        nvme_tier_register(t, buf, BATCH * slot, slot);     /* as the first pass: only verify differs */
         gbps_v = run_layers(t, blobs, n, buf, slot, seconds, &layers_v);
         nvme_tier_close(t);
     }
@@ -191,11 +192,21 @@ int main(int argc, char **argv)
     cJSON_AddNumberToObject(j, "layers", layers);
     cJSON_AddStringToObject(j, "io", uring ? "io_uring" : "pread");
     cJSON_AddBoolToObject(j, "direct", direct);
-    cJSON_AddNumberToObject(j, "gbps", gbps);
-    cJSON_AddNumberToObject(j, "gbps_verified", gbps_v);
+    /* a rate that could not be measured is null, not a number */
+    if (gbps > 0)
+        cJSON_AddNumberToObject(j, "gbps", gbps);
+    else
+        cJSON_AddNullToObject(j, "gbps");
+    if (gbps_v > 0)
+        cJSON_AddNumberToObject(j, "gbps_verified", gbps_v);
+    else
+        cJSON_AddNullToObject(j, "gbps_verified");
     if (fio > 0) {
         cJSON_AddNumberToObject(j, "fio_gbps", fio);
-        cJSON_AddNumberToObject(j, "ratio", gbps / fio);
+        if (gbps > 0)
+            cJSON_AddNumberToObject(j, "ratio", gbps / fio);
+        else
+            cJSON_AddNullToObject(j, "ratio");
     } else {
         cJSON_AddNullToObject(j, "fio_gbps");
         cJSON_AddNullToObject(j, "ratio");

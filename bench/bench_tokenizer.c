@@ -33,8 +33,17 @@ int main(int argc, char **argv)
     }
     size_t cap = 9u << 20, n = 0;
     char *corpus = malloc(cap);
+    if (!corpus) {
+        fprintf(stderr, "bench_tokenizer: out of memory\n");
+        return 2;
+    }
     while (n < (8u << 20)) {
+        size_t before = n;
         char *copy = strdup(cases), *save = NULL;
+        if (!copy) {
+            fprintf(stderr, "bench_tokenizer: out of memory\n");
+            return 2;
+        }
         for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
             cJSON *c = cJSON_Parse(line);
             const cJSON *t = cJSON_GetObjectItem(c, "text");
@@ -46,6 +55,11 @@ int main(int argc, char **argv)
             cJSON_Delete(c);
         }
         free(copy);
+        if (n == before) {   /* another pass would add nothing either */
+            fprintf(stderr, "bench_tokenizer: encode_cases.jsonl holds no \"text\" to encode "
+                    "(give the kimi-tokenizer folder as argument)\n");
+            return 2;
+        }
     }
     tokenizer tok;
     if (tokenizer_load(&tok, dir, &e)) {

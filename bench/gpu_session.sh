@@ -86,6 +86,11 @@ if want decode; then
     [[ -f $slice.done ]] ||
         { step synth-slice 300 "$bin" synth --preset k2-slice --layers 2 --format int4 \
               -o "$slice" --force && touch "$slice.done"; }
+    # the store lives beside the slice, named only by the runs that want it: a
+    # second call on a warm machine must not find it under the slice and put
+    # the "no store" runs on a DRAM tier
+    store=$slice-store
+    rm -rf "$slice/moetier-store"
     ids=$(seq -s, 1 64)
     run_slice() { step "$1" 120 "$bin" run -m "$slice" --ids "$ids" -n 33 --greedy --ignore-eos --stats "${@:2}"; }
     run_slice decode-cpu
@@ -96,9 +101,9 @@ if want decode; then
     # with the GPU (asynchronous copies), then one of about half the experts
     # (evicts, reads from NVMe; a layer's reserved experts still go in one batch)
     run_slice decode-gpu-vram-10-nocpu --backend cuda --vram-gb 10 --cpu-tokens 0
-    step convert-slice 300 "$bin" convert -m "$slice"     # resumes, or nothing to do
-    run_slice decode-gpu-vram-10-dram --backend cuda --vram-gb 10 --dram-gb 100
-    run_slice decode-gpu-vram-10-dram-4 --backend cuda --vram-gb 10 --dram-gb 4
+    step convert-slice 300 "$bin" convert -m "$slice" -o "$store"   # resumes, or nothing to do
+    run_slice decode-gpu-vram-10-dram --backend cuda --vram-gb 10 --store "$store" --dram-gb 100
+    run_slice decode-gpu-vram-10-dram-4 --backend cuda --vram-gb 10 --store "$store" --dram-gb 4
     # prefill of 2,048 tokens in steps of 256, 1,024 and 2,048 (the plan's
     # default on an 80 GB card): how much larger steps save (each step copies or
     # computes on the CPU about every expert once); each budget is the slice's

@@ -287,7 +287,8 @@ static int parse_format(const char *name, weight_format *f)
 }
 
 static void report(const kernel_bench_options *o, const char *fmt, int threads, int tokens,
-                   int experts, double gbps, double gflops, double bw, double peak, double secs)
+                   int experts, int set_experts, double set_bytes, double gbps, double gflops,
+                   double bw, double peak, double secs)
 {
     const char *kernels = o->twin ? "twin" : "cpu";
     if (!o->json) {
@@ -312,6 +313,8 @@ static void report(const kernel_bench_options *o, const char *fmt, int threads, 
     cJSON_AddNumberToObject(j, "peak_gflops", peak);
     cJSON_AddNumberToObject(j, "peak_ratio", peak > 0 ? gflops / peak : 0.0);
     cJSON_AddNumberToObject(j, "seconds", secs);
+    cJSON_AddNumberToObject(j, "set_experts", set_experts);
+    cJSON_AddNumberToObject(j, "set_gb", set_bytes / 1e9);
     char *s = cJSON_PrintUnformatted(j);
     fprintf(o->out, "%s\n", s);
     fflush(o->out);
@@ -338,6 +341,11 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
     int n = (int)(o->set_gb * 1e9 / (double)per);
     if (n < K2_TOPK * 2)
         n = K2_TOPK * 2;
+    if (!o->json) {
+        fprintf(o->out, "  %s: %d distinct experts of %.1f MB (%.2f GB)\n", fname, n, per / 1e6,
+                (double)n * (double)per / 1e9);
+        fflush(o->out);
+    }
     bench_expert *ex = calloc((size_t)n, sizeof *ex);
     if (!ex)
         return err_set(e, "out of memory");
@@ -374,7 +382,7 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
         rc = err_set(e, "out of memory");
     if (!rc)
         for (int i = 0; i < maxT * K2_HIDDEN; i++)
-            s.x[i] = (float)((i * 7919) % 2001 - 1000) / 1000.0f;
+            s.x[i] = (float)((int)((int64_t)i * 7919 % 2001) - 1000) / 1000.0f;
     unsigned seed = 1;
     for (int ti = 0; ti < o->n_tokens && !rc; ti++) {
         int T = o->tokens[ti];
@@ -390,8 +398,17 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
             read_s += read_pass(pool, o->path, read_buf);
             double t0 = now_seconds(), dt;
             do {
-                for (int k = 0; k < per_step; k++)
-                    pick[k] = &ex[rand_r(&seed) % (unsigned)n];
+                /* a layer's experts are distinct, as the router picks them:
+                 * a repeat would be read from cache and overstate the rate */
+                for (int k = 0; k < per_step; k++) {
+                    int repeat;
+                    do {
+                        pick[k] = &ex[rand_r(&seed) % (unsigned)n];
+                        repeat = 0;
+                        for (int j = 0; j < k; j++)
+                            repeat |= pick[j] == pick[k];
+                    } while (repeat);
+                }
                 experts_ffn(&s, pick, per_step, T);
                 steps++;
                 dt = now_seconds() - t0;
@@ -401,7 +418,8 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
         double bw = BENCH_SLICES * (double)READ_BUF_BYTES / read_s / 1e9;
         double bytes = (double)steps * per_step * (double)per;
         double flops = (double)steps * per_step * T * 2.0 * 3.0 * K2_MOE_INTER * K2_HIDDEN;
-        report(o, fname, threads, T, per_step, bytes / el / 1e9, flops / el / 1e9, bw, peak, el);
+        report(o, fname, threads, T, per_step, n, (double)n * (double)per, bytes / el / 1e9,
+               flops / el / 1e9, bw, peak, el);
     }
     free(s.x);
     free(s.y);

@@ -1,6 +1,7 @@
 /* planner: tier flags, budget checks and the placement table (see planner.h). */
 #include "planner.h"
 
+#include "core/base/meminfo.h"
 #include "core/engine/engine.h"
 #include "kernels/gpu_layout.h"
 #include "tiers/cache_policy.h"
@@ -104,26 +105,6 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
     return 1;
 }
 
-/* $MOETIER_MEMINFO (a file in /proc/meminfo's format) stands in for this
- * machine's memory: for the tests of budgets larger than the machine */
-static void meminfo(uint64_t *total, uint64_t *avail)
-{
-    *total = *avail = 0;
-    const char *path = getenv("MOETIER_MEMINFO");
-    FILE *f = fopen(path && *path ? path : "/proc/meminfo", "r");
-    if (!f)
-        return;
-    char line[256];
-    unsigned long long kb;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
-            *total = kb * 1024ull;
-        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-            *avail = kb * 1024ull;
-    }
-    fclose(f);
-}
-
 int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e)
 {
     const model_config *c = &mw->cfg;
@@ -135,7 +116,7 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
     p->n_experts = p->moe_layers * c->n_routed_experts;
     p->top_k = c->n_experts_per_tok;
     snprintf(p->policy, sizeof p->policy, "%s", f->policy ? f->policy : "lru");
-    meminfo(&p->mem_total, &p->mem_available);
+    meminfo_read(&p->mem_total, &p->mem_available);
     if (f->store_dir) {
         snprintf(p->store_dir, sizeof p->store_dir, "%s", f->store_dir);
     } else {

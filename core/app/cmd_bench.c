@@ -11,6 +11,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "core/base/meminfo.h"
 #include "cpu_kernels/kernel_bench.h"
 #include "kernels/gpu_bench.h"
 #include "kernels/gpu_probe.h"
@@ -127,8 +128,8 @@ static int positive_value(int argc, char **argv, int *i, float *out)
     const char *flag = argv[*i], *v = cli_value(argc, argv, i);
     if (!v || cli_float(flag, v, out))
         return -1;
-    if (!(*out > 0)) {
-        fprintf(stderr, "moetier: %s must be positive\n", flag);
+    if (!(*out > 0 && *out <= 1e6)) {
+        fprintf(stderr, "moetier: %s must be positive (at most 1e6)\n", flag);
         return -1;
     }
     return 0;
@@ -573,6 +574,14 @@ int cmd_bench(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    /* the experts are filled in memory: a set past it would end in the OOM killer */
+    uint64_t mem_total, mem_avail;
+    meminfo_read(&mem_total, &mem_avail);
+    if (mem_avail && o.set_gb * 1e9 > 0.9 * (double)mem_avail) {
+        fprintf(stderr, "moetier bench kernels: --set-gb %g is more than this machine's %.1f GB of "
+                "available memory allows (90%%)\n", o.set_gb, mem_avail / 1e9);
+        return 2;
     }
     errbuf e;
     return kernel_bench_run(&o, &e) ? cli_fail(&e) : 0;

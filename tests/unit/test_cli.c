@@ -186,7 +186,7 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
     expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:inf");
-    expect_failure(1, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
+    expect_failure(2, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
                    "--cpu-tokens 3");
     expect_failure(2, "--trace applies", "%s inspect -m %s %s", d, "--trace x");
     expect_failure(2, "--budgets", "%s tune -m %s %s", d, "--budgets ''");
@@ -636,13 +636,16 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
 Test(cli, bench_kernels_json_lines, .timeout = 120)
 {
     char *out, *err;
-    cr_assert_eq(run(&out, &err, "%s bench kernels --json --formats bf16,int4 -t 1 --tokens 1,8 "
+    /* 40 tokens: activations past the 271,182nd, whose index times 7919 once
+     * overflowed an int (UBSan) */
+    cr_assert_eq(run(&out, &err, "%s bench kernels --json --formats bf16,int4 -t 1 --tokens 1,40 "
                      "--seconds 0.05 --set-gb 0.05", bin()), 0, "%s", err);
     int lines = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
         const char *keys[] = {"\"kernels\":\"cpu\"", "\"format\":", "\"threads\":1",
                               "\"tokens\":", "\"gbps\":",
-                              "\"gflops\":", "\"read_bw_gbps\":", "\"ratio\":", "\"peak_gflops\":"};
+                              "\"gflops\":", "\"read_bw_gbps\":", "\"ratio\":", "\"peak_gflops\":",
+                              "\"set_experts\":16", "\"set_gb\":"};
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
             cr_expect(strstr(line, keys[k]) != NULL, "line '%s' lacks %s", line, keys[k]);
         double gbps = 0, bw = 0, ratio = 0;
@@ -666,6 +669,21 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
     free(out);
     free(err);
     expect_failure(2, "--kernels", "%s %s kernels --kernels %s", "bench", "avx9");
+    /* a set of experts past the machine's memory is refused, not left to the
+     * OOM killer (a machine of 1 GB available) */
+    char *tmp = test_make_tmpdir("cli-meminfo"), mem[4200];
+    snprintf(mem, sizeof mem, "%s/meminfo", tmp);
+    FILE *mf = fopen(mem, "w");
+    cr_assert_not_null(mf);
+    fputs("MemTotal:        2097152 kB\nMemAvailable:    1048576 kB\n", mf);
+    fclose(mf);
+    cr_assert_eq(run(&out, &err, "MOETIER_MEMINFO=%s %s bench kernels --set-gb 1", mem, bin()), 2,
+                 "%s", err);
+    cr_expect(strstr(err, "--set-gb 1 is more than this machine's 1.1 GB"), "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
 }
 
 /* --trace records each token's routing: the expert sets of the golden prompt. */
