@@ -141,6 +141,14 @@ struct gpu_state {
     struct expert_views *views;
     gpu_lin *lists;             /* 3 per job */
     int batch_cap;
+    /* scatter_add's plan: per destination row, the call (stamp) that last
+     * named it and its place in that call's list; the plan itself */
+    uint32_t *row_stamp;
+    int *row_slot;
+    size_t rows_n;
+    uint32_t stamp;
+    int *plan;
+    size_t plan_n;
 };
 
 /* The backend's state, its device made the calling thread's current one: the
@@ -412,15 +420,26 @@ __global__ void k_gather(const float *src, const int *idx, int n, int dim, float
             dst[(size_t)i * (size_t)dim + (size_t)j] = src[(size_t)idx[i] * (size_t)dim + (size_t)j];
 }
 
-/* one thread per column, the rows in the caller's order (as the CPU adds them) */
-__global__ void k_scatter_add(float *dst, const int *idx, const float *w, int n, int dim,
+/* y[d] += w[i] x[i] over the rows i that go to destination d, in increasing i
+ * (the caller's order, as the CPU adds them), from scatter_plan's plan: one
+ * thread per column of a destination, so the destinations go in parallel and
+ * each element's adds keep their order. A destination several rows name (the
+ * tokens a group of experts shares) gets the bits of adding them one by one;
+ * fmaf, so that no compiler's contraction choice changes them. */
+__global__ void k_scatter_add(float *dst, const int *plan, int m, const float *w, int dim,
                               const float *src)
 {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= dim)
         return;
-    for (int i = 0; i < n; i++)
-        dst[(size_t)idx[i] * (size_t)dim + (size_t)j] += w[i] * src[(size_t)i * (size_t)dim + (size_t)j];
+    const int *start = plan + m, *list = start + m + 1;
+    for (int d = blockIdx.y; d < m; d += gridDim.y) {
+        float *y = dst + (size_t)plan[d] * (size_t)dim + (size_t)j;
+        float acc = *y;
+        for (int k = start[d]; k < start[d + 1]; k++)
+            acc = fmaf(w[list[k]], src[(size_t)list[k] * (size_t)dim + (size_t)j], acc);
+        *y = acc;
+    }
 }
 
 static unsigned blocks_for(size_t n, unsigned per)
@@ -1095,15 +1114,77 @@ static void g_gather(backend *b, const float *src, const int *idx, int n, int di
     GPU_LAUNCHED("gather");
 }
 
+static void *grow_or_abort(void *p, size_t bytes)
+{
+    void *q = realloc(p, bytes);
+    if (!q) {
+        fprintf(stderr, "moetier: out of memory for %zu bytes of host buffers\n", bytes);
+        abort();    /* mid-forward, as host_buffer */
+    }
+    return q;
+}
+
+/* The plan k_scatter_add follows for rows idx[0..n): the m distinct
+ * destinations in the order first named, where each one's rows start in the
+ * list (m + 1), then the list, each destination's rows in increasing order.
+ * Its length is 2 m + 1 + n. Stamps mark the rows this call named, so that no
+ * call clears a table as long as the largest destination. */
+static const int *scatter_plan(gpu_state *st, const int *idx, int n, int *m_out, size_t *len)
+{
+    size_t rows = 0;
+    for (int i = 0; i < n; i++)
+        rows = (size_t)idx[i] + 1 > rows ? (size_t)idx[i] + 1 : rows;
+    if (rows > st->rows_n) {
+        st->row_stamp = (uint32_t *)grow_or_abort(st->row_stamp, rows * sizeof *st->row_stamp);
+        st->row_slot = (int *)grow_or_abort(st->row_slot, rows * sizeof *st->row_slot);
+        memset(st->row_stamp + st->rows_n, 0, (rows - st->rows_n) * sizeof *st->row_stamp);
+        st->rows_n = rows;
+    }
+    if (++st->stamp == 0) {     /* wrapped: old stamps could match */
+        memset(st->row_stamp, 0, st->rows_n * sizeof *st->row_stamp);
+        st->stamp = 1;
+    }
+    if (4 * (size_t)n + 1 > st->plan_n) {
+        st->plan_n = 4 * (size_t)n + 1;
+        st->plan = (int *)grow_or_abort(st->plan, st->plan_n * sizeof *st->plan);
+    }
+    int *out = st->plan, *count = st->plan + 3 * (size_t)n + 1, m = 0;
+    for (int i = 0; i < n; i++) {
+        int r = idx[i];
+        if (st->row_stamp[r] != st->stamp) {
+            st->row_stamp[r] = st->stamp;
+            st->row_slot[r] = m;
+            out[m] = r;
+            count[m++] = 0;
+        }
+        count[st->row_slot[r]]++;
+    }
+    int *start = out + m, *list = start + m + 1;
+    start[0] = 0;
+    for (int d = 0; d < m; d++) {
+        start[d + 1] = start[d] + count[d];
+        count[d] = start[d];    /* now where its next row goes */
+    }
+    for (int i = 0; i < n; i++)
+        list[count[st->row_slot[idx[i]]]++] = i;
+    *m_out = m;
+    *len = 2 * (size_t)m + 1 + (size_t)n;
+    return out;
+}
+
 static void g_scatter_add(backend *b, float *dst, const int *idx, const float *w, int n, int dim,
                           const float *src)
 {
     if (n <= 0 || dim <= 0)
         return;
     gpu_state *st = state(b);
-    const int *di = upload(st, SCR_INDEX, idx, (size_t)n);
+    int m;
+    size_t len;
+    const int *plan = scatter_plan(st, idx, n, &m, &len);
+    const int *dp = upload(st, SCR_INDEX, plan, len);
     const float *dw = upload(st, SCR_WEIGHTS, w, (size_t)n);
-    GPU_LAUNCH(k_scatter_add, blocks_for((size_t)dim, 256), 256, 0, 0)(dst, di, dw, n, dim, src);
+    dim3 grid(blocks_for((size_t)dim, 256), (unsigned)(m < GPU_GRID_Y ? m : GPU_GRID_Y));
+    GPU_LAUNCH(k_scatter_add, grid, 256, 0, 0)(dst, dp, m, dw, dim, src);
     GPU_LAUNCHED("scatter_add");
 }
 
@@ -1195,6 +1276,9 @@ static void free_state(gpu_state *st)
     free(st->res);
     free(st->host_logits);
     free(st->host_route);
+    free(st->row_stamp);
+    free(st->row_slot);
+    free(st->plan);
     free(st);
 }
 

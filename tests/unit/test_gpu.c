@@ -1242,6 +1242,58 @@ Test(gpu, gather_past_the_grid_limit, .timeout = 120)
     free(idx);
 }
 
+/* scatter_add_rows adds each destination's rows in the caller's order, with
+ * the bits of fmaf one row after another: rows naming a destination several
+ * times (a group of experts sharing tokens, here about 3 rows per destination
+ * and 260 columns, past one block), the same rows in calls of one row, and
+ * more destinations than a grid dimension holds (a step of 8,192 tokens x
+ * top-8). Destinations go in parallel; the adds to one element must not. */
+Test(gpu, scatter_add_keeps_each_rows_order_and_bits, .timeout = 120)
+{
+    open_gpu();
+    const struct { int rows, n, dim; } cases[] = {{300, 900, 260},
+                                                  {GPU_GRID_Y + 1000, GPU_GRID_Y + 1000, 2}};
+    for (size_t c = 0; c < 2; c++) {
+        int rows = cases[c].rows, n = cases[c].n, dim = cases[c].dim;
+        int *idx = malloc((size_t)n * sizeof *idx);
+        float *w = random_floats((size_t)n);
+        for (int i = 0; i < n; i++)     /* the second shape: every destination once, shuffled */
+            idx[i] = c == 0 ? (int)(random_u32() % (uint32_t)rows) : (int)((i * 7919L) % rows);
+        size_t N = (size_t)rows * dim, M = (size_t)n * dim;
+        float *acc = random_floats(N), *src = random_floats(M), *want = malloc(N * sizeof *want);
+        memcpy(want, acc, N * sizeof *want);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < dim; j++)
+                want[(size_t)idx[i] * dim + j] = fmaf(w[i], src[(size_t)i * dim + j],
+                                                      want[(size_t)idx[i] * dim + j]);
+        float *dacc = to_dev(acc, N), *dsrc = to_dev(src, M);
+        gpu.ops->scatter_add_rows(&gpu, dacc, idx, w, n, dim, dsrc);
+        float *got = from_dev(dacc, N);
+        for (size_t k = 0; k < N; k++)
+            cr_assert(memcmp(&got[k], &want[k], 4) == 0, "shape %zu, row %zu column %zu: %.9g, in "
+                      "order one by one %.9g", c, k / dim, k % dim, got[k], want[k]);
+        free(got);
+        if (c == 0) {       /* one row a call: the same bits */
+            float *dacc1 = to_dev(acc, N);
+            for (int i = 0; i < n; i++)
+                gpu.ops->scatter_add_rows(&gpu, dacc1, idx + i, w + i, 1, dim,
+                                          dsrc + (size_t)i * dim);
+            got = from_dev(dacc1, N);
+            cr_assert_eq(memcmp(got, want, N * 4), 0, "row by row differs from all at once");
+            free(got);
+            gpu.ops->release(&gpu, dacc1);
+        }
+        gpu.ops->release(&gpu, dacc);
+        gpu.ops->release(&gpu, dsrc);
+        free(idx);
+        free(w);
+        free(acc);
+        free(src);
+        free(want);
+    }
+    close_gpu();
+}
+
 Test(gpu, route_picks_what_the_reference_picks)
 {
     open_gpu();
