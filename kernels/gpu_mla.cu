@@ -17,6 +17,9 @@
 
 #define ATT 256             /* threads, and positions per tile and per chunk */
 #define OL_PER_THREAD (GPU_MLA_MAX_LORA / ATT)
+/* columns of the keys a tile stages in shared memory at a time (rows padded by
+ * one, so that the threads reading their rows hit distinct banks) */
+#define KEY_COLS 16
 
 /* tokens per block of k_mla_absorb_q: each weight of W_k[h] read once for them */
 #define ABSORB_TOKENS 8
@@ -86,7 +89,11 @@ __device__ __forceinline__ float *mla_part(const gpu_mla_args &a, int t, int h, 
 /* One block per token and group of HG heads (and per chunk, with a.part):
  * every cached latent and rope key is read once for the group's heads (the
  * absorbed form's queries all look at the same cache), OLP latent columns per
- * thread. */
+ * thread. A thread scores one position, but the tile's keys come through
+ * shared memory KEY_COLS columns at a time, loaded by the block a few rows'
+ * consecutive columns per warp: a thread reading its own row straight from
+ * the cache made every warp's load touch 32 rows 2.3 KB apart. The sums run
+ * over the columns in the same order either way. */
 template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
 {
     GPU_DYNAMIC_SMEM(float, sm);
@@ -99,6 +106,7 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
     end = end < n ? end : n;
     size_t row = (size_t)(C + R);
     float *sqa = sm, *sqr = sqa + HG * C, *sp = sqr + HG * R, *red = sp + HG * ATT;
+    float *skey = red + HG * 32;    /* ATT rows of KEY_COLS + 1 */
     for (int g = 0; g < HG; g++) {      /* a group's missing heads: zero queries */
         size_t th = (size_t)t * (size_t)a.H + (size_t)(h0 + g);
         for (int i = tid; i < C; i += ATT)
@@ -122,24 +130,36 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
 #pragma unroll
         for (int g = 0; g < HG; g++)
             sc[g] = -INFINITY;
+        float d1[HG], d2[HG];
+#pragma unroll
+        for (int g = 0; g < HG; g++)
+            d1[g] = d2[g] = 0.0f;
+        int ns = end - s0 < ATT ? end - s0 : ATT;
+        for (int c0 = 0; c0 < C + R; c0 += KEY_COLS) {
+            int w = C + R - c0 < KEY_COLS ? C + R - c0 : KEY_COLS;
+            __syncthreads();    /* the last columns' readers are done */
+            for (int e = tid; e < ns * KEY_COLS; e += ATT) {
+                int r = e / KEY_COLS, c = e % KEY_COLS;
+                if (c < w)
+                    skey[r * (KEY_COLS + 1) + c] = a.kv_cache[(size_t)(s0 + r) * row + (size_t)(c0 + c)];
+            }
+            __syncthreads();
+            if (s < end)
+                for (int c = 0; c < w; c++) {
+                    float k = skey[tid * (KEY_COLS + 1) + c];
+                    int col = c0 + c;
+                    if (col < C) {
+#pragma unroll
+                        for (int g = 0; g < HG; g++)
+                            d1[g] = fmaf(sqa[g * C + col], k, d1[g]);
+                    } else {
+#pragma unroll
+                        for (int g = 0; g < HG; g++)
+                            d2[g] = fmaf(sqr[g * R + col - C], k, d2[g]);
+                    }
+                }
+        }
         if (s < end) {
-            const float *kv = a.kv_cache + (size_t)s * row;
-            float d1[HG], d2[HG];
-#pragma unroll
-            for (int g = 0; g < HG; g++)
-                d1[g] = d2[g] = 0.0f;
-            for (int c = 0; c < C; c++) {
-                float k = kv[c];
-#pragma unroll
-                for (int g = 0; g < HG; g++)
-                    d1[g] = fmaf(sqa[g * C + c], k, d1[g]);
-            }
-            for (int c = 0; c < R; c++) {
-                float k = kv[C + c];
-#pragma unroll
-                for (int g = 0; g < HG; g++)
-                    d2[g] = fmaf(sqr[g * R + c], k, d2[g]);
-            }
 #pragma unroll
             for (int g = 0; g < HG; g++)
                 sc[g] = __fmul_rn(d1[g] + d2[g], a.scale);     /* never fused into the - m below */
@@ -166,7 +186,6 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
                 pp[1] = l[g];
             }
         }
-        int ns = end - s0 < ATT ? end - s0 : ATT;
 #pragma unroll
         for (int j = 0; j < OLP; j++) {
             int c = tid + j * ATT;
@@ -478,7 +497,8 @@ void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStrea
 
 static size_t attend_smem(int heads, const gpu_mla_args *a)
 {
-    return (size_t)heads * (size_t)(a->kv_lora + a->rope + ATT + 32) * sizeof(float);
+    return ((size_t)heads * (size_t)(a->kv_lora + a->rope + ATT + 32) +
+            (size_t)ATT * (KEY_COLS + 1)) * sizeof(float);
 }
 
 /* within the 48 KB of shared memory a block may take without opting in */
