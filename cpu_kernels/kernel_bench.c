@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "core/base/meminfo.h"
 #include "core/base/progress.h"
 #include "core/model/dtype.h"
 #include "ffn_cpu.h"
@@ -341,6 +342,15 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
     int n = (int)(o->set_gb * 1e9 / (double)per);
     if (n < K2_TOPK * 2)
         n = K2_TOPK * 2;
+    uint64_t mem_total, mem_avail;
+    meminfo_read(&mem_total, &mem_avail);
+    if (mem_avail && (double)n * (double)per > 0.9 * (double)mem_avail) {
+        for (int k = 0; k < 3; k++)
+            free(pm[k]);
+        return err_set(e, "%s: %d experts of %.1f MB (at least %d, two layers' worth) take %.2f GB, "
+                       "more than 90%% of the %.1f GB of available memory", fname, n, per / 1e6,
+                       K2_TOPK * 2, (double)n * (double)per / 1e9, mem_avail / 1e9);
+    }
     if (!o->json) {
         fprintf(o->out, "  %s: %d distinct experts of %.1f MB (%.2f GB)\n", fname, n, per / 1e6,
                 (double)n * (double)per / 1e9);

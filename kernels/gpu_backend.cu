@@ -1026,9 +1026,9 @@ static void g_ffn_batch(backend *b, const ffn_job *jobs, int n)
 static void g_mla(backend *b, const mla_args *m)
 {
     gpu_state *st = state(b);
-    if (m->kv_lora > GPU_MLA_MAX_LORA) {
-        fprintf(stderr, "moetier: the GPU attention handles kv_lora_rank up to %d (this model: %d)\n",
-                GPU_MLA_MAX_LORA, m->kv_lora);
+    char why[256];
+    if (!gpu_attention_fits(m->kv_lora, m->rope, why, sizeof why)) {
+        fprintf(stderr, "moetier: %s\n", why);    /* the backend's open refuses such models */
         abort();
     }
     gpu_mla_args a;
@@ -1305,7 +1305,7 @@ static int open_resident_pool(gpu_state *st, const gpu_options *o, const char *d
 {
     if (!o->resident_bytes)
         return 0;
-    uint64_t n = gpu_align(o->resident_bytes + o->resident_bytes / 256 + (1u << 20));
+    uint64_t n = gpu_pool_bytes(o->resident_bytes);
     if (cudaMalloc((void **)&st->res_pool, n) != cudaSuccess) {
         cudaGetLastError();
         st->res_pool = NULL;

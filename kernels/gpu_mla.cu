@@ -495,6 +495,9 @@ void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStrea
  * K2 at one token takes 131 KB per chunk of 256 positions, so up to 250 K
  * positions */
 
+static_assert((GPU_MLA_MAX_LATENT_ROW + ATT + 32 + ATT * (KEY_COLS + 1)) * sizeof(float) <= 48 * 1024,
+              "one head's attention block at the widest cache row gpu_layout.h allows");
+
 static size_t attend_smem(int heads, const gpu_mla_args *a)
 {
     return ((size_t)heads * (size_t)(a->kv_lora + a->rope + ATT + 32) +

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include "gpu_layout.h"
 #include "gpu_weight.cuh"
 
 /* Kernel launches and dynamic shared memory go through these two macros so the
@@ -80,8 +81,6 @@ int gpu_mla_expanded_fits(const gpu_mla_args *a);
 size_t gpu_mla_expanded_block(const gpu_mla_args *a);
 void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStream_t s);
 
-/* the largest kv_lora gpu_mla handles (its per-thread latent accumulators) */
-#define GPU_MLA_MAX_LORA 2048
 
 /* max (or sum) of each of v[0..N) over the block, every thread gets them; red:
  * N x 32 floats of shared memory. Every thread calls it; the block is whole warps. */

@@ -208,10 +208,6 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
-/* what the resident pool's slack (a 256th of the dense bytes, gpu_backend.cu),
- * the allocator's rounding of the scratch buffers and small buffers take */
-#define GPU_MARGIN_BYTES (256ull << 20)
-
 uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes)
 {
     uint64_t C = (uint64_t)chunk, h = (uint64_t)c->hidden_size, H = (uint64_t)c->n_heads;

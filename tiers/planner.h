@@ -62,6 +62,11 @@ typedef struct gpu_plan {
     int chunk;                  /* prompt tokens per prefill step the plan holds */
 } gpu_plan;
 
+/* what the resident pool's slack (gpu_pool_bytes: a 256th of the dense bytes
+ * and 1 MB), the allocator's rounding of the scratch buffers and small buffers
+ * take */
+#define GPU_MARGIN_BYTES (256ull << 20)
+
 /* Device memory besides the weights and the KV cache for prefill chunks of
  * `chunk` tokens: activations, the backend's scratch and a margin. */
 uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes);

@@ -411,17 +411,24 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         err_set(e, "%s: field 'format' must be \"moetier-expert-store\"", path);
         goto fail;
     }
+    /* the source first: another checkpoint's store is that whatever its
+     * version, and convert must not take it for a stale one of this checkpoint */
+    uint64_t fp_store, fp_model;
+    errbuf fp_err;
+    int have_fp = json_hex(j, "source_fingerprint", path, &fp_store, &fp_err) == 0;
+    if (store_fingerprint(mw, &fp_model, e))
+        goto fail;
     if (json_u64(j, "version", path, &version, e))
         goto fail;
-    if (version != STORE_VERSION) {
+    if (version != STORE_VERSION && !(have_fp && fp_store != fp_model)) {
         err_set(e, "%s: store version %" PRIu64 ", this moetier reads version %d; rebuild it with "
                 "moetier convert", path, version, STORE_VERSION);
         goto fail;
     }
-    uint64_t fp_store, fp_model;
-    if (json_hex(j, "source_fingerprint", path, &fp_store, e) ||
-        store_fingerprint(mw, &fp_model, e))
+    if (!have_fp) {
+        err_set(e, "%s", fp_err.msg);
         goto fail;
+    }
     if (fp_store != fp_model) {
         err_set(e, "expert store %s was built from another checkpoint (fingerprint %016" PRIx64
                 ", %s has %016" PRIx64 "); rebuild it with moetier convert -m %s -o %s --force",

@@ -423,6 +423,12 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         /* a device number this machine lacks is a mistake, not a reason to fall back */
         if (!usable && f->device_set && gpu_probe(devices, sizeof devices) > 0)
             return err_prefix(e, "--device %d: ", f->device);
+        char why[256];
+        if (usable && !gpu_attention_fits(m->mw.cfg.kv_lora_rank, m->mw.cfg.qk_rope_dim, why,
+                                          sizeof why)) {
+            usable = 0;     /* a model the GPU's kernels cannot take: said before it loads */
+            err_set(e, "%s", why);
+        }
         if (usable) {
             if (f->chunk > GPU_MAX_TOKENS)
                 return err_set(e, "--chunk %d: the GPU backend takes at most %d tokens per step",

@@ -682,6 +682,12 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
     cr_expect(strstr(err, "--set-gb 1 is more than this machine's 1.1 GB"), "%s", err);
     free(out);
     free(err);
+    /* nor a small --set-gb that the 16-expert floor takes past it (16 x 88 MB) */
+    cr_assert_eq(run(&out, &err, "MOETIER_MEMINFO=%s %s bench kernels --formats bf16 --set-gb 0.05",
+                     mem, bin()), 1, "%s", err);
+    cr_expect(strstr(err, "bf16: 16 experts of 88.1 MB") && strstr(err, "1.41 GB"), "%s", err);
+    free(out);
+    free(err);
     test_remove_tree(tmp);
     free(tmp);
 }

@@ -1092,6 +1092,21 @@ Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
                  e.msg);
     store_close(&st);
     model_weights_close(&mw);
+    /* of another store version too: it is still another checkpoint's */
+    char ipath[4400];
+    snprintf(ipath, sizeof ipath, "%s/%s", f.store, STORE_INDEX_JSON);
+    size_t n;
+    char *index = test_read_file(ipath, &n), *v = strstr(index, "\"version\":\t1,");
+    cr_assert_not_null(v, "%s", index);
+    v[11] = '7';
+    FILE *fi = fopen(ipath, "w");
+    cr_assert_not_null(fi);
+    fwrite(index, 1, n, fi);
+    fclose(fi);
+    free(index);
+    cr_expect_neq(convert_logged(other, f.store, 0, 0, &log, &e), 0, "a version 7 store was replaced");
+    cr_expect(strstr(e.msg, "another checkpoint"), "%s", e.msg);
+    free(log);
     cr_assert_eq(convert_logged(other, f.store, 0, 1, &log, &e), 0, "--force: %s", e.msg);
     free(log);
     cr_assert_eq(model_weights_open(&mw, other, &e), 0, "%s", e.msg);
