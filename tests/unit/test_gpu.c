@@ -1523,17 +1523,21 @@ Test(gpu, attention_of_a_prefill_token_has_the_same_bits_in_any_step, .timeout =
 /* ---- prefill through the engine ---- */
 
 /* A small model of the family (hidden 64, a dense and a MoE layer of 8
- * experts, 2 heads), so that the emulation runs 580 tokens in seconds. */
-static void synth_small(const char *dir)
+ * experts), so that the emulation runs 580 tokens in seconds; its attention's
+ * widths and heads as given. */
+static void synth_shaped(const char *dir, const char *format, int kv_lora, int rope, int heads)
 {
+    char kv[48], rp[48], hd[48];
+    snprintf(kv, sizeof kv, "kv_lora_rank=%d", kv_lora);
+    snprintf(rp, sizeof rp, "qk_rope_head_dim=%d", rope);
+    snprintf(hd, sizeof hd, "num_attention_heads=%d", heads);
     const char *sets[] = {"hidden_size=64", "intermediate_size=128", "moe_intermediate_size=32",
                           "n_routed_experts=8", "num_experts_per_tok=2", "n_group=1",
-                          "topk_group=1", "q_lora_rank=32", "kv_lora_rank=32",
-                          "qk_nope_head_dim=16", "qk_rope_head_dim=8", "v_head_dim=16",
-                          "num_attention_heads=2"};
+                          "topk_group=1", "q_lora_rank=32", kv, "qk_nope_head_dim=16", rp,
+                          "v_head_dim=16", hd};
     synth_options o = synth_options_default();
     errbuf e;
-    cr_assert_eq(synth_format_parse("int4", &o.format, &e), 0, "%s", e.msg);
+    cr_assert_eq(synth_format_parse(format, &o.format, &e), 0, "%s", e.msg);
     o.out_dir = dir;
     o.force = 1;
     o.seed = 5;
@@ -1541,6 +1545,12 @@ static void synth_small(const char *dir)
     o.sets = sets;
     o.n_sets = (int)(sizeof sets / sizeof sets[0]);
     cr_assert_eq(synth_run(&o, &e), 0, "synth: %s", e.msg);
+}
+
+/* 2 heads, a latent of 32 and rope of 8 */
+static void synth_small(const char *dir)
+{
+    synth_shaped(dir, "int4", 32, 8, 2);
 }
 
 #define PREFILL_A 600   /* a first prompt, then a continuation at position 600 */
@@ -1697,20 +1707,8 @@ Test(gpu, attention_widths_past_the_kernel_are_refused_at_open, .timeout = 120)
 {
     test_require_gpu();
     char *dir = test_make_tmpdir("gpu_wide");
-    const char *sets[] = {"hidden_size=64", "intermediate_size=128", "moe_intermediate_size=32",
-                          "n_routed_experts=8", "num_experts_per_tok=2", "n_group=1",
-                          "topk_group=1", "q_lora_rank=32", "kv_lora_rank=2048",
-                          "qk_nope_head_dim=16", "qk_rope_head_dim=5632", "v_head_dim=16",
-                          "num_attention_heads=1"};
-    synth_options o = synth_options_default();
+    synth_shaped(dir, "bf16", 2048, 5632, 1);
     errbuf e;
-    cr_assert_eq(synth_format_parse("bf16", &o.format, &e), 0, "%s", e.msg);
-    o.out_dir = dir;
-    o.force = 1;
-    o.layers = 2;
-    o.sets = sets;
-    o.n_sets = (int)(sizeof sets / sizeof sets[0]);
-    cr_assert_eq(synth_run(&o, &e), 0, "synth: %s", e.msg);
     cli_model m;
     model_flags f = {.dir = dir, .ctx = 64, .quiet = 1, .backend = "cuda"};
     cr_assert_neq(cli_model_open(&m, &f, &e), 0, "--backend cuda took a 2048 + 5632 latent");
