@@ -836,15 +836,20 @@ static double plan_batch(gpu_state *st, const ffn_job *jobs, int n)
 }
 
 /* a growing host buffer; an allocation failure mid-forward is unrecoverable */
+static void *grow_or_abort(void *p, size_t bytes)
+{
+    void *q = realloc(p, bytes);
+    if (!q) {
+        fprintf(stderr, "moetier: out of memory for %zu bytes of host buffers\n", bytes);
+        abort();
+    }
+    return q;
+}
+
 static float *host_buffer(float **p, size_t *have, size_t n)
 {
     if (n > *have) {
-        float *q = (float *)realloc(*p, n * sizeof *q);
-        if (!q) {
-            fprintf(stderr, "moetier: out of memory for %zu floats of host buffers\n", n);
-            abort();
-        }
-        *p = q;
+        *p = (float *)grow_or_abort(*p, n * sizeof **p);
         *have = n;
     }
     return *p;
@@ -1112,16 +1117,6 @@ static void g_gather(backend *b, const float *src, const int *idx, int n, int di
     dim3 grid(blocks_for((size_t)dim, 256), (unsigned)(n < GPU_GRID_Y ? n : GPU_GRID_Y));
     GPU_LAUNCH(k_gather, grid, 256, 0, 0)(src, di, n, dim, dst);
     GPU_LAUNCHED("gather");
-}
-
-static void *grow_or_abort(void *p, size_t bytes)
-{
-    void *q = realloc(p, bytes);
-    if (!q) {
-        fprintf(stderr, "moetier: out of memory for %zu bytes of host buffers\n", bytes);
-        abort();    /* mid-forward, as host_buffer */
-    }
-    return q;
 }
 
 /* The plan k_scatter_add follows for rows idx[0..n): the m distinct

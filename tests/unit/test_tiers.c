@@ -29,30 +29,36 @@
 #define T_PROMPT 10
 #define T_STEPS 4
 
-/* A conversion's return, its log in *log (malloc'd) and its error in *e. */
-static int convert_logged(const char *model, const char *out, uint64_t max_file, int force,
-                          char **log, errbuf *e)
+/* A conversion of the model with o's options; with log, its log in *log
+ * (malloc'd); its error in *e. */
+static int convert_with(const char *model, convert_options o, char **log, errbuf *e)
 {
     model_weights mw;
     cr_assert_eq(model_weights_open(&mw, model, e), 0, "%s", e->msg);
     size_t n;
-    FILE *lf = open_memstream(log, &n);
-    cr_assert_not_null(lf);
-    convert_options o = {.out_dir = out, .max_file_bytes = max_file, .force = force, .log = lf};
+    if (log) {
+        o.log = open_memstream(log, &n);
+        cr_assert_not_null(o.log);
+    }
     int rc = store_convert(&mw, &o, e);
-    fclose(lf);
+    if (log)
+        fclose(o.log);
     model_weights_close(&mw);
     return rc;
 }
 
+static int convert_logged(const char *model, const char *out, uint64_t max_file, int force,
+                          char **log, errbuf *e)
+{
+    convert_options o = {.out_dir = out, .max_file_bytes = max_file, .force = force};
+    return convert_with(model, o, log, e);
+}
+
 static void convert_store(const char *model, const char *out, uint64_t max_file, long stop_after)
 {
-    model_weights mw;
     errbuf e;
-    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
     convert_options o = {.out_dir = out, .max_file_bytes = max_file, .stop_after = stop_after};
-    int rc = store_convert(&mw, &o, &e);
-    model_weights_close(&mw);
+    int rc = convert_with(model, o, NULL, &e);
     if (stop_after)
         cr_assert_neq(rc, 0, "the stop hook did not stop the conversion");
     else
