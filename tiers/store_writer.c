@@ -16,7 +16,7 @@
 #include "core/base/progress.h"
 
 #define JOURNAL_MAGIC "MOETJNL1"
-#define JOURNAL_HEADER 32
+#define JOURNAL_HEADER 32      /* magic, plan hash, fingerprint, experts per file */
 #define JOURNAL_ROW 48          /* 40-byte blob row + XXH3 of it */
 #define SYNC_EVERY_BYTES (256ull << 20)
 
@@ -79,6 +79,25 @@ static int data_fd(writer *w, int f, errbuf *e)
     return w->fds[f];
 }
 
+/* What the journal says of the conversion it records: its plan, the source's
+ * fingerprint and the experts per file (0, 0, 0 when there is no journal;
+ * the last two are 0 in journals that predate them). */
+static void journal_owner(const char *jpath, uint64_t *plan, uint64_t *fingerprint,
+                          uint64_t *per_file)
+{
+    *plan = *fingerprint = *per_file = 0;
+    int fd = open(jpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    uint8_t h[JOURNAL_HEADER];
+    if (pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h && !memcmp(h, JOURNAL_MAGIC, 8)) {
+        *plan = get_le(h + 8, 8);
+        *fingerprint = get_le(h + 16, 8);
+        *per_file = get_le(h + 24, 8);
+    }
+    close(fd);
+}
+
 /* Reads the journal; returns how many leading blobs are safely on disk. */
 static int journal_resume(writer *w, errbuf *e)
 {
@@ -113,6 +132,8 @@ static int journal_start(writer *w, int done, errbuf *e)
     uint8_t h[JOURNAL_HEADER] = {0};
     memcpy(h, JOURNAL_MAGIC, 8);
     put_le(h + 8, w->plan, 8);
+    put_le(h + 16, w->fingerprint, 8);
+    put_le(h + 24, w->per_file, 8);
     if (ftruncate(w->jfd, JOURNAL_HEADER + (off_t)done * JOURNAL_ROW) != 0 ||
         pwrite(w->jfd, h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(w->jfd) != 0)
         return err_set(e, "%s: %s", w->jpath, strerror(errno));
@@ -271,6 +292,41 @@ static int trim_files(writer *w, int done, errbuf *e)
     return 0;
 }
 
+/* An interrupted conversion in the directory is days of work for a large
+ * checkpoint: it is only restarted when asked (--force) or when it cannot be
+ * resumed anyway (another store layout). Without --file-gb, its experts per
+ * file are kept; the plan hash vouches for the value read. */
+static int resume_or_refuse(writer *w, errbuf *e)
+{
+    const convert_options *o = w->o;
+    uint64_t plan, fingerprint, per_file;
+    journal_owner(w->jpath, &plan, &fingerprint, &per_file);
+    if (!plan || plan == plan_hash(w->fingerprint, &w->L, w->per_file))
+        return 0;
+    int mine = fingerprint == w->fingerprint;
+    if (!o->force && fingerprint && !mine)
+        return err_set(e, "%s holds an interrupted conversion of another checkpoint: give "
+                       "another -o, or --force to start over", o->out_dir);
+    int same_layout = mine && per_file && plan == plan_hash(w->fingerprint, &w->L, per_file);
+    if (!o->force && same_layout && !o->max_file_bytes) {
+        if (o->log)
+            fprintf(o->log, "moetier: going on with the interrupted conversion's %llu experts "
+                    "per file\n", (unsigned long long)per_file);
+        w->per_file = per_file;
+        return 0;
+    }
+    if (!o->force && same_layout)
+        return err_set(e, "%s holds an interrupted conversion with %llu experts per file, not the "
+                       "%llu of --file-gb: resume it without --file-gb, or --force to start over",
+                       o->out_dir, (unsigned long long)per_file, (unsigned long long)w->per_file);
+    if (o->log)
+        fprintf(o->log, "moetier: starting over in %s: %s\n", o->out_dir,
+                o->force ? "--force"
+                : mine   ? "the interrupted conversion there has another store layout"
+                         : "its journal is of another checkpoint or layout");
+    return 0;
+}
+
 int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
 {
     const model_config *c = &mw->cfg;
@@ -280,7 +336,6 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
         return -1;
     uint64_t max_file = o->max_file_bytes ? o->max_file_bytes : (64ull << 30);
     w.per_file = store_blobs_per_file(&w.L, max_file);
-    w.plan = plan_hash(w.fingerprint, &w.L, w.per_file);
     snprintf(w.jpath, sizeof w.jpath, "%s/%s", o->out_dir, STORE_JOURNAL);
 
     store existing;
@@ -314,6 +369,9 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
         remove_index(o->out_dir);
         unlink(w.jpath);
     }
+    if (resume_or_refuse(&w, e))
+        return -1;
+    w.plan = plan_hash(w.fingerprint, &w.L, w.per_file);
 
     size_t n_keys = (size_t)c->n_layers * (size_t)c->n_routed_experts;
     w.blobs = malloc(n_keys * sizeof *w.blobs);

@@ -16,8 +16,10 @@ static void usage(FILE *f)
                "  -m DIR        checkpoint directory\n"
                "  -o STORE      store directory (default DIR/" DEFAULT_STORE_NAME ")\n"
                "  --check       verify every blob's checksum of an existing store\n"
-               "  --force       rebuild even a complete store\n"
-               "  --file-gb N   largest data file in GB (default 64 GiB: 68.7 GB)\n"
+               "  --force       rebuild even a complete store; replace another checkpoint's\n"
+               "                store or interrupted conversion\n"
+               "  --file-gb N   largest data file in GB (default 64 GiB: 68.7 GB; an\n"
+               "                interrupted conversion goes on with its own)\n"
                "  --io MODE     reads for --check: auto, uring or pread\n");
 }
 

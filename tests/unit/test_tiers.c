@@ -1069,18 +1069,25 @@ Test(tiers, truncated_store_file_is_refused, .timeout = 60)
     free_fixture(&f);
 }
 
-Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
+/* A checkpoint of the fixture's shapes with other weights, in f.tmp/other. */
+static void synth_other_checkpoint(const fixture *f, char *other, size_t size)
 {
-    fixture f = make_fixture("other");
-    char other[4300];
-    snprintf(other, sizeof other, "%s/other", f.tmp);
+    snprintf(other, size, "%s/other", f->tmp);
     synth_options o = synth_options_default();
     errbuf e;
     synth_format_parse("int4", &o.format, &e);
     o.out_dir = other;
     o.force = 1;
-    o.seed = 4;     /* same shapes, other weights: a different checkpoint */
+    o.seed = 4;
     cr_assert_eq(synth_run(&o, &e), 0, "%s", e.msg);
+}
+
+Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
+{
+    fixture f = make_fixture("other");
+    char other[4300];
+    synth_other_checkpoint(&f, other, sizeof other);
+    errbuf e;
     tier_flags tf = {.store_dir = f.store};
     fixture g = f;
     g.model = other;
@@ -1171,6 +1178,61 @@ Test(tiers, interrupted_conversion_resumes_to_identical_bytes, .timeout = 120)
     convert_store(f.model, full, max_file, 0);
     expect_same_store(part, full);
     cr_expect(!test_path_exists(jpath), "the journal outlived a complete conversion");
+    free_fixture(&f);
+}
+
+/* An interrupted conversion is kept unless asked: one of another checkpoint
+ * (a mistyped -m) or with another --file-gb is refused, not restarted, and a
+ * resumption without --file-gb goes on with the experts per file it began
+ * with (each used to restart from zero, unasked). */
+Test(tiers, interrupted_conversion_is_restarted_only_when_asked, .timeout = 120)
+{
+    fixture f = make_fixture("resumeown");
+    char other[4300], part[4300], jpath[4400], *log = NULL;
+    synth_other_checkpoint(&f, other, sizeof other);
+    uint64_t max_file = 20 * 57344;     /* 20 blobs per file */
+    errbuf e;
+    snprintf(part, sizeof part, "%s/partial", f.tmp);
+    snprintf(jpath, sizeof jpath, "%s/%s", part, STORE_JOURNAL);
+    convert_store(f.model, part, max_file, 37);
+    size_t n_before, n_after;
+    void *journal = test_read_file(jpath, &n_before);
+    cr_assert_not_null(journal);
+    cr_expect_neq(convert_logged(other, part, 0, 0, &log, &e), 0, "another checkpoint's restarted it");
+    cr_expect(strstr(e.msg, "interrupted conversion of another checkpoint") &&
+              strstr(e.msg, "--force"), "%s", e.msg);
+    free(log);
+    cr_expect_neq(convert_logged(f.model, part, 30 * 57344, 0, &log, &e), 0,
+                  "another --file-gb restarted it");
+    cr_expect(strstr(e.msg, "20 experts per file, not the 30"), "%s", e.msg);
+    free(log);
+    void *after = test_read_file(jpath, &n_after);
+    cr_expect(after && n_after == n_before && memcmp(journal, after, n_before) == 0,
+              "a refused conversion changed the journal");
+    free(after);
+    free(journal);
+    /* no --file-gb: it goes on where it stopped, 20 per file */
+    cr_assert_eq(convert_logged(f.model, part, 0, 0, &log, &e), 0, "%s", e.msg);
+    cr_expect(strstr(log, "going on with the interrupted conversion's 20 experts per file") &&
+              strstr(log, "37 of 96 experts already written"), "%s", log);
+    free(log);
+    char full[4300];
+    snprintf(full, sizeof full, "%s/full", f.tmp);
+    convert_store(f.model, full, max_file, 0);
+    expect_same_store(part, full);
+    /* --force starts over, here with the other checkpoint */
+    char part2[4300];
+    snprintf(part2, sizeof part2, "%s/partial2", f.tmp);
+    convert_store(f.model, part2, max_file, 37);
+    cr_assert_eq(convert_logged(other, part2, 0, 1, &log, &e), 0, "%s", e.msg);
+    cr_expect(strstr(log, "starting over") && !strstr(log, "already written"), "%s", log);
+    free(log);
+    model_weights mw;
+    store st;
+    cr_assert_eq(model_weights_open(&mw, other, &e), 0, "%s", e.msg);
+    cr_expect_eq(store_open(&st, part2, &mw, &e), 0, "%s", e.msg);
+    store_close(&st);
+    model_weights_close(&mw);
     free_fixture(&f);
 }
 
