@@ -1,5 +1,6 @@
 # moetier build. `make` builds build/moetier; `make test` builds and runs the test
-# suite; `make test SANITIZE=1` runs it under ASan+UBSan; `make run` synthesises a
+# suite; `make test SANITIZE=1` runs it under ASan+UBSan; `make test-race` drives
+# the threaded paths through a ThreadSanitizer build; `make run` synthesises a
 # small model and generates from it; `make deps` installs the Debian packages
 # (and the npm package the server tests drive the server with).
 # CUDA: kernels/*.cu are built when nvcc is found; CUDA=0 turns that off.
@@ -11,7 +12,7 @@ SANITIZE ?= 0
 # Warnings are errors in CI (CI=true) or with WERROR=1.
 WERROR ?= $(if $(filter true,$(CI)),1,0)
 
-BUILD := build$(if $(filter 1,$(SANITIZE)),-san,)
+BUILD := build$(if $(filter 1,$(SANITIZE)),-san,)$(if $(filter thread,$(SANITIZE)),-tsan,)
 
 DEPS_APT := build-essential pkg-config liburing-dev libnuma-dev libhwloc-dev liblz4-dev \
             libcjson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev libcriterion-dev \
@@ -23,7 +24,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-paramet
                -fno-strict-aliasing -I. -I/usr/include/cjson -pthread -g
 CFLAGS_BASE += $(if $(filter 1,$(WERROR)),-Werror,)
 SAN_ON := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-SANFLAGS := $(if $(filter 1,$(SANITIZE)),$(SAN_ON))
+SANFLAGS := $(if $(filter 1,$(SANITIZE)),$(SAN_ON))$(if $(filter thread,$(SANITIZE)),-fsanitize=thread)
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := -luring -lnuma -lhwloc -llz4 -lcjson -lpcre2-8 -lxxhash -lmicrohttpd -lm -pthread
 LDLIBS_HOST := $(LDLIBS)
@@ -57,7 +58,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 
-.PHONY: all test test-gpu-emu run deps clean bench fuzz fuzz-keep
+.PHONY: all test test-race test-gpu-emu run deps clean bench fuzz fuzz-keep
 
 all: $(BUILD)/moetier
 
@@ -159,6 +160,15 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	bash tests/server/run.sh
 
+# Races: Criterion's runner does not start under ThreadSanitizer, so the threaded
+# paths (thread pool, store readers, lookahead, server) are driven through a TSan
+# build of the command line, in build-tsan/ (without CUDA: the GPU paths need a
+# device).
+test-race:
+	$(MAKE) SANITIZE=thread CUDA=0 build-tsan/moetier
+	@mkdir -p build-tsan/tmp
+	MOETIER_BIN=$(abspath build-tsan/moetier) MOETIER_TMP=$(abspath build-tsan/tmp) bash tests/race/run.sh
+
 # The GPU backend's tests on a machine without a GPU: kernels/*.cu compiled for
 # the CPU against tests/cuda_emu (blocks in turn, a block's threads as fibers),
 # linked with the CUDA=0 library and the unit tests (docs/testing.md). With
@@ -209,7 +219,7 @@ deps:
 	else echo "npm not found: the openai-client server tests will be skipped"; fi
 
 clean:
-	rm -rf build build-san build-gpu-emu build-gpu-emu-san
+	rm -rf build build-san build-tsan build-gpu-emu build-gpu-emu-san
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/core/app/main.d
 -include $(FUZZ_LIB_OBJ:.o=.d) $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_BUILD)/tests/fuzz/%.d,$(FUZZ_TARGETS))
