@@ -189,9 +189,12 @@ void tier_plan_print(const tier_plan *p, FILE *out)
              100.0 * hit);
     fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "DRAM", holds,
             (double)p->dram_slots * p->slot_bytes / 1e9, hit * per_tok / 1e9);
-    snprintf(holds, sizeof holds, "%d experts (%s)", p->n_experts, p->store_dir);
+    /* the store's path on a line of its own: a long one neither breaks the
+     * columns nor gets cut */
+    snprintf(holds, sizeof holds, "%d experts (the expert store)", p->n_experts);
     fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "NVMe", holds,
             (double)p->n_experts * p->slot_bytes / 1e9, (1 - hit) * per_tok / 1e9);
+    fprintf(out, "  expert store: %s\n", p->store_dir);
     char caches[96];
     snprintf(caches, sizeof caches, "the DRAM tier caches experts in front of the store (%s)",
              p->policy);

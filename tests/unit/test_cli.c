@@ -589,6 +589,9 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/a.f32 --dram-gb 0.001 --stats",
                      bin(), model, ids, tmp), 0, "%s", err);
     cr_expect(strstr(err, "placement plan") != NULL && strstr(err, "NVMe") != NULL, "%s", err);
+    char store_line[4400];
+    snprintf(store_line, sizeof store_line, "  expert store: %s\n", store_dir);
+    cr_expect(strstr(err, store_line) != NULL, "the plan does not name the store whole: %s", err);
     cr_expect(strstr(err, "tier statistics") != NULL, "%s", err);
     /* one prefill step of 10 tokens wants more of the 96 experts than 8 slots */
     cr_expect(strstr(err, "steps larger than the DRAM tier: 1 of 1") != NULL, "%s", err);
