@@ -13,5 +13,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const struct {
     {"tune", cmd_tune, "measure this machine, predict tokens/s per DRAM budget, recommend one"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, streaming, tools)"},
     {"logits", cmd_logits, "write the logits of one prefill as float32 [T, vocab]"},
+    {"perplexity", cmd_perplexity, "perplexity of a text, in windows scored on their second half"},
     {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},
     {"convert", cmd_convert, "repack the routed experts into the expert store (--check verifies)"},
     {"bench", cmd_bench, "CPU kernel benchmark against this machine's bandwidth (bench kernels)"},
@@ -27,7 +28,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier <command> [options]   (moetier <command> --help for its options)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].what);
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
 }
 
 int main(int argc, char **argv)
