@@ -61,6 +61,79 @@ static int opt_bool(const cJSON *root, const char *name, int *out, oai_error *er
     return 0;
 }
 
+/* Sampling fields beyond OpenAI's, as vLLM and llama.cpp take them. */
+static int parse_sampling_extensions(oai_request *r, oai_error *err)
+{
+    double v;
+    int present;
+    if (opt_number(r->root, "top_k", -1, 1 << 30, &v, &present, err))
+        return -1;
+    if (present && v != floor(v))
+        return bad(err, "top_k", "'top_k' must be an integer");
+    if (present)
+        r->top_k = v < 0 ? 0 : (int)v;
+    if (opt_number(r->root, "min_p", 0, 1, &v, &present, err))
+        return -1;
+    if (present && v >= 1)
+        return bad(err, "min_p", "'min_p' must be less than 1");
+    if (present)
+        r->min_p = (float)v;
+    const char *rp_names[] = {"repeat_penalty", "repetition_penalty"};  /* the second wins */
+    for (int i = 0; i < 2; i++) {
+        if (opt_number(r->root, rp_names[i], 0, 1e6, &v, &present, err))
+            return -1;
+        if (present && !(v > 0))
+            return bad(err, rp_names[i], "'%s' must be greater than 0", rp_names[i]);
+        if (present)
+            r->repeat_penalty = (float)v;
+    }
+    return 0;
+}
+
+/* A field whose effect this server does not have is refused unless absent,
+ * null or the value that asks for nothing. */
+static int unsupported(const cJSON *root, const char *name, int asks_nothing, const char *why,
+                       oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!v || cJSON_IsNull(v) || asks_nothing)
+        return 0;
+    return bad(err, name, "'%s' is not supported by this server (%s)", name, why);
+}
+
+static int is_number(const cJSON *root, const char *name, double want)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    return cJSON_IsNumber(v) && v->valuedouble == want;
+}
+
+static int refuse_unsupported(const oai_request *r, oai_error *err)
+{
+    const cJSON *o = r->root;
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(o, "logprobs");
+    const cJSON *lb = cJSON_GetObjectItemCaseSensitive(o, "logit_bias");
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(o, "response_format");
+    const cJSON *rf_type = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
+    const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(o, "suffix");
+    return unsupported(o, "logprobs", cJSON_IsFalse(lp) || is_number(o, "logprobs", 0),
+                       "no log probabilities are returned", err) ||
+           unsupported(o, "top_logprobs", is_number(o, "top_logprobs", 0),
+                       "no log probabilities are returned", err) ||
+           unsupported(o, "presence_penalty", is_number(o, "presence_penalty", 0),
+                       "repetition_penalty is", err) ||
+           unsupported(o, "frequency_penalty", is_number(o, "frequency_penalty", 0),
+                       "repetition_penalty is", err) ||
+           unsupported(o, "logit_bias", cJSON_IsObject(lb) && !lb->child, "only {} is taken", err) ||
+           unsupported(o, "response_format",
+                       cJSON_IsString(rf_type) && !strcmp(rf_type->valuestring, "text"),
+                       "the output is not constrained: only {\"type\": \"text\"} is taken", err) ||
+           unsupported(o, "echo", cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "echo")),
+                       "the prompt is not sent back", err) ||
+           unsupported(o, "best_of", is_number(o, "best_of", 1), "one answer is made", err) ||
+           unsupported(o, "suffix", cJSON_IsString(suffix) && !suffix->valuestring[0],
+                       "no text is inserted before a suffix", err);
+}
+
 static int parse_stop(oai_request *r, oai_error *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, "stop");
@@ -190,6 +263,8 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
     r->kind = kind;
     r->temperature = -1.0f;
     r->top_p = -1.0f;
+    r->min_p = -1.0f;
+    r->top_k = -1;
     if (defaults)
         r->copt = *defaults;
     else
@@ -246,7 +321,8 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
         r->has_seed = 1;
         r->seed = (uint64_t)(int64_t)v;
     }
-    if (opt_number(r->root, "n", 1, 1, &v, &present, err))
+    if (opt_number(r->root, "n", 1, 1, &v, &present, err) ||
+        parse_sampling_extensions(r, err) || refuse_unsupported(r, err))
         return -1;
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;

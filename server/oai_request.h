@@ -12,7 +12,14 @@
  * model decides, nothing is forced), temperature [0, 2], top_p (0, 1], max_tokens
  * / max_completion_tokens (>= 1), stop (a string or up to 4 strings), seed,
  * stream, stream_options.include_usage, n (only 1), and the chat template
- * switches "thinking" (also inside chat_template_kwargs). */
+ * switches "thinking" (also inside chat_template_kwargs); the extensions of
+ * vLLM and llama.cpp top_k (0 or -1: off), min_p [0, 1) and
+ * repetition_penalty (or repeat_penalty) > 0.
+ *
+ * Known fields whose effect this server does not have (logprobs, penalties
+ * by presence or frequency, logit_bias, a JSON response_format, echo,
+ * best_of, suffix) are refused unless they ask for nothing: an answer without
+ * what was asked would be silently wrong. */
 #ifndef MOETIER_OAI_REQUEST_H
 #define MOETIER_OAI_REQUEST_H
 
@@ -43,6 +50,9 @@ typedef struct oai_request {
     int stream, include_usage;
     int max_tokens;             /* 0: up to the context */
     float temperature, top_p;   /* -1 when absent: the server's default */
+    float min_p;                /* -1 when absent */
+    float repeat_penalty;       /* 0 when absent */
+    int top_k;                  /* -1 when absent; 0: off */
     int has_seed;
     uint64_t seed;
     const char *stop[OAI_MAX_STOP];

@@ -287,6 +287,12 @@ static void run_job(server *s, job *j)
         sp.temperature = j->req.temperature;
     if (j->req.top_p > 0)
         sp.top_p = j->req.top_p;
+    if (j->req.top_k >= 0)
+        sp.top_k = j->req.top_k;
+    if (j->req.min_p >= 0)
+        sp.min_p = j->req.min_p;
+    if (j->req.repeat_penalty > 0)
+        sp.repeat_penalty = j->req.repeat_penalty;
     sp.seed = j->req.has_seed ? j->req.seed : fresh_seed(j);
     errbuf e;
     logits = malloc((size_t)s->m->mw.cfg.vocab_size * sizeof *logits);

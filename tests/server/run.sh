@@ -32,13 +32,27 @@ code="$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"pro
 [ "$code" = 400 ] && grep -q '"invalid_request_error"' "$tmp/body" || fail "malformed JSON gave $code"
 code="$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$url/v1/models")"
 [ "$code" = 405 ] || fail "DELETE /v1/models gave $code"
+# top_k 1, or min_p 0.999, leave only the most likely token at any temperature
+# (no two logits of this model are that close): the greedy text (the request's
+# sampling fields reach the sampler)
+text() { curl -s "$url/v1/completions" -d "$1" | grep -o '"text":"[^"]*"'; }
+greedy="$(text '{"prompt":"one two","max_tokens":12,"temperature":0}')"
+[ -n "$greedy" ] || fail "no greedy text"
+[ "$(text '{"prompt":"one two","max_tokens":12,"temperature":2,"top_k":1,"seed":5}')" = "$greedy" ] ||
+  fail "top_k 1 at temperature 2 is not the greedy text"
+[ "$(text '{"prompt":"one two","max_tokens":12,"temperature":2,"min_p":0.999,"seed":5}')" = "$greedy" ] ||
+  fail "min_p 0.999 at temperature 2 is not the greedy text"
+[ "$(text '{"prompt":"one two","max_tokens":12,"temperature":2,"seed":5}')" != "$greedy" ] ||
+  fail "temperature 2 alone gave the greedy text: the checks above prove nothing"
+code="$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"prompt":"a","logprobs":3}')"
+[ "$code" = 400 ] && grep -q '"param":"logprobs"' "$tmp/body" || fail "logprobs gave $code"
 # a client that hangs up mid-stream; the server answers the next request
 timeout 1 curl -sN "$url/v1/completions" -d '{"prompt":"a","max_tokens":100000,"stream":true}' >/dev/null || true
 code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "$url/v1/completions" -d '{"prompt":"b","max_tokens":2}')"
 [ "$code" = 200 ] || fail "after a hang-up the next request gave $code"
 kill -TERM "$pid"
 wait "$pid" || fail "the server did not exit cleanly (status $?): $(tail -20 "$log")"
-echo "ok   curl: SSE framing, [DONE], 400, 405, hang-up mid-stream"
+echo "ok   curl: SSE framing, [DONE], 400, 405, top_k and min_p reach the sampler, logprobs refused, hang-up mid-stream"
 
 # --- the official openai client ---
 if ! command -v node >/dev/null || [ ! -d "$here/node_modules/openai" ]; then

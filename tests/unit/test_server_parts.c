@@ -40,6 +40,31 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\"}]}", "tools");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"always\"}", "tool_choice");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"thinking\": 1}", "thinking");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_k\": 2.5}", "top_k");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_k\": -2}", "top_k");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"min_p\": 1.5}", "min_p");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"min_p\": 1}", "min_p");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"repetition_penalty\": 0}",
+           "repetition_penalty");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"repeat_penalty\": \"1\"}",
+           "repeat_penalty");
+    /* what this server cannot do is refused, not silently left out */
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": true}", "logprobs");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 5}", "logprobs");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_logprobs\": 2}", "top_logprobs");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"presence_penalty\": 0.5}",
+           "presence_penalty");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"frequency_penalty\": -1}",
+           "frequency_penalty");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": {\"5\": 100}}",
+           "logit_bias");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": "
+           "{\"type\": \"json_object\"}}", "response_format");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": \"text\"}",
+           "response_format");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"echo\": true}", "echo");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"best_of\": 3}", "best_of");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"suffix\": \"end\"}", "suffix");
     refuse(OAI_COMPLETION, "{\"prompt\": 12}", "prompt");
     refuse(OAI_COMPLETION, "{\"prompt\": [\"a\", \"b\"]}", "prompt");
     refuse(OAI_COMPLETION, "{}", "prompt");
@@ -99,6 +124,25 @@ Test(server_request, takes_every_supported_field)
     }
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"max_tokens\": 0.5, "
            "\"max_completion_tokens\": 4}", "max_tokens");
+    /* the sampling extensions; the fields this server cannot honour, when they
+     * ask for nothing (as clients send them by default) */
+    const char *ext = "{\"prompt\": \"a\", \"top_k\": 40, \"min_p\": 0.05, \"repeat_penalty\": 1.3, "
+                      "\"repetition_penalty\": 1.1, \"logprobs\": null, \"top_logprobs\": 0, "
+                      "\"presence_penalty\": 0, \"frequency_penalty\": 0.0, \"logit_bias\": {}, "
+                      "\"response_format\": {\"type\": \"text\"}, \"echo\": false, \"best_of\": 1, "
+                      "\"suffix\": \"\"}";
+    cr_assert_eq(oai_request_parse(OAI_COMPLETION, ext, strlen(ext), NULL, &r, &err), 0, "%s",
+                 err.message);
+    cr_expect_eq(r.top_k, 40);
+    cr_expect_eq(r.min_p, 0.05f);
+    cr_expect_eq(r.repeat_penalty, 1.1f, "repetition_penalty wins over repeat_penalty");
+    oai_request_free(&r);
+    const char *off = "{\"messages\": [{\"role\": \"user\"}], \"top_k\": -1, \"logprobs\": false}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, off, strlen(off), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect_eq(r.top_k, 0, "-1 turns top_k off, as in vLLM");
+    cr_expect_eq(r.min_p, -1.0f, "absent: the server's default");
+    cr_expect_eq(r.repeat_penalty, 0.0f, "absent: the server's default");
+    oai_request_free(&r);
 }
 
 /* The filter's output over chunks must equal the text cut before the stop
