@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/base/fileutil.h"
+
 #define MAGIC "MOETTRC1"
 #define HEADER_BYTES 64
 #define CHUNK_EVENTS 65536
@@ -213,46 +215,39 @@ void trace_temp_name(const char *path, char *out, size_t n)
     snprintf(out, n, "%s.tmp%ld", path, (long)getpid());
 }
 
-/* Where trace_write writes: the temporary name, renamed at the end, so a
- * failure (a full disk) leaves a file already at path as it was; path itself
- * when it exists and is not a regular file (a pipe, /dev/stdout). */
-static void write_name(const char *path, char *out, size_t n)
-{
-    struct stat sb;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
-        snprintf(out, n, "%s", path);
-    else
-        trace_temp_name(path, out, n);
-}
-
 int trace_check_writable(const char *path, errbuf *e)
 {
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
         return err_set(e, "%s is a directory", path);
-    char name[4200];
-    write_name(path, name, sizeof name);
-    if (!strcmp(name, path)) {     /* a pipe or a device: opening it could wait for a reader */
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* a pipe or a device: opening it could wait for a reader */
         if (access(path, W_OK) != 0)
             return err_set(e, "%s: cannot write there: %s", path, strerror(errno));
         return 0;
     }
-    FILE *f = fopen(name, "wb");
-    if (!f)
-        return err_set(e, "%s: cannot write there: %s", path, strerror(errno));
-    fclose(f);
-    unlink(name);
+    file_output o;
+    int fd = file_output_open(&o, path, e);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    file_output_abort(&o);
     return 0;
 }
 
 int trace_write(const routing_trace *t, const char *path, errbuf *e)
 {
-    char tmp[4200];
-    write_name(path, tmp, sizeof tmp);
-    int fresh = strcmp(tmp, path) != 0;
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        return err_set(e, "%s: %s", path, strerror(errno));
+    file_output o;
+    int fd = file_output_open(&o, path, e);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!f) {
+        if (fd >= 0) {
+            err_set(e, "%s: %s", path, strerror(errno));
+            close(fd);
+            file_output_abort(&o);
+        }
+        return -1;
+    }
     size_t eb = event_bytes(t), raw_cap = eb * CHUNK_EVENTS;
     int bound = LZ4_compressBound((int)raw_cap);
     uint8_t *raw = malloc(raw_cap), *comp = malloc((size_t)bound);
@@ -285,14 +280,13 @@ int trace_write(const routing_trace *t, const char *path, errbuf *e)
             rc = err_set(e, "%s: writing chunk %" PRIu64 ": %s", path, c,
                          cb <= 0 ? "lz4 failed" : strerror(errno));
     }
-    if (!rc && (fflush(f) != 0 || (fresh && fsync(fileno(f)) != 0)))
+    if (!rc && fflush(f) != 0)
         rc = err_set(e, "%s: %s", path, strerror(errno));
-    if (fclose(f) != 0 && !rc)
-        rc = err_set(e, "%s: %s", path, strerror(errno));
-    if (fresh && !rc && rename(tmp, path) != 0)
-        rc = err_set(e, "%s: %s", path, strerror(errno));
-    if (fresh && rc)
-        unlink(tmp);
+    if (!rc)
+        rc = file_output_commit(&o, fileno(f), e);
+    else
+        file_output_abort(&o);
+    fclose(f);
     free(raw);
     free(comp);
     return rc;

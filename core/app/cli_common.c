@@ -2,12 +2,14 @@
 #include "cli_common.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/base/fileutil.h"
 #include "core/base/progress.h"
@@ -484,12 +486,63 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
     return 0;
 }
 
+/* What the model is read from: the checkpoint's config, index and shards,
+ * and the tokenizer's files (an output written into the model directory
+ * under another name stays allowed). */
+static int is_model_input(const char *name)
+{
+    size_t n = strlen(name);
+    return !strcmp(name, "config.json") || !strcmp(name, "model.safetensors.index.json") ||
+           (n > 12 && !strcmp(name + n - 12, ".safetensors")) || !strcmp(name, "tiktoken.model") ||
+           !strcmp(name, "tokenizer_config.json") || !strcmp(name, "chat_template.jinja");
+}
+
+/* Whether out is a regular file of dir (of those `keep` selects, or any);
+ * its name there in *name. */
+static int is_file_in(const char *dir, int (*keep)(const char *), const char *out, char *name,
+                      size_t n)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int same = 0;
+    for (struct dirent *de; !same && (de = readdir(d));) {
+        if (keep && !keep(de->d_name))
+            continue;
+        char path[8400];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        struct stat st;
+        same = stat(path, &st) == 0 && S_ISREG(st.st_mode) && file_same(path, out);
+        if (same)
+            snprintf(name, n, "%s", de->d_name);
+    }
+    closedir(d);
+    return same;
+}
+
+int cli_check_output(const char *flag, const char *out, const model_flags *f, errbuf *e)
+{
+    struct stat st;
+    if (!f->dir || stat(out, &st) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    char store_dir[4200], name[256];
+    snprintf(store_dir, sizeof store_dir, "%s/%s", f->dir, DEFAULT_STORE_NAME);
+    if (is_file_in(f->dir, is_model_input, out, name, sizeof name))
+        return err_set(e, "%s %s is the checkpoint's %s: give another path", flag, out, name);
+    if (is_file_in(f->tiers.store_dir ? f->tiers.store_dir : store_dir, NULL, out, name,
+                   sizeof name))
+        return err_set(e, "%s %s is the expert store's %s: give another path", flag, out, name);
+    return 0;
+}
+
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
 {
     memset(m, 0, sizeof *m);
     if (!f->dir)
         return err_set(e, "no model given (use -m DIR)");
     /* before the load and the run, not after them */
+    if (f->trace && cli_check_output("--trace", f->trace, f, e))
+        return -1;
     if (f->trace && trace_check_writable(f->trace, e))
         return err_prefix(e, "--trace: ");
     if (model_weights_open(&m->mw, f->dir, e))

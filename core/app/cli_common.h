@@ -96,6 +96,9 @@ int cli_parse_ids(const char *s, int **ids, int *n);
 /* The whole of text file `path` ("-": standard input), NUL-terminated, for
  * prompts too long for one argument (Linux caps one at 128 KiB). */
 int cli_read_text(const char *path, char **out, size_t *len, errbuf *e);
+/* An output path (flag names it in the error) that is a file the model is read
+ * from (checkpoint, tokenizer, expert store) would replace it: -1 with e set. */
+int cli_check_output(const char *flag, const char *out, const model_flags *f, errbuf *e);
 /* Prints "moetier: <reason>" to stderr; returns 1 (the exit status). */
 int cli_fail(const errbuf *e);
 

@@ -54,12 +54,14 @@ int cmd_logits(int argc, char **argv)
     }
     if (model_flags_check(&mf, "logits"))
         return 2;
+    errbuf e;
+    if (cli_check_output("-o", out, &mf, &e))
+        return cli_fail(&e);
     int *ids, T;
     if (cli_parse_ids(ids_s, &ids, &T))
         return 2;
     if (mf.ctx == 0)
         mf.ctx = T;
-    errbuf e;
     cli_model m;
     if (cli_model_open(&m, &mf, &e)) {
         free(ids);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "core/base/fileutil.h"
 #include "commands.h"
 #include "prefetch/cache_sim.h"
 #include "tiers/cache_policy.h"
@@ -56,6 +57,11 @@ static int cmd_import(int argc, char **argv)
     }
     if (!csv || !out) {
         fprintf(stderr, "moetier trace import: --csv FILE and -o TRACE are required\n");
+        return 2;
+    }
+    if (strcmp(csv, "-") && file_same(csv, out)) {
+        fprintf(stderr, "moetier trace import: -o %s is the --csv file: the trace would replace "
+                "it; give another path\n", out);
         return 2;
     }
     FILE *in = strcmp(csv, "-") ? fopen(csv, "r") : stdin;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,39 +60,94 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
     return rc;
 }
 
-int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
+static int write_all(int fd, const void *data, size_t len)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
     const char *p = data;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
+    while (len) {
+        ssize_t w = write(fd, p, len);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0) {
-            int er = errno;
-            close(fd);
-            unlink(tmp);
-            return err_set(e, "%s: write failed: %s", tmp, strerror(er));
-        }
+        if (w <= 0)
+            return -1;
         p += w;
-        left -= (size_t)w;
+        len -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        unlink(tmp);
-        return err_set(e, "%s: cannot flush: %s", tmp, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) {
-        int er = errno;
-        unlink(tmp);
-        return err_set(e, "%s: cannot rename into place: %s", path, strerror(er));
-    }
-    file_sync_parent_dir(path);
     return 0;
+}
+
+int file_output_open(file_output *o, const char *path, errbuf *e)
+{
+    memset(o, 0, sizeof *o);
+    struct stat st;
+    snprintf(o->path, sizeof o->path, "%s", path);
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char target[PATH_MAX];
+        if (!realpath(path, target))
+            return err_set(e, "%s: a symbolic link to nothing writable (%s)", path, strerror(errno));
+        snprintf(o->path, sizeof o->path, "%s", target);
+    }
+    int exists = stat(o->path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode))
+        return err_set(e, "%s is a directory", path);
+    o->through = exists && !S_ISREG(st.st_mode);
+    if (o->through)
+        snprintf(o->tmp, sizeof o->tmp, "%s", o->path);
+    else
+        snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", o->path, (long)getpid());
+    int fd = open(o->tmp, o->through ? O_WRONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                  0644);
+    if (fd < 0)
+        return err_set(e, "%s: cannot %s: %s", o->tmp, o->through ? "open" : "create", strerror(errno));
+    if (exists && !o->through)
+        fchmod(fd, st.st_mode & 07777);     /* the file replaced keeps its permissions */
+    return fd;
+}
+
+int file_output_commit(file_output *o, int fd, errbuf *e)
+{
+    if (o->through)
+        return 0;
+    if (fsync(fd) != 0) {
+        int er = errno;
+        unlink(o->tmp);
+        return err_set(e, "%s: cannot flush: %s", o->tmp, strerror(er));
+    }
+    if (rename(o->tmp, o->path) != 0) {
+        int er = errno;
+        unlink(o->tmp);
+        return err_set(e, "%s: cannot rename into place: %s", o->path, strerror(er));
+    }
+    file_sync_parent_dir(o->path);
+    return 0;
+}
+
+void file_output_abort(file_output *o)
+{
+    if (!o->through)
+        unlink(o->tmp);
+}
+
+int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
+{
+    file_output o;
+    int fd = file_output_open(&o, path, e);
+    if (fd < 0)
+        return -1;
+    if (write_all(fd, data, len) != 0) {
+        int er = errno;
+        close(fd);
+        file_output_abort(&o);
+        return err_set(e, "%s: write failed: %s", o.tmp, strerror(er));
+    }
+    int rc = file_output_commit(&o, fd, e);
+    close(fd);      /* after fsync: nothing is left for close to report */
+    return rc;
+}
+
+int file_same(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 void file_sync_parent_dir(const char *path)

@@ -15,6 +15,26 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
  * errors call it. */
 int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e);
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e);
+
+/* An output file, written so that a failure leaves what was at the path as it
+ * was and nothing but that file changes: the bytes go to a temporary name
+ * beside it, renamed over it at the end. A symbolic link's target is the file
+ * written (the link stays a link); a device, FIFO or socket (/dev/null,
+ * /dev/stdout, a pipe) is written through, never replaced. */
+typedef struct file_output {
+    char path[4096];    /* the file written: the path, or its link's target */
+    char tmp[4200];     /* where the bytes go (path itself when written through) */
+    int through;
+} file_output;
+/* Returns the descriptor to write to, or -1 with e set (a directory, a link
+ * to nothing, no permission). */
+int file_output_open(file_output *o, const char *path, errbuf *e);
+/* After the last byte: fsync and rename into place (the caller closes fd). */
+int file_output_commit(file_output *o, int fd, errbuf *e);
+/* After a failure: the temporary file goes (the caller closes fd). */
+void file_output_abort(file_output *o);
+/* Whether both paths exist and are the same file (links followed). */
+int file_same(const char *a, const char *b);
 /* fsync of the directory holding path, so that a rename or unlink in it is
  * durable; best effort (some file systems refuse it). */
 void file_sync_parent_dir(const char *path);

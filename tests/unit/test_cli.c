@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "core/app/cli_common.h"
 #include "core/text/utf8.h"
@@ -173,6 +175,88 @@ static void expect_failure(int want_rc, const char *needle, const char *fmt, con
     cr_expect(strstr(err, needle) != NULL, "'%s %s': stderr '%s' lacks '%s'", a1, a2, err, needle);
     free(out);
     free(err);
+}
+
+/* An output path replaces only a regular file: a FIFO, a device and a
+ * symbolic link's target are written through the path (they used to become
+ * regular files: `-o /dev/null` as root replaced the device); a path that is
+ * one of the model's files, or the CSV being imported, is refused. */
+Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
+{
+    char *tmp = test_make_tmpdir("cli-outputs"), model[4300], path[4400], *out, *err;
+    snprintf(model, sizeof model, "%s/model", tmp);
+    test_synth_tiny(model, "bf16");
+    const long bytes = 2L * 1024 * 4;   /* two rows of k2-tiny's 1,024 logits */
+    struct stat st;
+    /* a FIFO, read on the other side */
+    cr_assert_eq(run(&out, &err, "cd %s && mkfifo fifo && (cat fifo > from-fifo &) && %s logits -m %s "
+                     "--ids 1,2 -o fifo && sleep 0.3", tmp, bin(), model), 0, "%s", err);
+    free(out);
+    free(err);
+    snprintf(path, sizeof path, "%s/fifo", tmp);
+    cr_expect(stat(path, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO was replaced");
+    snprintf(path, sizeof path, "%s/from-fifo", tmp);
+    cr_expect(stat(path, &st) == 0 && st.st_size == bytes, "the FIFO's reader got %ld bytes",
+              (long)st.st_size);
+    /* a character device (mknod needs root: skipped without it) */
+    snprintf(path, sizeof path, "%s/null", tmp);
+    if (mknod(path, S_IFCHR | 0666, makedev(1, 3)) == 0) {
+        cr_expect_eq(run(&out, &err, "%s logits -m %s --ids 1,2 -o %s", bin(), model, path), 0, "%s",
+                     err);
+        free(out);
+        free(err);
+        cr_expect(stat(path, &st) == 0 && S_ISCHR(st.st_mode), "the device was replaced");
+    }
+    /* a symbolic link: it stays one, its target gets the logits and keeps its mode */
+    cr_assert_eq(run(&out, &err, "cd %s && echo keep > target && chmod 600 target && ln -s target "
+                     "link && %s logits -m %s --ids 1,2 -o link", tmp, bin(), model), 0, "%s", err);
+    free(out);
+    free(err);
+    snprintf(path, sizeof path, "%s/link", tmp);
+    cr_expect(lstat(path, &st) == 0 && S_ISLNK(st.st_mode), "the link was replaced");
+    snprintf(path, sizeof path, "%s/target", tmp);
+    cr_expect(stat(path, &st) == 0 && st.st_size == bytes && (st.st_mode & 0777) == 0600,
+              "target: %ld bytes, mode %o", (long)st.st_size, st.st_mode & 0777);
+    cr_expect_eq(run(&out, &err, "cd %s && ln -s nowhere/x dangling && %s logits -m %s --ids 1,2 -o "
+                     "dangling", tmp, bin(), model), 1);
+    cr_expect(strstr(err, "dangling: a symbolic link to nothing writable") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* the model's own files, under their names or another (a hard link) */
+    size_t n_before, n_after;
+    snprintf(path, sizeof path, "%s/config.json", model);
+    char *config = test_read_file(path, &n_before);
+    cr_expect_eq(run(&out, &err, "%s logits -m %s --ids 1,2 -o %s/config.json", bin(), model, model), 1);
+    cr_expect(strstr(err, "is the checkpoint's config.json: give another path") != NULL, "%s", err);
+    free(out);
+    free(err);
+    char *after = test_read_file(path, &n_after);
+    cr_expect(after && n_after == n_before && !memcmp(config, after, n_before), "config.json changed");
+    free(after);
+    free(config);
+    /* an output of an earlier run in the model directory is not one of them */
+    cr_expect_eq(run(&out, &err, "%s logits -m %s --ids 1 -o %s/l.f32 && %s logits -m %s --ids 2 -o "
+                     "%s/l.f32", bin(), model, model, bin(), model, model), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "cd %s && ln model/tiktoken.model hard && %s run -m %s --ids 1 -n 1 "
+                     "--trace hard", tmp, bin(), model), 1);
+    cr_expect(strstr(err, "--trace hard is the checkpoint's tiktoken.model") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s convert -m %s >/dev/null 2>&1; %s logits -m %s --ids 1 -o "
+                     "%s/moetier-store/index.json", bin(), model, bin(), model, model), 1);
+    cr_expect(strstr(err, "is the expert store's index.json") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* the CSV a trace is imported from */
+    cr_expect_eq(run(&out, &err, "cd %s && printf 'token,layer,e0\\n0,0,1\\n' > t.csv && %s trace "
+                     "import --csv t.csv -o t.csv", tmp, bin()), 2);
+    cr_expect(strstr(err, "is the --csv file") != NULL, "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
 }
 
 Test(cli, bad_arguments_fail_clearly)
