@@ -1,7 +1,9 @@
 /* main: `moetier <command> [options]` dispatch. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 
@@ -31,8 +33,27 @@ static void usage(FILE *f)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
 }
 
+/* A standard descriptor closed by the caller (`<&-`) would go to the next
+ * file opened: output meant for stdout would land in a trace or a shard, and
+ * chat would poll its own signal pipe as stdin and wait forever. Each closed
+ * one is held by /dev/null opened the other way round, so reading stdin or
+ * writing stdout still fails with EBADF, as it did. */
+static void hold_closed_standard_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        int got = open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
+        if (got > fd) {
+            dup2(got, fd);
+            close(got);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
+    hold_closed_standard_fds();
     if (argc < 2) {
         usage(stderr);
         return 2;

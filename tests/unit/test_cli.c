@@ -259,6 +259,26 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     free(tmp);
 }
 
+/* A closed standard input is not something else's descriptor: chat ends (it
+ * used to poll its own signal pipe, which took descriptor 0, forever) and a
+ * prompt read from it fails. */
+Test(cli, closed_standard_input_ends_chat, .timeout = 60)
+{
+    char *tmp = test_make_tmpdir("cli-closed"), model[4300], *out, *err;
+    snprintf(model, sizeof model, "%s/model", tmp);
+    test_synth_tiny(model, "bf16");
+    int rc = run(&out, &err, "timeout 20 %s chat -m %s <&-", bin(), model);
+    cr_expect(rc == 0, "chat with stdin closed: status %d (124: it waited): %s", rc, err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f - <&-", bin(), model), 1);
+    cr_expect(strstr(err, "standard input: cannot read") != NULL, "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 Test(cli, bad_arguments_fail_clearly)
 {
     char *d = golden_dir_or_skip("bf16");
