@@ -1,6 +1,7 @@
 /* engine: see engine.h. */
 #include "engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -512,6 +513,17 @@ static int forward_chunk(engine *en, const int *ids, int T, float *logits, int a
     return 0;
 }
 
+/* The first of rows [rows][V] holding a NaN, or -1. A NaN row has no next
+ * token: the sampler would silently pick one (the argmax skips NaN). */
+static int first_nan_row(const float *rows, int n, size_t V)
+{
+    for (int t = 0; t < n; t++)
+        for (size_t v = 0; v < V; v++)
+            if (isnan(rows[(size_t)t * V + v]))
+                return t;
+    return -1;
+}
+
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e)
 {
     if (T < 1)
@@ -536,6 +548,10 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
             lg = logits;
         if (forward_chunk(en, ids + done, n, lg, all_logits, e))
             return -1;
+        int rows = all_logits ? n : 1, nan_row = lg ? first_nan_row(lg, rows, V) : -1;
+        if (nan_row >= 0)
+            return err_set(e, "the logits at position %d are NaN: the model's weights hold a NaN "
+                           "or infinity, or overflow", en->n_past - rows + nan_row);
         done += n;
     }
     double dt = now_seconds() - t0;

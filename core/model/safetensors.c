@@ -169,8 +169,11 @@ static int parse_header(st_file *f, const uint8_t *buf, uint64_t size, errbuf *e
             err_set(e, "%s: tensor '%s' appears twice in the header", path, f->tensors[i].name);
             goto out;
         }
-    /* Overlap check: sorted by offset, each tensor must start where every earlier
-     * one has ended (empty tensors take no room and are left out). */
+    /* Sorted by offset, no tensor may overlap another (empty ones take no
+     * room), and then each must start where the one before ended and the last
+     * end where the file does: the format covers its data exactly, so a gap or
+     * bytes left over mean a damaged file or a wrong header length (which would
+     * shift every tensor and give garbage numbers, not an error). */
     st_tensor **by_off = malloc(((size_t)f->n_tensors + 1) * sizeof *by_off);
     if (!by_off) {
         err_set(e, "%s: out of memory", path);
@@ -180,19 +183,33 @@ static int parse_header(st_file *f, const uint8_t *buf, uint64_t size, errbuf *e
         by_off[i] = &f->tensors[i];
     qsort(by_off, (size_t)f->n_tensors, sizeof *by_off, tensor_offset_cmp);
     const st_tensor *last = NULL;   /* the one ending furthest */
-    for (int i = 0; i < f->n_tensors; i++) {
+    int bad = 0;
+    for (int i = 0; i < f->n_tensors && !bad; i++) {
         const st_tensor *b = by_off[i];
         if (!b->nbytes)
             continue;
-        if (last && b->file_offset < last->file_offset + last->nbytes) {
-            err_set(e, "%s: tensors '%s' and '%s' overlap in the data region", path, last->name,
-                    b->name);
-            free(by_off);
-            goto out;
-        }
+        if (last && b->file_offset < last->file_offset + last->nbytes)
+            bad = err_set(e, "%s: tensors '%s' and '%s' overlap in the data region", path,
+                          last->name, b->name);
         last = b;
     }
+    uint64_t end = data_start;      /* where the tensors so far end */
+    for (int i = 0; i < f->n_tensors && !bad; i++) {
+        const st_tensor *b = by_off[i];
+        if (b->nbytes && b->file_offset > end)
+            bad = err_set(e, "%s: data bytes %llu to %llu belong to no tensor (the next is '%s'): "
+                          "the file is damaged or its header length is wrong", path,
+                          (unsigned long long)(end - data_start),
+                          (unsigned long long)(b->file_offset - data_start), b->name);
+        if (b->nbytes)
+            end = b->file_offset + b->nbytes;
+    }
     free(by_off);
+    if (!bad && end != size)
+        bad = err_set(e, "%s: the last %llu bytes belong to no tensor: the file is damaged or its "
+                      "header length is wrong", path, (unsigned long long)(size - end));
+    if (bad)
+        goto out;
     rc = 0;
 out:
     cJSON_Delete(root);

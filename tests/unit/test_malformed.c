@@ -193,10 +193,9 @@ Test(malformed, overlap_behind_an_empty_tensor)
     expect_open_error("overlap", "kv_b_proj");
 }
 
-/* A norm weight that is NaN or infinite: the whole output would be NaN. */
-Test(malformed, non_finite_norm_weight)
+/* Writes a NaN into element `index` of tensor `name` (F32, BF16 or F16). */
+static void poke_nan(const char *name, size_t index)
 {
-    const char *name = "model.layers.1.input_layernorm.weight";
     char *s = shard_of(name);
     size_t n;
     uint8_t *buf = test_read_file(s, &n);
@@ -207,17 +206,40 @@ Test(malformed, non_finite_norm_weight)
     const char *dt = cJSON_GetObjectItem(t, "dtype")->valuestring;
     size_t at = 8 + hl + (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"), 0)->valuedouble;
     if (!strcmp(dt, "F32"))
-        memcpy(buf + at + 4 * 3, &(uint32_t){0x7fc00000u}, 4);
+        memcpy(buf + at + 4 * index, &(uint32_t){0x7fc00000u}, 4);
     else
-        memcpy(buf + at + 2 * 3, &(uint16_t){0x7fc0u}, 2);     /* BF16 and F16 NaN alike */
+        memcpy(buf + at + 2 * index, &(uint16_t){0x7fc0u}, 2);     /* BF16 and F16 NaN alike */
     FILE *f = fopen(s, "wb");
     cr_assert_not_null(f);
     fwrite(buf, 1, n, f);
     fclose(f);
     cJSON_Delete(root);
     free(buf);
-    expect_open_error(name, "index 3");
     free(s);
+}
+
+/* A norm weight that is NaN or infinite: the whole output would be NaN. */
+Test(malformed, non_finite_norm_weight)
+{
+    const char *name = "model.layers.1.input_layernorm.weight";
+    poke_nan(name, 3);
+    expect_open_error(name, "index 3");
+}
+
+/* A NaN that loading does not look for (one weight of lm_head): the logits it
+ * reaches are an error, not a token (the sampler used to skip NaN and pick
+ * one). */
+Test(malformed, nan_logits_are_an_error)
+{
+    poke_nan("lm_head.weight", 5);
+    char *out, *err, cmd[8400];
+    snprintf(cmd, sizeof cmd, "%s run -m %s --ids 1,2 -n 2 --greedy --print-ids", test_moetier_bin(),
+             dir);
+    cr_expect_eq(test_run_capture(cmd, &out, &err), 1, "%s", err);
+    cr_expect(strstr(err, "the logits at position 1 are NaN") != NULL, "%s", err);
+    cr_expect_str_empty(out, "ids were printed: %s", out);
+    free(out);
+    free(err);
 }
 
 Test(malformed, size_inconsistent_with_shape)
@@ -256,12 +278,44 @@ static void drop_tensor(cJSON *root, void *ctx)
     cJSON_DeleteItemFromObject(root, ctx);
 }
 
+/* Takes tensor `name` out of its shard, header entry and bytes, the tensors
+ * after it moved back: a whole shard that lacks it. */
+static void remove_tensor(const char *name)
+{
+    char *shard = shard_of(name);
+    size_t n;
+    uint8_t *buf = test_read_file(shard, &n);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
+    cJSON *offs = cJSON_GetObjectItem(cJSON_GetObjectItem(root, name), "data_offsets");
+    double b = cJSON_GetArrayItem(offs, 0)->valuedouble, e = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    cJSON_DeleteItemFromObject(root, name);
+    cJSON *t;
+    cJSON_ArrayForEach(t, root) {
+        cJSON *o = cJSON_GetObjectItem(t, "data_offsets");
+        for (int i = 0; o && i < 2; i++)
+            if (cJSON_GetArrayItem(o, i)->valuedouble >= e)
+                cJSON_SetNumberValue(cJSON_GetArrayItem(o, i), cJSON_GetArrayItem(o, i)->valuedouble - (e - b));
+    }
+    char *h = cJSON_PrintUnformatted(root);
+    uint64_t nl = strlen(h);
+    FILE *f = fopen(shard, "wb");
+    fwrite(&nl, 8, 1, f);
+    fwrite(h, 1, nl, f);
+    fwrite(buf + 8 + hl, 1, (size_t)b, f);
+    fwrite(buf + 8 + hl + (size_t)e, 1, n - 8 - hl - (size_t)e, f);
+    fclose(f);
+    free(h);
+    cJSON_Delete(root);
+    free(buf);
+    free(shard);
+}
+
 Test(malformed, missing_tensor)
 {
     const char *name = "model.layers.2.self_attn.kv_b_proj.weight";
-    char *s = shard_of(name);
-    edit_header(s, drop_tensor, (void *)name);
-    free(s);
+    remove_tensor(name);
     /* the index still lists it: the checkpoint is inconsistent */
     expect_open_error(name, "does not contain");
     /* and once the index forgets it too, the model misses it */
@@ -272,11 +326,37 @@ Test(malformed, missing_tensor)
 Test(malformed, missing_fp8_scale)
 {
     const char *name = "model.layers.3.mlp.experts.5.down_proj.weight_scale_inv";
-    char *s = shard_of(name);
-    edit_header(s, drop_tensor, (void *)name);
-    free(s);
+    remove_tensor(name);
     edit_json_file("model.safetensors.index.json", unmap_tensor, (void *)name);
     expect_open_error("weight_scale_inv", "experts.5.down_proj");
+}
+
+/* The data region is covered exactly: bytes no tensor names (an entry lost
+ * from the header, bytes appended, a header length one short, which shifts
+ * every tensor by a byte and used to load into NaN logits) are refused. */
+Test(malformed, data_not_covered_by_tensors)
+{
+    const char *name = "model.layers.2.self_attn.kv_b_proj.weight";
+    char *s = shard_of(name);
+    size_t n;
+    uint8_t *intact = test_read_file(s, &n);
+    edit_header(s, drop_tensor, (void *)name);
+    expect_open_error("belong to no tensor", "the next is");
+    FILE *f = fopen(s, "wb");
+    fwrite(intact, 1, n, f);
+    fwrite("appended", 1, 8, f);
+    fclose(f);
+    expect_open_error("the last 8 bytes belong to no tensor", s);
+    uint64_t hl;
+    memcpy(&hl, intact, 8);
+    hl--;
+    memcpy(intact, &hl, 8);
+    f = fopen(s, "wb");
+    fwrite(intact, 1, n, f);
+    fclose(f);
+    expect_open_error("header length is wrong", s);
+    free(intact);
+    free(s);
 }
 
 static void write_header_bytes(const char *shard, const void *hdr, size_t n)
