@@ -199,25 +199,26 @@ static int parse_quant(cfg_reader *r, const cJSON *o, model_config *c)
                    "compressed-tensors", r->path, m);
 }
 
+/* eos_token_id: an id, or a list of at most MAX_EOS ids (a list cut short
+ * would leave an end token that does not end anything). */
 static int parse_eos(cfg_reader *r, const cJSON *o, model_config *c)
 {
+    enum { MAX_EOS = sizeof c->eos_token_ids / sizeof c->eos_token_ids[0] };
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, "eos_token_id");
     c->n_eos = 0;
     if (absent(j))
         return 0;
-    if (cJSON_IsNumber(j)) {
-        c->eos_token_ids[c->n_eos++] = j->valueint;
-        return 0;
-    }
-    if (!cJSON_IsArray(j))
+    if (!cJSON_IsNumber(j) && !cJSON_IsArray(j))
         return err_set(r->e, "%s: field 'eos_token_id' must be an integer or a list", r->path);
-    const cJSON *it;
-    cJSON_ArrayForEach(it, j)
-    {
-        if (!cJSON_IsNumber(it))
-            return err_set(r->e, "%s: field 'eos_token_id' must hold integers", r->path);
-        if (c->n_eos < 8)
-            c->eos_token_ids[c->n_eos++] = it->valueint;
+    if (cJSON_IsArray(j) && cJSON_GetArraySize(j) > MAX_EOS)
+        return err_set(r->e, "%s: field 'eos_token_id' lists %d ids; at most %d are taken", r->path,
+                       cJSON_GetArraySize(j), MAX_EOS);
+    const cJSON *it = cJSON_IsArray(j) ? j->child : j;
+    for (; it; it = cJSON_IsArray(j) ? it->next : NULL) {
+        if (!cJSON_IsNumber(it) || floor(it->valuedouble) != it->valuedouble ||
+            it->valuedouble < 0 || it->valuedouble > 1e9)
+            return err_set(r->e, "%s: field 'eos_token_id' must hold integers >= 0", r->path);
+        c->eos_token_ids[c->n_eos++] = (int)it->valuedouble;
     }
     return 0;
 }

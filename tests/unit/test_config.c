@@ -130,6 +130,12 @@ Test(config, contradictions_name_the_field)
     expect_error(", \"quantization_config\": {\"quant_method\": \"gptq\"}", "quant_method");
     expect_error(", \"rms_norm_eps\": -1", "rms_norm_eps");
     expect_error(", \"num_experts_per_tok\": 8, \"n_group\": 8, \"topk_group\": 0", "topk_group");
+    /* an end id that is not one (1.5 used to end at id 1), or a list cut short */
+    expect_error(", \"eos_token_id\": 1.5", "eos_token_id");
+    expect_error(", \"eos_token_id\": -5", "eos_token_id");
+    expect_error(", \"eos_token_id\": 1e30", "eos_token_id");
+    expect_error(", \"eos_token_id\": [1, \"2\"]", "eos_token_id");
+    expect_error(", \"eos_token_id\": [1, 2, 3, 4, 5, 6, 7, 8, 9]", "at most 8");
 }
 
 /* Sizes the engine multiplies stay far inside int: each field below 1e9 can
