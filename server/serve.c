@@ -313,11 +313,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return MHD_NO;
         *con_cls = cx;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > s->o.max_body)
-            cx->too_large = 1;  /* answered once the body is skipped */
-        return MHD_YES;
+        if (!cl || strtoull(cl, NULL, 10) <= s->o.max_body)
+            return MHD_YES;
+        /* answered now, before the body: a client declaring gigabytes is not
+         * kept waiting for them (nor invited by "100 Continue") */
+        cx->too_large = 1;
     }
-    if (*upload_size) {
+    else if (*upload_size) {
         if (!cx->too_large && cx->len + *upload_size > s->o.max_body)
             cx->too_large = 1;
         if (!cx->too_large) {

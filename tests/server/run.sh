@@ -46,13 +46,17 @@ greedy="$(text '{"prompt":"one two","max_tokens":12,"temperature":0}')"
   fail "temperature 2 alone gave the greedy text: the checks above prove nothing"
 code="$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"prompt":"a","logprobs":3}')"
 [ "$code" = 400 ] && grep -q '"param":"logprobs"' "$tmp/body" || fail "logprobs gave $code"
+# a body declared past --max-body is refused at once, not after it is sent
+code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Content-Length: 99999999999' \
+  -H 'content-type: application/json' "$url/v1/completions" -d '{}' || true)"
+[ "$code" = 413 ] || fail "a declared 100 GB body gave $code (000: no answer within 5 s)"
 # a client that hangs up mid-stream; the server answers the next request
 timeout 1 curl -sN "$url/v1/completions" -d '{"prompt":"a","max_tokens":100000,"stream":true}' >/dev/null || true
 code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "$url/v1/completions" -d '{"prompt":"b","max_tokens":2}')"
 [ "$code" = 200 ] || fail "after a hang-up the next request gave $code"
 kill -TERM "$pid"
 wait "$pid" || fail "the server did not exit cleanly (status $?): $(tail -20 "$log")"
-echo "ok   curl: SSE framing, [DONE], 400, 405, top_k and min_p reach the sampler, logprobs refused, hang-up mid-stream"
+echo "ok   curl: SSE framing, [DONE], 400, 405, top_k and min_p reach the sampler, logprobs refused, 413 before the body, hang-up mid-stream"
 
 # --- the official openai client ---
 if ! command -v node >/dev/null || [ ! -d "$here/node_modules/openai" ]; then
