@@ -215,26 +215,6 @@ void trace_temp_name(const char *path, char *out, size_t n)
     snprintf(out, n, "%s.tmp%ld", path, (long)getpid());
 }
 
-int trace_check_writable(const char *path, errbuf *e)
-{
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return err_set(e, "%s is a directory", path);
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        /* a pipe or a device: opening it could wait for a reader */
-        if (access(path, W_OK) != 0)
-            return err_set(e, "%s: cannot write there: %s", path, strerror(errno));
-        return 0;
-    }
-    file_output o;
-    int fd = file_output_open(&o, path, e);
-    if (fd < 0)
-        return -1;
-    close(fd);
-    file_output_abort(&o);
-    return 0;
-}
-
 int trace_write(const routing_trace *t, const char *path, errbuf *e)
 {
     file_output o;

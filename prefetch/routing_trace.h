@@ -76,8 +76,6 @@ void trace_set_predicted(routing_trace *t, uint64_t i, uint32_t d, uint64_t mask
                          uint16_t count);
 
 int trace_write(const routing_trace *t, const char *path, errbuf *e);
-/* Whether trace_write could create its file there (checked before a long run). */
-int trace_check_writable(const char *path, errbuf *e);
 /* The temporary name trace_write writes a regular file under before renaming
  * it to path (this process's). */
 void trace_temp_name(const char *path, char *out, size_t n);

@@ -543,7 +543,7 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     /* before the load and the run, not after them */
     if (f->trace && cli_check_output("--trace", f->trace, f, e))
         return -1;
-    if (f->trace && trace_check_writable(f->trace, e))
+    if (f->trace && file_check_writable(f->trace, e))
         return err_prefix(e, "--trace: ");
     if (model_weights_open(&m->mw, f->dir, e))
         return -1;

@@ -27,6 +27,7 @@
 
 #include "cJSON.h"
 #include "cli_common.h"
+#include "core/base/fileutil.h"
 #include "commands.h"
 #include "core/base/progress.h"
 #include "cpu_kernels/cpu_backend.h"
@@ -283,7 +284,10 @@ int cmd_tune(int argc, char **argv)
     if (budgets_s && parse_budgets(budgets_s, gb_list, &n_gb))
         return 2;
     errbuf e;
-    /* a trace that cannot serve fails now, not after minutes of measuring */
+    /* a trace that cannot serve, or a plot that cannot be written, fails now,
+     * not after minutes of measuring */
+    if (cli_check_output("--svg", svg, &mf, &e) || file_check_writable(svg, &e))
+        return cli_fail(&e);
     routing_trace given;
     if (trace_in && trace_read(&given, trace_in, &e))
         return cli_fail(&e);
@@ -320,6 +324,15 @@ int cmd_tune(int argc, char **argv)
         fprintf(stderr, "moetier tune: %s has no expert store; make one with `moetier convert -m "
                         "%s` (tune sizes the DRAM tier in front of it)\n", mf.dir, mf.dir);
         return 1;
+    }
+    for (int i = 0; i < n_gb; i++) {
+        int slots = (int)(gb_list[i] * 1e9 / (double)plan.slot_bytes);
+        if (slots < plan.top_k) {
+            cli_model_close(&probe);
+            fprintf(stderr, "moetier tune: %.3g GB holds %d experts, fewer than the %d one token "
+                            "uses at once\n", gb_list[i], slots, plan.top_k);
+            return 2;
+        }
     }
     int threads = cpu_backend_threads(&probe.be);
     kernel_path path = cpu_backend_path(&probe.be);
@@ -370,13 +383,7 @@ int cmd_tune(int argc, char **argv)
     int n = 0;
     if (n_gb) {
         for (int i = 0; i < n_gb; i++) {
-            int s = (int)(gb_list[i] * 1e9 / (double)sb);
-            if (s < plan.top_k) {
-                fprintf(stderr, "moetier tune: %.3g GB holds %d experts, fewer than the %d one "
-                                "token uses at once\n", gb_list[i], s, plan.top_k);
-                trace_free(&t);
-                return 2;
-            }
+            int s = (int)(gb_list[i] * 1e9 / (double)sb);     /* >= top_k: checked above */
             pts[n++].slots = s < n_blobs ? s : n_blobs;
         }
     } else {

@@ -127,6 +127,26 @@ void file_output_abort(file_output *o)
         unlink(o->tmp);
 }
 
+int file_check_writable(const char *path, errbuf *e)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return err_set(e, "%s is a directory", path);
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* a pipe or a device: opening it could wait for a reader */
+        if (access(path, W_OK) != 0)
+            return err_set(e, "%s: cannot write there: %s", path, strerror(errno));
+        return 0;
+    }
+    file_output o;
+    int fd = file_output_open(&o, path, e);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    file_output_abort(&o);
+    return 0;
+}
+
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
 {
     file_output o;

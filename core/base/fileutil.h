@@ -33,6 +33,9 @@ int file_output_open(file_output *o, const char *path, errbuf *e);
 int file_output_commit(file_output *o, int fd, errbuf *e);
 /* After a failure: the temporary file goes (the caller closes fd). */
 void file_output_abort(file_output *o);
+/* Whether an output could be written there, checked before a long run; a pipe
+ * or a device is not opened (that could wait for a reader). */
+int file_check_writable(const char *path, errbuf *e);
 /* Whether both paths exist and are the same file (links followed). */
 int file_same(const char *a, const char *b);
 /* fsync of the directory holding path, so that a rename or unlink in it is

@@ -195,6 +195,29 @@ Test(tune, command_predicts_and_checks, .timeout = 300)
         free(out);
         free(err);
     }
+    /* so are a budget below one token's experts and a plot that cannot be
+     * written (both used to fail after the measurements) */
+    struct {
+        const char *args;
+        int status;
+        const char *says;
+    } early[] = {{"--budgets 0.00001,1 --svg /dev/null", 2, "fewer than the 8 one token uses"},
+                 {"--svg /nonexistent-dir/t.svg", 1, "/nonexistent-dir/t.svg"},
+                 {"--svg MODEL/config.json", 1, "is the checkpoint's config.json"}};
+    for (int i = 0; i < 3; i++) {
+        char args[4400];
+        const char *at = strstr(early[i].args, "MODEL");
+        if (at)
+            snprintf(args, sizeof args, "%.*s%s%s", (int)(at - early[i].args), early[i].args, model,
+                     at + 5);
+        else
+            snprintf(args, sizeof args, "%s", early[i].args);
+        snprintf(cmd, sizeof cmd, "%s tune -m %s %s -t 1", bin, model, args);
+        cr_expect_eq(test_run_capture(cmd, &out, &err), early[i].status, "%s: %s", args, err);
+        cr_expect(strstr(err, early[i].says) && !strstr(err, "measuring"), "%s: %s", args, err);
+        free(out);
+        free(err);
+    }
     test_remove_tree(dir);
     free(dir);
 }
