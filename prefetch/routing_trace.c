@@ -442,6 +442,7 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
     /* ids are checked against the largest possible counts, then shrunk to the data;
      * top_k is the first row's count */
     uint32_t k = 0, max_layer = 0, max_expert = 0;
+    unsigned long prev[3] = {0};    /* the last row's prompt, token, layer */
     while (fgets(line, sizeof line, in)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(in)) {
@@ -486,6 +487,16 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
             return err_set(e, "%s: line %" PRIu64 ": %u experts, expected %u like the first row",
                            name, lineno, n, k ? k : 1);
         }
+        /* a prompt's events come in order, token by token and layer by layer,
+         * each once: a repeated or backward row is a damaged or merged file,
+         * and replaying it would count hits that never happened */
+        if (k && v[0] == prev[0] && (v[1] < prev[1] || (v[1] == prev[1] && v[2] <= prev[2]))) {
+            trace_free(t);
+            return err_set(e, "%s: line %" PRIu64 ": token %lu layer %lu of prompt %lu comes after "
+                           "token %lu layer %lu: each prompt's events must be in order, each once",
+                           name, lineno, v[1], v[2], v[0], prev[1], prev[2]);
+        }
+        memcpy(prev, v, sizeof prev);
         if (!k && trace_init(t, 1, 1, n, 0, 0, e))
             return err_prefix(e, "%s: ", name);
         if (!k)     /* the widest a trace may be until the data says how wide it is */

@@ -226,6 +226,10 @@ Test(traces, csv_import_and_errors)
                  e.msg);
     cr_expect(t.n == 1 && t.experts[1] == 26);
     trace_free(&t);
+    /* a new prompt starts its tokens again */
+    cr_assert_eq(import_text(&t, "prompt,token,layer,experts\n1,7,1,8\n2,0,1,9\n", &e), 0, "%s",
+                 e.msg);
+    trace_free(&t);
     const char *bad[][2] = {
         {"prompt,token,layer\n", "line 1"},
         {"prompt,token,layer,expertsGARBAGE\n1,0,1,8\n", "line 1"},
@@ -239,6 +243,9 @@ Test(traces, csv_import_and_errors)
         {"prompt,token,layer,experts\n1,x,1,8 26\n", "token"},
         {"prompt,token,layer,experts\n1,0,1,8 99999\n", "line 2"},
         {"prompt,token,layer,experts\n", "no events"},
+        {"prompt,token,layer,experts\n1,0,1,3\n1,0,1,3\n", "line 3: token 0 layer 1 of prompt 1"},
+        {"prompt,token,layer,experts\n1,5,1,3\n1,2,1,4\n", "each prompt's events must be in order"},
+        {"prompt,token,layer,experts\n1,0,2,3\n1,0,1,4\n", "line 3"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         cr_expect_neq(import_text(&t, bad[i][0], &e), 0, "case %zu accepted", i);
