@@ -532,6 +532,9 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
         return err_set(e, "context is full: %d cached + %d new tokens exceed the context size %d "
                        "(raise -c)", en->n_past, T, en->kv.max_ctx);
     double t0 = now_seconds();
+    /* one token after others is a decode step; a prompt's tokens, even a
+     * prompt of one, are prefill */
+    int decode_step = T == 1 && en->n_past > 0;
     size_t V = (size_t)en->cfg->vocab_size;
     int done = 0, stopped = 0;
     while (done < T) {
@@ -555,7 +558,7 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
         done += n;
     }
     double dt = now_seconds() - t0;
-    if (T == 1) {
+    if (decode_step) {
         en->stats.tokens_decoded += (uint64_t)done;
         en->stats.decode_seconds += dt;
     } else {

@@ -279,6 +279,21 @@ Test(cli, closed_standard_input_ends_chat, .timeout = 60)
     free(tmp);
 }
 
+/* The speed line counts a prompt's tokens as prefill, a prompt of one too
+ * (its step was counted as decode). */
+Test(cli, a_one_token_prompt_is_prefill, .timeout = 60)
+{
+    char *tmp = test_make_tmpdir("cli-one"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1023 -n 3 --ignore-eos", bin(), tmp), 0, "%s",
+                 err);
+    cr_expect(strstr(err, "prefill: 1 tokens") && strstr(err, "decode: 2 tokens"), "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 Test(cli, bad_arguments_fail_clearly)
 {
     char *d = golden_dir_or_skip("bf16");
