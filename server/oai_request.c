@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,
@@ -132,6 +133,39 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
            unsupported(o, "best_of", is_number(o, "best_of", 1), "one answer is made", err) ||
            unsupported(o, "suffix", cJSON_IsString(suffix) && !suffix->valuestring[0],
                        "no text is inserted before a suffix", err);
+}
+
+static int by_key(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* Whether some object in the tree holds a key twice (*key: the first found;
+ * an object whose keys cannot be sorted for want of memory is passed).
+ * JSON leaves a repeated key's meaning open: cJSON reads the first, Python
+ * clients the last, so a request holding one is refused. */
+static int duplicate_key(const cJSON *node, const char **key)
+{
+    for (const cJSON *c = node->child; c; c = c->next)
+        if (duplicate_key(c, key))
+            return 1;
+    if (!cJSON_IsObject(node))
+        return 0;
+    int n = cJSON_GetArraySize(node);
+    if (n < 2)
+        return 0;
+    const cJSON **keys = malloc((size_t)n * sizeof *keys);
+    if (!keys)
+        return 0;
+    int i = 0;
+    for (const cJSON *c = node->child; c; c = c->next)
+        keys[i++] = c;
+    qsort(keys, (size_t)n, sizeof *keys, by_key);
+    for (i = 1; i < n && !*key; i++)
+        if (!strcmp(keys[i - 1]->string, keys[i]->string))
+            *key = keys[i]->string;
+    free(keys);
+    return *key != NULL;
 }
 
 static int parse_stop(oai_request *r, oai_error *err)
@@ -277,6 +311,9 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
     }
     if (!cJSON_IsObject(r->root))
         return bad(err, "", "the body must be a JSON object");
+    const char *twice = NULL;
+    if (duplicate_key(r->root, &twice))
+        return bad(err, "", "the key '%.60s' appears twice in one object", twice);
     long nul = escaped_nul_at(body, len);
     if (nul >= 0)
         return bad(err, "", "the body holds a NUL character (\\u0000, byte %ld): text must not "

@@ -48,6 +48,9 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
            "repetition_penalty");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"repeat_penalty\": \"1\"}",
            "repeat_penalty");
+    /* a repeated key has no agreed meaning (first or last wins, by client) */
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 2, \"max_tokens\": 3}", "");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"content\": \"b\"}]}", "");
     /* what this server cannot do is refused, not silently left out */
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": true}", "logprobs");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 5}", "logprobs");
