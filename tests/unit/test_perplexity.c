@@ -6,7 +6,6 @@
 #include <cJSON.h>
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +13,6 @@
 #include "core/text/tokenizer.h"
 #include "testutil.h"
 
-static int run(char **out, char **err, const char *fmt, ...)
-{
-    char cmd[16384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    return test_run_capture(cmd, out, err);
-}
 
 /* Sums -log softmax(row)[target] over n rows, in double. */
 static double nll_sum(const float *rows, int n, int V, const int *targets)
@@ -104,7 +94,7 @@ static void golden_case(const char *variant)
     double tol = 2 * 1e-3 * sqrt(var / (double)n);
 
     char *ids = ids_list(seq, S), *out, *err;
-    cr_assert_eq(run(&out, &err, "%s perplexity -m %s --ids %s -c %d --json", test_moetier_bin(),
+    cr_assert_eq(test_run_fmt(&out, &err, "%s perplexity -m %s --ids %s -c %d --json", test_moetier_bin(),
                      dir, ids, S), 0, "%s", err);
     cJSON *o = cJSON_Parse(out);
     cr_assert_not_null(o, "not JSON: %s", out);
@@ -187,7 +177,7 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows)
     for (int w = 0; w < windows; w++) {
         const int *ids = l.ids + (size_t)w * (size_t)C;
         char *list = ids_list(ids, C), *out, *err;
-        cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s", test_moetier_bin(), model,
+        cr_assert_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids %s -o %s", test_moetier_bin(), model,
                          list, logits_path), 0, "%s", err);
         size_t nb;
         float *rows = test_read_file(logits_path, &nb);
@@ -200,7 +190,7 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows)
         free(err);
     }
     char *out, *err;
-    cr_assert_eq(run(&out, &err, "%s perplexity -m %s -f %s -c %d --json", test_moetier_bin(), model,
+    cr_assert_eq(test_run_fmt(&out, &err, "%s perplexity -m %s -f %s -c %d --json", test_moetier_bin(), model,
                      text_path, C), 0, "%s", err);
     cJSON *o = cJSON_Parse(out);
     cr_assert_not_null(o, "not JSON: %s", out);
@@ -218,7 +208,7 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows)
     free(out);
     free(err);
     /* the same figure without --json, as text on stdout */
-    cr_assert_eq(run(&out, &err, "%s perplexity -m %s -f %s -c %d", test_moetier_bin(), model,
+    cr_assert_eq(test_run_fmt(&out, &err, "%s perplexity -m %s -f %s -c %d", test_moetier_bin(), model,
                      text_path, C), 0, "%s", err);
     char want_text[64];
     snprintf(want_text, sizeof want_text, "perplexity: %.4f +/- ", exp(got));
@@ -273,7 +263,7 @@ Test(perplexity, bad_arguments_are_refused, .timeout = 60)
                      text_path, at + 4);
         else
             snprintf(args, sizeof args, "%s", cases[i].args);
-        int rc = run(&out, &err, "%s perplexity -m %s %s", test_moetier_bin(), model, args);
+        int rc = test_run_fmt(&out, &err, "%s perplexity -m %s %s", test_moetier_bin(), model, args);
         cr_expect_eq(rc, cases[i].status, "%s: status %d: %s", args, rc, err);
         cr_expect(strstr(err, cases[i].says) != NULL, "%s: %s", args, err);
         cr_expect_eq(out[0], 0, "%s printed on stdout: %s", args, out);

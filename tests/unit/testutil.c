@@ -3,6 +3,7 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,16 @@ int test_run_capture(const char *cmd, char **out, char **err)
     test_remove_tree(ofile);
     free(ofile);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int test_run_fmt(char **out, char **err, const char *fmt, ...)
+{
+    char cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return test_run_capture(cmd, out, err);
 }
 
 const char *test_moetier_bin(void)

@@ -32,6 +32,8 @@ void test_synth_tiny(const char *dir, const char *format);
 /* Runs a command line through /bin/sh, capturing stdout and stderr (malloc'd);
  * returns the exit status. */
 int test_run_capture(const char *cmd, char **out, char **err);
+/* The same for a printf-formatted command line. */
+int test_run_fmt(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* The moetier binary the command-line tests run: $MOETIER_BIN (make test sets
  * it to the build being tested), else build/moetier when it exists; fails the
