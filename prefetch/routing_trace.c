@@ -210,11 +210,6 @@ static void encode_event(const routing_trace *t, uint64_t i, uint8_t *p)
         }
 }
 
-void trace_temp_name(const char *path, char *out, size_t n)
-{
-    snprintf(out, n, "%s.tmp%ld", path, (long)getpid());
-}
-
 int trace_write(const routing_trace *t, const char *path, errbuf *e)
 {
     file_output o;

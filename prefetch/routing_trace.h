@@ -76,9 +76,6 @@ void trace_set_predicted(routing_trace *t, uint64_t i, uint32_t d, uint64_t mask
                          uint16_t count);
 
 int trace_write(const routing_trace *t, const char *path, errbuf *e);
-/* The temporary name trace_write writes a regular file under before renaming
- * it to path (this process's). */
-void trace_temp_name(const char *path, char *out, size_t n);
 /* Reads and validates a whole trace; a damaged or truncated file is refused
  * with the offset and what was wrong. */
 int trace_read(routing_trace *t, const char *path, errbuf *e);

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "core/base/fileutil.h"
 #include "core/text/utf8.h"
 
 #define W 720
@@ -50,9 +52,17 @@ static void put_text(FILE *f, const char *text)
 int tune_write_svg(const char *path, const char *title, const tune_point *pts, int n,
                    int recommended, double measured_tps, errbuf *e)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return err_set(e, "cannot write the plot %s: %s", path, strerror(errno));
+    file_output o;      /* a failure part way leaves an earlier plot whole */
+    int fd = file_output_open(&o, path, e);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "w");
+    if (fd < 0)
+        return err_prefix(e, "cannot write the plot: ");
+    if (!f) {
+        err_set(e, "cannot write the plot %s: %s", path, strerror(errno));
+        close(fd);
+        file_output_abort(&o);
+        return -1;
+    }
     double max_gb = 0, max_tps = measured_tps > 0 ? measured_tps : 0;
     for (int i = 0; i < n; i++) {
         if (pts[i].gb > max_gb)
@@ -117,7 +127,13 @@ int tune_write_svg(const char *path, const char *title, const tune_point *pts, i
             T + 16);
     fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"#c0392b\">— hit rate</text>\n", L + 10, T + 32);
     fputs("</svg>\n", f);
-    if (fclose(f))
-        return err_set(e, "cannot write the plot %s: %s", path, strerror(errno));
-    return 0;
+    int rc = 0;
+    if (fflush(f) != 0 || ferror(f)) {
+        rc = err_set(e, "cannot write the plot %s: %s", path, strerror(errno));
+        file_output_abort(&o);
+    } else if (file_output_commit(&o, fileno(f), e)) {
+        rc = err_prefix(e, "cannot write the plot: ");
+    }
+    fclose(f);
+    return rc;
 }

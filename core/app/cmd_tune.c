@@ -219,7 +219,7 @@ static int make_tmp_trace(void)
         return -1;
     }
     close(fd);
-    trace_temp_name(tmp_trace, tmp_trace_part, sizeof tmp_trace_part);
+    file_output_temp_name(tmp_trace, tmp_trace_part, sizeof tmp_trace_part);
     for (size_t i = 0; i < sizeof tmp_signals / sizeof *tmp_signals; i++)
         signal(tmp_signals[i], remove_tmp_trace_and_die);
     return 0;

@@ -75,30 +75,70 @@ static int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+void file_output_temp_name(const char *path, char *out, size_t n)
+{
+    snprintf(out, n, "%s.tmp.%ld", path, (long)getpid());
+}
+
+/* Whether path names a descriptor rather than a file (/dev/stdout,
+ * /dev/fd/N, /proc/self/fd/N, or a link to one): the shell opened what is
+ * behind it, maybe for appending (`>> f`), so it is written through. */
+static int names_a_descriptor(const char *path)
+{
+    char cur[PATH_MAX], link[PATH_MAX];
+    snprintf(cur, sizeof cur, "%s", path);
+    for (int hops = 0; hops < 40; hops++) {
+        if (!strncmp(cur, "/proc/", 6) || !strncmp(cur, "/dev/fd/", 8))
+            return 1;
+        struct stat st;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode))
+            return 0;
+        ssize_t n = readlink(cur, link, sizeof link - 1);
+        if (n < 0)
+            return 0;
+        link[n] = 0;
+        if (link[0] == '/') {
+            snprintf(cur, sizeof cur, "%s", link);
+        } else {
+            char *slash = strrchr(cur, '/');
+            char dir[PATH_MAX];
+            snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - cur) : 1, slash ? cur : ".");
+            snprintf(cur, sizeof cur, "%s/%s", dir, link);
+        }
+    }
+    return 0;
+}
+
 int file_output_open(file_output *o, const char *path, errbuf *e)
 {
     memset(o, 0, sizeof *o);
-    struct stat st;
     snprintf(o->path, sizeof o->path, "%s", path);
-    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+    struct stat st;
+    int exists = stat(path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode))
+        return err_set(e, "%s is a directory", path);
+    o->through = exists && (!S_ISREG(st.st_mode) || names_a_descriptor(path));
+    if (o->through) {
+        /* appending: a regular file behind a descriptor may have been opened
+         * with >> (one opened with > is empty) */
+        snprintf(o->tmp, sizeof o->tmp, "%s", path);
+        int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd < 0)
+            return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+        return fd;
+    }
+    struct stat lst;
+    if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
         char target[PATH_MAX];
         if (!realpath(path, target))
             return err_set(e, "%s: a symbolic link to nothing writable (%s)", path, strerror(errno));
         snprintf(o->path, sizeof o->path, "%s", target);
     }
-    int exists = stat(o->path, &st) == 0;
-    if (exists && S_ISDIR(st.st_mode))
-        return err_set(e, "%s is a directory", path);
-    o->through = exists && !S_ISREG(st.st_mode);
-    if (o->through)
-        snprintf(o->tmp, sizeof o->tmp, "%s", o->path);
-    else
-        snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", o->path, (long)getpid());
-    int fd = open(o->tmp, o->through ? O_WRONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                  0644);
+    file_output_temp_name(o->path, o->tmp, sizeof o->tmp);
+    int fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return err_set(e, "%s: cannot %s: %s", o->tmp, o->through ? "open" : "create", strerror(errno));
-    if (exists && !o->through)
+        return err_set(e, "%s: cannot create: %s", o->tmp, strerror(errno));
+    if (exists)
         fchmod(fd, st.st_mode & 07777);     /* the file replaced keeps its permissions */
     return fd;
 }

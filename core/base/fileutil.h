@@ -19,13 +19,16 @@ int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
 /* An output file, written so that a failure leaves what was at the path as it
  * was and nothing but that file changes: the bytes go to a temporary name
  * beside it, renamed over it at the end. A symbolic link's target is the file
- * written (the link stays a link); a device, FIFO or socket (/dev/null,
- * /dev/stdout, a pipe) is written through, never replaced. */
+ * written (the link stays a link); a device, FIFO or socket (/dev/null, a
+ * pipe) and whatever a descriptor path names (/dev/stdout, /dev/fd/N: maybe a
+ * file opened with >>) are written through, appending, never replaced. */
 typedef struct file_output {
     char path[4096];    /* the file written: the path, or its link's target */
     char tmp[4200];     /* where the bytes go (path itself when written through) */
     int through;
 } file_output;
+/* The temporary name beside path (this process's). */
+void file_output_temp_name(const char *path, char *out, size_t n);
 /* Returns the descriptor to write to, or -1 with e set (a directory, a link
  * to nothing, no permission). */
 int file_output_open(file_output *o, const char *path, errbuf *e);

@@ -189,6 +189,22 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     snprintf(path, sizeof path, "%s/from-fifo", tmp);
     cr_expect(stat(path, &st) == 0 && st.st_size == bytes, "the FIFO's reader got %ld bytes",
               (long)st.st_size);
+    /* /dev/stdout into a pipe, and appended to a file (`>>`): written through,
+     * appending (it was resolved to the file behind it, and replaced) */
+    cr_assert_eq(test_run_fmt(&out, &err, "cd %s && %s logits -m %s --ids 1,2 -o /dev/stdout | cat > "
+                              "piped && printf 0123456789 > appended && %s logits -m %s --ids 1,2 -o "
+                              "/dev/stdout >> appended", tmp, bin(), model, bin(), model), 0, "%s", err);
+    free(out);
+    free(err);
+    snprintf(path, sizeof path, "%s/piped", tmp);
+    cr_expect(stat(path, &st) == 0 && st.st_size == bytes, "through a pipe: %ld bytes",
+              (long)st.st_size);
+    snprintf(path, sizeof path, "%s/appended", tmp);
+    size_t n_app;
+    char *app = test_read_file(path, &n_app);
+    cr_expect(app && n_app == 10 + (size_t)bytes && !memcmp(app, "0123456789", 10),
+              ">> /dev/stdout: %zu bytes", n_app);
+    free(app);
     /* a character device (mknod needs root: skipped without it) */
     snprintf(path, sizeof path, "%s/null", tmp);
     if (mknod(path, S_IFCHR | 0666, makedev(1, 3)) == 0) {
