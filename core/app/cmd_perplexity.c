@@ -1,10 +1,12 @@
-/* cmd_perplexity: `moetier perplexity -m DIR (-f FILE | --ids LIST) [-c CTX] [--json]`.
+/* cmd_perplexity: `moetier perplexity -m DIR (-f FILE | --ids LIST) [-c CTX] [--bos] [--json]`.
  *
- * The usual measure of a quantization or an engine against another: the
- * tokens are cut into windows of CTX, each run from an empty cache, and the
- * second half of each window is scored, so every scored token sees at least
- * CTX/2 tokens (llama.cpp's perplexity does the same). Sums are in double,
- * from each row's own maximum, so a large vocabulary loses nothing. */
+ * The usual measure of a quantization or an engine against another, with
+ * llama.cpp's windows so the figures compare: the tokens are cut into windows
+ * of CTX, each run from an empty cache, and the tokens after the first half
+ * (CTX/2 + 1 .. CTX - 1) are scored, each seeing at least CTX/2 tokens; --bos
+ * puts BOS in each window's first place, as llama.cpp does for tokenizers that
+ * add one. Sums are in double, from each row's own maximum, so a large
+ * vocabulary loses nothing. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,19 +26,21 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier perplexity -m DIR (-f FILE | --ids LIST) [-c CTX] [--json]\n"
+    fprintf(f, "usage: moetier perplexity -m DIR (-f FILE | --ids LIST) [-c CTX] [--bos] [--json]\n"
                "                          [model and tier options]\n"
-               "  Perplexity of a text under the model. The tokens are cut into windows of\n"
-               "  CTX tokens (a last, shorter one is left out); each window starts from an\n"
-               "  empty cache and its second half is scored, so each scored token sees at\n"
-               "  least CTX/2 tokens before it. The running figure goes to stderr after each\n"
-               "  window, the result to stdout. Ctrl+C stops and prints the result of the\n"
-               "  whole windows done.\n"
+               "  Perplexity of a text under the model, in llama.cpp's windows: the tokens\n"
+               "  are cut into windows of CTX tokens (a last, shorter one is left out); each\n"
+               "  window starts from an empty cache and the tokens after its first half are\n"
+               "  scored, each seeing at least CTX/2 tokens before it. The running figure goes\n"
+               "  to stderr after each window, the result to stdout. Ctrl+C stops and prints\n"
+               "  the result of the whole windows done.\n"
                "  -m DIR        checkpoint directory\n"
                "  -f FILE       text (- for standard input), encoded as plain text:\n"
                "                special-token names in it are text too\n"
                "  --ids LIST    comma-separated token ids instead of text\n"
-               "  -c CTX        window in tokens (default %d; at least 2)\n"
+               "  -c CTX        window in tokens (default %d; at least 3)\n"
+               "  --bos         the config's BOS token in each window's first place (llama.cpp\n"
+               "                does so when the tokenizer adds BOS)\n"
                "  --json        the result as one JSON object on stdout\n",
             DEFAULT_WINDOW);
     model_flags_usage(f);
@@ -91,22 +95,19 @@ static double perplexity_error(const score *s)
     return perplexity_of(s) * sqrt(var > 0 ? var / (double)s->n : 0);
 }
 
-/* One window from an empty cache: its first half (less one token) without
- * logits, then the rest in steps of at most MAX_SCORED_ROWS whose rows score
- * the tokens after them. Returns engine_forward's status. */
+/* One window from an empty cache: its first half without logits, then the
+ * rest in steps of at most MAX_SCORED_ROWS whose rows score the tokens after
+ * them. Returns engine_forward's status. */
 static int score_window(engine *en, const int *ids, int C, float *rows, score *s, errbuf *e)
 {
-    int V = en->cfg->vocab_size, first = C / 2 - 1;
+    int V = en->cfg->vocab_size, first = C / 2;
     engine_reset(en);
-    if (first > 0) {
-        int rc = engine_forward(en, ids, first, NULL, 0, e);
-        if (rc)
-            return rc;
-    }
+    int rc = engine_forward(en, ids, first, NULL, 0, e);
+    if (rc)
+        return rc;
     for (int p = first; p < C - 1;) {
         int n = C - 1 - p < MAX_SCORED_ROWS ? C - 1 - p : MAX_SCORED_ROWS;
-        int rc = engine_forward(en, ids + p, n, rows, 1, e);
-        if (rc)
+        if ((rc = engine_forward(en, ids + p, n, rows, 1, e)))
             return rc;
         for (int t = 0; t < n; t++)
             if (score_row(rows + (size_t)t * (size_t)V, V, ids[p + t + 1], s))
@@ -173,7 +174,7 @@ int cmd_perplexity(int argc, char **argv)
 {
     model_flags mf = {0};
     const char *ids_s = NULL, *file = NULL;
-    int json = 0;
+    int json = 0, bos = 0;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (r < 0)
@@ -191,6 +192,8 @@ int cmd_perplexity(int argc, char **argv)
                 return 2;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if (!strcmp(argv[i], "--bos")) {
+            bos = 1;
         } else {
             fprintf(stderr, "moetier perplexity: unknown option '%s'\n", argv[i]);
             usage(stderr);
@@ -204,8 +207,9 @@ int cmd_perplexity(int argc, char **argv)
     }
     if (!mf.ctx)
         mf.ctx = DEFAULT_WINDOW;
-    if (mf.ctx < 2) {
-        fprintf(stderr, "moetier perplexity: -c must be at least 2 (half of a window is scored)\n");
+    if (mf.ctx < 3) {
+        fprintf(stderr, "moetier perplexity: -c must be at least 3 (the tokens after half a "
+                "window are scored)\n");
         return 2;
     }
     if (model_flags_check(&mf, "perplexity"))
@@ -237,7 +241,13 @@ int cmd_perplexity(int argc, char **argv)
             cli_model_close(&m);
             return cli_fail(&e);
         }
-    int scored = C - C / 2, scored_rows = scored < MAX_SCORED_ROWS ? scored : MAX_SCORED_ROWS;
+    if (bos && m.mw.cfg.bos_token_id < 0) {
+        err_set(&e, "--bos: %s/config.json names no bos_token_id", mf.dir);
+        free(ids);
+        cli_model_close(&m);
+        return cli_fail(&e);
+    }
+    int scored = C - 1 - C / 2, scored_rows = scored < MAX_SCORED_ROWS ? scored : MAX_SCORED_ROWS;
     float *rows = malloc((size_t)scored_rows * (size_t)m.mw.cfg.vocab_size * sizeof *rows);
     score s = {0};
     int done = 0, signalled = 0;
@@ -257,7 +267,10 @@ int cmd_perplexity(int argc, char **argv)
     int frc = 0;
     for (; done < windows; done++) {
         score w = s;
-        frc = score_window(&m.en, ids + (size_t)done * (size_t)C, C, rows, &w, &e);
+        int *window = ids + (size_t)done * (size_t)C;
+        if (bos)
+            window[0] = m.mw.cfg.bos_token_id;  /* never a target: only the first half's */
+        frc = score_window(&m.en, window, C, rows, &w, &e);
         if (frc)
             break;
         s = w;

@@ -15,6 +15,9 @@
 #include "prefetch/routing_trace.h"
 #include "testutil.h"
 
+/* a command line, printf-formatted: its exit status, stdout and stderr */
+#define run test_run_fmt
+
 static const char *bin(void)
 {
     return test_moetier_bin();
@@ -53,7 +56,7 @@ Test(cli, logits_matches_golden_and_prints_nothing)
 {
     char *d = golden_dir_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
     char *tmp = test_make_tmpdir("cli"), *out, *err;
-    int rc = test_run_fmt(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32", bin(), d, ids, tmp);
+    int rc = run(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32", bin(), d, ids, tmp);
     cr_assert_eq(rc, 0, "stderr: %s", err);
     cr_expect_str_empty(out, "logits printed on stdout: %s", out);
     char path[4096];
@@ -80,7 +83,7 @@ Test(cli, run_print_ids_is_golden_greedy)
 {
     char *d = golden_dir_or_skip("int4"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
     char *want = golden_ids_csv(d, "generated_ids.i32.bin", 16), *out, *err;
-    int rc = test_run_fmt(&out, &err, "%s run -m %s --ids %s -n 16 --greedy --ignore-eos --print-ids", bin(),
+    int rc = run(&out, &err, "%s run -m %s --ids %s -n 16 --greedy --ignore-eos --print-ids", bin(),
                  d, ids);
     cr_assert_eq(rc, 0, "stderr: %s", err);
     size_t L = strlen(out);
@@ -103,17 +106,17 @@ Test(cli, every_command_has_help)
                           "trace replay", "trace import", "bench gpu"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         char *out, *err;
-        int rc = test_run_fmt(&out, &err, "%s %s --help", bin(), cmds[i]);
+        int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
         cr_expect_eq(rc, 0, "%s --help: %d", cmds[i], rc);
         cr_expect(strstr(out, "usage: moetier") != NULL, "%s --help: %s", cmds[i], out);
         free(out);
         free(err);
     }
     char *out, *err;
-    cr_expect_eq(test_run_fmt(&out, &err, "%s --help", bin()), 0);
+    cr_expect_eq(run(&out, &err, "%s --help", bin()), 0);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s frobnicate", bin()), 2);
+    cr_expect_eq(run(&out, &err, "%s frobnicate", bin()), 2);
     cr_expect(strstr(err, "unknown command") != NULL);
     free(out);
     free(err);
@@ -124,30 +127,30 @@ Test(cli, every_command_has_help)
 Test(cli, stdout_is_clean_and_its_failures_count)
 {
     char *d = golden_dir_or_skip("bf16"), *tmp = test_make_tmpdir("cli-out"), *out, *err;
-    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1,99999 -n 2 --print-ids", bin(), d), 1);
+    cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1,99999 -n 2 --print-ids", bin(), d), 1);
     cr_expect_str_empty(out, "a failed run printed '%s'", out);
     cr_expect_null(strstr(err, "prefill:"), "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1,2 -n 2 --print-ids >/dev/full", bin(), d), 1);
+    cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1,2 -n 2 --print-ids >/dev/full", bin(), d), 1);
     cr_expect(strstr(err, "writing") != NULL, "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s tokenize -m %s --text hello >/dev/full", bin(), d), 1);
+    cr_expect_eq(run(&out, &err, "%s tokenize -m %s --text hello >/dev/full", bin(), d), 1);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1,2 -n 3 --trace %s/r.trace", bin(), d, tmp),
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1,2 -n 3 --trace %s/r.trace", bin(), d, tmp),
                  0, "%s", err);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "ls %s", tmp), 0);
+    cr_assert_eq(run(&out, &err, "ls %s", tmp), 0);
     cr_expect_str_eq(out, "r.trace\n", "beside the trace: %s", out);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s trace replay %s/r.trace --cache 1e400", bin(), tmp), 2);
+    cr_expect_eq(run(&out, &err, "%s trace replay %s/r.trace --cache 1e400", bin(), tmp), 2);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s trace replay %s/r.trace --cache 1e30", bin(), tmp), 0, "%s",
+    cr_expect_eq(run(&out, &err, "%s trace replay %s/r.trace --cache 1e30", bin(), tmp), 0, "%s",
                  err);
     cr_expect(strstr(out, "hit rate") != NULL, "a cache past every expert holds them all: %s", out);
     free(out);
@@ -161,7 +164,7 @@ static void expect_failure(int want_rc, const char *needle, const char *fmt, con
                            const char *a2)
 {
     char *out, *err;
-    int rc = test_run_fmt(&out, &err, fmt, bin(), a1, a2);
+    int rc = run(&out, &err, fmt, bin(), a1, a2);
     cr_expect_eq(rc, want_rc, "'%s %s': exit %d, stderr %s", a1, a2, rc, err);
     cr_expect(strstr(err, needle) != NULL, "'%s %s': stderr '%s' lacks '%s'", a1, a2, err, needle);
     free(out);
@@ -180,8 +183,9 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     const long bytes = 2L * 1024 * 4;   /* two rows of k2-tiny's 1,024 logits */
     struct stat st;
     /* a FIFO, read on the other side */
-    cr_assert_eq(test_run_fmt(&out, &err, "cd %s && mkfifo fifo && (cat fifo > from-fifo &) && %s logits -m %s "
-                     "--ids 1,2 -o fifo && sleep 0.3", tmp, bin(), model), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "cd %s && mkfifo fifo && (cat fifo > from-fifo &) && "
+                     "%s logits -m %s --ids 1,2 -o fifo && sleep 0.3", tmp, bin(), model),
+                 0, "%s", err);
     free(out);
     free(err);
     snprintf(path, sizeof path, "%s/fifo", tmp);
@@ -191,9 +195,10 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
               (long)st.st_size);
     /* /dev/stdout into a pipe, and appended to a file (`>>`): written through,
      * appending (it was resolved to the file behind it, and replaced) */
-    cr_assert_eq(test_run_fmt(&out, &err, "cd %s && %s logits -m %s --ids 1,2 -o /dev/stdout | cat > "
-                              "piped && printf 0123456789 > appended && %s logits -m %s --ids 1,2 -o "
-                              "/dev/stdout >> appended", tmp, bin(), model, bin(), model), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "cd %s && %s logits -m %s --ids 1,2 -o /dev/stdout | cat > "
+                     "piped && printf 0123456789 > appended && %s logits -m %s --ids 1,2 -o "
+                     "/dev/stdout >> appended", tmp, bin(), model, bin(), model),
+                 0, "%s", err);
     free(out);
     free(err);
     snprintf(path, sizeof path, "%s/piped", tmp);
@@ -208,14 +213,14 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     /* a character device (mknod needs root: skipped without it) */
     snprintf(path, sizeof path, "%s/null", tmp);
     if (mknod(path, S_IFCHR | 0666, makedev(1, 3)) == 0) {
-        cr_expect_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids 1,2 -o %s", bin(), model, path), 0, "%s",
-                     err);
+        cr_expect_eq(run(&out, &err, "%s logits -m %s --ids 1,2 -o %s", bin(), model, path), 0,
+                     "%s", err);
         free(out);
         free(err);
         cr_expect(stat(path, &st) == 0 && S_ISCHR(st.st_mode), "the device was replaced");
     }
     /* a symbolic link: it stays one, its target gets the logits and keeps its mode */
-    cr_assert_eq(test_run_fmt(&out, &err, "cd %s && echo keep > target && chmod 600 target && ln -s target "
+    cr_assert_eq(run(&out, &err, "cd %s && echo keep > target && chmod 600 target && ln -s target "
                      "link && %s logits -m %s --ids 1,2 -o link", tmp, bin(), model), 0, "%s", err);
     free(out);
     free(err);
@@ -224,8 +229,8 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     snprintf(path, sizeof path, "%s/target", tmp);
     cr_expect(stat(path, &st) == 0 && st.st_size == bytes && (st.st_mode & 0777) == 0600,
               "target: %ld bytes, mode %o", (long)st.st_size, st.st_mode & 0777);
-    cr_expect_eq(test_run_fmt(&out, &err, "cd %s && ln -s nowhere/x dangling && %s logits -m %s --ids 1,2 -o "
-                     "dangling", tmp, bin(), model), 1);
+    cr_expect_eq(run(&out, &err, "cd %s && ln -s nowhere/x dangling && "
+                     "%s logits -m %s --ids 1,2 -o dangling", tmp, bin(), model), 1);
     cr_expect(strstr(err, "dangling: a symbolic link to nothing writable") != NULL, "%s", err);
     free(out);
     free(err);
@@ -233,31 +238,34 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     size_t n_before, n_after;
     snprintf(path, sizeof path, "%s/config.json", model);
     char *config = test_read_file(path, &n_before);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids 1,2 -o %s/config.json", bin(), model, model), 1);
+    cr_expect_eq(run(&out, &err, "%s logits -m %s --ids 1,2 -o %s/config.json", bin(), model,
+                     model), 1);
     cr_expect(strstr(err, "is the checkpoint's config.json: give another path") != NULL, "%s", err);
     free(out);
     free(err);
     char *after = test_read_file(path, &n_after);
-    cr_expect(after && n_after == n_before && !memcmp(config, after, n_before), "config.json changed");
+    cr_expect(after && n_after == n_before && !memcmp(config, after, n_before),
+              "config.json changed");
     free(after);
     free(config);
     /* an output of an earlier run in the model directory is not one of them */
-    cr_expect_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids 1 -o %s/l.f32 && %s logits -m %s --ids 2 -o "
-                     "%s/l.f32", bin(), model, model, bin(), model, model), 0, "%s", err);
+    cr_expect_eq(run(&out, &err, "%s logits -m %s --ids 1 -o %s/l.f32 && "
+                     "%s logits -m %s --ids 2 -o %s/l.f32", bin(), model, model, bin(), model,
+                     model), 0, "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "cd %s && ln model/tiktoken.model hard && %s run -m %s --ids 1 -n 1 "
-                     "--trace hard", tmp, bin(), model), 1);
+    cr_expect_eq(run(&out, &err, "cd %s && ln model/tiktoken.model hard && "
+                     "%s run -m %s --ids 1 -n 1 --trace hard", tmp, bin(), model), 1);
     cr_expect(strstr(err, "--trace hard is the checkpoint's tiktoken.model") != NULL, "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s convert -m %s >/dev/null 2>&1; %s logits -m %s --ids 1 -o "
+    cr_expect_eq(run(&out, &err, "%s convert -m %s >/dev/null 2>&1; %s logits -m %s --ids 1 -o "
                      "%s/moetier-store/index.json", bin(), model, bin(), model, model), 1);
     cr_expect(strstr(err, "is the expert store's index.json") != NULL, "%s", err);
     free(out);
     free(err);
     /* the CSV a trace is imported from */
-    cr_expect_eq(test_run_fmt(&out, &err, "cd %s && printf 'token,layer,e0\\n0,0,1\\n' > t.csv && %s trace "
+    cr_expect_eq(run(&out, &err, "cd %s && printf 'token,layer,e0\\n0,0,1\\n' > t.csv && %s trace "
                      "import --csv t.csv -o t.csv", tmp, bin()), 2);
     cr_expect(strstr(err, "is the --csv file") != NULL, "%s", err);
     free(out);
@@ -274,11 +282,11 @@ Test(cli, closed_standard_input_ends_chat, .timeout = 60)
     char *tmp = test_make_tmpdir("cli-closed"), model[4300], *out, *err;
     snprintf(model, sizeof model, "%s/model", tmp);
     test_synth_tiny(model, "bf16");
-    int rc = test_run_fmt(&out, &err, "timeout 20 %s chat -m %s <&-", bin(), model);
+    int rc = run(&out, &err, "timeout 20 %s chat -m %s <&-", bin(), model);
     cr_expect(rc == 0, "chat with stdin closed: status %d (124: it waited): %s", rc, err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s -f - <&-", bin(), model), 1);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f - <&-", bin(), model), 1);
     cr_expect(strstr(err, "standard input: cannot read") != NULL, "%s", err);
     free(out);
     free(err);
@@ -292,7 +300,7 @@ Test(cli, a_one_token_prompt_is_prefill, .timeout = 60)
 {
     char *tmp = test_make_tmpdir("cli-one"), *out, *err;
     test_synth_tiny(tmp, "bf16");
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1023 -n 3 --ignore-eos", bin(), tmp), 0, "%s",
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1023 -n 3 --ignore-eos", bin(), tmp), 0, "%s",
                  err);
     cr_expect(strstr(err, "prefill: 1 tokens") && strstr(err, "decode: 2 tokens"), "%s", err);
     free(out);
@@ -329,7 +337,7 @@ Test(cli, bad_arguments_fail_clearly)
 Test(cli, inspect_reports_formats_and_tiers)
 {
     char *d = golden_dir_or_skip("fp8"), *out, *err;
-    cr_assert_eq(test_run_fmt(&out, &err, "%s inspect -m %s", bin(), d), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), d), 0, "%s", err);
     cr_expect(strstr(out, "fp8-block") != NULL, "%s", out);
     cr_expect(strstr(out, "routed experts") != NULL, "%s", out);
     cr_expect(strstr(out, "4 (1 dense, 3 MoE)") != NULL, "%s", out);
@@ -345,32 +353,32 @@ Test(cli, tokenize_prints_ids_on_one_line)
         free(d);
         cr_skip_test("kimi-tokenizer testdata absent");
     }
-    cr_assert_eq(test_run_fmt(&out, &err, "%s tokenize -m %s --text 'The quick brown fox jumps over the lazy "
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text 'The quick brown fox jumps over the lazy "
                                  "dog.'", bin(), d), 0, "%s", err);
     cr_expect_str_eq(out, "1008,5072,16331,69275,60062,1312,276,29292,7751,13\n");
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s tokenize -m %s --text '<|im_end|>hi' --special", bin(), d), 0);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text '<|im_end|>hi' --special", bin(), d), 0);
     cr_expect_str_eq(out, "163586,9663\n");
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s tokenize -m %s --text '<|im_end|>hi'", bin(), d), 0);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text '<|im_end|>hi'", bin(), d), 0);
     cr_expect_str_eq(out, "27,91,348,11129,91,29,9663\n", "without --special names are text");
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'The quick' | %s tokenize -m %s --file -", bin(), d), 0);
+    cr_assert_eq(run(&out, &err, "printf 'The quick' | %s tokenize -m %s --file -", bin(), d), 0);
     cr_expect_str_eq(out, "1008,5072\n");
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s tokenize -m %s --text ''", bin(), d), 0);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --text ''", bin(), d), 0);
     cr_expect_str_eq(out, "\n");
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "printf 'a\\377b' | %s tokenize -m %s --file -", bin(), d), 1);
+    cr_expect_eq(run(&out, &err, "printf 'a\\377b' | %s tokenize -m %s --file -", bin(), d), 1);
     cr_expect(strstr(err, "UTF-8") != NULL, "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s tokenize -m /nonexistent --text hi", bin()), 1);
+    cr_expect_eq(run(&out, &err, "%s tokenize -m /nonexistent --text hi", bin()), 1);
     cr_expect(strstr(err, "/nonexistent: No such file or directory") != NULL, "%s", err);
     free(out);
     free(err);
@@ -397,7 +405,7 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
 {
     char *tmp = test_make_tmpdir("clirun"), *out, *err;
     test_synth_tiny(tmp, "bf16");
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s -p 'The quick brown fox' -n 8 --seed 5 --ignore-eos "
+    cr_assert_eq(run(&out, &err, "%s run -m %s -p 'The quick brown fox' -n 8 --seed 5 --ignore-eos "
                                  "--print-ids", bin(), tmp), 0, "%s", err);
     const char *last = last_line(out);
     int commas = 0;
@@ -405,7 +413,7 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
         commas += *p == ',';
     cr_expect_eq(commas, 7, "8 ids expected on the last line: '%s'", last);
     char *out2, *err2;
-    cr_assert_eq(test_run_fmt(&out2, &err2, "%s run -m %s -p 'The quick brown fox' -n 8 --seed 5 --ignore-eos "
+    cr_assert_eq(run(&out2, &err2, "%s run -m %s -p 'The quick brown fox' -n 8 --seed 5 --ignore-eos "
                                    "--print-ids", bin(), tmp), 0);
     cr_expect(strncmp(out, out2, strlen(out)) == 0, "the same seed must give the same text");
     free(out2);
@@ -433,7 +441,7 @@ Test(cli, run_reads_the_prompt_from_a_file, .timeout = 120)
     for (int k = 0; k < 3; k++) {
         char src[1024];
         snprintf(src, sizeof src, how[k], small);
-        cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s %s %s", bin(), tmp, src, args), 0, "%s: %s", src, err);
+        cr_assert_eq(run(&out, &err, "%s run -m %s %s %s", bin(), tmp, src, args), 0, "%s: %s", src, err);
         want[k] = strdup(last_line(out));
         free(out);
         free(err);
@@ -449,14 +457,14 @@ Test(cli, run_reads_the_prompt_from_a_file, .timeout = 120)
         memcpy(text + r * unit, "The quick brown fox jumps over the lazy dog. ", unit);
     write_text(big, text, unit * reps);
     free(text);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s tokenize -m %s --file %s --special", bin(), tmp, big), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s tokenize -m %s --file %s --special", bin(), tmp, big), 0, "%s", err);
     long n_tokens = 1;
     for (const char *p = out; *p; p++)
         n_tokens += *p == ',';
     free(out);
     free(err);
     /* the context check comes before any compute, and reports the token count */
-    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s -f %s -n 1 -c 256", bin(), tmp, big), 1);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s -n 1 -c 256", bin(), tmp, big), 1);
     char expect[128];
     snprintf(expect, sizeof expect, "0 cached + %ld new tokens", n_tokens);
     cr_expect(strstr(err, expect) != NULL, "%zu-byte file: '%s' lacks '%s'", unit * reps, err, expect);
@@ -464,15 +472,15 @@ Test(cli, run_reads_the_prompt_from_a_file, .timeout = 120)
     free(err);
 
     write_text(nul, "a\0b", 3);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s -f %s --chat -n 1", bin(), tmp, nul), 1);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s --chat -n 1", bin(), tmp, nul), 1);
     cr_expect(strstr(err, "nul.txt") && strstr(err, "NUL byte"), "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s -f %s/absent.txt -n 1", bin(), tmp, tmp), 1);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s/absent.txt -n 1", bin(), tmp, tmp), 1);
     cr_expect(strstr(err, "absent.txt: cannot open") != NULL, "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s -f %s -p hi -n 1", bin(), tmp, small), 2);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -f %s -p hi -n 1", bin(), tmp, small), 2);
     cr_expect(strstr(err, "exactly one of -p, -f, --ids") != NULL, "%s", err);
     free(out);
     free(err);
@@ -486,14 +494,14 @@ Test(cli, run_stops_at_the_end_of_the_context)
 {
     char *tmp = test_make_tmpdir("clictx"), *out, *err;
     test_synth_tiny(tmp, "bf16");
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1000,5,6,7 -n 100 -c 16 --greedy --print-ids",
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1000,5,6,7 -n 100 -c 16 --greedy --print-ids",
                      bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "stopped after 13 of 100 tokens: the context of 16 tokens is full"),
               "%s", err);
     char *short_ctx = strdup(last_line(out));
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1000,5,6,7 -n 13 --greedy --print-ids", bin(),
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1000,5,6,7 -n 13 --greedy --print-ids", bin(),
                      tmp), 0, "%s", err);
     cr_expect_str_eq(short_ctx, last_line(out), "the 13 ids must be those of a larger context");
     cr_expect(strstr(err, "is full") == NULL, "%s", err);
@@ -530,7 +538,7 @@ Test(cli, chat_at_the_end_of_the_context_goes_on)
 {
     char *tmp = test_make_tmpdir("clichatctx"), *out, *err;
     test_synth_tiny(tmp, "bf16");
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'Hello\\n%s\\nHi\\n' | %s chat -m %s -n 4 -c 48 --seed 2",
+    cr_assert_eq(run(&out, &err, "printf 'Hello\\n%s\\nHi\\n' | %s chat -m %s -n 4 -c 48 --seed 2",
                      "Far too long a message for a context of forty-eight tokens, "
                      "with its template and a reply", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "it was not added") != NULL, "%s", err);
@@ -539,7 +547,7 @@ Test(cli, chat_at_the_end_of_the_context_goes_on)
     cr_expect_gt(t[1].reused, 10, "the turn after it reuses the first one's cache: %s", err);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'Hello\\nHi\\n' | %s chat -m %s -n 100 -c 48 --seed 2",
+    cr_assert_eq(run(&out, &err, "printf 'Hello\\nHi\\n' | %s chat -m %s -n 100 -c 48 --seed 2",
                      bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "the context of 48 tokens is full: the reply stops here") != NULL, "%s",
               err);
@@ -559,26 +567,26 @@ Test(cli, chat_reads_a_message_over_several_lines)
     char file[512];
     snprintf(file, sizeof file, "%s/two_lines.txt", tmp);
     write_text(file, "Line one\nline two", 17);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s -f %s --chat -n 1", bin(), tmp, file), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s run -m %s -f %s --chat -n 1", bin(), tmp, file), 0, "%s", err);
     const char *p = strstr(err, "prefill: ");
     cr_assert(p != NULL, "%s", err);
     int want = atoi(p + 9);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'Line one\\\\\\nline two\\n' | %s chat -m %s -n 1", bin(), tmp),
+    cr_assert_eq(run(&out, &err, "printf 'Line one\\\\\\nline two\\n' | %s chat -m %s -n 1", bin(), tmp),
                  0, "%s", err);
     chat_turn_line t = {0};
     cr_expect_eq(chat_turns(err, &t, 1), 1, "one turn: %s", err);
     cr_expect_eq(t.prompt, want, "one turn of both lines expected: %s", err);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'Line one\\\\\\nline two\\\\' | %s chat -m %s -n 1", bin(),
+    cr_assert_eq(run(&out, &err, "printf 'Line one\\\\\\nline two\\\\' | %s chat -m %s -n 1", bin(),
                      tmp), 0, "%s", err);
     cr_expect_eq(chat_turns(err, &t, 1), 1, "one turn: %s", err);
     cr_expect_eq(t.prompt, want, "a backslash at the end of input adds nothing: %s", err);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'a\\000b\\n' | %s chat -m %s -n 1", bin(), tmp), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "printf 'a\\000b\\n' | %s chat -m %s -n 1", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "NUL byte; it was not sent") != NULL, "%s", err);
     cr_expect_eq(chat_turns(err, &t, 1), 0, "no turn: %s", err);
     free(out);
@@ -596,7 +604,7 @@ Test(cli, chat_goes_on_past_bytes_that_are_not_text)
 {
     char *tmp = test_make_tmpdir("clichatutf8"), *out, *err;
     test_synth_tiny(tmp, "bf16");
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'msg 14\\nnext\\ncaf\\351\\nlast\\n' | %s chat -m %s --no-think "
+    cr_assert_eq(run(&out, &err, "printf 'msg 14\\nnext\\ncaf\\351\\nlast\\n' | %s chat -m %s --no-think "
                      "--greedy -n 3", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "not valid UTF-8 at byte 3; it was not sent") != NULL, "%s", err);
     /* the premise: the reply's raw bytes (as printed) are not text */
@@ -608,22 +616,22 @@ Test(cli, chat_goes_on_past_bytes_that_are_not_text)
     free(err);
     /* this reply has a reserved token (run --chat --special shows it): like
      * serve, chat shows only the markers it parses */
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --chat -p 'hello there' --greedy --repeat-penalty 2 "
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p 'hello there' --greedy --repeat-penalty 2 "
                      "-n 12 --special", bin(), tmp), 0, "%s", err);
     cr_assert(strstr(out, "<|reserved_token_") != NULL, "the premise: %s", out);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'hello there\\n' | %s chat -m %s --greedy --repeat-penalty 2 "
+    cr_assert_eq(run(&out, &err, "printf 'hello there\\n' | %s chat -m %s --greedy --repeat-penalty 2 "
                      "-n 12", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(out, "<|reserved_token_") == NULL, "%s", out);
     free(out);
     free(err);
     char *first, *after_reset;
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'hello there\\n' | %s chat -m %s --seed 4 --repeat-penalty 2 "
+    cr_assert_eq(run(&out, &err, "printf 'hello there\\n' | %s chat -m %s --seed 4 --repeat-penalty 2 "
                      "-n 12", bin(), tmp), 0, "%s", err);
     first = out;
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'something else\\n/reset\\nhello there\\n' | %s chat -m %s "
+    cr_assert_eq(run(&out, &err, "printf 'something else\\n/reset\\nhello there\\n' | %s chat -m %s "
                      "--seed 4 --repeat-penalty 2 -n 12", bin(), tmp), 0, "%s", err);
     after_reset = strstr(out, "\n") ? strstr(out, "\n") + 1 : out;
     cr_expect_str_eq(after_reset, first, "after /reset the reply must be a new chat's");
@@ -639,7 +647,7 @@ Test(cli, chat_two_turns_reuse_the_cache)
 {
     char *tmp = test_make_tmpdir("clichat"), *out, *err;
     test_synth_tiny(tmp, "bf16");
-    cr_assert_eq(test_run_fmt(&out, &err, "printf 'Hello there\\nHow are you?\\n/exit\\nignored\\n' | %s chat -m %s "
+    cr_assert_eq(run(&out, &err, "printf 'Hello there\\nHow are you?\\n/exit\\nignored\\n' | %s chat -m %s "
                                  "-n 6 --seed 2 --system 'Be brief.'", bin(), tmp), 0, "%s", err);
     chat_turn_line t[2] = {{0}};
     cr_expect_eq(chat_turns(err, t, 2), 2, "two turns expected (input after /exit ignored): %s", err);
@@ -666,18 +674,18 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     char model[4200];
     snprintf(model, sizeof model, "%s/model", tmp);
     test_synth_tiny(model, "fp8");
-    cr_assert_eq(test_run_fmt(&out, &err, "%s convert -m %s", bin(), model), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s convert -m %s", bin(), model), 0, "%s", err);
     cr_expect(strstr(err, "complete: 96 experts") != NULL, "%s", err);
     /* the default file size (64 GiB) holds the whole tiny store */
     cr_expect(strstr(err, "in 1 file\n") != NULL, "%s", err);
     free(out);
     free(err);
     /* run again: nothing to do */
-    cr_assert_eq(test_run_fmt(&out, &err, "%s convert -m %s", bin(), model), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s convert -m %s", bin(), model), 0, "%s", err);
     cr_expect(strstr(err, "already a complete expert store") != NULL, "%s", err);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s convert -m %s --check", bin(), model), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s convert -m %s --check", bin(), model), 0, "%s", err);
     cr_expect(strstr(err, "all 96 blobs") != NULL, "%s", err);
     free(out);
     free(err);
@@ -687,17 +695,17 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     struct rlimit nofile;
     int raise_ok = getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
                    (nofile.rlim_max == RLIM_INFINITY || nofile.rlim_max >= 1024);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s %s convert -m %s -o %s/tiny-files --file-gb 1e-12",
+    cr_assert_eq(run(&out, &err, "%s %s convert -m %s -o %s/tiny-files --file-gb 1e-12",
                      raise_ok ? "ulimit -Sn 64;" : "", bin(), model, tmp), 0, "%s", err);
     cr_expect(strstr(err, "in 96 files") != NULL, "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s %s run -m %s --store %s/tiny-files --ids 5,17 -n 2 "
+    cr_expect_eq(run(&out, &err, "%s %s run -m %s --store %s/tiny-files --ids 5,17 -n 2 "
                      "--dram-gb 0.001", raise_ok ? "ulimit -Sn 64;" : "", bin(), model, tmp), 0,
                  "%s", err);
     free(out);
     free(err);
-    cr_expect_eq(test_run_fmt(&out, &err, "%s convert -m %s -o %s/huge-files --file-gb 1e30", bin(), model,
+    cr_expect_eq(run(&out, &err, "%s convert -m %s -o %s/huge-files --file-gb 1e30", bin(), model,
                      tmp), 2, "%s", err);
     cr_expect(strstr(err, "--file-gb must be positive (at most 1e9)") != NULL, "%s", err);
     free(out);
@@ -705,14 +713,14 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
 
     /* the default store is found by itself; a budget of 8 experts reads most from NVMe */
     const char *ids = "5,17,300,2,999,45,8,8,600,12";
-    cr_assert_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids %s -o %s/a.f32 --dram-gb 0.0000001",
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/a.f32 --dram-gb 0.0000001",
                      bin(), model, ids, tmp), 1, "an impossible budget must fail: %s", err);
     cr_expect(strstr(err, "--dram-gb at least") != NULL, "%s", err);
     free(out);
     free(err);
     char store_dir[4300];
     snprintf(store_dir, sizeof store_dir, "%s/moetier-store", model);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids %s -o %s/a.f32 --dram-gb 0.001 --stats",
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/a.f32 --dram-gb 0.001 --stats",
                      bin(), model, ids, tmp), 0, "%s", err);
     cr_expect(strstr(err, "placement plan") != NULL && strstr(err, "NVMe") != NULL, "%s", err);
     char store_line[4400];
@@ -727,7 +735,7 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     char moved[4300];
     snprintf(moved, sizeof moved, "%s/store-elsewhere", tmp);
     cr_assert_eq(rename(store_dir, moved), 0);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids %s -o %s/b.f32", bin(), model, ids, tmp), 0,
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/b.f32", bin(), model, ids, tmp), 0,
                  "%s", err);
     free(out);
     free(err);
@@ -735,7 +743,7 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     snprintf(a, sizeof a, "%s/a.f32", tmp);
     snprintf(b, sizeof b, "%s/b.f32", tmp);
     cr_expect(files_equal(a, b), "logits from the store differ from the checkpoint's");
-    cr_assert_eq(test_run_fmt(&out, &err, "%s inspect -m %s --store %s --dram-gb 0.001", bin(), model, moved),
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s --store %s --dram-gb 0.001", bin(), model, moved),
                  0, "%s", err);
     cr_expect(strstr(out, "DRAM") != NULL && strstr(out, "of 96 experts") != NULL, "%s", out);
     free(out);
@@ -749,7 +757,7 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     fseek(f, 70000, SEEK_SET);
     fputc(0x5a ^ fgetc(f), f);
     fclose(f);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s convert -m %s -o %s --check", bin(), model, moved), 1, "%s",
+    cr_assert_eq(run(&out, &err, "%s convert -m %s -o %s --check", bin(), model, moved), 1, "%s",
                  err);
     cr_expect(strstr(err, "checksum mismatch") != NULL && strstr(err, "1 of 96") != NULL, "%s", err);
     free(out);
@@ -767,7 +775,7 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
     char *out, *err;
     /* 40 tokens: activations past the 271,182nd, whose index times 7919 once
      * overflowed an int (UBSan) */
-    cr_assert_eq(test_run_fmt(&out, &err, "%s bench kernels --json --formats bf16,int4 -t 1 --tokens 1,40 "
+    cr_assert_eq(run(&out, &err, "%s bench kernels --json --formats bf16,int4 -t 1 --tokens 1,40 "
                      "--seconds 0.05 --set-gb 0.05", bin()), 0, "%s", err);
     int lines = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
@@ -792,7 +800,7 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
     free(out);
     free(err);
     /* --twin times the GPU backend's CPU twin and says so */
-    cr_assert_eq(test_run_fmt(&out, &err, "%s bench kernels --json --twin --formats int4 -t 1 --tokens 1 "
+    cr_assert_eq(run(&out, &err, "%s bench kernels --json --twin --formats int4 -t 1 --tokens 1 "
                      "--seconds 0.05 --set-gb 0.05", bin()), 0, "%s", err);
     cr_expect(strstr(out, "\"kernels\":\"twin\"") && strstr(out, "\"gbps\":"), "%s", out);
     free(out);
@@ -806,13 +814,13 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
     cr_assert_not_null(mf);
     fputs("MemTotal:        2097152 kB\nMemAvailable:    1048576 kB\n", mf);
     fclose(mf);
-    cr_assert_eq(test_run_fmt(&out, &err, "MOETIER_MEMINFO=%s %s bench kernels --set-gb 1", mem, bin()), 2,
+    cr_assert_eq(run(&out, &err, "MOETIER_MEMINFO=%s %s bench kernels --set-gb 1", mem, bin()), 2,
                  "%s", err);
     cr_expect(strstr(err, "--set-gb 1 is more than this machine's 1.1 GB"), "%s", err);
     free(out);
     free(err);
     /* nor a small --set-gb that the 16-expert floor takes past it (16 x 88 MB) */
-    cr_assert_eq(test_run_fmt(&out, &err, "MOETIER_MEMINFO=%s %s bench kernels --formats bf16 --set-gb 0.05",
+    cr_assert_eq(run(&out, &err, "MOETIER_MEMINFO=%s %s bench kernels --formats bf16 --set-gb 0.05",
                      mem, bin()), 1, "%s", err);
     cr_expect(strstr(err, "bf16: 16 experts of 88.1 MB") && strstr(err, "1.41 GB"), "%s", err);
     free(out);
@@ -826,7 +834,7 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
 {
     char *d = golden_dir_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
     char *tmp = test_make_tmpdir("cli-trace"), *out, *err;
-    cr_assert_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32 --trace %s/r.trace", bin(), d,
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32 --trace %s/r.trace", bin(), d,
                      ids, tmp, tmp), 0, "%s", err);
     char path[4300], gpath[4300];
     snprintf(path, sizeof path, "%s/r.trace", tmp);
@@ -863,7 +871,7 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
         }
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s trace replay %s --cache 10 --shared --chunk 8 --json", bin(),
+    cr_assert_eq(run(&out, &err, "%s trace replay %s --cache 10 --shared --chunk 8 --json", bin(),
                      path), 0, "%s", err);
     char field[64];
     snprintf(field, sizeof field, "\"requests\":%llu,", (unsigned long long)want);
@@ -871,7 +879,7 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
               "steps of 8: %s (want %s)", out, field);
     free(out);
     free(err);
-    cr_assert_eq(test_run_fmt(&out, &err, "%s trace replay %s --cache 10 --shared --json", bin(), path), 0,
+    cr_assert_eq(run(&out, &err, "%s trace replay %s --cache 10 --shared --json", bin(), path), 0,
                  "%s", err);
     snprintf(field, sizeof field, "\"requests\":%llu,", (unsigned long long)t.n * K);
     cr_expect(strstr(out, "\"chunk\":1") && strstr(out, field) && strstr(out, "belady_hits"),

@@ -1,8 +1,9 @@
 /* `moetier perplexity`: its figure against one computed here from logits it
  * did not produce: the reference implementation's golden logits (prompt and
  * teacher-forced decode), and `moetier logits` run window by window on a
- * synthetic model (several windows, one scored in two steps, a last partial
- * window left out); its errors. */
+ * synthetic model (several windows, with BOS in their first place or not, one
+ * scored in two steps, a last partial window left out); its errors. Scored,
+ * as in llama.cpp: the tokens C/2 + 1 .. C - 1 of each window of C. */
 #include <cJSON.h>
 #include <criterion/criterion.h>
 #include <math.h>
@@ -12,6 +13,9 @@
 
 #include "core/text/tokenizer.h"
 #include "testutil.h"
+
+/* a command line, printf-formatted: its exit status, stdout and stderr */
+#define run test_run_fmt
 
 
 /* Sums -log softmax(row)[target] over n rows, in double. */
@@ -82,7 +86,7 @@ static void golden_case(const char *variant)
     memcpy(seq + T, gen, (size_t)G * sizeof *seq);
     memcpy(logits, pre, (size_t)T * (size_t)V * sizeof *logits);
     memcpy(logits + (size_t)T * (size_t)V, dec + V, (size_t)(G - 1) * (size_t)V * sizeof *logits);
-    int first = S / 2 - 1, scored = S - 1 - first;
+    int first = S / 2, scored = S - 1 - first;
     double want = nll_sum(logits + (size_t)first * (size_t)V, scored, V, seq + first + 1) / scored;
     double mean = 0, var = 0;
     size_t n = (size_t)(S - 1) * (size_t)V;
@@ -94,13 +98,14 @@ static void golden_case(const char *variant)
     double tol = 2 * 1e-3 * sqrt(var / (double)n);
 
     char *ids = ids_list(seq, S), *out, *err;
-    cr_assert_eq(test_run_fmt(&out, &err, "%s perplexity -m %s --ids %s -c %d --json", test_moetier_bin(),
+    cr_assert_eq(run(&out, &err, "%s perplexity -m %s --ids %s -c %d --json", test_moetier_bin(),
                      dir, ids, S), 0, "%s", err);
     cJSON *o = cJSON_Parse(out);
     cr_assert_not_null(o, "not JSON: %s", out);
     double got = json_number(o, "mean_nll");
-    cr_expect(fabs(got - want) <= tol, "%s: mean NLL %.6f, from the golden logits %.6f (tolerance %.2g)",
-              variant, got, want, tol);
+    cr_expect(fabs(got - want) <= tol,
+              "%s: mean NLL %.6f, from the golden logits %.6f (tolerance %.2g)", variant, got, want,
+              tol);
     cr_expect(fabs(json_number(o, "perplexity") - exp(got)) <= 1e-9 * exp(got));
     cr_expect_eq(json_number(o, "tokens_scored"), scored);
     cr_expect_eq(json_number(o, "windows"), 1);
@@ -151,7 +156,7 @@ static char *some_text(int n_words)
 }
 
 /* Each window's figure from `moetier logits` on that window alone. */
-static void windows_case(const char *tag, int n_words, int C, int min_windows)
+static void windows_case(const char *tag, int n_words, int C, int min_windows, int bos)
 {
     char *tmp = test_make_tmpdir(tag), model[4300], text_path[4300], logits_path[4300];
     snprintf(model, sizeof model, "%s/model", tmp);
@@ -169,15 +174,28 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows)
     cr_assert_eq(tokenizer_load(&tok, model, &e), 0, "%s", e.msg);
     cr_assert_eq(tokenizer_encode(&tok, text, strlen(text), 0, &l, &e), 0, "%s", e.msg);
     tokenizer_free(&tok);
-    int windows = (int)l.n / C, first = C / 2 - 1;
+    int windows = (int)l.n / C, first = C / 2;
     cr_assert(windows >= min_windows, "the text gave %zu tokens", l.n);
     cr_assert(min_windows == 1 || l.n % (size_t)C, "no partial window is left out");
     double total = 0;
     long scored = 0;
+    int bos_id = -1;
+    if (bos) {
+        char cfg_path[4400];
+        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", model);
+        char *cfg_text = test_read_file(cfg_path, NULL);
+        cJSON *cfg = cJSON_Parse(cfg_text);
+        cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(cfg, "bos_token_id")), "%s", cfg_text);
+        bos_id = cJSON_GetObjectItem(cfg, "bos_token_id")->valueint;
+        cJSON_Delete(cfg);
+        free(cfg_text);
+    }
     for (int w = 0; w < windows; w++) {
-        const int *ids = l.ids + (size_t)w * (size_t)C;
+        int *ids = l.ids + (size_t)w * (size_t)C;
+        if (bos)
+            ids[0] = bos_id;
         char *list = ids_list(ids, C), *out, *err;
-        cr_assert_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids %s -o %s", test_moetier_bin(), model,
+        cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s", test_moetier_bin(), model,
                          list, logits_path), 0, "%s", err);
         size_t nb;
         float *rows = test_read_file(logits_path, &nb);
@@ -190,8 +208,8 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows)
         free(err);
     }
     char *out, *err;
-    cr_assert_eq(test_run_fmt(&out, &err, "%s perplexity -m %s -f %s -c %d --json", test_moetier_bin(), model,
-                     text_path, C), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s perplexity -m %s -f %s -c %d --json%s", test_moetier_bin(),
+                     model, text_path, C, bos ? " --bos" : ""), 0, "%s", err);
     cJSON *o = cJSON_Parse(out);
     cr_assert_not_null(o, "not JSON: %s", out);
     double want = total / (double)scored, got = json_number(o, "mean_nll");
@@ -208,8 +226,8 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows)
     free(out);
     free(err);
     /* the same figure without --json, as text on stdout */
-    cr_assert_eq(test_run_fmt(&out, &err, "%s perplexity -m %s -f %s -c %d", test_moetier_bin(), model,
-                     text_path, C), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s perplexity -m %s -f %s -c %d%s", test_moetier_bin(),
+                     model, text_path, C, bos ? " --bos" : ""), 0, "%s", err);
     char want_text[64];
     snprintf(want_text, sizeof want_text, "perplexity: %.4f +/- ", exp(got));
     cr_expect(strncmp(out, want_text, strlen(want_text)) == 0, "%s (want %s)", out, want_text);
@@ -223,13 +241,18 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows)
 
 Test(perplexity, windows_match_logits_run_window_by_window, .timeout = 120)
 {
-    windows_case("ppl-windows", 60, 17, 4);
+    windows_case("ppl-windows", 60, 17, 4, 0);
 }
 
-/* 1,100 tokens: the 550 scored are computed in two steps (512 rows at most) */
+Test(perplexity, bos_takes_each_windows_first_place, .timeout = 120)
+{
+    windows_case("ppl-bos", 60, 17, 4, 1);
+}
+
+/* 1,100 tokens: the 549 scored are computed in two steps (512 rows at most) */
 Test(perplexity, a_long_window_is_scored_in_steps, .timeout = 180)
 {
-    windows_case("ppl-long", 600, 1100, 1);
+    windows_case("ppl-long", 600, 1100, 1, 0);
 }
 
 Test(perplexity, bad_arguments_are_refused, .timeout = 60)
@@ -249,7 +272,7 @@ Test(perplexity, bad_arguments_are_refused, .timeout = 60)
     } cases[] = {
         {"", 2, "one of -f and --ids"},
         {"--ids 1,2,3 -f FILE", 2, "one of -f and --ids"},
-        {"--ids 1,2,3,4 -c 1", 2, "at least 2"},
+        {"--ids 1,2,3,4 -c 2", 2, "at least 3"},
         {"--ids 1,2,3 --frob", 2, "unknown option '--frob'"},
         {"-f FILE -c 64", 1, "fewer than one window of 64"},
         {"-f /nonexistent/text.txt", 1, "/nonexistent/text.txt"},
@@ -263,7 +286,7 @@ Test(perplexity, bad_arguments_are_refused, .timeout = 60)
                      text_path, at + 4);
         else
             snprintf(args, sizeof args, "%s", cases[i].args);
-        int rc = test_run_fmt(&out, &err, "%s perplexity -m %s %s", test_moetier_bin(), model, args);
+        int rc = run(&out, &err, "%s perplexity -m %s %s", test_moetier_bin(), model, args);
         cr_expect_eq(rc, cases[i].status, "%s: status %d: %s", args, rc, err);
         cr_expect(strstr(err, cases[i].says) != NULL, "%s: %s", args, err);
         cr_expect_eq(out[0], 0, "%s printed on stdout: %s", args, out);
