@@ -116,7 +116,9 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
     const cJSON *rf = cJSON_GetObjectItemCaseSensitive(o, "response_format");
     const cJSON *rf_type = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
     const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(o, "suffix");
-    return unsupported(o, "logprobs", cJSON_IsFalse(lp) || is_number(o, "logprobs", 0),
+    /* completions' logprobs: 0 still asks for the chosen token's */
+    return unsupported(o, "logprobs",
+                       cJSON_IsFalse(lp) || (r->kind == OAI_CHAT && is_number(o, "logprobs", 0)),
                        "no log probabilities are returned", err) ||
            unsupported(o, "top_logprobs", is_number(o, "top_logprobs", 0),
                        "no log probabilities are returned", err) ||

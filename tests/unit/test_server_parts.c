@@ -54,6 +54,7 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     /* what this server cannot do is refused, not silently left out */
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": true}", "logprobs");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 5}", "logprobs");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 0}", "logprobs");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_logprobs\": 2}", "top_logprobs");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"presence_penalty\": 0.5}",
            "presence_penalty");
