@@ -307,6 +307,12 @@ static int resume_or_refuse(writer *w, errbuf *e)
     if (!o->force && fingerprint && !mine)
         return err_set(e, "%s holds an interrupted conversion of another checkpoint: give "
                        "another -o, or --force to start over", o->out_dir);
+    /* a journal from before its header named the checkpoint: whose it is and
+     * how its files were cut cannot be told apart */
+    if (!o->force && !fingerprint)
+        return err_set(e, "%s holds an interrupted conversion of another checkpoint or with "
+                       "another --file-gb: resume it with the --file-gb it began with, or "
+                       "--force to start over", o->out_dir);
     int same_layout = mine && per_file && plan == plan_hash(w->fingerprint, &w->L, per_file);
     if (!o->force && same_layout && !o->max_file_bytes) {
         if (o->log)
@@ -321,9 +327,7 @@ static int resume_or_refuse(writer *w, errbuf *e)
                        o->out_dir, (unsigned long long)per_file, (unsigned long long)w->per_file);
     if (o->log)
         fprintf(o->log, "moetier: starting over in %s: %s\n", o->out_dir,
-                o->force ? "--force"
-                : mine   ? "the interrupted conversion there has another store layout"
-                         : "its journal is of another checkpoint or layout");
+                o->force ? "--force" : "the interrupted conversion there has another store layout");
     return 0;
 }
 

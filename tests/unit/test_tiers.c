@@ -1220,6 +1220,24 @@ Test(tiers, interrupted_conversion_is_restarted_only_when_asked, .timeout = 120)
     snprintf(full, sizeof full, "%s/full", f.tmp);
     convert_store(f.model, full, max_file, 0);
     expect_same_store(part, full);
+    /* a journal from before the header named its checkpoint and files: with
+     * another --file-gb it is refused too, with its own it resumes */
+    char part3[4300], jpath3[4400];
+    snprintf(part3, sizeof part3, "%s/partial3", f.tmp);
+    snprintf(jpath3, sizeof jpath3, "%s/%s", part3, STORE_JOURNAL);
+    convert_store(f.model, part3, max_file, 37);
+    FILE *jf = fopen(jpath3, "r+b");
+    cr_assert_not_null(jf);
+    cr_assert_eq(fseek(jf, 16, SEEK_SET), 0);
+    fwrite((char[16]){0}, 1, 16, jf);
+    fclose(jf);
+    cr_expect_neq(convert_logged(f.model, part3, 0, 0, &log, &e), 0, "an older journal restarted");
+    cr_expect(strstr(e.msg, "with the --file-gb it began with"), "%s", e.msg);
+    free(log);
+    cr_assert_eq(convert_logged(f.model, part3, max_file, 0, &log, &e), 0, "%s", e.msg);
+    cr_expect(strstr(log, "37 of 96 experts already written"), "%s", log);
+    free(log);
+    expect_same_store(part3, full);
     /* --force starts over, here with the other checkpoint */
     char part2[4300];
     snprintf(part2, sizeof part2, "%s/partial2", f.tmp);
