@@ -44,7 +44,7 @@ static int run(const char *model, const char *store_dir, double gb, int lookahea
     int V = m.mw.cfg.vocab_size, id = 1, rc = 0;
     float *logits = malloc((size_t)V * sizeof *logits);
     for (int k = 0; k < TOKENS && !rc; k++) {
-        rc = engine_forward(&m.en, &id, 1, logits, 0, e);
+        rc = engine_decode(&m.en, id, logits, e);
         int b = 0;
         for (int i = 1; i < V; i++)
             b = logits[i] > logits[b] ? i : b;

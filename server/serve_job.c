@@ -358,7 +358,7 @@ static void run_job(server *s, job *j)
         }
         if (k + 1 == max_new)
             break;
-        rc = engine_forward(en, &next, 1, logits, 0, &e);
+        rc = engine_decode(en, next, logits, &e);
     }
     double t2 = now_seconds();
     if (!sf.stopped) {

@@ -101,7 +101,7 @@ static int decode_run(const model_flags *base, int slots, uint64_t slot_bytes, i
     if (!logits)
         rc = err_set(e, "out of memory");
     for (int k = 0; k < tokens && !rc; k++) {
-        rc = engine_forward(&m.en, &id, 1, logits, 0, e);
+        rc = engine_decode(&m.en, id, logits, e);
         id = argmax(logits, V);
     }
     r->s.decode_s = m.en.stats.decode_seconds;

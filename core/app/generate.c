@@ -42,7 +42,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             rc = GEN_CONTEXT_FULL;
             break;
         }
-        rc = engine_forward(&m->en, &next, 1, logits, 0, e);
+        rc = engine_decode(&m->en, next, logits, e);
         if (rc)
             break;
     }

@@ -524,7 +524,8 @@ static int first_nan_row(const float *rows, int n, size_t V)
     return -1;
 }
 
-int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e)
+static int forward(engine *en, const int *ids, int T, float *logits, int all_logits,
+                   int decode_step, errbuf *e)
 {
     if (T < 1)
         return err_set(e, "no tokens to process");
@@ -532,9 +533,6 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
         return err_set(e, "context is full: %d cached + %d new tokens exceed the context size %d "
                        "(raise -c)", en->n_past, T, en->kv.max_ctx);
     double t0 = now_seconds();
-    /* one token after others is a decode step; a prompt's tokens, even a
-     * prompt of one, are prefill */
-    int decode_step = T == 1 && en->n_past > 0;
     size_t V = (size_t)en->cfg->vocab_size;
     int done = 0, stopped = 0;
     while (done < T) {
@@ -570,4 +568,14 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
         return 1;
     }
     return 0;
+}
+
+int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e)
+{
+    return forward(en, ids, T, logits, all_logits, 0, e);
+}
+
+int engine_decode(engine *en, int id, float *logits, errbuf *e)
+{
+    return forward(en, &id, 1, logits, 0, 1, e);
 }

@@ -122,5 +122,8 @@ int engine_reusable_prefix(const engine *en, const int *ids, int n);
  * are in the cache (n_past counts them, a later forward continues from there
  * with the same numbers), and the logits of the stopped call are not written. */
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e);
+/* The same for one generated token: the step counts as decode in the stats
+ * (engine_forward's count as prefill, whatever their length). */
+int engine_decode(engine *en, int id, float *logits, errbuf *e);
 
 #endif

@@ -222,6 +222,10 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows, i
     cr_expect_eq(json_number(o, "tokens_left_out"), (double)l.n - windows * C);
     cr_expect(json_number(o, "perplexity_error") > 0);
     cr_expect(strstr(err, "perplexity: ") && strstr(err, "[1/"), "no progress on stderr: %s", err);
+    /* every token fed is prefill, a last step of one row too */
+    char want_prefill[64];
+    snprintf(want_prefill, sizeof want_prefill, "prefill: %d tokens", windows * (C - 1));
+    cr_expect(strstr(err, want_prefill) != NULL, "want '%s': %s", want_prefill, err);
     cJSON_Delete(o);
     free(out);
     free(err);
