@@ -426,6 +426,33 @@ static int csv_chomp(char *line)
     return strchr(line, '\r') ? -1 : 0;
 }
 
+static int by_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A prompt whose rows come in two places (1, 2, 1): the order check sees
+ * only neighbours, so its rows could repeat. */
+static int prompt_split(const routing_trace *t, const char *name, errbuf *e)
+{
+    uint32_t *runs = malloc(t->n * sizeof *runs);
+    if (!runs)
+        return err_set(e, "%s: out of memory", name);
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < t->n; i++)
+        if (i == 0 || t->stream[i] != t->stream[i - 1])
+            runs[n++] = t->stream[i];
+    qsort(runs, n, sizeof *runs, by_u32);
+    int rc = 0;
+    for (uint64_t i = 1; i < n && !rc; i++)
+        if (runs[i] == runs[i - 1])
+            rc = err_set(e, "%s: the rows of prompt %u come in more than one place: each prompt's "
+                         "events must be together, in order, each once", name, runs[i]);
+    free(runs);
+    return rc;
+}
+
 int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
 {
     memset(t, 0, sizeof *t);
@@ -512,6 +539,10 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
     if (t->n == 0) {
         trace_free(t);
         return err_set(e, "%s: no events after the header", name);
+    }
+    if (prompt_split(t, name, e)) {
+        trace_free(t);
+        return -1;
     }
     t->n_layers = max_layer + 1;
     t->n_experts = max_expert + 1;

@@ -246,6 +246,7 @@ Test(traces, csv_import_and_errors)
         {"prompt,token,layer,experts\n1,0,1,3\n1,0,1,3\n", "line 3: token 0 layer 1 of prompt 1"},
         {"prompt,token,layer,experts\n1,5,1,3\n1,2,1,4\n", "each prompt's events must be in order"},
         {"prompt,token,layer,experts\n1,0,2,3\n1,0,1,4\n", "line 3"},
+        {"prompt,token,layer,experts\n1,0,1,3\n2,0,1,4\n1,0,1,3\n", "prompt 1 come in more than one"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         cr_expect_neq(import_text(&t, bad[i][0], &e), 0, "case %zu accepted", i);
