@@ -43,27 +43,55 @@ static char *shard_of(const char *name)
     return out;
 }
 
+/* A shard read whole: its bytes, its header's length and the header parsed. */
+typedef struct shard_file {
+    uint8_t *buf;
+    size_t n;
+    uint64_t hl;
+    cJSON *root;
+} shard_file;
+
+static shard_file shard_read(const char *path)
+{
+    shard_file s;
+    s.buf = test_read_file(path, &s.n);
+    cr_assert_not_null(s.buf, "%s", path);
+    memcpy(&s.hl, s.buf, 8);
+    s.root = cJSON_ParseWithLength((const char *)s.buf + 8, s.hl);
+    cr_assert_not_null(s.root, "%s", path);
+    return s;
+}
+
+/* Writes s back to path with its (edited) header and its data region less
+ * the bytes [cut_from, cut_to) of it. */
+static void shard_write(const char *path, const shard_file *s, size_t cut_from, size_t cut_to)
+{
+    char *h = cJSON_PrintUnformatted(s->root);
+    uint64_t nl = strlen(h);
+    const uint8_t *data = s->buf + 8 + s->hl;
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    fwrite(&nl, 8, 1, f);
+    fwrite(h, 1, nl, f);
+    fwrite(data, 1, cut_from, f);
+    fwrite(data + cut_to, 1, s->n - 8 - s->hl - cut_to, f);
+    fclose(f);
+    free(h);
+}
+
+static void shard_free(shard_file *s)
+{
+    cJSON_Delete(s->root);
+    free(s->buf);
+}
+
 /* Rewrites the JSON header of a shard through fn, keeping the data region. */
 static void edit_header(const char *shard, void (*fn)(cJSON *root, void *ctx), void *ctx)
 {
-    size_t n;
-    uint8_t *buf = test_read_file(shard, &n);
-    cr_assert_not_null(buf);
-    uint64_t hl;
-    memcpy(&hl, buf, 8);
-    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
-    cr_assert_not_null(root);
-    fn(root, ctx);
-    char *h = cJSON_PrintUnformatted(root);
-    uint64_t nl = strlen(h);
-    FILE *f = fopen(shard, "wb");
-    fwrite(&nl, 8, 1, f);
-    fwrite(h, 1, nl, f);
-    fwrite(buf + 8 + hl, 1, n - 8 - hl, f);
-    fclose(f);
-    free(h);
-    cJSON_Delete(root);
-    free(buf);
+    shard_file s = shard_read(shard);
+    fn(s.root, ctx);
+    shard_write(shard, &s, 0, 0);
+    shard_free(&s);
 }
 
 /* Rewrites a JSON file of the checkpoint (config, index) through fn. */
@@ -152,20 +180,15 @@ Test(malformed, header_lies_about_offsets)
 Test(malformed, overlapping_tensors)
 {
     /* give kv_b the byte range of another tensor of the same size in its shard */
-    char *s = shard_of("model.layers.1.self_attn.kv_b_proj.weight");
-    size_t n;
-    uint8_t *buf = test_read_file(s, &n);
-    uint64_t hl;
-    memcpy(&hl, buf, 8);
-    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
-    const cJSON *kv = cJSON_GetObjectItem(root, "model.layers.1.self_attn.kv_b_proj.weight");
+    char *path = shard_of("model.layers.1.self_attn.kv_b_proj.weight");
+    shard_file s = shard_read(path);
+    const cJSON *kv = cJSON_GetObjectItem(s.root, "model.layers.1.self_attn.kv_b_proj.weight");
     cJSON *offs = cJSON_GetObjectItem(kv, "data_offsets");
     double b = cJSON_GetArrayItem(offs, 0)->valuedouble;
     char v[64];
     snprintf(v, sizeof v, "[%.0f, %.0f]", b + 1, b + 1 + cJSON_GetArrayItem(offs, 1)->valuedouble - b);
-    cJSON_Delete(root);
-    free(buf);
-    free(s);
+    shard_free(&s);
+    free(path);
     apply("model.layers.1.self_attn.kv_b_proj.weight", "data_offsets", v);
     expect_open_error("overlap", "kv_b_proj");
 }
@@ -196,26 +219,19 @@ Test(malformed, overlap_behind_an_empty_tensor)
 /* Writes a NaN into element `index` of tensor `name` (F32, BF16 or F16). */
 static void poke_nan(const char *name, size_t index)
 {
-    char *s = shard_of(name);
-    size_t n;
-    uint8_t *buf = test_read_file(s, &n);
-    uint64_t hl;
-    memcpy(&hl, buf, 8);
-    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
-    const cJSON *t = cJSON_GetObjectItem(root, name);
+    char *path = shard_of(name);
+    shard_file s = shard_read(path);
+    const cJSON *t = cJSON_GetObjectItem(s.root, name);
     const char *dt = cJSON_GetObjectItem(t, "dtype")->valuestring;
-    size_t at = 8 + hl + (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"), 0)->valuedouble;
+    uint8_t *at = s.buf + 8 + s.hl +
+                  (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"), 0)->valuedouble;
     if (!strcmp(dt, "F32"))
-        memcpy(buf + at + 4 * index, &(uint32_t){0x7fc00000u}, 4);
+        memcpy(at + 4 * index, &(uint32_t){0x7fc00000u}, 4);
     else
-        memcpy(buf + at + 2 * index, &(uint16_t){0x7fc0u}, 2);     /* BF16 and F16 NaN alike */
-    FILE *f = fopen(s, "wb");
-    cr_assert_not_null(f);
-    fwrite(buf, 1, n, f);
-    fclose(f);
-    cJSON_Delete(root);
-    free(buf);
-    free(s);
+        memcpy(at + 2 * index, &(uint16_t){0x7fc0u}, 2);     /* BF16 and F16 NaN alike */
+    shard_write(path, &s, 0, 0);
+    shard_free(&s);
+    free(path);
 }
 
 /* A norm weight that is NaN or infinite: the whole output would be NaN. */
@@ -282,34 +298,23 @@ static void drop_tensor(cJSON *root, void *ctx)
  * after it moved back: a whole shard that lacks it. */
 static void remove_tensor(const char *name)
 {
-    char *shard = shard_of(name);
-    size_t n;
-    uint8_t *buf = test_read_file(shard, &n);
-    uint64_t hl;
-    memcpy(&hl, buf, 8);
-    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, hl);
-    cJSON *offs = cJSON_GetObjectItem(cJSON_GetObjectItem(root, name), "data_offsets");
+    char *path = shard_of(name);
+    shard_file s = shard_read(path);
+    cJSON *offs = cJSON_GetObjectItem(cJSON_GetObjectItem(s.root, name), "data_offsets");
     double b = cJSON_GetArrayItem(offs, 0)->valuedouble, e = cJSON_GetArrayItem(offs, 1)->valuedouble;
-    cJSON_DeleteItemFromObject(root, name);
+    cJSON_DeleteItemFromObject(s.root, name);
     cJSON *t;
-    cJSON_ArrayForEach(t, root) {
+    cJSON_ArrayForEach(t, s.root) {
         cJSON *o = cJSON_GetObjectItem(t, "data_offsets");
-        for (int i = 0; o && i < 2; i++)
-            if (cJSON_GetArrayItem(o, i)->valuedouble >= e)
-                cJSON_SetNumberValue(cJSON_GetArrayItem(o, i), cJSON_GetArrayItem(o, i)->valuedouble - (e - b));
+        for (int i = 0; o && i < 2; i++) {
+            cJSON *x = cJSON_GetArrayItem(o, i);
+            if (x->valuedouble >= e)
+                cJSON_SetNumberValue(x, x->valuedouble - (e - b));
+        }
     }
-    char *h = cJSON_PrintUnformatted(root);
-    uint64_t nl = strlen(h);
-    FILE *f = fopen(shard, "wb");
-    fwrite(&nl, 8, 1, f);
-    fwrite(h, 1, nl, f);
-    fwrite(buf + 8 + hl, 1, (size_t)b, f);
-    fwrite(buf + 8 + hl + (size_t)e, 1, n - 8 - hl - (size_t)e, f);
-    fclose(f);
-    free(h);
-    cJSON_Delete(root);
-    free(buf);
-    free(shard);
+    shard_write(path, &s, (size_t)b, (size_t)e);
+    shard_free(&s);
+    free(path);
 }
 
 Test(malformed, missing_tensor)
