@@ -23,18 +23,6 @@ static const char *bin(void)
     return test_moetier_bin();
 }
 
-static char *golden_dir_or_skip(const char *variant)
-{
-    char rel[64];
-    snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
-    char *d = test_data_path(rel);
-    if (!test_path_exists(d)) {
-        free(d);
-        cr_skip_test("testdata absent");
-    }
-    return d;
-}
-
 /* The golden prompt as "1000,5,..." (malloc'd). */
 static char *golden_ids_csv(const char *dir, const char *file, int n)
 {
@@ -54,7 +42,7 @@ static char *golden_ids_csv(const char *dir, const char *file, int n)
 
 Test(cli, logits_matches_golden_and_prints_nothing)
 {
-    char *d = golden_dir_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
+    char *d = test_testdata_model_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
     char *tmp = test_make_tmpdir("cli"), *out, *err;
     int rc = run(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32", bin(), d, ids, tmp);
     cr_assert_eq(rc, 0, "stderr: %s", err);
@@ -81,7 +69,7 @@ Test(cli, logits_matches_golden_and_prints_nothing)
 
 Test(cli, run_print_ids_is_golden_greedy)
 {
-    char *d = golden_dir_or_skip("int4"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
+    char *d = test_testdata_model_or_skip("int4"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
     char *want = golden_ids_csv(d, "generated_ids.i32.bin", 16), *out, *err;
     int rc = run(&out, &err, "%s run -m %s --ids %s -n 16 --greedy --ignore-eos --print-ids", bin(),
                  d, ids);
@@ -126,7 +114,7 @@ Test(cli, every_command_has_help)
  * that cannot be written is a failure, and --trace leaves only its file. */
 Test(cli, stdout_is_clean_and_its_failures_count)
 {
-    char *d = golden_dir_or_skip("bf16"), *tmp = test_make_tmpdir("cli-out"), *out, *err;
+    char *d = test_testdata_model_or_skip("bf16"), *tmp = test_make_tmpdir("cli-out"), *out, *err;
     cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1,99999 -n 2 --print-ids", bin(), d), 1);
     cr_expect_str_empty(out, "a failed run printed '%s'", out);
     cr_expect_null(strstr(err, "prefill:"), "%s", err);
@@ -311,7 +299,7 @@ Test(cli, a_one_token_prompt_is_prefill, .timeout = 60)
 
 Test(cli, bad_arguments_fail_clearly)
 {
-    char *d = golden_dir_or_skip("bf16");
+    char *d = test_testdata_model_or_skip("bf16");
     expect_failure(2, "--ids", "%s run -m %s --ids %s -n 2", d, "1,,2");
     expect_failure(2, "--ids", "%s run -m %s --ids %s -n 2", d, "1,x");
     expect_failure(2, "unknown option", "%s run -m %s --ids 1 %s", d, "--bogus");
@@ -336,7 +324,7 @@ Test(cli, bad_arguments_fail_clearly)
 
 Test(cli, inspect_reports_formats_and_tiers)
 {
-    char *d = golden_dir_or_skip("fp8"), *out, *err;
+    char *d = test_testdata_model_or_skip("fp8"), *out, *err;
     cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), d), 0, "%s", err);
     cr_expect(strstr(out, "fp8-block") != NULL, "%s", out);
     cr_expect(strstr(out, "routed experts") != NULL, "%s", out);
@@ -832,7 +820,7 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
 /* --trace records each token's routing: the expert sets of the golden prompt. */
 Test(cli, trace_records_the_golden_routing, .timeout = 60)
 {
-    char *d = golden_dir_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
+    char *d = test_testdata_model_or_skip("fp8"), *ids = golden_ids_csv(d, "prompt_ids.i32.bin", 24);
     char *tmp = test_make_tmpdir("cli-trace"), *out, *err;
     cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/l.f32 --trace %s/r.trace", bin(), d,
                      ids, tmp, tmp), 0, "%s", err);

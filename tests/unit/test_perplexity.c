@@ -57,13 +57,7 @@ static double json_number(const cJSON *o, const char *key)
  * logit (max |diff| 1e-3 std, so twice that for a log-softmax entry). */
 static void golden_case(const char *variant)
 {
-    char rel[64];
-    snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
-    char *dir = test_data_path(rel);
-    if (!test_path_exists(dir)) {
-        free(dir);
-        cr_skip_test("testdata absent (%s)", test_testdata_dir());
-    }
+    char *dir = test_testdata_model_or_skip(variant);
     char path[4300];
     size_t n_prompt_b, n_gen_b, n_pre_b, n_dec_b;
     snprintf(path, sizeof path, "%s/golden/prompt_ids.i32.bin", dir);

@@ -210,11 +210,8 @@ static void check_invariance(const char *model, const char *tag)
 
 static void testdata_invariance(const char *variant)
 {
-    char rel[64];
+    char *model = test_testdata_model_or_skip(variant), rel[64];
     snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
-    char *model = test_data_path(rel);
-    if (!test_path_exists(model))
-        cr_skip_test("%s is absent (set MOETIER_TESTDATA to ../shared/testdata)", model);
     check_invariance(model, rel);
     free(model);
 }
@@ -260,13 +257,7 @@ static double vram_gb_for_slots(const char *model, int slots)
  * evicts). */
 static void gpu_vram_invariance(const char *variant)
 {
-    char rel[64];
-    snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
-    char *model = test_data_path(rel);
-    if (!test_path_exists(model)) {
-        free(model);
-        cr_skip_test("%s is absent (../shared/testdata)", rel);
-    }
+    char *model = test_testdata_model_or_skip(variant);
     char *tmp = test_make_tmpdir("vram");
     char store_dir[4096];
     snprintf(store_dir, sizeof store_dir, "%s/store", tmp);

@@ -36,6 +36,18 @@ int test_path_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+char *test_testdata_model_or_skip(const char *variant)
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, "k2-tiny-%s", variant);
+    char *dir = test_data_path(rel);
+    if (!test_path_exists(dir)) {
+        free(dir);
+        cr_skip_test("testdata %s is absent (set MOETIER_TESTDATA to ../shared/testdata)", rel);
+    }
+    return dir;
+}
+
 void *test_read_file(const char *path, size_t *n)
 {
     char *buf;

@@ -11,6 +11,9 @@ const char *test_testdata_dir(void);
 /* The testdata dir joined with a relative path (malloc'd). */
 char *test_data_path(const char *rel);
 int test_path_exists(const char *path);
+/* The testdata checkpoint k2-tiny-<variant> (malloc'd path); skips the test
+ * with a message when the testdata is absent. */
+char *test_testdata_model_or_skip(const char *variant);
 /* Reads a whole file; NULL when missing. */
 void *test_read_file(const char *path, size_t *n);
 /* A fresh directory under $MOETIER_TMP (or /tmp); malloc'd path. */
