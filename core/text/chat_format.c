@@ -197,18 +197,136 @@ static void py_float_repr(double x, char *out, size_t cap)
     snprintf(out, cap, "%s%s", neg ? "-" : "", body);
 }
 
-static void py_number(double x, char *out, size_t cap)
+/* json.dumps of a Python float: repr, or NaN / Infinity / -Infinity. */
+static void py_float(double x, char *out, size_t cap)
 {
     if (isnan(x))
         snprintf(out, cap, "NaN");
     else if (isinf(x))
         snprintf(out, cap, x > 0 ? "Infinity" : "-Infinity");
-    else if (x == 0)
+    else
+        py_float_repr(x, out, cap);
+}
+
+/* A number without its source spelling (built in code, not parsed by
+ * chat_json_parse): integral values below 2^63 print as Python ints. */
+static void py_number(double x, char *out, size_t cap)
+{
+    if (x == 0)
         snprintf(out, cap, "0");
     else if (x == floor(x) && fabs(x) < 9223372036854775808.0)
         snprintf(out, cap, "%.0f", x);
     else
-        py_float_repr(x, out, cap);
+        py_float(x, out, cap);
+}
+
+/* Length of the JSON number (RFC 8259 grammar) at s[0, n), 0 when there is
+ * none; *is_float tells whether it has a fraction or exponent, which is what
+ * makes json.loads return a float rather than an int. */
+static size_t json_number_len(const char *s, size_t n, int *is_float)
+{
+    size_t i = 0;
+    *is_float = 0;
+    if (i < n && s[i] == '-')
+        i++;
+    if (i >= n || s[i] < '0' || s[i] > '9')
+        return 0;
+    if (s[i] == '0')
+        i++;
+    else
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+    if (i < n && s[i] == '.') {
+        if (i + 1 >= n || s[i + 1] < '0' || s[i + 1] > '9')
+            return 0;
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            ;
+        *is_float = 1;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        size_t k = i + 1;
+        if (k < n && (s[k] == '+' || s[k] == '-'))
+            k++;
+        if (k >= n || s[k] < '0' || s[k] > '9')
+            return 0;
+        for (; k < n && s[k] >= '0' && s[k] <= '9'; k++)
+            ;
+        i = k;
+        *is_float = 1;
+    }
+    return i;
+}
+
+/* The next number token of text[*pos, len) outside strings: its start and
+ * length; -1 when there is none. */
+static long next_number_token(const char *text, size_t len, size_t *pos, size_t *tok_len)
+{
+    size_t i = *pos;
+    while (i < len) {
+        char ch = text[i];
+        if (ch == '"') {
+            for (i++; i < len && text[i] != '"'; i++)
+                if (text[i] == '\\')
+                    i++;
+            i++;
+        } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            size_t k = i;
+            while (k < len && strchr("+-.eE0123456789", text[k]) && text[k])
+                k++;
+            *tok_len = k - i;
+            *pos = k;
+            return (long)i;
+        } else {
+            i++;
+        }
+    }
+    return -1;
+}
+
+/* Walks v in document order (the order cJSON parsed it in, duplicate keys
+ * included) and gives each number the spelling of the matching token. */
+static int keep_number_spelling(cJSON *v, const char *text, size_t len, size_t *pos)
+{
+    for (; v; v = v->next) {
+        if (cJSON_IsNumber(v)) {
+            size_t tl = 0;
+            long at = next_number_token(text, len, pos, &tl);
+            int is_float;
+            if (at < 0)
+                return 0;   /* cannot happen for cJSON's own input; print from the double */
+            if (json_number_len(text + at, tl, &is_float) == tl && !v->valuestring) {
+                if (!(v->valuestring = strndup(text + at, tl)))
+                    return -1;
+            }
+        }
+        if (v->child && keep_number_spelling(v->child, text, len, pos))
+            return -1;
+    }
+    return 0;
+}
+
+cJSON *chat_json_parse(const char *text, size_t len, const char **end)
+{
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, end, 0);
+    size_t pos = 0;
+    if (root && keep_number_spelling(root, text, len, &pos)) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* json.dumps of a parsed number: json.loads made an int of its source text
+ * (printed with its digits, "-0" as "0") or a float (printed as repr). */
+static const char *py_number_spelled(const char *spelling, char *num, size_t cap)
+{
+    int is_float;
+    json_number_len(spelling, strlen(spelling), &is_float);
+    if (is_float) {
+        py_float(strtod(spelling, NULL), num, cap);
+        return num;
+    }
+    return strcmp(spelling, "-0") ? spelling : "0";
 }
 
 /* A JSON string the way json.dumps(ensure_ascii=False) writes it: only '"',
@@ -347,8 +465,12 @@ static int json_dump_value(sbuf *b, const cJSON *v, int flags, int depth, errbuf
     case cJSON_True: sb_put(b, "true", 4); return 0;
     case cJSON_NULL: sb_put(b, "null", 4); return 0;
     case cJSON_Number:
-        py_number(v->valuedouble, num, sizeof num);
-        sb_puts(b, num);
+        if (v->valuestring) {
+            sb_puts(b, py_number_spelled(v->valuestring, num, sizeof num));
+        } else {
+            py_number(v->valuedouble, num, sizeof num);
+            sb_puts(b, num);
+        }
         return 0;
     case cJSON_String:
         json_put_string(b, v->valuestring ? v->valuestring : "");
@@ -492,13 +614,20 @@ static int render_content(render *r, const cJSON *m, int i)
             sb_puts(&r->b, video_placeholder(r->kind));
             sb_puts(&r->b, "\n");
         } else {
+            /* {{ content['text'] }}: absent or null prints nothing. A text or
+             * refusal part may lack it (OpenAI clients send an assistant's
+             * refusal back as {"type": "refusal", "refusal": ...}, which the
+             * template drops); another part without text carries something
+             * else (audio, a file) that would be lost without a word. */
             const cJSON *text = obj_get(part, "text");
-            if (!cJSON_IsString(text))
+            int may_lack = type && (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0);
+            if (cJSON_IsString(text))
+                sb_puts(&r->b, text->valuestring);
+            else if (!((!text || cJSON_IsNull(text)) && may_lack))
                 return err_set(r->e,
                                "messages[%d].content[%d]: a part of type \"%s\" needs a string \"text\" "
                                "(got %s)",
                                i, j, type ? type : "(none)", json_type_name(text));
-            sb_puts(&r->b, text->valuestring);
         }
         j++;
     }

@@ -43,15 +43,20 @@
  *   - A value the template prints that is neither a string nor null/absent
  *     (a number or object as role, name, content, text, id, reasoning) is
  *     refused with an error naming the message, part and field; so are a part
- *     without a string "text" that is not image/video, a content part that is
+ *     without a string "text" that is not image/video (a "text" or "refusal"
+ *     part with "text" absent or null prints nothing, as in the template; an
+ *     OpenAI refusal part is dropped by it), a content part that is
  *     not an object, tool_calls that is not an array, a tool call without a
  *     "function" object or without "arguments".
  *   - tool_calls: [] counts as "no tool calls" (Jinja truthiness).
- *   - Numbers (in object arguments and tools): cJSON keeps only a double, so the
- *     Python int/float distinction is lost. Integral values below 2^63 print
- *     as integers ("1", also for an input "1.0", where Python prints "1.0");
- *     others print like Python's float repr (shortest round-trip digits,
- *     "1e+16", "1.5e-05", "Infinity"); integers beyond 2^53 lose precision.
+ *   - Numbers (in object arguments and tools) print as json.loads then
+ *     json.dumps would: a number parsed by chat_json_parse keeps its spelling,
+ *     so an int prints its digits exactly ("-0" as "0", 2^64 as
+ *     18446744073709551616) and a float (a fraction or an exponent: "1.0",
+ *     "-0.0", "1e16") as Python's repr ("1.0", "-0.0", "1e+16", "Infinity" for
+ *     1e400). A number without a spelling (built in code, or parsed by plain
+ *     cJSON) prints from its double: integral values below 2^63 as ints, others
+ *     as repr.
  *   - Strings containing U+0000 cannot pass through cJSON (the text stops
  *     there).
  * Not supported: the Kimi-K2-Instruct template (default system prompt, no
@@ -117,6 +122,12 @@ enum {
     CHAT_JSON_COMPACT = 1,      /* separators "," and ":" (default ", " and ": ") */
     CHAT_JSON_SORT_KEYS = 2,    /* every object's keys in code point order */
 };
+
+/* cJSON_ParseWithLengthOpts(text, len, end, 0) that also keeps each number's
+ * source spelling (in the number's valuestring, which cJSON_Delete frees), so
+ * that chat_json_dump prints it as json.loads then json.dumps would. NULL when
+ * the text is not JSON or memory runs out. */
+cJSON *chat_json_parse(const char *text, size_t len, const char **end);
 
 /* Python json.dumps(v, ensure_ascii=False, separators=..., sort_keys=...) of a
  * cJSON value (see the number notes above) into a malloc'd string. */

@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void fuzz_render(const char *text, size_t size)
 {
-    cJSON *root = cJSON_ParseWithLength(text, size);
+    cJSON *root = chat_json_parse(text, size, NULL);
     if (!root)
         return;
     errbuf e;

@@ -40,7 +40,7 @@ static char *kimi_path(const char *file)
  * returns the text (malloc'd) or NULL with e set. */
 static char *render_json(const char *json, chat_template_kind kind, errbuf *e)
 {
-    cJSON *req = cJSON_Parse(json);
+    cJSON *req = chat_json_parse(json, strlen(json), NULL);
     cr_assert_not_null(req, "bad test JSON: %s", json);
     chat_options o;
     chat_options_default(&o);
@@ -293,8 +293,11 @@ Test(chat, input_errors_name_the_message)
     expect_render_error("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"user\", "
                         "\"content\": [{\"type\": \"audio_url\", \"audio_url\": {}}]}]}",
                         "messages[1].content[0]", "audio_url");
+    expect_render_error("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"input_audio\", "
+                        "\"text\": null, \"input_audio\": {}}]}]}",
+                        "messages[0].content[0]", "input_audio");
     expect_render_error("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": "
-                        "null}]}]}",
+                        "7}]}]}",
                         "messages[0].content[0]", "text");
     expect_render_error("{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", "messages[0].content",
                         NULL);
@@ -382,6 +385,26 @@ Test(chat, null_and_edge_semantics)
                   "<|im_system|>developer<|im_middle|>d<|im_end|>"
                   "<|im_user|>user<|im_middle|><|im_end|>"
                   "<|im_user|>user<|im_middle|>t<|im_end|>");
+    /* text parts with a null or absent text and OpenAI refusal parts print
+     * nothing ({{ content['text'] }}) */
+    expect_render("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": null}, "
+                  "{\"type\": \"text\"}, {\"type\": \"text\", \"text\": \"q\"}]}, {\"role\": \"assistant\", "
+                  "\"content\": [{\"type\": \"refusal\", \"refusal\": \"I can't.\"}]}], "
+                  "\"add_generation_prompt\": false}",
+                  "<|im_user|>user<|im_middle|>q<|im_end|>"
+                  "<|im_assistant|>assistant<|im_middle|><think></think><|im_end|>");
+    /* floats keep Python's spelling in tools and object arguments (Python
+     * clients send schema bounds such as 0.0) */
+    expect_render("{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"id\": \"i\", \"function\": "
+                  "{\"arguments\": {\"x\": 1.0, \"n\": 18446744073709551617}}}]}], \"tools\": [{\"type\": "
+                  "\"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"number\", "
+                  "\"minimum\": 0.0, \"maximum\": 1e16, \"default\": -0.0}}}], \"add_generation_prompt\": false}",
+                  "<|im_system|>tool_declare<|im_middle|>[{\"function\":{\"name\":\"f\",\"parameters\":"
+                  "{\"default\":-0.0,\"maximum\":1e+16,\"minimum\":0.0,\"type\":\"number\"}},"
+                  "\"type\":\"function\"}]<|im_end|>"
+                  "<|im_assistant|>assistant<|im_middle|><think></think><|tool_calls_section_begin|>"
+                  "<|tool_call_begin|>i<|tool_call_argument_begin|>{\"x\": 1.0, \"n\": 18446744073709551617}"
+                  "<|tool_call_end|><|tool_calls_section_end|><|im_end|>");
     /* duplicated keys: the last one wins, as with json.loads */
     expect_render("{\"messages\": [{\"role\": \"user\", \"content\": \"first\", \"content\": \"second\"}], "
                   "\"add_generation_prompt\": false}",
@@ -403,9 +426,11 @@ Test(chat, null_and_edge_semantics)
                   "{\"y\": true, \"x\": null}}<|tool_call_end|><|tool_calls_section_end|><|im_end|>");
 }
 
+/* json.dumps of json.loads(json): parsed by chat_json_parse, so numbers keep
+ * their spelling. */
 static void expect_dump(const char *json, int flags, const char *want)
 {
-    cJSON *v = cJSON_Parse(json);
+    cJSON *v = chat_json_parse(json, strlen(json), NULL);
     cr_assert_not_null(v, "%s", json);
     char *got = NULL;
     size_t len = 0;
@@ -419,16 +444,23 @@ static void expect_dump(const char *json, int flags, const char *want)
 
 Test(chat, json_dump_like_python)
 {
-    /* json.dumps(x, ensure_ascii=False) for the values of json.loads(text);
-     * integral values print as integers (cJSON does not say whether the text
-     * was "1e16" or "10000000000000000": Python would print 1e+16 for the
-     * first), the rest like Python's float repr */
+    /* json.dumps(x, ensure_ascii=False) for the values of json.loads(text)
+     * (the expected texts are Python 3's): ints print their digits, floats
+     * (a fraction or an exponent) their repr */
     expect_dump("[0, -0, 7, -12, 100000, 9007199254740992, 0.1, -2.5, 1.5e-5, 0.0001, 1e16, 1e15, 1e22, "
                 "123456.789, 1e300, 2.2250738585072014e-308, 5e-324, 1.7976931348623157e308, 0.3, 1e400]",
                 0,
-                "[0, 0, 7, -12, 100000, 9007199254740992, 0.1, -2.5, 1.5e-05, 0.0001, 10000000000000000, "
-                "1000000000000000, 1e+22, 123456.789, 1e+300, 2.2250738585072014e-308, 5e-324, "
+                "[0, 0, 7, -12, 100000, 9007199254740992, 0.1, -2.5, 1.5e-05, 0.0001, 1e+16, "
+                "1000000000000000.0, 1e+22, 123456.789, 1e+300, 2.2250738585072014e-308, 5e-324, "
                 "1.7976931348623157e+308, 0.3, Infinity]");
+    expect_dump("[1.0, -0.0, 0.0, 1E2, 1e-0, 2.50, 18446744073709551616, -9223372036854775809, "
+                "9007199254740993, 123456789012345678901234567890]",
+                0,
+                "[1.0, -0.0, 0.0, 100.0, 1.0, 2.5, 18446744073709551616, -9223372036854775809, "
+                "9007199254740993, 123456789012345678901234567890]");
+    /* numbers inside strings and keys are not numbers; duplicates keep their order */
+    expect_dump("{\"1.0\": \"2.0 -0\", \"k\": [\"\\\"3.0\", 4.0], \"k\": 5.0}", 0,
+                "{\"1.0\": \"2.0 -0\", \"k\": 5.0}");
     expect_dump("[1.25e-7, 12345678.9, 0.000123, 3.14159e20, -1e-10]", CHAT_JSON_COMPACT,
                 "[1.25e-07,12345678.9,0.000123,3.14159e+20,-1e-10]");
     expect_dump("{\"s\": \"q\\\"b\\\\n\\nr\\rt\\tb\\bf\\f\\u0001\\u001f\\u007f é 中 😀 \\u2028\"}", 0,
@@ -442,6 +474,16 @@ Test(chat, json_dump_like_python)
                 "{\"\":4,\"Z\":3,\"z\":2,\"é\":1}");
     expect_dump("\"plain\"", 0, "\"plain\"");
     expect_dump("true", 0, "true");
+
+    /* numbers without a spelling (plain cJSON, or built in code) print from
+     * their double: integral ones as ints */
+    cJSON *v = cJSON_Parse("[1.0, -0.0, 1e16, 2.5]");
+    char *got = NULL;
+    errbuf e = {{0}};
+    cr_assert_eq(chat_json_dump(v, 0, &got, NULL, &e), 0, "%s", e.msg);
+    cr_expect_str_eq(got, "[1, 0, 10000000000000000, 2.5]");
+    free(got);
+    cJSON_Delete(v);
 }
 
 /* ---- tool-call parsing ------------------------------------------------------------------ */
