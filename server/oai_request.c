@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text/utf8.h"
+
 int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,
              const char *fmt, ...)
 {
@@ -194,6 +196,23 @@ static int parse_stop(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* The type of the first image or video part of a message's content, NULL
+ * when there is none: moetier runs the language model only, and the chat
+ * format renders such a part as a placeholder without its pixels. */
+static const char *media_part_type(const cJSON *content)
+{
+    const cJSON *part;
+    if (!cJSON_IsArray(content))
+        return NULL;
+    cJSON_ArrayForEach(part, content) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "type");
+        if (cJSON_IsString(t) && (!strcmp(t->valuestring, "image") || !strcmp(t->valuestring, "image_url") ||
+                                  !strcmp(t->valuestring, "video") || !strcmp(t->valuestring, "video_url")))
+            return t->valuestring;
+    }
+    return NULL;
+}
+
 static int parse_chat(oai_request *r, oai_error *err)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(r->root, "messages");
@@ -209,6 +228,12 @@ static int parse_chat(oai_request *r, oai_error *err)
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
         if (!cJSON_IsString(role))
             return bad(err, "messages", "messages[%d].role must be a string", i);
+        const char *media = media_part_type(cJSON_GetObjectItemCaseSensitive(msg, "content"));
+        if (media)
+            return bad(err, "messages", "messages[%d].content holds a part of type '%.40s': the model "
+                       "reads text only (the chat format would put a placeholder where the %s was, "
+                       "and the answer would be about nothing)", i, media,
+                       strstr(media, "video") ? "video" : "image");
         i++;
     }
     r->messages = m;
@@ -305,8 +330,12 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
         r->copt = *defaults;
     else
         chat_options_default(&r->copt);
+    size_t bad_byte = utf8_validate((const uint8_t *)body, len);
+    if (bad_byte < len)
+        return bad(err, "", "the body is not valid UTF-8 (byte %zu): JSON must be sent as UTF-8",
+                   bad_byte);
     const char *end = NULL;
-    r->root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    r->root = chat_json_parse(body, len, &end);
     if (!r->root) {
         size_t at = end && end >= body ? (size_t)(end - body) : 0;
         return bad(err, "", "the body is not valid JSON (error near byte %zu)", at);

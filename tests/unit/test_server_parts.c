@@ -75,6 +75,16 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     /* a NUL would end the C string: the text after it would be lost unseen */
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\\u0000b\"}", "");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"\\\\\\u0000\"}]}", "");
+    /* JSON is UTF-8 (RFC 8259): a stray byte, an overlong form, a surrogate */
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\xff\"}", "");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"\xc0\xaf\"}", "");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"\xed\xa0\x80\"}]}", "");
+    /* the model reads text only: an image would become a placeholder */
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": "
+           "\"what is this?\"}, {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:,\"}}]}]}",
+           "messages");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", "
+           "\"content\": [{\"type\": \"video\"}]}]}", "messages");
 }
 
 /* A backslash escaped before "u0000" makes it text, not a NUL. */
