@@ -111,14 +111,14 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(filter-out tests/fuz
 
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -MMD -MP -c $< -o $@
 
 $(FUZZ_BUILD)/libmoetier.a: $(FUZZ_LIB_OBJ)
 	ar rcs $@ $^
 
 .SECONDARY: $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_BUILD)/tests/fuzz/%.o,$(FUZZ_TARGETS))
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libmoetier.a
-	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $^ $(filter-out -pthread,$(LDLIBS)) -o $@
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $^ $(filter-out -pthread,$(LDLIBS)) -o $@
 
 # Each run starts from the hand-written seeds (tests/fuzz/corpus/) and the inputs
 # earlier runs found (tests/fuzz/grown/); `make fuzz-keep` adds what this run

@@ -245,7 +245,7 @@ static int on_marker(tool_stream *s, int mk, errbuf *e)
 /* Consumes as much of pend as can be decided; final: nothing more will come. */
 static int process(tool_stream *s, int final, errbuf *e)
 {
-    const char *p = s->pend.p;
+    const char *p = s->pend.p ? s->pend.p : "";  /* nothing pending yet: no buffer */
     size_t n = s->pend.len, pos = 0, j = 0;
     while (1) {
         const char *lt = j < n ? memchr(p + j, '<', n - j) : NULL;
