@@ -164,8 +164,14 @@ static gpu_state *state(backend *b)
     return st;
 }
 
-static void out_of_device_memory(size_t bytes, const char *what, const gpu_state *st)
+/* A failed cudaMalloc: "out of GPU memory" only when that is what it says. An
+ * earlier kernel's fault (an illegal address, say) is sticky and comes back
+ * from the next call, often an allocation; it is reported as itself. */
+static void device_alloc_failed(cudaError_t err, size_t bytes, const char *what, const gpu_state *st)
 {
+    if (err != cudaErrorMemoryAllocation)
+        gpu_check(err, what, __FILE__, __LINE__);
+    cudaGetLastError();
     size_t free_b = 0, total = 0;
     cudaMemGetInfo(&free_b, &total);
     fprintf(stderr, "moetier: out of GPU memory: %.3f GB more for %s (%.2f GB of weights resident, "
@@ -184,10 +190,9 @@ static void *scratch(gpu_state *st, int id, size_t bytes)
             GPU_CHECK(cudaFree(st->scr[id]));
         st->scr[id] = NULL;
         st->scr_bytes[id] = 0;
-        if (cudaMalloc(&st->scr[id], want) != cudaSuccess) {
-            cudaGetLastError();
-            out_of_device_memory(want, "scratch", st);
-        }
+        cudaError_t err = cudaMalloc(&st->scr[id], want);
+        if (err != cudaSuccess)
+            device_alloc_failed(err, want, "scratch", st);
         st->scr_bytes[id] = want;
     }
     return st->scr[id];
@@ -289,14 +294,14 @@ static const void *resident(gpu_state *st, const void *host, size_t bytes)
         st->res_n++;
     }
     uint64_t take = gpu_align(bytes);
+    cudaError_t err;
     r->pooled = st->res_pool_bytes - st->res_pool_used >= take;
     if (r->pooled) {
         r->dev = st->res_pool + st->res_pool_used;
         st->res_pool_used += take;
         GPU_MEM_OPEN(r->dev, bytes);
-    } else if (cudaMalloc(&r->dev, bytes) != cudaSuccess) {
-        cudaGetLastError();
-        out_of_device_memory(bytes, "a resident weight", st);
+    } else if ((err = cudaMalloc(&r->dev, bytes)) != cudaSuccess) {
+        device_alloc_failed(err, bytes, "a resident weight", st);
     } else {
         st->stats.resident_unpooled += bytes;
     }
@@ -454,10 +459,12 @@ static float *g_alloc(backend *b, size_t n)
     state(b);
     void *p = NULL;
     size_t bytes = (n ? n : 1) * sizeof(float);
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {
         cudaGetLastError();
         return NULL;    /* the caller says what it was for */
     }
+    GPU_CHECK(err);     /* an earlier fault, not a lack of memory */
     GPU_CHECK(cudaMemset(p, 0, bytes));
     return (float *)p;
 }
@@ -621,10 +628,10 @@ static int next_staging(gpu_state *st, uint64_t bytes)
             st->staging[i] = NULL;
         }
         st->staging_bytes = 0;
+        cudaError_t err;
         for (int i = 0; i < 2; i++)
-            if (cudaMalloc(&st->staging[i], bytes) != cudaSuccess) {
-                cudaGetLastError();
-                out_of_device_memory(bytes, "an expert's staging buffer", st);
+            if ((err = cudaMalloc(&st->staging[i], bytes)) != cudaSuccess) {
+                device_alloc_failed(err, bytes, "an expert's staging buffer", st);
             } else {
                 GPU_MEM_CLOSE(st->staging[i], bytes);
             }

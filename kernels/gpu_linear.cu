@@ -32,7 +32,9 @@ __device__ __forceinline__ void l2_prefetch(const char *p)
 #ifdef MOETIER_CUDA_EMU
     (void)*(volatile const char *)p;    /* the emulation touches it: a wild address faults */
 #else
-    asm volatile("prefetch.global.L2 [%0];" : : "l"(p));
+    /* the instruction takes a global-window address; cudaMalloc'd memory has
+     * the same one in the generic window today, but that is not promised */
+    asm volatile("prefetch.global.L2 [%0];" : : "l"(__cvta_generic_to_global(p)));
 #endif
 }
 

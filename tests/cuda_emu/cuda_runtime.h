@@ -61,6 +61,7 @@ typedef enum {
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
+    cudaErrorIllegalAddress = 700,
     cudaErrorUnknown = 999
 } cudaError_t;
 typedef enum { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice } cudaMemcpyKind;
@@ -91,6 +92,7 @@ inline const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     default: return "unknown error";
     }
 }
@@ -118,6 +120,7 @@ size_t emu_device_used(int device);
  * the unit tests (test_gpu.c) */
 extern "C" size_t moetier_emu_device_peak(int device);
 extern "C" void moetier_emu_device_peak_reset(int device);
+extern "C" void moetier_emu_sticky_fault(void);
 int emu_device_of(const void *p);
 inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {

@@ -19,12 +19,15 @@ struct allocation {
 static std::mutex mu;
 static std::map<const char *, allocation> allocations;   /* by address, for lookups inside */
 static size_t used[EMU_MAX_DEVICES], peak[EMU_MAX_DEVICES];
+static bool faulted;
 
 cudaError_t emu_device_malloc(void **p, size_t n)
 {
     std::lock_guard<std::mutex> lock(mu);
     int d = emu_current_device();
     *p = NULL;
+    if (faulted)
+        return cudaErrorIllegalAddress;
     if (n > EMU_DEVICE_BYTES - used[d])
         return cudaErrorMemoryAllocation;
     *p = malloc(n ? n : 1);
@@ -63,6 +66,15 @@ extern "C" size_t moetier_emu_device_peak(int device)
 {
     std::lock_guard<std::mutex> lock(mu);
     return peak[device];
+}
+
+/* What a device's context is after a kernel faults: every later call returns
+ * the fault (here, allocations). A faulting kernel stops the emulation at
+ * once, so tests inject it. */
+extern "C" void moetier_emu_sticky_fault(void)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    faulted = true;
 }
 
 extern "C" void moetier_emu_device_peak_reset(int device)

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/model/dtype.h"
 #include "core/model/synth.h"
@@ -247,6 +249,57 @@ Test(gpu, create_that_fails_says_why_and_gives_back_its_memory, .timeout = 60)
         /* a device may keep a little for itself; the pool alone is 64 MB */
         cr_expect_geq(free1 + (4u << 20), free0, "case %zu: %.1f MB of device memory not given back",
                       c, ((double)free0 - (double)free1) / 1e6);
+    }
+}
+
+/* After a kernel faults, every later call returns the fault, often first an
+ * allocation. It must be reported as itself, not as "out of GPU memory",
+ * which would send the debugging the wrong way. Faults are injected, so the
+ * emulation alone runs this. Each case runs in a child, which aborts. */
+void moetier_emu_sticky_fault(void) __attribute__((weak));
+
+static void fault_then_alloc(int as_weight)
+{
+    open_gpu();
+    random_weight w = random_weight_make(WF_F32, 8, 32, 0, 0);
+    float *x = gpu.ops->alloc(&gpu, 32), *y = gpu.ops->alloc(&gpu, 8);
+    moetier_emu_sticky_fault();
+    if (as_weight)
+        gpu.ops->linear(&gpu, &w.w, x, 1, y);   /* makes the weight resident */
+    else
+        gpu.ops->alloc(&gpu, 1024);
+}
+
+Test(gpu, a_fault_is_not_reported_as_out_of_memory, .timeout = 60)
+{
+    test_require_gpu();
+    if (!moetier_emu_sticky_fault)
+        cr_skip_test("faults are injected by the CUDA emulation only (make test-gpu-emu)");
+    for (int as_weight = 0; as_weight < 2; as_weight++) {
+        int fd[2];
+        cr_assert_eq(pipe(fd), 0);
+        fflush(NULL);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            dup2(fd[1], 2);
+            close(fd[0]);
+            fault_then_alloc(as_weight);
+            _exit(0);
+        }
+        close(fd[1]);
+        char out[4096] = {0};
+        size_t n = 0;
+        ssize_t r;
+        while (n < sizeof out - 1 && (r = read(fd[0], out + n, sizeof out - 1 - n)) > 0)
+            n += (size_t)r;
+        close(fd[0]);
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "case %d: status %#x", as_weight,
+                  status);
+        cr_expect(strstr(out, "illegal memory access") && !strstr(out, "out of GPU memory"),
+                  "case %d said: %s", as_weight, out);
     }
 }
 
