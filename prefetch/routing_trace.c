@@ -66,6 +66,18 @@ void trace_free(routing_trace *t)
     memset(t, 0, sizeof *t);
 }
 
+uint32_t trace_layers_routed(const routing_trace *t)
+{
+    uint8_t seen[UINT16_MAX + 1] = {0};
+    uint32_t n = 0;
+    for (uint64_t i = 0; i < t->n; i++)
+        if (!seen[t->layer[i]]) {
+            seen[t->layer[i]] = 1;
+            n++;
+        }
+    return n;
+}
+
 static int reserve(routing_trace *t, uint64_t n, errbuf *e)
 {
     if (n <= t->cap)

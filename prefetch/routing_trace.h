@@ -62,6 +62,9 @@ typedef struct routing_trace {
 int trace_init(routing_trace *t, uint32_t n_layers, uint32_t n_experts, uint32_t top_k,
                uint32_t flags, uint32_t depth, errbuf *e);
 void trace_free(routing_trace *t);
+/* How many layers have events: layer ids count dense layers and any a trace
+ * leaves out, so n_layers is only their bound. */
+uint32_t trace_layers_routed(const routing_trace *t);
 /* Appends one event (weights may be NULL when the trace has none). */
 int trace_append(routing_trace *t, uint32_t stream, uint32_t token, uint16_t layer,
                  const uint16_t *experts, const float *weights, errbuf *e);

@@ -30,7 +30,8 @@ static void usage(FILE *f)
                "               aging), lfu:H (half-life of H accesses of each layer; 128 by\n"
                "               default)\n"
                "  --cache N    experts per layer (N%% of a layer's experts with a %% sign); with\n"
-               "               --shared, one cache of N experts for all layers\n"
+               "               --shared, one cache of N experts for all layers (N%%: of\n"
+               "               the experts of every layer the trace routes in)\n"
                "  --in-order   an event takes its experts one request after another in\n"
                "               ascending id (a plain per-request cache); by default those\n"
                "               already cached first, as the DRAM tier takes a layer's experts\n"
@@ -76,7 +77,7 @@ static int cmd_import(int argc, char **argv)
         fclose(in);
     if (rc == 0 && trace_write(&t, out, &e) == 0)
         fprintf(stderr, "moetier: %llu events, %u layers, %u experts, top-%u -> %s\n",
-                (unsigned long long)t.n, t.n_layers, t.n_experts, t.top_k, out);
+                (unsigned long long)t.n, trace_layers_routed(&t), t.n_experts, t.top_k, out);
     else
         rc = -1;
     trace_free(&t);
@@ -98,7 +99,7 @@ static int cmd_stats(int argc, char **argv)
     if (rc == 0) {
         printf("events       %llu (%llu tokens in %llu streams), %u layers of %u experts, top-%u\n",
                (unsigned long long)s.events, (unsigned long long)s.tokens,
-               (unsigned long long)s.streams, t.n_layers, t.n_experts, t.top_k);
+               (unsigned long long)s.streams, trace_layers_routed(&t), t.n_experts, t.top_k);
         printf("popularity   the 10%% most used experts of a layer get %.1f%% of its requests "
                "(uniform: 10%%)\n", 100 * s.top10_share);
         printf("reuse        the next token reuses %.1f%% of a token's experts in a layer "
@@ -187,7 +188,7 @@ static int cmd_replay(int argc, char **argv)
     if (trace_read(&t, path, &e))
         return cli_fail(&e);
     /* a cache larger than every expert the trace can want holds them all */
-    double all = (double)t.n_experts * (shared ? t.n_layers : 1);
+    double all = (double)t.n_experts * (shared ? trace_layers_routed(&t) : 1);
     double per = percent ? v / 100.0 * all : v;
     int cache = (int)((per < all ? per : all) + 0.5);
     sim_result r, b = {0, 0};

@@ -143,6 +143,17 @@ Test(cli, stdout_is_clean_and_its_failures_count)
     cr_expect(strstr(out, "hit rate") != NULL, "a cache past every expert holds them all: %s", out);
     free(out);
     free(err);
+    /* k2-tiny routes in layers 1-3 (layer 0 is dense): a shared cache of 50 %
+     * is half of 3 x 32 experts, and the trace has 3 layers */
+    cr_expect_eq(run(&out, &err, "%s trace replay %s/r.trace --cache 50%% --shared --json", bin(), tmp), 0,
+                 "%s", err);
+    cr_expect(strstr(out, "\"cache\":48,") != NULL, "%s", out);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s trace stats %s/r.trace", bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(out, " 3 layers of 32 experts") != NULL, "%s", out);
+    free(out);
+    free(err);
     test_remove_tree(tmp);
     free(tmp);
     free(d);
