@@ -125,6 +125,10 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
         snprintf(idx, sizeof idx, "%s/%s", p->store_dir, STORE_INDEX_JSON);
         struct stat sb;
         if (stat(idx, &sb) != 0) {
+            /* a store there that cannot be read is not "none": the user made it */
+            if (errno != ENOENT)
+                return err_set(e, "expert store %s cannot be used: %s: %s (fix it, or pass --store DIR)",
+                               p->store_dir, idx, strerror(errno));
             if (f->dram_gb_set)
                 return err_set(e, "--dram-gb needs an expert store, and there is none at %s "
                                "(create it with moetier convert -m %s, or pass --store DIR)",
@@ -153,11 +157,14 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
     if (p->dram_slots < p->top_k) {
         store_close(st);
         p->use_store = 0;
-        return err_set(e, "DRAM budget %.3f GB holds %d experts of %.2f MB, but one token needs %d "
-                       "experts per layer (%.3f GB)%s; give --dram-gb at least %.3f", budget / 1e9,
+        /* 4 significant digits, the least rounded up: a budget just short of
+         * it must not print as the same number */
+        double at_least = need / 1e9, step = pow(10, floor(log10(at_least)) - 3);
+        return err_set(e, "DRAM budget %.4g GB holds %d experts of %.2f MB, but one token needs %d "
+                       "experts per layer (%.4g GB)%s; give --dram-gb at least %.4g", budget / 1e9,
                        p->dram_slots, p->slot_bytes / 1e6, p->top_k, need / 1e9,
                        !f->dram_gb_set ? " and that is what this machine has free" : "",
-                       ceil(need / 1e6) / 1e3);
+                       ceil(at_least / step) * step);
     }
     uint64_t used = (uint64_t)p->dram_slots * p->slot_bytes;
     if (p->mem_total && used + p->dense_bytes > p->mem_total) {

@@ -33,8 +33,6 @@ typedef struct tier_flags {
 #define TIER_DEFAULT_LOOKAHEAD 1
 #define TIER_MAX_LOOKAHEAD 8
 
-#define DEFAULT_STORE_NAME "moetier-store"
-
 typedef struct tier_plan {
     int use_store;
     char store_dir[4096];

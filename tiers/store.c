@@ -91,7 +91,7 @@ int store_fingerprint(const model_weights *mw, uint64_t *out, errbuf *e)
     snprintf(path, sizeof path, "%s/config.json", mw->ckpt.dir);
     char *cfg;
     size_t n;
-    if (file_read_all(path, &cfg, &n, e))
+    if (file_read_regular(path, &cfg, &n, e))
         return -1;
     XXH3_state_t *st = XXH3_createState();
     if (!st) {
@@ -328,7 +328,7 @@ static int read_table(store *s, const char *dir, uint64_t n_rows, uint64_t want_
     snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_BIN);
     char *bin;
     size_t len;
-    if (file_read_all(path, &bin, &len, e))
+    if (file_read_regular(path, &bin, &len, e))
         return -1;
     const uint8_t *b = (const uint8_t *)bin;
     int rc = -1;
@@ -384,13 +384,21 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
     snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_JSON);
     struct stat sb;
     if (stat(path, &sb) != 0) {
+        if (errno != ENOENT)
+            return err_set(e, "expert store %s cannot be used: %s: %s", dir, path, strerror(errno));
         char jpath[4096];
         snprintf(jpath, sizeof jpath, "%s/%s", dir, STORE_JOURNAL);
         if (stat(jpath, &sb) == 0)
             return err_set(e, "expert store %s is incomplete (its conversion was interrupted); "
-                           "run moetier convert again to complete it", dir);
+                           "moetier convert -m CHECKPOINT -o %s completes it, given the checkpoint "
+                           "it was begun from", dir, dir);
         return err_set(e, "no expert store at %s (%s missing); create one with moetier convert -m "
                        "%s -o %s", dir, STORE_INDEX_JSON, mw->ckpt.dir, dir);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        err_set(e, "%s is a %s, not an expert store's index", path,
+                S_ISDIR(sb.st_mode) ? "directory" : S_ISFIFO(sb.st_mode) ? "FIFO" : "special file");
+        return STORE_NOT_A_STORE;
     }
     s->dir = strdup(dir);
     if (!s->dir)
@@ -398,18 +406,20 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
     char *text = NULL;
     size_t len;
     cJSON *j = NULL;
-    if (file_read_all(path, &text, &len, e))
+    if (file_read_regular(path, &text, &len, e))
         goto fail;
     j = cJSON_ParseWithLength(text, len);
-    if (!cJSON_IsObject(j)) {
-        err_set(e, "%s: not valid JSON", path);
-        goto fail;
-    }
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
     uint64_t version, n_rows, per_file, table_xxh;
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "moetier-expert-store")) {
-        err_set(e, "%s: field 'format' must be \"moetier-expert-store\"", path);
-        goto fail;
+        /* the index is replaced by rename, never left half-written: this is
+         * someone else's file, which convert must not take for a damaged store */
+        err_set(e, "%s is not an expert store's index (%s)", path,
+                cJSON_IsObject(j) ? "no field 'format' \"moetier-expert-store\"" : "not a JSON object");
+        cJSON_Delete(j);
+        free(text);
+        store_close(s);
+        return STORE_NOT_A_STORE;
     }
     /* the source first: another checkpoint's store is that whatever its
      * version, and convert must not take it for a stale one of this checkpoint */
@@ -430,9 +440,19 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         goto fail;
     }
     if (fp_store != fp_model) {
-        err_set(e, "expert store %s was built from another checkpoint (fingerprint %016" PRIx64
-                ", %s has %016" PRIx64 "); rebuild it with moetier convert -m %s -o %s --force",
-                dir, fp_store, mw->ckpt.dir, fp_model, mw->ckpt.dir, dir);
+        /* the checkpoint's own store is stale (the checkpoint changed); any
+         * other may be all a user has of another checkpoint's */
+        char own[4200];
+        snprintf(own, sizeof own, "%s/%s", mw->ckpt.dir, DEFAULT_STORE_NAME);
+        if (file_same(own, dir))
+            err_set(e, "expert store %s was built from another checkpoint (fingerprint %016" PRIx64
+                    ", %s has %016" PRIx64 "); rebuild it with moetier convert -m %s --force",
+                    dir, fp_store, mw->ckpt.dir, fp_model, mw->ckpt.dir);
+        else
+            err_set(e, "expert store %s was built from another checkpoint (fingerprint %016" PRIx64
+                    ", %s has %016" PRIx64 "); give --store the store of %s, or build one with "
+                    "moetier convert -m %s -o ANOTHER_DIR",
+                    dir, fp_store, mw->ckpt.dir, fp_model, mw->ckpt.dir, mw->ckpt.dir);
         cJSON_Delete(j);
         free(text);
         store_close(s);

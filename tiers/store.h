@@ -21,6 +21,8 @@
 #define STORE_VERSION 1
 #define STORE_ALIGN 4096u
 #define STORE_INDEX_JSON "index.json"
+/* The store convert writes and runs use when not told otherwise: CHECKPOINT/moetier-store */
+#define DEFAULT_STORE_NAME "moetier-store"
 #define STORE_INDEX_BIN "index.bin"
 #define STORE_JOURNAL "convert.journal"
 
@@ -72,9 +74,11 @@ int store_file_path(const char *dir, int file, char *buf, size_t n);
 /* Opens a complete store and checks it against the model it will serve:
  * fingerprint, layout, every file present and long enough. An incomplete,
  * stale or damaged store is refused with a reason naming what is wrong;
- * one built from another checkpoint with STORE_OTHER_CHECKPOINT (convert
- * replaces it only when told to). */
+ * one built from another checkpoint with STORE_OTHER_CHECKPOINT, and an
+ * index.json that is not a store's with STORE_NOT_A_STORE (convert replaces
+ * those only when told to). */
 #define STORE_OTHER_CHECKPOINT (-2)
+#define STORE_NOT_A_STORE (-3)      /* index.json is not a store's */
 int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e);
 void store_close(store *s);
 static inline const store_blob *store_blob_at(const store *s, int layer, int expert)

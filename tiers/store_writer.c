@@ -366,7 +366,9 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
          * rebuilt */
         if (found == STORE_OTHER_CHECKPOINT)
             return err_set(e, "%s holds the expert store of another checkpoint: give another -o, or "
-                           "--force to replace it (%s)", o->out_dir, why.msg);
+                           "--force to replace it", o->out_dir);
+        if (found == STORE_NOT_A_STORE)
+            return err_set(e, "%s: give another -o, or --force to replace it", why.msg);
         if (o->log)
             fprintf(o->log, "moetier: rebuilding the store in %s: %s\n", o->out_dir,
                     o->force ? "--force" : why.msg);

@@ -60,6 +60,34 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
     return rc;
 }
 
+int file_read_regular(const char *path, char **out, size_t *len, errbuf *e)
+{
+    *out = NULL;
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int err = errno;
+        close(fd);
+        return err_set(e, "%s: cannot stat: %s", path, strerror(err));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return err_set(e, "%s: is a %s, expected a regular file", path,
+                       S_ISDIR(sb.st_mode) ? "directory" : S_ISFIFO(sb.st_mode) ? "FIFO" : "special file");
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+    }
+    int rc = stream_read_all(f, path, out, len, e);
+    fclose(f);
+    return rc;
+}
+
 static int write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
@@ -112,6 +140,8 @@ static int names_a_descriptor(const char *path)
 int file_output_open(file_output *o, const char *path, errbuf *e)
 {
     memset(o, 0, sizeof *o);
+    if (!path[0])
+        return err_set(e, "an output file name is empty");
     snprintf(o->path, sizeof o->path, "%s", path);
     struct stat st;
     int exists = stat(path, &st) == 0;

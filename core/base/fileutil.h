@@ -11,6 +11,9 @@
 /* Reads the whole file into a NUL-terminated malloc'd buffer; files over 1 GiB
  * are refused. */
 int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
+/* The same for a file that must be a regular one (a model's or a store's): a
+ * FIFO, device or directory is refused at once instead of read or waited on. */
+int file_read_regular(const char *path, char **out, size_t *len, errbuf *e);
 /* The same for an open stream (standard input), up to its end; `name` is what
  * errors call it. */
 int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e);

@@ -55,7 +55,7 @@ static int read_shard_list(const char *dir, char ***names, int *n, cJSON **index
     }
     char *text = NULL;
     size_t len = 0;
-    if (file_read_all(path, &text, &len, e) != 0)
+    if (file_read_regular(path, &text, &len, e) != 0)
         return -1;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);

@@ -407,7 +407,7 @@ int config_load(model_config *c, const char *dir, errbuf *e)
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     char *text;
-    if (file_read_all(path, &text, NULL, e) != 0)
+    if (file_read_regular(path, &text, NULL, e) != 0)
         return -1;
     int rc = config_parse(c, text, path, e);
     free(text);

@@ -901,7 +901,7 @@ int chat_template_load(const char *model_dir, chat_template_kind *out, errbuf *e
     if (w < 0 || (size_t)w >= sizeof path)
         return err_set(e, "%s: model directory path too long", model_dir);
     if (path_exists(path)) {
-        if (file_read_all(path, &text, &len, e))
+        if (file_read_regular(path, &text, &len, e))
             return -1;
         int rc = chat_template_detect(text, out, e);
         free(text);
@@ -913,7 +913,7 @@ int chat_template_load(const char *model_dir, chat_template_kind *out, errbuf *e
     *out = CHAT_TEMPLATE_K25;
     if (!path_exists(path))
         return 0;
-    if (file_read_all(path, &text, &len, e))
+    if (file_read_regular(path, &text, &len, e))
         return -1;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);

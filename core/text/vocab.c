@@ -334,8 +334,8 @@ int vocab_load_files(vocab *v, const char *tiktoken_path, const char *config_jso
     size_t rl = 0, cl = 0;
     int rc = -1;
     memset(v, 0, sizeof *v);
-    if (file_read_all(tiktoken_path, &ranks, &rl, e) ||
-        (config_json && file_read_all(config_json, &config, &cl, e)))
+    if (file_read_regular(tiktoken_path, &ranks, &rl, e) ||
+        (config_json && file_read_regular(config_json, &config, &cl, e)))
         goto out;
     rc = vocab_parse(v, ranks, rl, tiktoken_path, config, cl, config_json, min_vocab, e);
 out:
@@ -352,7 +352,7 @@ static int model_vocab_size(const char *dir)
     char *text;
     size_t len;
     struct stat st;
-    if (stat(path, &st) != 0 || file_read_all(path, &text, &len, NULL))
+    if (stat(path, &st) != 0 || file_read_regular(path, &text, &len, NULL))
         return 0;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);

@@ -192,6 +192,13 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     snprintf(path, sizeof path, "%s/from-fifo", tmp);
     cr_expect(stat(path, &st) == 0 && st.st_size == bytes, "the FIFO's reader got %ld bytes",
               (long)st.st_size);
+    /* an empty name is refused before anything runs (a temporary file in the
+     * working directory was left to fail its rename at the end) */
+    cr_expect_eq(run(&out, &err, "cd %s && %s logits -m %s --ids 1,2 -o ''; echo rc $?; ls", tmp, bin(),
+                     model), 0, "%s", err);
+    cr_expect(strstr(err, "empty") && strstr(out, "rc 1\n") && !strstr(out, ".tmp."), "%s%s", err, out);
+    free(out);
+    free(err);
     /* /dev/stdout into a pipe, and appended to a file (`>>`): written through,
      * appending (it was resolved to the file behind it, and replaced) */
     cr_assert_eq(run(&out, &err, "cd %s && %s logits -m %s --ids 1,2 -o /dev/stdout | cat > "

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1082,7 +1083,7 @@ Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
     tier_flags tf = {.store_dir = f.store};
     fixture g = f;
     g.model = other;
-    expect_error(&g, &tf, "another checkpoint", NULL);
+    expect_error(&g, &tf, "another checkpoint", "-o ANOTHER_DIR");
     /* converting the other checkpoint there keeps the store unless told
      * (a mistyped -m used to wipe it before writing anything) */
     char *log = NULL;
@@ -1117,6 +1118,49 @@ Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
     cr_expect_eq(store_open(&st, f.store, &mw, &e), 0, "--force did not rebuild it: %s", e.msg);
     store_close(&st);
     model_weights_close(&mw);
+    free_fixture(&f);
+}
+
+/* What is not a usable store is said to be so, and kept: an index.json of
+ * someone else's in convert's -o, a FIFO in place of the index (reading it
+ * waited forever), a file where the default store's folder would be. */
+Test(tiers, what_is_not_a_store_is_named_and_kept, .timeout = 60)
+{
+    fixture f = make_fixture("notstore");
+    char dir[4400], ipath[4500];
+    snprintf(dir, sizeof dir, "%s/out", f.tmp);
+    snprintf(ipath, sizeof ipath, "%s/%s", dir, STORE_INDEX_JSON);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    const char *theirs = "{\"my\": \"data\"}\n";
+    test_write_file(ipath, theirs, strlen(theirs));
+    char *log = NULL;
+    errbuf e;
+    cr_expect_neq(convert_logged(f.model, dir, 0, 0, &log, &e), 0, "another index.json was replaced");
+    cr_expect(strstr(e.msg, "not an expert store") && strstr(e.msg, "--force"), "%s", e.msg);
+    free(log);
+    size_t n;
+    char *kept = test_read_file(ipath, &n);
+    cr_expect_str_eq(kept, theirs);
+    free(kept);
+    cr_expect_eq(convert_logged(f.model, dir, 0, 1, &log, &e), 0, "--force: %s", e.msg);
+    free(log);
+
+    /* a FIFO as the index: an error at once, from run and convert alike */
+    snprintf(ipath, sizeof ipath, "%s/%s", f.store, STORE_INDEX_JSON);
+    cr_assert_eq(unlink(ipath), 0);
+    cr_assert_eq(mkfifo(ipath, 0644), 0);
+    tier_flags tf = {.store_dir = f.store};
+    expect_error(&f, &tf, "FIFO", ipath);
+    cr_expect_neq(convert_logged(f.model, f.store, 0, 0, &log, &e), 0, "a FIFO index was taken");
+    cr_expect(strstr(e.msg, "FIFO"), "%s", e.msg);
+    free(log);
+
+    /* the default store's folder is a file: not "there is none" */
+    char own[4400];
+    snprintf(own, sizeof own, "%s/%s", f.model, DEFAULT_STORE_NAME);
+    test_write_file(own, "x", 1);
+    tier_flags none = {0};
+    expect_error(&f, &none, "cannot be used", "Not a directory");
     free_fixture(&f);
 }
 
@@ -1278,6 +1322,22 @@ Test(tiers, impossible_budgets_are_refused, .timeout = 60)
     fixture f = make_fixture("budget");
     tier_flags tiny = {.store_dir = f.store, .dram_gb = 1e-6, .dram_gb_set = 1};
     expect_error(&f, &tiny, "--dram-gb at least", NULL);
+    /* the least it names is enough, and a budget just short of it does not
+     * print as the same number */
+    int V = vocab_of(f.model);
+    float *out = calloc((size_t)(T_PROMPT + T_STEPS) * (size_t)V, sizeof *out);
+    errbuf e = {{0}};
+    cr_assert_neq(run_logits(f.model, &tiny, out, &e), 0);
+    const char *at = strstr(e.msg, "at least ");
+    cr_assert_not_null(at, "%s", e.msg);
+    double least = strtod(at + 9, NULL);
+    tier_flags just_short = {.store_dir = f.store, .dram_gb = least * 0.97, .dram_gb_set = 1};
+    cr_assert_neq(run_logits(f.model, &just_short, out, &e), 0, "%g GB was enough", least * 0.97);
+    double said = strtod(strstr(e.msg, "budget ") + 7, NULL);
+    cr_expect_lt(said, least, "%s", e.msg);
+    tier_flags enough = {.store_dir = f.store, .dram_gb = least, .dram_gb_set = 1};
+    cr_expect_eq(run_logits(f.model, &enough, out, &e), 0, "the %g GB it asked for: %s", least, e.msg);
+    free(out);
     /* a machine of 2 MB: the store (96 experts of 57 KB) and the dense weights do not fit */
     char meminfo[4300];
     snprintf(meminfo, sizeof meminfo, "%s/meminfo", f.tmp);

@@ -57,6 +57,14 @@ void *test_read_file(const char *path, size_t *n)
     return buf;
 }
 
+void test_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "cannot write %s", path);
+    cr_assert_eq(fwrite(data, 1, n, f), n, "writing %s", path);
+    cr_assert_eq(fclose(f), 0, "writing %s", path);
+}
+
 char *test_make_tmpdir(const char *tag)
 {
     const char *base = getenv("MOETIER_TMP");

@@ -16,6 +16,8 @@ int test_path_exists(const char *path);
 char *test_testdata_model_or_skip(const char *variant);
 /* Reads a whole file; NULL when missing. */
 void *test_read_file(const char *path, size_t *n);
+/* Writes n bytes as the whole file (the test fails if it cannot). */
+void test_write_file(const char *path, const void *data, size_t n);
 /* A fresh directory under $MOETIER_TMP (or /tmp); malloc'd path. */
 char *test_make_tmpdir(const char *tag);
 void test_remove_tree(const char *path);
