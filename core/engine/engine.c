@@ -316,6 +316,17 @@ static void hints_put(engine *en, int first, int n)
         expert_source_put(en->experts, en->hint_layer, (en->group_jobs[k].cache_key - 1) % E);
 }
 
+/* Whether a source's error already says "layer l expert x" (the store's do). */
+static int names_expert(const char *msg, int l, int x)
+{
+    char who[48];
+    int n = snprintf(who, sizeof who, "layer %d expert %d", l, x);
+    for (const char *p = strstr(msg, who); p; p = strstr(p + 1, who))
+        if (p[n] < '0' || p[n] > '9')
+            return 1;
+    return 0;
+}
+
 /* MoE FFN of layer l on en->xn; writes the result to en->tmp. */
 static int moe(engine *en, int l, int T, int pos0, errbuf *e)
 {
@@ -380,7 +391,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
                 break;
             expert_view *v = &en->group_views[g];
             if (expert_source_get(en->experts, l, x, v, e)) {
-                rc = err_prefix(e, "layer %d expert %d: ", l, x);
+                rc = e && names_expert(e->msg, l, x) ? -1 : err_prefix(e, "layer %d expert %d: ", l, x);
                 break;
             }
             en->x_origin[x] = v->origin;
