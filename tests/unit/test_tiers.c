@@ -1047,6 +1047,23 @@ Test(tiers, corrupted_blob_names_expert_and_offset, .timeout = 60)
     /* every expert is read at load when all fit, so the damage is found there */
     tier_flags all = {.store_dir = f.store, .dram_gb = 1000, .dram_gb_set = 1};
     expect_error(&f, &all, "checksum", want);
+
+    /* with a small tier, during the run: the error names its expert once */
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
+    for (int i = 0; i < st.n_files; i++) {
+        struct stat sb;
+        cr_assert_eq(stat(st.file_paths[i], &sb), 0);
+        for (long at = 100; at < (long)sb.st_size; at += 4096)
+            flip_byte(st.file_paths[i], at);
+    }
+    store_close(&st);
+    model_weights_close(&mw);
+    tier_flags small = {.store_dir = f.store, .dram_gb = 0.001, .dram_gb_set = 1};
+    float *out = calloc((size_t)(T_PROMPT + T_STEPS) * (size_t)vocab_of(f.model), sizeof *out);
+    cr_assert_neq(run_logits(f.model, &small, out, &e), 0, "a damaged store gave logits");
+    cr_expect(!strncmp(e.msg, "checksum mismatch for layer ", 28), "%s", e.msg);
+    free(out);
     free_fixture(&f);
 }
 
