@@ -7,10 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "core/base/fileutil.h"
+#include "tiers/store_source.h"
 
 const char *const store_part_names[3] = {"gate", "up", "down"};
 
@@ -82,6 +85,30 @@ void store_layout_view(const store_layout *L, const void *blob, expert_view *out
         *p[k] = L->part[k];
         p[k]->data = b + L->data_off[k];
         p[k]->scale = linear_weight_scale_bytes(&L->part[k]) ? b + L->scale_off[k] : NULL;
+    }
+}
+
+static void drop_pages(const void *p, uint64_t bytes)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t b = ((uintptr_t)p + bytes) & ~((uintptr_t)pg - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void store_layout_pack(const store_layout *L, const expert_view *v, uint8_t *buf)
+{
+    memset(buf, 0, L->slot_bytes);
+    const linear_weight *p[3] = {&v->gate, &v->up, &v->down};
+    for (int k = 0; k < 3; k++) {
+        uint64_t db = linear_weight_data_bytes(p[k]), sb = linear_weight_scale_bytes(p[k]);
+        memcpy(buf + L->data_off[k], p[k]->data, db);
+        drop_pages(p[k]->data, db);
+        if (sb) {
+            memcpy(buf + L->scale_off[k], p[k]->scale, sb);
+            drop_pages(p[k]->scale, sb);
+        }
     }
 }
 
@@ -197,7 +224,7 @@ static cJSON *layout_json(const store_layout *L)
 int store_write_index(const char *dir, const store_layout *L, uint64_t fingerprint,
                       const model_config *cfg, const store_blob *blobs, int n_layers,
                       int n_experts, int n_files, const uint64_t *file_bytes,
-                      uint64_t blobs_per_file, errbuf *e)
+                      uint64_t blobs_per_file, const cJSON *source_files, errbuf *e)
 {
     size_t n_rows = 0;
     for (size_t i = 0; i < (size_t)n_layers * (size_t)n_experts; i++)
@@ -257,6 +284,8 @@ int store_write_index(const char *dir, const store_layout *L, uint64_t fingerpri
         cJSON_AddNumberToObject(o, "bytes", (double)file_bytes[f]);
         cJSON_AddItemToArray(files, o);
     }
+    if (source_files)
+        cJSON_AddItemToObject(j, "source_files", cJSON_Duplicate(source_files, 1));
     cJSON_AddStringToObject(j, "table", STORE_INDEX_BIN);
     snprintf(hex, sizeof hex, "%016" PRIx64, rows_xxh);
     cJSON_AddStringToObject(j, "table_xxh3", hex);
@@ -524,6 +553,7 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
                 err_set(e, "%s/%s: layer %d expert %d is missing", dir, STORE_INDEX_BIN, l, x);
                 goto fail;
             }
+    store_source_compare(s, cJSON_GetObjectItemCaseSensitive(j, "source_files"), mw);
     cJSON_Delete(j);
     free(text);
     return 0;

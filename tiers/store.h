@@ -12,6 +12,7 @@
 #ifndef MOETIER_STORE_H
 #define MOETIER_STORE_H
 
+#include <cJSON.h>
 #include <stdint.h>
 
 #include "core/base/errbuf.h"
@@ -53,6 +54,11 @@ typedef struct store {
     char **file_paths;
     uint64_t *file_bytes;
     uint64_t blobs_per_file;
+    /* the checkpoint's shards against the times the store recorded when it
+     * was built (store_source.h); source_times 0: the store has none */
+    int source_times;
+    int n_changed_sources;
+    char changed_source[256];   /* the first that changed */
 } store;
 
 extern const char *const store_part_names[3];
@@ -62,6 +68,10 @@ extern const char *const store_part_names[3];
 int store_layout_for_model(const model_weights *mw, store_layout *out, errbuf *e);
 /* The views of an expert whose blob is at `blob` in memory. */
 void store_layout_view(const store_layout *L, const void *blob, expert_view *out);
+/* Packs an expert's checkpoint bytes into a blob (buf: slot_bytes, the
+ * padding zeroed), the inverse of store_layout_view. The source pages are
+ * let go after (a conversion streams a checkpoint larger than RAM once). */
+void store_layout_pack(const store_layout *L, const expert_view *v, uint8_t *buf);
 /* Fingerprint of the checkpoint: config.json, every shard's name, size and
  * header (names, dtypes, shapes, offsets of all tensors) and 16 sampled pages
  * of its data (so a checkpoint with the same shapes but other values differs). */
@@ -86,10 +96,12 @@ static inline const store_blob *store_blob_at(const store *s, int layer, int exp
     return &s->blobs[(size_t)layer * (size_t)s->n_experts + (size_t)expert];
 }
 
-/* Serialisation of the index, shared by the writer. */
+/* Serialisation of the index, shared by the writer. source_files: the
+ * checkpoint's shards and times when the conversion began
+ * (store_source_files_json), copied into index.json; NULL leaves them out. */
 int store_write_index(const char *dir, const store_layout *L, uint64_t fingerprint,
                       const model_config *cfg, const store_blob *blobs, int n_layers,
                       int n_experts, int n_files, const uint64_t *file_bytes,
-                      uint64_t blobs_per_file, errbuf *e);
+                      uint64_t blobs_per_file, const cJSON *source_files, errbuf *e);
 
 #endif

@@ -7,13 +7,13 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "core/base/fileutil.h"
 #include "core/base/progress.h"
+#include "tiers/store_source.h"
 
 #define JOURNAL_MAGIC "MOETJNL1"
 #define JOURNAL_HEADER 32      /* magic, plan hash, fingerprint, experts per file */
@@ -163,30 +163,6 @@ static int commit(writer *w, int from, int to, errbuf *e)
 
 /* The checkpoint pages of an expert are not needed again once copied; dropping
  * them keeps the converter's resident memory at about one blob. */
-static void drop_pages(const void *p, uint64_t bytes)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
-    uintptr_t b = ((uintptr_t)p + bytes) & ~((uintptr_t)pg - 1);
-    if (b > a)
-        madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
-static void fill_blob(const writer *w, const expert_view *v, uint8_t *buf)
-{
-    memset(buf, 0, w->L.slot_bytes);
-    const linear_weight *p[3] = {&v->gate, &v->up, &v->down};
-    for (int k = 0; k < 3; k++) {
-        uint64_t db = linear_weight_data_bytes(p[k]), sb = linear_weight_scale_bytes(p[k]);
-        memcpy(buf + w->L.data_off[k], p[k]->data, db);
-        drop_pages(p[k]->data, db);
-        if (sb) {
-            memcpy(buf + w->L.scale_off[k], p[k]->scale, sb);
-            drop_pages(p[k]->scale, sb);
-        }
-    }
-}
-
 static int write_blobs(writer *w, int done, errbuf *e)
 {
     uint8_t *buf = aligned_alloc(STORE_ALIGN, w->L.slot_bytes);
@@ -201,7 +177,7 @@ static int write_blobs(writer *w, int done, errbuf *e)
     for (int i = done; i < w->n && !rc; i++) {
         store_blob *b = &w->blobs[w->order[i]];
         const expert_view *v = &w->mw->experts[(size_t)b->layer * (size_t)c->n_routed_experts + b->expert];
-        fill_blob(w, v, buf);
+        store_layout_pack(&w->L, v, buf);
         b->xxh3 = XXH3_64bits(buf, w->L.blob_bytes);
         int fd = data_fd(w, (int)b->file, e);
         if (fd < 0) {
@@ -353,6 +329,7 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
             if (o->log)
                 fprintf(o->log, "moetier: %s is already a complete expert store of this checkpoint "
                         "(--check verifies it, --force rebuilds it)\n", o->out_dir);
+            store_source_warn(&existing, mw, o->log);
             if (o->log && o->max_file_bytes && existing.blobs_per_file != w.per_file)
                 fprintf(o->log, "moetier: its files hold %llu experts each, not the %llu of "
                         "--file-gb; --force rebuilds it with those\n",
@@ -377,6 +354,11 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
     }
     if (resume_or_refuse(&w, e))
         return -1;
+    /* the times before any expert is read: a shard written to during the
+     * conversion then differs from them */
+    cJSON *source_files = store_source_files_json(mw, e);
+    if (!source_files)
+        return -1;
     w.plan = plan_hash(w.fingerprint, &w.L, w.per_file);
 
     size_t n_keys = (size_t)c->n_layers * (size_t)c->n_routed_experts;
@@ -385,6 +367,7 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
     if (!w.blobs || !w.order) {
         free(w.blobs);
         free(w.order);
+        cJSON_Delete(source_files);
         return err_set(e, "out of memory");
     }
     for (int l = 0; l < c->n_layers; l++)
@@ -425,7 +408,7 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
             file_bytes[b->file] = b->offset + w.L.slot_bytes;
     }
     if (store_write_index(o->out_dir, &w.L, w.fingerprint, c, w.blobs, c->n_layers,
-                          c->n_routed_experts, w.n_files, file_bytes, w.per_file, e))
+                          c->n_routed_experts, w.n_files, file_bytes, w.per_file, source_files, e))
         goto out;
     close(w.jfd);
     w.jfd = -1;
@@ -447,6 +430,7 @@ out:
     free(file_bytes);
     free(w.blobs);
     free(w.order);
+    cJSON_Delete(source_files);
     return rc;
 }
 

@@ -18,6 +18,7 @@
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
 #include "kernels/gpu_probe.h"
+#include "tiers/store_source.h"
 #include "tiers/tiered_source.h"
 
 const char *cli_value(int argc, char **argv, int *i)
@@ -554,6 +555,8 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     FILE *log = f->quiet ? NULL : stderr;
     if (log)
         tier_plan_print(&m->plan, log);
+    if (m->plan.use_store)
+        store_source_warn(&m->st, &m->mw, log);
     const model_config *mc = &m->mw.cfg;
     if (log && cli_context_size(f, mc) > mc->max_position_embeddings)
         fprintf(log, "moetier: -c %d goes past the %d positions the model was trained for "

@@ -5,7 +5,56 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "tiers/store_source.h"
 #include "tiers/store_writer.h"
+
+/* --check: every blob against its checksum; and when the checkpoint's files
+ * moved after the store was built (or the store predates the record of their
+ * times), every expert of the checkpoint against the store's checksums, with
+ * the new times recorded when all agree (tiers/store_source.h). */
+static int check_store(const char *out, const model_weights *mw, io_mode mode)
+{
+    store st;
+    errbuf e;
+    if (store_open(&st, out, mw, &e))
+        return cli_fail(&e);
+    nvme_options io;
+    nvme_options_default(&io);
+    io.mode = mode;
+    io.log = stderr;
+    uint64_t bad = 0, differ = 0;
+    int rc = 0;
+    if (store_check(&st, &io, stderr, &bad, &e)) {
+        rc = cli_fail(&e);
+    } else if (bad) {
+        fprintf(stderr, "moetier: %llu of %d blobs in %s fail their checksum\n", (unsigned long long)bad,
+                st.n_blobs, out);
+        rc = 1;
+    } else {
+        fprintf(stderr, "moetier: all %d blobs in %s match their checksums\n", st.n_blobs, out);
+        if (!st.source_times || st.n_changed_sources) {
+            fprintf(stderr, "moetier: %s: comparing every expert of %s with the store\n",
+                    st.source_times ? "the checkpoint's files changed after the store was built"
+                                    : "the store has no record of the checkpoint's file times",
+                    mw->ckpt.dir);
+            if (store_source_check(&st, mw, stderr, &differ, &e)) {
+                rc = cli_fail(&e);
+            } else if (differ) {
+                fprintf(stderr, "moetier: %llu of %d experts of %s differ from the store's, which holds "
+                        "them as they were: rebuild it with moetier convert -m %s -o %s --force\n",
+                        (unsigned long long)differ, st.n_blobs, mw->ckpt.dir, mw->ckpt.dir, out);
+                rc = 1;
+            } else if (store_source_record(&st, mw, &e)) {
+                rc = cli_fail(&e);
+            } else {
+                fprintf(stderr, "moetier: every expert of %s is the store's; the times of its files "
+                        "are recorded\n", mw->ckpt.dir);
+            }
+        }
+    }
+    store_close(&st);
+    return rc;
+}
 
 static void usage(FILE *f)
 {
@@ -15,7 +64,9 @@ static void usage(FILE *f)
                "  conversion resumes where it stopped when run again.\n"
                "  -m DIR        checkpoint directory\n"
                "  -o STORE      store directory (default DIR/" DEFAULT_STORE_NAME ")\n"
-               "  --check       verify every blob's checksum of an existing store\n"
+               "  --check       verify every blob's checksum of an existing store; when the\n"
+               "                checkpoint's files changed after it was built, also compare\n"
+               "                every expert of the checkpoint with it\n"
                "  --force       rebuild even a complete store; replace another checkpoint's\n"
                "                store or interrupted conversion\n"
                "  --file-gb N   largest data file in GB (default 64 GiB: 68.7 GB; an\n"
@@ -81,25 +132,7 @@ int cmd_convert(int argc, char **argv)
         return cli_fail(&e);
     int rc = 0;
     if (check) {
-        store st;
-        nvme_options io;
-        nvme_options_default(&io);
-        io.mode = tf.io;
-        io.log = stderr;
-        uint64_t bad = 0;
-        if (store_open(&st, out, &mw, &e) || store_check(&st, &io, stderr, &bad, &e)) {
-            rc = cli_fail(&e);
-        } else {
-            if (bad)
-                fprintf(stderr, "moetier: %llu of %d blobs in %s fail their checksum\n",
-                        (unsigned long long)bad, st.n_blobs, out);
-            else
-                fprintf(stderr, "moetier: all %d blobs in %s match their checksums\n", st.n_blobs,
-                        out);
-            rc = bad ? 1 : 0;
-        }
-        if (st.dir)
-            store_close(&st);
+        rc = check_store(out, &mw, tf.io);
     } else {
         /* without --file-gb, the default (0); any size below one blob means one
          * blob per file (so 1, not 0) */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
 #include "prefetch/cache_sim.h"
+#include "tiers/store_source.h"
 #include "tiers/store_writer.h"
 #include "tiers/tiered_source.h"
 #include "testutil.h"
@@ -1178,6 +1180,135 @@ Test(tiers, what_is_not_a_store_is_named_and_kept, .timeout = 60)
     test_write_file(own, "x", 1);
     tier_flags none = {0};
     expect_error(&f, &none, "cannot be used", "Not a directory");
+    free_fixture(&f);
+}
+
+/* Flips one byte of the data of layer l expert x's gate in its shard, one the
+ * fingerprint's samples do not read (the change the fingerprint can miss);
+ * returns the shard's index, *at the byte's offset. */
+static int flip_unsampled_expert_byte(const char *model, int l, int x, long *at)
+{
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    uint64_t fp0, fp;
+    cr_assert_eq(store_fingerprint(&mw, &fp0, &e), 0, "%s", e.msg);
+    const linear_weight *g = &mw.experts[(size_t)l * (size_t)mw.cfg.n_routed_experts + (size_t)x].gate;
+    uint64_t bytes = linear_weight_data_bytes(g);
+    int shard = -1;
+    for (int i = 0; i < mw.ckpt.n_files; i++)
+        if ((const uint8_t *)g->data >= mw.ckpt.files[i].map &&
+            (const uint8_t *)g->data < mw.ckpt.files[i].map + mw.ckpt.files[i].size)
+            shard = i;
+    cr_assert_geq(shard, 0);
+    char path[4200];
+    snprintf(path, sizeof path, "%s", mw.ckpt.files[shard].path);
+    long base = (long)((const uint8_t *)g->data - mw.ckpt.files[shard].map);
+    model_weights_close(&mw);
+    for (uint64_t k = 0; k < bytes; k += 512) {
+        flip_byte(path, base + (long)k);
+        cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+        cr_assert_eq(store_fingerprint(&mw, &fp, &e), 0, "%s", e.msg);
+        model_weights_close(&mw);
+        if (fp == fp0) {
+            *at = base + (long)k;
+            return shard;
+        }
+        flip_byte(path, base + (long)k);
+    }
+    cr_assert_fail("every byte of the expert is in a sampled page");
+    return -1;
+}
+
+static void expect_changed_sources(const fixture *f, int n, const char *name)
+{
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f->model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f->store, &mw, &e), 0, "%s", e.msg);
+    cr_expect(st.source_times, "the store has no times");
+    cr_expect_eq(st.n_changed_sources, n, "%d shards changed, expected %d", st.n_changed_sources, n);
+    if (name)
+        cr_expect_str_eq(st.changed_source, name);
+    store_close(&st);
+    model_weights_close(&mw);
+}
+
+/* Compares the store with the checkpoint; *first gets the first line. */
+static uint64_t source_differences(const fixture *f, int record, char *first, size_t n)
+{
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f->model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f->store, &mw, &e), 0, "%s", e.msg);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&text, &len);
+    uint64_t differ = 0;
+    cr_assert_eq(store_source_check(&st, &mw, log, &differ, &e), 0, "%s", e.msg);
+    fclose(log);
+    snprintf(first, n, "%.*s", (int)strcspn(text, "\n"), text);
+    free(text);
+    if (record && !differ)
+        cr_assert_eq(store_source_record(&st, &mw, &e), 0, "%s", e.msg);
+    store_close(&st);
+    model_weights_close(&mw);
+    return differ;
+}
+
+/* A change to part of a checkpoint's experts that the fingerprint's samples
+ * miss: the store served the old experts without a word. The shard's time
+ * moved, so every open says so, and the comparison with the checkpoint names
+ * the expert; when they agree again, the new times are recorded and the
+ * warning stops. A store from before the times were recorded has none. */
+Test(tiers, a_checkpoint_changed_after_conversion_is_reported, .timeout = 60)
+{
+    fixture f = make_fixture("source");
+    expect_changed_sources(&f, 0, NULL);
+    long at;
+    struct timespec pause = {0, 20 * 1000 * 1000};   /* a time the file system can tell apart */
+    nanosleep(&pause, NULL);
+    int shard = flip_unsampled_expert_byte(f.model, 1, 3, &at);
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    char path[4200], name[256];
+    snprintf(path, sizeof path, "%s", mw.ckpt.files[shard].path);
+    snprintf(name, sizeof name, "%s", strrchr(path, '/') + 1);
+    model_weights_close(&mw);
+    expect_changed_sources(&f, 1, name);
+    char first[512];
+    cr_expect_eq(source_differences(&f, 1, first, sizeof first), 1);
+    cr_expect_str_eq(first, "moetier: layer 1 expert 3 of the checkpoint differs from the store's");
+    expect_changed_sources(&f, 1, name);        /* nothing recorded while they differ */
+
+    nanosleep(&pause, NULL);
+    flip_byte(path, at);                        /* back as it was, at a later time */
+    expect_changed_sources(&f, 1, name);
+    cr_expect_eq(source_differences(&f, 1, first, sizeof first), 0, "%s", first);
+    expect_changed_sources(&f, 0, NULL);
+
+    /* an index without source_files */
+    char ipath[4400];
+    snprintf(ipath, sizeof ipath, "%s/%s", f.store, STORE_INDEX_JSON);
+    size_t n;
+    char *text = test_read_file(ipath, &n);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cJSON_DeleteItemFromObject(j, "source_files");
+    text = cJSON_Print(j);
+    cJSON_Delete(j);
+    test_write_file(ipath, text, strlen(text));
+    free(text);
+    store st;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, f.store, &mw, &e), 0, "%s", e.msg);
+    cr_expect_eq(st.source_times, 0);
+    cr_expect_eq(st.n_changed_sources, 0);
+    store_close(&st);
+    model_weights_close(&mw);
     free_fixture(&f);
 }
 
