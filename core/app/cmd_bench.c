@@ -87,33 +87,56 @@ static void usage(FILE *f)
                "`moetier inspect` lists them).\n");
 }
 
-static int parse_list(const char *flag, const char *s, int *out, int *n, int max)
+/* A comma-separated list of at most max integers in [1, hi]; an empty list
+ * or element ("1,,2") is refused, not skipped. */
+static int parse_list(const char *flag, const char *s, int *out, int *n, int max, int hi)
 {
     *n = 0;
-    char *copy = strdup(s), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (const char *t = s;; t++) {
+        size_t len = strcspn(t, ",");
+        char item[32];
         int v;
-        if (*n >= max || cli_int(flag, t, 1, 100000, &v)) {
-            free(copy);
-            if (*n >= max)
-                fprintf(stderr, "moetier: %s takes at most %d values\n", flag, max);
+        if (*n >= max) {
+            fprintf(stderr, "moetier: %s takes at most %d values\n", flag, max);
+            return -1;
+        }
+        snprintf(item, sizeof item, "%.*s", len < sizeof item ? (int)len : (int)sizeof item - 1, t);
+        if (len == 0 || len >= sizeof item || cli_int(flag, item, 1, hi, &v)) {
+            if (len == 0)
+                fprintf(stderr, "moetier: %s has an empty value in '%s'\n", flag, s);
+            else if (len >= sizeof item)
+                fprintf(stderr, "moetier: %s expects integers from 1 to %d, got '%.*s'\n", flag, hi,
+                        (int)len, t);
             return -1;
         }
         out[(*n)++] = v;
+        t += len;
+        if (!*t)
+            return 0;
     }
-    free(copy);
-    if (*n == 0) {
-        fprintf(stderr, "moetier: %s is empty\n", flag);
-        return -1;
+}
+
+/* The CPU kernels' formats: a non-empty list of int4, fp8 and bf16. */
+static int check_kernel_formats(const char *s)
+{
+    for (const char *t = s;; t++) {
+        size_t len = strcspn(t, ",");
+        if (!((len == 4 && (!strncmp(t, "int4", 4) || !strncmp(t, "bf16", 4))) ||
+              (len == 3 && !strncmp(t, "fp8", 3)))) {
+            fprintf(stderr, "moetier: --formats expects int4, fp8 or bf16, comma-separated, got '%s'\n", s);
+            return -1;
+        }
+        t += len;
+        if (!*t)
+            return 0;
     }
-    return 0;
 }
 
 /* exactly two values */
 static int parse_pair(const char *flag, const char *s, int *out, const char *what)
 {
     int n;
-    if (parse_list(flag, s, out, &n, 2))
+    if (parse_list(flag, s, out, &n, 2, 100000))
         return -1;
     if (n != 2) {
         fprintf(stderr, "moetier: %s expects %s\n", flag, what);
@@ -273,7 +296,7 @@ static int bench_linear(int argc, char **argv)
             if (!(v = cli_value(argc, argv, &i)) || parse_shapes(a, v, shapes, &n_shapes, 8))
                 return 2;
         } else if (!strcmp(a, "--tokens")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8))
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8, 100000))
                 return 2;
         } else if (!strcmp(a, "--formats")) {
             if (!(v = cli_value(argc, argv, &i)))
@@ -401,10 +424,10 @@ static int bench_attention(int argc, char **argv, int prefill)
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--contexts")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, contexts, &n_contexts, 8))
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, contexts, &n_contexts, 8, 100000))
                 return 2;
         } else if (!strcmp(a, "--tokens")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8))
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8, 100000))
                 return 2;
         } else if (!prefill && !strcmp(a, "--set-gb")) {
             if (positive_value(argc, argv, &i, &set_gb))
@@ -468,7 +491,7 @@ static int bench_gpu(int argc, char **argv)
         if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--mb")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, mb, &n_mb, 8))
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, mb, &n_mb, 8, 100000))
                 return 2;
         } else if (!strcmp(a, "--seconds")) {
             if (positive_value(argc, argv, &i, &seconds))
@@ -549,13 +572,13 @@ int cmd_bench(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.threads, &o.n_threads, 8))
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.threads, &o.n_threads, 8, 4096))
                 return 2;
         } else if (!strcmp(a, "--tokens")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.tokens, &o.n_tokens, 8))
+            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.tokens, &o.n_tokens, 8, 100000))
                 return 2;
         } else if (!strcmp(a, "--formats")) {
-            if (!(v = cli_value(argc, argv, &i)))
+            if (!(v = cli_value(argc, argv, &i)) || check_kernel_formats(v))
                 return 2;
             o.formats = v;
         } else if (!strcmp(a, "--seconds") || !strcmp(a, "--set-gb")) {

@@ -831,6 +831,14 @@ Test(cli, bench_kernels_json_lines, .timeout = 120)
     cr_expect(strstr(err, "bf16: 16 experts of 88.1 MB") && strstr(err, "1.41 GB"), "%s", err);
     free(out);
     free(err);
+    /* lists are checked before anything runs: no empty values (they were
+     * skipped), threads as elsewhere (100,000 started 32,000 threads), and
+     * formats the kernels have (an empty list measured nothing, exit 0) */
+    expect_failure(2, "empty value", "%s bench kernels %s %s", "-t", "1,,2");
+    expect_failure(2, "empty value", "%s bench kernels %s %s", "--tokens", "1,");
+    expect_failure(2, "1..4096", "%s bench kernels %s %s", "-t", "100000");
+    expect_failure(2, "--formats expects", "%s bench kernels %s %s", "--formats", "''");
+    expect_failure(2, "--formats expects", "%s bench kernels %s %s", "--formats", "int4,f16");
     test_remove_tree(tmp);
     free(tmp);
 }
