@@ -477,13 +477,24 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
      * top_k is the first row's count */
     uint32_t k = 0, max_layer = 0, max_expert = 0;
     unsigned long prev[3] = {0};    /* the last row's prompt, token, layer */
-    while (fgets(line, sizeof line, in)) {
+    char *got = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&got, &cap, in)) > 0) {
         lineno++;
-        if (!strchr(line, '\n') && !feof(in)) {
+        if ((size_t)len > sizeof line - 1 || memchr(got, 0, (size_t)len)) {
+            int nul = memchr(got, 0, (size_t)len) != NULL;
+            free(got);
             trace_free(t);
+            if (nul)
+                return err_set(e, "%s: line %" PRIu64 " holds a NUL byte", name, lineno);
             return err_set(e, "%s: line %" PRIu64 " is longer than %zu characters", name, lineno,
                            sizeof line - 2);
         }
+        memcpy(line, got, (size_t)len + 1);
+        free(got);      /* every return below leaves nothing behind */
+        got = NULL;
+        cap = 0;
         if (csv_chomp(line)) {
             trace_free(t);
             return err_set(e, "%s: line %" PRIu64 " has a carriage return inside it", name, lineno);
@@ -495,8 +506,9 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
         for (int c = 0; c < 3; c++) {
             if (csv_number(p, &end, c == 2 ? 65535ul : 0xfffffffful, &v[c]) || *end != ',') {
                 trace_free(t);
-                return err_set(e, "%s: line %" PRIu64 ": field %d (%s) must be a number", name,
-                               lineno, c + 1, c == 0 ? "prompt" : c == 1 ? "token" : "layer");
+                return err_set(e, "%s: line %" PRIu64 ": field %d (%s) must be a number in 0..%lu",
+                               name, lineno, c + 1, c == 0 ? "prompt" : c == 1 ? "token" : "layer",
+                               c == 2 ? 65535ul : 0xfffffffful);
             }
             p = end + 1;
         }
@@ -518,8 +530,10 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
         }
         if (n == 0 || (k && n != k)) {
             trace_free(t);
+            if (!n)
+                return err_set(e, "%s: line %" PRIu64 ": no experts", name, lineno);
             return err_set(e, "%s: line %" PRIu64 ": %u experts, expected %u like the first row",
-                           name, lineno, n, k ? k : 1);
+                           name, lineno, n, k);
         }
         /* a prompt's events come in order, token by token and layer by layer,
          * each once: a repeated or backward row is a damaged or merged file,
@@ -544,6 +558,7 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
         for (uint32_t i = 0; i < n; i++)
             max_expert = ex[i] > max_expert ? ex[i] : max_expert;
     }
+    free(got);
     if (ferror(in)) {
         trace_free(t);
         return err_set(e, "%s: read error after line %" PRIu64, name, lineno);

@@ -247,11 +247,27 @@ Test(traces, csv_import_and_errors)
         {"prompt,token,layer,experts\n1,5,1,3\n1,2,1,4\n", "each prompt's events must be in order"},
         {"prompt,token,layer,experts\n1,0,2,3\n1,0,1,4\n", "line 3"},
         {"prompt,token,layer,experts\n1,0,1,3\n2,0,1,4\n1,0,1,3\n", "prompt 1 come in more than one"},
+        {"prompt,token,layer,experts\n1,0,1,\n", "line 2: no experts"},
+        {"prompt,token,layer,experts\n1,0,70000,3\n", "layer) must be a number in 0..65535"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         cr_expect_neq(import_text(&t, bad[i][0], &e), 0, "case %zu accepted", i);
         cr_expect(strstr(e.msg, bad[i][1]) != NULL, "case %zu: '%s' lacks '%s'", i, e.msg, bad[i][1]);
     }
+    /* a NUL byte is said to be one (it read as a line too long), and a line
+     * too long is */
+    static const char nul[] = "prompt,token,layer,experts\n1,0,1,3\n1,1,1,4\0 5\n";
+    FILE *f = fmemopen((void *)nul, sizeof nul - 1, "r");
+    cr_expect_neq(trace_import_csv(&t, f, "test.csv", &e), 0);
+    fclose(f);
+    cr_expect(strstr(e.msg, "line 3 holds a NUL byte") != NULL, "%s", e.msg);
+    char *long_line = malloc(6000);
+    int n = snprintf(long_line, 6000, "prompt,token,layer,experts\n1,0,1,3");
+    memset(long_line + n, ' ', 5000);
+    strcpy(long_line + n + 5000, "\n");
+    cr_expect_neq(import_text(&t, long_line, &e), 0);
+    cr_expect(strstr(e.msg, "line 2 is longer than") != NULL, "%s", e.msg);
+    free(long_line);
 }
 
 Test(traces, lru_replay_matches_an_independent_lru)
