@@ -125,10 +125,11 @@ int cli_fail(const errbuf *e)
     return 1;
 }
 
-void model_flags_usage(FILE *f)
+void model_flags_usage_except(FILE *f, int leave_out)
 {
-    fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n"
-          "  --chunk N            prompt tokens per prefill step (default 1024; on the GPU the\n"
+    if (!(leave_out & MF_HELP_CTX))
+        fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n", f);
+    fputs("  --chunk N            prompt tokens per prefill step (default 1024; on the GPU the\n"
           "                       largest power of two from 256 to 4096 whose activations\n"
           "                       take at most 1/16 of its memory budget)\n"
           "  -t N                 CPU threads (default: one per core)\n"
@@ -143,9 +144,15 @@ void model_flags_usage(FILE *f)
           "                       (to the GPU's bits) while the GPU computes the others:\n"
           "                       auto (default) by a cost model with measured copy and\n"
           "                       compute rates, copying some into VRAM too; N: those with\n"
-          "                       at most N tokens; 0: every expert is copied to the GPU\n"
-          "  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
+          "                       at most N tokens; 0: every expert is copied to the GPU\n", f);
+    if (!(leave_out & MF_HELP_TRACE))
+        fputs("  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
     fputs(tier_flags_usage, f);
+}
+
+void model_flags_usage(FILE *f)
+{
+    model_flags_usage_except(f, 0);
 }
 
 int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
@@ -230,8 +237,14 @@ static void record_route(void *ctx, int layer, int pos, const int *ids, const fl
     errbuf ignored;
     for (uint32_t k = 0; k < m->trace.top_k; k++)
         ex[k] = (uint16_t)ids[k];
+    if (pos <= m->trace_last_pos[layer]) {
+        m->trace_stream++;
+        for (uint32_t l = 0; l < m->trace.n_layers; l++)
+            m->trace_last_pos[l] = -1;
+    }
+    m->trace_last_pos[layer] = pos;
     if (!m->trace_error &&
-        trace_append(&m->trace, 0, (uint32_t)pos, (uint16_t)layer, ex, weights, &ignored))
+        trace_append(&m->trace, m->trace_stream, (uint32_t)pos, (uint16_t)layer, ex, weights, &ignored))
         m->trace_error = 1;
 }
 
@@ -609,8 +622,9 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         if (c->n_routed_experts == 0 || c->n_experts_per_tok > 64 ||
             trace_init(&m->trace, (uint32_t)c->n_layers, (uint32_t)c->n_routed_experts,
                        (uint32_t)c->n_experts_per_tok, flags, depth, e) ||
-            !(m->trace_charged = malloc((size_t)c->n_routed_experts))) {
-            if (m->trace.top_k && !m->trace_charged)
+            !(m->trace_charged = malloc((size_t)c->n_routed_experts)) ||
+            !(m->trace_last_pos = malloc((size_t)c->n_layers * sizeof *m->trace_last_pos))) {
+            if (m->trace.top_k && (!m->trace_charged || !m->trace_last_pos))
                 err_set(e, "out of memory");
             if (c->n_routed_experts == 0 || c->n_experts_per_tok > 64)
                 err_set(e, "--trace: this model has no routing to record (or top_k > 64)");
@@ -618,6 +632,8 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
             cli_model_close(m);
             return -1;
         }
+        for (int l = 0; l < c->n_layers; l++)
+            m->trace_last_pos[l] = -1;
         m->trace_path = f->trace;
         m->en.obs = (engine_observer){.ctx = m, .on_route = record_route,
                                       .on_experts = record_experts};
@@ -735,6 +751,7 @@ int cli_model_close(cli_model *m)
     }
     trace_free(&m->trace);
     free(m->trace_charged);
+    free(m->trace_last_pos);
     engine_destroy(&m->en);
     /* the backend first: it unregisters the DRAM tier's memory from the GPU
      * (after its copies are done) before the source unmaps it */

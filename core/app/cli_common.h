@@ -23,6 +23,11 @@ typedef struct cli_model {
     routing_trace trace;
     int trace_error;            /* an event could not be recorded (out of memory) */
     unsigned char *trace_charged;   /* [n_experts] scratch: expert's read already charged */
+    /* the stream the next events belong to, and the last position recorded
+     * in it per layer: a position that does not move forward starts a new
+     * stream (a perplexity window, a server request, a truncated chat) */
+    uint32_t trace_stream;
+    int *trace_last_pos;        /* [n_layers] */
     engine en;
     int opened;
     int quiet;                  /* model_flags.quiet */
@@ -71,6 +76,9 @@ int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags 
 
 /* Prints the usage lines of the model and tier flags shared by run, logits and chat. */
 void model_flags_usage(FILE *f);
+/* The same without the lines of flags a command describes itself. */
+enum { MF_HELP_CTX = 1, MF_HELP_TRACE = 2 };
+void model_flags_usage_except(FILE *f, int leave_out);
 
 /* If argv[*i] is one of the model flags, consumes it (and its value) and
  * returns 1; returns -1 on a bad value, 0 when not a model flag. */

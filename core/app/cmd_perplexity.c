@@ -43,7 +43,7 @@ static void usage(FILE *f)
                "                does so when the tokenizer adds BOS)\n"
                "  --json        the result as one JSON object on stdout\n",
             DEFAULT_WINDOW);
-    model_flags_usage(f);
+    model_flags_usage_except(f, MF_HELP_CTX);
 }
 
 static int stop_requested(void *ctx)

@@ -23,8 +23,9 @@ static void usage(FILE *f)
     for (const synth_preset *p = synth_presets(); p->name; p++)
         fprintf(f, "                    %-9s %s\n", p->name, p->description);
     fprintf(f, "  --layers N      num_hidden_layers (default: the preset's)\n"
-               "  --format F      bf16, fp8 (block E4M3, like Kimi-K2-Instruct) or int4\n"
-               "                  (compressed-tensors g32 routed experts, like Kimi-K2-Thinking)\n"
+               "  --format F      bf16 (default), fp8 (block E4M3, like Kimi-K2-Instruct) or\n"
+               "                  int4 (compressed-tensors g32 routed experts, like\n"
+               "                  Kimi-K2-Thinking)\n"
                "  -o DIR          output directory\n"
                "  --seed S        random seed (default 1); the same seed writes the same bytes\n"
                "  --set key=value override a config.json field (dotted for nested keys),\n"

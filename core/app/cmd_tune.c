@@ -56,8 +56,8 @@ static void usage(FILE *f)
             "  --svg FILE     the plot of tokens/s and hit rate against size (default tune.svg)\n"
             "  --json         one JSON object per budget, then one with the recommendation\n"
             "  --no-check     predict only, no measured run at the recommended size\n"
-            "  (the model flags below apply, except that --trace is read, not written)\n");
-    model_flags_usage(f);
+            "  (the model flags below apply)\n");
+    model_flags_usage_except(f, MF_HELP_TRACE);
 }
 
 typedef struct decode_result {

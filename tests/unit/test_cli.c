@@ -97,6 +97,16 @@ Test(cli, every_command_has_help)
         int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);
         cr_expect_eq(rc, 0, "%s --help: %d", cmds[i], rc);
         cr_expect(strstr(out, "usage: moetier") != NULL, "%s --help: %s", cmds[i], out);
+        /* each flag is described once in its usage section (shared lists once
+         * repeated a command's own) */
+        for (const char *l = out; (l = strstr(l, "\n  -")); l++) {
+            char flag[32], again[40];
+            snprintf(flag, sizeof flag, "%.*s", (int)strcspn(l + 3, " ,\n"), l + 3);
+            snprintf(again, sizeof again, "\n  %s ", flag);
+            const char *second = strstr(l + 1, again), *next_section = strstr(l, "\nusage:");
+            cr_expect(!second || (next_section && next_section < second), "%s --help describes %s twice",
+                      cmds[i], flag);
+        }
         free(out);
         free(err);
     }

@@ -223,9 +223,17 @@ static void windows_case(const char *tag, int n_words, int C, int min_windows, i
     cJSON_Delete(o);
     free(out);
     free(err);
-    /* the same figure without --json, as text on stdout */
-    cr_assert_eq(run(&out, &err, "%s perplexity -m %s -f %s -c %d%s", test_moetier_bin(),
-                     model, text_path, C, bos ? " --bos" : ""), 0, "%s", err);
+    /* the same figure without --json, as text on stdout; --trace records each
+     * window as a stream of its own (positions start again in each) */
+    cr_assert_eq(run(&out, &err, "%s perplexity -m %s -f %s -c %d%s --trace %s/p.trace", test_moetier_bin(),
+                     model, text_path, C, bos ? " --bos" : "", tmp), 0, "%s", err);
+    char *stats_out, *stats_err, want_streams[64];
+    cr_assert_eq(run(&stats_out, &stats_err, "%s trace stats %s/p.trace", test_moetier_bin(), tmp), 0, "%s",
+                 stats_err);
+    snprintf(want_streams, sizeof want_streams, "(%d tokens in %d streams)", windows * (C - 1), windows);
+    cr_expect(strstr(stats_out, want_streams) != NULL, "want '%s': %s", want_streams, stats_out);
+    free(stats_out);
+    free(stats_err);
     char want_text[64];
     snprintf(want_text, sizeof want_text, "perplexity: %.4f +/- ", exp(got));
     cr_expect(strncmp(out, want_text, strlen(want_text)) == 0, "%s (want %s)", out, want_text);
