@@ -232,7 +232,7 @@ static int parse_chat(oai_request *r, oai_error *err)
         if (media)
             return bad(err, "messages", "messages[%d].content holds a part of type '%.40s': the model "
                        "reads text only (the chat format would put a placeholder where the %s was, "
-                       "and the answer would be about nothing)", i, media,
+                       "and the model would answer without it)", i, media,
                        strstr(media, "video") ? "video" : "image");
         i++;
     }
