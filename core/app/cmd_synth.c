@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli_common.h"
 #include "commands.h"
 #include "core/model/synth.h"
+#include "tiers/store.h"
 
 static void usage(FILE *f)
 {
@@ -100,6 +102,14 @@ int cmd_synth(int argc, char **argv)
         o.progress = stderr;
         if (synth_run(&o, &e) == 0)
             rc = 0;
+        /* a replaced checkpoint's store stays (it may be large, and it is
+         * the user's), but runs refuse it: say so now */
+        char store_dir[4200];
+        struct stat sb;
+        snprintf(store_dir, sizeof store_dir, "%s/%s", o.out_dir, DEFAULT_STORE_NAME);
+        if (rc == 0 && stat(store_dir, &sb) == 0)
+            fprintf(stderr, "synth: %s is the expert store of the checkpoint this replaced; `moetier "
+                    "convert -m %s --force` rebuilds it for this one\n", store_dir, o.out_dir);
     }
     if (rc)
         cli_fail(&e);

@@ -780,6 +780,14 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     free(err);
     expect_failure(2, "--io", "%s logits -m %s --ids 1 -o /dev/null %s", model, "--io bogus");
     expect_failure(2, "--dram-gb", "%s logits -m %s --ids 1 -o /dev/null %s", model, "--dram-gb -3");
+    /* a checkpoint replaced by synth --force keeps the old one's store, which
+     * runs refuse: synth says so and how to rebuild it */
+    cr_assert_eq(run(&out, &err, "%s convert -m %s >/dev/null 2>&1 && %s synth --format fp8 --seed 9 "
+                     "--force -o %s", bin(), model, bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "moetier-store is the expert store of the checkpoint this replaced") &&
+              strstr(err, "--force` rebuilds it"), "%s", err);
+    free(out);
+    free(err);
     test_remove_tree(tmp);
     free(tmp);
 }
