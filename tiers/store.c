@@ -112,22 +112,26 @@ void store_layout_pack(const store_layout *L, const expert_view *v, uint8_t *buf
     }
 }
 
-int store_fingerprint(const model_weights *mw, uint64_t *out, errbuf *e)
+/* with_config: also config.json's bytes first, as stores written before
+ * 2026-12-04 did (store_fingerprint_v1) */
+static int fingerprint(const model_weights *mw, int with_config, uint64_t *out, errbuf *e)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", mw->ckpt.dir);
-    char *cfg;
-    size_t n;
-    if (file_read_regular(path, &cfg, &n, e))
-        return -1;
     XXH3_state_t *st = XXH3_createState();
-    if (!st) {
-        free(cfg);
+    if (!st)
         return err_set(e, "out of memory");
-    }
     XXH3_64bits_reset(st);
-    XXH3_64bits_update(st, cfg, n);
-    free(cfg);
+    if (with_config) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/config.json", mw->ckpt.dir);
+        char *cfg;
+        size_t n;
+        if (file_read_regular(path, &cfg, &n, e)) {
+            XXH3_freeState(st);
+            return -1;
+        }
+        XXH3_64bits_update(st, cfg, n);
+        free(cfg);
+    }
     for (int i = 0; i < mw->ckpt.n_files; i++) {
         const st_file *f = &mw->ckpt.files[i];
         const char *base = strrchr(f->path, '/');
@@ -151,6 +155,16 @@ int store_fingerprint(const model_weights *mw, uint64_t *out, errbuf *e)
     *out = XXH3_64bits_digest(st);
     XXH3_freeState(st);
     return 0;
+}
+
+int store_fingerprint(const model_weights *mw, uint64_t *out, errbuf *e)
+{
+    return fingerprint(mw, 0, out, e);
+}
+
+int store_fingerprint_v1(const model_weights *mw, uint64_t *out, errbuf *e)
+{
+    return fingerprint(mw, 1, out, e);
 }
 
 uint64_t store_blobs_per_file(const store_layout *L, uint64_t max_file_bytes)
@@ -468,7 +482,10 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         err_set(e, "%s", fp_err.msg);
         goto fail;
     }
-    if (fp_store != fp_model) {
+    uint64_t fp_v1 = 0;
+    if (fp_store != fp_model && store_fingerprint_v1(mw, &fp_v1, e))
+        goto fail;
+    if (fp_store != fp_model && fp_store != fp_v1) {
         /* the checkpoint's own store is stale (the checkpoint changed); any
          * other may be all a user has of another checkpoint's */
         char own[4200];

@@ -72,10 +72,16 @@ void store_layout_view(const store_layout *L, const void *blob, expert_view *out
  * padding zeroed), the inverse of store_layout_view. The source pages are
  * let go after (a conversion streams a checkpoint larger than RAM once). */
 void store_layout_pack(const store_layout *L, const expert_view *v, uint8_t *buf);
-/* Fingerprint of the checkpoint: config.json, every shard's name, size and
- * header (names, dtypes, shapes, offsets of all tensors) and 16 sampled pages
- * of its data (so a checkpoint with the same shapes but other values differs). */
+/* Fingerprint of the checkpoint: every shard's name, size and header (names,
+ * dtypes, shapes, offsets of all tensors) and 16 sampled pages of its data (so
+ * a checkpoint with the same shapes but other values differs). Not
+ * config.json: an edit there (rope scaling for a longer context, say) leaves
+ * the experts as they are, and what of it the store depends on (which layers
+ * are MoE, how many experts, the blob layout) is checked at open. */
 int store_fingerprint(const model_weights *mw, uint64_t *out, errbuf *e);
+/* The fingerprint of stores written before 2026-12-04: config.json's bytes,
+ * then the above. Such stores still open while config.json is unchanged. */
+int store_fingerprint_v1(const model_weights *mw, uint64_t *out, errbuf *e);
 /* Placement rule shared by the writer and the reader: blob i (in layer, expert
  * order) goes to file i / per_file at offset (i % per_file) * slot_bytes. */
 uint64_t store_blobs_per_file(const store_layout *L, uint64_t max_file_bytes);

@@ -275,9 +275,17 @@ static int trim_files(writer *w, int done, errbuf *e)
 static int resume_or_refuse(writer *w, errbuf *e)
 {
     const convert_options *o = w->o;
-    uint64_t plan, fingerprint, per_file;
+    uint64_t plan, fingerprint, per_file, v1;
     journal_owner(w->jpath, &plan, &fingerprint, &per_file);
     if (!plan || plan == plan_hash(w->fingerprint, &w->L, w->per_file))
+        return 0;
+    /* one begun before the fingerprint left config.json out goes on under the
+     * fingerprint it began with (stores of that kind still open) */
+    if (store_fingerprint_v1(w->mw, &v1, e))
+        return -1;
+    if (fingerprint == v1 || (!fingerprint && plan == plan_hash(v1, &w->L, w->per_file)))
+        w->fingerprint = v1;
+    if (plan == plan_hash(w->fingerprint, &w->L, w->per_file))
         return 0;
     int mine = fingerprint == w->fingerprint;
     if (!o->force && fingerprint && !mine)

@@ -10,6 +10,7 @@
  * conversion resumes to the same bytes as an uninterrupted one. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1309,6 +1310,69 @@ Test(tiers, a_checkpoint_changed_after_conversion_is_reported, .timeout = 60)
     cr_expect_eq(st.n_changed_sources, 0);
     store_close(&st);
     model_weights_close(&mw);
+    free_fixture(&f);
+}
+
+static int store_opens(const fixture *f, errbuf *e)
+{
+    model_weights mw;
+    store st;
+    cr_assert_eq(model_weights_open(&mw, f->model, e), 0, "%s", e->msg);
+    int rc = store_open(&st, f->store, &mw, e);
+    if (rc == 0)
+        store_close(&st);
+    model_weights_close(&mw);
+    return rc;
+}
+
+static void append_to_config(const fixture *f, const char *text)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/config.json", f->model);
+    FILE *c = fopen(path, "a");
+    cr_assert_not_null(c);
+    fputs(text, c);
+    fclose(c);
+}
+
+/* An edit of config.json leaves the experts as they are: the store stays
+ * this checkpoint's (it was refused as another's, a rebuild of a whole
+ * store). A store fingerprinted the older way, with config.json's bytes,
+ * still opens while they are unchanged. */
+Test(tiers, a_config_edit_keeps_the_store, .timeout = 60)
+{
+    fixture f = make_fixture("cfgedit");
+    errbuf e;
+    append_to_config(&f, "\n\n");
+    cr_expect_eq(store_opens(&f, &e), 0, "%s", e.msg);
+
+    /* the older fingerprint, in index.json and in index.bin's header */
+    model_weights mw;
+    uint64_t v1;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_fingerprint_v1(&mw, &v1, &e), 0, "%s", e.msg);
+    model_weights_close(&mw);
+    char path[4400], hex[32];
+    snprintf(path, sizeof path, "%s/%s", f.store, STORE_INDEX_JSON);
+    size_t n;
+    char *text = test_read_file(path, &n);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    snprintf(hex, sizeof hex, "%016" PRIx64, v1);
+    cJSON_ReplaceItemInObject(j, "source_fingerprint", cJSON_CreateString(hex));
+    text = cJSON_Print(j);
+    cJSON_Delete(j);
+    test_write_file(path, text, strlen(text));
+    free(text);
+    snprintf(path, sizeof path, "%s/%s", f.store, STORE_INDEX_BIN);
+    uint8_t *bin = test_read_file(path, &n);
+    for (int k = 0; k < 8; k++)
+        bin[16 + k] = (uint8_t)(v1 >> (8 * k));
+    test_write_file(path, bin, n);
+    free(bin);
+    cr_expect_eq(store_opens(&f, &e), 0, "the older fingerprint: %s", e.msg);
+    append_to_config(&f, " ");
+    cr_expect_eq(store_opens(&f, &e), STORE_OTHER_CHECKPOINT, "an older store after a config edit");
     free_fixture(&f);
 }
 
