@@ -26,6 +26,9 @@
 #define DEFAULT_STORE_NAME "moetier-store"
 #define STORE_INDEX_BIN "index.bin"
 #define STORE_JOURNAL "convert.journal"
+/* The checkpoint's shard times when a conversion began, kept beside its
+ * journal so that a resumed one records those (store_source.h). */
+#define STORE_JOURNAL_SOURCES "convert.sources.json"
 
 /* Where gate/up/down live inside a blob; identical for every blob of a store. */
 typedef struct store_layout {

@@ -221,6 +221,13 @@ static void remove_index(const char *dir)
     unlink(path);
 }
 
+static void unlink_sources(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_JOURNAL_SOURCES);
+    unlink(path);
+}
+
 /* How many of blobs [0, done) the data files still hold whole: the journal
  * says what was written, but a file may have been cut or deleted since; the
  * blobs from the first one missing are written again. */
@@ -315,6 +322,45 @@ static int resume_or_refuse(writer *w, errbuf *e)
     return 0;
 }
 
+/* The shards' times the index records are those from when the conversion
+ * began: a resumed one keeps the experts read then, and a shard changed in
+ * between must show as changed. A fresh start (done == 0) keeps *source_files
+ * (taken before any expert was read) beside the journal; a resume takes them
+ * from there, or records none (an interruption by a version that kept none):
+ * the store then tells nothing at open, and `convert --check` compares. */
+static int conversion_sources(const convert_options *o, int done, cJSON **source_files, errbuf *e)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", o->out_dir, STORE_JOURNAL_SOURCES);
+    if (done == 0) {
+        char *text = cJSON_Print(*source_files);
+        if (!text)
+            return err_set(e, "out of memory");
+        int rc = file_write_atomic(path, text, strlen(text), e);
+        free(text);
+        return rc;
+    }
+    cJSON_Delete(*source_files);
+    *source_files = NULL;
+    char *text;
+    size_t len;
+    errbuf why;
+    if (file_read_regular(path, &text, &len, &why) == 0) {
+        *source_files = cJSON_ParseWithLength(text, len);
+        free(text);
+        if (!cJSON_IsArray(*source_files)) {
+            cJSON_Delete(*source_files);
+            *source_files = NULL;
+        }
+    }
+    if (!*source_files && o->log)
+        fprintf(o->log, "moetier: %s does not say when the checkpoint's files were last changed "
+                "before the conversion began, so the store cannot report a later change; "
+                "`moetier convert --check` compares it with the checkpoint and records that\n",
+                o->out_dir);
+    return 0;
+}
+
 int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
 {
     const model_config *c = &mw->cfg;
@@ -359,6 +405,7 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
                     o->force ? "--force" : why.msg);
         remove_index(o->out_dir);
         unlink(w.jpath);
+        unlink_sources(o->out_dir);
     }
     if (resume_or_refuse(&w, e))
         return -1;
@@ -408,7 +455,8 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
     if (done > 0 && o->log)
         fprintf(o->log, "moetier: resuming an interrupted conversion: %d of %d experts already "
                 "written\n", done, w.n);
-    if (trim_files(&w, done, e) || journal_start(&w, done, e) || write_blobs(&w, done, e))
+    if (trim_files(&w, done, e) || conversion_sources(o, done, &source_files, e) ||
+        journal_start(&w, done, e) || write_blobs(&w, done, e))
         goto out;
     for (int i = 0; i < w.n; i++) {
         const store_blob *b = &w.blobs[w.order[i]];
@@ -421,6 +469,7 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
     close(w.jfd);
     w.jfd = -1;
     unlink(w.jpath);    /* after the index's rename is durable (file_write_atomic) */
+    unlink_sources(o->out_dir);
     file_sync_parent_dir(w.jpath);
     if (o->log)
         fprintf(o->log, "moetier: expert store %s complete: %d experts, %.2f GB in %d file%s\n",

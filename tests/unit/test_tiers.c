@@ -1313,6 +1313,57 @@ Test(tiers, a_checkpoint_changed_after_conversion_is_reported, .timeout = 60)
     free_fixture(&f);
 }
 
+/* A shard changed while a conversion stood interrupted: the experts written
+ * before come from the old bytes, so the store records the times from when
+ * the conversion began (it used to record the resumption's and tell
+ * nothing). Without those times kept, it records none. */
+Test(tiers, a_change_while_a_conversion_is_interrupted_is_reported, .timeout = 120)
+{
+    fixture f = make_fixture("resumesource");
+    char part[4300], sources[4400], *log = NULL;
+    snprintf(part, sizeof part, "%s/partial", f.tmp);
+    snprintf(sources, sizeof sources, "%s/%s", part, STORE_JOURNAL_SOURCES);
+    convert_store(f.model, part, 0, 37);
+    cr_assert(test_path_exists(sources), "no times kept beside the journal");
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    long at;
+    int shard = flip_unsampled_expert_byte(f.model, 1, 3, &at);    /* written before the stop */
+    errbuf e;
+    cr_assert_eq(convert_logged(f.model, part, 0, 0, &log, &e), 0, "%s", e.msg);
+    cr_expect(strstr(log, "37 of 96 experts already written"), "%s", log);
+    free(log);
+    cr_expect(!test_path_exists(sources), "the kept times outlived a complete conversion");
+    model_weights mw;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    char name[256];
+    snprintf(name, sizeof name, "%s", strrchr(mw.ckpt.files[shard].path, '/') + 1);
+    model_weights_close(&mw);
+    fixture resumed = f;
+    resumed.store = part;
+    expect_changed_sources(&resumed, 1, name);
+    char first[512];
+    cr_expect_eq(source_differences(&resumed, 1, first, sizeof first), 1);
+    cr_expect_str_eq(first, "moetier: layer 1 expert 3 of the checkpoint differs from the store's");
+
+    /* an interruption that kept no times */
+    char bare[4300];
+    snprintf(bare, sizeof bare, "%s/bare", f.tmp);
+    snprintf(sources, sizeof sources, "%s/%s", bare, STORE_JOURNAL_SOURCES);
+    convert_store(f.model, bare, 0, 37);
+    cr_assert_eq(unlink(sources), 0);
+    cr_assert_eq(convert_logged(f.model, bare, 0, 0, &log, &e), 0, "%s", e.msg);
+    cr_expect(strstr(log, "cannot report a later change"), "%s", log);
+    free(log);
+    store st;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(store_open(&st, bare, &mw, &e), 0, "%s", e.msg);
+    cr_expect_eq(st.source_times, 0);
+    store_close(&st);
+    model_weights_close(&mw);
+    free_fixture(&f);
+}
+
 static int store_opens(const fixture *f, errbuf *e)
 {
     model_weights mw;
