@@ -84,11 +84,13 @@ void store_source_warn(const store *s, const model_weights *mw, FILE *log)
     char more[48] = "";
     if (s->n_changed_sources > 1)
         snprintf(more, sizeof more, " and %d more of its files", s->n_changed_sources - 1);
-    fprintf(log, "moetier: warning: %s/%s%s changed after the expert store %s was built (their "
-            "modification times moved); the store is used as it is, and if experts changed, the "
-            "output is the old checkpoint's. `moetier convert -m %s -o %s --check` compares them "
-            "(and records the new times when they agree); --force rebuilds the store\n",
-            mw->ckpt.dir, s->changed_source, more, s->dir, mw->ckpt.dir, s->dir);
+    int one = s->n_changed_sources == 1;
+    fprintf(log, "moetier: warning: %s/%s%s changed after the expert store %s was built (%s "
+            "modification time%s moved); the store is used as it is, and if experts changed, the "
+            "output is the old checkpoint's. `moetier convert -m %s -o %s --check` compares the "
+            "experts (and records the new times when they agree); --force rebuilds the store\n",
+            mw->ckpt.dir, s->changed_source, more, s->dir, one ? "its" : "their", one ? "" : "s",
+            mw->ckpt.dir, s->dir);
 }
 
 int store_source_check(const store *s, const model_weights *mw, FILE *log, uint64_t *n_differ,
@@ -119,7 +121,7 @@ int store_source_check(const store *s, const model_weights *mw, FILE *log, uint6
     return 0;
 }
 
-int store_source_record(const store *s, const model_weights *mw, errbuf *e)
+int store_source_record(const store *s, const cJSON *files, errbuf *e)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", s->dir, STORE_INDEX_JSON);
@@ -129,16 +131,15 @@ int store_source_record(const store *s, const model_weights *mw, errbuf *e)
         return -1;
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
-    cJSON *files = store_source_files_json(mw, e);
-    if (!j || !files) {
+    if (!j)
+        return err_set(e, "%s: not valid JSON", path);
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "source_files");
+    cJSON *copy = cJSON_Duplicate(files, 1);
+    if (!copy || !cJSON_AddItemToObject(j, "source_files", copy)) {
+        cJSON_Delete(copy);
         cJSON_Delete(j);
-        cJSON_Delete(files);
-        return j ? -1 : err_set(e, "%s: not valid JSON", path);
+        return err_set(e, "out of memory");
     }
-    if (cJSON_HasObjectItem(j, "source_files"))
-        cJSON_ReplaceItemInObjectCaseSensitive(j, "source_files", files);
-    else
-        cJSON_AddItemToObject(j, "source_files", files);
     char *out = cJSON_Print(j);
     cJSON_Delete(j);
     if (!out)

@@ -38,8 +38,8 @@ void store_source_warn(const store *s, const model_weights *mw, FILE *log);
 int store_source_check(const store *s, const model_weights *mw, FILE *log, uint64_t *n_differ,
                        errbuf *e);
 
-/* Rewrites s's index.json with the shards' times now (after a check found
- * every expert the same). */
-int store_source_record(const store *s, const model_weights *mw, errbuf *e);
+/* Rewrites s's index.json with the shards' times `files`
+ * (store_source_files_json, taken before a check found every expert the same). */
+int store_source_record(const store *s, const cJSON *files, errbuf *e);
 
 #endif

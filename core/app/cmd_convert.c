@@ -37,19 +37,32 @@ static int check_store(const char *out, const model_weights *mw, io_mode mode)
                     st.source_times ? "the checkpoint's files changed after the store was built"
                                     : "the store has no record of the checkpoint's file times",
                     mw->ckpt.dir);
-            if (store_source_check(&st, mw, stderr, &differ, &e)) {
+            /* the times the comparison vouches for are those from before it:
+             * a shard written to meanwhile must not look compared */
+            cJSON *before = store_source_files_json(mw, &e), *after = NULL;
+            if (!before || store_source_check(&st, mw, stderr, &differ, &e)) {
                 rc = cli_fail(&e);
             } else if (differ) {
                 fprintf(stderr, "moetier: %llu of %d experts of %s differ from the store's, which holds "
                         "them as they were: rebuild it with moetier convert -m %s -o %s --force\n",
                         (unsigned long long)differ, st.n_blobs, mw->ckpt.dir, mw->ckpt.dir, out);
                 rc = 1;
-            } else if (store_source_record(&st, mw, &e)) {
+            } else if (!(after = store_source_files_json(mw, &e))) {
                 rc = cli_fail(&e);
+            } else if (!cJSON_Compare(before, after, 1)) {
+                fprintf(stderr, "moetier: files of %s changed during the comparison: nothing is "
+                        "recorded; run --check again when they stay as they are\n", mw->ckpt.dir);
+                rc = 1;
+            } else if (store_source_record(&st, before, &e)) {
+                fprintf(stderr, "moetier: every expert of %s is the store's, but the times of its "
+                        "files could not be recorded (%s), so runs keep warning\n", mw->ckpt.dir, e.msg);
+                rc = 1;
             } else {
                 fprintf(stderr, "moetier: every expert of %s is the store's; the times of its files "
                         "are recorded\n", mw->ckpt.dir);
             }
+            cJSON_Delete(before);
+            cJSON_Delete(after);
         }
     }
     store_close(&st);

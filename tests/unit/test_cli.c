@@ -703,6 +703,22 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     free(err);
     cr_assert_eq(run(&out, &err, "%s convert -m %s --check", bin(), model), 0, "%s", err);
     cr_expect(strstr(err, "all 96 blobs") != NULL, "%s", err);
+    cr_expect(strstr(err, "comparing") == NULL, "%s", err);
+    free(out);
+    free(err);
+    /* shards touched (a copy): runs warn until --check compares them and
+     * records their times */
+    cr_assert_eq(run(&out, &err, "touch -d 2030-01-01 %s/*.safetensors && %s logits -m %s --ids 5 "
+                     "-o /dev/null", model, bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "changed after the expert store") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s convert -m %s --check", bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "comparing every expert") && strstr(err, "are recorded"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s logits -m %s --ids 5 -o /dev/null", bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "changed after") == NULL, "%s", err);
     free(out);
     free(err);
     /* a file size below one blob: one blob per file, not the default size;
