@@ -269,7 +269,7 @@ int store_write_index(const char *dir, const store_layout *L, uint64_t fingerpri
     put_u64(bin + 24, rows_xxh);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_BIN);
-    int rc = file_write_atomic(path, bin, bin_bytes, e);
+    int rc = file_replace_atomic(path, bin, bin_bytes, e);
     free(bin);
     if (rc)
         return -1;
@@ -308,7 +308,7 @@ int store_write_index(const char *dir, const store_layout *L, uint64_t fingerpri
     if (!text)
         return err_set(e, "out of memory for the store index");
     snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_JSON);
-    rc = file_write_atomic(path, text, strlen(text), e);
+    rc = file_replace_atomic(path, text, strlen(text), e);
     free(text);
     return rc;
 }

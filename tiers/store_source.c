@@ -144,7 +144,7 @@ int store_source_record(const store *s, const cJSON *files, errbuf *e)
     cJSON_Delete(j);
     if (!out)
         return err_set(e, "out of memory");
-    int rc = file_write_atomic(path, out, strlen(out), e);
+    int rc = file_replace_atomic(path, out, strlen(out), e);
     free(out);
     return rc;
 }

@@ -73,9 +73,7 @@ static int data_fd(writer *w, int f, errbuf *e)
         return w->fds[f];
     char path[4096];
     store_file_path(w->o->out_dir, f, path, sizeof path);
-    w->fds[f] = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (w->fds[f] < 0)
-        return err_set(e, "%s: %s", path, strerror(errno));
+    w->fds[f] = file_open_regular(path, O_RDWR | O_CREAT, 0644, e);
     return w->fds[f];
 }
 
@@ -86,7 +84,7 @@ static void journal_owner(const char *jpath, uint64_t *plan, uint64_t *fingerpri
                           uint64_t *per_file)
 {
     *plan = *fingerprint = *per_file = 0;
-    int fd = open(jpath, O_RDONLY | O_CLOEXEC);
+    int fd = file_open_regular(jpath, O_RDONLY, 0, NULL);
     if (fd < 0)
         return;
     uint8_t h[JOURNAL_HEADER];
@@ -101,7 +99,7 @@ static void journal_owner(const char *jpath, uint64_t *plan, uint64_t *fingerpri
 /* Reads the journal; returns how many leading blobs are safely on disk. */
 static int journal_resume(writer *w, errbuf *e)
 {
-    int fd = open(w->jpath, O_RDWR | O_CLOEXEC);
+    int fd = file_open_regular(w->jpath, O_RDWR, 0, NULL);
     if (fd < 0)
         return 0;
     uint8_t h[JOURNAL_HEADER];
@@ -126,9 +124,9 @@ static int journal_resume(writer *w, errbuf *e)
 
 static int journal_start(writer *w, int done, errbuf *e)
 {
-    w->jfd = open(w->jpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    w->jfd = file_open_regular(w->jpath, O_RDWR | O_CREAT, 0644, e);
     if (w->jfd < 0)
-        return err_set(e, "%s: %s", w->jpath, strerror(errno));
+        return -1;
     uint8_t h[JOURNAL_HEADER] = {0};
     memcpy(h, JOURNAL_MAGIC, 8);
     put_le(h + 8, w->plan, 8);
@@ -336,7 +334,7 @@ static int conversion_sources(const convert_options *o, int done, cJSON **source
         char *text = cJSON_Print(*source_files);
         if (!text)
             return err_set(e, "out of memory");
-        int rc = file_write_atomic(path, text, strlen(text), e);
+        int rc = file_replace_atomic(path, text, strlen(text), e);
         free(text);
         return rc;
     }
@@ -361,12 +359,29 @@ static int conversion_sources(const convert_options *o, int done, cJSON **source
     return 0;
 }
 
+/* The files a conversion writes or replaces by name: something else there (a
+ * directory, a FIFO) is the user's, and is refused before any work. */
+static int refuse_foreign_files(const char *dir, errbuf *e)
+{
+    static const char *const names[] = {STORE_INDEX_JSON, STORE_INDEX_BIN, STORE_JOURNAL,
+                                        STORE_JOURNAL_SOURCES};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        struct stat sb;
+        if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+            return err_set(e, "%s: is a %s, where an expert store keeps a file of its own: move "
+                           "it away or give another -o", path, file_kind(sb.st_mode));
+    }
+    return 0;
+}
+
 int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
 {
     const model_config *c = &mw->cfg;
     writer w = {.mw = mw, .o = o, .jfd = -1};
     if (store_layout_for_model(mw, &w.L, e) || store_fingerprint(mw, &w.fingerprint, e) ||
-        dir_ensure(o->out_dir, e))
+        dir_ensure(o->out_dir, e) || refuse_foreign_files(o->out_dir, e))
         return -1;
     uint64_t max_file = o->max_file_bytes ? o->max_file_bytes : (64ull << 30);
     w.per_file = store_blobs_per_file(&w.L, max_file);

@@ -60,11 +60,15 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
     return rc;
 }
 
-int file_read_regular(const char *path, char **out, size_t *len, errbuf *e)
+const char *file_kind(mode_t m)
 {
-    *out = NULL;
+    return S_ISDIR(m) ? "directory" : S_ISFIFO(m) ? "FIFO" : S_ISSOCK(m) ? "socket" : "special file";
+}
+
+int file_open_regular(const char *path, int flags, mode_t mode, errbuf *e)
+{
     /* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = open(path, flags | O_NONBLOCK | O_CLOEXEC, mode);
     if (fd < 0)
         return err_set(e, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
@@ -75,9 +79,23 @@ int file_read_regular(const char *path, char **out, size_t *len, errbuf *e)
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return err_set(e, "%s: is a %s, expected a regular file", path,
-                       S_ISDIR(sb.st_mode) ? "directory" : S_ISFIFO(sb.st_mode) ? "FIFO" : "special file");
+        return err_set(e, "%s: is a %s, expected a regular file", path, file_kind(sb.st_mode));
     }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int err = errno;
+        close(fd);
+        return err_set(e, "%s: cannot open: %s", path, strerror(err));
+    }
+    return fd;
+}
+
+int file_read_regular(const char *path, char **out, size_t *len, errbuf *e)
+{
+    *out = NULL;
+    int fd = file_open_regular(path, O_RDONLY, 0, e);
+    if (fd < 0)
+        return -1;
     FILE *f = fdopen(fd, "rb");
     if (!f) {
         close(fd);
@@ -232,6 +250,14 @@ int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
     int rc = file_output_commit(&o, fd, e);
     close(fd);      /* after fsync: nothing is left for close to report */
     return rc;
+}
+
+int file_replace_atomic(const char *path, const void *data, size_t len, errbuf *e)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return err_set(e, "%s: is a %s, expected a regular file", path, file_kind(sb.st_mode));
+    return file_write_atomic(path, data, len, e);
 }
 
 int file_same(const char *a, const char *b)

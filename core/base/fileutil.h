@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "errbuf.h"
 
@@ -14,10 +15,21 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
 /* The same for a file that must be a regular one (a model's or a store's): a
  * FIFO, device or directory is refused at once instead of read or waited on. */
 int file_read_regular(const char *path, char **out, size_t *len, errbuf *e);
+/* "directory", "FIFO", "socket" or "special file": what a path that is not a
+ * regular file is, for errors. */
+const char *file_kind(mode_t m);
+/* open(2) of a file that must be a regular one, with the same refusal;
+ * O_CLOEXEC is added. Returns the descriptor, or -1 with e set. */
+int file_open_regular(const char *path, int flags, mode_t mode, errbuf *e);
 /* The same for an open stream (standard input), up to its end; `name` is what
  * errors call it. */
 int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e);
+/* Writes the whole file atomically (file_output: a device or FIFO at path is
+ * written through). */
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e);
+/* The same for a file that must be a regular one (a store's index, a model's
+ * files): a FIFO, device or directory at path is refused. */
+int file_replace_atomic(const char *path, const void *data, size_t len, errbuf *e);
 
 /* An output file, written so that a failure leaves what was at the path as it
  * was and nothing but that file changes: the bytes go to a temporary name

@@ -726,7 +726,7 @@ static int write_index(const plan *p, const char *dir, int n_shards, errbuf *e)
         return err_set(e, "out of memory");
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    int rc = file_write_atomic(path, text, strlen(text), e);
+    int rc = file_replace_atomic(path, text, strlen(text), e);
     free(text);
     return rc;
 }
@@ -876,7 +876,7 @@ int synth_run(const synth_options *o, errbuf *e)
     if (o->tokenizer && synth_tokenizer_save(&tok, dir, e))
         goto out;
     /* last: its presence marks a complete checkpoint */
-    if (file_write_atomic(path, text, strlen(text), e))
+    if (file_replace_atomic(path, text, strlen(text), e))
         goto out;
     rc = 0;
 out:

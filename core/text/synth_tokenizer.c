@@ -501,7 +501,7 @@ static int save_ranks(const synth_tokenizer *t, const char *dir, errbuf *e)
         n += (size_t)snprintf(buf + n, cap - n, " %d\n", i);
     }
     snprintf(path, sizeof path, "%s/tiktoken.model", dir);
-    int rc = file_write_atomic(path, buf, n, e);
+    int rc = file_replace_atomic(path, buf, n, e);
     free(buf);
     return rc;
 }
@@ -557,7 +557,7 @@ static int save_config(const synth_tokenizer *t, const char *dir, errbuf *e)
         return err_set(e, "out of memory");
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    int rc = file_write_atomic(path, text, strlen(text), e);
+    int rc = file_replace_atomic(path, text, strlen(text), e);
     free(text);
     return rc;
 }

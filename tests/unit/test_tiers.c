@@ -1175,6 +1175,34 @@ Test(tiers, what_is_not_a_store_is_named_and_kept, .timeout = 60)
     cr_expect(strstr(e.msg, "FIFO"), "%s", e.msg);
     free(log);
 
+    /* a FIFO or directory where convert writes a file of its own: refused at
+     * once, --force or not, and kept (writing or reading one waited forever,
+     * or failed after the whole conversion) */
+    const char *own_files[] = {STORE_JOURNAL, STORE_INDEX_BIN, STORE_JOURNAL_SOURCES, STORE_INDEX_JSON};
+    for (int i = 0; i < 4; i++)
+        for (int force = 0; force < 2; force++) {
+            char fresh[4400], p[4500];
+            snprintf(fresh, sizeof fresh, "%s/own%d%d", f.tmp, i, force);
+            snprintf(p, sizeof p, "%s/%s", fresh, own_files[i]);
+            cr_assert_eq(mkdir(fresh, 0755), 0);
+            cr_assert_eq(i == 3 ? mkdir(p, 0755) : mkfifo(p, 0644), 0);
+            cr_expect_neq(convert_logged(f.model, fresh, 0, force, &log, &e), 0, "%s was taken", p);
+            cr_expect(strstr(e.msg, p) && strstr(e.msg, i == 3 ? "is a directory" : "is a FIFO") &&
+                      strstr(e.msg, "move it away"), "%s", e.msg);
+            free(log);
+            struct stat sb;
+            cr_expect(stat(p, &sb) == 0 && !S_ISREG(sb.st_mode), "%s was replaced", p);
+        }
+    /* a data file */
+    char fresh[4400], data[4500];
+    snprintf(fresh, sizeof fresh, "%s/owndata", f.tmp);
+    cr_assert_eq(mkdir(fresh, 0755), 0);
+    store_file_path(fresh, 0, data, sizeof data);
+    cr_assert_eq(mkfifo(data, 0644), 0);
+    cr_expect_neq(convert_logged(f.model, fresh, 0, 0, &log, &e), 0, "a FIFO data file was taken");
+    cr_expect(strstr(e.msg, data) && strstr(e.msg, "is a FIFO, expected a regular file"), "%s", e.msg);
+    free(log);
+
     /* the default store's folder is a file: not "there is none" */
     char own[4400];
     snprintf(own, sizeof own, "%s/%s", f.model, DEFAULT_STORE_NAME);
