@@ -1,6 +1,7 @@
 /* planner: tier flags, budget checks and the placement table (see planner.h). */
 #include "planner.h"
 
+#include "core/base/fileutil.h"
 #include "core/base/meminfo.h"
 #include "core/engine/engine.h"
 #include "kernels/gpu_layout.h"
@@ -129,6 +130,11 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
             if (errno != ENOENT)
                 return err_set(e, "expert store %s cannot be used: %s: %s (fix it, or pass --store DIR)",
                                p->store_dir, idx, strerror(errno));
+            char target[4096];
+            if (file_dangling_link(p->store_dir, target, sizeof target))
+                return err_set(e, "expert store %s is a symbolic link to %s, which does not exist "
+                               "(a disk not mounted?): remove the link to run from the checkpoint, "
+                               "or pass --store DIR", p->store_dir, target);
             if (f->dram_gb_set)
                 return err_set(e, "--dram-gb needs an expert store, and there is none at %s "
                                "(create it with moetier convert -m %s, or pass --store DIR)",

@@ -435,12 +435,15 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
             return err_set(e, "expert store %s is incomplete (its conversion was interrupted); "
                            "moetier convert -m CHECKPOINT -o %s completes it, given the checkpoint "
                            "it was begun from", dir, dir);
+        char target[4096];
+        if (file_dangling_link(dir, target, sizeof target))
+            return err_set(e, "expert store %s is a symbolic link to %s, which does not exist (a "
+                           "disk not mounted?)", dir, target);
         return err_set(e, "no expert store at %s (%s missing); create one with moetier convert -m "
                        "%s -o %s", dir, STORE_INDEX_JSON, mw->ckpt.dir, dir);
     }
     if (!S_ISREG(sb.st_mode)) {
-        err_set(e, "%s is a %s, not an expert store's index", path,
-                S_ISDIR(sb.st_mode) ? "directory" : S_ISFIFO(sb.st_mode) ? "FIFO" : "special file");
+        err_set(e, "%s is a %s, not an expert store's index", path, file_kind(sb.st_mode));
         return STORE_NOT_A_STORE;
     }
     s->dir = strdup(dir);

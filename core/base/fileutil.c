@@ -279,11 +279,25 @@ void file_sync_parent_dir(const char *path)
     free(copy);
 }
 
+int file_dangling_link(const char *path, char *target, size_t n)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode) || stat(path, &st) == 0 || errno != ENOENT)
+        return 0;
+    ssize_t k = readlink(path, target, n - 1);
+    target[k < 0 ? 0 : k] = 0;
+    return 1;
+}
+
 int dir_ensure(const char *path, errbuf *e)
 {
     struct stat st;
+    char target[4096];
     if (stat(path, &st) == 0)
         return S_ISDIR(st.st_mode) ? 0 : err_set(e, "%s: exists and is not a directory", path);
+    if (file_dangling_link(path, target, sizeof target))
+        return err_set(e, "%s: is a symbolic link to %s, which does not exist: create that "
+                       "directory or remove the link", path, target);
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return err_set(e, "%s: cannot create directory: %s", path, strerror(errno));
     return 0;

@@ -59,6 +59,10 @@ int file_same(const char *a, const char *b);
 /* fsync of the directory holding path, so that a rename or unlink in it is
  * durable; best effort (some file systems refuse it). */
 void file_sync_parent_dir(const char *path);
+/* Whether path is a symbolic link to nothing; target gets what it names. */
+int file_dangling_link(const char *path, char *target, size_t n);
+/* Creates the directory unless it is one; a file there, or a symbolic link to
+ * nothing, is an error naming it. */
 int dir_ensure(const char *path, errbuf *e);
 /* Raises the soft limit on open files (up to the hard one) so that n more
  * descriptors fit beside a reserve for the rest of the process; best effort:

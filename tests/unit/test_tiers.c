@@ -1143,7 +1143,8 @@ Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
 
 /* What is not a usable store is said to be so, and kept: an index.json of
  * someone else's in convert's -o, a FIFO in place of the index (reading it
- * waited forever), a file where the default store's folder would be. */
+ * waited forever), a file where the default store's folder would be, a link
+ * to nothing. */
 Test(tiers, what_is_not_a_store_is_named_and_kept, .timeout = 60)
 {
     fixture f = make_fixture("notstore");
@@ -1209,6 +1210,20 @@ Test(tiers, what_is_not_a_store_is_named_and_kept, .timeout = 60)
     test_write_file(own, "x", 1);
     tier_flags none = {0};
     expect_error(&f, &none, "cannot be used", "Not a directory");
+
+    /* a symbolic link to nothing (a disk not mounted), as the default store,
+     * as --store and as convert's -o: named as such, not run without it or
+     * reported as a missing temporary file */
+    cr_assert_eq(unlink(own), 0);
+    char gone[4400];
+    snprintf(gone, sizeof gone, "%s/unmounted", f.tmp);
+    cr_assert_eq(symlink(gone, own), 0);
+    expect_error(&f, &none, "symbolic link", gone);
+    tier_flags linked = {.store_dir = own};
+    expect_error(&f, &linked, "symbolic link", gone);
+    cr_expect_neq(convert_logged(f.model, own, 0, 0, &log, &e), 0, "a link to nothing was converted into");
+    cr_expect(strstr(e.msg, "symbolic link") && strstr(e.msg, gone), "%s", e.msg);
+    free(log);
     free_fixture(&f);
 }
 
