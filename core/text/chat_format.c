@@ -284,8 +284,10 @@ static long next_number_token(const char *text, size_t len, size_t *pos, size_t 
 }
 
 /* Walks v in document order (the order cJSON parsed it in, duplicate keys
- * included) and gives each number the spelling of the matching token. */
-static int keep_number_spelling(cJSON *v, const char *text, size_t len, size_t *pos)
+ * included) and gives each number the spelling of the matching token. 1 with
+ * *bad at a token outside RFC 8259's grammar (cJSON takes "01" and "1."),
+ * -1 when memory runs out. */
+static int keep_number_spelling(cJSON *v, const char *text, size_t len, size_t *pos, size_t *bad)
 {
     for (; v; v = v->next) {
         if (cJSON_IsNumber(v)) {
@@ -294,23 +296,36 @@ static int keep_number_spelling(cJSON *v, const char *text, size_t len, size_t *
             int is_float;
             if (at < 0)
                 return 0;   /* cannot happen for cJSON's own input; print from the double */
-            if (json_number_len(text + at, tl, &is_float) == tl && !v->valuestring) {
-                if (!(v->valuestring = strndup(text + at, tl)))
-                    return -1;
+            if (json_number_len(text + at, tl, &is_float) != tl) {
+                *bad = (size_t)at;
+                return 1;
             }
+            if (!v->valuestring && !(v->valuestring = strndup(text + at, tl)))
+                return -1;
         }
-        if (v->child && keep_number_spelling(v->child, text, len, pos))
-            return -1;
+        int rc = v->child ? keep_number_spelling(v->child, text, len, pos, bad) : 0;
+        if (rc)
+            return rc;
     }
     return 0;
 }
 
 cJSON *chat_json_parse(const char *text, size_t len, const char **end)
 {
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, end, 0);
-    size_t pos = 0;
-    if (root && keep_number_spelling(root, text, len, &pos)) {
+    const char *stop = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
+    if (end)
+        *end = stop;
+    if (!root)
+        return NULL;
+    size_t at = (size_t)(stop - text), pos = 0, bad = 0;
+    while (at < len && strchr(" \t\r\n", text[at]) && text[at])
+        at++;
+    int rc = at < len ? 1 : keep_number_spelling(root, text, len, &pos, &bad);
+    if (rc) {
         cJSON_Delete(root);
+        if (end)
+            *end = at < len ? text + at : rc > 0 ? text + bad : NULL;
         return NULL;
     }
     return root;

@@ -123,10 +123,12 @@ enum {
     CHAT_JSON_SORT_KEYS = 2,    /* every object's keys in code point order */
 };
 
-/* cJSON_ParseWithLengthOpts(text, len, end, 0) that also keeps each number's
- * source spelling (in the number's valuestring, which cJSON_Delete frees), so
- * that chat_json_dump prints it as json.loads then json.dumps would. NULL when
- * the text is not JSON or memory runs out. */
+/* cJSON_ParseWithLengthOpts(text, len, end, 0) held to RFC 8259 as json.loads
+ * is (nothing but whitespace after the value; no "01" or "1."), that also
+ * keeps each number's source spelling (in the number's valuestring, which
+ * cJSON_Delete frees), so that chat_json_dump prints it as json.loads then
+ * json.dumps would. NULL when the text is not JSON (*end near the fault) or
+ * memory runs out. */
 cJSON *chat_json_parse(const char *text, size_t len, const char **end);
 
 /* Python json.dumps(v, ensure_ascii=False, separators=..., sort_keys=...) of a

@@ -486,6 +486,36 @@ Test(chat, json_dump_like_python)
     cJSON_Delete(v);
 }
 
+/* What json.loads refuses, the parse refuses too, with *end near the fault:
+ * data after the value (cJSON stops there and took it) and numbers outside
+ * the JSON grammar (cJSON reads them with strtod). */
+static void expect_refused_n(const char *json, size_t len, long near)
+{
+    const char *end = NULL;
+    cJSON *v = chat_json_parse(json, len, &end);
+    cr_expect_null(v, "%s was taken", json);
+    cJSON_Delete(v);
+    cr_expect(end && end - json == near, "%s: fault at %ld, expected %ld", json,
+              end ? (long)(end - json) : -1L, near);
+}
+
+static void expect_refused(const char *json, long near)
+{
+    expect_refused_n(json, strlen(json), near);
+}
+
+Test(chat, json_parse_is_strict_like_python)
+{
+    expect_refused("{} x", 3);
+    expect_refused("{\"a\": 1}\n{\"b\": 2}", 9);
+    expect_refused_n("[1]\0", 4, 3);
+    expect_refused("{\"a\": 01}", 6);
+    expect_refused("[2, 1.]", 4);
+    expect_refused("[1.e5]", 1);
+    expect_refused("[-01.5]", 1);
+    expect_dump(" {\"a\": [0, -0.5, 1e5]} \r\n\t", 0, "{\"a\": [0, -0.5, 100000.0]}");
+}
+
 /* ---- tool-call parsing ------------------------------------------------------------------ */
 
 #define SEC_B "<|tool_calls_section_begin|>"

@@ -48,6 +48,11 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
            "repetition_penalty");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"repeat_penalty\": \"1\"}",
            "repeat_penalty");
+    /* what json.loads refuses: data after the object (it was dropped) and
+     * numbers outside the JSON grammar (read as if valid) */
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\"} {\"prompt\": \"b\"}", "");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 01}", "");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"temperature\": 1.}", "");
     /* a repeated key has no agreed meaning (first or last wins, by client) */
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 2, \"max_tokens\": 3}", "");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"content\": \"b\"}]}", "");
