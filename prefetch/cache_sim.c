@@ -339,25 +339,32 @@ int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e)
     size_t L = t->n_layers, E = t->n_experts, K = t->top_k;
     uint64_t *uses = calloc(L * E, sizeof *uses);
     int64_t *prev = malloc(L * sizeof *prev);   /* last event of the current stream per layer */
-    if (!uses || !prev) {
+    /* events per layer of the current stream: every token computed passes
+     * each layer once, so the largest count is its tokens (its positions need
+     * not start at 0: a stream can go on from a prefix computed before) */
+    uint64_t *per_layer = calloc(L, sizeof *per_layer);
+    if (!uses || !prev || !per_layer) {
         free(uses);
         free(prev);
+        free(per_layer);
         return err_set(e, "out of memory");
     }
-    for (size_t l = 0; l < L; l++)
-        prev[l] = -1;
-    uint64_t reused = 0, pairs = 0, max_token = 0;
-    for (uint64_t i = 0; i < t->n; i++) {
-        size_t l = t->layer[i];
-        if (i == 0 || t->stream[i] != t->stream[i - 1]) {
-            if (i > 0)
-                s->tokens += max_token + 1;
-            max_token = 0;
-            s->streams++;
-            for (size_t q = 0; q < L; q++)
+    uint64_t reused = 0, pairs = 0;
+    for (uint64_t i = 0; i <= t->n; i++) {
+        if (i == t->n || i == 0 || t->stream[i] != t->stream[i - 1]) {
+            uint64_t most = 0;
+            for (size_t q = 0; q < L; q++) {
+                most = per_layer[q] > most ? per_layer[q] : most;
+                per_layer[q] = 0;
                 prev[q] = -1;
+            }
+            s->tokens += most;
+            if (i == t->n)
+                break;
+            s->streams++;
         }
-        max_token = t->token[i] > max_token ? t->token[i] : max_token;
+        size_t l = t->layer[i];
+        per_layer[l]++;
         const uint16_t *x = t->experts + i * K;
         for (size_t j = 0; j < K; j++)
             uses[l * E + x[j]]++;
@@ -384,8 +391,6 @@ int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e)
             s->pred_hits[d] += (uint64_t)__builtin_popcountll(t->pred_mask[i * t->depth + d]);
         }
     }
-    if (t->n)
-        s->tokens += max_token + 1;   /* positions 0..max of the last stream */
     s->events = t->n;
     size_t top = E / 10 ? E / 10 : 1;
     double share = 0;
@@ -407,5 +412,6 @@ int trace_compute_stats(const routing_trace *t, trace_stats *s, errbuf *e)
     s->uniform_lag1 = (double)K / (double)E;
     free(uses);
     free(prev);
+    free(per_layer);
     return 0;
 }

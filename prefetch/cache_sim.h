@@ -39,7 +39,7 @@ int sim_belady(const routing_trace *t, int cache, int shared, sim_result *r, err
 
 /* Per-layer statistics for `trace stats`. */
 typedef struct trace_stats {
-    uint64_t events, streams, tokens;   /* tokens: positions 0..max of each stream */
+    uint64_t events, streams, tokens;   /* tokens: what passed through the layers */
     double top10_share;     /* share of requests that go to each layer's 10 % most used experts */
     double lag1_reuse;      /* share of an event's experts the same stream's next token reuses */
     double uniform_lag1;    /* the same for uniform random routing: top_k / n_experts */

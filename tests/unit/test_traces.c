@@ -340,6 +340,29 @@ Test(traces, generated_statistics_follow_their_parameters)
     trace_free(&t);
 }
 
+/* Tokens are what passed through the layers: a stream that goes on from a
+ * prefix computed before (positions 30.. of a chat's second turn) counts its
+ * own tokens, not its positions (it counted 32 for 2). */
+Test(traces, statistics_count_the_tokens_computed)
+{
+    routing_trace t;
+    trace_stats s;
+    errbuf e;
+    cr_assert_eq(import_text(&t, "prompt,token,layer,experts\n"
+                             "1,0,1,1 2\n1,0,2,3 4\n1,1,1,1 5\n1,1,2,3 6\n1,2,1,1 2\n1,2,2,4 3\n"
+                             "2,30,1,7 8\n2,30,2,7 9\n2,31,1,8 7\n2,31,2,9 1\n", &e), 0, "%s", e.msg);
+    cr_assert_eq(trace_compute_stats(&t, &s, &e), 0, "%s", e.msg);
+    cr_expect_eq(s.streams, 2);
+    cr_expect_eq(s.events, 10);
+    cr_expect_eq(s.tokens, 5, "%llu tokens", (unsigned long long)s.tokens);
+    trace_free(&t);
+    generate(&t, 3, 64, 6, 4, 100, 0, 0, 0, 7);
+    cr_assert_eq(trace_compute_stats(&t, &s, &e), 0, "%s", e.msg);
+    cr_expect_eq(s.tokens * 3, s.events, "%llu tokens, %llu events", (unsigned long long)s.tokens,
+                 (unsigned long long)s.events);
+    trace_free(&t);
+}
+
 /* The real trace's dev half against the figures its README gives (measured
  * independently on 800 random prompts of it). */
 Test(traces, real_trace_dev_half, .timeout = 300)
