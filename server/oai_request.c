@@ -302,6 +302,22 @@ static int parse_completion(oai_request *r, oai_error *err)
 /* Where the body holds an escaped NUL (\u0000, its backslash not itself
  * escaped), or -1: cJSON decodes it into a C string, which would silently end
  * the text there. */
+/* How deep arrays and objects are open at body[at] (strings skipped): a parse
+ * that failed there with more than cJSON's limit open failed for the depth. */
+static int nesting_at(const char *body, size_t at)
+{
+    int depth = 0;
+    for (size_t i = 0; i < at; i++) {
+        if (body[i] == '"') {
+            for (i++; i < at && body[i] != '"'; i++)
+                i += body[i] == '\\';
+        } else {
+            depth += (body[i] == '[' || body[i] == '{') - (body[i] == ']' || body[i] == '}');
+        }
+    }
+    return depth;
+}
+
 static long escaped_nul_at(const char *body, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
@@ -338,6 +354,9 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
     r->root = chat_json_parse(body, len, &end);
     if (!r->root) {
         size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        if (nesting_at(body, at < len ? at + 1 : len) > CJSON_NESTING_LIMIT)
+            return bad(err, "", "the body nests arrays and objects deeper than %d levels (byte %zu)",
+                       CJSON_NESTING_LIMIT, at);
         return bad(err, "", "the body is not valid JSON (error near byte %zu)", at);
     }
     if (!cJSON_IsObject(r->root))

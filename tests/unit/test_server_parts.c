@@ -2,6 +2,7 @@
  * named), the stop-string filter against a one-shot reference over every way
  * of cutting the text, and UTF-8 cleaning of what is sent back. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,23 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\"} {\"prompt\": \"b\"}", "");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 01}", "");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"temperature\": 1.}", "");
+    /* nesting past the parser's limit is named as such, not as invalid JSON */
+    for (int depth = 1000; depth <= 1001; depth++) {
+        char *deep = malloc(2 * (size_t)depth + 20);
+        int n = sprintf(deep, "{\"prompt\": ");
+        for (int i = 1; i < depth; i++)
+            deep[n++] = '[';
+        for (int i = 1; i < depth; i++)
+            deep[n++] = ']';
+        strcpy(deep + n, "}");
+        oai_request r;
+        oai_error err;
+        cr_assert_eq(oai_request_parse(OAI_COMPLETION, deep, strlen(deep), NULL, &r, &err), -1);
+        cr_expect(strstr(err.message, depth > 1000 ? "deeper than 1000 levels (byte 1010)"
+                                                   : "'prompt'"), "%d: %s", depth, err.message);
+        oai_request_free(&r);
+        free(deep);
+    }
     /* a repeated key has no agreed meaning (first or last wins, by client) */
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 2, \"max_tokens\": 3}", "");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"content\": \"b\"}]}", "");
