@@ -9,6 +9,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "kernels/gpu_probe.h"
+#include "tiers/store_source.h"
 
 static void usage(FILE *f)
 {
@@ -131,8 +132,11 @@ int cmd_inspect(int argc, char **argv)
     } else {
         fflush(stdout);
         tier_plan_print(&plan, stdout);
-        if (plan.use_store)
+        if (plan.use_store) {
+            fflush(stdout);
+            store_source_warn(&st, &mw, stderr);
             store_close(&st);
+        }
         gpu_plan gp;
         if (n_gpu > 0 || mf.tiers.vram_gb_set) {
             if (cli_gpu_plan(&mw, &plan, &mf, mf.device, &gp, &e)) {

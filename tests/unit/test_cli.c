@@ -713,6 +713,10 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     cr_expect(strstr(err, "changed after the expert store") != NULL, "%s", err);
     free(out);
     free(err);
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "changed after the expert store") != NULL, "inspect: %s", err);
+    free(out);
+    free(err);
     cr_assert_eq(run(&out, &err, "%s convert -m %s --check", bin(), model), 0, "%s", err);
     cr_expect(strstr(err, "comparing every expert") && strstr(err, "are recorded"), "%s", err);
     free(out);
