@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/base/meminfo.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
 #include "oai_response.h"
@@ -25,6 +26,7 @@ void serve_options_default(serve_options *o)
     o->port = 8080;
     o->max_body = 4u << 20;
     o->max_queue = 32;
+    o->prompt_cache_gb = -1;
     chat_options_default(&o->copt);
     o->sp = sampler_defaults();
 }
@@ -424,6 +426,19 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
             return -1;
         s->has_forced = 1;
     }
+    double budget = o->prompt_cache_gb * 1e9;
+    if (o->prompt_cache_gb < 0) {
+        uint64_t total, avail;
+        meminfo_read(&total, &avail);
+        budget = avail / 4 < 4e9 ? (double)(avail / 4) : 4e9;
+    }
+    prompt_cache_init(&s->pc, (size_t)budget);
+    if (budget > 0) {
+        size_t per = prompt_cache_position_bytes(&m->en);
+        fprintf(stderr, "moetier serve: prompt cache: %.2f GB of host memory keeps earlier "
+                "conversations' KV caches (%.0f tokens in all; --prompt-cache-gb)\n", budget / 1e9,
+                budget / (double)per);
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     return 0;
@@ -502,6 +517,7 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     token_list_free(&s->forced);
+    prompt_cache_free(&s->pc);
     free(s);
     return rc;
 fail:

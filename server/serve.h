@@ -2,7 +2,9 @@
  *
  * libmicrohttpd runs one thread per connection; one engine thread serves the
  * queued requests in turn (the engine holds one KV cache, so a request whose
- * prompt starts like the previous conversation prefills only its new tail).
+ * prompt starts like the previous conversation prefills only its new tail;
+ * earlier conversations' caches are kept in host memory and copied back when
+ * their next turn comes).
  * A connection thread parses and validates its request, queues it (503 when
  * the queue is full) and then waits: for the whole answer, or for each
  * streamed event, which it passes on as Server-Sent Events. While waiting it
@@ -40,6 +42,9 @@ typedef struct serve_options {
     int default_max_tokens;     /* when a request gives none; 0: up to the context */
     chat_options copt;          /* chat template defaults (--no-think) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
+    /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)
+     * in GB; < 0: the smaller of 4 GB and a quarter of the memory available */
+    double prompt_cache_gb;
 } serve_options;
 
 void serve_options_default(serve_options *o);

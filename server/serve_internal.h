@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include "core/engine/prompt_cache.h"
 #include "oai_request.h"
 #include "serve.h"
 #include "serve_metrics.h"
@@ -47,6 +48,7 @@ typedef struct server {
     int stopping;
     long long seq;
     serve_metrics metrics;
+    prompt_cache pc;            /* the engine thread's alone */
 } server;
 
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to

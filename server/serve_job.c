@@ -307,7 +307,7 @@ static void run_job(server *s, job *j)
     job_set_status(s, j, 200);
 
     double t0 = now_seconds();
-    int reuse = engine_reusable_prefix(en, ids.ids, n);
+    int reuse = prompt_cache_prepare(&s->pc, en, ids.ids, n);
     int rc = engine_truncate(en, reuse, &e);
     if (!rc) {
         /* a long prompt stops within a chunk when its client leaves or the server stops;
@@ -401,6 +401,9 @@ static void run_job(server *s, job *j)
     serve_metrics *m = &s->metrics;
     m->prompt_tokens += (uint64_t)n;
     m->prompt_tokens_cached += (uint64_t)reuse;
+    m->prompt_cache_bytes = s->pc.bytes;
+    m->prompt_cache_entries = s->pc.n;
+    m->prompt_tokens_restored = s->pc.restored_tokens;
     m->completion_tokens += (uint64_t)generated;
     m->prefill_seconds += t1 - t0;
     m->decode_seconds += t2 - t1;

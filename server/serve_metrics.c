@@ -71,6 +71,13 @@ char *serve_metrics_render(const serve_metrics *m)
     metric(&t, "moetier_prompt_tokens_cached_total", "counter",
            "prompt tokens taken from the KV cache instead of prefilled");
     put(&t, "moetier_prompt_tokens_cached_total %llu\n", (unsigned long long)m->prompt_tokens_cached);
+    metric(&t, "moetier_prompt_tokens_restored_total", "counter",
+           "of those, prompt tokens copied back from an earlier conversation's saved KV cache");
+    put(&t, "moetier_prompt_tokens_restored_total %llu\n", (unsigned long long)m->prompt_tokens_restored);
+    metric(&t, "moetier_prompt_cache_bytes", "gauge", "host memory holding earlier conversations' KV caches");
+    put(&t, "moetier_prompt_cache_bytes %llu\n", (unsigned long long)m->prompt_cache_bytes);
+    metric(&t, "moetier_prompt_cache_entries", "gauge", "earlier conversations' KV caches held");
+    put(&t, "moetier_prompt_cache_entries %d\n", m->prompt_cache_entries);
     metric(&t, "moetier_completion_tokens_total", "counter", "generated tokens");
     put(&t, "moetier_completion_tokens_total %llu\n", (unsigned long long)m->completion_tokens);
     metric(&t, "moetier_time_to_first_token_seconds", "summary",

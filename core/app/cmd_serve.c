@@ -27,6 +27,10 @@ static void usage(FILE *f)
                "  --max-tokens N       reply length when a request sets none (default: up to the\n"
                "                       context)\n"
                "  --no-think           chat template with thinking off unless a request asks\n"
+               "  --prompt-cache-gb X  host memory for earlier conversations' KV caches, copied\n"
+               "                       back when their next turn comes instead of prefilled again\n"
+               "                       (default: 4, or a quarter of the memory available if less;\n"
+               "                       0: off)\n"
                "  and the context, tier and sampling options of `moetier run` (sampling options\n"
                "  are defaults; a request's temperature, top_p and seed override them):\n");
     model_flags_usage(f);
@@ -95,6 +99,15 @@ int cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--max-tokens")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &so.default_max_tokens))
                 return 2;
+        } else if (!strcmp(a, "--prompt-cache-gb")) {
+            float gb;
+            if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &gb))
+                return 2;
+            if (!(gb >= 0 && gb <= 1e6)) {
+                fprintf(stderr, "moetier serve: --prompt-cache-gb must be between 0 and 1e6\n");
+                return 2;
+            }
+            so.prompt_cache_gb = gb;
         } else if (!strcmp(a, "--no-think")) {
             so.copt.thinking = 0;
         } else {

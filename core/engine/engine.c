@@ -152,6 +152,19 @@ int engine_reusable_prefix(const engine *en, const int *ids, int n)
     return k;
 }
 
+int engine_load_prefix(engine *en, const int *ids, int n, const float *rows, int stride, errbuf *e)
+{
+    if (n < 0 || n > en->kv.max_ctx || n > stride)
+        return err_set(e, "cannot load %d positions into a cache of %d", n, en->kv.max_ctx);
+    int keep = 0;
+    while (keep < en->n_past && keep < n && en->cached_ids[keep] == ids[keep])
+        keep++;
+    kv_cache_load(&en->kv, keep, n, rows, stride);
+    memcpy(en->cached_ids + keep, ids + keep, (size_t)(n - keep) * sizeof *ids);
+    en->n_past = n;
+    return 0;
+}
+
 /* MLA attention of layer l for T tokens at pos0; writes the o_proj output to en->tmp. */
 static void attention(engine *en, int l, int T, int pos0)
 {

@@ -20,5 +20,9 @@ typedef struct kv_cache {
 int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int row, errbuf *e);
 void kv_cache_destroy(kv_cache *kv);
 float *kv_cache_row(const kv_cache *kv, int layer, int pos);
+/* Positions [from, to) of every layer to or from host memory laid out
+ * [n_layers][stride][row], each row at its position (stride >= to). */
+void kv_cache_save(const kv_cache *kv, int from, int to, float *host, int stride);
+void kv_cache_load(kv_cache *kv, int from, int to, const float *host, int stride);
 
 #endif

@@ -168,6 +168,35 @@ async function plainServer() {
     r = await fetch(srv.url + '/health');
     assert.deepEqual(await r.json(), { status: 'ok' });
   });
+  await check('conversations in turn: each next turn comes back from the prompt cache, answering as if prefilled again', async () => {
+    const story = (topic) => `Write at length about ${topic}: where it comes from, how it is made, who uses it, ` +
+      'what it costs, how it has changed over the last hundred years and what might come of it next.';
+    const turns = async (ai2) => {
+      const out = [];
+      const a = user(story('paper')), b = user(story('glass'));
+      const first = await ai2.chat.completions.create({ model: MODEL, messages: a, max_tokens: 3, temperature: 0 });
+      await ai2.chat.completions.create({ model: MODEL, messages: b, max_tokens: 3, temperature: 0 });
+      const next = [...a, { role: 'assistant', content: first.choices[0].message.content }, ...user('And then?')];
+      const r = await ai2.chat.completions.create({ model: MODEL, messages: next, max_tokens: 4, temperature: 0 });
+      out.push(first.choices[0].message.content, r.choices[0].message.content);
+      return { out, first: first.usage, next: r.usage };
+    };
+    const on = await turns(ai);
+    assert.ok(on.next.prompt_tokens_details.cached_tokens >= on.first.prompt_tokens - 1, JSON.stringify(on));
+    const t = await (await fetch(srv.url + '/metrics')).text();
+    const restored = Number(/moetier_prompt_tokens_restored_total (\d+)/.exec(t)[1]);
+    assert.ok(restored >= on.first.prompt_tokens - 20, `${restored} tokens restored:\n${t}`);
+    assert.ok(Number(/moetier_prompt_cache_entries (\d+)/.exec(t)[1]) >= 1, t);
+    const offSrv = await startServer(['--no-think', '--prompt-cache-gb', '0']);
+    try {
+      assert.ok(!/prompt cache:/.test(offSrv.log), offSrv.log);
+      const off = await turns(client(offSrv));
+      assert.ok(off.next.prompt_tokens_details.cached_tokens < 20, JSON.stringify(off));
+      assert.deepEqual(on.out, off.out, 'answers differ with the prompt cache on and off');
+    } finally {
+      await stopServer(offSrv);
+    }
+  });
   await check('GET /metrics: Prometheus text with tokens, TTFT, queue depth', async () => {
     const t = await (await fetch(srv.url + '/metrics')).text();
     for (const name of ['moetier_completion_tokens_total', 'moetier_time_to_first_token_seconds_count',
