@@ -354,6 +354,9 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
     r->root = chat_json_parse(body, len, &end);
     if (!r->root) {
         size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        if (at < len && (unsigned char)body[at] < 0x20)
+            return bad(err, "", "the body holds a control character (0x%02x) at byte %zu: JSON "
+                       "allows none unescaped", (unsigned char)body[at], at);
         if (nesting_at(body, at < len ? at + 1 : len) > CJSON_NESTING_LIMIT)
             return bad(err, "", "the body nests arrays and objects deeper than %d levels (byte %zu)",
                        CJSON_NESTING_LIMIT, at);

@@ -31,6 +31,13 @@ void serve_options_default(serve_options *o)
     o->sp = sampler_defaults();
 }
 
+double serve_prompt_cache_default_gb(void)
+{
+    uint64_t total, avail;
+    meminfo_read(&total, &avail);
+    return avail / 16 < 4000000000u ? (double)(avail / 16) / 1e9 : 4.0;
+}
+
 /* seconds a stopping server waits for its answers to reach their clients */
 #define SHUTDOWN_GRACE_S 30
 
@@ -426,12 +433,7 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
             return -1;
         s->has_forced = 1;
     }
-    double budget = o->prompt_cache_gb * 1e9;
-    if (o->prompt_cache_gb < 0) {
-        uint64_t total, avail;
-        meminfo_read(&total, &avail);
-        budget = avail / 4 < 4e9 ? (double)(avail / 4) : 4e9;
-    }
+    double budget = (o->prompt_cache_gb < 0 ? serve_prompt_cache_default_gb() : o->prompt_cache_gb) * 1e9;
     prompt_cache_init(&s->pc, (size_t)budget);
     if (budget > 0) {
         size_t per = prompt_cache_position_bytes(&m->en);

@@ -43,11 +43,15 @@ typedef struct serve_options {
     chat_options copt;          /* chat template defaults (--no-think) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)
-     * in GB; < 0: the smaller of 4 GB and a quarter of the memory available */
+     * in GB; < 0: serve_prompt_cache_default_gb() */
     double prompt_cache_gb;
 } serve_options;
 
 void serve_options_default(serve_options *o);
+/* The prompt cache's default size in GB: the smaller of 4 GB and a sixteenth
+ * of the memory available now (before the model is opened, whose automatic
+ * DRAM tier is then planned without it: tier_flags.reserve_bytes). */
+double serve_prompt_cache_default_gb(void);
 
 /* Serves until SIGINT or SIGTERM. The model, tokenizer and template stay owned
  * by the caller. Returns 0 after a clean shutdown, -1 with e set when the

@@ -154,7 +154,8 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
     if (f->dram_gb_set) {
         budget = (uint64_t)(f->dram_gb * 1e9);
     } else {
-        double room = 0.85 * (double)p->mem_available - (double)p->dense_bytes;
+        p->reserve_bytes = f->reserve_bytes;
+        double room = 0.85 * (double)p->mem_available - (double)p->dense_bytes - (double)f->reserve_bytes;
         budget = room <= 0 ? 0 : (uint64_t)room < all ? (uint64_t)room : all;
     }
     uint64_t slots = budget / p->slot_bytes;
@@ -217,6 +218,9 @@ void tier_plan_print(const tier_plan *p, FILE *out)
     if (p->mem_total)
         fprintf(out, "  machine memory %.2f GB, available %.2f GB\n", p->mem_total / 1e9,
                 p->mem_available / 1e9);
+    if (p->reserve_bytes)
+        fprintf(out, "  the DRAM tier leaves %.2f GB for the server's prompt cache\n",
+                p->reserve_bytes / 1e9);
 }
 
 static uint64_t max_u64(uint64_t a, uint64_t b)

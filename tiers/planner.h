@@ -27,6 +27,9 @@ typedef struct tier_flags {
     int lookahead_set;          /* 0: TIER_DEFAULT_LOOKAHEAD */
     double vram_gb;             /* --vram-gb: the GPU's budget, when vram_gb_set */
     int vram_gb_set;            /* 0: what the GPU has free */
+    /* host memory another part of the process takes as it runs (the server's
+     * prompt cache), left out of the automatic DRAM budget */
+    uint64_t reserve_bytes;
 } tier_flags;
 
 /* MoE layers ahead whose experts are predicted and read early (--lookahead) */
@@ -43,6 +46,7 @@ typedef struct tier_plan {
     int dram_slots;
     char policy[32];            /* the DRAM tier's eviction (--policy), for the printout */
     uint64_t mem_total, mem_available;
+    uint64_t reserve_bytes;     /* tier_flags.reserve_bytes taken off an automatic budget */
 } tier_plan;
 
 /* Consumes a tier flag at argv[*i]: 1 when consumed, -1 bad value, 0 not one. */

@@ -32,11 +32,7 @@ cJSON *store_source_files_json(const model_weights *mw, errbuf *e)
     for (int i = 0; a && i < mw->ckpt.n_files; i++) {
         const st_file *f = &mw->ckpt.files[i];
         char t[32];
-        if (mtime_ns(f->path, t, sizeof t)) {
-            cJSON_Delete(a);
-            err_set(e, "%s: cannot stat: %s", f->path, strerror(errno));
-            return NULL;
-        }
+        snprintf(t, sizeof t, "%" PRIu64, f->mtime_ns);
         cJSON *o = cJSON_CreateObject();
         if (!o || !cJSON_AddStringToObject(o, "name", base_name(f->path)) ||
             !cJSON_AddNumberToObject(o, "bytes", (double)f->size) || !cJSON_AddStringToObject(o, "mtime_ns", t)) {
@@ -51,6 +47,18 @@ cJSON *store_source_files_json(const model_weights *mw, errbuf *e)
         return NULL;
     }
     return a;
+}
+
+int store_source_files_moved(const model_weights *mw)
+{
+    for (int i = 0; i < mw->ckpt.n_files; i++) {
+        const st_file *f = &mw->ckpt.files[i];
+        struct stat sb;
+        if (stat(f->path, &sb) != 0 || (uint64_t)sb.st_dev != f->dev || (uint64_t)sb.st_ino != f->ino ||
+            (uint64_t)sb.st_mtim.tv_sec * 1000000000u + (uint64_t)sb.st_mtim.tv_nsec != f->mtime_ns)
+            return 1;
+    }
+    return 0;
 }
 
 void store_source_compare(store *s, const cJSON *source_files, const model_weights *mw)

@@ -20,9 +20,15 @@
 #include "core/model/model_weights.h"
 #include "tiers/store.h"
 
-/* [{"name", "bytes", "mtime_ns"}] of the checkpoint's shards now (mtime_ns a
- * decimal string: nanoseconds do not fit a JSON double); NULL with e set. */
+/* [{"name", "bytes", "mtime_ns"}] of the checkpoint's shards as mapped, when
+ * the model was opened: the bytes a conversion or a comparison reads (mtime_ns
+ * a decimal string: nanoseconds do not fit a JSON double); NULL with e set. */
 cJSON *store_source_files_json(const model_weights *mw, errbuf *e);
+
+/* Whether a shard's path no longer names the file mapped as it was then
+ * (written to, or another file renamed over it): its recorded time would
+ * then vouch for bytes that were not read. */
+int store_source_files_moved(const model_weights *mw);
 
 /* Compares index.json's "source_files" (NULL: a store from before they were
  * recorded) with the checkpoint's shards now; sets s->source_times,

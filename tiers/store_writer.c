@@ -258,6 +258,9 @@ static int trim_files(writer *w, int done, errbuf *e)
                 continue;       /* written again from its first blob */
             break;
         }
+        if (!S_ISREG(sb.st_mode))
+            return err_set(e, "%s: is a %s, where an expert store keeps a data file: move it "
+                           "away or give another -o", path, file_kind(sb.st_mode));
         uint64_t first = (uint64_t)f * w->per_file, in_file = 0;
         if ((uint64_t)done > first)
             in_file = (uint64_t)done - first < w->per_file ? (uint64_t)done - first : w->per_file;

@@ -29,8 +29,8 @@ static void usage(FILE *f)
                "  --no-think           chat template with thinking off unless a request asks\n"
                "  --prompt-cache-gb X  host memory for earlier conversations' KV caches, copied\n"
                "                       back when their next turn comes instead of prefilled again\n"
-               "                       (default: 4, or a quarter of the memory available if less;\n"
-               "                       0: off)\n"
+               "                       (default: 4, or a sixteenth of the memory available if\n"
+               "                       less; 0: off); an automatic DRAM tier leaves it room\n"
                "  and the context, tier and sampling options of `moetier run` (sampling options\n"
                "  are defaults; a request's temperature, top_p and seed override them):\n");
     model_flags_usage(f);
@@ -142,6 +142,11 @@ int cmd_serve(int argc, char **argv)
         cli_fail(&e);
         return 2;       /* a bad option value, as when it does not parse */
     }
+    /* the prompt cache grows as conversations come: an automatic DRAM tier
+     * leaves it room */
+    if (so.prompt_cache_gb < 0)
+        so.prompt_cache_gb = serve_prompt_cache_default_gb();
+    mf.tiers.reserve_bytes = (uint64_t)(so.prompt_cache_gb * 1e9);
     tokenizer tok;
     chat_template_kind kind;
     cli_model m;

@@ -42,36 +42,25 @@ static int common(const int *a, int na, const int *b, int nb)
 
 /* Saves en's cached positions as an entry: nothing when one holds them
  * already; entries they extend go. The entry with ids `keep` (about to be
- * copied back) is not evicted for it. */
+ * copied back) is not evicted for it. Whether it fits and its memory are
+ * settled before any entry goes, so a save that cannot be made loses nothing. */
 static void save(prompt_cache *pc, const engine *en, const int *keep)
 {
     int n = en->n_past;
     const int *ids = en->cached_ids;
+    size_t kept = 0;
     for (int i = 0; i < pc->n; i++) {
         prompt_entry *x = &pc->entries[i];
         if (x->n >= n && common(x->ids, x->n, ids, n) == n) {
             x->last_used = ++pc->clock;
             return;
         }
+        if (x->ids == keep)
+            kept = x->bytes;
     }
     size_t bytes = (size_t)n * prompt_cache_position_bytes(en);
-    if (bytes > pc->budget)
+    if (bytes + kept > pc->budget)
         return;
-    /* downwards: drop() moves the last entry into the hole */
-    for (int i = pc->n - 1; i >= 0; i--)
-        if (common(pc->entries[i].ids, pc->entries[i].n, ids, n) == pc->entries[i].n)
-            drop(pc, i);
-    while (pc->bytes + bytes > pc->budget) {
-        int lru = -1;
-        for (int i = 0; i < pc->n; i++)
-            if (pc->entries[i].ids != keep &&
-                (lru < 0 || pc->entries[i].last_used < pc->entries[lru].last_used))
-                lru = i;
-        if (lru < 0)
-            return;
-        drop(pc, lru);
-        pc->evicted++;
-    }
     if (pc->n == pc->cap) {
         int cap = pc->cap ? 2 * pc->cap : 8;
         prompt_entry *grown = realloc(pc->entries, (size_t)cap * sizeof *grown);
@@ -80,7 +69,7 @@ static void save(prompt_cache *pc, const engine *en, const int *keep)
         pc->entries = grown;
         pc->cap = cap;
     }
-    prompt_entry x = {.n = n, .bytes = bytes, .last_used = ++pc->clock};
+    prompt_entry x = {.n = n, .bytes = bytes};
     x.ids = malloc((size_t)n * sizeof *x.ids);
     x.rows = malloc((size_t)n * (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof *x.rows);
     if (!x.ids || !x.rows) {
@@ -88,8 +77,23 @@ static void save(prompt_cache *pc, const engine *en, const int *keep)
         free(x.rows);
         return;
     }
+    /* downwards: drop() moves the last entry into the hole */
+    for (int i = pc->n - 1; i >= 0; i--)
+        if (common(pc->entries[i].ids, pc->entries[i].n, ids, n) == pc->entries[i].n)
+            drop(pc, i);
+    /* ends with keep alone at the latest: bytes + kept fit */
+    while (pc->bytes + bytes > pc->budget) {
+        int lru = -1;
+        for (int i = 0; i < pc->n; i++)
+            if (pc->entries[i].ids != keep &&
+                (lru < 0 || pc->entries[i].last_used < pc->entries[lru].last_used))
+                lru = i;
+        drop(pc, lru);
+        pc->evicted++;
+    }
     memcpy(x.ids, ids, (size_t)n * sizeof *ids);
     kv_cache_save(&en->kv, 0, n, x.rows, n);
+    x.last_used = ++pc->clock;
     pc->entries[pc->n++] = x;
     pc->bytes += bytes;
     pc->saved++;
@@ -97,7 +101,8 @@ static void save(prompt_cache *pc, const engine *en, const int *keep)
 
 int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n)
 {
-    int reuse = engine_reusable_prefix(en, ids, n);
+    int reuse = engine_reusable_prefix(en, ids, n), last_prompt = pc->prompt_end;
+    pc->prompt_end = n;
     if (!pc->budget || n < 2)
         return reuse;
     /* the entry to copy back is chosen before the engine's positions are
@@ -112,7 +117,10 @@ int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n)
             best_n = m;
         }
     }
-    if (en->n_past - reuse >= PROMPT_CACHE_MIN_TOKENS)
+    /* a cut inside what was generated after the last prompt (a reply
+     * regenerated, or its reasoning left out of the history, as Kimi's
+     * template does) keeps no prefix a later prompt is likely to start with */
+    if (en->n_past - reuse >= PROMPT_CACHE_MIN_TOKENS && reuse < last_prompt - 1)
         save(pc, en, best_ids);
     prompt_entry *x = NULL;
     for (int i = 0; best_ids && i < pc->n; i++)

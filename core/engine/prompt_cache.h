@@ -36,6 +36,7 @@ typedef struct prompt_cache {
     int n, cap;
     prompt_entry *entries;
     uint64_t clock;
+    int prompt_end;             /* the last prompt's length (what followed was generated) */
     uint64_t saved, evicted, restored_tokens;   /* for metrics */
 } prompt_cache;
 
@@ -46,7 +47,8 @@ void prompt_cache_free(prompt_cache *pc);
 size_t prompt_cache_position_bytes(const engine *en);
 
 /* Before a prompt of n ids runs: saves what of en's cache it would cut (when
- * that is at least PROMPT_CACHE_MIN_TOKENS positions), then copies in the
+ * that is at least PROMPT_CACHE_MIN_TOKENS positions and the cut lies inside
+ * the last prompt, not only in what was generated after it), then copies in the
  * saved prefix that shares most with ids, if it shares more than en does.
  * Returns how many leading ids en's cache then holds (at most n - 1, as
  * engine_reusable_prefix); the caller truncates to that and runs the rest.

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/base/fileutil.h"
+
 /* A header larger than this is not a real checkpoint (the safetensors spec caps
  * it at 100 MB too); refusing early avoids parsing garbage lengths. */
 #define ST_MAX_HEADER (100u * 1000u * 1000u)
@@ -242,13 +244,14 @@ int st_file_parse(st_file *f, const uint8_t *buf, uint64_t size, const char *pat
 int st_file_open(st_file *f, const char *path, errbuf *e)
 {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = file_open_regular(path, O_RDONLY, 0, e);   /* a FIFO is refused, not waited on */
     if (fd < 0)
-        return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
         close(fd);
-        return err_set(e, "%s: not a regular file", path);
+        return err_set(e, "%s: cannot stat: %s", path, strerror(err));
     }
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8) {
@@ -265,6 +268,9 @@ int st_file_open(st_file *f, const char *path, errbuf *e)
         return -1;
     }
     f->map = map;
+    f->dev = (uint64_t)st.st_dev;
+    f->ino = (uint64_t)st.st_ino;
+    f->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
     return 0;
 }
 

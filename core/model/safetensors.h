@@ -34,6 +34,9 @@ typedef struct st_file {
     uint64_t size;
     st_tensor *tensors;         /* sorted by name */
     int n_tensors;
+    /* the file mapped, as it was when opened (st_file_open): a later change
+     * of the path (a write, or another file renamed over it) shows against these */
+    uint64_t dev, ino, mtime_ns;
 } st_file;
 
 /* Opens and validates path. On failure f is left closed and e says why. */

@@ -310,8 +310,34 @@ static int keep_number_spelling(cJSON *v, const char *text, size_t len, size_t *
     return 0;
 }
 
+/* Offset of the first byte below 0x20 that json.loads refuses (any inside a
+ * string; outside, any but tab, CR and LF), len when none: cJSON takes them,
+ * and a NUL cut a string short. */
+static size_t control_byte_at(const char *t, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (in_string && c == '\\') {
+            if (++i < len && (unsigned char)t[i] < 0x20)
+                return i;
+        } else if (c == '"') {
+            in_string = !in_string;
+        } else if (c < 0x20 && (in_string || (c != '\t' && c != '\r' && c != '\n'))) {
+            return i;
+        }
+    }
+    return len;
+}
+
 cJSON *chat_json_parse(const char *text, size_t len, const char **end)
 {
+    size_t control = control_byte_at(text, len);
+    if (control < len) {
+        if (end)
+            *end = text + control;
+        return NULL;
+    }
     const char *stop = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
     if (end)

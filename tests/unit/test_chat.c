@@ -513,6 +513,11 @@ Test(chat, json_parse_is_strict_like_python)
     expect_refused("[2, 1.]", 4);
     expect_refused("[1.e5]", 1);
     expect_refused("[-01.5]", 1);
+    expect_refused_n("{\"a\": \"x\0y\"}", 11, 8);
+    expect_refused("{\"a\": \"x\ny\"}", 8);
+    expect_refused("{\"a\":\x01 1}", 5);
+    expect_refused("[\"\\\x02\"]", 3);
+    expect_dump("{\"a\":\t\"x\\ny\\\"\",\r\n\"b\": 1}", 0, "{\"a\": \"x\\ny\\\"\", \"b\": 1}");
     expect_dump(" {\"a\": [0, -0.5, 1e5]} \r\n\t", 0, "{\"a\": [0, -0.5, 100000.0]}");
 }
 

@@ -3,6 +3,7 @@
  * ASan+UBSan). The base is a freshly synthesised k2-tiny checkpoint. */
 #include <cJSON.h>
 #include <criterion/criterion.h>
+#include <sys/stat.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,16 @@ Test(malformed, truncated_shard)
     free(test_read_file(s, &n));
     cr_assert_eq(truncate(s, (off_t)(n / 2)), 0);
     expect_open_error(strrchr(s, '/') + 1, "past the end");
+    free(s);
+}
+
+/* a FIFO in a shard's place is named at once (opening it waited for a writer) */
+Test(malformed, a_fifo_shard_is_refused_not_waited_on, .timeout = 20)
+{
+    char *s = shard_of("lm_head.weight");
+    cr_assert_eq(unlink(s), 0);
+    cr_assert_eq(mkfifo(s, 0644), 0);
+    expect_open_error(strrchr(s, '/') + 1, "is a FIFO, expected a regular file");
     free(s);
 }
 

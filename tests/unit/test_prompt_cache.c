@@ -159,3 +159,54 @@ Test(prompt_cache, the_budget_evicts_the_least_recently_used, .timeout = 120)
     free(c);
     close_fixture(&f);
 }
+
+/* A save that cannot be made loses nothing: the engine's positions would need
+ * the room of the entry about to be copied back, so they are not saved, and
+ * the entry they extend stays (it was dropped first, then nothing saved). */
+Test(prompt_cache, a_save_that_does_not_fit_loses_nothing, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    size_t per = prompt_cache_position_bytes(&f.m.en);
+    int *x = conversation(80, 1, 0, f.V), *k = conversation(101, 2, 0, f.V);
+    prompt_cache pc;
+    prompt_cache_init(&pc, 140 * per);
+    request(&f, &pc, x, 40);
+    request(&f, &pc, k, 100);               /* saves x's 40 */
+    cr_expect_eq(request(&f, &pc, x, 80), 40, "x's 40 come back"); /* saves k's 100 */
+    cr_expect_eq(pc.n, 2);
+    /* k again: x's 80 do not fit beside k's 100; x's 40 stay */
+    cr_expect_eq(request(&f, &pc, k, 101), 100);
+    cr_expect_eq(pc.n, 2, "%d entries", pc.n);
+    cr_expect_eq(pc.evicted, 0);
+    cr_expect_eq(request(&f, &pc, x, 80), 40, "x's 40 were lost");
+    prompt_cache_free(&pc);
+    free(x);
+    free(k);
+    close_fixture(&f);
+}
+
+/* A cut inside what was generated after the last prompt (a reply regenerated,
+ * or its reasoning left out of the next turn's history) is not saved: no
+ * later prompt is likely to start with it. A cut inside the prompt is. */
+Test(prompt_cache, a_cut_in_the_reply_only_is_not_saved, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    int *p = conversation(100, 1, 0, f.V), *other = conversation(60, 2, 10, f.V);
+    prompt_cache pc;
+    prompt_cache_init(&pc, 1u << 30);
+    errbuf e;
+    request(&f, &pc, p, 50);
+    for (int i = 0; i < 40; i++)            /* the reply */
+        cr_assert_eq(engine_decode(en, (i * 13 + 5) % f.V, f.logits, &e), 0, "%s", e.msg);
+    cr_expect_eq(request(&f, &pc, p, 60), 50, "the prompt is kept, the reply cut");
+    cr_expect_eq(pc.saved, 0, "a reply of 40 tokens cut was saved");
+    cr_expect_eq(request(&f, &pc, other, 60), 0);
+    cr_expect_eq(pc.saved, 1, "a cut inside the prompt was not saved");
+    prompt_cache_free(&pc);
+    free(p);
+    free(other);
+    close_fixture(&f);
+}

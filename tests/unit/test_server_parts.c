@@ -54,6 +54,7 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\"} {\"prompt\": \"b\"}", "");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 01}", "");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"temperature\": 1.}", "");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\tb\"}", "");    /* a raw tab in a string */
     /* nesting past the parser's limit is named as such, not as invalid JSON */
     for (int depth = 1000; depth <= 1001; depth++) {
         char *deep = malloc(2 * (size_t)depth + 20);

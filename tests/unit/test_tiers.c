@@ -1194,15 +1194,23 @@ Test(tiers, what_is_not_a_store_is_named_and_kept, .timeout = 60)
             struct stat sb;
             cr_expect(stat(p, &sb) == 0 && !S_ISREG(sb.st_mode), "%s was replaced", p);
         }
-    /* a data file */
-    char fresh[4400], data[4500];
-    snprintf(fresh, sizeof fresh, "%s/owndata", f.tmp);
-    cr_assert_eq(mkdir(fresh, 0755), 0);
-    store_file_path(fresh, 0, data, sizeof data);
-    cr_assert_eq(mkfifo(data, 0644), 0);
-    cr_expect_neq(convert_logged(f.model, fresh, 0, 0, &log, &e), 0, "a FIFO data file was taken");
-    cr_expect(strstr(e.msg, data) && strstr(e.msg, "is a FIFO, expected a regular file"), "%s", e.msg);
-    free(log);
+    /* a data file, the first or a later one: refused before any expert is
+     * written (a later one was found after all the files before it) */
+    for (int file = 0; file < 2; file++) {
+        char fresh[4400], data[4500];
+        snprintf(fresh, sizeof fresh, "%s/owndata%d", f.tmp, file);
+        cr_assert_eq(mkdir(fresh, 0755), 0);
+        store_file_path(fresh, file, data, sizeof data);
+        cr_assert_eq(mkfifo(data, 0644), 0);
+        cr_expect_neq(convert_logged(f.model, fresh, 20 * 57344, 0, &log, &e), 0,
+                      "a FIFO data file was taken");
+        cr_expect(strstr(e.msg, data) && strstr(e.msg, "is a FIFO, where an expert store keeps a "
+                                                       "data file"), "%s", e.msg);
+        free(log);
+        char first[4500];
+        store_file_path(fresh, 0, first, sizeof first);
+        cr_expect(file == 0 || !test_path_exists(first), "experts were written before the refusal");
+    }
 
     /* the default store's folder is a file: not "there is none" */
     char own[4400];
@@ -1423,6 +1431,45 @@ Test(tiers, a_change_while_a_conversion_is_interrupted_is_reported, .timeout = 1
     store_close(&st);
     model_weights_close(&mw);
     free_fixture(&f);
+}
+
+/* What `convert --check` records is vouched for by the files as mapped: a
+ * shard written to, or another file renamed over it (a fresh download), after
+ * the model was opened no longer matches, even with the same bytes and a time
+ * that did not move since (the comparison read the old file). */
+Test(tiers, a_shard_replaced_after_opening_shows_as_moved, .timeout = 60)
+{
+    char *dir = test_make_tmpdir("moved");
+    char model[4300];
+    snprintf(model, sizeof model, "%s/model", dir);
+    test_synth_tiny(model, "int4");
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    cr_expect_eq(store_source_files_moved(&mw), 0);
+    char copy[4400], shard[4300];
+    snprintf(shard, sizeof shard, "%s", mw.ckpt.files[mw.ckpt.n_files - 1].path);
+    snprintf(copy, sizeof copy, "%s.download", shard);
+    size_t n;
+    char *bytes = test_read_file(shard, &n);
+    test_write_file(copy, bytes, n);
+    free(bytes);
+    struct stat sb;
+    cr_assert_eq(stat(shard, &sb), 0);
+    struct timespec same[2] = {sb.st_atim, sb.st_mtim};
+    cr_assert_eq(utimensat(AT_FDCWD, copy, same, 0), 0);
+    cr_assert_eq(rename(copy, shard), 0);
+    cr_expect_eq(store_source_files_moved(&mw), 1, "a file renamed over a shard went unseen");
+    model_weights_close(&mw);
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    cr_expect_eq(store_source_files_moved(&mw), 0);
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    cr_assert_eq(utimensat(AT_FDCWD, shard, NULL, 0), 0);    /* a touch: written to */
+    cr_expect_eq(store_source_files_moved(&mw), 1, "a touched shard went unseen");
+    model_weights_close(&mw);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 static int store_opens(const fixture *f, errbuf *e)
@@ -1679,6 +1726,57 @@ Test(tiers, impossible_budgets_are_refused, .timeout = 60)
     expect_error(&f, &missing, "no expert store", NULL);
     tier_flags nostore = {.dram_gb = 1, .dram_gb_set = 1};
     expect_error(&f, &nostore, "needs an expert store", NULL);
+    free_fixture(&f);
+}
+
+/* The server's prompt cache grows as conversations come: an automatic DRAM
+ * budget leaves it room (the tier took 85 % of what was free, the cache came
+ * on top); a --dram-gb the user gave is theirs. */
+static int planned_slots(const fixture *f, const tier_flags *tf, tier_plan *p)
+{
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f->model, &e), 0, "%s", e.msg);
+    cr_assert_eq(tier_plan_make(p, &mw, tf, &st, &e), 0, "%s", e.msg);
+    if (p->use_store)
+        store_close(&st);
+    model_weights_close(&mw);
+    return p->dram_slots;
+}
+
+Test(tiers, an_automatic_budget_leaves_the_reserve, .timeout = 60)
+{
+    fixture f = make_fixture("reserve");
+    tier_plan p;
+    tier_flags tf = {.store_dir = f.store};
+    planned_slots(&f, &tf, &p);
+    char meminfo[4300];
+    snprintf(meminfo, sizeof meminfo, "%s/meminfo", f.tmp);
+    FILE *mf = fopen(meminfo, "w");
+    cr_assert_not_null(mf);
+    /* free memory for the dense weights and 60 experts, at 85 % */
+    fprintf(mf, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", 1ull << 30,
+            (unsigned long long)((p.dense_bytes + 60 * p.slot_bytes) / 0.85 / 1024 + 1));
+    fclose(mf);
+    setenv("MOETIER_MEMINFO", meminfo, 1);
+    int without = planned_slots(&f, &tf, &p);
+    cr_expect_eq(without, 60);
+    tf.reserve_bytes = 20 * p.slot_bytes;
+    int with = planned_slots(&f, &tf, &p);
+    cr_expect(with == 40 || with == 39, "%d slots with 20 experts' bytes kept, %d without", with, without);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    tier_plan_print(&p, out);
+    fclose(out);
+    cr_expect(strstr(text, "leaves 1.") || strstr(text, "leaves 0."), "%s", text);
+    cr_expect(strstr(text, "prompt cache"), "%s", text);
+    free(text);
+    tf.dram_gb = 50 * p.slot_bytes / 1e9;
+    tf.dram_gb_set = 1;
+    cr_expect_eq(planned_slots(&f, &tf, &p), 50, "a given --dram-gb lost the reserve");
+    unsetenv("MOETIER_MEMINFO");
     free_fixture(&f);
 }
 
