@@ -181,10 +181,13 @@ async function plainServer() {
       out.push(first.choices[0].message.content, r.choices[0].message.content);
       return { out, first: first.usage, next: r.usage };
     };
+    const restoredNow = async () =>
+      Number(/moetier_prompt_tokens_restored_total (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    const before = await restoredNow();
     const on = await turns(ai);
     assert.ok(on.next.prompt_tokens_details.cached_tokens >= on.first.prompt_tokens - 1, JSON.stringify(on));
     const t = await (await fetch(srv.url + '/metrics')).text();
-    const restored = Number(/moetier_prompt_tokens_restored_total (\d+)/.exec(t)[1]);
+    const restored = (await restoredNow()) - before;
     assert.ok(restored >= on.first.prompt_tokens - 20, `${restored} tokens restored:\n${t}`);
     assert.ok(Number(/moetier_prompt_cache_entries (\d+)/.exec(t)[1]) >= 1, t);
     const offSrv = await startServer(['--no-think', '--prompt-cache-gb', '0']);
