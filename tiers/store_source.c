@@ -22,7 +22,7 @@ static int mtime_ns(const char *path, char *out, size_t n)
     struct stat sb;
     if (stat(path, &sb) != 0)
         return -1;
-    snprintf(out, n, "%" PRIu64, (uint64_t)sb.st_mtim.tv_sec * 1000000000u + (uint64_t)sb.st_mtim.tv_nsec);
+    snprintf(out, n, "%" PRIu64, file_mtime_ns(&sb));
     return 0;
 }
 
@@ -55,7 +55,7 @@ int store_source_files_moved(const model_weights *mw)
         const st_file *f = &mw->ckpt.files[i];
         struct stat sb;
         if (stat(f->path, &sb) != 0 || (uint64_t)sb.st_dev != f->dev || (uint64_t)sb.st_ino != f->ino ||
-            (uint64_t)sb.st_mtim.tv_sec * 1000000000u + (uint64_t)sb.st_mtim.tv_nsec != f->mtime_ns)
+            file_mtime_ns(&sb) != f->mtime_ns)
             return 1;
     }
     return 0;

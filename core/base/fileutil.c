@@ -60,6 +60,11 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e)
     return rc;
 }
 
+uint64_t file_mtime_ns(const struct stat *sb)
+{
+    return (uint64_t)sb->st_mtim.tv_sec * 1000000000u + (uint64_t)sb->st_mtim.tv_nsec;
+}
+
 const char *file_kind(mode_t m)
 {
     return S_ISDIR(m) ? "directory" : S_ISFIFO(m) ? "FIFO" : S_ISSOCK(m) ? "socket" : "special file";

@@ -4,6 +4,7 @@
 #define MOETIER_FILEUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -15,6 +16,10 @@ int file_read_all(const char *path, char **out, size_t *len, errbuf *e);
 /* The same for a file that must be a regular one (a model's or a store's): a
  * FIFO, device or directory is refused at once instead of read or waited on. */
 int file_read_regular(const char *path, char **out, size_t *len, errbuf *e);
+struct stat;
+/* A file's modification time in nanoseconds (what a store records of the
+ * checkpoint's shards). */
+uint64_t file_mtime_ns(const struct stat *sb);
 /* "directory", "FIFO", "socket" or "special file": what a path that is not a
  * regular file is, for errors. */
 const char *file_kind(mode_t m);

@@ -270,7 +270,7 @@ int st_file_open(st_file *f, const char *path, errbuf *e)
     f->map = map;
     f->dev = (uint64_t)st.st_dev;
     f->ino = (uint64_t)st.st_ino;
-    f->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    f->mtime_ns = file_mtime_ns(&st);
     return 0;
 }
 
