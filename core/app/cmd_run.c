@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "cli_prompt_file.h"
 #include "commands.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
@@ -27,7 +28,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: moetier run -m DIR (-p TEXT | -f FILE | --ids LIST) [-n N] [sampling options]\n"
-            "                   [--print-ids]\n"
+            "                   [--print-ids] [--prompt-cache FILE]\n"
             "  -m DIR               checkpoint directory\n"
             "  -p TEXT              prompt text (raw: no chat format, no BOS; special-token\n"
             "                       names such as <|im_end|> become their ids)\n"
@@ -39,7 +40,12 @@ static void usage(FILE *f)
             "  -n N                 tokens to generate (default 128)\n"
             "  --ignore-eos         keep generating after an end-of-sequence token\n"
             "  --print-ids          print the new ids as the last line of stdout\n"
-            "  --special            print special tokens (hidden from the text by default)\n");
+            "  --special            print special tokens (hidden from the text by default)\n"
+            "  --prompt-cache FILE  keep the prompt's KV cache in FILE: a later run whose prompt\n"
+            "                       starts the same way computes only the rest (the same\n"
+            "                       prompt: nothing, and the same output)\n"
+            "  --prompt-cache-all   keep the reply's positions in FILE too\n"
+            "  --prompt-cache-ro    read FILE, never write it\n");
     model_flags_usage(f);
     sampling_flags_usage(f);
 }
@@ -92,13 +98,16 @@ int cmd_run(int argc, char **argv)
 {
     model_flags mf = {0};
     sampler_params sp = sampler_defaults();
-    const char *ids_s = NULL, *prompt_arg = NULL, *prompt_file = NULL, *system = NULL;
+    const char *ids_s = NULL, *prompt_arg = NULL, *prompt_path = NULL, *system = NULL;
     int chat = 0;
     int n_new = 128, print_ids = 0, ignore_eos = 0, show_special = 0;
+    cli_prompt_cache pcache = {0};
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
             r = sampling_flag_parse(&sp, argc, argv, &i);
+        if (!r)
+            r = cli_prompt_cache_parse(&pcache, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r)
@@ -114,7 +123,7 @@ int cmd_run(int argc, char **argv)
             if (!(prompt_arg = cli_value(argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
-            if (!(prompt_file = cli_value(argc, argv, &i)))
+            if (!(prompt_path = cli_value(argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "--system")) {
             if (!(system = cli_value(argc, argv, &i)))
@@ -136,13 +145,22 @@ int cmd_run(int argc, char **argv)
             return 2;
         }
     }
-    if ((chat || system) && !prompt_arg && !prompt_file) {
+    if ((chat || system) && !prompt_arg && !prompt_path) {
         fprintf(stderr, "moetier run: --chat and --system need -p TEXT or -f FILE\n");
         return 2;
     }
-    if (!mf.dir || !!ids_s + !!prompt_arg + !!prompt_file != 1) {
+    if (!mf.dir || !!ids_s + !!prompt_arg + !!prompt_path != 1) {
         fprintf(stderr, "moetier run: -m and exactly one of -p, -f, --ids are required\n");
         usage(stderr);
+        return 2;
+    }
+    if ((pcache.read_only || pcache.all) && !pcache.path) {
+        fprintf(stderr, "moetier run: --prompt-cache-ro and --prompt-cache-all need --prompt-cache FILE\n");
+        return 2;
+    }
+    if (pcache.read_only && pcache.all) {
+        fprintf(stderr, "moetier run: --prompt-cache-all writes the file, --prompt-cache-ro does not: "
+                "give one\n");
         return 2;
     }
     if (model_flags_check(&mf, "run"))
@@ -155,9 +173,14 @@ int cmd_run(int argc, char **argv)
     /* read before loading anything: a wrong path fails at once */
     char *file_text = NULL;
     size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
-    if (prompt_file && cli_read_text(prompt_file, &file_text, &prompt_len, &e))
+    if (prompt_path && cli_read_text(prompt_path, &file_text, &prompt_len, &e))
         return cli_fail(&e);
-    const char *prompt_text = prompt_file ? file_text : prompt_arg;
+    if (pcache.path && (cli_check_output("--prompt-cache", pcache.path, &mf, &e) ||
+                        cli_prompt_cache_check(&pcache, &e))) {
+        free(file_text);
+        return cli_fail(&e);
+    }
+    const char *prompt_text = prompt_path ? file_text : prompt_arg;
     tokenizer tok;
     int have_vocab = tokenizer_load(&tok, mf.dir, &e) == 0;
     if (!have_vocab && prompt_text) {
@@ -177,8 +200,8 @@ int cmd_run(int argc, char **argv)
     if (prompt_text) {
         token_list l = {0};
         int bad = encode_prompt(&tok, mf.dir, prompt_text, prompt_len, system, chat, &l, &e);
-        if (bad && prompt_file)
-            err_prefix(&e, "%s: ", strcmp(prompt_file, "-") ? prompt_file : "standard input");
+        if (bad && prompt_path)
+            err_prefix(&e, "%s: ", strcmp(prompt_path, "-") ? prompt_path : "standard input");
         free(file_text);
         if (bad) {
             tokenizer_free(&tok);
@@ -227,11 +250,24 @@ int cmd_run(int argc, char **argv)
             stop[n_stop++] = c->eos_token_ids[i];
     gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout};
+    int restored = cli_prompt_cache_restore(&pcache, &m, prompt, T, logits, &e), frc = 0;
+    if (restored < 0)
+        goto done;
     /* -n 0 still runs the prompt (its routing for --trace, its speed) */
-    int frc = engine_forward(&m.en, prompt, T, logits, 0, &e);
+    if (restored < T)
+        frc = engine_forward(&m.en, prompt + restored, T - restored, logits, 0, &e);
+    /* a prompt stopped part way keeps what it reached */
+    if (frc >= 0 && !pcache.all)
+        cli_prompt_cache_save(&pcache, &m, frc == 0 ? logits : NULL);
     if (frc == 0) {
         cli_model_decode_starts(&m);
         frc = generate(&m, have_vocab ? &tok : NULL, &smp, logits, &gp, &gen, &e);
+        /* the logits after the last position are the ones the last token was
+         * sampled from, unless a stop cut a step short */
+        if (frc >= 0 && pcache.all)
+            cli_prompt_cache_save(&pcache, &m, frc == 1 ? NULL : logits);
+    } else if (frc == 1 && pcache.all) {
+        cli_prompt_cache_save(&pcache, &m, NULL);
     }
     context_full = frc == GEN_CONTEXT_FULL;
     stopped = frc == 1;

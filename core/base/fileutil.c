@@ -111,7 +111,7 @@ int file_read_regular(const char *path, char **out, size_t *len, errbuf *e)
     return rc;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int fd_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len) {
@@ -246,7 +246,7 @@ int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
     int fd = file_output_open(&o, path, e);
     if (fd < 0)
         return -1;
-    if (write_all(fd, data, len) != 0) {
+    if (fd_write_all(fd, data, len) != 0) {
         int er = errno;
         close(fd);
         file_output_abort(&o);

@@ -29,6 +29,9 @@ int file_open_regular(const char *path, int flags, mode_t mode, errbuf *e);
 /* The same for an open stream (standard input), up to its end; `name` is what
  * errors call it. */
 int stream_read_all(FILE *f, const char *name, char **out, size_t *len, errbuf *e);
+/* write(2) of all len bytes, retrying short and interrupted writes; -1 with
+ * errno on a failure. */
+int fd_write_all(int fd, const void *data, size_t len);
 /* Writes the whole file atomically (file_output: a device or FIFO at path is
  * written through). */
 int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e);

@@ -41,12 +41,18 @@ float *kv_cache_row(const kv_cache *kv, int layer, int pos)
     return kv->layer[layer] + (size_t)pos * (size_t)kv->row;
 }
 
+void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float *host)
+{
+    if (to > from)
+        kv->be->ops->to_host(kv->be, host, kv_cache_row(kv, layer, from),
+                             (size_t)(to - from) * (size_t)kv->row);
+}
+
 void kv_cache_save(const kv_cache *kv, int from, int to, float *host, int stride)
 {
-    size_t row = (size_t)kv->row, n = (size_t)(to - from) * row;
-    for (int l = 0; l < kv->n_layers && to > from; l++)
-        kv->be->ops->to_host(kv->be, host + ((size_t)l * (size_t)stride + (size_t)from) * row,
-                             kv_cache_row(kv, l, from), n);
+    for (int l = 0; l < kv->n_layers; l++)
+        kv_cache_save_layer(kv, l, from, to,
+                            host + ((size_t)l * (size_t)stride + (size_t)from) * (size_t)kv->row);
 }
 
 void kv_cache_load(kv_cache *kv, int from, int to, const float *host, int stride)

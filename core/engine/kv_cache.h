@@ -24,5 +24,7 @@ float *kv_cache_row(const kv_cache *kv, int layer, int pos);
  * [n_layers][stride][row], each row at its position (stride >= to). */
 void kv_cache_save(const kv_cache *kv, int from, int to, float *host, int stride);
 void kv_cache_load(kv_cache *kv, int from, int to, const float *host, int stride);
+/* Positions [from, to) of one layer to host, rows one after another. */
+void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float *host);
 
 #endif

@@ -17,21 +17,6 @@
 
 enum { W_DECLARING, W_DATA, W_FAILED };
 
-/* Writes all of p to fd, retrying short writes. */
-static int write_full(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t k = write(fd, c, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
 
 static int fail(st_writer *w, errbuf *e, const char *what)
 {
@@ -224,8 +209,8 @@ int st_writer_begin_data(st_writer *w, errbuf *e)
         rc = err_set(e, "%s: out of memory", w->path);
     } else {
         memset(pad, ' ', hl - jl);
-        if (write_full(w->fd, len8, 8) || write_full(w->fd, json, jl) ||
-            write_full(w->fd, pad, hl - jl))
+        if (fd_write_all(w->fd, len8, 8) || fd_write_all(w->fd, json, jl) ||
+            fd_write_all(w->fd, pad, hl - jl))
             rc = fail(w, e, "write failed");
         else
             w->state = W_DATA;
@@ -237,7 +222,7 @@ int st_writer_begin_data(st_writer *w, errbuf *e)
 
 static int flush_buf(st_writer *w, errbuf *e)
 {
-    if (w->buf_len && write_full(w->fd, w->buf, w->buf_len))
+    if (w->buf_len && fd_write_all(w->fd, w->buf, w->buf_len))
         return fail(w, e, "write failed");
     w->buf_len = 0;
     return 0;
@@ -263,7 +248,7 @@ int st_writer_write(st_writer *w, const void *bytes, size_t n, errbuf *e)
     if (flush_buf(w, e))
         return -1;
     if (n >= ST_WRITER_BUF)
-        return write_full(w->fd, p, n) ? fail(w, e, "write failed") : 0;
+        return fd_write_all(w->fd, p, n) ? fail(w, e, "write failed") : 0;
     memcpy(w->buf, p, n);
     w->buf_len = n;
     return 0;

@@ -1,0 +1,116 @@
+/* cli_prompt_file: see cli_prompt_file.h. */
+#include "cli_prompt_file.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "core/base/fileutil.h"
+#include "core/engine/prompt_cache.h"
+#include "cpu_kernels/cpu_backend.h"
+#include "tiers/store.h"
+
+int cli_prompt_cache_parse(cli_prompt_cache *pc, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (!strcmp(a, "--prompt-cache")) {
+        if (!(pc->path = cli_value(argc, argv, i)))
+            return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--prompt-cache-ro")) {
+        pc->read_only = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--prompt-cache-all")) {
+        pc->all = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_prompt_cache_check(cli_prompt_cache *pc, errbuf *e)
+{
+    int r = prompt_file_probe(pc->path, e);
+    if (r < 0)
+        return -1;
+    pc->exists = r;
+    if (!pc->read_only && file_check_writable(pc->path, e))
+        return err_prefix(e, "--prompt-cache: ");
+    return 0;
+}
+
+/* The checkpoint (store.h's fingerprint: shard headers and sampled values)
+ * with config.json, whose fields shape the math too; and the backend with its
+ * kernels, whose sums round differently. */
+static int identity(cli_prompt_cache *pc, cli_model *m, errbuf *e)
+{
+    if (pc->have_id)
+        return 0;
+    uint64_t fp;
+    if (store_fingerprint(&m->mw, &fp, e))
+        return -1;
+    char path[4096], *cfg;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", m->mw.ckpt.dir);
+    if (file_read_regular(path, &cfg, &len, e))
+        return -1;
+    pc->id.model = XXH3_64bits_withSeed(cfg, len, fp);
+    free(cfg);
+    if (!strcmp(m->be.name, "cpu"))
+        snprintf(pc->id.compute, sizeof pc->id.compute, "cpu %s",
+                 kernel_path_name(cpu_backend_path(&m->be)));
+    else
+        snprintf(pc->id.compute, sizeof pc->id.compute, "%s", m->be.name);
+    pc->have_id = 1;
+    return 0;
+}
+
+int cli_prompt_cache_restore(cli_prompt_cache *pc, cli_model *m, const int *ids, int n,
+                             float *logits, errbuf *e)
+{
+    pc->restored = 0;
+    if (!pc->path)
+        return 0;
+    if (identity(pc, m, e))
+        return err_prefix(e, "--prompt-cache: ");
+    if (!pc->exists) {
+        if (!m->quiet)
+            fprintf(stderr, "prompt cache %s: nothing saved yet%s\n", pc->path,
+                    pc->read_only ? "" : "; it will be written");
+        return 0;
+    }
+    prompt_file pf;
+    errbuf why;
+    if (prompt_file_open(&pf, pc->path, &pc->id, &m->en, &why)) {
+        if (!m->quiet)
+            fprintf(stderr, "prompt cache %s; not used%s\n", why.msg,
+                    pc->read_only ? "" : ", it will be replaced");
+        return 0;
+    }
+    int k = prompt_file_restore(&pf, &m->en, ids, n, logits, e);
+    int saved = pf.n;
+    prompt_file_close(&pf);
+    if (k < 0)
+        return err_prefix(e, "--prompt-cache %s: ", pc->path);
+    pc->restored = k;
+    if (!m->quiet)
+        fprintf(stderr, "prompt cache %s: %d of the prompt's %d tokens restored (it held %d)%s\n",
+                pc->path, k, n, saved, k == n ? ", with their logits: nothing to compute" : "");
+    return k;
+}
+
+void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logits)
+{
+    if (!pc->path || pc->read_only || !pc->have_id || m->en.n_past <= pc->restored)
+        return;
+    errbuf e;
+    if (prompt_file_save(pc->path, &pc->id, &m->en, logits, &e)) {
+        fprintf(stderr, "moetier: warning: the prompt cache was not written: %s\n", e.msg);
+        return;
+    }
+    if (!m->quiet)
+        fprintf(stderr, "prompt cache %s: %d positions written (%.1f MB)\n", pc->path, m->en.n_past,
+                (double)m->en.n_past * (double)prompt_cache_position_bytes(&m->en) / 1e6);
+}

@@ -1,0 +1,245 @@
+/* prompt_file: see prompt_file.h. */
+#include "prompt_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "core/base/fileutil.h"
+
+/* header fields, at these offsets */
+enum {
+    H_MAGIC = 0, H_VERSION = 8, H_HEADER_BYTES = 12, H_MODEL = 16, H_COMPUTE = 24,
+    H_LAYERS = 56, H_ROW = 60, H_VOCAB = 64, H_POSITIONS = 68, H_FLAGS = 72,
+};
+#define FLAG_LOGITS 1u
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static int common(const int32_t *a, int na, const int *b, int nb)
+{
+    int k = 0;
+    while (k < na && k < nb && a[k] == b[k])
+        k++;
+    return k;
+}
+
+int prompt_file_probe(const char *path, errbuf *e)
+{
+    char target[4096];
+    if (file_dangling_link(path, target, sizeof target))
+        return err_set(e, "%s: a symbolic link to nothing (%s)", path, target);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return err_set(e, "%s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode))
+        return err_set(e, "%s: is a %s, expected a prompt cache file", path, file_kind(sb.st_mode));
+    if (sb.st_size == 0)
+        return 0;
+    int fd = file_open_regular(path, O_RDONLY, 0, e);
+    if (fd < 0)
+        return -1;
+    char magic[8];
+    ssize_t got = pread(fd, magic, sizeof magic, 0);
+    int er = errno;
+    close(fd);
+    if (got < 0)
+        return err_set(e, "%s: cannot read: %s", path, strerror(er));
+    if (got < (ssize_t)sizeof magic || memcmp(magic, PROMPT_FILE_MAGIC, sizeof magic))
+        return err_set(e, "%s is not a moetier prompt cache (it does not start with \"%s\"); "
+                       "it is left as it is: give --prompt-cache a new file's name",
+                       path, PROMPT_FILE_MAGIC);
+    return 1;
+}
+
+static int check(prompt_file *pf, const char *path, const prompt_identity *id, const engine *en,
+                 errbuf *e)
+{
+    const uint8_t *h = pf->map;
+    if (pf->size < PROMPT_FILE_HEADER + 8 || memcmp(h + H_MAGIC, PROMPT_FILE_MAGIC, 8))
+        return err_set(e, "%s: not a prompt cache, or cut short (%zu bytes)", path, pf->size);
+    uint32_t version = get_u32(h + H_VERSION);
+    if (version != PROMPT_FILE_VERSION || get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
+        return err_set(e, "%s: format version %u (this moetier reads version %d)", path, version,
+                       PROMPT_FILE_VERSION);
+    uint32_t layers = get_u32(h + H_LAYERS), row = get_u32(h + H_ROW), vocab = get_u32(h + H_VOCAB);
+    uint32_t n = get_u32(h + H_POSITIONS), flags = get_u32(h + H_FLAGS);
+    const model_config *c = en->cfg;
+    if (layers != (uint32_t)en->kv.n_layers || row != (uint32_t)en->kv.row ||
+        vocab != (uint32_t)c->vocab_size)
+        return err_set(e, "%s: made for a model with %u layers, %u cache floats a position and a "
+                       "vocabulary of %u (this one: %d, %d, %d)", path, layers, row, vocab,
+                       en->kv.n_layers, en->kv.row, c->vocab_size);
+    if (get_u64(h + H_MODEL) != id->model)
+        return err_set(e, "%s: made from another checkpoint, or before its config.json changed", path);
+    char compute[sizeof id->compute + 1] = {0};
+    memcpy(compute, h + H_COMPUTE, sizeof id->compute);
+    if (strcmp(compute, id->compute))
+        return err_set(e, "%s: made with the %s kernels; this run computes with the %s ones, whose "
+                       "bits differ", path, compute, id->compute);
+    if (n == 0 || (uint64_t)n > pf->size / 4 || (flags & ~FLAG_LOGITS))
+        return err_set(e, "%s: damaged header (%u positions, flags %#x)", path, n, flags);
+    uint64_t ids_at = PROMPT_FILE_HEADER, logits_at = ids_at + 4ull * n;
+    uint64_t rows_at = logits_at + (flags & FLAG_LOGITS ? 4ull * vocab : 0);
+    uint64_t want = rows_at + 4ull * layers * row * n + 8;
+    if (pf->size != want)
+        return err_set(e, "%s: %zu bytes, where its header describes %llu (cut short, or damaged)",
+                       path, pf->size, (unsigned long long)want);
+    if (XXH3_64bits(pf->map, pf->size - 8) != get_u64(h + pf->size - 8))
+        return err_set(e, "%s: damaged (its checksum does not match its bytes)", path);
+    pf->n = (int)n;
+    pf->ids = (const int32_t *)(h + ids_at);
+    pf->logits = flags & FLAG_LOGITS ? (const float *)(h + logits_at) : NULL;
+    pf->rows = (const float *)(h + rows_at);
+    for (int i = 0; i < pf->n; i++)
+        if (pf->ids[i] < 0 || (uint32_t)pf->ids[i] >= vocab)
+            return err_set(e, "%s: damaged (id %d at position %d)", path, pf->ids[i], i);
+    return 0;
+}
+
+int prompt_file_open(prompt_file *pf, const char *path, const prompt_identity *id,
+                     const engine *en, errbuf *e)
+{
+    memset(pf, 0, sizeof *pf);
+    int fd = file_open_regular(path, O_RDONLY, 0, e);
+    if (fd < 0)
+        return -1;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int er = errno;
+        close(fd);
+        return err_set(e, "%s: %s", path, strerror(er));
+    }
+    pf->size = (size_t)sb.st_size;
+    if (pf->size < PROMPT_FILE_HEADER + 8) {
+        close(fd);
+        return err_set(e, "%s: cut short (%zu bytes)", path, pf->size);
+    }
+    void *map = mmap(NULL, pf->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int er = errno;
+    close(fd);
+    if (map == MAP_FAILED)
+        return err_set(e, "%s: cannot map: %s", path, strerror(er));
+    pf->map = map;
+    if (check(pf, path, id, en, e)) {
+        prompt_file_close(pf);
+        return -1;
+    }
+    return 0;
+}
+
+void prompt_file_close(prompt_file *pf)
+{
+    if (pf->map)
+        munmap(pf->map, pf->size);
+    memset(pf, 0, sizeof *pf);
+}
+
+int prompt_file_restore(const prompt_file *pf, engine *en, const int *ids, int n, float *logits,
+                        errbuf *e)
+{
+    int k = common(pf->ids, pf->n, ids, n);
+    int whole = k == n && pf->n == n && pf->logits;
+    if (!whole && k > n - 1)
+        k = n - 1;
+    if (k <= 0)
+        return 0;
+    if (engine_load_prefix(en, ids, k, pf->rows, pf->n, e))
+        return -1;
+    if (whole)
+        memcpy(logits, pf->logits, (size_t)en->cfg->vocab_size * sizeof *logits);
+    return k;
+}
+
+/* the bytes go to the file and into the checksum */
+static int emit(int fd, XXH3_state_t *st, const void *p, size_t n)
+{
+    XXH3_64bits_update(st, p, n);
+    return fd_write_all(fd, p, n);
+}
+
+int prompt_file_save(const char *path, const prompt_identity *id, const engine *en,
+                     const float *logits, errbuf *e)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return err_set(e, "%s: is a %s, expected a prompt cache file", path, file_kind(sb.st_mode));
+    int n = en->n_past, V = en->cfg->vocab_size;
+    size_t layer_floats = (size_t)n * (size_t)en->kv.row;
+    float *buf = malloc(layer_floats ? layer_floats * sizeof *buf : 1);
+    XXH3_state_t *st = XXH3_createState();
+    if (!buf || !st) {
+        free(buf);
+        XXH3_freeState(st);
+        return err_set(e, "%s: out of memory for a layer's rows (%zu bytes)", path,
+                       layer_floats * sizeof *buf);
+    }
+    XXH3_64bits_reset(st);
+    uint8_t h[PROMPT_FILE_HEADER] = {0};
+    memcpy(h + H_MAGIC, PROMPT_FILE_MAGIC, 8);
+    put_u32(h + H_VERSION, PROMPT_FILE_VERSION);
+    put_u32(h + H_HEADER_BYTES, PROMPT_FILE_HEADER);
+    put_u64(h + H_MODEL, id->model);
+    memcpy(h + H_COMPUTE, id->compute, strnlen(id->compute, sizeof id->compute));
+    put_u32(h + H_LAYERS, (uint32_t)en->kv.n_layers);
+    put_u32(h + H_ROW, (uint32_t)en->kv.row);
+    put_u32(h + H_VOCAB, (uint32_t)V);
+    put_u32(h + H_POSITIONS, (uint32_t)n);
+    put_u32(h + H_FLAGS, logits ? FLAG_LOGITS : 0);
+    file_output o;
+    int fd = file_output_open(&o, path, e), bad = fd < 0;
+    if (!bad)
+        bad = emit(fd, st, h, sizeof h) ||
+              emit(fd, st, en->cached_ids, (size_t)n * sizeof *en->cached_ids) ||
+              (logits && emit(fd, st, logits, (size_t)V * sizeof *logits));
+    for (int l = 0; !bad && l < en->kv.n_layers; l++) {
+        kv_cache_save_layer(&en->kv, l, 0, n, buf);
+        bad = emit(fd, st, buf, layer_floats * sizeof *buf);
+    }
+    if (!bad) {
+        uint8_t sum[8];
+        put_u64(sum, XXH3_64bits_digest(st));
+        bad = fd_write_all(fd, sum, sizeof sum);
+    }
+    int er = errno;
+    free(buf);
+    XXH3_freeState(st);
+    if (fd < 0)
+        return -1;
+    if (bad) {
+        close(fd);
+        file_output_abort(&o);
+        return err_set(e, "%s: write failed: %s", o.tmp, strerror(er));
+    }
+    int rc = file_output_commit(&o, fd, e);
+    close(fd);
+    return rc;
+}

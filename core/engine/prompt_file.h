@@ -1,0 +1,69 @@
+/* prompt_file: a prompt's KV cache kept in a file (`run --prompt-cache`), so
+ * that a later run whose prompt starts the same way computes only the rest.
+ *
+ * The rows a file holds are this model's for its ids as one backend with one
+ * set of kernels computed them, so a restore continues exactly as the run
+ * that wrote it would have. The file names what made it (the checkpoint's
+ * fingerprint and config.json, the backend and kernels), and a file made
+ * otherwise is not used. The logits after its last position are kept too:
+ * a prompt that is the whole file computes nothing and samples from the very
+ * bits the run that wrote it did, so the same command gives the same output.
+ *
+ * Layout (little-endian): a header of PROMPT_FILE_HEADER bytes (magic,
+ * version, identity, shape, counts), the ids as int32, the last position's
+ * logits when kept, the rows [n_layers][n][row] as float32, and the XXH3-64
+ * of all the bytes before it. Files are written under a temporary name and
+ * renamed into place, so a failed or interrupted save leaves the old one. */
+#ifndef MOETIER_PROMPT_FILE_H
+#define MOETIER_PROMPT_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/base/errbuf.h"
+#include "engine.h"
+
+#define PROMPT_FILE_MAGIC "MTPROMPT"
+#define PROMPT_FILE_VERSION 1
+#define PROMPT_FILE_HEADER 128
+
+/* What computed the rows: a file is used only by a run with the same. */
+typedef struct prompt_identity {
+    uint64_t model;             /* the checkpoint's fingerprint and its config.json */
+    char compute[32];           /* the backend and its kernels: "cpu avx512", "cuda" */
+} prompt_identity;
+
+typedef struct prompt_file {
+    void *map;
+    size_t size;
+    int n;                      /* positions */
+    const int32_t *ids;         /* [n] */
+    const float *logits;        /* [vocab] after position n - 1; NULL: not kept */
+    const float *rows;          /* [n_layers][n][row] */
+} prompt_file;
+
+/* Before anything loads: 1 when path holds a prompt file, 0 when there is
+ * nothing to read yet (no file, or an empty one), -1 with e set when what is
+ * there is not a regular file or not a prompt file (it is not overwritten). */
+int prompt_file_probe(const char *path, errbuf *e);
+
+/* Maps the file and checks it against id and en's model: 0; -1 with e saying
+ * why it cannot be used (another model, backend or kernels, damaged). */
+int prompt_file_open(prompt_file *pf, const char *path, const prompt_identity *id,
+                     const engine *en, errbuf *e);
+void prompt_file_close(prompt_file *pf);
+
+/* Copies into en (which holds nothing yet) the file's rows for the leading ids
+ * it shares with ids[0..n): all n with the kept logits into `logits` when the
+ * file is exactly ids, else at most n - 1 (so that a forward over the rest
+ * yields logits). Returns the positions restored (n: the logits are there
+ * too), or -1 with e set. */
+int prompt_file_restore(const prompt_file *pf, engine *en, const int *ids, int n, float *logits,
+                        errbuf *e);
+
+/* Writes en's cached positions to path, with the logits after the last one
+ * (NULL: none kept). A directory, FIFO or device at path is refused. */
+int prompt_file_save(const char *path, const prompt_identity *id, const engine *en,
+                     const float *logits, errbuf *e);
+
+#endif

@@ -1,0 +1,392 @@
+/* A prompt's KV cache in a file (`run --prompt-cache`): a prompt that starts
+ * as the file's continues exactly as if its prefix had been run again, the
+ * whole file gives back the very logits it was written with, a file made by
+ * another model, backend or kernels, or damaged, is not used, a file that is
+ * not a prompt cache is never overwritten, and a failed save leaves the old
+ * file. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "core/app/cli_common.h"
+#include "core/engine/prompt_file.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    char *dir, path[4200];
+    cli_model m;
+    int V;
+    prompt_identity id;
+} fixture;
+
+static void open_fixture(fixture *f, const char *backend_name)
+{
+    f->dir = test_make_tmpdir("prompt_file");
+    test_synth_tiny(f->dir, "int4");
+    model_flags mf = {.dir = f->dir, .ctx = 256, .chunk = 8, .quiet = 1, .backend = backend_name};
+    errbuf e;
+    cr_assert_eq(cli_model_open(&f->m, &mf, &e), 0, "%s", e.msg);
+    f->V = f->m.mw.cfg.vocab_size;
+    f->id = (prompt_identity){.model = 0x1234, .compute = "test kernels"};
+    snprintf(f->path, sizeof f->path, "%s/prompt.bin", f->dir);
+}
+
+static void close_fixture(fixture *f)
+{
+    cli_model_close(&f->m);
+    test_remove_tree(f->dir);
+    free(f->dir);
+}
+
+static int *some_ids(int n, int seed, int V)
+{
+    int *ids = malloc((size_t)n * sizeof *ids);
+    for (int i = 0; i < n; i++)
+        ids[i] = (seed * 7919 + i * 37 + 11) % V;
+    return ids;
+}
+
+static float *vec(int V)
+{
+    float *v = malloc((size_t)V * sizeof *v);
+    cr_assert(v);
+    return v;
+}
+
+static void restored_prompt(const char *backend_name)
+{
+    fixture f;
+    open_fixture(&f, backend_name);
+    engine *en = &f.m.en;
+    int V = f.V, *ids = some_ids(70, 1, V);
+    float *after_p = vec(V), *after_pq = vec(V), *after_decode = vec(V), *got = vec(V);
+    errbuf e;
+    /* the reference: the prompt's first 60 (written to the file), then one
+     * decode step; again, then the next 10 as one forward */
+    cr_assert_eq(engine_forward(en, ids, 60, after_p, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(prompt_file_save(f.path, &f.id, en, after_p, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_decode(en, ids[60], after_decode, &e), 0, "%s", e.msg);
+    engine_reset(en);
+    cr_assert_eq(engine_forward(en, ids, 60, got, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, ids + 60, 10, after_pq, 0, &e), 0, "%s", e.msg);
+
+    prompt_file pf;
+    cr_assert_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
+    cr_expect_eq(pf.n, 60);
+    /* a longer prompt: the file's 60, then the rest computed */
+    engine_reset(en);
+    cr_expect_eq(prompt_file_restore(&pf, en, ids, 70, got, &e), 60);
+    cr_assert_eq(engine_forward(en, ids + 60, 10, got, 0, &e), 0, "%s", e.msg);
+    cr_expect_eq(memcmp(got, after_pq, (size_t)V * sizeof *got), 0,
+                 "logits after restored rows differ from those of the prefix run again");
+    /* the file's own prompt: all of it, with its logits, and a decode step
+     * after it as after the run that wrote it */
+    engine_reset(en);
+    memset(got, 0, (size_t)V * sizeof *got);
+    cr_expect_eq(prompt_file_restore(&pf, en, ids, 60, got, &e), 60);
+    cr_expect_eq(en->n_past, 60);
+    cr_expect_eq(memcmp(got, after_p, (size_t)V * sizeof *got), 0, "the kept logits differ");
+    cr_assert_eq(engine_decode(en, ids[60], got, &e), 0, "%s", e.msg);
+    cr_expect_eq(memcmp(got, after_decode, (size_t)V * sizeof *got), 0);
+    /* a shorter prompt: at most n - 1, so that a forward yields its logits
+     * (the rows those of the file's run, cut); one that leaves the file at
+     * 20: those 20 */
+    float *after_29 = vec(V);
+    engine_reset(en);
+    cr_assert_eq(engine_forward(en, ids, 60, NULL, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_truncate(en, 29, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, ids + 29, 1, after_29, 0, &e), 0, "%s", e.msg);
+    engine_reset(en);
+    cr_expect_eq(prompt_file_restore(&pf, en, ids, 30, got, &e), 29);
+    cr_assert_eq(engine_forward(en, ids + 29, 1, got, 0, &e), 0, "%s", e.msg);
+    cr_expect_eq(memcmp(got, after_29, (size_t)V * sizeof *got), 0,
+                 "logits after part of the file's rows differ");
+    free(after_29);
+    int *other = some_ids(40, 1, V);
+    other[20] = (other[20] + 1) % V;
+    engine_reset(en);
+    cr_expect_eq(prompt_file_restore(&pf, en, other, 40, got, &e), 20);
+    cr_expect_eq(en->n_past, 20);
+    other[0] = (other[0] + 1) % V;
+    engine_reset(en);
+    cr_expect_eq(prompt_file_restore(&pf, en, other, 40, got, &e), 0);
+    cr_expect_eq(en->n_past, 0);
+    prompt_file_close(&pf);
+    free(other);
+    free(ids);
+    free(after_p);
+    free(after_pq);
+    free(after_decode);
+    free(got);
+    close_fixture(&f);
+}
+
+Test(prompt_file, a_restored_prompt_computes_as_if_run_again, .timeout = 120)
+{
+    restored_prompt(NULL);
+}
+
+/* The rows come back into the GPU's memory, written from it. */
+Test(prompt_file, a_restored_prompt_computes_as_if_run_again_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    restored_prompt("cuda");
+}
+
+/* A file saved without logits (a prompt stopped part way) gives back at most
+ * n - 1 positions even for its own prompt. */
+Test(prompt_file, without_logits_the_last_position_is_computed, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    int *ids = some_ids(40, 2, f.V);
+    float *got = vec(f.V);
+    errbuf e;
+    cr_assert_eq(engine_forward(en, ids, 40, got, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(prompt_file_save(f.path, &f.id, en, NULL, &e), 0, "%s", e.msg);
+    prompt_file pf;
+    cr_assert_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
+    cr_expect_null(pf.logits);
+    engine_reset(en);
+    cr_expect_eq(prompt_file_restore(&pf, en, ids, 40, got, &e), 39);
+    prompt_file_close(&pf);
+    free(got);
+    free(ids);
+    close_fixture(&f);
+}
+
+static void expect_unusable(fixture *f, const prompt_identity *id, const char *needle)
+{
+    prompt_file pf;
+    errbuf e;
+    cr_expect_eq(prompt_file_open(&pf, f->path, id, &f->m.en, &e), -1, "used, expected '%s'", needle);
+    cr_expect(strstr(e.msg, needle) != NULL, "'%s' lacks '%s'", e.msg, needle);
+    cr_expect(strstr(e.msg, f->path) != NULL, "'%s' does not name the file", e.msg);
+}
+
+/* the file's bytes with one changed, the checksum at the end made right
+ * again when `fix_sum` (so that only the field's own check can catch it) */
+static void write_changed(const fixture *f, const unsigned char *orig, size_t n, size_t at,
+                          unsigned char value, int fix_sum)
+{
+    unsigned char *b = malloc(n);
+    memcpy(b, orig, n);
+    b[at] = value;
+    if (fix_sum) {
+        uint64_t sum = XXH3_64bits(b, n - 8);
+        for (int i = 0; i < 8; i++)
+            b[n - 8 + i] = (unsigned char)(sum >> (8 * i));
+    }
+    test_write_file(f->path, b, n);
+    free(b);
+}
+
+Test(prompt_file, a_file_made_otherwise_or_damaged_is_not_used, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    int *ids = some_ids(20, 3, f.V);
+    float *logits = vec(f.V);
+    errbuf e;
+    cr_assert_eq(engine_forward(en, ids, 20, logits, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(prompt_file_save(f.path, &f.id, en, logits, &e), 0, "%s", e.msg);
+    size_t n;
+    unsigned char *orig = test_read_file(f.path, &n);
+    cr_assert(orig);
+    size_t rows_at = PROMPT_FILE_HEADER + 20 * 4 + (size_t)f.V * 4;
+    cr_expect_eq(n, rows_at + (size_t)en->kv.n_layers * 20 * (size_t)en->kv.row * 4 + 8);
+
+    prompt_identity other = f.id;
+    other.model++;
+    expect_unusable(&f, &other, "another checkpoint");
+    other = f.id;
+    snprintf(other.compute, sizeof other.compute, "cpu avx2");
+    expect_unusable(&f, &other, "made with the test kernels kernels; this run computes with the cpu avx2");
+
+    write_changed(&f, orig, n, rows_at + 5, orig[rows_at + 5] ^ 1, 0);
+    expect_unusable(&f, &f.id, "checksum");
+    write_changed(&f, orig, n, 8, 2, 1);                /* version */
+    expect_unusable(&f, &f.id, "version 2");
+    write_changed(&f, orig, n, 56, orig[56] + 1, 1);    /* layers */
+    expect_unusable(&f, &f.id, "layers");
+    write_changed(&f, orig, n, PROMPT_FILE_HEADER + 4 * 7 + 3, 0x80, 1);   /* id 7 < 0 */
+    expect_unusable(&f, &f.id, "at position 7");
+    test_write_file(f.path, orig, n - 4);
+    expect_unusable(&f, &f.id, "where its header describes");
+    test_write_file(f.path, orig, 64);
+    expect_unusable(&f, &f.id, "cut short");
+    test_write_file(f.path, orig, n);
+    prompt_file pf;
+    cr_expect_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
+    prompt_file_close(&pf);
+    free(orig);
+    free(ids);
+    free(logits);
+    close_fixture(&f);
+}
+
+Test(prompt_file, only_a_prompt_file_is_read_or_replaced)
+{
+    char *dir = test_make_tmpdir("prompt_probe");
+    char p[4200];
+    errbuf e;
+    snprintf(p, sizeof p, "%s/none", dir);
+    cr_expect_eq(prompt_file_probe(p, &e), 0, "no file: nothing to read yet");
+    test_write_file(p, "", 0);
+    cr_expect_eq(prompt_file_probe(p, &e), 0, "an empty file: nothing to read yet");
+    test_write_file(p, "MTPROMPT", 8);
+    cr_expect_eq(prompt_file_probe(p, &e), 1);
+    test_write_file(p, "my notes\n", 9);
+    cr_expect_eq(prompt_file_probe(p, &e), -1);
+    cr_expect(strstr(e.msg, "is not a moetier prompt cache") && strstr(e.msg, p), "%s", e.msg);
+    cr_expect_eq(prompt_file_probe(dir, &e), -1);
+    cr_expect(strstr(e.msg, "directory"), "%s", e.msg);
+    snprintf(p, sizeof p, "%s/fifo", dir);
+    cr_assert_eq(mkfifo(p, 0600), 0);
+    cr_expect_eq(prompt_file_probe(p, &e), -1);
+    cr_expect(strstr(e.msg, "FIFO") || strstr(e.msg, "fifo"), "%s", e.msg);
+    snprintf(p, sizeof p, "%s/link", dir);
+    cr_assert_eq(symlink("nowhere", p), 0);
+    cr_expect_eq(prompt_file_probe(p, &e), -1);
+    cr_expect(strstr(e.msg, "symbolic link to nothing"), "%s", e.msg);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* A save that fails part way (here: past the file size limit) leaves the
+ * file that was there, and no temporary file beside it. */
+Test(prompt_file, a_failed_save_leaves_the_old_file, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    int *ids = some_ids(60, 4, f.V);
+    errbuf e;
+    cr_assert_eq(engine_forward(en, ids, 2, NULL, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(prompt_file_save(f.path, &f.id, en, NULL, &e), 0, "%s", e.msg);
+    size_t n_before;
+    void *before = test_read_file(f.path, &n_before);
+    cr_assert_eq(engine_forward(en, ids + 2, 58, NULL, 0, &e), 0, "%s", e.msg);
+    struct rlimit old, small = {.rlim_cur = n_before + 4096};
+    getrlimit(RLIMIT_FSIZE, &old);
+    small.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int rc = prompt_file_save(f.path, &f.id, en, NULL, &e);
+    setrlimit(RLIMIT_FSIZE, &old);
+    cr_expect_eq(rc, -1);
+    cr_expect(strstr(e.msg, "write failed"), "%s", e.msg);
+    size_t n_after;
+    void *after = test_read_file(f.path, &n_after);
+    cr_expect(n_after == n_before && !memcmp(before, after, n_before), "the old file changed");
+    char *out, *err;
+    cr_expect_eq(test_run_fmt(&out, &err, "ls -A '%s' | grep -c prompt.bin", f.dir), 0);
+    cr_expect_eq(atoi(out), 1, "files beside it: %s", out);
+    free(out);
+    free(err);
+    free(before);
+    free(after);
+    free(ids);
+    close_fixture(&f);
+}
+
+static char *last_line(char *out)
+{
+    size_t L = strlen(out);
+    while (L && out[L - 1] == '\n')
+        out[--L] = 0;
+    return strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
+}
+
+/* `run --prompt-cache`: the same command gives the same output without
+ * computing the prompt, a longer prompt computes only its new tokens,
+ * --prompt-cache-ro leaves the file, --prompt-cache-all keeps the reply, and
+ * a file that is not a prompt cache is refused before the model loads. */
+Test(prompt_file, run_keeps_the_prompt_in_a_file, .timeout = 120)
+{
+    char *dir = test_make_tmpdir("prompt_cli");
+    test_synth_tiny(dir, "int4");
+    const char *bin = test_moetier_bin();
+    char ids[512] = "", pc[4200];
+    for (int i = 0; i < 50; i++)
+        sprintf(ids + strlen(ids), "%s%d", i ? "," : "", 100 + 3 * i);
+    snprintf(pc, sizeof pc, "%s/p.cache", dir);
+    char *out, *err, first[256];
+    const char *cmd = "%s run -m %s --ids %s -n 6 --temp 0.9 --seed 7 --print-ids --prompt-cache %s%s";
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, pc, ""), 0, "%s", err);
+    snprintf(first, sizeof first, "%s", last_line(out));
+    cr_expect(strstr(err, "nothing saved yet") && strstr(err, "50 positions written"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, pc, ""), 0, "%s", err);
+    cr_expect_str_eq(last_line(out), first, "the same command, another output");
+    cr_expect(strstr(err, "50 of the prompt's 50 tokens restored") && strstr(err, "prefill: 0 tokens"),
+              "%s", err);
+    cr_expect(!strstr(err, "written"), "nothing new to write: %s", err);
+    free(out);
+    free(err);
+    /* read only: used, not written */
+    size_t n0, n1;
+    void *b0 = test_read_file(pc, &n0);
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, bin, dir, "100,103,106,1,2,3", pc, " --prompt-cache-ro"),
+                 0, "%s", err);
+    cr_expect(strstr(err, "3 of the prompt's 6 tokens restored") && strstr(err, "prefill: 3 tokens"),
+              "%s", err);
+    void *b1 = test_read_file(pc, &n1);
+    cr_expect(n0 == n1 && !memcmp(b0, b1, n0), "--prompt-cache-ro wrote the file");
+    free(b0);
+    free(b1);
+    free(out);
+    free(err);
+    /* with the reply: a prompt that is the last one and its reply (but the
+     * last token, not yet run) computes nothing, and greedy picks that token */
+    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids %s -n 6 --greedy --print-ids "
+                              "--prompt-cache %s --prompt-cache-all", bin, dir, ids, pc), 0, "%s", err);
+    cr_expect(strstr(err, "55 positions written"), "%s", err);
+    char reply[256], longer[1024], *last;
+    snprintf(reply, sizeof reply, "%s", last_line(out));
+    last = strrchr(reply, ',');
+    cr_assert(last);
+    *last++ = 0;
+    snprintf(longer, sizeof longer, "%s,%s", ids, reply);
+    free(out);
+    free(err);
+    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids %s -n 1 --greedy --print-ids "
+                              "--prompt-cache %s", bin, dir, longer, pc), 0, "%s", err);
+    cr_expect(strstr(err, "55 of the prompt's 55 tokens restored"), "%s", err);
+    cr_expect_str_eq(last_line(out), last);
+    free(out);
+    free(err);
+    /* not a prompt cache: refused, left as it is */
+    char notes[4200];
+    snprintf(notes, sizeof notes, "%s/notes.txt", dir);
+    test_write_file(notes, "keep me\n", 8);
+    cr_expect_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, notes, ""), 1);
+    cr_expect(strstr(err, "is not a moetier prompt cache") && !strstr(err, "CPU backend"),
+              "refused before the model loads: %s", err);
+    void *kept = test_read_file(notes, &n0);
+    cr_expect(n0 == 8 && !memcmp(kept, "keep me\n", 8));
+    free(kept);
+    free(out);
+    free(err);
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    cr_expect_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, cfg, ""), 1);
+    cr_expect(strstr(err, "is the checkpoint's config.json"), "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1,2 --prompt-cache-ro", bin, dir), 2);
+    cr_expect(strstr(err, "need --prompt-cache FILE"), "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
+}
