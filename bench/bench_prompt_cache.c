@@ -4,7 +4,8 @@
  * restored into a CPU backend's KV cache; the yardstick, measured in the same
  * run, is one memcpy of the same bytes between two host buffers: ratio =
  * memcpy ms / restore ms (1: the restore runs at the machine's copy speed).
- * A save goes to freshly allocated memory, as the server's do, so it pays
+ * A save goes to freshly allocated memory, as the server's do (its own
+ * allocator: transparent huge pages when the kernel gives them), so it pays
  * the first touch of its pages; save_ms_warm is the same copy into memory
  * touched before.
  * The cost to set against it is prefilling the same tokens again. One JSON
@@ -15,6 +16,7 @@
 
 #include "core/base/progress.h"
 #include "core/engine/kv_cache.h"
+#include "core/engine/prompt_cache.h"
 #include "cpu_kernels/cpu_backend.h"
 
 enum { LAYERS = 61, ROW = 576, REPEAT = 5 };
@@ -66,7 +68,7 @@ int main(void)
         }
         /* after the others: giving fresh memory back disturbs what runs next */
         for (int r = 0; r < REPEAT; r++) {
-            float *fresh = malloc(floats * sizeof *fresh);
+            float *fresh = prompt_cache_rows_alloc(floats * sizeof *fresh);
             if (!fresh) {
                 fprintf(stderr, "bench_prompt_cache: out of memory for %d tokens\n", n);
                 return 1;
@@ -75,7 +77,7 @@ int main(void)
             kv_cache_save(&kv, 0, n, fresh, n);
             double f1 = now_seconds();
             save = f1 - f0 < save ? f1 - f0 : save;
-            free(fresh);
+            prompt_cache_rows_free(fresh, floats * sizeof *fresh);
         }
         double gb = (double)floats * sizeof(float) / 1e9;
         printf("{\"bench\": \"prompt_cache\", \"tokens\": %d, \"gb\": %.3f, \"save_ms\": %.2f, "

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 void prompt_cache_init(prompt_cache *pc, size_t budget)
 {
@@ -10,11 +11,26 @@ void prompt_cache_init(prompt_cache *pc, size_t budget)
     pc->budget = budget;
 }
 
+float *prompt_cache_rows_alloc(size_t bytes)
+{
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);       /* a hint: without it, 4 KB pages */
+    return p;
+}
+
+void prompt_cache_rows_free(float *rows, size_t bytes)
+{
+    if (rows)
+        munmap(rows, bytes ? bytes : 1);
+}
+
 static void drop(prompt_cache *pc, int i)
 {
     prompt_entry *x = &pc->entries[i];
     free(x->ids);
-    free(x->rows);
+    prompt_cache_rows_free(x->rows, x->rows_bytes);
     pc->bytes -= x->bytes;
     *x = pc->entries[--pc->n];
 }
@@ -71,10 +87,11 @@ static void save(prompt_cache *pc, const engine *en, const int *keep)
     }
     prompt_entry x = {.n = n, .bytes = bytes};
     x.ids = malloc((size_t)n * sizeof *x.ids);
-    x.rows = malloc((size_t)n * (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof *x.rows);
+    x.rows_bytes = (size_t)n * (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof *x.rows;
+    x.rows = prompt_cache_rows_alloc(x.rows_bytes);
     if (!x.ids || !x.rows) {
         free(x.ids);
-        free(x.rows);
+        prompt_cache_rows_free(x.rows, x.rows_bytes);
         return;
     }
     /* downwards: drop() moves the last entry into the hole */

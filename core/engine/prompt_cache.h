@@ -26,6 +26,7 @@ typedef struct prompt_entry {
     int *ids;
     int n;
     float *rows;                /* [n_layers][n][row] */
+    size_t rows_bytes;
     size_t bytes;
     uint64_t last_used;
 } prompt_entry;
@@ -42,6 +43,12 @@ typedef struct prompt_cache {
 
 void prompt_cache_init(prompt_cache *pc, size_t budget);
 void prompt_cache_free(prompt_cache *pc);
+
+/* An entry's rows: anonymous memory asking for transparent huge pages, so a
+ * save into it takes a page fault every 2 MB, not every 4 KB (the faults are
+ * most of a save's time: docs/benchmarks.md). NULL when there is none. */
+float *prompt_cache_rows_alloc(size_t bytes);
+void prompt_cache_rows_free(float *rows, size_t bytes);
 
 /* Bytes one position takes in an entry, for en's model. */
 size_t prompt_cache_position_bytes(const engine *en);
