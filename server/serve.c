@@ -415,6 +415,39 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
+/* --prompt-cache-dir: what the last clean stop kept */
+static int load_prompt_cache(server *s, errbuf *e)
+{
+    const char *dir = s->o.prompt_cache_dir;
+    if (cli_model_prompt_identity(s->m, &s->pc_id, e))
+        return err_prefix(e, "--prompt-cache-dir: ");
+    prompt_disk_counts c;
+    if (prompt_cache_load_dir(&s->pc, dir, &s->pc_id, &s->m->en, &c, e))
+        return err_prefix(e, "--prompt-cache-dir: ");
+    fprintf(stderr, "moetier serve: prompt cache: %d conversation%s (%lld tokens) read from %s",
+            c.loaded, c.loaded == 1 ? "" : "s", c.loaded_tokens, dir);
+    if (c.left_out)
+        fprintf(stderr, "; %d more did not fit in --prompt-cache-gb", c.left_out);
+    if (c.unusable)
+        fprintf(stderr, "; %d not used (%s)", c.unusable, c.first_problem);
+    fputc('\n', stderr);
+    return 0;
+}
+
+/* --prompt-cache-dir at a clean stop: the engine's conversation too */
+static void store_prompt_cache(server *s)
+{
+    const char *dir = s->o.prompt_cache_dir;
+    prompt_cache_keep(&s->pc, &s->m->en);
+    prompt_disk_counts c;
+    errbuf e;
+    if (prompt_cache_store_dir(&s->pc, dir, &s->pc_id, &s->m->en, &c, &e))
+        fprintf(stderr, "moetier serve: warning: the prompt cache was not all written to %s: %s\n",
+                dir, e.msg);
+    fprintf(stderr, "moetier serve: prompt cache: %d conversation%s in %s (%d written, %d "
+            "removed)\n", s->pc.n, s->pc.n == 1 ? "" : "s", dir, c.written, c.removed);
+}
+
 static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_kind kind,
                  const serve_options *o, errbuf *e)
 {
@@ -440,6 +473,10 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
         fprintf(stderr, "moetier serve: prompt cache: %.2f GB of host memory keeps earlier "
                 "conversations' KV caches (%.0f tokens in all; --prompt-cache-gb)\n", budget / 1e9,
                 budget / (double)per);
+    }
+    if (o->prompt_cache_dir && load_prompt_cache(s, e)) {
+        prompt_cache_free(&s->pc);
+        return -1;
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -515,6 +552,8 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
     if (d)
         MHD_stop_daemon(d);
     pthread_join(engine_thread, NULL);
+    if (s->o.prompt_cache_dir && s->pc.budget)
+        store_prompt_cache(s);
     stop_signal_uninstall();
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

@@ -45,6 +45,9 @@ typedef struct serve_options {
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)
      * in GB; < 0: serve_prompt_cache_default_gb() */
     double prompt_cache_gb;
+    /* NULL, or where the prompt cache is kept across restarts
+     * (core/engine/prompt_cache_disk.h): read at start, written at a clean stop */
+    const char *prompt_cache_dir;
 } serve_options;
 
 void serve_options_default(serve_options *o);

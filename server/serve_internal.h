@@ -5,7 +5,9 @@
 
 #include <pthread.h>
 
+#include "core/app/cli_prompt_file.h"
 #include "core/engine/prompt_cache.h"
+#include "core/engine/prompt_cache_disk.h"
 #include "oai_request.h"
 #include "serve.h"
 #include "serve_metrics.h"
@@ -49,6 +51,7 @@ typedef struct server {
     long long seq;
     serve_metrics metrics;
     prompt_cache pc;            /* the engine thread's alone */
+    prompt_identity pc_id;      /* what --prompt-cache-dir's files are named by */
 } server;
 
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to

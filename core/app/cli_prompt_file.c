@@ -41,13 +41,8 @@ int cli_prompt_cache_check(cli_prompt_cache *pc, errbuf *e)
     return 0;
 }
 
-/* The checkpoint (store.h's fingerprint: shard headers and sampled values)
- * with config.json, whose fields shape the math too; and the backend with its
- * kernels, whose sums round differently. */
-static int identity(cli_prompt_cache *pc, cli_model *m, errbuf *e)
+int cli_model_prompt_identity(const cli_model *m, prompt_identity *id, errbuf *e)
 {
-    if (pc->have_id)
-        return 0;
     uint64_t fp;
     if (store_fingerprint(&m->mw, &fp, e))
         return -1;
@@ -56,14 +51,13 @@ static int identity(cli_prompt_cache *pc, cli_model *m, errbuf *e)
     snprintf(path, sizeof path, "%s/config.json", m->mw.ckpt.dir);
     if (file_read_regular(path, &cfg, &len, e))
         return -1;
-    pc->id.model = XXH3_64bits_withSeed(cfg, len, fp);
+    memset(id, 0, sizeof *id);
+    id->model = XXH3_64bits_withSeed(cfg, len, fp);
     free(cfg);
     if (!strcmp(m->be.name, "cpu"))
-        snprintf(pc->id.compute, sizeof pc->id.compute, "cpu %s",
-                 kernel_path_name(cpu_backend_path(&m->be)));
+        snprintf(id->compute, sizeof id->compute, "cpu %s", kernel_path_name(cpu_backend_path(&m->be)));
     else
-        snprintf(pc->id.compute, sizeof pc->id.compute, "%s", m->be.name);
-    pc->have_id = 1;
+        snprintf(id->compute, sizeof id->compute, "%s", m->be.name);
     return 0;
 }
 
@@ -73,8 +67,9 @@ int cli_prompt_cache_restore(cli_prompt_cache *pc, cli_model *m, const int *ids,
     pc->restored = 0;
     if (!pc->path)
         return 0;
-    if (identity(pc, m, e))
+    if (!pc->have_id && cli_model_prompt_identity(m, &pc->id, e))
         return err_prefix(e, "--prompt-cache: ");
+    pc->have_id = 1;
     if (!pc->exists) {
         if (!m->quiet)
             fprintf(stderr, "prompt cache %s: nothing saved yet%s\n", pc->path,

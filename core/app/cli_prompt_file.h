@@ -25,6 +25,12 @@ typedef struct cli_prompt_cache {
     int restored;               /* positions the last restore copied in */
 } cli_prompt_cache;
 
+/* What computed m's rows: the checkpoint (store.h's fingerprint: shard
+ * headers and sampled values) with config.json, whose fields shape the math
+ * too; and the backend with its kernels, whose sums round differently (the
+ * thread count does not change them). */
+int cli_model_prompt_identity(const cli_model *m, prompt_identity *id, errbuf *e);
+
 /* If argv[*i] is one of the flags, consumes it (and its value) and returns 1;
  * -1 when its value is missing; 0 when not one of them. */
 int cli_prompt_cache_parse(cli_prompt_cache *pc, int argc, char **argv, int *i);

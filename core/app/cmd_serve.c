@@ -6,6 +6,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "core/base/fileutil.h"
 #include "core/text/chat_format.h"
 #include "sampling_flags.h"
 #include "server/serve.h"
@@ -31,6 +32,8 @@ static void usage(FILE *f)
                "                       back when their next turn comes instead of prefilled again\n"
                "                       (default: 4, or a sixteenth of the memory available if\n"
                "                       less; 0: off); an automatic DRAM tier leaves it room\n"
+               "  --prompt-cache-dir DIR  keep the prompt cache in DIR across restarts: read at\n"
+               "                       start, written at a clean stop (SIGINT, SIGTERM)\n"
                "  and the context, tier and sampling options of `moetier run` (sampling options\n"
                "  are defaults; a request's temperature, top_p and seed override them):\n");
     model_flags_usage(f);
@@ -108,6 +111,9 @@ int cmd_serve(int argc, char **argv)
                 return 2;
             }
             so.prompt_cache_gb = gb;
+        } else if (!strcmp(a, "--prompt-cache-dir")) {
+            if (!(so.prompt_cache_dir = cli_value(argc, argv, &i)))
+                return 2;
         } else if (!strcmp(a, "--no-think")) {
             so.copt.thinking = 0;
         } else {
@@ -146,6 +152,14 @@ int cmd_serve(int argc, char **argv)
      * leaves it room */
     if (so.prompt_cache_gb < 0)
         so.prompt_cache_gb = serve_prompt_cache_default_gb();
+    if (so.prompt_cache_dir && so.prompt_cache_gb <= 0) {
+        fprintf(stderr, "moetier serve: --prompt-cache-dir keeps the prompt cache, which "
+                "--prompt-cache-gb 0 turns off\n");
+        return 2;
+    }
+    /* before the model loads: a path that cannot be the directory fails at once */
+    if (so.prompt_cache_dir && dir_ensure(so.prompt_cache_dir, &e))
+        return cli_fail(&e);
     mf.tiers.reserve_bytes = (uint64_t)(so.prompt_cache_gb * 1e9);
     tokenizer tok;
     chat_template_kind kind;

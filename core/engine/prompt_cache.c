@@ -48,6 +48,20 @@ size_t prompt_cache_position_bytes(const engine *en)
     return (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof(float) + sizeof(int);
 }
 
+/* room in the array for one more entry */
+static int room_for_one(prompt_cache *pc)
+{
+    if (pc->n < pc->cap)
+        return 0;
+    int cap = pc->cap ? 2 * pc->cap : 8;
+    prompt_entry *grown = realloc(pc->entries, (size_t)cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    pc->entries = grown;
+    pc->cap = cap;
+    return 0;
+}
+
 static int common(const int *a, int na, const int *b, int nb)
 {
     int k = 0;
@@ -77,14 +91,8 @@ static void save(prompt_cache *pc, const engine *en, const int *keep)
     size_t bytes = (size_t)n * prompt_cache_position_bytes(en);
     if (bytes + kept > pc->budget)
         return;
-    if (pc->n == pc->cap) {
-        int cap = pc->cap ? 2 * pc->cap : 8;
-        prompt_entry *grown = realloc(pc->entries, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return;
-        pc->entries = grown;
-        pc->cap = cap;
-    }
+    if (room_for_one(pc))
+        return;
     prompt_entry x = {.n = n, .bytes = bytes};
     x.ids = malloc((size_t)n * sizeof *x.ids);
     x.rows_bytes = (size_t)n * (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof *x.rows;
@@ -114,6 +122,25 @@ static void save(prompt_cache *pc, const engine *en, const int *keep)
     pc->entries[pc->n++] = x;
     pc->bytes += bytes;
     pc->saved++;
+}
+
+void prompt_cache_keep(prompt_cache *pc, const engine *en)
+{
+    if (pc->budget && en->n_past >= PROMPT_CACHE_MIN_TOKENS)
+        save(pc, en, NULL);
+}
+
+int prompt_cache_adopt(prompt_cache *pc, prompt_entry x)
+{
+    x.bytes = (size_t)x.n * sizeof *x.ids + x.rows_bytes;
+    if (x.n <= 0 || pc->bytes + x.bytes > pc->budget)
+        return -1;
+    if (room_for_one(pc))
+        return -1;
+    x.last_used = ++pc->clock;
+    pc->entries[pc->n++] = x;
+    pc->bytes += x.bytes;
+    return 0;
 }
 
 int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n)

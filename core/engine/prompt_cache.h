@@ -29,6 +29,7 @@ typedef struct prompt_entry {
     size_t rows_bytes;
     size_t bytes;
     uint64_t last_used;
+    int on_disk;                /* in the --prompt-cache-dir (prompt_cache_disk.h) */
 } prompt_entry;
 
 typedef struct prompt_cache {
@@ -61,5 +62,14 @@ size_t prompt_cache_position_bytes(const engine *en);
  * engine_reusable_prefix); the caller truncates to that and runs the rest.
  * Memory that cannot be had only means nothing is saved. */
 int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n);
+
+/* Saves en's cached positions as an entry (when they are at least
+ * PROMPT_CACHE_MIN_TOKENS), as a cut would: before the server stops. */
+void prompt_cache_keep(prompt_cache *pc, const engine *en);
+
+/* Takes x (ids malloc'd, rows from prompt_cache_rows_alloc, n, rows_bytes
+ * set) as the most recently used entry when it fits beside those held,
+ * evicting nothing: 0; -1 when it does not fit (x stays the caller's). */
+int prompt_cache_adopt(prompt_cache *pc, prompt_entry x);
 
 #endif

@@ -19,6 +19,8 @@ enum {
 };
 #define FLAG_LOGITS 1u
 
+_Static_assert(sizeof(int) == 4, "token ids are kept as int32");
+
 static void put_u32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -186,17 +188,34 @@ static int emit(int fd, XXH3_state_t *st, const void *p, size_t n)
     return fd_write_all(fd, p, n);
 }
 
-int prompt_file_save(const char *path, const prompt_identity *id, const engine *en,
-                     const float *logits, errbuf *e)
+/* Where layer l's n rows come from: the engine's cache (copied into buf) or
+ * host memory laid out [n_layers][n][row]. */
+typedef struct row_source {
+    const engine *en;
+    const float *host;
+} row_source;
+
+static const float *layer_rows(const row_source *src, int l, int n, float *buf)
 {
+    size_t floats = (size_t)n * (size_t)src->en->kv.row;
+    if (src->host)
+        return src->host + (size_t)l * floats;
+    kv_cache_save_layer(&src->en->kv, l, 0, n, buf);
+    return buf;
+}
+
+static int write_file(const char *path, const prompt_identity *id, const row_source *src, int n,
+                      const int *ids, const float *logits, errbuf *e)
+{
+    const engine *en = src->en;
     struct stat sb;
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
         return err_set(e, "%s: is a %s, expected a prompt cache file", path, file_kind(sb.st_mode));
-    int n = en->n_past, V = en->cfg->vocab_size;
+    int V = en->cfg->vocab_size;
     size_t layer_floats = (size_t)n * (size_t)en->kv.row;
-    float *buf = malloc(layer_floats ? layer_floats * sizeof *buf : 1);
+    float *buf = src->host ? NULL : malloc(layer_floats ? layer_floats * sizeof *buf : 1);
     XXH3_state_t *st = XXH3_createState();
-    if (!buf || !st) {
+    if ((!buf && !src->host) || !st) {
         free(buf);
         XXH3_freeState(st);
         return err_set(e, "%s: out of memory for a layer's rows (%zu bytes)", path,
@@ -217,13 +236,10 @@ int prompt_file_save(const char *path, const prompt_identity *id, const engine *
     file_output o;
     int fd = file_output_open(&o, path, e), bad = fd < 0;
     if (!bad)
-        bad = emit(fd, st, h, sizeof h) ||
-              emit(fd, st, en->cached_ids, (size_t)n * sizeof *en->cached_ids) ||
+        bad = emit(fd, st, h, sizeof h) || emit(fd, st, ids, (size_t)n * sizeof *ids) ||
               (logits && emit(fd, st, logits, (size_t)V * sizeof *logits));
-    for (int l = 0; !bad && l < en->kv.n_layers; l++) {
-        kv_cache_save_layer(&en->kv, l, 0, n, buf);
-        bad = emit(fd, st, buf, layer_floats * sizeof *buf);
-    }
+    for (int l = 0; !bad && l < en->kv.n_layers; l++)
+        bad = emit(fd, st, layer_rows(src, l, n, buf), layer_floats * sizeof(float));
     if (!bad) {
         uint8_t sum[8];
         put_u64(sum, XXH3_64bits_digest(st));
@@ -242,4 +258,18 @@ int prompt_file_save(const char *path, const prompt_identity *id, const engine *
     int rc = file_output_commit(&o, fd, e);
     close(fd);
     return rc;
+}
+
+int prompt_file_save(const char *path, const prompt_identity *id, const engine *en,
+                     const float *logits, errbuf *e)
+{
+    row_source src = {.en = en};
+    return write_file(path, id, &src, en->n_past, en->cached_ids, logits, e);
+}
+
+int prompt_file_save_rows(const char *path, const prompt_identity *id, const engine *en,
+                          const int *ids, int n, const float *rows, errbuf *e)
+{
+    row_source src = {.en = en, .host = rows};
+    return write_file(path, id, &src, n, ids, NULL, e);
 }

@@ -6,6 +6,9 @@
 // usage: node server_test.mjs MOETIER_BIN MODEL_DIR
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI from 'openai';
 
 const [bin, modelDir] = process.argv.slice(2);
@@ -436,8 +439,59 @@ async function queueServer() {
   await stopServer(srv);
 }
 
+// --prompt-cache-dir: a conversation cut before a stop comes back from the
+// directory after a restart, answering as a server without a prompt cache
+// does; files not the cache's are left alone.
+async function restartedServer() {
+  const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'prompt-cache-dir-'));
+  writeFileSync(join(dir, 'notes.txt'), 'mine\n');
+  const story = (topic) => `Tell me everything about ${topic}, from its history to its future, ` +
+    'with examples from three continents and the numbers that matter most.';
+  const a = user(story('salt')), b = user(story('rope'));
+  const ask = (ai, messages, n) => ai.chat.completions.create({ model: MODEL, messages, max_tokens: n, temperature: 0 });
+  const args = ['--no-think', '--prompt-cache-dir', dir];
+  try {
+    await check('--prompt-cache-dir: conversations written at a stop come back after a restart', async () => {
+      let srv = await startServer(args);
+      assert.match(srv.log, /0 conversations \(0 tokens\) read from/);
+      const first = await ask(client(srv), a, 3);
+      await ask(client(srv), b, 3);                   // a is saved when b cuts it
+      await stopServer(srv);
+      assert.match(srv.log, /2 conversations in .* \(2 written, 0 removed\)/, srv.log);
+      assert.equal(readdirSync(dir).filter((f) => f.endsWith('.mtprompt')).length, 2);
+      srv = await startServer(args);
+      let next;
+      try {
+        assert.match(srv.log, /2 conversations \(\d+ tokens\) read from/, srv.log);
+        next = [...a, { role: 'assistant', content: first.choices[0].message.content }, ...user('Go on.')];
+        const r = await ask(client(srv), next, 4);
+        assert.ok(r.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1, JSON.stringify(r.usage));
+        const off = await startServer(['--no-think', '--prompt-cache-gb', '0']);
+        try {
+          const o = await ask(client(off), next, 4);
+          assert.equal(r.choices[0].message.content, o.choices[0].message.content, 'the restored conversation answers otherwise');
+        } finally {
+          await stopServer(off);
+        }
+      } finally {
+        await stopServer(srv);
+      }
+      // a's longer conversation replaced its file
+      assert.match(srv.log, /2 conversations in .* \(1 written, 1 removed\)/, srv.log);
+      assert.ok(existsSync(join(dir, 'notes.txt')), 'a file not the cache\'s was removed');
+    });
+    await check('--prompt-cache-dir with --prompt-cache-gb 0 is refused', async () => {
+      const e = await startServer([...args, '--prompt-cache-gb', '0']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+      assert.ok(e && /--prompt-cache-gb 0 turns off/.test(String(e)), String(e));
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 try {
   await plainServer();
+  await restartedServer();
   await queueServer();
   await forcedServer();
   await guardedServer();

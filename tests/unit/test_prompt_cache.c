@@ -3,11 +3,15 @@
  * least-recently-used eviction and the replacement of a prefix by one that
  * extends it. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "core/app/cli_common.h"
 #include "core/engine/prompt_cache.h"
+#include "core/engine/prompt_cache_disk.h"
 #include "testutil.h"
 
 typedef struct fixture {
@@ -208,5 +212,137 @@ Test(prompt_cache, a_cut_in_the_reply_only_is_not_saved, .timeout = 120)
     prompt_cache_free(&pc);
     free(p);
     free(other);
+    close_fixture(&f);
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+    char *out, *err;
+    cr_assert_eq(test_run_fmt(&out, &err, "ls -A '%s' | grep -c -- '%s$' || true", dir, suffix), 0);
+    int n = atoi(out);
+    free(out);
+    free(err);
+    return n;
+}
+
+/* `serve --prompt-cache-dir`: the entries written at a stop come back at the
+ * next start, the most recently used first, and compute as before; a file
+ * that cannot be used is skipped, then removed with those of entries gone;
+ * other files are left alone, and a write that fails removes nothing. */
+Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    size_t per = prompt_cache_position_bytes(en);
+    int *a = conversation(70, 1, 0, f.V), *b = conversation(50, 2, 0, f.V);
+    float *want = malloc((size_t)f.V * sizeof *want);
+    errbuf e;
+    cr_assert_eq(engine_forward(en, a, 60, want, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, a + 60, 10, want, 0, &e), 0, "%s", e.msg);
+    engine_reset(en);
+
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof dir, "%s/kept", f.dir);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/notes.txt", dir);
+    test_write_file(path, "mine\n", 5);
+    prompt_identity id = {.model = 7, .compute = "test"}, other = {.model = 8, .compute = "test"};
+    prompt_cache pc;
+    prompt_cache_init(&pc, 1u << 30);
+    request(&f, &pc, a, 60);
+    request(&f, &pc, b, 50);                /* saves a */
+    prompt_cache_keep(&pc, en);             /* b, as at a stop */
+    cr_assert_eq(pc.n, 2);
+    prompt_disk_counts c;
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &other, en, &c, &e), 0, "%s", e.msg);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.written, 2, "another identity's files stood for this one's");
+    cr_expect_eq(c.removed, 0, "another identity's files were removed");
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.written, 0, "written again though on disk");
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 4, "two per identity");
+    prompt_cache_free(&pc);
+
+    /* the next start: both back; a's next turn continues from its rows */
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.files, 2);
+    cr_expect_eq(c.loaded, 2);
+    cr_expect_eq(c.loaded_tokens, 110);
+    cr_assert_eq(pc.n, 2);
+    const prompt_entry *ea = pc.entries[0].n == 60 ? &pc.entries[0] : &pc.entries[1];
+    const prompt_entry *eb = pc.entries[0].n == 50 ? &pc.entries[0] : &pc.entries[1];
+    cr_expect_gt(eb->last_used, ea->last_used, "b, used last before the stop, would go first");
+    cr_expect_eq(request(&f, &pc, a, 70), 60);
+    cr_expect_eq(memcmp(f.logits, want, (size_t)f.V * sizeof *want), 0,
+                 "logits after rows read back differ from those of the prefix run again");
+    prompt_cache_free(&pc);
+
+    /* room for one: b, the one used last before the stop */
+    engine_reset(en);
+    prompt_cache_init(&pc, 55 * per);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.loaded, 1);
+    cr_expect_eq(c.left_out, 1);
+    cr_expect_eq(pc.n == 1 ? pc.entries[0].n : -1, 50);
+    prompt_cache_free(&pc);
+
+    /* a damaged file is skipped and said; at the next stop b, computed
+     * again, is written over it, the file of a's 60 (replaced by its 70)
+     * goes, and nothing else */
+    char name[64], bfile[4300];
+    prompt_cache_file_name(&id, b, 50, name, sizeof name);
+    snprintf(bfile, sizeof bfile, "%s/%s", dir, name);
+    size_t n;
+    unsigned char *bytes = test_read_file(bfile, &n);
+    cr_assert(bytes, "no file %s for b", bfile);
+    bytes[n / 2] ^= 1;
+    test_write_file(bfile, bytes, n);
+    free(bytes);
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.loaded, 1);
+    cr_expect_eq(c.unusable, 1, "a changed byte went unnoticed");
+    cr_expect(strstr(c.first_problem, "checksum"), "%s", c.first_problem);
+    request(&f, &pc, b, 50);
+    request(&f, &pc, a, 70);
+    prompt_cache_keep(&pc, en);             /* a's 70 replace its 60 */
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(pc.n, 2);
+    cr_expect_eq(c.written, 2);
+    cr_expect_eq(c.removed, 1, "the file of a's 60 was not removed");
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 4);
+    cr_expect(test_path_exists(path), "a file not the cache's was removed");
+    prompt_cache_free(&pc);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.loaded, 2, "%d loaded, %d not used: %s", c.loaded, c.unusable, c.first_problem);
+
+    /* a write that fails removes nothing */
+    int *d = conversation(40, 3, 0, f.V);
+    request(&f, &pc, d, 40);
+    prompt_cache_keep(&pc, en);             /* d, not on disk yet */
+    for (int i = 0; i < pc.n; i++)
+        if (pc.entries[i].n == 70)
+            pc.entries[i].on_disk = 0;      /* and a, to be written again */
+    struct rlimit old, small = {.rlim_cur = 4096};
+    getrlimit(RLIMIT_FSIZE, &old);
+    small.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int rc = prompt_cache_store_dir(&pc, dir, &id, en, &c, &e);
+    setrlimit(RLIMIT_FSIZE, &old);
+    cr_expect_eq(rc, -1);
+    cr_expect(strstr(e.msg, "write failed"), "%s", e.msg);
+    cr_expect_eq(c.removed, 0);
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 4);
+    prompt_cache_free(&pc);
+    free(a);
+    free(b);
+    free(d);
+    free(want);
     close_fixture(&f);
 }

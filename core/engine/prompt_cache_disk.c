@@ -1,0 +1,210 @@
+/* prompt_cache_disk: see prompt_cache_disk.h. */
+#include "prompt_cache_disk.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static uint64_t identity_hash(const prompt_identity *id)
+{
+    return XXH3_64bits_withSeed(id->compute, strnlen(id->compute, sizeof id->compute), id->model);
+}
+
+void prompt_cache_file_name(const prompt_identity *id, const int *ids, int n, char *out, size_t size)
+{
+    snprintf(out, size, "%016llx-%016llx" PROMPT_CACHE_FILE_SUFFIX,
+             (unsigned long long)identity_hash(id),
+             (unsigned long long)XXH3_64bits(ids, (size_t)n * sizeof *ids));
+}
+
+/* Whether name is one of this identity's files. */
+static int ours(const char *name, const prompt_identity *id)
+{
+    char prefix[20];
+    snprintf(prefix, sizeof prefix, "%016llx-", (unsigned long long)identity_hash(id));
+    size_t len = strlen(name), sl = strlen(PROMPT_CACHE_FILE_SUFFIX);
+    return len == 16 + 1 + 16 + sl && !strncmp(name, prefix, 17) &&
+           !strcmp(name + len - sl, PROMPT_CACHE_FILE_SUFFIX);
+}
+
+typedef struct found {
+    char name[64];
+    struct timespec mtime;
+} found;
+
+static int newest_first(const void *a, const void *b)
+{
+    const struct timespec *x = &((const found *)a)->mtime, *y = &((const found *)b)->mtime;
+    if (x->tv_sec != y->tv_sec)
+        return x->tv_sec > y->tv_sec ? -1 : 1;
+    return x->tv_nsec > y->tv_nsec ? -1 : x->tv_nsec < y->tv_nsec;
+}
+
+/* This identity's regular files in dir (malloc'd), newest first. */
+static int list_ours(const char *dir, const prompt_identity *id, found **out, int *n, errbuf *e)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return err_set(e, "%s: cannot read the directory: %s", dir, strerror(errno));
+    int cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        struct stat sb;
+        if (!ours(de->d_name, id) || fstatat(dirfd(d), de->d_name, &sb, 0) != 0 ||
+            !S_ISREG(sb.st_mode))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            found *grown = realloc(*out, (size_t)cap * sizeof *grown);
+            if (!grown) {
+                closedir(d);
+                free(*out);
+                *out = NULL;
+                return err_set(e, "out of memory listing %s", dir);
+            }
+            *out = grown;
+        }
+        snprintf((*out)[*n].name, sizeof (*out)[*n].name, "%s", de->d_name);
+        (*out)[(*n)++].mtime = sb.st_mtim;
+    }
+    closedir(d);
+    qsort(*out, (size_t)*n, sizeof **out, newest_first);
+    return 0;
+}
+
+/* One file into pc as an entry: 1 when it does not fit, -1 when it cannot be used. */
+static int load_one(prompt_cache *pc, const char *path, const char *name, const prompt_identity *id,
+                    const engine *en, errbuf *e)
+{
+    prompt_file pf;
+    if (prompt_file_open(&pf, path, id, en, e))
+        return -1;
+    prompt_entry x = {.n = pf.n};
+    x.rows_bytes = (size_t)pf.n * (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof(float);
+    if (pc->bytes + (size_t)pf.n * sizeof *x.ids + x.rows_bytes > pc->budget) {
+        prompt_file_close(&pf);
+        return 1;
+    }
+    x.ids = malloc((size_t)pf.n * sizeof *x.ids);
+    x.rows = prompt_cache_rows_alloc(x.rows_bytes);
+    int rc = 1;
+    if (x.ids && x.rows) {
+        memcpy(x.ids, pf.ids, (size_t)pf.n * sizeof *x.ids);
+        memcpy(x.rows, pf.rows, x.rows_bytes);
+        /* a file whose name is not its ids' is written again under theirs */
+        char want[64];
+        prompt_cache_file_name(id, x.ids, x.n, want, sizeof want);
+        x.on_disk = !strcmp(want, name);
+        rc = prompt_cache_adopt(pc, x) ? 1 : 0;
+    }
+    if (rc) {
+        free(x.ids);
+        prompt_cache_rows_free(x.rows, x.rows_bytes);
+    }
+    prompt_file_close(&pf);
+    return rc;
+}
+
+int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                          const engine *en, prompt_disk_counts *c, errbuf *e)
+{
+    memset(c, 0, sizeof *c);
+    found *files;
+    if (list_ours(dir, id, &files, &c->files, e))
+        return -1;
+    int first = pc->n;
+    for (int i = 0; i < c->files; i++) {
+        char path[4200];
+        errbuf why;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+        int r = load_one(pc, path, files[i].name, id, en, &why);
+        if (r < 0 && !c->unusable++)
+            snprintf(c->first_problem, sizeof c->first_problem, "%s", why.msg);
+        if (r > 0)
+            c->left_out++;
+        if (r == 0) {
+            c->loaded++;
+            c->loaded_tokens += pc->entries[pc->n - 1].n;
+        }
+    }
+    free(files);
+    /* read newest first, so the newest got the lowest use count: reversed,
+     * the oldest is the first evicted */
+    for (int i = first; i < pc->n; i++)
+        pc->entries[i].last_used = pc->clock - (uint64_t)(i - first);
+    return 0;
+}
+
+static int by_last_use(const void *a, const void *b)
+{
+    uint64_t x = (*(prompt_entry *const *)a)->last_used, y = (*(prompt_entry *const *)b)->last_used;
+    return x < y ? -1 : x > y;
+}
+
+int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                           const engine *en, prompt_disk_counts *c, errbuf *e)
+{
+    c->written = c->removed = 0;
+    prompt_entry **order = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *order);
+    char (*names)[64] = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *names);
+    if (!order || !names) {
+        free(order);
+        free(names);
+        return err_set(e, "out of memory writing the prompt cache to %s", dir);
+    }
+    for (int i = 0; i < pc->n; i++)
+        order[i] = &pc->entries[i];
+    qsort(order, (size_t)pc->n, sizeof *order, by_last_use);
+    int failed = 0;
+    time_t now = time(NULL);
+    for (int i = 0; i < pc->n; i++) {
+        prompt_entry *x = order[i];
+        char path[4200];
+        prompt_cache_file_name(id, x->ids, x->n, names[i], sizeof names[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        struct stat sb;
+        if (!x->on_disk || stat(path, &sb) != 0) {
+            errbuf why;
+            if (prompt_file_save_rows(path, id, en, x->ids, x->n, x->rows, &why)) {
+                if (!failed++)
+                    err_set(e, "%s", why.msg);
+                continue;
+            }
+            x->on_disk = 1;
+            c->written++;
+        }
+        /* a second apart, in the order of use: the next start reads the most
+         * recent first */
+        struct timespec t[2] = {{.tv_sec = now - (pc->n - i), .tv_nsec = 0},
+                                {.tv_sec = now - (pc->n - i), .tv_nsec = 0}};
+        utimensat(AT_FDCWD, path, t, 0);
+    }
+    found *files = NULL;
+    int n_files = 0;
+    if (!failed && list_ours(dir, id, &files, &n_files, e) == 0) {
+        for (int f = 0; f < n_files; f++) {
+            int kept = 0;
+            for (int i = 0; i < pc->n && !kept; i++)
+                kept = !strcmp(files[f].name, names[i]);
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
+            if (!kept && unlink(path) == 0)
+                c->removed++;
+        }
+    } else if (!failed) {
+        failed = 1;
+    }
+    free(files);
+    free(order);
+    free(names);
+    return failed ? -1 : 0;
+}

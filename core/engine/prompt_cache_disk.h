@@ -1,0 +1,44 @@
+/* prompt_cache_disk: the server's prompt cache kept in a directory across
+ * restarts (`serve --prompt-cache-dir DIR`).
+ *
+ * Each entry is a prompt file (prompt_file.h, without logits) named
+ * <identity hash>-<ids hash>.mtprompt, the identity hash that of the
+ * checkpoint, backend and kernels: files another model, backend or kernels
+ * made have another prefix and are left alone, so servers of different models
+ * may share a directory (two of the same one may not: each would delete what
+ * the other wrote). At start this identity's files are read into the cache,
+ * the most recently used first, while they fit in its budget. At a clean stop
+ * the engine's own conversation is kept as an entry, the entries not yet in
+ * the directory are written, the files of entries gone (evicted, or replaced
+ * by a longer conversation) are deleted, and the files' times are set in the
+ * order the entries were last used. */
+#ifndef MOETIER_PROMPT_CACHE_DISK_H
+#define MOETIER_PROMPT_CACHE_DISK_H
+
+#include "prompt_cache.h"
+#include "prompt_file.h"
+
+#define PROMPT_CACHE_FILE_SUFFIX ".mtprompt"
+
+typedef struct prompt_disk_counts {
+    int files;                  /* this identity's files found */
+    int loaded;                 /* read into the cache */
+    long long loaded_tokens;
+    int unusable;               /* damaged, or another shape: deleted at the next stop */
+    int left_out;               /* did not fit in the budget */
+    int written, removed;       /* at the stop */
+    char first_problem[256];    /* why the first unusable file was not used */
+} prompt_disk_counts;
+
+/* The name of the file of an entry with ids[0..n), for id. */
+void prompt_cache_file_name(const prompt_identity *id, const int *ids, int n, char *out, size_t size);
+
+/* Reads dir's files of identity id into pc (which must hold no entry yet). */
+int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                          const engine *en, prompt_disk_counts *c, errbuf *e);
+/* Writes pc's entries to dir as above; -1 with e set when one could not be
+ * written (the others are, and no file is deleted then). */
+int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                           const engine *en, prompt_disk_counts *c, errbuf *e);
+
+#endif
