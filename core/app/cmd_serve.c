@@ -1,8 +1,10 @@
 /* cmd_serve: `moetier serve -m DIR [--host H] [--port P] [limits] [tier and
  * sampling flags]`: the OpenAI-compatible server (server/serve.h). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli_common.h"
 #include "commands.h"
@@ -160,6 +162,11 @@ int cmd_serve(int argc, char **argv)
     /* before the model loads: a path that cannot be the directory fails at once */
     if (so.prompt_cache_dir && dir_ensure(so.prompt_cache_dir, &e))
         return cli_fail(&e);
+    if (so.prompt_cache_dir && access(so.prompt_cache_dir, W_OK | X_OK) != 0) {
+        err_set(&e, "--prompt-cache-dir %s: cannot write there: %s", so.prompt_cache_dir,
+                strerror(errno));
+        return cli_fail(&e);
+    }
     mf.tiers.reserve_bytes = (uint64_t)(so.prompt_cache_gb * 1e9);
     tokenizer tok;
     chat_template_kind kind;

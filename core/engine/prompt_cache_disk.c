@@ -24,18 +24,23 @@ void prompt_cache_file_name(const prompt_identity *id, const int *ids, int n, ch
              (unsigned long long)XXH3_64bits(ids, (size_t)n * sizeof *ids));
 }
 
-/* Whether name is one of this identity's files. */
+/* Whether name is one of this identity's files (1), or what a write of one
+ * that did not finish left (2: the temporary name file_output gives it, when
+ * a second Ctrl+C ended the process during a stop); else 0. */
 static int ours(const char *name, const prompt_identity *id)
 {
     char prefix[20];
     snprintf(prefix, sizeof prefix, "%016llx-", (unsigned long long)identity_hash(id));
-    size_t len = strlen(name), sl = strlen(PROMPT_CACHE_FILE_SUFFIX);
-    return len == 16 + 1 + 16 + sl && !strncmp(name, prefix, 17) &&
-           !strcmp(name + len - sl, PROMPT_CACHE_FILE_SUFFIX);
+    size_t len = strlen(name), sl = strlen(PROMPT_CACHE_FILE_SUFFIX), whole = 16 + 1 + 16 + sl;
+    if (len < whole || strncmp(name, prefix, 17) || strncmp(name + whole - sl, PROMPT_CACHE_FILE_SUFFIX, sl))
+        return 0;
+    if (len == whole)
+        return 1;
+    return !strncmp(name + whole, ".tmp.", 5) ? 2 : 0;
 }
 
 typedef struct found {
-    char name[64];
+    char name[256];
     struct timespec mtime;
 } found;
 
@@ -47,8 +52,10 @@ static int newest_first(const void *a, const void *b)
     return x->tv_nsec > y->tv_nsec ? -1 : x->tv_nsec < y->tv_nsec;
 }
 
-/* This identity's regular files in dir (malloc'd), newest first. */
-static int list_ours(const char *dir, const prompt_identity *id, found **out, int *n, errbuf *e)
+/* This identity's regular files in dir (malloc'd), newest first; with
+ * leftovers, also what unfinished writes left. */
+static int list_ours(const char *dir, const prompt_identity *id, int leftovers, found **out, int *n,
+                     errbuf *e)
 {
     *out = NULL;
     *n = 0;
@@ -59,7 +66,8 @@ static int list_ours(const char *dir, const prompt_identity *id, found **out, in
     struct dirent *de;
     while ((de = readdir(d))) {
         struct stat sb;
-        if (!ours(de->d_name, id) || fstatat(dirfd(d), de->d_name, &sb, 0) != 0 ||
+        int kind = ours(de->d_name, id);
+        if (!kind || (kind == 2 && !leftovers) || fstatat(dirfd(d), de->d_name, &sb, 0) != 0 ||
             !S_ISREG(sb.st_mode))
             continue;
         if (*n == cap) {
@@ -119,7 +127,7 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
 {
     memset(c, 0, sizeof *c);
     found *files;
-    if (list_ours(dir, id, &files, &c->files, e))
+    if (list_ours(dir, id, 0, &files, &c->files, e))
         return -1;
     int first = pc->n;
     for (int i = 0; i < c->files; i++) {
@@ -190,7 +198,7 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
     }
     found *files = NULL;
     int n_files = 0;
-    if (!failed && list_ours(dir, id, &files, &n_files, e) == 0) {
+    if (!failed && list_ours(dir, id, 1, &files, &n_files, e) == 0) {
         for (int f = 0; f < n_files; f++) {
             int kept = 0;
             for (int i = 0; i < pc->n && !kept; i++)

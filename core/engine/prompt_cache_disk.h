@@ -10,8 +10,8 @@
  * the most recently used first, while they fit in its budget. At a clean stop
  * the engine's own conversation is kept as an entry, the entries not yet in
  * the directory are written, the files of entries gone (evicted, or replaced
- * by a longer conversation) are deleted, and the files' times are set in the
- * order the entries were last used. */
+ * by a longer conversation) are deleted with what unfinished writes left, and
+ * the files' times are set in the order the entries were last used. */
 #ifndef MOETIER_PROMPT_CACHE_DISK_H
 #define MOETIER_PROMPT_CACHE_DISK_H
 

@@ -291,7 +291,7 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
 
     /* a damaged file is skipped and said; at the next stop b, computed
      * again, is written over it, the file of a's 60 (replaced by its 70)
-     * goes, and nothing else */
+     * and what a write cut short left go, and nothing else */
     char name[64], bfile[4300];
     prompt_cache_file_name(&id, b, 50, name, sizeof name);
     snprintf(bfile, sizeof bfile, "%s/%s", dir, name);
@@ -307,13 +307,17 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     cr_expect_eq(c.loaded, 1);
     cr_expect_eq(c.unusable, 1, "a changed byte went unnoticed");
     cr_expect(strstr(c.first_problem, "checksum"), "%s", c.first_problem);
+    char leftover[4400];                    /* what a write cut short left */
+    snprintf(leftover, sizeof leftover, "%s.tmp.99999", bfile);
+    test_write_file(leftover, "MTPROMPT", 8);
     request(&f, &pc, b, 50);
     request(&f, &pc, a, 70);
     prompt_cache_keep(&pc, en);             /* a's 70 replace its 60 */
     cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
     cr_expect_eq(pc.n, 2);
     cr_expect_eq(c.written, 2);
-    cr_expect_eq(c.removed, 1, "the file of a's 60 was not removed");
+    cr_expect_eq(c.removed, 2, "the file of a's 60, or the leftover, was not removed");
+    cr_expect(!test_path_exists(leftover));
     cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 4);
     cr_expect(test_path_exists(path), "a file not the cache's was removed");
     prompt_cache_free(&pc);
