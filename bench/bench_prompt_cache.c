@@ -53,12 +53,13 @@ int main(void)
             touch(kv.layer[l], (size_t)n * ROW);
         touch(saved, floats);
         touch(copy, floats);
+        kv_span span = {.rows = saved, .first = 0, .end = n, .stride = n};
         double save = 1e30, warm = 1e30, restore = 1e30, yard = 1e30;
         for (int r = 0; r < REPEAT; r++) {
             double t0 = now_seconds();
-            kv_cache_save(&kv, 0, n, saved, n);
+            kv_cache_save(&kv, 0, n, saved);
             double t1 = now_seconds();
-            kv_cache_load(&kv, 0, n, saved, n);
+            kv_cache_load(&kv, 0, n, &span);
             double t2 = now_seconds();
             memcpy(copy, saved, floats * sizeof *copy);
             double t3 = now_seconds();
@@ -74,7 +75,7 @@ int main(void)
                 return 1;
             }
             double f0 = now_seconds();
-            kv_cache_save(&kv, 0, n, fresh, n);
+            kv_cache_save(&kv, 0, n, fresh);
             double f1 = now_seconds();
             save = f1 - f0 < save ? f1 - f0 : save;
             prompt_cache_rows_free(fresh, floats * sizeof *fresh);

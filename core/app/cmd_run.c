@@ -250,11 +250,10 @@ int cmd_run(int argc, char **argv)
             stop[n_stop++] = c->eos_token_ids[i];
     gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout};
-    int restored = cli_prompt_cache_restore(&pcache, &m, prompt, T, logits, &e), frc = 0;
-    if (restored < 0)
-        goto done;
+    int restored = cli_prompt_cache_restore(&pcache, &m, prompt, T, logits, &e);
+    int frc = restored < 0 ? -1 : 0;
     /* -n 0 still runs the prompt (its routing for --trace, its speed) */
-    if (restored < T)
+    if (frc == 0 && restored < T)
         frc = engine_forward(&m.en, prompt + restored, T - restored, logits, 0, &e);
     /* a prompt stopped part way keeps what it reached */
     if (frc >= 0 && !pcache.all)

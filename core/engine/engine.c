@@ -152,14 +152,30 @@ int engine_reusable_prefix(const engine *en, const int *ids, int n)
     return k;
 }
 
-int engine_load_prefix(engine *en, const int *ids, int n, const float *rows, int stride, errbuf *e)
+int engine_load_prefix(engine *en, const int *ids, int n, const kv_span *spans, int n_spans,
+                       errbuf *e)
 {
-    if (n < 0 || n > en->kv.max_ctx || n > stride)
+    if (n < 0 || n > en->kv.max_ctx)
         return err_set(e, "cannot load %d positions into a cache of %d", n, en->kv.max_ctx);
     int keep = 0;
     while (keep < en->n_past && keep < n && en->cached_ids[keep] == ids[keep])
         keep++;
-    kv_cache_load(&en->kv, keep, n, rows, stride);
+    int covered = keep;
+    for (int i = 0; i < n_spans; i++) {
+        const kv_span *s = &spans[i];
+        if (s->first > covered || s->end - s->first > s->stride)
+            return err_set(e, "saved rows for positions %d..%d, where %d was wanted next",
+                           s->first, s->end, covered);
+        covered = s->end > covered ? s->end : covered;
+    }
+    if (covered < n)
+        return err_set(e, "saved rows end at position %d, before %d", covered, n);
+    for (int i = 0; i < n_spans; i++) {
+        int lo = spans[i].first > keep ? spans[i].first : keep;
+        int hi = spans[i].end < n ? spans[i].end : n;
+        if (lo < hi)
+            kv_cache_load(&en->kv, lo, hi, &spans[i]);
+    }
     memcpy(en->cached_ids + keep, ids + keep, (size_t)(n - keep) * sizeof *ids);
     en->n_past = n;
     return 0;

@@ -116,12 +116,13 @@ int engine_truncate(engine *en, int n, errbuf *e);
 /* How many leading ids[] the cache already holds, at most n - 1 so that a
  * forward over the rest always yields logits. */
 int engine_reusable_prefix(const engine *en, const int *ids, int n);
-/* Makes the cache hold ids[0..n) with the rows saved by kv_cache_save
- * (positions 0..n of rows, laid out with stride): those of the positions it
- * already holds for the same ids stay, the rest are copied in. The rows must
- * be this model's for exactly these ids (a prompt cache's), so what follows
- * computes as if ids had been run here. */
-int engine_load_prefix(engine *en, const int *ids, int n, const float *rows, int stride, errbuf *e);
+/* Makes the cache hold ids[0..n) with rows saved earlier (a prompt cache's),
+ * held by spans in order of position: those of the positions it already
+ * holds for the same ids stay, the rest are copied in from the spans, which
+ * must cover them. The rows must be this model's for exactly these ids, so
+ * what follows computes as if ids had been run here. */
+int engine_load_prefix(engine *en, const int *ids, int n, const kv_span *spans, int n_spans,
+                       errbuf *e);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
  * all_logits, else [vocab] for the last token. Returns 0; -1 with e set; or 1
  * with e set when stop_requested stopped it before a chunk: the chunks before

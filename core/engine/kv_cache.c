@@ -48,17 +48,16 @@ void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float 
                              (size_t)(to - from) * (size_t)kv->row);
 }
 
-void kv_cache_save(const kv_cache *kv, int from, int to, float *host, int stride)
+void kv_cache_save(const kv_cache *kv, int from, int to, float *host)
 {
     for (int l = 0; l < kv->n_layers; l++)
-        kv_cache_save_layer(kv, l, from, to,
-                            host + ((size_t)l * (size_t)stride + (size_t)from) * (size_t)kv->row);
+        kv_cache_save_layer(kv, l, from, to, host + (size_t)l * (size_t)(to - from) * (size_t)kv->row);
 }
 
-void kv_cache_load(kv_cache *kv, int from, int to, const float *host, int stride)
+void kv_cache_load(kv_cache *kv, int from, int to, const kv_span *s)
 {
     size_t row = (size_t)kv->row, n = (size_t)(to - from) * row;
     for (int l = 0; l < kv->n_layers && to > from; l++)
         kv->be->ops->from_host(kv->be, kv_cache_row(kv, l, from),
-                               host + ((size_t)l * (size_t)stride + (size_t)from) * row, n);
+                               s->rows + ((size_t)l * (size_t)s->stride + (size_t)(from - s->first)) * row, n);
 }

@@ -20,11 +20,18 @@ typedef struct kv_cache {
 int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int row, errbuf *e);
 void kv_cache_destroy(kv_cache *kv);
 float *kv_cache_row(const kv_cache *kv, int layer, int pos);
-/* Positions [from, to) of every layer to or from host memory laid out
- * [n_layers][stride][row], each row at its position (stride >= to). */
-void kv_cache_save(const kv_cache *kv, int from, int to, float *host, int stride);
-void kv_cache_load(kv_cache *kv, int from, int to, const float *host, int stride);
+/* Host rows of positions [first, end): layer l's row for position p at
+ * rows + (l * stride + p - first) * row (stride >= end - first). */
+typedef struct kv_span {
+    const float *rows;
+    int first, end, stride;
+} kv_span;
+
+/* Positions [from, to) of every layer to host, laid out [n_layers][to - from][row]. */
+void kv_cache_save(const kv_cache *kv, int from, int to, float *host);
 /* Positions [from, to) of one layer to host, rows one after another. */
 void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float *host);
+/* Positions [from, to) of every layer from s, which holds them. */
+void kv_cache_load(kv_cache *kv, int from, int to, const kv_span *s);
 
 #endif

@@ -8,9 +8,14 @@
  * the engine's own for the same token ids, so what follows computes exactly
  * as if the prefix had been run again (tested against that).
  *
- * Entries are whole prefixes (token ids and every layer's rows), evicted least
- * recently used first to stay within a byte budget. A saved prefix that
- * another one extends is dropped for it. */
+ * Entries are conversations: all their token ids, and the rows of the
+ * positions no other entry holds for them. An entry saved while another one
+ * shares at least PROMPT_CACHE_MIN_TOKENS leading positions with it keeps only
+ * the rows after those and names that one as its parent (the system prompt
+ * and tools that an agent's conversations share are held once); one that
+ * extends a saved conversation with no such dependants replaces it. Entries
+ * are evicted least recently used first to stay within a byte budget, an
+ * entry only once no other depends on it. */
 #ifndef MOETIER_PROMPT_CACHE_H
 #define MOETIER_PROMPT_CACHE_H
 
@@ -23,13 +28,17 @@
 #define PROMPT_CACHE_MIN_TOKENS 32
 
 typedef struct prompt_entry {
-    int *ids;
-    int n;
-    float *rows;                /* [n_layers][n][row] */
+    uint64_t id;                /* unique, never 0 */
+    uint64_t parent;            /* the entry holding positions [0, base); 0: none */
+    int *ids;                   /* [n] all of the conversation's ids */
+    int n, base;
+    float *rows;                /* [n_layers][n - base][row]: positions [base, n) */
     size_t rows_bytes;
-    size_t bytes;
+    size_t bytes;               /* ids and rows */
+    int children;               /* entries whose parent this one is */
     uint64_t last_used;
     int on_disk;                /* in the --prompt-cache-dir (prompt_cache_disk.h) */
+    int held;                   /* scratch: not to be evicted by the save under way */
 } prompt_entry;
 
 typedef struct prompt_cache {
@@ -37,7 +46,7 @@ typedef struct prompt_cache {
     size_t bytes;               /* held now */
     int n, cap;
     prompt_entry *entries;
-    uint64_t clock;
+    uint64_t clock, next_id;
     int prompt_end;             /* the last prompt's length (what followed was generated) */
     uint64_t saved, evicted, restored_tokens;   /* for metrics */
 } prompt_cache;
@@ -67,9 +76,16 @@ int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n);
  * PROMPT_CACHE_MIN_TOKENS), as a cut would: before the server stops. */
 void prompt_cache_keep(prompt_cache *pc, const engine *en);
 
-/* Takes x (ids malloc'd, rows from prompt_cache_rows_alloc, n, rows_bytes
- * set) as the most recently used entry when it fits beside those held,
- * evicting nothing: 0; -1 when it does not fit (x stays the caller's). */
-int prompt_cache_adopt(prompt_cache *pc, prompt_entry x);
+/* Adds a conversation of n ids whose rows are [n_layers][n][row] in host
+ * memory (read from a file), sharing with the entries held as a save does,
+ * evicting nothing: 0 with *added the entry; 1 when an entry holds all its
+ * positions already; -1 when it does not fit (or no memory). */
+int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, const float *rows,
+                     prompt_entry **added);
+
+/* The spans holding x's rows for positions [0, n) (n <= x->n), in order of
+ * position, into out (room for pc->n): x's and its parents'. Returns their
+ * count. */
+int prompt_cache_spans(const prompt_cache *pc, const prompt_entry *x, int n, kv_span *out);
 
 #endif

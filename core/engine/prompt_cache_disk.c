@@ -85,41 +85,29 @@ static int list_ours(const char *dir, const prompt_identity *id, int leftovers, 
         (*out)[(*n)++].mtime = sb.st_mtim;
     }
     closedir(d);
-    qsort(*out, (size_t)*n, sizeof **out, newest_first);
+    if (*n > 1)
+        qsort(*out, (size_t)*n, sizeof **out, newest_first);
     return 0;
 }
 
-/* One file into pc as an entry: 1 when it does not fit, -1 when it cannot be used. */
+/* One file into pc as an entry: 0; 1 when an entry holds its positions
+ * already; 2 when it does not fit; -1 when it cannot be used. */
 static int load_one(prompt_cache *pc, const char *path, const char *name, const prompt_identity *id,
                     const engine *en, errbuf *e)
 {
     prompt_file pf;
     if (prompt_file_open(&pf, path, id, en, e))
         return -1;
-    prompt_entry x = {.n = pf.n};
-    x.rows_bytes = (size_t)pf.n * (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof(float);
-    if (pc->bytes + (size_t)pf.n * sizeof *x.ids + x.rows_bytes > pc->budget) {
-        prompt_file_close(&pf);
-        return 1;
-    }
-    x.ids = malloc((size_t)pf.n * sizeof *x.ids);
-    x.rows = prompt_cache_rows_alloc(x.rows_bytes);
-    int rc = 1;
-    if (x.ids && x.rows) {
-        memcpy(x.ids, pf.ids, (size_t)pf.n * sizeof *x.ids);
-        memcpy(x.rows, pf.rows, x.rows_bytes);
-        /* a file whose name is not its ids' is written again under theirs */
-        char want[64];
-        prompt_cache_file_name(id, x.ids, x.n, want, sizeof want);
-        x.on_disk = !strcmp(want, name);
-        rc = prompt_cache_adopt(pc, x) ? 1 : 0;
-    }
-    if (rc) {
-        free(x.ids);
-        prompt_cache_rows_free(x.rows, x.rows_bytes);
-    }
+    prompt_entry *x;
+    int rc = prompt_cache_add(pc, en, pf.ids, pf.n, pf.rows, &x);
     prompt_file_close(&pf);
-    return rc;
+    if (rc)
+        return rc < 0 ? 2 : 1;
+    /* a file whose name is not its ids' is written again under theirs */
+    char want[64];
+    prompt_cache_file_name(id, x->ids, x->n, want, sizeof want);
+    x->on_disk = !strcmp(want, name);
+    return 0;
 }
 
 int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
@@ -137,8 +125,7 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
         int r = load_one(pc, path, files[i].name, id, en, &why);
         if (r < 0 && !c->unusable++)
             snprintf(c->first_problem, sizeof c->first_problem, "%s", why.msg);
-        if (r > 0)
-            c->left_out++;
+        c->left_out += r == 2;
         if (r == 0) {
             c->loaded++;
             c->loaded_tokens += pc->entries[pc->n - 1].n;
@@ -152,10 +139,15 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
     return 0;
 }
 
+/* Least recently used first; an entry others continue (used with them, so
+ * as recently) after them, so that the next start reads it first and they
+ * share its rows again. */
 static int by_last_use(const void *a, const void *b)
 {
-    uint64_t x = (*(prompt_entry *const *)a)->last_used, y = (*(prompt_entry *const *)b)->last_used;
-    return x < y ? -1 : x > y;
+    const prompt_entry *x = *(prompt_entry *const *)a, *y = *(prompt_entry *const *)b;
+    if (x->last_used != y->last_used)
+        return x->last_used < y->last_used ? -1 : 1;
+    return (x->children > y->children) - (x->children < y->children);
 }
 
 int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
@@ -164,9 +156,11 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
     c->written = c->removed = 0;
     prompt_entry **order = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *order);
     char (*names)[64] = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *names);
-    if (!order || !names) {
+    kv_span *spans = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *spans);
+    if (!order || !names || !spans) {
         free(order);
         free(names);
+        free(spans);
         return err_set(e, "out of memory writing the prompt cache to %s", dir);
     }
     for (int i = 0; i < pc->n; i++)
@@ -182,7 +176,8 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
         struct stat sb;
         if (!x->on_disk || stat(path, &sb) != 0) {
             errbuf why;
-            if (prompt_file_save_rows(path, id, en, x->ids, x->n, x->rows, &why)) {
+            int n_spans = prompt_cache_spans(pc, x, x->n, spans);
+            if (prompt_file_save_spans(path, id, en, x->ids, x->n, spans, n_spans, &why)) {
                 if (!failed++)
                     err_set(e, "%s", why.msg);
                 continue;
@@ -214,5 +209,6 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
     free(files);
     free(order);
     free(names);
+    free(spans);
     return failed ? -1 : 0;
 }

@@ -174,7 +174,8 @@ int prompt_file_restore(const prompt_file *pf, engine *en, const int *ids, int n
         k = n - 1;
     if (k <= 0)
         return 0;
-    if (engine_load_prefix(en, ids, k, pf->rows, pf->n, e))
+    kv_span all = {.rows = pf->rows, .first = 0, .end = pf->n, .stride = pf->n};
+    if (engine_load_prefix(en, ids, k, &all, 1, e))
         return -1;
     if (whole)
         memcpy(logits, pf->logits, (size_t)en->cfg->vocab_size * sizeof *logits);
@@ -188,20 +189,34 @@ static int emit(int fd, XXH3_state_t *st, const void *p, size_t n)
     return fd_write_all(fd, p, n);
 }
 
-/* Where layer l's n rows come from: the engine's cache (copied into buf) or
- * host memory laid out [n_layers][n][row]. */
+/* Where the rows come from: the engine's cache (a layer at a time, through
+ * buf), or host memory in spans that cover positions [0, n) in order. */
 typedef struct row_source {
     const engine *en;
-    const float *host;
+    const kv_span *spans;
+    int n_spans;
 } row_source;
 
-static const float *layer_rows(const row_source *src, int l, int n, float *buf)
+/* Layer l's n rows to fd (and the checksum). */
+static int emit_layer(int fd, XXH3_state_t *st, const row_source *src, int l, int n, float *buf)
 {
-    size_t floats = (size_t)n * (size_t)src->en->kv.row;
-    if (src->host)
-        return src->host + (size_t)l * floats;
-    kv_cache_save_layer(&src->en->kv, l, 0, n, buf);
-    return buf;
+    size_t row = (size_t)src->en->kv.row;
+    if (!src->spans) {
+        kv_cache_save_layer(&src->en->kv, l, 0, n, buf);
+        return emit(fd, st, buf, (size_t)n * row * sizeof *buf);
+    }
+    int at = 0;
+    for (int i = 0; i < src->n_spans && at < n; i++) {
+        const kv_span *s = &src->spans[i];
+        int hi = s->end < n ? s->end : n;
+        if (hi <= at)
+            continue;
+        const float *p = s->rows + ((size_t)l * (size_t)s->stride + (size_t)(at - s->first)) * row;
+        if (emit(fd, st, p, (size_t)(hi - at) * row * sizeof *p))
+            return -1;
+        at = hi;
+    }
+    return 0;
 }
 
 static int write_file(const char *path, const prompt_identity *id, const row_source *src, int n,
@@ -213,9 +228,9 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
         return err_set(e, "%s: is a %s, expected a prompt cache file", path, file_kind(sb.st_mode));
     int V = en->cfg->vocab_size;
     size_t layer_floats = (size_t)n * (size_t)en->kv.row;
-    float *buf = src->host ? NULL : malloc(layer_floats ? layer_floats * sizeof *buf : 1);
+    float *buf = src->spans ? NULL : malloc(layer_floats ? layer_floats * sizeof *buf : 1);
     XXH3_state_t *st = XXH3_createState();
-    if ((!buf && !src->host) || !st) {
+    if ((!buf && !src->spans) || !st) {
         free(buf);
         XXH3_freeState(st);
         return err_set(e, "%s: out of memory for a layer's rows (%zu bytes)", path,
@@ -239,7 +254,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
         bad = emit(fd, st, h, sizeof h) || emit(fd, st, ids, (size_t)n * sizeof *ids) ||
               (logits && emit(fd, st, logits, (size_t)V * sizeof *logits));
     for (int l = 0; !bad && l < en->kv.n_layers; l++)
-        bad = emit(fd, st, layer_rows(src, l, n, buf), layer_floats * sizeof(float));
+        bad = emit_layer(fd, st, src, l, n, buf);
     if (!bad) {
         uint8_t sum[8];
         put_u64(sum, XXH3_64bits_digest(st));
@@ -267,9 +282,15 @@ int prompt_file_save(const char *path, const prompt_identity *id, const engine *
     return write_file(path, id, &src, en->n_past, en->cached_ids, logits, e);
 }
 
-int prompt_file_save_rows(const char *path, const prompt_identity *id, const engine *en,
-                          const int *ids, int n, const float *rows, errbuf *e)
+int prompt_file_save_spans(const char *path, const prompt_identity *id, const engine *en,
+                           const int *ids, int n, const kv_span *spans, int n_spans, errbuf *e)
 {
-    row_source src = {.en = en, .host = rows};
+    int covered = 0;
+    for (int i = 0; i < n_spans; i++)
+        if (spans[i].first <= covered && spans[i].end > covered)
+            covered = spans[i].end;
+    if (covered < n)
+        return err_set(e, "%s: the rows to write end at position %d, before %d", path, covered, n);
+    row_source src = {.en = en, .spans = spans, .n_spans = n_spans};
     return write_file(path, id, &src, n, ids, NULL, e);
 }

@@ -65,9 +65,10 @@ int prompt_file_restore(const prompt_file *pf, engine *en, const int *ids, int n
  * (NULL: none kept). A directory, FIFO or device at path is refused. */
 int prompt_file_save(const char *path, const prompt_identity *id, const engine *en,
                      const float *logits, errbuf *e);
-/* The same for n positions held in host memory (ids, rows [n_layers][n][row]
- * of en's shape), without logits: a prompt cache entry. */
-int prompt_file_save_rows(const char *path, const prompt_identity *id, const engine *en,
-                          const int *ids, int n, const float *rows, errbuf *e);
+/* The same for n positions held in host memory by spans that cover [0, n)
+ * in order (a prompt cache entry and the entries it continues), without
+ * logits. */
+int prompt_file_save_spans(const char *path, const prompt_identity *id, const engine *en,
+                           const int *ids, int n, const kv_span *spans, int n_spans, errbuf *e);
 
 #endif

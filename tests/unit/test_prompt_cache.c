@@ -350,3 +350,114 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     free(want);
     close_fixture(&f);
 }
+
+/* Conversations that share a long prefix (an agent's system prompt and tools)
+ * hold its rows once: a conversation saved while another shares at least
+ * PROMPT_CACHE_MIN_TOKENS positions with it keeps only the rows after them;
+ * restored through that one, it computes as if run again. An entry others
+ * depend on is not evicted before them, and the directory keeps whole
+ * conversations that come back sharing again. */
+Test(prompt_cache, conversations_sharing_a_prefix_hold_it_once, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    size_t per = prompt_cache_position_bytes(en), rows = per - sizeof(int), id4 = sizeof(int);
+    /* 40 shared, then 50 each, then a next turn of 10 */
+    int *a = conversation(100, 1, 40, f.V), *b = conversation(100, 2, 40, f.V);
+    float *want_a = malloc((size_t)f.V * sizeof *want_a), *want_b = malloc((size_t)f.V * sizeof *want_b);
+    errbuf e;
+    cr_assert_eq(engine_forward(en, a, 90, want_a, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, a + 90, 10, want_a, 0, &e), 0, "%s", e.msg);
+    engine_reset(en);
+    cr_assert_eq(engine_forward(en, b, 90, want_b, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, b + 90, 10, want_b, 0, &e), 0, "%s", e.msg);
+    float *want_b91 = malloc((size_t)f.V * sizeof *want_b91);
+    cr_assert_eq(engine_truncate(en, 90, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, b + 90, 1, want_b91, 0, &e), 0, "%s", e.msg);
+    engine_reset(en);
+
+    prompt_cache pc;
+    prompt_cache_init(&pc, 1u << 30);
+    request(&f, &pc, a, 90);
+    cr_expect_eq(request(&f, &pc, b, 90), 40);     /* saves a's 90, whole */
+    cr_expect_eq(request(&f, &pc, a, 100), 90);    /* saves b's 90 on a's first 40 */
+    cr_expect_eq(memcmp(f.logits, want_a, (size_t)f.V * sizeof *want_a), 0);
+    cr_assert_eq(pc.n, 2);
+    cr_expect_eq(pc.bytes, 90 * per + 90 * id4 + 50 * rows, "the shared 40 are held twice");
+    /* b's next turn: its rows come from its own entry and a's */
+    cr_expect_eq(request(&f, &pc, b, 100), 90);
+    cr_expect_eq(memcmp(f.logits, want_b, (size_t)f.V * sizeof *want_b), 0,
+                 "logits after rows restored through the shared entry differ");
+    /* a's 100 are saved on a's 90, which b depends on: a third entry */
+    cr_assert_eq(pc.n, 3);
+    size_t three = 90 * per + (90 + 100) * id4 + (50 + 10) * rows;
+    cr_expect_eq(pc.bytes, three);
+
+    /* the same with room for just those three: an unrelated conversation
+     * saves b's 100 in place of its 90 (on a's 90), and a's 100, the least
+     * recently used entry nothing depends on, goes; a's 90 stays under b */
+    int *c = conversation(60, 3, 0, f.V);
+    prompt_cache_free(&pc);
+    prompt_cache_init(&pc, three);
+    engine_reset(en);
+    request(&f, &pc, a, 90);
+    request(&f, &pc, b, 90);
+    request(&f, &pc, a, 100);
+    request(&f, &pc, b, 100);
+    cr_assert_eq(pc.n, 3);
+    request(&f, &pc, c, 60);
+    cr_expect_eq(pc.n, 2);
+    cr_expect_eq(pc.evicted, 1);
+    cr_expect(pc.bytes <= pc.budget);
+    int longest = 0, shortest = 1000;
+    for (int i = 0; i < pc.n; i++) {
+        longest = pc.entries[i].n > longest ? pc.entries[i].n : longest;
+        shortest = pc.entries[i].n < shortest ? pc.entries[i].n : shortest;
+    }
+    cr_expect(longest == 100 && shortest == 90, "%d and %d positions", shortest, longest);
+    cr_expect_eq(request(&f, &pc, b, 100), 99, "b comes back through a's 90");
+    cr_expect_eq(request(&f, &pc, a, 100), 90, "a's 90 are there");
+
+    /* the directory: whole conversations, sharing again once read back */
+    prompt_cache_free(&pc);
+    prompt_cache_init(&pc, 1u << 30);
+    engine_reset(en);
+    request(&f, &pc, a, 90);
+    request(&f, &pc, b, 90);
+    request(&f, &pc, a, 100);
+    request(&f, &pc, b, 100);
+    prompt_cache_keep(&pc, en);             /* b's 100 replace its 90 */
+    cr_assert_eq(pc.n, 3);
+    size_t before = pc.bytes;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/kept", f.dir);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    prompt_identity id = {.model = 9, .compute = "test"};
+    prompt_disk_counts dc;
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &dc, &e), 0, "%s", e.msg);
+    cr_expect_eq(dc.written, 3);
+    prompt_cache_free(&pc);
+    prompt_cache_init(&pc, 1u << 30);
+    engine_reset(en);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &dc, &e), 0, "%s", e.msg);
+    /* the entry the others continue is read first, and they share it again */
+    cr_expect_eq(dc.loaded, 3, "%d loaded", dc.loaded);
+    cr_expect_eq(pc.bytes, before, "%zu bytes, %zu before the stop", pc.bytes, before);
+    cr_expect_lt(pc.bytes, (90 + 100 + 100) * per);
+    cr_expect_eq(request(&f, &pc, a, 100), 99);
+    /* b's first 90 from its 100, whose rows were its 90's, copied when the
+     * 100 replaced them, then written and read back */
+    engine_reset(en);
+    cr_expect_eq(request(&f, &pc, b, 91), 90);
+    cr_expect_eq(memcmp(f.logits, want_b91, (size_t)f.V * sizeof *want_b91), 0,
+                 "logits after rows carried over from a replaced entry differ");
+    prompt_cache_free(&pc);
+    free(want_b91);
+    free(a);
+    free(b);
+    free(c);
+    free(want_a);
+    free(want_b);
+    close_fixture(&f);
+}
