@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/le_bytes.h"
 #include "tiers/store_source.h"
 
 const char *const store_part_names[3] = {"gate", "up", "down"};
@@ -180,34 +181,6 @@ int store_file_path(const char *dir, int file, char *buf, size_t n)
 
 /* ---- index serialisation ---- */
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 #define ROW_BYTES 40
 
 static cJSON *layout_json(const store_layout *L)
@@ -252,21 +225,21 @@ int store_write_index(const char *dir, const store_layout *L, uint64_t fingerpri
         const store_blob *b = &blobs[i];
         if (b->file == UINT32_MAX)
             continue;
-        put_u32(row, b->layer);
-        put_u32(row + 4, b->expert);
-        put_u32(row + 8, b->file);
-        put_u32(row + 12, 0);
-        put_u64(row + 16, b->offset);
-        put_u64(row + 24, b->bytes);
-        put_u64(row + 32, b->xxh3);
+        le_put_u32(row, b->layer);
+        le_put_u32(row + 4, b->expert);
+        le_put_u32(row + 8, b->file);
+        le_put_u32(row + 12, 0);
+        le_put_u64(row + 16, b->offset);
+        le_put_u64(row + 24, b->bytes);
+        le_put_u64(row + 32, b->xxh3);
         row += ROW_BYTES;
     }
     uint64_t rows_xxh = XXH3_64bits(bin + INDEX_HEADER_BYTES, n_rows * ROW_BYTES);
     memcpy(bin, INDEX_MAGIC, 8);
-    put_u32(bin + 8, STORE_VERSION);
-    put_u32(bin + 12, (uint32_t)n_rows);
-    put_u64(bin + 16, fingerprint);
-    put_u64(bin + 24, rows_xxh);
+    le_put_u32(bin + 8, STORE_VERSION);
+    le_put_u32(bin + 12, (uint32_t)n_rows);
+    le_put_u64(bin + 16, fingerprint);
+    le_put_u64(bin + 24, rows_xxh);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_BIN);
     int rc = file_replace_atomic(path, bin, bin_bytes, e);
@@ -375,22 +348,22 @@ static int read_table(store *s, const char *dir, uint64_t n_rows, uint64_t want_
         return -1;
     const uint8_t *b = (const uint8_t *)bin;
     int rc = -1;
-    if (len < INDEX_HEADER_BYTES || memcmp(b, INDEX_MAGIC, 8) || get_u32(b + 8) != STORE_VERSION) {
+    if (len < INDEX_HEADER_BYTES || memcmp(b, INDEX_MAGIC, 8) || le_get_u32(b + 8) != STORE_VERSION) {
         err_set(e, "%s: not a version %d expert store table", path, STORE_VERSION);
-    } else if (get_u32(b + 12) != n_rows || len != INDEX_HEADER_BYTES + n_rows * ROW_BYTES) {
+    } else if (le_get_u32(b + 12) != n_rows || len != INDEX_HEADER_BYTES + n_rows * ROW_BYTES) {
         err_set(e, "%s: %zu bytes, expected %" PRIu64 " rows (%" PRIu64 " bytes); the table is "
                 "truncated or from another store", path, len, n_rows,
                 INDEX_HEADER_BYTES + n_rows * ROW_BYTES);
-    } else if (get_u64(b + 16) != s->fingerprint ||
+    } else if (le_get_u64(b + 16) != s->fingerprint ||
                XXH3_64bits(b + INDEX_HEADER_BYTES, n_rows * ROW_BYTES) != want_xxh ||
-               get_u64(b + 24) != want_xxh) {
+               le_get_u64(b + 24) != want_xxh) {
         err_set(e, "%s: checksum of the table does not match index.json (damaged or mixed store)",
                 path);
     } else {
         rc = 0;
         for (uint64_t i = 0; i < n_rows && !rc; i++) {
             const uint8_t *r = b + INDEX_HEADER_BYTES + i * ROW_BYTES;
-            uint32_t l = get_u32(r), x = get_u32(r + 4), f = get_u32(r + 8);
+            uint32_t l = le_get_u32(r), x = le_get_u32(r + 4), f = le_get_u32(r + 8);
             if (l >= (uint32_t)s->n_layers || x >= (uint32_t)s->n_experts ||
                 f >= (uint32_t)s->n_files) {
                 rc = err_set(e, "%s: row %" PRIu64 " names layer %u expert %u file %u, outside "
@@ -405,9 +378,9 @@ static int read_table(store *s, const char *dir, uint64_t n_rows, uint64_t want_
             d->layer = l;
             d->expert = x;
             d->file = f;
-            d->offset = get_u64(r + 16);
-            d->bytes = get_u64(r + 24);
-            d->xxh3 = get_u64(r + 32);
+            d->offset = le_get_u64(r + 16);
+            d->bytes = le_get_u64(r + 24);
+            d->xxh3 = le_get_u64(r + 32);
             if (d->bytes != s->layout.blob_bytes || d->offset % STORE_ALIGN ||
                 d->offset + s->layout.slot_bytes > s->file_bytes[f])
                 rc = err_set(e, "%s: layer %u expert %u: %" PRIu64 " bytes at offset %" PRIu64

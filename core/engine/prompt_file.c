@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/le_bytes.h"
 
 /* header fields, at these offsets */
 enum {
@@ -20,28 +21,6 @@ enum {
 #define FLAG_LOGITS 1u
 
 _Static_assert(sizeof(int) == 4, "token ids are kept as int32");
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 static int common(const int32_t *a, int na, const int *b, int nb)
 {
@@ -88,19 +67,19 @@ static int check(prompt_file *pf, const char *path, const prompt_identity *id, c
     const uint8_t *h = pf->map;
     if (pf->size < PROMPT_FILE_HEADER + 8 || memcmp(h + H_MAGIC, PROMPT_FILE_MAGIC, 8))
         return err_set(e, "%s: not a prompt cache, or cut short (%zu bytes)", path, pf->size);
-    uint32_t version = get_u32(h + H_VERSION);
-    if (version != PROMPT_FILE_VERSION || get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
+    uint32_t version = le_get_u32(h + H_VERSION);
+    if (version != PROMPT_FILE_VERSION || le_get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
         return err_set(e, "%s: format version %u (this moetier reads version %d)", path, version,
                        PROMPT_FILE_VERSION);
-    uint32_t layers = get_u32(h + H_LAYERS), row = get_u32(h + H_ROW), vocab = get_u32(h + H_VOCAB);
-    uint32_t n = get_u32(h + H_POSITIONS), flags = get_u32(h + H_FLAGS);
+    uint32_t layers = le_get_u32(h + H_LAYERS), row = le_get_u32(h + H_ROW), vocab = le_get_u32(h + H_VOCAB);
+    uint32_t n = le_get_u32(h + H_POSITIONS), flags = le_get_u32(h + H_FLAGS);
     const model_config *c = en->cfg;
     if (layers != (uint32_t)en->kv.n_layers || row != (uint32_t)en->kv.row ||
         vocab != (uint32_t)c->vocab_size)
         return err_set(e, "%s: made for a model with %u layers, %u cache floats a position and a "
                        "vocabulary of %u (this one: %d, %d, %d)", path, layers, row, vocab,
                        en->kv.n_layers, en->kv.row, c->vocab_size);
-    if (get_u64(h + H_MODEL) != id->model)
+    if (le_get_u64(h + H_MODEL) != id->model)
         return err_set(e, "%s: made from another checkpoint, or before its config.json changed", path);
     char compute[sizeof id->compute + 1] = {0};
     memcpy(compute, h + H_COMPUTE, sizeof id->compute);
@@ -115,7 +94,7 @@ static int check(prompt_file *pf, const char *path, const prompt_identity *id, c
     if (pf->size != want)
         return err_set(e, "%s: %zu bytes, where its header describes %llu (cut short, or damaged)",
                        path, pf->size, (unsigned long long)want);
-    if (XXH3_64bits(pf->map, pf->size - 8) != get_u64(h + pf->size - 8))
+    if (XXH3_64bits(pf->map, pf->size - 8) != le_get_u64(h + pf->size - 8))
         return err_set(e, "%s: damaged (its checksum does not match its bytes)", path);
     pf->n = (int)n;
     pf->ids = (const int32_t *)(h + ids_at);
@@ -239,15 +218,15 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
     XXH3_64bits_reset(st);
     uint8_t h[PROMPT_FILE_HEADER] = {0};
     memcpy(h + H_MAGIC, PROMPT_FILE_MAGIC, 8);
-    put_u32(h + H_VERSION, PROMPT_FILE_VERSION);
-    put_u32(h + H_HEADER_BYTES, PROMPT_FILE_HEADER);
-    put_u64(h + H_MODEL, id->model);
+    le_put_u32(h + H_VERSION, PROMPT_FILE_VERSION);
+    le_put_u32(h + H_HEADER_BYTES, PROMPT_FILE_HEADER);
+    le_put_u64(h + H_MODEL, id->model);
     memcpy(h + H_COMPUTE, id->compute, strnlen(id->compute, sizeof id->compute));
-    put_u32(h + H_LAYERS, (uint32_t)en->kv.n_layers);
-    put_u32(h + H_ROW, (uint32_t)en->kv.row);
-    put_u32(h + H_VOCAB, (uint32_t)V);
-    put_u32(h + H_POSITIONS, (uint32_t)n);
-    put_u32(h + H_FLAGS, logits ? FLAG_LOGITS : 0);
+    le_put_u32(h + H_LAYERS, (uint32_t)en->kv.n_layers);
+    le_put_u32(h + H_ROW, (uint32_t)en->kv.row);
+    le_put_u32(h + H_VOCAB, (uint32_t)V);
+    le_put_u32(h + H_POSITIONS, (uint32_t)n);
+    le_put_u32(h + H_FLAGS, logits ? FLAG_LOGITS : 0);
     file_output o;
     int fd = file_output_open(&o, path, e), bad = fd < 0;
     if (!bad)
@@ -257,7 +236,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
         bad = emit_layer(fd, st, src, l, n, buf);
     if (!bad) {
         uint8_t sum[8];
-        put_u64(sum, XXH3_64bits_digest(st));
+        le_put_u64(sum, XXH3_64bits_digest(st));
         bad = fd_write_all(fd, sum, sizeof sum);
     }
     int er = errno;
