@@ -424,6 +424,7 @@ static int load_prompt_cache(server *s, errbuf *e)
     prompt_disk_counts c;
     if (prompt_cache_load_dir(&s->pc, dir, &s->pc_id, &s->m->en, &c, e))
         return err_prefix(e, "--prompt-cache-dir: ");
+    s->pc_synced = s->pc.changes;       /* the directory holds what was read */
     fprintf(stderr, "moetier serve: prompt cache: %d conversation%s (%lld tokens) read from %s",
             c.loaded, c.loaded == 1 ? "" : "s", c.loaded_tokens, dir);
     if (c.left_out)

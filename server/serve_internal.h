@@ -52,6 +52,7 @@ typedef struct server {
     serve_metrics metrics;
     prompt_cache pc;            /* the engine thread's alone */
     prompt_identity pc_id;      /* what --prompt-cache-dir's files are named by */
+    uint64_t pc_synced;         /* pc.changes when the directory last matched it */
 } server;
 
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to

@@ -425,13 +425,42 @@ out:
     answer_free(&a);
 }
 
+/* With no request waiting, one step towards a --prompt-cache-dir that holds
+ * the cache as it is now (a crash then loses little): an entry written, or,
+ * once all are, the files of entries gone deleted (unless a write failed:
+ * what is there may be all that is left of a conversation). */
+static void sync_prompt_cache_step(server *s)
+{
+    const char *dir = s->o.prompt_cache_dir;
+    errbuf e;
+    int r = prompt_cache_write_pending(&s->pc, dir, &s->pc_id, &s->m->en, &e);
+    if (r < 0)
+        fprintf(stderr, "moetier serve: warning: a conversation of the prompt cache was not "
+                "written to %s: %s\n", dir, e.msg);
+    if (r != 0)
+        return;
+    int failed = 0, removed;
+    for (int i = 0; i < s->pc.n; i++)
+        failed |= s->pc.entries[i].on_disk < 0;
+    if (!failed && prompt_cache_remove_stale(&s->pc, dir, &s->pc_id, &removed, &e))
+        fprintf(stderr, "moetier serve: warning: %s\n", e.msg);
+    s->pc_synced = s->pc.changes;
+}
+
 void *serve_engine_main(void *arg)
 {
     server *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->head && !s->stopping)
+        while (!s->head && !s->stopping) {
+            if (s->o.prompt_cache_dir && s->pc_synced != s->pc.changes) {
+                pthread_mutex_unlock(&s->mu);
+                sync_prompt_cache_step(s);
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
             pthread_cond_wait(&s->cv, &s->mu);
+        }
         job *j = s->head;
         if (!j)
             break;

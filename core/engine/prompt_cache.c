@@ -44,6 +44,7 @@ static void drop(prompt_cache *pc, int i)
     free(x->ids);
     prompt_cache_rows_free(x->rows, x->rows_bytes);
     pc->bytes -= x->bytes;
+    pc->changes++;
     pc->entries[i] = pc->entries[--pc->n];
 }
 
@@ -199,6 +200,7 @@ static prompt_entry *insert(prompt_cache *pc, prompt_entry x, uint64_t parent_id
     x.id = ++pc->next_id;
     pc->entries[pc->n++] = x;
     pc->bytes += x.bytes;
+    pc->changes++;
     touch_chain(pc, x.id);
     return &pc->entries[pc->n - 1];
 }

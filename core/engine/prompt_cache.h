@@ -37,7 +37,8 @@ typedef struct prompt_entry {
     size_t bytes;               /* ids and rows */
     int children;               /* entries whose parent this one is */
     uint64_t last_used;
-    int on_disk;                /* in the --prompt-cache-dir (prompt_cache_disk.h) */
+    int on_disk;                /* 1: in the --prompt-cache-dir (prompt_cache_disk.h);
+                                 * -1: a write failed, tried again at the stop */
     int held;                   /* scratch: not to be evicted by the save under way */
 } prompt_entry;
 
@@ -47,6 +48,7 @@ typedef struct prompt_cache {
     int n, cap;
     prompt_entry *entries;
     uint64_t clock, next_id;
+    uint64_t changes;           /* entries added or dropped, ever */
     int prompt_end;             /* the last prompt's length (what followed was generated) */
     uint64_t saved, evicted, restored_tokens;   /* for metrics */
 } prompt_cache;

@@ -150,19 +150,72 @@ static int by_last_use(const void *a, const void *b)
     return (x->children > y->children) - (x->children < y->children);
 }
 
+/* x's file in dir, written (whole: its rows and those of the entries it
+ * continues) */
+static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                       const engine *en, prompt_entry *x, errbuf *e)
+{
+    char name[64], path[4200];
+    prompt_cache_file_name(id, x->ids, x->n, name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    kv_span *spans = malloc((size_t)pc->n * sizeof *spans);
+    if (!spans)
+        return err_set(e, "out of memory writing %s", path);
+    int rc = prompt_file_save_spans(path, id, en, x->ids, x->n, spans,
+                                    prompt_cache_spans(pc, x, x->n, spans), e);
+    free(spans);
+    x->on_disk = rc ? -1 : 1;
+    return rc;
+}
+
+int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                               const engine *en, errbuf *e)
+{
+    prompt_entry *latest = NULL;
+    for (int i = 0; i < pc->n; i++)
+        if (!pc->entries[i].on_disk && (!latest || pc->entries[i].last_used > latest->last_used))
+            latest = &pc->entries[i];
+    if (!latest)
+        return 0;
+    return write_entry(pc, dir, id, en, latest, e) ? -1 : 1;
+}
+
+int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const prompt_identity *id,
+                              int *removed, errbuf *e)
+{
+    *removed = 0;
+    char (*names)[64] = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *names);
+    if (!names)
+        return err_set(e, "out of memory tidying %s", dir);
+    for (int i = 0; i < pc->n; i++)
+        prompt_cache_file_name(id, pc->entries[i].ids, pc->entries[i].n, names[i], sizeof names[i]);
+    found *files;
+    int n_files;
+    if (list_ours(dir, id, 1, &files, &n_files, e)) {
+        free(names);
+        return -1;
+    }
+    for (int f = 0; f < n_files; f++) {
+        int kept = 0;
+        for (int i = 0; i < pc->n && !kept; i++)
+            kept = !strcmp(files[f].name, names[i]);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
+        if (!kept && unlink(path) == 0)
+            (*removed)++;
+    }
+    free(files);
+    free(names);
+    return 0;
+}
+
 int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
                            const engine *en, prompt_disk_counts *c, errbuf *e)
 {
     c->written = c->removed = 0;
     prompt_entry **order = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *order);
-    char (*names)[64] = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *names);
-    kv_span *spans = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *spans);
-    if (!order || !names || !spans) {
-        free(order);
-        free(names);
-        free(spans);
+    if (!order)
         return err_set(e, "out of memory writing the prompt cache to %s", dir);
-    }
     for (int i = 0; i < pc->n; i++)
         order[i] = &pc->entries[i];
     qsort(order, (size_t)pc->n, sizeof *order, by_last_use);
@@ -170,19 +223,17 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
     time_t now = time(NULL);
     for (int i = 0; i < pc->n; i++) {
         prompt_entry *x = order[i];
-        char path[4200];
-        prompt_cache_file_name(id, x->ids, x->n, names[i], sizeof names[i]);
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        char name[64], path[4200];
+        prompt_cache_file_name(id, x->ids, x->n, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
         struct stat sb;
-        if (!x->on_disk || stat(path, &sb) != 0) {
+        if (x->on_disk != 1 || stat(path, &sb) != 0) {
             errbuf why;
-            int n_spans = prompt_cache_spans(pc, x, x->n, spans);
-            if (prompt_file_save_spans(path, id, en, x->ids, x->n, spans, n_spans, &why)) {
+            if (write_entry(pc, dir, id, en, x, &why)) {
                 if (!failed++)
                     err_set(e, "%s", why.msg);
                 continue;
             }
-            x->on_disk = 1;
             c->written++;
         }
         /* a second apart, in the order of use: the next start reads the most
@@ -191,24 +242,9 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
                                 {.tv_sec = now - (pc->n - i), .tv_nsec = 0}};
         utimensat(AT_FDCWD, path, t, 0);
     }
-    found *files = NULL;
-    int n_files = 0;
-    if (!failed && list_ours(dir, id, 1, &files, &n_files, e) == 0) {
-        for (int f = 0; f < n_files; f++) {
-            int kept = 0;
-            for (int i = 0; i < pc->n && !kept; i++)
-                kept = !strcmp(files[f].name, names[i]);
-            char path[4200];
-            snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
-            if (!kept && unlink(path) == 0)
-                c->removed++;
-        }
-    } else if (!failed) {
-        failed = 1;
-    }
-    free(files);
     free(order);
-    free(names);
-    free(spans);
-    return failed ? -1 : 0;
+    /* what is there stays while an entry could not be written */
+    if (failed)
+        return -1;
+    return prompt_cache_remove_stale(pc, dir, id, &c->removed, e);
 }

@@ -7,11 +7,12 @@
  * made have another prefix and are left alone, so servers of different models
  * may share a directory (two of the same one may not: each would delete what
  * the other wrote). At start this identity's files are read into the cache,
- * the most recently used first, while they fit in its budget. At a clean stop
- * the engine's own conversation is kept as an entry, the entries not yet in
- * the directory are written, the files of entries gone (evicted, or replaced
- * by a longer conversation) are deleted with what unfinished writes left, and
- * the files' times are set in the order the entries were last used. */
+ * the most recently used first, while they fit in its budget. While the
+ * server is idle, entries are written one at a time, then the files of
+ * entries gone (evicted, or replaced by a longer conversation) and what
+ * unfinished writes left are deleted. At a clean stop the engine's own
+ * conversation is kept as an entry, what is left is written and deleted so,
+ * and the files' times are set in the order the entries were last used. */
 #ifndef MOETIER_PROMPT_CACHE_DISK_H
 #define MOETIER_PROMPT_CACHE_DISK_H
 
@@ -36,6 +37,16 @@ void prompt_cache_file_name(const prompt_identity *id, const int *ids, int n, ch
 /* Reads dir's files of identity id into pc (which must hold no entry yet). */
 int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
                           const engine *en, prompt_disk_counts *c, errbuf *e);
+/* Writes the most recently used entry not in dir yet: 1; 0 when every entry
+ * is there; -1 with e set when it could not be (it is tried again only by
+ * prompt_cache_store_dir). The server writes them so while it has no
+ * request, so that a crash loses little. */
+int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                               const engine *en, errbuf *e);
+/* Deletes dir's files of identity id that are no entry's, and what unfinished
+ * writes left; *removed counts them. */
+int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const prompt_identity *id,
+                              int *removed, errbuf *e);
 /* Writes pc's entries to dir as above; -1 with e set when one could not be
  * written (the others are, and no file is deleted then). */
 int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,

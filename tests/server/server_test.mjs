@@ -457,7 +457,8 @@ async function restartedServer() {
       const first = await ask(client(srv), a, 3);
       await ask(client(srv), b, 3);                   // a is saved when b cuts it
       await stopServer(srv);
-      assert.match(srv.log, /2 conversations in .* \(2 written, 0 removed\)/, srv.log);
+      // written while idle or at the stop
+      assert.match(srv.log, /2 conversations in .* \([12] written, 0 removed\)/, srv.log);
       assert.equal(readdirSync(dir).filter((f) => f.endsWith('.mtprompt')).length, 2);
       srv = await startServer(args);
       let next;
@@ -479,6 +480,28 @@ async function restartedServer() {
       // a's longer conversation replaced its file
       assert.match(srv.log, /2 conversations in .* \(1 written, 1 removed\)/, srv.log);
       assert.ok(existsSync(join(dir, 'notes.txt')), 'a file not the cache\'s was removed');
+    });
+    await check('--prompt-cache-dir: a conversation saved while idle survives a crash (SIGKILL)', async () => {
+      rmSync(dir, { recursive: true, force: true });
+      let srv = await startServer(args);
+      const c = user(story('iron')), d = user(story('wool'));
+      const first = await ask(client(srv), c, 3);
+      await ask(client(srv), d, 3);                   // c is saved when d cuts it, written while idle
+      const files = () => readdirSync(dir).filter((f) => f.endsWith('.mtprompt'));
+      for (let i = 0; i < 100 && files().length < 1; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(files().length, 1, 'nothing written while idle');
+      srv.child.kill('SIGKILL');
+      await srv.done;
+      servers.delete(srv);
+      srv = await startServer(args);
+      try {
+        assert.match(srv.log, /1 conversation \(\d+ tokens\) read from/, srv.log);
+        const next = [...c, { role: 'assistant', content: first.choices[0].message.content }, ...user('More.')];
+        const r = await ask(client(srv), next, 2);
+        assert.ok(r.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1, JSON.stringify(r.usage));
+      } finally {
+        await stopServer(srv);
+      }
     });
     await check('--prompt-cache-dir with --prompt-cache-gb 0 is refused', async () => {
       const e = await startServer([...args, '--prompt-cache-gb', '0']).then(async (s) => { await stopServer(s); return null; }, (x) => x);

@@ -261,6 +261,17 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     cr_expect_eq(c.removed, 0, "another identity's files were removed");
     cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
     cr_expect_eq(c.written, 0, "written again though on disk");
+    /* the server's idle steps: one entry at a time, then nothing */
+    cr_expect_eq(prompt_cache_write_pending(&pc, dir, &id, en, &e), 0);
+    pc.entries[0].on_disk = 0;
+    pc.entries[1].on_disk = 0;
+    cr_expect_eq(prompt_cache_write_pending(&pc, dir, &id, en, &e), 1);
+    cr_expect_eq(pc.entries[0].on_disk + pc.entries[1].on_disk, 1);
+    cr_expect_eq(prompt_cache_write_pending(&pc, dir, &id, en, &e), 1);
+    cr_expect_eq(prompt_cache_write_pending(&pc, dir, &id, en, &e), 0);
+    /* the stop sets the files' times in the order of use again */
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.written, 0);
     cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 4, "two per identity");
     prompt_cache_free(&pc);
 
