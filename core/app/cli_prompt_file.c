@@ -86,6 +86,11 @@ int cli_prompt_cache_restore(cli_prompt_cache *pc, cli_model *m, const int *ids,
     }
     int k = prompt_file_restore(&pf, &m->en, ids, n, logits, e);
     int saved = pf.n;
+    free(pc->file_ids);
+    pc->file_ids = malloc((size_t)pf.n * sizeof *pc->file_ids);
+    pc->file_n = pc->file_ids ? pf.n : 0;
+    if (pc->file_ids)
+        memcpy(pc->file_ids, pf.ids, (size_t)pf.n * sizeof *pc->file_ids);
     prompt_file_close(&pf);
     if (k < 0)
         return err_prefix(e, "--prompt-cache %s: ", pc->path);
@@ -100,6 +105,15 @@ void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logi
 {
     if (!pc->path || pc->read_only || !pc->have_id || m->en.n_past <= pc->restored)
         return;
+    int held = 0, n = m->en.n_past;
+    while (held < pc->file_n && held < n && pc->file_ids[held] == m->en.cached_ids[held])
+        held++;
+    if (held == n) {
+        if (!m->quiet)
+            fprintf(stderr, "prompt cache %s: kept as it is (it holds these %d positions and %d "
+                    "more)\n", pc->path, n, pc->file_n - n);
+        return;
+    }
     errbuf e;
     if (prompt_file_save(pc->path, &pc->id, &m->en, logits, &e)) {
         fprintf(stderr, "moetier: warning: the prompt cache was not written: %s\n", e.msg);
@@ -108,4 +122,11 @@ void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logi
     if (!m->quiet)
         fprintf(stderr, "prompt cache %s: %d positions written (%.1f MB)\n", pc->path, m->en.n_past,
                 (double)m->en.n_past * (double)prompt_cache_position_bytes(&m->en) / 1e6);
+}
+
+void cli_prompt_cache_free(cli_prompt_cache *pc)
+{
+    free(pc->file_ids);
+    pc->file_ids = NULL;
+    pc->file_n = 0;
 }

@@ -6,7 +6,8 @@
  * is never overwritten. One made by another checkpoint, backend or kernels, or
  * damaged, is said and not used (and replaced). After the prompt (or, with
  * --prompt-cache-all, after the reply) the cache is written unless
- * --prompt-cache-ro; a prompt stopped part way keeps the positions it reached,
+ * --prompt-cache-ro or the file holds those positions already (it may hold
+ * more); a prompt stopped part way keeps the positions it reached,
  * so the next run goes on from there. A save that fails is a warning: the
  * file is a cache, and the old one stays. */
 #ifndef MOETIER_CLI_PROMPT_FILE_H
@@ -23,6 +24,7 @@ typedef struct cli_prompt_cache {
     prompt_identity id;
     int have_id;
     int restored;               /* positions the last restore copied in */
+    int *file_ids, file_n;      /* what the file held (a copy), for the save */
 } cli_prompt_cache;
 
 /* What computed m's rows: the checkpoint (store.h's fingerprint: shard
@@ -42,8 +44,10 @@ int cli_prompt_cache_check(cli_prompt_cache *pc, errbuf *e);
  * that cannot be used is said on stderr (unless m is quiet) and 0 returned. */
 int cli_prompt_cache_restore(cli_prompt_cache *pc, cli_model *m, const int *ids, int n,
                              float *logits, errbuf *e);
-/* Writes m's cached positions with logits (NULL: none kept), when they are
- * not all the restore gave; a failure is said on stderr. */
+/* Writes m's cached positions with logits (NULL: none kept), unless the file
+ * holds them all already (a prompt that the file's extends keeps the longer
+ * file); a failure is said on stderr. */
 void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logits);
+void cli_prompt_cache_free(cli_prompt_cache *pc);
 
 #endif

@@ -305,6 +305,7 @@ done:
     free(logits);
     token_list_free(&gen);
     free(prompt);
+    cli_prompt_cache_free(&pcache);
     if (cli_model_close(&m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */
     if (signalled)

@@ -365,6 +365,17 @@ Test(prompt_file, run_keeps_the_prompt_in_a_file, .timeout = 120)
     cr_expect_str_eq(last_line(out), last);
     free(out);
     free(err);
+    /* a prompt the file's extends: restored, and the longer file kept */
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, pc, ""), 0, "%s", err);
+    cr_expect(strstr(err, "49 of the prompt's 50 tokens restored (it held 55)") &&
+              strstr(err, "kept as it is") && !strstr(err, "written"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids %s -n 1 --greedy --print-ids "
+                              "--prompt-cache %s", bin, dir, longer, pc), 0, "%s", err);
+    cr_expect(strstr(err, "55 of the prompt's 55 tokens restored"), "%s", err);
+    free(out);
+    free(err);
     /* not a prompt cache: refused, left as it is */
     char notes[4200];
     snprintf(notes, sizeof notes, "%s/notes.txt", dir);
