@@ -119,6 +119,14 @@ void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logi
         fprintf(stderr, "moetier: warning: the prompt cache was not written: %s\n", e.msg);
         return;
     }
+    /* what the file holds now, for a later restore or save (chat's next
+     * conversation) */
+    pc->exists = 1;
+    int *copy = realloc(pc->file_ids, (size_t)n * sizeof *copy);
+    if (copy)
+        memcpy(copy, m->en.cached_ids, (size_t)n * sizeof *copy);
+    pc->file_ids = copy;
+    pc->file_n = copy ? n : 0;
     if (!m->quiet)
         fprintf(stderr, "prompt cache %s: %d positions written (%.1f MB)\n", pc->path, m->en.n_past,
                 (double)m->en.n_past * (double)prompt_cache_position_bytes(&m->en) / 1e6);

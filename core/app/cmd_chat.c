@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "cli_prompt_file.h"
 #include "commands.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
@@ -40,6 +41,10 @@ static void usage(FILE *f)
                "  -n N             most tokens per reply (default 1024)\n"
                "  --no-think       ask for answers without reasoning (thinking=false)\n"
                "  --hide-think     do not print the reasoning (default: printed)\n"
+               "  --prompt-cache FILE  keep the conversation's KV cache in FILE at the end (and\n"
+               "                   at /reset): a later chat that starts the same way (the same\n"
+               "                   system message) computes only the rest\n"
+               "  --prompt-cache-ro    read FILE, never write it\n"
                "  and the context, tier and sampling options of `moetier run`:\n");
     model_flags_usage(f);
     sampling_flags_usage(f);
@@ -54,6 +59,7 @@ typedef struct chat_state {
     const char *system;
     int stop[VOCAB_MAX_REPLY_STOPS];
     int n_stop;
+    cli_prompt_cache pcache;    /* --prompt-cache */
 } chat_state;
 
 static void chat_reset(chat_state *c)
@@ -234,6 +240,10 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         rc = 0;
         goto out;
     }
+    /* a conversation's first turn: what the prompt cache holds of it */
+    if (c->pcache.path && en->n_past == 0 &&
+        cli_prompt_cache_restore(&c->pcache, &c->m, ids.ids, (int)ids.n, logits, e) < 0)
+        goto out;
     int reuse = engine_reusable_prefix(en, ids.ids, (int)ids.n);
     if (engine_truncate(en, reuse, e))
         goto out;
@@ -307,6 +317,10 @@ int cmd_chat(int argc, char **argv)
             r = sampling_flag_parse(&sp, argc, argv, &i);
         if (r < 0)
             return 2;
+        if (!r)
+            r = cli_prompt_cache_parse(&c.pcache, argc, argv, &i);
+        if (r < 0)
+            return 2;
         if (r)
             continue;
         const char *a = argv[i], *v;
@@ -333,6 +347,11 @@ int cmd_chat(int argc, char **argv)
         fprintf(stderr, "moetier chat: -m DIR is required\n");
         return 2;
     }
+    if (c.pcache.all || (c.pcache.read_only && !c.pcache.path)) {
+        fprintf(stderr, "moetier chat: %s\n", c.pcache.all ? "--prompt-cache-all is run's (chat "
+                "keeps the replies anyway)" : "--prompt-cache-ro needs --prompt-cache FILE");
+        return 2;
+    }
     if (model_flags_check(&mf, "chat"))
         return 2;
     errbuf e;
@@ -340,6 +359,9 @@ int cmd_chat(int argc, char **argv)
         cli_fail(&e);
         return 2;       /* a bad option value, as when it does not parse */
     }
+    if (c.pcache.path && (cli_check_output("--prompt-cache", c.pcache.path, &mf, &e) ||
+                          cli_prompt_cache_check(&c.pcache, &e)))
+        return cli_fail(&e);
     if (tokenizer_load(&c.tok, mf.dir, &e))
         return cli_fail(&e);
     if (chat_template_load(mf.dir, &c.kind, &e) || cli_model_open(&c.m, &mf, &e)) {
@@ -389,6 +411,7 @@ int cmd_chat(int argc, char **argv)
         if (!strcmp(line, "/reset")) {
             /* a fresh sampler too: the new conversation is the one a new chat
              * with this seed would have */
+            cli_prompt_cache_save(&c.pcache, &c.m, NULL);
             chat_reset(&c);
             engine_reset(&c.m.en);
             sampler_destroy(&smp);
@@ -409,6 +432,8 @@ int cmd_chat(int argc, char **argv)
     }
     if (tty && stop_signal_pending())
         fprintf(stderr, "\n");
+    cli_prompt_cache_save(&c.pcache, &c.m, NULL);
+    cli_prompt_cache_free(&c.pcache);
     stop_signal_uninstall();
     free(line);
     sampler_destroy(&smp);

@@ -401,3 +401,45 @@ Test(prompt_file, run_keeps_the_prompt_in_a_file, .timeout = 120)
     test_remove_tree(dir);
     free(dir);
 }
+
+/* `chat --prompt-cache`: the conversation is kept at the end (and at
+ * /reset), and a later chat with the same system message restores it and
+ * computes only its own message. */
+Test(prompt_file, chat_keeps_the_conversation_in_a_file, .timeout = 120)
+{
+    char *dir = test_make_tmpdir("prompt_chat");
+    test_synth_tiny(dir, "int4");
+    const char *bin = test_moetier_bin();
+    char sys[2048] = "", pc[4200], *out, *err;
+    for (int i = 0; i < 60; i++)
+        sprintf(sys + strlen(sys), "%srule%d", i ? " " : "", i);
+    snprintf(pc, sizeof pc, "%s/chat.cache", dir);
+    const char *cmd = "printf '%s\\n' | %s chat -m %s --system '%s' -n 4 --prompt-cache %s";
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, "hello there", bin, dir, sys, pc), 0, "%s", err);
+    cr_expect(strstr(err, "nothing saved yet") && strstr(err, "positions written"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, "something else\\n/reset\\nthird", bin, dir, sys, pc),
+                 0, "%s", err);
+    /* the system message (60 words, more tokens) comes back, twice: the
+     * second conversation from what /reset wrote */
+    int restored = 0, of = 0, turns = 0;
+    for (const char *p = err; (p = strstr(p, "prompt cache ")); p++) {
+        const char *q = strstr(p, ": ");
+        if (q && sscanf(q, ": %d of the prompt's %d tokens restored", &restored, &of) == 2) {
+            cr_expect_gt(restored, 60, "%s", err);
+            cr_expect_lt(restored, of, "%s", err);
+            turns++;
+        }
+    }
+    cr_expect_eq(turns, 2, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(test_run_fmt(&out, &err, "%s chat -m %s --prompt-cache %s --prompt-cache-all < /dev/null",
+                              bin, dir, pc), 2);
+    cr_expect(strstr(err, "--prompt-cache-all is run's"), "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
+}
