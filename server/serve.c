@@ -415,7 +415,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-/* --prompt-cache-dir: what the last clean stop kept */
+/* --prompt-cache-dir: what earlier runs of the server kept */
 static int load_prompt_cache(server *s, errbuf *e)
 {
     const char *dir = s->o.prompt_cache_dir;

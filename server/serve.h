@@ -46,7 +46,8 @@ typedef struct serve_options {
      * in GB; < 0: serve_prompt_cache_default_gb() */
     double prompt_cache_gb;
     /* NULL, or where the prompt cache is kept across restarts
-     * (core/engine/prompt_cache_disk.h): read at start, written at a clean stop */
+     * (core/engine/prompt_cache_disk.h): read at start, written while idle and
+     * at a clean stop */
     const char *prompt_cache_dir;
 } serve_options;
 

@@ -35,7 +35,7 @@ static void usage(FILE *f)
                "                       (default: 4, or a sixteenth of the memory available if\n"
                "                       less; 0: off); an automatic DRAM tier leaves it room\n"
                "  --prompt-cache-dir DIR  keep the prompt cache in DIR across restarts: read at\n"
-               "                       start, written at a clean stop (SIGINT, SIGTERM)\n"
+               "                       start, written while idle and at a clean stop\n"
                "  and the context, tier and sampling options of `moetier run` (sampling options\n"
                "  are defaults; a request's temperature, top_p and seed override them):\n");
     model_flags_usage(f);
