@@ -167,9 +167,10 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
         /* 4 significant digits, the least rounded up: a budget just short of
          * it must not print as the same number */
         double at_least = need / 1e9, step = pow(10, floor(log10(at_least)) - 3);
-        return err_set(e, "DRAM budget %.4g GB holds %d experts of %.2f MB, but one token needs %d "
+        return err_set(e, "DRAM budget %.4g GB holds %d expert%s of %.2f MB, but one token needs %d "
                        "experts per layer (%.4g GB)%s; give --dram-gb at least %.4g", budget / 1e9,
-                       p->dram_slots, p->slot_bytes / 1e6, p->top_k, need / 1e9,
+                       p->dram_slots, p->dram_slots == 1 ? "" : "s", p->slot_bytes / 1e6, p->top_k,
+                       need / 1e9,
                        !f->dram_gb_set ? " and that is what this machine has free" : "",
                        ceil(at_least / step) * step);
     }
