@@ -128,8 +128,8 @@ void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logi
     pc->file_ids = copy;
     pc->file_n = copy ? n : 0;
     if (!m->quiet)
-        fprintf(stderr, "prompt cache %s: %d positions written (%.1f MB)\n", pc->path, m->en.n_past,
-                (double)m->en.n_past * (double)prompt_cache_position_bytes(&m->en) / 1e6);
+        fprintf(stderr, "prompt cache %s: %d position%s written (%.1f MB)\n", pc->path, n,
+                n == 1 ? "" : "s", (double)n * (double)prompt_cache_position_bytes(&m->en) / 1e6);
 }
 
 void cli_prompt_cache_free(cli_prompt_cache *pc)
