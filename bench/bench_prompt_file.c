@@ -6,8 +6,9 @@
  * save ratio = raw write ms / save ms, restore ratio = raw read ms / restore
  * ms (1: as fast as the disk or the page cache gives the bytes). "cold":
  * the file's pages dropped from the page cache first (fadvise; what a later
- * run after other work sees), "warm": right after. A restore maps the file,
- * checks its checksum and copies the rows in.
+ * run after other work sees), "warm": right after. A restore reads the rows
+ * in pieces, hashing each and copying it into the KV cache, and checks the
+ * checksum at the end.
  * usage: bench_prompt_file [DIR]  (default: the current directory) */
 #include <fcntl.h>
 #include <stdio.h>

@@ -76,24 +76,27 @@ int cli_prompt_cache_restore(cli_prompt_cache *pc, cli_model *m, const int *ids,
                     pc->read_only ? "" : "; it will be written");
         return 0;
     }
+    /* a file that cannot be used (another model, damaged) only means the
+     * prompt is computed; the file is then replaced */
     prompt_file pf;
     errbuf why;
-    if (prompt_file_open(&pf, pc->path, &pc->id, &m->en, &why)) {
+    int k = -1, saved = 0;
+    if (prompt_file_open(&pf, pc->path, &pc->id, &m->en, &why) == 0) {
+        k = prompt_file_restore(&pf, &m->en, ids, n, logits, &why);
+        saved = pf.n;
+        free(pc->file_ids);
+        pc->file_ids = k < 0 ? NULL : malloc((size_t)pf.n * sizeof *pc->file_ids);
+        pc->file_n = pc->file_ids ? pf.n : 0;
+        if (pc->file_ids)
+            memcpy(pc->file_ids, pf.ids, (size_t)pf.n * sizeof *pc->file_ids);
+        prompt_file_close(&pf);
+    }
+    if (k < 0) {
         if (!m->quiet)
             fprintf(stderr, "prompt cache %s; not used%s\n", why.msg,
                     pc->read_only ? "" : ", it will be replaced");
         return 0;
     }
-    int k = prompt_file_restore(&pf, &m->en, ids, n, logits, e);
-    int saved = pf.n;
-    free(pc->file_ids);
-    pc->file_ids = malloc((size_t)pf.n * sizeof *pc->file_ids);
-    pc->file_n = pc->file_ids ? pf.n : 0;
-    if (pc->file_ids)
-        memcpy(pc->file_ids, pf.ids, (size_t)pf.n * sizeof *pc->file_ids);
-    prompt_file_close(&pf);
-    if (k < 0)
-        return err_prefix(e, "--prompt-cache %s: ", pc->path);
     pc->restored = k;
     if (!m->quiet)
         fprintf(stderr, "prompt cache %s: %d of the prompt's %d tokens restored (it held %d)%s\n",

@@ -181,6 +181,12 @@ int engine_load_prefix(engine *en, const int *ids, int n, const kv_span *spans, 
     return 0;
 }
 
+void engine_set_prefix(engine *en, const int *ids, int n)
+{
+    memcpy(en->cached_ids, ids, (size_t)n * sizeof *ids);
+    en->n_past = n;
+}
+
 /* MLA attention of layer l for T tokens at pos0; writes the o_proj output to en->tmp. */
 static void attention(engine *en, int l, int T, int pos0)
 {

@@ -123,6 +123,9 @@ int engine_reusable_prefix(const engine *en, const int *ids, int n);
  * what follows computes as if ids had been run here. */
 int engine_load_prefix(engine *en, const int *ids, int n, const kv_span *spans, int n_spans,
                        errbuf *e);
+/* The same when the caller has put the rows of positions [0, n) into the KV
+ * cache itself (kv_cache_load_layer; n <= its size): the cache holds ids[0..n). */
+void engine_set_prefix(engine *en, const int *ids, int n);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
  * all_logits, else [vocab] for the last token. Returns 0; -1 with e set; or 1
  * with e set when stop_requested stopped it before a chunk: the chunks before

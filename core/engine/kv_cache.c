@@ -54,10 +54,17 @@ void kv_cache_save(const kv_cache *kv, int from, int to, float *host)
         kv_cache_save_layer(kv, l, from, to, host + (size_t)l * (size_t)(to - from) * (size_t)kv->row);
 }
 
+void kv_cache_load_layer(kv_cache *kv, int layer, int from, int to, const float *host)
+{
+    if (to > from)
+        kv->be->ops->from_host(kv->be, kv_cache_row(kv, layer, from), host,
+                               (size_t)(to - from) * (size_t)kv->row);
+}
+
 void kv_cache_load(kv_cache *kv, int from, int to, const kv_span *s)
 {
-    size_t row = (size_t)kv->row, n = (size_t)(to - from) * row;
-    for (int l = 0; l < kv->n_layers && to > from; l++)
-        kv->be->ops->from_host(kv->be, kv_cache_row(kv, l, from),
-                               s->rows + ((size_t)l * (size_t)s->stride + (size_t)(from - s->first)) * row, n);
+    size_t row = (size_t)kv->row;
+    for (int l = 0; l < kv->n_layers; l++)
+        kv_cache_load_layer(kv, l, from, to,
+                            s->rows + ((size_t)l * (size_t)s->stride + (size_t)(from - s->first)) * row);
 }

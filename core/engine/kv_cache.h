@@ -33,5 +33,7 @@ void kv_cache_save(const kv_cache *kv, int from, int to, float *host);
 void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float *host);
 /* Positions [from, to) of every layer from s, which holds them. */
 void kv_cache_load(kv_cache *kv, int from, int to, const kv_span *s);
+/* Positions [from, to) of one layer from host, rows one after another. */
+void kv_cache_load_layer(kv_cache *kv, int layer, int from, int to, const float *host);
 
 #endif

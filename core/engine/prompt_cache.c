@@ -263,8 +263,8 @@ void prompt_cache_keep(prompt_cache *pc, const engine *en)
         save(pc, en, 0);
 }
 
-int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, const float *rows,
-                     prompt_entry **added)
+int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, prompt_fill_fn fill,
+                     void *ctx, prompt_entry **added, errbuf *e)
 {
     *added = NULL;
     for (int i = 0; i < pc->n; i++)
@@ -290,11 +290,12 @@ int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, 
         prompt_cache_rows_free(x.rows, x.rows_bytes);
         return -1;
     }
+    if (fill(ctx, base, x.rows, e)) {
+        free(x.ids);
+        prompt_cache_rows_free(x.rows, x.rows_bytes);
+        return -2;
+    }
     memcpy(x.ids, ids, (size_t)n * sizeof *ids);
-    size_t row = (size_t)en->kv.row, own = (size_t)(n - base);
-    for (int l = 0; l < en->kv.n_layers; l++)
-        memcpy(x.rows + (size_t)l * own * row, rows + ((size_t)l * (size_t)n + (size_t)base) * row,
-               own * row * sizeof *x.rows);
     *added = insert(pc, x, parent_id);
     return 0;
 }

@@ -78,12 +78,16 @@ int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n);
  * PROMPT_CACHE_MIN_TOKENS), as a cut would: before the server stops. */
 void prompt_cache_keep(prompt_cache *pc, const engine *en);
 
-/* Adds a conversation of n ids whose rows are [n_layers][n][row] in host
- * memory (read from a file), sharing with the entries held as a save does,
- * evicting nothing: 0 with *added the entry; 1 when an entry holds all its
- * positions already; -1 when it does not fit (or no memory). */
-int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, const float *rows,
-                     prompt_entry **added);
+/* Writes positions [base, n) of every layer of a conversation being added
+ * into rows, laid out [n_layers][n - base][row]: 0, or -1 with e set. */
+typedef int (*prompt_fill_fn)(void *ctx, int base, float *rows, errbuf *e);
+
+/* Adds a conversation of n ids (read from a file), sharing with the entries
+ * held as a save does, evicting nothing; fill writes the rows it keeps: 0
+ * with *added the entry; 1 when an entry holds all its positions already;
+ * -1 when it does not fit (or no memory); -2 with e set when fill failed. */
+int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, prompt_fill_fn fill,
+                     void *ctx, prompt_entry **added, errbuf *e);
 
 /* The spans holding x's rows for positions [0, n) (n <= x->n), in order of
  * position, into out (room for pc->n): x's and its parents'. Returns their

@@ -90,6 +90,32 @@ static int list_ours(const char *dir, const prompt_identity *id, int leftovers, 
     return 0;
 }
 
+typedef struct file_fill {
+    prompt_file *pf;
+    int base;
+    float *rows;
+} file_fill;
+
+/* a piece of the file's rows: the positions past base go to the entry */
+static void to_entry(void *ctx, int layer, int first, int count, const float *rows)
+{
+    file_fill *f = ctx;
+    int from = first > f->base ? first : f->base, end = first + count;
+    if (end <= from)
+        return;
+    size_t row = (size_t)f->pf->row, own = (size_t)(f->pf->n - f->base);
+    memcpy(f->rows + ((size_t)layer * own + (size_t)(from - f->base)) * row,
+           rows + (size_t)(from - first) * row, (size_t)(end - from) * row * sizeof *rows);
+}
+
+static int fill_from_file(void *ctx, int base, float *rows, errbuf *e)
+{
+    file_fill *f = ctx;
+    f->base = base;
+    f->rows = rows;
+    return prompt_file_read_rows(f->pf, to_entry, f, e);
+}
+
 /* One file into pc as an entry: 0; 1 when an entry holds its positions
  * already; 2 when it does not fit; -1 when it cannot be used. */
 static int load_one(prompt_cache *pc, const char *path, const char *name, const prompt_identity *id,
@@ -99,10 +125,11 @@ static int load_one(prompt_cache *pc, const char *path, const char *name, const 
     if (prompt_file_open(&pf, path, id, en, e))
         return -1;
     prompt_entry *x;
-    int rc = prompt_cache_add(pc, en, pf.ids, pf.n, pf.rows, &x);
+    file_fill f = {.pf = &pf};
+    int rc = prompt_cache_add(pc, en, pf.ids, pf.n, fill_from_file, &f, &x, e);
     prompt_file_close(&pf);
     if (rc)
-        return rc < 0 ? 2 : 1;
+        return rc == -2 ? -1 : rc < 0 ? 2 : 1;
     /* a file whose name is not its ids' is written again under theirs */
     char want[64];
     prompt_cache_file_name(id, x->ids, x->n, want, sizeof want);

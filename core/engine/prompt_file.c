@@ -2,10 +2,10 @@
 #include "prompt_file.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -61,12 +61,36 @@ int prompt_file_probe(const char *path, errbuf *e)
     return 1;
 }
 
-static int check(prompt_file *pf, const char *path, const prompt_identity *id, const engine *en,
-                 errbuf *e)
+/* pread of exactly n bytes at off */
+static int read_at(int fd, void *buf, size_t n, uint64_t off, const char *path, errbuf *e)
 {
-    const uint8_t *h = pf->map;
-    if (pf->size < PROMPT_FILE_HEADER + 8 || memcmp(h + H_MAGIC, PROMPT_FILE_MAGIC, 8))
-        return err_set(e, "%s: not a prompt cache, or cut short (%zu bytes)", path, pf->size);
+    char *p = buf;
+    while (n) {
+        ssize_t got = pread(fd, p, n, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return err_set(e, "%s: cannot read: %s", path, strerror(errno));
+        if (got == 0)
+            return err_set(e, "%s: cut short while being read", path);
+        p += got;
+        off += (uint64_t)got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* The header against id and en's model, then the ids and logits into memory. */
+static int check(prompt_file *pf, const prompt_identity *id, const engine *en, errbuf *e)
+{
+    const char *path = pf->path;
+    uint8_t h[PROMPT_FILE_HEADER];
+    if (pf->size < PROMPT_FILE_HEADER + 8)
+        return err_set(e, "%s: cut short (%zu bytes)", path, pf->size);
+    if (read_at(pf->fd, h, sizeof h, 0, path, e))
+        return -1;
+    if (memcmp(h + H_MAGIC, PROMPT_FILE_MAGIC, 8))
+        return err_set(e, "%s: not a prompt cache (%zu bytes)", path, pf->size);
     uint32_t version = le_get_u32(h + H_VERSION);
     if (version != PROMPT_FILE_VERSION || le_get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
         return err_set(e, "%s: format version %u (this moetier reads version %d)", path, version,
@@ -89,20 +113,34 @@ static int check(prompt_file *pf, const char *path, const prompt_identity *id, c
     if (n == 0 || (uint64_t)n > pf->size / 4 || (flags & ~FLAG_LOGITS))
         return err_set(e, "%s: damaged header (%u positions, flags %#x)", path, n, flags);
     uint64_t ids_at = PROMPT_FILE_HEADER, logits_at = ids_at + 4ull * n;
-    uint64_t rows_at = logits_at + (flags & FLAG_LOGITS ? 4ull * vocab : 0);
-    uint64_t want = rows_at + 4ull * layers * row * n + 8;
+    pf->rows_at = logits_at + (flags & FLAG_LOGITS ? 4ull * vocab : 0);
+    uint64_t want = pf->rows_at + 4ull * layers * row * n + 8;
     if (pf->size != want)
         return err_set(e, "%s: %zu bytes, where its header describes %llu (cut short, or damaged)",
                        path, pf->size, (unsigned long long)want);
-    if (XXH3_64bits(pf->map, pf->size - 8) != le_get_u64(h + pf->size - 8))
-        return err_set(e, "%s: damaged (its checksum does not match its bytes)", path);
     pf->n = (int)n;
-    pf->ids = (const int32_t *)(h + ids_at);
-    pf->logits = flags & FLAG_LOGITS ? (const float *)(h + logits_at) : NULL;
-    pf->rows = (const float *)(h + rows_at);
+    pf->ids = malloc((size_t)n * sizeof *pf->ids);
+    pf->logits = flags & FLAG_LOGITS ? malloc((size_t)vocab * sizeof *pf->logits) : NULL;
+    pf->st = XXH3_createState();
+    if (!pf->ids || (flags & FLAG_LOGITS && !pf->logits) || !pf->st)
+        return err_set(e, "%s: out of memory for its ids", path);
+    uint8_t sum[8];
+    if (read_at(pf->fd, pf->ids, (size_t)n * sizeof *pf->ids, ids_at, path, e) ||
+        (pf->logits && read_at(pf->fd, pf->logits, (size_t)vocab * sizeof *pf->logits, logits_at,
+                               path, e)) ||
+        read_at(pf->fd, sum, sizeof sum, pf->size - 8, path, e))
+        return -1;
     for (int i = 0; i < pf->n; i++)
         if (pf->ids[i] < 0 || (uint32_t)pf->ids[i] >= vocab)
             return err_set(e, "%s: damaged (id %d at position %d)", path, pf->ids[i], i);
+    pf->sum = le_get_u64(sum);
+    pf->layers = (int)layers;
+    pf->row = (int)row;
+    XXH3_64bits_reset(pf->st);
+    XXH3_64bits_update(pf->st, h, sizeof h);
+    XXH3_64bits_update(pf->st, pf->ids, (size_t)n * sizeof *pf->ids);
+    if (pf->logits)
+        XXH3_64bits_update(pf->st, pf->logits, (size_t)vocab * sizeof *pf->logits);
     return 0;
 }
 
@@ -110,27 +148,18 @@ int prompt_file_open(prompt_file *pf, const char *path, const prompt_identity *i
                      const engine *en, errbuf *e)
 {
     memset(pf, 0, sizeof *pf);
-    int fd = file_open_regular(path, O_RDONLY, 0, e);
-    if (fd < 0)
+    snprintf(pf->path, sizeof pf->path, "%s", path);
+    pf->fd = file_open_regular(path, O_RDONLY, 0, e);
+    if (pf->fd < 0)
         return -1;
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int er = errno;
-        close(fd);
-        return err_set(e, "%s: %s", path, strerror(er));
+    if (fstat(pf->fd, &sb) != 0) {
+        err_set(e, "%s: %s", path, strerror(errno));
+        prompt_file_close(pf);
+        return -1;
     }
     pf->size = (size_t)sb.st_size;
-    if (pf->size < PROMPT_FILE_HEADER + 8) {
-        close(fd);
-        return err_set(e, "%s: cut short (%zu bytes)", path, pf->size);
-    }
-    void *map = mmap(NULL, pf->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int er = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return err_set(e, "%s: cannot map: %s", path, strerror(er));
-    pf->map = map;
-    if (check(pf, path, id, en, e)) {
+    if (check(pf, id, en, e)) {
         prompt_file_close(pf);
         return -1;
     }
@@ -139,13 +168,67 @@ int prompt_file_open(prompt_file *pf, const char *path, const prompt_identity *i
 
 void prompt_file_close(prompt_file *pf)
 {
-    if (pf->map)
-        munmap(pf->map, pf->size);
+    if (pf->fd >= 0)
+        close(pf->fd);
+    free(pf->ids);
+    free(pf->logits);
+    XXH3_freeState(pf->st);
     memset(pf, 0, sizeof *pf);
+    pf->fd = -1;
 }
 
-int prompt_file_restore(const prompt_file *pf, engine *en, const int *ids, int n, float *logits,
-                        errbuf *e)
+/* positions a piece of the rows holds: about 1 MB, in the cache while it is
+ * hashed and handed on */
+#define PIECE_BYTES (1u << 20)
+
+int prompt_file_read_rows(prompt_file *pf, prompt_rows_sink sink, void *ctx, errbuf *e)
+{
+    if (!pf->st)
+        return err_set(e, "%s: its rows were read already", pf->path);
+    size_t row_bytes = (size_t)pf->row * sizeof(float);
+    int per_piece = row_bytes >= PIECE_BYTES ? 1 : (int)(PIECE_BYTES / row_bytes);
+    if (per_piece > pf->n)
+        per_piece = pf->n;
+    float *buf = malloc((size_t)per_piece * row_bytes);
+    if (!buf)
+        return err_set(e, "%s: out of memory for its rows", pf->path);
+    uint64_t off = pf->rows_at;
+    int rc = 0;
+    for (int l = 0; l < pf->layers && !rc; l++)
+        for (int first = 0; first < pf->n && !rc; first += per_piece) {
+            int count = pf->n - first < per_piece ? pf->n - first : per_piece;
+            size_t bytes = (size_t)count * row_bytes;
+            rc = read_at(pf->fd, buf, bytes, off, pf->path, e);
+            if (!rc) {
+                XXH3_64bits_update(pf->st, buf, bytes);
+                if (sink)
+                    sink(ctx, l, first, count, buf);
+                off += bytes;
+            }
+        }
+    free(buf);
+    uint64_t sum = XXH3_64bits_digest(pf->st);
+    XXH3_freeState(pf->st);
+    pf->st = NULL;
+    if (!rc && sum != pf->sum)
+        rc = err_set(e, "%s: damaged (its checksum does not match its bytes)", pf->path);
+    return rc;
+}
+
+typedef struct restore_sink {
+    engine *en;
+    int k;                      /* positions wanted */
+} restore_sink;
+
+static void to_engine(void *ctx, int layer, int first, int count, const float *rows)
+{
+    restore_sink *r = ctx;
+    int end = first + count < r->k ? first + count : r->k;
+    if (end > first)
+        kv_cache_load_layer(&r->en->kv, layer, first, end, rows);
+}
+
+int prompt_file_restore(prompt_file *pf, engine *en, const int *ids, int n, float *logits, errbuf *e)
 {
     int k = common(pf->ids, pf->n, ids, n);
     int whole = k == n && pf->n == n && pf->logits;
@@ -153,9 +236,14 @@ int prompt_file_restore(const prompt_file *pf, engine *en, const int *ids, int n
         k = n - 1;
     if (k <= 0)
         return 0;
-    kv_span all = {.rows = pf->rows, .first = 0, .end = pf->n, .stride = pf->n};
-    if (engine_load_prefix(en, ids, k, &all, 1, e))
+    if (k > en->kv.max_ctx)
+        return err_set(e, "cannot load %d positions into a cache of %d", k, en->kv.max_ctx);
+    /* into the cache's memory as they are read; they count only once the
+     * checksum agrees */
+    restore_sink r = {.en = en, .k = k};
+    if (prompt_file_read_rows(pf, to_engine, &r, e))
         return -1;
+    engine_set_prefix(en, ids, k);
     if (whole)
         memcpy(logits, pf->logits, (size_t)en->cfg->vocab_size * sizeof *logits);
     return k;

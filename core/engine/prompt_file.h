@@ -34,31 +34,47 @@ typedef struct prompt_identity {
 } prompt_identity;
 
 typedef struct prompt_file {
-    void *map;
+    char path[4096];
+    int fd;
     size_t size;
     int n;                      /* positions */
-    const int32_t *ids;         /* [n] */
-    const float *logits;        /* [vocab] after position n - 1; NULL: not kept */
-    const float *rows;          /* [n_layers][n][row] */
+    int32_t *ids;               /* [n] */
+    float *logits;              /* [vocab] after position n - 1; NULL: not kept */
+    int layers, row;
+    uint64_t rows_at;           /* where the rows begin in the file */
+    uint64_t sum;               /* the checksum the file ends with */
+    void *st;                   /* the checksum of the bytes before the rows (XXH3 state) */
 } prompt_file;
+
+/* Where prompt_file_read_rows hands the rows: positions [first, first +
+ * count) of one layer, [count][row] floats, valid during the call. */
+typedef void (*prompt_rows_sink)(void *ctx, int layer, int first, int count, const float *rows);
 
 /* Before anything loads: 1 when path holds a prompt file, 0 when there is
  * nothing to read yet (no file, or an empty one), -1 with e set when what is
  * there is not a regular file or not a prompt file (it is not overwritten). */
 int prompt_file_probe(const char *path, errbuf *e);
 
-/* Maps the file and checks it against id and en's model: 0; -1 with e saying
- * why it cannot be used (another model, backend or kernels, damaged). */
+/* Opens the file and checks its header against id and en's model, reading
+ * its ids and logits: 0; -1 with e saying why it cannot be used (another
+ * model, backend or kernels, another shape, cut short, an id out of range). */
 int prompt_file_open(prompt_file *pf, const char *path, const prompt_identity *id,
                      const engine *en, errbuf *e);
 void prompt_file_close(prompt_file *pf);
+
+/* Reads the rows once, a piece at a time (read, not a mapping: a file cut
+ * short meanwhile is an error, not a crash), each piece hashed and handed to
+ * sink (may be NULL), then checks the checksum over the whole file: 0; -1
+ * with e set, and then what sink got must not be used. */
+int prompt_file_read_rows(prompt_file *pf, prompt_rows_sink sink, void *ctx, errbuf *e);
 
 /* Copies into en (which holds nothing yet) the file's rows for the leading ids
  * it shares with ids[0..n): all n with the kept logits into `logits` when the
  * file is exactly ids, else at most n - 1 (so that a forward over the rest
  * yields logits). Returns the positions restored (n: the logits are there
- * too), or -1 with e set. */
-int prompt_file_restore(const prompt_file *pf, engine *en, const int *ids, int n, float *logits,
+ * too; 0: none, the rows not read), or -1 with e set (damaged: en holds
+ * nothing). Reads the rows, so once per open. */
+int prompt_file_restore(prompt_file *pf, engine *en, const int *ids, int n, float *logits,
                         errbuf *e);
 
 /* Writes en's cached positions to path, with the logits after the last one

@@ -59,6 +59,20 @@ static float *vec(int V)
     return v;
 }
 
+/* A fresh open of the fixture's file restored into en (reset first): a
+ * restore reads the rows, once per open. */
+static int restore_from(fixture *f, const int *ids, int n, float *logits)
+{
+    prompt_file pf;
+    errbuf e;
+    cr_assert_eq(prompt_file_open(&pf, f->path, &f->id, &f->m.en, &e), 0, "%s", e.msg);
+    engine_reset(&f->m.en);
+    int k = prompt_file_restore(&pf, &f->m.en, ids, n, logits, &e);
+    cr_expect_geq(k, 0, "%s", e.msg);
+    prompt_file_close(&pf);
+    return k;
+}
+
 static void restored_prompt(const char *backend_name)
 {
     fixture f;
@@ -76,20 +90,15 @@ static void restored_prompt(const char *backend_name)
     cr_assert_eq(engine_forward(en, ids, 60, got, 0, &e), 0, "%s", e.msg);
     cr_assert_eq(engine_forward(en, ids + 60, 10, after_pq, 0, &e), 0, "%s", e.msg);
 
-    prompt_file pf;
-    cr_assert_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
-    cr_expect_eq(pf.n, 60);
     /* a longer prompt: the file's 60, then the rest computed */
-    engine_reset(en);
-    cr_expect_eq(prompt_file_restore(&pf, en, ids, 70, got, &e), 60);
+    cr_expect_eq(restore_from(&f, ids, 70, got), 60);
     cr_assert_eq(engine_forward(en, ids + 60, 10, got, 0, &e), 0, "%s", e.msg);
     cr_expect_eq(memcmp(got, after_pq, (size_t)V * sizeof *got), 0,
                  "logits after restored rows differ from those of the prefix run again");
     /* the file's own prompt: all of it, with its logits, and a decode step
      * after it as after the run that wrote it */
-    engine_reset(en);
     memset(got, 0, (size_t)V * sizeof *got);
-    cr_expect_eq(prompt_file_restore(&pf, en, ids, 60, got, &e), 60);
+    cr_expect_eq(restore_from(&f, ids, 60, got), 60);
     cr_expect_eq(en->n_past, 60);
     cr_expect_eq(memcmp(got, after_p, (size_t)V * sizeof *got), 0, "the kept logits differ");
     cr_assert_eq(engine_decode(en, ids[60], got, &e), 0, "%s", e.msg);
@@ -102,22 +111,18 @@ static void restored_prompt(const char *backend_name)
     cr_assert_eq(engine_forward(en, ids, 60, NULL, 0, &e), 0, "%s", e.msg);
     cr_assert_eq(engine_truncate(en, 29, &e), 0, "%s", e.msg);
     cr_assert_eq(engine_forward(en, ids + 29, 1, after_29, 0, &e), 0, "%s", e.msg);
-    engine_reset(en);
-    cr_expect_eq(prompt_file_restore(&pf, en, ids, 30, got, &e), 29);
+    cr_expect_eq(restore_from(&f, ids, 30, got), 29);
     cr_assert_eq(engine_forward(en, ids + 29, 1, got, 0, &e), 0, "%s", e.msg);
     cr_expect_eq(memcmp(got, after_29, (size_t)V * sizeof *got), 0,
                  "logits after part of the file's rows differ");
     free(after_29);
     int *other = some_ids(40, 1, V);
     other[20] = (other[20] + 1) % V;
-    engine_reset(en);
-    cr_expect_eq(prompt_file_restore(&pf, en, other, 40, got, &e), 20);
+    cr_expect_eq(restore_from(&f, other, 40, got), 20);
     cr_expect_eq(en->n_past, 20);
     other[0] = (other[0] + 1) % V;
-    engine_reset(en);
-    cr_expect_eq(prompt_file_restore(&pf, en, other, 40, got, &e), 0);
+    cr_expect_eq(restore_from(&f, other, 40, got), 0);
     cr_expect_eq(en->n_past, 0);
-    prompt_file_close(&pf);
     free(other);
     free(ids);
     free(after_p);
@@ -162,11 +167,21 @@ Test(prompt_file, without_logits_the_last_position_is_computed, .timeout = 120)
     close_fixture(&f);
 }
 
-static void expect_unusable(fixture *f, const prompt_identity *id, const char *needle)
+/* whether the file opens and its rows read back with the checksum agreeing */
+static int usable(fixture *f, const prompt_identity *id, errbuf *e)
 {
     prompt_file pf;
+    if (prompt_file_open(&pf, f->path, id, &f->m.en, e))
+        return 0;
+    int ok = prompt_file_read_rows(&pf, NULL, NULL, e) == 0;
+    prompt_file_close(&pf);
+    return ok;
+}
+
+static void expect_unusable(fixture *f, const prompt_identity *id, const char *needle)
+{
     errbuf e;
-    cr_expect_eq(prompt_file_open(&pf, f->path, id, &f->m.en, &e), -1, "used, expected '%s'", needle);
+    cr_expect(!usable(f, id, &e), "used, expected '%s'", needle);
     cr_expect(strstr(e.msg, needle) != NULL, "'%s' lacks '%s'", e.msg, needle);
     cr_expect(strstr(e.msg, f->path) != NULL, "'%s' does not name the file", e.msg);
 }
@@ -213,6 +228,13 @@ Test(prompt_file, a_file_made_otherwise_or_damaged_is_not_used, .timeout = 120)
 
     write_changed(&f, orig, n, rows_at + 5, orig[rows_at + 5] ^ 1, 0);
     expect_unusable(&f, &f.id, "checksum");
+    /* a restore that finds it so leaves the engine empty */
+    prompt_file pf;
+    cr_assert_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
+    engine_reset(en);
+    cr_expect_eq(prompt_file_restore(&pf, en, ids, 20, logits, &e), -1);
+    cr_expect_eq(en->n_past, 0);
+    prompt_file_close(&pf);
     write_changed(&f, orig, n, 8, 2, 1);                /* version */
     expect_unusable(&f, &f.id, "version 2");
     write_changed(&f, orig, n, 56, orig[56] + 1, 1);    /* layers */
@@ -224,9 +246,8 @@ Test(prompt_file, a_file_made_otherwise_or_damaged_is_not_used, .timeout = 120)
     test_write_file(f.path, orig, 64);
     expect_unusable(&f, &f.id, "cut short");
     test_write_file(f.path, orig, n);
-    prompt_file pf;
-    cr_expect_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
-    prompt_file_close(&pf);
+    cr_expect(usable(&f, &f.id, &e), "%s", e.msg);
+    (void)pf;
     free(orig);
     free(ids);
     free(logits);
@@ -374,6 +395,17 @@ Test(prompt_file, run_keeps_the_prompt_in_a_file, .timeout = 120)
     cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids %s -n 1 --greedy --print-ids "
                               "--prompt-cache %s", bin, dir, longer, pc), 0, "%s", err);
     cr_expect(strstr(err, "55 of the prompt's 55 tokens restored"), "%s", err);
+    free(out);
+    free(err);
+    /* a changed byte among the rows: said, not used (the prompt computed), replaced */
+    size_t n2;
+    unsigned char *bytes = test_read_file(pc, &n2);
+    bytes[n2 - 100] ^= 0x40;
+    test_write_file(pc, bytes, n2);
+    free(bytes);
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, pc, ""), 0, "%s", err);
+    cr_expect(strstr(err, "damaged (its checksum") && strstr(err, "not used, it will be replaced") &&
+              strstr(err, "prefill: 50 tokens") && strstr(err, "50 positions written"), "%s", err);
     free(out);
     free(err);
     /* not a prompt cache: refused, left as it is */
