@@ -128,6 +128,8 @@ void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logi
     int *copy = realloc(pc->file_ids, (size_t)n * sizeof *copy);
     if (copy)
         memcpy(copy, m->en.cached_ids, (size_t)n * sizeof *copy);
+    else
+        free(pc->file_ids);     /* then nothing counts as held: the next save writes */
     pc->file_ids = copy;
     pc->file_n = copy ? n : 0;
     if (!m->quiet)
