@@ -33,10 +33,17 @@ INL float bf16f(uint16_t h)
 }
 
 /* The columns [c0, c1) of a row a tile function reads (c0 a multiple of 128 and
- * of the FP8 block width), and how far ahead it prefetches. */
+ * of the FP8 block width), and how far ahead it prefetches. A row read in
+ * several spans carries its tokens' vector sums from one span to the next in
+ * `carry` (a0 then a1 of each token) and sums them up only after the last, so
+ * each token's result has the bits of the row read in one span: the same
+ * whatever the tile's size or the spans (a token's logits do not depend on
+ * the other rows of its step). */
 typedef struct span {
     int c0, c1;
     size_t ahead;
+    int first, last;            /* the row's first span, its last */
+    __m512 *carry;              /* [2 * 4]; unused for a row in one span */
 } span;
 
 /* x of all the tokens for one column block must fit this (L1 is 32-48 KB and
@@ -98,6 +105,30 @@ TGT INL __m512 load_fp8_16(const uint8_t *p, __mmask16 m)
 
 /* ---- plain formats: F32, F16, BF16 ---- */
 
+/* A tile's sums at its span's start: zero, or carried from the span before. */
+TGT INL void tile_begin(span sp, const int nt, __m512 *a0, __m512 *a1)
+{
+    UNROLL
+    for (int t = 0; t < nt; t++) {
+        a0[t] = sp.first ? _mm512_setzero_ps() : sp.carry[2 * t];
+        a1[t] = sp.first ? _mm512_setzero_ps() : sp.carry[2 * t + 1];
+    }
+}
+
+/* ... and at its end: carried on, or summed into out after the row's last span. */
+TGT INL void tile_end(span sp, const int nt, const __m512 *a0, const __m512 *a1, float *out)
+{
+    UNROLL
+    for (int t = 0; t < nt; t++) {
+        if (sp.last) {
+            out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+        } else {
+            sp.carry[2 * t] = a0[t];
+            sp.carry[2 * t + 1] = a1[t];
+        }
+    }
+}
+
 TGT INL __m512 load_plain(weight_format fmt, const uint8_t *row, int c, __mmask16 m)
 {
     if (fmt == WF_F32)
@@ -111,9 +142,7 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
                         const int nt, float *out)
 {
     __m512 a0[4], a1[4];
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        a0[t] = a1[t] = _mm512_setzero_ps();
+    tile_begin(sp, nt, a0, a1);
     int c = sp.c0, cols = sp.c1;
     size_t esize = fmt == WF_F32 ? 4 : 2;
     for (; c + 32 <= cols; c += 32) {
@@ -134,9 +163,7 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
         for (int t = 0; t < nt; t++)
             a0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * xs + c), a0[t]);
     }
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+    tile_end(sp, nt, a0, a1, out);
 }
 
 /* ---- FP8 128x128 blocks (any block width that is a multiple of 16), without
@@ -167,9 +194,7 @@ TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, int t
     const __m512i top = _mm512_set1_epi8((char)0x80);
     __m512i seen = _mm512_setzero_si512();
     __m512 a0[4], a1[4];
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        a0[t] = a1[t] = _mm512_setzero_ps();
+    tile_begin(sp, nt, a0, a1);
     for (int c0 = sp.c0, b = sp.c0 / bc; c0 < sp.c1; c0 += bc, b++) {
         int c1 = c0 + bc < sp.c1 ? c0 + bc : sp.c1;
         float s;
@@ -210,10 +235,16 @@ TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, int t
             a1[t] = _mm512_fmadd_ps(g1[t], sv, a1[t]);
         }
     }
-    int nan = _mm512_cmpeq_epi8_mask(seen, _mm512_set1_epi8((char)0xff)) != 0;
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        out[t] = nan ? NAN : _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t])) * up[t];
+    /* a NaN code makes the row NaN (carried to the row's end as a NaN sum) */
+    if (_mm512_cmpeq_epi8_mask(seen, _mm512_set1_epi8((char)0xff)))
+        UNROLL
+        for (int t = 0; t < nt; t++)
+            a0[t] = _mm512_set1_ps(NAN);
+    tile_end(sp, nt, a0, a1, out);
+    if (sp.last)
+        UNROLL
+        for (int t = 0; t < nt; t++)
+            out[t] *= up[t];
 }
 
 /* ---- INT4 groups (group size a multiple of 32, cols a multiple of 32) ----
@@ -257,17 +288,16 @@ TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int 
     const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
     const float *xp = p->x_perm + (size_t)t0 * xs;
     __m512 a0[4], a1[4];
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        a0[t] = a1[t] = _mm512_setzero_ps();
+    tile_begin(sp, nt, a0, a1);
     int chunks_end = sp.c1 < c128 ? sp.c1 : c128;
     for (int c = sp.c0; c < chunks_end; c += 128) {
         prefetch_l2(row + c / 2, sp.ahead);
         __m512i q = _mm512_loadu_si512(row + c / 2);
         __m512 sc = int4_chunk_scales(srow, c, gs);
-        /* one token: four partial sums so no FMA chain is longer than two per chunk */
+        /* four partial sums so no FMA chain is longer than two per chunk (for
+         * every tile size: a token's bits must not depend on its tile's) */
         __m512 ps[4][4];
-        const int np = nt == 1 ? 4 : 2;
+        const int np = 4;
         UNROLL
         for (int t = 0; t < nt; t++)
             UNROLL
@@ -304,9 +334,7 @@ TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int 
             a1[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp + t * xs + c + 16), a1[t]);
         }
     }
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+    tile_end(sp, nt, a0, a1, out);
 }
 
 /* ---- rows x token tiles ---- */
@@ -326,18 +354,24 @@ TGT INL void plain_rows_tile(const linear_weight *w, const linear_prep *p, int r
  * column blocks whose x does fit: x then comes from L2 once per block of rows
  * instead of once per row (4 tokens of INT4 ran at a quarter of one token's
  * weight rate, bound by x loads from L2). Each weight is still read once; the
- * prefetch then runs a row ahead at the same columns. */
+ * prefetch then runs a row ahead at the same columns, and each (row, tile)
+ * carries its sums across the column blocks (span). Tiles cover fewer than
+ * LINEAR_BATCHED_MIN_T tokens: the batched GEMM takes more. */
+#define MAX_TILES ((LINEAR_BATCHED_MIN_T + 2) / 4)
 #define ROWS_BY_TILES(TILE)                                                              \
     size_t R = (size_t)w->rows;                                                          \
     int cstep = column_block(w, p->T);                                                   \
     size_t ahead = cstep < w->cols ? 2 * row_bytes(w) : PREFETCH_AHEAD;           \
+    __m512 carry[ROW_BLOCK * MAX_TILES * 8];                                             \
     for (int rb = r0; rb < r1; rb += ROW_BLOCK) {                                        \
         int re = r1 - rb < ROW_BLOCK ? r1 : rb + ROW_BLOCK;                              \
         for (int c0 = 0; c0 < w->cols; c0 += cstep) {                                    \
-            span sp = {c0, w->cols - c0 < cstep ? w->cols : c0 + cstep, ahead};          \
+            int c1 = w->cols - c0 < cstep ? w->cols : c0 + cstep;                        \
             for (int r = rb; r < re; r++)                                                \
                 for (int t0 = 0; t0 < p->T; t0 += 4) {                                   \
                     int nt = p->T - t0 < 4 ? p->T - t0 : 4;                              \
+                    span sp = {c0, c1, ahead, c0 == 0, c1 == w->cols,                    \
+                               carry + ((r - rb) * MAX_TILES + t0 / 4) * 8};             \
                     float out[4];                                                        \
                     switch (nt) {                                                        \
                     case 4: TILE(w, p, r, t0, sp, 4, out); break;                        \
@@ -345,10 +379,8 @@ TGT INL void plain_rows_tile(const linear_weight *w, const linear_prep *p, int r
                     case 2: TILE(w, p, r, t0, sp, 2, out); break;                        \
                     default: TILE(w, p, r, t0, sp, 1, out); break;                       \
                     }                                                                    \
-                    for (int t = 0; t < nt; t++) {                                       \
-                        float *yt = &y[(size_t)(t0 + t) * R + (size_t)r];                \
-                        *yt = c0 ? *yt + out[t] : out[t];                                \
-                    }                                                                    \
+                    for (int t = 0; sp.last && t < nt; t++)                              \
+                        y[(size_t)(t0 + t) * R + (size_t)r] = out[t];                    \
                 }                                                                        \
         }                                                                                \
     }
@@ -371,9 +403,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
     const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
     const fp8_tables tb = fp8_tables_load();
     __m512 a0[4], a1[4];
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        a0[t] = a1[t] = _mm512_setzero_ps();
+    tile_begin(sp, nt, a0, a1);
     for (int c0 = sp.c0, b = sp.c0 / bc; c0 < sp.c1; c0 += bc, b++) {
         int c1 = c0 + bc < sp.c1 ? c0 + bc : sp.c1;
         float s;
@@ -424,9 +454,7 @@ TGT_VBMI INL void fp8_lut_tile(const linear_weight *w, const linear_prep *p, int
         for (int t = 0; t < nt; t++)
             a0[t] = _mm512_fmadd_ps(tail[t], pvec, a0[t]);
     }
-    UNROLL
-    for (int t = 0; t < nt; t++)
-        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+    tile_end(sp, nt, a0, a1, out);
 }
 
 /* one row loop per format, so each kernel gets its own registers */

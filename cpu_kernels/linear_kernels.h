@@ -10,7 +10,10 @@
  * A SIMD kernel computes rows [r0, r1) of y for all T tokens: below
  * LINEAR_BATCHED_MIN_T tokens it reads each weight row once per tile of up to 4
  * tokens (decode, a bandwidth-bound GEMV); from there on (AVX-512) it dequantizes
- * panels of rows once and runs a register-blocked float32 GEMM (prefill). Layouts
+ * panels of rows once and runs a register-blocked float32 GEMM (prefill). Below
+ * LINEAR_BATCHED_MIN_T a token's result has the same bits whatever the call's
+ * token count (a decode step of several conversations gives each the bits of
+ * it alone). Layouts
  * it cannot take (INT4 groups that are not whole 32-blocks, FP8 blocks not a
  * multiple of 16 wide) go to the scalar reference. */
 #ifndef MOETIER_LINEAR_KERNELS_H

@@ -236,7 +236,8 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
     uint64_t inter = max_u64((uint64_t)c->intermediate_size,
                              (uint64_t)c->moe_intermediate_size * max_u64((uint64_t)c->n_shared_experts, 1));
     /* the engine's buffers (engine_create: the experts' inputs and outputs for
-     * all of a layer's top-k rows), then the backend's scratch, which grows by
+     * all of a layer's top-k rows, the new cache rows of a step of several
+     * sequences), then the backend's scratch, which grows by
      * a quarter over what is asked: FFN gate and up; attention's absorbed
      * queries and latent outputs, or the expanded form's keys and values (at
      * least its minimum of positions) and state; split attention's chunks;
@@ -244,7 +245,8 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
      * grow with the step are counted whole, so the plan stays linear in it. */
     uint64_t K = max_u64((uint64_t)c->n_experts_per_tok, 1);
     uint64_t floats = C * ((6 + 2 * K) * h + max_u64((uint64_t)c->q_lora_rank, 1) + H * qk +
-                           H * (uint64_t)c->v_head_dim + max_u64((uint64_t)c->n_routed_experts, 1));
+                           H * (uint64_t)c->v_head_dim + max_u64((uint64_t)c->n_routed_experts, 1) +
+                           (uint64_t)(c->kv_lora_rank + c->qk_rope_dim));
     floats += (C < ENGINE_LOGIT_ROWS ? C : ENGINE_LOGIT_ROWS) * (uint64_t)c->vocab_size;
     uint64_t kv_lora = (uint64_t)c->kv_lora_rank, kvw = (uint64_t)(c->qk_nope_dim + c->v_head_dim);
     uint64_t min_positions = GPU_MLA_EXPANDED_MIN_POSITIONS + GPU_MLA_EXPANDED_TILE;

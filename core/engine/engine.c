@@ -67,6 +67,7 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     ALLOC(en->logits_rows, (size_t)en->logit_rows * c->vocab_size);
     ALLOC(en->router_logits, Cz * max_sz(E, 1));
     ALLOC(en->xp, Cz * h);
+    ALLOC(en->kv_rows, Cz * (size_t)en->kv.row);
 #undef ALLOC
     en->route_ids = malloc(max_sz(Cz * K, 1) * sizeof(int));
     en->route_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
@@ -77,6 +78,8 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->disp_tok = malloc(max_sz(Cz * K, 1) * sizeof(int));
     en->disp_w = malloc(max_sz(Cz * K, 1) * sizeof(float));
     en->pos = malloc(Cz * sizeof(int));
+    en->row_index = malloc(Cz * sizeof(int));
+    en->step_seqs = malloc(Cz * sizeof *en->step_seqs);
     en->predicted = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * (size_t)c->n_layers * E, 1), 1);
     en->predicted_now = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * E, 1), 1);
     en->predicted_list = malloc((E + 1) * sizeof(int));
@@ -89,9 +92,12 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->group_jobs = calloc(2 * E + 1, sizeof *en->group_jobs);
     if (!en->cached_ids || !en->route_ids || !en->route_w || !en->route_scores || !en->host_hidden ||
         !en->slot_start || !en->used_experts || !en->disp_tok || !en->disp_w || !en->pos ||
+        !en->row_index || !en->step_seqs ||
         !en->predicted || !en->predicted_now || !en->predicted_list || !en->hint_list || !en->x_origin ||
         !en->x_bytes || !en->x_stall || !en->group_views || !en->group_jobs)
         goto oom;
+    for (int i = 0; i < C; i++)
+        en->row_index[i] = i;
     return 0;
 oom:
     engine_destroy(en);
@@ -103,7 +109,8 @@ void engine_destroy(engine *en)
     if (!en->be)
         return;
     float **bufs[] = {&en->x, &en->xn, &en->qa, &en->q, &en->attn, &en->tmp, &en->moe,
-                      &en->gath, &en->eout, &en->logits_rows, &en->router_logits, &en->xp};
+                      &en->gath, &en->eout, &en->logits_rows, &en->router_logits, &en->xp,
+                      &en->kv_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (*bufs[i])
             OPS(en)->release(en->be, *bufs[i]);
@@ -118,6 +125,8 @@ void engine_destroy(engine *en)
     free(en->disp_tok);
     free(en->disp_w);
     free(en->pos);
+    free(en->row_index);
+    free(en->step_seqs);
     free(en->predicted);
     free(en->predicted_now);
     free(en->predicted_list);
@@ -187,8 +196,10 @@ void engine_set_prefix(engine *en, const int *ids, int n)
     en->n_past = n;
 }
 
-/* MLA attention of layer l for T tokens at pos0; writes the o_proj output to en->tmp. */
-static void attention(engine *en, int l, int T, int pos0)
+/* MLA attention of layer l for the step's T rows: T tokens of the engine's
+ * own sequence at pos0 (seqs NULL), or one token of each seqs[t] at
+ * en->pos[t]; writes the o_proj output to en->tmp. */
+static void attention(engine *en, int l, int T, int pos0, engine_seq *const *seqs)
 {
     const model_config *c = en->cfg;
     const layer_weights *L = &en->mw->layers[l];
@@ -205,8 +216,10 @@ static void attention(engine *en, int l, int T, int pos0)
     }
     o->rope(en->be, en->q, T, H, H * qk, qk, c->qk_nope_dim, c->qk_rope_dim, en->pos, en->inv_freq,
             en->rope_mscale);
-    /* the new cache rows: latent (normed in place) + rope key (rotated in place) */
-    float *rows = kv_cache_row(&en->kv, l, pos0);
+    /* the new cache rows: latent (normed in place) + rope key (rotated in
+     * place), straight into the cache, or for several sequences computed
+     * together and then each copied to its own */
+    float *rows = seqs ? en->kv_rows : kv_cache_row(&en->kv, l, pos0);
     o->linear(en->be, &L->kv_a, en->xn, T, rows);
     o->rmsnorm(en->be, rows, row, L->kv_a_norm, c->kv_lora_rank, T, eps, rows, row);
     o->rope(en->be, rows, T, 1, row, 0, c->kv_lora_rank, c->qk_rope_dim, en->pos, en->inv_freq,
@@ -217,7 +230,21 @@ static void attention(engine *en, int l, int T, int pos0)
         .v = c->v_head_dim, .kv_lora = c->kv_lora_rank, .scale = en->softmax_scale,
         .out = en->attn,
     };
-    o->mla_attention(en->be, &a);
+    if (!seqs) {
+        o->mla_attention(en->be, &a);
+    } else {
+        a.T = 1;
+        for (int t = 0; t < T; t++) {
+            const kv_cache *kv = &seqs[t]->kv;
+            o->gather_rows(en->be, en->kv_rows, &en->row_index[t], 1, row,
+                           kv_cache_row(kv, l, en->pos[t]));
+            a.q = en->q + (size_t)t * (size_t)(H * qk);
+            a.pos0 = en->pos[t];
+            a.kv_cache = kv_cache_row(kv, l, 0);
+            a.out = en->attn + (size_t)t * (size_t)(H * c->v_head_dim);
+            o->mla_attention(en->be, &a);
+        }
+    }
     o->linear(en->be, &L->o_proj, en->attn, T, en->tmp);
 }
 
@@ -374,7 +401,7 @@ static int moe(engine *en, int l, int T, int pos0, errbuf *e)
              en->obs.on_route ? en->route_scores : NULL);
     if (en->obs.on_route)
         for (int t = 0; t < T; t++)
-            en->obs.on_route(en->obs.ctx, l, pos0 + t, en->route_ids + (size_t)t * K,
+            en->obs.on_route(en->obs.ctx, l, en->pos[t], en->route_ids + (size_t)t * K,
                              en->route_w + (size_t)t * K, en->route_scores + (size_t)t * E);
     /* counting sort of (token, weight) pairs by expert */
     int *start = en->slot_start;
@@ -501,26 +528,32 @@ static void add_rmsnorm(engine *en, const float *add, const float *w, int T)
     o->rmsnorm(en->be, en->x, h, w, h, T, eps, en->xn, h);
 }
 
-static int forward_chunk(engine *en, const int *ids, int T, float *logits, int all_logits,
-                         errbuf *e)
+/* One step of T rows: a chunk of the engine's own sequence (seqs NULL), or
+ * one token of each seqs[t] (engine_decode_seqs, which checked them). */
+static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int T, float *logits,
+                        int all_logits, errbuf *e)
 {
     const model_config *c = en->cfg;
     const model_weights *mw = en->mw;
     const backend_ops *o = OPS(en);
-    int h = c->hidden_size, pos0 = en->n_past;
+    int h = c->hidden_size, pos0 = seqs ? seqs[0]->n_past : en->n_past;
     float eps = (float)c->rms_norm_eps;
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; !seqs && t < T; t++) {
         if (ids[t] < 0 || ids[t] >= c->vocab_size)
             return err_set(e, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t],
                            pos0 + t, c->vocab_size - 1);
         en->pos[t] = pos0 + t;
         en->cached_ids[pos0 + t] = ids[t];
     }
+    for (int t = 0; seqs && t < T; t++) {
+        en->pos[t] = seqs[t]->n_past;
+        seqs[t]->cached_ids[en->pos[t]] = ids[t];
+    }
     o->embed(en->be, &mw->embed, ids, T, en->x);
     o->rmsnorm(en->be, en->x, h, mw->layers[0].attn_norm, h, T, eps, en->xn, h);
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *L = &mw->layers[l];
-        attention(en, l, T, pos0);
+        attention(en, l, T, pos0, seqs);
         add_rmsnorm(en, en->tmp, L->ffn_norm, T);
         if (L->is_moe) {
             if (moe(en, l, T, pos0, e))
@@ -542,7 +575,11 @@ static int forward_chunk(engine *en, const int *ids, int T, float *logits, int a
         if (next_norm)
             o->rmsnorm(en->be, en->x, h, next_norm, h, T, eps, en->xn, h);
     }
-    en->n_past += T;
+    if (seqs)
+        for (int t = 0; t < T; t++)
+            seqs[t]->n_past++;
+    else
+        en->n_past += T;
     if (!logits)
         return 0;
     /* only the rows asked for go through the final norm and lm_head, in
@@ -593,7 +630,7 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
             lg = logits + (size_t)done * V;
         else if (logits && last)
             lg = logits;
-        if (forward_chunk(en, ids + done, n, lg, all_logits, e))
+        if (forward_rows(en, NULL, ids + done, n, lg, all_logits, e))
             return -1;
         int rows = all_logits ? n : 1, nan_row = lg ? first_nan_row(lg, rows, V) : -1;
         if (nan_row >= 0)
@@ -624,4 +661,79 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
 int engine_decode(engine *en, int id, float *logits, errbuf *e)
 {
     return forward(en, &id, 1, logits, 0, 1, e);
+}
+
+int engine_seq_create(const engine *en, engine_seq *s, errbuf *e)
+{
+    memset(s, 0, sizeof *s);
+    if (kv_cache_create(&s->kv, en->be, en->kv.n_layers, en->kv.max_ctx, en->kv.row, e))
+        return -1;
+    s->cached_ids = malloc((size_t)en->kv.max_ctx * sizeof *s->cached_ids);
+    if (!s->cached_ids) {
+        kv_cache_destroy(&s->kv);
+        return err_set(e, "out of memory for a sequence's token ids (%d positions)", en->kv.max_ctx);
+    }
+    return 0;
+}
+
+void engine_seq_destroy(engine_seq *s)
+{
+    if (s->kv.layer)
+        kv_cache_destroy(&s->kv);
+    free(s->cached_ids);
+    memset(s, 0, sizeof *s);
+}
+
+void engine_seq_swap(engine *en, engine_seq *s)
+{
+    engine_seq own = {en->kv, en->n_past, en->cached_ids};
+    en->kv = s->kv;
+    en->n_past = s->n_past;
+    en->cached_ids = s->cached_ids;
+    *s = own;
+}
+
+int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int S, float *logits,
+                       errbuf *e)
+{
+    if (S < 1)
+        return err_set(e, "no sequences to step");
+    int V = en->cfg->vocab_size;
+    /* the engine's own sequence as the others are, its count copied back */
+    engine_seq own = {en->kv, en->n_past, en->cached_ids};
+    int own_row = -1;
+    for (int i = 0; i < S; i++) {
+        const engine_seq *q = seqs[i] ? seqs[i] : &own;
+        if (!seqs[i] && own_row >= 0)
+            return err_set(e, "the engine's own sequence is given twice in a step");
+        own_row = seqs[i] ? own_row : i;
+        if (ids[i] < 0 || ids[i] >= V)
+            return err_set(e, "token id %d of sequence %d is outside the vocabulary (0..%d)", ids[i],
+                           i, V - 1);
+        if (q->n_past + 1 > q->kv.max_ctx)
+            return err_set(e, "context is full: sequence %d holds %d tokens, the context size is %d "
+                           "(raise -c)", i, q->n_past, q->kv.max_ctx);
+        for (int k = 0; k < i; k++)
+            if (seqs[k] && seqs[k] == seqs[i])
+                return err_set(e, "sequence %d is given twice in a step", i);
+    }
+    double t0 = now_seconds();
+    int rc = 0;
+    for (int done = 0; done < S && !rc;) {
+        int n = S - done < en->max_chunk ? S - done : en->max_chunk;
+        for (int t = 0; t < n; t++)
+            en->step_seqs[t] = seqs[done + t] ? seqs[done + t] : &own;
+        float *lg = logits + (size_t)done * (size_t)V;
+        rc = forward_rows(en, en->step_seqs, ids + done, n, lg, 1, e);
+        int nan_row = rc ? -1 : first_nan_row(lg, n, (size_t)V);
+        if (nan_row >= 0)
+            rc = err_set(e, "the logits of sequence %d are NaN: the model's weights hold a NaN or "
+                         "infinity, or overflow", done + nan_row);
+        done += n;
+    }
+    if (own_row >= 0)
+        en->n_past = own.n_past;
+    en->stats.tokens_decoded += (uint64_t)S;
+    en->stats.decode_seconds += now_seconds() - t0;
+    return rc;
 }

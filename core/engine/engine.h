@@ -96,6 +96,11 @@ typedef struct engine {
     int *hint_list;                 /* [n_experts] */
     int n_hint, hint_layer;
     float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */
+    /* [max_chunk][kv row] a step of several sequences' new cache rows, before
+     * each goes to its own cache */
+    float *kv_rows;
+    int *row_index;                 /* [max_chunk] 0, 1, 2, ...: one row's gather */
+    struct engine_seq **step_seqs;  /* [max_chunk] the sequence of each row of such a step */
     float *disp_w;
     int *pos;
     int logit_rows;                 /* rows of logits_rows: min(max_chunk, ENGINE_LOGIT_ROWS) */
@@ -104,6 +109,16 @@ typedef struct engine {
     expert_view *group_views;
     ffn_job *group_jobs;
 } engine;
+
+/* A sequence (a conversation) the engine is not computing on: its KV cache and
+ * the ids it holds. A server running several conversations at once keeps all
+ * but the engine's own in these; engine_seq_swap makes one the engine's, for
+ * a prefill or the prompt cache, and engine_decode_seqs steps many at once. */
+typedef struct engine_seq {
+    kv_cache kv;
+    int n_past;
+    int *cached_ids;
+} engine_seq;
 
 /* max_ctx: positions the KV cache holds; max_chunk: tokens per prefill step. */
 int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
@@ -135,5 +150,25 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
 /* The same for one generated token: the step counts as decode in the stats
  * (engine_forward's count as prefill, whatever their length). */
 int engine_decode(engine *en, int id, float *logits, errbuf *e);
+
+/* An empty sequence with a KV cache as large as the engine's. */
+int engine_seq_create(const engine *en, engine_seq *s, errbuf *e);
+void engine_seq_destroy(engine_seq *s);
+/* Exchanges the engine's own sequence (cache, n_past, ids) with s. */
+void engine_seq_swap(engine *en, engine_seq *s);
+/* One decode step of S sequences at once: ids[i] is appended to seqs[i]
+ * (NULL: the engine's own sequence; no sequence twice) and its next-token
+ * logits go to logits + i * vocab. Every operation but attention runs on the
+ * S rows together, so a layer's experts are read once for all of them. Each
+ * row computes what engine_decode would for its sequence alone, in the same
+ * operations with more rows: the bits are the same wherever the backend's
+ * results do not depend on how many rows a call has (the CPU kernels below
+ * LINEAR_BATCHED_MIN_T rows; docs/server.md). Steps of more than the engine's
+ * chunk go in several. Observers see each step's rows with pos0 the first
+ * row's position. Returns 0, or -1 with e set: a token out of the vocabulary
+ * or a full context is refused before anything runs; after a failure of the
+ * step (a tier's I/O error) the sequences are to be reset. */
+int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int S, float *logits,
+                       errbuf *e);
 
 #endif

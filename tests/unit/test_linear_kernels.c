@@ -87,6 +87,65 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
     thread_pool_destroy(pools[2]);
 }
 
+/* y for T tokens on path `path` (malloc'd [T][rows]) */
+static float *forward_tokens(kernel_path path, thread_pool *pool, const linear_weight *w,
+                             const float *x, int T)
+{
+    int nt = pool ? thread_pool_size(pool) : 1;
+    float *y = malloc((size_t)T * (size_t)w->rows * sizeof *y);
+    float *scratch = malloc(linear_forward_scratch(w, T, nt) * 4 + 4);
+    cr_assert(y && scratch);
+    linear_forward(path, pool, w, x, T, y, scratch);
+    free(scratch);
+    return y;
+}
+
+/* A token's y has the same bits in a call of any size below
+ * LINEAR_BATCHED_MIN_T tokens (whatever tile it lands in and whatever column
+ * blocks its tile's size cuts the rows into): a server stepping several
+ * conversations at once gives each one the bits of it stepped alone. Random
+ * weights, formats and shapes, narrow and wider than a column block; each
+ * token of a T-token call against itself alone. */
+Test(linear_kernels, a_token_has_the_same_bits_in_calls_of_any_size, .timeout = 300)
+{
+    thread_pool *pool;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool, 2, &e), 0, "%s", e.msg);
+    struct { weight_format fmt; int rows, cols, blk, gs; } shapes[] = {
+        {WF_BF16, 21, 3000, 0, 0},        {WF_F32, 37, 61, 0, 0},     {WF_F16, 19, 2500, 0, 0},
+        {WF_FP8_BLOCK, 130, 2600, 128, 0}, {WF_FP8_BLOCK, 70, 356, 128, 0},
+        {WF_INT4_GROUP, 37, 4192, 0, 32},  {WF_INT4_GROUP, 9, 352, 0, 32},
+        {WF_INT4_GROUP, 11, 7168, 0, 128},
+    };
+    srand(7);
+    for (int p = 0; p < KPATH_COUNT; p++) {
+        if (!kernel_path_supported((kernel_path)p))
+            continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            random_weight o = random_weight_make(shapes[s].fmt, shapes[s].rows, shapes[s].cols,
+                                                 shapes[s].blk, shapes[s].gs);
+            int rows = shapes[s].rows, cols = shapes[s].cols;
+            int T = 2 + rand() % (LINEAR_BATCHED_MIN_T - 2);
+            float *x = malloc((size_t)T * (size_t)cols * sizeof *x);
+            cr_assert_not_null(x);
+            for (int i = 0; i < T * cols; i++)
+                x[i] = random_unit();
+            float *all = forward_tokens((kernel_path)p, s % 2 ? pool : NULL, &o.w, x, T);
+            for (int t = 0; t < T; t++) {
+                float *one = forward_tokens((kernel_path)p, NULL, &o.w, x + (size_t)t * cols, 1);
+                cr_expect(memcmp(one, all + (size_t)t * rows, (size_t)rows * sizeof *one) == 0,
+                          "%s %s %dx%d: token %d of %d differs from it alone",
+                          kernel_path_name(p), weight_format_name(shapes[s].fmt), rows, cols, t, T);
+                free(one);
+            }
+            free(all);
+            free(x);
+            random_weight_free(&o);
+        }
+    }
+    thread_pool_destroy(pool);
+}
+
 /* The AVX-512 FP8 kernel of CPUs without VBMI (byte tables turned off). */
 Test(linear_kernels, avx512_fp8_without_byte_tables_matches_the_reference, .timeout = 120)
 {

@@ -1,0 +1,224 @@
+/* Several sequences stepped at once (engine_decode_seqs): three conversations
+ * of different lengths, prefilled one after another through engine_seq_swap,
+ * then decoded together (the engine's own one of them) give each the logits
+ * of that conversation run alone, bit for bit on the CPU backend (its kernels
+ * give each row the same bits for any count of rows below
+ * LINEAR_BATCHED_MIN_T) and on the CUDA backend to the strict tolerance
+ * against the CPU; a step of more sequences than the engine's chunk goes in
+ * parts with the same bits; and bad steps are refused before anything runs. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/app/cli_common.h"
+#include "testutil.h"
+
+#define N_SEQS 3
+#define STEPS 4
+#define CTX 64
+
+static const int prompt_len[N_SEQS] = {11, 5, 17};
+
+static int prompt_id(int s, int i, int V)
+{
+    return (i * 37 + s * 101 + 5) % V;
+}
+
+static int step_id(int s, int k, int V)
+{
+    return (k * 53 + s * 17 + 2) % V;
+}
+
+static void open_model(cli_model *m, const char *dir, int chunk)
+{
+    model_flags f = {.dir = dir, .ctx = CTX, .chunk = chunk, .quiet = 1};
+    errbuf e;
+    cr_assert_eq(cli_model_open(m, &f, &e), 0, "%s", e.msg);
+}
+
+static void prefill(engine *en, int s)
+{
+    int V = en->cfg->vocab_size, ids[32];
+    for (int i = 0; i < prompt_len[s]; i++)
+        ids[i] = prompt_id(s, i, V);
+    errbuf e;
+    cr_assert_eq(engine_forward(en, ids, prompt_len[s], NULL, 0, &e), 0, "%s", e.msg);
+}
+
+/* [N_SEQS][STEPS][vocab]: each conversation alone, its steps one at a time */
+static float *alone(const char *dir, int chunk)
+{
+    cli_model m;
+    open_model(&m, dir, chunk);
+    size_t V = (size_t)m.mw.cfg.vocab_size;
+    float *out = malloc(N_SEQS * STEPS * V * sizeof *out);
+    cr_assert_not_null(out);
+    errbuf e;
+    for (int s = 0; s < N_SEQS; s++) {
+        engine_reset(&m.en);
+        prefill(&m.en, s);
+        for (int k = 0; k < STEPS; k++)
+            cr_assert_eq(engine_decode(&m.en, step_id(s, k, (int)V), out + (s * STEPS + k) * V, &e),
+                         0, "%s", e.msg);
+    }
+    cli_model_close(&m);
+    return out;
+}
+
+/* the same, the conversations stepped together: the engine's own is the
+ * sequence at `own` of the step, the others engine_seqs */
+static float *together(const char *dir, int chunk, int own)
+{
+    cli_model m;
+    open_model(&m, dir, chunk);
+    size_t V = (size_t)m.mw.cfg.vocab_size;
+    engine_seq seqs[N_SEQS];
+    engine_seq *step[N_SEQS];
+    errbuf e;
+    for (int s = 0; s < N_SEQS; s++) {
+        cr_assert_eq(engine_seq_create(&m.en, &seqs[s], &e), 0, "%s", e.msg);
+        step[s] = s == own ? NULL : &seqs[s];
+    }
+    for (int s = 0; s < N_SEQS; s++) {
+        if (s == own) {
+            prefill(&m.en, s);
+            continue;
+        }
+        engine_seq_swap(&m.en, &seqs[s]);
+        prefill(&m.en, s);
+        engine_seq_swap(&m.en, &seqs[s]);
+    }
+    float *out = malloc(N_SEQS * STEPS * V * sizeof *out);
+    float *rows = malloc(N_SEQS * V * sizeof *rows);
+    cr_assert(out && rows);
+    for (int k = 0; k < STEPS; k++) {
+        int ids[N_SEQS];
+        for (int s = 0; s < N_SEQS; s++)
+            ids[s] = step_id(s, k, (int)V);
+        cr_assert_eq(engine_decode_seqs(&m.en, step, ids, N_SEQS, rows, &e), 0, "%s", e.msg);
+        for (int s = 0; s < N_SEQS; s++)
+            memcpy(out + (s * STEPS + k) * V, rows + s * V, V * sizeof *rows);
+    }
+    for (int s = 0; s < N_SEQS; s++) {
+        const engine_seq *q = s == own ? NULL : &seqs[s];
+        int n_past = q ? q->n_past : m.en.n_past;
+        cr_expect_eq(n_past, prompt_len[s] + STEPS, "sequence %d holds %d positions", s, n_past);
+    }
+    cr_expect_eq(m.en.stats.tokens_decoded, (uint64_t)(N_SEQS * STEPS));
+    for (int s = 0; s < N_SEQS; s++)
+        engine_seq_destroy(&seqs[s]);
+    free(rows);
+    cli_model_close(&m);
+    return out;
+}
+
+static void expect_same_bits(const float *want, const float *got, size_t V, const char *what)
+{
+    for (int s = 0; s < N_SEQS; s++)
+        for (int k = 0; k < STEPS; k++) {
+            size_t at = (size_t)(s * STEPS + k) * V;
+            cr_expect(memcmp(want + at, got + at, V * sizeof *want) == 0,
+                      "%s: sequence %d, step %d differs from the sequence alone", what, s, k);
+        }
+}
+
+static size_t vocab_of(const char *dir)
+{
+    cli_model m;
+    open_model(&m, dir, 8);
+    size_t V = (size_t)m.mw.cfg.vocab_size;
+    cli_model_close(&m);
+    return V;
+}
+
+static void bitwise_as_alone(const char *format)
+{
+    char *dir = test_make_tmpdir("engine_seqs");
+    test_synth_tiny(dir, format);
+    size_t V = vocab_of(dir);
+    float *want = alone(dir, 8);
+    for (int own = 0; own < N_SEQS; own++) {
+        float *got = together(dir, 8, own);
+        char what[64];
+        snprintf(what, sizeof what, "%s, the engine's own sequence %d", format, own);
+        expect_same_bits(want, got, V, what);
+        free(got);
+    }
+    /* a chunk of 2: the step of 3 goes as 2 + 1 (the prefill in chunks of 2
+     * on both sides) */
+    free(want);
+    want = alone(dir, 2);
+    float *got = together(dir, 2, 1);
+    expect_same_bits(want, got, V, "a step larger than the chunk");
+    free(got);
+    free(want);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(engine_seqs, stepped_together_each_as_alone_int4, .timeout = 120) { bitwise_as_alone("int4"); }
+Test(engine_seqs, stepped_together_each_as_alone_fp8, .timeout = 120) { bitwise_as_alone("fp8"); }
+Test(engine_seqs, stepped_together_each_as_alone_bf16, .timeout = 120) { bitwise_as_alone("bf16"); }
+
+Test(engine_seqs, stepped_together_on_the_gpu_as_on_the_cpu_gpu, .timeout = 300)
+{
+    char *dir = test_make_tmpdir("engine_seqs_gpu");
+    test_synth_tiny(dir, "int4");
+    size_t V = vocab_of(dir);
+    unsetenv("MOETIER_BACKEND");
+    float *cpu = alone(dir, 8);
+    test_require_gpu();
+    float *gpu_alone = alone(dir, 8), *gpu = together(dir, 8, 1);
+    logit_cmp r = test_compare_logits(cpu, gpu, N_SEQS * STEPS, (int)V);
+    cr_expect(r.max_over_std <= 1e-3 && r.rms_over_std <= 1e-4 && r.top1_agree == r.rows,
+              "GPU together against the CPU alone: max|diff|/std %.3g, rms/std %.3g, top-1 %d/%d",
+              r.max_over_std, r.rms_over_std, r.top1_agree, r.rows);
+    r = test_compare_logits(gpu_alone, gpu, N_SEQS * STEPS, (int)V);
+    cr_expect(r.max_over_std <= 1e-3 && r.rms_over_std <= 1e-4 && r.top1_agree == r.rows,
+              "GPU together against the GPU alone: max|diff|/std %.3g", r.max_over_std);
+    free(cpu);
+    free(gpu_alone);
+    free(gpu);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
+{
+    char *dir = test_make_tmpdir("engine_seqs_bad");
+    test_synth_tiny(dir, "int4");
+    cli_model m;
+    open_model(&m, dir, 8);
+    int V = m.mw.cfg.vocab_size;
+    engine_seq a, b;
+    errbuf e;
+    cr_assert_eq(engine_seq_create(&m.en, &a, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_seq_create(&m.en, &b, &e), 0, "%s", e.msg);
+    prefill(&m.en, 0);
+    float *rows = malloc(3 * (size_t)V * sizeof *rows);
+    cr_assert_not_null(rows);
+    int ids[3] = {1, 2, 3};
+    engine_seq *twice[2] = {&a, &a}, *own_twice[2] = {NULL, NULL}, *ok[3] = {&a, NULL, &b};
+    cr_expect_eq(engine_decode_seqs(&m.en, twice, ids, 2, rows, &e), -1);
+    cr_expect(strstr(e.msg, "given twice"), "%s", e.msg);
+    cr_expect_eq(engine_decode_seqs(&m.en, own_twice, ids, 2, rows, &e), -1);
+    cr_expect(strstr(e.msg, "own sequence is given twice"), "%s", e.msg);
+    int bad[3] = {1, V, 3};
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, bad, 3, rows, &e), -1);
+    cr_expect(strstr(e.msg, "outside the vocabulary"), "%s", e.msg);
+    b.n_past = CTX;     /* as if full: its ids and rows are never read */
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, &e), -1);
+    cr_expect(strstr(e.msg, "context is full: sequence 2"), "%s", e.msg);
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 0, rows, &e), -1);
+    cr_expect(a.n_past == 0 && m.en.n_past == prompt_len[0] && b.n_past == CTX,
+              "a refused step advanced a sequence: %d %d %d", a.n_past, m.en.n_past, b.n_past);
+    b.n_past = 0;
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, &e), 0, "%s", e.msg);
+    cr_expect(a.n_past == 1 && m.en.n_past == prompt_len[0] + 1 && b.n_past == 1);
+    free(rows);
+    engine_seq_destroy(&a);
+    engine_seq_destroy(&b);
+    cli_model_close(&m);
+    test_remove_tree(dir);
+    free(dir);
+}
