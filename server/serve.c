@@ -26,6 +26,7 @@ void serve_options_default(serve_options *o)
     o->port = 8080;
     o->max_body = 4u << 20;
     o->max_queue = 32;
+    o->parallel = 1;
     o->prompt_cache_gb = -1;
     chat_options_default(&o->copt);
     o->sp = sampler_defaults();
@@ -435,11 +436,15 @@ static int load_prompt_cache(server *s, errbuf *e)
     return 0;
 }
 
-/* --prompt-cache-dir at a clean stop: the engine's conversation too */
+/* --prompt-cache-dir at a clean stop: the slots' conversations too */
 static void store_prompt_cache(server *s)
 {
     const char *dir = s->o.prompt_cache_dir;
-    prompt_cache_keep(&s->pc, &s->m->en);
+    for (int i = 0; i < s->o.parallel; i++) {
+        slot_swap(s, i);
+        prompt_cache_keep(&s->pc, &s->m->en);
+        slot_swap(s, i);
+    }
     prompt_disk_counts c;
     errbuf e;
     if (prompt_cache_store_dir(&s->pc, dir, &s->pc_id, &s->m->en, &c, &e))
@@ -476,6 +481,10 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
                 budget / (double)per);
     }
     if (o->prompt_cache_dir && load_prompt_cache(s, e)) {
+        prompt_cache_free(&s->pc);
+        return -1;
+    }
+    if (slots_create(s, e)) {
         prompt_cache_free(&s->pc);
         return -1;
     }
@@ -532,7 +541,9 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
     } else {
         const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
         fprintf(stderr, "moetier serve: listening on http://%s:%u (model '%s', %d requests queued "
-                "at most)\n", o->host, di ? di->port : (unsigned)o->port, s->model_name, o->max_queue);
+                "at most, %d at once with %d positions each)\n", o->host,
+                di ? di->port : (unsigned)o->port, s->model_name, o->max_queue, o->parallel,
+                m->en.kv.max_ctx);
         fflush(stderr);
         int sig = stop_signal_wait();
         fprintf(stderr, "moetier serve: %s, stopping (another one ends the process at once)\n",
@@ -560,9 +571,12 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
     pthread_cond_destroy(&s->cv);
     token_list_free(&s->forced);
     prompt_cache_free(&s->pc);
+    slots_destroy(s);
     free(s);
     return rc;
 fail:
+    slots_destroy(s);
+    prompt_cache_free(&s->pc);
     token_list_free(&s->forced);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

@@ -39,6 +39,9 @@ typedef struct serve_options {
     size_t max_body;            /* bytes of a request body (413 beyond) */
     int max_prompt_tokens;      /* 0: the context size less one */
     int max_queue;              /* requests waiting or running (503 beyond) */
+    /* requests run at once (--parallel), each in a slot with its own KV cache
+     * of the context / parallel positions; their decode steps go together */
+    int parallel;
     int default_max_tokens;     /* when a request gives none; 0: up to the context */
     chat_options copt;          /* chat template defaults (--no-think) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */

@@ -30,6 +30,19 @@ typedef struct job {
     size_t out_len, out_cap, out_sent;
 } job;
 
+/* A request being answered: the engine side's state of one conversation
+ * (serve_job.c). */
+typedef struct slot_run slot_run;
+
+/* One of the --parallel places a request runs in: its conversation's KV cache
+ * (slot 0's is the engine's own), kept after the request so that the
+ * conversation's next turn, sent to the same slot, prefills only what is new. */
+typedef struct slot {
+    engine_seq seq;             /* unused in slot 0 */
+    slot_run *run;              /* NULL: free */
+    double last_used;
+} slot;
+
 /* the 503 message of requests a stopping server does not run to the end */
 #define SHUTTING_DOWN "the server is shutting down"
 
@@ -53,7 +66,14 @@ typedef struct server {
     prompt_cache pc;            /* the engine thread's alone */
     prompt_identity pc_id;      /* what --prompt-cache-dir's files are named by */
     uint64_t pc_synced;         /* pc.changes when the directory last matched it */
+    slot *slots;                /* [o.parallel], the engine thread's alone */
 } server;
+
+/* Makes slot i's conversation the engine's (or back again): a no-op for slot 0. */
+void slot_swap(server *s, int i);
+/* The slots' KV caches (slot 0: the engine's own); 0, or -1 with e set. */
+int slots_create(server *s, errbuf *e);
+void slots_destroy(server *s);
 
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
  * the context, on the connection's thread so a bad request never waits in the

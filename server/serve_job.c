@@ -264,24 +264,71 @@ static void snapshot_tiers(server *s)
     }
 }
 
-static void run_job(server *s, job *j)
+/* A request in its slot: from its prompt through its last token. */
+struct slot_run {
+    job *j;
+    sampler smp;
+    stop_filter sf;
+    answer a;
+    int n, reuse, done;         /* prompt tokens, of them reused, in the cache */
+    int max_new, k, generated;
+    int next;                   /* the token to step next (decoding) */
+    enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
+    const char *finish;         /* NULL: cut short (the client left, a shutdown) */
+    int failed;                 /* an engine failure, in e */
+    errbuf e;
+    double t0, t1, t_first;
+    float *logits;              /* [vocab] */
+};
+
+void slot_swap(server *s, int i)
+{
+    if (i > 0)
+        engine_seq_swap(&s->m->en, &s->slots[i].seq);
+}
+
+int slots_create(server *s, errbuf *e)
+{
+    int n = s->o.parallel > 1 ? s->o.parallel : 1;
+    s->slots = calloc((size_t)n, sizeof *s->slots);
+    if (!s->slots)
+        return err_set(e, "out of memory for %d slots", n);
+    for (int i = 1; i < n; i++)
+        if (engine_seq_create(&s->m->en, &s->slots[i].seq, e)) {
+            slots_destroy(s);
+            return err_prefix(e, "--parallel %d: slot %d: ", n, i);
+        }
+    return 0;
+}
+
+void slots_destroy(server *s)
+{
+    int n = s->o.parallel > 1 ? s->o.parallel : 1;
+    for (int i = 1; s->slots && i < n; i++)
+        engine_seq_destroy(&s->slots[i].seq);
+    free(s->slots);
+    s->slots = NULL;
+}
+
+static void run_free(slot_run *r)
+{
+    sampler_destroy(&r->smp);
+    free(r->logits);
+    stop_filter_free(&r->sf);
+    answer_free(&r->a);
+    free(r);
+}
+
+/* Sets up job j in slot i: its sampler, its answer, and the slot's cache
+ * holding as much of its prompt as the cache or the prompt cache has. NULL
+ * when out of memory (the job is answered). */
+static slot_run *run_begin(server *s, int i, job *j)
 {
     engine *en = &s->m->en;
     oai_error err;
-    const token_list ids = j->ids;
-    float *logits = NULL;
-    sampler smp;
-    int have_sampler = 0;
-    stop_filter sf;
-    stop_filter_init(&sf, j->req.stop, j->req.n_stop);
-    answer a = {.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT};
-    a.meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name, .created = j->created};
-    if (a.chat)
-        tool_stream_init(&a.ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
-    int n = (int)ids.n, ctx = en->kv.max_ctx;
-    int max_new = j->req.max_tokens ? j->req.max_tokens : s->o.default_max_tokens;
-    if (max_new <= 0 || max_new > ctx - n)
-        max_new = ctx - n;
+    errbuf e;
+    slot_run *r = calloc(1, sizeof *r);
+    float *logits = malloc((size_t)s->m->mw.cfg.vocab_size * sizeof *logits);
     sampler_params sp = s->o.sp;
     if (j->req.temperature >= 0)
         sp.temperature = j->req.temperature;
@@ -294,135 +341,271 @@ static void run_job(server *s, job *j)
     if (j->req.repeat_penalty > 0)
         sp.repeat_penalty = j->req.repeat_penalty;
     sp.seed = j->req.has_seed ? j->req.seed : fresh_seed(j);
-    errbuf e;
-    logits = malloc((size_t)s->m->mw.cfg.vocab_size * sizeof *logits);
-    if (!logits || sampler_create(&smp, &sp, s->m->mw.cfg.vocab_size, &e)) {
+    if (!r || !logits || sampler_create(&r->smp, &sp, s->m->mw.cfg.vocab_size, &e)) {
+        free(r);
+        free(logits);
         oai_fail(&err, 500, "server_error", NULL, NULL, "out of memory");
         job_fail(s, j, &err);
-        goto out;
+        return NULL;
     }
-    have_sampler = 1;
-    for (int i = 0; i < n; i++)     /* the repetition penalty looks back over the prompt too */
-        sampler_accept(&smp, ids.ids[i]);
+    r->j = j;
+    r->logits = logits;
+    stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
+    r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT};
+    r->a.meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
+                           .created = j->created};
+    if (r->a.chat)
+        tool_stream_init(&r->a.ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+    r->n = (int)j->ids.n;
+    int ctx = en->kv.max_ctx;
+    r->max_new = j->req.max_tokens ? j->req.max_tokens : s->o.default_max_tokens;
+    if (r->max_new <= 0 || r->max_new > ctx - r->n)
+        r->max_new = ctx - r->n;
+    for (int k = 0; k < r->n; k++)  /* the repetition penalty looks back over the prompt too */
+        sampler_accept(&r->smp, j->ids.ids[k]);
     job_set_status(s, j, 200);
+    r->t0 = now_seconds();
+    r->finish = "length";
+    slot_swap(s, i);
+    r->reuse = prompt_cache_prepare(&s->pc, en, j->ids.ids, r->n);
+    r->failed = engine_truncate(en, r->reuse, &r->e) != 0;
+    slot_swap(s, i);
+    r->done = r->reuse;
+    r->state = r->failed ? RUN_ENDED : RUN_PREFILL;
+    return r;
+}
 
-    double t0 = now_seconds();
-    int reuse = prompt_cache_prepare(&s->pc, en, ids.ids, n);
-    int rc = engine_truncate(en, reuse, &e);
-    if (!rc) {
-        /* a long prompt stops within a chunk when its client leaves or the server stops;
-         * the chunks done stay in the cache for the next request that shares them */
-        prefill_stop ps = {s, j};
-        en->stop_requested = prefill_stop_requested;
-        en->stop_ctx = &ps;
-        rc = engine_forward(en, ids.ids + reuse, n - reuse, logits, 0, &e);
-        en->stop_requested = NULL;
-        en->stop_ctx = NULL;
+/* The logits of the slot's last token are in r->logits: the next token is
+ * sampled, passed on to the client, and either kept in r->next for the next
+ * step (returns 1) or the answer is complete (0, r->finish says why). */
+static int next_token(server *s, slot_run *r)
+{
+    job *j = r->j;
+    if (r->k >= r->max_new)
+        return 0;
+    if (job_cancelled(s, j)) {
+        r->finish = NULL;
+        return 0;
     }
-    double t1 = now_seconds(), t_first = 0;
-    const char *finish = "length";
-    if (rc == 1) {
-        finish = NULL;
-        rc = 0;
+    int next;
+    if (s->has_forced)
+        next = r->k < (int)s->forced.n ? s->forced.ids[r->k] : s->stop_ids[0];
+    else
+        next = sampler_sample(&r->smp, r->logits);
+    sampler_accept(&r->smp, next);
+    if (!r->t_first)
+        r->t_first = now_seconds();
+    if (is_stop_id(s, next)) {
+        r->finish = "stop";
+        return 0;
     }
-    int generated = 0;
-    for (int k = 0; !rc && finish && k < max_new; k++) {
-        if (job_cancelled(s, j)) {
-            finish = NULL;
-            break;
-        }
-        int next;
-        if (s->has_forced)
-            next = k < (int)s->forced.n ? s->forced.ids[k] : s->stop_ids[0];
-        else
-            next = sampler_sample(&smp, logits);
-        sampler_accept(&smp, next);
-        if (!t_first)
-            t_first = now_seconds();
-        if (is_stop_id(s, next)) {
-            finish = "stop";
-            break;
-        }
-        generated++;
-        size_t bn;
-        const char *bytes = vocab_decode(&s->tok->v, next, &bn);
-        if (bytes && !shown_special(s, next, bytes, bn))
-            bytes = NULL, bn = 0;
-        const char *rel;
-        size_t rel_len;
-        int st = stop_filter_feed(&sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
-        answer_text(&a, rel, rel_len, 0);
-        if (st == 1) {
-            finish = "stop";
-            break;
-        }
-        if (k + 1 == max_new)
-            break;
-        rc = engine_decode(en, next, logits, &e);
+    r->generated++;
+    size_t bn;
+    const char *bytes = vocab_decode(&s->tok->v, next, &bn);
+    if (bytes && !shown_special(s, next, bytes, bn))
+        bytes = NULL, bn = 0;
+    const char *rel;
+    size_t rel_len;
+    int st = stop_filter_feed(&r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
+    answer_text(&r->a, rel, rel_len, 0);
+    if (st == 1) {
+        r->finish = "stop";
+        return 0;
     }
+    if (++r->k == r->max_new)
+        return 0;
+    r->next = next;
+    return 1;
+}
+
+/* The answer's end for the client, and the request in the metrics. */
+static void run_end(server *s, slot_run *r)
+{
+    job *j = r->j;
+    answer *a = &r->a;
+    oai_error err;
+    const char *finish = r->finish;
     double t2 = now_seconds();
-    if (!sf.stopped) {
+    if (!r->t1)
+        r->t1 = t2;
+    if (!r->sf.stopped) {
         const char *rel;
         size_t rel_len;
-        stop_filter_finish(&sf, &rel, &rel_len);
-        answer_text(&a, rel, rel_len, 0);
+        stop_filter_finish(&r->sf, &rel, &rel_len);
+        answer_text(a, rel, rel_len, 0);
     }
-    if (a.chat)
-        answer_text(&a, "", 0, 1);
-    if (finish && !strcmp(finish, "stop") && a.calls_seen)
+    if (a->chat)
+        answer_text(a, "", 0, 1);
+    if (finish && !strcmp(finish, "stop") && a->calls_seen)
         finish = "tool_calls";
-    oai_usage u = {.prompt_tokens = n, .completion_tokens = generated, .cached_tokens = reuse};
-    if (rc) {
+    oai_usage u = {.prompt_tokens = r->n, .completion_tokens = r->generated,
+                   .cached_tokens = r->reuse};
+    if (r->failed) {
         /* an engine failure (I/O error of a tier, ...): the client learns why */
-        oai_fail(&err, 500, "server_error", NULL, NULL, "%s", e.msg);
-        if (a.stream)
+        oai_fail(&err, 500, "server_error", NULL, NULL, "%s", r->e.msg);
+        if (a->stream)
             job_emit(s, j, oai_event_error(&err));
         else
             job_fail(s, j, &err);
-        engine_reset(en);
-    } else if (finish && a.stream) {
-        if (a.chat && !a.role_sent)
-            job_emit(s, j, oai_event_delta(&a.meta, 1, "", 0, "", 0, NULL, 0, 0, NULL));
-        job_emit(s, j, oai_event_delta(&a.meta, 0, "", 0, "", 0, NULL, 0, 0, finish));
+    } else if (finish && a->stream) {
+        if (a->chat && !a->role_sent)
+            job_emit(s, j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL));
+        job_emit(s, j, oai_event_delta(&a->meta, 0, "", 0, "", 0, NULL, 0, 0, finish));
         if (j->req.include_usage)
-            job_emit(s, j, oai_event_usage(&a.meta, &u));
+            job_emit(s, j, oai_event_usage(&a->meta, &u));
         job_emit(s, j, strdup("data: [DONE]\n\n"));
     } else if (finish) {
-        job_emit(s, j, oai_full_response(&a.meta, a.text.p, a.text.len, a.reasoning.p,
-                                         a.reasoning.len, a.calls, a.n_calls, finish, &u));
+        job_emit(s, j, oai_full_response(&a->meta, a->text.p, a->text.len, a->reasoning.p,
+                                         a->reasoning.len, a->calls, a->n_calls, finish, &u));
     } else if (stopped_by_shutdown(s, j)) {
         oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
-        if (a.stream)
+        if (a->stream)
             job_emit(s, j, oai_event_error(&err));
         else
             job_fail(s, j, &err);
     }
     pthread_mutex_lock(&s->mu);
     serve_metrics *m = &s->metrics;
-    m->prompt_tokens += (uint64_t)n;
-    m->prompt_tokens_cached += (uint64_t)reuse;
+    m->prompt_tokens += (uint64_t)r->n;
+    m->prompt_tokens_cached += (uint64_t)r->reuse;
     m->prompt_cache_bytes = s->pc.bytes;
     m->prompt_cache_entries = s->pc.n;
     m->prompt_tokens_restored = s->pc.restored_tokens;
-    m->completion_tokens += (uint64_t)generated;
-    m->prefill_seconds += t1 - t0;
-    m->decode_seconds += t2 - t1;
-    if (t_first) {
-        m->ttft_seconds_sum += t_first - j->t_arrival;
+    m->completion_tokens += (uint64_t)r->generated;
+    m->prefill_seconds += r->t1 - r->t0;
+    m->decode_seconds += t2 - r->t1;
+    if (r->t_first) {
+        m->ttft_seconds_sum += r->t_first - j->t_arrival;
         m->ttft_count++;
     }
-    if (generated > 1 && t2 > t_first)
-        m->last_decode_tokens_per_second = (double)(generated - 1) / (t2 - t_first);
+    if (r->generated > 1 && t2 > r->t_first)
+        m->last_decode_tokens_per_second = (double)(r->generated - 1) / (t2 - r->t_first);
     if (!finish)
         m->requests_cancelled++;
     snapshot_tiers(s);
     pthread_mutex_unlock(&s->mu);
-out:
-    if (have_sampler)
-        sampler_destroy(&smp);
-    free(logits);
-    stop_filter_free(&sf);
-    answer_free(&a);
+}
+
+/* Prefills slot i's prompt: all of it, or with other slots decoding, one
+ * chunk (they wait for no more than that). Once the prompt is in, its first
+ * token is sampled. */
+static void slot_prefill(server *s, int i, int others_decoding)
+{
+    engine *en = &s->m->en;
+    slot_run *r = s->slots[i].run;
+    int left = r->n - r->done, n = others_decoding && left > en->max_chunk ? en->max_chunk : left;
+    int last = n == left;
+    /* a long prompt stops within a chunk when its client leaves or the server stops;
+     * the chunks done stay in the cache for the next request that shares them */
+    prefill_stop ps = {s, r->j};
+    slot_swap(s, i);
+    en->stop_requested = prefill_stop_requested;
+    en->stop_ctx = &ps;
+    int before = en->n_past;
+    int rc = engine_forward(en, r->j->ids.ids + r->done, n, last ? r->logits : NULL, 0, &r->e);
+    r->done += en->n_past - before;
+    en->stop_requested = NULL;
+    en->stop_ctx = NULL;
+    if (rc < 0)
+        engine_reset(en);
+    slot_swap(s, i);
+    r->failed = rc < 0;
+    if (rc == 1)
+        r->finish = NULL;
+    if (!rc && !last)
+        return;
+    r->t1 = now_seconds();
+    r->state = !rc && next_token(s, r) ? RUN_DECODE : RUN_ENDED;
+}
+
+/* After a step: the slot's next token, or the end of its answer. */
+static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
+{
+    r->failed = rc != 0;
+    if (rc)
+        r->e = *e;
+    r->state = !rc && next_token(s, r) ? RUN_DECODE : RUN_ENDED;
+}
+
+/* One decode step of every slot that has a token to step, together. */
+static void slots_decode(server *s, const int *which, int n)
+{
+    engine *en = &s->m->en;
+    pthread_mutex_lock(&s->mu);
+    s->metrics.decode_steps++;
+    s->metrics.decode_step_rows += (uint64_t)n;
+    pthread_mutex_unlock(&s->mu);
+    size_t V = (size_t)s->m->mw.cfg.vocab_size;
+    slot_run *r0 = s->slots[which[0]].run;
+    int rc;
+    if (n == 1) {
+        slot_swap(s, which[0]);
+        errbuf e;
+        rc = engine_decode(en, r0->next, r0->logits, &e);
+        if (rc)
+            engine_reset(en);
+        slot_swap(s, which[0]);
+        run_stepped(s, r0, rc, &e);
+        return;
+    }
+    engine_seq *seqs[n];
+    int ids[n];
+    float *rows = malloc((size_t)n * V * sizeof *rows);
+    errbuf e;
+    for (int k = 0; k < n; k++) {
+        seqs[k] = which[k] ? &s->slots[which[k]].seq : NULL;
+        ids[k] = s->slots[which[k]].run->next;
+    }
+    rc = rows ? engine_decode_seqs(en, seqs, ids, n, rows, &e) : err_set(&e, "out of memory");
+    for (int k = 0; k < n; k++) {
+        slot_run *r = s->slots[which[k]].run;
+        if (rc && seqs[k])
+            seqs[k]->n_past = 0;
+        else if (rc)
+            engine_reset(en);
+        else
+            memcpy(r->logits, rows + (size_t)k * V, V * sizeof *rows);
+        run_stepped(s, r, rc, &e);
+    }
+    free(rows);
+}
+
+/* A free slot for a prompt: of those whose conversation it continues (it
+ * shares at least half of the slot's positions; an empty slot too), the one
+ * sharing most; else the least recently used. A conversation's next turn so
+ * finds its own cache, and a new conversation that merely starts the same way
+ * (the chat template, a system prompt) takes an empty or old slot rather than
+ * another conversation's. */
+static int pick_slot(server *s, const job *j)
+{
+    engine *en = &s->m->en;
+    int best = -1, best_shared = -1, lru = -1;
+    for (int i = 0; i < s->o.parallel; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->run)
+            continue;
+        if (lru < 0 || sl->last_used < s->slots[lru].last_used)
+            lru = i;
+        const int *cached = i ? sl->seq.cached_ids : en->cached_ids;
+        int n_past = i ? sl->seq.n_past : en->n_past, shared = 0;
+        while (shared < n_past && shared < (int)j->ids.n && cached[shared] == j->ids.ids[shared])
+            shared++;
+        if (2 * shared >= n_past && shared > best_shared) {
+            best = i;
+            best_shared = shared;
+        }
+    }
+    return best >= 0 ? best : lru;
+}
+
+/* A job leaves its slot (or was never given one): answered, released. */
+static void job_done_locked(server *s, job *j)
+{
+    j->phase = JOB_DONE;
+    s->n_jobs--;
+    s->metrics.queue_depth = s->n_jobs;
+    pthread_cond_broadcast(&s->cv);
+    job_release(j);
 }
 
 /* With no request waiting, one step towards a --prompt-cache-dir that holds
@@ -447,48 +630,100 @@ static void sync_prompt_cache_step(server *s)
     s->pc_synced = s->pc.changes;
 }
 
+/* Takes queued jobs into free slots (s->mu held); those cancelled, or
+ * queued when the server stops, are answered at once. Returns how many began. */
+static int admit_locked(server *s)
+{
+    int began = 0;
+    for (;;) {
+        job *j = s->head;
+        int i = j && !j->cancelled && !s->stopping ? pick_slot(s, j) : -1;
+        if (!j || (i < 0 && !j->cancelled && !s->stopping))
+            return began;
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        if (i >= 0) {
+            j->phase = JOB_RUNNING;
+            pthread_mutex_unlock(&s->mu);
+            slot_run *r = run_begin(s, i, j);
+            pthread_mutex_lock(&s->mu);
+            if (r) {
+                s->metrics.running++;
+                s->slots[i].run = r;
+                s->slots[i].last_used = now_seconds();
+                began++;
+                continue;
+            }
+        } else if (!j->cancelled) {
+            oai_error err;
+            oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
+            char *body = oai_error_body(&err);
+            if (body)
+                append_locked(j, body, strlen(body));
+            free(body);
+            j->status = 503;
+        } else {
+            s->metrics.requests_cancelled++;
+        }
+        job_done_locked(s, j);
+    }
+}
+
 void *serve_engine_main(void *arg)
 {
     server *s = arg;
+    int P = s->o.parallel;
     pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (!s->head && !s->stopping) {
+    for (int next_prefill = 0;;) {
+        admit_locked(s);
+        int busy = 0;
+        for (int i = 0; i < P; i++)
+            busy += s->slots[i].run != NULL;
+        if (!busy) {
+            if (s->stopping)
+                break;
             if (s->o.prompt_cache_dir && s->pc_synced != s->pc.changes) {
                 pthread_mutex_unlock(&s->mu);
                 sync_prompt_cache_step(s);
                 pthread_mutex_lock(&s->mu);
+            } else if (!s->head) {
+                pthread_cond_wait(&s->cv, &s->mu);
+            }
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+        /* a step: one slot's prefill (in turn), then every decoding slot's
+         * next token together */
+        int decoding[P], n_dec = 0;
+        for (int i = 0; i < P; i++)
+            if (s->slots[i].run && s->slots[i].run->state == RUN_DECODE)
+                decoding[n_dec++] = i;
+        for (int k = 0; k < P; k++) {
+            int i = (next_prefill + k) % P;
+            slot_run *r = s->slots[i].run;
+            if (r && r->state == RUN_PREFILL) {
+                slot_prefill(s, i, n_dec > 0);
+                next_prefill = i + 1;
+                break;
+            }
+        }
+        if (n_dec)
+            slots_decode(s, decoding, n_dec);
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < P; i++) {
+            slot_run *r = s->slots[i].run;
+            if (!r || r->state != RUN_ENDED)
                 continue;
-            }
-            pthread_cond_wait(&s->cv, &s->mu);
-        }
-        job *j = s->head;
-        if (!j)
-            break;
-        s->head = j->next;
-        if (!s->head)
-            s->tail = NULL;
-        if (!j->cancelled && !s->stopping) {
-            j->phase = JOB_RUNNING;
             pthread_mutex_unlock(&s->mu);
-            run_job(s, j);
+            run_end(s, r);
             pthread_mutex_lock(&s->mu);
-        } else {
-            if (!j->cancelled) {
-                oai_error err;
-                oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
-                char *body = oai_error_body(&err);
-                if (body)
-                    append_locked(j, body, strlen(body));
-                free(body);
-                j->status = 503;
-            }
-            s->metrics.requests_cancelled += (uint64_t)j->cancelled;
+            s->slots[i].run = NULL;
+            s->metrics.running--;
+            s->slots[i].last_used = now_seconds();
+            job_done_locked(s, r->j);
+            run_free(r);
         }
-        j->phase = JOB_DONE;
-        s->n_jobs--;
-        s->metrics.queue_depth = s->n_jobs;
-        pthread_cond_broadcast(&s->cv);
-        job_release(j);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

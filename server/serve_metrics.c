@@ -66,6 +66,14 @@ char *serve_metrics_render(const serve_metrics *m)
     put(&t, "moetier_requests_cancelled_total %llu\n", (unsigned long long)m->requests_cancelled);
     metric(&t, "moetier_queue_depth", "gauge", "completion requests waiting or running");
     put(&t, "moetier_queue_depth %d\n", m->queue_depth);
+    metric(&t, "moetier_requests_running", "gauge", "completion requests in a slot (--parallel)");
+    put(&t, "moetier_requests_running %d\n", m->running);
+    metric(&t, "moetier_decode_steps_total", "counter", "decode steps (each steps every request "
+           "generating at the time)");
+    put(&t, "moetier_decode_steps_total %llu\n", (unsigned long long)m->decode_steps);
+    metric(&t, "moetier_decode_step_requests_total", "counter",
+           "requests the decode steps stepped (over moetier_decode_steps_total: the mean batch)");
+    put(&t, "moetier_decode_step_requests_total %llu\n", (unsigned long long)m->decode_step_rows);
     metric(&t, "moetier_prompt_tokens_total", "counter", "prompt tokens of served requests");
     put(&t, "moetier_prompt_tokens_total %llu\n", (unsigned long long)m->prompt_tokens);
     metric(&t, "moetier_prompt_tokens_cached_total", "counter",
@@ -84,9 +92,11 @@ char *serve_metrics_render(const serve_metrics *m)
            "from a request's arrival to its first generated token");
     put(&t, "moetier_time_to_first_token_seconds_sum %.6f\n", m->ttft_seconds_sum);
     put(&t, "moetier_time_to_first_token_seconds_count %llu\n", (unsigned long long)m->ttft_count);
-    metric(&t, "moetier_prefill_seconds_total", "counter", "time spent in prompt prefill");
+    metric(&t, "moetier_prefill_seconds_total", "counter",
+           "requests' time in prompt prefill (summed: requests run at once overlap)");
     put(&t, "moetier_prefill_seconds_total %.6f\n", m->prefill_seconds);
-    metric(&t, "moetier_decode_seconds_total", "counter", "time spent generating tokens");
+    metric(&t, "moetier_decode_seconds_total", "counter",
+           "requests' time generating tokens (summed: requests run at once overlap)");
     put(&t, "moetier_decode_seconds_total %.6f\n", m->decode_seconds);
     metric(&t, "moetier_decode_tokens_per_second", "gauge",
            "decode speed of the last finished request");

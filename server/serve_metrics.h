@@ -21,6 +21,8 @@ typedef struct serve_metrics {
     double prefill_seconds, decode_seconds;
     double last_decode_tokens_per_second;
     int queue_depth;                            /* waiting or running */
+    int running;                                /* in a slot (serve --parallel) */
+    uint64_t decode_steps, decode_step_rows;    /* steps, and the requests they stepped */
     /* expert tiers (only with a tiered expert source) */
     int have_tiers;
     uint64_t dram_hits, dram_misses, nvme_bytes_read;

@@ -311,6 +311,11 @@ int cli_context_size(const model_flags *f, const model_config *c)
     return c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096;
 }
 
+int cli_seq_context_size(const model_flags *f, const model_config *c)
+{
+    return cli_context_size(f, c) / (f->seqs > 1 ? f->seqs : 1);
+}
+
 int cli_chunk_size(const model_flags *f)
 {
     return f->chunk ? f->chunk : CLI_CPU_CHUNK;
@@ -561,6 +566,13 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         return err_prefix(e, "--trace: ");
     if (model_weights_open(&m->mw, f->dir, e))
         return -1;
+    if (f->seqs > 1 && cli_seq_context_size(f, &m->mw.cfg) < CLI_MIN_SEQ_CONTEXT) {
+        err_set(e, "-c %d shared by --parallel %d leaves %d positions to each request; it needs "
+                "at least %d (raise -c)", cli_context_size(f, &m->mw.cfg), f->seqs,
+                cli_seq_context_size(f, &m->mw.cfg), CLI_MIN_SEQ_CONTEXT);
+        model_weights_close(&m->mw);
+        return -1;
+    }
     if (tier_plan_make(&m->plan, &m->mw, &f->tiers, &m->st, e)) {
         model_weights_close(&m->mw);
         return -1;
@@ -571,10 +583,10 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     if (m->plan.use_store)
         store_source_warn(&m->st, &m->mw, log);
     const model_config *mc = &m->mw.cfg;
-    if (log && cli_context_size(f, mc) > mc->max_position_embeddings)
+    if (log && cli_seq_context_size(f, mc) > mc->max_position_embeddings)
         fprintf(log, "moetier: -c %d goes past the %d positions the model was trained for "
                 "(max_position_embeddings): expect worse output beyond them\n",
-                cli_context_size(f, mc), mc->max_position_embeddings);
+                cli_seq_context_size(f, mc), mc->max_position_embeddings);
     uint64_t want, moved, locked;
     model_weights_make_dense_resident(&m->mw, f->tiers.numa != NUMA_LOCAL, &want, &moved, &locked);
     if (log && locked < want)
@@ -605,7 +617,7 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         model_weights_close(&m->mw);
         return -1;
     }
-    if (engine_create(&m->en, &m->mw, &m->be, &m->src, cli_context_size(f, &m->mw.cfg), m->chunk,
+    if (engine_create(&m->en, &m->mw, &m->be, &m->src, cli_seq_context_size(f, &m->mw.cfg), m->chunk,
                       e)) {
         m->be.ops->destroy(&m->be);
         if (m->src.destroy)

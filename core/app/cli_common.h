@@ -54,6 +54,10 @@ typedef struct model_flags {
     int cpu_tokens;         /* --cpu-tokens, when cpu_tokens_set (GPU backend;
                              * GPU_CPU_TOKENS_AUTO: the cost model) */
     int cpu_tokens_set;
+    /* conversations that share the context (serve --parallel): the engine's
+     * KV cache, and each further one, holds the context / seqs positions;
+     * 0 or 1: one */
+    int seqs;
 } model_flags;
 
 enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };
@@ -69,6 +73,10 @@ int backend_choice_parse(const char *s);
 /* -c (or min(4096, max_position_embeddings)) and --chunk (or CLI_CPU_CHUNK;
  * the GPU plan chooses its own: planner.h) */
 int cli_context_size(const model_flags *f, const model_config *c);
+/* the fewest positions a conversation of several sharing the context may get */
+#define CLI_MIN_SEQ_CONTEXT 16
+/* The positions of one conversation: the context size / seqs. */
+int cli_seq_context_size(const model_flags *f, const model_config *c);
 int cli_chunk_size(const model_flags *f);
 /* The GPU side of the placement for device (or for --vram-gb alone when there is none). */
 int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags *f, int device,

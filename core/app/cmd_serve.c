@@ -27,6 +27,9 @@ static void usage(FILE *f)
                "  --max-body BYTES     largest request body (default 4194304; 413 beyond)\n"
                "  --max-prompt N       most prompt tokens (default: the context less one)\n"
                "  --max-queue N        requests waiting or running at once (default 32; 503 beyond)\n"
+               "  --parallel N, -np N  requests run at once (default 1), each in a slot with the\n"
+               "                       context / N positions; their tokens are computed in one\n"
+               "                       step, each with the bits it would have alone\n"
                "  --max-tokens N       reply length when a request sets none (default: up to the\n"
                "                       context)\n"
                "  --no-think           chat template with thinking off unless a request asks\n"
@@ -101,6 +104,9 @@ int cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--max-queue")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 100000, &so.max_queue))
                 return 2;
+        } else if (!strcmp(a, "--parallel") || !strcmp(a, "-np")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 256, &so.parallel))
+                return 2;
         } else if (!strcmp(a, "--max-tokens")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &so.default_max_tokens))
                 return 2;
@@ -167,6 +173,7 @@ int cmd_serve(int argc, char **argv)
                 strerror(errno));
         return cli_fail(&e);
     }
+    mf.seqs = so.parallel;
     mf.tiers.reserve_bytes = (uint64_t)(so.prompt_cache_gb * 1e9);
     tokenizer tok;
     chat_template_kind kind;

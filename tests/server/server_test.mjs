@@ -512,10 +512,93 @@ async function restartedServer() {
   }
 }
 
+// --parallel: requests run at once in slots, their tokens stepped together;
+// each answer is the one the request gets alone (the CPU kernels give a row the
+// same bits in a step of any size), a conversation's next turn goes back to its
+// slot, and every slot's conversation is kept at a stop.
+async function parallelServer() {
+  await check('--parallel 4: requests run at once, stepped together, each answers as alone; one that leaves mid-stream stops only itself', async () => {
+    const srv = await startServer(['--no-think', '--parallel', '4', '-c', '4096', '--chunk', '8']);
+    const alone = await startServer(['--no-think', '-c', '1024', '--chunk', '8']);
+    try {
+      assert.match(srv.log, /4 at once with 1024 positions each/);
+      const long = Array.from({ length: 100 }, (_, i) => `w${i}`).join(' ');
+      const reqs = [
+        { messages: user('Name three rivers.'), max_tokens: 40, temperature: 0 },
+        { messages: user('Count to ten.'), max_tokens: 30, temperature: 0.8, seed: 11 },
+        { messages: user(`Summarize: ${long}`), max_tokens: 25, temperature: 0 },   // prefilled while others decode
+        { messages: user('Why is the sky blue?'), max_tokens: 35, temperature: 1.1, top_p: 0.9, seed: 4 },
+      ];
+      const stream = (ai, r, signal) => ai.chat.completions.create({ model: MODEL, ...r, stream: true }, { signal });
+      const ai = client(srv);
+      const ctl = new AbortController();
+      const leaver = (async () => {
+        const s = await stream(ai, { messages: user('Talk forever.'), max_tokens: 400, temperature: 0 }, ctl.signal);
+        let n = 0;
+        try {
+          for await (const ch of s) { if (++n === 5) ctl.abort(); }
+        } catch { /* aborted */ }
+        return n;
+      })();
+      const together = await Promise.all(reqs.map(async (r) => collect(await stream(ai, r))));
+      assert.ok((await leaver) >= 5);
+      const metrics = await (await fetch(srv.url + '/metrics')).text();
+      const steps = Number(/moetier_decode_steps_total (\d+)/.exec(metrics)[1]);
+      const rows = Number(/moetier_decode_step_requests_total (\d+)/.exec(metrics)[1]);
+      assert.ok(rows >= steps + 20, `the requests were hardly stepped together: ${rows} rows in ${steps} steps`);
+      for (let k = 0; k < reqs.length; k++) {
+        const want = await collect(await stream(client(alone), reqs[k]));
+        assert.equal(together[k].content, want.content, `request ${k} answered otherwise than alone`);
+        assert.equal(together[k].finish, want.finish);
+      }
+    } finally {
+      await stopServer(srv);
+      await stopServer(alone);
+    }
+  });
+  await check('--parallel 2: a conversation\'s next turn goes back to its slot; a stop keeps both slots\' conversations', async () => {
+    const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'parallel-dir-'));
+    try {
+      const ask = (ai, messages) => ai.chat.completions.create({ model: MODEL, messages, max_tokens: 3, temperature: 0 });
+      const a = user('Tell me about the history of salt in trade, with numbers.');
+      const b = user('Tell me about the history of rope in sailing, with numbers.');
+      const then = (m, r, more) => [...m, { role: 'assistant', content: r.choices[0].message.content }, ...user(more)];
+      let srv = await startServer(['--no-think', '--parallel', '2', '--prompt-cache-gb', '0']);
+      const a1 = await ask(client(srv), a), b1 = await ask(client(srv), b);
+      const a2 = await ask(client(srv), then(a, a1, 'Go on.'));
+      assert.ok(a2.usage.prompt_tokens_details.cached_tokens >= a1.usage.prompt_tokens - 1,
+        `the next turn did not find its slot: ${JSON.stringify(a2.usage)}`);
+      await stopServer(srv);
+      srv = await startServer(['--no-think', '--parallel', '2', '--prompt-cache-dir', dir]);
+      await ask(client(srv), a);
+      await ask(client(srv), b);
+      await stopServer(srv);
+      assert.match(srv.log, /2 conversations in /, srv.log);
+      srv = await startServer(['--no-think', '--prompt-cache-dir', dir]);
+      try {
+        for (const [m, r1] of [[a, a1], [b, b1]]) {
+          const r = await ask(client(srv), then(m, r1, 'More.'));
+          assert.ok(r.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens - 1,
+            `a slot's conversation was not kept: ${JSON.stringify(r.usage)}`);
+        }
+      } finally {
+        await stopServer(srv);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  await check('--parallel leaving a slot fewer than 16 positions is refused', async () => {
+    const e = await startServer(['-c', '64', '--parallel', '8']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /-c 64 shared by --parallel 8 leaves 8 positions/.test(String(e)), String(e));
+  });
+}
+
 try {
   await plainServer();
   await restartedServer();
   await queueServer();
+  await parallelServer();
   await forcedServer();
   await guardedServer();
   await stoppingServer();

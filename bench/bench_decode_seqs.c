@@ -1,0 +1,133 @@
+/* bench_decode_seqs: decode steps of S conversations at once (the server's
+ * --parallel, engine_decode_seqs) against one at a time, in the same run.
+ *
+ * A synthetic model (Kimi K2's experts, 7168 -> 2048 -> 7168 in INT4, 64 per
+ * layer with top-8, hidden 7168 trimmed to 2 MoE layers after the dense one)
+ * is written once into the scratch directory. S = 1, 2, 4, 8 conversations,
+ * each prefilled with its own 32 tokens, then 16 steps of all S together on
+ * every core. Prints one JSON line per S: the aggregate tokens/s, the ratio
+ * to S = 1 (the yardstick, measured in the same run: 1 means stepping S at
+ * once is no faster than one after another), the experts a step runs (their
+ * union over the S tokens) and the token rows each expert call gets.
+ *
+ * Usage: bench_decode_seqs [DIR]; DIR defaults to $MOETIER_BENCH_DIR or
+ * build/bench-scratch; the model is removed at the end. */
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/app/cli_common.h"
+#include "core/base/fileutil.h"
+#include "core/base/progress.h"
+#include "core/model/synth.h"
+
+#define PROMPT 32
+#define STEPS 16
+#define MAX_S 8
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+typedef struct result {
+    double tok_s, experts_per_step, rows_per_call;
+} result;
+
+static int run(cli_model *m, int S, result *r, errbuf *e)
+{
+    engine *en = &m->en;
+    int V = en->cfg->vocab_size, moe = 0;
+    for (int l = 0; l < en->cfg->n_layers; l++)
+        moe += m->mw.layers[l].is_moe;
+    engine_seq seqs[MAX_S];
+    engine_seq *step[MAX_S];
+    float *logits = malloc((size_t)S * (size_t)V * sizeof *logits);
+    if (!logits)
+        return err_set(e, "out of memory");
+    engine_reset(en);
+    for (int s = 0; s < S; s++) {
+        int ids[PROMPT];
+        for (int i = 0; i < PROMPT; i++)
+            ids[i] = (i * 131 + s * 977 + 7) % V;
+        if (s && engine_seq_create(en, &seqs[s], e))
+            return -1;
+        step[s] = s ? &seqs[s] : NULL;
+        if (s)
+            engine_seq_swap(en, &seqs[s]);
+        int rc = engine_forward(en, ids, PROMPT, NULL, 0, e);
+        if (s)
+            engine_seq_swap(en, &seqs[s]);
+        if (rc)
+            return -1;
+    }
+    engine_stats before = en->stats;
+    double t0 = now_seconds();
+    for (int k = 0; k < STEPS; k++) {
+        int ids[MAX_S];
+        for (int s = 0; s < S; s++)
+            ids[s] = (k * 31 + s * 53 + 3) % V;
+        if (engine_decode_seqs(en, step, ids, S, logits, e))
+            return -1;
+    }
+    double dt = now_seconds() - t0;
+    uint64_t calls = en->stats.expert_calls - before.expert_calls;
+    r->tok_s = S * STEPS / dt;
+    r->experts_per_step = (double)calls / STEPS / (moe ? moe : 1);
+    r->rows_per_call = calls ? (double)S * STEPS * en->cfg->n_experts_per_tok * moe / (double)calls : 0;
+    for (int s = 1; s < S; s++)
+        engine_seq_destroy(&seqs[s]);
+    free(logits);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *base = argc > 1 ? argv[1] : getenv("MOETIER_BENCH_DIR");
+    if (!base)
+        base = "build/bench-scratch";
+    char model[4096];
+    snprintf(model, sizeof model, "%s/decode-seqs-model", base);
+    errbuf e;
+    if (dir_ensure(base, &e))
+        return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;
+    const char *sets[] = {"n_routed_experts=64", "n_group=1", "topk_group=1"};
+    synth_options so = synth_options_default();
+    so.preset = "k2-slice";
+    so.out_dir = model;
+    so.force = 1;
+    so.layers = 3;
+    so.sets = sets;
+    so.n_sets = 3;
+    if (synth_format_parse("int4", &so.format, &e) || synth_run(&so, &e))
+        return fprintf(stderr, "bench_decode_seqs: synth: %s\n", e.msg), 1;
+    cli_model m;
+    model_flags f = {.dir = model, .ctx = PROMPT + STEPS + 1, .quiet = 1};
+    if (cli_model_open(&m, &f, &e))
+        return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;
+    const int sizes[] = {1, 2, 4, 8};
+    double one = 0;
+    result warm;
+    if (run(&m, 1, &warm, &e))      /* pages the weights in */
+        return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;
+    for (int k = 0; k < 4; k++) {
+        result r;
+        if (run(&m, sizes[k], &r, &e))
+            return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;
+        if (sizes[k] == 1)
+            one = r.tok_s;
+        printf("{\"bench\":\"decode_seqs\",\"sequences\":%d,\"tok_s\":%.2f,\"ratio\":%.3f,"
+               "\"experts_per_step\":%.1f,\"rows_per_expert_call\":%.2f,\"cores\":%ld}\n",
+               sizes[k], r.tok_s, r.tok_s / one, r.experts_per_step, r.rows_per_call,
+               sysconf(_SC_NPROCESSORS_ONLN));
+        fflush(stdout);
+    }
+    cli_model_close(&m);
+    nftw(model, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
