@@ -363,7 +363,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!strcmp(url, "/health")) {
         if (!get)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /health");
-        return send_body(s, c, 200, strdup("{\"status\":\"ok\"}"), "application/json");
+        pthread_mutex_lock(&s->mu);
+        int running = s->metrics.running;
+        pthread_mutex_unlock(&s->mu);
+        char body[96];
+        snprintf(body, sizeof body, "{\"status\":\"ok\",\"slots_idle\":%d,\"slots_processing\":%d}",
+                 s->o.parallel - running, running);
+        return send_body(s, c, 200, strdup(body), "application/json");
     }
     if (!strcmp(url, "/metrics")) {
         if (!get)

@@ -486,14 +486,14 @@ static void run_end(server *s, slot_run *r)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Prefills slot i's prompt: all of it, or with other slots decoding, one
- * chunk (they wait for no more than that). Once the prompt is in, its first
- * token is sampled. */
-static void slot_prefill(server *s, int i, int others_decoding)
+/* Prefills slot i's prompt: all of it with one slot, else one chunk (the
+ * other slots' tokens and new requests wait for no more than that). Once the
+ * prompt is in, its first token is sampled. */
+static void slot_prefill(server *s, int i)
 {
     engine *en = &s->m->en;
     slot_run *r = s->slots[i].run;
-    int left = r->n - r->done, n = others_decoding && left > en->max_chunk ? en->max_chunk : left;
+    int left = r->n - r->done, n = s->o.parallel > 1 && left > en->max_chunk ? en->max_chunk : left;
     int last = n == left;
     /* a long prompt stops within a chunk when its client leaves or the server stops;
      * the chunks done stay in the cache for the next request that shares them */
@@ -587,9 +587,8 @@ static int pick_slot(server *s, const job *j)
         if (lru < 0 || sl->last_used < s->slots[lru].last_used)
             lru = i;
         const int *cached = i ? sl->seq.cached_ids : en->cached_ids;
-        int n_past = i ? sl->seq.n_past : en->n_past, shared = 0;
-        while (shared < n_past && shared < (int)j->ids.n && cached[shared] == j->ids.ids[shared])
-            shared++;
+        int n_past = i ? sl->seq.n_past : en->n_past;
+        int shared = ids_common_prefix(cached, n_past, j->ids.ids, (int)j->ids.n);
         if (2 * shared >= n_past && shared > best_shared) {
             best = i;
             best_shared = shared;
@@ -675,7 +674,7 @@ void *serve_engine_main(void *arg)
     server *s = arg;
     int P = s->o.parallel;
     pthread_mutex_lock(&s->mu);
-    for (int next_prefill = 0;;) {
+    for (;;) {
         admit_locked(s);
         int busy = 0;
         for (int i = 0; i < P; i++)
@@ -693,21 +692,19 @@ void *serve_engine_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&s->mu);
-        /* a step: one slot's prefill (in turn), then every decoding slot's
-         * next token together */
-        int decoding[P], n_dec = 0;
-        for (int i = 0; i < P; i++)
-            if (s->slots[i].run && s->slots[i].run->state == RUN_DECODE)
-                decoding[n_dec++] = i;
-        for (int k = 0; k < P; k++) {
-            int i = (next_prefill + k) % P;
+        /* a pass: a chunk of the oldest request still prefilling, then every
+         * generating slot's next token together */
+        int decoding[P], n_dec = 0, oldest = -1;
+        for (int i = 0; i < P; i++) {
             slot_run *r = s->slots[i].run;
-            if (r && r->state == RUN_PREFILL) {
-                slot_prefill(s, i, n_dec > 0);
-                next_prefill = i + 1;
-                break;
-            }
+            if (r && r->state == RUN_DECODE)
+                decoding[n_dec++] = i;
+            if (r && r->state == RUN_PREFILL &&
+                (oldest < 0 || r->j->seq < s->slots[oldest].run->j->seq))
+                oldest = i;
         }
+        if (oldest >= 0)
+            slot_prefill(s, oldest);
         if (n_dec)
             slots_decode(s, decoding, n_dec);
         pthread_mutex_lock(&s->mu);

@@ -108,9 +108,7 @@ void cli_prompt_cache_save(cli_prompt_cache *pc, cli_model *m, const float *logi
 {
     if (!pc->path || pc->read_only || !pc->have_id || m->en.n_past <= pc->restored)
         return;
-    int held = 0, n = m->en.n_past;
-    while (held < pc->file_n && held < n && pc->file_ids[held] == m->en.cached_ids[held])
-        held++;
+    int n = m->en.n_past, held = ids_common_prefix(pc->file_ids, pc->file_n, m->en.cached_ids, n);
     if (held == n) {
         if (!m->quiet)
             fprintf(stderr, "prompt cache %s: kept as it is (it holds these %d positions and %d "

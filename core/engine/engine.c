@@ -153,12 +153,17 @@ int engine_truncate(engine *en, int n, errbuf *e)
     return 0;
 }
 
-int engine_reusable_prefix(const engine *en, const int *ids, int n)
+int ids_common_prefix(const int *a, int na, const int *b, int nb)
 {
     int k = 0;
-    while (k < en->n_past && k < n - 1 && en->cached_ids[k] == ids[k])
+    while (k < na && k < nb && a[k] == b[k])
         k++;
     return k;
+}
+
+int engine_reusable_prefix(const engine *en, const int *ids, int n)
+{
+    return ids_common_prefix(en->cached_ids, en->n_past, ids, n - 1);
 }
 
 int engine_load_prefix(engine *en, const int *ids, int n, const kv_span *spans, int n_spans,
@@ -166,9 +171,7 @@ int engine_load_prefix(engine *en, const int *ids, int n, const kv_span *spans, 
 {
     if (n < 0 || n > en->kv.max_ctx)
         return err_set(e, "cannot load %d positions into a cache of %d", n, en->kv.max_ctx);
-    int keep = 0;
-    while (keep < en->n_past && keep < n && en->cached_ids[keep] == ids[keep])
-        keep++;
+    int keep = ids_common_prefix(en->cached_ids, en->n_past, ids, n);
     int covered = keep;
     for (int i = 0; i < n_spans; i++) {
         const kv_span *s = &spans[i];

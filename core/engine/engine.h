@@ -128,6 +128,8 @@ void engine_destroy(engine *en);
 void engine_reset(engine *en);
 /* Rewinds the cache to its first n positions (n <= n_past). */
 int engine_truncate(engine *en, int n, errbuf *e);
+/* How many leading ids a[0..na) and b[0..nb) share. */
+int ids_common_prefix(const int *a, int na, const int *b, int nb);
 /* How many leading ids[] the cache already holds, at most n - 1 so that a
  * forward over the rest always yields logits. */
 int engine_reusable_prefix(const engine *en, const int *ids, int n);

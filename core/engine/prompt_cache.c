@@ -85,14 +85,6 @@ static int room_for_one(prompt_cache *pc)
     return 0;
 }
 
-static int common(const int *a, int na, const int *b, int nb)
-{
-    int k = 0;
-    while (k < na && k < nb && a[k] == b[k])
-        k++;
-    return k;
-}
-
 /* x and the entries it continues, marked held (or not); returns their bytes */
 static size_t hold_chain(prompt_cache *pc, uint64_t id, int held)
 {
@@ -139,7 +131,7 @@ static void placement(prompt_cache *pc, const int *ids, int n, uint64_t keep, pr
     prompt_entry *best = NULL;
     int m = 0;
     for (int i = 0; i < pc->n; i++) {
-        int c = common(pc->entries[i].ids, pc->entries[i].n, ids, n);
+        int c = ids_common_prefix(pc->entries[i].ids, pc->entries[i].n, ids, n);
         if (c > m) {
             best = &pc->entries[i];
             m = c;
@@ -178,7 +170,7 @@ static void make_room(prompt_cache *pc, const int *ids, int n, size_t bytes, int
 {
     for (int i = pc->n - 1; i >= 0; i--) {
         prompt_entry *x = &pc->entries[i];
-        if (!x->held && !x->children && common(x->ids, x->n, ids, n) == x->n)
+        if (!x->held && !x->children && ids_common_prefix(x->ids, x->n, ids, n) == x->n)
             drop(pc, i);
     }
     while (pc->bytes + bytes > pc->budget) {
@@ -215,7 +207,7 @@ static void save(prompt_cache *pc, const engine *en, uint64_t keep)
     const int *ids = en->cached_ids;
     for (int i = 0; i < pc->n; i++) {
         prompt_entry *x = &pc->entries[i];
-        if (x->n >= n && common(x->ids, x->n, ids, n) == n) {
+        if (x->n >= n && ids_common_prefix(x->ids, x->n, ids, n) == n) {
             touch_chain(pc, x->id);
             return;
         }
@@ -268,7 +260,8 @@ int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, 
 {
     *added = NULL;
     for (int i = 0; i < pc->n; i++)
-        if (pc->entries[i].n >= n && common(pc->entries[i].ids, pc->entries[i].n, ids, n) == n)
+        if (pc->entries[i].n >= n &&
+            ids_common_prefix(pc->entries[i].ids, pc->entries[i].n, ids, n) == n)
             return 1;
     prompt_entry *parent, *grow;
     int base;
@@ -312,7 +305,7 @@ int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n)
     uint64_t best = 0;
     int best_n = reuse;
     for (int i = 0; i < pc->n; i++) {
-        int m = common(pc->entries[i].ids, pc->entries[i].n, ids, n - 1);
+        int m = ids_common_prefix(pc->entries[i].ids, pc->entries[i].n, ids, n - 1);
         if (m > best_n) {
             best = pc->entries[i].id;
             best_n = m;

@@ -22,14 +22,6 @@ enum {
 
 _Static_assert(sizeof(int) == 4, "token ids are kept as int32");
 
-static int common(const int32_t *a, int na, const int *b, int nb)
-{
-    int k = 0;
-    while (k < na && k < nb && a[k] == b[k])
-        k++;
-    return k;
-}
-
 int prompt_file_probe(const char *path, errbuf *e)
 {
     char target[4096];
@@ -230,7 +222,7 @@ static void to_engine(void *ctx, int layer, int first, int count, const float *r
 
 int prompt_file_restore(prompt_file *pf, engine *en, const int *ids, int n, float *logits, errbuf *e)
 {
-    int k = common(pf->ids, pf->n, ids, n);
+    int k = ids_common_prefix((const int *)pf->ids, pf->n, ids, n);
     int whole = k == n && pf->n == n && pf->logits;
     if (!whole && k > n - 1)
         k = n - 1;

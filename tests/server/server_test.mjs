@@ -169,7 +169,7 @@ async function plainServer() {
     r = await post('/v1/chat/completions', JSON.stringify({ messages: user('x'.repeat(70000)) }));
     assert.equal(r.status, 413);
     r = await fetch(srv.url + '/health');
-    assert.deepEqual(await r.json(), { status: 'ok' });
+    assert.deepEqual(await r.json(), { status: 'ok', slots_idle: 1, slots_processing: 0 });
   });
   await check('conversations in turn: each next turn comes back from the prompt cache, answering as if prefilled again', async () => {
     const story = (topic) => `Write at length about ${topic}: where it comes from, how it is made, who uses it, ` +
@@ -534,14 +534,20 @@ async function parallelServer() {
       const ctl = new AbortController();
       const leaver = (async () => {
         const s = await stream(ai, { messages: user('Talk forever.'), max_tokens: 400, temperature: 0 }, ctl.signal);
-        let n = 0;
+        let n = 0, health = null;
         try {
-          for await (const ch of s) { if (++n === 5) ctl.abort(); }
+          for await (const ch of s) {
+            if (++n === 3) health = await (await fetch(srv.url + '/health')).json();
+            if (n === 5) ctl.abort();
+          }
         } catch { /* aborted */ }
-        return n;
+        return { n, health };
       })();
       const together = await Promise.all(reqs.map(async (r) => collect(await stream(ai, r))));
-      assert.ok((await leaver) >= 5);
+      const left = await leaver;
+      assert.ok(left.n >= 5);
+      assert.ok(left.health.slots_processing >= 1 && left.health.slots_idle + left.health.slots_processing === 4,
+        JSON.stringify(left.health));
       const metrics = await (await fetch(srv.url + '/metrics')).text();
       const steps = Number(/moetier_decode_steps_total (\d+)/.exec(metrics)[1]);
       const rows = Number(/moetier_decode_step_requests_total (\d+)/.exec(metrics)[1]);
