@@ -82,10 +82,10 @@ printf 'hello\nand again\n/reset\nonce more\n' |
 clean "$log" chat
 n=$((n + 1))
 
-# the server: concurrent requests (streamed and not), one cut by its client,
-# then SIGTERM with one still streaming
+# the server: concurrent requests (streamed and not) in 3 slots at once, one
+# cut by its client, then SIGTERM with one still streaming
 log="$tmp/serve.log"
-"$bin" serve -m "$model" --port 0 -t 2 --no-think --dram-gb 0.0014 2>"$log" &
+"$bin" serve -m "$model" --port 0 -t 2 --no-think --dram-gb 0.0014 --parallel 3 2>"$log" &
 pid=$!
 pids+=("$pid")
 for _ in $(seq 300); do grep -q "listening on" "$log" && break; sleep 0.1; done
