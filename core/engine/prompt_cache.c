@@ -26,7 +26,7 @@ void prompt_cache_rows_free(float *rows, size_t bytes)
         munmap(rows, bytes ? bytes : 1);
 }
 
-static prompt_entry *find(const prompt_cache *pc, uint64_t id)
+prompt_entry *prompt_cache_find(const prompt_cache *pc, uint64_t id)
 {
     for (int i = 0; id && i < pc->n; i++)
         if (pc->entries[i].id == id)
@@ -38,7 +38,7 @@ static prompt_entry *find(const prompt_cache *pc, uint64_t id)
  * place, so pointers into the array do not survive it (ids do). */
 static void drop(prompt_cache *pc, int i)
 {
-    prompt_entry *x = &pc->entries[i], *parent = find(pc, x->parent);
+    prompt_entry *x = &pc->entries[i], *parent = prompt_cache_find(pc, x->parent);
     if (parent)
         parent->children--;
     free(x->ids);
@@ -89,7 +89,7 @@ static int room_for_one(prompt_cache *pc)
 static size_t hold_chain(prompt_cache *pc, uint64_t id, int held)
 {
     size_t bytes = 0;
-    for (prompt_entry *x = find(pc, id); x; x = find(pc, x->parent)) {
+    for (prompt_entry *x = prompt_cache_find(pc, id); x; x = prompt_cache_find(pc, x->parent)) {
         if (x->held != held)
             bytes += x->bytes;
         x->held = held;
@@ -100,14 +100,14 @@ static size_t hold_chain(prompt_cache *pc, uint64_t id, int held)
 static void touch_chain(prompt_cache *pc, uint64_t id)
 {
     uint64_t now = ++pc->clock;
-    for (prompt_entry *x = find(pc, id); x; x = find(pc, x->parent))
+    for (prompt_entry *x = prompt_cache_find(pc, id); x; x = prompt_cache_find(pc, x->parent))
         x->last_used = now;
 }
 
 int prompt_cache_spans(const prompt_cache *pc, const prompt_entry *x, int n, kv_span *out)
 {
     int k = 0, limit = n;
-    for (; x && limit > 0; x = find(pc, x->parent)) {
+    for (; x && limit > 0; x = prompt_cache_find(pc, x->parent)) {
         int end = x->n < limit ? x->n : limit;
         if (end > x->base)
             out[k++] = (kv_span){.rows = x->rows, .first = x->base, .end = end,
@@ -142,7 +142,7 @@ static void placement(prompt_cache *pc, const int *ids, int n, uint64_t keep, pr
     *base = 0;
     if (best && m == best->n && !best->children && best->id != keep) {
         *grow = best;
-        *parent = find(pc, best->parent);
+        *parent = prompt_cache_find(pc, best->parent);
         *base = best->base;
     } else if (best && m >= PROMPT_CACHE_MIN_TOKENS) {
         *parent = best;
@@ -185,7 +185,7 @@ static void make_room(prompt_cache *pc, const int *ids, int n, size_t bytes, int
 /* Inserts x (its memory set up) with parent_id, as the most recently used. */
 static prompt_entry *insert(prompt_cache *pc, prompt_entry x, uint64_t parent_id)
 {
-    prompt_entry *parent = find(pc, parent_id);
+    prompt_entry *parent = prompt_cache_find(pc, parent_id);
     x.parent = parent_id;
     if (parent)
         parent->children++;
@@ -316,7 +316,7 @@ int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n)
      * template does) keeps no prefix a later prompt is likely to start with */
     if (en->n_past - reuse >= PROMPT_CACHE_MIN_TOKENS && reuse < last_prompt - 1)
         save(pc, en, best);
-    prompt_entry *x = find(pc, best);
+    prompt_entry *x = prompt_cache_find(pc, best);
     if (!x)
         return reuse;
     kv_span *spans = malloc((size_t)pc->n * sizeof *spans);

@@ -54,6 +54,8 @@ typedef struct prompt_cache {
 } prompt_cache;
 
 void prompt_cache_init(prompt_cache *pc, size_t budget);
+/* The entry with this id; NULL for none (0 names none). */
+prompt_entry *prompt_cache_find(const prompt_cache *pc, uint64_t id);
 void prompt_cache_free(prompt_cache *pc);
 
 /* An entry's rows: anonymous memory asking for transparent huge pages, so a

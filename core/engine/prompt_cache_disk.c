@@ -111,29 +111,52 @@ static void to_entry(void *ctx, int layer, int first, int count, const float *ro
 static int fill_from_file(void *ctx, int base, float *rows, errbuf *e)
 {
     file_fill *f = ctx;
+    if (base < f->pf->base)
+        return err_set(e, "%s: holds the rows from position %d on; those before are another "
+                       "file's, which was not read", f->pf->path, f->pf->base);
     f->base = base;
     f->rows = rows;
     return prompt_file_read_rows(f->pf, to_entry, f, e);
 }
 
+/* Whether an entry holds the first n of ids (what a file continues). */
+static int continued(const prompt_cache *pc, const int *ids, int n)
+{
+    for (int i = 0; i < pc->n; i++)
+        if (ids_common_prefix(pc->entries[i].ids, pc->entries[i].n, ids, n) == n)
+            return 1;
+    return 0;
+}
+
 /* One file into pc as an entry: 0; 1 when an entry holds its positions
- * already; 2 when it does not fit; -1 when it cannot be used. */
+ * already; 2 when it does not fit; 3 when it continues a conversation no
+ * entry holds yet; -1 when it cannot be used. */
 static int load_one(prompt_cache *pc, const char *path, const char *name, const prompt_identity *id,
                     const engine *en, errbuf *e)
 {
     prompt_file pf;
     if (prompt_file_open(&pf, path, id, en, e))
         return -1;
+    if (pf.base && !continued(pc, (const int *)pf.ids, pf.base)) {
+        err_set(e, "%s: continues a conversation (its first %d positions) whose file is gone or "
+                "was not read", path, pf.base);
+        prompt_file_close(&pf);
+        return 3;
+    }
     prompt_entry *x;
     file_fill f = {.pf = &pf};
     int rc = prompt_cache_add(pc, en, pf.ids, pf.n, fill_from_file, &f, &x, e);
+    int file_base = pf.base;
     prompt_file_close(&pf);
     if (rc)
         return rc == -2 ? -1 : rc < 0 ? 2 : 1;
-    /* a file whose name is not its ids' is written again under theirs */
+    /* a file whose name is not its ids' is written again under theirs, and
+     * one whose rows do not start where the entry's own do (it continues
+     * another entry now) as the entry is: the file it was written against
+     * may go */
     char want[64];
     prompt_cache_file_name(id, x->ids, x->n, want, sizeof want);
-    x->on_disk = !strcmp(want, name);
+    x->on_disk = !strcmp(want, name) && file_base == (x->parent ? x->base : 0);
     return 0;
 }
 
@@ -144,20 +167,44 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
     found *files;
     if (list_ours(dir, id, 0, &files, &c->files, e))
         return -1;
-    int first = pc->n;
-    for (int i = 0; i < c->files; i++) {
-        char path[4200];
-        errbuf why;
-        snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
-        int r = load_one(pc, path, files[i].name, id, en, &why);
-        if (r < 0 && !c->unusable++)
-            snprintf(c->first_problem, sizeof c->first_problem, "%s", why.msg);
-        c->left_out += r == 2;
-        if (r == 0) {
-            c->loaded++;
-            c->loaded_tokens += pc->entries[pc->n - 1].n;
+    int first = pc->n, waiting = c->files;
+    int *wait = malloc((size_t)(c->files ? c->files : 1) * sizeof *wait);
+    if (!wait) {
+        free(files);
+        return err_set(e, "out of memory reading %s", dir);
+    }
+    /* newest first; a file continuing another's conversation waits until an
+     * entry holds that, so passes go on while one reads something */
+    for (int i = 0; i < c->files; i++)
+        wait[i] = 1;
+    for (int progress = 1; progress && waiting;) {
+        progress = 0;
+        for (int i = 0; i < c->files; i++) {
+            if (!wait[i])
+                continue;
+            char path[4200];
+            errbuf why;
+            snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+            int r = load_one(pc, path, files[i].name, id, en, &why);
+            if (r == 3 && waiting > 1)
+                continue;
+            wait[i] = 0;
+            waiting--;
+            progress = 1;
+            if ((r < 0 || r == 3) && !c->unusable++)
+                snprintf(c->first_problem, sizeof c->first_problem, "%s", why.msg);
+            c->left_out += r == 2;
+            if (r == 0) {
+                c->loaded++;
+                c->loaded_tokens += pc->entries[pc->n - 1].n;
+            }
         }
     }
+    for (int i = 0; i < c->files; i++)
+        if (wait[i] && !c->unusable++)
+            snprintf(c->first_problem, sizeof c->first_problem, "%s/%s: continues a conversation "
+                     "whose file is gone or was not read", dir, files[i].name);
+    free(wait);
     free(files);
     /* read newest first, so the newest got the lowest use count: reversed,
      * the oldest is the first evicted */
@@ -177,8 +224,8 @@ static int by_last_use(const void *a, const void *b)
     return (x->children > y->children) - (x->children < y->children);
 }
 
-/* x's file in dir, written (whole: its rows and those of the entries it
- * continues) */
+/* x's file in dir, written: its own rows (those of positions from its base,
+ * the earlier ones being those of the entry it continues) */
 static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity *id,
                        const engine *en, prompt_entry *x, errbuf *e)
 {
@@ -188,7 +235,7 @@ static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity 
     kv_span *spans = malloc((size_t)pc->n * sizeof *spans);
     if (!spans)
         return err_set(e, "out of memory writing %s", path);
-    int rc = prompt_file_save_spans(path, id, en, x->ids, x->n, spans,
+    int rc = prompt_file_save_spans(path, id, en, x->ids, x->n, x->parent ? x->base : 0, spans,
                                     prompt_cache_spans(pc, x, x->n, spans), e);
     free(spans);
     x->on_disk = rc ? -1 : 1;
@@ -204,6 +251,11 @@ int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_i
             latest = &pc->entries[i];
     if (!latest)
         return 0;
+    /* the conversation it continues first: a crash then leaves no file
+     * whose first positions are in none */
+    for (prompt_entry *p = prompt_cache_find(pc, latest->parent); p && !p->on_disk;
+         p = prompt_cache_find(pc, p->parent))
+        latest = p;
     return write_entry(pc, dir, id, en, latest, e) ? -1 : 1;
 }
 
@@ -248,6 +300,9 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
     qsort(order, (size_t)pc->n, sizeof *order, by_last_use);
     int failed = 0;
     time_t now = time(NULL);
+    /* the entries never written, each after the one it continues */
+    for (int r; (r = prompt_cache_write_pending(pc, dir, id, en, e)) != 0;)
+        c->written += r > 0;
     for (int i = 0; i < pc->n; i++) {
         prompt_entry *x = order[i];
         char name[64], path[4200];

@@ -2,16 +2,19 @@
  * restarts (`serve --prompt-cache-dir DIR`).
  *
  * Each entry is a prompt file (prompt_file.h, without logits) named
- * <identity hash>-<ids hash>.mtprompt, the identity hash that of the
- * checkpoint, backend and kernels: files another model, backend or kernels
- * made have another prefix and are left alone, so servers of different models
+ * <identity hash>-<ids hash>.mtprompt holding the entry's own rows: from its
+ * base on when it continues another entry, whose file holds the rest (and is
+ * written first, and read first: a file waits until an entry holds the
+ * positions it lacks, and is unusable when none does). The identity hash is
+ * that of the checkpoint, backend and kernels: files another model, backend
+ * or kernels made have another prefix and are left alone, so servers of different models
  * may share a directory (two of the same one may not: each would delete what
  * the other wrote). At start this identity's files are read into the cache,
  * the most recently used first, while they fit in its budget. While the
  * server is idle, entries are written one at a time, then the files of
  * entries gone (evicted, or replaced by a longer conversation) and what
- * unfinished writes left are deleted. At a clean stop the engine's own
- * conversation is kept as an entry, what is left is written and deleted so,
+ * unfinished writes left are deleted. At a clean stop the conversations in
+ * the engine are kept as entries, what is left is written and deleted so,
  * and the files' times are set in the order the entries were last used. */
 #ifndef MOETIER_PROMPT_CACHE_DISK_H
 #define MOETIER_PROMPT_CACHE_DISK_H

@@ -16,7 +16,7 @@
 /* header fields, at these offsets */
 enum {
     H_MAGIC = 0, H_VERSION = 8, H_HEADER_BYTES = 12, H_MODEL = 16, H_COMPUTE = 24,
-    H_LAYERS = 56, H_ROW = 60, H_VOCAB = 64, H_POSITIONS = 68, H_FLAGS = 72,
+    H_LAYERS = 56, H_ROW = 60, H_VOCAB = 64, H_POSITIONS = 68, H_FLAGS = 72, H_BASE = 76,
 };
 #define FLAG_LOGITS 1u
 
@@ -84,11 +84,13 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
     if (memcmp(h + H_MAGIC, PROMPT_FILE_MAGIC, 8))
         return err_set(e, "%s: not a prompt cache (%zu bytes)", path, pf->size);
     uint32_t version = le_get_u32(h + H_VERSION);
-    if (version != PROMPT_FILE_VERSION || le_get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
+    if (version < 1 || version > PROMPT_FILE_VERSION ||
+        le_get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
         return err_set(e, "%s: format version %u (this moetier reads version %d)", path, version,
                        PROMPT_FILE_VERSION);
     uint32_t layers = le_get_u32(h + H_LAYERS), row = le_get_u32(h + H_ROW), vocab = le_get_u32(h + H_VOCAB);
     uint32_t n = le_get_u32(h + H_POSITIONS), flags = le_get_u32(h + H_FLAGS);
+    uint32_t base = version >= 2 ? le_get_u32(h + H_BASE) : 0;
     const model_config *c = en->cfg;
     if (layers != (uint32_t)en->kv.n_layers || row != (uint32_t)en->kv.row ||
         vocab != (uint32_t)c->vocab_size)
@@ -102,15 +104,18 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
     if (strcmp(compute, id->compute))
         return err_set(e, "%s: made with the %s kernels; this run computes with the %s ones, whose "
                        "bits differ", path, compute, id->compute);
-    if (n == 0 || (uint64_t)n > pf->size / 4 || (flags & ~FLAG_LOGITS))
-        return err_set(e, "%s: damaged header (%u positions, flags %#x)", path, n, flags);
+    if (n == 0 || (uint64_t)n > pf->size / 4 || (flags & ~FLAG_LOGITS) || base >= n ||
+        (version >= 2 && base == 0))
+        return err_set(e, "%s: damaged header (%u positions from %u, flags %#x)", path, n, base,
+                       flags);
     uint64_t ids_at = PROMPT_FILE_HEADER, logits_at = ids_at + 4ull * n;
     pf->rows_at = logits_at + (flags & FLAG_LOGITS ? 4ull * vocab : 0);
-    uint64_t want = pf->rows_at + 4ull * layers * row * n + 8;
+    uint64_t want = pf->rows_at + 4ull * layers * row * (n - base) + 8;
     if (pf->size != want)
         return err_set(e, "%s: %zu bytes, where its header describes %llu (cut short, or damaged)",
                        path, pf->size, (unsigned long long)want);
     pf->n = (int)n;
+    pf->base = (int)base;
     pf->ids = malloc((size_t)n * sizeof *pf->ids);
     pf->logits = flags & FLAG_LOGITS ? malloc((size_t)vocab * sizeof *pf->logits) : NULL;
     pf->st = XXH3_createState();
@@ -179,15 +184,15 @@ int prompt_file_read_rows(prompt_file *pf, prompt_rows_sink sink, void *ctx, err
         return err_set(e, "%s: its rows were read already", pf->path);
     size_t row_bytes = (size_t)pf->row * sizeof(float);
     int per_piece = row_bytes >= PIECE_BYTES ? 1 : (int)(PIECE_BYTES / row_bytes);
-    if (per_piece > pf->n)
-        per_piece = pf->n;
+    if (per_piece > pf->n - pf->base)
+        per_piece = pf->n - pf->base;
     float *buf = malloc((size_t)per_piece * row_bytes);
     if (!buf)
         return err_set(e, "%s: out of memory for its rows", pf->path);
     uint64_t off = pf->rows_at;
     int rc = 0;
     for (int l = 0; l < pf->layers && !rc; l++)
-        for (int first = 0; first < pf->n && !rc; first += per_piece) {
+        for (int first = pf->base; first < pf->n && !rc; first += per_piece) {
             int count = pf->n - first < per_piece ? pf->n - first : per_piece;
             size_t bytes = (size_t)count * row_bytes;
             rc = read_at(pf->fd, buf, bytes, off, pf->path, e);
@@ -222,6 +227,9 @@ static void to_engine(void *ctx, int layer, int first, int count, const float *r
 
 int prompt_file_restore(prompt_file *pf, engine *en, const int *ids, int n, float *logits, errbuf *e)
 {
+    if (pf->base)
+        return err_set(e, "%s: holds the rows of positions %d to %d only, continuing another "
+                       "file's (a file of a server's --prompt-cache-dir)", pf->path, pf->base, pf->n);
     int k = ids_common_prefix((const int *)pf->ids, pf->n, ids, n);
     int whole = k == n && pf->n == n && pf->logits;
     if (!whole && k > n - 1)
@@ -249,14 +257,15 @@ static int emit(int fd, XXH3_state_t *st, const void *p, size_t n)
 }
 
 /* Where the rows come from: the engine's cache (a layer at a time, through
- * buf), or host memory in spans that cover positions [0, n) in order. */
+ * buf), or host memory in spans that cover positions [base, n) in order. */
 typedef struct row_source {
     const engine *en;
     const kv_span *spans;
     int n_spans;
+    int base;
 } row_source;
 
-/* Layer l's n rows to fd (and the checksum). */
+/* Layer l's rows of positions [base, n) to fd (and the checksum). */
 static int emit_layer(int fd, XXH3_state_t *st, const row_source *src, int l, int n, float *buf)
 {
     size_t row = (size_t)src->en->kv.row;
@@ -264,7 +273,7 @@ static int emit_layer(int fd, XXH3_state_t *st, const row_source *src, int l, in
         kv_cache_save_layer(&src->en->kv, l, 0, n, buf);
         return emit(fd, st, buf, (size_t)n * row * sizeof *buf);
     }
-    int at = 0;
+    int at = src->base;
     for (int i = 0; i < src->n_spans && at < n; i++) {
         const kv_span *s = &src->spans[i];
         int hi = s->end < n ? s->end : n;
@@ -298,7 +307,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
     XXH3_64bits_reset(st);
     uint8_t h[PROMPT_FILE_HEADER] = {0};
     memcpy(h + H_MAGIC, PROMPT_FILE_MAGIC, 8);
-    le_put_u32(h + H_VERSION, PROMPT_FILE_VERSION);
+    le_put_u32(h + H_VERSION, src->base ? 2 : 1);
     le_put_u32(h + H_HEADER_BYTES, PROMPT_FILE_HEADER);
     le_put_u64(h + H_MODEL, id->model);
     memcpy(h + H_COMPUTE, id->compute, strnlen(id->compute, sizeof id->compute));
@@ -307,6 +316,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
     le_put_u32(h + H_VOCAB, (uint32_t)V);
     le_put_u32(h + H_POSITIONS, (uint32_t)n);
     le_put_u32(h + H_FLAGS, logits ? FLAG_LOGITS : 0);
+    le_put_u32(h + H_BASE, (uint32_t)src->base);
     file_output o;
     int fd = file_output_open(&o, path, e), bad = fd < 0;
     if (!bad)
@@ -342,14 +352,17 @@ int prompt_file_save(const char *path, const prompt_identity *id, const engine *
 }
 
 int prompt_file_save_spans(const char *path, const prompt_identity *id, const engine *en,
-                           const int *ids, int n, const kv_span *spans, int n_spans, errbuf *e)
+                           const int *ids, int n, int base, const kv_span *spans, int n_spans,
+                           errbuf *e)
 {
-    int covered = 0;
+    if (base < 0 || base >= n)
+        return err_set(e, "%s: rows from position %d of %d", path, base, n);
+    int covered = base;
     for (int i = 0; i < n_spans; i++)
         if (spans[i].first <= covered && spans[i].end > covered)
             covered = spans[i].end;
     if (covered < n)
         return err_set(e, "%s: the rows to write end at position %d, before %d", path, covered, n);
-    row_source src = {.en = en, .spans = spans, .n_spans = n_spans};
+    row_source src = {.en = en, .spans = spans, .n_spans = n_spans, .base = base};
     return write_file(path, id, &src, n, ids, NULL, e);
 }

@@ -11,8 +11,11 @@
  *
  * Layout (little-endian): a header of PROMPT_FILE_HEADER bytes (magic,
  * version, identity, shape, counts), the ids as int32, the last position's
- * logits when kept, the rows [n_layers][n][row] as float32, and the XXH3-64
- * of all the bytes before it. Files are written under a temporary name and
+ * logits when kept, the rows [n_layers][n - base][row] as float32, and the
+ * XXH3-64 of all the bytes before it. A file of version 1 holds every
+ * position's rows (base 0); one of version 2 only those from base on, the
+ * others being another file's (the server's directory: a conversation that
+ * continues another one's first base positions). Files are written under a temporary name and
  * renamed into place, so a failed or interrupted save leaves the old one. */
 #ifndef MOETIER_PROMPT_FILE_H
 #define MOETIER_PROMPT_FILE_H
@@ -24,7 +27,7 @@
 #include "engine.h"
 
 #define PROMPT_FILE_MAGIC "MTPROMPT"
-#define PROMPT_FILE_VERSION 1
+#define PROMPT_FILE_VERSION 2         /* the newest read; whole files are written as 1 */
 #define PROMPT_FILE_HEADER 128
 
 /* What computed the rows: a file is used only by a run with the same. */
@@ -38,6 +41,7 @@ typedef struct prompt_file {
     int fd;
     size_t size;
     int n;                      /* positions */
+    int base;                   /* the first position whose rows the file holds */
     int32_t *ids;               /* [n] */
     float *logits;              /* [vocab] after position n - 1; NULL: not kept */
     int layers, row;
@@ -68,7 +72,8 @@ void prompt_file_close(prompt_file *pf);
  * with e set, and then what sink got must not be used. */
 int prompt_file_read_rows(prompt_file *pf, prompt_rows_sink sink, void *ctx, errbuf *e);
 
-/* Copies into en (which holds nothing yet) the file's rows for the leading ids
+/* Copies into en (which holds nothing yet) the rows of a whole file (base 0;
+ * one that holds only some is refused) for the leading ids
  * it shares with ids[0..n): all n with the kept logits into `logits` when the
  * file is exactly ids, else at most n - 1 (so that a forward over the rest
  * yields logits). Returns the positions restored (n: the logits are there
@@ -81,10 +86,11 @@ int prompt_file_restore(prompt_file *pf, engine *en, const int *ids, int n, floa
  * (NULL: none kept). A directory, FIFO or device at path is refused. */
 int prompt_file_save(const char *path, const prompt_identity *id, const engine *en,
                      const float *logits, errbuf *e);
-/* The same for n positions held in host memory by spans that cover [0, n)
- * in order (a prompt cache entry and the entries it continues), without
- * logits. */
+/* The same for the rows of positions [base, n) held in host memory by spans
+ * that cover them in order (a prompt cache entry's own, or with those of the
+ * entries it continues from 0), without logits; all n ids are written. */
 int prompt_file_save_spans(const char *path, const prompt_identity *id, const engine *en,
-                           const int *ids, int n, const kv_span *spans, int n_spans, errbuf *e);
+                           const int *ids, int n, int base, const kv_span *spans, int n_spans,
+                           errbuf *e);
 
 #endif

@@ -1,5 +1,6 @@
-/* Fuzz target: opening a `run --prompt-cache` file of arbitrary bytes for a
- * small model (2 layers of 4-float rows, a vocabulary of 16). Each input is
+/* Fuzz target: opening a prompt file (`run --prompt-cache`, or one of a
+ * server's --prompt-cache-dir holding rows from a base on) of arbitrary bytes
+ * for a small model (2 layers of 4-float rows, a vocabulary of 16). Each input is
  * tried as it is and with its last 8 bytes made the right checksum of the
  * rest, so the checks behind the checksum are reached too. */
 #include <stdint.h>
@@ -14,14 +15,14 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct seen {
-    int n, rows;
+    int base, n, rows;
 } seen;
 
 /* each piece inside the layers and positions the header gave */
 static void look(void *ctx, int layer, int first, int count, const float *rows)
 {
     seen *s = ctx;
-    if (layer < 0 || layer >= 2 || first < 0 || count < 1 || first + count > s->n || !rows)
+    if (layer < 0 || layer >= 2 || first < s->base || count < 1 || first + count > s->n || !rows)
         abort();
     s->rows += count;
 }
@@ -41,13 +42,13 @@ static void try_open(const uint8_t *data, size_t size)
     errbuf e;
     if (ok && prompt_file_open(&pf, path, &id, &en, &e) == 0) {
         /* opened: the header agreed, every id is in range */
-        if (pf.n < 1 || pf.layers != 2 || pf.row != 4)
+        if (pf.n < 1 || pf.layers != 2 || pf.row != 4 || pf.base < 0 || pf.base >= pf.n)
             abort();
         for (int i = 0; i < pf.n; i++)
             if (pf.ids[i] < 0 || pf.ids[i] >= 16)
                 abort();
-        seen s = {.n = pf.n};
-        if (prompt_file_read_rows(&pf, look, &s, &e) == 0 && s.rows != 2 * pf.n)
+        seen s = {.base = pf.base, .n = pf.n};
+        if (prompt_file_read_rows(&pf, look, &s, &e) == 0 && s.rows != 2 * (pf.n - pf.base))
             abort();        /* the checksum agreed: every row was handed on, once */
         prompt_file_close(&pf);
     }

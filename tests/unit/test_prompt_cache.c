@@ -3,6 +3,7 @@
  * least-recently-used eviction and the replacement of a prefix by one that
  * extends it. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,6 +464,50 @@ Test(prompt_cache, conversations_sharing_a_prefix_hold_it_once, .timeout = 120)
     cr_expect_eq(request(&f, &pc, b, 91), 90);
     cr_expect_eq(memcmp(f.logits, want_b91, (size_t)f.V * sizeof *want_b91), 0,
                  "logits after rows carried over from a replaced entry differ");
+    prompt_cache_free(&pc);
+
+    /* on disk too the shared rows are held once: a's 90 whole, b's 100 and
+     * a's 100 their own rows (from 40 and from 90) */
+    char name_a90[64], name_a100[64], name_b100[64], path[4400];
+    prompt_cache_file_name(&id, a, 90, name_a90, sizeof name_a90);
+    prompt_cache_file_name(&id, a, 100, name_a100, sizeof name_a100);
+    prompt_cache_file_name(&id, b, 100, name_b100, sizeof name_b100);
+    const char *names[3] = {name_a90, name_b100, name_a100};
+    const int own_rows[3] = {90, 60, 10}, positions[3] = {90, 100, 100};
+    for (int k = 0; k < 3; k++) {
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        cr_assert_eq(stat(path, &sb), 0, "%s", path);
+        size_t want = PROMPT_FILE_HEADER + (size_t)positions[k] * 4 + 8 +
+                      (size_t)own_rows[k] * (size_t)en->kv.n_layers * (size_t)en->kv.row * 4;
+        cr_expect_eq((size_t)sb.st_size, want, "%s: %zu bytes, %zu expected", names[k],
+                     (size_t)sb.st_size, want);
+    }
+    /* read back newest first with the one they continue the oldest: they
+     * wait for it, and all three share as before */
+    for (int k = 0; k < 3; k++) {
+        struct timespec t[2] = {{.tv_sec = 1000000 + (k ? 100 * k : 0)}, {.tv_sec = 1000000 + 100 * k}};
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        cr_assert_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+    }
+    prompt_cache_init(&pc, 1u << 30);
+    engine_reset(en);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &dc, &e), 0, "%s", e.msg);
+    cr_expect(dc.loaded == 3 && pc.bytes == before, "%d loaded, %zu bytes (%zu before)", dc.loaded,
+              pc.bytes, before);
+    cr_expect_eq(request(&f, &pc, b, 91), 90);
+    cr_expect_eq(memcmp(f.logits, want_b91, (size_t)f.V * sizeof *want_b91), 0,
+                 "logits after rows read back in the other order differ");
+    prompt_cache_free(&pc);
+    /* without the file they continue, the other two cannot be used */
+    snprintf(path, sizeof path, "%s/%s", dir, name_a90);
+    cr_assert_eq(unlink(path), 0);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &dc, &e), 0, "%s", e.msg);
+    cr_expect(dc.loaded == 0 && dc.unusable == 2 && pc.n == 0, "%d loaded, %d unusable",
+              dc.loaded, dc.unusable);
+    cr_expect(strstr(dc.first_problem, "continues a conversation") && strstr(dc.first_problem, dir), "%s",
+              dc.first_problem);
     prompt_cache_free(&pc);
     free(want_b91);
     free(a);

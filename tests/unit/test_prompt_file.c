@@ -235,8 +235,10 @@ Test(prompt_file, a_file_made_otherwise_or_damaged_is_not_used, .timeout = 120)
     cr_expect_eq(prompt_file_restore(&pf, en, ids, 20, logits, &e), -1);
     cr_expect_eq(en->n_past, 0);
     prompt_file_close(&pf);
-    write_changed(&f, orig, n, 8, 2, 1);                /* version */
-    expect_unusable(&f, &f.id, "version 2");
+    write_changed(&f, orig, n, 8, 3, 1);                /* version */
+    expect_unusable(&f, &f.id, "version 3");
+    write_changed(&f, orig, n, 8, 2, 1);                /* version 2 with no base */
+    expect_unusable(&f, &f.id, "damaged header (20 positions from 0");
     write_changed(&f, orig, n, 56, orig[56] + 1, 1);    /* layers */
     expect_unusable(&f, &f.id, "layers");
     write_changed(&f, orig, n, PROMPT_FILE_HEADER + 4 * 7 + 3, 0x80, 1);   /* id 7 < 0 */
@@ -251,6 +253,68 @@ Test(prompt_file, a_file_made_otherwise_or_damaged_is_not_used, .timeout = 120)
     free(orig);
     free(ids);
     free(logits);
+    close_fixture(&f);
+}
+
+typedef struct seen_rows {
+    int first, end, calls;
+} seen_rows;
+
+static void note_rows(void *ctx, int layer, int first, int count, const float *rows)
+{
+    seen_rows *r = ctx;
+    (void)rows;
+    if (layer == 0) {
+        r->first = r->calls++ ? r->first : first;
+        r->end = first + count;
+    }
+}
+
+/* A file of a server's directory that continues another conversation (version
+ * 2, rows from position `base` on): its size counts those rows only, its rows
+ * read back from base with the checksum agreeing, a base changed in its header
+ * makes it damaged, and `run --prompt-cache` refuses to restore it. */
+Test(prompt_file, a_file_holding_rows_from_a_base_on, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    int *ids = some_ids(30, 5, f.V);
+    errbuf e;
+    cr_assert_eq(engine_forward(en, ids, 30, NULL, 0, &e), 0, "%s", e.msg);
+    size_t row = (size_t)en->kv.row, L = (size_t)en->kv.n_layers;
+    float *host = malloc(L * 30 * row * sizeof *host);
+    cr_assert_not_null(host);
+    kv_cache_save(&en->kv, 0, 30, host);
+    kv_span span = {.rows = host, .first = 0, .end = 30, .stride = 30};
+    cr_assert_eq(prompt_file_save_spans(f.path, &f.id, en, ids, 30, 12, &span, 1, &e), 0, "%s",
+                 e.msg);
+    size_t n;
+    unsigned char *orig = test_read_file(f.path, &n);
+    cr_assert(orig);
+    cr_expect_eq(n, PROMPT_FILE_HEADER + 30 * 4 + L * 18 * row * 4 + 8, "%zu bytes", n);
+    cr_expect_eq(orig[8], 2, "version %d", orig[8]);
+    prompt_file pf;
+    cr_assert_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
+    cr_expect(pf.base == 12 && pf.n == 30, "base %d of %d", pf.base, pf.n);
+    seen_rows r = {0};
+    cr_expect_eq(prompt_file_read_rows(&pf, note_rows, &r, &e), 0, "%s", e.msg);
+    cr_expect(r.first == 12 && r.end == 30, "rows %d..%d", r.first, r.end);
+    prompt_file_close(&pf);
+    cr_assert_eq(prompt_file_open(&pf, f.path, &f.id, en, &e), 0, "%s", e.msg);
+    engine_reset(en);
+    cr_expect_eq(prompt_file_restore(&pf, en, ids, 30, NULL, &e), -1);
+    cr_expect(strstr(e.msg, "positions 12 to 30 only"), "%s", e.msg);
+    cr_expect_eq(en->n_past, 0);
+    prompt_file_close(&pf);
+    write_changed(&f, orig, n, 76, 11, 1);              /* base 11: one row short */
+    expect_unusable(&f, &f.id, "where its header describes");
+    write_changed(&f, orig, n, 76, 30, 1);              /* base past the end */
+    expect_unusable(&f, &f.id, "damaged header");
+    cr_expect_eq(prompt_file_save_spans(f.path, &f.id, en, ids, 30, 30, &span, 1, &e), -1);
+    free(orig);
+    free(host);
+    free(ids);
     close_fixture(&f);
 }
 
