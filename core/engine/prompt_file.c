@@ -40,16 +40,19 @@ int prompt_file_probe(const char *path, errbuf *e)
     int fd = file_open_regular(path, O_RDONLY, 0, e);
     if (fd < 0)
         return -1;
-    char magic[8];
-    ssize_t got = pread(fd, magic, sizeof magic, 0);
+    uint8_t head[12];
+    ssize_t got = pread(fd, head, sizeof head, 0);
     int er = errno;
     close(fd);
     if (got < 0)
         return err_set(e, "%s: cannot read: %s", path, strerror(er));
-    if (got < (ssize_t)sizeof magic || memcmp(magic, PROMPT_FILE_MAGIC, sizeof magic))
+    if (got < 8 || memcmp(head, PROMPT_FILE_MAGIC, 8))
         return err_set(e, "%s is not a moetier prompt cache (it does not start with \"%s\"); "
                        "it is left as it is: give --prompt-cache a new file's name",
                        path, PROMPT_FILE_MAGIC);
+    if (got == (ssize_t)sizeof head && le_get_u32(head + H_VERSION) == 2)
+        return err_set(e, "%s holds part of a conversation of a server's --prompt-cache-dir; it is "
+                       "left as it is: give --prompt-cache a file of its own", path);
     return 1;
 }
 

@@ -56,7 +56,8 @@ typedef void (*prompt_rows_sink)(void *ctx, int layer, int first, int count, con
 
 /* Before anything loads: 1 when path holds a prompt file, 0 when there is
  * nothing to read yet (no file, or an empty one), -1 with e set when what is
- * there is not a regular file or not a prompt file (it is not overwritten). */
+ * there is not a regular file, not a prompt file, or one of a server's
+ * directory that holds only part of its conversation (it is not overwritten). */
 int prompt_file_probe(const char *path, errbuf *e);
 
 /* Opens the file and checks its header against id and en's model, reading

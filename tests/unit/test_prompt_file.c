@@ -329,6 +329,11 @@ Test(prompt_file, only_a_prompt_file_is_read_or_replaced)
     cr_expect_eq(prompt_file_probe(p, &e), 0, "an empty file: nothing to read yet");
     test_write_file(p, "MTPROMPT", 8);
     cr_expect_eq(prompt_file_probe(p, &e), 1);
+    test_write_file(p, "MTPROMPT\1\0\0\0", 12);
+    cr_expect_eq(prompt_file_probe(p, &e), 1);
+    test_write_file(p, "MTPROMPT\2\0\0\0", 12);
+    cr_expect_eq(prompt_file_probe(p, &e), -1, "a server directory's part of a conversation");
+    cr_expect(strstr(e.msg, "--prompt-cache-dir") && strstr(e.msg, p), "%s", e.msg);
     test_write_file(p, "my notes\n", 9);
     cr_expect_eq(prompt_file_probe(p, &e), -1);
     cr_expect(strstr(e.msg, "is not a moetier prompt cache") && strstr(e.msg, p), "%s", e.msg);
