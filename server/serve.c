@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/base/meminfo.h"
 #include "core/base/progress.h"
@@ -428,6 +429,8 @@ static int load_prompt_cache(server *s, errbuf *e)
     const char *dir = s->o.prompt_cache_dir;
     if (cli_model_prompt_identity(s->m, &s->pc_id, e))
         return err_prefix(e, "--prompt-cache-dir: ");
+    if ((s->pc_lock = prompt_cache_dir_lock(dir, &s->pc_id, e)) < 0)
+        return err_prefix(e, "--prompt-cache-dir: ");
     prompt_disk_counts c;
     if (prompt_cache_load_dir(&s->pc, dir, &s->pc_id, &s->m->en, &c, e))
         return err_prefix(e, "--prompt-cache-dir: ");
@@ -464,6 +467,7 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
                  const serve_options *o, errbuf *e)
 {
     s->m = m;
+    s->pc_lock = -1;
     s->tok = tok;
     s->kind = kind;
     s->o = *o;
@@ -486,12 +490,10 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
                 "conversations' KV caches (%.0f tokens in all; --prompt-cache-gb)\n", budget / 1e9,
                 budget / (double)per);
     }
-    if (o->prompt_cache_dir && load_prompt_cache(s, e)) {
+    if ((o->prompt_cache_dir && load_prompt_cache(s, e)) || slots_create(s, e)) {
         prompt_cache_free(&s->pc);
-        return -1;
-    }
-    if (slots_create(s, e)) {
-        prompt_cache_free(&s->pc);
+        if (s->pc_lock >= 0)
+            close(s->pc_lock);
         return -1;
     }
     pthread_mutex_init(&s->mu, NULL);
@@ -578,9 +580,13 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
     token_list_free(&s->forced);
     prompt_cache_free(&s->pc);
     slots_destroy(s);
+    if (s->pc_lock >= 0)
+        close(s->pc_lock);
     free(s);
     return rc;
 fail:
+    if (s->pc_lock >= 0)
+        close(s->pc_lock);
     slots_destroy(s);
     prompt_cache_free(&s->pc);
     token_list_free(&s->forced);

@@ -66,6 +66,7 @@ typedef struct server {
     prompt_cache pc;            /* the engine thread's alone */
     prompt_identity pc_id;      /* what --prompt-cache-dir's files are named by */
     uint64_t pc_synced;         /* pc.changes when the directory last matched it */
+    int pc_lock;                /* --prompt-cache-dir held for this server (-1: none) */
     slot *slots;                /* [o.parallel], the engine thread's alone */
 } server;
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,32 @@ void prompt_cache_file_name(const prompt_identity *id, const int *ids, int n, ch
     snprintf(out, size, "%016llx-%016llx" PROMPT_CACHE_FILE_SUFFIX,
              (unsigned long long)identity_hash(id),
              (unsigned long long)XXH3_64bits(ids, (size_t)n * sizeof *ids));
+}
+
+int prompt_cache_dir_lock(const char *dir, const prompt_identity *id, errbuf *e)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%016llx.lock", dir, (unsigned long long)identity_hash(id));
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int er = errno;
+        char pid[24] = {0};
+        ssize_t got = pread(fd, pid, sizeof pid - 1, 0);
+        pid[got > 0 ? got : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        if (er == EWOULDBLOCK)
+            return err_set(e, "%s is in use by another server of this model (process %s holds %s): "
+                           "give each server its own directory", dir, pid[0] ? pid : "?", path);
+        return err_set(e, "%s: cannot lock: %s", path, strerror(er));
+    }
+    char pid[24];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    int noted = ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) == len;
+    (void)noted;        /* the lock holds without the note of who holds it */
+    return fd;
 }
 
 /* Whether name is one of this identity's files (1), or what a write of one

@@ -9,7 +9,7 @@
  * that of the checkpoint, backend and kernels: files another model, backend
  * or kernels made have another prefix and are left alone, so servers of different models
  * may share a directory (two of the same one may not: each would delete what
- * the other wrote). At start this identity's files are read into the cache,
+ * the other wrote, so a server locks its identity's part of it). At start this identity's files are read into the cache,
  * the most recently used first, while they fit in its budget. While the
  * server is idle, entries are written one at a time, then the files of
  * entries gone (evicted, or replaced by a longer conversation) and what
@@ -33,6 +33,12 @@ typedef struct prompt_disk_counts {
     int written, removed;       /* at the stop */
     char first_problem[256];    /* why the first unusable file was not used */
 } prompt_disk_counts;
+
+/* Takes dir for this identity's server alone: a lock on dir/<identity>.lock
+ * (holding the process id), kept while the returned descriptor is open (the
+ * process's life; a crash lets it go). -1 with e set when another process
+ * holds it: two servers of one model would delete each other's files. */
+int prompt_cache_dir_lock(const char *dir, const prompt_identity *id, errbuf *e);
 
 /* The name of the file of an entry with ids[0..n), for id. */
 void prompt_cache_file_name(const prompt_identity *id, const int *ids, int n, char *out, size_t size);

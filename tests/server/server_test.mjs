@@ -454,6 +454,8 @@ async function restartedServer() {
     await check('--prompt-cache-dir: conversations written at a stop come back after a restart', async () => {
       let srv = await startServer(args);
       assert.match(srv.log, /0 conversations \(0 tokens\) read from/);
+      const second = await startServer(args).then(async (x) => { await stopServer(x); return null; }, (x) => x);
+      assert.ok(second && /is in use by another server of this model \(process \d+/.test(String(second)), String(second));
       const first = await ask(client(srv), a, 3);
       await ask(client(srv), b, 3);                   // a is saved when b cuts it
       await stopServer(srv);

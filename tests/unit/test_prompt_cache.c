@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/app/cli_common.h"
 #include "core/engine/prompt_cache.h"
@@ -214,6 +215,31 @@ Test(prompt_cache, a_cut_in_the_reply_only_is_not_saved, .timeout = 120)
     free(p);
     free(other);
     close_fixture(&f);
+}
+
+/* One server of a model per directory: the second lock is refused, naming
+ * the holder; another identity's lock is apart; a lock let go can be taken. */
+Test(prompt_cache, one_server_of_a_model_per_directory)
+{
+    char *dir = test_make_tmpdir("prompt_lock");
+    prompt_identity id = {.model = 5, .compute = "test"}, other = {.model = 6, .compute = "test"};
+    errbuf e;
+    int fd = prompt_cache_dir_lock(dir, &id, &e);
+    cr_assert_geq(fd, 0, "%s", e.msg);
+    cr_expect_eq(prompt_cache_dir_lock(dir, &id, &e), -1);
+    char pid[32];
+    snprintf(pid, sizeof pid, "process %ld", (long)getpid());
+    cr_expect(strstr(e.msg, "in use by another server of this model") && strstr(e.msg, pid) &&
+              strstr(e.msg, dir), "%s", e.msg);
+    int fd_other = prompt_cache_dir_lock(dir, &other, &e);
+    cr_expect_geq(fd_other, 0, "%s", e.msg);
+    close(fd);
+    fd = prompt_cache_dir_lock(dir, &id, &e);
+    cr_expect_geq(fd, 0, "%s", e.msg);
+    close(fd);
+    close(fd_other);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 static int count_files(const char *dir, const char *suffix)
