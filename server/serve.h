@@ -1,10 +1,11 @@
 /* serve: the OpenAI-compatible HTTP server behind `moetier serve`.
  *
  * libmicrohttpd runs one thread per connection; one engine thread serves the
- * queued requests in turn (the engine holds one KV cache, so a request whose
- * prompt starts like the previous conversation prefills only its new tail;
- * earlier conversations' caches are kept in host memory and copied back when
- * their next turn comes).
+ * queued requests, one at a time or up to --parallel at once in slots, each
+ * with its KV cache (a request whose prompt continues a slot's conversation
+ * prefills only its new tail; earlier conversations' caches are kept in host
+ * memory and copied back when their next turn comes), their decode steps
+ * computed together.
  * A connection thread parses and validates its request, queues it (503 when
  * the queue is full) and then waits: for the whole answer, or for each
  * streamed event, which it passes on as Server-Sent Events. While waiting it

@@ -1,7 +1,7 @@
-/* serve_job: the engine thread of the server. Takes queued requests in turn:
- * prompt rendering and tokenization, KV prefix reuse, prefill, the sampling
- * loop with stop tokens, stop strings and tool-call parsing, and the events or
- * the final body for the client. */
+/* serve_job: the engine thread of the server. Takes queued requests into its
+ * slots (--parallel; one by default): KV prefix reuse, prefill, the sampling
+ * with stop tokens, stop strings and tool-call parsing, and the events or the
+ * final body for the client; the slots' decode steps run together. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -630,15 +630,14 @@ static void sync_prompt_cache_step(server *s)
 }
 
 /* Takes queued jobs into free slots (s->mu held); those cancelled, or
- * queued when the server stops, are answered at once. Returns how many began. */
-static int admit_locked(server *s)
+ * queued when the server stops, are answered at once. */
+static void admit_locked(server *s)
 {
-    int began = 0;
     for (;;) {
         job *j = s->head;
         int i = j && !j->cancelled && !s->stopping ? pick_slot(s, j) : -1;
         if (!j || (i < 0 && !j->cancelled && !s->stopping))
-            return began;
+            return;
         s->head = j->next;
         if (!s->head)
             s->tail = NULL;
@@ -651,7 +650,6 @@ static int admit_locked(server *s)
                 s->metrics.running++;
                 s->slots[i].run = r;
                 s->slots[i].last_used = now_seconds();
-                began++;
                 continue;
             }
         } else if (!j->cancelled) {
