@@ -467,6 +467,7 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
                  const serve_options *o, errbuf *e)
 {
     s->m = m;
+    s->ctx = m->en.kv.max_ctx;
     s->pc_lock = -1;
     s->tok = tok;
     s->kind = kind;
@@ -551,7 +552,7 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
         fprintf(stderr, "moetier serve: listening on http://%s:%u (model '%s', %d requests queued "
                 "at most, %d at once with %d positions each)\n", o->host,
                 di ? di->port : (unsigned)o->port, s->model_name, o->max_queue, o->parallel,
-                m->en.kv.max_ctx);
+                s->ctx);
         fflush(stderr);
         int sig = stop_signal_wait();
         fprintf(stderr, "moetier serve: %s, stopping (another one ends the process at once)\n",

@@ -68,6 +68,9 @@ typedef struct server {
     uint64_t pc_synced;         /* pc.changes when the directory last matched it */
     int pc_lock;                /* --prompt-cache-dir held for this server (-1: none) */
     slot *slots;                /* [o.parallel], the engine thread's alone */
+    /* a slot's positions, for the other threads: the engine thread swaps the
+     * slots' caches in and out of the engine */
+    int ctx;
 } server;
 
 /* Makes slot i's conversation the engine's (or back again): a no-op for slot 0. */

@@ -225,7 +225,7 @@ int job_prompt_ids(server *s, job *j, oai_error *err)
     if (rc)
         return oai_fail(err, 400, "invalid_request_error", j->req.kind == OAI_CHAT ? "messages" : "prompt",
                         NULL, "%s", e.msg);
-    int ctx = s->m->en.kv.max_ctx;
+    int ctx = s->ctx;
     int limit = s->o.max_prompt_tokens ? s->o.max_prompt_tokens : ctx - 1;
     if (limit > ctx - 1)
         limit = ctx - 1;
