@@ -26,7 +26,8 @@ static void usage(FILE *f)
                "  --model-name NAME    the model id clients use (default: DIR's last component)\n"
                "  --max-body BYTES     largest request body (default 4194304; 413 beyond)\n"
                "  --max-prompt N       most prompt tokens (default: the context less one)\n"
-               "  --max-queue N        requests waiting or running at once (default 32; 503 beyond)\n"
+               "  --max-queue N        requests waiting or running at once (default 32, or\n"
+               "                       --parallel if more; 503 beyond)\n"
                "  --parallel N, -np N  requests run at once (default 1), each in a slot with the\n"
                "                       context / N positions; their tokens are computed in one\n"
                "                       step, each with the bits it would have alone\n"
@@ -63,7 +64,7 @@ int cmd_serve(int argc, char **argv)
     serve_options so;
     serve_options_default(&so);
     so.api_key = getenv("MOETIER_API_KEY");
-    int key_from_env = so.api_key != NULL;
+    int key_from_env = so.api_key != NULL, max_queue_set = 0;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
@@ -104,6 +105,7 @@ int cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--max-queue")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 100000, &so.max_queue))
                 return 2;
+            max_queue_set = 1;
         } else if (!strcmp(a, "--parallel") || !strcmp(a, "-np")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 256, &so.parallel))
                 return 2;
@@ -136,6 +138,14 @@ int cmd_serve(int argc, char **argv)
     }
     if (model_flags_check(&mf, "serve"))
         return 2;
+    /* the queue counts running requests too: the slots must fit in it */
+    if (so.parallel > so.max_queue && max_queue_set) {
+        fprintf(stderr, "moetier serve: --max-queue %d is less than --parallel %d: requests "
+                "waiting or running could not fill the slots\n", so.max_queue, so.parallel);
+        return 2;
+    }
+    if (so.parallel > so.max_queue)
+        so.max_queue = so.parallel;
     if (so.model_name && (!so.model_name[0] || strlen(so.model_name) > 255)) {
         /* clients must send it back exactly: a cut name would never match */
         fprintf(stderr, "moetier serve: --model-name must be 1 to 255 bytes long\n");

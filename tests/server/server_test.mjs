@@ -596,9 +596,17 @@ async function parallelServer() {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  await check('--parallel leaving a slot fewer than 16 positions is refused', async () => {
-    const e = await startServer(['-c', '64', '--parallel', '8']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+  await check('--parallel leaving a slot fewer than 16 positions, or more than --max-queue, is refused', async () => {
+    let e = await startServer(['-c', '64', '--parallel', '8']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
     assert.ok(e && /-c 64 shared by --parallel 8 leaves 8 positions/.test(String(e)), String(e));
+    e = await startServer(['--parallel', '4', '--max-queue', '2']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /--max-queue 2 is less than --parallel 4/.test(String(e)), String(e));
+    const srv = await startServer(['--parallel', '40', '-c', '4096']);
+    try {
+      assert.match(srv.log, /40 requests queued at most, 40 at once/);
+    } finally {
+      await stopServer(srv);
+    }
   });
 }
 

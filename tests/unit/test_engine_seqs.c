@@ -5,8 +5,9 @@
  * give each row the same bits for any count of rows below
  * LINEAR_BATCHED_MIN_T) and on the CUDA backend (on a device or the
  * emulation; within the strict tolerance of the CPU); a step of more
- * sequences than the engine's chunk goes in parts with the same bits; and bad
- * steps are refused before anything runs. */
+ * sequences than the engine's chunk goes in parts with the same bits; bad
+ * steps are refused before anything runs, and a step whose expert read fails
+ * says why. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,76 @@ Test(engine_seqs, stepped_together_on_the_gpu_as_alone_gpu, .timeout = 300)
     free(cpu);
     free(gpu_alone);
     free(gpu);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* the source of the model under test, failing its gets once `failing` is set */
+static int (*real_get)(expert_source *s, int layer, int expert, expert_view *out, errbuf *e);
+static int failing;
+
+static int failing_get(expert_source *s, int layer, int expert, expert_view *out, errbuf *e)
+{
+    if (failing)
+        return err_set(e, "layer %d expert %d: injected read error", layer, expert);
+    return real_get(s, layer, expert, out, e);
+}
+
+/* A step whose expert read fails says so, naming the expert, and leaves the
+ * engine usable: the sequences prefilled again, the next step computes each
+ * as alone, bit for bit. */
+Test(engine_seqs, a_failed_step_says_why_and_leaves_the_engine_usable, .timeout = 120)
+{
+    char *dir = test_make_tmpdir("engine_seqs_fail");
+    test_synth_tiny(dir, "int4");
+    size_t V = vocab_of(dir);
+    float *want = alone(dir, 8);
+    cli_model m;
+    open_model(&m, dir, 8);
+    real_get = m.src.get;
+    m.src.get = failing_get;
+    engine_seq seqs[N_SEQS];
+    engine_seq *step[N_SEQS];
+    errbuf e;
+    for (int s = 1; s < N_SEQS; s++)
+        cr_assert_eq(engine_seq_create(&m.en, &seqs[s], &e), 0, "%s", e.msg);
+    step[0] = NULL;
+    for (int s = 1; s < N_SEQS; s++)
+        step[s] = &seqs[s];
+    float *rows = malloc(N_SEQS * V * sizeof *rows);
+    cr_assert_not_null(rows);
+    for (int round = 0; round < 2; round++) {
+        for (int s = 0; s < N_SEQS; s++) {
+            if (s)
+                engine_seq_swap(&m.en, &seqs[s]);
+            engine_reset(&m.en);
+            prefill(&m.en, s);
+            if (s)
+                engine_seq_swap(&m.en, &seqs[s]);
+        }
+        int ids[N_SEQS];
+        for (int s = 0; s < N_SEQS; s++)
+            ids[s] = step_id(s, 0, (int)V);
+        failing = round == 0;
+        int rc = engine_decode_seqs(&m.en, step, ids, N_SEQS, rows, &e);
+        if (round == 0) {
+            cr_expect_eq(rc, -1);
+            cr_expect(strstr(e.msg, "injected read error") && strstr(e.msg, "layer "), "%s", e.msg);
+            failing = 0;
+            continue;
+        }
+        cr_expect_eq(rc, 0, "%s", e.msg);
+        for (int s = 0; s < N_SEQS; s++)
+            cr_expect(memcmp(rows + s * V, want + (size_t)s * STEPS * V, V * sizeof *rows) == 0,
+                      "sequence %d after a failed step differs from it alone", s);
+    }
+    failing = 0;
+    m.src.get = real_get;
+    for (int s = 1; s < N_SEQS; s++)
+        engine_seq_destroy(&seqs[s]);
+    free(rows);
+    free(want);
+    cli_model_close(&m);
     test_remove_tree(dir);
     free(dir);
 }
