@@ -269,6 +269,32 @@ static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity 
     return rc;
 }
 
+/* The files of the entries on disk get times a second apart in the order the
+ * entries were last used, so that the next start reads the most recent first
+ * (also after a crash: the idle writes go most recent first, which their own
+ * times would reverse). */
+static void stamp_in_use_order(prompt_cache *pc, const char *dir, const prompt_identity *id)
+{
+    prompt_entry **order = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *order);
+    if (!order)
+        return;     /* the times are a hint for the next start's order */
+    for (int i = 0; i < pc->n; i++)
+        order[i] = &pc->entries[i];
+    qsort(order, (size_t)pc->n, sizeof *order, by_last_use);
+    time_t now = time(NULL);
+    for (int i = 0; i < pc->n; i++) {
+        char name[64], path[4200];
+        if (order[i]->on_disk != 1)
+            continue;
+        prompt_cache_file_name(id, order[i]->ids, order[i]->n, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        struct timespec t[2] = {{.tv_sec = now - (pc->n - i), .tv_nsec = 0},
+                                {.tv_sec = now - (pc->n - i), .tv_nsec = 0}};
+        utimensat(AT_FDCWD, path, t, 0);
+    }
+    free(order);
+}
+
 int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_identity *id,
                                const engine *en, errbuf *e)
 {
@@ -283,7 +309,10 @@ int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_i
     for (prompt_entry *p = prompt_cache_find(pc, latest->parent); p && !p->on_disk;
          p = prompt_cache_find(pc, p->parent))
         latest = p;
-    return write_entry(pc, dir, id, en, latest, e) ? -1 : 1;
+    if (write_entry(pc, dir, id, en, latest, e))
+        return -1;
+    stamp_in_use_order(pc, dir, id);
+    return 1;
 }
 
 int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const prompt_identity *id,
@@ -319,39 +348,28 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
                            const engine *en, prompt_disk_counts *c, errbuf *e)
 {
     c->written = c->removed = 0;
-    prompt_entry **order = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *order);
-    if (!order)
-        return err_set(e, "out of memory writing the prompt cache to %s", dir);
-    for (int i = 0; i < pc->n; i++)
-        order[i] = &pc->entries[i];
-    qsort(order, (size_t)pc->n, sizeof *order, by_last_use);
     int failed = 0;
-    time_t now = time(NULL);
     /* the entries never written, each after the one it continues */
     for (int r; (r = prompt_cache_write_pending(pc, dir, id, en, e)) != 0;)
         c->written += r > 0;
+    /* then those whose write failed, or whose file went */
     for (int i = 0; i < pc->n; i++) {
-        prompt_entry *x = order[i];
+        prompt_entry *x = &pc->entries[i];
         char name[64], path[4200];
         prompt_cache_file_name(id, x->ids, x->n, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", dir, name);
         struct stat sb;
-        if (x->on_disk != 1 || stat(path, &sb) != 0) {
-            errbuf why;
-            if (write_entry(pc, dir, id, en, x, &why)) {
-                if (!failed++)
-                    err_set(e, "%s", why.msg);
-                continue;
-            }
-            c->written++;
+        if (x->on_disk == 1 && stat(path, &sb) == 0)
+            continue;
+        errbuf why;
+        if (write_entry(pc, dir, id, en, x, &why)) {
+            if (!failed++)
+                err_set(e, "%s", why.msg);
+            continue;
         }
-        /* a second apart, in the order of use: the next start reads the most
-         * recent first */
-        struct timespec t[2] = {{.tv_sec = now - (pc->n - i), .tv_nsec = 0},
-                                {.tv_sec = now - (pc->n - i), .tv_nsec = 0}};
-        utimensat(AT_FDCWD, path, t, 0);
+        c->written++;
     }
-    free(order);
+    stamp_in_use_order(pc, dir, id);
     /* what is there stays while an entry could not be written */
     if (failed)
         return -1;

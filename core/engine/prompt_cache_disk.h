@@ -9,13 +9,15 @@
  * that of the checkpoint, backend and kernels: files another model, backend
  * or kernels made have another prefix and are left alone, so servers of different models
  * may share a directory (two of the same one may not: each would delete what
- * the other wrote, so a server locks its identity's part of it). At start this identity's files are read into the cache,
- * the most recently used first, while they fit in its budget. While the
- * server is idle, entries are written one at a time, then the files of
- * entries gone (evicted, or replaced by a longer conversation) and what
- * unfinished writes left are deleted. At a clean stop the conversations in
- * the engine are kept as entries, what is left is written and deleted so,
- * and the files' times are set in the order the entries were last used. */
+ * the other wrote, so a server locks its identity's part of it). At start
+ * this identity's files are read into the cache, the most recently used
+ * first, while they fit in its budget. While the server is idle, entries are
+ * written one at a time, then the files of entries gone (evicted, or replaced
+ * by a longer conversation) and what unfinished writes left are deleted. After
+ * each write the files' times are set in the order the entries were last
+ * used (a crash keeps that order for the next start). At a clean stop the
+ * conversations in the engine are kept as entries, and what is left is
+ * written and deleted so. */
 #ifndef MOETIER_PROMPT_CACHE_DISK_H
 #define MOETIER_PROMPT_CACHE_DISK_H
 

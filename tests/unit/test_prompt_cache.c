@@ -296,6 +296,14 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     cr_expect_eq(pc.entries[0].on_disk + pc.entries[1].on_disk, 1);
     cr_expect_eq(prompt_cache_write_pending(&pc, dir, &id, en, &e), 1);
     cr_expect_eq(prompt_cache_write_pending(&pc, dir, &id, en, &e), 0);
+    /* a crash now: the idle writes went most recently used first, yet the
+     * files' times are in the order of use, so room for one reads b */
+    prompt_cache crashed;
+    prompt_cache_init(&crashed, 65 * per);    /* a or b, not both */
+    cr_assert_eq(prompt_cache_load_dir(&crashed, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect(crashed.n == 1 && crashed.entries[0].n == 50, "after idle writes, %d entries, "
+              "the first of %d positions", crashed.n, crashed.n ? crashed.entries[0].n : -1);
+    prompt_cache_free(&crashed);
     /* the stop sets the files' times in the order of use again */
     cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
     cr_expect_eq(c.written, 0);
