@@ -289,7 +289,7 @@ void slot_swap(server *s, int i)
 
 int slots_create(server *s, errbuf *e)
 {
-    int n = s->o.parallel > 1 ? s->o.parallel : 1;
+    int n = s->o.parallel;
     s->slots = calloc((size_t)n, sizeof *s->slots);
     if (!s->slots)
         return err_set(e, "out of memory for %d slots", n);
@@ -303,8 +303,7 @@ int slots_create(server *s, errbuf *e)
 
 void slots_destroy(server *s)
 {
-    int n = s->o.parallel > 1 ? s->o.parallel : 1;
-    for (int i = 1; s->slots && i < n; i++)
+    for (int i = 1; s->slots && i < s->o.parallel; i++)
         engine_seq_destroy(&s->slots[i].seq);
     free(s->slots);
     s->slots = NULL;

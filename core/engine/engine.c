@@ -736,7 +736,9 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
     }
     if (own_row >= 0)
         en->n_past = own.n_past;
-    en->stats.tokens_decoded += (uint64_t)S;
-    en->stats.decode_seconds += now_seconds() - t0;
+    if (!rc) {
+        en->stats.tokens_decoded += (uint64_t)S;
+        en->stats.decode_seconds += now_seconds() - t0;
+    }
     return rc;
 }

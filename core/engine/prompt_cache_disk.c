@@ -201,11 +201,12 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
         return err_set(e, "out of memory reading %s", dir);
     }
     /* newest first; a file continuing another's conversation waits until an
-     * entry holds that, so passes go on while one reads something */
+     * entry holds that: passes go on while one reads something, and after
+     * one that reads nothing, a last one gives up on what still waits */
     for (int i = 0; i < c->files; i++)
         wait[i] = 1;
-    for (int progress = 1; progress && waiting;) {
-        progress = 0;
+    for (int last = 0; waiting;) {
+        int progress = 0;
         for (int i = 0; i < c->files; i++) {
             if (!wait[i])
                 continue;
@@ -213,7 +214,7 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
             errbuf why;
             snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
             int r = load_one(pc, path, files[i].name, id, en, &why);
-            if (r == 3 && waiting > 1)
+            if (r == 3 && !last)
                 continue;
             wait[i] = 0;
             waiting--;
@@ -226,11 +227,8 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
                 c->loaded_tokens += pc->entries[pc->n - 1].n;
             }
         }
+        last = !progress;
     }
-    for (int i = 0; i < c->files; i++)
-        if (wait[i] && !c->unusable++)
-            snprintf(c->first_problem, sizeof c->first_problem, "%s/%s: continues a conversation "
-                     "whose file is gone or was not read", dir, files[i].name);
     free(wait);
     free(files);
     /* read newest first, so the newest got the lowest use count: reversed,
@@ -295,8 +293,10 @@ static void stamp_in_use_order(prompt_cache *pc, const char *dir, const prompt_i
     free(order);
 }
 
-int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_identity *id,
-                               const engine *en, errbuf *e)
+/* Writes the most recently used entry not in dir yet (the one it continues
+ * first): 1; 0 when there is none; -1 with e set. */
+static int write_next(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                      const engine *en, errbuf *e)
 {
     prompt_entry *latest = NULL;
     for (int i = 0; i < pc->n; i++)
@@ -309,10 +309,16 @@ int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_i
     for (prompt_entry *p = prompt_cache_find(pc, latest->parent); p && !p->on_disk;
          p = prompt_cache_find(pc, p->parent))
         latest = p;
-    if (write_entry(pc, dir, id, en, latest, e))
-        return -1;
-    stamp_in_use_order(pc, dir, id);
-    return 1;
+    return write_entry(pc, dir, id, en, latest, e) ? -1 : 1;
+}
+
+int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                               const engine *en, errbuf *e)
+{
+    int r = write_next(pc, dir, id, en, e);
+    if (r > 0)
+        stamp_in_use_order(pc, dir, id);
+    return r;
 }
 
 int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const prompt_identity *id,
@@ -350,7 +356,7 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
     c->written = c->removed = 0;
     int failed = 0;
     /* the entries never written, each after the one it continues */
-    for (int r; (r = prompt_cache_write_pending(pc, dir, id, en, e)) != 0;)
+    for (int r; (r = write_next(pc, dir, id, en, e)) != 0;)
         c->written += r > 0;
     /* then those whose write failed, or whose file went */
     for (int i = 0; i < pc->n; i++) {

@@ -38,13 +38,20 @@ static void open_model(cli_model *m, const char *dir, int chunk)
     cr_assert_eq(cli_model_open(m, &f, &e), 0, "%s", e.msg);
 }
 
-static void prefill(engine *en, int s)
+/* conversation s's prompt, from nothing, into q (NULL: the engine's own) */
+static void prefill(engine *en, engine_seq *q, int s)
 {
     int V = en->cfg->vocab_size, ids[32];
     for (int i = 0; i < prompt_len[s]; i++)
         ids[i] = prompt_id(s, i, V);
     errbuf e;
-    cr_assert_eq(engine_forward(en, ids, prompt_len[s], NULL, 0, &e), 0, "%s", e.msg);
+    if (q)
+        engine_seq_swap(en, q);
+    engine_reset(en);
+    int rc = engine_forward(en, ids, prompt_len[s], NULL, 0, &e);
+    if (q)
+        engine_seq_swap(en, q);
+    cr_assert_eq(rc, 0, "%s", e.msg);
 }
 
 /* [N_SEQS][STEPS][vocab]: each conversation alone, its steps one at a time */
@@ -57,8 +64,7 @@ static float *alone(const char *dir, int chunk)
     cr_assert_not_null(out);
     errbuf e;
     for (int s = 0; s < N_SEQS; s++) {
-        engine_reset(&m.en);
-        prefill(&m.en, s);
+        prefill(&m.en, NULL, s);
         for (int k = 0; k < STEPS; k++)
             cr_assert_eq(engine_decode(&m.en, step_id(s, k, (int)V), out + (s * STEPS + k) * V, &e),
                          0, "%s", e.msg);
@@ -80,15 +86,7 @@ static float *together(const char *dir, int chunk, int own)
     for (int s = 0; s < N_SEQS; s++) {
         cr_assert_eq(engine_seq_create(&m.en, &seqs[s], &e), 0, "%s", e.msg);
         step[s] = s == own ? NULL : &seqs[s];
-    }
-    for (int s = 0; s < N_SEQS; s++) {
-        if (s == own) {
-            prefill(&m.en, s);
-            continue;
-        }
-        engine_seq_swap(&m.en, &seqs[s]);
-        prefill(&m.en, s);
-        engine_seq_swap(&m.en, &seqs[s]);
+        prefill(&m.en, step[s], s);
     }
     float *out = malloc(N_SEQS * STEPS * V * sizeof *out);
     float *rows = malloc(N_SEQS * V * sizeof *rows);
@@ -218,14 +216,8 @@ Test(engine_seqs, a_failed_step_says_why_and_leaves_the_engine_usable, .timeout 
     float *rows = malloc(N_SEQS * V * sizeof *rows);
     cr_assert_not_null(rows);
     for (int round = 0; round < 2; round++) {
-        for (int s = 0; s < N_SEQS; s++) {
-            if (s)
-                engine_seq_swap(&m.en, &seqs[s]);
-            engine_reset(&m.en);
-            prefill(&m.en, s);
-            if (s)
-                engine_seq_swap(&m.en, &seqs[s]);
-        }
+        for (int s = 0; s < N_SEQS; s++)
+            prefill(&m.en, step[s], s);
         int ids[N_SEQS];
         for (int s = 0; s < N_SEQS; s++)
             ids[s] = step_id(s, 0, (int)V);
@@ -264,7 +256,7 @@ Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
     errbuf e;
     cr_assert_eq(engine_seq_create(&m.en, &a, &e), 0, "%s", e.msg);
     cr_assert_eq(engine_seq_create(&m.en, &b, &e), 0, "%s", e.msg);
-    prefill(&m.en, 0);
+    prefill(&m.en, NULL, 0);
     float *rows = malloc(3 * (size_t)V * sizeof *rows);
     cr_assert_not_null(rows);
     int ids[3] = {1, 2, 3};
