@@ -4,7 +4,9 @@
  * (normal, sigma 2.5), a few (20) far above them (15 to 25). The yardstick,
  * measured in the same run on the same logits and seed, is the reference draw
  * that sorts the whole vocabulary: ratio = reference ms / sampler ms; both draw
- * the same tokens (checked). One JSON line per setting. */
+ * the same tokens (checked). One JSON line per setting; then the cost of a
+ * token's log-probabilities with 20 alternatives (the server's copy of the
+ * logits and step_logprobs_compute) against the default draw in the same run. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 
 #include "core/base/progress.h"
 #include "core/engine/sampler.h"
+#include "core/engine/token_logprobs.h"
 
 enum { VOCAB = 163840, DRAWS = 40 };
 
@@ -53,6 +56,7 @@ int main(void)
     for (int i = 0; i < 20; i++)
         logits[rand_r(&seed) % VOCAB] = 15.0f + 0.5f * (float)i;
     const char *names[] = {"default", "top_p_0.9", "top_k_40"};
+    double default_ms = 0;
     for (int k = 0; k < 3; k++) {
         sampler_params p = sampler_defaults();
         p.seed = 7;
@@ -65,7 +69,21 @@ int main(void)
         printf("{\"bench\": \"sampler\", \"setting\": \"%s\", \"vocab\": %d, \"ms_per_token\": %.3f, "
                "\"reference_ms_per_token\": %.3f, \"ratio\": %.1f, \"same_tokens\": %s}\n",
                names[k], VOCAB, fast, ref, ref / fast, fast_ids == ref_ids ? "true" : "false");
+        if (k == 0)
+            default_ms = fast;
     }
+    float *copy = malloc(VOCAB * sizeof *copy);
+    step_logprobs st;
+    double t0 = now_seconds();
+    for (int d = 0; d < DRAWS; d++) {
+        memcpy(copy, logits, VOCAB * sizeof *copy);
+        step_logprobs_compute(copy, VOCAB, d, LOGPROBS_MAX_TOP, &st);
+    }
+    double lp_ms = (now_seconds() - t0) / DRAWS * 1e3;
+    printf("{\"bench\": \"logprobs\", \"top\": %d, \"vocab\": %d, \"ms_per_token\": %.3f, "
+           "\"default_draw_ms\": %.3f, \"ratio_to_draw\": %.2f, \"best_logprob\": %.4f}\n",
+           LOGPROBS_MAX_TOP, VOCAB, lp_ms, default_ms, lp_ms / default_ms, st.top[0].logprob);
+    free(copy);
     free(logits);
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/engine/token_logprobs.h"
 #include "core/text/utf8.h"
 
 int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,
@@ -113,22 +114,11 @@ static int is_number(const cJSON *root, const char *name, double want)
 static int refuse_unsupported(const oai_request *r, oai_error *err)
 {
     const cJSON *o = r->root;
-    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(o, "logprobs");
-    const cJSON *lb = cJSON_GetObjectItemCaseSensitive(o, "logit_bias");
     const cJSON *rf = cJSON_GetObjectItemCaseSensitive(o, "response_format");
     const cJSON *rf_type = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
     const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(o, "suffix");
-    /* completions' logprobs: 0 still asks for the chosen token's */
-    return unsupported(o, "logprobs",
-                       cJSON_IsFalse(lp) || (r->kind == OAI_CHAT && is_number(o, "logprobs", 0)),
-                       "no log probabilities are returned", err) ||
-           unsupported(o, "top_logprobs", is_number(o, "top_logprobs", 0),
-                       "no log probabilities are returned", err) ||
-           unsupported(o, "presence_penalty", is_number(o, "presence_penalty", 0),
-                       "repetition_penalty is", err) ||
-           unsupported(o, "frequency_penalty", is_number(o, "frequency_penalty", 0),
-                       "repetition_penalty is", err) ||
-           unsupported(o, "logit_bias", cJSON_IsObject(lb) && !lb->child, "only {} is taken", err) ||
+    return unsupported(o, "top_logprobs", r->kind == OAI_CHAT || is_number(o, "top_logprobs", 0),
+                       "completions take the number of alternatives in 'logprobs'", err) ||
            unsupported(o, "response_format",
                        cJSON_IsString(rf_type) && !strcmp(rf_type->valuestring, "text"),
                        "the output is not constrained: only {\"type\": \"text\"} is taken", err) ||
@@ -137,6 +127,78 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
            unsupported(o, "best_of", is_number(o, "best_of", 1), "one answer is made", err) ||
            unsupported(o, "suffix", cJSON_IsString(suffix) && !suffix->valuestring[0],
                        "no text is inserted before a suffix", err);
+}
+
+/* Chat: logprobs true or false (0 taken as false), top_logprobs 0 to 20;
+ * completions: logprobs the number of alternatives (false: none). */
+static int parse_logprobs(oai_request *r, oai_error *err)
+{
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(r->root, "logprobs");
+    double v;
+    int present;
+    if (r->kind == OAI_CHAT) {
+        if (!is_number(r->root, "logprobs", 0) && opt_bool(r->root, "logprobs", &r->logprobs, err))
+            return -1;
+        if (opt_number(r->root, "top_logprobs", 0, LOGPROBS_MAX_TOP, &v, &present, err))
+            return -1;
+        if (present && v != floor(v))
+            return bad(err, "top_logprobs", "'top_logprobs' must be an integer");
+        if (present && v > 0 && !r->logprobs)
+            return bad(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        r->top_logprobs = present ? (int)v : 0;
+        return 0;
+    }
+    if (cJSON_IsFalse(lp))
+        return 0;
+    if (opt_number(r->root, "logprobs", 0, LOGPROBS_MAX_TOP, &v, &present, err))
+        return -1;
+    if (present && v != floor(v))
+        return bad(err, "logprobs", "'logprobs' must be an integer (the alternatives per token)");
+    r->logprobs = present;
+    r->top_logprobs = present ? (int)v : 0;
+    return 0;
+}
+
+/* A token id as a JSON key: a decimal integer, no sign or leading zero. */
+static int token_id_key(const char *k, int *id)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > 9 || (n > 1 && k[0] == '0') || strspn(k, "0123456789") != n)
+        return 0;
+    *id = atoi(k);
+    return 1;
+}
+
+/* presence_penalty, frequency_penalty and logit_bias, as OpenAI takes them */
+static int parse_penalties(oai_request *r, oai_error *err)
+{
+    double v;
+    int present;
+    if (opt_number(r->root, "presence_penalty", -2, 2, &v, &present, err))
+        return -1;
+    r->presence_penalty = present ? (float)v : 0.0f;
+    if (opt_number(r->root, "frequency_penalty", -2, 2, &v, &present, err))
+        return -1;
+    r->frequency_penalty = present ? (float)v : 0.0f;
+    const cJSON *lb = cJSON_GetObjectItemCaseSensitive(r->root, "logit_bias"), *c;
+    if (!lb || cJSON_IsNull(lb))
+        return 0;
+    if (!cJSON_IsObject(lb))
+        return bad(err, "logit_bias", "'logit_bias' must be an object of token ids and biases");
+    r->bias = calloc((size_t)cJSON_GetArraySize(lb) + 1, sizeof *r->bias);
+    if (!r->bias)
+        return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    cJSON_ArrayForEach(c, lb) {
+        int id;
+        if (!token_id_key(c->string, &id))
+            return bad(err, "logit_bias", "logit_bias: the key '%.40s' is not a token id (a "
+                       "decimal integer)", c->string);
+        if (!cJSON_IsNumber(c) || !(c->valuedouble >= -100 && c->valuedouble <= 100))
+            return bad(err, "logit_bias", "logit_bias['%s'] must be a number between -100 and 100",
+                       c->string);
+        r->bias[r->n_bias++] = (sampler_bias){id, (float)c->valuedouble};
+    }
+    return 0;
 }
 
 static int by_key(const void *a, const void *b)
@@ -412,7 +474,8 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
         r->seed = (uint64_t)(int64_t)v;
     }
     if (opt_number(r->root, "n", 1, 1, &v, &present, err) ||
-        parse_sampling_extensions(r, err) || refuse_unsupported(r, err))
+        parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
+        refuse_unsupported(r, err))
         return -1;
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;
@@ -429,5 +492,6 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
 void oai_request_free(oai_request *r)
 {
     cJSON_Delete(r->root);
+    free(r->bias);
     memset(r, 0, sizeof *r);
 }

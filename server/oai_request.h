@@ -11,21 +11,23 @@
  * named function: anything but "none" declares the tools to the model; the
  * model decides, nothing is forced), temperature [0, 2], top_p (0, 1], max_tokens
  * / max_completion_tokens (>= 1), stop (a string or up to 4 strings), seed,
- * stream, stream_options.include_usage, n (only 1), and the chat template
- * switches "thinking" (also inside chat_template_kwargs); the extensions of
- * vLLM and llama.cpp top_k (0 or -1: off), min_p [0, 1) and
- * repetition_penalty (or repeat_penalty) > 0.
+ * stream, stream_options.include_usage, n (only 1), presence_penalty and
+ * frequency_penalty [-2, 2], logit_bias ({"token id": bias in [-100, 100]}),
+ * logprobs (chat: true with top_logprobs 0 to 20; completions: the number of
+ * alternatives, 0 to 20), and the chat template switches "thinking" (also
+ * inside chat_template_kwargs); the extensions of vLLM and llama.cpp top_k (0
+ * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0.
  *
- * Known fields whose effect this server does not have (logprobs, penalties
- * by presence or frequency, logit_bias, a JSON response_format, echo,
- * best_of, suffix) are refused unless they ask for nothing: an answer without
- * what was asked would be silently wrong. */
+ * Known fields whose effect this server does not have (a JSON
+ * response_format, echo, best_of, suffix) are refused unless they ask for
+ * nothing: an answer without what was asked would be silently wrong. */
 #ifndef MOETIER_OAI_REQUEST_H
 #define MOETIER_OAI_REQUEST_H
 
 #include <cJSON.h>
 #include <stdint.h>
 
+#include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
 
 #define OAI_MAX_STOP 4
@@ -53,6 +55,12 @@ typedef struct oai_request {
     float min_p;                /* -1 when absent */
     float repeat_penalty;       /* 0 when absent */
     int top_k;                  /* -1 when absent; 0: off */
+    float presence_penalty, frequency_penalty;  /* 0 when absent */
+    sampler_bias *bias;         /* logit_bias, n_bias entries (ids not yet
+                                 * checked against the vocabulary) */
+    int n_bias;
+    int logprobs;               /* 1: each token's log-probability is returned */
+    int top_logprobs;           /* with that many alternatives per token */
     int has_seed;
     uint64_t seed;
     const char *stop[OAI_MAX_STOP];

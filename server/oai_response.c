@@ -106,24 +106,88 @@ static void add_finish(cJSON *choice, const char *finish_reason)
         cJSON_AddNullToObject(choice, "finish_reason");
 }
 
+/* chat's {"token", "logprob", "bytes"} */
+static cJSON *chat_token(const oai_token_logprob *t)
+{
+    cJSON *o = cJSON_CreateObject(), *bytes;
+    cJSON_AddItemToObject(o, "token", clean_string(t->bytes, t->len));
+    cJSON_AddNumberToObject(o, "logprob", t->logprob);
+    bytes = cJSON_AddArrayToObject(o, "bytes");
+    for (size_t i = 0; i < t->len; i++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)t->bytes[i]));
+    return o;
+}
+
+/* chat: {"content": [token with "top_logprobs"], "refusal": null} */
+static cJSON *chat_logprobs(const oai_logprobs *lp)
+{
+    cJSON *o = cJSON_CreateObject(), *content = cJSON_AddArrayToObject(o, "content");
+    for (int i = 0; i < lp->n; i++) {
+        const oai_logprob_step *st = &lp->steps[i];
+        cJSON *t = chat_token(&st->chosen), *top = cJSON_AddArrayToObject(t, "top_logprobs");
+        for (int k = 0; k < st->n_top; k++)
+            cJSON_AddItemToArray(top, chat_token(&st->top[k]));
+        cJSON_AddItemToArray(content, t);
+    }
+    cJSON_AddNullToObject(o, "refusal");
+    return o;
+}
+
+/* adds {text: logprob} to a completion's alternatives unless a likelier
+ * token of the same text is there */
+static void add_alternative(cJSON *alts, const oai_token_logprob *t)
+{
+    cJSON *key = clean_string(t->bytes, t->len);
+    if (key && !cJSON_GetObjectItemCaseSensitive(alts, key->valuestring))
+        cJSON_AddNumberToObject(alts, key->valuestring, t->logprob);
+    cJSON_Delete(key);
+}
+
+/* completions: {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+ * a token's alternatives hold the chosen one too, as OpenAI's do */
+static cJSON *completion_logprobs(const oai_logprobs *lp)
+{
+    cJSON *o = cJSON_CreateObject(), *tokens = cJSON_AddArrayToObject(o, "tokens"),
+          *lps = cJSON_AddArrayToObject(o, "token_logprobs"),
+          *tops = cJSON_AddArrayToObject(o, "top_logprobs"),
+          *offsets = cJSON_AddArrayToObject(o, "text_offset");
+    for (int i = 0; i < lp->n; i++) {
+        const oai_logprob_step *st = &lp->steps[i];
+        cJSON_AddItemToArray(tokens, clean_string(st->chosen.bytes, st->chosen.len));
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(st->chosen.logprob));
+        cJSON *alts = cJSON_CreateObject();
+        for (int k = 0; k < st->n_top; k++)
+            add_alternative(alts, &st->top[k]);
+        add_alternative(alts, &st->chosen);
+        cJSON_AddItemToArray(tops, alts);
+        cJSON_AddItemToArray(offsets, cJSON_CreateNumber(st->text_offset));
+    }
+    return o;
+}
+
 /* The one choice of an answer; a completion's text goes in it directly. */
-static cJSON *only_choice(cJSON *root, const oai_meta *m, const char *text, size_t text_len)
+static cJSON *only_choice(cJSON *root, const oai_meta *m, const char *text, size_t text_len,
+                          const oai_logprobs *lp)
 {
     cJSON *choices = cJSON_AddArrayToObject(root, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddNumberToObject(ch, "index", 0);
-    if (m->kind == OAI_COMPLETION) {
+    if (m->kind == OAI_COMPLETION)
         cJSON_AddItemToObject(ch, "text", clean_string(text, text_len));
+    if (!lp)
         cJSON_AddNullToObject(ch, "logprobs");
-    }
+    else
+        cJSON_AddItemToObject(ch, "logprobs",
+                              m->kind == OAI_CHAT ? chat_logprobs(lp) : completion_logprobs(lp));
     return ch;
 }
 
 char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t text_len,
                       const char *reasoning, size_t reasoning_len, const tool_call *calls,
-                      int n_calls, int call_index, const char *finish_reason)
+                      int n_calls, int call_index, const oai_logprobs *lp,
+                      const char *finish_reason)
 {
-    cJSON *root = head(m, 1), *ch = only_choice(root, m, text, text_len);
+    cJSON *root = head(m, 1), *ch = only_choice(root, m, text, text_len, lp);
     if (m->kind == OAI_CHAT) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
         if (with_role)
@@ -154,9 +218,10 @@ char *oai_event_error(const oai_error *e)
 
 char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
                         const char *reasoning, size_t reasoning_len, const tool_call *calls,
-                        int n_calls, const char *finish_reason, const oai_usage *u)
+                        int n_calls, const oai_logprobs *lp, const char *finish_reason,
+                        const oai_usage *u)
 {
-    cJSON *root = head(m, 0), *ch = only_choice(root, m, text, text_len);
+    cJSON *root = head(m, 0), *ch = only_choice(root, m, text, text_len, lp);
     if (m->kind == OAI_CHAT) {
         cJSON *msg = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");

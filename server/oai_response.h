@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 
+#include "core/engine/token_logprobs.h"
 #include "core/text/tool_calls.h"
 #include "oai_request.h"
 
@@ -25,15 +26,39 @@ typedef struct oai_usage {
     int prompt_tokens, completion_tokens, cached_tokens;
 } oai_usage;
 
+/* A token as logprobs show it: its bytes (not always whole UTF-8) and
+ * log-probability. */
+typedef struct oai_token_logprob {
+    const char *bytes;
+    size_t len;
+    float logprob;
+} oai_token_logprob;
+
+/* One token of the answer in logprobs. */
+typedef struct oai_logprob_step {
+    oai_token_logprob chosen;
+    oai_token_logprob top[LOGPROBS_MAX_TOP];
+    int n_top;
+    int text_offset;            /* completions: the answer's characters before it */
+} oai_logprob_step;
+
+/* The tokens an event or a response reports; NULL: logprobs not asked for. */
+typedef struct oai_logprobs {
+    const oai_logprob_step *steps;
+    int n;
+} oai_logprobs;
+
 /* {"error": {"message", "type", "param", "code"}} */
 char *oai_error_body(const oai_error *e);
 
 /* One streamed event, "data: {...}\n\n": role (first chat event), text
  * (content; for completions the text), reasoning, tool calls numbered from
- * call_index; finish_reason non-NULL on the last event. */
+ * call_index, the log-probabilities of the tokens since the last event;
+ * finish_reason non-NULL on the last event. */
 char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t text_len,
                       const char *reasoning, size_t reasoning_len, const tool_call *calls,
-                      int n_calls, int call_index, const char *finish_reason);
+                      int n_calls, int call_index, const oai_logprobs *lp,
+                      const char *finish_reason);
 /* The usage event of stream_options.include_usage (empty choices). */
 char *oai_event_usage(const oai_meta *m, const oai_usage *u);
 /* An error inside a stream that already started. */
@@ -42,7 +67,8 @@ char *oai_event_error(const oai_error *e);
 /* The whole response of a request that did not stream. */
 char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
                         const char *reasoning, size_t reasoning_len, const tool_call *calls,
-                        int n_calls, const char *finish_reason, const oai_usage *u);
+                        int n_calls, const oai_logprobs *lp, const char *finish_reason,
+                        const oai_usage *u);
 
 /* GET /v1/models */
 char *oai_models_body(const char *model, long long created);

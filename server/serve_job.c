@@ -128,7 +128,45 @@ typedef struct answer {
     int n_calls;
     int calls_seen;                     /* numbering of streamed calls */
     tool_stream ts;
+    int want_lp;                        /* logprobs asked for */
+    oai_logprob_step *lp;               /* each token's, n_lp of them */
+    int n_lp, lp_sent;                  /* streaming: sent up to lp_sent */
+    int text_chars;                     /* characters of the tokens so far */
 } answer;
+
+/* The log-probabilities of the tokens not yet streamed (all of them when not
+ * streaming; NULL when not asked for), and marks them sent. */
+static const oai_logprobs *unsent_logprobs(answer *a, oai_logprobs *out)
+{
+    if (!a->want_lp)
+        return NULL;
+    *out = (oai_logprobs){a->lp + a->lp_sent, a->n_lp - a->lp_sent};
+    if (a->stream)
+        a->lp_sent = a->n_lp;
+    return out;
+}
+
+/* Keeps a token's log-probabilities for the answer. */
+static void answer_logprobs(answer *a, const vocab *v, const step_logprobs *st)
+{
+    oai_logprob_step *nl = realloc(a->lp, (size_t)(a->n_lp + 1) * sizeof *nl);
+    if (!nl)
+        return;
+    a->lp = nl;
+    oai_logprob_step *o = &a->lp[a->n_lp++];
+    size_t n = 0;
+    const char *b = vocab_decode(v, st->chosen.id, &n);
+    o->chosen = (oai_token_logprob){b ? b : "", b ? n : 0, st->chosen.logprob};
+    o->n_top = st->n_top;
+    for (int k = 0; k < st->n_top; k++) {
+        b = vocab_decode(v, st->top[k].id, &n);
+        o->top[k] = (oai_token_logprob){b ? b : "", b ? n : 0, st->top[k].logprob};
+    }
+    /* characters: the bytes that begin one (invalid ones become one each) */
+    o->text_offset = a->text_chars;
+    for (size_t i = 0; i < o->chosen.len; i++)
+        a->text_chars += ((unsigned char)o->chosen.bytes[i] & 0xc0) != 0x80;
+}
 
 static char *dup_str(const char *s)
 {
@@ -158,9 +196,10 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
     if (!content_len && !reasoning_len && !n_calls)
         return;
     if (a->stream) {
+        oai_logprobs lp;
         job_emit(a->s, a->j, oai_event_delta(&a->meta, a->chat && !a->role_sent, content, content_len,
                                              reasoning, reasoning_len, calls, n_calls,
-                                             a->calls_seen, NULL));
+                                             a->calls_seen, unsent_logprobs(a, &lp), NULL));
         a->role_sent = 1;
     } else {
         buf_add(&a->text, content, content_len);
@@ -186,6 +225,7 @@ static void answer_free(answer *a)
         free(a->calls[i].arguments);
     }
     free(a->calls);
+    free(a->lp);
     if (a->chat)
         tool_stream_free(&a->ts);
 }
@@ -236,6 +276,12 @@ int job_prompt_ids(server *s, job *j, oai_error *err)
                         ids->n, limit, ctx);
     if (ids->n == 0)
         return oai_fail(err, 400, "invalid_request_error", "prompt", NULL, "the prompt is empty");
+    int V = s->m->mw.cfg.vocab_size;
+    for (int i = 0; i < j->req.n_bias; i++)
+        if (j->req.bias[i].id >= V)
+            return oai_fail(err, 400, "invalid_request_error", "logit_bias", NULL,
+                            "logit_bias names token %d: the model's vocabulary has tokens 0 to %d",
+                            j->req.bias[i].id, V - 1);
     return 0;
 }
 
@@ -273,6 +319,7 @@ struct slot_run {
     int n, reuse, done;         /* prompt tokens, of them reused, in the cache */
     int max_new, k, generated;
     int next;                   /* the token to step next (decoding) */
+    float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
     const char *finish;         /* NULL: cut short (the client left, a shutdown) */
     int failed;                 /* an engine failure, in e */
@@ -313,6 +360,7 @@ static void run_free(slot_run *r)
 {
     sampler_destroy(&r->smp);
     free(r->logits);
+    free(r->raw);
     stop_filter_free(&r->sf);
     answer_free(&r->a);
     free(r);
@@ -339,18 +387,27 @@ static slot_run *run_begin(server *s, int i, job *j)
         sp.min_p = j->req.min_p;
     if (j->req.repeat_penalty > 0)
         sp.repeat_penalty = j->req.repeat_penalty;
+    sp.presence_penalty = j->req.presence_penalty;
+    sp.frequency_penalty = j->req.frequency_penalty;
+    sp.bias = j->req.bias;
+    sp.n_bias = j->req.n_bias;
     sp.seed = j->req.has_seed ? j->req.seed : fresh_seed(j);
-    if (!r || !logits || sampler_create(&r->smp, &sp, s->m->mw.cfg.vocab_size, &e)) {
+    int V = s->m->mw.cfg.vocab_size;
+    float *raw = j->req.logprobs ? malloc((size_t)V * sizeof *raw) : NULL;
+    if (!r || !logits || (j->req.logprobs && !raw) || sampler_create(&r->smp, &sp, V, &e)) {
         free(r);
         free(logits);
+        free(raw);
         oai_fail(&err, 500, "server_error", NULL, NULL, "out of memory");
         job_fail(s, j, &err);
         return NULL;
     }
     r->j = j;
     r->logits = logits;
+    r->raw = raw;
     stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
-    r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT};
+    r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
+                    .want_lp = j->req.logprobs};
     r->a.meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
                            .created = j->created};
     if (r->a.chat)
@@ -386,12 +443,14 @@ static int next_token(server *s, slot_run *r)
         r->finish = NULL;
         return 0;
     }
-    int next;
+    int next, V = s->m->mw.cfg.vocab_size;
+    if (r->raw)     /* the sampler changes the logits it penalises */
+        memcpy(r->raw, r->logits, (size_t)V * sizeof *r->raw);
     if (s->has_forced)
         next = r->k < (int)s->forced.n ? s->forced.ids[r->k] : s->stop_ids[0];
     else
         next = sampler_sample(&r->smp, r->logits);
-    sampler_accept(&r->smp, next);
+    sampler_accept_output(&r->smp, next);
     if (!r->t_first)
         r->t_first = now_seconds();
     if (is_stop_id(s, next)) {
@@ -399,6 +458,11 @@ static int next_token(server *s, slot_run *r)
         return 0;
     }
     r->generated++;
+    if (r->raw) {
+        step_logprobs st;
+        step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
+        answer_logprobs(&r->a, &s->tok->v, &st);
+    }
     size_t bn;
     const char *bytes = vocab_decode(&s->tok->v, next, &bn);
     if (bytes && !shown_special(s, next, bytes, bn))
@@ -447,15 +511,19 @@ static void run_end(server *s, slot_run *r)
         else
             job_fail(s, j, &err);
     } else if (finish && a->stream) {
+        oai_logprobs lp;
         if (a->chat && !a->role_sent)
-            job_emit(s, j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL));
-        job_emit(s, j, oai_event_delta(&a->meta, 0, "", 0, "", 0, NULL, 0, 0, finish));
+            job_emit(s, j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL, NULL));
+        job_emit(s, j, oai_event_delta(&a->meta, 0, "", 0, "", 0, NULL, 0, 0,
+                                       unsent_logprobs(a, &lp), finish));
         if (j->req.include_usage)
             job_emit(s, j, oai_event_usage(&a->meta, &u));
         job_emit(s, j, strdup("data: [DONE]\n\n"));
     } else if (finish) {
+        oai_logprobs lp;
         job_emit(s, j, oai_full_response(&a->meta, a->text.p, a->text.len, a->reasoning.p,
-                                         a->reasoning.len, a->calls, a->n_calls, finish, &u));
+                                         a->reasoning.len, a->calls, a->n_calls,
+                                         unsent_logprobs(a, &lp), finish, &u));
     } else if (stopped_by_shutdown(s, j)) {
         oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
         if (a->stream)

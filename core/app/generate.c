@@ -21,7 +21,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     int rc = 0;
     for (int k = 0; k < p->max_new; k++) {
         int next = sampler_sample(s, logits);
-        sampler_accept(s, next);
+        sampler_accept_output(s, next);
         if (token_list_push(out, next)) {
             rc = err_set(e, "out of memory");
             break;

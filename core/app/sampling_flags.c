@@ -15,6 +15,10 @@ void sampling_flags_usage(FILE *f)
                "  --min-p P            drop tokens below P x the top probability (default 0)\n"
                "  --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
                "  --repeat-last-n N    window of the penalty (default 64)\n"
+               "  --presence-penalty P\n"
+               "                       subtract P from each token the answer holds (default 0)\n"
+               "  --frequency-penalty F\n"
+               "                       subtract F x its count in the answer (default 0)\n"
                "  --seed S             random seed (default 0)\n");
 }
 
@@ -28,7 +32,7 @@ int sampling_flag_parse(sampler_params *p, int argc, char **argv, int *i)
     }
     if (strcmp(a, "--temp") && strcmp(a, "--top-k") && strcmp(a, "--top-p") &&
         strcmp(a, "--min-p") && strcmp(a, "--repeat-penalty") && strcmp(a, "--repeat-last-n") &&
-        strcmp(a, "--seed"))
+        strcmp(a, "--presence-penalty") && strcmp(a, "--frequency-penalty") && strcmp(a, "--seed"))
         return 0;
     if (!(v = cli_value(argc, argv, i)))
         return -1;
@@ -42,6 +46,10 @@ int sampling_flag_parse(sampler_params *p, int argc, char **argv, int *i)
         return cli_float(a, v, &p->min_p) ? -1 : 1;
     if (!strcmp(a, "--repeat-penalty"))
         return cli_float(a, v, &p->repeat_penalty) ? -1 : 1;
+    if (!strcmp(a, "--presence-penalty"))
+        return cli_float(a, v, &p->presence_penalty) ? -1 : 1;
+    if (!strcmp(a, "--frequency-penalty"))
+        return cli_float(a, v, &p->frequency_penalty) ? -1 : 1;
     if (!strcmp(a, "--repeat-last-n"))
         return cli_int(a, v, 0, 1 << 20, &p->repeat_last_n) ? -1 : 1;
     if (cli_u64(a, v, &u))

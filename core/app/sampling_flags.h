@@ -1,5 +1,6 @@
 /* sampling_flags: parsing and help of the sampling options (--temp, --top-k,
- * --top-p, --min-p, --repeat-penalty, --repeat-last-n, --seed, --greedy). */
+ * --top-p, --min-p, --repeat-penalty, --repeat-last-n, --presence-penalty,
+ * --frequency-penalty, --seed, --greedy). */
 #ifndef MOETIER_SAMPLING_FLAGS_H
 #define MOETIER_SAMPLING_FLAGS_H
 

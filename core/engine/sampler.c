@@ -29,6 +29,14 @@ int sampler_check(const sampler_params *p, errbuf *e)
         return err_set(e, "--repeat-penalty must be > 0 (got %g)", p->repeat_penalty);
     if (p->repeat_last_n < 0)
         return err_set(e, "--repeat-last-n must be >= 0 (got %d)", p->repeat_last_n);
+    if (!isfinite(p->presence_penalty))
+        return err_set(e, "--presence-penalty must be a finite number (got %g)", p->presence_penalty);
+    if (!isfinite(p->frequency_penalty))
+        return err_set(e, "--frequency-penalty must be a finite number (got %g)", p->frequency_penalty);
+    for (int i = 0; i < p->n_bias; i++)
+        if (!isfinite(p->bias[i].bias))
+            return err_set(e, "the logit bias of token %d must be a finite number (got %g)",
+                           p->bias[i].id, p->bias[i].bias);
     return 0;
 }
 
@@ -78,10 +86,27 @@ int sampler_create(sampler *s, const sampler_params *p, int vocab, errbuf *e)
     s->prob = malloc((size_t)vocab * sizeof *s->prob);
     s->seen = calloc((size_t)vocab, 1);
     s->history = malloc(((size_t)p->repeat_last_n + 1) * sizeof *s->history);
-    if (!s->cand || !s->prob || !s->seen || !s->history) {
+    s->bias = malloc(((size_t)p->n_bias + 1) * sizeof *s->bias);
+    int counting = p->presence_penalty != 0 || p->frequency_penalty != 0;
+    if (counting) {
+        s->count = calloc((size_t)vocab, sizeof *s->count);
+        s->answer_ids = malloc((size_t)vocab * sizeof *s->answer_ids);
+    }
+    if (!s->cand || !s->prob || !s->seen || !s->history || !s->bias ||
+        (counting && (!s->count || !s->answer_ids))) {
         sampler_destroy(s);
         return err_set(e, "out of memory for the sampler");
     }
+    for (int i = 0; i < p->n_bias; i++) {
+        if (p->bias[i].id < 0 || p->bias[i].id >= vocab) {
+            int id = p->bias[i].id;
+            sampler_destroy(s);
+            return err_set(e, "a logit bias names token %d: the vocabulary has tokens 0 to %d", id,
+                           vocab - 1);
+        }
+        s->bias[i] = p->bias[i];
+    }
+    s->p.bias = s->bias;
     return 0;
 }
 
@@ -91,6 +116,9 @@ void sampler_destroy(sampler *s)
     free(s->prob);
     free(s->seen);
     free(s->history);
+    free(s->bias);
+    free(s->count);
+    free(s->answer_ids);
     memset(s, 0, sizeof *s);
 }
 
@@ -105,9 +133,21 @@ void sampler_accept(sampler *s, int token)
         s->n_history++;
 }
 
+void sampler_accept_output(sampler *s, int token)
+{
+    sampler_accept(s, token);
+    if (!s->count || token < 0 || token >= s->vocab)
+        return;
+    if (s->count[token]++ == 0)
+        s->answer_ids[s->n_answer_ids++] = token;
+}
+
 void sampler_forget(sampler *s)
 {
     s->n_history = s->history_next = 0;
+    for (int i = 0; i < s->n_answer_ids; i++)
+        s->count[s->answer_ids[i]] = 0;
+    s->n_answer_ids = 0;
 }
 
 int argmax_f32(const float *x, int n)
@@ -120,7 +160,7 @@ int argmax_f32(const float *x, int n)
 }
 
 /* The repetition penalty: each distinct token of the window once. */
-static void apply_penalty(sampler *s, float *logits)
+static void apply_repeat_penalty(sampler *s, float *logits)
 {
     float r = s->p.repeat_penalty;
     if (r == 1.0f)
@@ -135,6 +175,19 @@ static void apply_penalty(sampler *s, float *logits)
     for (int i = 0; i < s->n_history; i++)
         if (s->history[i] >= 0 && s->history[i] < s->vocab)
             s->seen[s->history[i]] = 0;
+}
+
+/* The logit biases, the repetition penalty, then the presence and frequency
+ * penalties (in llama.cpp's order). */
+static void apply_penalty(sampler *s, float *logits)
+{
+    for (int i = 0; i < s->p.n_bias; i++)
+        logits[s->bias[i].id] += s->bias[i].bias;
+    apply_repeat_penalty(s, logits);
+    for (int i = 0; i < s->n_answer_ids; i++) {
+        int t = s->answer_ids[i];
+        logits[t] -= s->p.presence_penalty + s->p.frequency_penalty * (float)s->count[t];
+    }
 }
 
 static int by_logit_desc(const void *a, const void *b)
@@ -156,6 +209,8 @@ int sampler_sample_reference(sampler *s, float *logits)
     for (int i = 0; i < V; i++)
         s->cand[i] = (sampler_cand){logits[i], i};
     qsort(s->cand, (size_t)V, sizeof *s->cand, by_logit_desc);
+    if (isinf(s->cand[0].logit))    /* the first +inf is certain; all -inf: the first */
+        return s->cand[0].id;
     if (p->top_k > 0 && p->top_k < n)
         n = p->top_k;
     float mx = s->cand[0].logit;

@@ -35,8 +35,41 @@ static void filter(const oai_request *r, const uint8_t *data, size_t size)
     stop_filter_free(&f);
 }
 
+/* n bytes of the input from at (fewer at its end) as a token */
+static oai_token_logprob piece(const uint8_t *data, size_t size, size_t at, size_t n, float logprob)
+{
+    size_t from = at < size ? at : size;
+    return (oai_token_logprob){(const char *)data + from, n < size - from ? n : size - from, logprob};
+}
+
+/* logprobs whose tokens are overlapping pieces of the input (any bytes, as
+ * tokens are; equal texts among a completion's alternatives), in both APIs'
+ * shapes: the body must be JSON */
+static void logprobs_body(const uint8_t *data, size_t size)
+{
+    oai_logprob_step st[4] = {{{0}}};
+    size_t len = size / 6 + 1;
+    for (int i = 0; i < 4; i++) {
+        st[i].chosen = piece(data, size, (size_t)i * len, len, -(float)i);
+        for (int k = 0; k <= i; k++)
+            st[i].top[st[i].n_top++] = piece(data, size, (size_t)(i + k) * len / 2, len, -(float)k);
+    }
+    oai_logprobs lp = {st, 4};
+    oai_usage u = {0};
+    for (int kind = 0; kind < 2; kind++) {
+        oai_meta m = {.kind = (oai_kind)kind, .id = "x", .model = "m"};
+        char *body = oai_full_response(&m, "", 0, "", 0, NULL, 0, &lp, "stop", &u);
+        cJSON *root = body ? cJSON_Parse(body) : NULL;
+        if (body && !root)
+            abort();
+        cJSON_Delete(root);
+        free(body);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    logprobs_body(data, size);
     for (int kind = 0; kind < 2; kind++) {
         oai_request r;
         oai_error err;

@@ -4,7 +4,7 @@
 // exit cleanly (0) on SIGTERM fails the run (under ASan that includes leaks).
 //
 // usage: node server_test.mjs MOETIER_BIN MODEL_DIR
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -93,6 +93,107 @@ async function collect(stream) {
     }
   }
   return out;
+}
+
+// The token id of a text that is one token.
+function tokenId(text) {
+  const r = spawnSync(bin, ['tokenize', '-m', modelDir, '--text', text], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const ids = r.stdout.trim().split(',');
+  assert.equal(ids.length, 1, `'${text}' is not one token: ${r.stdout}`);
+  return ids[0];
+}
+
+// logprobs and logit_bias / penalty checks (a completion's tokens, streamed
+// events' logprobs joined)
+function joinedLogprobs(chunks) {
+  const out = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [], content: [] };
+  for (const ch of chunks)
+    for (const c of ch.choices) {
+      const l = c.logprobs;
+      if (!l) continue;
+      for (const k of Object.keys(out)) out[k].push(...(l[k] ?? []));
+    }
+  return out;
+}
+async function chunksOf(stream) {
+  const all = [];
+  for await (const ch of stream) all.push(ch);
+  return all;
+}
+
+async function logprobChecks(ai) {
+  const base = { model: MODEL, prompt: 'one two', temperature: 0 };
+  await check('logprobs, completions: each token, its log-probability, the alternatives with it, offsets; streamed the same', async () => {
+    const r = await ai.completions.create({ ...base, max_tokens: 8, logprobs: 2 });
+    const c = r.choices[0], l = c.logprobs;
+    assert.equal(l.tokens.length, r.usage.completion_tokens);
+    assert.equal(l.tokens.join(''), c.text);
+    let offset = 0;
+    for (let i = 0; i < l.tokens.length; i++) {
+      const alts = l.top_logprobs[i], best = Math.max(...Object.values(alts));
+      assert.ok(Object.keys(alts).length >= 2 && Object.keys(alts).length <= 3, JSON.stringify(alts));
+      assert.equal(alts[l.tokens[i]], l.token_logprobs[i], 'the chosen token is among its alternatives');
+      assert.equal(l.token_logprobs[i], best, 'greedy: the chosen token is the most likely');
+      assert.ok(l.token_logprobs[i] < 0);
+      assert.equal(l.text_offset[i], offset);
+      offset += [...l.tokens[i]].length;
+    }
+    const streamed = joinedLogprobs(await chunksOf(await ai.completions.create({ ...base, max_tokens: 8, logprobs: 2, stream: true })));
+    for (const k of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'])
+      assert.deepEqual(streamed[k], l[k], k);
+  });
+  await check('logprobs, chat: tokens with bytes and top_logprobs, best first; streamed the same', async () => {
+    const req = { model: MODEL, messages: user('Hello there'), max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3 };
+    const r = await ai.chat.completions.create(req);
+    const content = r.choices[0].logprobs.content;
+    assert.equal(content.length, r.usage.completion_tokens);
+    // special tokens (names, not text) are listed but not sent
+    assert.equal(Buffer.from(content.flatMap((t) => t.bytes)).toString().replace(/<\|[a-z_0-9]+\|>/g, ''),
+      r.choices[0].message.content);
+    for (const t of content) {
+      assert.equal(t.top_logprobs.length, 3);
+      assert.equal(t.top_logprobs[0].token, t.token);
+      assert.equal(t.top_logprobs[0].logprob, t.logprob);
+      for (let k = 1; k < 3; k++) assert.ok(t.top_logprobs[k].logprob <= t.top_logprobs[k - 1].logprob);
+    }
+    // the second request finds its prompt in the KV cache, which computes the
+    // prompt's last positions in other chunks: the same up to rounding
+    const streamed = joinedLogprobs(await chunksOf(await ai.chat.completions.create({ ...req, stream: true })));
+    const near = (a, b) => assert.ok(Math.abs(a.logprob - b.logprob) < 1e-4 && a.token === b.token &&
+      JSON.stringify(a.bytes) === JSON.stringify(b.bytes), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+    assert.equal(streamed.content.length, content.length);
+    content.forEach((t, i) => {
+      near(streamed.content[i], t);
+      t.top_logprobs.forEach((a, k) => near(streamed.content[i].top_logprobs[k], a));
+    });
+    const plain = await ai.chat.completions.create({ ...req, logprobs: false, top_logprobs: undefined });
+    assert.equal(plain.choices[0].logprobs, null);
+  });
+  await check('logit_bias: +100 makes a token every token; -100 rules one out, whose log-probability stays the model\'s', async () => {
+    const g = (await ai.completions.create({ ...base, max_tokens: 4, logprobs: 5 })).choices[0].logprobs;
+    const winter = tokenId(' winter');
+    const forced = await ai.completions.create({ ...base, max_tokens: 4, logit_bias: { [winter]: 100 } });
+    assert.equal(forced.choices[0].text, ' winter'.repeat(4));
+    const first = tokenId(g.tokens[0]);
+    const banned = (await ai.completions.create({ ...base, max_tokens: 1, logprobs: 5, logit_bias: { [first]: -100 } }))
+      .choices[0].logprobs;
+    assert.notEqual(banned.tokens[0], g.tokens[0]);
+    assert.deepEqual(banned.top_logprobs[0], g.top_logprobs[0], 'the alternatives are the model\'s, before the bias');
+    const e = await expectStatus(ai.completions.create({ ...base, logit_bias: { 99999999: 1 } }), 400);
+    assert.equal(e.param, 'logit_bias');
+  });
+  await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
+    const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;
+    assert.ok(new Set(greedy).size < greedy.length, 'the greedy answer repeats no token: nothing to check');
+    for (const pen of [{ presence_penalty: 2 }, { frequency_penalty: 2 }]) {
+      const t = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0, ...pen })).choices[0].logprobs.tokens;
+      const k = t.findIndex((x, i) => x !== greedy[i]);
+      assert.ok(k > 0, `${JSON.stringify(pen)}: the same answer as without it`);
+      assert.ok(greedy.slice(0, k).includes(greedy[k]),
+        `${JSON.stringify(pen)}: token ${k} changed, but the greedy one (${greedy[k]}) was new`);
+    }
+  });
 }
 
 async function plainServer() {
@@ -211,6 +312,7 @@ async function plainServer() {
     const m = /moetier_completion_tokens_total (\d+)/.exec(t);
     assert.ok(Number(m[1]) >= 21);
   });
+  await logprobChecks(ai);
   await stopServer(srv);
 }
 

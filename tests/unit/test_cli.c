@@ -334,6 +334,8 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "-n", "%s run -m %s --ids 1 -n %s", d, "-5");
     expect_failure(2, "--top-p", "%s run -m %s --ids 1 %s", d, "--top-p 7");
     expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
+    expect_failure(2, "--presence-penalty", "%s run -m %s --ids 1 %s", d, "--presence-penalty 1e39");
+    expect_failure(2, "--frequency-penalty", "%s run -m %s --ids 1 %s", d, "--frequency-penalty x");
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
     expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:inf");
     expect_failure(2, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
@@ -417,6 +419,15 @@ static void write_text(const char *path, const char *text, size_t len)
     fclose(f);
 }
 
+/* The comma-separated ids of a line into ids[0, max); how many. */
+static int parse_ids(const char *line, int *ids, int max)
+{
+    int n = 0;
+    for (const char *p = line; n < max && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0))
+        ids[n++] = atoi(p);
+    return n;
+}
+
 Test(cli, run_from_prompt_text_on_synthetic_model)
 {
     char *tmp = test_make_tmpdir("clirun"), *out, *err;
@@ -436,6 +447,36 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
     free(err2);
     free(out);
     free(err);
+    /* --presence-penalty and --frequency-penalty: the first token they change
+     * is one the greedy answer already held */
+    int greedy[40], penalised[40];
+    cr_assert_eq(run(&out, &err, "%s run -m %s -p 'The quick brown fox' -n 40 --greedy --ignore-eos "
+                                 "--print-ids", bin(), tmp), 0, "%s", err);
+    int n = parse_ids(last_line(out), greedy, 40);
+    cr_assert_eq(n, 40);
+    int repeats = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < i; k++)
+            repeats |= greedy[k] == greedy[i];
+    cr_assert(repeats, "the greedy answer repeats no token: nothing to check");
+    free(out);
+    free(err);
+    const char *flags[] = {"--presence-penalty 2", "--frequency-penalty 2"};
+    for (int f = 0; f < 2; f++) {
+        cr_assert_eq(run(&out, &err, "%s run -m %s -p 'The quick brown fox' -n 40 --greedy "
+                                     "--ignore-eos --print-ids %s", bin(), tmp, flags[f]), 0, "%s", err);
+        cr_assert_eq(parse_ids(last_line(out), penalised, 40), 40);
+        int k = 0;
+        while (k < n && penalised[k] == greedy[k])
+            k++;
+        cr_assert(k > 0 && k < n, "%s: changed token %d of 40", flags[f], k);
+        int held = 0;
+        for (int i = 0; i < k; i++)
+            held |= greedy[i] == greedy[k];
+        cr_expect(held, "%s: token %d changed, but the greedy one (%d) was new", flags[f], k, greedy[k]);
+        free(out);
+        free(err);
+    }
     test_remove_tree(tmp);
     free(tmp);
 }

@@ -114,6 +114,65 @@ Test(sampler, repetition_penalty_demotes_recent)
     sampler_destroy(&s);
 }
 
+/* OpenAI's penalties: each token the answer holds loses presence +
+ * frequency x its count; the prompt's tokens count for neither. */
+Test(sampler, presence_and_frequency_penalties_count_the_answer)
+{
+    sampler_params p = sampler_defaults();
+    p.temperature = 0;
+    p.presence_penalty = 0.2f;
+    sampler s;
+    errbuf e;
+    float l[6];
+    cr_assert_eq(sampler_create(&s, &p, 6, &e), 0, "%s", e.msg);
+    for (int i = 0; i < 5; i++)
+        sampler_accept(&s, 1);
+    memcpy(l, logits_src, sizeof l);
+    cr_expect_eq(sampler_sample(&s, l), 1, "tokens of the prompt are not penalised");
+    sampler_accept_output(&s, 1);
+    memcpy(l, logits_src, sizeof l);
+    cr_expect_eq(sampler_sample(&s, l), 5, "3.0 - 0.2 drops below 2.9");
+    sampler_forget(&s);
+    memcpy(l, logits_src, sizeof l);
+    cr_expect_eq(sampler_sample(&s, l), 1, "forgotten");
+    sampler_destroy(&s);
+    p.presence_penalty = 0;
+    p.frequency_penalty = 0.04f;
+    cr_assert_eq(sampler_create(&s, &p, 6, &e), 0, "%s", e.msg);
+    int want[] = {1, 1, 5};    /* 3 - 0.04 k against 2.9 */
+    for (int k = 1; k <= 3; k++) {
+        sampler_accept_output(&s, 1);
+        memcpy(l, logits_src, sizeof l);
+        cr_expect_eq(sampler_sample(&s, l), want[k - 1], "after %d times", k);
+    }
+    sampler_destroy(&s);
+}
+
+Test(sampler, logit_bias_is_added_first)
+{
+    sampler_bias b[2] = {{3, 5.0f}, {1, -100.0f}};
+    sampler_params p = sampler_defaults();
+    p.temperature = 0;
+    p.bias = b;
+    p.n_bias = 1;
+    int c[6];
+    draw(p, 3, c);
+    cr_expect_eq(c[3], 3, "-1 + 5 is the largest");
+    p.bias = b + 1;
+    p.temperature = 1;
+    draw(p, 500, c);
+    cr_expect_eq(c[1], 0, "a bias of -100 leaves token 1 a chance of e^-100");
+    sampler_bias out[1] = {{6, 1.0f}};
+    p.bias = out;
+    sampler s;
+    errbuf e;
+    cr_expect_neq(sampler_create(&s, &p, 6, &e), 0);
+    cr_expect(strstr(e.msg, "token 6") != NULL, "%s", e.msg);
+    sampler_bias nan_bias[1] = {{2, NAN}};
+    p.bias = nan_bias;
+    cr_expect_neq(sampler_create(&s, &p, 6, &e), 0);
+}
+
 Test(sampler, bad_parameters_rejected)
 {
     errbuf e;
@@ -190,6 +249,13 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
         p.min_p = min_ps[lcg(&st) % 3];
         p.repeat_penalty = lcg(&st) % 2 ? 1.3f : 1.0f;
         p.repeat_last_n = 16;
+        p.presence_penalty = lcg(&st) % 2 ? 0.4f : 0.0f;
+        p.frequency_penalty = lcg(&st) % 2 ? -0.3f : 0.0f;
+        sampler_bias bias[3] = {{(int)(lcg(&st) % (uint64_t)V), 3.0f},
+                                {(int)(lcg(&st) % (uint64_t)V), -2.0f},
+                                {(int)(lcg(&st) % (uint64_t)V), 0.5f}};
+        p.bias = bias;
+        p.n_bias = (int)(lcg(&st) % 4);
         p.seed = (uint64_t)trial;
         sampler a, b;
         errbuf e;
@@ -207,8 +273,8 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
                 cr_log_error("trial %d (V %d, shape %d, T %g, top-k %d, top-p %g, min-p %g, penalty "
                              "%g), draw %d: %d, the reference %d", trial, V, trial % 4, p.temperature,
                              p.top_k, p.top_p, p.min_p, p.repeat_penalty, d, x, y);
-            sampler_accept(&a, x);
-            sampler_accept(&b, y);
+            sampler_accept_output(&a, x);
+            sampler_accept_output(&b, y);
         }
         sampler_destroy(&a);
         sampler_destroy(&b);

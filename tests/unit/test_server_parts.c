@@ -76,16 +76,28 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 2, \"max_tokens\": 3}", "");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"content\": \"b\"}]}", "");
     /* what this server cannot do is refused, not silently left out */
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": true}", "logprobs");
-    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 5}", "logprobs");
-    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 0}", "logprobs");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": \"yes\"}", "logprobs");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_logprobs\": 2}", "top_logprobs");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"presence_penalty\": 0.5}",
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": true, \"top_logprobs\": 21}",
+           "top_logprobs");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": true, \"top_logprobs\": 1.5}",
+           "top_logprobs");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 21}", "logprobs");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": true}", "logprobs");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"logprobs\": 2, \"top_logprobs\": 2}", "top_logprobs");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"presence_penalty\": 2.5}",
            "presence_penalty");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"frequency_penalty\": -1}",
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"frequency_penalty\": \"1\"}",
            "frequency_penalty");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": {\"5\": 100}}",
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": {\"5\": 101}}",
            "logit_bias");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": {\"05\": 1}}",
+           "logit_bias");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": {\"-5\": 1}}",
+           "logit_bias");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": {\"a\": 1}}",
+           "logit_bias");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": [5]}", "logit_bias");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": "
            "{\"type\": \"json_object\"}}", "response_format");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": \"text\"}",
@@ -180,6 +192,23 @@ Test(server_request, takes_every_supported_field)
     cr_expect_eq(r.top_k, 0, "-1 turns top_k off, as in vLLM");
     cr_expect_eq(r.min_p, -1.0f, "absent: the server's default");
     cr_expect_eq(r.repeat_penalty, 0.0f, "absent: the server's default");
+    cr_expect_eq(r.logprobs, 0);
+    oai_request_free(&r);
+    /* penalties, biases and logprobs as OpenAI takes them */
+    const char *chat = "{\"messages\": [{\"role\": \"user\"}], \"logprobs\": true, \"top_logprobs\": 3, "
+                       "\"presence_penalty\": 0.5, \"frequency_penalty\": -1, "
+                       "\"logit_bias\": {\"5\": -100, \"0\": 2.5}}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, chat, strlen(chat), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect(r.logprobs == 1 && r.top_logprobs == 3);
+    cr_expect(r.presence_penalty == 0.5f && r.frequency_penalty == -1.0f);
+    cr_assert_eq(r.n_bias, 2);
+    cr_expect(r.bias[0].id == 5 && r.bias[0].bias == -100.0f && r.bias[1].id == 0 &&
+              r.bias[1].bias == 2.5f);
+    oai_request_free(&r);
+    const char *cmpl = "{\"prompt\": \"a\", \"logprobs\": 0}";
+    cr_assert_eq(oai_request_parse(OAI_COMPLETION, cmpl, strlen(cmpl), NULL, &r, &err), 0, "%s",
+                 err.message);
+    cr_expect(r.logprobs == 1 && r.top_logprobs == 0, "completions' 0: the chosen token's only");
     oai_request_free(&r);
 }
 
@@ -275,7 +304,7 @@ Test(server_response, tool_calls_and_usage_in_the_openai_shape)
     tool_call call = {"functions.f:0", "f", "{\"a\": 1}"};
     oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
     oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2, .cached_tokens = 1};
-    char *body = oai_full_response(&m, "", 0, "why", 3, &call, 1, "tool_calls", &u);
+    char *body = oai_full_response(&m, "", 0, "why", 3, &call, 1, NULL, "tool_calls", &u);
     cJSON *root = cJSON_Parse(body);
     cr_assert_not_null(root);
     cJSON *msg = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0), "message");
@@ -287,8 +316,54 @@ Test(server_response, tool_calls_and_usage_in_the_openai_shape)
     cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "usage"), "total_tokens")->valueint, 5);
     cJSON_Delete(root);
     free(body);
-    char *ev = oai_event_delta(&m, 0, NULL, 0, NULL, 0, &call, 1, 2, NULL);
+    char *ev = oai_event_delta(&m, 0, NULL, 0, NULL, 0, &call, 1, 2, NULL, NULL);
     cr_assert(!strncmp(ev, "data: {", 7) && strstr(ev, "\"index\":2") && !strcmp(ev + strlen(ev) - 2, "\n\n"),
               "%s", ev);
     free(ev);
+}
+
+/* logprobs in both APIs' shapes: chat's tokens with their bytes and
+ * alternatives; completions' parallel lists, whose alternatives hold the
+ * chosen token and one entry per text. */
+Test(server_response, logprobs_in_the_openai_shape)
+{
+    oai_logprob_step st[2] = {
+        {.chosen = {"Hi", 2, -0.25f}, .n_top = 2, .top = {{"Hi", 2, -0.25f}, {"Ho", 2, -1.5f}}},
+        {.chosen = {"\xc3", 1, -3.0f}, .n_top = 2, .top = {{"!", 1, -0.5f}, {"!", 1, -0.75f}},
+         .text_offset = 2}};
+    oai_logprobs lp = {st, 2};
+    oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
+    oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2};
+    char *body = oai_full_response(&m, "Hi", 2, "", 0, NULL, 0, &lp, "stop", &u);
+    cJSON *root = cJSON_Parse(body);
+    cr_assert_not_null(root, "%s", body);
+    cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "logprobs"), "content");
+    cr_assert_eq(cJSON_GetArraySize(content), 2, "%s", body);
+    cJSON *t1 = cJSON_GetArrayItem(content, 1);
+    cr_expect_str_eq(cJSON_GetObjectItem(t1, "token")->valuestring, "\xef\xbf\xbd", "a partial character");
+    cr_expect_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(t1, "bytes"), 0)->valueint, 0xc3);
+    cr_expect_eq(cJSON_GetObjectItem(t1, "logprob")->valuedouble, -3.0);
+    cJSON *alt = cJSON_GetArrayItem(cJSON_GetObjectItem(t1, "top_logprobs"), 1);
+    cr_expect_eq(cJSON_GetObjectItem(alt, "logprob")->valuedouble, -0.75);
+    cJSON_Delete(root);
+    free(body);
+    char *ev = oai_event_delta(&m, 0, "Hi", 2, NULL, 0, NULL, 0, 0, NULL, NULL);
+    cr_expect(strstr(ev, "\"logprobs\":null") != NULL, "not asked for: null, as OpenAI sends it: %s", ev);
+    free(ev);
+    m.kind = OAI_COMPLETION;
+    body = oai_full_response(&m, "Hi", 2, "", 0, NULL, 0, &lp, "stop", &u);
+    root = cJSON_Parse(body);
+    cJSON *l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0), "logprobs");
+    cr_assert_not_null(l, "%s", body);
+    cr_expect_str_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "tokens"), 0)->valuestring, "Hi");
+    cr_expect_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "token_logprobs"), 1)->valuedouble, -3.0);
+    cr_expect_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "text_offset"), 1)->valueint, 2);
+    cJSON *alts0 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "top_logprobs"), 0);
+    cJSON *alts1 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "top_logprobs"), 1);
+    cr_expect_eq(cJSON_GetArraySize(alts0), 2, "Hi and Ho: %s", body);
+    cr_expect_eq(cJSON_GetArraySize(alts1), 2, "one '!' (the likelier) and the chosen: %s", body);
+    cr_expect_eq(cJSON_GetObjectItem(alts1, "!")->valuedouble, -0.5);
+    cJSON_Delete(root);
+    free(body);
 }
