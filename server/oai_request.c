@@ -122,8 +122,9 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
            unsupported(o, "response_format",
                        cJSON_IsString(rf_type) && !strcmp(rf_type->valuestring, "text"),
                        "the output is not constrained: only {\"type\": \"text\"} is taken", err) ||
-           unsupported(o, "echo", cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "echo")),
-                       "the prompt is not sent back", err) ||
+           unsupported(o, "echo", r->kind == OAI_COMPLETION ||
+                                      cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "echo")),
+                       "chat does not send the messages back", err) ||
            unsupported(o, "best_of", is_number(o, "best_of", 1), "one answer is made", err) ||
            unsupported(o, "suffix", cJSON_IsString(suffix) && !suffix->valuestring[0],
                        "no text is inserted before a suffix", err);
@@ -456,14 +457,19 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
     }
     /* max_completion_tokens replaced max_tokens in the chat API: it wins when a
      * client sends both (each is checked) */
+    if (kind == OAI_COMPLETION && opt_bool(r->root, "echo", &r->echo, err))
+        return -1;
+    /* 0 only with echo: the prompt is scored, nothing generated (OpenAI's) */
     const char *mt_names[] = {"max_tokens", "max_completion_tokens"};
     for (int i = 0; i < 2; i++) {
-        if (opt_number(r->root, mt_names[i], 1, 1 << 30, &v, &present, err))
+        if (opt_number(r->root, mt_names[i], r->echo ? 0 : 1, 1 << 30, &v, &present, err))
             return -1;
         if (present && v != floor(v))
             return bad(err, mt_names[i], "'%s' must be an integer", mt_names[i]);
-        if (present)
+        if (present) {
             r->max_tokens = (int)v;
+            r->score_only = v == 0;
+        }
     }
     if (opt_number(r->root, "seed", -9007199254740992.0, 9007199254740992.0, &v, &present, err))
         return -1;

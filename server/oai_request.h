@@ -14,12 +14,13 @@
  * stream, stream_options.include_usage, n (only 1), presence_penalty and
  * frequency_penalty [-2, 2], logit_bias ({"token id": bias in [-100, 100]}),
  * logprobs (chat: true with top_logprobs 0 to 20; completions: the number of
- * alternatives, 0 to 20), and the chat template switches "thinking" (also
+ * alternatives, 0 to 20), completions' echo (the prompt comes back before the
+ * answer, with its tokens' logprobs; max_tokens may then be 0), and the chat template switches "thinking" (also
  * inside chat_template_kwargs); the extensions of vLLM and llama.cpp top_k (0
  * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0.
  *
  * Known fields whose effect this server does not have (a JSON
- * response_format, echo, best_of, suffix) are refused unless they ask for
+ * response_format, chat's echo, best_of, suffix) are refused unless they ask for
  * nothing: an answer without what was asked would be silently wrong. */
 #ifndef MOETIER_OAI_REQUEST_H
 #define MOETIER_OAI_REQUEST_H
@@ -51,6 +52,8 @@ typedef struct oai_request {
     const char *prompt;         /* completions */
     int stream, include_usage;
     int max_tokens;             /* 0: up to the context */
+    int echo;                   /* completions: the prompt comes back first */
+    int score_only;             /* echo with max_tokens 0: nothing is generated */
     float temperature, top_p;   /* -1 when absent: the server's default */
     float min_p;                /* -1 when absent */
     float repeat_penalty;       /* 0 when absent */

@@ -144,7 +144,8 @@ static void add_alternative(cJSON *alts, const oai_token_logprob *t)
 }
 
 /* completions: {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
- * a token's alternatives hold the chosen one too, as OpenAI's do */
+ * a token's alternatives hold the chosen one too, as OpenAI's do; an echoed
+ * prompt's first token has null for both */
 static cJSON *completion_logprobs(const oai_logprobs *lp)
 {
     cJSON *o = cJSON_CreateObject(), *tokens = cJSON_AddArrayToObject(o, "tokens"),
@@ -154,13 +155,18 @@ static cJSON *completion_logprobs(const oai_logprobs *lp)
     for (int i = 0; i < lp->n; i++) {
         const oai_logprob_step *st = &lp->steps[i];
         cJSON_AddItemToArray(tokens, clean_string(st->chosen.bytes, st->chosen.len));
+        cJSON_AddItemToArray(offsets, cJSON_CreateNumber(st->text_offset));
+        if (st->unscored) {
+            cJSON_AddItemToArray(lps, cJSON_CreateNull());
+            cJSON_AddItemToArray(tops, cJSON_CreateNull());
+            continue;
+        }
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(st->chosen.logprob));
         cJSON *alts = cJSON_CreateObject();
         for (int k = 0; k < st->n_top; k++)
             add_alternative(alts, &st->top[k]);
         add_alternative(alts, &st->chosen);
         cJSON_AddItemToArray(tops, alts);
-        cJSON_AddItemToArray(offsets, cJSON_CreateNumber(st->text_offset));
     }
     return o;
 }

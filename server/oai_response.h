@@ -40,6 +40,7 @@ typedef struct oai_logprob_step {
     oai_token_logprob top[LOGPROBS_MAX_TOP];
     int n_top;
     int text_offset;            /* completions: the answer's characters before it */
+    int unscored;               /* echo's first prompt token: no log-probability (null) */
 } oai_logprob_step;
 
 /* The tokens an event or a response reports; NULL: logprobs not asked for. */

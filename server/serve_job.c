@@ -146,21 +146,28 @@ static const oai_logprobs *unsent_logprobs(answer *a, oai_logprobs *out)
     return out;
 }
 
-/* Keeps a token's log-probabilities for the answer. */
-static void answer_logprobs(answer *a, const vocab *v, const step_logprobs *st)
+static oai_token_logprob shown_token(const vocab *v, token_logprob t)
+{
+    size_t n = 0;
+    const char *b = vocab_decode(v, t.id, &n);
+    return (oai_token_logprob){b ? b : "", b ? n : 0, t.logprob};
+}
+
+/* Keeps a token's log-probabilities for the answer; st NULL: an echoed
+ * prompt's first token, which nothing before it scores. */
+static void answer_logprobs(answer *a, const vocab *v, int id, const step_logprobs *st)
 {
     oai_logprob_step *nl = realloc(a->lp, (size_t)(a->n_lp + 1) * sizeof *nl);
     if (!nl)
         return;
     a->lp = nl;
     oai_logprob_step *o = &a->lp[a->n_lp++];
-    size_t n = 0;
-    const char *b = vocab_decode(v, st->chosen.id, &n);
-    o->chosen = (oai_token_logprob){b ? b : "", b ? n : 0, st->chosen.logprob};
-    o->n_top = st->n_top;
-    for (int k = 0; k < st->n_top; k++) {
-        b = vocab_decode(v, st->top[k].id, &n);
-        o->top[k] = (oai_token_logprob){b ? b : "", b ? n : 0, st->top[k].logprob};
+    *o = (oai_logprob_step){.chosen = shown_token(v, (token_logprob){id, 0}), .unscored = !st};
+    if (st) {
+        o->chosen.logprob = st->chosen.logprob;
+        o->n_top = st->n_top;
+        for (int k = 0; k < st->n_top; k++)
+            o->top[k] = shown_token(v, st->top[k]);
     }
     /* characters: the bytes that begin one (invalid ones become one each) */
     o->text_offset = a->text_chars;
@@ -213,6 +220,19 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
         }
     }
     a->calls_seen += n_calls;
+}
+
+/* An echoed prompt: the answer's first text, with its tokens' logprobs when
+ * asked for; it does not pass the stop filter. */
+static void answer_echo(answer *a, const char *p, size_t n)
+{
+    if (a->stream) {
+        oai_logprobs lp;
+        job_emit(a->s, a->j, oai_event_delta(&a->meta, 0, p, n, "", 0, NULL, 0, 0,
+                                             unsent_logprobs(a, &lp), NULL));
+    } else {
+        buf_add(&a->text, p, n);
+    }
 }
 
 static void answer_free(answer *a)
@@ -318,6 +338,7 @@ struct slot_run {
     answer a;
     int n, reuse, done;         /* prompt tokens, of them reused, in the cache */
     int max_new, k, generated;
+    int echo_lp;                /* echo with logprobs: the prompt is scored */
     int next;                   /* the token to step next (decoding) */
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
@@ -417,6 +438,11 @@ static slot_run *run_begin(server *s, int i, job *j)
     r->max_new = j->req.max_tokens ? j->req.max_tokens : s->o.default_max_tokens;
     if (r->max_new <= 0 || r->max_new > ctx - r->n)
         r->max_new = ctx - r->n;
+    if (j->req.score_only)
+        r->max_new = 0;
+    r->echo_lp = j->req.echo && j->req.logprobs;
+    if (r->echo_lp)
+        answer_logprobs(&r->a, &s->tok->v, j->ids.ids[0], NULL);
     for (int k = 0; k < r->n; k++)  /* the repetition penalty looks back over the prompt too */
         sampler_accept(&r->smp, j->ids.ids[k]);
     job_set_status(s, j, 200);
@@ -424,6 +450,8 @@ static slot_run *run_begin(server *s, int i, job *j)
     r->finish = "length";
     slot_swap(s, i);
     r->reuse = prompt_cache_prepare(&s->pc, en, j->ids.ids, r->n);
+    if (r->echo_lp)     /* every position's logits are needed: none is reused */
+        r->reuse = 0;
     r->failed = engine_truncate(en, r->reuse, &r->e) != 0;
     slot_swap(s, i);
     r->done = r->reuse;
@@ -461,7 +489,7 @@ static int next_token(server *s, slot_run *r)
     if (r->raw) {
         step_logprobs st;
         step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
-        answer_logprobs(&r->a, &s->tok->v, &st);
+        answer_logprobs(&r->a, &s->tok->v, next, &st);
     }
     size_t bn;
     const char *bytes = vocab_decode(&s->tok->v, next, &bn);
@@ -553,6 +581,29 @@ static void run_end(server *s, slot_run *r)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* An echoed prompt's logprobs, prefilled in pieces of at most this many
+ * tokens: their logits take pieces x vocabulary floats (42 MB at K2's) */
+#define ECHO_LOGPROBS_CHUNK 64
+
+/* The log-probabilities of the prompt's tokens after the n just prefilled
+ * (rows: their logits, row t the distribution of token done + t + 1); the
+ * last prompt position's logits become the first answer token's. */
+static void score_prompt(server *s, slot_run *r, const float *rows, int n)
+{
+    int V = s->m->mw.cfg.vocab_size;
+    for (int t = 0; t < n; t++) {
+        const float *row = rows + (size_t)t * (size_t)V;
+        int p = r->done + t;
+        if (p + 1 == r->n) {
+            memcpy(r->logits, row, (size_t)V * sizeof *row);
+            continue;
+        }
+        step_logprobs st;
+        step_logprobs_compute(row, V, r->j->ids.ids[p + 1], r->j->req.top_logprobs, &st);
+        answer_logprobs(&r->a, &s->tok->v, r->j->ids.ids[p + 1], &st);
+    }
+}
+
 /* Prefills slot i's prompt: all of it with one slot, else one chunk (the
  * other slots' tokens and new requests wait for no more than that). Once the
  * prompt is in, its first token is sampled. */
@@ -561,7 +612,17 @@ static void slot_prefill(server *s, int i)
     engine *en = &s->m->en;
     slot_run *r = s->slots[i].run;
     int left = r->n - r->done, n = s->o.parallel > 1 && left > en->max_chunk ? en->max_chunk : left;
+    if (r->echo_lp && n > ECHO_LOGPROBS_CHUNK)
+        n = ECHO_LOGPROBS_CHUNK;
     int last = n == left;
+    size_t V = (size_t)s->m->mw.cfg.vocab_size;
+    float *rows = r->echo_lp ? malloc((size_t)n * V * sizeof *rows) : NULL;
+    if (r->echo_lp && !rows) {
+        r->failed = 1;
+        err_set(&r->e, "out of memory for the logits of %d prompt tokens", n);
+        r->state = RUN_ENDED;
+        return;
+    }
     /* a long prompt stops within a chunk when its client leaves or the server stops;
      * the chunks done stay in the cache for the next request that shares them */
     prefill_stop ps = {s, r->j};
@@ -569,7 +630,11 @@ static void slot_prefill(server *s, int i)
     en->stop_requested = prefill_stop_requested;
     en->stop_ctx = &ps;
     int before = en->n_past;
-    int rc = engine_forward(en, r->j->ids.ids + r->done, n, last ? r->logits : NULL, 0, &r->e);
+    int rc = engine_forward(en, r->j->ids.ids + r->done, n, rows ? rows : last ? r->logits : NULL,
+                            rows != NULL, &r->e);
+    if (rows && !rc)
+        score_prompt(s, r, rows, n);
+    free(rows);
     r->done += en->n_past - before;
     en->stop_requested = NULL;
     en->stop_ctx = NULL;
@@ -582,6 +647,8 @@ static void slot_prefill(server *s, int i)
     if (!rc && !last)
         return;
     r->t1 = now_seconds();
+    if (!rc && r->j->req.echo)
+        answer_echo(&r->a, r->j->req.prompt, strlen(r->j->req.prompt));
     r->state = !rc && next_token(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 

@@ -44,8 +44,8 @@ greedy="$(text '{"prompt":"one two","max_tokens":12,"temperature":0}')"
   fail "min_p 0.999 at temperature 2 is not the greedy text"
 [ "$(text '{"prompt":"one two","max_tokens":12,"temperature":2,"seed":5}')" != "$greedy" ] ||
   fail "temperature 2 alone gave the greedy text: the checks above prove nothing"
-code="$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"prompt":"a","echo":true}')"
-[ "$code" = 400 ] && grep -q '"param":"echo"' "$tmp/body" || fail "echo gave $code"
+code="$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"prompt":"a","best_of":3}')"
+[ "$code" = 400 ] && grep -q '"param":"best_of"' "$tmp/body" || fail "best_of gave $code"
 # a body declared past --max-body is refused at once, not after it is sent
 code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Content-Length: 99999999999' \
   -H 'content-type: application/json' "$url/v1/completions" -d '{}' || true)"
@@ -56,7 +56,7 @@ code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "$url/v1/completion
 [ "$code" = 200 ] || fail "after a hang-up the next request gave $code"
 kill -TERM "$pid"
 wait "$pid" || fail "the server did not exit cleanly (status $?): $(tail -20 "$log")"
-echo "ok   curl: SSE framing, [DONE], 400, 405, top_k and min_p reach the sampler, echo refused, 413 before the body, hang-up mid-stream"
+echo "ok   curl: SSE framing, [DONE], 400, 405, top_k and min_p reach the sampler, best_of refused, 413 before the body, hang-up mid-stream"
 
 # --- the official openai client ---
 if ! command -v node >/dev/null || [ ! -d "$here/node_modules/openai" ]; then

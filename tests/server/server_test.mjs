@@ -183,6 +183,29 @@ async function logprobChecks(ai) {
     const e = await expectStatus(ai.completions.create({ ...base, logit_bias: { 99999999: 1 } }), 400);
     assert.equal(e.param, 'logit_bias');
   });
+  await check('echo: the prompt back first with its tokens\' logprobs (the first null), as `moetier perplexity` scores them; max_tokens 0 scores only', async () => {
+    const prompt = 'The quick brown fox jumps over the lazy dog';
+    const r = await ai.completions.create({ model: MODEL, prompt, max_tokens: 0, echo: true, logprobs: 1 });
+    const c = r.choices[0], l = c.logprobs;
+    assert.equal(c.text, prompt);
+    assert.equal(c.finish_reason, 'length');
+    assert.equal(r.usage.completion_tokens, 0);
+    assert.equal(l.tokens.length, r.usage.prompt_tokens);
+    assert.equal(l.tokens.join(''), prompt);
+    assert.equal(l.token_logprobs[0], null);
+    assert.equal(l.top_logprobs[0], null);
+    const ids = spawnSync(bin, ['tokenize', '-m', modelDir, '--text', prompt], { encoding: 'utf8' }).stdout.trim();
+    const ppl = spawnSync(bin, ['perplexity', '-m', modelDir, '--ids', ids, '-c', String(l.tokens.length), '--json', '-t', '1'],
+      { encoding: 'utf8' });
+    assert.equal(ppl.status, 0, ppl.stderr);
+    const p = JSON.parse(ppl.stdout), scored = l.token_logprobs.slice(-p.tokens_scored);
+    const mean = -scored.reduce((a, b) => a + b, 0) / scored.length;
+    assert.ok(Math.abs(mean - p.mean_nll) < 1e-4 * p.mean_nll, `echo ${mean}, perplexity ${p.mean_nll}`);
+    const plain = await ai.completions.create({ ...base, prompt, max_tokens: 4 });
+    const o = await collect(await ai.completions.create({ ...base, prompt, max_tokens: 4, echo: true, stream: true }));
+    assert.equal(o.content, prompt + plain.choices[0].text);
+    await expectStatus(ai.completions.create({ ...base, max_tokens: 0 }), 400);
+  });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
     const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;
     assert.ok(new Set(greedy).size < greedy.length, 'the greedy answer repeats no token: nothing to check');

@@ -102,7 +102,9 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
            "{\"type\": \"json_object\"}}", "response_format");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": \"text\"}",
            "response_format");
-    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"echo\": true}", "echo");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"echo\": true}", "echo");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"echo\": 1}", "echo");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"max_tokens\": 0}", "max_tokens");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"best_of\": 3}", "best_of");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"suffix\": \"end\"}", "suffix");
     refuse(OAI_COMPLETION, "{\"prompt\": 12}", "prompt");
@@ -209,6 +211,11 @@ Test(server_request, takes_every_supported_field)
     cr_assert_eq(oai_request_parse(OAI_COMPLETION, cmpl, strlen(cmpl), NULL, &r, &err), 0, "%s",
                  err.message);
     cr_expect(r.logprobs == 1 && r.top_logprobs == 0, "completions' 0: the chosen token's only");
+    oai_request_free(&r);
+    const char *score = "{\"prompt\": \"a\", \"echo\": true, \"max_tokens\": 0, \"logprobs\": 1}";
+    cr_assert_eq(oai_request_parse(OAI_COMPLETION, score, strlen(score), NULL, &r, &err), 0, "%s",
+                 err.message);
+    cr_expect(r.echo && r.score_only, "echo with max_tokens 0: the prompt scored, nothing generated");
     oai_request_free(&r);
 }
 
