@@ -345,19 +345,44 @@ static int parse_chat(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* An array of token ids (integers from 0; the vocabulary is checked later). */
+static int token_ids(const cJSON *a)
+{
+    const cJSON *x;
+    if (!cJSON_IsArray(a) || !a->child)
+        return 0;
+    cJSON_ArrayForEach(x, a) {
+        if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < 0 ||
+            x->valuedouble > 2147483647.0)
+            return 0;
+    }
+    return 1;
+}
+
+/* A string, or token ids, or an array of one of either (OpenAI's forms short
+ * of a batch). */
 static int parse_completion(oai_request *r, oai_error *err)
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(r->root, "prompt");
     if (!p)
         return bad(err, "prompt", "'prompt' is required");
+    if (token_ids(p)) {
+        r->prompt_ids = p;
+        return 0;
+    }
     if (cJSON_IsArray(p)) {
         if (cJSON_GetArraySize(p) != 1)
-            return bad(err, "prompt", "'prompt' as an array must hold exactly one string "
-                       "(batches are not supported)");
+            return bad(err, "prompt", "'prompt' as an array must be token ids or hold exactly one "
+                       "string or array of token ids (batches are not supported)");
         p = cJSON_GetArrayItem(p, 0);
     }
+    if (token_ids(p)) {
+        r->prompt_ids = p;
+        return 0;
+    }
     if (!cJSON_IsString(p))
-        return bad(err, "prompt", "'prompt' must be a string");
+        return bad(err, "prompt", "'prompt' must be a string or an array of token ids (integers "
+                   "from 0)");
     r->prompt = p->valuestring;
     return 0;
 }

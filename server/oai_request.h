@@ -6,8 +6,8 @@
  * and what was expected, and `param` (the field's name). Unknown fields are
  * ignored, as OpenAI-compatible servers do, so newer clients keep working.
  *
- * Accepted fields: model, messages (chat), prompt (completions: a string or an
- * array of one string), tools, tool_choice ("auto", "none", "required" or a
+ * Accepted fields: model, messages (chat), prompt (completions: a string, token
+ * ids, or an array of one of either), tools, tool_choice ("auto", "none", "required" or a
  * named function: anything but "none" declares the tools to the model; the
  * model decides, nothing is forced), temperature [0, 2], top_p (0, 1], max_tokens
  * / max_completion_tokens (>= 1), stop (a string or up to 4 strings), seed,
@@ -49,7 +49,9 @@ typedef struct oai_request {
     const char *model;          /* NULL when absent */
     const cJSON *messages;      /* chat */
     const cJSON *tools;         /* chat, NULL when none (or tool_choice "none") */
-    const char *prompt;         /* completions */
+    const char *prompt;         /* completions: text, or NULL when given as ids */
+    const cJSON *prompt_ids;    /* completions: token ids (not yet checked against the
+                                 * vocabulary) */
     int stream, include_usage;
     int max_tokens;             /* 0: up to the context */
     int echo;                   /* completions: the prompt comes back first */

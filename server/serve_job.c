@@ -222,17 +222,26 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
     a->calls_seen += n_calls;
 }
 
-/* An echoed prompt: the answer's first text, with its tokens' logprobs when
- * asked for; it does not pass the stop filter. */
-static void answer_echo(answer *a, const char *p, size_t n)
+/* An echoed prompt (as sent, or its ids' text): the answer's first text,
+ * with its tokens' logprobs when asked for; it does not pass the stop filter. */
+static void answer_echo(answer *a, const vocab *v, const job *j)
 {
+    char *decoded = NULL;
+    size_t n = 0;
+    const char *p = j->req.prompt;
+    errbuf e;
+    if (p)
+        n = strlen(p);
+    else if (vocab_decode_ids(v, j->ids.ids, (int)j->ids.n, &decoded, &n, &e) == 0)
+        p = decoded;
     if (a->stream) {
         oai_logprobs lp;
         job_emit(a->s, a->j, oai_event_delta(&a->meta, 0, p, n, "", 0, NULL, 0, 0,
                                              unsent_logprobs(a, &lp), NULL));
     } else {
-        buf_add(&a->text, p, n);
+        buf_add(&a->text, p ? p : "", n);
     }
+    free(decoded);
 }
 
 static void answer_free(answer *a)
@@ -273,15 +282,28 @@ int job_prompt_ids(server *s, job *j, oai_error *err)
     char *text = NULL;
     size_t len = 0;
     const char *p = j->req.prompt;
-    if (j->req.kind == OAI_CHAT) {
-        if (chat_format_render(s->kind, j->req.messages, j->req.tools, &j->req.copt, &text, &len, &e))
-            return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
-        p = text;
+    int V = s->m->mw.cfg.vocab_size, rc = 0;
+    if (j->req.prompt_ids) {
+        const cJSON *x;
+        cJSON_ArrayForEach(x, j->req.prompt_ids) {
+            if (x->valuedouble >= V)
+                return oai_fail(err, 400, "invalid_request_error", "prompt", NULL,
+                                "the prompt's token %.0f is outside the vocabulary (0 to %d)",
+                                x->valuedouble, V - 1);
+            if (token_list_push(ids, (int)x->valuedouble))
+                return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        }
     } else {
-        len = strlen(p);
+        if (j->req.kind == OAI_CHAT) {
+            if (chat_format_render(s->kind, j->req.messages, j->req.tools, &j->req.copt, &text, &len, &e))
+                return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
+            p = text;
+        } else {
+            len = strlen(p);
+        }
+        rc = tokenizer_encode(s->tok, p, len, TOK_ALLOW_SPECIAL, ids, &e);
+        free(text);
     }
-    int rc = tokenizer_encode(s->tok, p, len, TOK_ALLOW_SPECIAL, ids, &e);
-    free(text);
     if (rc)
         return oai_fail(err, 400, "invalid_request_error", j->req.kind == OAI_CHAT ? "messages" : "prompt",
                         NULL, "%s", e.msg);
@@ -296,7 +318,6 @@ int job_prompt_ids(server *s, job *j, oai_error *err)
                         ids->n, limit, ctx);
     if (ids->n == 0)
         return oai_fail(err, 400, "invalid_request_error", "prompt", NULL, "the prompt is empty");
-    int V = s->m->mw.cfg.vocab_size;
     for (int i = 0; i < j->req.n_bias; i++)
         if (j->req.bias[i].id >= V)
             return oai_fail(err, 400, "invalid_request_error", "logit_bias", NULL,
@@ -648,7 +669,7 @@ static void slot_prefill(server *s, int i)
         return;
     r->t1 = now_seconds();
     if (!rc && r->j->req.echo)
-        answer_echo(&r->a, r->j->req.prompt, strlen(r->j->req.prompt));
+        answer_echo(&r->a, &s->tok->v, r->j);
     r->state = !rc && next_token(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 

@@ -205,6 +205,15 @@ async function logprobChecks(ai) {
     const o = await collect(await ai.completions.create({ ...base, prompt, max_tokens: 4, echo: true, stream: true }));
     assert.equal(o.content, prompt + plain.choices[0].text);
     await expectStatus(ai.completions.create({ ...base, max_tokens: 0 }), 400);
+    // the prompt as token ids (lm-evaluation-harness sends them): the same answer and scores
+    const asIds = await ai.completions.create({ model: MODEL, prompt: [ids.split(',').map(Number)], max_tokens: 0,
+      echo: true, logprobs: 1 });
+    assert.equal(asIds.choices[0].text, prompt);
+    assert.deepEqual(asIds.choices[0].logprobs.tokens, l.tokens);
+    asIds.choices[0].logprobs.token_logprobs.forEach((x, i) =>
+      assert.ok(x === l.token_logprobs[i] || Math.abs(x - l.token_logprobs[i]) < 1e-4, `token ${i}: ${x} vs ${l.token_logprobs[i]}`));
+    const e = await expectStatus(ai.completions.create({ model: MODEL, prompt: [1, 99999999] }), 400);
+    assert.equal(e.param, 'prompt');
   });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
     const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;

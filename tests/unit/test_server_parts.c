@@ -109,6 +109,10 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"suffix\": \"end\"}", "suffix");
     refuse(OAI_COMPLETION, "{\"prompt\": 12}", "prompt");
     refuse(OAI_COMPLETION, "{\"prompt\": [\"a\", \"b\"]}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": [[1, 2], [3]]}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": [1, -2]}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": [1, 2.5]}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": []}", "prompt");
     refuse(OAI_COMPLETION, "{}", "prompt");
     /* a NUL would end the C string: the text after it would be lost unseen */
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\\u0000b\"}", "");
@@ -212,6 +216,13 @@ Test(server_request, takes_every_supported_field)
                  err.message);
     cr_expect(r.logprobs == 1 && r.top_logprobs == 0, "completions' 0: the chosen token's only");
     oai_request_free(&r);
+    const char *id_forms[] = {"{\"prompt\": [5, 0, 7]}", "{\"prompt\": [[5, 0, 7]]}"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(oai_request_parse(OAI_COMPLETION, id_forms[i], strlen(id_forms[i]), NULL, &r, &err),
+                     0, "%s", err.message);
+        cr_expect(r.prompt == NULL && cJSON_GetArraySize(r.prompt_ids) == 3, "%s", id_forms[i]);
+        oai_request_free(&r);
+    }
     const char *score = "{\"prompt\": \"a\", \"echo\": true, \"max_tokens\": 0, \"logprobs\": 1}";
     cr_assert_eq(oai_request_parse(OAI_COMPLETION, score, strlen(score), NULL, &r, &err), 0, "%s",
                  err.message);
