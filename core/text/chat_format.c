@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "chat_format.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -310,9 +311,10 @@ static int keep_number_spelling(cJSON *v, const char *text, size_t len, size_t *
     return 0;
 }
 
-/* Offset of the first byte below 0x20 that json.loads refuses (any inside a
- * string; outside, any but tab, CR and LF), len when none: cJSON takes them,
- * and a NUL cut a string short. */
+/* Offset of the first byte that json.loads refuses and cJSON takes, len when
+ * none: a byte below 0x20 (any inside a string; outside, any but tab, CR and
+ * LF: a NUL cut a string short), and a \u escape without four hex digits
+ * (cJSON reads it as U+0000, cutting the string there). */
 static size_t control_byte_at(const char *t, size_t len)
 {
     int in_string = 0;
@@ -321,6 +323,9 @@ static size_t control_byte_at(const char *t, size_t len)
         if (in_string && c == '\\') {
             if (++i < len && (unsigned char)t[i] < 0x20)
                 return i;
+            for (int k = 1; i < len && t[i] == 'u' && k <= 4; k++)
+                if (i + k < len && !isxdigit((unsigned char)t[i + k]))
+                    return i + k;
         } else if (c == '"') {
             in_string = !in_string;
         } else if (c < 0x20 && (in_string || (c != '\t' && c != '\r' && c != '\n'))) {

@@ -125,7 +125,8 @@ enum {
 
 /* cJSON_ParseWithLengthOpts(text, len, end, 0) held to RFC 8259 as json.loads
  * is (nothing but whitespace after the value; no "01" or "1."; no raw
- * control character, inside a string or out), that also
+ * control character, inside a string or out; no \u without four hex
+ * digits), that also
  * keeps each number's source spelling (in the number's valuestring, which
  * cJSON_Delete frees), so that chat_json_dump prints it as json.loads then
  * json.dumps would. NULL when the text is not JSON (*end near the fault) or

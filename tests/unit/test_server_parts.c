@@ -116,6 +116,9 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{}", "prompt");
     /* a NUL would end the C string: the text after it would be lost unseen */
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\\u0000b\"}", "");
+    /* cJSON reads a \u escape without four hex digits as U+0000: the same cut */
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\\u12g4b\"}", "");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\\u\"}", "");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"\\\\\\u0000\"}]}", "");
     /* JSON is UTF-8 (RFC 8259): a stray byte, an overlong form, a surrogate */
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\xff\"}", "");
