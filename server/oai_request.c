@@ -114,14 +114,9 @@ static int is_number(const cJSON *root, const char *name, double want)
 static int refuse_unsupported(const oai_request *r, oai_error *err)
 {
     const cJSON *o = r->root;
-    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(o, "response_format");
-    const cJSON *rf_type = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
     const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(o, "suffix");
     return unsupported(o, "top_logprobs", r->kind == OAI_CHAT || is_number(o, "top_logprobs", 0),
                        "completions take the number of alternatives in 'logprobs'", err) ||
-           unsupported(o, "response_format",
-                       cJSON_IsString(rf_type) && !strcmp(rf_type->valuestring, "text"),
-                       "the output is not constrained: only {\"type\": \"text\"} is taken", err) ||
            unsupported(o, "echo", r->kind == OAI_COMPLETION ||
                                       cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "echo")),
                        "chat does not send the messages back", err) ||
@@ -157,6 +152,32 @@ static int parse_logprobs(oai_request *r, oai_error *err)
         return bad(err, "logprobs", "'logprobs' must be an integer (the alternatives per token)");
     r->logprobs = present;
     r->top_logprobs = present ? (int)v : 0;
+    return 0;
+}
+
+/* response_format: {"type": "text"} or {"type": "json_object"}; a schema is
+ * not enforced, so it is refused. JSON from the first token on: chat must
+ * not think first (its reasoning is not JSON). */
+static int parse_response_format(oai_request *r, oai_error *err)
+{
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(r->root, "response_format");
+    if (!rf || cJSON_IsNull(rf))
+        return 0;
+    const cJSON *t = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
+    if (!cJSON_IsString(t))
+        return bad(err, "response_format", "'response_format' must be {\"type\": \"text\"} or "
+                   "{\"type\": \"json_object\"}");
+    if (!strcmp(t->valuestring, "text"))
+        return 0;
+    if (strcmp(t->valuestring, "json_object"))
+        return bad(err, "response_format", "'response_format' of type '%.40s' is not supported by this "
+                   "server (JSON schemas are not enforced): only \"text\" and \"json_object\"",
+                   t->valuestring);
+    if (r->kind == OAI_CHAT && r->copt.thinking)
+        return bad(err, "response_format", "'response_format' json_object needs thinking off "
+                   "(\"thinking\": false, or the server's --no-think): the reasoning before the "
+                   "answer is not JSON");
+    r->json_object = 1;
     return 0;
 }
 
@@ -506,7 +527,7 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
     }
     if (opt_number(r->root, "n", 1, 1, &v, &present, err) ||
         parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
-        refuse_unsupported(r, err))
+        parse_response_format(r, err) || refuse_unsupported(r, err))
         return -1;
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/base/progress.h"
+#include "core/text/json_mask.h"
 #include "core/text/tool_calls.h"
 #include "oai_response.h"
 #include "serve_internal.h"
@@ -362,6 +363,7 @@ struct slot_run {
     int echo_lp;                /* echo with logprobs: the prompt is scored */
     int next;                   /* the token to step next (decoding) */
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
+    json_prefix json;           /* response_format json_object: the answer so far */
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
     const char *finish;         /* NULL: cut short (the client left, a shutdown) */
     int failed;                 /* an engine failure, in e */
@@ -447,6 +449,7 @@ static slot_run *run_begin(server *s, int i, job *j)
     r->j = j;
     r->logits = logits;
     r->raw = raw;
+    json_prefix_init(&r->json);
     stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
     r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
                     .want_lp = j->req.logprobs};
@@ -495,6 +498,11 @@ static int next_token(server *s, slot_run *r)
     int next, V = s->m->mw.cfg.vocab_size;
     if (r->raw)     /* the sampler changes the logits it penalises */
         memcpy(r->raw, r->logits, (size_t)V * sizeof *r->raw);
+    if (j->req.json_object && !s->has_forced &&
+        !json_mask_logits(&r->json, &s->tok->v, s->stop_ids, s->n_stop_ids, r->logits, V)) {
+        r->finish = "stop";     /* the object is complete and no end token is known */
+        return 0;
+    }
     if (s->has_forced)
         next = r->k < (int)s->forced.n ? s->forced.ids[r->k] : s->stop_ids[0];
     else
@@ -507,6 +515,11 @@ static int next_token(server *s, slot_run *r)
         return 0;
     }
     r->generated++;
+    if (j->req.json_object) {
+        size_t n;
+        const char *b = vocab_decode(&s->tok->v, next, &n);
+        json_prefix_feed(&r->json, b ? b : "", b ? n : 0);
+    }
     if (r->raw) {
         step_logprobs st;
         step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);

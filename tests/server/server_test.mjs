@@ -215,6 +215,36 @@ async function logprobChecks(ai) {
     const e = await expectStatus(ai.completions.create({ model: MODEL, prompt: [1, 99999999] }), 400);
     assert.equal(e.param, 'prompt');
   });
+  await check('response_format json_object: the answer is one JSON object, ended once complete; schemas and thinking refused', async () => {
+    const [open, close, quote, colon, comma] = ['{', '}', '"', ':', ','].map(tokenId);
+    const chat = { model: MODEL, messages: user('Give me JSON'), response_format: { type: 'json_object' } };
+    const empty = await ai.chat.completions.create({ ...chat, max_tokens: 20, temperature: 0,
+      logit_bias: { [open]: 50, [close]: 50 } });
+    assert.equal(empty.choices[0].message.content, '{}');
+    assert.equal(empty.choices[0].finish_reason, 'stop', 'a complete object leaves only end tokens');
+    // biased towards structure, sampled: each answer a whole object
+    for (let seed = 1; seed <= 6; seed++) {
+      const r = await ai.chat.completions.create({ ...chat, max_tokens: 80, temperature: 1, seed,
+        logit_bias: { [quote]: 8, [colon]: 10, [close]: 5, [comma]: 3 } });
+      const c = r.choices[0];
+      assert.equal(c.finish_reason, 'stop', `seed ${seed}: ${JSON.stringify(c.message.content)}`);
+      const v = JSON.parse(c.message.content);
+      assert.ok(v && typeof v === 'object' && !Array.isArray(v), c.message.content);
+    }
+    // unbiased: cut by max_tokens, still the start of an object; streamed the same as not
+    const o = await collect(await ai.chat.completions.create({ ...chat, max_tokens: 30, temperature: 1, seed: 9, stream: true }));
+    const plain = await ai.chat.completions.create({ ...chat, max_tokens: 30, temperature: 1, seed: 9 });
+    assert.equal(o.content, plain.choices[0].message.content);
+    assert.match(o.content, /^[ \t\r\n]*\{/);
+    const cmpl = await ai.completions.create({ ...base, max_tokens: 20, response_format: { type: 'json_object' },
+      logit_bias: { [open]: 50, [close]: 50 } });
+    assert.equal(cmpl.choices[0].text, '{}');
+    let e = await expectStatus(ai.chat.completions.create({ ...chat, response_format: { type: 'json_schema',
+      json_schema: { name: 'x', schema: {} } } }), 400);
+    assert.equal(e.param, 'response_format');
+    e = await expectStatus(ai.chat.completions.create({ ...chat, thinking: true }), 400);
+    assert.equal(e.param, 'response_format');
+  });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
     const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;
     assert.ok(new Set(greedy).size < greedy.length, 'the greedy answer repeats no token: nothing to check');

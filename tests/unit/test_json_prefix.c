@@ -1,14 +1,18 @@
 /* json_prefix: every prefix of a JSON object is taken and only a whole object
  * completes; against the server's strict JSON parser (chat_json_parse, with
- * UTF-8 validation) on random objects and random mutations of them. */
+ * UTF-8 validation) on random objects and random mutations of them. json_mask
+ * on Kimi's vocabulary against the automaton fed from the start. */
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/text/chat_format.h"
+#include "core/text/json_mask.h"
 #include "core/text/json_prefix.h"
+#include "core/text/tokenizer.h"
 #include "core/text/utf8.h"
+#include "testutil.h"
 
 /* 1: a complete object; 0: a prefix of one; -1: neither */
 static int judge(const char *s, size_t n)
@@ -190,4 +194,57 @@ Test(json_prefix, agrees_with_the_strict_parser, .timeout = 60)
     }
     free(g.p);
     cr_expect_eq(mismatches, 0, "%d of %d mutated documents judged otherwise", mismatches, compared);
+}
+
+/* json_mask_logits on Kimi's vocabulary, at each prefix of an object: a
+ * regular token stays possible exactly when the prefix and its bytes, fed
+ * from the start, are still a prefix; special tokens never, and once the
+ * object is complete only the end tokens. */
+Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
+{
+    char *dir = test_data_path("kimi-tokenizer");
+    if (!test_path_exists(dir)) {
+        free(dir);
+        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    }
+    tokenizer tok;
+    errbuf e;
+    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    const vocab *v = &tok.v;
+    int V = v->n_vocab, end_ids[1] = {vocab_find_special(v, "<|im_end|>")};
+    cr_assert_geq(end_ids[0], 0);
+    float *logits = malloc((size_t)V * sizeof *logits);
+    const char *doc = "{\"k\\u00e9y\": [1.5e-3, true, {\"\xe2\x82\xac\": null}], \"n\": -0}";
+    size_t len = strlen(doc);
+    char *buf = malloc(len + 4096);
+    for (size_t k = 0; k <= len; k++) {
+        json_prefix j;
+        json_prefix_init(&j);
+        cr_assert_eq(json_prefix_feed(&j, doc, k), 0);
+        for (int i = 0; i < V; i++)
+            logits[i] = 1.0f;
+        int possible = json_mask_logits(&j, v, end_ids, 1, logits, V), counted = 0;
+        for (int id = 0; id < V; id++) {
+            int want;
+            if (k == len) {
+                want = id == end_ids[0];
+            } else if (vocab_is_special(v, id)) {
+                want = 0;
+            } else {
+                size_t n;
+                const char *b = vocab_decode(v, id, &n);
+                memcpy(buf, doc, k);
+                memcpy(buf + k, b, n);
+                want = n > 0 && judge(buf, k + n) >= 0;
+            }
+            counted += want;
+            cr_assert_eq(logits[id] == 1.0f, want, "prefix of %zu bytes, token %d", k, id);
+        }
+        cr_assert_eq(possible, counted);
+        cr_assert_gt(possible, 0, "prefix of %zu bytes: no token may follow", k);
+    }
+    free(buf);
+    free(logits);
+    tokenizer_free(&tok);
+    free(dir);
 }

@@ -99,6 +99,8 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
            "logit_bias");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": [5]}", "logit_bias");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": "
+           "{\"type\": \"json_schema\", \"json_schema\": {}}}", "response_format");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"thinking\": true, \"response_format\": "
            "{\"type\": \"json_object\"}}", "response_format");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": \"text\"}",
            "response_format");
@@ -226,6 +228,11 @@ Test(server_request, takes_every_supported_field)
         cr_expect(r.prompt == NULL && cJSON_GetArraySize(r.prompt_ids) == 3, "%s", id_forms[i]);
         oai_request_free(&r);
     }
+    const char *json = "{\"messages\": [{\"role\": \"user\"}], \"thinking\": false, "
+                       "\"response_format\": {\"type\": \"json_object\"}}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, json, strlen(json), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect(r.json_object);
+    oai_request_free(&r);
     const char *score = "{\"prompt\": \"a\", \"echo\": true, \"max_tokens\": 0, \"logprobs\": 1}";
     cr_assert_eq(oai_request_parse(OAI_COMPLETION, score, strlen(score), NULL, &r, &err), 0, "%s",
                  err.message);
