@@ -525,8 +525,15 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
         r->has_seed = 1;
         r->seed = (uint64_t)(int64_t)v;
     }
-    if (opt_number(r->root, "n", 1, 1, &v, &present, err) ||
-        parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
+    if (opt_number(r->root, "n", 1, OAI_MAX_CHOICES, &v, &present, err))
+        return -1;
+    if (present && v != floor(v))
+        return bad(err, "n", "'n' must be an integer");
+    r->n_choices = present ? (int)v : 1;
+    if (r->n_choices > 1 && r->echo)
+        return bad(err, "n", "'n' above 1 with 'echo' is not supported (each choice would repeat "
+                   "the prompt's scores)");
+    if (parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
         parse_response_format(r, err) || refuse_unsupported(r, err))
         return -1;
     if (opt_bool(r->root, "stream", &r->stream, err))

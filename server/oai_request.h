@@ -11,7 +11,8 @@
  * named function: anything but "none" declares the tools to the model; the
  * model decides, nothing is forced), temperature [0, 2], top_p (0, 1], max_tokens
  * / max_completion_tokens (>= 1), stop (a string or up to 4 strings), seed,
- * stream, stream_options.include_usage, n (only 1), presence_penalty and
+ * stream, stream_options.include_usage, n (1 to 16 choices; not with echo),
+ * presence_penalty and
  * frequency_penalty [-2, 2], logit_bias ({"token id": bias in [-100, 100]}),
  * logprobs (chat: true with top_logprobs 0 to 20; completions: the number of
  * alternatives, 0 to 20), response_format (text, or json_object: the answer
@@ -33,6 +34,7 @@
 #include "core/text/chat_format.h"
 
 #define OAI_MAX_STOP 4
+#define OAI_MAX_CHOICES 16
 
 typedef enum oai_kind { OAI_CHAT, OAI_COMPLETION } oai_kind;
 
@@ -55,6 +57,7 @@ typedef struct oai_request {
                                  * vocabulary) */
     int stream, include_usage;
     int max_tokens;             /* 0: up to the context */
+    int n_choices;              /* n: answers made one after the other from the prompt */
     int echo;                   /* completions: the prompt comes back first */
     int score_only;             /* echo with max_tokens 0: nothing is generated */
     float temperature, top_p;   /* -1 when absent: the server's default */

@@ -171,13 +171,14 @@ static cJSON *completion_logprobs(const oai_logprobs *lp)
     return o;
 }
 
-/* The one choice of an answer; a completion's text goes in it directly. */
-static cJSON *only_choice(cJSON *root, const oai_meta *m, const char *text, size_t text_len,
-                          const oai_logprobs *lp)
+/* A choice of an answer, added to choices; a completion's text goes in it
+ * directly. */
+static cJSON *add_choice(cJSON *choices, const oai_meta *m, int index, const char *text,
+                         size_t text_len, const oai_logprobs *lp)
 {
-    cJSON *choices = cJSON_AddArrayToObject(root, "choices"), *ch = cJSON_CreateObject();
+    cJSON *ch = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNumberToObject(ch, "index", index);
     if (m->kind == OAI_COMPLETION)
         cJSON_AddItemToObject(ch, "text", clean_string(text, text_len));
     if (!lp)
@@ -193,7 +194,8 @@ char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t
                       int n_calls, int call_index, const oai_logprobs *lp,
                       const char *finish_reason)
 {
-    cJSON *root = head(m, 1), *ch = only_choice(root, m, text, text_len, lp);
+    cJSON *root = head(m, 1),
+          *ch = add_choice(cJSON_AddArrayToObject(root, "choices"), m, m->choice, text, text_len, lp);
     if (m->kind == OAI_CHAT) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
         if (with_role)
@@ -222,25 +224,26 @@ char *oai_event_error(const oai_error *e)
     return event(oai_error_body(e));
 }
 
-char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
-                        const char *reasoning, size_t reasoning_len, const tool_call *calls,
-                        int n_calls, const oai_logprobs *lp, const char *finish_reason,
-                        const oai_usage *u)
+char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_usage *u)
 {
-    cJSON *root = head(m, 0), *ch = only_choice(root, m, text, text_len, lp);
-    if (m->kind == OAI_CHAT) {
-        cJSON *msg = cJSON_AddObjectToObject(ch, "message");
-        cJSON_AddStringToObject(msg, "role", "assistant");
-        if (n_calls && !text_len)
-            cJSON_AddNullToObject(msg, "content");
-        else
-            cJSON_AddItemToObject(msg, "content", clean_string(text, text_len));
-        if (reasoning_len)
-            cJSON_AddItemToObject(msg, "reasoning_content", clean_string(reasoning, reasoning_len));
-        if (n_calls)
-            cJSON_AddItemToObject(msg, "tool_calls", calls_json(calls, n_calls, 0, 0));
+    cJSON *root = head(m, 0), *arr = cJSON_AddArrayToObject(root, "choices");
+    for (int i = 0; i < n; i++) {
+        const oai_choice *c = &choices[i];
+        cJSON *ch = add_choice(arr, m, i, c->text, c->text_len, c->lp);
+        if (m->kind == OAI_CHAT) {
+            cJSON *msg = cJSON_AddObjectToObject(ch, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            if (c->n_calls && !c->text_len)
+                cJSON_AddNullToObject(msg, "content");
+            else
+                cJSON_AddItemToObject(msg, "content", clean_string(c->text, c->text_len));
+            if (c->reasoning_len)
+                cJSON_AddItemToObject(msg, "reasoning_content", clean_string(c->reasoning, c->reasoning_len));
+            if (c->n_calls)
+                cJSON_AddItemToObject(msg, "tool_calls", calls_json(c->calls, c->n_calls, 0, 0));
+        }
+        add_finish(ch, c->finish_reason);
     }
-    add_finish(ch, finish_reason);
     add_usage(root, u);
     return print_and_delete(root);
 }

@@ -20,6 +20,7 @@ typedef struct oai_meta {
     const char *id;             /* "chatcmpl-..." / "cmpl-..." */
     const char *model;
     long long created;          /* Unix seconds */
+    int choice;                 /* events: the index of the choice they carry */
 } oai_meta;
 
 typedef struct oai_usage {
@@ -65,11 +66,18 @@ char *oai_event_usage(const oai_meta *m, const oai_usage *u);
 /* An error inside a stream that already started. */
 char *oai_event_error(const oai_error *e);
 
-/* The whole response of a request that did not stream. */
-char *oai_full_response(const oai_meta *m, const char *text, size_t text_len,
-                        const char *reasoning, size_t reasoning_len, const tool_call *calls,
-                        int n_calls, const oai_logprobs *lp, const char *finish_reason,
-                        const oai_usage *u);
+/* One answer of a request (of `n`). */
+typedef struct oai_choice {
+    const char *text, *reasoning;
+    size_t text_len, reasoning_len;
+    const tool_call *calls;
+    int n_calls;
+    const oai_logprobs *lp;     /* NULL: not asked for */
+    const char *finish_reason;
+} oai_choice;
+
+/* The whole response of a request that did not stream: its n choices. */
+char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_usage *u);
 
 /* GET /v1/models */
 char *oai_models_body(const char *model, long long created);

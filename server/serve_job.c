@@ -133,6 +133,7 @@ typedef struct answer {
     oai_logprob_step *lp;               /* each token's, n_lp of them */
     int n_lp, lp_sent;                  /* streaming: sent up to lp_sent */
     int text_chars;                     /* characters of the tokens so far */
+    const char *finish;                 /* once the choice is over; NULL: cut short */
 } answer;
 
 /* The log-probabilities of the tokens not yet streamed (all of them when not
@@ -355,14 +356,19 @@ static void snapshot_tiers(server *s)
 /* A request in its slot: from its prompt through its last token. */
 struct slot_run {
     job *j;
-    sampler smp;
+    int slot;
+    sampler_params sp;          /* the request's sampling; choice c draws with seed + c */
+    sampler smp;                /* the current choice's */
     stop_filter sf;
-    answer a;
+    answer *answers;            /* [n choices], each made in turn from the prompt */
+    answer *a;                  /* the current choice's */
+    int choice;
     int n, reuse, done;         /* prompt tokens, of them reused, in the cache */
-    int max_new, k, generated;
+    int max_new, k, generated;  /* k: the current choice's tokens; generated: all choices' */
     int echo_lp;                /* echo with logprobs: the prompt is scored */
     int next;                   /* the token to step next (decoding) */
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
+    float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object: the answer so far */
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
     const char *finish;         /* NULL: cut short (the client left, a shutdown) */
@@ -405,9 +411,41 @@ static void run_free(slot_run *r)
     sampler_destroy(&r->smp);
     free(r->logits);
     free(r->raw);
+    free(r->prompt_logits);
     stop_filter_free(&r->sf);
-    answer_free(&r->a);
+    for (int c = 0; r->answers && c <= r->choice; c++)
+        answer_free(&r->answers[c]);
+    free(r->answers);
     free(r);
+}
+
+/* Starts choice c: its sampler (seed + c, the prompt in its repetition
+ * window), stop filter, JSON state and answer. -1 when out of memory. */
+static int choice_begin(server *s, slot_run *r, int c)
+{
+    job *j = r->j;
+    errbuf e;
+    sampler_params sp = r->sp;
+    sp.seed += (uint64_t)c;
+    sampler_destroy(&r->smp);
+    if (sampler_create(&r->smp, &sp, s->m->mw.cfg.vocab_size, &e))
+        return -1;
+    for (int k = 0; k < r->n; k++)  /* the repetition penalty looks back over the prompt too */
+        sampler_accept(&r->smp, j->ids.ids[k]);
+    stop_filter_free(&r->sf);
+    stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
+    json_prefix_init(&r->json);
+    r->choice = c;
+    r->a = &r->answers[c];
+    *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
+                     .want_lp = j->req.logprobs};
+    r->a->meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
+                            .created = j->created, .choice = c};
+    if (r->a->chat)
+        tool_stream_init(&r->a->ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+    r->k = 0;
+    r->finish = "length";
+    return 0;
 }
 
 /* Sets up job j in slot i: its sampler, its answer, and the slot's cache
@@ -417,47 +455,42 @@ static slot_run *run_begin(server *s, int i, job *j)
 {
     engine *en = &s->m->en;
     oai_error err;
-    errbuf e;
+    int V = s->m->mw.cfg.vocab_size, n_choices = j->req.n_choices > 1 ? j->req.n_choices : 1;
     slot_run *r = calloc(1, sizeof *r);
-    float *logits = malloc((size_t)s->m->mw.cfg.vocab_size * sizeof *logits);
-    sampler_params sp = s->o.sp;
-    if (j->req.temperature >= 0)
-        sp.temperature = j->req.temperature;
-    if (j->req.top_p > 0)
-        sp.top_p = j->req.top_p;
-    if (j->req.top_k >= 0)
-        sp.top_k = j->req.top_k;
-    if (j->req.min_p >= 0)
-        sp.min_p = j->req.min_p;
-    if (j->req.repeat_penalty > 0)
-        sp.repeat_penalty = j->req.repeat_penalty;
-    sp.presence_penalty = j->req.presence_penalty;
-    sp.frequency_penalty = j->req.frequency_penalty;
-    sp.bias = j->req.bias;
-    sp.n_bias = j->req.n_bias;
-    sp.seed = j->req.has_seed ? j->req.seed : fresh_seed(j);
-    int V = s->m->mw.cfg.vocab_size;
-    float *raw = j->req.logprobs ? malloc((size_t)V * sizeof *raw) : NULL;
-    if (!r || !logits || (j->req.logprobs && !raw) || sampler_create(&r->smp, &sp, V, &e)) {
-        free(r);
-        free(logits);
-        free(raw);
+    if (r) {
+        r->j = j;
+        r->slot = i;
+        r->n = (int)j->ids.n;
+        r->logits = malloc((size_t)V * sizeof *r->logits);
+        r->raw = j->req.logprobs ? malloc((size_t)V * sizeof *r->raw) : NULL;
+        r->prompt_logits = n_choices > 1 ? malloc((size_t)V * sizeof *r->prompt_logits) : NULL;
+        r->answers = calloc((size_t)n_choices, sizeof *r->answers);
+        sampler_params *sp = &r->sp;
+        *sp = s->o.sp;
+        if (j->req.temperature >= 0)
+            sp->temperature = j->req.temperature;
+        if (j->req.top_p > 0)
+            sp->top_p = j->req.top_p;
+        if (j->req.top_k >= 0)
+            sp->top_k = j->req.top_k;
+        if (j->req.min_p >= 0)
+            sp->min_p = j->req.min_p;
+        if (j->req.repeat_penalty > 0)
+            sp->repeat_penalty = j->req.repeat_penalty;
+        sp->presence_penalty = j->req.presence_penalty;
+        sp->frequency_penalty = j->req.frequency_penalty;
+        sp->bias = j->req.bias;
+        sp->n_bias = j->req.n_bias;
+        sp->seed = j->req.has_seed ? j->req.seed : fresh_seed(j);
+    }
+    if (!r || !r->logits || (j->req.logprobs && !r->raw) || (n_choices > 1 && !r->prompt_logits) ||
+        !r->answers || choice_begin(s, r, 0)) {
+        if (r)
+            run_free(r);
         oai_fail(&err, 500, "server_error", NULL, NULL, "out of memory");
         job_fail(s, j, &err);
         return NULL;
     }
-    r->j = j;
-    r->logits = logits;
-    r->raw = raw;
-    json_prefix_init(&r->json);
-    stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
-    r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
-                    .want_lp = j->req.logprobs};
-    r->a.meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
-                           .created = j->created};
-    if (r->a.chat)
-        tool_stream_init(&r->a.ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
-    r->n = (int)j->ids.n;
     int ctx = en->kv.max_ctx;
     r->max_new = j->req.max_tokens ? j->req.max_tokens : s->o.default_max_tokens;
     if (r->max_new <= 0 || r->max_new > ctx - r->n)
@@ -466,12 +499,9 @@ static slot_run *run_begin(server *s, int i, job *j)
         r->max_new = 0;
     r->echo_lp = j->req.echo && j->req.logprobs;
     if (r->echo_lp)
-        answer_logprobs(&r->a, &s->tok->v, j->ids.ids[0], NULL);
-    for (int k = 0; k < r->n; k++)  /* the repetition penalty looks back over the prompt too */
-        sampler_accept(&r->smp, j->ids.ids[k]);
+        answer_logprobs(r->a, &s->tok->v, j->ids.ids[0], NULL);
     job_set_status(s, j, 200);
     r->t0 = now_seconds();
-    r->finish = "length";
     slot_swap(s, i);
     r->reuse = prompt_cache_prepare(&s->pc, en, j->ids.ids, r->n);
     if (r->echo_lp)     /* every position's logits are needed: none is reused */
@@ -523,7 +553,7 @@ static int next_token(server *s, slot_run *r)
     if (r->raw) {
         step_logprobs st;
         step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
-        answer_logprobs(&r->a, &s->tok->v, next, &st);
+        answer_logprobs(r->a, &s->tok->v, next, &st);
     }
     size_t bn;
     const char *bytes = vocab_decode(&s->tok->v, next, &bn);
@@ -532,7 +562,7 @@ static int next_token(server *s, slot_run *r)
     const char *rel;
     size_t rel_len;
     int st = stop_filter_feed(&r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
-    answer_text(&r->a, rel, rel_len, 0);
+    answer_text(r->a, rel, rel_len, 0);
     if (st == 1) {
         r->finish = "stop";
         return 0;
@@ -543,16 +573,11 @@ static int next_token(server *s, slot_run *r)
     return 1;
 }
 
-/* The answer's end for the client, and the request in the metrics. */
-static void run_end(server *s, slot_run *r)
+/* The current choice's end: what the filters held goes out and its finish
+ * reason is fixed; streamed, its last event (finish_reason) is sent. */
+static void choice_end(server *s, slot_run *r)
 {
-    job *j = r->j;
-    answer *a = &r->a;
-    oai_error err;
-    const char *finish = r->finish;
-    double t2 = now_seconds();
-    if (!r->t1)
-        r->t1 = t2;
+    answer *a = r->a;
     if (!r->sf.stopped) {
         const char *rel;
         size_t rel_len;
@@ -561,34 +586,82 @@ static void run_end(server *s, slot_run *r)
     }
     if (a->chat)
         answer_text(a, "", 0, 1);
-    if (finish && !strcmp(finish, "stop") && a->calls_seen)
-        finish = "tool_calls";
+    a->finish = r->finish && !strcmp(r->finish, "stop") && a->calls_seen ? "tool_calls" : r->finish;
+    if (!a->stream || !a->finish || r->failed)
+        return;
+    oai_logprobs lp;
+    if (a->chat && !a->role_sent)
+        job_emit(s, r->j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL, NULL));
+    job_emit(s, r->j, oai_event_delta(&a->meta, 0, "", 0, "", 0, NULL, 0, 0, unsent_logprobs(a, &lp),
+                                      a->finish));
+}
+
+/* After a choice's last token: the next choice starts from the prompt (1),
+ * or the request is done (0: the last choice made, or the request cut short). */
+static int choice_next(server *s, slot_run *r)
+{
+    if (!r->finish || r->failed || r->choice + 1 >= r->j->req.n_choices)
+        return 0;
+    choice_end(s, r);
+    slot_swap(s, r->slot);
+    r->failed = engine_truncate(&s->m->en, r->n, &r->e) != 0;
+    slot_swap(s, r->slot);
+    if (!r->failed && choice_begin(s, r, r->choice + 1)) {
+        r->failed = 1;
+        err_set(&r->e, "out of memory for choice %d", r->choice + 1);
+    }
+    if (r->failed)
+        return 0;
+    memcpy(r->logits, r->prompt_logits, (size_t)s->m->mw.cfg.vocab_size * sizeof *r->logits);
+    return 1;
+}
+
+/* The request's next token to step, through its choices: 1 decoding, 0 done. */
+static int step_on(server *s, slot_run *r)
+{
+    while (!next_token(s, r))
+        if (!choice_next(s, r))
+            return 0;
+    return 1;
+}
+
+/* The answer's end for the client, and the request in the metrics. */
+static void run_end(server *s, slot_run *r)
+{
+    job *j = r->j;
+    oai_error err;
+    const char *finish = r->finish;
+    int stream = j->req.stream;
+    double t2 = now_seconds();
+    if (!r->t1)
+        r->t1 = t2;
+    choice_end(s, r);
     oai_usage u = {.prompt_tokens = r->n, .completion_tokens = r->generated,
                    .cached_tokens = r->reuse};
     if (r->failed) {
         /* an engine failure (I/O error of a tier, ...): the client learns why */
         oai_fail(&err, 500, "server_error", NULL, NULL, "%s", r->e.msg);
-        if (a->stream)
+        if (stream)
             job_emit(s, j, oai_event_error(&err));
         else
             job_fail(s, j, &err);
-    } else if (finish && a->stream) {
-        oai_logprobs lp;
-        if (a->chat && !a->role_sent)
-            job_emit(s, j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL, NULL));
-        job_emit(s, j, oai_event_delta(&a->meta, 0, "", 0, "", 0, NULL, 0, 0,
-                                       unsent_logprobs(a, &lp), finish));
+    } else if (finish && stream) {
         if (j->req.include_usage)
-            job_emit(s, j, oai_event_usage(&a->meta, &u));
+            job_emit(s, j, oai_event_usage(&r->a->meta, &u));
         job_emit(s, j, strdup("data: [DONE]\n\n"));
     } else if (finish) {
-        oai_logprobs lp;
-        job_emit(s, j, oai_full_response(&a->meta, a->text.p, a->text.len, a->reasoning.p,
-                                         a->reasoning.len, a->calls, a->n_calls,
-                                         unsent_logprobs(a, &lp), finish, &u));
+        int n = r->choice + 1;
+        oai_choice ch[OAI_MAX_CHOICES];
+        oai_logprobs lp[OAI_MAX_CHOICES];
+        for (int c = 0; c < n; c++) {
+            answer *a = &r->answers[c];
+            ch[c] = (oai_choice){a->text.p, a->reasoning.p, a->text.len, a->reasoning.len, a->calls,
+                                 a->n_calls, unsent_logprobs(a, &lp[c]), a->finish};
+        }
+        job_emit(s, j, oai_full_response(&r->a->meta, ch, n, &u));
     } else if (stopped_by_shutdown(s, j)) {
         oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
-        if (a->stream)
+        if (stream)
             job_emit(s, j, oai_event_error(&err));
         else
             job_fail(s, j, &err);
@@ -634,7 +707,7 @@ static void score_prompt(server *s, slot_run *r, const float *rows, int n)
         }
         step_logprobs st;
         step_logprobs_compute(row, V, r->j->ids.ids[p + 1], r->j->req.top_logprobs, &st);
-        answer_logprobs(&r->a, &s->tok->v, r->j->ids.ids[p + 1], &st);
+        answer_logprobs(r->a, &s->tok->v, r->j->ids.ids[p + 1], &st);
     }
 }
 
@@ -682,8 +755,10 @@ static void slot_prefill(server *s, int i)
         return;
     r->t1 = now_seconds();
     if (!rc && r->j->req.echo)
-        answer_echo(&r->a, &s->tok->v, r->j);
-    r->state = !rc && next_token(s, r) ? RUN_DECODE : RUN_ENDED;
+        answer_echo(r->a, &s->tok->v, r->j);
+    if (!rc && r->prompt_logits)
+        memcpy(r->prompt_logits, r->logits, V * sizeof *r->logits);
+    r->state = !rc && step_on(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 
 /* After a step: the slot's next token, or the end of its answer. */
@@ -692,7 +767,7 @@ static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
     r->failed = rc != 0;
     if (rc)
         r->e = *e;
-    r->state = !rc && next_token(s, r) ? RUN_DECODE : RUN_ENDED;
+    r->state = !rc && step_on(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 
 /* One decode step of every slot that has a token to step, together. */

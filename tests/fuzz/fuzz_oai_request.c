@@ -58,7 +58,10 @@ static void logprobs_body(const uint8_t *data, size_t size)
     oai_usage u = {0};
     for (int kind = 0; kind < 2; kind++) {
         oai_meta m = {.kind = (oai_kind)kind, .id = "x", .model = "m"};
-        char *body = oai_full_response(&m, "", 0, "", 0, NULL, 0, &lp, "stop", &u);
+        oai_choice ch[2] = {{.text = "", .reasoning = "", .lp = &lp, .finish_reason = "stop"},
+                            {.text = (const char *)data, .text_len = size, .reasoning = "",
+                             .lp = &lp, .finish_reason = "length"}};
+        char *body = oai_full_response(&m, ch, 2, &u);
         cJSON *root = body ? cJSON_Parse(body) : NULL;
         if (body && !root)
             abort();

@@ -245,6 +245,28 @@ async function logprobChecks(ai) {
     e = await expectStatus(ai.chat.completions.create({ ...chat, thinking: true }), 400);
     assert.equal(e.param, 'response_format');
   });
+  await check('n: choices made in turn from the prompt, choice i as seed + i alone; streamed by index the same', async () => {
+    const req = { model: MODEL, messages: user('Hi'), max_tokens: 5, temperature: 1, seed: 4, logprobs: true };
+    const r = await ai.chat.completions.create({ ...req, n: 3 });
+    assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+    assert.equal(r.usage.completion_tokens, r.choices.reduce((a, c) => a + c.logprobs.content.length, 0));
+    for (let i = 0; i < 3; i++) {
+      const alone = await ai.chat.completions.create({ ...req, seed: 4 + i });
+      assert.equal(r.choices[i].message.content, alone.choices[0].message.content, `choice ${i}`);
+      assert.equal(r.choices[i].finish_reason, alone.choices[0].finish_reason);
+    }
+    assert.ok(new Set(r.choices.map((c) => c.message.content)).size > 1, 'three samples, one text');
+    const per = ['', '', ''], finish = [];
+    for await (const ch of await ai.chat.completions.create({ ...req, n: 3, stream: true }))
+      for (const c of ch.choices) {
+        per[c.index] += c.delta?.content ?? '';
+        if (c.finish_reason) finish[c.index] = c.finish_reason;
+      }
+    assert.deepEqual(per, r.choices.map((c) => c.message.content));
+    assert.deepEqual(finish, r.choices.map((c) => c.finish_reason));
+    const greedy = await ai.completions.create({ ...base, max_tokens: 4, n: 2 });
+    assert.equal(greedy.choices[0].text, greedy.choices[1].text, 'temperature 0: the same choice twice');
+  });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
     const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;
     assert.ok(new Set(greedy).size < greedy.length, 'the greedy answer repeats no token: nothing to check');

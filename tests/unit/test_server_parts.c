@@ -34,7 +34,9 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_p\": 0}", "top_p");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"max_tokens\": 1.5}", "max_tokens");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"max_completion_tokens\": 0}", "max_completion_tokens");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"n\": 2}", "n");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"n\": 17}", "n");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"n\": 1.5}", "n");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"n\": 2, \"echo\": true}", "n");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stream\": \"yes\"}", "stream");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\", 1]}", "stop");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
@@ -332,7 +334,9 @@ Test(server_response, tool_calls_and_usage_in_the_openai_shape)
     tool_call call = {"functions.f:0", "f", "{\"a\": 1}"};
     oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
     oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2, .cached_tokens = 1};
-    char *body = oai_full_response(&m, "", 0, "why", 3, &call, 1, NULL, "tool_calls", &u);
+    oai_choice ch = {.text = "", .reasoning = "why", .reasoning_len = 3, .calls = &call, .n_calls = 1,
+                     .finish_reason = "tool_calls"};
+    char *body = oai_full_response(&m, &ch, 1, &u);
     cJSON *root = cJSON_Parse(body);
     cr_assert_not_null(root);
     cJSON *msg = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0), "message");
@@ -362,7 +366,8 @@ Test(server_response, logprobs_in_the_openai_shape)
     oai_logprobs lp = {st, 2};
     oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
     oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2};
-    char *body = oai_full_response(&m, "Hi", 2, "", 0, NULL, 0, &lp, "stop", &u);
+    oai_choice hi = {.text = "Hi", .text_len = 2, .reasoning = "", .lp = &lp, .finish_reason = "stop"};
+    char *body = oai_full_response(&m, &hi, 1, &u);
     cJSON *root = cJSON_Parse(body);
     cr_assert_not_null(root, "%s", body);
     cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
@@ -380,7 +385,7 @@ Test(server_response, logprobs_in_the_openai_shape)
     cr_expect(strstr(ev, "\"logprobs\":null") != NULL, "not asked for: null, as OpenAI sends it: %s", ev);
     free(ev);
     m.kind = OAI_COMPLETION;
-    body = oai_full_response(&m, "Hi", 2, "", 0, NULL, 0, &lp, "stop", &u);
+    body = oai_full_response(&m, &hi, 1, &u);
     root = cJSON_Parse(body);
     cJSON *l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0), "logprobs");
     cr_assert_not_null(l, "%s", body);
