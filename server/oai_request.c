@@ -442,6 +442,42 @@ static long escaped_nul_at(const char *body, size_t len)
     return -1;
 }
 
+cJSON *oai_body_parse(const char *body, size_t len, oai_error *err)
+{
+    size_t bad_byte = utf8_validate((const uint8_t *)body, len);
+    if (bad_byte < len) {
+        bad(err, "", "the body is not valid UTF-8 (byte %zu): JSON must be sent as UTF-8", bad_byte);
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *root = chat_json_parse(body, len, &end);
+    if (!root) {
+        size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        if (at < len && (unsigned char)body[at] < 0x20)
+            bad(err, "", "the body holds a control character (0x%02x) at byte %zu: JSON allows none "
+                "unescaped", (unsigned char)body[at], at);
+        else if (nesting_at(body, at < len ? at + 1 : len) > CJSON_NESTING_LIMIT)
+            bad(err, "", "the body nests arrays and objects deeper than %d levels (byte %zu)",
+                CJSON_NESTING_LIMIT, at);
+        else
+            bad(err, "", "the body is not valid JSON (error near byte %zu)", at);
+        return NULL;
+    }
+    const char *twice = NULL;
+    long nul;
+    if (!cJSON_IsObject(root))
+        bad(err, "", "the body must be a JSON object");
+    else if (duplicate_key(root, &twice))
+        bad(err, "", "the key '%.60s' appears twice in one object", twice);
+    else if ((nul = escaped_nul_at(body, len)) >= 0)
+        bad(err, "", "the body holds a NUL character (\\u0000, byte %ld): text must not contain NUL",
+            nul);
+    else
+        return root;
+    cJSON_Delete(root);
+    return NULL;
+}
+
 int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_options *defaults,
                       oai_request *r, oai_error *err)
 {
@@ -455,31 +491,8 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
         r->copt = *defaults;
     else
         chat_options_default(&r->copt);
-    size_t bad_byte = utf8_validate((const uint8_t *)body, len);
-    if (bad_byte < len)
-        return bad(err, "", "the body is not valid UTF-8 (byte %zu): JSON must be sent as UTF-8",
-                   bad_byte);
-    const char *end = NULL;
-    r->root = chat_json_parse(body, len, &end);
-    if (!r->root) {
-        size_t at = end && end >= body ? (size_t)(end - body) : 0;
-        if (at < len && (unsigned char)body[at] < 0x20)
-            return bad(err, "", "the body holds a control character (0x%02x) at byte %zu: JSON "
-                       "allows none unescaped", (unsigned char)body[at], at);
-        if (nesting_at(body, at < len ? at + 1 : len) > CJSON_NESTING_LIMIT)
-            return bad(err, "", "the body nests arrays and objects deeper than %d levels (byte %zu)",
-                       CJSON_NESTING_LIMIT, at);
-        return bad(err, "", "the body is not valid JSON (error near byte %zu)", at);
-    }
-    if (!cJSON_IsObject(r->root))
-        return bad(err, "", "the body must be a JSON object");
-    const char *twice = NULL;
-    if (duplicate_key(r->root, &twice))
-        return bad(err, "", "the key '%.60s' appears twice in one object", twice);
-    long nul = escaped_nul_at(body, len);
-    if (nul >= 0)
-        return bad(err, "", "the body holds a NUL character (\\u0000, byte %ld): text must not "
-                   "contain NUL", nul);
+    if (!(r->root = oai_body_parse(body, len, err)))
+        return -1;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(r->root, "model");
     if (model && !cJSON_IsNull(model)) {
         if (!cJSON_IsString(model))

@@ -78,6 +78,10 @@ typedef struct oai_request {
     chat_options copt;          /* thinking etc.; starts from the server's defaults */
 } oai_request;
 
+/* The body as a JSON object: refused (NULL, err a 400) when it is not UTF-8,
+ * not JSON as json.loads takes it, not an object, holds a key twice in one
+ * object or an escaped NUL. */
+cJSON *oai_body_parse(const char *body, size_t len, oai_error *err);
 /* Parses body[0..len) of a request of `kind`. defaults: the server's chat
  * options (the request may override "thinking"). Returns 0, or -1 with err
  * filled (status 400). */

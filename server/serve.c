@@ -19,6 +19,7 @@
 #include "core/base/stop_signal.h"
 #include "oai_response.h"
 #include "serve_internal.h"
+#include "serve_tokens.h"
 
 void serve_options_default(serve_options *o)
 {
@@ -393,6 +394,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found",
                               "no such model on this server");
         return send_body(s, c, 200, oai_model_body(s->model_name, 0), "application/json");
+    }
+    int tokenize = !strcmp(url, "/tokenize"), detokenize = !strcmp(url, "/detokenize");
+    if (tokenize || detokenize) {
+        if (!post)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+        oai_error err;
+        const char *body = cx->body ? cx->body : "";
+        char *out = tokenize ? serve_tokenize(s, body, cx->len, &err) : serve_detokenize(s, body, cx->len, &err);
+        return out ? send_body(s, c, 200, out, "application/json")
+                   : send_body(s, c, err.status, oai_error_body(&err), "application/json");
     }
     int chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
     if (chat || compl) {

@@ -13,7 +13,7 @@
  * cancelled at once and the engine moves on at the next token.
  *
  * Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
- * GET /health, GET /metrics (Prometheus text). Errors are OpenAI-style JSON:
+ * POST /tokenize and /detokenize (serve_tokens.h), GET /health, GET /metrics (Prometheus text). Errors are OpenAI-style JSON:
  * 400 malformed body or field, 401 bad or missing API key, 404 unknown route
  * or model, 405 wrong method, 413 body or prompt too large, 503 queue full,
  * 500 engine failure.

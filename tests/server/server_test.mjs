@@ -104,8 +104,7 @@ function tokenId(text) {
   return ids[0];
 }
 
-// logprobs and logit_bias / penalty checks (a completion's tokens, streamed
-// events' logprobs joined)
+// The logprobs of streamed events joined (completions' lists, chat's content).
 function joinedLogprobs(chunks) {
   const out = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [], content: [] };
   for (const ch of chunks)
@@ -122,7 +121,8 @@ async function chunksOf(stream) {
   return all;
 }
 
-async function logprobChecks(ai) {
+// logprobs, logit_bias, penalties, echo, JSON mode, n and the token routes
+async function apiFeatureChecks(srv, ai) {
   const base = { model: MODEL, prompt: 'one two', temperature: 0 };
   await check('logprobs, completions: each token, its log-probability, the alternatives with it, offsets; streamed the same', async () => {
     const r = await ai.completions.create({ ...base, max_tokens: 8, logprobs: 2 });
@@ -267,6 +267,35 @@ async function logprobChecks(ai) {
     const greedy = await ai.completions.create({ ...base, max_tokens: 4, n: 2 });
     assert.equal(greedy.choices[0].text, greedy.choices[1].text, 'temperature 0: the same choice twice');
   });
+  await check('/tokenize and /detokenize: the CLI\'s ids, pieces, a chat\'s prompt_tokens, text back; bad ids 400', async () => {
+    const post = async (route, body) => {
+      const r = await fetch(srv.url + route, { method: 'POST', body: JSON.stringify(body) });
+      return { status: r.status, body: await r.json() };
+    };
+    const text = 'The quick brown fox \u00e9<|im_end|>';
+    const cli = spawnSync(bin, ['tokenize', '-m', modelDir, '--special', '--text', text], { encoding: 'utf8' })
+      .stdout.trim().split(',').map(Number);
+    for (const field of ['content', 'prompt']) {
+      const t = await post('/tokenize', { [field]: text });
+      assert.equal(t.status, 200);
+      assert.deepEqual(t.body.tokens, cli, field);
+      assert.equal(t.body.count, cli.length);
+    }
+    const p = (await post('/tokenize', { content: text, with_pieces: true })).body.tokens;
+    assert.deepEqual(p.map((x) => x.id), cli);
+    assert.equal(Buffer.concat(p.map((x) => Buffer.from(typeof x.piece === 'string' ? x.piece : x.piece))).toString(), text);
+    const msgs = user('How many tokens is this?');
+    const m = (await post('/tokenize', { model: MODEL, messages: msgs })).body;
+    const r = await ai.chat.completions.create({ model: MODEL, messages: msgs, max_tokens: 1 });
+    assert.equal(m.count, r.usage.prompt_tokens);
+    const d = await post('/detokenize', { tokens: cli });
+    assert.equal(d.status, 200);
+    assert.equal(d.body.content, text);
+    assert.equal(d.body.prompt, text);
+    assert.equal((await post('/detokenize', { tokens: [1, -3] })).status, 400);
+    assert.equal((await post('/tokenize', { nothing: 1 })).status, 400);
+    assert.equal((await fetch(srv.url + '/tokenize')).status, 405);
+  });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
     const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;
     assert.ok(new Set(greedy).size < greedy.length, 'the greedy answer repeats no token: nothing to check');
@@ -396,7 +425,7 @@ async function plainServer() {
     const m = /moetier_completion_tokens_total (\d+)/.exec(t);
     assert.ok(Number(m[1]) >= 21);
   });
-  await logprobChecks(ai);
+  await apiFeatureChecks(srv, ai);
   await stopServer(srv);
 }
 
