@@ -31,7 +31,8 @@ int main(int argc, char **argv)
     unsigned seed = 1;
     sampler s;
     sampler_params p = sampler_defaults();
-    if (!logits || sampler_create(&s, &p, V, &e)) {
+    json_schema any;
+    if (!logits || sampler_create(&s, &p, V, &e) || json_schema_any_object(&any, &e)) {
         fprintf(stderr, "bench_json_mask: out of memory\n");
         return 2;
     }
@@ -55,7 +56,7 @@ int main(int argc, char **argv)
     } points[] = {{"start", ""}, {"in_string", "{\"answer\": \"The capital of"}, {"after_value", "{\"n\": 12"}};
     for (size_t k = 0; k < sizeof points / sizeof *points; k++) {
         json_prefix j;
-        json_prefix_init(&j);
+        json_prefix_init(&j, &any);
         json_prefix_feed(&j, points[k].text, strlen(points[k].text));
         int possible = 0;
         t0 = now_seconds();
@@ -67,6 +68,7 @@ int main(int argc, char **argv)
                points[k].name, V, possible, ms, draw_ms, ms / draw_ms);
     }
     sampler_destroy(&s);
+    json_schema_free(&any);
     free(logits);
     tokenizer_free(&tok);
     return 0;

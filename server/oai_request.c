@@ -155,9 +155,10 @@ static int parse_logprobs(oai_request *r, oai_error *err)
     return 0;
 }
 
-/* response_format: {"type": "text"} or {"type": "json_object"}; a schema is
- * not enforced, so it is refused. JSON from the first token on: chat must
- * not think first (its reasoning is not JSON). */
+/* response_format: {"type": "text"}, {"type": "json_object"}, or
+ * {"type": "json_schema", "json_schema": {"schema": {...}}} (compiled here, so
+ * a schema this server cannot enforce is a 400). JSON from the first token
+ * on: chat must not think first (its reasoning is not JSON). */
 static int parse_response_format(oai_request *r, oai_error *err)
 {
     const cJSON *rf = cJSON_GetObjectItemCaseSensitive(r->root, "response_format");
@@ -165,19 +166,33 @@ static int parse_response_format(oai_request *r, oai_error *err)
         return 0;
     const cJSON *t = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
     if (!cJSON_IsString(t))
-        return bad(err, "response_format", "'response_format' must be {\"type\": \"text\"} or "
-                   "{\"type\": \"json_object\"}");
+        return bad(err, "response_format", "'response_format' must be {\"type\": \"text\"}, "
+                   "{\"type\": \"json_object\"} or {\"type\": \"json_schema\", ...}");
     if (!strcmp(t->valuestring, "text"))
         return 0;
-    if (strcmp(t->valuestring, "json_object"))
-        return bad(err, "response_format", "'response_format' of type '%.40s' is not supported by this "
-                   "server (JSON schemas are not enforced): only \"text\" and \"json_object\"",
-                   t->valuestring);
+    const cJSON *schema = NULL;
+    if (!strcmp(t->valuestring, "json_schema")) {
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+        schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+        if (!cJSON_IsObject(schema) && !cJSON_IsTrue(schema))
+            return bad(err, "response_format", "'response_format' json_schema needs "
+                       "'json_schema': {\"schema\": {...}}");
+    } else if (strcmp(t->valuestring, "json_object")) {
+        return bad(err, "response_format", "'response_format' of type '%.40s' is not supported: "
+                   "\"text\", \"json_object\" or \"json_schema\"", t->valuestring);
+    }
     if (r->kind == OAI_CHAT && r->copt.thinking)
-        return bad(err, "response_format", "'response_format' json_object needs thinking off "
-                   "(\"thinking\": false, or the server's --no-think): the reasoning before the "
-                   "answer is not JSON");
-    r->json_object = 1;
+        return bad(err, "response_format", "'response_format' %s needs thinking off (\"thinking\": "
+                   "false, or the server's --no-think): the reasoning before the answer is not JSON",
+                   t->valuestring);
+    errbuf e;
+    if (!(r->schema = calloc(1, sizeof *r->schema)))
+        return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (schema ? json_schema_compile(schema, r->schema, &e) : json_schema_any_object(r->schema, &e)) {
+        free(r->schema);
+        r->schema = NULL;
+        return bad(err, "response_format", "response_format.json_schema.schema: %s", e.msg);
+    }
     return 0;
 }
 
@@ -565,5 +580,8 @@ void oai_request_free(oai_request *r)
 {
     cJSON_Delete(r->root);
     free(r->bias);
+    if (r->schema)
+        json_schema_free(r->schema);
+    free(r->schema);
     memset(r, 0, sizeof *r);
 }

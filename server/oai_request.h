@@ -15,14 +15,15 @@
  * presence_penalty and
  * frequency_penalty [-2, 2], logit_bias ({"token id": bias in [-100, 100]}),
  * logprobs (chat: true with top_logprobs 0 to 20; completions: the number of
- * alternatives, 0 to 20), response_format (text, or json_object: the answer
- * is constrained to one JSON object; chat then without thinking), completions' echo (the prompt comes back before the
+ * alternatives, 0 to 20), response_format (text; json_object: the answer is
+ * one JSON object; json_schema: one value its schema takes, as far as
+ * json_schema.h enforces it; chat then without thinking), completions' echo (the prompt comes back before the
  * answer, with its tokens' logprobs; max_tokens may then be 0), and the chat template switches "thinking" (also
  * inside chat_template_kwargs); the extensions of vLLM and llama.cpp top_k (0
  * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0.
  *
- * Known fields whose effect this server does not have (a response_format of
- * a JSON schema, chat's echo, best_of, suffix) are refused unless they ask for
+ * Known fields whose effect this server does not have (chat's echo, best_of,
+ * suffix, schema keywords json_schema.h does not enforce) are refused unless they ask for
  * nothing: an answer without what was asked would be silently wrong. */
 #ifndef MOETIER_OAI_REQUEST_H
 #define MOETIER_OAI_REQUEST_H
@@ -32,6 +33,7 @@
 
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
+#include "core/text/json_schema.h"
 
 #define OAI_MAX_STOP 4
 #define OAI_MAX_CHOICES 16
@@ -68,7 +70,8 @@ typedef struct oai_request {
     sampler_bias *bias;         /* logit_bias, n_bias entries (ids not yet
                                  * checked against the vocabulary) */
     int n_bias;
-    int json_object;            /* response_format json_object: the answer is one JSON object */
+    json_schema *schema;        /* response_format json_object or json_schema: what the
+                                 * answer must be; NULL: free text */
     int logprobs;               /* 1: each token's log-probability is returned */
     int top_logprobs;           /* with that many alternatives per token */
     int has_seed;

@@ -369,7 +369,7 @@ struct slot_run {
     int next;                   /* the token to step next (decoding) */
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
-    json_prefix json;           /* response_format json_object: the answer so far */
+    json_prefix json;           /* response_format json_object or json_schema: the answer so far */
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
     const char *finish;         /* NULL: cut short (the client left, a shutdown) */
     int failed;                 /* an engine failure, in e */
@@ -434,7 +434,8 @@ static int choice_begin(server *s, slot_run *r, int c)
         sampler_accept(&r->smp, j->ids.ids[k]);
     stop_filter_free(&r->sf);
     stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
-    json_prefix_init(&r->json);
+    if (j->req.schema)
+        json_prefix_init(&r->json, j->req.schema);
     r->choice = c;
     r->a = &r->answers[c];
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
@@ -528,9 +529,9 @@ static int next_token(server *s, slot_run *r)
     int next, V = s->m->mw.cfg.vocab_size;
     if (r->raw)     /* the sampler changes the logits it penalises */
         memcpy(r->raw, r->logits, (size_t)V * sizeof *r->raw);
-    if (j->req.json_object && !s->has_forced &&
+    if (j->req.schema && !s->has_forced &&
         !json_mask_logits(&r->json, &s->tok->v, s->stop_ids, s->n_stop_ids, r->logits, V)) {
-        r->finish = "stop";     /* the object is complete and no end token is known */
+        r->finish = "stop";     /* the value is whole and no end token is known */
         return 0;
     }
     if (s->has_forced)
@@ -545,7 +546,7 @@ static int next_token(server *s, slot_run *r)
         return 0;
     }
     r->generated++;
-    if (j->req.json_object) {
+    if (j->req.schema) {
         size_t n;
         const char *b = vocab_decode(&s->tok->v, next, &n);
         json_prefix_feed(&r->json, b ? b : "", b ? n : 0);

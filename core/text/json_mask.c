@@ -17,12 +17,13 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const int *end_ids, i
     int complete = json_prefix_complete(j), possible = 0;
     for (int id = 0; id < V; id++) {
         int ok;
-        if (complete || vocab_is_special(v, id)) {
+        if (is_end(id, end_ids, n_end) || vocab_is_special(v, id)) {
             ok = complete && is_end(id, end_ids, n_end);
         } else {
             size_t n;
             const char *b = vocab_decode(v, id, &n);
-            json_prefix t = *j;
+            json_prefix t;
+            json_prefix_copy(&t, j);
             ok = b && n && json_prefix_feed(&t, b, n) == 0;
         }
         if (ok)

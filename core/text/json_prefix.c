@@ -1,11 +1,15 @@
 /* json_prefix: see json_prefix.h. A pushdown automaton over bytes: the stack
- * holds the open containers, the state what may come next. */
+ * holds the open containers with their schema nodes, the state what may come
+ * next. A value's schema node is checked where the value begins (its first
+ * byte), keys as they are written, and a container's bounds (required keys,
+ * item counts) where it goes on or closes. */
 #include "json_prefix.h"
 
+#include <stddef.h>
 #include <string.h>
 
 enum {
-    S_START,            /* before the object: whitespace or '{' */
+    S_START,            /* before the value: whitespace or its first byte */
     S_VALUE,            /* a value: after ':', or after ',' in an array */
     S_ARRAY_FIRST,      /* after '[': a value or ']' */
     S_KEY_FIRST,        /* after '{': a key or '}' */
@@ -16,6 +20,7 @@ enum {
     S_ESCAPE,           /* after a backslash */
     S_HEX,              /* in \uXXXX: sub digits read */
     S_TRUE, S_FALSE, S_NULL,    /* sub letters of the literal read */
+    S_ENUM,             /* in an enum's value: pos bytes of the candidates read */
     S_MINUS,            /* numbers: after '-' */
     S_ZERO,             /* a leading 0 (no digit may follow it) */
     S_INT,
@@ -24,20 +29,32 @@ enum {
     S_EXP,              /* after 'e': a sign or a digit */
     S_EXP_SIGN,
     S_EXP_DIGITS,
-    S_DONE              /* the object is closed */
+    S_DONE              /* the value is whole; nothing may follow */
 };
 
 static const char *const literal[] = {"true", "false", "null"};
 
-void json_prefix_init(json_prefix *j)
+static const js_node *node(const json_prefix *j, int i)
 {
-    memset(j, 0, sizeof *j);
-    j->state = S_START;
+    return &j->schema->node[i];
 }
 
-int json_prefix_complete(const json_prefix *j)
+static json_frame *top(json_prefix *j)
 {
-    return j->state == S_DONE;
+    return &j->frame[j->depth - 1];
+}
+
+void json_prefix_init(json_prefix *j, const json_schema *s)
+{
+    memset(j, 0, offsetof(json_prefix, frame));
+    j->schema = s;
+    j->state = S_START;
+    j->value_node = (int16_t)s->root;
+}
+
+void json_prefix_copy(json_prefix *dst, const json_prefix *src)
+{
+    memcpy(dst, src, offsetof(json_prefix, frame) + (size_t)src->depth * sizeof src->frame[0]);
 }
 
 static int is_ws(unsigned char b)
@@ -55,25 +72,73 @@ static int is_hex(unsigned char b)
     return is_digit(b) || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F');
 }
 
-static int push(json_prefix *j, unsigned char open, int state)
+static int number_whole(int state)
 {
-    if (j->depth == JSON_PREFIX_MAX_DEPTH)
-        return -1;
-    j->stack[j->depth++] = open;
-    j->state = (uint8_t)state;
+    return state == S_ZERO || state == S_INT || state == S_FRAC || state == S_EXP_DIGITS;
+}
+
+/* an enum value of the candidates is whole after pos bytes */
+static int enum_whole(const json_prefix *j)
+{
+    const js_node *n = node(j, j->enum_node);
+    for (int k = 0; k < n->n_enum; k++)
+        if ((j->cand >> k & 1) && n->enum_len[k] == j->pos)
+            return 1;
     return 0;
 }
 
-/* A value ended: the container goes on, or the object is complete. */
+int json_prefix_complete(const json_prefix *j)
+{
+    return j->state == S_DONE ||
+           (j->depth == 0 && (number_whole(j->state) || (j->state == S_ENUM && enum_whole(j))));
+}
+
+static int has_first(const js_node *n, unsigned char b)
+{
+    return n->first[b >> 3] >> (b & 7) & 1;
+}
+
+/* A value ended: the container goes on, or the value is whole. */
 static int end_value(json_prefix *j)
 {
     j->state = j->depth ? S_AFTER : S_DONE;
     return 0;
 }
 
+static int push(json_prefix *j, unsigned char open, int n)
+{
+    if (j->depth == JSON_PREFIX_MAX_DEPTH)
+        return -1;
+    j->stack[j->depth] = open;
+    j->frame[j->depth++] = (json_frame){.node = (int16_t)n, .prop = -1};
+    if (open == '[') {
+        j->state = S_ARRAY_FIRST;
+        j->value_node = (int16_t)node(j, n)->items;
+    } else {
+        j->state = S_KEY_FIRST;
+    }
+    return 0;
+}
+
+/* whether the open object may close: every required property given */
+static int object_may_close(json_prefix *j)
+{
+    return (node(j, top(j)->node)->required & ~top(j)->seen) == 0;
+}
+
+/* whether the open object may take another key */
+static int object_may_go_on(json_prefix *j)
+{
+    const js_node *n = node(j, top(j)->node);
+    uint64_t all = n->n_props == 64 ? ~0ull : (1ull << n->n_props) - 1;
+    return n->extra >= 0 || (top(j)->seen & all) != all;
+}
+
 static int close_container(json_prefix *j, unsigned char open)
 {
     if (!j->depth || j->stack[j->depth - 1] != open)
+        return -1;
+    if (open == '{' ? !object_may_close(j) : top(j)->count < node(j, top(j)->node)->min_items)
         return -1;
     j->depth--;
     return end_value(j);
@@ -81,25 +146,105 @@ static int close_container(json_prefix *j, unsigned char open)
 
 static int begin_value(json_prefix *j, unsigned char b)
 {
+    int n = j->value_node;
+    if (j->depth && j->stack[j->depth - 1] == '[' &&
+        top(j)->count++ == node(j, top(j)->node)->max_items)
+        return -1;
+    while (node(j, n)->n_alt) {     /* anyOf: the one alternative that begins so */
+        const js_node *a = node(j, n);
+        int k = 0;
+        while (k < a->n_alt && !has_first(node(j, a->alt[k]), b))
+            k++;
+        if (k == a->n_alt)
+            return -1;
+        n = a->alt[k];
+    }
+    const js_node *nd = node(j, n);
+    if (!has_first(nd, b))
+        return -1;
+    if (nd->n_enum) {
+        j->state = S_ENUM;
+        j->enum_node = (int16_t)n;
+        j->cand = 0;
+        for (int k = 0; k < nd->n_enum; k++)
+            if ((unsigned char)nd->enum_text[k][0] == b)
+                j->cand |= 1ull << k;
+        j->pos = 1;     /* a one-byte JSON value is a digit: it may go on */
+        return 0;
+    }
     switch (b) {
-    case '{': return push(j, '{', S_KEY_FIRST);
-    case '[': return push(j, '[', S_ARRAY_FIRST);
+    case '{':
+    case '[':
+        return push(j, b, n);
     case '"':
         j->state = S_STRING;
         j->in_key = 0;
         return 0;
-    case '-': j->state = S_MINUS; return 0;
-    case '0': j->state = S_ZERO; return 0;
     case 't': j->state = S_TRUE; j->sub = 1; return 0;
     case 'f': j->state = S_FALSE; j->sub = 1; return 0;
     case 'n': j->state = S_NULL; j->sub = 1; return 0;
-    default:
-        if (b >= '1' && b <= '9') {
-            j->state = S_INT;
-            return 0;
-        }
-        return -1;
+    default:    /* '-' or a digit: the first set allowed it */
+        j->int_only = !(nd->types & JT_NUMBER);
+        j->state = b == '-' ? S_MINUS : b == '0' ? S_ZERO : S_INT;
+        return 0;
     }
+}
+
+/* An enum value's next byte: -1 refused, 0 taken, 1 the value had ended
+ * before it (a whole number) and the byte goes on after it. */
+static int enum_byte(json_prefix *j, unsigned char b)
+{
+    const js_node *n = node(j, j->enum_node);
+    uint64_t next = 0;
+    for (int k = 0; k < n->n_enum; k++)
+        if ((j->cand >> k & 1) && n->enum_len[k] > j->pos && (unsigned char)n->enum_text[k][j->pos] == b)
+            next |= 1ull << k;
+    if (!next)
+        return enum_whole(j) ? 1 : -1;
+    j->cand = next;
+    j->pos++;
+    /* a value that is whole ends now unless it is a number (only a number
+     * can be the beginning of another JSON value) */
+    for (int k = 0; k < n->n_enum; k++)
+        if ((next >> k & 1) && n->enum_len[k] == j->pos && !is_digit(b))
+            return end_value(j);
+    return 0;
+}
+
+/* A key's byte as written (escapes too): the properties it may still name;
+ * refused when it can name none and no other key is allowed. */
+static int key_byte(json_prefix *j, unsigned char b)
+{
+    const js_node *n = node(j, top(j)->node);
+    uint64_t next = 0;
+    for (int k = 0; k < n->n_props; k++)
+        if ((j->cand >> k & 1) && n->key_len[k] > j->pos && (unsigned char)n->key[k][j->pos] == b)
+            next |= 1ull << k;
+    j->cand = next;
+    j->pos++;
+    return n->extra < 0 && !(next & ~top(j)->seen) ? -1 : 0;
+}
+
+/* The closing quote of a key: the property it names (not given before), or
+ * another key where the schema allows them. */
+static int key_end(json_prefix *j)
+{
+    const js_node *n = node(j, top(j)->node);
+    json_frame *f = top(j);
+    f->prop = -1;
+    for (int k = 0; k < n->n_props; k++)
+        if ((j->cand >> k & 1) && n->key_len[k] == j->pos)
+            f->prop = (int16_t)k;
+    if (f->prop >= 0 && (f->seen >> f->prop & 1))
+        return -1;      /* a key twice */
+    if (f->prop < 0 && n->extra < 0)
+        return -1;
+    if (f->prop >= 0)
+        f->seen |= 1ull << f->prop;
+    j->value_node = (int16_t)(f->prop >= 0 ? n->prop[f->prop] : n->extra);
+    j->in_key = 0;
+    j->state = S_COLON;
+    return 0;
 }
 
 /* A string's byte: UTF-8 checked as it goes (the ranges of RFC 3629). */
@@ -113,13 +258,8 @@ static int string_byte(json_prefix *j, unsigned char b)
         j->utf8_hi = 0xbf;
         return 0;
     }
-    if (b == '"') {
-        if (j->in_key) {
-            j->state = S_COLON;
-            return 0;
-        }
-        return end_value(j);
-    }
+    if (b == '"')
+        return j->in_key ? key_end(j) : end_value(j);
     if (b == '\\') {
         j->state = S_ESCAPE;
         return 0;
@@ -150,10 +290,11 @@ static int string_byte(json_prefix *j, unsigned char b)
 }
 
 /* A number's byte, or the byte after it: a number ends at the first byte
- * that cannot continue it, when what it has is whole. */
+ * that cannot continue it, when what it has is whole; an integer takes no
+ * fraction or exponent. */
 static int number_byte(json_prefix *j, unsigned char b, int *ended)
 {
-    int digit = is_digit(b), e = b == 'e' || b == 'E';
+    int digit = is_digit(b), e = (b == 'e' || b == 'E') && !j->int_only;
     *ended = 0;
     switch (j->state) {
     case S_MINUS:
@@ -165,7 +306,7 @@ static int number_byte(json_prefix *j, unsigned char b, int *ended)
     case S_INT:
         if (digit && j->state == S_INT)
             return 0;
-        if (b == '.')
+        if (b == '.' && !j->int_only)
             j->state = S_DOT;
         else if (e)
             j->state = S_EXP;
@@ -211,8 +352,17 @@ static int step(json_prefix *j, unsigned char b)
             return -1;
         if (!ended)
             return 0;
-        j->state = S_AFTER;     /* numbers are inside containers: the byte goes on there */
+        end_value(j);       /* the byte goes on after the number */
+    } else if (j->state == S_ENUM) {
+        int rc = enum_byte(j, b);
+        if (rc <= 0)
+            return rc;
+        end_value(j);
     }
+    if (j->in_key && (j->state == S_ESCAPE || j->state == S_HEX ||
+                      (j->state == S_STRING && (b != '"' || j->utf8_left))) &&
+        key_byte(j, b))
+        return -1;
     switch (j->state) {
     case S_STRING:
         return string_byte(j, b);
@@ -253,7 +403,6 @@ static int step(json_prefix *j, unsigned char b)
     j->ws = 0;
     switch (j->state) {
     case S_START:
-        return b == '{' ? push(j, '{', S_KEY_FIRST) : -1;
     case S_VALUE:
         return begin_value(j, b);
     case S_ARRAY_FIRST:
@@ -263,10 +412,12 @@ static int step(json_prefix *j, unsigned char b)
             return close_container(j, '{');
         /* fall through */
     case S_KEY:
-        if (b != '"')
+        if (b != '"' || !object_may_go_on(j))
             return -1;
         j->state = S_STRING;
         j->in_key = 1;
+        j->cand = ~0ull;
+        j->pos = 0;
         return 0;
     case S_COLON:
         if (b != ':')
@@ -275,7 +426,16 @@ static int step(json_prefix *j, unsigned char b)
         return 0;
     default:    /* S_AFTER */
         if (b == ',') {
-            j->state = j->stack[j->depth - 1] == '{' ? S_KEY : S_VALUE;
+            if (j->stack[j->depth - 1] == '{') {
+                if (!object_may_go_on(j))
+                    return -1;
+                j->state = S_KEY;
+            } else {
+                if (top(j)->count >= node(j, top(j)->node)->max_items)
+                    return -1;
+                j->state = S_VALUE;
+                j->value_node = (int16_t)node(j, top(j)->node)->items;
+            }
             return 0;
         }
         if (b == '}' || b == ']')

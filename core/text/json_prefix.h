@@ -1,25 +1,34 @@
-/* json_prefix: whether bytes are the beginning of a JSON object (RFC 8259),
- * fed incrementally, for output constrained to JSON (response_format
- * json_object).
+/* json_prefix: whether bytes are the beginning of a JSON value that a
+ * schema takes (json_schema.h; RFC 8259 JSON), fed incrementally, for
+ * constrained output (response_format json_object and json_schema).
  *
  * A state accepts exactly the byte strings that some continuation makes one
- * complete JSON object, with two bounds a model could otherwise run past:
- * nesting deeper than JSON_PREFIX_MAX_DEPTH and more than JSON_PREFIX_MAX_WS
- * whitespace bytes in a row. Strings must be valid UTF-8 (no overlong forms,
- * surrogates or code points past U+10FFFF) without raw control characters.
- * Once the object is closed nothing more is taken. The state is a plain value:
- * copying it tries bytes without changing the original. */
+ * complete value the schema takes, with two bounds a model could otherwise run
+ * past: nesting deeper than JSON_PREFIX_MAX_DEPTH and more than
+ * JSON_PREFIX_MAX_WS whitespace bytes in a row. Strings must be valid UTF-8 (no
+ * overlong forms, surrogates or code points past U+10FFFF) without raw control
+ * characters; an object never holds a key twice. Nothing follows the value but
+ * its end. */
 #ifndef MOETIER_JSON_PREFIX_H
 #define MOETIER_JSON_PREFIX_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json_schema.h"
+
 #define JSON_PREFIX_MAX_DEPTH 64
 #define JSON_PREFIX_MAX_WS 64
 
+typedef struct json_frame {
+    int16_t node;               /* the container's schema node */
+    int16_t prop;               /* objects: the property being read; -1 another key */
+    int32_t count;              /* arrays: items begun */
+    uint64_t seen;              /* objects: properties given */
+} json_frame;
+
 typedef struct json_prefix {
-    uint8_t stack[JSON_PREFIX_MAX_DEPTH];   /* '{' or '[' of each open container */
+    const json_schema *schema;
     uint8_t depth;
     uint8_t state;              /* what the next byte may be (json_prefix.c) */
     uint8_t sub;                /* progress inside a literal or \u escape */
@@ -27,14 +36,25 @@ typedef struct json_prefix {
     uint8_t utf8_lo, utf8_hi;   /* the next continuation byte's range */
     uint8_t in_key;             /* the string being read is an object's key */
     uint8_t ws;                 /* whitespace bytes in a row */
+    uint8_t int_only;           /* the number being read must be an integer */
+    int16_t value_node;         /* the node the value that begins next must match */
+    int16_t enum_node;          /* in an enum's value: its node */
+    uint16_t pos;               /* bytes read of the key or the enum value */
+    uint64_t cand;              /* the properties or enum values they still match */
+    uint8_t stack[JSON_PREFIX_MAX_DEPTH];   /* '{' or '[' of each open container */
+    json_frame frame[JSON_PREFIX_MAX_DEPTH];    /* (only the first depth are live) */
 } json_prefix;
 
-void json_prefix_init(json_prefix *j);
-/* Takes bytes p[0, n): 0 when the input so far is still a prefix of some JSON
- * object (the state moved on), -1 when not (the state is then undefined: feed
- * a copy to try). */
+/* A value of schema s (kept by the caller while the state is used). */
+void json_prefix_init(json_prefix *j, const json_schema *s);
+/* Copies the live part of src (what a feed reads): for trying bytes on a copy. */
+void json_prefix_copy(json_prefix *dst, const json_prefix *src);
+/* Takes bytes p[0, n): 0 when the input so far is still a prefix of some value
+ * the schema takes (the state moved on), -1 when not (the state is then
+ * undefined: feed a copy to try). */
 int json_prefix_feed(json_prefix *j, const char *p, size_t n);
-/* 1 when the input is one complete object. */
+/* 1 when the input is a whole value the schema takes (a number may still go
+ * on: 12 is whole, and so is 123). */
 int json_prefix_complete(const json_prefix *j);
 
 #endif

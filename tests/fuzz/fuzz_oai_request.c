@@ -1,12 +1,14 @@
 /* Fuzz target: the server's request handling short of the engine: parsing and
- * validating a body as a chat and as a completions request, rendering an
- * accepted chat's prompt, the stop-string filter over the body's bytes, and
- * the UTF-8 cleaning of everything sent back. */
+ * validating a body as a chat and as a completions request (a response_format
+ * schema compiled), rendering an accepted chat's prompt, the stop-string filter
+ * and the schema's automaton over the body's bytes, logprobs in both response
+ * shapes, and the UTF-8 cleaning of everything sent back. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/text/chat_format.h"
+#include "core/text/json_prefix.h"
 #include "core/text/utf8.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
@@ -84,6 +86,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     free(text);
             }
             filter(&r, data, size);
+            if (r.schema) {     /* the body's bytes as an answer to its own schema */
+                json_prefix j;
+                json_prefix_init(&j, r.schema);
+                for (size_t i = 0; i < size && json_prefix_feed(&j, (const char *)data + i, 1) == 0; i++)
+                    json_prefix_complete(&j);
+            }
         } else if (err.status != 400 || !err.message[0]) {
             abort();    /* every refusal is a 400 with a reason */
         }

@@ -240,8 +240,9 @@ async function apiFeatureChecks(srv, ai) {
       logit_bias: { [open]: 50, [close]: 50 } });
     assert.equal(cmpl.choices[0].text, '{}');
     let e = await expectStatus(ai.chat.completions.create({ ...chat, response_format: { type: 'json_schema',
-      json_schema: { name: 'x', schema: {} } } }), 400);
+      json_schema: { name: 'x', schema: { type: 'string', format: 'date' } } } }), 400);
     assert.equal(e.param, 'response_format');
+    assert.match(e.message, /'format' is not enforced/);
     e = await expectStatus(ai.chat.completions.create({ ...chat, thinking: true }), 400);
     assert.equal(e.param, 'response_format');
   });
@@ -295,6 +296,24 @@ async function apiFeatureChecks(srv, ai) {
     assert.equal((await post('/detokenize', { tokens: [1, -3] })).status, 400);
     assert.equal((await post('/tokenize', { nothing: 1 })).status, 400);
     assert.equal((await fetch(srv.url + '/tokenize')).status, 405);
+  });
+  await check('response_format json_schema: answers the schema takes (required keys, enum, typed items)', async () => {
+    const schema = { type: 'object', additionalProperties: false, required: ['ok', 'color'], properties: {
+      ok: { type: 'boolean' }, color: { enum: ['red', 'green'] }, flags: { type: 'array', items: { type: 'boolean' }, maxItems: 3 } } };
+    let stops = 0;
+    for (let seed = 1; seed <= 6; seed++) {
+      const r = await ai.chat.completions.create({ model: MODEL, messages: user('JSON please'), max_tokens: 150,
+        temperature: 1, seed, response_format: { type: 'json_schema', json_schema: { name: 'answer', schema } } });
+      const c = r.choices[0];
+      if (c.finish_reason !== 'stop') continue;
+      stops++;
+      const v = JSON.parse(c.message.content);
+      assert.deepEqual(Object.keys(v).filter((k) => !['ok', 'color', 'flags'].includes(k)), [], c.message.content);
+      assert.equal(typeof v.ok, 'boolean', c.message.content);
+      assert.ok(['red', 'green'].includes(v.color), c.message.content);
+      if ('flags' in v) assert.ok(Array.isArray(v.flags) && v.flags.length <= 3 && v.flags.every((f) => typeof f === 'boolean'));
+    }
+    assert.ok(stops >= 3, `only ${stops} of 6 answers were whole within 150 tokens`);
   });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
     const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;

@@ -14,11 +14,23 @@
 #include "core/text/utf8.h"
 #include "testutil.h"
 
+/* the schema of response_format json_object */
+static const json_schema *any_object(void)
+{
+    static json_schema s;
+    static int made;
+    errbuf e;
+    if (!made)
+        cr_assert_eq(json_schema_any_object(&s, &e), 0, "%s", e.msg);
+    made = 1;
+    return &s;
+}
+
 /* 1: a complete object; 0: a prefix of one; -1: neither */
 static int judge(const char *s, size_t n)
 {
     json_prefix j;
-    json_prefix_init(&j);
+    json_prefix_init(&j, any_object());
     if (json_prefix_feed(&j, s, n))
         return -1;
     return json_prefix_complete(&j);
@@ -196,10 +208,11 @@ Test(json_prefix, agrees_with_the_strict_parser, .timeout = 60)
     cr_expect_eq(mismatches, 0, "%d of %d mutated documents judged otherwise", mismatches, compared);
 }
 
-/* json_mask_logits on Kimi's vocabulary, at each prefix of an object: a
+/* json_mask_logits on Kimi's vocabulary, at each prefix of a value: a
  * regular token stays possible exactly when the prefix and its bytes, fed
  * from the start, are still a prefix; special tokens never, and once the
- * object is complete only the end tokens. */
+ * value is whole only the end tokens. Any object, and a schema whose
+ * required keys, enum and item bound live in the automaton's frames. */
 Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
 {
     char *dir = test_data_path("kimi-tokenizer");
@@ -214,36 +227,51 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
     int V = v->n_vocab, end_ids[1] = {vocab_find_special(v, "<|im_end|>")};
     cr_assert_geq(end_ids[0], 0);
     float *logits = malloc((size_t)V * sizeof *logits);
-    const char *doc = "{\"k\\u00e9y\": [1.5e-3, true, {\"\xe2\x82\xac\": null}], \"n\": -0}";
-    size_t len = strlen(doc);
-    char *buf = malloc(len + 4096);
-    for (size_t k = 0; k <= len; k++) {
-        json_prefix j;
-        json_prefix_init(&j);
-        cr_assert_eq(json_prefix_feed(&j, doc, k), 0);
-        for (int i = 0; i < V; i++)
-            logits[i] = 1.0f;
-        int possible = json_mask_logits(&j, v, end_ids, 1, logits, V), counted = 0;
-        for (int id = 0; id < V; id++) {
-            int want;
-            if (k == len) {
-                want = id == end_ids[0];
-            } else if (vocab_is_special(v, id)) {
-                want = 0;
-            } else {
-                size_t n;
-                const char *b = vocab_decode(v, id, &n);
-                memcpy(buf, doc, k);
-                memcpy(buf + k, b, n);
-                want = n > 0 && judge(buf, k + n) >= 0;
+    json_schema schema;
+    cJSON *sj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, "
+                            "\"days\": {\"type\": \"array\", \"items\": {\"enum\": [\"mon\", \"tue\"]}, "
+                            "\"maxItems\": 2}, \"n\": {\"type\": \"integer\"}}, \"required\": [\"city\", \"n\"], "
+                            "\"additionalProperties\": false}");
+    cr_assert_eq(json_schema_compile(sj, &schema, &e), 0, "%s", e.msg);
+    cJSON_Delete(sj);
+    const struct {
+        const json_schema *s;
+        const char *doc;
+    } cases[] = {{any_object(), "{\"k\\u00e9y\": [1.5e-3, true, {\"\xe2\x82\xac\": null}], \"n\": -0}"},
+                 {&schema, "{\"days\": [\"tue\", \"mon\"], \"city\": \"Paris\", \"n\": 12}"}};
+    for (size_t c = 0; c < 2; c++) {
+        const char *doc = cases[c].doc;
+        size_t len = strlen(doc);
+        char *buf = malloc(len + 4096);
+        for (size_t k = 0; k <= len; k++) {
+            json_prefix j;
+            json_prefix_init(&j, cases[c].s);
+            cr_assert_eq(json_prefix_feed(&j, doc, k), 0);
+            for (int i = 0; i < V; i++)
+                logits[i] = 1.0f;
+            int possible = json_mask_logits(&j, v, end_ids, 1, logits, V), counted = 0;
+            for (int id = 0; id < V; id++) {
+                int want;
+                if (vocab_is_special(v, id)) {
+                    want = k == len && id == end_ids[0];
+                } else {
+                    size_t n;
+                    const char *b = vocab_decode(v, id, &n);
+                    memcpy(buf, doc, k);
+                    memcpy(buf + k, b, n);
+                    json_prefix r;
+                    json_prefix_init(&r, cases[c].s);
+                    want = n > 0 && json_prefix_feed(&r, buf, k + n) == 0;
+                }
+                counted += want;
+                cr_assert_eq(logits[id] == 1.0f, want, "case %zu, prefix of %zu bytes, token %d", c, k, id);
             }
-            counted += want;
-            cr_assert_eq(logits[id] == 1.0f, want, "prefix of %zu bytes, token %d", k, id);
+            cr_assert_eq(possible, counted);
+            cr_assert_gt(possible, 0, "case %zu, prefix of %zu bytes: no token may follow", c, k);
         }
-        cr_assert_eq(possible, counted);
-        cr_assert_gt(possible, 0, "prefix of %zu bytes: no token may follow", k);
+        free(buf);
     }
-    free(buf);
+    json_schema_free(&schema);
     free(logits);
     tokenizer_free(&tok);
     free(dir);

@@ -233,7 +233,7 @@ Test(server_request, takes_every_supported_field)
     const char *json = "{\"messages\": [{\"role\": \"user\"}], \"thinking\": false, "
                        "\"response_format\": {\"type\": \"json_object\"}}";
     cr_assert_eq(oai_request_parse(OAI_CHAT, json, strlen(json), NULL, &r, &err), 0, "%s", err.message);
-    cr_expect(r.json_object);
+    cr_expect(r.schema != NULL);
     oai_request_free(&r);
     const char *score = "{\"prompt\": \"a\", \"echo\": true, \"max_tokens\": 0, \"logprobs\": 1}";
     cr_assert_eq(oai_request_parse(OAI_COMPLETION, score, strlen(score), NULL, &r, &err), 0, "%s",

@@ -1,0 +1,433 @@
+/* json_schema: see json_schema.h. Nodes are kept by index (the array grows
+ * while children compile); a $ref'd definition gets its index before its body
+ * compiles, so a schema may refer to itself. */
+#include "json_schema.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEFS 256
+
+typedef struct compiler {
+    json_schema *s;
+    const cJSON *root;
+    struct {
+        const cJSON *def;
+        int node;
+    } defs[MAX_DEFS];
+    int n_defs;
+    errbuf *e;
+} compiler;
+
+static void set_first(js_node *n, int b)
+{
+    n->first[b >> 3] |= (uint8_t)(1u << (b & 7));
+}
+
+static void first_of_types(js_node *n)
+{
+    if (n->types & JT_OBJECT)
+        set_first(n, '{');
+    if (n->types & JT_ARRAY)
+        set_first(n, '[');
+    if (n->types & JT_STRING)
+        set_first(n, '"');
+    if (n->types & (JT_NUMBER | JT_INTEGER)) {
+        set_first(n, '-');
+        for (int d = '0'; d <= '9'; d++)
+            set_first(n, d);
+    }
+    if (n->types & JT_BOOLEAN) {
+        set_first(n, 't');
+        set_first(n, 'f');
+    }
+    if (n->types & JT_NULL)
+        set_first(n, 'n');
+}
+
+static int new_node(compiler *c)
+{
+    json_schema *s = c->s;
+    if (s->n == JSON_SCHEMA_MAX_NODES)
+        return err_set(c->e, "the schema has more than %d parts", JSON_SCHEMA_MAX_NODES);
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 16;
+        js_node *nn = realloc(s->node, (size_t)cap * sizeof *nn);
+        if (!nn)
+            return err_set(c->e, "out of memory for the schema");
+        s->node = nn;
+        s->cap = cap;
+    }
+    js_node *n = &s->node[s->n];
+    memset(n, 0, sizeof *n);
+    n->extra = -1;
+    n->max_items = INT_MAX;
+    return s->n++;
+}
+
+/* node 0: any value; objects take any key, arrays any items */
+static int any_node(compiler *c)
+{
+    int i = new_node(c);
+    if (i < 0)
+        return -1;
+    js_node *n = &c->s->node[i];
+    n->types = JT_ALL;
+    n->extra = 0;
+    first_of_types(n);
+    return i;
+}
+
+static int is_annotation(const char *k)
+{
+    static const char *const names[] = {"title", "description", "default", "examples", "$schema",
+                                        "$id", "$comment", "deprecated", "readOnly", "writeOnly",
+                                        "$defs", "definitions"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(k, names[i]))
+            return 1;
+    return 0;
+}
+
+static int is_taken(const char *k)
+{
+    static const char *const names[] = {"type", "properties", "required", "additionalProperties",
+                                        "items", "minItems", "maxItems", "enum", "const", "anyOf",
+                                        "oneOf", "$ref", "nullable"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(k, names[i]))
+            return 1;
+    return is_annotation(k);
+}
+
+static int compile_at(compiler *c, const cJSON *sch, const char *path, int i);
+
+static int compile(compiler *c, const cJSON *sch, const char *path)
+{
+    return compile_at(c, sch, path, -1);
+}
+
+/* the definition "#/$defs/NAME" (or #/definitions/NAME) names, compiled once */
+static int ref_node(compiler *c, const char *ref, const char *path)
+{
+    const char *name = NULL, *folder = NULL;
+    if (!strncmp(ref, "#/$defs/", 8))
+        name = ref + 8, folder = "$defs";
+    else if (!strncmp(ref, "#/definitions/", 14))
+        name = ref + 14, folder = "definitions";
+    const cJSON *def = name ? cJSON_GetObjectItemCaseSensitive(
+                                  cJSON_GetObjectItemCaseSensitive(c->root, folder), name)
+                            : NULL;
+    if (!def)
+        return err_set(c->e, "%s: '$ref' '%.200s' names no definition of the schema (only "
+                       "#/$defs/NAME and #/definitions/NAME are followed)", path, ref);
+    for (int i = 0; i < c->n_defs; i++)
+        if (c->defs[i].def == def)
+            return c->defs[i].node;
+    if (c->n_defs == MAX_DEFS)
+        return err_set(c->e, "%s: more than %d definitions", path, MAX_DEFS);
+    char sub[512];
+    snprintf(sub, sizeof sub, "#/%s/%s", folder, name);
+    int i = new_node(c);
+    if (i < 0)
+        return -1;
+    c->defs[c->n_defs].def = def;
+    c->defs[c->n_defs++].node = i;
+    return compile_at(c, def, sub, i);
+}
+
+static int type_bits(const cJSON *t, unsigned *out, const char *path, errbuf *e)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } types[] = {{"object", JT_OBJECT}, {"array", JT_ARRAY}, {"string", JT_STRING}, {"number", JT_NUMBER},
+                 {"integer", JT_INTEGER}, {"boolean", JT_BOOLEAN}, {"null", JT_NULL}};
+    const cJSON *one;
+    *out = 0;
+    if (cJSON_IsString(t)) {
+        for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+            if (!strcmp(t->valuestring, types[i].name))
+                *out = types[i].bit;
+        if (*out)
+            return 0;
+        return err_set(e, "%s: unknown type '%.40s'", path, t->valuestring);
+    }
+    if (!cJSON_IsArray(t) || !t->child)
+        return err_set(e, "%s: 'type' must be a type name or a list of them", path);
+    cJSON_ArrayForEach(one, t) {
+        unsigned b;
+        if (type_bits(one, &b, path, e))
+            return -1;
+        *out |= b;
+    }
+    return 0;
+}
+
+static int compile_enum(compiler *c, int i, const cJSON *values, const char *path)
+{
+    int n = cJSON_IsArray(values) ? cJSON_GetArraySize(values) : 1;
+    if (n < 1 || n > JSON_SCHEMA_MAX_ENUM)
+        return err_set(c->e, "%s: an enum of 1 to %d values is taken (%d given)", path,
+                       JSON_SCHEMA_MAX_ENUM, n);
+    js_node *node = &c->s->node[i];
+    node->enum_text = calloc((size_t)n, sizeof *node->enum_text);
+    node->enum_len = calloc((size_t)n, sizeof *node->enum_len);
+    if (!node->enum_text || !node->enum_len)
+        return err_set(c->e, "out of memory for the schema");
+    const cJSON *v = cJSON_IsArray(values) ? values->child : values;
+    for (int k = 0; k < n; k++, v = v->next) {
+        char *t = cJSON_PrintUnformatted(v);
+        if (!t)
+            return err_set(c->e, "out of memory for the schema");
+        node->enum_text[node->n_enum] = t;
+        node->enum_len[node->n_enum++] = strlen(t);
+        set_first(node, (unsigned char)t[0]);
+    }
+    return i;
+}
+
+static int compile_any_of(compiler *c, int i, const cJSON *alts, const char *path, const char *kw)
+{
+    int n = cJSON_IsArray(alts) ? cJSON_GetArraySize(alts) : 0;
+    if (n < 1)
+        return err_set(c->e, "%s: '%s' must be a non-empty list of schemas", path, kw);
+    int *alt = calloc((size_t)n, sizeof *alt);
+    if (!alt)
+        return err_set(c->e, "out of memory for the schema");
+    c->s->node[i].alt = alt;
+    const cJSON *a;
+    int k = 0;
+    cJSON_ArrayForEach(a, alts) {
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s/%s/%d", path, kw, k);
+        int ai = compile(c, a, sub);
+        if (ai < 0)
+            return -1;
+        js_node *node = &c->s->node[i];
+        const js_node *an = &c->s->node[ai];
+        for (int b = 0; b < 32; b++) {
+            if (node->first[b] & an->first[b])
+                return err_set(c->e, "%s: the alternatives of '%s' begin alike (two can start with "
+                               "the same byte), so the answer cannot be held to one as it is "
+                               "written", path, kw);
+            node->first[b] |= an->first[b];
+        }
+        node->alt[node->n_alt++] = ai;
+        k++;
+    }
+    return i;
+}
+
+static int compile_object(compiler *c, int i, const cJSON *sch, const char *path)
+{
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(sch, "properties"), *p;
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(sch, "required");
+    const cJSON *add = cJSON_GetObjectItemCaseSensitive(sch, "additionalProperties");
+    int n = props ? cJSON_GetArraySize(props) : 0;
+    if (props && !cJSON_IsObject(props))
+        return err_set(c->e, "%s: 'properties' must be an object", path);
+    if (n > JSON_SCHEMA_MAX_PROPS)
+        return err_set(c->e, "%s: more than %d properties", path, JSON_SCHEMA_MAX_PROPS);
+    js_node *node = &c->s->node[i];
+    node->key = calloc((size_t)n + 1, sizeof *node->key);
+    node->key_len = calloc((size_t)n + 1, sizeof *node->key_len);
+    node->prop = calloc((size_t)n + 1, sizeof *node->prop);
+    if (!node->key || !node->key_len || !node->prop)
+        return err_set(c->e, "out of memory for the schema");
+    cJSON_ArrayForEach(p, props) {
+        cJSON *name = cJSON_CreateString(p->string);
+        char *quoted = name ? cJSON_PrintUnformatted(name) : NULL;
+        cJSON_Delete(name);
+        if (!quoted)
+            return err_set(c->e, "out of memory for the schema");
+        size_t len = strlen(quoted) - 2;    /* the name as written, without its quotes */
+        memmove(quoted, quoted + 1, len);
+        quoted[len] = 0;
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s/properties/%.200s", path, p->string);
+        int k = c->s->node[i].n_props;
+        c->s->node[i].key[k] = quoted;
+        c->s->node[i].key_len[k] = len;
+        c->s->node[i].n_props++;
+        int pi = compile(c, p, sub);
+        if (pi < 0)
+            return -1;
+        c->s->node[i].prop[k] = pi;
+    }
+    node = &c->s->node[i];
+    const cJSON *r;
+    if (req && !cJSON_IsArray(req))
+        return err_set(c->e, "%s: 'required' must be a list of names", path);
+    cJSON_ArrayForEach(r, req) {
+        int k = 0;
+        while (k < node->n_props && !(cJSON_IsString(r) && !strcmp(cJSON_GetArrayItem(props, k)->string,
+                                                                   r->valuestring)))
+            k++;
+        if (k == node->n_props)
+            return err_set(c->e, "%s: 'required' names '%.100s', which is not among the properties",
+                           path, cJSON_IsString(r) ? r->valuestring : "(not a string)");
+        node->required |= 1ull << k;
+    }
+    if (!add || cJSON_IsTrue(add)) {
+        node->extra = 0;
+    } else if (cJSON_IsFalse(add)) {
+        node->extra = -1;
+    } else {
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s/additionalProperties", path);
+        int ai = compile(c, add, sub);
+        if (ai < 0)
+            return -1;
+        c->s->node[i].extra = ai;
+    }
+    return i;
+}
+
+static int compile_array(compiler *c, int i, const cJSON *sch, const char *path)
+{
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(sch, "items");
+    const char *bounds[] = {"minItems", "maxItems"};
+    int v[2] = {0, INT_MAX};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(sch, bounds[k]);
+        if (!b)
+            continue;
+        if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble > 1e9 ||
+            b->valuedouble != floor(b->valuedouble))
+            return err_set(c->e, "%s: '%s' must be a whole number from 0", path, bounds[k]);
+        v[k] = (int)b->valuedouble;
+    }
+    if (v[0] > v[1])
+        return err_set(c->e, "%s: 'minItems' is above 'maxItems'", path);
+    int ii = 0;
+    if (items) {
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s/items", path);
+        if ((ii = compile(c, items, sub)) < 0)
+            return -1;
+    }
+    js_node *node = &c->s->node[i];
+    node->items = ii;
+    node->min_items = v[0];
+    node->max_items = v[1];
+    return i;
+}
+
+/* Compiles sch into node i (a definition's, given before its body compiles),
+ * or into a new node (i < 0; true and $ref then give the node they mean). */
+static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
+{
+    if (cJSON_IsTrue(sch) && i < 0)
+        return 0;
+    if (cJSON_IsTrue(sch)) {
+        c->s->node[i].types = JT_ALL;
+        c->s->node[i].extra = 0;
+        first_of_types(&c->s->node[i]);
+        return i;
+    }
+    if (!cJSON_IsObject(sch))
+        return err_set(c->e, "%s: a schema must be an object (or true)", path);
+    for (const cJSON *k = sch->child; k; k = k->next)
+        if (!is_taken(k->string))
+            return err_set(c->e, "%s: '%.60s' is not enforced by this server", path, k->string);
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(sch, "$ref");
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(sch, "enum");
+    const cJSON *cn = cJSON_GetObjectItemCaseSensitive(sch, "const");
+    const cJSON *any = cJSON_GetObjectItemCaseSensitive(sch, "anyOf");
+    const cJSON *one = cJSON_GetObjectItemCaseSensitive(sch, "oneOf");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(sch, "type");
+    int kinds = !!ref + !!en + !!cn + !!any + !!one;
+    if (kinds > 1 || (kinds && type))
+        return err_set(c->e, "%s: only one of $ref, enum, const, anyOf, oneOf and type may be "
+                       "given together", path);
+    if (ref) {
+        int t = cJSON_IsString(ref) ? ref_node(c, ref->valuestring, path)
+                                    : err_set(c->e, "%s: '$ref' must be a string", path);
+        if (t < 0 || i < 0)
+            return t;
+        /* a definition that is a reference: an anyOf of that one */
+        js_node *node = &c->s->node[i];
+        if (!(node->alt = malloc(sizeof *node->alt)))
+            return err_set(c->e, "out of memory for the schema");
+        node->alt[node->n_alt++] = t;
+        memcpy(node->first, c->s->node[t].first, sizeof node->first);
+        return i;
+    }
+    if (i < 0 && (i = new_node(c)) < 0)
+        return -1;
+    if (en || cn)
+        return en && !cJSON_IsArray(en) ? err_set(c->e, "%s: 'enum' must be a list", path)
+                                        : compile_enum(c, i, en ? en : cn, path);
+    if (any || one)
+        return compile_any_of(c, i, any ? any : one, path, any ? "anyOf" : "oneOf");
+    js_node *node = &c->s->node[i];
+    if (type) {
+        if (type_bits(type, &node->types, path, c->e))
+            return -1;
+    } else {
+        /* without a type: what the keywords describe, else anything */
+        int obj = cJSON_GetObjectItemCaseSensitive(sch, "properties") ||
+                  cJSON_GetObjectItemCaseSensitive(sch, "required") ||
+                  cJSON_GetObjectItemCaseSensitive(sch, "additionalProperties");
+        int arr = cJSON_GetObjectItemCaseSensitive(sch, "items") ||
+                  cJSON_GetObjectItemCaseSensitive(sch, "minItems") ||
+                  cJSON_GetObjectItemCaseSensitive(sch, "maxItems");
+        node->types = obj || arr ? (obj ? JT_OBJECT : 0) | (arr ? JT_ARRAY : 0) : JT_ALL;
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "nullable")))
+        node->types |= JT_NULL;
+    if (node->types & JT_NUMBER)
+        node->types &= ~(unsigned)JT_INTEGER;   /* number takes every integer */
+    first_of_types(node);
+    if ((node->types & JT_OBJECT) && compile_object(c, i, sch, path) < 0)
+        return -1;
+    if ((node->types & JT_ARRAY) && compile_array(c, i, sch, path) < 0)
+        return -1;
+    return i;
+}
+
+int json_schema_compile(const cJSON *schema, json_schema *s, errbuf *e)
+{
+    memset(s, 0, sizeof *s);
+    compiler c = {.s = s, .root = schema, .e = e};
+    if (any_node(&c) < 0 || (s->root = compile(&c, schema, "#")) < 0) {
+        json_schema_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+int json_schema_any_object(json_schema *s, errbuf *e)
+{
+    cJSON *obj = cJSON_CreateObject();
+    if (!obj || !cJSON_AddStringToObject(obj, "type", "object")) {
+        cJSON_Delete(obj);
+        return err_set(e, "out of memory for the schema");
+    }
+    int rc = json_schema_compile(obj, s, e);
+    cJSON_Delete(obj);
+    return rc;
+}
+
+void json_schema_free(json_schema *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        js_node *n = &s->node[i];
+        for (int k = 0; k < n->n_props; k++)
+            free(n->key[k]);
+        for (int k = 0; k < n->n_enum; k++)
+            free(n->enum_text[k]);
+        free(n->key);
+        free(n->key_len);
+        free(n->prop);
+        free(n->enum_text);
+        free(n->enum_len);
+        free(n->alt);
+    }
+    free(s->node);
+    memset(s, 0, sizeof *s);
+}
