@@ -1,6 +1,5 @@
 /* bench_json_mask: the cost per token of response_format json_object on Kimi's
- * vocabulary: json_mask_logits (every token's bytes tried against the JSON
- * automaton) at three points of an answer: before the object, inside a
+ * vocabulary: json_mask_logits (with the token table) at three points of an answer: before the object, inside a
  * string (most tokens fit) and after a value (few do). The yardstick,
  * measured in the same run, is the default draw (temperature 0.6) over as
  * many logits shaped as bench_sampler's (normal with sigma 2.5, 20 tokens at
@@ -32,7 +31,9 @@ int main(int argc, char **argv)
     sampler s;
     sampler_params p = sampler_defaults();
     json_schema any;
-    if (!logits || sampler_create(&s, &p, V, &e) || json_schema_any_object(&any, &e)) {
+    json_vocab jv;
+    if (!logits || sampler_create(&s, &p, V, &e) || json_schema_any_object(&any, &e) ||
+        json_vocab_build(&jv, &tok.v, &e)) {
         fprintf(stderr, "bench_json_mask: out of memory\n");
         return 2;
     }
@@ -61,7 +62,7 @@ int main(int argc, char **argv)
         int possible = 0;
         t0 = now_seconds();
         for (int r = 0; r < ROUNDS; r++)
-            possible = json_mask_logits(&j, &tok.v, &end_id, 1, logits, V);
+            possible = json_mask_logits(&j, &tok.v, &jv, &end_id, 1, logits, V);
         double ms = (now_seconds() - t0) / ROUNDS * 1e3;
         printf("{\"bench\": \"json_mask\", \"point\": \"%s\", \"vocab\": %d, \"possible\": %d, "
                "\"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
@@ -69,6 +70,7 @@ int main(int argc, char **argv)
     }
     sampler_destroy(&s);
     json_schema_free(&any);
+    json_vocab_free(&jv);
     free(logits);
     tokenizer_free(&tok);
     return 0;

@@ -488,6 +488,8 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
                                          s->stop_ids);
     if (!s->n_stop_ids)
         return err_set(e, "the tokenizer has no end token (<|im_end|>, [EOS] or eos_token_id)");
+    if (json_vocab_build(&s->jv, &tok->v, e))
+        return -1;
     const char *forced = getenv("MOETIER_SERVE_FORCE_TEXT");
     if (forced) {
         if (tokenizer_encode(tok, forced, strlen(forced), TOK_ALLOW_SPECIAL, &s->forced, e))
@@ -590,6 +592,7 @@ int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     token_list_free(&s->forced);
+    json_vocab_free(&s->jv);
     prompt_cache_free(&s->pc);
     slots_destroy(s);
     if (s->pc_lock >= 0)
@@ -602,6 +605,7 @@ fail:
     slots_destroy(s);
     prompt_cache_free(&s->pc);
     token_list_free(&s->forced);
+    json_vocab_free(&s->jv);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

@@ -8,6 +8,7 @@
 #include "core/app/cli_prompt_file.h"
 #include "core/engine/prompt_cache.h"
 #include "core/engine/prompt_cache_disk.h"
+#include "core/text/json_mask.h"
 #include "oai_request.h"
 #include "serve.h"
 #include "serve_metrics.h"
@@ -54,6 +55,7 @@ typedef struct server {
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
     token_list forced;          /* MOETIER_SERVE_FORCE_TEXT */
+    json_vocab jv;              /* the tokenizer's table for JSON-constrained answers */
     int has_forced;
     pthread_mutex_t mu;         /* guards everything below, and jobs' shared fields */
     pthread_cond_t cv;          /* broadcast on any change of a job or the queue */

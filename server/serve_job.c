@@ -530,7 +530,7 @@ static int next_token(server *s, slot_run *r)
     if (r->raw)     /* the sampler changes the logits it penalises */
         memcpy(r->raw, r->logits, (size_t)V * sizeof *r->raw);
     if (j->req.schema && !s->has_forced &&
-        !json_mask_logits(&r->json, &s->tok->v, s->stop_ids, s->n_stop_ids, r->logits, V)) {
+        !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) {
         r->finish = "stop";     /* the value is whole and no end token is known */
         return 0;
     }

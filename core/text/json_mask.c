@@ -2,6 +2,7 @@
 #include "json_mask.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 static int is_end(int id, const int *end_ids, int n_end)
 {
@@ -11,14 +12,61 @@ static int is_end(int id, const int *end_ids, int n_end)
     return 0;
 }
 
-int json_mask_logits(const json_prefix *j, const vocab *v, const int *end_ids, int n_end,
-                     float *logits, int V)
+int json_vocab_build(json_vocab *jv, const vocab *v, errbuf *e)
 {
-    int complete = json_prefix_complete(j), possible = 0;
+    json_schema any;
+    jv->n = v->n_vocab;
+    jv->first = calloc((size_t)jv->n + 1, 1);
+    jv->plain = calloc((size_t)jv->n + 1, 1);
+    if (!jv->first || !jv->plain || json_schema_any_object(&any, e)) {
+        json_vocab_free(jv);
+        return err_set(e, "out of memory for the JSON token table");
+    }
+    /* plain text: what a free string takes whole, and is again a free string after */
+    json_prefix in_string;
+    json_prefix_init(&in_string, &any);
+    json_prefix_feed(&in_string, "{\"a\":\"", 6);
+    for (int id = 0; id < jv->n; id++) {
+        size_t n;
+        const char *b = vocab_decode(v, id, &n);
+        if (!b || !n || vocab_is_special(v, id))
+            continue;
+        jv->first[id] = (uint8_t)b[0];
+        json_prefix t;
+        json_prefix_copy(&t, &in_string);
+        jv->plain[id] = json_prefix_feed(&t, b, n) == 0 && json_prefix_in_free_string(&t);
+    }
+    json_schema_free(&any);
+    return 0;
+}
+
+void json_vocab_free(json_vocab *jv)
+{
+    free(jv->first);
+    free(jv->plain);
+    jv->first = jv->plain = NULL;
+    jv->n = 0;
+}
+
+int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv, const int *end_ids,
+                     int n_end, float *logits, int V)
+{
+    int complete = json_prefix_complete(j), possible = 0, free_string = json_prefix_in_free_string(j);
+    uint8_t first_ok[256];
+    for (int b = 0; b < 256; b++) {
+        json_prefix t;
+        char c = (char)b;
+        json_prefix_copy(&t, j);
+        first_ok[b] = b && json_prefix_feed(&t, &c, 1) == 0;
+    }
     for (int id = 0; id < V; id++) {
         int ok;
         if (is_end(id, end_ids, n_end) || vocab_is_special(v, id)) {
             ok = complete && is_end(id, end_ids, n_end);
+        } else if (jv && id < jv->n && !first_ok[jv->first[id]]) {
+            ok = 0;
+        } else if (jv && id < jv->n && free_string && jv->plain[id]) {
+            ok = 1;
         } else {
             size_t n;
             const char *b = vocab_decode(v, id, &n);

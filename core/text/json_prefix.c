@@ -93,6 +93,11 @@ int json_prefix_complete(const json_prefix *j)
            (j->depth == 0 && (number_whole(j->state) || (j->state == S_ENUM && enum_whole(j))));
 }
 
+int json_prefix_in_free_string(const json_prefix *j)
+{
+    return j->state == S_STRING && !j->in_key && !j->utf8_left;
+}
+
 static int has_first(const js_node *n, unsigned char b)
 {
     return n->first[b >> 3] >> (b & 7) & 1;

@@ -53,6 +53,9 @@ void json_prefix_copy(json_prefix *dst, const json_prefix *src);
  * the schema takes (the state moved on), -1 when not (the state is then
  * undefined: feed a copy to try). */
 int json_prefix_feed(json_prefix *j, const char *p, size_t n);
+/* 1 inside a string value (not a key, not an enum's) between characters:
+ * any text without a quote, backslash or control byte goes on it. */
+int json_prefix_in_free_string(const json_prefix *j);
 /* 1 when the input is a whole value the schema takes (a number may still go
  * on: 12 is whole, and so is 123). */
 int json_prefix_complete(const json_prefix *j);

@@ -239,17 +239,20 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
         const char *doc;
     } cases[] = {{any_object(), "{\"k\\u00e9y\": [1.5e-3, true, {\"\xe2\x82\xac\": null}], \"n\": -0}"},
                  {&schema, "{\"days\": [\"tue\", \"mon\"], \"city\": \"Paris\", \"n\": 12}"}};
-    for (size_t c = 0; c < 2; c++) {
-        const char *doc = cases[c].doc;
+    json_vocab jv;
+    cr_assert_eq(json_vocab_build(&jv, v, &e), 0, "%s", e.msg);
+    for (size_t c = 0; c < 4; c++) {    /* each case with the token table and without */
+        const json_vocab *table = c < 2 ? &jv : NULL;
+        const char *doc = cases[c % 2].doc;
         size_t len = strlen(doc);
         char *buf = malloc(len + 4096);
         for (size_t k = 0; k <= len; k++) {
             json_prefix j;
-            json_prefix_init(&j, cases[c].s);
+            json_prefix_init(&j, cases[c % 2].s);
             cr_assert_eq(json_prefix_feed(&j, doc, k), 0);
             for (int i = 0; i < V; i++)
                 logits[i] = 1.0f;
-            int possible = json_mask_logits(&j, v, end_ids, 1, logits, V), counted = 0;
+            int possible = json_mask_logits(&j, v, table, end_ids, 1, logits, V), counted = 0;
             for (int id = 0; id < V; id++) {
                 int want;
                 if (vocab_is_special(v, id)) {
@@ -260,7 +263,7 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
                     memcpy(buf, doc, k);
                     memcpy(buf + k, b, n);
                     json_prefix r;
-                    json_prefix_init(&r, cases[c].s);
+                    json_prefix_init(&r, cases[c % 2].s);
                     want = n > 0 && json_prefix_feed(&r, buf, k + n) == 0;
                 }
                 counted += want;
@@ -271,6 +274,7 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
         }
         free(buf);
     }
+    json_vocab_free(&jv);
     json_schema_free(&schema);
     free(logits);
     tokenizer_free(&tok);
