@@ -20,9 +20,33 @@
 #include "core/base/stop_signal.h"
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
+#include "core/text/json_mask.h"
 #include "core/text/tokenizer.h"
 #include "generate.h"
 #include "sampling_flags.h"
+
+/* --json-schema TEXT or --json-schema-file PATH, compiled: 0; -1 with e
+ * naming the flag when the schema is bad; 1 when the file cannot be read */
+static int compile_schema(const char *text, const char *path, json_schema *s, errbuf *e)
+{
+    char *file = NULL;
+    size_t len = text ? strlen(text) : 0;
+    if (path && cli_read_text(path, &file, &len, e)) {
+        err_prefix(e, "--json-schema-file: ");
+        return 1;
+    }
+    const char *end = NULL;
+    cJSON *j = chat_json_parse(path ? file : text, len, &end);
+    int rc;
+    if (!j)
+        rc = err_set(e, "%s: not JSON (near byte %ld)", path ? path : "--json-schema",
+                     end ? (long)(end - (path ? file : text)) : 0L);
+    else if ((rc = json_schema_compile(j, s, e)))
+        err_prefix(e, "%s: ", path ? path : "--json-schema");
+    cJSON_Delete(j);
+    free(file);
+    return rc;
+}
 
 static void usage(FILE *f)
 {
@@ -45,7 +69,10 @@ static void usage(FILE *f)
             "                       starts the same way computes only the rest (the same\n"
             "                       prompt: nothing, and the same output)\n"
             "  --prompt-cache-all   keep the reply's positions in FILE too\n"
-            "  --prompt-cache-ro    read FILE, never write it\n");
+            "  --prompt-cache-ro    read FILE, never write it\n"
+            "  --json-schema SCHEMA the answer is a JSON value SCHEMA takes (JSON Schema as\n"
+            "                       the server's response_format json_schema; '{}': any JSON)\n"
+            "  --json-schema-file FILE  the same, the schema read from FILE\n");
     model_flags_usage(f);
     sampling_flags_usage(f);
 }
@@ -101,6 +128,7 @@ int cmd_run(int argc, char **argv)
     const char *ids_s = NULL, *prompt_arg = NULL, *prompt_path = NULL, *system = NULL;
     int chat = 0;
     int n_new = 128, print_ids = 0, ignore_eos = 0, show_special = 0;
+    const char *schema_arg = NULL, *schema_path = NULL;
     cli_prompt_cache pcache = {0};
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -139,6 +167,12 @@ int cmd_run(int argc, char **argv)
             ignore_eos = 1;
         } else if (!strcmp(a, "--special")) {
             show_special = 1;
+        } else if (!strcmp(a, "--json-schema")) {
+            if (!(schema_arg = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--json-schema-file")) {
+            if (!(schema_path = cli_value(argc, argv, &i)))
+                return 2;
         } else {
             fprintf(stderr, "moetier run: unknown option '%s'\n", a);
             usage(stderr);
@@ -170,6 +204,18 @@ int cmd_run(int argc, char **argv)
         cli_fail(&e);
         return 2;       /* a bad option value, as when it does not parse */
     }
+    if (schema_arg && schema_path) {
+        fprintf(stderr, "moetier run: give --json-schema or --json-schema-file, not both\n");
+        return 2;
+    }
+    /* checked before loading anything (compiled again before generating) */
+    json_schema schema = {0};
+    int bad_schema = schema_arg || schema_path ? compile_schema(schema_arg, schema_path, &schema, &e) : 0;
+    if (bad_schema) {
+        cli_fail(&e);
+        return bad_schema < 0 ? 2 : 1;      /* a bad option value, or a file not read */
+    }
+    json_schema_free(&schema);
     /* read before loading anything: a wrong path fails at once */
     char *file_text = NULL;
     size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
@@ -186,6 +232,10 @@ int cmd_run(int argc, char **argv)
     if (!have_vocab && prompt_text) {
         free(file_text);
         return cli_fail(&e);
+    }
+    if (!have_vocab && (schema_arg || schema_path)) {
+        free(file_text);
+        return cli_fail(&e);    /* a schema is about text */
     }
     if (!have_vocab) {
         fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
@@ -226,6 +276,7 @@ int cmd_run(int argc, char **argv)
     sampler smp;
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     token_list gen = {0};
+    json_vocab jv = {0};
     int rc = 1, context_full = 0, stopped = 0, signalled = 0;
     if (!logits) {
         err_set(&e, "out of memory");
@@ -250,6 +301,12 @@ int cmd_run(int argc, char **argv)
             stop[n_stop++] = c->eos_token_ids[i];
     gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout};
+    if (schema_arg || schema_path) {
+        if (compile_schema(schema_arg, schema_path, &schema, &e) != 0 || json_vocab_build(&jv, &tok.v, &e))
+            goto done;
+        gp.schema = &schema;
+        gp.jv = &jv;
+    }
     int restored = cli_prompt_cache_restore(&pcache, &m, prompt, T, logits, &e);
     int frc = restored < 0 ? -1 : 0;
     /* -n 0 still runs the prompt (its routing for --trace, its speed) */
@@ -305,6 +362,8 @@ done:
     free(logits);
     token_list_free(&gen);
     free(prompt);
+    json_schema_free(&schema);
+    json_vocab_free(&jv);
     cli_prompt_cache_free(&pcache);
     if (cli_model_close(&m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */

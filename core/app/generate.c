@@ -19,8 +19,19 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     if (tok)
         vocab_stream_init(&vs, &tok->v);
     int rc = 0;
+    json_prefix answer;
+    if (p->schema)
+        json_prefix_init(&answer, p->schema);
     for (int k = 0; k < p->max_new; k++) {
+        if (p->schema && !json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, logits,
+                                           m->mw.cfg.vocab_size))
+            break;      /* the value is whole and no end token may end it */
         int next = sampler_sample(s, logits);
+        if (p->schema && !is_stop(p, next)) {
+            size_t n;
+            const char *b = vocab_decode(&tok->v, next, &n);
+            json_prefix_feed(&answer, b ? b : "", b ? n : 0);
+        }
         sampler_accept_output(s, next);
         if (token_list_push(out, next)) {
             rc = err_set(e, "out of memory");

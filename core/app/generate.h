@@ -7,6 +7,7 @@
 
 #include "cli_common.h"
 #include "core/engine/sampler.h"
+#include "core/text/json_mask.h"
 #include "core/text/tokenizer.h"
 
 typedef struct gen_params {
@@ -17,6 +18,10 @@ typedef struct gen_params {
     FILE *out;                  /* streamed text; NULL: none */
     void (*on_token)(void *ctx, int id);    /* optional, called for every generated id */
     void *ctx;
+    /* optional: the answer is held to this schema (--json-schema; needs the
+     * tokenizer), jv its token table; it ends once the value is whole */
+    const json_schema *schema;
+    const json_vocab *jv;
 } gen_params;
 
 /* logits holds the distribution after the prompt; generated ids (the stop

@@ -1,6 +1,7 @@
 /* The moetier binary as scripts drive it: `logits` writes exactly the golden
  * logits and nothing on stdout, `run --print-ids` ends stdout with the greedy ids,
  * every command has --help, and bad arguments fail with a clear message. */
+#include <cJSON.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -336,6 +337,10 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
     expect_failure(2, "--presence-penalty", "%s run -m %s --ids 1 %s", d, "--presence-penalty 1e39");
     expect_failure(2, "--frequency-penalty", "%s run -m %s --ids 1 %s", d, "--frequency-penalty x");
+    expect_failure(2, "'pattern' is not enforced", "%s run -m %s --ids 1 %s", d,
+                   "--json-schema '{\"type\": \"string\", \"pattern\": \"a\"}'");
+    expect_failure(2, "--json-schema: not JSON", "%s run -m %s --ids 1 %s", d, "--json-schema '{\"type\":'");
+    expect_failure(1, "--json-schema-file", "%s run -m %s --ids 1 %s", d, "--json-schema-file /nonexistent");
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
     expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:inf");
     expect_failure(2, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
@@ -447,6 +452,25 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
     free(err2);
     free(out);
     free(err);
+    /* --json-schema: sampled answers that end as soon as they are a whole value
+     * the schema takes */
+    for (int seed = 1; seed <= 3; seed++) {
+        cr_assert_eq(run(&out, &err, "%s run -m %s -p 'Answer in JSON:' -n 400 --seed %d --temp 1 "
+                                     "--json-schema '{\"type\": \"object\", \"properties\": {\"ok\": "
+                                     "{\"type\": \"boolean\"}, \"color\": {\"enum\": [\"red\", \"green\"]}}, "
+                                     "\"required\": [\"ok\", \"color\"], \"additionalProperties\": false}'",
+                         bin(), tmp, seed), 0, "%s", err);
+        cJSON *v = cJSON_Parse(out);
+        cr_assert(cJSON_IsObject(v), "seed %d: '%s' is not a JSON object", seed, out);
+        cr_expect(cJSON_IsBool(cJSON_GetObjectItem(v, "ok")), "%s", out);
+        const cJSON *color = cJSON_GetObjectItem(v, "color");
+        cr_expect(cJSON_IsString(color) && (!strcmp(color->valuestring, "red") ||
+                                            !strcmp(color->valuestring, "green")), "%s", out);
+        cr_expect_eq(cJSON_GetArraySize(v), 2, "%s", out);
+        cJSON_Delete(v);
+        free(out);
+        free(err);
+    }
     /* --presence-penalty and --frequency-penalty: the first token they change
      * is one the greedy answer already held */
     int greedy[40], penalised[40];
