@@ -181,6 +181,9 @@ static int parse_response_format(oai_request *r, oai_error *err)
         return bad(err, "response_format", "'response_format' of type '%.40s' is not supported: "
                    "\"text\", \"json_object\" or \"json_schema\"", t->valuestring);
     }
+    if (r->tool_choice_required || r->tool_choice_name)
+        return bad(err, "response_format", "'response_format' %s and a 'tool_choice' that asks for a "
+                   "call cannot both hold the answer", t->valuestring);
     if (r->kind == OAI_CHAT && r->copt.thinking)
         return bad(err, "response_format", "'response_format' %s needs thinking off (\"thinking\": "
                    "false, or the server's --no-think): the reasoning before the answer is not JSON",
@@ -362,9 +365,19 @@ static int parse_chat(oai_request *r, oai_error *err)
                            "\"required\" or a function object");
             if (!strcmp(s, "none"))
                 r->tools = NULL;
+            r->tool_choice_required = !strcmp(s, "required");
         } else if (!cJSON_IsObject(tc)) {
             return bad(err, "tool_choice", "'tool_choice' must be a string or an object");
+        } else {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+            if (!cJSON_IsString(name))
+                return bad(err, "tool_choice", "'tool_choice' as an object must be {\"type\": "
+                           "\"function\", \"function\": {\"name\": ...}}");
+            r->tool_choice_name = name->valuestring;
         }
+        if ((r->tool_choice_required || r->tool_choice_name) && !r->tools)
+            return bad(err, "tool_choice", "'tool_choice' asks for a tool call, but no 'tools' are given");
     }
     /* chat template switches, at the top level or vLLM-style in chat_template_kwargs */
     errbuf e;
@@ -377,6 +390,10 @@ static int parse_chat(oai_request *r, oai_error *err)
         if (chat_options_from_json(kw, &r->copt, &e))
             return bad(err, "chat_template_kwargs", "%s", e.msg);
     }
+    if ((r->tool_choice_required || r->tool_choice_name) && r->copt.thinking)
+        return bad(err, "tool_choice", "'tool_choice' \"required\" or a named function needs thinking "
+                   "off (\"thinking\": false, or the server's --no-think): the call is held from the "
+                   "answer's first token");
     r->copt.add_generation_prompt = 1;
     return 0;
 }
@@ -583,5 +600,8 @@ void oai_request_free(oai_request *r)
     if (r->schema)
         json_schema_free(r->schema);
     free(r->schema);
+    if (r->force)
+        tool_force_free(r->force);
+    free(r->force);
     memset(r, 0, sizeof *r);
 }

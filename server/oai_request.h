@@ -8,8 +8,9 @@
  *
  * Accepted fields: model, messages (chat), prompt (completions: a string, token
  * ids, or an array of one of either), tools, tool_choice ("auto", "none", "required" or a
- * named function: anything but "none" declares the tools to the model; the
- * model decides, nothing is forced), temperature [0, 2], top_p (0, 1], max_tokens
+ * named function: anything but "none" declares the tools to the model;
+ * "required" and a named function hold the answer to tool calls, thinking
+ * off), temperature [0, 2], top_p (0, 1], max_tokens
  * / max_completion_tokens (>= 1), stop (a string or up to 4 strings), seed,
  * stream, stream_options.include_usage, n (1 to 16 choices; not with echo),
  * presence_penalty and
@@ -34,6 +35,7 @@
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
 #include "core/text/json_schema.h"
+#include "core/text/tool_force.h"
 
 #define OAI_MAX_STOP 4
 #define OAI_MAX_CHOICES 16
@@ -54,6 +56,10 @@ typedef struct oai_request {
     const char *model;          /* NULL when absent */
     const cJSON *messages;      /* chat */
     const cJSON *tools;         /* chat, NULL when none (or tool_choice "none") */
+    int tool_choice_required;   /* tool_choice "required": the answer is tool calls */
+    const char *tool_choice_name;   /* tool_choice naming a function: one call of it */
+    tool_force *force;          /* either: the calls' constraint (set up with the vocabulary,
+                                 * job_prompt_ids); NULL: free */
     const char *prompt;         /* completions: text, or NULL when given as ids */
     const cJSON *prompt_ids;    /* completions: token ids (not yet checked against the
                                  * vocabulary) */

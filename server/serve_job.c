@@ -320,6 +320,15 @@ int job_prompt_ids(server *s, job *j, oai_error *err)
                         ids->n, limit, ctx);
     if (ids->n == 0)
         return oai_fail(err, 400, "invalid_request_error", "prompt", NULL, "the prompt is empty");
+    if (j->req.tool_choice_required || j->req.tool_choice_name) {
+        if (!(j->req.force = calloc(1, sizeof *j->req.force)))
+            return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        if (tool_force_init(j->req.force, &s->tok->v, j->req.tools, j->req.tool_choice_name, &e)) {
+            free(j->req.force);
+            j->req.force = NULL;
+            return oai_fail(err, 400, "invalid_request_error", "tool_choice", NULL, "%s", e.msg);
+        }
+    }
     for (int i = 0; i < j->req.n_bias; i++)
         if (j->req.bias[i].id >= V)
             return oai_fail(err, 400, "invalid_request_error", "logit_bias", NULL,
@@ -436,6 +445,8 @@ static int choice_begin(server *s, slot_run *r, int c)
     stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
     if (j->req.schema)
         json_prefix_init(&r->json, j->req.schema);
+    if (j->req.force)
+        tool_force_restart(j->req.force);
     r->choice = c;
     r->a = &r->answers[c];
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
@@ -529,9 +540,11 @@ static int next_token(server *s, slot_run *r)
     int next, V = s->m->mw.cfg.vocab_size;
     if (r->raw)     /* the sampler changes the logits it penalises */
         memcpy(r->raw, r->logits, (size_t)V * sizeof *r->raw);
-    if (j->req.schema && !s->has_forced &&
-        !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) {
-        r->finish = "stop";     /* the value is whole and no end token is known */
+    if (!s->has_forced &&
+        ((j->req.schema &&
+          !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
+         (j->req.force && !tool_force_mask(j->req.force, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)))) {
+        r->finish = "stop";     /* the answer is whole and no end token is known */
         return 0;
     }
     if (s->has_forced)
@@ -546,6 +559,8 @@ static int next_token(server *s, slot_run *r)
         return 0;
     }
     r->generated++;
+    if (j->req.force)
+        tool_force_accept(j->req.force, next);
     if (j->req.schema) {
         size_t n;
         const char *b = vocab_decode(&s->tok->v, next, &n);

@@ -19,6 +19,7 @@ typedef struct compiler {
         int node;
     } defs[MAX_DEFS];
     int n_defs;
+    int lenient;                /* unknown keywords are left out, not refused */
     errbuf *e;
 } compiler;
 
@@ -209,13 +210,24 @@ static int compile_any_of(compiler *c, int i, const cJSON *alts, const char *pat
             return -1;
         js_node *node = &c->s->node[i];
         const js_node *an = &c->s->node[ai];
+        int alike = 0;
         for (int b = 0; b < 32; b++) {
-            if (node->first[b] & an->first[b])
-                return err_set(c->e, "%s: the alternatives of '%s' begin alike (two can start with "
-                               "the same byte), so the answer cannot be held to one as it is "
-                               "written", path, kw);
+            alike |= (node->first[b] & an->first[b]) != 0;
             node->first[b] |= an->first[b];
         }
+        if (alike && c->lenient) {  /* any value, then */
+            free(node->alt);
+            memset(node, 0, sizeof *node);
+            node->types = JT_ALL;
+            node->extra = 0;
+            node->max_items = INT_MAX;
+            first_of_types(node);
+            return i;
+        }
+        if (alike)
+            return err_set(c->e, "%s: the alternatives of '%s' begin alike (two can start with "
+                           "the same byte), so the answer cannot be held to one as it is "
+                           "written", path, kw);
         node->alt[node->n_alt++] = ai;
         k++;
     }
@@ -331,7 +343,7 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     }
     if (!cJSON_IsObject(sch))
         return err_set(c->e, "%s: a schema must be an object (or true)", path);
-    for (const cJSON *k = sch->child; k; k = k->next)
+    for (const cJSON *k = sch->child; k && !c->lenient; k = k->next)
         if (!is_taken(k->string))
             return err_set(c->e, "%s: '%.60s' is not enforced by this server", path, k->string);
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(sch, "$ref");
@@ -390,15 +402,25 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     return i;
 }
 
-int json_schema_compile(const cJSON *schema, json_schema *s, errbuf *e)
+static int compile_root(const cJSON *schema, json_schema *s, int lenient, errbuf *e)
 {
     memset(s, 0, sizeof *s);
-    compiler c = {.s = s, .root = schema, .e = e};
+    compiler c = {.s = s, .root = schema, .lenient = lenient, .e = e};
     if (any_node(&c) < 0 || (s->root = compile(&c, schema, "#")) < 0) {
         json_schema_free(s);
         return -1;
     }
     return 0;
+}
+
+int json_schema_compile(const cJSON *schema, json_schema *s, errbuf *e)
+{
+    return compile_root(schema, s, 0, e);
+}
+
+int json_schema_compile_lenient(const cJSON *schema, json_schema *s, errbuf *e)
+{
+    return compile_root(schema, s, 1, e);
 }
 
 int json_schema_any_object(json_schema *s, errbuf *e)

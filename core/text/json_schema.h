@@ -63,6 +63,11 @@ typedef struct json_schema {
 /* Compiles schema (an object, or true) into s; -1 with e naming the keyword
  * and where it is (a JSON pointer) when it cannot be enforced. */
 int json_schema_compile(const cJSON *schema, json_schema *s, errbuf *e);
+/* The same, but keywords that cannot be enforced (pattern, minimum, ...)
+ * are left out rather than refused: the structure is held, those bounds are
+ * the model's to keep (a tool's parameters, as non-strict function calling
+ * treats them). */
+int json_schema_compile_lenient(const cJSON *schema, json_schema *s, errbuf *e);
 /* The schema of an answer that is any JSON object (response_format json_object). */
 int json_schema_any_object(json_schema *s, errbuf *e);
 void json_schema_free(json_schema *s);

@@ -414,9 +414,9 @@ int synth_tokenizer_build(synth_tokenizer *t, int vocab_size, int bos_id, int eo
     t->vocab_size = vocab_size;
     t->bos_id = bos_id;
     t->eos_id = eos_id;
-    if (vocab_size < 256 + 9)
-        return err_set(e, "synthetic tokenizer: vocab_size %d is too small (at least 265: 256 "
-                       "byte tokens and 9 special tokens)", vocab_size);
+    if (vocab_size < 256 + 14)
+        return err_set(e, "synthetic tokenizer: vocab_size %d is too small (at least 270: 256 "
+                       "byte tokens and 14 special tokens)", vocab_size);
     for (int k = 0; k < 2; k++) {
         int id = k ? eos_id : bos_id;
         if (id >= 0 && (id < 256 || id >= vocab_size))
@@ -431,8 +431,8 @@ int synth_tokenizer_build(synth_tokenizer *t, int vocab_size, int bos_id, int eo
     if (lo < 0)
         lo = vocab_size - 256 > 256 ? vocab_size - 256 : 256;
     t->first_special = lo;
-    if (vocab_size - lo < 9)
-        return err_set(e, "synthetic tokenizer: only %d ids above %d for the 9 special tokens",
+    if (vocab_size - lo < 14)
+        return err_set(e, "synthetic tokenizer: only %d ids above %d for the 14 special tokens",
                        vocab_size - lo, lo);
     /* bos/eos first (their ids are fixed by config.json), then Kimi's offsets */
     if (place_special(t, "[BOS]", bos_id >= 0 ? bos_id : lo, e) ||
@@ -440,6 +440,11 @@ int synth_tokenizer_build(synth_tokenizer *t, int vocab_size, int bos_id, int eo
         place_special(t, "<|im_end|>", lo + 2, e) || place_special(t, "<|im_user|>", lo + 3, e) ||
         place_special(t, "<|im_assistant|>", lo + 4, e) ||
         place_special(t, "<|im_system|>", lo + 10, e) ||
+        place_special(t, "<|tool_calls_section_begin|>", lo + 11, e) ||
+        place_special(t, "<|tool_calls_section_end|>", lo + 12, e) ||
+        place_special(t, "<|tool_call_begin|>", lo + 13, e) ||
+        place_special(t, "<|tool_call_argument_begin|>", lo + 14, e) ||
+        place_special(t, "<|tool_call_end|>", lo + 15, e) ||
         place_special(t, "<|im_middle|>", lo + 17, e) ||
         place_special(t, "[UNK]", vocab_size - 2, e) || place_special(t, "[PAD]", vocab_size - 1, e))
         return -1;

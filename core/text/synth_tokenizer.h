@@ -12,8 +12,11 @@
  *
  * Special tokens sit above the regular range, as in Kimi K2: [BOS] at
  * bos_token_id and [EOS] at eos_token_id (Kimi: 163584, 163585), then
- * <|im_end|>, <|im_user|>, <|im_assistant|>, <|im_system|>, <|im_middle|> at
- * Kimi's offsets from the lower of the two (+2, +3, +4, +10, +17), [UNK] and
+ * <|im_end|>, <|im_user|>, <|im_assistant|>, <|im_system|>, the tool-call
+ * markers (<|tool_calls_section_begin|>, <|tool_calls_section_end|>,
+ * <|tool_call_begin|>, <|tool_call_argument_begin|>, <|tool_call_end|>) and
+ * <|im_middle|> at Kimi's offsets from the lower of the two (+2, +3, +4, +10,
+ * +11 to +15, +17), [UNK] and
  * [PAD] at the two highest ids; a slot that is taken or out of range moves to
  * the next free id. Every other id from the end of the regular vocabulary up to
  * vocab_size is "<|reserved_token_N|>" (N = the id), which the loader

@@ -315,6 +315,37 @@ async function apiFeatureChecks(srv, ai) {
     }
     assert.ok(stops >= 3, `only ${stops} of 6 answers were whole within 150 tokens`);
   });
+  await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
+      required: ['city'], additionalProperties: false } } },
+    { type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+      properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+    const req = { model: MODEL, messages: user('What is the weather?'), max_tokens: 200, temperature: 1, tools };
+    for (let seed = 1; seed <= 3; seed++) {
+      const r = await ai.chat.completions.create({ ...req, seed, tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+      const c = r.choices[0];
+      assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+      assert.equal(c.message.tool_calls.length, 1);
+      const call = c.message.tool_calls[0];
+      assert.equal(call.function.name, 'get_weather');
+      assert.equal(call.id, 'functions.get_weather:0');
+      const args = JSON.parse(call.function.arguments);
+      assert.ok(['Paris', 'Rome'].includes(args.city), call.function.arguments);
+      assert.ok(Object.keys(args).every((k) => ['city', 'days'].includes(k)), call.function.arguments);
+      if ('days' in args) assert.ok(Number.isInteger(args.days), call.function.arguments);
+    }
+    const any = await ai.chat.completions.create({ ...req, seed: 9, tool_choice: 'required' });
+    assert.equal(any.choices[0].finish_reason, 'tool_calls', JSON.stringify(any.choices[0]));
+    for (const call of any.choices[0].message.tool_calls) {
+      assert.ok(['get_weather', 'get_time'].includes(call.function.name));
+      JSON.parse(call.function.arguments);
+    }
+    let e = await expectStatus(ai.chat.completions.create({ ...req, tool_choice: { type: 'function', function: { name: 'nope' } } }), 400);
+    assert.equal(e.param, 'tool_choice');
+    e = await expectStatus(ai.chat.completions.create({ ...req, tool_choice: 'required', thinking: true }), 400);
+    assert.equal(e.param, 'tool_choice');
+  });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
     const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;
     assert.ok(new Set(greedy).size < greedy.length, 'the greedy answer repeats no token: nothing to check');

@@ -42,6 +42,17 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\"}]}", "tools");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"always\"}", "tool_choice");
+    /* a call asked for: tools needed, thinking off, not with a JSON response_format */
+#define TOOLS "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"required\"}", "tool_choice");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": \"required\", "
+           "\"thinking\": true}", "tool_choice");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": {\"type\": "
+           "\"function\"}}", "tool_choice");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"thinking\": false, "
+           "\"tool_choice\": \"required\", \"response_format\": {\"type\": \"json_object\"}}",
+           "response_format");
+#undef TOOLS
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"thinking\": 1}", "thinking");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_k\": 2.5}", "top_k");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"top_k\": -2}", "top_k");

@@ -1,0 +1,202 @@
+/* tool_force: see tool_force.h. */
+#include "tool_force.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { P_SECTION, P_CALL, P_ID, P_ARGS, P_AFTER_CALL, P_END };
+
+static int marker(const vocab *v, const char *name, int *id, errbuf *e)
+{
+    *id = vocab_find_special(v, name);
+    return *id < 0 ? err_set(e, "the tokenizer has no %s token: tool calls cannot be held to Kimi's "
+                             "format", name) : 0;
+}
+
+int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, errbuf *e)
+{
+    memset(f, 0, sizeof *f);
+    f->v = v;
+    f->once = name != NULL;
+    if (marker(v, "<|tool_calls_section_begin|>", &f->section_begin, e) ||
+        marker(v, "<|tool_call_begin|>", &f->call_begin, e) ||
+        marker(v, "<|tool_call_argument_begin|>", &f->argument_begin, e) ||
+        marker(v, "<|tool_call_end|>", &f->call_end, e) ||
+        marker(v, "<|tool_calls_section_end|>", &f->section_end, e))
+        return -1;
+    int n = cJSON_GetArraySize(tools);
+    if (n > TOOL_FORCE_MAX_FUNCTIONS)
+        return err_set(e, "tool_choice: more than %d tools", TOOL_FORCE_MAX_FUNCTIONS);
+    if (!(f->fn = calloc((size_t)n + 1, sizeof *f->fn)))
+        return err_set(e, "out of memory");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (!cJSON_IsString(nm) || (name && strcmp(name, nm->valuestring)))
+            continue;
+        if (strlen(nm->valuestring) > 200 || strpbrk(nm->valuestring, ": \t\r\n<")) {
+            tool_force_free(f);
+            return err_set(e, "tool_choice: the function name '%.60s' cannot be held to (at most "
+                           "200 bytes, no ':', '<' or whitespace)", nm->valuestring);
+        }
+        tool_force_fn *x = &f->fn[f->n_fn];
+        cJSON *any = params ? NULL : cJSON_Parse("{\"type\": \"object\"}");
+        int rc = json_schema_compile_lenient(params ? params : any, &x->params, e);
+        cJSON_Delete(any);
+        if (rc || !(x->name = strdup(nm->valuestring))) {
+            if (!rc)
+                json_schema_free(&x->params);
+            tool_force_free(f);
+            return rc ? err_prefix(e, "tools: function '%.60s': parameters: ", nm->valuestring)
+                      : err_set(e, "out of memory");
+        }
+        f->n_fn++;
+    }
+    if (!f->n_fn) {
+        tool_force_free(f);
+        return err_set(e, "tool_choice names the function '%.60s', which is not among the tools",
+                       name ? name : "");
+    }
+    return 0;
+}
+
+void tool_force_free(tool_force *f)
+{
+    for (int i = 0; f->fn && i < f->n_fn; i++) {
+        free(f->fn[i].name);
+        json_schema_free(&f->fn[i].params);
+    }
+    free(f->fn);
+    f->fn = NULL;
+    f->n_fn = 0;
+}
+
+void tool_force_restart(tool_force *f)
+{
+    f->phase = P_SECTION;
+    f->calls = 0;
+    f->id_len = 0;
+}
+
+/* function i's id for this call: "functions.NAME:K" */
+static int id_of(const tool_force *f, int i, char *out, size_t cap)
+{
+    return snprintf(out, cap, "functions.%s:%d", f->fn[i].name, f->calls);
+}
+
+/* -inf but for the listed ids; how many of them are in range */
+static int only(float *logits, int V, const int *ids, int n)
+{
+    float keep[4];
+    int count = 0;
+    for (int k = 0; k < n; k++)
+        keep[k] = ids[k] >= 0 && ids[k] < V ? logits[ids[k]] : 0;
+    for (int i = 0; i < V; i++)
+        logits[i] = -INFINITY;
+    for (int k = 0; k < n; k++)
+        if (ids[k] >= 0 && ids[k] < V) {
+            logits[ids[k]] = keep[k];
+            count++;
+        }
+    return count;
+}
+
+/* the id's next text: a regular token whose bytes go on some function's id */
+static int id_mask(const tool_force *f, float *logits, int V)
+{
+    char lit[TOOL_FORCE_MAX_FUNCTIONS][320];
+    int len[TOOL_FORCE_MAX_FUNCTIONS], n = 0, whole = 0, possible = 0;
+    for (int i = 0; i < f->n_fn; i++) {
+        int l = id_of(f, i, lit[n], sizeof lit[n]);
+        if (l < f->id_len || memcmp(lit[n], f->id, (size_t)f->id_len))
+            continue;
+        whole |= l == f->id_len;
+        len[n++] = l;
+    }
+    for (int id = 0; id < V; id++) {
+        int ok = 0;
+        size_t bn;
+        const char *b = vocab_is_special(f->v, id) ? NULL : vocab_decode(f->v, id, &bn);
+        for (int k = 0; b && bn && k < n && !ok; k++)
+            ok = (size_t)(len[k] - f->id_len) >= bn && !memcmp(lit[k] + f->id_len, b, bn);
+        if (id == f->argument_begin)
+            ok = whole;
+        if (ok)
+            possible++;
+        else
+            logits[id] = -INFINITY;
+    }
+    return possible;
+}
+
+int tool_force_mask(const tool_force *f, const json_vocab *jv, const int *end_ids, int n_end,
+                    float *logits, int V)
+{
+    int after[2] = {f->section_end, f->call_begin};
+    switch (f->phase) {
+    case P_SECTION: return only(logits, V, &f->section_begin, 1);
+    case P_CALL: return only(logits, V, &f->call_begin, 1);
+    case P_ID: return id_mask(f, logits, V);
+    case P_ARGS: return json_mask_logits(&f->args, f->v, jv, &f->call_end, 1, logits, V);
+    case P_AFTER_CALL: return only(logits, V, after, f->once ? 1 : 2);
+    default: {
+        int keep = 0;
+        for (int i = 0; i < V; i++) {
+            int end = 0;
+            for (int k = 0; k < n_end; k++)
+                end |= end_ids[k] == i;
+            if (end)
+                keep++;
+            else
+                logits[i] = -INFINITY;
+        }
+        return keep;
+    }
+    }
+}
+
+void tool_force_accept(tool_force *f, int id)
+{
+    size_t n = 0;
+    const char *b = vocab_is_special(f->v, id) ? NULL : vocab_decode(f->v, id, &n);
+    switch (f->phase) {
+    case P_SECTION:
+        f->phase = P_CALL;
+        break;
+    case P_CALL:
+        f->phase = P_ID;
+        f->id_len = 0;
+        break;
+    case P_ID:
+        if (id == f->argument_begin) {
+            char lit[320];
+            for (int i = 0; i < f->n_fn; i++)
+                if (id_of(f, i, lit, sizeof lit) == f->id_len && !memcmp(lit, f->id, (size_t)f->id_len))
+                    f->chosen = i;
+            json_prefix_init(&f->args, &f->fn[f->chosen].params);
+            f->phase = P_ARGS;
+        } else if (b && f->id_len + n < sizeof f->id) {
+            memcpy(f->id + f->id_len, b, n);
+            f->id_len += (int)n;
+        }
+        break;
+    case P_ARGS:
+        if (id == f->call_end) {
+            f->calls++;
+            f->phase = P_AFTER_CALL;
+        } else if (b) {
+            json_prefix_feed(&f->args, b, n);
+        }
+        break;
+    case P_AFTER_CALL:
+        f->phase = id == f->call_begin ? P_ID : P_END;
+        f->id_len = 0;
+        break;
+    default:
+        break;
+    }
+}

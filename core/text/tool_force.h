@@ -1,0 +1,59 @@
+/* tool_force: an answer held to tool calls in Kimi's format (tool_choice
+ * "required" or a named function):
+ *   <|tool_calls_section_begin|> then, once or more,
+ *   <|tool_call_begin|>functions.NAME:K<|tool_call_argument_begin|>ARGS<|tool_call_end|>
+ *   then <|tool_calls_section_end|> and an end token.
+ * NAME is one of the functions allowed, K the call's number from 0, ARGS a
+ * JSON value the function's parameters schema takes (compiled leniently:
+ * json_schema.h). A named function is called once; "required" allows further
+ * calls of any of them. The markers and end tokens are the only special
+ * tokens that may come, each where the format has it. */
+#ifndef MOETIER_TOOL_FORCE_H
+#define MOETIER_TOOL_FORCE_H
+
+#include <cJSON.h>
+
+#include "core/base/errbuf.h"
+#include "json_mask.h"
+#include "json_prefix.h"
+#include "json_schema.h"
+#include "vocab.h"
+
+#define TOOL_FORCE_MAX_FUNCTIONS 64
+
+typedef struct tool_force_fn {
+    char *name;
+    json_schema params;
+} tool_force_fn;
+
+typedef struct tool_force {
+    const vocab *v;
+    int section_begin, call_begin, argument_begin, call_end, section_end;
+    tool_force_fn *fn;
+    int n_fn;
+    int once;                   /* a named function: one call */
+    /* where the answer is */
+    int phase;
+    int calls;                  /* calls begun */
+    char id[320];               /* the id written so far */
+    int id_len;
+    int chosen;                 /* the function being called */
+    json_prefix args;
+} tool_force;
+
+/* The functions of tools (an OpenAI "tools" array) that may be called:
+ * every one, or only the one named (name non-NULL). -1 with e set when a
+ * marker is missing from the vocabulary, the name is not among the tools, or
+ * a parameters schema cannot be compiled. */
+int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, errbuf *e);
+void tool_force_free(tool_force *f);
+/* Back to the answer's start (another choice). */
+void tool_force_restart(tool_force *f);
+/* Sets to -inf the logits[0, V) of the tokens that cannot come next;
+ * end_ids end the answer after the section. Returns how many may. */
+int tool_force_mask(const tool_force *f, const json_vocab *jv, const int *end_ids, int n_end,
+                    float *logits, int V);
+/* Takes the token that came (one the mask allowed). */
+void tool_force_accept(tool_force *f, int id);
+
+#endif

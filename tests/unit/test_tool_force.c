@@ -1,0 +1,158 @@
+/* tool_force on Kimi's vocabulary: a forced call's tokens are each allowed
+ * where the format has them and the alternatives refused (another marker, a
+ * function not allowed, arguments the parameters do not take, text after the
+ * section); "required" picks among the functions and may call again. */
+#include <cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/text/tokenizer.h"
+#include "core/text/tool_force.h"
+#include "testutil.h"
+
+static const char *tools_json =
+    "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": "
+    "\"object\", \"properties\": {\"city\": {\"enum\": [\"Paris\", \"Rome\"]}, \"days\": {\"type\": "
+    "\"integer\", \"minimum\": 1}}, \"required\": [\"city\"], \"additionalProperties\": false}}}, "
+    "{\"type\": \"function\", \"function\": {\"name\": \"get_time\"}}]";
+
+typedef struct fixture {
+    tokenizer tok;
+    json_vocab jv;
+    cJSON *tools;
+    float *logits;
+    int V, end;
+} fixture;
+
+static int load(fixture *x)
+{
+    char *dir = test_data_path("kimi-tokenizer");
+    int ok = test_path_exists(dir);
+    errbuf e;
+    if (ok) {
+        cr_assert_eq(tokenizer_load(&x->tok, dir, &e), 0, "%s", e.msg);
+        cr_assert_eq(json_vocab_build(&x->jv, &x->tok.v, &e), 0, "%s", e.msg);
+        x->tools = cJSON_Parse(tools_json);
+        x->V = x->tok.v.n_vocab;
+        x->logits = malloc((size_t)x->V * sizeof *x->logits);
+        x->end = vocab_find_special(&x->tok.v, "<|im_end|>");
+    }
+    free(dir);
+    return ok;
+}
+
+static void unload(fixture *x)
+{
+    free(x->logits);
+    cJSON_Delete(x->tools);
+    json_vocab_free(&x->jv);
+    tokenizer_free(&x->tok);
+}
+
+/* whether id may come next (the mask run on fresh logits) */
+static int allowed(fixture *x, const tool_force *f, int id)
+{
+    for (int i = 0; i < x->V; i++)
+        x->logits[i] = 0.0f;
+    tool_force_mask(f, &x->jv, &x->end, 1, x->logits, x->V);
+    return x->logits[id] == 0.0f;
+}
+
+/* feeds text token by token, each checked allowed first */
+static void feed_text(fixture *x, tool_force *f, const char *text)
+{
+    token_list ids = {0};
+    errbuf e;
+    cr_assert_eq(tokenizer_encode(&x->tok, text, strlen(text), 0, &ids, &e), 0, "%s", e.msg);
+    for (size_t i = 0; i < ids.n; i++) {
+        cr_assert(allowed(x, f, ids.ids[i]), "'%s': token %zu (%d) refused", text, i, ids.ids[i]);
+        tool_force_accept(f, ids.ids[i]);
+    }
+    token_list_free(&ids);
+}
+
+/* whether the whole piece may come next, token after token (on a copy) */
+static int text_allowed(fixture *x, const tool_force *f, const char *piece)
+{
+    token_list ids = {0};
+    errbuf e;
+    cr_assert_eq(tokenizer_encode(&x->tok, piece, strlen(piece), 0, &ids, &e), 0, "%s", e.msg);
+    tool_force t = *f;
+    int ok = 1;
+    for (size_t i = 0; i < ids.n && ok; i++) {
+        ok = allowed(x, &t, ids.ids[i]);
+        tool_force_accept(&t, ids.ids[i]);
+    }
+    token_list_free(&ids);
+    return ok;
+}
+
+Test(tool_force, a_named_call_token_by_token, .timeout = 60)
+{
+    fixture x;
+    if (!load(&x))
+        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    tool_force f;
+    errbuf e;
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, x.tools, "get_weather", &e), 0, "%s", e.msg);
+    cr_expect(!text_allowed(&x, &f, "Sure"), "text before the section");
+    cr_expect(!allowed(&x, &f, f.call_begin));
+    cr_assert(allowed(&x, &f, f.section_begin));
+    tool_force_accept(&f, f.section_begin);
+    cr_assert(allowed(&x, &f, f.call_begin));
+    tool_force_accept(&f, f.call_begin);
+    cr_expect(!text_allowed(&x, &f, "functions.get_time:0"), "a function not named");
+    cr_expect(!allowed(&x, &f, f.argument_begin), "the id is not written yet");
+    feed_text(&x, &f, "functions.get_weather:0");
+    cr_assert(allowed(&x, &f, f.argument_begin));
+    tool_force_accept(&f, f.argument_begin);
+    cr_expect(!allowed(&x, &f, f.call_end), "arguments first");
+    feed_text(&x, &f, "{\"city\": \"");
+    cr_expect(!text_allowed(&x, &f, "London"), "not in the enum");
+    feed_text(&x, &f, "Paris\", \"days\": 3");
+    cr_expect(!text_allowed(&x, &f, ".5"), "days is an integer");
+    cr_expect(!allowed(&x, &f, f.call_end), "the object is still open");
+    feed_text(&x, &f, "}");
+    cr_assert(allowed(&x, &f, f.call_end));
+    tool_force_accept(&f, f.call_end);
+    cr_expect(!allowed(&x, &f, f.call_begin), "a named function is called once");
+    cr_assert(allowed(&x, &f, f.section_end));
+    tool_force_accept(&f, f.section_end);
+    cr_expect(allowed(&x, &f, x.end));
+    cr_expect(!text_allowed(&x, &f, "Done"), "text after the section");
+    tool_force_free(&f);
+    cr_expect_neq(tool_force_init(&f, &x.tok.v, x.tools, "nope", &e), 0);
+    cr_expect(strstr(e.msg, "'nope'") != NULL, "%s", e.msg);
+    unload(&x);
+}
+
+Test(tool_force, required_picks_a_function_and_may_call_again, .timeout = 60)
+{
+    fixture x;
+    if (!load(&x))
+        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    tool_force f;
+    errbuf e;
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, x.tools, NULL, &e), 0, "%s", e.msg);
+    tool_force_accept(&f, f.section_begin);
+    tool_force_accept(&f, f.call_begin);
+    feed_text(&x, &f, "functions.get_time:0");
+    tool_force_accept(&f, f.argument_begin);
+    feed_text(&x, &f, "{\"anything\": [1, 2]}");   /* no parameters: any object */
+    tool_force_accept(&f, f.call_end);
+    cr_assert(allowed(&x, &f, f.call_begin), "required: another call may follow");
+    tool_force_accept(&f, f.call_begin);
+    cr_expect(!text_allowed(&x, &f, "functions.get_time:0"), "the second call is number 1");
+    feed_text(&x, &f, "functions.get_weather:1");
+    tool_force_accept(&f, f.argument_begin);
+    feed_text(&x, &f, "{\"city\": \"Rome\"}");
+    tool_force_accept(&f, f.call_end);
+    tool_force_accept(&f, f.section_end);
+    cr_expect(allowed(&x, &f, x.end));
+    tool_force_restart(&f);
+    cr_expect(allowed(&x, &f, f.section_begin), "restarted: the section again");
+    tool_force_free(&f);
+    unload(&x);
+}
