@@ -395,9 +395,10 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     if (node->types & JT_NUMBER)
         node->types &= ~(unsigned)JT_INTEGER;   /* number takes every integer */
     first_of_types(node);
-    if ((node->types & JT_OBJECT) && compile_object(c, i, sch, path) < 0)
+    unsigned types = node->types;   /* node moves when the children's nodes are added */
+    if ((types & JT_OBJECT) && compile_object(c, i, sch, path) < 0)
         return -1;
-    if ((node->types & JT_ARRAY) && compile_array(c, i, sch, path) < 0)
+    if ((types & JT_ARRAY) && compile_array(c, i, sch, path) < 0)
         return -1;
     return i;
 }
