@@ -8,7 +8,9 @@ bin="${MOETIER_BIN:?MOETIER_BIN is not set}"
 tmp="${MOETIER_TMP:-/tmp}/server-tests"
 mkdir -p "$tmp"
 model="$tmp/tiny"
-[ -f "$model/config.json" ] || "$bin" synth --preset k2-tiny --format int4 --seed 3 -o "$model" >/dev/null
+# written each run (0.1 s): one left by an older binary may lack what this one writes
+rm -rf "$model"
+"$bin" synth --preset k2-tiny --format int4 --seed 3 -o "$model" >/dev/null
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
