@@ -49,7 +49,8 @@ static oai_token_logprob piece(const uint8_t *data, size_t size, size_t at, size
  * shapes: the body must be JSON */
 static void logprobs_body(const uint8_t *data, size_t size)
 {
-    oai_logprob_step st[4] = {{{0}}};
+    oai_logprob_step st[4];
+    memset(st, 0, sizeof st);
     size_t len = size / 6 + 1;
     for (int i = 0; i < 4; i++) {
         st[i].chosen = piece(data, size, (size_t)i * len, len, -(float)i);
