@@ -195,6 +195,7 @@ int cpu_backend_create_opts(backend *b, const cpu_options *o, errbuf *e)
     b->name = "cpu";
     b->ops = &cpu_ops;
     b->impl = s;
+    b->bitwise_rows = path == KPATH_AVX512 ? LINEAR_BATCHED_MIN_T - 1 : 0;
     return 0;
 }
 

@@ -28,8 +28,9 @@ void kernel_bench_defaults(kernel_bench_options *o)
     o->n_threads = 2;
     o->tokens[0] = 1;
     o->tokens[1] = 4;
-    o->tokens[2] = 256;
-    o->n_tokens = 3;
+    o->tokens[2] = 32;     /* a routed expert's share of a prefill step */
+    o->tokens[3] = 256;
+    o->n_tokens = 4;
     o->formats = "int4,fp8,bf16";
     o->seconds = 1.0;
     o->set_gb = 1.5;

@@ -111,7 +111,8 @@ size_t linear_prep_scratch(const linear_weight *w, int T)
 {
     if (!linear_simd_ok(w))
         return 0;
-    size_t n = (size_t)T * (size_t)w->cols + ALIGN_SLACK;
+    size_t lanes = T >= LINEAR_BATCHED_MIN_T ? ((size_t)T + 15) / 16 * 16 : (size_t)T;
+    size_t n = lanes * (size_t)w->cols + ALIGN_SLACK;
     if (w->fmt == WF_FP8_BLOCK)
         n += (size_t)T;     /* without byte tables: each token's power of two */
     return n;
@@ -181,6 +182,19 @@ static void transpose_x64(const float *x, int T, size_t cols, float *dst)
     }
 }
 
+/* x [T][cols] as [cols][ceil(T / 16)][16], zeros past the last token */
+static void transpose_to_lanes(const float *x, int T, size_t cols, float *dst)
+{
+    size_t gs = ((size_t)T + 15) / 16 * 16;
+    for (size_t c = 0; c < cols; c++) {
+        float *d = dst + c * gs;
+        for (int t = 0; t < T; t++)
+            d[t] = x[(size_t)t * cols + c];
+        for (size_t t = (size_t)T; t < gs; t++)
+            d[t] = 0;
+    }
+}
+
 /* Position within a 64-chunk of element e after the VBMI kernel's unpacking:
  * unpack output k (0..3), 128-bit lane L, dword j holds element 16L + 4k + j. */
 static int fp8_lut_slot(int e)
@@ -234,12 +248,17 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
     memset(p, 0, sizeof *p);
     p->x = x;
     p->T = T;
-    /* the scalar reference and the batched AVX-512 GEMM read x as it is */
-    if (!linear_simd_ok(w) || path == KPATH_SCALAR ||
-        (path == KPATH_AVX512 && T >= LINEAR_BATCHED_MIN_T))
-        return;
+    if (!linear_simd_ok(w) || path == KPATH_SCALAR)
+        return;     /* the scalar reference reads x as it is */
     size_t cols = (size_t)w->cols;
     scratch = line_aligned(scratch);
+    if (path == KPATH_AVX512 && T >= LINEAR_BATCHED_MIN_T) {
+        if (T <= LINEAR_LANES_MAX_T) {
+            transpose_to_lanes(x, T, cols, scratch);
+            p->x_lanes = scratch;
+        }
+        return;     /* the rows GEMM reads x as it is */
+    }
     if (w->fmt == WF_FP8_BLOCK && path == KPATH_AVX512 && kernel_fp8_lut_supported() &&
         w->block_cols % 64 == 0) {
         fp8_bf16_table();

@@ -10,7 +10,9 @@
  * A SIMD kernel computes rows [r0, r1) of y for all T tokens: below
  * LINEAR_BATCHED_MIN_T tokens it reads each weight row once per tile of up to 4
  * tokens (decode, a bandwidth-bound GEMV); from there on (AVX-512) it dequantizes
- * panels of rows once and runs a register-blocked float32 GEMM (prefill). Below
+ * panels of rows once and runs a register-blocked float32 GEMM (prefill), with
+ * tokens in the vector lanes up to LINEAR_LANES_MAX_T and rows above (the two
+ * give the same bits: one FMA chain per output, columns in order). Below
  * LINEAR_BATCHED_MIN_T a token's result has the same bits whatever the call's
  * token count (a decode step of several conversations gives each the bits of
  * it alone). Layouts
@@ -67,6 +69,9 @@ typedef struct linear_prep {
      * fp8_chunked; fp8_up[t] = 2^(120 - k) */
     int fp8_chunked;
     const float *fp8_up;
+    /* AVX-512, LINEAR_BATCHED_MIN_T to LINEAR_LANES_MAX_T tokens: x transposed,
+     * [cols][ceil(T / 16)][16], tokens in the lanes (zeros past T) */
+    const float *x_lanes;
 } linear_prep;
 
 /* Whether the AVX-512 FP8 kernel can use byte-table lookups (AVX512-VBMI;
@@ -85,6 +90,10 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
 /* From this many tokens on, the AVX-512 path dequantizes blocks of rows once and
  * runs a register-blocked float32 product (prefill); below, token tiles of 4. */
 #define LINEAR_BATCHED_MIN_T 16
+/* up to this many tokens the batched AVX-512 product keeps tokens in its
+ * vector lanes (no transpose of the weights), above it rows; both give the
+ * same bits */
+#define LINEAR_LANES_MAX_T 64
 /* floats of per-thread work the batched AVX-512 rows need */
 size_t linear_batched_work(int cols, int T);
 /* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w); work: the

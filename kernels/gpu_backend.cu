@@ -1493,6 +1493,7 @@ extern "C" int gpu_backend_create(backend *b, const gpu_options *o, errbuf *e)
     b->name = "cuda";
     b->ops = &gpu_ops_table;
     b->impl = st;
+    b->bitwise_rows = 0;    /* each output's order is fixed whatever the tiling (gpu_twin.h) */
     return 0;
 }
 

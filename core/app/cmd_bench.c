@@ -27,7 +27,7 @@ static void usage(FILE *f)
                "                  read_bw_gbps, ratio = gbps / read_bw_gbps, peak_gflops, ...)\n"
                "  --kernels PATH  scalar, avx2 or avx512 (default: the fastest here)\n"
                "  -t LIST         thread counts, e.g. 1,2 (default 1,2)\n"
-               "  --tokens LIST   tokens per expert call (default 1,4,256; <= 4 runs the k2\n"
+               "  --tokens LIST   tokens per expert call (default 1,4,32,256; <= 4 runs the k2\n"
                "                  layer of 8 random experts, more runs one expert)\n"
                "  --formats LIST  int4,fp8,bf16 (default all)\n"
                "  --seconds S     time per measurement (default 1)\n"

@@ -111,6 +111,10 @@ struct backend {
     const char *name;
     const backend_ops *ops;
     void *impl;
+    /* A step of at most this many rows gives each row the bits it gets alone
+     * (the CPU's AVX-512 row kernels, below its batched products); 0: a step
+     * of any size does. Decode steps of several sequences are cut to it. */
+    int bitwise_rows;
 };
 
 #endif

@@ -722,8 +722,12 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
     }
     double t0 = now_seconds();
     int rc = 0;
+    /* parts no larger than the backend gives each row its own bits in */
+    int part = en->max_chunk;
+    if (en->be->bitwise_rows > 0 && en->be->bitwise_rows < part)
+        part = en->be->bitwise_rows;
     for (int done = 0; done < S && !rc;) {
-        int n = S - done < en->max_chunk ? S - done : en->max_chunk;
+        int n = S - done < part ? S - done : part;
         for (int t = 0; t < n; t++)
             en->step_seqs[t] = seqs[done + t] ? seqs[done + t] : &own;
         float *lg = logits + (size_t)done * (size_t)V;

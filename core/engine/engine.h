@@ -166,7 +166,7 @@ void engine_seq_swap(engine *en, engine_seq *s);
  * operations with more rows: the bits are the same wherever the backend's
  * results do not depend on how many rows a call has (the CPU kernels below
  * LINEAR_BATCHED_MIN_T rows; docs/server.md). Steps of more than the engine's
- * chunk go in several. Observers see each step's rows with pos0 the first
+ * chunk or the backend's bitwise_rows go in several. Observers see each step's rows with pos0 the first
  * row's position. Returns 0, or -1 with e set: a token out of the vocabulary
  * or a full context is refused before anything runs; after a failure of the
  * step (a tier's I/O error) the sequences are to be reset. */

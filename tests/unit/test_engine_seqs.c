@@ -5,7 +5,8 @@
  * give each row the same bits for any count of rows below
  * LINEAR_BATCHED_MIN_T) and on the CUDA backend (on a device or the
  * emulation; within the strict tolerance of the CPU); a step of more
- * sequences than the engine's chunk goes in parts with the same bits; bad
+ * sequences than the engine's chunk, or than the CPU's row kernels take,
+ * goes in parts with the same bits; bad
  * steps are refused before anything runs, and a step whose expert read fails
  * says why. */
 #include <criterion/criterion.h>
@@ -16,10 +17,15 @@
 #include "testutil.h"
 
 #define N_SEQS 3
+#define MAX_SEQS 20
 #define STEPS 4
 #define CTX 64
 
-static const int prompt_len[N_SEQS] = {11, 5, 17};
+static int prompt_length(int s)
+{
+    static const int len[3] = {11, 5, 17};
+    return len[s % 3] + s / 3;
+}
 
 static int prompt_id(int s, int i, int V)
 {
@@ -42,28 +48,28 @@ static void open_model(cli_model *m, const char *dir, int chunk)
 static void prefill(engine *en, engine_seq *q, int s)
 {
     int V = en->cfg->vocab_size, ids[32];
-    for (int i = 0; i < prompt_len[s]; i++)
+    for (int i = 0; i < prompt_length(s); i++)
         ids[i] = prompt_id(s, i, V);
     errbuf e;
     if (q)
         engine_seq_swap(en, q);
     engine_reset(en);
-    int rc = engine_forward(en, ids, prompt_len[s], NULL, 0, &e);
+    int rc = engine_forward(en, ids, prompt_length(s), NULL, 0, &e);
     if (q)
         engine_seq_swap(en, q);
     cr_assert_eq(rc, 0, "%s", e.msg);
 }
 
-/* [N_SEQS][STEPS][vocab]: each conversation alone, its steps one at a time */
-static float *alone(const char *dir, int chunk)
+/* [n][STEPS][vocab]: each of n conversations alone, its steps one at a time */
+static float *alone_n(const char *dir, int chunk, int n)
 {
     cli_model m;
     open_model(&m, dir, chunk);
     size_t V = (size_t)m.mw.cfg.vocab_size;
-    float *out = malloc(N_SEQS * STEPS * V * sizeof *out);
+    float *out = malloc(n * STEPS * V * sizeof *out);
     cr_assert_not_null(out);
     errbuf e;
-    for (int s = 0; s < N_SEQS; s++) {
+    for (int s = 0; s < n; s++) {
         prefill(&m.en, NULL, s);
         for (int k = 0; k < STEPS; k++)
             cr_assert_eq(engine_decode(&m.en, step_id(s, k, (int)V), out + (s * STEPS + k) * V, &e),
@@ -73,53 +79,69 @@ static float *alone(const char *dir, int chunk)
     return out;
 }
 
+static float *alone(const char *dir, int chunk)
+{
+    return alone_n(dir, chunk, N_SEQS);
+}
+
 /* the same, the conversations stepped together: the engine's own is the
  * sequence at `own` of the step, the others engine_seqs */
-static float *together(const char *dir, int chunk, int own)
+static float *together_n(const char *dir, int chunk, int own, int n)
 {
     cli_model m;
     open_model(&m, dir, chunk);
     size_t V = (size_t)m.mw.cfg.vocab_size;
-    engine_seq seqs[N_SEQS];
-    engine_seq *step[N_SEQS];
+    engine_seq seqs[MAX_SEQS];
+    engine_seq *step[MAX_SEQS];
     errbuf e;
-    for (int s = 0; s < N_SEQS; s++) {
+    for (int s = 0; s < n; s++) {
         cr_assert_eq(engine_seq_create(&m.en, &seqs[s], &e), 0, "%s", e.msg);
         step[s] = s == own ? NULL : &seqs[s];
         prefill(&m.en, step[s], s);
     }
-    float *out = malloc(N_SEQS * STEPS * V * sizeof *out);
-    float *rows = malloc(N_SEQS * V * sizeof *rows);
+    float *out = malloc(n * STEPS * V * sizeof *out);
+    float *rows = malloc(n * V * sizeof *rows);
     cr_assert(out && rows);
     for (int k = 0; k < STEPS; k++) {
-        int ids[N_SEQS];
-        for (int s = 0; s < N_SEQS; s++)
+        int ids[MAX_SEQS];
+        for (int s = 0; s < n; s++)
             ids[s] = step_id(s, k, (int)V);
-        cr_assert_eq(engine_decode_seqs(&m.en, step, ids, N_SEQS, rows, &e), 0, "%s", e.msg);
-        for (int s = 0; s < N_SEQS; s++)
+        cr_assert_eq(engine_decode_seqs(&m.en, step, ids, n, rows, &e), 0, "%s", e.msg);
+        for (int s = 0; s < n; s++)
             memcpy(out + (s * STEPS + k) * V, rows + s * V, V * sizeof *rows);
     }
-    for (int s = 0; s < N_SEQS; s++) {
+    for (int s = 0; s < n; s++) {
         const engine_seq *q = s == own ? NULL : &seqs[s];
         int n_past = q ? q->n_past : m.en.n_past;
-        cr_expect_eq(n_past, prompt_len[s] + STEPS, "sequence %d holds %d positions", s, n_past);
+        cr_expect_eq(n_past, prompt_length(s) + STEPS, "sequence %d holds %d positions", s, n_past);
     }
-    cr_expect_eq(m.en.stats.tokens_decoded, (uint64_t)(N_SEQS * STEPS));
-    for (int s = 0; s < N_SEQS; s++)
+    cr_expect_eq(m.en.stats.tokens_decoded, (uint64_t)(n * STEPS));
+    for (int s = 0; s < n; s++)
         engine_seq_destroy(&seqs[s]);
     free(rows);
     cli_model_close(&m);
     return out;
 }
 
-static void expect_same_bits(const float *want, const float *got, size_t V, const char *what)
+static float *together(const char *dir, int chunk, int own)
 {
-    for (int s = 0; s < N_SEQS; s++)
+    return together_n(dir, chunk, own, N_SEQS);
+}
+
+static void expect_same_bits_n(const float *want, const float *got, size_t V, int n,
+                               const char *what)
+{
+    for (int s = 0; s < n; s++)
         for (int k = 0; k < STEPS; k++) {
             size_t at = (size_t)(s * STEPS + k) * V;
             cr_expect(memcmp(want + at, got + at, V * sizeof *want) == 0,
                       "%s: sequence %d, step %d differs from the sequence alone", what, s, k);
         }
+}
+
+static void expect_same_bits(const float *want, const float *got, size_t V, const char *what)
+{
+    expect_same_bits_n(want, got, V, N_SEQS, what);
 }
 
 static size_t vocab_of(const char *dir)
@@ -157,6 +179,22 @@ static void bitwise_as_alone(const char *format)
 }
 
 Test(engine_seqs, stepped_together_each_as_alone_int4, .timeout = 120) { bitwise_as_alone("int4"); }
+
+/* A step of more sequences than the backend's row kernels give their own
+ * bits for (the batched products from LINEAR_BATCHED_MIN_T rows) goes in
+ * parts: each of 20 sequences stepped together as alone. */
+Test(engine_seqs, a_step_larger_than_the_row_kernels_take_goes_in_parts, .timeout = 300)
+{
+    char *dir = test_make_tmpdir("engine_seqs_many");
+    test_synth_tiny(dir, "bf16");
+    size_t V = vocab_of(dir);
+    float *want = alone_n(dir, 32, MAX_SEQS), *got = together_n(dir, 32, 4, MAX_SEQS);
+    expect_same_bits_n(want, got, V, MAX_SEQS, "20 sequences in a step");
+    free(want);
+    free(got);
+    test_remove_tree(dir);
+    free(dir);
+}
 Test(engine_seqs, stepped_together_each_as_alone_fp8, .timeout = 120) { bitwise_as_alone("fp8"); }
 Test(engine_seqs, stepped_together_each_as_alone_bf16, .timeout = 120) { bitwise_as_alone("bf16"); }
 
@@ -272,11 +310,11 @@ Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
     cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, &e), -1);
     cr_expect(strstr(e.msg, "context is full: sequence 2"), "%s", e.msg);
     cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 0, rows, &e), -1);
-    cr_expect(a.n_past == 0 && m.en.n_past == prompt_len[0] && b.n_past == CTX,
+    cr_expect(a.n_past == 0 && m.en.n_past == prompt_length(0) && b.n_past == CTX,
               "a refused step advanced a sequence: %d %d %d", a.n_past, m.en.n_past, b.n_past);
     b.n_past = 0;
     cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, &e), 0, "%s", e.msg);
-    cr_expect(a.n_past == 1 && m.en.n_past == prompt_len[0] + 1 && b.n_past == 1);
+    cr_expect(a.n_past == 1 && m.en.n_past == prompt_length(0) + 1 && b.n_past == 1);
     free(rows);
     engine_seq_destroy(&a);
     engine_seq_destroy(&b);
