@@ -11,22 +11,48 @@ static const float *cache_row(const mla_args *a, int s)
     return a->kv_cache + (size_t)s * (size_t)(a->kv_lora + a->rope);
 }
 
-/* The float32 view of one head's dequantized kv_b rows. */
-static linear_weight head_weight(const mla_args *a, const float *W)
+/* queries per block of the expanded form: a block's scores are [MLA_QBLOCK][keys] */
+#define MLA_QBLOCK 64
+
+static linear_weight f32_weight(int rows, int cols, const float *data)
 {
-    linear_weight wf = {.fmt = WF_F32, .rows = a->nope + a->v, .cols = a->kv_lora, .data = W};
+    linear_weight wf = {.fmt = WF_F32, .rows = rows, .cols = cols, .data = data};
     return wf;
 }
 
-/* floats one worker needs: the head's rows, scores, three latent-sized vectors
- * (absorbed), or the expanded keys/values and the linear kernels' scratch */
+/* the expanded form's per-worker buffers after the head's rows, scores and
+ * latent-sized vectors */
+typedef struct expanded_bufs {
+    float *kv;          /* [S][nope + v] the head's expanded keys and values */
+    float *keys;        /* [S][nope + rope] whole keys: k_nope and the shared rope key */
+    float *vt;          /* [v][keys of a block] values transposed */
+    float *qh;          /* [MLA_QBLOCK][nope + rope] a block's queries of the head */
+    float *sc;          /* [MLA_QBLOCK][S] a block's scores, then probabilities */
+    float *oh;          /* [MLA_QBLOCK][v] a block's outputs of the head */
+    float *lin;         /* the linear kernels' scratch */
+} expanded_bufs;
+
+static size_t lin_scratch_floats(const mla_args *a)
+{
+    int S = a->pos0 + a->T, qk = a->nope + a->rope, kvw = a->nope + a->v;
+    int qb = a->T < MLA_QBLOCK ? a->T : MLA_QBLOCK;
+    linear_weight expand = f32_weight(kvw, a->kv_lora, NULL), keys = f32_weight(S, qk, NULL),
+                  values = f32_weight(a->v, S, NULL);
+    size_t n = linear_forward_scratch(&expand, S, 1), k = linear_forward_scratch(&keys, qb, 1),
+           v = linear_forward_scratch(&values, qb, 1);
+    n = k > n ? k : n;
+    return v > n ? v : n;
+}
+
+/* floats one worker needs: the head's rows, scores and three latent-sized
+ * vectors (absorbed), and the expanded form's buffers */
 static size_t worker_floats(const mla_args *a, int absorbed)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, kvw = (size_t)(a->nope + a->v);
     size_t n = kvw * C + S + 3 * C;
     if (!absorbed) {
-        linear_weight wf = head_weight(a, NULL);
-        n += S * kvw + linear_forward_scratch(&wf, (int)S, 1);
+        size_t qk = (size_t)(a->nope + a->rope), v = (size_t)a->v, qb = MLA_QBLOCK;
+        n += S * kvw + S * qk + v * S + qb * qk + qb * S + qb * v + lin_scratch_floats(a);
     }
     return n;
 }
@@ -76,31 +102,51 @@ static void absorbed_head(const mla_job *j, int h, float *W, float *p, float *qa
     }
 }
 
-static void expanded_head(const mla_job *j, int h, float *W, float *p, float *kv, float *lin_scratch)
+/* The expanded form as float32 matrix products through the linear kernels:
+ * the head's keys and values from the cached latents, then per block of
+ * queries the scores against every key the block's last query sees, the
+ * causal softmax of each query's row (the keys after it zeroed), and the
+ * probabilities times the values. */
+static void expanded_head(const mla_job *j, int h, const float *W, const expanded_bufs *b)
 {
     const mla_args *a = j->a;
     int S = a->pos0 + a->T, C = a->kv_lora, qk = a->nope + a->rope, H = a->H;
     int kvw = a->nope + a->v;
-    /* kv[s][r] = W[r] . latent_s: a float32 product through the linear kernels */
-    linear_weight wf = head_weight(a, W);
-    linear_forward(j->path, NULL, &wf, j->latents, S, kv, lin_scratch);
-    for (int t = 0; t < a->T; t++) {
-        int n = a->pos0 + t + 1;
-        const float *q = a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk;
-        for (int s = 0; s < n; s++) {
-            const float *k = kv + (size_t)s * (size_t)kvw;
-            p[s] = (dot_f32(q, k, a->nope) + dot_f32(q + a->nope, cache_row(a, s) + C, a->rope)) *
-                   a->scale;
+    linear_weight wf = f32_weight(kvw, C, W);
+    linear_forward(j->path, NULL, &wf, j->latents, S, b->kv, b->lin);
+    for (int s = 0; s < S; s++) {
+        memcpy(b->keys + (size_t)s * (size_t)qk, b->kv + (size_t)s * (size_t)kvw,
+               (size_t)a->nope * sizeof(float));
+        memcpy(b->keys + (size_t)s * (size_t)qk + a->nope, cache_row(a, s) + C,
+               (size_t)a->rope * sizeof(float));
+    }
+    for (int t0 = 0; t0 < a->T; t0 += MLA_QBLOCK) {
+        int nq = a->T - t0 < MLA_QBLOCK ? a->T - t0 : MLA_QBLOCK, nk = a->pos0 + t0 + nq;
+        for (int i = 0; i < nq; i++)
+            memcpy(b->qh + (size_t)i * (size_t)qk,
+                   a->q + ((size_t)(t0 + i) * (size_t)H + (size_t)h) * (size_t)qk,
+                   (size_t)qk * sizeof(float));
+        linear_weight keys = f32_weight(nk, qk, b->keys);
+        linear_forward(j->path, NULL, &keys, b->qh, nq, b->sc, b->lin);
+        for (int i = 0; i < nq; i++) {
+            float *p = b->sc + (size_t)i * (size_t)nk;
+            int n = a->pos0 + t0 + i + 1;
+            for (int s = 0; s < n; s++)
+                p[s] *= a->scale;
+            softmax_ref(p, n);
+            memset(p + n, 0, (size_t)(nk - n) * sizeof *p);
         }
-        softmax_ref(p, n);
-        float *o = a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)a->v;
-        memset(o, 0, (size_t)a->v * sizeof *o);
-        for (int s = 0; s < n; s++) {
-            const float *v = kv + (size_t)s * (size_t)kvw + a->nope;
-            float ps = p[s];
-            for (int k = 0; k < a->v; k++)
-                o[k] += ps * v[k];
+        for (int k = 0; k < a->v; k++) {
+            float *vk = b->vt + (size_t)k * (size_t)nk;
+            const float *src = b->kv + a->nope + k;
+            for (int s = 0; s < nk; s++)
+                vk[s] = src[(size_t)s * (size_t)kvw];
         }
+        linear_weight values = f32_weight(a->v, nk, b->vt);
+        linear_forward(j->path, NULL, &values, b->sc, nq, b->oh, b->lin);
+        for (int i = 0; i < nq; i++)
+            memcpy(a->out + ((size_t)(t0 + i) * (size_t)H + (size_t)h) * (size_t)a->v,
+                   b->oh + (size_t)i * (size_t)a->v, (size_t)a->v * sizeof(float));
     }
 }
 
@@ -112,6 +158,17 @@ static void run_heads(void *ctx, int worker, int n_workers)
     int kvw = a->nope + a->v;
     float *W = j->work + (size_t)worker * worker_floats(a, j->absorbed);
     float *p = W + (size_t)kvw * C, *b1 = p + S, *b2 = b1 + C, *b3 = b2 + C;
+    size_t qk = (size_t)(a->nope + a->rope), v = (size_t)a->v, qb = MLA_QBLOCK;
+    expanded_bufs eb = {0};
+    if (!j->absorbed) {
+        eb.kv = b3 + C;
+        eb.keys = eb.kv + S * (size_t)kvw;
+        eb.vt = eb.keys + S * qk;
+        eb.qh = eb.vt + v * S;
+        eb.sc = eb.qh + qb * qk;
+        eb.oh = eb.sc + qb * S;
+        eb.lin = eb.oh + qb * v;
+    }
     int h0, h1;
     pool_split(a->H, 1, worker, n_workers, &h0, &h1);
     for (int h = h0; h < h1; h++) {
@@ -119,7 +176,7 @@ static void run_heads(void *ctx, int worker, int n_workers)
         if (j->absorbed)
             absorbed_head(j, h, W, p, b1, b2);
         else
-            expanded_head(j, h, W, p, b3 + C, b3 + C + S * (size_t)kvw);
+            expanded_head(j, h, W, &eb);
     }
 }
 

@@ -396,9 +396,11 @@ Test(ops_ref, rmsnorm_and_silu)
 }
 
 /* The threaded SIMD MLA (both forms, every path, 1 and 3 threads) against the
- * reference forms on random caches. */
+ * reference forms on random caches; the expanded form's queries in one block,
+ * and in two (a block of 64 and the rest). */
 Test(mla_cpu, matches_reference_on_every_path)
 {
+    const int tokens[] = {1, 2, 3, 4, 5, 6, 17, 70};
     const int cases[][6] = {
         {4, 32, 16, 32, 64, 0}, {3, 16, 8, 24, 40, 7}, {5, 8, 4, 8, 12, 30}, {1, 5, 2, 3, 9, 1},
     };
@@ -409,8 +411,9 @@ Test(mla_cpu, matches_reference_on_every_path)
         if (!kernel_path_supported((kernel_path)path))
             continue;
         for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
-            for (int T = 1; T <= 6; T++)
+            for (size_t ti = 0; ti < sizeof tokens / sizeof *tokens; ti++)
                 for (int absorbed = 0; absorbed < 2; absorbed++) {
+                    int T = tokens[ti];
                     mla_case m;
                     mla_case_make(&m, cases[ci], T);
                     float *s1 = malloc(mla_ref_naive_scratch(&m.a) * sizeof(float));
