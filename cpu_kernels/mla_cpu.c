@@ -44,23 +44,57 @@ static size_t lin_scratch_floats(const mla_args *a)
     return v > n ? v : n;
 }
 
-/* floats one worker needs: the head's rows, scores and three latent-sized
- * vectors (absorbed), and the expanded form's buffers */
+/* cache positions per block of the absorbed form's probabilities-times-latents
+ * product (its latents transposed, [kv_lora][block]) */
+#define MLA_SBLOCK 2048
+
+/* the absorbed form's buffers, shared by the workers: rows i = t * H + h */
+typedef struct absorbed_bufs {
+    float *qa;          /* [T * H][kv_lora + rope] absorbed queries and their rope parts */
+    float *sc;          /* [T * H][S] scores, then probabilities */
+    float *pb;          /* [T * H][MLA_SBLOCK] a block of the probabilities */
+    float *latt;        /* [kv_lora][MLA_SBLOCK] a block of latents, transposed */
+    float *ol;          /* [T * H][kv_lora] probabilities times latents */
+    float *part;        /* [T * H][kv_lora] a later block's share of ol */
+    float *lin;         /* the linear kernels' scratch, every thread */
+} absorbed_bufs;
+
+static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
+{
+    size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, R = (size_t)a->T * (size_t)a->H;
+    size_t sb = S < MLA_SBLOCK ? S : MLA_SBLOCK;
+    linear_weight scores = f32_weight((int)S, a->kv_lora + a->rope, NULL),
+                  mix = f32_weight(a->kv_lora, (int)sb, NULL);
+    size_t l1 = linear_forward_scratch(&scores, (int)R, n_threads),
+           l2 = linear_forward_scratch(&mix, (int)R, n_threads);
+    return R * (C + (size_t)a->rope) + R * S + R * sb + C * sb + 2 * R * C + (l1 > l2 ? l1 : l2);
+}
+
+/* floats one worker needs: a head's kv_b rows as float32, then for the
+ * absorbed form its rows of ol and of the output and the scratch of a product
+ * of them, for the expanded form the buffers of expanded_bufs */
 static size_t worker_floats(const mla_args *a, int absorbed)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, kvw = (size_t)(a->nope + a->v);
-    size_t n = kvw * C + S + 3 * C;
-    if (!absorbed) {
-        size_t qk = (size_t)(a->nope + a->rope), v = (size_t)a->v, qb = MLA_QBLOCK;
-        n += S * kvw + S * qk + v * S + qb * qk + qb * S + qb * v + lin_scratch_floats(a);
+    size_t n = kvw * C, v = (size_t)a->v, T = (size_t)a->T;
+    if (absorbed) {
+        linear_weight wv = f32_weight(a->v, a->kv_lora, NULL);
+        return n + T * C + T * v + linear_forward_scratch(&wv, a->T, 1);
     }
-    return n;
+    size_t qk = (size_t)(a->nope + a->rope), qb = MLA_QBLOCK;
+    return n + S * kvw + S * qk + v * S + qb * qk + qb * S + qb * v + lin_scratch_floats(a);
+}
+
+static int workers(thread_pool *pool)
+{
+    return pool ? thread_pool_size(pool) : 1;
 }
 
 size_t mla_cpu_scratch(const mla_args *a, int absorbed, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
-    return (absorbed ? 0 : S * C) + (size_t)(n_threads > 0 ? n_threads : 1) * worker_floats(a, absorbed);
+    size_t nt = (size_t)(n_threads > 0 ? n_threads : 1);
+    return (absorbed ? absorbed_shared_floats(a, (int)nt) : S * C) + nt * worker_floats(a, absorbed);
 }
 
 typedef struct mla_job {
@@ -68,38 +102,148 @@ typedef struct mla_job {
     const mla_args *a;
     int absorbed;
     const float *latents;       /* [S][C] contiguous (expanded form) */
+    absorbed_bufs ab;           /* (absorbed form) */
+    int s0, sn;                 /* (absorbed form) the block of positions transposed */
     float *work;                /* per worker */
 } mla_job;
 
-static void absorbed_head(const mla_job *j, int h, float *W, float *p, float *qa, float *ol)
+/* The absorbed form, every head at once: the cache's latent rows are shared by
+ * all heads, so the scores of all of them are one float32 product of the
+ * cache (rows) with the T x H absorbed queries, read once a step, and the
+ * probabilities times the latents another, per block of positions; only the
+ * absorption of each query into the latent space and the output through W_v
+ * go head by head. */
+
+/* qa[t * H + h] = [W_k[h]^T q_nope | q_rope] for the worker's heads */
+static void absorbed_queries(void *ctx, int worker, int n_workers)
+{
+    const mla_job *j = ctx;
+    const mla_args *a = j->a;
+    int C = a->kv_lora, qk = a->nope + a->rope, H = a->H, kvw = a->nope + a->v;
+    size_t qaw = (size_t)(C + a->rope);
+    float *W = j->work + (size_t)worker * worker_floats(a, 1);
+    int h0, h1;
+    pool_split(H, 1, worker, n_workers, &h0, &h1);
+    for (int h = h0; h < h1; h++) {
+        linear_dequant_rows(j->path, a->kv_b, h * kvw, a->nope, W);
+        for (int t = 0; t < a->T; t++) {
+            const float *q = a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk;
+            float *qa = j->ab.qa + ((size_t)t * (size_t)H + (size_t)h) * qaw;
+            memset(qa, 0, (size_t)C * sizeof *qa);
+            for (int d = 0; d < a->nope; d++) {
+                const float *wr = W + (size_t)d * (size_t)C;
+                float qd = q[d];
+                for (int c = 0; c < C; c++)
+                    qa[c] += qd * wr[c];
+            }
+            memcpy(qa + C, q + a->nope, (size_t)a->rope * sizeof *qa);
+        }
+    }
+}
+
+/* each of the worker's score rows scaled and softmaxed over the positions its
+ * query sees, the later ones zeroed */
+static void absorbed_softmax(void *ctx, int worker, int n_workers)
+{
+    const mla_job *j = ctx;
+    const mla_args *a = j->a;
+    int S = a->pos0 + a->T, i0, i1;
+    pool_split(a->T * a->H, 1, worker, n_workers, &i0, &i1);
+    for (int i = i0; i < i1; i++) {
+        float *p = j->ab.sc + (size_t)i * (size_t)S;
+        int n = a->pos0 + i / a->H + 1;
+        for (int s = 0; s < n; s++)
+            p[s] *= a->scale;
+        softmax_ref(p, n);
+        memset(p + n, 0, (size_t)(S - n) * sizeof *p);
+    }
+}
+
+/* out[t][h] = W_v[h] ol[t * H + h] for the worker's heads */
+static void absorbed_outputs(void *ctx, int worker, int n_workers)
+{
+    const mla_job *j = ctx;
+    const mla_args *a = j->a;
+    int C = a->kv_lora, H = a->H, kvw = a->nope + a->v, T = a->T;
+    float *W = j->work + (size_t)worker * worker_floats(a, 1);
+    float *x = W + (size_t)kvw * (size_t)C, *y = x + (size_t)T * (size_t)C,
+          *lin = y + (size_t)T * (size_t)a->v;
+    linear_weight wv = f32_weight(a->v, C, W);
+    int h0, h1;
+    pool_split(H, 1, worker, n_workers, &h0, &h1);
+    for (int h = h0; h < h1; h++) {
+        linear_dequant_rows(j->path, a->kv_b, h * kvw + a->nope, a->v, W);
+        for (int t = 0; t < T; t++)
+            memcpy(x + (size_t)t * (size_t)C, j->ab.ol + ((size_t)t * (size_t)H + (size_t)h) * (size_t)C,
+                   (size_t)C * sizeof *x);
+        linear_forward(j->path, NULL, &wv, x, T, y, lin);
+        for (int t = 0; t < T; t++)
+            memcpy(a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)a->v,
+                   y + (size_t)t * (size_t)a->v, (size_t)a->v * sizeof *y);
+    }
+}
+
+static void run_workers(thread_pool *pool, pool_fn fn, mla_job *j, int n)
+{
+    if (pool && thread_pool_size(pool) > 1 && n > 1)
+        thread_pool_run(pool, fn, j);
+    else
+        fn(j, 0, 1);
+}
+
+/* latt [c][s] = latent c of position s0 + s, for the worker's share of the
+ * block's positions, in tiles of 16 x 16 (whole lines read and written) */
+static void transpose_latents(void *ctx, int worker, int n_workers)
+{
+    const mla_job *j = ctx;
+    const mla_args *a = j->a;
+    int C = a->kv_lora, n = j->sn, s0, s1;
+    pool_split(n, 16, worker, n_workers, &s0, &s1);
+    for (int sb = s0; sb < s1; sb += 16) {
+        int se = s1 - sb < 16 ? s1 : sb + 16;
+        for (int cb = 0; cb < C; cb += 16) {
+            int ce = C - cb < 16 ? C : cb + 16;
+            for (int s = sb; s < se; s++) {
+                const float *lat = cache_row(a, j->s0 + s);
+                for (int c = cb; c < ce; c++)
+                    j->ab.latt[(size_t)c * (size_t)n + (size_t)s] = lat[c];
+            }
+        }
+    }
+}
+
+static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
 {
     const mla_args *a = j->a;
-    int C = a->kv_lora, qk = a->nope + a->rope, H = a->H;
-    for (int t = 0; t < a->T; t++) {
-        int n = a->pos0 + t + 1;
-        const float *q = a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk;
-        memset(qa, 0, (size_t)C * sizeof *qa);
-        for (int d = 0; d < a->nope; d++) {     /* qa = W_k[h]^T q_nope */
-            const float *wr = W + (size_t)d * (size_t)C;
-            float qd = q[d];
-            for (int c = 0; c < C; c++)
-                qa[c] += qd * wr[c];
-        }
-        for (int s = 0; s < n; s++)
-            p[s] = (dot_f32(qa, cache_row(a, s), C) +
-                    dot_f32(q + a->nope, cache_row(a, s) + C, a->rope)) * a->scale;
-        softmax_ref(p, n);
-        memset(ol, 0, (size_t)C * sizeof *ol);
-        for (int s = 0; s < n; s++) {
-            const float *lat = cache_row(a, s);
-            float ps = p[s];
-            for (int c = 0; c < C; c++)
-                ol[c] += ps * lat[c];
-        }
-        float *o = a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)a->v;
-        for (int k = 0; k < a->v; k++)          /* o = W_v[h] ol */
-            o[k] = dot_f32(W + (size_t)(a->nope + k) * (size_t)C, ol, C);
+    int S = a->pos0 + a->T, C = a->kv_lora, R = a->T * a->H;
+    int sb = S < MLA_SBLOCK ? S : MLA_SBLOCK;
+    absorbed_bufs *b = &j->ab;
+    b->qa = shared;
+    b->sc = b->qa + (size_t)R * (size_t)(C + a->rope);
+    b->pb = b->sc + (size_t)R * (size_t)S;
+    b->latt = b->pb + (size_t)R * (size_t)sb;
+    b->ol = b->latt + (size_t)C * (size_t)sb;
+    b->part = b->ol + (size_t)R * (size_t)C;
+    b->lin = b->part + (size_t)R * (size_t)C;
+    run_workers(pool, absorbed_queries, j, a->H);
+    linear_weight cache = f32_weight(S, C + a->rope, a->kv_cache);
+    linear_forward(j->path, pool, &cache, b->qa, R, b->sc, b->lin);
+    run_workers(pool, absorbed_softmax, j, R);
+    for (int s0 = 0; s0 < S; s0 += sb) {
+        j->s0 = s0;
+        j->sn = S - s0 < sb ? S - s0 : sb;
+        run_workers(pool, transpose_latents, j, j->sn);
+        int n = j->sn;
+        for (int i = 0; i < R; i++)
+            memcpy(b->pb + (size_t)i * (size_t)n, b->sc + (size_t)i * (size_t)S + s0,
+                   (size_t)n * sizeof *b->pb);
+        linear_weight latt = f32_weight(C, n, b->latt);
+        float *dst = s0 ? b->part : b->ol;
+        linear_forward(j->path, pool, &latt, b->pb, R, dst, b->lin);
+        for (size_t k = 0; s0 && k < (size_t)R * (size_t)C; k++)
+            b->ol[k] += b->part[k];
     }
+    run_workers(pool, absorbed_outputs, j, a->H);
 }
 
 /* The expanded form as float32 matrix products through the linear kernels:
@@ -156,27 +300,21 @@ static void run_heads(void *ctx, int worker, int n_workers)
     const mla_args *a = j->a;
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
     int kvw = a->nope + a->v;
-    float *W = j->work + (size_t)worker * worker_floats(a, j->absorbed);
-    float *p = W + (size_t)kvw * C, *b1 = p + S, *b2 = b1 + C, *b3 = b2 + C;
+    float *W = j->work + (size_t)worker * worker_floats(a, 0);
     size_t qk = (size_t)(a->nope + a->rope), v = (size_t)a->v, qb = MLA_QBLOCK;
-    expanded_bufs eb = {0};
-    if (!j->absorbed) {
-        eb.kv = b3 + C;
-        eb.keys = eb.kv + S * (size_t)kvw;
-        eb.vt = eb.keys + S * qk;
-        eb.qh = eb.vt + v * S;
-        eb.sc = eb.qh + qb * qk;
-        eb.oh = eb.sc + qb * S;
-        eb.lin = eb.oh + qb * v;
-    }
+    expanded_bufs eb;
+    eb.kv = W + (size_t)kvw * C;
+    eb.keys = eb.kv + S * (size_t)kvw;
+    eb.vt = eb.keys + S * qk;
+    eb.qh = eb.vt + v * S;
+    eb.sc = eb.qh + qb * qk;
+    eb.oh = eb.sc + qb * S;
+    eb.lin = eb.oh + qb * v;
     int h0, h1;
     pool_split(a->H, 1, worker, n_workers, &h0, &h1);
     for (int h = h0; h < h1; h++) {
         linear_dequant_rows(j->path, a->kv_b, h * kvw, kvw, W);
-        if (j->absorbed)
-            absorbed_head(j, h, W, p, b1, b2);
-        else
-            expanded_head(j, h, W, &eb);
+        expanded_head(j, h, W, &eb);
     }
 }
 
@@ -184,17 +322,14 @@ void mla_cpu(kernel_path path, thread_pool *pool, const mla_args *a, int absorbe
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
     mla_job j = {.path = path, .a = a, .absorbed = absorbed};
-    float *work = scratch;
-    if (!absorbed) {
-        float *lat = scratch;
-        for (size_t s = 0; s < S; s++)
-            memcpy(lat + s * C, cache_row(a, (int)s), C * sizeof *lat);
-        j.latents = lat;
-        work = scratch + S * C;
+    if (absorbed) {
+        j.work = scratch + absorbed_shared_floats(a, workers(pool));
+        absorbed_all(&j, pool, scratch);
+        return;
     }
-    j.work = work;
-    if (pool && thread_pool_size(pool) > 1 && a->H > 1)
-        thread_pool_run(pool, run_heads, &j);
-    else
-        run_heads(&j, 0, 1);
+    for (size_t s = 0; s < S; s++)
+        memcpy(scratch + s * C, cache_row(a, (int)s), C * sizeof *scratch);
+    j.latents = scratch;
+    j.work = scratch + S * C;
+    run_workers(pool, run_heads, &j, a->H);
 }
