@@ -3,7 +3,7 @@
  *
  * A synthetic model (Kimi K2's experts, 7168 -> 2048 -> 7168 in INT4, 64 per
  * layer with top-8, hidden 7168 trimmed to 2 MoE layers after the dense one)
- * is written once into the scratch directory. S = 1, 2, 4, 8 conversations,
+ * is written once into the scratch directory. S = 1, 2, 4, 8, 15, 16, 24 conversations,
  * each prefilled with its own 32 tokens, then 16 steps of all S together on
  * every core. Prints one JSON line per S: the aggregate tokens/s, the ratio
  * to S = 1 (the yardstick, measured in the same run: 1 means stepping S at
@@ -25,7 +25,7 @@
 
 #define PROMPT 32
 #define STEPS 16
-#define MAX_S 8
+#define MAX_S 24
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -110,12 +110,13 @@ int main(int argc, char **argv)
     model_flags f = {.dir = model, .ctx = PROMPT + STEPS + 1, .quiet = 1};
     if (cli_model_open(&m, &f, &e))
         return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;
-    const int sizes[] = {1, 2, 4, 8};
+    /* 16 and 24: steps the CPU backend cuts into parts of 15 (bitwise_rows) */
+    const int sizes[] = {1, 2, 4, 8, 15, 16, 24};
     double one = 0;
     result warm;
     if (run(&m, 1, &warm, &e))      /* pages the weights in */
         return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < (int)(sizeof sizes / sizeof *sizes); k++) {
         result r;
         if (run(&m, sizes[k], &r, &e))
             return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;

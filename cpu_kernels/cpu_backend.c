@@ -95,7 +95,7 @@ static void cpu_ffn_batch(backend *b, const ffn_job *jobs, int n)
 static void cpu_mla(backend *b, const mla_args *a)
 {
     cpu_state *s = b->impl;
-    int absorbed = a->T <= CPU_ABSORB_MAX_T, nt = thread_pool_size(s->pool);
+    int absorbed = mla_cpu_absorbs(a), nt = thread_pool_size(s->pool);
     mla_cpu(s->path, s->pool, a, absorbed, cpu_scratch(b, mla_cpu_scratch(a, absorbed, nt)));
 }
 

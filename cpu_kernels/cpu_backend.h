@@ -9,9 +9,6 @@
 #include "core/base/errbuf.h"
 #include "core/engine/backend.h"
 
-/* Largest T for which attention uses the absorbed (decode) form. */
-#define CPU_ABSORB_MAX_T 4
-
 #include "cpu_kernels/linear_kernels.h"
 
 typedef struct cpu_options {

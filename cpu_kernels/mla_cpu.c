@@ -59,6 +59,30 @@ typedef struct absorbed_bufs {
     float *lin;         /* the linear kernels' scratch, every thread */
 } absorbed_bufs;
 
+/* Scores of the absorbed form are [T * H][S]: queries go in blocks of tokens
+ * whose scores stay within this many floats (64 MB) */
+#define MLA_SCORE_FLOATS (16u << 20)
+
+static int absorbed_tokens_per_block(const mla_args *a)
+{
+    size_t per_token = (size_t)a->H * (size_t)(a->pos0 + a->T);
+    size_t tb = MLA_SCORE_FLOATS / (per_token ? per_token : 1);
+    return tb < 1 ? 1 : tb > (size_t)a->T ? a->T : (int)tb;
+}
+
+/* the queries [t0, t0 + n) of a, as a call of their own: they see the same
+ * positions, and the cache rows after them are not read */
+static mla_args token_block(const mla_args *a, int t0, int n)
+{
+    mla_args b = *a;
+    size_t qk = (size_t)(a->nope + a->rope);
+    b.q = a->q + (size_t)t0 * (size_t)a->H * qk;
+    b.out = a->out + (size_t)t0 * (size_t)a->H * (size_t)a->v;
+    b.pos0 = a->pos0 + t0;
+    b.T = n;
+    return b;
+}
+
 static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, R = (size_t)a->T * (size_t)a->H;
@@ -94,7 +118,24 @@ size_t mla_cpu_scratch(const mla_args *a, int absorbed, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
     size_t nt = (size_t)(n_threads > 0 ? n_threads : 1);
-    return (absorbed ? absorbed_shared_floats(a, (int)nt) : S * C) + nt * worker_floats(a, absorbed);
+    if (!absorbed)
+        return S * C + nt * worker_floats(a, 0);
+    /* the last block sees the most positions */
+    int tb = absorbed_tokens_per_block(a);
+    mla_args last = token_block(a, a->T - tb, tb);
+    return absorbed_shared_floats(&last, (int)nt) + nt * worker_floats(&last, 1);
+}
+
+int mla_cpu_absorbs(const mla_args *a)
+{
+    /* multiply-adds of each form, causal masks counted as full rows: the
+     * expanded form expands every cached latent into each head's keys and
+     * values, the absorbed one works in the latent space per query */
+    double S = a->pos0 + a->T, T = a->T, H = a->H, C = a->kv_lora;
+    double qk = a->nope + a->rope, kvw = a->nope + a->v;
+    double expanded = H * S * (kvw * C + T * (qk + a->v));
+    double absorbed = H * T * (a->nope * C + S * (C + a->rope) + S * C + C * a->v);
+    return absorbed <= expanded;
 }
 
 typedef struct mla_job {
@@ -323,8 +364,13 @@ void mla_cpu(kernel_path path, thread_pool *pool, const mla_args *a, int absorbe
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
     mla_job j = {.path = path, .a = a, .absorbed = absorbed};
     if (absorbed) {
-        j.work = scratch + absorbed_shared_floats(a, workers(pool));
-        absorbed_all(&j, pool, scratch);
+        int tb = absorbed_tokens_per_block(a);
+        for (int t0 = 0; t0 < a->T; t0 += tb) {
+            mla_args b = token_block(a, t0, a->T - t0 < tb ? a->T - t0 : tb);
+            j.a = &b;
+            j.work = scratch + absorbed_shared_floats(&b, workers(pool));
+            absorbed_all(&j, pool, scratch);
+        }
         return;
     }
     for (size_t s = 0; s < S; s++)

@@ -17,6 +17,11 @@
 #include "linear_kernels.h"
 
 size_t mla_cpu_scratch(const mla_args *a, int absorbed, int n_threads);
+/* 1 when the absorbed form takes fewer multiply-adds for this call than the
+ * expanded one: a few queries, or many against a long cache (a chat turn
+ * after a cached conversation), where expanding every cached latent into
+ * each head's keys and values costs more than the queries' attention */
+int mla_cpu_absorbs(const mla_args *a);
 void mla_cpu(kernel_path path, thread_pool *pool, const mla_args *a, int absorbed, float *scratch);
 
 #endif

@@ -395,6 +395,48 @@ Test(ops_ref, rmsnorm_and_silu)
     cr_expect_float_eq(s[1], 2 / (1 + expf(-2)) * 3, 1e-6);
 }
 
+/* Queries whose absorbed scores would pass 64 MB go in blocks of tokens, each
+ * seeing the positions it would in one call: 70 queries of 2 heads over
+ * 120,000 cached positions take two blocks. */
+Test(mla_cpu, absorbed_form_in_blocks_of_tokens_matches_reference, .timeout = 120)
+{
+    const int dims[6] = {2, 8, 4, 8, 16, 120000};
+    thread_pool *pool;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool, 2, &e), 0, "%s", e.msg);
+    mla_case m;
+    mla_case_make(&m, dims, 70);
+    float *s1 = malloc(mla_ref_naive_scratch(&m.a) * sizeof(float));
+    cr_assert_not_null(s1);
+    mla_ref_naive(&m.a, s1);
+    m.a.out = m.o2;
+    float *s2 = malloc(mla_cpu_scratch(&m.a, 1, 2) * sizeof(float));
+    cr_assert_not_null(s2);
+    mla_cpu(kernel_path_default(), pool, &m.a, 1, s2);
+    for (int i = 0; i < 70 * m.a.H * m.a.v; i++)
+        cr_assert_float_eq(m.o1[i], m.o2[i], 1e-4, "out[%d] %g vs %g", i, m.o1[i], m.o2[i]);
+    free(s1);
+    free(s2);
+    mla_case_free(&m);
+    thread_pool_destroy(pool);
+}
+
+/* The form each call takes: the absorbed one for a few queries, or a few
+ * dozen against a long cache; the expanded one for a prompt's chunk. */
+Test(mla_cpu, form_by_multiply_adds)
+{
+    mla_args a = {.H = 64, .nope = 128, .rope = 64, .v = 128, .kv_lora = 512};
+    struct { int T, pos0, absorbed; } cases[] = {
+        {1, 7, 1}, {4, 4000, 1}, {100, 4000, 1}, {64, 0, 0}, {1024, 0, 0}, {1024, 3072, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        a.T = cases[i].T;
+        a.pos0 = cases[i].pos0;
+        cr_expect_eq(mla_cpu_absorbs(&a), cases[i].absorbed, "K2 dims, %d queries after %d positions",
+                     a.T, a.pos0);
+    }
+}
+
 /* The threaded SIMD MLA (both forms, every path, 1 and 3 threads) against the
  * reference forms on random caches; the expanded form's queries in one block,
  * and in two (a block of 64 and the rest); the absorbed form's positions in
