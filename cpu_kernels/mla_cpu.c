@@ -3,7 +3,6 @@
 
 #include <string.h>
 
-#include "linear_ref.h"
 #include "ops_ref.h"
 
 static const float *cache_row(const mla_args *a, int s)
@@ -20,8 +19,7 @@ static linear_weight f32_weight(int rows, int cols, const float *data)
     return wf;
 }
 
-/* the expanded form's per-worker buffers after the head's rows, scores and
- * latent-sized vectors */
+/* the expanded form's per-worker buffers, after the head's kv_b rows */
 typedef struct expanded_bufs {
     float *kv;          /* [S][nope + v] the head's expanded keys and values */
     float *keys;        /* [S][nope + rope] whole keys: k_nope and the shared rope key */
