@@ -42,6 +42,11 @@ static size_t lin_scratch_floats(const mla_args *a)
     return v > n ? v : n;
 }
 
+/* Calls of this many queries or fewer take the absorbed form whatever the
+ * cost, so that a token's attention has the same bits in a decode step and in
+ * the short prefill of a prompt found in the cache but for its last tokens */
+#define MLA_ABSORB_ALWAYS_T 4
+
 /* cache positions per block of the absorbed form's probabilities-times-latents
  * product (its latents transposed, [kv_lora][block]) */
 #define MLA_SBLOCK 2048
@@ -87,8 +92,8 @@ static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
     size_t sb = S < MLA_SBLOCK ? S : MLA_SBLOCK;
     linear_weight scores = f32_weight((int)S, a->kv_lora + a->rope, NULL),
                   mix = f32_weight(a->kv_lora, (int)sb, NULL);
-    size_t l1 = linear_forward_scratch(&scores, (int)R, n_threads),
-           l2 = linear_forward_scratch(&mix, (int)R, n_threads);
+    size_t l1 = linear_forward_scratch(&scores, a->H, n_threads),
+           l2 = linear_forward_scratch(&mix, a->H, n_threads);
     return R * (C + (size_t)a->rope) + R * S + R * sb + C * sb + 2 * R * C + (l1 > l2 ? l1 : l2);
 }
 
@@ -126,6 +131,8 @@ size_t mla_cpu_scratch(const mla_args *a, int absorbed, int n_threads)
 
 int mla_cpu_absorbs(const mla_args *a)
 {
+    if (a->T <= MLA_ABSORB_ALWAYS_T)
+        return 1;
     /* multiply-adds of each form, causal masks counted as full rows: the
      * expanded form expands every cached latent into each head's keys and
      * values, the absorbed one works in the latent space per query */
@@ -264,9 +271,15 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
     b->ol = b->latt + (size_t)C * (size_t)sb;
     b->part = b->ol + (size_t)R * (size_t)C;
     b->lin = b->part + (size_t)R * (size_t)C;
+    /* each query's products take its H rows alone, so its bits do not depend
+     * on how many queries the call has (a decode step, or the last token of a
+     * prompt found in the cache, as the same token in a longer prefill) */
+    size_t H = (size_t)a->H, qaw = (size_t)(C + a->rope);
     run_workers(pool, absorbed_queries, j, a->H);
     linear_weight cache = f32_weight(S, C + a->rope, a->kv_cache);
-    linear_forward(j->path, pool, &cache, b->qa, R, b->sc, b->lin);
+    for (int t = 0; t < a->T; t++)
+        linear_forward(j->path, pool, &cache, b->qa + (size_t)t * H * qaw, a->H,
+                       b->sc + (size_t)t * H * (size_t)S, b->lin);
     run_workers(pool, absorbed_softmax, j, R);
     for (int s0 = 0; s0 < S; s0 += sb) {
         j->s0 = s0;
@@ -278,7 +291,9 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
                    (size_t)n * sizeof *b->pb);
         linear_weight latt = f32_weight(C, n, b->latt);
         float *dst = s0 ? b->part : b->ol;
-        linear_forward(j->path, pool, &latt, b->pb, R, dst, b->lin);
+        for (int t = 0; t < a->T; t++)
+            linear_forward(j->path, pool, &latt, b->pb + (size_t)t * H * (size_t)n, a->H,
+                           dst + (size_t)t * H * (size_t)C, b->lin);
         for (size_t k = 0; s0 && k < (size_t)R * (size_t)C; k++)
             b->ol[k] += b->part[k];
     }

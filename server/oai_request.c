@@ -184,10 +184,6 @@ static int parse_response_format(oai_request *r, oai_error *err)
     if (r->tool_choice_required || r->tool_choice_name)
         return bad(err, "response_format", "'response_format' %s and a 'tool_choice' that asks for a "
                    "call cannot both hold the answer", t->valuestring);
-    if (r->kind == OAI_CHAT && r->copt.thinking)
-        return bad(err, "response_format", "'response_format' %s needs thinking off (\"thinking\": "
-                   "false, or the server's --no-think): the reasoning before the answer is not JSON",
-                   t->valuestring);
     errbuf e;
     if (!(r->schema = calloc(1, sizeof *r->schema)))
         return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
@@ -390,10 +386,6 @@ static int parse_chat(oai_request *r, oai_error *err)
         if (chat_options_from_json(kw, &r->copt, &e))
             return bad(err, "chat_template_kwargs", "%s", e.msg);
     }
-    if ((r->tool_choice_required || r->tool_choice_name) && r->copt.thinking)
-        return bad(err, "tool_choice", "'tool_choice' \"required\" or a named function needs thinking "
-                   "off (\"thinking\": false, or the server's --no-think): the call is held from the "
-                   "answer's first token");
     r->copt.add_generation_prompt = 1;
     return 0;
 }

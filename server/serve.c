@@ -491,6 +491,8 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
     if (json_vocab_build(&s->jv, &tok->v, e))
         return -1;
     const char *forced = getenv("MOETIER_SERVE_FORCE_TEXT");
+    if (!forced && (forced = getenv("MOETIER_SERVE_FORCE_PREFIX")))
+        s->forced_is_prefix = 1;
     if (forced) {
         if (tokenizer_encode(tok, forced, strlen(forced), TOK_ALLOW_SPECIAL, &s->forced, e))
             return -1;

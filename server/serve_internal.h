@@ -54,9 +54,10 @@ typedef struct server {
     serve_options o;
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
-    token_list forced;          /* MOETIER_SERVE_FORCE_TEXT */
+    token_list forced;          /* MOETIER_SERVE_FORCE_TEXT (the whole answer) or
+                                 * MOETIER_SERVE_FORCE_PREFIX (its start): test hooks */
     json_vocab jv;              /* the tokenizer's table for JSON-constrained answers */
-    int has_forced;
+    int has_forced, forced_is_prefix;
     pthread_mutex_t mu;         /* guards everything below, and jobs' shared fields */
     pthread_cond_t cv;          /* broadcast on any change of a job or the queue */
     job *head, *tail;

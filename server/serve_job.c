@@ -8,6 +8,7 @@
 
 #include "core/base/progress.h"
 #include "core/text/json_mask.h"
+#include "core/text/reasoning_end.h"
 #include "core/text/tool_calls.h"
 #include "oai_response.h"
 #include "serve_internal.h"
@@ -379,6 +380,8 @@ struct slot_run {
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
+    int reasoning;              /* a schema or forced call waits for the reasoning's end */
+    reasoning_end think;
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
     const char *finish;         /* NULL: cut short (the client left, a shutdown) */
     int failed;                 /* an engine failure, in e */
@@ -447,6 +450,8 @@ static int choice_begin(server *s, slot_run *r, int c)
         json_prefix_init(&r->json, j->req.schema);
     if (j->req.force)
         tool_force_restart(j->req.force);
+    r->reasoning = j->req.kind == OAI_CHAT && j->req.copt.thinking && (j->req.schema || j->req.force);
+    reasoning_end_init(&r->think);
     r->choice = c;
     r->a = &r->answers[c];
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
@@ -540,14 +545,18 @@ static int next_token(server *s, slot_run *r)
     int next, V = s->m->mw.cfg.vocab_size;
     if (r->raw)     /* the sampler changes the logits it penalises */
         memcpy(r->raw, r->logits, (size_t)V * sizeof *r->raw);
-    if (!s->has_forced &&
+    /* a forced text (a test hook) is the whole answer, or its start */
+    int forcing = s->has_forced && (r->k < (int)s->forced.n || !s->forced_is_prefix);
+    if (!forcing && r->reasoning)
+        reasoning_end_mask(&r->think, &s->tok->v, r->logits, V);
+    if (!forcing && !r->reasoning &&
         ((j->req.schema &&
           !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
          (j->req.force && !tool_force_mask(j->req.force, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)))) {
         r->finish = "stop";     /* the answer is whole and no end token is known */
         return 0;
     }
-    if (s->has_forced)
+    if (forcing)
         next = r->k < (int)s->forced.n ? s->forced.ids[r->k] : s->stop_ids[0];
     else
         next = sampler_sample(&r->smp, r->logits);
@@ -559,12 +568,22 @@ static int next_token(server *s, slot_run *r)
         return 0;
     }
     r->generated++;
-    if (j->req.force)
-        tool_force_accept(j->req.force, next);
-    if (j->req.schema) {
-        size_t n;
-        const char *b = vocab_decode(&s->tok->v, next, &n);
-        json_prefix_feed(&r->json, b ? b : "", b ? n : 0);
+    size_t nb, after = 0;
+    const char *tb = vocab_decode(&s->tok->v, next, &nb);
+    if (!tb)
+        tb = "", nb = 0;
+    if (r->reasoning) {
+        /* the bytes after "</think>" in its last token: whitespace (the mask) */
+        if (reasoning_end_feed(&r->think, tb, nb, &after)) {
+            r->reasoning = 0;
+            if (j->req.schema)
+                json_prefix_feed(&r->json, tb + after, nb - after);
+        }
+    } else {
+        if (j->req.force)
+            tool_force_accept(j->req.force, next);
+        if (j->req.schema)
+            json_prefix_feed(&r->json, tb, nb);
     }
     if (r->raw) {
         step_logprobs st;

@@ -215,7 +215,7 @@ async function apiFeatureChecks(srv, ai) {
     const e = await expectStatus(ai.completions.create({ model: MODEL, prompt: [1, 99999999] }), 400);
     assert.equal(e.param, 'prompt');
   });
-  await check('response_format json_object: the answer is one JSON object, ended once complete; schemas and thinking refused', async () => {
+  await check('response_format json_object: the answer is one JSON object, ended once complete; unenforced schema keywords refused', async () => {
     const [open, close, quote, colon, comma] = ['{', '}', '"', ':', ','].map(tokenId);
     const chat = { model: MODEL, messages: user('Give me JSON'), response_format: { type: 'json_object' } };
     const empty = await ai.chat.completions.create({ ...chat, max_tokens: 20, temperature: 0,
@@ -243,8 +243,6 @@ async function apiFeatureChecks(srv, ai) {
       json_schema: { name: 'x', schema: { type: 'string', format: 'date' } } } }), 400);
     assert.equal(e.param, 'response_format');
     assert.match(e.message, /'format' is not enforced/);
-    e = await expectStatus(ai.chat.completions.create({ ...chat, thinking: true }), 400);
-    assert.equal(e.param, 'response_format');
   });
   await check('n: choices made in turn from the prompt, choice i as seed + i alone; streamed by index the same', async () => {
     const req = { model: MODEL, messages: user('Hi'), max_tokens: 5, temperature: 1, seed: 4, logprobs: true };
@@ -341,9 +339,7 @@ async function apiFeatureChecks(srv, ai) {
       assert.ok(['get_weather', 'get_time'].includes(call.function.name));
       JSON.parse(call.function.arguments);
     }
-    let e = await expectStatus(ai.chat.completions.create({ ...req, tool_choice: { type: 'function', function: { name: 'nope' } } }), 400);
-    assert.equal(e.param, 'tool_choice');
-    e = await expectStatus(ai.chat.completions.create({ ...req, tool_choice: 'required', thinking: true }), 400);
+    const e = await expectStatus(ai.chat.completions.create({ ...req, tool_choice: { type: 'function', function: { name: 'nope' } } }), 400);
     assert.equal(e.param, 'tool_choice');
   });
   await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
@@ -549,6 +545,44 @@ async function forcedServer() {
     assert.equal(r.choices[0].finish_reason, 'tool_calls');
     const t = await (await fetch(srv.url + '/metrics')).text();
     assert.ok(/moetier_queue_depth 0/.test(t), t);
+  });
+  await stopServer(srv);
+}
+
+// Thinking on: the answer starts with the forced reasoning "Plan it.</think>",
+// then a JSON schema or a forced call holds what follows it.
+async function reasoningServer() {
+  const srv = await startServer([], { MOETIER_SERVE_FORCE_PREFIX: 'Plan it.</think>' });
+  const ai = client(srv);
+  await check('thinking on: the reasoning runs free, then response_format holds the answer after </think>', async () => {
+    const [open, close, quote, colon] = ['{', '}', '"', ':'].map(tokenId);
+    const chat = { model: MODEL, messages: user('Give me JSON'), response_format: { type: 'json_object' } };
+    const r = await ai.chat.completions.create({ ...chat, max_tokens: 30, temperature: 0,
+      logit_bias: { [open]: 50, [close]: 50 } });
+    assert.equal(r.choices[0].message.reasoning_content, 'Plan it.');
+    assert.equal(r.choices[0].message.content, '{}');
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    for (let seed = 1; seed <= 4; seed++) {
+      const s = await ai.chat.completions.create({ model: MODEL, messages: user('JSON please'), max_tokens: 80,
+        temperature: 1, seed, logit_bias: { [quote]: 8, [colon]: 10, [close]: 5 },
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object',
+          properties: { a: { enum: ['x', 'y'] } }, required: ['a'], additionalProperties: false } } } });
+      const c = s.choices[0];
+      assert.equal(c.message.reasoning_content, 'Plan it.');
+      assert.equal(c.finish_reason, 'stop', `seed ${seed}: ${JSON.stringify(c.message.content)}`);
+      assert.ok(['x', 'y'].includes(JSON.parse(c.message.content).a), c.message.content);
+    }
+  });
+  await check('thinking on: a named tool_choice is the call after the reasoning', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { enum: ['Paris', 'Rome'] } }, required: ['city'], additionalProperties: false } } }];
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('Weather?'), max_tokens: 200,
+      temperature: 1, seed: 2, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+    assert.equal(c.message.reasoning_content, 'Plan it.');
+    assert.equal(c.message.tool_calls[0].function.name, 'get_weather');
+    assert.ok(['Paris', 'Rome'].includes(JSON.parse(c.message.tool_calls[0].function.arguments).city));
   });
   await stopServer(srv);
 }
@@ -881,6 +915,7 @@ try {
   await queueServer();
   await parallelServer();
   await forcedServer();
+  await reasoningServer();
   await guardedServer();
   await stoppingServer();
 } catch (e) {

@@ -42,11 +42,9 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\"}]}", "tools");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"always\"}", "tool_choice");
-    /* a call asked for: tools needed, thinking off, not with a JSON response_format */
+    /* a call asked for: tools needed, not with a JSON response_format */
 #define TOOLS "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"required\"}", "tool_choice");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": \"required\", "
-           "\"thinking\": true}", "tool_choice");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": {\"type\": "
            "\"function\"}}", "tool_choice");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"thinking\": false, "
@@ -113,8 +111,6 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"logit_bias\": [5]}", "logit_bias");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": "
            "{\"type\": \"json_schema\", \"json_schema\": {}}}", "response_format");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"thinking\": true, \"response_format\": "
-           "{\"type\": \"json_object\"}}", "response_format");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"response_format\": \"text\"}",
            "response_format");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"echo\": true}", "echo");
@@ -187,6 +183,19 @@ Test(server_request, takes_every_supported_field)
     cr_assert_null(r.tools, "tool_choice none declares no tools");
     cr_assert_eq(r.temperature, -1.0f, "absent: the server's default");
     oai_request_free(&r);
+    /* with thinking on, a schema or a forced call holds the answer after the
+     * reasoning (serve_job.c): both taken */
+    const char *thinking[] = {
+        "{\"messages\": [{\"role\": \"user\"}], \"thinking\": true, \"response_format\": "
+        "{\"type\": \"json_object\"}}",
+        "{\"messages\": [{\"role\": \"user\"}], \"thinking\": true, \"tools\": [{\"type\": "
+        "\"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": \"required\"}"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(oai_request_parse(OAI_CHAT, thinking[i], strlen(thinking[i]), NULL, &r, &err), 0,
+                     "%s: %s", thinking[i], err.message);
+        cr_expect(r.copt.thinking && (r.schema || r.tool_choice_required), "%s", thinking[i]);
+        oai_request_free(&r);
+    }
     /* max_completion_tokens replaced max_tokens: it wins, in either order */
     const char *both[] = {
         "{\"messages\": [{\"role\": \"user\"}], \"max_tokens\": 9, \"max_completion_tokens\": 4}",

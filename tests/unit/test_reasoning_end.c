@@ -1,0 +1,95 @@
+/* reasoning_end: "</think>" found across any split of the answer's bytes, and
+ * on Kimi's vocabulary the mask bans exactly the tokens that would close the
+ * reasoning with more than whitespace after it (judged by a plain search of
+ * the text so far plus the token). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/text/reasoning_end.h"
+#include "core/text/tokenizer.h"
+#include "testutil.h"
+
+/* feeds text in pieces of `piece` bytes: the offset in text just after the
+ * first "</think>", or -1 */
+static long close_at(const char *text, size_t piece)
+{
+    reasoning_end m;
+    reasoning_end_init(&m);
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n; i += piece) {
+        size_t k = n - i < piece ? n - i : piece, after;
+        if (reasoning_end_feed(&m, text + i, k, &after))
+            return (long)(i + after);
+    }
+    return -1;
+}
+
+Test(reasoning_end, found_across_any_split)
+{
+    const struct { const char *text; long at; } cases[] = {
+        {"plan</think>{}", 12},     {"</think>", 8},          {"a<</think>b", 10},
+        {"<</</think>", 11},        {"</thinK></think>x", 16}, {"</think", -1},
+        {"<think>a</think", -1},    {"x</ think>", -1},       {"", -1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
+        for (size_t piece = 1; piece <= 9; piece++)
+            cr_expect_eq(close_at(cases[c].text, piece), cases[c].at, "\"%s\" in pieces of %zu: %ld",
+                         cases[c].text, piece, close_at(cases[c].text, piece));
+}
+
+static int only_whitespace(const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strchr(" \t\r\n", b[i]) || !b[i])
+            return 0;
+    return 1;
+}
+
+Test(reasoning_end, mask_bans_closing_tokens_with_text_after, .timeout = 60)
+{
+    char *dir = test_data_path("kimi-tokenizer");
+    if (!test_path_exists(dir)) {
+        free(dir);
+        cr_skip_test("kimi-tokenizer testdata absent (../shared/testdata)");
+    }
+    tokenizer tok;
+    errbuf e;
+    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    int V = tok.v.n_vocab;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    cr_assert_not_null(logits);
+    const char *sofar[] = {"", "so <", "ok </thi", "x</think", "<<"};
+    for (size_t p = 0; p < sizeof sofar / sizeof *sofar; p++) {
+        reasoning_end m;
+        reasoning_end_init(&m);
+        size_t after;
+        cr_assert_not(reasoning_end_feed(&m, sofar[p], strlen(sofar[p]), &after));
+        for (int t = 0; t < V; t++)
+            logits[t] = 0;
+        reasoning_end_mask(&m, &tok.v, logits, V);
+        int banned = 0;
+        for (int t = 0; t < V; t++) {
+            size_t n, lp = strlen(sofar[p]);
+            const char *b = vocab_decode(&tok.v, t, &n);
+            char buf[1024];
+            int want = 0;
+            if (b && lp + n < sizeof buf) {
+                memcpy(buf, sofar[p], lp);
+                memcpy(buf + lp, b, n);
+                const char *hit = memmem(buf, lp + n, "</think>", 8);
+                size_t end = hit ? (size_t)(hit - buf) + 8 : 0;
+                want = hit && end > lp && !only_whitespace(buf + end, lp + n - end);
+            }
+            banned += isinf(logits[t]) != 0;
+            cr_expect_eq(isinf(logits[t]) != 0, want, "after \"%s\": token %d (%.*s) %s", sofar[p], t,
+                         (int)n, b ? b : "", want ? "closes with text after: not banned" : "banned");
+        }
+        if (!strcmp(sofar[p], "x</think"))
+            cr_expect(banned > 0, "after \"</think\" some token starts with '>' and goes on");
+    }
+    free(logits);
+    tokenizer_free(&tok);
+    free(dir);
+}
