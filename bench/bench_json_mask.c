@@ -1,6 +1,7 @@
 /* bench_json_mask: the cost per token of response_format json_object on Kimi's
  * vocabulary: json_mask_logits (with the token table) at three points of an answer: before the object, inside a
- * string (most tokens fit) and after a value (few do). The yardstick,
+ * string (most tokens fit) and after a value (few do); and, for thinking on,
+ * reasoning_end_mask while the reasoning is open. The yardstick,
  * measured in the same run, is the default draw (temperature 0.6) over as
  * many logits shaped as bench_sampler's (normal with sigma 2.5, 20 tokens at
  * 15-25): ratio = mask ms / draw ms. One JSON line per point. */
@@ -12,6 +13,7 @@
 #include "core/base/progress.h"
 #include "core/engine/sampler.h"
 #include "core/text/json_mask.h"
+#include "core/text/reasoning_end.h"
 #include "core/text/tokenizer.h"
 
 enum { ROUNDS = 20 };
@@ -68,6 +70,25 @@ int main(int argc, char **argv)
                "\"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
                points[k].name, V, possible, ms, draw_ms, ms / draw_ms);
     }
+    /* with thinking on, while the reasoning is open: the ban of tokens that
+     * would close it with text after */
+    reasoning_end m;
+    reasoning_end_init(&m);
+    size_t after;
+    reasoning_end_feed(&m, "so </think", 10, &after);
+    t0 = now_seconds();
+    for (int r = 0; r < ROUNDS; r++)
+        reasoning_end_mask(&m, &tok.v, logits, V);
+    double ms = (now_seconds() - t0) / ROUNDS * 1e3;
+    for (int i = 0; i < V; i++)     /* the tokens left of fresh logits */
+        logits[i] = 0;
+    reasoning_end_mask(&m, &tok.v, logits, V);
+    int possible = 0;
+    for (int i = 0; i < V; i++)
+        possible += !isinf(logits[i]);
+    printf("{\"bench\": \"json_mask\", \"point\": \"reasoning\", \"vocab\": %d, \"possible\": %d, "
+           "\"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
+           V, possible, ms, draw_ms, ms / draw_ms);
     sampler_destroy(&s);
     json_schema_free(&any);
     json_vocab_free(&jv);

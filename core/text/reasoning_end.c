@@ -2,6 +2,7 @@
 #include "reasoning_end.h"
 
 #include <math.h>
+#include <string.h>
 
 static const char close_tag[] = "</think>";
 #define CLOSE_LEN ((int)sizeof close_tag - 1)
@@ -41,7 +42,11 @@ void reasoning_end_mask(const reasoning_end *m, const vocab *v, float *logits, i
         size_t n;
         const char *b = vocab_decode(v, t, &n);
         int k = m->matched;
-        for (size_t i = 0; b && i < n; i++) {
+        /* a token closes the tag only by going on with the match or by
+         * starting one: most have neither */
+        if (!b || !n || (b[0] != close_tag[k] && !memchr(b, '<', n)))
+            continue;
+        for (size_t i = 0; i < n; i++) {
             k = step(k, b[i]);
             if (k < CLOSE_LEN)
                 continue;
