@@ -674,7 +674,8 @@ TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float 
     size_t R = (size_t)w->rows, gs = 16 * (size_t)groups;
     float *wc = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [NRP][KCN] */
     float *part = wc + (size_t)NRP * KCN;                               /* [groups][NRP][16] */
-    memset(wc, 0, (size_t)NRP * KCN * sizeof *wc);  /* rows past a short panel stay zero */
+    /* defined values in the rows past a short panel, computed and never stored */
+    memset(wc, 0, (size_t)NRP * KCN * sizeof *wc);
     for (int r = r0; r < r1; r += NRP) {
         int nr = r1 - r < NRP ? r1 - r : NRP;
         for (int c0 = 0; c0 < cols; c0 += KCN) {

@@ -154,11 +154,11 @@ typedef struct mla_job {
 } mla_job;
 
 /* The absorbed form, every head at once: the cache's latent rows are shared by
- * all heads, so the scores of all of them are one float32 product of the
- * cache (rows) with the T x H absorbed queries, read once a step, and the
- * probabilities times the latents another, per block of positions; only the
- * absorption of each query into the latent space and the output through W_v
- * go head by head. */
+ * all heads, so a query's scores in all of them are one float32 product of
+ * the cache (rows) with its H absorbed query rows, the cache read once per
+ * query instead of once per head, and its probabilities times the latents
+ * another, per block of positions; only the absorption of each query into the
+ * latent space and the output through W_v go head by head. */
 
 /* qa[t * H + h] = [W_k[h]^T q_nope | q_rope] for the worker's heads */
 static void absorbed_queries(void *ctx, int worker, int n_workers)

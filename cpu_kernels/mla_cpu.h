@@ -6,7 +6,7 @@
  * values (a 4,096-token prompt of the k2-slice: 2.2x faster than with scalar
  * dot products; docs/benchmarks.md). The absorbed form (decode) takes every
  * head at once: scores and probabilities times latents are float32 products
- * over the cache, which is read once a step instead of once per head. Same
+ * over the cache, which is read once per query instead of once per head. Same
  * two formulations and the same math as mla_ref.c
  * (absorbed for a few queries, expanded for many); only float32 summation order
  * differs. */

@@ -568,30 +568,28 @@ static int next_token(server *s, slot_run *r)
         return 0;
     }
     r->generated++;
-    size_t nb, after = 0;
-    const char *tb = vocab_decode(&s->tok->v, next, &nb);
-    if (!tb)
-        tb = "", nb = 0;
+    size_t bn = 0, after = 0;
+    const char *bytes = vocab_decode(&s->tok->v, next, &bn);
+    if (!bytes)
+        bn = 0;
     if (r->reasoning) {
         /* the bytes after "</think>" in its last token: whitespace (the mask) */
-        if (reasoning_end_feed(&r->think, tb, nb, &after)) {
+        if (reasoning_end_feed(&r->think, bytes ? bytes : "", bn, &after)) {
             r->reasoning = 0;
             if (j->req.schema)
-                json_prefix_feed(&r->json, tb + after, nb - after);
+                json_prefix_feed(&r->json, bytes + after, bn - after);
         }
     } else {
         if (j->req.force)
             tool_force_accept(j->req.force, next);
         if (j->req.schema)
-            json_prefix_feed(&r->json, tb, nb);
+            json_prefix_feed(&r->json, bytes ? bytes : "", bn);
     }
     if (r->raw) {
         step_logprobs st;
         step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
         answer_logprobs(r->a, &s->tok->v, next, &st);
     }
-    size_t bn;
-    const char *bytes = vocab_decode(&s->tok->v, next, &bn);
     if (bytes && !shown_special(s, next, bytes, bn))
         bytes = NULL, bn = 0;
     const char *rel;
