@@ -18,7 +18,7 @@ enum {
     S_AFTER,            /* after a value in a container: ',' or its close */
     S_STRING,
     S_ESCAPE,           /* after a backslash */
-    S_HEX,              /* in \uXXXX: sub digits read */
+    S_HEX,              /* in a \u escape: sub of its four hex digits read */
     S_TRUE, S_FALSE, S_NULL,    /* sub letters of the literal read */
     S_ENUM,             /* in an enum's value: pos bytes of the candidates read */
     S_MINUS,            /* numbers: after '-' */
