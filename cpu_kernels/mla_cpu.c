@@ -1,6 +1,7 @@
 /* mla_cpu: see mla_cpu.h. */
 #include "mla_cpu.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "ops_ref.h"
@@ -10,7 +11,13 @@ static const float *cache_row(const mla_args *a, int s)
     return a->kv_cache + (size_t)s * (size_t)(a->kv_lora + a->rope);
 }
 
-/* queries per block of the expanded form: a block's scores are [MLA_QBLOCK][keys] */
+/* The expanded form goes over the cache in blocks of this many positions,
+ * each expanded into a head's keys and values and attended to with a running
+ * softmax, so its buffers do not grow with the context (the whole context's
+ * keys and values would take 2.5 KB a position, per worker) */
+#define MLA_KBLOCK 256
+
+/* queries per block of the expanded form's products: scores are [MLA_QBLOCK][MLA_KBLOCK] */
 #define MLA_QBLOCK 64
 
 static linear_weight f32_weight(int rows, int cols, const float *data)
@@ -21,25 +28,68 @@ static linear_weight f32_weight(int rows, int cols, const float *data)
 
 /* the expanded form's per-worker buffers, after the head's kv_b rows */
 typedef struct expanded_bufs {
-    float *kv;          /* [S][nope + v] the head's expanded keys and values */
-    float *keys;        /* [S][nope + rope] whole keys: k_nope and the shared rope key */
-    float *vt;          /* [v][keys of a block] values transposed */
-    float *qh;          /* [MLA_QBLOCK][nope + rope] a block's queries of the head */
-    float *sc;          /* [MLA_QBLOCK][S] a block's scores, then probabilities */
-    float *oh;          /* [MLA_QBLOCK][v] a block's outputs of the head */
+    float *lat;         /* [MLA_KBLOCK][kv_lora] a block's latents, contiguous */
+    float *kv;          /* [MLA_KBLOCK][nope + v] their expansion into keys and values */
+    float *keys;        /* [MLA_KBLOCK][nope + rope] whole keys: k_nope and the shared rope key */
+    float *vt;          /* [v][keys a block of queries sees] values transposed */
+    float *qh;          /* [T][nope + rope] the head's queries */
+    float *sc;          /* [MLA_QBLOCK][MLA_KBLOCK] scores, then probabilities */
+    float *oh;          /* [MLA_QBLOCK][v] probabilities times values */
+    float *acc;         /* [T][v] each query's output so far, not yet divided by its sum */
+    float *max, *sum;   /* [T] each query's largest scaled score so far, and the sum of
+                         * its exponentials relative to it */
     float *lin;         /* the linear kernels' scratch */
 } expanded_bufs;
 
+static int key_block(const mla_args *a)
+{
+    int S = a->pos0 + a->T;
+    return S < MLA_KBLOCK ? S : MLA_KBLOCK;
+}
+
+static int query_block(const mla_args *a)
+{
+    return a->T < MLA_QBLOCK ? a->T : MLA_QBLOCK;
+}
+
 static size_t lin_scratch_floats(const mla_args *a)
 {
-    int S = a->pos0 + a->T, qk = a->nope + a->rope, kvw = a->nope + a->v;
-    int qb = a->T < MLA_QBLOCK ? a->T : MLA_QBLOCK;
-    linear_weight expand = f32_weight(kvw, a->kv_lora, NULL), keys = f32_weight(S, qk, NULL),
-                  values = f32_weight(a->v, S, NULL);
-    size_t n = linear_forward_scratch(&expand, S, 1), k = linear_forward_scratch(&keys, qb, 1),
+    int kb = key_block(a), qb = query_block(a), qk = a->nope + a->rope, kvw = a->nope + a->v;
+    linear_weight expand = f32_weight(kvw, a->kv_lora, NULL), keys = f32_weight(kb, qk, NULL),
+                  values = f32_weight(a->v, kb, NULL);
+    size_t n = linear_forward_scratch(&expand, kb, 1), k = linear_forward_scratch(&keys, qb, 1),
            v = linear_forward_scratch(&values, qb, 1);
     n = k > n ? k : n;
     return v > n ? v : n;
+}
+
+static size_t expanded_floats(const mla_args *a)
+{
+    size_t kb = (size_t)key_block(a), qb = (size_t)query_block(a), T = (size_t)a->T;
+    size_t C = (size_t)a->kv_lora, qk = (size_t)(a->nope + a->rope), v = (size_t)a->v;
+    size_t kvw = (size_t)(a->nope + a->v);
+    return kb * C + kb * kvw + kb * qk + v * kb + T * qk + qb * kb + qb * v + T * v + 2 * T +
+           lin_scratch_floats(a);
+}
+
+static expanded_bufs expanded_layout(const mla_args *a, float *p)
+{
+    size_t kb = (size_t)key_block(a), qb = (size_t)query_block(a), T = (size_t)a->T;
+    size_t C = (size_t)a->kv_lora, qk = (size_t)(a->nope + a->rope), v = (size_t)a->v;
+    size_t kvw = (size_t)(a->nope + a->v);
+    expanded_bufs b;
+    b.lat = p;
+    b.kv = b.lat + kb * C;
+    b.keys = b.kv + kb * kvw;
+    b.vt = b.keys + kb * qk;
+    b.qh = b.vt + v * kb;
+    b.sc = b.qh + T * qk;
+    b.oh = b.sc + qb * kb;
+    b.acc = b.oh + qb * v;
+    b.max = b.acc + T * v;
+    b.sum = b.max + T;
+    b.lin = b.sum + T;
+    return b;
 }
 
 /* Calls of this many queries or fewer take the absorbed form whatever the
@@ -102,14 +152,13 @@ static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
  * of them, for the expanded form the buffers of expanded_bufs */
 static size_t worker_floats(const mla_args *a, int absorbed)
 {
-    size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, kvw = (size_t)(a->nope + a->v);
+    size_t C = (size_t)a->kv_lora, kvw = (size_t)(a->nope + a->v);
     size_t n = kvw * C, v = (size_t)a->v, T = (size_t)a->T;
     if (absorbed) {
         linear_weight wv = f32_weight(a->v, a->kv_lora, NULL);
         return n + T * C + T * v + linear_forward_scratch(&wv, a->T, 1);
     }
-    size_t qk = (size_t)(a->nope + a->rope), qb = MLA_QBLOCK;
-    return n + S * kvw + S * qk + v * S + qb * qk + qb * S + qb * v + lin_scratch_floats(a);
+    return n + expanded_floats(a);
 }
 
 static int workers(thread_pool *pool)
@@ -119,10 +168,9 @@ static int workers(thread_pool *pool)
 
 size_t mla_cpu_scratch(const mla_args *a, int absorbed, int n_threads)
 {
-    size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
     size_t nt = (size_t)(n_threads > 0 ? n_threads : 1);
     if (!absorbed)
-        return S * C + nt * worker_floats(a, 0);
+        return nt * worker_floats(a, 0);
     /* the last block sees the most positions */
     int tb = absorbed_tokens_per_block(a);
     mla_args last = token_block(a, a->T - tb, tb);
@@ -147,7 +195,6 @@ typedef struct mla_job {
     kernel_path path;
     const mla_args *a;
     int absorbed;
-    const float *latents;       /* [S][C] contiguous (expanded form) */
     absorbed_bufs ab;           /* (absorbed form) */
     int s0, sn;                 /* (absorbed form) the block of positions transposed */
     float *work;                /* per worker */
@@ -300,51 +347,114 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
     run_workers(pool, absorbed_outputs, j, a->H);
 }
 
-/* The expanded form as float32 matrix products through the linear kernels:
- * the head's keys and values from the cached latents, then per block of
- * queries the scores against every key the block's last query sees, the
- * causal softmax of each query's row (the keys after it zeroed), and the
- * probabilities times the values. */
+/* The keys [k0, k0 + kn) of the block against the queries [t0, t0 + nq): their
+ * scores, scaled, folded into each query's running softmax (the keys after a
+ * query zeroed; its output so far and its sum rescaled when its largest score
+ * grows), then the probabilities times the values added to the outputs. */
+static void expanded_scores(const mla_job *j, const expanded_bufs *b, int k0, int kn, int t0, int nq)
+{
+    const mla_args *a = j->a;
+    int qk = a->nope + a->rope, v = a->v;
+    linear_weight keys = f32_weight(kn, qk, b->keys);
+    linear_forward(j->path, NULL, &keys, b->qh + (size_t)t0 * (size_t)qk, nq, b->sc, b->lin);
+    for (int i = 0; i < nq; i++) {
+        int t = t0 + i, n = a->pos0 + t + 1 - k0;
+        float *p = b->sc + (size_t)i * (size_t)kn, *acc = b->acc + (size_t)t * (size_t)v;
+        n = n < kn ? n : kn;
+        if (n <= 0) {
+            memset(p, 0, (size_t)kn * sizeof *p);
+            continue;
+        }
+        float m = b->max[t];
+        for (int s = 0; s < n; s++) {
+            p[s] *= a->scale;
+            m = p[s] > m ? p[s] : m;
+        }
+        float l = 0;
+        for (int s = 0; s < n; s++) {
+            p[s] = expf(p[s] - m);
+            l += p[s];
+        }
+        memset(p + n, 0, (size_t)(kn - n) * sizeof *p);
+        if (m > b->max[t]) {
+            float r = expf(b->max[t] - m);
+            b->sum[t] *= r;
+            for (int d = 0; d < v; d++)
+                acc[d] *= r;
+            b->max[t] = m;
+        }
+        b->sum[t] += l;
+    }
+    linear_weight values = f32_weight(v, kn, b->vt);
+    linear_forward(j->path, NULL, &values, b->sc, nq, b->oh, b->lin);
+    for (int i = 0; i < nq; i++) {
+        float *acc = b->acc + (size_t)(t0 + i) * (size_t)v;
+        const float *o = b->oh + (size_t)i * (size_t)v;
+        for (int d = 0; d < v; d++)
+            acc[d] += o[d];
+    }
+}
+
+/* values of the block's first kn keys transposed, [v][kn] */
+static void transpose_values(const mla_args *a, const expanded_bufs *b, int kn)
+{
+    int kvw = a->nope + a->v;
+    for (int k = 0; k < a->v; k++) {
+        float *vk = b->vt + (size_t)k * (size_t)kn;
+        const float *src = b->kv + a->nope + k;
+        for (int s = 0; s < kn; s++)
+            vk[s] = src[(size_t)s * (size_t)kvw];
+    }
+}
+
+/* The expanded form of head h as float32 matrix products through the linear
+ * kernels, a block of cache positions at a time: the block's latents expanded
+ * into the head's keys and values, then per block of queries that sees any of
+ * them the scores, the running softmax and the probabilities times the values;
+ * the outputs divided by their sums at the end. */
 static void expanded_head(const mla_job *j, int h, const float *W, const expanded_bufs *b)
 {
     const mla_args *a = j->a;
-    int S = a->pos0 + a->T, C = a->kv_lora, qk = a->nope + a->rope, H = a->H;
-    int kvw = a->nope + a->v;
-    linear_weight wf = f32_weight(kvw, C, W);
-    linear_forward(j->path, NULL, &wf, j->latents, S, b->kv, b->lin);
-    for (int s = 0; s < S; s++) {
-        memcpy(b->keys + (size_t)s * (size_t)qk, b->kv + (size_t)s * (size_t)kvw,
-               (size_t)a->nope * sizeof(float));
-        memcpy(b->keys + (size_t)s * (size_t)qk + a->nope, cache_row(a, s) + C,
-               (size_t)a->rope * sizeof(float));
+    int S = a->pos0 + a->T, C = a->kv_lora, qk = a->nope + a->rope, H = a->H, v = a->v;
+    int kvw = a->nope + a->v, KB = key_block(a);
+    for (int t = 0; t < a->T; t++) {
+        memcpy(b->qh + (size_t)t * (size_t)qk, a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk,
+               (size_t)qk * sizeof(float));
+        b->max[t] = -INFINITY;
+        b->sum[t] = 0;
     }
-    for (int t0 = 0; t0 < a->T; t0 += MLA_QBLOCK) {
-        int nq = a->T - t0 < MLA_QBLOCK ? a->T - t0 : MLA_QBLOCK, nk = a->pos0 + t0 + nq;
-        for (int i = 0; i < nq; i++)
-            memcpy(b->qh + (size_t)i * (size_t)qk,
-                   a->q + ((size_t)(t0 + i) * (size_t)H + (size_t)h) * (size_t)qk,
-                   (size_t)qk * sizeof(float));
-        linear_weight keys = f32_weight(nk, qk, b->keys);
-        linear_forward(j->path, NULL, &keys, b->qh, nq, b->sc, b->lin);
-        for (int i = 0; i < nq; i++) {
-            float *p = b->sc + (size_t)i * (size_t)nk;
-            int n = a->pos0 + t0 + i + 1;
-            for (int s = 0; s < n; s++)
-                p[s] *= a->scale;
-            softmax_ref(p, n);
-            memset(p + n, 0, (size_t)(nk - n) * sizeof *p);
+    memset(b->acc, 0, (size_t)a->T * (size_t)v * sizeof(float));
+    linear_weight wf = f32_weight(kvw, C, W);
+    for (int k0 = 0; k0 < S; k0 += KB) {
+        int kb = S - k0 < KB ? S - k0 : KB;
+        for (int s = 0; s < kb; s++)
+            memcpy(b->lat + (size_t)s * (size_t)C, cache_row(a, k0 + s), (size_t)C * sizeof(float));
+        linear_forward(j->path, NULL, &wf, b->lat, kb, b->kv, b->lin);
+        for (int s = 0; s < kb; s++) {
+            memcpy(b->keys + (size_t)s * (size_t)qk, b->kv + (size_t)s * (size_t)kvw,
+                   (size_t)a->nope * sizeof(float));
+            memcpy(b->keys + (size_t)s * (size_t)qk + a->nope, cache_row(a, k0 + s) + C,
+                   (size_t)a->rope * sizeof(float));
         }
-        for (int k = 0; k < a->v; k++) {
-            float *vk = b->vt + (size_t)k * (size_t)nk;
-            const float *src = b->kv + a->nope + k;
-            for (int s = 0; s < nk; s++)
-                vk[s] = src[(size_t)s * (size_t)kvw];
+        /* the keys a block of queries sees only grow from one block to the
+         * next, so the values are transposed again only when they do */
+        int vt_n = 0;
+        for (int t0 = 0; t0 < a->T; t0 += MLA_QBLOCK) {
+            int nq = a->T - t0 < MLA_QBLOCK ? a->T - t0 : MLA_QBLOCK;
+            int kn = a->pos0 + t0 + nq - k0;
+            if (kn <= 0)
+                continue;
+            kn = kn < kb ? kn : kb;
+            if (kn != vt_n)
+                transpose_values(a, b, vt_n = kn);
+            expanded_scores(j, b, k0, kn, t0, nq);
         }
-        linear_weight values = f32_weight(a->v, nk, b->vt);
-        linear_forward(j->path, NULL, &values, b->sc, nq, b->oh, b->lin);
-        for (int i = 0; i < nq; i++)
-            memcpy(a->out + ((size_t)(t0 + i) * (size_t)H + (size_t)h) * (size_t)a->v,
-                   b->oh + (size_t)i * (size_t)a->v, (size_t)a->v * sizeof(float));
+    }
+    for (int t = 0; t < a->T; t++) {
+        float *o = a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)v;
+        const float *acc = b->acc + (size_t)t * (size_t)v;
+        for (int d = 0; d < v; d++)
+            o[d] = acc[d] / b->sum[t];
     }
 }
 
@@ -352,18 +462,9 @@ static void run_heads(void *ctx, int worker, int n_workers)
 {
     mla_job *j = ctx;
     const mla_args *a = j->a;
-    size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
     int kvw = a->nope + a->v;
     float *W = j->work + (size_t)worker * worker_floats(a, 0);
-    size_t qk = (size_t)(a->nope + a->rope), v = (size_t)a->v, qb = MLA_QBLOCK;
-    expanded_bufs eb;
-    eb.kv = W + (size_t)kvw * C;
-    eb.keys = eb.kv + S * (size_t)kvw;
-    eb.vt = eb.keys + S * qk;
-    eb.qh = eb.vt + v * S;
-    eb.sc = eb.qh + qb * qk;
-    eb.oh = eb.sc + qb * S;
-    eb.lin = eb.oh + qb * v;
+    expanded_bufs eb = expanded_layout(a, W + (size_t)kvw * (size_t)a->kv_lora);
     int h0, h1;
     pool_split(a->H, 1, worker, n_workers, &h0, &h1);
     for (int h = h0; h < h1; h++) {
@@ -374,7 +475,6 @@ static void run_heads(void *ctx, int worker, int n_workers)
 
 void mla_cpu(kernel_path path, thread_pool *pool, const mla_args *a, int absorbed, float *scratch)
 {
-    size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora;
     mla_job j = {.path = path, .a = a, .absorbed = absorbed};
     if (absorbed) {
         int tb = absorbed_tokens_per_block(a);
@@ -386,9 +486,6 @@ void mla_cpu(kernel_path path, thread_pool *pool, const mla_args *a, int absorbe
         }
         return;
     }
-    for (size_t s = 0; s < S; s++)
-        memcpy(scratch + s * C, cache_row(a, (int)s), C * sizeof *scratch);
-    j.latents = scratch;
-    j.work = scratch + S * C;
+    j.work = scratch;
     run_workers(pool, run_heads, &j, a->H);
 }

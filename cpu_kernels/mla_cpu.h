@@ -1,15 +1,20 @@
 /* mla_cpu: Multi-head Latent Attention on the CPU, fast: heads split over the
- * thread pool, kv_b dequantized a head at a time with the SIMD kernels, and the
- * prefill (expanded) form done as float32 matrix products by the linear
- * kernels: the latents' expansion into keys and values, then per block of 64
- * queries their scores against the keys and the probabilities times the
- * values (a 4,096-token prompt of the k2-slice: 2.2x faster than with scalar
- * dot products; docs/benchmarks.md). The absorbed form (decode) takes every
- * head at once: scores and probabilities times latents are float32 products
- * over the cache, which is read once per query instead of once per head. Same
- * two formulations and the same math as mla_ref.c
- * (absorbed for a few queries, expanded for many); only float32 summation order
- * differs. */
+ * thread pool, kv_b dequantized a head at a time with the SIMD kernels, and
+ * both forms done as float32 matrix products by the linear kernels.
+ *
+ * The expanded form (a prompt's chunk) goes over the cache a block of 256
+ * positions at a time: the block's latents expanded into the head's keys and
+ * values, then per block of 64 queries their scores, a running softmax (each
+ * query's output so far rescaled when its largest score grows, as in flash
+ * attention) and the probabilities times the values. Its buffers so stay a
+ * few MB a worker at any context (whole-context keys and values took 2.5 KB a
+ * position and worker), and the blocks stay in cache (docs/benchmarks.md).
+ *
+ * The absorbed form (decode) takes every head at once: scores and
+ * probabilities times latents are float32 products over the cache, which is
+ * read once per query instead of once per head. Same two formulations and the
+ * same math as mla_ref.c (absorbed for a few queries, expanded for many); only
+ * float32 summation order differs. */
 #ifndef MOETIER_MLA_CPU_H
 #define MOETIER_MLA_CPU_H
 

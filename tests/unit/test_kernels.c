@@ -471,14 +471,16 @@ Test(mla_cpu, form_by_multiply_adds)
 
 /* The threaded SIMD MLA (both forms, every path, 1 and 3 threads) against the
  * reference forms on random caches; the expanded form's queries in one block,
- * and in two (a block of 64 and the rest); the absorbed form's positions in
- * one block and, past 2,048 cached positions, in two. */
+ * and in two (a block of 64 and the rest), its positions in one block of 256
+ * and in several (after 230 cached positions, 70 queries straddle the second
+ * block's start: the first 26 see none of it); the absorbed form's positions
+ * in one block and, past 2,048 cached positions, in two. */
 Test(mla_cpu, matches_reference_on_every_path)
 {
     const int tokens[] = {1, 2, 3, 4, 5, 6, 17, 70};
     const int cases[][6] = {
         {4, 32, 16, 32, 64, 0}, {3, 16, 8, 24, 40, 7}, {5, 8, 4, 8, 12, 30}, {1, 5, 2, 3, 9, 1},
-        {2, 8, 4, 8, 16, 2100},
+        {2, 8, 4, 8, 16, 2100}, {2, 8, 4, 8, 16, 230},
     };
     thread_pool *pool3;
     errbuf e;

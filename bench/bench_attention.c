@@ -1,0 +1,141 @@
+/* bench_attention: the CPU attention (cpu_kernels/mla_cpu.h) at Kimi K2's
+ * dimensions (64 heads, 128 + 64 key dims, 128 value dims, 512 latents), a
+ * prompt's chunk of 512 queries after 0, 3,584 and 7,680 cached positions in
+ * the expanded form, and one decode query in the absorbed form, on every core.
+ *
+ * Yardstick, measured in the same run: a float32 product through the linear
+ * kernels of the shape the attention is made of (keys [1024][192] against 64
+ * queries). Prints one JSON line per case: the seconds per call, GFLOP/s (the
+ * multiply-adds of the causal attention, expansion included, times two), the
+ * ratio to the yardstick's GFLOP/s, and the scratch the call takes in MB.
+ *
+ * Usage: bench_attention (no arguments). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/model/linear_weight.h"
+#include "cpu_kernels/mla_cpu.h"
+#include "cpu_kernels/thread_pool.h"
+
+#define HEADS 64
+#define NOPE 128
+#define ROPE 64
+#define VDIM 128
+#define LORA 512
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float *random_floats(size_t n, unsigned seed)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; p && i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        p[i] = (float)(seed >> 8) / (float)(1u << 24) - 0.5f;
+    }
+    return p;
+}
+
+/* seconds per call, at least 3 calls and half a second */
+#define TIME_CALLS(secs, ...)                                                         \
+    do {                                                                               \
+        double t0_ = now(), t_;                                                        \
+        int n_ = 0;                                                                    \
+        do {                                                                           \
+            __VA_ARGS__;                                                               \
+            n_++;                                                                      \
+            t_ = now() - t0_;                                                          \
+        } while (n_ < 3 || t_ < 0.5);                                                  \
+        (secs) = t_ / n_;                                                              \
+    } while (0)
+
+static double yardstick_gflops(kernel_path path, thread_pool *pool)
+{
+    int rows = 1024, cols = NOPE + ROPE, T = 64;
+    float *w = random_floats((size_t)rows * cols, 1), *x = random_floats((size_t)T * cols, 2);
+    float *y = malloc((size_t)T * rows * sizeof *y);
+    linear_weight lw = {.fmt = WF_F32, .rows = rows, .cols = cols, .data = w};
+    float *s = malloc(linear_forward_scratch(&lw, T, thread_pool_size(pool)) * sizeof *s + 64);
+    double secs = 0;
+    if (w && x && y && s)
+        TIME_CALLS(secs, linear_forward(path, pool, &lw, x, T, y, s));
+    free(w);
+    free(x);
+    free(y);
+    free(s);
+    return secs > 0 ? 2.0 * rows * cols * T / secs / 1e9 : 0;
+}
+
+/* multiply-adds of the causal attention of T queries after pos0 positions in
+ * the form taken: the expanded form's expansion of every position, or the
+ * absorbed form's work in the latent space */
+static double multiply_adds(int T, int pos0, int absorbed)
+{
+    double S = pos0 + T, seen = (double)T * pos0 + (double)T * (T + 1) / 2;
+    if (absorbed)
+        return HEADS * (T * ((double)NOPE * LORA + (double)LORA * VDIM) + seen * (2.0 * LORA + ROPE));
+    return HEADS * (S * (NOPE + VDIM) * (double)LORA + seen * (NOPE + ROPE + VDIM));
+}
+
+int main(void)
+{
+    kernel_path path = kernel_path_default();
+    thread_pool *pool;
+    errbuf e;
+    if (thread_pool_create(&pool, 0, &e)) {
+        fprintf(stderr, "bench_attention: %s\n", e.msg);
+        return 1;
+    }
+    int nt = thread_pool_size(pool);
+    const struct { int T, pos0; } cases[] = {{512, 0}, {512, 3584}, {512, 7680}, {1, 8191}};
+    int maxS = 8192;
+    size_t qk = NOPE + ROPE;
+    float *cache = random_floats((size_t)maxS * (LORA + ROPE), 3);
+    float *q = random_floats((size_t)512 * HEADS * qk, 4);
+    float *kvb = random_floats((size_t)HEADS * (NOPE + VDIM) * LORA, 5);
+    float *out = malloc((size_t)512 * HEADS * VDIM * sizeof *out);
+    if (!cache || !q || !kvb || !out) {
+        fprintf(stderr, "bench_attention: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < (size_t)HEADS * (NOPE + VDIM) * LORA; i++)
+        kvb[i] *= 0.05f;
+    linear_weight kv_b = {.fmt = WF_F32, .rows = HEADS * (NOPE + VDIM), .cols = LORA, .data = kvb};
+    double yard = yardstick_gflops(path, pool);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        mla_args a = {.q = q, .T = cases[c].T, .pos0 = cases[c].pos0, .kv_cache = cache,
+                      .kv_b = &kv_b, .H = HEADS, .nope = NOPE, .rope = ROPE, .v = VDIM,
+                      .kv_lora = LORA, .scale = 1.0f / sqrtf((float)qk), .out = out};
+        int absorbed = mla_cpu_absorbs(&a);
+        size_t n = mla_cpu_scratch(&a, absorbed, nt);
+        float *scratch = malloc(n * sizeof *scratch);
+        if (!scratch) {
+            fprintf(stderr, "bench_attention: out of memory for %zu MB of scratch\n",
+                    n * sizeof(float) >> 20);
+            return 1;
+        }
+        double secs;
+        TIME_CALLS(secs, mla_cpu(path, pool, &a, absorbed, scratch));
+        double gflops = 2 * multiply_adds(a.T, a.pos0, absorbed) / secs / 1e9;
+        printf("{\"bench\":\"attention\",\"path\":\"%s\",\"threads\":%d,\"queries\":%d,"
+               "\"cached\":%d,\"form\":\"%s\",\"seconds\":%.4f,\"gflops\":%.1f,"
+               "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f}\n",
+               kernel_path_name(path), nt, a.T, a.pos0, absorbed ? "absorbed" : "expanded", secs,
+               gflops, yard, gflops / yard, (double)n * sizeof(float) / (1 << 20));
+        fflush(stdout);
+        free(scratch);
+    }
+    free(cache);
+    free(q);
+    free(kvb);
+    free(out);
+    thread_pool_destroy(pool);
+    return 0;
+}
