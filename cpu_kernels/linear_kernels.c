@@ -354,6 +354,15 @@ void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w,
                     int T, float *y, float *scratch)
 {
     job j = {.path = linear_simd_ok(w) ? path : KPATH_SCALAR, .w = w, .y = y};
+    int tiles = j.path == KPATH_AVX2 || (j.path == KPATH_AVX512 && T < LINEAR_BATCHED_MIN_T);
+    if (tiles && T > LINEAR_TILES_MAX_T) {
+        for (int t0 = 0; t0 < T; t0 += LINEAR_TILES_MAX_T) {
+            int n = T - t0 < LINEAR_TILES_MAX_T ? T - t0 : LINEAR_TILES_MAX_T;
+            linear_forward(path, pool, w, x + (size_t)t0 * (size_t)w->cols, n,
+                           y + (size_t)t0 * (size_t)w->rows, scratch);
+        }
+        return;
+    }
     linear_prepare(j.path, w, x, T, scratch, &j.prep);
     j.row_bufs = scratch + linear_prep_scratch(w, T);
     if (pool && thread_pool_size(pool) > 1 && w->rows >= 8)

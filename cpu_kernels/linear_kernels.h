@@ -9,7 +9,8 @@
  *
  * A SIMD kernel computes rows [r0, r1) of y for all T tokens: below
  * LINEAR_BATCHED_MIN_T tokens it reads each weight row once per tile of up to 4
- * tokens (decode, a bandwidth-bound GEMV); from there on (AVX-512) it dequantizes
+ * tokens (decode, a bandwidth-bound GEMV; LINEAR_TILES_MAX_T tokens a pass over
+ * the weights); from there on (AVX-512) it dequantizes
  * panels of rows once and runs a register-blocked float32 GEMM (prefill), with
  * tokens in the vector lanes up to LINEAR_LANES_MAX_T and rows above (the two
  * give the same bits: one FMA chain per output, columns in order). Below
@@ -94,6 +95,12 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
  * vector lanes (no transpose of the weights), above it rows; both give the
  * same bits */
 #define LINEAR_LANES_MAX_T 64
+/* The token tiles take at most this many tokens per pass over the weights; a
+ * call of more that goes to them (AVX-512 below LINEAR_BATCHED_MIN_T, AVX2 at
+ * any count) runs in groups of it, with the same bits (each token's sums are
+ * its own): past it, the tokens' x and the tiles' partial sums spill out of L1
+ * (one thread, INT4: 108 GFLOP/s at 8 tokens, 68 at 15 in one pass) */
+#define LINEAR_TILES_MAX_T 8
 /* floats of per-thread work the batched AVX-512 rows need */
 size_t linear_batched_work(int cols, int T);
 /* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w); work: the
