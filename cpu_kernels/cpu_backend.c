@@ -16,6 +16,9 @@ typedef struct cpu_state {
     size_t scratch_n;
     thread_pool *pool;
     kernel_path path;
+    int invariant;              /* cpu_options.batch_invariant */
+    ffn_job *parts;             /* (invariant) the FFN jobs cut into parts */
+    int parts_n;
 } cpu_state;
 
 /* A growing scratch area; the engine sizes calls so this stays bounded. An
@@ -62,11 +65,21 @@ static void cpu_rmsnorm(backend *b, const float *x, int xs, const float *w, int 
     rmsnorm_ref(x, xs, w, n, T, eps, out, os);
 }
 
+/* tokens per product: all, or in batch-invariant mode at most the row kernels' */
+static int part_tokens(const backend *b, int T)
+{
+    const cpu_state *s = b->impl;
+    return s->invariant && b->bitwise_rows > 0 && T > b->bitwise_rows ? b->bitwise_rows : T;
+}
+
 static void cpu_linear(backend *b, const linear_weight *w, const float *x, int T, float *y)
 {
     cpu_state *s = b->impl;
-    float *scratch = cpu_scratch(b, linear_forward_scratch(w, T, thread_pool_size(s->pool)));
-    linear_forward(s->path, s->pool, w, x, T, y, scratch);
+    int part = part_tokens(b, T);
+    float *scratch = cpu_scratch(b, linear_forward_scratch(w, part, thread_pool_size(s->pool)));
+    for (int t0 = 0; t0 < T; t0 += part)
+        linear_forward(s->path, s->pool, w, x + (size_t)t0 * (size_t)w->cols,
+                       T - t0 < part ? T - t0 : part, y + (size_t)t0 * (size_t)w->rows, scratch);
 }
 
 static void cpu_rope(backend *b, float *x, int T, int n_vec, int ts, int vs, int off, int dim,
@@ -76,26 +89,66 @@ static void cpu_rope(backend *b, float *x, int T, int n_vec, int ts, int vs, int
     rope_ref(x, T, n_vec, ts, vs, off, dim, pos, inv_freq, mscale);
 }
 
-static void cpu_ffn(backend *b, const linear_weight *gate, const linear_weight *up,
-                    const linear_weight *down, const float *x, int T, float *out)
+/* The jobs as they run: in batch-invariant mode, each of more tokens than
+ * the row kernels take cut into parts of their rows of x and out. */
+static const ffn_job *job_parts(backend *b, const ffn_job *jobs, int *n)
 {
     cpu_state *s = b->impl;
-    ffn_job j = {gate, up, down, x, T, out, -1, 0, 0};
-    ffn_cpu_run(s->path, s->pool, &j, 1,
-                cpu_scratch(b, ffn_cpu_scratch(&j, 1, thread_pool_size(s->pool))));
+    int m = 0;
+    for (int i = 0; i < *n; i++) {
+        int part = part_tokens(b, jobs[i].T);
+        m += jobs[i].T > part ? (jobs[i].T + part - 1) / part : 1;
+    }
+    if (m == *n)
+        return jobs;
+    if (m > s->parts_n) {
+        ffn_job *p = realloc(s->parts, (size_t)m * sizeof *p);
+        if (!p) {
+            fprintf(stderr, "moetier: out of memory for %d FFN parts\n", m);
+            abort();
+        }
+        s->parts = p;
+        s->parts_n = m;
+    }
+    m = 0;
+    for (int i = 0; i < *n; i++) {
+        const ffn_job *j = &jobs[i];
+        int part = part_tokens(b, j->T);
+        if (j->T <= part) {
+            s->parts[m++] = *j;
+            continue;
+        }
+        for (int t0 = 0; t0 < j->T; t0 += part) {
+            ffn_job *q = &s->parts[m++];
+            *q = *j;
+            q->x = j->x + (size_t)t0 * (size_t)j->gate->cols;
+            q->out = j->out + (size_t)t0 * (size_t)j->down->rows;
+            q->T = j->T - t0 < part ? j->T - t0 : part;
+        }
+    }
+    *n = m;
+    return s->parts;
 }
 
 static void cpu_ffn_batch(backend *b, const ffn_job *jobs, int n)
 {
     cpu_state *s = b->impl;
+    jobs = job_parts(b, jobs, &n);
     ffn_cpu_run(s->path, s->pool, jobs, n,
                 cpu_scratch(b, ffn_cpu_scratch(jobs, n, thread_pool_size(s->pool))));
+}
+
+static void cpu_ffn(backend *b, const linear_weight *gate, const linear_weight *up,
+                    const linear_weight *down, const float *x, int T, float *out)
+{
+    ffn_job j = {gate, up, down, x, T, out, -1, 0, 0};
+    cpu_ffn_batch(b, &j, 1);
 }
 
 static void cpu_mla(backend *b, const mla_args *a)
 {
     cpu_state *s = b->impl;
-    int absorbed = mla_cpu_absorbs(a), nt = thread_pool_size(s->pool);
+    int absorbed = s->invariant || mla_cpu_absorbs(a), nt = thread_pool_size(s->pool);
     mla_cpu(s->path, s->pool, a, absorbed, cpu_scratch(b, mla_cpu_scratch(a, absorbed, nt)));
 }
 
@@ -153,6 +206,7 @@ static void cpu_destroy(backend *b)
     cpu_state *s = b->impl;
     if (s) {
         free(s->scratch);
+        free(s->parts);
         thread_pool_destroy(s->pool);
     }
     free(s);
@@ -188,6 +242,7 @@ int cpu_backend_create_opts(backend *b, const cpu_options *o, errbuf *e)
     if (!s)
         return err_set(e, "out of memory");
     s->path = path;
+    s->invariant = o->batch_invariant;
     if (thread_pool_create(&s->pool, o->threads, e)) {
         free(s);
         return -1;

@@ -2,7 +2,8 @@
  *
  * Linear layers (dense, attention projections, experts, lm_head) run the
  * fastest kernel path this CPU has (linear_kernels.h), split by rows over a
- * pool of pinned threads; the other operations run the scalar reference. */
+ * pool of pinned threads; the other operations run the scalar reference.
+ * Optionally batch-invariant (cpu_options). */
 #ifndef MOETIER_CPU_BACKEND_H
 #define MOETIER_CPU_BACKEND_H
 
@@ -15,6 +16,12 @@ typedef struct cpu_options {
     int threads;                /* <= 0: one per core */
     kernel_path path;           /* used when path_set; else kernel_path_default() */
     int path_set;
+    /* 1: a token's results have the same bits whatever the step it is in (a
+     * prompt in one prefill or in chunks, a prompt's last token or the same
+     * token decoded): products of more tokens than the row kernels take go in
+     * parts of bitwise_rows, and attention always takes the absorbed form
+     * (whose products are each query's own); prefill runs slower */
+    int batch_invariant;
 } cpu_options;
 
 /* Defaults: every core, the fastest kernel path (or MOETIER_KERNELS). */

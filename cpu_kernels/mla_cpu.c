@@ -101,12 +101,24 @@ static expanded_bufs expanded_layout(const mla_args *a, float *p)
  * product (its latents transposed, [kv_lora][block]) */
 #define MLA_SBLOCK 2048
 
+/* A block's products take its positions padded with zeros to a multiple of
+ * this: a query's sums then run over the same columns in the same lanes
+ * whatever the cache's length past it (the kernels' tails, below their
+ * widest unrolling, are summed apart), so its bits do not depend on the
+ * queries after it in the call */
+#define MLA_SPAD 64
+
+static int padded(int n)
+{
+    return (n + MLA_SPAD - 1) / MLA_SPAD * MLA_SPAD;
+}
+
 /* the absorbed form's buffers, shared by the workers: rows i = t * H + h */
 typedef struct absorbed_bufs {
     float *qa;          /* [T * H][kv_lora + rope] absorbed queries and their rope parts */
     float *sc;          /* [T * H][S] scores, then probabilities */
-    float *pb;          /* [T * H][MLA_SBLOCK] a block of the probabilities */
-    float *latt;        /* [kv_lora][MLA_SBLOCK] a block of latents, transposed */
+    float *pb;          /* [T * H][padded block] a block of the probabilities */
+    float *latt;        /* [kv_lora][padded block] a block of latents, transposed */
     float *ol;          /* [T * H][kv_lora] probabilities times latents */
     float *part;        /* [T * H][kv_lora] a later block's share of ol */
     float *lin;         /* the linear kernels' scratch, every thread */
@@ -139,7 +151,7 @@ static mla_args token_block(const mla_args *a, int t0, int n)
 static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, R = (size_t)a->T * (size_t)a->H;
-    size_t sb = S < MLA_SBLOCK ? S : MLA_SBLOCK;
+    size_t sb = (size_t)padded(S < MLA_SBLOCK ? (int)S : MLA_SBLOCK);
     linear_weight scores = f32_weight((int)S, a->kv_lora + a->rope, NULL),
                   mix = f32_weight(a->kv_lora, (int)sb, NULL);
     size_t l1 = linear_forward_scratch(&scores, a->H, n_threads),
@@ -196,7 +208,8 @@ typedef struct mla_job {
     const mla_args *a;
     int absorbed;
     absorbed_bufs ab;           /* (absorbed form) */
-    int s0, sn;                 /* (absorbed form) the block of positions transposed */
+    int s0, sn, sw;             /* (absorbed form) the block of positions transposed, and
+                                 * its width padded */
     float *work;                /* per worker */
 } mla_job;
 
@@ -269,7 +282,13 @@ static void absorbed_outputs(void *ctx, int worker, int n_workers)
         for (int t = 0; t < T; t++)
             memcpy(x + (size_t)t * (size_t)C, j->ab.ol + ((size_t)t * (size_t)H + (size_t)h) * (size_t)C,
                    (size_t)C * sizeof *x);
-        linear_forward(j->path, NULL, &wv, x, T, y, lin);
+        /* in parts the row kernels take, so that a query's output has the
+         * same bits whatever the count of queries in the call */
+        for (int t0 = 0; t0 < T; t0 += LINEAR_BATCHED_MIN_T - 1) {
+            int n = T - t0 < LINEAR_BATCHED_MIN_T - 1 ? T - t0 : LINEAR_BATCHED_MIN_T - 1;
+            linear_forward(j->path, NULL, &wv, x + (size_t)t0 * (size_t)C, n,
+                           y + (size_t)t0 * (size_t)a->v, lin);
+        }
         for (int t = 0; t < T; t++)
             memcpy(a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)a->v,
                    y + (size_t)t * (size_t)a->v, (size_t)a->v * sizeof *y);
@@ -285,13 +304,14 @@ static void run_workers(thread_pool *pool, pool_fn fn, mla_job *j, int n)
 }
 
 /* latt [c][s] = latent c of position s0 + s, for the worker's share of the
- * block's positions, in tiles of 16 x 16 (whole lines read and written) */
+ * block's positions, in tiles of 16 x 16 (whole lines read and written); the
+ * padding past them zero */
 static void transpose_latents(void *ctx, int worker, int n_workers)
 {
     const mla_job *j = ctx;
     const mla_args *a = j->a;
-    int C = a->kv_lora, n = j->sn, s0, s1;
-    pool_split(n, 16, worker, n_workers, &s0, &s1);
+    int C = a->kv_lora, n = j->sw, s0, s1;
+    pool_split(j->sn, 16, worker, n_workers, &s0, &s1);
     for (int sb = s0; sb < s1; sb += 16) {
         int se = s1 - sb < 16 ? s1 : sb + 16;
         for (int cb = 0; cb < C; cb += 16) {
@@ -303,6 +323,9 @@ static void transpose_latents(void *ctx, int worker, int n_workers)
             }
         }
     }
+    for (int c = 0; worker == n_workers - 1 && c < C; c++)
+        memset(j->ab.latt + (size_t)c * (size_t)n + (size_t)j->sn, 0,
+               (size_t)(n - j->sn) * sizeof(float));
 }
 
 static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
@@ -314,13 +337,14 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
     b->qa = shared;
     b->sc = b->qa + (size_t)R * (size_t)(C + a->rope);
     b->pb = b->sc + (size_t)R * (size_t)S;
-    b->latt = b->pb + (size_t)R * (size_t)sb;
-    b->ol = b->latt + (size_t)C * (size_t)sb;
+    b->latt = b->pb + (size_t)R * (size_t)padded(sb);
+    b->ol = b->latt + (size_t)C * (size_t)padded(sb);
     b->part = b->ol + (size_t)R * (size_t)C;
     b->lin = b->part + (size_t)R * (size_t)C;
-    /* each query's products take its H rows alone, so its bits do not depend
-     * on how many queries the call has (a decode step, or the last token of a
-     * prompt found in the cache, as the same token in a longer prefill) */
+    /* each query's products take its H rows alone (and its outputs go in
+     * parts the row kernels take), so its bits do not depend on how many
+     * queries the call has (a decode step, or the last token of a prompt found
+     * in the cache, as the same token in a longer prefill) */
     size_t H = (size_t)a->H, qaw = (size_t)(C + a->rope);
     run_workers(pool, absorbed_queries, j, a->H);
     linear_weight cache = f32_weight(S, C + a->rope, a->kv_cache);
@@ -331,11 +355,14 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
     for (int s0 = 0; s0 < S; s0 += sb) {
         j->s0 = s0;
         j->sn = S - s0 < sb ? S - s0 : sb;
+        j->sw = padded(j->sn);
         run_workers(pool, transpose_latents, j, j->sn);
-        int n = j->sn;
-        for (int i = 0; i < R; i++)
+        int n = j->sw;
+        for (int i = 0; i < R; i++) {
             memcpy(b->pb + (size_t)i * (size_t)n, b->sc + (size_t)i * (size_t)S + s0,
-                   (size_t)n * sizeof *b->pb);
+                   (size_t)j->sn * sizeof *b->pb);
+            memset(b->pb + (size_t)i * (size_t)n + j->sn, 0, (size_t)(n - j->sn) * sizeof *b->pb);
+        }
         linear_weight latt = f32_weight(C, n, b->latt);
         float *dst = s0 ? b->part : b->ol;
         for (int t = 0; t < a->T; t++)

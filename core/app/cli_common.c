@@ -144,7 +144,11 @@ void model_flags_usage_except(FILE *f, int leave_out)
           "                       (to the GPU's bits) while the GPU computes the others:\n"
           "                       auto (default) by a cost model with measured copy and\n"
           "                       compute rates, copying some into VRAM too; N: those with\n"
-          "                       at most N tokens; 0: every expert is copied to the GPU\n", f);
+          "                       at most N tokens; 0: every expert is copied to the GPU\n"
+          "  --batch-invariant    a token's logits have the same bits whatever step it is in\n"
+          "                       (a prompt in one prefill or in chunks, after a cached\n"
+          "                       prefix or not, alone or beside other conversations);\n"
+          "                       CPU backend only, prefill runs slower\n", f);
     if (!(leave_out & MF_HELP_TRACE))
         fputs("  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
     fputs(tier_flags_usage, f);
@@ -218,6 +222,10 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
         else if (cli_int(a, v, 0, 1 << 20, &f->cpu_tokens))
             return -1;
         f->cpu_tokens_set = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--batch-invariant")) {
+        f->batch_invariant = 1;
         return 1;
     }
     if (!strcmp(a, "--chunk")) {
@@ -409,6 +417,9 @@ static int backend_choice_checked(const model_flags *f, errbuf *e)
         return err_set(e, "--device is for the GPU backend (add --backend cuda or auto)");
     if (choice == BACKEND_CPU && f->cpu_tokens_set)
         return err_set(e, "--cpu-tokens is for the GPU backend (add --backend cuda or auto)");
+    if (choice == BACKEND_CUDA && f->batch_invariant)
+        return err_set(e, "--batch-invariant runs on the CPU backend (the CUDA backend's sums "
+                       "depend on a step's size): run with --backend cpu");
     return choice;
 }
 
@@ -429,6 +440,11 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
     int choice = backend_choice_checked(f, e);
     if (choice < 0)
         return -1;
+    if (f->batch_invariant && choice == BACKEND_AUTO) {
+        if (log)
+            fprintf(log, "moetier: --batch-invariant: computing on the CPU\n");
+        choice = BACKEND_CPU;
+    }
     if (choice != BACKEND_CPU) {
         gpu_options go = {.device = f->device};
         uint64_t free_b, total;
@@ -492,7 +508,7 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
             fprintf(log, "moetier: no GPU backend (%s); computing on the CPU\n", e->msg);
     }
     m->chunk = cli_chunk_size(f);
-    cpu_options co = {.threads = f->threads};
+    cpu_options co = {.threads = f->threads, .batch_invariant = f->batch_invariant};
     if (f->kernels) {
         kernel_path_parse(f->kernels, &co.path);
         co.path_set = 1;
@@ -500,8 +516,10 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
     if (cpu_backend_create_opts(&m->be, &co, e))
         return -1;
     if (log)
-        fprintf(log, "CPU backend: %s kernels, %d thread%s\n", kernel_path_name(cpu_backend_path(&m->be)),
-                cpu_backend_threads(&m->be), cpu_backend_threads(&m->be) == 1 ? "" : "s");
+        fprintf(log, "CPU backend: %s kernels, %d thread%s%s\n",
+                kernel_path_name(cpu_backend_path(&m->be)), cpu_backend_threads(&m->be),
+                cpu_backend_threads(&m->be) == 1 ? "" : "s",
+                f->batch_invariant ? ", batch-invariant" : "");
     return 0;
 }
 

@@ -58,6 +58,7 @@ typedef struct model_flags {
      * KV cache, and each further one, holds the context / seqs positions;
      * 0 or 1: one */
     int seqs;
+    int batch_invariant;    /* --batch-invariant (CPU backend; cpu_options) */
 } model_flags;
 
 enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };

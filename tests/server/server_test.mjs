@@ -817,6 +817,31 @@ async function restartedServer() {
 // each answer is the one the request gets alone (the CPU kernels give a row the
 // same bits in a step of any size), a conversation's next turn goes back to its
 // slot, and every slot's conversation is kept at a stop.
+// --batch-invariant: the same request again, its prompt found in the prompt
+// cache but for the last token, answers with the same log-probabilities to the
+// bit (printed in full) as when the whole prompt was prefilled in one step.
+async function invariantServer() {
+  await check('--batch-invariant: a prompt found in the cache answers with the bits of it prefilled whole', async () => {
+    const srv = await startServer(['--no-think', '--batch-invariant']);
+    try {
+      const ai = client(srv);
+      const req = { model: MODEL, messages: user('Tell me about the history of salt in trade, with numbers and the places it went.'),
+        max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3 };
+      const cold = await ai.chat.completions.create(req);
+      const warm = await ai.chat.completions.create(req);
+      assert.ok(cold.usage.prompt_tokens >= 20, JSON.stringify(cold.usage));
+      assert.ok(warm.usage.prompt_tokens_details.cached_tokens >= cold.usage.prompt_tokens - 1, JSON.stringify(warm.usage));
+      assert.deepEqual(warm.choices[0].logprobs, cold.choices[0].logprobs);
+    } finally {
+      await stopServer(srv);
+    }
+  });
+  await check('--batch-invariant with --backend cuda: refused with the reason', async () => {
+    const e = await startServer(['--batch-invariant', '--backend', 'cuda']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /--batch-invariant runs on the CPU backend/.test(e.message), String(e));
+  });
+}
+
 async function parallelServer() {
   await check('--parallel 4: requests run at once, stepped together, each answers as alone; one that leaves mid-stream stops only itself', async () => {
     const srv = await startServer(['--no-think', '--parallel', '4', '-c', '4096', '--chunk', '8']);
@@ -914,6 +939,7 @@ try {
   await restartedServer();
   await queueServer();
   await parallelServer();
+  await invariantServer();
   await forcedServer();
   await reasoningServer();
   await guardedServer();

@@ -421,36 +421,43 @@ Test(mla_cpu, absorbed_form_in_blocks_of_tokens_matches_reference, .timeout = 12
     thread_pool_destroy(pool);
 }
 
-/* In the absorbed form a query's output has the same bits in a call of up to
- * four queries as alone: a decode step and the short prefill of a prompt the
- * cache held but for its last tokens give a token the same attention. */
+/* In the absorbed form a query's output has the same bits in a call of any
+ * count of queries as alone: a decode step and the short prefill of a prompt
+ * the cache held but for its last tokens give a token the same attention (and
+ * so does a whole prompt in batch-invariant mode). Calls of 4 and of 20
+ * queries, whose positions cross the latents' block of 2,048 and the lanes
+ * product's panels. */
 Test(mla_cpu, absorbed_query_has_the_same_bits_alone)
 {
-    const int dims[][6] = {{4, 32, 16, 32, 64, 9}, {16, 16, 8, 16, 32, 40}};
+    const int dims[][6] = {{4, 32, 16, 32, 64, 9}, {16, 16, 8, 16, 32, 40}, {16, 16, 8, 16, 32, 2040}};
+    const int counts[] = {4, 20};
     for (size_t d = 0; d < sizeof dims / sizeof *dims; d++)
-        for (int path = 0; path < KPATH_COUNT; path++) {
-            if (!kernel_path_supported((kernel_path)path))
-                continue;
-            mla_case m;
-            mla_case_make(&m, dims[d], 4);
-            float *s = malloc(mla_cpu_scratch(&m.a, 1, 1) * sizeof(float));
-            cr_assert_not_null(s);
-            mla_cpu((kernel_path)path, NULL, &m.a, 1, s);
-            size_t row = (size_t)m.a.H * (size_t)m.a.v, qrow = (size_t)m.a.H * (size_t)(m.a.nope + m.a.rope);
-            for (int t = 0; t < 4; t++) {
-                mla_args one = m.a;
-                one.T = 1;
-                one.pos0 = m.a.pos0 + t;
-                one.q = m.q + (size_t)t * qrow;
-                one.out = m.o2;
-                mla_cpu((kernel_path)path, NULL, &one, 1, s);
-                cr_expect(memcmp(m.o1 + (size_t)t * row, m.o2, row * sizeof(float)) == 0,
-                          "%s, %d heads: query %d of 4 differs from it alone", kernel_path_name(path),
-                          m.a.H, t);
+        for (int path = 0; path < KPATH_COUNT; path++)
+            for (int c = 0; c < 2; c++) {
+                if (!kernel_path_supported((kernel_path)path))
+                    continue;
+                int T = counts[c];
+                mla_case m;
+                mla_case_make(&m, dims[d], T);
+                float *s = malloc(mla_cpu_scratch(&m.a, 1, 1) * sizeof(float));
+                cr_assert_not_null(s);
+                mla_cpu((kernel_path)path, NULL, &m.a, 1, s);
+                size_t row = (size_t)m.a.H * (size_t)m.a.v,
+                       qrow = (size_t)m.a.H * (size_t)(m.a.nope + m.a.rope);
+                for (int t = 0; t < T; t++) {
+                    mla_args one = m.a;
+                    one.T = 1;
+                    one.pos0 = m.a.pos0 + t;
+                    one.q = m.q + (size_t)t * qrow;
+                    one.out = m.o2;
+                    mla_cpu((kernel_path)path, NULL, &one, 1, s);
+                    cr_expect(memcmp(m.o1 + (size_t)t * row, m.o2, row * sizeof(float)) == 0,
+                              "%s, %d heads after %d positions: query %d of %d differs from it "
+                              "alone", kernel_path_name(path), m.a.H, m.a.pos0, t, T);
+                }
+                free(s);
+                mla_case_free(&m);
             }
-            free(s);
-            mla_case_free(&m);
-        }
 }
 
 /* The form each call takes: the absorbed one for a few queries, or a few
