@@ -125,13 +125,18 @@ typedef struct absorbed_bufs {
 } absorbed_bufs;
 
 /* Scores of the absorbed form are [T * H][S]: queries go in blocks of tokens
- * whose scores stay within this many floats (64 MB) */
+ * whose scores stay within this many floats (64 MB), */
 #define MLA_SCORE_FLOATS (16u << 20)
+/* and of at most this many tokens, whose other buffers ([T * H][kv_lora]
+ * three times) then stay near 25 MB at K2's dimensions (a prompt's chunk in
+ * batch-invariant mode would take them by the GB) */
+#define MLA_ABSORB_TBLOCK 64
 
 static int absorbed_tokens_per_block(const mla_args *a)
 {
     size_t per_token = (size_t)a->H * (size_t)(a->pos0 + a->T);
     size_t tb = MLA_SCORE_FLOATS / (per_token ? per_token : 1);
+    tb = tb < MLA_ABSORB_TBLOCK ? tb : MLA_ABSORB_TBLOCK;
     return tb < 1 ? 1 : tb > (size_t)a->T ? a->T : (int)tb;
 }
 
