@@ -404,8 +404,7 @@ static int token_ids(const cJSON *a)
     return 1;
 }
 
-/* A string, or token ids, or an array of one of either (OpenAI's forms short
- * of a batch). */
+/* A string, or token ids, or an array of either: one prompt, or a batch. */
 static int parse_completion(oai_request *r, oai_error *err)
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(r->root, "prompt");
@@ -416,10 +415,25 @@ static int parse_completion(oai_request *r, oai_error *err)
         return 0;
     }
     if (cJSON_IsArray(p)) {
-        if (cJSON_GetArraySize(p) != 1)
-            return bad(err, "prompt", "'prompt' as an array must be token ids or hold exactly one "
-                       "string or array of token ids (batches are not supported)");
-        p = cJSON_GetArrayItem(p, 0);
+        int n = cJSON_GetArraySize(p), i = 0;
+        if (n == 0)
+            return bad(err, "prompt", "'prompt' is an empty array; expected a string, token ids "
+                       "or an array of either");
+        if (n > OAI_MAX_BATCH)
+            return bad(err, "prompt", "'prompt' holds %d prompts; a batch takes at most %d", n,
+                       OAI_MAX_BATCH);
+        const cJSON *x;
+        cJSON_ArrayForEach(x, p) {
+            if (!cJSON_IsString(x) && !token_ids(x))
+                return bad(err, "prompt", "'prompt'[%d] must be a string or an array of token ids "
+                           "(integers from 0)", i);
+            i++;
+        }
+        if (n > 1) {
+            r->batch_n = n;
+            return 0;
+        }
+        p = p->child;
     }
     if (token_ids(p)) {
         r->prompt_ids = p;
@@ -430,6 +444,20 @@ static int parse_completion(oai_request *r, oai_error *err)
                    "from 0)");
     r->prompt = p->valuestring;
     return 0;
+}
+
+char *oai_batch_body(const oai_request *r, int i)
+{
+    cJSON *one = cJSON_Duplicate(r->root, 1);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(r->root, "prompt");
+    cJSON *item = one ? cJSON_Duplicate(cJSON_GetArrayItem(p, i), 1) : NULL;
+    char *body = NULL;
+    if (item && cJSON_ReplaceItemInObjectCaseSensitive(one, "prompt", item))
+        body = cJSON_PrintUnformatted(one);
+    else
+        cJSON_Delete(item);
+    cJSON_Delete(one);
+    return body;
 }
 
 /* Where the body holds an escaped NUL (\u0000, its backslash not itself
@@ -575,6 +603,9 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
         return -1;
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;
+    if (r->stream && r->batch_n)
+        return bad(err, "stream", "a batch of prompts is answered whole, not streamed: send "
+                   "'stream' false, or the prompts one per request");
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so))

@@ -7,7 +7,8 @@
  * ignored, as OpenAI-compatible servers do, so newer clients keep working.
  *
  * Accepted fields: model, messages (chat), prompt (completions: a string, token
- * ids, or an array of one of either), tools, tool_choice ("auto", "none", "required" or a
+ * ids, or an array of either: a batch of up to OAI_MAX_BATCH prompts, each
+ * answered as a request of its own, not streamed), tools, tool_choice ("auto", "none", "required" or a
  * named function: anything but "none" declares the tools to the model;
  * "required" and a named function hold the answer to tool calls, thinking
  * off), temperature [0, 2], top_p (0, 1], max_tokens
@@ -38,6 +39,7 @@
 #include "core/text/tool_force.h"
 
 #define OAI_MAX_STOP 4
+#define OAI_MAX_BATCH 256
 #define OAI_MAX_CHOICES 16
 
 typedef enum oai_kind { OAI_CHAT, OAI_COMPLETION } oai_kind;
@@ -63,6 +65,8 @@ typedef struct oai_request {
     const char *prompt;         /* completions: text, or NULL when given as ids */
     const cJSON *prompt_ids;    /* completions: token ids (not yet checked against the
                                  * vocabulary) */
+    int batch_n;                /* completions: 2 or more prompts (prompt and prompt_ids
+                                 * then unset; oai_batch_body); 0 otherwise */
     int stream, include_usage;
     int max_tokens;             /* 0: up to the context */
     int n_choices;              /* n: answers made one after the other from the prompt */
@@ -97,6 +101,9 @@ cJSON *oai_body_parse(const char *body, size_t len, oai_error *err);
 int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_options *defaults,
                       oai_request *r, oai_error *err);
 void oai_request_free(oai_request *r);
+/* The body of a batch's prompt i as a request of its own: the batch's body
+ * with "prompt" its i-th element (malloc'd; NULL when out of memory). */
+char *oai_batch_body(const oai_request *r, int i);
 
 /* Fills err; returns -1 (for `return oai_fail(...)`). */
 int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,

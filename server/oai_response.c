@@ -248,6 +248,50 @@ char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, con
     return print_and_delete(root);
 }
 
+/* into's numbers += from's of the same names, in nested objects too */
+static void add_numbers(cJSON *into, const cJSON *from)
+{
+    const cJSON *x;
+    cJSON_ArrayForEach(x, from) {
+        cJSON *y = cJSON_GetObjectItemCaseSensitive(into, x->string);
+        if (cJSON_IsNumber(x) && cJSON_IsNumber(y))
+            cJSON_SetNumberValue(y, y->valuedouble + x->valuedouble);
+        else if (cJSON_IsObject(x) && cJSON_IsObject(y))
+            add_numbers(y, x);
+    }
+}
+
+char *oai_batch_response(char *const *bodies, int n_prompts, int n_choices)
+{
+    cJSON *root = cJSON_Parse(bodies[0]);
+    cJSON *all = cJSON_GetObjectItemCaseSensitive(root, "choices"),
+          *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+    if (!cJSON_IsArray(all) || !cJSON_IsObject(usage)) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    for (int i = 1; i < n_prompts; i++) {
+        cJSON *one = cJSON_Parse(bodies[i]);
+        cJSON *ch = cJSON_GetObjectItemCaseSensitive(one, "choices"),
+              *u = cJSON_GetObjectItemCaseSensitive(one, "usage");
+        if (!cJSON_IsArray(ch) || !cJSON_IsObject(u)) {
+            cJSON_Delete(one);
+            cJSON_Delete(root);
+            return NULL;
+        }
+        while (ch->child) {
+            cJSON *c = cJSON_DetachItemViaPointer(ch, ch->child);
+            cJSON *index = cJSON_GetObjectItemCaseSensitive(c, "index");
+            if (cJSON_IsNumber(index))
+                cJSON_SetNumberValue(index, i * n_choices + index->valuedouble);
+            cJSON_AddItemToArray(all, c);
+        }
+        add_numbers(usage, u);
+        cJSON_Delete(one);
+    }
+    return print_and_delete(root);
+}
+
 static cJSON *model_object(const char *model, long long created)
 {
     cJSON *mo = cJSON_CreateObject();

@@ -79,6 +79,13 @@ typedef struct oai_choice {
 /* The whole response of a request that did not stream: its n choices. */
 char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_usage *u);
 
+/* A completions batch's response from its prompts' own (bodies[i], each a
+ * full response of n_choices choices): the first's, holding every prompt's
+ * choices in order (choice c of prompt i at index i * n_choices + c, as
+ * OpenAI numbers them) and the usage summed. NULL when a body is not such a
+ * response or out of memory. */
+char *oai_batch_response(char *const *bodies, int n_prompts, int n_choices);
+
 /* GET /v1/models */
 char *oai_models_body(const char *model, long long created);
 /* GET /v1/models/{model} */

@@ -210,6 +210,130 @@ static void discard_job(job *j)
     free(j);
 }
 
+/* Queues job j (s->mu held), referred to by the connection and the queue. */
+static void enqueue_locked(server *s, job *j, oai_kind kind)
+{
+    j->refs = 2;
+    j->created = (long long)time(NULL);
+    j->t_arrival = now_seconds();
+    j->seq = ++s->seq;
+    snprintf(j->id, sizeof j->id, "%s-%lld", kind == OAI_CHAT ? "chatcmpl" : "cmpl", j->seq);
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    s->n_jobs++;
+    s->metrics.queue_depth = s->n_jobs;
+    pthread_cond_broadcast(&s->cv);
+}
+
+static enum MHD_Result send_queue_refusal(server *s, struct MHD_Connection *c, int stopping)
+{
+    if (stopping)
+        return send_error(s, c, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
+    return send_error(s, c, 503, "server_error", NULL, "queue_full",
+                      "the server is busy (its request queue is full); retry later");
+}
+
+/* The batch's jobs made from b, one per prompt, each checked as a request of
+ * its own; NULL with err set (naming the prompt) when one is refused. */
+static job **batch_jobs(server *s, const job *b, oai_error *err)
+{
+    int n = b->req.batch_n;
+    job **jobs = calloc((size_t)n, sizeof *jobs);
+    if (!jobs) {
+        oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        char *body = oai_batch_body(&b->req, i);
+        jobs[i] = body ? calloc(1, sizeof **jobs) : NULL;
+        int rc = !jobs[i] ? oai_fail(err, 500, "server_error", NULL, NULL, "out of memory")
+                 : oai_request_parse(OAI_COMPLETION, body, strlen(body), &s->o.copt, &jobs[i]->req, err)
+                   || job_prompt_ids(s, jobs[i], err);
+        free(body);
+        if (!rc)
+            continue;
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "prompt %d of the batch: %s", i, err->message);
+        snprintf(err->message, sizeof err->message, "%s", msg);
+        for (int k = 0; k <= i; k++)
+            if (jobs[k])
+                discard_job(jobs[k]);
+        free(jobs);
+        return NULL;
+    }
+    return jobs;
+}
+
+/* A completions request with several prompts: each is a job of its own
+ * (taking a slot of its own with --parallel), and the answer, once all are
+ * done, holds every prompt's choices in order (oai_batch_response). The batch
+ * enters the queue if one request would; a prompt that fails fails it. */
+static enum MHD_Result handle_batch(server *s, struct MHD_Connection *c, conn_ctx *cx, job *b)
+{
+    oai_error err;
+    int n = b->req.batch_n, n_choices = b->req.n_choices;
+    job **jobs = batch_jobs(s, b, &err);
+    discard_job(b);
+    if (!jobs)
+        return send_body(s, c, err.status, oai_error_body(&err), "application/json");
+    int fd = conn_fd(c);
+    pthread_mutex_lock(&s->mu);
+    if (s->n_jobs >= s->o.max_queue || s->stopping) {
+        int stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < n; i++)
+            discard_job(jobs[i]);
+        free(jobs);
+        return send_queue_refusal(s, c, stopping);
+    }
+    cx->answering = 1;
+    s->answering++;
+    for (int i = 0; i < n; i++)
+        enqueue_locked(s, jobs[i], OAI_COMPLETION);
+    int gone = 0;
+    for (int i = 0; i < n && !gone; i++)
+        gone = wait_for(s, jobs[i], fd, job_done);
+    int failed = -1;
+    for (int i = 0; i < n && failed < 0 && !gone; i++)
+        if (jobs[i]->status != 200)
+            failed = i;
+    char **bodies = gone ? NULL : calloc((size_t)n, sizeof *bodies);
+    for (int i = 0; i < n; i++) {
+        job *j = jobs[i];
+        if (gone) {
+            j->cancelled = 1;
+            if (j->phase == JOB_QUEUED)
+                unqueue(s, j);
+        } else if (bodies && (failed < 0 || i == failed)) {
+            bodies[i] = j->out ? strndup(j->out, j->out_len) : NULL;
+        }
+    }
+    int status = failed >= 0 ? (jobs[failed]->status ? jobs[failed]->status : 500) : 200;
+    for (int i = 0; i < n; i++)
+        job_release(jobs[i]);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    free(jobs);
+    if (gone)
+        return MHD_NO;      /* nobody to answer: close */
+    char *body = NULL;
+    int complete = bodies != NULL;
+    for (int i = 0; complete && i < n; i++)
+        complete = bodies[i] || (failed >= 0 && i != failed);
+    if (complete)
+        body = failed >= 0 ? bodies[failed] : oai_batch_response(bodies, n, n_choices);
+    for (int i = 0; bodies && i < n; i++)
+        if (bodies[i] != body)
+            free(bodies[i]);
+    free(bodies);
+    if (!body)
+        return send_error(s, c, 500, "server_error", NULL, NULL, "out of memory");
+    return send_body(s, c, status, body, "application/json");
+}
+
 static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oai_kind kind,
                                          conn_ctx *cx)
 {
@@ -228,6 +352,8 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
         discard_job(j);
         return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found", msg);
     }
+    if (j->req.batch_n)
+        return handle_batch(s, c, cx, j);
     if (job_prompt_ids(s, j, &err)) {
         discard_job(j);
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
@@ -238,26 +364,11 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
         int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
         discard_job(j);
-        if (stopping)
-            return send_error(s, c, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
-        return send_error(s, c, 503, "server_error", NULL, "queue_full",
-                          "the server is busy (its request queue is full); retry later");
+        return send_queue_refusal(s, c, stopping);
     }
     cx->answering = 1;
     s->answering++;
-    j->refs = 2;
-    j->created = (long long)time(NULL);
-    j->t_arrival = now_seconds();
-    j->seq = ++s->seq;
-    snprintf(j->id, sizeof j->id, "%s-%lld", kind == OAI_CHAT ? "chatcmpl" : "cmpl", j->seq);
-    if (s->tail)
-        s->tail->next = j;
-    else
-        s->head = j;
-    s->tail = j;
-    s->n_jobs++;
-    s->metrics.queue_depth = s->n_jobs;
-    pthread_cond_broadcast(&s->cv);
+    enqueue_locked(s, j, kind);
     int gone = wait_for(s, j, fd, status_known);
     if (!gone && (j->status != 200 || !j->req.stream))
         gone = wait_for(s, j, fd, job_done);

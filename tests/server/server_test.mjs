@@ -183,6 +183,32 @@ async function apiFeatureChecks(srv, ai) {
     const e = await expectStatus(ai.completions.create({ ...base, logit_bias: { 99999999: 1 } }), 400);
     assert.equal(e.param, 'logit_bias');
   });
+  await check('a batch of prompts (completions): each answered as alone, choices numbered prompt by prompt, usage summed; token-id prompts scored; a bad prompt or streaming refused', async () => {
+    const prompts = ['one two', 'The quick brown fox'];
+    const req = { model: MODEL, max_tokens: 4, n: 2, temperature: 0.9, seed: 5 };
+    const alone = [];
+    for (const prompt of prompts) alone.push(await ai.completions.create({ ...req, prompt }));
+    const r = await ai.completions.create({ ...req, prompt: prompts });
+    assert.equal(r.choices.length, 4, JSON.stringify(r));
+    r.choices.forEach((c, i) => assert.equal(c.index, i));
+    for (let k = 0; k < 2; k++)
+      for (let c = 0; c < 2; c++)
+        assert.equal(r.choices[2 * k + c].text, alone[k].choices[c].text, `prompt ${k}, choice ${c}`);
+    assert.equal(r.usage.prompt_tokens, alone[0].usage.prompt_tokens + alone[1].usage.prompt_tokens);
+    assert.equal(r.usage.completion_tokens, alone[0].usage.completion_tokens + alone[1].usage.completion_tokens);
+    // lm-evaluation-harness's loglikelihood requests: token ids, echoed and scored
+    const ids = prompts.map((t) => spawnSync(bin, ['tokenize', '-m', modelDir, '--text', t], { encoding: 'utf8' })
+      .stdout.trim().split(',').map(Number));
+    const scored = await ai.completions.create({ model: MODEL, prompt: ids, max_tokens: 0, echo: true, logprobs: 1 });
+    assert.equal(scored.choices.length, 2);
+    scored.choices.forEach((c, i) => {
+      assert.equal(c.text, prompts[i]);
+      assert.equal(c.logprobs.tokens.length, ids[i].length);
+    });
+    const e = await expectStatus(ai.completions.create({ model: MODEL, prompt: ['a', [99999999]] }), 400);
+    assert.match(e.message, /prompt 1 of the batch/);
+    await expectStatus(ai.completions.create({ model: MODEL, prompt: prompts, stream: true }), 400);
+  });
   await check('echo: the prompt back first with its tokens\' logprobs (the first null), as `moetier perplexity` scores them; max_tokens 0 scores only', async () => {
     const prompt = 'The quick brown fox jumps over the lazy dog';
     const r = await ai.completions.create({ model: MODEL, prompt, max_tokens: 0, echo: true, logprobs: 1 });
@@ -660,6 +686,25 @@ async function stoppingServer() {
     const n = half.usage.prompt_tokens, cached = half.usage.prompt_tokens_details.cached_tokens;
     assert.ok(cached > 0 && cached < n / 2, `${cached} of ${n} prompt tokens came from the cache`);
   });
+  await check('a client that leaves a batch stops all its prompts', async () => {
+    const prompt = (k) => Array.from({ length: 1200 }, (_, i) => `b${k}x${i}`).join(' ');
+    const cancelled = async () =>
+      Number(/moetier_requests_cancelled_total (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    const before = await cancelled();
+    const ctl = new AbortController();
+    const left = fetch(srv.url + '/v1/completions', { method: 'POST', signal: ctl.signal,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: [prompt(0), prompt(1), prompt(2)], max_tokens: 1 }) }).catch(() => null);
+    await new Promise((res) => setTimeout(res, 300));
+    ctl.abort();
+    await left;
+    let now = before;
+    for (let k = 0; k < 600 && now < before + 3; k++) {
+      await new Promise((res) => setTimeout(res, 50));
+      now = await cancelled();
+    }
+    assert.equal(now, before + 3, 'the batch\'s three prompts were not all cancelled');
+  });
   await check('SIGTERM mid-prefill: the stream gets an error event, the queue a 503, exit 0', async () => {
     const prompt = Array.from({ length: 1500 }, (_, i) => `w${i}`).join(' ');
     const post = (stream) => fetch(srv.url + '/v1/completions', { method: 'POST',
@@ -882,6 +927,26 @@ async function parallelServer() {
         const want = await collect(await stream(client(alone), reqs[k]));
         assert.equal(together[k].content, want.content, `request ${k} answered otherwise than alone`);
         assert.equal(together[k].finish, want.finish);
+      }
+    } finally {
+      await stopServer(srv);
+      await stopServer(alone);
+    }
+  });
+  await check('--parallel 2: a completions batch\'s prompts run in slots at once, each answered as alone', async () => {
+    const srv = await startServer(['--no-think', '--parallel', '2', '-c', '2048']);
+    const alone = await startServer(['--no-think', '-c', '1024']);
+    try {
+      const prompts = ['one two three', 'The quick brown fox', 'Why is the sea', 'Salt and'];
+      const req = { model: MODEL, max_tokens: 12, temperature: 0 };
+      const r = await client(srv).completions.create({ ...req, prompt: prompts });
+      const metrics = await (await fetch(srv.url + '/metrics')).text();
+      const steps = Number(/moetier_decode_steps_total (\d+)/.exec(metrics)[1]);
+      const rows = Number(/moetier_decode_step_requests_total (\d+)/.exec(metrics)[1]);
+      assert.ok(rows >= steps + 8, `the batch's prompts were hardly stepped together: ${rows} rows in ${steps} steps`);
+      for (let k = 0; k < prompts.length; k++) {
+        const want = await client(alone).completions.create({ ...req, prompt: prompts[k] });
+        assert.equal(r.choices[k].text, want.choices[0].text, `prompt ${k} answered otherwise than alone`);
       }
     } finally {
       await stopServer(srv);

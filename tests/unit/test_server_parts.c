@@ -119,8 +119,9 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"best_of\": 3}", "best_of");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"suffix\": \"end\"}", "suffix");
     refuse(OAI_COMPLETION, "{\"prompt\": 12}", "prompt");
-    refuse(OAI_COMPLETION, "{\"prompt\": [\"a\", \"b\"]}", "prompt");
-    refuse(OAI_COMPLETION, "{\"prompt\": [[1, 2], [3]]}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": [\"a\", 3]}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": [[1, 2], [-3]]}", "prompt");
+    refuse(OAI_COMPLETION, "{\"prompt\": [\"a\", \"b\"], \"stream\": true}", "stream");
     refuse(OAI_COMPLETION, "{\"prompt\": [1, -2]}", "prompt");
     refuse(OAI_COMPLETION, "{\"prompt\": [1, 2.5]}", "prompt");
     refuse(OAI_COMPLETION, "{\"prompt\": []}", "prompt");
@@ -144,6 +145,46 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
 }
 
 /* A backslash escaped before "u0000" makes it text, not a NUL. */
+/* A completions batch: strings or token ids, each prompt's body the batch's
+ * with that prompt alone; past OAI_MAX_BATCH prompts refused. */
+Test(server_request, a_batch_of_prompts_as_requests_of_their_own)
+{
+    const char *body = "{\"prompt\": [\"first\", [7, 8, 9]], \"max_tokens\": 3, \"echo\": true}";
+    oai_request r, one;
+    oai_error err;
+    cr_assert_eq(oai_request_parse(OAI_COMPLETION, body, strlen(body), NULL, &r, &err), 0, "%s",
+                 err.message);
+    cr_expect_eq(r.batch_n, 2);
+    cr_expect(!r.prompt && !r.prompt_ids);
+    for (int i = 0; i < 2; i++) {
+        char *b = oai_batch_body(&r, i);
+        cr_assert_not_null(b);
+        cr_assert_eq(oai_request_parse(OAI_COMPLETION, b, strlen(b), NULL, &one, &err), 0, "%s: %s",
+                     b, err.message);
+        cr_expect_eq(one.batch_n, 0, "%s", b);
+        cr_expect_eq(one.max_tokens, 3, "%s", b);
+        cr_expect_eq(one.echo, 1, "%s", b);
+        if (i == 0)
+            cr_expect(one.prompt && !strcmp(one.prompt, "first"), "%s", b);
+        else
+            cr_expect(one.prompt_ids && cJSON_GetArraySize(one.prompt_ids) == 3, "%s", b);
+        oai_request_free(&one);
+        free(b);
+    }
+    oai_request_free(&r);
+    /* one prompt in an array is a prompt, not a batch */
+    body = "{\"prompt\": [[7, 8]]}";
+    cr_assert_eq(oai_request_parse(OAI_COMPLETION, body, strlen(body), NULL, &r, &err), 0);
+    cr_expect(r.batch_n == 0 && r.prompt_ids && cJSON_GetArraySize(r.prompt_ids) == 2);
+    oai_request_free(&r);
+    char big[16 + 4 * (OAI_MAX_BATCH + 1)];
+    int n = sprintf(big, "{\"prompt\": [");
+    for (int i = 0; i <= OAI_MAX_BATCH; i++)
+        n += sprintf(big + n, "%s\"a\"", i ? "," : "");
+    strcpy(big + n, "]}");
+    refuse(OAI_COMPLETION, big, "prompt");
+}
+
 Test(server_request, an_escaped_backslash_before_u0000_is_text)
 {
     const char *body = "{\"prompt\": \"a\\\\u0000b\"}";
@@ -372,6 +413,47 @@ Test(server_response, tool_calls_and_usage_in_the_openai_shape)
     cr_assert(!strncmp(ev, "data: {", 7) && strstr(ev, "\"index\":2") && !strcmp(ev + strlen(ev) - 2, "\n\n"),
               "%s", ev);
     free(ev);
+}
+
+/* A batch's response: the prompts' choices in order, numbered prompt by
+ * prompt (two prompts of n = 2: indices 0 to 3), the usage summed. */
+Test(server_response, a_batch_numbers_every_prompts_choices_and_sums_usage)
+{
+    oai_meta m = {.kind = OAI_COMPLETION, .id = "cmpl-1", .model = "m", .created = 5};
+    oai_choice ch[2] = {{.text = "a", .text_len = 1, .finish_reason = "stop"},
+                        {.text = "b", .text_len = 1, .finish_reason = "length"}};
+    oai_usage u0 = {.prompt_tokens = 3, .completion_tokens = 2, .cached_tokens = 1},
+              u1 = {.prompt_tokens = 4, .completion_tokens = 5};
+    char *bodies[2];
+    bodies[0] = oai_full_response(&m, ch, 2, &u0);
+    m.id = "cmpl-2";
+    ch[0].text = "c";
+    bodies[1] = oai_full_response(&m, ch, 2, &u1);
+    char *merged = oai_batch_response(bodies, 2, 2);
+    cJSON *root = cJSON_Parse(merged);
+    cr_assert_not_null(root, "%s", merged);
+    cr_expect_str_eq(cJSON_GetObjectItem(root, "id")->valuestring, "cmpl-1");
+    cJSON *choices = cJSON_GetObjectItem(root, "choices");
+    cr_assert_eq(cJSON_GetArraySize(choices), 4, "%s", merged);
+    const char *texts[4] = {"a", "b", "c", "b"};
+    for (int i = 0; i < 4; i++) {
+        cJSON *c = cJSON_GetArrayItem(choices, i);
+        cr_expect_eq(cJSON_GetObjectItem(c, "index")->valueint, i, "%s", merged);
+        cr_expect_str_eq(cJSON_GetObjectItem(c, "text")->valuestring, texts[i]);
+    }
+    cJSON *us = cJSON_GetObjectItem(root, "usage");
+    cr_expect_eq(cJSON_GetObjectItem(us, "prompt_tokens")->valueint, 7);
+    cr_expect_eq(cJSON_GetObjectItem(us, "completion_tokens")->valueint, 7);
+    cr_expect_eq(cJSON_GetObjectItem(us, "total_tokens")->valueint, 14);
+    cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(us, "prompt_tokens_details"),
+                                     "cached_tokens")->valueint, 1);
+    cJSON_Delete(root);
+    free(merged);
+    free(bodies[1]);
+    bodies[1] = strdup("{\"error\": {}}");
+    cr_expect_null(oai_batch_response(bodies, 2, 2), "a body without choices is not merged");
+    free(bodies[0]);
+    free(bodies[1]);
 }
 
 /* logprobs in both APIs' shapes: chat's tokens with their bytes and
