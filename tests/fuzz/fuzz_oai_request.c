@@ -1,6 +1,7 @@
 /* Fuzz target: the server's request handling short of the engine: parsing and
  * validating a body as a chat and as a completions request (a response_format
- * schema compiled), rendering an accepted chat's prompt, the stop-string filter
+ * schema compiled; each prompt of a batch as a request of its own, which must
+ * be accepted as one prompt), rendering an accepted chat's prompt, the stop-string filter
  * and the schema's automaton over the body's bytes, logprobs in both response
  * shapes, and the UTF-8 cleaning of everything sent back. */
 #include <stdint.h>
@@ -87,6 +88,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     free(text);
             }
             filter(&r, data, size);
+            for (int i = 0; i < r.batch_n; i++) {
+                char *one = oai_batch_body(&r, i);
+                oai_request q;
+                if (one && (oai_request_parse(OAI_COMPLETION, one, strlen(one), NULL, &q, &err) ||
+                            q.batch_n))
+                    abort();    /* a batch's prompt alone is a valid request of one prompt */
+                if (one)
+                    oai_request_free(&q);
+                free(one);
+            }
             if (r.schema) {     /* the body's bytes as an answer to its own schema */
                 json_prefix j;
                 json_prefix_init(&j, r.schema);
