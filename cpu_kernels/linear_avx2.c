@@ -314,3 +314,40 @@ TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y
     else
         rows_plain(w, p, y, r0, r1);
 }
+
+/* ---- a combination of float32 rows (linear_combine_rows) ----
+ * Columns in blocks of 64 (eight accumulators), then of 8, then a scalar
+ * tail; each output one FMA chain over the rows in order. */
+TGT void combine_rows_avx2(const float *a, const float *W, int n, int cols, float *y)
+{
+    size_t ld = (size_t)cols;
+    int c = 0;
+    for (; c + 64 <= cols; c += 64) {
+        __m256 acc[8];
+        UNROLL
+        for (int k = 0; k < 8; k++)
+            acc[k] = _mm256_setzero_ps();
+        for (int i = 0; i < n; i++) {
+            __m256 ai = _mm256_set1_ps(a[i]);
+            const float *w = W + (size_t)i * ld + (size_t)c;
+            UNROLL
+            for (int k = 0; k < 8; k++)
+                acc[k] = _mm256_fmadd_ps(ai, _mm256_loadu_ps(w + 8 * k), acc[k]);
+        }
+        UNROLL
+        for (int k = 0; k < 8; k++)
+            _mm256_storeu_ps(y + c + 8 * k, acc[k]);
+    }
+    for (; c + 8 <= cols; c += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < n; i++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i]), _mm256_loadu_ps(W + (size_t)i * ld + (size_t)c), acc);
+        _mm256_storeu_ps(y + c, acc);
+    }
+    for (; c < cols; c++) {
+        float acc = 0;
+        for (int i = 0; i < n; i++)
+            acc = fmaf(a[i], W[(size_t)i * ld + (size_t)c], acc);
+        y[c] = acc;
+    }
+}

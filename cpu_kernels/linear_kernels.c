@@ -371,6 +371,25 @@ void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w,
         run_rows(&j, 0, 1);
 }
 
+void linear_combine_rows(kernel_path path, const float *a, const float *W, int n, int cols,
+                         float *y)
+{
+    if (path == KPATH_AVX512) {
+        combine_rows_avx512(a, W, n, cols, y);
+        return;
+    }
+    if (path == KPATH_AVX2) {
+        combine_rows_avx2(a, W, n, cols, y);
+        return;
+    }
+    memset(y, 0, (size_t)cols * sizeof *y);
+    for (int i = 0; i < n; i++) {
+        const float *w = W + (size_t)i * (size_t)cols;
+        for (int c = 0; c < cols; c++)
+            y[c] += a[i] * w[c];
+    }
+}
+
 void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n, float *out)
 {
     if (path == KPATH_AVX512 && linear_simd_ok(w)) {

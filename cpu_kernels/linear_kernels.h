@@ -114,6 +114,15 @@ void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, in
 void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out);
 void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n, float *out);
 
+/* y[c] = sum over i < n of a[i] W[i][c] for c < cols (W row-major float32):
+ * a combination of W's rows, W^T a, each output summed over i in order (the
+ * absorbed attention's queries, W_k^T q_nope, with no transpose of W_k). The
+ * SIMD paths fuse each multiply-add; the scalar reference does not. */
+void linear_combine_rows(kernel_path path, const float *a, const float *W, int n, int cols,
+                         float *y);
+void combine_rows_avx512(const float *a, const float *W, int n, int cols, float *y);
+void combine_rows_avx2(const float *a, const float *W, int n, int cols, float *y);
+
 /* y = W x on path `path`, split by rows over the pool (NULL: this thread only).
  * scratch: linear_forward_scratch(w, T) floats. */
 size_t linear_forward_scratch(const linear_weight *w, int T, int n_threads);

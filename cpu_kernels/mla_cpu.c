@@ -164,18 +164,68 @@ static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
     return R * (C + (size_t)a->rope) + R * S + R * sb + C * sb + 2 * R * C + (l1 > l2 ? l1 : l2);
 }
 
-/* floats one worker needs: a head's kv_b rows as float32, then for the
- * absorbed form its rows of ol and of the output and the scratch of a product
- * of them, for the expanded form the buffers of expanded_bufs */
+/* the absorbed form's products go in parts the row kernels take, so that a
+ * query's results have the same bits whatever the count of queries in the call */
+#define MLA_ROW_PART (LINEAR_BATCHED_MIN_T - 1)
+
+/* W_v of head h: its rows of kv_b as they are, or (when the format's scales
+ * cannot start there) dequantized into W, [v][kv_lora] */
+static linear_weight head_values(kernel_path path, const mla_args *a, int h, float *W)
+{
+    linear_weight wv;
+    int r0 = h * (a->nope + a->v) + a->nope;
+    if (!linear_weight_rows(a->kv_b, r0, a->v, &wv)) {
+        linear_dequant_rows(path, a->kv_b, r0, a->v, W);
+        wv = f32_weight(a->v, a->kv_lora, W);
+    }
+    return wv;
+}
+
+/* the absorbed form's per-worker buffers */
+typedef struct absorbed_work {
+    float *W;           /* [max(nope, v)][kv_lora] a head's W_k (or W_v) as float32 */
+    float *x, *y;       /* [T][kv_lora] the head's rows of ol; [T][v] its outputs */
+    float *lin;         /* the linear kernels' scratch */
+} absorbed_work;
+
+static size_t absorbed_floats(const mla_args *a, absorbed_work *w, float *p)
+{
+    size_t C = (size_t)a->kv_lora, nope = (size_t)a->nope, v = (size_t)a->v, T = (size_t)a->T;
+    int part = a->T < MLA_ROW_PART ? a->T : MLA_ROW_PART;
+    linear_weight wv = f32_weight(a->v, a->kv_lora, NULL), wv_rows;
+    size_t lin = linear_forward_scratch(&wv, part, 1);
+    if (linear_weight_rows(a->kv_b, a->nope, a->v, &wv_rows)) {
+        size_t l = linear_forward_scratch(&wv_rows, part, 1);
+        lin = l > lin ? l : lin;
+    }
+    size_t wr = nope > v ? nope : v;
+    if (w) {
+        w->W = p;
+        w->x = w->W + wr * C;
+        w->y = w->x + T * C;
+        w->lin = w->y + T * v;
+    }
+    return wr * C + T * C + T * v + lin;
+}
+
+/* floats one worker needs: for the absorbed form absorbed_work; for the
+ * expanded one a head's kv_b rows as float32 and the buffers of expanded_bufs */
 static size_t worker_floats(const mla_args *a, int absorbed)
 {
-    size_t C = (size_t)a->kv_lora, kvw = (size_t)(a->nope + a->v);
-    size_t n = kvw * C, v = (size_t)a->v, T = (size_t)a->T;
-    if (absorbed) {
-        linear_weight wv = f32_weight(a->v, a->kv_lora, NULL);
-        return n + T * C + T * v + linear_forward_scratch(&wv, a->T, 1);
+    if (absorbed)
+        return absorbed_floats(a, NULL, NULL);
+    return (size_t)(a->nope + a->v) * (size_t)a->kv_lora + expanded_floats(a);
+}
+
+/* y[t] = W x[t] for the T rows of x, in parts the row kernels take */
+static void row_parts(kernel_path path, const linear_weight *w, const float *x, int T, float *y,
+                      float *lin)
+{
+    for (int t0 = 0; t0 < T; t0 += MLA_ROW_PART) {
+        int n = T - t0 < MLA_ROW_PART ? T - t0 : MLA_ROW_PART;
+        linear_forward(path, NULL, w, x + (size_t)t0 * (size_t)w->cols, n,
+                       y + (size_t)t0 * (size_t)w->rows, lin);
     }
-    return n + expanded_floats(a);
 }
 
 static int workers(thread_pool *pool)
@@ -225,29 +275,26 @@ typedef struct mla_job {
  * another, per block of positions; only the absorption of each query into the
  * latent space and the output through W_v go head by head. */
 
-/* qa[t * H + h] = [W_k[h]^T q_nope | q_rope] for the worker's heads */
+/* qa[t * H + h] = [W_k[h]^T q_nope | q_rope] for the worker's heads: W_k
+ * dequantized, then each query's combination of its rows (its own, so a
+ * query's bits do not depend on the others in the call) */
 static void absorbed_queries(void *ctx, int worker, int n_workers)
 {
     const mla_job *j = ctx;
     const mla_args *a = j->a;
-    int C = a->kv_lora, qk = a->nope + a->rope, H = a->H, kvw = a->nope + a->v;
+    int C = a->kv_lora, qk = a->nope + a->rope, H = a->H, kvw = a->nope + a->v, nope = a->nope;
     size_t qaw = (size_t)(C + a->rope);
-    float *W = j->work + (size_t)worker * worker_floats(a, 1);
+    absorbed_work w;
+    absorbed_floats(a, &w, j->work + (size_t)worker * worker_floats(a, 1));
     int h0, h1;
     pool_split(H, 1, worker, n_workers, &h0, &h1);
     for (int h = h0; h < h1; h++) {
-        linear_dequant_rows(j->path, a->kv_b, h * kvw, a->nope, W);
+        linear_dequant_rows(j->path, a->kv_b, h * kvw, nope, w.W);
         for (int t = 0; t < a->T; t++) {
             const float *q = a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk;
             float *qa = j->ab.qa + ((size_t)t * (size_t)H + (size_t)h) * qaw;
-            memset(qa, 0, (size_t)C * sizeof *qa);
-            for (int d = 0; d < a->nope; d++) {
-                const float *wr = W + (size_t)d * (size_t)C;
-                float qd = q[d];
-                for (int c = 0; c < C; c++)
-                    qa[c] += qd * wr[c];
-            }
-            memcpy(qa + C, q + a->nope, (size_t)a->rope * sizeof *qa);
+            linear_combine_rows(j->path, q, w.W, nope, C, qa);
+            memcpy(qa + C, q + nope, (size_t)a->rope * sizeof *qa);
         }
     }
 }
@@ -270,33 +317,26 @@ static void absorbed_softmax(void *ctx, int worker, int n_workers)
     }
 }
 
-/* out[t][h] = W_v[h] ol[t * H + h] for the worker's heads */
+/* out[t][h] = W_v[h] ol[t * H + h] for the worker's heads, W_v read as the
+ * checkpoint holds it */
 static void absorbed_outputs(void *ctx, int worker, int n_workers)
 {
     const mla_job *j = ctx;
     const mla_args *a = j->a;
-    int C = a->kv_lora, H = a->H, kvw = a->nope + a->v, T = a->T;
-    float *W = j->work + (size_t)worker * worker_floats(a, 1);
-    float *x = W + (size_t)kvw * (size_t)C, *y = x + (size_t)T * (size_t)C,
-          *lin = y + (size_t)T * (size_t)a->v;
-    linear_weight wv = f32_weight(a->v, C, W);
+    int C = a->kv_lora, H = a->H, T = a->T;
+    absorbed_work w;
+    absorbed_floats(a, &w, j->work + (size_t)worker * worker_floats(a, 1));
     int h0, h1;
     pool_split(H, 1, worker, n_workers, &h0, &h1);
     for (int h = h0; h < h1; h++) {
-        linear_dequant_rows(j->path, a->kv_b, h * kvw + a->nope, a->v, W);
+        linear_weight wv = head_values(j->path, a, h, w.W);
         for (int t = 0; t < T; t++)
-            memcpy(x + (size_t)t * (size_t)C, j->ab.ol + ((size_t)t * (size_t)H + (size_t)h) * (size_t)C,
-                   (size_t)C * sizeof *x);
-        /* in parts the row kernels take, so that a query's output has the
-         * same bits whatever the count of queries in the call */
-        for (int t0 = 0; t0 < T; t0 += LINEAR_BATCHED_MIN_T - 1) {
-            int n = T - t0 < LINEAR_BATCHED_MIN_T - 1 ? T - t0 : LINEAR_BATCHED_MIN_T - 1;
-            linear_forward(j->path, NULL, &wv, x + (size_t)t0 * (size_t)C, n,
-                           y + (size_t)t0 * (size_t)a->v, lin);
-        }
+            memcpy(w.x + (size_t)t * (size_t)C, j->ab.ol + ((size_t)t * (size_t)H + (size_t)h) * (size_t)C,
+                   (size_t)C * sizeof(float));
+        row_parts(j->path, &wv, w.x, T, w.y, w.lin);
         for (int t = 0; t < T; t++)
             memcpy(a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)a->v,
-                   y + (size_t)t * (size_t)a->v, (size_t)a->v * sizeof *y);
+                   w.y + (size_t)t * (size_t)a->v, (size_t)a->v * sizeof(float));
     }
 }
 

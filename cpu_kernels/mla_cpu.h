@@ -12,7 +12,10 @@
  *
  * The absorbed form (decode) takes every head at once: scores and
  * probabilities times latents are float32 products over the cache, which is
- * read once per query instead of once per head. Same two formulations and the
+ * read once per query instead of once per head. Per head, each query's
+ * W_k^T q_nope is a combination of W_k's dequantized rows (no transpose) and
+ * W_v is read as the checkpoint holds it, not dequantized: at a short context
+ * these per-head products were most of a decode step's attention. Same two formulations and the
  * same math as mla_ref.c (absorbed for a few queries, expanded for many); only
  * float32 summation order differs. */
 #ifndef MOETIER_MLA_CPU_H

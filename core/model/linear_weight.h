@@ -39,5 +39,8 @@ const char *weight_format_name(weight_format f);
 uint64_t linear_weight_bytes(const linear_weight *w);
 uint64_t linear_weight_data_bytes(const linear_weight *w);
 uint64_t linear_weight_scale_bytes(const linear_weight *w);
+/* Rows [r0, r0 + n) of w as a weight of their own, the same bytes: 1, or 0
+ * when its scales cannot start there (FP8: r0 not a multiple of block_rows). */
+int linear_weight_rows(const linear_weight *w, int r0, int n, linear_weight *out);
 
 #endif

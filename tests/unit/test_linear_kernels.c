@@ -281,6 +281,92 @@ Test(linear_kernels, prepared_x_is_line_aligned_and_results_do_not_depend_on_it)
     }
 }
 
+/* A view of some rows (linear_weight_rows) computes what those rows of the
+ * whole weight do, to the bit, in every format and on every path; FP8 rows
+ * that do not start a scale block are refused. */
+Test(linear_kernels, a_view_of_rows_computes_those_rows)
+{
+    struct { weight_format fmt; int rows, cols, blk, gs, r0, n; } cases[] = {
+        {WF_BF16, 40, 300, 0, 0, 13, 9},          {WF_F32, 37, 61, 0, 0, 5, 30},
+        {WF_F16, 19, 250, 0, 0, 1, 18},           {WF_FP8_BLOCK, 300, 256, 128, 0, 128, 130},
+        {WF_INT4_GROUP, 37, 512, 0, 32, 11, 20},  {WF_INT4_GROUP, 9, 7168, 0, 128, 4, 5},
+    };
+    srand(11);
+    for (int p = 0; p < KPATH_COUNT; p++) {
+        if (!kernel_path_supported((kernel_path)p))
+            continue;
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            random_weight o = random_weight_make(cases[i].fmt, cases[i].rows, cases[i].cols,
+                                                 cases[i].blk, cases[i].gs);
+            int cols = cases[i].cols, rows = cases[i].rows, r0 = cases[i].r0, n = cases[i].n, T = 3;
+            linear_weight v;
+            cr_assert(linear_weight_rows(&o.w, r0, n, &v), "%s", weight_format_name(cases[i].fmt));
+            float *x = malloc((size_t)T * (size_t)cols * sizeof *x);
+            cr_assert_not_null(x);
+            for (int k = 0; k < T * cols; k++)
+                x[k] = random_unit();
+            float *all = forward_tokens((kernel_path)p, NULL, &o.w, x, T),
+                  *part = forward_tokens((kernel_path)p, NULL, &v, x, T);
+            for (int t = 0; t < T; t++)
+                cr_expect(memcmp(part + (size_t)t * (size_t)n, all + (size_t)t * (size_t)rows + r0,
+                                 (size_t)n * sizeof *part) == 0,
+                          "%s %s: rows %d..%d of token %d differ", kernel_path_name(p),
+                          weight_format_name(cases[i].fmt), r0, r0 + n, t);
+            if (cases[i].fmt == WF_FP8_BLOCK)
+                cr_expect(!linear_weight_rows(&o.w, 64, 10, &v), "FP8 rows inside a scale block");
+            free(all);
+            free(part);
+            free(x);
+            random_weight_free(&o);
+        }
+    }
+}
+
+/* linear_combine_rows (W^T a) on every path against the scalar reference:
+ * widths with and without tails of each path's blocks (128 and 16; 64 and 8). */
+Test(linear_kernels, combine_rows_matches_the_reference)
+{
+    const int shapes[][2] = {{128, 512}, {1, 16}, {7, 1}, {33, 200}, {5, 143}, {64, 8}};
+    srand(12);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        int n = shapes[i][0], cols = shapes[i][1];
+        float *a = malloc((size_t)n * sizeof *a), *W = malloc((size_t)n * (size_t)cols * sizeof *W);
+        float *want = malloc((size_t)cols * sizeof *want), *got = malloc((size_t)cols * sizeof *got);
+        cr_assert(a && W && want && got);
+        for (int k = 0; k < n; k++)
+            a[k] = random_unit();
+        for (int k = 0; k < n * cols; k++)
+            W[k] = random_unit();
+        linear_combine_rows(KPATH_SCALAR, a, W, n, cols, want);
+        for (int c = 0; c < cols; c++) {
+            double exact = 0, bound = 0;
+            for (int k = 0; k < n; k++) {
+                exact += (double)a[k] * W[(size_t)k * (size_t)cols + (size_t)c];
+                bound += fabs((double)a[k] * W[(size_t)k * (size_t)cols + (size_t)c]);
+            }
+            cr_assert(fabs(want[c] - exact) <= 1e-6 * bound + 1e-30, "reference, column %d", c);
+        }
+        for (int p = 1; p < KPATH_COUNT; p++) {
+            if (!kernel_path_supported((kernel_path)p))
+                continue;
+            memset(got, 0xff, (size_t)cols * sizeof *got);
+            linear_combine_rows((kernel_path)p, a, W, n, cols, got);
+            for (int c = 0; c < cols; c++) {
+                double bound = 0;
+                for (int k = 0; k < n; k++)
+                    bound += fabs((double)a[k] * W[(size_t)k * (size_t)cols + (size_t)c]);
+                cr_expect(fabs((double)got[c] - want[c]) <= 2e-6 * bound + 1e-30,
+                          "%s, %d rows x %d: column %d %g vs %g", kernel_path_name(p), n, cols, c,
+                          got[c], want[c]);
+            }
+        }
+        free(a);
+        free(W);
+        free(want);
+        free(got);
+    }
+}
+
 Test(linear_kernels, pool_split_covers_every_row_once)
 {
     for (int n = 0; n < 50; n++)
