@@ -228,9 +228,20 @@ static void enqueue_locked(server *s, job *j, oai_kind kind)
     pthread_cond_broadcast(&s->cv);
 }
 
-static enum MHD_Result send_queue_refusal(server *s, struct MHD_Connection *c, int stopping)
+/* With s->mu held: 0 when a request may enter the queue; else s->mu is
+ * released and the 503 to send is 1 (full) or 2 (stopping) */
+static int queue_closed_unlock(server *s)
 {
-    if (stopping)
+    if (s->n_jobs < s->o.max_queue && !s->stopping)
+        return 0;
+    int closed = s->stopping ? 2 : 1;
+    pthread_mutex_unlock(&s->mu);
+    return closed;
+}
+
+static enum MHD_Result send_queue_refusal(server *s, struct MHD_Connection *c, int closed)
+{
+    if (closed == 2)
         return send_error(s, c, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
     return send_error(s, c, 503, "server_error", NULL, "queue_full",
                       "the server is busy (its request queue is full); retry later");
@@ -281,13 +292,12 @@ static enum MHD_Result handle_batch(server *s, struct MHD_Connection *c, conn_ct
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     int fd = conn_fd(c);
     pthread_mutex_lock(&s->mu);
-    if (s->n_jobs >= s->o.max_queue || s->stopping) {
-        int stopping = s->stopping;
-        pthread_mutex_unlock(&s->mu);
+    int closed = queue_closed_unlock(s);
+    if (closed) {
         for (int i = 0; i < n; i++)
             discard_job(jobs[i]);
         free(jobs);
-        return send_queue_refusal(s, c, stopping);
+        return send_queue_refusal(s, c, closed);
     }
     cx->answering = 1;
     s->answering++;
@@ -360,11 +370,10 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     }
     int fd = conn_fd(c);
     pthread_mutex_lock(&s->mu);
-    if (s->n_jobs >= s->o.max_queue || s->stopping) {
-        int stopping = s->stopping;
-        pthread_mutex_unlock(&s->mu);
+    int closed = queue_closed_unlock(s);
+    if (closed) {
         discard_job(j);
-        return send_queue_refusal(s, c, stopping);
+        return send_queue_refusal(s, c, closed);
     }
     cx->answering = 1;
     s->answering++;
