@@ -65,21 +65,22 @@ static void cpu_rmsnorm(backend *b, const float *x, int xs, const float *w, int 
     rmsnorm_ref(x, xs, w, n, T, eps, out, os);
 }
 
-/* tokens per product: all, or in batch-invariant mode at most the row kernels' */
+/* tokens per FFN job: all, or in batch-invariant mode at most the row kernels' */
 static int part_tokens(const backend *b, int T)
 {
     const cpu_state *s = b->impl;
-    return s->invariant && b->bitwise_rows > 0 && T > b->bitwise_rows ? b->bitwise_rows : T;
+    return s->invariant && T > LINEAR_ROWS_MAX_T ? LINEAR_ROWS_MAX_T : T;
 }
 
 static void cpu_linear(backend *b, const linear_weight *w, const float *x, int T, float *y)
 {
     cpu_state *s = b->impl;
-    int part = part_tokens(b, T);
-    float *scratch = cpu_scratch(b, linear_forward_scratch(w, part, thread_pool_size(s->pool)));
-    for (int t0 = 0; t0 < T; t0 += part)
-        linear_forward(s->path, s->pool, w, x + (size_t)t0 * (size_t)w->cols,
-                       T - t0 < part ? T - t0 : part, y + (size_t)t0 * (size_t)w->rows, scratch);
+    float *scratch = cpu_scratch(b, linear_forward_scratch(w, part_tokens(b, T),
+                                                           thread_pool_size(s->pool)));
+    if (s->invariant)
+        linear_forward_invariant(s->path, s->pool, w, x, T, y, scratch);
+    else
+        linear_forward(s->path, s->pool, w, x, T, y, scratch);
 }
 
 static void cpu_rope(backend *b, float *x, int T, int n_vec, int ts, int vs, int off, int dim,
@@ -250,7 +251,7 @@ int cpu_backend_create_opts(backend *b, const cpu_options *o, errbuf *e)
     b->name = "cpu";
     b->ops = &cpu_ops;
     b->impl = s;
-    b->bitwise_rows = path == KPATH_AVX512 ? LINEAR_BATCHED_MIN_T - 1 : 0;
+    b->bitwise_rows = path == KPATH_AVX512 ? LINEAR_ROWS_MAX_T : 0;
     return 0;
 }
 

@@ -18,9 +18,10 @@ typedef struct cpu_options {
     int path_set;
     /* 1: a token's results have the same bits whatever the step it is in (a
      * prompt in one prefill or in chunks, a prompt's last token or the same
-     * token decoded): products of more tokens than the row kernels take go in
-     * parts of bitwise_rows, and attention always takes the absorbed form
-     * (whose products are each query's own); prefill runs slower */
+     * token decoded): products and FFNs of more tokens than the row kernels
+     * take go in parts they take (linear_forward_invariant), and attention
+     * always takes the absorbed form (whose products are each query's own);
+     * prefill runs slower */
     int batch_invariant;
 } cpu_options;
 

@@ -371,6 +371,16 @@ void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w,
         run_rows(&j, 0, 1);
 }
 
+void linear_forward_invariant(kernel_path path, thread_pool *pool, const linear_weight *w,
+                              const float *x, int T, float *y, float *scratch)
+{
+    for (int t0 = 0; t0 < T; t0 += LINEAR_ROWS_MAX_T) {
+        int n = T - t0 < LINEAR_ROWS_MAX_T ? T - t0 : LINEAR_ROWS_MAX_T;
+        linear_forward(path, pool, w, x + (size_t)t0 * (size_t)w->cols, n,
+                       y + (size_t)t0 * (size_t)w->rows, scratch);
+    }
+}
+
 void linear_combine_rows(kernel_path path, const float *a, const float *W, int n, int cols,
                          float *y)
 {

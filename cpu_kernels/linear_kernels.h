@@ -128,5 +128,11 @@ void combine_rows_avx2(const float *a, const float *W, int n, int cols, float *y
 size_t linear_forward_scratch(const linear_weight *w, int T, int n_threads);
 void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x,
                     int T, float *y, float *scratch);
+/* The same with each token's result the bits it has alone, whatever T: in
+ * parts the row kernels take (LINEAR_ROWS_MAX_T tokens). scratch:
+ * linear_forward_scratch(w, min(T, LINEAR_ROWS_MAX_T), n_threads) floats. */
+#define LINEAR_ROWS_MAX_T (LINEAR_BATCHED_MIN_T - 1)
+void linear_forward_invariant(kernel_path path, thread_pool *pool, const linear_weight *w,
+                              const float *x, int T, float *y, float *scratch);
 
 #endif

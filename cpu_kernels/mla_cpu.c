@@ -164,10 +164,6 @@ static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
     return R * (C + (size_t)a->rope) + R * S + R * sb + C * sb + 2 * R * C + (l1 > l2 ? l1 : l2);
 }
 
-/* the absorbed form's products go in parts the row kernels take, so that a
- * query's results have the same bits whatever the count of queries in the call */
-#define MLA_ROW_PART (LINEAR_BATCHED_MIN_T - 1)
-
 /* W_v of head h: its rows of kv_b as they are, or (when the format's scales
  * cannot start there) dequantized into W, [v][kv_lora] */
 static linear_weight head_values(kernel_path path, const mla_args *a, int h, float *W)
@@ -191,7 +187,7 @@ typedef struct absorbed_work {
 static size_t absorbed_floats(const mla_args *a, absorbed_work *w, float *p)
 {
     size_t C = (size_t)a->kv_lora, nope = (size_t)a->nope, v = (size_t)a->v, T = (size_t)a->T;
-    int part = a->T < MLA_ROW_PART ? a->T : MLA_ROW_PART;
+    int part = a->T < LINEAR_ROWS_MAX_T ? a->T : LINEAR_ROWS_MAX_T;
     linear_weight wv = f32_weight(a->v, a->kv_lora, NULL), wv_rows;
     size_t lin = linear_forward_scratch(&wv, part, 1);
     if (linear_weight_rows(a->kv_b, a->nope, a->v, &wv_rows)) {
@@ -215,17 +211,6 @@ static size_t worker_floats(const mla_args *a, int absorbed)
     if (absorbed)
         return absorbed_floats(a, NULL, NULL);
     return (size_t)(a->nope + a->v) * (size_t)a->kv_lora + expanded_floats(a);
-}
-
-/* y[t] = W x[t] for the T rows of x, in parts the row kernels take */
-static void row_parts(kernel_path path, const linear_weight *w, const float *x, int T, float *y,
-                      float *lin)
-{
-    for (int t0 = 0; t0 < T; t0 += MLA_ROW_PART) {
-        int n = T - t0 < MLA_ROW_PART ? T - t0 : MLA_ROW_PART;
-        linear_forward(path, NULL, w, x + (size_t)t0 * (size_t)w->cols, n,
-                       y + (size_t)t0 * (size_t)w->rows, lin);
-    }
 }
 
 static int workers(thread_pool *pool)
@@ -333,7 +318,7 @@ static void absorbed_outputs(void *ctx, int worker, int n_workers)
         for (int t = 0; t < T; t++)
             memcpy(w.x + (size_t)t * (size_t)C, j->ab.ol + ((size_t)t * (size_t)H + (size_t)h) * (size_t)C,
                    (size_t)C * sizeof(float));
-        row_parts(j->path, &wv, w.x, T, w.y, w.lin);
+        linear_forward_invariant(j->path, NULL, &wv, w.x, T, w.y, w.lin);
         for (int t = 0; t < T; t++)
             memcpy(a->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)a->v,
                    w.y + (size_t)t * (size_t)a->v, (size_t)a->v * sizeof(float));
