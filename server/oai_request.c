@@ -448,14 +448,20 @@ static int parse_completion(oai_request *r, oai_error *err)
 
 char *oai_batch_body(const oai_request *r, int i)
 {
-    cJSON *one = cJSON_Duplicate(r->root, 1);
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(r->root, "prompt");
-    cJSON *item = one ? cJSON_Duplicate(cJSON_GetArrayItem(p, i), 1) : NULL;
-    char *body = NULL;
-    if (item && cJSON_ReplaceItemInObjectCaseSensitive(one, "prompt", item))
-        body = cJSON_PrintUnformatted(one);
-    else
-        cJSON_Delete(item);
+    /* the body's fields, the batch replaced by its i-th prompt: a copy of the
+     * whole body per prompt would copy every prompt once per prompt */
+    cJSON *one = cJSON_CreateObject();
+    int ok = one != NULL;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, r->root) {
+        if (!ok)
+            break;
+        cJSON *d = cJSON_Duplicate(strcmp(f->string, "prompt") ? f : cJSON_GetArrayItem(f, i), 1);
+        ok = d && cJSON_AddItemToObject(one, f->string, d);
+        if (!ok)
+            cJSON_Delete(d);
+    }
+    char *body = ok ? cJSON_PrintUnformatted(one) : NULL;
     cJSON_Delete(one);
     return body;
 }

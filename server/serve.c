@@ -310,35 +310,38 @@ static enum MHD_Result handle_batch(server *s, struct MHD_Connection *c, conn_ct
     for (int i = 0; i < n && failed < 0 && !gone; i++)
         if (jobs[i]->status != 200)
             failed = i;
-    char **bodies = gone ? NULL : calloc((size_t)n, sizeof *bodies);
-    for (int i = 0; i < n; i++) {
-        job *j = jobs[i];
-        if (gone) {
-            j->cancelled = 1;
-            if (j->phase == JOB_QUEUED)
-                unqueue(s, j);
-        } else if (bodies && (failed < 0 || i == failed)) {
-            bodies[i] = j->out ? strndup(j->out, j->out_len) : NULL;
-        }
-    }
+    /* the answer's bodies copied out (the merge runs without s->mu): the
+     * first failed prompt's, or every prompt's */
+    char *error = NULL, **bodies = NULL;
+    if (!gone && failed >= 0)
+        error = jobs[failed]->out ? strndup(jobs[failed]->out, jobs[failed]->out_len) : NULL;
+    else if (!gone && (bodies = calloc((size_t)n, sizeof *bodies)))
+        for (int i = 0; i < n; i++)
+            bodies[i] = jobs[i]->out ? strndup(jobs[i]->out, jobs[i]->out_len) : NULL;
     int status = failed >= 0 ? (jobs[failed]->status ? jobs[failed]->status : 500) : 200;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (gone) {
+            jobs[i]->cancelled = 1;
+            if (jobs[i]->phase == JOB_QUEUED)
+                unqueue(s, jobs[i]);
+        }
         job_release(jobs[i]);
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     free(jobs);
     if (gone)
         return MHD_NO;      /* nobody to answer: close */
-    char *body = NULL;
-    int complete = bodies != NULL;
-    for (int i = 0; complete && i < n; i++)
-        complete = bodies[i] || (failed >= 0 && i != failed);
-    if (complete)
-        body = failed >= 0 ? bodies[failed] : oai_batch_response(bodies, n, n_choices);
-    for (int i = 0; bodies && i < n; i++)
-        if (bodies[i] != body)
+    char *body = error;
+    if (bodies) {
+        int all = 1;
+        for (int i = 0; i < n; i++)
+            all &= bodies[i] != NULL;
+        body = all ? oai_batch_response(bodies, n, n_choices) : NULL;
+        for (int i = 0; i < n; i++)
             free(bodies[i]);
-    free(bodies);
+        free(bodies);
+    }
     if (!body)
         return send_error(s, c, 500, "server_error", NULL, NULL, "out of memory");
     return send_body(s, c, status, body, "application/json");
