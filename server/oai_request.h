@@ -69,7 +69,8 @@ typedef struct oai_request {
                                  * then unset; oai_batch_body); 0 otherwise */
     int stream, include_usage;
     int max_tokens;             /* 0: up to the context */
-    int n_choices;              /* n: answers made one after the other from the prompt */
+    int n_choices;              /* n: answers made from the prompt (with --parallel, serve.c
+                                 * may make each a job of its own) */
     int echo;                   /* completions: the prompt comes back first */
     int score_only;             /* echo with max_tokens 0: nothing is generated */
     float temperature, top_p;   /* -1 when absent: the server's default */

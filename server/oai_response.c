@@ -261,7 +261,7 @@ static void add_numbers(cJSON *into, const cJSON *from)
     }
 }
 
-char *oai_batch_response(char *const *bodies, int n_prompts, int n_choices)
+char *oai_batch_response(char *const *bodies, int n, int choices_per_body, int bodies_per_prompt)
 {
     cJSON *root = cJSON_Parse(bodies[0]);
     cJSON *all = cJSON_GetObjectItemCaseSensitive(root, "choices"),
@@ -270,7 +270,7 @@ char *oai_batch_response(char *const *bodies, int n_prompts, int n_choices)
         cJSON_Delete(root);
         return NULL;
     }
-    for (int i = 1; i < n_prompts; i++) {
+    for (int i = 1; i < n; i++) {
         cJSON *one = cJSON_Parse(bodies[i]);
         cJSON *ch = cJSON_GetObjectItemCaseSensitive(one, "choices"),
               *u = cJSON_GetObjectItemCaseSensitive(one, "usage");
@@ -283,10 +283,21 @@ char *oai_batch_response(char *const *bodies, int n_prompts, int n_choices)
             cJSON *c = cJSON_DetachItemViaPointer(ch, ch->child);
             cJSON *index = cJSON_GetObjectItemCaseSensitive(c, "index");
             if (cJSON_IsNumber(index))
-                cJSON_SetNumberValue(index, i * n_choices + index->valuedouble);
+                cJSON_SetNumberValue(index, i * choices_per_body + index->valuedouble);
             cJSON_AddItemToArray(all, c);
         }
-        add_numbers(usage, u);
+        if (i % bodies_per_prompt == 0) {
+            add_numbers(usage, u);
+        } else {
+            /* another part of the same prompt: its prompt was counted once */
+            cJSON *keep = cJSON_CreateObject();
+            const char *names[] = {"completion_tokens", "total_tokens"};
+            const cJSON *completion = cJSON_GetObjectItemCaseSensitive(u, names[0]);
+            for (int k = 0; k < 2 && keep && cJSON_IsNumber(completion); k++)
+                cJSON_AddNumberToObject(keep, names[k], completion->valuedouble);
+            add_numbers(usage, keep);
+            cJSON_Delete(keep);
+        }
         cJSON_Delete(one);
     }
     return print_and_delete(root);

@@ -79,12 +79,14 @@ typedef struct oai_choice {
 /* The whole response of a request that did not stream: its n choices. */
 char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_usage *u);
 
-/* A completions batch's response from its prompts' own (bodies[i], each a
- * full response of n_choices choices): the first's, holding every prompt's
- * choices in order (choice c of prompt i at index i * n_choices + c, as
- * OpenAI numbers them) and the usage summed. NULL when a body is not such a
- * response or out of memory. */
-char *oai_batch_response(char *const *bodies, int n_prompts, int n_choices);
+/* The response of a request answered by n jobs (a completions batch, n
+ * choices made at once) from their full responses (bodies[i], each of
+ * choices_per_body choices): the first's, holding every body's choices in
+ * order (choice c of body i at index i * choices_per_body + c, as OpenAI
+ * numbers a batch's) and the usage summed, a prompt's tokens counted once for
+ * each run of bodies_per_prompt bodies (the parts of one prompt). NULL when a
+ * body is not such a response or out of memory. */
+char *oai_batch_response(char *const *bodies, int n, int choices_per_body, int bodies_per_prompt);
 
 /* GET /v1/models */
 char *oai_models_body(const char *model, long long created);

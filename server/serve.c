@@ -247,46 +247,64 @@ static enum MHD_Result send_queue_refusal(server *s, struct MHD_Connection *c, i
                       "the server is busy (its request queue is full); retry later");
 }
 
-/* The batch's jobs made from b, one per prompt, each checked as a request of
- * its own; NULL with err set (naming the prompt) when one is refused. */
-static job **batch_jobs(server *s, const job *b, oai_error *err)
+/* The jobs a request is answered by: `prompts` of them (a batch's prompts,
+ * else 1), each in `parts` (its n choices as jobs of their own, else 1).
+ * Each is checked as a request of its own; NULL with err set (naming the
+ * prompt of a batch) when one is refused. */
+static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body, size_t len,
+                        int prompts, int parts, oai_error *err)
 {
-    int n = b->req.batch_n;
+    int n = prompts * parts;
     job **jobs = calloc((size_t)n, sizeof *jobs);
     if (!jobs) {
         oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
         return NULL;
     }
-    for (int i = 0; i < n; i++) {
-        char *body = oai_batch_body(&b->req, i);
-        jobs[i] = body ? calloc(1, sizeof **jobs) : NULL;
-        int rc = !jobs[i] ? oai_fail(err, 500, "server_error", NULL, NULL, "out of memory")
-                 : oai_request_parse(OAI_COMPLETION, body, strlen(body), &s->o.copt, &jobs[i]->req, err)
-                   || job_prompt_ids(s, jobs[i], err);
-        free(body);
-        if (!rc)
-            continue;
-        char msg[sizeof err->message];
-        snprintf(msg, sizeof msg, "prompt %d of the batch: %s", i, err->message);
-        snprintf(err->message, sizeof err->message, "%s", msg);
-        for (int k = 0; k <= i; k++)
-            if (jobs[k])
-                discard_job(jobs[k]);
-        free(jobs);
-        return NULL;
+    for (int i = 0; i < prompts; i++) {
+        char *one = prompts > 1 ? oai_batch_body(&b->req, i) : NULL;
+        const char *src = prompts > 1 ? one : body;
+        size_t src_len = one ? strlen(one) : len;
+        for (int c = 0; c < parts; c++) {
+            job *j = src ? calloc(1, sizeof *j) : NULL;
+            int rc = !j ? oai_fail(err, 500, "server_error", NULL, NULL, "out of memory")
+                     : oai_request_parse(kind, src, src_len, &s->o.copt, &j->req, err)
+                       || job_prompt_ids(s, j, err);
+            jobs[i * parts + c] = j;
+            if (!rc && parts > 1) {
+                /* choice c as the request's c-th made alone would be (seed + c) */
+                j->req.n_choices = 1;
+                j->req.seed += (uint64_t)c;
+            }
+            if (!rc)
+                continue;
+            if (prompts > 1) {
+                char msg[sizeof err->message];
+                snprintf(msg, sizeof msg, "prompt %d of the batch: %s", i, err->message);
+                snprintf(err->message, sizeof err->message, "%s", msg);
+            }
+            for (int k = 0; k <= i * parts + c; k++)
+                if (jobs[k])
+                    discard_job(jobs[k]);
+            free(jobs);
+            free(one);
+            return NULL;
+        }
+        free(one);
     }
     return jobs;
 }
 
-/* A completions request with several prompts: each is a job of its own
- * (taking a slot of its own with --parallel), and the answer, once all are
- * done, holds every prompt's choices in order (oai_batch_response). The batch
- * enters the queue if one request would; a prompt that fails fails it. */
-static enum MHD_Result handle_batch(server *s, struct MHD_Connection *c, conn_ctx *cx, job *b)
+/* A request answered by several jobs (split_jobs): a completions batch, or n
+ * choices with --parallel, each job taking a slot of its own. The answer,
+ * once all are done, holds every prompt's choices in order
+ * (oai_batch_response). They enter the queue if one request would; a job
+ * that fails fails the request. */
+static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ctx *cx, job *b,
+                                    oai_kind kind, int prompts, int parts)
 {
     oai_error err;
-    int n = b->req.batch_n, n_choices = b->req.n_choices;
-    job **jobs = batch_jobs(s, b, &err);
+    int n = prompts * parts, per_job = parts > 1 ? 1 : b->req.n_choices;
+    job **jobs = split_jobs(s, b, kind, cx->body ? cx->body : "", cx->len, prompts, parts, &err);
     discard_job(b);
     if (!jobs)
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
@@ -302,7 +320,7 @@ static enum MHD_Result handle_batch(server *s, struct MHD_Connection *c, conn_ct
     cx->answering = 1;
     s->answering++;
     for (int i = 0; i < n; i++)
-        enqueue_locked(s, jobs[i], OAI_COMPLETION);
+        enqueue_locked(s, jobs[i], kind);
     int gone = 0;
     for (int i = 0; i < n && !gone; i++)
         gone = wait_for(s, jobs[i], fd, job_done);
@@ -337,7 +355,7 @@ static enum MHD_Result handle_batch(server *s, struct MHD_Connection *c, conn_ct
         int all = 1;
         for (int i = 0; i < n; i++)
             all &= bodies[i] != NULL;
-        body = all ? oai_batch_response(bodies, n, n_choices) : NULL;
+        body = all ? oai_batch_response(bodies, n, per_job, parts) : NULL;
         for (int i = 0; i < n; i++)
             free(bodies[i]);
         free(bodies);
@@ -365,8 +383,13 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
         discard_job(j);
         return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found", msg);
     }
-    if (j->req.batch_n)
-        return handle_batch(s, c, cx, j);
+    /* n choices, with slots to make them at once: each a job of its own (the
+     * prompt prefilled once, the others copying it: take_shared_prefix); a
+     * stream, or an echo, makes them one after another in one slot */
+    int parts = j->req.n_choices > 1 && s->o.parallel > 1 && !j->req.stream && !j->req.echo
+                    ? j->req.n_choices : 1;
+    if (j->req.batch_n || parts > 1)
+        return handle_split(s, c, cx, j, kind, j->req.batch_n ? j->req.batch_n : 1, parts);
     if (job_prompt_ids(s, j, &err)) {
         discard_job(j);
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");

@@ -374,6 +374,7 @@ struct slot_run {
     answer *a;                  /* the current choice's */
     int choice;
     int n, reuse, done;         /* prompt tokens, of them reused, in the cache */
+    int shared;                 /* of the reused, copied from another slot's cache */
     int max_new, k, generated;  /* k: the current choice's tokens; generated: all choices' */
     int echo_lp;                /* echo with logprobs: the prompt is scored */
     int next;                   /* the token to step next (decoding) */
@@ -394,6 +395,14 @@ void slot_swap(server *s, int i)
 {
     if (i > 0)
         engine_seq_swap(&s->m->en, &s->slots[i].seq);
+}
+
+/* The ids slot i's cache holds, *n of them (outside a swap). */
+static const int *slot_ids(const server *s, int i, int *n)
+{
+    const engine *en = &s->m->en;
+    *n = i ? s->slots[i].seq.n_past : en->n_past;
+    return i ? s->slots[i].seq.cached_ids : en->cached_ids;
 }
 
 int slots_create(server *s, errbuf *e)
@@ -706,6 +715,7 @@ static void run_end(server *s, slot_run *r)
     m->prompt_cache_bytes = s->pc.bytes;
     m->prompt_cache_entries = s->pc.n;
     m->prompt_tokens_restored = s->pc.restored_tokens;
+    m->prompt_tokens_shared += (uint64_t)r->shared;
     m->completion_tokens += (uint64_t)r->generated;
     m->prefill_seconds += r->t1 - r->t0;
     m->decode_seconds += t2 - r->t1;
@@ -744,6 +754,37 @@ static void score_prompt(server *s, slot_run *r, const float *rows, int n)
     }
 }
 
+/* The longest start of slot i's prompt that another slot's cache holds (a
+ * conversation with the same beginning, another choice of the same request,
+ * the prompts of a batch with one preamble), when longer than what slot i
+ * has: copied from there instead of computed. At most the prompt's n - 1
+ * tokens, so that its last one still yields logits. */
+static void take_shared_prefix(server *s, int i, slot_run *r)
+{
+    int from = -1, m = r->done;
+    for (int k = 0; k < s->o.parallel; k++) {
+        int held;
+        const int *ids = slot_ids(s, k, &held);
+        int common = k == i ? 0 : ids_common_prefix(ids, held, r->j->ids.ids, r->n - 1);
+        if (common > m) {
+            from = k;
+            m = common;
+        }
+    }
+    if (from < 0)
+        return;
+    errbuf e;
+    slot_swap(s, i);
+    /* while slot i's cache is the engine's, slot 0's waits in slot i's place */
+    int ok = !engine_copy_prefix(&s->m->en, &s->slots[i && !from ? i : from].seq, m, &e);
+    slot_swap(s, i);
+    if (!ok)
+        return;
+    r->shared += m - r->done;
+    r->reuse += m - r->done;
+    r->done = m;
+}
+
 /* Prefills slot i's prompt: all of it with one slot, else one chunk (the
  * other slots' tokens and new requests wait for no more than that). Once the
  * prompt is in, its first token is sampled. */
@@ -751,6 +792,8 @@ static void slot_prefill(server *s, int i)
 {
     engine *en = &s->m->en;
     slot_run *r = s->slots[i].run;
+    if (!r->echo_lp)    /* (echoed logprobs need every position's logits) */
+        take_shared_prefix(s, i, r);
     int left = r->n - r->done, n = s->o.parallel > 1 && left > en->max_chunk ? en->max_chunk : left;
     if (r->echo_lp && n > ECHO_LOGPROBS_CHUNK)
         n = ECHO_LOGPROBS_CHUNK;
@@ -854,7 +897,6 @@ static void slots_decode(server *s, const int *which, int n)
  * another conversation's. */
 static int pick_slot(server *s, const job *j)
 {
-    engine *en = &s->m->en;
     int best = -1, best_shared = -1, lru = -1;
     for (int i = 0; i < s->o.parallel; i++) {
         slot *sl = &s->slots[i];
@@ -862,8 +904,8 @@ static int pick_slot(server *s, const job *j)
             continue;
         if (lru < 0 || sl->last_used < s->slots[lru].last_used)
             lru = i;
-        const int *cached = i ? sl->seq.cached_ids : en->cached_ids;
-        int n_past = i ? sl->seq.n_past : en->n_past;
+        int n_past;
+        const int *cached = slot_ids(s, i, &n_past);
         int shared = ids_common_prefix(cached, n_past, j->ids.ids, (int)j->ids.n);
         if (2 * shared >= n_past && shared > best_shared) {
             best = i;

@@ -82,6 +82,9 @@ char *serve_metrics_render(const serve_metrics *m)
     metric(&t, "moetier_prompt_tokens_restored_total", "counter",
            "of those, prompt tokens copied back from an earlier conversation's saved KV cache");
     put(&t, "moetier_prompt_tokens_restored_total %llu\n", (unsigned long long)m->prompt_tokens_restored);
+    metric(&t, "moetier_prompt_tokens_shared_total", "counter",
+           "of those, prompt tokens copied from another slot's cache holding the same prefix");
+    put(&t, "moetier_prompt_tokens_shared_total %llu\n", (unsigned long long)m->prompt_tokens_shared);
     metric(&t, "moetier_prompt_cache_bytes", "gauge", "host memory holding earlier conversations' KV caches");
     put(&t, "moetier_prompt_cache_bytes %llu\n", (unsigned long long)m->prompt_cache_bytes);
     metric(&t, "moetier_prompt_cache_entries", "gauge", "earlier conversations' KV caches held");

@@ -14,6 +14,7 @@ typedef struct serve_metrics {
     uint64_t requests_cancelled;                /* clients gone before the answer ended */
     uint64_t prompt_tokens, prompt_tokens_cached, completion_tokens;
     uint64_t prompt_tokens_restored;            /* of the cached: from the prompt cache */
+    uint64_t prompt_tokens_shared;              /* of the cached: from another slot's cache */
     uint64_t prompt_cache_bytes;
     int prompt_cache_entries;
     double ttft_seconds_sum;                    /* time to first token, from arrival */

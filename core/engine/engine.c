@@ -199,6 +199,25 @@ void engine_set_prefix(engine *en, const int *ids, int n)
     en->n_past = n;
 }
 
+int engine_copy_prefix(engine *en, const engine_seq *src, int n, errbuf *e)
+{
+    if (n < 0 || n > src->n_past || n > en->kv.max_ctx)
+        return err_set(e, "cannot copy %d positions of a sequence that holds %d into a cache of %d",
+                       n, src->n_past, en->kv.max_ctx);
+    int keep = ids_common_prefix(en->cached_ids, en->n_past, src->cached_ids, n), row = en->kv.row;
+    /* rows copied where the backend keeps them (the GPU's memory: no trip
+     * through the host), as a gather of consecutive rows */
+    for (int l = 0; l < en->kv.n_layers; l++)
+        for (int p = keep; p < n; p += en->max_chunk) {
+            int k = n - p < en->max_chunk ? n - p : en->max_chunk;
+            OPS(en)->gather_rows(en->be, kv_cache_row(&src->kv, l, p), en->row_index, k, row,
+                                 kv_cache_row(&en->kv, l, p));
+        }
+    memcpy(en->cached_ids + keep, src->cached_ids + keep, (size_t)(n - keep) * sizeof *en->cached_ids);
+    en->n_past = n;
+    return 0;
+}
+
 /* MLA attention of layer l for the step's T rows: T tokens of the engine's
  * own sequence at pos0 (seqs NULL), or one token of each seqs[t] at
  * en->pos[t]; writes the o_proj output to en->tmp. */

@@ -143,6 +143,10 @@ int engine_load_prefix(engine *en, const int *ids, int n, const kv_span *spans, 
 /* The same when the caller has put the rows of positions [0, n) into the KV
  * cache itself (kv_cache_load_layer; n <= its size): the cache holds ids[0..n). */
 void engine_set_prefix(engine *en, const int *ids, int n);
+/* Makes the cache hold the first n positions of src (another sequence; n <=
+ * its n_past): the rows it does not already share with src are copied, and
+ * what follows computes as if those ids had been run here. */
+int engine_copy_prefix(engine *en, const engine_seq *src, int n, errbuf *e);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
  * all_logits, else [vocab] for the last token. Returns 0; -1 with e set; or 1
  * with e set when stop_requested stopped it before a chunk: the chunks before

@@ -953,6 +953,49 @@ async function parallelServer() {
       await stopServer(alone);
     }
   });
+  await check('--parallel 3: n choices are made at once, each as the request makes it alone; a prompt another slot holds is copied, not prefilled', async () => {
+    // --batch-invariant: a token's bits do not depend on its step, so the
+    // choices made apart (the prompt copied) must be those made in turn
+    const srv = await startServer(['--no-think', '--batch-invariant', '--parallel', '3', '-c', '3072', '--chunk', '16']);
+    const alone = await startServer(['--no-think', '--batch-invariant', '-c', '1024', '--chunk', '16']);
+    const counter = async (name) =>
+      Number(new RegExp(`${name} (\\d+)`).exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    try {
+      const preamble = Array.from({ length: 40 }, (_, i) => `rule${i}`).join(' ');
+      const req = { model: MODEL, prompt: `${preamble} Now write`, n: 3, max_tokens: 10, temperature: 0.9,
+        seed: 7, logprobs: 2 };
+      const made = await client(srv).completions.create(req);
+      const want = await client(alone).completions.create(req);
+      assert.deepEqual(made.choices, want.choices, 'the choices made at once differ from those made in turn');
+      assert.deepEqual(made.usage, want.usage);
+      const shared = await counter('moetier_prompt_tokens_shared_total');
+      assert.ok(shared >= 2 * (want.usage.prompt_tokens - 1), `${shared} prompt tokens copied`);
+      const rows = await counter('moetier_decode_step_requests_total'), steps = await counter('moetier_decode_steps_total');
+      assert.ok(rows >= steps + 10, `the choices were hardly stepped together: ${rows} rows in ${steps} steps`);
+      const chat = { model: MODEL, messages: user(`${preamble} Go on.`), n: 2, max_tokens: 8, temperature: 1, seed: 3 };
+      const c1 = await client(srv).chat.completions.create(chat), c2 = await client(alone).chat.completions.create(chat);
+      assert.deepEqual(c1.choices, c2.choices, 'chat choices made at once differ from those made in turn');
+      // a conversation starting as one that is running (and as no idle
+      // slot's): its start copied
+      const ai = client(srv), other = Array.from({ length: 40 }, (_, i) => `term${i}`).join(' ');
+      const first = await ai.chat.completions.create({ model: MODEL, messages: user(`${other} First.`), max_tokens: 60,
+        temperature: 0, stream: true });
+      const it = first[Symbol.asyncIterator]();
+      await it.next();    // the first request decodes in its slot
+      const before = await counter('moetier_prompt_tokens_shared_total');
+      const second = { model: MODEL, messages: user(`${other} Second.`), max_tokens: 6, temperature: 0, logprobs: true };
+      const r = await ai.chat.completions.create(second);
+      while (!(await it.next()).done);
+      const copied = (await counter('moetier_prompt_tokens_shared_total')) - before;
+      assert.ok(copied >= 40 && r.usage.prompt_tokens_details.cached_tokens >= copied,
+        `${copied} tokens copied, usage ${JSON.stringify(r.usage)}`);
+      const w = await client(alone).chat.completions.create(second);
+      assert.deepEqual(r.choices[0].logprobs, w.choices[0].logprobs, 'the answer after a copied start differs');
+    } finally {
+      await stopServer(srv);
+      await stopServer(alone);
+    }
+  });
   await check('--parallel 2: a conversation\'s next turn goes back to its slot; a stop keeps both slots\' conversations', async () => {
     const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'parallel-dir-'));
     try {

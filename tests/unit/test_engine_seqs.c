@@ -323,3 +323,82 @@ Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
     test_remove_tree(dir);
     free(dir);
 }
+
+/* engine_copy_prefix: the start of a prompt copied from another sequence that
+ * holds it (and then went on otherwise), into a cache that shares part of it
+ * or nothing, computes the rest of the prompt and the steps after it with the
+ * bits of the prompt run in that cache from nothing (the same steps: the
+ * prefix in chunks, then the rest); the source is left as it was. */
+static void copied_prefix_as_computed(void)
+{
+    char *dir = test_make_tmpdir("engine_seqs_copy");
+    test_synth_tiny(dir, "int4");
+    cli_model m;
+    open_model(&m, dir, 8);
+    engine *en = &m.en;
+    int V = en->cfg->vocab_size, prompt[17], other[5], junk[3] = {7, 8, 9};
+    enum { PREFIX = 12 };
+    for (int i = 0; i < 17; i++)
+        prompt[i] = prompt_id(0, i, V);
+    for (int i = 0; i < 5; i++)
+        other[i] = prompt_id(1, i, V);
+    float *want = malloc(3 * (size_t)V * sizeof *want), *got = malloc(3 * (size_t)V * sizeof *got);
+    cr_assert(want && got);
+    errbuf e;
+    /* the prompt computed: its prefix, the rest, two steps */
+    engine_reset(en);
+    cr_assert_eq(engine_forward(en, prompt, PREFIX, NULL, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, prompt + PREFIX, 17 - PREFIX, want, 0, &e), 0, "%s", e.msg);
+    for (int k = 0; k < 2; k++)
+        cr_assert_eq(engine_decode(en, step_id(0, k, V), want + (size_t)(k + 1) * V, &e), 0, "%s", e.msg);
+    /* the source: the prefix, then another continuation */
+    engine_reset(en);
+    cr_assert_eq(engine_forward(en, prompt, PREFIX, NULL, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, other, 5, NULL, 0, &e), 0, "%s", e.msg);
+    /* the destination empty, or holding the prompt's first chunk (the
+     * reference's first step), then other ids */
+    for (int shared = 0; shared <= 8; shared += 8) {
+        engine_seq dst;
+        cr_assert_eq(engine_seq_create(en, &dst, &e), 0, "%s", e.msg);
+        engine_seq_swap(en, &dst);      /* dst is the engine's; the source waits in dst */
+        engine_reset(en);
+        if (shared) {
+            cr_assert_eq(engine_forward(en, prompt, shared, NULL, 0, &e), 0, "%s", e.msg);
+            cr_assert_eq(engine_forward(en, junk, 3, NULL, 0, &e), 0, "%s", e.msg);
+        }
+        cr_expect_eq(engine_copy_prefix(en, &dst, PREFIX + 5, &e), 0, "%s", e.msg);
+        cr_expect_eq(en->n_past, PREFIX + 5);
+        cr_expect_eq(engine_copy_prefix(en, &dst, PREFIX, &e), 0, "%s", e.msg);
+        cr_expect_eq(en->n_past, PREFIX);
+        cr_expect_eq(engine_copy_prefix(en, &dst, PREFIX + 6, &e), -1, "more than the source holds");
+        cr_expect(strstr(e.msg, "copy 18 positions of a sequence that holds 17"), "%s", e.msg);
+        cr_assert_eq(engine_forward(en, prompt + PREFIX, 17 - PREFIX, got, 0, &e), 0, "%s", e.msg);
+        for (int k = 0; k < 2; k++)
+            cr_assert_eq(engine_decode(en, step_id(0, k, V), got + (size_t)(k + 1) * V, &e), 0, "%s", e.msg);
+        for (int k = 0; k < 3; k++)
+            cr_expect(memcmp(want + (size_t)k * V, got + (size_t)k * V, (size_t)V * sizeof *got) == 0,
+                      "destination sharing %d: row %d differs from the prompt computed", shared, k);
+        cr_expect(memcmp(en->cached_ids, prompt, 17 * sizeof *prompt) == 0, "the ids are not the prompt's");
+        engine_seq_swap(en, &dst);
+        cr_expect_eq(en->n_past, PREFIX + 5, "the source changed");
+        engine_seq_destroy(&dst);
+    }
+    free(want);
+    free(got);
+    cli_model_close(&m);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(engine_seqs, a_prefix_copied_from_another_sequence_computes_as_its_own, .timeout = 120)
+{
+    copied_prefix_as_computed();
+}
+
+Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    setenv("MOETIER_BACKEND", "cuda", 1);
+    copied_prefix_as_computed();
+    unsetenv("MOETIER_BACKEND");
+}

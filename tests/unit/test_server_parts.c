@@ -429,7 +429,7 @@ Test(server_response, a_batch_numbers_every_prompts_choices_and_sums_usage)
     m.id = "cmpl-2";
     ch[0].text = "c";
     bodies[1] = oai_full_response(&m, ch, 2, &u1);
-    char *merged = oai_batch_response(bodies, 2, 2);
+    char *merged = oai_batch_response(bodies, 2, 2, 1);
     cJSON *root = cJSON_Parse(merged);
     cr_assert_not_null(root, "%s", merged);
     cr_expect_str_eq(cJSON_GetObjectItem(root, "id")->valuestring, "cmpl-1");
@@ -451,9 +451,46 @@ Test(server_response, a_batch_numbers_every_prompts_choices_and_sums_usage)
     free(merged);
     free(bodies[1]);
     bodies[1] = strdup("{\"error\": {}}");
-    cr_expect_null(oai_batch_response(bodies, 2, 2), "a body without choices is not merged");
+    cr_expect_null(oai_batch_response(bodies, 2, 2, 1), "a body without choices is not merged");
     free(bodies[0]);
     free(bodies[1]);
+}
+
+/* n choices made as jobs of their own, for two prompts (bodies of one choice
+ * each, two a prompt): numbered 0 to 3 in order, each prompt's tokens counted
+ * once, every choice's completion tokens summed. */
+Test(server_response, choices_made_apart_count_their_prompt_once)
+{
+    oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
+    char *bodies[4];
+    for (int i = 0; i < 4; i++) {
+        char text[2] = {(char)('a' + i), 0};
+        oai_choice ch = {.text = text, .text_len = 1, .finish_reason = "stop"};
+        oai_usage u = {.prompt_tokens = i < 2 ? 10 : 20, .completion_tokens = i + 1,
+                       .cached_tokens = i % 2 ? 9 : 0};
+        bodies[i] = oai_full_response(&m, &ch, 1, &u);
+    }
+    char *merged = oai_batch_response(bodies, 4, 1, 2);
+    cJSON *root = cJSON_Parse(merged);
+    cr_assert_not_null(root, "%s", merged);
+    cJSON *choices = cJSON_GetObjectItem(root, "choices");
+    cr_assert_eq(cJSON_GetArraySize(choices), 4, "%s", merged);
+    for (int i = 0; i < 4; i++) {
+        cJSON *c = cJSON_GetArrayItem(choices, i);
+        char text[2] = {(char)('a' + i), 0};
+        cr_expect_eq(cJSON_GetObjectItem(c, "index")->valueint, i, "%s", merged);
+        cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")->valuestring, text);
+    }
+    cJSON *us = cJSON_GetObjectItem(root, "usage");
+    cr_expect_eq(cJSON_GetObjectItem(us, "prompt_tokens")->valueint, 30, "%s", merged);
+    cr_expect_eq(cJSON_GetObjectItem(us, "completion_tokens")->valueint, 10, "%s", merged);
+    cr_expect_eq(cJSON_GetObjectItem(us, "total_tokens")->valueint, 40, "%s", merged);
+    cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(us, "prompt_tokens_details"),
+                                     "cached_tokens")->valueint, 0, "%s", merged);
+    cJSON_Delete(root);
+    free(merged);
+    for (int i = 0; i < 4; i++)
+        free(bodies[i]);
 }
 
 /* logprobs in both APIs' shapes: chat's tokens with their bytes and
