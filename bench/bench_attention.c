@@ -2,21 +2,26 @@
  * dimensions (64 heads, 128 + 64 key dims, 128 value dims, 512 latents), a
  * prompt's chunk of 512 queries after 0, 3,584 and 7,680 cached positions in
  * the expanded form (the one their cost picks) and in the absorbed form (the
- * one --batch-invariant takes), and one decode query, on every core.
+ * one --batch-invariant takes), and decode queries, on every core: kv_b in
+ * float32 for the prompts, and for decode also in the checkpoints' formats
+ * (BF16, and FP8 in 128 x 128 blocks), whose W_k a decode query reads.
  *
  * Yardstick, measured in the same run: a float32 product through the linear
  * kernels of the shape the attention is made of (keys [1024][192] against 64
  * queries). Prints one JSON line per case: the seconds per call, GFLOP/s (the
  * multiply-adds of the causal attention, expansion included, times two), the
- * ratio to the yardstick's GFLOP/s, and the scratch the call takes in MB.
+ * ratio to the yardstick's GFLOP/s, the scratch the call takes in MB, and kv_b's
+ * format.
  *
- * Usage: bench_attention (no arguments). */
+ * Usage: bench_attention [decode]   (decode: the decode cases alone; the
+ * kernels' path from MOETIER_KERNELS as everywhere) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/model/dtype.h"
 #include "core/model/linear_weight.h"
 #include "cpu_kernels/mla_cpu.h"
 #include "cpu_kernels/thread_pool.h"
@@ -85,8 +90,46 @@ static double multiply_adds(int T, int pos0, int absorbed)
     return HEADS * (S * (NOPE + VDIM) * (double)LORA + seen * (NOPE + ROPE + VDIM));
 }
 
-int main(void)
+/* kv_b in format fmt (F32, BF16, FP8_BLOCK) from its float32 values; the
+ * buffers in *data and *scale, to free */
+static linear_weight kv_b_as(weight_format fmt, const float *f, int rows, int cols, void **data,
+                             float **scale)
 {
+    linear_weight w = {.fmt = fmt, .rows = rows, .cols = cols, .data = f};
+    size_t n = (size_t)rows * (size_t)cols;
+    *data = NULL;
+    *scale = NULL;
+    if (fmt == WF_BF16) {
+        uint16_t *h = malloc(n * sizeof *h);
+        for (size_t i = 0; h && i < n; i++)
+            h[i] = f32_to_bf16(f[i]);
+        w.data = *data = h;
+    } else if (fmt == WF_FP8_BLOCK) {
+        int B = 128, sr = (rows + B - 1) / B, sc = (cols + B - 1) / B;
+        uint8_t *q = malloc(n);
+        float *s = malloc((size_t)sr * (size_t)sc * sizeof *s);
+        for (int b = 0; q && s && b < sr * sc; b++) {
+            int r0 = b / sc * B, c0 = b % sc * B;
+            float m = 0;
+            for (int r = r0; r < r0 + B && r < rows; r++)
+                for (int c = c0; c < c0 + B && c < cols; c++)
+                    m = fmaxf(m, fabsf(f[(size_t)r * cols + c]));
+            s[b] = m > 0 ? m / 448.0f : 1.0f;
+            for (int r = r0; r < r0 + B && r < rows; r++)
+                for (int c = c0; c < c0 + B && c < cols; c++)
+                    q[(size_t)r * cols + c] = f32_to_e4m3(f[(size_t)r * cols + c] / s[b]);
+        }
+        w.data = *data = q;
+        w.scale = *scale = s;
+        w.block_rows = w.block_cols = B;
+        w.scale_cols = sc;
+    }
+    return w;
+}
+
+int main(int argc, char **argv)
+{
+    int decode_only = argc > 1 && !strcmp(argv[1], "decode");
     kernel_path path = kernel_path_default();
     thread_pool *pool;
     errbuf e;
@@ -96,9 +139,11 @@ int main(void)
     }
     int nt = thread_pool_size(pool);
     /* form -1: the one mla_cpu_absorbs picks */
-    const struct { int T, pos0, form; } cases[] = {
-        {512, 0, -1}, {512, 0, 1}, {512, 3584, -1}, {512, 3584, 1}, {512, 7680, -1}, {512, 7680, 1},
-        {1, 8191, -1},
+    const struct { int T, pos0, form; weight_format kvb; } cases[] = {
+        {512, 0, -1, WF_F32}, {512, 0, 1, WF_F32}, {512, 3584, -1, WF_F32}, {512, 3584, 1, WF_F32},
+        {512, 7680, -1, WF_F32}, {512, 7680, 1, WF_F32}, {1, 8191, -1, WF_F32},
+        {1, 63, -1, WF_BF16}, {1, 1023, -1, WF_BF16}, {1, 8191, -1, WF_BF16},
+        {1, 63, -1, WF_FP8_BLOCK}, {1, 1023, -1, WF_FP8_BLOCK},
     };
     int maxS = 8192;
     size_t qk = NOPE + ROPE;
@@ -112,9 +157,17 @@ int main(void)
     }
     for (size_t i = 0; i < (size_t)HEADS * (NOPE + VDIM) * LORA; i++)
         kvb[i] *= 0.05f;
-    linear_weight kv_b = {.fmt = WF_F32, .rows = HEADS * (NOPE + VDIM), .cols = LORA, .data = kvb};
     double yard = yardstick_gflops(path, pool);
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        if (decode_only && cases[c].T > 1)
+            continue;
+        void *kv_data;
+        float *kv_scale;
+        linear_weight kv_b = kv_b_as(cases[c].kvb, kvb, HEADS * (NOPE + VDIM), LORA, &kv_data, &kv_scale);
+        if (cases[c].kvb != WF_F32 && !kv_data) {
+            fprintf(stderr, "bench_attention: out of memory\n");
+            return 1;
+        }
         mla_args a = {.q = q, .T = cases[c].T, .pos0 = cases[c].pos0, .kv_cache = cache,
                       .kv_b = &kv_b, .H = HEADS, .nope = NOPE, .rope = ROPE, .v = VDIM,
                       .kv_lora = LORA, .scale = 1.0f / sqrtf((float)qk), .out = out};
@@ -130,12 +183,15 @@ int main(void)
         TIME_CALLS(secs, mla_cpu(path, pool, &a, absorbed, scratch));
         double gflops = 2 * multiply_adds(a.T, a.pos0, absorbed) / secs / 1e9;
         printf("{\"bench\":\"attention\",\"path\":\"%s\",\"threads\":%d,\"queries\":%d,"
-               "\"cached\":%d,\"form\":\"%s\",\"seconds\":%.4f,\"gflops\":%.1f,"
-               "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f}\n",
+               "\"cached\":%d,\"form\":\"%s\",\"seconds\":%.6f,\"gflops\":%.1f,"
+               "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f,\"kv_b\":\"%s\"}\n",
                kernel_path_name(path), nt, a.T, a.pos0, absorbed ? "absorbed" : "expanded", secs,
-               gflops, yard, gflops / yard, (double)n * sizeof(float) / (1 << 20));
+               gflops, yard, gflops / yard, (double)n * sizeof(float) / (1 << 20),
+               weight_format_name(kv_b.fmt));
         fflush(stdout);
         free(scratch);
+        free(kv_data);
+        free(kv_scale);
     }
     free(cache);
     free(q);

@@ -315,10 +315,60 @@ TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y
         rows_plain(w, p, y, r0, r1);
 }
 
+/* ---- rows to float32 (linear_dequant_rows), the reference's values ----
+ * E4M3 codes as value * 2^-120 times scale * 2^120 (or times 2^120, exact,
+ * then the scale when it is too large to fold): one rounding, as the
+ * reference's value * scale; INT4 words spread over 8 lanes by variable
+ * shifts. */
+TGT void dequant_rows_avx2(const linear_weight *w, int r0, int n, float *out)
+{
+    int cols = w->cols;
+    for (int r = r0; r < r0 + n; r++) {
+        float *o = out + (size_t)(r - r0) * (size_t)cols;
+        if (w->fmt == WF_INT4_GROUP) {
+            const uint32_t *words = (const uint32_t *)((const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4);
+            const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
+            const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+            /* (the SIMD paths take cols and group sizes that are multiples of 32) */
+            for (int c = 0; c < cols; c += 8) {
+                __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)words[c / 8]), shifts);
+                v = _mm256_sub_epi32(_mm256_and_si256(v, _mm256_set1_epi32(15)), _mm256_set1_epi32(8));
+                _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v),
+                                                      _mm256_set1_ps(bf16f(srow[c / w->group_size]))));
+            }
+        } else if (w->fmt == WF_FP8_BLOCK) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
+            const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
+            for (int c = 0; c < cols;) {
+                int be = (c / w->block_cols + 1) * w->block_cols;
+                be = be < cols ? be : cols;
+                float s;
+                memcpy(&s, srow + c / w->block_cols, 4);
+                int fold = fabsf(s) < 0x1p7f;
+                __m256 sv = _mm256_set1_ps(fold ? s * 0x1p120f : 0x1p120f);
+                for (; c + 8 <= be; c += 8) {
+                    __m256 f = _mm256_mul_ps(load_fp8_8(row + c), sv);
+                    _mm256_storeu_ps(o + c, fold ? f : _mm256_mul_ps(f, _mm256_set1_ps(s)));
+                }
+                for (; c < be; c++)
+                    o[c] = e4m3_to_f32(row[c]) * s;
+            }
+        } else {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols * (w->fmt == WF_F32 ? 4 : 2);
+            int c = 0;
+            for (; c + 8 <= cols; c += 8)
+                _mm256_storeu_ps(o + c, load_plain8(w->fmt, row, c));
+            for (; c < cols; c++)
+                o[c] = plain_one(w->fmt, row, c);
+        }
+    }
+}
+
 /* ---- a combination of float32 rows (linear_combine_rows) ----
  * Columns in blocks of 64 (eight accumulators), then of 8, then a scalar
- * tail; each output one FMA chain over the rows in order. */
-TGT void combine_rows_avx2(const float *a, const float *W, int n, int cols, float *y)
+ * tail; each output one FMA chain over the rows in order, from zero or (add)
+ * from y. */
+TGT void combine_rows_avx2(const float *a, const float *W, int n, int cols, float *y, int add)
 {
     size_t ld = (size_t)cols;
     int c = 0;
@@ -326,7 +376,7 @@ TGT void combine_rows_avx2(const float *a, const float *W, int n, int cols, floa
         __m256 acc[8];
         UNROLL
         for (int k = 0; k < 8; k++)
-            acc[k] = _mm256_setzero_ps();
+            acc[k] = add ? _mm256_loadu_ps(y + c + 8 * k) : _mm256_setzero_ps();
         for (int i = 0; i < n; i++) {
             __m256 ai = _mm256_set1_ps(a[i]);
             const float *w = W + (size_t)i * ld + (size_t)c;
@@ -339,13 +389,13 @@ TGT void combine_rows_avx2(const float *a, const float *W, int n, int cols, floa
             _mm256_storeu_ps(y + c + 8 * k, acc[k]);
     }
     for (; c + 8 <= cols; c += 8) {
-        __m256 acc = _mm256_setzero_ps();
+        __m256 acc = add ? _mm256_loadu_ps(y + c) : _mm256_setzero_ps();
         for (int i = 0; i < n; i++)
             acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i]), _mm256_loadu_ps(W + (size_t)i * ld + (size_t)c), acc);
         _mm256_storeu_ps(y + c, acc);
     }
     for (; c < cols; c++) {
-        float acc = 0;
+        float acc = add ? y[c] : 0;
         for (int i = 0; i < n; i++)
             acc = fmaf(a[i], W[(size_t)i * ld + (size_t)c], acc);
         y[c] = acc;

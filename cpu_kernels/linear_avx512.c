@@ -795,8 +795,9 @@ TGT void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out)
 
 /* ---- a combination of float32 rows (linear_combine_rows) ----
  * Columns in blocks of 128 (eight accumulators), then of 16, then a masked
- * tail; each output one FMA chain over the rows in order. */
-TGT void combine_rows_avx512(const float *a, const float *W, int n, int cols, float *y)
+ * tail; each output one FMA chain over the rows in order, from zero or (add)
+ * from y, carrying on a chain over earlier rows. */
+TGT void combine_rows_avx512(const float *a, const float *W, int n, int cols, float *y, int add)
 {
     size_t ld = (size_t)cols;
     int c = 0;
@@ -804,7 +805,7 @@ TGT void combine_rows_avx512(const float *a, const float *W, int n, int cols, fl
         __m512 acc[8];
         UNROLL
         for (int k = 0; k < 8; k++)
-            acc[k] = _mm512_setzero_ps();
+            acc[k] = add ? _mm512_loadu_ps(y + c + 16 * k) : _mm512_setzero_ps();
         for (int i = 0; i < n; i++) {
             __m512 ai = _mm512_set1_ps(a[i]);
             const float *w = W + (size_t)i * ld + (size_t)c;
@@ -818,7 +819,7 @@ TGT void combine_rows_avx512(const float *a, const float *W, int n, int cols, fl
     }
     for (; c < cols; c += 16) {
         __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : tail_mask(cols - c);
-        __m512 acc = _mm512_setzero_ps();
+        __m512 acc = add ? _mm512_maskz_loadu_ps(m, y + c) : _mm512_setzero_ps();
         for (int i = 0; i < n; i++)
             acc = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), _mm512_maskz_loadu_ps(m, W + (size_t)i * ld + (size_t)c), acc);
         _mm512_mask_storeu_ps(y + c, m, acc);

@@ -381,18 +381,20 @@ void linear_forward_invariant(kernel_path path, thread_pool *pool, const linear_
     }
 }
 
-void linear_combine_rows(kernel_path path, const float *a, const float *W, int n, int cols,
-                         float *y)
+/* each output's chain over the rows, from zero or (add) carried on from y */
+static void combine_rows(kernel_path path, const float *a, const float *W, int n, int cols, float *y,
+                         int add)
 {
     if (path == KPATH_AVX512) {
-        combine_rows_avx512(a, W, n, cols, y);
+        combine_rows_avx512(a, W, n, cols, y, add);
         return;
     }
     if (path == KPATH_AVX2) {
-        combine_rows_avx2(a, W, n, cols, y);
+        combine_rows_avx2(a, W, n, cols, y, add);
         return;
     }
-    memset(y, 0, (size_t)cols * sizeof *y);
+    if (!add)
+        memset(y, 0, (size_t)cols * sizeof *y);
     for (int i = 0; i < n; i++) {
         const float *w = W + (size_t)i * (size_t)cols;
         for (int c = 0; c < cols; c++)
@@ -400,10 +402,51 @@ void linear_combine_rows(kernel_path path, const float *a, const float *W, int n
     }
 }
 
+void linear_combine_rows(kernel_path path, const float *a, const float *W, int n, int cols,
+                         float *y)
+{
+    combine_rows(path, a, W, n, cols, y, 0);
+}
+
+static int combine_block_rows(const linear_weight *w)
+{
+    int rb = LINEAR_COMBINE_BLOCK_FLOATS / w->cols;
+    return rb > 0 ? rb : 1;
+}
+
+size_t linear_combine_work(const linear_weight *w)
+{
+    return w->fmt == WF_F32 ? 0 : (size_t)combine_block_rows(w) * (size_t)w->cols;
+}
+
+void linear_combine_weight(kernel_path path, const float *a, const linear_weight *w, int r0, int n,
+                           float *y, float *work)
+{
+    size_t cols = (size_t)w->cols;
+    if (w->fmt == WF_F32) {
+        combine_rows(path, a, (const float *)w->data + (size_t)r0 * cols, n, w->cols, y, 0);
+        return;
+    }
+    /* a block of rows at a time, dequantized into work (in L1: the rows of
+     * all of W as float32 would go through L2, and on the way there cost
+     * more than reading the weights), each output's chain carried on from
+     * one block to the next: the bits of linear_combine_rows on W dequantized */
+    int rb = combine_block_rows(w);
+    for (int i = 0; i < n; i += rb) {
+        int k = n - i < rb ? n - i : rb;
+        linear_dequant_rows(path, w, r0 + i, k, work);
+        combine_rows(path, a + i, work, k, w->cols, y, i > 0);
+    }
+}
+
 void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n, float *out)
 {
     if (path == KPATH_AVX512 && linear_simd_ok(w)) {
         dequant_rows_avx512(w, r0, n, out);
+        return;
+    }
+    if (path == KPATH_AVX2 && linear_simd_ok(w)) {
+        dequant_rows_avx2(w, r0, n, out);
         return;
     }
     for (int r = r0; r < r0 + n; r++)

@@ -112,6 +112,7 @@ void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, in
 
 /* rows [r0, r0 + n) of W as float32 [n][cols], exactly the reference's values */
 void dequant_rows_avx512(const linear_weight *w, int r0, int n, float *out);
+void dequant_rows_avx2(const linear_weight *w, int r0, int n, float *out);
 void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n, float *out);
 
 /* y[c] = sum over i < n of a[i] W[i][c] for c < cols (W row-major float32):
@@ -120,8 +121,17 @@ void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n
  * SIMD paths fuse each multiply-add; the scalar reference does not. */
 void linear_combine_rows(kernel_path path, const float *a, const float *W, int n, int cols,
                          float *y);
-void combine_rows_avx512(const float *a, const float *W, int n, int cols, float *y);
-void combine_rows_avx2(const float *a, const float *W, int n, int cols, float *y);
+/* add: each output's chain carried on from y instead of started at zero */
+void combine_rows_avx512(const float *a, const float *W, int n, int cols, float *y, int add);
+void combine_rows_avx2(const float *a, const float *W, int n, int cols, float *y, int add);
+/* The same over rows [r0, r0 + n) of a weight in any format, with the bits of
+ * linear_combine_rows on those rows dequantized (linear_dequant_rows), read a
+ * block of rows at a time; work: linear_combine_work(w) floats (0 for F32,
+ * read in place). */
+#define LINEAR_COMBINE_BLOCK_FLOATS 4096
+size_t linear_combine_work(const linear_weight *w);
+void linear_combine_weight(kernel_path path, const float *a, const linear_weight *w, int r0, int n,
+                           float *y, float *work);
 
 /* y = W x on path `path`, split by rows over the pool (NULL: this thread only).
  * scratch: linear_forward_scratch(w, T) floats. */

@@ -179,7 +179,8 @@ static linear_weight head_values(kernel_path path, const mla_args *a, int h, flo
 
 /* the absorbed form's per-worker buffers */
 typedef struct absorbed_work {
-    float *W;           /* [max(nope, v)][kv_lora] a head's W_k (or W_v) as float32 */
+    float *W;           /* [max(nope, v)][kv_lora] a head's W_k or W_v as float32, or
+                         * linear_combine_weight's work */
     float *x, *y;       /* [T][kv_lora] the head's rows of ol; [T][v] its outputs */
     float *lin;         /* the linear kernels' scratch */
 } absorbed_work;
@@ -194,14 +195,15 @@ static size_t absorbed_floats(const mla_args *a, absorbed_work *w, float *p)
         size_t l = linear_forward_scratch(&wv_rows, part, 1);
         lin = l > lin ? l : lin;
     }
-    size_t wr = nope > v ? nope : v;
+    size_t wr = (nope > v ? nope : v) * C, comb = linear_combine_work(a->kv_b);
+    wr = wr > comb ? wr : comb;
     if (w) {
         w->W = p;
-        w->x = w->W + wr * C;
+        w->x = w->W + wr;
         w->y = w->x + T * C;
         w->lin = w->y + T * v;
     }
-    return wr * C + T * C + T * v + lin;
+    return wr + T * C + T * v + lin;
 }
 
 /* floats one worker needs: for the absorbed form absorbed_work; for the
@@ -260,9 +262,9 @@ typedef struct mla_job {
  * another, per block of positions; only the absorption of each query into the
  * latent space and the output through W_v go head by head. */
 
-/* qa[t * H + h] = [W_k[h]^T q_nope | q_rope] for the worker's heads: W_k
- * dequantized, then each query's combination of its rows (its own, so a
- * query's bits do not depend on the others in the call) */
+/* qa[t * H + h] = [W_k[h]^T q_nope | q_rope] for the worker's heads: each
+ * query's combination of W_k's rows (its own, so a query's bits do not depend
+ * on the others in the call) */
 static void absorbed_queries(void *ctx, int worker, int n_workers)
 {
     const mla_job *j = ctx;
@@ -273,12 +275,19 @@ static void absorbed_queries(void *ctx, int worker, int n_workers)
     absorbed_floats(a, &w, j->work + (size_t)worker * worker_floats(a, 1));
     int h0, h1;
     pool_split(H, 1, worker, n_workers, &h0, &h1);
+    /* several queries share one dequantization of W_k; one reads it in
+     * blocks that stay in L1 (the same bits) */
+    int whole = a->T > 1;
     for (int h = h0; h < h1; h++) {
-        linear_dequant_rows(j->path, a->kv_b, h * kvw, nope, w.W);
+        if (whole)
+            linear_dequant_rows(j->path, a->kv_b, h * kvw, nope, w.W);
         for (int t = 0; t < a->T; t++) {
             const float *q = a->q + ((size_t)t * (size_t)H + (size_t)h) * (size_t)qk;
             float *qa = j->ab.qa + ((size_t)t * (size_t)H + (size_t)h) * qaw;
-            linear_combine_rows(j->path, q, w.W, nope, C, qa);
+            if (whole)
+                linear_combine_rows(j->path, q, w.W, nope, C, qa);
+            else
+                linear_combine_weight(j->path, q, a->kv_b, h * kvw, nope, qa, w.W);
             memcpy(qa + C, q + nope, (size_t)a->rope * sizeof *qa);
         }
     }

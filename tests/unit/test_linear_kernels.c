@@ -367,6 +367,49 @@ Test(linear_kernels, combine_rows_matches_the_reference)
     }
 }
 
+/* linear_combine_weight over rows of a weight in every format: on every path
+ * the bits of linear_combine_rows on those rows dequantized (so a decode
+ * query, combined block by block, has the bits of the same query among
+ * several, combined over W_k dequantized once), over more rows than one
+ * block takes and fewer. */
+Test(linear_kernels, combine_weight_has_the_bits_of_the_rows_dequantized)
+{
+    struct { weight_format fmt; int rows, cols, blk, gs, r0, n; } shapes[] = {
+        {WF_BF16, 40, 512, 0, 0, 3, 37}, {WF_F16, 9, 45, 0, 0, 1, 8}, {WF_F32, 20, 33, 0, 0, 2, 18},
+        {WF_FP8_BLOCK, 384, 512, 128, 0, 128, 128}, {WF_FP8_BLOCK, 260, 300, 128, 0, 128, 100},
+        {WF_INT4_GROUP, 30, 256, 0, 32, 0, 30}, {WF_INT4_GROUP, 12, 128, 0, 64, 4, 8},
+        {WF_BF16, 3, 9000, 0, 0, 0, 3},
+    };
+    srand(5);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        random_weight o = random_weight_make(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
+                                             shapes[s].gs);
+        int n = shapes[s].n, cols = o.w.cols;
+        float *a = malloc((size_t)n * sizeof *a), *W = malloc((size_t)n * (size_t)cols * sizeof *W);
+        float *want = malloc((size_t)cols * sizeof *want), *got = malloc((size_t)cols * sizeof *got);
+        float *work = malloc((linear_combine_work(&o.w) + 1) * sizeof *work);
+        cr_assert(a && W && want && got && work);
+        for (int k = 0; k < n; k++)
+            a[k] = random_unit();
+        for (int p = 0; p < KPATH_COUNT; p++) {
+            if (!kernel_path_supported((kernel_path)p))
+                continue;
+            linear_dequant_rows((kernel_path)p, &o.w, shapes[s].r0, n, W);
+            linear_combine_rows((kernel_path)p, a, W, n, cols, want);
+            memset(got, 0xff, (size_t)cols * sizeof *got);
+            linear_combine_weight((kernel_path)p, a, &o.w, shapes[s].r0, n, got, work);
+            cr_expect(memcmp(want, got, (size_t)cols * sizeof *got) == 0, "%s %s, %d rows x %d",
+                      kernel_path_name(p), weight_format_name(o.w.fmt), n, cols);
+        }
+        free(a);
+        free(W);
+        free(want);
+        free(got);
+        free(work);
+        random_weight_free(&o);
+    }
+}
+
 Test(linear_kernels, pool_split_covers_every_row_once)
 {
     for (int n = 0; n < 50; n++)
@@ -392,6 +435,7 @@ Test(linear_kernels, dequant_rows_match_the_reference_exactly)
         {WF_BF16, 9, 45, 0, 0}, {WF_F32, 5, 33, 0, 0}, {WF_F16, 4, 20, 0, 0},
         {WF_FP8_BLOCK, 260, 300, 128, 0}, {WF_INT4_GROUP, 12, 128, 0, 32},
         {WF_INT4_GROUP, 6, 192, 0, 64},
+        {WF_FP8_BLOCK, 512, 1024, 128, 0},  /* more scales, some too large to fold */
     };
     for (int p = 0; p < KPATH_COUNT; p++) {
         if (!kernel_path_supported((kernel_path)p))
