@@ -251,7 +251,7 @@ int cpu_backend_create_opts(backend *b, const cpu_options *o, errbuf *e)
     b->name = "cpu";
     b->ops = &cpu_ops;
     b->impl = s;
-    b->bitwise_rows = path == KPATH_AVX512 ? LINEAR_ROWS_MAX_T : 0;
+    b->bitwise_rows = path == KPATH_SCALAR ? 0 : LINEAR_ROWS_MAX_T;
     return 0;
 }
 

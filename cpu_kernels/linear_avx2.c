@@ -303,10 +303,138 @@ ROWS_BY_TILES(rows_fp8, fp8_rows_tile)
 ROWS_BY_TILES(rows_int4, int4_tile)
 ROWS_BY_TILES(rows_plain, plain_rows_tile)
 
+/* ---- many tokens (prefill): a float32 GEMM, as linear_avx512.c's. Weights
+ * are dequantized a panel of NR rows x KC columns at a time and transposed,
+ * so a 16-row slice of one column is two vectors; the microkernel keeps MT
+ * tokens x 16 rows in 12 accumulators (of the 16 registers) and multiplies by
+ * broadcast activations: 12 FMAs per 8 loads, no horizontal sums. y
+ * accumulates over column chunks in place, so each output is one FMA chain
+ * over its row in column order, whatever the call's size (from
+ * linear_batched's count; fewer take the tiles above). ---- */
+
+#define NR 16
+#define MT 6
+#define KC 256
+
+TGT INL void gemm_tile(const float *wt, const float *const *xr, int kc, float *const *yr,
+                       const __m256i *mask, int first)
+{
+    __m256 acc[MT][2];
+    UNROLL
+    for (int t = 0; t < MT; t++)
+        UNROLL
+        for (int v = 0; v < 2; v++)
+            acc[t][v] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(yr[t] + 8 * v, mask[v]);
+    for (int k = 0; k < kc; k++) {
+        const float *wk = wt + (size_t)k * NR;
+        __m256 w0 = _mm256_load_ps(wk), w1 = _mm256_load_ps(wk + 8);
+        UNROLL
+        for (int t = 0; t < MT; t++) {
+            __m256 xb = _mm256_broadcast_ss(xr[t] + k);
+            acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(w1, xb, acc[t][1]);
+        }
+    }
+    UNROLL
+    for (int t = 0; t < MT; t++)
+        UNROLL
+        for (int v = 0; v < 2; v++)
+            _mm256_maskstore_ps(yr[t] + 8 * v, mask[v], acc[t][v]);
+}
+
+/* dst[c * ld_dst + i] = src[i * ld_src + c] for an 8 x 8 block */
+TGT INL void transpose8(const float *src, size_t ld_src, float *dst, size_t ld_dst)
+{
+    __m256 r[8], t[8], u[8];
+    UNROLL
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src + (size_t)i * ld_src);
+    UNROLL
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    UNROLL
+    for (int i = 0; i < 2; i++) {   /* u[4i + j], 128-bit lane L: rows 4i..4i+3 of column 4L + j */
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        _mm256_storeu_ps(dst + (size_t)j * ld_dst, _mm256_permute2f128_ps(u[j], u[4 + j], 0x20));
+        _mm256_storeu_ps(dst + (size_t)(4 + j) * ld_dst, _mm256_permute2f128_ps(u[j], u[4 + j], 0x31));
+    }
+}
+
+/* Prefetches into L2 the panel of rows [r, r + nr), columns [c0, c1): one
+ * short run per row, which the hardware prefetcher does not follow. */
+TGT INL void prefetch_panel(const linear_weight *w, int r, int nr, int c0, int c1)
+{
+    size_t esize2 = w->fmt == WF_INT4_GROUP ? 1 : w->fmt == WF_FP8_BLOCK ? 2 : w->fmt == WF_F32 ? 8 : 4;
+    size_t rb = w->fmt == WF_INT4_GROUP ? (size_t)w->row_words * 4 : (size_t)w->cols * esize2 / 2;
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)(r + i) * rb;
+        for (size_t b = ((size_t)c0 * esize2 / 2) & ~(size_t)63; b < (size_t)c1 * esize2 / 2; b += 64)
+            prefetch_l2(row + b, 0);
+    }
+}
+
+TGT static void dequant_range(const linear_weight *w, int r0, int n, int c0, int c1, float *out,
+                              size_t ld);
+
+TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
+                             float *work)
+{
+    int cols = w->cols, T = p->T;
+    size_t R = (size_t)w->rows;
+    float *wc = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [NR][KC] */
+    float *wt = wc + (size_t)NR * KC;                                   /* [KC][NR] */
+    float scratch_row[MT][NR] = {{0}};   /* where missing tokens' sums go */
+    memset(wc, 0, (size_t)NR * KC * sizeof *wc);  /* rows past a short panel stay zero */
+    for (int r = r0; r < r1; r += NR) {
+        int nr = r1 - r < NR ? r1 - r : NR;
+        __m256i mask[2];
+        for (int v = 0; v < 2; v++) {
+            int left = nr - 8 * v;
+            mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        }
+        for (int c0 = 0; c0 < cols; c0 += KC) {
+            int kc = cols - c0 < KC ? cols - c0 : KC;
+            /* the next panel streams in while this one is computed */
+            if (c0 + KC < cols)
+                prefetch_panel(w, r, nr, c0 + KC, c0 + 2 * KC < cols ? c0 + 2 * KC : cols);
+            else if (r + NR < r1)
+                prefetch_panel(w, r + NR, r1 - r - NR < NR ? r1 - r - NR : NR, 0, KC < cols ? KC : cols);
+            dequant_range(w, r, nr, c0, c0 + kc, wc, KC);
+            /* columns past kc (a last chunk of fewer than 8) transpose what
+             * an earlier chunk left there: never read */
+            for (int g = 0; g < NR / 8; g++)
+                for (int kb = 0; kb < kc; kb += 8)
+                    transpose8(wc + (size_t)g * 8 * KC + (size_t)kb, KC, wt + (size_t)kb * NR + 8 * (size_t)g, NR);
+            for (int t0 = 0; t0 < T; t0 += MT) {
+                int ntk = T - t0 < MT ? T - t0 : MT;
+                const float *xr[MT];
+                float *yr[MT];
+                for (int t = 0; t < MT; t++) {
+                    /* missing tokens read token t0 and write to scratch */
+                    xr[t] = p->x + (size_t)(t0 + (t < ntk ? t : 0)) * (size_t)cols + c0;
+                    yr[t] = t < ntk ? y + (size_t)(t0 + t) * R + (size_t)r : scratch_row[t];
+                }
+                gemm_tile(wt, xr, kc, yr, mask, c0 == 0);
+            }
+        }
+    }
+}
+
 TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
                           float *work)
 {
-    (void)work;
+    if (p->batched) {
+        batched_rows(w, p, y, r0, r1, work);
+        return;
+    }
     if (w->fmt == WF_FP8_BLOCK)
         rows_fp8(w, p, y, r0, r1);
     else if (w->fmt == WF_INT4_GROUP)
@@ -320,17 +448,20 @@ TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y
  * then the scale when it is too large to fold): one rounding, as the
  * reference's value * scale; INT4 words spread over 8 lanes by variable
  * shifts. */
-TGT void dequant_rows_avx2(const linear_weight *w, int r0, int n, float *out)
+/* Columns [c0, c1) of rows [r0, r0 + n) into out[i * ld + (c - c0)]; c0 a
+ * multiple of 8. */
+TGT static void dequant_range(const linear_weight *w, int r0, int n, int c0, int c1, float *out,
+                              size_t ld)
 {
     int cols = w->cols;
     for (int r = r0; r < r0 + n; r++) {
-        float *o = out + (size_t)(r - r0) * (size_t)cols;
+        float *o = out + (size_t)(r - r0) * ld - c0;
         if (w->fmt == WF_INT4_GROUP) {
             const uint32_t *words = (const uint32_t *)((const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4);
             const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
             const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
             /* (the SIMD paths take cols and group sizes that are multiples of 32) */
-            for (int c = 0; c < cols; c += 8) {
+            for (int c = c0; c < c1; c += 8) {
                 __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)words[c / 8]), shifts);
                 v = _mm256_sub_epi32(_mm256_and_si256(v, _mm256_set1_epi32(15)), _mm256_set1_epi32(8));
                 _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v),
@@ -339,9 +470,9 @@ TGT void dequant_rows_avx2(const linear_weight *w, int r0, int n, float *out)
         } else if (w->fmt == WF_FP8_BLOCK) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;
             const float *srow = (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols;
-            for (int c = 0; c < cols;) {
+            for (int c = c0; c < c1;) {
                 int be = (c / w->block_cols + 1) * w->block_cols;
-                be = be < cols ? be : cols;
+                be = be < c1 ? be : c1;
                 float s;
                 memcpy(&s, srow + c / w->block_cols, 4);
                 int fold = fabsf(s) < 0x1p7f;
@@ -355,13 +486,18 @@ TGT void dequant_rows_avx2(const linear_weight *w, int r0, int n, float *out)
             }
         } else {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols * (w->fmt == WF_F32 ? 4 : 2);
-            int c = 0;
-            for (; c + 8 <= cols; c += 8)
+            int c = c0;
+            for (; c + 8 <= c1; c += 8)
                 _mm256_storeu_ps(o + c, load_plain8(w->fmt, row, c));
-            for (; c < cols; c++)
+            for (; c < c1; c++)
                 o[c] = plain_one(w->fmt, row, c);
         }
     }
+}
+
+TGT void dequant_rows_avx2(const linear_weight *w, int r0, int n, float *out)
+{
+    dequant_range(w, r0, n, 0, w->cols, out, (size_t)w->cols);
 }
 
 /* ---- a combination of float32 rows (linear_combine_rows) ----

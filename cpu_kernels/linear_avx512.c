@@ -721,7 +721,7 @@ TGT void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float 
         narrow_rows(w, p, y, r0, r1, work);
         return;
     }
-    if (p->T >= LINEAR_BATCHED_MIN_T) {
+    if (p->batched) {
         batched_rows(w, p, y, r0, r1, work);
         return;
     }

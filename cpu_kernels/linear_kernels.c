@@ -242,6 +242,15 @@ static void prepare_fp8_shift(const linear_weight *w, const float *x, int T, siz
     }
 }
 
+int linear_batched(kernel_path path, const linear_weight *w, int T)
+{
+    if (path == KPATH_SCALAR || !linear_simd_ok(w))
+        return 0;
+    if (path == KPATH_AVX2 && (w->fmt == WF_INT4_GROUP || w->fmt == WF_FP8_BLOCK))
+        return T >= LINEAR_AVX2_QUANT_BATCHED_MIN_T;
+    return T >= LINEAR_BATCHED_MIN_T;
+}
+
 void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
                     float *scratch, linear_prep *p)
 {
@@ -252,8 +261,9 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         return;     /* the scalar reference reads x as it is */
     size_t cols = (size_t)w->cols;
     scratch = line_aligned(scratch);
-    if (path == KPATH_AVX512 && T >= LINEAR_BATCHED_MIN_T) {
-        if (T <= LINEAR_LANES_MAX_T) {
+    if (linear_batched(path, w, T)) {
+        p->batched = 1;
+        if (path == KPATH_AVX512 && T <= LINEAR_LANES_MAX_T) {
             transpose_to_lanes(x, T, cols, scratch);
             p->x_lanes = scratch;
         }
@@ -354,7 +364,7 @@ void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w,
                     int T, float *y, float *scratch)
 {
     job j = {.path = linear_simd_ok(w) ? path : KPATH_SCALAR, .w = w, .y = y};
-    int tiles = j.path == KPATH_AVX2 || (j.path == KPATH_AVX512 && T < LINEAR_BATCHED_MIN_T);
+    int tiles = j.path != KPATH_SCALAR && !linear_batched(j.path, w, T);
     if (tiles && T > LINEAR_TILES_MAX_T) {
         for (int t0 = 0; t0 < T; t0 += LINEAR_TILES_MAX_T) {
             int n = T - t0 < LINEAR_TILES_MAX_T ? T - t0 : LINEAR_TILES_MAX_T;

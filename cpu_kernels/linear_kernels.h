@@ -10,10 +10,10 @@
  * A SIMD kernel computes rows [r0, r1) of y for all T tokens: below
  * LINEAR_BATCHED_MIN_T tokens it reads each weight row once per tile of up to 4
  * tokens (decode, a bandwidth-bound GEMV; LINEAR_TILES_MAX_T tokens a pass over
- * the weights); from there on (AVX-512) it dequantizes
- * panels of rows once and runs a register-blocked float32 GEMM (prefill), with
- * tokens in the vector lanes up to LINEAR_LANES_MAX_T and rows above (the two
- * give the same bits: one FMA chain per output, columns in order). Below
+ * the weights); from there on it dequantizes panels of rows once and runs a
+ * register-blocked float32 GEMM (prefill), on AVX-512 with tokens in the
+ * vector lanes up to LINEAR_LANES_MAX_T and rows above (the two give the same
+ * bits: one FMA chain per output, columns in order). Below
  * LINEAR_BATCHED_MIN_T a token's result has the same bits whatever the call's
  * token count (a decode step of several conversations gives each the bits of
  * it alone). Layouts
@@ -73,6 +73,7 @@ typedef struct linear_prep {
     /* AVX-512, LINEAR_BATCHED_MIN_T to LINEAR_LANES_MAX_T tokens: x transposed,
      * [cols][ceil(T / 16)][16], tokens in the lanes (zeros past T) */
     const float *x_lanes;
+    int batched;                /* the batched product (linear_batched), x as is */
 } linear_prep;
 
 /* Whether the AVX-512 FP8 kernel can use byte-table lookups (AVX512-VBMI;
@@ -88,20 +89,27 @@ size_t linear_prep_scratch(const linear_weight *w, int T);
 void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
                     float *scratch, linear_prep *p);
 
-/* From this many tokens on, the AVX-512 path dequantizes blocks of rows once and
- * runs a register-blocked float32 product (prefill); below, token tiles of 4. */
+/* From this many tokens on, the SIMD paths dequantize blocks of rows once and
+ * run a register-blocked float32 product (prefill); below, token tiles of 4. */
 #define LINEAR_BATCHED_MIN_T 16
+/* On AVX2, INT4 and FP8 take it from this many: with 8 lanes and no tokens in
+ * the lanes, dequantizing and transposing a panel for fewer tokens costs more
+ * than the tiles (2 threads, 16 tokens: INT4 97 GFLOP/s against 131-142, 32:
+ * about even; 48: 152-157 against 130-144). */
+#define LINEAR_AVX2_QUANT_BATCHED_MIN_T 40
+/* Whether a call of T tokens on `path` takes the batched product. */
+int linear_batched(kernel_path path, const linear_weight *w, int T);
 /* up to this many tokens the batched AVX-512 product keeps tokens in its
  * vector lanes (no transpose of the weights), above it rows; both give the
  * same bits */
 #define LINEAR_LANES_MAX_T 64
 /* The token tiles take at most this many tokens per pass over the weights; a
- * call of more that goes to them (AVX-512 below LINEAR_BATCHED_MIN_T, AVX2 at
- * any count) runs in groups of it, with the same bits (each token's sums are
+ * call of more that goes to them (below LINEAR_BATCHED_MIN_T) runs in groups
+ * of it, with the same bits (each token's sums are
  * its own): past it, the tokens' x and the tiles' partial sums spill out of L1
  * (one thread, INT4: 108 GFLOP/s at 8 tokens, 68 at 15 in one pass) */
 #define LINEAR_TILES_MAX_T 8
-/* floats of per-thread work the batched AVX-512 rows need */
+/* floats of per-thread work the batched rows need (either SIMD path) */
 size_t linear_batched_work(int cols, int T);
 /* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w); work: the
  * calling worker's linear_batched_work (or cols) floats */
