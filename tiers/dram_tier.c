@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <numa.h>
 #include <numaif.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 int numa_policy_parse(const char *s, numa_policy *out)
 {
@@ -67,6 +69,52 @@ static void place_split(dram_arena *a, FILE *log)
     }
 }
 
+/* The arena's pages faulted in by every core at once. mlock alone faults them
+ * on the calling thread, and the kernel zeroes each page it hands out: one
+ * core zeroing a K2-sized tier of hundreds of GB takes minutes (this 2-vCPU
+ * VM: 0.6-1.5 GB/s). A write, not a read, so a real page (not the shared zero
+ * page) is mapped; the bytes stay zero. */
+typedef struct touch_range {
+    volatile uint8_t *p;
+    uint64_t bytes;
+} touch_range;
+
+static void *touch_pages(void *arg)
+{
+    touch_range *r = arg;
+    for (uint64_t off = 0; off < r->bytes; off += 4096)
+        r->p[off] = 0;
+    return NULL;
+}
+
+#define TOUCH_THREADS_MAX 256
+#define TOUCH_MIN_BYTES (256ull << 20)
+
+static void touch_parallel(uint8_t *base, uint64_t bytes)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = cpus < 1 ? 1 : cpus > TOUCH_THREADS_MAX ? TOUCH_THREADS_MAX : (int)cpus;
+    if (bytes < TOUCH_MIN_BYTES || n < 2)
+        return;     /* mlock faults them */
+    pthread_t th[TOUCH_THREADS_MAX];
+    touch_range r[TOUCH_THREADS_MAX];
+    uint64_t share = (bytes / (uint64_t)n + 4095) & ~4095ull;
+    for (int i = 0; i < n; i++) {
+        uint64_t off = (uint64_t)i * share;
+        r[i] = (touch_range){base + off, off >= bytes ? 0 : bytes - off < share ? bytes - off : share};
+    }
+    int started = 0;
+    for (int i = 1; i < n; i++) {
+        if (pthread_create(&th[started], NULL, touch_pages, &r[i]) == 0)
+            started++;
+        else
+            touch_pages(&r[i]);     /* no thread: this one does that share */
+    }
+    touch_pages(&r[0]);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+}
+
 int dram_arena_alloc(dram_arena *a, int n_units, uint64_t unit, numa_policy p, FILE *log,
                      errbuf *e)
 {
@@ -100,6 +148,9 @@ int dram_arena_alloc(dram_arena *a, int n_units, uint64_t unit, numa_policy p, F
         a->placement = "split by slot across NUMA nodes";
     }
     madvise(m, bytes, MADV_HUGEPAGE);   /* fewer TLB misses when kernels stream blobs */
+    /* (a local placement means the node of this thread: it faults them all) */
+    if (p != NUMA_LOCAL || a->numa_nodes <= 1)
+        touch_parallel(m, bytes);
     if (mlock(m, bytes) == 0) {
         a->locked = 1;
     } else if (log) {

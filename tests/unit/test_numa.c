@@ -5,6 +5,7 @@
  * which places workers but binds nothing); criterion runs each test in its own
  * process, so the variable stays in the test that sets it. */
 #include <criterion/criterion.h>
+#include <sys/mman.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,5 +182,30 @@ Test(numa, one_node_arena_is_not_split)
         cr_expect_eq(dram_arena_unit(&a, i), a.base + (size_t)i * 8192);
         cr_expect_eq(dram_arena_node(&a, i), -1);
     }
+    dram_arena_free(&a);
+}
+
+/* An arena large enough for its pages to be faulted in by every core at once
+ * (a length that is no whole number of pages): every page is there, zero, and
+ * writable to its last byte. */
+Test(numa, a_large_arena_is_resident_and_zero)
+{
+    dram_arena a;
+    errbuf e;
+    uint64_t unit = (100ull << 20) + 4115;
+    cr_assert_eq(dram_arena_alloc(&a, 3, unit, NUMA_AUTO, NULL, &e), 0, "%s", e.msg);
+    size_t page = 4096, pages = (a.bytes + page - 1) / page;
+    unsigned char *in = malloc(pages);
+    cr_assert_not_null(in);
+    cr_assert_eq(mincore(a.base, a.bytes, in), 0);
+    size_t missing = 0;
+    for (size_t i = 0; i < pages; i++)
+        missing += !(in[i] & 1);
+    cr_expect_eq(missing, 0, "%zu of %zu pages not resident", missing, pages);
+    for (uint64_t off = 0; off < a.bytes; off += 1000003)
+        cr_expect_eq(a.base[off], 0, "byte %llu", (unsigned long long)off);
+    a.base[a.bytes - 1] = 7;
+    cr_expect_eq(a.base[a.bytes - 1], 7);
+    free(in);
     dram_arena_free(&a);
 }
