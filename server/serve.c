@@ -2,6 +2,7 @@
  * key, queueing, and passing each job's output to its connection. */
 #include "serve.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -445,6 +446,32 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     return ret;
 }
 
+/* GET /slots: each slot's state, as the engine thread last published it */
+static char *slots_body(server *s)
+{
+    cJSON *arr = cJSON_CreateArray();
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; arr && i < s->o.parallel; i++) {
+        const slot_view *v = &s->views[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", i);
+        cJSON_AddStringToObject(o, "state", v->state);
+        cJSON_AddNumberToObject(o, "n_ctx", s->ctx);
+        cJSON_AddNumberToObject(o, "n_past", v->n_past);
+        if (*v->request) {
+            cJSON_AddStringToObject(o, "request", v->request);
+            cJSON_AddNumberToObject(o, "prompt_tokens", v->prompt_tokens);
+            cJSON_AddNumberToObject(o, "prompt_done", v->prompt_done);
+            cJSON_AddNumberToObject(o, "generated", v->generated);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    pthread_mutex_unlock(&s->mu);
+    char *body = arr ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+    return body;
+}
+
 static int key_ok(const server *s, struct MHD_Connection *c)
 {
     if (!s->o.api_key)
@@ -526,6 +553,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         serve_metrics snap = s->metrics;
         pthread_mutex_unlock(&s->mu);
         return send_body(s, c, 200, serve_metrics_render(&snap), "text/plain; version=0.0.4");
+    }
+    if (!strcmp(url, "/slots")) {
+        if (!get)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /slots");
+        return send_body(s, c, 200, slots_body(s), "application/json");
     }
     if (!strcmp(url, "/v1/models")) {
         if (!get)

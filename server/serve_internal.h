@@ -44,6 +44,15 @@ typedef struct slot {
     double last_used;
 } slot;
 
+/* What GET /slots shows of a slot, published by the engine thread between
+ * its passes (under the server's lock). */
+typedef struct slot_view {
+    const char *state;          /* "idle", "prefilling" or "generating" */
+    int n_past;                 /* positions its cache holds */
+    char request[48];           /* the id of the request in it ("" when idle) */
+    int prompt_tokens, prompt_done, generated;
+} slot_view;
+
 /* the 503 message of requests a stopping server does not run to the end */
 #define SHUTTING_DOWN "the server is shutting down"
 
@@ -71,6 +80,7 @@ typedef struct server {
     uint64_t pc_synced;         /* pc.changes when the directory last matched it */
     int pc_lock;                /* --prompt-cache-dir held for this server (-1: none) */
     slot *slots;                /* [o.parallel], the engine thread's alone */
+    slot_view *views;           /* [o.parallel] */
     /* a slot's positions, for the other threads: the engine thread swaps the
      * slots' caches in and out of the engine */
     int ctx;

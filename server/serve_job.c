@@ -409,8 +409,13 @@ int slots_create(server *s, errbuf *e)
 {
     int n = s->o.parallel;
     s->slots = calloc((size_t)n, sizeof *s->slots);
-    if (!s->slots)
+    s->views = calloc((size_t)n, sizeof *s->views);
+    if (!s->slots || !s->views) {
+        slots_destroy(s);
         return err_set(e, "out of memory for %d slots", n);
+    }
+    for (int i = 0; i < n; i++)
+        s->views[i].state = "idle";
     for (int i = 1; i < n; i++)
         if (engine_seq_create(&s->m->en, &s->slots[i].seq, e)) {
             slots_destroy(s);
@@ -424,7 +429,9 @@ void slots_destroy(server *s)
     for (int i = 1; s->slots && i < s->o.parallel; i++)
         engine_seq_destroy(&s->slots[i].seq);
     free(s->slots);
+    free(s->views);
     s->slots = NULL;
+    s->views = NULL;
 }
 
 static void run_free(slot_run *r)
@@ -985,6 +992,21 @@ static void admit_locked(server *s)
     }
 }
 
+/* The slots as GET /slots shows them (s->mu held, between passes). */
+static void publish_slots_locked(server *s)
+{
+    for (int i = 0; i < s->o.parallel; i++) {
+        const slot_run *r = s->slots[i].run;
+        slot_view *v = &s->views[i];
+        slot_ids(s, i, &v->n_past);
+        v->state = !r ? "idle" : r->state == RUN_PREFILL ? "prefilling" : "generating";
+        snprintf(v->request, sizeof v->request, "%s", r ? r->j->id : "");
+        v->prompt_tokens = r ? r->n : 0;
+        v->prompt_done = r ? r->done : 0;
+        v->generated = r ? r->generated : 0;
+    }
+}
+
 void *serve_engine_main(void *arg)
 {
     server *s = arg;
@@ -992,6 +1014,7 @@ void *serve_engine_main(void *arg)
     pthread_mutex_lock(&s->mu);
     for (;;) {
         admit_locked(s);
+        publish_slots_locked(s);
         int busy = 0;
         for (int i = 0; i < P; i++)
             busy += s->slots[i].run != NULL;

@@ -953,7 +953,7 @@ async function parallelServer() {
       await stopServer(alone);
     }
   });
-  await check('--parallel 3: n choices are made at once, each as the request makes it alone; a prompt another slot holds is copied, not prefilled', async () => {
+  await check('--parallel 3: n choices are made at once, each as the request makes it alone; a prompt another slot holds is copied, not prefilled; GET /slots', async () => {
     // --batch-invariant: a token's bits do not depend on its step, so the
     // choices made apart (the prompt copied) must be those made in turn
     const srv = await startServer(['--no-think', '--batch-invariant', '--parallel', '3', '-c', '3072', '--chunk', '16']);
@@ -982,6 +982,14 @@ async function parallelServer() {
         temperature: 0, stream: true });
       const it = first[Symbol.asyncIterator]();
       await it.next();    // the first request decodes in its slot
+      const slots = await (await fetch(srv.url + '/slots')).json();
+      assert.equal(slots.length, 3, JSON.stringify(slots));
+      const busy = slots.filter((x) => x.state !== 'idle');
+      assert.equal(busy.length, 1, JSON.stringify(slots));
+      assert.ok(busy[0].state === 'generating' && /^chatcmpl-/.test(busy[0].request) && busy[0].n_ctx === 1024 &&
+        busy[0].prompt_done === busy[0].prompt_tokens && busy[0].n_past >= busy[0].prompt_tokens, JSON.stringify(slots));
+      assert.ok(slots.every((x) => x.state !== 'idle' || (x.request === undefined && x.n_past >= 0)), JSON.stringify(slots));
+      assert.equal((await fetch(srv.url + '/slots', { method: 'POST' })).status, 405);
       const before = await counter('moetier_prompt_tokens_shared_total');
       const second = { model: MODEL, messages: user(`${other} Second.`), max_tokens: 6, temperature: 0, logprobs: true };
       const r = await ai.chat.completions.create(second);
