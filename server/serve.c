@@ -53,10 +53,19 @@ typedef struct conn_ctx {
     int answering;              /* counted in s->answering until the request completes */
 } conn_ctx;
 
-/* A streaming response's source. */
+/* A streaming response's source: one job, or the parts of one request (its
+ * n choices made at once), whose events it sends whole, taking the parts in
+ * turn, and whose end (the usage summed, [DONE]) it sends itself once all
+ * are done. */
 typedef struct stream_ctx {
     server *s;
-    job *j;
+    job *one, **jobs;           /* jobs: &one, or the parts */
+    int n;
+    int cur;                    /* a job whose bytes were cut short, or -1 */
+    int next;                   /* the part to look at first */
+    char *tail;                 /* the parts' end (parts_end), once made */
+    size_t tail_sent;
+    int tail_made;
     int fd;
 } stream_ctx;
 
@@ -74,17 +83,14 @@ static int conn_fd(struct MHD_Connection *c)
     return ci ? ci->connect_fd : -1;
 }
 
-/* Waits (s->mu held) until done(j); 0, or -1 when the client left (the job is
- * then cancelled). A stopping server still answers: its engine ends the job
- * within a chunk or a token, with a 503 or an error event. */
-static int wait_for(server *s, job *j, int fd, int (*done)(const job *))
+/* Waits (s->mu held) until ready(arg); 0, or -1 when the client left. A
+ * stopping server still answers: its engine ends a job within a chunk or a
+ * token, with a 503 or an error event. */
+static int wait_until(server *s, int fd, int (*ready)(const void *), const void *arg)
 {
-    while (!done(j)) {
-        if (client_gone(fd)) {
-            j->cancelled = 1;
-            pthread_cond_broadcast(&s->cv);
+    while (!ready(arg)) {
+        if (client_gone(fd))
             return -1;
-        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 50 * 1000 * 1000;
@@ -97,19 +103,26 @@ static int wait_for(server *s, job *j, int fd, int (*done)(const job *))
     return 0;
 }
 
-static int status_known(const job *j)
+/* The same until done(j); the job is cancelled when the client left. */
+static int wait_for(server *s, job *j, int fd, int (*done)(const void *))
 {
+    if (!wait_until(s, fd, done, j))
+        return 0;
+    j->cancelled = 1;
+    pthread_cond_broadcast(&s->cv);
+    return -1;
+}
+
+static int status_known(const void *arg)
+{
+    const job *j = arg;
     return j->status != 0 || j->phase == JOB_DONE;
 }
 
-static int job_done(const job *j)
+static int job_done(const void *arg)
 {
+    const job *j = arg;
     return j->phase == JOB_DONE;
-}
-
-static int has_output(const job *j)
-{
-    return j->phase == JOB_DONE || j->out_len > j->out_sent;
 }
 
 static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status, char *owned,
@@ -140,26 +153,101 @@ static enum MHD_Result send_error(server *s, struct MHD_Connection *c, int statu
     return send_body(s, c, status, oai_error_body(&e), "application/json");
 }
 
+static int stream_ready(const void *arg)
+{
+    const stream_ctx *sc = arg;
+    int done = 1;
+    for (int k = 0; k < sc->n; k++) {
+        if (sc->jobs[k]->out_len > sc->jobs[k]->out_sent)
+            return 1;
+        done &= sc->jobs[k]->phase == JOB_DONE;
+    }
+    return done;
+}
+
+/* The next part with bytes to send (in turn), or -1. */
+static int part_with_output(stream_ctx *sc)
+{
+    for (int i = 0; i < sc->n; i++) {
+        int k = (sc->next + i) % sc->n;
+        if (sc->jobs[k]->out_len > sc->jobs[k]->out_sent) {
+            sc->next = (k + 1) % sc->n;
+            return k;
+        }
+    }
+    return -1;
+}
+
+/* Job k's bytes, as many as fit. Jobs append whole events (job_emit), so
+ * only a part cut short by max must go on before another's are sent. */
+static size_t send_part(stream_ctx *sc, int k, char *out, size_t max)
+{
+    job *j = sc->jobs[k];
+    size_t len = j->out_len - j->out_sent, n = len < max ? len : max;
+    memcpy(out, j->out + j->out_sent, n);
+    j->out_sent += n;
+    sc->cur = n < len ? k : -1;
+    return n;
+}
+
+/* The parts' end: the usage summed (the prompt counted once) when asked for,
+ * and [DONE]; only when every part finished its answer (else their error
+ * events end the stream, as a single job's does). NULL when there is none. */
+static char *parts_end(server *s, const stream_ctx *sc)
+{
+    const job *j0 = sc->jobs[0];
+    oai_usage u = j0->usage;
+    for (int k = 0; k < sc->n; k++) {
+        if (!sc->jobs[k]->part_finished)
+            return NULL;
+        if (k)
+            u.completion_tokens += sc->jobs[k]->usage.completion_tokens;
+    }
+    oai_meta m = {.kind = j0->req.kind, .id = j0->id, .model = s->model_name, .created = j0->created};
+    char *usage = j0->req.include_usage ? oai_event_usage(&m, &u) : NULL;
+    const char *done = "data: [DONE]\n\n";
+    size_t ul = usage ? strlen(usage) : 0;
+    char *tail = malloc(ul + strlen(done) + 1);
+    if (tail) {
+        memcpy(tail, usage ? usage : "", ul);
+        strcpy(tail + ul, done);
+    }
+    free(usage);
+    return tail;
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     stream_ctx *sc = cls;
     server *s = sc->s;
-    job *j = sc->j;
     ssize_t ret;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        if (j->out_sent < j->out_len) {
-            size_t n = j->out_len - j->out_sent < max ? j->out_len - j->out_sent : max;
-            memcpy(out, j->out + j->out_sent, n);
-            j->out_sent += n;
-            ret = (ssize_t)n;
+        int k = sc->cur >= 0 ? sc->cur : part_with_output(sc);
+        if (k >= 0) {
+            ret = (ssize_t)send_part(sc, k, out, max);
             break;
         }
-        if (j->phase == JOB_DONE) {
+        if (stream_ready(sc)) {     /* every job done, all sent */
+            if (sc->n > 1 && !sc->tail_made) {
+                sc->tail = parts_end(s, sc);
+                sc->tail_made = 1;
+            }
+            size_t left = sc->tail ? strlen(sc->tail + sc->tail_sent) : 0;
+            if (left) {
+                size_t n = left < max ? left : max;
+                memcpy(out, sc->tail + sc->tail_sent, n);
+                sc->tail_sent += n;
+                ret = (ssize_t)n;
+                break;
+            }
             ret = MHD_CONTENT_READER_END_OF_STREAM;
             break;
         }
-        if (wait_for(s, j, sc->fd, has_output)) {
+        if (wait_until(s, sc->fd, stream_ready, sc)) {
+            for (int i = 0; i < sc->n; i++)
+                sc->jobs[i]->cancelled = 1;
+            pthread_cond_broadcast(&s->cv);
             ret = MHD_CONTENT_READER_END_WITH_ERROR;   /* the client left: close */
             break;
         }
@@ -173,11 +261,16 @@ static void stream_free(void *cls)
     stream_ctx *sc = cls;
     server *s = sc->s;
     pthread_mutex_lock(&s->mu);
-    if (sc->j->phase != JOB_DONE)
-        sc->j->cancelled = 1;   /* the connection ended before the stream did */
+    for (int k = 0; k < sc->n; k++) {
+        if (sc->jobs[k]->phase != JOB_DONE)
+            sc->jobs[k]->cancelled = 1;     /* the connection ended before the stream did */
+        job_release(sc->jobs[k]);
+    }
     pthread_cond_broadcast(&s->cv);
-    job_release(sc->j);
     pthread_mutex_unlock(&s->mu);
+    if (sc->jobs != &sc->one)
+        free(sc->jobs);
+    free(sc->tail);
     free(sc);
 }
 
@@ -248,6 +341,39 @@ static enum MHD_Result send_queue_refusal(server *s, struct MHD_Connection *c, i
                       "the server is busy (its request queue is full); retry later");
 }
 
+/* Streams the events of jobs[0..n) (one job, or a request's parts), whose
+ * references pass to the response (jobs itself when n > 1). */
+static enum MHD_Result send_stream(server *s, struct MHD_Connection *c, job **jobs, int n, int fd)
+{
+    stream_ctx *sc = calloc(1, sizeof *sc);
+    struct MHD_Response *r =
+        sc ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, sc, stream_free)
+           : NULL;
+    if (!r) {
+        free(sc);
+        pthread_mutex_lock(&s->mu);
+        for (int k = 0; k < n; k++) {
+            jobs[k]->cancelled = 1;
+            job_release(jobs[k]);
+        }
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        if (n > 1)
+            free(jobs);
+        return MHD_NO;
+    }
+    *sc = (stream_ctx){.s = s, .one = jobs[0], .jobs = n > 1 ? jobs : &sc->one, .n = n, .cur = -1,
+                       .fd = fd};
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    pthread_mutex_lock(&s->mu);
+    serve_metrics_count_status(&s->metrics, 200);
+    pthread_mutex_unlock(&s->mu);
+    return ret;
+}
+
 /* The jobs a request is answered by: `prompts` of them (a batch's prompts,
  * else 1), each in `parts` (its n choices as jobs of their own, else 1).
  * Each is checked as a request of its own; NULL with err set (naming the
@@ -275,6 +401,8 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
                 /* choice c as the request's c-th made alone would be (seed + c) */
                 j->req.n_choices = 1;
                 j->req.seed += (uint64_t)c;
+                j->part = j->req.stream;    /* streamed: its events carry index c */
+                j->choice0 = j->req.stream ? c : 0;
             }
             if (!rc)
                 continue;
@@ -304,7 +432,7 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
                                     oai_kind kind, int prompts, int parts)
 {
     oai_error err;
-    int n = prompts * parts, per_job = parts > 1 ? 1 : b->req.n_choices;
+    int n = prompts * parts, per_job = parts > 1 ? 1 : b->req.n_choices, stream = b->req.stream;
     job **jobs = split_jobs(s, b, kind, cx->body ? cx->body : "", cx->len, prompts, parts, &err);
     discard_job(b);
     if (!jobs)
@@ -322,13 +450,23 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
     s->answering++;
     for (int i = 0; i < n; i++)
         enqueue_locked(s, jobs[i], kind);
+    for (int i = 1; stream && i < n; i++) {     /* one response: its id on every part's events */
+        memcpy(jobs[i]->id, jobs[0]->id, sizeof jobs[i]->id);
+        jobs[i]->created = jobs[0]->created;
+    }
+    /* a stream starts once its first part runs (the others' failures come as
+     * error events: job_fail); else the answer waits for every job */
     int gone = 0;
-    for (int i = 0; i < n && !gone; i++)
-        gone = wait_for(s, jobs[i], fd, job_done);
+    for (int i = 0; i < (stream ? 1 : n) && !gone; i++)
+        gone = wait_for(s, jobs[i], fd, stream ? status_known : job_done);
     int failed = -1;
     for (int i = 0; i < n && failed < 0 && !gone; i++)
-        if (jobs[i]->status != 200)
+        if (jobs[i]->status != 200 && (!stream || i == 0))
             failed = i;
+    if (stream && !gone && failed < 0) {
+        pthread_mutex_unlock(&s->mu);
+        return send_stream(s, c, jobs, n, fd);
+    }
     /* the answer's bodies copied out (the merge runs without s->mu): the
      * first failed prompt's, or every prompt's */
     char *error = NULL, **bodies = NULL;
@@ -339,7 +477,7 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
             bodies[i] = jobs[i]->out ? strndup(jobs[i]->out, jobs[i]->out_len) : NULL;
     int status = failed >= 0 ? (jobs[failed]->status ? jobs[failed]->status : 500) : 200;
     for (int i = 0; i < n; i++) {
-        if (gone) {
+        if (gone || (stream && jobs[i]->phase != JOB_DONE)) {
             jobs[i]->cancelled = 1;
             if (jobs[i]->phase == JOB_QUEUED)
                 unqueue(s, jobs[i]);
@@ -385,10 +523,9 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
         return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found", msg);
     }
     /* n choices, with slots to make them at once: each a job of its own (the
-     * prompt prefilled once, the others copying it: take_shared_prefix); a
-     * stream, or an echo, makes them one after another in one slot */
-    int parts = j->req.n_choices > 1 && s->o.parallel > 1 && !j->req.stream && !j->req.echo
-                    ? j->req.n_choices : 1;
+     * prompt prefilled once, the others copying it: take_shared_prefix); an
+     * echo makes them one after another in one slot */
+    int parts = j->req.n_choices > 1 && s->o.parallel > 1 && !j->req.echo ? j->req.n_choices : 1;
     if (j->req.batch_n || parts > 1)
         return handle_split(s, c, cx, j, kind, j->req.batch_n ? j->req.batch_n : 1, parts);
     if (job_prompt_ids(s, j, &err)) {
@@ -423,27 +560,7 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
         return send_body(s, c, status, body, "application/json");
     }
     pthread_mutex_unlock(&s->mu);
-    stream_ctx *sc = malloc(sizeof *sc);
-    struct MHD_Response *r =
-        sc ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, sc, stream_free)
-           : NULL;
-    if (!r) {
-        free(sc);
-        pthread_mutex_lock(&s->mu);
-        j->cancelled = 1;
-        job_release(j);
-        pthread_mutex_unlock(&s->mu);
-        return MHD_NO;
-    }
-    *sc = (stream_ctx){.s = s, .j = j, .fd = fd};
-    MHD_add_response_header(r, "Content-Type", "text/event-stream");
-    MHD_add_response_header(r, "Cache-Control", "no-cache");
-    enum MHD_Result ret = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    pthread_mutex_lock(&s->mu);
-    serve_metrics_count_status(&s->metrics, 200);
-    pthread_mutex_unlock(&s->mu);
-    return ret;
+    return send_stream(s, c, &j, 1, fd);
 }
 
 /* GET /slots: each slot's state, as the engine thread last published it */

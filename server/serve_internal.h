@@ -10,6 +10,7 @@
 #include "core/engine/prompt_cache_disk.h"
 #include "core/text/json_mask.h"
 #include "oai_request.h"
+#include "oai_response.h"
 #include "serve.h"
 #include "serve_metrics.h"
 
@@ -29,6 +30,12 @@ typedef struct job {
     int refs;                   /* the connection and the queue/engine */
     char *out;                  /* bytes for the client: events, or the whole body */
     size_t out_len, out_cap, out_sent;
+    /* one of the jobs of a streamed request whose n choices are made at once:
+     * its choice's index, and its usage once done; the response ends the
+     * stream (the summed usage, [DONE]) */
+    int part, choice0;
+    int part_finished;          /* its answer made to the end (usage holds its count) */
+    oai_usage usage;
 } job;
 
 /* A request being answered: the engine side's state of one conversation

@@ -90,14 +90,16 @@ static int prefill_stop_requested(void *ctx)
     return job_cancelled(p->s, p->j);
 }
 
-/* An error before anything was sent: the status and an error body. */
+/* An error before anything was sent: the status and an error body; for a
+ * part of a streamed response, whose stream may have begun with the others',
+ * an error event. */
 static void job_fail(server *s, job *j, const oai_error *err)
 {
-    char *body = oai_error_body(err);
+    char *body = j->part ? oai_event_error(err) : oai_error_body(err);
     pthread_mutex_lock(&s->mu);
     if (body)
         append_locked(j, body, strlen(body));
-    j->status = err->status;
+    j->status = j->part ? 200 : err->status;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     free(body);
@@ -473,7 +475,7 @@ static int choice_begin(server *s, slot_run *r, int c)
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
                      .want_lp = j->req.logprobs};
     r->a->meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
-                            .created = j->created, .choice = c};
+                            .created = j->created, .choice = j->choice0 + c};
     if (r->a->chat)
         tool_stream_init(&r->a->ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     r->k = 0;
@@ -694,6 +696,9 @@ static void run_end(server *s, slot_run *r)
             job_emit(s, j, oai_event_error(&err));
         else
             job_fail(s, j, &err);
+    } else if (finish && stream && j->part) {
+        j->usage = u;       /* the response sums the parts' and ends the stream */
+        j->part_finished = 1;
     } else if (finish && stream) {
         if (j->req.include_usage)
             job_emit(s, j, oai_event_usage(&r->a->meta, &u));

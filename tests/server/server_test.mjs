@@ -953,7 +953,7 @@ async function parallelServer() {
       await stopServer(alone);
     }
   });
-  await check('--parallel 3: n choices are made at once, each as the request makes it alone; a prompt another slot holds is copied, not prefilled; GET /slots', async () => {
+  await check('--parallel 3: n choices are made at once (streamed too), each as the request makes it alone; a prompt another slot holds is copied, not prefilled; GET /slots', async () => {
     // --batch-invariant: a token's bits do not depend on its step, so the
     // choices made apart (the prompt copied) must be those made in turn
     const srv = await startServer(['--no-think', '--batch-invariant', '--parallel', '3', '-c', '3072', '--chunk', '16']);
@@ -975,6 +975,48 @@ async function parallelServer() {
       const chat = { model: MODEL, messages: user(`${preamble} Go on.`), n: 2, max_tokens: 8, temperature: 1, seed: 3 };
       const c1 = await client(srv).chat.completions.create(chat), c2 = await client(alone).chat.completions.create(chat);
       assert.deepEqual(c1.choices, c2.choices, 'chat choices made at once differ from those made in turn');
+      // streamed: the parts' events interleaved whole, one id, the usage summed, one [DONE]
+      const perIndex = async (ai) => {
+        const st = await ai.chat.completions.create({ ...chat, n: 3, stream: true, stream_options: { include_usage: true } });
+        const out = { text: ['', '', ''], finish: [], ids: new Set(), usage: null, roles: 0 };
+        for await (const ch of st) {
+          out.ids.add(ch.id);
+          if (ch.usage) out.usage = ch.usage;
+          for (const c of ch.choices) {
+            out.text[c.index] += c.delta?.content ?? '';
+            out.roles += c.delta?.role ? 1 : 0;
+            if (c.finish_reason) out.finish[c.index] = c.finish_reason;
+          }
+        }
+        return out;
+      };
+      const sp = await perIndex(client(srv)), ss = await perIndex(client(alone));
+      assert.deepEqual(sp.text, ss.text, 'streamed choices made at once differ from those made in turn');
+      assert.deepEqual(sp.finish, ss.finish);
+      assert.deepEqual(sp.usage, ss.usage);
+      assert.equal(sp.ids.size, 1, [...sp.ids].join(' '));
+      assert.equal(sp.roles, 3);
+      const raw = await (await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ ...chat, n: 2, stream: true }) })).text();
+      assert.equal(raw.split('data: [DONE]').length - 1, 1, raw.slice(-300));
+      assert.ok(raw.trimEnd().endsWith('data: [DONE]'), raw.slice(-300));
+      // a client leaving a streamed request stops all of its parts
+      const cancelled = await counter('moetier_requests_cancelled_total');
+      const ctl = new AbortController();
+      const long = await client(srv).chat.completions.create({ ...chat, n: 3, max_tokens: 700, stream: true }, { signal: ctl.signal });
+      let seen = 0;
+      try {
+        for await (const ch of long) if (++seen === 6) ctl.abort();
+      } catch (e) {
+        assert.ok(ctl.signal.aborted, String(e));
+      }
+      let idle = false;
+      for (let k = 0; k < 100 && !idle; k++) {
+        idle = (await (await fetch(srv.url + '/slots')).json()).every((x) => x.state === 'idle');
+        if (!idle) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(idle, 'the parts of a stream whose client left still run');
+      assert.equal(await counter('moetier_requests_cancelled_total') - cancelled, 3, 'not every part was stopped');
       // a conversation starting as one that is running (and as no idle
       // slot's): its start copied
       const ai = client(srv), other = Array.from({ length: 40 }, (_, i) => `term${i}`).join(' ');
