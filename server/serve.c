@@ -426,8 +426,9 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
 /* A request answered by several jobs (split_jobs): a completions batch, or n
  * choices with --parallel, each job taking a slot of its own. The answer,
  * once all are done, holds every prompt's choices in order
- * (oai_batch_response). They enter the queue if one request would; a job
- * that fails fails the request. */
+ * (oai_batch_response), and a job that fails fails the request; streamed (n
+ * choices), their events go out as they come (send_stream). They enter the
+ * queue if one request would. */
 static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ctx *cx, job *b,
                                     oai_kind kind, int prompts, int parts)
 {

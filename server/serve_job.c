@@ -985,11 +985,12 @@ static void admit_locked(server *s)
         } else if (!j->cancelled) {
             oai_error err;
             oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
-            char *body = oai_error_body(&err);
+            /* (a part of a stream that may have begun: an error event) */
+            char *body = j->part ? oai_event_error(&err) : oai_error_body(&err);
             if (body)
                 append_locked(j, body, strlen(body));
             free(body);
-            j->status = 503;
+            j->status = j->part ? 200 : 503;
         } else {
             s->metrics.requests_cancelled++;
         }
