@@ -428,9 +428,111 @@ TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float
     }
 }
 
+/* ---- a few dozen tokens (a routed expert's share of a prefill step): as
+ * linear_avx512.c's narrow product, tokens in the vector lanes (x transposed
+ * by linear_prepare into groups of 8), each weight of a panel dequantized in
+ * natural order broadcast into the FMAs: no transpose of the weights, whose
+ * cost per token the GEMM above only earns back from about 40 tokens. Each
+ * output is one FMA chain over its row in column order from zero, so its bits
+ * are the GEMM's. linear_batched_work's narrow size (48 rows, 128 columns,
+ * groups of 16) covers these panels. ---- */
+
+#define NRP 48
+#define KCN 128
+/* the tile's loops over its up to 12 accumulators, fully unrolled */
+#define UNROLL12 _Pragma("GCC unroll 12")
+
+_Static_assert(LINEAR_BATCHED_MIN_T > 8, "the narrow product's tiles take two groups or three");
+
+/* NRW rows x G groups of 8 tokens (NRW * G <= 12 accumulators; with G x
+ * vectors and a broadcast, 16 registers at most) over kc columns: wc [NRW
+ * rows, stride KCN], xk [kc][gstride] from the first group, part [G][NRP][8]
+ * from the first row */
+TGT INL void narrow_tile(const float *wc, const float *xk, size_t gstride, int kc, float *part,
+                         int first, const int NRW, const int G)
+{
+    __m256 acc[12];
+    UNROLL12
+    for (int i = 0; i < NRW; i++)
+        UNROLL12
+        for (int g = 0; g < G; g++)
+            acc[i * G + g] = first ? _mm256_setzero_ps()
+                                   : _mm256_load_ps(part + (size_t)g * NRP * 8 + 8 * (size_t)i);
+    for (int k = 0; k < kc; k++) {
+        const float *xr = xk + (size_t)k * gstride;
+        __m256 xv[3];
+        UNROLL12
+        for (int g = 0; g < G; g++)
+            xv[g] = _mm256_load_ps(xr + 8 * g);
+        UNROLL12
+        for (int i = 0; i < NRW; i++) {
+            __m256 wb = _mm256_broadcast_ss(wc + (size_t)i * KCN + (size_t)k);
+            UNROLL12
+            for (int g = 0; g < G; g++)
+                acc[i * G + g] = _mm256_fmadd_ps(wb, xv[g], acc[i * G + g]);
+        }
+    }
+    UNROLL12
+    for (int i = 0; i < NRW; i++)
+        UNROLL12
+        for (int g = 0; g < G; g++)
+            _mm256_store_ps(part + (size_t)g * NRP * 8 + 8 * (size_t)i, acc[i * G + g]);
+}
+
+/* the row sub-blocks of a panel for groups [g0, g0 + G) */
+#define NARROW_PANEL(NRW, G)                                                              \
+    for (int i = 0; i < NRP; i += NRW)                                                    \
+        narrow_tile(wc + (size_t)i * KCN, xk + 8 * (size_t)g0, gs, kc,                    \
+                    part + (size_t)g0 * NRP * 8 + 8 * (size_t)i, c0 == 0, NRW, G)
+
+TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float *y, int r0,
+                            int r1, float *work)
+{
+    int cols = w->cols, T = p->T, groups = (T + 7) / 8;
+    size_t R = (size_t)w->rows, gs = 8 * (size_t)groups;
+    float *wc = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [NRP][KCN] */
+    float *part = wc + (size_t)NRP * KCN;                               /* [groups][NRP][8] */
+    /* defined values in the rows past a short panel, computed and never stored */
+    memset(wc, 0, (size_t)NRP * KCN * sizeof *wc);
+    for (int r = r0; r < r1; r += NRP) {
+        int nr = r1 - r < NRP ? r1 - r : NRP;
+        for (int c0 = 0; c0 < cols; c0 += KCN) {
+            int kc = cols - c0 < KCN ? cols - c0 : KCN;
+            if (c0 + KCN < cols)
+                prefetch_panel(w, r, nr, c0 + KCN, c0 + 2 * KCN < cols ? c0 + 2 * KCN : cols);
+            else if (r + NRP < r1)
+                prefetch_panel(w, r + NRP, r1 - r - NRP < NRP ? r1 - r - NRP : NRP, 0,
+                               KCN < cols ? KCN : cols);
+            dequant_range(w, r, nr, c0, c0 + kc, wc, KCN);
+            const float *xk = p->x_lanes + (size_t)c0 * gs;
+            /* three groups a tile while that leaves none alone, else two (a
+             * call has two or more: LINEAR_BATCHED_MIN_T > 8) */
+            for (int g0 = 0; g0 < groups;) {
+                if (groups - g0 >= 3 && groups - g0 != 4) {
+                    NARROW_PANEL(4, 3);
+                    g0 += 3;
+                } else {
+                    NARROW_PANEL(6, 2);
+                    g0 += 2;
+                }
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            const float *pt = part + (size_t)(t / 8) * NRP * 8 + (size_t)(t % 8);
+            float *yt = y + (size_t)t * R + (size_t)r;
+            for (int i = 0; i < nr; i++)
+                yt[i] = pt[8 * (size_t)i];
+        }
+    }
+}
+
 TGT void linear_rows_avx2(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
                           float *work)
 {
+    if (p->x_lanes) {
+        narrow_rows(w, p, y, r0, r1, work);
+        return;
+    }
     if (p->batched) {
         batched_rows(w, p, y, r0, r1, work);
         return;
@@ -460,12 +562,17 @@ TGT static void dequant_range(const linear_weight *w, int r0, int n, int c0, int
             const uint32_t *words = (const uint32_t *)((const uint8_t *)w->data + (size_t)r * (size_t)w->row_words * 4);
             const uint16_t *srow = (const uint16_t *)w->scale + (size_t)r * (size_t)w->scale_cols;
             const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-            /* (the SIMD paths take cols and group sizes that are multiples of 32) */
-            for (int c = c0; c < c1; c += 8) {
-                __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)words[c / 8]), shifts);
-                v = _mm256_sub_epi32(_mm256_and_si256(v, _mm256_set1_epi32(15)), _mm256_set1_epi32(8));
-                _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v),
-                                                      _mm256_set1_ps(bf16f(srow[c / w->group_size]))));
+            /* (the SIMD paths take cols and group sizes that are multiples of
+             * 32); a group at a time, so its scale is converted once (a
+             * division per 8 weights took as long as the products after) */
+            for (int c = c0, g = c0 / w->group_size; c < c1; g++) {
+                int ge = (g + 1) * w->group_size < c1 ? (g + 1) * w->group_size : c1;
+                __m256 sv = _mm256_set1_ps(bf16f(srow[g]));
+                for (; c < ge; c += 8) {
+                    __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)words[c / 8]), shifts);
+                    v = _mm256_sub_epi32(_mm256_and_si256(v, _mm256_set1_epi32(15)), _mm256_set1_epi32(8));
+                    _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sv));
+                }
             }
         } else if (w->fmt == WF_FP8_BLOCK) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * (size_t)cols;

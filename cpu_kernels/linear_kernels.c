@@ -182,10 +182,10 @@ static void transpose_x64(const float *x, int T, size_t cols, float *dst)
     }
 }
 
-/* x [T][cols] as [cols][ceil(T / 16)][16], zeros past the last token */
-static void transpose_to_lanes(const float *x, int T, size_t cols, float *dst)
+/* x [T][cols] as [cols][ceil(T / lanes)][lanes], zeros past the last token */
+static void transpose_to_lanes(const float *x, int T, size_t cols, size_t lanes, float *dst)
 {
-    size_t gs = ((size_t)T + 15) / 16 * 16;
+    size_t gs = ((size_t)T + lanes - 1) / lanes * lanes;
     for (size_t c = 0; c < cols; c++) {
         float *d = dst + c * gs;
         for (int t = 0; t < T; t++)
@@ -263,8 +263,8 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
     scratch = line_aligned(scratch);
     if (linear_batched(path, w, T)) {
         p->batched = 1;
-        if (path == KPATH_AVX512 && T <= LINEAR_LANES_MAX_T) {
-            transpose_to_lanes(x, T, cols, scratch);
+        if (T <= LINEAR_LANES_MAX_T) {
+            transpose_to_lanes(x, T, cols, path == KPATH_AVX512 ? 16 : 8, scratch);
             p->x_lanes = scratch;
         }
         return;     /* the rows GEMM reads x as it is */

@@ -11,8 +11,8 @@
  * LINEAR_BATCHED_MIN_T tokens it reads each weight row once per tile of up to 4
  * tokens (decode, a bandwidth-bound GEMV; LINEAR_TILES_MAX_T tokens a pass over
  * the weights); from there on it dequantizes panels of rows once and runs a
- * register-blocked float32 GEMM (prefill), on AVX-512 with tokens in the
- * vector lanes up to LINEAR_LANES_MAX_T and rows above (the two give the same
+ * register-blocked float32 GEMM (prefill), with tokens in the vector lanes
+ * up to LINEAR_LANES_MAX_T and rows above (the two give the same
  * bits: one FMA chain per output, columns in order). Below
  * LINEAR_BATCHED_MIN_T a token's result has the same bits whatever the call's
  * token count (a decode step of several conversations gives each the bits of
@@ -70,8 +70,9 @@ typedef struct linear_prep {
      * fp8_chunked; fp8_up[t] = 2^(120 - k) */
     int fp8_chunked;
     const float *fp8_up;
-    /* AVX-512, LINEAR_BATCHED_MIN_T to LINEAR_LANES_MAX_T tokens: x transposed,
-     * [cols][ceil(T / 16)][16], tokens in the lanes (zeros past T) */
+    /* batched calls of up to LINEAR_LANES_MAX_T tokens: x transposed,
+     * [cols][ceil(T / L)][L], tokens in the lanes (zeros past T); L = 16 on
+     * AVX-512, 8 on AVX2 */
     const float *x_lanes;
     int batched;                /* the batched product (linear_batched), x as is */
 } linear_prep;
@@ -92,14 +93,15 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
 /* From this many tokens on, the SIMD paths dequantize blocks of rows once and
  * run a register-blocked float32 product (prefill); below, token tiles of 4. */
 #define LINEAR_BATCHED_MIN_T 16
-/* On AVX2, INT4 and FP8 take it from this many: with 8 lanes and no tokens in
- * the lanes, dequantizing and transposing a panel for fewer tokens costs more
- * than the tiles (2 threads, 16 tokens: INT4 97 GFLOP/s against 131-142, 32:
- * about even; 48: 152-157 against 130-144). */
-#define LINEAR_AVX2_QUANT_BATCHED_MIN_T 40
+/* On AVX2, INT4 and FP8 take it from this many: with 8 lanes, dequantizing a
+ * panel into memory costs more for fewer tokens than the tiles' dequantizing
+ * in registers (2 threads, GFLOP/s against the tiles': INT4 at 16 tokens
+ * 122-134 against 136-138, at 32 138-157 against 138-142; FP8 at 16 81-86
+ * against 104, at 32 116-118 against 87-108). */
+#define LINEAR_AVX2_QUANT_BATCHED_MIN_T 32
 /* Whether a call of T tokens on `path` takes the batched product. */
 int linear_batched(kernel_path path, const linear_weight *w, int T);
-/* up to this many tokens the batched AVX-512 product keeps tokens in its
+/* up to this many tokens the batched product keeps tokens in its
  * vector lanes (no transpose of the weights), above it rows; both give the
  * same bits */
 #define LINEAR_LANES_MAX_T 64

@@ -72,7 +72,7 @@ Test(linear_kernels, every_path_matches_the_reference, .timeout = 300)
         {WF_INT4_GROUP, 37, 4192, 0, 32}, {WF_FP8_BLOCK, 130, 2600, 128, 0},
         {WF_BF16, 21, 3000, 0, 0},
     };
-    int tokens[] = {1, 2, 3, 4, 5, 9, 16, 23, 40, 70};
+    int tokens[] = {1, 2, 3, 4, 5, 9, 16, 23, 30, 40, 57, 70};
     for (int p = 0; p < KPATH_COUNT; p++) {
         if (!kernel_path_supported((kernel_path)p)) {
             cr_log_info("%s kernels not supported here: not tested", kernel_path_name(p));
@@ -463,53 +463,73 @@ Test(linear_kernels, dequant_rows_match_the_reference_exactly)
     }
 }
 
-/* y of the batched AVX-512 product for T tokens, tokens in the lanes
+/* y of the batched product on `path` for T tokens, tokens in the lanes
  * (linear_prepare's choice up to LINEAR_LANES_MAX_T) or rows in the lanes */
-static float *batched_product(const linear_weight *w, const float *x, int T, int lanes)
+static float *batched_product(kernel_path path, const linear_weight *w, const float *x, int T,
+                              int lanes)
 {
     float *y = malloc((size_t)T * (size_t)w->rows * sizeof *y);
     float *scratch = malloc(linear_forward_scratch(w, T, 1) * 4 + 4);
     cr_assert(y && scratch);
     linear_prep p;
-    linear_prepare(KPATH_AVX512, w, x, T, scratch, &p);
+    linear_prepare(path, w, x, T, scratch, &p);
+    cr_assert(p.batched, "T %d: not batched", T);
     cr_assert_eq(p.x_lanes != NULL, T <= LINEAR_LANES_MAX_T, "T %d: lanes %d", T,
                  p.x_lanes != NULL);
     if (!lanes)
         p.x_lanes = NULL;
-    linear_rows_avx512(w, &p, y, 0, w->rows, scratch + linear_prep_scratch(w, T));
+    float *work = scratch + linear_prep_scratch(w, T);
+    if (path == KPATH_AVX512)
+        linear_rows_avx512(w, &p, y, 0, w->rows, work);
+    else
+        linear_rows_avx2(w, &p, y, 0, w->rows, work);
     free(scratch);
     return y;
 }
 
-/* The two batched AVX-512 products (tokens in the lanes, rows in the lanes)
- * give the same bits for every format, group and block shape, partial panels
- * and partial groups of 16 tokens: which one a call takes changes nothing. */
+/* The two batched products of each SIMD path (tokens in the lanes, rows in
+ * the lanes) give the same bits for every format, group and block shape,
+ * partial panels and partial groups of tokens: which one a call takes
+ * changes nothing. */
 Test(linear_kernels, batched_products_with_tokens_or_rows_in_lanes_agree_bitwise, .timeout = 120)
 {
-    if (!kernel_path_supported(KPATH_AVX512))
-        cr_skip_test("this CPU cannot run the avx512 kernels");
     struct { weight_format fmt; int rows, cols, blk, gs; } shapes[] = {
         {WF_BF16, 65, 300, 0, 0},         {WF_F32, 37, 61, 0, 0},     {WF_F16, 50, 130, 0, 0},
         {WF_FP8_BLOCK, 130, 356, 128, 0}, {WF_FP8_BLOCK, 50, 70, 16, 0},
         {WF_INT4_GROUP, 97, 4192, 0, 32}, {WF_INT4_GROUP, 11, 384, 0, 128},
         {WF_INT4_GROUP, 49, 512, 0, 64},
     };
+    kernel_path paths[] = {KPATH_AVX2, KPATH_AVX512};
+    int ran = 0;
     srand(11);
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        random_weight o = random_weight_make(shapes[s].fmt, shapes[s].rows, shapes[s].cols,
-                                             shapes[s].blk, shapes[s].gs);
-        int T = LINEAR_BATCHED_MIN_T + rand() % (LINEAR_LANES_MAX_T - LINEAR_BATCHED_MIN_T + 1);
-        float *x = malloc((size_t)T * (size_t)shapes[s].cols * sizeof *x);
-        cr_assert_not_null(x);
-        for (int i = 0; i < T * shapes[s].cols; i++)
-            x[i] = random_unit();
-        float *a = batched_product(&o.w, x, T, 1), *b = batched_product(&o.w, x, T, 0);
-        size_t n = (size_t)T * (size_t)shapes[s].rows;
-        cr_expect(memcmp(a, b, n * sizeof *a) == 0, "%s %dx%d T %d: the products differ",
-                  weight_format_name(shapes[s].fmt), shapes[s].rows, shapes[s].cols, T);
-        free(a);
-        free(b);
-        free(x);
-        random_weight_free(&o);
+    for (int pi = 0; pi < 2; pi++) {
+        if (!kernel_path_supported(paths[pi]))
+            continue;
+        ran++;
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            random_weight o = random_weight_make(shapes[s].fmt, shapes[s].rows, shapes[s].cols,
+                                                 shapes[s].blk, shapes[s].gs);
+            /* from the fewest tokens the path batches to the most it keeps in lanes */
+            int T0 = LINEAR_BATCHED_MIN_T;
+            while (!linear_batched(paths[pi], &o.w, T0))
+                T0++;
+            int T = T0 + rand() % (LINEAR_LANES_MAX_T - T0 + 1);
+            float *x = malloc((size_t)T * (size_t)shapes[s].cols * sizeof *x);
+            cr_assert_not_null(x);
+            for (int i = 0; i < T * shapes[s].cols; i++)
+                x[i] = random_unit();
+            float *a = batched_product(paths[pi], &o.w, x, T, 1);
+            float *b = batched_product(paths[pi], &o.w, x, T, 0);
+            size_t n = (size_t)T * (size_t)shapes[s].rows;
+            cr_expect(memcmp(a, b, n * sizeof *a) == 0, "%s %s %dx%d T %d: the products differ",
+                      kernel_path_name(paths[pi]), weight_format_name(shapes[s].fmt),
+                      shapes[s].rows, shapes[s].cols, T);
+            free(a);
+            free(b);
+            free(x);
+            random_weight_free(&o);
+        }
     }
+    if (!ran)
+        cr_skip_test("this CPU runs neither SIMD path");
 }
