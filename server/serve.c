@@ -393,9 +393,12 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
         size_t src_len = one ? strlen(one) : len;
         for (int c = 0; c < parts; c++) {
             job *j = src ? calloc(1, sizeof *j) : NULL;
+            /* the prompt's choices after the first take its ids (the parse is
+             * the job's own: its request holds the job's seed and forcing) */
+            const token_list *same = c ? &jobs[i * parts]->ids : NULL;
             int rc = !j ? oai_fail(err, 500, "server_error", NULL, NULL, "out of memory")
                      : oai_request_parse(kind, src, src_len, &s->o.copt, &j->req, err)
-                       || job_prompt_ids(s, j, err);
+                       || job_prompt_ids(s, j, same, err);
             jobs[i * parts + c] = j;
             if (!rc && parts > 1) {
                 /* choice c as the request's c-th made alone would be (seed + c) */
@@ -529,7 +532,7 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     int parts = j->req.n_choices > 1 && s->o.parallel > 1 && !j->req.echo ? j->req.n_choices : 1;
     if (j->req.batch_n || parts > 1)
         return handle_split(s, c, cx, j, kind, j->req.batch_n ? j->req.batch_n : 1, parts);
-    if (job_prompt_ids(s, j, &err)) {
+    if (job_prompt_ids(s, j, NULL, &err)) {
         discard_job(j);
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     }

@@ -101,8 +101,9 @@ void slots_destroy(server *s);
 
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
  * the context, on the connection's thread so a bad request never waits in the
- * queue; -1 with err set (a 400). */
-int job_prompt_ids(server *s, job *j, oai_error *err);
+ * queue; -1 with err set (a 400). same: NULL, or the ids of a job made from
+ * the same body (another choice of it), taken instead of encoding again. */
+int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err);
 /* The engine thread: serves queued jobs until s->stopping. */
 void *serve_engine_main(void *arg);
 /* Drops one reference (s->mu held); frees the job at zero. */

@@ -280,7 +280,7 @@ static int shown_special(const server *s, int id, const char *name, size_t n)
     return !vocab_is_special(&s->tok->v, id) || tool_stream_marker(name, n);
 }
 
-int job_prompt_ids(server *s, job *j, oai_error *err)
+int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
 {
     token_list *ids = &j->ids;
     errbuf e;
@@ -288,7 +288,11 @@ int job_prompt_ids(server *s, job *j, oai_error *err)
     size_t len = 0;
     const char *p = j->req.prompt;
     int V = s->m->mw.cfg.vocab_size, rc = 0;
-    if (j->req.prompt_ids) {
+    if (same) {
+        for (size_t i = 0; i < same->n; i++)
+            if (token_list_push(ids, same->ids[i]))
+                return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    } else if (j->req.prompt_ids) {
         const cJSON *x;
         cJSON_ArrayForEach(x, j->req.prompt_ids) {
             if (x->valuedouble >= V)
