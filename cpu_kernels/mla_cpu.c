@@ -94,8 +94,9 @@ static expanded_bufs expanded_layout(const mla_args *a, float *p)
 
 /* Calls of this many queries or fewer take the absorbed form whatever the
  * cost, so that a token's attention has the same bits in a decode step and in
- * the short prefill of a prompt found in the cache but for its last tokens */
-#define MLA_ABSORB_ALWAYS_T 4
+ * the short prefill of a prompt found in the cache but for its last tokens,
+ * or in a step checking guessed tokens */
+#define MLA_ABSORB_ALWAYS_T 4     /* (a checked draft: ENGINE_DRAFT_MAX_T, engine.h) */
 
 /* cache positions per block of the absorbed form's probabilities-times-latents
  * product (its latents transposed, [kv_lora][block]) */

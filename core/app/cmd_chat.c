@@ -29,7 +29,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier chat -m DIR [--system TEXT] [-n N] [--no-think] [sampling options]\n"
+    fprintf(f, "usage: moetier chat -m DIR [--system TEXT] [-n N] [--no-think] [--draft-lookup N]\n"
+               "                    [sampling options]\n"
                "  Interactive multi-turn chat in the model's chat format. Type a message and\n"
                "  press Enter (end a line with \\ to go on to the next); /reset clears the\n"
                "  conversation, /exit or end of input quits.\n"
@@ -41,6 +42,9 @@ static void usage(FILE *f)
                "  -n N             most tokens per reply (default 1024)\n"
                "  --no-think       ask for answers without reasoning (thinking=false)\n"
                "  --hide-think     do not print the reasoning (default: printed)\n"
+               "  --draft-lookup N check up to N (1-3) tokens guessed from the conversation\n"
+               "                   with each generated one, in one step: faster on replies\n"
+               "                   that repeat earlier text, the same reply (default 0: off)\n"
                "  --prompt-cache FILE  keep the conversation's KV cache in FILE at the end (and\n"
                "                   at /reset): a later chat that starts the same way (the same\n"
                "                   system message) computes only the rest\n"
@@ -60,6 +64,7 @@ typedef struct chat_state {
     int stop[VOCAB_MAX_REPLY_STOPS];
     int n_stop;
     cli_prompt_cache pcache;    /* --prompt-cache */
+    int draft;                  /* --draft-lookup */
 } chat_state;
 
 static void chat_reset(chat_state *c)
@@ -266,8 +271,10 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop,
                        .n_stop = c->n_stop};
     tool_stream_init(&rs.ts, c->copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+    gen_draft_stats draft_stats = {0};
     gen_params gp = {.max_new = max_new, .stop_ids = c->stop, .n_stop = c->n_stop,
-                     .on_token = reply_token, .ctx = &rs};
+                     .on_token = reply_token, .ctx = &rs, .draft = c->draft,
+                     .draft_stats = &draft_stats};
     int grc = generate(&c->m, &c->tok, smp, logits, &gp, &gen, e);
     tool_stream_delta d;
     if (tool_stream_finish(&rs.ts, &d, e) == 0)
@@ -296,6 +303,8 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     fprintf(stderr, "[%zu prompt tokens, %d reused from the cache, %zu new in %.2f s; %zu generated "
             "in %.2f s (%.2f tok/s)]\n", ids.n, reuse, ids.n - (size_t)reuse, t1 - t0, gen.n,
             t2 - t1, t2 > t1 ? (double)gen.n / (t2 - t1) : 0.0);
+    if (c->draft)
+        gen_draft_stats_print(&draft_stats, stderr);
 out:
     free(logits);
     free(text);
@@ -332,6 +341,9 @@ int cmd_chat(int argc, char **argv)
                 return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 24, &max_new))
+                return 2;
+        } else if (!strcmp(a, "--draft-lookup")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, ENGINE_DRAFT_MAX_T - 1, &c.draft))
                 return 2;
         } else if (!strcmp(a, "--no-think")) {
             c.copt.thinking = 0;

@@ -2,7 +2,10 @@
 #include "generate.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/engine/draft_lookup.h"
 
 static int is_stop(const gen_params *p, int id)
 {
@@ -12,21 +15,41 @@ static int is_stop(const gen_params *p, int id)
     return 0;
 }
 
+/* A checked draft: the step's ids (the generated token, then the guesses)
+ * and its rows of logits; rows [0, used] have been sampled from, the ids
+ * after ids[used] are in the cache but not (yet) the answer's. */
+typedef struct draft_step {
+    int ids[ENGINE_DRAFT_MAX_T];
+    int n, used;
+    float *rows;
+} draft_step;
+
+/* The cache back to the answer's tokens: positions of guesses not taken go. */
+static int drop_unused(engine *en, draft_step *d, errbuf *e)
+{
+    int extra = d->n ? d->n - 1 - d->used : 0;
+    d->n = 0;
+    return extra ? engine_truncate(en, en->n_past - extra, e) : 0;
+}
+
 int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
              token_list *out, errbuf *e)
 {
     vocab_stream vs;
     if (tok)
         vocab_stream_init(&vs, &tok->v);
-    int rc = 0;
+    int rc = 0, V = m->mw.cfg.vocab_size;
     json_prefix answer;
     if (p->schema)
         json_prefix_init(&answer, p->schema);
+    draft_step d = {.n = 0};
+    if (p->draft > 0 && !(d.rows = malloc(ENGINE_DRAFT_MAX_T * (size_t)V * sizeof *d.rows)))
+        return err_set(e, "out of memory for %d rows of logits (--draft-lookup)", ENGINE_DRAFT_MAX_T);
+    float *cur = logits;    /* the distribution the next token is drawn from */
     for (int k = 0; k < p->max_new; k++) {
-        if (p->schema && !json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, logits,
-                                           m->mw.cfg.vocab_size))
+        if (p->schema && !json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V))
             break;      /* the value is whole and no end token may end it */
-        int next = sampler_sample(s, logits);
+        int next = sampler_sample(s, cur);
         if (p->schema && !is_stop(p, next)) {
             size_t n;
             const char *b = vocab_decode(&tok->v, next, &n);
@@ -49,15 +72,69 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         }
         if (is_stop(p, next) || k + 1 == p->max_new)
             break;
+        /* the token drawn is the next guess of a checked step: the logits
+         * after it are computed already */
+        if (d.n && d.used + 1 < d.n && next == d.ids[d.used + 1]) {
+            d.used++;
+            cur = d.rows + (size_t)d.used * (size_t)V;
+            if (p->draft_stats)
+                p->draft_stats->accepted++;
+            continue;
+        }
+        if ((rc = drop_unused(&m->en, &d, e)))
+            break;
+        cur = logits;
         if (m->en.n_past >= m->en.kv.max_ctx) {
             rc = GEN_CONTEXT_FULL;
             break;
         }
-        rc = engine_decode(&m->en, next, logits, e);
-        if (rc)
+        /* guesses that fit the context, and no more than the answer may still take */
+        int room = m->en.kv.max_ctx - m->en.n_past - 1, left = p->max_new - k - 2;
+        int max = p->draft < ENGINE_DRAFT_MAX_T - 1 ? p->draft : ENGINE_DRAFT_MAX_T - 1;
+        max = max < room ? max : room;
+        max = max < left ? max : left;
+        int n_guess = max > 0 ? draft_lookup(m->en.cached_ids, m->en.n_past, next, max, d.ids + 1) : 0;
+        if (!n_guess) {
+            rc = engine_decode(&m->en, next, logits, e);
+            if (rc)
+                break;
+            continue;
+        }
+        d.ids[0] = next;
+        d.n = n_guess + 1;
+        d.used = 0;
+        int before = m->en.n_past;
+        rc = engine_decode_tokens(&m->en, d.ids, d.n, d.rows, e);
+        if (rc) {
+            /* stopped (Ctrl+C) after a chunk of a step cut in several: the
+             * cache as a stop before the token's step leaves it */
+            errbuf ignored;
+            if (m->en.n_past > before)
+                engine_truncate(&m->en, before, &ignored);
+            d.n = 0;
             break;
+        }
+        cur = d.rows;
+        if (p->draft_stats) {
+            p->draft_stats->drafted += (unsigned long long)n_guess;
+            p->draft_stats->steps++;
+        }
     }
+    /* the cache ends at the answer's last token fed back, and logits hold
+     * the distribution after it (the one the last token was drawn from) */
+    if (d.n && !rc)
+        rc = drop_unused(&m->en, &d, e);
+    if (cur != logits && !rc)
+        memcpy(logits, cur, (size_t)V * sizeof *logits);
+    free(d.rows);
     if (tok && p->out)
         vocab_stream_flush(&vs, p->out);
     return rc;
+}
+
+void gen_draft_stats_print(const gen_draft_stats *st, FILE *f)
+{
+    fprintf(f, "draft lookup: %llu tokens guessed in %llu steps, %llu kept (%.1f %%)\n",
+            st->drafted, st->steps, st->accepted,
+            st->drafted ? 100.0 * (double)st->accepted / (double)st->drafted : 0.0);
 }

@@ -10,6 +10,11 @@
 #include "core/text/json_mask.h"
 #include "core/text/tokenizer.h"
 
+/* tokens guessed (draft_lookup) and checked, and those kept */
+typedef struct gen_draft_stats {
+    unsigned long long drafted, accepted, steps;
+} gen_draft_stats;
+
 typedef struct gen_params {
     int max_new;
     const int *stop_ids;        /* generation ends after one of these */
@@ -22,6 +27,13 @@ typedef struct gen_params {
      * tokenizer), jv its token table; it ends once the value is whole */
     const json_schema *schema;
     const json_vocab *jv;
+    /* --draft-lookup: up to this many tokens guessed from the context
+     * (draft_lookup) are checked in the step of each generated token; 0: off,
+     * at most ENGINE_DRAFT_MAX_T - 1. A guess is kept only where the sampler,
+     * drawing as it would one token at a time, picks it, so the answer is the
+     * same (on the CPU backend bit for bit, logits included) */
+    int draft;
+    gen_draft_stats *draft_stats;   /* optional: counted into */
 } gen_params;
 
 /* logits holds the distribution after the prompt; generated ids (the stop
@@ -32,5 +44,7 @@ typedef struct gen_params {
 #define GEN_CONTEXT_FULL 2
 int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
              token_list *out, errbuf *e);
+/* "draft lookup: ..." on f: tokens guessed, steps, kept */
+void gen_draft_stats_print(const gen_draft_stats *st, FILE *f);
 
 #endif

@@ -685,6 +685,11 @@ int engine_decode(engine *en, int id, float *logits, errbuf *e)
     return forward(en, &id, 1, logits, 0, 1, e);
 }
 
+int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, errbuf *e)
+{
+    return forward(en, ids, T, logits, 1, 1, e);
+}
+
 int engine_seq_create(const engine *en, engine_seq *s, errbuf *e)
 {
     memset(s, 0, sizeof *s);

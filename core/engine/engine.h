@@ -156,6 +156,14 @@ int engine_forward(engine *en, const int *ids, int T, float *logits, int all_log
 /* The same for one generated token: the step counts as decode in the stats
  * (engine_forward's count as prefill, whatever their length). */
 int engine_decode(engine *en, int id, float *logits, errbuf *e);
+/* A generated token and T - 1 guessed ones after it in one step (a draft
+ * checked): logits [T][vocab], row t the distribution after ids[t]; counted
+ * as decode. On the CPU backend each row has the bits engine_decode gives
+ * when the ids before it were decoded one at a time, for T of at most
+ * ENGINE_DRAFT_MAX_T (attention takes its decode form up to there, the
+ * linear kernels compute each row alone below LINEAR_BATCHED_MIN_T). */
+#define ENGINE_DRAFT_MAX_T 4
+int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, errbuf *e);
 
 /* An empty sequence with a KV cache as large as the engine's. */
 int engine_seq_create(const engine *en, engine_seq *s, errbuf *e);

@@ -1042,3 +1042,33 @@ Test(cli, default_prefill_step_on_the_cpu)
     test_remove_tree(dir);
     free(dir);
 }
+
+/* --draft-lookup: the same text and ids as without it, its count on stderr;
+ * more guesses than a step keeps exact refused, naming the flag */
+Test(cli, run_with_draft_lookup_answers_as_without, .timeout = 60)
+{
+    char *tmp = test_make_tmpdir("clidraft"), *out, *err, *out2, *err2;
+    test_synth_tiny(tmp, "int4");
+    const char *args = "--ids 5,6,7,8,5,6,7,8,5,6,7 -n 300 -c 512 --greedy --ignore-eos --print-ids";
+    cr_assert_eq(run(&out, &err, "%s run -m %s %s", bin(), tmp, args), 0, "%s", err);
+    cr_assert_eq(run(&out2, &err2, "%s run -m %s %s --draft-lookup 3", bin(), tmp, args), 0, "%s",
+                 err2);
+    cr_expect_str_eq(out2, out, "another answer with --draft-lookup 3");
+    unsigned long long guessed, steps, kept;
+    const char *line = strstr(err2, "draft lookup: ");
+    cr_assert(line && sscanf(line, "draft lookup: %llu tokens guessed in %llu steps, %llu kept",
+                             &guessed, &steps, &kept) == 3, "no count on stderr: %s", err2);
+    cr_expect(kept > 0 && kept <= guessed && steps > 0 && guessed <= 3 * steps,
+              "%llu guessed in %llu steps, %llu kept", guessed, steps, kept);
+    cr_expect_null(strstr(err, "draft lookup"), "a count without the flag: %s", err);
+    free(out);
+    free(err);
+    free(out2);
+    free(err2);
+    cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1,2 --draft-lookup 4", bin(), tmp), 2);
+    cr_expect(strstr(err, "--draft-lookup") && strstr(err, "0..3"), "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}

@@ -1,0 +1,20 @@
+/* draft_lookup: a guess at the next tokens from the context itself (prompt
+ * lookup): the tokens that followed the latest earlier occurrence of the
+ * context's last few tokens. Text that quotes or repeats what came before
+ * (code being edited, a summary citing its source, lists) is often continued
+ * the same way; a guess is only ever checked, never taken on trust. */
+#ifndef MOETIER_DRAFT_LOOKUP_H
+#define MOETIER_DRAFT_LOOKUP_H
+
+/* the longest and shortest runs of last tokens looked up, longest first (a
+ * single token matches too often to be worth a step's extra experts) */
+#define DRAFT_LOOKUP_MAX_NGRAM 3
+#define DRAFT_LOOKUP_MIN_NGRAM 2
+
+/* The context is ids[0..n) followed by last. Writes to out at most max tokens
+ * that followed the latest earlier occurrence of its last
+ * DRAFT_LOOKUP_MAX_NGRAM tokens (else of fewer, down to
+ * DRAFT_LOOKUP_MIN_NGRAM) and returns how many; 0 when none occurs. */
+int draft_lookup(const int *ids, int n, int last, int max, int *out);
+
+#endif
