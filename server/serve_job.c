@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/base/progress.h"
+#include "core/engine/draft_lookup.h"
 #include "core/text/json_mask.h"
 #include "core/text/reasoning_end.h"
 #include "core/text/tool_calls.h"
@@ -862,6 +863,63 @@ static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
     r->state = !rc && step_on(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 
+/* Slot i decoding alone with --draft-lookup: its token and the tokens
+ * guessed from its conversation in one step, whose rows go to next_token in
+ * turn while the token drawn is the next guess; the cache then drops the
+ * guesses not taken (unless a new choice started from the prompt). 0 when
+ * nothing was guessed: the caller decodes as usual. */
+static int decode_with_guesses(server *s, int i)
+{
+    engine *en = &s->m->en;
+    slot_run *r = s->slots[i].run;
+    size_t V = (size_t)s->m->mw.cfg.vocab_size;
+    int ids[ENGINE_DRAFT_MAX_T];
+    slot_swap(s, i);
+    /* guesses that fit the context, and no more than the answer may still take */
+    int room = en->kv.max_ctx - en->n_past - 1, left = r->max_new - r->k - 1;
+    int max = s->o.draft < room ? s->o.draft : room;
+    max = max < left ? max : left;
+    max = max < ENGINE_DRAFT_MAX_T - 1 ? max : ENGINE_DRAFT_MAX_T - 1;
+    int g = max > 0 ? draft_lookup(en->cached_ids, en->n_past, r->next, max, ids + 1) : 0;
+    float *rows = g ? malloc((size_t)(g + 1) * V * sizeof *rows) : NULL;
+    if (!rows) {
+        slot_swap(s, i);
+        return 0;
+    }
+    ids[0] = r->next;
+    errbuf e;
+    int rc = engine_decode_tokens(en, ids, g + 1, rows, &e);
+    if (rc)
+        engine_reset(en);
+    slot_swap(s, i);
+    int used = 0, choice = r->choice;
+    if (!rc) {
+        memcpy(r->logits, rows, V * sizeof *rows);
+        run_stepped(s, r, 0, &e);
+        while (r->state == RUN_DECODE && r->choice == choice && used < g && r->next == ids[used + 1]) {
+            used++;
+            memcpy(r->logits, rows + (size_t)used * V, V * sizeof *rows);
+            run_stepped(s, r, 0, &e);
+        }
+        if (r->choice == choice && used < g) {
+            slot_swap(s, i);
+            if (engine_drop_guesses(en, g - used, &r->e)) {
+                r->failed = 1;
+                r->state = RUN_ENDED;
+            }
+            slot_swap(s, i);
+        }
+    } else {
+        run_stepped(s, r, rc, &e);
+    }
+    free(rows);
+    pthread_mutex_lock(&s->mu);
+    s->metrics.draft_tokens += (uint64_t)g;
+    s->metrics.draft_tokens_accepted += (uint64_t)used;
+    pthread_mutex_unlock(&s->mu);
+    return 1;
+}
+
 /* One decode step of every slot that has a token to step, together. */
 static void slots_decode(server *s, const int *which, int n)
 {
@@ -873,6 +931,8 @@ static void slots_decode(server *s, const int *which, int n)
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
     slot_run *r0 = s->slots[which[0]].run;
     int rc;
+    if (n == 1 && s->o.draft && decode_with_guesses(s, which[0]))
+        return;
     if (n == 1) {
         slot_swap(s, which[0]);
         errbuf e;

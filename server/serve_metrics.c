@@ -85,6 +85,12 @@ char *serve_metrics_render(const serve_metrics *m)
     metric(&t, "moetier_prompt_tokens_shared_total", "counter",
            "of those, prompt tokens copied from another slot's cache holding the same prefix");
     put(&t, "moetier_prompt_tokens_shared_total %llu\n", (unsigned long long)m->prompt_tokens_shared);
+    metric(&t, "moetier_draft_tokens_total", "counter",
+           "tokens guessed from the conversation and checked in a decode step (--draft-lookup)");
+    put(&t, "moetier_draft_tokens_total %llu\n", (unsigned long long)m->draft_tokens);
+    metric(&t, "moetier_draft_tokens_accepted_total", "counter",
+           "of those, tokens the sampler picked, each a decode step saved");
+    put(&t, "moetier_draft_tokens_accepted_total %llu\n", (unsigned long long)m->draft_tokens_accepted);
     metric(&t, "moetier_prompt_cache_bytes", "gauge", "host memory holding earlier conversations' KV caches");
     put(&t, "moetier_prompt_cache_bytes %llu\n", (unsigned long long)m->prompt_cache_bytes);
     metric(&t, "moetier_prompt_cache_entries", "gauge", "earlier conversations' KV caches held");

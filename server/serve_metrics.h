@@ -24,6 +24,7 @@ typedef struct serve_metrics {
     int queue_depth;                            /* waiting or running */
     int running;                                /* in a slot (serve --parallel) */
     uint64_t decode_steps, decode_step_rows;    /* steps, and the requests they stepped */
+    uint64_t draft_tokens, draft_tokens_accepted;   /* --draft-lookup: guessed, kept */
     /* expert tiers (only with a tiered expert source) */
     int have_tiers;
     uint64_t dram_hits, dram_misses, nvme_bytes_read;

@@ -31,6 +31,10 @@ static void usage(FILE *f)
                "  --parallel N, -np N  requests run at once (default 1), each in a slot with the\n"
                "                       context / N positions; their tokens are computed in one\n"
                "                       step, each with the bits it would have alone\n"
+               "  --draft-lookup N     while one request decodes, check up to N (1-3) tokens\n"
+               "                       guessed from its conversation with each generated one,\n"
+               "                       in one step: faster on answers that repeat earlier text,\n"
+               "                       the same answer (default 0: off)\n"
                "  --max-tokens N       reply length when a request sets none (default: up to the\n"
                "                       context)\n"
                "  --no-think           chat template with thinking off unless a request asks\n"
@@ -106,6 +110,9 @@ int cmd_serve(int argc, char **argv)
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 100000, &so.max_queue))
                 return 2;
             max_queue_set = 1;
+        } else if (!strcmp(a, "--draft-lookup")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, ENGINE_DRAFT_MAX_T - 1, &so.draft))
+                return 2;
         } else if (!strcmp(a, "--parallel") || !strcmp(a, "-np")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 256, &so.parallel))
                 return 2;

@@ -29,7 +29,7 @@ static int drop_unused(engine *en, draft_step *d, errbuf *e)
 {
     int extra = d->n ? d->n - 1 - d->used : 0;
     d->n = 0;
-    return extra ? engine_truncate(en, en->n_past - extra, e) : 0;
+    return extra ? engine_drop_guesses(en, extra, e) : 0;
 }
 
 int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
@@ -110,7 +110,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
              * cache as a stop before the token's step leaves it */
             errbuf ignored;
             if (m->en.n_past > before)
-                engine_truncate(&m->en, before, &ignored);
+                engine_drop_guesses(&m->en, m->en.n_past - before, &ignored);
             d.n = 0;
             break;
         }

@@ -690,6 +690,15 @@ int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, errbu
     return forward(en, ids, T, logits, 1, 1, e);
 }
 
+int engine_drop_guesses(engine *en, int n, errbuf *e)
+{
+    if (n < 0 || n > en->n_past || (uint64_t)n > en->stats.tokens_decoded)
+        return err_set(e, "cannot take back %d positions of %d (%llu decoded)", n, en->n_past,
+                       (unsigned long long)en->stats.tokens_decoded);
+    en->stats.tokens_decoded -= (uint64_t)n;
+    return engine_truncate(en, en->n_past - n, e);
+}
+
 int engine_seq_create(const engine *en, engine_seq *s, errbuf *e)
 {
     memset(s, 0, sizeof *s);

@@ -164,6 +164,9 @@ int engine_decode(engine *en, int id, float *logits, errbuf *e);
  * linear kernels compute each row alone below LINEAR_BATCHED_MIN_T). */
 #define ENGINE_DRAFT_MAX_T 4
 int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, errbuf *e);
+/* Takes back the last n positions of such steps (guesses not kept): the cache
+ * forgets them and the stats no longer count them as decoded. */
+int engine_drop_guesses(engine *en, int n, errbuf *e);
 
 /* An empty sequence with a KV cache as large as the engine's. */
 int engine_seq_create(const engine *en, engine_seq *s, errbuf *e);

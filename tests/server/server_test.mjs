@@ -887,6 +887,61 @@ async function invariantServer() {
   });
 }
 
+async function draftServer() {
+  await check('--draft-lookup 3: the same answers and log-probabilities as without it (greedy, sampled, streamed, n: 2), guesses kept', async () => {
+    const reqs = [
+      { temperature: 0 },
+      { temperature: 0.3, seed: 4 },
+      { temperature: 0, stream: true },
+      { temperature: 0.3, seed: 9, n: 2 },
+    ].map((r) => ({ model: MODEL, prompt: 'one two three four one two three four one two three', max_tokens: 120, logprobs: 2, ...r }));
+    const answers = async (srv) => {
+      const ai = client(srv);
+      const out = [];
+      for (const req of reqs) {
+        if (!req.stream) {
+          const r = await ai.completions.create(req);
+          out.push(r.choices.map((c) => [c.text, c.finish_reason, c.logprobs]));
+          continue;
+        }
+        let text = '', finish = null, lps = [];
+        for await (const ev of await ai.completions.create(req)) {
+          for (const c of ev.choices) {
+            text += c.text;
+            finish = c.finish_reason || finish;
+            if (c.logprobs) lps = lps.concat(c.logprobs.token_logprobs);
+          }
+        }
+        out.push([text, finish, lps]);
+      }
+      return out;
+    };
+    /* every answer starts by repeating the prompt (a test hook), so guesses
+     * are kept; its log-probabilities come from the checked rows, then the
+     * model goes on alone */
+    const env = { MOETIER_SERVE_FORCE_PREFIX: ' four one two three four one two three four one two' };
+    const plain = await startServer(['--no-think'], env);
+    let want;
+    try {
+      want = await answers(plain);
+    } finally {
+      await stopServer(plain);
+    }
+    const srv = await startServer(['--no-think', '--draft-lookup', '3'], env);
+    try {
+      const got = await answers(srv);
+      for (let i = 0; i < reqs.length; i++)
+        assert.deepEqual(got[i], want[i], `request ${i}: another answer with --draft-lookup`);
+      const t = await (await fetch(srv.url + '/metrics')).text();
+      const guessed = Number(/moetier_draft_tokens_total (\d+)/.exec(t)[1]);
+      const kept = Number(/moetier_draft_tokens_accepted_total (\d+)/.exec(t)[1]);
+      assert.ok(kept > 0 && kept <= guessed, `${kept} of ${guessed} guesses kept: the check proves nothing`);
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
 async function parallelServer() {
   await check('--parallel 4: requests run at once, stepped together, each answers as alone; one that leaves mid-stream stops only itself', async () => {
     const srv = await startServer(['--no-think', '--parallel', '4', '-c', '4096', '--chunk', '8']);
@@ -1097,6 +1152,7 @@ try {
   await restartedServer();
   await queueServer();
   await parallelServer();
+  await draftServer();
   await invariantServer();
   await forcedServer();
   await reasoningServer();

@@ -106,6 +106,7 @@ typedef struct answer {
     token_list ids;
     float *logits;
     int rc, n_past;
+    unsigned long long decoded;
     int *cached;
     gen_draft_stats st;
 } answer;
@@ -130,6 +131,7 @@ static answer generate_with(const char *dir, int ctx, int max_new, float temp, u
     a.rc = generate(&m, NULL, &s, a.logits, &gp, &a.ids, &e);
     cr_assert(a.rc == 0 || a.rc == GEN_CONTEXT_FULL, "%s", e.msg);
     a.n_past = m.en.n_past;
+    a.decoded = (unsigned long long)m.en.stats.tokens_decoded;
     a.cached = malloc((size_t)a.n_past * sizeof *a.cached);
     cr_assert_not_null(a.cached);
     memcpy(a.cached, m.en.cached_ids, (size_t)a.n_past * sizeof *a.cached);
@@ -162,6 +164,8 @@ static unsigned long long same_answer(const char *dir, int ctx, int max_new, flo
                  got.n_past, want.n_past);
     cr_expect(memcmp(got.cached, want.cached, (size_t)got.n_past * sizeof(int)) == 0,
               "%s: other ids cached", what);
+    cr_expect_eq(got.decoded, want.decoded, "%s: %llu tokens counted as decoded, without guesses %llu",
+                 what, got.decoded, want.decoded);
     cr_expect(memcmp(got.logits, want.logits, V * sizeof(float)) == 0, "%s: other last logits",
               what);
     unsigned long long kept = got.st.accepted;
