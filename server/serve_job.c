@@ -875,12 +875,7 @@ static int decode_with_guesses(server *s, int i)
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
     int ids[ENGINE_DRAFT_MAX_T];
     slot_swap(s, i);
-    /* guesses that fit the context, and no more than the answer may still take */
-    int room = en->kv.max_ctx - en->n_past - 1, left = r->max_new - r->k - 1;
-    int max = s->o.draft < room ? s->o.draft : room;
-    max = max < left ? max : left;
-    max = max < ENGINE_DRAFT_MAX_T - 1 ? max : ENGINE_DRAFT_MAX_T - 1;
-    int g = max > 0 ? draft_lookup(en->cached_ids, en->n_past, r->next, max, ids + 1) : 0;
+    int g = draft_lookup_step(en, r->next, s->o.draft, r->max_new - r->k - 1, ids + 1);
     float *rows = g ? malloc((size_t)(g + 1) * V * sizeof *rows) : NULL;
     if (!rows) {
         slot_swap(s, i);

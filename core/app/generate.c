@@ -88,12 +88,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             rc = GEN_CONTEXT_FULL;
             break;
         }
-        /* guesses that fit the context, and no more than the answer may still take */
-        int room = m->en.kv.max_ctx - m->en.n_past - 1, left = p->max_new - k - 2;
-        int max = p->draft < ENGINE_DRAFT_MAX_T - 1 ? p->draft : ENGINE_DRAFT_MAX_T - 1;
-        max = max < room ? max : room;
-        max = max < left ? max : left;
-        int n_guess = max > 0 ? draft_lookup(m->en.cached_ids, m->en.n_past, next, max, d.ids + 1) : 0;
+        int n_guess = p->draft ? draft_lookup_step(&m->en, next, p->draft, p->max_new - k - 2, d.ids + 1) : 0;
         if (!n_guess) {
             rc = engine_decode(&m->en, next, logits, e);
             if (rc)

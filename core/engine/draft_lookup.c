@@ -1,6 +1,8 @@
 /* draft_lookup: see draft_lookup.h. */
 #include "draft_lookup.h"
 
+#include "engine.h"
+
 /* token i of the context ids[0..n) + last */
 static int at(const int *ids, int n, int last, int i)
 {
@@ -28,4 +30,13 @@ int draft_lookup(const int *ids, int n, int last, int max, int *out)
         }
     }
     return 0;
+}
+
+int draft_lookup_step(const engine *en, int last, int want, int left, int *out)
+{
+    int max = want < ENGINE_DRAFT_MAX_T - 1 ? want : ENGINE_DRAFT_MAX_T - 1;
+    int room = en->kv.max_ctx - en->n_past - 1;
+    max = max < room ? max : room;
+    max = max < left ? max : left;
+    return max > 0 ? draft_lookup(en->cached_ids, en->n_past, last, max, out) : 0;
 }

@@ -17,4 +17,10 @@
  * DRAFT_LOOKUP_MIN_NGRAM) and returns how many; 0 when none occurs. */
 int draft_lookup(const int *ids, int n, int last, int max, int *out);
 
+struct engine;
+/* The guesses for a step of last and them on the engine's cache: at most
+ * want, ENGINE_DRAFT_MAX_T - 1, what the context has room for after last,
+ * and left (tokens the answer may still take after the step's first). */
+int draft_lookup_step(const struct engine *en, int last, int want, int left, int *out);
+
 #endif
