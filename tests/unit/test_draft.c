@@ -147,12 +147,15 @@ static void answer_free(answer *a)
     free(a->cached);
 }
 
-/* The answer with guesses is the one without; returns how many were kept. */
+/* The answer with guesses is the one without, both ending as want_rc says
+ * (0: the length limit; GEN_CONTEXT_FULL); returns how many were kept. */
 static unsigned long long same_answer(const char *dir, int ctx, int max_new, float temp,
-                                      uint64_t seed, size_t V, const char *what)
+                                      uint64_t seed, int want_rc, size_t V, const char *what)
 {
     answer want = generate_with(dir, ctx, max_new, temp, seed, 0);
     answer got = generate_with(dir, ctx, max_new, temp, seed, ENGINE_DRAFT_MAX_T - 1);
+    cr_expect_eq(want.rc, want_rc, "%s: returned %d without guesses, expected %d", what, want.rc,
+                 want_rc);
     cr_expect_eq(got.rc, want.rc, "%s: returned %d, without guesses %d", what, got.rc, want.rc);
     cr_assert_eq(got.ids.n, want.ids.n, "%s: %zu tokens, without guesses %zu", what, got.ids.n,
                  want.ids.n);
@@ -183,13 +186,13 @@ Test(draft, generate_answers_as_without_guesses, .timeout = 120)
     size_t V = (size_t)m.mw.cfg.vocab_size;
     cli_model_close(&m);
     /* (each case must keep some guesses, or it checks nothing) */
-    cr_expect(same_answer(dir, CTX, 400, 0.0f, 0, V, "greedy") > 0, "greedy: no guess kept");
+    cr_expect(same_answer(dir, CTX, 400, 0.0f, 0, 0, V, "greedy") > 0, "greedy: no guess kept");
     unsigned long long kept = 0;
     for (uint64_t seed = 1; seed <= 4; seed++)
-        kept += same_answer(dir, CTX, 400, 0.3f, seed, V, "sampled");
+        kept += same_answer(dir, CTX, 400, 0.3f, seed, 0, V, "sampled");
     cr_expect(kept > 0, "sampled with 4 seeds: no guess kept");
     /* the context fills up while guesses are in the cache */
-    cr_expect(same_answer(dir, PROMPT_N + 300, 400, 0.0f, 0, V, "a full context") > 0,
+    cr_expect(same_answer(dir, PROMPT_N + 300, 400, 0.0f, 0, GEN_CONTEXT_FULL, V, "a full context") > 0,
               "a full context: no guess kept");
     test_remove_tree(dir);
     free(dir);
