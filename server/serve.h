@@ -44,9 +44,8 @@ typedef struct serve_options {
      * of the context / parallel positions; their decode steps go together */
     int parallel;
     int default_max_tokens;     /* when a request gives none; 0: up to the context */
-    /* --draft-lookup: tokens guessed from the conversation (draft_lookup) and
-     * checked in the step of each generated one while a single request
-     * decodes; 0: off */
+    /* --draft-lookup: tokens guessed from each conversation (draft_lookup) and
+     * checked in the step of the token generated before them; 0: off */
     int draft;
     chat_options copt;          /* chat template defaults (--no-think) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */

@@ -87,6 +87,7 @@ typedef struct server {
     uint64_t pc_synced;         /* pc.changes when the directory last matched it */
     int pc_lock;                /* --prompt-cache-dir held for this server (-1: none) */
     slot *slots;                /* [o.parallel], the engine thread's alone */
+    float *step_rows;           /* [o.parallel * (1 + o.draft)][vocab]: a decode step's logits */
     slot_view *views;           /* [o.parallel] */
     /* a slot's positions, for the other threads: the engine thread swaps the
      * slots' caches in and out of the engine */

@@ -415,11 +415,13 @@ static const int *slot_ids(const server *s, int i, int *n)
 int slots_create(server *s, errbuf *e)
 {
     int n = s->o.parallel;
+    size_t rows = (size_t)n * (size_t)(1 + s->o.draft);
     s->slots = calloc((size_t)n, sizeof *s->slots);
     s->views = calloc((size_t)n, sizeof *s->views);
-    if (!s->slots || !s->views) {
+    s->step_rows = malloc(rows * (size_t)s->m->mw.cfg.vocab_size * sizeof *s->step_rows);
+    if (!s->slots || !s->views || !s->step_rows) {
         slots_destroy(s);
-        return err_set(e, "out of memory for %d slots", n);
+        return err_set(e, "out of memory for %d slots and a step's %zu rows of logits", n, rows);
     }
     for (int i = 0; i < n; i++)
         s->views[i].state = "idle";
@@ -437,8 +439,10 @@ void slots_destroy(server *s)
         engine_seq_destroy(&s->slots[i].seq);
     free(s->slots);
     free(s->views);
+    free(s->step_rows);
     s->slots = NULL;
     s->views = NULL;
+    s->step_rows = NULL;
 }
 
 static void run_free(slot_run *r)
@@ -863,59 +867,54 @@ static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
     r->state = !rc && step_on(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 
-/* Slot i decoding alone with --draft-lookup: its token and the tokens
- * guessed from its conversation in one step, whose rows go to next_token in
- * turn while the token drawn is the next guess; the cache then drops the
- * guesses not taken (unless a new choice started from the prompt). 0 when
- * nothing was guessed: the caller decodes as usual. */
-static int decode_with_guesses(server *s, int i)
+/* Slot i's guesses for its next step (--draft-lookup) into ids[1..], its
+ * token into ids[0]; returns how many. */
+static int slot_guesses(server *s, int i, int *ids)
 {
-    engine *en = &s->m->en;
+    slot_run *r = s->slots[i].run;
+    ids[0] = r->next;
+    if (!s->o.draft)
+        return 0;
+    slot_swap(s, i);
+    int g = draft_lookup_step(&s->m->en, r->next, s->o.draft, r->max_new - r->k - 1, ids + 1);
+    slot_swap(s, i);
+    return g;
+}
+
+/* After a step without failure: rows [1 + g][vocab] are slot i's token and
+ * the g tokens guessed after it (ids[1..g]). They go to next_token in turn
+ * while the token drawn is the next guess; the cache then drops the guesses
+ * not taken (unless a new choice started from the prompt). */
+static void take_rows(server *s, int i, const float *rows, const int *ids, int g)
+{
     slot_run *r = s->slots[i].run;
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
-    int ids[ENGINE_DRAFT_MAX_T];
-    slot_swap(s, i);
-    int g = draft_lookup_step(en, r->next, s->o.draft, r->max_new - r->k - 1, ids + 1);
-    float *rows = g ? malloc((size_t)(g + 1) * V * sizeof *rows) : NULL;
-    if (!rows) {
-        slot_swap(s, i);
-        return 0;
-    }
-    ids[0] = r->next;
-    errbuf e;
-    int rc = engine_decode_tokens(en, ids, g + 1, rows, &e);
-    if (rc)
-        engine_reset(en);
-    slot_swap(s, i);
     int used = 0, choice = r->choice;
-    if (!rc) {
-        memcpy(r->logits, rows, V * sizeof *rows);
-        run_stepped(s, r, 0, &e);
-        while (r->state == RUN_DECODE && r->choice == choice && used < g && r->next == ids[used + 1]) {
-            used++;
-            memcpy(r->logits, rows + (size_t)used * V, V * sizeof *rows);
-            run_stepped(s, r, 0, &e);
-        }
-        if (r->choice == choice && used < g) {
-            slot_swap(s, i);
-            if (engine_drop_guesses(en, g - used, &r->e)) {
-                r->failed = 1;
-                r->state = RUN_ENDED;
-            }
-            slot_swap(s, i);
-        }
-    } else {
-        run_stepped(s, r, rc, &e);
+    memcpy(r->logits, rows, V * sizeof *rows);
+    run_stepped(s, r, 0, NULL);
+    while (r->state == RUN_DECODE && r->choice == choice && used < g && r->next == ids[used + 1]) {
+        used++;
+        memcpy(r->logits, rows + (size_t)used * V, V * sizeof *rows);
+        run_stepped(s, r, 0, NULL);
     }
-    free(rows);
+    if (r->choice == choice && used < g) {
+        slot_swap(s, i);
+        if (engine_drop_guesses(&s->m->en, g - used, &r->e)) {
+            r->failed = 1;
+            r->state = RUN_ENDED;
+        }
+        slot_swap(s, i);
+    }
+    if (!g)
+        return;
     pthread_mutex_lock(&s->mu);
     s->metrics.draft_tokens += (uint64_t)g;
     s->metrics.draft_tokens_accepted += (uint64_t)used;
     pthread_mutex_unlock(&s->mu);
-    return 1;
 }
 
-/* One decode step of every slot that has a token to step, together. */
+/* One decode step of every slot that has a token to step, together, each
+ * with the tokens guessed after its own (--draft-lookup). */
 static void slots_decode(server *s, const int *which, int n)
 {
     engine *en = &s->m->en;
@@ -924,40 +923,40 @@ static void slots_decode(server *s, const int *which, int n)
     s->metrics.decode_step_rows += (uint64_t)n;
     pthread_mutex_unlock(&s->mu);
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
-    slot_run *r0 = s->slots[which[0]].run;
-    int rc;
-    if (n == 1 && s->o.draft && decode_with_guesses(s, which[0]))
-        return;
-    if (n == 1) {
-        slot_swap(s, which[0]);
-        errbuf e;
-        rc = engine_decode(en, r0->next, r0->logits, &e);
-        if (rc)
-            engine_reset(en);
-        slot_swap(s, which[0]);
-        run_stepped(s, r0, rc, &e);
-        return;
-    }
-    engine_seq *seqs[n];
-    int ids[n];
-    float *rows = malloc((size_t)n * V * sizeof *rows);
-    errbuf e;
+    /* each slot's rows: its token, then its guesses */
+    int ids[n * ENGINE_DRAFT_MAX_T], at[n + 1], g[n];
+    engine_seq *seqs[n * ENGINE_DRAFT_MAX_T];
+    at[0] = 0;
     for (int k = 0; k < n; k++) {
-        seqs[k] = which[k] ? &s->slots[which[k]].seq : NULL;
-        ids[k] = s->slots[which[k]].run->next;
+        g[k] = slot_guesses(s, which[k], ids + at[k]);
+        at[k + 1] = at[k] + 1 + g[k];
+        for (int t = at[k]; t < at[k + 1]; t++)
+            seqs[t] = which[k] ? &s->slots[which[k]].seq : NULL;
     }
-    rc = rows ? engine_decode_seqs(en, seqs, ids, n, rows, &e) : err_set(&e, "out of memory");
+    int rows_n = at[n];
+    float *rows = s->step_rows;
+    errbuf e;
+    int rc;
+    if (n == 1) {
+        /* one slot: its rows in one attention call of the engine's own sequence */
+        slot_swap(s, which[0]);
+        rc = engine_decode_tokens(en, ids, rows_n, rows, &e);
+        slot_swap(s, which[0]);
+    } else {
+        rc = engine_decode_seqs(en, seqs, ids, rows_n, rows, &e);
+    }
     for (int k = 0; k < n; k++) {
         slot_run *r = s->slots[which[k]].run;
-        if (rc && seqs[k])
-            seqs[k]->n_past = 0;
-        else if (rc)
-            engine_reset(en);
+        if (!rc) {
+            take_rows(s, which[k], rows + (size_t)at[k] * V, ids + at[k], g[k]);
+            continue;
+        }
+        if (seqs[at[k]])
+            seqs[at[k]]->n_past = 0;
         else
-            memcpy(r->logits, rows + (size_t)k * V, V * sizeof *rows);
+            engine_reset(en);
         run_stepped(s, r, rc, &e);
     }
-    free(rows);
 }
 
 /* A free slot for a prompt: of those whose conversation it continues (it

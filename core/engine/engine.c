@@ -551,7 +551,7 @@ static void add_rmsnorm(engine *en, const float *add, const float *w, int T)
 }
 
 /* One step of T rows: a chunk of the engine's own sequence (seqs NULL), or
- * one token of each seqs[t] (engine_decode_seqs, which checked them). */
+ * a token of seqs[t] in each row (engine_decode_seqs, which checked them). */
 static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int T, float *logits,
                         int all_logits, errbuf *e)
 {
@@ -568,7 +568,8 @@ static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int
         en->cached_ids[pos0 + t] = ids[t];
     }
     for (int t = 0; seqs && t < T; t++) {
-        en->pos[t] = seqs[t]->n_past;
+        /* a sequence's rows are adjacent, its tokens in order */
+        en->pos[t] = t > 0 && seqs[t] == seqs[t - 1] ? en->pos[t - 1] + 1 : seqs[t]->n_past;
         seqs[t]->cached_ids[en->pos[t]] = ids[t];
     }
     o->embed(en->be, &mw->embed, ids, T, en->x);
@@ -738,20 +739,24 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
     /* the engine's own sequence as the others are, its count copied back */
     engine_seq own = {en->kv, en->n_past, en->cached_ids};
     int own_row = -1;
-    for (int i = 0; i < S; i++) {
+    for (int i = 0, rows = 1; i < S; i++, rows++) {
         const engine_seq *q = seqs[i] ? seqs[i] : &own;
-        if (!seqs[i] && own_row >= 0)
-            return err_set(e, "the engine's own sequence is given twice in a step");
+        int more = i > 0 && seqs[i] == seqs[i - 1];     /* the same sequence's next token */
+        if (!more)
+            rows = 1;
+        if (!seqs[i] && own_row >= 0 && !more)
+            return err_set(e, "the engine's own sequence is given in rows apart (row %d)", i);
         own_row = seqs[i] ? own_row : i;
         if (ids[i] < 0 || ids[i] >= V)
-            return err_set(e, "token id %d of sequence %d is outside the vocabulary (0..%d)", ids[i],
-                           i, V - 1);
-        if (q->n_past + 1 > q->kv.max_ctx)
-            return err_set(e, "context is full: sequence %d holds %d tokens, the context size is %d "
-                           "(raise -c)", i, q->n_past, q->kv.max_ctx);
-        for (int k = 0; k < i; k++)
-            if (seqs[k] && seqs[k] == seqs[i])
-                return err_set(e, "sequence %d is given twice in a step", i);
+            return err_set(e, "token id %d of row %d is outside the vocabulary (0..%d)", ids[i], i,
+                           V - 1);
+        if (q->n_past + rows > q->kv.max_ctx)
+            return err_set(e, "context is full: row %d's sequence holds %d tokens and takes %d in "
+                           "this step, the context size is %d (raise -c)", i, q->n_past, rows,
+                           q->kv.max_ctx);
+        for (int k = 0; k < i - 1 && seqs[i] && !more; k++)
+            if (seqs[k] == seqs[i])
+                return err_set(e, "row %d's sequence is given in rows apart (row %d too)", i, k);
     }
     double t0 = now_seconds();
     int rc = 0;

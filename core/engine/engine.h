@@ -173,18 +173,21 @@ int engine_seq_create(const engine *en, engine_seq *s, errbuf *e);
 void engine_seq_destroy(engine_seq *s);
 /* Exchanges the engine's own sequence (cache, n_past, ids) with s. */
 void engine_seq_swap(engine *en, engine_seq *s);
-/* One decode step of S sequences at once: ids[i] is appended to seqs[i]
- * (NULL: the engine's own sequence; no sequence twice) and its next-token
- * logits go to logits + i * vocab. Every operation but attention runs on the
- * S rows together, so a layer's experts are read once for all of them. Each
- * row computes what engine_decode would for its sequence alone, in the same
- * operations with more rows: the bits are the same wherever the backend's
- * results do not depend on how many rows a call has (the CPU kernels below
- * LINEAR_BATCHED_MIN_T rows; docs/server.md). Steps of more than the engine's
- * chunk or the backend's bitwise_rows go in several. Observers see each step's rows with pos0 the first
- * row's position. Returns 0, or -1 with e set: a token out of the vocabulary
- * or a full context is refused before anything runs; after a failure of the
- * step (a tier's I/O error) the sequences are to be reset. */
+/* One decode step of S rows at once: ids[i] is appended to seqs[i] (NULL: the
+ * engine's own sequence) and its next-token logits go to logits + i * vocab.
+ * A sequence may take several rows, adjacent, its tokens in order (a token
+ * and the guesses after it): each row's attention sees the rows before it.
+ * Every operation but attention runs on the S rows together, so a layer's
+ * experts are read once for all of them. Each row computes what engine_decode
+ * would for its sequence alone, in the same operations with more rows: the
+ * bits are the same wherever the backend's results do not depend on how many
+ * rows a call has (the CPU kernels below LINEAR_BATCHED_MIN_T rows;
+ * docs/server.md). Steps of more than the engine's chunk or the backend's
+ * bitwise_rows go in several. Observers see each step's rows with pos0 the
+ * first row's position. Returns 0, or -1 with e set: a token out of the
+ * vocabulary, a full context or a sequence in rows apart is refused before
+ * anything runs; after a failure of the step (a tier's I/O error) the
+ * sequences are to be reset. */
 int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int S, float *logits,
                        errbuf *e);
 

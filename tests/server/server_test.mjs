@@ -942,6 +942,44 @@ async function draftServer() {
   });
 }
 
+async function draftParallelServer() {
+  await check('--parallel 2 --draft-lookup 3: requests decoding together check their guesses in the same steps, with the answers and log-probabilities of a server without them', async () => {
+    const reqs = [
+      { temperature: 0, prompt: 'one two three four one two three four one two three' },
+      { temperature: 0.3, seed: 5, prompt: 'five six seven eight five six seven eight five six seven' },
+    ].map((r) => ({ model: MODEL, max_tokens: 80, logprobs: 2, ...r }));
+    const shown = (r) => r.choices.map((c) => [c.text, c.finish_reason, c.logprobs]);
+    /* each answer starts with 40 forced words that repeat its prompt's cycle */
+    const env = { MOETIER_SERVE_FORCE_PREFIX: ' four one two three'.repeat(10) };
+    const plain = await startServer(['--no-think'], env);
+    const want = [];
+    try {
+      for (const req of reqs) want.push(shown(await client(plain).completions.create(req)));
+    } finally {
+      await stopServer(plain);
+    }
+    const srv = await startServer(['--no-think', '--parallel', '2', '--draft-lookup', '3'], env);
+    try {
+      const ai = client(srv);
+      const got = await Promise.all(reqs.map((r) => ai.completions.create(r)));
+      for (let i = 0; i < reqs.length; i++)
+        assert.deepEqual(shown(got[i]), want[i], `request ${i}: another answer with --draft-lookup`);
+      const t = await (await fetch(srv.url + '/metrics')).text();
+      const metric = (name) => Number(new RegExp(`${name} (\\d+)`).exec(t)[1]);
+      const steps = metric('moetier_decode_steps_total');
+      const both = metric('moetier_decode_step_requests_total') - steps;
+      const tokens = got.reduce((n, r) => n + r.usage.completion_tokens, 0);
+      /* without guesses in the steps the two share, those steps give one token
+       * each, and a step of one request at most 4 */
+      assert.ok(both > 0, 'the two requests never decoded in the same step');
+      assert.ok(tokens > 2 * both + 4 * (steps - both),
+                `${tokens} tokens in ${steps} steps, ${both} of them shared: no guess kept in a shared step`);
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
 async function parallelServer() {
   await check('--parallel 4: requests run at once, stepped together, each answers as alone; one that leaves mid-stream stops only itself', async () => {
     const srv = await startServer(['--no-think', '--parallel', '4', '-c', '4096', '--chunk', '8']);
@@ -1153,6 +1191,7 @@ try {
   await queueServer();
   await parallelServer();
   await draftServer();
+  await draftParallelServer();
   await invariantServer();
   await forcedServer();
   await reasoningServer();

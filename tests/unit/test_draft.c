@@ -1,7 +1,8 @@
 /* Guessed tokens checked in one step (--draft-lookup): draft_lookup finds
  * what followed the latest earlier occurrence of the context's last tokens;
  * engine_decode_tokens gives each row the bits of decoding one token at a
- * time (CPU backend, up to ENGINE_DRAFT_MAX_T rows, every format); and
+ * time, and dropping its guesses leaves the cache of one token (CPU and CUDA
+ * backends, up to ENGINE_DRAFT_MAX_T rows, every format); and
  * generate with guesses answers exactly as without them, greedy or sampled,
  * leaving the same cache and logits behind, up to a full context too. */
 #include <criterion/criterion.h>
@@ -57,7 +58,10 @@ static void open_model(cli_model *m, const char *dir, int ctx)
 static const int prompt[] = {5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7};
 #define PROMPT_N ((int)(sizeof prompt / sizeof *prompt))
 
-/* Rows of a step of T tokens against the same tokens decoded one at a time. */
+/* Rows of a step of T tokens against the same tokens decoded one at a time;
+ * then, the step's guesses dropped, the next token's logits against those
+ * decoded after the first token alone (what the decode loop does when it
+ * keeps no guess). */
 static void step_rows_as_one_at_a_time(const char *format)
 {
     char *dir = test_make_tmpdir("draft_rows");
@@ -65,8 +69,8 @@ static void step_rows_as_one_at_a_time(const char *format)
     cli_model m;
     open_model(&m, dir, CTX);
     size_t V = (size_t)m.mw.cfg.vocab_size;
-    int ids[ENGINE_DRAFT_MAX_T] = {11, 3, 11, 42};
-    float *want = malloc(ENGINE_DRAFT_MAX_T * V * sizeof *want);
+    int ids[ENGINE_DRAFT_MAX_T] = {11, 3, 11, 42}, next = 77;
+    float *want = malloc((ENGINE_DRAFT_MAX_T + 1) * V * sizeof *want);
     float *got = malloc(ENGINE_DRAFT_MAX_T * V * sizeof *got);
     cr_assert(want && got);
     errbuf e;
@@ -77,10 +81,28 @@ static void step_rows_as_one_at_a_time(const char *format)
             cr_assert_eq(engine_decode(&m.en, ids[t], want + t * V, &e), 0, "%s", e.msg);
         engine_reset(&m.en);
         cr_assert_eq(engine_forward(&m.en, prompt, PROMPT_N, NULL, 0, &e), 0, "%s", e.msg);
+        unsigned long long want_decoded = m.en.stats.tokens_decoded;
+        cr_assert_eq(engine_decode(&m.en, ids[0], NULL, &e), 0, "%s", e.msg);
+        float *want_next = want + ENGINE_DRAFT_MAX_T * V;
+        cr_assert_eq(engine_decode(&m.en, next, want_next, &e), 0, "%s", e.msg);
+        want_decoded = m.en.stats.tokens_decoded - want_decoded;
+
+        engine_reset(&m.en);
+        cr_assert_eq(engine_forward(&m.en, prompt, PROMPT_N, NULL, 0, &e), 0, "%s", e.msg);
+        unsigned long long got_decoded = m.en.stats.tokens_decoded;
         cr_assert_eq(engine_decode_tokens(&m.en, ids, T, got, &e), 0, "%s", e.msg);
         cr_assert_eq(m.en.n_past, PROMPT_N + T);
         cr_expect(memcmp(want, got, (size_t)T * V * sizeof *got) == 0,
                   "%s, a step of %d tokens: not the bits of one at a time", format, T);
+        cr_assert_eq(engine_drop_guesses(&m.en, T - 1, &e), 0, "%s", e.msg);
+        cr_assert_eq(m.en.n_past, PROMPT_N + 1);
+        cr_assert_eq(engine_decode(&m.en, next, got, &e), 0, "%s", e.msg);
+        cr_expect(memcmp(want_next, got, V * sizeof *got) == 0,
+                  "%s, %d guesses dropped: the next token's logits differ", format, T - 1);
+        got_decoded = m.en.stats.tokens_decoded - got_decoded;
+        cr_expect_eq(got_decoded, want_decoded,
+                     "%s, %d guesses dropped: %llu tokens counted as decoded, expected %llu",
+                     format, T - 1, got_decoded, want_decoded);
     }
     free(want);
     free(got);
@@ -100,6 +122,17 @@ Test(draft, step_rows_have_the_bits_of_one_at_a_time_fp8, .timeout = 60)
 Test(draft, step_rows_have_the_bits_of_one_at_a_time_bf16, .timeout = 60)
 {
     step_rows_as_one_at_a_time("bf16");
+}
+/* The CUDA backend: each product's sums and each token's attention keep
+ * their order whatever the step's tokens (gpu_linear.cu, gpu_mla.cu; each
+ * format's products for any count of tokens in test_gpu.c), and a dropped
+ * guess's cache row is written over by the next step. The decode loop above
+ * these calls is the same for both backends (tested below on the CPU, as the
+ * device emulation takes about a second a step). */
+Test(draft, step_rows_have_the_bits_of_one_at_a_time_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    step_rows_as_one_at_a_time("int4");
 }
 
 typedef struct answer {

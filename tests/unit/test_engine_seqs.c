@@ -6,7 +6,8 @@
  * LINEAR_BATCHED_MIN_T) and on the CUDA backend (on a device or the
  * emulation; within the strict tolerance of the CPU); a step of more
  * sequences than the engine's chunk, or than the CPU's row kernels take,
- * goes in parts with the same bits; bad
+ * goes in parts with the same bits; so do several rows of a sequence (a
+ * token and guesses after it); bad
  * steps are refused before anything runs, and a step whose expert read fails
  * says why. */
 #include <criterion/criterion.h>
@@ -220,6 +221,107 @@ Test(engine_seqs, stepped_together_on_the_gpu_as_alone_gpu, .timeout = 300)
     free(dir);
 }
 
+/* The conversations stepped together with several rows each, as the server
+ * steps a token and its guesses: [N_SEQS][STEPS][vocab] as alone. Two steps
+ * take each conversation's STEPS tokens (3 + 1, 1 + 3, 2 + 2 rows; the
+ * engine's own is the last); the first step also takes a wrong guess after
+ * the second conversation's token, dropped after it as the server drops
+ * guesses not kept. */
+static float *together_guessed(const char *dir, int chunk)
+{
+    cli_model m;
+    open_model(&m, dir, chunk);
+    int V = m.mw.cfg.vocab_size;
+    engine_seq seqs[N_SEQS - 1];
+    engine_seq *q[N_SEQS] = {&seqs[0], &seqs[1], NULL};
+    errbuf e;
+    for (int s = 0; s < N_SEQS; s++) {
+        if (q[s])
+            cr_assert_eq(engine_seq_create(&m.en, q[s], &e), 0, "%s", e.msg);
+        prefill(&m.en, q[s], s);
+    }
+    static const int first[N_SEQS] = {3, 1, 2}, wrong = 1;
+    float *out = malloc(N_SEQS * STEPS * (size_t)V * sizeof *out);
+    float *rows = malloc((N_SEQS * STEPS + 1) * (size_t)V * sizeof *rows);
+    cr_assert(out && rows);
+    for (int step = 0; step < 2; step++) {
+        engine_seq *row_seq[N_SEQS * STEPS + 1];
+        int ids[N_SEQS * STEPS + 1], at[N_SEQS], n = 0;
+        for (int s = 0; s < N_SEQS; s++) {
+            int k0 = step ? first[s] : 0, k1 = step ? STEPS : first[s];
+            at[s] = n;
+            for (int k = k0; k < k1; k++, n++) {
+                row_seq[n] = q[s];
+                ids[n] = step_id(s, k, V);
+            }
+            if (!step && s == wrong) {
+                row_seq[n] = q[s];
+                ids[n++] = (step_id(s, first[s], V) + 1) % V;
+            }
+        }
+        cr_assert_eq(engine_decode_seqs(&m.en, row_seq, ids, n, rows, &e), 0, "%s", e.msg);
+        for (int s = 0; s < N_SEQS; s++) {
+            int k0 = step ? first[s] : 0, k1 = step ? STEPS : first[s];
+            memcpy(out + (size_t)(s * STEPS + k0) * V, rows + (size_t)at[s] * V,
+                   (size_t)(k1 - k0) * V * sizeof *rows);
+        }
+        if (!step) {
+            engine_seq_swap(&m.en, q[wrong]);
+            cr_assert_eq(engine_drop_guesses(&m.en, 1, &e), 0, "%s", e.msg);
+            engine_seq_swap(&m.en, q[wrong]);
+        }
+    }
+    for (int s = 0; s < N_SEQS; s++) {
+        int n_past = q[s] ? q[s]->n_past : m.en.n_past;
+        cr_expect_eq(n_past, prompt_length(s) + STEPS, "sequence %d holds %d positions", s, n_past);
+        if (q[s])
+            engine_seq_destroy(q[s]);
+    }
+    cr_expect_eq(m.en.stats.tokens_decoded, (uint64_t)(N_SEQS * STEPS));
+    free(rows);
+    cli_model_close(&m);
+    return out;
+}
+
+/* Several rows of a sequence in a step (a token and its guesses,
+ * --draft-lookup with several requests decoding) give each row the bits of
+ * its token decoded alone; in parts of 2 rows too (chunk 2), which cut
+ * sequences' rows apart (`parts`). */
+static void guessed_rows_as_alone(const char *format, int parts)
+{
+    char *dir = test_make_tmpdir("engine_seqs_guessed");
+    test_synth_tiny(dir, format);
+    size_t V = vocab_of(dir);
+    float *want = alone(dir, 8), *got = together_guessed(dir, 8);
+    expect_same_bits(want, got, V, "rows of a sequence in a step");
+    free(got);
+    free(want);
+    if (parts) {
+        want = alone(dir, 2);
+        got = together_guessed(dir, 2);
+        expect_same_bits(want, got, V, "rows of a sequence in parts of 2");
+        free(got);
+        free(want);
+    }
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(engine_seqs, several_rows_of_a_sequence_each_as_alone_int4, .timeout = 120)
+{
+    guessed_rows_as_alone("int4", 1);
+}
+Test(engine_seqs, several_rows_of_a_sequence_each_as_alone_bf16, .timeout = 120)
+{
+    guessed_rows_as_alone("bf16", 1);
+}
+/* (the parts are the engine's, the same for both backends) */
+Test(engine_seqs, several_rows_of_a_sequence_each_as_alone_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    guessed_rows_as_alone("int4", 0);
+}
+
 /* the source of the model under test, failing its gets once `failing` is set */
 static int (*real_get)(expert_source *s, int layer, int expert, expert_view *out, errbuf *e);
 static int failing;
@@ -299,17 +401,25 @@ Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
     float *rows = malloc(3 * (size_t)V * sizeof *rows);
     cr_assert_not_null(rows);
     int ids[3] = {1, 2, 3};
-    engine_seq *twice[2] = {&a, &a}, *own_twice[2] = {NULL, NULL}, *ok[3] = {&a, NULL, &b};
-    cr_expect_eq(engine_decode_seqs(&m.en, twice, ids, 2, rows, &e), -1);
-    cr_expect(strstr(e.msg, "given twice"), "%s", e.msg);
-    cr_expect_eq(engine_decode_seqs(&m.en, own_twice, ids, 2, rows, &e), -1);
-    cr_expect(strstr(e.msg, "own sequence is given twice"), "%s", e.msg);
+    engine_seq *apart[3] = {&a, &b, &a}, *own_apart[3] = {NULL, &a, NULL}, *ok[3] = {&a, NULL, &b};
+    cr_expect_eq(engine_decode_seqs(&m.en, apart, ids, 3, rows, &e), -1);
+    cr_expect(strstr(e.msg, "row 2's sequence is given in rows apart (row 0 too)"), "%s", e.msg);
+    cr_expect_eq(engine_decode_seqs(&m.en, own_apart, ids, 3, rows, &e), -1);
+    cr_expect(strstr(e.msg, "own sequence is given in rows apart (row 2)"), "%s", e.msg);
     int bad[3] = {1, V, 3};
     cr_expect_eq(engine_decode_seqs(&m.en, ok, bad, 3, rows, &e), -1);
     cr_expect(strstr(e.msg, "outside the vocabulary"), "%s", e.msg);
     b.n_past = CTX;     /* as if full: its ids and rows are never read */
     cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, &e), -1);
-    cr_expect(strstr(e.msg, "context is full: sequence 2"), "%s", e.msg);
+    cr_expect(strstr(e.msg, "context is full: row 2's sequence holds 64 tokens and takes 1"),
+              "%s", e.msg);
+    /* a sequence with room for one of its two rows */
+    engine_seq *two_rows[3] = {&a, &b, &b};
+    b.n_past = CTX - 1;
+    cr_expect_eq(engine_decode_seqs(&m.en, two_rows, ids, 3, rows, &e), -1);
+    cr_expect(strstr(e.msg, "context is full: row 2's sequence holds 63 tokens and takes 2"),
+              "%s", e.msg);
+    b.n_past = CTX;
     cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 0, rows, &e), -1);
     cr_expect(a.n_past == 0 && m.en.n_past == prompt_length(0) && b.n_past == CTX,
               "a refused step advanced a sequence: %d %d %d", a.n_past, m.en.n_past, b.n_past);
