@@ -47,16 +47,20 @@ __device__ __forceinline__ void l2_prefetch_window(const char *p, int from, int 
 }
 
 /* the warp's sums of a tile of nt tokens (every lane takes part in the
- * shuffles); lane 0 writes them to y[t * ys] */
+ * shuffles; nt is the same on every lane, so a tile's unused tokens cost no
+ * shuffles: a token alone in a tile of 8 takes 5, not 40); lane 0 writes them
+ * to y[t * ys] */
 template <int TILE>
 __device__ __forceinline__ void store_tile(const float *acc, int nt, int lane, float *y, size_t ys)
 {
 #pragma unroll
     for (int t = 0; t < TILE; t++) {
+        if (t >= nt)
+            break;
         float v = acc[t];
         for (int o = 16; o > 0; o >>= 1)
             v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && t < nt)
+        if (lane == 0)
             y[(size_t)t * ys] = v;
     }
 }
