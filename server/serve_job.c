@@ -867,16 +867,14 @@ static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
     r->state = !rc && step_on(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 
-/* Slot i's guesses for its next step (--draft-lookup) into ids[1..], its
- * token into ids[0]; returns how many. */
-static int slot_guesses(server *s, int i, int *ids)
+/* Slot i's guesses for its next step (--draft-lookup) into out; returns how many. */
+static int slot_guesses(server *s, int i, int *out)
 {
     slot_run *r = s->slots[i].run;
-    ids[0] = r->next;
     if (!s->o.draft)
         return 0;
     slot_swap(s, i);
-    int g = draft_lookup_step(&s->m->en, r->next, s->o.draft, r->max_new - r->k - 1, ids + 1);
+    int g = draft_lookup_step(&s->m->en, r->next, s->o.draft, r->max_new - r->k - 1, out);
     slot_swap(s, i);
     return g;
 }
@@ -923,13 +921,17 @@ static void slots_decode(server *s, const int *which, int n)
     s->metrics.decode_step_rows += (uint64_t)n;
     pthread_mutex_unlock(&s->mu);
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
-    /* each slot's rows: its token, then its guesses */
-    int ids[n * ENGINE_DRAFT_MAX_T], at[n + 1], g[n];
+    /* each slot's rows: its token, then its guesses, as many as fit one pass */
+    int ids[n * ENGINE_DRAFT_MAX_T], at[n + 1], g[n], guess[n][ENGINE_DRAFT_MAX_T - 1];
     engine_seq *seqs[n * ENGINE_DRAFT_MAX_T];
+    for (int k = 0; k < n; k++)
+        g[k] = slot_guesses(s, which[k], guess[k]);
+    draft_lookup_share(g, n, engine_step_rows(en) - n);
     at[0] = 0;
     for (int k = 0; k < n; k++) {
-        g[k] = slot_guesses(s, which[k], ids + at[k]);
         at[k + 1] = at[k] + 1 + g[k];
+        ids[at[k]] = s->slots[which[k]].run->next;
+        memcpy(ids + at[k] + 1, guess[k], (size_t)g[k] * sizeof *ids);
         for (int t = at[k]; t < at[k + 1]; t++)
             seqs[t] = which[k] ? &s->slots[which[k]].seq : NULL;
     }

@@ -32,6 +32,24 @@ int draft_lookup(const int *ids, int n, int last, int max, int *out)
     return 0;
 }
 
+void draft_lookup_share(int *g, int n, int room)
+{
+    int kept[n];
+    for (int i = 0; i < n; i++)
+        kept[i] = 0;
+    for (int more = 1; more && room > 0;) {
+        more = 0;
+        for (int i = 0; i < n && room > 0; i++)
+            if (kept[i] < g[i]) {
+                kept[i]++;
+                room--;
+                more = 1;
+            }
+    }
+    for (int i = 0; i < n; i++)
+        g[i] = kept[i];
+}
+
 int draft_lookup_step(const engine *en, int last, int want, int left, int *out)
 {
     int max = want < ENGINE_DRAFT_MAX_T - 1 ? want : ENGINE_DRAFT_MAX_T - 1;

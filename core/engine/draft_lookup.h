@@ -23,4 +23,11 @@ struct engine;
  * and left (tokens the answer may still take after the step's first). */
 int draft_lookup_step(const struct engine *en, int last, int want, int left, int *out);
 
+/* Cuts the guesses g[0..n) of n sequences stepped together to at most room in
+ * all, taking one guess of each in turn (a sequence's first guesses are the
+ * likeliest to be kept): the step then stays within rows the backend computes
+ * in one pass (engine_step_rows), as a second pass would read the dense
+ * weights again for a few guesses. */
+void draft_lookup_share(int *g, int n, int room);
+
 #endif

@@ -730,6 +730,15 @@ void engine_seq_swap(engine *en, engine_seq *s)
     *s = own;
 }
 
+int engine_step_rows(const engine *en)
+{
+    /* parts no larger than the backend gives each row its own bits in */
+    int part = en->max_chunk;
+    if (en->be->bitwise_rows > 0 && en->be->bitwise_rows < part)
+        part = en->be->bitwise_rows;
+    return part;
+}
+
 int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int S, float *logits,
                        errbuf *e)
 {
@@ -760,10 +769,7 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
     }
     double t0 = now_seconds();
     int rc = 0;
-    /* parts no larger than the backend gives each row its own bits in */
-    int part = en->max_chunk;
-    if (en->be->bitwise_rows > 0 && en->be->bitwise_rows < part)
-        part = en->be->bitwise_rows;
+    int part = engine_step_rows(en);
     for (int done = 0; done < S && !rc;) {
         int n = S - done < part ? S - done : part;
         for (int t = 0; t < n; t++)

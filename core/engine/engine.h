@@ -190,5 +190,9 @@ void engine_seq_swap(engine *en, engine_seq *s);
  * sequences are to be reset. */
 int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int S, float *logits,
                        errbuf *e);
+/* The most rows engine_decode_seqs computes in one pass (one read of the
+ * dense weights): the chunk, or less where the backend gives each row its own
+ * bits only up to bitwise_rows. */
+int engine_step_rows(const engine *en);
 
 #endif

@@ -46,6 +46,31 @@ Test(draft, lookup_takes_the_latest_longest_match)
     expect_draft(a, 7, 3, 0, NULL, 0);
 }
 
+static void expect_share(const int *g, int n, int room, const int *want)
+{
+    int got[8];
+    memcpy(got, g, (size_t)n * sizeof *got);
+    draft_lookup_share(got, n, room);
+    for (int i = 0; i < n; i++)
+        cr_expect_eq(got[i], want[i], "room %d: sequence %d keeps %d guesses, expected %d", room, i,
+                     got[i], want[i]);
+}
+
+/* Guesses of sequences stepped together cut to the rows left in one pass,
+ * one of each in turn */
+Test(draft, share_takes_one_guess_of_each_in_turn)
+{
+    int full[] = {3, 3, 3, 3};
+    expect_share(full, 4, 11, (int[]){3, 3, 3, 2});
+    expect_share(full, 4, 5, (int[]){2, 1, 1, 1});
+    expect_share(full, 4, 12, full);
+    expect_share(full, 4, 40, full);
+    expect_share(full, 4, 0, (int[]){0, 0, 0, 0});
+    expect_share(full, 4, -3, (int[]){0, 0, 0, 0});     /* more sequences than a pass's rows */
+    int some[] = {0, 3, 1};
+    expect_share(some, 3, 3, (int[]){0, 2, 1});
+}
+
 #define CTX 512
 
 static void open_model(cli_model *m, const char *dir, int ctx)
