@@ -385,6 +385,7 @@ struct slot_run {
     int max_new, k, generated;  /* k: the current choice's tokens; generated: all choices' */
     int echo_lp;                /* echo with logprobs: the prompt is scored */
     int next;                   /* the token to step next (decoding) */
+    draft_backoff bo;           /* --draft-lookup: lookups skipped after guesses all missed */
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
@@ -488,6 +489,7 @@ static int choice_begin(server *s, slot_run *r, int c)
     if (r->a->chat)
         tool_stream_init(&r->a->ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     r->k = 0;
+    r->bo = (draft_backoff){0};
     r->finish = "length";
     return 0;
 }
@@ -871,7 +873,7 @@ static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
 static int slot_guesses(server *s, int i, int *out)
 {
     slot_run *r = s->slots[i].run;
-    if (!s->o.draft)
+    if (!s->o.draft || !draft_backoff_allows(&r->bo))
         return 0;
     slot_swap(s, i);
     int g = draft_lookup_step(&s->m->en, r->next, s->o.draft, r->max_new - r->k - 1, out);
@@ -895,6 +897,7 @@ static void take_rows(server *s, int i, const float *rows, const int *ids, int g
         memcpy(r->logits, rows + (size_t)used * V, V * sizeof *rows);
         run_stepped(s, r, 0, NULL);
     }
+    draft_backoff_after(&r->bo, g, used);
     if (r->choice == choice && used < g) {
         slot_swap(s, i);
         if (engine_drop_guesses(&s->m->en, g - used, &r->e)) {

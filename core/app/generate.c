@@ -24,10 +24,13 @@ typedef struct draft_step {
     float *rows;
 } draft_step;
 
-/* The cache back to the answer's tokens: positions of guesses not taken go. */
-static int drop_unused(engine *en, draft_step *d, errbuf *e)
+/* The cache back to the answer's tokens: positions of guesses not taken go
+ * (and the backoff hears how many were kept). */
+static int drop_unused(engine *en, draft_step *d, draft_backoff *b, errbuf *e)
 {
     int extra = d->n ? d->n - 1 - d->used : 0;
+    if (d->n)
+        draft_backoff_after(b, d->n - 1, d->used);
     d->n = 0;
     return extra ? engine_drop_guesses(en, extra, e) : 0;
 }
@@ -43,6 +46,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     if (p->schema)
         json_prefix_init(&answer, p->schema);
     draft_step d = {.n = 0};
+    draft_backoff bo = {0};
     if (p->draft > 0 && !(d.rows = malloc(ENGINE_DRAFT_MAX_T * (size_t)V * sizeof *d.rows)))
         return err_set(e, "out of memory for %d rows of logits (--draft-lookup)", ENGINE_DRAFT_MAX_T);
     float *cur = logits;    /* the distribution the next token is drawn from */
@@ -81,14 +85,16 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
                 p->draft_stats->accepted++;
             continue;
         }
-        if ((rc = drop_unused(&m->en, &d, e)))
+        if ((rc = drop_unused(&m->en, &d, &bo, e)))
             break;
         cur = logits;
         if (m->en.n_past >= m->en.kv.max_ctx) {
             rc = GEN_CONTEXT_FULL;
             break;
         }
-        int n_guess = p->draft ? draft_lookup_step(&m->en, next, p->draft, p->max_new - k - 2, d.ids + 1) : 0;
+        int n_guess = p->draft && draft_backoff_allows(&bo)
+                          ? draft_lookup_step(&m->en, next, p->draft, p->max_new - k - 2, d.ids + 1)
+                          : 0;
         if (!n_guess) {
             rc = engine_decode(&m->en, next, logits, e);
             if (rc)
@@ -118,7 +124,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     /* the cache ends at the answer's last token fed back, and logits hold
      * the distribution after it (the one the last token was drawn from) */
     if (d.n && !rc)
-        rc = drop_unused(&m->en, &d, e);
+        rc = drop_unused(&m->en, &d, &bo, e);
     if (cur != logits && !rc)
         memcpy(logits, cur, (size_t)V * sizeof *logits);
     free(d.rows);

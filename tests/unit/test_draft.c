@@ -71,6 +71,36 @@ Test(draft, share_takes_one_guess_of_each_in_turn)
     expect_share(some, 3, 3, (int[]){0, 2, 1});
 }
 
+/* how many of the next n steps the backoff lets look up, as a bit mask */
+static unsigned allowed(draft_backoff *b, int n)
+{
+    unsigned m = 0;
+    for (int i = 0; i < n; i++)
+        m |= (unsigned)draft_backoff_allows(b) << i;
+    return m;
+}
+
+/* Lookups skipped after guesses all missed: 1, 2, 4, 8, then 16 steps at
+ * most; a kept guess ends it, a step without guesses changes nothing */
+Test(draft, backoff_skips_lookups_after_misses)
+{
+    draft_backoff b = {0};
+    cr_expect_eq(allowed(&b, 3), 0x7u);
+    int skips[] = {1, 2, 4, 8, 16, 16};
+    for (int i = 0; i < 6; i++) {
+        draft_backoff_after(&b, 3, 0);
+        unsigned want = 1u << skips[i], got = allowed(&b, skips[i] + 1);   /* off, then on */
+        cr_expect_eq(got, want, "miss %d in a row: steps allowed %#x, expected %#x", i + 1, got,
+                     want);
+    }
+    draft_backoff_after(&b, 0, 0);
+    cr_expect_eq(allowed(&b, 2), 0x3u, "a step without guesses started a skip");
+    draft_backoff_after(&b, 2, 1);
+    cr_expect_eq(allowed(&b, 2), 0x3u, "a kept guess left a skip");
+    draft_backoff_after(&b, 1, 0);
+    cr_expect_eq(allowed(&b, 2), 0x2u, "after a kept guess, a miss skips 1 step again");
+}
+
 #define CTX 512
 
 static void open_model(cli_model *m, const char *dir, int ctx)
