@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend's checks and numbers in one run on a machine with a GPU
 # (docs/gpu.md): build, the GPU tests (operations with a sync after every
-# kernel, golden, tier and VRAM-cache invariance), `moetier bench gpu` (copies,
+# kernel, golden, a token's bits whatever its step holds, tier and VRAM-cache
+# invariance), `moetier bench gpu` (copies,
 # the linear kernel against HBM, decode attention over long contexts, prefill
 # attention in both forms, the hybrid overlap), and decode of a k2-slice
 # model on the CPU and on the GPU with the VRAM cache swept. Every step's log
@@ -12,7 +13,7 @@
 # summary.txt.
 #
 # Usage: [OUT=dir] [BUDGET=seconds] bench/gpu_session.sh [GROUP ...]
-#   GROUP: ops, golden, bench, decode, invariance (default: all, in that order:
+#   GROUP: ops, golden, bitwise, bench, decode, invariance (default: all, in that order:
 #   correctness and the numbers first; the invariance tests take longest).
 #   With .device/bundle.tar.xz (bench/gpu_bundle.sh, made on the development
 #   machine and carried: the device machine has no C libraries to build with)
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 name=gpu-$(date +%Y%m%d-%H%M%S)
 out=bench/results/$name
 budget=${BUDGET:-540}
-groups=${*:-ops golden bench decode invariance}
+groups=${*:-ops golden bitwise bench decode invariance}
 mkdir -p "$out" build/tmp
 if [[ -n ${OUT:-} ]]; then
     trap 'tar -C bench/results -czf "$OUT/$name.tgz" "$name"; cp "$out/summary.txt" "$OUT/" 2>/dev/null' EXIT
@@ -71,6 +72,12 @@ if want ops; then
 fi
 if want golden; then
     step test-golden-gpu 400 "$tests" --filter 'golden/*_gpu' --verbose -j"$jobs"
+fi
+if want bitwise; then
+    # conversations stepped together, guessed tokens, restored caches: each
+    # row with the bits of its token decoded alone
+    step test-bitwise-gpu 300 "$tests" --filter '@(engine_seqs|draft|prompt_cache|prompt_file)/*_gpu' \
+        --verbose -j"$jobs"
 fi
 if want bench; then
     step bench-gpu-copy 60 "$bin" bench gpu --json
