@@ -74,6 +74,8 @@ void draft_lookup_share(int *g, int n, int room)
 int draft_lookup_step(const engine *en, int last, int want, int left, int *out)
 {
     int max = want < ENGINE_DRAFT_MAX_T - 1 ? want : ENGINE_DRAFT_MAX_T - 1;
+    int pass = engine_step_rows(en) - 1;    /* a second pass reads the weights again */
+    max = max < pass ? max : pass;
     int room = en->kv.max_ctx - en->n_past - 1;
     max = max < room ? max : room;
     max = max < left ? max : left;

@@ -36,8 +36,10 @@ void draft_backoff_after(draft_backoff *b, int guessed, int kept);
 
 struct engine;
 /* The guesses for a step of last and them on the engine's cache: at most
- * want, ENGINE_DRAFT_MAX_T - 1, what the context has room for after last,
- * and left (tokens the answer may still take after the step's first). */
+ * want, ENGINE_DRAFT_MAX_T - 1, the rows one pass of a step has after last
+ * (engine_step_rows: --chunk 2 leaves 1), what the context has room for
+ * after last, and left (tokens the answer may still take after the step's
+ * first). */
 int draft_lookup_step(const struct engine *en, int last, int want, int left, int *out);
 
 /* Cuts the guesses g[0..n) of n sequences stepped together to at most room in

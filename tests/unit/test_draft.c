@@ -103,15 +103,47 @@ Test(draft, backoff_skips_lookups_after_misses)
 
 #define CTX 512
 
-static void open_model(cli_model *m, const char *dir, int ctx)
+static void open_model_chunk(cli_model *m, const char *dir, int ctx, int chunk)
 {
-    model_flags f = {.dir = dir, .ctx = ctx, .chunk = 64, .quiet = 1};
+    model_flags f = {.dir = dir, .ctx = ctx, .chunk = chunk, .quiet = 1};
     errbuf e;
     cr_assert_eq(cli_model_open(m, &f, &e), 0, "%s", e.msg);
 }
 
+static void open_model(cli_model *m, const char *dir, int ctx)
+{
+    open_model_chunk(m, dir, ctx, 64);
+}
+
 static const int prompt[] = {5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7};
 #define PROMPT_N ((int)(sizeof prompt / sizeof *prompt))
+
+/* A step's guesses fit the rows of one pass (the chunk here), the context's
+ * room and the answer's limit */
+Test(draft, lookup_step_keeps_to_one_pass_the_context_and_the_limit, .timeout = 60)
+{
+    char *dir = test_make_tmpdir("draft_step_limits");
+    test_synth_tiny(dir, "int4");
+    errbuf e;
+    int out[ENGINE_DRAFT_MAX_T];
+    const struct { int chunk, ctx, left, want; } cases[] = {
+        {64, CTX, 10, 3},           /* 5 6 7 8 after "... 5 6 7" and 8: three of them */
+        {2, CTX, 10, 1},            /* a pass of 2 rows: the token and one guess */
+        {64, PROMPT_N + 3, 10, 2},  /* room for the token and two more */
+        {64, CTX, 1, 1},            /* the answer may take one more token */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        cli_model m;
+        open_model_chunk(&m, dir, cases[k].ctx, cases[k].chunk);
+        cr_assert_eq(engine_forward(&m.en, prompt, PROMPT_N, NULL, 0, &e), 0, "%s", e.msg);
+        int got = draft_lookup_step(&m.en, 8, 3, cases[k].left, out);
+        cr_expect_eq(got, cases[k].want, "case %zu: %d guesses, expected %d", k, got,
+                     cases[k].want);
+        cli_model_close(&m);
+    }
+    test_remove_tree(dir);
+    free(dir);
+}
 
 /* Rows of a step of T tokens against the same tokens decoded one at a time;
  * then, the step's guesses dropped, the next token's logits against those
