@@ -897,7 +897,8 @@ static void take_rows(server *s, int i, const float *rows, const int *ids, int g
         memcpy(r->logits, rows + (size_t)used * V, V * sizeof *rows);
         run_stepped(s, r, 0, NULL);
     }
-    draft_backoff_after(&r->bo, g, used);
+    if (r->choice == choice)    /* (a new choice starts its own backoff) */
+        draft_backoff_after(&r->bo, g, used);
     if (r->choice == choice && used < g) {
         slot_swap(s, i);
         if (engine_drop_guesses(&s->m->en, g - used, &r->e)) {
