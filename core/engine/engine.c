@@ -747,15 +747,17 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
     int V = en->cfg->vocab_size;
     /* the engine's own sequence as the others are, its count copied back */
     engine_seq own = {en->kv, en->n_past, en->cached_ids};
-    int own_row = -1;
-    for (int i = 0, rows = 1; i < S; i++, rows++) {
+    int own_rows = 0;
+    for (int i = 0, rows = 0; i < S; i++) {
         const engine_seq *q = seqs[i] ? seqs[i] : &own;
-        int more = i > 0 && seqs[i] == seqs[i - 1];     /* the same sequence's next token */
-        if (!more)
-            rows = 1;
-        if (!seqs[i] && own_row >= 0 && !more)
-            return err_set(e, "the engine's own sequence is given in rows apart (row %d)", i);
-        own_row = seqs[i] ? own_row : i;
+        /* its rows so far: a sequence's rows are adjacent, so a first row's
+         * sequence is in no row before it */
+        rows = i > 0 && seqs[i] == seqs[i - 1] ? rows + 1 : 1;
+        for (int k = 0; rows == 1 && k < i; k++)
+            if (seqs[k] == seqs[i])
+                return err_set(e, "row %d's sequence%s is given in rows apart (row %d too)", i,
+                               seqs[i] ? "" : " (the engine's own)", k);
+        own_rows += !seqs[i];
         if (ids[i] < 0 || ids[i] >= V)
             return err_set(e, "token id %d of row %d is outside the vocabulary (0..%d)", ids[i], i,
                            V - 1);
@@ -763,9 +765,6 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
             return err_set(e, "context is full: row %d's sequence holds %d tokens and takes %d in "
                            "this step, the context size is %d (raise -c)", i, q->n_past, rows,
                            q->kv.max_ctx);
-        for (int k = 0; k < i - 1 && seqs[i] && !more; k++)
-            if (seqs[k] == seqs[i])
-                return err_set(e, "row %d's sequence is given in rows apart (row %d too)", i, k);
     }
     double t0 = now_seconds();
     int rc = 0;
@@ -782,7 +781,7 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
                          "infinity, or overflow", done + nan_row);
         done += n;
     }
-    if (own_row >= 0)
+    if (own_rows)
         en->n_past = own.n_past;
     if (!rc) {
         en->stats.tokens_decoded += (uint64_t)S;
