@@ -102,6 +102,8 @@ static void unlist_reservation(tiered *t, int key)
  * again, and the list holds each of a layer's experts once at most. */
 static void drop_failed(tiered *t, int s)
 {
+    if (t->spec_pin[s])
+        t->spec.failed++;
     int key = t->cache.key_of_slot[s];
     if (key >= 0) {
         if (t->reserved[key]) {
@@ -478,10 +480,11 @@ static void tiered_print_stats(expert_source *src, FILE *out)
                 (unsigned long long)t->steps);
     if (t->spec.max_in_flight)
         fprintf(out, "  predicted reads: %llu started early, %llu of them used (%.1f%%), %llu "
-                "dropped before reading, at most %d in flight (bound %d)\n",
+                "dropped before reading, %llu failed, at most %d in flight (bound %d)\n",
                 (unsigned long long)t->spec.reads, (unsigned long long)t->spec.used,
                 t->spec.reads ? 100.0 * (double)t->spec.used / (double)t->spec.reads : 0.0,
-                (unsigned long long)t->spec.dropped, t->spec.peak_in_flight,
+                (unsigned long long)t->spec.dropped, (unsigned long long)t->spec.failed,
+                t->spec.peak_in_flight,
                 t->spec.max_in_flight);
     fprintf(out, "  NVMe tier: %llu reads (%s, %s), %llu retried, %llu continued after a short "
             "read\n", (unsigned long long)ns->reads,

@@ -50,6 +50,7 @@ typedef struct tier_spec_stats {
     uint64_t reads;             /* experts read early */
     uint64_t used;              /* of those, how many the engine then used */
     uint64_t dropped;           /* predictions dropped before their read started */
+    uint64_t failed;            /* reads that failed (the engine reads the expert again) */
     int max_in_flight;          /* the bound (0: speculation is off) */
     int peak_in_flight;         /* the most in flight at once */
 } tier_spec_stats;

@@ -1113,11 +1113,16 @@ async function parallelServer() {
       // a conversation starting as one that is running (and as no idle
       // slot's): its start copied
       const ai = client(srv), other = Array.from({ length: 40 }, (_, i) => `term${i}`).join(' ');
-      const first = await ai.chat.completions.create({ model: MODEL, messages: user(`${other} First.`), max_tokens: 60,
+      const first = await ai.chat.completions.create({ model: MODEL, messages: user(`${other} First.`), max_tokens: 200,
         temperature: 0, stream: true });
       const it = first[Symbol.asyncIterator]();
-      await it.next();    // the first request decodes in its slot
-      const slots = await (await fetch(srv.url + '/slots')).json();
+      await it.next();    // the first request is in its slot (its first event may come before its prefill ends)
+      let slots = [];
+      for (let k = 0; k < 100; k++) {
+        slots = await (await fetch(srv.url + '/slots')).json();
+        if (slots.some((x) => x.state === 'generating')) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
       assert.equal(slots.length, 3, JSON.stringify(slots));
       const busy = slots.filter((x) => x.state !== 'idle');
       assert.equal(busy.length, 1, JSON.stringify(slots));

@@ -1011,10 +1011,13 @@ Test(tiers, reservation_lost_to_a_failed_read_is_listed_once, .timeout = 60)
     expert_source_speculate(&src, lb, &x, 1);       /* x's predicted read will fail */
     expert_source_prefetch(&src, lb, all, E);       /* reserves x, in flight, out of turn */
     int other[] = {0, 1, 2, 3};
-    for (int i = 0; i < 50; i++) {                  /* pumping reaps x's failure */
+    const tier_spec_stats *ss = tiered_source_spec_stats(&src);
+    for (int i = 0; ss->failed == 0 && i < 20000; i++) {   /* pumping reaps x's failure */
         usleep(1000);
         expert_source_speculate(&src, la, other, 4);
     }
+    cr_assert_eq(ss->failed, 1, "%llu predicted reads failed, expected x's",
+                 (unsigned long long)ss->failed);
     flip_byte(st.file_paths[b->file], (long)(b->offset + 100));   /* the damage was passing */
     for (int i = 0; i < E; i++) {
         errbuf ge = {{0}};
