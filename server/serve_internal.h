@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "core/app/cli_prompt_file.h"
+#include "core/engine/draft_tuner.h"
 #include "core/engine/prompt_cache.h"
 #include "core/engine/prompt_cache_disk.h"
 #include "core/text/json_mask.h"
@@ -88,6 +89,7 @@ typedef struct server {
     int pc_lock;                /* --prompt-cache-dir held for this server (-1: none) */
     slot *slots;                /* [o.parallel], the engine thread's alone */
     float *step_rows;           /* [o.parallel * (1 + o.draft)][vocab]: a decode step's logits */
+    draft_cost step_cost;       /* --draft-lookup: decode steps' times by rows */
     slot_view *views;           /* [o.parallel] */
     /* a slot's positions, for the other threads: the engine thread swaps the
      * slots' caches in and out of the engine */

@@ -8,6 +8,7 @@
 
 #include "core/base/progress.h"
 #include "core/engine/draft_lookup.h"
+#include "core/engine/draft_tuner.h"
 #include "core/text/json_mask.h"
 #include "core/text/reasoning_end.h"
 #include "core/text/tool_calls.h"
@@ -385,7 +386,7 @@ struct slot_run {
     int max_new, k, generated;  /* k: the current choice's tokens; generated: all choices' */
     int echo_lp;                /* echo with logprobs: the prompt is scored */
     int next;                   /* the token to step next (decoding) */
-    draft_backoff bo;           /* --draft-lookup: lookups skipped after guesses all missed */
+    draft_accept accept;        /* --draft-lookup: how its guesses fare */
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
@@ -426,6 +427,7 @@ int slots_create(server *s, errbuf *e)
     }
     for (int i = 0; i < n; i++)
         s->views[i].state = "idle";
+    draft_cost_init(&s->step_cost);
     for (int i = 1; i < n; i++)
         if (engine_seq_create(&s->m->en, &s->slots[i].seq, e)) {
             slots_destroy(s);
@@ -489,7 +491,7 @@ static int choice_begin(server *s, slot_run *r, int c)
     if (r->a->chat)
         tool_stream_init(&r->a->ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     r->k = 0;
-    r->bo = (draft_backoff){0};
+    draft_accept_restart(&r->accept);
     r->finish = "length";
     return 0;
 }
@@ -506,6 +508,7 @@ static slot_run *run_begin(server *s, int i, job *j)
     if (r) {
         r->j = j;
         r->slot = i;
+        draft_accept_init(&r->accept);
         r->n = (int)j->ids.n;
         r->logits = malloc((size_t)V * sizeof *r->logits);
         r->raw = j->req.logprobs ? malloc((size_t)V * sizeof *r->raw) : NULL;
@@ -869,15 +872,17 @@ static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
     r->state = !rc && step_on(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 
-/* Slot i's guesses for its next step (--draft-lookup) into out; returns how many. */
+/* Slot i's guesses for its next step (--draft-lookup) into out, the lookup
+ * noted for its tuning; returns how many. */
 static int slot_guesses(server *s, int i, int *out)
 {
     slot_run *r = s->slots[i].run;
-    if (!s->o.draft || !draft_backoff_allows(&r->bo))
+    if (!s->o.draft)
         return 0;
     slot_swap(s, i);
     int g = draft_lookup_step(&s->m->en, r->next, s->o.draft, r->max_new - r->k - 1, out);
     slot_swap(s, i);
+    draft_accept_lookup(&r->accept, out, g);
     return g;
 }
 
@@ -890,15 +895,16 @@ static void take_rows(server *s, int i, const float *rows, const int *ids, int g
     slot_run *r = s->slots[i].run;
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
     int used = 0, choice = r->choice;
-    memcpy(r->logits, rows, V * sizeof *rows);
-    run_stepped(s, r, 0, NULL);
-    while (r->state == RUN_DECODE && r->choice == choice && used < g && r->next == ids[used + 1]) {
-        used++;
+    for (;;) {
         memcpy(r->logits, rows + (size_t)used * V, V * sizeof *rows);
         run_stepped(s, r, 0, NULL);
+        if (r->state != RUN_DECODE || r->choice != choice)
+            break;
+        draft_accept_token(&r->accept, r->next);
+        if (used == g || r->next != ids[used + 1])
+            break;
+        used++;
     }
-    if (r->choice == choice)    /* (a new choice starts its own backoff) */
-        draft_backoff_after(&r->bo, g, used);
     if (r->choice == choice && used < g) {
         slot_swap(s, i);
         if (engine_drop_guesses(&s->m->en, g - used, &r->e)) {
@@ -925,12 +931,16 @@ static void slots_decode(server *s, const int *which, int n)
     s->metrics.decode_step_rows += (uint64_t)n;
     pthread_mutex_unlock(&s->mu);
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
-    /* each slot's rows: its token, then its guesses, as many as fit one pass */
-    int ids[n * ENGINE_DRAFT_MAX_T], at[n + 1], g[n], guess[n][ENGINE_DRAFT_MAX_T - 1];
+    /* each slot's rows: its token, then the guesses that the step's measured
+     * cost says pay, within one pass */
+    int ids[n * ENGINE_DRAFT_MAX_T], at[n + 1], avail[n], g[n], guess[n][ENGINE_DRAFT_MAX_T - 1];
     engine_seq *seqs[n * ENGINE_DRAFT_MAX_T];
-    for (int k = 0; k < n; k++)
-        g[k] = slot_guesses(s, which[k], guess[k]);
-    draft_lookup_share(g, n, engine_step_rows(en) - n);
+    const draft_accept *acc[n];
+    for (int k = 0; k < n; k++) {
+        avail[k] = slot_guesses(s, which[k], guess[k]);
+        acc[k] = &s->slots[which[k]].run->accept;
+    }
+    draft_choose(&s->step_cost, acc, avail, n, engine_step_rows(en) - n, g);
     at[0] = 0;
     for (int k = 0; k < n; k++) {
         at[k + 1] = at[k] + 1 + g[k];
@@ -943,6 +953,7 @@ static void slots_decode(server *s, const int *which, int n)
     float *rows = s->step_rows;
     errbuf e;
     int rc;
+    double t0 = now_seconds();
     if (n == 1) {
         /* one slot: its rows in one attention call of the engine's own sequence */
         slot_swap(s, which[0]);
@@ -951,6 +962,8 @@ static void slots_decode(server *s, const int *which, int n)
     } else {
         rc = engine_decode_seqs(en, seqs, ids, rows_n, rows, &e);
     }
+    if (!rc)
+        draft_cost_add(&s->step_cost, rows_n, now_seconds() - t0);
     for (int k = 0; k < n; k++) {
         slot_run *r = s->slots[which[k]].run;
         if (!rc) {

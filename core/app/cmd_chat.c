@@ -21,6 +21,7 @@
 #include "commands.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
+#include "core/engine/draft_tuner.h"
 #include "core/text/chat_format.h"
 #include "core/text/tool_calls.h"
 #include "core/text/utf8.h"
@@ -44,7 +45,8 @@ static void usage(FILE *f)
                "  --hide-think     do not print the reasoning (default: printed)\n"
                "  --draft-lookup N check up to N (1-3) tokens guessed from the conversation\n"
                "                   with each generated one, in one step: faster on replies\n"
-               "                   that repeat earlier text, the same reply (default 0: off)\n"
+               "                   that repeat earlier text, the same reply (default 0: off);\n"
+               "                   a step checks the guesses that its measured cost says pay\n"
                "  --prompt-cache FILE  keep the conversation's KV cache in FILE at the end (and\n"
                "                   at /reset): a later chat that starts the same way (the same\n"
                "                   system message) computes only the rest\n"
@@ -65,6 +67,7 @@ typedef struct chat_state {
     int n_stop;
     cli_prompt_cache pcache;    /* --prompt-cache */
     int draft;                  /* --draft-lookup */
+    draft_tuner tuner;          /* what its guesses and steps were like */
 } chat_state;
 
 static void chat_reset(chat_state *c)
@@ -274,7 +277,7 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     gen_draft_stats draft_stats = {0};
     gen_params gp = {.max_new = max_new, .stop_ids = c->stop, .n_stop = c->n_stop,
                      .on_token = reply_token, .ctx = &rs, .draft = c->draft,
-                     .draft_stats = &draft_stats};
+                     .draft_stats = &draft_stats, .tuner = &c->tuner};
     int grc = generate(&c->m, &c->tok, smp, logits, &gp, &gen, e);
     tool_stream_delta d;
     if (tool_stream_finish(&rs.ts, &d, e) == 0)
@@ -303,8 +306,10 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     fprintf(stderr, "[%zu prompt tokens, %d reused from the cache, %zu new in %.2f s; %zu generated "
             "in %.2f s (%.2f tok/s)]\n", ids.n, reuse, ids.n - (size_t)reuse, t1 - t0, gen.n,
             t2 - t1, t2 > t1 ? (double)gen.n / (t2 - t1) : 0.0);
-    if (c->draft)
+    if (c->draft) {
         gen_draft_stats_print(&draft_stats, stderr);
+        draft_tuner_print(&c->tuner, stderr);
+    }
 out:
     free(logits);
     free(text);
@@ -318,6 +323,7 @@ int cmd_chat(int argc, char **argv)
     model_flags mf = {0};
     sampler_params sp = sampler_defaults();
     chat_state c = {0};
+    draft_tuner_init(&c.tuner);
     int max_new = 1024, show_think = 1;
     chat_options_default(&c.copt);
     for (int i = 1; i < argc; i++) {

@@ -18,6 +18,7 @@
 #include "commands.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
+#include "core/engine/draft_tuner.h"
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
 #include "core/text/json_mask.h"
@@ -66,7 +67,8 @@ static void usage(FILE *f)
             "  --print-ids          print the new ids as the last line of stdout\n"
             "  --draft-lookup N     check up to N (1-3) tokens guessed from the context with each\n"
             "                       generated one, in one step: faster on text that repeats\n"
-            "                       earlier text, the same answer (default 0: off)\n"
+            "                       earlier text, the same answer (default 0: off); a step\n"
+            "                       checks the guesses that its measured cost says pay\n"
             "  --special            print special tokens (hidden from the text by default)\n"
             "  --prompt-cache FILE  keep the prompt's KV cache in FILE: a later run whose prompt\n"
             "                       starts the same way computes only the rest (the same\n"
@@ -132,6 +134,8 @@ int cmd_run(int argc, char **argv)
     int chat = 0;
     int n_new = 128, print_ids = 0, ignore_eos = 0, show_special = 0, draft = 0;
     gen_draft_stats draft_stats = {0};
+    draft_tuner tuner;
+    draft_tuner_init(&tuner);
     const char *schema_arg = NULL, *schema_path = NULL;
     cli_prompt_cache pcache = {0};
     for (int i = 1; i < argc; i++) {
@@ -308,7 +312,7 @@ int cmd_run(int argc, char **argv)
             stop[n_stop++] = c->eos_token_ids[i];
     gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout, .draft = draft,
-                     .draft_stats = &draft_stats};
+                     .draft_stats = &draft_stats, .tuner = &tuner};
     if (schema_arg || schema_path) {
         if (compile_schema(schema_arg, schema_path, &schema, &e) != 0 || json_vocab_build(&jv, &tok.v, &e))
             goto done;
@@ -362,8 +366,10 @@ int cmd_run(int argc, char **argv)
             st->prefill_seconds > 0 ? (double)st->tokens_prefilled / st->prefill_seconds : 0.0,
             (unsigned long long)st->tokens_decoded, st->decode_seconds,
             st->decode_seconds > 0 ? (double)st->tokens_decoded / st->decode_seconds : 0.0);
-    if (draft)
+    if (draft) {
         gen_draft_stats_print(&draft_stats, stderr);
+        draft_tuner_print(&tuner, stderr);
+    }
 done:
     if (rc == 1)
         cli_fail(&e);

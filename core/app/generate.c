@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/progress.h"
 #include "core/engine/draft_lookup.h"
+#include "core/engine/draft_tuner.h"
 
 static int is_stop(const gen_params *p, int id)
 {
@@ -24,15 +26,26 @@ typedef struct draft_step {
     float *rows;
 } draft_step;
 
-/* The cache back to the answer's tokens: positions of guesses not taken go
- * (and the backoff hears how many were kept). */
-static int drop_unused(engine *en, draft_step *d, draft_backoff *b, errbuf *e)
+/* The cache back to the answer's tokens: positions of guesses not taken go. */
+static int drop_unused(engine *en, draft_step *d, errbuf *e)
 {
     int extra = d->n ? d->n - 1 - d->used : 0;
-    if (d->n)
-        draft_backoff_after(b, d->n - 1, d->used);
     d->n = 0;
     return extra ? engine_drop_guesses(en, extra, e) : 0;
+}
+
+/* The guesses checked in the step of last: those of the lookup that the
+ * tuner expects to pay (every lookup teaches it how guesses fare). */
+static int step_guesses(cli_model *m, draft_tuner *t, int last, int want, int left, int *out)
+{
+    int avail = draft_lookup_step(&m->en, last, want, left, out);
+    draft_accept_lookup(&t->accept, out, avail);
+    if (!avail)
+        return 0;
+    const draft_accept *a = &t->accept;
+    int g;
+    draft_choose(&t->cost, &a, &avail, 1, avail, &g);
+    return g;
 }
 
 int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
@@ -46,7 +59,10 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     if (p->schema)
         json_prefix_init(&answer, p->schema);
     draft_step d = {.n = 0};
-    draft_backoff bo = {0};
+    draft_tuner own, *tu = p->tuner ? p->tuner : &own;
+    if (!p->tuner)
+        draft_tuner_init(&own);
+    draft_accept_restart(&tu->accept);
     if (p->draft > 0 && !(d.rows = malloc(ENGINE_DRAFT_MAX_T * (size_t)V * sizeof *d.rows)))
         return err_set(e, "out of memory for %d rows of logits (--draft-lookup)", ENGINE_DRAFT_MAX_T);
     float *cur = logits;    /* the distribution the next token is drawn from */
@@ -60,6 +76,8 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             json_prefix_feed(&answer, b ? b : "", b ? n : 0);
         }
         sampler_accept_output(s, next);
+        if (p->draft)
+            draft_accept_token(&tu->accept, next);
         if (token_list_push(out, next)) {
             rc = err_set(e, "out of memory");
             break;
@@ -85,20 +103,21 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
                 p->draft_stats->accepted++;
             continue;
         }
-        if ((rc = drop_unused(&m->en, &d, &bo, e)))
+        if ((rc = drop_unused(&m->en, &d, e)))
             break;
         cur = logits;
         if (m->en.n_past >= m->en.kv.max_ctx) {
             rc = GEN_CONTEXT_FULL;
             break;
         }
-        int n_guess = p->draft && draft_backoff_allows(&bo)
-                          ? draft_lookup_step(&m->en, next, p->draft, p->max_new - k - 2, d.ids + 1)
-                          : 0;
+        int n_guess = p->draft ? step_guesses(m, tu, next, p->draft, p->max_new - k - 2, d.ids + 1)
+                               : 0;
+        double t0 = now_seconds();
         if (!n_guess) {
             rc = engine_decode(&m->en, next, logits, e);
             if (rc)
                 break;
+            draft_cost_add(&tu->cost, 1, now_seconds() - t0);
             continue;
         }
         d.ids[0] = next;
@@ -106,6 +125,8 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         d.used = 0;
         int before = m->en.n_past;
         rc = engine_decode_tokens(&m->en, d.ids, d.n, d.rows, e);
+        if (!rc)
+            draft_cost_add(&tu->cost, d.n, now_seconds() - t0);
         if (rc) {
             /* stopped (Ctrl+C) after a chunk of a step cut in several: the
              * cache as a stop before the token's step leaves it */
@@ -124,7 +145,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     /* the cache ends at the answer's last token fed back, and logits hold
      * the distribution after it (the one the last token was drawn from) */
     if (d.n && !rc)
-        rc = drop_unused(&m->en, &d, &bo, e);
+        rc = drop_unused(&m->en, &d, e);
     if (cur != logits && !rc)
         memcpy(logits, cur, (size_t)V * sizeof *logits);
     free(d.rows);

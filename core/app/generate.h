@@ -27,13 +27,17 @@ typedef struct gen_params {
      * tokenizer), jv its token table; it ends once the value is whole */
     const json_schema *schema;
     const json_vocab *jv;
-    /* --draft-lookup: up to this many tokens guessed from the context
-     * (draft_lookup) are checked in the step of each generated token; 0: off,
+    /* --draft-lookup: up to this many tokens are guessed from the context
+     * (draft_lookup) for the step of each generated token, and as many of
+     * them checked in it as the tuner (draft_tuner) expects to pay; 0: off,
      * at most ENGINE_DRAFT_MAX_T - 1. A guess is kept only where the sampler,
      * drawing as it would one token at a time, picks it, so the answer is the
-     * same (on the CPU backend bit for bit, logits included) */
+     * same (bit for bit, logits included) */
     int draft;
     gen_draft_stats *draft_stats;   /* optional: counted into */
+    /* optional: what --draft-lookup learned of the guesses and the steps'
+     * times (draft_tuner), kept from one call to the next; NULL: learned anew */
+    struct draft_tuner *tuner;
 } gen_params;
 
 /* logits holds the distribution after the prompt; generated ids (the stop

@@ -32,45 +32,6 @@ int draft_lookup(const int *ids, int n, int last, int max, int *out)
     return 0;
 }
 
-int draft_backoff_allows(draft_backoff *b)
-{
-    if (b->skip > 0) {
-        b->skip--;
-        return 0;
-    }
-    return 1;
-}
-
-void draft_backoff_after(draft_backoff *b, int guessed, int kept)
-{
-    if (guessed <= 0)
-        return;
-    if (kept > 0) {
-        b->misses = 0;
-        return;
-    }
-    b->misses++;
-    b->skip = b->misses > 4 ? DRAFT_BACKOFF_MAX : 1 << (b->misses - 1);
-}
-
-void draft_lookup_share(int *g, int n, int room)
-{
-    int kept[n];
-    for (int i = 0; i < n; i++)
-        kept[i] = 0;
-    for (int more = 1; more && room > 0;) {
-        more = 0;
-        for (int i = 0; i < n && room > 0; i++)
-            if (kept[i] < g[i]) {
-                kept[i]++;
-                room--;
-                more = 1;
-            }
-    }
-    for (int i = 0; i < n; i++)
-        g[i] = kept[i];
-}
-
 int draft_lookup_step(const engine *en, int last, int want, int left, int *out)
 {
     int max = want < ENGINE_DRAFT_MAX_T - 1 ? want : ENGINE_DRAFT_MAX_T - 1;

@@ -927,17 +927,21 @@ async function draftServer() {
     } finally {
       await stopServer(plain);
     }
-    const srv = await startServer(['--no-think', '--draft-lookup', '3'], env);
-    try {
-      const got = await answers(srv);
-      for (let i = 0; i < reqs.length; i++)
-        assert.deepEqual(got[i], want[i], `request ${i}: another answer with --draft-lookup`);
-      const t = await (await fetch(srv.url + '/metrics')).text();
-      const guessed = Number(/moetier_draft_tokens_total (\d+)/.exec(t)[1]);
-      const kept = Number(/moetier_draft_tokens_accepted_total (\d+)/.exec(t)[1]);
-      assert.ok(kept > 0 && kept <= guessed, `${kept} of ${guessed} guesses kept: the check proves nothing`);
-    } finally {
-      await stopServer(srv);
+    /* every guess checked (MOETIER_DRAFT_TUNE=0: the rows do not depend on
+     * timing), then as the tuner picks them */
+    for (const tune of ['0', '1']) {
+      const srv = await startServer(['--no-think', '--draft-lookup', '3'], { ...env, MOETIER_DRAFT_TUNE: tune });
+      try {
+        const got = await answers(srv);
+        for (let i = 0; i < reqs.length; i++)
+          assert.deepEqual(got[i], want[i], `request ${i}: another answer with --draft-lookup (tuned ${tune})`);
+        const t = await (await fetch(srv.url + '/metrics')).text();
+        const guessed = Number(/moetier_draft_tokens_total (\d+)/.exec(t)[1]);
+        const kept = Number(/moetier_draft_tokens_accepted_total (\d+)/.exec(t)[1]);
+        assert.ok(kept <= guessed && (tune === '1' || kept > 0), `${kept} of ${guessed} guesses kept: the check proves nothing`);
+      } finally {
+        await stopServer(srv);
+      }
     }
   });
 }
@@ -958,7 +962,18 @@ async function draftParallelServer() {
     } finally {
       await stopServer(plain);
     }
-    const srv = await startServer(['--no-think', '--parallel', '2', '--draft-lookup', '3'], env);
+    const tuned = await startServer(['--no-think', '--parallel', '2', '--draft-lookup', '3'], env);
+    try {
+      const ai = client(tuned);
+      const got = await Promise.all(reqs.map((r) => ai.completions.create(r)));
+      for (let i = 0; i < reqs.length; i++)
+        assert.deepEqual(shown(got[i]), want[i], `request ${i}: another answer with --draft-lookup, tuned`);
+    } finally {
+      await stopServer(tuned);
+    }
+    /* every guess checked: the steps' rows do not depend on timing */
+    const srv = await startServer(['--no-think', '--parallel', '2', '--draft-lookup', '3'],
+      { ...env, MOETIER_DRAFT_TUNE: '0' });
     try {
       const ai = client(srv);
       const got = await Promise.all(reqs.map((r) => ai.completions.create(r)));

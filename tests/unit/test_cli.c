@@ -1043,28 +1043,37 @@ Test(cli, default_prefill_step_on_the_cpu)
     free(dir);
 }
 
-/* --draft-lookup: the same text and ids as without it, its count on stderr;
- * more guesses than a step keeps exact refused, naming the flag */
+/* --draft-lookup: the same text and ids as without it, its count and what
+ * the tuner learned on stderr (with every guess checked, and as the tuner
+ * picks them); more guesses than a step keeps exact refused, naming the flag */
 Test(cli, run_with_draft_lookup_answers_as_without, .timeout = 60)
 {
     char *tmp = test_make_tmpdir("clidraft"), *out, *err, *out2, *err2;
     test_synth_tiny(tmp, "int4");
     const char *args = "--ids 5,6,7,8,5,6,7,8,5,6,7 -n 300 -c 512 --greedy --ignore-eos --print-ids";
     cr_assert_eq(run(&out, &err, "%s run -m %s %s", bin(), tmp, args), 0, "%s", err);
-    cr_assert_eq(run(&out2, &err2, "%s run -m %s %s --draft-lookup 3", bin(), tmp, args), 0, "%s",
-                 err2);
-    cr_expect_str_eq(out2, out, "another answer with --draft-lookup 3");
-    unsigned long long guessed, steps, kept;
-    const char *line = strstr(err2, "draft lookup: ");
-    cr_assert(line && sscanf(line, "draft lookup: %llu tokens guessed in %llu steps, %llu kept",
-                             &guessed, &steps, &kept) == 3, "no count on stderr: %s", err2);
-    cr_expect(kept > 0 && kept <= guessed && steps > 0 && guessed <= 3 * steps,
-              "%llu guessed in %llu steps, %llu kept", guessed, steps, kept);
     cr_expect_null(strstr(err, "draft lookup"), "a count without the flag: %s", err);
+    for (int tuned = 0; tuned < 2; tuned++) {
+        cr_assert_eq(run(&out2, &err2, "%s %s run -m %s %s --draft-lookup 3",
+                         tuned ? "" : "MOETIER_DRAFT_TUNE=0", bin(), tmp, args), 0, "%s", err2);
+        cr_expect_str_eq(out2, out, "another answer with --draft-lookup 3 (tuned %d)", tuned);
+        unsigned long long guessed, steps, kept;
+        const char *line = strstr(err2, "draft lookup: ");
+        cr_assert(line && sscanf(line, "draft lookup: %llu tokens guessed in %llu steps, %llu kept",
+                                 &guessed, &steps, &kept) == 3, "no count on stderr: %s", err2);
+        cr_expect(kept <= guessed && guessed <= 3 * steps, "%llu guessed in %llu steps, %llu kept",
+                  guessed, steps, kept);
+        /* (every guess checked: some must be kept, or the answer checks nothing) */
+        cr_expect(tuned || (kept > 0 && steps > 0), "%llu guessed in %llu steps, %llu kept",
+                  guessed, steps, kept);
+        const char *learned = strstr(err2, "draft lookup: chance a guess is kept");
+        cr_expect(learned && strstr(learned, tuned ? "step time of 2..4 rows" : "every guess checked"),
+                  "tuned %d: %s", tuned, err2);
+        free(out2);
+        free(err2);
+    }
     free(out);
     free(err);
-    free(out2);
-    free(err2);
     cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1,2 --draft-lookup 4", bin(), tmp), 2);
     cr_expect(strstr(err, "--draft-lookup") && strstr(err, "0..3"), "%s", err);
     free(out);

@@ -2,9 +2,11 @@
  * what followed the latest earlier occurrence of the context's last tokens;
  * engine_decode_tokens gives each row the bits of decoding one token at a
  * time, and dropping its guesses leaves the cache of one token (CPU and CUDA
- * backends, up to ENGINE_DRAFT_MAX_T rows, every format); and
- * generate with guesses answers exactly as without them, greedy or sampled,
- * leaving the same cache and logits behind, up to a full context too. */
+ * backends, up to ENGINE_DRAFT_MAX_T rows, every format); the tuner learns
+ * how guesses fare and what steps cost, and picks the guesses that pay (the
+ * best split, against every one); and generate with guesses answers exactly
+ * as without them, every guess checked or tuned, greedy or sampled, leaving
+ * the same cache and logits behind, up to a full context too. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include "core/app/cli_common.h"
 #include "core/app/generate.h"
 #include "core/engine/draft_lookup.h"
+#include "core/engine/draft_tuner.h"
 #include "testutil.h"
 
 static void expect_draft(const int *ids, int n, int last, int max, const int *want, int n_want)
@@ -46,59 +49,217 @@ Test(draft, lookup_takes_the_latest_longest_match)
     expect_draft(a, 7, 3, 0, NULL, 0);
 }
 
-static void expect_share(const int *g, int n, int room, const int *want)
+/* The chance of each guess, learned from lookups and the tokens that follow:
+ * a guess is judged once the ones before it were kept, every lookup at once */
+Test(draft, acceptance_is_learned_from_every_lookup)
 {
-    int got[8];
-    memcpy(got, g, (size_t)n * sizeof *got);
-    draft_lookup_share(got, n, room);
-    for (int i = 0; i < n; i++)
-        cr_expect_eq(got[i], want[i], "room %d: sequence %d keeps %d guesses, expected %d", room, i,
-                     got[i], want[i]);
-}
-
-/* Guesses of sequences stepped together cut to the rows left in one pass,
- * one of each in turn */
-Test(draft, share_takes_one_guess_of_each_in_turn)
-{
-    int full[] = {3, 3, 3, 3};
-    expect_share(full, 4, 11, (int[]){3, 3, 3, 2});
-    expect_share(full, 4, 5, (int[]){2, 1, 1, 1});
-    expect_share(full, 4, 12, full);
-    expect_share(full, 4, 40, full);
-    expect_share(full, 4, 0, (int[]){0, 0, 0, 0});
-    expect_share(full, 4, -3, (int[]){0, 0, 0, 0});     /* more sequences than a pass's rows */
-    int some[] = {0, 3, 1};
-    expect_share(some, 3, 3, (int[]){0, 2, 1});
-}
-
-/* how many of the next n steps the backoff lets look up, as a bit mask */
-static unsigned allowed(draft_backoff *b, int n)
-{
-    unsigned m = 0;
-    for (int i = 0; i < n; i++)
-        m |= (unsigned)draft_backoff_allows(b) << i;
-    return m;
-}
-
-/* Lookups skipped after guesses all missed: 1, 2, 4, 8, then 16 steps at
- * most; a kept guess ends it, a step without guesses changes nothing */
-Test(draft, backoff_skips_lookups_after_misses)
-{
-    draft_backoff b = {0};
-    cr_expect_eq(allowed(&b, 3), 0x7u);
-    int skips[] = {1, 2, 4, 8, 16, 16};
-    for (int i = 0; i < 6; i++) {
-        draft_backoff_after(&b, 3, 0);
-        unsigned want = 1u << skips[i], got = allowed(&b, skips[i] + 1);   /* off, then on */
-        cr_expect_eq(got, want, "miss %d in a row: steps allowed %#x, expected %#x", i + 1, got,
-                     want);
+    draft_accept a;
+    draft_accept_init(&a);
+    for (int j = 0; j < DRAFT_GUESS_MAX; j++)
+        cr_expect_float_eq(draft_accept_chance(&a, j), 0.5, 1e-12, "guess %d before any lookup", j);
+    /* guesses 1 2 3, the answer goes on 1 2 9: the first two kept, the third not */
+    draft_accept_lookup(&a, (int[]){1, 2, 3}, 3);
+    draft_accept_token(&a, 1);
+    draft_accept_token(&a, 2);
+    draft_accept_token(&a, 9);
+    draft_accept_token(&a, 3);      /* (judges nothing: the lookup is done) */
+    double want[] = {1.5 / 2, 1.5 / 2, 0.5 / 2};
+    for (int j = 0; j < 3; j++)
+        cr_expect_float_eq(draft_accept_chance(&a, j), want[j], 1e-12, "guess %d: %f, expected %f",
+                           j, draft_accept_chance(&a, j), want[j]);
+    /* two lookups pending at once, each judged by the tokens after it */
+    draft_accept_init(&a);
+    draft_accept_lookup(&a, (int[]){5, 6}, 2);
+    draft_accept_token(&a, 5);
+    draft_accept_lookup(&a, (int[]){7, 8}, 2);
+    draft_accept_token(&a, 6);      /* the first's second kept, the second's first not */
+    draft_accept_token(&a, 8);      /* (the second is done: it judges nothing) */
+    double d = DRAFT_ACCEPT_DECAY, first = (d * 1 + 0 + 0.5) / (d * 1 + 1 + 1);
+    cr_expect_float_eq(draft_accept_chance(&a, 0), first, 1e-12, "%f, expected %f",
+                       draft_accept_chance(&a, 0), first);
+    cr_expect_float_eq(draft_accept_chance(&a, 1), 1.5 / 2, 1e-12);
+    /* a new answer drops what was pending, not what was learned */
+    draft_accept_lookup(&a, (int[]){4}, 1);
+    draft_accept_restart(&a);
+    draft_accept_token(&a, 4);
+    cr_expect_float_eq(draft_accept_chance(&a, 0), first, 1e-12, "a dropped lookup was judged");
+    /* old outcomes fade: the chance follows the text */
+    for (int i = 0; i < 200; i++) {
+        draft_accept_lookup(&a, (int[]){1}, 1);
+        draft_accept_token(&a, 2);
     }
-    draft_backoff_after(&b, 0, 0);
-    cr_expect_eq(allowed(&b, 2), 0x3u, "a step without guesses started a skip");
-    draft_backoff_after(&b, 2, 1);
-    cr_expect_eq(allowed(&b, 2), 0x3u, "a kept guess left a skip");
-    draft_backoff_after(&b, 1, 0);
-    cr_expect_eq(allowed(&b, 2), 0x2u, "after a kept guess, a miss skips 1 step again");
+    cr_expect_lt(draft_accept_chance(&a, 0), 0.05, "%f after 200 misses", draft_accept_chance(&a, 0));
+    for (int i = 0; i < 200; i++) {
+        draft_accept_lookup(&a, (int[]){1}, 1);
+        draft_accept_token(&a, 1);
+    }
+    cr_expect_gt(draft_accept_chance(&a, 0), 0.95, "%f after 200 hits", draft_accept_chance(&a, 0));
+    /* lookups with no token between: the oldest goes, nothing overflows */
+    for (int i = 0; i < 3 * DRAFT_GUESS_MAX; i++)
+        draft_accept_lookup(&a, (int[]){1, 2, 3}, 3);
+    cr_expect_leq(a.n_pending, DRAFT_GUESS_MAX + 1);
+}
+
+/* Step times: averaged per row count, estimated on a line through the fresh
+ * ones, taken as equal while fewer than two are fresh */
+Test(draft, step_cost_is_estimated_from_fresh_times)
+{
+    draft_cost c;
+    draft_cost_init(&c);
+    c.check_all = 0;
+    cr_expect_float_eq(draft_cost_time(&c, 3), 1.0, 0, "nothing timed");
+    /* one count timed: larger steps as dear (tried next), smaller ones their share */
+    draft_cost_add(&c, 4, 0.4);
+    cr_expect_float_eq(draft_cost_time(&c, 1), 0.1, 1e-12);
+    cr_expect_float_eq(draft_cost_time(&c, 3), 0.3, 1e-12);
+    cr_expect_float_eq(draft_cost_time(&c, 8), 0.4, 1e-12);
+    draft_cost_init(&c);
+    c.check_all = 0;
+    draft_cost_add(&c, 1, 0.1);
+    for (int r = 1; r <= 8; r++)
+        cr_expect_float_eq(draft_cost_time(&c, r), 0.1, 1e-12, "one count timed: %d rows", r);
+    draft_cost_add(&c, 4, 0.4);
+    double want[] = {0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6};
+    for (int r = 1; r <= 6; r++)
+        cr_expect_float_eq(draft_cost_time(&c, r), want[r], 1e-12, "%d rows: %f", r,
+                           draft_cost_time(&c, r));
+    cr_expect_float_eq(draft_cost_time(&c, 100), 0.1 + 0.1 * 99, 1e-9, "past the table");
+    draft_cost_add(&c, 1, 0.2);     /* a moving average */
+    cr_expect_float_eq(draft_cost_time(&c, 1), 0.75 * 0.1 + 0.25 * 0.2, 1e-12);
+    /* a count below the first fresh one: the line continued down, never below 0 */
+    draft_cost_add(&c, 3, 0.3);
+    cr_expect_float_eq(draft_cost_time(&c, 2), (draft_cost_time(&c, 1) + 0.3) / 2, 1e-12);
+    /* a slower pair of larger steps than smaller ones (noise) does not make
+     * still larger ones cheaper */
+    draft_cost d;
+    draft_cost_init(&d);
+    d.check_all = 0;
+    draft_cost_add(&d, 2, 0.5);
+    draft_cost_add(&d, 3, 0.4);
+    cr_expect_float_eq(draft_cost_time(&d, 6), 0.4, 1e-12);
+    cr_expect_float_eq(draft_cost_time(&d, 1), 0.5, 1e-12);
+    /* counts not timed for DRAFT_COST_FRESH steps are estimated again */
+    for (int i = 0; i < DRAFT_COST_FRESH; i++)
+        draft_cost_add(&c, 1, 0.1);
+    cr_expect_float_eq(draft_cost_time(&c, 4), draft_cost_time(&c, 1), 1e-12,
+                       "4 rows, not timed for %d steps: %f", DRAFT_COST_FRESH,
+                       draft_cost_time(&c, 4));
+    draft_cost_add(&c, 4, 0.9);     /* a stale time is replaced, not averaged */
+    cr_expect_float_eq(draft_cost_time(&c, 4), 0.9, 1e-12);
+    draft_cost_add(&c, DRAFT_COST_ROWS + 1, 5.0);   /* not kept */
+    cr_expect_float_eq(draft_cost_time(&c, 4), 0.9, 1e-12);
+    c.check_all = 1;
+    cr_expect_float_eq(draft_cost_time(&c, 4), 1.0, 0, "check_all: every step costs the same");
+}
+
+/* a tuner's guesses with these chances of being kept */
+static void set_chances(draft_accept *a, const double *p)
+{
+    draft_accept_init(a);
+    for (int j = 0; j < DRAFT_GUESS_MAX; j++) {   /* (k + 0.5) / (t + 1) = p with t = 1e6 */
+        a->trials[j] = 1e6;
+        a->kept[j] = p[j] * (1e6 + 1) - 0.5;
+    }
+}
+
+static double step_value(const draft_cost *c, const draft_accept *const *acc, const int *g, int n)
+{
+    double tokens = n;
+    int rows = n;
+    for (int i = 0; i < n; i++) {
+        double all = 1;
+        for (int j = 0; j < g[i]; j++) {
+            all *= draft_accept_chance(acc[i], j);
+            tokens += all;
+        }
+        rows += g[i];
+    }
+    return tokens / draft_cost_time(c, rows);
+}
+
+Test(draft, choice_checks_guesses_where_they_pay)
+{
+    draft_accept a;
+    const draft_accept *acc = &a;
+    draft_cost c;
+    draft_cost_init(&c);
+    c.check_all = 0;
+    int avail = 3, g;
+    set_chances(&a, (double[]){0.9, 0.9, 0.9});
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 3, &g), 3, "nothing timed: every guess");
+    draft_cost_add(&c, 4, 0.4);
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 3, &g), 0, "only 4 rows timed: a row alone next");
+    draft_cost_init(&c);
+    c.check_all = 0;
+    draft_cost_add(&c, 1, 1.0);
+    draft_cost_add(&c, 4, 4.0);     /* each row as dear as the first: none pays */
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 3, &g), 0);
+    draft_cost_init(&c);
+    c.check_all = 0;
+    draft_cost_add(&c, 1, 1.0);
+    draft_cost_add(&c, 4, 2.0);     /* a row a third of the first */
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 3, &g), 3, "2.439 more tokens for twice the time");
+    set_chances(&a, (double[]){0.2, 0.9, 0.9});
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 3, &g), 0, "a first guess kept one time in 5");
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 0, &g), 0, "no room");
+    avail = 0;
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 3, &g), 0, "no guesses");
+    c.check_all = 1;
+    avail = 2;
+    cr_expect_eq(draft_choose(&c, &acc, &avail, 1, 3, &g), 2, "check_all: every guess found");
+}
+
+/* The choice against every split of the room, for random chances, guesses
+ * found and step times */
+Test(draft, choice_is_the_best_split)
+{
+    srand(7);
+    for (int trial = 0; trial < 3000; trial++) {
+        int n = 1 + rand() % 4, room = rand() % 14 - 1, avail[4], g[4];
+        draft_accept a[4];
+        const draft_accept *acc[4];
+        for (int i = 0; i < n; i++) {
+            double p[DRAFT_GUESS_MAX];
+            for (int j = 0; j < DRAFT_GUESS_MAX; j++)
+                p[j] = (rand() % 1001) / 1000.0;
+            set_chances(&a[i], p);
+            acc[i] = &a[i];
+            avail[i] = rand() % (DRAFT_GUESS_MAX + 1);
+        }
+        draft_cost c;
+        draft_cost_init(&c);
+        c.check_all = 0;
+        for (int r = 1; r <= 16; r++)
+            if (rand() % 3 == 0)
+                draft_cost_add(&c, r, 0.05 + (rand() % 1000) / 1000.0 * r);
+        int k = draft_choose(&c, acc, avail, n, room, g), sum = 0;
+        for (int i = 0; i < n; i++) {
+            cr_assert(g[i] >= 0 && g[i] <= avail[i], "trial %d: %d of %d guesses", trial, g[i],
+                      avail[i]);
+            sum += g[i];
+        }
+        cr_assert(sum == k && k <= (room > 0 ? room : 0), "trial %d: %d guesses, %d returned, room %d",
+                  trial, sum, k, room);
+        double got = step_value(&c, acc, g, n), best = 0;
+        int try[4] = {0, 0, 0, 0};
+        for (;;) {      /* every split */
+            int total = 0;
+            for (int i = 0; i < n; i++)
+                total += try[i];
+            if (total <= room || total == 0) {
+                double v = step_value(&c, acc, try, n);
+                best = v > best ? v : best;
+            }
+            int i = 0;
+            while (i < n && try[i] == avail[i])
+                try[i++] = 0;
+            if (i == n)
+                break;
+            try[i]++;
+        }
+        cr_assert(got >= best * (1 - 1e-12), "trial %d: %.9f tokens a second, %.9f possible",
+                  trial, got, best);
+    }
 }
 
 #define CTX 512
@@ -231,9 +392,10 @@ typedef struct answer {
     gen_draft_stats st;
 } answer;
 
-/* The answer to the prompt with `draft` guesses a step, and what it leaves. */
+/* The answer to the prompt with up to `draft` guesses a step (all of them
+ * checked, or as the tuner picks them), and what it leaves. */
 static answer generate_with(const char *dir, int ctx, int max_new, float temp, uint64_t seed,
-                            int draft)
+                            int draft, int tuned)
 {
     cli_model m;
     open_model(&m, dir, ctx);
@@ -247,7 +409,10 @@ static answer generate_with(const char *dir, int ctx, int max_new, float temp, u
     sp.seed = seed;
     sampler s;
     cr_assert_eq(sampler_create(&s, &sp, (int)V, &e), 0, "%s", e.msg);
-    gen_params gp = {.max_new = max_new, .draft = draft, .draft_stats = &a.st};
+    draft_tuner tuner;
+    draft_tuner_init(&tuner);
+    tuner.cost.check_all = !tuned;
+    gen_params gp = {.max_new = max_new, .draft = draft, .draft_stats = &a.st, .tuner = &tuner};
     a.rc = generate(&m, NULL, &s, a.logits, &gp, &a.ids, &e);
     cr_assert(a.rc == 0 || a.rc == GEN_CONTEXT_FULL, "%s", e.msg);
     a.n_past = m.en.n_past;
@@ -267,33 +432,45 @@ static void answer_free(answer *a)
     free(a->cached);
 }
 
-/* The answer with guesses is the one without, both ending as want_rc says
- * (0: the length limit; GEN_CONTEXT_FULL); returns how many were kept. */
-static unsigned long long same_answer(const char *dir, int ctx, int max_new, float temp,
-                                      uint64_t seed, int want_rc, size_t V, const char *what)
+/* got, an answer with guesses, is want, the one without */
+static void expect_same(const answer *got, const answer *want, size_t V, const char *what)
 {
-    answer want = generate_with(dir, ctx, max_new, temp, seed, 0);
-    answer got = generate_with(dir, ctx, max_new, temp, seed, ENGINE_DRAFT_MAX_T - 1);
-    cr_expect_eq(want.rc, want_rc, "%s: returned %d without guesses, expected %d", what, want.rc,
-                 want_rc);
-    cr_expect_eq(got.rc, want.rc, "%s: returned %d, without guesses %d", what, got.rc, want.rc);
-    cr_assert_eq(got.ids.n, want.ids.n, "%s: %zu tokens, without guesses %zu", what, got.ids.n,
-                 want.ids.n);
-    cr_expect(memcmp(got.ids.ids, want.ids.ids, got.ids.n * sizeof(int)) == 0,
+    cr_expect_eq(got->rc, want->rc, "%s: returned %d, without guesses %d", what, got->rc, want->rc);
+    cr_assert_eq(got->ids.n, want->ids.n, "%s: %zu tokens, without guesses %zu", what, got->ids.n,
+                 want->ids.n);
+    cr_expect(memcmp(got->ids.ids, want->ids.ids, got->ids.n * sizeof(int)) == 0,
               "%s: another answer", what);
     /* the cache holds the answer but its last token, and the logits are the
      * distribution that token was drawn from */
-    cr_assert_eq(got.n_past, want.n_past, "%s: %d cached positions, without guesses %d", what,
-                 got.n_past, want.n_past);
-    cr_expect(memcmp(got.cached, want.cached, (size_t)got.n_past * sizeof(int)) == 0,
+    cr_assert_eq(got->n_past, want->n_past, "%s: %d cached positions, without guesses %d", what,
+                 got->n_past, want->n_past);
+    cr_expect(memcmp(got->cached, want->cached, (size_t)got->n_past * sizeof(int)) == 0,
               "%s: other ids cached", what);
-    cr_expect_eq(got.decoded, want.decoded, "%s: %llu tokens counted as decoded, without guesses %llu",
-                 what, got.decoded, want.decoded);
-    cr_expect(memcmp(got.logits, want.logits, V * sizeof(float)) == 0, "%s: other last logits",
+    cr_expect_eq(got->decoded, want->decoded, "%s: %llu tokens counted as decoded, without guesses %llu",
+                 what, got->decoded, want->decoded);
+    cr_expect(memcmp(got->logits, want->logits, V * sizeof(float)) == 0, "%s: other last logits",
               what);
-    unsigned long long kept = got.st.accepted;
+}
+
+/* The answer with guesses, every one checked and as the tuner picks them, is
+ * the one without, all ending as want_rc says (0: the length limit;
+ * GEN_CONTEXT_FULL); returns how many guesses were kept checking all. */
+static unsigned long long same_answer(const char *dir, int ctx, int max_new, float temp,
+                                      uint64_t seed, int want_rc, size_t V, const char *what)
+{
+    answer want = generate_with(dir, ctx, max_new, temp, seed, 0, 0);
+    cr_expect_eq(want.rc, want_rc, "%s: returned %d without guesses, expected %d", what, want.rc,
+                 want_rc);
+    unsigned long long kept = 0;
+    for (int tuned = 0; tuned < 2; tuned++) {
+        answer got = generate_with(dir, ctx, max_new, temp, seed, ENGINE_DRAFT_MAX_T - 1, tuned);
+        char what_how[128];
+        snprintf(what_how, sizeof what_how, "%s, %s", what, tuned ? "tuned" : "every guess checked");
+        expect_same(&got, &want, V, what_how);
+        kept += tuned ? 0 : got.st.accepted;
+        answer_free(&got);
+    }
     answer_free(&want);
-    answer_free(&got);
     return kept;
 }
 
