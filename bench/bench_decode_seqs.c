@@ -17,29 +17,19 @@
  *
  * Usage: bench_decode_seqs [DIR]; DIR defaults to $MOETIER_BENCH_DIR or
  * build/bench-scratch; the model is removed at the end. */
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/app/cli_common.h"
-#include "core/base/fileutil.h"
 #include "core/base/progress.h"
-#include "core/model/synth.h"
+#include "bench_model.h"
 
 #define PROMPT 32
 #define STEPS 16
 #define MAX_S 24
 #define MAX_R ENGINE_DRAFT_MAX_T     /* rows per conversation: a token and its guesses */
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 typedef struct result {
     double tok_s, step_s, experts_per_step, rows_per_call;
@@ -98,24 +88,10 @@ static int run(cli_model *m, int S, int R, result *r, errbuf *e)
 
 int main(int argc, char **argv)
 {
-    const char *base = argc > 1 ? argv[1] : getenv("MOETIER_BENCH_DIR");
-    if (!base)
-        base = "build/bench-scratch";
     char model[4096];
-    snprintf(model, sizeof model, "%s/decode-seqs-model", base);
     errbuf e;
-    if (dir_ensure(base, &e))
+    if (bench_k2_experts_model(argc, argv, "decode-seqs-model", model, sizeof model, &e))
         return fprintf(stderr, "bench_decode_seqs: %s\n", e.msg), 1;
-    const char *sets[] = {"n_routed_experts=64", "n_group=1", "topk_group=1"};
-    synth_options so = synth_options_default();
-    so.preset = "k2-slice";
-    so.out_dir = model;
-    so.force = 1;
-    so.layers = 3;
-    so.sets = sets;
-    so.n_sets = 3;
-    if (synth_format_parse("int4", &so.format, &e) || synth_run(&so, &e))
-        return fprintf(stderr, "bench_decode_seqs: synth: %s\n", e.msg), 1;
     cli_model m;
     model_flags f = {.dir = model, .ctx = PROMPT + STEPS * MAX_R + 1, .quiet = 1};
     if (cli_model_open(&m, &f, &e))
@@ -158,6 +134,6 @@ int main(int argc, char **argv)
         }
     }
     cli_model_close(&m);
-    nftw(model, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    bench_remove_tree(model);
     return 0;
 }

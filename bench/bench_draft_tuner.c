@@ -20,31 +20,21 @@
  *
  * Usage: bench_draft_tuner [DIR]; DIR defaults to $MOETIER_BENCH_DIR or
  * build/bench-scratch; the model is removed at the end. */
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/app/cli_common.h"
-#include "core/base/fileutil.h"
 #include "core/base/progress.h"
 #include "core/engine/draft_lookup.h"
 #include "core/engine/draft_tuner.h"
-#include "core/model/synth.h"
+#include "bench_model.h"
 
 #define PROMPT 32
 #define DECODED 96
 #define RUNS 2
 #define TEXT (PROMPT + DECODED)
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 enum { NO_GUESSES, CHECK_ALL, TUNED };
 static const char *const way_names[] = {"no guesses", "every guess", "tuned"};
@@ -108,24 +98,10 @@ static int decode_text(cli_model *m, const int *text, int way, result *r, errbuf
 
 int main(int argc, char **argv)
 {
-    const char *base = argc > 1 ? argv[1] : getenv("MOETIER_BENCH_DIR");
-    if (!base)
-        base = "build/bench-scratch";
     char model[4096];
-    snprintf(model, sizeof model, "%s/draft-tuner-model", base);
     errbuf e;
-    if (dir_ensure(base, &e))
+    if (bench_k2_experts_model(argc, argv, "draft-tuner-model", model, sizeof model, &e))
         return fprintf(stderr, "bench_draft_tuner: %s\n", e.msg), 1;
-    const char *sets[] = {"n_routed_experts=64", "n_group=1", "topk_group=1"};
-    synth_options so = synth_options_default();
-    so.preset = "k2-slice";
-    so.out_dir = model;
-    so.force = 1;
-    so.layers = 3;
-    so.sets = sets;
-    so.n_sets = 3;
-    if (synth_format_parse("int4", &so.format, &e) || synth_run(&so, &e))
-        return fprintf(stderr, "bench_draft_tuner: synth: %s\n", e.msg), 1;
     cli_model m;
     model_flags f = {.dir = model, .ctx = TEXT + ENGINE_DRAFT_MAX_T, .quiet = 1};
     if (cli_model_open(&m, &f, &e))
@@ -175,6 +151,6 @@ int main(int argc, char **argv)
         }
     }
     cli_model_close(&m);
-    nftw(model, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    bench_remove_tree(model);
     return 0;
 }

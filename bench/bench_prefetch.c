@@ -13,7 +13,6 @@
  * Usage: bench_prefetch [DIR]; DIR defaults to $MOETIER_BENCH_DIR or
  * build/bench-scratch; the model is removed at the end. */
 #include <cJSON.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "core/model/synth.h"
 #include "tiers/store_writer.h"
 #include "tiers/tiered_source.h"
+#include "bench_model.h"
 
 #define TOKENS 64
 #define ROUNDS 3
@@ -67,14 +67,6 @@ static int run(const char *model, const char *store_dir, double gb, int lookahea
     free(logits);
     cli_model_close(&m);
     return rc;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st;
-    (void)flag;
-    (void)f;
-    return remove(path);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -148,6 +140,6 @@ int main(int argc, char **argv)
            "\"stall_ratio_lookahead2\":%.3f}\n", slots, experts, s0, s1, s2, median3(tps[0]),
            median3(tps[1]), median3(tps[2]), s0 > 0 ? s1 / s0 : 0, s0 > 0 ? s2 / s0 : 0);
     }
-    nftw(model, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    bench_remove_tree(model);
     return 0;
 }
