@@ -962,8 +962,14 @@ static void slots_decode(server *s, const int *which, int n)
     } else {
         rc = engine_decode_seqs(en, seqs, ids, rows_n, rows, &e);
     }
-    if (!rc)
+    if (!rc) {
         draft_cost_add(&s->step_cost, rows_n, now_seconds() - t0);
+        if (rows_n <= SERVE_METRICS_STEP_ROWS && rows_n <= DRAFT_COST_ROWS) {
+            pthread_mutex_lock(&s->mu);
+            s->metrics.step_seconds[rows_n] = s->step_cost.seconds[rows_n];
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
     for (int k = 0; k < n; k++) {
         slot_run *r = s->slots[which[k]].run;
         if (!rc) {

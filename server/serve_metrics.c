@@ -74,6 +74,11 @@ char *serve_metrics_render(const serve_metrics *m)
     metric(&t, "moetier_decode_step_requests_total", "counter",
            "requests the decode steps stepped (over moetier_decode_steps_total: the mean batch)");
     put(&t, "moetier_decode_step_requests_total %llu\n", (unsigned long long)m->decode_step_rows);
+    metric(&t, "moetier_decode_step_seconds", "gauge",
+           "recent time of a decode step by its rows (requests, and guesses checked with them)");
+    for (int r = 1; r <= SERVE_METRICS_STEP_ROWS; r++)
+        if (m->step_seconds[r] > 0)
+            put(&t, "moetier_decode_step_seconds{rows=\"%d\"} %.6f\n", r, m->step_seconds[r]);
     metric(&t, "moetier_prompt_tokens_total", "counter", "prompt tokens of served requests");
     put(&t, "moetier_prompt_tokens_total %llu\n", (unsigned long long)m->prompt_tokens);
     metric(&t, "moetier_prompt_tokens_cached_total", "counter",

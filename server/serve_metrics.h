@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #define SERVE_METRICS_STATUSES 10
+/* decode steps of up to this many rows are timed by row count */
+#define SERVE_METRICS_STEP_ROWS 64
 
 typedef struct serve_metrics {
     int status_code[SERVE_METRICS_STATUSES];   /* HTTP statuses seen, in first-seen order */
@@ -24,6 +26,9 @@ typedef struct serve_metrics {
     int queue_depth;                            /* waiting or running */
     int running;                                /* in a slot (serve --parallel) */
     uint64_t decode_steps, decode_step_rows;    /* steps, and the requests they stepped */
+    /* a decode step's recent seconds by its rows (requests and the guesses
+     * checked with them); 0: no step of that many rows yet */
+    double step_seconds[SERVE_METRICS_STEP_ROWS + 1];
     uint64_t draft_tokens, draft_tokens_accepted;   /* --draft-lookup: guessed, kept */
     /* expert tiers (only with a tiered expert source) */
     int have_tiers;

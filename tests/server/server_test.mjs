@@ -496,6 +496,8 @@ async function plainServer() {
       assert.ok(t.includes(name), name + ' missing from:\n' + t);
     const m = /moetier_completion_tokens_total (\d+)/.exec(t);
     assert.ok(Number(m[1]) >= 21);
+    const one = /moetier_decode_step_seconds\{rows="1"\} ([0-9.]+)/.exec(t);
+    assert.ok(one && Number(one[1]) > 0 && Number(one[1]) < 60, 'no time of a one-row decode step:\n' + t);
   });
   await apiFeatureChecks(srv, ai);
   await stopServer(srv);
@@ -989,6 +991,10 @@ async function draftParallelServer() {
       assert.ok(both > 0, 'the two requests never decoded in the same step');
       assert.ok(tokens > 2 * both + 4 * (steps - both),
                 `${tokens} tokens in ${steps} steps, ${both} of them shared: no guess kept in a shared step`);
+      /* steps of both requests with guesses: more than 2 rows, each timed */
+      const timed = [...t.matchAll(/moetier_decode_step_seconds\{rows="(\d+)"\} ([0-9.]+)/g)];
+      assert.ok(timed.some(([, r]) => Number(r) > 2) && timed.every(([, r, x]) => r <= 8 && x > 0),
+                `step times: ${timed.map((x) => x[0]).join(', ')}`);
     } finally {
       await stopServer(srv);
     }
