@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs, here, what bench/gpu_session.sh needs on a GPU machine that has CUDA's
 # driver and compiler but none of the project's C libraries and no way to
-# fetch them: the two binaries built here for the GPU (stripped), every shared
+# fetch them: the binaries built here for the GPU (stripped; the command line,
+# the tests and bench_decode_seqs), every shared
 # library they load except glibc's own, and the k2-tiny test vectors (which do
 # not travel with the working tree). The result, .device/bundle.tar.xz (about
 # 40 MB; .device/ is ignored by git), goes along by naming .device in the
@@ -10,16 +11,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 testdata=${MOETIER_TESTDATA:-$PWD/../shared/testdata}
-make -j"$(nproc)" build/moetier build/tests/unit_tests
+make -j"$(nproc)" build/moetier build/tests/unit_tests build/bench/bench_decode_seqs
 nm build/moetier | grep -c cudaGetDeviceCount >/dev/null ||
     { echo "gpu_bundle: this build has no CUDA backend (nvcc not found?)" >&2; exit 1; }
 stage=.device/stage
 rm -rf .device
 mkdir -p "$stage/bin" "$stage/lib" "$stage/testdata"
-cp build/moetier build/tests/unit_tests "$stage/bin/"
+cp build/moetier build/tests/unit_tests build/bench/bench_decode_seqs "$stage/bin/"
 strip "$stage/bin/"*
 # glibc's libraries stay behind: the machine's own must serve its loader
-ldd build/moetier build/tests/unit_tests | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+ldd build/moetier build/tests/unit_tests build/bench/bench_decode_seqs | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|libresolv|libutil|ld-linux[^/]*)\.so' |
     while read -r lib; do cp -L "$lib" "$stage/lib/"; done
 for d in "$testdata"/k2-tiny-*; do

@@ -4,7 +4,7 @@
 # kernel, golden, a token's bits whatever its step holds, tier and VRAM-cache
 # invariance), `moetier bench gpu` (copies,
 # the linear kernel against HBM, decode attention over long contexts, prefill
-# attention in both forms, the hybrid overlap), and decode of a k2-slice
+# attention in both forms, the hybrid overlap, steps of several rows), and decode of a k2-slice
 # model on the CPU and on the GPU with the VRAM cache swept. Every step's log
 # goes to bench/results/gpu-<time>/; the summary is printed at the end. Each
 # step has its own time limit so one hang does not cost the rest. With OUT set
@@ -57,13 +57,14 @@ if [[ -f .device/bundle.tar.xz ]]; then
     rm -rf "$b" && mkdir -p "$b"
     step unpack 120 tar -C "$b" -xJf .device/bundle.tar.xz || exit 1
     export LD_LIBRARY_PATH=$b/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    bin=$b/bin/moetier tests=$b/bin/unit_tests
+    bin=$b/bin/moetier tests=$b/bin/unit_tests seqs=$b/bin/bench_decode_seqs
     [[ -d $b/testdata ]] && export MOETIER_TESTDATA=${MOETIER_TESTDATA:-$b/testdata}
     ldd "$bin" "$tests" > "$out/ldd.txt" 2>&1
     grep -q "not found" "$out/ldd.txt" && { grep "not found" "$out/ldd.txt"; exit 1; }
 else
-    step build 400 make -j"$jobs" build/moetier build/tests/unit_tests || { tail -40 "$out/build.log"; exit 1; }
-    bin=$PWD/build/moetier tests=$PWD/build/tests/unit_tests
+    step build 400 make -j"$jobs" build/moetier build/tests/unit_tests build/bench/bench_decode_seqs ||
+        { tail -40 "$out/build.log"; exit 1; }
+    bin=$PWD/build/moetier tests=$PWD/build/tests/unit_tests seqs=$PWD/build/bench/bench_decode_seqs
 fi
 export MOETIER_TESTDATA=${MOETIER_TESTDATA:-$PWD/../shared/testdata}
 export MOETIER_BIN=$bin MOETIER_TMP=$PWD/build/tmp
@@ -86,6 +87,9 @@ if want bench; then
     step bench-gpu-prefill-attention 90 "$bin" bench gpu --prefill-attention --json
     step bench-gpu-overlap 60 "$bin" bench gpu --overlap --json
     step bench-gpu-overlap-4-4 60 "$bin" bench gpu --overlap --experts 4,4 --json
+    # decode steps of several conversations, and of 2 and 4 rows each (a token
+    # and its guesses), against one row each: what --draft-lookup's tuner weighs
+    step bench-decode-seqs-gpu 180 env MOETIER_BACKEND=cuda "$seqs" "$PWD/build/tmp"
 fi
 if want decode; then
     # a k2-slice (real K2 shapes: 1 dense + 1 MoE layer of 384 INT4 experts)

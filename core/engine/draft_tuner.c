@@ -135,8 +135,8 @@ int draft_choose(const draft_cost *c, const draft_accept *const *acc, const int 
         gain[i] = avail[i] > 0 ? draft_accept_chance(acc[i], 0) : 0;
     }
     double expected = n, best = expected / draft_cost_time(c, n);
-    int best_k = 0, k = 0;
-    for (; k < room; k++) {
+    int best_k = 0;
+    for (int k = 0; k < room; k++) {
         int pick = -1;
         for (int i = 0; i < n; i++)
             if (g[i] < avail[i] && (pick < 0 || gain[i] > gain[pick]))
