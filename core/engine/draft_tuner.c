@@ -70,8 +70,16 @@ void draft_cost_add(draft_cost *c, int rows, double seconds)
     c->steps++;
     if (rows < 1 || rows > DRAFT_COST_ROWS)
         return;
-    c->seconds[rows] = fresh(c, rows) ? (1.0 - COST_WEIGHT) * c->seconds[rows] + COST_WEIGHT * seconds
-                                      : seconds;
+    if (!fresh(c, rows)) {
+        c->seconds[rows] = seconds;
+    } else {
+        /* a step held up once (a page fault, a read from the store) moves the
+         * average by a quarter of the average at most: a row count timed
+         * rarely would otherwise look dear until its time went stale */
+        double cap = 2.0 * c->seconds[rows];
+        c->seconds[rows] = (1.0 - COST_WEIGHT) * c->seconds[rows] +
+                           COST_WEIGHT * (seconds < cap ? seconds : cap);
+    }
     c->last[rows] = c->steps;
 }
 

@@ -48,8 +48,9 @@ void draft_accept_token(draft_accept *a, int id);
 /* the estimated chance that guess j is kept when the guesses before it are */
 double draft_accept_chance(const draft_accept *a, int j);
 
-/* Step seconds by rows, a moving average per row count; a count not timed in
- * the last DRAFT_COST_FRESH steps is estimated from those that were. */
+/* Step seconds by rows, a moving average per row count (a time above twice
+ * the average counts as twice it); a count not timed in the last
+ * DRAFT_COST_FRESH steps is estimated from those that were. */
 #define DRAFT_COST_ROWS 64
 #define DRAFT_COST_FRESH 32
 typedef struct draft_cost {

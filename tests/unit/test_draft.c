@@ -126,6 +126,11 @@ Test(draft, step_cost_is_estimated_from_fresh_times)
     cr_expect_float_eq(draft_cost_time(&c, 100), 0.1 + 0.1 * 99, 1e-9, "past the table");
     draft_cost_add(&c, 1, 0.2);     /* a moving average */
     cr_expect_float_eq(draft_cost_time(&c, 1), 0.75 * 0.1 + 0.25 * 0.2, 1e-12);
+    draft_cost_add(&c, 4, 4.0);     /* a step held up: counted as twice the average */
+    cr_expect_float_eq(draft_cost_time(&c, 4), 0.75 * 0.4 + 0.25 * 0.8, 1e-12, "%f",
+                       draft_cost_time(&c, 4));
+    draft_cost_add(&c, 4, 0.4);
+    cr_expect_float_eq(draft_cost_time(&c, 4), 0.75 * 0.5 + 0.25 * 0.4, 1e-12);
     /* a count below the first fresh one: the line continued down, never below 0 */
     draft_cost_add(&c, 3, 0.3);
     cr_expect_float_eq(draft_cost_time(&c, 2), (draft_cost_time(&c, 1) + 0.3) / 2, 1e-12);
