@@ -90,6 +90,7 @@ typedef struct server {
     slot *slots;                /* [o.parallel], the engine thread's alone */
     float *step_rows;           /* [o.parallel * (1 + o.draft)][vocab]: a decode step's logits */
     draft_cost step_cost;       /* --draft-lookup: decode steps' times by rows */
+    draft_accept accept_seen;   /* and how the last finished request's guesses fared */
     slot_view *views;           /* [o.parallel] */
     /* a slot's positions, for the other threads: the engine thread swaps the
      * slots' caches in and out of the engine */

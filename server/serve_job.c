@@ -428,6 +428,7 @@ int slots_create(server *s, errbuf *e)
     for (int i = 0; i < n; i++)
         s->views[i].state = "idle";
     draft_cost_init(&s->step_cost);
+    draft_accept_init(&s->accept_seen);
     for (int i = 1; i < n; i++)
         if (engine_seq_create(&s->m->en, &s->slots[i].seq, e)) {
             slots_destroy(s);
@@ -508,7 +509,7 @@ static slot_run *run_begin(server *s, int i, job *j)
     if (r) {
         r->j = j;
         r->slot = i;
-        draft_accept_init(&r->accept);
+        draft_accept_start_from(&r->accept, &s->accept_seen);
         r->n = (int)j->ids.n;
         r->logits = malloc((size_t)V * sizeof *r->logits);
         r->raw = j->req.logprobs ? malloc((size_t)V * sizeof *r->raw) : NULL;
@@ -701,6 +702,7 @@ static void run_end(server *s, slot_run *r)
     if (!r->t1)
         r->t1 = t2;
     choice_end(s, r);
+    s->accept_seen = r->accept;     /* the next request starts from what this one learned */
     oai_usage u = {.prompt_tokens = r->n, .completion_tokens = r->generated,
                    .cached_tokens = r->reuse};
     if (r->failed) {

@@ -17,6 +17,15 @@ void draft_accept_restart(draft_accept *a)
     a->n_pending = 0;
 }
 
+void draft_accept_start_from(draft_accept *a, const draft_accept *earlier)
+{
+    draft_accept_init(a);
+    for (int j = 0; j < DRAFT_GUESS_MAX; j++) {
+        a->trials[j] = 0.5 * earlier->trials[j];
+        a->kept[j] = 0.5 * earlier->kept[j];
+    }
+}
+
 void draft_accept_lookup(draft_accept *a, const int *guess, int n)
 {
     if (n <= 0)

@@ -40,6 +40,9 @@ void draft_accept_init(draft_accept *a);
 /* The answer starts again (a new choice from the prompt): pending lookups go,
  * what was learned stays. */
 void draft_accept_restart(draft_accept *a);
+/* A new answer's start: what an earlier one learned, at half its weight (the
+ * answer's own outcomes soon outweigh it), nothing pending. */
+void draft_accept_start_from(draft_accept *a, const draft_accept *earlier);
 /* A lookup's guesses at the tokens after the answer's last one (call after
  * draft_accept_token of that token). */
 void draft_accept_lookup(draft_accept *a, const int *guess, int n);

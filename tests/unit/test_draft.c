@@ -94,6 +94,17 @@ Test(draft, acceptance_is_learned_from_every_lookup)
         draft_accept_token(&a, 1);
     }
     cr_expect_gt(draft_accept_chance(&a, 0), 0.95, "%f after 200 hits", draft_accept_chance(&a, 0));
+    /* a new answer starts from an earlier one's chances at half their weight */
+    draft_accept b;
+    draft_accept_lookup(&a, (int[]){1}, 1);
+    draft_accept_start_from(&b, &a);
+    cr_expect_eq(b.n_pending, 0, "a lookup of the earlier answer is pending in the new one");
+    for (int j = 0; j < DRAFT_GUESS_MAX; j++) {
+        double want_b = (a.kept[j] / 2 + 0.5) / (a.trials[j] / 2 + 1);
+        cr_expect_float_eq(draft_accept_chance(&b, j), want_b, 1e-12, "guess %d: %f, expected %f", j,
+                           draft_accept_chance(&b, j), want_b);
+    }
+    cr_expect_gt(draft_accept_chance(&b, 0), 0.9, "%f", draft_accept_chance(&b, 0));
     /* lookups with no token between: the oldest goes, nothing overflows */
     for (int i = 0; i < 3 * DRAFT_GUESS_MAX; i++)
         draft_accept_lookup(&a, (int[]){1, 2, 3}, 3);
