@@ -192,6 +192,13 @@ void draft_tuner_print(const draft_tuner *t, FILE *f)
         fprintf(f, "; every guess checked (MOETIER_DRAFT_TUNE=0)\n");
         return;
     }
+    int timed = 0;
+    for (int r = 2; r <= ENGINE_DRAFT_MAX_T; r++)
+        timed += fresh(&t->cost, r);
+    if (!timed) {
+        fprintf(f, "; no recent step of several rows timed\n");
+        return;
+    }
     double one = draft_cost_time(&t->cost, 1);
     fprintf(f, "; step time of 2..%d rows against 1:", ENGINE_DRAFT_MAX_T);
     for (int r = 2; r <= ENGINE_DRAFT_MAX_T; r++)
