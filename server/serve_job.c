@@ -703,6 +703,12 @@ static void run_end(server *s, slot_run *r)
         r->t1 = t2;
     choice_end(s, r);
     s->accept_seen = r->accept;     /* the next request starts from what this one learned */
+    if (s->o.draft) {
+        pthread_mutex_lock(&s->mu);
+        for (int g = 0; g < SERVE_METRICS_GUESSES && g < DRAFT_GUESS_MAX; g++)
+            s->metrics.draft_chance[g] = draft_accept_chance(&r->accept, g);
+        pthread_mutex_unlock(&s->mu);
+    }
     oai_usage u = {.prompt_tokens = r->n, .completion_tokens = r->generated,
                    .cached_tokens = r->reuse};
     if (r->failed) {

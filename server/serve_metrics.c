@@ -96,6 +96,13 @@ char *serve_metrics_render(const serve_metrics *m)
     metric(&t, "moetier_draft_tokens_accepted_total", "counter",
            "of those, tokens the sampler picked, each a decode step saved");
     put(&t, "moetier_draft_tokens_accepted_total %llu\n", (unsigned long long)m->draft_tokens_accepted);
+    if (m->draft_chance[0] > 0) {
+        metric(&t, "moetier_draft_chance", "gauge",
+               "chance a guess is kept once those before it are, by position, as the last finished "
+               "request learned it (--draft-lookup)");
+        for (int j = 0; j < SERVE_METRICS_GUESSES; j++)
+            put(&t, "moetier_draft_chance{guess=\"%d\"} %.4f\n", j + 1, m->draft_chance[j]);
+    }
     metric(&t, "moetier_prompt_cache_bytes", "gauge", "host memory holding earlier conversations' KV caches");
     put(&t, "moetier_prompt_cache_bytes %llu\n", (unsigned long long)m->prompt_cache_bytes);
     metric(&t, "moetier_prompt_cache_entries", "gauge", "earlier conversations' KV caches held");

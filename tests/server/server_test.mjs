@@ -941,6 +941,10 @@ async function draftServer() {
         const guessed = Number(/moetier_draft_tokens_total (\d+)/.exec(t)[1]);
         const kept = Number(/moetier_draft_tokens_accepted_total (\d+)/.exec(t)[1]);
         assert.ok(kept <= guessed && (tune === '1' || kept > 0), `${kept} of ${guessed} guesses kept: the check proves nothing`);
+        /* what the last request learned: its answer repeated its prompt, so a
+         * first guess was mostly kept */
+        const chance = /moetier_draft_chance\{guess="1"\} ([0-9.]+)/.exec(t);
+        assert.ok(chance && Number(chance[1]) > 0.5 && Number(chance[1]) < 1, `first guess's chance: ${chance && chance[1]}\n${t}`);
       } finally {
         await stopServer(srv);
       }

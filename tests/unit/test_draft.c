@@ -406,6 +406,7 @@ typedef struct answer {
     unsigned long long decoded;
     int *cached;
     gen_draft_stats st;
+    draft_accept learned;       /* what the tuner learned of the guesses */
 } answer;
 
 /* The answer to the prompt with up to `draft` guesses a step (all of them
@@ -430,6 +431,7 @@ static answer generate_with(const char *dir, int ctx, int max_new, float temp, u
     tuner.cost.check_all = !tuned;
     gen_params gp = {.max_new = max_new, .draft = draft, .draft_stats = &a.st, .tuner = &tuner};
     a.rc = generate(&m, NULL, &s, a.logits, &gp, &a.ids, &e);
+    a.learned = tuner.accept;
     cr_assert(a.rc == 0 || a.rc == GEN_CONTEXT_FULL, "%s", e.msg);
     a.n_past = m.en.n_past;
     a.decoded = (unsigned long long)m.en.stats.tokens_decoded;
@@ -484,6 +486,9 @@ static unsigned long long same_answer(const char *dir, int ctx, int max_new, flo
         snprintf(what_how, sizeof what_how, "%s, %s", what, tuned ? "tuned" : "every guess checked");
         expect_same(&got, &want, V, what_how);
         kept += tuned ? 0 : got.st.accepted;
+        /* the loop teaches the tuner: every kept guess was a first guess kept once */
+        cr_expect(tuned || got.learned.kept[0] > 0 || !got.st.accepted,
+                  "%s: %llu guesses kept, none learned", what_how, got.st.accepted);
         answer_free(&got);
     }
     answer_free(&want);
