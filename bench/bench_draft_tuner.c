@@ -65,11 +65,13 @@ static int decode_text(cli_model *m, const int *text, int way, result *r, errbuf
     for (int p = PROMPT; p < TEXT - 1;) {
         int ids[ENGINE_DRAFT_MAX_T] = {text[p]}, g = 0;
         if (way != NO_GUESSES) {
-            int avail = draft_lookup_step(en, text[p], DRAFT_GUESS_MAX, TEXT - 2 - p, ids + 1);
-            draft_accept_lookup(&t.accept, ids + 1, avail);
-            const draft_accept *a = &t.accept;
+            int match, avail = draft_lookup_step(en, text[p], DRAFT_GUESS_MAX, TEXT - 2 - p, ids + 1,
+                                                 &match);
+            draft_accept_lookup(&t.accept, ids + 1, avail, match);
+            double chance[DRAFT_GUESS_MAX];
+            draft_accept_chances(&t.accept, match, chance);
             if (avail)
-                draft_choose(&t.cost, &a, &avail, 1, avail, &g);
+                draft_choose(&t.cost, chance, &avail, 1, avail, &g);
         }
         double s0 = now_seconds();
         if (engine_decode_tokens(en, ids, 1 + g, rows, e)) {

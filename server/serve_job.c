@@ -705,8 +705,9 @@ static void run_end(server *s, slot_run *r)
     s->accept_seen = r->accept;     /* the next request starts from what this one learned */
     if (s->o.draft) {
         pthread_mutex_lock(&s->mu);
-        for (int g = 0; g < SERVE_METRICS_GUESSES && g < DRAFT_GUESS_MAX; g++)
-            s->metrics.draft_chance[g] = draft_accept_chance(&r->accept, g);
+        for (int c = 0; c < DRAFT_MATCH_CLASSES; c++)
+            for (int g = 0; g < DRAFT_GUESS_MAX; g++)
+                s->metrics.draft_chance[c][g] = draft_accept_chance(&r->accept, c, g);
         pthread_mutex_unlock(&s->mu);
     }
     oai_usage u = {.prompt_tokens = r->n, .completion_tokens = r->generated,
@@ -880,17 +881,19 @@ static void run_stepped(server *s, slot_run *r, int rc, const errbuf *e)
     r->state = !rc && step_on(s, r) ? RUN_DECODE : RUN_ENDED;
 }
 
-/* Slot i's guesses for its next step (--draft-lookup) into out, the lookup
- * noted for its tuning; returns how many. */
-static int slot_guesses(server *s, int i, int *out)
+/* Slot i's guesses for its next step (--draft-lookup) into out and their
+ * chances, the lookup noted for its tuning; returns how many. */
+static int slot_guesses(server *s, int i, int *out, double *chance)
 {
     slot_run *r = s->slots[i].run;
     if (!s->o.draft)
         return 0;
+    int match;
     slot_swap(s, i);
-    int g = draft_lookup_step(&s->m->en, r->next, s->o.draft, r->max_new - r->k - 1, out);
+    int g = draft_lookup_step(&s->m->en, r->next, s->o.draft, r->max_new - r->k - 1, out, &match);
     slot_swap(s, i);
-    draft_accept_lookup(&r->accept, out, g);
+    draft_accept_lookup(&r->accept, out, g, match);
+    draft_accept_chances(&r->accept, match, chance);
     return g;
 }
 
@@ -943,12 +946,10 @@ static void slots_decode(server *s, const int *which, int n)
      * cost says pay, within one pass */
     int ids[n * ENGINE_DRAFT_MAX_T], at[n + 1], avail[n], g[n], guess[n][ENGINE_DRAFT_MAX_T - 1];
     engine_seq *seqs[n * ENGINE_DRAFT_MAX_T];
-    const draft_accept *acc[n];
-    for (int k = 0; k < n; k++) {
-        avail[k] = slot_guesses(s, which[k], guess[k]);
-        acc[k] = &s->slots[which[k]].run->accept;
-    }
-    draft_choose(&s->step_cost, acc, avail, n, engine_step_rows(en) - n, g);
+    double chance[n][DRAFT_GUESS_MAX];
+    for (int k = 0; k < n; k++)
+        avail[k] = slot_guesses(s, which[k], guess[k], chance[k]);
+    draft_choose(&s->step_cost, chance[0], avail, n, engine_step_rows(en) - n, g);
     at[0] = 0;
     for (int k = 0; k < n; k++) {
         at[k + 1] = at[k] + 1 + g[k];

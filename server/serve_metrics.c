@@ -96,12 +96,14 @@ char *serve_metrics_render(const serve_metrics *m)
     metric(&t, "moetier_draft_tokens_accepted_total", "counter",
            "of those, tokens the sampler picked, each a decode step saved");
     put(&t, "moetier_draft_tokens_accepted_total %llu\n", (unsigned long long)m->draft_tokens_accepted);
-    if (m->draft_chance[0] > 0) {
+    if (m->draft_chance[0][0] > 0) {
         metric(&t, "moetier_draft_chance", "gauge",
-               "chance a guess is kept once those before it are, by position, as the last finished "
-               "request learned it (--draft-lookup)");
-        for (int j = 0; j < SERVE_METRICS_GUESSES; j++)
-            put(&t, "moetier_draft_chance{guess=\"%d\"} %.4f\n", j + 1, m->draft_chance[j]);
+               "chance a guess is kept once those before it are, by the tokens its lookup matched "
+               "and its position, as the last finished request learned it (--draft-lookup)");
+        for (int c = 0; c < DRAFT_MATCH_CLASSES; c++)
+            for (int j = 0; j < DRAFT_GUESS_MAX; j++)
+                put(&t, "moetier_draft_chance{match=\"%s\",guess=\"%d\"} %.4f\n",
+                    draft_match_class_names[c], j + 1, m->draft_chance[c][j]);
     }
     metric(&t, "moetier_prompt_cache_bytes", "gauge", "host memory holding earlier conversations' KV caches");
     put(&t, "moetier_prompt_cache_bytes %llu\n", (unsigned long long)m->prompt_cache_bytes);

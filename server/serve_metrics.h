@@ -6,11 +6,11 @@
 
 #include <stdint.h>
 
+#include "core/engine/draft_tuner.h"
+
 #define SERVE_METRICS_STATUSES 10
 /* decode steps of up to this many rows are timed by row count */
 #define SERVE_METRICS_STEP_ROWS 64
-/* guess positions whose chance is shown (--draft-lookup's at most) */
-#define SERVE_METRICS_GUESSES 3
 
 typedef struct serve_metrics {
     int status_code[SERVE_METRICS_STATUSES];   /* HTTP statuses seen, in first-seen order */
@@ -32,9 +32,9 @@ typedef struct serve_metrics {
      * checked with them); 0: no step of that many rows yet */
     double step_seconds[SERVE_METRICS_STEP_ROWS + 1];
     uint64_t draft_tokens, draft_tokens_accepted;   /* --draft-lookup: guessed, kept */
-    /* the chance of each guess position being kept, as the last finished request
-     * learned it (draft_tuner); 0: no request finished yet */
-    double draft_chance[SERVE_METRICS_GUESSES];
+    /* the chance of each guess position being kept by match class, as the last
+     * finished request learned it (draft_tuner); 0: no request finished yet */
+    double draft_chance[DRAFT_MATCH_CLASSES][DRAFT_GUESS_MAX];
     /* expert tiers (only with a tiered expert source) */
     int have_tiers;
     uint64_t dram_hits, dram_misses, nvme_bytes_read;

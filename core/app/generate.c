@@ -38,13 +38,14 @@ static int drop_unused(engine *en, draft_step *d, errbuf *e)
  * tuner expects to pay (every lookup teaches it how guesses fare). */
 static int step_guesses(cli_model *m, draft_tuner *t, int last, int want, int left, int *out)
 {
-    int avail = draft_lookup_step(&m->en, last, want, left, out);
-    draft_accept_lookup(&t->accept, out, avail);
+    int match, avail = draft_lookup_step(&m->en, last, want, left, out, &match);
+    draft_accept_lookup(&t->accept, out, avail, match);
     if (!avail)
         return 0;
-    const draft_accept *a = &t->accept;
+    double chance[DRAFT_GUESS_MAX];
+    draft_accept_chances(&t->accept, match, chance);
     int g;
-    draft_choose(&t->cost, &a, &avail, 1, avail, &g);
+    draft_choose(&t->cost, chance, &avail, 1, avail, &g);
     return g;
 }
 

@@ -7,6 +7,16 @@
 /* the moving average's weight of a new step time */
 #define COST_WEIGHT 0.25
 
+const char *const draft_match_class_names[DRAFT_MATCH_CLASSES] = {"2", "3", "4-7", "8+"};
+/* about what a first guess of each class had on this project's prose and code
+ * (bench_draft_lookup, docs/benchmarks.md) */
+const double draft_match_class_prior[DRAFT_MATCH_CLASSES] = {0.35, 0.45, 0.55, 0.75};
+
+int draft_match_class(int match)
+{
+    return match <= 2 ? 0 : match == 3 ? 1 : match < DRAFT_LOOKUP_MATCH_MAX ? 2 : 3;
+}
+
 void draft_accept_init(draft_accept *a)
 {
     memset(a, 0, sizeof *a);
@@ -20,13 +30,14 @@ void draft_accept_restart(draft_accept *a)
 void draft_accept_start_from(draft_accept *a, const draft_accept *earlier)
 {
     draft_accept_init(a);
-    for (int j = 0; j < DRAFT_GUESS_MAX; j++) {
-        a->trials[j] = 0.5 * earlier->trials[j];
-        a->kept[j] = 0.5 * earlier->kept[j];
-    }
+    for (int c = 0; c < DRAFT_MATCH_CLASSES; c++)
+        for (int j = 0; j < DRAFT_GUESS_MAX; j++) {
+            a->trials[c][j] = 0.5 * earlier->trials[c][j];
+            a->kept[c][j] = 0.5 * earlier->kept[c][j];
+        }
 }
 
-void draft_accept_lookup(draft_accept *a, const int *guess, int n)
+void draft_accept_lookup(draft_accept *a, const int *guess, int n, int match)
 {
     if (n <= 0)
         return;
@@ -40,6 +51,7 @@ void draft_accept_lookup(draft_accept *a, const int *guess, int n)
     memcpy(a->pending[a->n_pending].ids, guess, (size_t)n * sizeof *guess);
     a->pending[a->n_pending].n = n;
     a->pending[a->n_pending].at = 0;
+    a->pending[a->n_pending].cls = draft_match_class(match);
     a->n_pending++;
 }
 
@@ -47,19 +59,25 @@ void draft_accept_token(draft_accept *a, int id)
 {
     int k = 0;
     for (int i = 0; i < a->n_pending; i++) {
-        int j = a->pending[i].at, hit = a->pending[i].ids[j] == id;
-        a->trials[j] = a->trials[j] * DRAFT_ACCEPT_DECAY + 1.0;
-        a->kept[j] = a->kept[j] * DRAFT_ACCEPT_DECAY + hit;
+        int j = a->pending[i].at, c = a->pending[i].cls, hit = a->pending[i].ids[j] == id;
+        a->trials[c][j] = a->trials[c][j] * DRAFT_ACCEPT_DECAY + 1.0;
+        a->kept[c][j] = a->kept[c][j] * DRAFT_ACCEPT_DECAY + hit;
         if (hit && ++a->pending[i].at < a->pending[i].n)
             a->pending[k++] = a->pending[i];
     }
     a->n_pending = k;
 }
 
-double draft_accept_chance(const draft_accept *a, int j)
+double draft_accept_chance(const draft_accept *a, int cls, int j)
 {
-    /* an even chance before anything is known, as if half a guess of one was kept */
-    return (a->kept[j] + 0.5) / (a->trials[j] + 1.0);
+    /* before anything is known, the class's usual chance, with the weight of one lookup */
+    return (a->kept[cls][j] + draft_match_class_prior[cls]) / (a->trials[cls][j] + 1.0);
+}
+
+void draft_accept_chances(const draft_accept *a, int match, double *chance)
+{
+    for (int j = 0; j < DRAFT_GUESS_MAX; j++)
+        chance[j] = draft_accept_chance(a, draft_match_class(match), j);
 }
 
 void draft_cost_init(draft_cost *c)
@@ -138,8 +156,8 @@ double draft_cost_time(const draft_cost *c, int rows)
     return t > least ? t : least;
 }
 
-int draft_choose(const draft_cost *c, const draft_accept *const *acc, const int *avail, int n,
-                 int room, int *g)
+int draft_choose(const draft_cost *c, const double *chance, const int *avail, int n, int room,
+                 int *g)
 {
     /* Each further guess of a sequence is kept with the chance that it and all
      * before it are, which only falls along the sequence: the best k guesses
@@ -149,7 +167,7 @@ int draft_choose(const draft_cost *c, const draft_accept *const *acc, const int 
     int order[room > 0 ? room : 1];
     for (int i = 0; i < n; i++) {
         g[i] = 0;
-        gain[i] = avail[i] > 0 ? draft_accept_chance(acc[i], 0) : 0;
+        gain[i] = avail[i] > 0 ? chance[(size_t)i * DRAFT_GUESS_MAX] : 0;
     }
     double expected = n, best = expected / draft_cost_time(c, n);
     int best_k = 0;
@@ -163,7 +181,7 @@ int draft_choose(const draft_cost *c, const draft_accept *const *acc, const int 
         order[k] = pick;
         expected += gain[pick];
         g[pick]++;
-        gain[pick] *= g[pick] < avail[pick] ? draft_accept_chance(acc[pick], g[pick]) : 0;
+        gain[pick] *= g[pick] < avail[pick] ? chance[(size_t)pick * DRAFT_GUESS_MAX + (size_t)g[pick]] : 0;
         double v = expected / draft_cost_time(c, n + k + 1);
         if (v > best) {
             best = v;
@@ -185,9 +203,13 @@ void draft_tuner_init(draft_tuner *t)
 
 void draft_tuner_print(const draft_tuner *t, FILE *f)
 {
-    fprintf(f, "draft lookup: chance a guess is kept after those before it:");
-    for (int j = 0; j < DRAFT_GUESS_MAX; j++)
-        fprintf(f, " %.0f %%", 100.0 * draft_accept_chance(&t->accept, j));
+    fprintf(f, "draft lookup: chance a guess is kept after those before it, by tokens matched:");
+    for (int c = 0; c < DRAFT_MATCH_CLASSES; c++) {
+        fprintf(f, "%s %s:", c ? ";" : "", draft_match_class_names[c]);
+        for (int j = 0; j < DRAFT_GUESS_MAX; j++)
+            fprintf(f, " %.0f", 100.0 * draft_accept_chance(&t->accept, c, j));
+        fprintf(f, " %%");
+    }
     if (t->cost.check_all) {
         fprintf(f, "; every guess checked (MOETIER_DRAFT_TUNE=0)\n");
         return;

@@ -942,9 +942,12 @@ async function draftServer() {
         const kept = Number(/moetier_draft_tokens_accepted_total (\d+)/.exec(t)[1]);
         assert.ok(kept <= guessed && (tune === '1' || kept > 0), `${kept} of ${guessed} guesses kept: the check proves nothing`);
         /* what the last request learned: its answer repeated its prompt, so a
-         * first guess was mostly kept */
-        const chance = /moetier_draft_chance\{guess="1"\} ([0-9.]+)/.exec(t);
-        assert.ok(chance && Number(chance[1]) > 0.5 && Number(chance[1]) < 1, `first guess's chance: ${chance && chance[1]}\n${t}`);
+         * first guess after a long match was mostly kept */
+        const chances = [...t.matchAll(/moetier_draft_chance\{match="([-0-9+]+)",guess="(\d)"\} ([0-9.]+)/g)];
+        assert.equal(chances.length, 12, t);
+        assert.ok(chances.every(([, , , x]) => x > 0 && x < 1), t);
+        const long = chances.find(([, m, g]) => m === '8+' && g === '1');
+        assert.ok(Number(long[3]) > 0.5, `a first guess's chance after 8 or more tokens matched: ${long[3]}\n${t}`);
       } finally {
         await stopServer(srv);
       }
