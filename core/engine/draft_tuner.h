@@ -22,7 +22,7 @@
 
 #define DRAFT_GUESS_MAX (ENGINE_DRAFT_MAX_T - 1)
 
-/* An outcome's weight halves after about 14 more at its position: the text's
+/* An outcome's weight halves after about 14 more of its class and position: the text's
  * repeats change as it goes (a quoted block ends, a list begins). */
 #define DRAFT_ACCEPT_DECAY 0.95
 
