@@ -27,7 +27,6 @@
 
 #include "core/app/cli_common.h"
 #include "core/base/progress.h"
-#include "core/engine/draft_lookup.h"
 #include "core/engine/draft_tuner.h"
 #include "bench_model.h"
 
@@ -64,15 +63,8 @@ static int decode_text(cli_model *m, const int *text, int way, result *r, errbuf
     double t0 = now_seconds();
     for (int p = PROMPT; p < TEXT - 1;) {
         int ids[ENGINE_DRAFT_MAX_T] = {text[p]}, g = 0;
-        if (way != NO_GUESSES) {
-            int match, avail = draft_lookup_step(en, text[p], DRAFT_GUESS_MAX, TEXT - 2 - p, ids + 1,
-                                                 &match);
-            draft_accept_lookup(&t.accept, ids + 1, avail, match);
-            double chance[DRAFT_GUESS_MAX];
-            draft_accept_chances(&t.accept, match, chance);
-            if (avail)
-                draft_choose(&t.cost, chance, &avail, 1, avail, &g);
-        }
+        if (way != NO_GUESSES)
+            g = draft_tuner_guesses(&t, en, text[p], DRAFT_GUESS_MAX, TEXT - 2 - p, ids + 1);
         double s0 = now_seconds();
         if (engine_decode_tokens(en, ids, 1 + g, rows, e)) {
             free(rows);

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "core/base/progress.h"
-#include "core/engine/draft_lookup.h"
 #include "core/engine/draft_tuner.h"
 
 static int is_stop(const gen_params *p, int id)
@@ -32,21 +31,6 @@ static int drop_unused(engine *en, draft_step *d, errbuf *e)
     int extra = d->n ? d->n - 1 - d->used : 0;
     d->n = 0;
     return extra ? engine_drop_guesses(en, extra, e) : 0;
-}
-
-/* The guesses checked in the step of last: those of the lookup that the
- * tuner expects to pay (every lookup teaches it how guesses fare). */
-static int step_guesses(cli_model *m, draft_tuner *t, int last, int want, int left, int *out)
-{
-    int match, avail = draft_lookup_step(&m->en, last, want, left, out, &match);
-    draft_accept_lookup(&t->accept, out, avail, match);
-    if (!avail)
-        return 0;
-    double chance[DRAFT_GUESS_MAX];
-    draft_accept_chances(&t->accept, match, chance);
-    int g;
-    draft_choose(&t->cost, chance, &avail, 1, avail, &g);
-    return g;
 }
 
 int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, const gen_params *p,
@@ -111,7 +95,8 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             rc = GEN_CONTEXT_FULL;
             break;
         }
-        int n_guess = p->draft ? step_guesses(m, tu, next, p->draft, p->max_new - k - 2, d.ids + 1)
+        int n_guess = p->draft ? draft_tuner_guesses(tu, &m->en, next, p->draft, p->max_new - k - 2,
+                                                     d.ids + 1)
                                : 0;
         double t0 = now_seconds();
         if (!n_guess) {
@@ -126,8 +111,6 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         d.used = 0;
         int before = m->en.n_past;
         rc = engine_decode_tokens(&m->en, d.ids, d.n, d.rows, e);
-        if (!rc)
-            draft_cost_add(&tu->cost, d.n, now_seconds() - t0);
         if (rc) {
             /* stopped (Ctrl+C) after a chunk of a step cut in several: the
              * cache as a stop before the token's step leaves it */
@@ -137,6 +120,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             d.n = 0;
             break;
         }
+        draft_cost_add(&tu->cost, d.n, now_seconds() - t0);
         cur = d.rows;
         if (p->draft_stats) {
             p->draft_stats->drafted += (unsigned long long)n_guess;

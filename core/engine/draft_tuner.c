@@ -201,6 +201,19 @@ void draft_tuner_init(draft_tuner *t)
     draft_cost_init(&t->cost);
 }
 
+int draft_tuner_guesses(draft_tuner *t, const engine *en, int last, int want, int left, int *out)
+{
+    int match, avail = draft_lookup_step(en, last, want, left, out, &match);
+    draft_accept_lookup(&t->accept, out, avail, match);
+    if (!avail)
+        return 0;
+    double chance[DRAFT_GUESS_MAX];
+    draft_accept_chances(&t->accept, match, chance);
+    int g;
+    draft_choose(&t->cost, chance, &avail, 1, avail, &g);
+    return g;
+}
+
 void draft_tuner_print(const draft_tuner *t, FILE *f)
 {
     fprintf(f, "draft lookup: chance a guess is kept after those before it, by tokens matched:");

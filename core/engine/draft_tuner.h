@@ -109,6 +109,11 @@ typedef struct draft_tuner {
 } draft_tuner;
 
 void draft_tuner_init(draft_tuner *t);
+/* The guesses to check in the step of last on the engine's cache (into out,
+ * the first ones of the lookup, draft_lookup_step's want and left): the
+ * lookup is noted, and those the tuner expects to pay are returned. */
+int draft_tuner_guesses(draft_tuner *t, const struct engine *en, int last, int want, int left,
+                        int *out);
 /* "draft lookup: ..." details on f: the chance of each guess by match class,
  * and each row count's step time against one row's */
 void draft_tuner_print(const draft_tuner *t, FILE *f);
