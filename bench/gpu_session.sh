@@ -105,9 +105,11 @@ if want decode; then
     ids=$(seq -s, 1 64)
     run_slice() { step "$1" 120 "$bin" run -m "$slice" --ids "$ids" -n 33 --greedy --ignore-eos --stats "${@:2}"; }
     run_slice decode-cpu
-    for gb in 10 24 8 14; do
-        run_slice "decode-gpu-vram-$gb" --backend cuda --vram-gb "$gb"
-    done
+    run_slice decode-gpu-vram-10 --backend cuda --vram-gb 10
+    # the VRAM cache swept: prefill and decode speed against the decode bound,
+    # each size a setting of its own (a warm-up, then 2 timed repetitions)
+    step bench-model-vram-sweep 300 "$bin" bench model -m "$slice" --backend cuda -p 64 -n 32 -r 2 \
+        --vram-gb 8,10,14,24 --json
     # every miss copied (no CPU side), then experts from a DRAM tier registered
     # with the GPU (asynchronous copies), then one of about half the experts
     # (evicts, reads from NVMe; a layer's reserved experts still go in one batch)
@@ -137,3 +139,4 @@ grep -h -E "Synthesis|prefill_logits|decode_logits|FAIL" "$out"/test-*.log 2>/de
 cat "$out"/bench-gpu-*.log 2>/dev/null
 grep -H -E "^prefill:|VRAM expert cache|resident weights|GPU plan|expert cache:|hybrid cost model|decode bound|register|backend calls" \
     "$out"/decode-*.log "$out"/prefill-*.log 2>/dev/null
+grep -h '"bench": "model"' "$out"/bench-model-*.log 2>/dev/null

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/json_alloc.h"
 #include "core/engine/token_logprobs.h"
 #include "core/text/utf8.h"
 
@@ -509,6 +510,10 @@ cJSON *oai_body_parse(const char *body, size_t len, oai_error *err)
     }
     const char *end = NULL;
     cJSON *root = chat_json_parse(body, len, &end);
+    if (!root && json_alloc_failed()) {
+        oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        return NULL;
+    }
     if (!root) {
         size_t at = end && end >= body ? (size_t)(end - body) : 0;
         if (at < len && (unsigned char)body[at] < 0x20)

@@ -57,6 +57,63 @@ int cli_float(const char *flag, const char *s, float *out)
     return 0;
 }
 
+/* The next item of comma-separated list s at *t (advanced past it) into
+ * item: 1 when there is one, 0 at the end, -1 (said on stderr) for an empty
+ * item ("1,,2" is refused, not skipped), one too long or past max items. */
+static int next_list_item(const char *flag, const char *s, const char **t, int k, int max,
+                          char *item, size_t size)
+{
+    if (!*t)
+        return 0;
+    size_t len = strcspn(*t, ",");
+    if (k >= max) {
+        fprintf(stderr, "moetier: %s takes at most %d values\n", flag, max);
+        return -1;
+    }
+    if (len == 0) {
+        fprintf(stderr, "moetier: %s has an empty value in '%s'\n", flag, s);
+        return -1;
+    }
+    if (len >= size) {
+        fprintf(stderr, "moetier: %s: '%.*s' is not a value it takes\n", flag, (int)len, *t);
+        return -1;
+    }
+    snprintf(item, size, "%.*s", (int)len, *t);
+    *t = (*t)[len] ? *t + len + 1 : NULL;
+    return 1;
+}
+
+int cli_int_list(const char *flag, const char *s, int *out, int *n, int max, int lo, int hi)
+{
+    char item[32];
+    int r;
+    *n = 0;
+    for (const char *t = s; (r = next_list_item(flag, s, &t, *n, max, item, sizeof item)) == 1;)
+        if (cli_int(flag, item, lo, hi, &out[(*n)++]))
+            return -1;
+    return r;
+}
+
+int cli_float_list(const char *flag, const char *s, double *out, int *n, int max, double lo,
+                   double hi)
+{
+    char item[64];
+    int r;
+    *n = 0;
+    for (const char *t = s; (r = next_list_item(flag, s, &t, *n, max, item, sizeof item)) == 1;) {
+        float v;
+        if (cli_float(flag, item, &v))
+            return -1;
+        if (!(v >= lo && v <= hi)) {
+            fprintf(stderr, "moetier: %s expects values from %g to %g, got '%s'\n", flag, lo, hi,
+                    item);
+            return -1;
+        }
+        out[(*n)++] = v;
+    }
+    return r;
+}
+
 int cli_u64(const char *flag, const char *s, unsigned long long *out)
 {
     char *end;
@@ -125,33 +182,57 @@ int cli_fail(const errbuf *e)
     return 1;
 }
 
+/* Prints usage text but the entries (a line "  FLAG ..." and the deeper
+ * indented lines after it) of the flags in skip (NULL-terminated). */
+static void print_usage_entries(FILE *f, const char *text, const char *const *skip)
+{
+    int skipping = 0;
+    for (const char *l = text; *l;) {
+        size_t len = strcspn(l, "\n") + (l[strcspn(l, "\n")] == '\n');
+        if (!strncmp(l, "  -", 3)) {
+            size_t flag = strcspn(l + 2, " \n");
+            skipping = 0;
+            for (int k = 0; skip && skip[k]; k++)
+                skipping |= strlen(skip[k]) == flag && !strncmp(l + 2, skip[k], flag);
+        }
+        if (!skipping)
+            fwrite(l, 1, len, f);
+        l += len;
+    }
+}
+
+static const char model_flags_text[] =
+    "  --chunk N            prompt tokens per prefill step (default 1024; on the GPU the\n"
+    "                       largest power of two from 256 to 4096 whose activations\n"
+    "                       take at most 1/16 of its memory budget)\n"
+    "  -t N                 CPU threads (default: one per core)\n"
+    "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
+    "                       this CPU runs)\n"
+    "  --backend NAME       cpu, cuda (every operation on the GPU, experimental) or auto\n"
+    "                       (cuda when a GPU is usable, else cpu with a notice); default\n"
+    "                       cpu, or $MOETIER_BACKEND\n"
+    "  --device N           GPU backend: the CUDA device to run on, by its number\n"
+    "                       (default 0; `moetier inspect` lists them)\n"
+    "  --cpu-tokens auto|N  GPU backend: which experts not in VRAM the CPU computes\n"
+    "                       (to the GPU's bits) while the GPU computes the others:\n"
+    "                       auto (default) by a cost model with measured copy and\n"
+    "                       compute rates, copying some into VRAM too; N: those with\n"
+    "                       at most N tokens; 0: every expert is copied to the GPU\n"
+    "  --batch-invariant    a token's logits have the same bits whatever step it is in\n"
+    "                       (a prompt in one prefill or in chunks, after a cached\n"
+    "                       prefix or not, alone or beside other conversations);\n"
+    "                       CPU backend only, prefill runs slower\n";
+
 void model_flags_usage_except(FILE *f, int leave_out)
 {
+    /* bench model takes lists for these, described in its own usage */
+    static const char *const lists[] = {"-t", "--dram-gb", "--vram-gb", NULL};
     if (!(leave_out & MF_HELP_CTX))
         fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n", f);
-    fputs("  --chunk N            prompt tokens per prefill step (default 1024; on the GPU the\n"
-          "                       largest power of two from 256 to 4096 whose activations\n"
-          "                       take at most 1/16 of its memory budget)\n"
-          "  -t N                 CPU threads (default: one per core)\n"
-          "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
-          "                       this CPU runs)\n"
-          "  --backend NAME       cpu, cuda (every operation on the GPU, experimental) or auto\n"
-          "                       (cuda when a GPU is usable, else cpu with a notice); default\n"
-          "                       cpu, or $MOETIER_BACKEND\n"
-          "  --device N           GPU backend: the CUDA device to run on, by its number\n"
-          "                       (default 0; `moetier inspect` lists them)\n"
-          "  --cpu-tokens auto|N  GPU backend: which experts not in VRAM the CPU computes\n"
-          "                       (to the GPU's bits) while the GPU computes the others:\n"
-          "                       auto (default) by a cost model with measured copy and\n"
-          "                       compute rates, copying some into VRAM too; N: those with\n"
-          "                       at most N tokens; 0: every expert is copied to the GPU\n"
-          "  --batch-invariant    a token's logits have the same bits whatever step it is in\n"
-          "                       (a prompt in one prefill or in chunks, after a cached\n"
-          "                       prefix or not, alone or beside other conversations);\n"
-          "                       CPU backend only, prefill runs slower\n", f);
+    print_usage_entries(f, model_flags_text, leave_out & MF_HELP_LISTS ? lists : NULL);
     if (!(leave_out & MF_HELP_TRACE))
         fputs("  --trace FILE         record each token's routing (moetier trace stats|replay)\n", f);
-    fputs(tier_flags_usage, f);
+    print_usage_entries(f, tier_flags_usage, leave_out & MF_HELP_LISTS ? lists : NULL);
 }
 
 void model_flags_usage(FILE *f)
@@ -676,13 +757,16 @@ void cli_model_decode_starts(cli_model *m)
 {
     if (!strcmp(m->be.name, "cuda")) {
         gpu_backend_cache_stats(&m->be, &m->gpu_at_decode);
+        m->decoded_at_mark = m->en.stats.tokens_decoded;
+        m->decode_seconds_at_mark = m->en.stats.decode_seconds;
         m->decode_marked = 1;
     }
 }
 
-/* The decode steps against their bound, from the counts since decode began. */
-static void print_decode_bound(cli_model *m)
+int cli_model_decode_bound(cli_model *m, decode_work *w, decode_bound *b)
 {
+    if (strcmp(m->be.name, "cuda") || !m->decode_marked)
+        return -1;
     const model_config *c = &m->mw.cfg;
     gpu_cache_stats g, *s = &m->gpu_at_decode;
     gpu_backend_cache_stats(&m->be, &g);
@@ -692,9 +776,9 @@ static void print_decode_bound(cli_model *m)
     /* a token reads one row of the embedding table, unless the head is tied to it */
     uint64_t resident = gpu_backend_resident_bytes(&m->be);
     uint64_t table = m->mw.lm_head.data != m->mw.embed.data ? linear_weight_bytes(&m->mw.embed) : 0;
-    decode_work w = {
-        .tokens = m->en.stats.tokens_decoded,
-        .seconds = m->en.stats.decode_seconds,
+    *w = (decode_work){
+        .tokens = m->en.stats.tokens_decoded - m->decoded_at_mark,
+        .seconds = m->en.stats.decode_seconds - m->decode_seconds_at_mark,
         .resident_bytes = resident > table ? resident - table : resident,
         .gpu_experts = (g.hits + g.misses + g.uncached) - (s->hits + s->misses + s->uncached),
         .cpu_experts = g.on_cpu - s->on_cpu,
@@ -702,8 +786,17 @@ static void print_decode_bound(cli_model *m)
         .expert_weights = 3ull * (uint64_t)c->hidden_size * (uint64_t)c->moe_intermediate_size,
         .bytes_copied = g.bytes_copied - s->bytes_copied,
     };
+    return decode_bound_compute(&r, w, b);
+}
+
+/* The decode steps against their bound, from the counts since decode began. */
+static void print_decode_bound(cli_model *m)
+{
+    hybrid_rates r;
+    gpu_backend_rates(&m->be, &r);
+    decode_work w;
     decode_bound b;
-    if (decode_bound_compute(&r, &w, &b)) {
+    if (cli_model_decode_bound(m, &w, &b)) {
         fprintf(stderr, "  decode bound: not computed (no decode steps, or the cost model's rates "
                         "were not measured: --cpu-tokens N turns it off)\n");
         return;

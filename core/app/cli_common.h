@@ -7,6 +7,7 @@
 
 #include "core/engine/engine.h"
 #include "core/model/model_weights.h"
+#include "kernels/decode_bound.h"
 #include "kernels/gpu_backend.h"
 #include "tiers/expert_source.h"
 #include "prefetch/routing_trace.h"
@@ -33,6 +34,8 @@ typedef struct cli_model {
     int quiet;                  /* model_flags.quiet */
     /* the GPU backend's counts when decode began (cli_model_decode_starts) */
     gpu_cache_stats gpu_at_decode;
+    uint64_t decoded_at_mark;       /* engine_stats.tokens_decoded then */
+    double decode_seconds_at_mark;
     int decode_marked;
     int chunk;                  /* prompt tokens per prefill step (--chunk, or the
                                  * backend's default) */
@@ -86,7 +89,8 @@ int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags 
 /* Prints the usage lines of the model and tier flags shared by run, logits and chat. */
 void model_flags_usage(FILE *f);
 /* The same without the lines of flags a command describes itself. */
-enum { MF_HELP_CTX = 1, MF_HELP_TRACE = 2 };
+/* MF_HELP_LISTS: -t, --dram-gb and --vram-gb (bench model's lists) */
+enum { MF_HELP_CTX = 1, MF_HELP_TRACE = 2, MF_HELP_LISTS = 4 };
 void model_flags_usage_except(FILE *f, int leave_out);
 
 /* If argv[*i] is one of the model flags, consumes it (and its value) and
@@ -100,6 +104,11 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e);
 /* The prompt is in: with --stats on the GPU backend, close then prints the
  * decode steps' time against their bound (kernels/decode_bound.h). */
 void cli_model_decode_starts(cli_model *m);
+/* On the GPU backend, what the decode steps since cli_model_decode_starts did
+ * (w, filled on that backend once marked) and their bound; -1 on another
+ * backend, before that mark or when the bound cannot be computed
+ * (kernels/decode_bound.h). */
+int cli_model_decode_bound(cli_model *m, decode_work *w, decode_bound *b);
 /* Returns -1 when the --trace file could not be written (said on stderr). */
 int cli_model_close(cli_model *m);
 
@@ -108,6 +117,11 @@ const char *cli_value(int argc, char **argv, int *i);
 int cli_int(const char *flag, const char *s, long min, long max, int *out);
 int cli_float(const char *flag, const char *s, float *out);
 int cli_u64(const char *flag, const char *s, unsigned long long *out);
+/* A comma-separated list of at most max values in [lo, hi] into out[0..*n);
+ * an empty list or value ("1,,2") is refused, not skipped; -1 said on stderr. */
+int cli_int_list(const char *flag, const char *s, int *out, int *n, int max, int lo, int hi);
+int cli_float_list(const char *flag, const char *s, double *out, int *n, int max, double lo,
+                   double hi);
 /* "1,2,3" -> malloc'd array; prints an error and returns -1 on bad input. */
 int cli_parse_ids(const char *s, int **ids, int *n);
 /* The whole of text file `path` ("-": standard input), NUL-terminated, for

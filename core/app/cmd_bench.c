@@ -1,4 +1,5 @@
-/* cmd_bench: `moetier bench kernels [--json] [options]`: the CPU expert-kernel
+/* cmd_bench: `moetier bench model`: a model's prefill and decode speed
+ * (cmd_bench_model.c); `moetier bench kernels [--json] [options]`: the CPU expert-kernel
  * benchmark (cpu_kernels/kernel_bench.h); `moetier bench gpu`: host-to-device
  * copies of expert-sized buffers, and with --overlap one hybrid batch timed
  * three ways, with --linear the linear kernel against HBM bandwidth, and with
@@ -18,7 +19,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier bench kernels [--json] [--kernels PATH] [-t LIST] [--tokens LIST]\n"
+    fprintf(f, "usage: moetier bench model -m DIR [options]\n"
+               "  Prefill and decode speed of a model, like llama-bench (its options:\n"
+               "  moetier bench model --help).\n"
+               "usage: moetier bench kernels [--json] [--kernels PATH] [-t LIST] [--tokens LIST]\n"
                "                             [--formats LIST] [--seconds S] [--set-gb G] [--twin]\n"
                "  Times the expert FFN at Kimi K2 shapes (7168 -> 2048 -> 7168) per format,\n"
                "  thread count and token count, against the read bandwidth and FMA peak\n"
@@ -87,35 +91,6 @@ static void usage(FILE *f)
                "`moetier inspect` lists them).\n");
 }
 
-/* A comma-separated list of at most max integers in [1, hi]; an empty list
- * or element ("1,,2") is refused, not skipped. */
-static int parse_list(const char *flag, const char *s, int *out, int *n, int max, int hi)
-{
-    *n = 0;
-    for (const char *t = s;; t++) {
-        size_t len = strcspn(t, ",");
-        char item[32];
-        int v;
-        if (*n >= max) {
-            fprintf(stderr, "moetier: %s takes at most %d values\n", flag, max);
-            return -1;
-        }
-        snprintf(item, sizeof item, "%.*s", len < sizeof item ? (int)len : (int)sizeof item - 1, t);
-        if (len == 0 || len >= sizeof item || cli_int(flag, item, 1, hi, &v)) {
-            if (len == 0)
-                fprintf(stderr, "moetier: %s has an empty value in '%s'\n", flag, s);
-            else if (len >= sizeof item)
-                fprintf(stderr, "moetier: %s expects integers from 1 to %d, got '%.*s'\n", flag, hi,
-                        (int)len, t);
-            return -1;
-        }
-        out[(*n)++] = v;
-        t += len;
-        if (!*t)
-            return 0;
-    }
-}
-
 /* The CPU kernels' formats: a non-empty list of int4, fp8 and bf16. */
 static int check_kernel_formats(const char *s)
 {
@@ -136,7 +111,7 @@ static int check_kernel_formats(const char *s)
 static int parse_pair(const char *flag, const char *s, int *out, const char *what)
 {
     int n;
-    if (parse_list(flag, s, out, &n, 2, 100000))
+    if (cli_int_list(flag, s, out, &n, 2, 1, 100000))
         return -1;
     if (n != 2) {
         fprintf(stderr, "moetier: %s expects %s\n", flag, what);
@@ -296,7 +271,7 @@ static int bench_linear(int argc, char **argv)
             if (!(v = cli_value(argc, argv, &i)) || parse_shapes(a, v, shapes, &n_shapes, 8))
                 return 2;
         } else if (!strcmp(a, "--tokens")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8, 100000))
+            if (!(v = cli_value(argc, argv, &i)) || cli_int_list(a, v, tokens, &n_tokens, 8, 1, 100000))
                 return 2;
         } else if (!strcmp(a, "--formats")) {
             if (!(v = cli_value(argc, argv, &i)))
@@ -424,10 +399,10 @@ static int bench_attention(int argc, char **argv, int prefill)
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--contexts")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, contexts, &n_contexts, 8, 100000))
+            if (!(v = cli_value(argc, argv, &i)) || cli_int_list(a, v, contexts, &n_contexts, 8, 1, 100000))
                 return 2;
         } else if (!strcmp(a, "--tokens")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, tokens, &n_tokens, 8, 100000))
+            if (!(v = cli_value(argc, argv, &i)) || cli_int_list(a, v, tokens, &n_tokens, 8, 1, 100000))
                 return 2;
         } else if (!prefill && !strcmp(a, "--set-gb")) {
             if (positive_value(argc, argv, &i, &set_gb))
@@ -491,7 +466,7 @@ static int bench_gpu(int argc, char **argv)
         if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--mb")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, mb, &n_mb, 8, 100000))
+            if (!(v = cli_value(argc, argv, &i)) || cli_int_list(a, v, mb, &n_mb, 8, 1, 100000))
                 return 2;
         } else if (!strcmp(a, "--seconds")) {
             if (positive_value(argc, argv, &i, &seconds))
@@ -551,8 +526,10 @@ int cmd_bench(int argc, char **argv)
                 return bench_attention(argc, argv, 1);
         return bench_gpu(argc, argv);
     }
+    if (argc >= 2 && !strcmp(argv[1], "model"))
+        return cmd_bench_model(argc, argv);
     if (argc < 2 || strcmp(argv[1], "kernels")) {
-        fprintf(stderr, "moetier bench: the benchmark to run is 'kernels' or 'gpu'\n");
+        fprintf(stderr, "moetier bench: the benchmark to run is 'kernels', 'gpu' or 'model'\n");
         usage(stderr);
         return 2;
     }
@@ -572,10 +549,10 @@ int cmd_bench(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.threads, &o.n_threads, 8, 4096))
+            if (!(v = cli_value(argc, argv, &i)) || cli_int_list(a, v, o.threads, &o.n_threads, 8, 1, 4096))
                 return 2;
         } else if (!strcmp(a, "--tokens")) {
-            if (!(v = cli_value(argc, argv, &i)) || parse_list(a, v, o.tokens, &o.n_tokens, 8, 100000))
+            if (!(v = cli_value(argc, argv, &i)) || cli_int_list(a, v, o.tokens, &o.n_tokens, 8, 1, 100000))
                 return 2;
         } else if (!strcmp(a, "--formats")) {
             if (!(v = cli_value(argc, argv, &i)) || check_kernel_formats(v))

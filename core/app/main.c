@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "core/base/json_alloc.h"
 
 static const struct {
     const char *name;
@@ -20,7 +21,8 @@ static const struct {
     {"perplexity", cmd_perplexity, "perplexity of a text, in windows scored on their second half"},
     {"inspect", cmd_inspect, "print architecture, tensors and bytes per format and tier"},
     {"convert", cmd_convert, "repack the routed experts into the expert store (--check verifies)"},
-    {"bench", cmd_bench, "CPU kernel benchmark against this machine's bandwidth (bench kernels)"},
+    {"bench", cmd_bench, "a model's prefill and decode speed (bench model), the CPU kernels (bench\n"
+     "             kernels) or the GPU (bench gpu) against this machine's yardsticks"},
     {"trace", cmd_trace, "routing traces: import a CSV, statistics, cache policy replay vs Belady"},
     {"synth", cmd_synth, "write a random-weight checkpoint (k2-tiny, k2-slice, k2)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
@@ -54,6 +56,7 @@ static void hold_closed_standard_fds(void)
 int main(int argc, char **argv)
 {
     hold_closed_standard_fds();
+    json_alloc_install();   /* before any thread: a parse's NULL told apart when memory ran out */
     if (argc < 2) {
         usage(stderr);
         return 2;

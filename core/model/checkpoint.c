@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/json_alloc.h"
 
 static int by_name_cmp(const void *a, const void *b)
 {
@@ -57,10 +58,10 @@ static int read_shard_list(const char *dir, char ***names, int *n, cJSON **index
     size_t len = 0;
     if (file_read_regular(path, &text, &len, e) != 0)
         return -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = json_parse_watched(text, len);
     free(text);
     if (!root)
-        return err_set(e, "%s: not valid JSON", path);
+        return err_set(e, "%s: %s", path, json_parse_failure("not valid JSON"));
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(wm)) {
         cJSON_Delete(root);

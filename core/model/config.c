@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/json_alloc.h"
 
 typedef struct cfg_reader {
     const cJSON *root;
@@ -299,9 +300,9 @@ static int check_consistency(cfg_reader *r, model_config *c)
 int config_parse(model_config *c, const char *json, const char *path, errbuf *e)
 {
     memset(c, 0, sizeof *c);
-    cJSON *root = cJSON_Parse(json);
+    cJSON *root = json_parse_watched(json, strlen(json));
     if (!root)
-        return err_set(e, "%s: not valid JSON", path);
+        return err_set(e, "%s: %s", path, json_parse_failure("not valid JSON"));
     int rc = -1;
     cfg_reader r = {root, path, e};
     const cJSON *o = root;

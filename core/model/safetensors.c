@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/json_alloc.h"
 
 /* A header larger than this is not a real checkpoint (the safetensors spec caps
  * it at 100 MB too); refusing early avoids parsing garbage lengths. */
@@ -123,9 +124,9 @@ static int parse_header(st_file *f, const uint8_t *buf, uint64_t size, errbuf *e
                        "%s: header length %llu is impossible for a file of %llu bytes "
                        "(truncated or not a safetensors file)",
                        path, (unsigned long long)hl, (unsigned long long)size);
-    cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hl);
+    cJSON *root = json_parse_watched((const char *)buf + 8, (size_t)hl);
     if (!root)
-        return err_set(e, "%s: header is not valid JSON", path);
+        return err_set(e, "%s: header: %s", path, json_parse_failure("not valid JSON"));
     int rc = -1;
     if (!cJSON_IsObject(root)) {
         err_set(e, "%s: header is not a JSON object", path);

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/json_alloc.h"
 
 #define CHAT_JSON_MAX_DEPTH 1000
 
@@ -301,8 +302,10 @@ static int keep_number_spelling(cJSON *v, const char *text, size_t len, size_t *
                 *bad = (size_t)at;
                 return 1;
             }
-            if (!v->valuestring && !(v->valuestring = strndup(text + at, tl)))
+            if (!v->valuestring && !(v->valuestring = strndup(text + at, tl))) {
+                json_alloc_note_failure();
                 return -1;
+            }
         }
         int rc = v->child ? keep_number_spelling(v->child, text, len, pos, bad) : 0;
         if (rc)
@@ -344,6 +347,7 @@ cJSON *chat_json_parse(const char *text, size_t len, const char **end)
         return NULL;
     }
     const char *stop = NULL;
+    json_alloc_reset();
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
     if (end)
         *end = stop;

@@ -130,7 +130,7 @@ enum {
  * keeps each number's source spelling (in the number's valuestring, which
  * cJSON_Delete frees), so that chat_json_dump prints it as json.loads then
  * json.dumps would. NULL when the text is not JSON (*end near the fault) or
- * memory runs out. */
+ * memory runs out (then json_alloc_failed() says so: core/base/json_alloc.h). */
 cJSON *chat_json_parse(const char *text, size_t len, const char **end);
 
 /* Python json.dumps(v, ensure_ascii=False, separators=..., sort_keys=...) of a

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/json_alloc.h"
 
 /* ---- tiktoken.model ----------------------------------------------------- */
 
@@ -308,9 +309,10 @@ int vocab_parse(vocab *v, const char *ranks, size_t ranks_len, const char *ranks
     if (parse_ranks(&ls, ranks_name, ranks, ranks_len, e))
         goto out;
     if (config) {
-        root = cJSON_ParseWithLength(config, config_len);
+        root = json_parse_watched(config, config_len);
         if (!root || !cJSON_IsObject(root)) {
-            err_set(e, "%s: not a valid JSON object", config_name);
+            err_set(e, "%s: %s", config_name,
+                    root ? "not a valid JSON object" : json_parse_failure("not a valid JSON object"));
             goto out;
         }
     } else {

@@ -92,7 +92,7 @@ Test(cli, every_command_has_help)
 {
     const char *cmds[] = {"run", "logits", "perplexity", "inspect", "synth", "tokenize", "chat",
                           "convert", "bench", "tune", "serve", "trace", "trace stats",
-                          "trace replay", "trace import", "bench gpu"};
+                          "trace replay", "trace import", "bench gpu", "bench model"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         char *out, *err;
         int rc = run(&out, &err, "%s %s --help", bin(), cmds[i]);

@@ -7,6 +7,7 @@
 #include <cJSON.h>
 #include <stdlib.h>
 
+#include "core/base/json_alloc.h"
 #include "core/model/config.h"
 
 /* A DeepSeek-V3 config (real dimensions), with %s spliced in for variations. */
@@ -207,4 +208,27 @@ Test(config, missing_and_mistyped_fields)
     snprintf(json, sizeof json, base_fmt, ", \"hidden_size\": 1024");
     cr_assert_neq(config_parse(&c, json, "config.json", &e), 0);
     cr_expect(strstr(e.msg, "hidden_size") && strstr(e.msg, "twice"), "%s", e.msg);
+}
+
+/* A config that cannot be parsed for want of memory says so, not that the
+ * file is bad: each allocation of the parse fails in turn. */
+Test(config, memory_running_out_is_not_bad_json)
+{
+    char json[8192];
+    snprintf(json, sizeof json, base_fmt, "");
+    json_alloc_install();
+    int n, failed = 0;
+    for (n = 1; n < 10000; n++) {
+        model_config c;
+        errbuf e;
+        json_alloc_fail_at(n);
+        int rc = config_parse(&c, json, "config.json", &e);
+        json_alloc_fail_at(0);
+        if (rc == 0)
+            break;
+        failed++;
+        cr_expect(strstr(e.msg, "config.json: out of memory"), "allocation %d: %s", n, e.msg);
+    }
+    cr_expect_lt(n, 10000, "the config never parsed");
+    cr_expect_gt(failed, 10, "only %d allocations failed", failed);
 }

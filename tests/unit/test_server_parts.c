@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/json_alloc.h"
 #include "core/text/utf8.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
@@ -147,6 +148,33 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
 /* A backslash escaped before "u0000" makes it text, not a NUL. */
 /* A completions batch: strings or token ids, each prompt's body the batch's
  * with that prompt alone; past OAI_MAX_BATCH prompts refused. */
+/* A body the server could not parse for want of memory is answered 500 "out
+ * of memory", never a 400 that blames the body: each allocation of the
+ * parse fails in turn until the request parses whole. */
+Test(server_request, memory_running_out_is_not_bad_json)
+{
+    json_alloc_install();
+    const char *body = "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": "
+                       "\"hi\"}], \"temperature\": 0.5, \"max_tokens\": 3, \"stop\": [\"a\", \"b\"]}";
+    int n, failed = 0;
+    for (n = 1; n < 10000; n++) {
+        oai_request r;
+        oai_error err = {0};
+        json_alloc_fail_at(n);
+        int rc = oai_request_parse(OAI_CHAT, body, strlen(body), NULL, &r, &err);
+        json_alloc_fail_at(0);
+        if (rc == 0) {
+            oai_request_free(&r);
+            break;
+        }
+        failed++;
+        cr_expect_eq(err.status, 500, "allocation %d failed: %d %s", n, err.status, err.message);
+        cr_expect(strstr(err.message, "out of memory"), "allocation %d: %s", n, err.message);
+    }
+    cr_expect_lt(n, 10000, "the request never parsed");
+    cr_expect_gt(failed, 10, "only %d allocations failed", failed);
+}
+
 Test(server_request, a_batch_of_prompts_as_requests_of_their_own)
 {
     const char *body = "{\"prompt\": [\"first\", [7, 8, 9]], \"max_tokens\": 3, \"echo\": true}";

@@ -1,0 +1,532 @@
+/* cmd_bench_model: `moetier bench model -m DIR`: a model's prefill and decode
+ * speed as `run` gets them, in the manner of llama-bench.
+ *
+ * For each setting (threads, DRAM tier, VRAM budget: each opens the model
+ * anew), every test runs once untimed (the warm-up: page tables, the tiers'
+ * caches, the GPU's rates) and then -r times: ppP prefills a prompt of P
+ * tokens, tgN decodes N tokens one step each, both after D tokens already in
+ * the cache (-d, prefilled untimed). Results are the mean and standard
+ * deviation of the repetitions' tokens per second.
+ *
+ * Tokens are random ids, different in every repetition, so a cache never sees
+ * a repetition's routing before; or a text's (-f), in order, each repetition
+ * further on in it, so the routing is that of real text.
+ *
+ * A decode row also gives its yardstick, measured in the same run: on the CPU
+ * backend the weights a token reads (the dense ones but the embedding table,
+ * and the routed experts it ran) at the RAM read bandwidth measured before and
+ * after its repetitions (the bound when the experts are in RAM); on the GPU
+ * backend the decode bound of kernels/decode_bound.h. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "core/text/tokenizer.h"
+#include "cpu_kernels/cpu_backend.h"
+#include "cpu_kernels/kernel_bench.h"
+#include "tiers/tiered_source.h"
+
+#define MAX_VALUES 8
+#define MAX_REPS 100
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moetier bench model -m DIR [-p LIST] [-n LIST] [-d LIST] [-r N] [-f FILE]\n"
+            "                           [--seed S] [--no-warmup] [--json] [-t LIST]\n"
+            "                           [--dram-gb LIST] [--vram-gb LIST] [model flags]\n"
+            "  Prefill and decode speed of the model as run gets them (like llama-bench):\n"
+            "  for each setting, each test once untimed, then R timed repetitions, as\n"
+            "  mean +- standard deviation of tokens/s. Decode rows also give the weights\n"
+            "  read per token and the speed they bound it to: at the RAM read bandwidth\n"
+            "  measured in the same run (CPU backend), or the GPU backend's decode bound.\n"
+            "  -p LIST         prompt lengths, one prefill each (ppP; default 512; 0: none)\n"
+            "  -n LIST         decode lengths, one token a step (tgN; default 128; 0: none)\n"
+            "  -d LIST         tokens already in the cache before each test (default 0)\n"
+            "  -r N            timed repetitions (default 3)\n"
+            "  -f FILE         tokens of this text, in order (the routing of real text);\n"
+            "                  default: random ids, new in every repetition\n"
+            "  --seed S        the random ids' seed (default 0)\n"
+            "  --no-warmup     no untimed run before each test's repetitions\n"
+            "  --json          one JSON object per test and setting (backend, threads,\n"
+            "                  dram_gb, vram_gb, test, depth, reps, tps, tps_sd, samples,\n"
+            "                  gb_per_token, bound_tps, ratio = tps / bound_tps, ...)\n"
+            "  -t LIST         CPU threads, one setting each (default: one per core)\n"
+            "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
+            "  --vram-gb LIST  GPU budgets, one setting each (--backend cuda|auto)\n"
+            "  (the model flags below apply; -c defaults to what the tests need)\n");
+    model_flags_usage_except(f, MF_HELP_TRACE | MF_HELP_LISTS);
+}
+
+typedef struct bench_opts {
+    int prompt[MAX_VALUES], n_prompt;
+    int gen[MAX_VALUES], n_gen;
+    int depth[MAX_VALUES], n_depth;
+    int reps, warmup, json;
+    const char *file;
+    unsigned long long seed;
+    int threads[MAX_VALUES], n_threads;
+    double dram[MAX_VALUES], vram[MAX_VALUES];
+    int n_dram, n_vram;
+} bench_opts;
+
+/* Where a test's tokens come from: the k-th of a text, or a random id. */
+typedef struct token_stream {
+    const int *text;
+    int n_text;
+    unsigned long long seed;
+    int vocab;
+} token_stream;
+
+static int stream_token(const token_stream *s, unsigned long long k)
+{
+    if (s->text)
+        return s->text[k % (unsigned long long)s->n_text];
+    /* splitmix64 of the seed and k: every token drawn on its own */
+    unsigned long long z = s->seed + (k + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (int)((z ^ (z >> 31)) % (unsigned long long)s->vocab);
+}
+
+/* the DRAM tier's hits and misses so far, over its layers */
+static void dram_counts(const cli_model *m, uint64_t *hits, uint64_t *misses)
+{
+    int n = 0;
+    const tier_layer_stats *ls = tiered_source_stats(&m->src, &n);
+    *hits = *misses = 0;
+    for (int l = 0; ls && l < n; l++) {
+        *hits += ls[l].hits;
+        *misses += ls[l].misses;
+    }
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct test_result {
+    double tps[MAX_REPS];
+    int n;
+    uint64_t expert_calls;      /* routed experts run by the timed decode steps */
+    uint64_t tokens;            /* tokens the timed steps decoded */
+    uint64_t hits, misses;      /* their DRAM tier's (with an expert store) */
+    decode_work gpu;            /* GPU backend: what the timed steps did, summed */
+    int gpu_counted;            /* repetitions in gpu */
+} test_result;
+
+/* One repetition: depth tokens into an empty cache untimed, then the test's
+ * len tokens timed, starting at the stream's token `first`; r (NULL for the
+ * warm-up) takes its speed and, for decode, the experts its steps ran. */
+static int run_once(cli_model *m, const token_stream *ts, int depth, int len, int decode,
+                    unsigned long long first, int *ids, float *logits, test_result *r, errbuf *e)
+{
+    engine *en = &m->en;
+    engine_reset(en);
+    for (int k = 0; k < depth + (decode ? 0 : len); k++)
+        ids[k] = stream_token(ts, first + (unsigned long long)k);
+    if (depth && engine_forward(en, ids, depth, logits, 0, e))
+        return -1;
+    uint64_t calls = en->stats.expert_calls, hits, misses;
+    dram_counts(m, &hits, &misses);
+    /* the GPU's counts of this repetition's decode steps alone, not its prefill's */
+    if (decode)
+        cli_model_decode_starts(m);
+    double t0 = now_seconds();
+    if (!decode) {
+        if (engine_forward(en, ids + depth, len, logits, 0, e))
+            return -1;
+    } else {
+        for (int k = 0; k < len; k++)
+            if (engine_decode(en, stream_token(ts, first + (unsigned long long)(depth + k)), logits,
+                              e))
+                return -1;
+    }
+    double seconds = now_seconds() - t0;
+    if (r) {
+        r->tps[r->n++] = len / seconds;
+        decode_work w = {0};
+        decode_bound b;
+        if (decode) {
+            uint64_t h, x;
+            dram_counts(m, &h, &x);
+            r->expert_calls += en->stats.expert_calls - calls;
+            r->tokens += (uint64_t)len;
+            r->hits += h - hits;
+            r->misses += x - misses;
+        }
+        if (decode && (cli_model_decode_bound(m, &w, &b) == 0 || w.tokens)) {
+            r->gpu.tokens += w.tokens;
+            r->gpu.seconds += w.seconds;
+            r->gpu.resident_bytes = w.resident_bytes;
+            r->gpu.gpu_experts += w.gpu_experts;
+            r->gpu.cpu_experts += w.cpu_experts;
+            r->gpu.expert_bytes = w.expert_bytes;
+            r->gpu.expert_weights = w.expert_weights;
+            r->gpu.bytes_copied += w.bytes_copied;
+            r->gpu_counted++;
+        }
+    }
+    return 0;
+}
+
+static int run_test(cli_model *m, const bench_opts *o, const token_stream *ts, int depth, int len,
+                    int decode, test_result *r, errbuf *e)
+{
+    int *ids = malloc((size_t)(depth + len) * sizeof *ids);
+    float *logits = malloc((size_t)m->mw.cfg.vocab_size * sizeof *logits);
+    int rc = ids && logits ? 0 : err_set(e, "out of memory");
+    memset(r, 0, sizeof *r);
+    /* each repetition (the warm-up the first) further on in the stream */
+    unsigned long long step = (unsigned long long)(depth + len);
+    if (!rc && o->warmup)
+        rc = run_once(m, ts, depth, len, decode, 0, ids, logits, NULL, e);
+    for (int k = 0; k < o->reps && !rc; k++)
+        rc = run_once(m, ts, depth, len, decode, step * (unsigned long long)(k + 1), ids, logits,
+                      r, e);
+    free(ids);
+    free(logits);
+    return rc;
+}
+
+static void mean_sd(const double *v, int n, double *mean, double *sd)
+{
+    double s = 0, q = 0;
+    for (int k = 0; k < n; k++)
+        s += v[k];
+    *mean = n ? s / n : 0;
+    for (int k = 0; k < n; k++)
+        q += (v[k] - *mean) * (v[k] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+/* the bytes of one routed expert's weights (0 without MoE layers) */
+static uint64_t expert_bytes(const model_weights *mw, errbuf *e)
+{
+    for (int l = 0; l < mw->cfg.n_layers; l++)
+        if (mw->layers[l].is_moe) {
+            expert_view v;
+            if (model_weights_expert(mw, l, 0, &v, e))
+                return 0;
+            return linear_weight_bytes(&v.gate) + linear_weight_bytes(&v.up) +
+                   linear_weight_bytes(&v.down);
+        }
+    return 0;
+}
+
+/* A decode test's yardstick: the weights a token read, and the speed they
+ * bound it to. */
+typedef struct yardstick {
+    double gb_per_token;
+    double bound_tps;           /* 0: not measured */
+    double read_bw;             /* CPU backend: GB/s, the mean of the two reads */
+} yardstick;
+
+static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, double bw_after,
+                          yardstick *y)
+{
+    errbuf e;
+    uint64_t table = m->mw.lm_head.data != m->mw.embed.data ? linear_weight_bytes(&m->mw.embed) : 0;
+    double experts = r->tokens ? (double)r->expert_calls / (double)r->tokens : 0;
+    y->gb_per_token = ((double)(m->plan.dense_bytes - table) +
+                       experts * (double)expert_bytes(&m->mw, &e)) / 1e9;
+    y->read_bw = bw_before > 0 && bw_after > 0 ? (bw_before + bw_after) / 2 : 0;
+    y->bound_tps = y->read_bw > 0 ? y->read_bw / y->gb_per_token : 0;
+}
+
+/* The GPU backend's decode bound over the repetitions' steps. */
+static void gpu_yardstick(cli_model *m, const test_result *r, yardstick *y)
+{
+    const decode_work *w = &r->gpu;
+    hybrid_rates rates;
+    decode_bound b;
+    gpu_backend_rates(&m->be, &rates);
+    if (!w->tokens)
+        return;
+    /* every routed expert a token ran, on the GPU or on the CPU */
+    double experts = (double)(w->gpu_experts + w->cpu_experts) / (double)w->tokens;
+    y->gb_per_token = ((double)w->resident_bytes + experts * (double)w->expert_bytes) / 1e9;
+    if (decode_bound_compute(&rates, w, &b) == 0)
+        y->bound_tps = 1 / b.bound;
+}
+
+typedef struct setting {
+    const char *backend;
+    int threads;                /* 0: not a CPU count to report */
+    double dram_gb;             /* the DRAM tier's size; < 0: no tier (experts mapped) */
+    double vram_gb;             /* --vram-gb; < 0: not given (the default budget) */
+} setting;
+
+static void print_header(void)
+{
+    printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits | bound t/s "
+           "| of bound |\n|---|---|---|---|---|---|---|---|---|---|\n");
+}
+
+static void print_row(const bench_opts *o, const setting *s, const char *test, int depth,
+                      const test_result *r, const yardstick *y)
+{
+    double mean, sd;
+    mean_sd(r->tps, r->n, &mean, &sd);
+    char name[64];
+    snprintf(name, sizeof name, depth ? "%s @ d%d" : "%s", test, depth);
+    if (o->json) {
+        printf("{\"bench\": \"model\", \"backend\": \"%s\", \"threads\": %d, ", s->backend, s->threads);
+        if (s->dram_gb < 0)
+            printf("\"dram_gb\": null, ");
+        else
+            printf("\"dram_gb\": %.6g, ", s->dram_gb);
+        if (s->vram_gb < 0)
+            printf("\"vram_gb\": null, ");
+        else
+            printf("\"vram_gb\": %.6g, ", s->vram_gb);
+        printf("\"test\": \"%s\", \"depth\": %d, \"reps\": %d, \"tps\": %.4f, \"tps_sd\": %.4f, "
+               "\"samples\": [", test, depth, r->n, mean, sd);
+        for (int k = 0; k < r->n; k++)
+            printf("%s%.4f", k ? ", " : "", r->tps[k]);
+        printf("]");
+        if (r->hits + r->misses)
+            printf(", \"dram_hit_rate\": %.4f", (double)r->hits / (double)(r->hits + r->misses));
+        if (y) {
+            printf(", \"gb_per_token\": %.6g", y->gb_per_token);
+            if (y->read_bw > 0)
+                printf(", \"read_bw_gbps\": %.3f", y->read_bw);
+            if (y->bound_tps > 0)
+                printf(", \"bound_tps\": %.4f, \"ratio\": %.4f", y->bound_tps, mean / y->bound_tps);
+        }
+        printf("}\n");
+    } else {
+        char dram[32] = "-", vram[32] = "-", threads[16] = "-", gb[32] = "", hit[32] = "",
+             bound[32] = "", ratio[32] = "";
+        if (s->dram_gb >= 0)
+            snprintf(dram, sizeof dram, "%.4g", s->dram_gb);
+        if (s->vram_gb >= 0)
+            snprintf(vram, sizeof vram, "%.4g", s->vram_gb);
+        if (s->threads)
+            snprintf(threads, sizeof threads, "%d", s->threads);
+        if (r->hits + r->misses)
+            snprintf(hit, sizeof hit, "%.1f%%", 100.0 * (double)r->hits / (double)(r->hits + r->misses));
+        if (y)
+            snprintf(gb, sizeof gb, "%.4g", y->gb_per_token);
+        if (y && y->bound_tps > 0) {
+            snprintf(bound, sizeof bound, "%.2f", y->bound_tps);
+            snprintf(ratio, sizeof ratio, "%.3f", mean / y->bound_tps);
+        }
+        printf("| %s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s |\n", s->backend,
+               threads, dram, vram, name, mean, sd, gb, hit, bound, ratio);
+    }
+    fflush(stdout);
+}
+
+/* Every test of one opened setting. */
+static int run_setting(cli_model *m, const bench_opts *o, const token_stream *ts, const setting *s,
+                       errbuf *e)
+{
+    int cpu = !strcmp(m->be.name, "cpu");
+    for (int di = 0; di < o->n_depth; di++) {
+        int d = o->depth[di];
+        for (int k = 0; k < o->n_prompt; k++) {
+            if (!o->prompt[k])
+                continue;
+            test_result r;
+            char name[32];
+            if (run_test(m, o, ts, d, o->prompt[k], 0, &r, e))
+                return -1;
+            snprintf(name, sizeof name, "pp%d", o->prompt[k]);
+            print_row(o, s, name, d, &r, NULL);
+        }
+        for (int k = 0; k < o->n_gen; k++) {
+            if (!o->gen[k])
+                continue;
+            test_result r;
+            yardstick y = {0};
+            char name[32];
+            double bw0 = cpu ? kernel_bench_read_bw(cpu_backend_path(&m->be), s->threads, e) : 0;
+            if (run_test(m, o, ts, d, o->gen[k], 1, &r, e))
+                return -1;
+            if (cpu) {
+                cpu_yardstick(m, &r, bw0,
+                              kernel_bench_read_bw(cpu_backend_path(&m->be), s->threads, e), &y);
+            } else if (r.gpu_counted) {
+                gpu_yardstick(m, &r, &y);
+            }
+            snprintf(name, sizeof name, "tg%d", o->gen[k]);
+            print_row(o, s, name, d, &r, &y);
+        }
+    }
+    return 0;
+}
+
+/* The context every test of the run fits in: the deepest depth and the
+ * longest test, plus one position. */
+static int needed_context(const bench_opts *o)
+{
+    int len = 0, depth = 0;
+    for (int k = 0; k < o->n_prompt; k++)
+        len = o->prompt[k] > len ? o->prompt[k] : len;
+    for (int k = 0; k < o->n_gen; k++)
+        len = o->gen[k] > len ? o->gen[k] : len;
+    for (int k = 0; k < o->n_depth; k++)
+        depth = o->depth[k] > depth ? o->depth[k] : depth;
+    return depth + len + 1;
+}
+
+/* The text's tokens for -f (plain text, no special tokens). */
+static int read_text_tokens(const char *dir, const char *file, token_list *out, errbuf *e)
+{
+    char *text;
+    size_t len;
+    if (cli_read_text(file, &text, &len, e))
+        return -1;
+    tokenizer tok;
+    int rc = tokenizer_load(&tok, dir, e);
+    if (rc == 0) {
+        if ((rc = tokenizer_encode(&tok, text, len, 0, out, e)))
+            err_prefix(e, "-f %s: ", file);
+        tokenizer_free(&tok);
+    }
+    free(text);
+    if (rc)
+        return -1;
+    if (out->n == 0)
+        return err_set(e, "-f %s: the text has no tokens", file);
+    return 0;
+}
+
+/* Takes bench model's own flags at argv[*i]: 1 when one was, -1 on a bad value. */
+static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "--json")) {
+        o->json = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--no-warmup")) {
+        o->warmup = 0;
+        return 1;
+    }
+    if (strcmp(a, "-p") && strcmp(a, "-n") && strcmp(a, "-d") && strcmp(a, "-r") &&
+        strcmp(a, "-f") && strcmp(a, "--seed") && strcmp(a, "-t") && strcmp(a, "--threads") &&
+        strcmp(a, "--dram-gb") && strcmp(a, "--vram-gb"))
+        return 0;
+    if (!(v = cli_value(argc, argv, i)))
+        return -1;
+    if (!strcmp(a, "-p"))
+        return cli_int_list(a, v, o->prompt, &o->n_prompt, MAX_VALUES, 0, 1 << 20) ? -1 : 1;
+    if (!strcmp(a, "-n"))
+        return cli_int_list(a, v, o->gen, &o->n_gen, MAX_VALUES, 0, 1 << 20) ? -1 : 1;
+    if (!strcmp(a, "-d"))
+        return cli_int_list(a, v, o->depth, &o->n_depth, MAX_VALUES, 0, 1 << 22) ? -1 : 1;
+    if (!strcmp(a, "-r"))
+        return cli_int(a, v, 1, MAX_REPS, &o->reps) ? -1 : 1;
+    if (!strcmp(a, "-f")) {
+        o->file = v;
+        return 1;
+    }
+    if (!strcmp(a, "--seed"))
+        return cli_u64(a, v, &o->seed) ? -1 : 1;
+    if (!strcmp(a, "--dram-gb"))
+        return cli_float_list(a, v, o->dram, &o->n_dram, MAX_VALUES, 0, 1e6) ? -1 : 1;
+    if (!strcmp(a, "--vram-gb"))
+        return cli_float_list(a, v, o->vram, &o->n_vram, MAX_VALUES, 0, 1e6) ? -1 : 1;
+    return cli_int_list(a, v, o->threads, &o->n_threads, MAX_VALUES, 1, 4096) ? -1 : 1;
+}
+
+int cmd_bench_model(int argc, char **argv)
+{
+    bench_opts o = {.prompt = {512}, .n_prompt = 1, .gen = {128}, .n_gen = 1, .depth = {0},
+                    .n_depth = 1, .reps = 3, .warmup = 1};
+    model_flags mf = {0};
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        int r = parse_own_flag(&o, argc, argv, &i);
+        if (!r)
+            r = model_flags_parse(&mf, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (!r) {
+            fprintf(stderr, "moetier bench model: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!mf.dir) {
+        fprintf(stderr, "moetier bench model: -m DIR is required\n");
+        return 2;
+    }
+    if (mf.trace) {
+        fprintf(stderr, "moetier bench model: --trace is not taken (record a trace with run)\n");
+        return 2;
+    }
+    if (model_flags_check(&mf, "bench model"))
+        return 2;
+    int need = needed_context(&o);
+    if (need == 1) {
+        fprintf(stderr, "moetier bench model: -p and -n are all 0: there is nothing to measure\n");
+        return 2;
+    }
+    if (mf.ctx && mf.ctx < need) {
+        fprintf(stderr, "moetier bench model: -c %d is too small for the tests: the deepest -d and "
+                "the longest -p or -n take %d positions\n", mf.ctx, need);
+        return 2;
+    }
+    if (!mf.ctx)
+        mf.ctx = need;
+
+    errbuf e;
+    token_list text = {0};
+    if (o.file && read_text_tokens(mf.dir, o.file, &text, &e))
+        return cli_fail(&e);
+    int n_t = o.n_threads ? o.n_threads : 1, n_d = o.n_dram ? o.n_dram : 1,
+        n_v = o.n_vram ? o.n_vram : 1, rc = 0, first = 1;
+    for (int ti = 0; ti < n_t && !rc; ti++)
+        for (int di = 0; di < n_d && !rc; di++)
+            for (int vi = 0; vi < n_v && !rc; vi++) {
+                model_flags f = mf;
+                if (o.n_threads)
+                    f.threads = o.threads[ti];
+                if (o.n_dram) {
+                    f.tiers.dram_gb = o.dram[di];
+                    f.tiers.dram_gb_set = 1;
+                }
+                if (o.n_vram) {
+                    f.tiers.vram_gb = o.vram[vi];
+                    f.tiers.vram_gb_set = 1;
+                }
+                /* the plan and notices once: every setting's would repeat them */
+                f.quiet = !first;
+                cli_model m;
+                if (cli_model_open(&m, &f, &e)) {
+                    rc = cli_fail(&e);
+                    break;
+                }
+                if (first && !o.json)
+                    print_header();
+                first = 0;
+                token_stream ts = {.text = text.ids, .n_text = (int)text.n, .seed = o.seed,
+                                   .vocab = m.mw.cfg.vocab_size};
+                int cpu = !strcmp(m.be.name, "cpu");
+                setting s = {
+                    .backend = m.be.name,
+                    .threads = cpu ? cpu_backend_threads(&m.be) : f.threads,
+                    .dram_gb = m.plan.use_store ? (double)m.plan.dram_slots *
+                                                      (double)m.plan.slot_bytes / 1e9 : -1,
+                    .vram_gb = o.n_vram ? o.vram[vi] : -1,
+                };
+                if (run_setting(&m, &o, &ts, &s, &e))
+                    rc = cli_fail(&e);
+                if (cli_model_close(&m) && !rc)
+                    rc = 1;
+            }
+    token_list_free(&text);
+    return rc;
+}

@@ -1,0 +1,213 @@
+/* `moetier bench model` as scripts read it: one JSON object per test and
+ * setting, speeds that are the mean and deviation of the samples it lists,
+ * decode yardsticks that count the decode steps alone, DRAM hit rates that
+ * follow the tier's size, and bad arguments refused before anything loads. */
+#include <cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define run test_run_fmt
+
+/* The JSON lines of out, parsed (at most max); their count. */
+static int parse_lines(char *out, cJSON **lines, int max)
+{
+    int n = 0;
+    for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n")) {
+        cr_assert_lt(n, max, "more lines than expected: %s", l);
+        lines[n] = cJSON_Parse(l);
+        cr_assert_not_null(lines[n], "not JSON: %s", l);
+        n++;
+    }
+    return n;
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    cr_assert(cJSON_IsNumber(v), "no number %s in %s", key, cJSON_PrintUnformatted(o));
+    return v->valuedouble;
+}
+
+static const char *str(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    cr_assert(cJSON_IsString(v), "no string %s", key);
+    return v->valuestring;
+}
+
+static void expect_refused(int want_rc, const char *needle, const char *dir, const char *args)
+{
+    char *out, *err;
+    int rc = run(&out, &err, "%s bench model -m %s %s", test_moetier_bin(), dir, args);
+    cr_expect_eq(rc, want_rc, "'%s': exit %d, stderr %s", args, rc, err);
+    cr_expect(strstr(err, needle) != NULL, "'%s': stderr '%s' lacks '%s'", args, err, needle);
+    cr_expect_str_empty(out, "'%s' printed '%s'", args, out);
+    free(out);
+    free(err);
+}
+
+Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
+{
+    char *d = test_testdata_model_or_skip("int4"), *out, *err;
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s --json -p 8 -n 4 -d 0,6 -r 3 -t 1",
+                     test_moetier_bin(), d), 0, "%s", err);
+    cJSON *l[8];
+    int n = parse_lines(out, l, 8);
+    cr_assert_eq(n, 4, "pp8 and tg4 at two depths: %d lines", n);
+    const char *want[] = {"pp8", "tg4", "pp8", "tg4"};
+    double gb[2];
+    for (int k = 0; k < n; k++) {
+        cr_expect_str_eq(str(l[k], "test"), want[k]);
+        cr_expect_str_eq(str(l[k], "backend"), "cpu");
+        cr_expect_eq(num(l[k], "threads"), 1);
+        cr_expect_eq(num(l[k], "depth"), k < 2 ? 0 : 6);
+        cr_expect(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(l[k], "dram_gb")),
+                  "no expert store, yet a DRAM tier size");
+        /* tps and tps_sd are the samples' mean and sample deviation */
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(l[k], "samples");
+        cr_assert_eq(cJSON_GetArraySize(s), 3);
+        cr_expect_eq(num(l[k], "reps"), 3);
+        double sum = 0, sq = 0, mean;
+        for (int i = 0; i < 3; i++) {
+            double v = cJSON_GetArrayItem(s, i)->valuedouble;
+            cr_expect_gt(v, 0);
+            sum += v;
+        }
+        mean = sum / 3;
+        for (int i = 0; i < 3; i++)
+            sq += pow(cJSON_GetArrayItem(s, i)->valuedouble - mean, 2);
+        cr_expect(fabs(num(l[k], "tps") - mean) < 1e-3 * mean, "tps %g, mean %g",
+                  num(l[k], "tps"), mean);
+        cr_expect(fabs(num(l[k], "tps_sd") - sqrt(sq / 2)) < 1e-3 * mean + 1e-3, "sd");
+        if (k % 2 == 0) {
+            cr_expect_null(cJSON_GetObjectItemCaseSensitive(l[k], "gb_per_token"),
+                           "a prefill row has a decode yardstick");
+            continue;
+        }
+        gb[k / 2] = num(l[k], "gb_per_token");
+        double bound = num(l[k], "bound_tps"), bw = num(l[k], "read_bw_gbps");
+        cr_expect(fabs(bound - bw / gb[k / 2]) < 1e-3 * bound, "bound %g is not %g / %g", bound,
+                  bw, gb[k / 2]);
+        cr_expect(fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3, "ratio");
+    }
+    /* a decode token reads the same weights after 6 tokens of context: the
+     * untimed prefill of the depth is not counted in */
+    cr_expect(gb[0] > 0 && fabs(gb[0] - gb[1]) < 1e-4, "GB per token %g at depth 0, %g at 6",
+              gb[0], gb[1]);
+    for (int k = 0; k < n; k++)
+        cJSON_Delete(l[k]);
+    free(out);
+    free(err);
+    free(d);
+}
+
+/* one setting per --dram-gb value, the table's rows in order; a tier of 8
+ * slots hits less than one that holds every expert */
+Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("bench-model"), model[4200], text[4300], *out, *err;
+    snprintf(model, sizeof model, "%s/model", tmp);
+    test_synth_tiny(model, "int4");
+    cr_assert_eq(run(&out, &err, "%s convert -m %s", test_moetier_bin(), model), 0, "%s", err);
+    free(out);
+    free(err);
+    snprintf(text, sizeof text, "%s/text.txt", tmp);
+    FILE *f = fopen(text, "w");
+    cr_assert_not_null(f);
+    for (int k = 0; k < 40; k++)
+        fprintf(f, "line %d of a text whose tokens the benchmark takes in order.\n", k);
+    fclose(f);
+    /* 8 experts (0.0005 GB) and all 96 */
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s --json -p 0 -n 12 -r 2 --dram-gb 0.0005,1 "
+                     "-f %s", test_moetier_bin(), model, text), 0, "%s", err);
+    cJSON *l[4];
+    cr_assert_eq(parse_lines(out, l, 4), 2, "%s", out);
+    double small = num(l[0], "dram_gb"), all = num(l[1], "dram_gb");
+    cr_expect(small < all && all < 0.01, "tiers of %g and %g GB", small, all);
+    double h0 = num(l[0], "dram_hit_rate"), h1 = num(l[1], "dram_hit_rate");
+    cr_expect(h0 < h1, "8 slots hit %g, every expert %g", h0, h1);
+    cJSON_Delete(l[0]);
+    cJSON_Delete(l[1]);
+    free(out);
+    free(err);
+    /* the table: a header and a row per test and setting */
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s -p 4 -n 0 -r 1 --dram-gb 0.0005,1",
+                     test_moetier_bin(), model), 0, "%s", err);
+    cr_expect(strstr(out, "| backend | threads | dram GB |") == out, "%s", out);
+    int rows = 0;
+    for (const char *p = out; (p = strstr(p, "\n| cpu |")); p++)
+        rows++;
+    cr_expect_eq(rows, 2, "%s", out);
+    free(out);
+    free(err);
+    /* a text without tokens is refused, naming it */
+    char empty[4300], args[4400];
+    snprintf(empty, sizeof empty, "%s/empty.txt", tmp);
+    f = fopen(empty, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    snprintf(args, sizeof args, "-f %s -p 4", empty);
+    expect_refused(1, "empty.txt: the text has no tokens", model, args);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+Test(bench_model, bad_arguments_are_refused, .timeout = 60)
+{
+    char *d = test_testdata_model_or_skip("bf16");
+    expect_refused(2, "nothing to measure", d, "-p 0 -n 0");
+    expect_refused(2, "-c 16 is too small", d, "-c 16 -p 8 -n 4 -d 12");
+    expect_refused(2, "-r expects", d, "-r 0");
+    expect_refused(2, "empty value", d, "--dram-gb 1,,2");
+    expect_refused(2, "takes at most 8 values", d, "-p 1,2,3,4,5,6,7,8,9");
+    expect_refused(2, "--trace is not taken", d, "--trace /tmp/x.trace");
+    expect_refused(2, "unknown option", d, "--frobnicate");
+    expect_refused(1, "--dram-gb needs an expert store", d, "--dram-gb 1 -p 4 -n 0");
+    expect_refused(1, "no-such-file", d, "-f /nonexistent/no-such-file -p 4");
+    char *out, *err;
+    cr_expect_eq(run(&out, &err, "%s bench model -p 4", test_moetier_bin()), 2);
+    cr_expect(strstr(err, "-m DIR is required"), "%s", err);
+    free(out);
+    free(err);
+    free(d);
+}
+
+/* On the GPU backend a decode row carries the decode bound of its timed steps
+ * alone: the same weights a token whether or not a context was prefilled
+ * before them (the prefill's copies and GPU experts not counted in), and
+ * ratio = tps / bound_tps; each --vram-gb value is a setting of its own. */
+Test(bench_model, gpu_rows_carry_the_decode_bound_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    char *dir = test_make_tmpdir("bench-model-gpu"), *out, *err;
+    test_synth_tiny(dir, "int4");
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s --backend cuda --json -p 4 -n 3 -d 0,5 -r 2 "
+                     "--vram-gb 0.5,1", test_moetier_bin(), dir), 0, "%s", err);
+    cJSON *l[16];
+    int n = parse_lines(out, l, 16);
+    cr_assert_eq(n, 8, "2 budgets x 2 depths x pp and tg: %d lines", n);
+    for (int k = 0; k < n; k++) {
+        cr_expect_str_eq(str(l[k], "backend"), "cuda");
+        cr_expect_eq(num(l[k], "vram_gb"), k < 4 ? 0.5 : 1);
+        if (strncmp(str(l[k], "test"), "tg", 2))
+            continue;
+        double bound = num(l[k], "bound_tps");
+        cr_expect(bound > 0 && fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3,
+                  "ratio of line %d", k);
+        if (k % 4 == 3)
+            cr_expect(fabs(num(l[k], "gb_per_token") - num(l[k - 2], "gb_per_token")) < 1e-6,
+                      "GB per token %g after 5 tokens, %g after none", num(l[k], "gb_per_token"),
+                      num(l[k - 2], "gb_per_token"));
+    }
+    for (int k = 0; k < n; k++)
+        cJSON_Delete(l[k]);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
+}
