@@ -5,8 +5,10 @@
  * anew), every test runs once untimed (the warm-up: page tables, the tiers'
  * caches, the GPU's rates) and then -r times: ppP prefills a prompt of P
  * tokens, tgN decodes N tokens one step each, both after D tokens already in
- * the cache (-d, prefilled untimed). Results are the mean and standard
- * deviation of the repetitions' tokens per second.
+ * the cache (-d, prefilled untimed); with --parallel S, decode steps S
+ * conversations together as serve --parallel does (engine_decode_seqs).
+ * Results are the mean and standard deviation of the repetitions' tokens per
+ * second (of all conversations together).
  *
  * Tokens are random ids, different in every repetition, so a cache never sees
  * a repetition's routing before; or a text's (-f), in order, each repetition
@@ -14,9 +16,10 @@
  *
  * A decode row also gives its yardstick, measured in the same run: on the CPU
  * backend the weights a token reads (the dense ones but the embedding table,
- * and the routed experts it ran) at the RAM read bandwidth measured before and
- * after its repetitions (the bound when the experts are in RAM); on the GPU
- * backend the decode bound of kernels/decode_bound.h. */
+ * once a step of up to engine_step_rows conversations, and the routed experts
+ * the steps ran) at the RAM read bandwidth measured before and after its
+ * repetitions (the bound when the experts are in RAM); on the GPU backend, for
+ * one conversation, the decode bound of kernels/decode_bound.h. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +34,13 @@
 
 #define MAX_VALUES 8
 #define MAX_REPS 100
+#define MAX_PARALLEL 64
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: moetier bench model -m DIR [-p LIST] [-n LIST] [-d LIST] [-r N] [-f FILE]\n"
-            "                           [--seed S] [--no-warmup] [--json] [-t LIST]\n"
+            "usage: moetier bench model -m DIR [-p LIST] [-n LIST] [-d LIST] [--parallel LIST]\n"
+            "                           [-r N] [-f FILE] [--seed S] [--no-warmup] [--json] [-t LIST]\n"
             "                           [--dram-gb LIST] [--vram-gb LIST] [model flags]\n"
             "  Prefill and decode speed of the model as run gets them (like llama-bench):\n"
             "  for each setting, each test once untimed, then R timed repetitions, as\n"
@@ -46,14 +50,17 @@ static void usage(FILE *f)
             "  -p LIST         prompt lengths, one prefill each (ppP; default 512; 0: none)\n"
             "  -n LIST         decode lengths, one token a step (tgN; default 128; 0: none)\n"
             "  -d LIST         tokens already in the cache before each test (default 0)\n"
+            "  --parallel LIST decode tests of S conversations stepped together, as serve\n"
+            "                  --parallel runs them (tgN xS; t/s of all; default 1)\n"
             "  -r N            timed repetitions (default 3)\n"
             "  -f FILE         tokens of this text, in order (the routing of real text);\n"
             "                  default: random ids, new in every repetition\n"
             "  --seed S        the random ids' seed (default 0)\n"
             "  --no-warmup     no untimed run before each test's repetitions\n"
             "  --json          one JSON object per test and setting (backend, threads,\n"
-            "                  dram_gb, vram_gb, test, depth, reps, tps, tps_sd, samples,\n"
-            "                  gb_per_token, bound_tps, ratio = tps / bound_tps, ...)\n"
+            "                  dram_gb, vram_gb, test, depth, parallel, reps, tps, tps_sd,\n"
+            "                  samples, dram_hit_rate, vram_hit_rate, gb_per_token,\n"
+            "                  bound_tps, ratio = tps / bound_tps, ...)\n"
             "  -t LIST         CPU threads, one setting each (default: one per core)\n"
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
             "  --vram-gb LIST  GPU budgets, one setting each (--backend cuda|auto)\n"
@@ -68,6 +75,7 @@ typedef struct bench_opts {
     int reps, warmup, json;
     const char *file;
     unsigned long long seed;
+    int parallel[MAX_VALUES], n_parallel;
     int threads[MAX_VALUES], n_threads;
     double dram[MAX_VALUES], vram[MAX_VALUES];
     int n_dram, n_vram;
@@ -116,82 +124,144 @@ typedef struct test_result {
     int n;
     uint64_t expert_calls;      /* routed experts run by the timed decode steps */
     uint64_t tokens;            /* tokens the timed steps decoded */
+    uint64_t passes;            /* reads of the dense weights they took: one a step of up
+                                 * to engine_step_rows conversations */
     uint64_t hits, misses;      /* their DRAM tier's (with an expert store) */
-    decode_work gpu;            /* GPU backend: what the timed steps did, summed */
+    uint64_t vram_hits, vram_all;   /* GPU backend: experts found in VRAM, of all they ran */
+    decode_work gpu;            /* GPU backend, one conversation: what the timed steps did */
     int gpu_counted;            /* repetitions in gpu */
 } test_result;
 
-/* One repetition: depth tokens into an empty cache untimed, then the test's
- * len tokens timed, starting at the stream's token `first`; r (NULL for the
- * warm-up) takes its speed and, for decode, the experts its steps ran. */
-static int run_once(cli_model *m, const token_stream *ts, int depth, int len, int decode,
-                    unsigned long long first, int *ids, float *logits, test_result *r, errbuf *e)
+/* What a test runs: len tokens after depth, prefilled at once (pp) or decoded
+ * one a step by each of S conversations stepped together (tg). */
+typedef struct test_spec {
+    int depth, len, decode, S;
+} test_spec;
+
+/* A test's conversations (seq[0] NULL: the engine's own) and buffers. */
+typedef struct test_state {
+    engine_seq store[MAX_PARALLEL];
+    engine_seq *seq[MAX_PARALLEL];
+    int *ids;                   /* [depth + len] */
+    int step_ids[MAX_PARALLEL];
+    float *logits;              /* [S][vocab] */
+} test_state;
+
+/* The counts a decode test's yardsticks are differences of. */
+typedef struct counts {
+    uint64_t calls, hits, misses;
+    gpu_cache_stats g;
+} counts;
+
+static void take_counts(cli_model *m, counts *c)
+{
+    memset(c, 0, sizeof *c);
+    c->calls = m->en.stats.expert_calls;
+    dram_counts(m, &c->hits, &c->misses);
+    if (!strcmp(m->be.name, "cuda"))
+        gpu_backend_cache_stats(&m->be, &c->g);
+}
+
+static void add_decode_counts(cli_model *m, const test_spec *t, const counts *c0, test_result *r)
+{
+    counts c;
+    take_counts(m, &c);
+    r->expert_calls += c.calls - c0->calls;
+    r->tokens += (uint64_t)t->len * (uint64_t)t->S;
+    int rows = engine_step_rows(&m->en);
+    r->passes += (uint64_t)t->len * (uint64_t)((t->S + rows - 1) / rows);
+    r->hits += c.hits - c0->hits;
+    r->misses += c.misses - c0->misses;
+    r->vram_hits += c.g.hits - c0->g.hits;
+    r->vram_all += (c.g.hits + c.g.misses + c.g.uncached + c.g.on_cpu) -
+                   (c0->g.hits + c0->g.misses + c0->g.uncached + c0->g.on_cpu);
+    /* the decode bound takes a CPU expert to have one token: one conversation's */
+    decode_work w = {0};
+    decode_bound b;
+    if (t->S == 1 && (cli_model_decode_bound(m, &w, &b) == 0 || w.tokens)) {
+        r->gpu.tokens += w.tokens;
+        r->gpu.seconds += w.seconds;
+        r->gpu.resident_bytes = w.resident_bytes;
+        r->gpu.gpu_experts += w.gpu_experts;
+        r->gpu.cpu_experts += w.cpu_experts;
+        r->gpu.expert_bytes = w.expert_bytes;
+        r->gpu.expert_weights = w.expert_weights;
+        r->gpu.bytes_copied += w.bytes_copied;
+        r->gpu_counted++;
+    }
+}
+
+/* One repetition: each conversation's cache emptied and depth tokens
+ * prefilled untimed, then the test timed. Conversation c takes the stream's
+ * tokens from first + c * (depth + len); r (NULL for the warm-up) takes the
+ * speed and, for decode, the counts. */
+static int run_once(cli_model *m, const token_stream *ts, const test_spec *t, test_state *st,
+                    unsigned long long first, test_result *r, errbuf *e)
 {
     engine *en = &m->en;
-    engine_reset(en);
-    for (int k = 0; k < depth + (decode ? 0 : len); k++)
-        ids[k] = stream_token(ts, first + (unsigned long long)k);
-    if (depth && engine_forward(en, ids, depth, logits, 0, e))
-        return -1;
-    uint64_t calls = en->stats.expert_calls, hits, misses;
-    dram_counts(m, &hits, &misses);
-    /* the GPU's counts of this repetition's decode steps alone, not its prefill's */
-    if (decode)
+    unsigned long long span = (unsigned long long)(t->depth + t->len);
+    for (int c = 0; c < t->S; c++) {
+        unsigned long long from = first + (unsigned long long)c * span;
+        for (int k = 0; k < t->depth + (t->decode ? 0 : t->len); k++)
+            st->ids[k] = stream_token(ts, from + (unsigned long long)k);
+        if (c)
+            engine_seq_swap(en, st->seq[c]);
+        engine_reset(en);
+        int rc = t->depth ? engine_forward(en, st->ids, t->depth, st->logits, 0, e) : 0;
+        if (c)
+            engine_seq_swap(en, st->seq[c]);
+        if (rc)
+            return -1;
+    }
+    counts c0;
+    take_counts(m, &c0);
+    /* the GPU's counts of the decode steps alone, not the prefill's */
+    if (t->decode)
         cli_model_decode_starts(m);
     double t0 = now_seconds();
-    if (!decode) {
-        if (engine_forward(en, ids + depth, len, logits, 0, e))
+    if (!t->decode && engine_forward(en, st->ids + t->depth, t->len, st->logits, 0, e))
+        return -1;
+    for (int k = 0; t->decode && k < t->len; k++) {
+        for (int c = 0; c < t->S; c++)
+            st->step_ids[c] = stream_token(ts, first + (unsigned long long)c * span +
+                                                   (unsigned long long)(t->depth + k));
+        if (t->S == 1 ? engine_decode(en, st->step_ids[0], st->logits, e)
+                      : engine_decode_seqs(en, st->seq, st->step_ids, t->S, st->logits, e))
             return -1;
-    } else {
-        for (int k = 0; k < len; k++)
-            if (engine_decode(en, stream_token(ts, first + (unsigned long long)(depth + k)), logits,
-                              e))
-                return -1;
     }
     double seconds = now_seconds() - t0;
     if (r) {
-        r->tps[r->n++] = len / seconds;
-        decode_work w = {0};
-        decode_bound b;
-        if (decode) {
-            uint64_t h, x;
-            dram_counts(m, &h, &x);
-            r->expert_calls += en->stats.expert_calls - calls;
-            r->tokens += (uint64_t)len;
-            r->hits += h - hits;
-            r->misses += x - misses;
-        }
-        if (decode && (cli_model_decode_bound(m, &w, &b) == 0 || w.tokens)) {
-            r->gpu.tokens += w.tokens;
-            r->gpu.seconds += w.seconds;
-            r->gpu.resident_bytes = w.resident_bytes;
-            r->gpu.gpu_experts += w.gpu_experts;
-            r->gpu.cpu_experts += w.cpu_experts;
-            r->gpu.expert_bytes = w.expert_bytes;
-            r->gpu.expert_weights = w.expert_weights;
-            r->gpu.bytes_copied += w.bytes_copied;
-            r->gpu_counted++;
-        }
+        r->tps[r->n++] = (double)t->len * (double)t->S / seconds;
+        if (t->decode)
+            add_decode_counts(m, t, &c0, r);
     }
     return 0;
 }
 
-static int run_test(cli_model *m, const bench_opts *o, const token_stream *ts, int depth, int len,
-                    int decode, test_result *r, errbuf *e)
+static int run_test(cli_model *m, const bench_opts *o, const token_stream *ts, const test_spec *t,
+                    test_result *r, errbuf *e)
 {
-    int *ids = malloc((size_t)(depth + len) * sizeof *ids);
-    float *logits = malloc((size_t)m->mw.cfg.vocab_size * sizeof *logits);
-    int rc = ids && logits ? 0 : err_set(e, "out of memory");
+    test_state st = {0};
+    int rc = 0, made = 1;
+    st.ids = malloc((size_t)(t->depth + t->len) * sizeof *st.ids);
+    st.logits = malloc((size_t)t->S * (size_t)m->mw.cfg.vocab_size * sizeof *st.logits);
+    if (!st.ids || !st.logits)
+        rc = err_set(e, "out of memory");
+    for (; made < t->S && !rc; made++) {
+        rc = engine_seq_create(&m->en, &st.store[made], e);
+        st.seq[made] = &st.store[made];
+    }
     memset(r, 0, sizeof *r);
     /* each repetition (the warm-up the first) further on in the stream */
-    unsigned long long step = (unsigned long long)(depth + len);
+    unsigned long long rep = (unsigned long long)(t->depth + t->len) * (unsigned long long)t->S;
     if (!rc && o->warmup)
-        rc = run_once(m, ts, depth, len, decode, 0, ids, logits, NULL, e);
+        rc = run_once(m, ts, t, &st, 0, NULL, e);
     for (int k = 0; k < o->reps && !rc; k++)
-        rc = run_once(m, ts, depth, len, decode, step * (unsigned long long)(k + 1), ids, logits,
-                      r, e);
-    free(ids);
-    free(logits);
+        rc = run_once(m, ts, t, &st, rep * (unsigned long long)(k + 1), r, e);
+    for (int c = 1; c < made; c++)
+        engine_seq_destroy(&st.store[c]);
+    free(st.ids);
+    free(st.logits);
     return rc;
 }
 
@@ -233,8 +303,13 @@ static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, 
 {
     errbuf e;
     uint64_t table = m->mw.lm_head.data != m->mw.embed.data ? linear_weight_bytes(&m->mw.embed) : 0;
-    double experts = r->tokens ? (double)r->expert_calls / (double)r->tokens : 0;
-    y->gb_per_token = ((double)(m->plan.dense_bytes - table) +
+    if (!r->tokens)
+        return;
+    /* a step of several conversations reads the dense weights and each
+     * expert it runs once for all of them */
+    double per_token = (double)r->passes / (double)r->tokens,
+           experts = (double)r->expert_calls / (double)r->tokens;
+    y->gb_per_token = (per_token * (double)(m->plan.dense_bytes - table) +
                        experts * (double)expert_bytes(&m->mw, &e)) / 1e9;
     y->read_bw = bw_before > 0 && bw_after > 0 ? (bw_before + bw_after) / 2 : 0;
     y->bound_tps = y->read_bw > 0 ? y->read_bw / y->gb_per_token : 0;
@@ -265,62 +340,86 @@ typedef struct setting {
 
 static void print_header(void)
 {
-    printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits | bound t/s "
-           "| of bound |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits | VRAM hits "
+           "| bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
-static void print_row(const bench_opts *o, const setting *s, const char *test, int depth,
+/* share of all, or -1 when there were none */
+static double rate(uint64_t part, uint64_t all)
+{
+    return all ? (double)part / (double)all : -1;
+}
+
+static void print_json_row(const setting *s, const test_spec *t, const char *test,
+                           const test_result *r, const yardstick *y, double mean, double sd)
+{
+    printf("{\"bench\": \"model\", \"backend\": \"%s\", \"threads\": %d, ", s->backend, s->threads);
+    if (s->dram_gb < 0)
+        printf("\"dram_gb\": null, ");
+    else
+        printf("\"dram_gb\": %.6g, ", s->dram_gb);
+    if (s->vram_gb < 0)
+        printf("\"vram_gb\": null, ");
+    else
+        printf("\"vram_gb\": %.6g, ", s->vram_gb);
+    printf("\"test\": \"%s\", \"depth\": %d, \"parallel\": %d, \"reps\": %d, \"tps\": %.4f, "
+           "\"tps_sd\": %.4f, \"samples\": [", test, t->depth, t->S, r->n, mean, sd);
+    for (int k = 0; k < r->n; k++)
+        printf("%s%.4f", k ? ", " : "", r->tps[k]);
+    printf("]");
+    if (rate(r->hits, r->hits + r->misses) >= 0)
+        printf(", \"dram_hit_rate\": %.4f", rate(r->hits, r->hits + r->misses));
+    if (rate(r->vram_hits, r->vram_all) >= 0)
+        printf(", \"vram_hit_rate\": %.4f", rate(r->vram_hits, r->vram_all));
+    if (y) {
+        printf(", \"gb_per_token\": %.6g", y->gb_per_token);
+        if (y->read_bw > 0)
+            printf(", \"read_bw_gbps\": %.3f", y->read_bw);
+        if (y->bound_tps > 0)
+            printf(", \"bound_tps\": %.4f, \"ratio\": %.4f", y->bound_tps, mean / y->bound_tps);
+    }
+    printf("}\n");
+}
+
+/* A test's row: ppP or tgN, "xS" for S conversations stepped together, "@ dD"
+ * after D tokens of context; tokens/s are all conversations' together. */
+static void print_row(const bench_opts *o, const setting *s, const test_spec *t,
                       const test_result *r, const yardstick *y)
 {
     double mean, sd;
     mean_sd(r->tps, r->n, &mean, &sd);
-    char name[64];
-    snprintf(name, sizeof name, depth ? "%s @ d%d" : "%s", test, depth);
+    char test[32], name[64];
+    snprintf(test, sizeof test, "%s%d", t->decode ? "tg" : "pp", t->len);
     if (o->json) {
-        printf("{\"bench\": \"model\", \"backend\": \"%s\", \"threads\": %d, ", s->backend, s->threads);
-        if (s->dram_gb < 0)
-            printf("\"dram_gb\": null, ");
-        else
-            printf("\"dram_gb\": %.6g, ", s->dram_gb);
-        if (s->vram_gb < 0)
-            printf("\"vram_gb\": null, ");
-        else
-            printf("\"vram_gb\": %.6g, ", s->vram_gb);
-        printf("\"test\": \"%s\", \"depth\": %d, \"reps\": %d, \"tps\": %.4f, \"tps_sd\": %.4f, "
-               "\"samples\": [", test, depth, r->n, mean, sd);
-        for (int k = 0; k < r->n; k++)
-            printf("%s%.4f", k ? ", " : "", r->tps[k]);
-        printf("]");
-        if (r->hits + r->misses)
-            printf(", \"dram_hit_rate\": %.4f", (double)r->hits / (double)(r->hits + r->misses));
-        if (y) {
-            printf(", \"gb_per_token\": %.6g", y->gb_per_token);
-            if (y->read_bw > 0)
-                printf(", \"read_bw_gbps\": %.3f", y->read_bw);
-            if (y->bound_tps > 0)
-                printf(", \"bound_tps\": %.4f, \"ratio\": %.4f", y->bound_tps, mean / y->bound_tps);
-        }
-        printf("}\n");
-    } else {
-        char dram[32] = "-", vram[32] = "-", threads[16] = "-", gb[32] = "", hit[32] = "",
-             bound[32] = "", ratio[32] = "";
-        if (s->dram_gb >= 0)
-            snprintf(dram, sizeof dram, "%.4g", s->dram_gb);
-        if (s->vram_gb >= 0)
-            snprintf(vram, sizeof vram, "%.4g", s->vram_gb);
-        if (s->threads)
-            snprintf(threads, sizeof threads, "%d", s->threads);
-        if (r->hits + r->misses)
-            snprintf(hit, sizeof hit, "%.1f%%", 100.0 * (double)r->hits / (double)(r->hits + r->misses));
-        if (y)
-            snprintf(gb, sizeof gb, "%.4g", y->gb_per_token);
-        if (y && y->bound_tps > 0) {
-            snprintf(bound, sizeof bound, "%.2f", y->bound_tps);
-            snprintf(ratio, sizeof ratio, "%.3f", mean / y->bound_tps);
-        }
-        printf("| %s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s |\n", s->backend,
-               threads, dram, vram, name, mean, sd, gb, hit, bound, ratio);
+        print_json_row(s, t, test, r, y, mean, sd);
+        fflush(stdout);
+        return;
     }
+    int at = snprintf(name, sizeof name, "%s", test);
+    if (t->S > 1)
+        at += snprintf(name + at, sizeof name - (size_t)at, " x%d", t->S);
+    if (t->depth)
+        snprintf(name + at, sizeof name - (size_t)at, " @ d%d", t->depth);
+    char dram[32] = "-", vram[32] = "-", threads[16] = "-", gb[32] = "", dhit[32] = "",
+         vhit[32] = "", bound[32] = "", ratio[32] = "";
+    if (s->dram_gb >= 0)
+        snprintf(dram, sizeof dram, "%.4g", s->dram_gb);
+    if (s->vram_gb >= 0)
+        snprintf(vram, sizeof vram, "%.4g", s->vram_gb);
+    if (s->threads)
+        snprintf(threads, sizeof threads, "%d", s->threads);
+    if (rate(r->hits, r->hits + r->misses) >= 0)
+        snprintf(dhit, sizeof dhit, "%.1f%%", 100 * rate(r->hits, r->hits + r->misses));
+    if (rate(r->vram_hits, r->vram_all) >= 0)
+        snprintf(vhit, sizeof vhit, "%.1f%%", 100 * rate(r->vram_hits, r->vram_all));
+    if (y)
+        snprintf(gb, sizeof gb, "%.4g", y->gb_per_token);
+    if (y && y->bound_tps > 0) {
+        snprintf(bound, sizeof bound, "%.2f", y->bound_tps);
+        snprintf(ratio, sizeof ratio, "%.3f", mean / y->bound_tps);
+    }
+    printf("| %s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", s->backend,
+           threads, dram, vram, name, mean, sd, gb, dhit, vhit, bound, ratio);
     fflush(stdout);
 }
 
@@ -332,33 +431,31 @@ static int run_setting(cli_model *m, const bench_opts *o, const token_stream *ts
     for (int di = 0; di < o->n_depth; di++) {
         int d = o->depth[di];
         for (int k = 0; k < o->n_prompt; k++) {
-            if (!o->prompt[k])
-                continue;
+            test_spec t = {.depth = d, .len = o->prompt[k], .S = 1};
             test_result r;
-            char name[32];
-            if (run_test(m, o, ts, d, o->prompt[k], 0, &r, e))
+            if (!t.len)
+                continue;
+            if (run_test(m, o, ts, &t, &r, e))
                 return -1;
-            snprintf(name, sizeof name, "pp%d", o->prompt[k]);
-            print_row(o, s, name, d, &r, NULL);
+            print_row(o, s, &t, &r, NULL);
         }
-        for (int k = 0; k < o->n_gen; k++) {
-            if (!o->gen[k])
-                continue;
-            test_result r;
-            yardstick y = {0};
-            char name[32];
-            double bw0 = cpu ? kernel_bench_read_bw(cpu_backend_path(&m->be), s->threads, e) : 0;
-            if (run_test(m, o, ts, d, o->gen[k], 1, &r, e))
-                return -1;
-            if (cpu) {
-                cpu_yardstick(m, &r, bw0,
-                              kernel_bench_read_bw(cpu_backend_path(&m->be), s->threads, e), &y);
-            } else if (r.gpu_counted) {
-                gpu_yardstick(m, &r, &y);
+        for (int k = 0; k < o->n_gen; k++)
+            for (int pi = 0; pi < o->n_parallel; pi++) {
+                test_spec t = {.depth = d, .len = o->gen[k], .decode = 1, .S = o->parallel[pi]};
+                test_result r;
+                yardstick y = {0};
+                if (!t.len)
+                    continue;
+                kernel_path path = cpu ? cpu_backend_path(&m->be) : KPATH_SCALAR;
+                double bw0 = cpu ? kernel_bench_read_bw(path, s->threads, e) : 0;
+                if (run_test(m, o, ts, &t, &r, e))
+                    return -1;
+                if (cpu)
+                    cpu_yardstick(m, &r, bw0, kernel_bench_read_bw(path, s->threads, e), &y);
+                else if (r.gpu_counted)
+                    gpu_yardstick(m, &r, &y);
+                print_row(o, s, &t, &r, cpu || r.gpu_counted ? &y : NULL);
             }
-            snprintf(name, sizeof name, "tg%d", o->gen[k]);
-            print_row(o, s, name, d, &r, &y);
-        }
     }
     return 0;
 }
@@ -412,7 +509,8 @@ static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
         return 1;
     }
     if (strcmp(a, "-p") && strcmp(a, "-n") && strcmp(a, "-d") && strcmp(a, "-r") &&
-        strcmp(a, "-f") && strcmp(a, "--seed") && strcmp(a, "-t") && strcmp(a, "--threads") &&
+        strcmp(a, "-f") && strcmp(a, "--seed") && strcmp(a, "--parallel") && strcmp(a, "-t") &&
+        strcmp(a, "--threads") &&
         strcmp(a, "--dram-gb") && strcmp(a, "--vram-gb"))
         return 0;
     if (!(v = cli_value(argc, argv, i)))
@@ -423,6 +521,9 @@ static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
         return cli_int_list(a, v, o->gen, &o->n_gen, MAX_VALUES, 0, 1 << 20) ? -1 : 1;
     if (!strcmp(a, "-d"))
         return cli_int_list(a, v, o->depth, &o->n_depth, MAX_VALUES, 0, 1 << 22) ? -1 : 1;
+    if (!strcmp(a, "--parallel"))
+        return cli_int_list(a, v, o->parallel, &o->n_parallel, MAX_VALUES, 1, MAX_PARALLEL) ? -1
+                                                                                              : 1;
     if (!strcmp(a, "-r"))
         return cli_int(a, v, 1, MAX_REPS, &o->reps) ? -1 : 1;
     if (!strcmp(a, "-f")) {
@@ -441,7 +542,7 @@ static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
 int cmd_bench_model(int argc, char **argv)
 {
     bench_opts o = {.prompt = {512}, .n_prompt = 1, .gen = {128}, .n_gen = 1, .depth = {0},
-                    .n_depth = 1, .reps = 3, .warmup = 1};
+                    .n_depth = 1, .parallel = {1}, .n_parallel = 1, .reps = 3, .warmup = 1};
     model_flags mf = {0};
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {

@@ -54,18 +54,20 @@ static void expect_refused(int want_rc, const char *needle, const char *dir, con
 Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
 {
     char *d = test_testdata_model_or_skip("int4"), *out, *err;
-    cr_assert_eq(run(&out, &err, "%s bench model -m %s --json -p 8 -n 4 -d 0,6 -r 3 -t 1",
-                     test_moetier_bin(), d), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s --json -p 8 -n 4 -d 0,6 --parallel 1,3 -r 3 "
+                     "-t 1", test_moetier_bin(), d), 0, "%s", err);
     cJSON *l[8];
     int n = parse_lines(out, l, 8);
-    cr_assert_eq(n, 4, "pp8 and tg4 at two depths: %d lines", n);
-    const char *want[] = {"pp8", "tg4", "pp8", "tg4"};
-    double gb[2];
+    cr_assert_eq(n, 6, "pp8, tg4 alone and 3 at once, at two depths: %d lines", n);
+    const char *want[] = {"pp8", "tg4", "tg4"};
+    const int parallel[] = {1, 1, 3};
+    double gb[2][2];
     for (int k = 0; k < n; k++) {
-        cr_expect_str_eq(str(l[k], "test"), want[k]);
+        cr_expect_str_eq(str(l[k], "test"), want[k % 3]);
+        cr_expect_eq(num(l[k], "parallel"), parallel[k % 3]);
         cr_expect_str_eq(str(l[k], "backend"), "cpu");
         cr_expect_eq(num(l[k], "threads"), 1);
-        cr_expect_eq(num(l[k], "depth"), k < 2 ? 0 : 6);
+        cr_expect_eq(num(l[k], "depth"), k < 3 ? 0 : 6);
         cr_expect(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(l[k], "dram_gb")),
                   "no expert store, yet a DRAM tier size");
         /* tps and tps_sd are the samples' mean and sample deviation */
@@ -84,21 +86,24 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
         cr_expect(fabs(num(l[k], "tps") - mean) < 1e-3 * mean, "tps %g, mean %g",
                   num(l[k], "tps"), mean);
         cr_expect(fabs(num(l[k], "tps_sd") - sqrt(sq / 2)) < 1e-3 * mean + 1e-3, "sd");
-        if (k % 2 == 0) {
+        if (k % 3 == 0) {
             cr_expect_null(cJSON_GetObjectItemCaseSensitive(l[k], "gb_per_token"),
                            "a prefill row has a decode yardstick");
             continue;
         }
-        gb[k / 2] = num(l[k], "gb_per_token");
+        double g = gb[k / 3][k % 3 - 1] = num(l[k], "gb_per_token");
         double bound = num(l[k], "bound_tps"), bw = num(l[k], "read_bw_gbps");
-        cr_expect(fabs(bound - bw / gb[k / 2]) < 1e-3 * bound, "bound %g is not %g / %g", bound,
-                  bw, gb[k / 2]);
+        cr_expect(fabs(bound - bw / g) < 1e-3 * bound, "bound %g is not %g / %g", bound, bw, g);
         cr_expect(fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3, "ratio");
     }
     /* a decode token reads the same weights after 6 tokens of context: the
      * untimed prefill of the depth is not counted in */
-    cr_expect(gb[0] > 0 && fabs(gb[0] - gb[1]) < 1e-4, "GB per token %g at depth 0, %g at 6",
-              gb[0], gb[1]);
+    for (int p = 0; p < 2; p++)
+        cr_expect(gb[0][p] > 0 && fabs(gb[0][p] - gb[1][p]) < 1e-4,
+                  "GB per token %g at depth 0, %g at 6 (%d at once)", gb[0][p], gb[1][p],
+                  parallel[p + 1]);
+    /* three conversations stepped together read the dense weights once a step */
+    cr_expect(gb[0][1] < 0.5 * gb[0][0], "GB per token %g alone, %g 3 at once", gb[0][0], gb[0][1]);
     for (int k = 0; k < n; k++)
         cJSON_Delete(l[k]);
     free(out);
@@ -165,6 +170,7 @@ Test(bench_model, bad_arguments_are_refused, .timeout = 60)
     expect_refused(2, "-r expects", d, "-r 0");
     expect_refused(2, "empty value", d, "--dram-gb 1,,2");
     expect_refused(2, "takes at most 8 values", d, "-p 1,2,3,4,5,6,7,8,9");
+    expect_refused(2, "--parallel expects", d, "--parallel 65");
     expect_refused(2, "--trace is not taken", d, "--trace /tmp/x.trace");
     expect_refused(2, "unknown option", d, "--frobnicate");
     expect_refused(1, "--dram-gb needs an expert store", d, "--dram-gb 1 -p 4 -n 0");
@@ -196,9 +202,10 @@ Test(bench_model, gpu_rows_carry_the_decode_bound_gpu, .timeout = 300)
         cr_expect_eq(num(l[k], "vram_gb"), k < 4 ? 0.5 : 1);
         if (strncmp(str(l[k], "test"), "tg", 2))
             continue;
-        double bound = num(l[k], "bound_tps");
+        double bound = num(l[k], "bound_tps"), hits = num(l[k], "vram_hit_rate");
         cr_expect(bound > 0 && fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3,
                   "ratio of line %d", k);
+        cr_expect(hits >= 0 && hits <= 1, "VRAM hit rate %g", hits);
         if (k % 4 == 3)
             cr_expect(fabs(num(l[k], "gb_per_token") - num(l[k - 2], "gb_per_token")) < 1e-6,
                       "GB per token %g after 5 tokens, %g after none", num(l[k], "gb_per_token"),
