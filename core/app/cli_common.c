@@ -13,6 +13,7 @@
 
 #include "core/base/fileutil.h"
 #include "core/base/progress.h"
+#include "core/engine/backend_profile.h"
 #include "cpu_kernels/cpu_backend.h"
 #include "kernels/decode_bound.h"
 #include "kernels/gpu_backend.h"
@@ -221,7 +222,10 @@ static const char model_flags_text[] =
     "  --batch-invariant    a token's logits have the same bits whatever step it is in\n"
     "                       (a prompt in one prefill or in chunks, after a cached\n"
     "                       prefix or not, alone or beside other conversations);\n"
-    "                       CPU backend only, prefill runs slower\n";
+    "                       CPU backend only, prefill runs slower\n"
+    "  --profile            print where prefill and decode time went at the end, by part\n"
+    "                       of the model (attention, experts, lm_head, ...), with the\n"
+    "                       GB each read; CPU backend only\n";
 
 void model_flags_usage_except(FILE *f, int leave_out)
 {
@@ -307,6 +311,10 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
     }
     if (!strcmp(a, "--batch-invariant")) {
         f->batch_invariant = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--profile")) {
+        f->profile = 1;
         return 1;
     }
     if (!strcmp(a, "--chunk")) {
@@ -501,6 +509,9 @@ static int backend_choice_checked(const model_flags *f, errbuf *e)
     if (choice == BACKEND_CUDA && f->batch_invariant)
         return err_set(e, "--batch-invariant runs on the CPU backend (the CUDA backend's sums "
                        "depend on a step's size): run with --backend cpu");
+    if (choice == BACKEND_CUDA && f->profile)
+        return err_set(e, "--profile times the CPU backend's operations (the CUDA backend "
+                       "queues its work and returns: profile it with nsys): run with --backend cpu");
     return choice;
 }
 
@@ -521,9 +532,10 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
     int choice = backend_choice_checked(f, e);
     if (choice < 0)
         return -1;
-    if (f->batch_invariant && choice == BACKEND_AUTO) {
+    if ((f->batch_invariant || f->profile) && choice == BACKEND_AUTO) {
         if (log)
-            fprintf(log, "moetier: --batch-invariant: computing on the CPU\n");
+            fprintf(log, "moetier: %s: computing on the CPU\n",
+                    f->batch_invariant ? "--batch-invariant" : "--profile");
         choice = BACKEND_CPU;
     }
     if (choice != BACKEND_CPU) {
@@ -726,6 +738,11 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         return -1;
     }
     m->en.lookahead = lookahead;
+    if (f->profile && backend_profile_attach(&m->en, &m->mw, &m->profile, e)) {
+        m->opened = 1;
+        cli_model_close(m);
+        return -1;
+    }
     if (f->trace) {
         const model_config *c = &m->mw.cfg;
         uint32_t depth = lookahead < TRACE_MAX_DEPTH ? (uint32_t)lookahead : TRACE_MAX_DEPTH;
@@ -871,6 +888,11 @@ int cli_model_close(cli_model *m)
             fprintf(stderr, "moetier: %llu routing events -> %s\n",
                     (unsigned long long)m->trace.n, m->trace_path);
         }
+    }
+    if (m->profile) {
+        backend_profile_print(m->profile, stderr);
+        backend_profile_detach(m->profile);
+        m->profile = NULL;
     }
     trace_free(&m->trace);
     free(m->trace_charged);

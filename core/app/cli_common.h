@@ -39,6 +39,7 @@ typedef struct cli_model {
     int decode_marked;
     int chunk;                  /* prompt tokens per prefill step (--chunk, or the
                                  * backend's default) */
+    struct backend_profile *profile;    /* --profile */
 } cli_model;
 
 /* Options that select and size a model session. */
@@ -62,6 +63,7 @@ typedef struct model_flags {
      * 0 or 1: one */
     int seqs;
     int batch_invariant;    /* --batch-invariant (CPU backend; cpu_options) */
+    int profile;            /* --profile: where prefill and decode time went, at close */
 } model_flags;
 
 enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };

@@ -115,6 +115,8 @@ struct backend {
      * (the CPU's AVX-512 row kernels, below its batched products); 0: a step
      * of any size does. Decode steps of several sequences are cut to it. */
     int bitwise_rows;
+    /* set while `--profile` times the operations (backend_profile.h) */
+    struct backend_profile *profile;
 };
 
 #endif

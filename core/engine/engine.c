@@ -640,8 +640,9 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
                        "(raise -c)", en->n_past, T, en->kv.max_ctx);
     double t0 = now_seconds();
     size_t V = (size_t)en->cfg->vocab_size;
-    int done = 0, stopped = 0;
-    while (done < T) {
+    int done = 0, stopped = 0, rc = 0;
+    en->step = decode_step ? ENGINE_STEP_DECODE : ENGINE_STEP_PREFILL;
+    while (done < T && !rc) {
         if (en->stop_requested && en->stop_requested(en->stop_ctx)) {
             stopped = 1;
             break;
@@ -653,14 +654,19 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
             lg = logits + (size_t)done * V;
         else if (logits && last)
             lg = logits;
-        if (forward_rows(en, NULL, ids + done, n, lg, all_logits, e))
-            return -1;
+        if (forward_rows(en, NULL, ids + done, n, lg, all_logits, e)) {
+            rc = -1;
+            break;
+        }
         int rows = all_logits ? n : 1, nan_row = lg ? first_nan_row(lg, rows, V) : -1;
         if (nan_row >= 0)
-            return err_set(e, "the logits at position %d are NaN: the model's weights hold a NaN "
-                           "or infinity, or overflow", en->n_past - rows + nan_row);
+            rc = err_set(e, "the logits at position %d are NaN: the model's weights hold a NaN "
+                         "or infinity, or overflow", en->n_past - rows + nan_row);
         done += n;
     }
+    en->step = ENGINE_STEP_NONE;
+    if (rc)
+        return rc;
     double dt = now_seconds() - t0;
     if (decode_step) {
         en->stats.tokens_decoded += (uint64_t)done;
@@ -769,6 +775,7 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
     double t0 = now_seconds();
     int rc = 0;
     int part = engine_step_rows(en);
+    en->step = ENGINE_STEP_DECODE;
     for (int done = 0; done < S && !rc;) {
         int n = S - done < part ? S - done : part;
         for (int t = 0; t < n; t++)
@@ -781,6 +788,7 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
                          "infinity, or overflow", done + nan_row);
         done += n;
     }
+    en->step = ENGINE_STEP_NONE;
     if (own_rows)
         en->n_past = own.n_past;
     if (!rc) {

@@ -47,6 +47,8 @@ typedef struct engine_stats {
     uint64_t la_predicted, la_chosen, la_correct;
 } engine_stats;
 
+enum { ENGINE_STEP_NONE, ENGINE_STEP_PREFILL, ENGINE_STEP_DECODE };
+
 /* rows of logits computed at once (logits_rows): a prefill that wants every
  * position's logits gets them in slices of this many rows, so the buffer is
  * not a chunk's rows x the vocabulary (K2: 0.67 MB a row) */
@@ -78,6 +80,8 @@ typedef struct engine {
     int (*stop_requested)(void *ctx);
     void *stop_ctx;
     engine_stats stats;
+    /* what runs now, for observers of the backend's calls (backend_profile.h) */
+    int step;                       /* ENGINE_STEP_* */
     /* activations, [max_chunk][...] backend buffers (gath, eout: [gather_rows][hidden]) */
     float *x, *xn, *qa, *q, *attn, *tmp, *moe, *gath, *eout, *logits_rows, *router_logits;
     /* host-side routing and dispatch */

@@ -1,0 +1,35 @@
+/* backend_profile: where a run's time went (`--profile`), by part of the model.
+ *
+ * Attached to a backend, it puts a table of its own in front of the backend's
+ * operations: each call is timed and counted, with the bytes of weights (and
+ * of the latent cache) it read, under the part of the model it computes
+ * (attention projections, attention, router, dense FFN, shared and routed
+ * experts, lm_head, the rest), apart for prefill and decode steps. The part of
+ * a product is told by the weight it is given: the model's own weights by
+ * their place in model_weights, anything else an expert from the tiers.
+ *
+ * The times are the calls' wall times on the engine's thread, which is what
+ * they cost only where operations finish before they return: the CPU backend.
+ * A device backend queues its work and returns, so it is refused. The numbers
+ * do not change: the same operations run, in the same order. */
+#ifndef MOETIER_BACKEND_PROFILE_H
+#define MOETIER_BACKEND_PROFILE_H
+
+#include <stdio.h>
+
+#include "backend.h"
+#include "core/model/model_weights.h"
+#include "engine.h"
+
+typedef struct backend_profile backend_profile;
+
+/* Times en's backend from now on; -1 with e set on a backend that does not
+ * finish its operations before they return, or out of memory. */
+int backend_profile_attach(engine *en, const model_weights *mw, backend_profile **out, errbuf *e);
+/* The tables of prefill and decode (those that ran), against the engine's own
+ * time for them. */
+void backend_profile_print(const backend_profile *p, FILE *f);
+/* Gives the backend its own operations back and frees p. */
+void backend_profile_detach(backend_profile *p);
+
+#endif
