@@ -6,7 +6,9 @@
  * a guess counts as kept while the text goes on with it (as a sampler that
  * picked the text's tokens would keep it). Prints one JSON line per file and
  * match class: lookups, and the chance of each guess position once the ones
- * before it were kept.
+ * before it were kept; then one per file with every class together: the
+ * guesses kept per lookup, and the lookups' time (ns per lookup, against the
+ * tokens of context they searched).
  *
  * Usage: bench_draft_lookup [TOKENIZER_DIR FILE...]; without arguments the
  * Kimi tokenizer of $MOETIER_TESTDATA (default ../shared/testdata) on this
@@ -14,6 +16,7 @@
  * server/serve_job.c (skipped, saying so, when the tokenizer is absent). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/base/fileutil.h"
@@ -51,12 +54,19 @@ int main(int argc, char **argv)
         long lookups[DRAFT_MATCH_CLASSES] = {0};
         long judged[DRAFT_MATCH_CLASSES][DRAFT_GUESS_MAX] = {{0}};
         long kept[DRAFT_MATCH_CLASSES][DRAFT_GUESS_MAX] = {{0}};
+        long all_lookups = 0, all_kept = 0;
+        double seconds = 0;
         /* the answer so far is ids[0..p], its last token ids[p] */
         for (size_t p = 1; p + 1 < ids.n; p++) {
             int guess[DRAFT_GUESS_MAX], match;
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
             int n = draft_lookup(ids.ids, (int)p, ids.ids[p], DRAFT_GUESS_MAX, guess, &match);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
             if (!n)
                 continue;
+            all_lookups++;
             int c = draft_match_class(match);
             lookups[c]++;
             for (int j = 0; j < n && p + 1 + (size_t)j < ids.n; j++) {
@@ -64,6 +74,7 @@ int main(int argc, char **argv)
                 if (guess[j] != ids.ids[p + 1 + (size_t)j])
                     break;
                 kept[c][j]++;
+                all_kept++;
             }
         }
         for (int c = 0; c < DRAFT_MATCH_CLASSES; c++) {
@@ -74,6 +85,11 @@ int main(int argc, char **argv)
                 printf("%s%.3f", j ? "," : "", judged[c][j] ? (double)kept[c][j] / (double)judged[c][j] : 0.0);
             printf("]}\n");
         }
+        printf("{\"bench\":\"draft_lookup\",\"file\":\"%s\",\"tokens\":%zu,\"match\":\"all\","
+               "\"lookups\":%ld,\"kept\":%ld,\"kept_per_lookup\":%.4f,\"ns_per_lookup\":%.0f}\n",
+               argv[f], ids.n, all_lookups, all_kept,
+               all_lookups ? (double)all_kept / (double)all_lookups : 0.0,
+               ids.n > 2 ? seconds * 1e9 / (double)(ids.n - 2) : 0.0);
         token_list_free(&ids);
     }
     tokenizer_free(&tok);

@@ -17,24 +17,29 @@ int draft_lookup(const int *ids, int n, int last, int max, int *out, int *match)
     for (int g = DRAFT_LOOKUP_MAX_NGRAM; g >= DRAFT_LOOKUP_MIN_NGRAM && max > 0; g--) {
         if (g >= L)
             continue;
-        /* an occurrence ending at j, latest first; the context's own last
-         * run (ending at L - 1) is not one */
-        for (int j = L - 2; j >= g - 1; j--) {
+        /* the occurrence ending at j whose run matches the context's furthest
+         * back (up to DRAFT_LOOKUP_MATCH_MAX: its guesses are the likeliest
+         * kept), the latest of those; the context's own last run (ending at
+         * L - 1) is not one */
+        int best = -1, best_k = 0;
+        for (int j = L - 2; j >= g - 1 && best_k < DRAFT_LOOKUP_MATCH_MAX; j--) {
             int k = 0;
-            while (k < g && at(ids, n, last, j - k) == at(ids, n, last, L - 1 - k))
-                k++;
-            if (k < g)
-                continue;
             while (k < DRAFT_LOOKUP_MATCH_MAX && j - k >= 0 &&
                    at(ids, n, last, j - k) == at(ids, n, last, L - 1 - k))
                 k++;
-            if (match)
-                *match = k;
-            int d = 0;
-            for (; d < max && j + 1 + d < L; d++)
-                out[d] = at(ids, n, last, j + 1 + d);
-            return d;
+            if (k >= g && k > best_k) {
+                best = j;
+                best_k = k;
+            }
         }
+        if (best < 0)
+            continue;
+        if (match)
+            *match = best_k;
+        int d = 0;
+        for (; d < max && best + 1 + d < L; d++)
+            out[d] = at(ids, n, last, best + 1 + d);
+        return d;
     }
     return 0;
 }

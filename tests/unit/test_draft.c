@@ -42,6 +42,10 @@ Test(draft, lookup_takes_the_latest_longest_match)
     /* a longer match wins over a later shorter one */
     int c[] = {4, 7, 8, 1, 5, 7, 8, 2, 4, 7};
     expect_draft(c, 10, 8, 2, (int[]){1, 5}, 2, 3);
+    /* of two occurrences of the last three, the one matching further back,
+     * though earlier (5 1 2 3, where the later one has 6 1 2 3) */
+    int h[] = {5, 1, 2, 3, 9, 6, 1, 2, 3, 4, 0, 5, 1, 2};
+    expect_draft(h, 14, 3, 3, (int[]){9, 6, 1}, 3, 4);
     /* the continuation stops at the context's end (the last token included) */
     int d[] = {1, 2, 1};
     expect_draft(d, 3, 2, 3, (int[]){1, 2}, 2, 2);
