@@ -508,10 +508,12 @@ static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
         o->warmup = 0;
         return 1;
     }
-    if (strcmp(a, "-p") && strcmp(a, "-n") && strcmp(a, "-d") && strcmp(a, "-r") &&
-        strcmp(a, "-f") && strcmp(a, "--seed") && strcmp(a, "--parallel") && strcmp(a, "-t") &&
-        strcmp(a, "--threads") &&
-        strcmp(a, "--dram-gb") && strcmp(a, "--vram-gb"))
+    static const char *const valued[] = {"-p", "-n", "-d", "-r", "-f", "--seed", "--parallel",
+                                         "-t", "--threads", "--dram-gb", "--vram-gb"};
+    size_t k = 0;
+    while (k < sizeof valued / sizeof *valued && strcmp(a, valued[k]))
+        k++;
+    if (k == sizeof valued / sizeof *valued)
         return 0;
     if (!(v = cli_value(argc, argv, i)))
         return -1;
