@@ -23,13 +23,14 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli_common.h"
 #include "commands.h"
+#include "core/base/progress.h"
 #include "core/text/tokenizer.h"
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/kernel_bench.h"
+#include "tiers/store_read_rate.h"
 #include "tiers/tiered_source.h"
 
 #define MAX_VALUES 8
@@ -110,13 +111,6 @@ static void dram_counts(const cli_model *m, uint64_t *hits, uint64_t *misses)
         *hits += ls[l].hits;
         *misses += ls[l].misses;
     }
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct test_result {
@@ -296,10 +290,14 @@ typedef struct yardstick {
     double gb_per_token;
     double bound_tps;           /* 0: not measured */
     double read_bw;             /* CPU backend: GB/s, the mean of the two reads */
+    double store_gb_per_token;  /* CPU backend with a store: the DRAM tier's misses */
+    double store_bw;            /* GB/s of the store's reads, measured at the setting's start */
 } yardstick;
 
+/* The bound: the longest of reading the weights a token ran from RAM and its
+ * DRAM tier's misses from the store, which at best go on at once. */
 static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, double bw_after,
-                          yardstick *y)
+                          double store_bw, yardstick *y)
 {
     errbuf e;
     uint64_t table = m->mw.lm_head.data != m->mw.embed.data ? linear_weight_bytes(&m->mw.embed) : 0;
@@ -312,7 +310,16 @@ static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, 
     y->gb_per_token = (per_token * (double)(m->plan.dense_bytes - table) +
                        experts * (double)expert_bytes(&m->mw, &e)) / 1e9;
     y->read_bw = bw_before > 0 && bw_after > 0 ? (bw_before + bw_after) / 2 : 0;
-    y->bound_tps = y->read_bw > 0 ? y->read_bw / y->gb_per_token : 0;
+    if (y->read_bw <= 0)
+        return;
+    double seconds = y->gb_per_token / y->read_bw;
+    if (m->plan.use_store && store_bw > 0) {
+        y->store_bw = store_bw;
+        y->store_gb_per_token = (double)r->misses * (double)m->plan.slot_bytes / 1e9 /
+                                (double)r->tokens;
+        seconds = fmax(seconds, y->store_gb_per_token / store_bw);
+    }
+    y->bound_tps = 1 / seconds;
 }
 
 /* The GPU backend's decode bound over the repetitions' steps. */
@@ -333,6 +340,7 @@ static void gpu_yardstick(cli_model *m, const test_result *r, yardstick *y)
 
 typedef struct setting {
     const char *backend;
+    io_mode io;                 /* --io: how the store is read */
     int threads;                /* 0: not a CPU count to report */
     double dram_gb;             /* the DRAM tier's size; < 0: no tier (experts mapped) */
     double vram_gb;             /* --vram-gb; < 0: not given (the default budget) */
@@ -375,6 +383,9 @@ static void print_json_row(const setting *s, const test_spec *t, const char *tes
         printf(", \"gb_per_token\": %.6g", y->gb_per_token);
         if (y->read_bw > 0)
             printf(", \"read_bw_gbps\": %.3f", y->read_bw);
+        if (y->store_bw > 0)
+            printf(", \"store_gb_per_token\": %.6g, \"store_read_gbps\": %.3f",
+                   y->store_gb_per_token, y->store_bw);
         if (y->bound_tps > 0)
             printf(", \"bound_tps\": %.4f, \"ratio\": %.4f", y->bound_tps, mean / y->bound_tps);
     }
@@ -428,6 +439,13 @@ static int run_setting(cli_model *m, const bench_opts *o, const token_stream *ts
                        errbuf *e)
 {
     int cpu = !strcmp(m->be.name, "cpu");
+    double store_bw = 0;
+    int decodes = 0;
+    for (int k = 0; k < o->n_gen; k++)
+        decodes += o->gen[k] > 0;
+    if (cpu && decodes && m->plan.use_store &&
+        (store_bw = store_read_gbps(&m->st, s->io, m->plan.top_k, e)) < 0)
+        return -1;
     for (int di = 0; di < o->n_depth; di++) {
         int d = o->depth[di];
         for (int k = 0; k < o->n_prompt; k++) {
@@ -451,7 +469,8 @@ static int run_setting(cli_model *m, const bench_opts *o, const token_stream *ts
                 if (run_test(m, o, ts, &t, &r, e))
                     return -1;
                 if (cpu)
-                    cpu_yardstick(m, &r, bw0, kernel_bench_read_bw(path, s->threads, e), &y);
+                    cpu_yardstick(m, &r, bw0, kernel_bench_read_bw(path, s->threads, e), store_bw,
+                                  &y);
                 else if (r.gpu_counted)
                     gpu_yardstick(m, &r, &y);
                 print_row(o, s, &t, &r, cpu || r.gpu_counted ? &y : NULL);
@@ -620,6 +639,7 @@ int cmd_bench_model(int argc, char **argv)
                 int cpu = !strcmp(m.be.name, "cpu");
                 setting s = {
                     .backend = m.be.name,
+                    .io = f.tiers.io,
                     .threads = cpu ? cpu_backend_threads(&m.be) : f.threads,
                     .dram_gb = m.plan.use_store ? (double)m.plan.dram_slots *
                                                       (double)m.plan.slot_bytes / 1e9 : -1,

@@ -4,7 +4,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "core/base/progress.h"
 
 enum part {
     PART_ATTN_PROJ, PART_ATTENTION, PART_ROUTER, PART_DENSE, PART_SHARED, PART_ROUTED,
@@ -30,13 +31,6 @@ struct backend_profile {
     const engine *en;
     part_total total[2][PART_COUNT];    /* [prefill, decode] */
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static backend_profile *profile_of(backend *b)
 {

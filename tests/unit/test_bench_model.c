@@ -136,6 +136,16 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     cr_expect(small < all && all < 0.01, "tiers of %g and %g GB", small, all);
     double h0 = num(l[0], "dram_hit_rate"), h1 = num(l[1], "dram_hit_rate");
     cr_expect(h0 < h1, "8 slots hit %g, every expert %g", h0, h1);
+    /* the bound: the longer of the RAM's reads and the store's (the misses) */
+    for (int k = 0; k < 2; k++) {
+        double ram = num(l[k], "gb_per_token") / num(l[k], "read_bw_gbps"),
+               store = num(l[k], "store_gb_per_token") / num(l[k], "store_read_gbps");
+        double bound = num(l[k], "bound_tps");
+        cr_expect(fabs(bound - 1 / fmax(ram, store)) < 1e-3 * bound, "bound %g, RAM %g s, store %g s",
+                  bound, ram, store);
+    }
+    cr_expect_gt(num(l[0], "store_gb_per_token"), 0, "8 slots read nothing from the store");
+    cr_expect_lt(num(l[1], "store_gb_per_token"), num(l[0], "store_gb_per_token"));
     cJSON_Delete(l[0]);
     cJSON_Delete(l[1]);
     free(out);
