@@ -16,7 +16,8 @@
 const char *const tier_flags_usage =
     "  --store DIR          expert store (default: DIR/" DEFAULT_STORE_NAME " when present)\n"
     "  --dram-gb X          GB of RAM for routed experts (default: 85% of the available\n"
-    "                       memory less the dense weights, at most the whole store)\n"
+    "                       memory less the dense weights and the CPU's KV cache, at\n"
+    "                       most the whole store)\n"
     "  --io MODE            store reads: auto, uring or pread (default auto)\n"
     "  --numa MODE          DRAM tier placement: auto, split, interleave or local\n"
     "                       (default auto: split with several nodes)\n"
@@ -112,6 +113,8 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
     memset(p, 0, sizeof *p);
     for (int k = 0; k < WF_COUNT; k++)
         p->dense_bytes += mw->bytes_by_format[k];
+    p->kv_bytes = f->kv_bytes;
+    p->kv_positions = f->kv_positions;
     for (int l = 0; l < c->n_layers; l++)
         p->moe_layers += config_is_moe_layer(c, l);
     p->n_experts = p->moe_layers * c->n_routed_experts;
@@ -155,7 +158,9 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
         budget = (uint64_t)(f->dram_gb * 1e9);
     } else {
         p->reserve_bytes = f->reserve_bytes;
-        double room = 0.85 * (double)p->mem_available - (double)p->dense_bytes - (double)f->reserve_bytes;
+        p->kv_left_out = p->kv_bytes > 0;
+        double room = 0.85 * (double)p->mem_available - (double)p->dense_bytes -
+                      (double)f->reserve_bytes - (double)p->kv_bytes;
         budget = room <= 0 ? 0 : (uint64_t)room < all ? (uint64_t)room : all;
     }
     uint64_t slots = budget / p->slot_bytes;
@@ -175,12 +180,16 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
                        ceil(at_least / step) * step);
     }
     uint64_t used = (uint64_t)p->dram_slots * p->slot_bytes;
-    if (p->mem_total && used + p->dense_bytes > p->mem_total) {
+    if (p->mem_total && used + p->dense_bytes + p->kv_bytes > p->mem_total) {
         store_close(st);
         p->use_store = 0;
-        return err_set(e, "DRAM budget %.2f GB plus the dense weights %.2f GB is more than this "
-                       "machine's %.2f GB of memory; lower --dram-gb", used / 1e9,
-                       p->dense_bytes / 1e9, p->mem_total / 1e9);
+        char kv[96] = "";
+        if (p->kv_bytes)
+            snprintf(kv, sizeof kv, " and the KV cache %.2f GB (%d positions, -c)",
+                     p->kv_bytes / 1e9, p->kv_positions);
+        return err_set(e, "DRAM budget %.2f GB plus the dense weights %.2f GB%s is more than this "
+                       "machine's %.2f GB of memory; lower --dram-gb%s", used / 1e9,
+                       p->dense_bytes / 1e9, kv, p->mem_total / 1e9, p->kv_bytes ? " or -c" : "");
     }
     return 0;
 }
@@ -191,6 +200,13 @@ void tier_plan_print(const tier_plan *p, FILE *out)
     fprintf(out, "  %-6s %-44s %12s %22s\n", "tier", "holds", "GB", "GB per decode token");
     fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "RAM", "dense weights (checkpoint mapping)",
             p->dense_bytes / 1e9, p->dense_bytes / 1e9);
+    if (p->kv_bytes) {
+        /* the figures of a full cache, which a token at its end reads whole */
+        char holds[96];
+        snprintf(holds, sizeof holds, "KV cache: %d positions, when full", p->kv_positions);
+        fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "RAM", holds, p->kv_bytes / 1e9,
+                p->kv_bytes / 1e9);
+    }
     if (!p->use_store) {
         fprintf(out, "  %-6s %-44s %12s %22s\n", "RAM", "routed experts (checkpoint mapping)", "-",
                 "-");
@@ -222,6 +238,8 @@ void tier_plan_print(const tier_plan *p, FILE *out)
     if (p->reserve_bytes)
         fprintf(out, "  the DRAM tier leaves %.2f GB for the server's prompt cache\n",
                 p->reserve_bytes / 1e9);
+    if (p->kv_left_out)
+        fprintf(out, "  the DRAM tier leaves %.2f GB for the KV cache\n", p->kv_bytes / 1e9);
 }
 
 static uint64_t max_u64(uint64_t a, uint64_t b)

@@ -30,6 +30,11 @@ typedef struct tier_flags {
     /* host memory another part of the process takes as it runs (the server's
      * prompt cache), left out of the automatic DRAM budget */
     uint64_t reserve_bytes;
+    /* the KV cache in host memory (the CPU backend's, kv_positions of them),
+     * left out of the automatic budget and shown in the plan; 0 when it
+     * lives on a device */
+    uint64_t kv_bytes;
+    int kv_positions;
 } tier_flags;
 
 /* MoE layers ahead whose experts are predicted and read early (--lookahead) */
@@ -47,6 +52,9 @@ typedef struct tier_plan {
     char policy[32];            /* the DRAM tier's eviction (--policy), for the printout */
     uint64_t mem_total, mem_available;
     uint64_t reserve_bytes;     /* tier_flags.reserve_bytes taken off an automatic budget */
+    uint64_t kv_bytes;          /* tier_flags.kv_bytes: in RAM beside the tier */
+    int kv_positions;
+    int kv_left_out;            /* kv_bytes taken off an automatic budget */
 } tier_plan;
 
 /* Consumes a tier flag at argv[*i]: 1 when consumed, -1 bad value, 0 not one. */

@@ -515,6 +515,25 @@ static int backend_choice_checked(const model_flags *f, errbuf *e)
     return choice;
 }
 
+void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf)
+{
+    errbuf e;
+    char gpu[256];
+    int choice = backend_choice_checked(f, &e);
+    int on_gpu = choice == BACKEND_CUDA ||
+                 (choice == BACKEND_AUTO && !f->batch_invariant && !f->profile &&
+                  gpu_describe(f->device, gpu, sizeof gpu) == 0);
+    tf->kv_bytes = 0;
+    tf->kv_positions = 0;
+    if (on_gpu || choice < 0)
+        return;
+    /* the engine's sequence and each further one (--parallel) hold their share */
+    int seqs = f->seqs > 1 ? f->seqs : 1;
+    tf->kv_positions = cli_seq_context_size(f, c) * seqs;
+    tf->kv_bytes = (uint64_t)c->n_layers * (uint64_t)tf->kv_positions *
+                   (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * sizeof(float);
+}
+
 int model_flags_check(const model_flags *f, const char *cmd)
 {
     errbuf e;
@@ -684,7 +703,9 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         model_weights_close(&m->mw);
         return -1;
     }
-    if (tier_plan_make(&m->plan, &m->mw, &f->tiers, &m->st, e)) {
+    tier_flags tf = f->tiers;
+    cli_host_kv(f, &m->mw.cfg, &tf);
+    if (tier_plan_make(&m->plan, &m->mw, &tf, &m->st, e)) {
         model_weights_close(&m->mw);
         return -1;
     }

@@ -1783,6 +1783,53 @@ Test(tiers, an_automatic_budget_leaves_the_reserve, .timeout = 60)
     free_fixture(&f);
 }
 
+/* The CPU backend's KV cache lives in RAM beside the tier: an automatic
+ * budget leaves it room, the plan shows it, and a budget that with it passes
+ * the machine's memory is refused naming it. */
+Test(tiers, an_automatic_budget_leaves_the_kv_cache, .timeout = 60)
+{
+    fixture f = make_fixture("kv-reserve");
+    tier_plan p;
+    tier_flags tf = {.store_dir = f.store};
+    planned_slots(&f, &tf, &p);
+    char meminfo[4300];
+    snprintf(meminfo, sizeof meminfo, "%s/meminfo", f.tmp);
+    FILE *mf = fopen(meminfo, "w");
+    cr_assert_not_null(mf);
+    /* free memory for the dense weights and 60 experts, at 85 % */
+    uint64_t total = p.dense_bytes + 70 * p.slot_bytes;
+    fprintf(mf, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", (unsigned long long)(total / 1024),
+            (unsigned long long)((p.dense_bytes + 60 * p.slot_bytes) / 0.85 / 1024 + 1));
+    fclose(mf);
+    setenv("MOETIER_MEMINFO", meminfo, 1);
+    tf.kv_bytes = 25 * p.slot_bytes;
+    tf.kv_positions = 4096;
+    int with = planned_slots(&f, &tf, &p);
+    cr_expect(with == 35 || with == 34, "%d slots with 25 experts' bytes of KV cache", with);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    tier_plan_print(&p, out);
+    fclose(out);
+    cr_expect(strstr(text, "KV cache: 4096 positions, when full"), "%s", text);
+    cr_expect(strstr(text, "for the KV cache"), "%s", text);
+    free(text);
+    /* 60 experts given, plus the dense weights and the KV cache: past the
+     * machine's 70 experts' worth */
+    tf.dram_gb = 60 * p.slot_bytes / 1e9;
+    tf.dram_gb_set = 1;
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_expect_neq(tier_plan_make(&p, &mw, &tf, &st, &e), 0, "a plan past the machine's memory");
+    cr_expect(strstr(e.msg, "the KV cache") && strstr(e.msg, "4096 positions") &&
+              strstr(e.msg, "or -c"), "%s", e.msg);
+    model_weights_close(&mw);
+    unsetenv("MOETIER_MEMINFO");
+    free_fixture(&f);
+}
+
 /* ---- memory: a run stays within its DRAM budget ---- */
 
 static long peak_rss_kb(char *const argv[])
