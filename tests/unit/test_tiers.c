@@ -1748,21 +1748,27 @@ static int planned_slots(const fixture *f, const tier_flags *tf, tier_plan *p)
     return p->dram_slots;
 }
 
+/* A machine (MOETIER_MEMINFO, in f's directory) of total_kb whose free memory
+ * holds p's dense weights and n experts at the automatic budget's 85 %. */
+static void fake_memory(const fixture *f, const tier_plan *p, unsigned long long total_kb, int n)
+{
+    char meminfo[4300];
+    snprintf(meminfo, sizeof meminfo, "%s/meminfo", f->tmp);
+    FILE *mf = fopen(meminfo, "w");
+    cr_assert_not_null(mf);
+    fprintf(mf, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", total_kb,
+            (unsigned long long)((p->dense_bytes + (uint64_t)n * p->slot_bytes) / 0.85 / 1024 + 1));
+    fclose(mf);
+    setenv("MOETIER_MEMINFO", meminfo, 1);
+}
+
 Test(tiers, an_automatic_budget_leaves_the_reserve, .timeout = 60)
 {
     fixture f = make_fixture("reserve");
     tier_plan p;
     tier_flags tf = {.store_dir = f.store};
     planned_slots(&f, &tf, &p);
-    char meminfo[4300];
-    snprintf(meminfo, sizeof meminfo, "%s/meminfo", f.tmp);
-    FILE *mf = fopen(meminfo, "w");
-    cr_assert_not_null(mf);
-    /* free memory for the dense weights and 60 experts, at 85 % */
-    fprintf(mf, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", 1ull << 30,
-            (unsigned long long)((p.dense_bytes + 60 * p.slot_bytes) / 0.85 / 1024 + 1));
-    fclose(mf);
-    setenv("MOETIER_MEMINFO", meminfo, 1);
+    fake_memory(&f, &p, 1ull << 30, 60);
     int without = planned_slots(&f, &tf, &p);
     cr_expect_eq(without, 60);
     tf.reserve_bytes = 20 * p.slot_bytes;
@@ -1792,16 +1798,8 @@ Test(tiers, an_automatic_budget_leaves_the_kv_cache, .timeout = 60)
     tier_plan p;
     tier_flags tf = {.store_dir = f.store};
     planned_slots(&f, &tf, &p);
-    char meminfo[4300];
-    snprintf(meminfo, sizeof meminfo, "%s/meminfo", f.tmp);
-    FILE *mf = fopen(meminfo, "w");
-    cr_assert_not_null(mf);
-    /* free memory for the dense weights and 60 experts, at 85 % */
-    uint64_t total = p.dense_bytes + 70 * p.slot_bytes;
-    fprintf(mf, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", (unsigned long long)(total / 1024),
-            (unsigned long long)((p.dense_bytes + 60 * p.slot_bytes) / 0.85 / 1024 + 1));
-    fclose(mf);
-    setenv("MOETIER_MEMINFO", meminfo, 1);
+    /* a machine of the dense weights and 70 experts */
+    fake_memory(&f, &p, (p.dense_bytes + 70 * p.slot_bytes) / 1024, 60);
     tf.kv_bytes = 25 * p.slot_bytes;
     tf.kv_positions = 4096;
     int with = planned_slots(&f, &tf, &p);
