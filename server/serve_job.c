@@ -1145,6 +1145,10 @@ void *serve_engine_main(void *arg)
         if (n_dec)
             slots_decode(s, decoding, n_dec);
         pthread_mutex_lock(&s->mu);
+        if (s->m->profile) {
+            backend_profile_snapshot(s->m->profile, s->metrics.profile);
+            s->metrics.have_profile = 1;
+        }
         for (int i = 0; i < P; i++) {
             slot_run *r = s->slots[i].run;
             if (!r || r->state != RUN_ENDED)

@@ -105,6 +105,22 @@ char *serve_metrics_render(const serve_metrics *m)
                 put(&t, "moetier_draft_chance{match=\"%s\",guess=\"%d\"} %.4f\n",
                     draft_match_class_names[c], j + 1, m->draft_chance[c][j]);
     }
+    if (m->have_profile) {
+        static const char *const phases[2] = {"prefill", "decode"};
+        metric(&t, "moetier_profile_seconds_total", "counter",
+               "the engine's time in the backend's operations by phase and part of the model "
+               "(--profile)");
+        for (int ph = 0; ph < 2; ph++)
+            for (int k = 0; k < PROFILE_PARTS; k++)
+                put(&t, "moetier_profile_seconds_total{phase=\"%s\",part=\"%s\"} %.6f\n",
+                    phases[ph], profile_part_names[k], m->profile[ph][k].seconds);
+        metric(&t, "moetier_profile_bytes_total", "counter",
+               "weights and latent cache those operations read (--profile)");
+        for (int ph = 0; ph < 2; ph++)
+            for (int k = 0; k < PROFILE_PARTS; k++)
+                put(&t, "moetier_profile_bytes_total{phase=\"%s\",part=\"%s\"} %.0f\n",
+                    phases[ph], profile_part_names[k], m->profile[ph][k].bytes);
+    }
     metric(&t, "moetier_prompt_cache_bytes", "gauge", "host memory holding earlier conversations' KV caches");
     put(&t, "moetier_prompt_cache_bytes %llu\n", (unsigned long long)m->prompt_cache_bytes);
     metric(&t, "moetier_prompt_cache_entries", "gauge", "earlier conversations' KV caches held");

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "core/engine/backend_profile.h"
 #include "core/engine/draft_tuner.h"
 
 #define SERVE_METRICS_STATUSES 10
@@ -35,6 +36,10 @@ typedef struct serve_metrics {
     /* the chance of each guess position being kept by match class, as the last
      * finished request learned it (draft_tuner); 0: no request finished yet */
     double draft_chance[DRAFT_MATCH_CLASSES][DRAFT_GUESS_MAX];
+    /* --profile: the engine's time and reads by part of the model, [0] prefill
+     * and [1] decode, as of the last pass */
+    int have_profile;
+    profile_part profile[2][PROFILE_PARTS];
     /* expert tiers (only with a tiered expert source) */
     int have_tiers;
     uint64_t dram_hits, dram_misses, nvme_bytes_read;

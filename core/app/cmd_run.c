@@ -16,6 +16,7 @@
 #include "cli_common.h"
 #include "cli_prompt_file.h"
 #include "commands.h"
+#include "core/base/json_alloc.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
 #include "core/engine/draft_tuner.h"
@@ -39,7 +40,9 @@ static int compile_schema(const char *text, const char *path, json_schema *s, er
     const char *end = NULL;
     cJSON *j = chat_json_parse(path ? file : text, len, &end);
     int rc;
-    if (!j)
+    if (!j && json_alloc_failed())
+        rc = err_set(e, "%s: out of memory parsing it", path ? path : "--json-schema");
+    else if (!j)
         rc = err_set(e, "%s: not JSON (near byte %ld)", path ? path : "--json-schema",
                      end ? (long)(end - (path ? file : text)) : 0L);
     else if ((rc = json_schema_compile(j, s, e)))

@@ -11,17 +11,12 @@ enum part {
     PART_ATTN_PROJ, PART_ATTENTION, PART_ROUTER, PART_DENSE, PART_SHARED, PART_ROUTED,
     PART_LM_HEAD, PART_OTHER, PART_COUNT
 };
+_Static_assert(PART_COUNT == PROFILE_PARTS, "a name for every part");
 
-static const char *const part_names[PART_COUNT] = {
+const char *const profile_part_names[PROFILE_PARTS] = {
     "attention projections", "attention (latent cache)", "router", "dense FFN",
     "shared experts", "routed experts", "lm_head", "norms, rope, embedding, copies",
 };
-
-typedef struct part_total {
-    unsigned long long calls;
-    double seconds;
-    double bytes;
-} part_total;
 
 struct backend_profile {
     backend *be;
@@ -29,7 +24,7 @@ struct backend_profile {
     backend_ops ops;            /* the timed ones, in front of them */
     const model_weights *mw;
     const engine *en;
-    part_total total[2][PART_COUNT];    /* [prefill, decode] */
+    profile_part total[2][PART_COUNT];    /* [prefill, decode] */
 };
 
 static backend_profile *profile_of(backend *b)
@@ -44,7 +39,7 @@ static void count(backend *b, int part, double t0, double bytes)
     backend_profile *p = profile_of(b);
     if (p->en->step == ENGINE_STEP_NONE)
         return;
-    part_total *t = &p->total[p->en->step == ENGINE_STEP_DECODE][part];
+    profile_part *t = &p->total[p->en->step == ENGINE_STEP_DECODE][part];
     t->calls++;
     t->seconds += now_seconds() - t0;
     t->bytes += bytes;
@@ -230,7 +225,7 @@ int backend_profile_attach(engine *en, const model_weights *mw, backend_profile 
 
 static void print_phase(const backend_profile *p, int decode, FILE *f)
 {
-    const part_total *t = p->total[decode];
+    const profile_part *t = p->total[decode];
     const engine_stats *s = &p->en->stats;
     double ops = 0, all = decode ? s->decode_seconds : s->prefill_seconds;
     unsigned long long tokens = decode ? s->tokens_decoded : s->tokens_prefilled;
@@ -250,7 +245,7 @@ static void print_phase(const backend_profile *p, int decode, FILE *f)
             snprintf(gb, sizeof gb, "%.4g", t[k].bytes / 1e9 / (double)tokens);
             snprintf(rate, sizeof rate, "%.1f", t[k].seconds > 0 ? t[k].bytes / 1e9 / t[k].seconds : 0);
         }
-        fprintf(f, "  %-31s %9llu %9.3f %6.1f%% %10.3f %9s %7s\n", part_names[k], t[k].calls,
+        fprintf(f, "  %-31s %9llu %9.3f %6.1f%% %10.3f %9s %7s\n", profile_part_names[k], t[k].calls,
                 t[k].seconds, 100 * t[k].seconds / (all > ops ? all : ops),
                 1e3 * t[k].seconds / (double)tokens, gb, rate);
     }
@@ -263,6 +258,11 @@ void backend_profile_print(const backend_profile *p, FILE *f)
 {
     print_phase(p, 0, f);
     print_phase(p, 1, f);
+}
+
+void backend_profile_snapshot(const backend_profile *p, profile_part out[2][PROFILE_PARTS])
+{
+    memcpy(out, p->total, sizeof p->total);
 }
 
 void backend_profile_detach(backend_profile *p)

@@ -23,12 +23,24 @@
 
 typedef struct backend_profile backend_profile;
 
+/* the parts of the model, and what each has taken so far in one phase */
+#define PROFILE_PARTS 8
+extern const char *const profile_part_names[PROFILE_PARTS];
+typedef struct profile_part {
+    unsigned long long calls;
+    double seconds;
+    double bytes;               /* weights and latent cache read */
+} profile_part;
+
 /* Times en's backend from now on; -1 with e set on a backend that does not
  * finish its operations before they return, or out of memory. */
 int backend_profile_attach(engine *en, const model_weights *mw, backend_profile **out, errbuf *e);
 /* The tables of prefill and decode (those that ran), against the engine's own
  * time for them. */
 void backend_profile_print(const backend_profile *p, FILE *f);
+/* The totals so far, [0] prefill and [1] decode, per part (the engine's
+ * thread: the one that runs the operations). */
+void backend_profile_snapshot(const backend_profile *p, profile_part out[2][PROFILE_PARTS]);
 /* Gives the backend its own operations back and frees p. */
 void backend_profile_detach(backend_profile *p);
 

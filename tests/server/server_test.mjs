@@ -889,6 +889,35 @@ async function invariantServer() {
   });
 }
 
+// --profile: /metrics gives the engine's time and reads by phase and part of
+// the model, and they grow with the requests served.
+async function profiledServer() {
+  await check('--profile: /metrics counts the time and bytes of each part, prefill and decode', async () => {
+    const srv = await startServer(['--no-think', '--profile']);
+    try {
+      const ai = client(srv);
+      const profile = async () => {
+        const text = await (await fetch(srv.url + '/metrics')).text();
+        const v = {};
+        for (const m of text.matchAll(/^moetier_profile_(seconds|bytes)_total\{phase="(\w+)",part="([^"]+)"\} (\S+)$/gm))
+          v[`${m[1]} ${m[2]} ${m[3]}`] = Number(m[4]);
+        return v;
+      };
+      await ai.chat.completions.create({ model: MODEL, messages: user('Count to five.'), max_tokens: 6, temperature: 0 });
+      const first = await profile();
+      for (const phase of ['prefill', 'decode']) {
+        assert.ok(first[`seconds ${phase} routed experts`] > 0, JSON.stringify(first));
+        assert.ok(first[`bytes ${phase} lm_head`] > 0, JSON.stringify(first));
+      }
+      await ai.chat.completions.create({ model: MODEL, messages: user('Name three colours.'), max_tokens: 6, temperature: 0 });
+      const second = await profile();
+      assert.ok(second['bytes decode lm_head'] > first['bytes decode lm_head'], JSON.stringify(second));
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
 async function draftServer() {
   await check('--draft-lookup 3: the same answers and log-probabilities as without it (greedy, sampled, streamed, n: 2), guesses kept', async () => {
     const reqs = [
@@ -1226,6 +1255,7 @@ try {
   await draftServer();
   await draftParallelServer();
   await invariantServer();
+  await profiledServer();
   await forcedServer();
   await reasoningServer();
   await guardedServer();
