@@ -83,9 +83,11 @@ clean "$log" chat
 n=$((n + 1))
 
 # the server: concurrent requests (streamed and not) in 3 slots at once, one
-# cut by its client, then SIGTERM with one still streaming
+# cut by its client, /metrics read meanwhile (with --profile's counts, which
+# the engine thread copies there), then SIGTERM with one still streaming
 log="$tmp/serve.log"
-"$bin" serve -m "$model" --port 0 -t 2 --no-think --dram-gb 0.0014 --parallel 3 2>"$log" &
+"$bin" serve -m "$model" --port 0 -t 2 --no-think --dram-gb 0.0014 --parallel 3 --profile \
+  2>"$log" &
 pid=$!
 pids+=("$pid")
 for _ in $(seq 300); do grep -q "listening on" "$log" && break; sleep 0.1; done
@@ -102,11 +104,14 @@ for i in 1 2 3; do
 done
 timeout 2 curl -sN "$url/v1/completions" -d '{"prompt":"cut","max_tokens":100000,"stream":true}' \
   >/dev/null || true
+for _ in 1 2 3; do curl -s --max-time 30 "$url/metrics" >>"$tmp/metrics.out" || true; done
 for c in "${clients[@]}"; do wait "$c" || fail "a request failed (curl status $?)" "$log"; done
 for i in 1 2 3; do
   grep -q '^data: \[DONE\]' "$tmp/stream$i.out" || fail "stream $i did not finish" "$tmp/stream$i.out"
   grep -q '"finish_reason"' "$tmp/plain$i.out" || fail "request $i did not finish" "$tmp/plain$i.out"
 done
+grep -q 'moetier_profile_seconds_total{phase="decode",part="lm_head"}' "$tmp/metrics.out" ||
+  fail "no profile in /metrics" "$tmp/metrics.out"
 curl -sN --max-time 120 "$url/v1/completions" -d '{"prompt":"term","max_tokens":100000,"stream":true}' \
   >/dev/null &
 clients=($!)
