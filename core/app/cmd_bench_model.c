@@ -41,8 +41,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: moetier bench model -m DIR [-p LIST] [-n LIST] [-d LIST] [--parallel LIST]\n"
-            "                           [-r N] [-f FILE] [--seed S] [--no-warmup] [--json] [-t LIST]\n"
-            "                           [--dram-gb LIST] [--vram-gb LIST] [model flags]\n"
+            "                           [-r N] [-f FILE] [--seed S] [--no-warmup] [--json]\n"
+            "                           [-t LIST]"
+ " [--dram-gb LIST] [--vram-gb LIST] [model flags]\n"
             "  Prefill and decode speed of the model as run gets them (like llama-bench):\n"
             "  for each setting, each test once untimed, then R timed repetitions, as\n"
             "  mean +- standard deviation of tokens/s. Decode rows also give the weights\n"
@@ -348,8 +349,8 @@ typedef struct setting {
 
 static void print_header(void)
 {
-    printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits | VRAM hits "
-           "| bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits "
+           "| VRAM hits | bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
 /* share of all, or -1 when there were none */

@@ -56,16 +56,18 @@ static int part_of(const backend_profile *p, const linear_weight *w)
     if (at < first || at >= first + (size_t)mw->cfg.n_layers * sizeof *mw->layers)
         return PART_ROUTED;
     size_t off = (size_t)(at - first) % sizeof *mw->layers;
+    size_t dense = offsetof(layer_weights, dense), shared = offsetof(layer_weights, shared);
     if (off == offsetof(layer_weights, router))
         return PART_ROUTER;
-    if (off >= offsetof(layer_weights, dense) && off < offsetof(layer_weights, dense) + sizeof(ffn_weights))
+    if (off >= dense && off < dense + sizeof(ffn_weights))
         return PART_DENSE;
-    if (off >= offsetof(layer_weights, shared) && off < offsetof(layer_weights, shared) + sizeof(ffn_weights))
+    if (off >= shared && off < shared + sizeof(ffn_weights))
         return PART_SHARED;
     return PART_ATTN_PROJ;
 }
 
-static double ffn_bytes(const linear_weight *gate, const linear_weight *up, const linear_weight *down)
+static double ffn_bytes(const linear_weight *gate, const linear_weight *up,
+                        const linear_weight *down)
 {
     return (double)(linear_weight_bytes(gate) + linear_weight_bytes(up) + linear_weight_bytes(down));
 }
@@ -243,10 +245,11 @@ static void print_phase(const backend_profile *p, int decode, FILE *f)
         char gb[16] = "", rate[16] = "";
         if (t[k].bytes > 0) {
             snprintf(gb, sizeof gb, "%.4g", t[k].bytes / 1e9 / (double)tokens);
-            snprintf(rate, sizeof rate, "%.1f", t[k].seconds > 0 ? t[k].bytes / 1e9 / t[k].seconds : 0);
+            snprintf(rate, sizeof rate, "%.1f",
+                     t[k].seconds > 0 ? t[k].bytes / 1e9 / t[k].seconds : 0);
         }
-        fprintf(f, "  %-31s %9llu %9.3f %6.1f%% %10.3f %9s %7s\n", profile_part_names[k], t[k].calls,
-                t[k].seconds, 100 * t[k].seconds / (all > ops ? all : ops),
+        fprintf(f, "  %-31s %9llu %9.3f %6.1f%% %10.3f %9s %7s\n", profile_part_names[k],
+                t[k].calls, t[k].seconds, 100 * t[k].seconds / (all > ops ? all : ops),
                 1e3 * t[k].seconds / (double)tokens, gb, rate);
     }
     if (all > ops)

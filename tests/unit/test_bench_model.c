@@ -141,8 +141,8 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
         double ram = num(l[k], "gb_per_token") / num(l[k], "read_bw_gbps"),
                store = num(l[k], "store_gb_per_token") / num(l[k], "store_read_gbps");
         double bound = num(l[k], "bound_tps");
-        cr_expect(fabs(bound - 1 / fmax(ram, store)) < 1e-3 * bound, "bound %g, RAM %g s, store %g s",
-                  bound, ram, store);
+        cr_expect(fabs(bound - 1 / fmax(ram, store)) < 1e-3 * bound,
+                  "bound %g, RAM %g s, store %g s", bound, ram, store);
     }
     cr_expect_gt(num(l[0], "store_gb_per_token"), 0, "8 slots read nothing from the store");
     cr_expect_lt(num(l[1], "store_gb_per_token"), num(l[0], "store_gb_per_token"));
