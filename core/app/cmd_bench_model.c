@@ -20,6 +20,7 @@
  * the steps ran) at the RAM read bandwidth measured before and after its
  * repetitions (the bound when the experts are in RAM); on the GPU backend, for
  * one conversation, the decode bound of kernels/decode_bound.h. */
+#include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ static void usage(FILE *f)
             "                  default: random ids, new in every repetition\n"
             "  --seed S        the random ids' seed (default 0)\n"
             "  --no-warmup     no untimed run before each test's repetitions\n"
-            "  --json          one JSON object per test and setting (backend, threads,\n"
+            "  --json          one JSON object per test and setting (model, backend, threads,\n"
             "                  dram_gb, vram_gb, test, depth, parallel, reps, tps, tps_sd,\n"
             "                  samples, dram_hit_rate, vram_hit_rate, gb_per_token,\n"
             "                  bound_tps, ratio = tps / bound_tps, ...)\n"
@@ -340,6 +341,7 @@ static void gpu_yardstick(cli_model *m, const test_result *r, yardstick *y)
 }
 
 typedef struct setting {
+    const char *model;          /* -m, as a JSON string */
     const char *backend;
     io_mode io;                 /* --io: how the store is read */
     int threads;                /* 0: not a CPU count to report */
@@ -347,8 +349,17 @@ typedef struct setting {
     double vram_gb;             /* --vram-gb; < 0: not given (the default budget) */
 } setting;
 
-static void print_header(void)
+/* The model's shape above the table: what the rows are of. */
+static void print_header(const cli_model *m, const char *dir)
 {
+    const model_config *c = &m->mw.cfg;
+    uint64_t experts = 0;
+    for (int k = 0; k < WF_COUNT; k++)
+        experts += m->mw.expert_bytes_by_format[k];
+    printf("model %s: %d layers (%d MoE, %d routed experts each, top %d), %.2f GB of dense "
+           "weights, %.2f GB of routed experts\n\n", dir, c->n_layers, m->plan.moe_layers,
+           c->n_routed_experts, c->n_experts_per_tok, (double)m->plan.dense_bytes / 1e9,
+           (double)experts / 1e9);
     printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits "
            "| VRAM hits | bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
@@ -362,7 +373,8 @@ static double rate(uint64_t part, uint64_t all)
 static void print_json_row(const setting *s, const test_spec *t, const char *test,
                            const test_result *r, const yardstick *y, double mean, double sd)
 {
-    printf("{\"bench\": \"model\", \"backend\": \"%s\", \"threads\": %d, ", s->backend, s->threads);
+    printf("{\"bench\": \"model\", \"model\": %s, \"backend\": \"%s\", \"threads\": %d, ",
+           s->model, s->backend, s->threads);
     if (s->dram_gb < 0)
         printf("\"dram_gb\": null, ");
     else
@@ -609,6 +621,15 @@ int cmd_bench_model(int argc, char **argv)
     token_list text = {0};
     if (o.file && read_text_tokens(mf.dir, o.file, &text, &e))
         return cli_fail(&e);
+    /* the directory as a JSON string, quotes and all escaped */
+    cJSON *dir = cJSON_CreateString(mf.dir);
+    char *model_json = dir ? cJSON_PrintUnformatted(dir) : NULL;
+    cJSON_Delete(dir);
+    if (!model_json) {
+        token_list_free(&text);
+        err_set(&e, "out of memory");
+        return cli_fail(&e);
+    }
     int n_t = o.n_threads ? o.n_threads : 1, n_d = o.n_dram ? o.n_dram : 1,
         n_v = o.n_vram ? o.n_vram : 1, rc = 0, first = 1;
     for (int ti = 0; ti < n_t && !rc; ti++)
@@ -633,12 +654,13 @@ int cmd_bench_model(int argc, char **argv)
                     break;
                 }
                 if (first && !o.json)
-                    print_header();
+                    print_header(&m, mf.dir);
                 first = 0;
                 token_stream ts = {.text = text.ids, .n_text = (int)text.n, .seed = o.seed,
                                    .vocab = m.mw.cfg.vocab_size};
                 int cpu = !strcmp(m.be.name, "cpu");
                 setting s = {
+                    .model = model_json,
                     .backend = m.be.name,
                     .io = f.tiers.io,
                     .threads = cpu ? cpu_backend_threads(&m.be) : f.threads,
@@ -652,5 +674,6 @@ int cmd_bench_model(int argc, char **argv)
                     rc = 1;
             }
     token_list_free(&text);
+    free(model_json);
     return rc;
 }

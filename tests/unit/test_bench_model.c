@@ -66,6 +66,7 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
         cr_expect_str_eq(str(l[k], "test"), want[k % 3]);
         cr_expect_eq(num(l[k], "parallel"), parallel[k % 3]);
         cr_expect_str_eq(str(l[k], "backend"), "cpu");
+        cr_expect_str_eq(str(l[k], "model"), d);
         cr_expect_eq(num(l[k], "threads"), 1);
         cr_expect_eq(num(l[k], "depth"), k < 3 ? 0 : 6);
         cr_expect(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(l[k], "dram_gb")),
@@ -153,7 +154,10 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     /* the table: a header and a row per test and setting */
     cr_assert_eq(run(&out, &err, "%s bench model -m %s -p 4 -n 0 -r 1 --dram-gb 0.0005,1",
                      test_moetier_bin(), model), 0, "%s", err);
-    cr_expect(strstr(out, "| backend | threads | dram GB |") == out, "%s", out);
+    /* the model's shape, then the table */
+    cr_expect(strncmp(out, "model ", 6) == 0 && strstr(out, "3 MoE, 32 routed experts each, top 8"),
+              "%s", out);
+    cr_expect(strstr(out, "\n\n| backend | threads | dram GB |"), "%s", out);
     int rows = 0;
     for (const char *p = out; (p = strstr(p, "\n| cpu |")); p++)
         rows++;
