@@ -5,7 +5,7 @@
 # invariance), `moetier bench gpu` (copies,
 # the linear kernel against HBM, decode attention over long contexts, prefill
 # attention in both forms, the hybrid overlap, steps of several rows), and decode of a k2-slice
-# model on the CPU and on the GPU with the VRAM cache swept. Every step's log
+# model on the CPU and on the GPU with the VRAM cache swept (bench model). Every step's log
 # goes to bench/results/gpu-<time>/; the summary is printed at the end. Each
 # step has its own time limit so one hang does not cost the rest. With OUT set
 # (the device tool's folder of files that come back, at most 8 of them) the
