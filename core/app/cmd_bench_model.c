@@ -272,18 +272,13 @@ static void mean_sd(const double *v, int n, double *mean, double *sd)
     *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
 }
 
-/* the bytes of one routed expert's weights (0 without MoE layers) */
-static uint64_t expert_bytes(const model_weights *mw, errbuf *e)
+/* the bytes of the routed experts' weights, all of them (as the model counted them at open) */
+static uint64_t routed_expert_bytes(const cli_model *m)
 {
-    for (int l = 0; l < mw->cfg.n_layers; l++)
-        if (mw->layers[l].is_moe) {
-            expert_view v;
-            if (model_weights_expert(mw, l, 0, &v, e))
-                return 0;
-            return linear_weight_bytes(&v.gate) + linear_weight_bytes(&v.up) +
-                   linear_weight_bytes(&v.down);
-        }
-    return 0;
+    uint64_t n = 0;
+    for (int k = 0; k < WF_COUNT; k++)
+        n += m->mw.expert_bytes_by_format[k];
+    return n;
 }
 
 /* A decode test's yardstick: the weights a token read, and the speed they
@@ -301,16 +296,16 @@ typedef struct yardstick {
 static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, double bw_after,
                           double store_bw, yardstick *y)
 {
-    errbuf e;
     uint64_t table = m->mw.lm_head.data != m->mw.embed.data ? linear_weight_bytes(&m->mw.embed) : 0;
     if (!r->tokens)
         return;
     /* a step of several conversations reads the dense weights and each
      * expert it runs once for all of them */
     double per_token = (double)r->passes / (double)r->tokens,
-           experts = (double)r->expert_calls / (double)r->tokens;
-    y->gb_per_token = (per_token * (double)(m->plan.dense_bytes - table) +
-                       experts * (double)expert_bytes(&m->mw, &e)) / 1e9;
+           experts = (double)r->expert_calls / (double)r->tokens,
+           one_expert = m->plan.n_experts ? (double)routed_expert_bytes(m) / m->plan.n_experts : 0;
+    y->gb_per_token = (per_token * (double)(m->plan.dense_bytes - table) + experts * one_expert) /
+                      1e9;
     y->read_bw = bw_before > 0 && bw_after > 0 ? (bw_before + bw_after) / 2 : 0;
     if (y->read_bw <= 0)
         return;
@@ -353,13 +348,10 @@ typedef struct setting {
 static void print_header(const cli_model *m, const char *dir)
 {
     const model_config *c = &m->mw.cfg;
-    uint64_t experts = 0;
-    for (int k = 0; k < WF_COUNT; k++)
-        experts += m->mw.expert_bytes_by_format[k];
     printf("model %s: %d layers (%d MoE, %d routed experts each, top %d), %.2f GB of dense "
            "weights, %.2f GB of routed experts\n\n", dir, c->n_layers, m->plan.moe_layers,
            c->n_routed_experts, c->n_experts_per_tok, (double)m->plan.dense_bytes / 1e9,
-           (double)experts / 1e9);
+           (double)routed_expert_bytes(m) / 1e9);
     printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits "
            "| VRAM hits | bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
