@@ -4,14 +4,16 @@
  * the expanded form (the one their cost picks) and in the absorbed form (the
  * one --batch-invariant takes), and decode queries, on every core: kv_b in
  * float32 for the prompts, and for decode also in the checkpoints' formats
- * (BF16, and FP8 in 128 x 128 blocks), whose W_k a decode query reads.
+ * (BF16, and FP8 in 128 x 128 blocks), whose W_k a decode query reads; and
+ * the long-context cases over a float32 cache and over a bf16 one
+ * (--cache-type bf16), whose decode reads half the bytes.
  *
  * Yardstick, measured in the same run: a float32 product through the linear
  * kernels of the shape the attention is made of (keys [1024][192] against 64
  * queries). Prints one JSON line per case: the seconds per call, GFLOP/s (the
  * multiply-adds of the causal attention, expansion included, times two), the
- * ratio to the yardstick's GFLOP/s, the scratch the call takes in MB, and kv_b's
- * format.
+ * ratio to the yardstick's GFLOP/s, the scratch the call takes in MB, kv_b's
+ * format, the cache's type and the GB/s of its bytes read once per call.
  *
  * Usage: bench_attention [decode]   (decode: the decode cases alone; the
  * kernels' path from MOETIER_KERNELS as everywhere) */
@@ -139,19 +141,24 @@ int main(int argc, char **argv)
     }
     int nt = thread_pool_size(pool);
     /* form -1: the one mla_cpu_absorbs picks */
-    const struct { int T, pos0, form; weight_format kvb; } cases[] = {
-        {512, 0, -1, WF_F32}, {512, 0, 1, WF_F32}, {512, 3584, -1, WF_F32}, {512, 3584, 1, WF_F32},
-        {512, 7680, -1, WF_F32}, {512, 7680, 1, WF_F32}, {1, 8191, -1, WF_F32},
-        {1, 63, -1, WF_BF16}, {1, 1023, -1, WF_BF16}, {1, 8191, -1, WF_BF16},
-        {1, 63, -1, WF_FP8_BLOCK}, {1, 1023, -1, WF_FP8_BLOCK},
+    const struct { int T, pos0, form; weight_format kvb; int bf16; } cases[] = {
+        {512, 0, -1, WF_F32, 0}, {512, 0, 1, WF_F32, 0}, {512, 3584, -1, WF_F32, 0},
+        {512, 3584, 1, WF_F32, 0}, {512, 7680, -1, WF_F32, 0}, {512, 7680, 1, WF_F32, 0},
+        {512, 7680, -1, WF_F32, 1}, {1, 8191, -1, WF_F32, 0},
+        {1, 63, -1, WF_BF16, 0}, {1, 1023, -1, WF_BF16, 0}, {1, 8191, -1, WF_BF16, 0},
+        {1, 63, -1, WF_FP8_BLOCK, 0}, {1, 1023, -1, WF_FP8_BLOCK, 0},
+        {1, 8191, -1, WF_BF16, 1}, {1, 32767, -1, WF_BF16, 0}, {1, 32767, -1, WF_BF16, 1},
     };
-    int maxS = 8192;
-    size_t qk = NOPE + ROPE;
-    float *cache = random_floats((size_t)maxS * (LORA + ROPE), 3);
+    int maxS = 32768;
+    size_t qk = NOPE + ROPE, cache_n = (size_t)maxS * (LORA + ROPE);
+    float *cache = random_floats(cache_n, 3);
+    uint16_t *cache16 = malloc(cache_n * sizeof *cache16);
+    for (size_t i = 0; cache && cache16 && i < cache_n; i++)
+        cache16[i] = f32_to_bf16(cache[i]);
     float *q = random_floats((size_t)512 * HEADS * qk, 4);
     float *kvb = random_floats((size_t)HEADS * (NOPE + VDIM) * LORA, 5);
     float *out = malloc((size_t)512 * HEADS * VDIM * sizeof *out);
-    if (!cache || !q || !kvb || !out) {
+    if (!cache || !cache16 || !q || !kvb || !out) {
         fprintf(stderr, "bench_attention: out of memory\n");
         return 1;
     }
@@ -168,8 +175,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_attention: out of memory\n");
             return 1;
         }
-        mla_args a = {.q = q, .T = cases[c].T, .pos0 = cases[c].pos0, .kv_cache = cache,
-                      .kv_b = &kv_b, .H = HEADS, .nope = NOPE, .rope = ROPE, .v = VDIM,
+        mla_args a = {.q = q, .T = cases[c].T, .pos0 = cases[c].pos0,
+                      .kv_cache = cases[c].bf16 ? NULL : cache,
+                      .kv_bf16 = cases[c].bf16 ? cache16 : NULL, .kv_b = &kv_b, .H = HEADS, .nope = NOPE, .rope = ROPE, .v = VDIM,
                       .kv_lora = LORA, .scale = 1.0f / sqrtf((float)qk), .out = out};
         int absorbed = cases[c].form < 0 ? mla_cpu_absorbs(&a) : cases[c].form;
         size_t n = mla_cpu_scratch(&a, absorbed, nt);
@@ -182,18 +190,21 @@ int main(int argc, char **argv)
         double secs;
         TIME_CALLS(secs, mla_cpu(path, pool, &a, absorbed, scratch));
         double gflops = 2 * multiply_adds(a.T, a.pos0, absorbed) / secs / 1e9;
+        double cache_gb = (double)(a.pos0 + a.T) * (LORA + ROPE) * (cases[c].bf16 ? 2 : 4) / 1e9;
         printf("{\"bench\":\"attention\",\"path\":\"%s\",\"threads\":%d,\"queries\":%d,"
                "\"cached\":%d,\"form\":\"%s\",\"seconds\":%.6f,\"gflops\":%.1f,"
-               "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f,\"kv_b\":\"%s\"}\n",
+               "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f,\"kv_b\":\"%s\","
+               "\"cache\":\"%s\",\"cache_gbps\":%.1f}\n",
                kernel_path_name(path), nt, a.T, a.pos0, absorbed ? "absorbed" : "expanded", secs,
                gflops, yard, gflops / yard, (double)n * sizeof(float) / (1 << 20),
-               weight_format_name(kv_b.fmt));
+               weight_format_name(kv_b.fmt), cases[c].bf16 ? "bf16" : "f32", cache_gb / secs);
         fflush(stdout);
         free(scratch);
         free(kv_data);
         free(kv_scale);
     }
     free(cache);
+    free(cache16);
     free(q);
     free(kvb);
     free(out);

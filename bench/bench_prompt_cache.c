@@ -39,7 +39,7 @@ int main(void)
     for (int k = 0; k < 3; k++) {
         int n = lengths[k];
         kv_cache kv;
-        if (kv_cache_create(&kv, &be, LAYERS, n, ROW, &e)) {
+        if (kv_cache_create(&kv, &be, LAYERS, n, ROW, KV_F32, &e)) {
             fprintf(stderr, "bench_prompt_cache: %s\n", e.msg);
             return 1;
         }

@@ -102,7 +102,7 @@ int main(int argc, char **argv)
     for (int k = 0; k < 3; k++) {
         int n = lengths[k];
         engine en = {.cfg = &cfg, .n_past = n};
-        if (kv_cache_create(&en.kv, &be, LAYERS, n, ROW, &e)) {
+        if (kv_cache_create(&en.kv, &be, LAYERS, n, ROW, KV_F32, &e)) {
             fprintf(stderr, "bench_prompt_file: %s\n", e.msg);
             return 1;
         }

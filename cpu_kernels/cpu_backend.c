@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/model/dtype.h"
 #include "ffn_cpu.h"
 #include "linear_ref.h"
 #include "mla_cpu.h"
@@ -202,6 +203,14 @@ static void cpu_copy(backend *b, float *dst, const float *src, size_t n)
     memmove(dst, src, n * sizeof *dst);
 }
 
+static void cpu_store_bf16(backend *b, float *dst, const float *src, size_t n)
+{
+    (void)b;
+    uint16_t *d = (uint16_t *)(void *)dst;
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_to_bf16(src[i]);
+}
+
 static void cpu_destroy(backend *b)
 {
     cpu_state *s = b->impl;
@@ -231,6 +240,7 @@ static const backend_ops cpu_ops = {
     .scatter_add_rows = cpu_scatter_add,
     .to_host = cpu_copy,
     .from_host = cpu_copy,
+    .store_bf16 = cpu_store_bf16,
     .destroy = cpu_destroy,
 };
 

@@ -4,11 +4,28 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/model/dtype.h"
 #include "ops_ref.h"
 
-static const float *cache_row(const mla_args *a, int s)
+/* values [c0, c0 + n) of cache row s into dst as float32 (a bf16 cache's widened) */
+static void cache_values(const mla_args *a, int s, int c0, int n, float *dst)
 {
-    return a->kv_cache + (size_t)s * (size_t)(a->kv_lora + a->rope);
+    size_t at = (size_t)s * (size_t)(a->kv_lora + a->rope) + (size_t)c0;
+    if (!a->kv_bf16) {
+        memcpy(dst, a->kv_cache + at, (size_t)n * sizeof *dst);
+        return;
+    }
+    bf16_widen(a->kv_bf16 + at, (size_t)n, dst);
+}
+
+/* the cache's first S rows as the weight of a product (bf16 read as the
+ * linear kernels read a BF16 checkpoint's weights) */
+static linear_weight cache_weight(const mla_args *a, int S)
+{
+    linear_weight w = {.fmt = a->kv_bf16 ? WF_BF16 : WF_F32, .rows = S,
+                       .cols = a->kv_lora + a->rope,
+                       .data = a->kv_bf16 ? (const void *)a->kv_bf16 : (const void *)a->kv_cache};
+    return w;
 }
 
 /* The expanded form goes over the cache in blocks of this many positions,
@@ -158,7 +175,7 @@ static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, R = (size_t)a->T * (size_t)a->H;
     size_t sb = (size_t)padded(S < MLA_SBLOCK ? (int)S : MLA_SBLOCK);
-    linear_weight scores = f32_weight((int)S, a->kv_lora + a->rope, NULL),
+    linear_weight scores = cache_weight(a, (int)S),
                   mix = f32_weight(a->kv_lora, (int)sb, NULL);
     size_t l1 = linear_forward_scratch(&scores, a->H, n_threads),
            l2 = linear_forward_scratch(&mix, a->H, n_threads);
@@ -357,9 +374,10 @@ static void transpose_latents(void *ctx, int worker, int n_workers)
         for (int cb = 0; cb < C; cb += 16) {
             int ce = C - cb < 16 ? C : cb + 16;
             for (int s = sb; s < se; s++) {
-                const float *lat = cache_row(a, j->s0 + s);
+                float lat[16];
+                cache_values(a, j->s0 + s, cb, ce - cb, lat);
                 for (int c = cb; c < ce; c++)
-                    j->ab.latt[(size_t)c * (size_t)n + (size_t)s] = lat[c];
+                    j->ab.latt[(size_t)c * (size_t)n + (size_t)s] = lat[c - cb];
             }
         }
     }
@@ -387,7 +405,7 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
      * in the cache, as the same token in a longer prefill) */
     size_t H = (size_t)a->H, qaw = (size_t)(C + a->rope);
     run_workers(pool, absorbed_queries, j, a->H);
-    linear_weight cache = f32_weight(S, C + a->rope, a->kv_cache);
+    linear_weight cache = cache_weight(a, S);
     for (int t = 0; t < a->T; t++)
         linear_forward(j->path, pool, &cache, b->qa + (size_t)t * H * qaw, a->H,
                        b->sc + (size_t)t * H * (size_t)S, b->lin);
@@ -495,13 +513,12 @@ static void expanded_head(const mla_job *j, int h, const float *W, const expande
     for (int k0 = 0; k0 < S; k0 += KB) {
         int kb = S - k0 < KB ? S - k0 : KB;
         for (int s = 0; s < kb; s++)
-            memcpy(b->lat + (size_t)s * (size_t)C, cache_row(a, k0 + s), (size_t)C * sizeof(float));
+            cache_values(a, k0 + s, 0, C, b->lat + (size_t)s * (size_t)C);
         linear_forward(j->path, NULL, &wf, b->lat, kb, b->kv, b->lin);
         for (int s = 0; s < kb; s++) {
             memcpy(b->keys + (size_t)s * (size_t)qk, b->kv + (size_t)s * (size_t)kvw,
                    (size_t)a->nope * sizeof(float));
-            memcpy(b->keys + (size_t)s * (size_t)qk + a->nope, cache_row(a, k0 + s) + C,
-                   (size_t)a->rope * sizeof(float));
+            cache_values(a, k0 + s, C, a->rope, b->keys + (size_t)s * (size_t)qk + a->nope);
         }
         /* the keys a block of queries sees only grow from one block to the
          * next, so the values are transposed again only when they do */

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/model/dtype.h"
 #include "linear_ref.h"
 #include "ops_ref.h"
 
@@ -14,15 +15,37 @@ static const float *cache_row(const mla_args *a, int s)
     return a->kv_cache + (size_t)s * (size_t)(a->kv_lora + a->rope);
 }
 
+/* floats a bf16 cache takes widened (the reference reads float32 rows) */
+static size_t widened_floats(const mla_args *a)
+{
+    return a->kv_bf16 ? (size_t)(a->pos0 + a->T) * (size_t)(a->kv_lora + a->rope) : 0;
+}
+
+/* a with its bf16 cache widened into w (widened_floats), the scratch after it */
+static mla_args widened(const mla_args *a, float **scratch)
+{
+    mla_args b = *a;
+    if (a->kv_bf16) {
+        size_t n = widened_floats(a);
+        bf16_widen(a->kv_bf16, n, *scratch);
+        b.kv_cache = *scratch;
+        b.kv_bf16 = NULL;
+        *scratch += n;
+    }
+    return b;
+}
+
 size_t mla_ref_naive_scratch(const mla_args *a)
 {
     size_t S = (size_t)(a->pos0 + a->T);
     /* one head's expanded k_nope|v for every position, a row of scores, a dequant row */
-    return S * (size_t)(a->nope + a->v) + S + (size_t)a->kv_lora;
+    return S * (size_t)(a->nope + a->v) + S + (size_t)a->kv_lora + widened_floats(a);
 }
 
-void mla_ref_naive(const mla_args *a, float *scratch)
+void mla_ref_naive(const mla_args *a_in, float *scratch)
 {
+    mla_args wa = widened(a_in, &scratch);
+    const mla_args *a = &wa;
     int S = a->pos0 + a->T, H = a->H, qk = a->nope + a->rope, kvw = a->nope + a->v;
     float *kv = scratch;                            /* [S][nope + v] of head h */
     float *p = kv + (size_t)S * (size_t)kvw;        /* [S] */
@@ -57,11 +80,13 @@ void mla_ref_naive(const mla_args *a, float *scratch)
 
 size_t mla_ref_absorbed_scratch(const mla_args *a)
 {
-    return (size_t)(a->pos0 + a->T) + 3 * (size_t)a->kv_lora;
+    return (size_t)(a->pos0 + a->T) + 3 * (size_t)a->kv_lora + widened_floats(a);
 }
 
-void mla_ref_absorbed(const mla_args *a, float *scratch)
+void mla_ref_absorbed(const mla_args *a_in, float *scratch)
 {
+    mla_args wa = widened(a_in, &scratch);
+    const mla_args *a = &wa;
     int S = a->pos0 + a->T, H = a->H, C = a->kv_lora, qk = a->nope + a->rope;
     int kvw = a->nope + a->v;
     float *p = scratch;          /* [S] */

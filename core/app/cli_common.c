@@ -225,7 +225,10 @@ static const char model_flags_text[] =
     "                       CPU backend only, prefill runs slower\n"
     "  --profile            print where prefill and decode time went at the end, by part\n"
     "                       of the model (attention, experts, lm_head, ...), with the\n"
-    "                       GB each read; CPU backend only\n";
+    "                       GB each read; CPU backend only\n"
+    "  --cache-type TYPE    the KV cache's values: f32 (default, the model's exact math)\n"
+    "                       or bf16 (half the memory and the reads at long contexts;\n"
+    "                       logits change slightly); -ctk too; CPU backend only\n";
 
 void model_flags_usage_except(FILE *f, int leave_out)
 {
@@ -315,6 +318,16 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
     }
     if (!strcmp(a, "--profile")) {
         f->profile = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--cache-type") || !strcmp(a, "-ctk")) {
+        errbuf e;
+        if (!(v = cli_value(argc, argv, i)))
+            return -1;
+        if (kv_type_parse(v, &f->cache_type, &e)) {
+            fprintf(stderr, "moetier: %s\n", e.msg);
+            return -1;
+        }
         return 1;
     }
     if (!strcmp(a, "--chunk")) {
@@ -512,7 +525,20 @@ static int backend_choice_checked(const model_flags *f, errbuf *e)
     if (choice == BACKEND_CUDA && f->profile)
         return err_set(e, "--profile times the CPU backend's operations (the CUDA backend "
                        "queues its work and returns: profile it with nsys): run with --backend cpu");
+    if (choice == BACKEND_CUDA && f->cache_type != KV_F32)
+        return err_set(e, "--cache-type %s is for the CPU backend (the CUDA backend keeps its "
+                       "cache in f32): run with --backend cpu", kv_type_name(f->cache_type));
     return choice;
+}
+
+/* the flag that takes --backend auto to the CPU, or NULL */
+static const char *cpu_only_flag(const model_flags *f)
+{
+    if (f->batch_invariant)
+        return "--batch-invariant";
+    if (f->profile)
+        return "--profile";
+    return f->cache_type != KV_F32 ? "--cache-type" : NULL;
 }
 
 void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf)
@@ -521,7 +547,7 @@ void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf)
     char gpu[256];
     int choice = backend_choice_checked(f, &e);
     int on_gpu = choice == BACKEND_CUDA ||
-                 (choice == BACKEND_AUTO && !f->batch_invariant && !f->profile &&
+                 (choice == BACKEND_AUTO && !cpu_only_flag(f) &&
                   gpu_describe(f->device, gpu, sizeof gpu) == 0);
     tf->kv_bytes = 0;
     tf->kv_positions = 0;
@@ -531,7 +557,8 @@ void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf)
     int seqs = f->seqs > 1 ? f->seqs : 1;
     tf->kv_positions = cli_seq_context_size(f, c) * seqs;
     tf->kv_bytes = (uint64_t)c->n_layers * (uint64_t)tf->kv_positions *
-                   (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * sizeof(float);
+                   (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) *
+                   (uint64_t)kv_type_bytes(f->cache_type);
 }
 
 int model_flags_check(const model_flags *f, const char *cmd)
@@ -551,10 +578,9 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
     int choice = backend_choice_checked(f, e);
     if (choice < 0)
         return -1;
-    if ((f->batch_invariant || f->profile) && choice == BACKEND_AUTO) {
+    if (cpu_only_flag(f) && choice == BACKEND_AUTO) {
         if (log)
-            fprintf(log, "moetier: %s: computing on the CPU\n",
-                    f->batch_invariant ? "--batch-invariant" : "--profile");
+            fprintf(log, "moetier: %s: computing on the CPU\n", cpu_only_flag(f));
         choice = BACKEND_CPU;
     }
     if (choice != BACKEND_CPU) {
@@ -750,7 +776,7 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         return -1;
     }
     if (engine_create(&m->en, &m->mw, &m->be, &m->src, cli_seq_context_size(f, &m->mw.cfg), m->chunk,
-                      e)) {
+                      f->cache_type, e)) {
         m->be.ops->destroy(&m->be);
         if (m->src.destroy)
             m->src.destroy(&m->src);

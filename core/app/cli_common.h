@@ -64,6 +64,7 @@ typedef struct model_flags {
     int seqs;
     int batch_invariant;    /* --batch-invariant (CPU backend; cpu_options) */
     int profile;            /* --profile: where prefill and decode time went, at close */
+    kv_type cache_type;     /* --cache-type: the KV cache's values (default f32) */
 } model_flags;
 
 enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };

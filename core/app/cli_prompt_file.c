@@ -58,6 +58,11 @@ int cli_model_prompt_identity(const cli_model *m, prompt_identity *id, errbuf *e
         snprintf(id->compute, sizeof id->compute, "cpu %s", kernel_path_name(cpu_backend_path(&m->be)));
     else
         snprintf(id->compute, sizeof id->compute, "%s", m->be.name);
+    /* a bf16 cache's rows, and all that follows them, have other bits */
+    if (m->en.kv.type != KV_F32) {
+        size_t at = strlen(id->compute);
+        snprintf(id->compute + at, sizeof id->compute - at, ", %s cache", kv_type_name(m->en.kv.type));
+    }
     return 0;
 }
 

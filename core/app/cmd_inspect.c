@@ -118,9 +118,10 @@ int cmd_inspect(int argc, char **argv)
                (double)per_expert / 1e6, c->n_experts_per_tok, n_moe, c->n_experts_per_tok * n_moe,
                (double)per_expert * c->n_experts_per_tok * n_moe / 1e9);
     }
-    printf("KV cache: %d floats per token per layer (%.1f KB per token)\n",
-           c->kv_lora_rank + c->qk_rope_dim,
-           (double)(c->kv_lora_rank + c->qk_rope_dim) * 4 * c->n_layers / 1e3);
+    printf("KV cache: %d %s values per token per layer (%.1f KB per token)\n",
+           c->kv_lora_rank + c->qk_rope_dim, kv_type_name(mf.cache_type),
+           (double)(c->kv_lora_rank + c->qk_rope_dim) * kv_type_bytes(mf.cache_type) *
+               c->n_layers / 1e3);
     char gpu[1024];
     int n_gpu = gpu_probe(gpu, sizeof gpu);
     printf("GPU: %s%s\n", gpu, n_gpu ? " (computes with --backend cuda or auto)" : "");

@@ -8,6 +8,7 @@
 #define MOETIER_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/model/linear_weight.h"
 
@@ -30,6 +31,7 @@ typedef struct mla_args {
     const float *q;             /* [T][H][nope + rope], rope part already rotated */
     int T, pos0;
     const float *kv_cache;      /* [pos0 + T][kv_lora + rope] */
+    const uint16_t *kv_bf16;    /* the same rows as bf16, instead of kv_cache (NULL: none) */
     const linear_weight *kv_b;  /* [H * (nope + v)][kv_lora] */
     int H, nope, rope, v, kv_lora;
     float scale;
@@ -101,6 +103,9 @@ typedef struct backend_ops {
      * output after theirs, as with ffn()) and the next layer's predicted
      * experts (jobs with T == 0) after the others */
     int plans_batches;
+    /* optional: dst[i] = src[i] rounded to bf16, nearest even (n even; dst is
+     * backend memory holding n / 2 floats' bytes): writes a bf16 KV cache's rows */
+    void (*store_bf16)(backend *b, float *dst, const float *src, size_t n);
     /* optional: add then rmsnorm as one operation, y += x, out = rmsnorm(y)
      * (rows of n, strides n), each bit as the two would give */
     void (*add_rmsnorm)(backend *b, float *y, const float *x, const float *w, int n, int T,

@@ -125,7 +125,8 @@ static void t_mla_attention(backend *b, const mla_args *a)
 {
     double t0 = now_seconds();
     profile_of(b)->inner->mla_attention(b, a);
-    double cache = (double)(a->pos0 + a->T) * (double)(a->kv_lora + a->rope) * sizeof(float);
+    double cache = (double)(a->pos0 + a->T) * (double)(a->kv_lora + a->rope) *
+                   (a->kv_bf16 ? 2.0 : 4.0);
     count(b, PART_ATTENTION, t0, cache + (double)linear_weight_bytes(a->kv_b));
 }
 
@@ -180,6 +181,13 @@ static void t_from_host(backend *b, float *buf, const float *host, size_t n)
     count(b, PART_OTHER, t0, 0);
 }
 
+static void t_store_bf16(backend *b, float *dst, const float *src, size_t n)
+{
+    double t0 = now_seconds();
+    profile_of(b)->inner->store_bf16(b, dst, src, n);
+    count(b, PART_ATTENTION, t0, 0);
+}
+
 static void t_add_rmsnorm(backend *b, float *y, const float *x, const float *w, int n, int T,
                           float eps, float *out)
 {
@@ -218,6 +226,7 @@ int backend_profile_attach(engine *en, const model_weights *mw, backend_profile 
     p->ops.scatter_add_rows = t_scatter_add_rows;
     p->ops.to_host = t_to_host;
     p->ops.from_host = t_from_host;
+    p->ops.store_bf16 = be->ops->store_bf16 ? t_store_bf16 : NULL;
     p->ops.add_rmsnorm = be->ops->add_rmsnorm ? t_add_rmsnorm : NULL;
     be->profile = p;
     be->ops = &p->ops;

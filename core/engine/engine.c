@@ -16,7 +16,7 @@ static size_t max_sz(size_t a, size_t b)
 }
 
 int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
-                  int max_ctx, int max_chunk, errbuf *e)
+                  int max_ctx, int max_chunk, kv_type kv, errbuf *e)
 {
     memset(en, 0, sizeof *en);
     const model_config *c = &mw->cfg;
@@ -29,7 +29,10 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->max_chunk = max_chunk < 1 ? 1 : (max_chunk > max_ctx ? max_ctx : max_chunk);
     int C = en->max_chunk, h = c->hidden_size, H = c->n_heads;
     int qk = c->qk_nope_dim + c->qk_rope_dim;
-    if (kv_cache_create(&en->kv, be, c->n_layers, max_ctx, c->kv_lora_rank + c->qk_rope_dim, e))
+    if (kv == KV_BF16 && !OPS(en)->store_bf16)
+        return err_set(e, "the %s backend keeps its KV cache in f32 only (--cache-type bf16 is "
+                       "for the cpu backend)", be->name);
+    if (kv_cache_create(&en->kv, be, c->n_layers, max_ctx, c->kv_lora_rank + c->qk_rope_dim, kv, e))
         return -1;
     en->inv_freq = malloc((size_t)c->qk_rope_dim / 2 * sizeof *en->inv_freq);
     if (!en->inv_freq)
@@ -204,9 +207,11 @@ int engine_copy_prefix(engine *en, const engine_seq *src, int n, errbuf *e)
     if (n < 0 || n > src->n_past || n > en->kv.max_ctx)
         return err_set(e, "cannot copy %d positions of a sequence that holds %d into a cache of %d",
                        n, src->n_past, en->kv.max_ctx);
-    int keep = ids_common_prefix(en->cached_ids, en->n_past, src->cached_ids, n), row = en->kv.row;
+    int keep = ids_common_prefix(en->cached_ids, en->n_past, src->cached_ids, n);
+    int row = kv_cache_row_floats(&en->kv);
     /* rows copied where the backend keeps them (the GPU's memory: no trip
-     * through the host), as a gather of consecutive rows */
+     * through the host), as a gather of consecutive rows (a bf16 cache's
+     * moved as the floats their bytes make) */
     for (int l = 0; l < en->kv.n_layers; l++)
         for (int p = keep; p < n; p += en->max_chunk) {
             int k = n - p < en->max_chunk ? n - p : en->max_chunk;
@@ -216,6 +221,13 @@ int engine_copy_prefix(engine *en, const engine_seq *src, int n, errbuf *e)
     memcpy(en->cached_ids + keep, src->cached_ids + keep, (size_t)(n - keep) * sizeof *en->cached_ids);
     en->n_past = n;
     return 0;
+}
+
+/* a's cache: layer l of kv, as float32 or bf16 rows */
+static void set_cache(mla_args *a, const kv_cache *kv, int l)
+{
+    a->kv_cache = kv->type == KV_F32 ? kv_cache_row(kv, l, 0) : NULL;
+    a->kv_bf16 = kv->type == KV_BF16 ? kv_cache_row(kv, l, 0) : NULL;
 }
 
 /* MLA attention of layer l for the step's T rows: T tokens of the engine's
@@ -239,30 +251,37 @@ static void attention(engine *en, int l, int T, int pos0, engine_seq *const *seq
     o->rope(en->be, en->q, T, H, H * qk, qk, c->qk_nope_dim, c->qk_rope_dim, en->pos, en->inv_freq,
             en->rope_mscale);
     /* the new cache rows: latent (normed in place) + rope key (rotated in
-     * place), straight into the cache, or for several sequences computed
-     * together and then each copied to its own */
-    float *rows = seqs ? en->kv_rows : kv_cache_row(&en->kv, l, pos0);
+     * place), straight into a float32 cache, or computed apart and then
+     * rounded into a bf16 one or copied to each of several sequences' own */
+    int bf16 = en->kv.type == KV_BF16;
+    float *rows = seqs || bf16 ? en->kv_rows : kv_cache_row(&en->kv, l, pos0);
     o->linear(en->be, &L->kv_a, en->xn, T, rows);
     o->rmsnorm(en->be, rows, row, L->kv_a_norm, c->kv_lora_rank, T, eps, rows, row);
     o->rope(en->be, rows, T, 1, row, 0, c->kv_lora_rank, c->qk_rope_dim, en->pos, en->inv_freq,
             en->rope_mscale);
+    if (bf16 && !seqs)
+        o->store_bf16(en->be, kv_cache_row(&en->kv, l, pos0), rows, (size_t)T * (size_t)row);
     mla_args a = {
-        .q = en->q, .T = T, .pos0 = pos0, .kv_cache = kv_cache_row(&en->kv, l, 0),
-        .kv_b = &L->kv_b, .H = H, .nope = c->qk_nope_dim, .rope = c->qk_rope_dim,
-        .v = c->v_head_dim, .kv_lora = c->kv_lora_rank, .scale = en->softmax_scale,
-        .out = en->attn,
+        .q = en->q, .T = T, .pos0 = pos0, .kv_b = &L->kv_b, .H = H, .nope = c->qk_nope_dim,
+        .rope = c->qk_rope_dim, .v = c->v_head_dim, .kv_lora = c->kv_lora_rank,
+        .scale = en->softmax_scale, .out = en->attn,
     };
+    set_cache(&a, &en->kv, l);
     if (!seqs) {
         o->mla_attention(en->be, &a);
     } else {
         a.T = 1;
         for (int t = 0; t < T; t++) {
             const kv_cache *kv = &seqs[t]->kv;
-            o->gather_rows(en->be, en->kv_rows, &en->row_index[t], 1, row,
-                           kv_cache_row(kv, l, en->pos[t]));
+            if (bf16)
+                o->store_bf16(en->be, kv_cache_row(kv, l, en->pos[t]),
+                              en->kv_rows + (size_t)t * (size_t)row, (size_t)row);
+            else
+                o->gather_rows(en->be, en->kv_rows, &en->row_index[t], 1, row,
+                               kv_cache_row(kv, l, en->pos[t]));
             a.q = en->q + (size_t)t * (size_t)(H * qk);
             a.pos0 = en->pos[t];
-            a.kv_cache = kv_cache_row(kv, l, 0);
+            set_cache(&a, kv, l);
             a.out = en->attn + (size_t)t * (size_t)(H * c->v_head_dim);
             o->mla_attention(en->be, &a);
         }
@@ -709,7 +728,7 @@ int engine_drop_guesses(engine *en, int n, errbuf *e)
 int engine_seq_create(const engine *en, engine_seq *s, errbuf *e)
 {
     memset(s, 0, sizeof *s);
-    if (kv_cache_create(&s->kv, en->be, en->kv.n_layers, en->kv.max_ctx, en->kv.row, e))
+    if (kv_cache_create(&s->kv, en->be, en->kv.n_layers, en->kv.max_ctx, en->kv.row, en->kv.type, e))
         return -1;
     s->cached_ids = malloc((size_t)en->kv.max_ctx * sizeof *s->cached_ids);
     if (!s->cached_ids) {

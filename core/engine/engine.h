@@ -100,8 +100,8 @@ typedef struct engine {
     int *hint_list;                 /* [n_experts] */
     int n_hint, hint_layer;
     float *xp;                      /* [max_chunk][hidden] the lookahead's normed state */
-    /* [max_chunk][kv row] a step of several sequences' new cache rows, before
-     * each goes to its own cache */
+    /* [max_chunk][kv row] a step's new cache rows in float32, before each goes
+     * to its own sequence's cache or is rounded into a bf16 one */
     float *kv_rows;
     int *row_index;                 /* [max_chunk] 0, 1, 2, ...: one row's gather */
     struct engine_seq **step_seqs;  /* [max_chunk] the sequence of each row of such a step */
@@ -124,9 +124,10 @@ typedef struct engine_seq {
     int *cached_ids;
 } engine_seq;
 
-/* max_ctx: positions the KV cache holds; max_chunk: tokens per prefill step. */
+/* max_ctx: positions the KV cache holds; max_chunk: tokens per prefill step;
+ * kv: the type of the cache's values. */
 int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
-                  int max_ctx, int max_chunk, errbuf *e);
+                  int max_ctx, int max_chunk, kv_type kv, errbuf *e);
 void engine_destroy(engine *en);
 /* Forgets the cache (a new conversation). */
 void engine_reset(engine *en);

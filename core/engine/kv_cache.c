@@ -3,24 +3,56 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int row, errbuf *e)
+#include "core/model/dtype.h"
+
+int kv_type_parse(const char *s, kv_type *out, errbuf *e)
+{
+    if (!strcasecmp(s, "f32") || !strcasecmp(s, "fp32") || !strcasecmp(s, "float32")) {
+        *out = KV_F32;
+        return 0;
+    }
+    if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16")) {
+        *out = KV_BF16;
+        return 0;
+    }
+    return err_set(e, "--cache-type: '%s' is not a cache type (f32 or bf16)", s);
+}
+
+const char *kv_type_name(kv_type t)
+{
+    return t == KV_BF16 ? "bf16" : "f32";
+}
+
+int kv_type_bytes(kv_type t)
+{
+    return t == KV_BF16 ? 2 : 4;
+}
+
+int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int row, kv_type type,
+                    errbuf *e)
 {
     memset(kv, 0, sizeof *kv);
     kv->be = be;
     kv->max_ctx = max_ctx;
     kv->row = row;
+    kv->type = type;
+    if (type == KV_BF16 && row % 2)
+        return err_set(e, "a bf16 KV cache needs an even number of values a position "
+                       "(kv_lora_rank + qk_rope_head_dim = %d); use --cache-type f32", row);
     kv->layer = calloc((size_t)n_layers, sizeof *kv->layer);
     if (!kv->layer)
         return err_set(e, "out of memory for the KV cache");
     kv->n_layers = n_layers;
     for (int l = 0; l < n_layers; l++) {
-        kv->layer[l] = be->ops->alloc(be, (size_t)max_ctx * (size_t)row);
+        kv->layer[l] = be->ops->alloc(be, (size_t)max_ctx * (size_t)kv_cache_row_floats(kv));
         if (!kv->layer[l]) {
-            double gb = (double)n_layers * (double)max_ctx * (double)row * 4 / 1e9;
+            double gb = (double)n_layers * (double)max_ctx * (double)row * kv_type_bytes(type) / 1e9;
             kv_cache_destroy(kv);
-            return err_set(e, "cannot allocate the KV cache: %d layers x %d positions x %d floats "
-                           "= %.2f GB (lower -c)", n_layers, max_ctx, row, gb);
+            return err_set(e, "cannot allocate the KV cache: %d layers x %d positions x %d %s "
+                           "values = %.2f GB (lower -c)", n_layers, max_ctx, row,
+                           kv_type_name(type), gb);
         }
     }
     return 0;
@@ -36,16 +68,33 @@ void kv_cache_destroy(kv_cache *kv)
     memset(kv, 0, sizeof *kv);
 }
 
-float *kv_cache_row(const kv_cache *kv, int layer, int pos)
+int kv_cache_row_floats(const kv_cache *kv)
 {
-    return kv->layer[layer] + (size_t)pos * (size_t)kv->row;
+    return kv->type == KV_BF16 ? kv->row / 2 : kv->row;
+}
+
+void *kv_cache_row(const kv_cache *kv, int layer, int pos)
+{
+    return (float *)kv->layer[layer] + (size_t)pos * (size_t)kv_cache_row_floats(kv);
 }
 
 void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float *host)
 {
-    if (to > from)
-        kv->be->ops->to_host(kv->be, host, kv_cache_row(kv, layer, from),
-                             (size_t)(to - from) * (size_t)kv->row);
+    if (to <= from)
+        return;
+    size_t n = (size_t)(to - from) * (size_t)kv->row;
+    if (kv->type == KV_F32) {
+        kv->be->ops->to_host(kv->be, host, kv_cache_row(kv, layer, from), n);
+        return;
+    }
+    /* the bf16 values into the buffer's first half, then widened in place from
+     * the last: value i's float overwrites only values already widened */
+    kv->be->ops->to_host(kv->be, host, kv_cache_row(kv, layer, from), n / 2);
+    for (size_t i = n; i-- > 0;) {
+        uint16_t h;
+        memcpy(&h, (const char *)host + 2 * i, sizeof h);   /* (a char read aliases the floats) */
+        host[i] = bf16_to_f32(h);
+    }
 }
 
 void kv_cache_save(const kv_cache *kv, int from, int to, float *host)
@@ -54,11 +103,28 @@ void kv_cache_save(const kv_cache *kv, int from, int to, float *host)
         kv_cache_save_layer(kv, l, from, to, host + (size_t)l * (size_t)(to - from) * (size_t)kv->row);
 }
 
+/* values narrowed to bf16 per copy to the backend */
+#define KV_NARROW_CHUNK 4096
+
 void kv_cache_load_layer(kv_cache *kv, int layer, int from, int to, const float *host)
 {
-    if (to > from)
-        kv->be->ops->from_host(kv->be, kv_cache_row(kv, layer, from), host,
-                               (size_t)(to - from) * (size_t)kv->row);
+    if (to <= from)
+        return;
+    size_t n = (size_t)(to - from) * (size_t)kv->row;
+    if (kv->type == KV_F32) {
+        kv->be->ops->from_host(kv->be, kv_cache_row(kv, layer, from), host, n);
+        return;
+    }
+    /* exact for rows saved from a bf16 cache (the only ones a prompt's
+     * identity lets in) */
+    uint16_t buf[KV_NARROW_CHUNK];
+    float *dst = kv_cache_row(kv, layer, from);
+    for (size_t i = 0; i < n; i += KV_NARROW_CHUNK) {
+        size_t m = n - i < KV_NARROW_CHUNK ? n - i : KV_NARROW_CHUNK;   /* even: rows are */
+        for (size_t j = 0; j < m; j++)
+            buf[j] = f32_to_bf16(host[i + j]);
+        kv->be->ops->from_host(kv->be, dst + i / 2, (const float *)buf, m / 2);
+    }
 }
 
 void kv_cache_load(kv_cache *kv, int from, int to, const kv_span *s)

@@ -1,25 +1,49 @@
 /* kv_cache: the MLA latent cache, one row per position and layer.
  *
  * A row is the rms-normed latent (kv_lora_rank values) followed by the rotated
- * shared rope key (qk_rope_head_dim values): 576 floats per token per layer for
- * Kimi K2, against 64 * (192 + 128) for an uncompressed cache. */
+ * shared rope key (qk_rope_head_dim values): 576 values per token per layer for
+ * Kimi K2, against 64 * (192 + 128) for an uncompressed cache.
+ *
+ * The values are float32 (the default: the model's exact math), or, with
+ * `--cache-type bf16`, rounded to bfloat16 when written (half the memory and
+ * half the bytes attention reads, as the reference implementation keeps its
+ * cache in its default dtype). Rows handed to and from the host are float32
+ * either way: widening bf16 is exact, and so is narrowing values that came
+ * from a bf16 cache, so saved prompts keep every bit. */
 #ifndef MOETIER_KV_CACHE_H
 #define MOETIER_KV_CACHE_H
 
+#include <stdint.h>
+
 #include "backend.h"
 #include "core/base/errbuf.h"
+
+typedef enum kv_type { KV_F32, KV_BF16 } kv_type;
+
+/* "f32" / "bf16" (also "fp32", "float32", "bfloat16") -> 0; else -1 with a message */
+int kv_type_parse(const char *s, kv_type *out, errbuf *e);
+const char *kv_type_name(kv_type t);
+/* bytes a value takes */
+int kv_type_bytes(kv_type t);
 
 typedef struct kv_cache {
     backend *be;
     int n_layers;
     int max_ctx;
-    int row;                /* floats per position */
-    float **layer;          /* [n_layers] -> [max_ctx][row] */
+    int row;                /* values per position */
+    kv_type type;
+    void **layer;           /* [n_layers] -> [max_ctx][row] of float or bf16 */
 } kv_cache;
 
-int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int row, errbuf *e);
+int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int row, kv_type type,
+                    errbuf *e);
 void kv_cache_destroy(kv_cache *kv);
-float *kv_cache_row(const kv_cache *kv, int layer, int pos);
+/* layer's row for position pos (float * or uint16_t *, as the type says) */
+void *kv_cache_row(const kv_cache *kv, int layer, int pos);
+/* floats one row takes in backend memory (half the values for bf16, whose
+ * rows are an even count: kv_cache_create refuses others), for copies that
+ * move rows as they are */
+int kv_cache_row_floats(const kv_cache *kv);
 /* Host rows of positions [first, end): layer l's row for position p at
  * rows + (l * stride + p - first) * row (stride >= end - first). */
 typedef struct kv_span {

@@ -57,6 +57,14 @@ float bf16_to_f32(uint16_t h)
     return bits_to_f32((uint32_t)h << 16);
 }
 
+void bf16_widen(const uint16_t *src, size_t n, float *dst)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, sizeof u);
+    }
+}
+
 uint16_t f32_to_bf16(float f)
 {
     uint32_t u = f32_to_bits(f);

@@ -6,6 +6,7 @@
 #ifndef MOETIER_DTYPE_H
 #define MOETIER_DTYPE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum dtype {
@@ -23,6 +24,8 @@ const char *dtype_name(dtype t);
 int dtype_bits(dtype t);
 
 float bf16_to_f32(uint16_t h);
+/* dst[i] = bf16_to_f32(src[i]), a loop the compiler vectorizes */
+void bf16_widen(const uint16_t *src, size_t n, float *dst);
 uint16_t f32_to_bf16(float f);          /* round to nearest even; NaN stays NaN */
 float f16_to_f32(uint16_t h);
 float e4m3_to_f32(uint8_t q);           /* OCP E4M3 "fn": bias 7, no inf, 0x7F/0xFF NaN */

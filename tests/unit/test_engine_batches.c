@@ -107,7 +107,7 @@ static float *run(const char *dir, int batches, int held, size_t *n, int *moe_la
         m.be.ops = &wrapped;
         /* the engine sized its buffers for the plain table: again for this one */
         engine_destroy(&m.en);
-        cr_assert_eq(engine_create(&m.en, &m.mw, &m.be, &m.src, f.ctx, f.chunk, &e), 0, "%s",
+        cr_assert_eq(engine_create(&m.en, &m.mw, &m.be, &m.src, f.ctx, f.chunk, KV_F32, &e), 0, "%s",
                      e.msg);
         m.en.lookahead = 1;
         if (held)

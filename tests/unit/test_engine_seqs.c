@@ -38,9 +38,12 @@ static int step_id(int s, int k, int V)
     return (k * 53 + s * 17 + 2) % V;
 }
 
+/* the cache type of the models the test opens (each test runs in its own process) */
+static kv_type cache_type = KV_F32;
+
 static void open_model(cli_model *m, const char *dir, int chunk)
 {
-    model_flags f = {.dir = dir, .ctx = CTX, .chunk = chunk, .quiet = 1};
+    model_flags f = {.dir = dir, .ctx = CTX, .chunk = chunk, .quiet = 1, .cache_type = cache_type};
     errbuf e;
     cr_assert_eq(cli_model_open(m, &f, &e), 0, "%s", e.msg);
 }
@@ -198,6 +201,13 @@ Test(engine_seqs, a_step_larger_than_the_row_kernels_take_goes_in_parts, .timeou
 }
 Test(engine_seqs, stepped_together_each_as_alone_fp8, .timeout = 120) { bitwise_as_alone("fp8"); }
 Test(engine_seqs, stepped_together_each_as_alone_bf16, .timeout = 120) { bitwise_as_alone("bf16"); }
+
+/* each sequence's new rows rounded into its own bf16 cache */
+Test(engine_seqs, stepped_together_each_as_alone_bf16_cache, .timeout = 120)
+{
+    cache_type = KV_BF16;
+    bitwise_as_alone("int4");
+}
 
 Test(engine_seqs, stepped_together_on_the_gpu_as_alone_gpu, .timeout = 300)
 {
@@ -503,6 +513,13 @@ static void copied_prefix_as_computed(void)
 
 Test(engine_seqs, a_prefix_copied_from_another_sequence_computes_as_its_own, .timeout = 120)
 {
+    copied_prefix_as_computed();
+}
+
+/* a bf16 cache's rows copied as they are */
+Test(engine_seqs, a_prefix_copied_from_another_sequence_computes_as_its_own_bf16_cache, .timeout = 120)
+{
+    cache_type = KV_BF16;
     copied_prefix_as_computed();
 }
 

@@ -227,8 +227,20 @@ Test(linear_ref, bf16)
 typedef struct mla_case {
     test_weight kvb;
     float *cache, *q, *o1, *o2;
+    uint16_t *cache16;      /* the cache rounded to bf16, when a reads it */
     mla_args a;
 } mla_case;
+
+/* m's attention reads its cache rounded to bf16 (--cache-type bf16) */
+static void mla_case_bf16(mla_case *m)
+{
+    size_t n = (size_t)(m->a.pos0 + m->a.T) * (size_t)(m->a.kv_lora + m->a.rope);
+    m->cache16 = malloc(n * sizeof *m->cache16);
+    for (size_t i = 0; i < n; i++)
+        m->cache16[i] = f32_to_bf16(m->cache[i]);
+    m->a.kv_cache = NULL;
+    m->a.kv_bf16 = m->cache16;
+}
 
 static void mla_case_make(mla_case *m, const int *dims, int T)
 {
@@ -243,6 +255,7 @@ static void mla_case_make(mla_case *m, const int *dims, int T)
         m->q[i] = frand();
     m->o1 = malloc((size_t)T * H * v * sizeof(float));
     m->o2 = malloc((size_t)T * H * v * sizeof(float));
+    m->cache16 = NULL;
     m->a = (mla_args){.q = m->q, .T = T, .pos0 = pos0, .kv_cache = m->cache, .kv_b = &m->kvb.w,
                       .H = H, .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f,
                       .out = m->o1};
@@ -250,6 +263,7 @@ static void mla_case_make(mla_case *m, const int *dims, int T)
 
 static void mla_case_free(mla_case *m)
 {
+    free(m->cache16);
     free(m->o1);
     free(m->o2);
     free(m->q);
@@ -257,25 +271,30 @@ static void mla_case_free(mla_case *m)
     free_weight(&m->kvb);
 }
 
-/* Both MLA forms over the same random cache must agree. */
+/* Both MLA forms over the same random cache (float32, and rounded to bf16)
+ * must agree. */
 Test(mla_ref, naive_equals_absorbed)
 {
     const int cases[][6] = {
         /* H, nope, rope, v, kv_lora, pos0 */
         {4, 32, 16, 32, 64, 0}, {2, 16, 8, 24, 40, 7}, {3, 8, 4, 8, 12, 30}, {1, 5, 2, 3, 9, 1},
     };
-    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+    for (size_t k = 0; k < 2 * sizeof cases / sizeof *cases; k++)
         for (int T = 1; T <= 4; T++) {
+            size_t ci = k / 2;
+            int bf16 = (int)(k % 2);
             mla_case m;
             mla_case_make(&m, cases[ci], T);
+            if (bf16)
+                mla_case_bf16(&m);
             float *s1 = malloc(mla_ref_naive_scratch(&m.a) * sizeof(float));
             mla_ref_naive(&m.a, s1);
             m.a.out = m.o2;
             float *s2 = malloc(mla_ref_absorbed_scratch(&m.a) * sizeof(float));
             mla_ref_absorbed(&m.a, s2);
             for (int i = 0; i < T * m.a.H * m.a.v; i++)
-                cr_assert_float_eq(m.o1[i], m.o2[i], 1e-4, "case %zu T %d: out[%d] %g vs %g", ci, T,
-                                   i, m.o1[i], m.o2[i]);
+                cr_assert_float_eq(m.o1[i], m.o2[i], 1e-4, "case %zu T %d bf16 %d: out[%d] %g vs %g",
+                                   ci, T, bf16, i, m.o1[i], m.o2[i]);
             free(s1);
             free(s2);
             mla_case_free(&m);
@@ -426,19 +445,21 @@ Test(mla_cpu, absorbed_form_in_blocks_of_tokens_matches_reference, .timeout = 12
  * the cache held but for its last tokens give a token the same attention (and
  * so does a whole prompt in batch-invariant mode). Calls of 4 and of 20
  * queries, whose positions cross the latents' block of 2,048 and the lanes
- * product's panels. */
+ * product's panels; over a float32 cache and a bf16 one. */
 Test(mla_cpu, absorbed_query_has_the_same_bits_alone)
 {
     const int dims[][6] = {{4, 32, 16, 32, 64, 9}, {16, 16, 8, 16, 32, 40}, {16, 16, 8, 16, 32, 2040}};
     const int counts[] = {4, 20};
     for (size_t d = 0; d < sizeof dims / sizeof *dims; d++)
         for (int path = 0; path < KPATH_COUNT; path++)
-            for (int c = 0; c < 2; c++) {
+            for (int c = 0; c < 4; c++) {
                 if (!kernel_path_supported((kernel_path)path))
                     continue;
-                int T = counts[c];
+                int T = counts[c % 2];
                 mla_case m;
                 mla_case_make(&m, dims[d], T);
+                if (c >= 2)
+                    mla_case_bf16(&m);
                 float *s = malloc(mla_cpu_scratch(&m.a, 1, 1) * sizeof(float));
                 cr_assert_not_null(s);
                 mla_cpu((kernel_path)path, NULL, &m.a, 1, s);
@@ -477,7 +498,7 @@ Test(mla_cpu, form_by_multiply_adds)
 }
 
 /* The threaded SIMD MLA (both forms, every path, 1 and 3 threads) against the
- * reference forms on random caches; the expanded form's queries in one block,
+ * reference forms on random caches, float32 and bf16; the expanded form's queries in one block,
  * and in two (a block of 64 and the rest), its positions in one block of 256
  * and in several (after 230 cached positions, 70 queries straddle the second
  * block's start: the first 26 see none of it); the absorbed form's positions
@@ -495,12 +516,15 @@ Test(mla_cpu, matches_reference_on_every_path)
     for (int path = 0; path < KPATH_COUNT; path++) {
         if (!kernel_path_supported((kernel_path)path))
             continue;
-        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+        for (size_t k = 0; k < 2 * sizeof cases / sizeof *cases; k++)
             for (size_t ti = 0; ti < sizeof tokens / sizeof *tokens; ti++)
                 for (int absorbed = 0; absorbed < 2; absorbed++) {
-                    int T = tokens[ti];
+                    size_t ci = k / 2;
+                    int T = tokens[ti], bf16 = (int)(k % 2);
                     mla_case m;
                     mla_case_make(&m, cases[ci], T);
+                    if (bf16)
+                        mla_case_bf16(&m);
                     float *s1 = malloc(mla_ref_naive_scratch(&m.a) * sizeof(float));
                     mla_ref_naive(&m.a, s1);
                     m.a.out = m.o2;
@@ -508,9 +532,9 @@ Test(mla_cpu, matches_reference_on_every_path)
                     float *s2 = malloc(mla_cpu_scratch(&m.a, absorbed, 3) * sizeof(float));
                     mla_cpu((kernel_path)path, pool, &m.a, absorbed, s2);
                     for (int i = 0; i < T * m.a.H * m.a.v; i++)
-                        cr_assert_float_eq(m.o1[i], m.o2[i], 1e-4, "%s case %zu T %d absorbed %d: "
-                                           "out[%d] %g vs %g", kernel_path_name(path), ci, T,
-                                           absorbed, i, m.o1[i], m.o2[i]);
+                        cr_assert_float_eq(m.o1[i], m.o2[i], 1e-4, "%s case %zu T %d absorbed %d "
+                                           "bf16 %d: out[%d] %g vs %g", kernel_path_name(path), ci,
+                                           T, absorbed, bf16, i, m.o1[i], m.o2[i]);
                     free(s1);
                     free(s2);
                     mla_case_free(&m);

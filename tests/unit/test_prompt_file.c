@@ -25,16 +25,22 @@ typedef struct fixture {
     prompt_identity id;
 } fixture;
 
-static void open_fixture(fixture *f, const char *backend_name)
+static void open_typed_fixture(fixture *f, const char *backend_name, kv_type type)
 {
     f->dir = test_make_tmpdir("prompt_file");
     test_synth_tiny(f->dir, "int4");
-    model_flags mf = {.dir = f->dir, .ctx = 256, .chunk = 8, .quiet = 1, .backend = backend_name};
+    model_flags mf = {.dir = f->dir, .ctx = 256, .chunk = 8, .quiet = 1, .backend = backend_name,
+                      .cache_type = type};
     errbuf e;
     cr_assert_eq(cli_model_open(&f->m, &mf, &e), 0, "%s", e.msg);
     f->V = f->m.mw.cfg.vocab_size;
     f->id = (prompt_identity){.model = 0x1234, .compute = "test kernels"};
     snprintf(f->path, sizeof f->path, "%s/prompt.bin", f->dir);
+}
+
+static void open_fixture(fixture *f, const char *backend_name)
+{
+    open_typed_fixture(f, backend_name, KV_F32);
 }
 
 static void close_fixture(fixture *f)
@@ -73,10 +79,10 @@ static int restore_from(fixture *f, const int *ids, int n, float *logits)
     return k;
 }
 
-static void restored_prompt(const char *backend_name)
+static void restored_prompt(const char *backend_name, kv_type type)
 {
     fixture f;
-    open_fixture(&f, backend_name);
+    open_typed_fixture(&f, backend_name, type);
     engine *en = &f.m.en;
     int V = f.V, *ids = some_ids(70, 1, V);
     float *after_p = vec(V), *after_pq = vec(V), *after_decode = vec(V), *got = vec(V);
@@ -134,14 +140,20 @@ static void restored_prompt(const char *backend_name)
 
 Test(prompt_file, a_restored_prompt_computes_as_if_run_again, .timeout = 120)
 {
-    restored_prompt(NULL);
+    restored_prompt(NULL, KV_F32);
+}
+
+/* A bf16 cache's rows go to the file widened and come back with the same bits. */
+Test(prompt_file, a_restored_prompt_computes_as_if_run_again_bf16_cache, .timeout = 120)
+{
+    restored_prompt(NULL, KV_BF16);
 }
 
 /* The rows come back into the GPU's memory, written from it. */
 Test(prompt_file, a_restored_prompt_computes_as_if_run_again_gpu, .timeout = 300)
 {
     test_require_gpu();
-    restored_prompt("cuda");
+    restored_prompt("cuda", KV_F32);
 }
 
 /* A file saved without logits (a prompt stopped part way) gives back at most

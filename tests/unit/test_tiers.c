@@ -212,6 +212,43 @@ static void check_invariance(const char *model, const char *tag)
     free(tmp);
 }
 
+/* A bf16 KV cache keeps the invariance: a DRAM tier of top_k slots (most
+ * reads from NVMe) with the lookahead, and 3 threads, give the checkpoint
+ * run's bits. */
+Test(tiers, invariance_bf16_cache, .timeout = 120)
+{
+    char *model = test_testdata_model_or_skip("int4"), *tmp = test_make_tmpdir("bf16_cache");
+    char store_dir[4096];
+    snprintf(store_dir, sizeof store_dir, "%s/store", tmp);
+    convert_store(model, store_dir, 0, 0);
+    errbuf e;
+    model_weights mw;
+    cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
+    store_layout L;
+    cr_assert_eq(store_layout_for_model(&mw, &L, &e), 0, "%s", e.msg);
+    double slots_gb = (double)L.slot_bytes / 1e9 * mw.cfg.n_experts_per_tok * 1.0000001;
+    model_weights_close(&mw);
+    size_t n = (size_t)(T_PROMPT + T_STEPS) * (size_t)vocab_of(model);
+    float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got), *f32 = calloc(n, sizeof *f32);
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1};
+    cr_assert_eq(run_logits_flags(&f, f32, &e), 0, "%s", e.msg);
+    f.cache_type = KV_BF16;
+    cr_assert_eq(run_logits_flags(&f, ref, &e), 0, "%s", e.msg);
+    cr_expect(memcmp(ref, f32, n * sizeof *ref), "the bf16 cache gave the f32 logits");
+    f.tiers = (tier_flags){.store_dir = store_dir, .dram_gb = slots_gb, .dram_gb_set = 1,
+                           .lookahead = 2, .lookahead_set = 1};
+    f.threads = 3;
+    cr_assert_eq(run_logits_flags(&f, got, &e), 0, "%s", e.msg);
+    cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "bf16 cache: logits from a DRAM tier of "
+              "top_k slots differ from the checkpoint's");
+    free(ref);
+    free(got);
+    free(f32);
+    test_remove_tree(tmp);
+    free(tmp);
+    free(model);
+}
+
 static void testdata_invariance(const char *variant)
 {
     char *model = test_testdata_model_or_skip(variant), rel[64];
