@@ -77,7 +77,7 @@ fi
 if want bitwise; then
     # conversations stepped together, guessed tokens, restored caches: each
     # row with the bits of its token decoded alone
-    step test-bitwise-gpu 300 "$tests" --filter '@(engine_seqs|draft|prompt_cache|prompt_file)/*_gpu' \
+    step test-bitwise-gpu 300 "$tests" --filter '@(engine_seqs|draft|prompt_cache|prompt_file|cache_type)/*_gpu' \
         --verbose -j"$jobs"
 fi
 if want bench; then

@@ -77,7 +77,8 @@ struct resident_entry {
 };
 
 enum scratch_id {
-    SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_MLA_PART, SCR_LISTS, SCR_COUNT
+    SCR_INDEX, SCR_WEIGHTS, SCR_GATE, SCR_UP, SCR_QA, SCR_OL, SCR_MLA_PART, SCR_LISTS, SCR_KV_WIDE,
+    SCR_COUNT
 };
 
 /* host memory registered with the device (gpu_backend_register_host) */
@@ -1054,6 +1055,7 @@ static void g_mla(backend *b, const mla_args *m)
     a.v = m->v;
     a.kv_lora = m->kv_lora;
     a.kv_cache = m->kv_cache;
+    a.kv_bf16 = m->kv_bf16;
     a.scale = m->scale;
     a.out = m->out;
     a.qa = a.ol = a.part = NULL;
@@ -1067,8 +1069,10 @@ static void g_mla(backend *b, const mla_args *m)
         x.T = expanded;
         size_t kvx = gpu_mla_expanded_block(&x) * (size_t)x.H * (size_t)(x.nope + x.v);
         size_t state = (size_t)x.T * (size_t)x.H * (size_t)(2 + x.v);
+        size_t wide = x.kv_bf16 ? gpu_mla_expanded_block(&x) * (size_t)(x.kv_lora + x.rope) : 0;
         gpu_mla_expanded(&x, (float *)scratch(st, SCR_QA, kvx * sizeof(float)),
-                         (float *)scratch(st, SCR_OL, state * sizeof(float)), 0);
+                         (float *)scratch(st, SCR_OL, state * sizeof(float)),
+                         wide ? (float *)scratch(st, SCR_KV_WIDE, wide * sizeof(float)) : NULL, 0);
     }
     if (m->T == expanded)
         return;
@@ -1202,6 +1206,12 @@ static void g_from_host(backend *b, float *buf, const float *host, size_t n)
     GPU_CHECK(cudaMemcpy(buf, host, n * sizeof(float), cudaMemcpyHostToDevice));
 }
 
+static void g_store_bf16(backend *b, float *dst, const float *src, size_t n)
+{
+    (void)b;
+    gpu_store_bf16((uint16_t *)(void *)dst, src, n, 0);
+}
+
 /* the cache, the copy stream, the events and the registered host memory */
 static void free_copy_state(gpu_state *st)
 {
@@ -1294,7 +1304,7 @@ static const backend_ops gpu_ops_table = {
     g_alloc, g_release, g_embed, g_rmsnorm, g_linear, g_rope, g_ffn, g_ffn_batch, g_mla, g_route,
     g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
     1,  /* plans_batches */
-    g_add_rmsnorm,
+    g_store_bf16, g_add_rmsnorm,
 };
 
 /* The resident pool, for the model's weights that stay on the GPU: one

@@ -566,7 +566,7 @@ static double time_prefill_form(const gpu_mla_args *one, int expanded, float *kv
 {
     GPU_CHECK(cudaEventRecord(a, 0));
     if (expanded)
-        gpu_mla_expanded(one, kvx, state, 0);
+        gpu_mla_expanded(one, kvx, state, NULL, 0);
     else
         gpu_mla(one, 0);
     return seconds_since(a, b);

@@ -141,7 +141,7 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
             for (int e = tid; e < ns * KEY_COLS; e += ATT) {
                 int r = e / KEY_COLS, c = e % KEY_COLS;
                 if (c < w)
-                    skey[r * (KEY_COLS + 1) + c] = a.kv_cache[(size_t)(s0 + r) * row + (size_t)(c0 + c)];
+                    skey[r * (KEY_COLS + 1) + c] = kv_at(a, (size_t)(s0 + r) * row + (size_t)(c0 + c));
             }
             __syncthreads();
             if (s < end)
@@ -195,7 +195,7 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
                 for (int g = 0; g < HG; g++)
                     o[g] = 0.0f;
                 for (int k = 0; k < ns; k++) {
-                    float kv = a.kv_cache[(size_t)(s0 + k) * row + (size_t)c];
+                    float kv = kv_at(a, (size_t)(s0 + k) * row + (size_t)c);
 #pragma unroll
                     for (int g = 0; g < HG; g++)
                         o[g] = fmaf(sp[g * ATT + k], kv, o[g]);
@@ -364,7 +364,7 @@ __global__ void k_mla_expanded(gpu_mla_args a, const float *kvx, int b0, int b1,
             float k = 0.0f;
             if (p < ns)
                 k = d < nope ? kvx[(size_t)(s0 + p - b0) * hkv + (size_t)h * kvw + (size_t)d]
-                             : a.kv_cache[(size_t)(s0 + p) * row + (size_t)(C + d - nope)];
+                             : kv_at(a, (size_t)(s0 + p) * row + (size_t)(C + d - nope));
             sk[p * qs + d] = k;
         }
         for (int i = tid; i < EXP_POS * V; i += EXP_THREADS) {
@@ -466,7 +466,33 @@ size_t gpu_mla_expanded_block(const gpu_mla_args *a)
     return (n + EXP_POS - 1) / EXP_POS * EXP_POS;
 }
 
-void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStream_t s)
+__global__ void k_bf16_widen(const uint16_t *src, size_t n, float *dst)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        dst[i] = __uint_as_float((uint32_t)src[i] << 16);
+}
+
+__global__ void k_bf16_store(uint16_t *dst, const float *src, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n)
+        return;
+    uint32_t u = __float_as_uint(src[i]);
+    /* NaN stays a (quiet) NaN; the rest rounds to nearest, ties to even */
+    dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u)
+                                             : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void gpu_store_bf16(uint16_t *dst, const float *src, size_t n, cudaStream_t s)
+{
+    if (!n)
+        return;
+    GPU_LAUNCH(k_bf16_store, (unsigned)((n + 255) / 256), 256, 0, s)(dst, src, n);
+    GPU_LAUNCHED("bf16 store");
+}
+
+void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, float *wide, cudaStream_t s)
 {
     int S = a->pos0 + a->T, block = (int)gpu_mla_expanded_block(a), kvw = a->nope + a->v;
     dim3 grid((unsigned)a->H, (unsigned)((a->T + EXP_TOKENS - 1) / EXP_TOKENS));
@@ -476,7 +502,18 @@ void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStrea
         x.w = a->kv_b;
         x.nrows = a->H * kvw;
         x.groups = 1;
-        x.x = a->kv_cache + (size_t)b0 * (size_t)(a->kv_lora + a->rope);
+        size_t row = (size_t)(a->kv_lora + a->rope);
+        if (a->kv_bf16) {
+            /* the block's rows widened for the product (its keys' rope part
+             * the kernel reads from the cache as it is) */
+            size_t n = (size_t)(b1 - b0) * row;
+            GPU_LAUNCH(k_bf16_widen, (unsigned)((n + 255) / 256), 256, 0, s)(
+                a->kv_bf16 + (size_t)b0 * row, n, wide);
+            GPU_LAUNCHED("bf16 widen");
+            x.x = wide;
+        } else {
+            x.x = a->kv_cache + (size_t)b0 * row;
+        }
         x.xs = (size_t)(a->kv_lora + a->rope);
         x.y = kvx;
         x.ys = (size_t)a->H * (size_t)kvw;

@@ -60,11 +60,17 @@ struct gpu_mla_args {
     const float *q;
     int T, pos0, H, nope, rope, v, kv_lora;
     const float *kv_cache;
+    const uint16_t *kv_bf16;    /* the cache as bf16 instead (kv_cache NULL) */
     float scale;
     float *out;
     float *qa, *ol;
     float *part;
 };
+/* value i of a's cache, as float32 */
+__device__ __forceinline__ float kv_at(const gpu_mla_args &a, size_t i)
+{
+    return a.kv_bf16 ? __uint_as_float((uint32_t)a.kv_bf16[i] << 16) : a.kv_cache[i];
+}
 void gpu_mla(const gpu_mla_args *a, cudaStream_t s);
 /* Floats of `part` that splitting the positions takes, when that is worth it
  * on a device of `sms` multiprocessors (the tokens' head groups leave most of
@@ -79,7 +85,11 @@ size_t gpu_mla_split_floats(const gpu_mla_args *a, int sms);
  * gpu_mla_expanded_fits: the head shapes its kernel takes. */
 int gpu_mla_expanded_fits(const gpu_mla_args *a);
 size_t gpu_mla_expanded_block(const gpu_mla_args *a);
-void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, cudaStream_t s);
+/* wide: with a bf16 cache, gpu_mla_expanded_block(a) x (kv_lora + rope) floats
+ * where each block's rows are widened for the expansion's product (else NULL) */
+void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, float *wide, cudaStream_t s);
+/* dst[i] = src[i] rounded to bf16 (nearest even; NaN stays NaN) */
+void gpu_store_bf16(uint16_t *dst, const float *src, size_t n, cudaStream_t s);
 
 
 /* max (or sum) of each of v[0..N) over the block, every thread gets them; red:

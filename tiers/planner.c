@@ -247,7 +247,8 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
-uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes)
+uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes,
+                                   int kv_value_bytes)
 {
     uint64_t C = (uint64_t)chunk, h = (uint64_t)c->hidden_size, H = (uint64_t)c->n_heads;
     uint64_t qk = (uint64_t)(c->qk_nope_dim + c->qk_rope_dim);
@@ -271,19 +272,23 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
     floats += 2 * C * inter * 5 / 4;
     floats += (C * H * kv_lora + min_positions * H * kvw) * 5 / 4;
     floats += C * H * max_u64(kv_lora, (uint64_t)c->v_head_dim + 2) * 5 / 4;
+    /* a bf16 cache's rows of an expanded block, widened */
+    if (kv_value_bytes == 2)
+        floats += (C * kv_lora / kvw + min_positions) * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) *
+                  5 / 4;
     return floats * 4 + (uint64_t)GPU_MLA_PART_BYTES * 5 / 4 + 2 * slot_bytes + GPU_MARGIN_BYTES;
 }
 
 /* planner.h; `others`: what stays on the GPU besides the activations, which
  * must fit beside them too (a smaller step before a refused plan) */
 static int default_gpu_chunk(const model_config *c, uint64_t budget, uint64_t others,
-                             uint64_t slot_bytes)
+                             uint64_t slot_bytes, int vb)
 {
-    uint64_t none = gpu_plan_activation_bytes(c, 0, slot_bytes);
+    uint64_t none = gpu_plan_activation_bytes(c, 0, slot_bytes, vb);
     int chunk = GPU_CHUNK_MAX;
     while (chunk > GPU_CHUNK_MIN &&
-           (gpu_plan_activation_bytes(c, chunk, slot_bytes) - none > budget / GPU_CHUNK_SHARE ||
-            others + gpu_plan_activation_bytes(c, chunk, slot_bytes) > budget))
+           (gpu_plan_activation_bytes(c, chunk, slot_bytes, vb) - none > budget / GPU_CHUNK_SHARE ||
+            others + gpu_plan_activation_bytes(c, chunk, slot_bytes, vb) > budget))
         chunk /= 2;
     return chunk;
 }
@@ -296,8 +301,9 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
     g->dev_free = dev_free;
     g->dev_total = dev_total;
     g->dense_bytes = p->dense_bytes;
+    int vb = f->kv_value_bytes ? f->kv_value_bytes : 4;
     g->kv_bytes = (uint64_t)c->n_layers * (uint64_t)ctx *
-                  (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
+                  (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * (uint64_t)vb;
     g->slot_bytes = slot_bytes;
     g->n_experts = p->n_experts;
     g->moe_layers = p->moe_layers;
@@ -313,9 +319,9 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
         return err_set(e, "no GPU to plan for: give --vram-gb to see a plan for a GPU of that size");
     }
     if (!chunk)
-        chunk = default_gpu_chunk(c, g->budget, g->dense_bytes + g->kv_bytes, slot_bytes);
+        chunk = default_gpu_chunk(c, g->budget, g->dense_bytes + g->kv_bytes, slot_bytes, vb);
     g->chunk = chunk = chunk < ctx ? chunk : ctx;     /* as the engine takes it */
-    g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes);
+    g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes, vb);
     uint64_t fixed = g->dense_bytes + g->kv_bytes + g->act_bytes;
     if (g->budget < fixed)
         return err_set(e, "%s %.2f GB cannot hold what stays on the GPU: dense and attention weights "

@@ -35,6 +35,7 @@ typedef struct tier_flags {
      * lives on a device */
     uint64_t kv_bytes;
     int kv_positions;
+    int kv_value_bytes;         /* bytes a KV cache value takes (--cache-type); 0: 4 */
 } tier_flags;
 
 /* MoE layers ahead whose experts are predicted and read early (--lookahead) */
@@ -79,7 +80,8 @@ typedef struct gpu_plan {
 
 /* Device memory besides the weights and the KV cache for prefill chunks of
  * `chunk` tokens: activations, the backend's scratch and a margin. */
-uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes);
+uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes,
+                                   int kv_value_bytes);
 
 /* The prefill step on the GPU when --chunk is not given: the largest power of
  * two from GPU_CHUNK_MIN to GPU_CHUNK_MAX whose activations (beyond those of

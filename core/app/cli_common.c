@@ -227,8 +227,8 @@ static const char model_flags_text[] =
     "                       of the model (attention, experts, lm_head, ...), with the\n"
     "                       GB each read; CPU backend only\n"
     "  --cache-type TYPE    the KV cache's values: f32 (default, the model's exact math)\n"
-    "                       or bf16 (half the memory and the reads at long contexts;\n"
-    "                       logits change slightly); -ctk too; CPU backend only\n";
+    "                       or bf16 (rounded when written: half the cache's memory; the\n"
+    "                       logits change slightly); -ctk too\n";
 
 void model_flags_usage_except(FILE *f, int leave_out)
 {
@@ -452,7 +452,9 @@ int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags 
     errbuf dev_err;
     if (gpu_device_memory(device, &dev_free, &dev_total, &dev_err) && !f->tiers.vram_gb_set)
         return err_set(e, "%s", dev_err.msg);
-    return gpu_plan_make(g, p, &mw->cfg, &f->tiers, cli_context_size(f, &mw->cfg), f->chunk,
+    tier_flags tf = f->tiers;
+    tf.kv_value_bytes = kv_type_bytes(f->cache_type);
+    return gpu_plan_make(g, p, &mw->cfg, &tf, cli_context_size(f, &mw->cfg), f->chunk,
                          vram_slot_bytes(mw, e), dev_free, dev_total, e);
 }
 
@@ -525,9 +527,6 @@ static int backend_choice_checked(const model_flags *f, errbuf *e)
     if (choice == BACKEND_CUDA && f->profile)
         return err_set(e, "--profile times the CPU backend's operations (the CUDA backend "
                        "queues its work and returns: profile it with nsys): run with --backend cpu");
-    if (choice == BACKEND_CUDA && f->cache_type != KV_F32)
-        return err_set(e, "--cache-type %s is for the CPU backend (the CUDA backend keeps its "
-                       "cache in f32): run with --backend cpu", kv_type_name(f->cache_type));
     return choice;
 }
 
@@ -536,9 +535,7 @@ static const char *cpu_only_flag(const model_flags *f)
 {
     if (f->batch_invariant)
         return "--batch-invariant";
-    if (f->profile)
-        return "--profile";
-    return f->cache_type != KV_F32 ? "--cache-type" : NULL;
+    return f->profile ? "--profile" : NULL;
 }
 
 void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf)

@@ -342,6 +342,7 @@ typedef struct setting {
     int threads;                /* 0: not a CPU count to report */
     double dram_gb;             /* the DRAM tier's size; < 0: no tier (experts mapped) */
     double vram_gb;             /* --vram-gb; < 0: not given (the default budget) */
+    kv_type cache;              /* --cache-type */
 } setting;
 
 /* The model's shape above the table: what the rows are of. */
@@ -349,9 +350,10 @@ static void print_header(const cli_model *m, const char *dir)
 {
     const model_config *c = &m->mw.cfg;
     printf("model %s: %d layers (%d MoE, %d routed experts each, top %d), %.2f GB of dense "
-           "weights, %.2f GB of routed experts\n\n", dir, c->n_layers, m->plan.moe_layers,
-           c->n_routed_experts, c->n_experts_per_tok, (double)m->plan.dense_bytes / 1e9,
-           (double)routed_expert_bytes(m) / 1e9);
+           "weights, %.2f GB of routed experts; %s KV cache\n\n", dir, c->n_layers,
+           m->plan.moe_layers, c->n_routed_experts, c->n_experts_per_tok,
+           (double)m->plan.dense_bytes / 1e9, (double)routed_expert_bytes(m) / 1e9,
+           kv_type_name(m->en.kv.type));
     printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits "
            "| VRAM hits | bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
@@ -375,8 +377,9 @@ static void print_json_row(const setting *s, const test_spec *t, const char *tes
         printf("\"vram_gb\": null, ");
     else
         printf("\"vram_gb\": %.6g, ", s->vram_gb);
-    printf("\"test\": \"%s\", \"depth\": %d, \"parallel\": %d, \"reps\": %d, \"tps\": %.4f, "
-           "\"tps_sd\": %.4f, \"samples\": [", test, t->depth, t->S, r->n, mean, sd);
+    printf("\"cache_type\": \"%s\", \"test\": \"%s\", \"depth\": %d, \"parallel\": %d, "
+           "\"reps\": %d, \"tps\": %.4f, \"tps_sd\": %.4f, \"samples\": [",
+           kv_type_name(s->cache), test, t->depth, t->S, r->n, mean, sd);
     for (int k = 0; k < r->n; k++)
         printf("%s%.4f", k ? ", " : "", r->tps[k]);
     printf("]");
@@ -659,6 +662,7 @@ int cmd_bench_model(int argc, char **argv)
                     .dram_gb = m.plan.use_store ? (double)m.plan.dram_slots *
                                                       (double)m.plan.slot_bytes / 1e9 : -1,
                     .vram_gb = o.n_vram ? o.vram[vi] : -1,
+                    .cache = m.en.kv.type,
                 };
                 if (run_setting(&m, &o, &ts, &s, &e))
                     rc = cli_fail(&e);

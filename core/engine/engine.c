@@ -30,8 +30,7 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     int C = en->max_chunk, h = c->hidden_size, H = c->n_heads;
     int qk = c->qk_nope_dim + c->qk_rope_dim;
     if (kv == KV_BF16 && !OPS(en)->store_bf16)
-        return err_set(e, "the %s backend keeps its KV cache in f32 only (--cache-type bf16 is "
-                       "for the cpu backend)", be->name);
+        return err_set(e, "the %s backend keeps its KV cache in f32 only (--cache-type)", be->name);
     if (kv_cache_create(&en->kv, be, c->n_layers, max_ctx, c->kv_lora_rank + c->qk_rope_dim, kv, e))
         return -1;
     en->inv_freq = malloc((size_t)c->qk_rope_dim / 2 * sizeof *en->inv_freq);

@@ -66,6 +66,7 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
         cr_expect_str_eq(str(l[k], "test"), want[k % 3]);
         cr_expect_eq(num(l[k], "parallel"), parallel[k % 3]);
         cr_expect_str_eq(str(l[k], "backend"), "cpu");
+        cr_expect_str_eq(str(l[k], "cache_type"), "f32");
         cr_expect_str_eq(str(l[k], "model"), d);
         cr_expect_eq(num(l[k], "threads"), 1);
         cr_expect_eq(num(l[k], "depth"), k < 3 ? 0 : 6);
@@ -128,11 +129,13 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     for (int k = 0; k < 40; k++)
         fprintf(f, "line %d of a text whose tokens the benchmark takes in order.\n", k);
     fclose(f);
-    /* 8 experts (0.0005 GB) and all 96 */
+    /* 8 experts (0.0005 GB) and all 96; a bf16 KV cache, which the rows name */
     cr_assert_eq(run(&out, &err, "%s bench model -m %s --json -p 0 -n 12 -r 2 --dram-gb 0.0005,1 "
-                     "-f %s", test_moetier_bin(), model, text), 0, "%s", err);
+                     "-f %s --cache-type bf16", test_moetier_bin(), model, text), 0, "%s", err);
     cJSON *l[4];
     cr_assert_eq(parse_lines(out, l, 4), 2, "%s", out);
+    for (int k = 0; k < 2; k++)
+        cr_expect_str_eq(str(l[k], "cache_type"), "bf16");
     double small = num(l[0], "dram_gb"), all = num(l[1], "dram_gb");
     cr_expect(small < all && all < 0.01, "tiers of %g and %g GB", small, all);
     double h0 = num(l[0], "dram_hit_rate"), h1 = num(l[1], "dram_hit_rate");

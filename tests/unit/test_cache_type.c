@@ -14,14 +14,18 @@
 #include "core/app/cli_common.h"
 #include "core/app/cli_prompt_file.h"
 #include "core/model/dtype.h"
+#include "core/model/synth.h"
 #include "testutil.h"
 
 #define T_IDS 24
 
+/* the backend the tests open ("cuda" in the _gpu ones; each test runs in its own process) */
+static const char *backend_name = "cpu";
+
 static void open_typed(cli_model *m, const char *dir, kv_type type, int invariant, int chunk)
 {
     model_flags f = {.dir = dir, .ctx = 64, .chunk = chunk, .quiet = 1, .cache_type = type,
-                     .batch_invariant = invariant};
+                     .batch_invariant = invariant, .backend = backend_name};
     errbuf e;
     cr_assert_eq(cli_model_open(m, &f, &e), 0, "%s", e.msg);
 }
@@ -48,7 +52,7 @@ static float *prefilled_rows(const char *dir, kv_type type)
     return rows;
 }
 
-Test(cache_type, rows_are_the_f32_rows_rounded, .timeout = 120)
+static void rows_rounded(void)
 {
     char *dir = test_testdata_model_or_skip("bf16");
     cli_model m;
@@ -81,6 +85,16 @@ Test(cache_type, rows_are_the_f32_rows_rounded, .timeout = 120)
     free(f32);
     free(bf16);
     free(dir);
+}
+
+Test(cache_type, rows_are_the_f32_rows_rounded, .timeout = 120) { rows_rounded(); }
+
+/* the GPU rounds its rows as the host does */
+Test(cache_type, rows_are_the_f32_rows_rounded_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    backend_name = "cuda";
+    rows_rounded();
 }
 
 /* the bf16 profile of the testdata README (fp32 accumulation, bf16 values) */
@@ -118,6 +132,13 @@ static void within_bf16_profile(const char *variant)
 Test(cache_type, logits_within_the_bf16_profile_bf16, .timeout = 120) { within_bf16_profile("bf16"); }
 Test(cache_type, logits_within_the_bf16_profile_fp8, .timeout = 120) { within_bf16_profile("fp8"); }
 Test(cache_type, logits_within_the_bf16_profile_int4, .timeout = 120) { within_bf16_profile("int4"); }
+
+Test(cache_type, logits_within_the_bf16_profile_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    backend_name = "cuda";
+    within_bf16_profile("fp8");
+}
 
 /* With --batch-invariant a token's logits keep their bits over a bf16 cache
  * too: a prompt in one prefill, in chunks of 5, and its last tokens as
@@ -168,7 +189,8 @@ Test(cache_type, prompts_are_kept_apart_by_cache_type, .timeout = 120)
     free(dir);
 }
 
-/* The plan counts the CPU's cache at 2 bytes a value. */
+/* The plans count the cache at 2 bytes a value: the CPU's in RAM, the GPU's in
+ * VRAM (whose prefill scratch then also holds a block's rows widened). */
 Test(cache_type, the_plan_counts_half_the_bytes)
 {
     model_config c = {.n_layers = 61, .kv_lora_rank = 512, .qk_rope_dim = 64,
@@ -181,9 +203,26 @@ Test(cache_type, the_plan_counts_half_the_bytes)
     cr_expect_eq(a.kv_bytes, 61ull * 1000 * 576 * 4);
     cr_expect_eq(b.kv_bytes, a.kv_bytes / 2);
     cr_expect_eq(b.kv_positions, 1000);
+    tier_plan p = {.dense_bytes = 1000000000, .n_experts = 100};
+    tier_flags g32 = {.vram_gb = 80, .vram_gb_set = 1}, g16 = g32;
+    g16.kv_value_bytes = 2;
+    gpu_plan x, y;
+    errbuf e;
+    c.hidden_size = 7168;
+    c.n_heads = 64;
+    c.qk_nope_dim = 128;
+    c.v_head_dim = 128;
+    c.vocab_size = 1000;
+    cr_assert_eq(gpu_plan_make(&x, &p, &c, &g32, 1000, 512, 1000000, 0, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(gpu_plan_make(&y, &p, &c, &g16, 1000, 512, 1000000, 0, 0, &e), 0, "%s", e.msg);
+    cr_expect_eq(x.kv_bytes, a.kv_bytes);
+    cr_expect_eq(y.kv_bytes, x.kv_bytes / 2);
+    /* (512 x 512 / 256 + 1,040 positions) x 576 floats, a quarter more */
+    cr_expect_eq(y.act_bytes - x.act_bytes, (512ull * 512 / 256 + 1040) * 576 * 5 / 4 * 4);
 }
 
-/* The flag's refusals: a type it does not know, and the CUDA backend. */
+/* The flag's refusals: a type it does not know, and a cache row of an odd
+ * number of values (bf16 rows are moved as the floats their bytes make). */
 Test(cache_type, refusals, .timeout = 60)
 {
     char *dir = test_testdata_model_or_skip("bf16"), *out, *err;
@@ -193,11 +232,25 @@ Test(cache_type, refusals, .timeout = 60)
     cr_expect(strstr(err, "--cache-type: 'q8_0' is not a cache type (f32 or bf16)"), "%s", err);
     free(out);
     free(err);
-    rc = test_run_fmt(&out, &err, "%s logits -m %s --ids 1,2 -o /dev/null -ctk bf16 --backend cuda",
-                      test_moetier_bin(), dir);
-    cr_expect_neq(rc, 0);
-    cr_expect(strstr(err, "--cache-type bf16 is for the CPU backend"), "%s", err);
-    free(out);
-    free(err);
     free(dir);
+    char *odd = test_make_tmpdir("cache_type_odd");
+    synth_options o = synth_options_default();
+    const char *sets[] = {"kv_lora_rank=47"};
+    o.out_dir = odd;
+    o.force = 1;
+    o.sets = sets;
+    o.n_sets = 1;
+    o.tokenizer = 0;
+    errbuf e;
+    cr_assert_eq(synth_run(&o, &e), 0, "synth: %s", e.msg);
+    cli_model m;
+    model_flags f = {.dir = odd, .ctx = 16, .quiet = 1, .cache_type = KV_BF16};
+    cr_expect_neq(cli_model_open(&m, &f, &e), 0);
+    cr_expect(strstr(e.msg, "a bf16 KV cache needs an even number of values a position "
+                     "(kv_lora_rank + qk_rope_head_dim = 63)"), "%s", e.msg);
+    f.cache_type = KV_F32;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+    cli_model_close(&m);
+    test_remove_tree(odd);
+    free(odd);
 }

@@ -209,6 +209,16 @@ Test(engine_seqs, stepped_together_each_as_alone_bf16_cache, .timeout = 120)
     bitwise_as_alone("int4");
 }
 
+/* on the GPU, each sequence's rows rounded there into its own bf16 cache */
+Test(engine_seqs, stepped_together_on_the_gpu_as_alone_bf16_cache_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    cache_type = KV_BF16;
+    setenv("MOETIER_BACKEND", "cuda", 1);
+    bitwise_as_alone("int4");
+    unsetenv("MOETIER_BACKEND");
+}
+
 Test(engine_seqs, stepped_together_on_the_gpu_as_alone_gpu, .timeout = 300)
 {
     test_require_gpu();     /* first: a skip leaves no model behind */
@@ -521,6 +531,15 @@ Test(engine_seqs, a_prefix_copied_from_another_sequence_computes_as_its_own_bf16
 {
     cache_type = KV_BF16;
     copied_prefix_as_computed();
+}
+
+Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_bf16_cache_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    cache_type = KV_BF16;
+    setenv("MOETIER_BACKEND", "cuda", 1);
+    copied_prefix_as_computed();
+    unsetenv("MOETIER_BACKEND");
 }
 
 Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_gpu, .timeout = 300)

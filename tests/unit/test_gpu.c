@@ -1384,15 +1384,20 @@ static int expanded_tokens(int T)
     return T / GPU_MLA_EXPANDED_TOKENS * GPU_MLA_EXPANDED_TOKENS;
 }
 
-static void check_mla_heads(weight_format fmt, int T, int pos0, int H, int C, int nope, int rope,
-                            int v, float scale)
+/* bf16: the cache rounded to bf16 (--cache-type bf16), read so by both */
+static void check_mla_cache(weight_format fmt, int T, int pos0, int H, int C, int nope, int rope,
+                            int v, float scale, int bf16)
 {
     int qk = nope + rope, row = C + rope;
     random_weight kvb = random_weight_make(fmt, H * (nope + v), C, 32, 32);
     int S = pos0 + T;
     float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
     float *want = malloc((size_t)T * H * v * 4);
-    mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = cache, .kv_b = &kvb.w, .H = H,
+    uint16_t *cache16 = malloc((size_t)S * row * sizeof *cache16);
+    for (size_t i = 0; i < (size_t)S * row; i++)
+        cache16[i] = f32_to_bf16(cache[i]);
+    mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = bf16 ? NULL : cache,
+                  .kv_bf16 = bf16 ? cache16 : NULL, .kv_b = &kvb.w, .H = H,
                   .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = scale, .out = want};
     size_t ns = mla_ref_naive_scratch(&a), as = mla_ref_absorbed_scratch(&a);
     float *scratch = malloc((ns > as ? ns : as) * 4);
@@ -1407,25 +1412,35 @@ static void check_mla_heads(weight_format fmt, int T, int pos0, int H, int C, in
         free(naive);
     }
     open_gpu();
-    float *dq = to_dev(q, (size_t)T * H * qk), *dc = to_dev(cache, (size_t)S * row);
+    float *dq = to_dev(q, (size_t)T * H * qk);
+    float *dc = bf16 ? to_dev((const float *)cache16, (size_t)S * row / 2)
+                     : to_dev(cache, (size_t)S * row);
     float *dout = gpu.ops->alloc(&gpu, (size_t)T * H * v);
     mla_args g = a;
     g.q = dq;
-    g.kv_cache = dc;
+    g.kv_cache = bf16 ? NULL : dc;
+    g.kv_bf16 = bf16 ? (const uint16_t *)(const void *)dc : NULL;
     g.out = dout;
     gpu.ops->mla_attention(&gpu, &g);
     float *got = from_dev(dout, (size_t)T * H * v);
-    char what[96];
-    snprintf(what, sizeof what, "%s attention T %d pos0 %d, %d heads (%d+%d, %d), latent %d",
-             weight_format_name(fmt), T, pos0, H, nope, rope, v, C);
+    char what[112];
+    snprintf(what, sizeof what, "%s attention T %d pos0 %d, %d heads (%d+%d, %d), latent %d%s",
+             weight_format_name(fmt), T, pos0, H, nope, rope, v, C, bf16 ? ", bf16 cache" : "");
     assert_close(what, got, want, (size_t)T * H * v, 2e-5f);
     close_gpu();
     random_weight_free(&kvb);
     free(q);
     free(cache);
+    free(cache16);
     free(want);
     free(scratch);
     free(got);
+}
+
+static void check_mla_heads(weight_format fmt, int T, int pos0, int H, int C, int nope, int rope,
+                            int v, float scale)
+{
+    check_mla_cache(fmt, T, pos0, H, C, nope, rope, v, scale, 0);
 }
 
 static void check_mla(weight_format fmt, int T, int pos0, int H, int C)
@@ -1447,6 +1462,46 @@ Test(gpu, attention_matches_the_reference, .timeout = 60)
     /* one token, a context of four chunks: a block per chunk, then their merge */
     check_mla(WF_BF16, 1, 1000, 3, 40);
     check_mla(WF_FP8_BLOCK, 1, 700, 3, 544);
+}
+
+/* A bf16 cache (--cache-type bf16) read by every kernel that reads the cache:
+ * decode, heads in groups, a context split in chunks, and a prefill step's
+ * expanded form, whose blocks are widened for the expansion (one block, two). */
+Test(gpu, attention_over_a_bf16_cache_matches_the_reference, .timeout = 300)
+{
+    check_mla_cache(WF_BF16, 1, 5, 3, 40, 16, 8, 12, 0.3f, 1);
+    check_mla_cache(WF_BF16, 2, 270, 11, 320, 16, 8, 12, 0.3f, 1);
+    check_mla_cache(WF_FP8_BLOCK, 1, 1000, 3, 40, 16, 8, 12, 0.3f, 1);
+    check_mla_cache(WF_BF16, 300, 37, 3, 40, 16, 8, 12, 0.3f, 1);
+    check_mla_cache(WF_INT4_GROUP, 256, 900, 3, 40, 16, 8, 12, 0.3f, 1);
+}
+
+/* The rounding the GPU's cache rows get is the host's, bit for bit: every
+ * finite float of a sweep of exponents, ties and NaN. */
+Test(gpu, bf16_store_rounds_as_the_host)
+{
+    open_gpu();
+    size_t n = 1 << 16;
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)(i * 2654435761u);
+        if (i % 7 == 0)
+            u = (u & 0xffff0000u) | 0x8000u;     /* exact ties */
+        memcpy(&x[i], &u, sizeof u);
+    }
+    x[0] = NAN;
+    x[1] = INFINITY;
+    x[2] = -0.0f;
+    float *dx = to_dev(x, n), *dy = gpu.ops->alloc(&gpu, n / 2);
+    gpu.ops->store_bf16(&gpu, dy, dx, n);
+    uint16_t *got = (uint16_t *)(void *)from_dev(dy, n / 2);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += got[i] != f32_to_bf16(x[i]);
+    cr_expect_eq(bad, 0, "%zu of %zu values rounded otherwise", bad, n);
+    close_gpu();
+    free(x);
+    free(got);
 }
 
 static uint64_t launches_so_far(void)
@@ -2251,7 +2306,7 @@ Test(gpu, plan_parts_slots_and_refusals)
     cr_assert_eq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 0, 0, &e), 0, "%s", e.msg);
     cr_assert_eq(g.slots, p.n_experts, "a large budget holds every expert, no more");
     cr_assert_eq(g.kv_bytes, (uint64_t)c->n_layers * 64 * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4);
-    cr_assert_eq(g.act_bytes, gpu_plan_activation_bytes(c, 4, slot));
+    cr_assert_eq(g.act_bytes, gpu_plan_activation_bytes(c, 4, slot, 4));
     uint64_t fixed = g.dense_bytes + g.kv_bytes + g.act_bytes;
     f.vram_gb = (double)(fixed + 5 * slot + slot / 2) / 1e9;
     cr_assert_eq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 0, 0, &e), 0, "%s", e.msg);
@@ -2270,7 +2325,7 @@ Test(gpu, plan_parts_slots_and_refusals)
     /* without --chunk: the largest power of two from 256 to 4096 whose
      * activations beyond those of no tokens fit 1/16 of the budget, at most
      * the context; a given --chunk is kept, also cut to the context */
-    uint64_t no_tokens = gpu_plan_activation_bytes(c, 0, slot);
+    uint64_t no_tokens = gpu_plan_activation_bytes(c, 0, slot, 4);
     const struct {
         int fits;           /* the budget: 16 x the activations of this many tokens, */
         int short_by;       /* less this many bytes */
@@ -2279,31 +2334,31 @@ Test(gpu, plan_parts_slots_and_refusals)
                   {2048, 16, 8192, 0, 1024}, {65536, 0, 8192, 0, 4096}, {1024, 0, 700, 0, 700},
                   {1024, 0, 8192, 100, 100}, {1024, 0, 64, 100, 64}};
     for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
-        uint64_t budget = 16 * (gpu_plan_activation_bytes(c, chunks[i].fits, slot) - no_tokens) -
+        uint64_t budget = 16 * (gpu_plan_activation_bytes(c, chunks[i].fits, slot, 4) - no_tokens) -
                           (uint64_t)chunks[i].short_by;
         f.vram_gb = (double)budget / 1e9;
         cr_assert_eq(gpu_plan_make(&g, &p, c, &f, chunks[i].ctx, chunks[i].chunk, slot, 0, 0, &e), 0,
                      "case %zu: %s", i, e.msg);
         cr_expect_eq(g.chunk, chunks[i].want, "case %zu: chunk %d, expected %d", i, g.chunk,
                      chunks[i].want);
-        cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot), "case %zu", i);
+        cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot, 4), "case %zu", i);
     }
     /* a step the 1/16 rule allows but that does not fit beside the weights and
      * the KV cache gives way to a smaller one: a context that leaves room for
      * the activations of 512 tokens and not of 1,024 */
-    uint64_t budget = 16 * (gpu_plan_activation_bytes(c, 1024, slot) - no_tokens);
+    uint64_t budget = 16 * (gpu_plan_activation_bytes(c, 1024, slot, 4) - no_tokens);
     uint64_t per_position = (uint64_t)c->n_layers * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
-    uint64_t room = budget - p.dense_bytes - gpu_plan_activation_bytes(c, 512, slot);
+    uint64_t room = budget - p.dense_bytes - gpu_plan_activation_bytes(c, 512, slot, 4);
     int ctx = (int)(room / per_position);
-    cr_assert(p.dense_bytes + (uint64_t)ctx * per_position + gpu_plan_activation_bytes(c, 1024, slot) >
+    cr_assert(p.dense_bytes + (uint64_t)ctx * per_position + gpu_plan_activation_bytes(c, 1024, slot, 4) >
               budget, "the case needs a context that crowds out 1,024 tokens");
     f.vram_gb = (double)budget / 1e9;
     cr_assert_eq(gpu_plan_make(&g, &p, c, &f, ctx, 0, slot, 0, 0, &e), 0, "%s", e.msg);
     cr_expect_eq(g.chunk, 512, "-c %d: chunk %d, expected 512", ctx, g.chunk);
     /* past 256 tokens, logits take 256 rows (the engine computes them in slices) */
     uint64_t logits_row = (uint64_t)c->vocab_size * 4;
-    cr_expect_eq(gpu_plan_activation_bytes(c, 512, slot) - gpu_plan_activation_bytes(c, 256, slot),
-                 gpu_plan_activation_bytes(c, 256, slot) - no_tokens - 256 * logits_row);
+    cr_expect_eq(gpu_plan_activation_bytes(c, 512, slot, 4) - gpu_plan_activation_bytes(c, 256, slot, 4),
+                 gpu_plan_activation_bytes(c, 256, slot, 4) - no_tokens - 256 * logits_row);
     model_weights_close(&mw);
     test_remove_tree(dir);
     free(dir);

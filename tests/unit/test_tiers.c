@@ -268,12 +268,12 @@ Test(tiers, invariance_testdata_gpu_int4, .timeout = 900) { test_require_gpu(); 
 
 /* --vram-gb that leaves room for `slots` experts in the GPU's expert cache
  * (the budget of run_logits' context and chunk) */
-static double vram_gb_for_slots(const char *model, int slots)
+static double vram_gb_for_slots(const char *model, int slots, kv_type kv)
 {
     model_weights mw;
     errbuf e;
     cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
-    tier_flags none = {0}, f = {.vram_gb = 1e6, .vram_gb_set = 1};
+    tier_flags none = {0}, f = {.vram_gb = 1e6, .vram_gb_set = 1, .kv_value_bytes = kv_type_bytes(kv)};
     tier_plan p;
     store st;
     cr_assert_eq(tier_plan_make(&p, &mw, &none, &st, &e), 0, "%s", e.msg);
@@ -296,7 +296,7 @@ static double vram_gb_for_slots(const char *model, int slots)
  * many of them promoted, predicted experts copied ahead: from the checkpoint
  * mapping, from a DRAM tier holding every expert, and peeked from one that
  * evicts). */
-static void gpu_vram_invariance(const char *variant)
+static void gpu_vram_invariance(const char *variant, kv_type kv)
 {
     char *model = test_testdata_model_or_skip(variant);
     char *tmp = test_make_tmpdir("vram");
@@ -308,7 +308,8 @@ static void gpu_vram_invariance(const char *variant)
     float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got);
     errbuf e;
     /* the reference: every expert on the GPU, all of them cached */
-    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1, .cpu_tokens_set = 1};
+    model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1, .cpu_tokens_set = 1,
+                     .cache_type = kv};
     cr_assert_eq(run_logits_flags(&f, ref, &e), 0, "%s", e.msg);
     const int AUTO = GPU_CPU_TOKENS_AUTO;
     const char *slow_gpu = "1,1,0.1,0.1,0.3";  /* $MOETIER_HYBRID_RATES */
@@ -322,7 +323,7 @@ static void gpu_vram_invariance(const char *variant)
                  {3, 0, AUTO, slow_gpu}, {8, 8, AUTO, slow_gpu}, {8, 60, AUTO, slow_gpu},
                  {8, 100000, AUTO, slow_gpu}};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
-        tier_flags tf = {.vram_gb = vram_gb_for_slots(model, cases[k].slots), .vram_gb_set = 1};
+        tier_flags tf = {.vram_gb = vram_gb_for_slots(model, cases[k].slots, kv), .vram_gb_set = 1};
         if (cases[k].dram) {
             store_layout L;
             model_weights mw;
@@ -375,9 +376,30 @@ static void gpu_vram_invariance(const char *variant)
     free(model);
 }
 
-Test(tiers, invariance_gpu_vram_cache_bf16, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("bf16"); }
-Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("fp8"); }
-Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("int4"); }
+Test(tiers, invariance_gpu_vram_cache_bf16, .timeout = 600)
+{
+    test_require_gpu();
+    gpu_vram_invariance("bf16", KV_F32);
+}
+
+Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600)
+{
+    test_require_gpu();
+    gpu_vram_invariance("fp8", KV_F32);
+}
+
+Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600)
+{
+    test_require_gpu();
+    gpu_vram_invariance("int4", KV_F32);
+}
+
+/* with a bf16 KV cache (--cache-type bf16) */
+Test(tiers, invariance_gpu_vram_cache_int4_bf16_cache, .timeout = 600)
+{
+    test_require_gpu();
+    gpu_vram_invariance("int4", KV_BF16);
+}
 
 /* A larger synthetic model: more experts and layers than the vectors. */
 static char *synth_larger(const char *format, int experts, int moe_inter, int layers)
