@@ -126,16 +126,19 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libmoetier
 # Each run starts from the hand-written seeds (tests/fuzz/corpus/) and the inputs
 # earlier runs found (tests/fuzz/grown/); `make fuzz-keep` adds what this run
 # found that covers something new to tests/fuzz/grown/.
-fuzz: $(FUZZ_TARGETS)
-	@for t in $(notdir $(FUZZ_TARGETS)); do \
-	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+# The targets run side by side under make -j (each fuzzer takes one core).
+FUZZ_RUNS := $(patsubst $(FUZZ_BUILD)/%,fuzz-run-%,$(FUZZ_TARGETS))
+.PHONY: $(FUZZ_RUNS)
+fuzz: $(FUZZ_RUNS)
+$(FUZZ_RUNS): fuzz-run-%: $(FUZZ_BUILD)/%
+	@t=$*; \
 	  rm -rf $(FUZZ_BUILD)/$$t.corpus; cp -r tests/fuzz/corpus/$${t#fuzz_} $(FUZZ_BUILD)/$$t.corpus; \
 	  cp tests/fuzz/grown/$${t#fuzz_}/* $(FUZZ_BUILD)/$$t.corpus/ 2>/dev/null || true; \
 	  $(FUZZ_BUILD)/$$t $(FUZZ_BUILD)/$$t.corpus -max_total_time=$(FUZZ_SECONDS) \
 	    -print_final_stats=1 > $(FUZZ_BUILD)/$$t.log 2>&1 \
 	    || { tail -40 $(FUZZ_BUILD)/$$t.log; echo "fuzz: $$t failed"; exit 1; }; \
-	  grep -E "^Done|stat::number_of_executed_units" $(FUZZ_BUILD)/$$t.log; \
-	done
+	  echo "== $$t ($(FUZZ_SECONDS) s): $$(grep -E '^Done|stat::number_of_executed_units' \
+	    $(FUZZ_BUILD)/$$t.log | tr '\n' ' ')"
 
 fuzz-keep: $(FUZZ_TARGETS)
 	@for t in $(notdir $(FUZZ_TARGETS)); do \

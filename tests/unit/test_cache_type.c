@@ -36,7 +36,8 @@ static void some_ids(int *ids, int V)
         ids[i] = (i * 37 + 5) % V;
 }
 
-/* every layer's rows of the prompt's positions, as float32 */
+/* every layer's rows of the prompt's positions, as float32; loaded back into
+ * other positions, they come out with the same bits (as a saved prompt's do) */
 static float *prefilled_rows(const char *dir, kv_type type)
 {
     cli_model m;
@@ -45,9 +46,16 @@ static float *prefilled_rows(const char *dir, kv_type type)
     some_ids(ids, m.mw.cfg.vocab_size);
     errbuf e;
     cr_assert_eq(engine_forward(&m.en, ids, T_IDS, NULL, 0, &e), 0, "%s", e.msg);
-    float *rows = malloc((size_t)m.en.kv.n_layers * T_IDS * (size_t)m.en.kv.row * sizeof *rows);
-    cr_assert_not_null(rows);
+    size_t n = (size_t)m.en.kv.n_layers * T_IDS * (size_t)m.en.kv.row;
+    float *rows = malloc(n * sizeof *rows), *again = malloc(n * sizeof *again);
+    cr_assert(rows && again);
     kv_cache_save(&m.en.kv, 0, T_IDS, rows);
+    kv_span span = {.rows = rows, .first = T_IDS, .end = 2 * T_IDS, .stride = T_IDS};
+    kv_cache_load(&m.en.kv, T_IDS, 2 * T_IDS, &span);
+    kv_cache_save(&m.en.kv, T_IDS, 2 * T_IDS, again);
+    cr_expect(memcmp(rows, again, n * sizeof *rows) == 0, "%s rows saved, loaded and saved again "
+              "differ", kv_type_name(type));
+    free(again);
     cli_model_close(&m);
     return rows;
 }

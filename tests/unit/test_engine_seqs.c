@@ -209,16 +209,6 @@ Test(engine_seqs, stepped_together_each_as_alone_bf16_cache, .timeout = 120)
     bitwise_as_alone("int4");
 }
 
-/* on the GPU, each sequence's rows rounded there into its own bf16 cache */
-Test(engine_seqs, stepped_together_on_the_gpu_as_alone_bf16_cache_gpu, .timeout = 300)
-{
-    test_require_gpu();
-    cache_type = KV_BF16;
-    setenv("MOETIER_BACKEND", "cuda", 1);
-    bitwise_as_alone("int4");
-    unsetenv("MOETIER_BACKEND");
-}
-
 Test(engine_seqs, stepped_together_on_the_gpu_as_alone_gpu, .timeout = 300)
 {
     test_require_gpu();     /* first: a skip leaves no model behind */

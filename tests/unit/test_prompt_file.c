@@ -149,13 +149,6 @@ Test(prompt_file, a_restored_prompt_computes_as_if_run_again_bf16_cache, .timeou
     restored_prompt(NULL, KV_BF16);
 }
 
-/* A bf16 cache's rows, from the GPU's memory and back into it. */
-Test(prompt_file, a_restored_prompt_computes_as_if_run_again_bf16_cache_gpu, .timeout = 300)
-{
-    test_require_gpu();
-    restored_prompt("cuda", KV_BF16);
-}
-
 /* The rows come back into the GPU's memory, written from it. */
 Test(prompt_file, a_restored_prompt_computes_as_if_run_again_gpu, .timeout = 300)
 {
