@@ -280,3 +280,14 @@ int cpu_backend_threads(const backend *b)
 {
     return thread_pool_size(((const cpu_state *)b->impl)->pool);
 }
+
+int cpu_backend_set_threads(backend *b, int threads, errbuf *e)
+{
+    cpu_state *s = b->impl;
+    thread_pool *pool;
+    if (thread_pool_create(&pool, threads, e))
+        return -1;
+    thread_pool_destroy(s->pool);
+    s->pool = pool;
+    return 0;
+}

@@ -1,8 +1,9 @@
 /* cmd_bench_model: `moetier bench model -m DIR`: a model's prefill and decode
  * speed as `run` gets them, in the manner of llama-bench.
  *
- * For each setting (threads, DRAM tier, VRAM budget: each opens the model
- * anew), every test runs once untimed (the warm-up: page tables, the tiers'
+ * For each setting (DRAM tier and VRAM budget: each opens the model anew;
+ * threads, on the CPU backend, only take a new pool of threads on the model
+ * already open), every test runs once untimed (the warm-up: page tables, the tiers'
  * caches, the GPU's rates) and then -r times: ppP prefills a prompt of P
  * tokens, tgN decodes N tokens one step each, both after D tokens already in
  * the cache (-d, prefilled untimed); with --parallel S, decode steps S
@@ -64,10 +65,12 @@ static void usage(FILE *f)
             "                  dram_gb, vram_gb, test, depth, parallel, reps, tps, tps_sd,\n"
             "                  samples, dram_hit_rate, vram_hit_rate, gb_per_token,\n"
             "                  bound_tps, ratio = tps / bound_tps, ...)\n"
-            "  -t LIST         CPU threads, one setting each (default: one per core)\n"
+            "  -t LIST         CPU threads, one setting each (default: one per core); on the\n"
+            "                  CPU backend they run on the model as opened for the first\n"
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
             "  --vram-gb LIST  GPU budgets, one setting each (--backend cuda|auto)\n"
-            "  (the model flags below apply; -c defaults to what the tests need)\n");
+            "  (settings in the order: --dram-gb, --vram-gb, then -t for each; the model\n"
+            "  flags below apply; -c defaults to what the tests need)\n");
     model_flags_usage_except(f, MF_HELP_TRACE | MF_HELP_LISTS);
 }
 
@@ -627,26 +630,48 @@ int cmd_bench_model(int argc, char **argv)
     }
     int n_t = o.n_threads ? o.n_threads : 1, n_d = o.n_dram ? o.n_dram : 1,
         n_v = o.n_vram ? o.n_vram : 1, rc = 0, first = 1;
-    for (int ti = 0; ti < n_t && !rc; ti++)
-        for (int di = 0; di < n_d && !rc; di++)
-            for (int vi = 0; vi < n_v && !rc; vi++) {
-                model_flags f = mf;
-                if (o.n_threads)
-                    f.threads = o.threads[ti];
-                if (o.n_dram) {
-                    f.tiers.dram_gb = o.dram[di];
-                    f.tiers.dram_gb_set = 1;
-                }
-                if (o.n_vram) {
-                    f.tiers.vram_gb = o.vram[vi];
-                    f.tiers.vram_gb_set = 1;
-                }
-                /* the plan and notices once: every setting's would repeat them */
-                f.quiet = !first;
-                cli_model m;
-                if (cli_model_open(&m, &f, &e)) {
-                    rc = cli_fail(&e);
-                    break;
+    for (int di = 0; di < n_d && !rc; di++)
+        for (int vi = 0; vi < n_v && !rc; vi++) {
+            model_flags f = mf;
+            if (o.n_threads)
+                f.threads = o.threads[0];
+            if (o.n_dram) {
+                f.tiers.dram_gb = o.dram[di];
+                f.tiers.dram_gb_set = 1;
+            }
+            if (o.n_vram) {
+                f.tiers.vram_gb = o.vram[vi];
+                f.tiers.vram_gb_set = 1;
+            }
+            cli_model m;
+            int open = 0;
+            for (int ti = 0; ti < n_t && !rc; ti++) {
+                f.threads = o.n_threads ? o.threads[ti] : f.threads;
+                /* the CPU backend changes its threads on the open model (its
+                 * weights loaded, its tiers as warm as the last setting left
+                 * them; each test's warm-up runs on the new pool); another
+                 * backend opens anew */
+                if (open && !strcmp(m.be.name, "cpu")) {
+                    if (cpu_backend_set_threads(&m.be, f.threads, &e)) {
+                        rc = cli_fail(&e);
+                        break;
+                    }
+                    fprintf(stderr, "moetier bench model: -t %d on the model as opened\n",
+                            cpu_backend_threads(&m.be));
+                } else {
+                    if (open && cli_model_close(&m)) {
+                        open = 0;
+                        rc = 1;
+                        break;
+                    }
+                    /* the plan and notices once: every setting's would repeat them */
+                    f.quiet = !first;
+                    if (cli_model_open(&m, &f, &e)) {
+                        open = 0;
+                        rc = cli_fail(&e);
+                        break;
+                    }
+                    open = 1;
                 }
                 if (first && !o.json)
                     print_header(&m, mf.dir);
@@ -666,9 +691,10 @@ int cmd_bench_model(int argc, char **argv)
                 };
                 if (run_setting(&m, &o, &ts, &s, &e))
                     rc = cli_fail(&e);
-                if (cli_model_close(&m) && !rc)
-                    rc = 1;
             }
+            if (open && cli_model_close(&m) && !rc)
+                rc = 1;
+        }
     token_list_free(&text);
     free(model_json);
     return rc;

@@ -179,6 +179,39 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     free(tmp);
 }
 
+/* -t values run on the model as opened (the CPU backend takes a new pool of
+ * threads), after each --dram-gb setting's open */
+Test(bench_model, threads_run_on_the_open_model, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("bench-model-t"), model[4200], *out, *err;
+    snprintf(model, sizeof model, "%s/model", tmp);
+    test_synth_tiny(model, "int4");
+    cr_assert_eq(run(&out, &err, "%s convert -m %s", test_moetier_bin(), model), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s --json -p 4 -n 2 -r 1 -t 1,2 "
+                     "--dram-gb 0.0005,1", test_moetier_bin(), model), 0, "%s", err);
+    cJSON *l[8];
+    cr_assert_eq(parse_lines(out, l, 8), 8, "%s", out);
+    const int threads[] = {1, 1, 2, 2, 1, 1, 2, 2};
+    for (int k = 0; k < 8; k++) {
+        cr_expect_eq(num(l[k], "threads"), threads[k], "row %d", k);
+        /* 8 slots of 0.0005 GB, then every expert (the whole store, under 1 GB) */
+        double gb = num(l[k], "dram_gb");
+        cr_expect(k < 4 ? gb <= 0.0005 : gb > 0.001, "row %d: %g GB", k, gb);
+        cJSON_Delete(l[k]);
+    }
+    /* one switch per tier setting, none for the first -t of each */
+    const char *line = "moetier bench model: -t 2 on the model as opened";
+    char *at = strstr(err, line);
+    cr_expect(at && strstr(at + 1, line) && !strstr(strstr(at + 1, line) + 1, line), "%s", err);
+    cr_expect_null(strstr(err, "-t 1 on the model"), "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 Test(bench_model, bad_arguments_are_refused, .timeout = 60)
 {
     char *d = test_testdata_model_or_skip("bf16");
