@@ -70,7 +70,8 @@ static void usage(FILE *f)
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
             "  --vram-gb LIST  GPU budgets, one setting each (--backend cuda|auto)\n"
             "  (settings in the order: --dram-gb, --vram-gb, then -t for each; the model\n"
-            "  flags below apply; -c defaults to what the tests need)\n");
+            "  flags below apply; -c, each conversation's context, defaults to what the\n"
+            "  tests need)\n");
     model_flags_usage_except(f, MF_HELP_TRACE | MF_HELP_LISTS);
 }
 
@@ -614,6 +615,16 @@ int cmd_bench_model(int argc, char **argv)
     }
     if (!mf.ctx)
         mf.ctx = need;
+    /* each of --parallel's conversations holds the whole context: the model
+     * opens for the most of them, as serve --parallel does for its slots
+     * (whose -c they share), so that the plan counts all their caches */
+    int most = 1;
+    for (int k = 0; k < o.n_parallel; k++)
+        most = o.parallel[k] > most ? o.parallel[k] : most;
+    if (most > 1) {
+        mf.ctx = (mf.ctx < CLI_MIN_SEQ_CONTEXT ? CLI_MIN_SEQ_CONTEXT : mf.ctx) * most;
+        mf.seqs = most;
+    }
 
     errbuf e;
     token_list text = {0};

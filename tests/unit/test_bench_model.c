@@ -59,6 +59,9 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
     cJSON *l[8];
     int n = parse_lines(out, l, 8);
     cr_assert_eq(n, 6, "pp8, tg4 alone and 3 at once, at two depths: %d lines", n);
+    /* the plan counts the caches of the 3 conversations, each of the 15
+     * positions the deepest test takes (16 at least, as serve's slots) */
+    cr_expect(strstr(err, "KV cache: 48 positions, when full"), "%s", err);
     const char *want[] = {"pp8", "tg4", "tg4"};
     const int parallel[] = {1, 1, 3};
     double gb[2][2];
