@@ -48,7 +48,8 @@ static void usage(FILE *f)
             "  Measures this machine, predicts decode tokens/s and the DRAM hit rate for a\n"
             "  sweep of DRAM tier sizes, recommends the smallest within 10%% of the fastest\n"
             "  that fits (--dram-gb caps it) and checks the prediction there by a measured\n"
-            "  run. The model needs an expert store (moetier convert).\n"
+            "  run. The model needs an expert store (moetier convert). The sizes leave\n"
+            "  room for the KV cache of -c positions (--cache-type).\n"
             "  --tokens N     decode steps of the calibration and check runs (default 96)\n"
             "  --budgets LIST DRAM tier sizes in GB, comma-separated (default: 10 sizes from\n"
             "                 2 x top_k experts to all of them)\n"
@@ -239,7 +240,8 @@ int cmd_tune(int argc, char **argv)
     cli_model probe;
     model_flags pf = mf;
     pf.quiet = 1;
-    pf.ctx = 2;
+    /* (at the context -c names: the automatic budget leaves its KV cache room,
+     * as it will for the runs the recommendation is for) */
     pf.tiers.lookahead = 0;
     pf.tiers.lookahead_set = 1;
     if (cli_model_open(&probe, &pf, &e)) {
@@ -248,6 +250,9 @@ int cmd_tune(int argc, char **argv)
         return cli_fail(&e);
     }
     tier_plan plan = probe.plan;
+    if (plan.kv_left_out)
+        fprintf(stderr, "moetier tune: the sizes stop short of %.2f GB for the KV cache "
+                "(%d positions: -c, --cache-type)\n", plan.kv_bytes / 1e9, plan.kv_positions);
     if (trace_in) {
         const model_config *mc = &probe.mw.cfg;
         int fits = (int)given.n_experts == mc->n_routed_experts &&

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cJSON.h"
+#include "core/app/cli_common.h"
 #include "prefetch/tune_model.h"
 #include "prefetch/tune_plot.h"
 #include "reference_lru.h"
@@ -218,6 +219,55 @@ Test(tune, command_predicts_and_checks, .timeout = 300)
         free(out);
         free(err);
     }
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* The largest size tune tries is what the automatic budget leaves beside the
+ * KV cache of -c positions: a machine (faked) whose free memory holds 60
+ * experts beside the dense weights, and a cache of 25 experts' bytes. */
+Test(tune, the_sizes_leave_the_kv_cache, .timeout = 300)
+{
+    const char *bin = test_moetier_bin();
+    char *dir = test_make_tmpdir("tunekv");
+    char model[4200], cmd[9000], meminfo[4300];
+    snprintf(model, sizeof model, "%s/model", dir);
+    test_synth_tiny(model, "int4");
+    char *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd, "%s convert -m %s", bin, model);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "convert: %s", err);
+    free(out);
+    free(err);
+    cli_model m;
+    model_flags f = {.dir = model, .ctx = 8, .quiet = 1};
+    errbuf e;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+    uint64_t dense = m.plan.dense_bytes, slot = m.plan.slot_bytes;
+    const model_config *c = &m.mw.cfg;
+    uint64_t per_position = (uint64_t)c->n_layers * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
+    cli_model_close(&m);
+    snprintf(meminfo, sizeof meminfo, "%s/meminfo", dir);
+    FILE *mf = fopen(meminfo, "w");
+    cr_assert_not_null(mf);
+    fprintf(mf, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", 1ull << 30,
+            (unsigned long long)((dense + 60 * slot) / 0.85 / 1024 + 1));
+    fclose(mf);
+    setenv("MOETIER_MEMINFO", meminfo, 1);
+    int ctx = (int)(25 * slot / per_position);
+    snprintf(cmd, sizeof cmd, "%s tune -m %s --tokens 4 --no-check --json --svg /dev/null -t 1 -c %d",
+             bin, model, ctx);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "tune: %s", err);
+    unsetenv("MOETIER_MEMINFO");
+    cr_expect(strstr(err, "the sizes stop short of") && strstr(err, "for the KV cache"), "%s", err);
+    /* its second calibration runs at the largest size */
+    const char *at = strstr(err, "calibrating:");
+    at = at ? strstr(at + 1, "calibrating:") : NULL;
+    int steps = 0, slots = 0, all = 0;
+    cr_assert(at && sscanf(at, "calibrating: %d decode steps with %d of %d experts", &steps, &slots,
+                           &all) == 3, "%s", err);
+    cr_expect(slots == 35 || slots == 34, "the largest size holds %d experts (60 less 25)", slots);
+    free(out);
+    free(err);
     test_remove_tree(dir);
     free(dir);
 }
