@@ -376,30 +376,11 @@ static void gpu_vram_invariance(const char *variant, kv_type kv)
     free(model);
 }
 
-Test(tiers, invariance_gpu_vram_cache_bf16, .timeout = 600)
-{
-    test_require_gpu();
-    gpu_vram_invariance("bf16", KV_F32);
-}
-
-Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600)
-{
-    test_require_gpu();
-    gpu_vram_invariance("fp8", KV_F32);
-}
-
-Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600)
-{
-    test_require_gpu();
-    gpu_vram_invariance("int4", KV_F32);
-}
-
+Test(tiers, invariance_gpu_vram_cache_bf16, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("bf16", KV_F32); }
+Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("fp8", KV_F32); }
+Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("int4", KV_F32); }
 /* with a bf16 KV cache (--cache-type bf16) */
-Test(tiers, invariance_gpu_vram_cache_int4_bf16_cache, .timeout = 600)
-{
-    test_require_gpu();
-    gpu_vram_invariance("int4", KV_BF16);
-}
+Test(tiers, invariance_gpu_vram_cache_int4_bf16_cache, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("int4", KV_BF16); }
 
 /* A larger synthetic model: more experts and layers than the vectors. */
 static char *synth_larger(const char *format, int experts, int moe_inter, int layers)
