@@ -5,7 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/model/dtype.h"
 
 int kv_type_parse(const char *s, kv_type *out, errbuf *e)
 {
@@ -80,56 +79,28 @@ void *kv_cache_row(const kv_cache *kv, int layer, int pos)
 
 void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float *host)
 {
-    if (to <= from)
-        return;
-    size_t n = (size_t)(to - from) * (size_t)kv->row;
-    if (kv->type == KV_F32) {
-        kv->be->ops->to_host(kv->be, host, kv_cache_row(kv, layer, from), n);
-        return;
-    }
-    /* the bf16 values into the buffer's first half, then widened in place from
-     * the last: value i's float overwrites only values already widened */
-    kv->be->ops->to_host(kv->be, host, kv_cache_row(kv, layer, from), n / 2);
-    for (size_t i = n; i-- > 0;) {
-        uint16_t h;
-        memcpy(&h, (const char *)host + 2 * i, sizeof h);   /* (a char read aliases the floats) */
-        host[i] = bf16_to_f32(h);
-    }
+    if (to > from)
+        kv->be->ops->to_host(kv->be, host, kv_cache_row(kv, layer, from),
+                             (size_t)(to - from) * (size_t)kv_cache_row_floats(kv));
 }
 
 void kv_cache_save(const kv_cache *kv, int from, int to, float *host)
 {
+    size_t row = (size_t)kv_cache_row_floats(kv);
     for (int l = 0; l < kv->n_layers; l++)
-        kv_cache_save_layer(kv, l, from, to, host + (size_t)l * (size_t)(to - from) * (size_t)kv->row);
+        kv_cache_save_layer(kv, l, from, to, host + (size_t)l * (size_t)(to - from) * row);
 }
-
-/* values narrowed to bf16 per copy to the backend */
-#define KV_NARROW_CHUNK 4096
 
 void kv_cache_load_layer(kv_cache *kv, int layer, int from, int to, const float *host)
 {
-    if (to <= from)
-        return;
-    size_t n = (size_t)(to - from) * (size_t)kv->row;
-    if (kv->type == KV_F32) {
-        kv->be->ops->from_host(kv->be, kv_cache_row(kv, layer, from), host, n);
-        return;
-    }
-    /* exact for rows saved from a bf16 cache (the only ones a prompt's
-     * identity lets in) */
-    uint16_t buf[KV_NARROW_CHUNK];
-    float *dst = kv_cache_row(kv, layer, from);
-    for (size_t i = 0; i < n; i += KV_NARROW_CHUNK) {
-        size_t m = n - i < KV_NARROW_CHUNK ? n - i : KV_NARROW_CHUNK;   /* even: rows are */
-        for (size_t j = 0; j < m; j++)
-            buf[j] = f32_to_bf16(host[i + j]);
-        kv->be->ops->from_host(kv->be, dst + i / 2, (const float *)buf, m / 2);
-    }
+    if (to > from)
+        kv->be->ops->from_host(kv->be, kv_cache_row(kv, layer, from), host,
+                               (size_t)(to - from) * (size_t)kv_cache_row_floats(kv));
 }
 
 void kv_cache_load(kv_cache *kv, int from, int to, const kv_span *s)
 {
-    size_t row = (size_t)kv->row;
+    size_t row = (size_t)kv_cache_row_floats(kv);
     for (int l = 0; l < kv->n_layers; l++)
         kv_cache_load_layer(kv, l, from, to,
                             s->rows + ((size_t)l * (size_t)s->stride + (size_t)(from - s->first)) * row);

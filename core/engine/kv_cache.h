@@ -7,9 +7,10 @@
  * The values are float32 (the default: the model's exact math), or, with
  * `--cache-type bf16`, rounded to bfloat16 when written (half the memory and
  * half the bytes attention reads, as the reference implementation keeps its
- * cache in its default dtype). Rows handed to and from the host are float32
- * either way: widening bf16 is exact, and so is narrowing values that came
- * from a bf16 cache, so saved prompts keep every bit. */
+ * cache in its default dtype). Rows go to and from the host as the cache
+ * holds them, kv_cache_row_floats floats a position (a bf16 cache's values
+ * two to a float), so saved prompts keep every bit and take half the memory
+ * and disk of float32 ones. */
 #ifndef MOETIER_KV_CACHE_H
 #define MOETIER_KV_CACHE_H
 
@@ -40,18 +41,18 @@ int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int ro
 void kv_cache_destroy(kv_cache *kv);
 /* layer's row for position pos (float * or uint16_t *, as the type says) */
 void *kv_cache_row(const kv_cache *kv, int layer, int pos);
-/* floats one row takes in backend memory (half the values for bf16, whose
- * rows are an even count: kv_cache_create refuses others), for copies that
- * move rows as they are */
+/* floats one row takes, in backend memory and in host copies (half the
+ * values for bf16, whose rows are an even count: kv_cache_create refuses
+ * others) */
 int kv_cache_row_floats(const kv_cache *kv);
 /* Host rows of positions [first, end): layer l's row for position p at
- * rows + (l * stride + p - first) * row (stride >= end - first). */
+ * rows + (l * stride + p - first) * kv_cache_row_floats (stride >= end - first). */
 typedef struct kv_span {
     const float *rows;
     int first, end, stride;
 } kv_span;
 
-/* Positions [from, to) of every layer to host, laid out [n_layers][to - from][row]. */
+/* Positions [from, to) of every layer to host, laid out [n_layers][to - from][row floats]. */
 void kv_cache_save(const kv_cache *kv, int from, int to, float *host);
 /* Positions [from, to) of one layer to host, rows one after another. */
 void kv_cache_save_layer(const kv_cache *kv, int layer, int from, int to, float *host);

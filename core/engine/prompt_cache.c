@@ -63,12 +63,13 @@ void prompt_cache_free(prompt_cache *pc)
 
 size_t prompt_cache_position_bytes(const engine *en)
 {
-    return (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof(float) + sizeof(int);
+    return (size_t)en->kv.n_layers * (size_t)kv_cache_row_floats(&en->kv) * sizeof(float) +
+           sizeof(int);
 }
 
 static size_t row_bytes(const engine *en)
 {
-    return (size_t)en->kv.n_layers * (size_t)en->kv.row * sizeof(float);
+    return (size_t)en->kv.n_layers * (size_t)kv_cache_row_floats(&en->kv) * sizeof(float);
 }
 
 /* room in the array for one more entry */
@@ -230,7 +231,7 @@ static void save(prompt_cache *pc, const engine *en, uint64_t keep)
         goto unhold;
     }
     memcpy(x.ids, ids, (size_t)n * sizeof *ids);
-    size_t row = (size_t)en->kv.row, own = (size_t)(n - base);
+    size_t row = (size_t)kv_cache_row_floats(&en->kv), own = (size_t)(n - base);
     int from = base;
     if (grow) {         /* its rows first, from host memory; it goes in make_room */
         size_t had = (size_t)(grow->n - base);

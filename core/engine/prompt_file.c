@@ -95,11 +95,11 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
     uint32_t n = le_get_u32(h + H_POSITIONS), flags = le_get_u32(h + H_FLAGS);
     uint32_t base = version >= 2 ? le_get_u32(h + H_BASE) : 0;
     const model_config *c = en->cfg;
-    if (layers != (uint32_t)en->kv.n_layers || row != (uint32_t)en->kv.row ||
+    if (layers != (uint32_t)en->kv.n_layers || row != (uint32_t)kv_cache_row_floats(&en->kv) ||
         vocab != (uint32_t)c->vocab_size)
         return err_set(e, "%s: made for a model with %u layers, %u cache floats a position and a "
                        "vocabulary of %u (this one: %d, %d, %d)", path, layers, row, vocab,
-                       en->kv.n_layers, en->kv.row, c->vocab_size);
+                       en->kv.n_layers, kv_cache_row_floats(&en->kv), c->vocab_size);
     if (le_get_u64(h + H_MODEL) != id->model)
         return err_set(e, "%s: made from another checkpoint, or before its config.json changed", path);
     char compute[sizeof id->compute + 1] = {0};
@@ -271,7 +271,7 @@ typedef struct row_source {
 /* Layer l's rows of positions [base, n) to fd (and the checksum). */
 static int emit_layer(int fd, XXH3_state_t *st, const row_source *src, int l, int n, float *buf)
 {
-    size_t row = (size_t)src->en->kv.row;
+    size_t row = (size_t)kv_cache_row_floats(&src->en->kv);
     if (!src->spans) {
         kv_cache_save_layer(&src->en->kv, l, 0, n, buf);
         return emit(fd, st, buf, (size_t)n * row * sizeof *buf);
@@ -298,7 +298,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
         return err_set(e, "%s: is a %s, expected a prompt cache file", path, file_kind(sb.st_mode));
     int V = en->cfg->vocab_size;
-    size_t layer_floats = (size_t)n * (size_t)en->kv.row;
+    size_t layer_floats = (size_t)n * (size_t)kv_cache_row_floats(&en->kv);
     float *buf = src->spans ? NULL : malloc(layer_floats ? layer_floats * sizeof *buf : 1);
     XXH3_state_t *st = XXH3_createState();
     if ((!buf && !src->spans) || !st) {
@@ -315,7 +315,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
     le_put_u64(h + H_MODEL, id->model);
     memcpy(h + H_COMPUTE, id->compute, strnlen(id->compute, sizeof id->compute));
     le_put_u32(h + H_LAYERS, (uint32_t)en->kv.n_layers);
-    le_put_u32(h + H_ROW, (uint32_t)en->kv.row);
+    le_put_u32(h + H_ROW, (uint32_t)kv_cache_row_floats(&en->kv));
     le_put_u32(h + H_VOCAB, (uint32_t)V);
     le_put_u32(h + H_POSITIONS, (uint32_t)n);
     le_put_u32(h + H_FLAGS, logits ? FLAG_LOGITS : 0);

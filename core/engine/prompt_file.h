@@ -4,14 +4,15 @@
  * The rows a file holds are this model's for its ids as one backend with one
  * set of kernels computed them, so a restore continues exactly as the run
  * that wrote it would have. The file names what made it (the checkpoint's
- * fingerprint and config.json, the backend and kernels), and a file made
- * otherwise is not used. The logits after its last position are kept too:
+ * fingerprint and config.json, the backend and kernels, the cache's type),
+ * and a file made otherwise is not used. The logits after its last position are kept too:
  * a prompt that is the whole file computes nothing and samples from the very
  * bits the run that wrote it did, so the same command gives the same output.
  *
  * Layout (little-endian): a header of PROMPT_FILE_HEADER bytes (magic,
  * version, identity, shape, counts), the ids as int32, the last position's
- * logits when kept, the rows [n_layers][n - base][row] as float32, and the
+ * logits when kept, the rows [n_layers][n - base][row] as the cache holds
+ * them (row: its floats a position, a bf16 cache's values two to one), and the
  * XXH3-64 of all the bytes before it. A file of version 1 holds every
  * position's rows (base 0); one of version 2 only those from base on, the
  * others being another file's (the server's directory: a conversation that

@@ -13,6 +13,8 @@
 
 #include "core/app/cli_common.h"
 #include "core/app/cli_prompt_file.h"
+#include "core/engine/prompt_cache.h"
+#include "core/engine/prompt_file.h"
 #include "core/model/dtype.h"
 #include "core/model/synth.h"
 #include "testutil.h"
@@ -36,7 +38,8 @@ static void some_ids(int *ids, int V)
         ids[i] = (i * 37 + 5) % V;
 }
 
-/* every layer's rows of the prompt's positions, as float32; loaded back into
+/* every layer's rows of the prompt's positions, as float32 (a bf16 cache's
+ * widened here: the host gets them as the cache holds them); loaded back into
  * other positions, they come out with the same bits (as a saved prompt's do) */
 static float *prefilled_rows(const char *dir, kv_type type)
 {
@@ -46,15 +49,23 @@ static float *prefilled_rows(const char *dir, kv_type type)
     some_ids(ids, m.mw.cfg.vocab_size);
     errbuf e;
     cr_assert_eq(engine_forward(&m.en, ids, T_IDS, NULL, 0, &e), 0, "%s", e.msg);
-    size_t n = (size_t)m.en.kv.n_layers * T_IDS * (size_t)m.en.kv.row;
-    float *rows = malloc(n * sizeof *rows), *again = malloc(n * sizeof *again);
-    cr_assert(rows && again);
-    kv_cache_save(&m.en.kv, 0, T_IDS, rows);
-    kv_span span = {.rows = rows, .first = T_IDS, .end = 2 * T_IDS, .stride = T_IDS};
+    size_t values = (size_t)m.en.kv.n_layers * T_IDS * (size_t)m.en.kv.row;
+    size_t floats = (size_t)m.en.kv.n_layers * T_IDS * (size_t)kv_cache_row_floats(&m.en.kv);
+    cr_expect_eq(floats, type == KV_BF16 ? values / 2 : values);
+    float *raw = malloc(floats * sizeof *raw), *again = malloc(floats * sizeof *again);
+    float *rows = malloc(values * sizeof *rows);
+    cr_assert(raw && again && rows);
+    kv_cache_save(&m.en.kv, 0, T_IDS, raw);
+    kv_span span = {.rows = raw, .first = T_IDS, .end = 2 * T_IDS, .stride = T_IDS};
     kv_cache_load(&m.en.kv, T_IDS, 2 * T_IDS, &span);
     kv_cache_save(&m.en.kv, T_IDS, 2 * T_IDS, again);
-    cr_expect(memcmp(rows, again, n * sizeof *rows) == 0, "%s rows saved, loaded and saved again "
-              "differ", kv_type_name(type));
+    cr_expect(memcmp(raw, again, floats * sizeof *raw) == 0, "%s rows saved, loaded and saved "
+              "again differ", kv_type_name(type));
+    if (type == KV_BF16)
+        bf16_widen((const uint16_t *)(const void *)raw, values, rows);
+    else
+        memcpy(rows, raw, values * sizeof *rows);
+    free(raw);
     free(again);
     cli_model_close(&m);
     return rows;
@@ -194,6 +205,36 @@ Test(cache_type, prompts_are_kept_apart_by_cache_type, .timeout = 120)
     cr_expect_eq(f32.model, bf16.model);
     cr_expect_str_neq(f32.compute, bf16.compute);
     cr_expect(strstr(bf16.compute, "bf16 cache"), "'%s'", bf16.compute);
+    free(dir);
+}
+
+/* A bf16 cache's saved rows take half the bytes: a prompt file's, and a
+ * position in the server's prompt cache (its rows and its id). */
+Test(cache_type, saved_rows_take_half_the_bytes, .timeout = 120)
+{
+    char *dir = test_testdata_model_or_skip("int4"), *tmp = test_make_tmpdir("cache_type_file");
+    size_t bytes[2], position[2], rows = 0;
+    for (int k = 0; k < 2; k++) {
+        cli_model m;
+        open_typed(&m, dir, k ? KV_BF16 : KV_F32, 0, 8);
+        int ids[T_IDS];
+        some_ids(ids, m.mw.cfg.vocab_size);
+        errbuf e;
+        cr_assert_eq(engine_forward(&m.en, ids, T_IDS, NULL, 0, &e), 0, "%s", e.msg);
+        char path[4300];
+        snprintf(path, sizeof path, "%s/prompt-%d.bin", tmp, k);
+        prompt_identity id = {.model = 1, .compute = "test"};
+        cr_assert_eq(prompt_file_save(path, &id, &m.en, NULL, &e), 0, "%s", e.msg);
+        free(test_read_file(path, &bytes[k]));
+        position[k] = prompt_cache_position_bytes(&m.en);
+        rows = (size_t)m.en.kv.n_layers * (size_t)m.en.kv.row;
+        cli_model_close(&m);
+    }
+    cr_expect_eq(bytes[0] - bytes[1], T_IDS * rows * 2, "a file of %zu bytes, %zu with bf16",
+                 bytes[0], bytes[1]);
+    cr_expect_eq(position[0] - position[1], rows * 2);
+    test_remove_tree(tmp);
+    free(tmp);
     free(dir);
 }
 

@@ -23,11 +23,15 @@ typedef struct fixture {
     float *logits;
 } fixture;
 
+/* the cache type of the fixture's model (each test runs in its own process) */
+static kv_type cache_type = KV_F32;
+
 static void open_fixture(fixture *f, const char *backend_name)
 {
     f->dir = test_make_tmpdir("prompt_cache");
     test_synth_tiny(f->dir, "int4");
-    model_flags mf = {.dir = f->dir, .ctx = 256, .chunk = 8, .quiet = 1, .backend = backend_name};
+    model_flags mf = {.dir = f->dir, .ctx = 256, .chunk = 8, .quiet = 1, .backend = backend_name,
+                      .cache_type = cache_type};
     errbuf e;
     cr_assert_eq(cli_model_open(&f->m, &mf, &e), 0, "%s", e.msg);
     f->V = f->m.mw.cfg.vocab_size;
@@ -117,6 +121,12 @@ static void restored_conversation(const char *backend_name)
 
 Test(prompt_cache, a_restored_conversation_computes_as_if_run_again, .timeout = 120)
 {
+    restored_conversation(NULL);
+}
+
+Test(prompt_cache, a_restored_conversation_computes_as_if_run_again_bf16_cache, .timeout = 120)
+{
+    cache_type = KV_BF16;
     restored_conversation(NULL);
 }
 
@@ -403,7 +413,7 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
  * restored through that one, it computes as if run again. An entry others
  * depend on is not evicted before them, and the directory keeps whole
  * conversations that come back sharing again. */
-Test(prompt_cache, conversations_sharing_a_prefix_hold_it_once, .timeout = 120)
+static void shared_prefix_held_once(void)
 {
     fixture f;
     open_fixture(&f, NULL);
@@ -513,7 +523,8 @@ Test(prompt_cache, conversations_sharing_a_prefix_hold_it_once, .timeout = 120)
         snprintf(path, sizeof path, "%s/%s", dir, names[k]);
         cr_assert_eq(stat(path, &sb), 0, "%s", path);
         size_t want = PROMPT_FILE_HEADER + (size_t)positions[k] * 4 + 8 +
-                      (size_t)own_rows[k] * (size_t)en->kv.n_layers * (size_t)en->kv.row * 4;
+                      (size_t)own_rows[k] * (size_t)en->kv.n_layers *
+                          (size_t)kv_cache_row_floats(&en->kv) * 4;
         cr_expect_eq((size_t)sb.st_size, want, "%s: %zu bytes, %zu expected", names[k],
                      (size_t)sb.st_size, want);
     }
@@ -550,4 +561,16 @@ Test(prompt_cache, conversations_sharing_a_prefix_hold_it_once, .timeout = 120)
     free(want_a);
     free(want_b);
     close_fixture(&f);
+}
+
+Test(prompt_cache, conversations_sharing_a_prefix_hold_it_once, .timeout = 120)
+{
+    shared_prefix_held_once();
+}
+
+/* a bf16 cache's rows (half the bytes a position) through shared entries and the directory */
+Test(prompt_cache, conversations_sharing_a_prefix_hold_it_once_bf16_cache, .timeout = 120)
+{
+    cache_type = KV_BF16;
+    shared_prefix_held_once();
 }
