@@ -177,7 +177,8 @@ int main(int argc, char **argv)
         }
         mla_args a = {.q = q, .T = cases[c].T, .pos0 = cases[c].pos0,
                       .kv_cache = cases[c].bf16 ? NULL : cache,
-                      .kv_bf16 = cases[c].bf16 ? cache16 : NULL, .kv_b = &kv_b, .H = HEADS, .nope = NOPE, .rope = ROPE, .v = VDIM,
+                      .kv_bf16 = cases[c].bf16 ? cache16 : NULL, .kv_b = &kv_b, .H = HEADS,
+                      .nope = NOPE, .rope = ROPE, .v = VDIM,
                       .kv_lora = LORA, .scale = 1.0f / sqrtf((float)qk), .out = out};
         int absorbed = cases[c].form < 0 ? mla_cpu_absorbs(&a) : cases[c].form;
         size_t n = mla_cpu_scratch(&a, absorbed, nt);

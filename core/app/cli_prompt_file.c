@@ -61,7 +61,8 @@ int cli_model_prompt_identity(const cli_model *m, prompt_identity *id, errbuf *e
     /* a bf16 cache's rows, and all that follows them, have other bits */
     if (m->en.kv.type != KV_F32) {
         size_t at = strlen(id->compute);
-        snprintf(id->compute + at, sizeof id->compute - at, ", %s cache", kv_type_name(m->en.kv.type));
+        snprintf(id->compute + at, sizeof id->compute - at, ", %s cache",
+                 kv_type_name(m->en.kv.type));
     }
     return 0;
 }

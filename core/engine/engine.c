@@ -727,7 +727,8 @@ int engine_drop_guesses(engine *en, int n, errbuf *e)
 int engine_seq_create(const engine *en, engine_seq *s, errbuf *e)
 {
     memset(s, 0, sizeof *s);
-    if (kv_cache_create(&s->kv, en->be, en->kv.n_layers, en->kv.max_ctx, en->kv.row, en->kv.type, e))
+    if (kv_cache_create(&s->kv, en->be, en->kv.n_layers, en->kv.max_ctx, en->kv.row, en->kv.type,
+                        e))
         return -1;
     s->cached_ids = malloc((size_t)en->kv.max_ctx * sizeof *s->cached_ids);
     if (!s->cached_ids) {

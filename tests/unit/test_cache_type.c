@@ -138,7 +138,8 @@ static void within_bf16_profile(const char *variant)
                 r.max_over_std, r.rms_over_std, r.top1_agree, T);
     cr_expect_leq(r.max_over_std, 2.5, "%s: max|diff|/std %.3g", variant, r.max_over_std);
     cr_expect_leq(r.rms_over_std, 0.25, "%s: rms/std %.3g", variant, r.rms_over_std);
-    cr_expect_geq(r.top1_agree * 10, T * 7, "%s: top-1 agrees at %d of %d", variant, r.top1_agree, T);
+    cr_expect_geq(r.top1_agree * 10, T * 7, "%s: top-1 agrees at %d of %d", variant, r.top1_agree,
+                  T);
     /* and the cache was rounded: the strict profile no longer holds exactly */
     cr_expect_gt(r.rms_over_std, 0, "%s: the bf16 cache gave the f32 logits", variant);
     free(got);
@@ -148,11 +149,11 @@ static void within_bf16_profile(const char *variant)
     free(dir);
 }
 
-Test(cache_type, logits_within_the_bf16_profile_bf16, .timeout = 120) { within_bf16_profile("bf16"); }
-Test(cache_type, logits_within_the_bf16_profile_fp8, .timeout = 120) { within_bf16_profile("fp8"); }
-Test(cache_type, logits_within_the_bf16_profile_int4, .timeout = 120) { within_bf16_profile("int4"); }
+Test(cache_type, logits_in_the_bf16_profile_bf16, .timeout = 120) { within_bf16_profile("bf16"); }
+Test(cache_type, logits_in_the_bf16_profile_fp8, .timeout = 120) { within_bf16_profile("fp8"); }
+Test(cache_type, logits_in_the_bf16_profile_int4, .timeout = 120) { within_bf16_profile("int4"); }
 
-Test(cache_type, logits_within_the_bf16_profile_gpu, .timeout = 300)
+Test(cache_type, logits_in_the_bf16_profile_gpu, .timeout = 300)
 {
     test_require_gpu();
     backend_name = "cuda";
