@@ -514,23 +514,51 @@ static unsigned long long same_answer(const char *dir, int ctx, int max_new, flo
     return kept;
 }
 
-Test(draft, generate_answers_as_without_guesses, .timeout = 120)
+/* a synthetic model for the answers; its vocabulary in *V (each case must keep
+ * some guesses, or it checks nothing; the cases are tests of their own, so
+ * that they run side by side) */
+static char *answer_model(size_t *V)
 {
     char *dir = test_make_tmpdir("draft_generate");
     test_synth_tiny(dir, "int4");
     cli_model m;
     open_model(&m, dir, CTX);
-    size_t V = (size_t)m.mw.cfg.vocab_size;
+    *V = (size_t)m.mw.cfg.vocab_size;
     cli_model_close(&m);
-    /* (each case must keep some guesses, or it checks nothing) */
+    return dir;
+}
+
+static void answer_model_free(char *dir)
+{
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(draft, generate_answers_as_without_guesses, .timeout = 120)
+{
+    size_t V;
+    char *dir = answer_model(&V);
     cr_expect(same_answer(dir, CTX, 400, 0.0f, 0, 0, V, "greedy") > 0, "greedy: no guess kept");
+    answer_model_free(dir);
+}
+
+Test(draft, sampled_answers_as_without_guesses, .timeout = 120)
+{
+    size_t V;
+    char *dir = answer_model(&V);
     unsigned long long kept = 0;
     for (uint64_t seed = 1; seed <= 4; seed++)
         kept += same_answer(dir, CTX, 400, 0.3f, seed, 0, V, "sampled");
     cr_expect(kept > 0, "sampled with 4 seeds: no guess kept");
-    /* the context fills up while guesses are in the cache */
+    answer_model_free(dir);
+}
+
+/* the context fills up while guesses are in the cache */
+Test(draft, an_answer_that_fills_the_context_as_without_guesses, .timeout = 120)
+{
+    size_t V;
+    char *dir = answer_model(&V);
     cr_expect(same_answer(dir, PROMPT_N + 300, 400, 0.0f, 0, GEN_CONTEXT_FULL, V, "a full context") > 0,
               "a full context: no guess kept");
-    test_remove_tree(dir);
-    free(dir);
+    answer_model_free(dir);
 }
