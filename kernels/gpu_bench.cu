@@ -448,7 +448,7 @@ static gpu_mla_args k2_attention(int context, int tokens)
 }
 
 extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes,
-                                   int reps, gpu_attention_result *r, errbuf *e)
+                                   int reps, int bf16_cache, gpu_attention_result *r, errbuf *e)
 {
     memset(r, 0, sizeof *r);
     gpu_mla_args one = k2_attention(context, tokens);
@@ -456,7 +456,7 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
     if (context < 1 || tokens < 1 || tokens > context || reps < 1)
         return err_set(e, "attention benchmark: context %d, %d tokens, %d runs: out of range",
                        context, tokens, reps);
-    uint64_t cache = (uint64_t)context * (uint64_t)(C + R) * sizeof(float);
+    uint64_t cache = (uint64_t)context * (uint64_t)(C + R) * (bf16_cache ? 2 : sizeof(float));
     int n = (int)(set_bytes / cache < 1 ? 1 : set_bytes / cache > 61 ? 61 : set_bytes / cache);
     uint64_t kvb_bytes = (uint64_t)H * (uint64_t)(nope + v) * (uint64_t)C * 2;
     size_t qn = (size_t)tokens * H * (nope + R), on = (size_t)tokens * H * C;
@@ -498,8 +498,15 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
         goto done;
     }
     {
-        size_t floats = (size_t)(cache * (uint64_t)n / sizeof(float));
-        GPU_LAUNCH(k_fill_floats, (unsigned)((floats + 255) / 256), 256, 0, 0)((float *)set, floats, 5u);
+        if (bf16_cache) {
+            size_t values = (size_t)(cache * (uint64_t)n / 2);
+            GPU_LAUNCH(k_fill_bf16, (unsigned)((values + 255) / 256), 256, 0, 0)((uint16_t *)set,
+                                                                                 values, 5u);
+        } else {
+            size_t floats = (size_t)(cache * (uint64_t)n / sizeof(float));
+            GPU_LAUNCH(k_fill_floats, (unsigned)((floats + 255) / 256), 256, 0, 0)((float *)set,
+                                                                                   floats, 5u);
+        }
         GPU_LAUNCHED("fill");
         GPU_LAUNCH(k_fill_floats, (unsigned)((qn + 255) / 256), 256, 0, 0)(q, qn, 9u);
         GPU_LAUNCHED("fill");
@@ -512,7 +519,10 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
         one.out = out;
         for (int i = 0; i < n; i++) {
             layers[i] = one;
-            layers[i].kv_cache = (const float *)(set + cache * (uint64_t)i);
+            if (bf16_cache)
+                layers[i].kv_bf16 = (const uint16_t *)(set + cache * (uint64_t)i);
+            else
+                layers[i].kv_cache = (const float *)(set + cache * (uint64_t)i);
         }
         /* way 0: a block per token and head group folds every chunk; 1: a block per chunk */
         float *parts[2] = {NULL, part};
@@ -532,6 +542,7 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
         r->same_bits = !memcmp(h1, h2, outn * sizeof(float));
         r->hbm_gbps = hbm_gbps(set, cache * (uint64_t)n, reps, a, b);
         one.kv_cache = layers[0].kv_cache;
+        one.kv_bf16 = layers[0].kv_bf16;
         r->backend_splits = gpu_mla_split_floats(&one, prop.multiProcessorCount) != 0;
         r->context = context;
         r->tokens = tokens;

@@ -73,7 +73,7 @@ int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens, uint64
 
 typedef struct gpu_attention_result {
     int context, tokens, layers;
-    uint64_t cache_bytes;       /* one layer's latent cache (fp32) */
+    uint64_t cache_bytes;       /* one layer's latent cache (f32, or bf16 values) */
     /* one layer's attention (absorbed queries, scores and latent sums, output
      * product), the best pass over every layer: a block per token and head
      * group folding every chunk, and a block per chunk too with their merge */
@@ -86,9 +86,10 @@ typedef struct gpu_attention_result {
 
 /* Kimi K2's attention (64 heads, latent 512, BF16 kv_b) of `tokens` tokens at
  * the end of a context of `context` positions, over distinct layers' caches
- * of about set_bytes in all (at most 61), the best of `reps` passes. */
+ * (float32, or bf16 with bf16_cache: --cache-type bf16) of about set_bytes in
+ * all (at most 61), the best of `reps` passes. */
 int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes, int reps,
-                        gpu_attention_result *r, errbuf *e);
+                        int bf16_cache, gpu_attention_result *r, errbuf *e);
 
 typedef struct gpu_prefill_attention_result {
     int context, tokens;

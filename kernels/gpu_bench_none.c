@@ -39,8 +39,9 @@ int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens, uint64
 }
 
 int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes, int reps,
-                        gpu_attention_result *r, errbuf *e)
+                        int bf16_cache, gpu_attention_result *r, errbuf *e)
 {
+    (void)bf16_cache;
     (void)device;
     (void)context;
     (void)tokens;

@@ -63,7 +63,7 @@ static void usage(FILE *f)
                "                  ahead_gbps, plain_gbps, one_row_gbps, hbm_gbps,\n"
                "                  ratio = ahead / hbm, ...)\n"
                "usage: moetier bench gpu --attention [--json] [--contexts LIST] [--tokens LIST]\n"
-               "                                     [--set-gb G]\n"
+               "                                     [--set-gb G] [--cache-type f32|bf16]\n"
                "  Kimi K2's attention (64 heads, latent 512) of the last tokens of a context,\n"
                "  over distinct layers' caches (about G GB, default 1, at most 61 layers),\n"
                "  both ways the GPU runs it: a block per token and 8 heads (whole), and a\n"
@@ -72,8 +72,9 @@ static void usage(FILE *f)
                "  the same run.\n"
                "  --contexts LIST positions in the cache (default 1024,8192,32768)\n"
                "  --tokens LIST   new tokens (default 1,4)\n"
-               "  --json          one JSON object per line (context, tokens, layers, cache_bytes,\n"
-               "                  whole_ms, split_ms per layer, whole_gbps, split_gbps,\n"
+               "  --cache-type T  the cache's values: f32 (default) or bf16\n"
+               "  --json          one JSON object per line (context, tokens, layers, cache_type,\n"
+               "                  cache_bytes, whole_ms, split_ms per layer, whole_gbps, split_gbps,\n"
                "                  hbm_gbps, gain = whole / split, backend_splits, same_bits)\n"
                "usage: moetier bench gpu --prefill-attention [--json] [--contexts LIST]\n"
                "                                             [--tokens LIST]\n"
@@ -393,8 +394,10 @@ static int bench_attention(int argc, char **argv, int prefill)
     }
     int json = 0;
     float set_gb = 1;
+    kv_type cache = KV_F32;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v;
+        errbuf te;
         if (!strcmp(a, prefill ? "--prefill-attention" : "--attention")) {
         } else if (!strcmp(a, "--json")) {
             json = 1;
@@ -407,6 +410,13 @@ static int bench_attention(int argc, char **argv, int prefill)
         } else if (!prefill && !strcmp(a, "--set-gb")) {
             if (positive_value(argc, argv, &i, &set_gb))
                 return 2;
+        } else if (!prefill && (!strcmp(a, "--cache-type") || !strcmp(a, "-ctk"))) {
+            if (!(v = cli_value(argc, argv, &i)))
+                return 2;
+            if (kv_type_parse(v, &cache, &te)) {
+                fprintf(stderr, "moetier bench gpu --attention: %s\n", te.msg);
+                return 2;
+            }
         } else {
             fprintf(stderr, "moetier bench gpu %s: unknown option '%s'\n",
                     prefill ? "--prefill-attention" : "--attention", a);
@@ -430,16 +440,18 @@ static int bench_attention(int argc, char **argv, int prefill)
             gpu_attention_result r;
             errbuf e;
             if (gpu_bench_attention(gpu_device, contexts[c], tokens[t],
-                                    (uint64_t)((double)set_gb * 1e9), 10, &r, &e))
+                                    (uint64_t)((double)set_gb * 1e9), 10, cache == KV_BF16, &r,
+                                    &e))
                 return cli_fail(&e);
             double gain = r.whole_s / r.split_s;
             if (json)
                 printf("{\"bench\": \"gpu_attention\", \"device\": \"%s\", \"context\": %d, "
-                       "\"tokens\": %d, \"layers\": %d, \"cache_bytes\": %llu, "
+                       "\"tokens\": %d, \"layers\": %d, \"cache_type\": \"%s\", "
+                       "\"cache_bytes\": %llu, "
                        "\"whole_ms\": %.6f, \"split_ms\": %.6f, \"whole_gbps\": %.6g, "
                        "\"split_gbps\": %.6g, \"hbm_gbps\": %.6g, \"gain\": %.6g, "
                        "\"backend_splits\": %s, \"same_bits\": %s}\n", device, r.context,
-                       r.tokens, r.layers, (unsigned long long)r.cache_bytes, r.whole_s * 1e3,
+                       r.tokens, r.layers, kv_type_name(cache), (unsigned long long)r.cache_bytes, r.whole_s * 1e3,
                        r.split_s * 1e3, r.whole_gbps, r.split_gbps, r.hbm_gbps, gain,
                        r.backend_splits ? "true" : "false", r.same_bits ? "true" : "false");
             else

@@ -2200,12 +2200,23 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
               strstr(out, "\"cache_bytes\": 691200,") && strstr(out, "\"same_bits\": true"),
               "%s", out);
     cr_assert_eq(strchr(out, '\n') - out + 1, (long)strlen(out), "more than one line: %s", out);
+    cr_expect(strstr(out, "\"cache_type\": \"f32\""), "%s", out);
+    free(cmd);
+    free(out);
+    free(err);
+    /* a bf16 cache: half the bytes, the two ways still the same bits */
+    cr_assert(asprintf(&cmd, "%s bench gpu --attention --json --contexts 300 --tokens 1 "
+                       "--set-gb 0.0001 --cache-type bf16", bin) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    cr_expect(strstr(out, "\"cache_type\": \"bf16\", \"cache_bytes\": 345600,") &&
+              strstr(out, "\"same_bits\": true"), "%s", out);
     free(cmd);
     free(out);
     free(err);
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
-                            {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"}};
-    assert_bench_refuses(bin, "--attention", bad, 4);
+                            {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"},
+                            {"--cache-type q4", "--cache-type"}};
+    assert_bench_refuses(bin, "--attention", bad, 5);
 }
 
 /* `moetier bench gpu --prefill-attention` refuses bad lists, and --set-gb
