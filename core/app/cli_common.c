@@ -233,7 +233,7 @@ static const char model_flags_text[] =
 void model_flags_usage_except(FILE *f, int leave_out)
 {
     /* bench model takes lists for these, described in its own usage */
-    static const char *const lists[] = {"-t", "--dram-gb", "--vram-gb", NULL};
+    static const char *const lists[] = {"-t", "--dram-gb", "--vram-gb", "--cache-type", NULL};
     if (!(leave_out & MF_HELP_CTX))
         fputs("  -c CTX               context size (default: min(4096, max_position_embeddings))\n", f);
     print_usage_entries(f, model_flags_text, leave_out & MF_HELP_LISTS ? lists : NULL);

@@ -69,9 +69,10 @@ static void usage(FILE *f)
             "                  CPU backend they run on the model as opened for the first\n"
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
             "  --vram-gb LIST  GPU budgets, one setting each (--backend cuda|auto)\n"
-            "  (settings in the order: --dram-gb, --vram-gb, then -t for each; the model\n"
-            "  flags below apply; -c, each conversation's context, defaults to what the\n"
-            "  tests need)\n");
+            "  --cache-type LIST  KV cache types (f32, bf16), one setting each; -ctk too\n"
+            "  (settings nest in the order --dram-gb, --vram-gb, --cache-type, -t; the\n"
+            "  model flags below apply; -c, each conversation's context, defaults to what\n"
+            "  the tests need)\n");
     model_flags_usage_except(f, MF_HELP_TRACE | MF_HELP_LISTS);
 }
 
@@ -86,6 +87,8 @@ typedef struct bench_opts {
     int threads[MAX_VALUES], n_threads;
     double dram[MAX_VALUES], vram[MAX_VALUES];
     int n_dram, n_vram;
+    kv_type cache[MAX_VALUES];
+    int n_cache;
 } bench_opts;
 
 /* Where a test's tokens come from: the k-th of a text, or a random id. */
@@ -354,10 +357,9 @@ static void print_header(const cli_model *m, const char *dir)
 {
     const model_config *c = &m->mw.cfg;
     printf("model %s: %d layers (%d MoE, %d routed experts each, top %d), %.2f GB of dense "
-           "weights, %.2f GB of routed experts; %s KV cache\n\n", dir, c->n_layers,
-           m->plan.moe_layers, c->n_routed_experts, c->n_experts_per_tok,
-           (double)m->plan.dense_bytes / 1e9, (double)routed_expert_bytes(m) / 1e9,
-           kv_type_name(m->en.kv.type));
+           "weights, %.2f GB of routed experts\n\n", dir, c->n_layers, m->plan.moe_layers,
+           c->n_routed_experts, c->n_experts_per_tok, (double)m->plan.dense_bytes / 1e9,
+           (double)routed_expert_bytes(m) / 1e9);
     printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits "
            "| VRAM hits | bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
@@ -441,8 +443,9 @@ static void print_row(const bench_opts *o, const setting *s, const test_spec *t,
         snprintf(bound, sizeof bound, "%.2f", y->bound_tps);
         snprintf(ratio, sizeof ratio, "%.3f", mean / y->bound_tps);
     }
-    printf("| %s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", s->backend,
-           threads, dram, vram, name, mean, sd, gb, dhit, vhit, bound, ratio);
+    printf("| %s%s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", s->backend,
+           s->cache == KV_F32 ? "" : ", bf16 KV cache", threads, dram, vram, name, mean, sd, gb,
+           dhit, vhit, bound, ratio);
     fflush(stdout);
 }
 
@@ -527,6 +530,31 @@ static int read_text_tokens(const char *dir, const char *file, token_list *out, 
     return 0;
 }
 
+/* --cache-type's comma-separated types into o */
+static int cache_type_list(const char *v, bench_opts *o)
+{
+    char item[32];
+    o->n_cache = 0;
+    for (const char *p = v;;) {
+        size_t len = strcspn(p, ",");
+        errbuf e;
+        if (o->n_cache == MAX_VALUES || len >= sizeof item) {
+            fprintf(stderr, "moetier bench model: --cache-type: at most %d types, each f32 or "
+                    "bf16 (got '%s')\n", MAX_VALUES, v);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = 0;
+        if (kv_type_parse(item, &o->cache[o->n_cache++], &e)) {
+            fprintf(stderr, "moetier bench model: %s\n", e.msg);
+            return -1;
+        }
+        if (!p[len])
+            return 0;
+        p += len + 1;
+    }
+}
+
 /* Takes bench model's own flags at argv[*i]: 1 when one was, -1 on a bad value. */
 static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
 {
@@ -540,7 +568,8 @@ static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
         return 1;
     }
     static const char *const valued[] = {"-p", "-n", "-d", "-r", "-f", "--seed", "--parallel",
-                                         "-t", "--threads", "--dram-gb", "--vram-gb"};
+                                         "-t", "--threads", "--dram-gb", "--vram-gb",
+                                         "--cache-type", "-ctk"};
     size_t k = 0;
     while (k < sizeof valued / sizeof *valued && strcmp(a, valued[k]))
         k++;
@@ -569,6 +598,8 @@ static int parse_own_flag(bench_opts *o, int argc, char **argv, int *i)
         return cli_float_list(a, v, o->dram, &o->n_dram, MAX_VALUES, 0, 1e6) ? -1 : 1;
     if (!strcmp(a, "--vram-gb"))
         return cli_float_list(a, v, o->vram, &o->n_vram, MAX_VALUES, 0, 1e6) ? -1 : 1;
+    if (!strcmp(a, "--cache-type") || !strcmp(a, "-ctk"))
+        return cache_type_list(v, o) ? -1 : 1;
     return cli_int_list(a, v, o->threads, &o->n_threads, MAX_VALUES, 1, 4096) ? -1 : 1;
 }
 
@@ -640,10 +671,13 @@ int cmd_bench_model(int argc, char **argv)
         return cli_fail(&e);
     }
     int n_t = o.n_threads ? o.n_threads : 1, n_d = o.n_dram ? o.n_dram : 1,
-        n_v = o.n_vram ? o.n_vram : 1, rc = 0, first = 1;
+        n_v = o.n_vram ? o.n_vram : 1, n_c = o.n_cache ? o.n_cache : 1, rc = 0, first = 1;
     for (int di = 0; di < n_d && !rc; di++)
-        for (int vi = 0; vi < n_v && !rc; vi++) {
+        for (int vc = 0; vc < n_v * n_c && !rc; vc++) {
+            int vi = vc / n_c;
             model_flags f = mf;
+            if (o.n_cache)
+                f.cache_type = o.cache[vc % n_c];
             if (o.n_threads)
                 f.threads = o.threads[0];
             if (o.n_dram) {

@@ -157,17 +157,23 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     cJSON_Delete(l[1]);
     free(out);
     free(err);
-    /* the table: a header and a row per test and setting */
-    cr_assert_eq(run(&out, &err, "%s bench model -m %s -p 4 -n 0 -r 1 --dram-gb 0.0005,1",
-                     test_moetier_bin(), model), 0, "%s", err);
+    /* the table: a header and a row per test and setting, both cache types
+     * settings of their own within each tier size, a bf16 cache's named */
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s -p 4 -n 0 -r 1 --dram-gb 0.0005,1 "
+                     "-ctk f32,bf16", test_moetier_bin(), model), 0, "%s", err);
     /* the model's shape, then the table */
     cr_expect(strncmp(out, "model ", 6) == 0 && strstr(out, "3 MoE, 32 routed experts each, top 8"),
               "%s", out);
     cr_expect(strstr(out, "\n\n| backend | threads | dram GB |"), "%s", out);
-    int rows = 0;
+    int rows = 0, bf16_rows = 0;
     for (const char *p = out; (p = strstr(p, "\n| cpu |")); p++)
         rows++;
-    cr_expect_eq(rows, 2, "%s", out);
+    for (const char *p = out; (p = strstr(p, "\n| cpu, bf16 KV cache |")); p++)
+        bf16_rows++;
+    cr_expect(rows == 2 && bf16_rows == 2, "%s", out);
+    const char *f32_row = strstr(out, "\n| cpu |"), *bf16_row = strstr(out, "| cpu, bf16 KV");
+    cr_expect(f32_row && bf16_row && f32_row < bf16_row &&
+              strstr(bf16_row + 1, "\n| cpu |"), "not f32, bf16 within each tier size: %s", out);
     free(out);
     free(err);
     /* a text without tokens is refused, naming it */
@@ -224,6 +230,7 @@ Test(bench_model, bad_arguments_are_refused, .timeout = 60)
     expect_refused(2, "empty value", d, "--dram-gb 1,,2");
     expect_refused(2, "takes at most 8 values", d, "-p 1,2,3,4,5,6,7,8,9");
     expect_refused(2, "--parallel expects", d, "--parallel 65");
+    expect_refused(2, "--cache-type: 'q8_0' is not a cache type", d, "-ctk f32,q8_0");
     expect_refused(2, "--trace is not taken", d, "--trace /tmp/x.trace");
     expect_refused(2, "unknown option", d, "--frobnicate");
     expect_refused(1, "--dram-gb needs an expert store", d, "--dram-gb 1 -p 4 -n 0");
