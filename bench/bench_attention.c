@@ -147,7 +147,8 @@ int main(int argc, char **argv)
         {512, 7680, -1, WF_F32, 1}, {1, 8191, -1, WF_F32, 0},
         {1, 63, -1, WF_BF16, 0}, {1, 1023, -1, WF_BF16, 0}, {1, 8191, -1, WF_BF16, 0},
         {1, 63, -1, WF_FP8_BLOCK, 0}, {1, 1023, -1, WF_FP8_BLOCK, 0},
-        {1, 8191, -1, WF_BF16, 1}, {1, 32767, -1, WF_BF16, 0}, {1, 32767, -1, WF_BF16, 1},
+        {1, 1023, -1, WF_BF16, 1}, {1, 8191, -1, WF_BF16, 1}, {1, 32767, -1, WF_BF16, 0},
+        {1, 32767, -1, WF_BF16, 1},
     };
     int maxS = 32768;
     size_t qk = NOPE + ROPE, cache_n = (size_t)maxS * (LORA + ROPE);
