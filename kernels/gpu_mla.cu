@@ -141,7 +141,8 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
             for (int e = tid; e < ns * KEY_COLS; e += ATT) {
                 int r = e / KEY_COLS, c = e % KEY_COLS;
                 if (c < w)
-                    skey[r * (KEY_COLS + 1) + c] = kv_at(a, (size_t)(s0 + r) * row + (size_t)(c0 + c));
+                    skey[r * (KEY_COLS + 1) + c] =
+                        kv_at(a, (size_t)(s0 + r) * row + (size_t)(c0 + c));
             }
             __syncthreads();
             if (s < end)

@@ -74,8 +74,9 @@ static void usage(FILE *f)
                "  --tokens LIST   new tokens (default 1,4)\n"
                "  --cache-type T  the cache's values: f32 (default) or bf16\n"
                "  --json          one JSON object per line (context, tokens, layers, cache_type,\n"
-               "                  cache_bytes, whole_ms, split_ms per layer, whole_gbps, split_gbps,\n"
-               "                  hbm_gbps, gain = whole / split, backend_splits, same_bits)\n"
+               "                  cache_bytes, whole_ms, split_ms per layer, whole_gbps,\n"
+               "                  split_gbps, hbm_gbps, gain = whole / split, backend_splits,\n"
+               "                  same_bits)\n"
                "usage: moetier bench gpu --prefill-attention [--json] [--contexts LIST]\n"
                "                                             [--tokens LIST]\n"
                "  Kimi K2's attention of a prefill step at the end of a context, in the\n"
@@ -397,7 +398,6 @@ static int bench_attention(int argc, char **argv, int prefill)
     kv_type cache = KV_F32;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v;
-        errbuf te;
         if (!strcmp(a, prefill ? "--prefill-attention" : "--attention")) {
         } else if (!strcmp(a, "--json")) {
             json = 1;
@@ -411,6 +411,7 @@ static int bench_attention(int argc, char **argv, int prefill)
             if (positive_value(argc, argv, &i, &set_gb))
                 return 2;
         } else if (!prefill && (!strcmp(a, "--cache-type") || !strcmp(a, "-ctk"))) {
+            errbuf te;
             if (!(v = cli_value(argc, argv, &i)))
                 return 2;
             if (kv_type_parse(v, &cache, &te)) {
@@ -451,8 +452,9 @@ static int bench_attention(int argc, char **argv, int prefill)
                        "\"whole_ms\": %.6f, \"split_ms\": %.6f, \"whole_gbps\": %.6g, "
                        "\"split_gbps\": %.6g, \"hbm_gbps\": %.6g, \"gain\": %.6g, "
                        "\"backend_splits\": %s, \"same_bits\": %s}\n", device, r.context,
-                       r.tokens, r.layers, kv_type_name(cache), (unsigned long long)r.cache_bytes, r.whole_s * 1e3,
-                       r.split_s * 1e3, r.whole_gbps, r.split_gbps, r.hbm_gbps, gain,
+                       r.tokens, r.layers, kv_type_name(cache), (unsigned long long)r.cache_bytes,
+                       r.whole_s * 1e3, r.split_s * 1e3, r.whole_gbps, r.split_gbps, r.hbm_gbps,
+                       gain,
                        r.backend_splits ? "true" : "false", r.same_bits ? "true" : "false");
             else
                 printf("%8d %6d %6d %9.4f %9.4f %11.1f %11.1f %9.1f %6.2f %7s%s\n", r.context,

@@ -1,13 +1,14 @@
 /* cmd_bench_model: `moetier bench model -m DIR`: a model's prefill and decode
  * speed as `run` gets them, in the manner of llama-bench.
  *
- * For each setting (DRAM tier and VRAM budget: each opens the model anew;
- * threads, on the CPU backend, only take a new pool of threads on the model
- * already open), every test runs once untimed (the warm-up: page tables, the tiers'
- * caches, the GPU's rates) and then -r times: ppP prefills a prompt of P
- * tokens, tgN decodes N tokens one step each, both after D tokens already in
- * the cache (-d, prefilled untimed); with --parallel S, decode steps S
- * conversations together as serve --parallel does (engine_decode_seqs).
+ * For each setting (DRAM tier, VRAM budget and KV cache type: each opens the
+ * model anew; threads, on the CPU backend, only take a new pool of threads on
+ * the model already open), every test runs once untimed (the warm-up: page
+ * tables, the tiers' caches, the GPU's rates) and then -r times: ppP
+ * prefills a prompt of P tokens, tgN decodes N tokens one step each, both
+ * after D tokens already in the cache (-d, prefilled untimed); with
+ * --parallel S, decode steps S conversations together as serve --parallel
+ * does (engine_decode_seqs).
  * Results are the mean and standard deviation of the repetitions' tokens per
  * second (of all conversations together).
  *
@@ -62,9 +63,9 @@ static void usage(FILE *f)
             "  --seed S        the random ids' seed (default 0)\n"
             "  --no-warmup     no untimed run before each test's repetitions\n"
             "  --json          one JSON object per test and setting (model, backend, threads,\n"
-            "                  dram_gb, vram_gb, test, depth, parallel, reps, tps, tps_sd,\n"
-            "                  samples, dram_hit_rate, vram_hit_rate, gb_per_token,\n"
-            "                  bound_tps, ratio = tps / bound_tps, ...)\n"
+            "                  dram_gb, vram_gb, cache_type, test, depth, parallel, reps,\n"
+            "                  tps, tps_sd, samples, dram_hit_rate, vram_hit_rate,\n"
+            "                  gb_per_token, bound_tps, ratio = tps / bound_tps, ...)\n"
             "  -t LIST         CPU threads, one setting each (default: one per core); on the\n"
             "                  CPU backend they run on the model as opened for the first\n"
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
@@ -678,8 +679,6 @@ int cmd_bench_model(int argc, char **argv)
             model_flags f = mf;
             if (o.n_cache)
                 f.cache_type = o.cache[vc % n_c];
-            if (o.n_threads)
-                f.threads = o.threads[0];
             if (o.n_dram) {
                 f.tiers.dram_gb = o.dram[di];
                 f.tiers.dram_gb_set = 1;
