@@ -95,11 +95,8 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
     uint32_t n = le_get_u32(h + H_POSITIONS), flags = le_get_u32(h + H_FLAGS);
     uint32_t base = version >= 2 ? le_get_u32(h + H_BASE) : 0;
     const model_config *c = en->cfg;
-    if (layers != (uint32_t)en->kv.n_layers || row != (uint32_t)kv_cache_row_floats(&en->kv) ||
-        vocab != (uint32_t)c->vocab_size)
-        return err_set(e, "%s: made for a model with %u layers, %u cache floats a position and a "
-                       "vocabulary of %u (this one: %d, %d, %d)", path, layers, row, vocab,
-                       en->kv.n_layers, kv_cache_row_floats(&en->kv), c->vocab_size);
+    /* what made the file first: a file of the other cache type has rows of
+     * another width too, and this says why */
     if (le_get_u64(h + H_MODEL) != id->model)
         return err_set(e, "%s: made from another checkpoint, or before its config.json changed", path);
     char compute[sizeof id->compute + 1] = {0};
@@ -107,6 +104,11 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
     if (strcmp(compute, id->compute))
         return err_set(e, "%s: made with the %s kernels; this run computes with the %s ones, whose "
                        "bits differ", path, compute, id->compute);
+    if (layers != (uint32_t)en->kv.n_layers || row != (uint32_t)kv_cache_row_floats(&en->kv) ||
+        vocab != (uint32_t)c->vocab_size)
+        return err_set(e, "%s: made for a model with %u layers, %u cache floats a position and a "
+                       "vocabulary of %u (this one: %d, %d, %d)", path, layers, row, vocab,
+                       en->kv.n_layers, kv_cache_row_floats(&en->kv), c->vocab_size);
     if (n == 0 || (uint64_t)n > pf->size / 4 || (flags & ~FLAG_LOGITS) || base >= n ||
         (version >= 2 && base == 0))
         return err_set(e, "%s: damaged header (%u positions from %u, flags %#x)", path, n, base,

@@ -193,19 +193,31 @@ Test(cache_type, batch_invariant_steps_keep_their_bits, .timeout = 120)
  * made with: the rows, and all computed after them, differ. */
 Test(cache_type, prompts_are_kept_apart_by_cache_type, .timeout = 120)
 {
-    char *dir = test_testdata_model_or_skip("bf16");
+    char *dir = test_testdata_model_or_skip("bf16"), *tmp = test_make_tmpdir("cache_type_id");
+    char path[4300];
+    snprintf(path, sizeof path, "%s/prompt.bin", tmp);
     cli_model m;
     prompt_identity f32, bf16;
     errbuf e;
-    open_typed(&m, dir, KV_F32, 0, 8);
-    cr_assert_eq(cli_model_prompt_identity(&m, &f32, &e), 0, "%s", e.msg);
-    cli_model_close(&m);
     open_typed(&m, dir, KV_BF16, 0, 8);
     cr_assert_eq(cli_model_prompt_identity(&m, &bf16, &e), 0, "%s", e.msg);
+    int ids[T_IDS];
+    some_ids(ids, m.mw.cfg.vocab_size);
+    cr_assert_eq(engine_forward(&m.en, ids, T_IDS, NULL, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(prompt_file_save(path, &bf16, &m.en, NULL, &e), 0, "%s", e.msg);
     cli_model_close(&m);
+    open_typed(&m, dir, KV_F32, 0, 8);
+    cr_assert_eq(cli_model_prompt_identity(&m, &f32, &e), 0, "%s", e.msg);
     cr_expect_eq(f32.model, bf16.model);
     cr_expect_str_neq(f32.compute, bf16.compute);
     cr_expect(strstr(bf16.compute, "bf16 cache"), "'%s'", bf16.compute);
+    /* the f32 run refuses the bf16 file, naming the cache rather than the shape */
+    prompt_file pf;
+    cr_expect_neq(prompt_file_open(&pf, path, &f32, &m.en, &e), 0);
+    cr_expect(strstr(e.msg, "bf16 cache kernels; this run computes with the"), "%s", e.msg);
+    cli_model_close(&m);
+    test_remove_tree(tmp);
+    free(tmp);
     free(dir);
 }
 

@@ -197,15 +197,17 @@ Test(tune, command_predicts_and_checks, .timeout = 300)
         free(err);
     }
     /* so are a budget below one token's experts and a plot that cannot be
-     * written (both used to fail after the measurements) */
+     * written (both used to fail after the measurements), and a GPU backend
+     * (whose threads the CPU's measurements read) */
     struct {
         const char *args;
         int status;
         const char *says;
-    } early[] = {{"--budgets 0.00001,1 --svg /dev/null", 2, "fewer than the 8 one token uses"},
+    } early[] = {{"--backend cuda --svg /dev/null", 2, "--backend cuda is not taken"},
+                 {"--budgets 0.00001,1 --svg /dev/null", 2, "fewer than the 8 one token uses"},
                  {"--svg /nonexistent-dir/t.svg", 1, "/nonexistent-dir/t.svg"},
                  {"--svg MODEL/config.json", 1, "is the checkpoint's config.json"}};
-    for (int i = 0; i < 3; i++) {
+    for (size_t i = 0; i < sizeof early / sizeof *early; i++) {
         char args[4400];
         const char *at = strstr(early[i].args, "MODEL");
         if (at)
