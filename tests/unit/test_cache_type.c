@@ -189,6 +189,16 @@ Test(cache_type, batch_invariant_steps_keep_their_bits, .timeout = 120)
     free(dir);
 }
 
+/* the prompt's ids prefilled into m's engine, then saved to path as id's */
+static void save_prompt(cli_model *m, const char *path, const prompt_identity *id)
+{
+    int ids[T_IDS];
+    some_ids(ids, m->mw.cfg.vocab_size);
+    errbuf e;
+    cr_assert_eq(engine_forward(&m->en, ids, T_IDS, NULL, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(prompt_file_save(path, id, &m->en, NULL, &e), 0, "%s", e.msg);
+}
+
 /* A saved prompt is found again only by a run with the cache type it was
  * made with: the rows, and all computed after them, differ. */
 Test(cache_type, prompts_are_kept_apart_by_cache_type, .timeout = 120)
@@ -201,10 +211,7 @@ Test(cache_type, prompts_are_kept_apart_by_cache_type, .timeout = 120)
     errbuf e;
     open_typed(&m, dir, KV_BF16, 0, 8);
     cr_assert_eq(cli_model_prompt_identity(&m, &bf16, &e), 0, "%s", e.msg);
-    int ids[T_IDS];
-    some_ids(ids, m.mw.cfg.vocab_size);
-    cr_assert_eq(engine_forward(&m.en, ids, T_IDS, NULL, 0, &e), 0, "%s", e.msg);
-    cr_assert_eq(prompt_file_save(path, &bf16, &m.en, NULL, &e), 0, "%s", e.msg);
+    save_prompt(&m, path, &bf16);
     cli_model_close(&m);
     open_typed(&m, dir, KV_F32, 0, 8);
     cr_assert_eq(cli_model_prompt_identity(&m, &f32, &e), 0, "%s", e.msg);
@@ -230,14 +237,10 @@ Test(cache_type, saved_rows_take_half_the_bytes, .timeout = 120)
     for (int k = 0; k < 2; k++) {
         cli_model m;
         open_typed(&m, dir, k ? KV_BF16 : KV_F32, 0, 8);
-        int ids[T_IDS];
-        some_ids(ids, m.mw.cfg.vocab_size);
-        errbuf e;
-        cr_assert_eq(engine_forward(&m.en, ids, T_IDS, NULL, 0, &e), 0, "%s", e.msg);
         char path[4300];
         snprintf(path, sizeof path, "%s/prompt-%d.bin", tmp, k);
         prompt_identity id = {.model = 1, .compute = "test"};
-        cr_assert_eq(prompt_file_save(path, &id, &m.en, NULL, &e), 0, "%s", e.msg);
+        save_prompt(&m, path, &id);
         free(test_read_file(path, &bytes[k]));
         position[k] = prompt_cache_position_bytes(&m.en);
         rows = (size_t)m.en.kv.n_layers * (size_t)m.en.kv.row;
