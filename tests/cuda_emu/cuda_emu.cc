@@ -1,8 +1,9 @@
 /* cuda_emu: the threads of an emulated block (see cuda_runtime.h here).
  *
- * Each thread is a fiber on its own small stack, started by switching the stack
- * pointer and resumed with _setjmp/_longjmp (no system call per switch); a
- * thread that returns leaves the block. Between two __syncthreads the warps
+ * Each thread is a fiber on its own small stack; a switch between the
+ * scheduler and a fiber is a few instructions inline (emu_switch; glibc's
+ * _setjmp/_longjmp took two thirds of the emulation's time); a thread that
+ * returns leaves the block. Between two __syncthreads the warps
  * run one after another, each to the barrier, in a pseudo-random order: that
  * is one of the orders a device may take (warps are only ever in step at a
  * barrier), so a kernel that reads what another warp writes without a barrier
@@ -21,9 +22,11 @@
  * kernels' reads and writes of device memory, shared memory and their own
  * locals as it checks host code: what compute-sanitizer's memcheck does on a
  * device, here on the CPU. */
-#include <setjmp.h>
-
 #include "cuda_runtime.h"
+
+#ifndef __x86_64__
+#error "the emulation's fiber switch (emu_switch) is written for x86-64"
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_ASAN 1
@@ -33,7 +36,6 @@
 #endif
 #endif
 #ifdef EMU_ASAN
-#include <dlfcn.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -47,10 +49,12 @@ dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define STACK_BYTES (64 * 1024)
 #endif
 
-static jmp_buf scheduler, fiber[MAX_THREADS];
+/* the stack pointers of the scheduler and of each fiber while it is switched out */
+static void *scheduler_sp, *fiber_sp[MAX_THREADS];
 static char *stacks;
 static unsigned char finished[MAX_THREADS], started[MAX_THREADS], at_barrier[MAX_THREADS];
 static unsigned current, warp_round[MAX_WARPS];
+static dim3 thread_index[MAX_THREADS];  /* worked out once a block, not at every switch */
 static float exchange[2][MAX_THREADS];
 static void (*block_body)(void *);
 static void *block_ctx;
@@ -103,41 +107,48 @@ static void arrive_in_scheduler(void)
 {
     __sanitizer_finish_switch_fiber(scheduler_fake, NULL, NULL);
 }
-/* glibc's own _longjmp, not the sanitizer's wrapper of it: the wrapper makes a
- * system call (sigaltstack) on every switch, two thirds of the emulation's
- * time; it unpoisons the stack left behind, which a switch that is announced
- * and abandons no instrumented frame does not need. (Not marked noreturn: the
- * compiler would then call that unpoisoning before each use.) */
-static void jump(jmp_buf to)
-{
-    static void (*libc_longjmp)(jmp_buf, int);
-    if (!libc_longjmp) {
-        void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
-        libc_longjmp = libc ? (void (*)(jmp_buf, int))dlsym(libc, "_longjmp") : NULL;
-        if (!libc_longjmp) {
-            fprintf(stderr, "cuda_emu: cannot find glibc's _longjmp\n");
-            abort();
-        }
-    }
-    libc_longjmp(to, 1);
-}
 #else
 static void leave_for_fiber(unsigned) {}
 static void arrive_in_fiber(int) {}
 static void leave_for_scheduler(int) {}
 static void arrive_in_scheduler(void) {}
-static void jump(jmp_buf to)
-{
-    _longjmp(to, 1);
-}
 #endif
+
+/* Switches to the stack to_sp, leaving this one's pointer in *from_sp: pushes
+ * the frame pointer and where to go on, takes to_sp, pops what the other side
+ * pushed and jumps there. Inline, without a call: a call's return would
+ * land somewhere else and miss the processor's return prediction (and every
+ * return after it), where here each switch site's jump is predicted for
+ * itself, and a warp's lanes return from a shuffle to the one place the
+ * first lane called it from. The other registers are named as clobbered, so
+ * the compiler keeps what it needs of them on the stack itself. It steps over
+ * the red zone below the stack pointer, which the code around may use. */
+__attribute__((always_inline)) static inline void emu_switch(void **from_sp, void *to_sp)
+{
+    __asm__ volatile("leaq -128(%%rsp), %%rsp\n\t"
+                     "pushq %%rbp\n\t"
+                     "leaq 1f(%%rip), %%rax\n\t"
+                     "pushq %%rax\n\t"
+                     "movq %%rsp, (%%rdi)\n\t"
+                     "movq %%rsi, %%rsp\n\t"
+                     "popq %%rax\n\t"
+                     "popq %%rbp\n\t"
+                     "jmpq *%%rax\n"
+                     "1:\n\t"
+                     "leaq 128(%%rsp), %%rsp"
+                     : "+D"(from_sp), "+S"(to_sp)
+                     :
+                     : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+                       "r15", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+                       "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+                       "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)",
+                       "memory", "cc");
+}
 
 static void meet(void)
 {
-    if (!_setjmp(fiber[current])) {
-        leave_for_scheduler(0);
-        jump(scheduler);
-    }
+    leave_for_scheduler(0);
+    emu_switch(&fiber_sp[current], scheduler_sp);
     arrive_in_fiber(0);
 }
 
@@ -155,18 +166,28 @@ float __shfl_xor_sync(unsigned, float v, int lane_mask)
     return exchange[r][(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
 }
 
+/* a fiber's first frame: entered by a switch's jump, never returns */
 static void fiber_main(void)
 {
     arrive_in_fiber(1);
     block_body(block_ctx);
     finished[current] = 1;
     leave_for_scheduler(1);
-    jump(scheduler);
+    emu_switch(&fiber_sp[current], scheduler_sp);
+    __builtin_trap();   /* a finished fiber is never resumed */
 }
 
-__attribute__((noinline)) static void start_on_stack(char *top)
+/* fiber i's stack as a switch leaves one: fiber_main to go on at, a zero
+ * frame pointer (backtraces end there), and the slot of the return address a
+ * call would have pushed, so that fiber_main starts with the stack aligned
+ * as a called function's. */
+static void *first_frame(unsigned i)
 {
-    __asm__ volatile("mov %0, %%rsp\n\tcall *%1\n\tud2" : : "r"(top), "r"(fiber_main) : "memory");
+    void **sp = (void **)(stacks + (size_t)(i + 1) * STACK_BYTES - 64 + 8);
+    sp[0] = (void *)fiber_main;
+    sp[1] = NULL;
+    sp[2] = NULL;
+    return sp;
 }
 
 void *emu_dynamic_smem(void)
@@ -188,18 +209,16 @@ void emu_set_dynamic_smem(size_t bytes)
 }
 
 /* runs thread i up to its next meeting point (or its end) */
-static void resume(unsigned i)
+__attribute__((always_inline)) static inline void resume(unsigned i)
 {
     current = i;
-    threadIdx = dim3(i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y));
-    if (!_setjmp(scheduler)) {
-        leave_for_fiber(i);
-        if (!started[i]) {
-            started[i] = 1;
-            start_on_stack(stacks + (size_t)(i + 1) * STACK_BYTES - 64);
-        }
-        jump(fiber[i]);
+    threadIdx = thread_index[i];
+    if (!started[i]) {
+        started[i] = 1;
+        fiber_sp[i] = first_frame(i);
     }
+    leave_for_fiber(i);
+    emu_switch(&scheduler_sp, fiber_sp[i]);
     arrive_in_scheduler();
 }
 
@@ -239,6 +258,9 @@ void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
     memset(finished, 0, n);
     memset(started, 0, n);
     memset(at_barrier, 0, n);
+    for (unsigned i = 0; i < n; i++)
+        thread_index[i] = dim3(i % blockDim.x, i / blockDim.x % blockDim.y,
+                               i / (blockDim.x * blockDim.y));
     if (dyn_smem)
         memset(dyn_smem, 0xff, dyn_smem_bytes);
     unsigned n_warps = (n + 31) / 32, warps[MAX_WARPS], lanes[32];
