@@ -183,7 +183,7 @@ EMU_BUILD := build-gpu-emu$(if $(filter 1,$(SANITIZE)),-san,)
 EMU_CXXFLAGS := -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -DMOETIER_CUDA_EMU -Itests/cuda_emu -I. \
                 -U_FORTIFY_SOURCE -fno-stack-protector $(if $(filter 1,$(WERROR)),-Werror,) $(SANFLAGS)
 EMU_KOBJ := $(patsubst kernels/%.cu,$(EMU_BUILD)/kernels/%.o,$(wildcard kernels/*.cu))
-GPU_EMU_TESTS ?= @(gpu/*|bench_model/*_gpu|cache_type/*_gpu|golden/*_gpu|tiers/invariance_gpu_vram_cache_int4*|prompt_cache/*_gpu|prompt_file/*_gpu|engine_seqs/*_gpu|draft/*_gpu)
+GPU_EMU_TESTS ?= @(gpu/*|bench_model/*_gpu|cache_type/*_gpu|golden/*_gpu|tiers/invariance_gpu_vram_cache_int4*|prompt_cache/*_gpu|prompt_file/*_gpu|engine_seqs/*_gpu|draft/*_gpu|profile/*_gpu)
 
 $(EMU_BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh kernels/*.h tests/cuda_emu/*.h)
 	@mkdir -p $(@D)

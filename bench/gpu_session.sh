@@ -77,7 +77,7 @@ fi
 if want bitwise; then
     # conversations stepped together, guessed tokens, restored caches: each
     # row with the bits of its token decoded alone
-    step test-bitwise-gpu 300 "$tests" --filter '@(engine_seqs|draft|prompt_cache|prompt_file|cache_type)/*_gpu' \
+    step test-bitwise-gpu 300 "$tests" --filter '@(engine_seqs|draft|prompt_cache|prompt_file|cache_type|profile)/*_gpu' \
         --verbose -j"$jobs"
 fi
 if want bench; then
@@ -107,6 +107,8 @@ if want decode; then
     run_slice() { step "$1" 120 "$bin" run -m "$slice" --ids "$ids" -n 33 --greedy --ignore-eos --stats "${@:2}"; }
     run_slice decode-cpu
     run_slice decode-gpu-vram-10 --backend cuda --vram-gb 10
+    # where the GPU's time goes, by part of the model (each operation waited for)
+    run_slice profile-gpu-vram-10 --backend cuda --vram-gb 10 --profile
     # the VRAM cache swept: prefill and decode speed against the decode bound,
     # each size a setting of its own (a warm-up, then 2 timed repetitions)
     step bench-model-vram-sweep 300 "$bin" bench model -m "$slice" --backend cuda -p 64 -n 32 -r 2 \
@@ -141,3 +143,4 @@ cat "$out"/bench-gpu-*.log 2>/dev/null
 grep -H -E "^prefill:|VRAM expert cache|resident weights|GPU plan|expert cache:|hybrid cost model|decode bound|register|backend calls" \
     "$out"/decode-*.log "$out"/prefill-*.log 2>/dev/null
 grep -h '"bench": "model"' "$out"/bench-model-*.log 2>/dev/null
+grep -h -A10 "^profile of" "$out"/profile-*.log 2>/dev/null

@@ -10,7 +10,8 @@ int decode_bound_compute(const hybrid_rates *r, const decode_work *w, decode_bou
         (w->cpu_experts && r->cpu_row + r->cpu_token <= 0))
         return -1;
     double n = (double)w->tokens;
-    b->gpu = ((double)w->resident_bytes + (double)w->gpu_experts / n * (double)w->expert_bytes) /
+    b->gpu = ((double)w->resident_bytes +
+              ((double)w->gpu_experts * (double)w->expert_bytes + (double)w->kv_bytes) / n) /
              r->gpu;
     b->cpu = (double)w->cpu_experts / n * (double)w->expert_weights * (r->cpu_row + r->cpu_token);
     b->copy = (double)w->bytes_copied / n / r->copy_pinned;

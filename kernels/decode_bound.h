@@ -2,11 +2,12 @@
  * what the step did and the rates the backend measured (hybrid_plan.h).
  *
  * The GPU reads every resident weight once per token (the dense and attention
- * weights, less the embedding table, of which a token reads one row) and the
- * routed experts it computes; the CPU computes the missed experts it was given;
- * the copy engine moves the experts copied to the GPU. The three run at once
- * at best, so a step takes at least the longest of them. KV-cache reads and
- * kernel launches are left out: the bound is the weights' alone. */
+ * weights, less the embedding table, of which a token reads one row), the
+ * routed experts it computes and the KV cache up to the token's position; the
+ * CPU computes the missed experts it was given; the copy engine moves the
+ * experts copied to the GPU. The three run at once at best, so a step takes at
+ * least the longest of them. Attention's multiply-adds and kernel launches are
+ * left out: the bound is the reads'. */
 #ifndef MOETIER_DECODE_BOUND_H
 #define MOETIER_DECODE_BOUND_H
 
@@ -28,6 +29,7 @@ typedef struct decode_work {
     uint64_t expert_bytes;      /* one expert as the GPU reads it */
     uint64_t expert_weights;    /* its elements (gate, up, down) */
     uint64_t bytes_copied;      /* experts copied to the GPU */
+    uint64_t kv_bytes;          /* of the KV cache, read by the steps' attention */
 } decode_work;
 
 /* seconds per token */

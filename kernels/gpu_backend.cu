@@ -1300,11 +1300,19 @@ static void g_destroy(backend *b)
     b->impl = NULL;
 }
 
+/* the kernels and copies queued on every stream (a batch's own copies and CPU
+ * experts are done when it returns) */
+static void g_finish(backend *b)
+{
+    state(b)->stats.waits++;
+    GPU_CHECK(cudaDeviceSynchronize());
+}
+
 static const backend_ops gpu_ops_table = {
     g_alloc, g_release, g_embed, g_rmsnorm, g_linear, g_rope, g_ffn, g_ffn_batch, g_mla, g_route,
     g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
     1,  /* plans_batches */
-    g_store_bf16, g_add_rmsnorm,
+    g_store_bf16, g_add_rmsnorm, g_finish,
 };
 
 /* The resident pool, for the model's weights that stay on the GPU: one

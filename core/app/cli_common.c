@@ -225,7 +225,8 @@ static const char model_flags_text[] =
     "                       CPU backend only, prefill runs slower\n"
     "  --profile            print where prefill and decode time went at the end, by part\n"
     "                       of the model (attention, experts, lm_head, ...), with the\n"
-    "                       GB each read; CPU backend only\n"
+    "                       GB each read (on a GPU each operation is waited for: the\n"
+    "                       run is slower)\n"
     "  --cache-type TYPE    the KV cache's values: f32 (default, the model's exact math)\n"
     "                       or bf16 (rounded when written: half the cache's memory; the\n"
     "                       logits change slightly); -ctk too\n";
@@ -524,18 +525,13 @@ static int backend_choice_checked(const model_flags *f, errbuf *e)
     if (choice == BACKEND_CUDA && f->batch_invariant)
         return err_set(e, "--batch-invariant runs on the CPU backend (the CUDA backend's sums "
                        "depend on a step's size): run with --backend cpu");
-    if (choice == BACKEND_CUDA && f->profile)
-        return err_set(e, "--profile times the CPU backend's operations (the CUDA backend "
-                       "queues its work and returns: profile it with nsys): run with --backend cpu");
     return choice;
 }
 
 /* the flag that takes --backend auto to the CPU, or NULL */
 static const char *cpu_only_flag(const model_flags *f)
 {
-    if (f->batch_invariant)
-        return "--batch-invariant";
-    return f->profile ? "--profile" : NULL;
+    return f->batch_invariant ? "--batch-invariant" : NULL;
 }
 
 void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf)
@@ -820,6 +816,7 @@ void cli_model_decode_starts(cli_model *m)
         gpu_backend_cache_stats(&m->be, &m->gpu_at_decode);
         m->decoded_at_mark = m->en.stats.tokens_decoded;
         m->decode_seconds_at_mark = m->en.stats.decode_seconds;
+        m->kv_positions_at_mark = m->en.stats.kv_positions_decoded;
         m->decode_marked = 1;
     }
 }
@@ -846,6 +843,8 @@ int cli_model_decode_bound(cli_model *m, decode_work *w, decode_bound *b)
         .expert_bytes = vram_slot_bytes(&m->mw, &e),
         .expert_weights = 3ull * (uint64_t)c->hidden_size * (uint64_t)c->moe_intermediate_size,
         .bytes_copied = g.bytes_copied - s->bytes_copied,
+        .kv_bytes = (m->en.stats.kv_positions_decoded - m->kv_positions_at_mark) *
+                    (uint64_t)kv_cache_position_bytes(&m->en.kv),
     };
     return decode_bound_compute(&r, w, b);
 }
@@ -863,10 +862,12 @@ static void print_decode_bound(cli_model *m)
         return;
     }
     fprintf(stderr, "  decode bound per token: %.3f ms = the longest of GPU reads %.3f ms (%.2f GB "
-            "resident + %.1f experts at %.1f GB/s), CPU experts %.3f ms (%.1f), copies %.3f ms "
-            "(%.1f MB at %.1f GB/s); measured %.3f ms (bound / measured %.3f)\n",
+            "resident + %.1f experts + %.4g MB of KV cache at %.1f GB/s), CPU experts %.3f ms "
+            "(%.1f), copies %.3f ms (%.1f MB at %.1f GB/s); measured %.3f ms (bound / measured "
+            "%.3f)\n",
             b.bound * 1e3, b.gpu * 1e3, w.resident_bytes / 1e9,
-            (double)w.gpu_experts / (double)w.tokens, r.gpu / 1e9, b.cpu * 1e3,
+            (double)w.gpu_experts / (double)w.tokens,
+            (double)w.kv_bytes / (double)w.tokens / 1e6, r.gpu / 1e9, b.cpu * 1e3,
             (double)w.cpu_experts / (double)w.tokens, b.copy * 1e3,
             (double)w.bytes_copied / (double)w.tokens / 1e6, r.copy_pinned / 1e9, b.measured * 1e3,
             b.fraction);

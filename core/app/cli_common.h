@@ -36,6 +36,7 @@ typedef struct cli_model {
     gpu_cache_stats gpu_at_decode;
     uint64_t decoded_at_mark;       /* engine_stats.tokens_decoded then */
     double decode_seconds_at_mark;
+    uint64_t kv_positions_at_mark;  /* engine_stats.kv_positions_decoded then */
     int decode_marked;
     int chunk;                  /* prompt tokens per prefill step (--chunk, or the
                                  * backend's default) */

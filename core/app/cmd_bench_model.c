@@ -17,9 +17,9 @@
  * further on in it, so the routing is that of real text.
  *
  * A decode row also gives its yardstick, measured in the same run: on the CPU
- * backend the weights a token reads (the dense ones but the embedding table,
- * once a step of up to engine_step_rows conversations, and the routed experts
- * the steps ran) at the RAM read bandwidth measured before and after its
+ * backend the bytes a token reads (the dense weights but the embedding table,
+ * once a step of up to engine_step_rows conversations, the routed experts the
+ * steps ran, and the KV cache up to its position) at the RAM read bandwidth measured before and after its
  * repetitions (the bound when the experts are in RAM); on the GPU backend, for
  * one conversation, the decode bound of kernels/decode_bound.h. */
 #include <cJSON.h>
@@ -65,7 +65,8 @@ static void usage(FILE *f)
             "  --json          one JSON object per test and setting (model, backend, threads,\n"
             "                  dram_gb, vram_gb, cache_type, test, depth, parallel, reps,\n"
             "                  tps, tps_sd, samples, dram_hit_rate, vram_hit_rate,\n"
-            "                  gb_per_token, bound_tps, ratio = tps / bound_tps, ...)\n"
+            "                  gb_per_token, kv_gb_per_token, bound_tps,\n"
+            "                  ratio = tps / bound_tps, ...)\n"
             "  -t LIST         CPU threads, one setting each (default: one per core); on the\n"
             "                  CPU backend they run on the model as opened for the first\n"
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
@@ -131,6 +132,7 @@ typedef struct test_result {
     uint64_t passes;            /* reads of the dense weights they took: one a step of up
                                  * to engine_step_rows conversations */
     uint64_t hits, misses;      /* their DRAM tier's (with an expert store) */
+    uint64_t kv_bytes;          /* of the KV caches, read by their attention */
     uint64_t vram_hits, vram_all;   /* GPU backend: experts found in VRAM, of all they ran */
     decode_work gpu;            /* GPU backend, one conversation: what the timed steps did */
     int gpu_counted;            /* repetitions in gpu */
@@ -153,7 +155,7 @@ typedef struct test_state {
 
 /* The counts a decode test's yardsticks are differences of. */
 typedef struct counts {
-    uint64_t calls, hits, misses;
+    uint64_t calls, hits, misses, kv_positions;
     gpu_cache_stats g;
 } counts;
 
@@ -161,6 +163,7 @@ static void take_counts(cli_model *m, counts *c)
 {
     memset(c, 0, sizeof *c);
     c->calls = m->en.stats.expert_calls;
+    c->kv_positions = m->en.stats.kv_positions_decoded;
     dram_counts(m, &c->hits, &c->misses);
     if (!strcmp(m->be.name, "cuda"))
         gpu_backend_cache_stats(&m->be, &c->g);
@@ -176,6 +179,7 @@ static void add_decode_counts(cli_model *m, const test_spec *t, const counts *c0
     r->passes += (uint64_t)t->len * (uint64_t)((t->S + rows - 1) / rows);
     r->hits += c.hits - c0->hits;
     r->misses += c.misses - c0->misses;
+    r->kv_bytes += (c.kv_positions - c0->kv_positions) * (uint64_t)kv_cache_position_bytes(&m->en.kv);
     r->vram_hits += c.g.hits - c0->g.hits;
     r->vram_all += (c.g.hits + c.g.misses + c.g.uncached + c.g.on_cpu) -
                    (c0->g.hits + c0->g.misses + c0->g.uncached + c0->g.on_cpu);
@@ -191,6 +195,7 @@ static void add_decode_counts(cli_model *m, const test_spec *t, const counts *c0
         r->gpu.expert_bytes = w.expert_bytes;
         r->gpu.expert_weights = w.expert_weights;
         r->gpu.bytes_copied += w.bytes_copied;
+        r->gpu.kv_bytes += w.kv_bytes;
         r->gpu_counted++;
     }
 }
@@ -289,10 +294,11 @@ static uint64_t routed_expert_bytes(const cli_model *m)
     return n;
 }
 
-/* A decode test's yardstick: the weights a token read, and the speed they
+/* A decode test's yardstick: the bytes a token read, and the speed they
  * bound it to. */
 typedef struct yardstick {
     double gb_per_token;
+    double kv_gb_per_token;     /* of gb_per_token, the KV cache's */
     double bound_tps;           /* 0: not measured */
     double read_bw;             /* CPU backend: GB/s, the mean of the two reads */
     double store_gb_per_token;  /* CPU backend with a store: the DRAM tier's misses */
@@ -312,8 +318,9 @@ static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, 
     double per_token = (double)r->passes / (double)r->tokens,
            experts = (double)r->expert_calls / (double)r->tokens,
            one_expert = m->plan.n_experts ? (double)routed_expert_bytes(m) / m->plan.n_experts : 0;
+    y->kv_gb_per_token = (double)r->kv_bytes / (double)r->tokens / 1e9;
     y->gb_per_token = (per_token * (double)(m->plan.dense_bytes - table) + experts * one_expert) /
-                      1e9;
+                      1e9 + y->kv_gb_per_token;
     y->read_bw = bw_before > 0 && bw_after > 0 ? (bw_before + bw_after) / 2 : 0;
     if (y->read_bw <= 0)
         return;
@@ -338,7 +345,9 @@ static void gpu_yardstick(cli_model *m, const test_result *r, yardstick *y)
         return;
     /* every routed expert a token ran, on the GPU or on the CPU */
     double experts = (double)(w->gpu_experts + w->cpu_experts) / (double)w->tokens;
-    y->gb_per_token = ((double)w->resident_bytes + experts * (double)w->expert_bytes) / 1e9;
+    y->kv_gb_per_token = (double)w->kv_bytes / (double)w->tokens / 1e9;
+    y->gb_per_token = ((double)w->resident_bytes + experts * (double)w->expert_bytes) / 1e9 +
+                      y->kv_gb_per_token;
     if (decode_bound_compute(&rates, w, &b) == 0)
         y->bound_tps = 1 / b.bound;
 }
@@ -395,7 +404,8 @@ static void print_json_row(const setting *s, const test_spec *t, const char *tes
     if (rate(r->vram_hits, r->vram_all) >= 0)
         printf(", \"vram_hit_rate\": %.4f", rate(r->vram_hits, r->vram_all));
     if (y) {
-        printf(", \"gb_per_token\": %.6g", y->gb_per_token);
+        printf(", \"gb_per_token\": %.6g, \"kv_gb_per_token\": %.6g", y->gb_per_token,
+               y->kv_gb_per_token);
         if (y->read_bw > 0)
             printf(", \"read_bw_gbps\": %.3f", y->read_bw);
         if (y->store_bw > 0)

@@ -110,6 +110,10 @@ typedef struct backend_ops {
      * (rows of n, strides n), each bit as the two would give */
     void (*add_rmsnorm)(backend *b, float *y, const float *x, const float *w, int n, int T,
                         float eps, float *out);
+    /* optional: returns when every operation queued so far is done; absent
+     * where operations are done when they return (the CPU's). `--profile`
+     * times a device's operations between two of these. */
+    void (*finish)(backend *b);
 } backend_ops;
 
 struct backend {

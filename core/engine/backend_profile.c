@@ -32,11 +32,23 @@ static backend_profile *profile_of(backend *b)
     return b->profile;
 }
 
+/* A call's start: on a backend that queues its work, once the work queued
+ * before it is done, so that its time is its own. */
+static double start(backend *b)
+{
+    const backend_ops *inner = profile_of(b)->inner;
+    if (inner->finish)
+        inner->finish(b);
+    return now_seconds();
+}
+
 /* a call within a prefill or decode step (a prompt cache's copies between
- * steps are neither) */
+ * steps are neither), once what it queued is done */
 static void count(backend *b, int part, double t0, double bytes)
 {
     backend_profile *p = profile_of(b);
+    if (p->inner->finish)
+        p->inner->finish(b);
     if (p->en->step == ENGINE_STEP_NONE)
         return;
     profile_part *t = &p->total[p->en->step == ENGINE_STEP_DECODE][part];
@@ -74,7 +86,7 @@ static double ffn_bytes(const linear_weight *gate, const linear_weight *up,
 
 static void t_embed(backend *b, const linear_weight *emb, const int *ids, int T, float *out)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->embed(b, emb, ids, T, out);
     count(b, PART_OTHER, t0, 0);
 }
@@ -82,14 +94,14 @@ static void t_embed(backend *b, const linear_weight *emb, const int *ids, int T,
 static void t_rmsnorm(backend *b, const float *x, int x_stride, const float *w, int n, int T,
                       float eps, float *out, int out_stride)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->rmsnorm(b, x, x_stride, w, n, T, eps, out, out_stride);
     count(b, PART_OTHER, t0, 0);
 }
 
 static void t_linear(backend *b, const linear_weight *w, const float *x, int T, float *y)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->linear(b, w, x, T, y);
     count(b, part_of(profile_of(b), w), t0, (double)linear_weight_bytes(w));
 }
@@ -97,7 +109,7 @@ static void t_linear(backend *b, const linear_weight *w, const float *x, int T, 
 static void t_rope(backend *b, float *x, int T, int n_vec, int tok_stride, int vec_stride,
                    int offset, int dim, const int *pos, const float *inv_freq, float mscale)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->rope(b, x, T, n_vec, tok_stride, vec_stride, offset, dim, pos, inv_freq,
                                mscale);
     count(b, PART_OTHER, t0, 0);
@@ -106,14 +118,14 @@ static void t_rope(backend *b, float *x, int T, int n_vec, int tok_stride, int v
 static void t_ffn(backend *b, const linear_weight *gate, const linear_weight *up,
                   const linear_weight *down, const float *x, int T, float *out)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->ffn(b, gate, up, down, x, T, out);
     count(b, part_of(profile_of(b), gate), t0, ffn_bytes(gate, up, down));
 }
 
 static void t_ffn_batch(backend *b, const ffn_job *jobs, int n)
 {
-    double t0 = now_seconds(), bytes = 0;
+    double t0 = start(b), bytes = 0;
     profile_of(b)->inner->ffn_batch(b, jobs, n);
     for (int k = 0; k < n; k++)
         if (jobs[k].T > 0)
@@ -123,7 +135,7 @@ static void t_ffn_batch(backend *b, const ffn_job *jobs, int n)
 
 static void t_mla_attention(backend *b, const mla_args *a)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->mla_attention(b, a);
     double cache = (double)(a->pos0 + a->T) * (double)(a->kv_lora + a->rope) *
                    (a->kv_bf16 ? 2.0 : 4.0);
@@ -133,28 +145,28 @@ static void t_mla_attention(backend *b, const mla_args *a)
 static void t_route(backend *b, const route_params *rp, const float *logits, const float *bias,
                     int T, int *ids, float *weights, float *scores)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->route(b, rp, logits, bias, T, ids, weights, scores);
     count(b, PART_ROUTER, t0, 0);
 }
 
 static void t_zero(backend *b, float *x, size_t n)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->zero(b, x, n);
     count(b, PART_OTHER, t0, 0);
 }
 
 static void t_add(backend *b, float *y, const float *x, size_t n)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->add(b, y, x, n);
     count(b, PART_OTHER, t0, 0);
 }
 
 static void t_gather_rows(backend *b, const float *src, const int *idx, int n, int dim, float *dst)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->gather_rows(b, src, idx, n, dim, dst);
     count(b, PART_OTHER, t0, 0);
 }
@@ -162,28 +174,28 @@ static void t_gather_rows(backend *b, const float *src, const int *idx, int n, i
 static void t_scatter_add_rows(backend *b, float *dst, const int *idx, const float *w, int n,
                                int dim, const float *src)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->scatter_add_rows(b, dst, idx, w, n, dim, src);
     count(b, PART_ROUTED, t0, 0);
 }
 
 static void t_to_host(backend *b, float *host, const float *buf, size_t n)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->to_host(b, host, buf, n);
     count(b, PART_OTHER, t0, 0);
 }
 
 static void t_from_host(backend *b, float *buf, const float *host, size_t n)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->from_host(b, buf, host, n);
     count(b, PART_OTHER, t0, 0);
 }
 
 static void t_store_bf16(backend *b, float *dst, const float *src, size_t n)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->store_bf16(b, dst, src, n);
     count(b, PART_ATTENTION, t0, 0);
 }
@@ -191,7 +203,7 @@ static void t_store_bf16(backend *b, float *dst, const float *src, size_t n)
 static void t_add_rmsnorm(backend *b, float *y, const float *x, const float *w, int n, int T,
                           float eps, float *out)
 {
-    double t0 = now_seconds();
+    double t0 = start(b);
     profile_of(b)->inner->add_rmsnorm(b, y, x, w, n, T, eps, out);
     count(b, PART_OTHER, t0, 0);
 }
@@ -199,10 +211,10 @@ static void t_add_rmsnorm(backend *b, float *y, const float *x, const float *w, 
 int backend_profile_attach(engine *en, const model_weights *mw, backend_profile **out, errbuf *e)
 {
     backend *be = en->be;
-    if (strcmp(be->name, "cpu"))
-        return err_set(e, "--profile times the CPU backend's operations: the %s backend queues "
-                       "its work and returns, so its calls' times are not its operations' (profile "
-                       "it with the device's own tools, such as nsys)", be->name);
+    if (strcmp(be->name, "cpu") && !be->ops->finish)
+        return err_set(e, "--profile: the %s backend queues its work and returns, and cannot be "
+                       "waited for, so its calls' times are not its operations' (profile it with "
+                       "the device's own tools)", be->name);
     backend_profile *p = calloc(1, sizeof *p);
     if (!p)
         return err_set(e, "out of memory");

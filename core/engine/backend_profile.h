@@ -9,9 +9,14 @@
  * their place in model_weights, anything else an expert from the tiers.
  *
  * The times are the calls' wall times on the engine's thread, which is what
- * they cost only where operations finish before they return: the CPU backend.
- * A device backend queues its work and returns, so it is refused. The numbers
- * do not change: the same operations run, in the same order. */
+ * they cost where operations finish before they return: the CPU backend. A
+ * device backend queues its work and returns; with its finish operation each
+ * call is timed from the end of the work before it to the end of its own, so
+ * the device runs one operation at a time and the host waits for each: the
+ * parts' times are theirs, but a profiled run takes longer than one without
+ * (launches and copies no longer overlap other work). A backend without
+ * finish is refused. The numbers do not change: the same operations run, in
+ * the same order. */
 #ifndef MOETIER_BACKEND_PROFILE_H
 #define MOETIER_BACKEND_PROFILE_H
 

@@ -616,6 +616,9 @@ static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int
         if (next_norm)
             o->rmsnorm(en->be, en->x, h, next_norm, h, T, eps, en->xn, h);
     }
+    if (en->step == ENGINE_STEP_DECODE)
+        for (int t = 0; t < T; t++)
+            en->stats.kv_positions_decoded += (uint64_t)en->pos[t] + 1;
     if (seqs)
         for (int t = 0; t < T; t++)
             seqs[t]->n_past++;

@@ -41,6 +41,9 @@ typedef struct engine_stats {
     uint64_t expert_calls;          /* (expert, chunk) evaluations */
     uint64_t expert_groups;         /* backend calls they went in (ffn_batch or ffn) */
     double prefill_seconds, decode_seconds;
+    /* cached positions the decode steps' attention read, per layer: a token
+     * at position p reads p + 1 (the decode bounds count the cache's bytes) */
+    uint64_t kv_positions_decoded;
     /* lookahead: experts predicted for a layer, experts it then chose, and
      * chosen ones that were predicted (recall = correct / chosen, precision =
      * correct / predicted) */

@@ -72,6 +72,11 @@ int kv_cache_row_floats(const kv_cache *kv)
     return kv->type == KV_BF16 ? kv->row / 2 : kv->row;
 }
 
+size_t kv_cache_position_bytes(const kv_cache *kv)
+{
+    return (size_t)kv->n_layers * (size_t)kv_cache_row_floats(kv) * sizeof(float);
+}
+
 void *kv_cache_row(const kv_cache *kv, int layer, int pos)
 {
     return (float *)kv->layer[layer] + (size_t)pos * (size_t)kv_cache_row_floats(kv);

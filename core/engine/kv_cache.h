@@ -14,6 +14,7 @@
 #ifndef MOETIER_KV_CACHE_H
 #define MOETIER_KV_CACHE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -45,6 +46,8 @@ void *kv_cache_row(const kv_cache *kv, int layer, int pos);
  * values for bf16, whose rows are an even count: kv_cache_create refuses
  * others) */
 int kv_cache_row_floats(const kv_cache *kv);
+/* bytes of one position's rows in every layer */
+size_t kv_cache_position_bytes(const kv_cache *kv);
 /* Host rows of positions [first, end): layer l's row for position p at
  * rows + (l * stride + p - first) * kv_cache_row_floats (stride >= end - first). */
 typedef struct kv_span {

@@ -63,13 +63,7 @@ void prompt_cache_free(prompt_cache *pc)
 
 size_t prompt_cache_position_bytes(const engine *en)
 {
-    return (size_t)en->kv.n_layers * (size_t)kv_cache_row_floats(&en->kv) * sizeof(float) +
-           sizeof(int);
-}
-
-static size_t row_bytes(const engine *en)
-{
-    return (size_t)en->kv.n_layers * (size_t)kv_cache_row_floats(&en->kv) * sizeof(float);
+    return kv_cache_position_bytes(&en->kv) + sizeof(int);
 }
 
 /* room in the array for one more entry */
@@ -218,7 +212,7 @@ static void save(prompt_cache *pc, const engine *en, uint64_t keep)
     placement(pc, ids, n, keep, &parent, &base, &grow);
     uint64_t parent_id = parent ? parent->id : 0;
     prompt_entry x = {.n = n, .base = base};
-    x.rows_bytes = (size_t)(n - base) * row_bytes(en);
+    x.rows_bytes = (size_t)(n - base) * kv_cache_position_bytes(&en->kv);
     x.bytes = (size_t)n * sizeof *x.ids + x.rows_bytes;
     size_t held = hold_chain(pc, keep, 1) + hold_chain(pc, parent_id, 1);
     if (x.bytes + held > pc->budget || room_for_one(pc))
@@ -272,7 +266,7 @@ int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, 
         base = parent ? grow->n : 0;
     }
     prompt_entry x = {.n = n, .base = base};
-    x.rows_bytes = (size_t)(n - base) * row_bytes(en);
+    x.rows_bytes = (size_t)(n - base) * kv_cache_position_bytes(&en->kv);
     x.bytes = (size_t)n * sizeof *x.ids + x.rows_bytes;
     if (n <= 0 || pc->bytes + x.bytes > pc->budget || room_for_one(pc))
         return -1;

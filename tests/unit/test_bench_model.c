@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/model/config.h"
 #include "testutil.h"
 
 #define run test_run_fmt
@@ -64,7 +65,7 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
     cr_expect(strstr(err, "KV cache: 48 positions, when full"), "%s", err);
     const char *want[] = {"pp8", "tg4", "tg4"};
     const int parallel[] = {1, 1, 3};
-    double gb[2][2];
+    double gb[2][2], kv[2][2];
     for (int k = 0; k < n; k++) {
         cr_expect_str_eq(str(l[k], "test"), want[k % 3]);
         cr_expect_eq(num(l[k], "parallel"), parallel[k % 3]);
@@ -97,16 +98,28 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
             continue;
         }
         double g = gb[k / 3][k % 3 - 1] = num(l[k], "gb_per_token");
+        kv[k / 3][k % 3 - 1] = num(l[k], "kv_gb_per_token");
         double bound = num(l[k], "bound_tps"), bw = num(l[k], "read_bw_gbps");
         cr_expect(fabs(bound - bw / g) < 1e-3 * bound, "bound %g is not %g / %g", bound, bw, g);
         cr_expect(fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3, "ratio");
     }
-    /* a decode token reads the same weights after 6 tokens of context: the
-     * untimed prefill of the depth is not counted in */
-    for (int p = 0; p < 2; p++)
-        cr_expect(gb[0][p] > 0 && fabs(gb[0][p] - gb[1][p]) < 1e-4,
+    /* a decode token at position p reads p + 1 cached positions of every
+     * layer: tg4 after D tokens of context reads D + 2.5 a token, alone or
+     * 3 at once; and the same weights at both depths (the untimed prefill of
+     * the depth is not counted in) */
+    model_config cfg;
+    errbuf e;
+    cr_assert_eq(config_load(&cfg, d, &e), 0, "%s", e.msg);
+    double position_gb = cfg.n_layers * (cfg.kv_lora_rank + cfg.qk_rope_dim) * 4.0 / 1e9;
+    for (int p = 0; p < 2; p++) {
+        for (int i = 0; i < 2; i++)
+            cr_expect(fabs(kv[i][p] - (i ? 8.5 : 2.5) * position_gb) < 1e-5 * kv[i][p],
+                      "KV GB per token %g at depth %d (%d at once), not %g", kv[i][p], i ? 6 : 0,
+                      parallel[p + 1], (i ? 8.5 : 2.5) * position_gb);
+        cr_expect(gb[0][p] > 0 && fabs((gb[0][p] - kv[0][p]) - (gb[1][p] - kv[1][p])) < 1e-4,
                   "GB per token %g at depth 0, %g at 6 (%d at once)", gb[0][p], gb[1][p],
                   parallel[p + 1]);
+    }
     /* three conversations stepped together read the dense weights once a step */
     cr_expect(gb[0][1] < 0.5 * gb[0][0], "GB per token %g alone, %g 3 at once", gb[0][0], gb[0][1]);
     for (int k = 0; k < n; k++)
@@ -245,7 +258,7 @@ Test(bench_model, bad_arguments_are_refused, .timeout = 60)
 
 /* On the GPU backend a decode row carries the decode bound of its timed steps
  * alone: the same weights a token whether or not a context was prefilled
- * before them (the prefill's copies and GPU experts not counted in), and
+ * before them, the KV cache up to each token's position (the prefill's copies and GPU experts not counted in), and
  * ratio = tps / bound_tps; each --vram-gb value is a setting of its own. */
 Test(bench_model, gpu_rows_carry_the_decode_bound_gpu, .timeout = 300)
 {
@@ -257,6 +270,10 @@ Test(bench_model, gpu_rows_carry_the_decode_bound_gpu, .timeout = 300)
     cJSON *l[16];
     int n = parse_lines(out, l, 16);
     cr_assert_eq(n, 8, "2 budgets x 2 depths x pp and tg: %d lines", n);
+    model_config cfg;
+    errbuf e;
+    cr_assert_eq(config_load(&cfg, dir, &e), 0, "%s", e.msg);
+    double position_gb = cfg.n_layers * (cfg.kv_lora_rank + cfg.qk_rope_dim) * 4.0 / 1e9;
     for (int k = 0; k < n; k++) {
         cr_expect_str_eq(str(l[k], "backend"), "cuda");
         cr_expect_eq(num(l[k], "vram_gb"), k < 4 ? 0.5 : 1);
@@ -266,8 +283,15 @@ Test(bench_model, gpu_rows_carry_the_decode_bound_gpu, .timeout = 300)
         cr_expect(bound > 0 && fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3,
                   "ratio of line %d", k);
         cr_expect(hits >= 0 && hits <= 1, "VRAM hit rate %g", hits);
+        /* tg3 reads the cache up to positions 1..3 after no context, 6..8
+         * after 5 tokens: 2 and 7 positions a token */
+        double kv = num(l[k], "kv_gb_per_token"), positions = k % 4 == 3 ? 7 : 2;
+        cr_expect(fabs(kv - positions * position_gb) < 1e-5 * kv, "KV GB per token %g, not %g",
+                  kv, positions * position_gb);
         if (k % 4 == 3)
-            cr_expect(fabs(num(l[k], "gb_per_token") - num(l[k - 2], "gb_per_token")) < 1e-6,
+            cr_expect(fabs((num(l[k], "gb_per_token") - kv) -
+                           (num(l[k - 2], "gb_per_token") - num(l[k - 2], "kv_gb_per_token"))) <
+                          1e-6,
                       "GB per token %g after 5 tokens, %g after none", num(l[k], "gb_per_token"),
                       num(l[k - 2], "gb_per_token"));
     }

@@ -445,6 +445,42 @@ Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
     free(dir);
 }
 
+/* The decode steps count the cached positions their attention read (the
+ * decode bounds' KV bytes): a token at position p reads p + 1, whichever way
+ * it was stepped; prefills and refused steps count nothing. */
+Test(engine_seqs, decode_steps_count_the_positions_they_read, .timeout = 60)
+{
+    char *dir = test_make_tmpdir("engine_seqs_read");
+    test_synth_tiny(dir, "int4");
+    cli_model m;
+    open_model(&m, dir, 8);
+    int V = m.mw.cfg.vocab_size;
+    engine_seq a;
+    errbuf e;
+    cr_assert_eq(engine_seq_create(&m.en, &a, &e), 0, "%s", e.msg);
+    prefill(&m.en, NULL, 0);
+    prefill(&m.en, &a, 1);
+    const uint64_t *read = &m.en.stats.kv_positions_decoded;
+    float *rows = malloc(2 * (size_t)V * sizeof *rows);
+    cr_assert_not_null(rows);
+    int ids[2] = {1, 2}, bad[2] = {1, V};
+    engine_seq *both[2] = {NULL, &a};
+    cr_expect_eq(engine_decode_seqs(&m.en, both, bad, 2, rows, &e), -1);
+    cr_expect_eq(*read, 0, "prefills and a refused step read %llu", (unsigned long long)*read);
+    /* positions 11 and 5 */
+    cr_assert_eq(engine_decode_seqs(&m.en, both, ids, 2, rows, &e), 0, "%s", e.msg);
+    cr_expect_eq(*read, 12 + 6);
+    /* position 12, then 13 and 14 in one step */
+    cr_assert_eq(engine_decode(&m.en, 3, rows, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_decode_tokens(&m.en, ids, 2, rows, &e), 0, "%s", e.msg);
+    cr_expect_eq(*read, 18 + 13 + 14 + 15, "%llu", (unsigned long long)*read);
+    free(rows);
+    engine_seq_destroy(&a);
+    cli_model_close(&m);
+    test_remove_tree(dir);
+    free(dir);
+}
+
 /* engine_copy_prefix: the start of a prompt copied from another sequence that
  * holds it (and then went on otherwise), into a cache that shares part of it
  * or nothing, computes the rest of the prompt and the steps after it with the

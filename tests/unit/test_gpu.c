@@ -2269,6 +2269,10 @@ Test(gpu, run_stats_print_the_decode_bound, .timeout = 120)
                      &bound, &gpu_ms) == 2, "%s", line);
     cr_assert((p = strstr(line, "CPU experts ")) && sscanf(p, "CPU experts %lf ms", &cpu_ms) == 1,
               "%s", line);
+    /* the decode steps read the cache the prompt left, and their own rows */
+    double kv_mb;
+    cr_assert((p = strstr(line, "experts + ")) &&
+              sscanf(p, "experts + %lf MB of KV cache", &kv_mb) == 1 && kv_mb > 0, "%s", line);
     cr_assert((p = strstr(line, "copies ")) && sscanf(p, "copies %lf ms", &copy_ms) == 1, "%s", line);
     cr_assert((p = strstr(line, "measured ")) &&
               sscanf(p, "measured %lf ms (bound / measured %lf)", &measured, &ratio) == 2, "%s", line);

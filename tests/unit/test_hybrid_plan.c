@@ -268,19 +268,21 @@ Test(hybrid_plan, measured_cpu_rates_are_positive_and_adjust)
 }
 
 /* The decode bound by hand: per token the GPU reads 20 GB resident + 6 experts
- * of 25 MB at 1 TB/s (20.15 ms), the CPU computes 2 experts of 4.4 M weights
- * at 1 + 2 ns per weight (26.4 ms), 0.25 GB is copied at 25 GB/s (10 ms); the
- * CPU's is the longest; 10 tokens in 0.5 s make 50 ms each. */
+ * of 25 MB + 150 MB of KV cache at 1 TB/s (20.3 ms), the CPU computes 2
+ * experts of 4.4 M weights at 1 + 2 ns per weight (26.4 ms), 0.25 GB is
+ * copied at 25 GB/s (10 ms); the CPU's is the longest; 10 tokens in 0.5 s
+ * make 50 ms each. */
 Test(hybrid_plan, decode_bound_is_the_longest_side)
 {
     hybrid_rates r = {.copy_pinned = 25e9, .copy_pageable = 10e9, .gpu = 1e12, .cpu_row = 1e-9,
                       .cpu_token = 2e-9};
     decode_work w = {.tokens = 10, .seconds = 0.5, .resident_bytes = 20000000000ull,
                      .gpu_experts = 60, .cpu_experts = 20, .expert_bytes = 25000000,
-                     .expert_weights = 4400000, .bytes_copied = 2500000000ull};
+                     .expert_weights = 4400000, .bytes_copied = 2500000000ull,
+                     .kv_bytes = 1500000000ull};
     decode_bound b;
     cr_assert_eq(decode_bound_compute(&r, &w, &b), 0);
-    cr_assert_float_eq(b.gpu, 20.15e-3, 1e-9);
+    cr_assert_float_eq(b.gpu, 20.3e-3, 1e-9);
     cr_assert_float_eq(b.cpu, 26.4e-3, 1e-9);
     cr_assert_float_eq(b.copy, 10e-3, 1e-9);
     cr_assert_float_eq(b.bound, 26.4e-3, 1e-9);
@@ -292,6 +294,11 @@ Test(hybrid_plan, decode_bound_is_the_longest_side)
     cr_assert_eq(decode_bound_compute(&r, &w, &b), 0);
     cr_assert_float_eq(b.bound, 40e-3, 1e-9);
     cr_assert_float_eq(b.cpu, 0, 1e-12);
+    /* a long context: 30 GB of KV cache a token make the GPU's the longest */
+    w.kv_bytes = 300000000000ull;
+    cr_assert_eq(decode_bound_compute(&r, &w, &b), 0);
+    cr_assert_float_eq(b.bound, 50.15e-3, 1e-9);
+    w.kv_bytes = 0;
     /* no CPU rates are needed without CPU experts; nothing to bound otherwise */
     r.cpu_row = r.cpu_token = 0;
     cr_assert_eq(decode_bound_compute(&r, &w, &b), 0);

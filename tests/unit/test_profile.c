@@ -1,6 +1,6 @@
 /* `--profile`: the tables of where prefill and decode time went count every
  * token and the weights each part read, and timing the operations changes no
- * number the model computes. */
+ * number the model computes, on the CPU and the GPU backends. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -70,16 +70,20 @@ Test(profile, tables_count_the_tokens_and_the_weights_read, .timeout = 60)
     free(d);
 }
 
-/* The same logits, bit for bit, with the operations timed; the GPU backend is
- * refused before anything loads. */
-Test(profile, changes_no_number, .timeout = 60)
+/* The same logits, bit for bit, with the operations timed (on the GPU each
+ * waited for), and the table printed. */
+static void changes_no_number(const char *backend_name)
 {
     char *d = test_testdata_model_or_skip("int4"), *tmp = test_make_tmpdir("profile"), *out, *err;
     const char *ids = "5,17,99,3,250,8,41,7,19,2";
     for (int k = 0; k < 2; k++) {
-        cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/%d.f32 %s", test_moetier_bin(),
-                         d, ids, tmp, k, k ? "--profile" : ""), 0, "%s", err);
-        cr_expect(!k == !strstr(err, "profile of prefill"), "%s", err);
+        cr_assert_eq(run(&out, &err, "%s logits -m %s --ids %s -o %s/%d.f32 --backend %s %s",
+                         test_moetier_bin(), d, ids, tmp, k, backend_name, k ? "--profile" : ""),
+                     0, "%s", err);
+        cr_expect(!k == !strstr(err, "profile of prefill: 10 tokens"), "%s", err);
+        double seconds, gb;
+        cr_expect(!k || table_row(err, "profile of prefill", "routed experts", &seconds, &gb),
+                  "%s", err);
         free(out);
         free(err);
     }
@@ -91,12 +95,42 @@ Test(profile, changes_no_number, .timeout = 60)
     cr_assert(na == nb && na > 0 && !memcmp(x, y, na), "the logits changed with --profile");
     free(x);
     free(y);
-    cr_expect_eq(run(&out, &err, "%s run -m %s --ids 1 -n 1 --profile --backend cuda",
-                     test_moetier_bin(), d), 2);
-    cr_expect(strstr(err, "--profile times the CPU backend's operations"), "%s", err);
-    free(out);
-    free(err);
     test_remove_tree(tmp);
     free(tmp);
     free(d);
+}
+
+Test(profile, changes_no_number, .timeout = 60) { changes_no_number("cpu"); }
+
+Test(profile, changes_no_number_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    changes_no_number("cuda");
+}
+
+/* On the GPU backend the decode table too, its parts within the engine's
+ * time: each call is timed once the device is done with it. */
+Test(profile, decode_on_the_gpu_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    char *dir = test_make_tmpdir("profile_gpu"), *out, *err;
+    test_synth_tiny(dir, "int4");
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 1,2,3,4 -n 4 --greedy --ignore-eos "
+                     "--backend cuda --profile", test_moetier_bin(), dir), 0, "%s", err);
+    cr_expect(strstr(err, "profile of decode: 3 tokens"), "%s", err);
+    double seconds, gb, engine_s, sum = 0;
+    const char *line = strstr(err, "profile of decode");
+    cr_assert(line && sscanf(strchr(line, ',') + 1, " %lf s in the engine", &engine_s) == 1,
+              "%s", err);
+    const char *parts[] = {"attention (latent cache)", "routed experts", "lm_head"};
+    for (int k = 0; k < 3; k++) {
+        cr_assert(table_row(err, "profile of decode", parts[k], &seconds, &gb), "%s: %s",
+                  parts[k], err);
+        sum += seconds;
+    }
+    cr_expect(sum > 0 && sum <= engine_s + 0.006, "parts %g s, the engine %g s", sum, engine_s);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
 }
