@@ -19,9 +19,10 @@
  * A decode row also gives its yardstick, measured in the same run: on the CPU
  * backend the bytes a token reads (the dense weights but the embedding table,
  * once a step of up to engine_step_rows conversations, the routed experts the
- * steps ran, and the KV cache up to its position) at the RAM read bandwidth measured before and after its
- * repetitions (the bound when the experts are in RAM); on the GPU backend, for
- * one conversation, the decode bound of kernels/decode_bound.h. */
+ * steps ran, and the KV cache up to its position) at the RAM read bandwidth
+ * measured before and after its repetitions (the bound when the experts are
+ * in RAM); on the GPU backend, for one conversation, the decode bound of
+ * kernels/decode_bound.h. */
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -179,7 +180,8 @@ static void add_decode_counts(cli_model *m, const test_spec *t, const counts *c0
     r->passes += (uint64_t)t->len * (uint64_t)((t->S + rows - 1) / rows);
     r->hits += c.hits - c0->hits;
     r->misses += c.misses - c0->misses;
-    r->kv_bytes += (c.kv_positions - c0->kv_positions) * (uint64_t)kv_cache_position_bytes(&m->en.kv);
+    r->kv_bytes += (c.kv_positions - c0->kv_positions) *
+                   (uint64_t)kv_cache_position_bytes(&m->en.kv);
     r->vram_hits += c.g.hits - c0->g.hits;
     r->vram_all += (c.g.hits + c.g.misses + c.g.uncached + c.g.on_cpu) -
                    (c0->g.hits + c0->g.misses + c0->g.uncached + c0->g.on_cpu);

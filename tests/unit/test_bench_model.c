@@ -258,8 +258,9 @@ Test(bench_model, bad_arguments_are_refused, .timeout = 60)
 
 /* On the GPU backend a decode row carries the decode bound of its timed steps
  * alone: the same weights a token whether or not a context was prefilled
- * before them, the KV cache up to each token's position (the prefill's copies and GPU experts not counted in), and
- * ratio = tps / bound_tps; each --vram-gb value is a setting of its own. */
+ * before them (the prefill's copies and GPU experts not counted in), the KV
+ * cache up to each token's position, and ratio = tps / bound_tps; each
+ * --vram-gb value is a setting of its own. */
 Test(bench_model, gpu_rows_carry_the_decode_bound_gpu, .timeout = 300)
 {
     test_require_gpu();

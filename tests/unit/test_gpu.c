@@ -2269,10 +2269,16 @@ Test(gpu, run_stats_print_the_decode_bound, .timeout = 120)
                      &bound, &gpu_ms) == 2, "%s", line);
     cr_assert((p = strstr(line, "CPU experts ")) && sscanf(p, "CPU experts %lf ms", &cpu_ms) == 1,
               "%s", line);
-    /* the decode steps read the cache the prompt left, and their own rows */
+    /* the 3 decode steps, at positions 3, 4 and 5, read 4, 5 and 6 positions
+     * of every layer's cache */
     double kv_mb;
+    model_config c;
+    errbuf e;
+    cr_assert_eq(config_load(&c, dir, &e), 0, "%s", e.msg);
+    double want_mb = 5.0 * c.n_layers * (c.kv_lora_rank + c.qk_rope_dim) * 4 / 1e6;
     cr_assert((p = strstr(line, "experts + ")) &&
-              sscanf(p, "experts + %lf MB of KV cache", &kv_mb) == 1 && kv_mb > 0, "%s", line);
+              sscanf(p, "experts + %lf MB of KV cache", &kv_mb) == 1 &&
+              fabs(kv_mb - want_mb) < 1e-3 * want_mb, "not %g MB: %s", want_mb, line);
     cr_assert((p = strstr(line, "copies ")) && sscanf(p, "copies %lf ms", &copy_ms) == 1, "%s", line);
     cr_assert((p = strstr(line, "measured ")) &&
               sscanf(p, "measured %lf ms (bound / measured %lf)", &measured, &ratio) == 2, "%s", line);
