@@ -107,14 +107,22 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
     return 1;
 }
 
+uint64_t kv_cache_bytes(const model_config *c, int positions, int value_bytes)
+{
+    return (uint64_t)c->n_layers * (uint64_t)positions *
+           (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * (uint64_t)(value_bytes ? value_bytes : 4);
+}
+
 int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e)
 {
     const model_config *c = &mw->cfg;
     memset(p, 0, sizeof *p);
     for (int k = 0; k < WF_COUNT; k++)
         p->dense_bytes += mw->bytes_by_format[k];
-    p->kv_bytes = f->kv_bytes;
-    p->kv_positions = f->kv_positions;
+    if (!f->kv_on_device) {
+        p->kv_positions = f->kv_positions;
+        p->kv_bytes = kv_cache_bytes(c, f->kv_positions, f->kv_value_bytes);
+    }
     for (int l = 0; l < c->n_layers; l++)
         p->moe_layers += config_is_moe_layer(c, l);
     p->n_experts = p->moe_layers * c->n_routed_experts;
@@ -302,8 +310,7 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
     g->dev_total = dev_total;
     g->dense_bytes = p->dense_bytes;
     int vb = f->kv_value_bytes ? f->kv_value_bytes : 4;
-    g->kv_bytes = (uint64_t)c->n_layers * (uint64_t)ctx *
-                  (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * (uint64_t)vb;
+    g->kv_bytes = kv_cache_bytes(c, f->kv_positions ? f->kv_positions : ctx, vb);
     g->slot_bytes = slot_bytes;
     g->n_experts = p->n_experts;
     g->moe_layers = p->moe_layers;

@@ -30,12 +30,14 @@ typedef struct tier_flags {
     /* host memory another part of the process takes as it runs (the server's
      * prompt cache), left out of the automatic DRAM budget */
     uint64_t reserve_bytes;
-    /* the KV cache in host memory (the CPU backend's, kv_positions of them),
-     * left out of the automatic budget and shown in the plan; 0 when it
-     * lives on a device */
-    uint64_t kv_bytes;
+    /* the KV cache: kv_positions of every sequence's cache, kv_value_bytes a
+     * value (--cache-type; 0: 4). In host memory (the CPU backend's) the host
+     * plan leaves it out of the automatic budget and shows it; on a device
+     * (kv_on_device) the GPU plan counts it instead (the context's positions
+     * when kv_positions is 0). */
     int kv_positions;
-    int kv_value_bytes;         /* bytes a KV cache value takes (--cache-type); 0: 4 */
+    int kv_value_bytes;
+    int kv_on_device;
 } tier_flags;
 
 /* MoE layers ahead whose experts are predicted and read early (--lookahead) */
@@ -53,7 +55,7 @@ typedef struct tier_plan {
     char policy[32];            /* the DRAM tier's eviction (--policy), for the printout */
     uint64_t mem_total, mem_available;
     uint64_t reserve_bytes;     /* tier_flags.reserve_bytes taken off an automatic budget */
-    uint64_t kv_bytes;          /* tier_flags.kv_bytes: in RAM beside the tier */
+    uint64_t kv_bytes;          /* the KV cache in RAM beside the tier (tier_flags) */
     int kv_positions;
     int kv_left_out;            /* kv_bytes taken off an automatic budget */
 } tier_plan;
@@ -107,6 +109,8 @@ void gpu_plan_print(const gpu_plan *g, FILE *out);
 
 /* Decides the plan; with a store, opens it into *st (caller closes). */
 int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e);
+/* the KV cache's bytes for `positions` of every layer at value_bytes a value (0: 4) */
+uint64_t kv_cache_bytes(const model_config *c, int positions, int value_bytes);
 void tier_plan_print(const tier_plan *p, FILE *out);
 
 #endif

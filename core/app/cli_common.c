@@ -454,7 +454,7 @@ int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags 
     if (gpu_device_memory(device, &dev_free, &dev_total, &dev_err) && !f->tiers.vram_gb_set)
         return err_set(e, "%s", dev_err.msg);
     tier_flags tf = f->tiers;
-    tf.kv_value_bytes = kv_type_bytes(f->cache_type);
+    cli_kv_flags(f, &mw->cfg, &tf);
     return gpu_plan_make(g, p, &mw->cfg, &tf, cli_context_size(f, &mw->cfg), f->chunk,
                          vram_slot_bytes(mw, e), dev_free, dev_total, e);
 }
@@ -534,24 +534,18 @@ static const char *cpu_only_flag(const model_flags *f)
     return f->batch_invariant ? "--batch-invariant" : NULL;
 }
 
-void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf)
+void cli_kv_flags(const model_flags *f, const model_config *c, tier_flags *tf)
 {
     errbuf e;
     char gpu[256];
     int choice = backend_choice_checked(f, &e);
-    int on_gpu = choice == BACKEND_CUDA ||
-                 (choice == BACKEND_AUTO && !cpu_only_flag(f) &&
-                  gpu_describe(f->device, gpu, sizeof gpu) == 0);
-    tf->kv_bytes = 0;
-    tf->kv_positions = 0;
-    if (on_gpu || choice < 0)
-        return;
+    tf->kv_on_device = choice == BACKEND_CUDA ||
+                       (choice == BACKEND_AUTO && !cpu_only_flag(f) &&
+                        gpu_describe(f->device, gpu, sizeof gpu) == 0);
     /* the engine's sequence and each further one (--parallel) hold their share */
     int seqs = f->seqs > 1 ? f->seqs : 1;
-    tf->kv_positions = cli_seq_context_size(f, c) * seqs;
-    tf->kv_bytes = (uint64_t)c->n_layers * (uint64_t)tf->kv_positions *
-                   (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) *
-                   (uint64_t)kv_type_bytes(f->cache_type);
+    tf->kv_positions = choice < 0 ? 0 : cli_seq_context_size(f, c) * seqs;
+    tf->kv_value_bytes = kv_type_bytes(f->cache_type);
 }
 
 int model_flags_check(const model_flags *f, const char *cmd)
@@ -723,7 +717,7 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         return -1;
     }
     tier_flags tf = f->tiers;
-    cli_host_kv(f, &m->mw.cfg, &tf);
+    cli_kv_flags(f, &m->mw.cfg, &tf);
     if (tier_plan_make(&m->plan, &m->mw, &tf, &m->st, e)) {
         model_weights_close(&m->mw);
         return -1;

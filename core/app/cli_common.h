@@ -104,10 +104,10 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i);
  * one, an unknown $MOETIER_BACKEND) said on stderr as `moetier CMD: ...`
  * before anything loads; 2 then (the exit status), else 0. */
 int model_flags_check(const model_flags *f, const char *cmd);
-/* The KV cache the run keeps in host memory (the CPU backend's: every
- * sequence's positions; none when it lives on the GPU) into tf, for the
- * plan to leave out of an automatic DRAM budget and show. */
-void cli_host_kv(const model_flags *f, const model_config *c, tier_flags *tf);
+/* The run's KV cache into tf, for the plans: every sequence's positions, the
+ * bytes of a value (--cache-type) and whether it lives on the GPU (the host
+ * plan leaves a cache in host memory out of an automatic DRAM budget). */
+void cli_kv_flags(const model_flags *f, const model_config *c, tier_flags *tf);
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e);
 /* The prompt is in: with --stats on the GPU backend, close then prints the
  * decode steps' time against their bound (kernels/decode_bound.h). */

@@ -409,12 +409,12 @@ static void print_json_row(const setting *s, const test_spec *t, const char *tes
         printf(", \"gb_per_token\": %.6g, \"kv_gb_per_token\": %.6g", y->gb_per_token,
                y->kv_gb_per_token);
         if (y->read_bw > 0)
-            printf(", \"read_bw_gbps\": %.3f", y->read_bw);
+            printf(", \"read_bw_gbps\": %.6g", y->read_bw);
         if (y->store_bw > 0)
-            printf(", \"store_gb_per_token\": %.6g, \"store_read_gbps\": %.3f",
+            printf(", \"store_gb_per_token\": %.6g, \"store_read_gbps\": %.6g",
                    y->store_gb_per_token, y->store_bw);
         if (y->bound_tps > 0)
-            printf(", \"bound_tps\": %.4f, \"ratio\": %.4f", y->bound_tps, mean / y->bound_tps);
+            printf(", \"bound_tps\": %.6g, \"ratio\": %.4f", y->bound_tps, mean / y->bound_tps);
     }
     printf("}\n");
 }

@@ -129,7 +129,7 @@ int cmd_inspect(int argc, char **argv)
     tier_plan plan;
     store st;
     int rc = 0;
-    cli_host_kv(&mf, c, &mf.tiers);
+    cli_kv_flags(&mf, c, &mf.tiers);
     if (tier_plan_make(&plan, &mw, &mf.tiers, &st, &e)) {
         rc = cli_fail(&e);
     } else {

@@ -262,13 +262,15 @@ Test(cache_type, the_plan_counts_half_the_bytes)
                       .max_position_embeddings = 131072};
     model_flags f = {.ctx = 1000, .backend = "cpu"};
     tier_flags a = {0}, b = {0};
-    cli_host_kv(&f, &c, &a);
+    cli_kv_flags(&f, &c, &a);
     f.cache_type = KV_BF16;
-    cli_host_kv(&f, &c, &b);
-    cr_expect_eq(a.kv_bytes, 61ull * 1000 * 576 * 4);
-    cr_expect_eq(b.kv_bytes, a.kv_bytes / 2);
-    cr_expect_eq(b.kv_positions, 1000);
+    cli_kv_flags(&f, &c, &b);
+    cr_expect(a.kv_positions == 1000 && b.kv_positions == 1000 && !a.kv_on_device);
+    uint64_t f32_bytes = kv_cache_bytes(&c, a.kv_positions, a.kv_value_bytes);
+    cr_expect_eq(f32_bytes, 61ull * 1000 * 576 * 4);
+    cr_expect_eq(kv_cache_bytes(&c, b.kv_positions, b.kv_value_bytes), f32_bytes / 2);
     tier_plan p = {.dense_bytes = 1000000000, .n_experts = 100};
+    /* the GPU plan at the context's positions, or at those the flags give */
     tier_flags g32 = {.vram_gb = 80, .vram_gb_set = 1}, g16 = g32;
     g16.kv_value_bytes = 2;
     gpu_plan x, y;
@@ -280,8 +282,13 @@ Test(cache_type, the_plan_counts_half_the_bytes)
     c.vocab_size = 1000;
     cr_assert_eq(gpu_plan_make(&x, &p, &c, &g32, 1000, 512, 1000000, 0, 0, &e), 0, "%s", e.msg);
     cr_assert_eq(gpu_plan_make(&y, &p, &c, &g16, 1000, 512, 1000000, 0, 0, &e), 0, "%s", e.msg);
-    cr_expect_eq(x.kv_bytes, a.kv_bytes);
+    cr_expect_eq(x.kv_bytes, f32_bytes);
     cr_expect_eq(y.kv_bytes, x.kv_bytes / 2);
+    g16.kv_positions = 600;
+    cr_assert_eq(gpu_plan_make(&y, &p, &c, &g16, 1000, 512, 1000000, 0, 0, &e), 0, "%s", e.msg);
+    cr_expect_eq(y.kv_bytes, x.kv_bytes / 2 * 600 / 1000);
+    g16.kv_positions = 0;
+    cr_assert_eq(gpu_plan_make(&y, &p, &c, &g16, 1000, 512, 1000000, 0, 0, &e), 0, "%s", e.msg);
     /* (512 x 512 / 256 + 1,040 positions) x 576 floats, a quarter more */
     cr_expect_eq(y.act_bytes - x.act_bytes, (512ull * 512 / 256 + 1040) * 576 * 5 / 4 * 4);
 }

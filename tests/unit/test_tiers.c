@@ -1840,29 +1840,40 @@ Test(tiers, an_automatic_budget_leaves_the_kv_cache, .timeout = 60)
     planned_slots(&f, &tf, &p);
     /* a machine of the dense weights and 70 experts */
     fake_memory(&f, &p, (p.dense_bytes + 70 * p.slot_bytes) / 1024, 60);
-    tf.kv_bytes = 25 * p.slot_bytes;
-    tf.kv_positions = 4096;
+    /* the positions of at most 25 experts' bytes */
+    model_config cfg;
+    errbuf e;
+    cr_assert_eq(config_load(&cfg, f.model, &e), 0, "%s", e.msg);
+    tf.kv_positions = (int)(25 * p.slot_bytes / kv_cache_bytes(&cfg, 1, 4));
     int with = planned_slots(&f, &tf, &p);
     cr_expect(with == 35 || with == 34, "%d slots with 25 experts' bytes of KV cache", with);
-    char *text = NULL;
+    cr_expect_eq(p.kv_bytes, kv_cache_bytes(&cfg, tf.kv_positions, 4));
+    char *text = NULL, want[64];
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
     tier_plan_print(&p, out);
     fclose(out);
-    cr_expect(strstr(text, "KV cache: 4096 positions, when full"), "%s", text);
+    snprintf(want, sizeof want, "KV cache: %d positions, when full", tf.kv_positions);
+    cr_expect(strstr(text, want), "%s", text);
     cr_expect(strstr(text, "for the KV cache"), "%s", text);
     free(text);
+    /* a cache on the GPU takes nothing from the host's budget */
+    tf.kv_on_device = 1;
+    int on_device = planned_slots(&f, &tf, &p);
+    cr_expect(on_device >= 59 && on_device <= 60 && p.kv_bytes == 0,
+              "%d slots with the KV cache on the GPU", on_device);
+    tf.kv_on_device = 0;
     /* 60 experts given, plus the dense weights and the KV cache: past the
      * machine's 70 experts' worth */
     tf.dram_gb = 60 * p.slot_bytes / 1e9;
     tf.dram_gb_set = 1;
     model_weights mw;
     store st;
-    errbuf e;
     cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
     cr_expect_neq(tier_plan_make(&p, &mw, &tf, &st, &e), 0, "a plan past the machine's memory");
-    cr_expect(strstr(e.msg, "the KV cache") && strstr(e.msg, "4096 positions") &&
-              strstr(e.msg, "or -c"), "%s", e.msg);
+    snprintf(want, sizeof want, "%d positions", tf.kv_positions);
+    cr_expect(strstr(e.msg, "the KV cache") && strstr(e.msg, want) && strstr(e.msg, "or -c"), "%s",
+              e.msg);
     model_weights_close(&mw);
     unsetenv("MOETIER_MEMINFO");
     free_fixture(&f);
