@@ -446,10 +446,10 @@ _Static_assert(LINEAR_BATCHED_MIN_T > 8, "the narrow product's tiles take two gr
 
 /* NRW rows x G groups of 8 tokens (NRW * G <= 12 accumulators; with G x
  * vectors and a broadcast, 16 registers at most) over kc columns: wc [NRW
- * rows, stride KCN], xk [kc][gstride] from the first group, part [G][NRP][8]
+ * rows, stride ldw], xk [kc][gstride] from the first group, part [G][NRP][8]
  * from the first row */
-TGT INL void narrow_tile(const float *wc, const float *xk, size_t gstride, int kc, float *part,
-                         int first, const int NRW, const int G)
+TGT INL void narrow_tile(const float *wc, size_t ldw, const float *xk, size_t gstride, int kc,
+                         float *part, int first, const int NRW, const int G)
 {
     __m256 acc[12];
     UNROLL12
@@ -466,7 +466,7 @@ TGT INL void narrow_tile(const float *wc, const float *xk, size_t gstride, int k
             xv[g] = _mm256_load_ps(xr + 8 * g);
         UNROLL12
         for (int i = 0; i < NRW; i++) {
-            __m256 wb = _mm256_broadcast_ss(wc + (size_t)i * KCN + (size_t)k);
+            __m256 wb = _mm256_broadcast_ss(wc + (size_t)i * ldw + (size_t)k);
             UNROLL12
             for (int g = 0; g < G; g++)
                 acc[i * G + g] = _mm256_fmadd_ps(wb, xv[g], acc[i * G + g]);
@@ -482,7 +482,7 @@ TGT INL void narrow_tile(const float *wc, const float *xk, size_t gstride, int k
 /* the row sub-blocks of a panel for groups [g0, g0 + G) */
 #define NARROW_PANEL(NRW, G)                                                              \
     for (int i = 0; i < NRP; i += NRW)                                                    \
-        narrow_tile(wc + (size_t)i * KCN, xk + 8 * (size_t)g0, gs, kc,                    \
+        narrow_tile(wp + (size_t)i * ldw, ldw, xk + 8 * (size_t)g0, gs, kc,                    \
                     part + (size_t)g0 * NRP * 8 + 8 * (size_t)i, c0 == 0, NRW, G)
 
 TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float *y, int r0,
@@ -503,7 +503,15 @@ TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float 
             else if (r + NRP < r1)
                 prefetch_panel(w, r + NRP, r1 - r - NRP < NRP ? r1 - r - NRP : NRP, 0,
                                KCN < cols ? KCN : cols);
-            dequant_range(w, r, nr, c0, c0 + kc, wc, KCN);
+            /* a whole panel of float32 rows is read where it is */
+            const float *wp = wc;
+            size_t ldw = KCN;
+            if (w->fmt == WF_F32 && nr == NRP) {
+                wp = (const float *)w->data + (size_t)r * (size_t)cols + (size_t)c0;
+                ldw = (size_t)cols;
+            } else {
+                dequant_range(w, r, nr, c0, c0 + kc, wc, KCN);
+            }
             const float *xk = p->x_lanes + (size_t)c0 * gs;
             /* three groups a tile while that leaves none alone, else two (a
              * call has two or more: LINEAR_BATCHED_MIN_T > 8) */
@@ -643,4 +651,88 @@ TGT void combine_rows_avx2(const float *a, const float *W, int n, int cols, floa
             acc = fmaf(a[i], W[(size_t)i * ld + (size_t)c], acc);
         y[c] = acc;
     }
+}
+
+/* ---- many combinations of the same rows (linear_combine_many) ----
+ * MR rows of A against NV vectors of 8 columns of W (MR * NV <= 12
+ * accumulators, with MR broadcasts and one row of W in the other registers),
+ * columns past the last whole vector one at a time. Each output one FMA chain
+ * over W's rows in order, from zero or (add) carried on from Y: the bits of
+ * combine_rows_avx2 for each row of A. */
+#define CM_ROWS 3
+
+TGT INL __m256 load_row8(const float *W32, const uint16_t *W16, size_t at, const int bf16)
+{
+    if (!bf16)
+        return _mm256_loadu_ps(W32 + at);
+    __m128i h = _mm_loadu_si128((const __m128i *)(W16 + at));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+TGT INL void combine_many_tile(const float *A, size_t lda, const float *W32, const uint16_t *W16,
+                               size_t ldw, int n, int nv, float *Y, size_t ldy, int add,
+                               const int MR, const int bf16)
+{
+    __m256 acc[CM_ROWS][4];
+    UNROLL
+    for (int r = 0; r < MR; r++)
+        UNROLL
+        for (int v = 0; v < 4; v++)
+            acc[r][v] = add && v < nv ? _mm256_loadu_ps(Y + (size_t)r * ldy + 8 * v)
+                                      : _mm256_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        __m256 a[CM_ROWS];
+        UNROLL
+        for (int r = 0; r < MR; r++)
+            a[r] = _mm256_set1_ps(A[(size_t)r * lda + (size_t)i]);
+        UNROLL
+        for (int v = 0; v < 4; v++) {
+            if (v >= nv)
+                break;
+            __m256 w = load_row8(W32, W16, (size_t)i * ldw + 8 * (size_t)v, bf16);
+            UNROLL
+            for (int r = 0; r < MR; r++)
+                acc[r][v] = _mm256_fmadd_ps(a[r], w, acc[r][v]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < MR; r++)
+        UNROLL
+        for (int v = 0; v < 4; v++)
+            if (v < nv)
+                _mm256_storeu_ps(Y + (size_t)r * ldy + 8 * v, acc[r][v]);
+}
+
+/* rows of A a tile of CM_ROWS at a time, the last of the rows left */
+#define COMBINE_MANY_TILES(BF16)                                                              \
+    for (int r = 0; nv && r < nr; r += CM_ROWS) {                                             \
+        const float *Ar = A + (size_t)r * lda;                                                \
+        float *Yr = Y + (size_t)r * ldy + c0;                                                 \
+        switch (nr - r < CM_ROWS ? nr - r : CM_ROWS) {                                        \
+        case 1: combine_many_tile(Ar, lda, W32c, W16c, ldw, n, nv, Yr, ldy, add, 1, BF16); break; \
+        case 2: combine_many_tile(Ar, lda, W32c, W16c, ldw, n, nv, Yr, ldy, add, 2, BF16); break; \
+        default: combine_many_tile(Ar, lda, W32c, W16c, ldw, n, nv, Yr, ldy, add, 3, BF16); break; \
+        }                                                                                     \
+    }
+
+TGT void combine_many_avx2(const float *A, size_t lda, int nr, const float *W32,
+                           const uint16_t *W16, size_t ldw, int n, int c0, int c1, float *Y,
+                           size_t ldy, int add)
+{
+    int nv = (c1 - c0) / 8;
+    const float *W32c = W32 ? W32 + c0 : NULL;
+    const uint16_t *W16c = W16 ? W16 + c0 : NULL;
+    if (W16)
+        COMBINE_MANY_TILES(1)
+    else
+        COMBINE_MANY_TILES(0)
+    for (int c = c0 + 8 * nv; c < c1; c++)
+        for (int r = 0; r < nr; r++) {
+            float acc = add ? Y[(size_t)r * ldy + (size_t)c] : 0;
+            for (int i = 0; i < n; i++) {
+                size_t at = (size_t)i * ldw + (size_t)c;
+                acc = fmaf(A[(size_t)r * lda + (size_t)i], W16 ? bf16f(W16[at]) : W32[at], acc);
+            }
+            Y[(size_t)r * ldy + (size_t)c] = acc;
+        }
 }

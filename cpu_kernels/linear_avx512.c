@@ -628,10 +628,10 @@ TGT static void batched_rows(const linear_weight *w, const linear_prep *p, float
 #define UNROLL24 _Pragma("GCC unroll 24")
 
 /* NRW rows x G groups of 16 tokens (NRW * G <= 24 accumulators) over kc
- * columns: wc [NRW rows, stride KCN], xk [kc][gstride] from the first group,
+ * columns: wc [NRW rows, stride ldw], xk [kc][gstride] from the first group,
  * part [G][NRP][16] from the first row */
-TGT INL void narrow_tile(const float *wc, const float *xk, size_t gstride, int kc, float *part,
-                         int first, const int NRW, const int G)
+TGT INL void narrow_tile(const float *wc, size_t ldw, const float *xk, size_t gstride, int kc,
+                         float *part, int first, const int NRW, const int G)
 {
     __m512 acc[24];
     UNROLL24
@@ -648,7 +648,7 @@ TGT INL void narrow_tile(const float *wc, const float *xk, size_t gstride, int k
             xv[g] = _mm512_load_ps(xr + 16 * g);
         UNROLL24
         for (int i = 0; i < NRW; i++) {
-            __m512 wb = _mm512_set1_ps(wc[(size_t)i * KCN + (size_t)k]);
+            __m512 wb = _mm512_set1_ps(wc[(size_t)i * ldw + (size_t)k]);
             UNROLL24
             for (int g = 0; g < G; g++)
                 acc[i * G + g] = _mm512_fmadd_ps(wb, xv[g], acc[i * G + g]);
@@ -664,7 +664,7 @@ TGT INL void narrow_tile(const float *wc, const float *xk, size_t gstride, int k
 /* the row sub-blocks of a panel for groups [g0, g0 + G) */
 #define NARROW_PANEL(NRW, G)                                                              \
     for (int i = 0; i < NRP; i += NRW)                                                    \
-        narrow_tile(wc + (size_t)i * KCN, xk + 16 * (size_t)g0, gs, kc,                   \
+        narrow_tile(wp + (size_t)i * ldw, ldw, xk + 16 * (size_t)g0, gs, kc,                   \
                     part + (size_t)g0 * NRP * 16 + 16 * (size_t)i, c0 == 0, NRW, G)
 
 TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float *y, int r0,
@@ -685,7 +685,15 @@ TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float 
             else if (r + NRP < r1)
                 prefetch_panel(w, r + NRP, r1 - r - NRP < NRP ? r1 - r - NRP : NRP, 0,
                                KCN < cols ? KCN : cols);
-            dequant_range(w, r, nr, c0, c0 + kc, wc, KCN);
+            /* a whole panel of float32 rows is read where it is */
+            const float *wp = wc;
+            size_t ldw = KCN;
+            if (w->fmt == WF_F32 && nr == NRP) {
+                wp = (const float *)w->data + (size_t)r * (size_t)cols + (size_t)c0;
+                ldw = (size_t)cols;
+            } else {
+                dequant_range(w, r, nr, c0, c0 + kc, wc, KCN);
+            }
             const float *xk = p->x_lanes + (size_t)c0 * gs;
             int g0 = 0;
             for (; groups - g0 >= 4; g0 += 4)
@@ -823,5 +831,78 @@ TGT void combine_rows_avx512(const float *a, const float *W, int n, int cols, fl
         for (int i = 0; i < n; i++)
             acc = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), _mm512_maskz_loadu_ps(m, W + (size_t)i * ld + (size_t)c), acc);
         _mm512_mask_storeu_ps(y + c, m, acc);
+    }
+}
+
+/* ---- many combinations of the same rows (linear_combine_many) ----
+ * MR rows of A against 64 columns of W in 4 x MR accumulators: per row of W,
+ * MR broadcasts and four loads (bf16 widened by a shift) for 4 x MR FMAs, so W
+ * is read once for all MR combinations. Each output one FMA chain over W's
+ * rows in order, from zero or (add) carried on from Y: the bits of
+ * combine_rows_avx512 for each row of A. */
+#define CM_ROWS 6
+
+TGT INL void combine_many_tile(const float *A, size_t lda, const float *W32, const uint16_t *W16,
+                               size_t ldw, int n, const __mmask16 *mask, float *Y, size_t ldy,
+                               int add, const int MR)
+{
+    __m512 acc[CM_ROWS][4];
+    UNROLL
+    for (int r = 0; r < MR; r++)
+        UNROLL
+        for (int v = 0; v < 4; v++)
+            acc[r][v] = add ? _mm512_maskz_loadu_ps(mask[v], Y + (size_t)r * ldy + 16 * v)
+                            : _mm512_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        __m512 a[CM_ROWS];
+        UNROLL
+        for (int r = 0; r < MR; r++)
+            a[r] = _mm512_set1_ps(A[(size_t)r * lda + (size_t)i]);
+        UNROLL
+        for (int v = 0; v < 4; v++) {
+            __m512 w = W16 ? load_bf16(W16 + (size_t)i * ldw + 16 * v, mask[v])
+                           : _mm512_maskz_loadu_ps(mask[v], W32 + (size_t)i * ldw + 16 * v);
+            UNROLL
+            for (int r = 0; r < MR; r++)
+                acc[r][v] = _mm512_fmadd_ps(a[r], w, acc[r][v]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < MR; r++)
+        UNROLL
+        for (int v = 0; v < 4; v++)
+            _mm512_mask_storeu_ps(Y + (size_t)r * ldy + 16 * v, mask[v], acc[r][v]);
+}
+
+/* rows of A a tile of CM_ROWS at a time, the last of the rows left */
+#define COMBINE_MANY_TILES(W32_, W16_)                                                       \
+    for (int r = 0; r < nr; r += CM_ROWS) {                                                  \
+        const float *Ar = A + (size_t)r * lda;                                               \
+        float *Yr = Y + (size_t)r * ldy + c0;                                                \
+        switch (nr - r < CM_ROWS ? nr - r : CM_ROWS) {                                       \
+        case 1: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 1); break; \
+        case 2: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 2); break; \
+        case 3: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 3); break; \
+        case 4: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 4); break; \
+        case 5: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 5); break; \
+        default: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 6); break; \
+        }                                                                                    \
+    }
+
+TGT void combine_many_avx512(const float *A, size_t lda, int nr, const float *W32,
+                             const uint16_t *W16, size_t ldw, int n, int c0, int c1, float *Y,
+                             size_t ldy, int add)
+{
+    __mmask16 mask[4];
+    for (int v = 0; v < 4; v++) {
+        int left = c1 - c0 - 16 * v;
+        mask[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? tail_mask(left) : 0;
+    }
+    if (W16) {
+        const uint16_t *W = W16 + c0;
+        COMBINE_MANY_TILES(NULL, W)
+    } else {
+        const float *W = W32 + c0;
+        COMBINE_MANY_TILES(W, NULL)
     }
 }

@@ -449,6 +449,90 @@ void linear_combine_weight(kernel_path path, const float *a, const linear_weight
     }
 }
 
+/* linear_combine_many's work: W's rows in blocks of COMBINE_MANY_BLOCK (a
+ * block of 64 columns stays in L2 while every tile of A's rows reads it), and
+ * items of a tile of A's rows by a block of columns, split over the pool */
+#define COMBINE_MANY_BLOCK 128
+typedef struct combine_many_job {
+    kernel_path path;
+    const float *A, *W32;
+    const uint16_t *W16;
+    size_t lda, ldw, ldy;
+    int R, n, cols;
+    float *Y;
+    int tile_rows, tile_cols, by_columns;
+} combine_many_job;
+
+static void combine_many_ref(const combine_many_job *j, int r0, int nr, int k0, int kn, int c0,
+                             int c1)
+{
+    for (int r = r0; r < r0 + nr; r++) {
+        const float *a = j->A + (size_t)r * j->lda + k0;
+        float *y = j->Y + (size_t)r * j->ldy;
+        for (int c = c0; k0 == 0 && c < c1; c++)
+            y[c] = 0;
+        for (int i = 0; i < kn; i++) {
+            size_t at = (size_t)(k0 + i) * j->ldw;
+            for (int c = c0; c < c1; c++)
+                y[c] += a[i] * (j->W16 ? bf16_to_f32(j->W16[at + (size_t)c]) : j->W32[at + (size_t)c]);
+        }
+    }
+}
+
+static void combine_many_worker(void *ctx, int worker, int n_workers)
+{
+    const combine_many_job *j = ctx;
+    int tiles = (j->R + j->tile_rows - 1) / j->tile_rows;
+    int blocks = (j->cols + j->tile_cols - 1) / j->tile_cols, i0, i1;
+    pool_split(tiles * blocks, 1, worker, n_workers, &i0, &i1);
+    for (int k0 = 0; k0 < j->n; k0 += COMBINE_MANY_BLOCK) {
+        int kn = j->n - k0 < COMBINE_MANY_BLOCK ? j->n - k0 : COMBINE_MANY_BLOCK;
+        const float *W32 = j->W32 ? j->W32 + (size_t)k0 * j->ldw : NULL;
+        const uint16_t *W16 = j->W16 ? j->W16 + (size_t)k0 * j->ldw : NULL;
+        for (int it = i0; it < i1; it++) {
+            int tile = j->by_columns ? it % tiles : it / blocks;
+            int block = j->by_columns ? it / tiles : it % blocks;
+            int r0 = tile * j->tile_rows, c0 = block * j->tile_cols;
+            int nr = j->R - r0 < j->tile_rows ? j->R - r0 : j->tile_rows;
+            int c1 = j->cols - c0 < j->tile_cols ? j->cols : c0 + j->tile_cols;
+            const float *A = j->A + (size_t)r0 * j->lda + k0;
+            float *Y = j->Y + (size_t)r0 * j->ldy;
+            if (j->path == KPATH_AVX512)
+                combine_many_avx512(A, j->lda, nr, W32, W16, j->ldw, kn, c0, c1, Y, j->ldy, k0 > 0);
+            else if (j->path == KPATH_AVX2)
+                combine_many_avx2(A, j->lda, nr, W32, W16, j->ldw, kn, c0, c1, Y, j->ldy, k0 > 0);
+            else
+                combine_many_ref(j, r0, nr, k0, kn, c0, c1);
+        }
+    }
+}
+
+void linear_combine_many(kernel_path path, thread_pool *pool, const float *A, size_t lda, int R,
+                         const float *W32, const uint16_t *W16, size_t ldw, int n, int cols,
+                         float *Y, size_t ldy)
+{
+    combine_many_job j = {.path = path, .A = A, .W32 = W32, .W16 = W16, .lda = lda, .ldw = ldw,
+                          .ldy = ldy, .R = R, .n = n, .cols = cols, .Y = Y,
+                          .tile_rows = path == KPATH_AVX512 ? 6 : 3,
+                          .tile_cols = path == KPATH_AVX2 ? 32 : 64};
+    for (int r = 0; n == 0 && r < R; r++)
+        memset(Y + (size_t)r * ldy, 0, (size_t)cols * sizeof *Y);
+    if (R <= 0 || n <= 0 || cols <= 0)
+        return;
+    /* Split by columns, each worker reading its columns of W and all of A, or
+     * by rows of A, each reading all of W: whichever reads fewer floats a row
+     * of W (bits are the same either way) */
+    long nw = pool ? thread_pool_size(pool) : 1;
+    long tiles = (R + j.tile_rows - 1) / j.tile_rows, blocks = (cols + j.tile_cols - 1) / j.tile_cols;
+    long col_split = cols + (long)R * (blocks < nw ? blocks : nw);
+    long row_split = (long)cols * (tiles < nw ? tiles : nw) + R;
+    j.by_columns = col_split <= row_split;
+    if (pool && nw > 1 && tiles * blocks > 1)
+        thread_pool_run(pool, combine_many_worker, &j);
+    else
+        combine_many_worker(&j, 0, 1);
+}
+
 void linear_dequant_rows(kernel_path path, const linear_weight *w, int r0, int n, float *out)
 {
     if (path == KPATH_AVX512 && linear_simd_ok(w)) {

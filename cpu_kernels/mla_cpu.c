@@ -115,30 +115,11 @@ static expanded_bufs expanded_layout(const mla_args *a, float *p)
  * or in a step checking guessed tokens */
 #define MLA_ABSORB_ALWAYS_T 4     /* (a checked draft: ENGINE_DRAFT_MAX_T, engine.h) */
 
-/* cache positions per block of the absorbed form's probabilities-times-latents
- * product (its latents transposed, [kv_lora][block]) */
-#define MLA_SBLOCK 2048
-
-/* A block's products take its positions padded with zeros to a multiple of
- * this: a query's sums then run over the same columns in the same lanes
- * whatever the cache's length past it (the kernels' tails, below their
- * widest unrolling, are summed apart), so its bits do not depend on the
- * queries after it in the call */
-#define MLA_SPAD 64
-
-static int padded(int n)
-{
-    return (n + MLA_SPAD - 1) / MLA_SPAD * MLA_SPAD;
-}
-
 /* the absorbed form's buffers, shared by the workers: rows i = t * H + h */
 typedef struct absorbed_bufs {
     float *qa;          /* [T * H][kv_lora + rope] absorbed queries and their rope parts */
     float *sc;          /* [T * H][S] scores, then probabilities */
-    float *pb;          /* [T * H][padded block] a block of the probabilities */
-    float *latt;        /* [kv_lora][padded block] a block of latents, transposed */
     float *ol;          /* [T * H][kv_lora] probabilities times latents */
-    float *part;        /* [T * H][kv_lora] a later block's share of ol */
     float *lin;         /* the linear kernels' scratch, every thread */
 } absorbed_bufs;
 
@@ -146,7 +127,7 @@ typedef struct absorbed_bufs {
  * whose scores stay within this many floats (64 MB), */
 #define MLA_SCORE_FLOATS (16u << 20)
 /* and of at most this many tokens, whose other buffers ([T * H][kv_lora]
- * three times) then stay near 25 MB at K2's dimensions (a prompt's chunk in
+ * twice) then stay near 17 MB at K2's dimensions (a prompt's chunk in
  * batch-invariant mode would take them by the GB) */
 #define MLA_ABSORB_TBLOCK 64
 
@@ -174,12 +155,9 @@ static mla_args token_block(const mla_args *a, int t0, int n)
 static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, R = (size_t)a->T * (size_t)a->H;
-    size_t sb = (size_t)padded(S < MLA_SBLOCK ? (int)S : MLA_SBLOCK);
-    linear_weight scores = cache_weight(a, (int)S),
-                  mix = f32_weight(a->kv_lora, (int)sb, NULL);
-    size_t l1 = linear_forward_scratch(&scores, a->H, n_threads),
-           l2 = linear_forward_scratch(&mix, a->H, n_threads);
-    return R * (C + (size_t)a->rope) + R * S + R * sb + C * sb + 2 * R * C + (l1 > l2 ? l1 : l2);
+    linear_weight scores = cache_weight(a, (int)S);
+    return R * (C + (size_t)a->rope) + R * S + R * C +
+           linear_forward_scratch(&scores, a->H, n_threads);
 }
 
 /* W_v of head h: its rows of kv_b as they are, or (when the format's scales
@@ -268,8 +246,6 @@ typedef struct mla_job {
     const mla_args *a;
     int absorbed;
     absorbed_bufs ab;           /* (absorbed form) */
-    int s0, sn, sw;             /* (absorbed form) the block of positions transposed, and
-                                 * its width padded */
     float *work;                /* per worker */
 } mla_job;
 
@@ -360,49 +336,19 @@ static void run_workers(thread_pool *pool, pool_fn fn, mla_job *j, int n)
         fn(j, 0, 1);
 }
 
-/* latt [c][s] = latent c of position s0 + s, for the worker's share of the
- * block's positions, in tiles of 16 x 16 (whole lines read and written); the
- * padding past them zero */
-static void transpose_latents(void *ctx, int worker, int n_workers)
-{
-    const mla_job *j = ctx;
-    const mla_args *a = j->a;
-    int C = a->kv_lora, n = j->sw, s0, s1;
-    pool_split(j->sn, 16, worker, n_workers, &s0, &s1);
-    for (int sb = s0; sb < s1; sb += 16) {
-        int se = s1 - sb < 16 ? s1 : sb + 16;
-        for (int cb = 0; cb < C; cb += 16) {
-            int ce = C - cb < 16 ? C : cb + 16;
-            for (int s = sb; s < se; s++) {
-                float lat[16];
-                cache_values(a, j->s0 + s, cb, ce - cb, lat);
-                for (int c = cb; c < ce; c++)
-                    j->ab.latt[(size_t)c * (size_t)n + (size_t)s] = lat[c - cb];
-            }
-        }
-    }
-    for (int c = 0; worker == n_workers - 1 && c < C; c++)
-        memset(j->ab.latt + (size_t)c * (size_t)n + (size_t)j->sn, 0,
-               (size_t)(n - j->sn) * sizeof(float));
-}
-
 static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
 {
     const mla_args *a = j->a;
     int S = a->pos0 + a->T, C = a->kv_lora, R = a->T * a->H;
-    int sb = S < MLA_SBLOCK ? S : MLA_SBLOCK;
     absorbed_bufs *b = &j->ab;
     b->qa = shared;
     b->sc = b->qa + (size_t)R * (size_t)(C + a->rope);
-    b->pb = b->sc + (size_t)R * (size_t)S;
-    b->latt = b->pb + (size_t)R * (size_t)padded(sb);
-    b->ol = b->latt + (size_t)C * (size_t)padded(sb);
-    b->part = b->ol + (size_t)R * (size_t)C;
-    b->lin = b->part + (size_t)R * (size_t)C;
-    /* each query's products take its H rows alone (and its outputs go in
-     * parts the row kernels take), so its bits do not depend on how many
-     * queries the call has (a decode step, or the last token of a prompt found
-     * in the cache, as the same token in a longer prefill) */
+    b->ol = b->sc + (size_t)R * (size_t)S;
+    b->lin = b->ol + (size_t)R * (size_t)C;
+    /* each query's scores take its H rows alone (and its outputs go in parts
+     * the row kernels take), so its bits do not depend on how many queries
+     * the call has (a decode step, or the last token of a prompt found in the
+     * cache, as the same token in a longer prefill) */
     size_t H = (size_t)a->H, qaw = (size_t)(C + a->rope);
     run_workers(pool, absorbed_queries, j, a->H);
     linear_weight cache = cache_weight(a, S);
@@ -410,25 +356,11 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
         linear_forward(j->path, pool, &cache, b->qa + (size_t)t * H * qaw, a->H,
                        b->sc + (size_t)t * H * (size_t)S, b->lin);
     run_workers(pool, absorbed_softmax, j, R);
-    for (int s0 = 0; s0 < S; s0 += sb) {
-        j->s0 = s0;
-        j->sn = S - s0 < sb ? S - s0 : sb;
-        j->sw = padded(j->sn);
-        run_workers(pool, transpose_latents, j, j->sn);
-        int n = j->sw;
-        for (int i = 0; i < R; i++) {
-            memcpy(b->pb + (size_t)i * (size_t)n, b->sc + (size_t)i * (size_t)S + s0,
-                   (size_t)j->sn * sizeof *b->pb);
-            memset(b->pb + (size_t)i * (size_t)n + j->sn, 0, (size_t)(n - j->sn) * sizeof *b->pb);
-        }
-        linear_weight latt = f32_weight(C, n, b->latt);
-        float *dst = s0 ? b->part : b->ol;
-        for (int t = 0; t < a->T; t++)
-            linear_forward(j->path, pool, &latt, b->pb + (size_t)t * H * (size_t)n, a->H,
-                           dst + (size_t)t * H * (size_t)C, b->lin);
-        for (size_t k = 0; s0 && k < (size_t)R * (size_t)C; k++)
-            b->ol[k] += b->part[k];
-    }
+    /* the probabilities times the latents, every row at once straight from
+     * the cache: each output one chain over the positions in order, and a
+     * query's zeros past its own positions add exactly nothing to it */
+    linear_combine_many(j->path, pool, b->sc, (size_t)S, R, a->kv_bf16 ? NULL : a->kv_cache,
+                        a->kv_bf16, qaw, S, C, b->ol, (size_t)C);
     run_workers(pool, absorbed_outputs, j, a->H);
 }
 

@@ -10,9 +10,11 @@
  * few MB a worker at any context (whole-context keys and values took 2.5 KB a
  * position and worker), and the blocks stay in cache (docs/benchmarks.md).
  *
- * The absorbed form (decode) takes every head at once: scores and
- * probabilities times latents are float32 products over the cache, which is
- * read once per query instead of once per head. Per head, each query's
+ * The absorbed form (decode) takes every head at once: the scores are a
+ * float32 product of the cache's rows with every head's query, and the
+ * probabilities times the latents one linear_combine_many straight over the
+ * cache's rows (no transposed copy of the latents), so the cache is read twice
+ * a step instead of twice per head. Per head, each query's
  * W_k^T q_nope is a combination of W_k's dequantized rows (no transpose) and
  * W_v is read as the checkpoint holds it, not dequantized: at a short context
  * these per-head products were most of a decode step's attention. Same two formulations and the

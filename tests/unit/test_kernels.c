@@ -444,8 +444,9 @@ Test(mla_cpu, absorbed_form_in_blocks_of_tokens_matches_reference, .timeout = 12
  * count of queries as alone: a decode step and the short prefill of a prompt
  * the cache held but for its last tokens give a token the same attention (and
  * so does a whole prompt in batch-invariant mode). Calls of 4 and of 20
- * queries, whose positions cross the latents' block of 2,048 and the lanes
- * product's panels; over a float32 cache and a bf16 one. */
+ * queries, whose positions run over several of the latent product's blocks of
+ * cache rows and over the lanes product's panels; over a float32 cache and a
+ * bf16 one. */
 Test(mla_cpu, absorbed_query_has_the_same_bits_alone)
 {
     const int dims[][6] = {{4, 32, 16, 32, 64, 9}, {16, 16, 8, 16, 32, 40}, {16, 16, 8, 16, 32, 2040}};
@@ -502,7 +503,8 @@ Test(mla_cpu, form_by_multiply_adds)
  * and in two (a block of 64 and the rest), its positions in one block of 256
  * and in several (after 230 cached positions, 70 queries straddle the second
  * block's start: the first 26 see none of it); the absorbed form's positions
- * in one block and, past 2,048 cached positions, in two. */
+ * in one of the latent product's blocks of cache rows and, past 2,048 cached
+ * positions, in many. */
 Test(mla_cpu, matches_reference_on_every_path)
 {
     const int tokens[] = {1, 2, 3, 4, 5, 6, 17, 70};
