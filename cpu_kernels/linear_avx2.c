@@ -482,8 +482,27 @@ TGT INL void narrow_tile(const float *wc, size_t ldw, const float *xk, size_t gs
 /* the row sub-blocks of a panel for groups [g0, g0 + G) */
 #define NARROW_PANEL(NRW, G)                                                              \
     for (int i = 0; i < NRP; i += NRW)                                                    \
-        narrow_tile(wp + (size_t)i * ldw, ldw, xk + 8 * (size_t)g0, gs, kc,                    \
-                    part + (size_t)g0 * NRP * 8 + 8 * (size_t)i, c0 == 0, NRW, G)
+        narrow_tile(wp + (size_t)i * ldw, ldw, xk + 8 * (size_t)g0, gs, kc,               \
+                    part + (size_t)g0 * NRP * 8 + 8 * (size_t)i, first, NRW, G)
+
+/* A panel's tiles over every group of tokens: three groups a tile while that
+ * leaves none alone, else two (a call has two or more: LINEAR_BATCHED_MIN_T >
+ * 8). ldw is KCN for a panel dequantized into the work (a constant: the tiles'
+ * rows are displacements) or a float32 weight's row length for a panel read
+ * in place. */
+TGT INL void narrow_panel(const float *wp, const size_t ldw, const float *xk, size_t gs,
+                          int groups, int kc, float *part, int first)
+{
+    for (int g0 = 0; g0 < groups;) {
+        if (groups - g0 >= 3 && groups - g0 != 4) {
+            NARROW_PANEL(4, 3);
+            g0 += 3;
+        } else {
+            NARROW_PANEL(6, 2);
+            g0 += 2;
+        }
+    }
+}
 
 TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float *y, int r0,
                             int r1, float *work)
@@ -503,26 +522,14 @@ TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float 
             else if (r + NRP < r1)
                 prefetch_panel(w, r + NRP, r1 - r - NRP < NRP ? r1 - r - NRP : NRP, 0,
                                KCN < cols ? KCN : cols);
+            const float *xk = p->x_lanes + (size_t)c0 * gs;
             /* a whole panel of float32 rows is read where it is */
-            const float *wp = wc;
-            size_t ldw = KCN;
             if (w->fmt == WF_F32 && nr == NRP) {
-                wp = (const float *)w->data + (size_t)r * (size_t)cols + (size_t)c0;
-                ldw = (size_t)cols;
+                narrow_panel((const float *)w->data + (size_t)r * (size_t)cols + (size_t)c0,
+                             (size_t)cols, xk, gs, groups, kc, part, c0 == 0);
             } else {
                 dequant_range(w, r, nr, c0, c0 + kc, wc, KCN);
-            }
-            const float *xk = p->x_lanes + (size_t)c0 * gs;
-            /* three groups a tile while that leaves none alone, else two (a
-             * call has two or more: LINEAR_BATCHED_MIN_T > 8) */
-            for (int g0 = 0; g0 < groups;) {
-                if (groups - g0 >= 3 && groups - g0 != 4) {
-                    NARROW_PANEL(4, 3);
-                    g0 += 3;
-                } else {
-                    NARROW_PANEL(6, 2);
-                    g0 += 2;
-                }
+                narrow_panel(wc, KCN, xk, gs, groups, kc, part, c0 == 0);
             }
         }
         for (int t = 0; t < T; t++) {

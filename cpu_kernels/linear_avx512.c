@@ -664,8 +664,27 @@ TGT INL void narrow_tile(const float *wc, size_t ldw, const float *xk, size_t gs
 /* the row sub-blocks of a panel for groups [g0, g0 + G) */
 #define NARROW_PANEL(NRW, G)                                                              \
     for (int i = 0; i < NRP; i += NRW)                                                    \
-        narrow_tile(wp + (size_t)i * ldw, ldw, xk + 16 * (size_t)g0, gs, kc,                   \
-                    part + (size_t)g0 * NRP * 16 + 16 * (size_t)i, c0 == 0, NRW, G)
+        narrow_tile(wp + (size_t)i * ldw, ldw, xk + 16 * (size_t)g0, gs, kc,              \
+                    part + (size_t)g0 * NRP * 16 + 16 * (size_t)i, first, NRW, G)
+
+/* A panel's tiles over every group of tokens: four groups at a time, then the
+ * rest. ldw is KCN for a panel dequantized into the work (a constant, so the
+ * tiles' rows are displacements: a stride in a register made the 24-row tile
+ * reload its rows' offsets from the stack, a fifth slower at 16 tokens) or a
+ * float32 weight's row length for a panel read in place. */
+TGT INL void narrow_panel(const float *wp, const size_t ldw, const float *xk, size_t gs,
+                          int groups, int kc, float *part, int first)
+{
+    int g0 = 0;
+    for (; groups - g0 >= 4; g0 += 4)
+        NARROW_PANEL(6, 4);
+    switch (groups - g0) {
+    case 3: NARROW_PANEL(8, 3); break;
+    case 2: NARROW_PANEL(12, 2); break;
+    case 1: NARROW_PANEL(24, 1); break;
+    default: break;
+    }
+}
 
 TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float *y, int r0,
                             int r1, float *work)
@@ -674,6 +693,9 @@ TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float 
     size_t R = (size_t)w->rows, gs = 16 * (size_t)groups;
     float *wc = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [NRP][KCN] */
     float *part = wc + (size_t)NRP * KCN;                               /* [groups][NRP][16] */
+    /* a whole panel of float32 rows is read where it is when every tile is of
+     * six rows (the decode attention's scores: 64 heads a query) */
+    int in_place = w->fmt == WF_F32 && groups % 4 == 0;
     /* defined values in the rows past a short panel, computed and never stored */
     memset(wc, 0, (size_t)NRP * KCN * sizeof *wc);
     for (int r = r0; r < r1; r += NRP) {
@@ -685,24 +707,13 @@ TGT static void narrow_rows(const linear_weight *w, const linear_prep *p, float 
             else if (r + NRP < r1)
                 prefetch_panel(w, r + NRP, r1 - r - NRP < NRP ? r1 - r - NRP : NRP, 0,
                                KCN < cols ? KCN : cols);
-            /* a whole panel of float32 rows is read where it is */
-            const float *wp = wc;
-            size_t ldw = KCN;
-            if (w->fmt == WF_F32 && nr == NRP) {
-                wp = (const float *)w->data + (size_t)r * (size_t)cols + (size_t)c0;
-                ldw = (size_t)cols;
+            const float *xk = p->x_lanes + (size_t)c0 * gs;
+            if (in_place && nr == NRP) {
+                narrow_panel((const float *)w->data + (size_t)r * (size_t)cols + (size_t)c0,
+                             (size_t)cols, xk, gs, groups, kc, part, c0 == 0);
             } else {
                 dequant_range(w, r, nr, c0, c0 + kc, wc, KCN);
-            }
-            const float *xk = p->x_lanes + (size_t)c0 * gs;
-            int g0 = 0;
-            for (; groups - g0 >= 4; g0 += 4)
-                NARROW_PANEL(6, 4);
-            switch (groups - g0) {
-            case 3: NARROW_PANEL(8, 3); break;
-            case 2: NARROW_PANEL(12, 2); break;
-            case 1: NARROW_PANEL(24, 1); break;
-            default: break;
+                narrow_panel(wc, KCN, xk, gs, groups, kc, part, c0 == 0);
             }
         }
         for (int t = 0; t < T; t++) {

@@ -556,9 +556,12 @@ static float *batched_product(kernel_path path, const linear_weight *w, const fl
  * changes nothing. */
 Test(linear_kernels, batched_products_with_tokens_or_rows_in_lanes_agree_bitwise, .timeout = 120)
 {
-    struct { weight_format fmt; int rows, cols, blk, gs; } shapes[] = {
+    /* T: tokens, else a random count */
+    struct { weight_format fmt; int rows, cols, blk, gs, T; } shapes[] = {
         {WF_BF16, 65, 300, 0, 0},         {WF_F32, 37, 61, 0, 0},     {WF_F16, 50, 130, 0, 0},
-        {WF_F32, 130, 200, 0, 0},         /* whole panels of float32 rows read in place */
+        /* whole panels of float32 rows read in place (on AVX-512 with groups
+         * of 16 tokens in fours) */
+        {WF_F32, 130, 200, 0, 0, 64},     {WF_F32, 100, 130, 0, 0, 50},
         {WF_FP8_BLOCK, 130, 356, 128, 0}, {WF_FP8_BLOCK, 50, 70, 16, 0},
         {WF_INT4_GROUP, 97, 4192, 0, 32}, {WF_INT4_GROUP, 11, 384, 0, 128},
         {WF_INT4_GROUP, 49, 512, 0, 64},
@@ -577,7 +580,7 @@ Test(linear_kernels, batched_products_with_tokens_or_rows_in_lanes_agree_bitwise
             int T0 = LINEAR_BATCHED_MIN_T;
             while (!linear_batched(paths[pi], &o.w, T0))
                 T0++;
-            int T = T0 + rand() % (LINEAR_LANES_MAX_T - T0 + 1);
+            int T = shapes[s].T ? shapes[s].T : T0 + rand() % (LINEAR_LANES_MAX_T - T0 + 1);
             float *x = malloc((size_t)T * (size_t)shapes[s].cols * sizeof *x);
             cr_assert_not_null(x);
             for (int i = 0; i < T * shapes[s].cols; i++)
