@@ -292,6 +292,7 @@ TGT INL void int4_tile(const linear_weight *w, const linear_prep *p, int r, int 
     int chunks_end = sp.c1 < c128 ? sp.c1 : c128;
     for (int c = sp.c0; c < chunks_end; c += 128) {
         prefetch_l2(row + c / 2, sp.ahead);
+        prefetch_l2(srow + c / gs, sp.ahead / 8);   /* the scales as far ahead in columns */
         __m512i q = _mm512_loadu_si512(row + c / 2);
         __m512 sc = int4_chunk_scales(srow, c, gs);
         /* four partial sums so no FMA chain is longer than two per chunk (for

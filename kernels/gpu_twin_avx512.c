@@ -128,6 +128,9 @@ TGT INL void int4_halves_avx512(const int4_layout *L, const uint32_t *const *row
         UNROLL
         for (int i = 0; i < R; i++) {
             prefetch_l2(row[i] + k0 + 16 * h, PREFETCH_AHEAD);   /* a cache line per half */
+            /* and the row's scales, as far ahead in columns: a stream of
+             * their own that stalled the kernel (one token: 11.7 -> 13.5 GB/s) */
+            prefetch_l2(srow[i] + ((k0 + 16 * h) >> L->sh), PREFETCH_AHEAD / 8);
             u[i][h] = _mm512_maskz_loadu_epi32(m[h], row[i] + k0 + 16 * h);
             UNROLL
             for (int t = 0; t < NT; t++)
