@@ -558,13 +558,14 @@ Test(linear_kernels, batched_products_with_tokens_or_rows_in_lanes_agree_bitwise
 {
     /* T: tokens, else a random count */
     struct { weight_format fmt; int rows, cols, blk, gs, T; } shapes[] = {
-        {WF_BF16, 65, 300, 0, 0},         {WF_F32, 37, 61, 0, 0},     {WF_F16, 50, 130, 0, 0},
+        {WF_BF16, 65, 300, 0, 0, 0},          {WF_F32, 37, 61, 0, 0, 0},
+        {WF_F16, 50, 130, 0, 0, 0},
         /* whole panels of float32 rows read in place (on AVX-512 with groups
          * of 16 tokens in fours) */
-        {WF_F32, 130, 200, 0, 0, 64},     {WF_F32, 100, 130, 0, 0, 50},
-        {WF_FP8_BLOCK, 130, 356, 128, 0}, {WF_FP8_BLOCK, 50, 70, 16, 0},
-        {WF_INT4_GROUP, 97, 4192, 0, 32}, {WF_INT4_GROUP, 11, 384, 0, 128},
-        {WF_INT4_GROUP, 49, 512, 0, 64},
+        {WF_F32, 130, 200, 0, 0, 64},         {WF_F32, 100, 130, 0, 0, 50},
+        {WF_FP8_BLOCK, 130, 356, 128, 0, 0},  {WF_FP8_BLOCK, 50, 70, 16, 0, 0},
+        {WF_INT4_GROUP, 97, 4192, 0, 32, 0},  {WF_INT4_GROUP, 11, 384, 0, 128, 0},
+        {WF_INT4_GROUP, 49, 512, 0, 64, 0},
     };
     kernel_path paths[] = {KPATH_AVX2, KPATH_AVX512};
     int ran = 0;
