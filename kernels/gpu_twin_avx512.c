@@ -1,5 +1,14 @@
 /* gpu_twin_avx512: the twin on AVX-512 (see gpu_twin_simd.h): a row's 32
- * lanes in two registers, four rows at once (two for FP8). */
+ * lanes in two registers, four rows at once.
+ *
+ * Prefetches: the FP8 kernel fetches, at each column, the rows of the next
+ * block of rows (R rows on). A row of K2's experts is 7 KB in FP8, so 4 KiB
+ * ahead within a row (PREFETCH_AHEAD, as the CPU backend's row kernels read
+ * one row at a time) left most of each new block's rows to be waited for: at
+ * one token the FP8 twin went from 11-14 to 16-20 GB/s on one core of the
+ * development VM (docs/benchmarks.md). An INT4 row (3.5 KB) is shorter than
+ * that reach, and BF16's kernel measured the same either way: both keep 4 KiB
+ * ahead. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -236,7 +245,7 @@ TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, co
     const __m512i transpose = _mm512_broadcast_i32x4(
         _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
     int nw = w->cols / 4, bc = w->block_cols;
-    size_t xs = twin_x_stride(w->cols);
+    size_t xs = twin_x_stride(w->cols), next_rows = (size_t)R * (size_t)w->cols;
     const uint8_t *row[FP8_ROWS];
     const float *srow[FP8_ROWS];
     __m512 acc[FP8_ROWS][2][2];
@@ -267,7 +276,7 @@ TGT_VBMI INL void fp8_rows_avx512(const linear_weight *w, int r, const int R, co
                     xj[t][j] = _mm512_loadu_ps(xp + (size_t)t * xs + 4 * (size_t)kb + 16 * j);
             UNROLL
             for (int i = 0; i < R; i++) {
-                prefetch_l2(row[i] + 4 * (size_t)kb, PREFETCH_AHEAD);
+                prefetch_l2(row[i] + 4 * (size_t)kb, next_rows);
                 __m512 f[4];
                 fp8_widen_64(&tb, _mm512_shuffle_epi8(_mm512_maskz_loadu_epi8(mb, row[i] + 4 * (size_t)kb),
                                                       transpose), f);
