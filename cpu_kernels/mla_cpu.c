@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/model/dtype.h"
-#include "ops_ref.h"
+#include "softmax_simd.h"
 
 /* values [c0, c0 + n) of cache row s into dst as float32 (a bf16 cache's widened) */
 static void cache_values(const mla_args *a, int s, int c0, int n, float *dst)
@@ -300,7 +300,7 @@ static void absorbed_softmax(void *ctx, int worker, int n_workers)
         int n = a->pos0 + i / a->H + 1;
         for (int s = 0; s < n; s++)
             p[s] *= a->scale;
-        softmax_ref(p, n);
+        softmax_simd(j->path, p, n);
         memset(p + n, 0, (size_t)(S - n) * sizeof *p);
     }
 }
@@ -382,16 +382,11 @@ static void expanded_scores(const mla_job *j, const expanded_bufs *b, int k0, in
             memset(p, 0, (size_t)kn * sizeof *p);
             continue;
         }
-        float m = b->max[t];
-        for (int s = 0; s < n; s++) {
+        for (int s = 0; s < n; s++)
             p[s] *= a->scale;
-            m = p[s] > m ? p[s] : m;
-        }
-        float l = 0;
-        for (int s = 0; s < n; s++) {
-            p[s] = expf(p[s] - m);
-            l += p[s];
-        }
+        float m = b->max[t], pm = softmax_max(j->path, p, n);
+        m = pm > m ? pm : m;
+        float l = softmax_exp_sum(j->path, p, n, m);
         memset(p + n, 0, (size_t)(kn - n) * sizeof *p);
         if (m > b->max[t]) {
             float r = expf(b->max[t] - m);
