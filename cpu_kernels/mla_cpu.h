@@ -17,9 +17,10 @@
  * a step instead of twice per head. Per head, each query's
  * W_k^T q_nope is a combination of W_k's dequantized rows (no transpose) and
  * W_v is read as the checkpoint holds it, not dequantized: at a short context
- * these per-head products were most of a decode step's attention. Same two formulations and the
- * same math as mla_ref.c (absorbed for a few queries, expanded for many); only
- * float32 summation order differs. */
+ * these per-head products were most of a decode step's attention. Same two
+ * formulations and the same math as mla_ref.c (absorbed for a few queries,
+ * expanded for many); only float32 summation order differs, and on the SIMD
+ * paths the softmax's exponentials (softmax_simd: within 2 ulp of expf). */
 #ifndef MOETIER_MLA_CPU_H
 #define MOETIER_MLA_CPU_H
 
