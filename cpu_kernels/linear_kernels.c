@@ -473,8 +473,10 @@ static void combine_many_ref(const combine_many_job *j, int r0, int nr, int k0, 
             y[c] = 0;
         for (int i = 0; i < kn; i++) {
             size_t at = (size_t)(k0 + i) * j->ldw;
-            for (int c = c0; c < c1; c++)
-                y[c] += a[i] * (j->W16 ? bf16_to_f32(j->W16[at + (size_t)c]) : j->W32[at + (size_t)c]);
+            for (int c = c0; c < c1; c++) {
+                size_t k = at + (size_t)c;
+                y[c] += a[i] * (j->W16 ? bf16_to_f32(j->W16[k]) : j->W32[k]);
+            }
         }
     }
 }
@@ -523,7 +525,8 @@ void linear_combine_many(kernel_path path, thread_pool *pool, const float *A, si
      * by rows of A, each reading all of W: whichever reads fewer floats a row
      * of W (bits are the same either way) */
     long nw = pool ? thread_pool_size(pool) : 1;
-    long tiles = (R + j.tile_rows - 1) / j.tile_rows, blocks = (cols + j.tile_cols - 1) / j.tile_cols;
+    long tiles = (R + j.tile_rows - 1) / j.tile_rows;
+    long blocks = (cols + j.tile_cols - 1) / j.tile_cols;
     long col_split = cols + (long)R * (blocks < nw ? blocks : nw);
     long row_split = (long)cols * (tiles < nw ? tiles : nw) + R;
     j.by_columns = col_split <= row_split;

@@ -63,7 +63,8 @@ TGT2 INL __m256 exp8(__m256 x)
     __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
     /* 2^k through the exponent field: k is within [-126, 127] after the clamp
      * (a NaN's garbage k meets a NaN y) */
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
+    e = _mm256_slli_epi32(e, 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 

@@ -388,7 +388,8 @@ Test(linear_kernels, combine_many_has_the_bits_of_each_row_combined)
         for (int bf16 = 0; bf16 < 2; bf16++) {
             int R = shapes[s][0], n = shapes[s][1], cols = shapes[s][2];
             size_t lda = (size_t)n + 3, ldw = (size_t)cols + 5, ldy = (size_t)cols + 2;
-            float *A = malloc((size_t)R * lda * sizeof *A + 4), *W32 = malloc((size_t)n * ldw * 4 + 4);
+            float *A = malloc((size_t)R * lda * sizeof *A + 4);
+            float *W32 = malloc((size_t)n * ldw * 4 + 4);
             uint16_t *W16 = malloc((size_t)n * ldw * 2 + 2);
             float *W = malloc((size_t)n * (size_t)cols * 4 + 4), *want = malloc((size_t)cols * 4);
             float *got = malloc((size_t)R * ldy * 4);
@@ -407,7 +408,8 @@ Test(linear_kernels, combine_many_has_the_bits_of_each_row_combined)
                         continue;
                     memset(got, 0xff, (size_t)R * ldy * 4);
                     linear_combine_many((kernel_path)p, threads > 1 ? pool : NULL, A, lda, R,
-                                        bf16 ? NULL : W32, bf16 ? W16 : NULL, ldw, n, cols, got, ldy);
+                                        bf16 ? NULL : W32, bf16 ? W16 : NULL, ldw, n, cols, got,
+                                        ldy);
                     for (int r = 0; r < R; r++) {
                         linear_combine_rows((kernel_path)p, A + (size_t)r * lda, W, n, cols, want);
                         const float *y = got + (size_t)r * ldy;
