@@ -6,7 +6,8 @@
  * float32 for the prompts, and for decode also in the checkpoints' formats
  * (BF16, and FP8 in 128 x 128 blocks), whose W_k a decode query reads; and
  * the long-context cases over a float32 cache and over a bf16 one
- * (--cache-type bf16), whose decode reads half the bytes.
+ * (--cache-type bf16), whose decode reads half the bytes; and a decode step
+ * checking three guessed tokens (--draft-lookup: 4 queries) at 32 K positions.
  *
  * Yardstick, measured in the same run: a float32 product through the linear
  * kernels of the shape the attention is made of (keys [1024][192] against 64
@@ -15,7 +16,7 @@
  * ratio to the yardstick's GFLOP/s, the scratch the call takes in MB, kv_b's
  * format, the cache's type and the GB/s of its bytes read once per call.
  *
- * Usage: bench_attention [decode]   (decode: the decode cases alone; the
+ * Usage: bench_attention [decode]   (decode: the decode cases and the check; the
  * kernels' path from MOETIER_KERNELS as everywhere) */
 #include <math.h>
 #include <stdio.h>
@@ -148,7 +149,7 @@ int main(int argc, char **argv)
         {1, 63, -1, WF_BF16, 0}, {1, 1023, -1, WF_BF16, 0}, {1, 8191, -1, WF_BF16, 0},
         {1, 63, -1, WF_FP8_BLOCK, 0}, {1, 1023, -1, WF_FP8_BLOCK, 0},
         {1, 1023, -1, WF_BF16, 1}, {1, 8191, -1, WF_BF16, 1}, {1, 32767, -1, WF_BF16, 0},
-        {1, 32767, -1, WF_BF16, 1},
+        {1, 32767, -1, WF_BF16, 1}, {4, 32764, -1, WF_BF16, 0},
     };
     int maxS = 32768;
     size_t qk = NOPE + ROPE, cache_n = (size_t)maxS * (LORA + ROPE);
@@ -167,7 +168,7 @@ int main(int argc, char **argv)
         kvb[i] *= 0.05f;
     double yard = yardstick_gflops(path, pool);
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        if (decode_only && cases[c].T > 1)
+        if (decode_only && cases[c].T > 4)
             continue;
         void *kv_data;
         float *kv_scale;
