@@ -459,6 +459,16 @@ double kernel_bench_read_bw(kernel_path path, int threads, errbuf *e)
     return bw;
 }
 
+double kernel_bench_fma_peak(kernel_path path, int threads, errbuf *e)
+{
+    thread_pool *pool;
+    if (thread_pool_create(&pool, threads, e))
+        return -1;
+    double peak = fma_peak(pool, path);
+    thread_pool_destroy(pool);
+    return peak;
+}
+
 int kernel_bench_run(const kernel_bench_options *o, errbuf *e)
 {
     if (!kernel_path_supported(o->path))

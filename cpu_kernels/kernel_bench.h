@@ -38,5 +38,9 @@ int kernel_bench_run(const kernel_bench_options *o, errbuf *e);
  * STREAM-like read with `threads` threads and path's widest loads); -1 with e
  * set when the buffer cannot be had. */
 double kernel_bench_read_bw(kernel_path path, int threads, errbuf *e);
+/* The FMA peak in GFLOP/s the benchmark measures (back-to-back FMAs of path's
+ * vector width on `threads` threads, a few milliseconds); 0 for the scalar
+ * path, -1 with e set when the threads cannot be had. */
+double kernel_bench_fma_peak(kernel_path path, int threads, errbuf *e);
 
 #endif

@@ -51,8 +51,10 @@ static void usage(FILE *f)
             "  Prefill and decode speed of the model as run gets them (like llama-bench):\n"
             "  for each setting, each test once untimed, then R timed repetitions, as\n"
             "  mean +- standard deviation of tokens/s. Decode rows also give the weights\n"
-            "  read per token and the speed they bound it to: at the RAM read bandwidth\n"
-            "  measured in the same run (CPU backend), or the GPU backend's decode bound.\n"
+            "  read per token and the speed they bound it to: the slowest of those reads\n"
+            "  at the RAM read bandwidth, the DRAM tier's misses at the store's and the\n"
+            "  token's multiply-adds at the FMA peak, each measured in the same run (CPU\n"
+            "  backend), or the GPU backend's decode bound; `bound by` names which.\n"
             "  -p LIST         prompt lengths, one prefill each (ppP; default 512; 0: none)\n"
             "  -n LIST         decode lengths, one token a step (tgN; default 128; 0: none)\n"
             "  -d LIST         tokens already in the cache before each test (default 0)\n"
@@ -66,8 +68,10 @@ static void usage(FILE *f)
             "  --json          one JSON object per test and setting (model, backend, threads,\n"
             "                  dram_gb, vram_gb, cache_type, test, depth, parallel, reps,\n"
             "                  tps, tps_sd, samples, dram_hit_rate, vram_hit_rate,\n"
-            "                  gb_per_token, kv_gb_per_token, bound_tps,\n"
-            "                  ratio = tps / bound_tps, ...)\n"
+            "                  gb_per_token, kv_gb_per_token, gflop_per_token,\n"
+            "                  attn_gflop_per_token, peak_gflops, bound_tps,\n"
+            "                  ratio = tps / bound_tps, bound_by: ram, store, fma, gpu,\n"
+            "                  cpu or copy, ...)\n"
             "  -t LIST         CPU threads, one setting each (default: one per core); on the\n"
             "                  CPU backend they run on the model as opened for the first\n"
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
@@ -134,6 +138,7 @@ typedef struct test_result {
                                  * to engine_step_rows conversations */
     uint64_t hits, misses;      /* their DRAM tier's (with an expert store) */
     uint64_t kv_bytes;          /* of the KV caches, read by their attention */
+    uint64_t kv_positions;      /* the positions their attention read, per layer */
     uint64_t vram_hits, vram_all;   /* GPU backend: experts found in VRAM, of all they ran */
     decode_work gpu;            /* GPU backend, one conversation: what the timed steps did */
     int gpu_counted;            /* repetitions in gpu */
@@ -180,6 +185,7 @@ static void add_decode_counts(cli_model *m, const test_spec *t, const counts *c0
     r->passes += (uint64_t)t->len * (uint64_t)((t->S + rows - 1) / rows);
     r->hits += c.hits - c0->hits;
     r->misses += c.misses - c0->misses;
+    r->kv_positions += c.kv_positions - c0->kv_positions;
     r->kv_bytes += (c.kv_positions - c0->kv_positions) *
                    (uint64_t)kv_cache_position_bytes(&m->en.kv);
     r->vram_hits += c.g.hits - c0->g.hits;
@@ -302,19 +308,48 @@ typedef struct yardstick {
     double gb_per_token;
     double kv_gb_per_token;     /* of gb_per_token, the KV cache's */
     double bound_tps;           /* 0: not measured */
+    const char *bound_by;       /* which side sets bound_tps: "ram", "store" or "fma" */
     double read_bw;             /* CPU backend: GB/s, the mean of the two reads */
     double store_gb_per_token;  /* CPU backend with a store: the DRAM tier's misses */
     double store_bw;            /* GB/s of the store's reads, measured at the setting's start */
+    double gflop_per_token;     /* CPU backend: the products' and attention's */
+    double attn_gflop_per_token;    /* of gflop_per_token, attention's over the cache */
+    double peak_gflops;         /* the FMA peak, measured at the setting's start */
 } yardstick;
 
-/* The bound: the longest of reading the weights a token ran from RAM and its
- * DRAM tier's misses from the store, which at best go on at once. */
+/* A decode token's floating-point operations (a multiply-add counts two):
+ * every linear weight it multiplies (the dense ones, routers included, but
+ * the embedding table, which it only reads a row of, and its top-k experts in
+ * each MoE layer) and attention's absorbed form over the cache, per head and
+ * position the latent's and the rope key's products for its score and the
+ * latent's for its output. Norms, rope and the softmax are left out: a bound
+ * from less work than a step does is still a bound. */
+static void decode_flops(const cli_model *m, const test_result *r, yardstick *y)
+{
+    const model_config *c = &m->mw.cfg;
+    uint64_t table = m->mw.lm_head.data != m->mw.embed.data
+                         ? (uint64_t)m->mw.embed.rows * (uint64_t)m->mw.embed.cols : 0;
+    double one_expert = m->plan.n_experts ? (double)m->mw.expert_elements / m->plan.n_experts : 0;
+    double weights = (double)(m->mw.dense_elements - table) +
+                     (double)m->plan.moe_layers * m->plan.top_k * one_expert;
+    double per_position = (double)c->n_heads * (2.0 * c->kv_lora_rank + c->qk_rope_dim);
+    y->attn_gflop_per_token = 2 * per_position * (double)r->kv_positions * c->n_layers /
+                              (double)r->tokens / 1e9;
+    y->gflop_per_token = 2 * weights / 1e9 + y->attn_gflop_per_token;
+}
+
+/* The bound: the longest of reading the weights a token ran from RAM, its
+ * DRAM tier's misses from the store, which at best go on at once, and its
+ * multiply-adds at the FMA peak (which long contexts' attention reaches
+ * first on a CPU: 64 heads at 32 K positions are 280 GFLOP a K2 token). */
 static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, double bw_after,
-                          double store_bw, yardstick *y)
+                          double store_bw, double peak, yardstick *y)
 {
     uint64_t table = m->mw.lm_head.data != m->mw.embed.data ? linear_weight_bytes(&m->mw.embed) : 0;
     if (!r->tokens)
         return;
+    decode_flops(m, r, y);
+    y->peak_gflops = peak > 0 ? peak : 0;
     /* a step of several conversations reads the dense weights and each
      * expert it runs once for all of them */
     double per_token = (double)r->passes / (double)r->tokens,
@@ -327,11 +362,19 @@ static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, 
     if (y->read_bw <= 0)
         return;
     double seconds = y->gb_per_token / y->read_bw;
+    y->bound_by = "ram";
     if (m->plan.use_store && store_bw > 0) {
         y->store_bw = store_bw;
         y->store_gb_per_token = (double)r->misses * (double)m->plan.slot_bytes / 1e9 /
                                 (double)r->tokens;
-        seconds = fmax(seconds, y->store_gb_per_token / store_bw);
+        if (y->store_gb_per_token / store_bw > seconds) {
+            seconds = y->store_gb_per_token / store_bw;
+            y->bound_by = "store";
+        }
+    }
+    if (y->peak_gflops > 0 && y->gflop_per_token / y->peak_gflops > seconds) {
+        seconds = y->gflop_per_token / y->peak_gflops;
+        y->bound_by = "fma";
     }
     y->bound_tps = 1 / seconds;
 }
@@ -350,8 +393,10 @@ static void gpu_yardstick(cli_model *m, const test_result *r, yardstick *y)
     y->kv_gb_per_token = (double)w->kv_bytes / (double)w->tokens / 1e9;
     y->gb_per_token = ((double)w->resident_bytes + experts * (double)w->expert_bytes) / 1e9 +
                       y->kv_gb_per_token;
-    if (decode_bound_compute(&rates, w, &b) == 0)
+    if (decode_bound_compute(&rates, w, &b) == 0) {
         y->bound_tps = 1 / b.bound;
+        y->bound_by = b.bound == b.gpu ? "gpu" : b.bound == b.cpu ? "cpu" : "copy";
+    }
 }
 
 typedef struct setting {
@@ -373,7 +418,8 @@ static void print_header(const cli_model *m, const char *dir)
            c->n_routed_experts, c->n_experts_per_tok, (double)m->plan.dense_bytes / 1e9,
            (double)routed_expert_bytes(m) / 1e9);
     printf("| backend | threads | dram GB | vram GB | test | t/s | GB/token | DRAM hits "
-           "| VRAM hits | bound t/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "| VRAM hits | bound t/s | of bound | bound by |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
 /* share of all, or -1 when there were none */
@@ -413,8 +459,14 @@ static void print_json_row(const setting *s, const test_spec *t, const char *tes
         if (y->store_bw > 0)
             printf(", \"store_gb_per_token\": %.6g, \"store_read_gbps\": %.6g",
                    y->store_gb_per_token, y->store_bw);
+        if (y->gflop_per_token > 0)
+            printf(", \"gflop_per_token\": %.6g, \"attn_gflop_per_token\": %.6g",
+                   y->gflop_per_token, y->attn_gflop_per_token);
+        if (y->peak_gflops > 0)
+            printf(", \"peak_gflops\": %.6g", y->peak_gflops);
         if (y->bound_tps > 0)
-            printf(", \"bound_tps\": %.6g, \"ratio\": %.4f", y->bound_tps, mean / y->bound_tps);
+            printf(", \"bound_tps\": %.6g, \"ratio\": %.4f, \"bound_by\": \"%s\"", y->bound_tps,
+                   mean / y->bound_tps, y->bound_by);
     }
     printf("}\n");
 }
@@ -440,6 +492,7 @@ static void print_row(const bench_opts *o, const setting *s, const test_spec *t,
         snprintf(name + at, sizeof name - (size_t)at, " @ d%d", t->depth);
     char dram[32] = "-", vram[32] = "-", threads[16] = "-", gb[32] = "", dhit[32] = "",
          vhit[32] = "", bound[32] = "", ratio[32] = "";
+    const char *by = "";
     if (s->dram_gb >= 0)
         snprintf(dram, sizeof dram, "%.4g", s->dram_gb);
     if (s->vram_gb >= 0)
@@ -455,10 +508,11 @@ static void print_row(const bench_opts *o, const setting *s, const test_spec *t,
     if (y && y->bound_tps > 0) {
         snprintf(bound, sizeof bound, "%.2f", y->bound_tps);
         snprintf(ratio, sizeof ratio, "%.3f", mean / y->bound_tps);
+        by = y->bound_by;
     }
-    printf("| %s%s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", s->backend,
-           s->cache == KV_F32 ? "" : ", bf16 KV cache", threads, dram, vram, name, mean, sd, gb,
-           dhit, vhit, bound, ratio);
+    printf("| %s%s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s | %s |\n",
+           s->backend, s->cache == KV_F32 ? "" : ", bf16 KV cache", threads, dram, vram, name, mean,
+           sd, gb, dhit, vhit, bound, ratio, by);
     fflush(stdout);
 }
 
@@ -474,6 +528,10 @@ static int run_setting(cli_model *m, const bench_opts *o, const token_stream *ts
     if (cpu && decodes && m->plan.use_store &&
         (store_bw = store_read_gbps(&m->st, s->io, m->plan.top_k, e)) < 0)
         return -1;
+    /* the threads' FMA peak (a bound left out when they cannot be had, as
+     * the read bandwidth's) */
+    double peak = cpu && decodes ? kernel_bench_fma_peak(cpu_backend_path(&m->be), s->threads, e)
+                                 : 0;
     for (int di = 0; di < o->n_depth; di++) {
         int d = o->depth[di];
         for (int k = 0; k < o->n_prompt; k++) {
@@ -498,7 +556,7 @@ static int run_setting(cli_model *m, const bench_opts *o, const token_stream *ts
                     return -1;
                 if (cpu)
                     cpu_yardstick(m, &r, bw0, kernel_bench_read_bw(path, s->threads, e), store_bw,
-                                  &y);
+                                  peak, &y);
                 else if (r.gpu_counted)
                     gpu_yardstick(m, &r, &y);
                 print_row(o, s, &t, &r, cpu || r.gpu_counted ? &y : NULL);

@@ -157,6 +157,7 @@ static void count_weight(model_weights *m, const linear_weight *w, int expert)
 {
     (expert ? m->expert_bytes_by_format : m->bytes_by_format)[w->fmt] += linear_weight_bytes(w);
     m->n_linear_by_format[w->fmt]++;
+    *(expert ? &m->expert_elements : &m->dense_elements) += (uint64_t)w->rows * (uint64_t)w->cols;
 }
 
 static int resolve_ffn(model_weights *m, const char *base, int inter, ffn_weights *f, errbuf *e)

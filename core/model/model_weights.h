@@ -48,6 +48,9 @@ typedef struct model_weights {
     uint64_t bytes_by_format[WF_COUNT];         /* non-expert weights */
     uint64_t expert_bytes_by_format[WF_COUNT];  /* routed experts */
     uint64_t n_linear_by_format[WF_COUNT];
+    /* elements (rows x cols) of the non-expert linear weights, the embedding
+     * table included, and of the routed experts' */
+    uint64_t dense_elements, expert_elements;
 } model_weights;
 
 int model_weights_open(model_weights *m, const char *dir, errbuf *e);

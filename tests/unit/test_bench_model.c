@@ -34,6 +34,14 @@ static double num(const cJSON *o, const char *key)
     return v->valuedouble;
 }
 
+/* the seconds of a token's multiply-adds at the FMA peak, 0 where the peak
+ * was not measured (the scalar kernels) */
+static double fma_seconds(const cJSON *o)
+{
+    const cJSON *peak = cJSON_GetObjectItemCaseSensitive(o, "peak_gflops");
+    return cJSON_IsNumber(peak) ? num(o, "gflop_per_token") / peak->valuedouble : 0;
+}
+
 static const char *str(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -65,7 +73,7 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
     cr_expect(strstr(err, "KV cache: 48 positions, when full"), "%s", err);
     const char *want[] = {"pp8", "tg4", "tg4"};
     const int parallel[] = {1, 1, 3};
-    double gb[2][2], kv[2][2];
+    double gb[2][2], kv[2][2], gflop[2][2], attn[2][2];
     for (int k = 0; k < n; k++) {
         cr_expect_str_eq(str(l[k], "test"), want[k % 3]);
         cr_expect_eq(num(l[k], "parallel"), parallel[k % 3]);
@@ -99,8 +107,14 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
         }
         double g = gb[k / 3][k % 3 - 1] = num(l[k], "gb_per_token");
         kv[k / 3][k % 3 - 1] = num(l[k], "kv_gb_per_token");
-        double bound = num(l[k], "bound_tps"), bw = num(l[k], "read_bw_gbps");
-        cr_expect(fabs(bound - bw / g) < 1e-3 * bound, "bound %g is not %g / %g", bound, bw, g);
+        gflop[k / 3][k % 3 - 1] = num(l[k], "gflop_per_token");
+        attn[k / 3][k % 3 - 1] = num(l[k], "attn_gflop_per_token");
+        /* the bound: the slower of the reads and the multiply-adds, named */
+        double bound = num(l[k], "bound_tps"), read_s = g / num(l[k], "read_bw_gbps"),
+               fma_s = fma_seconds(l[k]);
+        cr_expect(fabs(bound - 1 / fmax(read_s, fma_s)) < 1e-3 * bound,
+                  "bound %g, reads %g s, multiply-adds %g s", bound, read_s, fma_s);
+        cr_expect_str_eq(str(l[k], "bound_by"), read_s >= fma_s ? "ram" : "fma");
         cr_expect(fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3, "ratio");
     }
     /* a decode token at position p reads p + 1 cached positions of every
@@ -120,6 +134,38 @@ Test(bench_model, json_lines_hold_their_samples, .timeout = 120)
                   "GB per token %g at depth 0, %g at 6 (%d at once)", gb[0][p], gb[1][p],
                   parallel[p + 1]);
     }
+    /* a token multiplies every linear weight but the embedding table (the
+     * routers' too), and its top-k experts, whatever the conversations at
+     * once; the absorbed
+     * attention takes, per head and cached position of every layer, the
+     * latent and rope key for its score and the latent for its output */
+    double mla = (cfg.q_lora_rank ? (double)cfg.q_lora_rank * cfg.hidden_size +
+                                        (double)cfg.n_heads * (cfg.qk_nope_dim + cfg.qk_rope_dim) *
+                                            cfg.q_lora_rank
+                                  : (double)cfg.n_heads * (cfg.qk_nope_dim + cfg.qk_rope_dim) *
+                                        cfg.hidden_size) +
+                 (double)(cfg.kv_lora_rank + cfg.qk_rope_dim) * cfg.hidden_size +
+                 (double)cfg.n_heads * (cfg.qk_nope_dim + cfg.v_head_dim) * cfg.kv_lora_rank +
+                 (double)cfg.hidden_size * cfg.n_heads * cfg.v_head_dim;
+    double weights = (double)cfg.vocab_size * cfg.hidden_size;      /* lm_head */
+    for (int layer = 0; layer < cfg.n_layers; layer++) {
+        int moe = config_is_moe_layer(&cfg, layer);
+        double ffn = 3.0 * cfg.hidden_size;
+        weights += mla + (moe ? ffn * cfg.moe_intermediate_size *
+                                        (cfg.n_shared_experts + cfg.n_experts_per_tok) +
+                                    (double)cfg.n_routed_experts * cfg.hidden_size
+                              : ffn * cfg.intermediate_size);
+    }
+    double per_position = 2.0 * cfg.n_heads * (2 * cfg.kv_lora_rank + cfg.qk_rope_dim) *
+                          cfg.n_layers / 1e9;
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < 2; i++) {
+            double a = (i ? 8.5 : 2.5) * per_position;
+            cr_expect(fabs(attn[i][p] - a) < 1e-6 * a, "attention GFLOP %g, not %g", attn[i][p],
+                      a);
+            cr_expect(fabs(gflop[i][p] - (2 * weights / 1e9 + a)) < 1e-6 * gflop[i][p],
+                      "GFLOP per token %g, not %g", gflop[i][p], 2 * weights / 1e9 + a);
+        }
     /* three conversations stepped together read the dense weights once a step */
     cr_expect(gb[0][1] < 0.5 * gb[0][0], "GB per token %g alone, %g 3 at once", gb[0][0], gb[0][1]);
     for (int k = 0; k < n; k++)
@@ -156,13 +202,17 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     cr_expect(small < all && all < 0.01, "tiers of %g and %g GB", small, all);
     double h0 = num(l[0], "dram_hit_rate"), h1 = num(l[1], "dram_hit_rate");
     cr_expect(h0 < h1, "8 slots hit %g, every expert %g", h0, h1);
-    /* the bound: the longer of the RAM's reads and the store's (the misses) */
+    /* the bound: the longest of the RAM's reads, the store's (the misses) and
+     * the multiply-adds */
     for (int k = 0; k < 2; k++) {
         double ram = num(l[k], "gb_per_token") / num(l[k], "read_bw_gbps"),
-               store = num(l[k], "store_gb_per_token") / num(l[k], "store_read_gbps");
-        double bound = num(l[k], "bound_tps");
-        cr_expect(fabs(bound - 1 / fmax(ram, store)) < 1e-3 * bound,
-                  "bound %g, RAM %g s, store %g s", bound, ram, store);
+               store = num(l[k], "store_gb_per_token") / num(l[k], "store_read_gbps"),
+               fma = fma_seconds(l[k]);
+        double bound = num(l[k], "bound_tps"), slowest = fmax(fmax(ram, store), fma);
+        cr_expect(fabs(bound - 1 / slowest) < 1e-3 * bound,
+                  "bound %g, RAM %g s, store %g s, multiply-adds %g s", bound, ram, store, fma);
+        cr_expect_str_eq(str(l[k], "bound_by"), slowest == ram ? "ram" : slowest == store ? "store"
+                                                                                          : "fma");
     }
     cr_expect_gt(num(l[0], "store_gb_per_token"), 0, "8 slots read nothing from the store");
     cr_expect_lt(num(l[1], "store_gb_per_token"), num(l[0], "store_gb_per_token"));
@@ -284,6 +334,9 @@ Test(bench_model, gpu_rows_carry_the_decode_bound_gpu, .timeout = 300)
         cr_expect(bound > 0 && fabs(num(l[k], "ratio") - num(l[k], "tps") / bound) < 1e-3,
                   "ratio of line %d", k);
         cr_expect(hits >= 0 && hits <= 1, "VRAM hit rate %g", hits);
+        const char *by = str(l[k], "bound_by");
+        cr_expect(!strcmp(by, "gpu") || !strcmp(by, "cpu") || !strcmp(by, "copy"), "bound by %s",
+                  by);
         /* tg3 reads the cache up to positions 1..3 after no context, 6..8
          * after 5 tokens: 2 and 7 positions a token */
         double kv = num(l[k], "kv_gb_per_token"), positions = k % 4 == 3 ? 7 : 2;
