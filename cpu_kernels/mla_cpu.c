@@ -298,9 +298,7 @@ static void absorbed_softmax(void *ctx, int worker, int n_workers)
     for (int i = i0; i < i1; i++) {
         float *p = j->ab.sc + (size_t)i * (size_t)S;
         int n = a->pos0 + i / a->H + 1;
-        for (int s = 0; s < n; s++)
-            p[s] *= a->scale;
-        softmax_simd(j->path, p, n);
+        softmax_simd(j->path, p, n, a->scale);
         memset(p + n, 0, (size_t)(S - n) * sizeof *p);
     }
 }
@@ -382,9 +380,7 @@ static void expanded_scores(const mla_job *j, const expanded_bufs *b, int k0, in
             memset(p, 0, (size_t)kn * sizeof *p);
             continue;
         }
-        for (int s = 0; s < n; s++)
-            p[s] *= a->scale;
-        float m = b->max[t], pm = softmax_max(j->path, p, n);
+        float m = b->max[t], pm = softmax_scale_max(j->path, p, n, a->scale);
         m = pm > m ? pm : m;
         float l = softmax_exp_sum(j->path, p, n, m);
         memset(p + n, 0, (size_t)(kn - n) * sizeof *p);

@@ -61,28 +61,33 @@ Test(softmax_simd, exponentials_and_sums_match_expf)
 Test(softmax_simd, maxima_pass_over_nan_and_exponentials_keep_it)
 {
     srand(22);
-    float *p = malloc(1000 * sizeof *p);
-    cr_assert_not_null(p);
+    float *p = malloc(1000 * sizeof *p), *x = malloc(1000 * sizeof *x);
+    cr_assert(p && x);
+    const float scale = 0.1352337788f;  /* K2's 1 / sqrt(192) times its YaRN mscale */
     for (int path = 0; path < KPATH_COUNT; path++) {
         if (!kernel_path_supported((kernel_path)path))
             continue;
         for (size_t li = 0; li < sizeof lengths / sizeof *lengths && lengths[li] <= 1000; li++) {
             int n = lengths[li];
+            for (int i = 0; i < n; i++)
+                x[i] = uniform(-400, 400);
+            if (n > 2) {
+                x[n / 2] = NAN;
+                x[n - 1] = -NAN;
+            }
             float want = -INFINITY;
             for (int i = 0; i < n; i++) {
-                p[i] = uniform(-50, 50);
-                want = p[i] > want ? p[i] : want;
+                p[i] = x[i];
+                want = x[i] * scale > want ? x[i] * scale : want;
             }
-            if (n > 2) {
-                p[n / 2] = NAN;
-                p[n - 1] = -NAN;
-                want = -INFINITY;
-                for (int i = 0; i < n; i++)
-                    want = p[i] > want ? p[i] : want;
-            }
-            float got = softmax_max((kernel_path)path, p, n);
+            float got = softmax_scale_max((kernel_path)path, p, n, scale);
             cr_assert(got == want, "%s, n %d: max %g, expected %g", kernel_path_name(path), n, got,
                       want);
+            /* each score scaled in place, one rounding; none past n touched */
+            for (int i = 0; i < n; i++)
+                cr_assert(isnan(x[i]) ? isnan(p[i]) : p[i] == x[i] * scale,
+                          "%s, n %d: p[%d] = %.9g, not %.9g", kernel_path_name(path), n, i, p[i],
+                          x[i] * scale);
             if (n > 2) {
                 float s = softmax_exp_sum((kernel_path)path, p, n, want);
                 cr_assert(isnan(p[n / 2]) && isnan(p[n - 1]) && isnan(s),
@@ -92,44 +97,55 @@ Test(softmax_simd, maxima_pass_over_nan_and_exponentials_keep_it)
         }
     }
     free(p);
+    free(x);
 }
 
-/* softmax_simd against the softmax in double precision, within the
- * exponentials' error and the sum's n roundings; the scalar path is
- * softmax_ref itself, bit for bit. */
+/* softmax_simd of scores times a scale against the softmax of the scaled
+ * scores in double precision, within the exponentials' error and the sum's n
+ * roundings; the scalar path is softmax_ref of the scaled scores, bit for
+ * bit, and the SIMD paths' probabilities are their exponentials each divided
+ * by their sum, correctly rounded (as softmax_ref divides). */
 Test(softmax_simd, probabilities_match_the_reference)
 {
     srand(23);
     float *p = malloc(4099 * sizeof *p), *x = malloc(4099 * sizeof *x),
-          *ref = malloc(4099 * sizeof *ref);
-    cr_assert(p && x && ref);
+          *ref = malloc(4099 * sizeof *ref), *parts = malloc(4099 * sizeof *parts);
+    cr_assert(p && x && ref && parts);
     for (int path = 0; path < KPATH_COUNT; path++) {
         if (!kernel_path_supported((kernel_path)path))
             continue;
         for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
             int n = lengths[li];
             double m = -INFINITY, sum = 0;
+            const float scale = 0.125f + (float)li / 64;
             for (int i = 0; i < n; i++) {
-                x[i] = ref[i] = p[i] = uniform(-30, 30);
+                parts[i] = ref[i] = p[i] = uniform(-30, 30) / scale;
+                x[i] = ref[i] *= scale;     /* the scaled score, rounded */
                 m = x[i] > m ? x[i] : m;
             }
             for (int i = 0; i < n; i++)
                 sum += exp((double)(x[i] - (float)m));
             softmax_ref(ref, n);
-            softmax_simd((kernel_path)path, p, n);
+            softmax_simd((kernel_path)path, p, n, scale);
+            float s = softmax_exp_sum((kernel_path)path, parts, n,
+                                      softmax_scale_max((kernel_path)path, parts, n, scale));
             for (int i = 0; i < n; i++) {
                 /* (x - max rounded to float, as both compute it) */
                 double exact = exp((double)(x[i] - (float)m)) / sum;
                 if (path == KPATH_SCALAR)
                     cr_assert(p[i] == ref[i], "scalar, n %d: p[%d] is not softmax_ref's", n, i);
-                else
+                else {
                     cr_assert(fabs(p[i] - exact) <= (5e-7 + n * 6e-8) * exact + 1e-30,
                               "%s, n %d: p[%d] = %.9g, exactly %.9g", kernel_path_name(path), n,
                               i, p[i], exact);
+                    cr_assert(p[i] == parts[i] / s, "%s, n %d: p[%d] = %.9g, not %.9g / %.9g",
+                              kernel_path_name(path), n, i, p[i], parts[i], s);
+                }
             }
         }
     }
     free(p);
     free(x);
     free(ref);
+    free(parts);
 }
