@@ -137,8 +137,7 @@ typedef struct test_result {
     uint64_t passes;            /* reads of the dense weights they took: one a step of up
                                  * to engine_step_rows conversations */
     uint64_t hits, misses;      /* their DRAM tier's (with an expert store) */
-    uint64_t kv_bytes;          /* of the KV caches, read by their attention */
-    uint64_t kv_positions;      /* the positions their attention read, per layer */
+    uint64_t kv_positions;      /* of the KV caches, read by their attention, per layer */
     uint64_t vram_hits, vram_all;   /* GPU backend: experts found in VRAM, of all they ran */
     decode_work gpu;            /* GPU backend, one conversation: what the timed steps did */
     int gpu_counted;            /* repetitions in gpu */
@@ -186,8 +185,6 @@ static void add_decode_counts(cli_model *m, const test_spec *t, const counts *c0
     r->hits += c.hits - c0->hits;
     r->misses += c.misses - c0->misses;
     r->kv_positions += c.kv_positions - c0->kv_positions;
-    r->kv_bytes += (c.kv_positions - c0->kv_positions) *
-                   (uint64_t)kv_cache_position_bytes(&m->en.kv);
     r->vram_hits += c.g.hits - c0->g.hits;
     r->vram_all += (c.g.hits + c.g.misses + c.g.uncached + c.g.on_cpu) -
                    (c0->g.hits + c0->g.misses + c0->g.uncached + c0->g.on_cpu);
@@ -355,7 +352,8 @@ static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, 
     double per_token = (double)r->passes / (double)r->tokens,
            experts = (double)r->expert_calls / (double)r->tokens,
            one_expert = m->plan.n_experts ? (double)routed_expert_bytes(m) / m->plan.n_experts : 0;
-    y->kv_gb_per_token = (double)r->kv_bytes / (double)r->tokens / 1e9;
+    y->kv_gb_per_token = (double)r->kv_positions * (double)kv_cache_position_bytes(&m->en.kv) /
+                         (double)r->tokens / 1e9;
     y->gb_per_token = (per_token * (double)(m->plan.dense_bytes - table) + experts * one_expert) /
                       1e9 + y->kv_gb_per_token;
     y->read_bw = bw_before > 0 && bw_after > 0 ? (bw_before + bw_after) / 2 : 0;

@@ -61,7 +61,8 @@ Test(softmax_simd, exponentials_and_sums_match_expf)
 Test(softmax_simd, maxima_pass_over_nan_and_exponentials_keep_it)
 {
     srand(22);
-    float *p = malloc(1000 * sizeof *p), *x = malloc(1000 * sizeof *x);
+    /* 16 floats past the longest row: the sentinels a store past n would overwrite */
+    float *p = malloc(1016 * sizeof *p), *x = malloc(1000 * sizeof *x);
     cr_assert(p && x);
     const float scale = 0.1352337788f;  /* K2's 1 / sqrt(192) times its YaRN mscale */
     for (int path = 0; path < KPATH_COUNT; path++) {
@@ -80,6 +81,8 @@ Test(softmax_simd, maxima_pass_over_nan_and_exponentials_keep_it)
                 p[i] = x[i];
                 want = x[i] * scale > want ? x[i] * scale : want;
             }
+            for (int i = n; i < n + 16; i++)
+                p[i] = 12345.0f;
             float got = softmax_scale_max((kernel_path)path, p, n, scale);
             cr_assert(got == want, "%s, n %d: max %g, expected %g", kernel_path_name(path), n, got,
                       want);
@@ -88,6 +91,9 @@ Test(softmax_simd, maxima_pass_over_nan_and_exponentials_keep_it)
                 cr_assert(isnan(x[i]) ? isnan(p[i]) : p[i] == x[i] * scale,
                           "%s, n %d: p[%d] = %.9g, not %.9g", kernel_path_name(path), n, i, p[i],
                           x[i] * scale);
+            for (int i = n; i < n + 16; i++)
+                cr_assert(p[i] == 12345.0f, "%s, n %d: p[%d] past the row written",
+                          kernel_path_name(path), n, i);
             if (n > 2) {
                 float s = softmax_exp_sum((kernel_path)path, p, n, want);
                 cr_assert(isnan(p[n / 2]) && isnan(p[n - 1]) && isnan(s),
