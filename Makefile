@@ -75,7 +75,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.cu.o: %.cu $(wildcard kernels/*.cuh kernels/*.h)
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/tests/unit_tests: $(TEST_OBJ) $(BUILD)/libmoetier.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
@@ -187,7 +187,7 @@ GPU_EMU_TESTS ?= @(gpu/*|bench_model/*_gpu|cache_type/*_gpu|golden/*_gpu|tiers/i
 
 $(EMU_BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh kernels/*.h tests/cuda_emu/*.h)
 	@mkdir -p $(@D)
-	$(CXX) $(EMU_CXXFLAGS) -x c++ -c $< -o $@
+	$(CXX) $(EMU_CXXFLAGS) -MMD -MP -x c++ -c $< -o $@
 
 EMU_RUNTIME := $(patsubst tests/cuda_emu/%.cc,$(EMU_BUILD)/%.o,$(wildcard tests/cuda_emu/*.cc))
 $(EMU_BUILD)/%.o: tests/cuda_emu/%.cc tests/cuda_emu/cuda_runtime.h
@@ -227,5 +227,5 @@ deps:
 clean:
 	rm -rf build build-san build-tsan build-gpu-emu build-gpu-emu-san
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/core/app/main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/core/app/main.d $(EMU_KOBJ:.o=.d)
 -include $(FUZZ_LIB_OBJ:.o=.d) $(patsubst $(FUZZ_BUILD)/%,$(FUZZ_BUILD)/tests/fuzz/%.d,$(FUZZ_TARGETS))
