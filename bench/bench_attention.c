@@ -5,8 +5,9 @@
  * one --batch-invariant takes), and decode queries, on every core: kv_b in
  * float32 for the prompts, and for decode also in the checkpoints' formats
  * (BF16, and FP8 in 128 x 128 blocks), whose W_k a decode query reads; and
- * the long-context cases over a float32 cache and over a bf16 one
- * (--cache-type bf16), whose decode reads half the bytes; and a decode step
+ * the long-context cases over a float32 cache, over a bf16 one
+ * (--cache-type bf16), whose decode reads half the bytes, and over a q8_0 one
+ * (--cache-type q8_0, 28 %), read a block at a time widened; and a decode step
  * checking three guessed tokens (--draft-lookup: 4 queries) at 32 K positions.
  *
  * Yardstick, measured in the same run: a float32 product through the linear
@@ -24,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/engine/kv_cache.h"
+#include "core/engine/kv_q8.h"
 #include "core/model/dtype.h"
 #include "core/model/linear_weight.h"
 #include "cpu_kernels/mla_cpu.h"
@@ -142,25 +145,32 @@ int main(int argc, char **argv)
     }
     int nt = thread_pool_size(pool);
     /* form -1: the one mla_cpu_absorbs picks */
-    const struct { int T, pos0, form; weight_format kvb; int bf16; } cases[] = {
-        {512, 0, -1, WF_F32, 0}, {512, 0, 1, WF_F32, 0}, {512, 3584, -1, WF_F32, 0},
-        {512, 3584, 1, WF_F32, 0}, {512, 7680, -1, WF_F32, 0}, {512, 7680, 1, WF_F32, 0},
-        {512, 7680, -1, WF_F32, 1}, {1, 8191, -1, WF_F32, 0},
-        {1, 63, -1, WF_BF16, 0}, {1, 1023, -1, WF_BF16, 0}, {1, 8191, -1, WF_BF16, 0},
-        {1, 63, -1, WF_FP8_BLOCK, 0}, {1, 1023, -1, WF_FP8_BLOCK, 0},
-        {1, 1023, -1, WF_BF16, 1}, {1, 8191, -1, WF_BF16, 1}, {1, 32767, -1, WF_BF16, 0},
-        {1, 32767, -1, WF_BF16, 1}, {4, 32764, -1, WF_BF16, 0},
+    const struct { int T, pos0, form; weight_format kvb; kv_type cache; } cases[] = {
+        {512, 0, -1, WF_F32, KV_F32}, {512, 0, 1, WF_F32, KV_F32}, {512, 3584, -1, WF_F32, KV_F32},
+        {512, 3584, 1, WF_F32, KV_F32}, {512, 7680, -1, WF_F32, KV_F32},
+        {512, 7680, 1, WF_F32, KV_F32}, {512, 7680, -1, WF_F32, KV_BF16},
+        {512, 7680, -1, WF_F32, KV_Q8_0}, {1, 8191, -1, WF_F32, KV_F32},
+        {1, 63, -1, WF_BF16, KV_F32}, {1, 1023, -1, WF_BF16, KV_F32},
+        {1, 8191, -1, WF_BF16, KV_F32}, {1, 63, -1, WF_FP8_BLOCK, KV_F32},
+        {1, 1023, -1, WF_FP8_BLOCK, KV_F32}, {1, 1023, -1, WF_BF16, KV_BF16},
+        {1, 8191, -1, WF_BF16, KV_BF16}, {1, 1023, -1, WF_BF16, KV_Q8_0},
+        {1, 8191, -1, WF_BF16, KV_Q8_0}, {1, 32767, -1, WF_BF16, KV_F32},
+        {1, 32767, -1, WF_BF16, KV_BF16}, {1, 32767, -1, WF_BF16, KV_Q8_0},
+        {4, 32764, -1, WF_BF16, KV_F32},
     };
-    int maxS = 32768;
-    size_t qk = NOPE + ROPE, cache_n = (size_t)maxS * (LORA + ROPE);
+    int maxS = 32768, row = LORA + ROPE;
+    size_t qk = NOPE + ROPE, cache_n = (size_t)maxS * (size_t)row, q8_bytes = kv_q8_row_bytes(row);
     float *cache = random_floats(cache_n, 3);
     uint16_t *cache16 = malloc(cache_n * sizeof *cache16);
+    char *cache8 = malloc((size_t)maxS * q8_bytes);
     for (size_t i = 0; cache && cache16 && i < cache_n; i++)
         cache16[i] = f32_to_bf16(cache[i]);
+    for (int s = 0; cache && cache8 && s < maxS; s++)
+        kv_q8_quantize(cache + (size_t)s * (size_t)row, row, cache8 + (size_t)s * q8_bytes);
     float *q = random_floats((size_t)512 * HEADS * qk, 4);
     float *kvb = random_floats((size_t)HEADS * (NOPE + VDIM) * LORA, 5);
     float *out = malloc((size_t)512 * HEADS * VDIM * sizeof *out);
-    if (!cache || !cache16 || !q || !kvb || !out) {
+    if (!cache || !cache16 || !cache8 || !q || !kvb || !out) {
         fprintf(stderr, "bench_attention: out of memory\n");
         return 1;
     }
@@ -178,8 +188,9 @@ int main(int argc, char **argv)
             return 1;
         }
         mla_args a = {.q = q, .T = cases[c].T, .pos0 = cases[c].pos0,
-                      .kv_cache = cases[c].bf16 ? NULL : cache,
-                      .kv_bf16 = cases[c].bf16 ? cache16 : NULL, .kv_b = &kv_b, .H = HEADS,
+                      .kv_cache = cases[c].cache == KV_F32 ? cache : NULL,
+                      .kv_bf16 = cases[c].cache == KV_BF16 ? cache16 : NULL,
+                      .kv_q8 = cases[c].cache == KV_Q8_0 ? cache8 : NULL, .kv_b = &kv_b, .H = HEADS,
                       .nope = NOPE, .rope = ROPE, .v = VDIM,
                       .kv_lora = LORA, .scale = 1.0f / sqrtf((float)qk), .out = out};
         int absorbed = cases[c].form < 0 ? mla_cpu_absorbs(&a) : cases[c].form;
@@ -193,14 +204,14 @@ int main(int argc, char **argv)
         double secs;
         TIME_CALLS(secs, mla_cpu(path, pool, &a, absorbed, scratch));
         double gflops = 2 * multiply_adds(a.T, a.pos0, absorbed) / secs / 1e9;
-        double cache_gb = (double)(a.pos0 + a.T) * (LORA + ROPE) * (cases[c].bf16 ? 2 : 4) / 1e9;
+        double cache_gb = (double)(a.pos0 + a.T) * (double)kv_type_row_bytes(cases[c].cache, row) / 1e9;
         printf("{\"bench\":\"attention\",\"path\":\"%s\",\"threads\":%d,\"queries\":%d,"
                "\"cached\":%d,\"form\":\"%s\",\"seconds\":%.6f,\"gflops\":%.1f,"
                "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f,\"kv_b\":\"%s\","
                "\"cache\":\"%s\",\"cache_gbps\":%.1f}\n",
                kernel_path_name(path), nt, a.T, a.pos0, absorbed ? "absorbed" : "expanded", secs,
                gflops, yard, gflops / yard, (double)n * sizeof(float) / (1 << 20),
-               weight_format_name(kv_b.fmt), cases[c].bf16 ? "bf16" : "f32", cache_gb / secs);
+               weight_format_name(kv_b.fmt), kv_type_name(cases[c].cache), cache_gb / secs);
         fflush(stdout);
         free(scratch);
         free(kv_data);
@@ -208,6 +219,7 @@ int main(int argc, char **argv)
     }
     free(cache);
     free(cache16);
+    free(cache8);
     free(q);
     free(kvb);
     free(out);

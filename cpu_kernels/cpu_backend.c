@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/engine/kv_q8.h"
 #include "core/model/dtype.h"
 #include "ffn_cpu.h"
 #include "linear_ref.h"
@@ -211,6 +212,14 @@ static void cpu_store_bf16(backend *b, float *dst, const float *src, size_t n)
         d[i] = f32_to_bf16(src[i]);
 }
 
+static void cpu_store_q8_0(backend *b, float *dst, const float *src, int T, int row)
+{
+    (void)b;
+    size_t bytes = kv_q8_row_bytes(row);
+    for (int t = 0; t < T; t++)
+        kv_q8_quantize(src + (size_t)t * (size_t)row, row, (char *)dst + (size_t)t * bytes);
+}
+
 static void cpu_destroy(backend *b)
 {
     cpu_state *s = b->impl;
@@ -241,6 +250,7 @@ static const backend_ops cpu_ops = {
     .to_host = cpu_copy,
     .from_host = cpu_copy,
     .store_bf16 = cpu_store_bf16,
+    .store_q8_0 = cpu_store_q8_0,
     .destroy = cpu_destroy,
 };
 

@@ -4,29 +4,39 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/engine/kv_q8.h"
 #include "core/model/dtype.h"
+#include "kv_widen_simd.h"
 #include "softmax_simd.h"
 
-/* values [c0, c0 + n) of cache row s into dst as float32 (a bf16 cache's widened) */
+/* values [c0, c0 + n) of cache row s into dst as float32 (a bf16 or q8_0
+ * cache's widened) */
 static void cache_values(const mla_args *a, int s, int c0, int n, float *dst)
 {
-    size_t at = (size_t)s * (size_t)(a->kv_lora + a->rope) + (size_t)c0;
-    if (!a->kv_bf16) {
+    int row = a->kv_lora + a->rope;
+    size_t at = (size_t)s * (size_t)row + (size_t)c0;
+    if (a->kv_q8)
+        kv_q8_widen((const char *)a->kv_q8 + (size_t)s * kv_q8_row_bytes(row), row, c0, n, dst);
+    else if (a->kv_bf16)
+        bf16_widen(a->kv_bf16 + at, (size_t)n, dst);
+    else
         memcpy(dst, a->kv_cache + at, (size_t)n * sizeof *dst);
-        return;
-    }
-    bf16_widen(a->kv_bf16 + at, (size_t)n, dst);
 }
 
-/* the cache's first S rows as the weight of a product (bf16 read as the
- * linear kernels read a BF16 checkpoint's weights) */
-static linear_weight cache_weight(const mla_args *a, int S)
+/* cache_values with the kernels' path widening a bf16 or q8_0 cache (the same bits) */
+static void cache_values_simd(kernel_path path, const mla_args *a, int s, int c0, int n,
+                              float *dst)
 {
-    linear_weight w = {.fmt = a->kv_bf16 ? WF_BF16 : WF_F32, .rows = S,
-                       .cols = a->kv_lora + a->rope,
-                       .data = a->kv_bf16 ? (const void *)a->kv_bf16 : (const void *)a->kv_cache};
-    return w;
+    int row = a->kv_lora + a->rope;
+    if (a->kv_q8)
+        kv_q8_widen_simd(path, (const char *)a->kv_q8 + (size_t)s * kv_q8_row_bytes(row), row, c0,
+                         n, dst);
+    else if (a->kv_bf16)
+        bf16_widen_simd(path, a->kv_bf16 + (size_t)s * (size_t)row + (size_t)c0, n, dst);
+    else
+        cache_values(a, s, c0, n, dst);
 }
+
 
 /* The expanded form goes over the cache in blocks of this many positions,
  * each expanded into a head's keys and values and attended to with a running
@@ -41,6 +51,30 @@ static linear_weight f32_weight(int rows, int cols, const float *data)
 {
     linear_weight wf = {.fmt = WF_F32, .rows = rows, .cols = cols, .data = data};
     return wf;
+}
+
+/* The absorbed form reads a bf16 or q8_0 cache a block of this many
+ * positions at a time, widened to float32 for its two products (a block is
+ * 590 KB at K2's 576 values a row: it stays in L2 while the product reads
+ * it, where the whole context widened would take 2.3 KB a position) */
+#define MLA_WIDE_BLOCK 256
+
+static int rounded_cache(const mla_args *a)
+{
+    return a->kv_bf16 || a->kv_q8;
+}
+
+/* positions a block holds (0: the cache is float32, read in place) */
+static int wide_block(const mla_args *a)
+{
+    int S = a->pos0 + a->T;
+    return !rounded_cache(a) ? 0 : S < MLA_WIDE_BLOCK ? S : MLA_WIDE_BLOCK;
+}
+
+/* the absorbed scores' product over a block of kn rows widened */
+static linear_weight wide_block_weight(const mla_args *a, int kn, const float *wide)
+{
+    return f32_weight(kn, a->kv_lora + a->rope, wide);
 }
 
 /* the expanded form's per-worker buffers, after the head's kv_b rows */
@@ -155,9 +189,10 @@ static mla_args token_block(const mla_args *a, int t0, int n)
 static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, R = (size_t)a->T * (size_t)a->H;
-    linear_weight scores = cache_weight(a, (int)S);
-    return R * (C + (size_t)a->rope) + R * S + R * C +
-           linear_forward_scratch(&scores, a->H, n_threads);
+    linear_weight scores = f32_weight((int)S, a->kv_lora + a->rope, a->kv_cache);
+    /* (a rounded cache's products take their scratch per worker) */
+    size_t lin = rounded_cache(a) ? 0 : linear_forward_scratch(&scores, a->H, n_threads);
+    return R * (C + (size_t)a->rope) + R * S + R * C + lin;
 }
 
 /* W_v of head h: its rows of kv_b as they are, or (when the format's scales
@@ -179,6 +214,10 @@ typedef struct absorbed_work {
                          * linear_combine_weight's work */
     float *x, *y;       /* [T][kv_lora] the head's rows of ol; [T][v] its outputs */
     float *lin;         /* the linear kernels' scratch */
+    /* (a bf16 or q8_0 cache) a block of its rows widened,
+     * [wide_block][kv_lora + rope]; the block's scores of a query,
+     * [H][wide_block]; their product's scratch */
+    float *wide, *wide_sc, *wide_lin;
 } absorbed_work;
 
 static size_t absorbed_floats(const mla_args *a, absorbed_work *w, float *p)
@@ -193,13 +232,19 @@ static size_t absorbed_floats(const mla_args *a, absorbed_work *w, float *p)
     }
     size_t wr = (nope > v ? nope : v) * C, comb = linear_combine_work(a->kv_b);
     wr = wr > comb ? wr : comb;
+    size_t kb = (size_t)wide_block(a), row = C + (size_t)a->rope;
+    linear_weight block = wide_block_weight(a, (int)kb, NULL);
+    size_t wide = kb ? kb * row + (size_t)a->H * kb + linear_forward_scratch(&block, a->H, 1) : 0;
     if (w) {
         w->W = p;
         w->x = w->W + wr;
         w->y = w->x + T * C;
         w->lin = w->y + T * v;
+        w->wide = w->lin + lin;
+        w->wide_sc = w->wide + kb * row;
+        w->wide_lin = w->wide_sc + (size_t)a->H * kb;
     }
-    return wr + T * C + T * v + lin;
+    return wr + T * C + T * v + lin + wide;
 }
 
 /* floats one worker needs: for the absorbed form absorbed_work; for the
@@ -334,6 +379,66 @@ static void run_workers(thread_pool *pool, pool_fn fn, mla_job *j, int n)
         fn(j, 0, 1);
 }
 
+/* The absorbed form's two products over a bf16 or q8_0 cache: each worker widens a
+ * block of rows at a time into its own buffer (as the expanded form and the
+ * reference read them) and runs the float32 products of a float32 cache over
+ * it, so each takes one dispatch. The bits are those of a float32 cache
+ * holding the widened rows: a score is one product of its query and row,
+ * and each combination's chain carries on from one block to the next. */
+
+/* the scores of the worker's positions, every query and head */
+static void wide_scores(void *ctx, int worker, int n_workers)
+{
+    const mla_job *j = ctx;
+    const mla_args *a = j->a;
+    absorbed_work w;
+    absorbed_floats(a, &w, j->work + (size_t)worker * worker_floats(a, 1));
+    int S = a->pos0 + a->T, H = a->H, row = a->kv_lora + a->rope, s0, s1;
+    pool_split(S, 1, worker, n_workers, &s0, &s1);
+    for (int k0 = s0; k0 < s1; k0 += MLA_WIDE_BLOCK) {
+        int kn = s1 - k0 < MLA_WIDE_BLOCK ? s1 - k0 : MLA_WIDE_BLOCK;
+        for (int s = 0; s < kn; s++)
+            cache_values_simd(j->path, a, k0 + s, 0, row, w.wide + (size_t)s * (size_t)row);
+        linear_weight block = wide_block_weight(a, kn, w.wide);
+        for (int t = 0; t < a->T; t++) {
+            linear_forward(j->path, NULL, &block, j->ab.qa + (size_t)t * (size_t)H * (size_t)row,
+                           H, w.wide_sc, w.wide_lin);
+            for (int h = 0; h < H; h++)
+                memcpy(j->ab.sc + ((size_t)t * (size_t)H + (size_t)h) * (size_t)S + (size_t)k0,
+                       w.wide_sc + (size_t)h * (size_t)kn, (size_t)kn * sizeof(float));
+        }
+    }
+}
+
+/* the probabilities times the latents of the worker's columns (a multiple
+ * of 64) and rows: the rows are cut into groups only when there are more
+ * workers than blocks of 64 columns, so that each worker reads the
+ * probabilities once */
+static void wide_combine(void *ctx, int worker, int n_workers)
+{
+    const mla_job *j = ctx;
+    const mla_args *a = j->a;
+    absorbed_work w;
+    absorbed_floats(a, &w, j->work + (size_t)worker * worker_floats(a, 1));
+    int S = a->pos0 + a->T, C = a->kv_lora, R = a->T * a->H;
+    int blocks = (C + 63) / 64, groups = n_workers / blocks, tiles = (R + 5) / 6;
+    groups = groups < 1 ? 1 : groups > tiles ? tiles : groups;
+    int per_group = n_workers / groups, c0, c1, r0, r1;
+    if (worker >= groups * per_group)
+        return;
+    pool_split(C, 64, worker % per_group, per_group, &c0, &c1);
+    pool_split(R, 1, worker / per_group, groups, &r0, &r1);
+    int cols = c1 - c0;
+    for (int k0 = 0; cols > 0 && r1 > r0 && k0 < S; k0 += MLA_WIDE_BLOCK) {
+        int kn = S - k0 < MLA_WIDE_BLOCK ? S - k0 : MLA_WIDE_BLOCK;
+        for (int s = 0; s < kn; s++)
+            cache_values_simd(j->path, a, k0 + s, c0, cols, w.wide + (size_t)s * (size_t)cols);
+        linear_combine_many(j->path, NULL, j->ab.sc + (size_t)r0 * (size_t)S + k0, (size_t)S,
+                            r1 - r0, w.wide, (size_t)cols, kn, cols,
+                            j->ab.ol + (size_t)r0 * (size_t)C + c0, (size_t)C, k0 > 0);
+    }
+}
+
 static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
 {
     const mla_args *a = j->a;
@@ -349,16 +454,23 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
      * cache, as the same token in a longer prefill) */
     size_t H = (size_t)a->H, qaw = (size_t)(C + a->rope);
     run_workers(pool, absorbed_queries, j, a->H);
-    linear_weight cache = cache_weight(a, S);
-    for (int t = 0; t < a->T; t++)
-        linear_forward(j->path, pool, &cache, b->qa + (size_t)t * H * qaw, a->H,
-                       b->sc + (size_t)t * H * (size_t)S, b->lin);
+    if (rounded_cache(a)) {
+        run_workers(pool, wide_scores, j, S);
+    } else {
+        linear_weight cache = f32_weight(S, C + a->rope, a->kv_cache);
+        for (int t = 0; t < a->T; t++)
+            linear_forward(j->path, pool, &cache, b->qa + (size_t)t * H * qaw, a->H,
+                           b->sc + (size_t)t * H * (size_t)S, b->lin);
+    }
     run_workers(pool, absorbed_softmax, j, R);
     /* the probabilities times the latents, every row at once straight from
      * the cache: each output one chain over the positions in order, and a
      * query's zeros past its own positions add exactly nothing to it */
-    linear_combine_many(j->path, pool, b->sc, (size_t)S, R, a->kv_bf16 ? NULL : a->kv_cache,
-                        a->kv_bf16, qaw, S, C, b->ol, (size_t)C);
+    if (rounded_cache(a))
+        run_workers(pool, wide_combine, j, R);
+    else
+        linear_combine_many(j->path, pool, b->sc, (size_t)S, R, a->kv_cache, qaw, S, C, b->ol,
+                            (size_t)C, 0);
     run_workers(pool, absorbed_outputs, j, a->H);
 }
 
@@ -436,12 +548,13 @@ static void expanded_head(const mla_job *j, int h, const float *W, const expande
     for (int k0 = 0; k0 < S; k0 += KB) {
         int kb = S - k0 < KB ? S - k0 : KB;
         for (int s = 0; s < kb; s++)
-            cache_values(a, k0 + s, 0, C, b->lat + (size_t)s * (size_t)C);
+            cache_values_simd(j->path, a, k0 + s, 0, C, b->lat + (size_t)s * (size_t)C);
         linear_forward(j->path, NULL, &wf, b->lat, kb, b->kv, b->lin);
         for (int s = 0; s < kb; s++) {
             memcpy(b->keys + (size_t)s * (size_t)qk, b->kv + (size_t)s * (size_t)kvw,
                    (size_t)a->nope * sizeof(float));
-            cache_values(a, k0 + s, C, a->rope, b->keys + (size_t)s * (size_t)qk + a->nope);
+            cache_values_simd(j->path, a, k0 + s, C, a->rope,
+                              b->keys + (size_t)s * (size_t)qk + a->nope);
         }
         /* the keys a block of queries sees only grow from one block to the
          * next, so the values are transposed again only when they do */

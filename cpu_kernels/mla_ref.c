@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/engine/kv_q8.h"
 #include "core/model/dtype.h"
 #include "linear_ref.h"
 #include "ops_ref.h"
@@ -15,21 +16,30 @@ static const float *cache_row(const mla_args *a, int s)
     return a->kv_cache + (size_t)s * (size_t)(a->kv_lora + a->rope);
 }
 
-/* floats a bf16 cache takes widened (the reference reads float32 rows) */
+/* floats a bf16 or q8_0 cache takes widened (the reference reads float32 rows) */
 static size_t widened_floats(const mla_args *a)
 {
-    return a->kv_bf16 ? (size_t)(a->pos0 + a->T) * (size_t)(a->kv_lora + a->rope) : 0;
+    return a->kv_bf16 || a->kv_q8 ? (size_t)(a->pos0 + a->T) * (size_t)(a->kv_lora + a->rope) : 0;
 }
 
-/* a with its bf16 cache widened into w (widened_floats), the scratch after it */
+/* a with its bf16 or q8_0 cache widened into w (widened_floats), the scratch after it */
 static mla_args widened(const mla_args *a, float **scratch)
 {
     mla_args b = *a;
-    if (a->kv_bf16) {
-        size_t n = widened_floats(a);
+    size_t n = widened_floats(a);
+    if (a->kv_bf16)
         bf16_widen(a->kv_bf16, n, *scratch);
+    if (a->kv_q8) {
+        int row = a->kv_lora + a->rope;
+        size_t bytes = kv_q8_row_bytes(row);
+        for (int s = 0; s < a->pos0 + a->T; s++)
+            kv_q8_widen((const char *)a->kv_q8 + (size_t)s * bytes, row, 0, row,
+                        *scratch + (size_t)s * (size_t)row);
+    }
+    if (n) {
         b.kv_cache = *scratch;
         b.kv_bf16 = NULL;
+        b.kv_q8 = NULL;
         *scratch += n;
     }
     return b;

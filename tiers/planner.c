@@ -107,10 +107,10 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
     return 1;
 }
 
-uint64_t kv_cache_bytes(const model_config *c, int positions, int value_bytes)
+uint64_t kv_cache_bytes(const model_config *c, int positions, kv_type kv)
 {
     return (uint64_t)c->n_layers * (uint64_t)positions *
-           (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * (uint64_t)(value_bytes ? value_bytes : 4);
+           (uint64_t)kv_type_row_bytes(kv, c->kv_lora_rank + c->qk_rope_dim);
 }
 
 int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e)
@@ -121,7 +121,7 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
         p->dense_bytes += mw->bytes_by_format[k];
     if (!f->kv_on_device) {
         p->kv_positions = f->kv_positions;
-        p->kv_bytes = kv_cache_bytes(c, f->kv_positions, f->kv_value_bytes);
+        p->kv_bytes = kv_cache_bytes(c, f->kv_positions, f->kv_type);
     }
     for (int l = 0; l < c->n_layers; l++)
         p->moe_layers += config_is_moe_layer(c, l);
@@ -256,7 +256,7 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
 }
 
 uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes,
-                                   int kv_value_bytes)
+                                   kv_type kv)
 {
     uint64_t C = (uint64_t)chunk, h = (uint64_t)c->hidden_size, H = (uint64_t)c->n_heads;
     uint64_t qk = (uint64_t)(c->qk_nope_dim + c->qk_rope_dim);
@@ -281,7 +281,7 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
     floats += (C * H * kv_lora + min_positions * H * kvw) * 5 / 4;
     floats += C * H * max_u64(kv_lora, (uint64_t)c->v_head_dim + 2) * 5 / 4;
     /* a bf16 cache's rows of an expanded block, widened */
-    if (kv_value_bytes == 2)
+    if (kv != KV_F32)
         floats += (C * kv_lora / kvw + min_positions) * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) *
                   5 / 4;
     return floats * 4 + (uint64_t)GPU_MLA_PART_BYTES * 5 / 4 + 2 * slot_bytes + GPU_MARGIN_BYTES;
@@ -290,13 +290,13 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
 /* planner.h; `others`: what stays on the GPU besides the activations, which
  * must fit beside them too (a smaller step before a refused plan) */
 static int default_gpu_chunk(const model_config *c, uint64_t budget, uint64_t others,
-                             uint64_t slot_bytes, int vb)
+                             uint64_t slot_bytes, kv_type kv)
 {
-    uint64_t none = gpu_plan_activation_bytes(c, 0, slot_bytes, vb);
+    uint64_t none = gpu_plan_activation_bytes(c, 0, slot_bytes, kv);
     int chunk = GPU_CHUNK_MAX;
     while (chunk > GPU_CHUNK_MIN &&
-           (gpu_plan_activation_bytes(c, chunk, slot_bytes, vb) - none > budget / GPU_CHUNK_SHARE ||
-            others + gpu_plan_activation_bytes(c, chunk, slot_bytes, vb) > budget))
+           (gpu_plan_activation_bytes(c, chunk, slot_bytes, kv) - none > budget / GPU_CHUNK_SHARE ||
+            others + gpu_plan_activation_bytes(c, chunk, slot_bytes, kv) > budget))
         chunk /= 2;
     return chunk;
 }
@@ -309,8 +309,8 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
     g->dev_free = dev_free;
     g->dev_total = dev_total;
     g->dense_bytes = p->dense_bytes;
-    int vb = f->kv_value_bytes ? f->kv_value_bytes : 4;
-    g->kv_bytes = kv_cache_bytes(c, f->kv_positions ? f->kv_positions : ctx, vb);
+    kv_type kv = f->kv_type;
+    g->kv_bytes = kv_cache_bytes(c, f->kv_positions ? f->kv_positions : ctx, kv);
     g->slot_bytes = slot_bytes;
     g->n_experts = p->n_experts;
     g->moe_layers = p->moe_layers;
@@ -326,9 +326,9 @@ int gpu_plan_make(gpu_plan *g, const tier_plan *p, const model_config *c, const 
         return err_set(e, "no GPU to plan for: give --vram-gb to see a plan for a GPU of that size");
     }
     if (!chunk)
-        chunk = default_gpu_chunk(c, g->budget, g->dense_bytes + g->kv_bytes, slot_bytes, vb);
+        chunk = default_gpu_chunk(c, g->budget, g->dense_bytes + g->kv_bytes, slot_bytes, kv);
     g->chunk = chunk = chunk < ctx ? chunk : ctx;     /* as the engine takes it */
-    g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes, vb);
+    g->act_bytes = gpu_plan_activation_bytes(c, chunk, slot_bytes, kv);
     uint64_t fixed = g->dense_bytes + g->kv_bytes + g->act_bytes;
     if (g->budget < fixed)
         return err_set(e, "%s %.2f GB cannot hold what stays on the GPU: dense and attention weights "

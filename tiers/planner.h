@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 
+#include "core/engine/kv_cache.h"
 #include "tiers/dram_tier.h"
 #include "tiers/nvme_tier.h"
 #include "tiers/store.h"
@@ -30,13 +31,13 @@ typedef struct tier_flags {
     /* host memory another part of the process takes as it runs (the server's
      * prompt cache), left out of the automatic DRAM budget */
     uint64_t reserve_bytes;
-    /* the KV cache: kv_positions of every sequence's cache, kv_value_bytes a
-     * value (--cache-type; 0: 4). In host memory (the CPU backend's) the host
+    /* the KV cache: kv_positions of every sequence's cache, its values of
+     * kv_type (--cache-type). In host memory (the CPU backend's) the host
      * plan leaves it out of the automatic budget and shows it; on a device
      * (kv_on_device) the GPU plan counts it instead (the context's positions
      * when kv_positions is 0). */
     int kv_positions;
-    int kv_value_bytes;
+    kv_type kv_type;
     int kv_on_device;
 } tier_flags;
 
@@ -83,7 +84,7 @@ typedef struct gpu_plan {
 /* Device memory besides the weights and the KV cache for prefill chunks of
  * `chunk` tokens: activations, the backend's scratch and a margin. */
 uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t slot_bytes,
-                                   int kv_value_bytes);
+                                   kv_type kv);
 
 /* The prefill step on the GPU when --chunk is not given: the largest power of
  * two from GPU_CHUNK_MIN to GPU_CHUNK_MAX whose activations (beyond those of
@@ -109,8 +110,8 @@ void gpu_plan_print(const gpu_plan *g, FILE *out);
 
 /* Decides the plan; with a store, opens it into *st (caller closes). */
 int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e);
-/* the KV cache's bytes for `positions` of every layer at value_bytes a value (0: 4) */
-uint64_t kv_cache_bytes(const model_config *c, int positions, int value_bytes);
+/* the KV cache's bytes for `positions` of every layer in values of type kv */
+uint64_t kv_cache_bytes(const model_config *c, int positions, kv_type kv);
 void tier_plan_print(const tier_plan *p, FILE *out);
 
 #endif

@@ -227,9 +227,10 @@ static const char model_flags_text[] =
     "                       of the model (attention, experts, lm_head, ...), with the\n"
     "                       GB each read (on a GPU each operation is waited for: the\n"
     "                       run is slower)\n"
-    "  --cache-type TYPE    the KV cache's values: f32 (default, the model's exact math)\n"
-    "                       or bf16 (rounded when written: half the cache's memory; the\n"
-    "                       logits change slightly); -ctk too\n";
+    "  --cache-type TYPE    the KV cache's values: f32 (default, the model's exact math),\n"
+    "                       bf16 (rounded when written: half the cache's memory) or q8_0\n"
+    "                       (int8 in blocks of 32 with a scale each: 28 %; CPU backend);\n"
+    "                       the logits change slightly; -ctk too\n";
 
 void model_flags_usage_except(FILE *f, int leave_out)
 {
@@ -545,7 +546,7 @@ void cli_kv_flags(const model_flags *f, const model_config *c, tier_flags *tf)
     /* the engine's sequence and each further one (--parallel) hold their share */
     int seqs = f->seqs > 1 ? f->seqs : 1;
     tf->kv_positions = choice < 0 ? 0 : cli_seq_context_size(f, c) * seqs;
-    tf->kv_value_bytes = kv_type_bytes(f->cache_type);
+    tf->kv_type = f->cache_type;
 }
 
 int model_flags_check(const model_flags *f, const char *cmd)

@@ -418,6 +418,11 @@ static int bench_attention(int argc, char **argv, int prefill)
                 fprintf(stderr, "moetier bench gpu --attention: %s\n", te.msg);
                 return 2;
             }
+            if (cache == KV_Q8_0) {
+                fprintf(stderr, "moetier bench gpu --attention: --cache-type q8_0: the GPU "
+                        "keeps its cache in f32 or bf16\n");
+                return 2;
+            }
         } else {
             fprintf(stderr, "moetier bench gpu %s: unknown option '%s'\n",
                     prefill ? "--prefill-attention" : "--attention", a);

@@ -76,7 +76,7 @@ static void usage(FILE *f)
             "                  CPU backend they run on the model as opened for the first\n"
             "  --dram-gb LIST  DRAM tier sizes, one setting each (needs an expert store)\n"
             "  --vram-gb LIST  GPU budgets, one setting each (--backend cuda|auto)\n"
-            "  --cache-type LIST  KV cache types (f32, bf16), one setting each; -ctk too\n"
+            "  --cache-type LIST  KV cache types (f32, bf16, q8_0), one setting each; -ctk too\n"
             "  (settings nest in the order --dram-gb, --vram-gb, --cache-type, -t; the\n"
             "  model flags below apply; -c, each conversation's context, defaults to what\n"
             "  the tests need)\n");

@@ -32,6 +32,7 @@ typedef struct mla_args {
     int T, pos0;
     const float *kv_cache;      /* [pos0 + T][kv_lora + rope] */
     const uint16_t *kv_bf16;    /* the same rows as bf16, instead of kv_cache (NULL: none) */
+    const void *kv_q8;          /* the same rows as q8_0 (kv_q8.h), instead of both (NULL: none) */
     const linear_weight *kv_b;  /* [H * (nope + v)][kv_lora] */
     int H, nope, rope, v, kv_lora;
     float scale;
@@ -114,6 +115,10 @@ typedef struct backend_ops {
      * where operations are done when they return (the CPU's). `--profile`
      * times a device's operations between two of these. */
     void (*finish)(backend *b);
+    /* optional: T rows of `row` values each from src, quantized into q8_0
+     * rows (kv_q8.h) one after another from dst (backend memory): writes a
+     * q8_0 KV cache's rows */
+    void (*store_q8_0)(backend *b, float *dst, const float *src, int T, int row);
 } backend_ops;
 
 struct backend {

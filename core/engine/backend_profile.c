@@ -137,8 +137,8 @@ static void t_mla_attention(backend *b, const mla_args *a)
 {
     double t0 = start(b);
     profile_of(b)->inner->mla_attention(b, a);
-    double cache = (double)(a->pos0 + a->T) * (double)(a->kv_lora + a->rope) *
-                   (a->kv_bf16 ? 2.0 : 4.0);
+    kv_type kv = a->kv_q8 ? KV_Q8_0 : a->kv_bf16 ? KV_BF16 : KV_F32;
+    double cache = (double)(a->pos0 + a->T) * (double)kv_type_row_bytes(kv, a->kv_lora + a->rope);
     count(b, PART_ATTENTION, t0, cache + (double)linear_weight_bytes(a->kv_b));
 }
 
@@ -200,6 +200,13 @@ static void t_store_bf16(backend *b, float *dst, const float *src, size_t n)
     count(b, PART_ATTENTION, t0, 0);
 }
 
+static void t_store_q8_0(backend *b, float *dst, const float *src, int T, int row)
+{
+    double t0 = start(b);
+    profile_of(b)->inner->store_q8_0(b, dst, src, T, row);
+    count(b, PART_ATTENTION, t0, 0);
+}
+
 static void t_add_rmsnorm(backend *b, float *y, const float *x, const float *w, int n, int T,
                           float eps, float *out)
 {
@@ -240,6 +247,7 @@ int backend_profile_attach(engine *en, const model_weights *mw, backend_profile 
     p->ops.from_host = t_from_host;
     p->ops.store_bf16 = be->ops->store_bf16 ? t_store_bf16 : NULL;
     p->ops.add_rmsnorm = be->ops->add_rmsnorm ? t_add_rmsnorm : NULL;
+    p->ops.store_q8_0 = be->ops->store_q8_0 ? t_store_q8_0 : NULL;
     be->profile = p;
     be->ops = &p->ops;
     *out = p;

@@ -31,6 +31,9 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     int qk = c->qk_nope_dim + c->qk_rope_dim;
     if (kv == KV_BF16 && !OPS(en)->store_bf16)
         return err_set(e, "the %s backend keeps its KV cache in f32 only (--cache-type)", be->name);
+    if (kv == KV_Q8_0 && !OPS(en)->store_q8_0)
+        return err_set(e, "--cache-type q8_0: the %s backend keeps its KV cache in f32%s", be->name,
+                       OPS(en)->store_bf16 ? " or bf16" : "");
     if (kv_cache_create(&en->kv, be, c->n_layers, max_ctx, c->kv_lora_rank + c->qk_rope_dim, kv, e))
         return -1;
     en->inv_freq = malloc((size_t)c->qk_rope_dim / 2 * sizeof *en->inv_freq);
@@ -222,11 +225,24 @@ int engine_copy_prefix(engine *en, const engine_seq *src, int n, errbuf *e)
     return 0;
 }
 
-/* a's cache: layer l of kv, as float32 or bf16 rows */
+/* a's cache: layer l of kv, as float32, bf16 or q8_0 rows */
 static void set_cache(mla_args *a, const kv_cache *kv, int l)
 {
     a->kv_cache = kv->type == KV_F32 ? kv_cache_row(kv, l, 0) : NULL;
     a->kv_bf16 = kv->type == KV_BF16 ? kv_cache_row(kv, l, 0) : NULL;
+    a->kv_q8 = kv->type == KV_Q8_0 ? kv_cache_row(kv, l, 0) : NULL;
+}
+
+/* T new rows of `row` values into kv at layer l from position pos, rounded
+ * to its type (a float32 cache's are written in place by the attention) */
+static void store_rows(engine *en, const kv_cache *kv, int l, int pos, const float *rows, int T)
+{
+    const backend_ops *o = OPS(en);
+    int row = kv->row;
+    if (kv->type == KV_BF16)
+        o->store_bf16(en->be, kv_cache_row(kv, l, pos), rows, (size_t)T * (size_t)row);
+    else
+        o->store_q8_0(en->be, kv_cache_row(kv, l, pos), rows, T, row);
 }
 
 /* MLA attention of layer l for the step's T rows: T tokens of the engine's
@@ -251,15 +267,16 @@ static void attention(engine *en, int l, int T, int pos0, engine_seq *const *seq
             en->rope_mscale);
     /* the new cache rows: latent (normed in place) + rope key (rotated in
      * place), straight into a float32 cache, or computed apart and then
-     * rounded into a bf16 one or copied to each of several sequences' own */
-    int bf16 = en->kv.type == KV_BF16;
-    float *rows = seqs || bf16 ? en->kv_rows : kv_cache_row(&en->kv, l, pos0);
+     * rounded into a bf16 or q8_0 one or copied to each of several
+     * sequences' own */
+    int rounded = en->kv.type != KV_F32;
+    float *rows = seqs || rounded ? en->kv_rows : kv_cache_row(&en->kv, l, pos0);
     o->linear(en->be, &L->kv_a, en->xn, T, rows);
     o->rmsnorm(en->be, rows, row, L->kv_a_norm, c->kv_lora_rank, T, eps, rows, row);
     o->rope(en->be, rows, T, 1, row, 0, c->kv_lora_rank, c->qk_rope_dim, en->pos, en->inv_freq,
             en->rope_mscale);
-    if (bf16 && !seqs)
-        o->store_bf16(en->be, kv_cache_row(&en->kv, l, pos0), rows, (size_t)T * (size_t)row);
+    if (rounded && !seqs)
+        store_rows(en, &en->kv, l, pos0, rows, T);
     mla_args a = {
         .q = en->q, .T = T, .pos0 = pos0, .kv_b = &L->kv_b, .H = H, .nope = c->qk_nope_dim,
         .rope = c->qk_rope_dim, .v = c->v_head_dim, .kv_lora = c->kv_lora_rank,
@@ -272,9 +289,8 @@ static void attention(engine *en, int l, int T, int pos0, engine_seq *const *seq
         a.T = 1;
         for (int t = 0; t < T; t++) {
             const kv_cache *kv = &seqs[t]->kv;
-            if (bf16)
-                o->store_bf16(en->be, kv_cache_row(kv, l, en->pos[t]),
-                              en->kv_rows + (size_t)t * (size_t)row, (size_t)row);
+            if (rounded)
+                store_rows(en, kv, l, en->pos[t], en->kv_rows + (size_t)t * (size_t)row, 1);
             else
                 o->gather_rows(en->be, en->kv_rows, &en->row_index[t], 1, row,
                                kv_cache_row(kv, l, en->pos[t]));

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "kv_q8.h"
+
 int kv_type_parse(const char *s, kv_type *out, errbuf *e)
 {
     if (!strcasecmp(s, "f32") || !strcasecmp(s, "fp32") || !strcasecmp(s, "float32")) {
@@ -15,17 +17,23 @@ int kv_type_parse(const char *s, kv_type *out, errbuf *e)
         *out = KV_BF16;
         return 0;
     }
-    return err_set(e, "--cache-type: '%s' is not a cache type (f32 or bf16)", s);
+    if (!strcasecmp(s, "q8_0") || !strcasecmp(s, "q8")) {
+        *out = KV_Q8_0;
+        return 0;
+    }
+    return err_set(e, "--cache-type: '%s' is not a cache type (f32, bf16 or q8_0)", s);
 }
 
 const char *kv_type_name(kv_type t)
 {
-    return t == KV_BF16 ? "bf16" : "f32";
+    return t == KV_BF16 ? "bf16" : t == KV_Q8_0 ? "q8_0" : "f32";
 }
 
-int kv_type_bytes(kv_type t)
+size_t kv_type_row_bytes(kv_type t, int n)
 {
-    return t == KV_BF16 ? 2 : 4;
+    if (t == KV_Q8_0)
+        return kv_q8_row_bytes(n);
+    return (size_t)n * (t == KV_BF16 ? 2 : 4);
 }
 
 int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int row, kv_type type,
@@ -46,8 +54,7 @@ int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int ro
     for (int l = 0; l < n_layers; l++) {
         kv->layer[l] = be->ops->alloc(be, (size_t)max_ctx * (size_t)kv_cache_row_floats(kv));
         if (!kv->layer[l]) {
-            double gb =
-                (double)n_layers * (double)max_ctx * (double)row * kv_type_bytes(type) / 1e9;
+            double gb = (double)n_layers * (double)max_ctx * (double)kv_type_row_bytes(type, row) / 1e9;
             kv_cache_destroy(kv);
             return err_set(e, "cannot allocate the KV cache: %d layers x %d positions x %d %s "
                            "values = %.2f GB (lower -c)", n_layers, max_ctx, row,
@@ -69,7 +76,7 @@ void kv_cache_destroy(kv_cache *kv)
 
 int kv_cache_row_floats(const kv_cache *kv)
 {
-    return kv->type == KV_BF16 ? kv->row / 2 : kv->row;
+    return (int)(kv_type_row_bytes(kv->type, kv->row) / sizeof(float));
 }
 
 size_t kv_cache_position_bytes(const kv_cache *kv)

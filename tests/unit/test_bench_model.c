@@ -297,7 +297,7 @@ Test(bench_model, bad_arguments_are_refused, .timeout = 60)
     expect_refused(2, "empty value", d, "--dram-gb 1,,2");
     expect_refused(2, "takes at most 8 values", d, "-p 1,2,3,4,5,6,7,8,9");
     expect_refused(2, "--parallel expects", d, "--parallel 65");
-    expect_refused(2, "--cache-type: 'q8_0' is not a cache type", d, "-ctk f32,q8_0");
+    expect_refused(2, "--cache-type: 'q4_0' is not a cache type", d, "-ctk f32,q4_0");
     expect_refused(2, "--trace is not taken", d, "--trace /tmp/x.trace");
     expect_refused(2, "unknown option", d, "--frobnicate");
     expect_refused(1, "--dram-gb needs an expert store", d, "--dram-gb 1 -p 4 -n 0");

@@ -209,6 +209,13 @@ Test(engine_seqs, stepped_together_each_as_alone_bf16_cache, .timeout = 120)
     bitwise_as_alone("int4");
 }
 
+/* or quantized into its own q8_0 cache */
+Test(engine_seqs, stepped_together_each_as_alone_q8_cache, .timeout = 120)
+{
+    cache_type = KV_Q8_0;
+    bitwise_as_alone("fp8");
+}
+
 Test(engine_seqs, stepped_together_on_the_gpu_as_alone_gpu, .timeout = 300)
 {
     test_require_gpu();     /* first: a skip leaves no model behind */
@@ -556,6 +563,13 @@ Test(engine_seqs, a_prefix_copied_from_another_sequence_computes_as_its_own, .ti
 Test(engine_seqs, a_prefix_copied_from_another_sequence_computes_as_its_own_bf16_cache, .timeout = 120)
 {
     cache_type = KV_BF16;
+    copied_prefix_as_computed();
+}
+
+/* and a q8_0 cache's, scales and all */
+Test(engine_seqs, a_prefix_copied_from_another_sequence_computes_as_its_own_q8_cache, .timeout = 120)
+{
+    cache_type = KV_Q8_0;
     copied_prefix_as_computed();
 }
 

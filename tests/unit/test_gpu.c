@@ -2215,8 +2215,8 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
     free(err);
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
                             {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"},
-                            {"--cache-type q4", "--cache-type"}};
-    assert_bench_refuses(bin, "--attention", bad, 5);
+                            {"--cache-type q4", "--cache-type"}, {"--cache-type q8_0", "keeps its cache in f32 or bf16"}};
+    assert_bench_refuses(bin, "--attention", bad, 6);
 }
 
 /* `moetier bench gpu --prefill-attention` refuses bad lists, and --set-gb
@@ -2327,7 +2327,7 @@ Test(gpu, plan_parts_slots_and_refusals)
     cr_assert_eq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 0, 0, &e), 0, "%s", e.msg);
     cr_assert_eq(g.slots, p.n_experts, "a large budget holds every expert, no more");
     cr_assert_eq(g.kv_bytes, (uint64_t)c->n_layers * 64 * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4);
-    cr_assert_eq(g.act_bytes, gpu_plan_activation_bytes(c, 4, slot, 4));
+    cr_assert_eq(g.act_bytes, gpu_plan_activation_bytes(c, 4, slot, KV_F32));
     uint64_t fixed = g.dense_bytes + g.kv_bytes + g.act_bytes;
     f.vram_gb = (double)(fixed + 5 * slot + slot / 2) / 1e9;
     cr_assert_eq(gpu_plan_make(&g, &p, c, &f, 64, 4, slot, 0, 0, &e), 0, "%s", e.msg);
@@ -2346,7 +2346,7 @@ Test(gpu, plan_parts_slots_and_refusals)
     /* without --chunk: the largest power of two from 256 to 4096 whose
      * activations beyond those of no tokens fit 1/16 of the budget, at most
      * the context; a given --chunk is kept, also cut to the context */
-    uint64_t no_tokens = gpu_plan_activation_bytes(c, 0, slot, 4);
+    uint64_t no_tokens = gpu_plan_activation_bytes(c, 0, slot, KV_F32);
     const struct {
         int fits;           /* the budget: 16 x the activations of this many tokens, */
         int short_by;       /* less this many bytes */
@@ -2355,31 +2355,31 @@ Test(gpu, plan_parts_slots_and_refusals)
                   {2048, 16, 8192, 0, 1024}, {65536, 0, 8192, 0, 4096}, {1024, 0, 700, 0, 700},
                   {1024, 0, 8192, 100, 100}, {1024, 0, 64, 100, 64}};
     for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
-        uint64_t budget = 16 * (gpu_plan_activation_bytes(c, chunks[i].fits, slot, 4) - no_tokens) -
+        uint64_t budget = 16 * (gpu_plan_activation_bytes(c, chunks[i].fits, slot, KV_F32) - no_tokens) -
                           (uint64_t)chunks[i].short_by;
         f.vram_gb = (double)budget / 1e9;
         cr_assert_eq(gpu_plan_make(&g, &p, c, &f, chunks[i].ctx, chunks[i].chunk, slot, 0, 0, &e), 0,
                      "case %zu: %s", i, e.msg);
         cr_expect_eq(g.chunk, chunks[i].want, "case %zu: chunk %d, expected %d", i, g.chunk,
                      chunks[i].want);
-        cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot, 4), "case %zu", i);
+        cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot, KV_F32), "case %zu", i);
     }
     /* a step the 1/16 rule allows but that does not fit beside the weights and
      * the KV cache gives way to a smaller one: a context that leaves room for
      * the activations of 512 tokens and not of 1,024 */
-    uint64_t budget = 16 * (gpu_plan_activation_bytes(c, 1024, slot, 4) - no_tokens);
+    uint64_t budget = 16 * (gpu_plan_activation_bytes(c, 1024, slot, KV_F32) - no_tokens);
     uint64_t per_position = (uint64_t)c->n_layers * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
-    uint64_t room = budget - p.dense_bytes - gpu_plan_activation_bytes(c, 512, slot, 4);
+    uint64_t room = budget - p.dense_bytes - gpu_plan_activation_bytes(c, 512, slot, KV_F32);
     int ctx = (int)(room / per_position);
-    cr_assert(p.dense_bytes + (uint64_t)ctx * per_position + gpu_plan_activation_bytes(c, 1024, slot, 4) >
+    cr_assert(p.dense_bytes + (uint64_t)ctx * per_position + gpu_plan_activation_bytes(c, 1024, slot, KV_F32) >
               budget, "the case needs a context that crowds out 1,024 tokens");
     f.vram_gb = (double)budget / 1e9;
     cr_assert_eq(gpu_plan_make(&g, &p, c, &f, ctx, 0, slot, 0, 0, &e), 0, "%s", e.msg);
     cr_expect_eq(g.chunk, 512, "-c %d: chunk %d, expected 512", ctx, g.chunk);
     /* past 256 tokens, logits take 256 rows (the engine computes them in slices) */
     uint64_t logits_row = (uint64_t)c->vocab_size * 4;
-    cr_expect_eq(gpu_plan_activation_bytes(c, 512, slot, 4) - gpu_plan_activation_bytes(c, 256, slot, 4),
-                 gpu_plan_activation_bytes(c, 256, slot, 4) - no_tokens - 256 * logits_row);
+    cr_expect_eq(gpu_plan_activation_bytes(c, 512, slot, KV_F32) - gpu_plan_activation_bytes(c, 256, slot, KV_F32),
+                 gpu_plan_activation_bytes(c, 256, slot, KV_F32) - no_tokens - 256 * logits_row);
     model_weights_close(&mw);
     test_remove_tree(dir);
     free(dir);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/engine/kv_q8.h"
 #include "core/engine/rope_freq.h"
 #include "core/model/dtype.h"
 #include "cpu_kernels/linear_ref.h"
@@ -228,18 +229,39 @@ typedef struct mla_case {
     test_weight kvb;
     float *cache, *q, *o1, *o2;
     uint16_t *cache16;      /* the cache rounded to bf16, when a reads it */
+    void *cache8;           /* the cache as q8_0 rows, when a reads it */
     mla_args a;
 } mla_case;
 
-/* m's attention reads its cache rounded to bf16 (--cache-type bf16) */
+/* m's attention reads its cache rounded to bf16 (--cache-type bf16); m->cache
+ * holds those values widened */
 static void mla_case_bf16(mla_case *m)
 {
     size_t n = (size_t)(m->a.pos0 + m->a.T) * (size_t)(m->a.kv_lora + m->a.rope);
     m->cache16 = malloc(n * sizeof *m->cache16);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         m->cache16[i] = f32_to_bf16(m->cache[i]);
+        m->cache[i] = bf16_to_f32(m->cache16[i]);
+    }
     m->a.kv_cache = NULL;
     m->a.kv_bf16 = m->cache16;
+}
+
+/* m's attention reads its cache as q8_0 rows (--cache-type q8_0); m->cache
+ * holds those rows widened (what a float32 cache would hold) */
+static void mla_case_q8(mla_case *m)
+{
+    int S = m->a.pos0 + m->a.T, row = m->a.kv_lora + m->a.rope;
+    size_t bytes = kv_q8_row_bytes(row);
+    m->cache8 = malloc((size_t)S * bytes);
+    cr_assert_not_null(m->cache8);
+    for (int s = 0; s < S; s++) {
+        char *q = (char *)m->cache8 + (size_t)s * bytes;
+        kv_q8_quantize(m->cache + (size_t)s * (size_t)row, row, q);
+        kv_q8_widen(q, row, 0, row, m->cache + (size_t)s * (size_t)row);
+    }
+    m->a.kv_cache = NULL;
+    m->a.kv_q8 = m->cache8;
 }
 
 static void mla_case_make(mla_case *m, const int *dims, int T)
@@ -256,6 +278,7 @@ static void mla_case_make(mla_case *m, const int *dims, int T)
     m->o1 = malloc((size_t)T * H * v * sizeof(float));
     m->o2 = malloc((size_t)T * H * v * sizeof(float));
     m->cache16 = NULL;
+    m->cache8 = NULL;
     m->a = (mla_args){.q = m->q, .T = T, .pos0 = pos0, .kv_cache = m->cache, .kv_b = &m->kvb.w,
                       .H = H, .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = 0.3f,
                       .out = m->o1};
@@ -264,6 +287,7 @@ static void mla_case_make(mla_case *m, const int *dims, int T)
 static void mla_case_free(mla_case *m)
 {
     free(m->cache16);
+    free(m->cache8);
     free(m->o1);
     free(m->o2);
     free(m->q);
@@ -445,22 +469,24 @@ Test(mla_cpu, absorbed_form_in_blocks_of_tokens_matches_reference, .timeout = 12
  * the cache held but for its last tokens give a token the same attention (and
  * so does a whole prompt in batch-invariant mode). Calls of 4 and of 20
  * queries, whose positions run over several of the latent product's blocks of
- * cache rows and over the lanes product's panels; over a float32 cache and a
- * bf16 one. */
+ * cache rows and over the lanes product's panels; over a float32 cache, a
+ * bf16 one and a q8_0 one (over 2,048 positions, several of its blocks). */
 Test(mla_cpu, absorbed_query_has_the_same_bits_alone)
 {
     const int dims[][6] = {{4, 32, 16, 32, 64, 9}, {16, 16, 8, 16, 32, 40}, {16, 16, 8, 16, 32, 2040}};
     const int counts[] = {4, 20};
     for (size_t d = 0; d < sizeof dims / sizeof *dims; d++)
         for (int path = 0; path < KPATH_COUNT; path++)
-            for (int c = 0; c < 4; c++) {
+            for (int c = 0; c < 6; c++) {
                 if (!kernel_path_supported((kernel_path)path))
                     continue;
                 int T = counts[c % 2];
                 mla_case m;
                 mla_case_make(&m, dims[d], T);
-                if (c >= 2)
+                if (c / 2 == 1)
                     mla_case_bf16(&m);
+                if (c / 2 == 2)
+                    mla_case_q8(&m);
                 float *s = malloc(mla_cpu_scratch(&m.a, 1, 1) * sizeof(float));
                 cr_assert_not_null(s);
                 mla_cpu((kernel_path)path, NULL, &m.a, 1, s);
@@ -480,6 +506,61 @@ Test(mla_cpu, absorbed_query_has_the_same_bits_alone)
                 free(s);
                 mla_case_free(&m);
             }
+}
+
+/* A bf16 or q8_0 cache gives the bits of a float32 cache holding its rows
+ * widened: both forms, every path, alone and on 3 threads, positions in one
+ * of the absorbed form's blocks of 256 and in several (300: a partial second
+ * block; 600: three), q8_0 rows whose last block of 32 is partial (80, 11
+ * values) and whole (48), more heads than a tile of rows (10: the
+ * combination's rows split between workers) and fewer. */
+Test(mla_cpu, rounded_cache_has_the_bits_of_its_rows_widened, .timeout = 120)
+{
+    const int cases[][6] = {
+        /* H, nope, rope, v, kv_lora, pos0 */
+        {4, 32, 16, 32, 64, 0}, {2, 8, 4, 8, 16, 300}, {3, 5, 2, 3, 9, 598}, {2, 16, 16, 16, 32, 7},
+        {10, 8, 8, 8, 130, 40},
+    };
+    const int tokens[] = {1, 2, 5, 20};
+    thread_pool *pool3;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool3, 3, &e), 0, "%s", e.msg);
+    for (int path = 0; path < KPATH_COUNT; path++) {
+        if (!kernel_path_supported((kernel_path)path))
+            continue;
+        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+            for (size_t ti = 0; ti < sizeof tokens / sizeof *tokens; ti++)
+                for (int k = 0; k < 8; k++) {
+                    int T = tokens[ti], absorbed = k % 2, q8 = k / 4;
+                    thread_pool *pool = k / 2 % 2 ? pool3 : NULL;
+                    mla_case m;
+                    mla_case_make(&m, cases[ci], T);
+                    if (q8)
+                        mla_case_q8(&m);
+                    else
+                        mla_case_bf16(&m);
+                    float *s = malloc(mla_cpu_scratch(&m.a, absorbed, 3) * sizeof(float));
+                    cr_assert_not_null(s);
+                    mla_cpu((kernel_path)path, pool, &m.a, absorbed, s);
+                    mla_args wide = m.a;
+                    wide.kv_q8 = NULL;
+                    wide.kv_bf16 = NULL;
+                    wide.kv_cache = m.cache;
+                    wide.out = m.o2;
+                    free(s);
+                    s = malloc(mla_cpu_scratch(&wide, absorbed, 3) * sizeof(float));
+                    cr_assert_not_null(s);
+                    mla_cpu((kernel_path)path, pool, &wide, absorbed, s);
+                    size_t n = (size_t)T * (size_t)m.a.H * (size_t)m.a.v;
+                    cr_expect(memcmp(m.o1, m.o2, n * sizeof(float)) == 0,
+                              "%s case %zu, %d queries, absorbed %d, %d thread(s): the %s "
+                              "cache's outputs differ from its widened rows'", kernel_path_name(path),
+                              ci, T, absorbed, pool ? 3 : 1, q8 ? "q8_0" : "bf16");
+                    free(s);
+                    mla_case_free(&m);
+                }
+    }
+    thread_pool_destroy(pool3);
 }
 
 /* The form each call takes: the absorbed one for a few queries, or a few

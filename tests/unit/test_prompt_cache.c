@@ -130,6 +130,12 @@ Test(prompt_cache, a_restored_conversation_computes_as_if_run_again_bf16_cache, 
     restored_conversation(NULL);
 }
 
+Test(prompt_cache, a_restored_conversation_computes_as_if_run_again_q8_cache, .timeout = 120)
+{
+    cache_type = KV_Q8_0;
+    restored_conversation(NULL);
+}
+
 Test(prompt_cache, a_restored_conversation_computes_as_if_run_again_gpu, .timeout = 300)
 {
     test_require_gpu();

@@ -149,6 +149,12 @@ Test(prompt_file, a_restored_prompt_computes_as_if_run_again_bf16_cache, .timeou
     restored_prompt(NULL, KV_BF16);
 }
 
+/* A q8_0 cache's rows, scales and padding included, the same way. */
+Test(prompt_file, a_restored_prompt_computes_as_if_run_again_q8_cache, .timeout = 120)
+{
+    restored_prompt(NULL, KV_Q8_0);
+}
+
 /* The rows come back into the GPU's memory, written from it. */
 Test(prompt_file, a_restored_prompt_computes_as_if_run_again_gpu, .timeout = 300)
 {

@@ -212,12 +212,12 @@ static void check_invariance(const char *model, const char *tag)
     free(tmp);
 }
 
-/* A bf16 KV cache keeps the invariance: a DRAM tier of top_k slots (most
- * reads from NVMe) with the lookahead, and 3 threads, give the checkpoint
- * run's bits. */
-Test(tiers, invariance_bf16_cache, .timeout = 120)
+/* A bf16 or q8_0 KV cache keeps the invariance: a DRAM tier of top_k slots
+ * (most reads from NVMe) with the lookahead, and 3 threads, give the
+ * checkpoint run's bits. */
+static void cache_type_invariance(kv_type type)
 {
-    char *model = test_testdata_model_or_skip("int4"), *tmp = test_make_tmpdir("bf16_cache");
+    char *model = test_testdata_model_or_skip("int4"), *tmp = test_make_tmpdir("typed_cache");
     char store_dir[4096];
     snprintf(store_dir, sizeof store_dir, "%s/store", tmp);
     convert_store(model, store_dir, 0, 0);
@@ -232,15 +232,16 @@ Test(tiers, invariance_bf16_cache, .timeout = 120)
     float *ref = calloc(n, sizeof *ref), *got = calloc(n, sizeof *got), *f32 = calloc(n, sizeof *f32);
     model_flags f = {.dir = model, .ctx = 64, .chunk = 4, .quiet = 1};
     cr_assert_eq(run_logits_flags(&f, f32, &e), 0, "%s", e.msg);
-    f.cache_type = KV_BF16;
+    f.cache_type = type;
     cr_assert_eq(run_logits_flags(&f, ref, &e), 0, "%s", e.msg);
-    cr_expect(memcmp(ref, f32, n * sizeof *ref), "the bf16 cache gave the f32 logits");
+    cr_expect(memcmp(ref, f32, n * sizeof *ref), "the %s cache gave the f32 logits",
+              kv_type_name(type));
     f.tiers = (tier_flags){.store_dir = store_dir, .dram_gb = slots_gb, .dram_gb_set = 1,
                            .lookahead = 2, .lookahead_set = 1};
     f.threads = 3;
     cr_assert_eq(run_logits_flags(&f, got, &e), 0, "%s", e.msg);
-    cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "bf16 cache: logits from a DRAM tier of "
-              "top_k slots differ from the checkpoint's");
+    cr_expect(memcmp(ref, got, n * sizeof *ref) == 0, "%s cache: logits from a DRAM tier of "
+              "top_k slots differ from the checkpoint's", kv_type_name(type));
     free(ref);
     free(got);
     free(f32);
@@ -248,6 +249,9 @@ Test(tiers, invariance_bf16_cache, .timeout = 120)
     free(tmp);
     free(model);
 }
+
+Test(tiers, invariance_bf16_cache, .timeout = 120) { cache_type_invariance(KV_BF16); }
+Test(tiers, invariance_q8_cache, .timeout = 120) { cache_type_invariance(KV_Q8_0); }
 
 static void testdata_invariance(const char *variant)
 {
@@ -273,7 +277,7 @@ static double vram_gb_for_slots(const char *model, int slots, kv_type kv)
     model_weights mw;
     errbuf e;
     cr_assert_eq(model_weights_open(&mw, model, &e), 0, "%s", e.msg);
-    tier_flags none = {0}, f = {.vram_gb = 1e6, .vram_gb_set = 1, .kv_value_bytes = kv_type_bytes(kv)};
+    tier_flags none = {0}, f = {.vram_gb = 1e6, .vram_gb_set = 1, .kv_type = kv};
     tier_plan p;
     store st;
     cr_assert_eq(tier_plan_make(&p, &mw, &none, &st, &e), 0, "%s", e.msg);
