@@ -23,6 +23,7 @@
 
 extern "C" {
 #include "core/base/progress.h"
+#include "core/engine/kv_q8.h"
 #include "cpu_kernels/router_ref.h"
 #include "cpu_kernels/side_thread.h"
 #include "kernels/gpu_backend.h"
@@ -1056,6 +1057,8 @@ static void g_mla(backend *b, const mla_args *m)
     a.kv_lora = m->kv_lora;
     a.kv_cache = m->kv_cache;
     a.kv_bf16 = m->kv_bf16;
+    a.kv_q8 = m->kv_q8;
+    a.q8_row_bytes = kv_q8_row_bytes(m->kv_lora + m->rope);
     a.scale = m->scale;
     a.out = m->out;
     a.qa = a.ol = a.part = NULL;
@@ -1069,7 +1072,8 @@ static void g_mla(backend *b, const mla_args *m)
         x.T = expanded;
         size_t kvx = gpu_mla_expanded_block(&x) * (size_t)x.H * (size_t)(x.nope + x.v);
         size_t state = (size_t)x.T * (size_t)x.H * (size_t)(2 + x.v);
-        size_t wide = x.kv_bf16 ? gpu_mla_expanded_block(&x) * (size_t)(x.kv_lora + x.rope) : 0;
+        size_t wide = x.kv_bf16 || x.kv_q8
+                          ? gpu_mla_expanded_block(&x) * (size_t)(x.kv_lora + x.rope) : 0;
         gpu_mla_expanded(&x, (float *)scratch(st, SCR_QA, kvx * sizeof(float)),
                          (float *)scratch(st, SCR_OL, state * sizeof(float)),
                          wide ? (float *)scratch(st, SCR_KV_WIDE, wide * sizeof(float)) : NULL, 0);
@@ -1212,6 +1216,12 @@ static void g_store_bf16(backend *b, float *dst, const float *src, size_t n)
     gpu_store_bf16((uint16_t *)(void *)dst, src, n, 0);
 }
 
+static void g_store_q8_0(backend *b, float *dst, const float *src, int T, int row)
+{
+    (void)b;
+    gpu_store_q8_0(dst, src, T, row, kv_q8_row_bytes(row), 0);
+}
+
 /* the cache, the copy stream, the events and the registered host memory */
 static void free_copy_state(gpu_state *st)
 {
@@ -1312,7 +1322,7 @@ static const backend_ops gpu_ops_table = {
     g_alloc, g_release, g_embed, g_rmsnorm, g_linear, g_rope, g_ffn, g_ffn_batch, g_mla, g_route,
     g_zero, g_add, g_gather, g_scatter_add, g_to_host, g_from_host, g_destroy,
     1,  /* plans_batches */
-    g_store_bf16, g_add_rmsnorm, g_finish,
+    g_store_bf16, g_add_rmsnorm, g_finish, g_store_q8_0,
 };
 
 /* The resident pool, for the model's weights that stay on the GPU: one

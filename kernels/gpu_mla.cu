@@ -104,7 +104,6 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
     if (first >= n)
         return;                     /* an earlier token, with fewer chunks */
     end = end < n ? end : n;
-    size_t row = (size_t)(C + R);
     float *sqa = sm, *sqr = sqa + HG * C, *sp = sqr + HG * R, *red = sp + HG * ATT;
     float *skey = red + HG * 32;    /* ATT rows of KEY_COLS + 1 */
     for (int g = 0; g < HG; g++) {      /* a group's missing heads: zero queries */
@@ -142,7 +141,7 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
                 int r = e / KEY_COLS, c = e % KEY_COLS;
                 if (c < w)
                     skey[r * (KEY_COLS + 1) + c] =
-                        kv_at(a, (size_t)(s0 + r) * row + (size_t)(c0 + c));
+                        kv_at(a, (size_t)(s0 + r), c0 + c);
             }
             __syncthreads();
             if (s < end)
@@ -196,7 +195,7 @@ template <int HG, int OLP> __global__ void k_mla_attend(gpu_mla_args a)
                 for (int g = 0; g < HG; g++)
                     o[g] = 0.0f;
                 for (int k = 0; k < ns; k++) {
-                    float kv = kv_at(a, (size_t)(s0 + k) * row + (size_t)c);
+                    float kv = kv_at(a, (size_t)(s0 + k), c);
 #pragma unroll
                     for (int g = 0; g < HG; g++)
                         o[g] = fmaf(sp[g * ATT + k], kv, o[g]);
@@ -333,7 +332,7 @@ __global__ void k_mla_expanded(gpu_mla_args a, const float *kvx, int b0, int b1,
     int qs = qk + EXP_PAD, vs = V + EXP_PAD;
     int nt = a.T - t0 < EXP_TOKENS ? a.T - t0 : EXP_TOKENS;
     float *sq = sm, *sk = sq + EXP_TOKENS * qs, *sv = sk + EXP_POS * qs, *sp = sv + EXP_POS * vs;
-    size_t row = (size_t)(C + a.rope), hkv = (size_t)a.H * (size_t)kvw;
+    size_t hkv = (size_t)a.H * (size_t)kvw;
     for (int i = tid; i < EXP_TOKENS * qk; i += EXP_THREADS) {
         int t = i / qk, d = i % qk;
         sq[t * qs + d] = t < nt ? a.q[((size_t)(t0 + t) * (size_t)a.H + (size_t)h) * (size_t)qk +
@@ -365,7 +364,7 @@ __global__ void k_mla_expanded(gpu_mla_args a, const float *kvx, int b0, int b1,
             float k = 0.0f;
             if (p < ns)
                 k = d < nope ? kvx[(size_t)(s0 + p - b0) * hkv + (size_t)h * kvw + (size_t)d]
-                             : kv_at(a, (size_t)(s0 + p) * row + (size_t)(C + d - nope));
+                             : kv_at(a, (size_t)(s0 + p), C + d - nope);
             sk[p * qs + d] = k;
         }
         for (int i = tid; i < EXP_POS * V; i += EXP_THREADS) {
@@ -467,11 +466,53 @@ size_t gpu_mla_expanded_block(const gpu_mla_args *a)
     return (n + EXP_POS - 1) / EXP_POS * EXP_POS;
 }
 
-__global__ void k_bf16_widen(const uint16_t *src, size_t n, float *dst)
+/* rows [s0, s0 + n / row) of a's bf16 or q8_0 cache, widened into dst */
+__global__ void k_cache_widen(gpu_mla_args a, size_t s0, size_t n, float *dst)
 {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, row = (size_t)(a.kv_lora + a.rope);
     if (i < n)
-        dst[i] = __uint_as_float((uint32_t)src[i] << 16);
+        dst[i] = kv_at(a, s0 + i / row, (int)(i % row));
+}
+
+/* one block of 32 values of one row a thread: its scale, its values */
+__global__ void k_q8_store(char *dst, const float *src, int T, int row, size_t row_bytes)
+{
+    int nb = (row + 31) / 32;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)T * (size_t)nb)
+        return;
+    size_t t = i / (size_t)nb;
+    int b = (int)(i % (size_t)nb), c0 = b * 32, c1 = c0 + 32 < row ? c0 + 32 : row;
+    const float *x = src + t * (size_t)row;
+    float *scale = (float *)(dst + t * row_bytes);
+    signed char *q = (signed char *)(scale + nb);
+    float amax = 0.0f;
+    bool finite = true;
+    for (int c = c0; c < c1; c++) {
+        finite = finite && isfinite(x[c]);
+        amax = fabsf(x[c]) > amax ? fabsf(x[c]) : amax;
+    }
+    /* a zero block keeps zeros; a non-finite one reads back as NaN */
+    float s = finite ? __fdiv_rn(amax, 127.0f) : __int_as_float(0x7fc00000);
+    scale[b] = s;
+    for (int c = c0; c < c1; c++) {
+        float r = finite && s > 0.0f ? rintf(__fdiv_rn(x[c], s)) : 0.0f;
+        q[c] = (signed char)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+    }
+    /* the padding after the last block's values, zeroed as the host does */
+    if (b == nb - 1)
+        for (size_t p = (size_t)nb * 4 + (size_t)row; p < row_bytes; p++)
+            dst[t * row_bytes + p] = 0;
+}
+
+void gpu_store_q8_0(void *dst, const float *src, int T, int row, size_t row_bytes, cudaStream_t s)
+{
+    size_t n = (size_t)T * (size_t)((row + 31) / 32);
+    if (!n)
+        return;
+    GPU_LAUNCH(k_q8_store, (unsigned)((n + 255) / 256), 256, 0, s)((char *)dst, src, T, row,
+                                                                    row_bytes);
+    GPU_LAUNCHED("q8_0 store");
 }
 
 __global__ void k_bf16_store(uint16_t *dst, const float *src, size_t n)
@@ -504,13 +545,13 @@ void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, float *wi
         x.nrows = a->H * kvw;
         x.groups = 1;
         size_t row = (size_t)(a->kv_lora + a->rope);
-        if (a->kv_bf16) {
+        if (a->kv_bf16 || a->kv_q8) {
             /* the block's rows widened for the product (its keys' rope part
              * the kernel reads from the cache as it is) */
             size_t n = (size_t)(b1 - b0) * row;
-            GPU_LAUNCH(k_bf16_widen, (unsigned)((n + 255) / 256), 256, 0, s)(
-                a->kv_bf16 + (size_t)b0 * row, n, wide);
-            GPU_LAUNCHED("bf16 widen");
+            GPU_LAUNCH(k_cache_widen, (unsigned)((n + 255) / 256), 256, 0, s)(*a, (size_t)b0, n,
+                                                                              wide);
+            GPU_LAUNCHED("cache widen");
             x.x = wide;
         } else {
             x.x = a->kv_cache + (size_t)b0 * row;

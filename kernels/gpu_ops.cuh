@@ -61,14 +61,24 @@ struct gpu_mla_args {
     int T, pos0, H, nope, rope, v, kv_lora;
     const float *kv_cache;
     const uint16_t *kv_bf16;    /* the cache as bf16 instead (kv_cache NULL) */
+    const void *kv_q8;          /* or as q8_0 rows (core/engine/kv_q8.h) of q8_row_bytes */
+    size_t q8_row_bytes;
     float scale;
     float *out;
     float *qa, *ol;
     float *part;
 };
-/* value i of a's cache, as float32 */
-__device__ __forceinline__ float kv_at(const gpu_mla_args &a, size_t i)
+/* value c of row s of a's cache, as float32 (a q8_0 value as the host widens
+ * it: its int8 times its block's scale, one rounding) */
+__device__ __forceinline__ float kv_at(const gpu_mla_args &a, size_t s, int c)
 {
+    int row = a.kv_lora + a.rope;
+    if (a.kv_q8) {
+        const float *scale = (const float *)((const char *)a.kv_q8 + s * a.q8_row_bytes);
+        const signed char *q = (const signed char *)(scale + (row + 31) / 32);
+        return __fmul_rn((float)q[c], scale[c / 32]);
+    }
+    size_t i = s * (size_t)row + (size_t)c;
     return a.kv_bf16 ? __uint_as_float((uint32_t)a.kv_bf16[i] << 16) : a.kv_cache[i];
 }
 void gpu_mla(const gpu_mla_args *a, cudaStream_t s);
@@ -85,11 +95,15 @@ size_t gpu_mla_split_floats(const gpu_mla_args *a, int sms);
  * gpu_mla_expanded_fits: the head shapes its kernel takes. */
 int gpu_mla_expanded_fits(const gpu_mla_args *a);
 size_t gpu_mla_expanded_block(const gpu_mla_args *a);
-/* wide: with a bf16 cache, gpu_mla_expanded_block(a) x (kv_lora + rope) floats
- * where each block's rows are widened for the expansion's product (else NULL) */
+/* wide: with a bf16 or q8_0 cache, gpu_mla_expanded_block(a) x (kv_lora +
+ * rope) floats where each block's rows are widened for the expansion's
+ * product (else NULL) */
 void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, float *wide, cudaStream_t s);
 /* dst[i] = src[i] rounded to bf16 (nearest even; NaN stays NaN) */
 void gpu_store_bf16(uint16_t *dst, const float *src, size_t n, cudaStream_t s);
+/* T rows of `row` values quantized into q8_0 rows of row_bytes each, as
+ * kv_q8_quantize does on the host (the same bytes) */
+void gpu_store_q8_0(void *dst, const float *src, int T, int row, size_t row_bytes, cudaStream_t s);
 
 
 /* max (or sum) of each of v[0..N) over the block, every thread gets them; red:

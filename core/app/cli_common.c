@@ -229,7 +229,7 @@ static const char model_flags_text[] =
     "                       run is slower)\n"
     "  --cache-type TYPE    the KV cache's values: f32 (default, the model's exact math),\n"
     "                       bf16 (rounded when written: half the cache's memory) or q8_0\n"
-    "                       (int8 in blocks of 32 with a scale each: 28 %; CPU backend);\n"
+    "                       (int8 in blocks of 32 with a scale each: 28 % of f32's);\n"
     "                       the logits change slightly; -ctk too\n";
 
 void model_flags_usage_except(FILE *f, int leave_out)

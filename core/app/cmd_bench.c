@@ -419,8 +419,8 @@ static int bench_attention(int argc, char **argv, int prefill)
                 return 2;
             }
             if (cache == KV_Q8_0) {
-                fprintf(stderr, "moetier bench gpu --attention: --cache-type q8_0: the GPU "
-                        "keeps its cache in f32 or bf16\n");
+                fprintf(stderr, "moetier bench gpu --attention: --cache-type q8_0: it measures "
+                        "f32 and bf16 caches\n");
                 return 2;
             }
         } else {

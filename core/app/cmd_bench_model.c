@@ -508,9 +508,11 @@ static void print_row(const bench_opts *o, const setting *s, const test_spec *t,
         snprintf(ratio, sizeof ratio, "%.3f", mean / y->bound_tps);
         by = y->bound_by;
     }
+    char cache[32] = "";
+    if (s->cache != KV_F32)
+        snprintf(cache, sizeof cache, ", %s KV cache", kv_type_name(s->cache));
     printf("| %s%s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s | %s |\n",
-           s->backend, s->cache == KV_F32 ? "" : ", bf16 KV cache", threads, dram, vram, name, mean,
-           sd, gb, dhit, vhit, bound, ratio, by);
+           s->backend, cache, threads, dram, vram, name, mean, sd, gb, dhit, vhit, bound, ratio, by);
     fflush(stdout);
 }
 

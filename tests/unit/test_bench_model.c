@@ -224,23 +224,27 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     cJSON_Delete(l[1]);
     free(out);
     free(err);
-    /* the table: a header and a row per test and setting, both cache types
-     * settings of their own within each tier size, a bf16 cache's named */
+    /* the table: a header and a row per test and setting, every cache type
+     * a setting of its own within each tier size, a bf16 or q8_0 cache's named */
     cr_assert_eq(run(&out, &err, "%s bench model -m %s -p 4 -n 0 -r 1 --dram-gb 0.0005,1 "
-                     "-ctk f32,bf16", test_moetier_bin(), model), 0, "%s", err);
+                     "-ctk f32,bf16,q8_0", test_moetier_bin(), model), 0, "%s", err);
     /* the model's shape, then the table */
     cr_expect(strncmp(out, "model ", 6) == 0 && strstr(out, "3 MoE, 32 routed experts each, top 8"),
               "%s", out);
     cr_expect(strstr(out, "\n\n| backend | threads | dram GB |"), "%s", out);
-    int rows = 0, bf16_rows = 0;
+    int rows = 0, bf16_rows = 0, q8_rows = 0;
     for (const char *p = out; (p = strstr(p, "\n| cpu |")); p++)
         rows++;
     for (const char *p = out; (p = strstr(p, "\n| cpu, bf16 KV cache |")); p++)
         bf16_rows++;
-    cr_expect(rows == 2 && bf16_rows == 2, "%s", out);
+    for (const char *p = out; (p = strstr(p, "\n| cpu, q8_0 KV cache |")); p++)
+        q8_rows++;
+    cr_expect(rows == 2 && bf16_rows == 2 && q8_rows == 2, "%s", out);
     const char *f32_row = strstr(out, "\n| cpu |"), *bf16_row = strstr(out, "| cpu, bf16 KV");
-    cr_expect(f32_row && bf16_row && f32_row < bf16_row &&
-              strstr(bf16_row + 1, "\n| cpu |"), "not f32, bf16 within each tier size: %s", out);
+    const char *q8_row = strstr(out, "| cpu, q8_0 KV");
+    cr_expect(f32_row && bf16_row && q8_row && f32_row < bf16_row && bf16_row < q8_row &&
+              strstr(q8_row + 1, "\n| cpu |"), "not f32, bf16, q8_0 within each tier size: %s",
+              out);
     free(out);
     free(err);
     /* a text without tokens is refused, naming it */

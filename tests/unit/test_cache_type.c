@@ -153,18 +153,12 @@ Test(cache_type, rows_are_the_f32_rows_rounded_gpu, .timeout = 300)
     rows_rounded(KV_BF16);
 }
 
-/* the GPU keeps no q8_0 cache, and says so */
-Test(cache_type, q8_refused_gpu, .timeout = 300)
+/* and quantizes them as the host does */
+Test(cache_type, rows_are_the_f32_rows_quantized_q8_gpu, .timeout = 300)
 {
     test_require_gpu();
-    char *dir = test_testdata_model_or_skip("bf16");
-    cli_model m;
-    model_flags f = {.dir = dir, .ctx = 64, .quiet = 1, .cache_type = KV_Q8_0, .backend = "cuda"};
-    errbuf e;
-    cr_expect_neq(cli_model_open(&m, &f, &e), 0);
-    cr_expect(strstr(e.msg, "--cache-type q8_0: the cuda backend keeps its KV cache in f32 or bf16"),
-              "%s", e.msg);
-    free(dir);
+    backend_name = "cuda";
+    rows_rounded(KV_Q8_0);
 }
 
 /* the bf16 profile of the testdata README (fp32 accumulation, bf16 values) */
@@ -231,6 +225,13 @@ Test(cache_type, logits_in_the_bf16_profile_gpu, .timeout = 300)
     test_require_gpu();
     backend_name = "cuda";
     within_bf16_profile("fp8", KV_BF16);
+}
+
+Test(cache_type, q8_logits_in_the_bf16_profile_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    backend_name = "cuda";
+    within_bf16_profile("int4", KV_Q8_0);
 }
 
 /* With --batch-invariant a token's logits keep their bits over a bf16 or

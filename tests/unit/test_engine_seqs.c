@@ -582,6 +582,15 @@ Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_bf16_cache_gpu,
     unsetenv("MOETIER_BACKEND");
 }
 
+Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_q8_cache_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    cache_type = KV_Q8_0;
+    setenv("MOETIER_BACKEND", "cuda", 1);
+    copied_prefix_as_computed();
+    unsetenv("MOETIER_BACKEND");
+}
+
 Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_gpu, .timeout = 300)
 {
     test_require_gpu();

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/engine/kv_q8.h"
 #include "core/model/dtype.h"
 #include "core/model/synth.h"
 #include "cpu_kernels/linear_ref.h"
@@ -1384,9 +1385,10 @@ static int expanded_tokens(int T)
     return T / GPU_MLA_EXPANDED_TOKENS * GPU_MLA_EXPANDED_TOKENS;
 }
 
-/* bf16: the cache rounded to bf16 (--cache-type bf16), read so by both */
+/* type: the cache as float32, rounded to bf16 (--cache-type bf16) or
+ * quantized to q8_0 (--cache-type q8_0), read so by both */
 static void check_mla_cache(weight_format fmt, int T, int pos0, int H, int C, int nope, int rope,
-                            int v, float scale, int bf16)
+                            int v, float scale, kv_type type)
 {
     int qk = nope + rope, row = C + rope;
     random_weight kvb = random_weight_make(fmt, H * (nope + v), C, 32, 32);
@@ -1394,10 +1396,15 @@ static void check_mla_cache(weight_format fmt, int T, int pos0, int H, int C, in
     float *q = random_floats((size_t)T * H * qk), *cache = random_floats((size_t)S * row);
     float *want = malloc((size_t)T * H * v * 4);
     uint16_t *cache16 = malloc((size_t)S * row * sizeof *cache16);
+    size_t q8_bytes = kv_q8_row_bytes(row);
+    char *cache8 = malloc((size_t)S * q8_bytes);
     for (size_t i = 0; i < (size_t)S * row; i++)
         cache16[i] = f32_to_bf16(cache[i]);
-    mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = bf16 ? NULL : cache,
-                  .kv_bf16 = bf16 ? cache16 : NULL, .kv_b = &kvb.w, .H = H,
+    for (int s = 0; s < S; s++)
+        kv_q8_quantize(cache + (size_t)s * row, row, cache8 + (size_t)s * q8_bytes);
+    mla_args a = {.q = q, .T = T, .pos0 = pos0, .kv_cache = type == KV_F32 ? cache : NULL,
+                  .kv_bf16 = type == KV_BF16 ? cache16 : NULL,
+                  .kv_q8 = type == KV_Q8_0 ? cache8 : NULL, .kv_b = &kvb.w, .H = H,
                   .nope = nope, .rope = rope, .v = v, .kv_lora = C, .scale = scale, .out = want};
     size_t ns = mla_ref_naive_scratch(&a), as = mla_ref_absorbed_scratch(&a);
     float *scratch = malloc((ns > as ? ns : as) * 4);
@@ -1413,25 +1420,29 @@ static void check_mla_cache(weight_format fmt, int T, int pos0, int H, int C, in
     }
     open_gpu();
     float *dq = to_dev(q, (size_t)T * H * qk);
-    float *dc = bf16 ? to_dev((const float *)cache16, (size_t)S * row / 2)
-                     : to_dev(cache, (size_t)S * row);
+    float *dc = type == KV_BF16   ? to_dev((const float *)cache16, (size_t)S * row / 2)
+                : type == KV_Q8_0 ? to_dev((const float *)(const void *)cache8, S * q8_bytes / 4)
+                                  : to_dev(cache, (size_t)S * row);
     float *dout = gpu.ops->alloc(&gpu, (size_t)T * H * v);
     mla_args g = a;
     g.q = dq;
-    g.kv_cache = bf16 ? NULL : dc;
-    g.kv_bf16 = bf16 ? (const uint16_t *)(const void *)dc : NULL;
+    g.kv_cache = type == KV_F32 ? dc : NULL;
+    g.kv_bf16 = type == KV_BF16 ? (const uint16_t *)(const void *)dc : NULL;
+    g.kv_q8 = type == KV_Q8_0 ? dc : NULL;
     g.out = dout;
     gpu.ops->mla_attention(&gpu, &g);
     float *got = from_dev(dout, (size_t)T * H * v);
     char what[112];
     snprintf(what, sizeof what, "%s attention T %d pos0 %d, %d heads (%d+%d, %d), latent %d%s",
-             weight_format_name(fmt), T, pos0, H, nope, rope, v, C, bf16 ? ", bf16 cache" : "");
+             weight_format_name(fmt), T, pos0, H, nope, rope, v, C,
+             type == KV_F32 ? "" : type == KV_BF16 ? ", bf16 cache" : ", q8_0 cache");
     assert_close(what, got, want, (size_t)T * H * v, 2e-5f);
     close_gpu();
     random_weight_free(&kvb);
     free(q);
     free(cache);
     free(cache16);
+    free(cache8);
     free(want);
     free(scratch);
     free(got);
@@ -1440,7 +1451,7 @@ static void check_mla_cache(weight_format fmt, int T, int pos0, int H, int C, in
 static void check_mla_heads(weight_format fmt, int T, int pos0, int H, int C, int nope, int rope,
                             int v, float scale)
 {
-    check_mla_cache(fmt, T, pos0, H, C, nope, rope, v, scale, 0);
+    check_mla_cache(fmt, T, pos0, H, C, nope, rope, v, scale, KV_F32);
 }
 
 static void check_mla(weight_format fmt, int T, int pos0, int H, int C)
@@ -1469,11 +1480,65 @@ Test(gpu, attention_matches_the_reference, .timeout = 60)
  * expanded form, whose blocks are widened for the expansion (one block, two). */
 Test(gpu, attention_over_a_bf16_cache_matches_the_reference, .timeout = 300)
 {
-    check_mla_cache(WF_BF16, 1, 5, 3, 40, 16, 8, 12, 0.3f, 1);
-    check_mla_cache(WF_BF16, 2, 270, 11, 320, 16, 8, 12, 0.3f, 1);
-    check_mla_cache(WF_FP8_BLOCK, 1, 1000, 3, 40, 16, 8, 12, 0.3f, 1);
-    check_mla_cache(WF_BF16, 300, 37, 3, 40, 16, 8, 12, 0.3f, 1);
-    check_mla_cache(WF_INT4_GROUP, 256, 900, 3, 40, 16, 8, 12, 0.3f, 1);
+    check_mla_cache(WF_BF16, 1, 5, 3, 40, 16, 8, 12, 0.3f, KV_BF16);
+    check_mla_cache(WF_BF16, 2, 270, 11, 320, 16, 8, 12, 0.3f, KV_BF16);
+    check_mla_cache(WF_FP8_BLOCK, 1, 1000, 3, 40, 16, 8, 12, 0.3f, KV_BF16);
+    check_mla_cache(WF_BF16, 300, 37, 3, 40, 16, 8, 12, 0.3f, KV_BF16);
+    check_mla_cache(WF_INT4_GROUP, 256, 900, 3, 40, 16, 8, 12, 0.3f, KV_BF16);
+}
+
+/* A q8_0 cache (--cache-type q8_0) the same way: rows of 48 values (a block
+ * and a partial one) and of 328 (ten and a partial one), every kernel that
+ * reads the cache, the expanded form's blocks widened. */
+Test(gpu, attention_over_a_q8_cache_matches_the_reference, .timeout = 300)
+{
+    check_mla_cache(WF_BF16, 1, 5, 3, 40, 16, 8, 12, 0.3f, KV_Q8_0);
+    check_mla_cache(WF_BF16, 2, 270, 11, 320, 16, 8, 12, 0.3f, KV_Q8_0);
+    check_mla_cache(WF_FP8_BLOCK, 1, 1000, 3, 40, 16, 8, 12, 0.3f, KV_Q8_0);
+    check_mla_cache(WF_BF16, 300, 37, 3, 40, 16, 8, 12, 0.3f, KV_Q8_0);
+    check_mla_cache(WF_INT4_GROUP, 256, 900, 3, 40, 16, 8, 12, 0.3f, KV_Q8_0);
+}
+
+/* The GPU's q8_0 rows are the host's, byte for byte (kv_q8_quantize): random
+ * rows of 48 and 328 values over many magnitudes, a zero block, exact ties, a
+ * NaN and an infinity (their blocks NaN), the padding zeroed. */
+Test(gpu, q8_store_quantizes_as_the_host)
+{
+    const int rows[] = {48, 328, 11};
+    for (size_t k = 0; k < sizeof rows / sizeof *rows; k++) {
+        int row = rows[k], T = 37;
+        size_t bytes = kv_q8_row_bytes(row);
+        float *x = random_floats((size_t)T * (size_t)row);
+        for (int i = 0; i < T * row; i++)
+            x[i] *= ldexpf(1.0f, i % 41 - 20);
+        for (int c = 0; c < row && c < 32; c++)
+            x[c] = 0.0f;                            /* a zero block */
+        x[row] = 127.0f;                            /* step 1 in row 1's first block: */
+        x[row + 1] = 2.5f;                          /* ties to even */
+        x[row + 2] = -3.5f;
+        for (int c = 3; c < 32 && c < row; c++)
+            x[row + c] = 1.0f;
+        x[2 * row + 5] = NAN;
+        x[3 * row + row - 1] = -INFINITY;
+        char *want = malloc((size_t)T * bytes);
+        for (int t = 0; t < T; t++)
+            kv_q8_quantize(x + (size_t)t * row, row, want + (size_t)t * bytes);
+        open_gpu();
+        /* the rows' memory holding other bytes first */
+        char *junk = malloc((size_t)T * bytes);
+        memset(junk, 0xa5, (size_t)T * bytes);
+        float *dx = to_dev(x, (size_t)T * row);
+        float *dy = to_dev((const float *)(const void *)junk, T * bytes / 4);
+        free(junk);
+        gpu.ops->store_q8_0(&gpu, dy, dx, T, row);
+        char *got = (char *)from_dev(dy, T * bytes / 4);
+        cr_expect(memcmp(got, want, (size_t)T * bytes) == 0, "%d values a row: the GPU's q8_0 "
+                  "rows differ from the host's", row);
+        close_gpu();
+        free(x);
+        free(want);
+        free(got);
+    }
 }
 
 /* The rounding the GPU's cache rows get is the host's, bit for bit: every
@@ -2215,7 +2280,7 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
     free(err);
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
                             {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"},
-                            {"--cache-type q4", "--cache-type"}, {"--cache-type q8_0", "keeps its cache in f32 or bf16"}};
+                            {"--cache-type q4", "--cache-type"}, {"--cache-type q8_0", "it measures f32 and bf16 caches"}};
     assert_bench_refuses(bin, "--attention", bad, 6);
 }
 

@@ -385,6 +385,7 @@ Test(tiers, invariance_gpu_vram_cache_fp8, .timeout = 600) { test_require_gpu();
 Test(tiers, invariance_gpu_vram_cache_int4, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("int4", KV_F32); }
 /* with a bf16 KV cache (--cache-type bf16) */
 Test(tiers, invariance_gpu_vram_cache_int4_bf16_cache, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("int4", KV_BF16); }
+Test(tiers, invariance_gpu_vram_cache_int4_q8_cache, .timeout = 600) { test_require_gpu(); gpu_vram_invariance("int4", KV_Q8_0); }
 
 /* A larger synthetic model: more experts and layers than the vectors. */
 static char *synth_larger(const char *format, int experts, int moe_inter, int layers)
