@@ -5,38 +5,23 @@
 #include <string.h>
 
 #include "core/engine/kv_q8.h"
-#include "core/model/dtype.h"
 #include "kv_widen_simd.h"
 #include "softmax_simd.h"
 
 /* values [c0, c0 + n) of cache row s into dst as float32 (a bf16 or q8_0
- * cache's widened) */
-static void cache_values(const mla_args *a, int s, int c0, int n, float *dst)
+ * cache's widened, in vectors on the SIMD paths: the same bits) */
+static void cache_values(kernel_path path, const mla_args *a, int s, int c0, int n, float *dst)
 {
     int row = a->kv_lora + a->rope;
     size_t at = (size_t)s * (size_t)row + (size_t)c0;
     if (a->kv_q8)
-        kv_q8_widen((const char *)a->kv_q8 + (size_t)s * kv_q8_row_bytes(row), row, c0, n, dst);
-    else if (a->kv_bf16)
-        bf16_widen(a->kv_bf16 + at, (size_t)n, dst);
-    else
-        memcpy(dst, a->kv_cache + at, (size_t)n * sizeof *dst);
-}
-
-/* cache_values with the kernels' path widening a bf16 or q8_0 cache (the same bits) */
-static void cache_values_simd(kernel_path path, const mla_args *a, int s, int c0, int n,
-                              float *dst)
-{
-    int row = a->kv_lora + a->rope;
-    if (a->kv_q8)
         kv_q8_widen_simd(path, (const char *)a->kv_q8 + (size_t)s * kv_q8_row_bytes(row), row, c0,
                          n, dst);
     else if (a->kv_bf16)
-        bf16_widen_simd(path, a->kv_bf16 + (size_t)s * (size_t)row + (size_t)c0, n, dst);
+        bf16_widen_simd(path, a->kv_bf16 + at, n, dst);
     else
-        cache_values(a, s, c0, n, dst);
+        memcpy(dst, a->kv_cache + at, (size_t)n * sizeof *dst);
 }
-
 
 /* The expanded form goes over the cache in blocks of this many positions,
  * each expanded into a head's keys and values and attended to with a running
@@ -398,7 +383,7 @@ static void wide_scores(void *ctx, int worker, int n_workers)
     for (int k0 = s0; k0 < s1; k0 += MLA_WIDE_BLOCK) {
         int kn = s1 - k0 < MLA_WIDE_BLOCK ? s1 - k0 : MLA_WIDE_BLOCK;
         for (int s = 0; s < kn; s++)
-            cache_values_simd(j->path, a, k0 + s, 0, row, w.wide + (size_t)s * (size_t)row);
+            cache_values(j->path, a, k0 + s, 0, row, w.wide + (size_t)s * (size_t)row);
         linear_weight block = wide_block_weight(a, kn, w.wide);
         for (int t = 0; t < a->T; t++) {
             linear_forward(j->path, NULL, &block, j->ab.qa + (size_t)t * (size_t)H * (size_t)row,
@@ -421,6 +406,7 @@ static void wide_combine(void *ctx, int worker, int n_workers)
     absorbed_work w;
     absorbed_floats(a, &w, j->work + (size_t)worker * worker_floats(a, 1));
     int S = a->pos0 + a->T, C = a->kv_lora, R = a->T * a->H;
+    /* (6 rows: the combination kernel's tile) */
     int blocks = (C + 63) / 64, groups = n_workers / blocks, tiles = (R + 5) / 6;
     groups = groups < 1 ? 1 : groups > tiles ? tiles : groups;
     int per_group = n_workers / groups, c0, c1, r0, r1;
@@ -432,7 +418,7 @@ static void wide_combine(void *ctx, int worker, int n_workers)
     for (int k0 = 0; cols > 0 && r1 > r0 && k0 < S; k0 += MLA_WIDE_BLOCK) {
         int kn = S - k0 < MLA_WIDE_BLOCK ? S - k0 : MLA_WIDE_BLOCK;
         for (int s = 0; s < kn; s++)
-            cache_values_simd(j->path, a, k0 + s, c0, cols, w.wide + (size_t)s * (size_t)cols);
+            cache_values(j->path, a, k0 + s, c0, cols, w.wide + (size_t)s * (size_t)cols);
         linear_combine_many(j->path, NULL, j->ab.sc + (size_t)r0 * (size_t)S + k0, (size_t)S,
                             r1 - r0, w.wide, (size_t)cols, kn, cols,
                             j->ab.ol + (size_t)r0 * (size_t)C + c0, (size_t)C, k0 > 0);
@@ -548,12 +534,12 @@ static void expanded_head(const mla_job *j, int h, const float *W, const expande
     for (int k0 = 0; k0 < S; k0 += KB) {
         int kb = S - k0 < KB ? S - k0 : KB;
         for (int s = 0; s < kb; s++)
-            cache_values_simd(j->path, a, k0 + s, 0, C, b->lat + (size_t)s * (size_t)C);
+            cache_values(j->path, a, k0 + s, 0, C, b->lat + (size_t)s * (size_t)C);
         linear_forward(j->path, NULL, &wf, b->lat, kb, b->kv, b->lin);
         for (int s = 0; s < kb; s++) {
             memcpy(b->keys + (size_t)s * (size_t)qk, b->kv + (size_t)s * (size_t)kvw,
                    (size_t)a->nope * sizeof(float));
-            cache_values_simd(j->path, a, k0 + s, C, a->rope,
+            cache_values(j->path, a, k0 + s, C, a->rope,
                               b->keys + (size_t)s * (size_t)qk + a->nope);
         }
         /* the keys a block of queries sees only grow from one block to the
