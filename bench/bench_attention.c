@@ -204,7 +204,8 @@ int main(int argc, char **argv)
         double secs;
         TIME_CALLS(secs, mla_cpu(path, pool, &a, absorbed, scratch));
         double gflops = 2 * multiply_adds(a.T, a.pos0, absorbed) / secs / 1e9;
-        double cache_gb = (double)(a.pos0 + a.T) * (double)kv_type_row_bytes(cases[c].cache, row) / 1e9;
+        double cache_gb =
+            (double)(a.pos0 + a.T) * (double)kv_type_row_bytes(cases[c].cache, row) / 1e9;
         printf("{\"bench\":\"attention\",\"path\":\"%s\",\"threads\":%d,\"queries\":%d,"
                "\"cached\":%d,\"form\":\"%s\",\"seconds\":%.6f,\"gflops\":%.1f,"
                "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f,\"kv_b\":\"%s\","

@@ -512,7 +512,8 @@ static void print_row(const bench_opts *o, const setting *s, const test_spec *t,
     if (s->cache != KV_F32)
         snprintf(cache, sizeof cache, ", %s KV cache", kv_type_name(s->cache));
     printf("| %s%s | %s | %s | %s | %s | %.2f ± %.2f | %s | %s | %s | %s | %s | %s |\n",
-           s->backend, cache, threads, dram, vram, name, mean, sd, gb, dhit, vhit, bound, ratio, by);
+           s->backend, cache, threads, dram, vram, name, mean, sd, gb, dhit, vhit, bound, ratio,
+           by);
     fflush(stdout);
 }
 

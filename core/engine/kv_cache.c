@@ -54,7 +54,8 @@ int kv_cache_create(kv_cache *kv, backend *be, int n_layers, int max_ctx, int ro
     for (int l = 0; l < n_layers; l++) {
         kv->layer[l] = be->ops->alloc(be, (size_t)max_ctx * (size_t)kv_cache_row_floats(kv));
         if (!kv->layer[l]) {
-            double gb = (double)n_layers * (double)max_ctx * (double)kv_type_row_bytes(type, row) / 1e9;
+            double gb =
+                (double)n_layers * (double)max_ctx * (double)kv_type_row_bytes(type, row) / 1e9;
             kv_cache_destroy(kv);
             return err_set(e, "cannot allocate the KV cache: %d layers x %d positions x %d %s "
                            "values = %.2f GB (lower -c)", n_layers, max_ctx, row,

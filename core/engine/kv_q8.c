@@ -46,7 +46,8 @@ void kv_q8_widen(const void *row, int n, int c0, int k, float *dst)
     const int8_t *q = (const int8_t *)(scale + blocks(n));
     /* block by block, so the inner loop is a plain vector loop */
     for (int c = c0; c < c0 + k;) {
-        int b = c / KV_Q8_BLOCK, end = (b + 1) * KV_Q8_BLOCK < c0 + k ? (b + 1) * KV_Q8_BLOCK : c0 + k;
+        int b = c / KV_Q8_BLOCK, end = (b + 1) * KV_Q8_BLOCK;
+        end = end < c0 + k ? end : c0 + k;
         float s = scale[b];
         for (int i = c; i < end; i++)
             dst[i - c0] = (float)q[i] * s;

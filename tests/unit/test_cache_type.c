@@ -403,7 +403,8 @@ Test(cache_type, refusals, .timeout = 60)
     int rc = test_run_fmt(&out, &err, "%s logits -m %s --ids 1,2 -o /dev/null --cache-type q4_0",
                           test_moetier_bin(), dir);
     cr_expect_neq(rc, 0);
-    cr_expect(strstr(err, "--cache-type: 'q4_0' is not a cache type (f32, bf16 or q8_0)"), "%s", err);
+    cr_expect(strstr(err, "--cache-type: 'q4_0' is not a cache type (f32, bf16 or q8_0)"), "%s",
+              err);
     free(out);
     free(err);
     free(dir);

@@ -2280,7 +2280,8 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
     free(err);
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
                             {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"},
-                            {"--cache-type q4", "--cache-type"}, {"--cache-type q8_0", "it measures f32 and bf16 caches"}};
+                            {"--cache-type q4", "--cache-type"},
+                            {"--cache-type q8_0", "it measures f32 and bf16 caches"}};
     assert_bench_refuses(bin, "--attention", bad, 6);
 }
 
@@ -2367,6 +2368,12 @@ Test(gpu, run_stats_print_the_decode_bound, .timeout = 120)
 
 /* ---- the GPU plan (no device needed) ---- */
 
+/* the plan's activation bytes with a float32 cache */
+static uint64_t f32_act_bytes(const model_config *c, int chunk, uint64_t slot)
+{
+    return gpu_plan_activation_bytes(c, chunk, slot, KV_F32);
+}
+
 Test(gpu, plan_parts_slots_and_refusals)
 {
     char *dir = test_make_tmpdir("gpu_plan");
@@ -2411,7 +2418,7 @@ Test(gpu, plan_parts_slots_and_refusals)
     /* without --chunk: the largest power of two from 256 to 4096 whose
      * activations beyond those of no tokens fit 1/16 of the budget, at most
      * the context; a given --chunk is kept, also cut to the context */
-    uint64_t no_tokens = gpu_plan_activation_bytes(c, 0, slot, KV_F32);
+    uint64_t no_tokens = f32_act_bytes(c, 0, slot);
     const struct {
         int fits;           /* the budget: 16 x the activations of this many tokens, */
         int short_by;       /* less this many bytes */
@@ -2420,31 +2427,31 @@ Test(gpu, plan_parts_slots_and_refusals)
                   {2048, 16, 8192, 0, 1024}, {65536, 0, 8192, 0, 4096}, {1024, 0, 700, 0, 700},
                   {1024, 0, 8192, 100, 100}, {1024, 0, 64, 100, 64}};
     for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
-        uint64_t budget = 16 * (gpu_plan_activation_bytes(c, chunks[i].fits, slot, KV_F32) - no_tokens) -
+        uint64_t budget = 16 * (f32_act_bytes(c, chunks[i].fits, slot) - no_tokens) -
                           (uint64_t)chunks[i].short_by;
         f.vram_gb = (double)budget / 1e9;
         cr_assert_eq(gpu_plan_make(&g, &p, c, &f, chunks[i].ctx, chunks[i].chunk, slot, 0, 0, &e), 0,
                      "case %zu: %s", i, e.msg);
         cr_expect_eq(g.chunk, chunks[i].want, "case %zu: chunk %d, expected %d", i, g.chunk,
                      chunks[i].want);
-        cr_expect_eq(g.act_bytes, gpu_plan_activation_bytes(c, chunks[i].want, slot, KV_F32), "case %zu", i);
+        cr_expect_eq(g.act_bytes, f32_act_bytes(c, chunks[i].want, slot), "case %zu", i);
     }
     /* a step the 1/16 rule allows but that does not fit beside the weights and
      * the KV cache gives way to a smaller one: a context that leaves room for
      * the activations of 512 tokens and not of 1,024 */
-    uint64_t budget = 16 * (gpu_plan_activation_bytes(c, 1024, slot, KV_F32) - no_tokens);
+    uint64_t budget = 16 * (f32_act_bytes(c, 1024, slot) - no_tokens);
     uint64_t per_position = (uint64_t)c->n_layers * (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) * 4;
-    uint64_t room = budget - p.dense_bytes - gpu_plan_activation_bytes(c, 512, slot, KV_F32);
+    uint64_t room = budget - p.dense_bytes - f32_act_bytes(c, 512, slot);
     int ctx = (int)(room / per_position);
-    cr_assert(p.dense_bytes + (uint64_t)ctx * per_position + gpu_plan_activation_bytes(c, 1024, slot, KV_F32) >
+    cr_assert(p.dense_bytes + (uint64_t)ctx * per_position + f32_act_bytes(c, 1024, slot) >
               budget, "the case needs a context that crowds out 1,024 tokens");
     f.vram_gb = (double)budget / 1e9;
     cr_assert_eq(gpu_plan_make(&g, &p, c, &f, ctx, 0, slot, 0, 0, &e), 0, "%s", e.msg);
     cr_expect_eq(g.chunk, 512, "-c %d: chunk %d, expected 512", ctx, g.chunk);
     /* past 256 tokens, logits take 256 rows (the engine computes them in slices) */
     uint64_t logits_row = (uint64_t)c->vocab_size * 4;
-    cr_expect_eq(gpu_plan_activation_bytes(c, 512, slot, KV_F32) - gpu_plan_activation_bytes(c, 256, slot, KV_F32),
-                 gpu_plan_activation_bytes(c, 256, slot, KV_F32) - no_tokens - 256 * logits_row);
+    cr_expect_eq(f32_act_bytes(c, 512, slot) - f32_act_bytes(c, 256, slot),
+                 f32_act_bytes(c, 256, slot) - no_tokens - 256 * logits_row);
     model_weights_close(&mw);
     test_remove_tree(dir);
     free(dir);

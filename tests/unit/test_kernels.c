@@ -554,8 +554,9 @@ Test(mla_cpu, rounded_cache_has_the_bits_of_its_rows_widened, .timeout = 120)
                     size_t n = (size_t)T * (size_t)m.a.H * (size_t)m.a.v;
                     cr_expect(memcmp(m.o1, m.o2, n * sizeof(float)) == 0,
                               "%s case %zu, %d queries, absorbed %d, %d thread(s): the %s "
-                              "cache's outputs differ from its widened rows'", kernel_path_name(path),
-                              ci, T, absorbed, pool ? 3 : 1, q8 ? "q8_0" : "bf16");
+                              "cache's outputs differ from its widened rows'",
+                              kernel_path_name(path), ci, T, absorbed, pool ? 3 : 1,
+                              q8 ? "q8_0" : "bf16");
                     free(s);
                     mla_case_free(&m);
                 }
