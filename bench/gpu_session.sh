@@ -85,6 +85,7 @@ if want bench; then
     step bench-gpu-linear 90 "$bin" bench gpu --linear --json
     step bench-gpu-attention 60 "$bin" bench gpu --attention --json
     step bench-gpu-attention-bf16 60 "$bin" bench gpu --attention --json --cache-type bf16
+    step bench-gpu-attention-q8 60 "$bin" bench gpu --attention --json --cache-type q8_0
     step bench-gpu-prefill-attention 90 "$bin" bench gpu --prefill-attention --json
     step bench-gpu-overlap 60 "$bin" bench gpu --overlap --json
     step bench-gpu-overlap-4-4 60 "$bin" bench gpu --overlap --experts 4,4 --json

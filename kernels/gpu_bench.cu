@@ -7,6 +7,7 @@
 
 extern "C" {
 #include "core/base/progress.h"
+#include "core/engine/kv_q8.h"
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_bench.h"
 #include "kernels/gpu_layout.h"
@@ -448,7 +449,8 @@ static gpu_mla_args k2_attention(int context, int tokens)
 }
 
 extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes,
-                                   int reps, int bf16_cache, gpu_attention_result *r, errbuf *e)
+                                   int reps, kv_type cache_type, gpu_attention_result *r,
+                                   errbuf *e)
 {
     memset(r, 0, sizeof *r);
     gpu_mla_args one = k2_attention(context, tokens);
@@ -456,7 +458,7 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
     if (context < 1 || tokens < 1 || tokens > context || reps < 1)
         return err_set(e, "attention benchmark: context %d, %d tokens, %d runs: out of range",
                        context, tokens, reps);
-    uint64_t cache = (uint64_t)context * (uint64_t)(C + R) * (bf16_cache ? 2 : sizeof(float));
+    uint64_t cache = (uint64_t)context * (uint64_t)kv_type_row_bytes(cache_type, C + R);
     int n = (int)(set_bytes / cache < 1 ? 1 : set_bytes / cache > 61 ? 61 : set_bytes / cache);
     uint64_t kvb_bytes = (uint64_t)H * (uint64_t)(nope + v) * (uint64_t)C * 2;
     size_t qn = (size_t)tokens * H * (nope + R), on = (size_t)tokens * H * C;
@@ -498,10 +500,24 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
         goto done;
     }
     {
-        if (bf16_cache) {
+        if (cache_type == KV_BF16) {
             size_t values = (size_t)(cache * (uint64_t)n / 2);
             GPU_LAUNCH(k_fill_bf16, (unsigned)((values + 255) / 256), 256, 0, 0)((uint16_t *)set,
                                                                                  values, 5u);
+        } else if (cache_type == KV_Q8_0) {
+            /* random rows quantized as the backend writes them, a layer at a time */
+            size_t values = (size_t)context * (size_t)(C + R);
+            float *rows = NULL;
+            GPU_CHECK(cudaMalloc(&rows, values * sizeof(float)));
+            for (int i = 0; i < n; i++) {
+                GPU_LAUNCH(k_fill_floats, (unsigned)((values + 255) / 256), 256, 0, 0)(
+                    rows, values, 5u + (unsigned)i);
+                GPU_LAUNCHED("fill");
+                gpu_store_q8_0(set + cache * (uint64_t)i, rows, context, C + R,
+                               kv_q8_row_bytes(C + R), 0);
+            }
+            GPU_CHECK(cudaDeviceSynchronize());
+            GPU_CHECK(cudaFree(rows));
         } else {
             size_t floats = (size_t)(cache * (uint64_t)n / sizeof(float));
             GPU_LAUNCH(k_fill_floats, (unsigned)((floats + 255) / 256), 256, 0, 0)((float *)set,
@@ -519,10 +535,13 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
         one.out = out;
         for (int i = 0; i < n; i++) {
             layers[i] = one;
-            if (bf16_cache)
+            if (cache_type == KV_BF16)
                 layers[i].kv_bf16 = (const uint16_t *)(set + cache * (uint64_t)i);
+            else if (cache_type == KV_Q8_0)
+                layers[i].kv_q8 = set + cache * (uint64_t)i;
             else
                 layers[i].kv_cache = (const float *)(set + cache * (uint64_t)i);
+            layers[i].q8_row_bytes = kv_q8_row_bytes(C + R);
         }
         /* way 0: a block per token and head group folds every chunk; 1: a block per chunk */
         float *parts[2] = {NULL, part};
@@ -543,6 +562,7 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
         r->hbm_gbps = hbm_gbps(set, cache * (uint64_t)n, reps, a, b);
         one.kv_cache = layers[0].kv_cache;
         one.kv_bf16 = layers[0].kv_bf16;
+        one.kv_q8 = layers[0].kv_q8;
         r->backend_splits = gpu_mla_split_floats(&one, prop.multiProcessorCount) != 0;
         r->context = context;
         r->tokens = tokens;

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "core/base/errbuf.h"
+#include "core/engine/kv_cache.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -86,10 +87,10 @@ typedef struct gpu_attention_result {
 
 /* Kimi K2's attention (64 heads, latent 512, BF16 kv_b) of `tokens` tokens at
  * the end of a context of `context` positions, over distinct layers' caches
- * (float32, or bf16 with bf16_cache: --cache-type bf16) of about set_bytes in
- * all (at most 61), the best of `reps` passes. */
+ * (float32, bf16 or q8_0: --cache-type) of about set_bytes in all (at most
+ * 61), the best of `reps` passes. */
 int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes, int reps,
-                        int bf16_cache, gpu_attention_result *r, errbuf *e);
+                        kv_type cache_type, gpu_attention_result *r, errbuf *e);
 
 typedef struct gpu_prefill_attention_result {
     int context, tokens;

@@ -63,7 +63,7 @@ static void usage(FILE *f)
                "                  ahead_gbps, plain_gbps, one_row_gbps, hbm_gbps,\n"
                "                  ratio = ahead / hbm, ...)\n"
                "usage: moetier bench gpu --attention [--json] [--contexts LIST] [--tokens LIST]\n"
-               "                                     [--set-gb G] [--cache-type f32|bf16]\n"
+               "                                     [--set-gb G] [--cache-type f32|bf16|q8_0]\n"
                "  Kimi K2's attention (64 heads, latent 512) of the last tokens of a context,\n"
                "  over distinct layers' caches (about G GB, default 1, at most 61 layers),\n"
                "  both ways the GPU runs it: a block per token and 8 heads (whole), and a\n"
@@ -72,7 +72,7 @@ static void usage(FILE *f)
                "  the same run.\n"
                "  --contexts LIST positions in the cache (default 1024,8192,32768)\n"
                "  --tokens LIST   new tokens (default 1,4)\n"
-               "  --cache-type T  the cache's values: f32 (default) or bf16\n"
+               "  --cache-type T  the cache's values: f32 (default), bf16 or q8_0\n"
                "  --json          one JSON object per line (context, tokens, layers, cache_type,\n"
                "                  cache_bytes, whole_ms, split_ms per layer, whole_gbps,\n"
                "                  split_gbps, hbm_gbps, gain = whole / split, backend_splits,\n"
@@ -418,11 +418,6 @@ static int bench_attention(int argc, char **argv, int prefill)
                 fprintf(stderr, "moetier bench gpu --attention: %s\n", te.msg);
                 return 2;
             }
-            if (cache == KV_Q8_0) {
-                fprintf(stderr, "moetier bench gpu --attention: --cache-type q8_0: it measures "
-                        "f32 and bf16 caches\n");
-                return 2;
-            }
         } else {
             fprintf(stderr, "moetier bench gpu %s: unknown option '%s'\n",
                     prefill ? "--prefill-attention" : "--attention", a);
@@ -446,7 +441,7 @@ static int bench_attention(int argc, char **argv, int prefill)
             gpu_attention_result r;
             errbuf e;
             if (gpu_bench_attention(gpu_device, contexts[c], tokens[t],
-                                    (uint64_t)((double)set_gb * 1e9), 10, cache == KV_BF16, &r,
+                                    (uint64_t)((double)set_gb * 1e9), 10, cache, &r,
                                     &e))
                 return cli_fail(&e);
             double gain = r.whole_s / r.split_s;

@@ -2278,11 +2278,19 @@ Test(gpu, bench_gpu_attention_json, .timeout = 120)
     free(cmd);
     free(out);
     free(err);
+    /* a q8_0 cache: 648 bytes a position */
+    cr_assert(asprintf(&cmd, "%s bench gpu --attention --json --contexts 300 --tokens 1 "
+                       "--set-gb 0.0001 --cache-type q8_0", bin) > 0);
+    cr_assert_eq(test_run_capture(cmd, &out, &err), 0, "%s", err);
+    cr_expect(strstr(out, "\"cache_type\": \"q8_0\", \"cache_bytes\": 194400,") &&
+              strstr(out, "\"same_bits\": true"), "%s", out);
+    free(cmd);
+    free(out);
+    free(err);
     const char *bad[][2] = {{"--contexts 0", "--contexts"}, {"--tokens x", "--tokens"},
                             {"--set-gb -1", "--set-gb"}, {"--heads 3", "--heads"},
-                            {"--cache-type q4", "--cache-type"},
-                            {"--cache-type q8_0", "it measures f32 and bf16 caches"}};
-    assert_bench_refuses(bin, "--attention", bad, 6);
+                            {"--cache-type q4", "--cache-type"}};
+    assert_bench_refuses(bin, "--attention", bad, 5);
 }
 
 /* `moetier bench gpu --prefill-attention` refuses bad lists, and --set-gb
