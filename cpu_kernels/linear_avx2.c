@@ -668,8 +668,17 @@ TGT void combine_rows_avx2(const float *a, const float *W, int n, int cols, floa
  * combine_rows_avx2 for each row of A. */
 #define CM_ROWS 3
 
-TGT INL void combine_many_tile(const float *A, size_t lda, const float *W, size_t ldw, int n,
-                               int nv, float *Y, size_t ldy, int add, const int MR)
+TGT INL __m256 load_row8(const float *W32, const uint16_t *W16, size_t at, const int bf16)
+{
+    if (!bf16)
+        return _mm256_loadu_ps(W32 + at);
+    __m128i h = _mm_loadu_si128((const __m128i *)(W16 + at));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+TGT INL void combine_many_tile(const float *A, size_t lda, const float *W32, const uint16_t *W16,
+                               size_t ldw, int n, int nv, float *Y, size_t ldy, int add,
+                               const int MR, const int bf16)
 {
     __m256 acc[CM_ROWS][4];
     UNROLL
@@ -687,7 +696,7 @@ TGT INL void combine_many_tile(const float *A, size_t lda, const float *W, size_
         for (int v = 0; v < 4; v++) {
             if (v >= nv)
                 break;
-            __m256 w = _mm256_loadu_ps(W + (size_t)i * ldw + 8 * (size_t)v);
+            __m256 w = load_row8(W32, W16, (size_t)i * ldw + 8 * (size_t)v, bf16);
             UNROLL
             for (int r = 0; r < MR; r++)
                 acc[r][v] = _mm256_fmadd_ps(a[r], w, acc[r][v]);
@@ -702,25 +711,34 @@ TGT INL void combine_many_tile(const float *A, size_t lda, const float *W, size_
 }
 
 /* rows of A a tile of CM_ROWS at a time, the last of the rows left */
-TGT void combine_many_avx2(const float *A, size_t lda, int nr, const float *W, size_t ldw, int n,
-                           int c0, int c1, float *Y, size_t ldy, int add)
+#define COMBINE_MANY_TILES(BF16)                                                              \
+    for (int r = 0; nv && r < nr; r += CM_ROWS) {                                             \
+        const float *Ar = A + (size_t)r * lda;                                                \
+        float *Yr = Y + (size_t)r * ldy + c0;                                                 \
+        switch (nr - r < CM_ROWS ? nr - r : CM_ROWS) {                                        \
+        case 1: combine_many_tile(Ar, lda, W32c, W16c, ldw, n, nv, Yr, ldy, add, 1, BF16); break; \
+        case 2: combine_many_tile(Ar, lda, W32c, W16c, ldw, n, nv, Yr, ldy, add, 2, BF16); break; \
+        default: combine_many_tile(Ar, lda, W32c, W16c, ldw, n, nv, Yr, ldy, add, 3, BF16); break; \
+        }                                                                                     \
+    }
+
+TGT void combine_many_avx2(const float *A, size_t lda, int nr, const float *W32,
+                           const uint16_t *W16, size_t ldw, int n, int c0, int c1, float *Y,
+                           size_t ldy, int add)
 {
     int nv = (c1 - c0) / 8;
-    for (int r = 0; nv && r < nr; r += CM_ROWS) {
-        const float *Ar = A + (size_t)r * lda;
-        float *Yr = Y + (size_t)r * ldy + c0;
-        switch (nr - r < CM_ROWS ? nr - r : CM_ROWS) {
-        case 1: combine_many_tile(Ar, lda, W + c0, ldw, n, nv, Yr, ldy, add, 1); break;
-        case 2: combine_many_tile(Ar, lda, W + c0, ldw, n, nv, Yr, ldy, add, 2); break;
-        default: combine_many_tile(Ar, lda, W + c0, ldw, n, nv, Yr, ldy, add, 3); break;
-        }
-    }
+    const float *W32c = W32 ? W32 + c0 : NULL;
+    const uint16_t *W16c = W16 ? W16 + c0 : NULL;
+    if (W16)
+        COMBINE_MANY_TILES(1)
+    else
+        COMBINE_MANY_TILES(0)
     for (int c = c0 + 8 * nv; c < c1; c++)
         for (int r = 0; r < nr; r++) {
             float acc = add ? Y[(size_t)r * ldy + (size_t)c] : 0;
             for (int i = 0; i < n; i++) {
                 size_t at = (size_t)i * ldw + (size_t)c;
-                acc = fmaf(A[(size_t)r * lda + (size_t)i], W[at], acc);
+                acc = fmaf(A[(size_t)r * lda + (size_t)i], W16 ? bf16f(W16[at]) : W32[at], acc);
             }
             Y[(size_t)r * ldy + (size_t)c] = acc;
         }

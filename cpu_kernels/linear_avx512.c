@@ -848,14 +848,15 @@ TGT void combine_rows_avx512(const float *a, const float *W, int n, int cols, fl
 
 /* ---- many combinations of the same rows (linear_combine_many) ----
  * MR rows of A against 64 columns of W in 4 x MR accumulators: per row of W,
- * MR broadcasts and four loads for 4 x MR FMAs, so W
+ * MR broadcasts and four loads (bf16 widened by a shift) for 4 x MR FMAs, so W
  * is read once for all MR combinations. Each output one FMA chain over W's
  * rows in order, from zero or (add) carried on from Y: the bits of
  * combine_rows_avx512 for each row of A. */
 #define CM_ROWS 6
 
-TGT INL void combine_many_tile(const float *A, size_t lda, const float *W, size_t ldw, int n,
-                               const __mmask16 *mask, float *Y, size_t ldy, int add, const int MR)
+TGT INL void combine_many_tile(const float *A, size_t lda, const float *W32, const uint16_t *W16,
+                               size_t ldw, int n, const __mmask16 *mask, float *Y, size_t ldy,
+                               int add, const int MR)
 {
     __m512 acc[CM_ROWS][4];
     UNROLL
@@ -871,7 +872,8 @@ TGT INL void combine_many_tile(const float *A, size_t lda, const float *W, size_
             a[r] = _mm512_set1_ps(A[(size_t)r * lda + (size_t)i]);
         UNROLL
         for (int v = 0; v < 4; v++) {
-            __m512 w = _mm512_maskz_loadu_ps(mask[v], W + (size_t)i * ldw + 16 * v);
+            __m512 w = W16 ? load_bf16(W16 + (size_t)i * ldw + 16 * v, mask[v])
+                           : _mm512_maskz_loadu_ps(mask[v], W32 + (size_t)i * ldw + 16 * v);
             UNROLL
             for (int r = 0; r < MR; r++)
                 acc[r][v] = _mm512_fmadd_ps(a[r], w, acc[r][v]);
@@ -884,25 +886,35 @@ TGT INL void combine_many_tile(const float *A, size_t lda, const float *W, size_
             _mm512_mask_storeu_ps(Y + (size_t)r * ldy + 16 * v, mask[v], acc[r][v]);
 }
 
-TGT void combine_many_avx512(const float *A, size_t lda, int nr, const float *W, size_t ldw,
-                             int n, int c0, int c1, float *Y, size_t ldy, int add)
+/* rows of A a tile of CM_ROWS at a time, the last of the rows left */
+#define COMBINE_MANY_TILES(W32_, W16_)                                                       \
+    for (int r = 0; r < nr; r += CM_ROWS) {                                                  \
+        const float *Ar = A + (size_t)r * lda;                                               \
+        float *Yr = Y + (size_t)r * ldy + c0;                                                \
+        switch (nr - r < CM_ROWS ? nr - r : CM_ROWS) {                                       \
+        case 1: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 1); break; \
+        case 2: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 2); break; \
+        case 3: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 3); break; \
+        case 4: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 4); break; \
+        case 5: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 5); break; \
+        default: combine_many_tile(Ar, lda, W32_, W16_, ldw, n, mask, Yr, ldy, add, 6); break; \
+        }                                                                                    \
+    }
+
+TGT void combine_many_avx512(const float *A, size_t lda, int nr, const float *W32,
+                             const uint16_t *W16, size_t ldw, int n, int c0, int c1, float *Y,
+                             size_t ldy, int add)
 {
     __mmask16 mask[4];
     for (int v = 0; v < 4; v++) {
         int left = c1 - c0 - 16 * v;
         mask[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? tail_mask(left) : 0;
     }
-    /* rows of A a tile of CM_ROWS at a time, the last of the rows left */
-    for (int r = 0; r < nr; r += CM_ROWS) {
-        const float *Ar = A + (size_t)r * lda;
-        float *Yr = Y + (size_t)r * ldy + c0;
-        switch (nr - r < CM_ROWS ? nr - r : CM_ROWS) {
-        case 1: combine_many_tile(Ar, lda, W + c0, ldw, n, mask, Yr, ldy, add, 1); break;
-        case 2: combine_many_tile(Ar, lda, W + c0, ldw, n, mask, Yr, ldy, add, 2); break;
-        case 3: combine_many_tile(Ar, lda, W + c0, ldw, n, mask, Yr, ldy, add, 3); break;
-        case 4: combine_many_tile(Ar, lda, W + c0, ldw, n, mask, Yr, ldy, add, 4); break;
-        case 5: combine_many_tile(Ar, lda, W + c0, ldw, n, mask, Yr, ldy, add, 5); break;
-        default: combine_many_tile(Ar, lda, W + c0, ldw, n, mask, Yr, ldy, add, 6); break;
-        }
+    if (W16) {
+        const uint16_t *W = W16 + c0;
+        COMBINE_MANY_TILES(NULL, W)
+    } else {
+        const float *W = W32 + c0;
+        COMBINE_MANY_TILES(W, NULL)
     }
 }

@@ -455,7 +455,8 @@ void linear_combine_weight(kernel_path path, const float *a, const linear_weight
 #define COMBINE_MANY_BLOCK 128
 typedef struct combine_many_job {
     kernel_path path;
-    const float *A, *W;
+    const float *A, *W32;
+    const uint16_t *W16;
     size_t lda, ldw, ldy;
     int R, n, cols;
     float *Y;
@@ -475,7 +476,7 @@ static void combine_many_ref(const combine_many_job *j, int r0, int nr, int k0, 
             size_t at = (size_t)(k0 + i) * j->ldw;
             for (int c = c0; c < c1; c++) {
                 size_t k = at + (size_t)c;
-                y[c] += a[i] * j->W[k];
+                y[c] += a[i] * (j->W16 ? bf16_to_f32(j->W16[k]) : j->W32[k]);
             }
         }
     }
@@ -489,7 +490,8 @@ static void combine_many_worker(void *ctx, int worker, int n_workers)
     pool_split(tiles * blocks, 1, worker, n_workers, &i0, &i1);
     for (int k0 = 0; k0 < j->n; k0 += COMBINE_MANY_BLOCK) {
         int kn = j->n - k0 < COMBINE_MANY_BLOCK ? j->n - k0 : COMBINE_MANY_BLOCK;
-        const float *W = j->W + (size_t)k0 * j->ldw;
+        const float *W32 = j->W32 ? j->W32 + (size_t)k0 * j->ldw : NULL;
+        const uint16_t *W16 = j->W16 ? j->W16 + (size_t)k0 * j->ldw : NULL;
         for (int it = i0; it < i1; it++) {
             int tile = j->by_columns ? it % tiles : it / blocks;
             int block = j->by_columns ? it / tiles : it % blocks;
@@ -500,9 +502,9 @@ static void combine_many_worker(void *ctx, int worker, int n_workers)
             float *Y = j->Y + (size_t)r0 * j->ldy;
             int add = k0 > 0 || j->add;
             if (j->path == KPATH_AVX512)
-                combine_many_avx512(A, j->lda, nr, W, j->ldw, kn, c0, c1, Y, j->ldy, add);
+                combine_many_avx512(A, j->lda, nr, W32, W16, j->ldw, kn, c0, c1, Y, j->ldy, add);
             else if (j->path == KPATH_AVX2)
-                combine_many_avx2(A, j->lda, nr, W, j->ldw, kn, c0, c1, Y, j->ldy, add);
+                combine_many_avx2(A, j->lda, nr, W32, W16, j->ldw, kn, c0, c1, Y, j->ldy, add);
             else
                 combine_many_ref(j, r0, nr, k0, kn, c0, c1);
         }
@@ -510,10 +512,10 @@ static void combine_many_worker(void *ctx, int worker, int n_workers)
 }
 
 void linear_combine_many(kernel_path path, thread_pool *pool, const float *A, size_t lda, int R,
-                         const float *W, size_t ldw, int n, int cols, float *Y, size_t ldy,
-                         int add)
+                         const float *W32, const uint16_t *W16, size_t ldw, int n, int cols,
+                         float *Y, size_t ldy, int add)
 {
-    combine_many_job j = {.path = path, .A = A, .W = W, .lda = lda, .ldw = ldw,
+    combine_many_job j = {.path = path, .A = A, .W32 = W32, .W16 = W16, .lda = lda, .ldw = ldw,
                           .ldy = ldy, .R = R, .n = n, .cols = cols, .Y = Y, .add = add,
                           .tile_rows = path == KPATH_AVX512 ? 6 : 3,
                           .tile_cols = path == KPATH_AVX2 ? 32 : 64};

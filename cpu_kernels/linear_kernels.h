@@ -145,9 +145,9 @@ void linear_combine_weight(kernel_path path, const float *a, const linear_weight
 
 /* Y[r][c] = sum over i < n of A[r][i] W[i][c] for r < R and c < cols: R
  * combinations of the same n rows of W at once (the absorbed attention's
- * probabilities times the latent cache), each output the bits of
- * linear_combine_rows of its row of A over W's rows, whatever R, the pool or
- * how the work is split. W's rows
+ * probabilities times the latent cache, W's rows float32 in W32 or bf16 in
+ * W16), each output the bits of linear_combine_rows of its row of A over W's
+ * rows as float32, whatever R, the pool or how the work is split. W's rows
  * are read a block at a time by tiles of several rows of A (so the cache is
  * read once for all of them, and without a transpose); the pool splits the
  * columns, or the rows of A when there are many. Rows lda, ldw and ldy
@@ -155,15 +155,16 @@ void linear_combine_weight(kernel_path path, const float *a, const linear_weight
  * over the rows after those of the call before it: the bits of one call over
  * all of them). */
 void linear_combine_many(kernel_path path, thread_pool *pool, const float *A, size_t lda, int R,
-                         const float *W, size_t ldw, int n, int cols, float *Y, size_t ldy,
-                         int add);
+                         const float *W32, const uint16_t *W16, size_t ldw, int n, int cols,
+                         float *Y, size_t ldy, int add);
 /* nr rows of A against columns [c0, c1) of W (at most 64 on AVX-512, 32 on
  * AVX2), W's rows [0, n), each output's chain from zero or (add) carried on
  * from Y */
-void combine_many_avx512(const float *A, size_t lda, int nr, const float *W, size_t ldw, int n,
-                         int c0, int c1, float *Y, size_t ldy, int add);
-void combine_many_avx2(const float *A, size_t lda, int nr, const float *W, size_t ldw, int n,
-                       int c0, int c1, float *Y, size_t ldy, int add);
+void combine_many_avx512(const float *A, size_t lda, int nr, const float *W32,
+                         const uint16_t *W16, size_t ldw, int n, int c0, int c1, float *Y,
+                         size_t ldy, int add);
+void combine_many_avx2(const float *A, size_t lda, int nr, const float *W32, const uint16_t *W16,
+                       size_t ldw, int n, int c0, int c1, float *Y, size_t ldy, int add);
 
 /* y = W x on path `path`, split by rows over the pool (NULL: this thread only).
  * scratch: linear_forward_scratch(w, T) floats. */

@@ -38,22 +38,29 @@ static linear_weight f32_weight(int rows, int cols, const float *data)
     return wf;
 }
 
-/* The absorbed form reads a bf16 or q8_0 cache a block of this many
- * positions at a time, widened to float32 for its two products (a block is
- * 590 KB at K2's 576 values a row: it stays in L2 while the product reads
- * it, where the whole context widened would take 2.3 KB a position) */
+/* The absorbed form reads a q8_0 cache a block of this many positions at a
+ * time, widened to float32 for its two products (a block is 590 KB at K2's
+ * 576 values a row: it stays in L2 while the product reads it, where the
+ * whole context widened would take 2.3 KB a position). A float32 or bf16
+ * cache the linear kernels read in place, widening bf16 in their registers
+ * (the same bits as widened rows: tested; on AVX2 the blocks cost 13 %). */
 #define MLA_WIDE_BLOCK 256
 
-static int rounded_cache(const mla_args *a)
-{
-    return a->kv_bf16 || a->kv_q8;
-}
-
-/* positions a block holds (0: the cache is float32, read in place) */
+/* positions a block holds (0: the cache is read in place) */
 static int wide_block(const mla_args *a)
 {
     int S = a->pos0 + a->T;
-    return !rounded_cache(a) ? 0 : S < MLA_WIDE_BLOCK ? S : MLA_WIDE_BLOCK;
+    return !a->kv_q8 ? 0 : S < MLA_WIDE_BLOCK ? S : MLA_WIDE_BLOCK;
+}
+
+/* the cache's first S rows as the weight of a product (bf16 read as the
+ * linear kernels read a BF16 checkpoint's weights) */
+static linear_weight cache_weight(const mla_args *a, int S)
+{
+    linear_weight w = {.fmt = a->kv_bf16 ? WF_BF16 : WF_F32, .rows = S,
+                       .cols = a->kv_lora + a->rope,
+                       .data = a->kv_bf16 ? (const void *)a->kv_bf16 : (const void *)a->kv_cache};
+    return w;
 }
 
 /* the absorbed scores' product over a block of kn rows widened */
@@ -174,9 +181,9 @@ static mla_args token_block(const mla_args *a, int t0, int n)
 static size_t absorbed_shared_floats(const mla_args *a, int n_threads)
 {
     size_t S = (size_t)(a->pos0 + a->T), C = (size_t)a->kv_lora, R = (size_t)a->T * (size_t)a->H;
-    linear_weight scores = f32_weight((int)S, a->kv_lora + a->rope, a->kv_cache);
-    /* (a rounded cache's products take their scratch per worker) */
-    size_t lin = rounded_cache(a) ? 0 : linear_forward_scratch(&scores, a->H, n_threads);
+    linear_weight scores = cache_weight(a, (int)S);
+    /* (a q8_0 cache's products take their scratch per worker) */
+    size_t lin = a->kv_q8 ? 0 : linear_forward_scratch(&scores, a->H, n_threads);
     return R * (C + (size_t)a->rope) + R * S + R * C + lin;
 }
 
@@ -199,9 +206,9 @@ typedef struct absorbed_work {
                          * linear_combine_weight's work */
     float *x, *y;       /* [T][kv_lora] the head's rows of ol; [T][v] its outputs */
     float *lin;         /* the linear kernels' scratch */
-    /* (a bf16 or q8_0 cache) a block of its rows widened,
-     * [wide_block][kv_lora + rope]; the block's scores of a query,
-     * [H][wide_block]; their product's scratch */
+    /* (a q8_0 cache) a block of its rows widened, [wide_block][kv_lora +
+     * rope]; the block's scores of a query, [H][wide_block]; their product's
+     * scratch */
     float *wide, *wide_sc, *wide_lin;
 } absorbed_work;
 
@@ -364,7 +371,7 @@ static void run_workers(thread_pool *pool, pool_fn fn, mla_job *j, int n)
         fn(j, 0, 1);
 }
 
-/* The absorbed form's two products over a bf16 or q8_0 cache: each worker widens a
+/* The absorbed form's two products over a q8_0 cache: each worker widens a
  * block of rows at a time into its own buffer (as the expanded form and the
  * reference read them) and runs the float32 products of a float32 cache over
  * it, so each takes one dispatch. The bits are those of a float32 cache
@@ -420,7 +427,7 @@ static void wide_combine(void *ctx, int worker, int n_workers)
         for (int s = 0; s < kn; s++)
             cache_values(j->path, a, k0 + s, c0, cols, w.wide + (size_t)s * (size_t)cols);
         linear_combine_many(j->path, NULL, j->ab.sc + (size_t)r0 * (size_t)S + k0, (size_t)S,
-                            r1 - r0, w.wide, (size_t)cols, kn, cols,
+                            r1 - r0, w.wide, NULL, (size_t)cols, kn, cols,
                             j->ab.ol + (size_t)r0 * (size_t)C + c0, (size_t)C, k0 > 0);
     }
 }
@@ -440,10 +447,10 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
      * cache, as the same token in a longer prefill) */
     size_t H = (size_t)a->H, qaw = (size_t)(C + a->rope);
     run_workers(pool, absorbed_queries, j, a->H);
-    if (rounded_cache(a)) {
+    if (a->kv_q8) {
         run_workers(pool, wide_scores, j, S);
     } else {
-        linear_weight cache = f32_weight(S, C + a->rope, a->kv_cache);
+        linear_weight cache = cache_weight(a, S);
         for (int t = 0; t < a->T; t++)
             linear_forward(j->path, pool, &cache, b->qa + (size_t)t * H * qaw, a->H,
                            b->sc + (size_t)t * H * (size_t)S, b->lin);
@@ -452,11 +459,11 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
     /* the probabilities times the latents, every row at once straight from
      * the cache: each output one chain over the positions in order, and a
      * query's zeros past its own positions add exactly nothing to it */
-    if (rounded_cache(a))
+    if (a->kv_q8)
         run_workers(pool, wide_combine, j, R);
     else
-        linear_combine_many(j->path, pool, b->sc, (size_t)S, R, a->kv_cache, qaw, S, C, b->ol,
-                            (size_t)C, 0);
+        linear_combine_many(j->path, pool, b->sc, (size_t)S, R, a->kv_bf16 ? NULL : a->kv_cache,
+                            a->kv_bf16, qaw, S, C, b->ol, (size_t)C, 0);
     run_workers(pool, absorbed_outputs, j, a->H);
 }
 

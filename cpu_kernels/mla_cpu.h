@@ -14,10 +14,11 @@
  * float32 product of the cache's rows with every head's query, and the
  * probabilities times the latents one linear_combine_many straight over the
  * cache's rows (no transposed copy of the latents), so the cache is read twice
- * a step instead of twice per head. A bf16 or q8_0 cache is read a block of
- * 256 positions at a time, each worker widening its block (kv_widen_simd)
- * for the same float32 products: the bits of a float32 cache holding the
- * widened rows, one dispatch per product. Per head, each query's
+ * a step instead of twice per head (a bf16 cache's values widened in the
+ * kernels' registers). A q8_0 cache is read a block of 256 positions at a
+ * time, each worker widening its block (kv_widen_simd) for the same float32
+ * products: the bits of a float32 cache holding the widened rows, one
+ * dispatch per product. Per head, each query's
  * W_k^T q_nope is a combination of W_k's dequantized rows (no transpose) and
  * W_v is read as the checkpoint holds it, not dequantized: at a short context
  * these per-head products were most of a decode step's attention. Same two

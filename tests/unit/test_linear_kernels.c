@@ -368,13 +368,14 @@ Test(linear_kernels, combine_rows_matches_the_reference)
 }
 
 /* linear_combine_many: each row of its result has the bits of
- * linear_combine_rows of that row of A over W's rows, on every path, alone or
- * on a pool of 3 (split by columns for a few rows of A, by rows for many),
- * with every leading dimension wider than its rows; row counts with and
- * without partial tiles, widths with and without partial column blocks and
- * vector tails, rows of W in one block of 128 and in several, and none
- * (zeros); in one call, or in two whose second carries the chains on from the
- * first's outputs. The outputs past each row's columns are kept. */
+ * linear_combine_rows of that row of A over W's rows as float32, on every path,
+ * alone or on a pool of 3 (split by columns for a few rows of A, by rows for
+ * many), with W float32 or bf16 and every leading dimension wider than its
+ * rows; row counts with and without partial tiles, widths with and without
+ * partial column blocks and vector tails, rows of W in one block of 128 and in
+ * several, and none (zeros); in one call, or in two whose second carries the
+ * chains on from the first's outputs. The outputs past each row's columns
+ * are kept. */
 Test(linear_kernels, combine_many_has_the_bits_of_each_row_combined)
 {
     const int shapes[][3] = {   /* R, n, cols */
@@ -385,52 +386,63 @@ Test(linear_kernels, combine_many_has_the_bits_of_each_row_combined)
     errbuf e;
     cr_assert_eq(thread_pool_create(&pool, 3, &e), 0, "%s", e.msg);
     srand(14);
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        int R = shapes[s][0], n = shapes[s][1], cols = shapes[s][2];
-        size_t lda = (size_t)n + 3, ldw = (size_t)cols + 5, ldy = (size_t)cols + 2;
-        float *A = malloc((size_t)R * lda * sizeof *A + 4);
-        float *Wl = malloc((size_t)n * ldw * 4 + 4);
-        float *W = malloc((size_t)n * (size_t)cols * 4 + 4), *want = malloc((size_t)cols * 4);
-        float *got = malloc((size_t)R * ldy * 4);
-        cr_assert(A && Wl && W && want && got);
-        for (size_t i = 0; i < (size_t)R * lda; i++)
-            A[i] = random_unit();
-        for (size_t i = 0; i < (size_t)n * ldw; i++)
-            Wl[i] = random_unit();
-        for (int i = 0; i < n; i++)
-            memcpy(W + (size_t)i * (size_t)cols, Wl + (size_t)i * ldw, (size_t)cols * 4);
-        for (int p = 0; p < KPATH_COUNT; p++)
-            for (int threads = 1, split = 0; threads <= 3; threads += 2 * split, split = !split) {
-                if (!kernel_path_supported((kernel_path)p))
-                    continue;
-                memset(got, 0xff, (size_t)R * ldy * 4);
-                /* in two calls, the second carrying on (add) from the first's
-                 * outputs at an odd row of W, or in one */
-                int n1 = split ? n / 3 | 1 : n;
-                n1 = n1 > n ? n : n1;
-                thread_pool *tp = threads > 1 ? pool : NULL;
-                linear_combine_many((kernel_path)p, tp, A, lda, R, Wl, ldw, n1, cols, got, ldy, 0);
-                if (split)
-                    linear_combine_many((kernel_path)p, tp, A + n1, lda, R, Wl + (size_t)n1 * ldw,
-                                        ldw, n - n1, cols, got, ldy, 1);
-                for (int r = 0; r < R; r++) {
-                    linear_combine_rows((kernel_path)p, A + (size_t)r * lda, W, n, cols, want);
-                    const float *y = got + (size_t)r * ldy;
-                    cr_assert(memcmp(want, y, (size_t)cols * 4) == 0,
-                              "%s, %d thread(s), %d rows of A, %d of W (%d first), %d columns: "
-                              "row %d differs from it combined alone", kernel_path_name(p),
-                              threads, R, n, n1, cols, r);
-                    uint32_t past;
-                    memcpy(&past, y + cols, 4);
-                    cr_assert_eq(past, 0xffffffffu, "row %d: written past its columns", r);
-                }
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int bf16 = 0; bf16 < 2; bf16++) {
+            int R = shapes[s][0], n = shapes[s][1], cols = shapes[s][2];
+            size_t lda = (size_t)n + 3, ldw = (size_t)cols + 5, ldy = (size_t)cols + 2;
+            float *A = malloc((size_t)R * lda * sizeof *A + 4);
+            float *W32 = malloc((size_t)n * ldw * 4 + 4);
+            uint16_t *W16 = malloc((size_t)n * ldw * 2 + 2);
+            float *W = malloc((size_t)n * (size_t)cols * 4 + 4), *want = malloc((size_t)cols * 4);
+            float *got = malloc((size_t)R * ldy * 4);
+            cr_assert(A && W32 && W16 && W && want && got);
+            for (size_t i = 0; i < (size_t)R * lda; i++)
+                A[i] = random_unit();
+            for (size_t i = 0; i < (size_t)n * ldw; i++) {
+                W16[i] = f32_to_bf16(random_unit());
+                W32[i] = bf16 ? bf16_to_f32(W16[i]) : random_unit();
             }
-        free(A);
-        free(Wl);
-        free(W);
-        free(want);
-        free(got);
-    }
+            for (int i = 0; i < n; i++)
+                memcpy(W + (size_t)i * (size_t)cols, W32 + (size_t)i * ldw, (size_t)cols * 4);
+            for (int p = 0; p < KPATH_COUNT; p++)
+                for (int threads = 1, split = 0; threads <= 3; threads += 2 * split, split = !split) {
+                    if (!kernel_path_supported((kernel_path)p))
+                        continue;
+                    memset(got, 0xff, (size_t)R * ldy * 4);
+                    const float *w32 = bf16 ? NULL : W32;
+                    const uint16_t *w16 = bf16 ? W16 : NULL;
+                    /* in two calls, the second carrying on (add) from the
+                     * first's outputs at an odd row of W, or in one */
+                    int n1 = split ? n / 3 | 1 : n;
+                    n1 = n1 > n ? n : n1;
+                    thread_pool *tp = threads > 1 ? pool : NULL;
+                    linear_combine_many((kernel_path)p, tp, A, lda, R, w32, w16, ldw, n1, cols,
+                                        got, ldy, 0);
+                    if (split)
+                        linear_combine_many((kernel_path)p, tp, A + n1, lda, R,
+                                            w32 ? w32 + (size_t)n1 * ldw : NULL,
+                                            w16 ? w16 + (size_t)n1 * ldw : NULL, ldw, n - n1, cols,
+                                            got, ldy, 1);
+                    for (int r = 0; r < R; r++) {
+                        linear_combine_rows((kernel_path)p, A + (size_t)r * lda, W, n, cols, want);
+                        const float *y = got + (size_t)r * ldy;
+                        cr_assert(memcmp(want, y, (size_t)cols * 4) == 0,
+                                  "%s, %d thread(s), %s W, %d rows of A, %d of W (%d first), %d "
+                                  "columns: row %d differs from it combined alone",
+                                  kernel_path_name(p), threads, bf16 ? "bf16" : "f32", R, n, n1,
+                                  cols, r);
+                        uint32_t past;
+                        memcpy(&past, y + cols, 4);
+                        cr_assert_eq(past, 0xffffffffu, "row %d: written past its columns", r);
+                    }
+                }
+            free(A);
+            free(W32);
+            free(W16);
+            free(W);
+            free(want);
+            free(got);
+        }
     thread_pool_destroy(pool);
 }
 
