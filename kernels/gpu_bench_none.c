@@ -39,9 +39,9 @@ int gpu_bench_linear(int device, int fmt, int rows, int cols, int tokens, uint64
 }
 
 int gpu_bench_attention(int device, int context, int tokens, uint64_t set_bytes, int reps,
-                        int bf16_cache, gpu_attention_result *r, errbuf *e)
+                        kv_type cache_type, gpu_attention_result *r, errbuf *e)
 {
-    (void)bf16_cache;
+    (void)cache_type;
     (void)device;
     (void)context;
     (void)tokens;
