@@ -74,7 +74,7 @@ void kv_q8_widen_simd(kernel_path path, const void *row, int n, int c0, int k, f
         return;
     }
     const float *scale = row;
-    const int8_t *q = (const int8_t *)(scale + (n + KV_Q8_BLOCK - 1) / KV_Q8_BLOCK);
+    const int8_t *q = (const int8_t *)(scale + kv_q8_blocks(n));
     for (int c = c0; c < c0 + k;) {
         int b = c / KV_Q8_BLOCK;
         int end = (b + 1) * KV_Q8_BLOCK < c0 + k ? (b + 1) * KV_Q8_BLOCK : c0 + k;

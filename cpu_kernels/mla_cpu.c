@@ -63,12 +63,6 @@ static linear_weight cache_weight(const mla_args *a, int S)
     return w;
 }
 
-/* the absorbed scores' product over a block of kn rows widened */
-static linear_weight wide_block_weight(const mla_args *a, int kn, const float *wide)
-{
-    return f32_weight(kn, a->kv_lora + a->rope, wide);
-}
-
 /* the expanded form's per-worker buffers, after the head's kv_b rows */
 typedef struct expanded_bufs {
     float *lat;         /* [MLA_KBLOCK][kv_lora] a block's latents, contiguous */
@@ -225,7 +219,7 @@ static size_t absorbed_floats(const mla_args *a, absorbed_work *w, float *p)
     size_t wr = (nope > v ? nope : v) * C, comb = linear_combine_work(a->kv_b);
     wr = wr > comb ? wr : comb;
     size_t kb = (size_t)wide_block(a), row = C + (size_t)a->rope;
-    linear_weight block = wide_block_weight(a, (int)kb, NULL);
+    linear_weight block = f32_weight((int)kb, (int)row, NULL);
     size_t wide = kb ? kb * row + (size_t)a->H * kb + linear_forward_scratch(&block, a->H, 1) : 0;
     if (w) {
         w->W = p;
@@ -391,7 +385,7 @@ static void wide_scores(void *ctx, int worker, int n_workers)
         int kn = s1 - k0 < MLA_WIDE_BLOCK ? s1 - k0 : MLA_WIDE_BLOCK;
         for (int s = 0; s < kn; s++)
             cache_values(j->path, a, k0 + s, 0, row, w.wide + (size_t)s * (size_t)row);
-        linear_weight block = wide_block_weight(a, kn, w.wide);
+        linear_weight block = f32_weight(kn, row, w.wide);
         for (int t = 0; t < a->T; t++) {
             linear_forward(j->path, NULL, &block, j->ab.qa + (size_t)t * (size_t)H * (size_t)row,
                            H, w.wide_sc, w.wide_lin);
@@ -546,8 +540,7 @@ static void expanded_head(const mla_job *j, int h, const float *W, const expande
         for (int s = 0; s < kb; s++) {
             memcpy(b->keys + (size_t)s * (size_t)qk, b->kv + (size_t)s * (size_t)kvw,
                    (size_t)a->nope * sizeof(float));
-            cache_values(j->path, a, k0 + s, C, a->rope,
-                              b->keys + (size_t)s * (size_t)qk + a->nope);
+            cache_values(j->path, a, k0 + s, C, a->rope, b->keys + (size_t)s * (size_t)qk + a->nope);
         }
         /* the keys a block of queries sees only grow from one block to the
          * next, so the values are transposed again only when they do */

@@ -1219,7 +1219,7 @@ static void g_store_bf16(backend *b, float *dst, const float *src, size_t n)
 static void g_store_q8_0(backend *b, float *dst, const float *src, int T, int row)
 {
     (void)b;
-    gpu_store_q8_0(dst, src, T, row, kv_q8_row_bytes(row), 0);
+    gpu_store_q8_0(dst, src, T, row, 0);
 }
 
 /* the cache, the copy stream, the events and the registered host memory */

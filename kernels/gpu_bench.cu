@@ -513,8 +513,7 @@ extern "C" int gpu_bench_attention(int device, int context, int tokens, uint64_t
                 GPU_LAUNCH(k_fill_floats, (unsigned)((values + 255) / 256), 256, 0, 0)(
                     rows, values, 5u + (unsigned)i);
                 GPU_LAUNCHED("fill");
-                gpu_store_q8_0(set + cache * (uint64_t)i, rows, context, C + R,
-                               kv_q8_row_bytes(C + R), 0);
+                gpu_store_q8_0(set + cache * (uint64_t)i, rows, context, C + R, 0);
             }
             GPU_CHECK(cudaDeviceSynchronize());
             GPU_CHECK(cudaFree(rows));

@@ -474,15 +474,16 @@ __global__ void k_cache_widen(gpu_mla_args a, size_t s0, size_t n, float *dst)
         dst[i] = kv_at(a, s0 + i / row, (int)(i % row));
 }
 
-/* one block of 32 values of one row a thread: its scale, its values */
+/* one block of KV_Q8_BLOCK values of one row a thread: its scale, its values */
 __global__ void k_q8_store(char *dst, const float *src, int T, int row, size_t row_bytes)
 {
-    int nb = (row + 31) / 32;
+    int nb = (row + KV_Q8_BLOCK - 1) / KV_Q8_BLOCK;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)T * (size_t)nb)
         return;
     size_t t = i / (size_t)nb;
-    int b = (int)(i % (size_t)nb), c0 = b * 32, c1 = c0 + 32 < row ? c0 + 32 : row;
+    int b = (int)(i % (size_t)nb), c0 = b * KV_Q8_BLOCK;
+    int c1 = c0 + KV_Q8_BLOCK < row ? c0 + KV_Q8_BLOCK : row;
     const float *x = src + t * (size_t)row;
     float *scale = (float *)(dst + t * row_bytes);
     signed char *q = (signed char *)(scale + nb);
@@ -505,13 +506,13 @@ __global__ void k_q8_store(char *dst, const float *src, int T, int row, size_t r
             dst[t * row_bytes + p] = 0;
 }
 
-void gpu_store_q8_0(void *dst, const float *src, int T, int row, size_t row_bytes, cudaStream_t s)
+void gpu_store_q8_0(void *dst, const float *src, int T, int row, cudaStream_t s)
 {
-    size_t n = (size_t)T * (size_t)((row + 31) / 32);
+    size_t n = (size_t)T * (size_t)kv_q8_blocks(row);
     if (!n)
         return;
     GPU_LAUNCH(k_q8_store, (unsigned)((n + 255) / 256), 256, 0, s)((char *)dst, src, T, row,
-                                                                    row_bytes);
+                                                                    kv_q8_row_bytes(row));
     GPU_LAUNCHED("q8_0 store");
 }
 

@@ -10,6 +10,10 @@
 #include "gpu_layout.h"
 #include "gpu_weight.cuh"
 
+extern "C" {
+#include "core/engine/kv_q8.h"
+}
+
 /* Kernel launches and dynamic shared memory go through these two macros so the
  * same sources also build for the CPU emulation the tests run without a GPU
  * (tests/cuda_emu: a block's threads as fibers). */
@@ -75,8 +79,9 @@ __device__ __forceinline__ float kv_at(const gpu_mla_args &a, size_t s, int c)
     int row = a.kv_lora + a.rope;
     if (a.kv_q8) {
         const float *scale = (const float *)((const char *)a.kv_q8 + s * a.q8_row_bytes);
-        const signed char *q = (const signed char *)(scale + (row + 31) / 32);
-        return __fmul_rn((float)q[c], scale[c / 32]);
+        int blocks = (row + KV_Q8_BLOCK - 1) / KV_Q8_BLOCK;
+        const signed char *q = (const signed char *)(scale + blocks);
+        return __fmul_rn((float)q[c], scale[c / KV_Q8_BLOCK]);
     }
     size_t i = s * (size_t)row + (size_t)c;
     return a.kv_bf16 ? __uint_as_float((uint32_t)a.kv_bf16[i] << 16) : a.kv_cache[i];
@@ -101,9 +106,9 @@ size_t gpu_mla_expanded_block(const gpu_mla_args *a);
 void gpu_mla_expanded(const gpu_mla_args *a, float *kvx, float *state, float *wide, cudaStream_t s);
 /* dst[i] = src[i] rounded to bf16 (nearest even; NaN stays NaN) */
 void gpu_store_bf16(uint16_t *dst, const float *src, size_t n, cudaStream_t s);
-/* T rows of `row` values quantized into q8_0 rows of row_bytes each, as
+/* T rows of `row` values quantized into q8_0 rows, one after another, as
  * kv_q8_quantize does on the host (the same bytes) */
-void gpu_store_q8_0(void *dst, const float *src, int T, int row, size_t row_bytes, cudaStream_t s);
+void gpu_store_q8_0(void *dst, const float *src, int T, int row, cudaStream_t s);
 
 
 /* max (or sum) of each of v[0..N) over the block, every thread gets them; red:

@@ -5,21 +5,16 @@
 #include <stdint.h>
 #include <string.h>
 
-static int blocks(int n)
-{
-    return (n + KV_Q8_BLOCK - 1) / KV_Q8_BLOCK;
-}
-
 size_t kv_q8_row_bytes(int n)
 {
-    return (size_t)blocks(n) * sizeof(float) + (((size_t)n + 3) & ~(size_t)3);
+    return (size_t)kv_q8_blocks(n) * sizeof(float) + (((size_t)n + 3) & ~(size_t)3);
 }
 
 void kv_q8_quantize(const float *x, int n, void *row)
 {
     float *scale = row;
-    int8_t *q = (int8_t *)(scale + blocks(n));
-    for (int b = 0; b < blocks(n); b++) {
+    int8_t *q = (int8_t *)(scale + kv_q8_blocks(n));
+    for (int b = 0; b < kv_q8_blocks(n); b++) {
         int c0 = b * KV_Q8_BLOCK, c1 = c0 + KV_Q8_BLOCK < n ? c0 + KV_Q8_BLOCK : n;
         float amax = 0;
         int finite = 1;
@@ -37,13 +32,13 @@ void kv_q8_quantize(const float *x, int n, void *row)
         }
     }
     /* the padding's bytes defined, so saved rows are the same bits */
-    memset(q + n, 0, kv_q8_row_bytes(n) - (size_t)blocks(n) * sizeof(float) - (size_t)n);
+    memset(q + n, 0, kv_q8_row_bytes(n) - (size_t)kv_q8_blocks(n) * sizeof(float) - (size_t)n);
 }
 
 void kv_q8_widen(const void *row, int n, int c0, int k, float *dst)
 {
     const float *scale = row;
-    const int8_t *q = (const int8_t *)(scale + blocks(n));
+    const int8_t *q = (const int8_t *)(scale + kv_q8_blocks(n));
     /* block by block, so the inner loop is a plain vector loop */
     for (int c = c0; c < c0 + k;) {
         int b = c / KV_Q8_BLOCK, end = (b + 1) * KV_Q8_BLOCK;

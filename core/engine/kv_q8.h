@@ -15,6 +15,12 @@
 
 #define KV_Q8_BLOCK 32
 
+/* blocks of a row of n values: its scales come first, its int8 values after them */
+static inline int kv_q8_blocks(int n)
+{
+    return (n + KV_Q8_BLOCK - 1) / KV_Q8_BLOCK;
+}
+
 /* bytes of a row of n values (a multiple of 4) */
 size_t kv_q8_row_bytes(int n);
 /* the n values of x into row (kv_q8_row_bytes(n) bytes, 4-byte aligned) */
