@@ -545,6 +545,15 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
                       oai_request *r, oai_error *err)
 {
     memset(r, 0, sizeof *r);
+    cJSON *root = oai_body_parse(body, len, err);
+    return root ? oai_request_from_json(kind, root, defaults, r, err) : -1;
+}
+
+int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaults, oai_request *r,
+                          oai_error *err)
+{
+    memset(r, 0, sizeof *r);
+    r->root = root;
     r->kind = kind;
     r->temperature = -1.0f;
     r->top_p = -1.0f;
@@ -554,8 +563,6 @@ int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_op
         r->copt = *defaults;
     else
         chat_options_default(&r->copt);
-    if (!(r->root = oai_body_parse(body, len, err)))
-        return -1;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(r->root, "model");
     if (model && !cJSON_IsNull(model)) {
         if (!cJSON_IsString(model))

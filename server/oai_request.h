@@ -12,7 +12,7 @@
  * named function: anything but "none" declares the tools to the model;
  * "required" and a named function hold the answer to tool calls, thinking
  * off), temperature [0, 2], top_p (0, 1], max_tokens
- * / max_completion_tokens (>= 1), stop (a string or up to 4 strings), seed,
+ * / max_completion_tokens (>= 1), stop (a string or up to OAI_MAX_STOP strings), seed,
  * stream, stream_options.include_usage, n (1 to 16 choices; not with echo),
  * presence_penalty and
  * frequency_penalty [-2, 2], logit_bias ({"token id": bias in [-100, 100]}),
@@ -38,11 +38,15 @@
 #include "core/text/json_schema.h"
 #include "core/text/tool_force.h"
 
-#define OAI_MAX_STOP 4
+#define OAI_MAX_STOP 16
 #define OAI_MAX_BATCH 256
 #define OAI_MAX_CHOICES 16
 
 typedef enum oai_kind { OAI_CHAT, OAI_COMPLETION } oai_kind;
+
+/* The API a request came by, and its answer goes out in: OpenAI's, or
+ * Anthropic's Messages API (anthropic_request.h), a chat request underneath. */
+typedef enum oai_api { API_OPENAI, API_ANTHROPIC } oai_api;
 
 typedef struct oai_error {
     int status;                 /* HTTP status: 400, 404, 413, ... */
@@ -54,6 +58,7 @@ typedef struct oai_error {
 
 typedef struct oai_request {
     oai_kind kind;
+    oai_api api;
     cJSON *root;                /* owns the parsed body; the pointers below point into it */
     const char *model;          /* NULL when absent */
     const cJSON *messages;      /* chat */
@@ -90,6 +95,10 @@ typedef struct oai_request {
     const char *stop[OAI_MAX_STOP];
     int n_stop;
     chat_options copt;          /* thinking etc.; starts from the server's defaults */
+    int reasoning_budget;       /* with thinking: the reasoning's tokens at most, its end
+                                 * forced after them; 0: no limit */
+    const char *assistant_prefix;   /* chat: the answer's start, given by the client
+                                     * (Anthropic's final assistant message); NULL: none */
 } oai_request;
 
 /* The body as a JSON object: refused (NULL, err a 400) when it is not UTF-8,
@@ -101,6 +110,10 @@ cJSON *oai_body_parse(const char *body, size_t len, oai_error *err);
  * filled (status 400). */
 int oai_request_parse(oai_kind kind, const char *body, size_t len, const chat_options *defaults,
                       oai_request *r, oai_error *err);
+/* The same from a body already parsed (oai_body_parse), whose ownership
+ * passes to r whatever the result. */
+int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaults, oai_request *r,
+                          oai_error *err);
 void oai_request_free(oai_request *r);
 /* The body of a batch's prompt i as a request of its own: the batch's body
  * with "prompt" its i-th element (malloc'd; NULL when out of memory). */

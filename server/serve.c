@@ -18,6 +18,8 @@
 #include "core/base/meminfo.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
+#include "anthropic_request.h"
+#include "anthropic_response.h"
 #include "oai_response.h"
 #include "serve_internal.h"
 #include "serve_tokens.h"
@@ -145,12 +147,25 @@ static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status
     return ret;
 }
 
-static enum MHD_Result send_error(server *s, struct MHD_Connection *c, int status, const char *type,
-                                  const char *param, const char *code, const char *msg)
+/* An error body in the shape of the API the request came by. */
+static char *error_body(oai_api api, const oai_error *e)
+{
+    return api == API_ANTHROPIC ? anthropic_error_body(e) : oai_error_body(e);
+}
+
+static enum MHD_Result send_error_as(server *s, struct MHD_Connection *c, oai_api api, int status,
+                                     const char *type, const char *param, const char *code,
+                                     const char *msg)
 {
     oai_error e;
     oai_fail(&e, status, type, param, code, "%s", msg);
-    return send_body(s, c, status, oai_error_body(&e), "application/json");
+    return send_body(s, c, status, error_body(api, &e), "application/json");
+}
+
+static enum MHD_Result send_error(server *s, struct MHD_Connection *c, int status, const char *type,
+                                  const char *param, const char *code, const char *msg)
+{
+    return send_error_as(s, c, API_OPENAI, status, type, param, code, msg);
 }
 
 static int stream_ready(const void *arg)
@@ -307,11 +322,12 @@ static void discard_job(job *j)
 /* Queues job j (s->mu held), referred to by the connection and the queue. */
 static void enqueue_locked(server *s, job *j, oai_kind kind)
 {
+    const char *prefix = j->req.api == API_ANTHROPIC ? "msg_" : kind == OAI_CHAT ? "chatcmpl-" : "cmpl-";
     j->refs = 2;
     j->created = (long long)time(NULL);
     j->t_arrival = now_seconds();
     j->seq = ++s->seq;
-    snprintf(j->id, sizeof j->id, "%s-%lld", kind == OAI_CHAT ? "chatcmpl" : "cmpl", j->seq);
+    snprintf(j->id, sizeof j->id, "%s%lld", prefix, j->seq);
     if (s->tail)
         s->tail->next = j;
     else
@@ -333,12 +349,12 @@ static int queue_closed_unlock(server *s)
     return closed;
 }
 
-static enum MHD_Result send_queue_refusal(server *s, struct MHD_Connection *c, int closed)
+static enum MHD_Result send_queue_refusal(server *s, struct MHD_Connection *c, oai_api api, int closed)
 {
     if (closed == 2)
-        return send_error(s, c, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
-    return send_error(s, c, 503, "server_error", NULL, "queue_full",
-                      "the server is busy (its request queue is full); retry later");
+        return send_error_as(s, c, api, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
+    return send_error_as(s, c, api, 503, "server_error", NULL, "queue_full",
+                         "the server is busy (its request queue is full); retry later");
 }
 
 /* Streams the events of jobs[0..n) (one job, or a request's parts), whose
@@ -448,7 +464,7 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
         for (int i = 0; i < n; i++)
             discard_job(jobs[i]);
         free(jobs);
-        return send_queue_refusal(s, c, closed);
+        return send_queue_refusal(s, c, API_OPENAI, closed);
     }
     cx->answering = 1;
     s->answering++;
@@ -508,24 +524,60 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
     return send_body(s, c, status, body, "application/json");
 }
 
-static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oai_kind kind,
-                                         conn_ctx *cx)
+/* A parsed request's job, or NULL with the error sent (*ret). */
+static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_api api, int counting,
+                      const conn_ctx *cx, enum MHD_Result *ret)
 {
     job *j = calloc(1, sizeof *j);
-    if (!j)
-        return send_error(s, c, 500, "server_error", NULL, NULL, "out of memory");
+    if (!j) {
+        *ret = send_error_as(s, c, api, 500, "server_error", NULL, NULL, "out of memory");
+        return NULL;
+    }
     oai_error err;
-    if (oai_request_parse(kind, cx->body ? cx->body : "", cx->len, &s->o.copt, &j->req, &err)) {
+    const char *body = cx->body ? cx->body : "";
+    if (api == API_ANTHROPIC ? anthropic_request_parse(body, cx->len, &s->o.copt, counting, &j->req, &err)
+                             : oai_request_parse(kind, body, cx->len, &s->o.copt, &j->req, &err)) {
         discard_job(j);
-        return send_body(s, c, err.status, oai_error_body(&err), "application/json");
+        *ret = send_body(s, c, err.status, error_body(api, &err), "application/json");
+        return NULL;
     }
     if (j->req.model && strcmp(j->req.model, s->model_name)) {
         char msg[400];
         snprintf(msg, sizeof msg, "the model '%.200s' does not exist; this server serves '%.150s'",
                  j->req.model, s->model_name);
         discard_job(j);
-        return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found", msg);
+        *ret = send_error_as(s, c, api, 404, "invalid_request_error", "model", "model_not_found", msg);
+        return NULL;
     }
+    return j;
+}
+
+/* POST /v1/messages/count_tokens: the prompt's tokens, as the request would
+ * be prefilled. */
+static enum MHD_Result handle_count_tokens(server *s, struct MHD_Connection *c, conn_ctx *cx)
+{
+    enum MHD_Result ret;
+    job *j = parse_job(s, c, OAI_CHAT, API_ANTHROPIC, 1, cx, &ret);
+    if (!j)
+        return ret;
+    oai_error err;
+    if (job_prompt_ids(s, j, NULL, &err)) {
+        discard_job(j);
+        return send_body(s, c, err.status, anthropic_error_body(&err), "application/json");
+    }
+    int n = (int)j->ids.n;
+    discard_job(j);
+    return send_body(s, c, 200, anthropic_count_body(n), "application/json");
+}
+
+static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oai_kind kind,
+                                         oai_api api, conn_ctx *cx)
+{
+    enum MHD_Result ret;
+    job *j = parse_job(s, c, kind, api, 0, cx, &ret);
+    if (!j)
+        return ret;
+    oai_error err;
     /* n choices, with slots to make them at once: each a job of its own (the
      * prompt prefilled once, the others copying it: take_shared_prefix); an
      * echo makes them one after another in one slot */
@@ -534,14 +586,14 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
         return handle_split(s, c, cx, j, kind, j->req.batch_n ? j->req.batch_n : 1, parts);
     if (job_prompt_ids(s, j, NULL, &err)) {
         discard_job(j);
-        return send_body(s, c, err.status, oai_error_body(&err), "application/json");
+        return send_body(s, c, err.status, error_body(api, &err), "application/json");
     }
     int fd = conn_fd(c);
     pthread_mutex_lock(&s->mu);
     int closed = queue_closed_unlock(s);
     if (closed) {
         discard_job(j);
-        return send_queue_refusal(s, c, closed);
+        return send_queue_refusal(s, c, api, closed);
     }
     cx->answering = 1;
     s->answering++;
@@ -593,14 +645,23 @@ static char *slots_body(server *s)
     return body;
 }
 
+/* The key in "Authorization: Bearer KEY" (OpenAI's clients), else in
+ * "x-api-key: KEY" (Anthropic's); NULL when neither is sent. */
+static const char *sent_key(struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h && !strncasecmp(h, "Bearer ", 7))     /* the scheme is case-insensitive */
+        return h + 7;
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+}
+
 static int key_ok(const server *s, struct MHD_Connection *c)
 {
     if (!s->o.api_key)
         return 1;
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7))     /* the scheme is case-insensitive */
+    const char *k = sent_key(c), *want = s->o.api_key;
+    if (!k)
         return 0;
-    const char *k = h + 7, *want = s->o.api_key;
     size_t kl = strlen(k), wl = strlen(want);
     unsigned diff = (unsigned)(kl ^ wl);
     for (size_t i = 0; i < wl; i++)     /* time independent of where they differ */
@@ -646,14 +707,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         *upload_size = 0;
         return MHD_YES;
     }
+    /* Anthropic's routes answer errors in Anthropic's shape */
+    int messages = !strcmp(url, "/v1/messages"), count = !strcmp(url, "/v1/messages/count_tokens");
+    oai_api api = messages || count ? API_ANTHROPIC : API_OPENAI;
     if (strcmp(url, "/health") && !key_ok(s, c))
-        return send_error(s, c, 401, "invalid_request_error", NULL, "invalid_api_key",
-                          "a valid API key is required: send 'Authorization: Bearer <key>'");
+        return send_error_as(s, c, api, 401, "invalid_request_error", NULL, "invalid_api_key",
+                             "a valid API key is required: send 'Authorization: Bearer <key>' or "
+                             "'x-api-key: <key>'");
     if (cx->too_large) {
         char msg[160];
         snprintf(msg, sizeof msg, "the request body is larger than this server's limit of %zu bytes "
                  "(--max-body)", s->o.max_body);
-        return send_error(s, c, 413, "invalid_request_error", NULL, "request_too_large", msg);
+        return send_error_as(s, c, api, 413, "invalid_request_error", NULL, "request_too_large", msg);
     }
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     if (!strcmp(url, "/health")) {
@@ -708,7 +773,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (chat || compl) {
         if (!post)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
-        return handle_completion(s, c, chat ? OAI_CHAT : OAI_COMPLETION, cx);
+        return handle_completion(s, c, chat ? OAI_CHAT : OAI_COMPLETION, API_OPENAI, cx);
+    }
+    if (messages || count) {
+        if (!post)
+            return send_error_as(s, c, api, 405, "invalid_request_error", NULL, NULL, "use POST");
+        return messages ? handle_completion(s, c, OAI_CHAT, api, cx) : handle_count_tokens(s, c, cx);
     }
     char msg[300];
     snprintf(msg, sizeof msg, "unknown route %.8s %.200s", method, url);

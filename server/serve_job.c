@@ -12,6 +12,7 @@
 #include "core/text/json_mask.h"
 #include "core/text/reasoning_end.h"
 #include "core/text/tool_calls.h"
+#include "anthropic_response.h"
 #include "oai_response.h"
 #include "serve_internal.h"
 #include "stop_filter.h"
@@ -97,7 +98,8 @@ static int prefill_stop_requested(void *ctx)
  * an error event. */
 static void job_fail(server *s, job *j, const oai_error *err)
 {
-    char *body = j->part ? oai_event_error(err) : oai_error_body(err);
+    char *body = j->req.api == API_ANTHROPIC ? anthropic_error_body(err)
+                 : j->part ? oai_event_error(err) : oai_error_body(err);
     pthread_mutex_lock(&s->mu);
     if (body)
         append_locked(j, body, strlen(body));
@@ -128,7 +130,10 @@ typedef struct answer {
     server *s;
     job *j;
     oai_meta meta;
-    int stream, chat, role_sent;
+    int stream, chat, role_sent;        /* role_sent: the first event is out (Anthropic's
+                                         * message_start) */
+    int anthropic;                      /* Anthropic's Messages API */
+    anthropic_stream as;                /* its stream's blocks */
     buf text, reasoning;                /* non-streaming: the whole answer */
     tool_call *calls;                   /* non-streaming: copies */
     int n_calls;
@@ -209,7 +214,10 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
     }
     if (!content_len && !reasoning_len && !n_calls)
         return;
-    if (a->stream) {
+    if (a->stream && a->anthropic) {
+        job_emit(a->s, a->j, anthropic_event_delta(&a->as, reasoning, reasoning_len, content, content_len,
+                                                   calls, n_calls));
+    } else if (a->stream) {
         oai_logprobs lp;
         job_emit(a->s, a->j, oai_event_delta(&a->meta, a->chat && !a->role_sent, content, content_len,
                                              reasoning, reasoning_len, calls, n_calls,
@@ -282,6 +290,20 @@ static int shown_special(const server *s, int id, const char *name, size_t n)
     return !vocab_is_special(&s->tok->v, id) || tool_stream_marker(name, n);
 }
 
+/* The answer's start a client gave, after the prompt's generation prompt:
+ * the model goes on from it. -1 when out of memory. */
+static int append_prefix(char **text, size_t *len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    char *grown = realloc(*text, *len + n + 1);
+    if (!grown)
+        return -1;
+    memcpy(grown + *len, prefix, n + 1);
+    *text = grown;
+    *len += n;
+    return 0;
+}
+
 int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
 {
     token_list *ids = &j->ids;
@@ -308,6 +330,8 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         if (j->req.kind == OAI_CHAT) {
             if (chat_format_render(s->kind, j->req.messages, j->req.tools, &j->req.copt, &text, &len, &e))
                 return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
+            if (j->req.assistant_prefix && append_prefix(&text, &len, j->req.assistant_prefix))
+                return free(text), oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
             p = text;
         } else {
             len = strlen(p);
@@ -390,8 +414,12 @@ struct slot_run {
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
-    int reasoning;              /* a schema or forced call waits for the reasoning's end */
+    int reasoning;              /* the reasoning goes on: a schema or forced call waits for
+                                 * its end, or its budget is counted */
     reasoning_end think;
+    int think_tokens;           /* the reasoning's tokens so far */
+    token_list close;           /* its budget spent: the tokens that end it, forced */
+    size_t close_at;
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
     const char *finish;         /* NULL: cut short (the client left, a shutdown) */
     int failed;                 /* an engine failure, in e */
@@ -456,6 +484,7 @@ static void run_free(slot_run *r)
     free(r->raw);
     free(r->prompt_logits);
     stop_filter_free(&r->sf);
+    token_list_free(&r->close);
     for (int c = 0; r->answers && c <= r->choice; c++)
         answer_free(&r->answers[c]);
     free(r->answers);
@@ -481,12 +510,16 @@ static int choice_begin(server *s, slot_run *r, int c)
         json_prefix_init(&r->json, j->req.schema);
     if (j->req.force)
         tool_force_restart(j->req.force);
-    r->reasoning = j->req.kind == OAI_CHAT && j->req.copt.thinking && (j->req.schema || j->req.force);
+    r->reasoning = j->req.kind == OAI_CHAT && j->req.copt.thinking &&
+                   (j->req.schema || j->req.force || j->req.reasoning_budget);
     reasoning_end_init(&r->think);
+    r->think_tokens = 0;
+    r->close.n = 0;
+    r->close_at = 0;
     r->choice = c;
     r->a = &r->answers[c];
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
-                     .want_lp = j->req.logprobs};
+                     .want_lp = j->req.logprobs, .anthropic = j->req.api == API_ANTHROPIC};
     r->a->meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
                             .created = j->created, .choice = j->choice0 + c};
     if (r->a->chat)
@@ -563,6 +596,25 @@ static slot_run *run_begin(server *s, int i, job *j)
     return r;
 }
 
+/* 1 when the reasoning has had the tokens its budget allows (thinking's
+ * budget_tokens) and the tokens that end it, those of what "</think>" still
+ * lacks after the text so far, are to be forced: the next is
+ * r->close.ids[r->close_at]. */
+static int reasoning_over_budget(server *s, slot_run *r)
+{
+    int budget = r->j->req.reasoning_budget;
+    if (!r->reasoning || !budget || r->think_tokens < budget)
+        return 0;
+    if (!r->close.n) {
+        static const char end[] = "</think>";
+        size_t m = (size_t)r->think.matched;
+        errbuf e;
+        if (tokenizer_encode(s->tok, end + m, sizeof end - 1 - m, 0, &r->close, &e))
+            r->close.n = 0;     /* out of memory: the reasoning goes on */
+    }
+    return r->close_at < r->close.n;
+}
+
 /* The logits of the slot's last token are in r->logits: the next token is
  * sampled, passed on to the client, and either kept in r->next for the next
  * step (returns 1) or the answer is complete (0, r->finish says why). */
@@ -580,7 +632,8 @@ static int next_token(server *s, slot_run *r)
         memcpy(r->raw, r->logits, (size_t)V * sizeof *r->raw);
     /* a forced text (a test hook) is the whole answer, or its start */
     int forcing = s->has_forced && (r->k < (int)s->forced.n || !s->forced_is_prefix);
-    if (!forcing && r->reasoning)
+    int closing = !forcing && reasoning_over_budget(s, r);
+    if (!forcing && r->reasoning && (j->req.schema || j->req.force))
         reasoning_end_mask(&r->think, &s->tok->v, r->logits, V);
     if (!forcing && !r->reasoning &&
         ((j->req.schema &&
@@ -591,6 +644,8 @@ static int next_token(server *s, slot_run *r)
     }
     if (forcing)
         next = r->k < (int)s->forced.n ? s->forced.ids[r->k] : s->stop_ids[0];
+    else if (closing)
+        next = r->close.ids[r->close_at++];
     else
         next = sampler_sample(&r->smp, r->logits);
     sampler_accept_output(&r->smp, next);
@@ -606,6 +661,7 @@ static int next_token(server *s, slot_run *r)
     if (!bytes)
         bn = 0;
     if (r->reasoning) {
+        r->think_tokens++;
         /* the bytes after "</think>" in its last token: whitespace (the mask) */
         if (reasoning_end_feed(&r->think, bytes ? bytes : "", bn, &after)) {
             r->reasoning = 0;
@@ -653,8 +709,8 @@ static void choice_end(server *s, slot_run *r)
     if (a->chat)
         answer_text(a, "", 0, 1);
     a->finish = r->finish && !strcmp(r->finish, "stop") && a->calls_seen ? "tool_calls" : r->finish;
-    if (!a->stream || !a->finish || r->failed)
-        return;
+    if (!a->stream || !a->finish || r->failed || a->anthropic)
+        return;     /* (Anthropic's stream ends in run_end, with the usage) */
     oai_logprobs lp;
     if (a->chat && !a->role_sent)
         job_emit(s, r->j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL, NULL));
@@ -691,6 +747,39 @@ static int step_on(server *s, slot_run *r)
     return 1;
 }
 
+/* Anthropic's message_start: once the prompt is in the cache (its usage
+ * known), before any of the answer. */
+static void anthropic_begin(server *s, slot_run *r)
+{
+    answer *a = r->a;
+    if (!a->anthropic || !a->stream || a->role_sent)
+        return;
+    oai_usage u = {.prompt_tokens = r->n, .cached_tokens = r->reuse};
+    job_emit(s, r->j, anthropic_event_start(&a->meta, &u));
+    a->role_sent = 1;
+}
+
+/* An Anthropic answer made to its end: the stream's last events, or the
+ * whole message. */
+static void anthropic_end(server *s, slot_run *r, const oai_usage *u)
+{
+    answer *a = r->a;
+    const job *j = r->j;
+    const char *seq = r->sf.stopped ? j->req.stop[r->sf.which] : NULL;
+    int tool_uses = a->as.tool_uses;
+    for (int i = 0; !a->stream && i < a->n_calls; i++)
+        tool_uses += anthropic_call_usable(&a->calls[i]);
+    const char *reason = anthropic_stop_reason(a->finish, seq, tool_uses);
+    if (a->stream) {
+        anthropic_begin(s, r);
+        job_emit(s, r->j, anthropic_event_end(&a->as, reason, seq, u));
+        return;
+    }
+    oai_choice ch = {a->text.p, a->reasoning.p, a->text.len, a->reasoning.len, a->calls, a->n_calls,
+                     NULL, a->finish};
+    job_emit(s, r->j, anthropic_full_response(&a->meta, &ch, reason, seq, u));
+}
+
 /* The answer's end for the client, and the request in the metrics. */
 static void run_end(server *s, slot_run *r)
 {
@@ -716,9 +805,11 @@ static void run_end(server *s, slot_run *r)
         /* an engine failure (I/O error of a tier, ...): the client learns why */
         oai_fail(&err, 500, "server_error", NULL, NULL, "%s", r->e.msg);
         if (stream)
-            job_emit(s, j, oai_event_error(&err));
+            job_emit(s, j, j->req.api == API_ANTHROPIC ? anthropic_event_error(&err) : oai_event_error(&err));
         else
             job_fail(s, j, &err);
+    } else if (finish && j->req.api == API_ANTHROPIC) {
+        anthropic_end(s, r, &u);
     } else if (finish && stream && j->part) {
         j->usage = u;       /* the response sums the parts' and ends the stream */
         j->part_finished = 1;
@@ -739,7 +830,7 @@ static void run_end(server *s, slot_run *r)
     } else if (stopped_by_shutdown(s, j)) {
         oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
         if (stream)
-            job_emit(s, j, oai_event_error(&err));
+            job_emit(s, j, j->req.api == API_ANTHROPIC ? anthropic_event_error(&err) : oai_event_error(&err));
         else
             job_fail(s, j, &err);
     }
@@ -865,6 +956,8 @@ static void slot_prefill(server *s, int i)
     if (!rc && !last)
         return;
     r->t1 = now_seconds();
+    if (!rc)
+        anthropic_begin(s, r);
     if (!rc && r->j->req.echo)
         answer_echo(r->a, &s->tok->v, r->j);
     if (!rc && r->prompt_logits)

@@ -79,6 +79,7 @@ int stop_filter_feed(stop_filter *f, const char *p, size_t n, const char **out, 
     /* the stop string that completes first (as if bytes came one at a time, so
      * the result does not depend on how the text is cut); on a tie, the longer */
     size_t cut = f->held_len, end = (size_t)-1;
+    int which = -1;
     for (int i = 0; i < f->n_stop; i++) {
         size_t sl = strlen(f->stop[i]);
         const char *hit = memmem(f->held, f->held_len, f->stop[i], sl);
@@ -86,10 +87,12 @@ int stop_filter_feed(stop_filter *f, const char *p, size_t n, const char **out, 
         if (hit && (at + sl < end || (at + sl == end && at < cut))) {
             end = at + sl;
             cut = at;
+            which = i;
         }
     }
     if (cut < f->held_len) {
         f->stopped = 1;
+        f->which = which;
         f->held_len = cut;
         return release(f, cut, out, out_len) ? -1 : 1;
     }

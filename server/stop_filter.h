@@ -20,6 +20,7 @@ typedef struct stop_filter {
     char *out;                  /* the last release */
     size_t out_cap;
     int stopped;                /* a stop string was found: the text ends here */
+    int which;                  /* once stopped: the index of that string in stop */
 } stop_filter;
 
 void stop_filter_init(stop_filter *f, const char *const *stop, int n_stop);

@@ -1,5 +1,5 @@
 /* cmd_serve: `moetier serve -m DIR [--host H] [--port P] [limits] [tier and
- * sampling flags]`: the OpenAI-compatible server (server/serve.h). */
+ * sampling flags]`: the OpenAI- and Anthropic-compatible server (server/serve.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,12 +17,13 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier serve -m DIR [--host 127.0.0.1] [--port 8080] [options]\n"
                "  OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions,\n"
-               "  GET /v1/models, GET /health, GET /metrics (Prometheus). Stops on SIGINT/SIGTERM.\n"
+               "  GET /v1/models, GET /health, GET /metrics (Prometheus); and Anthropic's Messages\n"
+               "  API: POST /v1/messages, POST /v1/messages/count_tokens. Stops on SIGINT/SIGTERM.\n"
                "  -m DIR               checkpoint directory (with its tokenizer)\n"
                "  --host H             address to bind (default 127.0.0.1: this machine only)\n"
                "  --port P             port (default 8080; 0: any free port, printed at start)\n"
-               "  --api-key KEY        require 'Authorization: Bearer KEY' (also from\n"
-               "                       MOETIER_API_KEY)\n"
+               "  --api-key KEY        require 'Authorization: Bearer KEY' or 'x-api-key: KEY'\n"
+               "                       (also from MOETIER_API_KEY)\n"
                "  --model-name NAME    the model id clients use (default: DIR's last component)\n"
                "  --max-body BYTES     largest request body (default 4194304; 413 beyond)\n"
                "  --max-prompt N       most prompt tokens (default: the context less one)\n"

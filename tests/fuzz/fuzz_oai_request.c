@@ -1,9 +1,11 @@
 /* Fuzz target: the server's request handling short of the engine: parsing and
- * validating a body as a chat and as a completions request (a response_format
+ * validating a body as a chat, a completions and an Anthropic Messages request
+ * (a response_format
  * schema compiled; each prompt of a batch as a request of its own, which must
  * be accepted as one prompt), rendering an accepted chat's prompt, the stop-string filter
  * and the schema's automaton over the body's bytes, logprobs in both response
- * shapes, and the UTF-8 cleaning of everything sent back. */
+ * shapes, Anthropic's blocks and events over the body's bytes, and the UTF-8
+ * cleaning of everything sent back. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,8 @@
 #include "core/text/chat_format.h"
 #include "core/text/json_prefix.h"
 #include "core/text/utf8.h"
+#include "server/anthropic_request.h"
+#include "server/anthropic_response.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
 #include "server/stop_filter.h"
@@ -74,6 +78,63 @@ static void logprobs_body(const uint8_t *data, size_t size)
     }
 }
 
+/* Each event's data is JSON. */
+static void check_events(const char *s)
+{
+    for (const char *d = s ? strstr(s, "data: ") : NULL; d; d = strstr(d, "data: ")) {
+        const char *end = strstr(d, "\n\n");
+        cJSON *v = end ? cJSON_ParseWithLength(d + 6, (size_t)(end - d - 6)) : NULL;
+        if (!v)
+            abort();
+        cJSON_Delete(v);
+        d = end;
+    }
+}
+
+/* The body as a Messages request (refused with a reason, or rendered), and
+ * its bytes as the reasoning, text and call arguments of an answer: every
+ * event and the whole message are JSON. */
+static void anthropic(const uint8_t *data, size_t size, const oai_request *as_chat)
+{
+    for (int counting = 0; counting < 2; counting++) {
+        oai_request r;
+        oai_error err;
+        if (anthropic_request_parse((const char *)data, size, NULL, counting, &r, &err) == 0) {
+            char *text = NULL;
+            errbuf e;
+            if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, NULL, &e) == 0)
+                free(text);
+        } else if (err.status != 400 || !err.message[0]) {
+            abort();
+        }
+        oai_request_free(&r);
+    }
+    char *args = strndup((const char *)data, size);
+    if (!args)
+        return;
+    tool_call call = {"functions.f:0", "f", args};
+    anthropic_stream st = {0};
+    size_t half = size / 2;
+    char *ev[3] = {anthropic_event_delta(&st, (const char *)data, half, "", 0, NULL, 0),
+                   anthropic_event_delta(&st, "", 0, (const char *)data + half, size - half, &call, 1),
+                   anthropic_event_end(&st, "end_turn", as_chat && as_chat->n_stop ? as_chat->stop[0] : NULL,
+                                       &(oai_usage){0})};
+    for (int i = 0; i < 3; i++) {
+        check_events(ev[i]);
+        free(ev[i]);
+    }
+    oai_choice ch = {.text = (const char *)data, .text_len = size, .reasoning = (const char *)data,
+                     .reasoning_len = half, .calls = &call, .n_calls = 1};
+    oai_meta m = {.id = "msg_1", .model = "m"};
+    char *body = anthropic_full_response(&m, &ch, "tool_use", NULL, &(oai_usage){0});
+    cJSON *root = body ? cJSON_Parse(body) : NULL;
+    if (body && !root)
+        abort();
+    cJSON_Delete(root);
+    free(body);
+    free(args);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     logprobs_body(data, size);
@@ -107,6 +168,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (err.status != 400 || !err.message[0]) {
             abort();    /* every refusal is a 400 with a reason */
         }
+        if (kind == OAI_CHAT)
+            anthropic(data, size, r.root ? &r : NULL);
         oai_request_free(&r);
     }
     char *clean = utf8_clean((const char *)data, size);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Server integration tests: the openai-client tests (server_test.mjs) and a few
+# Server integration tests: the openai-client tests (server_test.mjs), the
+# anthropic-client tests (anthropic_test.mjs) and a few
 # raw curl exchanges, on a synthetic k2-tiny model. Called by `make test` with
 # MOETIER_BIN and MOETIER_TMP set; every server started here is stopped on exit.
 set -euo pipefail
@@ -61,9 +62,11 @@ wait "$pid" || fail "the server did not exit cleanly (status $?): $(tail -20 "$l
 echo "ok   curl: SSE framing, [DONE], 400, 405, top_k and min_p reach the sampler, best_of refused, 413 before the body, hang-up mid-stream"
 
 # --- the official openai client ---
-if ! command -v node >/dev/null || [ ! -d "$here/node_modules/openai" ]; then
-  echo "SKIP openai-client tests: Node.js or tests/server/node_modules/openai is missing" \
-       "(make deps installs it with npm ci)"
+if ! command -v node >/dev/null || [ ! -d "$here/node_modules/openai" ] ||
+   [ ! -d "$here/node_modules/@anthropic-ai/sdk" ]; then
+  echo "SKIP openai- and anthropic-client tests: Node.js or tests/server/node_modules is missing" \
+       "(make deps installs them with npm ci)"
   exit 0
 fi
 node "$here/server_test.mjs" "$bin" "$model"
+node "$here/anthropic_test.mjs" "$bin" "$model"

@@ -1,83 +1,17 @@
 // Integration tests of `moetier serve`, driven by the official `openai` client
-// and by plain HTTP (fetch). Starts its own servers on loopback ports chosen by
-// the kernel (--port 0) and stops them on every path; a server that does not
-// exit cleanly (0) on SIGTERM fails the run (under ASan that includes leaks).
+// and by plain HTTP (fetch), on servers of its own (harness.mjs).
 //
 // usage: node server_test.mjs MOETIER_BIN MODEL_DIR
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-
-const [bin, modelDir] = process.argv.slice(2);
-if (!bin || !modelDir) {
-  console.error('usage: node server_test.mjs MOETIER_BIN MODEL_DIR');
-  process.exit(2);
-}
-const MODEL = 'tiny';
-const servers = new Set();
-
-// A tool call in Kimi's markers, after reasoning: what the forced server answers.
-const FORCED = 'Thinking it over.</think>Let me check.<|tool_calls_section_begin|>' +
-  '<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{"city": "Paris"}' +
-  '<|tool_call_end|><|tool_calls_section_end|>';
-
-function startServer(args, env = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, ['serve', '-m', modelDir, '--port', '0', '--model-name', MODEL, '-t', '1', ...args],
-      { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-    const srv = { child, log: '', exited: null };
-    servers.add(srv);
-    const timer = setTimeout(() => reject(new Error('server did not start in 60 s:\n' + srv.log)), 60000);
-    child.stderr.on('data', (d) => {
-      srv.log += d;
-      const m = /listening on http:\/\/([\d.]+):(\d+)/.exec(srv.log);
-      if (m && !srv.url) {
-        srv.url = `http://${m[1]}:${m[2]}`;
-        clearTimeout(timer);
-        resolve(srv);
-      }
-    });
-    srv.done = new Promise((res) => child.on('exit', (code, sig) => { srv.exited = { code, sig }; res(srv.exited); }));
-    child.on('exit', () => { if (!srv.url) { clearTimeout(timer); reject(new Error('server exited:\n' + srv.log)); } });
-  });
-}
-
-async function stopServer(srv) {
-  if (!srv.exited && !srv.signalled) srv.child.kill('SIGTERM');
-  const kill = setTimeout(() => srv.child.kill('SIGKILL'), 30000);
-  const st = await srv.done;
-  clearTimeout(kill);
-  servers.delete(srv);
-  assert.equal(st.code, 0, `server exit ${JSON.stringify(st)}; its log:\n${srv.log.slice(-4000)}`);
-}
-
-process.on('exit', () => { for (const s of servers) s.child.kill('SIGKILL'); });
+import { bin, modelDir, MODEL, servers, FORCED, user, startServer, stopServer, check, expectStatus, fail,
+  finish } from './harness.mjs';
 
 const client = (srv, apiKey = 'none') => new OpenAI({ baseURL: srv.url + '/v1', apiKey, maxRetries: 0, timeout: 120000 });
-const user = (content) => [{ role: 'user', content }];
-let failures = 0, passed = 0;
-async function check(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failures++;
-    console.log(`FAIL ${name}\n     ${(e && e.stack) || e}`);
-  }
-}
-async function expectStatus(promise, status) {
-  try {
-    await promise;
-  } catch (e) {
-    assert.equal(e.status, status, `expected HTTP ${status}, got ${e.status}: ${e.message}`);
-    return e;
-  }
-  assert.fail(`expected HTTP ${status}, the request succeeded`);
-}
 async function collect(stream) {
   const out = { role: null, content: '', reasoning: '', calls: [], finish: null, usage: null, chunks: 0 };
   for await (const ch of stream) {
@@ -1261,9 +1195,6 @@ try {
   await guardedServer();
   await stoppingServer();
 } catch (e) {
-  failures++;
-  console.log(`FAIL ${(e && e.stack) || e}`);
+  fail(e);
 }
-for (const s of [...servers]) s.child.kill('SIGKILL');
-console.log(`server tests: ${passed} passed, ${failures} failed`);
-process.exit(failures ? 1 : 0);
+finish('server tests');

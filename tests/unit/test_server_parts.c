@@ -40,7 +40,8 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"n\": 2, \"echo\": true}", "n");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stream\": \"yes\"}", "stream");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\", 1]}", "stop");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\","
+           "\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}", "stop");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\"}]}", "tools");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"always\"}", "tool_choice");
     /* a call asked for: tools needed, not with a JSON response_format */
@@ -332,17 +333,19 @@ Test(server_request, takes_every_supported_field)
 }
 
 /* The filter's output over chunks must equal the text cut before the stop
- * string that completes first, whatever the chunking. */
+ * string that completes first, whatever the chunking, and name that string. */
 static void filter_case(const char *text, const char *const *stop, int n_stop)
 {
     /* reference: the stop string that ends first (the longer one on a tie) */
     size_t len = strlen(text), want = len, end = (size_t)-1;
+    int which = -1;
     for (int i = 0; i < n_stop; i++) {
         const char *h = strstr(text, stop[i]);
         size_t at = h ? (size_t)(h - text) : 0, e = at + strlen(stop[i]);
         if (h && (e < end || (e == end && at < want))) {
             end = e;
             want = at;
+            which = i;
         }
     }
     for (size_t chunk = 1; chunk <= len; chunk++) {
@@ -366,6 +369,8 @@ static void filter_case(const char *text, const char *const *stop, int n_stop)
             gl += n;
         }
         cr_assert_eq(stopped, want < len, "'%s' chunk %zu", text, chunk);
+        cr_assert(!stopped || f.which == which, "'%s' chunk %zu: stop string %d, not %d", text, chunk,
+                  f.which, which);
         cr_assert_eq(gl, want, "'%s' chunk %zu: got '%.*s'", text, chunk, (int)gl, got);
         cr_assert(!memcmp(got, text, want));
         stop_filter_free(&f);

@@ -1,0 +1,184 @@
+// Integration tests of `moetier serve`'s Anthropic Messages API
+// (POST /v1/messages, /v1/messages/count_tokens), driven by the official
+// `@anthropic-ai/sdk` client, and checked against the OpenAI routes of the
+// same server: a conversation said in either API is the same prompt and,
+// greedy, the same answer.
+//
+// usage: node anthropic_test.mjs MOETIER_BIN MODEL_DIR
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import { MODEL, FORCED, startServer, stopServer, check, expectStatus, fail, finish } from './harness.mjs';
+
+const KEY = 'sesame';
+const claude = (srv, apiKey = KEY) => new Anthropic({ baseURL: srv.url, apiKey, maxRetries: 0, timeout: 120000 });
+const post = (srv, path, body) => fetch(srv.url + path, {
+  method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+  body: JSON.stringify(body),
+}).then(async (r) => ({ status: r.status, body: await r.json() }));
+const textOf = (m) => m.content.filter((b) => b.type === 'text').map((b) => b.text).join('');
+
+const tools = [{ name: 'get_weather', description: 'The weather in a city',
+  input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
+const openaiTools = tools.map((t) => ({ type: 'function',
+  function: { name: t.name, description: t.description, parameters: t.input_schema } }));
+
+// A conversation with a tool call and its result, in both APIs.
+const conversation = {
+  system: [{ type: 'text', text: 'You are terse.' }, { type: 'text', text: ' Use tools.' }],
+  messages: [
+    { role: 'user', content: 'Weather in Paris?' },
+    { role: 'assistant', content: [{ type: 'thinking', thinking: 'Ask the tool.', signature: '' },
+      { type: 'text', text: 'Let me check.' },
+      { type: 'tool_use', id: 'functions.get_weather:0', name: 'get_weather', input: { city: 'Paris' } }] },
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'functions.get_weather:0',
+      content: [{ type: 'text', text: '18 C, sunny' }] }, { type: 'text', text: 'And tomorrow?' }] },
+  ],
+};
+const openaiConversation = [
+  { role: 'system', content: 'You are terse. Use tools.' },
+  { role: 'user', content: 'Weather in Paris?' },
+  { role: 'assistant', content: 'Let me check.', reasoning_content: 'Ask the tool.',
+    tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
+      function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+  { role: 'tool', tool_call_id: 'functions.get_weather:0', content: '18 C, sunny' },
+  { role: 'user', content: 'And tomorrow?' },
+];
+
+async function plainServer() {
+  const srv = await startServer(['--api-key', KEY]);
+  const ai = claude(srv);
+  const greedy = { model: MODEL, max_tokens: 12, temperature: 0, thinking: { type: 'disabled' } };
+  await check('anthropic: a conversation with tool use is the OpenAI chat\'s prompt and greedy answer', async () => {
+    const m = await ai.messages.create({ ...greedy, ...conversation, tools });
+    const o = await post(srv, '/v1/chat/completions', { model: MODEL, max_tokens: 12, temperature: 0,
+      thinking: false, messages: openaiConversation, tools: openaiTools });
+    assert.equal(o.status, 200, JSON.stringify(o.body));
+    assert.equal(m.type, 'message');
+    assert.match(m.id, /^msg_/);
+    assert.equal(m.role, 'assistant');
+    assert.equal(m.stop_reason, 'max_tokens');
+    assert.equal(m.usage.output_tokens, 12);
+    assert.equal(textOf(m), o.body.choices[0].message.content);
+    assert.equal(m.usage.input_tokens + m.usage.cache_read_input_tokens, o.body.usage.prompt_tokens);
+    const n = await ai.messages.countTokens({ model: MODEL, ...conversation, tools, thinking: { type: 'disabled' } });
+    assert.equal(n.input_tokens, o.body.usage.prompt_tokens);
+  });
+  let plain;
+  await check('anthropic: streamed, the events in order, the same message', async () => {
+    const ask = { ...greedy, messages: [{ role: 'user', content: 'Tell me a story.' }] };
+    plain = await ai.messages.create(ask);
+    const events = [];
+    const st = ai.messages.stream(ask);
+    st.on('streamEvent', (e) => events.push(e));
+    const m = await st.finalMessage();
+    assert.deepEqual(m.content, plain.content);
+    assert.equal(m.stop_reason, plain.stop_reason);
+    assert.equal(m.usage.output_tokens, plain.usage.output_tokens);
+    assert.equal(events[0].type, 'message_start');
+    assert.equal(events.at(-1).type, 'message_stop');
+    assert.equal(events.at(-2).type, 'message_delta');
+    const starts = events.filter((e) => e.type === 'content_block_start').map((e) => e.index);
+    const stops = events.filter((e) => e.type === 'content_block_stop').map((e) => e.index);
+    assert.deepEqual(starts, m.content.map((_, i) => i));
+    assert.deepEqual(stops, starts);
+  });
+  await check('anthropic: stop_sequences end the text and are named in stop_sequence', async () => {
+    const t = textOf(plain);
+    const at = [...t].findIndex((c, i) => i >= 2 && /^[A-Za-z ]{2}$/.test(t.slice(i, i + 2)));
+    assert.ok(at > 0, `no two ASCII characters to stop at in ${JSON.stringify(t)}`);
+    const stop = t.slice(at, at + 2);
+    const ask = { ...greedy, messages: [{ role: 'user', content: 'Tell me a story.' }], stop_sequences: ['\u00a7', stop] };
+    const m = await ai.messages.create(ask);
+    assert.equal(textOf(m), t.slice(0, t.indexOf(stop)));
+    assert.equal(m.stop_reason, 'stop_sequence');
+    assert.equal(m.stop_sequence, stop);
+    const s = await ai.messages.stream(ask).finalMessage();
+    assert.equal(s.stop_reason, 'stop_sequence');
+    assert.equal(s.stop_sequence, stop);
+    assert.equal(textOf(s), textOf(m));
+  });
+  await check('anthropic: a last assistant message is the start the answer continues', async () => {
+    const start = 'The answer is';
+    const user = [{ role: 'user', content: 'What is MoE?' }];
+    const m = await ai.messages.create({ model: MODEL, max_tokens: 8, temperature: 0,
+      messages: [...user, { role: 'assistant', content: start }] });
+    assert.equal(m.content.length, 1, JSON.stringify(m.content));   // no thinking before a given start
+    // the same prompt sent as text: the chat rendered without thinking, then the start
+    const ids = await post(srv, '/tokenize', { messages: user, thinking: false });
+    const text = await post(srv, '/detokenize', { tokens: ids.body.tokens });
+    const c = await post(srv, '/v1/completions', { model: MODEL, prompt: text.body.content + start,
+      max_tokens: 8, temperature: 0 });
+    assert.equal(textOf(m), c.body.choices[0].text);
+    const e = await expectStatus(ai.messages.create({ model: MODEL, max_tokens: 8,
+      thinking: { type: 'enabled', budget_tokens: 4 }, messages: [...user, { role: 'assistant', content: start }] }), 400);
+    assert.match(e.error.error.message, /thinking/);
+  });
+  await check('anthropic: thinking.budget_tokens ends the reasoning after that many tokens', async () => {
+    const ask = { model: MODEL, temperature: 0, messages: [{ role: 'user', content: 'Think hard.' }] };
+    const free = await ai.messages.create({ ...ask, max_tokens: 16, thinking: { type: 'enabled' } });
+    assert.deepEqual(free.content.map((b) => b.type), ['thinking'], 'the reasoning ended by itself: this check proves nothing');
+    const first3 = await ai.messages.create({ ...ask, max_tokens: 3, thinking: { type: 'enabled' } });
+    const m = await ai.messages.create({ ...ask, max_tokens: 16, thinking: { type: 'enabled', budget_tokens: 3 } });
+    assert.deepEqual(m.content.map((b) => b.type), ['thinking', 'text'], JSON.stringify(m.content));
+    assert.equal(m.content[0].thinking, first3.content[0].thinking);
+    assert.ok(!m.content[1].text.includes('</think>'), m.content[1].text);
+    assert.equal(m.usage.output_tokens, 16);
+  });
+  await check('anthropic: bad requests are refused in Anthropic\'s error shape, naming the field', async () => {
+    const one = [{ role: 'user', content: 'hi' }];
+    const cases = [
+      [{ model: MODEL, messages: one }, 400, /max_tokens/],
+      [{ model: MODEL, max_tokens: 4, messages: [{ role: 'user', content: [{ type: 'image',
+        source: { type: 'base64', media_type: 'image/png', data: 'AA==' } }] }] }, 400, /messages\[0\]\.content\[0\].*image/],
+      [{ model: MODEL, max_tokens: 4, messages: one, tools: [{ type: 'web_search_20250305', name: 'web_search' }] },
+        400, /server tool/],
+      [{ model: MODEL, max_tokens: 4, messages: one, tool_choice: { type: 'any' } }, 400, /no 'tools'/],
+      [{ model: MODEL, max_tokens: 4, messages: [{ role: 'system', content: 'x' }] }, 400, /'system'/],
+      [{ model: 'claude-x', max_tokens: 4, messages: one }, 404, /serves 'tiny'/],
+    ];
+    for (const [body, status, msg] of cases) {
+      const e = await expectStatus(ai.messages.create(body), status);
+      assert.equal(e.error.type, 'error');
+      assert.equal(e.error.error.type, status === 404 ? 'not_found_error' : 'invalid_request_error');
+      assert.match(e.error.error.message, msg);
+    }
+    const e = await expectStatus(claude(srv, 'wrong').messages.create({ model: MODEL, max_tokens: 4, messages: one }), 401);
+    assert.equal(e.error.error.type, 'authentication_error');
+    const g = await fetch(srv.url + '/v1/messages', { headers: { 'x-api-key': KEY } });
+    assert.equal(g.status, 405);
+    assert.equal((await g.json()).error.type, 'invalid_request_error');
+  });
+  await stopServer(srv);
+}
+
+// The forced answer: reasoning, text and a tool call in Kimi's markers.
+async function forcedServer() {
+  const srv = await startServer(['--api-key', KEY], { MOETIER_SERVE_FORCE_TEXT: FORCED });
+  const ai = claude(srv);
+  const ask = { model: MODEL, max_tokens: 64, tools, messages: [{ role: 'user', content: 'Weather in Paris?' }] };
+  const want = [{ type: 'thinking', thinking: 'Thinking it over.', signature: '' },
+    { type: 'text', text: 'Let me check.' },
+    { type: 'tool_use', id: 'functions.get_weather:0', name: 'get_weather', input: { city: 'Paris' } }];
+  await check('anthropic: a tool call is a tool_use block after the thinking and text', async () => {
+    const m = await ai.messages.create(ask);
+    assert.deepEqual(m.content, want);
+    assert.equal(m.stop_reason, 'tool_use');
+    const s = await ai.messages.stream(ask).finalMessage();
+    assert.deepEqual(s.content, want);
+    assert.equal(s.stop_reason, 'tool_use');
+  });
+  await check('anthropic: the answer sent back with its tool_result is taken', async () => {
+    const m = await ai.messages.create({ ...ask, messages: [...ask.messages, { role: 'assistant', content: want },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'functions.get_weather:0', content: '18 C' }] }] });
+    assert.equal(m.stop_reason, 'tool_use');
+  });
+  await stopServer(srv);
+}
+
+try {
+  await plainServer();
+  await forcedServer();
+} catch (e) {
+  fail(e);
+}
+finish('anthropic tests');
