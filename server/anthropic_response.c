@@ -128,14 +128,12 @@ char *anthropic_event_error(const oai_error *e)
     return out;
 }
 
-static cJSON *usage_json(const oai_usage *u, int with_input)
+static cJSON *usage_json(const oai_usage *u)
 {
     cJSON *o = cJSON_CreateObject();
-    if (with_input) {
-        cJSON_AddNumberToObject(o, "input_tokens", u->prompt_tokens - u->cached_tokens);
-        cJSON_AddNumberToObject(o, "cache_creation_input_tokens", 0);
-        cJSON_AddNumberToObject(o, "cache_read_input_tokens", u->cached_tokens);
-    }
+    cJSON_AddNumberToObject(o, "input_tokens", u->prompt_tokens - u->cached_tokens);
+    cJSON_AddNumberToObject(o, "cache_creation_input_tokens", 0);
+    cJSON_AddNumberToObject(o, "cache_read_input_tokens", u->cached_tokens);
     cJSON_AddNumberToObject(o, "output_tokens", u->completion_tokens);
     return o;
 }
@@ -166,7 +164,7 @@ char *anthropic_event_start(const oai_meta *m, const oai_usage *u)
 {
     cJSON *root = typed("message_start"), *msg = message_json(m);
     add_stop(msg, NULL, NULL);
-    cJSON_AddItemToObject(msg, "usage", usage_json(u, 1));
+    cJSON_AddItemToObject(msg, "usage", usage_json(u));
     cJSON_AddItemToObject(root, "message", msg);
     char *out = NULL;
     add_event(&out, "message_start", root);
@@ -275,7 +273,7 @@ char *anthropic_event_end(anthropic_stream *st, const char *stop_reason, const c
     cJSON *e = typed("message_delta"), *d = cJSON_CreateObject();
     add_stop(d, stop_reason, stop_sequence);
     cJSON_AddItemToObject(e, "delta", d);
-    cJSON_AddItemToObject(e, "usage", usage_json(u, 0));
+    cJSON_AddItemToObject(e, "usage", usage_json(u));
     if (add_event(&out, "message_delta", e) || add_event(&out, "message_stop", typed("message_stop")))
         return NULL;
     return out;
@@ -326,7 +324,7 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
         free(args);
     }
     add_stop(root, stop_reason, stop_sequence);
-    cJSON_AddItemToObject(root, "usage", usage_json(u, 1));
+    cJSON_AddItemToObject(root, "usage", usage_json(u));
     return print_and_delete(root);
 }
 

@@ -44,14 +44,14 @@ char *anthropic_error_body(const oai_error *e);
 /* The same as an "event: error" of a stream that already started. */
 char *anthropic_event_error(const oai_error *e);
 
-/* "event: message_start" (the message, empty, and the prompt's usage). */
+/* "event: message_start" (the message, empty, and the usage known so far). */
 char *anthropic_event_start(const oai_meta *m, const oai_usage *u);
 /* The events of the next piece of the answer, in the order the model wrote
  * them: reasoning, text, then complete calls; "" when there are none. */
 char *anthropic_event_delta(anthropic_stream *st, const char *reasoning, size_t reasoning_len,
                             const char *text, size_t text_len, const tool_call *calls, int n_calls);
-/* The open block closed, "message_delta" (stop_reason, stop_sequence, output
- * tokens) and "message_stop". */
+/* The open block closed, "message_delta" (stop_reason, stop_sequence, the
+ * whole usage: its input counts overwrite message_start's) and "message_stop". */
 char *anthropic_event_end(anthropic_stream *st, const char *stop_reason, const char *stop_sequence,
                           const oai_usage *u);
 

@@ -867,6 +867,8 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
             return -1;
         s->has_forced = 1;
     }
+    const char *ka = getenv("MOETIER_SERVE_KEEPALIVE");
+    s->keep_alive = ka ? atof(ka) : 10;
     double budget = (o->prompt_cache_gb < 0 ? serve_prompt_cache_default_gb() : o->prompt_cache_gb) * 1e9;
     prompt_cache_init(&s->pc, (size_t)budget);
     if (budget > 0) {

@@ -28,6 +28,7 @@ typedef struct job {
     job_phase phase;
     int status;                 /* HTTP status once known; 0 before */
     int cancelled;              /* the client went away */
+    double t_alive;             /* streamed: when bytes for it were last emitted (engine thread) */
     int refs;                   /* the connection and the queue/engine */
     char *out;                  /* bytes for the client: events, or the whole body */
     size_t out_len, out_cap, out_sent;
@@ -75,6 +76,8 @@ typedef struct server {
                                  * MOETIER_SERVE_FORCE_PREFIX (its start): test hooks */
     json_vocab jv;              /* the tokenizer's table for JSON-constrained answers */
     int has_forced, forced_is_prefix;
+    double keep_alive;          /* seconds a stream waits on its prefill before a keep-alive
+                                 * (MOETIER_SERVE_KEEPALIVE, a test hook; default 10) */
     pthread_mutex_t mu;         /* guards everything below, and jobs' shared fields */
     pthread_cond_t cv;          /* broadcast on any change of a job or the queue */
     job *head, *tail;

@@ -49,6 +49,7 @@ void job_emit(server *s, job *j, char *owned)
 {
     if (!owned)
         return;
+    j->t_alive = now_seconds();
     pthread_mutex_lock(&s->mu);
     append_locked(j, owned, strlen(owned));
     pthread_cond_broadcast(&s->cv);
@@ -87,9 +88,22 @@ typedef struct prefill_stop {
     job *j;
 } prefill_stop;
 
+/* A stream waiting on a long prefill (K2 on CPUs: minutes for a long prompt)
+ * gets a keep-alive every s->keep_alive seconds, between chunks: an SSE
+ * comment (OpenAI's clients skip it) or Anthropic's ping event, so that
+ * clients and proxies that give up on an idle connection keep it open. */
+static void keep_alive(server *s, job *j)
+{
+    if (!j->req.stream || j->status != 200 || now_seconds() - j->t_alive < s->keep_alive)
+        return;
+    job_emit(s, j, strdup(j->req.api == API_ANTHROPIC ? "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+                                                      : ": keep-alive\n\n"));
+}
+
 static int prefill_stop_requested(void *ctx)
 {
     prefill_stop *p = ctx;
+    keep_alive(p->s, p->j);
     return job_cancelled(p->s, p->j);
 }
 
@@ -530,6 +544,18 @@ static int choice_begin(server *s, slot_run *r, int c)
     return 0;
 }
 
+/* Anthropic's message_start, as the answer begins: the usage known then (the
+ * prompt's tokens the prompt cache gave; message_delta has the final count). */
+static void anthropic_begin(server *s, slot_run *r)
+{
+    answer *a = r->a;
+    if (!a->anthropic || !a->stream || a->role_sent)
+        return;
+    oai_usage u = {.prompt_tokens = r->n, .cached_tokens = r->reuse};
+    job_emit(s, r->j, anthropic_event_start(&a->meta, &u));
+    a->role_sent = 1;
+}
+
 /* Sets up job j in slot i: its sampler, its answer, and the slot's cache
  * holding as much of its prompt as the cache or the prompt cache has. NULL
  * when out of memory (the job is answered). */
@@ -593,6 +619,9 @@ static slot_run *run_begin(server *s, int i, job *j)
     slot_swap(s, i);
     r->done = r->reuse;
     r->state = r->failed ? RUN_ENDED : RUN_PREFILL;
+    j->t_alive = r->t0;
+    if (!r->failed)
+        anthropic_begin(s, r);
     return r;
 }
 
@@ -745,18 +774,6 @@ static int step_on(server *s, slot_run *r)
         if (!choice_next(s, r))
             return 0;
     return 1;
-}
-
-/* Anthropic's message_start: once the prompt is in the cache (its usage
- * known), before any of the answer. */
-static void anthropic_begin(server *s, slot_run *r)
-{
-    answer *a = r->a;
-    if (!a->anthropic || !a->stream || a->role_sent)
-        return;
-    oai_usage u = {.prompt_tokens = r->n, .cached_tokens = r->reuse};
-    job_emit(s, r->j, anthropic_event_start(&a->meta, &u));
-    a->role_sent = 1;
 }
 
 /* An Anthropic answer made to its end: the stream's last events, or the
@@ -956,8 +973,6 @@ static void slot_prefill(server *s, int i)
     if (!rc && !last)
         return;
     r->t1 = now_seconds();
-    if (!rc)
-        anthropic_begin(s, r);
     if (!rc && r->j->req.echo)
         answer_echo(r->a, &s->tok->v, r->j);
     if (!rc && r->prompt_logits)

@@ -81,6 +81,10 @@ async function plainServer() {
     const stops = events.filter((e) => e.type === 'content_block_stop').map((e) => e.index);
     assert.deepEqual(starts, m.content.map((_, i) => i));
     assert.deepEqual(stops, starts);
+    // message_delta's usage is the whole count: its prompt tokens overwrite message_start's
+    assert.equal(m.usage.input_tokens + m.usage.cache_read_input_tokens,
+      plain.usage.input_tokens + plain.usage.cache_read_input_tokens);
+    assert.equal(m.usage.cache_read_input_tokens, events.at(-2).usage.cache_read_input_tokens);
   });
   await check('anthropic: stop_sequences end the text and are named in stop_sequence', async () => {
     const t = textOf(plain);
@@ -175,9 +179,35 @@ async function forcedServer() {
   await stopServer(srv);
 }
 
+// A stream waiting on its prefill is kept alive between the prompt's chunks:
+// here every chunk of 4 tokens (MOETIER_SERVE_KEEPALIVE=0, a test hook; 10 s
+// by default).
+async function keepAliveServer() {
+  const srv = await startServer(['--api-key', KEY, '--chunk', '4', '--no-think'], { MOETIER_SERVE_KEEPALIVE: '0' });
+  const long = 'one two three four five six seven eight nine ten '.repeat(4);
+  await check('a stream waiting on a long prefill gets pings (Anthropic) and comments (OpenAI)', async () => {
+    const a = await fetch(srv.url + '/v1/messages', { method: 'POST', headers: { 'x-api-key': KEY },
+      body: JSON.stringify({ model: MODEL, max_tokens: 3, stream: true, messages: [{ role: 'user', content: long }] }) });
+    const events = [...(await a.text()).matchAll(/^event: (\w+)$/gm)].map((x) => x[1]);
+    assert.equal(events[0], 'message_start');
+    const pings = events.slice(0, events.indexOf('content_block_start')).filter((e) => e === 'ping').length;
+    assert.ok(pings >= 5, `${pings} pings before the answer: ${events}`);
+    const m = await claude(srv).messages.stream({ model: MODEL, max_tokens: 3,
+      messages: [{ role: 'user', content: long + 'again' }] }).finalMessage();
+    assert.equal(m.usage.output_tokens, 3);
+    const o = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ model: MODEL, max_tokens: 3, stream: true, messages: [{ role: 'user', content: long + 'more' }] }) });
+    const text = await o.text();
+    assert.ok((text.match(/^: keep-alive$/gm) ?? []).length >= 5, text);
+    assert.equal(text.trimEnd().split('\n').at(-1), 'data: [DONE]');
+  });
+  await stopServer(srv);
+}
+
 try {
   await plainServer();
   await forcedServer();
+  await keepAliveServer();
 } catch (e) {
   fail(e);
 }

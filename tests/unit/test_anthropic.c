@@ -296,7 +296,10 @@ Test(anthropic_response, a_stream_opens_fills_and_closes_each_block_in_turn)
     cr_expect(strstr(delta_str(&e[11], "text"), "{\"a\": "));
     cr_expect_str_eq(delta_str(&e[13], "stop_reason"), "tool_use");
     cr_expect(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(e[13].data, "delta"), "stop_sequence")));
-    cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e[13].data, "usage"), "output_tokens")->valueint, 7);
+    const cJSON *us = cJSON_GetObjectItem(e[13].data, "usage");
+    cr_expect_eq(cJSON_GetObjectItem(us, "output_tokens")->valueint, 7);
+    cr_expect_eq(cJSON_GetObjectItem(us, "input_tokens")->valueint, 6, "the prompt's tokens computed");
+    cr_expect_eq(cJSON_GetObjectItem(us, "cache_read_input_tokens")->valueint, 4);
     for (int i = 0; i < k; i++)
         cJSON_Delete(e[i].data);
     free(all);
