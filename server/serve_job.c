@@ -360,6 +360,10 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
     int limit = s->o.max_prompt_tokens ? s->o.max_prompt_tokens : ctx - 1;
     if (limit > ctx - 1)
         limit = ctx - 1;
+    /* (Anthropic's clients read "prompt is too long" as the cue to compact a conversation) */
+    if ((int)ids->n > limit && j->req.api == API_ANTHROPIC)
+        return oai_fail(err, 400, "invalid_request_error", "messages", "context_length_exceeded",
+                        "prompt is too long: %zu tokens > %d maximum (context %d)", ids->n, limit, ctx);
     if ((int)ids->n > limit)
         return oai_fail(err, 400, "invalid_request_error", j->req.kind == OAI_CHAT ? "messages" : "prompt",
                         "context_length_exceeded",

@@ -139,6 +139,8 @@ async function plainServer() {
       [{ model: MODEL, max_tokens: 4, messages: one, tool_choice: { type: 'any' } }, 400, /no 'tools'/],
       [{ model: MODEL, max_tokens: 4, messages: [{ role: 'system', content: 'x' }] }, 400, /'system'/],
       [{ model: 'claude-x', max_tokens: 4, messages: one }, 404, /serves 'tiny'/],
+      [{ model: MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'word '.repeat(5000) }] }, 400,
+        /^prompt is too long: \d+ tokens > \d+ maximum/],
     ];
     for (const [body, status, msg] of cases) {
       const e = await expectStatus(ai.messages.create(body), status);
