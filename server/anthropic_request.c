@@ -230,6 +230,16 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
     return rc;
 }
 
+/* A system message within the conversation (Claude Code sends them between
+ * turns): text only, a system turn of Kimi's format where it stands. */
+static int system_message(const cJSON *content, int i, cJSON *out, oai_error *err)
+{
+    char where[64];
+    snprintf(where, sizeof where, "messages[%d].content", i);
+    cJSON *m = new_message(out, "system");
+    return m ? text_blocks(content, "messages", where, cJSON_GetObjectItem(m, "content"), err) : oom(err);
+}
+
 /* The answer's start: a last assistant message of text only. */
 static int assistant_prefix(const cJSON *content, int i, cJSON *prefix_parts, oai_error *err)
 {
@@ -266,18 +276,19 @@ static int translate_messages(const cJSON *root, cJSON *out, cJSON *prefix_parts
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!cJSON_IsObject(m))
             return bad(err, "messages", "messages[%d] must be an object", i);
-        if (!cJSON_IsString(role) || (strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant")))
-            return bad(err, "messages", "messages[%d].role must be \"user\" or \"assistant\" (the system "
-                       "prompt goes in 'system')", i);
+        const char *rs = cJSON_IsString(role) ? role->valuestring : "";
+        int user = !strcmp(rs, "user"), sys = !strcmp(rs, "system");
+        if (!user && !sys && strcmp(rs, "assistant"))
+            return bad(err, "messages", "messages[%d].role must be \"user\", \"assistant\" or \"system\"", i);
         if (!cJSON_IsString(content) && !cJSON_IsArray(content))
             return bad(err, "messages", "messages[%d].content must be a string or an array of blocks", i);
-        int user = !strcmp(role->valuestring, "user");
         int rc = user ? user_message(content, i, out, err)
+                 : sys ? system_message(content, i, out, err)
                  : i == n - 1 ? assistant_prefix(content, i, prefix_parts, err)
                  : assistant_message(content, i, out, err);
         if (rc)
             return -1;
-        *has_prefix = !user && i == n - 1;
+        *has_prefix = !user && !sys && i == n - 1;
         i++;
     }
     if (*has_prefix && n == 1)

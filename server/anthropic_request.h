@@ -8,7 +8,8 @@
  * in the request's own fields (api, reasoning_budget, assistant_prefix).
  *
  * Accepted: model, max_tokens (required, >= 1; not for count_tokens), messages
- * (role "user" or "assistant"; content a string or blocks: text, tool_use and
+ * (role "user", "assistant" or "system" (text, a system turn where it stands, as
+ * Claude Code sends them between turns); content a string or blocks: text, tool_use and
  * thinking (assistant), tool_result (user; its content a string or text
  * blocks); redacted_thinking is dropped, as its text is not readable; image,
  * document and other blocks are refused: the model reads text only), system (a
@@ -20,8 +21,9 @@
  * N tokens at most; "adaptive": on, no limit; "disabled"; absent: the server's
  * default). A last assistant message is the answer's start (prefill): the
  * answer continues it, with thinking off (refused with thinking enabled).
- * metadata and unknown fields are ignored. Blocks' cache_control is ignored:
- * the server's prompt cache keeps every conversation's start anyway. */
+ * metadata, output_config, context_management and unknown fields are ignored.
+ * Blocks' cache_control is ignored: the server's prompt cache keeps every
+ * conversation's start anyway. */
 #ifndef MOETIER_ANTHROPIC_REQUEST_H
 #define MOETIER_ANTHROPIC_REQUEST_H
 

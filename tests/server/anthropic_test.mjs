@@ -22,11 +22,12 @@ const tools = [{ name: 'get_weather', description: 'The weather in a city',
 const openaiTools = tools.map((t) => ({ type: 'function',
   function: { name: t.name, description: t.description, parameters: t.input_schema } }));
 
-// A conversation with a tool call and its result, in both APIs.
+// A conversation with a system turn, a tool call and its result, in both APIs.
 const conversation = {
   system: [{ type: 'text', text: 'You are terse.' }, { type: 'text', text: ' Use tools.' }],
   messages: [
     { role: 'user', content: 'Weather in Paris?' },
+    { role: 'system', content: [{ type: 'text', text: 'Tools: get_weather.' }] },   // between turns, as Claude Code sends
     { role: 'assistant', content: [{ type: 'thinking', thinking: 'Ask the tool.', signature: '' },
       { type: 'text', text: 'Let me check.' },
       { type: 'tool_use', id: 'functions.get_weather:0', name: 'get_weather', input: { city: 'Paris' } }] },
@@ -37,6 +38,7 @@ const conversation = {
 const openaiConversation = [
   { role: 'system', content: 'You are terse. Use tools.' },
   { role: 'user', content: 'Weather in Paris?' },
+  { role: 'system', content: 'Tools: get_weather.' },
   { role: 'assistant', content: 'Let me check.', reasoning_content: 'Ask the tool.',
     tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
       function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
@@ -62,6 +64,11 @@ async function plainServer() {
     assert.equal(m.usage.input_tokens + m.usage.cache_read_input_tokens, o.body.usage.prompt_tokens);
     const n = await ai.messages.countTokens({ model: MODEL, ...conversation, tools, thinking: { type: 'disabled' } });
     assert.equal(n.input_tokens, o.body.usage.prompt_tokens);
+    // the beta route (/v1/messages?beta=true), with the fields Claude Code sends
+    const b = await ai.beta.messages.create({ ...greedy, ...conversation, tools, metadata: { user_id: 'u' },
+      context_management: { edits: [{ type: 'clear_thinking_20251015', keep: 'all' }] },
+      output_config: { effort: 'high' }, betas: ['interleaved-thinking-2025-05-14'] });
+    assert.equal(textOf(b), textOf(m));
   });
   let plain;
   await check('anthropic: streamed, the events in order, the same message', async () => {
@@ -137,7 +144,7 @@ async function plainServer() {
       [{ model: MODEL, max_tokens: 4, messages: one, tools: [{ type: 'web_search_20250305', name: 'web_search' }] },
         400, /server tool/],
       [{ model: MODEL, max_tokens: 4, messages: one, tool_choice: { type: 'any' } }, 400, /no 'tools'/],
-      [{ model: MODEL, max_tokens: 4, messages: [{ role: 'system', content: 'x' }] }, 400, /'system'/],
+      [{ model: MODEL, max_tokens: 4, messages: [{ role: 'tool', content: 'x' }] }, 400, /messages\[0\]\.role/],
       [{ model: 'claude-x', max_tokens: 4, messages: one }, 404, /serves 'tiny'/],
       [{ model: MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'word '.repeat(5000) }] }, 400,
         /^prompt is too long: \d+ tokens > \d+ maximum/],

@@ -45,7 +45,7 @@ Test(anthropic_request, a_conversation_renders_as_its_openai_body_does)
         "\"input\": {\"city\": \"Paris\", \"days\": 1.0}}]}, "
         "{\"role\": \"user\", \"content\": [{\"type\": \"tool_result\", \"tool_use_id\": \"functions.get_weather:0\", "
         "\"content\": \"18 C\", \"is_error\": false}, {\"type\": \"text\", \"text\": \"And \"}, "
-        "{\"type\": \"text\", \"text\": \"tomorrow?\"}]}]}";
+        "{\"type\": \"text\", \"text\": \"tomorrow?\"}]}, {\"role\": \"system\", \"content\": \"Be brief.\"}]}";
     const char *oai =
         "{\"model\": \"m\", \"max_tokens\": 9, \"tools\": [{\"type\": \"function\", \"function\": {\"name\": "
         "\"get_weather\", \"description\": \"Weather\", \"parameters\": {\"type\": \"object\", \"properties\": "
@@ -56,7 +56,7 @@ Test(anthropic_request, a_conversation_renders_as_its_openai_body_does)
         "[{\"id\": \"functions.get_weather:0\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
         "\"arguments\": \"{\\\"city\\\": \\\"Paris\\\", \\\"days\\\": 1.0}\"}}]}, "
         "{\"role\": \"tool\", \"tool_call_id\": \"functions.get_weather:0\", \"content\": \"18 C\"}, "
-        "{\"role\": \"user\", \"content\": \"And tomorrow?\"}]}";
+        "{\"role\": \"user\", \"content\": \"And tomorrow?\"}, {\"role\": \"system\", \"content\": \"Be brief.\"}]}";
     for (int thinking = 0; thinking < 2; thinking++) {
         chat_options o;
         chat_options_default(&o);
@@ -82,8 +82,9 @@ Test(anthropic_request, sampling_stops_tools_and_thinking_map_to_the_chat_reques
     oai_request r;
     parse_ok("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 0.5, "
              "\"top_p\": 0.9, \"top_k\": 7, \"stream\": true, \"stop_sequences\": [\"END\", \"##\"], "
-             "\"metadata\": {\"user_id\": \"u\"}, \"thinking\": {\"type\": \"enabled\", \"budget_tokens\": 2048}}",
-             0, &r);
+             "\"metadata\": {\"user_id\": \"u\"}, \"thinking\": {\"type\": \"enabled\", \"budget_tokens\": 2048}, "
+             "\"context_management\": {\"edits\": [{\"type\": \"clear_thinking_20251015\", \"keep\": \"all\"}]}, "
+             "\"output_config\": {\"effort\": \"high\"}}", 0, &r);
     cr_expect_float_eq(r.temperature, 0.5f, 1e-6);
     cr_expect_float_eq(r.top_p, 0.9f, 1e-6);
     cr_expect_eq(r.top_k, 7);
@@ -103,6 +104,14 @@ Test(anthropic_request, sampling_stops_tools_and_thinking_map_to_the_chat_reques
     cr_assert_eq(anthropic_request_parse(off, strlen(off), &on, 0, &r, &err), 0, "%s", err.message);
     cr_expect(!r.copt.thinking, "thinking disabled overrides the server's default");
     cr_expect_eq(r.reasoning_budget, 0);
+    oai_request_free(&r);
+    chat_options no;
+    chat_options_default(&no);
+    no.thinking = 0;
+    const char *adaptive = "{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+                           "\"thinking\": {\"type\": \"adaptive\"}}";
+    cr_assert_eq(anthropic_request_parse(adaptive, strlen(adaptive), &no, 0, &r, &err), 0, "%s", err.message);
+    cr_expect(r.copt.thinking && !r.reasoning_budget, "adaptive: on, without a budget");
     oai_request_free(&r);
 
     /* tool_choice: any is OpenAI's required, tool a named function, none drops the tools */
@@ -172,8 +181,10 @@ Test(anthropic_request, refuses_bad_bodies_naming_the_field)
            "between");
     refuse("{\"max_tokens\": 5}", 400, "messages", "required");
     refuse("{\"max_tokens\": 5, \"messages\": []}", 400, "messages", "non-empty");
-    refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"system\", \"content\": \"x\"}]}", 400, "messages",
-           "'system'");
+    refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}", 400, "messages",
+           "\"user\", \"assistant\" or \"system\"");
+    refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"system\", \"content\": [{\"type\": \"tool_result\"}]}]}",
+           400, "messages", "only text blocks");
     refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": 3}]}", 400, "messages",
            "messages[0].content");
     refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", "
