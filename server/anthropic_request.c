@@ -7,51 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int bad(oai_error *err, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int bad(oai_error *err, const char *param, const char *fmt, ...)
-{
-    char msg[240];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return oai_fail(err, 400, "invalid_request_error", param, NULL, "%s", msg);
-}
-
-static int oom(oai_error *err)
-{
-    return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-}
-
-static const cJSON *field(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-static const char *block_type(const cJSON *b)
-{
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "type");
-    return cJSON_IsString(t) ? t->valuestring : NULL;
-}
-
-/* Appends a copy of v (its numbers' spellings kept) to o as name; 0 or -1. */
-static int add_copy(cJSON *o, const char *name, const cJSON *v)
-{
-    cJSON *c = cJSON_Duplicate(v, 1);
-    return c && cJSON_AddItemToObject(o, name, c) ? 0 : (cJSON_Delete(c), -1);
-}
-
-static cJSON *text_part(const char *text)
-{
-    cJSON *p = cJSON_CreateObject();
-    if (p && (!cJSON_AddStringToObject(p, "type", "text") || !cJSON_AddStringToObject(p, "text", text))) {
-        cJSON_Delete(p);
-        return NULL;
-    }
-    return p;
-}
+#include "chat_body.h"
 
 /* Text blocks (or a string) into `parts`; where is the field's path for
  * errors, param the request's field it is in. Blocks of other types are
@@ -60,42 +16,31 @@ static int text_blocks(const cJSON *content, const char *param, const char *wher
                        oai_error *err)
 {
     if (cJSON_IsString(content)) {
-        cJSON *p = text_part(content->valuestring);
-        return p && cJSON_AddItemToArray(parts, p) ? 0 : oom(err);
+        cJSON *p = chat_body_text_part(content->valuestring);
+        return p && cJSON_AddItemToArray(parts, p) ? 0 : chat_body_oom(err);
     }
     if (!cJSON_IsArray(content))
-        return bad(err, param, "%s must be a string or an array of text blocks", where);
+        return chat_body_bad(err, param, "%s must be a string or an array of text blocks", where);
     int k = 0;
     const cJSON *b;
     cJSON_ArrayForEach(b, content) {
-        const char *t = block_type(b);
+        const char *t = chat_body_type(b);
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
         if (!cJSON_IsObject(b) || !t)
-            return bad(err, param, "%s[%d] must be a block object with a \"type\"", where, k);
+            return chat_body_bad(err, param, "%s[%d] must be a block object with a \"type\"", where, k);
         if (strcmp(t, "text"))
-            return bad(err, param, "%s[%d] is a block of type '%.40s': here only text blocks are "
-                       "taken (the model reads text only)", where, k, t);
+            return chat_body_bad(err, param,
+                                 "%s[%d] is a block of type '%.40s': here only text blocks are "
+                                 "taken (the model reads text only)",
+                                 where, k, t);
         if (!cJSON_IsString(text))
-            return bad(err, param, "%s[%d].text must be a string", where, k);
-        cJSON *p = text_part(text->valuestring);
+            return chat_body_bad(err, param, "%s[%d].text must be a string", where, k);
+        cJSON *p = chat_body_text_part(text->valuestring);
         if (!p || !cJSON_AddItemToArray(parts, p))
-            return oom(err);
+            return chat_body_oom(err);
         k++;
     }
     return 0;
-}
-
-/* A new message {"role": role, "content": []} at the end of out; NULL when
- * out of memory. */
-static cJSON *new_message(cJSON *out, const char *role)
-{
-    cJSON *m = cJSON_CreateObject();
-    if (!m || !cJSON_AddStringToObject(m, "role", role) || !cJSON_AddArrayToObject(m, "content") ||
-        !cJSON_AddItemToArray(out, m)) {
-        cJSON_Delete(m);
-        return NULL;
-    }
-    return m;
 }
 
 /* A user message's blocks: runs of text blocks become user messages, each
@@ -105,34 +50,35 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
     char where[64];
     snprintf(where, sizeof where, "messages[%d].content", i);
     if (cJSON_IsString(content)) {
-        cJSON *m = new_message(out, "user");
-        return m ? text_blocks(content, "messages", where, cJSON_GetObjectItem(m, "content"), err) : oom(err);
+        cJSON *m = chat_body_message(out, "user");
+        return m ? text_blocks(content, "messages", where, cJSON_GetObjectItem(m, "content"), err)
+                 : chat_body_oom(err);
     }
-    cJSON *run = NULL;  /* the user message text blocks are going into */
+    cJSON *run = NULL; /* the user message text blocks are going into */
     int k = 0;
     const cJSON *b;
     cJSON_ArrayForEach(b, content) {
-        const char *t = block_type(b);
+        const char *t = chat_body_type(b);
         snprintf(where, sizeof where, "messages[%d].content[%d]", i, k);
         if (!cJSON_IsObject(b) || !t)
-            return bad(err, "messages", "%s must be a block object with a \"type\"", where);
+            return chat_body_bad(err, "messages", "%s must be a block object with a \"type\"", where);
         if (!strcmp(t, "text")) {
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
             if (!cJSON_IsString(text))
-                return bad(err, "messages", "%s.text must be a string", where);
-            cJSON *p = text_part(text->valuestring);
-            if (!run && !(run = new_message(out, "user")))
-                return cJSON_Delete(p), oom(err);
+                return chat_body_bad(err, "messages", "%s.text must be a string", where);
+            cJSON *p = chat_body_text_part(text->valuestring);
+            if (!run && !(run = chat_body_message(out, "user")))
+                return cJSON_Delete(p), chat_body_oom(err);
             if (!p || !cJSON_AddItemToArray(cJSON_GetObjectItem(run, "content"), p))
-                return oom(err);
+                return chat_body_oom(err);
         } else if (!strcmp(t, "tool_result")) {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "tool_use_id");
             if (!cJSON_IsString(id))
-                return bad(err, "messages", "%s.tool_use_id must be a string", where);
-            cJSON *m = new_message(out, "tool");
+                return chat_body_bad(err, "messages", "%s.tool_use_id must be a string", where);
+            cJSON *m = chat_body_message(out, "tool");
             if (!m || !cJSON_AddStringToObject(m, "tool_call_id", id->valuestring))
-                return oom(err);
-            const cJSON *c = field(b, "content");
+                return chat_body_oom(err);
+            const cJSON *c = chat_body_field(b, "content");
             char cw[80];
             snprintf(cw, sizeof cw, "%s.content", where);
             /* is_error has no place in Kimi's format: the result's text says what went wrong */
@@ -140,8 +86,10 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
                 return -1;
             run = NULL;
         } else {
-            return bad(err, "messages", "%s is a block of type '%.40s': a user message takes text "
-                       "and tool_result blocks (the model reads text only)", where, t);
+            return chat_body_bad(err, "messages",
+                                 "%s is a block of type '%.40s': a user message takes text "
+                                 "and tool_result blocks (the model reads text only)",
+                                 where, t);
         }
         k++;
     }
@@ -155,10 +103,10 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
 {
     char where[64];
     snprintf(where, sizeof where, "messages[%d].content", i);
-    cJSON *m = new_message(out, "assistant");
+    cJSON *m = chat_body_message(out, "assistant");
     if (!m)
-        return oom(err);
-    cJSON *parts = cJSON_GetObjectItem(m, "content"), *calls = NULL;
+        return chat_body_oom(err);
+    cJSON *parts = cJSON_GetObjectItem(m, "content");
     if (cJSON_IsString(content))
         return text_blocks(content, "messages", where, parts, err);
     char *reasoning = NULL;
@@ -166,66 +114,55 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
     int k = 0, rc = 0;
     const cJSON *b;
     cJSON_ArrayForEach(b, content) {
-        const char *t = block_type(b);
+        const char *t = chat_body_type(b);
         snprintf(where, sizeof where, "messages[%d].content[%d]", i, k++);
         if (!cJSON_IsObject(b) || !t) {
-            rc = bad(err, "messages", "%s must be a block object with a \"type\"", where);
+            rc = chat_body_bad(err, "messages", "%s must be a block object with a \"type\"", where);
         } else if (!strcmp(t, "text")) {
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
-            cJSON *p = cJSON_IsString(text) ? text_part(text->valuestring) : NULL;
-            rc = !cJSON_IsString(text) ? bad(err, "messages", "%s.text must be a string", where)
-                 : p && cJSON_AddItemToArray(parts, p) ? 0 : oom(err);
+            cJSON *p = cJSON_IsString(text) ? chat_body_text_part(text->valuestring) : NULL;
+            rc = !cJSON_IsString(text) ? chat_body_bad(err, "messages", "%s.text must be a string", where)
+                 : p && cJSON_AddItemToArray(parts, p) ? 0
+                                                       : chat_body_oom(err);
         } else if (!strcmp(t, "tool_use")) {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "id");
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");
             const cJSON *input = cJSON_GetObjectItemCaseSensitive(b, "input");
             if (!cJSON_IsString(id) || !cJSON_IsString(name) || !cJSON_IsObject(input)) {
-                rc = bad(err, "messages", "%s (tool_use) needs a string \"id\" and \"name\" and an "
-                         "object \"input\"", where);
-                break;
-            }
-            cJSON *call = cJSON_CreateObject(), *fn = cJSON_CreateObject();
-            if (!calls && !(calls = cJSON_AddArrayToObject(m, "tool_calls"))) {
-                cJSON_Delete(call);
-                cJSON_Delete(fn);
-                rc = oom(err);
-                break;
-            }
-            if (!call || !cJSON_AddItemToArray(calls, call)) {
-                cJSON_Delete(call);
-                cJSON_Delete(fn);
-                rc = oom(err);
+                rc = chat_body_bad(err, "messages",
+                                   "%s (tool_use) needs a string \"id\" and \"name\" and an "
+                                   "object \"input\"",
+                                   where);
                 break;
             }
             /* the object itself: the chat format prints it as json.dumps would */
-            rc = fn && cJSON_AddItemToObject(call, "function", fn) && cJSON_AddStringToObject(call, "id", id->valuestring) &&
-                 cJSON_AddStringToObject(call, "type", "function") &&
-                 cJSON_AddStringToObject(fn, "name", name->valuestring) && !add_copy(fn, "arguments", input)
-                 ? 0 : oom(err);
+            rc = chat_body_tool_call(m, id->valuestring, name->valuestring, input) ? chat_body_oom(err) : 0;
         } else if (!strcmp(t, "thinking")) {
             const cJSON *th = cJSON_GetObjectItemCaseSensitive(b, "thinking");
             if (!cJSON_IsString(th)) {
-                rc = bad(err, "messages", "%s.thinking must be a string", where);
+                rc = chat_body_bad(err, "messages", "%s.thinking must be a string", where);
                 break;
             }
             size_t n = strlen(th->valuestring);
             char *nr = realloc(reasoning, reasoning_len + n + 1);
             if (!nr) {
-                rc = oom(err);
+                rc = chat_body_oom(err);
                 break;
             }
             memcpy(nr + reasoning_len, th->valuestring, n + 1);
             reasoning = nr;
             reasoning_len += n;
         } else if (strcmp(t, "redacted_thinking")) {
-            rc = bad(err, "messages", "%s is a block of type '%.40s': an assistant message takes text, "
-                     "tool_use and thinking blocks", where, t);
+            rc = chat_body_bad(err, "messages",
+                               "%s is a block of type '%.40s': an assistant message takes text, "
+                               "tool_use and thinking blocks",
+                               where, t);
         }
         if (rc)
             break;
     }
     if (!rc && reasoning && !cJSON_AddStringToObject(m, "reasoning_content", reasoning))
-        rc = oom(err);
+        rc = chat_body_oom(err);
     free(reasoning);
     return rc;
 }
@@ -236,8 +173,9 @@ static int system_message(const cJSON *content, int i, cJSON *out, oai_error *er
 {
     char where[64];
     snprintf(where, sizeof where, "messages[%d].content", i);
-    cJSON *m = new_message(out, "system");
-    return m ? text_blocks(content, "messages", where, cJSON_GetObjectItem(m, "content"), err) : oom(err);
+    cJSON *m = chat_body_message(out, "system");
+    return m ? text_blocks(content, "messages", where, cJSON_GetObjectItem(m, "content"), err)
+             : chat_body_oom(err);
 }
 
 /* The answer's start: a last assistant message of text only. */
@@ -256,44 +194,47 @@ static int assistant_prefix(const cJSON *content, int i, cJSON *prefix_parts, oa
 static int translate_messages(const cJSON *root, cJSON *out, cJSON *prefix_parts, int *has_prefix,
                               oai_error *err)
 {
-    const cJSON *system = field(root, "system");
+    const cJSON *system = chat_body_field(root, "system");
     if (system) {
-        cJSON *m = new_message(out, "system");
+        cJSON *m = chat_body_message(out, "system");
         if (!m)
-            return oom(err);
+            return chat_body_oom(err);
         if (text_blocks(system, "system", "system", cJSON_GetObjectItem(m, "content"), err))
             return -1;
     }
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs)
-        return bad(err, "messages", "'messages' is required");
+        return chat_body_bad(err, "messages", "'messages' is required");
     if (!cJSON_IsArray(msgs) || !msgs->child)
-        return bad(err, "messages", "'messages' must be a non-empty array of message objects");
+        return chat_body_bad(err, "messages", "'messages' must be a non-empty array of message objects");
     int i = 0, n = cJSON_GetArraySize(msgs);
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!cJSON_IsObject(m))
-            return bad(err, "messages", "messages[%d] must be an object", i);
+            return chat_body_bad(err, "messages", "messages[%d] must be an object", i);
         const char *rs = cJSON_IsString(role) ? role->valuestring : "";
         int user = !strcmp(rs, "user"), sys = !strcmp(rs, "system");
         if (!user && !sys && strcmp(rs, "assistant"))
-            return bad(err, "messages", "messages[%d].role must be \"user\", \"assistant\" or \"system\"", i);
+            return chat_body_bad(err, "messages",
+                                 "messages[%d].role must be \"user\", \"assistant\" or \"system\"", i);
         if (!cJSON_IsString(content) && !cJSON_IsArray(content))
-            return bad(err, "messages", "messages[%d].content must be a string or an array of blocks", i);
-        int rc = user ? user_message(content, i, out, err)
-                 : sys ? system_message(content, i, out, err)
+            return chat_body_bad(err, "messages",
+                                 "messages[%d].content must be a string or an array of blocks", i);
+        int rc = user         ? user_message(content, i, out, err)
+                 : sys        ? system_message(content, i, out, err)
                  : i == n - 1 ? assistant_prefix(content, i, prefix_parts, err)
-                 : assistant_message(content, i, out, err);
+                              : assistant_message(content, i, out, err);
         if (rc)
             return -1;
         *has_prefix = !user && !sys && i == n - 1;
         i++;
     }
     if (*has_prefix && n == 1)
-        return bad(err, "messages", "the messages hold only an assistant message: the conversation "
-                   "needs a user message before the answer's start");
+        return chat_body_bad(err, "messages",
+                             "the messages hold only an assistant message: the conversation "
+                             "needs a user message before the answer's start");
     return 0;
 }
 
@@ -301,40 +242,33 @@ static int translate_messages(const cJSON *root, cJSON *out, cJSON *prefix_parts
 static int translate_tools(const cJSON *tools, cJSON *out_root, oai_error *err)
 {
     if (!cJSON_IsArray(tools))
-        return bad(err, "tools", "'tools' must be an array");
+        return chat_body_bad(err, "tools", "'tools' must be an array");
     cJSON *out = cJSON_AddArrayToObject(out_root, "tools");
     if (!out)
-        return oom(err);
+        return chat_body_oom(err);
     int k = 0;
     const cJSON *t;
     cJSON_ArrayForEach(t, tools) {
-        const char *type = block_type(t);
+        const char *type = chat_body_type(t);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
-        const cJSON *desc = field(t, "description"), *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
+        const cJSON *desc = chat_body_field(t, "description"),
+                    *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
         if (!cJSON_IsObject(t))
-            return bad(err, "tools", "tools[%d] must be an object", k);
+            return chat_body_bad(err, "tools", "tools[%d] must be an object", k);
         if (type && strcmp(type, "custom"))
-            return bad(err, "tools", "tools[%d] is a server tool of type '%.60s', which Anthropic's "
-                       "servers run: this server takes tools the client runs (name, description, "
-                       "input_schema)", k, type);
+            return chat_body_bad(err, "tools",
+                                 "tools[%d] is a server tool of type '%.60s', which Anthropic's "
+                                 "servers run: this server takes tools the client runs (name, description, "
+                                 "input_schema)",
+                                 k, type);
         if (!cJSON_IsString(name) || !name->valuestring[0])
-            return bad(err, "tools", "tools[%d].name must be a non-empty string", k);
+            return chat_body_bad(err, "tools", "tools[%d].name must be a non-empty string", k);
         if (desc && !cJSON_IsString(desc))
-            return bad(err, "tools", "tools[%d].description must be a string", k);
+            return chat_body_bad(err, "tools", "tools[%d].description must be a string", k);
         if (!cJSON_IsObject(schema))
-            return bad(err, "tools", "tools[%d].input_schema must be a JSON Schema object", k);
-        cJSON *decl = cJSON_CreateObject(), *fn = cJSON_CreateObject();
-        if (!decl || !cJSON_AddItemToArray(out, decl)) {
-            cJSON_Delete(decl);
-            cJSON_Delete(fn);
-            return oom(err);
-        }
-        if (!fn || !cJSON_AddStringToObject(decl, "type", "function") ||
-            !cJSON_AddItemToObject(decl, "function", fn) ||
-            !cJSON_AddStringToObject(fn, "name", name->valuestring) ||
-            (desc && !cJSON_AddStringToObject(fn, "description", desc->valuestring)) ||
-            add_copy(fn, "parameters", schema))
-            return oom(err);
+            return chat_body_bad(err, "tools", "tools[%d].input_schema must be a JSON Schema object", k);
+        if (chat_body_function(out, name->valuestring, desc ? desc->valuestring : NULL, schema))
+            return chat_body_oom(err);
         k++;
     }
     return 0;
@@ -342,28 +276,33 @@ static int translate_tools(const cJSON *tools, cJSON *out_root, oai_error *err)
 
 static int translate_tool_choice(const cJSON *tc, cJSON *out_root, oai_error *err)
 {
-    const char *type = block_type(tc);
+    const char *type = chat_body_type(tc);
     if (!cJSON_IsObject(tc) || !type)
-        return bad(err, "tool_choice", "'tool_choice' must be an object with a \"type\": \"auto\", "
-                   "\"any\", \"tool\" or \"none\"");
-    const cJSON *dp = field(tc, "disable_parallel_tool_use");
+        return chat_body_bad(err, "tool_choice",
+                             "'tool_choice' must be an object with a \"type\": \"auto\", "
+                             "\"any\", \"tool\" or \"none\"");
+    const cJSON *dp = chat_body_field(tc, "disable_parallel_tool_use");
     if (dp && !cJSON_IsBool(dp))
-        return bad(err, "tool_choice", "tool_choice.disable_parallel_tool_use must be a boolean");
+        return chat_body_bad(err, "tool_choice", "tool_choice.disable_parallel_tool_use must be a boolean");
     int one_call = cJSON_IsTrue(dp);
     cJSON *v = NULL;
     if (!strcmp(type, "auto") || !strcmp(type, "none") || !strcmp(type, "any")) {
         if (one_call && strcmp(type, "none"))
-            return bad(err, "tool_choice", "disable_parallel_tool_use with tool_choice '%s' is not "
-                       "supported: the model may answer with several calls (name one tool with "
-                       "{\"type\": \"tool\", \"name\": ...} for exactly one)", type);
+            return chat_body_bad(err, "tool_choice",
+                                 "disable_parallel_tool_use with tool_choice '%s' is not "
+                                 "supported: the model may answer with several calls (name one tool with "
+                                 "{\"type\": \"tool\", \"name\": ...} for exactly one)",
+                                 type);
         v = cJSON_CreateString(!strcmp(type, "any") ? "required" : type);
     } else if (!strcmp(type, "tool")) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
         if (!cJSON_IsString(name))
-            return bad(err, "tool_choice", "tool_choice of type \"tool\" needs the tool's \"name\"");
+            return chat_body_bad(err, "tool_choice",
+                                 "tool_choice of type \"tool\" needs the tool's \"name\"");
         cJSON *fn = cJSON_CreateObject();
         if ((v = cJSON_CreateObject()) && fn && cJSON_AddStringToObject(v, "type", "function") &&
-            cJSON_AddStringToObject(fn, "name", name->valuestring) && cJSON_AddItemToObject(v, "function", fn))
+            cJSON_AddStringToObject(fn, "name", name->valuestring) &&
+            cJSON_AddItemToObject(v, "function", fn))
             fn = NULL;
         cJSON_Delete(fn);
         if (fn) {
@@ -371,32 +310,37 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out_root, oai_error *er
             v = NULL;
         }
     } else {
-        return bad(err, "tool_choice", "tool_choice.type must be \"auto\", \"any\", \"tool\" or "
-                   "\"none\", got '%.40s'", type);
+        return chat_body_bad(err, "tool_choice",
+                             "tool_choice.type must be \"auto\", \"any\", \"tool\" or "
+                             "\"none\", got '%.40s'",
+                             type);
     }
-    return v && cJSON_AddItemToObject(out_root, "tool_choice", v) ? 0 : (cJSON_Delete(v), oom(err));
+    return v && cJSON_AddItemToObject(out_root, "tool_choice", v) ? 0 : (cJSON_Delete(v), chat_body_oom(err));
 }
 
 /* thinking: on or off in out_root's "thinking", the budget into *budget. */
 static int translate_thinking(const cJSON *th, cJSON *out_root, int *enabled, int *budget, oai_error *err)
 {
-    const char *type = block_type(th);
+    const char *type = chat_body_type(th);
     if (!cJSON_IsObject(th) || !type)
-        return bad(err, "thinking", "'thinking' must be an object with a \"type\": \"enabled\", "
-                   "\"adaptive\" or \"disabled\"");
+        return chat_body_bad(err, "thinking",
+                             "'thinking' must be an object with a \"type\": \"enabled\", "
+                             "\"adaptive\" or \"disabled\"");
     int on = !strcmp(type, "enabled") || !strcmp(type, "adaptive");
     if (!on && strcmp(type, "disabled"))
-        return bad(err, "thinking", "thinking.type must be \"enabled\", \"adaptive\" or \"disabled\", "
-                   "got '%.40s'", type);
-    const cJSON *b = field(th, "budget_tokens");
+        return chat_body_bad(err, "thinking",
+                             "thinking.type must be \"enabled\", \"adaptive\" or \"disabled\", "
+                             "got '%.40s'",
+                             type);
+    const cJSON *b = chat_body_field(th, "budget_tokens");
     if (b && strcmp(type, "enabled"))
-        return bad(err, "thinking", "thinking.budget_tokens goes with \"type\": \"enabled\"");
+        return chat_body_bad(err, "thinking", "thinking.budget_tokens goes with \"type\": \"enabled\"");
     if (b && (!cJSON_IsNumber(b) || b->valuedouble != floor(b->valuedouble) || b->valuedouble < 1 ||
               b->valuedouble > 1 << 30))
-        return bad(err, "thinking", "thinking.budget_tokens must be an integer of at least 1");
+        return chat_body_bad(err, "thinking", "thinking.budget_tokens must be an integer of at least 1");
     *budget = b ? (int)b->valuedouble : 0;
     *enabled = on;
-    return cJSON_AddBoolToObject(out_root, "thinking", on) ? 0 : oom(err);
+    return cJSON_AddBoolToObject(out_root, "thinking", on) ? 0 : chat_body_oom(err);
 }
 
 /* The OpenAI chat body the Messages body says; -1 with err set. */
@@ -406,38 +350,39 @@ static int translate(const cJSON *root, int counting, cJSON *out, cJSON *prefix_
     static const char *const same[] = {"model", "stream", "temperature", "top_p", "top_k"};
     for (size_t k = 0; k < sizeof same / sizeof *same; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, same[k]);
-        if (v && add_copy(out, same[k], v))
-            return oom(err);
+        if (v && chat_body_copy(out, same[k], v))
+            return chat_body_oom(err);
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
     if (!mt && !counting)
-        return bad(err, "max_tokens", "'max_tokens' is required: the answer's tokens at most");
-    if (mt && !counting && add_copy(out, "max_tokens", mt))
-        return oom(err);
-    const cJSON *stop = field(root, "stop_sequences");
+        return chat_body_bad(err, "max_tokens", "'max_tokens' is required: the answer's tokens at most");
+    if (mt && !counting && chat_body_copy(out, "max_tokens", mt))
+        return chat_body_oom(err);
+    const cJSON *stop = chat_body_field(root, "stop_sequences");
     if (stop) {
         if (!cJSON_IsArray(stop))
-            return bad(err, "stop_sequences", "'stop_sequences' must be an array of strings");
+            return chat_body_bad(err, "stop_sequences", "'stop_sequences' must be an array of strings");
         if (cJSON_GetArraySize(stop) > OAI_MAX_STOP)
-            return bad(err, "stop_sequences", "'stop_sequences' holds at most %d strings", OAI_MAX_STOP);
+            return chat_body_bad(err, "stop_sequences", "'stop_sequences' holds at most %d strings",
+                                 OAI_MAX_STOP);
         const cJSON *s;
         cJSON_ArrayForEach(s, stop)
             if (!cJSON_IsString(s) || !s->valuestring[0])
-                return bad(err, "stop_sequences", "'stop_sequences' must hold non-empty strings");
-        if (add_copy(out, "stop", stop))
-            return oom(err);
+                return chat_body_bad(err, "stop_sequences", "'stop_sequences' must hold non-empty strings");
+        if (chat_body_copy(out, "stop", stop))
+            return chat_body_oom(err);
     }
     cJSON *msgs = cJSON_AddArrayToObject(out, "messages");
     if (!msgs)
-        return oom(err);
+        return chat_body_oom(err);
     if (translate_messages(root, msgs, prefix_parts, has_prefix, err))
         return -1;
-    const cJSON *tools = field(root, "tools"), *tc = field(root, "tool_choice");
+    const cJSON *tools = chat_body_field(root, "tools"), *tc = chat_body_field(root, "tool_choice");
     if (tools && translate_tools(tools, out, err))
         return -1;
     if (tc && translate_tool_choice(tc, out, err))
         return -1;
-    const cJSON *th = field(root, "thinking");
+    const cJSON *th = chat_body_field(root, "thinking");
     *thinking = -1;
     return th ? translate_thinking(th, out, thinking, budget, err) : 0;
 }
@@ -470,17 +415,19 @@ int anthropic_request_parse(const char *body, size_t len, const chat_options *de
         return -1;
     cJSON *out = cJSON_CreateObject(), *prefix_parts = cJSON_CreateArray();
     int has_prefix = 0, thinking = -1, budget = 0;
-    int rc = !out || !prefix_parts ? oom(err)
-             : translate(root, counting, out, prefix_parts, &has_prefix, &thinking, &budget, err);
+    int rc = !out || !prefix_parts
+                 ? chat_body_oom(err)
+                 : translate(root, counting, out, prefix_parts, &has_prefix, &thinking, &budget, err);
     const char *prefix = NULL;
     if (!rc && has_prefix && thinking == 1)
-        rc = bad(err, "messages", "a last assistant message (the answer's start) cannot go with thinking "
-                 "enabled: the answer would start inside the reasoning");
+        rc = chat_body_bad(err, "messages",
+                           "a last assistant message (the answer's start) cannot go with thinking "
+                           "enabled: the answer would start inside the reasoning");
     /* a prefilled answer has no reasoning before it */
     if (!rc && has_prefix && thinking < 0 && !cJSON_AddBoolToObject(out, "thinking", 0))
-        rc = oom(err);
+        rc = chat_body_oom(err);
     if (!rc && has_prefix && !(prefix = keep_prefix(out, prefix_parts)))
-        rc = oom(err);
+        rc = chat_body_oom(err);
     cJSON_Delete(root);
     cJSON_Delete(prefix_parts);
     if (rc) {

@@ -97,7 +97,8 @@ static char *call_as_text(const tool_call *c)
 static const char *error_type(int status)
 {
     switch (status) {
-    case 400: case 405: return "invalid_request_error";
+    case 400:
+    case 405: return "invalid_request_error";
     case 401: return "authentication_error";
     case 403: return "permission_error";
     case 404: return "not_found_error";
@@ -319,7 +320,7 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
         cJSON *b = typed("tool_use");
         cJSON_AddItemToObject(b, "id", clean_string(c->calls[i].id, strlen(c->calls[i].id)));
         cJSON_AddItemToObject(b, "name", clean_string(c->calls[i].name, strlen(c->calls[i].name)));
-        cJSON_AddItemToObject(b, "input", cJSON_CreateRaw(args));   /* the model's text, checked */
+        cJSON_AddItemToObject(b, "input", cJSON_CreateRaw(args)); /* the model's text, checked */
         cJSON_AddItemToArray(content, b);
         free(args);
     }
