@@ -284,15 +284,11 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out_root, oai_error *er
     const cJSON *dp = chat_body_field(tc, "disable_parallel_tool_use");
     if (dp && !cJSON_IsBool(dp))
         return chat_body_bad(err, "tool_choice", "tool_choice.disable_parallel_tool_use must be a boolean");
-    int one_call = cJSON_IsTrue(dp);
+    /* the answer ends once one call is made */
+    if (cJSON_IsTrue(dp) && !cJSON_AddFalseToObject(out_root, "parallel_tool_calls"))
+        return chat_body_oom(err);
     cJSON *v = NULL;
     if (!strcmp(type, "auto") || !strcmp(type, "none") || !strcmp(type, "any")) {
-        if (one_call && strcmp(type, "none"))
-            return chat_body_bad(err, "tool_choice",
-                                 "disable_parallel_tool_use with tool_choice '%s' is not "
-                                 "supported: the model may answer with several calls (name one tool with "
-                                 "{\"type\": \"tool\", \"name\": ...} for exactly one)",
-                                 type);
         v = cJSON_CreateString(!strcmp(type, "any") ? "required" : type);
     } else if (!strcmp(type, "tool")) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(tc, "name");

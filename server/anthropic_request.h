@@ -16,7 +16,7 @@
  * string or text blocks), stop_sequences, stream, temperature, top_p, top_k,
  * tools (client tools: name, description, input_schema; server tools, which
  * Anthropic runs, are refused), tool_choice (auto, any, tool with its name,
- * none; disable_parallel_tool_use only where one call is what is asked anyway),
+ * none; disable_parallel_tool_use: the answer ends once one call is made),
  * thinking ({"type": "enabled", "budget_tokens": N}: the reasoning ends after
  * N tokens at most; "adaptive": on, no limit; "disabled"; absent: the server's
  * default). A last assistant message is the answer's start (prefill): the

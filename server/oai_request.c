@@ -376,6 +376,10 @@ static int parse_chat(oai_request *r, oai_error *err)
         if ((r->tool_choice_required || r->tool_choice_name) && !r->tools)
             return bad(err, "tool_choice", "'tool_choice' asks for a tool call, but no 'tools' are given");
     }
+    int parallel = 1;
+    if (opt_bool(r->root, "parallel_tool_calls", &parallel, err))
+        return -1;
+    r->one_call = !parallel;
     /* chat template switches, at the top level or vLLM-style in chat_template_kwargs */
     errbuf e;
     if (chat_options_from_json(r->root, &r->copt, &e))

@@ -226,6 +226,8 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
         calls = d.calls;
         n_calls = d.n_calls;
     }
+    if (a->j->req.one_call && a->calls_seen + n_calls > 1)
+        n_calls = a->calls_seen ? 0 : 1;    /* the first call only (parallel_tool_calls false) */
     if (!content_len && !reasoning_len && !n_calls)
         return;
     if (a->stream && a->anthropic) {
@@ -718,7 +720,7 @@ static int next_token(server *s, slot_run *r)
     size_t rel_len;
     int st = stop_filter_feed(&r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
     answer_text(r->a, rel, rel_len, 0);
-    if (st == 1) {
+    if (st == 1 || (j->req.one_call && r->a->calls_seen)) {
         r->finish = "stop";
         return 0;
     }

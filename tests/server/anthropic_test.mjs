@@ -188,6 +188,31 @@ async function forcedServer() {
   await stopServer(srv);
 }
 
+// Two calls in one answer: parallel_tool_calls false (OpenAI) and
+// disable_parallel_tool_use (Anthropic) end it once the first is made.
+async function twoCallServer() {
+  const call = (i, city) => `<|tool_call_begin|>functions.get_weather:${i}<|tool_call_argument_begin|>` +
+    `{"city": "${city}"}<|tool_call_end|>`;
+  const srv = await startServer(['--api-key', KEY, '--no-think'], { MOETIER_SERVE_FORCE_TEXT:
+    `Both.<|tool_calls_section_begin|>${call(0, 'Paris')}${call(1, 'Rome')}<|tool_calls_section_end|>` });
+  await check('parallel_tool_calls false / disable_parallel_tool_use end the answer at its first call', async () => {
+    const ask = { model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'Weather?' }] };
+    const both = await post(srv, '/v1/chat/completions', { ...ask, tools: openaiTools });
+    assert.equal(both.body.choices[0].message.tool_calls.length, 2, JSON.stringify(both.body));
+    const one = await post(srv, '/v1/chat/completions', { ...ask, tools: openaiTools, parallel_tool_calls: false });
+    const c = one.body.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls');
+    assert.deepEqual(c.message.tool_calls.map((t) => JSON.parse(t.function.arguments).city), ['Paris']);
+    assert.ok(one.body.usage.completion_tokens < both.body.usage.completion_tokens, 'the answer went on');
+    const a = await claude(srv).messages.create({ ...ask, tools, tool_choice: { type: 'auto', disable_parallel_tool_use: true } });
+    assert.deepEqual(a.content.filter((b) => b.type === 'tool_use').map((b) => b.input.city), ['Paris']);
+    assert.equal(a.stop_reason, 'tool_use');
+    const s = await claude(srv).messages.stream({ ...ask, tools, tool_choice: { type: 'any', disable_parallel_tool_use: true } }).finalMessage();
+    assert.deepEqual(s.content.filter((b) => b.type === 'tool_use').map((b) => b.input.city), ['Paris']);
+  });
+  await stopServer(srv);
+}
+
 // A stream waiting on its prefill is kept alive between the prompt's chunks:
 // here every chunk of 4 tokens (MOETIER_SERVE_KEEPALIVE=0, a test hook; 10 s
 // by default).
@@ -216,6 +241,7 @@ async function keepAliveServer() {
 try {
   await plainServer();
   await forcedServer();
+  await twoCallServer();
   await keepAliveServer();
 } catch (e) {
   fail(e);

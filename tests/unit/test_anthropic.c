@@ -128,7 +128,10 @@ Test(anthropic_request, sampling_stops_tools_and_thinking_map_to_the_chat_reques
     cr_expect_null(r.tools);
     oai_request_free(&r);
     parse_ok("{" ONE ", " TOOL ", \"tool_choice\": {\"type\": \"auto\"}}", 0, &r);
-    cr_expect(r.tools && !r.tool_choice_required && !r.tool_choice_name);
+    cr_expect(r.tools && !r.tool_choice_required && !r.tool_choice_name && !r.one_call);
+    oai_request_free(&r);
+    parse_ok("{" ONE ", " TOOL ", \"tool_choice\": {\"type\": \"auto\", \"disable_parallel_tool_use\": true}}", 0, &r);
+    cr_expect(r.one_call, "disable_parallel_tool_use: the answer ends with its first call");
     oai_request_free(&r);
     /* count_tokens takes no max_tokens */
     parse_ok("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 1, &r);
@@ -211,8 +214,6 @@ Test(anthropic_request, refuses_bad_bodies_naming_the_field)
     refuse("{" ONE ", \"tools\": [{\"input_schema\": {}}]}", 400, "tools", "name");
     refuse("{" ONE ", \"tool_choice\": {\"type\": \"any\"}}", 400, "tool_choice", "no 'tools'");
     refuse("{" ONE ", " TOOL ", \"tool_choice\": {\"type\": \"tool\"}}", 400, "tool_choice", "name");
-    refuse("{" ONE ", " TOOL ", \"tool_choice\": {\"type\": \"auto\", \"disable_parallel_tool_use\": true}}", 400,
-           "tool_choice", "several calls");
     refuse("{" ONE ", " TOOL ", \"tool_choice\": \"any\"}", 400, "tool_choice", "object");
     refuse("{" ONE ", \"thinking\": {\"type\": \"on\"}}", 400, "thinking", "thinking.type");
     refuse("{" ONE ", \"thinking\": {\"type\": \"enabled\", \"budget_tokens\": 0}}", 400, "thinking",

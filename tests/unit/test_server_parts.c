@@ -44,6 +44,7 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
            "\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}", "stop");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\"}]}", "tools");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"always\"}", "tool_choice");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"parallel_tool_calls\": 0}", "parallel_tool_calls");
     /* a call asked for: tools needed, not with a JSON response_format */
 #define TOOLS "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"required\"}", "tool_choice");
@@ -232,12 +233,14 @@ Test(server_request, takes_every_supported_field)
                        "\"temperature\": 0, \"top_p\": 0.5, \"max_tokens\": 7, \"seed\": -3, "
                        "\"stop\": [\"x\", \"\", \"yz\"], \"stream\": true, "
                        "\"stream_options\": {\"include_usage\": true}, "
-                       "\"chat_template_kwargs\": {\"thinking\": false}, \"unknown\": {}}";
+                       "\"chat_template_kwargs\": {\"thinking\": false}, \"parallel_tool_calls\": false, "
+                       "\"unknown\": {}}";
     oai_request r;
     oai_error err;
     cr_assert_eq(oai_request_parse(OAI_CHAT, body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
     cr_assert_str_eq(r.model, "m");
     cr_assert_not_null(r.tools);
+    cr_assert(r.one_call, "parallel_tool_calls false: the answer ends with its first call");
     cr_assert_eq(r.temperature, 0.0f);
     cr_assert_eq(r.top_p, 0.5f);
     cr_assert_eq(r.max_tokens, 7);
@@ -251,6 +254,7 @@ Test(server_request, takes_every_supported_field)
                        "\"function\": {\"name\": \"f\"}}], \"tool_choice\": \"none\"}";
     cr_assert_eq(oai_request_parse(OAI_CHAT, none, strlen(none), NULL, &r, &err), 0);
     cr_assert_null(r.tools, "tool_choice none declares no tools");
+    cr_assert(!r.one_call, "absent: calls in parallel");
     cr_assert_eq(r.temperature, -1.0f, "absent: the server's default");
     oai_request_free(&r);
     /* with thinking on, a schema or a forced call holds the answer after the
