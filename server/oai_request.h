@@ -45,9 +45,10 @@
 
 typedef enum oai_kind { OAI_CHAT, OAI_COMPLETION } oai_kind;
 
-/* The API a request came by, and its answer goes out in: OpenAI's, or
- * Anthropic's Messages API (anthropic_request.h), a chat request underneath. */
-typedef enum oai_api { API_OPENAI, API_ANTHROPIC } oai_api;
+/* The API a request came by, and its answer goes out in: OpenAI's chat and
+ * completions, or a chat request underneath: Anthropic's Messages API
+ * (anthropic_request.h) or OpenAI's Responses API (responses_request.h). */
+typedef enum oai_api { API_OPENAI, API_ANTHROPIC, API_RESPONSES } oai_api;
 
 typedef struct oai_error {
     int status;                 /* HTTP status: 400, 404, 413, ... */
@@ -101,6 +102,8 @@ typedef struct oai_request {
                                  * forced after them; 0: no limit */
     const char *assistant_prefix;   /* chat: the answer's start, given by the client
                                      * (Anthropic's final assistant message); NULL: none */
+    const cJSON *tool_namespaces;   /* Responses: the namespaces' names (strings) whose
+                                     * functions are declared as NAMESPACE.NAME; NULL: none */
 } oai_request;
 
 /* The body as a JSON object: refused (NULL, err a 400) when it is not UTF-8,

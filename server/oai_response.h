@@ -25,6 +25,7 @@ typedef struct oai_meta {
 
 typedef struct oai_usage {
     int prompt_tokens, completion_tokens, cached_tokens;
+    int reasoning_tokens;       /* of the completion's, those inside its reasoning */
 } oai_usage;
 
 /* A token as logprobs show it: its bytes (not always whole UTF-8) and

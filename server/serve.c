@@ -21,6 +21,7 @@
 #include "anthropic_request.h"
 #include "anthropic_response.h"
 #include "oai_response.h"
+#include "responses_request.h"
 #include "serve_internal.h"
 #include "serve_tokens.h"
 
@@ -322,7 +323,10 @@ static void discard_job(job *j)
 /* Queues job j (s->mu held), referred to by the connection and the queue. */
 static void enqueue_locked(server *s, job *j, oai_kind kind)
 {
-    const char *prefix = j->req.api == API_ANTHROPIC ? "msg_" : kind == OAI_CHAT ? "chatcmpl-" : "cmpl-";
+    const char *prefix = j->req.api == API_ANTHROPIC   ? "msg_"
+                         : j->req.api == API_RESPONSES ? "resp_"
+                         : kind == OAI_CHAT            ? "chatcmpl-"
+                                                       : "cmpl-";
     j->refs = 2;
     j->created = (long long)time(NULL);
     j->t_arrival = now_seconds();
@@ -535,8 +539,10 @@ static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_ap
     }
     oai_error err;
     const char *body = cx->body ? cx->body : "";
-    if (api == API_ANTHROPIC ? anthropic_request_parse(body, cx->len, &s->o.copt, counting, &j->req, &err)
-                             : oai_request_parse(kind, body, cx->len, &s->o.copt, &j->req, &err)) {
+    int rc = api == API_ANTHROPIC   ? anthropic_request_parse(body, cx->len, &s->o.copt, counting, &j->req, &err)
+             : api == API_RESPONSES ? responses_request_parse(body, cx->len, &s->o.copt, &j->req, &err)
+                                    : oai_request_parse(kind, body, cx->len, &s->o.copt, &j->req, &err);
+    if (rc) {
         discard_job(j);
         *ret = send_body(s, c, err.status, error_body(api, &err), "application/json");
         return NULL;
@@ -770,11 +776,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                    : send_body(s, c, err.status, oai_error_body(&err), "application/json");
     }
     int chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
-    if (chat || compl) {
+    int responses = !strcmp(url, "/v1/responses");
+    if (chat || compl || responses) {
         if (!post)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
-        return handle_completion(s, c, chat ? OAI_CHAT : OAI_COMPLETION, API_OPENAI, cx);
+        return handle_completion(s, c, compl ? OAI_COMPLETION : OAI_CHAT, responses ? API_RESPONSES : API_OPENAI,
+                                 cx);
     }
+    if (!strncmp(url, "/v1/responses/", 14))
+        return send_error(s, c, 404, "invalid_request_error", NULL, "not_found",
+                          "this server keeps no responses: each is answered once, to its request");
     if (messages || count) {
         if (!post)
             return send_error_as(s, c, api, 405, "invalid_request_error", NULL, NULL, "use POST");

@@ -14,6 +14,7 @@
 #include "core/text/tool_calls.h"
 #include "anthropic_response.h"
 #include "oai_response.h"
+#include "responses_response.h"
 #include "serve_internal.h"
 #include "stop_filter.h"
 #include "tiers/tiered_source.h"
@@ -148,6 +149,8 @@ typedef struct answer {
                                          * message_start) */
     int anthropic;                      /* Anthropic's Messages API */
     anthropic_stream as;                /* its stream's blocks */
+    int responses;                      /* OpenAI's Responses API */
+    responses_out ro;                   /* its output items, streamed or kept */
     buf text, reasoning;                /* non-streaming: the whole answer */
     tool_call *calls;                   /* non-streaming: copies */
     int n_calls;
@@ -230,7 +233,13 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
         n_calls = a->calls_seen ? 0 : 1;    /* the first call only (parallel_tool_calls false) */
     if (!content_len && !reasoning_len && !n_calls)
         return;
-    if (a->stream && a->anthropic) {
+    if (a->responses) {
+        char *events = responses_add(&a->ro, reasoning, reasoning_len, content, content_len, calls, n_calls);
+        if (a->stream)
+            job_emit(a->s, a->j, events);
+        else
+            free(events);   /* (the items are kept in a->ro) */
+    } else if (a->stream && a->anthropic) {
         job_emit(a->s, a->j, anthropic_event_delta(&a->as, reasoning, reasoning_len, content, content_len,
                                                    calls, n_calls));
     } else if (a->stream) {
@@ -288,6 +297,7 @@ static void answer_free(answer *a)
     free(a->lp);
     if (a->chat)
         tool_stream_free(&a->ts);
+    responses_out_free(&a->ro);
 }
 
 static int is_stop_id(const server *s, int id)
@@ -438,6 +448,7 @@ struct slot_run {
                                  * its end, or its budget is counted */
     reasoning_end think;
     int think_tokens;           /* the reasoning's tokens so far */
+    int reasoning_generated;    /* all choices' reasoning tokens */
     token_list close;           /* its budget spent: the tokens that end it, forced */
     size_t close_at;
     enum { RUN_PREFILL, RUN_DECODE, RUN_ENDED } state;
@@ -530,8 +541,7 @@ static int choice_begin(server *s, slot_run *r, int c)
         json_prefix_init(&r->json, j->req.schema);
     if (j->req.force)
         tool_force_restart(j->req.force);
-    r->reasoning = j->req.kind == OAI_CHAT && j->req.copt.thinking &&
-                   (j->req.schema || j->req.force || j->req.reasoning_budget);
+    r->reasoning = j->req.kind == OAI_CHAT && j->req.copt.thinking;
     reasoning_end_init(&r->think);
     r->think_tokens = 0;
     r->close.n = 0;
@@ -539,9 +549,12 @@ static int choice_begin(server *s, slot_run *r, int c)
     r->choice = c;
     r->a = &r->answers[c];
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
-                     .want_lp = j->req.logprobs, .anthropic = j->req.api == API_ANTHROPIC};
+                     .want_lp = j->req.logprobs, .anthropic = j->req.api == API_ANTHROPIC,
+                     .responses = j->req.api == API_RESPONSES};
     r->a->meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
                             .created = j->created, .choice = j->choice0 + c};
+    if (r->a->responses)
+        responses_out_init(&r->a->ro, &r->a->meta, j->req.tool_namespaces, j->req.stream);
     if (r->a->chat)
         tool_stream_init(&r->a->ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     r->k = 0;
@@ -550,15 +563,17 @@ static int choice_begin(server *s, slot_run *r, int c)
     return 0;
 }
 
-/* Anthropic's message_start, as the answer begins: the usage known then (the
- * prompt's tokens the prompt cache gave; message_delta has the final count). */
-static void anthropic_begin(server *s, slot_run *r)
+/* The first events of a stream in Anthropic's or the Responses API's shape, as
+ * the answer begins: Anthropic's message_start with the usage known then (the
+ * prompt's tokens the prompt cache gave; message_delta has the final count),
+ * or response.created and response.in_progress. */
+static void stream_begin(server *s, slot_run *r)
 {
     answer *a = r->a;
-    if (!a->anthropic || !a->stream || a->role_sent)
+    if (!a->stream || a->role_sent || (!a->anthropic && !a->responses))
         return;
     oai_usage u = {.prompt_tokens = r->n, .cached_tokens = r->reuse};
-    job_emit(s, r->j, anthropic_event_start(&a->meta, &u));
+    job_emit(s, r->j, a->anthropic ? anthropic_event_start(&a->meta, &u) : responses_event_start(&a->ro));
     a->role_sent = 1;
 }
 
@@ -627,7 +642,7 @@ static slot_run *run_begin(server *s, int i, job *j)
     r->state = r->failed ? RUN_ENDED : RUN_PREFILL;
     j->t_alive = r->t0;
     if (!r->failed)
-        anthropic_begin(s, r);
+        stream_begin(s, r);
     return r;
 }
 
@@ -697,6 +712,7 @@ static int next_token(server *s, slot_run *r)
         bn = 0;
     if (r->reasoning) {
         r->think_tokens++;
+        r->reasoning_generated++;
         /* the bytes after "</think>" in its last token: whitespace (the mask) */
         if (reasoning_end_feed(&r->think, bytes ? bytes : "", bn, &after)) {
             r->reasoning = 0;
@@ -744,8 +760,8 @@ static void choice_end(server *s, slot_run *r)
     if (a->chat)
         answer_text(a, "", 0, 1);
     a->finish = r->finish && !strcmp(r->finish, "stop") && a->calls_seen ? "tool_calls" : r->finish;
-    if (!a->stream || !a->finish || r->failed || a->anthropic)
-        return;     /* (Anthropic's stream ends in run_end, with the usage) */
+    if (!a->stream || !a->finish || r->failed || a->anthropic || a->responses)
+        return;     /* (Anthropic's and the Responses API's streams end in run_end, with the usage) */
     oai_logprobs lp;
     if (a->chat && !a->role_sent)
         job_emit(s, r->j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL, NULL));
@@ -794,13 +810,33 @@ static void anthropic_end(server *s, slot_run *r, const oai_usage *u)
         tool_uses += anthropic_call_usable(&a->calls[i]);
     const char *reason = anthropic_stop_reason(a->finish, seq, tool_uses);
     if (a->stream) {
-        anthropic_begin(s, r);
+        stream_begin(s, r);
         job_emit(s, r->j, anthropic_event_end(&a->as, reason, seq, u));
         return;
     }
     oai_choice ch = {a->text.p, a->reasoning.p, a->text.len, a->reasoning.len, a->calls, a->n_calls,
                      NULL, a->finish};
     job_emit(s, r->j, anthropic_full_response(&a->meta, &ch, reason, seq, u));
+}
+
+/* An error event of a stream that began, in its API's shape. */
+static char *stream_error(slot_run *r, const oai_error *err)
+{
+    return r->a->anthropic ? anthropic_event_error(err) : r->a->responses ? responses_event_error(&r->a->ro, err)
+                                                                         : oai_event_error(err);
+}
+
+/* A Responses API answer made to its end: the stream's last events, or the
+ * whole response. */
+static void responses_end(server *s, slot_run *r, const oai_usage *u)
+{
+    answer *a = r->a;
+    if (a->stream) {
+        stream_begin(s, r);
+        job_emit(s, r->j, responses_event_end(&a->ro, a->finish, u));
+    } else {
+        job_emit(s, r->j, responses_body(&a->ro, a->finish, u));
+    }
 }
 
 /* The answer's end for the client, and the request in the metrics. */
@@ -823,16 +859,18 @@ static void run_end(server *s, slot_run *r)
         pthread_mutex_unlock(&s->mu);
     }
     oai_usage u = {.prompt_tokens = r->n, .completion_tokens = r->generated,
-                   .cached_tokens = r->reuse};
+                   .cached_tokens = r->reuse, .reasoning_tokens = r->reasoning_generated};
     if (r->failed) {
         /* an engine failure (I/O error of a tier, ...): the client learns why */
         oai_fail(&err, 500, "server_error", NULL, NULL, "%s", r->e.msg);
         if (stream)
-            job_emit(s, j, j->req.api == API_ANTHROPIC ? anthropic_event_error(&err) : oai_event_error(&err));
+            job_emit(s, j, stream_error(r, &err));
         else
             job_fail(s, j, &err);
     } else if (finish && j->req.api == API_ANTHROPIC) {
         anthropic_end(s, r, &u);
+    } else if (finish && j->req.api == API_RESPONSES) {
+        responses_end(s, r, &u);
     } else if (finish && stream && j->part) {
         j->usage = u;       /* the response sums the parts' and ends the stream */
         j->part_finished = 1;
@@ -853,7 +891,7 @@ static void run_end(server *s, slot_run *r)
     } else if (stopped_by_shutdown(s, j)) {
         oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
         if (stream)
-            job_emit(s, j, j->req.api == API_ANTHROPIC ? anthropic_event_error(&err) : oai_event_error(&err));
+            job_emit(s, j, stream_error(r, &err));
         else
             job_fail(s, j, &err);
     }

@@ -17,8 +17,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier serve -m DIR [--host 127.0.0.1] [--port 8080] [options]\n"
                "  OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions,\n"
-               "  GET /v1/models, GET /health, GET /metrics (Prometheus); and Anthropic's Messages\n"
-               "  API: POST /v1/messages, POST /v1/messages/count_tokens. Stops on SIGINT/SIGTERM.\n"
+               "  POST /v1/responses, GET /v1/models, GET /health, GET /metrics (Prometheus); and\n"
+               "  Anthropic's Messages API: POST /v1/messages, POST /v1/messages/count_tokens.\n"
+               "  Stops on SIGINT/SIGTERM.\n"
                "  -m DIR               checkpoint directory (with its tokenizer)\n"
                "  --host H             address to bind (default 127.0.0.1: this machine only)\n"
                "  --port P             port (default 8080; 0: any free port, printed at start)\n"

@@ -1,10 +1,12 @@
 /* Fuzz target: the server's request handling short of the engine: parsing and
- * validating a body as a chat, a completions and an Anthropic Messages request
+ * validating a body as a chat, a completions, an Anthropic Messages and a
+ * Responses API request
  * (a response_format
  * schema compiled; each prompt of a batch as a request of its own, which must
  * be accepted as one prompt), rendering an accepted chat's prompt, the stop-string filter
  * and the schema's automaton over the body's bytes, logprobs in both response
- * shapes, Anthropic's blocks and events over the body's bytes, and the UTF-8
+ * shapes, Anthropic's blocks and the Responses API's items and their events
+ * over the body's bytes, and the UTF-8
  * cleaning of everything sent back. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +19,8 @@
 #include "server/anthropic_response.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
+#include "server/responses_request.h"
+#include "server/responses_response.h"
 #include "server/stop_filter.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -96,7 +100,7 @@ static void check_events(const char *s)
  * event and the whole message are JSON. */
 static void anthropic(const uint8_t *data, size_t size, const oai_request *as_chat)
 {
-    for (int counting = 0; counting < 2; counting++) {
+    for (int counting = (int)(size & 1); counting == (int)(size & 1); counting++) {
         oai_request r;
         oai_error err;
         if (anthropic_request_parse((const char *)data, size, NULL, counting, &r, &err) == 0) {
@@ -135,8 +139,53 @@ static void anthropic(const uint8_t *data, size_t size, const oai_request *as_ch
     free(args);
 }
 
+/* The body as a Responses request (refused with a reason, or rendered), and
+ * its bytes as an answer's items, streamed and whole: every event and the
+ * response are JSON. */
+static void responses(const uint8_t *data, size_t size)
+{
+    oai_request r;
+    oai_error err;
+    if (responses_request_parse((const char *)data, size, NULL, &r, &err) == 0) {
+        char *text = NULL;
+        errbuf e;
+        if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, NULL, &e) == 0)
+            free(text);
+    } else if (err.status != 400 || !err.message[0]) {
+        abort();
+    }
+    char *args = strndup((const char *)data, size);
+    if (args) {
+        tool_call call = {"functions.ns.f:0", "ns.f", args};
+        oai_meta m = {.id = "resp_1", .model = "m"};
+        size_t half = size / 2;
+        {   /* streamed or not by the input's length, to spend the time once */
+            responses_out o;
+            responses_out_init(&o, &m, r.tool_namespaces, (int)(size & 1));
+            char *ev[4] = {responses_event_start(&o),
+                           responses_add(&o, (const char *)data, half, (const char *)data + half, size - half,
+                                         &call, 1),
+                           responses_event_end(&o, size % 2 ? "length" : "stop", &(oai_usage){0}),
+                           responses_body(&o, "stop", &(oai_usage){0})};
+            for (int i = 0; i < 3; i++) {
+                check_events(ev[i]);
+                free(ev[i]);
+            }
+            cJSON *root = ev[3] ? cJSON_Parse(ev[3]) : NULL;
+            if (ev[3] && !root)
+                abort();
+            cJSON_Delete(root);
+            free(ev[3]);
+            responses_out_free(&o);
+        }
+        free(args);
+    }
+    oai_request_free(&r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    responses(data, size);
     logprobs_body(data, size);
     for (int kind = 0; kind < 2; kind++) {
         oai_request r;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Server integration tests: the openai-client tests (server_test.mjs), the
-# anthropic-client tests (anthropic_test.mjs) and a few
+# Server integration tests: the openai-client tests (server_test.mjs and, for
+# the Responses API, responses_test.mjs), the anthropic-client tests
+# (anthropic_test.mjs) and a few
 # raw curl exchanges, on a synthetic k2-tiny model. Called by `make test` with
 # MOETIER_BIN and MOETIER_TMP set; every server started here is stopped on exit.
 set -euo pipefail
@@ -70,3 +71,4 @@ if ! command -v node >/dev/null || [ ! -d "$here/node_modules/openai" ] ||
 fi
 node "$here/server_test.mjs" "$bin" "$model"
 node "$here/anthropic_test.mjs" "$bin" "$model"
+node "$here/responses_test.mjs" "$bin" "$model"
