@@ -12,8 +12,8 @@
  * belongs to. */
 typedef struct items_state {
     cJSON *messages;
-    cJSON *assistant;   /* the last message, when it is the assistant's */
-    char *reasoning;    /* malloc'd, NULL: none */
+    cJSON *assistant; /* the last message, when it is the assistant's */
+    char *reasoning;  /* malloc'd, NULL: none */
 } items_state;
 
 static int is_text_part(const char *t)
@@ -37,7 +37,7 @@ static int content_parts(const cJSON *content, const char *where, cJSON *parts, 
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(c, "text");
         if (!t)
             return chat_body_bad(err, "input", "%s[%d] must be a part with a \"type\"", where, k);
-        if (!strcmp(t, "refusal")) {    /* an earlier refusal, as the chat format drops it */
+        if (!strcmp(t, "refusal")) { /* an earlier refusal, as the chat format drops it */
             k++;
             continue;
         }
@@ -77,8 +77,8 @@ static int message_item(items_state *st, const cJSON *it, const char *where, oai
     const char *rs = cJSON_IsString(role) ? role->valuestring : "";
     const char *as = !strcmp(rs, "developer") ? "system" : rs;
     if (strcmp(as, "user") && strcmp(as, "assistant") && strcmp(as, "system"))
-        return chat_body_bad(err, "input", "%s.role must be \"user\", \"assistant\", \"system\" or \"developer\"",
-                             where);
+        return chat_body_bad(err, "input",
+                             "%s.role must be \"user\", \"assistant\", \"system\" or \"developer\"", where);
     char cw[80];
     snprintf(cw, sizeof cw, "%s.content", where);
     cJSON *m = begin_message(st, as);
@@ -107,8 +107,8 @@ static int call_item(items_state *st, const cJSON *it, const char *where, oai_er
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(it, "arguments");
     const cJSON *ns = chat_body_field(it, "namespace");
     if (!cJSON_IsString(id) || !cJSON_IsString(name) || !cJSON_IsString(args) || (ns && !cJSON_IsString(ns)))
-        return chat_body_bad(err, "input",
-                             "%s (function_call) needs strings \"call_id\", \"name\" and \"arguments\"", where);
+        return chat_body_bad(
+            err, "input", "%s (function_call) needs strings \"call_id\", \"name\" and \"arguments\"", where);
     cJSON *m = st->assistant && !st->reasoning ? st->assistant : begin_message(st, "assistant");
     char *q = m ? qualified_name(it) : NULL;
     int rc = q && !chat_body_tool_call(m, id->valuestring, q, args) ? 0 : chat_body_oom(err);
@@ -191,11 +191,15 @@ static int translate_input(const cJSON *root, cJSON *messages, oai_error *err)
         else if (!strcmp(t, "reasoning"))
             rc = reasoning_item(&st, it, where, err);
         else if (!strcmp(t, "item_reference"))
-            rc = chat_body_bad(err, "input", "%s is an item reference: this server keeps no responses to "
-                               "refer to; send the item itself", where);
+            rc = chat_body_bad(err, "input",
+                               "%s is an item reference: this server keeps no responses to "
+                               "refer to; send the item itself",
+                               where);
         else
-            rc = chat_body_bad(err, "input", "%s is an item of type '%.40s', which this server does not "
-                               "take (messages, function calls and their outputs, reasoning)", where, t);
+            rc = chat_body_bad(err, "input",
+                               "%s is an item of type '%.40s', which this server does not "
+                               "take (messages, function calls and their outputs, reasoning)",
+                               where, t);
         if (rc)
             break;
     }
@@ -206,8 +210,9 @@ static int translate_input(const cJSON *root, cJSON *messages, oai_error *err)
 /* Hosted tools run by OpenAI's servers: the model here has none of them. */
 static int hosted_tool(const char *type)
 {
-    static const char *const prefixes[] = {"web_search", "file_search", "code_interpreter", "image_generation",
-                                           "computer", "mcp", "local_shell", "shell", "apply_patch", "tool_search"};
+    static const char *const prefixes[] = {
+        "web_search",  "file_search", "code_interpreter", "image_generation", "computer", "mcp",
+        "local_shell", "shell",       "apply_patch",      "tool_search"};
     for (size_t k = 0; k < sizeof prefixes / sizeof *prefixes; k++)
         if (!strncmp(type, prefixes[k], strlen(prefixes[k])))
             return 1;
@@ -222,13 +227,14 @@ static int function_tool(const cJSON *t, const char *ns, const char *where, cJSO
     if (!cJSON_IsString(name) || !name->valuestring[0])
         return chat_body_bad(err, "tools", "%s.name must be a non-empty string", where);
     if ((desc && !cJSON_IsString(desc)) || (params && !cJSON_IsObject(params)))
-        return chat_body_bad(err, "tools", "%s: description must be a string, parameters a JSON Schema object",
-                             where);
+        return chat_body_bad(err, "tools",
+                             "%s: description must be a string, parameters a JSON Schema object", where);
     size_t n = strlen(name->valuestring) + (ns ? strlen(ns) + 1 : 0) + 1;
     char *q = malloc(n);
     if (q)
         snprintf(q, n, "%s%s%s", ns ? ns : "", ns ? "." : "", name->valuestring);
-    int rc = q && !chat_body_function(tools, q, desc ? desc->valuestring : NULL, params) ? 0 : chat_body_oom(err);
+    int rc =
+        q && !chat_body_function(tools, q, desc ? desc->valuestring : NULL, params) ? 0 : chat_body_oom(err);
     free(q);
     return rc;
 }
@@ -255,9 +261,10 @@ static int translate_tools(const cJSON *tools, cJSON *out, cJSON *namespaces, oa
         } else if (!strcmp(type, "namespace")) {
             const cJSON *ns = cJSON_GetObjectItemCaseSensitive(t, "name");
             const cJSON *inner = cJSON_GetObjectItemCaseSensitive(t, "tools");
-            if (!cJSON_IsString(ns) || !ns->valuestring[0] || strchr(ns->valuestring, '.') || !cJSON_IsArray(inner))
-                return chat_body_bad(err, "tools", "%s (namespace) needs a \"name\" without dots and \"tools\"",
-                                     where);
+            if (!cJSON_IsString(ns) || !ns->valuestring[0] || strchr(ns->valuestring, '.') ||
+                !cJSON_IsArray(inner))
+                return chat_body_bad(err, "tools",
+                                     "%s (namespace) needs a \"name\" without dots and \"tools\"", where);
             cJSON *s = cJSON_CreateString(ns->valuestring);
             if (!s || !cJSON_AddItemToArray(namespaces, s))
                 return cJSON_Delete(s), chat_body_oom(err);
@@ -268,14 +275,18 @@ static int translate_tools(const cJSON *tools, cJSON *out, cJSON *namespaces, oa
                 snprintf(fw, sizeof fw, "%s.tools[%d]", where, j++);
                 const char *ft = chat_body_type(f);
                 if (!ft || strcmp(ft, "function"))
-                    return chat_body_bad(err, "tools", "%s is not a function tool: this server calls only "
-                                         "function tools", fw);
+                    return chat_body_bad(err, "tools",
+                                         "%s is not a function tool: this server calls only "
+                                         "function tools",
+                                         fw);
                 if (function_tool(f, ns->valuestring, fw, decl, err))
                     return -1;
             }
         } else if (!hosted_tool(type)) {
-            return chat_body_bad(err, "tools", "%s is a tool of type '%.40s': this server declares function "
-                                 "tools (and namespaces of them) to the model", where, type);
+            return chat_body_bad(err, "tools",
+                                 "%s is a tool of type '%.40s': this server declares function "
+                                 "tools (and namespaces of them) to the model",
+                                 where, type);
         }
     }
     return 0;
@@ -288,7 +299,8 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out, oai_error *err)
     const char *type = chat_body_type(tc);
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
     if (!type || strcmp(type, "function") || !cJSON_IsString(name))
-        return chat_body_bad(err, "tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+        return chat_body_bad(err, "tool_choice",
+                             "'tool_choice' must be \"auto\", \"none\", \"required\" or "
                              "{\"type\": \"function\", \"name\": ...}");
     cJSON *v = cJSON_CreateObject(), *fn = cJSON_CreateObject();
     if (!v || !fn || !cJSON_AddItemToObject(out, "tool_choice", v)) {
@@ -300,8 +312,10 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out, oai_error *err)
         cJSON_Delete(fn);
         return chat_body_oom(err);
     }
-    return cJSON_AddStringToObject(v, "type", "function") && cJSON_AddStringToObject(fn, "name", name->valuestring)
-           ? 0 : chat_body_oom(err);
+    return cJSON_AddStringToObject(v, "type", "function") &&
+                   cJSON_AddStringToObject(fn, "name", name->valuestring)
+               ? 0
+               : chat_body_oom(err);
 }
 
 /* text.format into the chat's response_format. */
@@ -319,7 +333,7 @@ static int translate_format(const cJSON *text, cJSON *out, oai_error *err)
     if (!rf || !cJSON_AddStringToObject(rf, "type", type))
         return chat_body_oom(err);
     if (strcmp(type, "json_schema"))
-        return 0;   /* json_object, or what the chat route refuses by name */
+        return 0; /* json_object, or what the chat route refuses by name */
     cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
     static const char *const keys[] = {"name", "schema", "strict", "description"};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
@@ -335,14 +349,18 @@ static int refuse_stored(const cJSON *root, oai_error *err)
     static const char *const stored[] = {"previous_response_id", "conversation"};
     for (size_t k = 0; k < sizeof stored / sizeof *stored; k++)
         if (chat_body_field(root, stored[k]))
-            return chat_body_bad(err, stored[k], "'%s' needs a stored response: this server keeps none; send "
-                                 "the whole conversation in 'input'", stored[k]);
+            return chat_body_bad(err, stored[k],
+                                 "'%s' needs a stored response: this server keeps none; send "
+                                 "the whole conversation in 'input'",
+                                 stored[k]);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "background")))
-        return chat_body_bad(err, "background", "'background' needs a stored response: this server keeps "
+        return chat_body_bad(err, "background",
+                             "'background' needs a stored response: this server keeps "
                              "none; send the request with 'background' false and wait for it");
     const cJSON *mtc = chat_body_field(root, "max_tool_calls");
     if (mtc)
-        return chat_body_bad(err, "max_tool_calls", "'max_tool_calls' is not supported (parallel_tool_calls "
+        return chat_body_bad(err, "max_tool_calls",
+                             "'max_tool_calls' is not supported (parallel_tool_calls "
                              "false allows one call)");
     return 0;
 }
@@ -397,7 +415,7 @@ int responses_request_parse(const char *body, size_t len, const chat_options *de
     /* a key no parser reads: the translated body is never sent anywhere */
     if (!rc && cJSON_GetArraySize(namespaces)) {
         if (cJSON_AddItemToObject(out, " tool_namespaces", namespaces))
-            namespaces = NULL;  /* out holds it */
+            namespaces = NULL; /* out holds it */
         else
             rc = chat_body_oom(err);
     }

@@ -42,7 +42,7 @@ static int add_event(responses_out *o, char **out, const char *type, cJSON *ev)
     cJSON *head = cJSON_CreateObject();
     cJSON_AddStringToObject(head, "type", type);
     cJSON_AddNumberToObject(head, "sequence_number", o->seq++);
-    for (cJSON *c = ev ? ev->child : NULL; c;) {    /* the type and number first, as OpenAI sends them */
+    for (cJSON *c = ev ? ev->child : NULL; c;) { /* the type and number first, as OpenAI sends them */
         cJSON *next = c->next;
         cJSON_AddItemToObject(head, c->string, cJSON_DetachItemViaPointer(ev, c));
         c = next;
@@ -107,7 +107,8 @@ static cJSON *item_json(const responses_out *o, int i, int done)
         cJSON_AddItemToObject(j, "name", clean_string(it->name, strlen(it->name)));
         if (it->ns)
             cJSON_AddItemToObject(j, "namespace", clean_string(it->ns, strlen(it->ns)));
-        cJSON_AddItemToObject(j, "arguments", done ? clean_string(it->text, it->len) : cJSON_CreateString(""));
+        cJSON_AddItemToObject(j, "arguments",
+                              done ? clean_string(it->text, it->len) : cJSON_CreateString(""));
     }
     return j;
 }
@@ -176,8 +177,8 @@ static int close_item(responses_out *o, char **out)
  * kept). */
 static int open_item(responses_out *o, char **out, responses_item it)
 {
-    responses_item *grown = o->stream && close_item(o, out) ? NULL
-                            : realloc(o->items, (size_t)(o->n + 1) * sizeof *grown);
+    responses_item *grown =
+        o->stream && close_item(o, out) ? NULL : realloc(o->items, (size_t)(o->n + 1) * sizeof *grown);
     if (!grown) {
         free(it.text);
         free(it.call_id);
@@ -230,8 +231,9 @@ static int text_piece(responses_out *o, char **out, int kind, const char *p, siz
     cJSON_AddItemToObject(e, "delta", clean_string(p, n));
     if (kind == RESPONSES_MESSAGE)
         cJSON_AddArrayToObject(e, "logprobs");
-    return add_event(o, out, kind == RESPONSES_REASONING ? "response.reasoning_text.delta"
-                                                        : "response.output_text.delta", e);
+    return add_event(
+        o, out, kind == RESPONSES_REASONING ? "response.reasoning_text.delta" : "response.output_text.delta",
+        e);
 }
 
 /* The namespace a declared function's qualified name starts with, or NULL. */
@@ -250,8 +252,10 @@ static int call_piece(responses_out *o, char **out, const tool_call *c)
 {
     const char *name = c->name ? c->name : "", *ns = namespace_of(o, name);
     const char *args = c->arguments ? c->arguments : "";
-    responses_item it = {.kind = RESPONSES_CALL, .call_id = strdup(c->id ? c->id : ""),
-                         .name = strdup(ns ? name + strlen(ns) + 1 : name), .ns = ns ? strdup(ns) : NULL};
+    responses_item it = {.kind = RESPONSES_CALL,
+                         .call_id = strdup(c->id ? c->id : ""),
+                         .name = strdup(ns ? name + strlen(ns) + 1 : name),
+                         .ns = ns ? strdup(ns) : NULL};
     if (!it.call_id || !it.name || (ns && !it.ns) || append_text(&it, args, strlen(args))) {
         free(it.call_id);
         free(it.name);
@@ -286,7 +290,8 @@ static cJSON *usage_json(const oai_usage *u)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "input_tokens", u->prompt_tokens);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "input_tokens_details"), "cached_tokens", u->cached_tokens);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "input_tokens_details"), "cached_tokens",
+                            u->cached_tokens);
     cJSON_AddNumberToObject(o, "output_tokens", u->completion_tokens);
     cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "output_tokens_details"), "reasoning_tokens",
                             u->reasoning_tokens);
@@ -309,7 +314,8 @@ static cJSON *response_json(const responses_out *o, const char *finish, const oa
         cJSON_AddItemToArray(output, item_json(o, i, 1));
     cJSON_AddNullToObject(r, "error");
     if (incomplete)
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "incomplete_details"), "reason", "max_output_tokens");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "incomplete_details"), "reason",
+                                "max_output_tokens");
     else
         cJSON_AddNullToObject(r, "incomplete_details");
     if (u)

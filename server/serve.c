@@ -539,9 +539,10 @@ static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_ap
     }
     oai_error err;
     const char *body = cx->body ? cx->body : "";
-    int rc = api == API_ANTHROPIC   ? anthropic_request_parse(body, cx->len, &s->o.copt, counting, &j->req, &err)
-             : api == API_RESPONSES ? responses_request_parse(body, cx->len, &s->o.copt, &j->req, &err)
-                                    : oai_request_parse(kind, body, cx->len, &s->o.copt, &j->req, &err);
+    const chat_options *d = &s->o.copt;
+    int rc = api == API_ANTHROPIC   ? anthropic_request_parse(body, cx->len, d, counting, &j->req, &err)
+             : api == API_RESPONSES ? responses_request_parse(body, cx->len, d, &j->req, &err)
+                                    : oai_request_parse(kind, body, cx->len, d, &j->req, &err);
     if (rc) {
         discard_job(j);
         *ret = send_body(s, c, err.status, error_body(api, &err), "application/json");
@@ -780,8 +781,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (chat || compl || responses) {
         if (!post)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
-        return handle_completion(s, c, compl ? OAI_COMPLETION : OAI_CHAT, responses ? API_RESPONSES : API_OPENAI,
-                                 cx);
+        oai_api api_of = responses ? API_RESPONSES : API_OPENAI;
+        return handle_completion(s, c, compl ? OAI_COMPLETION : OAI_CHAT, api_of, cx);
     }
     if (!strncmp(url, "/v1/responses/", 14))
         return send_error(s, c, 404, "invalid_request_error", NULL, "not_found",

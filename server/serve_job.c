@@ -146,7 +146,8 @@ typedef struct answer {
     job *j;
     oai_meta meta;
     int stream, chat, role_sent;        /* role_sent: the first event is out (Anthropic's
-                                         * message_start) */
+                                         * message_start, the Responses API's
+                                         * response.created) */
     int anthropic;                      /* Anthropic's Messages API */
     anthropic_stream as;                /* its stream's blocks */
     int responses;                      /* OpenAI's Responses API */
@@ -444,8 +445,9 @@ struct slot_run {
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
-    int reasoning;              /* the reasoning goes on: a schema or forced call waits for
-                                 * its end, or its budget is counted */
+    int reasoning;              /* thinking on and the reasoning not yet closed: a schema or a
+                                 * forced call waits for its end; its tokens are counted and
+                                 * held to its budget */
     reasoning_end think;
     int think_tokens;           /* the reasoning's tokens so far */
     int reasoning_generated;    /* all choices' reasoning tokens */
@@ -822,8 +824,9 @@ static void anthropic_end(server *s, slot_run *r, const oai_usage *u)
 /* An error event of a stream that began, in its API's shape. */
 static char *stream_error(slot_run *r, const oai_error *err)
 {
-    return r->a->anthropic ? anthropic_event_error(err) : r->a->responses ? responses_event_error(&r->a->ro, err)
-                                                                         : oai_event_error(err);
+    if (r->a->anthropic)
+        return anthropic_event_error(err);
+    return r->a->responses ? responses_event_error(&r->a->ro, err) : oai_event_error(err);
 }
 
 /* A Responses API answer made to its end: the stream's last events, or the
