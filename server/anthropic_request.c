@@ -20,21 +20,21 @@ static int text_blocks(const cJSON *content, const char *param, const char *wher
         return p && cJSON_AddItemToArray(parts, p) ? 0 : chat_body_oom(err);
     }
     if (!cJSON_IsArray(content))
-        return chat_body_bad(err, param, "%s must be a string or an array of text blocks", where);
+        return oai_bad(err, param, "%s must be a string or an array of text blocks", where);
     int k = 0;
     const cJSON *b;
     cJSON_ArrayForEach(b, content) {
         const char *t = chat_body_type(b);
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
         if (!cJSON_IsObject(b) || !t)
-            return chat_body_bad(err, param, "%s[%d] must be a block object with a \"type\"", where, k);
+            return oai_bad(err, param, "%s[%d] must be a block object with a \"type\"", where, k);
         if (strcmp(t, "text"))
-            return chat_body_bad(err, param,
-                                 "%s[%d] is a block of type '%.40s': here only text blocks are "
-                                 "taken (the model reads text only)",
-                                 where, k, t);
+            return oai_bad(err, param,
+                           "%s[%d] is a block of type '%.40s': here only text blocks are "
+                           "taken (the model reads text only)",
+                           where, k, t);
         if (!cJSON_IsString(text))
-            return chat_body_bad(err, param, "%s[%d].text must be a string", where, k);
+            return oai_bad(err, param, "%s[%d].text must be a string", where, k);
         cJSON *p = chat_body_text_part(text->valuestring);
         if (!p || !cJSON_AddItemToArray(parts, p))
             return chat_body_oom(err);
@@ -61,11 +61,11 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
         const char *t = chat_body_type(b);
         snprintf(where, sizeof where, "messages[%d].content[%d]", i, k);
         if (!cJSON_IsObject(b) || !t)
-            return chat_body_bad(err, "messages", "%s must be a block object with a \"type\"", where);
+            return oai_bad(err, "messages", "%s must be a block object with a \"type\"", where);
         if (!strcmp(t, "text")) {
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
             if (!cJSON_IsString(text))
-                return chat_body_bad(err, "messages", "%s.text must be a string", where);
+                return oai_bad(err, "messages", "%s.text must be a string", where);
             cJSON *p = chat_body_text_part(text->valuestring);
             if (!run && !(run = chat_body_message(out, "user")))
                 return cJSON_Delete(p), chat_body_oom(err);
@@ -74,7 +74,7 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
         } else if (!strcmp(t, "tool_result")) {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "tool_use_id");
             if (!cJSON_IsString(id))
-                return chat_body_bad(err, "messages", "%s.tool_use_id must be a string", where);
+                return oai_bad(err, "messages", "%s.tool_use_id must be a string", where);
             cJSON *m = chat_body_message(out, "tool");
             if (!m || !cJSON_AddStringToObject(m, "tool_call_id", id->valuestring))
                 return chat_body_oom(err);
@@ -86,10 +86,10 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
                 return -1;
             run = NULL;
         } else {
-            return chat_body_bad(err, "messages",
-                                 "%s is a block of type '%.40s': a user message takes text "
-                                 "and tool_result blocks (the model reads text only)",
-                                 where, t);
+            return oai_bad(err, "messages",
+                           "%s is a block of type '%.40s': a user message takes text "
+                           "and tool_result blocks (the model reads text only)",
+                           where, t);
         }
         k++;
     }
@@ -117,11 +117,11 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
         const char *t = chat_body_type(b);
         snprintf(where, sizeof where, "messages[%d].content[%d]", i, k++);
         if (!cJSON_IsObject(b) || !t) {
-            rc = chat_body_bad(err, "messages", "%s must be a block object with a \"type\"", where);
+            rc = oai_bad(err, "messages", "%s must be a block object with a \"type\"", where);
         } else if (!strcmp(t, "text")) {
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
             cJSON *p = cJSON_IsString(text) ? chat_body_text_part(text->valuestring) : NULL;
-            rc = !cJSON_IsString(text) ? chat_body_bad(err, "messages", "%s.text must be a string", where)
+            rc = !cJSON_IsString(text) ? oai_bad(err, "messages", "%s.text must be a string", where)
                  : p && cJSON_AddItemToArray(parts, p) ? 0
                                                        : chat_body_oom(err);
         } else if (!strcmp(t, "tool_use")) {
@@ -129,10 +129,10 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");
             const cJSON *input = cJSON_GetObjectItemCaseSensitive(b, "input");
             if (!cJSON_IsString(id) || !cJSON_IsString(name) || !cJSON_IsObject(input)) {
-                rc = chat_body_bad(err, "messages",
-                                   "%s (tool_use) needs a string \"id\" and \"name\" and an "
-                                   "object \"input\"",
-                                   where);
+                rc = oai_bad(err, "messages",
+                             "%s (tool_use) needs a string \"id\" and \"name\" and an "
+                             "object \"input\"",
+                             where);
                 break;
             }
             /* the object itself: the chat format prints it as json.dumps would */
@@ -140,7 +140,7 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
         } else if (!strcmp(t, "thinking")) {
             const cJSON *th = cJSON_GetObjectItemCaseSensitive(b, "thinking");
             if (!cJSON_IsString(th)) {
-                rc = chat_body_bad(err, "messages", "%s.thinking must be a string", where);
+                rc = oai_bad(err, "messages", "%s.thinking must be a string", where);
                 break;
             }
             size_t n = strlen(th->valuestring);
@@ -153,10 +153,10 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
             reasoning = nr;
             reasoning_len += n;
         } else if (strcmp(t, "redacted_thinking")) {
-            rc = chat_body_bad(err, "messages",
-                               "%s is a block of type '%.40s': an assistant message takes text, "
-                               "tool_use and thinking blocks",
-                               where, t);
+            rc = oai_bad(err, "messages",
+                         "%s is a block of type '%.40s': an assistant message takes text, "
+                         "tool_use and thinking blocks",
+                         where, t);
         }
         if (rc)
             break;
@@ -204,24 +204,23 @@ static int translate_messages(const cJSON *root, cJSON *out, cJSON *prefix_parts
     }
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs)
-        return chat_body_bad(err, "messages", "'messages' is required");
+        return oai_bad(err, "messages", "'messages' is required");
     if (!cJSON_IsArray(msgs) || !msgs->child)
-        return chat_body_bad(err, "messages", "'messages' must be a non-empty array of message objects");
+        return oai_bad(err, "messages", "'messages' must be a non-empty array of message objects");
     int i = 0, n = cJSON_GetArraySize(msgs);
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!cJSON_IsObject(m))
-            return chat_body_bad(err, "messages", "messages[%d] must be an object", i);
+            return oai_bad(err, "messages", "messages[%d] must be an object", i);
         const char *rs = cJSON_IsString(role) ? role->valuestring : "";
         int user = !strcmp(rs, "user"), sys = !strcmp(rs, "system");
         if (!user && !sys && strcmp(rs, "assistant"))
-            return chat_body_bad(err, "messages",
-                                 "messages[%d].role must be \"user\", \"assistant\" or \"system\"", i);
+            return oai_bad(err, "messages", "messages[%d].role must be \"user\", \"assistant\" or \"system\"",
+                           i);
         if (!cJSON_IsString(content) && !cJSON_IsArray(content))
-            return chat_body_bad(err, "messages",
-                                 "messages[%d].content must be a string or an array of blocks", i);
+            return oai_bad(err, "messages", "messages[%d].content must be a string or an array of blocks", i);
         int rc = user         ? user_message(content, i, out, err)
                  : sys        ? system_message(content, i, out, err)
                  : i == n - 1 ? assistant_prefix(content, i, prefix_parts, err)
@@ -232,9 +231,9 @@ static int translate_messages(const cJSON *root, cJSON *out, cJSON *prefix_parts
         i++;
     }
     if (*has_prefix && n == 1)
-        return chat_body_bad(err, "messages",
-                             "the messages hold only an assistant message: the conversation "
-                             "needs a user message before the answer's start");
+        return oai_bad(err, "messages",
+                       "the messages hold only an assistant message: the conversation "
+                       "needs a user message before the answer's start");
     return 0;
 }
 
@@ -242,7 +241,7 @@ static int translate_messages(const cJSON *root, cJSON *out, cJSON *prefix_parts
 static int translate_tools(const cJSON *tools, cJSON *out_root, oai_error *err)
 {
     if (!cJSON_IsArray(tools))
-        return chat_body_bad(err, "tools", "'tools' must be an array");
+        return oai_bad(err, "tools", "'tools' must be an array");
     cJSON *out = cJSON_AddArrayToObject(out_root, "tools");
     if (!out)
         return chat_body_oom(err);
@@ -254,19 +253,19 @@ static int translate_tools(const cJSON *tools, cJSON *out_root, oai_error *err)
         const cJSON *desc = chat_body_field(t, "description"),
                     *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
         if (!cJSON_IsObject(t))
-            return chat_body_bad(err, "tools", "tools[%d] must be an object", k);
+            return oai_bad(err, "tools", "tools[%d] must be an object", k);
         if (type && strcmp(type, "custom"))
-            return chat_body_bad(err, "tools",
-                                 "tools[%d] is a server tool of type '%.60s', which Anthropic's "
-                                 "servers run: this server takes tools the client runs (name, description, "
-                                 "input_schema)",
-                                 k, type);
+            return oai_bad(err, "tools",
+                           "tools[%d] is a server tool of type '%.60s', which Anthropic's "
+                           "servers run: this server takes tools the client runs (name, description, "
+                           "input_schema)",
+                           k, type);
         if (!cJSON_IsString(name) || !name->valuestring[0])
-            return chat_body_bad(err, "tools", "tools[%d].name must be a non-empty string", k);
+            return oai_bad(err, "tools", "tools[%d].name must be a non-empty string", k);
         if (desc && !cJSON_IsString(desc))
-            return chat_body_bad(err, "tools", "tools[%d].description must be a string", k);
+            return oai_bad(err, "tools", "tools[%d].description must be a string", k);
         if (!cJSON_IsObject(schema))
-            return chat_body_bad(err, "tools", "tools[%d].input_schema must be a JSON Schema object", k);
+            return oai_bad(err, "tools", "tools[%d].input_schema must be a JSON Schema object", k);
         if (chat_body_function(out, name->valuestring, desc ? desc->valuestring : NULL, schema))
             return chat_body_oom(err);
         k++;
@@ -278,12 +277,12 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out_root, oai_error *er
 {
     const char *type = chat_body_type(tc);
     if (!cJSON_IsObject(tc) || !type)
-        return chat_body_bad(err, "tool_choice",
-                             "'tool_choice' must be an object with a \"type\": \"auto\", "
-                             "\"any\", \"tool\" or \"none\"");
+        return oai_bad(err, "tool_choice",
+                       "'tool_choice' must be an object with a \"type\": \"auto\", "
+                       "\"any\", \"tool\" or \"none\"");
     const cJSON *dp = chat_body_field(tc, "disable_parallel_tool_use");
     if (dp && !cJSON_IsBool(dp))
-        return chat_body_bad(err, "tool_choice", "tool_choice.disable_parallel_tool_use must be a boolean");
+        return oai_bad(err, "tool_choice", "tool_choice.disable_parallel_tool_use must be a boolean");
     /* the answer ends once one call is made */
     if (cJSON_IsTrue(dp) && !cJSON_AddFalseToObject(out_root, "parallel_tool_calls"))
         return chat_body_oom(err);
@@ -293,8 +292,7 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out_root, oai_error *er
     } else if (!strcmp(type, "tool")) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
         if (!cJSON_IsString(name))
-            return chat_body_bad(err, "tool_choice",
-                                 "tool_choice of type \"tool\" needs the tool's \"name\"");
+            return oai_bad(err, "tool_choice", "tool_choice of type \"tool\" needs the tool's \"name\"");
         cJSON *fn = cJSON_CreateObject();
         if ((v = cJSON_CreateObject()) && fn && cJSON_AddStringToObject(v, "type", "function") &&
             cJSON_AddStringToObject(fn, "name", name->valuestring) &&
@@ -306,10 +304,10 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out_root, oai_error *er
             v = NULL;
         }
     } else {
-        return chat_body_bad(err, "tool_choice",
-                             "tool_choice.type must be \"auto\", \"any\", \"tool\" or "
-                             "\"none\", got '%.40s'",
-                             type);
+        return oai_bad(err, "tool_choice",
+                       "tool_choice.type must be \"auto\", \"any\", \"tool\" or "
+                       "\"none\", got '%.40s'",
+                       type);
     }
     return v && cJSON_AddItemToObject(out_root, "tool_choice", v) ? 0 : (cJSON_Delete(v), chat_body_oom(err));
 }
@@ -319,21 +317,21 @@ static int translate_thinking(const cJSON *th, cJSON *out_root, int *enabled, in
 {
     const char *type = chat_body_type(th);
     if (!cJSON_IsObject(th) || !type)
-        return chat_body_bad(err, "thinking",
-                             "'thinking' must be an object with a \"type\": \"enabled\", "
-                             "\"adaptive\" or \"disabled\"");
+        return oai_bad(err, "thinking",
+                       "'thinking' must be an object with a \"type\": \"enabled\", "
+                       "\"adaptive\" or \"disabled\"");
     int on = !strcmp(type, "enabled") || !strcmp(type, "adaptive");
     if (!on && strcmp(type, "disabled"))
-        return chat_body_bad(err, "thinking",
-                             "thinking.type must be \"enabled\", \"adaptive\" or \"disabled\", "
-                             "got '%.40s'",
-                             type);
+        return oai_bad(err, "thinking",
+                       "thinking.type must be \"enabled\", \"adaptive\" or \"disabled\", "
+                       "got '%.40s'",
+                       type);
     const cJSON *b = chat_body_field(th, "budget_tokens");
     if (b && strcmp(type, "enabled"))
-        return chat_body_bad(err, "thinking", "thinking.budget_tokens goes with \"type\": \"enabled\"");
+        return oai_bad(err, "thinking", "thinking.budget_tokens goes with \"type\": \"enabled\"");
     if (b && (!cJSON_IsNumber(b) || b->valuedouble != floor(b->valuedouble) || b->valuedouble < 1 ||
               b->valuedouble > 1 << 30))
-        return chat_body_bad(err, "thinking", "thinking.budget_tokens must be an integer of at least 1");
+        return oai_bad(err, "thinking", "thinking.budget_tokens must be an integer of at least 1");
     *budget = b ? (int)b->valuedouble : 0;
     *enabled = on;
     return cJSON_AddBoolToObject(out_root, "thinking", on) ? 0 : chat_body_oom(err);
@@ -351,20 +349,19 @@ static int translate(const cJSON *root, int counting, cJSON *out, cJSON *prefix_
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
     if (!mt && !counting)
-        return chat_body_bad(err, "max_tokens", "'max_tokens' is required: the answer's tokens at most");
+        return oai_bad(err, "max_tokens", "'max_tokens' is required: the answer's tokens at most");
     if (mt && !counting && chat_body_copy(out, "max_tokens", mt))
         return chat_body_oom(err);
     const cJSON *stop = chat_body_field(root, "stop_sequences");
     if (stop) {
         if (!cJSON_IsArray(stop))
-            return chat_body_bad(err, "stop_sequences", "'stop_sequences' must be an array of strings");
+            return oai_bad(err, "stop_sequences", "'stop_sequences' must be an array of strings");
         if (cJSON_GetArraySize(stop) > OAI_MAX_STOP)
-            return chat_body_bad(err, "stop_sequences", "'stop_sequences' holds at most %d strings",
-                                 OAI_MAX_STOP);
+            return oai_bad(err, "stop_sequences", "'stop_sequences' holds at most %d strings", OAI_MAX_STOP);
         const cJSON *s;
         cJSON_ArrayForEach(s, stop)
             if (!cJSON_IsString(s) || !s->valuestring[0])
-                return chat_body_bad(err, "stop_sequences", "'stop_sequences' must hold non-empty strings");
+                return oai_bad(err, "stop_sequences", "'stop_sequences' must hold non-empty strings");
         if (chat_body_copy(out, "stop", stop))
             return chat_body_oom(err);
     }
@@ -416,9 +413,9 @@ int anthropic_request_parse(const char *body, size_t len, const chat_options *de
                  : translate(root, counting, out, prefix_parts, &has_prefix, &thinking, &budget, err);
     const char *prefix = NULL;
     if (!rc && has_prefix && thinking == 1)
-        rc = chat_body_bad(err, "messages",
-                           "a last assistant message (the answer's start) cannot go with thinking "
-                           "enabled: the answer would start inside the reasoning");
+        rc = oai_bad(err, "messages",
+                     "a last assistant message (the answer's start) cannot go with thinking "
+                     "enabled: the answer would start inside the reasoning");
     /* a prefilled answer has no reasoning before it */
     if (!rc && has_prefix && thinking < 0 && !cJSON_AddBoolToObject(out, "thinking", 0))
         rc = chat_body_oom(err);

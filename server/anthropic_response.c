@@ -8,40 +8,7 @@
 
 #include "core/text/chat_format.h"
 #include "core/text/utf8.h"
-
-static cJSON *clean_string(const char *text, size_t n)
-{
-    char *s = utf8_clean(text ? text : "", text ? n : 0);
-    cJSON *v = s ? cJSON_CreateString(s) : NULL;
-    free(s);
-    return v;
-}
-
-static char *print_and_delete(cJSON *root)
-{
-    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    return s;
-}
-
-/* Appends "event: NAME\ndata: BODY\n\n" to *out (grown); takes root. -1 when
- * out of memory (*out is then freed and NULL). */
-static int add_event(char **out, const char *name, cJSON *root)
-{
-    char *body = print_and_delete(root);
-    size_t have = *out ? strlen(*out) : 0, n = body ? strlen(body) + strlen(name) + 20 : 0;
-    char *grown = body ? realloc(*out, have + n) : NULL;
-    if (!grown) {
-        free(body);
-        free(*out);
-        *out = NULL;
-        return -1;
-    }
-    snprintf(grown + have, n, "event: %s\ndata: %s\n\n", name, body);
-    free(body);
-    *out = grown;
-    return 0;
-}
+#include "json_out.h"
 
 static cJSON *typed(const char *type)
 {
@@ -112,20 +79,20 @@ static const char *error_type(int status)
 static cJSON *error_json(const oai_error *e)
 {
     cJSON *root = typed("error"), *err = typed(error_type(e->status));
-    cJSON_AddItemToObject(err, "message", clean_string(e->message, strlen(e->message)));
+    cJSON_AddItemToObject(err, "message", json_clean_string(e->message, strlen(e->message)));
     cJSON_AddItemToObject(root, "error", err);
     return root;
 }
 
 char *anthropic_error_body(const oai_error *e)
 {
-    return print_and_delete(error_json(e));
+    return json_print_and_delete(error_json(e));
 }
 
 char *anthropic_event_error(const oai_error *e)
 {
     char *out = NULL;
-    add_event(&out, "error", error_json(e));
+    json_sse_append(&out, "error", error_json(e));
     return out;
 }
 
@@ -156,7 +123,7 @@ static void add_stop(cJSON *o, const char *stop_reason, const char *stop_sequenc
     else
         cJSON_AddNullToObject(o, "stop_reason");
     if (stop_sequence)
-        cJSON_AddItemToObject(o, "stop_sequence", clean_string(stop_sequence, strlen(stop_sequence)));
+        cJSON_AddItemToObject(o, "stop_sequence", json_clean_string(stop_sequence, strlen(stop_sequence)));
     else
         cJSON_AddNullToObject(o, "stop_sequence");
 }
@@ -168,7 +135,7 @@ char *anthropic_event_start(const oai_meta *m, const oai_usage *u)
     cJSON_AddItemToObject(msg, "usage", usage_json(u));
     cJSON_AddItemToObject(root, "message", msg);
     char *out = NULL;
-    add_event(&out, "message_start", root);
+    json_sse_append(&out, "message_start", root);
     return out;
 }
 
@@ -179,7 +146,7 @@ static int close_block(char **out, anthropic_stream *st)
     cJSON *e = typed("content_block_stop");
     cJSON_AddNumberToObject(e, "index", st->blocks - 1);
     st->open = 0;
-    return add_event(out, "content_block_stop", e);
+    return json_sse_append(out, "content_block_stop", e);
 }
 
 /* Opens a block described by `block` (taken) after closing the open one. */
@@ -193,7 +160,7 @@ static int open_block(char **out, anthropic_stream *st, int kind, cJSON *block)
     cJSON_AddNumberToObject(e, "index", st->blocks++);
     cJSON_AddItemToObject(e, "content_block", block);
     st->open = kind;
-    return add_event(out, "content_block_start", e);
+    return json_sse_append(out, "content_block_start", e);
 }
 
 /* A delta of the open block: {"type": type, field: text}. */
@@ -204,7 +171,7 @@ static int block_delta(char **out, const anthropic_stream *st, const char *type,
     cJSON_AddNumberToObject(e, "index", st->blocks - 1);
     cJSON_AddItemToObject(d, field, text);
     cJSON_AddItemToObject(e, "delta", d);
-    return add_event(out, "content_block_delta", e);
+    return json_sse_append(out, "content_block_delta", e);
 }
 
 static int text_piece(char **out, anthropic_stream *st, const char *p, size_t n)
@@ -215,7 +182,7 @@ static int text_piece(char **out, anthropic_stream *st, const char *p, size_t n)
         if (open_block(out, st, ANTHROPIC_BLOCK_TEXT, b))
             return -1;
     }
-    return block_delta(out, st, "text_delta", "text", clean_string(p, n));
+    return block_delta(out, st, "text_delta", "text", json_clean_string(p, n));
 }
 
 static int thinking_piece(char **out, anthropic_stream *st, const char *p, size_t n)
@@ -227,7 +194,7 @@ static int thinking_piece(char **out, anthropic_stream *st, const char *p, size_
         if (open_block(out, st, ANTHROPIC_BLOCK_THINKING, b))
             return -1;
     }
-    return block_delta(out, st, "thinking_delta", "thinking", clean_string(p, n));
+    return block_delta(out, st, "thinking_delta", "thinking", json_clean_string(p, n));
 }
 
 static int call_piece(char **out, anthropic_stream *st, const tool_call *c)
@@ -240,8 +207,8 @@ static int call_piece(char **out, anthropic_stream *st, const tool_call *c)
         return rc;
     }
     cJSON *b = typed("tool_use");
-    cJSON_AddItemToObject(b, "id", clean_string(c->id, strlen(c->id ? c->id : "")));
-    cJSON_AddItemToObject(b, "name", clean_string(c->name, strlen(c->name ? c->name : "")));
+    cJSON_AddItemToObject(b, "id", json_clean_string(c->id, strlen(c->id ? c->id : "")));
+    cJSON_AddItemToObject(b, "name", json_clean_string(c->name, strlen(c->name ? c->name : "")));
     cJSON_AddObjectToObject(b, "input");
     int rc = open_block(out, st, -1, b) ||
              block_delta(out, st, "input_json_delta", "partial_json", cJSON_CreateString(args)) ||
@@ -275,7 +242,7 @@ char *anthropic_event_end(anthropic_stream *st, const char *stop_reason, const c
     add_stop(d, stop_reason, stop_sequence);
     cJSON_AddItemToObject(e, "delta", d);
     cJSON_AddItemToObject(e, "usage", usage_json(u));
-    if (add_event(&out, "message_delta", e) || add_event(&out, "message_stop", typed("message_stop")))
+    if (json_sse_append(&out, "message_delta", e) || json_sse_append(&out, "message_stop", typed("message_stop")))
         return NULL;
     return out;
 }
@@ -286,7 +253,7 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
     cJSON *root = message_json(m), *content = cJSON_GetObjectItem(root, "content");
     if (c->reasoning_len) {
         cJSON *b = typed("thinking");
-        cJSON_AddItemToObject(b, "thinking", clean_string(c->reasoning, c->reasoning_len));
+        cJSON_AddItemToObject(b, "thinking", json_clean_string(c->reasoning, c->reasoning_len));
         cJSON_AddStringToObject(b, "signature", "");
         cJSON_AddItemToArray(content, b);
     }
@@ -309,7 +276,7 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
     }
     if (*text) {
         cJSON *b = typed("text");
-        cJSON_AddItemToObject(b, "text", clean_string(text, strlen(text)));
+        cJSON_AddItemToObject(b, "text", json_clean_string(text, strlen(text)));
         cJSON_AddItemToArray(content, b);
     }
     free(text);
@@ -318,20 +285,20 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
         if (!args)
             continue;
         cJSON *b = typed("tool_use");
-        cJSON_AddItemToObject(b, "id", clean_string(c->calls[i].id, strlen(c->calls[i].id)));
-        cJSON_AddItemToObject(b, "name", clean_string(c->calls[i].name, strlen(c->calls[i].name)));
+        cJSON_AddItemToObject(b, "id", json_clean_string(c->calls[i].id, strlen(c->calls[i].id)));
+        cJSON_AddItemToObject(b, "name", json_clean_string(c->calls[i].name, strlen(c->calls[i].name)));
         cJSON_AddItemToObject(b, "input", cJSON_CreateRaw(args)); /* the model's text, checked */
         cJSON_AddItemToArray(content, b);
         free(args);
     }
     add_stop(root, stop_reason, stop_sequence);
     cJSON_AddItemToObject(root, "usage", usage_json(u));
-    return print_and_delete(root);
+    return json_print_and_delete(root);
 }
 
 char *anthropic_count_body(int input_tokens)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddNumberToObject(root, "input_tokens", input_tokens);
-    return print_and_delete(root);
+    return json_print_and_delete(root);
 }

@@ -1,18 +1,6 @@
 /* chat_body: see chat_body.h. */
 #include "chat_body.h"
 
-#include <stdarg.h>
-#include <stdio.h>
-
-int chat_body_bad(oai_error *err, const char *param, const char *fmt, ...)
-{
-    char msg[240];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return oai_fail(err, 400, "invalid_request_error", param, NULL, "%s", msg);
-}
 
 int chat_body_oom(oai_error *err)
 {

@@ -1,6 +1,7 @@
 /* chat_body: building an OpenAI chat request body (cJSON) from another API's
  * request (anthropic_request.c, responses_request.c), which then runs as a
- * chat request: the pieces both translations build, and their refusals. */
+ * chat request: the pieces both translations build. (Their refusals are
+ * oai_bad's.) */
 #ifndef MOETIER_CHAT_BODY_H
 #define MOETIER_CHAT_BODY_H
 
@@ -8,9 +9,6 @@
 
 #include "oai_request.h"
 
-/* A 400 invalid_request_error naming param; returns -1. */
-int chat_body_bad(oai_error *err, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* A 500 "out of memory"; returns -1. */
 int chat_body_oom(oai_error *err);
 

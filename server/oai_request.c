@@ -26,11 +26,9 @@ int oai_fail(oai_error *err, int status, const char *type, const char *param, co
     return -1;
 }
 
-static int bad(oai_error *err, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int bad(oai_error *err, const char *param, const char *fmt, ...)
+int oai_bad(oai_error *err, const char *param, const char *fmt, ...)
 {
-    char msg[200];
+    char msg[240];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -47,9 +45,9 @@ static int opt_number(const cJSON *root, const char *name, double lo, double hi,
     if (!v || cJSON_IsNull(v))
         return 0;
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return bad(err, name, "'%s' must be a number", name);
+        return oai_bad(err, name, "'%s' must be a number", name);
     if (v->valuedouble < lo || v->valuedouble > hi)
-        return bad(err, name, "'%s' must be between %g and %g, got %g", name, lo, hi, v->valuedouble);
+        return oai_bad(err, name, "'%s' must be between %g and %g, got %g", name, lo, hi, v->valuedouble);
     *out = v->valuedouble;
     *present = 1;
     return 0;
@@ -61,7 +59,7 @@ static int opt_bool(const cJSON *root, const char *name, int *out, oai_error *er
     if (!v || cJSON_IsNull(v))
         return 0;
     if (!cJSON_IsBool(v))
-        return bad(err, name, "'%s' must be a boolean", name);
+        return oai_bad(err, name, "'%s' must be a boolean", name);
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -74,13 +72,13 @@ static int parse_sampling_extensions(oai_request *r, oai_error *err)
     if (opt_number(r->root, "top_k", -1, 1 << 30, &v, &present, err))
         return -1;
     if (present && v != floor(v))
-        return bad(err, "top_k", "'top_k' must be an integer");
+        return oai_bad(err, "top_k", "'top_k' must be an integer");
     if (present)
         r->top_k = v < 0 ? 0 : (int)v;
     if (opt_number(r->root, "min_p", 0, 1, &v, &present, err))
         return -1;
     if (present && v >= 1)
-        return bad(err, "min_p", "'min_p' must be less than 1");
+        return oai_bad(err, "min_p", "'min_p' must be less than 1");
     if (present)
         r->min_p = (float)v;
     const char *rp_names[] = {"repeat_penalty", "repetition_penalty"};  /* the second wins */
@@ -88,7 +86,7 @@ static int parse_sampling_extensions(oai_request *r, oai_error *err)
         if (opt_number(r->root, rp_names[i], 0, 1e6, &v, &present, err))
             return -1;
         if (present && !(v > 0))
-            return bad(err, rp_names[i], "'%s' must be greater than 0", rp_names[i]);
+            return oai_bad(err, rp_names[i], "'%s' must be greater than 0", rp_names[i]);
         if (present)
             r->repeat_penalty = (float)v;
     }
@@ -103,7 +101,7 @@ static int unsupported(const cJSON *root, const char *name, int asks_nothing, co
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
     if (!v || cJSON_IsNull(v) || asks_nothing)
         return 0;
-    return bad(err, name, "'%s' is not supported by this server (%s)", name, why);
+    return oai_bad(err, name, "'%s' is not supported by this server (%s)", name, why);
 }
 
 static int is_number(const cJSON *root, const char *name, double want)
@@ -139,9 +137,9 @@ static int parse_logprobs(oai_request *r, oai_error *err)
         if (opt_number(r->root, "top_logprobs", 0, LOGPROBS_MAX_TOP, &v, &present, err))
             return -1;
         if (present && v != floor(v))
-            return bad(err, "top_logprobs", "'top_logprobs' must be an integer");
+            return oai_bad(err, "top_logprobs", "'top_logprobs' must be an integer");
         if (present && v > 0 && !r->logprobs)
-            return bad(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+            return oai_bad(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
         r->top_logprobs = present ? (int)v : 0;
         return 0;
     }
@@ -150,7 +148,7 @@ static int parse_logprobs(oai_request *r, oai_error *err)
     if (opt_number(r->root, "logprobs", 0, LOGPROBS_MAX_TOP, &v, &present, err))
         return -1;
     if (present && v != floor(v))
-        return bad(err, "logprobs", "'logprobs' must be an integer (the alternatives per token)");
+        return oai_bad(err, "logprobs", "'logprobs' must be an integer (the alternatives per token)");
     r->logprobs = present;
     r->top_logprobs = present ? (int)v : 0;
     return 0;
@@ -167,7 +165,7 @@ static int parse_response_format(oai_request *r, oai_error *err)
         return 0;
     const cJSON *t = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
     if (!cJSON_IsString(t))
-        return bad(err, "response_format", "'response_format' must be {\"type\": \"text\"}, "
+        return oai_bad(err, "response_format", "'response_format' must be {\"type\": \"text\"}, "
                    "{\"type\": \"json_object\"} or {\"type\": \"json_schema\", ...}");
     if (!strcmp(t->valuestring, "text"))
         return 0;
@@ -176,14 +174,14 @@ static int parse_response_format(oai_request *r, oai_error *err)
         const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
         schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
         if (!cJSON_IsObject(schema) && !cJSON_IsTrue(schema))
-            return bad(err, "response_format", "'response_format' json_schema needs "
+            return oai_bad(err, "response_format", "'response_format' json_schema needs "
                        "'json_schema': {\"schema\": {...}}");
     } else if (strcmp(t->valuestring, "json_object")) {
-        return bad(err, "response_format", "'response_format' of type '%.40s' is not supported: "
+        return oai_bad(err, "response_format", "'response_format' of type '%.40s' is not supported: "
                    "\"text\", \"json_object\" or \"json_schema\"", t->valuestring);
     }
     if (r->tool_choice_required || r->tool_choice_name)
-        return bad(err, "response_format", "'response_format' %s and a 'tool_choice' that asks for a "
+        return oai_bad(err, "response_format", "'response_format' %s and a 'tool_choice' that asks for a "
                    "call cannot both hold the answer", t->valuestring);
     errbuf e;
     if (!(r->schema = calloc(1, sizeof *r->schema)))
@@ -191,7 +189,7 @@ static int parse_response_format(oai_request *r, oai_error *err)
     if (schema ? json_schema_compile(schema, r->schema, &e) : json_schema_any_object(r->schema, &e)) {
         free(r->schema);
         r->schema = NULL;
-        return bad(err, "response_format", "response_format.json_schema.schema: %s", e.msg);
+        return oai_bad(err, "response_format", "response_format.json_schema.schema: %s", e.msg);
     }
     return 0;
 }
@@ -221,17 +219,17 @@ static int parse_penalties(oai_request *r, oai_error *err)
     if (!lb || cJSON_IsNull(lb))
         return 0;
     if (!cJSON_IsObject(lb))
-        return bad(err, "logit_bias", "'logit_bias' must be an object of token ids and biases");
+        return oai_bad(err, "logit_bias", "'logit_bias' must be an object of token ids and biases");
     r->bias = calloc((size_t)cJSON_GetArraySize(lb) + 1, sizeof *r->bias);
     if (!r->bias)
         return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
     cJSON_ArrayForEach(c, lb) {
         int id;
         if (!token_id_key(c->string, &id))
-            return bad(err, "logit_bias", "logit_bias: the key '%.40s' is not a token id (a "
+            return oai_bad(err, "logit_bias", "logit_bias: the key '%.40s' is not a token id (a "
                        "decimal integer)", c->string);
         if (!cJSON_IsNumber(c) || !(c->valuedouble >= -100 && c->valuedouble <= 100))
-            return bad(err, "logit_bias", "logit_bias['%s'] must be a number between -100 and 100",
+            return oai_bad(err, "logit_bias", "logit_bias['%s'] must be a number between -100 and 100",
                        c->string);
         r->bias[r->n_bias++] = (sampler_bias){id, (float)c->valuedouble};
     }
@@ -282,13 +280,13 @@ static int parse_stop(oai_request *r, oai_error *err)
         return 0;
     }
     if (!cJSON_IsArray(v))
-        return bad(err, "stop", "'stop' must be a string or an array of strings");
+        return oai_bad(err, "stop", "'stop' must be a string or an array of strings");
     if (cJSON_GetArraySize(v) > OAI_MAX_STOP)
-        return bad(err, "stop", "'stop' holds at most %d strings", OAI_MAX_STOP);
+        return oai_bad(err, "stop", "'stop' holds at most %d strings", OAI_MAX_STOP);
     const cJSON *s;
     cJSON_ArrayForEach(s, v) {
         if (!cJSON_IsString(s))
-            return bad(err, "stop", "'stop' must be a string or an array of strings");
+            return oai_bad(err, "stop", "'stop' must be a string or an array of strings");
         if (s->valuestring[0])
             r->stop[r->n_stop++] = s->valuestring;
     }
@@ -316,20 +314,20 @@ static int parse_chat(oai_request *r, oai_error *err)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(r->root, "messages");
     if (!m)
-        return bad(err, "messages", "'messages' is required");
+        return oai_bad(err, "messages", "'messages' is required");
     if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) == 0)
-        return bad(err, "messages", "'messages' must be a non-empty array of message objects");
+        return oai_bad(err, "messages", "'messages' must be a non-empty array of message objects");
     int i = 0;
     const cJSON *msg;
     cJSON_ArrayForEach(msg, m) {
         if (!cJSON_IsObject(msg))
-            return bad(err, "messages", "messages[%d] must be an object", i);
+            return oai_bad(err, "messages", "messages[%d] must be an object", i);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
         if (!cJSON_IsString(role))
-            return bad(err, "messages", "messages[%d].role must be a string", i);
+            return oai_bad(err, "messages", "messages[%d].role must be a string", i);
         const char *media = media_part_type(cJSON_GetObjectItemCaseSensitive(msg, "content"));
         if (media)
-            return bad(err, "messages", "messages[%d].content holds a part of type '%.40s': the model "
+            return oai_bad(err, "messages", "messages[%d].content holds a part of type '%.40s': the model "
                        "reads text only (the chat format would put a placeholder where the %s was, "
                        "and the model would answer without it)", i, media,
                        strstr(media, "video") ? "video" : "image");
@@ -339,14 +337,14 @@ static int parse_chat(oai_request *r, oai_error *err)
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(r->root, "tools");
     if (tools && !cJSON_IsNull(tools)) {
         if (!cJSON_IsArray(tools))
-            return bad(err, "tools", "'tools' must be an array");
+            return oai_bad(err, "tools", "'tools' must be an array");
         int k = 0;
         const cJSON *t;
         cJSON_ArrayForEach(t, tools) {
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
             if (!cJSON_IsObject(t) || !cJSON_IsObject(fn) ||
                 !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name")))
-                return bad(err, "tools", "tools[%d] must be {\"type\": \"function\", \"function\": "
+                return oai_bad(err, "tools", "tools[%d] must be {\"type\": \"function\", \"function\": "
                            "{\"name\": ...}}", k);
             k++;
         }
@@ -358,23 +356,23 @@ static int parse_chat(oai_request *r, oai_error *err)
         if (cJSON_IsString(tc)) {
             const char *s = tc->valuestring;
             if (strcmp(s, "none") && strcmp(s, "auto") && strcmp(s, "required"))
-                return bad(err, "tool_choice", "'tool_choice' must be \"none\", \"auto\", "
+                return oai_bad(err, "tool_choice", "'tool_choice' must be \"none\", \"auto\", "
                            "\"required\" or a function object");
             if (!strcmp(s, "none"))
                 r->tools = NULL;
             r->tool_choice_required = !strcmp(s, "required");
         } else if (!cJSON_IsObject(tc)) {
-            return bad(err, "tool_choice", "'tool_choice' must be a string or an object");
+            return oai_bad(err, "tool_choice", "'tool_choice' must be a string or an object");
         } else {
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
             if (!cJSON_IsString(name))
-                return bad(err, "tool_choice", "'tool_choice' as an object must be {\"type\": "
+                return oai_bad(err, "tool_choice", "'tool_choice' as an object must be {\"type\": "
                            "\"function\", \"function\": {\"name\": ...}}");
             r->tool_choice_name = name->valuestring;
         }
         if ((r->tool_choice_required || r->tool_choice_name) && !r->tools)
-            return bad(err, "tool_choice", "'tool_choice' asks for a tool call, but no 'tools' are given");
+            return oai_bad(err, "tool_choice", "'tool_choice' asks for a tool call, but no 'tools' are given");
     }
     int parallel = 1;
     if (opt_bool(r->root, "parallel_tool_calls", &parallel, err))
@@ -383,13 +381,13 @@ static int parse_chat(oai_request *r, oai_error *err)
     /* chat template switches, at the top level or vLLM-style in chat_template_kwargs */
     errbuf e;
     if (chat_options_from_json(r->root, &r->copt, &e))
-        return bad(err, "thinking", "%s", e.msg);
+        return oai_bad(err, "thinking", "%s", e.msg);
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(r->root, "chat_template_kwargs");
     if (kw && !cJSON_IsNull(kw)) {
         if (!cJSON_IsObject(kw))
-            return bad(err, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+            return oai_bad(err, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
         if (chat_options_from_json(kw, &r->copt, &e))
-            return bad(err, "chat_template_kwargs", "%s", e.msg);
+            return oai_bad(err, "chat_template_kwargs", "%s", e.msg);
     }
     r->copt.add_generation_prompt = 1;
     return 0;
@@ -414,7 +412,7 @@ static int parse_completion(oai_request *r, oai_error *err)
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(r->root, "prompt");
     if (!p)
-        return bad(err, "prompt", "'prompt' is required");
+        return oai_bad(err, "prompt", "'prompt' is required");
     if (token_ids(p)) {
         r->prompt_ids = p;
         return 0;
@@ -422,15 +420,15 @@ static int parse_completion(oai_request *r, oai_error *err)
     if (cJSON_IsArray(p)) {
         int n = cJSON_GetArraySize(p), i = 0;
         if (n == 0)
-            return bad(err, "prompt", "'prompt' is an empty array; expected a string, token ids "
+            return oai_bad(err, "prompt", "'prompt' is an empty array; expected a string, token ids "
                        "or an array of either");
         if (n > OAI_MAX_BATCH)
-            return bad(err, "prompt", "'prompt' holds %d prompts; a batch takes at most %d", n,
+            return oai_bad(err, "prompt", "'prompt' holds %d prompts; a batch takes at most %d", n,
                        OAI_MAX_BATCH);
         const cJSON *x;
         cJSON_ArrayForEach(x, p) {
             if (!cJSON_IsString(x) && !token_ids(x))
-                return bad(err, "prompt", "'prompt'[%d] must be a string or an array of token ids "
+                return oai_bad(err, "prompt", "'prompt'[%d] must be a string or an array of token ids "
                            "(integers from 0)", i);
             i++;
         }
@@ -445,7 +443,7 @@ static int parse_completion(oai_request *r, oai_error *err)
         return 0;
     }
     if (!cJSON_IsString(p))
-        return bad(err, "prompt", "'prompt' must be a string or an array of token ids (integers "
+        return oai_bad(err, "prompt", "'prompt' must be a string or an array of token ids (integers "
                    "from 0)");
     r->prompt = p->valuestring;
     return 0;
@@ -509,7 +507,7 @@ cJSON *oai_body_parse(const char *body, size_t len, oai_error *err)
 {
     size_t bad_byte = utf8_validate((const uint8_t *)body, len);
     if (bad_byte < len) {
-        bad(err, "", "the body is not valid UTF-8 (byte %zu): JSON must be sent as UTF-8", bad_byte);
+        oai_bad(err, "", "the body is not valid UTF-8 (byte %zu): JSON must be sent as UTF-8", bad_byte);
         return NULL;
     }
     const char *end = NULL;
@@ -521,23 +519,23 @@ cJSON *oai_body_parse(const char *body, size_t len, oai_error *err)
     if (!root) {
         size_t at = end && end >= body ? (size_t)(end - body) : 0;
         if (at < len && (unsigned char)body[at] < 0x20)
-            bad(err, "", "the body holds a control character (0x%02x) at byte %zu: JSON allows none "
+            oai_bad(err, "", "the body holds a control character (0x%02x) at byte %zu: JSON allows none "
                 "unescaped", (unsigned char)body[at], at);
         else if (nesting_at(body, at < len ? at + 1 : len) > CJSON_NESTING_LIMIT)
-            bad(err, "", "the body nests arrays and objects deeper than %d levels (byte %zu)",
+            oai_bad(err, "", "the body nests arrays and objects deeper than %d levels (byte %zu)",
                 CJSON_NESTING_LIMIT, at);
         else
-            bad(err, "", "the body is not valid JSON (error near byte %zu)", at);
+            oai_bad(err, "", "the body is not valid JSON (error near byte %zu)", at);
         return NULL;
     }
     const char *twice = NULL;
     long nul;
     if (!cJSON_IsObject(root))
-        bad(err, "", "the body must be a JSON object");
+        oai_bad(err, "", "the body must be a JSON object");
     else if (duplicate_key(root, &twice))
-        bad(err, "", "the key '%.60s' appears twice in one object", twice);
+        oai_bad(err, "", "the key '%.60s' appears twice in one object", twice);
     else if ((nul = escaped_nul_at(body, len)) >= 0)
-        bad(err, "", "the body holds a NUL character (\\u0000, byte %ld): text must not contain NUL",
+        oai_bad(err, "", "the body holds a NUL character (\\u0000, byte %ld): text must not contain NUL",
             nul);
     else
         return root;
@@ -570,7 +568,7 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(r->root, "model");
     if (model && !cJSON_IsNull(model)) {
         if (!cJSON_IsString(model))
-            return bad(err, "model", "'model' must be a string");
+            return oai_bad(err, "model", "'model' must be a string");
         r->model = model->valuestring;
     }
     if ((kind == OAI_CHAT ? parse_chat(r, err) : parse_completion(r, err)))
@@ -585,7 +583,7 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         return -1;
     if (present) {
         if (v <= 0)
-            return bad(err, "top_p", "'top_p' must be greater than 0");
+            return oai_bad(err, "top_p", "'top_p' must be greater than 0");
         r->top_p = (float)v;
     }
     /* max_completion_tokens replaced max_tokens in the chat API: it wins when a
@@ -598,7 +596,7 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         if (opt_number(r->root, mt_names[i], r->echo ? 0 : 1, 1 << 30, &v, &present, err))
             return -1;
         if (present && v != floor(v))
-            return bad(err, mt_names[i], "'%s' must be an integer", mt_names[i]);
+            return oai_bad(err, mt_names[i], "'%s' must be an integer", mt_names[i]);
         if (present) {
             r->max_tokens = (int)v;
             r->score_only = v == 0;
@@ -608,17 +606,17 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         return -1;
     if (present) {
         if (v != floor(v))
-            return bad(err, "seed", "'seed' must be an integer");
+            return oai_bad(err, "seed", "'seed' must be an integer");
         r->has_seed = 1;
         r->seed = (uint64_t)(int64_t)v;
     }
     if (opt_number(r->root, "n", 1, OAI_MAX_CHOICES, &v, &present, err))
         return -1;
     if (present && v != floor(v))
-        return bad(err, "n", "'n' must be an integer");
+        return oai_bad(err, "n", "'n' must be an integer");
     r->n_choices = present ? (int)v : 1;
     if (r->n_choices > 1 && r->echo)
-        return bad(err, "n", "'n' above 1 with 'echo' is not supported (each choice would repeat "
+        return oai_bad(err, "n", "'n' above 1 with 'echo' is not supported (each choice would repeat "
                    "the prompt's scores)");
     if (parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
         parse_response_format(r, err) || refuse_unsupported(r, err))
@@ -626,12 +624,12 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;
     if (r->stream && r->batch_n)
-        return bad(err, "stream", "a batch of prompts is answered whole, not streamed: send "
+        return oai_bad(err, "stream", "a batch of prompts is answered whole, not streamed: send "
                    "'stream' false, or the prompts one per request");
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so))
-            return bad(err, "stream_options", "'stream_options' must be an object");
+            return oai_bad(err, "stream_options", "'stream_options' must be an object");
         if (opt_bool(so, "include_usage", &r->include_usage, err))
             return -1;
     }

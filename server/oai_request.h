@@ -127,5 +127,7 @@ char *oai_batch_body(const oai_request *r, int i);
 /* Fills err; returns -1 (for `return oai_fail(...)`). */
 int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,
              const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* A 400 invalid_request_error naming param; returns -1. */
+int oai_bad(oai_error *err, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -6,24 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/text/utf8.h"
-
-static cJSON *clean_string(const char *text, size_t n)
-{
-    char *s = utf8_clean(text ? text : "", text ? n : 0);
-    if (!s)
-        return NULL;
-    cJSON *v = cJSON_CreateString(s);
-    free(s);
-    return v;
-}
-
-static char *print_and_delete(cJSON *root)
-{
-    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    return s;
-}
+#include "json_out.h"
 
 /* "data: BODY\n\n"; takes body */
 static char *event(char *body)
@@ -40,13 +23,13 @@ static char *event(char *body)
 
 static char *sse(cJSON *root)
 {
-    return event(print_and_delete(root));
+    return event(json_print_and_delete(root));
 }
 
 char *oai_error_body(const oai_error *e)
 {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
-    cJSON_AddItemToObject(err, "message", clean_string(e->message, strlen(e->message)));
+    cJSON_AddItemToObject(err, "message", json_clean_string(e->message, strlen(e->message)));
     cJSON_AddStringToObject(err, "type", e->type);
     if (e->param[0])
         cJSON_AddStringToObject(err, "param", e->param);
@@ -56,7 +39,7 @@ char *oai_error_body(const oai_error *e)
         cJSON_AddStringToObject(err, "code", e->code);
     else
         cJSON_AddNullToObject(err, "code");
-    return print_and_delete(root);
+    return json_print_and_delete(root);
 }
 
 static cJSON *head(const oai_meta *m, int chunk)
@@ -77,12 +60,12 @@ static cJSON *calls_json(const tool_call *calls, int n, int index0, int with_ind
         cJSON *c = cJSON_CreateObject(), *fn;
         if (with_index)
             cJSON_AddNumberToObject(c, "index", index0 + i);
-        cJSON_AddItemToObject(c, "id", clean_string(calls[i].id, strlen(calls[i].id)));
+        cJSON_AddItemToObject(c, "id", json_clean_string(calls[i].id, strlen(calls[i].id)));
         cJSON_AddStringToObject(c, "type", "function");
         fn = cJSON_AddObjectToObject(c, "function");
-        cJSON_AddItemToObject(fn, "name", clean_string(calls[i].name, strlen(calls[i].name)));
+        cJSON_AddItemToObject(fn, "name", json_clean_string(calls[i].name, strlen(calls[i].name)));
         cJSON_AddItemToObject(fn, "arguments",
-                              clean_string(calls[i].arguments, strlen(calls[i].arguments)));
+                              json_clean_string(calls[i].arguments, strlen(calls[i].arguments)));
         cJSON_AddItemToArray(arr, c);
     }
     return arr;
@@ -110,7 +93,7 @@ static void add_finish(cJSON *choice, const char *finish_reason)
 static cJSON *chat_token(const oai_token_logprob *t)
 {
     cJSON *o = cJSON_CreateObject(), *bytes;
-    cJSON_AddItemToObject(o, "token", clean_string(t->bytes, t->len));
+    cJSON_AddItemToObject(o, "token", json_clean_string(t->bytes, t->len));
     cJSON_AddNumberToObject(o, "logprob", t->logprob);
     bytes = cJSON_AddArrayToObject(o, "bytes");
     for (size_t i = 0; i < t->len; i++)
@@ -137,7 +120,7 @@ static cJSON *chat_logprobs(const oai_logprobs *lp)
  * token of the same text is there */
 static void add_alternative(cJSON *alts, const oai_token_logprob *t)
 {
-    cJSON *key = clean_string(t->bytes, t->len);
+    cJSON *key = json_clean_string(t->bytes, t->len);
     if (key && !cJSON_GetObjectItemCaseSensitive(alts, key->valuestring))
         cJSON_AddNumberToObject(alts, key->valuestring, t->logprob);
     cJSON_Delete(key);
@@ -154,7 +137,7 @@ static cJSON *completion_logprobs(const oai_logprobs *lp)
           *offsets = cJSON_AddArrayToObject(o, "text_offset");
     for (int i = 0; i < lp->n; i++) {
         const oai_logprob_step *st = &lp->steps[i];
-        cJSON_AddItemToArray(tokens, clean_string(st->chosen.bytes, st->chosen.len));
+        cJSON_AddItemToArray(tokens, json_clean_string(st->chosen.bytes, st->chosen.len));
         cJSON_AddItemToArray(offsets, cJSON_CreateNumber(st->text_offset));
         if (st->unscored) {
             cJSON_AddItemToArray(lps, cJSON_CreateNull());
@@ -180,7 +163,7 @@ static cJSON *add_choice(cJSON *choices, const oai_meta *m, int index, const cha
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddNumberToObject(ch, "index", index);
     if (m->kind == OAI_COMPLETION)
-        cJSON_AddItemToObject(ch, "text", clean_string(text, text_len));
+        cJSON_AddItemToObject(ch, "text", json_clean_string(text, text_len));
     if (!lp)
         cJSON_AddNullToObject(ch, "logprobs");
     else
@@ -201,9 +184,9 @@ char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t
         if (with_role)
             cJSON_AddStringToObject(d, "role", "assistant");
         if (text_len || with_role)
-            cJSON_AddItemToObject(d, "content", clean_string(text, text_len));
+            cJSON_AddItemToObject(d, "content", json_clean_string(text, text_len));
         if (reasoning_len)
-            cJSON_AddItemToObject(d, "reasoning_content", clean_string(reasoning, reasoning_len));
+            cJSON_AddItemToObject(d, "reasoning_content", json_clean_string(reasoning, reasoning_len));
         if (n_calls)
             cJSON_AddItemToObject(d, "tool_calls", calls_json(calls, n_calls, call_index, 1));
     }
@@ -236,16 +219,16 @@ char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, con
             if (c->n_calls && !c->text_len)
                 cJSON_AddNullToObject(msg, "content");
             else
-                cJSON_AddItemToObject(msg, "content", clean_string(c->text, c->text_len));
+                cJSON_AddItemToObject(msg, "content", json_clean_string(c->text, c->text_len));
             if (c->reasoning_len)
-                cJSON_AddItemToObject(msg, "reasoning_content", clean_string(c->reasoning, c->reasoning_len));
+                cJSON_AddItemToObject(msg, "reasoning_content", json_clean_string(c->reasoning, c->reasoning_len));
             if (c->n_calls)
                 cJSON_AddItemToObject(msg, "tool_calls", calls_json(c->calls, c->n_calls, 0, 0));
         }
         add_finish(ch, c->finish_reason);
     }
     add_usage(root, u);
-    return print_and_delete(root);
+    return json_print_and_delete(root);
 }
 
 /* into's numbers += from's of the same names, in nested objects too */
@@ -300,7 +283,7 @@ char *oai_batch_response(char *const *bodies, int n, int choices_per_body, int b
         }
         cJSON_Delete(one);
     }
-    return print_and_delete(root);
+    return json_print_and_delete(root);
 }
 
 static cJSON *model_object(const char *model, long long created)
@@ -318,10 +301,10 @@ char *oai_models_body(const char *model, long long created)
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
     cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), model_object(model, created));
-    return print_and_delete(root);
+    return json_print_and_delete(root);
 }
 
 char *oai_model_body(const char *model, long long created)
 {
-    return print_and_delete(model_object(model, created));
+    return json_print_and_delete(model_object(model, created));
 }

@@ -29,25 +29,25 @@ static int content_parts(const cJSON *content, const char *where, cJSON *parts, 
         return p && cJSON_AddItemToArray(parts, p) ? 0 : chat_body_oom(err);
     }
     if (!cJSON_IsArray(content))
-        return chat_body_bad(err, "input", "%s must be a string or an array of content parts", where);
+        return oai_bad(err, "input", "%s must be a string or an array of content parts", where);
     int k = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, content) {
         const char *t = chat_body_type(c);
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(c, "text");
         if (!t)
-            return chat_body_bad(err, "input", "%s[%d] must be a part with a \"type\"", where, k);
+            return oai_bad(err, "input", "%s[%d] must be a part with a \"type\"", where, k);
         if (!strcmp(t, "refusal")) { /* an earlier refusal, as the chat format drops it */
             k++;
             continue;
         }
         if (!is_text_part(t))
-            return chat_body_bad(err, "input",
-                                 "%s[%d] is a part of type '%.40s': the model reads text only (input_text "
-                                 "and output_text parts)",
-                                 where, k, t);
+            return oai_bad(err, "input",
+                           "%s[%d] is a part of type '%.40s': the model reads text only (input_text "
+                           "and output_text parts)",
+                           where, k, t);
         if (!cJSON_IsString(text))
-            return chat_body_bad(err, "input", "%s[%d].text must be a string", where, k);
+            return oai_bad(err, "input", "%s[%d].text must be a string", where, k);
         cJSON *p = chat_body_text_part(text->valuestring);
         if (!p || !cJSON_AddItemToArray(parts, p))
             return chat_body_oom(err);
@@ -77,8 +77,8 @@ static int message_item(items_state *st, const cJSON *it, const char *where, oai
     const char *rs = cJSON_IsString(role) ? role->valuestring : "";
     const char *as = !strcmp(rs, "developer") ? "system" : rs;
     if (strcmp(as, "user") && strcmp(as, "assistant") && strcmp(as, "system"))
-        return chat_body_bad(err, "input",
-                             "%s.role must be \"user\", \"assistant\", \"system\" or \"developer\"", where);
+        return oai_bad(err, "input", "%s.role must be \"user\", \"assistant\", \"system\" or \"developer\"",
+                       where);
     char cw[80];
     snprintf(cw, sizeof cw, "%s.content", where);
     cJSON *m = begin_message(st, as);
@@ -107,8 +107,8 @@ static int call_item(items_state *st, const cJSON *it, const char *where, oai_er
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(it, "arguments");
     const cJSON *ns = chat_body_field(it, "namespace");
     if (!cJSON_IsString(id) || !cJSON_IsString(name) || !cJSON_IsString(args) || (ns && !cJSON_IsString(ns)))
-        return chat_body_bad(
-            err, "input", "%s (function_call) needs strings \"call_id\", \"name\" and \"arguments\"", where);
+        return oai_bad(err, "input",
+                       "%s (function_call) needs strings \"call_id\", \"name\" and \"arguments\"", where);
     cJSON *m = st->assistant && !st->reasoning ? st->assistant : begin_message(st, "assistant");
     char *q = m ? qualified_name(it) : NULL;
     int rc = q && !chat_body_tool_call(m, id->valuestring, q, args) ? 0 : chat_body_oom(err);
@@ -121,7 +121,7 @@ static int output_item(items_state *st, const cJSON *it, const char *where, oai_
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "call_id");
     const cJSON *out = cJSON_GetObjectItemCaseSensitive(it, "output");
     if (!cJSON_IsString(id))
-        return chat_body_bad(err, "input", "%s.call_id must be a string", where);
+        return oai_bad(err, "input", "%s.call_id must be a string", where);
     cJSON *m = begin_message(st, "tool");
     if (!m || !cJSON_AddStringToObject(m, "tool_call_id", id->valuestring))
         return chat_body_oom(err);
@@ -138,12 +138,12 @@ static int reasoning_item(items_state *st, const cJSON *it, const char *where, o
     if (!parts || !cJSON_GetArraySize(parts))
         parts = chat_body_field(it, "summary");
     if (parts && !cJSON_IsArray(parts))
-        return chat_body_bad(err, "input", "%s (reasoning): content and summary must be arrays", where);
+        return oai_bad(err, "input", "%s (reasoning): content and summary must be arrays", where);
     const cJSON *p;
     cJSON_ArrayForEach(p, parts) {
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(p, "text");
         if (!cJSON_IsString(text))
-            return chat_body_bad(err, "input", "%s (reasoning): each part needs a string \"text\"", where);
+            return oai_bad(err, "input", "%s (reasoning): each part needs a string \"text\"", where);
         size_t have = st->reasoning ? strlen(st->reasoning) : 0, n = strlen(text->valuestring);
         char *grown = realloc(st->reasoning, have + n + 1);
         if (!grown)
@@ -158,7 +158,7 @@ static int translate_input(const cJSON *root, cJSON *messages, oai_error *err)
 {
     const cJSON *ins = chat_body_field(root, "instructions");
     if (ins && !cJSON_IsString(ins))
-        return chat_body_bad(err, "instructions", "'instructions' must be a string");
+        return oai_bad(err, "instructions", "'instructions' must be a string");
     items_state st = {.messages = messages};
     if (ins) {
         cJSON *m = begin_message(&st, "system");
@@ -173,7 +173,7 @@ static int translate_input(const cJSON *root, cJSON *messages, oai_error *err)
         return m ? content_parts(input, "input", cJSON_GetObjectItem(m, "content"), err) : chat_body_oom(err);
     }
     if (!cJSON_IsArray(input) || !input->child)
-        return chat_body_bad(err, "input", "'input' must be a string or a non-empty array of items");
+        return oai_bad(err, "input", "'input' must be a string or a non-empty array of items");
     int i = 0, rc = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, input) {
@@ -181,7 +181,7 @@ static int translate_input(const cJSON *root, cJSON *messages, oai_error *err)
         snprintf(where, sizeof where, "input[%d]", i++);
         const char *t = chat_body_type(it);
         if (!cJSON_IsObject(it))
-            rc = chat_body_bad(err, "input", "%s must be an object", where);
+            rc = oai_bad(err, "input", "%s must be an object", where);
         else if (!t || !strcmp(t, "message"))
             rc = message_item(&st, it, where, err);
         else if (!strcmp(t, "function_call"))
@@ -191,15 +191,15 @@ static int translate_input(const cJSON *root, cJSON *messages, oai_error *err)
         else if (!strcmp(t, "reasoning"))
             rc = reasoning_item(&st, it, where, err);
         else if (!strcmp(t, "item_reference"))
-            rc = chat_body_bad(err, "input",
-                               "%s is an item reference: this server keeps no responses to "
-                               "refer to; send the item itself",
-                               where);
+            rc = oai_bad(err, "input",
+                         "%s is an item reference: this server keeps no responses to "
+                         "refer to; send the item itself",
+                         where);
         else
-            rc = chat_body_bad(err, "input",
-                               "%s is an item of type '%.40s', which this server does not "
-                               "take (messages, function calls and their outputs, reasoning)",
-                               where, t);
+            rc = oai_bad(err, "input",
+                         "%s is an item of type '%.40s', which this server does not "
+                         "take (messages, function calls and their outputs, reasoning)",
+                         where, t);
         if (rc)
             break;
     }
@@ -225,10 +225,10 @@ static int function_tool(const cJSON *t, const char *ns, const char *where, cJSO
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
     const cJSON *desc = chat_body_field(t, "description"), *params = chat_body_field(t, "parameters");
     if (!cJSON_IsString(name) || !name->valuestring[0])
-        return chat_body_bad(err, "tools", "%s.name must be a non-empty string", where);
+        return oai_bad(err, "tools", "%s.name must be a non-empty string", where);
     if ((desc && !cJSON_IsString(desc)) || (params && !cJSON_IsObject(params)))
-        return chat_body_bad(err, "tools",
-                             "%s: description must be a string, parameters a JSON Schema object", where);
+        return oai_bad(err, "tools", "%s: description must be a string, parameters a JSON Schema object",
+                       where);
     size_t n = strlen(name->valuestring) + (ns ? strlen(ns) + 1 : 0) + 1;
     char *q = malloc(n);
     if (q)
@@ -243,7 +243,7 @@ static int function_tool(const cJSON *t, const char *ns, const char *where, cJSO
 static int translate_tools(const cJSON *tools, cJSON *out, cJSON *namespaces, oai_error *err)
 {
     if (!cJSON_IsArray(tools))
-        return chat_body_bad(err, "tools", "'tools' must be an array");
+        return oai_bad(err, "tools", "'tools' must be an array");
     cJSON *decl = cJSON_AddArrayToObject(out, "tools");
     if (!decl)
         return chat_body_oom(err);
@@ -254,7 +254,7 @@ static int translate_tools(const cJSON *tools, cJSON *out, cJSON *namespaces, oa
         snprintf(where, sizeof where, "tools[%d]", k++);
         const char *type = chat_body_type(t);
         if (!type)
-            return chat_body_bad(err, "tools", "%s must be an object with a \"type\"", where);
+            return oai_bad(err, "tools", "%s must be an object with a \"type\"", where);
         if (!strcmp(type, "function")) {
             if (function_tool(t, NULL, where, decl, err))
                 return -1;
@@ -263,8 +263,8 @@ static int translate_tools(const cJSON *tools, cJSON *out, cJSON *namespaces, oa
             const cJSON *inner = cJSON_GetObjectItemCaseSensitive(t, "tools");
             if (!cJSON_IsString(ns) || !ns->valuestring[0] || strchr(ns->valuestring, '.') ||
                 !cJSON_IsArray(inner))
-                return chat_body_bad(err, "tools",
-                                     "%s (namespace) needs a \"name\" without dots and \"tools\"", where);
+                return oai_bad(err, "tools", "%s (namespace) needs a \"name\" without dots and \"tools\"",
+                               where);
             cJSON *s = cJSON_CreateString(ns->valuestring);
             if (!s || !cJSON_AddItemToArray(namespaces, s))
                 return cJSON_Delete(s), chat_body_oom(err);
@@ -275,18 +275,18 @@ static int translate_tools(const cJSON *tools, cJSON *out, cJSON *namespaces, oa
                 snprintf(fw, sizeof fw, "%s.tools[%d]", where, j++);
                 const char *ft = chat_body_type(f);
                 if (!ft || strcmp(ft, "function"))
-                    return chat_body_bad(err, "tools",
-                                         "%s is not a function tool: this server calls only "
-                                         "function tools",
-                                         fw);
+                    return oai_bad(err, "tools",
+                                   "%s is not a function tool: this server calls only "
+                                   "function tools",
+                                   fw);
                 if (function_tool(f, ns->valuestring, fw, decl, err))
                     return -1;
             }
         } else if (!hosted_tool(type)) {
-            return chat_body_bad(err, "tools",
-                                 "%s is a tool of type '%.40s': this server declares function "
-                                 "tools (and namespaces of them) to the model",
-                                 where, type);
+            return oai_bad(err, "tools",
+                           "%s is a tool of type '%.40s': this server declares function "
+                           "tools (and namespaces of them) to the model",
+                           where, type);
         }
     }
     return 0;
@@ -299,9 +299,9 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out, oai_error *err)
     const char *type = chat_body_type(tc);
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
     if (!type || strcmp(type, "function") || !cJSON_IsString(name))
-        return chat_body_bad(err, "tool_choice",
-                             "'tool_choice' must be \"auto\", \"none\", \"required\" or "
-                             "{\"type\": \"function\", \"name\": ...}");
+        return oai_bad(err, "tool_choice",
+                       "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                       "{\"type\": \"function\", \"name\": ...}");
     cJSON *v = cJSON_CreateObject(), *fn = cJSON_CreateObject();
     if (!v || !fn || !cJSON_AddItemToObject(out, "tool_choice", v)) {
         cJSON_Delete(v);
@@ -326,7 +326,7 @@ static int translate_format(const cJSON *text, cJSON *out, oai_error *err)
     if (!f)
         return 0;
     if (!type)
-        return chat_body_bad(err, "text", "text.format must be an object with a \"type\"");
+        return oai_bad(err, "text", "text.format must be an object with a \"type\"");
     if (!strcmp(type, "text"))
         return 0;
     cJSON *rf = cJSON_AddObjectToObject(out, "response_format");
@@ -349,19 +349,19 @@ static int refuse_stored(const cJSON *root, oai_error *err)
     static const char *const stored[] = {"previous_response_id", "conversation"};
     for (size_t k = 0; k < sizeof stored / sizeof *stored; k++)
         if (chat_body_field(root, stored[k]))
-            return chat_body_bad(err, stored[k],
-                                 "'%s' needs a stored response: this server keeps none; send "
-                                 "the whole conversation in 'input'",
-                                 stored[k]);
+            return oai_bad(err, stored[k],
+                           "'%s' needs a stored response: this server keeps none; send "
+                           "the whole conversation in 'input'",
+                           stored[k]);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "background")))
-        return chat_body_bad(err, "background",
-                             "'background' needs a stored response: this server keeps "
-                             "none; send the request with 'background' false and wait for it");
+        return oai_bad(err, "background",
+                       "'background' needs a stored response: this server keeps "
+                       "none; send the request with 'background' false and wait for it");
     const cJSON *mtc = chat_body_field(root, "max_tool_calls");
     if (mtc)
-        return chat_body_bad(err, "max_tool_calls",
-                             "'max_tool_calls' is not supported (parallel_tool_calls "
-                             "false allows one call)");
+        return oai_bad(err, "max_tool_calls",
+                       "'max_tool_calls' is not supported (parallel_tool_calls "
+                       "false allows one call)");
     return 0;
 }
 
@@ -390,13 +390,13 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, oai_error
         return -1;
     const cJSON *text = chat_body_field(root, "text");
     if (text && (!cJSON_IsObject(text) || translate_format(text, out, err)))
-        return cJSON_IsObject(text) ? -1 : chat_body_bad(err, "text", "'text' must be an object");
+        return cJSON_IsObject(text) ? -1 : oai_bad(err, "text", "'text' must be an object");
     const cJSON *reasoning = chat_body_field(root, "reasoning");
     const cJSON *effort = chat_body_field(reasoning, "effort");
     if (reasoning && !cJSON_IsObject(reasoning))
-        return chat_body_bad(err, "reasoning", "'reasoning' must be an object");
+        return oai_bad(err, "reasoning", "'reasoning' must be an object");
     if (effort && !cJSON_IsString(effort))
-        return chat_body_bad(err, "reasoning", "reasoning.effort must be a string");
+        return oai_bad(err, "reasoning", "reasoning.effort must be a string");
     if (effort && !cJSON_AddBoolToObject(out, "thinking", strcmp(effort->valuestring, "none") != 0))
         return chat_body_oom(err);
     return 0;

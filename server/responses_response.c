@@ -5,15 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/text/utf8.h"
-
-static cJSON *clean_string(const char *text, size_t n)
-{
-    char *s = utf8_clean(text ? text : "", text ? n : 0);
-    cJSON *v = s ? cJSON_CreateString(s) : NULL;
-    free(s);
-    return v;
-}
+#include "json_out.h"
 
 void responses_out_init(responses_out *o, const oai_meta *m, const cJSON *namespaces, int stream)
 {
@@ -48,20 +40,7 @@ static int add_event(responses_out *o, char **out, const char *type, cJSON *ev)
         c = next;
     }
     cJSON_Delete(ev);
-    char *body = cJSON_PrintUnformatted(head);
-    cJSON_Delete(head);
-    size_t have = *out ? strlen(*out) : 0, n = body ? strlen(body) + strlen(type) + 20 : 0;
-    char *grown = body ? realloc(*out, have + n) : NULL;
-    if (!grown) {
-        free(body);
-        free(*out);
-        *out = NULL;
-        return -1;
-    }
-    snprintf(grown + have, n, "event: %s\ndata: %s\n\n", type, body);
-    free(body);
-    *out = grown;
-    return 0;
+    return json_sse_append(out, type, head);
 }
 
 static const char *item_prefix(int kind)
@@ -84,7 +63,7 @@ static cJSON *item_json(const responses_out *o, int i, int done)
         if (done) {
             cJSON *p = cJSON_CreateObject();
             cJSON_AddStringToObject(p, "type", "reasoning_text");
-            cJSON_AddItemToObject(p, "text", clean_string(it->text, it->len));
+            cJSON_AddItemToObject(p, "text", json_clean_string(it->text, it->len));
             cJSON_AddItemToArray(content, p);
         }
     } else if (it->kind == RESPONSES_MESSAGE) {
@@ -95,7 +74,7 @@ static cJSON *item_json(const responses_out *o, int i, int done)
         if (done) {
             cJSON *p = cJSON_CreateObject();
             cJSON_AddStringToObject(p, "type", "output_text");
-            cJSON_AddItemToObject(p, "text", clean_string(it->text, it->len));
+            cJSON_AddItemToObject(p, "text", json_clean_string(it->text, it->len));
             cJSON_AddArrayToObject(p, "annotations");
             cJSON_AddArrayToObject(p, "logprobs");
             cJSON_AddItemToArray(content, p);
@@ -103,12 +82,12 @@ static cJSON *item_json(const responses_out *o, int i, int done)
     } else {
         cJSON_AddStringToObject(j, "type", "function_call");
         cJSON_AddStringToObject(j, "status", done ? "completed" : "in_progress");
-        cJSON_AddItemToObject(j, "call_id", clean_string(it->call_id, strlen(it->call_id)));
-        cJSON_AddItemToObject(j, "name", clean_string(it->name, strlen(it->name)));
+        cJSON_AddItemToObject(j, "call_id", json_clean_string(it->call_id, strlen(it->call_id)));
+        cJSON_AddItemToObject(j, "name", json_clean_string(it->name, strlen(it->name)));
         if (it->ns)
-            cJSON_AddItemToObject(j, "namespace", clean_string(it->ns, strlen(it->ns)));
+            cJSON_AddItemToObject(j, "namespace", json_clean_string(it->ns, strlen(it->ns)));
         cJSON_AddItemToObject(j, "arguments",
-                              done ? clean_string(it->text, it->len) : cJSON_CreateString(""));
+                              done ? json_clean_string(it->text, it->len) : cJSON_CreateString(""));
     }
     return j;
 }
@@ -129,7 +108,7 @@ static cJSON *text_part_json(const responses_item *it, int done)
     cJSON *p = cJSON_CreateObject();
     int reasoning = it->kind == RESPONSES_REASONING;
     cJSON_AddStringToObject(p, "type", reasoning ? "reasoning_text" : "output_text");
-    cJSON_AddItemToObject(p, "text", done ? clean_string(it->text, it->len) : cJSON_CreateString(""));
+    cJSON_AddItemToObject(p, "text", done ? json_clean_string(it->text, it->len) : cJSON_CreateString(""));
     if (!reasoning) {
         cJSON_AddArrayToObject(p, "annotations");
         cJSON_AddArrayToObject(p, "logprobs");
@@ -148,14 +127,14 @@ static int close_item(responses_out *o, char **out)
     cJSON *e;
     if (it->kind == RESPONSES_CALL) {
         e = item_event(o, i);
-        cJSON_AddItemToObject(e, "arguments", clean_string(it->text, it->len));
+        cJSON_AddItemToObject(e, "arguments", json_clean_string(it->text, it->len));
         if (add_event(o, out, "response.function_call_arguments.done", e))
             return -1;
     } else {
         int reasoning = it->kind == RESPONSES_REASONING;
         e = item_event(o, i);
         cJSON_AddNumberToObject(e, "content_index", 0);
-        cJSON_AddItemToObject(e, "text", clean_string(it->text, it->len));
+        cJSON_AddItemToObject(e, "text", json_clean_string(it->text, it->len));
         if (!reasoning)
             cJSON_AddArrayToObject(e, "logprobs");
         if (add_event(o, out, reasoning ? "response.reasoning_text.done" : "response.output_text.done", e))
@@ -228,7 +207,7 @@ static int text_piece(responses_out *o, char **out, int kind, const char *p, siz
         return 0;
     cJSON *e = item_event(o, i);
     cJSON_AddNumberToObject(e, "content_index", 0);
-    cJSON_AddItemToObject(e, "delta", clean_string(p, n));
+    cJSON_AddItemToObject(e, "delta", json_clean_string(p, n));
     if (kind == RESPONSES_MESSAGE)
         cJSON_AddArrayToObject(e, "logprobs");
     return add_event(
@@ -268,7 +247,7 @@ static int call_piece(responses_out *o, char **out, const tool_call *c)
     if (!o->stream)
         return 0;
     cJSON *e = item_event(o, o->n - 1);
-    cJSON_AddItemToObject(e, "delta", clean_string(args, strlen(args)));
+    cJSON_AddItemToObject(e, "delta", json_clean_string(args, strlen(args)));
     return add_event(o, out, "response.function_call_arguments.delta", e);
 }
 
@@ -361,7 +340,7 @@ char *responses_event_error(responses_out *o, const oai_error *err)
     char *out = NULL;
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "code", err->code[0] ? err->code : err->type);
-    cJSON_AddItemToObject(e, "message", clean_string(err->message, strlen(err->message)));
+    cJSON_AddItemToObject(e, "message", json_clean_string(err->message, strlen(err->message)));
     if (err->param[0])
         cJSON_AddStringToObject(e, "param", err->param);
     else

@@ -98,21 +98,29 @@ static void check_events(const char *s)
 /* The body as a Messages request (refused with a reason, or rendered), and
  * its bytes as the reasoning, text and call arguments of an answer: every
  * event and the whole message are JSON. */
+/* A request of another API's shape parsed (rc 0) has its prompt rendered;
+ * refused, it is a 400 with a reason. */
+static void rendered_or_refused(int rc, const oai_request *r, const oai_error *err)
+{
+    if (rc) {
+        if (err->status != 400 || !err->message[0])
+            abort();
+        return;
+    }
+    char *text = NULL;
+    errbuf e;
+    if (chat_format_render(CHAT_TEMPLATE_K25, r->messages, r->tools, &r->copt, &text, NULL, &e) == 0)
+        free(text);
+}
+
 static void anthropic(const uint8_t *data, size_t size, const oai_request *as_chat)
 {
-    for (int counting = (int)(size & 1); counting == (int)(size & 1); counting++) {
-        oai_request r;
-        oai_error err;
-        if (anthropic_request_parse((const char *)data, size, NULL, counting, &r, &err) == 0) {
-            char *text = NULL;
-            errbuf e;
-            if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, NULL, &e) == 0)
-                free(text);
-        } else if (err.status != 400 || !err.message[0]) {
-            abort();
-        }
-        oai_request_free(&r);
-    }
+    oai_request r;
+    oai_error err;
+    /* as a message or a count_tokens body, by the input's length */
+    int rc = anthropic_request_parse((const char *)data, size, NULL, (int)(size & 1), &r, &err);
+    rendered_or_refused(rc, &r, &err);
+    oai_request_free(&r);
     char *args = strndup((const char *)data, size);
     if (!args)
         return;
@@ -146,14 +154,7 @@ static void responses(const uint8_t *data, size_t size)
 {
     oai_request r;
     oai_error err;
-    if (responses_request_parse((const char *)data, size, NULL, &r, &err) == 0) {
-        char *text = NULL;
-        errbuf e;
-        if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, NULL, &e) == 0)
-            free(text);
-    } else if (err.status != 400 || !err.message[0]) {
-        abort();
-    }
+    rendered_or_refused(responses_request_parse((const char *)data, size, NULL, &r, &err), &r, &err);
     char *args = strndup((const char *)data, size);
     if (args) {
         tool_call call = {"functions.ns.f:0", "ns.f", args};
