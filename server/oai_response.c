@@ -71,12 +71,16 @@ static cJSON *calls_json(const tool_call *calls, int n, int index0, int with_ind
     return arr;
 }
 
-static void add_usage(cJSON *root, const oai_usage *u)
+/* usage; chat's with completion_tokens_details.reasoning_tokens */
+static void add_usage(cJSON *root, const oai_meta *m, const oai_usage *u)
 {
     cJSON *us = cJSON_AddObjectToObject(root, "usage");
     cJSON_AddNumberToObject(us, "prompt_tokens", u->prompt_tokens);
     cJSON_AddNumberToObject(us, "completion_tokens", u->completion_tokens);
     cJSON_AddNumberToObject(us, "total_tokens", u->prompt_tokens + u->completion_tokens);
+    if (m->kind == OAI_CHAT)
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(us, "completion_tokens_details"), "reasoning_tokens",
+                                u->reasoning_tokens);
     cJSON *d = cJSON_AddObjectToObject(us, "prompt_tokens_details");
     cJSON_AddNumberToObject(d, "cached_tokens", u->cached_tokens);
 }
@@ -198,7 +202,7 @@ char *oai_event_usage(const oai_meta *m, const oai_usage *u)
 {
     cJSON *root = head(m, 1);
     cJSON_AddArrayToObject(root, "choices");
-    add_usage(root, u);
+    add_usage(root, m, u);
     return sse(root);
 }
 
@@ -227,7 +231,7 @@ char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, con
         }
         add_finish(ch, c->finish_reason);
     }
-    add_usage(root, u);
+    add_usage(root, m, u);
     return json_print_and_delete(root);
 }
 
@@ -276,8 +280,11 @@ char *oai_batch_response(char *const *bodies, int n, int choices_per_body, int b
             cJSON *keep = cJSON_CreateObject();
             const char *names[] = {"completion_tokens", "total_tokens"};
             const cJSON *completion = cJSON_GetObjectItemCaseSensitive(u, names[0]);
+            const cJSON *details = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
             for (int k = 0; k < 2 && keep && cJSON_IsNumber(completion); k++)
                 cJSON_AddNumberToObject(keep, names[k], completion->valuedouble);
+            if (keep && details)
+                cJSON_AddItemToObject(keep, "completion_tokens_details", cJSON_Duplicate(details, 1));
             add_numbers(usage, keep);
             cJSON_Delete(keep);
         }

@@ -216,8 +216,10 @@ static char *parts_end(server *s, const stream_ctx *sc)
     for (int k = 0; k < sc->n; k++) {
         if (!sc->jobs[k]->part_finished)
             return NULL;
-        if (k)
+        if (k) {
             u.completion_tokens += sc->jobs[k]->usage.completion_tokens;
+            u.reasoning_tokens += sc->jobs[k]->usage.reasoning_tokens;
+        }
     }
     oai_meta m = {.kind = j0->req.kind, .id = j0->id, .model = s->model_name, .created = j0->created};
     char *usage = j0->req.include_usage ? oai_event_usage(&m, &u) : NULL;

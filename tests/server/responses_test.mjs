@@ -86,6 +86,10 @@ async function plainServer() {
     assert.ok(n > 0 && n <= r.usage.output_tokens, JSON.stringify(r.usage));
     if (r.output.length === 1)      // nothing but reasoning: every token of it
       assert.equal(n, r.usage.output_tokens);
+    // the chat route counts them the same
+    const c = await post(srv, '/v1/chat/completions', { model: MODEL, max_tokens: 6, temperature: 0, thinking: true,
+      messages: [{ role: 'user', content: 'Think.' }] });
+    assert.equal(c.body.usage.completion_tokens_details.reasoning_tokens, n, JSON.stringify(c.body.usage));
   });
   await check('responses: what needs stored responses, and other bad requests, are refused naming the field', async () => {
     const cases = [

@@ -484,6 +484,7 @@ Test(server_response, a_batch_numbers_every_prompts_choices_and_sums_usage)
     cr_expect_eq(cJSON_GetObjectItem(us, "total_tokens")->valueint, 14);
     cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(us, "prompt_tokens_details"),
                                      "cached_tokens")->valueint, 1);
+    cr_expect_null(cJSON_GetObjectItem(us, "completion_tokens_details"), "completions: no reasoning counted");
     cJSON_Delete(root);
     free(merged);
     free(bodies[1]);
@@ -504,7 +505,7 @@ Test(server_response, choices_made_apart_count_their_prompt_once)
         char text[2] = {(char)('a' + i), 0};
         oai_choice ch = {.text = text, .text_len = 1, .finish_reason = "stop"};
         oai_usage u = {.prompt_tokens = i < 2 ? 10 : 20, .completion_tokens = i + 1,
-                       .cached_tokens = i % 2 ? 9 : 0};
+                       .cached_tokens = i % 2 ? 9 : 0, .reasoning_tokens = i};
         bodies[i] = oai_full_response(&m, &ch, 1, &u);
     }
     char *merged = oai_batch_response(bodies, 4, 1, 2);
@@ -524,6 +525,8 @@ Test(server_response, choices_made_apart_count_their_prompt_once)
     cr_expect_eq(cJSON_GetObjectItem(us, "total_tokens")->valueint, 40, "%s", merged);
     cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(us, "prompt_tokens_details"),
                                      "cached_tokens")->valueint, 0, "%s", merged);
+    cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(us, "completion_tokens_details"),
+                                     "reasoning_tokens")->valueint, 6, "every choice's reasoning: %s", merged);
     cJSON_Delete(root);
     free(merged);
     for (int i = 0; i < 4; i++)
