@@ -337,6 +337,27 @@ static int translate_thinking(const cJSON *th, cJSON *out_root, int *enabled, in
     return cJSON_AddBoolToObject(out_root, "thinking", on) ? 0 : chat_body_oom(err);
 }
 
+/* output_config.format (structured outputs: {"type": "json_schema", "schema"})
+ * into the chat's response_format: the answer is one value of the schema. */
+static int translate_format(const cJSON *f, cJSON *out, oai_error *err)
+{
+    if (!f)
+        return 0;
+    const char *type = chat_body_type(f);
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(f, "schema");
+    if (!type || strcmp(type, "json_schema") || !cJSON_IsObject(schema))
+        return oai_bad(err, "output_config",
+                       "output_config.format must be {\"type\": \"json_schema\", "
+                       "\"schema\": {...}}");
+    cJSON *rf = cJSON_AddObjectToObject(out, "response_format");
+    cJSON *js = rf && cJSON_AddStringToObject(rf, "type", "json_schema")
+                    ? cJSON_AddObjectToObject(rf, "json_schema")
+                    : NULL;
+    return js && cJSON_AddStringToObject(js, "name", "output") && !chat_body_copy(js, "schema", schema)
+               ? 0
+               : chat_body_oom(err);
+}
+
 /* The OpenAI chat body the Messages body says; -1 with err set. */
 static int translate(const cJSON *root, int counting, cJSON *out, cJSON *prefix_parts, int *has_prefix,
                      int *thinking, int *budget, oai_error *err)
@@ -375,6 +396,9 @@ static int translate(const cJSON *root, int counting, cJSON *out, cJSON *prefix_
         return -1;
     if (tc && translate_tool_choice(tc, out, err))
         return -1;
+    const cJSON *oc = chat_body_field(root, "output_config");
+    if (oc && (!cJSON_IsObject(oc) || translate_format(chat_body_field(oc, "format"), out, err)))
+        return cJSON_IsObject(oc) ? -1 : oai_bad(err, "output_config", "'output_config' must be an object");
     const cJSON *th = chat_body_field(root, "thinking");
     *thinking = -1;
     return th ? translate_thinking(th, out, thinking, budget, err) : 0;

@@ -21,7 +21,10 @@
  * N tokens at most; "adaptive": on, no limit; "disabled"; absent: the server's
  * default). A last assistant message is the answer's start (prefill): the
  * answer continues it, with thinking off (refused with thinking enabled).
- * metadata, output_config, context_management and unknown fields are ignored.
+ * output_config.format ({"type": "json_schema", "schema"}: structured
+ * outputs, the answer held to one value of the schema as response_format
+ * holds it; after the reasoning when thinking is on); metadata,
+ * output_config.effort, context_management and unknown fields are ignored.
  * Blocks' cache_control is ignored: the server's prompt cache keeps every
  * conversation's start anyway. */
 #ifndef MOETIER_ANTHROPIC_REQUEST_H

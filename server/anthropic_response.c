@@ -103,6 +103,8 @@ static cJSON *usage_json(const oai_usage *u)
     cJSON_AddNumberToObject(o, "cache_creation_input_tokens", 0);
     cJSON_AddNumberToObject(o, "cache_read_input_tokens", u->cached_tokens);
     cJSON_AddNumberToObject(o, "output_tokens", u->completion_tokens);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "output_tokens_details"), "thinking_tokens",
+                            u->reasoning_tokens);
     return o;
 }
 

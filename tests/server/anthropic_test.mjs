@@ -135,6 +135,18 @@ async function plainServer() {
     assert.ok(!m.content[1].text.includes('</think>'), m.content[1].text);
     assert.equal(m.usage.output_tokens, 16);
   });
+  await check('anthropic: output_config.format holds the answer to its schema, after a thinking budget too', async () => {
+    const format = { type: 'json_schema', schema: { type: 'object', properties: { a: { enum: ['x', 'y'] } },
+      required: ['a'], additionalProperties: false } };
+    for (const thinking of [{ type: 'disabled' }, { type: 'enabled', budget_tokens: 4 }]) {
+      const m = await ai.messages.create({ model: MODEL, max_tokens: 200, temperature: 0, thinking,
+        output_config: { format }, messages: [{ role: 'user', content: 'JSON please' }] });
+      assert.equal(m.stop_reason, 'end_turn', JSON.stringify(m));
+      assert.ok(['x', 'y'].includes(JSON.parse(textOf(m)).a), textOf(m));
+      assert.equal(m.content[0].type, thinking.type === 'enabled' ? 'thinking' : 'text');
+      assert.equal(m.usage.output_tokens_details.thinking_tokens > 0, thinking.type === 'enabled');
+    }
+  });
   await check('anthropic: bad requests are refused in Anthropic\'s error shape, naming the field', async () => {
     const one = [{ role: 'user', content: 'hi' }];
     const cases = [

@@ -133,6 +133,11 @@ Test(anthropic_request, sampling_stops_tools_and_thinking_map_to_the_chat_reques
     parse_ok("{" ONE ", " TOOL ", \"tool_choice\": {\"type\": \"auto\", \"disable_parallel_tool_use\": true}}", 0, &r);
     cr_expect(r.one_call, "disable_parallel_tool_use: the answer ends with its first call");
     oai_request_free(&r);
+    /* structured outputs: the answer held to the schema */
+    parse_ok("{" ONE ", \"output_config\": {\"effort\": \"low\", \"format\": {\"type\": \"json_schema\", "
+             "\"schema\": {\"type\": \"object\"}}}}", 0, &r);
+    cr_expect_not_null(r.schema);
+    oai_request_free(&r);
     /* count_tokens takes no max_tokens */
     parse_ok("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 1, &r);
     oai_request_free(&r);
@@ -223,6 +228,9 @@ Test(anthropic_request, refuses_bad_bodies_naming_the_field)
     refuse("{" ONE ", \"stop_sequences\": \"x\"}", 400, "stop_sequences", "array");
     refuse("{" ONE ", \"stop_sequences\": [\"\"]}", 400, "stop_sequences", "non-empty");
     refuse("{" ONE ", \"temperature\": 3}", 400, "temperature", "between");
+    refuse("{" ONE ", \"output_config\": {\"format\": {\"type\": \"json_schema\"}}}", 400, "output_config",
+           "schema");
+    refuse("{" ONE ", \"output_config\": 1}", 400, "output_config", "object");
 }
 #undef ONE
 #undef TOOL
