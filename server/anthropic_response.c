@@ -297,10 +297,3 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
     cJSON_AddItemToObject(root, "usage", usage_json(u));
     return json_print_and_delete(root);
 }
-
-char *anthropic_count_body(int input_tokens)
-{
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddNumberToObject(root, "input_tokens", input_tokens);
-    return json_print_and_delete(root);
-}

@@ -59,7 +59,5 @@ char *anthropic_event_end(anthropic_stream *st, const char *stop_reason, const c
 char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char *stop_reason,
                               const char *stop_sequence, const oai_usage *u);
 
-/* POST /v1/messages/count_tokens: {"input_tokens": n} */
-char *anthropic_count_body(int input_tokens);
 
 #endif

@@ -389,6 +389,14 @@ static int parse_chat(oai_request *r, oai_error *err)
         if (chat_options_from_json(kw, &r->copt, &e))
             return oai_bad(err, "chat_template_kwargs", "%s", e.msg);
     }
+    /* OpenAI's switch for reasoning models: "none" turns thinking off, any other effort on */
+    const cJSON *effort = cJSON_GetObjectItemCaseSensitive(r->root, "reasoning_effort");
+    if (effort && !cJSON_IsNull(effort)) {
+        if (!cJSON_IsString(effort))
+            return oai_bad(err, "reasoning_effort", "'reasoning_effort' must be a string (\"none\" turns "
+                           "thinking off, any other effort on)");
+        r->copt.thinking = strcmp(effort->valuestring, "none") != 0;
+    }
     r->copt.add_generation_prompt = 1;
     return 0;
 }

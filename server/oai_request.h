@@ -22,7 +22,8 @@
  * one JSON object; json_schema: one value its schema takes, as far as
  * json_schema.h enforces it; chat then without thinking), completions' echo (the prompt comes back before the
  * answer, with its tokens' logprobs; max_tokens may then be 0), and the chat template switches "thinking" (also
- * inside chat_template_kwargs); the extensions of vLLM and llama.cpp top_k (0
+ * inside chat_template_kwargs), reasoning_effort ("none": thinking off, any
+ * other effort: on); the extensions of vLLM and llama.cpp top_k (0
  * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0.
  *
  * Known fields whose effect this server does not have (chat's echo, best_of,

@@ -561,22 +561,27 @@ static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_ap
     return j;
 }
 
-/* POST /v1/messages/count_tokens: the prompt's tokens, as the request would
- * be prefilled. */
-static enum MHD_Result handle_count_tokens(server *s, struct MHD_Connection *c, conn_ctx *cx)
+/* POST /v1/messages/count_tokens (Anthropic's) and /v1/responses/input_tokens
+ * (the Responses API's): the prompt's tokens, as the request would be
+ * prefilled. */
+static enum MHD_Result handle_count_tokens(server *s, struct MHD_Connection *c, oai_api api, conn_ctx *cx)
 {
     enum MHD_Result ret;
-    job *j = parse_job(s, c, OAI_CHAT, API_ANTHROPIC, 1, cx, &ret);
+    job *j = parse_job(s, c, OAI_CHAT, api, 1, cx, &ret);
     if (!j)
         return ret;
     oai_error err;
     if (job_prompt_ids(s, j, NULL, &err)) {
         discard_job(j);
-        return send_body(s, c, err.status, anthropic_error_body(&err), "application/json");
+        return send_body(s, c, err.status, error_body(api, &err), "application/json");
     }
-    int n = (int)j->ids.n;
+    char body[96];
+    if (api == API_ANTHROPIC)
+        snprintf(body, sizeof body, "{\"input_tokens\":%zu}", j->ids.n);
+    else
+        snprintf(body, sizeof body, "{\"object\":\"response.input_tokens\",\"input_tokens\":%zu}", j->ids.n);
     discard_job(j);
-    return send_body(s, c, 200, anthropic_count_body(n), "application/json");
+    return send_body(s, c, 200, strdup(body), "application/json");
 }
 
 static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oai_kind kind,
@@ -786,13 +791,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         oai_api api_of = responses ? API_RESPONSES : API_OPENAI;
         return handle_completion(s, c, compl ? OAI_COMPLETION : OAI_CHAT, api_of, cx);
     }
+    if (!strcmp(url, "/v1/responses/input_tokens")) {
+        if (!post)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+        return handle_count_tokens(s, c, API_RESPONSES, cx);
+    }
     if (!strncmp(url, "/v1/responses/", 14))
         return send_error(s, c, 404, "invalid_request_error", NULL, "not_found",
                           "this server keeps no responses: each is answered once, to its request");
     if (messages || count) {
         if (!post)
             return send_error_as(s, c, api, 405, "invalid_request_error", NULL, NULL, "use POST");
-        return messages ? handle_completion(s, c, OAI_CHAT, api, cx) : handle_count_tokens(s, c, cx);
+        return messages ? handle_completion(s, c, OAI_CHAT, api, cx) : handle_count_tokens(s, c, api, cx);
     }
     char msg[300];
     snprintf(msg, sizeof msg, "unknown route %.8s %.200s", method, url);

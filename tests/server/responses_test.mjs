@@ -60,6 +60,13 @@ async function plainServer() {
     assert.equal(r.usage.input_tokens, c.body.usage.prompt_tokens);
     assert.equal(r.usage.output_tokens, c.body.usage.completion_tokens);
     assert.equal(r.status, c.body.choices[0].finish_reason === 'length' ? 'incomplete' : 'completed');
+    const n = await ai.responses.inputTokens.count({ model: MODEL, instructions: 'You are terse.', input, tools,
+      reasoning: { effort: 'none' } });
+    assert.deepEqual(n, { object: 'response.input_tokens', input_tokens: c.body.usage.prompt_tokens });
+    // the chat route's reasoning_effort switches thinking as the Responses API's does
+    const e = await post(srv, '/v1/chat/completions', { model: MODEL, max_tokens: 12, temperature: 0,
+      reasoning_effort: 'none', messages, tools: chatTools });
+    assert.equal(e.body.choices[0].message.content, c.body.choices[0].message.content);
   });
   await check('responses: streamed, numbered events that build the same response', async () => {
     const ask = { ...greedy, input: 'Tell me a story.' };

@@ -45,6 +45,7 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"function\"}]}", "tools");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"always\"}", "tool_choice");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"parallel_tool_calls\": 0}", "parallel_tool_calls");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"reasoning_effort\": 1}", "reasoning_effort");
     /* a call asked for: tools needed, not with a JSON response_format */
 #define TOOLS "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"required\"}", "tool_choice");
@@ -241,6 +242,16 @@ Test(server_request, takes_every_supported_field)
     cr_assert_str_eq(r.model, "m");
     cr_assert_not_null(r.tools);
     cr_assert(r.one_call, "parallel_tool_calls false: the answer ends with its first call");
+    oai_request_free(&r);
+    const char *effort = "{\"messages\": [{\"role\": \"user\"}], \"thinking\": true, \"reasoning_effort\": \"none\"}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, effort, strlen(effort), NULL, &r, &err), 0, "%s", err.message);
+    cr_assert(!r.copt.thinking, "reasoning_effort none: thinking off");
+    oai_request_free(&r);
+    const char *high = "{\"messages\": [{\"role\": \"user\"}], \"thinking\": false, \"reasoning_effort\": \"high\"}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, high, strlen(high), NULL, &r, &err), 0, "%s", err.message);
+    cr_assert(r.copt.thinking, "reasoning_effort high: thinking on");
+    oai_request_free(&r);
+    cr_assert_eq(oai_request_parse(OAI_CHAT, body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
     cr_assert_eq(r.temperature, 0.0f);
     cr_assert_eq(r.top_p, 0.5f);
     cr_assert_eq(r.max_tokens, 7);
