@@ -303,11 +303,15 @@ static cJSON *model_object(const char *model, long long created)
     return mo;
 }
 
-char *oai_models_body(const char *model, long long created)
+char *oai_models_body(const char *model, const char *const *aliases, int n_aliases, long long created)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), model_object(model, created));
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    cJSON_AddItemToArray(data, model_object(model, created));
+    for (int i = 0; i < n_aliases; i++)
+        if (strcmp(aliases[i], "*"))
+            cJSON_AddItemToArray(data, model_object(aliases[i], created));
     return json_print_and_delete(root);
 }
 

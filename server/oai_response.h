@@ -89,8 +89,8 @@ char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, con
  * body is not such a response or out of memory. */
 char *oai_batch_response(char *const *bodies, int n, int choices_per_body, int bodies_per_prompt);
 
-/* GET /v1/models */
-char *oai_models_body(const char *model, long long created);
+/* GET /v1/models: the model, then its aliases (but "*") */
+char *oai_models_body(const char *model, const char *const *aliases, int n_aliases, long long created);
 /* GET /v1/models/{model} */
 char *oai_model_body(const char *model, long long created);
 

@@ -530,6 +530,18 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
     return send_body(s, c, status, body, "application/json");
 }
 
+/* 1 when a request naming this model is answered: the served id, an alias,
+ * or any name with --alias '*'. */
+static int model_served(const server *s, const char *name)
+{
+    if (!strcmp(name, s->model_name))
+        return 1;
+    for (int i = 0; i < s->o.n_aliases; i++)
+        if (!strcmp(s->o.aliases[i], "*") || !strcmp(s->o.aliases[i], name))
+            return 1;
+    return 0;
+}
+
 /* A parsed request's job, or NULL with the error sent (*ret). */
 static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_api api, int counting,
                       const conn_ctx *cx, enum MHD_Result *ret)
@@ -550,7 +562,7 @@ static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_ap
         *ret = send_body(s, c, err.status, error_body(api, &err), "application/json");
         return NULL;
     }
-    if (j->req.model && strcmp(j->req.model, s->model_name)) {
+    if (j->req.model && !model_served(s, j->req.model)) {
         char msg[400];
         snprintf(msg, sizeof msg, "the model '%.200s' does not exist; this server serves '%.150s'",
                  j->req.model, s->model_name);
@@ -762,16 +774,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!strcmp(url, "/v1/models")) {
         if (!get)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /v1/models");
-        return send_body(s, c, 200, oai_models_body(s->model_name, 0), "application/json");
+        return send_body(s, c, 200, oai_models_body(s->model_name, s->o.aliases, s->o.n_aliases, 0),
+                         "application/json");
     }
     if (!strncmp(url, "/v1/models/", 11)) {
         if (!get)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL,
                               "use GET /v1/models/{model}");
-        if (strcmp(url + 11, s->model_name))
+        if (!model_served(s, url + 11))
             return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found",
                               "no such model on this server");
-        return send_body(s, c, 200, oai_model_body(s->model_name, 0), "application/json");
+        return send_body(s, c, 200, oai_model_body(url + 11, 0), "application/json");
     }
     int tokenize = !strcmp(url, "/tokenize"), detokenize = !strcmp(url, "/detokenize");
     if (tokenize || detokenize) {

@@ -32,11 +32,16 @@
 #include "core/text/chat_format.h"
 #include "core/text/tokenizer.h"
 
+#define SERVE_MAX_ALIASES 16
+
 typedef struct serve_options {
     const char *host;           /* default 127.0.0.1 */
     int port;                   /* 0: any free port (printed) */
     const char *api_key;        /* NULL: no check */
     const char *model_name;     /* the id clients name (`moetier serve`: the directory's name) */
+    /* more ids a request may name for the same model (--alias); "*": any */
+    const char *aliases[SERVE_MAX_ALIASES];
+    int n_aliases;
     size_t max_body;            /* bytes of a request body (413 beyond) */
     int max_prompt_tokens;      /* 0: the context size less one */
     int max_queue;              /* requests waiting or running (503 beyond) */

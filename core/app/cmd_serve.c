@@ -26,6 +26,8 @@ static void usage(FILE *f)
                "  --api-key KEY        require 'Authorization: Bearer KEY' or 'x-api-key: KEY'\n"
                "                       (also from MOETIER_API_KEY)\n"
                "  --model-name NAME    the model id clients use (default: DIR's last component)\n"
+               "  --alias NAME         another id requests may name (repeatable, up to 16; '*': any\n"
+               "                       name, for clients that name their own models)\n"
                "  --max-body BYTES     largest request body (default 4194304; 413 beyond)\n"
                "  --max-prompt N       most prompt tokens (default: the context less one)\n"
                "  --max-queue N        requests waiting or running at once (default 32, or\n"
@@ -97,6 +99,15 @@ int cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--model-name")) {
             if (!(so.model_name = cli_value(argc, argv, &i)))
                 return 2;
+        } else if (!strcmp(a, "--alias")) {
+            if (!(v = cli_value(argc, argv, &i)))
+                return 2;
+            if (so.n_aliases == SERVE_MAX_ALIASES || !v[0] || strlen(v) > 255) {
+                fprintf(stderr, "moetier serve: --alias takes 1 to 255 bytes, at most %d times\n",
+                        SERVE_MAX_ALIASES);
+                return 2;
+            }
+            so.aliases[so.n_aliases++] = v;
         } else if (!strcmp(a, "--max-body")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_u64(a, v, &u))
                 return 2;

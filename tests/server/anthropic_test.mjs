@@ -205,7 +205,7 @@ async function forcedServer() {
 async function twoCallServer() {
   const call = (i, city) => `<|tool_call_begin|>functions.get_weather:${i}<|tool_call_argument_begin|>` +
     `{"city": "${city}"}<|tool_call_end|>`;
-  const srv = await startServer(['--api-key', KEY, '--no-think'], { MOETIER_SERVE_FORCE_TEXT:
+  const srv = await startServer(['--api-key', KEY, '--no-think', '--alias', '*'], { MOETIER_SERVE_FORCE_TEXT:
     `Both.<|tool_calls_section_begin|>${call(0, 'Paris')}${call(1, 'Rome')}<|tool_calls_section_end|>` });
   await check('parallel_tool_calls false / disable_parallel_tool_use end the answer at its first call', async () => {
     const ask = { model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'Weather?' }] };
@@ -216,7 +216,9 @@ async function twoCallServer() {
     assert.equal(c.finish_reason, 'tool_calls');
     assert.deepEqual(c.message.tool_calls.map((t) => JSON.parse(t.function.arguments).city), ['Paris']);
     assert.ok(one.body.usage.completion_tokens < both.body.usage.completion_tokens, 'the answer went on');
-    const a = await claude(srv).messages.create({ ...ask, tools, tool_choice: { type: 'auto', disable_parallel_tool_use: true } });
+    // (named by a model id of the client's own: --alias '*' answers any)
+    const a = await claude(srv).messages.create({ ...ask, model: 'claude-sonnet-x', tools,
+      tool_choice: { type: 'auto', disable_parallel_tool_use: true } });
     assert.deepEqual(a.content.filter((b) => b.type === 'tool_use').map((b) => b.input.city), ['Paris']);
     assert.equal(a.stop_reason, 'tool_use');
     const s = await claude(srv).messages.stream({ ...ask, tools, tool_choice: { type: 'any', disable_parallel_tool_use: true } }).finalMessage();
@@ -229,7 +231,8 @@ async function twoCallServer() {
 // here every chunk of 4 tokens (MOETIER_SERVE_KEEPALIVE=0, a test hook; 10 s
 // by default).
 async function keepAliveServer() {
-  const srv = await startServer(['--api-key', KEY, '--chunk', '4', '--no-think'], { MOETIER_SERVE_KEEPALIVE: '0' });
+  const srv = await startServer(['--api-key', KEY, '--chunk', '4', '--no-think', '--alias', 'claude-x'],
+    { MOETIER_SERVE_KEEPALIVE: '0' });
   const long = 'one two three four five six seven eight nine ten '.repeat(4);
   await check('a stream waiting on a long prefill gets pings (Anthropic) and comments (OpenAI)', async () => {
     const a = await fetch(srv.url + '/v1/messages', { method: 'POST', headers: { 'x-api-key': KEY },
@@ -246,6 +249,16 @@ async function keepAliveServer() {
     const text = await o.text();
     assert.ok((text.match(/^: keep-alive$/gm) ?? []).length >= 5, text);
     assert.equal(text.trimEnd().split('\n').at(-1), 'data: [DONE]');
+  });
+  await check('--alias: requests may name the model by another id; others are unknown', async () => {
+    const ids = (await (await fetch(srv.url + '/v1/models', { headers: { 'x-api-key': KEY } })).json()).data.map((m) => m.id);
+    assert.deepEqual(ids, [MODEL, 'claude-x']);
+    const m = await claude(srv).messages.create({ model: 'claude-x', max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(m.usage.output_tokens, 2);
+    await expectStatus(claude(srv).messages.create({ model: 'claude-y', max_tokens: 2,
+      messages: [{ role: 'user', content: 'hi' }] }), 404);
+    const e = await startServer(['--alias', '']).then(async (x) => { await stopServer(x); return null; }, (x) => x);
+    assert.ok(e && /--alias takes 1 to 255 bytes/.test(String(e)), String(e));
   });
   await stopServer(srv);
 }
