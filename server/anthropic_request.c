@@ -12,8 +12,8 @@
 /* Text blocks (or a string) into `parts`; where is the field's path for
  * errors, param the request's field it is in. Blocks of other types are
  * refused, naming the type. */
-static int text_blocks(const cJSON *content, const char *param, const char *where, cJSON *parts,
-                       oai_error *err)
+static int text_blocks(const cJSON *content, const char *param, const char *where, int tool_output,
+                       cJSON *parts, oai_error *err)
 {
     if (cJSON_IsString(content)) {
         cJSON *p = chat_body_text_part(content->valuestring);
@@ -28,6 +28,13 @@ static int text_blocks(const cJSON *content, const char *param, const char *wher
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
         if (!cJSON_IsObject(b) || !t)
             return oai_bad(err, param, "%s[%d] must be a block object with a \"type\"", where, k);
+        if (tool_output && (!strcmp(t, "image") || !strcmp(t, "document"))) {
+            cJSON *p = chat_body_media_part(t);
+            if (!p || !cJSON_AddItemToArray(parts, p))
+                return chat_body_oom(err);
+            k++;
+            continue;
+        }
         if (strcmp(t, "text"))
             return oai_bad(err, param,
                            "%s[%d] is a block of type '%.40s': here only text blocks are "
@@ -51,7 +58,7 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
     snprintf(where, sizeof where, "messages[%d].content", i);
     if (cJSON_IsString(content)) {
         cJSON *m = chat_body_message(out, "user");
-        return m ? text_blocks(content, "messages", where, cJSON_GetObjectItem(m, "content"), err)
+        return m ? text_blocks(content, "messages", where, 0, cJSON_GetObjectItem(m, "content"), err)
                  : chat_body_oom(err);
     }
     cJSON *run = NULL; /* the user message text blocks are going into */
@@ -82,7 +89,7 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
             char cw[80];
             snprintf(cw, sizeof cw, "%s.content", where);
             /* is_error has no place in Kimi's format: the result's text says what went wrong */
-            if (c && text_blocks(c, "messages", cw, cJSON_GetObjectItem(m, "content"), err))
+            if (c && text_blocks(c, "messages", cw, 1, cJSON_GetObjectItem(m, "content"), err))
                 return -1;
             run = NULL;
         } else {
@@ -108,7 +115,7 @@ static int assistant_message(const cJSON *content, int i, cJSON *out, oai_error 
         return chat_body_oom(err);
     cJSON *parts = cJSON_GetObjectItem(m, "content");
     if (cJSON_IsString(content))
-        return text_blocks(content, "messages", where, parts, err);
+        return text_blocks(content, "messages", where, 0, parts, err);
     char *reasoning = NULL;
     size_t reasoning_len = 0;
     int k = 0, rc = 0;
@@ -174,7 +181,7 @@ static int system_message(const cJSON *content, int i, cJSON *out, oai_error *er
     char where[64];
     snprintf(where, sizeof where, "messages[%d].content", i);
     cJSON *m = chat_body_message(out, "system");
-    return m ? text_blocks(content, "messages", where, cJSON_GetObjectItem(m, "content"), err)
+    return m ? text_blocks(content, "messages", where, 0, cJSON_GetObjectItem(m, "content"), err)
              : chat_body_oom(err);
 }
 
@@ -183,7 +190,7 @@ static int assistant_prefix(const cJSON *content, int i, cJSON *prefix_parts, oa
 {
     char where[64];
     snprintf(where, sizeof where, "messages[%d].content", i);
-    if (text_blocks(content, "messages", where, prefix_parts, err)) {
+    if (text_blocks(content, "messages", where, 0, prefix_parts, err)) {
         snprintf(err->message + strlen(err->message), sizeof err->message - strlen(err->message),
                  " (a last assistant message is the answer's start: text only)");
         return -1;
@@ -199,7 +206,7 @@ static int translate_messages(const cJSON *root, cJSON *out, cJSON *prefix_parts
         cJSON *m = chat_body_message(out, "system");
         if (!m)
             return chat_body_oom(err);
-        if (text_blocks(system, "system", "system", cJSON_GetObjectItem(m, "content"), err))
+        if (text_blocks(system, "system", "system", 0, cJSON_GetObjectItem(m, "content"), err))
             return -1;
     }
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");

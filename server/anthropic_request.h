@@ -11,8 +11,9 @@
  * (role "user", "assistant" or "system" (text, a system turn where it stands, as
  * Claude Code sends them between turns); content a string or blocks: text, tool_use and
  * thinking (assistant), tool_result (user; its content a string or text
- * blocks); redacted_thinking is dropped, as its text is not readable; image,
- * document and other blocks are refused: the model reads text only), system (a
+ * blocks, an image or document there standing as text that says so);
+ * redacted_thinking is dropped, as its text is not readable; image, document
+ * and other blocks are refused: the model reads text only), system (a
  * string or text blocks), stop_sequences, stream, temperature, top_p, top_k,
  * tools (client tools: name, description, input_schema; server tools, which
  * Anthropic runs, are refused), tool_choice (auto, any, tool with its name,

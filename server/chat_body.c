@@ -1,6 +1,7 @@
 /* chat_body: see chat_body.h. */
 #include "chat_body.h"
 
+#include <stdio.h>
 
 int chat_body_oom(oai_error *err)
 {
@@ -36,6 +37,13 @@ cJSON *chat_body_text_part(const char *text)
         return NULL;
     }
     return p;
+}
+
+cJSON *chat_body_media_part(const char *type)
+{
+    char text[128];
+    snprintf(text, sizeof text, "[an attachment (%.40s) was here: this model reads text only]", type);
+    return chat_body_text_part(text);
 }
 
 cJSON *chat_body_message(cJSON *messages, const char *role)

@@ -20,6 +20,12 @@ const char *chat_body_type(const cJSON *o);
 int chat_body_copy(cJSON *o, const char *name, const cJSON *v);
 /* {"type": "text", "text": text}; NULL when out of memory. */
 cJSON *chat_body_text_part(const char *text);
+/* The text part that stands for an image or file a tool returned: "[an image
+ * (type) was here: this model reads text only]". Tool output is not the
+ * user's to choose, so it is shown to the model as left out rather than
+ * refusing the request (which every later turn of the conversation would
+ * repeat); media a user sends are refused. NULL when out of memory. */
+cJSON *chat_body_media_part(const char *type);
 /* A new message {"role": role, "content": []} at the end of messages; NULL
  * when out of memory. */
 cJSON *chat_body_message(cJSON *messages, const char *role);

@@ -21,8 +21,10 @@ static int is_text_part(const char *t)
     return !strcmp(t, "input_text") || !strcmp(t, "output_text") || !strcmp(t, "text");
 }
 
-/* A message's content (a string or text parts) into parts. */
-static int content_parts(const cJSON *content, const char *where, cJSON *parts, oai_error *err)
+/* A message's content (a string or text parts) into parts; a tool's output
+ * may hold images and files, which stand as text saying so. */
+static int content_parts(const cJSON *content, const char *where, int tool_output, cJSON *parts,
+                         oai_error *err)
 {
     if (cJSON_IsString(content)) {
         cJSON *p = chat_body_text_part(content->valuestring);
@@ -38,6 +40,13 @@ static int content_parts(const cJSON *content, const char *where, cJSON *parts, 
         if (!t)
             return oai_bad(err, "input", "%s[%d] must be a part with a \"type\"", where, k);
         if (!strcmp(t, "refusal")) { /* an earlier refusal, as the chat format drops it */
+            k++;
+            continue;
+        }
+        if (tool_output && (!strcmp(t, "input_image") || !strcmp(t, "input_file"))) {
+            cJSON *p = chat_body_media_part(t);
+            if (!p || !cJSON_AddItemToArray(parts, p))
+                return chat_body_oom(err);
             k++;
             continue;
         }
@@ -82,7 +91,7 @@ static int message_item(items_state *st, const cJSON *it, const char *where, oai
     char cw[80];
     snprintf(cw, sizeof cw, "%s.content", where);
     cJSON *m = begin_message(st, as);
-    return m ? content_parts(cJSON_GetObjectItemCaseSensitive(it, "content"), cw,
+    return m ? content_parts(cJSON_GetObjectItemCaseSensitive(it, "content"), cw, 0,
                              cJSON_GetObjectItem(m, "content"), err)
              : chat_body_oom(err);
 }
@@ -127,7 +136,7 @@ static int output_item(items_state *st, const cJSON *it, const char *where, oai_
         return chat_body_oom(err);
     char cw[80];
     snprintf(cw, sizeof cw, "%s.output", where);
-    return out ? content_parts(out, cw, cJSON_GetObjectItem(m, "content"), err) : 0;
+    return out ? content_parts(out, cw, 1, cJSON_GetObjectItem(m, "content"), err) : 0;
 }
 
 /* A reasoning item's text (its content, else its summary), kept for the
@@ -164,13 +173,14 @@ static int translate_input(const cJSON *root, cJSON *messages, oai_error *err)
         cJSON *m = begin_message(&st, "system");
         if (!m)
             return chat_body_oom(err);
-        if (content_parts(ins, "instructions", cJSON_GetObjectItem(m, "content"), err))
+        if (content_parts(ins, "instructions", 0, cJSON_GetObjectItem(m, "content"), err))
             return -1;
     }
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(root, "input");
     if (cJSON_IsString(input)) {
         cJSON *m = begin_message(&st, "user");
-        return m ? content_parts(input, "input", cJSON_GetObjectItem(m, "content"), err) : chat_body_oom(err);
+        return m ? content_parts(input, "input", 0, cJSON_GetObjectItem(m, "content"), err)
+                 : chat_body_oom(err);
     }
     if (!cJSON_IsArray(input) || !input->child)
         return oai_bad(err, "input", "'input' must be a string or a non-empty array of items");

@@ -7,7 +7,8 @@
  * (a system turn); content a string or input_text/output_text parts; images,
  * files and audio are refused: the model reads text only), function_call
  * (the assistant's call: call_id, name, namespace, arguments) and
- * function_call_output (the tool message for call_id), reasoning (its text
+ * function_call_output (the tool message for call_id; an image or file in
+ * it stands as text that says so), reasoning (its text
  * becomes the next assistant turn's reasoning, which the chat format shows
  * where Kimi's template does); tools: function tools, and namespace tools
  * (their functions declared as "NAMESPACE.NAME", a call of one answered with

@@ -163,6 +163,22 @@ Test(anthropic_request, a_last_assistant_message_is_the_answers_start)
     oai_request_free(&r);
 }
 
+/* An image or document a tool returned stands as text saying so (every later
+ * turn would carry it: a refusal would end the conversation); one a user
+ * sends is refused (above). */
+Test(anthropic_request, media_in_a_tool_result_stand_as_text)
+{
+    oai_request r;
+    parse_ok("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"tool_result\", "
+             "\"tool_use_id\": \"a\", \"content\": [{\"type\": \"text\", \"text\": \"shot:\"}, {\"type\": \"image\", "
+             "\"source\": {\"type\": \"base64\", \"media_type\": \"image/png\", \"data\": \"AA==\"}}]}]}]}",
+             0, &r);
+    char *text = rendered(&r);
+    cr_expect(strstr(text, "shot:[an attachment (image) was here: this model reads text only]"), "%s", text);
+    free(text);
+    oai_request_free(&r);
+}
+
 static void refuse(const char *body, int status, const char *param, const char *words)
 {
     oai_request r;
@@ -198,7 +214,7 @@ Test(anthropic_request, refuses_bad_bodies_naming_the_field)
     refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", "
            "\"source\": {}}]}]}", 400, "messages", "messages[0].content[0] is a block of type 'image'");
     refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"tool_result\", "
-           "\"tool_use_id\": \"a\", \"content\": [{\"type\": \"image\"}]}]}]}", 400, "messages",
+           "\"tool_use_id\": \"a\", \"content\": [{\"type\": \"video\"}]}]}]}", 400, "messages",
            "messages[0].content[0].content[0]");
     refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"tool_result\"}]}]}",
            400, "messages", "tool_use_id");

@@ -113,6 +113,17 @@ Test(responses_request, fields_map_to_the_chat_request)
     oai_request_free(&r);
 }
 
+Test(responses_request, media_in_a_call_output_stand_as_text)
+{
+    oai_request r;
+    parse_ok("{\"input\": [{\"type\": \"function_call_output\", \"call_id\": \"c\", \"output\": [{\"type\": "
+             "\"input_text\", \"text\": \"shot:\"}, {\"type\": \"input_image\", \"image_url\": \"data:x\"}]}]}", &r);
+    char *text = rendered(&r);
+    cr_expect(strstr(text, "shot:[an attachment (input_image) was here: this model reads text only]"), "%s", text);
+    free(text);
+    oai_request_free(&r);
+}
+
 static void refuse(const char *body, const char *param, const char *words)
 {
     oai_request r;
