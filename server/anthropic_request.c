@@ -369,6 +369,16 @@ static int translate_format(const cJSON *f, cJSON *out, oai_error *err)
 static int translate(const cJSON *root, int counting, cJSON *out, cJSON *prefix_parts, int *has_prefix,
                      int *thinking, int *budget, oai_error *err)
 {
+    /* what Anthropic's servers run for a request: this server has none of it */
+    const cJSON *mcp = chat_body_field(root, "mcp_servers");
+    if (mcp && (!cJSON_IsArray(mcp) || mcp->child))
+        return oai_bad(err, "mcp_servers",
+                       "'mcp_servers' asks Anthropic's servers to reach MCP servers: "
+                       "this server has none; give their tools as client tools");
+    if (chat_body_field(root, "container"))
+        return oai_bad(err, "container",
+                       "'container' names a code execution container of Anthropic's "
+                       "servers: this server has none");
     static const char *const same[] = {"model", "stream", "temperature", "top_p", "top_k"};
     for (size_t k = 0; k < sizeof same / sizeof *same; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, same[k]);

@@ -20,7 +20,8 @@
  * none; disable_parallel_tool_use: the answer ends once one call is made),
  * thinking ({"type": "enabled", "budget_tokens": N}: the reasoning ends after
  * N tokens at most; "adaptive": on, no limit; "disabled"; absent: the server's
- * default). A last assistant message is the answer's start (prefill): the
+ * default); mcp_servers and container, which Anthropic's servers would run,
+ * are refused. A last assistant message is the answer's start (prefill): the
  * answer continues it, with thinking off (refused with thinking enabled).
  * output_config.format ({"type": "json_schema", "schema"}: structured
  * outputs, the answer held to one value of the schema as response_format

@@ -367,6 +367,18 @@ static int refuse_stored(const cJSON *root, oai_error *err)
         return oai_bad(err, "background",
                        "'background' needs a stored response: this server keeps "
                        "none; send the request with 'background' false and wait for it");
+    /* logprobs are the chat and completions routes' (an empty list here would be silently wrong) */
+    const cJSON *tl = chat_body_field(root, "top_logprobs"), *inc = chat_body_field(root, "include"), *x;
+    if (tl && !(cJSON_IsNumber(tl) && tl->valuedouble == 0))
+        return oai_bad(err, "top_logprobs",
+                       "'top_logprobs' is not supported on /v1/responses: ask "
+                       "/v1/chat/completions for logprobs");
+    cJSON_ArrayForEach(x, inc) {
+        if (cJSON_IsString(x) && !strcmp(x->valuestring, "message.output_text.logprobs"))
+            return oai_bad(err, "include",
+                           "'include' asks for message.output_text.logprobs, which /v1/responses "
+                           "does not give: ask /v1/chat/completions for logprobs");
+    }
     const cJSON *mtc = chat_body_field(root, "max_tool_calls");
     if (mtc)
         return oai_bad(err, "max_tool_calls",

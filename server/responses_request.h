@@ -22,7 +22,8 @@
  * json_schema). store, include, metadata, prompt_cache_key, truncation,
  * client_metadata, user and unknown fields are ignored (nothing is stored);
  * previous_response_id, conversation, background and item references, which
- * need stored responses, are refused. */
+ * need stored responses, are refused; so are top_logprobs and include's
+ * message.output_text.logprobs (logprobs are the chat route's). */
 #ifndef MOETIER_RESPONSES_REQUEST_H
 #define MOETIER_RESPONSES_REQUEST_H
 

@@ -247,6 +247,9 @@ Test(anthropic_request, refuses_bad_bodies_naming_the_field)
     refuse("{" ONE ", \"output_config\": {\"format\": {\"type\": \"json_schema\"}}}", 400, "output_config",
            "schema");
     refuse("{" ONE ", \"output_config\": 1}", 400, "output_config", "object");
+    refuse("{" ONE ", \"mcp_servers\": [{\"type\": \"url\", \"url\": \"https://x\", \"name\": \"x\"}]}", 400,
+           "mcp_servers", "MCP");
+    refuse("{" ONE ", \"container\": \"c1\"}", 400, "container", "container");
 }
 #undef ONE
 #undef TOOL

@@ -155,6 +155,9 @@ Test(responses_request, refuses_bad_bodies_naming_the_field)
     refuse("{\"input\": \"x\", \"conversation\": \"c\"}", "conversation", "keeps none");
     refuse("{\"input\": \"x\", \"background\": true}", "background", "keeps");
     refuse("{\"input\": \"x\", \"max_tool_calls\": 2}", "max_tool_calls", "not supported");
+    refuse("{\"input\": \"x\", \"top_logprobs\": 3}", "top_logprobs", "chat/completions");
+    refuse("{\"input\": \"x\", \"include\": [\"reasoning.encrypted_content\", \"message.output_text.logprobs\"]}",
+           "include", "logprobs");
     refuse("{\"input\": \"x\", \"tools\": [{\"type\": \"custom\", \"name\": \"patch\"}]}", "tools", "'custom'");
     refuse("{\"input\": \"x\", \"tools\": [{\"type\": \"function\"}]}", "tools", "tools[0].name");
     refuse("{\"input\": \"x\", \"tools\": [{\"type\": \"namespace\", \"name\": \"a.b\", \"tools\": []}]}", "tools",
