@@ -150,9 +150,33 @@ async function forcedServer() {
   await stopServer(srv);
 }
 
+// The three APIs' requests stepped together in one server's slots: each
+// answer is the one it gets alone.
+async function mixedServer() {
+  const srv = await startServer(['--api-key', KEY, '--parallel', '3', '--no-think']);
+  await check('--parallel 3: a Responses, a Messages and a chat stream at once each answer as alone', async () => {
+    const ask = (words) => `Tell me about ${words}.`;
+    const responses = (q) => client(srv).responses.stream({ model: MODEL, input: q, max_output_tokens: 16,
+      temperature: 0 }).finalResponse().then((r) => r.output_text);
+    const messages = (q) => fetch(srv.url + '/v1/messages', { method: 'POST', headers: { 'x-api-key': KEY },
+      body: JSON.stringify({ model: MODEL, max_tokens: 16, temperature: 0, stream: true,
+        messages: [{ role: 'user', content: q }] }) }).then((r) => r.text()).then((t) =>
+      [...t.matchAll(/"text_delta","text":("(?:[^"\\]|\\.)*")/g)].map((x) => JSON.parse(x[1])).join(''));
+    const chat = (q) => post(srv, '/v1/chat/completions', { model: MODEL, max_tokens: 16, temperature: 0,
+      messages: [{ role: 'user', content: q }] }).then((r) => r.body.choices[0].message.content);
+    const qs = [ask('rivers'), ask('mountains'), ask('the sea')];
+    const alone = [await responses(qs[0]), await messages(qs[1]), await chat(qs[2])];
+    const together = await Promise.all([responses(qs[0]), messages(qs[1]), chat(qs[2])]);
+    assert.deepEqual(together, alone);
+    assert.ok(alone.every((t) => t.length > 0), JSON.stringify(alone));
+  });
+  await stopServer(srv);
+}
+
 try {
   await plainServer();
   await forcedServer();
+  await mixedServer();
 } catch (e) {
   fail(e);
 }
