@@ -48,6 +48,13 @@ static const char *item_prefix(int kind)
     return kind == RESPONSES_REASONING ? "rs" : kind == RESPONSES_MESSAGE ? "msg" : "fc";
 }
 
+/* An item's status: the last one of a response cut by max_output_tokens is
+ * incomplete. */
+static const char *item_status(const responses_out *o, int i, int done)
+{
+    return !done ? "in_progress" : o->incomplete && i == o->n - 1 ? "incomplete" : "completed";
+}
+
 /* Item i as the API shows it: done (its whole content) or just added. */
 static cJSON *item_json(const responses_out *o, int i, int done)
 {
@@ -68,7 +75,7 @@ static cJSON *item_json(const responses_out *o, int i, int done)
         }
     } else if (it->kind == RESPONSES_MESSAGE) {
         cJSON_AddStringToObject(j, "type", "message");
-        cJSON_AddStringToObject(j, "status", done ? "completed" : "in_progress");
+        cJSON_AddStringToObject(j, "status", item_status(o, i, done));
         cJSON_AddStringToObject(j, "role", "assistant");
         cJSON *content = cJSON_AddArrayToObject(j, "content");
         if (done) {
@@ -81,7 +88,7 @@ static cJSON *item_json(const responses_out *o, int i, int done)
         }
     } else {
         cJSON_AddStringToObject(j, "type", "function_call");
-        cJSON_AddStringToObject(j, "status", done ? "completed" : "in_progress");
+        cJSON_AddStringToObject(j, "status", item_status(o, i, done));
         cJSON_AddItemToObject(j, "call_id", json_clean_string(it->call_id, strlen(it->call_id)));
         cJSON_AddItemToObject(j, "name", json_clean_string(it->name, strlen(it->name)));
         if (it->ns)
@@ -318,6 +325,7 @@ char *responses_event_start(responses_out *o)
 
 char *responses_event_end(responses_out *o, const char *finish, const oai_usage *u)
 {
+    o->incomplete = finish && !strcmp(finish, "length");
     char *out = strdup("");
     if (!out || close_item(o, &out))
         return NULL;
@@ -329,6 +337,7 @@ char *responses_event_end(responses_out *o, const char *finish, const oai_usage 
 
 char *responses_body(responses_out *o, const char *finish, const oai_usage *u)
 {
+    o->incomplete = finish && !strcmp(finish, "length");
     cJSON *r = response_json(o, finish, u);
     char *s = r ? cJSON_PrintUnformatted(r) : NULL;
     cJSON_Delete(r);

@@ -40,6 +40,7 @@ typedef struct responses_out {
     int n;
     int open;                   /* streamed: the last item is still being written */
     int seq;                    /* the next event's sequence_number */
+    int incomplete;             /* cut by max_output_tokens: its last item is incomplete */
 } responses_out;
 
 void responses_out_init(responses_out *o, const oai_meta *m, const cJSON *namespaces, int stream);

@@ -243,6 +243,11 @@ Test(responses_response, a_stream_adds_fills_and_ends_each_item_in_turn)
     cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "incomplete_details"), "reason")->valuestring,
                      "max_output_tokens");
     cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(r, "output")), 4);
+    const cJSON *out = cJSON_GetObjectItem(r, "output");
+    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 2), "status")->valuestring, "completed");
+    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 3), "status")->valuestring, "incomplete",
+                     "the item the limit cut");
+    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e[22], "item"), "status")->valuestring, "incomplete");
     const cJSON *us = cJSON_GetObjectItem(r, "usage");
     cr_expect_eq(cJSON_GetObjectItem(us, "input_tokens")->valueint, 10);
     cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(us, "input_tokens_details"), "cached_tokens")->valueint, 4);
