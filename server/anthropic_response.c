@@ -42,13 +42,6 @@ static char *object_arguments(const tool_call *c)
     return clean;
 }
 
-int anthropic_call_usable(const tool_call *c)
-{
-    char *a = object_arguments(c);
-    free(a);
-    return a != NULL;
-}
-
 /* A call whose arguments are not an object, as the text that shows it. */
 static char *call_as_text(const tool_call *c)
 {
@@ -234,9 +227,10 @@ char *anthropic_event_delta(anthropic_stream *st, const char *reasoning, size_t 
     return out;
 }
 
-char *anthropic_event_end(anthropic_stream *st, const char *stop_reason, const char *stop_sequence,
+char *anthropic_event_end(anthropic_stream *st, const char *finish, const char *stop_sequence,
                           const oai_usage *u)
 {
+    const char *stop_reason = anthropic_stop_reason(finish, stop_sequence, st->tool_uses);
     char *out = strdup("");
     if (!out || close_block(&out, st))
         return NULL;
@@ -249,8 +243,8 @@ char *anthropic_event_end(anthropic_stream *st, const char *stop_reason, const c
     return out;
 }
 
-char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char *stop_reason,
-                              const char *stop_sequence, const oai_usage *u)
+char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char *stop_sequence,
+                              const oai_usage *u)
 {
     cJSON *root = message_json(m), *content = cJSON_GetObjectItem(root, "content");
     if (c->reasoning_len) {
@@ -259,11 +253,21 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
         cJSON_AddStringToObject(b, "signature", "");
         cJSON_AddItemToArray(content, b);
     }
-    /* the text, and after it any call that cannot be a tool_use */
+    /* the calls, each parsed once: tool_use blocks (after the text), or text
+     * after the model's own when they cannot be one */
+    cJSON *uses = cJSON_CreateArray();
     char *text = strndup(c->text ? c->text : "", c->text_len);
-    for (int i = 0; text && i < c->n_calls; i++) {
-        if (anthropic_call_usable(&c->calls[i]))
+    for (int i = 0; text && uses && i < c->n_calls; i++) {
+        char *args = object_arguments(&c->calls[i]);
+        if (args) {
+            cJSON *b = typed("tool_use");
+            cJSON_AddItemToObject(b, "id", json_clean_string(c->calls[i].id, strlen(c->calls[i].id)));
+            cJSON_AddItemToObject(b, "name", json_clean_string(c->calls[i].name, strlen(c->calls[i].name)));
+            cJSON_AddItemToObject(b, "input", cJSON_CreateRaw(args)); /* the model's text, checked */
+            cJSON_AddItemToArray(uses, b);
+            free(args);
             continue;
+        }
         char *t = call_as_text(&c->calls[i]);
         char *joined = t ? malloc(strlen(text) + strlen(t) + 1) : NULL;
         if (joined)
@@ -272,7 +276,9 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
         free(text);
         text = joined;
     }
-    if (!text) {
+    if (!text || !uses) {
+        free(text);
+        cJSON_Delete(uses);
         cJSON_Delete(root);
         return NULL;
     }
@@ -282,18 +288,11 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
         cJSON_AddItemToArray(content, b);
     }
     free(text);
-    for (int i = 0; i < c->n_calls; i++) {
-        char *args = object_arguments(&c->calls[i]);
-        if (!args)
-            continue;
-        cJSON *b = typed("tool_use");
-        cJSON_AddItemToObject(b, "id", json_clean_string(c->calls[i].id, strlen(c->calls[i].id)));
-        cJSON_AddItemToObject(b, "name", json_clean_string(c->calls[i].name, strlen(c->calls[i].name)));
-        cJSON_AddItemToObject(b, "input", cJSON_CreateRaw(args)); /* the model's text, checked */
-        cJSON_AddItemToArray(content, b);
-        free(args);
-    }
-    add_stop(root, stop_reason, stop_sequence);
+    int tool_uses = cJSON_GetArraySize(uses);
+    while (uses->child)
+        cJSON_AddItemToArray(content, cJSON_DetachItemViaPointer(uses, uses->child));
+    cJSON_Delete(uses);
+    add_stop(root, anthropic_stop_reason(c->finish_reason, stop_sequence, tool_uses), stop_sequence);
     cJSON_AddItemToObject(root, "usage", usage_json(u));
     return json_print_and_delete(root);
 }

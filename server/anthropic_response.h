@@ -34,9 +34,6 @@ enum { ANTHROPIC_BLOCK_TEXT = 1, ANTHROPIC_BLOCK_THINKING };
  * tool_uses the tool_use blocks it holds. */
 const char *anthropic_stop_reason(const char *finish, const char *stop_sequence, int tool_uses);
 
-/* 1 when a call's arguments are a JSON object (it becomes a tool_use block). */
-int anthropic_call_usable(const tool_call *c);
-
 /* {"type": "error", "error": {"type", "message"}}: the error type from the
  * HTTP status (invalid_request_error, authentication_error, not_found_error,
  * request_too_large, overloaded_error, api_error, ...). */
@@ -50,14 +47,15 @@ char *anthropic_event_start(const oai_meta *m, const oai_usage *u);
  * them: reasoning, text, then complete calls; "" when there are none. */
 char *anthropic_event_delta(anthropic_stream *st, const char *reasoning, size_t reasoning_len,
                             const char *text, size_t text_len, const tool_call *calls, int n_calls);
-/* The open block closed, "message_delta" (stop_reason, stop_sequence, the
- * whole usage: its input counts overwrite message_start's) and "message_stop". */
-char *anthropic_event_end(anthropic_stream *st, const char *stop_reason, const char *stop_sequence,
+/* The open block closed, "message_delta" (the stop_reason finish and the
+ * tool_use blocks sent give, stop_sequence, the whole usage: its input counts
+ * overwrite message_start's) and "message_stop". */
+char *anthropic_event_end(anthropic_stream *st, const char *finish, const char *stop_sequence,
                           const oai_usage *u);
 
-/* The whole message of a request that did not stream. */
-char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char *stop_reason,
-                              const char *stop_sequence, const oai_usage *u);
-
+/* The whole message of a request that did not stream; its stop_reason from
+ * c->finish_reason and the tool_use blocks it holds. */
+char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char *stop_sequence,
+                              const oai_usage *u);
 
 #endif

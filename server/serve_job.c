@@ -805,20 +805,15 @@ static int step_on(server *s, slot_run *r)
 static void anthropic_end(server *s, slot_run *r, const oai_usage *u)
 {
     answer *a = r->a;
-    const job *j = r->j;
-    const char *seq = r->sf.stopped ? j->req.stop[r->sf.which] : NULL;
-    int tool_uses = a->as.tool_uses;
-    for (int i = 0; !a->stream && i < a->n_calls; i++)
-        tool_uses += anthropic_call_usable(&a->calls[i]);
-    const char *reason = anthropic_stop_reason(a->finish, seq, tool_uses);
+    const char *seq = r->sf.stopped ? r->j->req.stop[r->sf.which] : NULL;
     if (a->stream) {
         stream_begin(s, r);
-        job_emit(s, r->j, anthropic_event_end(&a->as, reason, seq, u));
+        job_emit(s, r->j, anthropic_event_end(&a->as, a->finish, seq, u));
         return;
     }
     oai_choice ch = {a->text.p, a->reasoning.p, a->text.len, a->reasoning.len, a->calls, a->n_calls,
                      NULL, a->finish};
-    job_emit(s, r->j, anthropic_full_response(&a->meta, &ch, reason, seq, u));
+    job_emit(s, r->j, anthropic_full_response(&a->meta, &ch, seq, u));
 }
 
 /* An error event of a stream that began, in its API's shape. */

@@ -129,7 +129,7 @@ static void anthropic(const uint8_t *data, size_t size, const oai_request *as_ch
     size_t half = size / 2;
     char *ev[3] = {anthropic_event_delta(&st, (const char *)data, half, "", 0, NULL, 0),
                    anthropic_event_delta(&st, "", 0, (const char *)data + half, size - half, &call, 1),
-                   anthropic_event_end(&st, "end_turn", as_chat && as_chat->n_stop ? as_chat->stop[0] : NULL,
+                   anthropic_event_end(&st, "stop", as_chat && as_chat->n_stop ? as_chat->stop[0] : NULL,
                                        &(oai_usage){0})};
     for (int i = 0; i < 3; i++) {
         check_events(ev[i]);
@@ -138,7 +138,8 @@ static void anthropic(const uint8_t *data, size_t size, const oai_request *as_ch
     oai_choice ch = {.text = (const char *)data, .text_len = size, .reasoning = (const char *)data,
                      .reasoning_len = half, .calls = &call, .n_calls = 1};
     oai_meta m = {.id = "msg_1", .model = "m"};
-    char *body = anthropic_full_response(&m, &ch, "tool_use", NULL, &(oai_usage){0});
+    ch.finish_reason = "tool_calls";
+    char *body = anthropic_full_response(&m, &ch, NULL, &(oai_usage){0});
     cJSON *root = body ? cJSON_Parse(body) : NULL;
     if (body && !root)
         abort();

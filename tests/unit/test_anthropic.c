@@ -299,7 +299,7 @@ Test(anthropic_response, a_stream_opens_fills_and_closes_each_block_in_turn)
     parts[1] = anthropic_event_delta(&st, " more", 5, "Hi\xff", 3, &good, 1);
     parts[2] = anthropic_event_delta(&st, "", 0, "", 0, &bad, 1);
     oai_usage u = {.prompt_tokens = 10, .completion_tokens = 7, .cached_tokens = 4};
-    parts[3] = anthropic_event_end(&st, anthropic_stop_reason("tool_calls", NULL, st.tool_uses), NULL, &u);
+    parts[3] = anthropic_event_end(&st, "tool_calls", NULL, &u);
     size_t n = 0;
     for (int i = 0; i < 4; i++)
         n += strlen(parts[i]);
@@ -351,7 +351,8 @@ Test(anthropic_response, a_whole_message_holds_its_blocks_and_usage)
                     .n_calls = 2};
     oai_meta m = {.id = "msg_3", .model = "kimi"};
     oai_usage u = {.prompt_tokens = 20, .completion_tokens = 6, .cached_tokens = 15};
-    char *s = anthropic_full_response(&m, &c, "tool_use", NULL, &u);
+    c.finish_reason = "tool_calls";
+    char *s = anthropic_full_response(&m, &c, NULL, &u);
     cJSON *j = cJSON_Parse(s);
     cr_assert(j, "%s", s);
     cr_expect_str_eq(cJSON_GetObjectItem(j, "type")->valuestring, "message");
@@ -373,6 +374,16 @@ Test(anthropic_response, a_whole_message_holds_its_blocks_and_usage)
     cr_expect_eq(cJSON_GetObjectItem(us, "input_tokens")->valueint, 5);
     cr_expect_eq(cJSON_GetObjectItem(us, "cache_read_input_tokens")->valueint, 15);
     cr_expect_eq(cJSON_GetObjectItem(us, "output_tokens")->valueint, 6);
+    cJSON_Delete(j);
+    free(s);
+    /* only a call that cannot be a tool_use: no tool_use block, so the turn just ends */
+    c.calls = &calls[1];
+    c.n_calls = 1;
+    s = anthropic_full_response(&m, &c, NULL, &u);
+    j = cJSON_Parse(s);
+    cr_assert(j, "%s", s);
+    cr_expect_str_eq(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "end_turn");
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "content")), 2, "thinking and text: %s", s);
     cJSON_Delete(j);
     free(s);
 }
