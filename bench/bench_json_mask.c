@@ -1,7 +1,8 @@
 /* bench_json_mask: the cost per token of response_format json_object on Kimi's
  * vocabulary: json_mask_logits (with the token table) at three points of an answer: before the object, inside a
  * string (most tokens fit) and after a value (few do); and, for thinking on,
- * reasoning_end_mask while the reasoning is open. The yardstick,
+ * reasoning_end_mask while the reasoning is open; and a held tool call's id
+ * (tool_force) among 24 and 128 tools. The yardstick,
  * measured in the same run, is the default draw (temperature 0.6) over as
  * many logits shaped as bench_sampler's (normal with sigma 2.5, 20 tokens at
  * 15-25): ratio = mask ms / draw ms. One JSON line per point. */
@@ -15,6 +16,7 @@
 #include "core/text/json_mask.h"
 #include "core/text/reasoning_end.h"
 #include "core/text/tokenizer.h"
+#include "core/text/tool_force.h"
 
 enum { ROUNDS = 20 };
 
@@ -89,6 +91,35 @@ int main(int argc, char **argv)
     printf("{\"bench\": \"json_mask\", \"point\": \"reasoning\", \"vocab\": %d, \"possible\": %d, "
            "\"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
            V, possible, ms, draw_ms, ms / draw_ms);
+    /* a held tool call's id (tool_choice auto or forced), its first token:
+     * every function's id still possible; Claude Code declares 24 tools,
+     * Moonshot's API takes at most 128 */
+    for (int n_tools = 24; n_tools <= TOOL_FORCE_MAX_FUNCTIONS; n_tools += TOOL_FORCE_MAX_FUNCTIONS - 24) {
+        cJSON *tools = cJSON_CreateArray();
+        for (int k = 0; k < n_tools; k++) {
+            char name[32];
+            snprintf(name, sizeof name, "tool_number_%d", k);
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(t, "function"), "name", name);
+            cJSON_AddItemToArray(tools, t);
+        }
+        tool_force f;
+        if (tool_force_init_lazy(&f, &tok.v, tools, &e)) {
+            fprintf(stderr, "bench_json_mask: %s\n", e.msg);
+            return 2;
+        }
+        tool_force_accept(&f, f.section_begin);
+        tool_force_accept(&f, f.call_begin);
+        t0 = now_seconds();
+        for (int r = 0; r < ROUNDS; r++)
+            possible = tool_force_mask(&f, &jv, &end_id, 1, logits, V);
+        ms = (now_seconds() - t0) / ROUNDS * 1e3;
+        printf("{\"bench\": \"json_mask\", \"point\": \"tool_id\", \"tools\": %d, \"vocab\": %d, "
+               "\"possible\": %d, \"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
+               n_tools, V, possible, ms, draw_ms, ms / draw_ms);
+        tool_force_free(&f);
+        cJSON_Delete(tools);
+    }
     sampler_destroy(&s);
     json_schema_free(&any);
     json_vocab_free(&jv);

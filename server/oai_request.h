@@ -10,8 +10,9 @@
  * ids, or an array of either: a batch of up to OAI_MAX_BATCH prompts, each
  * answered as a request of its own, not streamed), tools, tool_choice ("auto", "none", "required" or a
  * named function: anything but "none" declares the tools to the model;
- * "required" and a named function hold the answer to tool calls, thinking
- * off), parallel_tool_calls (false: the answer ends once one call is made),
+ * "required" and a named function hold the answer to tool calls, after the
+ * reasoning when thinking is on; with "auto" a call the model begins is held
+ * unless the server has --free-tool-calls), parallel_tool_calls (false: the answer ends once one call is made),
  * temperature [0, 2], top_p (0, 1], max_tokens
  * / max_completion_tokens (>= 1), stop (a string or up to OAI_MAX_STOP strings), seed,
  * stream, stream_options.include_usage, n (1 to 16 choices; not with echo),
@@ -69,8 +70,8 @@ typedef struct oai_request {
     int tool_choice_required;   /* tool_choice "required": the answer is tool calls */
     const char *tool_choice_name;   /* tool_choice naming a function: one call of it */
     int one_call;               /* parallel_tool_calls false: the answer ends with its first call */
-    tool_force *force;          /* either: the calls' constraint (set up with the vocabulary,
-                                 * job_prompt_ids); NULL: free */
+    tool_force *force;          /* forced or auto calls' constraint (set up with the
+                                 * vocabulary, job_prompt_ids); NULL: free */
     const char *prompt;         /* completions: text, or NULL when given as ids */
     const cJSON *prompt_ids;    /* completions: token ids (not yet checked against the
                                  * vocabulary) */

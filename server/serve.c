@@ -892,6 +892,7 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
     snprintf(s->model_name, sizeof s->model_name, "%s", o->model_name ? o->model_name : "model");
     s->n_stop_ids = vocab_reply_stop_ids(&tok->v, m->mw.cfg.eos_token_ids, m->mw.cfg.n_eos,
                                          s->stop_ids);
+    s->section_begin = vocab_find_special(&tok->v, "<|tool_calls_section_begin|>");
     if (!s->n_stop_ids)
         return err_set(e, "the tokenizer has no end token (<|im_end|>, [EOS] or eos_token_id)");
     if (json_vocab_build(&s->jv, &tok->v, e))

@@ -52,6 +52,9 @@ typedef struct serve_options {
     /* --draft-lookup: tokens guessed from each conversation (draft_lookup) and
      * checked in the step of the token generated before them; 0: off */
     int draft;
+    /* --free-tool-calls: with tool_choice auto, the calls the model writes are
+     * left as written instead of held to Kimi's format and the parameters */
+    int free_tool_calls;
     chat_options copt;          /* chat template defaults (--no-think) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)

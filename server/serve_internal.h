@@ -72,6 +72,7 @@ typedef struct server {
     serve_options o;
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
+    int section_begin;          /* <|tool_calls_section_begin|>, -1 if none: it ends a reasoning */
     token_list forced;          /* MOETIER_SERVE_FORCE_TEXT (the whole answer) or
                                  * MOETIER_SERVE_FORCE_PREFIX (its start): test hooks */
     json_vocab jv;              /* the tokenizer's table for JSON-constrained answers */

@@ -2,6 +2,7 @@
  * slots (--parallel; one by default): KV prefix reuse, prefill, the sampling
  * with stop tokens, stop strings and tool-call parsing, and the events or the
  * final body for the client; the slots' decode steps run together. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -331,6 +332,20 @@ static int append_prefix(char **text, size_t *len, const char *prefix)
     return 0;
 }
 
+/* The tool calls the conversation's assistant turns hold: Kimi numbers a
+ * call's id (functions.NAME:K) across the conversation, from 0. */
+static int history_calls(const cJSON *messages)
+{
+    int n = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (cJSON_IsString(role) && !strcmp(role->valuestring, "assistant"))
+            n += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"));
+    }
+    return n;
+}
+
 int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
 {
     token_list *ids = &j->ids;
@@ -392,6 +407,19 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
             j->req.force = NULL;
             return oai_fail(err, 400, "invalid_request_error", "tool_choice", NULL, "%s", e.msg);
         }
+    } else if (j->req.tools && !j->req.schema && !s->o.free_tool_calls) {
+        /* tool_choice auto: the calls the model begins are held to the format and
+         * the parameters; tools that cannot be held leave them free */
+        if (!(j->req.force = calloc(1, sizeof *j->req.force)))
+            return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        if (tool_force_init_lazy(j->req.force, &s->tok->v, j->req.tools, &e)) {
+            free(j->req.force);
+            j->req.force = NULL;
+        }
+    }
+    if (j->req.force) {
+        j->req.force->first_call = history_calls(j->req.messages);
+        tool_force_restart(j->req.force);
     }
     for (int i = 0; i < j->req.n_bias; i++)
         if (j->req.bias[i].id >= V)
@@ -685,8 +713,10 @@ static int next_token(server *s, slot_run *r)
     /* a forced text (a test hook) is the whole answer, or its start */
     int forcing = s->has_forced && (r->k < (int)s->forced.n || !s->forced_is_prefix);
     int closing = !forcing && reasoning_over_budget(s, r);
-    if (!forcing && r->reasoning && (j->req.schema || j->req.force))
+    if (!forcing && r->reasoning && (j->req.schema || (j->req.force && !j->req.force->lazy)))
         reasoning_end_mask(&r->think, &s->tok->v, r->logits, V);
+    if (!forcing && r->reasoning && j->req.schema && s->section_begin >= 0)
+        r->logits[s->section_begin] = -INFINITY;    /* (a section would end it, the JSON unwritten) */
     if (!forcing && !r->reasoning &&
         ((j->req.schema &&
           !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
@@ -712,7 +742,12 @@ static int next_token(server *s, slot_run *r)
     const char *bytes = vocab_decode(&s->tok->v, next, &bn);
     if (!bytes)
         bn = 0;
-    if (r->reasoning) {
+    if (r->reasoning && next == s->section_begin) {
+        /* a tool-call section ends the reasoning (the answer's parser reads it so) */
+        r->reasoning = 0;
+        if (j->req.force)
+            tool_force_accept(j->req.force, next);
+    } else if (r->reasoning) {
         r->think_tokens++;
         r->reasoning_generated++;
         /* the bytes after "</think>" in its last token: whitespace (the mask) */

@@ -42,6 +42,9 @@ static void usage(FILE *f)
                "  --max-tokens N       reply length when a request sets none (default: up to the\n"
                "                       context)\n"
                "  --no-think           chat template with thinking off unless a request asks\n"
+               "  --free-tool-calls    leave the tool calls the model begins (tool_choice auto) as\n"
+               "                       written; by default each is held to Kimi's call format and\n"
+               "                       its function's parameters once the model begins it\n"
                "  --prompt-cache-gb X  host memory for earlier conversations' KV caches, copied\n"
                "                       back when their next turn comes instead of prefilled again\n"
                "                       (default: 4, or a sixteenth of the memory available if\n"
@@ -146,6 +149,8 @@ int cmd_serve(int argc, char **argv)
                 return 2;
         } else if (!strcmp(a, "--no-think")) {
             so.copt.thinking = 0;
+        } else if (!strcmp(a, "--free-tool-calls")) {
+            so.free_tool_calls = 1;
         } else {
             fprintf(stderr, "moetier serve: unknown option '%s'\n", a);
             usage(stderr);

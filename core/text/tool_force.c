@@ -2,11 +2,13 @@
 #include "tool_force.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { P_SECTION, P_CALL, P_ID, P_ARGS, P_AFTER_CALL, P_END };
+/* P_FREE: a lazy constraint before the section */
+enum { P_FREE, P_SECTION, P_CALL, P_ID, P_ARGS, P_AFTER_CALL, P_END };
 
 static int marker(const vocab *v, const char *name, int *id, errbuf *e)
 {
@@ -15,11 +17,22 @@ static int marker(const vocab *v, const char *name, int *id, errbuf *e)
                              "format", name) : 0;
 }
 
-int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, errbuf *e)
+/* A function's parameters: its schema, compiled leniently; a lazy constraint
+ * takes any object where the schema cannot be compiled (clients send many
+ * tools, and refusing one would refuse the request) */
+static int compile_params(const cJSON *params, int lazy, json_schema *out, errbuf *e)
+{
+    if (params && !json_schema_compile_lenient(params, out, e))
+        return 0;
+    return params && !lazy ? -1 : json_schema_any_object(out, e);
+}
+
+static int init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, int lazy, errbuf *e)
 {
     memset(f, 0, sizeof *f);
     f->v = v;
     f->once = name != NULL;
+    f->lazy = lazy;
     if (marker(v, "<|tool_calls_section_begin|>", &f->section_begin, e) ||
         marker(v, "<|tool_call_begin|>", &f->call_begin, e) ||
         marker(v, "<|tool_call_argument_begin|>", &f->argument_begin, e) ||
@@ -44,9 +57,7 @@ int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const cha
                            "200 bytes, no ':', '<' or whitespace)", nm->valuestring);
         }
         tool_force_fn *x = &f->fn[f->n_fn];
-        cJSON *any = params ? NULL : cJSON_Parse("{\"type\": \"object\"}");
-        int rc = json_schema_compile_lenient(params ? params : any, &x->params, e);
-        cJSON_Delete(any);
+        int rc = compile_params(params, lazy, &x->params, e);
         if (rc || !(x->name = strdup(nm->valuestring))) {
             if (!rc)
                 json_schema_free(&x->params);
@@ -61,7 +72,18 @@ int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const cha
         return err_set(e, "tool_choice names the function '%.60s', which is not among the tools",
                        name ? name : "");
     }
+    tool_force_restart(f);
     return 0;
+}
+
+int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, errbuf *e)
+{
+    return init(f, v, tools, name, 0, e);
+}
+
+int tool_force_init_lazy(tool_force *f, const vocab *v, const cJSON *tools, errbuf *e)
+{
+    return init(f, v, tools, NULL, 1, e);
 }
 
 void tool_force_free(tool_force *f)
@@ -77,7 +99,7 @@ void tool_force_free(tool_force *f)
 
 void tool_force_restart(tool_force *f)
 {
-    f->phase = P_SECTION;
+    f->phase = f->lazy ? P_FREE : P_SECTION;
     f->calls = 0;
     f->id_len = 0;
 }
@@ -85,7 +107,7 @@ void tool_force_restart(tool_force *f)
 /* function i's id for this call: "functions.NAME:K" */
 static int id_of(const tool_force *f, int i, char *out, size_t cap)
 {
-    return snprintf(out, cap, "functions.%s:%d", f->fn[i].name, f->calls);
+    return snprintf(out, cap, "functions.%s:%d", f->fn[i].name, f->first_call + f->calls);
 }
 
 /* -inf but for the listed ids; how many of them are in range */
@@ -105,24 +127,64 @@ static int only(float *logits, int V, const int *ids, int n)
     return count;
 }
 
-/* the id's next text: a regular token whose bytes go on some function's id */
-static int id_mask(const tool_force *f, float *logits, int V)
+/* the rest of a function's id after the bytes written so far */
+typedef struct id_rest {
+    const char *p;
+    size_t n;
+} id_rest;
+
+static int rest_cmp(const char *a, size_t an, const char *b, size_t bn)
 {
-    char lit[TOOL_FORCE_MAX_FUNCTIONS][320];
-    int len[TOOL_FORCE_MAX_FUNCTIONS], n = 0, whole = 0, possible = 0;
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : (an > bn) - (an < bn);
+}
+
+static int rest_order(const void *x, const void *y)
+{
+    const id_rest *a = x, *b = y;
+    return rest_cmp(a->p, a->n, b->p, b->n);
+}
+
+/* whether bytes b[0, bn) begin one of the rests (sorted): the rests that
+ * begin with b are together from the first rest not below b */
+static int begins_a_rest(const id_rest *r, int n, const char *b, size_t bn)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (rest_cmp(r[mid].p, r[mid].n, b, bn) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && r[lo].n >= bn && !memcmp(r[lo].p, b, bn);
+}
+
+/* the id's next text: a regular token whose bytes go on some function's id
+ * (jv: the token table, whose first bytes settle most tokens at once) */
+static int id_mask(const tool_force *f, const json_vocab *jv, float *logits, int V)
+{
+    char lit[TOOL_FORCE_MAX_FUNCTIONS][TOOL_FORCE_ID_MAX];
+    id_rest rest[TOOL_FORCE_MAX_FUNCTIONS];
+    int n = 0, whole = 0, possible = 0;
     for (int i = 0; i < f->n_fn; i++) {
         int l = id_of(f, i, lit[n], sizeof lit[n]);
         if (l < f->id_len || memcmp(lit[n], f->id, (size_t)f->id_len))
             continue;
         whole |= l == f->id_len;
-        len[n++] = l;
+        rest[n] = (id_rest){lit[n] + f->id_len, (size_t)(l - f->id_len)};
+        n++;
     }
+    qsort(rest, (size_t)n, sizeof *rest, rest_order);
+    uint8_t first_ok[256] = {0};
+    for (int k = 0; k < n; k++)
+        if (rest[k].n)
+            first_ok[(uint8_t)rest[k].p[0]] = 1;
     for (int id = 0; id < V; id++) {
-        int ok = 0;
         size_t bn;
-        const char *b = vocab_is_special(f->v, id) ? NULL : vocab_decode(f->v, id, &bn);
-        for (int k = 0; b && bn && k < n && !ok; k++)
-            ok = (size_t)(len[k] - f->id_len) >= bn && !memcmp(lit[k] + f->id_len, b, bn);
+        const char *b = (jv && id < jv->n && !first_ok[jv->first[id]]) || vocab_is_special(f->v, id)
+                            ? NULL : vocab_decode(f->v, id, &bn);
+        int ok = b && bn && begins_a_rest(rest, n, b, bn);
         if (id == f->argument_begin)
             ok = whole;
         if (ok)
@@ -138,9 +200,10 @@ int tool_force_mask(const tool_force *f, const json_vocab *jv, const int *end_id
 {
     int after[2] = {f->section_end, f->call_begin};
     switch (f->phase) {
+    case P_FREE: return V;
     case P_SECTION: return only(logits, V, &f->section_begin, 1);
     case P_CALL: return only(logits, V, &f->call_begin, 1);
-    case P_ID: return id_mask(f, logits, V);
+    case P_ID: return id_mask(f, jv, logits, V);
     case P_ARGS: return json_mask_logits(&f->args, f->v, jv, &f->call_end, 1, logits, V);
     case P_AFTER_CALL: return only(logits, V, after, f->once ? 1 : 2);
     default: {
@@ -164,6 +227,10 @@ void tool_force_accept(tool_force *f, int id)
     size_t n = 0;
     const char *b = vocab_is_special(f->v, id) ? NULL : vocab_decode(f->v, id, &n);
     switch (f->phase) {
+    case P_FREE:
+        if (id == f->section_begin)
+            f->phase = P_CALL;
+        break;
     case P_SECTION:
         f->phase = P_CALL;
         break;
@@ -173,7 +240,7 @@ void tool_force_accept(tool_force *f, int id)
         break;
     case P_ID:
         if (id == f->argument_begin) {
-            char lit[320];
+            char lit[TOOL_FORCE_ID_MAX];
             for (int i = 0; i < f->n_fn; i++)
                 if (id_of(f, i, lit, sizeof lit) == f->id_len && !memcmp(lit, f->id, (size_t)f->id_len))
                     f->chosen = i;

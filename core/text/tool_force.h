@@ -1,13 +1,17 @@
-/* tool_force: an answer held to tool calls in Kimi's format (tool_choice
- * "required" or a named function):
+/* tool_force: an answer's tool calls held to Kimi's format:
  *   <|tool_calls_section_begin|> then, once or more,
  *   <|tool_call_begin|>functions.NAME:K<|tool_call_argument_begin|>ARGS<|tool_call_end|>
  *   then <|tool_calls_section_end|> and an end token.
- * NAME is one of the functions allowed, K the call's number from 0, ARGS a
- * JSON value the function's parameters schema takes (compiled leniently:
- * json_schema.h). A named function is called once; "required" allows further
- * calls of any of them. The markers and end tokens are the only special
- * tokens that may come, each where the format has it. */
+ * NAME is one of the functions allowed, K the call's number (Kimi numbers the
+ * calls across the conversation: the first is first_call, the calls the
+ * conversation already holds), ARGS a JSON value the function's parameters
+ * schema takes (compiled leniently: json_schema.h). The markers and end
+ * tokens are the only special tokens that may come, each where the format
+ * has it.
+ * Forced (tool_choice "required" or a named function): the answer is the
+ * section; a named function is called once, "required" allows further calls
+ * of any of them. Lazy (tool_choice "auto"): the answer is free until the
+ * model writes the section's first marker, then held as above. */
 #ifndef MOETIER_TOOL_FORCE_H
 #define MOETIER_TOOL_FORCE_H
 
@@ -19,7 +23,10 @@
 #include "json_schema.h"
 #include "vocab.h"
 
-#define TOOL_FORCE_MAX_FUNCTIONS 64
+/* Moonshot's API takes at most 128 tools */
+#define TOOL_FORCE_MAX_FUNCTIONS 128
+/* an id's bytes: "functions.", a name of at most 200, ':', a number */
+#define TOOL_FORCE_ID_MAX 232
 
 typedef struct tool_force_fn {
     char *name;
@@ -32,10 +39,12 @@ typedef struct tool_force {
     tool_force_fn *fn;
     int n_fn;
     int once;                   /* a named function: one call */
+    int lazy;                   /* free until the section begins */
+    int first_call;             /* the first call's number (0 unless set after init) */
     /* where the answer is */
     int phase;
     int calls;                  /* calls begun */
-    char id[320];               /* the id written so far */
+    char id[TOOL_FORCE_ID_MAX];  /* the id written so far */
     int id_len;
     int chosen;                 /* the function being called */
     json_prefix args;
@@ -46,6 +55,11 @@ typedef struct tool_force {
  * marker is missing from the vocabulary, the name is not among the tools, or
  * a parameters schema cannot be compiled. */
 int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, errbuf *e);
+/* Lazy: the calls the model begins, of any of the tools. A function whose
+ * parameters cannot be compiled takes any object. -1 with e set when a
+ * marker is missing, a name cannot be held (as above) or there are more than
+ * TOOL_FORCE_MAX_FUNCTIONS tools: the caller then leaves the calls free. */
+int tool_force_init_lazy(tool_force *f, const vocab *v, const cJSON *tools, errbuf *e);
 void tool_force_free(tool_force *f);
 /* Back to the answer's start (another choice). */
 void tool_force_restart(tool_force *f);

@@ -2,7 +2,7 @@
  * validating a body as a chat, a completions, an Anthropic Messages and a
  * Responses API request
  * (a response_format
- * schema compiled; each prompt of a batch as a request of its own, which must
+ * schema compiled, and each tool's parameters as calls are held; each prompt of a batch as a request of its own, which must
  * be accepted as one prompt), rendering an accepted chat's prompt, the stop-string filter
  * and the schema's automaton over the body's bytes, logprobs in both response
  * shapes, Anthropic's blocks and the Responses API's items and their events
@@ -24,6 +24,32 @@
 #include "server/stop_filter.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* the bytes as an answer to a schema, byte after byte */
+static void feed_schema(const json_schema *schema, const uint8_t *data, size_t size)
+{
+    json_prefix j;
+    json_prefix_init(&j, schema);
+    for (size_t i = 0; i < size && json_prefix_feed(&j, (const char *)data + i, 1) == 0; i++)
+        json_prefix_complete(&j);
+}
+
+/* each tool's parameters compiled as a call's arguments are held (leniently,
+ * as clients send them) and the bytes fed to what compiles */
+static void tool_params(const oai_request *r, const uint8_t *data, size_t size)
+{
+    const cJSON *t;
+    cJSON_ArrayForEach(t, r->tools) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        json_schema s;
+        errbuf e;
+        if (!params || json_schema_compile_lenient(params, &s, &e))
+            continue;
+        feed_schema(&s, data, size);
+        json_schema_free(&s);
+    }
+}
 
 static void filter(const oai_request *r, const uint8_t *data, size_t size)
 {
@@ -210,12 +236,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     oai_request_free(&q);
                 free(one);
             }
-            if (r.schema) {     /* the body's bytes as an answer to its own schema */
-                json_prefix j;
-                json_prefix_init(&j, r.schema);
-                for (size_t i = 0; i < size && json_prefix_feed(&j, (const char *)data + i, 1) == 0; i++)
-                    json_prefix_complete(&j);
-            }
+            if (r.schema)       /* the body's bytes as an answer to its own schema */
+                feed_schema(r.schema, data, size);
+            tool_params(&r, data, size);
         } else if (err.status != 400 || !err.message[0]) {
             abort();    /* every refusal is a 400 with a reason */
         }

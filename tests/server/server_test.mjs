@@ -549,6 +549,67 @@ async function reasoningServer() {
   await stopServer(srv);
 }
 
+// tool_choice auto: every answer is forced to begin a call ("Plan it", then
+// the section's first marker; with thinking on "Plan it" is the reasoning,
+// which the section ends). What the random-weight model writes after it is
+// held to Kimi's call format and the parameters, unless --free-tool-calls.
+async function autoCallServers() {
+  const env = { MOETIER_SERVE_FORCE_PREFIX: 'Plan it<|tool_calls_section_begin|>' };
+  const held = await startServer([], env), free = await startServer(['--free-tool-calls'], env);
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+    properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer' } }, required: ['city'],
+    additionalProperties: false } } },
+  { type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+    properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+  // one call earlier in the conversation: Kimi numbers this answer's calls from 1
+  const messages = [...user('Weather in Paris?'),
+    { role: 'assistant', content: '', tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
+      function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+    { role: 'tool', tool_call_id: 'functions.get_weather:0', content: 'sunny' }, ...user('And Rome?')];
+  const req = (seed, thinking) => ({ model: MODEL, messages, tools, max_tokens: 120, temperature: 1, seed, thinking });
+  const valid = (call, k) => {
+    assert.match(call.id, new RegExp(`^functions\\.${call.function.name}:${k}$`));
+    const args = JSON.parse(call.function.arguments);
+    if (call.function.name === 'get_time') return assert.equal(typeof args.utc, 'boolean', call.function.arguments);
+    assert.equal(call.function.name, 'get_weather');
+    assert.ok(['Paris', 'Rome'].includes(args.city), call.function.arguments);
+    assert.ok(Object.keys(args).every((key) => key === 'city' || key === 'days'), call.function.arguments);
+  };
+  await check('tool_choice auto: a call the model begins is held to the format and the parameters, numbered after the conversation\'s', async () => {
+    for (let seed = 1; seed <= 4; seed++) {
+      const c = (await client(held).chat.completions.create(req(seed, false))).choices[0];
+      assert.equal(c.finish_reason, 'tool_calls', `seed ${seed}: ${JSON.stringify(c)}`);
+      assert.equal(c.message.content, 'Plan it');
+      c.message.tool_calls.forEach((call, i) => valid(call, i + 1));
+    }
+  });
+  await check('tool_choice auto, thinking on: a section ends the reasoning; its calls are held and streamed', async () => {
+    const r = await client(held).chat.completions.create(req(5, true));
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+    assert.equal(c.message.reasoning_content, 'Plan it');
+    const plan = await (await fetch(held.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: 'Plan it' }) })).json();
+    assert.equal(r.usage.completion_tokens_details.reasoning_tokens, plan.count, 'the section is not reasoning');
+    c.message.tool_calls.forEach((call, i) => valid(call, i + 1));
+    const s = await collect(await client(held).chat.completions.create({ ...req(5, true), stream: true }));
+    assert.equal(s.reasoning, 'Plan it');
+    assert.deepEqual(s.calls.map((t) => [t.id, t.function.arguments]), c.message.tool_calls.map((t) => [t.id, t.function.arguments]));
+  });
+  await check('--free-tool-calls: the same answers are what the model writes, not calls the tools take', async () => {
+    let whole = 0;
+    for (let seed = 1; seed <= 4; seed++) {
+      const c = (await client(free).chat.completions.create(req(seed, false))).choices[0];
+      try {
+        c.message.tool_calls.forEach((call, i) => valid(call, i + 1));
+        whole += c.finish_reason === 'tool_calls' && c.message.tool_calls.length > 0;
+      } catch { /* not a call the tools take */ }
+    }
+    assert.equal(whole, 0, 'a random-weight model wrote a whole valid call by itself');
+  });
+  await stopServer(held);
+  await stopServer(free);
+}
+
 async function guardedServer() {
   const srv = await startServer(['--api-key', 'sesame', '--max-queue', '1', '--no-think'],
     { MOETIER_SERVE_FORCE_TEXT: 'word '.repeat(400) });
@@ -1192,6 +1253,7 @@ try {
   await profiledServer();
   await forcedServer();
   await reasoningServer();
+  await autoCallServers();
   await guardedServer();
   await stoppingServer();
 } catch (e) {

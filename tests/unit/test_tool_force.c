@@ -156,3 +156,115 @@ Test(tool_force, required_picks_a_function_and_may_call_again, .timeout = 60)
     tool_force_free(&f);
     unload(&x);
 }
+
+/* whether the mask leaves every logit as it was */
+static int untouched(fixture *x, const tool_force *f)
+{
+    for (int i = 0; i < x->V; i++)
+        x->logits[i] = 0.0f;
+    int n = tool_force_mask(f, &x->jv, &x->end, 1, x->logits, x->V);
+    for (int i = 0; i < x->V; i++)
+        if (x->logits[i] != 0.0f)
+            return 0;
+    return n > 0;
+}
+
+Test(tool_force, lazy_leaves_the_answer_free_until_its_section_then_holds_it, .timeout = 60)
+{
+    fixture x;
+    if (!load(&x))
+        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    tool_force f;
+    errbuf e;
+    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, x.tools, &e), 0, "%s", e.msg);
+    f.first_call = 2;   /* two calls earlier in the conversation */
+    cr_expect(untouched(&x, &f), "free before the section");
+    feed_text(&x, &f, "Let me check: <think> functions.get_time:0 {\"city\": 1}");
+    tool_force_accept(&f, f.call_begin);    /* a stray marker outside a section holds nothing */
+    cr_expect(untouched(&x, &f), "still free");
+    tool_force_accept(&f, f.section_begin);
+    cr_expect(!allowed(&x, &f, x.end), "a section is not left empty");
+    cr_expect(!text_allowed(&x, &f, "Sure"));
+    cr_assert(allowed(&x, &f, f.call_begin));
+    tool_force_accept(&f, f.call_begin);
+    cr_expect(!text_allowed(&x, &f, "functions.get_weather:0"), "the conversation's calls are counted");
+    cr_expect(!text_allowed(&x, &f, "functions.get_wind:2"), "not a tool");
+    feed_text(&x, &f, "functions.get_weather:2");
+    tool_force_accept(&f, f.argument_begin);
+    cr_expect(!text_allowed(&x, &f, "{\"city\": \"Oslo\""), "the parameters hold");
+    feed_text(&x, &f, "{\"city\": \"Rome\"}");
+    tool_force_accept(&f, f.call_end);
+    cr_assert(allowed(&x, &f, f.call_begin), "auto: more calls may follow");
+    tool_force_accept(&f, f.call_begin);
+    feed_text(&x, &f, "functions.get_time:3");
+    tool_force_accept(&f, f.argument_begin);
+    feed_text(&x, &f, "{}");
+    tool_force_accept(&f, f.call_end);
+    tool_force_accept(&f, f.section_end);
+    cr_expect(allowed(&x, &f, x.end));
+    cr_expect(!text_allowed(&x, &f, "Done"), "the answer ends with its section");
+    tool_force_restart(&f);
+    cr_expect(untouched(&x, &f), "restarted: free again");
+    tool_force_free(&f);
+    unload(&x);
+}
+
+/* a tools array of n functions named fK, the first with the parameters given */
+static cJSON *many_tools(int n, const char *first_params)
+{
+    cJSON *tools = cJSON_CreateArray();
+    for (int k = 0; k < n; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "f%d", k);
+        cJSON *t = cJSON_CreateObject(), *fn = cJSON_AddObjectToObject(t, "function");
+        cJSON_AddStringToObject(t, "type", "function");
+        cJSON_AddStringToObject(fn, "name", name);
+        if (!k && first_params)
+            cJSON_AddItemToObject(fn, "parameters", cJSON_Parse(first_params));
+        cJSON_AddItemToArray(tools, t);
+    }
+    return tools;
+}
+
+Test(tool_force, lazy_takes_what_clients_send_and_says_what_it_cannot_hold, .timeout = 60)
+{
+    fixture x;
+    if (!load(&x))
+        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    tool_force f;
+    errbuf e;
+    /* parameters the schema compiler refuses: a forced call names them, a lazy one takes any object */
+    cJSON *bad = many_tools(2, "{\"type\": \"object\", \"properties\": {\"a\": {\"$ref\": \"#/$defs/none\"}}}");
+    cr_expect_neq(tool_force_init(&f, &x.tok.v, bad, NULL, &e), 0);
+    cr_expect(strstr(e.msg, "function 'f0': parameters") != NULL, "%s", e.msg);
+    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, bad, &e), 0, "%s", e.msg);
+    tool_force_accept(&f, f.section_begin);
+    tool_force_accept(&f, f.call_begin);
+    feed_text(&x, &f, "functions.f0:0");
+    tool_force_accept(&f, f.argument_begin);
+    cr_expect(!text_allowed(&x, &f, "[1"), "parameters are an object");
+    feed_text(&x, &f, "{\"a\": [1, {\"b\": null}]}");
+    cr_expect(allowed(&x, &f, f.call_end));
+    tool_force_free(&f);
+    cJSON_Delete(bad);
+    /* Moonshot's limit of tools is held; one more leaves the calls free */
+    cJSON *most = many_tools(TOOL_FORCE_MAX_FUNCTIONS, NULL), *more = many_tools(TOOL_FORCE_MAX_FUNCTIONS + 1, NULL);
+    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, most, &e), 0, "%s", e.msg);
+    tool_force_accept(&f, f.section_begin);
+    tool_force_accept(&f, f.call_begin);
+    char last[32];
+    snprintf(last, sizeof last, "functions.f%d:0", TOOL_FORCE_MAX_FUNCTIONS - 1);
+    feed_text(&x, &f, last);
+    cr_expect(allowed(&x, &f, f.argument_begin));
+    tool_force_free(&f);
+    cr_expect_neq(tool_force_init_lazy(&f, &x.tok.v, more, &e), 0);
+    cr_expect(strstr(e.msg, "more than 128 tools") != NULL, "%s", e.msg);
+    cJSON_Delete(most);
+    cJSON_Delete(more);
+    /* a name the id cannot hold */
+    cJSON *spaced = cJSON_Parse("[{\"type\": \"function\", \"function\": {\"name\": \"get time\"}}]");
+    cr_expect_neq(tool_force_init_lazy(&f, &x.tok.v, spaced, &e), 0);
+    cr_expect(strstr(e.msg, "'get time'") != NULL, "%s", e.msg);
+    cJSON_Delete(spaced);
+    unload(&x);
+}
