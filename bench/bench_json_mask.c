@@ -1,9 +1,11 @@
-/* bench_json_mask: the cost per token of response_format json_object on Kimi's
- * vocabulary: json_mask_logits (with the token table) at three points of an answer: before the object, inside a
- * string (most tokens fit) and after a value (few do); and, for thinking on,
- * reasoning_end_mask while the reasoning is open; and a held tool call's id
- * (tool_force) among 24 and 128 tools. The yardstick,
- * measured in the same run, is the default draw (temperature 0.6) over as
+/* bench_json_mask: the cost per token of constrained output on Kimi's
+ * vocabulary: json_mask_logits (with the token table) at three points of a
+ * json_object answer: before the object, inside a string (most tokens fit)
+ * and after a value (few do); under a schema's bounds, in a string near its
+ * maxLength and in a bounded integer; for thinking on, reasoning_end_mask
+ * while the reasoning is open; and a held tool call's id (tool_force) among
+ * 24 and 128 tools. The yardstick, measured in the same run, is the default
+ * draw (temperature 0.6) over as
  * many logits shaped as bench_sampler's (normal with sigma 2.5, 20 tokens at
  * 15-25): ratio = mask ms / draw ms. One JSON line per point. */
 #include <math.h>
@@ -72,6 +74,33 @@ int main(int argc, char **argv)
                "\"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
                points[k].name, V, possible, ms, draw_ms, ms / draw_ms);
     }
+    /* a schema's bounds: a string near its maxLength (the token table still
+     * settles plain text by its characters), a bounded number's digits */
+    cJSON *bj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"answer\": {\"type\": \"string\", "
+                            "\"maxLength\": 20}, \"n\": {\"type\": \"integer\", \"minimum\": 10, \"maximum\": 1999}}}");
+    json_schema bounded;
+    if (!bj || json_schema_compile(bj, &bounded, &e)) {
+        fprintf(stderr, "bench_json_mask: %s\n", bj ? e.msg : "out of memory");
+        return 2;
+    }
+    cJSON_Delete(bj);
+    static const struct {
+        const char *name, *text;
+    } bounded_points[] = {{"in_bounded_string", "{\"answer\": \"The capital of"}, {"in_bounded_number", "{\"n\": 12"}};
+    for (size_t k = 0; k < sizeof bounded_points / sizeof *bounded_points; k++) {
+        json_prefix j;
+        json_prefix_init(&j, &bounded);
+        json_prefix_feed(&j, bounded_points[k].text, strlen(bounded_points[k].text));
+        int possible = 0;
+        t0 = now_seconds();
+        for (int r = 0; r < ROUNDS; r++)
+            possible = json_mask_logits(&j, &tok.v, &jv, &end_id, 1, logits, V);
+        double ms = (now_seconds() - t0) / ROUNDS * 1e3;
+        printf("{\"bench\": \"json_mask\", \"point\": \"%s\", \"vocab\": %d, \"possible\": %d, "
+               "\"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
+               bounded_points[k].name, V, possible, ms, draw_ms, ms / draw_ms);
+    }
+    json_schema_free(&bounded);
     /* with thinking on, while the reasoning is open: the ban of tokens that
      * would close it with text after */
     reasoning_end m;

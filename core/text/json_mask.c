@@ -18,7 +18,8 @@ int json_vocab_build(json_vocab *jv, const vocab *v, errbuf *e)
     jv->n = v->n_vocab;
     jv->first = calloc((size_t)jv->n + 1, 1);
     jv->plain = calloc((size_t)jv->n + 1, 1);
-    if (!jv->first || !jv->plain || json_schema_any_object(&any, e)) {
+    jv->chars = calloc((size_t)jv->n + 1, 1);
+    if (!jv->first || !jv->plain || !jv->chars || json_schema_any_object(&any, e)) {
         json_vocab_free(jv);
         return err_set(e, "out of memory for the JSON token table");
     }
@@ -34,7 +35,9 @@ int json_vocab_build(json_vocab *jv, const vocab *v, errbuf *e)
         jv->first[id] = (uint8_t)b[0];
         json_prefix t;
         json_prefix_copy(&t, &in_string);
-        jv->plain[id] = json_prefix_feed(&t, b, n) == 0 && json_prefix_in_free_string(&t);
+        jv->plain[id] = json_prefix_feed(&t, b, n) == 0 && json_prefix_string_room(&t) >= 0;
+        /* its characters as a string counts them ("\\n" is one) */
+        jv->chars[id] = (uint8_t)(jv->plain[id] && t.str_len < 255 ? t.str_len : 255);
     }
     json_schema_free(&any);
     return 0;
@@ -44,14 +47,15 @@ void json_vocab_free(json_vocab *jv)
 {
     free(jv->first);
     free(jv->plain);
-    jv->first = jv->plain = NULL;
+    free(jv->chars);
+    jv->first = jv->plain = jv->chars = NULL;
     jv->n = 0;
 }
 
 int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv, const int *end_ids,
                      int n_end, float *logits, int V)
 {
-    int complete = json_prefix_complete(j), possible = 0, free_string = json_prefix_in_free_string(j);
+    int complete = json_prefix_complete(j), possible = 0, room = json_prefix_string_room(j);
     uint8_t first_ok[256];
     for (int b = 0; b < 256; b++) {
         json_prefix t;
@@ -65,8 +69,8 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
             ok = complete && is_end(id, end_ids, n_end);
         } else if (jv && id < jv->n && !first_ok[jv->first[id]]) {
             ok = 0;
-        } else if (jv && id < jv->n && free_string && jv->plain[id]) {
-            ok = 1;
+        } else if (jv && id < jv->n && room >= 0 && jv->plain[id]) {
+            ok = jv->chars[id] <= room;     /* (its characters are whole) */
         } else {
             size_t n;
             const char *b = vocab_decode(v, id, &n);

@@ -15,11 +15,14 @@
 #include "vocab.h"
 
 /* What the mask looks up per token, built once per vocabulary: its first
- * byte, and whether it is plain string text (no quote, backslash or control
- * byte; whole UTF-8 characters), which any free string takes. */
+ * byte, whether it is plain string text (whole characters and escapes, no
+ * quote that ends the string), which any free string with room for its
+ * characters takes, and how many characters it adds (code points; an escape
+ * is one). */
 typedef struct json_vocab {
     uint8_t *first;
     uint8_t *plain;
+    uint8_t *chars;
     int n;
 } json_vocab;
 

@@ -5,6 +5,7 @@
  * item counts) where it goes on or closes. */
 #include "json_prefix.h"
 
+#include <limits.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -87,15 +88,26 @@ static int enum_whole(const json_prefix *j)
     return 0;
 }
 
+/* the whole number written lies within its node's bounds (if any) */
+static int number_holds(const json_prefix *j)
+{
+    return !node(j, j->num_node)->bounded ||
+           json_bounds_hold(&node(j, j->num_node)->bounds, j->num_neg, j->num, j->num_len);
+}
+
 int json_prefix_complete(const json_prefix *j)
 {
     return j->state == S_DONE ||
-           (j->depth == 0 && (number_whole(j->state) || (j->state == S_ENUM && enum_whole(j))));
+           (j->depth == 0 &&
+            ((number_whole(j->state) && number_holds(j)) || (j->state == S_ENUM && enum_whole(j))));
 }
 
-int json_prefix_in_free_string(const json_prefix *j)
+int json_prefix_string_room(const json_prefix *j)
 {
-    return j->state == S_STRING && !j->in_key && !j->utf8_left;
+    if (j->state != S_STRING || j->in_key || j->utf8_left)
+        return -1;
+    int max = node(j, j->str_node)->max_len;
+    return max == INT_MAX ? INT_MAX : max - (int)j->str_len;
 }
 
 static int has_first(const js_node *n, unsigned char b)
@@ -184,6 +196,9 @@ static int begin_value(json_prefix *j, unsigned char b)
     case '"':
         j->state = S_STRING;
         j->in_key = 0;
+        j->str_node = (int16_t)n;
+        j->str_len = 0;
+        j->esc_hi = 0;
         return 0;
     case 't': j->state = S_TRUE; j->sub = 1; return 0;
     case 'f': j->state = S_FALSE; j->sub = 1; return 0;
@@ -191,7 +206,12 @@ static int begin_value(json_prefix *j, unsigned char b)
     default:    /* '-' or a digit: the first set allowed it */
         j->int_only = !(nd->types & JT_NUMBER);
         j->state = b == '-' ? S_MINUS : b == '0' ? S_ZERO : S_INT;
-        return 0;
+        j->num_node = (int16_t)n;
+        j->num_neg = b == '-';
+        j->num_len = 0;
+        if (b != '-')
+            j->num[j->num_len++] = (char)b;
+        return nd->bounded && !json_bounds_reachable(&nd->bounds, j->num_neg, j->num, j->num_len) ? -1 : 0;
     }
 }
 
@@ -252,6 +272,45 @@ static int key_end(json_prefix *j)
     return 0;
 }
 
+/* A string value's character begins (a byte, a lead byte, an escape read
+ * whole): -1 past its maxLength. */
+static int char_begins(json_prefix *j)
+{
+    if (j->str_len >= (uint32_t)node(j, j->str_node)->max_len)
+        return -1;
+    j->str_len++;
+    j->esc_hi = 0;
+    return 0;
+}
+
+/* A \u escape's hex digit (the sub-th, value v) in a string value: at the
+ * string's maxLength after a high surrogate's escape, only a low surrogate
+ * (\uDC00 to \uDFFF, no character more) may be written. */
+static int escape_digit(json_prefix *j, int v)
+{
+    j->hex = (uint16_t)(j->hex << 4 | v);
+    if (j->in_key)
+        return 0;
+    int full = j->esc_hi && j->str_len >= (uint32_t)node(j, j->str_node)->max_len;
+    if (full && ((j->sub == 0 && v != 0xd) || (j->sub == 1 && v < 0xc)))
+        return -1;
+    if (j->sub < 3)
+        return 0;
+    if (j->esc_hi && j->hex >= 0xdc00 && j->hex <= 0xdfff) {
+        j->esc_hi = 0;      /* the pair is one character */
+        return 0;
+    }
+    if (char_begins(j))
+        return -1;
+    j->esc_hi = j->hex >= 0xd800 && j->hex <= 0xdbff;
+    return 0;
+}
+
+static int hex_value(unsigned char b)
+{
+    return is_digit(b) ? b - '0' : (b | 0x20) - 'a' + 10;
+}
+
 /* A string's byte: UTF-8 checked as it goes (the ranges of RFC 3629). */
 static int string_byte(json_prefix *j, unsigned char b)
 {
@@ -263,13 +322,21 @@ static int string_byte(json_prefix *j, unsigned char b)
         j->utf8_hi = 0xbf;
         return 0;
     }
+    const js_node *sn = node(j, j->str_node);
+    if (b == '"' && !j->in_key && j->str_len < (uint32_t)sn->min_len)
+        return -1;
     if (b == '"')
         return j->in_key ? key_end(j) : end_value(j);
     if (b == '\\') {
+        /* (after a high surrogate's escape, one of a low surrogate adds no character) */
+        if (!j->in_key && !j->esc_hi && j->str_len >= (uint32_t)sn->max_len)
+            return -1;
         j->state = S_ESCAPE;
         return 0;
     }
     if (b < 0x20)
+        return -1;
+    if (!j->in_key && char_begins(j) < 0)
         return -1;
     if (b < 0x80)
         return 0;
@@ -294,12 +361,9 @@ static int string_byte(json_prefix *j, unsigned char b)
     return 0;
 }
 
-/* A number's byte, or the byte after it: a number ends at the first byte
- * that cannot continue it, when what it has is whole; an integer takes no
- * fraction or exponent. */
-static int number_byte(json_prefix *j, unsigned char b, int *ended)
+/* The number's grammar (number_byte): e, the byte may begin an exponent. */
+static int number_syntax(json_prefix *j, unsigned char b, int digit, int e, int *ended)
 {
-    int digit = is_digit(b), e = (b == 'e' || b == 'E') && !j->int_only;
     *ended = 0;
     switch (j->state) {
     case S_MINUS:
@@ -349,6 +413,25 @@ static int number_byte(json_prefix *j, unsigned char b, int *ended)
     }
 }
 
+/* A number's byte, or the byte after it: a number ends at the first byte
+ * that cannot continue it, when what it has is whole; an integer takes no
+ * fraction or exponent. */
+static int number_byte(json_prefix *j, unsigned char b, int *ended)
+{
+    const js_node *n = node(j, j->num_node);
+    int digit = is_digit(b), e = (b == 'e' || b == 'E') && !j->int_only && !n->bounded;
+    if (n->bounded) {   /* held to the bounds digit by digit */
+        int rc = number_syntax(j, b, digit, e, ended);
+        if (rc || *ended)
+            return rc || !number_holds(j) ? -1 : 0;
+        if (j->num_len + (b == '.' ? 2 : 1) > JSON_NUMBER_MAX)
+            return -1;      /* (a point needs a digit after it) */
+        j->num[j->num_len++] = (char)b;
+        return json_bounds_reachable(&n->bounds, j->num_neg, j->num, j->num_len) ? 0 : -1;
+    }
+    return number_syntax(j, b, digit, e, ended);
+}
+
 static int step(json_prefix *j, unsigned char b)
 {
     if (j->state >= S_MINUS && j->state <= S_EXP_DIGITS) {
@@ -375,14 +458,15 @@ static int step(json_prefix *j, unsigned char b)
         if (b == 'u') {
             j->state = S_HEX;
             j->sub = 0;
+            j->hex = 0;
             return 0;
         }
-        if (!strchr("\"\\/bfnrt", b) || !b)
+        if (!strchr("\"\\/bfnrt", b) || !b || (!j->in_key && char_begins(j)))
             return -1;
         j->state = S_STRING;
         return 0;
     case S_HEX:
-        if (!is_hex(b))
+        if (!is_hex(b) || escape_digit(j, hex_value(b)))
             return -1;
         if (++j->sub == 4)
             j->state = S_STRING;

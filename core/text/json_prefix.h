@@ -8,7 +8,9 @@
  * JSON_PREFIX_MAX_WS whitespace bytes in a row. Strings must be valid UTF-8 (no
  * overlong forms, surrogates or code points past U+10FFFF) without raw control
  * characters; an object never holds a key twice. Nothing follows the value but
- * its end. */
+ * its end. A bounded string or number is held to its bounds as it is written
+ * (json_schema.h, json_bounds.h): no prefix is taken that no value within
+ * them continues. */
 #ifndef MOETIER_JSON_PREFIX_H
 #define MOETIER_JSON_PREFIX_H
 
@@ -41,6 +43,17 @@ typedef struct json_prefix {
     int16_t enum_node;          /* in an enum's value: its node */
     uint16_t pos;               /* bytes read of the key or the enum value */
     uint64_t cand;              /* the properties or enum values they still match */
+    /* a string value: its node, its characters so far (json_schema.h counts
+     * code points), whether the last was a high surrogate's \u escape (a low
+     * one's then adds none), and the \u escape's value so far */
+    int16_t str_node;
+    uint8_t esc_hi;
+    uint16_t hex;
+    uint32_t str_len;
+    /* a number: its node; when bounded, its sign and digits so far */
+    int16_t num_node;
+    uint8_t num_neg, num_len;
+    char num[JSON_NUMBER_MAX];
     uint8_t stack[JSON_PREFIX_MAX_DEPTH];   /* '{' or '[' of each open container */
     json_frame frame[JSON_PREFIX_MAX_DEPTH];    /* (only the first depth are live) */
 } json_prefix;
@@ -53,9 +66,10 @@ void json_prefix_copy(json_prefix *dst, const json_prefix *src);
  * the schema takes (the state moved on), -1 when not (the state is then
  * undefined: feed a copy to try). */
 int json_prefix_feed(json_prefix *j, const char *p, size_t n);
-/* 1 inside a string value (not a key, not an enum's) between characters:
- * any text without a quote, backslash or control byte goes on it. */
-int json_prefix_in_free_string(const json_prefix *j);
+/* Inside a string value (not a key, not an enum's) between characters, where
+ * any whole characters and escapes go on it: how many more characters it may
+ * take (INT_MAX: no bound); else -1. */
+int json_prefix_string_room(const json_prefix *j);
 /* 1 when the input is a whole value the schema takes (a number may still go
  * on: 12 is whole, and so is 123). */
 int json_prefix_complete(const json_prefix *j);

@@ -66,6 +66,7 @@ static int new_node(compiler *c)
     memset(n, 0, sizeof *n);
     n->extra = -1;
     n->max_items = INT_MAX;
+    n->max_len = INT_MAX;
     return s->n++;
 }
 
@@ -93,15 +94,27 @@ static int is_annotation(const char *k)
     return 0;
 }
 
+static const char *const limits[] = {"minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
+                                     "exclusiveMaximum"};
+
+/* a string's or a number's limit (compile_limits) */
+static int is_limit(const char *k)
+{
+    for (size_t i = 0; i < sizeof limits / sizeof *limits; i++)
+        if (!strcmp(k, limits[i]))
+            return 1;
+    return 0;
+}
+
 static int is_taken(const char *k)
 {
     static const char *const names[] = {"type", "properties", "required", "additionalProperties",
                                         "items", "minItems", "maxItems", "enum", "const", "anyOf",
-                                        "oneOf", "$ref", "nullable"};
+                                        "oneOf", "allOf", "$ref", "nullable"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(k, names[i]))
             return 1;
-    return is_annotation(k);
+    return is_annotation(k) || is_limit(k);
 }
 
 static int compile_at(compiler *c, const cJSON *sch, const char *path, int i);
@@ -329,18 +342,112 @@ static int compile_array(compiler *c, int i, const cJSON *sch, const char *path)
     return i;
 }
 
+/* a whole number from 0 for keyword kw of sch (absent: *out unchanged) */
+static int count_limit(compiler *c, const cJSON *sch, const char *kw, int *out, const char *path)
+{
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(sch, kw);
+    if (!b)
+        return 0;
+    if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble > 1e9 || b->valuedouble != floor(b->valuedouble))
+        return err_set(c->e, "%s: '%s' must be a whole number from 0", path, kw);
+    *out = (int)b->valuedouble;
+    return 0;
+}
+
+/* one end of a number's bounds: 'minimum' and 'exclusiveMinimum' (a number,
+ * or draft 4's boolean making 'minimum' exclusive), the tighter kept */
+static int number_limit(compiler *c, const cJSON *sch, int lower, int *has, double *x, int *excl,
+                        const char *path)
+{
+    const char *kw = lower ? "minimum" : "maximum", *xkw = lower ? "exclusiveMinimum" : "exclusiveMaximum";
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(sch, kw), *xv = cJSON_GetObjectItemCaseSensitive(sch, xkw);
+    *has = *excl = 0;
+    if (v && !cJSON_IsNumber(v))
+        return err_set(c->e, "%s: '%s' must be a number", path, kw);
+    if (xv && !cJSON_IsNumber(xv) && !cJSON_IsBool(xv))
+        return err_set(c->e, "%s: '%s' must be a number (or, in draft 4, a boolean)", path, xkw);
+    if (v) {
+        *has = 1;
+        *x = v->valuedouble;
+        *excl = cJSON_IsTrue(xv);
+    }
+    if (cJSON_IsNumber(xv) &&
+        (!*has || (lower ? xv->valuedouble >= *x : xv->valuedouble <= *x))) {
+        *has = *excl = 1;
+        *x = xv->valuedouble;
+    }
+    return 0;
+}
+
+/* minLength and maxLength; the number bounds (integer: whole ones) */
+static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path)
+{
+    js_node *n = &c->s->node[i];
+    if (count_limit(c, sch, "minLength", &n->min_len, path) || count_limit(c, sch, "maxLength", &n->max_len, path))
+        return -1;
+    if (n->min_len > n->max_len)
+        return err_set(c->e, "%s: 'minLength' is above 'maxLength'", path);
+    int has_lo, has_hi, lo_x, hi_x;
+    double lo = 0, hi = 0;
+    if (number_limit(c, sch, 1, &has_lo, &lo, &lo_x, path) || number_limit(c, sch, 0, &has_hi, &hi, &hi_x, path))
+        return -1;
+    if (!has_lo && !has_hi)
+        return 0;
+    int integer = !(n->types & JT_NUMBER);
+    if (json_bounds_init(&n->bounds, has_lo, lo, lo_x, has_hi, hi, hi_x, integer, c->e))
+        return err_prefix(c->e, "%s: ", path);
+    if (!json_bounds_satisfiable(&n->bounds))
+        return err_set(c->e, "%s: no %s is within its minimum and maximum", path, integer ? "integer" : "number");
+    n->bounded = 1;
+    return 0;
+}
+
+/* node i (a definition's) stands for node t: an anyOf of that one */
+static int alias(compiler *c, int i, int t)
+{
+    js_node *node = &c->s->node[i];
+    if (!(node->alt = malloc(sizeof *node->alt)))
+        return err_set(c->e, "out of memory for the schema");
+    node->alt[node->n_alt++] = t;
+    memcpy(node->first, c->s->node[t].first, sizeof node->first);
+    return i;
+}
+
+/* node i (or a new one, i < 0) takes any value */
+static int any_value(compiler *c, int i)
+{
+    if (i < 0)
+        return 0;
+    js_node *n = &c->s->node[i];
+    n->types = JT_ALL;
+    n->extra = 0;
+    first_of_types(n);
+    return i;
+}
+
+/* "allOf" of one schema, alone: that schema (a lenient compile takes any
+ * value for what it cannot hold) */
+static int compile_all_of(compiler *c, int i, const cJSON *sch, const cJSON *all, const char *path)
+{
+    int others = 0;
+    for (const cJSON *k = sch->child; k; k = k->next)
+        others += strcmp(k->string, "allOf") && !is_annotation(k->string);
+    if (!cJSON_IsArray(all) || cJSON_GetArraySize(all) != 1 || others)
+        return c->lenient ? any_value(c, i)
+                          : err_set(c->e, "%s: 'allOf' is enforced only as a list of one schema with no "
+                                    "other keywords beside it", path);
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s/allOf/0", path);
+    int t = compile(c, all->child, sub);
+    return t < 0 || i < 0 ? t : alias(c, i, t);
+}
+
 /* Compiles sch into node i (a definition's, given before its body compiles),
  * or into a new node (i < 0; true and $ref then give the node they mean). */
 static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
 {
-    if (cJSON_IsTrue(sch) && i < 0)
-        return 0;
-    if (cJSON_IsTrue(sch)) {
-        c->s->node[i].types = JT_ALL;
-        c->s->node[i].extra = 0;
-        first_of_types(&c->s->node[i]);
-        return i;
-    }
+    if (cJSON_IsTrue(sch))
+        return any_value(c, i);
     if (!cJSON_IsObject(sch))
         return err_set(c->e, "%s: a schema must be an object (or true)", path);
     for (const cJSON *k = sch->child; k && !c->lenient; k = k->next)
@@ -351,23 +458,23 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     const cJSON *cn = cJSON_GetObjectItemCaseSensitive(sch, "const");
     const cJSON *any = cJSON_GetObjectItemCaseSensitive(sch, "anyOf");
     const cJSON *one = cJSON_GetObjectItemCaseSensitive(sch, "oneOf");
+    const cJSON *all = cJSON_GetObjectItemCaseSensitive(sch, "allOf");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(sch, "type");
+    if (all)
+        return compile_all_of(c, i, sch, all, path);
     int kinds = !!ref + !!en + !!cn + !!any + !!one;
     if (kinds > 1 || (kinds && type))
         return err_set(c->e, "%s: only one of $ref, enum, const, anyOf, oneOf and type may be "
                        "given together", path);
+    for (const cJSON *k = sch->child; k && kinds && !c->lenient; k = k->next)
+        if (is_limit(k->string))
+            return err_set(c->e, "%s: '%s' is enforced with a type, not beside $ref, enum, const, anyOf "
+                           "or oneOf", path, k->string);
     if (ref) {
         int t = cJSON_IsString(ref) ? ref_node(c, ref->valuestring, path)
                                     : err_set(c->e, "%s: '$ref' must be a string", path);
-        if (t < 0 || i < 0)
-            return t;
         /* a definition that is a reference: an anyOf of that one */
-        js_node *node = &c->s->node[i];
-        if (!(node->alt = malloc(sizeof *node->alt)))
-            return err_set(c->e, "out of memory for the schema");
-        node->alt[node->n_alt++] = t;
-        memcpy(node->first, c->s->node[t].first, sizeof node->first);
-        return i;
+        return t < 0 || i < 0 ? t : alias(c, i, t);
     }
     if (i < 0 && (i = new_node(c)) < 0)
         return -1;
@@ -395,6 +502,14 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     if (node->types & JT_NUMBER)
         node->types &= ~(unsigned)JT_INTEGER;   /* number takes every integer */
     first_of_types(node);
+    if (compile_limits(c, i, sch, path)) {
+        if (!c->lenient)
+            return -1;
+        node = &c->s->node[i];  /* limits that cannot be held are left to the model */
+        node->min_len = 0;
+        node->max_len = INT_MAX;
+        node->bounded = 0;
+    }
     unsigned types = node->types;   /* node moves when the children's nodes are added */
     if ((types & JT_OBJECT) && compile_object(c, i, sch, path) < 0)
         return -1;

@@ -4,13 +4,17 @@
  *
  * Taken: "type" (a name or a list), "properties", "required",
  * "additionalProperties" (false, true or a schema; absent: any other key),
- * "items", "minItems", "maxItems", "enum", "const", "anyOf" / "oneOf" whose
- * alternatives begin with different bytes (object, array, string, number,
- * true/false, null, or an enum's values), "$ref" to "#/$defs/..." or
- * "#/definitions/..." (recursion included), "nullable"; annotations (title,
- * description, default, examples, $schema, $id, $comment, deprecated,
- * readOnly, writeOnly) are ignored. Any other keyword (pattern, format,
- * minimum, minLength, allOf, ...) is refused by name rather than left
+ * "items", "minItems", "maxItems", "minLength", "maxLength" (characters:
+ * code points, a surrogate pair's escapes one), "minimum", "maximum",
+ * "exclusiveMinimum", "exclusiveMaximum" (numbers, or draft 4's booleans;
+ * json_bounds.h: held exactly, a bounded number written without exponent),
+ * "enum", "const", "anyOf" / "oneOf" whose alternatives begin with different
+ * bytes (object, array, string, number, true/false, null, or an enum's
+ * values), "allOf" of one schema (Pydantic's wrapper of a "$ref"), "$ref"
+ * to "#/$defs/..." or "#/definitions/..." (recursion included), "nullable";
+ * annotations (title, description, default, examples, $schema, $id,
+ * $comment, deprecated, readOnly, writeOnly) are ignored. Any other keyword
+ * (pattern, format, multipleOf, ...) is refused by name rather than left
  * unenforced. An enum or const value must be written as cJSON prints it
  * (compact, with its escapes). "integer" takes no fraction or exponent. */
 #ifndef MOETIER_JSON_SCHEMA_H
@@ -21,6 +25,7 @@
 #include <stdint.h>
 
 #include "core/base/errbuf.h"
+#include "json_bounds.h"
 
 #define JSON_SCHEMA_MAX_PROPS 64    /* properties of one object */
 #define JSON_SCHEMA_MAX_ENUM 64     /* values of one enum */
@@ -43,6 +48,11 @@ typedef struct js_node {
     /* arrays */
     int items;
     int min_items, max_items;
+    /* strings: their length in characters (code points) */
+    int min_len, max_len;
+    /* numbers: their bounds, when bounded */
+    int bounded;
+    json_bounds bounds;
     /* enum / const: the values as cJSON prints them */
     int n_enum;
     char **enum_text;
@@ -63,10 +73,10 @@ typedef struct json_schema {
 /* Compiles schema (an object, or true) into s; -1 with e naming the keyword
  * and where it is (a JSON pointer) when it cannot be enforced. */
 int json_schema_compile(const cJSON *schema, json_schema *s, errbuf *e);
-/* The same, but keywords that cannot be enforced (pattern, minimum, ...)
- * are left out rather than refused: the structure is held, those bounds are
- * the model's to keep (a tool's parameters, as non-strict function calling
- * treats them). */
+/* The same, but keywords that cannot be enforced (pattern, format, ...),
+ * limits no value meets and allOf of several schemas are left out rather
+ * than refused: the structure is held, those constraints are the model's to
+ * keep (a tool's parameters, as non-strict function calling treats them). */
 int json_schema_compile_lenient(const cJSON *schema, json_schema *s, errbuf *e);
 /* The schema of an answer that is any JSON object (response_format json_object). */
 int json_schema_any_object(json_schema *s, errbuf *e);

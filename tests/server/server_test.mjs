@@ -273,6 +273,28 @@ async function apiFeatureChecks(srv, ai) {
     }
     assert.ok(stops >= 3, `only ${stops} of 6 answers were whole within 150 tokens`);
   });
+  await check('response_format json_schema with lengths and bounds: whole answers keep them, the bounds exact', async () => {
+    const schema = { type: 'object', properties: { code: { type: 'string', minLength: 2, maxLength: 4 },
+      n: { type: 'integer', minimum: 3, exclusiveMaximum: 13 }, score: { type: 'number', exclusiveMinimum: 0, maximum: 0.3 } },
+    required: ['code', 'n', 'score'], additionalProperties: false };
+    let stops = 0;
+    for (let seed = 1; seed <= 6; seed++) {
+      const r = await ai.chat.completions.create({ model: MODEL, messages: user('JSON please'), max_tokens: 150,
+        temperature: 1, seed, response_format: { type: 'json_schema', json_schema: { name: 'rated', schema } } });
+      const c = r.choices[0];
+      if (c.finish_reason !== 'stop') continue;
+      stops++;
+      const v = JSON.parse(c.message.content);
+      assert.ok([...v.code].length >= 2 && [...v.code].length <= 4, c.message.content);
+      assert.ok(Number.isInteger(v.n) && v.n >= 3 && v.n < 13, c.message.content);
+      const score = c.message.content.match(/"score"\s*:\s*([-0-9.]+)/)[1];
+      assert.ok(!/[eE]/.test(score) && Number(score) > 0 && Number(score) <= 0.3, c.message.content);
+    }
+    assert.ok(stops >= 3, `only ${stops} of 6 answers were whole within 150 tokens`);
+    const e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'),
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 2, maximum: 1 } } } }), 400);
+    assert.match(e.message, /no integer is within/);
+  });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
       properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },

@@ -234,21 +234,31 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
                             "\"additionalProperties\": false}");
     cr_assert_eq(json_schema_compile(sj, &schema, &e), 0, "%s", e.msg);
     cJSON_Delete(sj);
+    /* bounds: a short string's room decides the plain tokens the table takes at once */
+    json_schema bounded;
+    sj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"code\": {\"type\": \"string\", \"minLength\": 2, "
+                     "\"maxLength\": 6}, \"score\": {\"type\": \"number\", \"minimum\": -1.5, \"exclusiveMaximum\": "
+                     "10}, \"n\": {\"type\": \"integer\", \"minimum\": 3, \"maximum\": 40}}, \"required\": [\"code\", "
+                     "\"score\", \"n\"], \"additionalProperties\": false}");
+    cr_assert_eq(json_schema_compile(sj, &bounded, &e), 0, "%s", e.msg);
+    cJSON_Delete(sj);
     const struct {
         const json_schema *s;
         const char *doc;
     } cases[] = {{any_object(), "{\"k\\u00e9y\": [1.5e-3, true, {\"\xe2\x82\xac\": null}], \"n\": -0}"},
-                 {&schema, "{\"days\": [\"tue\", \"mon\"], \"city\": \"Paris\", \"n\": 12}"}};
+                 {&schema, "{\"days\": [\"tue\", \"mon\"], \"city\": \"Paris\", \"n\": 12}"},
+                 {&bounded, "{\"code\": \"ab\xc3\xa9\\u20acz\", \"score\": 9.75, \"n\": 17}"}};
+    enum { N_CASES = sizeof cases / sizeof *cases };
     json_vocab jv;
     cr_assert_eq(json_vocab_build(&jv, v, &e), 0, "%s", e.msg);
-    for (size_t c = 0; c < 4; c++) {    /* each case with the token table and without */
-        const json_vocab *table = c < 2 ? &jv : NULL;
-        const char *doc = cases[c % 2].doc;
+    for (size_t c = 0; c < 2 * N_CASES; c++) {  /* each case with the token table and without */
+        const json_vocab *table = c < N_CASES ? &jv : NULL;
+        const char *doc = cases[c % N_CASES].doc;
         size_t len = strlen(doc);
         char *buf = malloc(len + 4096);
         for (size_t k = 0; k <= len; k++) {
             json_prefix j;
-            json_prefix_init(&j, cases[c % 2].s);
+            json_prefix_init(&j, cases[c % N_CASES].s);
             cr_assert_eq(json_prefix_feed(&j, doc, k), 0);
             for (int i = 0; i < V; i++)
                 logits[i] = 1.0f;
@@ -263,7 +273,7 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
                     memcpy(buf, doc, k);
                     memcpy(buf + k, b, n);
                     json_prefix r;
-                    json_prefix_init(&r, cases[c % 2].s);
+                    json_prefix_init(&r, cases[c % N_CASES].s);
                     want = n > 0 && json_prefix_feed(&r, buf, k + n) == 0;
                 }
                 counted += want;
@@ -276,6 +286,7 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
     }
     json_vocab_free(&jv);
     json_schema_free(&schema);
+    json_schema_free(&bounded);
     free(logits);
     tokenizer_free(&tok);
     free(dir);

@@ -1,10 +1,12 @@
 /* json_schema and json_prefix with a schema: what cannot be enforced is
  * refused by name; on random schemas (objects with required and optional
- * properties, closed or open, arrays with bounds, enums, consts, integers,
- * type lists, anyOf, $ref), every prefix of a random instance is taken and the
+ * properties, closed or open, arrays with bounds, strings with lengths,
+ * integers and numbers with bounds, enums, consts, type lists, anyOf, $ref),
+ * every prefix of a random instance is taken and the
  * whole completes, and random mutations of instances are judged as a plain
  * validator of the parsed document judges them. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +37,19 @@ static void refused(const char *schema, const char *why)
 Test(json_schema, refuses_what_it_cannot_enforce)
 {
     refused("{\"type\": \"string\", \"pattern\": \"^a\"}", "'pattern' is not enforced");
-    refused("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"minimum\": 3}}}",
-            "#/properties/a: 'minimum'");
+    refused("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"multipleOf\": 3}}}",
+            "#/properties/a: 'multipleOf'");
+    refused("{\"type\": \"string\", \"minLength\": 3, \"maxLength\": 2}", "'minLength' is above");
+    refused("{\"type\": \"string\", \"maxLength\": -1}", "'maxLength' must be a whole number");
+    refused("{\"type\": \"integer\", \"minimum\": 1.5, \"maximum\": 1.9}", "no integer is within");
+    refused("{\"type\": \"number\", \"exclusiveMinimum\": 2, \"maximum\": 2}", "no number is within");
+    refused("{\"type\": \"number\", \"minimum\": 2, \"exclusiveMaximum\": true, \"maximum\": 2}",
+            "no number is within");
+    refused("{\"type\": \"number\", \"maximum\": \"3\"}", "'maximum' must be a number");
+    refused("{\"type\": \"number\", \"maximum\": 1e50}", "more than 40 digits");
+    refused("{\"allOf\": [{\"type\": \"string\"}, {\"minLength\": 1}]}", "'allOf' is enforced only");
+    refused("{\"allOf\": [{\"type\": \"string\"}], \"maxLength\": 2}", "'allOf' is enforced only");
+    refused("{\"enum\": [\"a\"], \"maxLength\": 3}", "'maxLength' is enforced with a type");
     refused("{\"$ref\": \"#/$defs/missing\"}", "names no definition");
     refused("{\"anyOf\": [{\"type\": \"integer\"}, {\"type\": \"number\"}]}", "begin alike");
     refused("{\"type\": \"object\", \"properties\": {}, \"required\": [\"x\"]}", "'x'");
@@ -93,6 +106,74 @@ Test(json_schema, fixed_cases)
     json_schema_free(&s);
 }
 
+static void judged(const char *schema, const char *const *texts, const int *want, int n, int lenient)
+{
+    json_schema s;
+    errbuf e;
+    cJSON *j = cJSON_Parse(schema);
+    cr_assert_not_null(j, "%s", schema);
+    cr_assert_eq(lenient ? json_schema_compile_lenient(j, &s, &e) : json_schema_compile(j, &s, &e), 0, "%s: %s",
+                 schema, e.msg);
+    cJSON_Delete(j);
+    for (int i = 0; i < n; i++)
+        cr_expect_eq(judge(&s, texts[i], strlen(texts[i])), want[i], "'%s' under %s", texts[i], schema);
+    json_schema_free(&s);
+}
+
+#define JUDGED(schema, lenient, ...)                                                                   \
+    do {                                                                                               \
+        static const struct {                                                                          \
+            const char *t;                                                                             \
+            int want;                                                                                  \
+        } c_[] = {__VA_ARGS__};                                                                        \
+        const char *t_[sizeof c_ / sizeof *c_];                                                        \
+        int w_[sizeof c_ / sizeof *c_];                                                                \
+        for (size_t i_ = 0; i_ < sizeof c_ / sizeof *c_; i_++)                                         \
+            t_[i_] = c_[i_].t, w_[i_] = c_[i_].want;                                                   \
+        judged(schema, t_, w_, (int)(sizeof c_ / sizeof *c_), lenient);                                \
+    } while (0)
+
+Test(json_schema, string_lengths_count_characters)
+{
+    JUDGED("{\"type\": \"string\", \"minLength\": 2, \"maxLength\": 3}", 0,
+           {"\"ab\"", 1}, {"\"a\"", -1}, {"\"a", 0}, {"\"abc", 0}, {"\"abcd", -1}, {"\"abc\\", -1},
+           {"\"\xc3\xa9\xe2\x82\xac\"", 1}, {"\"\xc3\xa9\xe2\x82\xac\xc3\xa9\xc3\xa9", -1},
+           {"\"\\u00e9\\n\"", 1}, {"\"\\ud83d\\ude00\"", -1}, {"\"a\\ud83d\\ude00\"", 1},
+           {"\"ab\\ud83d\\ude00\"", 1}, {"\"ab\\ud83d\\ude00x", -1}, {"\"ab\\ud83d\\u0041", -1},
+           {"\"ab\\ud83d\\uD", 0}, {"\"ab\\ud83d\\uDc", 0}, {"\"ab\\ud83d\\u0", -1},
+           {"\"ab\\ud83d\\uDB", -1}, {"\"ab\\ud83d\\n", -1}, {"\"ab\\ud83d\"", 1});
+    JUDGED("{\"type\": \"object\", \"properties\": {\"k\": {\"type\": [\"string\", \"null\"], \"maxLength\": 1}}}", 0,
+           {"{\"k\": \"x\"}", 1}, {"{\"k\": \"xy\"}", -1}, {"{\"k\": null}", 1}, {"{\"longer key\": 1}", 1});
+}
+
+Test(json_schema, number_bounds_are_held_exactly)
+{
+    JUDGED("{\"type\": \"integer\", \"minimum\": -5, \"exclusiveMaximum\": 120}", 0,
+           {"119", 1}, {"12", 1}, {"120", -1}, {"1200", -1}, {"-5", 1}, {"-6", -1}, {"-50", -1}, {"-0", 1},
+           {"0", 1}, {"-", 0}, {"1.5", -1}, {"1e2", -1});
+    JUDGED("{\"type\": \"number\", \"minimum\": 0.1, \"maximum\": 0.3}", 0,
+           {"0.3", 1}, {"0.30", 1}, {"0.300001", -1}, {"0.1", 1}, {"0.09", -1}, {"0.2999", 1}, {"0", 0},
+           {"0.", 0}, {"1", -1}, {"0.35", -1}, {"3e-1", -1}, {"-", -1}, {"00", -1});
+    JUDGED("{\"type\": \"number\", \"exclusiveMinimum\": 0}", 0,
+           {"0", 0}, {"0.0", 0}, {"0.01", 1}, {"-", -1}, {"7", 1}, {"123456789012", 1});
+    JUDGED("{\"type\": \"number\", \"minimum\": -2.5, \"maximum\": -1}", 0,
+           {"-2.5", 1}, {"-2.51", -1}, {"-1", 1}, {"-1.0", 1}, {"-0.99", -1}, {"-10", -1}, {"-", 0}, {"0", -1});
+    JUDGED("{\"type\": \"integer\", \"minimum\": 10, \"exclusiveMinimum\": true}", 0,   /* draft 4 */
+           {"10", 0}, {"10]", -1}, {"11", 1}, {"1", 0}, {"100", 1}, {"-", -1});
+    JUDGED("{\"type\": \"number\", \"maximum\": 1e21, \"minimum\": 0.0000001}", 0,
+           {"1000000000000000000000", 1}, {"1000000000000000000001", -1}, {"0.0000001", 1}, {"0.00000009", -1});
+    /* inside a document: the number ends at the byte after it */
+    JUDGED("{\"type\": \"array\", \"items\": {\"type\": \"integer\", \"maximum\": 9}}", 0,
+           {"[9, 1]", 1}, {"[10]", -1}, {"[1,", 0}, {"[09]", -1});
+    /* Pydantic's allOf around a $ref; a lenient compile leaves what it cannot hold */
+    JUDGED("{\"type\": \"object\", \"properties\": {\"p\": {\"allOf\": [{\"$ref\": \"#/$defs/p\"}], "
+           "\"default\": 1}}, \"$defs\": {\"p\": {\"type\": \"integer\", \"maximum\": 3}}}", 0,
+           {"{\"p\": 3}", 1}, {"{\"p\": 4}", -1});
+    JUDGED("{\"type\": \"integer\", \"minimum\": 5, \"multipleOf\": 2}", 1, {"4", 0}, {"-4", -1}, {"6", 1}, {"7", 1});
+    JUDGED("{\"type\": \"integer\", \"minimum\": 2, \"maximum\": 1}", 1, {"7", 1});
+    JUDGED("{\"allOf\": [{\"type\": \"string\"}, {\"minLength\": 1}]}", 1, {"[1]", 1});
+}
+
 /* ---- random schemas and instances ---- */
 
 typedef struct rng {
@@ -105,9 +186,145 @@ static uint32_t rnd(rng *g, uint32_t n)
     return (uint32_t)(g->s >> 33) % n;
 }
 
+/* ---- bounded numbers: every prefix taken goes on to a number within ---- */
+
+static int number_syntax_ok(const char *t, size_t n)
+{
+    size_t i = t[0] == '-';
+    if (i == n || t[i] < '0' || t[i] > '9')
+        return 0;
+    if (t[i] == '0')
+        i++;
+    else
+        while (i < n && t[i] >= '0' && t[i] <= '9')
+            i++;
+    if (i < n && t[i] == '.') {
+        if (++i == n)
+            return 0;
+        while (i < n && t[i] >= '0' && t[i] <= '9')
+            i++;
+    }
+    return i == n;
+}
+
+/* whether some text of at most max bytes from t[0, n) is whole (each prefix taken) */
+static int finishes(const json_schema *s, char *t, size_t n, size_t max)
+{
+    static const char alphabet[] = "-0123456789.";
+    if (judge(s, t, n) == 1)
+        return 1;
+    for (size_t k = 0; n < max && k < sizeof alphabet - 1; k++) {
+        t[n] = alphabet[k];
+        if (judge(s, t, n + 1) >= 0 && finishes(s, t, n + 1, max))
+            return 1;
+    }
+    return 0;
+}
+
+Test(json_schema, bounded_numbers_never_reach_a_dead_end, .timeout = 120)
+{
+    static const double at[] = {-19.5, -10, -5, -1, -0.5, 0, 0.1, 0.5, 1, 5, 9.5, 10, 15, 19, 50, 99};
+    static const char alphabet[] = "-0123456789.";
+    rng g = {.s = 11};
+    int checked = 0;
+    for (int trial = 0; trial < 150; trial++) {
+        int integer = rnd(&g, 2), lo = (int)rnd(&g, 16), hi = lo + (int)rnd(&g, (uint32_t)(16 - lo));
+        int side = (int)rnd(&g, 3), lo_x = rnd(&g, 3) == 0, hi_x = rnd(&g, 3) == 0;
+        if (lo == hi)
+            lo_x = hi_x = 0;
+        char schema[256];
+        int w = snprintf(schema, sizeof schema, "{\"type\": \"%s\"", integer ? "integer" : "number");
+        if (side != 1)
+            w += snprintf(schema + w, sizeof schema - (size_t)w, ", \"%s\": %g", lo_x ? "exclusiveMinimum" : "minimum", at[lo]);
+        if (side != 0)
+            w += snprintf(schema + w, sizeof schema - (size_t)w, ", \"%s\": %g", hi_x ? "exclusiveMaximum" : "maximum", at[hi]);
+        snprintf(schema + w, sizeof schema - (size_t)w, "}");
+        json_schema s;
+        errbuf e;
+        cJSON *j = cJSON_Parse(schema);
+        int rc = json_schema_compile(j, &s, &e);
+        cJSON_Delete(j);
+        if (rc) {   /* only an integer range without an integer */
+            cr_assert(integer && strstr(e.msg, "no integer"), "%s: %s", schema, e.msg);
+            continue;
+        }
+        /* every text of up to 4 bytes: taken as a prefix only when it goes on to a
+         * whole number within 7 bytes; whole exactly when it is a number within */
+        char t[16];
+        for (int len = 1; len <= 4; len++) {
+            int total = 1;
+            for (int k = 0; k < len; k++)
+                total *= (int)(sizeof alphabet - 1);
+            for (int code = 0; code < total; code++) {
+                for (int k = 0, c = code; k < len; k++, c /= (int)(sizeof alphabet - 1))
+                    t[k] = alphabet[c % (int)(sizeof alphabet - 1)];
+                t[len] = 0;
+                int got = judge(&s, t, (size_t)len);
+                int num = number_syntax_ok(t, (size_t)len) && !(integer && memchr(t, '.', (size_t)len));
+                double x = num ? strtod(t, NULL) : 0;
+                int within = num && (side == 1 || (lo_x ? x > at[lo] : x >= at[lo])) &&
+                             (side == 0 || (hi_x ? x < at[hi] : x <= at[hi]));
+                cr_assert_eq(got == 1, within, "'%.*s' under %s: whole %d, within %d", len, t, schema, got == 1, within);
+                if (got == 0)
+                    cr_assert(finishes(&s, t, (size_t)len, 7), "'%.*s' under %s goes on to no number within", len,
+                              t, schema);
+                checked++;
+            }
+        }
+        json_schema_free(&s);
+    }
+    cr_log_info("%d texts judged", checked);
+}
+
 static const char *const words[] = {"a", "bc", "name", "id", "x", "list", "ab", "value"};
 
 static cJSON *gen_schema(rng *g, int depth, cJSON *defs);
+
+/* lengths of a string; bounds of a number (quarters) or an integer, one or
+ * both ends, either exclusive, with a value always within */
+static void add_limits(rng *g, cJSON *o, const char *type)
+{
+    if (!strcmp(type, "string")) {
+        int lo = (int)rnd(g, 3);
+        if (rnd(g, 2))
+            cJSON_AddNumberToObject(o, "minLength", lo);
+        if (rnd(g, 2))
+            cJSON_AddNumberToObject(o, "maxLength", lo + (int)rnd(g, 4));
+        return;
+    }
+    if (strcmp(type, "integer") && strcmp(type, "number"))
+        return;
+    double lo = ((double)rnd(g, 81) - 40) / 4, hi = lo + 0.5 + (double)rnd(g, 24) / 4;
+    int side = (int)rnd(g, 3);
+    if (side != 1)
+        cJSON_AddNumberToObject(o, rnd(g, 3) ? "minimum" : "exclusiveMinimum", lo);
+    if (side != 0)
+        cJSON_AddNumberToObject(o, rnd(g, 3) ? "maximum" : "exclusiveMaximum", !strcmp(type, "integer") ? hi + 1 : hi);
+}
+
+/* the bounds of a number's schema, lo and hi, and whether each is exclusive
+ * (no bound: +-1e9); 0 when it has none */
+static int limits_of(const cJSON *sch, double *lo, int *lo_x, double *hi, int *hi_x)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(sch, "minimum");
+    const cJSON *ax = cJSON_GetObjectItemCaseSensitive(sch, "exclusiveMinimum");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(sch, "maximum");
+    const cJSON *bx = cJSON_GetObjectItemCaseSensitive(sch, "exclusiveMaximum");
+    *lo = a ? a->valuedouble : ax ? ax->valuedouble : -1e9;
+    *hi = b ? b->valuedouble : bx ? bx->valuedouble : 1e9;
+    *lo_x = ax != NULL;
+    *hi_x = bx != NULL;
+    return a || ax || b || bx;
+}
+
+/* code points of UTF-8 text */
+static int chars_of(const char *t)
+{
+    int n = 0;
+    for (; *t; t++)
+        n += ((unsigned char)*t & 0xc0) != 0x80;
+    return n;
+}
 
 static cJSON *gen_object_schema(rng *g, int depth, cJSON *defs)
 {
@@ -136,10 +353,14 @@ static cJSON *gen_schema(rng *g, int depth, cJSON *defs)
     cJSON *o;
     switch (depth > 3 ? rnd(g, 3) : rnd(g, 9)) {
     case 0:
-    case 1:
+    case 1: {
         o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "type", scalars[rnd(g, 5)]);
+        const char *t = scalars[rnd(g, 5)];
+        cJSON_AddStringToObject(o, "type", t);
+        if (rnd(g, 2))
+            add_limits(g, o, t);
         return o;
+    }
     case 2: {   /* an enum of letters, numbers, literals */
         o = cJSON_CreateObject();
         cJSON *e = cJSON_AddArrayToObject(o, "enum");
@@ -216,8 +437,28 @@ static cJSON *gen_instance(rng *g, const cJSON *sch, const cJSON *root, int dept
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(sch, "type");
     const char *t = cJSON_IsArray(type) ? cJSON_GetArrayItem(type, (int)rnd(g, 2))->valuestring
                                         : type->valuestring;
-    if (!strcmp(t, "string"))
-        return cJSON_CreateString(words[rnd(g, 8)]);
+    double nlo, nhi;
+    int lo_x, hi_x;
+    if (!strcmp(t, "string")) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(sch, "minLength");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(sch, "maxLength");
+        int min = a ? a->valueint : 0, max = b ? b->valueint : min + 4;
+        char text[32];
+        static const char *const pieces[] = {"a", "z", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", " "};
+        text[0] = 0;
+        for (int k = min + (int)rnd(g, (uint32_t)(max - min + 1)); k > 0; k--)
+            strcat(text, pieces[rnd(g, 6)]);
+        return cJSON_CreateString(text);
+    }
+    if ((!strcmp(t, "integer") || !strcmp(t, "number")) && limits_of(sch, &nlo, &lo_x, &nhi, &hi_x)) {
+        /* a value on the grid of eighths (integers) within the bounds */
+        double step = !strcmp(t, "integer") ? 1 : 0.125, from = nlo > -1e8 ? nlo : nhi - 40;
+        for (;;) {
+            double x = ceil(from / step) * step + step * rnd(g, 40);
+            if ((lo_x ? x > nlo : x >= nlo) && (hi_x ? x < nhi : x <= nhi))
+                return cJSON_CreateNumber(x);
+        }
+    }
     if (!strcmp(t, "integer"))
         return cJSON_CreateNumber((double)rnd(g, 2000) - 1000);
     if (!strcmp(t, "number"))
@@ -278,12 +519,20 @@ static int valid(const cJSON *v, const cJSON *sch, const cJSON *root)
     int ok = 0;
     for (int i = 0; i < (cJSON_IsArray(type) ? cJSON_GetArraySize(type) : 1); i++) {
         const char *t = cJSON_IsArray(type) ? cJSON_GetArrayItem(type, i)->valuestring : type->valuestring;
+        double nlo, nhi;
+        int lo_x, hi_x, bounded = limits_of(sch, &nlo, &lo_x, &nhi, &hi_x);
+        int within = cJSON_IsNumber(v) && (lo_x ? v->valuedouble > nlo : v->valuedouble >= nlo) &&
+                     (hi_x ? v->valuedouble < nhi : v->valuedouble <= nhi) &&
+                     !(bounded && strpbrk(v->valuestring ? v->valuestring : "", "eE"));
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(sch, "minLength");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(sch, "maxLength");
         if (!strcmp(t, "string"))
-            ok |= cJSON_IsString(v);
+            ok |= cJSON_IsString(v) && (!a || chars_of(v->valuestring) >= a->valueint) &&
+                  (!b || chars_of(v->valuestring) <= b->valueint);
         else if (!strcmp(t, "number"))
-            ok |= cJSON_IsNumber(v);
+            ok |= within;
         else if (!strcmp(t, "integer"))
-            ok |= cJSON_IsNumber(v) && !strpbrk(v->valuestring ? v->valuestring : ".", ".eE");
+            ok |= within && !strpbrk(v->valuestring ? v->valuestring : ".", ".eE");
         else if (!strcmp(t, "boolean"))
             ok |= cJSON_IsBool(v);
         else if (!strcmp(t, "null"))
