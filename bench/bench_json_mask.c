@@ -2,7 +2,8 @@
  * vocabulary: json_mask_logits (with the token table) at three points of a
  * json_object answer: before the object, inside a string (most tokens fit)
  * and after a value (few do); under a schema's bounds, in a string near its
- * maxLength and in a bounded integer; for thinking on, reasoning_end_mask
+ * maxLength, in a bounded integer, in a date-time and in a string held to a
+ * pattern most text takes (every token fed); for thinking on, reasoning_end_mask
  * while the reasoning is open; and a held tool call's id (tool_force) among
  * 24 and 128 tools. The yardstick, measured in the same run, is the default
  * draw (temperature 0.6) over as
@@ -77,7 +78,9 @@ int main(int argc, char **argv)
     /* a schema's bounds: a string near its maxLength (the token table still
      * settles plain text by its characters), a bounded number's digits */
     cJSON *bj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"answer\": {\"type\": \"string\", "
-                            "\"maxLength\": 20}, \"n\": {\"type\": \"integer\", \"minimum\": 10, \"maximum\": 1999}}}");
+                            "\"maxLength\": 20}, \"n\": {\"type\": \"integer\", \"minimum\": 10, \"maximum\": 1999}, "
+                            "\"when\": {\"type\": \"string\", \"format\": \"date-time\"}, \"words\": {\"type\": "
+                            "\"string\", \"pattern\": \"^[A-Za-z ,.]+$\"}}}");
     json_schema bounded;
     if (!bj || json_schema_compile(bj, &bounded, &e)) {
         fprintf(stderr, "bench_json_mask: %s\n", bj ? e.msg : "out of memory");
@@ -86,7 +89,10 @@ int main(int argc, char **argv)
     cJSON_Delete(bj);
     static const struct {
         const char *name, *text;
-    } bounded_points[] = {{"in_bounded_string", "{\"answer\": \"The capital of"}, {"in_bounded_number", "{\"n\": 12"}};
+    } bounded_points[] = {{"in_bounded_string", "{\"answer\": \"The capital of"},
+                          {"in_bounded_number", "{\"n\": 12"},
+                          {"in_date_time", "{\"when\": \"2024-0"},
+                          {"in_pattern_string", "{\"words\": \"The capital of"}};
     for (size_t k = 0; k < sizeof bounded_points / sizeof *bounded_points; k++) {
         json_prefix j;
         json_prefix_init(&j, &bounded);

@@ -47,7 +47,7 @@ static json_frame *top(json_prefix *j)
 
 void json_prefix_init(json_prefix *j, const json_schema *s)
 {
-    memset(j, 0, offsetof(json_prefix, frame));
+    memset(j, 0, offsetof(json_prefix, re));
     j->schema = s;
     j->state = S_START;
     j->value_node = (int16_t)s->root;
@@ -55,7 +55,13 @@ void json_prefix_init(json_prefix *j, const json_schema *s)
 
 void json_prefix_copy(json_prefix *dst, const json_prefix *src)
 {
-    memcpy(dst, src, offsetof(json_prefix, frame) + (size_t)src->depth * sizeof src->frame[0]);
+    memcpy(dst, src, offsetof(json_prefix, re));
+    if (src->state >= S_STRING && src->state <= S_HEX && node(src, src->str_node)->re)
+        dst->re = src->re;
+    if (src->state >= S_MINUS && src->state <= S_EXP_DIGITS)
+        memcpy(dst->num, src->num, src->num_len);
+    memcpy(dst->stack, src->stack, src->depth);
+    memcpy(dst->frame, src->frame, (size_t)src->depth * sizeof src->frame[0]);
 }
 
 static int is_ws(unsigned char b)
@@ -104,7 +110,7 @@ int json_prefix_complete(const json_prefix *j)
 
 int json_prefix_string_room(const json_prefix *j)
 {
-    if (j->state != S_STRING || j->in_key || j->utf8_left)
+    if (j->state != S_STRING || j->in_key || j->utf8_left || node(j, j->str_node)->re)
         return -1;
     int max = node(j, j->str_node)->max_len;
     return max == INT_MAX ? INT_MAX : max - (int)j->str_len;
@@ -199,6 +205,8 @@ static int begin_value(json_prefix *j, unsigned char b)
         j->str_node = (int16_t)n;
         j->str_len = 0;
         j->esc_hi = 0;
+        if (nd->re)
+            json_regex_start(&j->re);
         return 0;
     case 't': j->state = S_TRUE; j->sub = 1; return 0;
     case 'f': j->state = S_FALSE; j->sub = 1; return 0;
@@ -283,6 +291,38 @@ static int char_begins(json_prefix *j)
     return 0;
 }
 
+/* With a pattern or format: whether a code point in [lo, hi] (no surrogate)
+ * may come after the before characters of the string so far, with a
+ * completion within its lengths. */
+static int pattern_may(const json_prefix *j, uint32_t lo, uint32_t hi, uint32_t before)
+{
+    const js_node *n = node(j, j->str_node);
+    if (!n->re)
+        return 1;
+    long min = (long)n->min_len - (long)before, max = n->max_len == INT_MAX ? -1 : (long)n->max_len - (long)before;
+    return (lo < 0xd800 && json_regex_may_take(n->re, &j->re, lo, hi < 0xd7ff ? hi : 0xd7ff, min, max)) ||
+           (hi > 0xdfff && json_regex_may_take(n->re, &j->re, lo > 0xe000 ? lo : 0xe000, hi, min, max));
+}
+
+/* With a pattern or format: the code point read whole (j->cp, counted), or
+ * the range the one being read (utf8_left bytes to go, the next in
+ * [utf8_lo, utf8_hi]) lies in; -1 when the pattern has no room for it. */
+static int pattern_char(json_prefix *j)
+{
+    const js_node *n = node(j, j->str_node);
+    if (j->in_key || !n->re)
+        return 0;
+    if (!j->utf8_left) {
+        if (!pattern_may(j, j->cp, j->cp, j->str_len - 1))
+            return -1;
+        json_regex_step(n->re, &j->re, j->cp);
+        return 0;
+    }
+    int rest = 6 * (j->utf8_left - 1);
+    uint32_t lo = (j->cp << 6 | (j->utf8_lo & 0x3fu)) << rest, hi = (j->cp << 6 | (j->utf8_hi & 0x3fu)) << rest;
+    return pattern_may(j, lo, hi | ((1u << rest) - 1), j->str_len - 1) ? 0 : -1;
+}
+
 /* A \u escape's hex digit (the sub-th, value v) in a string value: at the
  * string's maxLength after a high surrogate's escape, only a low surrogate
  * (\uDC00 to \uDFFF, no character more) may be written. */
@@ -291,6 +331,9 @@ static int escape_digit(json_prefix *j, int v)
     j->hex = (uint16_t)(j->hex << 4 | v);
     if (j->in_key)
         return 0;
+    int rest = 4 * (3 - j->sub);    /* with a pattern: code points it may still become */
+    if (!pattern_may(j, (uint32_t)j->hex << rest, ((uint32_t)j->hex << rest) | ((1u << rest) - 1), j->str_len))
+        return -1;
     int full = j->esc_hi && j->str_len >= (uint32_t)node(j, j->str_node)->max_len;
     if (full && ((j->sub == 0 && v != 0xd) || (j->sub == 1 && v < 0xc)))
         return -1;
@@ -303,7 +346,8 @@ static int escape_digit(json_prefix *j, int v)
     if (char_begins(j))
         return -1;
     j->esc_hi = j->hex >= 0xd800 && j->hex <= 0xdbff;
-    return 0;
+    j->cp = j->hex;
+    return pattern_char(j);
 }
 
 static int hex_value(unsigned char b)
@@ -320,16 +364,18 @@ static int string_byte(json_prefix *j, unsigned char b)
         j->utf8_left--;
         j->utf8_lo = 0x80;
         j->utf8_hi = 0xbf;
-        return 0;
+        j->cp = j->cp << 6 | (b & 0x3fu);
+        return pattern_char(j);
     }
     const js_node *sn = node(j, j->str_node);
-    if (b == '"' && !j->in_key && j->str_len < (uint32_t)sn->min_len)
+    if (b == '"' && !j->in_key &&
+        (j->str_len < (uint32_t)sn->min_len || (sn->re && !json_regex_accepts(sn->re, &j->re))))
         return -1;
     if (b == '"')
         return j->in_key ? key_end(j) : end_value(j);
     if (b == '\\') {
         /* (after a high surrogate's escape, one of a low surrogate adds no character) */
-        if (!j->in_key && !j->esc_hi && j->str_len >= (uint32_t)sn->max_len)
+        if (!j->in_key && ((!j->esc_hi && j->str_len >= (uint32_t)sn->max_len) || !pattern_may(j, 0, 0xffff, j->str_len)))
             return -1;
         j->state = S_ESCAPE;
         return 0;
@@ -338,8 +384,9 @@ static int string_byte(json_prefix *j, unsigned char b)
         return -1;
     if (!j->in_key && char_begins(j) < 0)
         return -1;
+    j->cp = b;
     if (b < 0x80)
-        return 0;
+        return pattern_char(j);
     j->utf8_lo = 0x80;
     j->utf8_hi = 0xbf;
     if (b >= 0xc2 && b <= 0xdf)
@@ -358,7 +405,8 @@ static int string_byte(json_prefix *j, unsigned char b)
         j->utf8_lo = 0x90;
     else if (b == 0xf4)
         j->utf8_hi = 0x8f;          /* nothing past U+10FFFF */
-    return 0;
+    j->cp = b & (0x3fu >> j->utf8_left);
+    return pattern_char(j);
 }
 
 /* The number's grammar (number_byte): e, the byte may begin an exponent. */
@@ -461,10 +509,13 @@ static int step(json_prefix *j, unsigned char b)
             j->hex = 0;
             return 0;
         }
-        if (!strchr("\"\\/bfnrt", b) || !b || (!j->in_key && char_begins(j)))
+        static const char letters[] = "\"\\/bfnrt", meant[] = "\"\\/\b\f\n\r\t";
+        const char *esc = b ? strchr(letters, b) : NULL;
+        if (!esc || (!j->in_key && char_begins(j)))
             return -1;
         j->state = S_STRING;
-        return 0;
+        j->cp = (unsigned char)meant[esc - letters];
+        return pattern_char(j);
     case S_HEX:
         if (!is_hex(b) || escape_digit(j, hex_value(b)))
             return -1;

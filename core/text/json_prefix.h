@@ -45,22 +45,28 @@ typedef struct json_prefix {
     uint64_t cand;              /* the properties or enum values they still match */
     /* a string value: its node, its characters so far (json_schema.h counts
      * code points), whether the last was a high surrogate's \u escape (a low
-     * one's then adds none), and the \u escape's value so far */
+     * one's then adds none), the \u escape's value so far, and with a
+     * pattern or format the code point being read */
     int16_t str_node;
     uint8_t esc_hi;
     uint16_t hex;
     uint32_t str_len;
+    uint32_t cp;
     /* a number: its node; when bounded, its sign and digits so far */
     int16_t num_node;
     uint8_t num_neg, num_len;
-    char num[JSON_NUMBER_MAX];
+    /* the parts a copy takes only while live (json_prefix_copy) */
+    json_regex_set re;          /* a pattern's or format's state */
+    char num[JSON_NUMBER_MAX];  /* the bounded number's digits */
     uint8_t stack[JSON_PREFIX_MAX_DEPTH];   /* '{' or '[' of each open container */
     json_frame frame[JSON_PREFIX_MAX_DEPTH];    /* (only the first depth are live) */
 } json_prefix;
 
 /* A value of schema s (kept by the caller while the state is used). */
 void json_prefix_init(json_prefix *j, const json_schema *s);
-/* Copies the live part of src (what a feed reads): for trying bytes on a copy. */
+/* Copies the live part of src (what a feed reads: the pattern's state only
+ * inside such a string, the digits only inside a bounded number, the open
+ * containers): for trying bytes on a copy, once per token a mask feeds. */
 void json_prefix_copy(json_prefix *dst, const json_prefix *src);
 /* Takes bytes p[0, n): 0 when the input so far is still a prefix of some value
  * the schema takes (the state moved on), -1 when not (the state is then

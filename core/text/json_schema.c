@@ -94,8 +94,8 @@ static int is_annotation(const char *k)
     return 0;
 }
 
-static const char *const limits[] = {"minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
-                                     "exclusiveMaximum"};
+static const char *const limits[] = {"minLength", "maxLength", "pattern", "format", "minimum", "maximum",
+                                     "exclusiveMinimum", "exclusiveMaximum"};
 
 /* a string's or a number's limit (compile_limits) */
 static int is_limit(const char *k)
@@ -379,7 +379,48 @@ static int number_limit(compiler *c, const cJSON *sch, int lower, int *has, doub
     return 0;
 }
 
-/* minLength and maxLength; the number bounds (integer: whole ones) */
+static void drop_regex(js_node *n)
+{
+    if (n->re)
+        json_regex_free(n->re);
+    free(n->re);
+    n->re = NULL;
+}
+
+/* A string's pattern or format (vacuous on a node that takes no string),
+ * with room for its lengths: a string held to both must find a match of a
+ * length within them. */
+static int compile_pattern(compiler *c, js_node *n, const cJSON *sch, const char *path)
+{
+    const cJSON *pat = cJSON_GetObjectItemCaseSensitive(sch, "pattern");
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(sch, "format");
+    if ((!pat && !fmt) || !(n->types & JT_STRING))
+        return 0;
+    if (pat && fmt)
+        return err_set(c->e, "%s: 'pattern' and 'format' together are not held", path);
+    if (!cJSON_IsString(pat ? pat : fmt))
+        return err_set(c->e, "%s: '%s' must be a string", path, pat ? "pattern" : "format");
+    if (!(n->re = calloc(1, sizeof *n->re)))
+        return err_set(c->e, "out of memory for the schema");
+    if (pat ? json_regex_compile(n->re, pat->valuestring, strlen(pat->valuestring), c->e)
+            : json_regex_format(n->re, fmt->valuestring, c->e)) {
+        free(n->re);
+        n->re = NULL;
+        return err_prefix(c->e, "%s: ", path);
+    }
+    if (n->min_len >= JSON_REGEX_LENS || (n->max_len != INT_MAX && n->max_len >= JSON_REGEX_LENS))
+        return err_set(c->e, "%s: 'minLength' or 'maxLength' above %d beside a pattern or format is not held", path,
+                       JSON_REGEX_LENS - 1);
+    json_regex_set start;
+    json_regex_start(&start);
+    if (!json_regex_feasible(n->re, &start, n->min_len, n->max_len == INT_MAX ? -1 : n->max_len))
+        return err_set(c->e, "%s: no string of its %s has a length within 'minLength' and 'maxLength'", path,
+                       pat ? "pattern" : "format");
+    return 0;
+}
+
+/* minLength and maxLength, pattern or format; the number bounds (integer:
+ * whole ones) */
 static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path)
 {
     js_node *n = &c->s->node[i];
@@ -387,6 +428,8 @@ static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path
         return -1;
     if (n->min_len > n->max_len)
         return err_set(c->e, "%s: 'minLength' is above 'maxLength'", path);
+    if (compile_pattern(c, n, sch, path))
+        return -1;
     int has_lo, has_hi, lo_x, hi_x;
     double lo = 0, hi = 0;
     if (number_limit(c, sch, 1, &has_lo, &lo, &lo_x, path) || number_limit(c, sch, 0, &has_hi, &hi, &hi_x, path))
@@ -509,6 +552,7 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
         node->min_len = 0;
         node->max_len = INT_MAX;
         node->bounded = 0;
+        drop_regex(node);
     }
     unsigned types = node->types;   /* node moves when the children's nodes are added */
     if ((types & JT_OBJECT) && compile_object(c, i, sch, path) < 0)
@@ -565,6 +609,7 @@ void json_schema_free(json_schema *s)
         free(n->enum_text);
         free(n->enum_len);
         free(n->alt);
+        drop_regex(n);
     }
     free(s->node);
     memset(s, 0, sizeof *s);

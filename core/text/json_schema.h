@@ -5,7 +5,10 @@
  * Taken: "type" (a name or a list), "properties", "required",
  * "additionalProperties" (false, true or a schema; absent: any other key),
  * "items", "minItems", "maxItems", "minLength", "maxLength" (characters:
- * code points, a surrogate pair's escapes one), "minimum", "maximum",
+ * code points, a surrogate pair's escapes one), "pattern" and "format"
+ * (json_regex.h: held as the string is written; beside them lengths up to
+ * 255, and no \u escape of a surrogate: an astral character is written as
+ * UTF-8), "minimum", "maximum",
  * "exclusiveMinimum", "exclusiveMaximum" (numbers, or draft 4's booleans;
  * json_bounds.h: held exactly, a bounded number written without exponent),
  * "enum", "const", "anyOf" / "oneOf" whose alternatives begin with different
@@ -14,8 +17,8 @@
  * to "#/$defs/..." or "#/definitions/..." (recursion included), "nullable";
  * annotations (title, description, default, examples, $schema, $id,
  * $comment, deprecated, readOnly, writeOnly) are ignored. Any other keyword
- * (pattern, format, multipleOf, ...) is refused by name rather than left
- * unenforced. An enum or const value must be written as cJSON prints it
+ * (multipleOf, uniqueItems, a format not held, ...) is refused by name rather
+ * than left unenforced. An enum or const value must be written as cJSON prints it
  * (compact, with its escapes). "integer" takes no fraction or exponent. */
 #ifndef MOETIER_JSON_SCHEMA_H
 #define MOETIER_JSON_SCHEMA_H
@@ -26,6 +29,7 @@
 
 #include "core/base/errbuf.h"
 #include "json_bounds.h"
+#include "json_regex.h"
 
 #define JSON_SCHEMA_MAX_PROPS 64    /* properties of one object */
 #define JSON_SCHEMA_MAX_ENUM 64     /* values of one enum */
@@ -48,8 +52,10 @@ typedef struct js_node {
     /* arrays */
     int items;
     int min_items, max_items;
-    /* strings: their length in characters (code points) */
+    /* strings: their length in characters (code points); their pattern or
+     * format, NULL if none */
     int min_len, max_len;
+    json_regex *re;
     /* numbers: their bounds, when bounded */
     int bounded;
     json_bounds bounds;

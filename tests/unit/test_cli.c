@@ -337,8 +337,8 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
     expect_failure(2, "--presence-penalty", "%s run -m %s --ids 1 %s", d, "--presence-penalty 1e39");
     expect_failure(2, "--frequency-penalty", "%s run -m %s --ids 1 %s", d, "--frequency-penalty x");
-    expect_failure(2, "'pattern' is not enforced", "%s run -m %s --ids 1 %s", d,
-                   "--json-schema '{\"type\": \"string\", \"pattern\": \"a\"}'");
+    expect_failure(2, "'multipleOf' is not enforced", "%s run -m %s --ids 1 %s", d,
+                   "--json-schema '{\"type\": \"integer\", \"multipleOf\": 2}'");
     expect_failure(2, "--json-schema: not JSON", "%s run -m %s --ids 1 %s", d, "--json-schema '{\"type\":'");
     expect_failure(1, "--json-schema-file", "%s run -m %s --ids 1 %s", d, "--json-schema-file /nonexistent");
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");

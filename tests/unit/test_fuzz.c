@@ -43,4 +43,5 @@ Test(fuzz, chat_render_and_tool_calls) { run_target("fuzz_chat", "chat", 3000); 
 Test(fuzz, store_index, .timeout = 120) { run_target("fuzz_store_index", "store_index", 1500); }
 Test(fuzz, trace_reader) { run_target("fuzz_trace", "trace", 3000); }
 Test(fuzz, server_requests) { run_target("fuzz_oai_request", "oai_request", 3000); }
+Test(fuzz, string_patterns) { run_target("fuzz_json_regex", "json_regex", 20000); }
 Test(fuzz, prompt_file) { run_target("fuzz_prompt_file", "prompt_file", 3000); }

@@ -238,8 +238,10 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
     json_schema bounded;
     sj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"code\": {\"type\": \"string\", \"minLength\": 2, "
                      "\"maxLength\": 6}, \"score\": {\"type\": \"number\", \"minimum\": -1.5, \"exclusiveMaximum\": "
-                     "10}, \"n\": {\"type\": \"integer\", \"minimum\": 3, \"maximum\": 40}}, \"required\": [\"code\", "
-                     "\"score\", \"n\"], \"additionalProperties\": false}");
+                     "10}, \"n\": {\"type\": \"integer\", \"minimum\": 3, \"maximum\": 40}, \"when\": {\"type\": "
+                     "\"string\", \"format\": \"date\"}, \"tag\": {\"type\": \"string\", \"pattern\": "
+                     "\"^[a-z\xc3\xa9]+\\\\d?$\", \"maxLength\": 6}}, \"required\": [\"code\", \"score\", \"n\"], "
+                     "\"additionalProperties\": false}");
     cr_assert_eq(json_schema_compile(sj, &bounded, &e), 0, "%s", e.msg);
     cJSON_Delete(sj);
     const struct {
@@ -247,7 +249,8 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
         const char *doc;
     } cases[] = {{any_object(), "{\"k\\u00e9y\": [1.5e-3, true, {\"\xe2\x82\xac\": null}], \"n\": -0}"},
                  {&schema, "{\"days\": [\"tue\", \"mon\"], \"city\": \"Paris\", \"n\": 12}"},
-                 {&bounded, "{\"code\": \"ab\xc3\xa9\\u20acz\", \"score\": 9.75, \"n\": 17}"}};
+                 {&bounded, "{\"code\": \"ab\xc3\xa9\\u20acz\", \"score\": 9.75, \"n\": 17, \"when\": "
+                            "\"2024-02-29\", \"tag\": \"\xc3\xa9t\\u00e9s1\"}"}};
     enum { N_CASES = sizeof cases / sizeof *cases };
     json_vocab jv;
     cr_assert_eq(json_vocab_build(&jv, v, &e), 0, "%s", e.msg);
@@ -257,6 +260,8 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
         size_t len = strlen(doc);
         char *buf = malloc(len + 4096);
         for (size_t k = 0; k <= len; k++) {
+            if (c % N_CASES == 2 && k % 3 && k != len)
+                continue;   /* (the long document: every third prefix) */
             json_prefix j;
             json_prefix_init(&j, cases[c % N_CASES].s);
             cr_assert_eq(json_prefix_feed(&j, doc, k), 0);

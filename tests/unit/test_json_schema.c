@@ -36,7 +36,13 @@ static void refused(const char *schema, const char *why)
 
 Test(json_schema, refuses_what_it_cannot_enforce)
 {
-    refused("{\"type\": \"string\", \"pattern\": \"^a\"}", "'pattern' is not enforced");
+    refused("{\"type\": \"string\", \"pattern\": \"(a)\\\\1\"}", "#: pattern: a backreference is not held");
+    refused("{\"type\": \"string\", \"format\": \"uri\"}", "format 'uri' is not held");
+    refused("{\"type\": \"string\", \"format\": \"date\", \"pattern\": \"^2\"}", "together are not held");
+    refused("{\"type\": \"string\", \"pattern\": \"^a{5}$\", \"maxLength\": 4}", "no string of its pattern");
+    refused("{\"type\": \"string\", \"format\": \"date\", \"maxLength\": 300}", "above 255");
+    refused("{\"type\": \"string\", \"pattern\": 5}", "'pattern' must be a string");
+    refused("{\"uniqueItems\": true}", "'uniqueItems' is not enforced");
     refused("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"multipleOf\": 3}}}",
             "#/properties/a: 'multipleOf'");
     refused("{\"type\": \"string\", \"minLength\": 3, \"maxLength\": 2}", "'minLength' is above");
@@ -144,6 +150,28 @@ Test(json_schema, string_lengths_count_characters)
            {"\"ab\\ud83d\\uDB", -1}, {"\"ab\\ud83d\\n", -1}, {"\"ab\\ud83d\"", 1});
     JUDGED("{\"type\": \"object\", \"properties\": {\"k\": {\"type\": [\"string\", \"null\"], \"maxLength\": 1}}}", 0,
            {"{\"k\": \"x\"}", 1}, {"{\"k\": \"xy\"}", -1}, {"{\"k\": null}", 1}, {"{\"longer key\": 1}", 1});
+}
+
+Test(json_schema, patterns_and_formats_hold_the_string_as_it_is_written)
+{
+    JUDGED("{\"type\": \"string\", \"pattern\": \"^[A-Z]{2}-\\\\d+$\", \"maxLength\": 5}", 0,
+           {"\"AB-1\"", 1}, {"\"AB-12\"", 1}, {"\"AB-123", -1}, {"\"AB-", 0}, {"\"AB-\"", -1},
+           {"\"Ab", -1}, {"\"AB-12a", -1}, {"\"\\u0041B-9\"", 1}, {"\"\\u004", 0}, {"\"\\u0061", -1},
+           {"\"\\u00", 0}, {"\"\\u01", -1});
+    /* without anchors the pattern may match anywhere; a UTF-8 character is judged by its code point */
+    JUDGED("{\"type\": \"string\", \"pattern\": \"\xc3\xa9t\xc3\xa9\", \"minLength\": 4}", 0,
+           {"\"un \xc3\xa9t\xc3\xa9\"", 1}, {"\"\xc3\xa9t\xc3\xa9\"", -1}, {"\"\xc3\xa9t\xc3\xa9!\"", 1},
+           {"\"\xc3\xa9t\xc3", 0}, {"\"x\"", -1}, {"\"x", 0});
+    JUDGED("{\"type\": \"string\", \"pattern\": \"^[a-z]+$\"}", 0,
+           {"\"abc\"", 1}, {"\"\xc3", -1}, {"\"a\\n", -1}, {"\"a\\ud83d", -1}, {"\"a\\", 0}, {"\"a\\u0062\"", 1});
+    JUDGED("{\"type\": \"object\", \"properties\": {\"when\": {\"type\": \"string\", \"format\": \"date-time\"}, "
+           "\"id\": {\"type\": [\"string\", \"null\"], \"format\": \"uuid\"}, \"n\": {\"type\": \"integer\", "
+           "\"format\": \"int32\"}}}", 0,
+           {"{\"when\": \"2024-02-29T23:59:60Z\"}", 1}, {"{\"when\": \"2023-02-29", -1},
+           {"{\"when\": \"2024-02-29T24", -1}, {"{\"id\": null, \"n\": 7}", 1},
+           {"{\"id\": \"123e4567-e89b-12d3-a456-426614174000\"}", 1}, {"{\"id\": \"123g", -1});
+    /* a lenient compile leaves a format it does not hold to the model */
+    JUDGED("{\"type\": \"string\", \"format\": \"uri\"}", 1, {"\"not a uri\"", 1});
 }
 
 Test(json_schema, number_bounds_are_held_exactly)
