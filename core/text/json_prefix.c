@@ -299,7 +299,8 @@ static int pattern_may(const json_prefix *j, uint32_t lo, uint32_t hi, uint32_t 
     const js_node *n = node(j, j->str_node);
     if (!n->re)
         return 1;
-    long min = (long)n->min_len - (long)before, max = n->max_len == INT_MAX ? -1 : (long)n->max_len - (long)before;
+    long min = (long)n->min_len - (long)before;
+    long max = n->max_len == INT_MAX ? -1 : (long)n->max_len - (long)before;
     return (lo < 0xd800 && json_regex_may_take(n->re, &j->re, lo, hi < 0xd7ff ? hi : 0xd7ff, min, max)) ||
            (hi > 0xdfff && json_regex_may_take(n->re, &j->re, lo > 0xe000 ? lo : 0xe000, hi, min, max));
 }
@@ -319,7 +320,8 @@ static int pattern_char(json_prefix *j)
         return 0;
     }
     int rest = 6 * (j->utf8_left - 1);
-    uint32_t lo = (j->cp << 6 | (j->utf8_lo & 0x3fu)) << rest, hi = (j->cp << 6 | (j->utf8_hi & 0x3fu)) << rest;
+    uint32_t lo = (j->cp << 6 | (j->utf8_lo & 0x3fu)) << rest;
+    uint32_t hi = (j->cp << 6 | (j->utf8_hi & 0x3fu)) << rest;
     return pattern_may(j, lo, hi | ((1u << rest) - 1), j->str_len - 1) ? 0 : -1;
 }
 
@@ -332,7 +334,8 @@ static int escape_digit(json_prefix *j, int v)
     if (j->in_key)
         return 0;
     int rest = 4 * (3 - j->sub);    /* with a pattern: code points it may still become */
-    if (!pattern_may(j, (uint32_t)j->hex << rest, ((uint32_t)j->hex << rest) | ((1u << rest) - 1), j->str_len))
+    uint32_t from = (uint32_t)j->hex << rest;
+    if (!pattern_may(j, from, from | ((1u << rest) - 1), j->str_len))
         return -1;
     int full = j->esc_hi && j->str_len >= (uint32_t)node(j, j->str_node)->max_len;
     if (full && ((j->sub == 0 && v != 0xd) || (j->sub == 1 && v < 0xc)))
@@ -375,7 +378,8 @@ static int string_byte(json_prefix *j, unsigned char b)
         return j->in_key ? key_end(j) : end_value(j);
     if (b == '\\') {
         /* (after a high surrogate's escape, one of a low surrogate adds no character) */
-        if (!j->in_key && ((!j->esc_hi && j->str_len >= (uint32_t)sn->max_len) || !pattern_may(j, 0, 0xffff, j->str_len)))
+        if (!j->in_key && ((!j->esc_hi && j->str_len >= (uint32_t)sn->max_len) ||
+                           !pattern_may(j, 0, 0xffff, j->str_len)))
             return -1;
         j->state = S_ESCAPE;
         return 0;

@@ -348,7 +348,8 @@ static int count_limit(compiler *c, const cJSON *sch, const char *kw, int *out, 
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(sch, kw);
     if (!b)
         return 0;
-    if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble > 1e9 || b->valuedouble != floor(b->valuedouble))
+    if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble > 1e9 ||
+        b->valuedouble != floor(b->valuedouble))
         return err_set(c->e, "%s: '%s' must be a whole number from 0", path, kw);
     *out = (int)b->valuedouble;
     return 0;
@@ -360,7 +361,8 @@ static int number_limit(compiler *c, const cJSON *sch, int lower, int *has, doub
                         const char *path)
 {
     const char *kw = lower ? "minimum" : "maximum", *xkw = lower ? "exclusiveMinimum" : "exclusiveMaximum";
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(sch, kw), *xv = cJSON_GetObjectItemCaseSensitive(sch, xkw);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(sch, kw);
+    const cJSON *xv = cJSON_GetObjectItemCaseSensitive(sch, xkw);
     *has = *excl = 0;
     if (v && !cJSON_IsNumber(v))
         return err_set(c->e, "%s: '%s' must be a number", path, kw);
@@ -409,8 +411,8 @@ static int compile_pattern(compiler *c, js_node *n, const cJSON *sch, const char
         return err_prefix(c->e, "%s: ", path);
     }
     if (n->min_len >= JSON_REGEX_LENS || (n->max_len != INT_MAX && n->max_len >= JSON_REGEX_LENS))
-        return err_set(c->e, "%s: 'minLength' or 'maxLength' above %d beside a pattern or format is not held", path,
-                       JSON_REGEX_LENS - 1);
+        return err_set(c->e, "%s: 'minLength' or 'maxLength' above %d beside a pattern or format is not held",
+                       path, JSON_REGEX_LENS - 1);
     json_regex_set start;
     json_regex_start(&start);
     if (!json_regex_feasible(n->re, &start, n->min_len, n->max_len == INT_MAX ? -1 : n->max_len))
@@ -424,7 +426,8 @@ static int compile_pattern(compiler *c, js_node *n, const cJSON *sch, const char
 static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path)
 {
     js_node *n = &c->s->node[i];
-    if (count_limit(c, sch, "minLength", &n->min_len, path) || count_limit(c, sch, "maxLength", &n->max_len, path))
+    if (count_limit(c, sch, "minLength", &n->min_len, path) ||
+        count_limit(c, sch, "maxLength", &n->max_len, path))
         return -1;
     if (n->min_len > n->max_len)
         return err_set(c->e, "%s: 'minLength' is above 'maxLength'", path);
@@ -432,7 +435,8 @@ static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path
         return -1;
     int has_lo, has_hi, lo_x, hi_x;
     double lo = 0, hi = 0;
-    if (number_limit(c, sch, 1, &has_lo, &lo, &lo_x, path) || number_limit(c, sch, 0, &has_hi, &hi, &hi_x, path))
+    if (number_limit(c, sch, 1, &has_lo, &lo, &lo_x, path) ||
+        number_limit(c, sch, 0, &has_hi, &hi, &hi_x, path))
         return -1;
     if (!has_lo && !has_hi)
         return 0;
@@ -440,7 +444,8 @@ static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path
     if (json_bounds_init(&n->bounds, has_lo, lo, lo_x, has_hi, hi, hi_x, integer, c->e))
         return err_prefix(c->e, "%s: ", path);
     if (!json_bounds_satisfiable(&n->bounds))
-        return err_set(c->e, "%s: no %s is within its minimum and maximum", path, integer ? "integer" : "number");
+        return err_set(c->e, "%s: no %s is within its minimum and maximum", path,
+                       integer ? "integer" : "number");
     n->bounded = 1;
     return 0;
 }
