@@ -181,7 +181,18 @@ static int type_bits(const cJSON *t, unsigned *out, const char *path, errbuf *e)
     return 0;
 }
 
-static int compile_enum(compiler *c, int i, const cJSON *values, const char *path)
+/* a value's JT_ bits (an integral number's: number and integer) */
+static unsigned value_type(const cJSON *v)
+{
+    if (cJSON_IsNumber(v))
+        return JT_NUMBER | (v->valuedouble == floor(v->valuedouble) ? JT_INTEGER : 0);
+    return cJSON_IsString(v) ? JT_STRING : cJSON_IsBool(v) ? JT_BOOLEAN : cJSON_IsNull(v) ? JT_NULL
+           : cJSON_IsArray(v) ? JT_ARRAY : JT_OBJECT;
+}
+
+/* An enum's (or a const's) values of the types given (JT_ALL: no "type";
+ * Pydantic writes one beside its enums): the others are not values. */
+static int compile_enum(compiler *c, int i, const cJSON *values, unsigned types, const char *path)
 {
     int n = cJSON_IsArray(values) ? cJSON_GetArraySize(values) : 1;
     if (n < 1 || n > JSON_SCHEMA_MAX_ENUM)
@@ -194,6 +205,8 @@ static int compile_enum(compiler *c, int i, const cJSON *values, const char *pat
         return err_set(c->e, "out of memory for the schema");
     const cJSON *v = cJSON_IsArray(values) ? values->child : values;
     for (int k = 0; k < n; k++, v = v->next) {
+        if (!(value_type(v) & types))
+            continue;
         char *t = cJSON_PrintUnformatted(v);
         if (!t)
             return err_set(c->e, "out of memory for the schema");
@@ -201,6 +214,9 @@ static int compile_enum(compiler *c, int i, const cJSON *values, const char *pat
         node->enum_len[node->n_enum++] = strlen(t);
         set_first(node, (unsigned char)t[0]);
     }
+    if (!node->n_enum)
+        return err_set(c->e, "%s: no value of its %s has its type", path,
+                       cJSON_IsArray(values) ? "enum" : "const");
     return i;
 }
 
@@ -511,9 +527,9 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     if (all)
         return compile_all_of(c, i, sch, all, path);
     int kinds = !!ref + !!en + !!cn + !!any + !!one;
-    if (kinds > 1 || (kinds && type))
-        return err_set(c->e, "%s: only one of $ref, enum, const, anyOf, oneOf and type may be "
-                       "given together", path);
+    if (kinds > 1 || (kinds && type && !en && !cn))
+        return err_set(c->e, "%s: only one of $ref, enum, const, anyOf and oneOf may be given, and "
+                       "type only beside enum or const", path);
     for (const cJSON *k = sch->child; k && kinds && !c->lenient; k = k->next)
         if (is_limit(k->string))
             return err_set(c->e, "%s: '%s' is enforced with a type, not beside $ref, enum, const, anyOf "
@@ -526,9 +542,15 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     }
     if (i < 0 && (i = new_node(c)) < 0)
         return -1;
-    if (en || cn)
+    if (en || cn) {
+        unsigned of_type = JT_ALL;  /* an enum's values of its type */
+        if (type && type_bits(type, &of_type, path, c->e))
+            return -1;
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "nullable")))
+            of_type |= JT_NULL;
         return en && !cJSON_IsArray(en) ? err_set(c->e, "%s: 'enum' must be a list", path)
-                                        : compile_enum(c, i, en ? en : cn, path);
+                                        : compile_enum(c, i, en ? en : cn, of_type, path);
+    }
     if (any || one)
         return compile_any_of(c, i, any ? any : one, path, any ? "anyOf" : "oneOf");
     js_node *node = &c->s->node[i];

@@ -19,7 +19,8 @@
  * $comment, deprecated, readOnly, writeOnly) are ignored. Any other keyword
  * (multipleOf, uniqueItems, a format not held, ...) is refused by name rather
  * than left unenforced. An enum or const value must be written as cJSON prints it
- * (compact, with its escapes). "integer" takes no fraction or exponent. */
+ * (compact, with its escapes); a "type" beside it (Pydantic's enums) keeps the
+ * values of that type. "integer" takes no fraction or exponent. */
 #ifndef MOETIER_JSON_SCHEMA_H
 #define MOETIER_JSON_SCHEMA_H
 

@@ -61,7 +61,9 @@ Test(json_schema, refuses_what_it_cannot_enforce)
     refused("{\"type\": \"object\", \"properties\": {}, \"required\": [\"x\"]}", "'x'");
     refused("{\"type\": \"wat\"}", "unknown type");
     refused("{\"type\": \"array\", \"minItems\": 3, \"maxItems\": 2}", "above");
-    refused("{\"enum\": [1], \"type\": \"integer\"}", "only one of");
+    refused("{\"enum\": [\"a\"], \"type\": \"integer\"}", "no value of its enum has its type");
+    refused("{\"enum\": [1], \"anyOf\": [{\"type\": \"integer\"}]}", "only one of");
+    refused("{\"anyOf\": [{\"type\": \"integer\"}], \"type\": \"integer\"}", "type only beside enum or const");
 }
 
 /* 1 whole, 0 a prefix, -1 neither */
@@ -193,6 +195,12 @@ Test(json_schema, number_bounds_are_held_exactly)
     /* inside a document: the number ends at the byte after it */
     JUDGED("{\"type\": \"array\", \"items\": {\"type\": \"integer\", \"maximum\": 9}}", 0,
            {"[9, 1]", 1}, {"[10]", -1}, {"[1,", 0}, {"[09]", -1});
+    /* Pydantic's enums and Literals carry their type: the values of another type are none */
+    JUDGED("{\"enum\": [\"red\", \"green\", 3, 1.5], \"type\": \"string\", \"title\": \"Color\"}", 0,
+           {"\"red\"", 1}, {"\"green\"", 1}, {"3", -1}, {"\"blue\"", -1});
+    JUDGED("{\"enum\": [\"a\", 3, 1.5, null], \"type\": \"integer\", \"nullable\": true}", 0,
+           {"3", 1}, {"1.5", -1}, {"null", 1}, {"\"a\"", -1});
+    JUDGED("{\"const\": \"x\", \"type\": \"string\"}", 0, {"\"x\"", 1}, {"\"y\"", -1});
     /* Pydantic's allOf around a $ref; a lenient compile leaves what it cannot hold */
     JUDGED("{\"type\": \"object\", \"properties\": {\"p\": {\"allOf\": [{\"$ref\": \"#/$defs/p\"}], "
            "\"default\": 1}}, \"$defs\": {\"p\": {\"type\": \"integer\", \"maximum\": 3}}}", 0,
