@@ -34,6 +34,7 @@ void serve_options_default(serve_options *o)
     o->max_queue = 32;
     o->parallel = 1;
     o->prompt_cache_gb = -1;
+    o->keep_alive = 10;
     chat_options_default(&o->copt);
     o->sp = sampler_defaults();
 }
@@ -905,8 +906,6 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
             return -1;
         s->has_forced = 1;
     }
-    const char *ka = getenv("MOETIER_SERVE_KEEPALIVE");
-    s->keep_alive = ka ? atof(ka) : 10;
     double budget = (o->prompt_cache_gb < 0 ? serve_prompt_cache_default_gb() : o->prompt_cache_gb) * 1e9;
     prompt_cache_init(&s->pc, (size_t)budget);
     if (budget > 0) {

@@ -55,6 +55,9 @@ typedef struct serve_options {
     /* --free-tool-calls: with tool_choice auto, the calls the model writes are
      * left as written instead of held to Kimi's format and the parameters */
     int free_tool_calls;
+    /* --keep-alive: seconds a stream waiting on its prefill goes without a byte
+     * before a keep-alive is sent between chunks (0: after every chunk) */
+    double keep_alive;
     chat_options copt;          /* chat template defaults (--no-think) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)

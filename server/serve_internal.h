@@ -77,8 +77,6 @@ typedef struct server {
                                  * MOETIER_SERVE_FORCE_PREFIX (its start): test hooks */
     json_vocab jv;              /* the tokenizer's table for JSON-constrained answers */
     int has_forced, forced_is_prefix;
-    double keep_alive;          /* seconds a stream waits on its prefill before a keep-alive
-                                 * (MOETIER_SERVE_KEEPALIVE, a test hook; default 10) */
     pthread_mutex_t mu;         /* guards everything below, and jobs' shared fields */
     pthread_cond_t cv;          /* broadcast on any change of a job or the queue */
     job *head, *tail;

@@ -91,12 +91,12 @@ typedef struct prefill_stop {
 } prefill_stop;
 
 /* A stream waiting on a long prefill (K2 on CPUs: minutes for a long prompt)
- * gets a keep-alive every s->keep_alive seconds, between chunks: an SSE
+ * gets a keep-alive every s->o.keep_alive seconds, between chunks: an SSE
  * comment (OpenAI's clients skip it) or Anthropic's ping event, so that
  * clients and proxies that give up on an idle connection keep it open. */
 static void keep_alive(server *s, job *j)
 {
-    if (!j->req.stream || j->status != 200 || now_seconds() - j->t_alive < s->keep_alive)
+    if (!j->req.stream || j->status != 200 || now_seconds() - j->t_alive < s->o.keep_alive)
         return;
     job_emit(s, j, strdup(j->req.api == API_ANTHROPIC ? "event: ping\ndata: {\"type\":\"ping\"}\n\n"
                                                       : ": keep-alive\n\n"));

@@ -42,6 +42,9 @@ static void usage(FILE *f)
                "  --max-tokens N       reply length when a request sets none (default: up to the\n"
                "                       context)\n"
                "  --no-think           chat template with thinking off unless a request asks\n"
+               "  --keep-alive S       a stream waiting on a long prefill gets a keep-alive between\n"
+               "                       prompt chunks once S seconds pass without a byte (default\n"
+               "                       10; 0: after every chunk)\n"
                "  --free-tool-calls    leave the tool calls the model begins (tool_choice auto) as\n"
                "                       written; by default each is held to Kimi's call format and\n"
                "                       its function's parameters once the model begins it\n"
@@ -149,6 +152,15 @@ int cmd_serve(int argc, char **argv)
                 return 2;
         } else if (!strcmp(a, "--no-think")) {
             so.copt.thinking = 0;
+        } else if (!strcmp(a, "--keep-alive")) {
+            float sec;
+            if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &sec))
+                return 2;
+            if (!(sec >= 0 && sec <= 86400)) {
+                fprintf(stderr, "moetier serve: --keep-alive must be between 0 and 86400 seconds\n");
+                return 2;
+            }
+            so.keep_alive = sec;
         } else if (!strcmp(a, "--free-tool-calls")) {
             so.free_tool_calls = 1;
         } else {

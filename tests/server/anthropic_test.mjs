@@ -228,11 +228,10 @@ async function twoCallServer() {
 }
 
 // A stream waiting on its prefill is kept alive between the prompt's chunks:
-// here every chunk of 4 tokens (MOETIER_SERVE_KEEPALIVE=0, a test hook; 10 s
-// by default).
+// here after every chunk of 4 tokens (--keep-alive 0; 10 s by default).
 async function keepAliveServer() {
-  const srv = await startServer(['--api-key', KEY, '--chunk', '4', '--no-think', '--alias', 'claude-x'],
-    { MOETIER_SERVE_KEEPALIVE: '0' });
+  const srv = await startServer(['--api-key', KEY, '--chunk', '4', '--no-think', '--alias', 'claude-x',
+    '--keep-alive', '0']);
   const long = 'one two three four five six seven eight nine ten '.repeat(4);
   await check('a stream waiting on a long prefill gets pings (Anthropic) and comments (OpenAI)', async () => {
     const a = await fetch(srv.url + '/v1/messages', { method: 'POST', headers: { 'x-api-key': KEY },
