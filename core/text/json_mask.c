@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int is_end(int id, const int *end_ids, int n_end)
 {
@@ -19,7 +20,8 @@ int json_vocab_build(json_vocab *jv, const vocab *v, errbuf *e)
     jv->first = calloc((size_t)jv->n + 1, 1);
     jv->plain = calloc((size_t)jv->n + 1, 1);
     jv->chars = calloc((size_t)jv->n + 1, 1);
-    if (!jv->first || !jv->plain || !jv->chars || json_schema_any_object(&any, e)) {
+    jv->raw = calloc((size_t)jv->n + 1, 1);
+    if (!jv->first || !jv->plain || !jv->chars || !jv->raw || json_schema_any_object(&any, e)) {
         json_vocab_free(jv);
         return err_set(e, "out of memory for the JSON token table");
     }
@@ -38,6 +40,7 @@ int json_vocab_build(json_vocab *jv, const vocab *v, errbuf *e)
         jv->plain[id] = json_prefix_feed(&t, b, n) == 0 && json_prefix_string_room(&t) >= 0;
         /* its characters as a string counts them ("\\n" is one) */
         jv->chars[id] = (uint8_t)(jv->plain[id] && t.str_len < 255 ? t.str_len : 255);
+        jv->raw[id] = jv->plain[id] && !memchr(b, '\\', n);
     }
     json_schema_free(&any);
     return 0;
@@ -48,7 +51,8 @@ void json_vocab_free(json_vocab *jv)
     free(jv->first);
     free(jv->plain);
     free(jv->chars);
-    jv->first = jv->plain = jv->chars = NULL;
+    free(jv->raw);
+    jv->first = jv->plain = jv->chars = jv->raw = NULL;
     jv->n = 0;
 }
 
@@ -56,6 +60,7 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
                      int n_end, float *logits, int V)
 {
     int complete = json_prefix_complete(j), possible = 0, room = json_prefix_string_room(j);
+    int pattern = json_prefix_pattern_takes(j, "", 0) >= 0;
     uint8_t first_ok[256];
     for (int b = 0; b < 256; b++) {
         json_prefix t;
@@ -71,6 +76,10 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
             ok = 0;
         } else if (jv && id < jv->n && room >= 0 && jv->plain[id]) {
             ok = jv->chars[id] <= room;     /* (its characters are whole) */
+        } else if (jv && id < jv->n && pattern && jv->raw[id]) {
+            size_t n;   /* a pattern's string: raw text is its code points */
+            const char *b = vocab_decode(v, id, &n);
+            ok = json_prefix_pattern_takes(j, b, n) == 1;
         } else {
             size_t n;
             const char *b = vocab_decode(v, id, &n);

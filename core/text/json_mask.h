@@ -23,6 +23,7 @@ typedef struct json_vocab {
     uint8_t *first;
     uint8_t *plain;
     uint8_t *chars;
+    uint8_t *raw;       /* plain without escapes: its bytes are its characters */
     int n;
 } json_vocab;
 

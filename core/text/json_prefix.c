@@ -305,6 +305,35 @@ static int pattern_may(const json_prefix *j, uint32_t lo, uint32_t hi, uint32_t 
            (hi > 0xdfff && json_regex_may_take(n->re, &j->re, lo > 0xe000 ? lo : 0xe000, hi, min, max));
 }
 
+/* With a pattern or format: takes code point c (no surrogate) after the
+ * before characters of the string so far; 0 when it has no room for it. */
+static int pattern_take(json_regex_set *set, const js_node *n, uint32_t c, uint32_t before)
+{
+    long min = (long)n->min_len - (long)before;
+    long max = n->max_len == INT_MAX ? -1 : (long)n->max_len - (long)before;
+    return (c < 0xd800 || c > 0xdfff) && json_regex_take(n->re, set, c, min, max);
+}
+
+int json_prefix_pattern_takes(const json_prefix *j, const char *t, size_t n)
+{
+    const js_node *sn = node(j, j->str_node);
+    if (j->state != S_STRING || j->in_key || j->utf8_left || !sn->re)
+        return -1;
+    json_regex_set set = j->re;
+    uint32_t len = j->str_len;
+    for (size_t i = 0; i < n; len++) {
+        unsigned char b = (unsigned char)t[i];
+        int k = b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
+        uint32_t cp = k == 1 ? b : b & (0x3fu >> (k - 1));
+        for (int m = 1; m < k && i + (size_t)m < n; m++)
+            cp = cp << 6 | ((unsigned char)t[i + (size_t)m] & 0x3fu);
+        i += (size_t)k;
+        if (!pattern_take(&set, sn, cp, len))
+            return 0;
+    }
+    return 1;
+}
+
 /* With a pattern or format: the code point read whole (j->cp, counted), or
  * the range the one being read (utf8_left bytes to go, the next in
  * [utf8_lo, utf8_hi]) lies in; -1 when the pattern has no room for it. */
@@ -313,12 +342,8 @@ static int pattern_char(json_prefix *j)
     const js_node *n = node(j, j->str_node);
     if (j->in_key || !n->re)
         return 0;
-    if (!j->utf8_left) {
-        if (!pattern_may(j, j->cp, j->cp, j->str_len - 1))
-            return -1;
-        json_regex_step(n->re, &j->re, j->cp);
-        return 0;
-    }
+    if (!j->utf8_left)
+        return pattern_take(&j->re, n, j->cp, j->str_len - 1) ? 0 : -1;
     int rest = 6 * (j->utf8_left - 1);
     uint32_t lo = (j->cp << 6 | (j->utf8_lo & 0x3fu)) << rest;
     uint32_t hi = (j->cp << 6 | (j->utf8_hi & 0x3fu)) << rest;

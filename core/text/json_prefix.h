@@ -76,6 +76,10 @@ int json_prefix_feed(json_prefix *j, const char *p, size_t n);
  * any whole characters and escapes go on it: how many more characters it may
  * take (INT_MAX: no bound); else -1. */
 int json_prefix_string_room(const json_prefix *j);
+/* Inside a string value held to a pattern or format, between characters:
+ * whether plain text t[0, n) (whole UTF-8 characters, no quote, backslash or
+ * control byte) may go on it (1) or not (0); -1 elsewhere. */
+int json_prefix_pattern_takes(const json_prefix *j, const char *t, size_t n);
 /* 1 when the input is a whole value the schema takes (a number may still go
  * on: 12 is whole, and so is 123). */
 int json_prefix_complete(const json_prefix *j);

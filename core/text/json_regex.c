@@ -785,18 +785,41 @@ int json_regex_may_take(const json_regex *r, const json_regex_set *s, uint32_t l
                         long max)
 {
     json_regex_set next = {{0}};
-    EACH(s, p) set_or(&next, &r->follow[p]);
-    EACH(&next, q)
-    if (class_meets(r, r->cls[q], lo, hi) && length_fits(r, q, min - 1, max < 0 ? -1 : max - 1)) return 1;
+    if (max == 0)
+        return 0; /* no room for a code point */
+    EACH(s, p) {
+        set_or(&next, &r->follow[p]);
+    }
+    EACH(&next, q) {
+        if (class_meets(r, r->cls[q], lo, hi) && length_fits(r, q, min - 1, max < 0 ? -1 : max - 1))
+            return 1;
+    }
     return 0;
 }
 
 void json_regex_step(const json_regex *r, json_regex_set *s, uint32_t c)
 {
     json_regex_set next = {{0}}, out = {{0}};
-    EACH(s, p) set_or(&next, &r->follow[p]);
-    EACH(&next, q) if (class_meets(r, r->cls[q], c, c)) set_add(&out, q);
+    EACH(s, p) {
+        set_or(&next, &r->follow[p]);
+    }
+    EACH(&next, q) {
+        if (class_meets(r, r->cls[q], c, c))
+            set_add(&out, q);
+    }
     *s = out;
+}
+
+int json_regex_take(const json_regex *r, json_regex_set *s, uint32_t c, long min, long max)
+{
+    json_regex_step(r, s, c);
+    if (max == 0)
+        return 0;
+    EACH(s, q) {
+        if (length_fits(r, q, min - 1, max < 0 ? -1 : max - 1))
+            return 1;
+    }
+    return 0;
 }
 
 int json_regex_accepts(const json_regex *r, const json_regex_set *s)
@@ -806,6 +829,9 @@ int json_regex_accepts(const json_regex *r, const json_regex_set *s)
 
 int json_regex_feasible(const json_regex *r, const json_regex_set *s, long min, long max)
 {
-    EACH(s, p) if (length_fits(r, p, min, max)) return 1;
+    EACH(s, p) {
+        if (length_fits(r, p, min, max))
+            return 1;
+    }
     return 0;
 }

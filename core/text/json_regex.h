@@ -64,6 +64,9 @@ int json_regex_may_take(const json_regex *r, const json_regex_set *s, uint32_t l
                         long max);
 /* Takes code point c (one json_regex_may_take allowed). */
 void json_regex_step(const json_regex *r, json_regex_set *s, uint32_t c);
+/* Both at once: takes c, and returns whether that was allowed (with [min,
+ * max] as json_regex_may_take has them); the state is undefined when not. */
+int json_regex_take(const json_regex *r, json_regex_set *s, uint32_t c, long min, long max);
 /* Whether the string may end now. */
 int json_regex_accepts(const json_regex *r, const json_regex_set *s);
 /* Whether some completion's length lies in [min, max] (max < 0: any), the
