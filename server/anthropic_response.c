@@ -296,3 +296,34 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
     cJSON_AddItemToObject(root, "usage", usage_json(u));
     return json_print_and_delete(root);
 }
+
+/* (created_at: the epoch, as the OpenAI shape's created is 0: a local model
+ * has no release date) */
+static cJSON *anthropic_model(const char *model)
+{
+    cJSON *mo = cJSON_CreateObject();
+    cJSON_AddStringToObject(mo, "type", "model");
+    cJSON_AddStringToObject(mo, "id", model);
+    cJSON_AddStringToObject(mo, "display_name", model);
+    cJSON_AddStringToObject(mo, "created_at", "1970-01-01T00:00:00Z");
+    return mo;
+}
+
+char *anthropic_models_body(const char *model, const char *const *aliases, int n_aliases)
+{
+    cJSON *root = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(root, "data");
+    const char *last = model;
+    cJSON_AddItemToArray(data, anthropic_model(model));
+    for (int i = 0; i < n_aliases; i++)
+        if (strcmp(aliases[i], "*"))
+            cJSON_AddItemToArray(data, anthropic_model(last = aliases[i]));
+    cJSON_AddFalseToObject(root, "has_more");
+    cJSON_AddStringToObject(root, "first_id", model);
+    cJSON_AddStringToObject(root, "last_id", last);
+    return json_print_and_delete(root);
+}
+
+char *anthropic_model_body(const char *model)
+{
+    return json_print_and_delete(anthropic_model(model));
+}

@@ -53,6 +53,14 @@ char *anthropic_event_delta(anthropic_stream *st, const char *reasoning, size_t 
 char *anthropic_event_end(anthropic_stream *st, const char *finish, const char *stop_sequence,
                           const oai_usage *u);
 
+/* GET /v1/models in Anthropic's shape (its SDKs send anthropic-version):
+ * {"data": [{"type": "model", "id", "display_name", "created_at"}, ...],
+ * "has_more": false, "first_id", "last_id"}: the model and its aliases ("*"
+ * left out). */
+char *anthropic_models_body(const char *model, const char *const *aliases, int n_aliases);
+/* GET /v1/models/{id}: that model object. */
+char *anthropic_model_body(const char *model);
+
 /* The whole message of a request that did not stream; its stop_reason from
  * c->finish_reason and the tool_use blocks it holds. */
 char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char *stop_sequence,

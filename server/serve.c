@@ -772,10 +772,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /slots");
         return send_body(s, c, 200, slots_body(s), "application/json");
     }
+    /* the models in Anthropic's shape to its SDKs (they send anthropic-version) */
+    int anthropic = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version") != NULL;
     if (!strcmp(url, "/v1/models")) {
         if (!get)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /v1/models");
-        return send_body(s, c, 200, oai_models_body(s->model_name, s->o.aliases, s->o.n_aliases, 0),
+        return send_body(s, c, 200,
+                         anthropic ? anthropic_models_body(s->model_name, s->o.aliases, s->o.n_aliases)
+                                   : oai_models_body(s->model_name, s->o.aliases, s->o.n_aliases, 0),
                          "application/json");
     }
     if (!strncmp(url, "/v1/models/", 11)) {
@@ -783,9 +787,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL,
                               "use GET /v1/models/{model}");
         if (!model_served(s, url + 11))
-            return send_error(s, c, 404, "invalid_request_error", "model", "model_not_found",
-                              "no such model on this server");
-        return send_body(s, c, 200, oai_model_body(url + 11, 0), "application/json");
+            return send_error_as(s, c, anthropic ? API_ANTHROPIC : API_OPENAI, 404, "invalid_request_error",
+                                 "model", "model_not_found", "no such model on this server");
+        return send_body(s, c, 200, anthropic ? anthropic_model_body(url + 11) : oai_model_body(url + 11, 0),
+                         "application/json");
     }
     int tokenize = !strcmp(url, "/tokenize"), detokenize = !strcmp(url, "/detokenize");
     if (tokenize || detokenize) {

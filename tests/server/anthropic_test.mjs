@@ -249,9 +249,16 @@ async function keepAliveServer() {
     assert.ok((text.match(/^: keep-alive$/gm) ?? []).length >= 5, text);
     assert.equal(text.trimEnd().split('\n').at(-1), 'data: [DONE]');
   });
-  await check('--alias: requests may name the model by another id; others are unknown', async () => {
+  await check('--alias: requests may name the model by another id; others are unknown; the models in either API\'s shape', async () => {
     const ids = (await (await fetch(srv.url + '/v1/models', { headers: { 'x-api-key': KEY } })).json()).data.map((m) => m.id);
     assert.deepEqual(ids, [MODEL, 'claude-x']);
+    // Anthropic's SDK (anthropic-version) gets its shape, and pages through it
+    const listed = [];
+    for await (const mo of claude(srv).models.list()) listed.push(mo);
+    assert.deepEqual(listed.map((mo) => [mo.type, mo.id, mo.display_name]), [['model', MODEL, MODEL], ['model', 'claude-x', 'claude-x']]);
+    assert.equal((await claude(srv).models.retrieve('claude-x')).type, 'model');
+    const missing = await expectStatus(claude(srv).models.retrieve('claude-y'), 404);
+    assert.equal(missing.error.error.type, 'not_found_error', JSON.stringify(missing.error));
     const m = await claude(srv).messages.create({ model: 'claude-x', max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] });
     assert.equal(m.usage.output_tokens, 2);
     await expectStatus(claude(srv).messages.create({ model: 'claude-y', max_tokens: 2,
