@@ -14,31 +14,23 @@
 #include <string.h>
 
 #include "core/text/json_regex.h"
+#include "testutil.h"
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint32_t rnd(rng *g, uint32_t n)
-{
-    g->s = g->s * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(g->s >> 33) % n;
-}
 
 /* a random pattern of at most about cap bytes into out */
-static void gen(rng *g, char *out, size_t cap, int depth)
+static void gen(test_rng *g, char *out, size_t cap, int depth)
 {
     static const char *const atoms[] = {"a",    "b",   "c",      ".",   "[ab]",
                                         "[^a]", "\\d", "[a-c1]", "\\.", "\xc3\xa9"};
     static const char *const quants[] = {"", "", "", "?", "*", "+", "{2}", "{1,3}", "{0,2}", "{2,}", "*?"};
     char a[256], b[256];
-    switch (depth > 2 ? 0 : rnd(g, 5)) {
+    switch (depth > 2 ? 0 : test_rnd(g, 5)) {
     case 0:
-    case 1: snprintf(out, cap, "%s%s", atoms[rnd(g, 10)], quants[rnd(g, 11)]); return;
+    case 1: snprintf(out, cap, "%s%s", atoms[test_rnd(g, 10)], quants[test_rnd(g, 11)]); return;
     case 2:
         gen(g, a, sizeof a, depth + 1);
         gen(g, b, sizeof b, depth + 1);
-        snprintf(out, cap, "(%s|%s)%s", a, b, quants[rnd(g, 11)]);
+        snprintf(out, cap, "(%s|%s)%s", a, b, quants[test_rnd(g, 11)]);
         return;
     default:
         gen(g, a, sizeof a, depth + 1);
@@ -92,12 +84,12 @@ static int ours(const json_regex *r, const char *s, size_t n)
     return json_regex_accepts(r, &st);
 }
 
-static void random_string(rng *g, char *s, size_t *n, int max)
+static void random_string(test_rng *g, char *s, size_t *n, int max)
 {
     static const char *const chars[] = {"a", "b", "c", "1", "z", ".", "\xc3\xa9", "\n"};
     *n = 0;
-    for (int k = (int)rnd(g, (uint32_t)max + 1); k > 0; k--) {
-        const char *c = chars[rnd(g, 8)];
+    for (int k = (int)test_rnd(g, (uint32_t)max + 1); k > 0; k--) {
+        const char *c = chars[test_rnd(g, 8)];
         memcpy(s + *n, c, strlen(c));
         *n += strlen(c);
     }
@@ -105,13 +97,13 @@ static void random_string(rng *g, char *s, size_t *n, int max)
 
 Test(json_regex, random_patterns_match_as_pcre2_searches, .timeout = 120)
 {
-    rng g = {.s = 5};
+    test_rng g = {.s = 5};
     int judged = 0, matched = 0;
     for (int trial = 0; trial < 400; trial++) {
         char pat[300], full[320];
         gen(&g, pat, sizeof pat, 0);
         /* as written (a search), and anchored at either end or both */
-        int anchors = (int)rnd(&g, 4);
+        int anchors = (int)test_rnd(&g, 4);
         snprintf(full, sizeof full, "%s(?:%s)%s", anchors & 1 ? "^" : "", pat, anchors & 2 ? "$" : "");
         json_regex r;
         errbuf e;
@@ -140,7 +132,7 @@ Test(json_regex, random_patterns_match_as_pcre2_searches, .timeout = 120)
 
 Test(json_regex, anchored_prefixes_are_taken_as_pcre2_partial_matches_say, .timeout = 120)
 {
-    rng g = {.s = 9};
+    test_rng g = {.s = 9};
     int viable = 0, judged = 0;
     for (int trial = 0; trial < 400; trial++) {
         char pat[300], full[320];
@@ -176,7 +168,7 @@ Test(json_regex, completion_lengths_are_those_of_the_matches, .timeout = 120)
 {
     /* one character of each kind the patterns' classes tell apart */
     static const char *const reps[] = {"a", "b", "c", "1", ".", "\xc3\xa9"};
-    rng g = {.s = 13};
+    test_rng g = {.s = 13};
     for (int trial = 0; trial < 100; trial++) {
         char pat[300], full[320];
         gen(&g, pat, sizeof pat, 1);

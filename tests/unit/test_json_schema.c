@@ -16,6 +16,7 @@
 #include "core/text/json_prefix.h"
 #include "core/text/json_schema.h"
 #include "core/text/utf8.h"
+#include "testutil.h"
 
 static int compile_text(const char *text, json_schema *s, errbuf *e)
 {
@@ -212,15 +213,6 @@ Test(json_schema, number_bounds_are_held_exactly)
 
 /* ---- random schemas and instances ---- */
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint32_t rnd(rng *g, uint32_t n)
-{
-    g->s = g->s * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(g->s >> 33) % n;
-}
 
 /* ---- bounded numbers: every prefix taken goes on to a number within ---- */
 
@@ -261,11 +253,11 @@ Test(json_schema, bounded_numbers_never_reach_a_dead_end, .timeout = 120)
 {
     static const double at[] = {-19.5, -10, -5, -1, -0.5, 0, 0.1, 0.5, 1, 5, 9.5, 10, 15, 19, 50, 99};
     static const char alphabet[] = "-0123456789.";
-    rng g = {.s = 11};
+    test_rng g = {.s = 11};
     int checked = 0;
     for (int trial = 0; trial < 150; trial++) {
-        int integer = rnd(&g, 2), lo = (int)rnd(&g, 16), hi = lo + (int)rnd(&g, (uint32_t)(16 - lo));
-        int side = (int)rnd(&g, 3), lo_x = rnd(&g, 3) == 0, hi_x = rnd(&g, 3) == 0;
+        int integer = test_rnd(&g, 2), lo = (int)test_rnd(&g, 16), hi = lo + (int)test_rnd(&g, (uint32_t)(16 - lo));
+        int side = (int)test_rnd(&g, 3), lo_x = test_rnd(&g, 3) == 0, hi_x = test_rnd(&g, 3) == 0;
         if (lo == hi)
             lo_x = hi_x = 0;
         char schema[256];
@@ -314,28 +306,28 @@ Test(json_schema, bounded_numbers_never_reach_a_dead_end, .timeout = 120)
 
 static const char *const words[] = {"a", "bc", "name", "id", "x", "list", "ab", "value"};
 
-static cJSON *gen_schema(rng *g, int depth, cJSON *defs);
+static cJSON *gen_schema(test_rng *g, int depth, cJSON *defs);
 
 /* lengths of a string; bounds of a number (quarters) or an integer, one or
  * both ends, either exclusive, with a value always within */
-static void add_limits(rng *g, cJSON *o, const char *type)
+static void add_limits(test_rng *g, cJSON *o, const char *type)
 {
     if (!strcmp(type, "string")) {
-        int lo = (int)rnd(g, 3);
-        if (rnd(g, 2))
+        int lo = (int)test_rnd(g, 3);
+        if (test_rnd(g, 2))
             cJSON_AddNumberToObject(o, "minLength", lo);
-        if (rnd(g, 2))
-            cJSON_AddNumberToObject(o, "maxLength", lo + (int)rnd(g, 4));
+        if (test_rnd(g, 2))
+            cJSON_AddNumberToObject(o, "maxLength", lo + (int)test_rnd(g, 4));
         return;
     }
     if (strcmp(type, "integer") && strcmp(type, "number"))
         return;
-    double lo = ((double)rnd(g, 81) - 40) / 4, hi = lo + 0.5 + (double)rnd(g, 24) / 4;
-    int side = (int)rnd(g, 3);
+    double lo = ((double)test_rnd(g, 81) - 40) / 4, hi = lo + 0.5 + (double)test_rnd(g, 24) / 4;
+    int side = (int)test_rnd(g, 3);
     if (side != 1)
-        cJSON_AddNumberToObject(o, rnd(g, 3) ? "minimum" : "exclusiveMinimum", lo);
+        cJSON_AddNumberToObject(o, test_rnd(g, 3) ? "minimum" : "exclusiveMinimum", lo);
     if (side != 0)
-        cJSON_AddNumberToObject(o, rnd(g, 3) ? "maximum" : "exclusiveMaximum", !strcmp(type, "integer") ? hi + 1 : hi);
+        cJSON_AddNumberToObject(o, test_rnd(g, 3) ? "maximum" : "exclusiveMaximum", !strcmp(type, "integer") ? hi + 1 : hi);
 }
 
 /* the bounds of a number's schema, lo and hi, and whether each is exclusive
@@ -362,38 +354,38 @@ static int chars_of(const char *t)
     return n;
 }
 
-static cJSON *gen_object_schema(rng *g, int depth, cJSON *defs)
+static cJSON *gen_object_schema(test_rng *g, int depth, cJSON *defs)
 {
     cJSON *o = cJSON_CreateObject(), *props = cJSON_CreateObject(), *req = cJSON_CreateArray();
     cJSON_AddStringToObject(o, "type", "object");
-    int n = (int)rnd(g, 4);
+    int n = (int)test_rnd(g, 4);
     for (int i = 0; i < n; i++) {
-        const char *k = words[rnd(g, 8)];
+        const char *k = words[test_rnd(g, 8)];
         if (cJSON_GetObjectItemCaseSensitive(props, k))
             continue;
         cJSON_AddItemToObject(props, k, gen_schema(g, depth + 1, defs));
-        if (rnd(g, 2))
+        if (test_rnd(g, 2))
             cJSON_AddItemToArray(req, cJSON_CreateString(k));
     }
     cJSON_AddItemToObject(o, "properties", props);
     cJSON_AddItemToObject(o, "required", req);
-    uint32_t add = rnd(g, 3);
+    uint32_t add = test_rnd(g, 3);
     if (add < 2)
         cJSON_AddBoolToObject(o, "additionalProperties", add == 1);
     return o;
 }
 
-static cJSON *gen_schema(rng *g, int depth, cJSON *defs)
+static cJSON *gen_schema(test_rng *g, int depth, cJSON *defs)
 {
     static const char *const scalars[] = {"string", "integer", "number", "boolean", "null"};
     cJSON *o;
-    switch (depth > 3 ? rnd(g, 3) : rnd(g, 9)) {
+    switch (depth > 3 ? test_rnd(g, 3) : test_rnd(g, 9)) {
     case 0:
     case 1: {
         o = cJSON_CreateObject();
-        const char *t = scalars[rnd(g, 5)];
+        const char *t = scalars[test_rnd(g, 5)];
         cJSON_AddStringToObject(o, "type", t);
-        if (rnd(g, 2))
+        if (test_rnd(g, 2))
             add_limits(g, o, t);
         return o;
     }
@@ -402,15 +394,15 @@ static cJSON *gen_schema(rng *g, int depth, cJSON *defs)
         cJSON *e = cJSON_AddArrayToObject(o, "enum");
         static const char *const vals[] = {"\"a\"", "\"bc\"", "\"b\"", "1", "12", "1.5", "-3", "true",
                                            "null", "false"};
-        int n = 1 + (int)rnd(g, 4);
+        int n = 1 + (int)test_rnd(g, 4);
         for (int i = 0; i < n; i++)
-            cJSON_AddItemToArray(e, cJSON_Parse(vals[rnd(g, 10)]));
+            cJSON_AddItemToArray(e, cJSON_Parse(vals[test_rnd(g, 10)]));
         return o;
     }
     case 3:
         o = cJSON_CreateObject();
         cJSON *t = cJSON_AddArrayToObject(o, "type");
-        cJSON_AddItemToArray(t, cJSON_CreateString(scalars[rnd(g, 4)]));
+        cJSON_AddItemToArray(t, cJSON_CreateString(scalars[test_rnd(g, 4)]));
         cJSON_AddItemToArray(t, cJSON_CreateString("null"));
         return o;
     case 4:
@@ -420,19 +412,19 @@ static cJSON *gen_schema(rng *g, int depth, cJSON *defs)
         o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "array");
         cJSON_AddItemToObject(o, "items", gen_schema(g, depth + 1, defs));
-        int lo = (int)rnd(g, 3);
-        if (rnd(g, 2))
+        int lo = (int)test_rnd(g, 3);
+        if (test_rnd(g, 2))
             cJSON_AddNumberToObject(o, "minItems", lo);
-        if (rnd(g, 2))
-            cJSON_AddNumberToObject(o, "maxItems", lo + (int)rnd(g, 3));
+        if (test_rnd(g, 2))
+            cJSON_AddNumberToObject(o, "maxItems", lo + (int)test_rnd(g, 3));
         return o;
     }
     case 7: {   /* anyOf with alternatives that begin apart */
         o = cJSON_CreateObject();
         cJSON *a = cJSON_AddArrayToObject(o, "anyOf");
         cJSON_AddItemToArray(a, gen_object_schema(g, depth + 1, defs));
-        cJSON_AddItemToArray(a, cJSON_Parse(rnd(g, 2) ? "{\"type\": \"string\"}" : "{\"type\": \"integer\"}"));
-        if (rnd(g, 2))
+        cJSON_AddItemToArray(a, cJSON_Parse(test_rnd(g, 2) ? "{\"type\": \"string\"}" : "{\"type\": \"integer\"}"));
+        if (test_rnd(g, 2))
             cJSON_AddItemToArray(a, cJSON_Parse("{\"type\": \"null\"}"));
         return o;
     }
@@ -460,18 +452,18 @@ static const cJSON *resolve(const cJSON *sch, const cJSON *root)
 
 /* an instance the schema takes (NULL when the draw found none, e.g. an
  * impossible bound) */
-static cJSON *gen_instance(rng *g, const cJSON *sch, const cJSON *root, int depth)
+static cJSON *gen_instance(test_rng *g, const cJSON *sch, const cJSON *root, int depth)
 {
     sch = resolve(sch, root);
     const cJSON *en = cJSON_GetObjectItemCaseSensitive(sch, "enum");
     if (en)
-        return cJSON_Duplicate(cJSON_GetArrayItem(en, (int)rnd(g, (uint32_t)cJSON_GetArraySize(en))), 1);
+        return cJSON_Duplicate(cJSON_GetArrayItem(en, (int)test_rnd(g, (uint32_t)cJSON_GetArraySize(en))), 1);
     const cJSON *any = cJSON_GetObjectItemCaseSensitive(sch, "anyOf");
     if (any)
-        return gen_instance(g, cJSON_GetArrayItem(any, (int)rnd(g, (uint32_t)cJSON_GetArraySize(any))), root,
+        return gen_instance(g, cJSON_GetArrayItem(any, (int)test_rnd(g, (uint32_t)cJSON_GetArraySize(any))), root,
                             depth);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(sch, "type");
-    const char *t = cJSON_IsArray(type) ? cJSON_GetArrayItem(type, (int)rnd(g, 2))->valuestring
+    const char *t = cJSON_IsArray(type) ? cJSON_GetArrayItem(type, (int)test_rnd(g, 2))->valuestring
                                         : type->valuestring;
     double nlo, nhi;
     int lo_x, hi_x;
@@ -482,25 +474,25 @@ static cJSON *gen_instance(rng *g, const cJSON *sch, const cJSON *root, int dept
         char text[32];
         static const char *const pieces[] = {"a", "z", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", " "};
         text[0] = 0;
-        for (int k = min + (int)rnd(g, (uint32_t)(max - min + 1)); k > 0; k--)
-            strcat(text, pieces[rnd(g, 6)]);
+        for (int k = min + (int)test_rnd(g, (uint32_t)(max - min + 1)); k > 0; k--)
+            strcat(text, pieces[test_rnd(g, 6)]);
         return cJSON_CreateString(text);
     }
     if ((!strcmp(t, "integer") || !strcmp(t, "number")) && limits_of(sch, &nlo, &lo_x, &nhi, &hi_x)) {
         /* a value on the grid of eighths (integers) within the bounds */
         double step = !strcmp(t, "integer") ? 1 : 0.125, from = nlo > -1e8 ? nlo : nhi - 40;
         for (;;) {
-            double x = ceil(from / step) * step + step * rnd(g, 40);
+            double x = ceil(from / step) * step + step * test_rnd(g, 40);
             if ((lo_x ? x > nlo : x >= nlo) && (hi_x ? x < nhi : x <= nhi))
                 return cJSON_CreateNumber(x);
         }
     }
     if (!strcmp(t, "integer"))
-        return cJSON_CreateNumber((double)rnd(g, 2000) - 1000);
+        return cJSON_CreateNumber((double)test_rnd(g, 2000) - 1000);
     if (!strcmp(t, "number"))
-        return cJSON_CreateNumber(((double)rnd(g, 2000) - 1000) / 8);
+        return cJSON_CreateNumber(((double)test_rnd(g, 2000) - 1000) / 8);
     if (!strcmp(t, "boolean"))
-        return cJSON_CreateBool(rnd(g, 2));
+        return cJSON_CreateBool(test_rnd(g, 2));
     if (!strcmp(t, "null"))
         return cJSON_CreateNull();
     if (!strcmp(t, "array")) {
@@ -510,7 +502,7 @@ static cJSON *gen_instance(rng *g, const cJSON *sch, const cJSON *root, int dept
         if (depth > 6)
             b = a;
         cJSON *arr = cJSON_CreateArray();
-        for (int i = a + (int)rnd(g, (uint32_t)(b - a + 1)); i > 0; i--)
+        for (int i = a + (int)test_rnd(g, (uint32_t)(b - a + 1)); i > 0; i--)
             cJSON_AddItemToArray(arr, gen_instance(g, cJSON_GetObjectItemCaseSensitive(sch, "items"), root,
                                                    depth + 1));
         return arr;
@@ -521,11 +513,11 @@ static cJSON *gen_instance(rng *g, const cJSON *sch, const cJSON *root, int dept
         int required = 0;
         const cJSON *r;
         cJSON_ArrayForEach(r, req) required |= !strcmp(r->valuestring, p->string);
-        if (required || (rnd(g, 2) && depth < 6))
+        if (required || (test_rnd(g, 2) && depth < 6))
             cJSON_AddItemToObject(o, p->string, gen_instance(g, p, root, depth + 1));
     }
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(sch, "additionalProperties");
-    if ((!add || cJSON_IsTrue(add)) && rnd(g, 3) == 0 && !cJSON_GetObjectItemCaseSensitive(o, "extra"))
+    if ((!add || cJSON_IsTrue(add)) && test_rnd(g, 3) == 0 && !cJSON_GetObjectItemCaseSensitive(o, "extra"))
         cJSON_AddItemToObject(o, "extra", cJSON_CreateNumber(7));
     return o;
 }
@@ -613,7 +605,7 @@ static int reference(const char *t, size_t n, const cJSON *schema)
 
 Test(json_schema, random_schemas_instances_and_mutations, .timeout = 120)
 {
-    rng g = {.s = 7};
+    test_rng g = {.s = 7};
     int instances = 0, compared = 0, mismatches = 0, whole = 0;
     for (int trial = 0; trial < 400; trial++) {
         cJSON *defs = cJSON_CreateObject();
@@ -636,10 +628,10 @@ Test(json_schema, random_schemas_instances_and_mutations, .timeout = 120)
             for (int m = 0; m < 6; m++) {
                 char *c = malloc(n + 2);
                 memcpy(c, t, n + 1);
-                size_t len = n, at = rnd(&g, (uint32_t)n);
+                size_t len = n, at = test_rnd(&g, (uint32_t)n);
                 static const char bytes[] = "{}[]\",:0-.e1 tnabx";
-                char b = bytes[rnd(&g, sizeof bytes - 1)];
-                switch (rnd(&g, 3)) {
+                char b = bytes[test_rnd(&g, sizeof bytes - 1)];
+                switch (test_rnd(&g, 3)) {
                 case 0: c[at] = b; break;
                 case 1: memmove(c + at, c + at + 1, len - at); len--; break;
                 default: memmove(c + at + 1, c + at, len - at + 1); c[at] = b; len++; break;

@@ -196,3 +196,9 @@ void test_require_gpu(void)
         cr_skip_test("needs a CUDA device: %s", why);
     setenv("MOETIER_BACKEND", "cuda", 1);
 }
+
+unsigned test_rnd(test_rng *g, unsigned n)
+{
+    g->s = g->s * 6364136223846793005ull + 1442695040888963407ull;
+    return (unsigned)(g->s >> 33) % n;
+}

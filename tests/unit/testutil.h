@@ -22,6 +22,13 @@ void test_write_file(const char *path, const void *data, size_t n);
 char *test_make_tmpdir(const char *tag);
 void test_remove_tree(const char *path);
 
+/* A small deterministic generator for randomized tests (an LCG's high bits). */
+typedef struct test_rng {
+    unsigned long long s;
+} test_rng;
+/* A number in [0, n). */
+unsigned test_rnd(test_rng *g, unsigned n);
+
 typedef struct logit_cmp {
     double max_over_std, rms_over_std;
     int top1_agree, rows;
