@@ -104,11 +104,11 @@ int main(int argc, char **argv)
     reasoning_end_feed(&m, "so </think", 10, &after);
     t0 = now_seconds();
     for (int r = 0; r < ROUNDS; r++)
-        reasoning_end_mask(&m, &tok.v, logits, V);
+        reasoning_end_mask(&m, &tok.v, 0, logits, V);
     double ms = (now_seconds() - t0) / ROUNDS * 1e3;
     for (int i = 0; i < V; i++)     /* the tokens left of fresh logits */
         logits[i] = 0;
-    reasoning_end_mask(&m, &tok.v, logits, V);
+    reasoning_end_mask(&m, &tok.v, 0, logits, V);
     int possible = 0;
     for (int i = 0; i < V; i++)
         possible += !isinf(logits[i]);

@@ -154,6 +154,23 @@ static int parse_logprobs(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* A schema for the answer (response_format json_schema, guided_json, or
+ * structured_outputs.json): compiled into r->schema; a refusal names the
+ * field (param) and where the schema is (what). */
+static int compile_answer_schema(oai_request *r, const cJSON *schema, const char *field, const char *what,
+                                 oai_error *err)
+{
+    errbuf e;
+    if (!(r->schema = calloc(1, sizeof *r->schema)))
+        return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (json_schema_compile(schema, r->schema, &e)) {
+        free(r->schema);
+        r->schema = NULL;
+        return oai_bad(err, field, "%s: %s", what, e.msg);
+    }
+    return 0;
+}
+
 /* response_format: {"type": "text"}, {"type": "json_object"}, or
  * {"type": "json_schema", "json_schema": {"schema": {...}}} (compiled here, so
  * a schema this server cannot enforce is a 400). JSON from the first token
@@ -183,13 +200,83 @@ static int parse_response_format(oai_request *r, oai_error *err)
     if (r->tool_choice_required || r->tool_choice_name)
         return oai_bad(err, "response_format", "'response_format' %s and a 'tool_choice' that asks for a "
                    "call cannot both hold the answer", t->valuestring);
+    if (schema)
+        return compile_answer_schema(r, schema, "response_format", "response_format.json_schema.schema", err);
     errbuf e;
-    if (!(r->schema = calloc(1, sizeof *r->schema)))
-        return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-    if (schema ? json_schema_compile(schema, r->schema, &e) : json_schema_any_object(r->schema, &e)) {
+    if (!(r->schema = calloc(1, sizeof *r->schema)) || json_schema_any_object(r->schema, &e)) {
         free(r->schema);
         r->schema = NULL;
-        return oai_bad(err, "response_format", "response_format.json_schema.schema: %s", e.msg);
+        return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    return 0;
+}
+
+/* vLLM's guided decoding: guided_regex, guided_choice, guided_json, or
+ * structured_outputs {"regex" | "choice" | "json"}: the whole answer held to
+ * a pattern, one of the strings, or a schema; one way at most (with
+ * response_format's JSON modes too), not with a tool_choice that asks for a
+ * call. A grammar is refused: its answer would not be held. */
+static int parse_guided(oai_request *r, oai_error *err)
+{
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->root, "structured_outputs");
+    if (so && !cJSON_IsNull(so) && !cJSON_IsObject(so))
+        return oai_bad(err, "structured_outputs", "'structured_outputs' must be an object");
+    static const struct {
+        const char *name, *kind;
+        int nested;                 /* in structured_outputs */
+    } ways[] = {{"guided_regex", "regex", 0},   {"guided_choice", "choice", 0}, {"guided_json", "json", 0},
+                {"guided_grammar", "grammar", 0}, {"regex", "regex", 1},       {"choice", "choice", 1},
+                {"json", "json", 1},            {"grammar", "grammar", 1}};
+    const cJSON *found = NULL;
+    const char *field = NULL, *kind = NULL;
+    for (size_t k = 0; k < sizeof ways / sizeof *ways; k++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(ways[k].nested ? so : r->root, ways[k].name);
+        const char *f = ways[k].nested ? "structured_outputs" : ways[k].name;
+        if (!x || cJSON_IsNull(x))
+            continue;
+        if (found)
+            return oai_bad(err, f, "ask for one of guided_regex, guided_choice, guided_json and "
+                           "structured_outputs at most");
+        found = x;
+        kind = ways[k].kind;
+        field = f;
+    }
+    if (!found)
+        return 0;
+    if (r->schema)
+        return oai_bad(err, field, "'%s' and a JSON 'response_format' cannot both hold the answer", field);
+    if (r->tool_choice_required || r->tool_choice_name)
+        return oai_bad(err, field, "'%s' and a 'tool_choice' that asks for a call cannot both hold the answer",
+                       field);
+    if (!strcmp(kind, "grammar"))
+        return oai_bad(err, field, "a grammar is not held by this server: use a regex, a choice or a JSON "
+                   "schema");
+    if (!strcmp(kind, "json"))
+        return cJSON_IsObject(found) || cJSON_IsTrue(found)
+                   ? compile_answer_schema(r, found, field, field, err)
+                   : oai_bad(err, field, "'%s' must be a JSON schema (an object)", field);
+    const char *choices[OAI_MAX_CHOICE_LIST];
+    int n = 0;
+    if (!strcmp(kind, "regex") && !cJSON_IsString(found))
+        return oai_bad(err, field, "'%s' must be a string (a regular expression)", field);
+    if (!strcmp(kind, "choice")) {
+        const cJSON *c;
+        if (!cJSON_IsArray(found) || !cJSON_GetArraySize(found) ||
+            cJSON_GetArraySize(found) > OAI_MAX_CHOICE_LIST)
+            return oai_bad(err, field, "'%s' must be a list of 1 to %d strings", field, OAI_MAX_CHOICE_LIST);
+        cJSON_ArrayForEach(c, found) {
+            if (!cJSON_IsString(c))
+                return oai_bad(err, field, "'%s' must be a list of strings", field);
+            choices[n++] = c->valuestring;
+        }
+    }
+    errbuf e;
+    if (!(r->regex = calloc(1, sizeof *r->regex)))
+        return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (n ? regex_answer_choices(r->regex, choices, n, &e) : regex_answer_compile(r->regex, found->valuestring, &e)) {
+        free(r->regex);
+        r->regex = NULL;
+        return oai_bad(err, field, "%s: %s", field, e.msg);
     }
     return 0;
 }
@@ -627,7 +714,7 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         return oai_bad(err, "n", "'n' above 1 with 'echo' is not supported (each choice would repeat "
                    "the prompt's scores)");
     if (parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
-        parse_response_format(r, err) || refuse_unsupported(r, err))
+        parse_response_format(r, err) || parse_guided(r, err) || refuse_unsupported(r, err))
         return -1;
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;
@@ -651,6 +738,9 @@ void oai_request_free(oai_request *r)
     if (r->schema)
         json_schema_free(r->schema);
     free(r->schema);
+    if (r->regex)
+        json_regex_free(r->regex);
+    free(r->regex);
     if (r->force)
         tool_force_free(r->force);
     free(r->force);

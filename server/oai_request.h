@@ -39,9 +39,11 @@
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
 #include "core/text/json_schema.h"
+#include "core/text/regex_answer.h"
 #include "core/text/tool_force.h"
 
 #define OAI_MAX_STOP 16
+#define OAI_MAX_CHOICE_LIST 256     /* guided_choice's strings */
 #define OAI_MAX_BATCH 256
 #define OAI_MAX_CHOICES 16
 
@@ -91,8 +93,10 @@ typedef struct oai_request {
     sampler_bias *bias;         /* logit_bias, n_bias entries (ids not yet
                                  * checked against the vocabulary) */
     int n_bias;
-    json_schema *schema;        /* response_format json_object or json_schema: what the
-                                 * answer must be; NULL: free text */
+    json_schema *schema;        /* response_format json_object or json_schema (or vLLM's
+                                 * guided_json): what the answer must be; NULL: free text */
+    json_regex *regex;          /* vLLM's guided_regex or guided_choice: the pattern the
+                                 * whole answer matches; NULL: none */
     int logprobs;               /* 1: each token's log-probability is returned */
     int top_logprobs;           /* with that many alternatives per token */
     int has_seed;

@@ -407,7 +407,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
             j->req.force = NULL;
             return oai_fail(err, 400, "invalid_request_error", "tool_choice", NULL, "%s", e.msg);
         }
-    } else if (j->req.tools && !j->req.schema && !s->o.free_tool_calls) {
+    } else if (j->req.tools && !j->req.schema && !j->req.regex && !s->o.free_tool_calls) {
         /* tool_choice auto: the calls the model begins are held to the format and
          * the parameters; tools that cannot be held leave them free */
         if (!(j->req.force = calloc(1, sizeof *j->req.force)))
@@ -473,6 +473,7 @@ struct slot_run {
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
+    regex_answer pattern;       /* guided_regex or guided_choice: the answer so far */
     int reasoning;              /* thinking on and the reasoning not yet closed: a schema or a
                                  * forced call waits for its end; its tokens are counted and
                                  * held to its budget */
@@ -569,6 +570,8 @@ static int choice_begin(server *s, slot_run *r, int c)
     stop_filter_init(&r->sf, j->req.stop, j->req.n_stop);
     if (j->req.schema)
         json_prefix_init(&r->json, j->req.schema);
+    if (j->req.regex)
+        regex_answer_init(&r->pattern, j->req.regex);
     if (j->req.force)
         tool_force_restart(j->req.force);
     r->reasoning = j->req.kind == OAI_CHAT && j->req.copt.thinking;
@@ -713,13 +716,16 @@ static int next_token(server *s, slot_run *r)
     /* a forced text (a test hook) is the whole answer, or its start */
     int forcing = s->has_forced && (r->k < (int)s->forced.n || !s->forced_is_prefix);
     int closing = !forcing && reasoning_over_budget(s, r);
-    if (!forcing && r->reasoning && (j->req.schema || (j->req.force && !j->req.force->lazy)))
-        reasoning_end_mask(&r->think, &s->tok->v, r->logits, V);
-    if (!forcing && r->reasoning && j->req.schema && s->section_begin >= 0)
-        r->logits[s->section_begin] = -INFINITY;    /* (a section would end it, the JSON unwritten) */
+    int held = j->req.schema || j->req.regex;   /* the answer after the reasoning is held as a whole */
+    if (!forcing && r->reasoning && (held || (j->req.force && !j->req.force->lazy)))
+        reasoning_end_mask(&r->think, &s->tok->v, j->req.regex != NULL, r->logits, V);
+    if (!forcing && r->reasoning && held && s->section_begin >= 0)
+        r->logits[s->section_begin] = -INFINITY;    /* (a section would end it, the answer unwritten) */
     if (!forcing && !r->reasoning &&
         ((j->req.schema &&
           !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
+         (j->req.regex &&
+          !regex_answer_mask(&r->pattern, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
          (j->req.force && !tool_force_mask(j->req.force, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)))) {
         r->finish = "stop";     /* the answer is whole and no end token is known */
         return 0;
@@ -755,12 +761,15 @@ static int next_token(server *s, slot_run *r)
             r->reasoning = 0;
             if (j->req.schema)
                 json_prefix_feed(&r->json, bytes + after, bn - after);
+            /* (a pattern's answer: nothing follows "</think>" in its token, the mask) */
         }
     } else {
         if (j->req.force)
             tool_force_accept(j->req.force, next);
         if (j->req.schema)
             json_prefix_feed(&r->json, bytes ? bytes : "", bn);
+        if (j->req.regex)
+            regex_answer_feed(&r->pattern, bytes ? bytes : "", bn);
     }
     if (r->raw) {
         step_logprobs st;

@@ -36,7 +36,7 @@ static int whitespace(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-void reasoning_end_mask(const reasoning_end *m, const vocab *v, float *logits, int n_logits)
+void reasoning_end_mask(const reasoning_end *m, const vocab *v, int bare, float *logits, int n_logits)
 {
     for (int t = 0; t < n_logits; t++) {
         size_t n;
@@ -50,7 +50,7 @@ void reasoning_end_mask(const reasoning_end *m, const vocab *v, float *logits, i
             k = step(k, b[i]);
             if (k < CLOSE_LEN)
                 continue;
-            while (++i < n && whitespace(b[i]))
+            while (++i < n && !bare && whitespace(b[i]))
                 ;
             if (i < n)
                 logits[t] = -INFINITY;

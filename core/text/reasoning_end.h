@@ -23,7 +23,8 @@ void reasoning_end_init(reasoning_end *m);
  * offset of the first byte after "</think>"; else 0. */
 int reasoning_end_feed(reasoning_end *m, const char *b, size_t n, size_t *after);
 /* logits[t] = -inf for each token t of v that would close the reasoning and
- * carry more than whitespace after "</think>" */
-void reasoning_end_mask(const reasoning_end *m, const vocab *v, float *logits, int n_logits);
+ * carry more than whitespace after "</think>" (bare: anything at all, for an
+ * answer held to a pattern, which would have to take that whitespace) */
+void reasoning_end_mask(const reasoning_end *m, const vocab *v, int bare, float *logits, int n_logits);
 
 #endif

@@ -2,7 +2,8 @@
  * validating a body as a chat, a completions, an Anthropic Messages and a
  * Responses API request
  * (a response_format
- * schema compiled, and each tool's parameters as calls are held; each prompt of a batch as a request of its own, which must
+ * schema compiled, and each tool's parameters as calls are held, a guided
+ * pattern or choice; each prompt of a batch as a request of its own, which must
  * be accepted as one prompt), rendering an accepted chat's prompt, the stop-string filter
  * and the schema's automaton over the body's bytes, logprobs in both response
  * shapes, Anthropic's blocks and the Responses API's items and their events
@@ -238,6 +239,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             if (r.schema)       /* the body's bytes as an answer to its own schema */
                 feed_schema(r.schema, data, size);
+            if (r.regex) {      /* or to its own guided pattern */
+                regex_answer a;
+                regex_answer_init(&a, r.regex);
+                for (size_t i = 0; i < size && regex_answer_feed(&a, (const char *)data + i, 1) == 0; i++)
+                    regex_answer_complete(&a);
+            }
             tool_params(&r, data, size);
         } else if (err.status != 400 || !err.message[0]) {
             abort();    /* every refusal is a 400 with a reason */

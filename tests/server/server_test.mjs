@@ -295,6 +295,33 @@ async function apiFeatureChecks(srv, ai) {
       response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 2, maximum: 1 } } } }), 400);
     assert.match(e.message, /no integer is within/);
   });
+  await check('vLLM\'s guided_choice, guided_regex and structured_outputs hold the whole answer; a grammar or two ways refused', async () => {
+    const choices = ['Positive', 'Negative', 'Neutral \u2713'];
+    for (let seed = 1; seed <= 4; seed++) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Sentiment?'), max_tokens: 20,
+        temperature: 1, seed, guided_choice: choices })).choices[0];
+      assert.ok(choices.includes(c.message.content), JSON.stringify(c.message.content));
+      assert.equal(c.finish_reason, 'stop');
+    }
+    const re = /^(yes|no), because [a-z ]{1,12}\.$/;
+    for (let seed = 1; seed <= 3; seed++) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Well?'), max_tokens: 60,
+        temperature: 1, seed, guided_regex: '(yes|no), because [a-z ]{1,12}\\.' })).choices[0];
+      assert.match(c.message.content, re);
+      assert.equal(c.finish_reason, 'stop');
+    }
+    const s = await collect(await ai.completions.create({ ...base, max_tokens: 20, temperature: 1, seed: 3, stream: true,
+      structured_outputs: { choice: ['alpha', 'beta'] } }));
+    assert.ok(['alpha', 'beta'].includes(s.content), s.content);
+    for (const [body, param, why] of [[{ guided_choice: ['a'], response_format: { type: 'json_object' } }, 'guided_choice', /cannot both/],
+      [{ guided_grammar: 'root ::= "a"' }, 'guided_grammar', /grammar is not held/],
+      [{ guided_regex: '(a)\\1' }, 'guided_regex', /backreference/],
+      [{ guided_regex: 'a', structured_outputs: { choice: ['b'] } }, 'structured_outputs', /at most/]]) {
+      const e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), ...body }), 400);
+      assert.equal(e.param, param);
+      assert.match(e.message, why);
+    }
+  });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
       properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
@@ -555,6 +582,14 @@ async function reasoningServer() {
       assert.equal(c.message.reasoning_content, 'Plan it.');
       assert.equal(c.finish_reason, 'stop', `seed ${seed}: ${JSON.stringify(c.message.content)}`);
       assert.ok(['x', 'y'].includes(JSON.parse(c.message.content).a), c.message.content);
+    }
+  });
+  await check('thinking on: the reasoning runs free, then guided_choice holds the answer after </think>', async () => {
+    for (let seed = 1; seed <= 3; seed++) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Pick'), max_tokens: 30,
+        temperature: 1, seed, guided_choice: ['red', 'green'] })).choices[0];
+      assert.equal(c.message.reasoning_content, 'Plan it.');
+      assert.ok(['red', 'green'].includes(c.message.content), JSON.stringify(c.message.content));
     }
   });
   await check('thinking on: a named tool_choice is the call after the reasoning', async () => {

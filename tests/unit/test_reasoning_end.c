@@ -61,14 +61,16 @@ Test(reasoning_end, mask_bans_closing_tokens_with_text_after, .timeout = 60)
     float *logits = malloc((size_t)V * sizeof *logits);
     cr_assert_not_null(logits);
     const char *sofar[] = {"", "so <", "ok </thi", "x</think", "<<"};
-    for (size_t p = 0; p < sizeof sofar / sizeof *sofar; p++) {
+    for (size_t q = 0; q < 2 * sizeof sofar / sizeof *sofar; q++) {
+        size_t p = q % (sizeof sofar / sizeof *sofar);
+        int bare = q >= sizeof sofar / sizeof *sofar;     /* then nothing may follow the tag */
         reasoning_end m;
         reasoning_end_init(&m);
         size_t after;
         cr_assert_not(reasoning_end_feed(&m, sofar[p], strlen(sofar[p]), &after));
         for (int t = 0; t < V; t++)
             logits[t] = 0;
-        reasoning_end_mask(&m, &tok.v, logits, V);
+        reasoning_end_mask(&m, &tok.v, bare, logits, V);
         int banned = 0;
         for (int t = 0; t < V; t++) {
             size_t n, lp = strlen(sofar[p]);
@@ -80,7 +82,7 @@ Test(reasoning_end, mask_bans_closing_tokens_with_text_after, .timeout = 60)
                 memcpy(buf + lp, b, n);
                 const char *hit = memmem(buf, lp + n, "</think>", 8);
                 size_t end = hit ? (size_t)(hit - buf) + 8 : 0;
-                want = hit && end > lp && !only_whitespace(buf + end, lp + n - end);
+                want = hit && end > lp && (bare ? end < lp + n : !only_whitespace(buf + end, lp + n - end));
             }
             banned += isinf(logits[t]) != 0;
             cr_expect_eq(isinf(logits[t]) != 0, want, "after \"%s\": token %d (%.*s) %s", sofar[p], t,

@@ -1,0 +1,149 @@
+/* regex_answer: see regex_answer.h. */
+#include "regex_answer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int regex_answer_compile(json_regex *r, const char *regex, errbuf *e)
+{
+    size_t n = strlen(regex), from = regex[0] == '^';
+    if (n > from && regex[n - 1] == '$') {
+        size_t bs = 0; /* a '$' not escaped */
+        while (bs + 1 < n && regex[n - 2 - bs] == '\\')
+            bs++;
+        n -= bs % 2 == 0;
+    }
+    size_t len = n - from + 8;
+    char *whole = malloc(len + 1);
+    if (!whole)
+        return err_set(e, "out of memory for the pattern");
+    snprintf(whole, len + 1, "^(?:%.*s)$", (int)(n - from), regex + from);
+    int rc = json_regex_compile(r, whole, strlen(whole), e);
+    free(whole);
+    return rc;
+}
+
+int regex_answer_choices(json_regex *r, const char *const *choices, int n, errbuf *e)
+{
+    size_t cap = 8;
+    for (int i = 0; i < n; i++)
+        cap += 2 * strlen(choices[i]) + 1;
+    char *alt = malloc(cap), *o = alt;
+    if (!alt)
+        return err_set(e, "out of memory for the choices");
+    *o++ = '^';
+    *o++ = '(';
+    for (int i = 0; i < n; i++) {
+        if (i)
+            *o++ = '|';
+        for (const char *c = choices[i]; *c; c++) { /* each choice as literal text */
+            if (strchr("\\^$.|?*+()[]{}/-", *c))
+                *o++ = '\\';
+            *o++ = *c;
+        }
+    }
+    *o++ = ')';
+    *o++ = '$';
+    int rc = json_regex_compile(r, alt, (size_t)(o - alt), e);
+    free(alt);
+    return rc;
+}
+
+void regex_answer_init(regex_answer *a, const json_regex *re)
+{
+    memset(a, 0, sizeof *a);
+    a->re = re;
+    json_regex_start(&a->set);
+}
+
+/* A character whose bytes so far allow [lo, hi]: may one of them come? */
+static int range_may(const regex_answer *a, uint32_t lo, uint32_t hi)
+{
+    return json_regex_may_take(a->re, &a->set, lo, hi, 0, -1);
+}
+
+static int byte(regex_answer *a, unsigned char b)
+{
+    if (a->left) {
+        if (b < a->lo || b > a->hi)
+            return -1;
+        a->cp = a->cp << 6 | (b & 0x3fu);
+        a->lo = 0x80;
+        a->hi = 0xbf;
+        if (--a->left) {
+            int rest = 6 * (a->left - 1);
+            return range_may(a, (a->cp << 6 | 0x00) << rest, (a->cp << 6 | 0x3f) << rest | ((1u << rest) - 1))
+                       ? 0
+                       : -1;
+        }
+        return json_regex_take(a->re, &a->set, a->cp, 0, -1) ? 0 : -1;
+    }
+    if (b < 0x80)
+        return json_regex_take(a->re, &a->set, b, 0, -1) ? 0 : -1;
+    a->lo = 0x80;
+    a->hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf)
+        a->left = 1;
+    else if (b >= 0xe0 && b <= 0xef)
+        a->left = 2;
+    else if (b >= 0xf0 && b <= 0xf4)
+        a->left = 3;
+    else
+        return -1;
+    if (b == 0xe0)
+        a->lo = 0xa0; /* no overlong forms */
+    else if (b == 0xed)
+        a->hi = 0x9f; /* no surrogates */
+    else if (b == 0xf0)
+        a->lo = 0x90;
+    else if (b == 0xf4)
+        a->hi = 0x8f; /* nothing past U+10FFFF */
+    a->cp = b & (0x3fu >> a->left);
+    int rest = 6 * (a->left - 1);
+    uint32_t lo = (a->cp << 6 | (a->lo & 0x3fu)) << rest, hi = (a->cp << 6 | (a->hi & 0x3fu)) << rest;
+    return range_may(a, lo, hi | ((1u << rest) - 1)) ? 0 : -1;
+}
+
+int regex_answer_feed(regex_answer *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (byte(a, (unsigned char)b[i]))
+            return -1;
+    return 0;
+}
+
+int regex_answer_complete(const regex_answer *a)
+{
+    return !a->left && json_regex_accepts(a->re, &a->set);
+}
+
+int regex_answer_mask(const regex_answer *a, const vocab *v, const json_vocab *jv, const int *end_ids,
+                      int n_end, float *logits, int V)
+{
+    int complete = regex_answer_complete(a), possible = 0;
+    uint8_t first_ok[256];
+    for (int b = 0; b < 256; b++) {
+        regex_answer t = *a;
+        first_ok[b] = b && byte(&t, (unsigned char)b) == 0;
+    }
+    for (int id = 0; id < V; id++) {
+        int ok = 0, end = 0;
+        for (int k = 0; k < n_end; k++)
+            end |= end_ids[k] == id;
+        if (end || vocab_is_special(v, id)) {
+            ok = end && complete;
+        } else if (!jv || id >= jv->n || first_ok[jv->first[id]]) {
+            size_t n;
+            const char *b = vocab_decode(v, id, &n);
+            regex_answer t = *a;
+            ok = b && n && regex_answer_feed(&t, b, n) == 0;
+        }
+        if (ok)
+            possible++;
+        else
+            logits[id] = -INFINITY;
+    }
+    return possible;
+}

@@ -1,0 +1,130 @@
+/* regex_answer: an answer held to a pattern as a whole (guided_regex,
+ * guided_choice): characters split across tokens judged by the code points
+ * their bytes allow; choices taken as literal text; and the token mask on
+ * Kimi's vocabulary at each prefix of an answer against feeding the prefix
+ * and the token from the start (end tokens only once the text matches). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/text/regex_answer.h"
+#include "core/text/tokenizer.h"
+#include "testutil.h"
+
+/* 1 a match, 0 the start of one, -1 neither */
+static int judge(const json_regex *r, const char *t)
+{
+    regex_answer a;
+    regex_answer_init(&a, r);
+    if (regex_answer_feed(&a, t, strlen(t)))
+        return -1;
+    return regex_answer_complete(&a);
+}
+
+Test(regex_answer, whole_answers_and_split_characters)
+{
+    json_regex r;
+    errbuf e;
+    cr_assert_eq(regex_answer_compile(&r, "^(caf\xc3\xa9|na\xc3\xafve) [0-9]{2}$", &e), 0, "%s", e.msg);
+    static const struct {
+        const char *t;
+        int want;
+    } cases[] = {{"caf\xc3\xa9 42", 1},
+                 {"caf\xc3\xa9 4", 0},
+                 {"caf\xc3", 0},
+                 {"caf\xc3\xa8", -1},
+                 {"caf\xc4", -1},
+                 {"na\xc3\xafve 00", 1},
+                 {"cafe 42", -1},
+                 {"caf\xc3\xa9 421", -1},
+                 {"", 0},
+                 {"x", -1},
+                 {"\xc0\xa0", -1}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        cr_expect_eq(judge(&r, cases[i].t), cases[i].want, "'%s'", cases[i].t);
+    json_regex_free(&r);
+    /* without anchors the whole answer must still match */
+    cr_assert_eq(regex_answer_compile(&r, "yes|no", &e), 0, "%s", e.msg);
+    cr_expect_eq(judge(&r, "yes"), 1);
+    cr_expect_eq(judge(&r, "yes!"), -1);
+    cr_expect_eq(judge(&r, "so yes"), -1);
+    json_regex_free(&r);
+    /* choices are literal text, special characters included */
+    const char *choices[] = {"a.b", "(x)", "1+1", "\xc3\xa9t\xc3\xa9", ""};
+    cr_assert_eq(regex_answer_choices(&r, choices, 5, &e), 0, "%s", e.msg);
+    cr_expect_eq(judge(&r, "a.b"), 1);
+    cr_expect_eq(judge(&r, "axb"), -1);
+    cr_expect_eq(judge(&r, "(x)"), 1);
+    cr_expect_eq(judge(&r, "11"), -1);
+    cr_expect_eq(judge(&r, "1+1"), 1);
+    cr_expect_eq(judge(&r, "\xc3\xa9t\xc3\xa9"), 1);
+    cr_expect_eq(judge(&r, ""), 1, "the empty choice");
+    json_regex_free(&r);
+    cr_expect_neq(regex_answer_compile(&r, "(a)\\1", &e), 0);
+    cr_expect(strstr(e.msg, "backreference") != NULL, "%s", e.msg);
+}
+
+Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
+{
+    char *dir = test_data_path("kimi-tokenizer");
+    if (!test_path_exists(dir)) {
+        free(dir);
+        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    }
+    tokenizer tok;
+    errbuf e;
+    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    const vocab *v = &tok.v;
+    int V = v->n_vocab, end_ids[1] = {vocab_find_special(v, "<|im_end|>")};
+    float *logits = malloc((size_t)V * sizeof *logits);
+    json_vocab jv;
+    cr_assert_eq(json_vocab_build(&jv, v, &e), 0, "%s", e.msg);
+    json_regex pattern, choice;
+    cr_assert_eq(regex_answer_compile(&pattern, "(yes|no), because [a-z\xc3\xa9 ]{1,30}\\.", &e), 0, "%s",
+                 e.msg);
+    const char *choices[] = {"Positive", "Negative", "Neutral \xe2\x9c\x93"};
+    cr_assert_eq(regex_answer_choices(&choice, choices, 3, &e), 0, "%s", e.msg);
+    const struct {
+        const json_regex *r;
+        const char *answer;
+    } cases[] = {{&pattern, "yes, because caf\xc3\xa9 is good."}, {&choice, "Neutral \xe2\x9c\x93"}};
+    char buf[256];
+    for (size_t c = 0; c < 4; c++) { /* each case with the token table and without */
+        const json_vocab *table = c < 2 ? &jv : NULL;
+        const char *doc = cases[c % 2].answer;
+        size_t len = strlen(doc);
+        for (size_t k = 0; k <= len; k += 1 + (c >= 2)) {
+            regex_answer a;
+            regex_answer_init(&a, cases[c % 2].r);
+            cr_assert_eq(regex_answer_feed(&a, doc, k), 0);
+            for (int i = 0; i < V; i++)
+                logits[i] = 1.0f;
+            int possible = regex_answer_mask(&a, v, table, end_ids, 1, logits, V), counted = 0;
+            for (int id = 0; id < V; id++) {
+                int want;
+                if (vocab_is_special(v, id)) {
+                    want = id == end_ids[0] &&
+                           judge(cases[c % 2].r, (memcpy(buf, doc, k), buf[k] = 0, buf)) == 1;
+                } else {
+                    size_t n;
+                    const char *b = vocab_decode(v, id, &n);
+                    regex_answer r;
+                    regex_answer_init(&r, cases[c % 2].r);
+                    want = n > 0 && k + n < sizeof buf && b[0] && regex_answer_feed(&r, doc, k) == 0 &&
+                           regex_answer_feed(&r, b, n) == 0;
+                }
+                counted += want;
+                cr_assert_eq(logits[id] == 1.0f, want, "case %zu, prefix of %zu bytes, token %d", c, k, id);
+            }
+            cr_assert_eq(possible, counted);
+            cr_assert_gt(possible, 0, "case %zu, prefix of %zu bytes: no token may follow", c, k);
+        }
+    }
+    json_regex_free(&pattern);
+    json_regex_free(&choice);
+    json_vocab_free(&jv);
+    free(logits);
+    tokenizer_free(&tok);
+    free(dir);
+}
