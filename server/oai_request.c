@@ -212,10 +212,11 @@ static int parse_response_format(oai_request *r, oai_error *err)
 }
 
 /* vLLM's guided decoding: guided_regex, guided_choice, guided_json, or
- * structured_outputs {"regex" | "choice" | "json"}: the whole answer held to
- * a pattern, one of the strings, or a schema; one way at most (with
- * response_format's JSON modes too), not with a tool_choice that asks for a
- * call. A grammar is refused: its answer would not be held. */
+ * structured_outputs {"regex" | "choice" | "json"}, and llama.cpp's
+ * json_schema: the whole answer held to a pattern, one of the strings, or a
+ * schema; one way at most (with response_format's JSON modes too), not with a
+ * tool_choice that asks for a call. A grammar (vLLM's guided_grammar,
+ * llama.cpp's GBNF grammar) is refused: its answer would not be held. */
 static int parse_guided(oai_request *r, oai_error *err)
 {
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->root, "structured_outputs");
@@ -226,17 +227,19 @@ static int parse_guided(oai_request *r, oai_error *err)
         int nested;                 /* in structured_outputs */
     } ways[] = {{"guided_regex", "regex", 0},   {"guided_choice", "choice", 0}, {"guided_json", "json", 0},
                 {"guided_grammar", "grammar", 0}, {"regex", "regex", 1},       {"choice", "choice", 1},
-                {"json", "json", 1},            {"grammar", "grammar", 1}};
+                {"json", "json", 1},            {"grammar", "grammar", 1},     {"json_schema", "json", 0},
+                {"grammar", "grammar", 0}};
     const cJSON *found = NULL;
     const char *field = NULL, *kind = NULL;
     for (size_t k = 0; k < sizeof ways / sizeof *ways; k++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(ways[k].nested ? so : r->root, ways[k].name);
         const char *f = ways[k].nested ? "structured_outputs" : ways[k].name;
-        if (!x || cJSON_IsNull(x))
-            continue;
+        int none = cJSON_IsString(x) && !x->valuestring[0] && !strcmp(ways[k].kind, "grammar");
+        if (!x || cJSON_IsNull(x) || none)
+            continue;   /* (llama.cpp's clients send an empty grammar for none) */
         if (found)
-            return oai_bad(err, f, "ask for one of guided_regex, guided_choice, guided_json and "
-                           "structured_outputs at most");
+            return oai_bad(err, f, "ask for one of guided_regex, guided_choice, guided_json, "
+                           "structured_outputs and json_schema at most");
         found = x;
         kind = ways[k].kind;
         field = f;
@@ -249,8 +252,8 @@ static int parse_guided(oai_request *r, oai_error *err)
         return oai_bad(err, field, "'%s' and a 'tool_choice' that asks for a call cannot both hold the answer",
                        field);
     if (!strcmp(kind, "grammar"))
-        return oai_bad(err, field, "a grammar is not held by this server: use a regex, a choice or a JSON "
-                   "schema");
+        return oai_bad(err, field, "a grammar is not held by this server: use a regex (guided_regex), a "
+                   "choice (guided_choice) or a JSON schema");
     if (!strcmp(kind, "json"))
         return cJSON_IsObject(found) || cJSON_IsTrue(found)
                    ? compile_answer_schema(r, found, field, field, err)
@@ -273,7 +276,8 @@ static int parse_guided(oai_request *r, oai_error *err)
     errbuf e;
     if (!(r->regex = calloc(1, sizeof *r->regex)))
         return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-    if (n ? regex_answer_choices(r->regex, choices, n, &e) : regex_answer_compile(r->regex, found->valuestring, &e)) {
+    if (n ? regex_answer_choices(r->regex, choices, n, &e)
+          : regex_answer_compile(r->regex, found->valuestring, &e)) {
         free(r->regex);
         r->regex = NULL;
         return oai_bad(err, field, "%s: %s", field, e.msg);

@@ -295,7 +295,7 @@ async function apiFeatureChecks(srv, ai) {
       response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 2, maximum: 1 } } } }), 400);
     assert.match(e.message, /no integer is within/);
   });
-  await check('vLLM\'s guided_choice, guided_regex and structured_outputs hold the whole answer; a grammar or two ways refused', async () => {
+  await check('vLLM\'s guided_choice, guided_regex and structured_outputs, llama.cpp\'s json_schema hold the whole answer; a grammar or two ways refused', async () => {
     const choices = ['Positive', 'Negative', 'Neutral \u2713'];
     for (let seed = 1; seed <= 4; seed++) {
       const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Sentiment?'), max_tokens: 20,
@@ -313,8 +313,15 @@ async function apiFeatureChecks(srv, ai) {
     const s = await collect(await ai.completions.create({ ...base, max_tokens: 20, temperature: 1, seed: 3, stream: true,
       structured_outputs: { choice: ['alpha', 'beta'] } }));
     assert.ok(['alpha', 'beta'].includes(s.content), s.content);
+    // llama.cpp's json_schema field: a schema; its (GBNF) grammar refused, an empty one none
+    const j = (await ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 40, temperature: 1, seed: 2,
+      json_schema: { type: 'object', properties: { a: { enum: [1, 2] } }, required: ['a'], additionalProperties: false },
+      grammar: '' })).choices[0];
+    if (j.finish_reason === 'stop') assert.ok([1, 2].includes(JSON.parse(j.message.content).a), j.message.content);
+    else assert.match(j.message.content, /^\s*\{/);
     for (const [body, param, why] of [[{ guided_choice: ['a'], response_format: { type: 'json_object' } }, 'guided_choice', /cannot both/],
       [{ guided_grammar: 'root ::= "a"' }, 'guided_grammar', /grammar is not held/],
+      [{ grammar: 'root ::= "a"' }, 'grammar', /grammar is not held/],
       [{ guided_regex: '(a)\\1' }, 'guided_regex', /backreference/],
       [{ guided_regex: 'a', structured_outputs: { choice: ['b'] } }, 'structured_outputs', /at most/]]) {
       const e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), ...body }), 400);
