@@ -65,6 +65,37 @@ static int opt_bool(const cJSON *root, const char *name, int *out, oai_error *er
 }
 
 /* Sampling fields beyond OpenAI's, as vLLM and llama.cpp take them. */
+/* vLLM's stop_token_ids, min_tokens and ignore_eos. min_tokens is not taken
+ * with stop strings (vLLM holds them back too, which the stop filter does
+ * not), nor either with an answer held to JSON, a pattern or a call, which
+ * ends when it is whole. */
+static int parse_vllm_ends(oai_request *r, oai_error *err)
+{
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(r->root, "stop_token_ids"), *x;
+    if (ids && !cJSON_IsNull(ids)) {
+        if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) > OAI_MAX_STOP)
+            return oai_bad(err, "stop_token_ids", "'stop_token_ids' must be a list of at most %d token ids",
+                           OAI_MAX_STOP);
+        cJSON_ArrayForEach(x, ids) {
+            if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= 1 << 30 ||
+                x->valuedouble != floor(x->valuedouble))
+                return oai_bad(err, "stop_token_ids", "'stop_token_ids' must be a list of token ids "
+                               "(integers from 0)");
+            r->stop_token_ids[r->n_stop_token_ids++] = (int)x->valuedouble;
+        }
+    }
+    double v;
+    int present;
+    if (opt_number(r->root, "min_tokens", 0, 1 << 30, &v, &present, err))
+        return -1;
+    if (present && v != floor(v))
+        return oai_bad(err, "min_tokens", "'min_tokens' must be an integer");
+    r->min_tokens = present ? (int)v : 0;
+    if (opt_bool(r->root, "ignore_eos", &r->ignore_eos, err))
+        return -1;
+    return 0;
+}
+
 static int parse_sampling_extensions(oai_request *r, oai_error *err)
 {
     double v;
@@ -90,7 +121,7 @@ static int parse_sampling_extensions(oai_request *r, oai_error *err)
         if (present)
             r->repeat_penalty = (float)v;
     }
-    return 0;
+    return parse_vllm_ends(r, err);
 }
 
 /* A field whose effect this server does not have is refused unless absent,
@@ -121,7 +152,13 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
                        "chat does not send the messages back", err) ||
            unsupported(o, "best_of", is_number(o, "best_of", 1), "one answer is made", err) ||
            unsupported(o, "suffix", cJSON_IsString(suffix) && !suffix->valuestring[0],
-                       "no text is inserted before a suffix", err);
+                       "no text is inserted before a suffix", err) ||
+           unsupported(o, "use_beam_search",
+                       cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "use_beam_search")),
+                       "answers are sampled token by token", err) ||
+           unsupported(o, "include_stop_str_in_output",
+                       cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "include_stop_str_in_output")),
+                       "the text ends before its stop string", err);
 }
 
 /* Chat: logprobs true or false (0 taken as false), top_logprobs 0 to 20;
@@ -720,6 +757,11 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
     if (parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
         parse_response_format(r, err) || parse_guided(r, err) || refuse_unsupported(r, err))
         return -1;
+    if ((r->min_tokens || r->ignore_eos) &&
+        (r->schema || r->regex || r->tool_choice_required || r->tool_choice_name))
+        return oai_bad(err, r->min_tokens ? "min_tokens" : "ignore_eos", "'%s' and an answer held to JSON, a "
+                       "pattern or a call (which ends once whole) cannot both be kept",
+                       r->min_tokens ? "min_tokens" : "ignore_eos");
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;
     if (r->stream && r->batch_n)
@@ -732,7 +774,15 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         if (opt_bool(so, "include_usage", &r->include_usage, err))
             return -1;
     }
-    return parse_stop(r, err);
+    if (parse_stop(r, err))
+        return -1;
+    if (r->min_tokens && r->n_stop)
+        return oai_bad(err, "min_tokens", "'min_tokens' with stop strings is not supported (they would "
+                       "have to wait for it too)");
+    if (r->max_tokens && r->min_tokens > r->max_tokens)
+        return oai_bad(err, "min_tokens", "'min_tokens' (%d) is above 'max_tokens' (%d)", r->min_tokens,
+                       r->max_tokens);
+    return 0;
 }
 
 void oai_request_free(oai_request *r)

@@ -103,6 +103,13 @@ typedef struct oai_request {
     uint64_t seed;
     const char *stop[OAI_MAX_STOP];
     int n_stop;
+    /* vLLM's: tokens that end the answer (after their text, if not special),
+     * ids not yet checked against the vocabulary; the end tokens and these
+     * banned before min_tokens, the end tokens always with ignore_eos */
+    int stop_token_ids[OAI_MAX_STOP];
+    int n_stop_token_ids;
+    int min_tokens;
+    int ignore_eos;
     chat_options copt;          /* thinking etc.; starts from the server's defaults */
     int reasoning_budget;       /* with thinking: the reasoning's tokens at most, its end
                                  * forced after them; 0: no limit */

@@ -310,6 +310,15 @@ static int is_stop_id(const server *s, int id)
     return 0;
 }
 
+/* one of the request's stop_token_ids (vLLM's: the answer ends after it) */
+static int is_request_stop_id(const job *j, int id)
+{
+    for (int i = 0; i < j->req.n_stop_token_ids; i++)
+        if (j->req.stop_token_ids[i] == id)
+            return 1;
+    return 0;
+}
+
 /* Special tokens reach the client only as the tool-call and reasoning markers
  * the chat parser turns into fields; others (reserved, media, ...) are dropped,
  * as OpenAI-style servers do. */
@@ -421,6 +430,11 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         j->req.force->first_call = history_calls(j->req.messages);
         tool_force_restart(j->req.force);
     }
+    for (int i = 0; i < j->req.n_stop_token_ids; i++)
+        if (j->req.stop_token_ids[i] >= V)
+            return oai_fail(err, 400, "invalid_request_error", "stop_token_ids", NULL,
+                            "stop_token_ids names token %d: the model's vocabulary has tokens 0 to %d",
+                            j->req.stop_token_ids[i], V - 1);
     for (int i = 0; i < j->req.n_bias; i++)
         if (j->req.bias[i].id >= V)
             return oai_fail(err, 400, "invalid_request_error", "logit_bias", NULL,
@@ -716,6 +730,13 @@ static int next_token(server *s, slot_run *r)
     /* a forced text (a test hook) is the whole answer, or its start */
     int forcing = s->has_forced && (r->k < (int)s->forced.n || !s->forced_is_prefix);
     int closing = !forcing && reasoning_over_budget(s, r);
+    if (!forcing && (j->req.ignore_eos || r->k < j->req.min_tokens)) {
+        /* vLLM's: the answer may not end yet (min_tokens) or at all (ignore_eos) */
+        for (int i = 0; i < s->n_stop_ids; i++)
+            r->logits[s->stop_ids[i]] = -INFINITY;
+        for (int i = 0; i < j->req.n_stop_token_ids && r->k < j->req.min_tokens; i++)
+            r->logits[j->req.stop_token_ids[i]] = -INFINITY;
+    }
     int held = j->req.schema || j->req.regex;   /* the answer after the reasoning is held as a whole */
     if (!forcing && r->reasoning && (held || (j->req.force && !j->req.force->lazy)))
         reasoning_end_mask(&r->think, &s->tok->v, j->req.regex != NULL, r->logits, V);
@@ -782,7 +803,7 @@ static int next_token(server *s, slot_run *r)
     size_t rel_len;
     int st = stop_filter_feed(&r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
     answer_text(r->a, rel, rel_len, 0);
-    if (st == 1 || (j->req.one_call && r->a->calls_seen)) {
+    if (st == 1 || (j->req.one_call && r->a->calls_seen) || is_request_stop_id(j, next)) {
         r->finish = "stop";
         return 0;
     }

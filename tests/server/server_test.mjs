@@ -329,6 +329,34 @@ async function apiFeatureChecks(srv, ai) {
       assert.match(e.message, why);
     }
   });
+  await check('vLLM\'s stop_token_ids, min_tokens and ignore_eos; use_beam_search and include_stop_str_in_output refused', async () => {
+    const id = async (text) => (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+      body: JSON.stringify({ content: text }) })).json()).tokens;
+    const [end] = await id('<|im_end|>'), [word] = await id(' two');
+    const ended = { ...base, max_tokens: 12, logit_bias: { [end]: 100 } };
+    let r = (await ai.completions.create(ended));
+    assert.equal(r.usage.completion_tokens, 0, 'the biased end token ends the answer at once');
+    r = await ai.completions.create({ ...ended, min_tokens: 5 });
+    assert.equal(r.usage.completion_tokens, 5);
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    r = await ai.completions.create({ ...ended, ignore_eos: true, max_tokens: 6 });
+    assert.equal(r.usage.completion_tokens, 6);
+    assert.equal(r.choices[0].finish_reason, 'length');
+    r = await ai.completions.create({ ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop_token_ids: [word] });
+    assert.equal(r.usage.completion_tokens, 1);
+    assert.equal(r.choices[0].text, ' two');
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    r = await ai.completions.create({ ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop_token_ids: [word], min_tokens: 3 });
+    assert.equal(r.usage.completion_tokens, 4, 'stop_token_ids wait for min_tokens too');
+    for (const [body, param] of [[{ use_beam_search: true }, 'use_beam_search'], [{ include_stop_str_in_output: true }, 'include_stop_str_in_output'],
+      [{ min_tokens: 2, stop: ['x'] }, 'min_tokens'], [{ min_tokens: 9, max_tokens: 4 }, 'min_tokens'],
+      [{ ignore_eos: true, guided_choice: ['a'] }, 'ignore_eos'], [{ stop_token_ids: [1e9] }, 'stop_token_ids'],
+      [{ stop_token_ids: [10000000] }, 'stop_token_ids']]) {
+      const e = await expectStatus(ai.completions.create({ ...base, ...body }), 400);
+      assert.equal(e.param, param, JSON.stringify(body));
+    }
+    await ai.completions.create({ ...base, max_tokens: 2, use_beam_search: false, include_stop_str_in_output: false });
+  });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
       properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
