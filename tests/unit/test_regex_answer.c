@@ -94,7 +94,7 @@ Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
         const json_vocab *table = c < 2 ? &jv : NULL;
         const char *doc = cases[c % 2].answer;
         size_t len = strlen(doc);
-        for (size_t k = 0; k <= len; k += 1 + (c >= 2)) {
+        for (size_t k = 0; k <= len; k++) {
             regex_answer a;
             regex_answer_init(&a, cases[c % 2].r);
             cr_assert_eq(regex_answer_feed(&a, doc, k), 0);
@@ -109,10 +109,8 @@ Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
                 } else {
                     size_t n;
                     const char *b = vocab_decode(v, id, &n);
-                    regex_answer r;
-                    regex_answer_init(&r, cases[c % 2].r);
-                    want = n > 0 && k + n < sizeof buf && b[0] && regex_answer_feed(&r, doc, k) == 0 &&
-                           regex_answer_feed(&r, b, n) == 0;
+                    regex_answer r = a;     /* the state after the prefix, then the token */
+                    want = n > 0 && b[0] && regex_answer_feed(&r, b, n) == 0;
                 }
                 counted += want;
                 cr_assert_eq(logits[id] == 1.0f, want, "case %zu, prefix of %zu bytes, token %d", c, k, id);
