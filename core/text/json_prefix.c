@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "utf8.h"
+
 enum {
     S_START,            /* before the value: whitespace or its first byte */
     S_VALUE,            /* a value: after ':', or after ',' in an array */
@@ -344,10 +346,9 @@ static int pattern_char(json_prefix *j)
         return 0;
     if (!j->utf8_left)
         return pattern_take(&j->re, n, j->cp, j->str_len - 1) ? 0 : -1;
-    int rest = 6 * (j->utf8_left - 1);
-    uint32_t lo = (j->cp << 6 | (j->utf8_lo & 0x3fu)) << rest;
-    uint32_t hi = (j->cp << 6 | (j->utf8_hi & 0x3fu)) << rest;
-    return pattern_may(j, lo, hi | ((1u << rest) - 1), j->str_len - 1) ? 0 : -1;
+    uint32_t first, last;
+    utf8_range(j->cp, j->utf8_left, j->utf8_lo, j->utf8_hi, &first, &last);
+    return pattern_may(j, first, last, j->str_len - 1) ? 0 : -1;
 }
 
 /* A \u escape's hex digit (the sub-th, value v) in a string value: at the
@@ -413,28 +414,10 @@ static int string_byte(json_prefix *j, unsigned char b)
         return -1;
     if (!j->in_key && char_begins(j) < 0)
         return -1;
-    j->cp = b;
-    if (b < 0x80)
-        return pattern_char(j);
-    j->utf8_lo = 0x80;
-    j->utf8_hi = 0xbf;
-    if (b >= 0xc2 && b <= 0xdf)
-        j->utf8_left = 1;
-    else if (b >= 0xe0 && b <= 0xef)
-        j->utf8_left = 2;
-    else if (b >= 0xf0 && b <= 0xf4)
-        j->utf8_left = 3;
-    else
+    int bits = b < 0x80 ? b : utf8_lead(b, &j->utf8_left, &j->utf8_lo, &j->utf8_hi);
+    if (bits < 0)
         return -1;
-    if (b == 0xe0)
-        j->utf8_lo = 0xa0;          /* no overlong forms */
-    else if (b == 0xed)
-        j->utf8_hi = 0x9f;          /* no surrogates */
-    else if (b == 0xf0)
-        j->utf8_lo = 0x90;
-    else if (b == 0xf4)
-        j->utf8_hi = 0x8f;          /* nothing past U+10FFFF */
-    j->cp = b & (0x3fu >> j->utf8_left);
+    j->cp = (uint32_t)bits;
     return pattern_char(j);
 }
 

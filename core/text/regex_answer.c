@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 int regex_answer_compile(json_regex *r, const char *regex, errbuf *e)
 {
     size_t n = strlen(regex), from = regex[0] == '^';
@@ -73,37 +75,21 @@ static int byte(regex_answer *a, unsigned char b)
         a->lo = 0x80;
         a->hi = 0xbf;
         if (--a->left) {
-            int rest = 6 * (a->left - 1);
-            return range_may(a, (a->cp << 6 | 0x00) << rest, (a->cp << 6 | 0x3f) << rest | ((1u << rest) - 1))
-                       ? 0
-                       : -1;
+            uint32_t first, last;
+            utf8_range(a->cp, a->left, a->lo, a->hi, &first, &last);
+            return range_may(a, first, last) ? 0 : -1;
         }
         return json_regex_take(a->re, &a->set, a->cp, 0, -1) ? 0 : -1;
     }
     if (b < 0x80)
         return json_regex_take(a->re, &a->set, b, 0, -1) ? 0 : -1;
-    a->lo = 0x80;
-    a->hi = 0xbf;
-    if (b >= 0xc2 && b <= 0xdf)
-        a->left = 1;
-    else if (b >= 0xe0 && b <= 0xef)
-        a->left = 2;
-    else if (b >= 0xf0 && b <= 0xf4)
-        a->left = 3;
-    else
+    int bits = utf8_lead(b, &a->left, &a->lo, &a->hi);
+    if (bits < 0)
         return -1;
-    if (b == 0xe0)
-        a->lo = 0xa0; /* no overlong forms */
-    else if (b == 0xed)
-        a->hi = 0x9f; /* no surrogates */
-    else if (b == 0xf0)
-        a->lo = 0x90;
-    else if (b == 0xf4)
-        a->hi = 0x8f; /* nothing past U+10FFFF */
-    a->cp = b & (0x3fu >> a->left);
-    int rest = 6 * (a->left - 1);
-    uint32_t lo = (a->cp << 6 | (a->lo & 0x3fu)) << rest, hi = (a->cp << 6 | (a->hi & 0x3fu)) << rest;
-    return range_may(a, lo, hi | ((1u << rest) - 1)) ? 0 : -1;
+    a->cp = (uint32_t)bits;
+    uint32_t first, last;
+    utf8_range(a->cp, a->left, a->lo, a->hi, &first, &last);
+    return range_may(a, first, last) ? 0 : -1;
 }
 
 int regex_answer_feed(regex_answer *a, const char *b, size_t n)

@@ -4,6 +4,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+int utf8_lead(uint8_t b, uint8_t *left, uint8_t *lo, uint8_t *hi)
+{
+    *lo = 0x80;
+    *hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf)
+        *left = 1;
+    else if (b >= 0xe0 && b <= 0xef)
+        *left = 2;
+    else if (b >= 0xf0 && b <= 0xf4)
+        *left = 3;
+    else
+        return -1;
+    if (b == 0xe0)
+        *lo = 0xa0;     /* no overlong forms */
+    else if (b == 0xed)
+        *hi = 0x9f;     /* no surrogates */
+    else if (b == 0xf0)
+        *lo = 0x90;
+    else if (b == 0xf4)
+        *hi = 0x8f;     /* nothing past U+10FFFF */
+    return b & (0x3f >> *left);
+}
+
+void utf8_range(uint32_t cp, int left, uint8_t lo, uint8_t hi, uint32_t *first, uint32_t *last)
+{
+    int rest = 6 * (left - 1);
+    *first = (cp << 6 | (lo & 0x3fu)) << rest;
+    *last = (cp << 6 | (hi & 0x3fu)) << rest | ((1u << rest) - 1);
+}
+
 /* Length of the valid UTF-8 character at p (1..4; a NUL is one), 0 when the
  * bytes there are not one: a stray continuation byte, an overlong form, a
  * surrogate, past U+10FFFF, or cut short by the end. */

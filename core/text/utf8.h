@@ -7,6 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A character read byte by byte (RFC 3629: no overlong form, surrogate or
+ * code point past U+10FFFF): utf8_lead takes its first byte b (not ASCII)
+ * and sets *left, the continuation bytes to come, and [*lo, *hi], the next
+ * one's range; it returns the bits b holds, or -1 when b begins no
+ * character. Each continuation byte then adds 6 bits, the range after the
+ * first being 0x80-0xBF. */
+int utf8_lead(uint8_t b, uint8_t *left, uint8_t *lo, uint8_t *hi);
+/* The code points such a character may still be: bits cp so far, left > 0
+ * bytes to come, the next in [lo, hi]. */
+void utf8_range(uint32_t cp, int left, uint8_t lo, uint8_t hi, uint32_t *first, uint32_t *last);
 /* Byte offset of the first invalid UTF-8 sequence, or len when valid. */
 size_t utf8_validate(const uint8_t *s, size_t len);
 /* A malloc'd, NUL-terminated copy of text[0, n) in which each byte that does
