@@ -64,7 +64,6 @@ static int opt_bool(const cJSON *root, const char *name, int *out, oai_error *er
     return 0;
 }
 
-/* Sampling fields beyond OpenAI's, as vLLM and llama.cpp take them. */
 /* vLLM's stop_token_ids, min_tokens and ignore_eos. min_tokens is not taken
  * with stop strings (vLLM holds them back too, which the stop filter does
  * not), nor either with an answer held to JSON, a pattern or a call, which
@@ -96,6 +95,7 @@ static int parse_vllm_ends(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* Sampling fields beyond OpenAI's, as vLLM and llama.cpp take them. */
 static int parse_sampling_extensions(oai_request *r, oai_error *err)
 {
     double v;
