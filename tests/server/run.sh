@@ -28,9 +28,10 @@ url="$(grep -o 'http://[0-9.]*:[0-9]*' "$log" | head -1)"
 [ -n "$url" ] || { echo "server did not start:"; cat "$log"; exit 1; }
 fail() { echo "FAIL curl: $*"; exit 1; }
 out="$(curl -sN "$url/v1/chat/completions" -H 'content-type: application/json' \
-  -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true}')"
+  -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true,"ignore_eos":true}')"
 [ "$(printf '%s\n' "$out" | grep -c '^data: ')" -ge 3 ] || fail "too few events: $out"
 [ "$(printf '%s\n' "$out" | grep '^data: ' | tail -1)" = "data: [DONE]" ] || fail "no [DONE] at the end: $out"
+# (ignore_eos: a sampled end token would end the answer before max_tokens)
 printf '%s\n' "$out" | grep -q '"finish_reason":"length"' || fail "no finish_reason: $out"
 code="$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"prompt": }')"
 [ "$code" = 400 ] && grep -q '"invalid_request_error"' "$tmp/body" || fail "malformed JSON gave $code"
