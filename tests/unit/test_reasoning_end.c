@@ -49,14 +49,8 @@ static int only_whitespace(const char *b, size_t n)
 
 Test(reasoning_end, mask_bans_closing_tokens_with_text_after, .timeout = 60)
 {
-    char *dir = test_data_path("kimi-tokenizer");
-    if (!test_path_exists(dir)) {
-        free(dir);
-        cr_skip_test("kimi-tokenizer testdata absent (../shared/testdata)");
-    }
     tokenizer tok;
-    errbuf e;
-    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    test_kimi_tokenizer_or_skip(&tok);
     int V = tok.v.n_vocab;
     float *logits = malloc((size_t)V * sizeof *logits);
     cr_assert_not_null(logits);
@@ -93,5 +87,4 @@ Test(reasoning_end, mask_bans_closing_tokens_with_text_after, .timeout = 60)
     }
     free(logits);
     tokenizer_free(&tok);
-    free(dir);
 }

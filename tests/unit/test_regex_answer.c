@@ -67,14 +67,9 @@ Test(regex_answer, whole_answers_and_split_characters)
 
 Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
 {
-    char *dir = test_data_path("kimi-tokenizer");
-    if (!test_path_exists(dir)) {
-        free(dir);
-        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
-    }
     tokenizer tok;
     errbuf e;
-    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    test_kimi_tokenizer_or_skip(&tok);
     const vocab *v = &tok.v;
     int V = v->n_vocab, end_ids[1] = {vocab_find_special(v, "<|im_end|>")};
     float *logits = malloc((size_t)V * sizeof *logits);
@@ -124,5 +119,4 @@ Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
     json_vocab_free(&jv);
     free(logits);
     tokenizer_free(&tok);
-    free(dir);
 }

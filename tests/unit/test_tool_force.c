@@ -26,21 +26,16 @@ typedef struct fixture {
     int V, end;
 } fixture;
 
-static int load(fixture *x)
+/* (skips the test when the testdata is absent) */
+static void load(fixture *x)
 {
-    char *dir = test_data_path("kimi-tokenizer");
-    int ok = test_path_exists(dir);
     errbuf e;
-    if (ok) {
-        cr_assert_eq(tokenizer_load(&x->tok, dir, &e), 0, "%s", e.msg);
-        cr_assert_eq(json_vocab_build(&x->jv, &x->tok.v, &e), 0, "%s", e.msg);
-        x->tools = cJSON_Parse(tools_json);
-        x->V = x->tok.v.n_vocab;
-        x->logits = malloc((size_t)x->V * sizeof *x->logits);
-        x->end = vocab_find_special(&x->tok.v, "<|im_end|>");
-    }
-    free(dir);
-    return ok;
+    test_kimi_tokenizer_or_skip(&x->tok);
+    cr_assert_eq(json_vocab_build(&x->jv, &x->tok.v, &e), 0, "%s", e.msg);
+    x->tools = cJSON_Parse(tools_json);
+    x->V = x->tok.v.n_vocab;
+    x->logits = malloc((size_t)x->V * sizeof *x->logits);
+    x->end = vocab_find_special(&x->tok.v, "<|im_end|>");
 }
 
 static void unload(fixture *x)
@@ -92,8 +87,7 @@ static int text_allowed(fixture *x, const tool_force *f, const char *piece)
 Test(tool_force, a_named_call_token_by_token, .timeout = 60)
 {
     fixture x;
-    if (!load(&x))
-        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    load(&x);
     tool_force f;
     errbuf e;
     cr_assert_eq(tool_force_init(&f, &x.tok.v, x.tools, "get_weather", &e), 0, "%s", e.msg);
@@ -131,8 +125,7 @@ Test(tool_force, a_named_call_token_by_token, .timeout = 60)
 Test(tool_force, required_picks_a_function_and_may_call_again, .timeout = 60)
 {
     fixture x;
-    if (!load(&x))
-        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    load(&x);
     tool_force f;
     errbuf e;
     cr_assert_eq(tool_force_init(&f, &x.tok.v, x.tools, NULL, &e), 0, "%s", e.msg);
@@ -172,8 +165,7 @@ static int untouched(fixture *x, const tool_force *f)
 Test(tool_force, lazy_leaves_the_answer_free_until_its_section_then_holds_it, .timeout = 60)
 {
     fixture x;
-    if (!load(&x))
-        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    load(&x);
     tool_force f;
     errbuf e;
     cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, x.tools, &e), 0, "%s", e.msg);
@@ -229,8 +221,7 @@ static cJSON *many_tools(int n, const char *first_params)
 Test(tool_force, lazy_takes_what_clients_send_and_says_what_it_cannot_hold, .timeout = 60)
 {
     fixture x;
-    if (!load(&x))
-        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    load(&x);
     tool_force f;
     errbuf e;
     /* parameters the schema compiler refuses: a forced call names them, a lazy one takes any object */

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/text/tokenizer.h"
+
 #include "core/base/fileutil.h"
 #include "core/engine/sampler.h"
 #include "core/model/synth.h"
@@ -46,6 +48,19 @@ char *test_testdata_model_or_skip(const char *variant)
         cr_skip_test("testdata %s is absent (set MOETIER_TESTDATA to ../shared/testdata)", rel);
     }
     return dir;
+}
+
+void test_kimi_tokenizer_or_skip(tokenizer *tok)
+{
+    char *dir = test_data_path("kimi-tokenizer");
+    if (!test_path_exists(dir)) {
+        free(dir);
+        cr_skip_test("kimi-tokenizer testdata is absent (../shared/testdata/kimi-tokenizer)");
+    }
+    errbuf e;
+    int rc = tokenizer_load(tok, dir, &e);
+    free(dir);
+    cr_assert_eq(rc, 0, "%s", e.msg);
 }
 
 void *test_read_file(const char *path, size_t *n)
@@ -102,10 +117,10 @@ void test_synth_tiny(const char *dir, const char *format)
     cr_assert_eq(synth_run(&o, &e), 0, "synth %s: %s", format, e.msg);
 }
 
-logit_cmp test_compare_logits(const float *g, const float *c, int rows, int vocab)
+logit_cmp test_compare_logits(const float *g, const float *c, int rows, int n_vocab)
 {
     logit_cmp r = {0};
-    size_t n = (size_t)rows * (size_t)vocab;
+    size_t n = (size_t)rows * (size_t)n_vocab;
     double mean = 0, var = 0, mx = 0, ss = 0;
     for (size_t i = 0; i < n; i++)
         mean += g[i];
@@ -121,7 +136,7 @@ logit_cmp test_compare_logits(const float *g, const float *c, int rows, int voca
     r.rms_over_std = sqrt(ss / (double)n) / sd;
     r.rows = rows;
     for (int t = 0; t < rows; t++)
-        r.top1_agree += argmax_f32(g + (size_t)t * vocab, vocab) == argmax_f32(c + (size_t)t * vocab, vocab);
+        r.top1_agree += argmax_f32(g + (size_t)t * n_vocab, n_vocab) == argmax_f32(c + (size_t)t * n_vocab, n_vocab);
     return r;
 }
 

@@ -14,6 +14,10 @@ int test_path_exists(const char *path);
 /* The testdata checkpoint k2-tiny-<variant> (malloc'd path); skips the test
  * with a message when the testdata is absent. */
 char *test_testdata_model_or_skip(const char *variant);
+/* Loads Kimi's tokenizer from the testdata (the test fails if it cannot be
+ * read); skips the test with a message when the testdata is absent. */
+struct tokenizer;
+void test_kimi_tokenizer_or_skip(struct tokenizer *tok);
 /* Reads a whole file; NULL when missing. */
 void *test_read_file(const char *path, size_t *n);
 /* Writes n bytes as the whole file (the test fails if it cannot). */
