@@ -64,10 +64,24 @@ static int opt_bool(const cJSON *root, const char *name, int *out, oai_error *er
     return 0;
 }
 
-/* vLLM's stop_token_ids, min_tokens and ignore_eos. min_tokens is not taken
- * with stop strings (vLLM holds them back too, which the stop filter does
- * not), nor either with an answer held to JSON, a pattern or a call, which
- * ends when it is whole. */
+/* vLLM's truncate_prompt_tokens (checked against what the server takes
+ * once the prompt is tokenized). */
+static int parse_truncation(oai_request *r, oai_error *err)
+{
+    double v;
+    int present;
+    if (opt_number(r->root, "truncate_prompt_tokens", -1, 1 << 30, &v, &present, err))
+        return -1;
+    if (present && (v != floor(v) || v == 0))
+        return oai_bad(err, "truncate_prompt_tokens", "'truncate_prompt_tokens' must be -1 (to what the "
+                       "server takes) or a number of tokens, at least 1");
+    r->truncate_prompt = present ? (int)v : 0;
+    return 0;
+}
+
+/* vLLM's stop_token_ids, min_tokens and ignore_eos. Neither of the last two is
+ * taken with an answer held to JSON, a pattern or a call, which ends when it
+ * is whole. */
 static int parse_vllm_ends(oai_request *r, oai_error *err)
 {
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(r->root, "stop_token_ids"), *x;
@@ -755,7 +769,8 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         return oai_bad(err, "n", "'n' above 1 with 'echo' is not supported (each choice would repeat "
                    "the prompt's scores)");
     if (parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
-        parse_response_format(r, err) || parse_guided(r, err) || refuse_unsupported(r, err))
+        parse_response_format(r, err) || parse_guided(r, err) || parse_truncation(r, err) ||
+        refuse_unsupported(r, err))
         return -1;
     if ((r->min_tokens || r->ignore_eos) &&
         (r->schema || r->regex || r->tool_choice_required || r->tool_choice_name))
@@ -776,9 +791,6 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
     }
     if (parse_stop(r, err))
         return -1;
-    if (r->min_tokens && r->n_stop)
-        return oai_bad(err, "min_tokens", "'min_tokens' with stop strings is not supported (they would "
-                       "have to wait for it too)");
     if (r->max_tokens && r->min_tokens > r->max_tokens)
         return oai_bad(err, "min_tokens", "'min_tokens' (%d) is above 'max_tokens' (%d)", r->min_tokens,
                        r->max_tokens);

@@ -110,6 +110,8 @@ typedef struct oai_request {
     int n_stop_token_ids;
     int min_tokens;
     int ignore_eos;
+    int truncate_prompt;        /* vLLM's truncate_prompt_tokens: the prompt's last this many
+                                 * tokens are kept; -1: as many as the server takes; 0: all */
     chat_options copt;          /* thinking etc.; starts from the server's defaults */
     int reasoning_budget;       /* with thinking: the reasoning's tokens at most, its end
                                  * forced after them; 0: no limit */

@@ -397,6 +397,16 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
     int limit = s->o.max_prompt_tokens ? s->o.max_prompt_tokens : ctx - 1;
     if (limit > ctx - 1)
         limit = ctx - 1;
+    if (j->req.truncate_prompt > limit)
+        return oai_fail(err, 400, "invalid_request_error", "truncate_prompt_tokens", NULL,
+                        "'truncate_prompt_tokens' (%d) is above the %d tokens this server takes in a prompt",
+                        j->req.truncate_prompt, limit);
+    /* vLLM's: the prompt's end is kept (a conversation's latest turns) */
+    int keep = j->req.truncate_prompt < 0 ? limit : j->req.truncate_prompt;
+    if (keep && (int)ids->n > keep) {
+        memmove(ids->ids, ids->ids + ids->n - (size_t)keep, (size_t)keep * sizeof *ids->ids);
+        ids->n = (size_t)keep;
+    }
     /* (Anthropic's clients read "prompt is too long" as the cue to compact a conversation) */
     if ((int)ids->n > limit && j->req.api == API_ANTHROPIC)
         return oai_fail(err, 400, "invalid_request_error", "messages", "context_length_exceeded",
@@ -801,7 +811,10 @@ static int next_token(server *s, slot_run *r)
         bytes = NULL, bn = 0;
     const char *rel;
     size_t rel_len;
-    int st = stop_filter_feed(&r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
+    /* vLLM's min_tokens: a stop string ends the answer once it has that many
+     * tokens (this one counted) */
+    int st = (r->k + 1 < j->req.min_tokens ? stop_filter_feed_early : stop_filter_feed)(
+        &r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
     answer_text(r->a, rel, rel_len, 0);
     if (st == 1 || (j->req.one_call && r->a->calls_seen) || is_request_stop_id(j, next)) {
         r->finish = "stop";

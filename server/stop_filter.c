@@ -61,12 +61,13 @@ static int release(stop_filter *f, size_t n, const char **out, size_t *out_len)
     f->out[n] = 0;
     memmove(f->held, f->held + n, f->held_len - n);
     f->held_len -= n;
+    f->base += n;
     *out = f->out;
     *out_len = n;
     return 0;
 }
 
-int stop_filter_feed(stop_filter *f, const char *p, size_t n, const char **out, size_t *out_len)
+static int feed(stop_filter *f, const char *p, size_t n, int early, const char **out, size_t *out_len)
 {
     *out = "";
     *out_len = 0;
@@ -76,13 +77,18 @@ int stop_filter_feed(stop_filter *f, const char *p, size_t n, const char **out, 
         return -1;
     memcpy(f->held + f->held_len, p, n);
     f->held_len += n;
+    if (early)
+        f->dead = f->base + f->held_len;
     /* the stop string that completes first (as if bytes came one at a time, so
-     * the result does not depend on how the text is cut); on a tie, the longer */
+     * the result does not depend on how the text is cut); on a tie, the longer.
+     * One may end only after the early bytes: it starts at dead - sl + 1 or later. */
     size_t cut = f->held_len, end = (size_t)-1;
     int which = -1;
     for (int i = 0; i < f->n_stop; i++) {
         size_t sl = strlen(f->stop[i]);
-        const char *hit = memmem(f->held, f->held_len, f->stop[i], sl);
+        size_t from = f->dead + 1 > f->base + sl ? f->dead + 1 - sl - f->base : 0;
+        const char *hit = from >= f->held_len ? NULL
+                                              : memmem(f->held + from, f->held_len - from, f->stop[i], sl);
         size_t at = hit ? (size_t)(hit - f->held) : 0;
         if (hit && (at + sl < end || (at + sl == end && at < cut))) {
             end = at + sl;
@@ -99,6 +105,16 @@ int stop_filter_feed(stop_filter *f, const char *p, size_t n, const char **out, 
     size_t keep = stop_prefix_tail(f, f->held, f->held_len);
     size_t partial = utf8_incomplete_tail(f->held, f->held_len - keep);
     return release(f, f->held_len - keep - partial, out, out_len);
+}
+
+int stop_filter_feed(stop_filter *f, const char *p, size_t n, const char **out, size_t *out_len)
+{
+    return feed(f, p, n, 0, out, out_len);
+}
+
+int stop_filter_feed_early(stop_filter *f, const char *p, size_t n, const char **out, size_t *out_len)
+{
+    return feed(f, p, n, 1, out, out_len);
 }
 
 void stop_filter_finish(stop_filter *f, const char **out, size_t *out_len)

@@ -21,6 +21,9 @@ typedef struct stop_filter {
     size_t out_cap;
     int stopped;                /* a stop string was found: the text ends here */
     int which;                  /* once stopped: the index of that string in stop */
+    size_t base;                /* bytes fed before held[0] */
+    size_t dead;                /* a stop string counts only when it ends after this many
+                                 * bytes fed (stop_filter_feed_early) */
 } stop_filter;
 
 void stop_filter_init(stop_filter *f, const char *const *stop, int n_stop);
@@ -28,6 +31,10 @@ void stop_filter_init(stop_filter *f, const char *const *stop, int n_stop);
  * call). Returns 1 when a stop string completed (nothing after it is kept),
  * 0 otherwise, -1 out of memory. Once stopped, further input is ignored. */
 int stop_filter_feed(stop_filter *f, const char *p, size_t n, const char **out, size_t *out_len);
+/* The same for bytes that may not end a stop string (vLLM's min_tokens: the
+ * answer's first tokens cannot stop it). Their tail is still held while it may
+ * begin one, so a stop string that ends in later bytes is cut whole. */
+int stop_filter_feed_early(stop_filter *f, const char *p, size_t n, const char **out, size_t *out_len);
 /* End of generation: releases everything still held (no stop string came). */
 void stop_filter_finish(stop_filter *f, const char **out, size_t *out_len);
 void stop_filter_free(stop_filter *f);

@@ -348,14 +348,48 @@ async function apiFeatureChecks(srv, ai) {
     assert.equal(r.choices[0].finish_reason, 'stop');
     r = await ai.completions.create({ ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop_token_ids: [word], min_tokens: 3 });
     assert.equal(r.usage.completion_tokens, 4, 'stop_token_ids wait for min_tokens too');
+    const held = { ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop: [' two'], min_tokens: 3 };
+    r = await ai.completions.create(held);
+    assert.equal(r.choices[0].text, ' two two', 'a stop string ending before the answer has min_tokens tokens does not stop');
+    assert.equal(r.usage.completion_tokens, 3, 'one ending in the last of them does (vLLM\'s)');
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    let streamed = '';
+    for await (const ev of await ai.completions.create({ ...held, stream: true }))
+      streamed += ev.choices[0]?.text ?? '';
+    assert.equal(streamed, ' two two');
     for (const [body, param] of [[{ use_beam_search: true }, 'use_beam_search'], [{ include_stop_str_in_output: true }, 'include_stop_str_in_output'],
-      [{ min_tokens: 2, stop: ['x'] }, 'min_tokens'], [{ min_tokens: 9, max_tokens: 4 }, 'min_tokens'],
+      [{ min_tokens: 9, max_tokens: 4 }, 'min_tokens'],
       [{ ignore_eos: true, guided_choice: ['a'] }, 'ignore_eos'], [{ stop_token_ids: [1e9] }, 'stop_token_ids'],
       [{ stop_token_ids: [10000000] }, 'stop_token_ids']]) {
       const e = await expectStatus(ai.completions.create({ ...base, ...body }), 400);
       assert.equal(e.param, param, JSON.stringify(body));
     }
     await ai.completions.create({ ...base, max_tokens: 2, use_beam_search: false, include_stop_str_in_output: false });
+  });
+  await check('vLLM\'s truncate_prompt_tokens keeps the prompt\'s last tokens', async () => {
+    const ids = (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+      body: JSON.stringify({ content: 'one two three four five six seven' }) })).json()).tokens;
+    const kept = ids.slice(-3);
+    const text = (await (await fetch(srv.url + '/detokenize', { method: 'POST',
+      body: JSON.stringify({ tokens: kept }) })).json()).content;
+    let r = await ai.completions.create({ ...base, prompt: ids, truncate_prompt_tokens: 3, echo: true, max_tokens: 1 });
+    assert.equal(r.usage.prompt_tokens, 3);
+    assert.ok(r.choices[0].text.startsWith(text), 'the prompt echoed is what was kept');
+    const same = await ai.completions.create({ ...base, prompt: kept, max_tokens: 4 });
+    r = await ai.completions.create({ ...base, prompt: ids, truncate_prompt_tokens: 3, max_tokens: 4 });
+    assert.equal(r.choices[0].text, same.choices[0].text, 'the answer is that of the kept tokens alone');
+    const long = { ...base, prompt: 'word '.repeat(5000), max_tokens: 1 };
+    const e = await expectStatus(ai.completions.create(long), 400);
+    const limit = Number(/takes at most (\d+)/.exec(e.message)[1]);
+    r = await ai.completions.create({ ...long, truncate_prompt_tokens: -1 });
+    assert.equal(r.usage.prompt_tokens, limit, 'to what the server takes');
+    r = await ai.chat.completions.create({ model: MODEL, messages: user('word '.repeat(5000)), max_tokens: 1,
+      truncate_prompt_tokens: 40 });
+    assert.equal(r.usage.prompt_tokens, 40, 'chat\'s rendered prompt too');
+    for (const v of [0, 1.5, limit + 1]) {
+      const e = await expectStatus(ai.completions.create({ ...base, truncate_prompt_tokens: v }), 400);
+      assert.equal(e.param, 'truncate_prompt_tokens', String(v));
+    }
   });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',

@@ -11,6 +11,7 @@
 #include "server/oai_request.h"
 #include "server/oai_response.h"
 #include "server/stop_filter.h"
+#include "testutil.h"
 
 static void refuse(oai_kind kind, const char *body, const char *param)
 {
@@ -348,19 +349,25 @@ Test(server_request, takes_every_supported_field)
 }
 
 /* The filter's output over chunks must equal the text cut before the stop
- * string that completes first, whatever the chunking, and name that string. */
-static void filter_case(const char *text, const char *const *stop, int n_stop)
+ * string that completes first after its first `early` bytes (fed as early
+ * ones: they may not end one), whatever the chunking, and name that string. */
+static void filter_case_early(const char *text, const char *const *stop, int n_stop, size_t early)
 {
-    /* reference: the stop string that ends first (the longer one on a tie) */
+    /* reference: the stop string that ends first past early (the longer one on a tie) */
     size_t len = strlen(text), want = len, end = (size_t)-1;
     int which = -1;
     for (int i = 0; i < n_stop; i++) {
-        const char *h = strstr(text, stop[i]);
-        size_t at = h ? (size_t)(h - text) : 0, e = at + strlen(stop[i]);
-        if (h && (e < end || (e == end && at < want))) {
-            end = e;
-            want = at;
-            which = i;
+        size_t sl = strlen(stop[i]);
+        for (size_t at = 0; at + sl <= len; at++) {
+            size_t e = at + sl;
+            if (e <= early || memcmp(text + at, stop[i], sl))
+                continue;
+            if (e < end || (e == end && at < want)) {
+                end = e;
+                want = at;
+                which = i;
+            }
+            break;
         }
     }
     for (size_t chunk = 1; chunk <= len; chunk++) {
@@ -369,12 +376,17 @@ static void filter_case(const char *text, const char *const *stop, int n_stop)
         char got[256] = "";
         size_t gl = 0;
         int stopped = 0;
-        for (size_t i = 0; i < len && !stopped; i += chunk) {
+        for (size_t i = 0; i < len && !stopped;) {
+            /* (a piece is early or not as a whole, as a token is) */
+            size_t n_in = len - i < chunk ? len - i : chunk;
+            if (i < early && i + n_in > early)
+                n_in = early - i;
             const char *out;
             size_t n;
-            stopped = stop_filter_feed(&f, text + i, len - i < chunk ? len - i : chunk, &out, &n) == 1;
+            stopped = (i < early ? stop_filter_feed_early : stop_filter_feed)(&f, text + i, n_in, &out, &n) == 1;
             memcpy(got + gl, out, n);
             gl += n;
+            i += n_in;
         }
         if (!stopped) {
             const char *out;
@@ -383,13 +395,18 @@ static void filter_case(const char *text, const char *const *stop, int n_stop)
             memcpy(got + gl, out, n);
             gl += n;
         }
-        cr_assert_eq(stopped, want < len, "'%s' chunk %zu", text, chunk);
-        cr_assert(!stopped || f.which == which, "'%s' chunk %zu: stop string %d, not %d", text, chunk,
-                  f.which, which);
-        cr_assert_eq(gl, want, "'%s' chunk %zu: got '%.*s'", text, chunk, (int)gl, got);
+        cr_assert_eq(stopped, want < len, "'%s' early %zu chunk %zu", text, early, chunk);
+        cr_assert(!stopped || f.which == which, "'%s' early %zu chunk %zu: stop string %d, not %d", text,
+                  early, chunk, f.which, which);
+        cr_assert_eq(gl, want, "'%s' early %zu chunk %zu: got '%.*s'", text, early, chunk, (int)gl, got);
         cr_assert(!memcmp(got, text, want));
         stop_filter_free(&f);
     }
+}
+
+static void filter_case(const char *text, const char *const *stop, int n_stop)
+{
+    filter_case_early(text, stop, n_stop, 0);
 }
 
 Test(server_stop_filter, cuts_at_the_earliest_stop_string_for_any_chunking)
@@ -403,6 +420,34 @@ Test(server_stop_filter, cuts_at_the_earliest_stop_string_for_any_chunking)
     filter_case("line\nline\n\nrest", s2, 2);
     filter_case("\xe2\x82\xac and \xf0\x9f\x98\x80", s2, 2);
     filter_case("plain", NULL, 0);
+}
+
+/* vLLM's min_tokens: a stop string ending in the answer's first tokens does
+ * not stop it; one that begins there and ends later does, cut whole. Random
+ * texts over a small alphabet, so stop strings overlap and repeat. */
+Test(server_stop_filter, early_bytes_end_no_stop_string)
+{
+    const char *s1[] = {"STOP", "TO"};
+    filter_case_early("STOP and STOP", s1, 2, 4);
+    filter_case_early("STOP and STOP", s1, 2, 3);
+    filter_case_early("aaSTOSTOP", s1, 2, 5);
+    test_rng g = {61};
+    for (int c = 0; c < 400; c++) {
+        char text[24], stops[3][5];
+        const char *stop[3];
+        int len = 1 + (int)test_rnd(&g, 20), n_stop = 1 + (int)test_rnd(&g, 3);
+        for (int i = 0; i < len; i++)
+            text[i] = "ab\n"[test_rnd(&g, 3)];
+        text[len] = 0;
+        for (int k = 0; k < n_stop; k++) {
+            int sl = 1 + (int)test_rnd(&g, 4);
+            for (int i = 0; i < sl; i++)
+                stops[k][i] = "ab\n"[test_rnd(&g, 3)];
+            stops[k][sl] = 0;
+            stop[k] = stops[k];
+        }
+        filter_case_early(text, stop, n_stop, test_rnd(&g, (unsigned)len + 1));
+    }
 }
 
 Test(server_stop_filter, holds_back_unfinished_characters)
