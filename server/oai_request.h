@@ -25,7 +25,9 @@
  * answer, with its tokens' logprobs; max_tokens may then be 0), and the chat template switches "thinking" (also
  * inside chat_template_kwargs), reasoning_effort ("none": thinking off, any
  * other effort: on); the extensions of vLLM and llama.cpp top_k (0
- * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0.
+ * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0;
+ * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding and
+ * truncate_prompt_tokens.
  *
  * Known fields whose effect this server does not have (chat's echo, best_of,
  * suffix, schema keywords json_schema.h does not enforce) are refused unless they ask for
