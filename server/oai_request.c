@@ -205,6 +205,30 @@ static int parse_logprobs(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* vLLM's prompt_logprobs: the alternatives per prompt token, 0 to 20. Like
+ * vLLM, not with a stream (the prompt's scores would precede the answer's
+ * events); not with several choices either, each of which would repeat them. */
+static int parse_prompt_logprobs(oai_request *r, oai_error *err)
+{
+    double v;
+    int present;
+    if (opt_number(r->root, "prompt_logprobs", 0, LOGPROBS_MAX_TOP, &v, &present, err))
+        return -1;
+    if (!present)
+        return 0;
+    if (v != floor(v))
+        return oai_bad(err, "prompt_logprobs", "'prompt_logprobs' must be an integer (the alternatives per "
+                       "prompt token)");
+    if (r->stream)
+        return oai_bad(err, "prompt_logprobs", "'prompt_logprobs' is not available with 'stream'");
+    if (r->n_choices > 1)
+        return oai_bad(err, "prompt_logprobs", "'prompt_logprobs' with 'n' above 1 is not supported (each "
+                       "choice would repeat the prompt's scores)");
+    r->prompt_logprobs = 1;
+    r->prompt_top_logprobs = (int)v;
+    return 0;
+}
+
 /* A schema for the answer (response_format json_schema, guided_json, or
  * structured_outputs.json): compiled into r->schema; a refusal names the
  * field (param) and where the schema is (what). */
@@ -789,7 +813,7 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         if (opt_bool(so, "include_usage", &r->include_usage, err))
             return -1;
     }
-    if (parse_stop(r, err))
+    if (parse_stop(r, err) || parse_prompt_logprobs(r, err))
         return -1;
     if (r->max_tokens && r->min_tokens > r->max_tokens)
         return oai_bad(err, "min_tokens", "'min_tokens' (%d) is above 'max_tokens' (%d)", r->min_tokens,

@@ -26,8 +26,9 @@
  * inside chat_template_kwargs), reasoning_effort ("none": thinking off, any
  * other effort: on); the extensions of vLLM and llama.cpp top_k (0
  * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0;
- * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding and
- * truncate_prompt_tokens.
+ * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding,
+ * truncate_prompt_tokens and prompt_logprobs (0 to 20 alternatives; not
+ * streamed, one choice).
  *
  * Known fields whose effect this server does not have (chat's echo, best_of,
  * suffix, schema keywords json_schema.h does not enforce) are refused unless they ask for
@@ -101,6 +102,9 @@ typedef struct oai_request {
                                  * whole answer matches; NULL: none */
     int logprobs;               /* 1: each token's log-probability is returned */
     int top_logprobs;           /* with that many alternatives per token */
+    int prompt_logprobs;        /* vLLM's: 1 when each prompt token's log-probability
+                                 * and rank are returned */
+    int prompt_top_logprobs;    /* with that many alternatives per token */
     int has_seed;
     uint64_t seed;
     const char *stop[OAI_MAX_STOP];

@@ -158,6 +158,38 @@ static cJSON *completion_logprobs(const oai_logprobs *lp)
     return o;
 }
 
+/* vLLM's {"id": {"logprob", "rank", "decoded_token"}} of one token */
+static void add_ranked(cJSON *o, const oai_token_logprob *t)
+{
+    char key[16];
+    snprintf(key, sizeof key, "%d", t->id);
+    if (cJSON_GetObjectItemCaseSensitive(o, key))
+        return;
+    cJSON *v = cJSON_AddObjectToObject(o, key);
+    cJSON_AddNumberToObject(v, "logprob", t->logprob);
+    cJSON_AddNumberToObject(v, "rank", t->rank);
+    cJSON_AddItemToObject(v, "decoded_token", json_clean_string(t->bytes, t->len));
+}
+
+/* vLLM's prompt_logprobs: per prompt token, its own and its alternatives' */
+static cJSON *prompt_logprobs(const oai_logprobs *lp)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < lp->n; i++) {
+        const oai_logprob_step *st = &lp->steps[i];
+        if (st->unscored) {
+            cJSON_AddItemToArray(arr, cJSON_CreateNull());
+            continue;
+        }
+        cJSON *o = cJSON_CreateObject();
+        add_ranked(o, &st->chosen);
+        for (int k = 0; k < st->n_top; k++)
+            add_ranked(o, &st->top[k]);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
 /* A choice of an answer, added to choices; a completion's text goes in it
  * directly. */
 static cJSON *add_choice(cJSON *choices, const oai_meta *m, int index, const char *text,
@@ -211,12 +243,15 @@ char *oai_event_error(const oai_error *e)
     return event(oai_error_body(e));
 }
 
-char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_usage *u)
+char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_logprobs *prompt_lp,
+                        const oai_usage *u)
 {
     cJSON *root = head(m, 0), *arr = cJSON_AddArrayToObject(root, "choices");
     for (int i = 0; i < n; i++) {
         const oai_choice *c = &choices[i];
         cJSON *ch = add_choice(arr, m, i, c->text, c->text_len, c->lp);
+        if (prompt_lp && m->kind == OAI_COMPLETION)
+            cJSON_AddItemToObject(ch, "prompt_logprobs", prompt_logprobs(prompt_lp));
         if (m->kind == OAI_CHAT) {
             cJSON *msg = cJSON_AddObjectToObject(ch, "message");
             cJSON_AddStringToObject(msg, "role", "assistant");
@@ -231,6 +266,8 @@ char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, con
         }
         add_finish(ch, c->finish_reason);
     }
+    if (prompt_lp && m->kind == OAI_CHAT)
+        cJSON_AddItemToObject(root, "prompt_logprobs", prompt_logprobs(prompt_lp));
     add_usage(root, m, u);
     return json_print_and_delete(root);
 }

@@ -34,6 +34,8 @@ typedef struct oai_token_logprob {
     const char *bytes;
     size_t len;
     float logprob;
+    int id;
+    int rank;                   /* prompt_logprobs: 1 for the likeliest token; 0 elsewhere */
 } oai_token_logprob;
 
 /* One token of the answer in logprobs. */
@@ -77,8 +79,12 @@ typedef struct oai_choice {
     const char *finish_reason;
 } oai_choice;
 
-/* The whole response of a request that did not stream: its n choices. */
-char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_usage *u);
+/* The whole response of a request that did not stream: its n choices, and
+ * vLLM's prompt_logprobs unless NULL (chat: beside the choices; completions:
+ * in each): a list of {"id": {"logprob", "rank", "decoded_token"}}, the
+ * prompt token's and its alternatives', null for the first token. */
+char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_logprobs *prompt_lp,
+                        const oai_usage *u);
 
 /* The response of a request answered by n jobs (a completions batch, n
  * choices made at once) from their full responses (bodies[i], each of

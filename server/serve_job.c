@@ -181,18 +181,19 @@ static oai_token_logprob shown_token(const vocab *v, token_logprob t)
 {
     size_t n = 0;
     const char *b = vocab_decode(v, t.id, &n);
-    return (oai_token_logprob){b ? b : "", b ? n : 0, t.logprob};
+    return (oai_token_logprob){b ? b : "", b ? n : 0, t.logprob, t.id, 0};
 }
 
-/* Keeps a token's log-probabilities for the answer; st NULL: an echoed
- * prompt's first token, which nothing before it scores. */
-static void answer_logprobs(answer *a, const vocab *v, int id, const step_logprobs *st)
+/* Appends a token's log-probabilities to steps[0..*n); st NULL: a prompt's
+ * first token, which nothing before it scores. NULL when out of memory. */
+static oai_logprob_step *push_logprobs(oai_logprob_step **steps, int *n, const vocab *v, int id,
+                                       const step_logprobs *st)
 {
-    oai_logprob_step *nl = realloc(a->lp, (size_t)(a->n_lp + 1) * sizeof *nl);
+    oai_logprob_step *nl = realloc(*steps, (size_t)(*n + 1) * sizeof *nl);
     if (!nl)
-        return;
-    a->lp = nl;
-    oai_logprob_step *o = &a->lp[a->n_lp++];
+        return NULL;
+    *steps = nl;
+    oai_logprob_step *o = &nl[(*n)++];
     *o = (oai_logprob_step){.chosen = shown_token(v, (token_logprob){id, 0}), .unscored = !st};
     if (st) {
         o->chosen.logprob = st->chosen.logprob;
@@ -200,6 +201,16 @@ static void answer_logprobs(answer *a, const vocab *v, int id, const step_logpro
         for (int k = 0; k < st->n_top; k++)
             o->top[k] = shown_token(v, st->top[k]);
     }
+    return o;
+}
+
+/* Keeps a token's log-probabilities for the answer; st NULL: an echoed
+ * prompt's first token. */
+static void answer_logprobs(answer *a, const vocab *v, int id, const step_logprobs *st)
+{
+    oai_logprob_step *o = push_logprobs(&a->lp, &a->n_lp, v, id, st);
+    if (!o)
+        return;
     /* characters: the bytes that begin one (invalid ones become one each) */
     o->text_offset = a->text_chars;
     for (size_t i = 0; i < o->chosen.len; i++)
@@ -492,6 +503,10 @@ struct slot_run {
     int shared;                 /* of the reused, copied from another slot's cache */
     int max_new, k, generated;  /* k: the current choice's tokens; generated: all choices' */
     int echo_lp;                /* echo with logprobs: the prompt is scored */
+    int scored;                 /* every prompt position's logits are needed (echo_lp,
+                                 * prompt_logprobs): none is reused, pieces are small */
+    oai_logprob_step *plp;      /* prompt_logprobs: each prompt token's, n_plp of them */
+    int n_plp;
     int next;                   /* the token to step next (decoding) */
     draft_accept accept;        /* --draft-lookup: how its guesses fare */
     float *raw;                 /* [vocab] the logits before sampling (logprobs) */
@@ -569,6 +584,7 @@ static void run_free(slot_run *r)
     free(r->logits);
     free(r->raw);
     free(r->prompt_logits);
+    free(r->plp);
     stop_filter_free(&r->sf);
     token_list_free(&r->close);
     for (int c = 0; r->answers && c <= r->choice; c++)
@@ -685,13 +701,16 @@ static slot_run *run_begin(server *s, int i, job *j)
     if (j->req.score_only)
         r->max_new = 0;
     r->echo_lp = j->req.echo && j->req.logprobs;
+    r->scored = r->echo_lp || j->req.prompt_logprobs;
     if (r->echo_lp)
         answer_logprobs(r->a, &s->tok->v, j->ids.ids[0], NULL);
+    if (j->req.prompt_logprobs)
+        push_logprobs(&r->plp, &r->n_plp, &s->tok->v, j->ids.ids[0], NULL);
     job_set_status(s, j, 200);
     r->t0 = now_seconds();
     slot_swap(s, i);
     r->reuse = prompt_cache_prepare(&s->pc, en, j->ids.ids, r->n);
-    if (r->echo_lp)     /* every position's logits are needed: none is reused */
+    if (r->scored)      /* every position's logits are needed: none is reused */
         r->reuse = 0;
     r->failed = engine_truncate(en, r->reuse, &r->e) != 0;
     slot_swap(s, i);
@@ -963,7 +982,8 @@ static void run_end(server *s, slot_run *r)
             ch[c] = (oai_choice){a->text.p, a->reasoning.p, a->text.len, a->reasoning.len, a->calls,
                                  a->n_calls, unsent_logprobs(a, &lp[c]), a->finish};
         }
-        job_emit(s, j, oai_full_response(&r->a->meta, ch, n, &u));
+        oai_logprobs plp = {r->plp, r->n_plp};
+        job_emit(s, j, oai_full_response(&r->a->meta, ch, n, j->req.prompt_logprobs ? &plp : NULL, &u));
     } else if (stopped_by_shutdown(s, j)) {
         oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);
         if (stream)
@@ -994,26 +1014,53 @@ static void run_end(server *s, slot_run *r)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* An echoed prompt's logprobs, prefilled in pieces of at most this many
- * tokens: their logits take pieces x vocabulary floats (42 MB at K2's) */
-#define ECHO_LOGPROBS_CHUNK 64
+/* A scored prompt, prefilled in pieces of at most this many tokens: their
+ * logits take pieces x vocabulary floats (42 MB at K2's) */
+#define SCORED_PROMPT_CHUNK 64
+
+/* vLLM's rank of a token: how many tokens are at least as likely (1: the
+ * likeliest); an impossible (NaN) token's is the vocabulary's size. */
+static int token_rank(const float *logits, int V, int id)
+{
+    float x = logits[id];
+    if (isnan(x))
+        return V;
+    int rank = 0;
+    for (int i = 0; i < V; i++)
+        rank += logits[i] >= x;
+    return rank;
+}
 
 /* The log-probabilities of the prompt's tokens after the n just prefilled
- * (rows: their logits, row t the distribution of token done + t + 1); the
- * last prompt position's logits become the first answer token's. */
+ * (rows: their logits, row t the distribution of token done + t + 1), for
+ * the echo and prompt_logprobs; the last prompt position's logits become the
+ * first answer token's. */
 static void score_prompt(server *s, slot_run *r, const float *rows, int n)
 {
     int V = s->m->mw.cfg.vocab_size;
+    const oai_request *q = &r->j->req;
     for (int t = 0; t < n; t++) {
         const float *row = rows + (size_t)t * (size_t)V;
-        int p = r->done + t;
+        int p = r->done + t, id;
         if (p + 1 == r->n) {
             memcpy(r->logits, row, (size_t)V * sizeof *row);
             continue;
         }
+        id = r->j->ids.ids[p + 1];
         step_logprobs st;
-        step_logprobs_compute(row, V, r->j->ids.ids[p + 1], r->j->req.top_logprobs, &st);
-        answer_logprobs(r->a, &s->tok->v, r->j->ids.ids[p + 1], &st);
+        if (r->echo_lp) {
+            step_logprobs_compute(row, V, id, q->top_logprobs, &st);
+            answer_logprobs(r->a, &s->tok->v, id, &st);
+        }
+        if (!q->prompt_logprobs)
+            continue;
+        step_logprobs_compute(row, V, id, q->prompt_top_logprobs, &st);
+        oai_logprob_step *o = push_logprobs(&r->plp, &r->n_plp, &s->tok->v, id, &st);
+        if (!o)
+            continue;
+        o->chosen.rank = token_rank(row, V, id);
+        for (int k = 0; k < o->n_top; k++)
+            o->top[k].rank = k + 1;
     }
 }
 
@@ -1055,15 +1102,15 @@ static void slot_prefill(server *s, int i)
 {
     engine *en = &s->m->en;
     slot_run *r = s->slots[i].run;
-    if (!r->echo_lp)    /* (echoed logprobs need every position's logits) */
+    if (!r->scored)     /* (a scored prompt needs every position's logits) */
         take_shared_prefix(s, i, r);
     int left = r->n - r->done, n = s->o.parallel > 1 && left > en->max_chunk ? en->max_chunk : left;
-    if (r->echo_lp && n > ECHO_LOGPROBS_CHUNK)
-        n = ECHO_LOGPROBS_CHUNK;
+    if (r->scored && n > SCORED_PROMPT_CHUNK)
+        n = SCORED_PROMPT_CHUNK;
     int last = n == left;
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
-    float *rows = r->echo_lp ? malloc((size_t)n * V * sizeof *rows) : NULL;
-    if (r->echo_lp && !rows) {
+    float *rows = r->scored ? malloc((size_t)n * V * sizeof *rows) : NULL;
+    if (r->scored && !rows) {
         r->failed = 1;
         err_set(&r->e, "out of memory for the logits of %d prompt tokens", n);
         r->state = RUN_ENDED;

@@ -100,7 +100,7 @@ static void logprobs_body(const uint8_t *data, size_t size)
         oai_choice ch[2] = {{.text = "", .reasoning = "", .lp = &lp, .finish_reason = "stop"},
                             {.text = (const char *)data, .text_len = size, .reasoning = "",
                              .lp = &lp, .finish_reason = "length"}};
-        char *body = oai_full_response(&m, ch, 2, &u);
+        char *body = oai_full_response(&m, ch, 2, NULL, &u);
         cJSON *root = body ? cJSON_Parse(body) : NULL;
         if (body && !root)
             abort();

@@ -4,7 +4,7 @@
 // usage: node server_test.mjs MOETIER_BIN MODEL_DIR
 import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -174,6 +174,53 @@ async function apiFeatureChecks(srv, ai) {
       assert.ok(x === l.token_logprobs[i] || Math.abs(x - l.token_logprobs[i]) < 1e-4, `token ${i}: ${x} vs ${l.token_logprobs[i]}`));
     const e = await expectStatus(ai.completions.create({ model: MODEL, prompt: [1, 99999999] }), 400);
     assert.equal(e.param, 'prompt');
+  });
+  await check('vLLM\'s prompt_logprobs: each prompt token\'s log-probability and rank, as the model\'s logits give them', async () => {
+    const text = 'the quick brown fox jumps over the lazy dog';
+    const ids = spawnSync(bin, ['tokenize', '-m', modelDir, '--text', text], { encoding: 'utf8' }).stdout.trim();
+    const prompt = ids.split(',').map(Number);
+    const r = await ai.completions.create({ model: MODEL, prompt, max_tokens: 1, temperature: 0, prompt_logprobs: 3 });
+    const pl = r.choices[0].prompt_logprobs;
+    assert.equal(pl.length, prompt.length);
+    assert.equal(pl[0], null, 'nothing scores the first token');
+    // the reference: the log-softmax of `moetier logits` over the same ids
+    const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'prompt-logprobs-'));
+    try {
+      const out = join(dir, 'logits.f32');
+      const run = spawnSync(bin, ['logits', '-m', modelDir, '--ids', ids, '-o', out, '-t', '1'], { encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      const buf = readFileSync(out), all = new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+      const V = all.length / prompt.length;
+      for (let t = 1; t < prompt.length; t++) {
+        const row = all.subarray((t - 1) * V, t * V);
+        let max = -Infinity, sum = 0;
+        for (const x of row) max = Math.max(max, x);
+        for (const x of row) sum += Math.exp(x - max);
+        const lp = (id) => row[id] - max - Math.log(sum);
+        const entry = pl[t], own = entry[String(prompt[t])];
+        assert.ok(own, `position ${t}: the prompt token is there`);
+        assert.ok(Math.abs(own.logprob - lp(prompt[t])) < 1e-4, `position ${t}: ${own.logprob} vs ${lp(prompt[t])}`);
+        assert.equal(own.rank, row.filter((x) => x >= row[prompt[t]]).length, `position ${t}: rank`);
+        const best = [...row.keys()].sort((a, b) => row[b] - row[a] || a - b).slice(0, 3);
+        best.forEach((id, k) => {
+          assert.ok(entry[String(id)], `position ${t}: alternative ${k} (token ${id})`);
+          if (id !== prompt[t]) assert.equal(entry[String(id)].rank, k + 1);
+        });
+        assert.equal(Object.keys(entry).length, best.includes(prompt[t]) ? 3 : 4);
+        const word = (await (await fetch(srv.url + '/detokenize', { method: 'POST',
+          body: JSON.stringify({ tokens: [prompt[t]] }) })).json()).content;
+        assert.equal(own.decoded_token, word);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const chat = await ai.chat.completions.create({ model: MODEL, messages: user(text), max_tokens: 1, prompt_logprobs: 0 });
+    assert.equal(chat.prompt_logprobs.length, chat.usage.prompt_tokens, 'chat\'s beside the choices');
+    assert.ok(chat.prompt_logprobs.slice(1).every((e) => Object.keys(e).length === 1), '0 alternatives: the token alone');
+    for (const body of [{ stream: true }, { n: 2 }, { prompt_logprobs: 21 }, { prompt_logprobs: 1.5 }]) {
+      const e = await expectStatus(ai.completions.create({ ...base, prompt_logprobs: 1, ...body }), 400);
+      assert.equal(e.param, 'prompt_logprobs', JSON.stringify(body));
+    }
   });
   await check('response_format json_object: the answer is one JSON object, ended once complete; unenforced schema keywords refused', async () => {
     const [open, close, quote, colon, comma] = ['{', '}', '"', ':', ','].map(tokenId);

@@ -490,7 +490,7 @@ Test(server_response, tool_calls_and_usage_in_the_openai_shape)
     oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2, .cached_tokens = 1};
     oai_choice ch = {.text = "", .reasoning = "why", .reasoning_len = 3, .calls = &call, .n_calls = 1,
                      .finish_reason = "tool_calls"};
-    char *body = oai_full_response(&m, &ch, 1, &u);
+    char *body = oai_full_response(&m, &ch, 1, NULL, &u);
     cJSON *root = cJSON_Parse(body);
     cr_assert_not_null(root);
     cJSON *msg = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0), "message");
@@ -518,10 +518,10 @@ Test(server_response, a_batch_numbers_every_prompts_choices_and_sums_usage)
     oai_usage u0 = {.prompt_tokens = 3, .completion_tokens = 2, .cached_tokens = 1},
               u1 = {.prompt_tokens = 4, .completion_tokens = 5};
     char *bodies[2];
-    bodies[0] = oai_full_response(&m, ch, 2, &u0);
+    bodies[0] = oai_full_response(&m, ch, 2, NULL, &u0);
     m.id = "cmpl-2";
     ch[0].text = "c";
-    bodies[1] = oai_full_response(&m, ch, 2, &u1);
+    bodies[1] = oai_full_response(&m, ch, 2, NULL, &u1);
     char *merged = oai_batch_response(bodies, 2, 2, 1);
     cJSON *root = cJSON_Parse(merged);
     cr_assert_not_null(root, "%s", merged);
@@ -562,7 +562,7 @@ Test(server_response, choices_made_apart_count_their_prompt_once)
         oai_choice ch = {.text = text, .text_len = 1, .finish_reason = "stop"};
         oai_usage u = {.prompt_tokens = i < 2 ? 10 : 20, .completion_tokens = i + 1,
                        .cached_tokens = i % 2 ? 9 : 0, .reasoning_tokens = i};
-        bodies[i] = oai_full_response(&m, &ch, 1, &u);
+        bodies[i] = oai_full_response(&m, &ch, 1, NULL, &u);
     }
     char *merged = oai_batch_response(bodies, 4, 1, 2);
     cJSON *root = cJSON_Parse(merged);
@@ -602,7 +602,7 @@ Test(server_response, logprobs_in_the_openai_shape)
     oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
     oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2};
     oai_choice hi = {.text = "Hi", .text_len = 2, .reasoning = "", .lp = &lp, .finish_reason = "stop"};
-    char *body = oai_full_response(&m, &hi, 1, &u);
+    char *body = oai_full_response(&m, &hi, 1, NULL, &u);
     cJSON *root = cJSON_Parse(body);
     cr_assert_not_null(root, "%s", body);
     cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
@@ -620,7 +620,7 @@ Test(server_response, logprobs_in_the_openai_shape)
     cr_expect(strstr(ev, "\"logprobs\":null") != NULL, "not asked for: null, as OpenAI sends it: %s", ev);
     free(ev);
     m.kind = OAI_COMPLETION;
-    body = oai_full_response(&m, &hi, 1, &u);
+    body = oai_full_response(&m, &hi, 1, NULL, &u);
     root = cJSON_Parse(body);
     cJSON *l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0), "logprobs");
     cr_assert_not_null(l, "%s", body);
