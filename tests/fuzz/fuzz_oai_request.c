@@ -5,6 +5,7 @@
  * schema compiled, and each tool's parameters as calls are held, a guided
  * pattern or choice; each prompt of a batch as a request of its own, which must
  * be accepted as one prompt), rendering an accepted chat's prompt, the stop-string filter
+ * (min_tokens' first bytes early)
  * and the schema's automaton over the body's bytes, logprobs in both response
  * shapes, Anthropic's blocks and the Responses API's items and their events
  * over the body's bytes, and the UTF-8
@@ -60,7 +61,9 @@ static void filter(const oai_request *r, const uint8_t *data, size_t size)
     for (size_t i = 0; i < size; i += 3) {
         const char *out;
         size_t n;
-        int st = stop_filter_feed(&f, (const char *)data + i, size - i < 3 ? size - i : 3, &out, &n);
+        /* the first bytes as an answer's first min_tokens tokens */
+        int st = (i < (size_t)r->min_tokens ? stop_filter_feed_early : stop_filter_feed)(
+            &f, (const char *)data + i, size - i < 3 ? size - i : 3, &out, &n);
         total += n;
         if (st == 1)
             break;
@@ -82,7 +85,7 @@ static oai_token_logprob piece(const uint8_t *data, size_t size, size_t at, size
 
 /* logprobs whose tokens are overlapping pieces of the input (any bytes, as
  * tokens are; equal texts among a completion's alternatives), in both APIs'
- * shapes: the body must be JSON */
+ * shapes, and as prompt_logprobs: the body must be JSON */
 static void logprobs_body(const uint8_t *data, size_t size)
 {
     oai_logprob_step st[4];
@@ -90,9 +93,13 @@ static void logprobs_body(const uint8_t *data, size_t size)
     size_t len = size / 6 + 1;
     for (int i = 0; i < 4; i++) {
         st[i].chosen = piece(data, size, (size_t)i * len, len, -(float)i);
-        for (int k = 0; k <= i; k++)
-            st[i].top[st[i].n_top++] = piece(data, size, (size_t)(i + k) * len / 2, len, -(float)k);
+        st[i].chosen.id = i;
+        for (int k = 0; k <= i; k++) {
+            st[i].top[st[i].n_top] = piece(data, size, (size_t)(i + k) * len / 2, len, -(float)k);
+            st[i].top[st[i].n_top++].id = k;    /* (the chosen token among them, or not) */
+        }
     }
+    st[0].unscored = 1;
     oai_logprobs lp = {st, 4};
     oai_usage u = {0};
     for (int kind = 0; kind < 2; kind++) {
@@ -100,7 +107,7 @@ static void logprobs_body(const uint8_t *data, size_t size)
         oai_choice ch[2] = {{.text = "", .reasoning = "", .lp = &lp, .finish_reason = "stop"},
                             {.text = (const char *)data, .text_len = size, .reasoning = "",
                              .lp = &lp, .finish_reason = "length"}};
-        char *body = oai_full_response(&m, ch, 2, NULL, &u);
+        char *body = oai_full_response(&m, ch, 2, &lp, &u);
         cJSON *root = body ? cJSON_Parse(body) : NULL;
         if (body && !root)
             abort();
