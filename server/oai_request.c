@@ -65,8 +65,8 @@ static int opt_bool(const cJSON *root, const char *name, int *out, oai_error *er
 }
 
 /* vLLM's truncate_prompt_tokens (checked against what the server takes
- * once the prompt is tokenized). */
-static int parse_truncation(oai_request *r, oai_error *err)
+ * once the prompt is tokenized) and skip_special_tokens. */
+static int parse_prompt_and_text(oai_request *r, oai_error *err)
 {
     double v;
     int present;
@@ -76,6 +76,10 @@ static int parse_truncation(oai_request *r, oai_error *err)
         return oai_bad(err, "truncate_prompt_tokens", "'truncate_prompt_tokens' must be -1 (to what the "
                        "server takes) or a number of tokens, at least 1");
     r->truncate_prompt = present ? (int)v : 0;
+    int skip = 1;
+    if (opt_bool(r->root, "skip_special_tokens", &skip, err))
+        return -1;
+    r->keep_special = !skip;
     return 0;
 }
 
@@ -793,7 +797,7 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         return oai_bad(err, "n", "'n' above 1 with 'echo' is not supported (each choice would repeat "
                    "the prompt's scores)");
     if (parse_sampling_extensions(r, err) || parse_penalties(r, err) || parse_logprobs(r, err) ||
-        parse_response_format(r, err) || parse_guided(r, err) || parse_truncation(r, err) ||
+        parse_response_format(r, err) || parse_guided(r, err) || parse_prompt_and_text(r, err) ||
         refuse_unsupported(r, err))
         return -1;
     if ((r->min_tokens || r->ignore_eos) &&

@@ -27,7 +27,7 @@
  * other effort: on); the extensions of vLLM and llama.cpp top_k (0
  * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0;
  * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding,
- * truncate_prompt_tokens and prompt_logprobs (0 to 20 alternatives; not
+ * truncate_prompt_tokens, skip_special_tokens and prompt_logprobs (0 to 20 alternatives; not
  * streamed, one choice).
  *
  * Known fields whose effect this server does not have (chat's echo, best_of,
@@ -116,6 +116,8 @@ typedef struct oai_request {
     int n_stop_token_ids;
     int min_tokens;
     int ignore_eos;
+    int keep_special;           /* vLLM's skip_special_tokens false: special tokens' text
+                                 * stays in the answer */
     int truncate_prompt;        /* vLLM's truncate_prompt_tokens: the prompt's last this many
                                  * tokens are kept; -1: as many as the server takes; 0: all */
     chat_options copt;          /* thinking etc.; starts from the server's defaults */

@@ -332,10 +332,11 @@ static int is_request_stop_id(const job *j, int id)
 
 /* Special tokens reach the client only as the tool-call and reasoning markers
  * the chat parser turns into fields; others (reserved, media, ...) are dropped,
- * as OpenAI-style servers do. */
-static int shown_special(const server *s, int id, const char *name, size_t n)
+ * as OpenAI-style servers do, unless the request keeps them (vLLM's
+ * skip_special_tokens false). */
+static int shown_special(const server *s, const job *j, int id, const char *name, size_t n)
 {
-    return !vocab_is_special(&s->tok->v, id) || tool_stream_marker(name, n);
+    return !vocab_is_special(&s->tok->v, id) || tool_stream_marker(name, n) || j->req.keep_special;
 }
 
 /* The answer's start a client gave, after the prompt's generation prompt:
@@ -826,7 +827,7 @@ static int next_token(server *s, slot_run *r)
         step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
         answer_logprobs(r->a, &s->tok->v, next, &st);
     }
-    if (bytes && !shown_special(s, next, bytes, bn))
+    if (bytes && !shown_special(s, j, next, bytes, bn))
         bytes = NULL, bn = 0;
     const char *rel;
     size_t rel_len;

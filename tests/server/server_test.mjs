@@ -376,7 +376,7 @@ async function apiFeatureChecks(srv, ai) {
       assert.match(e.message, why);
     }
   });
-  await check('vLLM\'s stop_token_ids, min_tokens and ignore_eos; use_beam_search and include_stop_str_in_output refused', async () => {
+  await check('vLLM\'s stop_token_ids, min_tokens, ignore_eos and skip_special_tokens; use_beam_search and include_stop_str_in_output refused', async () => {
     const id = async (text) => (await (await fetch(srv.url + '/tokenize', { method: 'POST',
       body: JSON.stringify({ content: text }) })).json()).tokens;
     const [end] = await id('<|im_end|>'), [word] = await id(' two');
@@ -395,6 +395,12 @@ async function apiFeatureChecks(srv, ai) {
     assert.equal(r.choices[0].finish_reason, 'stop');
     r = await ai.completions.create({ ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop_token_ids: [word], min_tokens: 3 });
     assert.equal(r.usage.completion_tokens, 4, 'stop_token_ids wait for min_tokens too');
+    const middle = Number(spawnSync(bin, ['tokenize', '-m', modelDir, '--special', '--text', '<|im_middle|>'],
+      { encoding: 'utf8' }).stdout.trim());
+    const special = { ...base, max_tokens: 2, logit_bias: { [middle]: 100 } };
+    assert.equal((await ai.completions.create(special)).choices[0].text, '', 'special tokens are dropped');
+    r = await ai.completions.create({ ...special, skip_special_tokens: false });
+    assert.equal(r.choices[0].text, '<|im_middle|><|im_middle|>', 'unless skip_special_tokens is false');
     const held = { ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop: [' two'], min_tokens: 3 };
     r = await ai.completions.create(held);
     assert.equal(r.choices[0].text, ' two two', 'a stop string ending before the answer has min_tokens tokens does not stop');
