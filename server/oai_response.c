@@ -330,29 +330,31 @@ char *oai_batch_response(char *const *bodies, int n, int choices_per_body, int b
     return json_print_and_delete(root);
 }
 
-static cJSON *model_object(const char *model, long long created)
+static cJSON *model_object(const char *model, long long created, int max_model_len)
 {
     cJSON *mo = cJSON_CreateObject();
     cJSON_AddStringToObject(mo, "id", model);
     cJSON_AddStringToObject(mo, "object", "model");
     cJSON_AddNumberToObject(mo, "created", (double)created);
     cJSON_AddStringToObject(mo, "owned_by", "moetier");
+    cJSON_AddNumberToObject(mo, "max_model_len", max_model_len);
     return mo;
 }
 
-char *oai_models_body(const char *model, const char *const *aliases, int n_aliases, long long created)
+char *oai_models_body(const char *model, const char *const *aliases, int n_aliases, long long created,
+                      int max_model_len)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
     cJSON *data = cJSON_AddArrayToObject(root, "data");
-    cJSON_AddItemToArray(data, model_object(model, created));
+    cJSON_AddItemToArray(data, model_object(model, created, max_model_len));
     for (int i = 0; i < n_aliases; i++)
         if (strcmp(aliases[i], "*"))
-            cJSON_AddItemToArray(data, model_object(aliases[i], created));
+            cJSON_AddItemToArray(data, model_object(aliases[i], created, max_model_len));
     return json_print_and_delete(root);
 }
 
-char *oai_model_body(const char *model, long long created)
+char *oai_model_body(const char *model, long long created, int max_model_len)
 {
-    return json_print_and_delete(model_object(model, created));
+    return json_print_and_delete(model_object(model, created, max_model_len));
 }

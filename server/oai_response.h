@@ -95,9 +95,11 @@ char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, con
  * body is not such a response or out of memory. */
 char *oai_batch_response(char *const *bodies, int n, int choices_per_body, int bodies_per_prompt);
 
-/* GET /v1/models: the model, then its aliases (but "*") */
-char *oai_models_body(const char *model, const char *const *aliases, int n_aliases, long long created);
+/* GET /v1/models: the model, then its aliases (but "*"), each with vLLM's
+ * max_model_len (the positions a request may fill, prompt and answer) */
+char *oai_models_body(const char *model, const char *const *aliases, int n_aliases, long long created,
+                      int max_model_len);
 /* GET /v1/models/{model} */
-char *oai_model_body(const char *model, long long created);
+char *oai_model_body(const char *model, long long created, int max_model_len);
 
 #endif

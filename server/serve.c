@@ -20,6 +20,7 @@
 #include "core/base/stop_signal.h"
 #include "anthropic_request.h"
 #include "anthropic_response.h"
+#include "json_out.h"
 #include "oai_response.h"
 #include "responses_request.h"
 #include "serve_internal.h"
@@ -574,6 +575,46 @@ static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_ap
     return j;
 }
 
+/* POST /apply-template (llama.cpp's): a chat request's prompt as the model
+ * would read it, {"prompt": TEXT}, for checking what a conversation renders
+ * to. */
+static enum MHD_Result handle_apply_template(server *s, struct MHD_Connection *c, conn_ctx *cx)
+{
+    enum MHD_Result ret;
+    job *j = parse_job(s, c, OAI_CHAT, API_OPENAI, 1, cx, &ret);
+    if (!j)
+        return ret;
+    oai_error err;
+    char *text;
+    size_t len;
+    if (job_chat_prompt(s, j, &text, &len, &err)) {
+        discard_job(j);
+        return send_body(s, c, err.status, oai_error_body(&err), "application/json");
+    }
+    discard_job(j);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "prompt", json_clean_string(text, len));
+    free(text);
+    return send_body(s, c, 200, json_print_and_delete(root), "application/json");
+}
+
+/* The routes of OpenAI's API reached without "/v1", as clients given a base
+ * URL without it send them (llama.cpp takes them too), and llama.cpp's
+ * "/v1/health": the route they stand for (in buf when rewritten). */
+static const char *canonical_route(const char *url, char *buf, size_t cap)
+{
+    static const char *const bare[] = {"/chat/completions", "/completions", "/models", "/responses", "/messages"};
+    if (!strcmp(url, "/v1/health"))
+        return "/health";
+    for (size_t i = 0; i < sizeof bare / sizeof *bare; i++) {
+        size_t n = strlen(bare[i]);
+        if (!strncmp(url, bare[i], n) && (!url[n] || url[n] == '/') &&
+            (size_t)snprintf(buf, cap, "/v1%s", url) < cap)
+            return buf;
+    }
+    return url;
+}
+
 /* POST /v1/messages/count_tokens (Anthropic's) and /v1/responses/input_tokens
  * (the Responses API's): the prompt's tokens, as the request would be
  * prefilled. */
@@ -734,6 +775,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         *upload_size = 0;
         return MHD_YES;
     }
+    char route[512];
+    url = canonical_route(url, route, sizeof route);
     /* Anthropic's routes answer errors in Anthropic's shape */
     int messages = !strcmp(url, "/v1/messages"), count = !strcmp(url, "/v1/messages/count_tokens");
     oai_api api = messages || count ? API_ANTHROPIC : API_OPENAI;
@@ -779,7 +822,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /v1/models");
         return send_body(s, c, 200,
                          anthropic ? anthropic_models_body(s->model_name, s->o.aliases, s->o.n_aliases)
-                                   : oai_models_body(s->model_name, s->o.aliases, s->o.n_aliases, 0),
+                                   : oai_models_body(s->model_name, s->o.aliases, s->o.n_aliases, 0, s->ctx),
                          "application/json");
     }
     if (!strncmp(url, "/v1/models/", 11)) {
@@ -789,7 +832,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!model_served(s, url + 11))
             return send_error_as(s, c, anthropic ? API_ANTHROPIC : API_OPENAI, 404, "invalid_request_error",
                                  "model", "model_not_found", "no such model on this server");
-        return send_body(s, c, 200, anthropic ? anthropic_model_body(url + 11) : oai_model_body(url + 11, 0),
+        return send_body(s, c, 200, anthropic ? anthropic_model_body(url + 11) : oai_model_body(url + 11, 0, s->ctx),
                          "application/json");
     }
     int tokenize = !strcmp(url, "/tokenize"), detokenize = !strcmp(url, "/detokenize");
@@ -801,6 +844,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         char *out = tokenize ? serve_tokenize(s, body, cx->len, &err) : serve_detokenize(s, body, cx->len, &err);
         return out ? send_body(s, c, 200, out, "application/json")
                    : send_body(s, c, err.status, oai_error_body(&err), "application/json");
+    }
+    if (!strcmp(url, "/apply-template")) {
+        if (!post)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+        return handle_apply_template(s, c, cx);
     }
     int chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
     int responses = !strcmp(url, "/v1/responses");

@@ -367,6 +367,20 @@ static int history_calls(const cJSON *messages)
     return n;
 }
 
+int job_chat_prompt(server *s, const job *j, char **text, size_t *len, oai_error *err)
+{
+    errbuf e;
+    *text = NULL;
+    if (chat_format_render(s->kind, j->req.messages, j->req.tools, &j->req.copt, text, len, &e))
+        return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
+    if (j->req.assistant_prefix && append_prefix(text, len, j->req.assistant_prefix)) {
+        free(*text);
+        *text = NULL;
+        return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    return 0;
+}
+
 int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
 {
     token_list *ids = &j->ids;
@@ -391,10 +405,8 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         }
     } else {
         if (j->req.kind == OAI_CHAT) {
-            if (chat_format_render(s->kind, j->req.messages, j->req.tools, &j->req.copt, &text, &len, &e))
-                return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
-            if (j->req.assistant_prefix && append_prefix(&text, &len, j->req.assistant_prefix))
-                return free(text), oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+            if (job_chat_prompt(s, j, &text, &len, err))
+                return -1;
             p = text;
         } else {
             len = strlen(p);

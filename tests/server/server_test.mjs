@@ -497,6 +497,32 @@ async function plainServer() {
     assert.equal(one.id, MODEL);
     await expectStatus(ai.models.retrieve('gpt-nope'), 404);
     assert.equal((await fetch(srv.url + '/v1/models/' + MODEL, { method: 'DELETE' })).status, 405);
+    const slots = await (await fetch(srv.url + '/slots')).json();
+    assert.equal(list.data[0].max_model_len, slots[0].n_ctx, 'vLLM\'s max_model_len: the positions a request may fill');
+    assert.equal(one.max_model_len, slots[0].n_ctx);
+  });
+  await check('the API without "/v1" (a base URL lacking it), llama.cpp\'s /v1/health and /apply-template', async () => {
+    const bare = new OpenAI({ baseURL: srv.url, apiKey: 'none', maxRetries: 0, timeout: 120000 });
+    assert.deepEqual((await bare.models.list()).data.map((m) => m.id), [MODEL]);
+    const req = { model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 };
+    const a = await bare.chat.completions.create(req), b = await ai.chat.completions.create(req);
+    assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+    assert.equal((await bare.completions.create({ model: MODEL, prompt: 'one two', max_tokens: 2 })).object, 'text_completion');
+    assert.equal((await (await fetch(srv.url + '/v1/health')).json()).status, 'ok');
+    assert.equal((await fetch(srv.url + '/chatty/completions', { method: 'POST', body: '{}' })).status, 404);
+    const t = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify({ messages: req.messages }) });
+    assert.equal(t.status, 200);
+    const { prompt } = await t.json();
+    assert.ok(prompt.includes('Hello there'), prompt);
+    const ids = (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+      body: JSON.stringify({ content: prompt }) })).json()).tokens;
+    const scored = await ai.completions.create({ model: MODEL, prompt: ids, max_tokens: 3, temperature: 0 });
+    assert.equal(scored.usage.prompt_tokens, b.usage.prompt_tokens, 'the chat\'s prompt, token for token');
+    assert.equal(scored.choices[0].text, b.choices[0].message.content);
+    const bad = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify({ messages: 'x' }) });
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.param, 'messages');
+    assert.equal((await fetch(srv.url + '/apply-template')).status, 405);
   });
   await check('chat, not streamed: content, length, usage', async () => {
     const r = await ai.chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 6, seed: 7 });
