@@ -21,6 +21,7 @@ typedef struct job {
     struct job *next;
     oai_request req;
     token_list ids;             /* the prompt, validated before the job is queued */
+    int truncated;              /* truncate_prompt_tokens dropped the prompt's start */
     long long seq;              /* its number among the server's requests */
     char id[48];
     long long created;

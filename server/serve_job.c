@@ -275,13 +275,14 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
     a->calls_seen += n_calls;
 }
 
-/* An echoed prompt (as sent, or its ids' text): the answer's first text,
- * with its tokens' logprobs when asked for; it does not pass the stop filter. */
+/* An echoed prompt (as sent, or its ids' text: sent as ids, or truncated):
+ * the answer's first text, with its tokens' logprobs when asked for; it does
+ * not pass the stop filter. */
 static void answer_echo(answer *a, const vocab *v, const job *j)
 {
     char *decoded = NULL;
     size_t n = 0;
-    const char *p = j->req.prompt;
+    const char *p = j->truncated ? NULL : j->req.prompt;
     errbuf e;
     if (p)
         n = strlen(p);
@@ -430,6 +431,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
     if (keep && (int)ids->n > keep) {
         memmove(ids->ids, ids->ids + ids->n - (size_t)keep, (size_t)keep * sizeof *ids->ids);
         ids->n = (size_t)keep;
+        j->truncated = 1;
     }
     /* (Anthropic's clients read "prompt is too long" as the cue to compact a conversation) */
     if ((int)ids->n > limit && j->req.api == API_ANTHROPIC)

@@ -428,6 +428,9 @@ async function apiFeatureChecks(srv, ai) {
     let r = await ai.completions.create({ ...base, prompt: ids, truncate_prompt_tokens: 3, echo: true, max_tokens: 1 });
     assert.equal(r.usage.prompt_tokens, 3);
     assert.ok(r.choices[0].text.startsWith(text), 'the prompt echoed is what was kept');
+    r = await ai.completions.create({ ...base, prompt: 'one two three four five six seven', truncate_prompt_tokens: 3,
+      echo: true, max_tokens: 1 });
+    assert.ok(r.choices[0].text.startsWith(text), 'a text prompt too');
     const same = await ai.completions.create({ ...base, prompt: kept, max_tokens: 4 });
     r = await ai.completions.create({ ...base, prompt: ids, truncate_prompt_tokens: 3, max_tokens: 4 });
     assert.equal(r.choices[0].text, same.choices[0].text, 'the answer is that of the kept tokens alone');
