@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pattern_tokens.h"
+
 static int is_end(int id, const int *end_ids, int n_end)
 {
     for (int i = 0; i < n_end; i++)
@@ -56,11 +58,20 @@ void json_vocab_free(json_vocab *jv)
     jv->n = 0;
 }
 
+static int pattern_takes(const void *j, const uint32_t *cp, int n)
+{
+    return json_prefix_pattern_takes_cps(j, cp, (size_t)n) == 1;
+}
+
 int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv, const int *end_ids,
                      int n_end, float *logits, int V)
 {
     int complete = json_prefix_complete(j), possible = 0, room = json_prefix_string_room(j);
     int pattern = json_prefix_pattern_takes(j, "", 0) >= 0;
+    /* a pattern's string: its raw tokens tried a group at a time */
+    pattern_tokens *pt = pattern && jv ? pattern_tokens_get(json_prefix_pattern(j), v) : NULL;
+    if (pt)
+        pattern_tokens_reset(pt);
     uint8_t first_ok[256];
     for (int b = 0; b < 256; b++) {
         json_prefix t;
@@ -76,6 +87,8 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
             ok = 0;
         } else if (jv && id < jv->n && room >= 0 && jv->plain[id]) {
             ok = jv->chars[id] <= room;     /* (its characters are whole) */
+        } else if (pt && id < pt->n_vocab && jv->raw[id] && pt->group[id] != PT_SPLIT) {
+            ok = pattern_tokens_taken(pt, id, pattern_takes, j);
         } else if (jv && id < jv->n && pattern && jv->raw[id]) {
             size_t n;   /* a pattern's string: raw text is its code points */
             const char *b = vocab_decode(v, id, &n);

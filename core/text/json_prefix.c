@@ -316,10 +316,36 @@ static int pattern_take(json_regex_set *set, const js_node *n, uint32_t c, uint3
     return (c < 0xd800 || c > 0xdfff) && json_regex_take(n->re, set, c, min, max);
 }
 
-int json_prefix_pattern_takes(const json_prefix *j, const char *t, size_t n)
+/* Inside a string value held to a pattern, between characters: its node;
+ * else NULL. */
+static const js_node *pattern_node(const json_prefix *j)
 {
     const js_node *sn = node(j, j->str_node);
-    if (j->state != S_STRING || j->in_key || j->utf8_left || !sn->re)
+    return j->state != S_STRING || j->in_key || j->utf8_left || !sn->re ? NULL : sn;
+}
+
+const json_regex *json_prefix_pattern(const json_prefix *j)
+{
+    const js_node *sn = pattern_node(j);
+    return sn ? sn->re : NULL;
+}
+
+int json_prefix_pattern_takes_cps(const json_prefix *j, const uint32_t *cp, size_t n)
+{
+    const js_node *sn = pattern_node(j);
+    if (!sn)
+        return -1;
+    json_regex_set set = j->re;
+    for (size_t i = 0; i < n; i++)
+        if (!pattern_take(&set, sn, cp[i], j->str_len + (uint32_t)i))
+            return 0;
+    return 1;
+}
+
+int json_prefix_pattern_takes(const json_prefix *j, const char *t, size_t n)
+{
+    const js_node *sn = pattern_node(j);
+    if (!sn)
         return -1;
     json_regex_set set = j->re;
     uint32_t len = j->str_len;

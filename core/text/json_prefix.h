@@ -80,6 +80,11 @@ int json_prefix_string_room(const json_prefix *j);
  * whether plain text t[0, n) (whole UTF-8 characters, no quote, backslash or
  * control byte) may go on it (1) or not (0); -1 elsewhere. */
 int json_prefix_pattern_takes(const json_prefix *j, const char *t, size_t n);
+/* The same for code points cp[0, n) (whole characters, none of them a quote,
+ * backslash or control character). */
+int json_prefix_pattern_takes_cps(const json_prefix *j, const uint32_t *cp, size_t n);
+/* There: the pattern or format the string is held to; NULL elsewhere. */
+const json_regex *json_prefix_pattern(const json_prefix *j);
 /* 1 when the input is a whole value the schema takes (a number may still go
  * on: 12 is whole, and so is 123). */
 int json_prefix_complete(const json_prefix *j);

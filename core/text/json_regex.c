@@ -727,6 +727,8 @@ int json_regex_format(json_regex *r, const char *format, errbuf *e)
 
 void json_regex_free(json_regex *r)
 {
+    if (r->memo_free)
+        r->memo_free(r->memo);
     free(r->cls);
     free(r->cls_at);
     free(r->ranges);

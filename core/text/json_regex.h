@@ -48,6 +48,10 @@ typedef struct json_regex {
     json_regex_set last;                    /* the positions a match may end at (0: the empty string) */
     uint64_t (*lens)[JSON_REGEX_LENS / 64]; /* bit l: a completion of l code points after p */
     uint8_t *longer;                        /* a completion of more than 255 after p */
+    /* what a user of the pattern keeps with it (pattern_tokens.h), freed by
+     * memo_free in json_regex_free; NULL: nothing */
+    void *memo;
+    void (*memo_free)(void *memo);
 } json_regex;
 
 /* pattern[0, len) (UTF-8). -1 with e saying what is not taken and where. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pattern_tokens.h"
 #include "utf8.h"
 
 int regex_answer_compile(json_regex *r, const char *regex, errbuf *e)
@@ -81,8 +82,8 @@ static int byte(regex_answer *a, unsigned char b)
         }
         return json_regex_take(a->re, &a->set, a->cp, 0, -1) ? 0 : -1;
     }
-    if (b < 0x80)
-        return json_regex_take(a->re, &a->set, b, 0, -1) ? 0 : -1;
+    if (b < 0x80)   /* (no NUL: the answer is text) */
+        return b && json_regex_take(a->re, &a->set, b, 0, -1) ? 0 : -1;
     int bits = utf8_lead(b, &a->left, &a->lo, &a->hi);
     if (bits < 0)
         return -1;
@@ -105,10 +106,24 @@ int regex_answer_complete(const regex_answer *a)
     return !a->left && json_regex_accepts(a->re, &a->set);
 }
 
+/* Whether a's state takes code points cp[0, n) (whole characters). */
+static int takes_cps(const void *state, const uint32_t *cp, int n)
+{
+    regex_answer t = *(const regex_answer *)state;
+    for (int i = 0; i < n; i++)
+        if (!json_regex_take(t.re, &t.set, cp[i], 0, -1))
+            return 0;
+    return 1;
+}
+
 int regex_answer_mask(const regex_answer *a, const vocab *v, const json_vocab *jv, const int *end_ids,
                       int n_end, float *logits, int V)
 {
     int complete = regex_answer_complete(a), possible = 0;
+    /* between characters, tokens of whole characters are tried a group at a time */
+    pattern_tokens *pt = a->left ? NULL : pattern_tokens_get(a->re, v);
+    if (pt)
+        pattern_tokens_reset(pt);
     uint8_t first_ok[256];
     for (int b = 0; b < 256; b++) {
         regex_answer t = *a;
@@ -120,7 +135,11 @@ int regex_answer_mask(const regex_answer *a, const vocab *v, const json_vocab *j
             end |= end_ids[k] == id;
         if (end || vocab_is_special(v, id)) {
             ok = end && complete;
-        } else if (!jv || id >= jv->n || first_ok[jv->first[id]]) {
+        } else if (jv && id < jv->n && !first_ok[jv->first[id]]) {
+            ok = 0;
+        } else if (pt && id < pt->n_vocab && pt->group[id] != PT_SPLIT) {
+            ok = pattern_tokens_taken(pt, id, takes_cps, a);
+        } else {
             size_t n;
             const char *b = vocab_decode(v, id, &n);
             regex_answer t = *a;

@@ -4,7 +4,7 @@
  * across tokens checked by the range of code points its bytes so far allow,
  * so no token is taken that no match continues; an end token only once the
  * text matches. The answer's bytes are UTF-8 (no overlong forms, surrogates
- * or code points past U+10FFFF). */
+ * or code points past U+10FFFF) without NUL. */
 #ifndef MOETIER_REGEX_ANSWER_H
 #define MOETIER_REGEX_ANSWER_H
 

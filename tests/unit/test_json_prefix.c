@@ -212,8 +212,9 @@ Test(json_prefix, agrees_with_the_strict_parser, .timeout = 60)
 /* json_mask_logits on Kimi's vocabulary, at each prefix of a value: a
  * regular token stays possible exactly when its bytes, fed after the prefix
  * (fed from the start), still make a prefix; special tokens never, and once the
- * value is whole only the end tokens. Any object, and a schema whose
- * required keys, enum and item bound live in the automaton's frames. */
+ * value is whole only the end tokens. Any object, a schema whose required
+ * keys, enum and item bound live in the automaton's frames, bounds, and
+ * patterns (whose tokens the mask tries by group). */
 Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
 {
     tokenizer tok;
@@ -240,13 +241,23 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
                      "\"additionalProperties\": false}");
     cr_assert_eq(json_schema_compile(sj, &bounded, &e), 0, "%s", e.msg);
     cJSON_Delete(sj);
+    /* patterns whose raw tokens the mask tries a group at a time (pattern_tokens.h):
+     * anchored letters and punctuation, and an unanchored one with \w and \s */
+    json_schema patterned;
+    sj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", \"pattern\": "
+                     "\"^[A-Za-z ,.]+$\", \"minLength\": 3, \"maxLength\": 12}, \"id\": {\"type\": \"string\", "
+                     "\"pattern\": \"x[0-9]{2}|\\\\w+-\\\\s\"}}, \"required\": [\"name\", \"id\"], "
+                     "\"additionalProperties\": false}");
+    cr_assert_eq(json_schema_compile(sj, &patterned, &e), 0, "%s", e.msg);
+    cJSON_Delete(sj);
     const struct {
         const json_schema *s;
         const char *doc;
     } cases[] = {{any_object(), "{\"k\\u00e9y\": [1.5e-3, true, {\"\xe2\x82\xac\": null}], \"n\": -0}"},
                  {&schema, "{\"days\": [\"tue\", \"mon\"], \"city\": \"Paris\", \"n\": 12}"},
                  {&bounded, "{\"code\": \"ab\xc3\xa9\\u20acz\", \"score\": 9.75, \"n\": 17, \"when\": "
-                            "\"2024-02-29\", \"tag\": \"\xc3\xa9t\\u00e9s1\"}"}};
+                            "\"2024-02-29\", \"tag\": \"\xc3\xa9t\\u00e9s1\"}"},
+                 {&patterned, "{\"name\": \"Ann, B. Co\", \"id\": \"#ab_9- !\"}"}};
     enum { N_CASES = sizeof cases / sizeof *cases };
     json_vocab jv;
     cr_assert_eq(json_vocab_build(&jv, v, &e), 0, "%s", e.msg);
@@ -283,6 +294,7 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
     json_vocab_free(&jv);
     json_schema_free(&schema);
     json_schema_free(&bounded);
+    json_schema_free(&patterned);
     free(logits);
     tokenizer_free(&tok);
 }

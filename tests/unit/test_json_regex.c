@@ -17,29 +17,6 @@
 #include "testutil.h"
 
 
-/* a random pattern of at most about cap bytes into out */
-static void gen(test_rng *g, char *out, size_t cap, int depth)
-{
-    static const char *const atoms[] = {"a",    "b",   "c",      ".",   "[ab]",
-                                        "[^a]", "\\d", "[a-c1]", "\\.", "\xc3\xa9"};
-    static const char *const quants[] = {"", "", "", "?", "*", "+", "{2}", "{1,3}", "{0,2}", "{2,}", "*?"};
-    char a[256], b[256];
-    switch (depth > 2 ? 0 : test_rnd(g, 5)) {
-    case 0:
-    case 1: snprintf(out, cap, "%s%s", atoms[test_rnd(g, 10)], quants[test_rnd(g, 11)]); return;
-    case 2:
-        gen(g, a, sizeof a, depth + 1);
-        gen(g, b, sizeof b, depth + 1);
-        snprintf(out, cap, "(%s|%s)%s", a, b, quants[test_rnd(g, 11)]);
-        return;
-    default:
-        gen(g, a, sizeof a, depth + 1);
-        gen(g, b, sizeof b, depth + 1);
-        snprintf(out, cap, "%s%s", a, b);
-        return;
-    }
-}
-
 static pcre2_code *oracle(const char *pattern)
 {
     int err;
@@ -101,7 +78,7 @@ Test(json_regex, random_patterns_match_as_pcre2_searches, .timeout = 120)
     int judged = 0, matched = 0;
     for (int trial = 0; trial < 400; trial++) {
         char pat[300], full[320];
-        gen(&g, pat, sizeof pat, 0);
+        test_random_pattern(&g, pat, sizeof pat, 0);
         /* as written (a search), and anchored at either end or both */
         int anchors = (int)test_rnd(&g, 4);
         snprintf(full, sizeof full, "%s(?:%s)%s", anchors & 1 ? "^" : "", pat, anchors & 2 ? "$" : "");
@@ -136,7 +113,7 @@ Test(json_regex, anchored_prefixes_are_taken_as_pcre2_partial_matches_say, .time
     int viable = 0, judged = 0;
     for (int trial = 0; trial < 400; trial++) {
         char pat[300], full[320];
-        gen(&g, pat, sizeof pat, 0);
+        test_random_pattern(&g, pat, sizeof pat, 0);
         snprintf(full, sizeof full, "^(?:%s)$", pat);
         json_regex r;
         errbuf e;
@@ -171,7 +148,7 @@ Test(json_regex, completion_lengths_are_those_of_the_matches, .timeout = 120)
     test_rng g = {.s = 13};
     for (int trial = 0; trial < 100; trial++) {
         char pat[300], full[320];
-        gen(&g, pat, sizeof pat, 1);
+        test_random_pattern(&g, pat, sizeof pat, 1);
         snprintf(full, sizeof full, "^(?:%s)$", pat);
         json_regex r;
         errbuf e;

@@ -1,14 +1,17 @@
 /* regex_answer: an answer held to a pattern as a whole (guided_regex,
  * guided_choice): characters split across tokens judged by the code points
  * their bytes allow; choices taken as literal text; and the token mask on
- * Kimi's vocabulary at each prefix of an answer against feeding the prefix
- * and the token from the start (end tokens only once the text matches). */
+ * Kimi's vocabulary at each prefix of an answer, and on a synthetic one under
+ * random patterns, against feeding the prefix and the token (end tokens only
+ * once the text matches). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text/pattern_tokens.h"
 #include "core/text/regex_answer.h"
+#include "core/text/synth_tokenizer.h"
 #include "core/text/tokenizer.h"
 #include "testutil.h"
 
@@ -119,4 +122,69 @@ Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
     json_vocab_free(&jv);
     free(logits);
     tokenizer_free(&tok);
+}
+
+/* The mask tries tokens of whole characters a group at a time
+ * (pattern_tokens.h): on a synthetic vocabulary (single bytes, English
+ * merges, special tokens), under 300 random patterns at random prefixes (some
+ * ending inside a character), a token stays possible exactly when its bytes
+ * fed after the prefix are taken; an end token exactly when the text matches. */
+Test(regex_answer, token_groups_mask_as_feeding_does, .timeout = 120)
+{
+    char *dir = test_make_tmpdir("regex-groups");
+    errbuf e;
+    cr_assert_eq(synth_tokenizer_write(dir, 2048, 2000, 2001, &e), 0, "%s", e.msg);
+    tokenizer tok;
+    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    const vocab *v = &tok.v;
+    int V = v->n_vocab, end_ids[1] = {2001}, grouped = 0, groups = 0;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    json_vocab jv;
+    cr_assert_eq(json_vocab_build(&jv, v, &e), 0, "%s", e.msg);
+    static const char *const pieces[] = {"a", "b", "c", "1", "z", ".", " ", "\xc3\xa9", "the", "\xc3"};
+    test_rng g = {.s = 17};
+    for (int c = 0; c < 300; c++) {
+        char pat[256];
+        test_random_pattern(&g, pat, sizeof pat, 0);
+        json_regex re;
+        cr_assert_eq(regex_answer_compile(&re, pat, &e), 0, "%s: %s", pat, e.msg);
+        regex_answer a;
+        regex_answer_init(&a, &re);
+        for (int k = (int)test_rnd(&g, 7); k > 0; k--) {     /* a prefix the pattern takes */
+            const char *p = pieces[test_rnd(&g, 10)];
+            regex_answer t = a;
+            if (regex_answer_feed(&t, p, strlen(p)) == 0)
+                a = t;
+        }
+        for (int i = 0; i < V; i++)
+            logits[i] = 1.0f;
+        int possible = regex_answer_mask(&a, v, c % 2 ? &jv : NULL, end_ids, 1, logits, V), counted = 0;
+        for (int id = 0; id < V; id++) {
+            int want;
+            if (vocab_is_special(v, id)) {
+                want = id == end_ids[0] && regex_answer_complete(&a);
+            } else {
+                size_t n;
+                const char *b = vocab_decode(v, id, &n);
+                regex_answer r = a;
+                want = n > 0 && b[0] && regex_answer_feed(&r, b, n) == 0;
+            }
+            counted += want;
+            cr_assert_eq(logits[id] == 1.0f, want, "pattern %s, token %d", pat, id);
+        }
+        cr_assert_eq(possible, counted);
+        const pattern_tokens *pt = pattern_tokens_get(&re, v);
+        cr_assert_not_null(pt);
+        for (int id = 0; id < V; id++)
+            grouped += pt->group[id] >= 0;
+        groups += pt->n_groups;
+        json_regex_free(&re);
+    }
+    /* (the groups do share: tried once, each settles several tokens) */
+    cr_expect_lt(groups * 2, grouped, "%d groups for %d tokens", groups, grouped);
+    json_vocab_free(&jv);
+    free(logits);
+    tokenizer_free(&tok);
+    test_remove_tree(dir);
+    free(dir);
 }

@@ -217,3 +217,25 @@ unsigned test_rnd(test_rng *g, unsigned n)
     g->s = g->s * 6364136223846793005ull + 1442695040888963407ull;
     return (unsigned)(g->s >> 33) % n;
 }
+
+void test_random_pattern(test_rng *g, char *out, size_t cap, int depth)
+{
+    static const char *const atoms[] = {"a",    "b",   "c",      ".",   "[ab]",
+                                        "[^a]", "\\d", "[a-c1]", "\\.", "\xc3\xa9"};
+    static const char *const quants[] = {"", "", "", "?", "*", "+", "{2}", "{1,3}", "{0,2}", "{2,}", "*?"};
+    char a[256], b[256];
+    switch (depth > 2 ? 0 : test_rnd(g, 5)) {
+    case 0:
+    case 1: snprintf(out, cap, "%s%s", atoms[test_rnd(g, 10)], quants[test_rnd(g, 11)]); return;
+    case 2:
+        test_random_pattern(g, a, sizeof a, depth + 1);
+        test_random_pattern(g, b, sizeof b, depth + 1);
+        snprintf(out, cap, "(%s|%s)%s", a, b, quants[test_rnd(g, 11)]);
+        return;
+    default:
+        test_random_pattern(g, a, sizeof a, depth + 1);
+        test_random_pattern(g, b, sizeof b, depth + 1);
+        snprintf(out, cap, "%s%s", a, b);
+        return;
+    }
+}

@@ -32,6 +32,10 @@ typedef struct test_rng {
 } test_rng;
 /* A number in [0, n). */
 unsigned test_rnd(test_rng *g, unsigned n);
+/* A random pattern (json_regex.h's subset: literals, classes, escapes, '.',
+ * groups, '|', quantifiers; no anchors) of at most about cap bytes; nested
+ * up to 3 - depth levels. */
+void test_random_pattern(test_rng *g, char *out, size_t cap, int depth);
 
 typedef struct logit_cmp {
     double max_over_std, rms_over_std;
