@@ -587,7 +587,7 @@ static enum MHD_Result handle_apply_template(server *s, struct MHD_Connection *c
     oai_error err;
     char *text;
     size_t len;
-    if (job_chat_prompt(s, j, &text, &len, &err)) {
+    if (serve_chat_prompt(s, &j->req, &text, &len, &err)) {
         discard_job(j);
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     }

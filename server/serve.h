@@ -59,6 +59,9 @@ typedef struct serve_options {
      * before a keep-alive is sent between chunks (0: after every chunk) */
     double keep_alive;
     chat_options copt;          /* chat template defaults (--no-think) */
+    /* chat requests are refused: the model's chat template is not one
+     * moetier renders (completions still take raw prompts) */
+    int no_chat;
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)
      * in GB; < 0: serve_prompt_cache_default_gb() */

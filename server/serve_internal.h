@@ -108,8 +108,8 @@ void slots_destroy(server *s);
 
 /* A chat request's prompt as the model reads it: the conversation in the
  * chat template, then the answer's start a client gave (malloc'd into *text);
- * -1 with err set. */
-int job_chat_prompt(server *s, const job *j, char **text, size_t *len, oai_error *err);
+ * -1 with err set (a 400, also when the server takes no chat: no_chat). */
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, oai_error *err);
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
  * the context, on the connection's thread so a bad request never waits in the
  * queue; -1 with err set (a 400). same: NULL, or the ids of a job made from

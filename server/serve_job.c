@@ -368,13 +368,18 @@ static int history_calls(const cJSON *messages)
     return n;
 }
 
-int job_chat_prompt(server *s, const job *j, char **text, size_t *len, oai_error *err)
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, oai_error *err)
 {
     errbuf e;
     *text = NULL;
-    if (chat_format_render(s->kind, j->req.messages, j->req.tools, &j->req.copt, text, len, &e))
+    if (s->o.no_chat)   /* (the server's log at start says which template and why) */
+        return oai_fail(err, 400, "invalid_request_error", "messages", "chat_template_unsupported",
+                        "this server takes no chat requests: its model's chat template is not one moetier "
+                        "renders (completions take raw prompts; started with --chat-template kimi-k2.5, "
+                        "it renders chats in Kimi K2.5's format)");
+    if (chat_format_render(s->kind, r->messages, r->tools, &r->copt, text, len, &e))
         return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
-    if (j->req.assistant_prefix && append_prefix(text, len, j->req.assistant_prefix)) {
+    if (r->assistant_prefix && append_prefix(text, len, r->assistant_prefix)) {
         free(*text);
         *text = NULL;
         return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
@@ -406,7 +411,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         }
     } else {
         if (j->req.kind == OAI_CHAT) {
-            if (job_chat_prompt(s, j, &text, &len, err))
+            if (serve_chat_prompt(s, &j->req, &text, &len, err))
                 return -1;
             p = text;
         } else {

@@ -28,9 +28,11 @@ static int tokenize_input(server *s, const char *body, size_t len, token_list *i
         }
         char *text = NULL;
         size_t n = 0;
-        rc = chat_format_render(s->kind, r.messages, r.tools, &r.copt, &text, &n, &e);
-        if (!rc)
-            rc = tokenizer_encode(s->tok, text, n, TOK_ALLOW_SPECIAL, ids, &e);
+        if (serve_chat_prompt(s, &r, &text, &n, err)) {
+            oai_request_free(&r);
+            return -1;
+        }
+        rc = tokenizer_encode(s->tok, text, n, TOK_ALLOW_SPECIAL, ids, &e);
         free(text);
         oai_request_free(&r);
         return rc ? oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg) : 0;

@@ -249,6 +249,32 @@ void model_flags_usage(FILE *f)
     model_flags_usage_except(f, 0);
 }
 
+int chat_template_flag_parse(const char **name, int argc, char **argv, int *i)
+{
+    if (strcmp(argv[*i], "--chat-template"))
+        return 0;
+    return (*name = cli_value(argc, argv, i)) ? 1 : -1;
+}
+
+void chat_template_flag_usage(FILE *f)
+{
+    fprintf(f, "  --chat-template NAME the chat format: auto (default: the model's own template,\n"
+               "                       when it is one moetier renders: Kimi K2.5's family) or\n"
+               "                       kimi-k2.5 (that format for any checkpoint, e.g. one whose\n"
+               "                       own template moetier does not render)\n");
+}
+
+int cli_chat_template(const char *dir, const char *name, chat_template_kind *out, errbuf *e)
+{
+    if (name && strcmp(name, "auto"))
+        return chat_template_from_name(name, out, e) ? err_prefix(e, "--chat-template: ") : 0;
+    if (chat_template_load(dir, out, e) == 0)
+        return 0;
+    char why[sizeof e->msg];
+    snprintf(why, sizeof why, "%s", e->msg);
+    return err_set(e, "%s; --chat-template kimi-k2.5 renders chats in Kimi K2.5's format instead", why);
+}
+
 int model_flags_parse(model_flags *f, int argc, char **argv, int *i)
 {
     const char *a = argv[*i], *v;

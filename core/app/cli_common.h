@@ -7,6 +7,7 @@
 
 #include "core/engine/engine.h"
 #include "core/model/model_weights.h"
+#include "core/text/chat_format.h"
 #include "kernels/decode_bound.h"
 #include "kernels/gpu_backend.h"
 #include "tiers/expert_source.h"
@@ -100,6 +101,15 @@ void model_flags_usage_except(FILE *f, int leave_out);
 /* If argv[*i] is one of the model flags, consumes it (and its value) and
  * returns 1; returns -1 on a bad value, 0 when not a model flag. */
 int model_flags_parse(model_flags *f, int argc, char **argv, int *i);
+
+/* --chat-template NAME (run, chat, serve): consumed into *name as above. */
+int chat_template_flag_parse(const char **name, int argc, char **argv, int *i);
+void chat_template_flag_usage(FILE *f);
+/* The chat format for the model in dir: the one --chat-template names, or
+ * (name NULL or "auto") the model's own template when it is one moetier
+ * renders; otherwise -1 with e saying why and that --chat-template can name
+ * a format. */
+int cli_chat_template(const char *dir, const char *name, chat_template_kind *out, errbuf *e);
 /* Once parsed: flags that cannot go together (the GPU backend's with the CPU
  * one, an unknown $MOETIER_BACKEND) said on stderr as `moetier CMD: ...`
  * before anything loads; 2 then (the exit status), else 0. */

@@ -52,6 +52,7 @@ static void usage(FILE *f)
                "                   system message) computes only the rest\n"
                "  --prompt-cache-ro    read FILE, never write it\n"
                "  and the context, tier and sampling options of `moetier run`:\n");
+    chat_template_flag_usage(f);
     model_flags_usage(f);
     sampling_flags_usage(f);
 }
@@ -325,6 +326,7 @@ int cmd_chat(int argc, char **argv)
     chat_state c = {0};
     draft_tuner_init(&c.tuner);
     int max_new = 1024, show_think = 1;
+    const char *template_name = NULL;
     chat_options_default(&c.copt);
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -334,6 +336,8 @@ int cmd_chat(int argc, char **argv)
             return 2;
         if (!r)
             r = cli_prompt_cache_parse(&c.pcache, argc, argv, &i);
+        if (!r)
+            r = chat_template_flag_parse(&template_name, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r)
@@ -382,7 +386,7 @@ int cmd_chat(int argc, char **argv)
         return cli_fail(&e);
     if (tokenizer_load(&c.tok, mf.dir, &e))
         return cli_fail(&e);
-    if (chat_template_load(mf.dir, &c.kind, &e) || cli_model_open(&c.m, &mf, &e)) {
+    if (cli_chat_template(mf.dir, template_name, &c.kind, &e) || cli_model_open(&c.m, &mf, &e)) {
         tokenizer_free(&c.tok);
         return cli_fail(&e);
     }

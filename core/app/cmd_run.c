@@ -81,6 +81,7 @@ static void usage(FILE *f)
             "  --json-schema SCHEMA the answer is a JSON value SCHEMA takes (JSON Schema as\n"
             "                       the server's response_format json_schema; '{}': any JSON)\n"
             "  --json-schema-file FILE  the same, the schema read from FILE\n");
+    chat_template_flag_usage(f);
     model_flags_usage(f);
     sampling_flags_usage(f);
 }
@@ -93,8 +94,8 @@ static int stop_requested(void *ctx)
 
 /* The prompt's ids: the raw text, or with --chat/--system one user turn (and
  * the system message) in the model's chat format, ready for the reply. */
-static int encode_prompt(const tokenizer *tok, const char *dir, const char *text, size_t text_len,
-                         const char *system, int chat, token_list *out, errbuf *e)
+static int encode_prompt(const tokenizer *tok, const char *dir, const char *template_name, const char *text,
+                         size_t text_len, const char *system, int chat, token_list *out, errbuf *e)
 {
     if (!chat && !system)
         return tokenizer_encode(tok, text, text_len, TOK_ALLOW_SPECIAL, out, e);
@@ -106,7 +107,7 @@ static int encode_prompt(const tokenizer *tok, const char *dir, const char *text
     chat_template_kind kind;
     chat_options opt;
     chat_options_default(&opt);
-    if (chat_template_load(dir, &kind, e))
+    if (cli_chat_template(dir, template_name, &kind, e))
         return -1;
     cJSON *msgs = cJSON_CreateArray();
     if (system) {
@@ -139,7 +140,7 @@ int cmd_run(int argc, char **argv)
     gen_draft_stats draft_stats = {0};
     draft_tuner tuner;
     draft_tuner_init(&tuner);
-    const char *schema_arg = NULL, *schema_path = NULL;
+    const char *schema_arg = NULL, *schema_path = NULL, *template_name = NULL;
     cli_prompt_cache pcache = {0};
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -147,6 +148,8 @@ int cmd_run(int argc, char **argv)
             r = sampling_flag_parse(&sp, argc, argv, &i);
         if (!r)
             r = cli_prompt_cache_parse(&pcache, argc, argv, &i);
+        if (!r)
+            r = chat_template_flag_parse(&template_name, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r)
@@ -263,7 +266,7 @@ int cmd_run(int argc, char **argv)
     }
     if (prompt_text) {
         token_list l = {0};
-        int bad = encode_prompt(&tok, mf.dir, prompt_text, prompt_len, system, chat, &l, &e);
+        int bad = encode_prompt(&tok, mf.dir, template_name, prompt_text, prompt_len, system, chat, &l, &e);
         if (bad && prompt_path)
             err_prefix(&e, "%s: ", strcmp(prompt_path, "-") ? prompt_path : "standard input");
         free(file_text);

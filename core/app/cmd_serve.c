@@ -56,6 +56,7 @@ static void usage(FILE *f)
                "                       start, written while idle and at a clean stop\n"
                "  and the context, tier and sampling options of `moetier run` (sampling options\n"
                "  are defaults; a request's temperature, top_p and seed override them):\n");
+    chat_template_flag_usage(f);
     model_flags_usage(f);
     sampling_flags_usage(f);
 }
@@ -79,10 +80,13 @@ int cmd_serve(int argc, char **argv)
     serve_options_default(&so);
     so.api_key = getenv("MOETIER_API_KEY");
     int key_from_env = so.api_key != NULL, max_queue_set = 0;
+    const char *template_name = NULL;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
             r = sampling_flag_parse(&so.sp, argc, argv, &i);
+        if (!r)
+            r = chat_template_flag_parse(&template_name, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r)
@@ -223,11 +227,21 @@ int cmd_serve(int argc, char **argv)
     mf.seqs = so.parallel;
     mf.tiers.reserve_bytes = (uint64_t)(so.prompt_cache_gb * 1e9);
     tokenizer tok;
-    chat_template_kind kind;
+    chat_template_kind kind = CHAT_TEMPLATE_K25_MOONSHOT;   /* (unused when no_chat) */
     cli_model m;
     if (tokenizer_load(&tok, mf.dir, &e))
         return cli_fail(&e);
-    if (chat_template_load(mf.dir, &kind, &e) || cli_model_open(&m, &mf, &e)) {
+    /* a model whose template moetier does not render is still served: its
+     * completions take raw prompts, and chat requests are refused saying why */
+    if (cli_chat_template(mf.dir, template_name, &kind, &e)) {
+        if (template_name && strcmp(template_name, "auto")) {
+            tokenizer_free(&tok);
+            return cli_fail(&e);
+        }
+        so.no_chat = 1;
+        fprintf(stderr, "moetier serve: chat requests will be refused: %s\n", e.msg);
+    }
+    if (cli_model_open(&m, &mf, &e)) {
         tokenizer_free(&tok);
         return cli_fail(&e);
     }

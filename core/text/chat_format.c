@@ -882,6 +882,19 @@ fail:
 
 /* ---- template recognition ---------------------------------------------------- */
 
+int chat_template_from_name(const char *name, chat_template_kind *out, errbuf *e)
+{
+    if (!strcmp(name, "kimi-k2.5")) {
+        *out = CHAT_TEMPLATE_K25_MOONSHOT;
+        return 0;
+    }
+    if (!strcmp(name, "kimi-k2.5-kite")) {
+        *out = CHAT_TEMPLATE_K25;
+        return 0;
+    }
+    return err_set(e, "unknown chat format '%.60s' (known: kimi-k2.5, kimi-k2.5-kite)", name);
+}
+
 const char *chat_template_name(chat_template_kind kind)
 {
     switch (kind) {
@@ -914,14 +927,17 @@ int chat_template_detect(const char *template_text, chat_template_kind *out, err
         n_missing++;
     }
     if (n_missing) {
-        int k2_instruct = strstr(template_text, "You are Kimi, an AI assistant created by Moonshot AI.") ||
-                          strstr(template_text, "<|media_start|>");
+        /* Kimi K2's own templates (K2-Instruct, K2-Thinking) came in several
+         * revisions, none known here byte for byte: named, not guessed */
+        int k2 = strstr(template_text, "You are Kimi, an AI assistant created by Moonshot AI.") ||
+                 strstr(template_text, "<|media_start|>");
+        int thinking = k2 && strstr(template_text, "<think>");
         return err_set(e,
                        "unsupported chat template: %smissing %s (moetier renders the Kimi K2.5-style "
                        "template natively and recognises it by these markers)",
-                       k2_instruct ? "this looks like the Kimi-K2-Instruct template, which is not "
-                                     "supported; "
-                                   : "",
+                       thinking ? "this looks like the Kimi-K2-Thinking template, which is not supported; "
+                       : k2     ? "this looks like the Kimi-K2-Instruct template, which is not supported; "
+                                : "",
                        missing);
     }
     if (strstr(template_text, "<|kite_video_placeholder|>")) {

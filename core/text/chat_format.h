@@ -116,6 +116,10 @@ int chat_template_load(const char *model_dir, chat_template_kind *out, errbuf *e
 
 /* "kimi-k2.5 (kite)" / "kimi-k2.5". */
 const char *chat_template_name(chat_template_kind kind);
+/* A format named on the command line (--chat-template), whatever the model's
+ * template: "kimi-k2.5" (K2.5's video placeholder) or "kimi-k2.5-kite"; -1
+ * with e listing the names for another. */
+int chat_template_from_name(const char *name, chat_template_kind *out, errbuf *e);
 
 /* Flags of chat_json_dump. */
 enum {

@@ -4,7 +4,7 @@
 // usage: node server_test.mjs MOETIER_BIN MODEL_DIR
 import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -1450,8 +1450,57 @@ async function parallelServer() {
   });
 }
 
+// Kimi K2's own templates (K2-Instruct, K2-Thinking) are not rendered: the
+// model is served for raw prompts, and chat is refused saying why, unless
+// --chat-template names a format
+async function unrenderedTemplateServer() {
+  const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'template-'));
+  try {
+    for (const f of readdirSync(modelDir)) symlinkSync(join(modelDir, f), join(dir, f));
+    writeFileSync(join(dir, 'chat_template.jinja'), "{%- for message in messages -%}{%- if loop.first and " +
+      "messages[0]['role'] != 'system' -%}<|im_system|>system<|im_middle|>You are Kimi, an AI assistant " +
+      "created by Moonshot AI.<|im_end|>{%- endif -%}<|im_user|>{{ message['content'] }}<|media_start|>" +
+      '{%- endfor -%}');
+    await check('a chat template moetier does not render: served for raw prompts, chat refused saying why; --chat-template kimi-k2.5', async () => {
+      const srv = await startServer(['--no-think', '-m', dir]);
+      try {
+        assert.match(srv.log, /chat requests will be refused: .*Kimi-K2-Instruct/);
+        const ai = client(srv);
+        const chat = { model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 };
+        const e = await expectStatus(ai.chat.completions.create(chat), 400);
+        assert.equal(e.param, 'messages');
+        assert.equal(e.code, 'chat_template_unsupported');
+        assert.match(e.message, /--chat-template kimi-k2\.5/);
+        for (const [path, body] of [['/tokenize', { messages: chat.messages }], ['/apply-template', { messages: chat.messages }],
+          ['/v1/messages', { model: MODEL, max_tokens: 3, messages: chat.messages }]]) {
+          const r = await fetch(srv.url + path, { method: 'POST', body: JSON.stringify(body) });
+          assert.equal(r.status, 400, path);
+          assert.match(JSON.stringify(await r.json()), /chat template is not one moetier renders/, path);
+        }
+        const r = await ai.completions.create({ model: MODEL, prompt: 'one two', max_tokens: 2, temperature: 0 });
+        assert.equal(r.object, 'text_completion', 'raw prompts need no template');
+      } finally {
+        await stopServer(srv);
+      }
+      const srv2 = await startServer(['--no-think', '-m', dir, '--chat-template', 'kimi-k2.5']);
+      try {
+        assert.doesNotMatch(srv2.log, /chat requests will be refused/);
+        const r = await client(srv2).chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 3 });
+        assert.equal(r.object, 'chat.completion');
+      } finally {
+        await stopServer(srv2);
+      }
+      const bad = await startServer(['-m', dir, '--chat-template', 'chatml']).then(async (x) => { await stopServer(x); return null; }, (x) => x);
+      assert.ok(bad && /unknown chat format 'chatml'/.test(String(bad)), String(bad));
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 try {
   await plainServer();
+  await unrenderedTemplateServer();
   await restartedServer();
   await queueServer();
   await parallelServer();

@@ -201,9 +201,28 @@ Test(chat, detect_rejects_unknown_templates)
     cr_expect(strstr(e.msg, "unsupported chat template") != NULL, "%s", e.msg);
     cr_expect(strstr(e.msg, "Kimi-K2-Instruct") != NULL, "%s", e.msg);
 
+    const char *k2_thinking = "{%- if messages|length == 0 or messages[0]['role'] != 'system' -%}"
+                              "<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by "
+                              "Moonshot AI.<|im_end|>{%- endif -%}<|im_assistant|><think></think>"
+                              "<|media_start|>";
+    cr_expect_neq(chat_template_detect(k2_thinking, &k, &e), 0);
+    cr_expect(strstr(e.msg, "Kimi-K2-Thinking") != NULL, "%s", e.msg);
+
     cr_expect_neq(chat_template_detect("", &k, &e), 0);
     cr_expect(strstr(e.msg, "unsupported chat template") != NULL, "%s", e.msg);
     cr_expect_neq(chat_template_detect(NULL, &k, &e), 0);
+}
+
+Test(chat, formats_by_name)
+{
+    chat_template_kind k = CHAT_TEMPLATE_K25;
+    errbuf e;
+    cr_expect_eq(chat_template_from_name("kimi-k2.5", &k, &e), 0);
+    cr_expect_eq(k, CHAT_TEMPLATE_K25_MOONSHOT);
+    cr_expect_eq(chat_template_from_name("kimi-k2.5-kite", &k, &e), 0);
+    cr_expect_eq(k, CHAT_TEMPLATE_K25);
+    cr_expect_neq(chat_template_from_name("chatml", &k, &e), 0);
+    cr_expect(strstr(e.msg, "'chatml'") && strstr(e.msg, "kimi-k2.5-kite"), "%s", e.msg);
 }
 
 static void write_text(const char *dir, const char *name, const char *text)

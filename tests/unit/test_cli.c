@@ -507,6 +507,46 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
 
 /* -f FILE and -f - (standard input) give what -p gives; a prompt past the
  * 128 KiB a single argument may hold arrives whole; bad files fail naming them. */
+/* A checkpoint whose chat template moetier does not render (Kimi K2's own
+ * templates): a chat turn is refused saying why and what --chat-template
+ * names; --chat-template kimi-k2.5 renders it in K2.5's format, as a model
+ * without a template gets by default; raw prompts need no template. */
+Test(cli, chat_template_override, .timeout = 60)
+{
+    char *tmp = test_make_tmpdir("clitemplate"), *out, *err, path[4096];
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids", bin(), tmp), 0,
+                 "%s", err);
+    char *want = strdup(last_line(out));
+    free(out);
+    free(err);
+    snprintf(path, sizeof path, "%s/chat_template.jinja", tmp);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{% for m in messages %}<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by "
+          "Moonshot AI.<|im_end|><|im_user|>{{ m.content }}<|im_assistant|><think>{% endfor %}", f);
+    fclose(f);
+    cr_expect_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3", bin(), tmp), 1);
+    cr_expect(strstr(err, "Kimi-K2-Thinking") && strstr(err, "--chat-template kimi-k2.5"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids --chat-template "
+                                 "kimi-k2.5", bin(), tmp), 0, "%s", err);
+    cr_expect_str_eq(last_line(out), want, "the K2.5 format, as without a template");
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s run -m %s -p Hi -n 2", bin(), tmp), 0, "raw prompts: %s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "%s chat -m %s --chat-template k2 </dev/null", bin(), tmp), 1);
+    cr_expect(strstr(err, "--chat-template") && strstr(err, "known: kimi-k2.5"), "%s", err);
+    free(out);
+    free(err);
+    free(want);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 Test(cli, run_reads_the_prompt_from_a_file, .timeout = 120)
 {
     char *tmp = test_make_tmpdir("clifile"), *out, *err;
