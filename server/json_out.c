@@ -22,6 +22,23 @@ char *json_print_and_delete(cJSON *root)
     return s;
 }
 
+char *json_sse_data_text(char *body)
+{
+    if (!body)
+        return NULL;
+    size_t n = strlen(body) + 16;
+    char *ev = malloc(n);
+    if (ev)
+        snprintf(ev, n, "data: %s\n\n", body);
+    free(body);
+    return ev;
+}
+
+char *json_sse_data(cJSON *data)
+{
+    return json_sse_data_text(json_print_and_delete(data));
+}
+
 int json_sse_append(char **out, const char *name, cJSON *data)
 {
     char *body = json_print_and_delete(data);

@@ -13,6 +13,11 @@ cJSON *json_clean_string(const char *text, size_t n);
 /* root printed compactly (malloc'd), root deleted; NULL when out of memory or
  * root is NULL. */
 char *json_print_and_delete(cJSON *root);
+/* "data: BODY\n\n" (a Server-Sent Event without a name) of body, which it
+ * takes (freed); NULL when body is NULL or out of memory. */
+char *json_sse_data_text(char *body);
+/* The same of data printed (data deleted). */
+char *json_sse_data(cJSON *data);
 /* Appends "event: NAME\ndata: {data}\n\n" to *out (grown), deleting data.
  * 0, or -1 out of memory (*out then freed and NULL). */
 int json_sse_append(char **out, const char *name, cJSON *data);

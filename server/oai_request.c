@@ -130,6 +130,12 @@ static int parse_sampling_extensions(oai_request *r, oai_error *err)
         return oai_bad(err, "min_p", "'min_p' must be less than 1");
     if (present)
         r->min_p = (float)v;
+    if (opt_number(r->root, "repeat_last_n", -1, 1 << 20, &v, &present, err))
+        return -1;
+    if (present && v != floor(v))
+        return oai_bad(err, "repeat_last_n", "'repeat_last_n' must be an integer (-1: the context)");
+    r->has_repeat_last_n = present;
+    r->repeat_last_n = present ? (int)v : 0;
     const char *rp_names[] = {"repeat_penalty", "repetition_penalty"};  /* the second wins */
     for (int i = 0; i < 2; i++) {
         if (opt_number(r->root, rp_names[i], 0, 1e6, &v, &present, err))

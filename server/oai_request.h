@@ -25,7 +25,7 @@
  * answer, with its tokens' logprobs; max_tokens may then be 0), and the chat template switches "thinking" (also
  * inside chat_template_kwargs), reasoning_effort ("none": thinking off, any
  * other effort: on); the extensions of vLLM and llama.cpp top_k (0
- * or -1: off), min_p [0, 1) and repetition_penalty (or repeat_penalty) > 0;
+ * or -1: off), min_p [0, 1), repetition_penalty (or repeat_penalty) > 0 and its window repeat_last_n;
  * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding,
  * truncate_prompt_tokens, skip_special_tokens and prompt_logprobs (0 to 20 alternatives; not
  * streamed, one choice).
@@ -54,8 +54,10 @@ typedef enum oai_kind { OAI_CHAT, OAI_COMPLETION } oai_kind;
 
 /* The API a request came by, and its answer goes out in: OpenAI's chat and
  * completions, or a chat request underneath: Anthropic's Messages API
- * (anthropic_request.h) or OpenAI's Responses API (responses_request.h). */
-typedef enum oai_api { API_OPENAI, API_ANTHROPIC, API_RESPONSES } oai_api;
+ * (anthropic_request.h) or OpenAI's Responses API (responses_request.h); or
+ * a completions request underneath: llama.cpp's /completion
+ * (llama_request.h). */
+typedef enum oai_api { API_OPENAI, API_ANTHROPIC, API_RESPONSES, API_LLAMA } oai_api;
 
 typedef struct oai_error {
     int status;                 /* HTTP status: 400, 404, 413, ... */
@@ -118,6 +120,10 @@ typedef struct oai_request {
     int ignore_eos;
     int keep_special;           /* vLLM's skip_special_tokens false: special tokens' text
                                  * stays in the answer */
+    int return_tokens;          /* llama.cpp's: the answer's token ids come back too */
+    int repeat_last_n;          /* llama.cpp's: the repetition penalty's window when
+                                 * has_repeat_last_n (-1: the context) */
+    int has_repeat_last_n;
     int truncate_prompt;        /* vLLM's truncate_prompt_tokens: the prompt's last this many
                                  * tokens are kept; -1: as many as the server takes; 0: all */
     chat_options copt;          /* thinking etc.; starts from the server's defaults */

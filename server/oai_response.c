@@ -8,23 +8,6 @@
 
 #include "json_out.h"
 
-/* "data: BODY\n\n"; takes body */
-static char *event(char *body)
-{
-    if (!body)
-        return NULL;
-    size_t n = strlen(body) + 16;
-    char *ev = malloc(n);
-    if (ev)
-        snprintf(ev, n, "data: %s\n\n", body);
-    free(body);
-    return ev;
-}
-
-static char *sse(cJSON *root)
-{
-    return event(json_print_and_delete(root));
-}
 
 char *oai_error_body(const oai_error *e)
 {
@@ -227,7 +210,7 @@ char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t
             cJSON_AddItemToObject(d, "tool_calls", calls_json(calls, n_calls, call_index, 1));
     }
     add_finish(ch, finish_reason);
-    return sse(root);
+    return json_sse_data(root);
 }
 
 char *oai_event_usage(const oai_meta *m, const oai_usage *u)
@@ -235,12 +218,12 @@ char *oai_event_usage(const oai_meta *m, const oai_usage *u)
     cJSON *root = head(m, 1);
     cJSON_AddArrayToObject(root, "choices");
     add_usage(root, m, u);
-    return sse(root);
+    return json_sse_data(root);
 }
 
 char *oai_event_error(const oai_error *e)
 {
-    return event(oai_error_body(e));
+    return json_sse_data_text(oai_error_body(e));
 }
 
 char *oai_full_response(const oai_meta *m, const oai_choice *choices, int n, const oai_logprobs *prompt_lp,

@@ -21,6 +21,7 @@
 #include "anthropic_request.h"
 #include "anthropic_response.h"
 #include "json_out.h"
+#include "llama_request.h"
 #include "oai_response.h"
 #include "responses_request.h"
 #include "serve_internal.h"
@@ -558,6 +559,7 @@ static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_ap
     const chat_options *d = &s->o.copt;
     int rc = api == API_ANTHROPIC   ? anthropic_request_parse(body, cx->len, d, counting, &j->req, &err)
              : api == API_RESPONSES ? responses_request_parse(body, cx->len, d, &j->req, &err)
+             : api == API_LLAMA     ? llama_request_parse(body, cx->len, d, &j->req, &err)
                                     : oai_request_parse(kind, body, cx->len, d, &j->req, &err);
     if (rc) {
         discard_job(j);
@@ -849,6 +851,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!post)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
         return handle_apply_template(s, c, cx);
+    }
+    if (!strcmp(url, "/completion")) {     /* llama.cpp's own */
+        if (!post)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+        return handle_completion(s, c, OAI_COMPLETION, API_LLAMA, cx);
     }
     int chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
     int responses = !strcmp(url, "/v1/responses");

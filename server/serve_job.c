@@ -14,6 +14,7 @@
 #include "core/text/reasoning_end.h"
 #include "core/text/tool_calls.h"
 #include "anthropic_response.h"
+#include "llama_response.h"
 #include "oai_response.h"
 #include "responses_response.h"
 #include "serve_internal.h"
@@ -153,6 +154,10 @@ typedef struct answer {
     anthropic_stream as;                /* its stream's blocks */
     int responses;                      /* OpenAI's Responses API */
     responses_out ro;                   /* its output items, streamed or kept */
+    int llama;                          /* llama.cpp's /completion */
+    int *ids;                           /* llama: the answer's token ids, n_ids of them */
+    int n_ids, ids_sent;                /* streaming: sent up to ids_sent */
+    int prompt_tokens;                  /* llama: the prompt's, each event says */
     buf text, reasoning;                /* non-streaming: the whole answer */
     tool_call *calls;                   /* non-streaming: copies */
     int n_calls;
@@ -217,6 +222,16 @@ static void answer_logprobs(answer *a, const vocab *v, int id, const step_logpro
         a->text_chars += ((unsigned char)o->chosen.bytes[i] & 0xc0) != 0x80;
 }
 
+/* A token of llama.cpp's answer (its ids come back with return_tokens). */
+static void answer_id(answer *a, int id)
+{
+    int *grown = realloc(a->ids, (size_t)(a->n_ids + 1) * sizeof *grown);
+    if (!grown)
+        return;
+    a->ids = grown;
+    a->ids[a->n_ids++] = id;
+}
+
 static char *dup_str(const char *s)
 {
     return strdup(s ? s : "");
@@ -255,6 +270,12 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
     } else if (a->stream && a->anthropic) {
         job_emit(a->s, a->j, anthropic_event_delta(&a->as, reasoning, reasoning_len, content, content_len,
                                                    calls, n_calls));
+    } else if (a->stream && a->llama) {
+        oai_logprobs lp;
+        const int *ids = a->j->req.return_tokens ? a->ids + a->ids_sent : NULL;
+        job_emit(a->s, a->j, llama_event(content, content_len, ids, ids ? a->n_ids - a->ids_sent : 0,
+                                         unsent_logprobs(a, &lp), a->n_ids, a->prompt_tokens));
+        a->ids_sent = a->n_ids;
     } else if (a->stream) {
         oai_logprobs lp;
         job_emit(a->s, a->j, oai_event_delta(&a->meta, a->chat && !a->role_sent, content, content_len,
@@ -275,19 +296,28 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
     a->calls_seen += n_calls;
 }
 
-/* An echoed prompt (as sent, or its ids' text: sent as ids, or truncated):
- * the answer's first text, with its tokens' logprobs when asked for; it does
- * not pass the stop filter. */
+/* A completion's prompt as text: as sent, or its ids' text (sent as ids, or
+ * truncated; *decoded then holds it, to be freed); NULL (n 0) when out of
+ * memory. */
+static const char *prompt_text(const vocab *v, const job *j, char **decoded, size_t *n)
+{
+    errbuf e;
+    *decoded = NULL;
+    *n = 0;
+    if (!j->truncated && j->req.prompt) {
+        *n = strlen(j->req.prompt);
+        return j->req.prompt;
+    }
+    return vocab_decode_ids(v, j->ids.ids, (int)j->ids.n, decoded, n, &e) == 0 ? *decoded : NULL;
+}
+
+/* An echoed prompt: the answer's first text, with its tokens' logprobs when
+ * asked for; it does not pass the stop filter. */
 static void answer_echo(answer *a, const vocab *v, const job *j)
 {
     char *decoded = NULL;
     size_t n = 0;
-    const char *p = j->truncated ? NULL : j->req.prompt;
-    errbuf e;
-    if (p)
-        n = strlen(p);
-    else if (vocab_decode_ids(v, j->ids.ids, (int)j->ids.n, &decoded, &n, &e) == 0)
-        p = decoded;
+    const char *p = prompt_text(v, j, &decoded, &n);
     if (a->stream) {
         oai_logprobs lp;
         job_emit(a->s, a->j, oai_event_delta(&a->meta, 0, p, n, "", 0, NULL, 0, 0,
@@ -309,6 +339,7 @@ static void answer_free(answer *a)
     }
     free(a->calls);
     free(a->lp);
+    free(a->ids);
     if (a->chat)
         tool_stream_free(&a->ts);
     responses_out_free(&a->ro);
@@ -643,7 +674,8 @@ static int choice_begin(server *s, slot_run *r, int c)
     r->a = &r->answers[c];
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
                      .want_lp = j->req.logprobs, .anthropic = j->req.api == API_ANTHROPIC,
-                     .responses = j->req.api == API_RESPONSES};
+                     .responses = j->req.api == API_RESPONSES, .llama = j->req.api == API_LLAMA,
+                     .prompt_tokens = r->n};
     r->a->meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
                             .created = j->created, .choice = j->choice0 + c};
     if (r->a->responses)
@@ -700,6 +732,8 @@ static slot_run *run_begin(server *s, int i, job *j)
             sp->min_p = j->req.min_p;
         if (j->req.repeat_penalty > 0)
             sp->repeat_penalty = j->req.repeat_penalty;
+        if (j->req.has_repeat_last_n)
+            sp->repeat_last_n = j->req.repeat_last_n < 0 ? s->ctx : j->req.repeat_last_n;
         sp->presence_penalty = j->req.presence_penalty;
         sp->frequency_penalty = j->req.frequency_penalty;
         sp->bias = j->req.bias;
@@ -846,6 +880,8 @@ static int next_token(server *s, slot_run *r)
         step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
         answer_logprobs(r->a, &s->tok->v, next, &st);
     }
+    if (r->a->llama)
+        answer_id(r->a, next);
     if (bytes && !shown_special(s, j, next, bytes, bn))
         bytes = NULL, bn = 0;
     const char *rel;
@@ -879,8 +915,9 @@ static void choice_end(server *s, slot_run *r)
     if (a->chat)
         answer_text(a, "", 0, 1);
     a->finish = r->finish && !strcmp(r->finish, "stop") && a->calls_seen ? "tool_calls" : r->finish;
-    if (!a->stream || !a->finish || r->failed || a->anthropic || a->responses)
-        return;     /* (Anthropic's and the Responses API's streams end in run_end, with the usage) */
+    if (!a->stream || !a->finish || r->failed || a->anthropic || a->responses || a->llama)
+        return;     /* (Anthropic's, the Responses API's and llama.cpp's streams end in run_end, with
+                     * the usage) */
     oai_logprobs lp;
     if (a->chat && !a->role_sent)
         job_emit(s, r->j, oai_event_delta(&a->meta, 1, "", 0, "", 0, NULL, 0, 0, NULL, NULL));
@@ -954,6 +991,40 @@ static void responses_end(server *s, slot_run *r, const oai_usage *u)
     }
 }
 
+/* llama.cpp's answer made to its end: the stream's last event, or the body,
+ * with its counts and timings. */
+static void llama_end(server *s, slot_run *r, double t2)
+{
+    answer *a = r->a;
+    const job *j = r->j;
+    char *decoded = NULL;
+    size_t prompt_len = 0;
+    const char *prompt = prompt_text(&s->tok->v, j, &decoded, &prompt_len);
+    oai_logprobs lp;
+    int word = r->sf.stopped && r->finish && !strcmp(r->finish, "stop");
+    llama_result res = {
+        .model = s->model_name,
+        .content = a->stream ? "" : a->text.p,
+        .content_len = a->stream ? 0 : a->text.len,
+        .ids = j->req.return_tokens ? a->ids + a->ids_sent : NULL,
+        .n_ids = j->req.return_tokens ? a->n_ids - a->ids_sent : 0,
+        .lp = unsent_logprobs(a, &lp),
+        .prompt = prompt,
+        .prompt_len = prompt_len,
+        .slot = r->slot,
+        .tokens_predicted = r->generated,
+        .tokens_evaluated = r->n,
+        .tokens_cached = r->reuse,
+        .stop_type = !r->finish ? "none" : strcmp(r->finish, "stop") ? "limit" : word ? "word" : "eos",
+        .stopping_word = word ? j->req.stop[r->sf.which] : "",
+        .prompt_n = r->n - r->reuse,
+        .prompt_ms = (r->t1 - r->t0) * 1e3,
+        .predicted_ms = (t2 - r->t1) * 1e3,
+    };
+    job_emit(s, r->j, llama_result_body(&res, a->stream));
+    free(decoded);
+}
+
 /* The answer's end for the client, and the request in the metrics. */
 static void run_end(server *s, slot_run *r)
 {
@@ -986,6 +1057,8 @@ static void run_end(server *s, slot_run *r)
         anthropic_end(s, r, &u);
     } else if (finish && j->req.api == API_RESPONSES) {
         responses_end(s, r, &u);
+    } else if (finish && j->req.api == API_LLAMA) {
+        llama_end(s, r, t2);
     } else if (finish && stream && j->part) {
         j->usage = u;       /* the response sums the parts' and ends the stream */
         j->part_finished = 1;

@@ -8,7 +8,8 @@
  * (min_tokens' first bytes early)
  * and the schema's automaton over the body's bytes, logprobs in both response
  * shapes, Anthropic's blocks and the Responses API's items and their events
- * over the body's bytes, and the UTF-8
+ * over the body's bytes, the body as llama.cpp's /completion and that answer's
+ * shape, and the UTF-8
  * cleaning of everything sent back. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 #include "core/text/utf8.h"
 #include "server/anthropic_request.h"
 #include "server/anthropic_response.h"
+#include "server/llama_request.h"
+#include "server/llama_response.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
 #include "server/responses_request.h"
@@ -219,8 +222,39 @@ static void responses(const uint8_t *data, size_t size)
     oai_request_free(&r);
 }
 
+/* The body as llama.cpp's /completion (accepted, or refused with a 400 and a
+ * reason), and its bytes as that answer, streamed and whole: JSON. */
+static void llama(const uint8_t *data, size_t size)
+{
+    oai_request r;
+    oai_error err;
+    if (llama_request_parse((const char *)data, size, NULL, &r, &err) == 0) {
+        if (r.api != API_LLAMA || r.kind != OAI_COMPLETION)
+            abort();
+    } else if (err.status != 400 || !err.message[0]) {
+        abort();
+    }
+    oai_request_free(&r);   /* (a refused request may hold its body too) */
+    int ids[3] = {1, 2, 3};
+    llama_result res = {.model = "m", .content = (const char *)data, .content_len = size, .ids = ids,
+                        .n_ids = 3, .prompt = (const char *)data, .prompt_len = size / 2,
+                        .stop_type = "word", .stopping_word = "x", .prompt_ms = 1};
+    char *ev = llama_event((const char *)data, size, ids, 3, NULL, 1, 2), *last = llama_result_body(&res, 1);
+    char *body = llama_result_body(&res, 0);
+    check_events(ev);
+    check_events(last);
+    cJSON *root = body ? cJSON_Parse(body) : NULL;
+    if (body && !root)
+        abort();
+    cJSON_Delete(root);
+    free(ev);
+    free(last);
+    free(body);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    llama(data, size);
     responses(data, size);
     logprobs_body(data, size);
     for (int kind = 0; kind < 2; kind++) {

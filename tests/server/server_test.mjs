@@ -447,6 +447,59 @@ async function apiFeatureChecks(srv, ai) {
       assert.equal(e.param, 'truncate_prompt_tokens', String(v));
     }
   });
+  await check('llama.cpp\'s POST /completion: its fields and its answer\'s shape, the same tokens as /v1/completions', async () => {
+    const native = async (body) => {
+      const r = await fetch(srv.url + '/completion', { method: 'POST', body: JSON.stringify(body) });
+      return { status: r.status, text: await r.text() };
+    };
+    const prompt = 'one two three';
+    const oai = await ai.completions.create({ model: MODEL, prompt, max_tokens: 6, temperature: 0, logprobs: 2 });
+    let r = await native({ prompt, n_predict: 6, temperature: 0, n_probs: 2, return_tokens: true, cache_prompt: true });
+    assert.equal(r.status, 200, r.text);
+    let o = JSON.parse(r.text);
+    assert.equal(o.content, oai.choices[0].text);
+    assert.equal(o.stop, true);
+    assert.equal(o.tokens_predicted, oai.usage.completion_tokens);
+    assert.equal(o.tokens_evaluated, oai.usage.prompt_tokens);
+    assert.equal(o.stop_type, o.tokens_predicted === 6 ? 'limit' : 'eos');
+    assert.equal(o.prompt, prompt);
+    const back = (await (await fetch(srv.url + '/detokenize', { method: 'POST', body: JSON.stringify({ tokens: o.tokens }) })).json()).content;
+    assert.equal(back, o.content, 'return_tokens: the answer\'s ids');
+    assert.equal(o.completion_probabilities.length, o.tokens_predicted);
+    o.completion_probabilities.forEach((p, i) => {
+      assert.equal(p.id, o.tokens[i]);
+      assert.ok(Math.abs(p.logprob - oai.choices[0].logprobs.token_logprobs[i]) < 1e-5, `token ${i}`);
+      assert.equal(p.top_logprobs.length, 2);
+    });
+    for (const k of ['prompt_n', 'prompt_ms', 'prompt_per_second', 'predicted_n', 'predicted_ms', 'predicted_per_second'])
+      assert.equal(typeof o.timings[k], 'number', k);
+    assert.equal(o.timings.predicted_n, o.tokens_predicted);
+    // streamed: the same text in pieces, then the result; no [DONE]
+    r = await native({ prompt, n_predict: 6, temperature: 0, stream: true });
+    const events = r.text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => JSON.parse(e.slice(6)));
+    assert.ok(!r.text.includes('[DONE]'));
+    const last = events.pop();
+    assert.equal(last.stop, true);
+    assert.ok(events.every((e) => e.stop === false));
+    assert.equal(events.map((e) => e.content).join(''), oai.choices[0].text);
+    assert.equal(last.tokens_predicted, o.tokens_predicted);
+    // a stop string, llama.cpp's logit_bias pairs, -1 for n_predict and seed
+    const [word] = (await (await fetch(srv.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: ' two' }) })).json()).tokens;
+    o = JSON.parse((await native({ prompt, n_predict: -1, seed: -1, logit_bias: [[word, 100]], stop: [' two two'] })).text);
+    assert.equal(o.stop_type, 'word');
+    assert.equal(o.stopping_word, ' two two');
+    assert.equal(o.content, '');
+    o = JSON.parse((await native({ prompt, n_predict: 4, temperature: 0, logit_bias: { [word]: false } })).text);
+    assert.ok(!o.content.includes(' two'), 'a bias false bans the token');
+    for (const [body, param] of [[{ prompt, mirostat: 2 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
+      [{ prompt: ['a', 'b'] }, 'prompt'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= "a"' }, 'grammar'],
+      [{ prompt, typical_p: 0.5 }, 'typical_p'], [{}, 'prompt']]) {
+      r = await native(body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(JSON.parse(r.text).error.param, param, JSON.stringify(body));
+    }
+    assert.equal((await native({ prompt, n_predict: 2, typical_p: 1, mirostat: 0, repeat_last_n: -1 })).status, 200);
+  });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
       properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },

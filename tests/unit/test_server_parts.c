@@ -8,6 +8,7 @@
 
 #include "core/base/json_alloc.h"
 #include "core/text/utf8.h"
+#include "server/llama_request.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
 #include "server/stop_filter.h"
@@ -346,6 +347,46 @@ Test(server_request, takes_every_supported_field)
                  err.message);
     cr_expect(r.echo && r.score_only, "echo with max_tokens 0: the prompt scored, nothing generated");
     oai_request_free(&r);
+}
+
+/* llama.cpp's /completion body in OpenAI's words: n_predict, n_probs, seed
+ * -1, logit_bias pairs with a ban, return_tokens; what it cannot hold refused. */
+Test(server_request, llama_completion_translated)
+{
+    oai_request r;
+    oai_error err;
+    const char *body = "{\"prompt\": \"hi\", \"n_predict\": 7, \"n_probs\": 3, \"seed\": -1, \"return_tokens\": true, "
+                       "\"logit_bias\": [[5, false], [9, 2.5]], \"repeat_last_n\": -1, \"cache_prompt\": false}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect_eq(r.api, API_LLAMA);
+    cr_expect_eq(r.kind, OAI_COMPLETION);
+    cr_expect_str_eq(r.prompt, "hi");
+    cr_expect_eq(r.max_tokens, 7);
+    cr_expect(r.logprobs && r.top_logprobs == 3);
+    cr_expect(!r.has_seed, "seed -1: a fresh one");
+    cr_expect(r.return_tokens);
+    cr_expect(r.has_repeat_last_n && r.repeat_last_n == -1);
+    cr_assert_eq(r.n_bias, 2);
+    for (int i = 0; i < 2; i++)
+        cr_expect(r.bias[i].id == 5 ? r.bias[i].bias == -100 : r.bias[i].id == 9 && r.bias[i].bias == 2.5f);
+    oai_request_free(&r);
+    body = "{\"prompt\": [1, 2], \"n_predict\": -1}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect(r.max_tokens == 0 && cJSON_GetArraySize(r.prompt_ids) == 2, "-1: up to the context");
+    oai_request_free(&r);
+    const struct {
+        const char *body, *param;
+    } bad[] = {{"{\"prompt\": \"a\", \"n_predict\": 0}", "n_predict"},
+               {"{\"prompt\": [\"a\", 1]}", "prompt"},
+               {"{\"prompt\": \"a\", \"logit_bias\": {\"x\": 1}}", "logit_bias"},
+               {"{\"prompt\": \"a\", \"xtc_probability\": 0.5}", "xtc_probability"},
+               {"{\"prompt\": \"a\", \"post_sampling_probs\": true}", "post_sampling_probs"},
+               {"{\"prompt\": \"a\", \"lora\": [{\"id\": 0}]}", "lora"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_neq(llama_request_parse(bad[i].body, strlen(bad[i].body), NULL, &r, &err), 0, "%s", bad[i].body);
+        cr_expect_str_eq(err.param, bad[i].param, "%s", bad[i].body);
+        oai_request_free(&r);
+    }
 }
 
 /* The filter's output over chunks must equal the text cut before the stop

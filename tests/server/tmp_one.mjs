@@ -1,0 +1,1559 @@
+// Integration tests of `moetier serve`, driven by the official `openai` client
+// and by plain HTTP (fetch), on servers of its own (harness.mjs).
+//
+// usage: node server_test.mjs MOETIER_BIN MODEL_DIR
+import { spawnSync } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { bin, modelDir, MODEL, servers, FORCED, user, startServer, stopServer, check, expectStatus, fail,
+  finish } from './harness.mjs';
+
+const client = (srv, apiKey = 'none') => new OpenAI({ baseURL: srv.url + '/v1', apiKey, maxRetries: 0, timeout: 120000 });
+async function collect(stream) {
+  const out = { role: null, content: '', reasoning: '', calls: [], finish: null, usage: null, chunks: 0 };
+  for await (const ch of stream) {
+    out.chunks++;
+    if (ch.usage) out.usage = ch.usage;
+    for (const c of ch.choices) {
+      const d = c.delta ?? {};
+      if (d.role) out.role = d.role;
+      out.content += d.content ?? c.text ?? '';
+      out.reasoning += d.reasoning_content ?? '';
+      for (const t of d.tool_calls ?? []) out.calls[t.index] = t;
+      if (c.finish_reason) out.finish = c.finish_reason;
+    }
+  }
+  return out;
+}
+
+// The token id of a text that is one token.
+function tokenId(text) {
+  const r = spawnSync(bin, ['tokenize', '-m', modelDir, '--text', text], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const ids = r.stdout.trim().split(',');
+  assert.equal(ids.length, 1, `'${text}' is not one token: ${r.stdout}`);
+  return ids[0];
+}
+
+// The logprobs of streamed events joined (completions' lists, chat's content).
+function joinedLogprobs(chunks) {
+  const out = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [], content: [] };
+  for (const ch of chunks)
+    for (const c of ch.choices) {
+      const l = c.logprobs;
+      if (!l) continue;
+      for (const k of Object.keys(out)) out[k].push(...(l[k] ?? []));
+    }
+  return out;
+}
+async function chunksOf(stream) {
+  const all = [];
+  for await (const ch of stream) all.push(ch);
+  return all;
+}
+
+// logprobs, logit_bias, penalties, echo, JSON mode, n and the token routes
+async function apiFeatureChecks(srv, ai) {
+  const base = { model: MODEL, prompt: 'one two', temperature: 0 };
+  await check('logprobs, completions: each token, its log-probability, the alternatives with it, offsets; streamed the same', async () => {
+    const r = await ai.completions.create({ ...base, max_tokens: 8, logprobs: 2 });
+    const c = r.choices[0], l = c.logprobs;
+    assert.equal(l.tokens.length, r.usage.completion_tokens);
+    assert.equal(l.tokens.join(''), c.text);
+    let offset = 0;
+    for (let i = 0; i < l.tokens.length; i++) {
+      const alts = l.top_logprobs[i], best = Math.max(...Object.values(alts));
+      assert.ok(Object.keys(alts).length >= 2 && Object.keys(alts).length <= 3, JSON.stringify(alts));
+      assert.equal(alts[l.tokens[i]], l.token_logprobs[i], 'the chosen token is among its alternatives');
+      assert.equal(l.token_logprobs[i], best, 'greedy: the chosen token is the most likely');
+      assert.ok(l.token_logprobs[i] < 0);
+      assert.equal(l.text_offset[i], offset);
+      offset += [...l.tokens[i]].length;
+    }
+    const streamed = joinedLogprobs(await chunksOf(await ai.completions.create({ ...base, max_tokens: 8, logprobs: 2, stream: true })));
+    for (const k of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'])
+      assert.deepEqual(streamed[k], l[k], k);
+  });
+  await check('logprobs, chat: tokens with bytes and top_logprobs, best first; streamed the same', async () => {
+    const req = { model: MODEL, messages: user('Hello there'), max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3 };
+    const r = await ai.chat.completions.create(req);
+    const content = r.choices[0].logprobs.content;
+    assert.equal(content.length, r.usage.completion_tokens);
+    // special tokens (names, not text) are listed but not sent
+    assert.equal(Buffer.from(content.flatMap((t) => t.bytes)).toString().replace(/<\|[a-z_0-9]+\|>/g, ''),
+      r.choices[0].message.content);
+    for (const t of content) {
+      assert.equal(t.top_logprobs.length, 3);
+      assert.equal(t.top_logprobs[0].token, t.token);
+      assert.equal(t.top_logprobs[0].logprob, t.logprob);
+      for (let k = 1; k < 3; k++) assert.ok(t.top_logprobs[k].logprob <= t.top_logprobs[k - 1].logprob);
+    }
+    // the second request finds its prompt in the KV cache, which computes the
+    // prompt's last positions in other chunks: the same up to rounding
+    const streamed = joinedLogprobs(await chunksOf(await ai.chat.completions.create({ ...req, stream: true })));
+    const near = (a, b) => assert.ok(Math.abs(a.logprob - b.logprob) < 1e-4 && a.token === b.token &&
+      JSON.stringify(a.bytes) === JSON.stringify(b.bytes), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+    assert.equal(streamed.content.length, content.length);
+    content.forEach((t, i) => {
+      near(streamed.content[i], t);
+      t.top_logprobs.forEach((a, k) => near(streamed.content[i].top_logprobs[k], a));
+    });
+    const plain = await ai.chat.completions.create({ ...req, logprobs: false, top_logprobs: undefined });
+    assert.equal(plain.choices[0].logprobs, null);
+  });
+  await check('logit_bias: +100 makes a token every token; -100 rules one out, whose log-probability stays the model\'s', async () => {
+    const g = (await ai.completions.create({ ...base, max_tokens: 4, logprobs: 5 })).choices[0].logprobs;
+    const winter = tokenId(' winter');
+    const forced = await ai.completions.create({ ...base, max_tokens: 4, logit_bias: { [winter]: 100 } });
+    assert.equal(forced.choices[0].text, ' winter'.repeat(4));
+    const first = tokenId(g.tokens[0]);
+    const banned = (await ai.completions.create({ ...base, max_tokens: 1, logprobs: 5, logit_bias: { [first]: -100 } }))
+      .choices[0].logprobs;
+    assert.notEqual(banned.tokens[0], g.tokens[0]);
+    assert.deepEqual(banned.top_logprobs[0], g.top_logprobs[0], 'the alternatives are the model\'s, before the bias');
+    const e = await expectStatus(ai.completions.create({ ...base, logit_bias: { 99999999: 1 } }), 400);
+    assert.equal(e.param, 'logit_bias');
+  });
+  await check('a batch of prompts (completions): each answered as alone, choices numbered prompt by prompt, usage summed; token-id prompts scored; a bad prompt or streaming refused', async () => {
+    const prompts = ['one two', 'The quick brown fox'];
+    const req = { model: MODEL, max_tokens: 4, n: 2, temperature: 0.9, seed: 5 };
+    const alone = [];
+    for (const prompt of prompts) alone.push(await ai.completions.create({ ...req, prompt }));
+    const r = await ai.completions.create({ ...req, prompt: prompts });
+    assert.equal(r.choices.length, 4, JSON.stringify(r));
+    r.choices.forEach((c, i) => assert.equal(c.index, i));
+    for (let k = 0; k < 2; k++)
+      for (let c = 0; c < 2; c++)
+        assert.equal(r.choices[2 * k + c].text, alone[k].choices[c].text, `prompt ${k}, choice ${c}`);
+    assert.equal(r.usage.prompt_tokens, alone[0].usage.prompt_tokens + alone[1].usage.prompt_tokens);
+    assert.equal(r.usage.completion_tokens, alone[0].usage.completion_tokens + alone[1].usage.completion_tokens);
+    // lm-evaluation-harness's loglikelihood requests: token ids, echoed and scored
+    const ids = prompts.map((t) => spawnSync(bin, ['tokenize', '-m', modelDir, '--text', t], { encoding: 'utf8' })
+      .stdout.trim().split(',').map(Number));
+    const scored = await ai.completions.create({ model: MODEL, prompt: ids, max_tokens: 0, echo: true, logprobs: 1 });
+    assert.equal(scored.choices.length, 2);
+    scored.choices.forEach((c, i) => {
+      assert.equal(c.text, prompts[i]);
+      assert.equal(c.logprobs.tokens.length, ids[i].length);
+    });
+    const e = await expectStatus(ai.completions.create({ model: MODEL, prompt: ['a', [99999999]] }), 400);
+    assert.match(e.message, /prompt 1 of the batch/);
+    await expectStatus(ai.completions.create({ model: MODEL, prompt: prompts, stream: true }), 400);
+  });
+  await check('echo: the prompt back first with its tokens\' logprobs (the first null), as `moetier perplexity` scores them; max_tokens 0 scores only', async () => {
+    const prompt = 'The quick brown fox jumps over the lazy dog';
+    const r = await ai.completions.create({ model: MODEL, prompt, max_tokens: 0, echo: true, logprobs: 1 });
+    const c = r.choices[0], l = c.logprobs;
+    assert.equal(c.text, prompt);
+    assert.equal(c.finish_reason, 'length');
+    assert.equal(r.usage.completion_tokens, 0);
+    assert.equal(l.tokens.length, r.usage.prompt_tokens);
+    assert.equal(l.tokens.join(''), prompt);
+    assert.equal(l.token_logprobs[0], null);
+    assert.equal(l.top_logprobs[0], null);
+    const ids = spawnSync(bin, ['tokenize', '-m', modelDir, '--text', prompt], { encoding: 'utf8' }).stdout.trim();
+    const ppl = spawnSync(bin, ['perplexity', '-m', modelDir, '--ids', ids, '-c', String(l.tokens.length), '--json', '-t', '1'],
+      { encoding: 'utf8' });
+    assert.equal(ppl.status, 0, ppl.stderr);
+    const p = JSON.parse(ppl.stdout), scored = l.token_logprobs.slice(-p.tokens_scored);
+    const mean = -scored.reduce((a, b) => a + b, 0) / scored.length;
+    assert.ok(Math.abs(mean - p.mean_nll) < 1e-4 * p.mean_nll, `echo ${mean}, perplexity ${p.mean_nll}`);
+    const plain = await ai.completions.create({ ...base, prompt, max_tokens: 4 });
+    const o = await collect(await ai.completions.create({ ...base, prompt, max_tokens: 4, echo: true, stream: true }));
+    assert.equal(o.content, prompt + plain.choices[0].text);
+    await expectStatus(ai.completions.create({ ...base, max_tokens: 0 }), 400);
+    // the prompt as token ids (lm-evaluation-harness sends them): the same answer and scores
+    const asIds = await ai.completions.create({ model: MODEL, prompt: [ids.split(',').map(Number)], max_tokens: 0,
+      echo: true, logprobs: 1 });
+    assert.equal(asIds.choices[0].text, prompt);
+    assert.deepEqual(asIds.choices[0].logprobs.tokens, l.tokens);
+    asIds.choices[0].logprobs.token_logprobs.forEach((x, i) =>
+      assert.ok(x === l.token_logprobs[i] || Math.abs(x - l.token_logprobs[i]) < 1e-4, `token ${i}: ${x} vs ${l.token_logprobs[i]}`));
+    const e = await expectStatus(ai.completions.create({ model: MODEL, prompt: [1, 99999999] }), 400);
+    assert.equal(e.param, 'prompt');
+  });
+  await check('vLLM\'s prompt_logprobs: each prompt token\'s log-probability and rank, as the model\'s logits give them', async () => {
+    const text = 'the quick brown fox jumps over the lazy dog';
+    const ids = spawnSync(bin, ['tokenize', '-m', modelDir, '--text', text], { encoding: 'utf8' }).stdout.trim();
+    const prompt = ids.split(',').map(Number);
+    const r = await ai.completions.create({ model: MODEL, prompt, max_tokens: 1, temperature: 0, prompt_logprobs: 3 });
+    const pl = r.choices[0].prompt_logprobs;
+    assert.equal(pl.length, prompt.length);
+    assert.equal(pl[0], null, 'nothing scores the first token');
+    // the reference: the log-softmax of `moetier logits` over the same ids
+    const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'prompt-logprobs-'));
+    try {
+      const out = join(dir, 'logits.f32');
+      const run = spawnSync(bin, ['logits', '-m', modelDir, '--ids', ids, '-o', out, '-t', '1'], { encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      const buf = readFileSync(out), all = new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+      const V = all.length / prompt.length;
+      for (let t = 1; t < prompt.length; t++) {
+        const row = all.subarray((t - 1) * V, t * V);
+        let max = -Infinity, sum = 0;
+        for (const x of row) max = Math.max(max, x);
+        for (const x of row) sum += Math.exp(x - max);
+        const lp = (id) => row[id] - max - Math.log(sum);
+        const entry = pl[t], own = entry[String(prompt[t])];
+        assert.ok(own, `position ${t}: the prompt token is there`);
+        assert.ok(Math.abs(own.logprob - lp(prompt[t])) < 1e-4, `position ${t}: ${own.logprob} vs ${lp(prompt[t])}`);
+        assert.equal(own.rank, row.filter((x) => x >= row[prompt[t]]).length, `position ${t}: rank`);
+        const best = [...row.keys()].sort((a, b) => row[b] - row[a] || a - b).slice(0, 3);
+        best.forEach((id, k) => {
+          assert.ok(entry[String(id)], `position ${t}: alternative ${k} (token ${id})`);
+          if (id !== prompt[t]) assert.equal(entry[String(id)].rank, k + 1);
+        });
+        assert.equal(Object.keys(entry).length, best.includes(prompt[t]) ? 3 : 4);
+        const word = (await (await fetch(srv.url + '/detokenize', { method: 'POST',
+          body: JSON.stringify({ tokens: [prompt[t]] }) })).json()).content;
+        assert.equal(own.decoded_token, word);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const chat = await ai.chat.completions.create({ model: MODEL, messages: user(text), max_tokens: 1, prompt_logprobs: 0 });
+    assert.equal(chat.prompt_logprobs.length, chat.usage.prompt_tokens, 'chat\'s beside the choices');
+    assert.ok(chat.prompt_logprobs.slice(1).every((e) => Object.keys(e).length === 1), '0 alternatives: the token alone');
+    for (const body of [{ stream: true }, { n: 2 }, { prompt_logprobs: 21 }, { prompt_logprobs: 1.5 }]) {
+      const e = await expectStatus(ai.completions.create({ ...base, prompt_logprobs: 1, ...body }), 400);
+      assert.equal(e.param, 'prompt_logprobs', JSON.stringify(body));
+    }
+  });
+  await check('response_format json_object: the answer is one JSON object, ended once complete; unenforced schema keywords refused', async () => {
+    const [open, close, quote, colon, comma] = ['{', '}', '"', ':', ','].map(tokenId);
+    const chat = { model: MODEL, messages: user('Give me JSON'), response_format: { type: 'json_object' } };
+    const empty = await ai.chat.completions.create({ ...chat, max_tokens: 20, temperature: 0,
+      logit_bias: { [open]: 50, [close]: 50 } });
+    assert.equal(empty.choices[0].message.content, '{}');
+    assert.equal(empty.choices[0].finish_reason, 'stop', 'a complete object leaves only end tokens');
+    // biased towards structure, sampled: each answer a whole object
+    for (let seed = 1; seed <= 6; seed++) {
+      const r = await ai.chat.completions.create({ ...chat, max_tokens: 80, temperature: 1, seed,
+        logit_bias: { [quote]: 8, [colon]: 10, [close]: 5, [comma]: 3 } });
+      const c = r.choices[0];
+      assert.equal(c.finish_reason, 'stop', `seed ${seed}: ${JSON.stringify(c.message.content)}`);
+      const v = JSON.parse(c.message.content);
+      assert.ok(v && typeof v === 'object' && !Array.isArray(v), c.message.content);
+    }
+    // unbiased: cut by max_tokens, still the start of an object; streamed the same as not
+    const o = await collect(await ai.chat.completions.create({ ...chat, max_tokens: 30, temperature: 1, seed: 9, stream: true }));
+    const plain = await ai.chat.completions.create({ ...chat, max_tokens: 30, temperature: 1, seed: 9 });
+    assert.equal(o.content, plain.choices[0].message.content);
+    assert.match(o.content, /^[ \t\r\n]*\{/);
+    const cmpl = await ai.completions.create({ ...base, max_tokens: 20, response_format: { type: 'json_object' },
+      logit_bias: { [open]: 50, [close]: 50 } });
+    assert.equal(cmpl.choices[0].text, '{}');
+    let e = await expectStatus(ai.chat.completions.create({ ...chat, response_format: { type: 'json_schema',
+      json_schema: { name: 'x', schema: { type: 'string', format: 'uri' } } } }), 400);
+    assert.equal(e.param, 'response_format');
+    assert.match(e.message, /format 'uri' is not held/);
+  });
+  await check('n: choices made in turn from the prompt, choice i as seed + i alone; streamed by index the same', async () => {
+    const req = { model: MODEL, messages: user('Hi'), max_tokens: 5, temperature: 1, seed: 4, logprobs: true };
+    const r = await ai.chat.completions.create({ ...req, n: 3 });
+    assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+    assert.equal(r.usage.completion_tokens, r.choices.reduce((a, c) => a + c.logprobs.content.length, 0));
+    for (let i = 0; i < 3; i++) {
+      const alone = await ai.chat.completions.create({ ...req, seed: 4 + i });
+      assert.equal(r.choices[i].message.content, alone.choices[0].message.content, `choice ${i}`);
+      assert.equal(r.choices[i].finish_reason, alone.choices[0].finish_reason);
+    }
+    assert.ok(new Set(r.choices.map((c) => c.message.content)).size > 1, 'three samples, one text');
+    const per = ['', '', ''], finish = [];
+    for await (const ch of await ai.chat.completions.create({ ...req, n: 3, stream: true }))
+      for (const c of ch.choices) {
+        per[c.index] += c.delta?.content ?? '';
+        if (c.finish_reason) finish[c.index] = c.finish_reason;
+      }
+    assert.deepEqual(per, r.choices.map((c) => c.message.content));
+    assert.deepEqual(finish, r.choices.map((c) => c.finish_reason));
+    const greedy = await ai.completions.create({ ...base, max_tokens: 4, n: 2 });
+    assert.equal(greedy.choices[0].text, greedy.choices[1].text, 'temperature 0: the same choice twice');
+  });
+  await check('/tokenize and /detokenize: the CLI\'s ids, pieces, a chat\'s prompt_tokens, text back; bad ids 400', async () => {
+    const post = async (route, body) => {
+      const r = await fetch(srv.url + route, { method: 'POST', body: JSON.stringify(body) });
+      return { status: r.status, body: await r.json() };
+    };
+    const text = 'The quick brown fox \u00e9<|im_end|>';
+    const cli = spawnSync(bin, ['tokenize', '-m', modelDir, '--special', '--text', text], { encoding: 'utf8' })
+      .stdout.trim().split(',').map(Number);
+    for (const field of ['content', 'prompt']) {
+      const t = await post('/tokenize', { [field]: text });
+      assert.equal(t.status, 200);
+      assert.deepEqual(t.body.tokens, cli, field);
+      assert.equal(t.body.count, cli.length);
+    }
+    const p = (await post('/tokenize', { content: text, with_pieces: true })).body.tokens;
+    assert.deepEqual(p.map((x) => x.id), cli);
+    assert.equal(Buffer.concat(p.map((x) => Buffer.from(typeof x.piece === 'string' ? x.piece : x.piece))).toString(), text);
+    const msgs = user('How many tokens is this?');
+    const m = (await post('/tokenize', { model: MODEL, messages: msgs })).body;
+    const r = await ai.chat.completions.create({ model: MODEL, messages: msgs, max_tokens: 1 });
+    assert.equal(m.count, r.usage.prompt_tokens);
+    const d = await post('/detokenize', { tokens: cli });
+    assert.equal(d.status, 200);
+    assert.equal(d.body.content, text);
+    assert.equal(d.body.prompt, text);
+    assert.equal((await post('/detokenize', { tokens: [1, -3] })).status, 400);
+    assert.equal((await post('/tokenize', { nothing: 1 })).status, 400);
+    assert.equal((await fetch(srv.url + '/tokenize')).status, 405);
+  });
+  await check('response_format json_schema: answers the schema takes (required keys, enum, typed items)', async () => {
+    const schema = { type: 'object', additionalProperties: false, required: ['ok', 'color'], properties: {
+      ok: { type: 'boolean' }, color: { enum: ['red', 'green'] }, flags: { type: 'array', items: { type: 'boolean' }, maxItems: 3 } } };
+    let stops = 0;
+    for (let seed = 1; seed <= 6; seed++) {
+      const r = await ai.chat.completions.create({ model: MODEL, messages: user('JSON please'), max_tokens: 150,
+        temperature: 1, seed, response_format: { type: 'json_schema', json_schema: { name: 'answer', schema } } });
+      const c = r.choices[0];
+      if (c.finish_reason !== 'stop') continue;
+      stops++;
+      const v = JSON.parse(c.message.content);
+      assert.deepEqual(Object.keys(v).filter((k) => !['ok', 'color', 'flags'].includes(k)), [], c.message.content);
+      assert.equal(typeof v.ok, 'boolean', c.message.content);
+      assert.ok(['red', 'green'].includes(v.color), c.message.content);
+      if ('flags' in v) assert.ok(Array.isArray(v.flags) && v.flags.length <= 3 && v.flags.every((f) => typeof f === 'boolean'));
+    }
+    assert.ok(stops >= 3, `only ${stops} of 6 answers were whole within 150 tokens`);
+  });
+  await check('response_format json_schema with lengths and bounds: whole answers keep them, the bounds exact', async () => {
+    const schema = { type: 'object', properties: { code: { type: 'string', minLength: 2, maxLength: 4 },
+      n: { type: 'integer', minimum: 3, exclusiveMaximum: 13 }, score: { type: 'number', exclusiveMinimum: 0, maximum: 0.3 } },
+    required: ['code', 'n', 'score'], additionalProperties: false };
+    let stops = 0;
+    for (let seed = 1; seed <= 6; seed++) {
+      const r = await ai.chat.completions.create({ model: MODEL, messages: user('JSON please'), max_tokens: 150,
+        temperature: 1, seed, response_format: { type: 'json_schema', json_schema: { name: 'rated', schema } } });
+      const c = r.choices[0];
+      if (c.finish_reason !== 'stop') continue;
+      stops++;
+      const v = JSON.parse(c.message.content);
+      assert.ok([...v.code].length >= 2 && [...v.code].length <= 4, c.message.content);
+      assert.ok(Number.isInteger(v.n) && v.n >= 3 && v.n < 13, c.message.content);
+      const score = c.message.content.match(/"score"\s*:\s*([-0-9.]+)/)[1];
+      assert.ok(!/[eE]/.test(score) && Number(score) > 0 && Number(score) <= 0.3, c.message.content);
+    }
+    assert.ok(stops >= 3, `only ${stops} of 6 answers were whole within 150 tokens`);
+    const e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'),
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 2, maximum: 1 } } } }), 400);
+    assert.match(e.message, /no integer is within/);
+  });
+  await check('vLLM\'s guided_choice, guided_regex and structured_outputs, llama.cpp\'s json_schema hold the whole answer; a grammar or two ways refused', async () => {
+    const choices = ['Positive', 'Negative', 'Neutral \u2713'];
+    for (let seed = 1; seed <= 4; seed++) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Sentiment?'), max_tokens: 20,
+        temperature: 1, seed, guided_choice: choices })).choices[0];
+      assert.ok(choices.includes(c.message.content), JSON.stringify(c.message.content));
+      assert.equal(c.finish_reason, 'stop');
+    }
+    const re = /^(yes|no), because [a-z ]{1,12}\.$/;
+    for (let seed = 1; seed <= 3; seed++) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Well?'), max_tokens: 60,
+        temperature: 1, seed, guided_regex: '(yes|no), because [a-z ]{1,12}\\.' })).choices[0];
+      assert.match(c.message.content, re);
+      assert.equal(c.finish_reason, 'stop');
+    }
+    const s = await collect(await ai.completions.create({ ...base, max_tokens: 20, temperature: 1, seed: 3, stream: true,
+      structured_outputs: { choice: ['alpha', 'beta'] } }));
+    assert.ok(['alpha', 'beta'].includes(s.content), s.content);
+    // llama.cpp's json_schema field: a schema; its (GBNF) grammar refused, an empty one none
+    const j = (await ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 40, temperature: 1, seed: 2,
+      json_schema: { type: 'object', properties: { a: { enum: [1, 2] } }, required: ['a'], additionalProperties: false },
+      grammar: '' })).choices[0];
+    if (j.finish_reason === 'stop') assert.ok([1, 2].includes(JSON.parse(j.message.content).a), j.message.content);
+    else assert.match(j.message.content, /^\s*\{/);
+    for (const [body, param, why] of [[{ guided_choice: ['a'], response_format: { type: 'json_object' } }, 'guided_choice', /cannot both/],
+      [{ guided_grammar: 'root ::= "a"' }, 'guided_grammar', /grammar is not held/],
+      [{ grammar: 'root ::= "a"' }, 'grammar', /grammar is not held/],
+      [{ guided_regex: '(a)\\1' }, 'guided_regex', /backreference/],
+      [{ guided_regex: 'a', structured_outputs: { choice: ['b'] } }, 'structured_outputs', /at most/]]) {
+      const e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), ...body }), 400);
+      assert.equal(e.param, param);
+      assert.match(e.message, why);
+    }
+  });
+  await check('vLLM\'s stop_token_ids, min_tokens, ignore_eos and skip_special_tokens; use_beam_search and include_stop_str_in_output refused', async () => {
+    const id = async (text) => (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+      body: JSON.stringify({ content: text }) })).json()).tokens;
+    const [end] = await id('<|im_end|>'), [word] = await id(' two');
+    const ended = { ...base, max_tokens: 12, logit_bias: { [end]: 100 } };
+    let r = (await ai.completions.create(ended));
+    assert.equal(r.usage.completion_tokens, 0, 'the biased end token ends the answer at once');
+    r = await ai.completions.create({ ...ended, min_tokens: 5 });
+    assert.equal(r.usage.completion_tokens, 5);
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    r = await ai.completions.create({ ...ended, ignore_eos: true, max_tokens: 6 });
+    assert.equal(r.usage.completion_tokens, 6);
+    assert.equal(r.choices[0].finish_reason, 'length');
+    r = await ai.completions.create({ ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop_token_ids: [word] });
+    assert.equal(r.usage.completion_tokens, 1);
+    assert.equal(r.choices[0].text, ' two');
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    r = await ai.completions.create({ ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop_token_ids: [word], min_tokens: 3 });
+    assert.equal(r.usage.completion_tokens, 4, 'stop_token_ids wait for min_tokens too');
+    const middle = Number(spawnSync(bin, ['tokenize', '-m', modelDir, '--special', '--text', '<|im_middle|>'],
+      { encoding: 'utf8' }).stdout.trim());
+    const special = { ...base, max_tokens: 2, logit_bias: { [middle]: 100 } };
+    assert.equal((await ai.completions.create(special)).choices[0].text, '', 'special tokens are dropped');
+    r = await ai.completions.create({ ...special, skip_special_tokens: false });
+    assert.equal(r.choices[0].text, '<|im_middle|><|im_middle|>', 'unless skip_special_tokens is false');
+    const held = { ...base, max_tokens: 12, logit_bias: { [word]: 100 }, stop: [' two'], min_tokens: 3 };
+    r = await ai.completions.create(held);
+    assert.equal(r.choices[0].text, ' two two', 'a stop string ending before the answer has min_tokens tokens does not stop');
+    assert.equal(r.usage.completion_tokens, 3, 'one ending in the last of them does (vLLM\'s)');
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    let streamed = '';
+    for await (const ev of await ai.completions.create({ ...held, stream: true }))
+      streamed += ev.choices[0]?.text ?? '';
+    assert.equal(streamed, ' two two');
+    for (const [body, param] of [[{ use_beam_search: true }, 'use_beam_search'], [{ include_stop_str_in_output: true }, 'include_stop_str_in_output'],
+      [{ min_tokens: 9, max_tokens: 4 }, 'min_tokens'],
+      [{ ignore_eos: true, guided_choice: ['a'] }, 'ignore_eos'], [{ stop_token_ids: [1e9] }, 'stop_token_ids'],
+      [{ stop_token_ids: [10000000] }, 'stop_token_ids']]) {
+      const e = await expectStatus(ai.completions.create({ ...base, ...body }), 400);
+      assert.equal(e.param, param, JSON.stringify(body));
+    }
+    await ai.completions.create({ ...base, max_tokens: 2, use_beam_search: false, include_stop_str_in_output: false });
+  });
+  await check('vLLM\'s truncate_prompt_tokens keeps the prompt\'s last tokens', async () => {
+    const ids = (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+      body: JSON.stringify({ content: 'one two three four five six seven' }) })).json()).tokens;
+    const kept = ids.slice(-3);
+    const text = (await (await fetch(srv.url + '/detokenize', { method: 'POST',
+      body: JSON.stringify({ tokens: kept }) })).json()).content;
+    let r = await ai.completions.create({ ...base, prompt: ids, truncate_prompt_tokens: 3, echo: true, max_tokens: 1 });
+    assert.equal(r.usage.prompt_tokens, 3);
+    assert.ok(r.choices[0].text.startsWith(text), 'the prompt echoed is what was kept');
+    r = await ai.completions.create({ ...base, prompt: 'one two three four five six seven', truncate_prompt_tokens: 3,
+      echo: true, max_tokens: 1 });
+    assert.ok(r.choices[0].text.startsWith(text), 'a text prompt too');
+    const same = await ai.completions.create({ ...base, prompt: kept, max_tokens: 4 });
+    r = await ai.completions.create({ ...base, prompt: ids, truncate_prompt_tokens: 3, max_tokens: 4 });
+    assert.equal(r.choices[0].text, same.choices[0].text, 'the answer is that of the kept tokens alone');
+    const long = { ...base, prompt: 'word '.repeat(5000), max_tokens: 1 };
+    const e = await expectStatus(ai.completions.create(long), 400);
+    const limit = Number(/takes at most (\d+)/.exec(e.message)[1]);
+    r = await ai.completions.create({ ...long, truncate_prompt_tokens: -1 });
+    assert.equal(r.usage.prompt_tokens, limit, 'to what the server takes');
+    r = await ai.chat.completions.create({ model: MODEL, messages: user('word '.repeat(5000)), max_tokens: 1,
+      truncate_prompt_tokens: 40 });
+    assert.equal(r.usage.prompt_tokens, 40, 'chat\'s rendered prompt too');
+    for (const v of [0, 1.5, limit + 1]) {
+      const e = await expectStatus(ai.completions.create({ ...base, truncate_prompt_tokens: v }), 400);
+      assert.equal(e.param, 'truncate_prompt_tokens', String(v));
+    }
+  });
+  await check('llama.cpp\'s POST /completion: its fields and its answer\'s shape, the same tokens as /v1/completions', async () => {
+    const native = async (body) => {
+      const r = await fetch(srv.url + '/completion', { method: 'POST', body: JSON.stringify(body) });
+      return { status: r.status, text: await r.text() };
+    };
+    const prompt = 'one two three';
+    const oai = await ai.completions.create({ model: MODEL, prompt, max_tokens: 6, temperature: 0, logprobs: 2 });
+    let r = await native({ prompt, n_predict: 6, temperature: 0, n_probs: 2, return_tokens: true, cache_prompt: true });
+    assert.equal(r.status, 200, r.text);
+    let o = JSON.parse(r.text);
+    assert.equal(o.content, oai.choices[0].text);
+    assert.equal(o.stop, true);
+    assert.equal(o.tokens_predicted, oai.usage.completion_tokens);
+    assert.equal(o.tokens_evaluated, oai.usage.prompt_tokens);
+    assert.equal(o.stop_type, o.tokens_predicted === 6 ? 'limit' : 'eos');
+    assert.equal(o.prompt, prompt);
+    const back = (await (await fetch(srv.url + '/detokenize', { method: 'POST', body: JSON.stringify({ tokens: o.tokens }) })).json()).content;
+    assert.equal(back, o.content, 'return_tokens: the answer\'s ids');
+    assert.equal(o.completion_probabilities.length, o.tokens_predicted);
+    o.completion_probabilities.forEach((p, i) => {
+      assert.equal(p.id, o.tokens[i]);
+      assert.ok(Math.abs(p.logprob - oai.choices[0].logprobs.token_logprobs[i]) < 1e-5, `token ${i}`);
+      assert.equal(p.top_logprobs.length, 2);
+    });
+    for (const k of ['prompt_n', 'prompt_ms', 'prompt_per_second', 'predicted_n', 'predicted_ms', 'predicted_per_second'])
+      assert.equal(typeof o.timings[k], 'number', k);
+    assert.equal(o.timings.predicted_n, o.tokens_predicted);
+    // streamed: the same text in pieces, then the result; no [DONE]
+    r = await native({ prompt, n_predict: 6, temperature: 0, stream: true });
+    const events = r.text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => JSON.parse(e.slice(6)));
+    assert.ok(!r.text.includes('[DONE]'));
+    const last = events.pop();
+    assert.equal(last.stop, true);
+    assert.ok(events.every((e) => e.stop === false));
+    assert.equal(events.map((e) => e.content).join(''), oai.choices[0].text);
+    assert.equal(last.tokens_predicted, o.tokens_predicted);
+    // a stop string, llama.cpp's logit_bias pairs, -1 for n_predict and seed
+    const [word] = (await (await fetch(srv.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: ' two' }) })).json()).tokens;
+    o = JSON.parse((await native({ prompt, n_predict: -1, seed: -1, logit_bias: [[word, 100]], stop: [' two two'] })).text);
+    assert.equal(o.stop_type, 'word');
+    assert.equal(o.stopping_word, ' two two');
+    assert.equal(o.content, '');
+    o = JSON.parse((await native({ prompt, n_predict: 4, temperature: 0, logit_bias: { [word]: false } })).text);
+    assert.ok(!o.content.includes(' two'), 'a bias false bans the token');
+    for (const [body, param] of [[{ prompt, mirostat: 2 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
+      [{ prompt: ['a', 'b'] }, 'prompt'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= "a"' }, 'grammar'],
+      [{ prompt, typical_p: 0.5 }, 'typical_p'], [{}, 'prompt']]) {
+      r = await native(body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(JSON.parse(r.text).error.param, param, JSON.stringify(body));
+    }
+    assert.equal((await native({ prompt, n_predict: 2, typical_p: 1, mirostat: 0, repeat_last_n: -1 })).status, 200);
+  });
+  await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
+      required: ['city'], additionalProperties: false } } },
+    { type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+      properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+    const req = { model: MODEL, messages: user('What is the weather?'), max_tokens: 200, temperature: 1, tools };
+    for (let seed = 1; seed <= 3; seed++) {
+      const r = await ai.chat.completions.create({ ...req, seed, tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+      const c = r.choices[0];
+      assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+      assert.equal(c.message.tool_calls.length, 1);
+      const call = c.message.tool_calls[0];
+      assert.equal(call.function.name, 'get_weather');
+      assert.equal(call.id, 'functions.get_weather:0');
+      const args = JSON.parse(call.function.arguments);
+      assert.ok(['Paris', 'Rome'].includes(args.city), call.function.arguments);
+      assert.ok(Object.keys(args).every((k) => ['city', 'days'].includes(k)), call.function.arguments);
+      if ('days' in args) assert.ok(Number.isInteger(args.days), call.function.arguments);
+    }
+    const any = await ai.chat.completions.create({ ...req, seed: 9, tool_choice: 'required' });
+    assert.equal(any.choices[0].finish_reason, 'tool_calls', JSON.stringify(any.choices[0]));
+    for (const call of any.choices[0].message.tool_calls) {
+      assert.ok(['get_weather', 'get_time'].includes(call.function.name));
+      JSON.parse(call.function.arguments);
+    }
+    const e = await expectStatus(ai.chat.completions.create({ ...req, tool_choice: { type: 'function', function: { name: 'nope' } } }), 400);
+    assert.equal(e.param, 'tool_choice');
+  });
+  await check('presence and frequency penalties only ever demote tokens the answer already holds', async () => {
+    const greedy = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0 })).choices[0].logprobs.tokens;
+    assert.ok(new Set(greedy).size < greedy.length, 'the greedy answer repeats no token: nothing to check');
+    for (const pen of [{ presence_penalty: 2 }, { frequency_penalty: 2 }]) {
+      const t = (await ai.completions.create({ ...base, max_tokens: 40, logprobs: 0, ...pen })).choices[0].logprobs.tokens;
+      const k = t.findIndex((x, i) => x !== greedy[i]);
+      assert.ok(k > 0, `${JSON.stringify(pen)}: the same answer as without it`);
+      assert.ok(greedy.slice(0, k).includes(greedy[k]),
+        `${JSON.stringify(pen)}: token ${k} changed, but the greedy one (${greedy[k]}) was new`);
+    }
+  });
+}
+
+async function plainServer() {
+  const srv = await startServer(['--no-think', '--max-body', '65536']);
+  const ai = client(srv);
+  await check('GET /v1/models lists the model; GET /v1/models/{id} is that model', async () => {
+    const list = await ai.models.list();
+    assert.deepEqual(list.data.map((m) => m.id), [MODEL]);
+    const one = await ai.models.retrieve(MODEL);
+    assert.equal(one.object, 'model');
+    assert.equal(one.id, MODEL);
+    await expectStatus(ai.models.retrieve('gpt-nope'), 404);
+    assert.equal((await fetch(srv.url + '/v1/models/' + MODEL, { method: 'DELETE' })).status, 405);
+    const slots = await (await fetch(srv.url + '/slots')).json();
+    assert.equal(list.data[0].max_model_len, slots[0].n_ctx, 'vLLM\'s max_model_len: the positions a request may fill');
+    assert.equal(one.max_model_len, slots[0].n_ctx);
+  });
+  await check('the API without "/v1" (a base URL lacking it), llama.cpp\'s /v1/health and /apply-template', async () => {
+    const bare = new OpenAI({ baseURL: srv.url, apiKey: 'none', maxRetries: 0, timeout: 120000 });
+    assert.deepEqual((await bare.models.list()).data.map((m) => m.id), [MODEL]);
+    const req = { model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 };
+    const a = await bare.chat.completions.create(req), b = await ai.chat.completions.create(req);
+    assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+    assert.equal((await bare.completions.create({ model: MODEL, prompt: 'one two', max_tokens: 2 })).object, 'text_completion');
+    assert.equal((await (await fetch(srv.url + '/v1/health')).json()).status, 'ok');
+    assert.equal((await fetch(srv.url + '/chatty/completions', { method: 'POST', body: '{}' })).status, 404);
+    const t = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify({ messages: req.messages }) });
+    assert.equal(t.status, 200);
+    const { prompt } = await t.json();
+    assert.ok(prompt.includes('Hello there'), prompt);
+    const ids = (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+      body: JSON.stringify({ content: prompt }) })).json()).tokens;
+    const scored = await ai.completions.create({ model: MODEL, prompt: ids, max_tokens: 3, temperature: 0 });
+    assert.equal(scored.usage.prompt_tokens, b.usage.prompt_tokens, 'the chat\'s prompt, token for token');
+    assert.equal(scored.choices[0].text, b.choices[0].message.content);
+    const bad = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify({ messages: 'x' }) });
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.param, 'messages');
+    assert.equal((await fetch(srv.url + '/apply-template')).status, 405);
+  });
+  await check('chat, not streamed: content, length, usage', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 6, seed: 7 });
+    assert.equal(r.object, 'chat.completion');
+    assert.equal(r.choices[0].message.role, 'assistant');
+    assert.equal(typeof r.choices[0].message.content, 'string');
+    assert.equal(r.choices[0].finish_reason, 'length');
+    assert.equal(r.usage.completion_tokens, 6);
+    assert.ok(r.usage.prompt_tokens > 3);
+    assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + 6);
+  });
+  await check('a follow-up turn reuses the KV cache of the conversation', async () => {
+    const first = await ai.chat.completions.create({ model: MODEL, messages: user('Tell me a story'), max_tokens: 4 });
+    const msgs = [...user('Tell me a story'), { role: 'assistant', content: first.choices[0].message.content },
+      ...user('And then?')];
+    const r = await ai.chat.completions.create({ model: MODEL, messages: msgs, max_tokens: 2 });
+    assert.ok(r.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1,
+      JSON.stringify(r.usage));
+  });
+  await check('chat, streamed: role first, finish_reason, usage, [DONE]', async () => {
+    // a fixed seed: sampled with a fresh one, an end token within 5 tokens happens now and then
+    const s = await ai.chat.completions.create({ model: MODEL, messages: user('Hi'), max_tokens: 5, seed: 7, stream: true,
+      stream_options: { include_usage: true } });
+    const o = await collect(s);
+    assert.equal(o.role, 'assistant');
+    assert.equal(o.finish, 'length');
+    assert.equal(o.usage.completion_tokens, 5);
+    assert.ok(o.chunks >= 3);
+  });
+  await check('completions, streamed and not', async () => {
+    const r = await ai.completions.create({ model: MODEL, prompt: 'The quick brown', max_tokens: 4, temperature: 0 });
+    assert.equal(r.object, 'text_completion');
+    assert.equal(r.choices[0].finish_reason, 'length');
+    assert.equal(r.usage.completion_tokens, 4);
+    const o = await collect(await ai.completions.create({ model: MODEL, prompt: 'The quick brown', max_tokens: 4,
+      temperature: 0, stream: true }));
+    assert.equal(o.finish, 'length');
+  });
+  await check('bad fields: 400 naming the field', async () => {
+    let e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), temperature: 5 }), 400);
+    assert.equal(e.param, 'temperature');
+    e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: [] }), 400);
+    assert.equal(e.param, 'messages');
+    e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 0 }), 400);
+    assert.equal(e.param, 'max_tokens');
+    await expectStatus(ai.completions.create({ model: MODEL, prompt: 42 }), 400);
+  });
+  await check('unknown model: 404 model_not_found', async () => {
+    const e = await expectStatus(ai.chat.completions.create({ model: 'gpt-nope', messages: user('x') }), 404);
+    assert.equal(e.code, 'model_not_found');
+  });
+  await check('plain HTTP: malformed JSON 400, unknown route 404, wrong method 405, big body 413', async () => {
+    const post = (path, body) => fetch(srv.url + path, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    let r = await post('/v1/chat/completions', '{"messages": [');
+    assert.equal(r.status, 400);
+    assert.equal((await r.json()).error.type, 'invalid_request_error');
+    r = await fetch(srv.url + '/v1/nothing');
+    assert.equal(r.status, 404);
+    r = await fetch(srv.url + '/v1/chat/completions');
+    assert.equal(r.status, 405);
+    r = await post('/v1/chat/completions', JSON.stringify({ messages: user('x'.repeat(70000)) }));
+    assert.equal(r.status, 413);
+    r = await fetch(srv.url + '/health');
+    assert.deepEqual(await r.json(), { status: 'ok', slots_idle: 1, slots_processing: 0 });
+  });
+  await check('conversations in turn: each next turn comes back from the prompt cache, answering as if prefilled again', async () => {
+    const story = (topic) => `Write at length about ${topic}: where it comes from, how it is made, who uses it, ` +
+      'what it costs, how it has changed over the last hundred years and what might come of it next.';
+    const turns = async (ai2) => {
+      const out = [];
+      const a = user(story('paper')), b = user(story('glass'));
+      const first = await ai2.chat.completions.create({ model: MODEL, messages: a, max_tokens: 3, temperature: 0 });
+      await ai2.chat.completions.create({ model: MODEL, messages: b, max_tokens: 3, temperature: 0 });
+      const next = [...a, { role: 'assistant', content: first.choices[0].message.content }, ...user('And then?')];
+      const r = await ai2.chat.completions.create({ model: MODEL, messages: next, max_tokens: 4, temperature: 0 });
+      out.push(first.choices[0].message.content, r.choices[0].message.content);
+      return { out, first: first.usage, next: r.usage };
+    };
+    const restoredNow = async () =>
+      Number(/moetier_prompt_tokens_restored_total (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    const before = await restoredNow();
+    const on = await turns(ai);
+    assert.ok(on.next.prompt_tokens_details.cached_tokens >= on.first.prompt_tokens - 1, JSON.stringify(on));
+    const t = await (await fetch(srv.url + '/metrics')).text();
+    const restored = (await restoredNow()) - before;
+    assert.ok(restored >= on.first.prompt_tokens - 20, `${restored} tokens restored:\n${t}`);
+    assert.ok(Number(/moetier_prompt_cache_entries (\d+)/.exec(t)[1]) >= 1, t);
+    const offSrv = await startServer(['--no-think', '--prompt-cache-gb', '0']);
+    try {
+      assert.ok(!/prompt cache:/.test(offSrv.log), offSrv.log);
+      const off = await turns(client(offSrv));
+      assert.ok(off.next.prompt_tokens_details.cached_tokens < 20, JSON.stringify(off));
+      assert.deepEqual(on.out, off.out, 'answers differ with the prompt cache on and off');
+    } finally {
+      await stopServer(offSrv);
+    }
+  });
+  await check('GET /metrics: Prometheus text with tokens, TTFT, queue depth', async () => {
+    const t = await (await fetch(srv.url + '/metrics')).text();
+    for (const name of ['moetier_completion_tokens_total', 'moetier_time_to_first_token_seconds_count',
+      'moetier_queue_depth 0', 'moetier_requests_total{status="400"}', 'moetier_decode_tokens_per_second'])
+      assert.ok(t.includes(name), name + ' missing from:\n' + t);
+    const m = /moetier_completion_tokens_total (\d+)/.exec(t);
+    assert.ok(Number(m[1]) >= 21);
+    const one = /moetier_decode_step_seconds\{rows="1"\} ([0-9.]+)/.exec(t);
+    assert.ok(one && Number(one[1]) > 0 && Number(one[1]) < 60, 'no time of a one-row decode step:\n' + t);
+  });
+  await apiFeatureChecks(srv, ai);
+  await stopServer(srv);
+}
+
+async function forcedServer() {
+  const srv = await startServer([], { MOETIER_SERVE_FORCE_TEXT: FORCED });
+  const ai = client(srv);
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+    properties: { city: { type: 'string' } } } } }];
+  await check('tool call, not streamed: tool_calls, reasoning, finish_reason tool_calls', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('Weather in Paris?'), tools });
+    const m = r.choices[0].message;
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+    assert.equal(m.content, 'Let me check.');
+    assert.equal(m.reasoning_content, 'Thinking it over.');
+    assert.equal(m.tool_calls.length, 1);
+    assert.equal(m.tool_calls[0].id, 'functions.get_weather:0');
+    assert.equal(m.tool_calls[0].type, 'function');
+    assert.equal(m.tool_calls[0].function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(m.tool_calls[0].function.arguments), { city: 'Paris' });
+  });
+  await check('tool call, streamed: the same content and call, no marker leaks', async () => {
+    const o = await collect(await ai.chat.completions.create({ model: MODEL, messages: user('Weather?'), tools, stream: true }));
+    assert.equal(o.finish, 'tool_calls');
+    assert.equal(o.content, 'Let me check.');
+    assert.equal(o.reasoning, 'Thinking it over.');
+    assert.equal(o.calls.length, 1);
+    assert.equal(o.calls[0].function.name, 'get_weather');
+    assert.equal(o.calls[0].function.arguments, '{"city": "Paris"}');
+  });
+  await check('the tool result goes back in as a tool message', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, tools, messages: [...user('Weather?'),
+      { role: 'assistant', content: null, tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'functions.get_weather:0', content: '18 C, sunny' }] });
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  });
+  await check('stop strings cut the text and are not sent', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('x'), stop: ['check'] });
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    assert.equal(r.choices[0].message.content, 'Let me ');
+    const o = await collect(await ai.chat.completions.create({ model: MODEL, messages: user('x'), stop: ' check', stream: true }));
+    assert.equal(o.content, 'Let me');
+    assert.equal(o.finish, 'stop');
+  });
+  await check('load: 16 concurrent streams, 5 abort early; every finished one is right', async () => {
+    const runs = [];
+    for (let i = 0; i < 16; i++) {
+      runs.push((async () => {
+        const ctl = new AbortController();
+        const s = await ai.chat.completions.create({ model: MODEL, messages: user(`Client ${i % 4}`), tools,
+          stream: true }, { signal: ctl.signal });
+        if (i % 3 === 1) {
+          let n = 0;
+          try {
+            for await (const _ of s) if (++n === 2) ctl.abort();
+          } catch (e) { /* the abort */ }
+          return 'aborted';
+        }
+        const o = await collect(s);
+        assert.equal(o.content, 'Let me check.');
+        assert.equal(o.calls[0].function.arguments, '{"city": "Paris"}');
+        assert.equal(o.finish, 'tool_calls');
+        return 'ok';
+      })());
+    }
+    const res = await Promise.all(runs);
+    assert.equal(res.filter((r) => r === 'ok').length, 11);
+    const h = await fetch(srv.url + '/health');
+    assert.equal(h.status, 200);
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('after the load'), tools });
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+    const t = await (await fetch(srv.url + '/metrics')).text();
+    assert.ok(/moetier_queue_depth 0/.test(t), t);
+  });
+  await stopServer(srv);
+}
+
+// Thinking on: the answer starts with the forced reasoning "Plan it.</think>",
+// then a JSON schema or a forced call holds what follows it.
+async function reasoningServer() {
+  const srv = await startServer([], { MOETIER_SERVE_FORCE_PREFIX: 'Plan it.</think>' });
+  const ai = client(srv);
+  await check('thinking on: the reasoning runs free, then response_format holds the answer after </think>', async () => {
+    const [open, close, quote, colon] = ['{', '}', '"', ':'].map(tokenId);
+    const chat = { model: MODEL, messages: user('Give me JSON'), response_format: { type: 'json_object' } };
+    const r = await ai.chat.completions.create({ ...chat, max_tokens: 30, temperature: 0,
+      logit_bias: { [open]: 50, [close]: 50 } });
+    assert.equal(r.choices[0].message.reasoning_content, 'Plan it.');
+    assert.equal(r.choices[0].message.content, '{}');
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    for (let seed = 1; seed <= 4; seed++) {
+      const s = await ai.chat.completions.create({ model: MODEL, messages: user('JSON please'), max_tokens: 80,
+        temperature: 1, seed, logit_bias: { [quote]: 8, [colon]: 10, [close]: 5 },
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object',
+          properties: { a: { enum: ['x', 'y'] } }, required: ['a'], additionalProperties: false } } } });
+      const c = s.choices[0];
+      assert.equal(c.message.reasoning_content, 'Plan it.');
+      assert.equal(c.finish_reason, 'stop', `seed ${seed}: ${JSON.stringify(c.message.content)}`);
+      assert.ok(['x', 'y'].includes(JSON.parse(c.message.content).a), c.message.content);
+    }
+  });
+  await check('thinking on: the reasoning runs free, then guided_choice holds the answer after </think>', async () => {
+    for (let seed = 1; seed <= 3; seed++) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Pick'), max_tokens: 30,
+        temperature: 1, seed, guided_choice: ['red', 'green'] })).choices[0];
+      assert.equal(c.message.reasoning_content, 'Plan it.');
+      assert.ok(['red', 'green'].includes(c.message.content), JSON.stringify(c.message.content));
+    }
+  });
+  await check('thinking on: a named tool_choice is the call after the reasoning', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { enum: ['Paris', 'Rome'] } }, required: ['city'], additionalProperties: false } } }];
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('Weather?'), max_tokens: 200,
+      temperature: 1, seed: 2, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+    assert.equal(c.message.reasoning_content, 'Plan it.');
+    assert.equal(c.message.tool_calls[0].function.name, 'get_weather');
+    assert.ok(['Paris', 'Rome'].includes(JSON.parse(c.message.tool_calls[0].function.arguments).city));
+  });
+  await stopServer(srv);
+}
+
+// tool_choice auto: every answer is forced to begin a call ("Plan it", then
+// the section's first marker; with thinking on "Plan it" is the reasoning,
+// which the section ends). What the random-weight model writes after it is
+// held to Kimi's call format and the parameters, unless --free-tool-calls.
+async function autoCallServers() {
+  const env = { MOETIER_SERVE_FORCE_PREFIX: 'Plan it<|tool_calls_section_begin|>' };
+  const held = await startServer([], env), free = await startServer(['--free-tool-calls'], env);
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+    properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer' } }, required: ['city'],
+    additionalProperties: false } } },
+  { type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+    properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+  // one call earlier in the conversation: Kimi numbers this answer's calls from 1
+  const messages = [...user('Weather in Paris?'),
+    { role: 'assistant', content: '', tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
+      function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+    { role: 'tool', tool_call_id: 'functions.get_weather:0', content: 'sunny' }, ...user('And Rome?')];
+  const req = (seed, thinking) => ({ model: MODEL, messages, tools, max_tokens: 120, temperature: 1, seed, thinking });
+  const valid = (call, k) => {
+    assert.match(call.id, new RegExp(`^functions\\.${call.function.name}:${k}$`));
+    const args = JSON.parse(call.function.arguments);
+    if (call.function.name === 'get_time') return assert.equal(typeof args.utc, 'boolean', call.function.arguments);
+    assert.equal(call.function.name, 'get_weather');
+    assert.ok(['Paris', 'Rome'].includes(args.city), call.function.arguments);
+    assert.ok(Object.keys(args).every((key) => key === 'city' || key === 'days'), call.function.arguments);
+  };
+  await check('tool_choice auto: a call the model begins is held to the format and the parameters, numbered after the conversation\'s', async () => {
+    for (let seed = 1; seed <= 4; seed++) {
+      const c = (await client(held).chat.completions.create(req(seed, false))).choices[0];
+      assert.equal(c.finish_reason, 'tool_calls', `seed ${seed}: ${JSON.stringify(c)}`);
+      assert.equal(c.message.content, 'Plan it');
+      c.message.tool_calls.forEach((call, i) => valid(call, i + 1));
+    }
+  });
+  await check('tool_choice auto, thinking on: a section ends the reasoning; its calls are held and streamed', async () => {
+    const r = await client(held).chat.completions.create(req(5, true));
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+    assert.equal(c.message.reasoning_content, 'Plan it');
+    const plan = await (await fetch(held.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: 'Plan it' }) })).json();
+    assert.equal(r.usage.completion_tokens_details.reasoning_tokens, plan.count, 'the section is not reasoning');
+    c.message.tool_calls.forEach((call, i) => valid(call, i + 1));
+    const s = await collect(await client(held).chat.completions.create({ ...req(5, true), stream: true }));
+    assert.equal(s.reasoning, 'Plan it');
+    assert.deepEqual(s.calls.map((t) => [t.id, t.function.arguments]), c.message.tool_calls.map((t) => [t.id, t.function.arguments]));
+  });
+  await check('--free-tool-calls: the same answers are what the model writes, not calls the tools take', async () => {
+    let whole = 0;
+    for (let seed = 1; seed <= 4; seed++) {
+      const c = (await client(free).chat.completions.create(req(seed, false))).choices[0];
+      try {
+        c.message.tool_calls.forEach((call, i) => valid(call, i + 1));
+        whole += c.finish_reason === 'tool_calls' && c.message.tool_calls.length > 0;
+      } catch { /* not a call the tools take */ }
+    }
+    assert.equal(whole, 0, 'a random-weight model wrote a whole valid call by itself');
+  });
+  await stopServer(held);
+  await stopServer(free);
+}
+
+async function guardedServer() {
+  const srv = await startServer(['--api-key', 'sesame', '--max-queue', '1', '--no-think'],
+    { MOETIER_SERVE_FORCE_TEXT: 'word '.repeat(400) });
+  await check('--api-key: 401 without or with a wrong key, 200 with it; /health stays open', async () => {
+    await expectStatus(client(srv, 'wrong').models.list(), 401);
+    const r = await fetch(srv.url + '/v1/models');
+    assert.equal(r.status, 401);
+    assert.equal((await fetch(srv.url + '/health')).status, 200);
+    const list = await client(srv, 'sesame').models.list();
+    assert.equal(list.data[0].id, MODEL);
+    const r2 = await fetch(srv.url + '/v1/models', { headers: { authorization: 'bearer sesame' } });
+    assert.equal(r2.status, 200, 'the scheme name is case-insensitive');
+  });
+  await check('a full queue answers 503; a client that leaves frees its slot', async () => {
+    const ai = client(srv, 'sesame');
+    const ctl = new AbortController();
+    const s = await ai.chat.completions.create({ model: MODEL, messages: user('long'), stream: true, max_tokens: 400 },
+      { signal: ctl.signal });
+    const it = s[Symbol.asyncIterator]();
+    await it.next();
+    await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 2 }), 503);
+    ctl.abort();
+    try { await it.next(); } catch (e) { /* the abort */ }
+    // the slot frees at the engine's next token
+    let r = null;
+    for (let k = 0; k < 100 && !r; k++) {
+      try {
+        r = await ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 2 });
+      } catch (e) {
+        if (e.status !== 503) throw e;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    }
+    assert.ok(r, 'the slot was not freed');
+    const text = r.choices[0].message.content;
+    assert.ok(text.length > 0 && 'word '.repeat(400).startsWith(text), text);
+    const t = await (await fetch(srv.url + '/metrics', { headers: { authorization: 'Bearer sesame' } })).text();
+    assert.ok(/moetier_requests_cancelled_total [1-9]/.test(t), t);
+  });
+  await stopServer(srv);
+}
+
+// Long prefills (one token per step: seconds of work) that end early. A client that
+// leaves stops its prefill within a chunk, and the chunks done stay cached. SIGTERM:
+// the running stream ends with an error event, the queued request gets a 503, the
+// server exits 0.
+async function stoppingServer() {
+  const srv = await startServer(['--chunk', '1', '-c', '8192']);
+  await check('a client that leaves mid-prefill stops it; the chunks done stay cached', async () => {
+    const words = Array.from({ length: 1800 }, (_, i) => `d${i}`);
+    const post = (prompt, stream, signal) => fetch(srv.url + '/v1/completions', { method: 'POST', signal,
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, max_tokens: 1, stream }) });
+    const cancelled = async () =>
+      Number(/moetier_requests_cancelled_total (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    const before = await cancelled();
+    const ctl = new AbortController();
+    const left = await post(words.join(' '), true, ctl.signal);   // headers come as the prefill starts
+    assert.equal(left.status, 200);
+    await new Promise((res) => setTimeout(res, 50));
+    ctl.abort();
+    let now = before;
+    for (let k = 0; k < 600 && now === before; k++) {
+      await new Promise((res) => setTimeout(res, 50));
+      now = await cancelled();
+    }
+    assert.equal(now, before + 1, 'the request that left was not counted as cancelled');
+    // The first half of the same prompt: a prefill that ran to the end would give it
+    // all its tokens but the last from the cache; one stopped within ~0.1 s, a few
+    // hundred of its ~3,500.
+    const half = await (await post(words.slice(0, 900).join(' '), false)).json();
+    const n = half.usage.prompt_tokens, cached = half.usage.prompt_tokens_details.cached_tokens;
+    assert.ok(cached > 0 && cached < n / 2, `${cached} of ${n} prompt tokens came from the cache`);
+  });
+  await check('a client that leaves a batch stops all its prompts', async () => {
+    const prompt = (k) => Array.from({ length: 1200 }, (_, i) => `b${k}x${i}`).join(' ');
+    const cancelled = async () =>
+      Number(/moetier_requests_cancelled_total (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    const before = await cancelled();
+    const ctl = new AbortController();
+    const left = fetch(srv.url + '/v1/completions', { method: 'POST', signal: ctl.signal,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: [prompt(0), prompt(1), prompt(2)], max_tokens: 1 }) }).catch(() => null);
+    await new Promise((res) => setTimeout(res, 300));
+    ctl.abort();
+    await left;
+    let now = before;
+    for (let k = 0; k < 600 && now < before + 3; k++) {
+      await new Promise((res) => setTimeout(res, 50));
+      now = await cancelled();
+    }
+    assert.equal(now, before + 3, 'the batch\'s three prompts were not all cancelled');
+  });
+  await check('SIGTERM mid-prefill: the stream gets an error event, the queue a 503, exit 0', async () => {
+    const prompt = Array.from({ length: 1500 }, (_, i) => `w${i}`).join(' ');
+    const post = (stream) => fetch(srv.url + '/v1/completions', { method: 'POST',
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, max_tokens: 1, stream }) });
+    const running = await post(true);
+    assert.equal(running.status, 200);
+    const queued = post(false);
+    let depth = '';
+    for (let k = 0; k < 200 && depth !== '2'; k++) {
+      depth = /moetier_queue_depth (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1];
+      if (depth !== '2') await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.equal(depth, '2', 'the second request was not queued');
+    srv.child.kill('SIGTERM');
+    srv.signalled = true;   // a second SIGTERM would end it at once
+    const events = await running.text();
+    assert.ok(events.includes('"the server is shutting down"'), events);
+    assert.ok(!events.includes('[DONE]'), events);
+    const q = await queued;
+    assert.equal(q.status, 503);
+    assert.equal((await q.json()).error.message, 'the server is shutting down');
+    const st = await srv.done;
+    servers.delete(srv);
+    assert.equal(st.code, 0, `server exit ${JSON.stringify(st)}; its log:\n${srv.log.slice(-4000)}`);
+    assert.ok(srv.log.includes('SIGTERM, stopping'), srv.log);
+  });
+  if (servers.has(srv)) await stopServer(srv);
+}
+
+// One request prefilling for seconds (a token per step), one queued, --max-queue 2:
+// the queue is full. Requests are checked before they queue, so a bad one gets its
+// 400 at once rather than a 503 or a wait; a queued client that leaves frees its
+// place at once, not when the engine reaches it.
+async function queueServer() {
+  const srv = await startServer(['--chunk', '1', '-c', '8192', '--max-queue', '2']);
+  await check('a full queue: a bad request gets its 400; a queued client that leaves frees its place at once', async () => {
+    const post = (path, body, signal) => fetch(srv.url + path, { method: 'POST', signal,
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const depth = async () => /moetier_queue_depth (\d+)/.exec(await (await fetch(srv.url + '/metrics')).text())[1];
+    const ctlRun = new AbortController(), ctlQueued = new AbortController();
+    const words = Array.from({ length: 1800 }, (_, i) => `d${i}`).join(' ');
+    const running = await post('/v1/completions', { prompt: words, max_tokens: 1, stream: true }, ctlRun.signal);
+    assert.equal(running.status, 200);
+    let runningDone = false;
+    running.text().then(() => { runningDone = true; }, () => { runningDone = true; });
+    const queued = post('/v1/completions', { prompt: 'hi', max_tokens: 1 }, ctlQueued.signal).catch(() => null);
+    let d = '';
+    for (let k = 0; k < 200 && d !== '2'; k++) {
+      d = await depth();
+      if (d !== '2') await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.equal(d, '2', 'the second request was not queued');
+    let r = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 123 }] });
+    assert.equal(r.status, 400, 'a malformed message is the request\'s fault, not the queue\'s');
+    r = await post('/v1/completions', { prompt: 'a\u0000b', max_tokens: 1 });
+    assert.equal(r.status, 400);
+    assert.ok((await r.json()).error.message.includes('NUL'), 'a NUL must be refused, not cut the prompt');
+    r = await post('/v1/completions', { prompt: 'x', max_tokens: 1 });
+    assert.equal(r.status, 503, 'a good request finds the queue full');
+    ctlQueued.abort();
+    await queued;
+    for (let k = 0; k < 100 && d !== '1'; k++) {
+      await new Promise((res) => setTimeout(res, 20));
+      d = await depth();
+    }
+    assert.equal(d, '1', 'the place of the client that left was not freed');
+    assert.ok(!runningDone, 'the running request ended first: this check could not tell');
+    r = await post('/v1/completions', { prompt: 'x', max_tokens: 1 }, AbortSignal.timeout(100)).catch((e) => e);
+    assert.ok(!(r instanceof Response) || r.status !== 503, 'the freed place was not given to the next request');
+    ctlRun.abort();
+  });
+  await check('--model-name longer than 255 bytes is refused (a cut name would never match)', async () => {
+    const e = await startServer(['--model-name', 'm'.repeat(300)]).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /--model-name must be 1 to 255 bytes/.test(String(e)), String(e));
+  });
+  await stopServer(srv);
+}
+
+// --prompt-cache-dir: a conversation cut before a stop comes back from the
+// directory after a restart, answering as a server without a prompt cache
+// does; files not the cache's are left alone.
+async function restartedServer() {
+  const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'prompt-cache-dir-'));
+  writeFileSync(join(dir, 'notes.txt'), 'mine\n');
+  const story = (topic) => `Tell me everything about ${topic}, from its history to its future, ` +
+    'with examples from three continents and the numbers that matter most.';
+  const a = user(story('salt')), b = user(story('rope'));
+  const ask = (ai, messages, n) => ai.chat.completions.create({ model: MODEL, messages, max_tokens: n, temperature: 0 });
+  const args = ['--no-think', '--prompt-cache-dir', dir];
+  try {
+    await check('--prompt-cache-dir: conversations written at a stop come back after a restart', async () => {
+      let srv = await startServer(args);
+      assert.match(srv.log, /0 conversations \(0 tokens\) read from/);
+      const second = await startServer(args).then(async (x) => { await stopServer(x); return null; }, (x) => x);
+      assert.ok(second && /is in use by another server of this model \(process \d+/.test(String(second)), String(second));
+      const first = await ask(client(srv), a, 3);
+      await ask(client(srv), b, 3);                   // a is saved when b cuts it
+      await stopServer(srv);
+      // written while idle or at the stop
+      assert.match(srv.log, /2 conversations in .* \([12] written, 0 removed\)/, srv.log);
+      assert.equal(readdirSync(dir).filter((f) => f.endsWith('.mtprompt')).length, 2);
+      srv = await startServer(args);
+      let next;
+      try {
+        assert.match(srv.log, /2 conversations \(\d+ tokens\) read from/, srv.log);
+        next = [...a, { role: 'assistant', content: first.choices[0].message.content }, ...user('Go on.')];
+        const r = await ask(client(srv), next, 4);
+        assert.ok(r.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1, JSON.stringify(r.usage));
+        const off = await startServer(['--no-think', '--prompt-cache-gb', '0']);
+        try {
+          const o = await ask(client(off), next, 4);
+          assert.equal(r.choices[0].message.content, o.choices[0].message.content, 'the restored conversation answers otherwise');
+        } finally {
+          await stopServer(off);
+        }
+      } finally {
+        await stopServer(srv);
+      }
+      // a's longer conversation replaced its file
+      assert.match(srv.log, /2 conversations in .* \(1 written, 1 removed\)/, srv.log);
+      assert.ok(existsSync(join(dir, 'notes.txt')), 'a file not the cache\'s was removed');
+    });
+    await check('--prompt-cache-dir: a conversation saved while idle survives a crash (SIGKILL)', async () => {
+      rmSync(dir, { recursive: true, force: true });
+      let srv = await startServer(args);
+      const c = user(story('iron')), d = user(story('wool'));
+      const first = await ask(client(srv), c, 3);
+      await ask(client(srv), d, 3);                   // c is saved when d cuts it, written while idle
+      const files = () => readdirSync(dir).filter((f) => f.endsWith('.mtprompt'));
+      for (let i = 0; i < 100 && files().length < 1; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(files().length, 1, 'nothing written while idle');
+      srv.child.kill('SIGKILL');
+      await srv.done;
+      servers.delete(srv);
+      srv = await startServer(args);
+      try {
+        assert.match(srv.log, /1 conversation \(\d+ tokens\) read from/, srv.log);
+        const next = [...c, { role: 'assistant', content: first.choices[0].message.content }, ...user('More.')];
+        const r = await ask(client(srv), next, 2);
+        assert.ok(r.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1, JSON.stringify(r.usage));
+      } finally {
+        await stopServer(srv);
+      }
+    });
+    await check('--prompt-cache-dir with --prompt-cache-gb 0 is refused', async () => {
+      const e = await startServer([...args, '--prompt-cache-gb', '0']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+      assert.ok(e && /--prompt-cache-gb 0 turns off/.test(String(e)), String(e));
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// --parallel: requests run at once in slots, their tokens stepped together;
+// each answer is the one the request gets alone (the CPU kernels give a row the
+// same bits in a step of any size), a conversation's next turn goes back to its
+// slot, and every slot's conversation is kept at a stop.
+// --batch-invariant: the same request again, its prompt found in the prompt
+// cache but for the last token, answers with the same log-probabilities to the
+// bit (printed in full) as when the whole prompt was prefilled in one step.
+async function invariantServer() {
+  await check('--batch-invariant: a prompt found in the cache answers with the bits of it prefilled whole', async () => {
+    const srv = await startServer(['--no-think', '--batch-invariant']);
+    try {
+      const ai = client(srv);
+      const req = { model: MODEL, messages: user('Tell me about the history of salt in trade, with numbers and the places it went.'),
+        max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3 };
+      const cold = await ai.chat.completions.create(req);
+      const warm = await ai.chat.completions.create(req);
+      assert.ok(cold.usage.prompt_tokens >= 20, JSON.stringify(cold.usage));
+      assert.ok(warm.usage.prompt_tokens_details.cached_tokens >= cold.usage.prompt_tokens - 1, JSON.stringify(warm.usage));
+      assert.deepEqual(warm.choices[0].logprobs, cold.choices[0].logprobs);
+    } finally {
+      await stopServer(srv);
+    }
+  });
+  await check('--batch-invariant with --backend cuda: refused with the reason', async () => {
+    const e = await startServer(['--batch-invariant', '--backend', 'cuda']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /--batch-invariant runs on the CPU backend/.test(e.message), String(e));
+  });
+}
+
+// --profile: /metrics gives the engine's time and reads by phase and part of
+// the model, and they grow with the requests served.
+async function profiledServer() {
+  await check('--profile: /metrics counts the time and bytes of each part, prefill and decode', async () => {
+    const srv = await startServer(['--no-think', '--profile']);
+    try {
+      const ai = client(srv);
+      const profile = async () => {
+        const text = await (await fetch(srv.url + '/metrics')).text();
+        const v = {};
+        for (const m of text.matchAll(/^moetier_profile_(seconds|bytes)_total\{phase="(\w+)",part="([^"]+)"\} (\S+)$/gm))
+          v[`${m[1]} ${m[2]} ${m[3]}`] = Number(m[4]);
+        return v;
+      };
+      await ai.chat.completions.create({ model: MODEL, messages: user('Count to five.'), max_tokens: 6, temperature: 0 });
+      const first = await profile();
+      for (const phase of ['prefill', 'decode']) {
+        assert.ok(first[`seconds ${phase} routed experts`] > 0, JSON.stringify(first));
+        assert.ok(first[`bytes ${phase} lm_head`] > 0, JSON.stringify(first));
+      }
+      await ai.chat.completions.create({ model: MODEL, messages: user('Name three colours.'), max_tokens: 6, temperature: 0 });
+      const second = await profile();
+      assert.ok(second['bytes decode lm_head'] > first['bytes decode lm_head'], JSON.stringify(second));
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
+async function draftServer() {
+  await check('--draft-lookup 3: the same answers and log-probabilities as without it (greedy, sampled, streamed, n: 2), guesses kept', async () => {
+    const reqs = [
+      { temperature: 0 },
+      { temperature: 0.3, seed: 4 },
+      { temperature: 0, stream: true },
+      { temperature: 0.3, seed: 9, n: 2 },
+    ].map((r) => ({ model: MODEL, prompt: 'one two three four one two three four one two three', max_tokens: 120, logprobs: 2, ...r }));
+    const answers = async (srv) => {
+      const ai = client(srv);
+      const out = [];
+      for (const req of reqs) {
+        if (!req.stream) {
+          const r = await ai.completions.create(req);
+          out.push(r.choices.map((c) => [c.text, c.finish_reason, c.logprobs]));
+          continue;
+        }
+        let text = '', finish = null, lps = [];
+        for await (const ev of await ai.completions.create(req)) {
+          for (const c of ev.choices) {
+            text += c.text;
+            finish = c.finish_reason || finish;
+            if (c.logprobs) lps = lps.concat(c.logprobs.token_logprobs);
+          }
+        }
+        out.push([text, finish, lps]);
+      }
+      return out;
+    };
+    /* every answer starts by repeating the prompt (a test hook), so guesses
+     * are kept; its log-probabilities come from the checked rows, then the
+     * model goes on alone */
+    const env = { MOETIER_SERVE_FORCE_PREFIX: ' four one two three four one two three four one two' };
+    const plain = await startServer(['--no-think'], env);
+    let want;
+    try {
+      want = await answers(plain);
+    } finally {
+      await stopServer(plain);
+    }
+    /* every guess checked (MOETIER_DRAFT_TUNE=0: the rows do not depend on
+     * timing), then as the tuner picks them */
+    for (const tune of ['0', '1']) {
+      const srv = await startServer(['--no-think', '--draft-lookup', '3'], { ...env, MOETIER_DRAFT_TUNE: tune });
+      try {
+        const got = await answers(srv);
+        for (let i = 0; i < reqs.length; i++)
+          assert.deepEqual(got[i], want[i], `request ${i}: another answer with --draft-lookup (tuned ${tune})`);
+        const t = await (await fetch(srv.url + '/metrics')).text();
+        const guessed = Number(/moetier_draft_tokens_total (\d+)/.exec(t)[1]);
+        const kept = Number(/moetier_draft_tokens_accepted_total (\d+)/.exec(t)[1]);
+        assert.ok(kept <= guessed && (tune === '1' || kept > 0), `${kept} of ${guessed} guesses kept: the check proves nothing`);
+        /* what the last request learned: its answer repeated its prompt, so a
+         * first guess after a long match was mostly kept */
+        const chances = [...t.matchAll(/moetier_draft_chance\{match="([-0-9+]+)",guess="(\d)"\} ([0-9.]+)/g)];
+        assert.equal(chances.length, 12, t);
+        assert.ok(chances.every(([, , , x]) => x > 0 && x < 1), t);
+        const long = chances.find(([, m, g]) => m === '8+' && g === '1');
+        assert.ok(Number(long[3]) > 0.5, `a first guess's chance after 8 or more tokens matched: ${long[3]}\n${t}`);
+      } finally {
+        await stopServer(srv);
+      }
+    }
+  });
+}
+
+async function draftParallelServer() {
+  await check('--parallel 2 --draft-lookup 3: requests decoding together check their guesses in the same steps, with the answers and log-probabilities of a server without them', async () => {
+    const reqs = [
+      { temperature: 0, prompt: 'one two three four one two three four one two three' },
+      { temperature: 0.3, seed: 5, prompt: 'five six seven eight five six seven eight five six seven' },
+    ].map((r) => ({ model: MODEL, max_tokens: 80, logprobs: 2, ...r }));
+    const shown = (r) => r.choices.map((c) => [c.text, c.finish_reason, c.logprobs]);
+    /* each answer starts with 40 forced words that repeat its prompt's cycle */
+    const env = { MOETIER_SERVE_FORCE_PREFIX: ' four one two three'.repeat(10) };
+    const plain = await startServer(['--no-think'], env);
+    const want = [];
+    try {
+      for (const req of reqs) want.push(shown(await client(plain).completions.create(req)));
+    } finally {
+      await stopServer(plain);
+    }
+    const tuned = await startServer(['--no-think', '--parallel', '2', '--draft-lookup', '3'], env);
+    try {
+      const ai = client(tuned);
+      const got = await Promise.all(reqs.map((r) => ai.completions.create(r)));
+      for (let i = 0; i < reqs.length; i++)
+        assert.deepEqual(shown(got[i]), want[i], `request ${i}: another answer with --draft-lookup, tuned`);
+    } finally {
+      await stopServer(tuned);
+    }
+    /* every guess checked: the steps' rows do not depend on timing */
+    const srv = await startServer(['--no-think', '--parallel', '2', '--draft-lookup', '3'],
+      { ...env, MOETIER_DRAFT_TUNE: '0' });
+    try {
+      const ai = client(srv);
+      const got = await Promise.all(reqs.map((r) => ai.completions.create(r)));
+      for (let i = 0; i < reqs.length; i++)
+        assert.deepEqual(shown(got[i]), want[i], `request ${i}: another answer with --draft-lookup`);
+      const t = await (await fetch(srv.url + '/metrics')).text();
+      const metric = (name) => Number(new RegExp(`${name} (\\d+)`).exec(t)[1]);
+      const steps = metric('moetier_decode_steps_total');
+      const both = metric('moetier_decode_step_requests_total') - steps;
+      const tokens = got.reduce((n, r) => n + r.usage.completion_tokens, 0);
+      /* without guesses in the steps the two share, those steps give one token
+       * each, and a step of one request at most 4 */
+      assert.ok(both > 0, 'the two requests never decoded in the same step');
+      assert.ok(tokens > 2 * both + 4 * (steps - both),
+                `${tokens} tokens in ${steps} steps, ${both} of them shared: no guess kept in a shared step`);
+      /* steps of both requests with guesses: more than 2 rows, each timed */
+      const timed = [...t.matchAll(/moetier_decode_step_seconds\{rows="(\d+)"\} ([0-9.]+)/g)];
+      assert.ok(timed.some(([, r]) => Number(r) > 2) && timed.every(([, r, x]) => r <= 8 && x > 0),
+                `step times: ${timed.map((x) => x[0]).join(', ')}`);
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
+async function parallelServer() {
+  await check('--parallel 4: requests run at once, stepped together, each answers as alone; one that leaves mid-stream stops only itself', async () => {
+    const srv = await startServer(['--no-think', '--parallel', '4', '-c', '4096', '--chunk', '8']);
+    const alone = await startServer(['--no-think', '-c', '1024', '--chunk', '8']);
+    try {
+      assert.match(srv.log, /4 at once with 1024 positions each/);
+      const long = Array.from({ length: 100 }, (_, i) => `w${i}`).join(' ');
+      const reqs = [
+        { messages: user('Name three rivers.'), max_tokens: 40, temperature: 0 },
+        { messages: user('Count to ten.'), max_tokens: 30, temperature: 0.8, seed: 11 },
+        { messages: user(`Summarize: ${long}`), max_tokens: 25, temperature: 0 },   // prefilled while others decode
+        { messages: user('Why is the sky blue?'), max_tokens: 35, temperature: 1.1, top_p: 0.9, seed: 4 },
+      ];
+      const stream = (ai, r, signal) => ai.chat.completions.create({ model: MODEL, ...r, stream: true }, { signal });
+      const ai = client(srv);
+      const ctl = new AbortController();
+      const leaver = (async () => {
+        const s = await stream(ai, { messages: user('Talk forever.'), max_tokens: 400, temperature: 0 }, ctl.signal);
+        let n = 0, health = null;
+        try {
+          for await (const ch of s) {
+            if (++n === 3) health = await (await fetch(srv.url + '/health')).json();
+            if (n === 5) ctl.abort();
+          }
+        } catch { /* aborted */ }
+        return { n, health };
+      })();
+      const together = await Promise.all(reqs.map(async (r) => collect(await stream(ai, r))));
+      const left = await leaver;
+      assert.ok(left.n >= 5);
+      assert.ok(left.health.slots_processing >= 1 && left.health.slots_idle + left.health.slots_processing === 4,
+        JSON.stringify(left.health));
+      const metrics = await (await fetch(srv.url + '/metrics')).text();
+      const steps = Number(/moetier_decode_steps_total (\d+)/.exec(metrics)[1]);
+      const rows = Number(/moetier_decode_step_requests_total (\d+)/.exec(metrics)[1]);
+      assert.ok(rows >= steps + 20, `the requests were hardly stepped together: ${rows} rows in ${steps} steps`);
+      for (let k = 0; k < reqs.length; k++) {
+        const want = await collect(await stream(client(alone), reqs[k]));
+        assert.equal(together[k].content, want.content, `request ${k} answered otherwise than alone`);
+        assert.equal(together[k].finish, want.finish);
+      }
+    } finally {
+      await stopServer(srv);
+      await stopServer(alone);
+    }
+  });
+  await check('--parallel 2: a completions batch\'s prompts run in slots at once, each answered as alone', async () => {
+    const srv = await startServer(['--no-think', '--parallel', '2', '-c', '2048']);
+    const alone = await startServer(['--no-think', '-c', '1024']);
+    try {
+      const prompts = ['one two three', 'The quick brown fox', 'Why is the sea', 'Salt and'];
+      const req = { model: MODEL, max_tokens: 12, temperature: 0 };
+      const r = await client(srv).completions.create({ ...req, prompt: prompts });
+      const metrics = await (await fetch(srv.url + '/metrics')).text();
+      const steps = Number(/moetier_decode_steps_total (\d+)/.exec(metrics)[1]);
+      const rows = Number(/moetier_decode_step_requests_total (\d+)/.exec(metrics)[1]);
+      assert.ok(rows >= steps + 8, `the batch's prompts were hardly stepped together: ${rows} rows in ${steps} steps`);
+      for (let k = 0; k < prompts.length; k++) {
+        const want = await client(alone).completions.create({ ...req, prompt: prompts[k] });
+        assert.equal(r.choices[k].text, want.choices[0].text, `prompt ${k} answered otherwise than alone`);
+      }
+    } finally {
+      await stopServer(srv);
+      await stopServer(alone);
+    }
+  });
+  await check('--parallel 3: n choices are made at once (streamed too), each as the request makes it alone; a prompt another slot holds is copied, not prefilled; GET /slots', async () => {
+    // --batch-invariant: a token's bits do not depend on its step, so the
+    // choices made apart (the prompt copied) must be those made in turn
+    const srv = await startServer(['--no-think', '--batch-invariant', '--parallel', '3', '-c', '3072', '--chunk', '16']);
+    const alone = await startServer(['--no-think', '--batch-invariant', '-c', '1024', '--chunk', '16']);
+    const counter = async (name) =>
+      Number(new RegExp(`${name} (\\d+)`).exec(await (await fetch(srv.url + '/metrics')).text())[1]);
+    try {
+      const preamble = Array.from({ length: 40 }, (_, i) => `rule${i}`).join(' ');
+      const req = { model: MODEL, prompt: `${preamble} Now write`, n: 3, max_tokens: 10, temperature: 0.9,
+        seed: 7, logprobs: 2 };
+      const made = await client(srv).completions.create(req);
+      const want = await client(alone).completions.create(req);
+      assert.deepEqual(made.choices, want.choices, 'the choices made at once differ from those made in turn');
+      assert.deepEqual(made.usage, want.usage);
+      const shared = await counter('moetier_prompt_tokens_shared_total');
+      assert.ok(shared >= 2 * (want.usage.prompt_tokens - 1), `${shared} prompt tokens copied`);
+      const rows = await counter('moetier_decode_step_requests_total'), steps = await counter('moetier_decode_steps_total');
+      assert.ok(rows >= steps + 10, `the choices were hardly stepped together: ${rows} rows in ${steps} steps`);
+      const chat = { model: MODEL, messages: user(`${preamble} Go on.`), n: 2, max_tokens: 8, temperature: 1, seed: 3 };
+      const c1 = await client(srv).chat.completions.create(chat), c2 = await client(alone).chat.completions.create(chat);
+      assert.deepEqual(c1.choices, c2.choices, 'chat choices made at once differ from those made in turn');
+      // streamed: the parts' events interleaved whole, one id, the usage summed, one [DONE]
+      const perIndex = async (ai) => {
+        const st = await ai.chat.completions.create({ ...chat, n: 3, stream: true, stream_options: { include_usage: true } });
+        const out = { text: ['', '', ''], finish: [], ids: new Set(), usage: null, roles: 0 };
+        for await (const ch of st) {
+          out.ids.add(ch.id);
+          if (ch.usage) out.usage = ch.usage;
+          for (const c of ch.choices) {
+            out.text[c.index] += c.delta?.content ?? '';
+            out.roles += c.delta?.role ? 1 : 0;
+            if (c.finish_reason) out.finish[c.index] = c.finish_reason;
+          }
+        }
+        return out;
+      };
+      const sp = await perIndex(client(srv)), ss = await perIndex(client(alone));
+      assert.deepEqual(sp.text, ss.text, 'streamed choices made at once differ from those made in turn');
+      assert.deepEqual(sp.finish, ss.finish);
+      assert.deepEqual(sp.usage, ss.usage);
+      assert.equal(sp.ids.size, 1, [...sp.ids].join(' '));
+      assert.equal(sp.roles, 3);
+      const raw = await (await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ ...chat, n: 2, stream: true }) })).text();
+      assert.equal(raw.split('data: [DONE]').length - 1, 1, raw.slice(-300));
+      assert.ok(raw.trimEnd().endsWith('data: [DONE]'), raw.slice(-300));
+      // a client leaving a streamed request stops all of its parts
+      const cancelled = await counter('moetier_requests_cancelled_total');
+      const ctl = new AbortController();
+      const long = await client(srv).chat.completions.create({ ...chat, n: 3, max_tokens: 700, stream: true }, { signal: ctl.signal });
+      let seen = 0;
+      try {
+        for await (const ch of long) if (++seen === 6) ctl.abort();
+      } catch (e) {
+        assert.ok(ctl.signal.aborted, String(e));
+      }
+      let idle = false;
+      for (let k = 0; k < 100 && !idle; k++) {
+        idle = (await (await fetch(srv.url + '/slots')).json()).every((x) => x.state === 'idle');
+        if (!idle) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(idle, 'the parts of a stream whose client left still run');
+      assert.equal(await counter('moetier_requests_cancelled_total') - cancelled, 3, 'not every part was stopped');
+      // a conversation starting as one that is running (and as no idle
+      // slot's): its start copied
+      const ai = client(srv), other = Array.from({ length: 40 }, (_, i) => `term${i}`).join(' ');
+      const first = await ai.chat.completions.create({ model: MODEL, messages: user(`${other} First.`), max_tokens: 200,
+        temperature: 0, stream: true });
+      const it = first[Symbol.asyncIterator]();
+      await it.next();    // the first request is in its slot (its first event may come before its prefill ends)
+      let slots = [];
+      for (let k = 0; k < 100; k++) {
+        slots = await (await fetch(srv.url + '/slots')).json();
+        if (slots.some((x) => x.state === 'generating')) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(slots.length, 3, JSON.stringify(slots));
+      const busy = slots.filter((x) => x.state !== 'idle');
+      assert.equal(busy.length, 1, JSON.stringify(slots));
+      assert.ok(busy[0].state === 'generating' && /^chatcmpl-/.test(busy[0].request) && busy[0].n_ctx === 1024 &&
+        busy[0].prompt_done === busy[0].prompt_tokens && busy[0].n_past >= busy[0].prompt_tokens, JSON.stringify(slots));
+      assert.ok(slots.every((x) => x.state !== 'idle' || (x.request === undefined && x.n_past >= 0)), JSON.stringify(slots));
+      assert.equal((await fetch(srv.url + '/slots', { method: 'POST' })).status, 405);
+      const before = await counter('moetier_prompt_tokens_shared_total');
+      const second = { model: MODEL, messages: user(`${other} Second.`), max_tokens: 6, temperature: 0, logprobs: true };
+      const r = await ai.chat.completions.create(second);
+      while (!(await it.next()).done);
+      const copied = (await counter('moetier_prompt_tokens_shared_total')) - before;
+      assert.ok(copied >= 40 && r.usage.prompt_tokens_details.cached_tokens >= copied,
+        `${copied} tokens copied, usage ${JSON.stringify(r.usage)}`);
+      const w = await client(alone).chat.completions.create(second);
+      assert.deepEqual(r.choices[0].logprobs, w.choices[0].logprobs, 'the answer after a copied start differs');
+    } finally {
+      await stopServer(srv);
+      await stopServer(alone);
+    }
+  });
+  await check('--parallel 2: a conversation\'s next turn goes back to its slot; a stop keeps both slots\' conversations', async () => {
+    const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'parallel-dir-'));
+    try {
+      const ask = (ai, messages) => ai.chat.completions.create({ model: MODEL, messages, max_tokens: 3, temperature: 0 });
+      const a = user('Tell me about the history of salt in trade, with numbers.');
+      const b = user('Tell me about the history of rope in sailing, with numbers.');
+      const then = (m, r, more) => [...m, { role: 'assistant', content: r.choices[0].message.content }, ...user(more)];
+      let srv = await startServer(['--no-think', '--parallel', '2', '--prompt-cache-gb', '0']);
+      const a1 = await ask(client(srv), a), b1 = await ask(client(srv), b);
+      const a2 = await ask(client(srv), then(a, a1, 'Go on.'));
+      assert.ok(a2.usage.prompt_tokens_details.cached_tokens >= a1.usage.prompt_tokens - 1,
+        `the next turn did not find its slot: ${JSON.stringify(a2.usage)}`);
+      await stopServer(srv);
+      srv = await startServer(['--no-think', '--parallel', '2', '--prompt-cache-dir', dir]);
+      await ask(client(srv), a);
+      await ask(client(srv), b);
+      await stopServer(srv);
+      assert.match(srv.log, /2 conversations in /, srv.log);
+      srv = await startServer(['--no-think', '--prompt-cache-dir', dir]);
+      try {
+        for (const [m, r1] of [[a, a1], [b, b1]]) {
+          const r = await ask(client(srv), then(m, r1, 'More.'));
+          assert.ok(r.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens - 1,
+            `a slot's conversation was not kept: ${JSON.stringify(r.usage)}`);
+        }
+      } finally {
+        await stopServer(srv);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  await check('--parallel leaving a slot fewer than 16 positions, or more than --max-queue, is refused', async () => {
+    let e = await startServer(['-c', '64', '--parallel', '8']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /-c 64 shared by --parallel 8 leaves 8 positions/.test(String(e)), String(e));
+    e = await startServer(['--parallel', '4', '--max-queue', '2']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
+    assert.ok(e && /--max-queue 2 is less than --parallel 4/.test(String(e)), String(e));
+    const srv = await startServer(['--parallel', '40', '-c', '4096']);
+    try {
+      assert.match(srv.log, /40 requests queued at most, 40 at once/);
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
+// Kimi K2's own templates (K2-Instruct, K2-Thinking) are not rendered: the
+// model is served for raw prompts, and chat is refused saying why, unless
+// --chat-template names a format
+async function unrenderedTemplateServer() {
+  const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'template-'));
+  try {
+    for (const f of readdirSync(modelDir)) symlinkSync(join(modelDir, f), join(dir, f));
+    writeFileSync(join(dir, 'chat_template.jinja'), "{%- for message in messages -%}{%- if loop.first and " +
+      "messages[0]['role'] != 'system' -%}<|im_system|>system<|im_middle|>You are Kimi, an AI assistant " +
+      "created by Moonshot AI.<|im_end|>{%- endif -%}<|im_user|>{{ message['content'] }}<|media_start|>" +
+      '{%- endfor -%}');
+    await check('a chat template moetier does not render: served for raw prompts, chat refused saying why; --chat-template kimi-k2.5', async () => {
+      const srv = await startServer(['--no-think', '-m', dir]);
+      try {
+        assert.match(srv.log, /chat requests will be refused: .*Kimi-K2-Instruct/);
+        const ai = client(srv);
+        const chat = { model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 };
+        const e = await expectStatus(ai.chat.completions.create(chat), 400);
+        assert.equal(e.param, 'messages');
+        assert.equal(e.code, 'chat_template_unsupported');
+        assert.match(e.message, /--chat-template kimi-k2\.5/);
+        for (const [path, body] of [['/tokenize', { messages: chat.messages }], ['/apply-template', { messages: chat.messages }],
+          ['/v1/messages', { model: MODEL, max_tokens: 3, messages: chat.messages }]]) {
+          const r = await fetch(srv.url + path, { method: 'POST', body: JSON.stringify(body) });
+          assert.equal(r.status, 400, path);
+          assert.match(JSON.stringify(await r.json()), /chat template is not one moetier renders/, path);
+        }
+        const r = await ai.completions.create({ model: MODEL, prompt: 'one two', max_tokens: 2, temperature: 0 });
+        assert.equal(r.object, 'text_completion', 'raw prompts need no template');
+      } finally {
+        await stopServer(srv);
+      }
+      const srv2 = await startServer(['--no-think', '-m', dir, '--chat-template', 'kimi-k2.5']);
+      try {
+        assert.doesNotMatch(srv2.log, /chat requests will be refused/);
+        const r = await client(srv2).chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 3 });
+        assert.equal(r.object, 'chat.completion');
+      } finally {
+        await stopServer(srv2);
+      }
+      const bad = await startServer(['-m', dir, '--chat-template', 'chatml']).then(async (x) => { await stopServer(x); return null; }, (x) => x);
+      assert.ok(bad && /unknown chat format 'chatml'/.test(String(bad)), String(bad));
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+try {
+  await plainServer();
+} catch (e) {
+  fail(e);
+}
+finish('server tests');
