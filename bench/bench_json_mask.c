@@ -6,10 +6,10 @@
  * pattern most text takes (its tokens tried by group, the grouping's first
  * mask timed apart); for thinking on, reasoning_end_mask while the reasoning
  * is open; a held tool call's id (tool_force) among 24 and 128 tools; and a
- * whole answer held to that pattern (regex_answer_mask, vLLM's guided_regex). The yardstick, measured in the same run, is the default
- * draw (temperature 0.6) over as
- * many logits shaped as bench_sampler's (normal with sigma 2.5, 20 tokens at
- * 15-25): ratio = mask ms / draw ms. One JSON line per point. */
+ * whole answer held to that pattern (regex_answer_mask, vLLM's guided_regex).
+ * The yardstick, measured in the same run, is the default draw (temperature
+ * 0.6) over as many logits shaped as bench_sampler's (normal with sigma 2.5,
+ * 20 tokens at 15-25): ratio = mask ms / draw ms. One JSON line per point. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

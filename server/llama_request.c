@@ -9,17 +9,19 @@
 
 /* The fields copied as they are: the same name and meaning in OpenAI's
  * completions (with the server's extensions, oai_request.h). */
-static const char *const same[] = {"temperature",      "top_k",     "top_p",  "min_p",
-                                   "repeat_penalty",   "repeat_last_n",       "presence_penalty",
-                                   "frequency_penalty", "stop",     "stream", "ignore_eos",
+static const char *const same[] = {"temperature",      "top_k",      "top_p",          "min_p",
+                                   "repeat_penalty",   "repeat_last_n", "presence_penalty",
+                                   "frequency_penalty", "stop",      "stream",         "ignore_eos",
                                    "json_schema",      "grammar"};
 
 /* A sampler or feature moetier does not have, asked for: refused (the value
  * that asks for nothing passes). */
-static int refuse_unless(const cJSON *root, const char *name, double nothing, const char *what, oai_error *err)
+static int refuse_unless(const cJSON *root, const char *name, double nothing, const char *what,
+                         oai_error *err)
 {
     const cJSON *v = chat_body_field(root, name);
-    if (!v || (cJSON_IsNumber(v) && v->valuedouble == nothing) || (cJSON_IsBool(v) && !cJSON_IsTrue(v) && !nothing))
+    if (!v || (cJSON_IsNumber(v) && v->valuedouble == nothing) ||
+        (cJSON_IsBool(v) && !cJSON_IsTrue(v) && !nothing))
         return 0;
     return oai_bad(err, name, "'%s' is not supported by this server (%s)", name, what);
 }
@@ -37,7 +39,8 @@ static int refuse_samplers(const cJSON *root, oai_error *err)
            refuse_unless(root, "top_n_sigma", -1, "no top-n-sigma sampling", err) ||
            refuse_unless(root, "n_indent", 0, "no indentation rule", err) ||
            refuse_unless(root, "t_max_predict_ms", 0, "no time limit: use n_predict", err) ||
-           refuse_unless(root, "post_sampling_probs", 0, "probabilities are the model's, before sampling", err);
+           refuse_unless(root, "post_sampling_probs", 0, "probabilities are the model's, before sampling",
+                         err);
 }
 
 /* A token id written as JSON (a number) or as an object key (digits). */
@@ -67,7 +70,8 @@ static int translate_bias(const cJSON *lb, cJSON *out, oai_error *err)
         if ((cJSON_IsArray(lb) && (!cJSON_IsArray(x) || cJSON_GetArraySize(x) != 2)) ||
             !bias_id(id_v, cJSON_IsArray(lb) ? NULL : x->string, &id) ||
             !(cJSON_IsNumber(bias) || cJSON_IsFalse(bias)))
-            return oai_bad(err, "logit_bias", "'logit_bias' must map token ids to biases ({\"15043\": -1} "
+            return oai_bad(err, "logit_bias",
+                           "'logit_bias' must map token ids to biases ({\"15043\": -1} "
                            "or [[15043, -1]]; a bias false bans the token); a token's text is not taken");
         char key[32];
         snprintf(key, sizeof key, "%.0f", id);
@@ -84,15 +88,18 @@ static int translate(const cJSON *root, cJSON *out, oai_error *err)
         return oai_bad(err, "prompt", "'prompt' is required");
     int ids = cJSON_IsArray(prompt);
     if (ids)
-        cJSON_ArrayForEach(x, prompt) ids &= cJSON_IsNumber(x);
+        cJSON_ArrayForEach(x, prompt)
+            ids &= cJSON_IsNumber(x);
     if (!cJSON_IsString(prompt) && !ids)
-        return oai_bad(err, "prompt", "'prompt' must be a string or a list of token ids (one prompt a request)");
+        return oai_bad(err, "prompt",
+                       "'prompt' must be a string or a list of token ids (one prompt a request)");
     if (chat_body_copy(out, "prompt", prompt))
         return chat_body_oom(err);
     const cJSON *np = chat_body_field(root, "n_predict");
     if (np && !(cJSON_IsNumber(np) && np->valuedouble == floor(np->valuedouble) &&
                 (np->valuedouble == -1 || np->valuedouble >= 1)))
-        return oai_bad(err, "n_predict", "'n_predict' must be -1 (up to the context) or a number of tokens, "
+        return oai_bad(err, "n_predict",
+                       "'n_predict' must be -1 (up to the context) or a number of tokens, "
                        "at least 1");
     if (np && np->valuedouble >= 1 && chat_body_copy(out, "max_tokens", np))
         return chat_body_oom(err);
@@ -105,7 +112,8 @@ static int translate(const cJSON *root, cJSON *out, oai_error *err)
     if (seed && !(cJSON_IsNumber(seed) && seed->valuedouble == -1) && chat_body_copy(out, "seed", seed))
         return chat_body_oom(err);
     const cJSON *probs = chat_body_field(root, "n_probs");
-    if (probs && !(cJSON_IsNumber(probs) && probs->valuedouble == 0) && chat_body_copy(out, "logprobs", probs))
+    if (probs && !(cJSON_IsNumber(probs) && probs->valuedouble == 0) &&
+        chat_body_copy(out, "logprobs", probs))
         return chat_body_oom(err);
     const cJSON *lb = chat_body_field(root, "logit_bias");
     if (lb && !cJSON_IsObject(lb) && !cJSON_IsArray(lb))

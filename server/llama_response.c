@@ -73,14 +73,15 @@ static void add_timings(cJSON *o, const llama_result *res)
         const char *n, *ms, *per_token, *per_second;
         int count;
         double millis;
-    } phases[] = {{"prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second", res->prompt_n,
-                   res->prompt_ms},
-                  {"predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second",
-                   res->tokens_predicted, res->predicted_ms}};
+    } phases[] = {
+        {"prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second", res->prompt_n, res->prompt_ms},
+        {"predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second",
+         res->tokens_predicted, res->predicted_ms}};
     for (size_t i = 0; i < 2; i++) {
         cJSON_AddNumberToObject(t, phases[i].n, phases[i].count);
         cJSON_AddNumberToObject(t, phases[i].ms, phases[i].millis);
-        cJSON_AddNumberToObject(t, phases[i].per_token, phases[i].count ? phases[i].millis / phases[i].count : 0);
+        cJSON_AddNumberToObject(t, phases[i].per_token,
+                                phases[i].count ? phases[i].millis / phases[i].count : 0);
         cJSON_AddNumberToObject(t, phases[i].per_second,
                                 phases[i].millis > 0 ? 1e3 * phases[i].count / phases[i].millis : 0);
     }
@@ -88,14 +89,16 @@ static void add_timings(cJSON *o, const llama_result *res)
 
 char *llama_result_body(const llama_result *res, int stream)
 {
-    cJSON *o = piece(res->content, res->content_len, res->ids, res->n_ids, stream ? NULL : res->lp, 1, res->slot,
-                     res->tokens_predicted, res->tokens_evaluated);
+    cJSON *o = piece(res->content, res->content_len, res->ids, res->n_ids, stream ? NULL : res->lp, 1,
+                     res->slot, res->tokens_predicted, res->tokens_evaluated);
     cJSON_AddStringToObject(o, "model", res->model);
     cJSON_AddItemToObject(o, "prompt", json_clean_string(res->prompt, res->prompt_len));
-    cJSON_AddBoolToObject(o, "has_new_line", res->content_len && memchr(res->content, '\n', res->content_len));
+    cJSON_AddBoolToObject(o, "has_new_line",
+                          res->content_len && memchr(res->content, '\n', res->content_len));
     cJSON_AddBoolToObject(o, "truncated", 0);
     cJSON_AddStringToObject(o, "stop_type", res->stop_type);
-    cJSON_AddItemToObject(o, "stopping_word", json_clean_string(res->stopping_word, strlen(res->stopping_word)));
+    cJSON_AddItemToObject(o, "stopping_word",
+                          json_clean_string(res->stopping_word, strlen(res->stopping_word)));
     cJSON_AddNumberToObject(o, "tokens_cached", res->tokens_cached);
     add_timings(o, res);
     return stream ? json_sse_data(o) : json_print_and_delete(o);

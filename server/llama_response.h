@@ -17,18 +17,18 @@
 
 typedef struct llama_result {
     const char *model;
-    const char *content;        /* the answer's text; "" on a stream's last event */
+    const char *content; /* the answer's text; "" on a stream's last event */
     size_t content_len;
-    const int *ids;             /* return_tokens: the answer's token ids; NULL: [] */
+    const int *ids; /* return_tokens: the answer's token ids; NULL: [] */
     int n_ids;
-    const oai_logprobs *lp;     /* n_probs: the tokens' probabilities; NULL: none asked */
-    const char *prompt;         /* the prompt's text */
+    const oai_logprobs *lp; /* n_probs: the tokens' probabilities; NULL: none asked */
+    const char *prompt;     /* the prompt's text */
     size_t prompt_len;
     int slot;
     int tokens_predicted, tokens_evaluated, tokens_cached;
-    const char *stop_type;      /* "eos", "limit", "word" or "none" (cut short) */
-    const char *stopping_word;  /* "word": the stop string; else "" */
-    int prompt_n;               /* prompt tokens computed (not cached) */
+    const char *stop_type;     /* "eos", "limit", "word" or "none" (cut short) */
+    const char *stopping_word; /* "word": the stop string; else "" */
+    int prompt_n;              /* prompt tokens computed (not cached) */
     double prompt_ms, predicted_ms;
 } llama_result;
 

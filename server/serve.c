@@ -605,7 +605,8 @@ static enum MHD_Result handle_apply_template(server *s, struct MHD_Connection *c
  * "/v1/health": the route they stand for (in buf when rewritten). */
 static const char *canonical_route(const char *url, char *buf, size_t cap)
 {
-    static const char *const bare[] = {"/chat/completions", "/completions", "/models", "/responses", "/messages"};
+    static const char *const bare[] = {"/chat/completions", "/completions", "/models", "/responses",
+                                       "/messages"};
     if (!strcmp(url, "/v1/health"))
         return "/health";
     for (size_t i = 0; i < sizeof bare / sizeof *bare; i++) {
@@ -834,7 +835,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!model_served(s, url + 11))
             return send_error_as(s, c, anthropic ? API_ANTHROPIC : API_OPENAI, 404, "invalid_request_error",
                                  "model", "model_not_found", "no such model on this server");
-        return send_body(s, c, 200, anthropic ? anthropic_model_body(url + 11) : oai_model_body(url + 11, 0, s->ctx),
+        return send_body(s, c, 200,
+                         anthropic ? anthropic_model_body(url + 11) : oai_model_body(url + 11, 0, s->ctx),
                          "application/json");
     }
     int tokenize = !strcmp(url, "/tokenize"), detokenize = !strcmp(url, "/detokenize");

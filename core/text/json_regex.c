@@ -746,8 +746,7 @@ void json_regex_start(json_regex_set *s)
     s->w[0] = 1;
 }
 
-/* whether class c holds a code point in [lo, hi] */
-static int class_meets(const json_regex *r, int c, uint32_t lo, uint32_t hi)
+int json_regex_class_meets(const json_regex *r, int c, uint32_t lo, uint32_t hi)
 {
     int a = r->cls_at[c], b = r->cls_at[c + 1];
     while (a < b) { /* the first range that ends at lo or later */
@@ -793,7 +792,8 @@ int json_regex_may_take(const json_regex *r, const json_regex_set *s, uint32_t l
         set_or(&next, &r->follow[p]);
     }
     EACH(&next, q) {
-        if (class_meets(r, r->cls[q], lo, hi) && length_fits(r, q, min - 1, max < 0 ? -1 : max - 1))
+        if (json_regex_class_meets(r, r->cls[q], lo, hi) &&
+            length_fits(r, q, min - 1, max < 0 ? -1 : max - 1))
             return 1;
     }
     return 0;
@@ -806,7 +806,7 @@ void json_regex_step(const json_regex *r, json_regex_set *s, uint32_t c)
         set_or(&next, &r->follow[p]);
     }
     EACH(&next, q) {
-        if (class_meets(r, r->cls[q], c, c))
+        if (json_regex_class_meets(r, r->cls[q], c, c))
             set_add(&out, q);
     }
     *s = out;

@@ -71,6 +71,8 @@ void json_regex_step(const json_regex *r, json_regex_set *s, uint32_t c);
 /* Both at once: takes c, and returns whether that was allowed (with [min,
  * max] as json_regex_may_take has them); the state is undefined when not. */
 int json_regex_take(const json_regex *r, json_regex_set *s, uint32_t c, long min, long max);
+/* Whether class c (of r->cls) holds a code point in [lo, hi]. */
+int json_regex_class_meets(const json_regex *r, int c, uint32_t lo, uint32_t hi);
 /* Whether the string may end now. */
 int json_regex_accepts(const json_regex *r, const json_regex_set *s);
 /* Whether some completion's length lies in [min, max] (max < 0: any), the

@@ -25,19 +25,6 @@ static int cmp_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static int class_holds(const json_regex *r, int c, uint32_t cp)
-{
-    int lo = r->cls_at[c], hi = r->cls_at[c + 1]; /* ranges sorted and apart */
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (r->ranges[mid].hi < cp)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < r->cls_at[c + 1] && r->ranges[lo].lo <= cp;
-}
-
 static void atoms_free(atoms *a)
 {
     free(a->bound);
@@ -80,7 +67,7 @@ static int atoms_build(const json_regex *r, atoms *a)
         uint64_t *h = held + (size_t)i * (size_t)words;
         int any = 0;
         for (int c = 0; c < r->n_cls; c++)
-            if (class_holds(r, c, a->bound[i])) {
+            if (json_regex_class_meets(r, c, a->bound[i], a->bound[i])) {
                 h[c / 64] |= 1ull << (c % 64);
                 any = 1;
             }
