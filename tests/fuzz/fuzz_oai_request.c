@@ -83,7 +83,8 @@ static void filter(const oai_request *r, const uint8_t *data, size_t size)
 static oai_token_logprob piece(const uint8_t *data, size_t size, size_t at, size_t n, float logprob)
 {
     size_t from = at < size ? at : size;
-    return (oai_token_logprob){(const char *)data + from, n < size - from ? n : size - from, logprob};
+    return (oai_token_logprob){.bytes = (const char *)data + from, .len = n < size - from ? n : size - from,
+                               .logprob = logprob};
 }
 
 /* logprobs whose tokens are overlapping pieces of the input (any bytes, as
