@@ -716,6 +716,35 @@ static char *slots_body(server *s)
     return body;
 }
 
+/* GET /props (llama.cpp's): what llama.cpp's web UI and tools read of a
+ * server: its context, slots, default sampling, model and chat format */
+static char *props_body(server *s)
+{
+    cJSON *root = cJSON_CreateObject(), *g = cJSON_AddObjectToObject(root, "default_generation_settings");
+    cJSON_AddNumberToObject(g, "n_ctx", s->ctx);
+    cJSON *p = cJSON_AddObjectToObject(g, "params");
+    const sampler_params *sp = &s->o.sp;
+    cJSON_AddNumberToObject(p, "temperature", sp->temperature);
+    cJSON_AddNumberToObject(p, "top_k", sp->top_k);
+    cJSON_AddNumberToObject(p, "top_p", sp->top_p);
+    cJSON_AddNumberToObject(p, "min_p", sp->min_p);
+    cJSON_AddNumberToObject(p, "repeat_penalty", sp->repeat_penalty);
+    cJSON_AddNumberToObject(p, "repeat_last_n", sp->repeat_last_n);
+    cJSON_AddNumberToObject(p, "presence_penalty", sp->presence_penalty);
+    cJSON_AddNumberToObject(p, "frequency_penalty", sp->frequency_penalty);
+    cJSON_AddNumberToObject(p, "n_predict", s->o.default_max_tokens ? s->o.default_max_tokens : -1);
+    cJSON_AddNumberToObject(root, "total_slots", s->o.parallel);
+    cJSON_AddStringToObject(root, "model_alias", s->model_name);
+    cJSON_AddStringToObject(root, "model_path", s->model_name);
+    /* "": chat requests are refused (the model's template is not rendered) */
+    cJSON_AddStringToObject(root, "chat_template", s->o.no_chat ? "" : chat_template_name(s->kind));
+    cJSON *m = cJSON_AddObjectToObject(root, "modalities");
+    cJSON_AddBoolToObject(m, "vision", 0);
+    cJSON_AddBoolToObject(m, "audio", 0);
+    cJSON_AddStringToObject(root, "build_info", "moetier");
+    return json_print_and_delete(root);
+}
+
 /* The key in "Authorization: Bearer KEY" (OpenAI's clients), else in
  * "x-api-key: KEY" (Anthropic's); NULL when neither is sent. */
 static const char *sent_key(struct MHD_Connection *c)
@@ -812,6 +841,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         serve_metrics snap = s->metrics;
         pthread_mutex_unlock(&s->mu);
         return send_body(s, c, 200, serve_metrics_render(&snap), "text/plain; version=0.0.4");
+    }
+    if (!strcmp(url, "/props")) {
+        if (!get)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /props");
+        return send_body(s, c, 200, props_body(s), "application/json");
     }
     if (!strcmp(url, "/slots")) {
         if (!get)

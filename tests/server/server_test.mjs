@@ -556,6 +556,13 @@ async function plainServer() {
     const slots = await (await fetch(srv.url + '/slots')).json();
     assert.equal(list.data[0].max_model_len, slots[0].n_ctx, 'vLLM\'s max_model_len: the positions a request may fill');
     assert.equal(one.max_model_len, slots[0].n_ctx);
+    const props = await (await fetch(srv.url + '/props')).json();     // llama.cpp's
+    assert.equal(props.default_generation_settings.n_ctx, slots[0].n_ctx);
+    assert.equal(props.total_slots, 1);
+    assert.equal(props.model_path, MODEL);
+    assert.match(props.chat_template, /^kimi-k2\.5/);
+    assert.equal(typeof props.default_generation_settings.params.temperature, 'number');
+    assert.equal(props.modalities.vision, false);
   });
   await check('the API without "/v1" (a base URL lacking it), llama.cpp\'s /v1/health and /apply-template', async () => {
     const bare = new OpenAI({ baseURL: srv.url, apiKey: 'none', maxRetries: 0, timeout: 120000 });
@@ -1518,6 +1525,7 @@ async function unrenderedTemplateServer() {
       const srv = await startServer(['--no-think', '-m', dir]);
       try {
         assert.match(srv.log, /chat requests will be refused: .*Kimi-K2-Instruct/);
+        assert.equal((await (await fetch(srv.url + '/props')).json()).chat_template, '', '/props: no chat format');
         const ai = client(srv);
         const chat = { model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 };
         const e = await expectStatus(ai.chat.completions.create(chat), 400);
