@@ -99,6 +99,13 @@ int cmd_inspect(int argc, char **argv)
     if (c->quant == QUANT_INT4_PACKED)
         printf(" (int4 symmetric, group %d)", c->int4_group_size);
     printf("\nshards       %d files, %d tensors\n", mw.ckpt.n_files, mw.ckpt.n_tensors);
+    /* before a server is started on it: whether its chats can be rendered */
+    chat_template_kind kind;
+    errbuf te;
+    if (cli_chat_template(mf.dir, NULL, &kind, &te) == 0)
+        printf("chat format  %s\n", chat_template_name(kind));
+    else
+        printf("chat format  none: %s\n", te.msg);
     printf("\nlinear weights per format (count):");
     for (int f = 0; f < WF_COUNT; f++)
         printf(" %s %llu", weight_format_name((weight_format)f),

@@ -364,6 +364,7 @@ Test(cli, inspect_reports_formats_and_tiers)
     cr_expect(strstr(out, "fp8-block") != NULL, "%s", out);
     cr_expect(strstr(out, "routed experts") != NULL, "%s", out);
     cr_expect(strstr(out, "4 (1 dense, 3 MoE)") != NULL, "%s", out);
+    cr_expect(strstr(out, "chat format  kimi-k2.5") != NULL, "%s", out);
     free(out);
     free(err);
     free(d);
@@ -528,6 +529,10 @@ Test(cli, chat_template_override, .timeout = 60)
     fclose(f);
     cr_expect_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3", bin(), tmp), 1);
     cr_expect(strstr(err, "Kimi-K2-Thinking") && strstr(err, "--chat-template kimi-k2.5"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(out, "chat format  none: ") && strstr(out, "Kimi-K2-Thinking"), "inspect says so: %s", out);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids --chat-template "
