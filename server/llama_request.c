@@ -15,13 +15,12 @@ static const char *const same[] = {"temperature",      "top_k",      "top_p",   
                                    "json_schema",      "grammar"};
 
 /* A sampler or feature moetier does not have, asked for: refused (the value
- * that asks for nothing passes). */
+ * that asks for nothing, or false, passes). */
 static int refuse_unless(const cJSON *root, const char *name, double nothing, const char *what,
                          oai_error *err)
 {
     const cJSON *v = chat_body_field(root, name);
-    if (!v || (cJSON_IsNumber(v) && v->valuedouble == nothing) ||
-        (cJSON_IsBool(v) && !cJSON_IsTrue(v) && !nothing))
+    if (!v || (cJSON_IsNumber(v) && v->valuedouble == nothing) || cJSON_IsFalse(v))
         return 0;
     return oai_bad(err, name, "'%s' is not supported by this server (%s)", name, what);
 }

@@ -67,9 +67,10 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
                      int n_end, float *logits, int V)
 {
     int complete = json_prefix_complete(j), possible = 0, room = json_prefix_string_room(j);
-    int pattern = json_prefix_pattern_takes(j, "", 0) >= 0;
+    const json_regex *re = json_prefix_pattern(j);
+    int pattern = re != NULL;
     /* a pattern's string: its raw tokens tried a group at a time */
-    pattern_tokens *pt = pattern && jv ? pattern_tokens_get(json_prefix_pattern(j), v) : NULL;
+    pattern_tokens *pt = pattern && jv ? pattern_tokens_get(re, v) : NULL;
     if (pt)
         pattern_tokens_reset(pt);
     uint8_t first_ok[256];

@@ -209,6 +209,16 @@ Test(json_prefix, agrees_with_the_strict_parser, .timeout = 60)
     cr_expect_eq(mismatches, 0, "%d of %d mutated documents judged otherwise", mismatches, compared);
 }
 
+/* A schema written as JSON text, compiled (the test fails if it does not). */
+static void compiled(const char *text, json_schema *s)
+{
+    errbuf e;
+    cJSON *j = cJSON_Parse(text);
+    cr_assert_not_null(j, "%s", text);
+    cr_assert_eq(json_schema_compile(j, s, &e), 0, "%s", e.msg);
+    cJSON_Delete(j);
+}
+
 /* json_mask_logits on Kimi's vocabulary, at each prefix of a value: a
  * regular token stays possible exactly when its bytes, fed after the prefix
  * (fed from the start), still make a prefix; special tokens never, and once the
@@ -225,31 +235,28 @@ Test(json_prefix, mask_on_kimis_vocabulary, .timeout = 120)
     cr_assert_geq(end_ids[0], 0);
     float *logits = malloc((size_t)V * sizeof *logits);
     json_schema schema;
-    cJSON *sj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, "
-                            "\"days\": {\"type\": \"array\", \"items\": {\"enum\": [\"mon\", \"tue\"]}, "
-                            "\"maxItems\": 2}, \"n\": {\"type\": \"integer\"}}, \"required\": [\"city\", \"n\"], "
-                            "\"additionalProperties\": false}");
-    cr_assert_eq(json_schema_compile(sj, &schema, &e), 0, "%s", e.msg);
-    cJSON_Delete(sj);
+    compiled("{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, "
+             "\"days\": {\"type\": \"array\", \"items\": {\"enum\": [\"mon\", \"tue\"]}, "
+             "\"maxItems\": 2}, \"n\": {\"type\": \"integer\"}}, \"required\": [\"city\", \"n\"], "
+             "\"additionalProperties\": false}",
+             &schema);
     /* bounds: a short string's room decides the plain tokens the table takes at once */
     json_schema bounded;
-    sj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"code\": {\"type\": \"string\", \"minLength\": 2, "
-                     "\"maxLength\": 6}, \"score\": {\"type\": \"number\", \"minimum\": -1.5, \"exclusiveMaximum\": "
-                     "10}, \"n\": {\"type\": \"integer\", \"minimum\": 3, \"maximum\": 40}, \"when\": {\"type\": "
-                     "\"string\", \"format\": \"date\"}, \"tag\": {\"type\": \"string\", \"pattern\": "
-                     "\"^[a-z\xc3\xa9]+\\\\d?$\", \"maxLength\": 6}}, \"required\": [\"code\", \"score\", \"n\"], "
-                     "\"additionalProperties\": false}");
-    cr_assert_eq(json_schema_compile(sj, &bounded, &e), 0, "%s", e.msg);
-    cJSON_Delete(sj);
+    compiled("{\"type\": \"object\", \"properties\": {\"code\": {\"type\": \"string\", \"minLength\": 2, "
+             "\"maxLength\": 6}, \"score\": {\"type\": \"number\", \"minimum\": -1.5, \"exclusiveMaximum\": "
+             "10}, \"n\": {\"type\": \"integer\", \"minimum\": 3, \"maximum\": 40}, \"when\": {\"type\": "
+             "\"string\", \"format\": \"date\"}, \"tag\": {\"type\": \"string\", \"pattern\": "
+             "\"^[a-z\xc3\xa9]+\\\\d?$\", \"maxLength\": 6}}, \"required\": [\"code\", \"score\", \"n\"], "
+             "\"additionalProperties\": false}",
+             &bounded);
     /* patterns whose raw tokens the mask tries a group at a time (pattern_tokens.h):
      * anchored letters and punctuation, and an unanchored one with \w and \s */
     json_schema patterned;
-    sj = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", \"pattern\": "
-                     "\"^[A-Za-z ,.]+$\", \"minLength\": 3, \"maxLength\": 12}, \"id\": {\"type\": \"string\", "
-                     "\"pattern\": \"x[0-9]{2}|\\\\w+-\\\\s\"}}, \"required\": [\"name\", \"id\"], "
-                     "\"additionalProperties\": false}");
-    cr_assert_eq(json_schema_compile(sj, &patterned, &e), 0, "%s", e.msg);
-    cJSON_Delete(sj);
+    compiled("{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", \"pattern\": "
+             "\"^[A-Za-z ,.]+$\", \"minLength\": 3, \"maxLength\": 12}, \"id\": {\"type\": \"string\", "
+             "\"pattern\": \"x[0-9]{2}|\\\\w+-\\\\s\"}}, \"required\": [\"name\", \"id\"], "
+             "\"additionalProperties\": false}",
+             &patterned);
     const struct {
         const json_schema *s;
         const char *doc;
