@@ -564,6 +564,7 @@ static int parse_chat(oai_request *r, oai_error *err)
             return oai_bad(err, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
         if (chat_options_from_json(kw, &r->copt, &e))
             return oai_bad(err, "chat_template_kwargs", "%s", e.msg);
+        r->copt.vars = kw;  /* all of them reach an interpreted template, as in vLLM */
     }
     /* OpenAI's switch for reasoning models: "none" turns thinking off, any other effort on */
     const cJSON *effort = cJSON_GetObjectItemCaseSensitive(r->root, "reasoning_effort");

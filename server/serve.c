@@ -589,7 +589,7 @@ static enum MHD_Result handle_apply_template(server *s, struct MHD_Connection *c
     oai_error err;
     char *text;
     size_t len;
-    if (serve_chat_prompt(s, &j->req, &text, &len, &err)) {
+    if (serve_chat_prompt(s, &j->req, &text, &len, NULL, &err)) {
         discard_job(j);
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     }
@@ -736,8 +736,8 @@ static char *props_body(server *s)
     cJSON_AddNumberToObject(root, "total_slots", s->o.parallel);
     cJSON_AddStringToObject(root, "model_alias", s->model_name);
     cJSON_AddStringToObject(root, "model_path", s->model_name);
-    /* "": chat requests are refused (the model's template is not rendered) */
-    cJSON_AddStringToObject(root, "chat_template", s->o.no_chat ? "" : chat_template_name(s->kind));
+    /* "": chat requests are refused (the model's template did not compile) */
+    cJSON_AddStringToObject(root, "chat_template", s->o.no_chat ? "" : s->tpl->label);
     cJSON *m = cJSON_AddObjectToObject(root, "modalities");
     cJSON_AddBoolToObject(m, "vision", 0);
     cJSON_AddBoolToObject(m, "audio", 0);
@@ -977,14 +977,14 @@ static void store_prompt_cache(server *s)
             "removed)\n", s->pc.n, s->pc.n == 1 ? "" : "s", dir, c.written, c.removed);
 }
 
-static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_kind kind,
+static int setup(server *s, cli_model *m, const tokenizer *tok, const chat_template *tpl,
                  const serve_options *o, errbuf *e)
 {
     s->m = m;
     s->ctx = m->en.kv.max_ctx;
     s->pc_lock = -1;
     s->tok = tok;
-    s->kind = kind;
+    s->tpl = tpl;
     s->o = *o;
     snprintf(s->model_name, sizeof s->model_name, "%s", o->model_name ? o->model_name : "model");
     s->n_stop_ids = vocab_reply_stop_ids(&tok->v, m->mw.cfg.eos_token_ids, m->mw.cfg.n_eos,
@@ -1021,13 +1021,13 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, chat_template_ki
     return 0;
 }
 
-int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const serve_options *o,
+int serve_run(cli_model *m, const tokenizer *tok, const chat_template *tpl, const serve_options *o,
               errbuf *e)
 {
     server *s = calloc(1, sizeof *s);
     if (!s)
         return err_set(e, "out of memory");
-    if (setup(s, m, tok, kind, o, e)) {
+    if (setup(s, m, tok, tpl, o, e)) {
         token_list_free(&s->forced);
         free(s);
         return -1;

@@ -29,7 +29,7 @@
 
 #include "core/app/cli_common.h"
 #include "core/engine/sampler.h"
-#include "core/text/chat_format.h"
+#include "core/text/chat_template.h"
 #include "core/text/tokenizer.h"
 
 #define SERVE_MAX_ALIASES 16
@@ -81,7 +81,7 @@ double serve_prompt_cache_default_gb(void);
 /* Serves until SIGINT or SIGTERM. The model, tokenizer and template stay owned
  * by the caller. Returns 0 after a clean shutdown, -1 with e set when the
  * server cannot start. */
-int serve_run(cli_model *m, const tokenizer *tok, chat_template_kind kind, const serve_options *o,
+int serve_run(cli_model *m, const tokenizer *tok, const chat_template *tpl, const serve_options *o,
               errbuf *e);
 
 #endif

@@ -69,7 +69,7 @@ typedef struct slot_view {
 typedef struct server {
     cli_model *m;
     const tokenizer *tok;
-    chat_template_kind kind;
+    const chat_template *tpl;
     serve_options o;
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
@@ -108,8 +108,10 @@ void slots_destroy(server *s);
 
 /* A chat request's prompt as the model reads it: the conversation in the
  * chat template, then the answer's start a client gave (malloc'd into *text);
+ * *think_open (may be NULL) says whether the answer starts inside reasoning;
  * -1 with err set (a 400, also when the server takes no chat: no_chat). */
-int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, oai_error *err);
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, int *think_open,
+                      oai_error *err);
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
  * the context, on the connection's thread so a bad request never waits in the
  * queue; -1 with err set (a 400). same: NULL, or the ids of a job made from

@@ -399,17 +399,22 @@ static int history_calls(const cJSON *messages)
     return n;
 }
 
-int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, oai_error *err)
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, int *think_open,
+                      oai_error *err)
 {
     errbuf e;
     *text = NULL;
     if (s->o.no_chat)   /* (the server's log at start says which template and why) */
         return oai_fail(err, 400, "invalid_request_error", "messages", "chat_template_unsupported",
-                        "this server takes no chat requests: its model's chat template is not one moetier "
-                        "renders (completions take raw prompts; started with --chat-template kimi-k2.5, "
-                        "it renders chats in Kimi K2.5's format)");
-    if (chat_format_render(s->kind, r->messages, r->tools, &r->copt, text, len, &e))
+                        "this server takes no chat requests: its model's chat template could not be compiled "
+                        "(the server's log at start says where; completions take raw prompts; started with "
+                        "--chat-template kimi-k2.5, it renders chats in Kimi K2.5's format)");
+    if (chat_template_render(s->tpl, r->messages, r->tools, &r->copt, text, len, &e))
         return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
+    /* whether the answer starts inside reasoning: K2.5's switch says it; an
+     * interpreted template's prompt shows it (K2-Thinking's model opens <think> itself) */
+    if (think_open)
+        *think_open = s->tpl->jinja ? chat_prompt_opens_reasoning(*text, *len) : r->copt.thinking;
     if (r->assistant_prefix && append_prefix(text, len, r->assistant_prefix)) {
         free(*text);
         *text = NULL;
@@ -442,7 +447,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         }
     } else {
         if (j->req.kind == OAI_CHAT) {
-            if (serve_chat_prompt(s, &j->req, &text, &len, err))
+            if (serve_chat_prompt(s, &j->req, &text, &len, &j->req.copt.thinking, err))
                 return -1;
             p = text;
         } else {

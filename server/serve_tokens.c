@@ -28,7 +28,7 @@ static int tokenize_input(server *s, const char *body, size_t len, token_list *i
         }
         char *text = NULL;
         size_t n = 0;
-        if (serve_chat_prompt(s, &r, &text, &n, err)) {
+        if (serve_chat_prompt(s, &r, &text, &n, NULL, err)) {
             oai_request_free(&r);
             return -1;
         }

@@ -258,18 +258,19 @@ int chat_template_flag_parse(const char **name, int argc, char **argv, int *i)
 
 void chat_template_flag_usage(FILE *f)
 {
-    fprintf(f, "  --chat-template NAME the chat format: auto (default: the model's own template,\n"
-               "                       when it is one moetier renders: Kimi K2.5's family) or\n"
-               "                       kimi-k2.5 (that format for any checkpoint, e.g. one whose\n"
-               "                       own template moetier does not render)\n");
+    fprintf(f, "  --chat-template NAME the chat format: auto (default: the model's own template;\n"
+               "                       Kimi K2.5's family natively, any other interpreted as\n"
+               "                       Hugging Face renders it), kimi-k2.5 (that format for any\n"
+               "                       checkpoint), jinja (the model's template interpreted, even\n"
+               "                       K2.5's) or the path of a Jinja template file to use instead\n");
 }
 
-int cli_chat_template(const char *dir, const char *name, chat_template_kind *out, errbuf *e)
+int cli_chat_template(const char *dir, const char *name, chat_template *out, errbuf *e)
 {
-    if (name && strcmp(name, "auto"))
-        return chat_template_from_name(name, out, e) ? err_prefix(e, "--chat-template: ") : 0;
-    if (chat_template_load(dir, out, e) == 0)
+    if (chat_template_open(dir, name, out, e) == 0)
         return 0;
+    if (name && strcmp(name, "auto"))
+        return -1;
     char why[sizeof e->msg];
     snprintf(why, sizeof why, "%s", e->msg);
     return err_set(e, "%s; --chat-template kimi-k2.5 renders chats in Kimi K2.5's format instead", why);

@@ -7,7 +7,7 @@
 
 #include "core/engine/engine.h"
 #include "core/model/model_weights.h"
-#include "core/text/chat_format.h"
+#include "core/text/chat_template.h"
 #include "kernels/decode_bound.h"
 #include "kernels/gpu_backend.h"
 #include "tiers/expert_source.h"
@@ -105,11 +105,10 @@ int model_flags_parse(model_flags *f, int argc, char **argv, int *i);
 /* --chat-template NAME (run, chat, serve): consumed into *name as above. */
 int chat_template_flag_parse(const char **name, int argc, char **argv, int *i);
 void chat_template_flag_usage(FILE *f);
-/* The chat format for the model in dir: the one --chat-template names, or
- * (name NULL or "auto") the model's own template when it is one moetier
- * renders; otherwise -1 with e saying why and that --chat-template can name
- * a format. */
-int cli_chat_template(const char *dir, const char *name, chat_template_kind *out, errbuf *e);
+/* The chat format for the model in dir (chat_template_open): the one
+ * --chat-template names, or (name NULL or "auto") the model's own template;
+ * -1 with e saying why, and that --chat-template can name a format. */
+int cli_chat_template(const char *dir, const char *name, chat_template *out, errbuf *e);
 /* Once parsed: flags that cannot go together (the GPU backend's with the CPU
  * one, an unknown $MOETIER_BACKEND) said on stderr as `moetier CMD: ...`
  * before anything loads; 2 then (the exit status), else 0. */

@@ -60,7 +60,7 @@ static void usage(FILE *f)
 typedef struct chat_state {
     cli_model m;
     tokenizer tok;
-    chat_template_kind kind;
+    chat_template tpl;
     chat_options copt;
     cJSON *messages;
     const char *system;
@@ -236,7 +236,7 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     token_list ids = {0}, gen = {0};
     int rc = -1;
     float *logits = malloc((size_t)c->m.mw.cfg.vocab_size * sizeof *logits);
-    if (!logits || chat_format_render(c->kind, c->messages, NULL, &c->copt, &text, &len, e) ||
+    if (!logits || chat_template_render(&c->tpl, c->messages, NULL, &c->copt, &text, &len, e) ||
         tokenizer_encode(&c->tok, text, len, TOK_ALLOW_SPECIAL, &ids, e))
         goto out;
     engine *en = &c->m.en;
@@ -274,7 +274,8 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         sampler_accept(smp, ids.ids[i]);
     reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop,
                        .n_stop = c->n_stop};
-    tool_stream_init(&rs.ts, c->copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+    tool_stream_init(&rs.ts,
+                     chat_prompt_opens_reasoning(text, len) ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     gen_draft_stats draft_stats = {0};
     gen_params gp = {.max_new = max_new, .stop_ids = c->stop, .n_stop = c->n_stop,
                      .on_token = reply_token, .ctx = &rs, .draft = c->draft,
@@ -386,8 +387,9 @@ int cmd_chat(int argc, char **argv)
         return cli_fail(&e);
     if (tokenizer_load(&c.tok, mf.dir, &e))
         return cli_fail(&e);
-    if (cli_chat_template(mf.dir, template_name, &c.kind, &e) || cli_model_open(&c.m, &mf, &e)) {
+    if (cli_chat_template(mf.dir, template_name, &c.tpl, &e) || cli_model_open(&c.m, &mf, &e)) {
         tokenizer_free(&c.tok);
+        chat_template_close(&c.tpl);
         return cli_fail(&e);
     }
     c.n_stop = vocab_reply_stop_ids(&c.tok.v, c.m.mw.cfg.eos_token_ids, c.m.mw.cfg.n_eos, c.stop);
@@ -395,6 +397,7 @@ int cmd_chat(int argc, char **argv)
     if (sampler_create(&smp, &sp, c.m.mw.cfg.vocab_size, &e)) {
         cli_model_close(&c.m);
         tokenizer_free(&c.tok);
+        chat_template_close(&c.tpl);
         return cli_fail(&e);
     }
     chat_reset(&c);
@@ -405,6 +408,7 @@ int cmd_chat(int argc, char **argv)
         cJSON_Delete(c.messages);
         cli_model_close(&c.m);
         tokenizer_free(&c.tok);
+        chat_template_close(&c.tpl);
         err_set(&e, "cannot set up Ctrl+C handling: %s", strerror(errno));
         return cli_fail(&e);
     }
@@ -463,5 +467,6 @@ int cmd_chat(int argc, char **argv)
     if (cli_model_close(&c.m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */
     tokenizer_free(&c.tok);
+    chat_template_close(&c.tpl);
     return rc;
 }

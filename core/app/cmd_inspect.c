@@ -100,11 +100,12 @@ int cmd_inspect(int argc, char **argv)
         printf(" (int4 symmetric, group %d)", c->int4_group_size);
     printf("\nshards       %d files, %d tensors\n", mw.ckpt.n_files, mw.ckpt.n_tensors);
     /* before a server is started on it: whether its chats can be rendered */
-    chat_template_kind kind;
+    chat_template tpl;
     errbuf te;
-    if (cli_chat_template(mf.dir, NULL, &kind, &te) == 0)
-        printf("chat format  %s\n", chat_template_name(kind));
-    else
+    if (cli_chat_template(mf.dir, NULL, &tpl, &te) == 0) {
+        printf("chat format  %s\n", tpl.label);
+        chat_template_close(&tpl);
+    } else
         printf("chat format  none: %s\n", te.msg);
     printf("\nlinear weights per format (count):");
     for (int f = 0; f < WF_COUNT; f++)

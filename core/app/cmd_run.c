@@ -104,10 +104,10 @@ static int encode_prompt(const tokenizer *tok, const char *dir, const char *temp
     if (nul)
         return err_set(e, "the prompt has a NUL byte at offset %zu; a chat turn must be text",
                        (size_t)(nul - text));
-    chat_template_kind kind;
+    chat_template tpl;
     chat_options opt;
     chat_options_default(&opt);
-    if (cli_chat_template(dir, template_name, &kind, e))
+    if (cli_chat_template(dir, template_name, &tpl, e))
         return -1;
     cJSON *msgs = cJSON_CreateArray();
     if (system) {
@@ -122,11 +122,12 @@ static int encode_prompt(const tokenizer *tok, const char *dir, const char *temp
     cJSON_AddItemToArray(msgs, u);
     char *rendered = NULL;
     size_t len;
-    int rc = chat_format_render(kind, msgs, NULL, &opt, &rendered, &len, e);
+    int rc = chat_template_render(&tpl, msgs, NULL, &opt, &rendered, &len, e);
     if (rc == 0)
         rc = tokenizer_encode(tok, rendered, len, TOK_ALLOW_SPECIAL, out, e);
     free(rendered);
     cJSON_Delete(msgs);
+    chat_template_close(&tpl);
     return rc;
 }
 

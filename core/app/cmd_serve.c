@@ -227,25 +227,29 @@ int cmd_serve(int argc, char **argv)
     mf.seqs = so.parallel;
     mf.tiers.reserve_bytes = (uint64_t)(so.prompt_cache_gb * 1e9);
     tokenizer tok;
-    chat_template_kind kind = CHAT_TEMPLATE_K25_MOONSHOT;   /* (unused when no_chat) */
+    chat_template tpl = {0};    /* (unused when no_chat) */
     cli_model m;
     if (tokenizer_load(&tok, mf.dir, &e))
         return cli_fail(&e);
-    /* a model whose template moetier does not render is still served: its
+    /* a model whose template does not compile is still served: its
      * completions take raw prompts, and chat requests are refused saying why */
-    if (cli_chat_template(mf.dir, template_name, &kind, &e)) {
+    if (cli_chat_template(mf.dir, template_name, &tpl, &e)) {
         if (template_name && strcmp(template_name, "auto")) {
             tokenizer_free(&tok);
             return cli_fail(&e);
         }
         so.no_chat = 1;
         fprintf(stderr, "moetier serve: chat requests will be refused: %s\n", e.msg);
+    } else {
+        fprintf(stderr, "moetier serve: chat format: %s\n", tpl.label);
     }
     if (cli_model_open(&m, &mf, &e)) {
         tokenizer_free(&tok);
+        chat_template_close(&tpl);
         return cli_fail(&e);
     }
-    int rc = serve_run(&m, &tok, kind, &so, &e) ? cli_fail(&e) : 0;
+    int rc = serve_run(&m, &tok, &tpl, &so, &e) ? cli_fail(&e) : 0;
+    chat_template_close(&tpl);
     if (cli_model_close(&m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */
     tokenizer_free(&tok);

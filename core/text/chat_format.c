@@ -210,6 +210,16 @@ static void py_float(double x, char *out, size_t cap)
         py_float_repr(x, out, cap);
 }
 
+void chat_py_float_str(double x, char *out, size_t cap)
+{
+    if (isnan(x))
+        snprintf(out, cap, "nan");
+    else if (isinf(x))
+        snprintf(out, cap, x > 0 ? "inf" : "-inf");
+    else
+        py_float_repr(x, out, cap);
+}
+
 /* A number without its source spelling (built in code, not parsed by
  * chat_json_parse): integral values below 2^63 print as Python ints. */
 static void py_number(double x, char *out, size_t cap)
@@ -366,9 +376,7 @@ cJSON *chat_json_parse(const char *text, size_t len, const char **end)
     return root;
 }
 
-/* json.dumps of a parsed number: json.loads made an int of its source text
- * (printed with its digits, "-0" as "0") or a float (printed as repr). */
-static const char *py_number_spelled(const char *spelling, char *num, size_t cap)
+const char *chat_py_number_spelled(const char *spelling, char *num, size_t cap)
 {
     int is_float;
     json_number_len(spelling, strlen(spelling), &is_float);
@@ -516,7 +524,7 @@ static int json_dump_value(sbuf *b, const cJSON *v, int flags, int depth, errbuf
     case cJSON_NULL: sb_put(b, "null", 4); return 0;
     case cJSON_Number:
         if (v->valuestring) {
-            sb_puts(b, py_number_spelled(v->valuestring, num, sizeof num));
+            sb_puts(b, chat_py_number_spelled(v->valuestring, num, sizeof num));
         } else {
             py_number(v->valuedouble, num, sizeof num);
             sb_puts(b, num);
@@ -569,6 +577,7 @@ void chat_options_default(chat_options *o)
     o->thinking = 1;
     o->preserve_thinking = 0;
     o->tools_ts_str = NULL;
+    o->vars = NULL;
 }
 
 static int bool_option(const cJSON *obj, const char *key, int *dst, errbuf *e)
@@ -926,20 +935,8 @@ int chat_template_detect(const char *template_text, chat_template_kind *out, err
             o += (size_t)w;
         n_missing++;
     }
-    if (n_missing) {
-        /* Kimi K2's own templates (K2-Instruct, K2-Thinking) came in several
-         * revisions, none known here byte for byte: named, not guessed */
-        int k2 = strstr(template_text, "You are Kimi, an AI assistant created by Moonshot AI.") ||
-                 strstr(template_text, "<|media_start|>");
-        int thinking = k2 && strstr(template_text, "<think>");
-        return err_set(e,
-                       "unsupported chat template: %smissing %s (moetier renders the Kimi K2.5-style "
-                       "template natively and recognises it by these markers)",
-                       thinking ? "this looks like the Kimi-K2-Thinking template, which is not supported; "
-                       : k2     ? "this looks like the Kimi-K2-Instruct template, which is not supported; "
-                                : "",
-                       missing);
-    }
+    if (n_missing)
+        return err_set(e, "unsupported chat template: missing %s (the markers of Kimi K2.5's template)", missing);
     if (strstr(template_text, "<|kite_video_placeholder|>")) {
         *out = CHAT_TEMPLATE_K25;
         return 0;
@@ -958,31 +955,28 @@ static int path_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-int chat_template_load(const char *model_dir, chat_template_kind *out, errbuf *e)
+int chat_template_find(const char *model_dir, char **text, char *where, size_t where_cap, errbuf *e)
 {
     char path[4096];
-    char *text = NULL;
     size_t len;
+    *text = NULL;
     int w = snprintf(path, sizeof path, "%s/chat_template.jinja", model_dir);
     if (w < 0 || (size_t)w >= sizeof path)
         return err_set(e, "%s: model directory path too long", model_dir);
     if (path_exists(path)) {
-        if (file_read_regular(path, &text, &len, e))
-            return -1;
-        int rc = chat_template_detect(text, out, e);
-        free(text);
-        return rc ? err_prefix(e, "%s: ", path) : 0;
+        snprintf(where, where_cap, "%s", path);
+        return file_read_regular(path, text, &len, e);
     }
     w = snprintf(path, sizeof path, "%s/tokenizer_config.json", model_dir);
     if (w < 0 || (size_t)w >= sizeof path)
         return err_set(e, "%s: model directory path too long", model_dir);
-    *out = CHAT_TEMPLATE_K25;
     if (!path_exists(path))
         return 0;
-    if (file_read_regular(path, &text, &len, e))
+    char *json;
+    if (file_read_regular(path, &json, &len, e))
         return -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    free(json);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return err_set(e, "%s: not a JSON object", path);
@@ -1004,11 +998,11 @@ int chat_template_load(const char *model_dir, chat_template_kind *out, errbuf *e
         if (!tpl)
             rc = err_set(e, "%s: chat_template is a list without a \"default\" template", path);
     } else if (ct && !cJSON_IsNull(ct)) {
-        rc = err_set(e, "%s: chat_template: expected a string or a list, got %s", path,
-                     json_type_name(ct));
+        rc = err_set(e, "%s: chat_template: expected a string or a list, got %s", path, json_type_name(ct));
     }
-    if (rc == 0 && tpl && chat_template_detect(tpl, out, e))
-        rc = err_prefix(e, "%s (chat_template): ", path);
+    if (rc == 0 && tpl && !(*text = strdup(tpl)))
+        rc = err_set(e, "%s: out of memory", path);
+    snprintf(where, where_cap, "%s (chat_template)", path);
     cJSON_Delete(root);
     return rc;
 }

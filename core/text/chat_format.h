@@ -1,12 +1,14 @@
 /* chat_format: turns an OpenAI-style conversation into the prompt text of the
  * Kimi K2.5-style chat template, natively in C.
  *
- * Why native: the only chat template moetier has to serve is Kimi's
- * (chat_template.jinja of the K2.5 family; the kite1.0 copy of it is the test
- * fixture), and a general Jinja engine would be a large, fuzz-prone dependency
- * for one template. This file reproduces that template's output byte for byte
- * (Hugging Face's Jinja setup: trim_blocks, lstrip_blocks) and recognises the
- * template by its distinctive markers, refusing templates it does not know.
+ * Why native: K2.5's template (chat_template.jinja of the K2.5 family; the
+ * kite1.0 copy of it is the test fixture) is the one whose fixtures pin its
+ * output, and this renderer validates the request's fields as it goes. Other
+ * templates (Kimi K2's own, and any checkpoint's) are interpreted by the
+ * template engine (jinja.h), which the tests hold to this renderer on K2.5's
+ * template; chat_template.h picks one or the other. This file reproduces the
+ * template's output byte for byte (Hugging Face's Jinja setup: trim_blocks,
+ * lstrip_blocks) and recognises it by its distinctive markers.
  *
  * Input: `messages` is a cJSON array of objects:
  *   role          string, required. "user" -> <|im_user|>, "assistant" ->
@@ -59,11 +61,8 @@
  *     as repr.
  *   - Strings containing U+0000 cannot pass through cJSON (the text stops
  *     there).
- * Not supported: the Kimi-K2-Instruct template (default system prompt, no
- * <think> handling, <|media_start|>, tools | tojson): its exact whitespace is
- * not known from a fixture, so chat_template_detect() names it and refuses it.
- * The official K2.5 template is accepted: it differs from the kite1.0 copy only
- * in its video placeholder (<|kimi_k25_video_placeholder|>). */
+ * The official K2.5 template is recognised too: it differs from the kite1.0
+ * copy only in its video placeholder (<|kimi_k25_video_placeholder|>). */
 #ifndef MOETIER_CHAT_FORMAT_H
 #define MOETIER_CHAT_FORMAT_H
 
@@ -82,6 +81,8 @@ typedef struct chat_options {
     int thinking;               /* 0: <think></think> in the prompt and for suffix messages */
     int preserve_thinking;      /* keep the reasoning of every assistant message */
     const char *tools_ts_str;   /* NULL/"": declare tools as JSON */
+    const cJSON *vars;          /* more variables for an interpreted template (a request's
+                                   chat_template_kwargs object; NULL: none) */
 } chat_options;
 
 /* The defaults of Kimi's apply_chat_template: add_generation_prompt = 1,
@@ -107,12 +108,11 @@ int chat_format_render(chat_template_kind kind, const cJSON *messages, const cJS
  * what is missing. */
 int chat_template_detect(const char *template_text, chat_template_kind *out, errbuf *e);
 
-/* Finds a model directory's chat template: model_dir/chat_template.jinja, else
- * the "chat_template" field of model_dir/tokenizer_config.json (a string, or a
- * list of {name, template} where "default" is used); when neither exists, the
- * K2.5 format (CHAT_TEMPLATE_K25). A template that exists but is not recognised
- * is an error. */
-int chat_template_load(const char *model_dir, chat_template_kind *out, errbuf *e);
+/* A model directory's chat template text (malloc'd): model_dir/chat_template.jinja,
+ * else the "chat_template" field of model_dir/tokenizer_config.json (a string, or
+ * a list of {name, template} where "default" is used); *text NULL when there is
+ * none. where gets the file it came from. */
+int chat_template_find(const char *model_dir, char **text, char *where, size_t where_cap, errbuf *e);
 
 /* "kimi-k2.5 (kite)" / "kimi-k2.5". */
 const char *chat_template_name(chat_template_kind kind);
@@ -140,5 +140,11 @@ cJSON *chat_json_parse(const char *text, size_t len, const char **end);
 /* Python json.dumps(v, ensure_ascii=False, separators=..., sort_keys=...) of a
  * cJSON value (see the number notes above) into a malloc'd string. */
 int chat_json_dump(const cJSON *v, int flags, char **out, size_t *out_len, errbuf *e);
+
+/* Python's text of a number json.loads read from its spelling: an int's
+ * digits ("-0" as "0"), a float's repr ("1.0", "1e+16"); in num or spelling. */
+const char *chat_py_number_spelled(const char *spelling, char *num, size_t cap);
+/* Python's str() of a float: repr ("1.0", "0.1", "1e+16"), "inf", "nan". */
+void chat_py_float_str(double x, char *out, size_t cap);
 
 #endif

@@ -23,5 +23,7 @@ size_t utf8_validate(const uint8_t *s, size_t len);
  * not start a valid character (a NUL included) becomes U+FFFD; NULL when out
  * of memory. */
 char *utf8_clean(const char *text, size_t n);
+/* Writes code point cp (at most U+10FFFF) as 1 to 4 bytes at out; returns how many. */
+size_t utf8_encode(uint32_t cp, char *out);
 
 #endif

@@ -1510,21 +1510,61 @@ async function parallelServer() {
   });
 }
 
-// Kimi K2's own templates (K2-Instruct, K2-Thinking) are not rendered: the
-// model is served for raw prompts, and chat is refused saying why, unless
-// --chat-template names a format
-async function unrenderedTemplateServer() {
+// A model's own template other than K2.5's (Kimi K2's own, in its shapes) is
+// interpreted; one that cannot be compiled leaves the model served for raw
+// prompts, chat refused saying why, unless --chat-template names a format
+async function modelTemplateServer() {
   const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'template-'));
   try {
     for (const f of readdirSync(modelDir)) symlinkSync(join(modelDir, f), join(dir, f));
-    writeFileSync(join(dir, 'chat_template.jinja'), "{%- for message in messages -%}{%- if loop.first and " +
-      "messages[0]['role'] != 'system' -%}<|im_system|>system<|im_middle|>You are Kimi, an AI assistant " +
-      "created by Moonshot AI.<|im_end|>{%- endif -%}<|im_user|>{{ message['content'] }}<|media_start|>" +
-      '{%- endfor -%}');
-    await check('a chat template moetier does not render: served for raw prompts, chat refused saying why; --chat-template kimi-k2.5', async () => {
+    writeFileSync(join(dir, 'chat_template.jinja'), [
+      '{{- greeting if greeting is defined -}}',
+      "{%- if messages|length == 0 or messages[0]['role'] != 'system' -%}",
+      '<|im_system|>system<|im_middle|>You are a test model.<|im_end|>',
+      '{%- endif -%}',
+      '{%- for m in messages -%}',
+      "  {%- if m['role'] == 'user' -%}<|im_user|>{{ m.get('name') or m['role'] }}<|im_middle|>",
+      "  {%- elif m['role'] == 'assistant' -%}<|im_assistant|>assistant<|im_middle|><think></think>",
+      "  {%- else -%}<|im_system|>{{ m['role'] }}<|im_middle|>{%- endif -%}",
+      "  {{ m['content'] }}",
+      "  {%- if m.get('tool_calls') -%}<|tool_calls_section_begin|>",
+      "    {%- for c in m['tool_calls'] -%}<|tool_call_begin|>{{ c['id'] }}<|tool_call_argument_begin|>" +
+        "{{ c['function']['arguments'] }}<|tool_call_end|>{%- endfor -%}<|tool_calls_section_end|>",
+      '  {%- endif -%}<|im_end|>',
+      '{%- endfor -%}',
+      '{%- if add_generation_prompt -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}',
+    ].join('\n'));
+    await check("a model's own template (not K2.5's) is interpreted: /apply-template prints it, chat answers", async () => {
+      const srv = await startServer(['-m', dir]);
+      try {
+        assert.doesNotMatch(srv.log, /chat requests will be refused/);
+        assert.match((await (await fetch(srv.url + '/props')).json()).chat_template, /interpreted/);
+        const messages = [{ role: 'user', content: 'Hello there', name: 'ann' },
+          { role: 'assistant', content: '', tool_calls: [{ id: 'functions.f:0', type: 'function', function: { name: 'f', arguments: '{"x": 1}' } }] },
+          { role: 'tool', content: '42', tool_call_id: 'functions.f:0' }];
+        const r = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify({ messages }) });
+        assert.equal(r.status, 200);
+        assert.equal((await r.json()).prompt, '<|im_system|>system<|im_middle|>You are a test model.<|im_end|>' +
+          '<|im_user|>ann<|im_middle|>Hello there<|im_end|><|im_assistant|>assistant<|im_middle|><think></think>' +
+          '<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{"x": 1}' +
+          '<|tool_call_end|><|tool_calls_section_end|><|im_end|><|im_system|>tool<|im_middle|>42<|im_end|>' +
+          '<|im_assistant|>assistant<|im_middle|>');
+        const kw = await fetch(srv.url + '/apply-template', { method: 'POST',
+          body: JSON.stringify({ messages: user('Hi'), chat_template_kwargs: { greeting: 'hey' } }) });
+        assert.match((await kw.json()).prompt, /^hey<\|im_system\|>system/, 'chat_template_kwargs reach the template');
+        const c = await client(srv).chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 });
+        assert.equal(c.object, 'chat.completion');
+        assert.equal(c.usage.prompt_tokens, (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+          body: JSON.stringify({ messages: user('Hello there') }) })).json()).tokens.length, 'the prompt is the rendering');
+      } finally {
+        await stopServer(srv);
+      }
+    });
+    writeFileSync(join(dir, 'chat_template.jinja'), "{% for m in messages %}{{ m['content'] }}\n{% frobnicate %}{% endfor %}");
+    await check('a template that cannot be compiled: served for raw prompts, chat refused saying why; --chat-template kimi-k2.5', async () => {
       const srv = await startServer(['--no-think', '-m', dir]);
       try {
-        assert.match(srv.log, /chat requests will be refused: .*Kimi-K2-Instruct/);
+        assert.match(srv.log, /chat requests will be refused: .*chat_template\.jinja: chat template line 2: unknown or unsupported statement 'frobnicate'/);
         assert.equal((await (await fetch(srv.url + '/props')).json()).chat_template, '', '/props: no chat format');
         const ai = client(srv);
         const chat = { model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 };
@@ -1536,7 +1576,7 @@ async function unrenderedTemplateServer() {
           ['/v1/messages', { model: MODEL, max_tokens: 3, messages: chat.messages }]]) {
           const r = await fetch(srv.url + path, { method: 'POST', body: JSON.stringify(body) });
           assert.equal(r.status, 400, path);
-          assert.match(JSON.stringify(await r.json()), /chat template is not one moetier renders/, path);
+          assert.match(JSON.stringify(await r.json()), /chat template could not be compiled/, path);
         }
         const r = await ai.completions.create({ model: MODEL, prompt: 'one two', max_tokens: 2, temperature: 0 });
         assert.equal(r.object, 'text_completion', 'raw prompts need no template');
@@ -1561,7 +1601,7 @@ async function unrenderedTemplateServer() {
 
 try {
   await plainServer();
-  await unrenderedTemplateServer();
+  await modelTemplateServer();
   await restartedServer();
   await queueServer();
   await parallelServer();

@@ -512,27 +512,47 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
  * templates): a chat turn is refused saying why and what --chat-template
  * names; --chat-template kimi-k2.5 renders it in K2.5's format, as a model
  * without a template gets by default; raw prompts need no template. */
+static void write_template(const char *dir, const char *text)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
 Test(cli, chat_template_override, .timeout = 60)
 {
-    char *tmp = test_make_tmpdir("clitemplate"), *out, *err, path[4096];
+    char *tmp = test_make_tmpdir("clitemplate"), *out, *err;
     test_synth_tiny(tmp, "bf16");
     cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids", bin(), tmp), 0,
                  "%s", err);
     char *want = strdup(last_line(out));
     free(out);
     free(err);
-    snprintf(path, sizeof path, "%s/chat_template.jinja", tmp);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs("{% for m in messages %}<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by "
-          "Moonshot AI.<|im_end|><|im_user|>{{ m.content }}<|im_assistant|><think>{% endfor %}", f);
-    fclose(f);
-    cr_expect_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3", bin(), tmp), 1);
-    cr_expect(strstr(err, "Kimi-K2-Thinking") && strstr(err, "--chat-template kimi-k2.5"), "%s", err);
+    /* a template of Kimi K2's shape (not K2.5's) is interpreted: this one prints
+     * a lone user turn as K2.5's does, so the same tokens follow */
+    write_template(tmp, "{% for m in messages %}<|im_{{ m.role }}|>{{ m.role }}<|im_middle|>{{ m.content }}"
+                        "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_assistant|>assistant"
+                        "<|im_middle|><think>{% endif %}");
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids", bin(), tmp), 0, "%s", err);
+    cr_expect_str_eq(last_line(out), want, "the interpreted template gives K2.5's prompt here");
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), tmp), 0, "%s", err);
-    cr_expect(strstr(out, "chat format  none: ") && strstr(out, "Kimi-K2-Thinking"), "inspect says so: %s", out);
+    cr_expect(strstr(out, "chat_template.jinja, interpreted"), "inspect says so: %s", out);
+    free(out);
+    free(err);
+    /* a template that does not compile: named with its line, and --chat-template as the way out */
+    write_template(tmp, "{% for m in messages %}\n{{ m.content | nosuchfilter }\n{% endfor %}");
+    cr_expect_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3", bin(), tmp), 1);
+    cr_expect(strstr(err, "chat_template.jinja: chat template line 2") && strstr(err, "--chat-template kimi-k2.5"),
+              "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(out, "chat format  none: ") && strstr(out, "line 2"), "inspect says so: %s", out);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids --chat-template "
@@ -544,7 +564,21 @@ Test(cli, chat_template_override, .timeout = 60)
     free(out);
     free(err);
     cr_expect_eq(run(&out, &err, "%s chat -m %s --chat-template k2 </dev/null", bin(), tmp), 1);
-    cr_expect(strstr(err, "--chat-template") && strstr(err, "known: kimi-k2.5"), "%s", err);
+    cr_expect(strstr(err, "--chat-template") && strstr(err, "kimi-k2.5") && strstr(err, "template file"), "%s",
+              err);
+    free(out);
+    free(err);
+    /* a template file named on the command line, with the model's own broken one */
+    char file[4096];
+    snprintf(file, sizeof file, "%s/mine.jinja", tmp);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fputs("{% for m in messages %}<|im_user|>user<|im_middle|>{{ m.content }}<|im_end|>{% endfor %}"
+          "<|im_assistant|>assistant<|im_middle|><think>", f);
+    fclose(f);
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids --chat-template %s", bin(),
+                     tmp, file), 0, "%s", err);
+    cr_expect_str_eq(last_line(out), want, "the file's template, as K2.5's prints this turn");
     free(out);
     free(err);
     free(want);

@@ -40,6 +40,7 @@ Test(fuzz, config_parser) { run_target("fuzz_config", "config", 5000); }
 Test(fuzz, tokenizer_loader) { run_target("fuzz_tokenizer_load", "tokenizer_load", 3000); }
 Test(fuzz, tokenize_roundtrip) { run_target("fuzz_tokenize", "tokenize", 5000); }
 Test(fuzz, chat_render_and_tool_calls) { run_target("fuzz_chat", "chat", 3000); }
+Test(fuzz, chat_template_engine) { run_target("fuzz_jinja", "jinja", 5000); }
 Test(fuzz, store_index, .timeout = 120) { run_target("fuzz_store_index", "store_index", 1500); }
 Test(fuzz, trace_reader) { run_target("fuzz_trace", "trace", 3000); }
 Test(fuzz, server_requests) { run_target("fuzz_oai_request", "oai_request", 3000); }
