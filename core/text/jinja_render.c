@@ -109,6 +109,38 @@ static int bound(rs *r, const jnode *at, const jv *self, const char *name, jv *o
     return 0;
 }
 
+/* Items up to this index of a context array are reached by walking its list;
+ * past it the array is read once into the rendering's arena (few arrays are
+ * that long, so the table stays short). */
+#define SHORT_WALK 32
+
+static int index_long_array(rs *r, const jnode *at, const cJSON *arr, int64_t i, jv *out)
+{
+    size_t k = 0;
+    while (k < r->n_idx && r->idx[k].json != arr)
+        k++;
+    if (k == r->n_idx) {
+        if (r->n_idx == r->cap_idx) {
+            size_t cap = r->cap_idx ? r->cap_idx * 2 : 8;
+            indexed *t = ja_alloc(&r->a, cap * sizeof *t);
+            if (!t)
+                return jr_oom(r, at);
+            if (r->n_idx)
+                memcpy(t, r->idx, r->n_idx * sizeof *t);
+            r->idx = t;
+            r->cap_idx = cap;
+        }
+        jv view = {.t = JV_JSON, .u.j = arr};
+        indexed *e = &r->idx[r->n_idx];
+        if (jv_items(r, at, &view, &e->items, &e->n))
+            return -1;
+        e->json = arr;
+        r->n_idx++;
+    }
+    *out = (size_t)i < r->idx[k].n ? r->idx[k].items[i] : jv_undef("item");
+    return 0;
+}
+
 /* obj.name (attribute first, as Jinja2's getattr) or obj[key] (item first). */
 int jr_member(rs *r, const jnode *at, const jv *obj, const jv *key, int attr, jv *out)
 {
@@ -161,6 +193,19 @@ int jr_member(rs *r, const jnode *at, const jv *obj, const jv *key, int attr, jv
         if (!attr && methods && names_has(methods, k, kn))
             return bound(r, at, obj, ja_strdup(&r->a, k, kn), out);
         *out = jv_undef(ja_strdup(&r->a, k, kn));
+        return 0;
+    }
+    if ((key->t == JV_INT || key->t == JV_BOOL) && obj->t == JV_JSON) {
+        /* the request's array read in place (messages[i] in a loop must not copy it each time) */
+        int64_t i = jv_inum(key);
+        if (i < 0)
+            i += (int64_t)jv_len(obj);
+        if (i >= SHORT_WALK)
+            return index_long_array(r, at, obj->u.j, i, out);
+        const cJSON *c = i >= 0 ? obj->u.j->child : NULL;
+        for (int64_t k = 0; c && k < i; k++)
+            c = c->next;
+        *out = c ? jv_from_json(r, c) : jv_undef("item");
         return 0;
     }
     if ((key->t == JV_INT || key->t == JV_BOOL) && (jv_is_list(obj) || obj->t == JV_STR)) {

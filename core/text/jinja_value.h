@@ -104,10 +104,18 @@ typedef struct mutated {
     jlistv *list;      /* ... that the template changed: its copy, seen everywhere from now on */
 } mutated;
 
+typedef struct indexed {
+    const cJSON *json; /* a long array of the context indexed by the template ... */
+    jv *items;         /* ... read once into an array, so that x[i] in a loop is not a walk */
+    size_t n;
+} indexed;
+
 typedef struct rs {
     jarena a;
     mutated *mut;
     size_t n_mut, cap_mut;
+    indexed *idx;
+    size_t n_idx, cap_idx;
     errbuf *e;
     int failed;
     const cJSON *ctx;

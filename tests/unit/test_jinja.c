@@ -261,7 +261,7 @@ Test(jinja, prompt_opens_reasoning)
         {"<|im_assistant|>assistant<|im_middle|><think>", 1},   /* K2.5, thinking on */
         {"<|im_assistant|>assistant<|im_middle|><think>\n", 1}, /* a template that breaks the line */
         {"<|im_assistant|>assistant<|im_middle|><think></think>", 0},
-        {"<|im_assistant|>assistant<|im_middle|>", 0},          /* K2-Thinking: the model opens it */
+        {"<|im_assistant|>assistant<|im_middle|>", 0}, /* K2-Thinking: the model opens it */
         {"<think>", 1},
         {"think>", 0},
         {"", 0},
@@ -279,7 +279,9 @@ Test(jinja, template_kwargs_and_special_tokens)
     snprintf(path, sizeof path, "%s/chat_template.jinja", tmp);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
-    fputs("{{ bos_token }}|{{ eos_token }}|{{ greeting | default('none') }}|{{ messages | length }}|{{ thinking }}", f);
+    fputs(
+        "{{ bos_token }}|{{ eos_token }}|{{ greeting | default('none') }}|{{ messages | length }}|{{ thinking }}",
+        f);
     fclose(f);
     snprintf(path, sizeof path, "%s/tokenizer_config.json", tmp);
     f = fopen(path, "w");
@@ -290,7 +292,8 @@ Test(jinja, template_kwargs_and_special_tokens)
     errbuf e = {{0}};
     cr_assert_eq(chat_template_open(tmp, NULL, &t, &e), 0, "%s", e.msg);
     cJSON *msgs = cJSON_Parse("[{\"role\": \"user\", \"content\": \"Hi\"}]");
-    cJSON *kw = cJSON_Parse("{\"greeting\": \"hey\", \"bos_token\": \"<s>\", \"messages\": [], \"thinking\": 7}");
+    cJSON *kw =
+        cJSON_Parse("{\"greeting\": \"hey\", \"bos_token\": \"<s>\", \"messages\": [], \"thinking\": 7}");
     chat_options o;
     chat_options_default(&o);
     char *out = NULL;
@@ -307,4 +310,33 @@ Test(jinja, template_kwargs_and_special_tokens)
     chat_template_close(&t);
     test_remove_tree(tmp);
     free(tmp);
+}
+
+/* Indexing the request's arrays: short ones walked, long ones read once; both
+ * must give every index as Python does (negative ones, past the end). */
+Test(jinja, indexing_long_and_short_arrays)
+{
+    for (int len = 5; len <= 200; len += 65) {
+        cJSON *ctx = cJSON_CreateObject(), *xs = cJSON_AddArrayToObject(ctx, "xs");
+        for (int i = 0; i < len; i++)
+            cJSON_AddItemToArray(xs, cJSON_CreateNumber(i * 7));
+        char want[8192] = "";
+        size_t o = 0;
+        for (int i = len - 1; i >= -len - 1; i -= 3) {
+            int k = i < 0 ? i + len : i; /* Python's index; -len - 1 is past the start */
+            if (k >= 0 && k < len)
+                o += (size_t)snprintf(want + o, sizeof want - o, "%d,", k * 7);
+            else
+                o += (size_t)snprintf(want + o, sizeof want - o, "?,");
+        }
+        snprintf(want + o, sizeof want - o, "%d", len * 7 - 7);
+        errbuf e = {{0}};
+        char *got = render("{% for i in range(xs|length - 1, -(xs|length) - 2, -3) %}"
+                           "{{ xs[i] if xs[i] is defined else '?' }},{% endfor %}{{ xs[-1] }}",
+                           ctx, &e);
+        cr_assert_not_null(got, "%s", e.msg);
+        cr_expect_str_eq(got, want, "an array of %d", len);
+        free(got);
+        cJSON_Delete(ctx);
+    }
 }
