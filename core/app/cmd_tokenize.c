@@ -1,8 +1,11 @@
-/* cmd_tokenize: `moetier tokenize -m DIR (--text T | --file F) [--special]`.
+/* cmd_tokenize: `moetier tokenize -m DIR (--text T | --file F | --chat F)`.
  *
  * Prints the token ids of the text comma-separated on one line (an empty line
  * for empty text). Without --special, special-token names in the text are
- * ordinary text; with it they become their ids. DIR is a model directory or a
+ * ordinary text; with it they become their ids. --chat renders a conversation
+ * through the model's chat format first (as run --chat and serve do), and
+ * --render prints that prompt instead of its ids: what a template makes of a
+ * conversation, without loading the model. DIR is a model directory or a
  * folder holding tiktoken.model + tokenizer_config.json. Scripts drive this. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,27 +13,68 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "core/text/chat_template.h"
 #include "core/text/tokenizer.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier tokenize -m DIR (--text T | --file F) [--special] [--no-chunking]\n"
+    fprintf(f, "usage: moetier tokenize -m DIR (--text T | --file F | --chat F [--render]) [--special]\n"
+               "                        [--no-chunking] [--chat-template NAME]\n"
                "  Prints the token ids of the text comma-separated on one line.\n"
                "  -m DIR         model directory, or a folder with tiktoken.model and\n"
                "                 tokenizer_config.json\n"
                "  --text T       the text\n"
                "  --file F       read the text from F (- for standard input)\n"
+               "  --chat F       a conversation in JSON (- for standard input): an array of\n"
+               "                 messages, or an object as a chat request has them (messages,\n"
+               "                 tools, chat_template_kwargs, thinking, add_generation_prompt),\n"
+               "                 rendered in the model's chat format, its special tokens kept\n"
+               "  --render       with --chat: print the rendered prompt, not its ids\n"
                "  --special      special-token names in the text become special ids\n"
                "  --no-chunking  plain tiktoken: no 400k/25k-code-point slicing as Kimi's\n"
                "                 Python tokenizer does\n");
+    chat_template_flag_usage(f);
+}
+
+/* The conversation of a --chat file rendered into *text (malloc'd). */
+static int render_chat(const char *dir, const char *template_name, const char *json, size_t len, char **text,
+                       size_t *text_len, errbuf *e)
+{
+    cJSON *root = chat_json_parse(json, len, NULL);
+    if (!root)
+        return err_set(e, "--chat: the file is not JSON");
+    const cJSON *messages = root, *tools = NULL;
+    chat_options opt;
+    chat_options_default(&opt);
+    int rc = 0;
+    if (cJSON_IsObject(root)) {
+        messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+        tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+        const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs");
+        rc = chat_options_from_json(root, &opt, e);
+        if (!rc && kw && !cJSON_IsNull(kw)) {
+            rc = chat_options_from_json(kw, &opt, e);
+            opt.vars = kw;
+        }
+    }
+    if (!rc && !cJSON_IsArray(messages))
+        rc = err_set(e, "--chat: expected an array of messages, or an object with \"messages\"");
+    chat_template tpl;
+    if (!rc && (rc = cli_chat_template(dir, template_name, &tpl, e)) == 0) {
+        rc = chat_template_render(&tpl, messages, tools, &opt, text, text_len, e);
+        chat_template_close(&tpl);
+    }
+    cJSON_Delete(root);
+    return rc ? err_prefix(e, "--chat: ") : 0;
 }
 
 int cmd_tokenize(int argc, char **argv)
 {
-    const char *dir = NULL, *text = NULL, *file = NULL;
-    int flags = 0;
+    const char *dir = NULL, *text = NULL, *file = NULL, *chat = NULL, *template_name = NULL;
+    int flags = 0, render = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int r;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -43,29 +87,51 @@ int cmd_tokenize(int argc, char **argv)
         } else if (!strcmp(a, "--file")) {
             if (!(file = cli_value(argc, argv, &i)))
                 return 2;
+        } else if (!strcmp(a, "--chat")) {
+            if (!(chat = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--render")) {
+            render = 1;
         } else if (!strcmp(a, "--special")) {
             flags |= TOK_ALLOW_SPECIAL;
         } else if (!strcmp(a, "--no-chunking")) {
             flags |= TOK_NO_CHUNKING;
+        } else if ((r = chat_template_flag_parse(&template_name, argc, argv, &i)) != 0) {
+            if (r < 0)
+                return 2;
         } else {
             fprintf(stderr, "moetier tokenize: unknown option '%s'\n", a);
             usage(stderr);
             return 2;
         }
     }
-    if (!dir || (!text == !file)) {
-        fprintf(stderr, "moetier tokenize: -m and exactly one of --text, --file are required\n");
+    if (!dir || (!!text + !!file + !!chat) != 1 || (render && !chat)) {
+        fprintf(stderr, "moetier tokenize: -m and exactly one of --text, --file, --chat are required "
+                        "(--render goes with --chat)\n");
         usage(stderr);
         return 2;
     }
     errbuf e;
-    char *buf = NULL;
+    char *buf = NULL, *rendered = NULL;
     size_t len = 0;
-    if (file) {
-        if (cli_read_text(file, &buf, &len, &e))
+    if (file || chat) {
+        if (cli_read_text(file ? file : chat, &buf, &len, &e))
             return cli_fail(&e);
     } else {
         len = strlen(text);
+    }
+    if (chat) {
+        int rc = render_chat(dir, template_name, buf, len, &rendered, &len, &e);
+        free(buf);
+        if (rc)
+            return cli_fail(&e);
+        buf = rendered;
+        flags |= TOK_ALLOW_SPECIAL; /* the template's markers are special tokens */
+        if (render) {
+            fwrite(buf, 1, len, stdout);
+            free(buf);
+            return 0;
+        }
     }
     tokenizer t;
     token_list ids = {0};

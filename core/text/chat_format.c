@@ -19,60 +19,23 @@
 
 #include "core/base/fileutil.h"
 #include "core/base/json_alloc.h"
+#include "core/base/strbuf.h"
 
 #define CHAT_JSON_MAX_DEPTH 1000
 
 /* ---- growable output string --------------------------------------------- */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom || n == 0)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) {
-            if (cap > SIZE_MAX / 2) {
-                b->oom = 1;
-                return;
-            }
-            cap *= 2;
-        }
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void sb_puts(sbuf *b, const char *s)
-{
-    if (s)
-        sb_put(b, s, strlen(s));
-}
-
 /* Hands the text over (an empty string when nothing was written). */
-static int sb_finish(sbuf *b, char **out, size_t *out_len, errbuf *e)
+static int sb_finish(strbuf *b, char **out, size_t *out_len, errbuf *e)
 {
-    if (!b->oom && !b->p) {
+    if (!b->failed && !b->p) {
         b->p = malloc(1);
         if (b->p)
             b->p[0] = 0;
         else
-            b->oom = 1;
+            b->failed = 1;
     }
-    if (b->oom) {
+    if (b->failed) {
         free(b->p);
         b->p = NULL;
         return err_set(e, "out of memory while rendering the chat prompt");
@@ -389,32 +352,32 @@ const char *chat_py_number_spelled(const char *spelling, char *num, size_t cap)
 
 /* A JSON string the way json.dumps(ensure_ascii=False) writes it: only '"',
  * '\\' and C0 controls are escaped; everything else is copied as is. */
-static void json_put_string(sbuf *b, const char *s)
+static void json_put_string(strbuf *b, const char *s)
 {
-    sb_put(b, "\"", 1);
+    strbuf_put(b, "\"", 1);
     const char *run = s;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        sb_put(b, run, (size_t)(s - run));
+        strbuf_put(b, run, (size_t)(s - run));
         run = s + 1;
         char esc[8];
         switch (c) {
-        case '"': sb_put(b, "\\\"", 2); break;
-        case '\\': sb_put(b, "\\\\", 2); break;
-        case '\n': sb_put(b, "\\n", 2); break;
-        case '\r': sb_put(b, "\\r", 2); break;
-        case '\t': sb_put(b, "\\t", 2); break;
-        case '\b': sb_put(b, "\\b", 2); break;
-        case '\f': sb_put(b, "\\f", 2); break;
+        case '"': strbuf_put(b, "\\\"", 2); break;
+        case '\\': strbuf_put(b, "\\\\", 2); break;
+        case '\n': strbuf_put(b, "\\n", 2); break;
+        case '\r': strbuf_put(b, "\\r", 2); break;
+        case '\t': strbuf_put(b, "\\t", 2); break;
+        case '\b': strbuf_put(b, "\\b", 2); break;
+        case '\f': strbuf_put(b, "\\f", 2); break;
         default:
             snprintf(esc, sizeof esc, "\\u%04x", c);
-            sb_put(b, esc, 6);
+            strbuf_put(b, esc, 6);
         }
     }
-    sb_put(b, run, (size_t)(s - run));
-    sb_put(b, "\"", 1);
+    strbuf_put(b, run, (size_t)(s - run));
+    strbuf_put(b, "\"", 1);
 }
 
 typedef struct key_ent {
@@ -432,11 +395,11 @@ static int key_ent_cmp(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-static int json_dump_value(sbuf *b, const cJSON *v, int flags, int depth, errbuf *e);
+static int json_dump_value(strbuf *b, const cJSON *v, int flags, int depth, errbuf *e);
 
 /* An object as a Python dict built by json.loads: one entry per distinct key,
  * at the position of its first occurrence, with the value of its last one. */
-static int json_dump_object(sbuf *b, const cJSON *v, int flags, int depth, errbuf *e)
+static int json_dump_object(strbuf *b, const cJSON *v, int flags, int depth, errbuf *e)
 {
     const char *item_sep = flags & CHAT_JSON_COMPACT ? "," : ", ";
     const char *key_sep = flags & CHAT_JSON_COMPACT ? ":" : ": ";
@@ -444,7 +407,7 @@ static int json_dump_object(sbuf *b, const cJSON *v, int flags, int depth, errbu
     const cJSON *it;
     cJSON_ArrayForEach(it, v) n++;
     if (n == 0) {
-        sb_put(b, "{}", 2);
+        strbuf_put(b, "{}", 2);
         return 0;
     }
     key_ent *ents = malloc(n * sizeof *ents);
@@ -479,15 +442,15 @@ static int json_dump_object(sbuf *b, const cJSON *v, int flags, int depth, errbu
         g = h;
     }
     int rc = 0;
-    sb_put(b, "{", 1);
+    strbuf_put(b, "{", 1);
     int first = 1;
     if (flags & CHAT_JSON_SORT_KEYS) {
         for (size_t i = 0; i < n_out && rc == 0; i++) {
             if (!first)
-                sb_puts(b, item_sep);
+                strbuf_puts(b, item_sep);
             first = 0;
             json_put_string(b, ents[i].key);
-            sb_puts(b, key_sep);
+            strbuf_puts(b, key_sep);
             rc = json_dump_value(b, ents[i].item, flags, depth + 1, e);
         }
     } else {
@@ -497,56 +460,56 @@ static int json_dump_object(sbuf *b, const cJSON *v, int flags, int depth, errbu
                 break;
             if (keep[k]) {
                 if (!first)
-                    sb_puts(b, item_sep);
+                    strbuf_puts(b, item_sep);
                 first = 0;
                 json_put_string(b, it->string ? it->string : "");
-                sb_puts(b, key_sep);
+                strbuf_puts(b, key_sep);
                 rc = json_dump_value(b, keep[k], flags, depth + 1, e);
             }
             k++;
         }
     }
-    sb_put(b, "}", 1);
+    strbuf_put(b, "}", 1);
     free(ents);
     free(keep);
     return rc;
 }
 
-static int json_dump_value(sbuf *b, const cJSON *v, int flags, int depth, errbuf *e)
+static int json_dump_value(strbuf *b, const cJSON *v, int flags, int depth, errbuf *e)
 {
     if (depth > CHAT_JSON_MAX_DEPTH)
         return err_set(e, "JSON nested deeper than %d levels", CHAT_JSON_MAX_DEPTH);
     char num[64];
     const cJSON *it;
     switch (v->type & 0xff) {
-    case cJSON_False: sb_put(b, "false", 5); return 0;
-    case cJSON_True: sb_put(b, "true", 4); return 0;
-    case cJSON_NULL: sb_put(b, "null", 4); return 0;
+    case cJSON_False: strbuf_put(b, "false", 5); return 0;
+    case cJSON_True: strbuf_put(b, "true", 4); return 0;
+    case cJSON_NULL: strbuf_put(b, "null", 4); return 0;
     case cJSON_Number:
         if (v->valuestring) {
-            sb_puts(b, chat_py_number_spelled(v->valuestring, num, sizeof num));
+            strbuf_puts(b, chat_py_number_spelled(v->valuestring, num, sizeof num));
         } else {
             py_number(v->valuedouble, num, sizeof num);
-            sb_puts(b, num);
+            strbuf_puts(b, num);
         }
         return 0;
     case cJSON_String:
         json_put_string(b, v->valuestring ? v->valuestring : "");
         return 0;
     case cJSON_Raw:
-        sb_puts(b, v->valuestring ? v->valuestring : "null");
+        strbuf_puts(b, v->valuestring ? v->valuestring : "null");
         return 0;
     case cJSON_Array: {
-        sb_put(b, "[", 1);
+        strbuf_put(b, "[", 1);
         int first = 1;
         cJSON_ArrayForEach(it, v) {
             if (!first)
-                sb_puts(b, flags & CHAT_JSON_COMPACT ? "," : ", ");
+                strbuf_puts(b, flags & CHAT_JSON_COMPACT ? "," : ", ");
             first = 0;
             if (json_dump_value(b, it, flags, depth + 1, e))
                 return -1;
         }
-        sb_put(b, "]", 1);
+        strbuf_put(b, "]", 1);
         return 0;
     }
     case cJSON_Object:
@@ -561,7 +524,7 @@ int chat_json_dump(const cJSON *v, int flags, char **out, size_t *out_len, errbu
     *out = NULL;
     if (!v)
         return err_set(e, "no JSON value to print");
-    sbuf b = {0};
+    strbuf b = {0};
     if (json_dump_value(&b, v, flags, 0, e)) {
         free(b.p);
         return -1;
@@ -614,7 +577,7 @@ int chat_options_from_json(const cJSON *obj, chat_options *o, errbuf *e)
 /* ---- rendering ------------------------------------------------------------------ */
 
 typedef struct render {
-    sbuf b;
+    strbuf b;
     chat_template_kind kind;
     errbuf *e;
 } render;
@@ -653,7 +616,7 @@ static int render_content(render *r, const cJSON *m, int i)
     if (!c || cJSON_IsNull(c))
         return 0;
     if (cJSON_IsString(c)) {
-        sb_puts(&r->b, c->valuestring);
+        strbuf_puts(&r->b, c->valuestring);
         return 0;
     }
     if (!cJSON_IsArray(c))
@@ -668,10 +631,10 @@ static int render_content(render *r, const cJSON *m, int i)
         const cJSON *t = obj_get(part, "type");
         const char *type = cJSON_IsString(t) ? t->valuestring : NULL;    /* may be NULL */
         if (type && (strcmp(type, "image") == 0 || strcmp(type, "image_url") == 0)) {
-            sb_puts(&r->b, "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n");
+            strbuf_puts(&r->b, "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n");
         } else if (type && (strcmp(type, "video") == 0 || strcmp(type, "video_url") == 0)) {
-            sb_puts(&r->b, video_placeholder(r->kind));
-            sb_puts(&r->b, "\n");
+            strbuf_puts(&r->b, video_placeholder(r->kind));
+            strbuf_puts(&r->b, "\n");
         } else {
             /* {{ content['text'] }}: absent or null prints nothing. A text or
              * refusal part may lack it (OpenAI clients send an assistant's
@@ -681,7 +644,7 @@ static int render_content(render *r, const cJSON *m, int i)
             const cJSON *text = obj_get(part, "text");
             int may_lack = type && (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0);
             if (cJSON_IsString(text))
-                sb_puts(&r->b, text->valuestring);
+                strbuf_puts(&r->b, text->valuestring);
             else if (!((!text || cJSON_IsNull(text)) && may_lack))
                 return err_set(r->e,
                                "messages[%d].content[%d]: a part of type \"%s\" needs a string \"text\" "
@@ -705,20 +668,20 @@ static int render_role(render *r, const cJSON *m, int i)
             name = nm->valuestring;
     }
     if (strcmp(role, "user") == 0)
-        sb_puts(&r->b, "<|im_user|>");
+        strbuf_puts(&r->b, "<|im_user|>");
     else if (strcmp(role, "assistant") == 0)
-        sb_puts(&r->b, "<|im_assistant|>");
+        strbuf_puts(&r->b, "<|im_assistant|>");
     else
-        sb_puts(&r->b, "<|im_system|>");
-    sb_puts(&r->b, name);
-    sb_puts(&r->b, "<|im_middle|>");
+        strbuf_puts(&r->b, "<|im_system|>");
+    strbuf_puts(&r->b, name);
+    strbuf_puts(&r->b, "<|im_middle|>");
     return 0;
 }
 
 /* macro render_toolcalls(message) */
 static int render_toolcalls(render *r, const cJSON *calls, int i)
 {
-    sb_puts(&r->b, "<|tool_calls_section_begin|>");
+    strbuf_puts(&r->b, "<|tool_calls_section_begin|>");
     int j = 0;
     const cJSON *tc;
     cJSON_ArrayForEach(tc, calls) {
@@ -737,18 +700,18 @@ static int render_toolcalls(render *r, const cJSON *calls, int i)
         const cJSON *args = obj_get(fn, "arguments");
         if (!args)
             return err_set(r->e, "messages[%d].tool_calls[%d].function.arguments: missing", i, j);
-        sb_puts(&r->b, "<|tool_call_begin|>");
-        sb_puts(&r->b, id);
-        sb_puts(&r->b, "<|tool_call_argument_begin|>");
+        strbuf_puts(&r->b, "<|tool_call_begin|>");
+        strbuf_puts(&r->b, id);
+        strbuf_puts(&r->b, "<|tool_call_argument_begin|>");
         if (cJSON_IsString(args)) {
-            sb_puts(&r->b, args->valuestring);
+            strbuf_puts(&r->b, args->valuestring);
         } else if (json_dump_value(&r->b, args, 0, 0, r->e)) {
             return err_prefix(r->e, "messages[%d].tool_calls[%d].function.arguments: ", i, j);
         }
-        sb_puts(&r->b, "<|tool_call_end|>");
+        strbuf_puts(&r->b, "<|tool_call_end|>");
         j++;
     }
-    sb_puts(&r->b, "<|tool_calls_section_end|>");
+    strbuf_puts(&r->b, "<|tool_calls_section_end|>");
     return 0;
 }
 
@@ -762,7 +725,7 @@ static int render_message(render *r, const cJSON *m, int i, int hist, const chat
         /* hist: <think></think>; suffix: the same when thinking is false and
          * preserve_thinking is false, else <think>{{rc}}</think> */
         if (hist || (!opt->thinking && !opt->preserve_thinking)) {
-            sb_puts(&r->b, "<think></think>");
+            strbuf_puts(&r->b, "<think></think>");
         } else {
             /* rc = message.get('reasoning', message.get('reasoning_content', '')) */
             const char *field = "reasoning", *rc;
@@ -774,9 +737,9 @@ static int render_message(render *r, const cJSON *m, int i, int hist, const chat
             if (text_field(rv, &rc))
                 return err_set(r->e, "messages[%d].%s: expected a string or null, got %s", i, field,
                                json_type_name(rv));
-            sb_puts(&r->b, "<think>");
-            sb_puts(&r->b, rc);
-            sb_puts(&r->b, "</think>");
+            strbuf_puts(&r->b, "<think>");
+            strbuf_puts(&r->b, rc);
+            strbuf_puts(&r->b, "</think>");
         }
         if (render_content(r, m, i))
             return -1;
@@ -792,9 +755,9 @@ static int render_message(render *r, const cJSON *m, int i, int hist, const chat
         if (text_field(idv, &id))
             return err_set(r->e, "messages[%d].tool_call_id: expected a string, got %s", i,
                            json_type_name(idv));
-        sb_puts(&r->b, "## Return of ");
-        sb_puts(&r->b, id);
-        sb_puts(&r->b, "\n");
+        strbuf_puts(&r->b, "## Return of ");
+        strbuf_puts(&r->b, id);
+        strbuf_puts(&r->b, "\n");
         if (render_content(r, m, i))
             return -1;
     } else if (render_content(r, m, i)) {
@@ -802,7 +765,7 @@ static int render_message(render *r, const cJSON *m, int i, int hist, const chat
          * for a null or absent content either way */
         return -1;
     }
-    sb_puts(&r->b, "<|im_end|>");
+    strbuf_puts(&r->b, "<|im_end|>");
     return 0;
 }
 
@@ -865,20 +828,20 @@ int chat_format_render(chat_template_kind kind, const cJSON *messages, const cJS
     render r = {.kind = kind, .e = e};
     /* {%- if tools %}: tools_ts_str, or the deep-sorted tools as compact JSON */
     if (cJSON_IsArray(tools) && tools->child) {
-        sb_puts(&r.b, "<|im_system|>tool_declare<|im_middle|>");
+        strbuf_puts(&r.b, "<|im_system|>tool_declare<|im_middle|>");
         if (opt->tools_ts_str && opt->tools_ts_str[0]) {
-            sb_puts(&r.b, opt->tools_ts_str);
+            strbuf_puts(&r.b, opt->tools_ts_str);
         } else if (json_dump_value(&r.b, tools, CHAT_JSON_COMPACT | CHAT_JSON_SORT_KEYS, 0, e)) {
             err_prefix(e, "tools: ");
             goto fail;
         }
-        sb_puts(&r.b, "<|im_end|>");
+        strbuf_puts(&r.b, "<|im_end|>");
     }
     for (int i = 0; i < n; i++)
         if (render_message(&r, msgs[i], i, i <= last_plain, opt))
             goto fail;
     if (opt->add_generation_prompt)
-        sb_puts(&r.b, opt->thinking ? "<|im_assistant|>assistant<|im_middle|><think>"
+        strbuf_puts(&r.b, opt->thinking ? "<|im_assistant|>assistant<|im_middle|><think>"
                                     : "<|im_assistant|>assistant<|im_middle|><think></think>");
     free(msgs);
     return sb_finish(&r.b, out, out_len, e);
@@ -936,7 +899,8 @@ int chat_template_detect(const char *template_text, chat_template_kind *out, err
         n_missing++;
     }
     if (n_missing)
-        return err_set(e, "unsupported chat template: missing %s (the markers of Kimi K2.5's template)", missing);
+        return err_set(e, "unsupported chat template: missing %s (the markers of Kimi K2.5's template)",
+                       missing);
     if (strstr(template_text, "<|kite_video_placeholder|>")) {
         *out = CHAT_TEMPLATE_K25;
         return 0;

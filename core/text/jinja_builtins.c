@@ -206,7 +206,7 @@ static int cp_cased(uint32_t c)
  * starts after whitespace, '-', '(', '{', '[' or '<'). */
 static int jr_case_map(rs *r, const jnode *at, const jv *s, int mode, jv *out)
 {
-    sbuf b = {0};
+    strbuf b = {0};
     int word_start = 1;
     for (size_t i = 0; i < s->u.s.n;) {
         unsigned char c0 = (unsigned char)s->u.s.p[i];
@@ -253,7 +253,7 @@ static int str_replace(rs *r, const jnode *at, const jv *s, const jv *old, const
         (count && jr_want_int(r, at, count, "replace's count")))
         return -1;
     int64_t left = count ? jv_inum(count) : -1;
-    sbuf b = {0};
+    strbuf b = {0};
     size_t i = 0;
     if (!old->u.s.n) { /* Python: the replacement between every character */
         for (; i <= s->u.s.n; i++) {
@@ -338,13 +338,26 @@ static int join_items(rs *r, const jnode *at, const jv *seq, const jv *sep, jv *
     size_t n;
     if (jv_items(r, at, seq, &items, &n))
         return -1;
-    sbuf b = {0};
+    strbuf b = {0};
     for (size_t i = 0; i < n; i++) {
         if (i && sep)
             jr_put(&b, sep->u.s.p, sep->u.s.n);
         jv_print(r, &b, &items[i], 0, 0);
     }
     return jr_text(r, at, &b, out);
+}
+
+/* The tuple (a, b): a dict's item. */
+static int pair(rs *r, const jnode *at, jv a, jv b, jv *out)
+{
+    jlistv *l = jv_new_list(r, 2);
+    if (!l)
+        return jr_oom(r, at);
+    l->v[0] = a;
+    l->v[1] = b;
+    l->n = 2;
+    *out = (jv){.t = JV_LIST, .u.l = l, .tuple = 1};
+    return 0;
 }
 
 /* A context array the template changes (append, pop) becomes a list of the
@@ -470,13 +483,8 @@ int jr_call_method(rs *r, const jnode *at, const jv *self, const char *name, con
             } else if (!strcmp(name, "values")) {
                 l->v[l->n++] = v;
             } else {
-                jlistv *pair = jv_new_list(r, 2);
-                if (!pair)
-                    return jr_oom(r, at);
-                pair->v[0] = keys[i];
-                pair->v[1] = v;
-                pair->n = 2;
-                l->v[l->n++] = (jv){.t = JV_LIST, .u.l = pair, .tuple = 1};
+                if (pair(r, at, keys[i], v, &l->v[l->n++]))
+                    return -1;
             }
         }
         *out = (jv){.t = JV_LIST, .u.l = l};
@@ -633,13 +641,8 @@ static int filter_sort(rs *r, const jnode *at, const jv *v, const args *a, int d
         if (dictsort) {
             jv val;
             jv_dict_get(r, v, src[i].u.s.p, src[i].u.s.n, &val);
-            jlistv *pair = jv_new_list(r, 2);
-            if (!pair)
-                return jr_oom(r, at);
-            pair->v[0] = src[i];
-            pair->v[1] = val;
-            pair->n = 2;
-            items[i] = (jv){.t = JV_LIST, .u.l = pair, .tuple = 1};
+            if (pair(r, at, src[i], val, &items[i]))
+                return -1;
             key = by_value ? val : src[i];
         } else {
             items[i] = src[i];
@@ -722,7 +725,7 @@ static int filter_each(rs *r, const jnode *at, const char *name, const jv *v, co
 /* json.dumps(indent=...) from a dump with separators ", " and ": " (or
  * compact ones): a line per item, nested items indented by pad per level,
  * empty containers kept as [] and {}. */
-static void reindent(sbuf *b, const char *j, size_t n, const jv *pad, int compact)
+static void reindent(strbuf *b, const char *j, size_t n, const jv *pad, int compact)
 {
     int level = 0, in_str = 0;
     for (size_t i = 0; i < n; i++) {
@@ -812,7 +815,7 @@ static int filter_tojson(rs *r, const jnode *at, const jv *v, const args *a, jv 
     if (rc)
         return jr_fail(r, at, "tojson: %s", e.msg);
     if (indented) {
-        sbuf b = {0};
+        strbuf b = {0};
         reindent(&b, text, len, &pad, flags & CHAT_JSON_COMPACT);
         free(text);
         return jr_text(r, at, &b, out);
@@ -845,7 +848,7 @@ static int filter_indent(rs *r, const jnode *at, const jv *v, const args *a, jv 
         memset(p, ' ', (size_t)k);
         pad = jv_str(p, (size_t)k);
     }
-    sbuf b = {0};
+    strbuf b = {0};
     int at_start = 1, is_first = 1;
     for (size_t i = 0; i < s.u.s.n; i++) {
         if (at_start) {
@@ -1019,7 +1022,7 @@ int jr_filter(rs *r, const jnode *at, const char *name, const jv *v, const args 
         jv s;
         if (jv_to_str(r, at, v, &s))
             return -1;
-        sbuf b = {0};
+        strbuf b = {0};
         for (size_t i = 0; i < s.u.s.n; i++) {
             char c = s.u.s.p[i];
             const char *rep = c == '&'    ? "&amp;"
@@ -1096,7 +1099,7 @@ int jr_filter(rs *r, const jnode *at, const char *name, const jv *v, const args 
             size_t n;
             if (jv_items(r, at, v, &items, &n))
                 return -1;
-            sbuf b = {0};
+            strbuf b = {0};
             for (size_t i = n; i-- > 0;)
                 jr_put(&b, items[i].u.s.p, items[i].u.s.n);
             return jr_text(r, at, &b, out);

@@ -3,6 +3,7 @@
 #ifndef MOETIER_JINJA_INTERNAL_H
 #define MOETIER_JINJA_INTERNAL_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,9 @@ typedef struct jarena {
 void *ja_alloc(jarena *a, size_t n); /* zeroed; NULL (and a->over) on failure */
 char *ja_strdup(jarena *a, const char *s, size_t n);
 void ja_free(jarena *a);
+
+/* Sets e to "chat template line N: " and the formatted reason; returns -1. */
+int jinja_error(errbuf *e, int line, const char *fmt, va_list ap);
 
 /* ---- syntax tree ---------------------------------------------------------- */
 

@@ -119,12 +119,18 @@ static int fail(parser *p, int line, const char *fmt, ...)
     if (p->failed)
         return -1;
     p->failed = 1;
-    char msg[900];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    jinja_error(p->e, line, fmt, ap);
     va_end(ap);
-    return err_set(p->e, "chat template line %d: %s", line, msg);
+    return -1;
+}
+
+int jinja_error(errbuf *e, int line, const char *fmt, va_list ap)
+{
+    char msg[900];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    return err_set(e, "chat template line %d: %s", line, msg);
 }
 
 static tok *push(parser *p, tkind k, int line)
@@ -235,8 +241,10 @@ static int hexval(char c)
 static size_t lex_string(lexer *L, size_t q)
 {
     char quote = L->s[q];
-    size_t i = q + 1;
-    char *out = ja_alloc(L->p->a, L->n - q + 1);
+    size_t i = q + 1, end = i;
+    while (end < L->n && L->s[end] != quote)   /* the literal's extent: escapes never grow it */
+        end += L->s[end] == '\\' ? 2 : 1;
+    char *out = ja_alloc(L->p->a, (end < L->n ? end : L->n) - q + 1);
     if (!out) {
         fail(L->p, L->line, "out of memory");
         return 0;

@@ -61,7 +61,7 @@ static jv lookup(rs *r, frame *f, const char *name)
 }
 
 static int ev(rs *r, frame *f, const jnode *n, jv *out);
-static int run(rs *r, frame *f, const jnodes *body, sbuf *out);
+static int run(rs *r, frame *f, const jnodes *body, strbuf *out);
 static int call_value(rs *r, const jnode *n, const jv *callee, const args *a, jv *out);
 
 static int eval_args(rs *r, frame *f, const jnode *n, args *a)
@@ -282,7 +282,7 @@ static int eval_slice(rs *r, frame *f, const jnode *n, jv *out)
         *out = (jv){.t = JV_LIST, .u.l = l, .tuple = obj.tuple};
         return 0;
     }
-    sbuf b = {0};
+    strbuf b = {0};
     for (size_t i = 0; i < l->n; i++)
         jr_put(&b, l->v[i].u.s.p, l->v[i].u.s.n);
     return jr_text(r, n, &b, out);
@@ -457,7 +457,7 @@ static int call_macro(rs *r, const jnode *at, const jnode *m, const args *a, jv 
         if (frame_set(r, at, f, m->names[i], v))
             return -1;
     }
-    sbuf b = {0};
+    strbuf b = {0};
     r->depth++;
     int rc = run(r, f, &m->body, &b);
     r->depth--;
@@ -501,7 +501,7 @@ static int bind_targets(rs *r, const jnode *n, frame *f, const jv *item)
     return 0;
 }
 
-static int run_for(rs *r, frame *f, const jnode *n, sbuf *out)
+static int run_for(rs *r, frame *f, const jnode *n, strbuf *out)
 {
     jv seq;
     if (ev(r, f, n->a, &seq))
@@ -554,7 +554,7 @@ static int run_set(rs *r, frame *f, const jnode *n)
 {
     jv v;
     if (n->kind == JN_SET_BLOCK) {
-        sbuf b = {0};
+        strbuf b = {0};
         int rc = run(r, f, &n->body, &b);
         if (rc < 0) {
             free(b.p);
@@ -573,13 +573,13 @@ static int run_set(rs *r, frame *f, const jnode *n)
     return jv_dict_set(r, ns.u.d, n->names[1], strlen(n->names[1]), v) ? jr_oom(r, n) : 0;
 }
 
-static int run(rs *r, frame *f, const jnodes *body, sbuf *out)
+static int run(rs *r, frame *f, const jnodes *body, strbuf *out)
 {
     for (int i = 0; i < body->n; i++) {
         const jnode *n = body->v[i];
         if (++r->steps > MAX_STEPS)
             return jr_fail(r, n, "the template ran more than %ld steps", MAX_STEPS);
-        if (out->over)
+        if (out->failed)
             return jr_fail(r, n, "the template printed more than %u MiB", MAX_OUTPUT >> 20);
         int rc = RUN_OK;
         switch (n->kind) {
@@ -623,9 +623,9 @@ int jinja_render(const jinja_template *t, const cJSON *ctx, char **out, size_t *
     rs r = {.e = e, .ctx = ctx, .a = {.limit = MAX_MEMORY}};
     frame globals = {0};
     r.globals = &globals;
-    sbuf b = {0};
+    strbuf b = {0};
     int rc = run(&r, &globals, &t->body, &b);
-    if (rc >= 0 && b.over)
+    if (rc >= 0 && b.failed)
         rc = jr_fail(&r, NULL, "the template printed more than %u MiB", MAX_OUTPUT >> 20);
     ja_free(&r.a);
     if (rc < 0) {

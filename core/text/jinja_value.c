@@ -18,12 +18,11 @@ int jr_fail(rs *r, const jnode *at, const char *fmt, ...)
     if (r->failed)
         return -1;
     r->failed = 1;
-    char msg[900];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    jinja_error(r->e, at ? at->line : 0, fmt, ap);
     va_end(ap);
-    return err_set(r->e, "chat template line %d: %s", at ? at->line : 0, msg);
+    return -1;
 }
 
 int jr_oom(rs *r, const jnode *at)
@@ -35,40 +34,22 @@ int jr_oom(rs *r, const jnode *at)
                    MAX_MEMORY >> 20);
 }
 
-void jr_put(sbuf *b, const char *s, size_t n)
+/* Every text a rendering builds is held to MAX_OUTPUT. */
+void jr_put(strbuf *b, const char *s, size_t n)
 {
-    if (b->over || !n)
-        return;
-    if (b->len + n + 1 > MAX_OUTPUT) {
-        b->over = 1;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->over = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
+    b->limit = MAX_OUTPUT;
+    strbuf_put(b, s, n);
 }
 
-void jr_puts(sbuf *b, const char *s)
+void jr_puts(strbuf *b, const char *s)
 {
     jr_put(b, s, strlen(s));
 }
 
 /* A string value of the rendering's arena holding b's text (b is freed). */
-int jr_text(rs *r, const jnode *at, sbuf *b, jv *out)
+int jr_text(rs *r, const jnode *at, strbuf *b, jv *out)
 {
-    if (b->over) {
+    if (b->failed) {
         free(b->p);
         return jr_fail(r, at, "the template printed more than %u MiB", MAX_OUTPUT >> 20);
     }
@@ -382,7 +363,7 @@ int jv_truthy(const jv *v)
 
 /* ---- printing: Python's str() and repr() ------------------------------------ */
 
-static void jv_print_number(sbuf *b, const jv *v)
+static void jv_print_number(strbuf *b, const jv *v)
 {
     char num[64];
     if (v->name)
@@ -393,7 +374,7 @@ static void jv_print_number(sbuf *b, const jv *v)
         chat_py_float_str(v->u.f, num, sizeof num), jr_puts(b, num);
 }
 
-static void jv_print_repr(sbuf *b, const char *s, size_t n)
+static void jv_print_repr(strbuf *b, const char *s, size_t n)
 {
     char q = memchr(s, '\'', n) && !memchr(s, '"', n) ? '"' : '\'';
     jr_put(b, &q, 1);
@@ -420,7 +401,7 @@ static void jv_print_repr(sbuf *b, const char *s, size_t n)
     jr_put(b, &q, 1);
 }
 
-static void jv_print_items(rs *r, sbuf *b, const jv *v, int depth)
+static void jv_print_items(rs *r, strbuf *b, const jv *v, int depth)
 {
     if (jv_is_list(v)) {
         jv *items;
@@ -462,10 +443,10 @@ static void jv_print_items(rs *r, sbuf *b, const jv *v, int depth)
     jr_puts(b, "}");
 }
 
-void jv_print(rs *r, sbuf *b, const jv *v, int repr, int depth)
+void jv_print(rs *r, strbuf *b, const jv *v, int repr, int depth)
 {
     if (depth > 500) {
-        b->over = 1;
+        b->failed = 1;
         return;
     }
     switch (v->t) {
@@ -499,7 +480,7 @@ int jv_to_str(rs *r, const jnode *at, const jv *v, jv *out)
         *out = *v;
         return 0;
     }
-    sbuf b = {0};
+    strbuf b = {0};
     jv_print(r, &b, v, 0, 0);
     return jr_text(r, at, &b, out);
 }

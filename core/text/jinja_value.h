@@ -9,13 +9,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/base/strbuf.h"
 #include "core/text/jinja_internal.h"
 
 #define MAX_OUTPUT (64u << 20)  /* bytes a rendering may print */
-#define MAX_MEMORY (512u << 20) /* bytes of values a rendering may build */
-#define MAX_STEPS 50000000L     /* expressions and statements evaluated */
+#define MAX_MEMORY (256u << 20) /* bytes of values a rendering may build */
+#define MAX_STEPS 10000000L     /* expressions and statements evaluated */
 #define MAX_CALL_DEPTH 200      /* macro calls inside macro calls */
-#define MAX_RANGE 10000000      /* items of one range() or repeated list */
+#define MAX_RANGE 100000        /* items of one range() or repeated list (as Jinja2's sandbox) */
 
 /* ---- values ---------------------------------------------------------------- */
 
@@ -93,12 +94,6 @@ struct frame {
     int n, cap;
 };
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int over;
-} sbuf;
-
 typedef struct mutated {
     const cJSON *json; /* an array of the context ... */
     jlistv *list;      /* ... that the template changed: its copy, seen everywhere from now on */
@@ -137,9 +132,9 @@ typedef struct args {
 int jr_fail(rs *r, const jnode *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int jr_fail(rs *r, const jnode *at, const char *fmt, ...);
 int jr_oom(rs *r, const jnode *at);
-void jr_put(sbuf *b, const char *s, size_t n);
-void jr_puts(sbuf *b, const char *s);
-int jr_text(rs *r, const jnode *at, sbuf *b, jv *out);
+void jr_put(strbuf *b, const char *s, size_t n);
+void jr_puts(strbuf *b, const char *s);
+int jr_text(rs *r, const jnode *at, strbuf *b, jv *out);
 jv jv_str(const char *p, size_t n);
 jv jv_int(int64_t i);
 jv jv_float(double f);
@@ -163,7 +158,7 @@ int jv_dict_get(const rs *r, const jv *d, const char *k, size_t kn, jv *out);
 size_t jv_utf8_count(const char *s, size_t n);
 size_t jv_len(const jv *v);
 int jv_truthy(const jv *v);
-void jv_print(rs *r, sbuf *b, const jv *v, int repr, int depth);
+void jv_print(rs *r, strbuf *b, const jv *v, int repr, int depth);
 int jv_to_str(rs *r, const jnode *at, const jv *v, jv *out);
 cJSON *jv_to_cjson(rs *r, const jnode *at, const jv *v, int depth);
 int jv_equal(rs *r, const jv *x, const jv *y, int depth);

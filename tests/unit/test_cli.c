@@ -512,10 +512,10 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
  * templates): a chat turn is refused saying why and what --chat-template
  * names; --chat-template kimi-k2.5 renders it in K2.5's format, as a model
  * without a template gets by default; raw prompts need no template. */
-static void write_template(const char *dir, const char *text)
+static void write_template(const char *dir, const char *name, const char *text)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
     fputs(text, f);
@@ -533,10 +533,12 @@ Test(cli, chat_template_override, .timeout = 60)
     free(err);
     /* a template of Kimi K2's shape (not K2.5's) is interpreted: this one prints
      * a lone user turn as K2.5's does, so the same tokens follow */
-    write_template(tmp, "{% for m in messages %}<|im_{{ m.role }}|>{{ m.role }}<|im_middle|>{{ m.content }}"
-                        "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_assistant|>assistant"
-                        "<|im_middle|><think>{% endif %}");
-    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids", bin(), tmp), 0, "%s", err);
+    write_template(tmp, "chat_template.jinja",
+                   "{% for m in messages %}<|im_{{ m.role }}|>{{ m.role }}<|im_middle|>{{ m.content }}"
+                   "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_assistant|>assistant"
+                   "<|im_middle|><think>{% endif %}");
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids", bin(), tmp), 0, "%s",
+                 err);
     cr_expect_str_eq(last_line(out), want, "the interpreted template gives K2.5's prompt here");
     free(out);
     free(err);
@@ -545,9 +547,11 @@ Test(cli, chat_template_override, .timeout = 60)
     free(out);
     free(err);
     /* a template that does not compile: named with its line, and --chat-template as the way out */
-    write_template(tmp, "{% for m in messages %}\n{{ m.content | nosuchfilter }\n{% endfor %}");
+    write_template(tmp, "chat_template.jinja",
+                   "{% for m in messages %}\n{{ m.content | nosuchfilter }\n{% endfor %}");
     cr_expect_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3", bin(), tmp), 1);
-    cr_expect(strstr(err, "chat_template.jinja: chat template line 2") && strstr(err, "--chat-template kimi-k2.5"),
+    cr_expect(strstr(err, "chat_template.jinja: chat template line 2") &&
+                  strstr(err, "--chat-template kimi-k2.5"),
               "%s", err);
     free(out);
     free(err);
@@ -564,20 +568,18 @@ Test(cli, chat_template_override, .timeout = 60)
     free(out);
     free(err);
     cr_expect_eq(run(&out, &err, "%s chat -m %s --chat-template k2 </dev/null", bin(), tmp), 1);
-    cr_expect(strstr(err, "--chat-template") && strstr(err, "kimi-k2.5") && strstr(err, "template file"), "%s",
-              err);
+    cr_expect(strstr(err, "--chat-template") && strstr(err, "kimi-k2.5") && strstr(err, "template file"),
+              "%s", err);
     free(out);
     free(err);
     /* a template file named on the command line, with the model's own broken one */
+    write_template(tmp, "mine.jinja",
+                   "{% for m in messages %}<|im_user|>user<|im_middle|>{{ m.content }}<|im_end|>{% endfor %}"
+                   "<|im_assistant|>assistant<|im_middle|><think>");
     char file[4096];
     snprintf(file, sizeof file, "%s/mine.jinja", tmp);
-    FILE *f = fopen(file, "w");
-    cr_assert_not_null(f);
-    fputs("{% for m in messages %}<|im_user|>user<|im_middle|>{{ m.content }}<|im_end|>{% endfor %}"
-          "<|im_assistant|>assistant<|im_middle|><think>", f);
-    fclose(f);
-    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids --chat-template %s", bin(),
-                     tmp, file), 0, "%s", err);
+    cr_assert_eq(run(&out, &err, "%s run -m %s --chat -p Hi -n 3 --seed 1 --print-ids --chat-template %s",
+                     bin(), tmp, file), 0, "%s", err);
     cr_expect_str_eq(last_line(out), want, "the file's template, as K2.5's prints this turn");
     free(out);
     free(err);
@@ -1161,4 +1163,66 @@ Test(cli, run_with_draft_lookup_answers_as_without, .timeout = 60)
     free(err);
     test_remove_tree(tmp);
     free(tmp);
+}
+
+/* tokenize --chat: every fixture conversation rendered as the reference
+ * renders it (--render) and tokenized to its ids, through the model's format
+ * and through the template engine (--chat-template jinja). */
+Test(cli, tokenize_chat_gives_the_fixture_prompts, .timeout = 120)
+{
+    char *dir = test_data_path("kimi-tokenizer"), path[4096];
+    cr_assert_not_null(dir);
+    if (!test_path_exists(dir)) {
+        free(dir);
+        cr_skip_test("kimi-tokenizer testdata is absent (set MOETIER_TESTDATA to ../shared/testdata)");
+    }
+    snprintf(path, sizeof path, "%s/chat_cases.jsonl", dir);
+    char *cases = test_read_file(path, NULL), *tmp = test_make_tmpdir("clitokchat"), req[4096];
+    cr_assert_not_null(cases);
+    snprintf(req, sizeof req, "%s/req.json", tmp);
+    int n = 0;
+    for (char *line = strtok(cases, "\n"); line; line = strtok(NULL, "\n"), n++) {
+        cJSON *c = cJSON_Parse(line);
+        cr_assert_not_null(c);
+        const char *id = cJSON_GetObjectItem(c, "id")->valuestring;
+        char *want_text = strdup(cJSON_GetObjectItem(c, "rendered")->valuestring);
+        char want_ids[16384] = "";
+        size_t o = 0;
+        const cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(c, "ids"))
+            o += (size_t)snprintf(want_ids + o, sizeof want_ids - o, o ? ",%d" : "%d", x->valueint);
+        cJSON_DeleteItemFromObject(c, "rendered");
+        cJSON_DeleteItemFromObject(c, "ids");
+        char *body = cJSON_PrintUnformatted(c);
+        write_text(req, body, strlen(body));
+        char *out, *err;
+        cr_assert_eq(run(&out, &err, "%s tokenize -m %s --chat %s --render", bin(), dir, req), 0, "%s: %s", id,
+                     err);
+        cr_expect_str_eq(out, want_text, "%s: the rendered prompt", id);
+        free(out);
+        free(err);
+        cr_assert_eq(run(&out, &err, "%s tokenize -m %s --chat %s --chat-template jinja", bin(), dir, req), 0,
+                     "%s: %s", id, err);
+        cr_expect_str_eq(last_line(out), want_ids, "%s: the ids through the template engine", id);
+        free(out);
+        free(err);
+        free(body);
+        free(want_text);
+        cJSON_Delete(c);
+    }
+    cr_expect_gt(n, 20);
+    char *out, *err;
+    cr_expect_eq(run(&out, &err, "%s tokenize -m %s --text hi --render", bin(), dir), 2,
+                 "--render needs --chat");
+    free(out);
+    free(err);
+    write_text(req, "{\"messages\": 3}", 15);
+    cr_expect_eq(run(&out, &err, "%s tokenize -m %s --chat %s", bin(), dir, req), 1);
+    cr_expect(strstr(err, "--chat: expected an array of messages"), "%s", err);
+    free(out);
+    free(err);
+    free(cases);
+    test_remove_tree(tmp);
+    free(tmp);
+    free(dir);
 }

@@ -279,9 +279,9 @@ Test(jinja, template_kwargs_and_special_tokens)
     snprintf(path, sizeof path, "%s/chat_template.jinja", tmp);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
-    fputs(
-        "{{ bos_token }}|{{ eos_token }}|{{ greeting | default('none') }}|{{ messages | length }}|{{ thinking }}",
-        f);
+    fputs("{{ bos_token }}|{{ eos_token }}|{{ greeting | default('none') }}|{{ messages | length }}|"
+          "{{ thinking }}",
+          f);
     fclose(f);
     snprintf(path, sizeof path, "%s/tokenizer_config.json", tmp);
     f = fopen(path, "w");
