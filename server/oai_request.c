@@ -574,7 +574,19 @@ static int parse_chat(oai_request *r, oai_error *err)
                            "thinking off, any other effort on)");
         r->copt.thinking = strcmp(effort->valuestring, "none") != 0;
     }
-    r->copt.add_generation_prompt = 1;
+    /* vLLM's and Hugging Face's: the answer continues the last message (the
+     * generation prompt must then be off, as both require) */
+    if (opt_bool(r->root, "continue_final_message", &r->continue_final, err))
+        return -1;
+    if (r->continue_final && r->copt.add_generation_prompt)
+        return oai_bad(err, "continue_final_message", "'continue_final_message' continues the last message: "
+                       "set 'add_generation_prompt' to false with it");
+    const cJSON *tpl = cJSON_GetObjectItemCaseSensitive(r->root, "chat_template");
+    if (tpl && !cJSON_IsNull(tpl)) {
+        if (!cJSON_IsString(tpl) || !tpl->valuestring[0])
+            return oai_bad(err, "chat_template", "'chat_template' must be a template's text");
+        r->chat_template = tpl->valuestring;
+    }
     return 0;
 }
 

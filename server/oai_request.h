@@ -131,6 +131,10 @@ typedef struct oai_request {
                                  * forced after them; 0: no limit */
     const char *assistant_prefix;   /* chat: the answer's start, given by the client
                                      * (Anthropic's final assistant message); NULL: none */
+    int continue_final;         /* vLLM's continue_final_message: the prompt ends inside the
+                                 * last message, which the answer continues */
+    const char *chat_template;  /* vLLM's: the request's own chat template (Jinja); NULL: the
+                                 * model's (served only with --trust-request-chat-template) */
     const cJSON *tool_namespaces;   /* Responses: the namespaces' names (strings) whose
                                      * functions are declared as NAMESPACE.NAME; NULL: none */
 } oai_request;

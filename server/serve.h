@@ -62,6 +62,8 @@ typedef struct serve_options {
     /* chat requests are refused: the model's chat template is not one
      * moetier renders (completions still take raw prompts) */
     int no_chat;
+    int trust_request_template; /* --trust-request-chat-template: a request's own chat_template
+                                   is rendered (it is code the server runs) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)
      * in GB; < 0: serve_prompt_cache_default_gb() */

@@ -404,17 +404,36 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
 {
     errbuf e;
     *text = NULL;
-    if (s->o.no_chat)   /* (the server's log at start says which template and why) */
+    /* vLLM's per-request template: code the server runs, so only when trusted */
+    chat_template own = {.vars = s->tpl->vars};
+    if (r->chat_template && !s->o.trust_request_template)
+        return oai_fail(err, 400, "invalid_request_error", "chat_template", NULL,
+                        "a request's own 'chat_template' is rendered only by a server started with "
+                        "--trust-request-chat-template (a template is code the server runs)");
+    if (r->chat_template && !(own.jinja = jinja_compile(r->chat_template, strlen(r->chat_template), &e)))
+        return oai_fail(err, 400, "invalid_request_error", "chat_template", NULL, "%s", e.msg);
+    if (!own.jinja && s->o.no_chat) /* (the server's log at start says which template and why) */
         return oai_fail(err, 400, "invalid_request_error", "messages", "chat_template_unsupported",
                         "this server takes no chat requests: its model's chat template could not be compiled "
                         "(the server's log at start says where; completions take raw prompts; started with "
                         "--chat-template kimi-k2.5, it renders chats in Kimi K2.5's format)");
-    if (chat_template_render(s->tpl, r->messages, r->tools, &r->copt, text, len, &e))
+    const chat_template *tpl = own.jinja ? &own : s->tpl;
+    int rc = chat_template_render(tpl, r->messages, r->tools, &r->copt, text, len, &e);
+    jinja_free(own.jinja);
+    if (rc == 0 && r->continue_final && chat_prompt_continue_final(r->messages, *text, len, &e)) {
+        free(*text);
+        *text = NULL;
+        rc = -1;
+    }
+    if (rc)
         return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
-    /* whether the answer starts inside reasoning: K2.5's switch says it; an
-     * interpreted template's prompt shows it (K2-Thinking's model opens <think> itself) */
+    /* whether the answer starts inside reasoning: K2.5's switch says it when its
+     * generation prompt ends the prompt; otherwise the prompt shows it (an
+     * interpreted template's, K2-Thinking's model opening <think> itself; a
+     * continued message) */
     if (think_open)
-        *think_open = s->tpl->jinja ? chat_prompt_opens_reasoning(*text, *len) : r->copt.thinking;
+        *think_open = tpl->jinja || !r->copt.add_generation_prompt ? chat_prompt_opens_reasoning(*text, *len)
+                                                                    : r->copt.thinking;
     if (r->assistant_prefix && append_prefix(text, len, r->assistant_prefix)) {
         free(*text);
         *text = NULL;

@@ -42,6 +42,8 @@ static void usage(FILE *f)
                "  --max-tokens N       reply length when a request sets none (default: up to the\n"
                "                       context)\n"
                "  --no-think           chat template with thinking off unless a request asks\n"
+               "  --trust-request-chat-template  render a request's own 'chat_template' (vLLM's\n"
+               "                       field; a template is code the server runs: off by default)\n"
                "  --keep-alive S       a stream waiting on a long prefill gets a keep-alive between\n"
                "                       prompt chunks once S seconds pass without a byte (default\n"
                "                       10; 0: after every chunk)\n"
@@ -156,6 +158,8 @@ int cmd_serve(int argc, char **argv)
                 return 2;
         } else if (!strcmp(a, "--no-think")) {
             so.copt.thinking = 0;
+        } else if (!strcmp(a, "--trust-request-chat-template")) {
+            so.trust_request_template = 1;
         } else if (!strcmp(a, "--keep-alive")) {
             float sec;
             if (!(v = cli_value(argc, argv, &i)) || cli_float(a, v, &sec))

@@ -51,9 +51,21 @@ static int interpret(chat_template *t, char *text, const char *where, const char
     return 0;
 }
 
+static int open_template(const char *model_dir, const char *name, chat_template *t, errbuf *e);
+
 int chat_template_open(const char *model_dir, const char *name, chat_template *t, errbuf *e)
 {
     memset(t, 0, sizeof *t);
+    int rc = open_template(model_dir, name, t, e);
+    if (rc == 0 && !t->vars)
+        t->vars = special_tokens(model_dir); /* (also for a request's own template) */
+    if (rc)
+        chat_template_close(t);
+    return rc;
+}
+
+static int open_template(const char *model_dir, const char *name, chat_template *t, errbuf *e)
+{
     int forced = name && !strcmp(name, "jinja");
     char *text, where[4200];
     size_t len;
@@ -188,3 +200,46 @@ int chat_prompt_opens_reasoning(const char *text, size_t len)
         len--;
     return len >= n && !memcmp(text + len - n, open, n);
 }
+
+static int py_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+int chat_prompt_continue_final(const cJSON *messages, const char *text, size_t *len, errbuf *e)
+{
+    const cJSON *last = NULL, *it, *content;
+    cJSON_ArrayForEach(it, messages)
+        last = it;
+    content = cJSON_GetObjectItemCaseSensitive(last, "content");
+    const char *final = cJSON_IsString(content) ? content->valuestring : NULL;
+    if (cJSON_IsArray(content))
+        for (const cJSON *part = content->child; part; part = part->next) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+            if (cJSON_IsString(t))
+                final = t->valuestring; /* the last part with text */
+        }
+    if (!final)
+        return err_set(e, "continue_final_message: the last message has no text to continue");
+    size_t n = strlen(final), lead = 0, trail = n;
+    while (lead < n && py_space(final[lead]))
+        lead++;
+    while (trail > lead && py_space(final[trail - 1]))
+        trail--;
+    const char *stripped = final + lead;
+    size_t sn = trail - lead, loc = *len + 1;
+    for (size_t i = *len + 1; i-- > 0;)    /* the last place the stripped text is */
+        if (i + sn <= *len && !memcmp(text + i, stripped, sn)) {
+            loc = i;
+            break;
+        }
+    if (loc > *len)
+        return err_set(e, "continue_final_message: the chat template's prompt does not hold the last "
+                          "message's text");
+    /* the whole text when the template kept it as it is (trailing whitespace
+     * included), else the stripped text: transformers' rule */
+    int whole = lead == 0 && loc + n <= *len && !memcmp(text + loc, final, n);
+    *len = loc + (whole ? n : sn);
+    return 0;
+}
+

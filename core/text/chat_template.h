@@ -19,7 +19,7 @@
 typedef struct chat_template {
     chat_template_kind kind; /* the native format, when jinja is NULL */
     jinja_template *jinja;   /* the model's own template, interpreted */
-    cJSON *vars;             /* bos_token, eos_token, ... of tokenizer_config.json (jinja only) */
+    cJSON *vars;             /* bos_token, eos_token, ... of tokenizer_config.json */
     char label[512];         /* what inspect, the logs and /props call it */
 } chat_template;
 
@@ -41,6 +41,14 @@ void chat_template_close(chat_template *t);
  * Kimi's switches thinking, preserve_thinking and tools_ts_str. */
 int chat_template_render(const chat_template *t, const cJSON *messages, const cJSON *tools,
                          const chat_options *opt, char **out, size_t *out_len, errbuf *e);
+
+/* Hugging Face's continue_final_message: cuts a prompt rendered without the
+ * generation prompt right after the last message's text (its last text part),
+ * so the answer continues it; the text as the template printed it, or as
+ * the message has it when the template trimmed its trailing whitespace.
+ * -1 with e saying so when the last message has no text or the prompt does
+ * not hold it. */
+int chat_prompt_continue_final(const cJSON *messages, const char *text, size_t *len, errbuf *e);
 
 /* 1 when a rendered prompt leaves the answer inside reasoning (it ends with
  * an open "<think>", as K2.5's generation prompt with thinking on does); 0

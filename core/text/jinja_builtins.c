@@ -23,6 +23,7 @@
 #include "core/text/jinja_value.h"
 #include "core/text/utf8.h"
 
+/* The k-th positional argument, or the keyword one named kw; NULL if absent. */
 const jv *jr_arg(const args *a, int k, const char *kw)
 {
     if (k >= 0 && k < a->npos)
@@ -46,8 +47,6 @@ int jr_want_int(rs *r, const jnode *at, const jv *v, const char *what)
                ? 0
                : jr_fail(r, at, "%s must be an integer, not %s", what, v ? jv_type_name(v) : "nothing");
 }
-
-/* Python ==. */
 
 static int fn_range(rs *r, const jnode *at, const args *a, jv *out)
 {

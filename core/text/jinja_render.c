@@ -83,8 +83,6 @@ static int eval_args(rs *r, frame *f, const jnode *n, args *a)
     return 0;
 }
 
-/* The k-th positional argument, or the keyword one named kw; NULL if absent. */
-
 static const char *const str_methods[] = {"capitalize", "count",  "endswith", "find",   "join",
                                           "lower",      "lstrip", "replace",  "rstrip", "split",
                                           "startswith", "strip",  "title",    "upper",  NULL};

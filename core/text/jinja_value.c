@@ -554,6 +554,7 @@ cJSON *jv_to_cjson(rs *r, const jnode *at, const jv *v, int depth)
     return o;
 }
 
+/* Python's ==. */
 int jv_equal(rs *r, const jv *x, const jv *y, int depth)
 {
     if (depth > 500)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/text/chat_format.h"
+#include "core/text/chat_template.h"
 #include "core/text/json_prefix.h"
 #include "core/text/utf8.h"
 #include "server/anthropic_request.h"
@@ -264,9 +265,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (oai_request_parse((oai_kind)kind, (const char *)data, size, NULL, &r, &err) == 0) {
             if (kind == OAI_CHAT) {
                 char *text = NULL;
+                size_t len;
                 errbuf e;
-                if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, NULL, &e) == 0)
+                if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, &len, &e) == 0) {
+                    size_t full = len;  /* continue_final_message only ever shortens the prompt */
+                    if (r.continue_final && chat_prompt_continue_final(r.messages, text, &len, &e) == 0 &&
+                        len > full)
+                        abort();
                     free(text);
+                }
+                if (r.chat_template) {  /* a request's own template, as a trusted server renders it */
+                    jinja_template *t = jinja_compile(r.chat_template, strlen(r.chat_template), &e);
+                    chat_template own = {.jinja = t};
+                    if (t && chat_template_render(&own, r.messages, r.tools, &r.copt, &text, NULL, &e) == 0)
+                        free(text);
+                    jinja_free(t);
+                }
             }
             filter(&r, data, size);
             for (int i = 0; i < r.batch_n; i++) {

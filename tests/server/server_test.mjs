@@ -1534,8 +1534,8 @@ async function modelTemplateServer() {
       '{%- endfor -%}',
       '{%- if add_generation_prompt -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}',
     ].join('\n'));
-    await check("a model's own template (not K2.5's) is interpreted: /apply-template prints it, chat answers", async () => {
-      const srv = await startServer(['-m', dir]);
+    await check("a model's own template (not K2.5's) is interpreted: /apply-template prints it, chat answers; continue_final_message; a request's own template", async () => {
+      const srv = await startServer(['-m', dir, '--trust-request-chat-template']);
       try {
         assert.doesNotMatch(srv.log, /chat requests will be refused/);
         assert.match((await (await fetch(srv.url + '/props')).json()).chat_template, /interpreted/);
@@ -1552,6 +1552,26 @@ async function modelTemplateServer() {
         const kw = await fetch(srv.url + '/apply-template', { method: 'POST',
           body: JSON.stringify({ messages: user('Hi'), chat_template_kwargs: { greeting: 'hey' } }) });
         assert.match((await kw.json()).prompt, /^hey<\|im_system\|>system/, 'chat_template_kwargs reach the template');
+        const apply = async (body) => {
+          const res = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify(body) });
+          return [res.status, await res.json()];
+        };
+        const partial = [...user('Count to five'), { role: 'assistant', content: 'one, two, ' }];
+        let [st, b] = await apply({ messages: partial, continue_final_message: true, add_generation_prompt: false });
+        assert.equal(st, 200, JSON.stringify(b));
+        assert.match(b.prompt, /<think><\/think>one, two, $/, 'the prompt ends inside the last message');
+        [st, b] = await apply({ messages: partial, continue_final_message: true });
+        assert.equal(st, 400);
+        assert.equal(b.error.param, 'continue_final_message');
+        [st, b] = await apply({ messages: partial, add_generation_prompt: false });
+        assert.match(b.prompt, /one, two, <\|im_end\|>$/, 'add_generation_prompt false is honoured');
+        [st, b] = await apply({ messages: user('Hi'), chat_template: '{{ bos_token }}{% for m in messages %}[{{ m.content }}]{% endfor %}' });
+        assert.equal(st, 200, JSON.stringify(b));
+        assert.equal(b.prompt, '[BOS][Hi]', "a request's own template, trusted, with the model's special tokens");
+        [st, b] = await apply({ messages: user('Hi'), chat_template: '{% for m in messages %}' });
+        assert.equal(st, 400);
+        assert.equal(b.error.param, 'chat_template');
+        assert.match(b.error.message, /chat template line 1/);
         const c = await client(srv).chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 });
         assert.equal(c.object, 'chat.completion');
         assert.equal(c.usage.prompt_tokens, (await (await fetch(srv.url + '/tokenize', { method: 'POST',
@@ -1580,6 +1600,12 @@ async function modelTemplateServer() {
         }
         const r = await ai.completions.create({ model: MODEL, prompt: 'one two', max_tokens: 2, temperature: 0 });
         assert.equal(r.object, 'text_completion', 'raw prompts need no template');
+        const own = await fetch(srv.url + '/apply-template', { method: 'POST',
+          body: JSON.stringify({ messages: chat.messages, chat_template: '{{ messages[0].content }}' }) });
+        assert.equal(own.status, 400);
+        const ob = await own.json();
+        assert.equal(ob.error.param, 'chat_template');
+        assert.match(ob.error.message, /--trust-request-chat-template/, "a request's template needs the flag");
       } finally {
         await stopServer(srv);
       }

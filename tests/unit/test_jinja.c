@@ -340,3 +340,40 @@ Test(jinja, indexing_long_and_short_arrays)
         cJSON_Delete(ctx);
     }
 }
+
+/* continue_final_message: the prompt cut after the last message's text, as
+ * transformers cuts it (its trailing whitespace kept only where the template
+ * kept it; the last place the text appears; the last text part). */
+static void expect_cut(const char *messages_json, const char *prompt, const char *want)
+{
+    cJSON *m = cJSON_Parse(messages_json);
+    cr_assert_not_null(m);
+    size_t len = strlen(prompt);
+    errbuf e = {{0}};
+    int rc = chat_prompt_continue_final(m, prompt, &len, &e);
+    if (want) {
+        cr_expect_eq(rc, 0, "%s: %s", messages_json, e.msg);
+        cr_expect(len == strlen(want) && !memcmp(prompt, want, len), "%s: cut to \"%.*s\", want \"%s\"",
+                  messages_json, (int)len, prompt, want);
+    } else {
+        cr_expect_neq(rc, 0, "%s: should be refused", messages_json);
+        cr_expect(strstr(e.msg, "continue_final_message") != NULL, "%s", e.msg);
+    }
+    cJSON_Delete(m);
+}
+
+Test(jinja, continue_final_message_cuts)
+{
+    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello wor\"}]", "<a>Hello wor<|im_end|>", "<a>Hello wor");
+    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello <|im_end|>", "<a>Hello ");
+    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello<|im_end|>", "<a>Hello");
+    expect_cut("[{\"role\": \"assistant\", \"content\": \" Hi\"}]", "<a> Hi<|im_end|>", "<a> Hi");
+    expect_cut("[{\"role\": \"user\", \"content\": \"same\"}, {\"role\": \"assistant\", \"content\": \"same\"}]",
+               "<u>same<e><a>same<e>", "<u>same<e><a>same");
+    expect_cut("[{\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"one\"}, "
+               "{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"two\"}, {\"type\": \"image\"}]}]",
+               "<a>onetwo<e>", "<a>onetwo");
+    expect_cut("[{\"role\": \"assistant\", \"content\": [{\"type\": \"image\"}]}]", "<a><e>", NULL);
+    expect_cut("[{\"role\": \"assistant\", \"content\": \"gone\"}]", "<a><e>", NULL);
+    expect_cut("[]", "<a>", NULL);
+}
