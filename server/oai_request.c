@@ -573,6 +573,7 @@ static int parse_chat(oai_request *r, oai_error *err)
             return oai_bad(err, "reasoning_effort", "'reasoning_effort' must be a string (\"none\" turns "
                            "thinking off, any other effort on)");
         r->copt.thinking = strcmp(effort->valuestring, "none") != 0;
+        r->copt.thinking_set = 1;
     }
     /* vLLM's and Hugging Face's: the answer continues the last message (the
      * generation prompt must then be off, as both require) */

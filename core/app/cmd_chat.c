@@ -358,6 +358,7 @@ int cmd_chat(int argc, char **argv)
                 return 2;
         } else if (!strcmp(a, "--no-think")) {
             c.copt.thinking = 0;
+            c.copt.thinking_set = 1;
         } else if (!strcmp(a, "--hide-think")) {
             show_think = 0;
         } else {

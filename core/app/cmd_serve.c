@@ -158,6 +158,7 @@ int cmd_serve(int argc, char **argv)
                 return 2;
         } else if (!strcmp(a, "--no-think")) {
             so.copt.thinking = 0;
+            so.copt.thinking_set = 1;
         } else if (!strcmp(a, "--trust-request-chat-template")) {
             so.trust_request_template = 1;
         } else if (!strcmp(a, "--keep-alive")) {

@@ -558,6 +558,8 @@ int chat_options_from_json(const cJSON *obj, chat_options *o, errbuf *e)
 {
     if (!cJSON_IsObject(obj))
         return err_set(e, "chat options: expected an object, got %s", json_type_name(obj));
+    o->thinking_set |= obj_get(obj, "thinking") && !cJSON_IsNull(obj_get(obj, "thinking"));
+    o->preserve_set |= obj_get(obj, "preserve_thinking") && !cJSON_IsNull(obj_get(obj, "preserve_thinking"));
     if (bool_option(obj, "add_generation_prompt", &o->add_generation_prompt, e) ||
         bool_option(obj, "thinking", &o->thinking, e) ||
         bool_option(obj, "preserve_thinking", &o->preserve_thinking, e))

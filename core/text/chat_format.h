@@ -83,6 +83,10 @@ typedef struct chat_options {
     const char *tools_ts_str;   /* NULL/"": declare tools as JSON */
     const cJSON *vars;          /* more variables for an interpreted template (a request's
                                    chat_template_kwargs object; NULL: none) */
+    int thinking_set;           /* thinking, preserve_thinking were given (by a request or the
+                                   command line): an interpreted template sees them only then,
+                                   as Hugging Face passes only the kwargs it is given */
+    int preserve_set;
 } chat_options;
 
 /* The defaults of Kimi's apply_chat_template: add_generation_prompt = 1,

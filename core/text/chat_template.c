@@ -170,8 +170,8 @@ int chat_template_render(const chat_template *t, const cJSON *messages, const cJ
             rc = add_ref(ctx, "tools", sorted);
     }
     if (!rc && (!cJSON_AddBoolToObject(ctx, "add_generation_prompt", opt->add_generation_prompt) ||
-                !cJSON_AddBoolToObject(ctx, "thinking", opt->thinking) ||
-                !cJSON_AddBoolToObject(ctx, "preserve_thinking", opt->preserve_thinking) ||
+                (opt->thinking_set && !cJSON_AddBoolToObject(ctx, "thinking", opt->thinking)) ||
+                (opt->preserve_set && !cJSON_AddBoolToObject(ctx, "preserve_thinking", opt->preserve_thinking)) ||
                 (opt->tools_ts_str && *opt->tools_ts_str &&
                  !cJSON_AddStringToObject(ctx, "tools_ts_str", opt->tools_ts_str))))
         rc = -1;

@@ -37,8 +37,9 @@ void chat_template_close(chat_template *t);
 /* The conversation as the template prints it (see chat_format_render for the
  * input). The engine's variables are Hugging Face's: messages, tools (absent
  * when there are none; object keys deep-sorted, as Kimi's apply_chat_template
- * passes them), add_generation_prompt, the tokenizer's special tokens, and
- * Kimi's switches thinking, preserve_thinking and tools_ts_str. */
+ * passes them), add_generation_prompt, Kimi's switches thinking and
+ * preserve_thinking (when given) and tools_ts_str, the other keys of
+ * opt->vars, and the tokenizer's special tokens. */
 int chat_template_render(const chat_template *t, const cJSON *messages, const cJSON *tools,
                          const chat_options *opt, char **out, size_t *out_len, errbuf *e);
 

@@ -238,10 +238,14 @@ Test(jinja, kimi_k25_template_random_conversations)
             for (unsigned k = 1 + test_rnd(&g, 2); k > 0; k--)
                 cJSON_AddItemToArray(tools, random_json(&g, 0));
         }
+        /* a switch not given is its default, which the template assumes when it is undefined */
+        int thinking_set = (int)test_rnd(&g, 2), preserve_set = (int)test_rnd(&g, 2);
         chat_options o = {.add_generation_prompt = (int)test_rnd(&g, 2),
-                          .thinking = (int)test_rnd(&g, 2),
-                          .preserve_thinking = (int)test_rnd(&g, 2),
-                          .tools_ts_str = test_rnd(&g, 4) ? NULL : "TS"};
+                          .thinking = thinking_set ? (int)test_rnd(&g, 2) : 1,
+                          .preserve_thinking = preserve_set ? (int)test_rnd(&g, 2) : 0,
+                          .tools_ts_str = test_rnd(&g, 4) ? NULL : "TS",
+                          .thinking_set = thinking_set,
+                          .preserve_set = preserve_set};
         char what[64];
         snprintf(what, sizeof what, "random conversation %d", it);
         expect_same(&jt, messages, tools, &o, what);
@@ -298,10 +302,11 @@ Test(jinja, template_kwargs_and_special_tokens)
     chat_options_default(&o);
     char *out = NULL;
     cr_assert_eq(chat_template_render(&t, msgs, NULL, &o, &out, NULL, &e), 0, "%s", e.msg);
-    cr_expect_str_eq(out, "[BOS]|[EOS]|none|1|True");
+    cr_expect_str_eq(out, "[BOS]|[EOS]|none|1|", "thinking not given is undefined, as Hugging Face leaves it");
     free(out);
     o.vars = kw;
     o.thinking = 0;
+    o.thinking_set = 1;
     cr_assert_eq(chat_template_render(&t, msgs, NULL, &o, &out, NULL, &e), 0, "%s", e.msg);
     cr_expect_str_eq(out, "<s>|[EOS]|hey|1|False");
     free(out);
