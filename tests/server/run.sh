@@ -20,6 +20,7 @@ trap cleanup EXIT
 
 # --- curl: streaming framing and errors, as any HTTP client sees them ---
 log="$tmp/curl-server.log"
+: >"$log"   # emptied first: the server opens it only once started, after the wait below may look
 "$bin" serve -m "$model" --port 0 --no-think -t 1 2>"$log" &
 pid=$!
 pids+=("$pid")
