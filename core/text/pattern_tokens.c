@@ -12,11 +12,14 @@
  * into intervals [bound[i], bound[i + 1]); intervals held by the same
  * classes share an atom (atom[i]; -1 when no class holds them), whose code
  * point is rep[atom] (its first interval's first). */
+#define LUT_CPS 0x10000u /* the Basic Multilingual Plane: nearly all of a vocabulary's characters */
+
 typedef struct atoms {
     uint32_t *bound;
     int *atom;
     int n; /* intervals */
     uint32_t *rep;
+    int *lut;         /* [LUT_CPS] the atom of each code point below LUT_CPS */
 } atoms;
 
 static int cmp_u32(const void *a, const void *b)
@@ -30,6 +33,7 @@ static void atoms_free(atoms *a)
     free(a->bound);
     free(a->atom);
     free(a->rep);
+    free(a->lut);
 }
 
 static int atoms_build(const json_regex *r, atoms *a)
@@ -83,11 +87,21 @@ static int atoms_build(const json_regex *r, atoms *a)
         }
     }
     free(held);
+    /* the intervals laid over the table (each code point's atom without a search) */
+    if (!(a->lut = malloc(LUT_CPS * sizeof *a->lut))) {
+        atoms_free(a);
+        return -1;
+    }
+    for (int i = 0; i < n && a->bound[i] < LUT_CPS; i++) {
+        uint32_t end = i + 1 < n && a->bound[i + 1] < LUT_CPS ? a->bound[i + 1] : LUT_CPS;
+        for (uint32_t cp = a->bound[i]; cp < end; cp++)
+            a->lut[cp] = a->atom[i];
+    }
     return 0;
 }
 
 /* The atom of code point cp, -1 when no class holds it. */
-static int atom_of(const atoms *a, uint32_t cp)
+static int atom_search(const atoms *a, uint32_t cp)
 {
     int lo = 0, hi = a->n; /* the last interval starting at or before cp */
     while (hi - lo > 1) {
@@ -98,6 +112,11 @@ static int atom_of(const atoms *a, uint32_t cp)
             hi = mid;
     }
     return a->atom[lo];
+}
+
+static int atom_of(const atoms *a, uint32_t cp)
+{
+    return cp < LUT_CPS ? a->lut[cp] : atom_search(a, cp);
 }
 
 static void pattern_tokens_free(void *p)
@@ -126,14 +145,27 @@ static int token_atoms(const atoms *a, const vocab *v, int id, uint32_t *cp, int
 {
     size_t n;
     const uint8_t *b = (const uint8_t *)vocab_decode(v, id, &n);
-    if (!b || !n || vocab_is_special(v, id) || utf8_validate(b, n) != n)
+    if (!b || !n || vocab_is_special(v, id))
         return PT_SPLIT;
     int k = 0;
     for (size_t i = 0; i < n; k++) {
-        uint8_t left = 0, lo, hi;
-        uint32_t c = b[i] < 0x80 ? b[i] : (uint32_t)utf8_lead(b[i], &left, &lo, &hi); /* (valid) */
-        for (uint8_t m = 1; m <= left; m++)
-            c = c << 6 | (b[i + m] & 0x3fu);
+        /* decoded and checked in one pass: a token not of whole characters is split */
+        uint8_t left = 0, lo = 0x80, hi = 0xbf;
+        uint32_t c = b[i];
+        if (c >= 0x80) {
+            int lead = utf8_lead(b[i], &left, &lo, &hi);
+            if (lead < 0 || left > n - i - 1) /* not a lead byte, or the character cut short */
+                return PT_SPLIT;
+            c = (uint32_t)lead;
+            for (uint8_t m = 1; m <= left; m++) {
+                uint8_t x = b[i + m];
+                if (x < lo || x > hi)
+                    return PT_SPLIT;
+                c = c << 6 | (x & 0x3fu);
+                lo = 0x80;
+                hi = 0xbf;
+            }
+        }
         i += 1u + left;
         int at = c ? atom_of(a, c) : -1;
         if (at < 0)
