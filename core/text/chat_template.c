@@ -47,7 +47,9 @@ static int interpret(chat_template *t, char *text, const char *where, const char
         return err_prefix(e, "%s: ", where);
     t->vars = special_tokens(model_dir);
     snprintf(t->label, sizeof t->label, "%s, interpreted (%s)", where,
-             thinking ? "Kimi-K2-Thinking style" : k2 ? "Kimi-K2-Instruct style" : "not a Kimi template");
+             thinking ? "Kimi-K2-Thinking style"
+             : k2     ? "Kimi-K2-Instruct style"
+                      : "not a Kimi template");
     return 0;
 }
 
@@ -77,8 +79,10 @@ static int open_template(const char *model_dir, const char *name, chat_template 
         }
         struct stat st;
         if (stat(name, &st) || !S_ISREG(st.st_mode))
-            return err_set(e, "--chat-template: unknown chat format '%.60s' (known: auto, kimi-k2.5, "
-                              "kimi-k2.5-kite, jinja, or the path of a template file)", name);
+            return err_set(e,
+                           "--chat-template: unknown chat format '%.60s' (known: auto, kimi-k2.5, "
+                           "kimi-k2.5-kite, jinja, or the path of a template file)",
+                           name);
         if (file_read_regular(name, &text, &len, e))
             return err_prefix(e, "--chat-template: ");
         snprintf(where, sizeof where, "%.4000s", name);
@@ -88,8 +92,10 @@ static int open_template(const char *model_dir, const char *name, chat_template 
         return -1;
     if (!text) {
         if (forced)
-            return err_set(e, "--chat-template jinja: %s has no chat template (chat_template.jinja or "
-                              "tokenizer_config.json's chat_template)", model_dir);
+            return err_set(e,
+                           "--chat-template jinja: %s has no chat template (chat_template.jinja or "
+                           "tokenizer_config.json's chat_template)",
+                           model_dir);
         t->kind = CHAT_TEMPLATE_K25;
         snprintf(t->label, sizeof t->label, "%s (the model has no template)", chat_template_name(t->kind));
         return 0;
@@ -169,11 +175,12 @@ int chat_template_render(const chat_template *t, const cJSON *messages, const cJ
         if (!rc)
             rc = add_ref(ctx, "tools", sorted);
     }
-    if (!rc && (!cJSON_AddBoolToObject(ctx, "add_generation_prompt", opt->add_generation_prompt) ||
-                (opt->thinking_set && !cJSON_AddBoolToObject(ctx, "thinking", opt->thinking)) ||
-                (opt->preserve_set && !cJSON_AddBoolToObject(ctx, "preserve_thinking", opt->preserve_thinking)) ||
-                (opt->tools_ts_str && *opt->tools_ts_str &&
-                 !cJSON_AddStringToObject(ctx, "tools_ts_str", opt->tools_ts_str))))
+    if (!rc &&
+        (!cJSON_AddBoolToObject(ctx, "add_generation_prompt", opt->add_generation_prompt) ||
+         (opt->thinking_set && !cJSON_AddBoolToObject(ctx, "thinking", opt->thinking)) ||
+         (opt->preserve_set && !cJSON_AddBoolToObject(ctx, "preserve_thinking", opt->preserve_thinking)) ||
+         (opt->tools_ts_str && *opt->tools_ts_str &&
+          !cJSON_AddStringToObject(ctx, "tools_ts_str", opt->tools_ts_str))))
         rc = -1;
     /* the request's other chat_template_kwargs, then the special tokens, where
      * the names above have not been taken (as Hugging Face merges them) */
@@ -228,7 +235,7 @@ int chat_prompt_continue_final(const cJSON *messages, const char *text, size_t *
         trail--;
     const char *stripped = final + lead;
     size_t sn = trail - lead, loc = *len + 1;
-    for (size_t i = *len + 1; i-- > 0;)    /* the last place the stripped text is */
+    for (size_t i = *len + 1; i-- > 0;) /* the last place the stripped text is */
         if (i + sn <= *len && !memcmp(text + i, stripped, sn)) {
             loc = i;
             break;
@@ -242,4 +249,3 @@ int chat_prompt_continue_final(const cJSON *messages, const char *text, size_t *
     *len = loc + (whole ? n : sn);
     return 0;
 }
-

@@ -242,7 +242,7 @@ static size_t lex_string(lexer *L, size_t q)
 {
     char quote = L->s[q];
     size_t i = q + 1, end = i;
-    while (end < L->n && L->s[end] != quote)   /* the literal's extent: escapes never grow it */
+    while (end < L->n && L->s[end] != quote) /* the literal's extent: escapes never grow it */
         end += L->s[end] == '\\' ? 2 : 1;
     char *out = ja_alloc(L->p->a, (end < L->n ? end : L->n) - q + 1);
     if (!out) {

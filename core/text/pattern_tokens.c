@@ -19,7 +19,7 @@ typedef struct atoms {
     int *atom;
     int n; /* intervals */
     uint32_t *rep;
-    int *lut;         /* [LUT_CPS] the atom of each code point below LUT_CPS */
+    int *lut; /* [LUT_CPS] the atom of each code point below LUT_CPS */
 } atoms;
 
 static int cmp_u32(const void *a, const void *b)

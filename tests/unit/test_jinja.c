@@ -302,7 +302,8 @@ Test(jinja, template_kwargs_and_special_tokens)
     chat_options_default(&o);
     char *out = NULL;
     cr_assert_eq(chat_template_render(&t, msgs, NULL, &o, &out, NULL, &e), 0, "%s", e.msg);
-    cr_expect_str_eq(out, "[BOS]|[EOS]|none|1|", "thinking not given is undefined, as Hugging Face leaves it");
+    cr_expect_str_eq(out, "[BOS]|[EOS]|none|1|",
+                     "thinking not given is undefined, as Hugging Face leaves it");
     free(out);
     o.vars = kw;
     o.thinking = 0;
@@ -369,12 +370,14 @@ static void expect_cut(const char *messages_json, const char *prompt, const char
 
 Test(jinja, continue_final_message_cuts)
 {
-    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello wor\"}]", "<a>Hello wor<|im_end|>", "<a>Hello wor");
+    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello wor\"}]", "<a>Hello wor<|im_end|>",
+               "<a>Hello wor");
     expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello <|im_end|>", "<a>Hello ");
     expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello<|im_end|>", "<a>Hello");
     expect_cut("[{\"role\": \"assistant\", \"content\": \" Hi\"}]", "<a> Hi<|im_end|>", "<a> Hi");
-    expect_cut("[{\"role\": \"user\", \"content\": \"same\"}, {\"role\": \"assistant\", \"content\": \"same\"}]",
-               "<u>same<e><a>same<e>", "<u>same<e><a>same");
+    expect_cut(
+        "[{\"role\": \"user\", \"content\": \"same\"}, {\"role\": \"assistant\", \"content\": \"same\"}]",
+        "<u>same<e><a>same<e>", "<u>same<e><a>same");
     expect_cut("[{\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"one\"}, "
                "{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"two\"}, {\"type\": \"image\"}]}]",
                "<a>onetwo<e>", "<a>onetwo");
