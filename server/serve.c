@@ -425,6 +425,8 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
                      : oai_request_parse(kind, src, src_len, &s->o.copt, &j->req, err)
                        || job_prompt_ids(s, j, same, err);
             jobs[i * parts + c] = j;
+            if (!rc && c) /* whether the answer starts in reasoning, as the prompt said to the first */
+                j->req.copt.thinking = jobs[i * parts]->req.copt.thinking;
             if (!rc && parts > 1) {
                 /* choice c as the request's c-th made alone would be (seed + c) */
                 j->req.n_choices = 1;

@@ -1535,7 +1535,7 @@ async function modelTemplateServer() {
       '{%- if add_generation_prompt -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}',
     ].join('\n'));
     await check("a model's own template (not K2.5's) is interpreted: /apply-template prints it, chat answers; continue_final_message; a request's own template", async () => {
-      const srv = await startServer(['-m', dir, '--trust-request-chat-template']);
+      const srv = await startServer(['-m', dir, '--trust-request-chat-template', '--parallel', '2']);
       try {
         assert.doesNotMatch(srv.log, /chat requests will be refused/);
         assert.match((await (await fetch(srv.url + '/props')).json()).chat_template, /interpreted/);
@@ -1572,6 +1572,14 @@ async function modelTemplateServer() {
         assert.equal(st, 400);
         assert.equal(b.error.param, 'chat_template');
         assert.match(b.error.message, /chat template line 1/);
+        // the prompt does not open <think> (the model would): every choice's text is content
+        const two = await client(srv).chat.completions.create({ model: MODEL, messages: user('Hello there'),
+          max_tokens: 4, n: 2, seed: 3, ignore_eos: true });
+        assert.equal(two.choices.length, 2);
+        for (const ch of two.choices) {
+          assert.ok(!ch.message.reasoning_content, `choice ${ch.index} is not reasoning: ${JSON.stringify(ch.message)}`);
+          assert.ok(ch.message.content, `choice ${ch.index} has content`);
+        }
         const c = await client(srv).chat.completions.create({ model: MODEL, messages: user('Hello there'), max_tokens: 3, temperature: 0 });
         assert.equal(c.object, 'chat.completion');
         assert.equal(c.usage.prompt_tokens, (await (await fetch(srv.url + '/tokenize', { method: 'POST',
