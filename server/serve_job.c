@@ -418,13 +418,10 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
                         "(the server's log at start says where; completions take raw prompts; started with "
                         "--chat-template kimi-k2.5, it renders chats in Kimi K2.5's format)");
     const chat_template *tpl = own.jinja ? &own : s->tpl;
-    int rc = chat_template_render(tpl, r->messages, r->tools, &r->copt, text, len, &e);
+    int rc = r->continue_final
+                 ? chat_template_render_continue(tpl, r->messages, r->tools, &r->copt, text, len, &e)
+                 : chat_template_render(tpl, r->messages, r->tools, &r->copt, text, len, &e);
     jinja_free(own.jinja);
-    if (rc == 0 && r->continue_final && chat_prompt_continue_final(r->messages, *text, len, &e)) {
-        free(*text);
-        *text = NULL;
-        rc = -1;
-    }
     if (rc)
         return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
     /* whether the answer starts inside reasoning: K2.5's switch says it when its

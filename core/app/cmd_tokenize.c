@@ -27,7 +27,8 @@ static void usage(FILE *f)
                "  --file F       read the text from F (- for standard input)\n"
                "  --chat F       a conversation in JSON (- for standard input): an array of\n"
                "                 messages, or an object as a chat request has them (messages,\n"
-               "                 tools, chat_template_kwargs, thinking, add_generation_prompt),\n"
+               "                 tools, chat_template_kwargs, thinking, add_generation_prompt,\n"
+               "                 continue_final_message),\n"
                "                 rendered in the model's chat format, its special tokens kept\n"
                "  --render       with --chat: print the rendered prompt, not its ids\n"
                "  --special      special-token names in the text become special ids\n"
@@ -46,8 +47,9 @@ static int render_chat(const char *dir, const char *template_name, const char *j
     const cJSON *messages = root, *tools = NULL;
     chat_options opt;
     chat_options_default(&opt);
-    int rc = 0;
+    int rc = 0, continue_final = 0;
     if (cJSON_IsObject(root)) {
+        continue_final = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "continue_final_message"));
         messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
         tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
         const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs");
@@ -60,8 +62,11 @@ static int render_chat(const char *dir, const char *template_name, const char *j
     if (!rc && !cJSON_IsArray(messages))
         rc = err_set(e, "--chat: expected an array of messages, or an object with \"messages\"");
     chat_template tpl;
+    if (!rc && continue_final && opt.add_generation_prompt)
+        rc = err_set(e, "continue_final_message needs \"add_generation_prompt\": false");
     if (!rc && (rc = cli_chat_template(dir, template_name, &tpl, e)) == 0) {
-        rc = chat_template_render(&tpl, messages, tools, &opt, text, text_len, e);
+        rc = continue_final ? chat_template_render_continue(&tpl, messages, tools, &opt, text, text_len, e)
+                            : chat_template_render(&tpl, messages, tools, &opt, text, text_len, e);
         chat_template_close(&tpl);
     }
     cJSON_Delete(root);

@@ -213,39 +213,86 @@ static int py_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-int chat_prompt_continue_final(const cJSON *messages, const char *text, size_t *len, errbuf *e)
+/* The marker transformers appends to the last message's text to find where
+ * the template printed its end. */
+#define CONTINUE_TAG "CONTINUE_FINAL_MESSAGE_TAG "
+
+/* The string item holding the last message's text: its content, or its last
+ * part with a "text"; NULL when there is none. */
+static cJSON *final_text(cJSON *messages)
 {
-    const cJSON *last = NULL, *it, *content;
-    cJSON_ArrayForEach(it, messages)
-        last = it;
-    content = cJSON_GetObjectItemCaseSensitive(last, "content");
-    const char *final = cJSON_IsString(content) ? content->valuestring : NULL;
+    cJSON *last = messages ? messages->child : NULL;
+    while (last && last->next)
+        last = last->next;
+    cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content"), *found = NULL;
+    if (cJSON_IsString(content))
+        return content;
     if (cJSON_IsArray(content))
-        for (const cJSON *part = content->child; part; part = part->next) {
-            const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        for (cJSON *part = content->child; part; part = part->next) {
+            cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
             if (cJSON_IsString(t))
-                final = t->valuestring; /* the last part with text */
+                found = t;
         }
-    if (!final)
+    return found;
+}
+
+static int contains(const char *text, size_t len, const char *s, size_t n, size_t *last)
+{
+    int hit = 0;
+    for (size_t i = 0; i + n <= len; i++)
+        if (!memcmp(text + i, s, n)) {
+            *last = i;
+            hit = 1;
+        }
+    return hit;
+}
+
+int chat_template_render_continue(const chat_template *t, const cJSON *messages, const cJSON *tools,
+                                  const chat_options *opt, char **out, size_t *out_len, errbuf *e)
+{
+    *out = NULL;
+    cJSON *copy = cJSON_Duplicate(messages, 1);
+    cJSON *text = final_text(copy);
+    if (!text) {
+        cJSON_Delete(copy);
         return err_set(e, "continue_final_message: the last message has no text to continue");
-    size_t n = strlen(final), lead = 0, trail = n;
+    }
+    size_t n = strlen(text->valuestring), lead = 0, trail = n;
+    char *final = strdup(text->valuestring), *tagged = malloc(n + sizeof CONTINUE_TAG);
+    if (tagged) {
+        memcpy(tagged, text->valuestring, n);
+        memcpy(tagged + n, CONTINUE_TAG, sizeof CONTINUE_TAG);
+    }
+    int rc = final && tagged && cJSON_SetValuestring(text, tagged) ? 0 : err_set(e, "out of memory");
+    free(tagged);
+    size_t len = 0;
+    if (!rc)
+        rc = chat_template_render(t, copy, tools, opt, out, &len, e);
+    cJSON_Delete(copy);
     while (lead < n && py_space(final[lead]))
         lead++;
     while (trail > lead && py_space(final[trail - 1]))
         trail--;
-    const char *stripped = final + lead;
-    size_t sn = trail - lead, loc = *len + 1;
-    for (size_t i = *len + 1; i-- > 0;) /* the last place the stripped text is */
-        if (i + sn <= *len && !memcmp(text + i, stripped, sn)) {
-            loc = i;
-            break;
-        }
-    if (loc > *len)
-        return err_set(e, "continue_final_message: the chat template's prompt does not hold the last "
-                          "message's text");
-    /* the whole text when the template kept it as it is (trailing whitespace
-     * included), else the stripped text: transformers' rule */
-    int whole = lead == 0 && loc + n <= *len && !memcmp(text + loc, final, n);
-    *len = loc + (whole ? n : sn);
+    size_t at = 0, tag_at = 0, tag_n = sizeof CONTINUE_TAG - 2; /* the tag without its space */
+    if (!rc && (!contains(*out, len, final + lead, trail - lead, &at) ||
+                !contains(*out, len, CONTINUE_TAG, tag_n, &tag_at)))
+        rc = err_set(e, "continue_final_message: the chat template's prompt does not hold the last message's "
+                        "text as it was given");
+    free(final);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    /* the tag as appended: the template kept the text's end as it is; else it
+     * trimmed trailing whitespace, which goes from the text's end too */
+    int kept = tag_at + tag_n < len && (*out)[tag_at + tag_n] == ' ';
+    len = tag_at;
+    if (!kept)
+        while (len && py_space((*out)[len - 1]))
+            len--;
+    (*out)[len] = 0;
+    if (out_len)
+        *out_len = len;
     return 0;
 }

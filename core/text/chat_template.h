@@ -43,13 +43,15 @@ void chat_template_close(chat_template *t);
 int chat_template_render(const chat_template *t, const cJSON *messages, const cJSON *tools,
                          const chat_options *opt, char **out, size_t *out_len, errbuf *e);
 
-/* Hugging Face's continue_final_message: cuts a prompt rendered without the
- * generation prompt right after the last message's text (its last text part),
- * so the answer continues it; the text as the template printed it, or as
- * the message has it when the template trimmed its trailing whitespace.
- * -1 with e saying so when the last message has no text or the prompt does
- * not hold it. */
-int chat_prompt_continue_final(const cJSON *messages, const char *text, size_t *len, errbuf *e);
+/* chat_template_render for Hugging Face's continue_final_message (opt's
+ * add_generation_prompt off): the prompt ends where the template printed the
+ * end of the last message's text (its last text part), so the answer
+ * continues it. As transformers does it: a marker appended to that text finds
+ * its end; where the template trimmed trailing whitespace, it goes from the
+ * text's end too. -1 with e saying so when the last message has no text or
+ * the template did not print it. */
+int chat_template_render_continue(const chat_template *t, const cJSON *messages, const cJSON *tools,
+                                  const chat_options *opt, char **out, size_t *out_len, errbuf *e);
 
 /* 1 when a rendered prompt leaves the answer inside reasoning (it ends with
  * an open "<think>", as K2.5's generation prompt with thinking on does); 0

@@ -267,10 +267,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 char *text = NULL;
                 size_t len;
                 errbuf e;
-                if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, &len, &e) == 0) {
-                    size_t full = len;  /* continue_final_message only ever shortens the prompt */
-                    if (r.continue_final && chat_prompt_continue_final(r.messages, text, &len, &e) == 0 &&
-                        len > full)
+                if (chat_format_render(CHAT_TEMPLATE_K25, r.messages, r.tools, &r.copt, &text, &len, &e) == 0)
+                    free(text);
+                chat_template k25 = {.kind = CHAT_TEMPLATE_K25};
+                if (r.continue_final &&
+                    chat_template_render_continue(&k25, r.messages, r.tools, &r.copt, &text, &len, &e) == 0) {
+                    if (!text || strlen(text) != len)
                         abort();
                     free(text);
                 }

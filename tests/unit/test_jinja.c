@@ -347,41 +347,60 @@ Test(jinja, indexing_long_and_short_arrays)
     }
 }
 
-/* continue_final_message: the prompt cut after the last message's text, as
- * transformers cuts it (its trailing whitespace kept only where the template
- * kept it; the last place the text appears; the last text part). */
-static void expect_cut(const char *messages_json, const char *prompt, const char *want)
+/* continue_final_message: the prompt ends where the template printed the end
+ * of the last message's text, as transformers finds it (a marker appended to
+ * the text): kept whitespace kept, trimmed whitespace gone, the last text part,
+ * the last message even when an earlier one says the same. */
+static void expect_continue(const char *tpl, const char *messages_json, const char *want)
 {
+    jinja_template *j = jinja_compile(tpl, strlen(tpl), NULL);
+    cr_assert_not_null(j, "%s", tpl);
+    chat_template t = {.jinja = j};
     cJSON *m = cJSON_Parse(messages_json);
     cr_assert_not_null(m);
-    size_t len = strlen(prompt);
+    chat_options o;
+    chat_options_default(&o);
+    o.add_generation_prompt = 0;
+    char *out = NULL;
+    size_t len = 0;
     errbuf e = {{0}};
-    int rc = chat_prompt_continue_final(m, prompt, &len, &e);
+    int rc = chat_template_render_continue(&t, m, NULL, &o, &out, &len, &e);
     if (want) {
         cr_expect_eq(rc, 0, "%s: %s", messages_json, e.msg);
-        cr_expect(len == strlen(want) && !memcmp(prompt, want, len), "%s: cut to \"%.*s\", want \"%s\"",
-                  messages_json, (int)len, prompt, want);
+        cr_expect_str_eq(out ? out : "", want, "%s through %s", messages_json, tpl);
+        cr_expect_eq(len, strlen(want));
     } else {
         cr_expect_neq(rc, 0, "%s: should be refused", messages_json);
+        cr_expect_null(out);
         cr_expect(strstr(e.msg, "continue_final_message") != NULL, "%s", e.msg);
     }
+    free(out);
     cJSON_Delete(m);
+    jinja_free(j);
 }
 
-Test(jinja, continue_final_message_cuts)
+Test(jinja, continue_final_message_ends_the_prompt_in_the_last_message)
 {
-    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello wor\"}]", "<a>Hello wor<|im_end|>",
-               "<a>Hello wor");
-    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello <|im_end|>", "<a>Hello ");
-    expect_cut("[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello<|im_end|>", "<a>Hello");
-    expect_cut("[{\"role\": \"assistant\", \"content\": \" Hi\"}]", "<a> Hi<|im_end|>", "<a> Hi");
-    expect_cut(
+    const char *keep = "{% for m in messages %}<{{ m.role[0] }}>{{ m.content }}<e>{% endfor %}";
+    const char *trim = "{% for m in messages %}<{{ m.role[0] }}>{{ m.content | trim }}<e>{% endfor %}";
+    const char *parts =
+        "{% for m in messages %}<{{ m.role[0] }}>{% for p in m.content %}{{ p.text }}|{% endfor %}"
+        "<e>{% endfor %}";
+    expect_continue(keep, "[{\"role\": \"assistant\", \"content\": \"Hello wor\"}]", "<a>Hello wor");
+    expect_continue(keep, "[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello ");
+    expect_continue(trim, "[{\"role\": \"assistant\", \"content\": \"Hello \"}]", "<a>Hello");
+    expect_continue(keep, "[{\"role\": \"assistant\", \"content\": \" Hi\"}]", "<a> Hi");
+    expect_continue(
+        keep,
         "[{\"role\": \"user\", \"content\": \"same\"}, {\"role\": \"assistant\", \"content\": \"same\"}]",
-        "<u>same<e><a>same<e>", "<u>same<e><a>same");
-    expect_cut("[{\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"one\"}, "
-               "{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"two\"}, {\"type\": \"image\"}]}]",
-               "<a>onetwo<e>", "<a>onetwo");
-    expect_cut("[{\"role\": \"assistant\", \"content\": [{\"type\": \"image\"}]}]", "<a><e>", NULL);
-    expect_cut("[{\"role\": \"assistant\", \"content\": \"gone\"}]", "<a><e>", NULL);
-    expect_cut("[]", "<a>", NULL);
+        "<u>same<e><a>same");
+    expect_continue(
+        parts,
+        "[{\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"one\"}, "
+        "{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"two\"}, {\"type\": \"image\"}]}]",
+        "<a>one||two");
+    expect_continue(keep, "[{\"role\": \"assistant\", \"content\": [{\"type\": \"image\"}]}]", NULL);
+    expect_continue("{% for m in messages %}<{{ m.role }}><e>{% endfor %}",
+                    "[{\"role\": \"assistant\", \"content\": \"gone\"}]", NULL);
+    expect_continue(keep, "[]", NULL);
 }
