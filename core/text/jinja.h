@@ -12,20 +12,20 @@
  * The language is Jinja2's as Hugging Face configures it: trim_blocks,
  * lstrip_blocks, loop controls (break/continue), keep_trailing_newline off,
  * no autoescape. Supported: if/elif/else, for (with else, filters, tuple
- * targets, loop.*), set (names, namespace attributes, blocks), macros (with
+ * targets, loop.*), set (names, tuples, namespace attributes, blocks), macros (with
  * defaults and keyword arguments), raw, Hugging Face's generation blocks;
  * Python-like expressions (arithmetic, ~, comparisons, in, and/or/not,
  * conditional expressions, literals, slices, attribute and item access); the
- * common filters, tests and string/list/dict methods (jinja_render.c lists
- * them); globals range, namespace, raise_exception and strftime_now. Anything
- * else is refused when the template is compiled, or when rendering reaches it,
- * with the template's line.
+ * common filters, tests and string/list/dict methods (jinja_builtins.c lists
+ * them); globals range, namespace, dict, raise_exception and strftime_now.
+ * Anything else is refused when the template is compiled, or when rendering
+ * reaches it, with the template's line.
  *
  * One choice differs from Python: a printed None is "" (as @huggingface/jinja
  * prints it, and as moetier's native renderer does), not "None".
  *
  * Limits keep a hostile template from taking the machine: output size, steps,
- * macro depth and memory are bounded (errors say which). */
+ * macro depth, memory and range() are bounded (errors say which). */
 #ifndef MOETIER_JINJA_H
 #define MOETIER_JINJA_H
 
