@@ -13,9 +13,11 @@
  * lstrip_blocks, loop controls (break/continue), keep_trailing_newline off,
  * no autoescape. Supported: if/elif/else, for (with else, filters, tuple
  * targets, loop.*), set (names, tuples, namespace attributes, blocks), macros (with
- * defaults and keyword arguments), raw, Hugging Face's generation blocks;
+ * defaults and keyword arguments), filter blocks, raw, Hugging Face's
+ * generation blocks;
  * Python-like expressions (arithmetic, ~, comparisons, in, and/or/not,
- * conditional expressions, literals, slices, attribute and item access); the
+ * conditional expressions, literals, slices, attribute and item access, %
+ * formatting); the
  * common filters, tests and string/list/dict methods (jinja_builtins.c lists
  * them); globals range, namespace, dict, raise_exception and strftime_now.
  * Anything else is refused when the template is compiled, or when rendering

@@ -10,6 +10,7 @@
  * Methods: str capitalize, count, endswith, find, join, lower, lstrip,
  * replace, rstrip, split, startswith, strip, title, upper; dict get, items,
  * keys, values; list append, count, index, pop; loop.cycle.
+ * Python's % formatting of a string.
  * Functions: range, namespace, dict, raise_exception, strftime_now. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -535,6 +536,169 @@ int jr_call_method(rs *r, const jnode *at, const jv *self, const char *name, con
         return 0;
     }
     return jr_fail(r, at, "'%s' has no method '%s'", jv_type_name(self), name);
+}
+
+/* ---- Python's % formatting -------------------------------------------------- */
+
+/* Pads text (n bytes, chars code points) to width: spaces on the left, or on
+ * the right with '-'. */
+static void put_padded(strbuf *b, const char *text, size_t n, size_t chars, long width, int left)
+{
+    size_t pad = width > 0 && (size_t)width > chars ? (size_t)width - chars : 0;
+    for (size_t i = 0; !left && i < pad; i++)
+        jr_put(b, " ", 1);
+    jr_put(b, text, n);
+    for (size_t i = 0; left && i < pad; i++)
+        jr_put(b, " ", 1);
+}
+
+/* An integer conversion (d i u x X o) as Python prints it: sign, the '#'
+ * prefix (0x, 0X, 0o), at least prec digits, then width with spaces or, with
+ * '0', zeros after the sign and prefix. */
+static void put_int(strbuf *b, int64_t v, char conv, const char *flags, long width, long prec)
+{
+    char digits[80], out[200];
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    int base = conv == 'x' || conv == 'X' ? 16 : conv == 'o' ? 8 : 10, nd = 0;
+    const char *set = conv == 'X' ? "0123456789ABCDEF" : "0123456789abcdef";
+    do {
+        digits[nd++] = set[u % (uint64_t)base];
+        u /= (uint64_t)base;
+    } while (u);
+    while (prec > nd && nd < 64)
+        digits[nd++] = '0';
+    const char *sign = v < 0 ? "-" : strchr(flags, '+') ? "+" : strchr(flags, ' ') ? " " : "";
+    const char *prefix = !strchr(flags, '#') ? ""
+                         : conv == 'x'       ? "0x"
+                         : conv == 'X'       ? "0X"
+                         : conv == 'o'       ? "0o"
+                                             : "";
+    size_t o = 0, head = strlen(sign) + strlen(prefix);
+    long zeros =
+        strchr(flags, '0') && !strchr(flags, '-') && width > (long)head + nd ? width - (long)head - nd : 0;
+    o += (size_t)snprintf(out, sizeof out, "%s%s", sign, prefix);
+    for (long k = 0; k < zeros && o < sizeof out - 70; k++)
+        out[o++] = '0';
+    while (nd)
+        out[o++] = digits[--nd];
+    put_padded(b, out, o, o, width, strchr(flags, '-') != NULL);
+}
+
+int jr_percent_format(rs *r, const jnode *at, const jv *fmt, const jv *arg, jv *out)
+{
+    const jv *given = arg; /* a tuple's items, or the one argument */
+    size_t nargs = 1, k = 0;
+    if (arg->t == JV_LIST && arg->tuple) {
+        given = arg->u.l->v;
+        nargs = arg->u.l->n;
+    }
+    strbuf b = {0};
+    const char *p = fmt->u.s.p, *end = p + fmt->u.s.n;
+    int rc = 0;
+    while (p < end && !rc) {
+        const char *pct = memchr(p, '%', (size_t)(end - p));
+        if (!pct) {
+            jr_put(&b, p, (size_t)(end - p));
+            break;
+        }
+        jr_put(&b, p, (size_t)(pct - p));
+        p = pct + 1;
+        if (p < end && *p == '%') {
+            jr_put(&b, "%", 1);
+            p++;
+            continue;
+        }
+        char flags[8] = "";
+        int nf = 0;
+        while (p < end && strchr("-+ 0#", *p) && *p && nf < 7)
+            flags[nf++] = *p++;
+        long width = -1, prec = -1; /* (both held to 4096) */
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            width = width > 4096 ? 4096 : (width < 0 ? 0 : width) * 10 + (*p - '0');
+        if (p < end && *p == '.')
+            for (prec = 0, p++; p < end && *p >= '0' && *p <= '9'; p++)
+                prec = prec > 4096 ? 4096 : prec * 10 + (*p - '0');
+        width = width > 4096 ? 4096 : width;
+        prec = prec > 4096 ? 4096 : prec;
+        while (p < end && (*p == 'h' || *p == 'l' || *p == 'L'))
+            p++;
+        if (p >= end) {
+            rc = jr_fail(r, at, "%%-format: incomplete format");
+            break;
+        }
+        char conv = *p++;
+        if (conv == '(' || conv == '*') {
+            rc = jr_fail(r, at, "%%-format: '%c' (mapping keys, '*' widths) is not supported", conv);
+            break;
+        }
+        if (k >= nargs) {
+            rc = jr_fail(r, at, "not enough arguments for format string");
+            break;
+        }
+        const jv *v = &given[k++];
+        int left = strchr(flags, '-') != NULL;
+        if (conv == 's' || conv == 'r' || conv == 'a') {
+            strbuf t = {0};
+            jv_print(r, &t, v, conv != 's', 0);
+            size_t n = t.len, chars = jv_utf8_count(t.p ? t.p : "", t.len);
+            if (prec >= 0 && (size_t)prec < chars) { /* at most prec characters */
+                size_t i = 0, c = 0;
+                while (i < t.len && c < (size_t)prec) {
+                    i++;
+                    while (i < t.len && ((unsigned char)t.p[i] & 0xC0) == 0x80)
+                        i++;
+                    c++;
+                }
+                n = i;
+                chars = c;
+            }
+            put_padded(&b, t.p ? t.p : "", n, chars, width, left);
+            free(t.p);
+        } else if (strchr("diuxXo", conv)) {
+            if (!jv_is_num(v) || (v->t == JV_FLOAT && strchr("xXo", conv)) ||
+                (v->t == JV_FLOAT && !(fabs(v->u.f) < 9.2e18))) {
+                rc = jr_fail(r, at, "%%%c format: %s is required, not %s", conv,
+                             strchr("xXo", conv) ? "an integer" : "a real number", jv_type_name(v));
+                break;
+            }
+            put_int(&b, v->t == JV_FLOAT ? (int64_t)trunc(v->u.f) : jv_inum(v),
+                    conv == 'i' || conv == 'u' ? 'd' : conv, flags, width, prec);
+        } else if (strchr("fFeEgG", conv)) {
+            if (!jv_is_num(v)) {
+                rc = jr_fail(r, at, "%%%c format: a real number is required, not %s", conv, jv_type_name(v));
+                break;
+            }
+            char spec[32], text[9000]; /* (4096 digits after the point, 309 before, a sign) */
+            snprintf(spec, sizeof spec, "%%%s%s%s%c", flags, width >= 0 ? "*" : "", prec >= 0 ? ".*" : "",
+                     conv);
+            double x = jv_num(v);
+            int len = width >= 0 && prec >= 0 ? snprintf(text, sizeof text, spec, (int)width, (int)prec, x)
+                      : width >= 0            ? snprintf(text, sizeof text, spec, (int)width, x)
+                      : prec >= 0             ? snprintf(text, sizeof text, spec, (int)prec, x)
+                                              : snprintf(text, sizeof text, spec, x);
+            jr_put(&b, text, len > 0 && (size_t)len < sizeof text ? (size_t)len : strlen(text));
+        } else if (conv == 'c') {
+            char one[4];
+            size_t n;
+            if (v->t == JV_STR && jv_utf8_count(v->u.s.p, v->u.s.n) == 1) {
+                put_padded(&b, v->u.s.p, v->u.s.n, 1, width, left);
+            } else if ((v->t == JV_INT || v->t == JV_BOOL) && jv_inum(v) >= 0 && jv_inum(v) < 0x110000) {
+                n = utf8_encode((uint32_t)jv_inum(v), one);
+                put_padded(&b, one, n, 1, width, left);
+            } else {
+                rc = jr_fail(r, at, "%%c requires an int or a single character, not %s", jv_type_name(v));
+            }
+        } else {
+            rc = jr_fail(r, at, "unsupported format character '%c'", conv);
+        }
+    }
+    if (!rc && k < nargs)
+        rc = jr_fail(r, at, "not all arguments converted during string formatting");
+    if (rc) {
+        free(b.p);
+        return -1;
+    }
+    return jr_text(r, at, &b, out);
 }
 
 /* ---- filters ------------------------------------------------------------------- */

@@ -29,13 +29,14 @@ int jinja_error(errbuf *e, int line, const char *fmt, va_list ap);
 
 typedef enum jnode_kind {
     /* statements */
-    JN_TEXT,      /* str */
-    JN_OUTPUT,    /* {{ a }} */
-    JN_IF,        /* a: condition, body, orelse */
-    JN_FOR,       /* names: targets, a: iterable, b: filter or NULL, body, orelse */
-    JN_SET,       /* names[0] = a; names[0].names[1] = a (ival 0) or names... = a (ival 1) */
-    JN_SET_BLOCK, /* names[0], body */
-    JN_MACRO,     /* str: name, names: parameters, args: defaults (NULL entries), body */
+    JN_TEXT,         /* str */
+    JN_OUTPUT,       /* {{ a }} */
+    JN_IF,           /* a: condition, body, orelse */
+    JN_FOR,          /* names: targets, a: iterable, b: filter or NULL, body, orelse */
+    JN_SET,          /* names[0] = a; names[0].names[1] = a (ival 0) or names... = a (ival 1) */
+    JN_SET_BLOCK,    /* names[0], body */
+    JN_FILTER_BLOCK, /* args: JN_FILTER nodes (a NULL), applied in turn to body's text */
+    JN_MACRO,        /* str: name, names: parameters, args: defaults (NULL entries), body */
     JN_BREAK,
     JN_CONTINUE,
     /* expressions */

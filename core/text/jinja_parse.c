@@ -1330,6 +1330,27 @@ static jnode *parse_macro(parser *p, int line)
     return end_block(p) ? NULL : n;
 }
 
+/* {% filter name(args) | name ... %} body {% endfilter %} */
+static jnode *parse_filter_block(parser *p, int line)
+{
+    jnode *n = node(p, JN_FILTER_BLOCK, line);
+    if (!n)
+        return NULL;
+    do {
+        jnode *f = node(p, JN_FILTER, peek(p)->line);
+        if (!f || !(f->str = name_token(p, "a filter name")) ||
+            (accept_op(p, "(") && parse_call_args(p, f)) || add(p, &n->args, f))
+            return NULL;
+    } while (accept_op(p, "|"));
+    if (end_block(p))
+        return NULL;
+    static const char *const ends[] = {"endfilter", NULL};
+    const char *ended;
+    if (parse_body(p, &n->body, ends, &ended))
+        return NULL;
+    return end_block(p) ? NULL : n;
+}
+
 /* One {% ... %} statement after its keyword; the statement node, or NULL with
  * p->failed. Block-closing keywords are handled by parse_body. */
 static jnode *parse_statement(parser *p, tok *kw)
@@ -1343,6 +1364,8 @@ static jnode *parse_statement(parser *p, tok *kw)
         return parse_set(p, kw->line);
     if (!strcmp(k, "macro"))
         return parse_macro(p, kw->line);
+    if (!strcmp(k, "filter"))
+        return parse_filter_block(p, kw->line);
     if (!strcmp(k, "break") || !strcmp(k, "continue")) {
         if (!p->loops) {
             fail(p, kw->line, "'%s' outside a loop", k);

@@ -571,6 +571,28 @@ static int run_set(rs *r, frame *f, const jnode *n)
     return jv_dict_set(r, ns.u.d, n->names[1], strlen(n->names[1]), v) ? jr_oom(r, n) : 0;
 }
 
+/* {% filter %}: the body's text through each filter in turn, then printed. */
+static int run_filter_block(rs *r, frame *f, const jnode *n, strbuf *out)
+{
+    strbuf b = {0};
+    jv v;
+    int rc = run(r, f, &n->body, &b); /* (a break or continue inside ends the body, and goes on out) */
+    if (rc < 0) {
+        free(b.p);
+        return -1;
+    }
+    if (jr_text(r, n, &b, &v))
+        return -1;
+    for (int i = 0; i < n->args.n; i++) {
+        args a;
+        if (eval_args(r, f, n->args.v[i], &a) || jr_filter(r, n->args.v[i], n->args.v[i]->str, &v, &a, &v))
+            return -1;
+    }
+    if (v.t != JV_NONE)
+        jv_print(r, out, &v, 0, 0);
+    return rc;
+}
+
 static int run(rs *r, frame *f, const jnodes *body, strbuf *out)
 {
     for (int i = 0; i < body->n; i++) {
@@ -600,6 +622,7 @@ static int run(rs *r, frame *f, const jnodes *body, strbuf *out)
         case JN_FOR: rc = run_for(r, f, n, out); break;
         case JN_SET:
         case JN_SET_BLOCK: rc = run_set(r, f, n); break;
+        case JN_FILTER_BLOCK: rc = run_filter_block(r, f, n, out); break;
         case JN_MACRO: rc = frame_set(r, n, f, n->str, (jv){.t = JV_MACRO, .u.m = n}); break;
         case JN_BREAK: return RUN_BREAK;
         case JN_CONTINUE: return RUN_CONTINUE;

@@ -695,6 +695,8 @@ int jv_binop(rs *r, const jnode *n, const jv *x, const jv *y, jv *out)
             return -1;
         return jv_concat(r, n, a.u.s.p, a.u.s.n, b.u.s.p, b.u.s.n, out);
     }
+    if (n->op == JOP_MOD && x->t == JV_STR)
+        return jr_percent_format(r, n, x, y, out);
     if (n->op == JOP_ADD && x->t == JV_STR && y->t == JV_STR)
         return jv_concat(r, n, x->u.s.p, x->u.s.n, y->u.s.p, y->u.s.n, out);
     if (n->op == JOP_ADD && jv_is_list(x) && jv_is_list(y)) {

@@ -177,6 +177,8 @@ int jr_call_function(rs *r, const jnode *at, const char *name, const args *a, jv
 int jr_call_method(rs *r, const jnode *at, const jv *self, const char *name, const args *a, jv *out);
 int jr_test(rs *r, const jnode *at, const char *name, const jv *v, const args *a, int *out);
 int jr_filter(rs *r, const jnode *at, const char *name, const jv *v, const args *a, jv *out);
+/* Python's fmt % arg (arg a tuple of arguments, or one argument). */
+int jr_percent_format(rs *r, const jnode *at, const jv *fmt, const jv *arg, jv *out);
 
 /* ---- jinja_render.c: obj.name (attr 1) and obj[key] ------------------------- */
 

@@ -624,6 +624,35 @@ case("err_iterate_int", "{% for i in 5 %}{{ i }}{% endfor %}", error=True)
 case("err_empty_expression", "{{ }}", error=True)
 
 
+# ---------------------------------------------------------------- % formatting
+case("pct_basic", "{{ '%s-%d' % ('a', 3) }}|{{ '%s' % 'one' }}|{{ '%s' % [1, 'b'] }}|{{ '100%%' % () }}")
+case("pct_repr_and_none", "{{ '%r %s %r' % ('q', none, none) }}|{{ '%r' % \"it's\" }}")
+case("pct_widths", "[{{ '%5s' % 'ab' }}][{{ '%-5s|' % 'ab' }}][{{ '%.2s' % 'abcd' }}][{{ '%6.3s' % 'héllo' }}]")
+case("pct_ints", "{{ '%d %i %5d %-5d| %05d %+d % d %.3d' % (42, -7, 3, 3, -42, 5, 5, 7) }}")
+case("pct_int_of_float_and_bool", "{{ '%d %d %d' % (3.9, -3.9, true) }}")
+case("pct_hex_oct", "{{ '%x %X %o %#x %#X %#o %x %08x %#08x' % (255, 255, 8, 255, 255, 8, -255, 255, 255) }}")
+case("pct_floats", "{{ '%f %.2f %8.3f %-8.1f| %+.1f %e %.3E %g %G %g %g' % (1.5, 3.14159, 2.5, 2.5, 1.0, 12345.678, 0.00012, 0.0001, 1e20, 100000, 1e-5) }}",)
+case("pct_float_of_int", "{{ '%.2f %f' % (3, x) }}", {"x": 2})
+case("pct_char", "{{ '%c%c%c' % (72, 'i', 233) }}")
+case("pct_values_from_context", "{% for m in messages %}{{ '[%s] %s (%d chars)' % (m.role, m.content, m.content|length) }}\n{% endfor %}",
+     {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]})
+case("pct_dict_as_one_argument", "{{ '%s' % d }}", {"d": {"a": 1}})
+case("err_pct_too_few", "{{ '%s %s' % ('a',) }}", error=True)
+case("err_pct_too_many", "{{ '%s' % ('a', 'b') }}", error=True)
+case("err_pct_not_all_converted", "{{ 'abc' % 5 }}", error=True)
+case("err_pct_d_of_string", "{{ '%d' % 'x' }}", error=True)
+case("err_pct_x_of_float", "{{ '%x' % 1.5 }}", error=True)
+case("err_pct_bad_conversion", "{{ '%y' % 1 }}", error=True)
+case("err_pct_incomplete", "{{ 'abc%' % () }}", error=True)
+
+# ---------------------------------------------------------------- filter blocks
+case("filter_block_upper", "{% filter upper %}Hello {{ name }}!{% endfilter %}", {"name": "bob"})
+case("filter_block_args_and_chain", "{% filter replace('a', 'o') | trim | title %}  banana {{ x }}  {% endfilter %}|", {"x": "cake"})
+case("filter_block_in_loop", "{% for m in ['a', 'b'] %}{% filter upper %}{{ m }}-{{ loop.index }}{% endfilter %},{% endfor %}")
+case("filter_block_whitespace", "x\n  {% filter trim %}\n   padded   \n  {% endfilter %}\ny")
+case("err_filter_block_unclosed", "{% filter upper %}abc", error=True)
+
+
 def main(argv):
     env = make_env()
     ids = set()
