@@ -424,13 +424,11 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
     jinja_free(own.jinja);
     if (rc)
         return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
-    /* whether the answer starts inside reasoning: K2.5's switch says it when its
-     * generation prompt ends the prompt; otherwise the prompt shows it (an
-     * interpreted template's, K2-Thinking's model opening <think> itself; a
-     * continued message) */
+    /* whether the answer starts inside reasoning, as the prompt shows it: K2.5's
+     * generation prompt opens <think> with thinking on; K2-Thinking's model opens
+     * it itself; a continued message is not reasoning */
     if (think_open)
-        *think_open = tpl->jinja || !r->copt.add_generation_prompt ? chat_prompt_opens_reasoning(*text, *len)
-                                                                    : r->copt.thinking;
+        *think_open = chat_prompt_opens_reasoning(*text, *len);
     if (r->assistant_prefix && append_prefix(text, len, r->assistant_prefix)) {
         free(*text);
         *text = NULL;

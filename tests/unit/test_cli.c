@@ -516,10 +516,7 @@ static void write_template(const char *dir, const char *name, const char *text)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
+    write_text(path, text, strlen(text));
 }
 
 Test(cli, chat_template_override, .timeout = 60)
