@@ -35,7 +35,7 @@ const jv *jr_arg(const args *a, int k, const char *kw)
     return NULL;
 }
 
-int jr_want_str(rs *r, const jnode *at, const jv *v, const char *what)
+static int jr_want_str(rs *r, const jnode *at, const jv *v, const char *what)
 {
     return v && v->t == JV_STR
                ? 0

@@ -192,7 +192,7 @@ const cJSON *jv_json_member(const cJSON *o, const char *k, size_t kn)
 }
 
 /* A repeated key counts once, at its first place. */
-int jv_json_key_first(const cJSON *o, const cJSON *c)
+static int jv_json_key_first(const cJSON *o, const cJSON *c)
 {
     for (const cJSON *d = o->child; d != c; d = d->next)
         if (d->string && c->string && !strcmp(d->string, c->string))
@@ -676,7 +676,7 @@ int jv_compare(rs *r, const jnode *n, const jv *x, const jv *y, int *res)
     return 0;
 }
 
-int jv_concat(rs *r, const jnode *at, const char *a, size_t an, const char *b, size_t bn, jv *out)
+static int jv_concat(rs *r, const jnode *at, const char *a, size_t an, const char *b, size_t bn, jv *out)
 {
     char *p = ja_alloc(&r->a, an + bn + 1);
     if (!p)

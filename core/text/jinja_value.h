@@ -146,7 +146,6 @@ jdictv *jv_new_dict(rs *r);
 int jv_dict_set(rs *r, jdictv *d, const char *k, size_t kn, jv v);
 jv jv_from_json(const rs *r, const cJSON *j);
 const cJSON *jv_json_member(const cJSON *o, const char *k, size_t kn);
-int jv_json_key_first(const cJSON *o, const cJSON *c);
 int jv_is_list(const jv *v);
 int jv_is_dict(const jv *v);
 int jv_is_num(const jv *v);
@@ -165,13 +164,11 @@ int jv_equal(rs *r, const jv *x, const jv *y, int depth);
 int jv_order(rs *r, const jv *x, const jv *y);
 int jv_contains(rs *r, const jnode *at, const jv *hay, const jv *needle, int *out);
 int jv_compare(rs *r, const jnode *n, const jv *x, const jv *y, int *res);
-int jv_concat(rs *r, const jnode *at, const char *a, size_t an, const char *b, size_t bn, jv *out);
 int jv_binop(rs *r, const jnode *n, const jv *x, const jv *y, jv *out);
 
 /* ---- jinja_builtins.c: arguments, functions, methods, filters, tests ------- */
 
 const jv *jr_arg(const args *a, int k, const char *kw);
-int jr_want_str(rs *r, const jnode *at, const jv *v, const char *what);
 int jr_want_int(rs *r, const jnode *at, const jv *v, const char *what);
 int jr_call_function(rs *r, const jnode *at, const char *name, const args *a, jv *out);
 int jr_call_method(rs *r, const jnode *at, const jv *self, const char *name, const args *a, jv *out);
