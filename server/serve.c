@@ -425,8 +425,8 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
                      : oai_request_parse(kind, src, src_len, &s->o.copt, &j->req, err)
                        || job_prompt_ids(s, j, same, err);
             jobs[i * parts + c] = j;
-            if (!rc && c) /* whether the answer starts in reasoning, as the prompt said to the first */
-                j->req.copt.thinking = jobs[i * parts]->req.copt.thinking;
+            if (!rc && c) /* where the answer starts, as the prompt said to the first */
+                j->reasoning = jobs[i * parts]->reasoning;
             if (!rc && parts > 1) {
                 /* choice c as the request's c-th made alone would be (seed + c) */
                 j->req.n_choices = 1;
@@ -992,6 +992,7 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, const chat_templ
     s->n_stop_ids = vocab_reply_stop_ids(&tok->v, m->mw.cfg.eos_token_ids, m->mw.cfg.n_eos,
                                          s->stop_ids);
     s->section_begin = vocab_find_special(&tok->v, "<|tool_calls_section_begin|>");
+    s->think_begin = vocab_find_special(&tok->v, "<think>");
     if (!s->n_stop_ids)
         return err_set(e, "the tokenizer has no end token (<|im_end|>, [EOS] or eos_token_id)");
     if (json_vocab_build(&s->jv, &tok->v, e))

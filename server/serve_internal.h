@@ -22,6 +22,7 @@ typedef struct job {
     oai_request req;
     token_list ids;             /* the prompt, validated before the job is queued */
     int truncated;              /* truncate_prompt_tokens dropped the prompt's start */
+    reasoning_start reasoning;  /* chat: where the prompt leaves the answer (serve_chat_prompt) */
     long long seq;              /* its number among the server's requests */
     char id[48];
     long long created;
@@ -74,6 +75,7 @@ typedef struct server {
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
     int section_begin;          /* <|tool_calls_section_begin|>, -1 if none: it ends a reasoning */
+    int think_begin;            /* <think>, -1 if none: an answer's first token may open a reasoning */
     token_list forced;          /* MOETIER_SERVE_FORCE_TEXT (the whole answer) or
                                  * MOETIER_SERVE_FORCE_PREFIX (its start): test hooks */
     json_vocab jv;              /* the tokenizer's table for JSON-constrained answers */
@@ -108,9 +110,10 @@ void slots_destroy(server *s);
 
 /* A chat request's prompt as the model reads it: the conversation in the
  * chat template, then the answer's start a client gave (malloc'd into *text);
- * *think_open (may be NULL) says whether the answer starts inside reasoning;
- * -1 with err set (a 400, also when the server takes no chat: no_chat). */
-int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, int *think_open,
+ * *start (may be NULL) says where it leaves the answer: inside reasoning,
+ * outside, or the model's to open; -1 with err set (a 400, also when the
+ * server takes no chat: no_chat). */
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, reasoning_start *start,
                       oai_error *err);
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
  * the context, on the connection's thread so a bad request never waits in the

@@ -399,7 +399,7 @@ static int history_calls(const cJSON *messages)
     return n;
 }
 
-int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, int *think_open,
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, reasoning_start *start,
                       oai_error *err)
 {
     errbuf e;
@@ -424,11 +424,18 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
     jinja_free(own.jinja);
     if (rc)
         return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
-    /* whether the answer starts inside reasoning, as the prompt shows it: K2.5's
-     * generation prompt opens <think> with thinking on; K2-Thinking's model opens
-     * it itself; a continued message is not reasoning */
-    if (think_open)
-        *think_open = chat_prompt_opens_reasoning(*text, *len);
+    /* where the answer starts, as the prompt shows it: K2.5's generation prompt
+     * opens <think> with thinking on and closes it with thinking off;
+     * K2-Thinking's model opens it itself. An answer that continues a text (a
+     * continued message, its start given, no generation prompt) opens none,
+     * nor one a request or --no-think asked to be without. */
+    if (start) {
+        *start = chat_prompt_reasoning(*text, *len);
+        if (*start == REASONING_MODEL &&
+            (r->continue_final || r->assistant_prefix || !r->copt.add_generation_prompt ||
+             (r->copt.thinking_set && !r->copt.thinking)))
+            *start = REASONING_CLOSED;
+    }
     if (r->assistant_prefix && append_prefix(text, len, r->assistant_prefix)) {
         free(*text);
         *text = NULL;
@@ -461,7 +468,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         }
     } else {
         if (j->req.kind == OAI_CHAT) {
-            if (serve_chat_prompt(s, &j->req, &text, &len, &j->req.copt.thinking, err))
+            if (serve_chat_prompt(s, &j->req, &text, &len, &j->reasoning, err))
                 return -1;
             p = text;
         } else {
@@ -583,10 +590,9 @@ struct slot_run {
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
     regex_answer pattern;       /* guided_regex or guided_choice: the answer so far */
-    int reasoning;              /* thinking on and the reasoning not yet closed: a schema or a
-                                 * forced call waits for its end; its tokens are counted and
-                                 * held to its budget */
-    reasoning_end think;
+    reasoning_gate gate;        /* inside a reasoning (gate.reasoning): a schema or a forced
+                                 * call waits for its end; its tokens are counted and held to
+                                 * its budget */
     int think_tokens;           /* the reasoning's tokens so far */
     int reasoning_generated;    /* all choices' reasoning tokens */
     token_list close;           /* its budget spent: the tokens that end it, forced */
@@ -684,8 +690,7 @@ static int choice_begin(server *s, slot_run *r, int c)
         regex_answer_init(&r->pattern, j->req.regex);
     if (j->req.force)
         tool_force_restart(j->req.force);
-    r->reasoning = j->req.kind == OAI_CHAT && j->req.copt.thinking;
-    reasoning_end_init(&r->think);
+    reasoning_gate_init(&r->gate, j->req.kind == OAI_CHAT ? j->reasoning : REASONING_CLOSED, s->think_begin);
     r->think_tokens = 0;
     r->close.n = 0;
     r->close_at = 0;
@@ -700,7 +705,8 @@ static int choice_begin(server *s, slot_run *r, int c)
     if (r->a->responses)
         responses_out_init(&r->a->ro, &r->a->meta, j->req.tool_namespaces, j->req.stream);
     if (r->a->chat)
-        tool_stream_init(&r->a->ts, j->req.copt.thinking ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+        tool_stream_init(&r->a->ts,
+                         j->reasoning == REASONING_OPEN ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     r->k = 0;
     draft_accept_restart(&r->accept);
     r->finish = "length";
@@ -802,11 +808,11 @@ static slot_run *run_begin(server *s, int i, job *j)
 static int reasoning_over_budget(server *s, slot_run *r)
 {
     int budget = r->j->req.reasoning_budget;
-    if (!r->reasoning || !budget || r->think_tokens < budget)
+    if (!r->gate.reasoning || !budget || r->think_tokens < budget)
         return 0;
     if (!r->close.n) {
         static const char end[] = "</think>";
-        size_t m = (size_t)r->think.matched;
+        size_t m = (size_t)r->gate.end.matched;
         errbuf e;
         if (tokenizer_encode(s->tok, end + m, sizeof end - 1 - m, 0, &r->close, &e))
             r->close.n = 0;     /* out of memory: the reasoning goes on */
@@ -840,11 +846,15 @@ static int next_token(server *s, slot_run *r)
             r->logits[j->req.stop_token_ids[i]] = -INFINITY;
     }
     int held = j->req.schema || j->req.regex;   /* the answer after the reasoning is held as a whole */
-    if (!forcing && r->reasoning && (held || (j->req.force && !j->req.force->lazy)))
-        reasoning_end_mask(&r->think, &s->tok->v, j->req.regex != NULL, r->logits, V);
-    if (!forcing && r->reasoning && held && s->section_begin >= 0)
+    int reasoning = r->gate.reasoning;
+    if (!forcing && reasoning && (held || (j->req.force && !j->req.force->lazy)))
+        reasoning_end_mask(&r->gate.end, &s->tok->v, j->req.regex != NULL, r->logits, V);
+    if (!forcing && reasoning && held && s->section_begin >= 0)
         r->logits[s->section_begin] = -INFINITY;    /* (a section would end it, the answer unwritten) */
-    if (!forcing && !r->reasoning &&
+    /* the answer's first token may open a reasoning the model writes itself,
+     * whatever holds the answer after it */
+    float opener = r->gate.may_open ? r->logits[r->gate.think_begin] : 0;
+    if (!forcing && !reasoning &&
         ((j->req.schema &&
           !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
          (j->req.regex &&
@@ -853,6 +863,8 @@ static int next_token(server *s, slot_run *r)
         r->finish = "stop";     /* the answer is whole and no end token is known */
         return 0;
     }
+    if (r->gate.may_open)
+        r->logits[r->gate.think_begin] = opener;
     if (forcing)
         next = r->k < (int)s->forced.n ? s->forced.ids[r->k] : s->stop_ids[0];
     else if (closing)
@@ -871,21 +883,20 @@ static int next_token(server *s, slot_run *r)
     const char *bytes = vocab_decode(&s->tok->v, next, &bn);
     if (!bytes)
         bn = 0;
-    if (r->reasoning && next == s->section_begin) {
+    int section = reasoning && next == s->section_begin;
+    int part = section ? GATE_ANSWER : reasoning_gate_feed(&r->gate, next, bytes ? bytes : "", bn, &after);
+    if (section) {
         /* a tool-call section ends the reasoning (the answer's parser reads it so) */
-        r->reasoning = 0;
+        r->gate.reasoning = 0;
         if (j->req.force)
             tool_force_accept(j->req.force, next);
-    } else if (r->reasoning) {
-        r->think_tokens++;
+    } else if (part != GATE_ANSWER) {
+        r->think_tokens += reasoning;   /* (the token opening it is not the budget's) */
         r->reasoning_generated++;
         /* the bytes after "</think>" in its last token: whitespace (the mask) */
-        if (reasoning_end_feed(&r->think, bytes ? bytes : "", bn, &after)) {
-            r->reasoning = 0;
-            if (j->req.schema)
-                json_prefix_feed(&r->json, bytes + after, bn - after);
-            /* (a pattern's answer: nothing follows "</think>" in its token, the mask) */
-        }
+        if (part == GATE_CLOSED && j->req.schema)
+            json_prefix_feed(&r->json, bytes + after, bn - after);
+        /* (a pattern's answer: nothing follows "</think>" in its token, the mask) */
     } else {
         if (j->req.force)
             tool_force_accept(j->req.force, next);

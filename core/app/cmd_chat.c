@@ -274,8 +274,8 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         sampler_accept(smp, ids.ids[i]);
     reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop,
                        .n_stop = c->n_stop};
-    tool_stream_init(&rs.ts,
-                     chat_prompt_opens_reasoning(text, len) ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+    int opened = chat_prompt_reasoning(text, len) == REASONING_OPEN;
+    tool_stream_init(&rs.ts, opened ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     gen_draft_stats draft_stats = {0};
     gen_params gp = {.max_new = max_new, .stop_ids = c->stop, .n_stop = c->n_stop,
                      .on_token = reply_token, .ctx = &rs, .draft = c->draft,

@@ -93,12 +93,19 @@ static int stop_requested(void *ctx)
 }
 
 /* The prompt's ids: the raw text, or with --chat/--system one user turn (and
- * the system message) in the model's chat format, ready for the reply. */
+ * the system message) in the model's chat format, ready for the reply;
+ * *start: where it leaves the answer (a raw text leaves no reasoning for the
+ * model to open: the answer continues the text). */
 static int encode_prompt(const tokenizer *tok, const char *dir, const char *template_name, const char *text,
-                         size_t text_len, const char *system, int chat, token_list *out, errbuf *e)
+                         size_t text_len, const char *system, int chat, token_list *out,
+                         reasoning_start *start, errbuf *e)
 {
-    if (!chat && !system)
+    if (!chat && !system) {
+        *start = chat_prompt_reasoning(text, text_len);
+        if (*start == REASONING_MODEL)
+            *start = REASONING_CLOSED;
         return tokenizer_encode(tok, text, text_len, TOK_ALLOW_SPECIAL, out, e);
+    }
     /* a message is a JSON string: a NUL would silently end it */
     const char *nul = memchr(text, 0, text_len);
     if (nul)
@@ -123,8 +130,10 @@ static int encode_prompt(const tokenizer *tok, const char *dir, const char *temp
     char *rendered = NULL;
     size_t len;
     int rc = chat_template_render(&tpl, msgs, NULL, &opt, &rendered, &len, e);
-    if (rc == 0)
+    if (rc == 0) {
+        *start = chat_prompt_reasoning(rendered, len);
         rc = tokenizer_encode(tok, rendered, len, TOK_ALLOW_SPECIAL, out, e);
+    }
     free(rendered);
     cJSON_Delete(msgs);
     chat_template_close(&tpl);
@@ -260,6 +269,7 @@ int cmd_run(int argc, char **argv)
         print_ids = 1;
     }
     int *prompt = NULL, T = 0;
+    reasoning_start reasoning = REASONING_CLOSED;   /* where the prompt leaves the answer */
     if (ids_s && cli_parse_ids(ids_s, &prompt, &T)) {
         if (have_vocab)
             tokenizer_free(&tok);
@@ -267,7 +277,8 @@ int cmd_run(int argc, char **argv)
     }
     if (prompt_text) {
         token_list l = {0};
-        int bad = encode_prompt(&tok, mf.dir, template_name, prompt_text, prompt_len, system, chat, &l, &e);
+        int bad = encode_prompt(&tok, mf.dir, template_name, prompt_text, prompt_len, system, chat, &l,
+                                &reasoning, &e);
         if (bad && prompt_path)
             err_prefix(&e, "%s: ", strcmp(prompt_path, "-") ? prompt_path : "standard input");
         free(file_text);
@@ -325,6 +336,9 @@ int cmd_run(int argc, char **argv)
             goto done;
         gp.schema = &schema;
         gp.jv = &jv;
+        gp.reasoning = reasoning;
+        gp.think_begin = vocab_find_special(&tok.v, "<think>");
+        gp.section_begin = vocab_find_special(&tok.v, "<|tool_calls_section_begin|>");
     }
     int restored = cli_prompt_cache_restore(&pcache, &m, prompt, T, logits, &e);
     int frc = restored < 0 ? -1 : 0;

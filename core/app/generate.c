@@ -2,6 +2,7 @@
 #include "generate.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,8 +42,11 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         vocab_stream_init(&vs, &tok->v);
     int rc = 0, V = m->mw.cfg.vocab_size;
     json_prefix answer;
-    if (p->schema)
+    reasoning_gate gate;
+    if (p->schema) {
         json_prefix_init(&answer, p->schema);
+        reasoning_gate_init(&gate, p->reasoning, p->think_begin);
+    }
     draft_step d = {.n = 0};
     draft_tuner own, *tu = p->tuner ? p->tuner : &own;
     if (!p->tuner)
@@ -52,13 +56,24 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         return err_set(e, "out of memory for %d rows of logits (--draft-lookup)", ENGINE_DRAFT_MAX_T);
     float *cur = logits;    /* the distribution the next token is drawn from */
     for (int k = 0; k < p->max_new; k++) {
-        if (p->schema && !json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V))
-            break;      /* the value is whole and no end token may end it */
+        if (p->schema && gate.reasoning) {
+            reasoning_end_mask(&gate.end, &tok->v, 0, cur, V);
+            if (p->section_begin >= 0)
+                cur[p->section_begin] = -INFINITY;  /* (a section would end it, the value unwritten) */
+        } else if (p->schema) {
+            float opener = gate.may_open ? cur[gate.think_begin] : 0;
+            if (!json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V))
+                break;  /* the value is whole and no end token may end it */
+            if (gate.may_open)
+                cur[gate.think_begin] = opener;
+        }
         int next = sampler_sample(s, cur);
         if (p->schema && !is_stop(p, next)) {
-            size_t n;
+            size_t n, after = 0;
             const char *b = vocab_decode(&tok->v, next, &n);
-            json_prefix_feed(&answer, b ? b : "", b ? n : 0);
+            int part = reasoning_gate_feed(&gate, next, b ? b : "", b ? n : 0, &after);
+            if (part != GATE_REASONING)
+                json_prefix_feed(&answer, b ? b + after : "", b ? n - after : 0);
         }
         sampler_accept_output(s, next);
         if (p->draft)

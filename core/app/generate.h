@@ -8,6 +8,7 @@
 #include "cli_common.h"
 #include "core/engine/sampler.h"
 #include "core/text/json_mask.h"
+#include "core/text/reasoning_end.h"
 #include "core/text/tokenizer.h"
 
 /* tokens guessed (draft_lookup) and checked, and those kept */
@@ -27,6 +28,12 @@ typedef struct gen_params {
      * tokenizer), jv its token table; it ends once the value is whole */
     const json_schema *schema;
     const json_vocab *jv;
+    /* with a schema: where the chat prompt leaves the answer. Inside or
+     * opening a reasoning (think_begin, the "<think>" token, the answer's first
+     * one), the schema holds the answer after "</think>"; section_begin (a
+     * tool-call section, -1 if none) may not end it there. */
+    reasoning_start reasoning;
+    int think_begin, section_begin;
     /* --draft-lookup: up to this many tokens are guessed from the context
      * (draft_lookup) for the step of each generated token, and as many of
      * them checked in it as the tuner (draft_tuner) expects to pay; 0: off,

@@ -199,13 +199,19 @@ int chat_template_render(const chat_template *t, const cJSON *messages, const cJ
     return rc;
 }
 
-int chat_prompt_opens_reasoning(const char *text, size_t len)
+static int ends_with(const char *text, size_t len, const char *tail)
 {
-    static const char open[] = "<think>";
-    size_t n = sizeof open - 1;
+    size_t n = strlen(tail);
+    return len >= n && !memcmp(text + len - n, tail, n);
+}
+
+reasoning_start chat_prompt_reasoning(const char *text, size_t len)
+{
     while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
         len--;
-    return len >= n && !memcmp(text + len - n, open, n);
+    return ends_with(text, len, "<think>") ? REASONING_OPEN
+           : ends_with(text, len, "</think>") ? REASONING_CLOSED
+                                              : REASONING_MODEL;
 }
 
 static int py_space(char c)

@@ -15,6 +15,7 @@
 #include "core/base/errbuf.h"
 #include "core/text/chat_format.h"
 #include "core/text/jinja.h"
+#include "core/text/reasoning_start.h"
 
 typedef struct chat_template {
     chat_template_kind kind; /* the native format, when jinja is NULL */
@@ -53,9 +54,12 @@ int chat_template_render(const chat_template *t, const cJSON *messages, const cJ
 int chat_template_render_continue(const chat_template *t, const cJSON *messages, const cJSON *tools,
                                   const chat_options *opt, char **out, size_t *out_len, errbuf *e);
 
-/* 1 when a rendered prompt leaves the answer inside reasoning (it ends with
- * an open "<think>", as K2.5's generation prompt with thinking on does); 0
- * when the model opens its reasoning itself, or has none. */
-int chat_prompt_opens_reasoning(const char *text, size_t len);
+/* Where a rendered prompt with its generation prompt leaves the answer:
+ * inside reasoning when it ends with an open "<think>" (K2.5's with thinking
+ * on), none when it ends with "</think>" (K2.5's with thinking off), else the
+ * model's to open (K2-Thinking's, whose model writes "<think>" itself). A
+ * prompt that continues a text (no generation prompt, a continued final
+ * message, an answer's given start) is the caller's to call closed. */
+reasoning_start chat_prompt_reasoning(const char *text, size_t len);
 
 #endif

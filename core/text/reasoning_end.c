@@ -58,3 +58,27 @@ void reasoning_end_mask(const reasoning_end *m, const vocab *v, int bare, float 
         }
     }
 }
+
+void reasoning_gate_init(reasoning_gate *g, reasoning_start start, int think_begin)
+{
+    g->reasoning = start == REASONING_OPEN;
+    g->may_open = start == REASONING_MODEL && think_begin >= 0;
+    g->think_begin = think_begin;
+    reasoning_end_init(&g->end);
+}
+
+int reasoning_gate_feed(reasoning_gate *g, int id, const char *b, size_t n, size_t *after)
+{
+    int opens = g->may_open && id == g->think_begin;
+    g->may_open = 0;
+    if (opens) {
+        g->reasoning = 1;
+        return GATE_REASONING;
+    }
+    if (!g->reasoning)
+        return GATE_ANSWER;
+    if (!reasoning_end_feed(&g->end, b, n, after))
+        return GATE_REASONING;
+    g->reasoning = 0;
+    return GATE_CLOSED;
+}

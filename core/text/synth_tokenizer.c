@@ -414,9 +414,9 @@ int synth_tokenizer_build(synth_tokenizer *t, int vocab_size, int bos_id, int eo
     t->vocab_size = vocab_size;
     t->bos_id = bos_id;
     t->eos_id = eos_id;
-    if (vocab_size < 256 + 14)
-        return err_set(e, "synthetic tokenizer: vocab_size %d is too small (at least 270: 256 "
-                       "byte tokens and 14 special tokens)", vocab_size);
+    if (vocab_size < 256 + 16)
+        return err_set(e, "synthetic tokenizer: vocab_size %d is too small (at least 272: 256 "
+                       "byte tokens and 16 added tokens)", vocab_size);
     for (int k = 0; k < 2; k++) {
         int id = k ? eos_id : bos_id;
         if (id >= 0 && (id < 256 || id >= vocab_size))
@@ -431,8 +431,8 @@ int synth_tokenizer_build(synth_tokenizer *t, int vocab_size, int bos_id, int eo
     if (lo < 0)
         lo = vocab_size - 256 > 256 ? vocab_size - 256 : 256;
     t->first_special = lo;
-    if (vocab_size - lo < 14)
-        return err_set(e, "synthetic tokenizer: only %d ids above %d for the 14 special tokens",
+    if (vocab_size - lo < 16)
+        return err_set(e, "synthetic tokenizer: only %d ids above %d for the 16 added tokens",
                        vocab_size - lo, lo);
     /* bos/eos first (their ids are fixed by config.json), then Kimi's offsets */
     if (place_special(t, "[BOS]", bos_id >= 0 ? bos_id : lo, e) ||
@@ -446,7 +446,8 @@ int synth_tokenizer_build(synth_tokenizer *t, int vocab_size, int bos_id, int eo
         place_special(t, "<|tool_call_argument_begin|>", lo + 14, e) ||
         place_special(t, "<|tool_call_end|>", lo + 15, e) ||
         place_special(t, "<|im_middle|>", lo + 17, e) ||
-        place_special(t, "[UNK]", vocab_size - 2, e) || place_special(t, "[PAD]", vocab_size - 1, e))
+        place_special(t, "[UNK]", vocab_size - 2, e) || place_special(t, "[PAD]", vocab_size - 1, e) ||
+        place_special(t, "<think>", lo + 22, e) || place_special(t, "</think>", lo + 23, e))
         return -1;
     t->bos_id = t->named[0].id;
     t->eos_id = t->named[1].id;
@@ -511,6 +512,13 @@ static int save_ranks(const synth_tokenizer *t, const char *dir, errbuf *e)
     return rc;
 }
 
+/* Kimi's reasoning tags are added tokens but not special ones to Hugging
+ * Face: a decode that skips special tokens keeps them */
+static int hf_special(const char *content)
+{
+    return strcmp(content, "<think>") && strcmp(content, "</think>");
+}
+
 static cJSON *added_token(const char *content)
 {
     cJSON *o = cJSON_CreateObject();
@@ -521,7 +529,7 @@ static cJSON *added_token(const char *content)
     cJSON_AddBoolToObject(o, "normalized", 0);
     cJSON_AddBoolToObject(o, "rstrip", 0);
     cJSON_AddBoolToObject(o, "single_word", 0);
-    cJSON_AddBoolToObject(o, "special", 1);
+    cJSON_AddBoolToObject(o, "special", hf_special(content));
     return o;
 }
 
@@ -545,7 +553,7 @@ static int save_config(const synth_tokenizer *t, const char *dir, errbuf *e)
         char key[16];
         snprintf(key, sizeof key, "%d", s->id);
         cJSON_AddItemToObject(atd, key, added_token(s->content));
-        if (s->content[0] == '<')
+        if (s->content[0] == '<' && hf_special(s->content))
             cJSON_AddItemToArray(extra, cJSON_CreateString(s->content));
     }
     cJSON_AddItemToObject(root, "additional_special_tokens", extra);

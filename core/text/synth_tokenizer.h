@@ -17,7 +17,9 @@
  * <|tool_call_begin|>, <|tool_call_argument_begin|>, <|tool_call_end|>) and
  * <|im_middle|> at Kimi's offsets from the lower of the two (+2, +3, +4, +10,
  * +11 to +15, +17), [UNK] and
- * [PAD] at the two highest ids; a slot that is taken or out of range moves to
+ * [PAD] at the two highest ids, then the reasoning tags <think> and </think>
+ * (+22, +23; added tokens that Hugging Face does not call special, as in
+ * Kimi's file); a slot that is taken or out of range moves to
  * the next free id. Every other id from the end of the regular vocabulary up to
  * vocab_size is "<|reserved_token_N|>" (N = the id), which the loader
  * (core/text/vocab.h) derives the way Kimi's tokenizer does, so those ids are

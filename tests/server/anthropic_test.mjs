@@ -244,7 +244,7 @@ async function keepAliveServer() {
       messages: [{ role: 'user', content: long + 'again' }] }).finalMessage();
     assert.equal(m.usage.output_tokens, 3);
     const o = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { authorization: `Bearer ${KEY}` },
-      body: JSON.stringify({ model: MODEL, max_tokens: 3, stream: true, messages: [{ role: 'user', content: long + 'more' }] }) });
+      body: JSON.stringify({ model: MODEL, max_tokens: 3, stream: true, messages: [{ role: 'user', content: 'more ' + long }] }) });
     const text = await o.text();
     assert.ok((text.match(/^: keep-alive$/gm) ?? []).length >= 5, text);
     assert.equal(text.trimEnd().split('\n').at(-1), 'data: [DONE]');

@@ -834,7 +834,7 @@ async function autoCallServers() {
     { role: 'assistant', content: '', tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
       function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
     { role: 'tool', tool_call_id: 'functions.get_weather:0', content: 'sunny' }, ...user('And Rome?')];
-  const req = (seed, thinking) => ({ model: MODEL, messages, tools, max_tokens: 120, temperature: 1, seed, thinking });
+  const req = (seed, thinking) => ({ model: MODEL, messages, tools, max_tokens: 240, temperature: 1, seed, thinking });
   const valid = (call, k) => {
     assert.match(call.id, new RegExp(`^functions\\.${call.function.name}:${k}$`));
     const args = JSON.parse(call.function.arguments);
@@ -1586,6 +1586,50 @@ async function modelTemplateServer() {
           body: JSON.stringify({ messages: user('Hello there') }) })).json()).tokens.length, 'the prompt is the rendering');
       } finally {
         await stopServer(srv);
+      }
+    });
+    await check("K2-Thinking's way: an answer's first token may open its reasoning; a held answer starts after it, a thinking budget ends it", async () => {
+      const special = (t) => {
+        const r = spawnSync(bin, ['tokenize', '-m', modelDir, '--special', '--text', t], { encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+        return r.stdout.trim();
+      };
+      const [think, unthink] = ['<think>', '</think>'].map(special);
+      const [open, close] = ['{', '}'].map(tokenId);
+      const srv = await startServer(['-m', dir]);
+      try {
+        const ai = client(srv);
+        // the bias makes "<think>" the first token's best, then "</think>": both outside the JSON mask
+        const ask = { model: MODEL, messages: user('Give me JSON'), max_tokens: 12, temperature: 0, logprobs: true,
+          response_format: { type: 'json_object' }, logit_bias: { [think]: 60, [unthink]: 100, [open]: 50, [close]: 50 } };
+        const c = (await ai.chat.completions.create(ask)).choices[0];
+        assert.deepEqual(c.logprobs.content.map((t) => t.token), ['<think>', '</think>', '{', '}'], JSON.stringify(c));
+        assert.equal(c.message.content, '{}');
+        assert.ok(!c.message.reasoning_content, JSON.stringify(c.message));
+        assert.equal(c.finish_reason, 'stop');
+        const off = (await ai.chat.completions.create({ ...ask, reasoning_effort: 'none' })).choices[0];
+        assert.deepEqual(off.logprobs.content.map((t) => t.token), ['{', '}'], 'asked for none, the answer opens none');
+      } finally {
+        await stopServer(srv);
+      }
+      // the model opens it (forced here); Anthropic's budget ends it as it ends K2.5's
+      const forced = await startServer(['-m', dir], { MOETIER_SERVE_FORCE_PREFIX: '<think>' });
+      try {
+        const ask = { model: MODEL, temperature: 0, messages: [{ role: 'user', content: 'Think hard.' }] };
+        const messages = async (body) => {
+          const r = await fetch(forced.url + '/v1/messages', { method: 'POST', body: JSON.stringify({ ...ask, ...body }) });
+          assert.equal(r.status, 200);
+          return r.json();
+        };
+        const free = await messages({ max_tokens: 16, thinking: { type: 'enabled' } });
+        assert.deepEqual(free.content.map((b) => b.type), ['thinking'], 'the reasoning ended by itself: this check proves nothing');
+        const first = await messages({ max_tokens: 4, thinking: { type: 'enabled' } });
+        const m = await messages({ max_tokens: 16, thinking: { type: 'enabled', budget_tokens: 3 } });
+        assert.deepEqual(m.content.map((b) => b.type), ['thinking', 'text'], JSON.stringify(m.content));
+        assert.equal(m.content[0].thinking, first.content[0].thinking, 'the opener and 3 tokens');
+        assert.equal(m.usage.output_tokens, 16);
+      } finally {
+        await stopServer(forced);
       }
     });
     writeFileSync(join(dir, 'chat_template.jinja'), "{% for m in messages %}{{ m['content'] }}\n{% frobnicate %}{% endfor %}");

@@ -12,6 +12,7 @@
 #include <sys/sysmacros.h>
 
 #include "core/app/cli_common.h"
+#include "core/text/json_prefix.h"
 #include "core/text/utf8.h"
 #include "prefetch/routing_trace.h"
 #include "testutil.h"
@@ -472,6 +473,32 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
         free(out);
         free(err);
     }
+    /* a prompt that leaves the answer inside a reasoning (a raw one ending with
+     * "<think>", K2.5's chat with thinking on): the schema holds only what
+     * follows "</think>", so the reasoning runs free (the random model does
+     * not close it in 6 tokens; held, every answer would begin a JSON value) */
+    const char *opened[] = {"-p 'Answer in JSON:<think>'", "--chat -p 'Answer in JSON'"};
+    cJSON *any = cJSON_Parse("{}");
+    json_schema any_value;
+    errbuf e;
+    cr_assert_eq(json_schema_compile(any, &any_value, &e), 0, "%s", e.msg);
+    for (int o = 0; o < 2; o++) {
+        int free_answers = 0;
+        for (int seed = 1; seed <= 4; seed++) {
+            cr_assert_eq(run(&out, &err, "%s run -m %s %s -n 6 --seed %d --temp 1 --json-schema '{}'", bin(),
+                             tmp, opened[o], seed), 0, "%s", err);
+            json_prefix j;
+            json_prefix_init(&j, &any_value);
+            size_t n = strlen(out);
+            n -= n && out[n - 1] == '\n';   /* (run ends its output with a newline) */
+            free_answers += json_prefix_feed(&j, out, n) != 0;
+            free(out);
+            free(err);
+        }
+        cr_expect(free_answers > 0, "%s: every answer began a JSON value", opened[o]);
+    }
+    json_schema_free(&any_value);
+    cJSON_Delete(any);
     /* --presence-penalty and --frequency-penalty: the first token they change
      * is one the greedy answer already held */
     int greedy[40], penalised[40];
@@ -755,7 +782,7 @@ Test(cli, chat_reads_a_message_over_several_lines)
 }
 
 /* What a chat cannot send does not end it: a reply that is not valid UTF-8
- * (here the greedy reply to "msg 14" ends in a stray byte) goes into the
+ * (here the greedy reply to "last" ends in a stray byte) goes into the
  * history repaired, so the next turn's prompt is text; a message that is not
  * valid UTF-8 is refused. And /reset starts the conversation a new chat with
  * the same seed would have, repetition penalty and random draws included. */
@@ -763,14 +790,14 @@ Test(cli, chat_goes_on_past_bytes_that_are_not_text)
 {
     char *tmp = test_make_tmpdir("clichatutf8"), *out, *err;
     test_synth_tiny(tmp, "bf16");
-    cr_assert_eq(run(&out, &err, "printf 'msg 14\\nnext\\ncaf\\351\\nlast\\n' | %s chat -m %s --no-think "
+    cr_assert_eq(run(&out, &err, "printf 'msg 2\\nnext\\ncaf\\351\\nlast\\n' | %s chat -m %s --no-think "
                      "--greedy -n 3", bin(), tmp), 0, "%s", err);
     cr_expect(strstr(err, "not valid UTF-8 at byte 3; it was not sent") != NULL, "%s", err);
     /* the premise: the reply's raw bytes (as printed) are not text */
     cr_assert_neq(utf8_validate((const uint8_t *)out, strlen(out)), strlen(out),
                   "no reply had bytes that are not UTF-8, so nothing was repaired: %s", out);
     chat_turn_line t[3] = {{0}};
-    cr_expect_eq(chat_turns(err, t, 3), 3, "msg 14, next and last must each get a reply: %s", err);
+    cr_expect_eq(chat_turns(err, t, 3), 3, "msg 2, next and last must each get a reply: %s", err);
     free(out);
     free(err);
     /* a reply with a reserved token (run --chat --special shows it; the first

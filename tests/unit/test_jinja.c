@@ -256,22 +256,24 @@ Test(jinja, kimi_k25_template_random_conversations)
     free(dir);
 }
 
-Test(jinja, prompt_opens_reasoning)
+Test(jinja, where_a_prompt_leaves_the_answer)
 {
     static const struct {
         const char *text;
-        int open;
+        reasoning_start start;
     } cases[] = {
-        {"<|im_assistant|>assistant<|im_middle|><think>", 1},   /* K2.5, thinking on */
-        {"<|im_assistant|>assistant<|im_middle|><think>\n", 1}, /* a template that breaks the line */
-        {"<|im_assistant|>assistant<|im_middle|><think></think>", 0},
-        {"<|im_assistant|>assistant<|im_middle|>", 0}, /* K2-Thinking: the model opens it */
-        {"<think>", 1},
-        {"think>", 0},
-        {"", 0},
+        {"<|im_assistant|>assistant<|im_middle|><think>", REASONING_OPEN},   /* K2.5, thinking on */
+        {"<|im_assistant|>assistant<|im_middle|><think>\n", REASONING_OPEN}, /* a template breaking the line */
+        {"<|im_assistant|>assistant<|im_middle|><think></think>", REASONING_CLOSED}, /* K2.5, thinking off */
+        {"<|im_assistant|>assistant<|im_middle|><think></think>\n ", REASONING_CLOSED},
+        {"<|im_assistant|>assistant<|im_middle|>", REASONING_MODEL}, /* K2-Thinking: the model opens it */
+        {"<think>", REASONING_OPEN},
+        {"think>", REASONING_MODEL},
+        {"/think>", REASONING_MODEL},
+        {"", REASONING_MODEL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        cr_expect_eq(chat_prompt_opens_reasoning(cases[i].text, strlen(cases[i].text)), cases[i].open, "%s",
+        cr_expect_eq(chat_prompt_reasoning(cases[i].text, strlen(cases[i].text)), cases[i].start, "%s",
                      cases[i].text);
 }
 

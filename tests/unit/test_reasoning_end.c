@@ -88,3 +88,48 @@ Test(reasoning_end, mask_bans_closing_tokens_with_text_after, .timeout = 60)
     free(logits);
     tokenizer_free(&tok);
 }
+
+/* the parts a gate gives tokens: ids 7 ("<think>" here) and others whose
+ * bytes are the strings; the answer's bytes are what a held answer sees */
+static void gate_run(reasoning_start start, int think_begin, const int *ids, const char *const *bytes, int n,
+                     const char *parts, const char *answer)
+{
+    reasoning_gate g;
+    reasoning_gate_init(&g, start, think_begin);
+    char got[64] = "", seen[256] = "";
+    for (int i = 0; i < n; i++) {
+        size_t after = 0, len = strlen(bytes[i]);
+        int part = reasoning_gate_feed(&g, ids[i], bytes[i], len, &after);
+        got[i] = "RCA"[part];
+        if (part == GATE_CLOSED)
+            cr_expect(after > 0 && after <= len);
+        size_t from = part == GATE_CLOSED ? after : 0;
+        if (part != GATE_REASONING)
+            strncat(seen, bytes[i] + from, len - from);
+    }
+    cr_expect_str_eq(got, parts, "start %d: parts %s, wanted %s", (int)start, got, parts);
+    cr_expect_str_eq(seen, answer, "start %d: the answer saw \"%s\"", (int)start, seen);
+}
+
+Test(reasoning_end, gate_holds_the_answer_after_the_reasoning_however_it_starts)
+{
+    const int think = 7, ids[] = {7, 1, 2, 3, 4};
+    const char *const bytes[] = {"<think>", "plan", "</", "think>  ", "{}"};
+    /* the model opens it with its first token: the opener and the reasoning are not the answer's */
+    gate_run(REASONING_MODEL, think, ids, bytes, 5, "RRRCA", "  {}");
+    /* the prompt opened it: "<think>" written again is reasoning text */
+    gate_run(REASONING_OPEN, think, ids, bytes, 5, "RRRCA", "  {}");
+    /* closed: everything is the answer's, "<think>" included */
+    gate_run(REASONING_CLOSED, think, ids, bytes, 5, "AAAAA", "<think>plan</think>  {}");
+    /* only the first token may open it */
+    const int late[] = {5, 7, 1};
+    const char *const late_bytes[] = {"{", "<think>", "}"};
+    gate_run(REASONING_MODEL, think, late, late_bytes, 3, "AAA", "{<think>}");
+    /* a vocabulary without the token: nothing opens it */
+    gate_run(REASONING_MODEL, -1, ids, bytes, 5, "AAAAA", "<think>plan</think>  {}");
+    reasoning_gate g;
+    reasoning_gate_init(&g, REASONING_MODEL, think);
+    cr_expect(g.may_open && !g.reasoning);
+    reasoning_gate_init(&g, REASONING_OPEN, think);
+    cr_expect(!g.may_open && g.reasoning);
+}

@@ -148,8 +148,13 @@ Test(vocab, synth_tokenizer_roundtrips)
     cr_assert_eq(vocab_find_special(&v, "<|im_middle|>"), 1017);
     cr_assert_eq(vocab_find_special(&v, "[UNK]"), 1022);
     cr_assert_eq(vocab_find_special(&v, "[PAD]"), 1023);
-    cr_assert_str_eq(vocab_decode(&v, 1005, NULL), "<|reserved_token_1005|>");
-    cr_assert_eq(vocab_find_special(&v, "<|reserved_token_1005|>"), 1005);
+    /* Kimi's reasoning tags: added tokens at the first free ids, not special to Hugging Face */
+    cr_assert_eq(vocab_find_special(&v, "<think>"), 1005);
+    cr_assert_eq(vocab_find_special(&v, "</think>"), 1006);
+    cr_assert_eq(v.flags[1005] & VOCAB_F_HF_SPECIAL, 0);
+    cr_assert_neq(v.flags[1002] & VOCAB_F_HF_SPECIAL, 0);
+    cr_assert_str_eq(vocab_decode(&v, 1007, NULL), "<|reserved_token_1007|>");
+    cr_assert_eq(vocab_find_special(&v, "<|reserved_token_1007|>"), 1007);
     cr_assert_eq(vocab_find_special(&v, "<|reserved_token_1002|>"), -1, "1002 is named");
     cr_assert_eq(vocab_find_special(&v, "<|nope|>"), -1);
     cr_assert(vocab_is_special(&v, 1000));
