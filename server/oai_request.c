@@ -296,12 +296,12 @@ static int parse_response_format(oai_request *r, oai_error *err)
     return 0;
 }
 
-/* vLLM's guided decoding: guided_regex, guided_choice, guided_json, or
- * structured_outputs {"regex" | "choice" | "json"}, and llama.cpp's
- * json_schema: the whole answer held to a pattern, one of the strings, or a
- * schema; one way at most (with response_format's JSON modes too), not with a
- * tool_choice that asks for a call. A grammar (vLLM's guided_grammar,
- * llama.cpp's GBNF grammar) is refused: its answer would not be held. */
+/* vLLM's guided decoding: guided_regex, guided_choice, guided_json,
+ * guided_grammar, or structured_outputs {"regex" | "choice" | "json" |
+ * "grammar"}, and llama.cpp's json_schema and grammar: the whole answer held
+ * to a pattern, one of the strings, a schema or a GBNF grammar; one way at
+ * most (with response_format's JSON modes too), not with a tool_choice that
+ * asks for a call. */
 static int parse_guided(oai_request *r, oai_error *err)
 {
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->root, "structured_outputs");
@@ -324,7 +324,7 @@ static int parse_guided(oai_request *r, oai_error *err)
             continue;   /* (llama.cpp's clients send an empty grammar for none) */
         if (found)
             return oai_bad(err, f, "ask for one of guided_regex, guided_choice, guided_json, "
-                           "structured_outputs and json_schema at most");
+                           "guided_grammar, structured_outputs, json_schema and grammar at most");
         found = x;
         kind = ways[k].kind;
         field = f;
@@ -336,9 +336,19 @@ static int parse_guided(oai_request *r, oai_error *err)
     if (r->tool_choice_required || r->tool_choice_name)
         return oai_bad(err, field, "'%s' and a 'tool_choice' that asks for a call cannot both hold the answer",
                        field);
-    if (!strcmp(kind, "grammar"))
-        return oai_bad(err, field, "a grammar is not held by this server: use a regex (guided_regex), a "
-                   "choice (guided_choice) or a JSON schema");
+    errbuf e;
+    if (!strcmp(kind, "grammar")) {
+        if (!cJSON_IsString(found))
+            return oai_bad(err, field, "'%s' must be a string (a grammar in llama.cpp's GBNF)", field);
+        if (!(r->grammar = calloc(1, sizeof *r->grammar)))
+            return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        if (gbnf_compile(r->grammar, found->valuestring, strlen(found->valuestring), &e)) {
+            free(r->grammar);
+            r->grammar = NULL;
+            return oai_bad(err, field, "%s: %s", field, e.msg);
+        }
+        return 0;
+    }
     if (!strcmp(kind, "json"))
         return cJSON_IsObject(found) || cJSON_IsTrue(found)
                    ? compile_answer_schema(r, found, field, field, err)
@@ -358,7 +368,6 @@ static int parse_guided(oai_request *r, oai_error *err)
             choices[n++] = c->valuestring;
         }
     }
-    errbuf e;
     if (!(r->regex = calloc(1, sizeof *r->regex)))
         return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
     if (n ? regex_answer_choices(r->regex, choices, n, &e)
@@ -821,9 +830,9 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         refuse_unsupported(r, err))
         return -1;
     if ((r->min_tokens || r->ignore_eos) &&
-        (r->schema || r->regex || r->tool_choice_required || r->tool_choice_name))
+        (r->schema || r->regex || r->grammar || r->tool_choice_required || r->tool_choice_name))
         return oai_bad(err, r->min_tokens ? "min_tokens" : "ignore_eos", "'%s' and an answer held to JSON, a "
-                       "pattern or a call (which ends once whole) cannot both be kept",
+                       "pattern, a grammar or a call (which ends once whole) cannot both be kept",
                        r->min_tokens ? "min_tokens" : "ignore_eos");
     if (opt_bool(r->root, "stream", &r->stream, err))
         return -1;
@@ -855,6 +864,9 @@ void oai_request_free(oai_request *r)
     if (r->regex)
         json_regex_free(r->regex);
     free(r->regex);
+    if (r->grammar)
+        gbnf_free(r->grammar);
+    free(r->grammar);
     if (r->force)
         tool_force_free(r->force);
     free(r->force);

@@ -42,6 +42,7 @@
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
 #include "core/text/json_schema.h"
+#include "core/text/gbnf.h"
 #include "core/text/regex_answer.h"
 #include "core/text/tool_force.h"
 
@@ -102,6 +103,8 @@ typedef struct oai_request {
                                  * guided_json): what the answer must be; NULL: free text */
     json_regex *regex;          /* vLLM's guided_regex or guided_choice: the pattern the
                                  * whole answer matches; NULL: none */
+    gbnf *grammar;              /* llama.cpp's grammar, vLLM's guided_grammar: the GBNF
+                                 * grammar whose root the whole answer is; NULL: none */
     int logprobs;               /* 1: each token's log-probability is returned */
     int top_logprobs;           /* with that many alternatives per token */
     int prompt_logprobs;        /* vLLM's: 1 when each prompt token's log-probability

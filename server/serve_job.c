@@ -10,6 +10,7 @@
 #include "core/base/progress.h"
 #include "core/engine/draft_lookup.h"
 #include "core/engine/draft_tuner.h"
+#include "core/text/grammar_answer.h"
 #include "core/text/json_mask.h"
 #include "core/text/reasoning_end.h"
 #include "core/text/tool_calls.h"
@@ -514,7 +515,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
             j->req.force = NULL;
             return oai_fail(err, 400, "invalid_request_error", "tool_choice", NULL, "%s", e.msg);
         }
-    } else if (j->req.tools && !j->req.schema && !j->req.regex && !s->o.free_tool_calls) {
+    } else if (j->req.tools && !j->req.schema && !j->req.regex && !j->req.grammar && !s->o.free_tool_calls) {
         /* tool_choice auto: the calls the model begins are held to the format and
          * the parameters; tools that cannot be held leave them free */
         if (!(j->req.force = calloc(1, sizeof *j->req.force)))
@@ -590,6 +591,7 @@ struct slot_run {
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
     regex_answer pattern;       /* guided_regex or guided_choice: the answer so far */
+    grammar_answer grammar;     /* a grammar's parse of the answer so far */
     reasoning_gate gate;        /* inside a reasoning (gate.reasoning): a schema or a forced
                                  * call waits for its end; its tokens are counted and held to
                                  * its budget */
@@ -662,6 +664,7 @@ static void run_free(slot_run *r)
     free(r->prompt_logits);
     free(r->plp);
     stop_filter_free(&r->sf);
+    grammar_answer_free(&r->grammar);
     token_list_free(&r->close);
     for (int c = 0; r->answers && c <= r->choice; c++)
         answer_free(&r->answers[c]);
@@ -688,6 +691,11 @@ static int choice_begin(server *s, slot_run *r, int c)
         json_prefix_init(&r->json, j->req.schema);
     if (j->req.regex)
         regex_answer_init(&r->pattern, j->req.regex);
+    if (j->req.grammar) {
+        grammar_answer_free(&r->grammar);
+        if (grammar_answer_init(&r->grammar, j->req.grammar))
+            return -1;
+    }
     if (j->req.force)
         tool_force_restart(j->req.force);
     reasoning_gate_init(&r->gate, j->req.kind == OAI_CHAT ? j->reasoning : REASONING_CLOSED, s->think_begin);
@@ -845,10 +853,11 @@ static int next_token(server *s, slot_run *r)
         for (int i = 0; i < j->req.n_stop_token_ids && r->k < j->req.min_tokens; i++)
             r->logits[j->req.stop_token_ids[i]] = -INFINITY;
     }
-    int held = j->req.schema || j->req.regex;   /* the answer after the reasoning is held as a whole */
+    /* the answer after the reasoning is held as a whole */
+    int held = j->req.schema || j->req.regex || j->req.grammar;
     int reasoning = r->gate.reasoning;
     if (!forcing && reasoning && (held || (j->req.force && !j->req.force->lazy)))
-        reasoning_end_mask(&r->gate.end, &s->tok->v, j->req.regex != NULL, r->logits, V);
+        reasoning_end_mask(&r->gate.end, &s->tok->v, j->req.regex || j->req.grammar, r->logits, V);
     if (!forcing && reasoning && held && s->section_begin >= 0)
         r->logits[s->section_begin] = -INFINITY;    /* (a section would end it, the answer unwritten) */
     /* the answer's first token may open a reasoning the model writes itself,
@@ -862,6 +871,23 @@ static int next_token(server *s, slot_run *r)
          (j->req.force && !tool_force_mask(j->req.force, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)))) {
         r->finish = "stop";     /* the answer is whole and no end token is known */
         return 0;
+    }
+    if (!forcing && !reasoning && j->req.grammar) {
+        int may =
+            grammar_answer_mask(&r->grammar, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V);
+        if (may < 0) {
+            r->failed = 1;
+            err_set(&r->e, may == GRAMMAR_TOO_COMPLEX
+                               ? "the grammar's parse of this answer grew past its limits (%d parses at once, "
+                                 "rule references %d deep): the grammar is too ambiguous to hold"
+                               : "out of memory holding the answer to its grammar",
+                    GRAMMAR_MAX_STACKS, GRAMMAR_MAX_NESTING);
+            return 0;
+        }
+        if (!may) {
+            r->finish = "stop";     /* the answer is whole and no end token is known */
+            return 0;
+        }
     }
     if (r->gate.may_open)
         r->logits[r->gate.think_begin] = opener;
@@ -904,6 +930,8 @@ static int next_token(server *s, slot_run *r)
             json_prefix_feed(&r->json, bytes ? bytes : "", bn);
         if (j->req.regex)
             regex_answer_feed(&r->pattern, bytes ? bytes : "", bn);
+        if (j->req.grammar)
+            grammar_answer_feed(&r->grammar, bytes ? bytes : "", bn);
     }
     if (r->raw) {
         step_logprobs st;

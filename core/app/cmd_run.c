@@ -22,6 +22,7 @@
 #include "core/engine/draft_tuner.h"
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
+#include "core/text/gbnf.h"
 #include "core/text/json_mask.h"
 #include "core/text/tokenizer.h"
 #include "generate.h"
@@ -48,6 +49,22 @@ static int compile_schema(const char *text, const char *path, json_schema *s, er
     else if ((rc = json_schema_compile(j, s, e)))
         err_prefix(e, "%s: ", path ? path : "--json-schema");
     cJSON_Delete(j);
+    free(file);
+    return rc;
+}
+
+/* --grammar TEXT or --grammar-file PATH, compiled: as compile_schema. */
+static int compile_grammar(const char *text, const char *path, gbnf *g, errbuf *e)
+{
+    char *file = NULL;
+    size_t len = text ? strlen(text) : 0;
+    if (path && cli_read_text(path, &file, &len, e)) {
+        err_prefix(e, "--grammar-file: ");
+        return 1;
+    }
+    int rc = gbnf_compile(g, path ? file : text, len, e);
+    if (rc)
+        err_prefix(e, "%s: ", path ? path : "--grammar");
     free(file);
     return rc;
 }
@@ -80,7 +97,10 @@ static void usage(FILE *f)
             "  --prompt-cache-ro    read FILE, never write it\n"
             "  --json-schema SCHEMA the answer is a JSON value SCHEMA takes (JSON Schema as\n"
             "                       the server's response_format json_schema; '{}': any JSON)\n"
-            "  --json-schema-file FILE  the same, the schema read from FILE\n");
+            "  --json-schema-file FILE  the same, the schema read from FILE\n"
+            "  --grammar GBNF       the answer is a text of the grammar's root (llama.cpp's\n"
+            "                       GBNF, as the server's 'grammar')\n"
+            "  --grammar-file FILE  the same, the grammar read from FILE\n");
     chat_template_flag_usage(f);
     model_flags_usage(f);
     sampling_flags_usage(f);
@@ -151,6 +171,7 @@ int cmd_run(int argc, char **argv)
     draft_tuner tuner;
     draft_tuner_init(&tuner);
     const char *schema_arg = NULL, *schema_path = NULL, *template_name = NULL;
+    const char *grammar_arg = NULL, *grammar_path = NULL;
     cli_prompt_cache pcache = {0};
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -200,6 +221,12 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--json-schema-file")) {
             if (!(schema_path = cli_value(argc, argv, &i)))
                 return 2;
+        } else if (!strcmp(a, "--grammar")) {
+            if (!(grammar_arg = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--grammar-file")) {
+            if (!(grammar_path = cli_value(argc, argv, &i)))
+                return 2;
         } else {
             fprintf(stderr, "moetier run: unknown option '%s'\n", a);
             usage(stderr);
@@ -231,8 +258,9 @@ int cmd_run(int argc, char **argv)
         cli_fail(&e);
         return 2;       /* a bad option value, as when it does not parse */
     }
-    if (schema_arg && schema_path) {
-        fprintf(stderr, "moetier run: give --json-schema or --json-schema-file, not both\n");
+    if (!!schema_arg + !!schema_path + !!grammar_arg + !!grammar_path > 1) {
+        fprintf(stderr, "moetier run: give one of --json-schema, --json-schema-file, --grammar and "
+                "--grammar-file\n");
         return 2;
     }
     /* checked before loading anything (compiled again before generating) */
@@ -243,6 +271,15 @@ int cmd_run(int argc, char **argv)
         return bad_schema < 0 ? 2 : 1;      /* a bad option value, or a file not read */
     }
     json_schema_free(&schema);
+    gbnf grammar = {0};
+    int bad_grammar =
+        grammar_arg || grammar_path ? compile_grammar(grammar_arg, grammar_path, &grammar, &e) : 0;
+    if (bad_grammar) {
+        cli_fail(&e);
+        return bad_grammar < 0 ? 2 : 1;
+    }
+    gbnf_free(&grammar);
+    int held = schema_arg || schema_path || grammar_arg || grammar_path;
     /* read before loading anything: a wrong path fails at once */
     char *file_text = NULL;
     size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
@@ -260,9 +297,9 @@ int cmd_run(int argc, char **argv)
         free(file_text);
         return cli_fail(&e);
     }
-    if (!have_vocab && (schema_arg || schema_path)) {
+    if (!have_vocab && held) {
         free(file_text);
-        return cli_fail(&e);    /* a schema is about text */
+        return cli_fail(&e);    /* a schema or grammar is about text */
     }
     if (!have_vocab) {
         fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
@@ -331,10 +368,14 @@ int cmd_run(int argc, char **argv)
     gen_params gp = {.max_new = n_new, .stop_ids = stop, .n_stop = n_stop,
                      .show_special = show_special, .out = stdout, .draft = draft,
                      .draft_stats = &draft_stats, .tuner = &tuner};
-    if (schema_arg || schema_path) {
-        if (compile_schema(schema_arg, schema_path, &schema, &e) != 0 || json_vocab_build(&jv, &tok.v, &e))
+    if (held) {
+        int grammar_given = grammar_arg || grammar_path;
+        if ((grammar_given ? compile_grammar(grammar_arg, grammar_path, &grammar, &e)
+                           : compile_schema(schema_arg, schema_path, &schema, &e)) != 0 ||
+            json_vocab_build(&jv, &tok.v, &e))
             goto done;
-        gp.schema = &schema;
+        gp.schema = grammar_given ? NULL : &schema;
+        gp.grammar = grammar_given ? &grammar : NULL;
         gp.jv = &jv;
         gp.reasoning = reasoning;
         gp.think_begin = vocab_find_special(&tok.v, "<think>");
@@ -400,6 +441,7 @@ done:
     token_list_free(&gen);
     free(prompt);
     json_schema_free(&schema);
+    gbnf_free(&grammar);
     json_vocab_free(&jv);
     cli_prompt_cache_free(&pcache);
     if (cli_model_close(&m) && rc == 0)

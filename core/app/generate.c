@@ -8,6 +8,7 @@
 
 #include "core/base/progress.h"
 #include "core/engine/draft_tuner.h"
+#include "core/text/grammar_answer.h"
 
 static int is_stop(const gen_params *p, int id)
 {
@@ -42,38 +43,57 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         vocab_stream_init(&vs, &tok->v);
     int rc = 0, V = m->mw.cfg.vocab_size;
     json_prefix answer;
+    grammar_answer text = {0};
     reasoning_gate gate;
-    if (p->schema) {
+    int held = p->schema || p->grammar;
+    if (p->schema)
         json_prefix_init(&answer, p->schema);
+    if (p->grammar && grammar_answer_init(&text, p->grammar))
+        return err_set(e, "out of memory for the grammar's parse");
+    if (held)
         reasoning_gate_init(&gate, p->reasoning, p->think_begin);
-    }
     draft_step d = {.n = 0};
     draft_tuner own, *tu = p->tuner ? p->tuner : &own;
     if (!p->tuner)
         draft_tuner_init(&own);
     draft_accept_restart(&tu->accept);
-    if (p->draft > 0 && !(d.rows = malloc(ENGINE_DRAFT_MAX_T * (size_t)V * sizeof *d.rows)))
+    if (p->draft > 0 && !(d.rows = malloc(ENGINE_DRAFT_MAX_T * (size_t)V * sizeof *d.rows))) {
+        grammar_answer_free(&text);
         return err_set(e, "out of memory for %d rows of logits (--draft-lookup)", ENGINE_DRAFT_MAX_T);
+    }
     float *cur = logits;    /* the distribution the next token is drawn from */
     for (int k = 0; k < p->max_new; k++) {
-        if (p->schema && gate.reasoning) {
-            reasoning_end_mask(&gate.end, &tok->v, 0, cur, V);
+        if (held && gate.reasoning) {
+            /* (a grammar takes the whitespace after "</think>" itself) */
+            reasoning_end_mask(&gate.end, &tok->v, p->grammar != NULL, cur, V);
             if (p->section_begin >= 0)
                 cur[p->section_begin] = -INFINITY;  /* (a section would end it, the value unwritten) */
-        } else if (p->schema) {
+        } else if (held) {
             float opener = gate.may_open ? cur[gate.think_begin] : 0;
-            if (!json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V))
+            int may = p->schema ? json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V)
+                                : grammar_answer_mask(&text, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V);
+            if (may < 0) {
+                rc = err_set(e, may == GRAMMAR_TOO_COMPLEX
+                                    ? "the grammar's parse of the answer grew past its limits (%d parses at "
+                                      "once, rule references %d deep): it is too ambiguous to hold"
+                                    : "out of memory holding the answer to the grammar",
+                             GRAMMAR_MAX_STACKS, GRAMMAR_MAX_NESTING);
+                break;
+            }
+            if (!may)
                 break;  /* the value is whole and no end token may end it */
             if (gate.may_open)
                 cur[gate.think_begin] = opener;
         }
         int next = sampler_sample(s, cur);
-        if (p->schema && !is_stop(p, next)) {
+        if (held && !is_stop(p, next)) {
             size_t n, after = 0;
             const char *b = vocab_decode(&tok->v, next, &n);
             int part = reasoning_gate_feed(&gate, next, b ? b : "", b ? n : 0, &after);
-            if (part != GATE_REASONING)
+            if (part != GATE_REASONING && p->schema)
                 json_prefix_feed(&answer, b ? b + after : "", b ? n - after : 0);
+            if (part != GATE_REASONING && p->grammar)
+                grammar_answer_feed(&text, b ? b + after : "", b ? n - after : 0);
         }
         sampler_accept_output(s, next);
         if (p->draft)
@@ -149,6 +169,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     if (cur != logits && !rc)
         memcpy(logits, cur, (size_t)V * sizeof *logits);
     free(d.rows);
+    grammar_answer_free(&text);
     if (tok && p->out)
         vocab_stream_flush(&vs, p->out);
     return rc;

@@ -7,6 +7,7 @@
 
 #include "cli_common.h"
 #include "core/engine/sampler.h"
+#include "core/text/gbnf.h"
 #include "core/text/json_mask.h"
 #include "core/text/reasoning_end.h"
 #include "core/text/tokenizer.h"
@@ -28,10 +29,14 @@ typedef struct gen_params {
      * tokenizer), jv its token table; it ends once the value is whole */
     const json_schema *schema;
     const json_vocab *jv;
-    /* with a schema: where the chat prompt leaves the answer. Inside or
-     * opening a reasoning (think_begin, the "<think>" token, the answer's first
-     * one), the schema holds the answer after "</think>"; section_begin (a
-     * tool-call section, -1 if none) may not end it there. */
+    /* optional, instead: the answer is a text of this grammar's root
+     * (--grammar; needs the tokenizer and jv); it ends once whole and no
+     * token may follow */
+    const gbnf *grammar;
+    /* with a schema or grammar: where the chat prompt leaves the answer.
+     * Inside or opening a reasoning (think_begin, the "<think>" token, the
+     * answer's first one), it holds the answer after "</think>"; section_begin
+     * (a tool-call section, -1 if none) may not end it there. */
     reasoning_start reasoning;
     int think_begin, section_begin;
     /* --draft-lookup: up to this many tokens are guessed from the context

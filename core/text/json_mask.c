@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "pattern_tokens.h"
+#include "vocab_trie.h"
 
 static int is_end(int id, const int *end_ids, int n_end)
 {
@@ -19,6 +20,7 @@ int json_vocab_build(json_vocab *jv, const vocab *v, errbuf *e)
 {
     json_schema any;
     jv->n = v->n_vocab;
+    jv->trie = NULL;
     jv->first = calloc((size_t)jv->n + 1, 1);
     jv->plain = calloc((size_t)jv->n + 1, 1);
     jv->chars = calloc((size_t)jv->n + 1, 1);
@@ -54,6 +56,10 @@ void json_vocab_free(json_vocab *jv)
     free(jv->plain);
     free(jv->chars);
     free(jv->raw);
+    if (jv->trie)
+        vocab_trie_free(jv->trie);
+    free(jv->trie);
+    jv->trie = NULL;
     jv->first = jv->plain = jv->chars = jv->raw = NULL;
     jv->n = 0;
 }

@@ -27,6 +27,7 @@ typedef struct json_vocab {
     uint8_t *chars;
     uint8_t *raw;       /* plain without escapes: its bytes are its characters */
     int n;
+    struct vocab_trie *trie;    /* the tokens' bytes as a trie, built on first use (grammar_answer) */
 } json_vocab;
 
 int json_vocab_build(json_vocab *jv, const vocab *v, errbuf *e);

@@ -342,7 +342,7 @@ async function apiFeatureChecks(srv, ai) {
       response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 2, maximum: 1 } } } }), 400);
     assert.match(e.message, /no integer is within/);
   });
-  await check('vLLM\'s guided_choice, guided_regex and structured_outputs, llama.cpp\'s json_schema hold the whole answer; a grammar or two ways refused', async () => {
+  await check('vLLM\'s guided_choice, guided_regex, guided_grammar and structured_outputs, llama.cpp\'s json_schema and grammar hold the whole answer; a bad grammar or two ways refused', async () => {
     const choices = ['Positive', 'Negative', 'Neutral \u2713'];
     for (let seed = 1; seed <= 4; seed++) {
       const c = (await ai.chat.completions.create({ model: MODEL, messages: user('Sentiment?'), max_tokens: 20,
@@ -360,15 +360,32 @@ async function apiFeatureChecks(srv, ai) {
     const s = await collect(await ai.completions.create({ ...base, max_tokens: 20, temperature: 1, seed: 3, stream: true,
       structured_outputs: { choice: ['alpha', 'beta'] } }));
     assert.ok(['alpha', 'beta'].includes(s.content), s.content);
-    // llama.cpp's json_schema field: a schema; its (GBNF) grammar refused, an empty one none
+    // a GBNF grammar (llama.cpp's): the random model's answers are whole texts of it, ended there
+    const grammar = 'root ::= item (", " item){1,3} "."\nitem ::= [a-z]{2,8}';
+    const listed = /^[a-z]{2,8}(, [a-z]{2,8}){1,3}\.$/;
+    for (let seed = 1; seed <= 3; seed++) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('A list?'), max_tokens: 80,
+        temperature: 1, seed, guided_grammar: grammar })).choices[0];
+      assert.match(c.message.content, listed);
+      assert.equal(c.finish_reason, 'stop');
+      const l = await (await fetch(srv.url + '/completion', { method: 'POST', body: JSON.stringify({ prompt: 'A list:',
+        n_predict: 80, temperature: 1, seed, grammar }) })).json();
+      assert.match(l.content, listed, JSON.stringify(l));
+    }
+    const g = await collect(await ai.completions.create({ ...base, max_tokens: 60, temperature: 1, seed: 3, stream: true,
+      structured_outputs: { grammar } }));
+    assert.match(g.content, listed);
+    // llama.cpp's json_schema field: a schema; an empty grammar beside it is none
     const j = (await ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 40, temperature: 1, seed: 2,
       json_schema: { type: 'object', properties: { a: { enum: [1, 2] } }, required: ['a'], additionalProperties: false },
       grammar: '' })).choices[0];
     if (j.finish_reason === 'stop') assert.ok([1, 2].includes(JSON.parse(j.message.content).a), j.message.content);
     else assert.match(j.message.content, /^\s*\{/);
     for (const [body, param, why] of [[{ guided_choice: ['a'], response_format: { type: 'json_object' } }, 'guided_choice', /cannot both/],
-      [{ guided_grammar: 'root ::= "a"' }, 'guided_grammar', /grammar is not held/],
-      [{ grammar: 'root ::= "a"' }, 'grammar', /grammar is not held/],
+      [{ guided_grammar: 'root ::= ("a"' }, 'guided_grammar', /grammar line 1: a group is not closed/],
+      [{ grammar: 'root ::= "a"\n  | item' }, 'grammar', /grammar line 2: rule 'item' is used but not defined/],
+      [{ structured_outputs: { grammar: 'root ::= root "a" | "b"' } }, 'structured_outputs', /left-recursive/],
+      [{ guided_grammar: 'root ::= "a"', guided_regex: 'a' }, 'guided_grammar', /at most/],
       [{ guided_regex: '(a)\\1' }, 'guided_regex', /backreference/],
       [{ guided_regex: 'a', structured_outputs: { choice: ['b'] } }, 'structured_outputs', /at most/]]) {
       const e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), ...body }), 400);
@@ -492,7 +509,7 @@ async function apiFeatureChecks(srv, ai) {
     o = JSON.parse((await native({ prompt, n_predict: 4, temperature: 0, logit_bias: { [word]: false } })).text);
     assert.ok(!o.content.includes(' two'), 'a bias false bans the token');
     for (const [body, param] of [[{ prompt, mirostat: 2 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
-      [{ prompt: ['a', 'b'] }, 'prompt'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= "a"' }, 'grammar'],
+      [{ prompt: ['a', 'b'] }, 'prompt'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= a' }, 'grammar'],
       [{ prompt, typical_p: 0.5 }, 'typical_p'], [{}, 'prompt']]) {
       r = await native(body);
       assert.equal(r.status, 400, JSON.stringify(body));

@@ -12,6 +12,7 @@
 #include <sys/sysmacros.h>
 
 #include "core/app/cli_common.h"
+#include "core/text/grammar_answer.h"
 #include "core/text/json_prefix.h"
 #include "core/text/utf8.h"
 #include "prefetch/routing_trace.h"
@@ -342,6 +343,11 @@ Test(cli, bad_arguments_fail_clearly)
                    "--json-schema '{\"type\": \"integer\", \"multipleOf\": 2}'");
     expect_failure(2, "--json-schema: not JSON", "%s run -m %s --ids 1 %s", d, "--json-schema '{\"type\":'");
     expect_failure(1, "--json-schema-file", "%s run -m %s --ids 1 %s", d, "--json-schema-file /nonexistent");
+    expect_failure(2, "--grammar: grammar line 2: rule 'item' is used but not defined", "%s run -m %s --ids 1 %s",
+                   d, "--grammar 'root ::= \"a\"\n  item'");
+    expect_failure(1, "--grammar-file", "%s run -m %s --ids 1 %s", d, "--grammar-file /nonexistent");
+    expect_failure(2, "give one of --json-schema", "%s run -m %s --ids 1 %s", d,
+                   "--grammar 'root ::= \"a\"' --json-schema '{}'");
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
     expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:inf");
     expect_failure(2, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
@@ -473,6 +479,26 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
         free(out);
         free(err);
     }
+    /* --grammar: sampled answers that are whole texts of the grammar, ended
+     * there (the random model would go on) */
+    errbuf e;
+    const char *list = "root ::= item (\", \" item){1,3} \".\"\nitem ::= [a-z]{2,8}";
+    gbnf listed;
+    cr_assert_eq(gbnf_compile(&listed, list, strlen(list), &e), 0, "%s", e.msg);
+    for (int seed = 1; seed <= 3; seed++) {
+        cr_assert_eq(run(&out, &err, "%s run -m %s -p 'A list:' -n 200 --seed %d --temp 1 --grammar '%s'", bin(),
+                         tmp, seed, list), 0, "%s", err);
+        size_t n = strlen(out);
+        n -= n && out[n - 1] == '\n';
+        grammar_answer ga;
+        cr_assert_eq(grammar_answer_init(&ga, &listed), 0);
+        cr_expect(grammar_answer_feed(&ga, out, n) == 0 && grammar_answer_complete(&ga),
+                  "seed %d: '%s' is not a whole list", seed, out);
+        grammar_answer_free(&ga);
+        free(out);
+        free(err);
+    }
+    gbnf_free(&listed);
     /* a prompt that leaves the answer inside a reasoning (a raw one ending with
      * "<think>", K2.5's chat with thinking on): the schema holds only what
      * follows "</think>", so the reasoning runs free (the random model does
@@ -480,7 +506,6 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
     const char *opened[] = {"-p 'Answer in JSON:<think>'", "--chat -p 'Answer in JSON'"};
     cJSON *any = cJSON_Parse("{}");
     json_schema any_value;
-    errbuf e;
     cr_assert_eq(json_schema_compile(any, &any_value, &e), 0, "%s", e.msg);
     for (int o = 0; o < 2; o++) {
         int free_answers = 0;

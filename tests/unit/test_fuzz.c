@@ -46,3 +46,4 @@ Test(fuzz, trace_reader) { run_target("fuzz_trace", "trace", 3000); }
 Test(fuzz, server_requests) { run_target("fuzz_oai_request", "oai_request", 3000); }
 Test(fuzz, string_patterns) { run_target("fuzz_json_regex", "json_regex", 20000); }
 Test(fuzz, prompt_file) { run_target("fuzz_prompt_file", "prompt_file", 3000); }
+Test(fuzz, grammars) { run_target("fuzz_gbnf", "gbnf", 3000); }
