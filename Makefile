@@ -135,7 +135,7 @@ $(FUZZ_RUNS): fuzz-run-%: $(FUZZ_BUILD)/%
 	  rm -rf $(FUZZ_BUILD)/$$t.corpus; cp -r tests/fuzz/corpus/$${t#fuzz_} $(FUZZ_BUILD)/$$t.corpus; \
 	  cp tests/fuzz/grown/$${t#fuzz_}/* $(FUZZ_BUILD)/$$t.corpus/ 2>/dev/null || true; \
 	  $(FUZZ_BUILD)/$$t $(FUZZ_BUILD)/$$t.corpus -max_total_time=$(FUZZ_SECONDS) \
-	    -print_final_stats=1 > $(FUZZ_BUILD)/$$t.log 2>&1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/$$t- -print_final_stats=1 > $(FUZZ_BUILD)/$$t.log 2>&1 \
 	    || { tail -40 $(FUZZ_BUILD)/$$t.log; echo "fuzz: $$t failed"; exit 1; }; \
 	  echo "== $$t ($(FUZZ_SECONDS) s): $$(grep -E '^Done|stat::number_of_executed_units' \
 	    $(FUZZ_BUILD)/$$t.log | tr '\n' ' ')"

@@ -22,6 +22,7 @@
 #include "core/text/regex_answer.h"
 #include "core/text/tokenizer.h"
 #include "core/text/tool_force.h"
+#include "draw_yardstick.h"
 
 enum { ROUNDS = 20 };
 
@@ -36,7 +37,6 @@ int main(int argc, char **argv)
     }
     int V = tok.v.n_vocab, end_id = vocab_find_special(&tok.v, "<|im_end|>");
     float *logits = malloc((size_t)V * sizeof *logits);
-    unsigned seed = 1;
     sampler s;
     sampler_params p = sampler_defaults();
     json_schema any;
@@ -46,21 +46,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_json_mask: out of memory\n");
         return 2;
     }
-    double draw_ms = 0, t0;
-    for (int r = 0; r < ROUNDS; r++) {
-        for (int i = 0; i < V; i += 2) {   /* Box-Muller: two normals per draw */
-            double u = (rand_r(&seed) + 1.0) / (RAND_MAX + 2.0), w = (rand_r(&seed) + 1.0) / (RAND_MAX + 2.0);
-            logits[i] = (float)(2.5 * sqrt(-2 * log(u)) * cos(6.283185307179586 * w));
-            if (i + 1 < V)
-                logits[i + 1] = (float)(2.5 * sqrt(-2 * log(u)) * sin(6.283185307179586 * w));
-        }
-        for (int k = 0; k < 20; k++)
-            logits[rand_r(&seed) % V] = 15.0f + 0.5f * (float)k;
-        t0 = now_seconds();
-        sampler_sample(&s, logits);
-        draw_ms += now_seconds() - t0;
-    }
-    draw_ms = draw_ms / ROUNDS * 1e3;
+    double draw_ms = draw_yardstick_ms(&s, logits, V, ROUNDS), t0;
     static const struct {
         const char *name, *text;
         int bounded;

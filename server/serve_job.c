@@ -877,11 +877,7 @@ static int next_token(server *s, slot_run *r)
             grammar_answer_mask(&r->grammar, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V);
         if (may < 0) {
             r->failed = 1;
-            err_set(&r->e, may == GRAMMAR_TOO_COMPLEX
-                               ? "the grammar's parse of this answer grew past its limits (%d parses at once, "
-                                 "rule references %d deep): the grammar is too ambiguous to hold"
-                               : "out of memory holding the answer to its grammar",
-                    GRAMMAR_MAX_STACKS, GRAMMAR_MAX_NESTING);
+            err_set(&r->e, "%s", grammar_answer_strerror(may));
             return 0;
         }
         if (!may) {

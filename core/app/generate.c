@@ -73,11 +73,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             int may = p->schema ? json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V)
                                 : grammar_answer_mask(&text, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V);
             if (may < 0) {
-                rc = err_set(e, may == GRAMMAR_TOO_COMPLEX
-                                    ? "the grammar's parse of the answer grew past its limits (%d parses at "
-                                      "once, rule references %d deep): it is too ambiguous to hold"
-                                    : "out of memory holding the answer to the grammar",
-                             GRAMMAR_MAX_STACKS, GRAMMAR_MAX_NESTING);
+                rc = err_set(e, "%s", grammar_answer_strerror(may));
                 break;
             }
             if (!may)

@@ -8,8 +8,8 @@
  * (`*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}`). `#` starts a comment. Escapes:
  * \n \r \t \\ \" \' \[ \] \- \^ \/ \. \xHH \uHHHH \UHHHHHHHH. A rule goes on
  * over line breaks inside parentheses and after `::=` or `|`, and over any
- * line break that no `name ::=` follows (llama.cpp's grammars all parse;
- * xgrammar's habit of starting a line with `|` too).
+ * line break that no `name ::=` follows (llama.cpp's grammars parse, and so
+ * do grammars whose lines start with `|`).
  *
  * Compiled, each rule is a run of elements: its alternatives' terminals and
  * rule references, GB_ALT between alternatives, GB_END after the last.

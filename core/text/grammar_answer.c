@@ -211,12 +211,120 @@ typedef struct gstate {
     uint8_t left, lo, hi;
 } gstate;
 
+/* A mask's memo of take(): a set and a character to the set they give, kept
+ * only where both sets' frames are older than the mask (the walk forgets the
+ * frames it makes after each node). A free text's trie walk meets the same
+ * set at nearly every node (a loop's stacks give themselves back), so each
+ * character is taken once per mask instead of once per node. The memo lives
+ * with the answer; each mask starts it empty by moving to a new generation. */
+#define MEMO_SLOTS 8192 /* a power of two; entries fill at most half */
+#define MEMO_MAX_SET 64 /* larger sets are not kept */
+
+typedef struct take_memo {
+    struct memo_entry {
+        uint64_t hash;
+        uint32_t cp, in_at, out_at;
+        uint16_t in_n, out_n;
+        uint8_t complete;
+        uint32_t gen; /* the entry is the mask's when it is m->gen */
+    } slot[MEMO_SLOTS];
+    int n;
+    uint32_t gen, base; /* the mask's; frames older than the mask */
+    uint32_t *pool;     /* the sets, back to back */
+    size_t pool_n, pool_cap;
+} take_memo;
+
+static uint64_t set_hash(const uint32_t *set, int n, uint32_t cp)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ cp;
+    for (int i = 0; i < n; i++)
+        h = (h ^ set[i]) * 0x100000001B3ull;
+    return h ^ (uint64_t)n << 56;
+}
+
+static int same_set(const uint32_t *x, const uint32_t *y, int n)
+{
+    for (int i = 0; i < n; i++) /* (sets are a few frames: a call to memcmp costs more) */
+        if (x[i] != y[i])
+            return 0;
+    return 1;
+}
+
+static struct memo_entry *memo_find(take_memo *m, uint64_t h, const gstate *s, uint32_t cp)
+{
+    for (uint32_t i = (uint32_t)h & (MEMO_SLOTS - 1);; i = (i + 1) & (MEMO_SLOTS - 1)) {
+        struct memo_entry *e = &m->slot[i];
+        if (e->gen != m->gen ||
+            (e->hash == h && e->cp == cp && e->in_n == s->n && same_set(m->pool + e->in_at, s->set, s->n)))
+            return e;
+    }
+}
+
+static void memo_keep(take_memo *m, struct memo_entry *e, uint64_t h, const gstate *s, uint32_t cp,
+                      const gstate *out)
+{
+    if (m->n >= MEMO_SLOTS / 2 || s->n > MEMO_MAX_SET || out->n > MEMO_MAX_SET)
+        return;
+    for (int i = 0; i < s->n; i++)
+        if (s->set[i] >= m->base)
+            return;
+    for (int i = 0; i < out->n; i++)
+        if (out->set[i] >= m->base)
+            return;
+    size_t need = m->pool_n + (size_t)s->n + (size_t)out->n;
+    if (need > m->pool_cap) {
+        size_t cap = m->pool_cap ? 2 * m->pool_cap : 1024;
+        while (cap < need)
+            cap *= 2;
+        uint32_t *p = realloc(m->pool, cap * sizeof *p);
+        if (!p)
+            return; /* (a memo is an optimisation: nothing kept) */
+        m->pool = p;
+        m->pool_cap = cap;
+    }
+    *e = (struct memo_entry){h,
+                             cp,
+                             (uint32_t)m->pool_n,
+                             (uint32_t)(m->pool_n + (size_t)s->n),
+                             (uint16_t)s->n,
+                             (uint16_t)out->n,
+                             (uint8_t)out->complete,
+                             m->gen};
+    memcpy(m->pool + m->pool_n, s->set, (size_t)s->n * sizeof *s->set);
+    if (out->n) /* (no stack left: maybe no buffer either) */
+        memcpy(m->pool + m->pool_n + s->n, out->set, (size_t)out->n * sizeof *out->set);
+    m->pool_n = need;
+    m->n++;
+}
+
 /* The stacks of s after code point cp, built in *buf. */
 static int take(grammar_answer *a, const gstate *s, uint32_t cp, gstate *out, uint32_t **buf, int *cap)
 {
+    a->work += s->n;
+    take_memo *m = a->memo_live ? a->memo : NULL;
+    struct memo_entry *e = NULL;
+    uint64_t h = 0;
+    if (m && s->n && s->n <= MEMO_MAX_SET) {
+        h = set_hash(s->set, s->n, cp);
+        e = memo_find(m, h, s, cp);
+        if (e->gen == m->gen) {
+            if (e->out_n > *cap) {
+                uint32_t *p = realloc(*buf, (size_t)e->out_n * sizeof *p);
+                if (!p)
+                    return GRAMMAR_NO_MEMORY;
+                *buf = p;
+                *cap = e->out_n;
+            }
+            for (int i = 0; i < e->out_n; i++)
+                (*buf)[i] = m->pool[e->out_at + i];
+            out->set = *buf;
+            out->n = e->out_n;
+            out->complete = e->complete;
+            return out->n || out->complete ? 0 : -1;
+        }
+    }
     builder b = {a, buf, cap, 0, 0, 0};
     next_gen(a);
-    a->work += s->n;
     for (int i = 0; i < s->n && !b.err; i++) {
         gb_frame f = a->frames[s->set[i]];
         if (gbnf_class_has(a->g, a->g->elems[f.pos].arg, cp))
@@ -227,6 +335,8 @@ static int take(grammar_answer *a, const gstate *s, uint32_t cp, gstate *out, ui
     out->set = *buf;
     out->n = b.n;
     out->complete = b.complete;
+    if (e)
+        memo_keep(m, e, h, s, cp, out);
     return b.n || b.complete ? 0 : -1;
 }
 
@@ -328,6 +438,9 @@ void grammar_answer_free(grammar_answer *a)
     free(a->set);
     for (int d = 0; d < a->n_levels; d++)
         free(a->level[d]);
+    if (a->memo)
+        free(a->memo->pool);
+    free(a->memo);
     free(a->level);
     free(a->level_cap);
     memset(a, 0, sizeof *a);
@@ -439,7 +552,21 @@ int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv,
     walk_ctx c = {a, jv ? trie_of(jv, v) : NULL, ok, 0};
     a->work = 0;
     if (c.t) {
+        if (!a->memo)
+            a->memo = calloc(1, sizeof *a->memo); /* (without one, the walk is only slower) */
+        take_memo *m = a->memo;
+        if (m && ++m->gen == 0) { /* (after 2^32 masks: the slots start again) */
+            memset(m->slot, 0, sizeof m->slot);
+            m->gen = 1;
+        }
+        if (m) {
+            m->n = 0;
+            m->pool_n = 0;
+            m->base = a->n_frames;
+        }
+        a->memo_live = m != NULL;
         walk(&c, 0, &s, 0);
+        a->memo_live = 0;
     } else {
         for (int id = 0; id < V && !c.err; id++) {
             size_t n;
@@ -482,4 +609,14 @@ int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv,
     }
     free(ok);
     return possible;
+}
+
+const char *grammar_answer_strerror(int rc)
+{
+    /* (the numbers are GRAMMAR_MAX_STACKS, GRAMMAR_MAX_NESTING and GRAMMAR_MAX_MASK_WORK) */
+    return rc == GRAMMAR_TOO_COMPLEX
+               ? "the grammar's parse of the answer grew past its limits (65,536 parses at "
+                 "once, rule references 10,000 deep, 10^8 stacks moved for one token's "
+                 "mask): the grammar is too ambiguous to hold"
+               : "out of memory holding the answer to its grammar";
 }

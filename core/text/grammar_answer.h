@@ -60,6 +60,8 @@ typedef struct grammar_answer {
     /* the mask's sets, one per byte of the token being walked */
     uint32_t **level;
     int *level_cap, n_levels;
+    struct take_memo *memo; /* a mask's: what a character did to a set (grammar_answer.c) */
+    int memo_live;          /* a mask is walking the trie: its memo holds */
 } grammar_answer;
 
 #define GRAMMAR_TOO_COMPLEX (-2)
@@ -81,5 +83,8 @@ int grammar_answer_complete(const grammar_answer *a);
  * GRAMMAR_TOO_COMPLEX or GRAMMAR_NO_MEMORY. */
 int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv, const int *end_ids,
                         int n_end, float *logits, int V);
+
+/* What GRAMMAR_TOO_COMPLEX or GRAMMAR_NO_MEMORY means, for the user. */
+const char *grammar_answer_strerror(int rc);
 
 #endif

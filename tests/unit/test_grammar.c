@@ -119,7 +119,7 @@ Test(grammar, the_forms_llama_cpp_grammars_use)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         cr_expect_eq(judge(&g, cases[i].s, strlen(cases[i].s)), cases[i].want, "%s", cases[i].s);
     gbnf_free(&g);
-    /* xgrammar's habit: a line that starts with '|'; '_' in names; an empty alternative */
+    /* a line that starts with '|'; '_' in names; an empty alternative */
     cr_assert_eq(compile_text(&g, "root ::= my_rule\n  | \"x\"\nmy_rule ::= \"a\" | \n", &e), 0, "%s", e.msg);
     cr_expect_eq(judge(&g, "x", 1), 1);
     cr_expect_eq(judge(&g, "a", 1), 1);
