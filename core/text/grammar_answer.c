@@ -409,6 +409,7 @@ int grammar_answer_init(grammar_answer *a, const gbnf *g)
 {
     memset(a, 0, sizeof *a);
     a->g = g;
+    a->max_work = GRAMMAR_MAX_MASK_WORK;
     a->cap_frames = 1024;
     a->frames = malloc(a->cap_frames * sizeof *a->frames);
     a->stamp = calloc(a->cap_frames, sizeof *a->stamp);
@@ -507,7 +508,7 @@ static void walk(walk_ctx *c, int32_t node, const gstate *s, int depth)
         return;
     }
     for (int32_t ch = t->child[node]; ch >= 0 && !c->err; ch = t->sibling[ch]) {
-        if (a->work > GRAMMAR_MAX_MASK_WORK) {
+        if (a->work > a->max_work) {
             c->err = GRAMMAR_TOO_COMPLEX;
             return;
         }
@@ -575,7 +576,7 @@ int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv,
                 continue;
             uint32_t mark = a->n_frames;
             gstate u = s;
-            int rc = a->work > GRAMMAR_MAX_MASK_WORK ? GRAMMAR_TOO_COMPLEX : 0;
+            int rc = a->work > a->max_work ? GRAMMAR_TOO_COMPLEX : 0;
             for (size_t i = 0; i < n && !rc; i++) {
                 gstate w;
                 if (level(a, (int)i + 1)) {

@@ -54,7 +54,7 @@ typedef struct grammar_answer {
     uint32_t *set;        /* the stacks after the text so far (their top frames) */
     int n_set, cap_set;
     int complete;         /* the text so far is a whole text of root */
-    long work;            /* the mask's so far (GRAMMAR_MAX_MASK_WORK) */
+    long work, max_work;  /* the mask's so far, and its bound (GRAMMAR_MAX_MASK_WORK; a test's own) */
     uint32_t cp;          /* a character being read: its bits so far */
     uint8_t left, lo, hi; /* its continuation bytes to come, the next one's range */
     /* the mask's sets, one per byte of the token being walked */
