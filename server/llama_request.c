@@ -85,13 +85,19 @@ static int translate(const cJSON *root, cJSON *out, oai_error *err)
     const cJSON *prompt = chat_body_field(root, "prompt"), *x;
     if (!prompt)
         return oai_bad(err, "prompt", "'prompt' is required");
-    int ids = cJSON_IsArray(prompt);
-    if (ids)
-        cJSON_ArrayForEach(x, prompt)
-            ids &= cJSON_IsNumber(x);
-    if (!cJSON_IsString(prompt) && !ids)
+    /* one prompt (text or token ids), or a list of them: llama.cpp answers each */
+    int ids = cJSON_IsArray(prompt), many = ids && prompt->child;
+    for (x = ids ? prompt->child : NULL; x; x = x->next) {
+        int listed = cJSON_IsArray(x);
+        for (const cJSON *y = listed ? x->child : NULL; y; y = y->next)
+            listed &= cJSON_IsNumber(y);
+        ids &= cJSON_IsNumber(x);
+        many &= cJSON_IsString(x) || listed;
+    }
+    if (!cJSON_IsString(prompt) && !ids && !many)
         return oai_bad(err, "prompt",
-                       "'prompt' must be a string or a list of token ids (one prompt a request)");
+                       "'prompt' must be a string, a list of token ids, or a list of prompts (strings or "
+                       "lists of token ids); a list mixing text and ids is not taken");
     if (chat_body_copy(out, "prompt", prompt))
         return chat_body_oom(err);
     const cJSON *np = chat_body_field(root, "n_predict");

@@ -103,3 +103,19 @@ char *llama_result_body(const llama_result *res, int stream)
     add_timings(o, res);
     return stream ? json_sse_data(o) : json_print_and_delete(o);
 }
+
+char *llama_batch_response(char *const *bodies, int n)
+{
+    cJSON *all = cJSON_CreateArray();
+    for (int i = 0; all && i < n; i++) {
+        cJSON *one = cJSON_Parse(bodies[i]);
+        cJSON *index = cJSON_GetObjectItemCaseSensitive(one, "index");
+        if (!cJSON_IsNumber(index) || !cJSON_AddItemToArray(all, one)) {
+            cJSON_Delete(one);
+            cJSON_Delete(all);
+            return NULL;
+        }
+        cJSON_SetNumberValue(index, i);
+    }
+    return all ? json_print_and_delete(all) : NULL;
+}

@@ -37,5 +37,9 @@ char *llama_event(const char *text, size_t len, const int *ids, int n_ids, const
                   int tokens_predicted, int tokens_evaluated);
 /* The result: the body, or (stream) its last event. */
 char *llama_result_body(const llama_result *res, int stream);
+/* Several prompts' results (their bodies, in order) as llama.cpp answers a
+ * request with a list of prompts: an array of them, each's "index" its
+ * prompt's place; NULL when one is not a result or out of memory. */
+char *llama_batch_response(char *const *bodies, int n);
 
 #endif

@@ -22,6 +22,7 @@
 #include "anthropic_response.h"
 #include "json_out.h"
 #include "llama_request.h"
+#include "llama_response.h"
 #include "oai_response.h"
 #include "responses_request.h"
 #include "serve_internal.h"
@@ -427,6 +428,11 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
             jobs[i * parts + c] = j;
             if (!rc && c) /* where the answer starts, as the prompt said to the first */
                 j->reasoning = jobs[i * parts]->reasoning;
+            if (!rc && b->req.api == API_LLAMA) {
+                /* (a prompt of llama.cpp's list: its body is the translated request's) */
+                j->req.api = API_LLAMA;
+                j->req.return_tokens = b->req.return_tokens;
+            }
             if (!rc && parts > 1) {
                 /* choice c as the request's c-th made alone would be (seed + c) */
                 j->req.n_choices = 1;
@@ -464,6 +470,7 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
 {
     oai_error err;
     int n = prompts * parts, per_job = parts > 1 ? 1 : b->req.n_choices, stream = b->req.stream;
+    oai_api b_api = b->req.api;
     job **jobs = split_jobs(s, b, kind, cx->body ? cx->body : "", cx->len, prompts, parts, &err);
     discard_job(b);
     if (!jobs)
@@ -525,7 +532,9 @@ static enum MHD_Result handle_split(server *s, struct MHD_Connection *c, conn_ct
         int all = 1;
         for (int i = 0; i < n; i++)
             all &= bodies[i] != NULL;
-        body = all ? oai_batch_response(bodies, n, per_job, parts) : NULL;
+        body = !all                         ? NULL
+               : b_api == API_LLAMA ? llama_batch_response(bodies, n)
+                                    : oai_batch_response(bodies, n, per_job, parts);
         for (int i = 0; i < n; i++)
             free(bodies[i]);
         free(bodies);

@@ -508,8 +508,19 @@ async function apiFeatureChecks(srv, ai) {
     assert.equal(o.content, '');
     o = JSON.parse((await native({ prompt, n_predict: 4, temperature: 0, logit_bias: { [word]: false } })).text);
     assert.ok(!o.content.includes(' two'), 'a bias false bans the token');
+    // a list of prompts (text or token ids): llama.cpp's answer, an array of each one's result in order
+    const ids = (await (await fetch(srv.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: 'three four' }) })).json()).tokens;
+    const many = JSON.parse((await native({ prompt: [prompt, ids], n_predict: 3, temperature: 0, return_tokens: true })).text);
+    assert.ok(Array.isArray(many) && many.length === 2, JSON.stringify(many));
+    assert.deepEqual(many.map((x) => x.index), [0, 1]);
+    for (const [k, p] of [[0, prompt], [1, 'three four']]) {
+      const alone = JSON.parse((await native({ prompt: p, n_predict: 3, temperature: 0, return_tokens: true })).text);
+      assert.deepEqual(many[k].tokens, alone.tokens, `prompt ${k} answers as it does alone`);
+      assert.equal(many[k].content, alone.content);
+      assert.equal(many[k].prompt, p);
+    }
     for (const [body, param] of [[{ prompt, mirostat: 2 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
-      [{ prompt: ['a', 'b'] }, 'prompt'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= a' }, 'grammar'],
+      [{ prompt: ['a', 7] }, 'prompt'], [{ prompt: ['a', 'b'], stream: true }, 'stream'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= a' }, 'grammar'],
       [{ prompt, typical_p: 0.5 }, 'typical_p'], [{}, 'prompt']]) {
       r = await native(body);
       assert.equal(r.status, 400, JSON.stringify(body));

@@ -374,6 +374,12 @@ Test(server_request, llama_completion_translated)
     cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
     cr_expect(r.max_tokens == 0 && cJSON_GetArraySize(r.prompt_ids) == 2, "-1: up to the context");
     oai_request_free(&r);
+    /* a list of prompts, text or ids: a batch of them, each answered */
+    body = "{\"prompt\": [\"a\", [1, 2], \"b\"], \"n_predict\": 2}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect_eq(r.batch_n, 3);
+    cr_expect_eq(r.api, API_LLAMA);
+    oai_request_free(&r);
     const struct {
         const char *body, *param;
     } bad[] = {{"{\"prompt\": \"a\", \"n_predict\": 0}", "n_predict"},
