@@ -55,6 +55,9 @@ typedef struct gbnf {
  * are expanded, and the count a {m,n} may give. */
 #define GBNF_MAX_ELEMS (1 << 20)
 #define GBNF_MAX_REPEAT 10000
+/* Rules that start with rules, nested at most this deep (an answer's parse
+ * expands them before each character: grammar_answer.h's nesting bound). */
+#define GBNF_MAX_NESTING 10000
 
 /* Compiles text[0, len) (UTF-8). -1 with e naming the line and what was
  * expected. */

@@ -16,7 +16,8 @@ typedef struct elist {
 typedef struct prule {
     char *name; /* NULL: a group or repetition made for rule `origin` */
     int origin;
-    int defined, line; /* line: where defined, else first used */
+    int defined;
+    const char *at; /* where defined, else first used (its line is counted for an error only) */
     elist body;
 } prule;
 
@@ -31,6 +32,10 @@ typedef struct parser {
     long total;  /* elements in all rules */
     int current; /* the named rule being read */
     int depth;   /* groups open */
+    /* the named rules by name: open addressing, rule index + 1 (a request's
+     * grammar may hold many: each lookup is a hash, not a scan) */
+    int *names;
+    int names_cap;
     errbuf *e;
 } parser;
 
@@ -95,7 +100,7 @@ static int new_rule(parser *P)
 {
     if (grow((void **)&P->rules, &P->cap_rules, P->n_rules + 1, sizeof *P->rules))
         return err_set(P->e, "out of memory for the grammar"), -1;
-    P->rules[P->n_rules] = (prule){.origin = P->current, .defined = 1, .line = line_at(P, P->p)};
+    P->rules[P->n_rules] = (prule){.origin = P->current, .defined = 1, .at = P->p};
     return P->n_rules++;
 }
 
@@ -104,18 +109,54 @@ static int is_name_char(char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
+static uint32_t name_hash(const char *name, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return h;
+}
+
+/* The slot of name in P->names: its rule's, or the empty one it would take. */
+static int *name_slot(parser *P, const char *name, size_t n)
+{
+    for (uint32_t i = name_hash(name, n) & (uint32_t)(P->names_cap - 1);;
+         i = (i + 1) & (uint32_t)(P->names_cap - 1)) {
+        int *s = &P->names[i];
+        const char *known = *s ? P->rules[*s - 1].name : NULL;
+        if (!*s || (strlen(known) == n && !memcmp(known, name, n)))
+            return s;
+    }
+}
+
 /* The named rule's index, made (undefined) on first use; -1 out of memory. */
 static int named_rule(parser *P, const char *name, size_t n)
 {
-    for (int i = 0; i < P->n_rules; i++)
-        if (P->rules[i].name && strlen(P->rules[i].name) == n && !memcmp(P->rules[i].name, name, n))
-            return i;
+    if (2 * (P->n_rules + 1) > P->names_cap) { /* (each rule's name at most once: room for all) */
+        int cap = P->names_cap ? 2 * P->names_cap : 64;
+        while (cap < 2 * (P->n_rules + 1))
+            cap *= 2;
+        int *old = P->names, old_cap = P->names_cap;
+        if (!(P->names = calloc((size_t)cap, sizeof *P->names))) {
+            P->names = old;
+            return err_set(P->e, "out of memory for the grammar"), -1;
+        }
+        P->names_cap = cap;
+        for (int i = 0; i < old_cap; i++)
+            if (old[i])
+                *name_slot(P, P->rules[old[i] - 1].name, strlen(P->rules[old[i] - 1].name)) = old[i];
+        free(old);
+    }
+    int *s = name_slot(P, name, n);
+    if (*s)
+        return *s - 1;
     int r = new_rule(P);
     if (r < 0)
         return -1;
     if (!(P->rules[r].name = strndup(name, n)))
         return err_set(P->e, "out of memory for the grammar"), -1;
     P->rules[r].defined = 0;
+    *s = r + 1;
     return r;
 }
 
@@ -492,9 +533,10 @@ static int definition(parser *P)
     if (r < 0)
         return -1;
     if (P->rules[r].defined)
-        return fail(P, "rule '%s' is defined twice (first on line %d)", P->rules[r].name, P->rules[r].line);
+        return fail(P, "rule '%s' is defined twice (first on line %d)", P->rules[r].name,
+                    line_at(P, P->rules[r].at));
     P->rules[r].defined = 1;
-    P->rules[r].line = line_at(P, n);
+    P->rules[r].at = n;
     P->current = r;
     P->p = skip(P, P->p, 0);
     if (P->end - P->p < 3 || memcmp(P->p, "::=", 3))
@@ -516,9 +558,13 @@ static const char *shown_name(const parser *P, int r)
 }
 
 /* Rule r's leftmost references: those an alternative reaches before reading
- * a character. A rule that reaches itself so would loop: refused. */
-static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, int r)
+ * a character. A rule that reaches itself so would loop: refused; so are
+ * rules nested deeper at their starts than an answer's parse may nest. */
+static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, int r, int depth)
 {
+    if (depth > GBNF_MAX_NESTING)
+        return err_set(P->e, "grammar: rules nest more than %d deep before a character (from rule '%s')",
+                       GBNF_MAX_NESTING, shown_name(P, r));
     color[r] = 1;
     const elist *b = &P->rules[r].body;
     int first = 1; /* at an alternative's start, or past what can be empty */
@@ -539,7 +585,7 @@ static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, in
                            "grammar: rule '%s' is left-recursive: it can come back to itself "
                            "without reading a character (a repetition of what can be empty does too)",
                            shown_name(P, t));
-        if (!color[t] && left_recursion(P, nullable, color, t))
+        if (!color[t] && left_recursion(P, nullable, color, t, depth + 1))
             return -1;
         first = nullable[t];
     }
@@ -547,39 +593,85 @@ static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, in
     return 0;
 }
 
+/* Which rules can match the empty text, in time linear in the grammar (a
+ * pass per change would be quadratic on a chain of rules): an alternative
+ * waits for the rules it names; each rule found empty is taken off the
+ * alternatives that name it, and one left with nothing makes its rule empty. */
+static int nullable_rules(parser *P, uint8_t *nullable)
+{
+    long n_alts = P->n_rules + P->total, n_occ = P->total;
+    int *owner = malloc((size_t)n_alts * sizeof *owner), *pending = malloc((size_t)n_alts * sizeof *pending);
+    int *head = malloc((size_t)P->n_rules * sizeof *head),
+        *occ_alt = malloc((size_t)(n_occ + 1) * sizeof *occ_alt);
+    int *occ_next = malloc((size_t)(n_occ + 1) * sizeof *occ_next),
+        *queue = malloc((size_t)P->n_rules * sizeof *queue);
+    int rc = !owner || !pending || !head || !occ_alt || !occ_next || !queue ? -1 : 0;
+    int a = 0, k = 0, q_in = 0, q_out = 0;
+    for (int r = 0; r < P->n_rules && !rc; r++)
+        head[r] = -1;
+    for (int r = 0; r < P->n_rules && !rc; r++) {
+        const elist *b = &P->rules[r].body;
+        owner[a] = r;
+        pending[a] = 0;
+        for (int i = 0; i <= b->n; i++) {
+            if (i == b->n || b->e[i].kind == GB_ALT) { /* the alternative is over */
+                if (!pending[a] && !nullable[r]) {
+                    nullable[r] = 1;
+                    queue[q_in++] = r;
+                }
+                if (i < b->n) {
+                    owner[++a] = r;
+                    pending[a] = 0;
+                }
+            } else if (b->e[i].kind == GB_CHARS || pending[a] < 0) {
+                pending[a] = -1; /* (it reads a character: never empty) */
+            } else {
+                pending[a]++;
+                occ_alt[k] = a;
+                occ_next[k] = head[b->e[i].arg];
+                head[b->e[i].arg] = k++;
+            }
+        }
+        a++;
+    }
+    while (!rc && q_out < q_in) {
+        int t = queue[q_out++];
+        for (int o = head[t]; o >= 0; o = occ_next[o]) {
+            int alt = occ_alt[o];
+            if (pending[alt] > 0 && --pending[alt] == 0 && !nullable[owner[alt]]) {
+                nullable[owner[alt]] = 1;
+                queue[q_in++] = owner[alt];
+            }
+        }
+    }
+    free(owner);
+    free(pending);
+    free(head);
+    free(occ_alt);
+    free(occ_next);
+    free(queue);
+    return rc;
+}
+
 static int check(parser *P, int *root)
 {
     *root = -1;
     for (int r = 0; r < P->n_rules; r++) {
         if (!P->rules[r].defined)
-            return err_set(P->e, "grammar line %d: rule '%s' is used but not defined", P->rules[r].line,
-                           P->rules[r].name);
+            return err_set(P->e, "grammar line %d: rule '%s' is used but not defined",
+                           line_at(P, P->rules[r].at), P->rules[r].name);
         if (P->rules[r].name && !strcmp(P->rules[r].name, "root"))
             *root = r;
     }
     if (*root < 0)
         return err_set(P->e, "grammar: no 'root' rule (the answer is what root matches)");
     uint8_t *nullable = calloc((size_t)P->n_rules, 1), *color = calloc((size_t)P->n_rules, 1);
-    int rc = !nullable || !color ? err_set(P->e, "out of memory for the grammar") : 0;
-    for (int changed = 1; !rc && changed;) {
-        changed = 0;
-        for (int r = 0; r < P->n_rules; r++) {
-            const elist *b = &P->rules[r].body;
-            int empty = 1; /* the alternative so far can be empty */
-            for (int i = 0; i <= b->n && !nullable[r]; i++) {
-                if (i == b->n || b->e[i].kind == GB_ALT) {
-                    if (empty)
-                        nullable[r] = changed = 1;
-                    empty = 1;
-                } else if (b->e[i].kind == GB_CHARS || !nullable[b->e[i].arg]) {
-                    empty = 0;
-                }
-            }
-        }
-    }
+    int rc = !nullable || !color || nullable_rules(P, nullable)
+                 ? err_set(P->e, "out of memory for the grammar")
+                 : 0;
     for (int r = 0; r < P->n_rules && !rc; r++)
         if (!color[r])
-            rc = left_recursion(P, nullable, color, r);
+            rc = left_recursion(P, nullable, color, r, 0);
     free(nullable);
     free(color);
     return rc;
@@ -639,6 +731,7 @@ int gbnf_compile(gbnf *g, const char *text, size_t len, errbuf *e)
     free(P.rules);
     free(P.ranges);
     free(P.classes);
+    free(P.names);
     if (rc)
         gbnf_free(g);
     return rc ? -1 : 0;

@@ -122,6 +122,7 @@ typedef struct builder {
     uint32_t **buf;
     int *cap;
     int n, complete, err;
+    long steps; /* frames visited (GRAMMAR_MAX_TAKE_STEPS) */
 } builder;
 
 static void add(builder *b, uint32_t f)
@@ -154,6 +155,10 @@ static void expand(builder *b, int32_t pos, uint32_t parent, int depth)
     for (;;) {
         if (b->err)
             return;
+        if (++b->steps > GRAMMAR_MAX_TAKE_STEPS) {
+            b->err = GRAMMAR_TOO_COMPLEX;
+            return;
+        }
         uint32_t f = intern(a, pos, parent);
         if (f == GB_NO_FRAME) {
             b->err = GRAMMAR_NO_MEMORY;
@@ -323,7 +328,7 @@ static int take(grammar_answer *a, const gstate *s, uint32_t cp, gstate *out, ui
             return out->n || out->complete ? 0 : -1;
         }
     }
-    builder b = {a, buf, cap, 0, 0, 0};
+    builder b = {a, buf, cap, 0, 0, 0, 0};
     next_gen(a);
     for (int i = 0; i < s->n && !b.err; i++) {
         gb_frame f = a->frames[s->set[i]];
@@ -417,7 +422,7 @@ int grammar_answer_init(grammar_answer *a, const gbnf *g)
         grammar_answer_free(a);
         return GRAMMAR_NO_MEMORY;
     }
-    builder b = {a, &a->set, &a->cap_set, 0, 0, 0};
+    builder b = {a, &a->set, &a->cap_set, 0, 0, 0, 0};
     next_gen(a);
     for (int i = g->alt_first[g->root]; i < g->alt_first[g->root + 1] && !b.err; i++)
         expand(&b, g->alts[i], GB_NO_FRAME, 0);
@@ -614,10 +619,11 @@ int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv,
 
 const char *grammar_answer_strerror(int rc)
 {
-    /* (the numbers are GRAMMAR_MAX_STACKS, GRAMMAR_MAX_NESTING and GRAMMAR_MAX_MASK_WORK) */
+    /* (the numbers are GRAMMAR_MAX_STACKS, GRAMMAR_MAX_NESTING, GRAMMAR_MAX_TAKE_STEPS and
+     * GRAMMAR_MAX_MASK_WORK) */
     return rc == GRAMMAR_TOO_COMPLEX
                ? "the grammar's parse of the answer grew past its limits (65,536 parses at "
-                 "once, rule references 10,000 deep, 10^8 stacks moved for one token's "
-                 "mask): the grammar is too ambiguous to hold"
+                 "once, rule references 10,000 deep, 2^24 frames for one character, 10^8 "
+                 "stacks moved for one token's mask): the grammar is too ambiguous to hold"
                : "out of memory holding the answer to its grammar";
 }

@@ -31,7 +31,10 @@
  * nest before a character; an answer whose parse grows past them is an error
  * (GRAMMAR_TOO_COMPLEX), not a guess. */
 #define GRAMMAR_MAX_STACKS 65536
-#define GRAMMAR_MAX_NESTING 10000
+#define GRAMMAR_MAX_NESTING GBNF_MAX_NESTING
+/* the frames one character may visit (a grammar's few parses can still
+ * reach a great many through nested rules) */
+#define GRAMMAR_MAX_TAKE_STEPS (1L << 24)
 /* A mask's work: stacks moved by a character, summed over the trie's nodes
  * it walks. A free text walks the trie with one or two (2 M for K2's
  * vocabulary, about 15 ms); a grammar holding hundreds of parses at once

@@ -83,6 +83,44 @@ static int judge(const gbnf *g, const char *s, size_t n)
     return out;
 }
 
+/* A chain of rules, each empty or the next: r1 ::= r2 | "" ... (a request's
+ * grammar may be long; the empty rules are found back from the chain's end) */
+static char *rule_chain(int n, const char *tail)
+{
+    size_t cap = 64 + 40 * (size_t)n;
+    char *t = malloc(cap);
+    cr_assert_not_null(t);
+    size_t at = (size_t)snprintf(t, cap, "root ::= r1 %s\n", tail);
+    for (int i = 1; i < n; i++)
+        at += (size_t)snprintf(t + at, cap - at, "r%d ::= r%d | \"\"\n", i, i + 1);
+    snprintf(t + at, cap - at, "r%d ::= \"\"\n", n);
+    return t;
+}
+
+Test(grammar, long_grammars_compile_or_are_refused_by_their_nesting)
+{
+    gbnf g;
+    errbuf e;
+    char *t = rule_chain(5000, "\"a\"");
+    cr_assert_eq(compile_text(&g, t, &e), 0, "%s", e.msg);
+    cr_expect_eq(judge(&g, "a", 1), 1, "every rule of the chain is empty");
+    cr_expect_eq(judge(&g, "", 0), 0);
+    gbnf_free(&g);
+    free(t);
+    t = rule_chain(20000, "\"a\"");
+    cr_expect_eq(compile_text(&g, t, &e), -1);
+    cr_expect(strstr(e.msg, "rules nest more than 10000 deep before a character") != NULL, "%s", e.msg);
+    free(t);
+    /* the same chain's last rule calling the first again is left recursion */
+    t = rule_chain(3000, "\"a\"");
+    char *last = strstr(t, "r3000 ::= \"\"");
+    cr_assert_not_null(last);
+    memcpy(last, "r3000 ::= r1", 12);
+    cr_expect_eq(compile_text(&g, t, &e), -1);
+    cr_expect(strstr(e.msg, "left-recursive") != NULL, "%s", e.msg);
+    free(t);
+}
+
 Test(grammar, the_forms_llama_cpp_grammars_use)
 {
     /* json.gbnf's shape: rules over several lines, comments, escapes, classes, {m} */
