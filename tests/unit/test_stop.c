@@ -276,7 +276,14 @@ Test(stop, serve_stops_cleanly_on_a_signal_to_any_thread, .timeout = 120)
     char *argv[] = {(char *)bin(), "serve", "-m", dir, "--port", "0", "-t", "2", NULL};
     child_start(&c, argv);
     cr_assert(child_wait_for(&c, "listening on", 60), "serve did not start: %s", c.log);
-    pid_t tid = thread_not_blocking(c.pid, SIGTERM);
+    /* a thread blocks every signal until it first runs (glibc's thread start):
+     * on a loaded machine the workers may not have run yet, so wait for one */
+    pid_t tid = 0;
+    for (int tries = 0; !tid && tries < 200; tries++) {
+        tid = thread_not_blocking(c.pid, SIGTERM);
+        if (!tid)
+            usleep(50000);
+    }
     cr_assert_neq(tid, 0, "serve with -t 2 must have a worker thread: %s", c.log);
     cr_assert_eq(syscall(SYS_tgkill, c.pid, tid, SIGTERM), 0, "tgkill: %s", strerror(errno));
     int st = child_finish(&c);
