@@ -49,6 +49,10 @@ typedef struct gbnf {
     uint32_t *ranges;
     gbnf_class *classes;
     int n_classes;
+    /* what a user of the grammar keeps with it (grammar_trie.h), freed by
+     * memo_free in gbnf_free; NULL: nothing */
+    void *memo;
+    void (*memo_free)(void *memo);
 } gbnf;
 
 /* The grammars a request may bring are capped: elements after repetitions

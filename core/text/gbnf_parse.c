@@ -739,6 +739,8 @@ int gbnf_compile(gbnf *g, const char *text, size_t len, errbuf *e)
 
 void gbnf_free(gbnf *g)
 {
+    if (g->memo_free)
+        g->memo_free(g->memo);
     free(g->elems);
     free(g->rule_start);
     free(g->alt_first);

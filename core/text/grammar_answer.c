@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar_trie.h"
 #include "utf8.h"
 #include "vocab_trie.h"
 
@@ -532,9 +533,14 @@ static void walk(walk_ctx *c, int32_t node, const gstate *s, int depth)
     }
 }
 
-/* The vocabulary's trie, kept with its tables (built on first use). */
-static const vocab_trie *trie_of(const json_vocab *jv, const vocab *v)
+/* The trie of the vocabulary's groups under the grammar (grammar_trie.h),
+ * or where the grammar's classes are too many to group, the vocabulary's own
+ * (kept with its tables); each built on first use. */
+static const vocab_trie *trie_of(const grammar_answer *a, const json_vocab *jv, const vocab *v)
 {
+    const vocab_trie *grouped = a->ungrouped ? NULL : grammar_trie_get(a->g, v);
+    if (grouped)
+        return grouped;
     json_vocab *keep = (json_vocab *)jv;
     if (keep->trie)
         return keep->trie;
@@ -555,7 +561,7 @@ int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv,
     if (!ok)
         return GRAMMAR_NO_MEMORY;
     gstate s = current(a);
-    walk_ctx c = {a, jv ? trie_of(jv, v) : NULL, ok, 0};
+    walk_ctx c = {a, jv ? trie_of(a, jv, v) : NULL, ok, 0};
     a->work = 0;
     if (c.t) {
         if (!a->memo)

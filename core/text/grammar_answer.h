@@ -14,9 +14,11 @@
  * points past U+10FFFF) without NUL; a character split across tokens is
  * judged by the code points its bytes so far allow.
  *
- * The mask walks the vocabulary's trie (vocab_trie.h): tokens that begin
- * alike are fed their shared start once, and a start no stack takes drops
- * every token under it. */
+ * The mask walks a trie of the vocabulary (grammar_trie.h): tokens the
+ * grammar's classes do not tell apart are fed once as a group, tokens that
+ * begin alike are fed their shared start once, and a start no stack takes
+ * drops every token under it.
+ */
 #ifndef MOETIER_GRAMMAR_ANSWER_H
 #define MOETIER_GRAMMAR_ANSWER_H
 
@@ -65,6 +67,7 @@ typedef struct grammar_answer {
     int *level_cap, n_levels;
     struct take_memo *memo; /* a mask's: what a character did to a set (grammar_answer.c) */
     int memo_live;          /* a mask is walking the trie: its memo holds */
+    int ungrouped;          /* walk the vocabulary's own trie, not its groups (a benchmark's yardstick) */
 } grammar_answer;
 
 #define GRAMMAR_TOO_COMPLEX (-2)

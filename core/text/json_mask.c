@@ -94,7 +94,7 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
             ok = 0;
         } else if (jv && id < jv->n && room >= 0 && jv->plain[id]) {
             ok = jv->chars[id] <= room;     /* (its characters are whole) */
-        } else if (pt && id < pt->n_vocab && jv->raw[id] && pt->group[id] != PT_SPLIT) {
+        } else if (pt && id < pt->tg.n_vocab && jv->raw[id] && pt->tg.group[id] != TG_SPLIT) {
             ok = pattern_tokens_taken(pt, id, pattern_takes, j);
         } else if (jv && id < jv->n && pattern && jv->raw[id]) {
             size_t n;   /* a pattern's string: raw text is its code points */

@@ -137,7 +137,7 @@ int regex_answer_mask(const regex_answer *a, const vocab *v, const json_vocab *j
             ok = end && complete;
         } else if (jv && id < jv->n && !first_ok[jv->first[id]]) {
             ok = 0;
-        } else if (pt && id < pt->n_vocab && pt->group[id] != PT_SPLIT) {
+        } else if (pt && id < pt->tg.n_vocab && pt->tg.group[id] != TG_SPLIT) {
             ok = pattern_tokens_taken(pt, id, takes_cps, a);
         } else {
             size_t n;

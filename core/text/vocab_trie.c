@@ -4,37 +4,44 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const vocab *sort_vocab; /* (qsort has no context argument) */
-
 static int by_bytes(const void *a, const void *b)
 {
-    size_t na, nb;
-    const char *x = vocab_decode(sort_vocab, *(const int *)a, &na);
-    const char *y = vocab_decode(sort_vocab, *(const int *)b, &nb);
-    int c = memcmp(x, y, na < nb ? na : nb);
+    const trie_key *x = a, *y = b;
+    int c = memcmp(x->b, y->b, x->n < y->n ? x->n : y->n);
     if (c)
         return c;
-    return na < nb ? -1 : na > nb ? 1 : *(const int *)a - *(const int *)b;
+    return x->n < y->n ? -1 : x->n > y->n ? 1 : x->id - y->id;
 }
 
 int vocab_trie_build(vocab_trie *t, const vocab *v, errbuf *e)
 {
-    memset(t, 0, sizeof *t);
-    int V = v->n_vocab, n_ids = 0;
-    size_t bytes = 0;
-    int *ids = malloc((size_t)(V ? V : 1) * sizeof *ids);
-    if (!ids)
+    int V = v->n_vocab, n_keys = 0;
+    trie_key *keys = malloc((size_t)(V ? V : 1) * sizeof *keys);
+    if (!keys) {
+        memset(t, 0, sizeof *t);
         return err_set(e, "out of memory for the token trie");
+    }
     for (int id = 0; id < V; id++) {
         size_t n;
         const char *b = vocab_decode(v, id, &n);
-        if (b && n && !vocab_is_special(v, id)) {
-            ids[n_ids++] = id;
-            bytes += n;
-        }
+        if (b && n && !vocab_is_special(v, id))
+            keys[n_keys++] = (trie_key){b, n, id};
     }
-    sort_vocab = v;
-    qsort(ids, (size_t)n_ids, sizeof *ids, by_bytes);
+    int rc = vocab_trie_build_keys(t, V, keys, n_keys, e);
+    free(keys);
+    return rc;
+}
+
+int vocab_trie_build_keys(vocab_trie *t, int n_vocab, trie_key *keys, int n_keys, errbuf *e)
+{
+    memset(t, 0, sizeof *t);
+    int V = n_vocab;
+    size_t bytes = 0, max_len = 0;
+    for (int i = 0; i < n_keys; i++) {
+        bytes += keys[i].n;
+        max_len = keys[i].n > max_len ? keys[i].n : max_len;
+    }
+    qsort(keys, (size_t)n_keys, sizeof *keys, by_bytes);
     size_t cap = bytes + 1;
     t->child = malloc(cap * sizeof *t->child);
     t->sibling = malloc(cap * sizeof *t->sibling);
@@ -42,16 +49,8 @@ int vocab_trie_build(vocab_trie *t, const vocab *v, errbuf *e)
     t->byte = malloc(cap);
     t->same = malloc((size_t)(V ? V : 1) * sizeof *t->same);
     int32_t *last = malloc(cap * sizeof *last); /* each node's last child so far */
-    size_t max_len = 0;
-    for (int i = 0; i < n_ids; i++) {
-        size_t n;
-        vocab_decode(v, ids[i], &n);
-        if (n > max_len)
-            max_len = n;
-    }
     int32_t *path = malloc((max_len + 1) * sizeof *path);
     if (!t->child || !t->sibling || !t->token || !t->byte || !t->same || !last || !path) {
-        free(ids);
         free(last);
         free(path);
         vocab_trie_free(t);
@@ -65,10 +64,10 @@ int vocab_trie_build(vocab_trie *t, const vocab *v, errbuf *e)
     path[0] = 0;
     const char *prev = NULL;
     size_t prev_n = 0;
-    for (int i = 0; i < n_ids; i++) {
-        size_t n;
-        const char *b = vocab_decode(v, ids[i], &n);
-        size_t common = 0; /* the start it shares with the token before: its path is there */
+    for (int i = 0; i < n_keys; i++) {
+        size_t n = keys[i].n;
+        const char *b = keys[i].b;
+        size_t common = 0; /* the start it shares with the key before: its path is there */
         while (prev && common < n && common < prev_n && b[common] == prev[common])
             common++;
         for (size_t d = common; d < n; d++) {
@@ -84,22 +83,20 @@ int vocab_trie_build(vocab_trie *t, const vocab *v, errbuf *e)
         }
         int32_t end = path[n];
         if (t->token[end] < 0) {
-            t->token[end] = ids[i];
-        } else { /* the same bytes as a token before: chained to it */
+            t->token[end] = keys[i].id;
+        } else { /* the same bytes as a key before: chained to it */
             int32_t k = t->token[end];
             while (t->same[k] >= 0)
                 k = t->same[k];
-            t->same[k] = ids[i];
+            t->same[k] = keys[i].id;
         }
         prev = b;
         prev_n = n;
     }
-    free(ids);
     free(last);
     free(path);
     return 0;
 }
-
 void vocab_trie_free(vocab_trie *t)
 {
     free(t->child);

@@ -5,6 +5,7 @@
 #ifndef MOETIER_VOCAB_TRIE_H
 #define MOETIER_VOCAB_TRIE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/base/errbuf.h"
@@ -20,6 +21,15 @@ typedef struct vocab_trie {
 } vocab_trie;
 
 int vocab_trie_build(vocab_trie *t, const vocab *v, errbuf *e);
+
+/* Any keys as a trie: token id (below n_vocab) at bytes b[0, n) (n > 0);
+ * keys with the same bytes are chained in `same`. keys[] is sorted here. */
+typedef struct trie_key {
+    const char *b;
+    size_t n;
+    int32_t id;
+} trie_key;
+int vocab_trie_build_keys(vocab_trie *t, int n_vocab, trie_key *keys, int n_keys, errbuf *e);
 void vocab_trie_free(vocab_trie *t);
 
 #endif

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/text/grammar_answer.h"
+#include "core/text/grammar_trie.h"
 #include "core/text/synth_tokenizer.h"
 #include "core/text/tokenizer.h"
 #include "testutil.h"
@@ -417,8 +418,9 @@ Test(grammar, random_grammars_judge_texts_as_pcre2_does, .timeout = 240)
 
 /* ---- the mask ------------------------------------------------------------ */
 
-/* The mask through the trie and by feeding each token alone agree at each
- * prefix of text (fed in tokens' worth of bytes, split characters included). */
+/* The mask through the trie of the grammar's token groups, through the
+ * vocabulary's own trie and by feeding each token alone agree at each prefix
+ * of text (fed in tokens' worth of bytes, split characters included). */
 static void masks_agree(const vocab *v, const json_vocab *jv, const char *grammar, const char *text)
 {
     gbnf g;
@@ -426,6 +428,7 @@ static void masks_agree(const vocab *v, const json_vocab *jv, const char *gramma
     cr_assert_eq(compile_text(&g, grammar, &e), 0, "%s", e.msg);
     int V = v->n_vocab, ends[1] = {V - 1};
     float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+    float *c = malloc((size_t)V * sizeof *c);
     grammar_answer ga;
     cr_assert_eq(grammar_answer_init(&ga, &g), 0);
     size_t n = strlen(text);
@@ -434,14 +437,17 @@ static void masks_agree(const vocab *v, const json_vocab *jv, const char *gramma
         cr_assert_eq(grammar_answer_init(&t, &g), 0);
         cr_assert_eq(grammar_answer_feed(&t, text, at), 0, "'%.*s' is a start of a text", (int)at, text);
         for (int i = 0; i < V; i++)
-            a[i] = b[i] = 0;
+            a[i] = b[i] = c[i] = 0;
         int pa = grammar_answer_mask(&t, v, jv, ends, 1, a, V);
         int pb = grammar_answer_mask(&t, v, NULL, ends, 1, b, V);
-        cr_expect_eq(pa, pb, "after '%.*s': %d tokens through the trie, %d one by one", (int)at, text, pa,
-                     pb);
+        t.ungrouped = 1;
+        int pc = grammar_answer_mask(&t, v, jv, ends, 1, c, V);
+        t.ungrouped = 0;
+        cr_expect(pa == pb && pc == pb, "after '%.*s': %d tokens by groups, %d by the trie, %d one by one",
+                  (int)at, text, pa, pc, pb);
         int differ = 0;
         for (int i = 0; i < V; i++)
-            differ += isinf(a[i]) != isinf(b[i]);
+            differ += isinf(a[i]) != isinf(b[i]) || isinf(c[i]) != isinf(b[i]);
         cr_expect_eq(differ, 0, "after '%.*s': %d tokens judged otherwise", (int)at, text, differ);
         cr_expect_gt(pa, 0, "after '%.*s' some token must come", (int)at, text);
         /* a token the mask leaves is one the answer takes, and the end token waits for a whole text */
@@ -464,6 +470,7 @@ static void masks_agree(const vocab *v, const json_vocab *jv, const char *gramma
     grammar_answer_free(&ga);
     free(a);
     free(b);
+    free(c);
     gbnf_free(&g);
 }
 
@@ -473,6 +480,11 @@ static const char arithmetic[] = "root ::= expr\n"
                                  "factor ::= [0-9]+ | \"(\" expr \")\" | \"-\" factor\n";
 static const char words[] = "root ::= (word \" \")* word \".\"\n"
                             "word ::= [a-zA-Z\\u00e0-\\u00ff]+ | \"caf\\u00e9\" | [\\u4e00-\\u9fff]{1,3}\n";
+/* classes whose atoms begin at NUL, at the surrogates and past the BMP:
+ * their representatives are characters a token may hold */
+static const char edges[] = "root ::= ([^\\n] | \"\\n\" [^a-z\\u4e00-\\ud7ff\\ue000-\\U0001F5FF])*\n"
+                            "         \"!\" [\\x00-\\x20]? .\n";
+static const char high[] = "root ::= [a-z ]* [^\\x00-\\ud7ff]+\n";
 
 Test(grammar, mask_through_the_trie_is_feeding_each_token, .timeout = 120)
 {
@@ -485,10 +497,41 @@ Test(grammar, mask_through_the_trie_is_feeding_each_token, .timeout = 120)
     cr_assert_eq(json_vocab_build(&jv, &tok.v, &e), 0, "%s", e.msg);
     masks_agree(&tok.v, &jv, arithmetic, "(12+3)*-4/(5-6)");
     masks_agree(&tok.v, &jv, words, "the quick brown fox jumps over the lazy dog.");
+    masks_agree(&tok.v, &jv, edges, "one\nTwo \xe4\xb8\xad\n\xf0\x9f\x98\x80!");
     json_vocab_free(&jv);
     tokenizer_free(&tok);
     test_remove_tree(dir);
     free(dir);
+}
+
+/* A grammar of more classes than token_groups sweeps (TG_MAX_ATOM_WORK) is
+ * not grouped: its mask walks the vocabulary's own trie, to the same tokens. */
+Test(grammar, too_many_classes_to_group_walk_the_vocabulary, .timeout = 60)
+{
+    enum { CLASSES = 40000 };
+    char *text = malloc(64 + (size_t)CLASSES * 16);
+    cr_assert_not_null(text);
+    size_t o = (size_t)sprintf(text, "root ::= [a-z]+ tail\ntail ::=");
+    for (int c = 0; c < CLASSES; c++)
+        o += (size_t)sprintf(text + o, " [\\U%08X]", 0x10000u + 2u * (unsigned)c);
+    strcpy(text + o, "\n");
+    char *dir = test_make_tmpdir("grammar_classes");
+    errbuf e;
+    cr_assert_eq(synth_tokenizer_write(dir, 2048, 2000, 2001, &e), 0, "%s", e.msg);
+    tokenizer tok;
+    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    json_vocab jv;
+    cr_assert_eq(json_vocab_build(&jv, &tok.v, &e), 0, "%s", e.msg);
+    gbnf g;
+    cr_assert_eq(compile_text(&g, text, &e), 0, "%s", e.msg);
+    cr_expect_null(grammar_trie_get(&g, &tok.v), "%d classes are past the grouping's bound", CLASSES);
+    gbnf_free(&g);
+    masks_agree(&tok.v, &jv, text, "abc");
+    json_vocab_free(&jv);
+    tokenizer_free(&tok);
+    test_remove_tree(dir);
+    free(dir);
+    free(text);
 }
 
 Test(grammar, mask_on_kimis_vocabulary, .timeout = 180)
@@ -500,6 +543,8 @@ Test(grammar, mask_on_kimis_vocabulary, .timeout = 180)
     cr_assert_eq(json_vocab_build(&jv, &tok.v, &e), 0, "%s", e.msg);
     masks_agree(&tok.v, &jv, arithmetic, "(12+3)*-4");
     masks_agree(&tok.v, &jv, words, "caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87 ok.");
+    masks_agree(&tok.v, &jv, edges, "one\nTwo \xe4\xb8\xad\n\xf0\x9f\x98\x80! x");
+    masks_agree(&tok.v, &jv, high, "ok \xef\xbc\x8c\xf0\x9f\x98\x80");
     /* each letter may open a nested root: the parses multiply along the trie's
      * long tokens of letters, and the mask that would move them all is refused
      * (the answer's state stays as it was) */

@@ -176,8 +176,8 @@ Test(regex_answer, token_groups_mask_as_feeding_does, .timeout = 120)
         const pattern_tokens *pt = pattern_tokens_get(&re, v);
         cr_assert_not_null(pt);
         for (int id = 0; id < V; id++)
-            grouped += pt->group[id] >= 0;
-        groups += pt->n_groups;
+            grouped += pt->tg.group[id] >= 0;
+        groups += pt->tg.n_groups;
         json_regex_free(&re);
     }
     /* (the groups do share: tried once, each settles several tokens) */
@@ -189,18 +189,6 @@ Test(regex_answer, token_groups_mask_as_feeding_does, .timeout = 120)
     free(dir);
 }
 
-static void put_b64(char *out, size_t *o, const unsigned char *s, size_t n)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
-        out[(*o)++] = a[v >> 18 & 63];
-        out[(*o)++] = a[v >> 12 & 63];
-        out[(*o)++] = i + 1 < n ? a[v >> 6 & 63] : '=';
-        out[(*o)++] = i + 2 < n ? a[v & 63] : '=';
-    }
-}
-
 /* Tokens that are not whole, valid UTF-8 characters are never grouped (they
  * are fed byte by byte): a bad continuation byte, an overlong form, a
  * surrogate, a character cut short; whole ones are, by their characters. */
@@ -210,33 +198,22 @@ Test(regex_answer, token_groups_split_what_is_not_utf8)
                                         "a\xc3", "\xf0\x9f\x98\x80", "\xf4\x90\x80\x80"};
     static const int want_split[] = {0, 0, 1, 1, 1, 1, 1, 0, 1};
     const int n_extra = (int)(sizeof extra / sizeof extra[0]);
-    char ranks[8192];
-    size_t o = 0;
-    for (int b = 0; b < 256; b++) {
-        unsigned char c = (unsigned char)b;
-        put_b64(ranks, &o, &c, 1);
-        o += (size_t)snprintf(ranks + o, sizeof ranks - o, " %d\n", b);
-    }
-    for (int i = 0; i < n_extra; i++) {
-        put_b64(ranks, &o, (const unsigned char *)extra[i], strlen(extra[i]));
-        o += (size_t)snprintf(ranks + o, sizeof ranks - o, " %d\n", 256 + i);
-    }
     vocab v;
     errbuf e = {{0}};
-    cr_assert_eq(vocab_parse(&v, ranks, o, "ranks", NULL, 0, NULL, 0, &e), 0, "%s", e.msg);
+    test_vocab_of(&v, extra, n_extra);
     json_regex re;
     const char *pat = "[a-z\xc3\xa9(\xf0\x9f\x98\x80]+";    /* a-z, e acute, '(' and U+1F600 */
     cr_assert_eq(json_regex_compile(&re, pat, strlen(pat), &e), 0, "%s", e.msg);
     const pattern_tokens *pt = pattern_tokens_get(&re, &v);
     cr_assert_not_null(pt);
     for (int i = 0; i < n_extra; i++) {
-        int g = pt->group[256 + i];
+        int g = pt->tg.group[256 + i];
         if (want_split[i])
-            cr_expect_eq(g, PT_SPLIT, "token %d (%zu bytes) must be split, got %d", i, strlen(extra[i]), g);
+            cr_expect_eq(g, TG_SPLIT, "token %d (%zu bytes) must be split, got %d", i, strlen(extra[i]), g);
         else
             cr_expect_geq(g, 0, "token %d is whole characters the pattern holds, got %d", i, g);
     }
-    cr_expect_eq(pt->group['a'], pt->group['b'], "a and b are alike here");
+    cr_expect_eq(pt->tg.group['a'], pt->tg.group['b'], "a and b are alike here");
     json_regex_free(&re);
     vocab_free(&v);
 }

@@ -72,6 +72,40 @@ void *test_read_file(const char *path, size_t *n)
     return buf;
 }
 
+static void put_b64(char *out, size_t *o, const unsigned char *s, size_t n)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
+                     (i + 2 < n ? s[i + 2] : 0);
+        out[(*o)++] = a[v >> 18 & 63];
+        out[(*o)++] = a[v >> 12 & 63];
+        out[(*o)++] = i + 1 < n ? a[v >> 6 & 63] : '=';
+        out[(*o)++] = i + 2 < n ? a[v & 63] : '=';
+    }
+}
+
+void test_vocab_of(vocab *v, const char *const *extra, int n_extra)
+{
+    size_t cap = 256 * 16 + 1;
+    for (int i = 0; i < n_extra; i++)
+        cap += strlen(extra[i]) / 3 * 4 + 4 + 16;
+    char *ranks = malloc(cap);
+    cr_assert_not_null(ranks);
+    size_t o = 0;
+    for (int b = 0; b < 256 + n_extra; b++) {
+        unsigned char c = (unsigned char)b;
+        if (b < 256)
+            put_b64(ranks, &o, &c, 1);
+        else
+            put_b64(ranks, &o, (const unsigned char *)extra[b - 256], strlen(extra[b - 256]));
+        o += (size_t)snprintf(ranks + o, cap - o, " %d\n", b);
+    }
+    errbuf e = {{0}};
+    cr_assert_eq(vocab_parse(v, ranks, o, "ranks", NULL, 0, NULL, 0, &e), 0, "%s", e.msg);
+    free(ranks);
+}
+
 void test_write_file(const char *path, const void *data, size_t n)
 {
     FILE *f = fopen(path, "wb");

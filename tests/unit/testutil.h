@@ -18,6 +18,11 @@ char *test_testdata_model_or_skip(const char *variant);
  * read); skips the test with a message when the testdata is absent. */
 struct tokenizer;
 void test_kimi_tokenizer_or_skip(struct tokenizer *tok);
+/* A vocabulary of the 256 bytes (ids 0-255) and then tokens extra[0,
+ * n_extra) (NUL-terminated bytes, ids 256 on); the test fails if it cannot
+ * be made. */
+struct vocab;
+void test_vocab_of(struct vocab *v, const char *const *extra, int n_extra);
 /* Reads a whole file; NULL when missing. */
 void *test_read_file(const char *path, size_t *n);
 /* Writes n bytes as the whole file (the test fails if it cannot). */
