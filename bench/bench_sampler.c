@@ -1,5 +1,8 @@
 /* bench_sampler: time to pick one token from K2's 163,840 logits, for the
- * default sampling (temperature 0.6, no other filter), top-p 0.9 and top-k 40.
+ * default sampling (temperature 0.6, no other filter), top-p 0.9, top-k 40, and
+ * llama.cpp's samplers: DRY over a window of 32,768 tokens of earlier text
+ * (drawn from 4,000 words, Zipf-like, so repeats abound), top-n-sigma 1 and XTC
+ * (probability 1, threshold 0.1).
  * The logits have a language model's shape: most tokens spread around zero
  * (normal, sigma 2.5), a few (20) far above them (15 to 25). The yardstick,
  * measured in the same run on the same logits and seed, is the reference draw
@@ -25,7 +28,8 @@ static double gaussian(unsigned *s)
 }
 
 /* ms per draw, with the sum of the ids drawn (to compare the two draws) */
-static double time_draws(const sampler_params *p, const float *logits, int reference, long *ids)
+static double time_draws(const sampler_params *p, const float *logits, const int *text, int n_text,
+                         int reference, long *ids)
 {
     sampler s;
     errbuf e;
@@ -33,6 +37,8 @@ static double time_draws(const sampler_params *p, const float *logits, int refer
         fprintf(stderr, "bench_sampler: %s\n", e.msg);
         exit(1);
     }
+    for (int i = 0; i < n_text; i++)
+        sampler_accept(&s, text[i]);
     float *l = malloc(VOCAB * sizeof *l);
     *ids = 0;
     double t = 0;
@@ -55,17 +61,31 @@ int main(void)
         logits[i] = (float)(2.5 * gaussian(&seed));
     for (int i = 0; i < 20; i++)
         logits[rand_r(&seed) % VOCAB] = 15.0f + 0.5f * (float)i;
-    const char *names[] = {"default", "top_p_0.9", "top_k_40"};
+    enum { TEXT = 32768 };
+    int *text = malloc(TEXT * sizeof *text);
+    for (int i = 0; i < TEXT; i++) /* (word w about as often as 1 / w) */
+        text[i] = (int)(exp((double)rand_r(&seed) / RAND_MAX * log(4000.0))) - 1;
+    const char *names[] = {"default", "top_p_0.9", "top_k_40", "dry_32k", "top_n_sigma_1", "xtc"};
     double default_ms = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 6; k++) {
         sampler_params p = sampler_defaults();
         p.seed = 7;
         if (k == 1)
             p.top_p = 0.9f;
         if (k == 2)
             p.top_k = 40;
+        if (k == 3) {
+            p.dry_multiplier = 0.8f;
+            p.dry_penalty_last_n = TEXT;
+        }
+        if (k == 4)
+            p.top_n_sigma = 1.0f;
+        if (k == 5)
+            p.xtc_probability = 1.0f;
         long fast_ids, ref_ids;
-        double ref = time_draws(&p, logits, 1, &ref_ids), fast = time_draws(&p, logits, 0, &fast_ids);
+        int n_text = k == 3 ? TEXT : 0;
+        double ref = time_draws(&p, logits, text, n_text, 1, &ref_ids),
+               fast = time_draws(&p, logits, text, n_text, 0, &fast_ids);
         printf("{\"bench\": \"sampler\", \"setting\": \"%s\", \"vocab\": %d, \"ms_per_token\": %.3f, "
                "\"reference_ms_per_token\": %.3f, \"ratio\": %.1f, \"same_tokens\": %s}\n",
                names[k], VOCAB, fast, ref, ref / fast, fast_ids == ref_ids ? "true" : "false");
@@ -84,6 +104,7 @@ int main(void)
            "\"default_draw_ms\": %.3f, \"ratio_to_draw\": %.2f, \"best_logprob\": %.4f}\n",
            LOGPROBS_MAX_TOP, VOCAB, lp_ms, default_ms, lp_ms / default_ms, st.top[0].logprob);
     free(copy);
+    free(text);
     free(logits);
     return 0;
 }

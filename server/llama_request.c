@@ -12,7 +12,9 @@
 static const char *const same[] = {"temperature",      "top_k",      "top_p",          "min_p",
                                    "repeat_penalty",   "repeat_last_n", "presence_penalty",
                                    "frequency_penalty", "stop",      "stream",         "ignore_eos",
-                                   "json_schema",      "grammar"};
+                                   "json_schema",      "grammar",    "dry_multiplier", "dry_base",
+                                   "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
+                                   "xtc_probability",  "xtc_threshold", "top_n_sigma"};
 
 /* A sampler or feature moetier does not have, asked for: refused (the value
  * that asks for nothing, or false, passes). */
@@ -33,9 +35,6 @@ static int refuse_samplers(const cJSON *root, oai_error *err)
     return refuse_unless(root, "typical_p", 1, "no typical sampling", err) ||
            refuse_unless(root, "mirostat", 0, "no Mirostat", err) ||
            refuse_unless(root, "dynatemp_range", 0, "the temperature is fixed", err) ||
-           refuse_unless(root, "dry_multiplier", 0, "no DRY penalty", err) ||
-           refuse_unless(root, "xtc_probability", 0, "no XTC sampling", err) ||
-           refuse_unless(root, "top_n_sigma", -1, "no top-n-sigma sampling", err) ||
            refuse_unless(root, "n_indent", 0, "no indentation rule", err) ||
            refuse_unless(root, "t_max_predict_ms", 0, "no time limit: use n_predict", err) ||
            refuse_unless(root, "post_sampling_probs", 0, "probabilities are the model's, before sampling",

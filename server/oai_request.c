@@ -2,6 +2,7 @@
 #include "oai_request.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,62 @@ static int parse_vllm_ends(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* A whole number in [lo, hi], or absent. */
+static int opt_int(const cJSON *root, const char *name, double lo, double hi, int *out, int *present,
+                   oai_error *err)
+{
+    double v;
+    if (opt_number(root, name, lo, hi, &v, present, err))
+        return -1;
+    if (*present && v != floor(v))
+        return oai_bad(err, name, "'%s' must be an integer", name);
+    if (*present)
+        *out = (int)v;
+    return 0;
+}
+
+/* llama.cpp's DRY, top-n-sigma and XTC (sampler.h), with llama.cpp's names. */
+static int parse_llama_samplers(oai_request *r, oai_error *err)
+{
+    static const struct {
+        const char *name;
+        double lo, hi;
+        size_t at; /* the float field */
+    } floats[] = {{"dry_multiplier", 0, 1e6, offsetof(oai_request, dry_multiplier)},
+                  {"dry_base", 1, 1e6, offsetof(oai_request, dry_base)},
+                  {"xtc_probability", 0, 1, offsetof(oai_request, xtc_probability)},
+                  {"xtc_threshold", 0, 1, offsetof(oai_request, xtc_threshold)},
+                  {"top_n_sigma", -1e6, 1e6, offsetof(oai_request, top_n_sigma)}};
+    for (size_t i = 0; i < sizeof floats / sizeof *floats; i++) {
+        double v;
+        int present;
+        if (opt_number(r->root, floats[i].name, floats[i].lo, floats[i].hi, &v, &present, err))
+            return -1;
+        if (present)
+            *(float *)((char *)r + floats[i].at) = (float)v;
+        if (!strcmp(floats[i].name, "top_n_sigma"))
+            r->has_top_n_sigma = present;
+    }
+    int present;
+    if (opt_int(r->root, "dry_allowed_length", 0, 1 << 20, &r->dry_allowed_length, &present, err) ||
+        opt_int(r->root, "dry_penalty_last_n", -1, 1 << 30, &r->dry_penalty_last_n,
+                &r->has_dry_penalty_last_n, err))
+        return -1;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(r->root, "dry_sequence_breakers"), *x;
+    if (!b || cJSON_IsNull(b))
+        return 0;
+    if (!cJSON_IsArray(b) || !b->child || cJSON_GetArraySize(b) > DRY_MAX_BREAKERS)
+        return oai_bad(err, "dry_sequence_breakers",
+                       "'dry_sequence_breakers' must be a list of 1 to %d strings", DRY_MAX_BREAKERS);
+    cJSON_ArrayForEach(x, b) {
+        if (!cJSON_IsString(x))
+            return oai_bad(err, "dry_sequence_breakers", "'dry_sequence_breakers' must hold strings");
+        r->dry_breakers[r->n_dry_breakers++] = x->valuestring;
+    }
+    r->has_dry_breakers = 1;
+    return 0;
+}
+
 /* Sampling fields beyond OpenAI's, as vLLM and llama.cpp take them. */
 static int parse_sampling_extensions(oai_request *r, oai_error *err)
 {
@@ -145,7 +202,7 @@ static int parse_sampling_extensions(oai_request *r, oai_error *err)
         if (present)
             r->repeat_penalty = (float)v;
     }
-    return parse_vllm_ends(r, err);
+    return parse_llama_samplers(r, err) || parse_vllm_ends(r, err);
 }
 
 /* A field whose effect this server does not have is refused unless absent,
@@ -768,6 +825,8 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
     r->top_p = -1.0f;
     r->min_p = -1.0f;
     r->top_k = -1;
+    r->dry_multiplier = r->dry_base = r->xtc_probability = r->xtc_threshold = -1.0f;
+    r->dry_allowed_length = -1;
     if (defaults)
         r->copt = *defaults;
     else
@@ -870,5 +929,6 @@ void oai_request_free(oai_request *r)
     if (r->force)
         tool_force_free(r->force);
     free(r->force);
+    dry_breakers_free(&r->dry);
     memset(r, 0, sizeof *r);
 }

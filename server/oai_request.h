@@ -26,6 +26,9 @@
  * inside chat_template_kwargs), reasoning_effort ("none": thinking off, any
  * other effort: on); the extensions of vLLM and llama.cpp top_k (0
  * or -1: off), min_p [0, 1), repetition_penalty (or repeat_penalty) > 0 and its window repeat_last_n;
+ * llama.cpp's DRY (dry_multiplier >= 0, dry_base >= 1, dry_allowed_length, dry_penalty_last_n
+ * (-1: the context), dry_sequence_breakers), top_n_sigma and XTC (xtc_probability,
+ * xtc_threshold in [0, 1]);
  * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding,
  * truncate_prompt_tokens, skip_special_tokens and prompt_logprobs (0 to 20 alternatives; not
  * streamed, one choice).
@@ -41,6 +44,7 @@
 
 #include "core/engine/sampler.h"
 #include "core/text/chat_format.h"
+#include "core/text/dry_breakers.h"
 #include "core/text/json_schema.h"
 #include "core/text/gbnf.h"
 #include "core/text/regex_answer.h"
@@ -127,6 +131,16 @@ typedef struct oai_request {
     int repeat_last_n;          /* llama.cpp's: the repetition penalty's window when
                                  * has_repeat_last_n (-1: the context) */
     int has_repeat_last_n;
+    /* llama.cpp's samplers (sampler.h), each -1 when absent but where said */
+    float dry_multiplier, dry_base;
+    int dry_allowed_length;
+    int dry_penalty_last_n, has_dry_penalty_last_n; /* -1: the context */
+    const char *dry_breakers[DRY_MAX_BREAKERS];     /* dry_sequence_breakers, in root */
+    int n_dry_breakers, has_dry_breakers;
+    float top_n_sigma;
+    int has_top_n_sigma;
+    float xtc_probability, xtc_threshold;
+    dry_breakers dry;           /* dry_breakers' tokens (made with the vocabulary, serve_job.c) */
     int truncate_prompt;        /* vLLM's truncate_prompt_tokens: the prompt's last this many
                                  * tokens are kept; -1: as many as the server takes; 0: all */
     chat_options copt;          /* thinking etc.; starts from the server's defaults */

@@ -40,6 +40,8 @@ void serve_options_default(serve_options *o)
     o->keep_alive = 10;
     chat_options_default(&o->copt);
     o->sp = sampler_defaults();
+    o->dry_breakers = dry_default_breakers;
+    o->n_dry_breakers = (int)(sizeof dry_default_breakers / sizeof *dry_default_breakers);
 }
 
 double serve_prompt_cache_default_gb(void)
@@ -1004,7 +1006,8 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, const chat_templ
     s->think_begin = vocab_find_special(&tok->v, "<think>");
     if (!s->n_stop_ids)
         return err_set(e, "the tokenizer has no end token (<|im_end|>, [EOS] or eos_token_id)");
-    if (json_vocab_build(&s->jv, &tok->v, e))
+    if (json_vocab_build(&s->jv, &tok->v, e) ||
+        dry_breakers_build(&s->dry_default, tok, o->dry_breakers, o->n_dry_breakers, e))
         return -1;
     const char *forced = getenv("MOETIER_SERVE_FORCE_TEXT");
     if (!forced && (forced = getenv("MOETIER_SERVE_FORCE_PREFIX")))
@@ -1111,6 +1114,7 @@ int serve_run(cli_model *m, const tokenizer *tok, const chat_template *tpl, cons
     pthread_cond_destroy(&s->cv);
     token_list_free(&s->forced);
     json_vocab_free(&s->jv);
+    dry_breakers_free(&s->dry_default);
     prompt_cache_free(&s->pc);
     slots_destroy(s);
     if (s->pc_lock >= 0)
@@ -1124,6 +1128,7 @@ fail:
     prompt_cache_free(&s->pc);
     token_list_free(&s->forced);
     json_vocab_free(&s->jv);
+    dry_breakers_free(&s->dry_default);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

@@ -65,6 +65,8 @@ typedef struct serve_options {
     int trust_request_template; /* --trust-request-chat-template: a request's own chat_template
                                    is rendered (it is code the server runs) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
+    const char *const *dry_breakers; /* DRY's sequence breakers when a request names none */
+    int n_dry_breakers;
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)
      * in GB; < 0: serve_prompt_cache_default_gb() */
     double prompt_cache_gb;

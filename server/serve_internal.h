@@ -79,6 +79,7 @@ typedef struct server {
     token_list forced;          /* MOETIER_SERVE_FORCE_TEXT (the whole answer) or
                                  * MOETIER_SERVE_FORCE_PREFIX (its start): test hooks */
     json_vocab jv;              /* the tokenizer's table for JSON-constrained answers */
+    dry_breakers dry_default;   /* DRY's breakers for requests that name none */
     int has_forced, forced_is_prefix;
     pthread_mutex_t mu;         /* guards everything below, and jobs' shared fields */
     pthread_cond_t cv;          /* broadcast on any change of a job or the queue */

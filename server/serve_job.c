@@ -507,6 +507,10 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
                         ids->n, limit, ctx);
     if (ids->n == 0)
         return oai_fail(err, 400, "invalid_request_error", "prompt", NULL, "the prompt is empty");
+    float dry = j->req.dry_multiplier >= 0 ? j->req.dry_multiplier : s->o.sp.dry_multiplier;
+    if (j->req.has_dry_breakers && dry > 0 &&
+        dry_breakers_build(&j->req.dry, s->tok, j->req.dry_breakers, j->req.n_dry_breakers, &e))
+        return oai_fail(err, 400, "invalid_request_error", "dry_sequence_breakers", NULL, "%s", e.msg);
     if (j->req.tool_choice_required || j->req.tool_choice_name) {
         if (!(j->req.force = calloc(1, sizeof *j->req.force)))
             return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
@@ -767,6 +771,23 @@ static slot_run *run_begin(server *s, int i, job *j)
             sp->repeat_penalty = j->req.repeat_penalty;
         if (j->req.has_repeat_last_n)
             sp->repeat_last_n = j->req.repeat_last_n < 0 ? s->ctx : j->req.repeat_last_n;
+        if (j->req.dry_multiplier >= 0)
+            sp->dry_multiplier = j->req.dry_multiplier;
+        if (j->req.dry_base >= 0)
+            sp->dry_base = j->req.dry_base;
+        if (j->req.dry_allowed_length >= 0)
+            sp->dry_allowed_length = j->req.dry_allowed_length;
+        if (j->req.has_dry_penalty_last_n)
+            sp->dry_penalty_last_n = j->req.dry_penalty_last_n;
+        if (sp->dry_penalty_last_n < 0)
+            sp->dry_penalty_last_n = s->ctx;
+        sp->dry_breakers = dry_breakers_view(j->req.has_dry_breakers ? &j->req.dry : &s->dry_default);
+        if (j->req.has_top_n_sigma)
+            sp->top_n_sigma = j->req.top_n_sigma;
+        if (j->req.xtc_probability >= 0)
+            sp->xtc_probability = j->req.xtc_probability;
+        if (j->req.xtc_threshold >= 0)
+            sp->xtc_threshold = j->req.xtc_threshold;
         sp->presence_penalty = j->req.presence_penalty;
         sp->frequency_penalty = j->req.frequency_penalty;
         sp->bias = j->req.bias;

@@ -327,12 +327,13 @@ int cmd_chat(int argc, char **argv)
     chat_state c = {0};
     draft_tuner_init(&c.tuner);
     int max_new = 1024, show_think = 1;
+    breaker_flags breakers = {0};
     const char *template_name = NULL;
     chat_options_default(&c.copt);
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
-            r = sampling_flag_parse(&sp, argc, argv, &i);
+            r = sampling_flag_parse(&sp, &breakers, argc, argv, &i);
         if (r < 0)
             return 2;
         if (!r)
@@ -395,7 +396,10 @@ int cmd_chat(int argc, char **argv)
     }
     c.n_stop = vocab_reply_stop_ids(&c.tok.v, c.m.mw.cfg.eos_token_ids, c.m.mw.cfg.n_eos, c.stop);
     sampler smp;
-    if (sampler_create(&smp, &sp, c.m.mw.cfg.vocab_size, &e)) {
+    dry_breakers dry; /* (the sampler is made again at /reset) */
+    if (sampling_flags_finish(&sp, &breakers, &c.tok, c.m.en.kv.max_ctx, &dry, &e) ||
+        sampler_create(&smp, &sp, c.m.mw.cfg.vocab_size, &e)) {
+        dry_breakers_free(&dry);
         cli_model_close(&c.m);
         tokenizer_free(&c.tok);
         chat_template_close(&c.tpl);
@@ -406,6 +410,7 @@ int cmd_chat(int argc, char **argv)
      * and, at the prompt, ends the chat; pressed twice it ends the process */
     if (stop_signal_install()) {
         sampler_destroy(&smp);
+        dry_breakers_free(&dry);
         cJSON_Delete(c.messages);
         cli_model_close(&c.m);
         tokenizer_free(&c.tok);
@@ -464,6 +469,7 @@ int cmd_chat(int argc, char **argv)
     stop_signal_uninstall();
     free(line);
     sampler_destroy(&smp);
+    dry_breakers_free(&dry);
     cJSON_Delete(c.messages);
     if (cli_model_close(&c.m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */

@@ -173,10 +173,11 @@ int cmd_run(int argc, char **argv)
     const char *schema_arg = NULL, *schema_path = NULL, *template_name = NULL;
     const char *grammar_arg = NULL, *grammar_path = NULL;
     cli_prompt_cache pcache = {0};
+    breaker_flags breakers = {0};
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
-            r = sampling_flag_parse(&sp, argc, argv, &i);
+            r = sampling_flag_parse(&sp, &breakers, argc, argv, &i);
         if (!r)
             r = cli_prompt_cache_parse(&pcache, argc, argv, &i);
         if (!r)
@@ -343,6 +344,7 @@ int cmd_run(int argc, char **argv)
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     token_list gen = {0};
     json_vocab jv = {0};
+    dry_breakers dry = {0};
     int rc = 1, context_full = 0, stopped = 0, signalled = 0;
     if (!logits) {
         err_set(&e, "out of memory");
@@ -354,7 +356,8 @@ int cmd_run(int argc, char **argv)
     }
     signalled = 1;
     m.en.stop_requested = stop_requested;
-    if (sampler_create(&smp, &sp, c->vocab_size, &e))
+    if (sampling_flags_finish(&sp, &breakers, have_vocab ? &tok : NULL, m.en.kv.max_ctx, &dry, &e) ||
+        sampler_create(&smp, &sp, c->vocab_size, &e))
         goto done;
     for (int i = 0; i < T; i++)
         sampler_accept(&smp, prompt[i]);
@@ -443,6 +446,7 @@ done:
     json_schema_free(&schema);
     gbnf_free(&grammar);
     json_vocab_free(&jv);
+    dry_breakers_free(&dry);
     cli_prompt_cache_free(&pcache);
     if (cli_model_close(&m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */

@@ -79,6 +79,7 @@ int cmd_serve(int argc, char **argv)
 {
     model_flags mf = {0};
     serve_options so;
+    breaker_flags breakers = {0};
     serve_options_default(&so);
     so.api_key = getenv("MOETIER_API_KEY");
     int key_from_env = so.api_key != NULL, max_queue_set = 0;
@@ -86,7 +87,7 @@ int cmd_serve(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
         if (!r)
-            r = sampling_flag_parse(&so.sp, argc, argv, &i);
+            r = sampling_flag_parse(&so.sp, &breakers, argc, argv, &i);
         if (!r)
             r = chat_template_flag_parse(&template_name, argc, argv, &i);
         if (r < 0)
@@ -208,6 +209,7 @@ int cmd_serve(int argc, char **argv)
         so.model_name = name;
     }
     errbuf e;
+    breaker_flags_strings(&breakers, &so.dry_breakers, &so.n_dry_breakers);
     if (sampler_check(&so.sp, &e)) {
         cli_fail(&e);
         return 2;       /* a bad option value, as when it does not parse */

@@ -12,7 +12,9 @@
 sampler_params sampler_defaults(void)
 {
     return (sampler_params){.temperature = 0.6f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
-                            .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 0};
+                            .repeat_penalty = 1.0f, .repeat_last_n = 64, .dry_base = 1.75f,
+                            .dry_allowed_length = 2, .dry_penalty_last_n = -1, .top_n_sigma = -1.0f,
+                            .xtc_threshold = 0.1f, .seed = 0};
 }
 
 int sampler_check(const sampler_params *p, errbuf *e)
@@ -33,6 +35,20 @@ int sampler_check(const sampler_params *p, errbuf *e)
         return err_set(e, "--presence-penalty must be a finite number (got %g)", p->presence_penalty);
     if (!isfinite(p->frequency_penalty))
         return err_set(e, "--frequency-penalty must be a finite number (got %g)", p->frequency_penalty);
+    if (!(p->dry_multiplier >= 0) || !isfinite(p->dry_multiplier))
+        return err_set(e, "--dry-multiplier must be >= 0 (got %g)", p->dry_multiplier);
+    if (!(p->dry_base >= 1) || !isfinite(p->dry_base))
+        return err_set(e, "--dry-base must be >= 1 (got %g)", p->dry_base);
+    if (p->dry_allowed_length < 0)
+        return err_set(e, "--dry-allowed-length must be >= 0 (got %d)", p->dry_allowed_length);
+    if (p->dry_penalty_last_n < -1)
+        return err_set(e, "--dry-penalty-last-n must be >= -1 (got %d)", p->dry_penalty_last_n);
+    if (!isfinite(p->top_n_sigma))
+        return err_set(e, "--top-nsigma must be a finite number (got %g)", p->top_n_sigma);
+    if (!(p->xtc_probability >= 0 && p->xtc_probability <= 1))
+        return err_set(e, "--xtc-probability must be in [0, 1] (got %g)", p->xtc_probability);
+    if (!(p->xtc_threshold >= 0 && p->xtc_threshold <= 1))
+        return err_set(e, "--xtc-threshold must be in [0, 1] (got %g)", p->xtc_threshold);
     for (int i = 0; i < p->n_bias; i++)
         if (!isfinite(p->bias[i].bias))
             return err_set(e, "the logit bias of token %d must be a finite number (got %g)",
@@ -71,6 +87,59 @@ static double rng_uniform(uint64_t *s)
     return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+static const sampler_breakers *sort_brk; /* (qsort has no context argument) */
+
+static int by_head(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    int hx = sort_brk->head[x], hy = sort_brk->head[y];
+    return hx != hy ? (hx > hy) - (hx < hy) : x - y;
+}
+
+/* DRY's state: the window of tokens, the breakers sorted by head, scratch. */
+static int dry_create(sampler *s, const sampler_params *p, errbuf *e)
+{
+    s->p.dry_breakers = (sampler_breakers){0};
+    if (p->dry_multiplier == 0 || p->dry_penalty_last_n == 0)
+        return 0;
+    const sampler_breakers *b = &p->dry_breakers;
+    if (p->dry_penalty_last_n < 0) /* (-1, the context: its size is the caller's to give) */
+        return err_set(e, "the DRY window must be given as the context's size, not -1");
+    int W = p->dry_penalty_last_n, n_tail = b->n ? b->at[b->n] - b->at[0] : 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->head[i] < 0 || b->head[i] >= s->vocab || b->at[i + 1] < b->at[i])
+            return err_set(e, "DRY sequence breaker %d is not a token sequence of this vocabulary", i);
+    s->dry_tokens = malloc(2 * (size_t)W * sizeof *s->dry_tokens);
+    s->dry_z = malloc((size_t)W * sizeof *s->dry_z);
+    s->dry_hit = malloc((size_t)W * sizeof *s->dry_hit);
+    s->dry_len = calloc((size_t)s->vocab, sizeof *s->dry_len);
+    s->brk_head = malloc(((size_t)b->n + 1) * sizeof *s->brk_head);
+    s->brk_at = malloc(((size_t)b->n + 1) * sizeof *s->brk_at);
+    s->brk_tail = malloc(((size_t)n_tail + 1) * sizeof *s->brk_tail);
+    int *order = malloc(((size_t)b->n + 1) * sizeof *order);
+    if (!s->dry_tokens || !s->dry_z || !s->dry_hit || !s->dry_len || !s->brk_head || !s->brk_at ||
+        !s->brk_tail || !order) {
+        free(order);
+        return err_set(e, "out of memory for the DRY penalty's window of %d tokens", W);
+    }
+    for (int i = 0; i < b->n; i++)
+        order[i] = i;
+    sort_brk = b;
+    qsort(order, (size_t)b->n, sizeof *order, by_head);
+    int t = 0;
+    for (int k = 0; k < b->n; k++) {
+        int i = order[k];
+        s->brk_head[k] = b->head[i];
+        s->brk_at[k] = t;
+        for (int j = b->at[i]; j < b->at[i + 1]; j++)
+            s->brk_tail[t++] = b->tail[j];
+    }
+    s->brk_at[b->n] = t;
+    s->n_brk = b->n;
+    free(order);
+    return 0;
+}
+
 int sampler_create(sampler *s, const sampler_params *p, int vocab, errbuf *e)
 {
     memset(s, 0, sizeof *s);
@@ -107,6 +176,10 @@ int sampler_create(sampler *s, const sampler_params *p, int vocab, errbuf *e)
         s->bias[i] = p->bias[i];
     }
     s->p.bias = s->bias;
+    if (dry_create(s, p, e)) {
+        sampler_destroy(s);
+        return -1;
+    }
     return 0;
 }
 
@@ -119,11 +192,26 @@ void sampler_destroy(sampler *s)
     free(s->bias);
     free(s->count);
     free(s->answer_ids);
+    free(s->dry_tokens);
+    free(s->brk_head);
+    free(s->brk_at);
+    free(s->brk_tail);
+    free(s->dry_z);
+    free(s->dry_len);
+    free(s->dry_hit);
     memset(s, 0, sizeof *s);
 }
 
 void sampler_accept(sampler *s, int token)
 {
+    if (s->dry_tokens) {
+        int W = s->p.dry_penalty_last_n;
+        if (s->dry_n == 2 * W) { /* (the window moved back once per W tokens) */
+            memmove(s->dry_tokens, s->dry_tokens + W, (size_t)W * sizeof *s->dry_tokens);
+            s->dry_n = W;
+        }
+        s->dry_tokens[s->dry_n++] = token;
+    }
     int n = s->p.repeat_last_n;
     if (n <= 0)
         return;
@@ -144,7 +232,7 @@ void sampler_accept_output(sampler *s, int token)
 
 void sampler_forget(sampler *s)
 {
-    s->n_history = s->history_next = 0;
+    s->n_history = s->history_next = s->dry_n = 0;
     for (int i = 0; i < s->n_answer_ids; i++)
         s->count[s->answer_ids[i]] = 0;
     s->n_answer_ids = 0;
@@ -177,8 +265,124 @@ static void apply_repeat_penalty(sampler *s, float *logits)
             s->seen[s->history[i]] = 0;
 }
 
-/* The logit biases, the repetition penalty, then the presence and frequency
- * penalties (in llama.cpp's order). */
+/* The first breaker whose head is token t, or where it would be. */
+static int first_breaker(const sampler *s, int t)
+{
+    int lo = 0, hi = s->n_brk;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (s->brk_head[mid] < t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* How many of the window's last tokens a repeat may hold: those after the
+ * last breaker in the window (the longest of the breakers ending there),
+ * or all n. r[-i] is the token i places before the last. */
+static int dry_limit(const sampler *s, const int *r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int longest = -1;
+        for (int b = first_breaker(s, r[-i]); b < s->n_brk && s->brk_head[b] == r[-i]; b++) {
+            int len = s->brk_at[b + 1] - s->brk_at[b], match = len > longest && len <= i;
+            for (int o = 0; o < len && match; o++)
+                match = s->brk_tail[s->brk_at[b] + o] == r[-(i - o - 1)];
+            if (match)
+                longest = len;
+        }
+        if (longest >= 0)
+            return i - longest;
+    }
+    return n;
+}
+
+/* llama.cpp's DRY. A token that follows an earlier occurrence of the
+ * window's last L tokens (L at least dry_allowed_length, no breaker among
+ * them) would repeat them: it loses multiplier x base^(L - allowed), for its
+ * longest L. The L of each earlier position is the Z-function of the window
+ * read backwards (z[k]: how many tokens before position k match the last
+ * ones), so the window costs linear time. */
+static void apply_dry(sampler *s, float *logits)
+{
+    const sampler_params *p = &s->p;
+    if (!s->dry_tokens)
+        return;
+    int n = s->dry_n < p->dry_penalty_last_n ? s->dry_n : p->dry_penalty_last_n;
+    int allowed = p->dry_allowed_length, *z = s->dry_z;
+    if (n <= allowed)
+        return;
+    const int *r = s->dry_tokens + s->dry_n - 1;
+    int limit = dry_limit(s, r, n), hits = 0;
+    if (limit < allowed)
+        return;
+    int left = 0, right = 0; /* the match found furthest right: r[-left..-right) */
+    for (int k = 1; k < n; k++) {
+        int m = k < right ? (right - k < z[k - left] ? right - k : z[k - left]) : 0;
+        while (k + m < n && r[-m] == r[-(k + m)])
+            m++;
+        z[k] = m;
+        if (k + m > right) {
+            left = k;
+            right = k + m;
+        }
+        int len = m < limit ? m : limit, t = r[-(k - 1)];
+        if (len < allowed || t < 0 || t >= s->vocab)
+            continue;
+        if (!s->dry_len[t])
+            s->dry_hit[hits++] = t;
+        if (len + 1 > s->dry_len[t])
+            s->dry_len[t] = len + 1;
+    }
+    /* (base^exponent kept below FLT_MAX, as llama.cpp bounds it) */
+    int max_exp = p->dry_base > 1.000001f ? (int)(88.7228391f / logf(p->dry_base)) : 0;
+    for (int i = 0; i < hits; i++) {
+        int t = s->dry_hit[i], one_token = 0;
+        for (int b = first_breaker(s, t); b < s->n_brk && s->brk_head[b] == t && !one_token; b++)
+            one_token = s->brk_at[b + 1] == s->brk_at[b];
+        int x = s->dry_len[t] - 1 - allowed;
+        s->dry_len[t] = 0;
+        if (one_token)
+            continue;
+        if (max_exp > 0 && x > max_exp)
+            x = max_exp;
+        logits[t] -= (float)((double)p->dry_multiplier * pow((double)p->dry_base, (double)x));
+    }
+}
+
+/* Top-n-sigma: the tokens whose logit is below the best's by more than
+ * top_n_sigma standard deviations of the logits (those above -inf) are left
+ * out. */
+static void apply_top_n_sigma(sampler *s, float *logits)
+{
+    float nsig = s->p.top_n_sigma;
+    if (!(nsig > 0) || s->vocab <= 1)
+        return;
+    float mx = -INFINITY;
+    double sum = 0, acc = 0;
+    long count = 0;
+    for (int i = 0; i < s->vocab; i++)
+        if (logits[i] > -INFINITY) { /* (a NaN is neither counted nor cut: it is impossible anyway) */
+            mx = logits[i] > mx ? logits[i] : mx;
+            sum += logits[i];
+            count++;
+        }
+    if (!count)
+        return;
+    double mean = sum / (double)count;
+    for (int i = 0; i < s->vocab; i++)
+        if (logits[i] > -INFINITY)
+            acc += ((double)logits[i] - mean) * ((double)logits[i] - mean);
+    float cut = (float)((double)mx - nsig * sqrt(acc / (double)count));
+    for (int i = 0; i < s->vocab; i++)
+        if (logits[i] < cut)
+            logits[i] = -INFINITY;
+}
+
+/* The logit biases, the repetition penalty, the presence and frequency
+ * penalties, DRY, then top-n-sigma (in llama.cpp's order). */
 static void apply_penalty(sampler *s, float *logits)
 {
     for (int i = 0; i < s->p.n_bias; i++)
@@ -188,6 +392,17 @@ static void apply_penalty(sampler *s, float *logits)
         int t = s->answer_ids[i];
         logits[t] -= s->p.presence_penalty + s->p.frequency_penalty * (float)s->count[t];
     }
+    apply_dry(s, logits);
+    apply_top_n_sigma(s, logits);
+}
+
+/* Whether XTC cuts this draw of n candidates: its own draw from the
+ * generator, made only when it may cut (as llama.cpp's). */
+static int xtc_fires(sampler *s, int n)
+{
+    const sampler_params *p = &s->p;
+    return p->xtc_probability > 0 && p->xtc_threshold <= 0.5f && n >= 2 &&
+           rng_uniform(s->rng) <= p->xtc_probability;
 }
 
 static int by_logit_desc(const void *a, const void *b)
@@ -238,11 +453,19 @@ int sampler_sample_reference(sampler *s, float *logits)
             m++;
         n = m;
     }
+    int lo = 0; /* XTC: the candidates at or above its threshold, at temperature 1, but the last */
+    if (xtc_fires(s, n)) {
+        double z1 = 0;
+        for (int i = 0; i < n; i++)
+            z1 += expf(s->cand[i].logit - mx);
+        while (lo + 1 < n && (float)(expf(s->cand[lo + 1].logit - mx) / z1) >= p->xtc_threshold)
+            lo++;
+    }
     sum = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = lo; i < n; i++)
         sum += s->prob[i];
     double r = rng_uniform(s->rng) * sum, acc = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = lo; i < n; i++) {
         acc += s->prob[i];
         if (r < acc)
             return s->cand[i].id;
@@ -380,11 +603,21 @@ int sampler_sample(sampler *s, float *logits)
             m++;
         n = m;
     }
+    int lo = 0;
+    if (xtc_fires(s, n)) {
+        double z1 = 0;
+        for (int i = 0; i < n; i++)
+            z1 += expf(s->cand[i].logit - k.mx);
+        /* (the candidates it reaches are sorted first: prob_at) */
+        while (lo + 1 < n && (prob_at(&k, lo + 1), (float)(expf(s->cand[lo + 1].logit - k.mx) / z1)) >=
+                                 p->xtc_threshold)
+            lo++;
+    }
     double sum = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = lo; i < n; i++)
         sum += prob_of(&k, s->cand[i].logit);
     double r = rng_uniform(s->rng) * sum, acc = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = lo; i < n; i++) {
         acc += prob_at(&k, i);
         if (r < acc)
             return s->cand[i].id;

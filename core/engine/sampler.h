@@ -3,9 +3,16 @@
  * First, greedy or not: the logit biases, the repetition penalty over the
  * last tokens, and the presence and frequency penalties over the answer's
  * tokens (OpenAI's: each token the answer holds loses presence + frequency x
- * its count). Then argmax when temperature is 0; otherwise, in this order:
- * top-k, temperature softmax, top-p (nucleus), min-p, then a draw from a
- * seeded generator, so a seed reproduces a run. */
+ * its count); then llama.cpp's DRY penalty (a token that would make a
+ * sequence of the context repeat longer than dry_allowed_length loses
+ * dry_multiplier x dry_base^(length - allowed)) and top-n-sigma (tokens more
+ * than top_n_sigma standard deviations of the logits below the best are
+ * left out). Then argmax when temperature is 0; otherwise, in this order:
+ * top-k, temperature softmax, top-p (nucleus), min-p, XTC (with probability
+ * xtc_probability, the tokens at or above xtc_threshold but the least likely
+ * of them are left out; their probabilities at temperature 1 among the
+ * tokens kept, as llama.cpp has them), then a draw from a seeded generator,
+ * so a seed reproduces a run. */
 #ifndef MOETIER_SAMPLER_H
 #define MOETIER_SAMPLER_H
 
@@ -19,6 +26,16 @@ typedef struct sampler_bias {
     float bias;
 } sampler_bias;
 
+/* DRY's sequence breakers as token sequences (dry_breakers.h makes them
+ * from text): breaker i is token head[i] followed by tail[at[i], at[i + 1]);
+ * a token that holds a breaker's whole text has none after it. A repeat
+ * never reaches back past a breaker, and a one-token breaker is never
+ * penalised. */
+typedef struct sampler_breakers {
+    int n;
+    const int *head, *at, *tail;
+} sampler_breakers;
+
 typedef struct sampler_params {
     float temperature;      /* 0: greedy */
     int top_k;              /* 0: off */
@@ -30,6 +47,15 @@ typedef struct sampler_params {
     float frequency_penalty;/* 0: off */
     const sampler_bias *bias;   /* [n_bias], copied by sampler_create */
     int n_bias;
+    float dry_multiplier;       /* 0: off */
+    float dry_base;             /* >= 1 (1.75) */
+    int dry_allowed_length;     /* repeats longer than this are penalised (2) */
+    int dry_penalty_last_n;     /* the tokens it looks back over (callers give -1, the
+                                 * context, as its size); 0: off */
+    sampler_breakers dry_breakers; /* copied by sampler_create */
+    float top_n_sigma;          /* <= 0: off */
+    float xtc_probability;      /* 0: off */
+    float xtc_threshold;        /* above 0.5: off (0.1) */
     uint64_t seed;
 } sampler_params;
 
@@ -52,6 +78,14 @@ typedef struct sampler {
                              * without presence or frequency penalty */
     int *answer_ids;        /* the distinct tokens counted, n_answer_ids */
     int n_answer_ids;
+    int *dry_tokens;        /* the last tokens recorded, dry_n of them (room for
+                             * twice the window: moved back when full) */
+    int dry_n;
+    int n_brk;              /* the breakers, by head token */
+    int *brk_head, *brk_at, *brk_tail;
+    int *dry_z;             /* [window] scratch */
+    int *dry_len;           /* [vocab] scratch: each token's longest repeat + 1, 0 */
+    int *dry_hit;           /* [window] scratch: the tokens dry_len holds */
     float head_span;        /* sampler_sample sorts first the candidates within
                              * e^-head_span of the best's probability (18; the
                              * draw does not depend on it) */

@@ -519,9 +519,28 @@ async function apiFeatureChecks(srv, ai) {
       assert.equal(many[k].content, alone.content);
       assert.equal(many[k].prompt, p);
     }
+    // DRY: after a b c a b c a b, c would repeat "a b c" further; biased to be the greedy choice, DRY
+    // takes it away, unless c is a sequence breaker (then never penalised); XTC and top-n-sigma are taken
+    const abc = (await (await fetch(srv.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: ' one two three' }) })).json()).tokens;
+    assert.ok(abc.length >= 3 && new Set(abc.slice(0, 3)).size === 3, JSON.stringify(abc));
+    const [a, b, c] = abc;
+    const cText = (await (await fetch(srv.url + '/detokenize', { method: 'POST', body: JSON.stringify({ tokens: [c] }) })).json()).content;
+    const dry = { prompt: [a, b, c, a, b, c, a, b], n_predict: 1, temperature: 0, return_tokens: true, logit_bias: [[c, 40]] };
+    const first = async (extra) => JSON.parse((await native({ ...dry, ...extra })).text).tokens[0];
+    assert.equal(await first({}), c, 'the bias makes c the greedy choice');
+    assert.notEqual(await first({ dry_multiplier: 1000, dry_base: 1.75, dry_allowed_length: 2 }), c, 'DRY penalises c');
+    assert.equal(await first({ dry_multiplier: 1000, dry_allowed_length: 6 }), c, 'the repeat, a b c a b, is 5 long: allowed at 6');
+    assert.equal(await first({ dry_multiplier: 1000, dry_sequence_breakers: [cText] }), c, 'c is a breaker');
+    assert.equal(await first({ dry_multiplier: 1000, dry_penalty_last_n: 3 }), c, 'a window of 3 holds no earlier c');
+    const viaOai = await ai.completions.create({ model: MODEL, prompt: dry.prompt, max_tokens: 1, temperature: 0,
+      logit_bias: { [c]: 40 }, dry_multiplier: 1000, logprobs: 1 });
+    assert.notEqual(viaOai.choices[0].text, cText, 'the OpenAI route takes DRY too');
+    assert.equal((await native({ prompt, n_predict: 3, xtc_probability: 1, xtc_threshold: 0.05, top_n_sigma: 1.5 })).status, 200);
     for (const [body, param] of [[{ prompt, mirostat: 2 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
       [{ prompt: ['a', 7] }, 'prompt'], [{ prompt: ['a', 'b'], stream: true }, 'stream'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= a' }, 'grammar'],
-      [{ prompt, typical_p: 0.5 }, 'typical_p'], [{}, 'prompt']]) {
+      [{ prompt, typical_p: 0.5 }, 'typical_p'], [{}, 'prompt'], [{ prompt, dry_base: 0.5 }, 'dry_base'],
+      [{ prompt, xtc_probability: 2 }, 'xtc_probability'], [{ prompt, dry_sequence_breakers: [] }, 'dry_sequence_breakers'],
+      [{ prompt, dry_sequence_breakers: [1] }, 'dry_sequence_breakers'], [{ prompt, dry_allowed_length: 1.5 }, 'dry_allowed_length']]) {
       r = await native(body);
       assert.equal(r.status, 400, JSON.stringify(body));
       assert.equal(JSON.parse(r.text).error.param, param, JSON.stringify(body));

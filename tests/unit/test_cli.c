@@ -328,6 +328,54 @@ Test(cli, a_one_token_prompt_is_prefill, .timeout = 60)
     free(tmp);
 }
 
+/* The ids on the last line of run --print-ids's output, how many into ids. */
+static int last_line_ids(const char *out, int *ids, int cap)
+{
+    const char *p = strrchr(out, '\n'), *end = p;
+    while (p && p > out && p[-1] != '\n')
+        p--;
+    int n = 0;
+    for (char *q; p && p < end && n < cap; p = *q == ',' ? q + 1 : end)
+        ids[n++] = (int)strtol(p, &q, 10);
+    return n;
+}
+
+/* run's DRY flags reach the sampler: with every repeat penalised
+ * (--dry-allowed-length 0, no breakers) a greedy answer never takes a token
+ * that already followed another in the window, where without DRY the same
+ * run repeats itself. */
+Test(cli, dry_flags_reach_the_sampler, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("cli-dry"), *out, *err;
+    test_synth_tiny(tmp, "int4");
+    int plain[80], dry[80], n_plain, n_dry;
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 7,8 -n 64 --greedy --ignore-eos --print-ids", bin(), tmp), 0,
+                 "%s", err);
+    n_plain = last_line_ids(out, plain, 80);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 7,8 -n 64 --greedy --ignore-eos --print-ids "
+                                 "--dry-multiplier 1000 --dry-allowed-length 0 --dry-sequence-breaker none",
+                     bin(), tmp),
+                 0, "%s", err);
+    n_dry = last_line_ids(out, dry, 80);
+    free(out);
+    free(err);
+    cr_assert(n_plain == 64 && n_dry == 64, "%d and %d ids", n_plain, n_dry);
+    int repeats_plain = 0, repeats_dry = 0;
+    for (int i = 0; i < 64; i++)
+        for (int k = 0; k < i; k++) {
+            repeats_plain += plain[k] == plain[i];
+            repeats_dry += dry[k] == dry[i];
+        }
+    cr_assert_gt(repeats_plain, 0, "the premise: without DRY the greedy answer repeats a token");
+    cr_expect_eq(repeats_dry, 0, "with DRY, %d repeated tokens", repeats_dry);
+    for (int i = 0; i < 64; i++)
+        cr_expect_neq(dry[i], 8, "the prompt's second token came again at %d", i);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 Test(cli, bad_arguments_fail_clearly)
 {
     char *d = test_testdata_model_or_skip("bf16");
@@ -339,6 +387,12 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
     expect_failure(2, "--presence-penalty", "%s run -m %s --ids 1 %s", d, "--presence-penalty 1e39");
     expect_failure(2, "--frequency-penalty", "%s run -m %s --ids 1 %s", d, "--frequency-penalty x");
+    expect_failure(2, "--dry-base must be >= 1", "%s run -m %s --ids 1 %s", d, "--dry-base 0.5");
+    expect_failure(2, "--dry-penalty-last-n", "%s run -m %s --ids 1 %s", d, "--dry-penalty-last-n -2");
+    expect_failure(2, "--dry-allowed-length", "%s run -m %s --ids 1 %s", d, "--dry-allowed-length -1");
+    expect_failure(2, "--xtc-probability must be in [0, 1]", "%s run -m %s --ids 1 %s", d, "--xtc-probability 1.5");
+    expect_failure(2, "--top-nsigma", "%s run -m %s --ids 1 %s", d, "--top-nsigma x");
+    expect_failure(2, "--dry-sequence-breaker", "%s run -m %s --ids 1 %s", d, "--dry-sequence-breaker");
     expect_failure(2, "'multipleOf' is not enforced", "%s run -m %s --ids 1 %s", d,
                    "--json-schema '{\"type\": \"integer\", \"multipleOf\": 2}'");
     expect_failure(2, "--json-schema: not JSON", "%s run -m %s --ids 1 %s", d, "--json-schema '{\"type\":'");

@@ -1,7 +1,9 @@
 /* Sampler: greedy is argmax, each filter narrows the candidates as defined, a
- * seed reproduces a run, and draws follow the softmax distribution. */
+ * seed reproduces a run, and draws follow the softmax distribution; DRY
+ * against its quadratic definition, top-n-sigma and XTC by what they keep. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/engine/sampler.h"
@@ -227,7 +229,8 @@ static void random_logits(uint64_t *s, int shape, float *l, int V)
 
 /* sampler_sample against its definition: the same token from the same state,
  * over vocabularies of 1 to 40,000, the four shapes and every filter, with
- * the repetition penalty on and off; half the trials with a head so narrow
+ * the repetition penalty on and off and llama.cpp's DRY, top-n-sigma and
+ * XTC each in a third of the trials; half the trials with a head so narrow
  * that the filters and the draw often go past it. */
 Test(sampler, draws_what_the_reference_draws, .timeout = 120)
 {
@@ -240,7 +243,7 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
     float *la = malloc(40000 * sizeof *la), *lb = malloc(40000 * sizeof *lb),
           *l = malloc(40000 * sizeof *l);
     int draws = 0, mismatches = 0;
-    for (int trial = 0; trial < 360; trial++) {
+    for (int trial = 0; trial < 720; trial++) {
         int V = vocabs[lcg(&st) % 6];
         sampler_params p = sampler_defaults();
         p.temperature = temps[lcg(&st) % 4];
@@ -256,6 +259,21 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
                                 {(int)(lcg(&st) % (uint64_t)V), 0.5f}};
         p.bias = bias;
         p.n_bias = (int)(lcg(&st) % 4);
+        /* llama.cpp's samplers, a third of the trials each */
+        int brk_head[2] = {(int)(lcg(&st) % (uint64_t)V), (int)(lcg(&st) % (uint64_t)V)};
+        int brk_at[3] = {0, 0, 1}, brk_tail[1] = {(int)(lcg(&st) % (uint64_t)V)};
+        if (lcg(&st) % 3 == 0) {
+            p.dry_multiplier = 0.8f;
+            p.dry_allowed_length = (int)(lcg(&st) % 3);
+            p.dry_penalty_last_n = 12;
+            p.dry_breakers = (sampler_breakers){2, brk_head, brk_at, brk_tail};
+        }
+        if (lcg(&st) % 3 == 0)
+            p.top_n_sigma = (float[]){0.5f, 1.0f, 3.0f}[lcg(&st) % 3];
+        if (lcg(&st) % 3 == 0) {
+            p.xtc_probability = lcg(&st) % 2 ? 1.0f : 0.5f;
+            p.xtc_threshold = (float[]){0.1f, 0.01f, 1e-4f, 0.5f}[lcg(&st) % 4];
+        }
         p.seed = (uint64_t)trial;
         sampler a, b;
         errbuf e;
@@ -313,4 +331,185 @@ Test(sampler, non_finite_logits)
     cr_expect_eq(sampler_sample(&s, inf), 1);
     cr_expect_eq(sampler_sample(&s, none), 0);
     sampler_destroy(&s);
+}
+
+/* ---- DRY, top-n-sigma, XTC ------------------------------------------------ */
+
+/* DRY from its definition, quadratic: for each earlier position j of the
+ * window w[0, n), the common suffix of w[..j] and the whole window (at most
+ * the tokens after the last breaker) is a repeat the token after j would
+ * extend. */
+static void naive_dry(const int *w, int n, const sampler_params *p, const int *bh, const int *ba,
+                      const int *bt, int nb, float *logits, int V)
+{
+    int allowed = p->dry_allowed_length, limit = n;
+    if (n <= allowed)
+        return;
+    for (int i = 0, found = 0; i < n && !found; i++) { /* i places before the last */
+        int longest = -1;
+        for (int b = 0; b < nb; b++) {
+            int len = ba[b + 1] - ba[b], ok = bh[b] == w[n - 1 - i] && len <= i;
+            for (int o = 0; o < len && ok; o++)
+                ok = bt[ba[b] + o] == w[n - 1 - i + o + 1];
+            if (ok && len > longest)
+                longest = len;
+        }
+        if (longest >= 0) {
+            limit = i - longest;
+            found = 1;
+        }
+    }
+    if (limit < allowed)
+        return;
+    int *best = calloc((size_t)V, sizeof *best);
+    for (int j = 0; j + 1 < n; j++) {
+        int m = 0;
+        while (m <= j && w[j - m] == w[n - 1 - m])
+            m++;
+        if (m > limit)
+            m = limit;
+        if (m >= allowed && m + 1 > best[w[j + 1]])
+            best[w[j + 1]] = m + 1;
+    }
+    int max_exp = p->dry_base > 1.000001f ? (int)(88.7228391f / logf(p->dry_base)) : 0;
+    for (int t = 0; t < V; t++) {
+        int single = 0;
+        for (int b = 0; b < nb; b++)
+            single |= bh[b] == t && ba[b + 1] == ba[b];
+        if (!best[t] || single)
+            continue;
+        int x = best[t] - 1 - allowed;
+        if (max_exp > 0 && x > max_exp)
+            x = max_exp;
+        logits[t] -= (float)((double)p->dry_multiplier * pow((double)p->dry_base, (double)x));
+    }
+    free(best);
+}
+
+/* The penalties a greedy step leaves in the logits, against the naive DRY,
+ * over random texts of a few tokens (so repeats abound), windows, allowed
+ * lengths, bases and breakers of one to three tokens. */
+Test(sampler, dry_penalises_as_defined, .timeout = 60)
+{
+    enum { V = 16, MAX_N = 80 };
+    uint64_t st = 77;
+    int penalised = 0, broken = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        int alphabet = 2 + (int)(lcg(&st) % 6), n = 1 + (int)(lcg(&st) % MAX_N);
+        int bh[4], ba[5] = {0}, bt[12], nb = (int)(lcg(&st) % 4);
+        for (int b = 0; b < nb; b++) {
+            bh[b] = (int)(lcg(&st) % (uint64_t)alphabet);
+            int len = (int)(lcg(&st) % 3);
+            for (int o = 0; o < len; o++)
+                bt[ba[b] + o] = (int)(lcg(&st) % (uint64_t)alphabet);
+            ba[b + 1] = ba[b] + len;
+        }
+        sampler_params p = sampler_defaults();
+        p.temperature = 0;
+        p.dry_multiplier = lcg(&st) % 2 ? 0.8f : 2.0f;
+        p.dry_base = (float[]){1.0f, 1.75f, 3.0f, 1000.0f}[lcg(&st) % 4];
+        p.dry_allowed_length = (int)(lcg(&st) % 5);
+        p.dry_penalty_last_n = 1 + (int)(lcg(&st) % (MAX_N + 10));
+        p.dry_breakers = (sampler_breakers){nb, bh, ba, bt};
+        sampler s;
+        errbuf e;
+        cr_assert_eq(sampler_create(&s, &p, V, &e), 0, "%s", e.msg);
+        int text[3 * MAX_N];
+        int total = n + (int)(lcg(&st) % (MAX_N * 2)); /* more than the window, some of them */
+        for (int i = 0; i < total; i++) {
+            text[i] = (int)(lcg(&st) % (uint64_t)alphabet);
+            if (i % 3)
+                sampler_accept(&s, text[i]);
+            else
+                sampler_accept_output(&s, text[i]);
+        }
+        float got[V], want[V];
+        for (int t = 0; t < V; t++)
+            got[t] = want[t] = (float)t * 0.01f;
+        sampler_sample(&s, got);
+        int w = total < p.dry_penalty_last_n ? total : p.dry_penalty_last_n;
+        naive_dry(text + total - w, w, &p, bh, ba, bt, nb, want, V);
+        for (int t = 0; t < V; t++) {
+            cr_assert_eq(got[t], want[t], "trial %d: token %d: %g, by the definition %g", trial, t, got[t],
+                         want[t]);
+            penalised += got[t] != (float)t * 0.01f;
+        }
+        broken += nb > 0;
+        sampler_destroy(&s);
+    }
+    cr_expect_gt(penalised, 3000, "only %d penalties", penalised);
+    cr_expect_gt(broken, 1000);
+}
+
+/* llama.cpp's worked example: after a b c c b c y a b c, emitting c would
+ * repeat "a b c" (3), y "b c" (2) and b only "c" (1, allowed). */
+Test(sampler, dry_worked_example)
+{
+    sampler_params p = sampler_defaults();
+    p.temperature = 0;
+    p.dry_multiplier = 1.0f;
+    p.dry_penalty_last_n = 64;
+    sampler s;
+    errbuf e;
+    cr_assert_eq(sampler_create(&s, &p, 26, &e), 0, "%s", e.msg);
+    for (const char *c = "abccbcyabc"; *c; c++)
+        sampler_accept(&s, *c - 'a');
+    float l[26] = {0};
+    sampler_sample(&s, l);
+    cr_expect_float_eq(l['c' - 'a'], -1.75f, 1e-6f);
+    cr_expect_float_eq(l['y' - 'a'], -1.0f, 1e-6f);
+    cr_expect_eq(l['b' - 'a'], 0.0f);
+    cr_expect_eq(l['a' - 'a'], 0.0f);
+    sampler_destroy(&s);
+}
+
+Test(sampler, top_n_sigma_keeps_the_tokens_near_the_best)
+{
+    float base[8] = {0, 1, 2, 3, 4, 5, 6, 7}; /* mean 3.5, standard deviation sqrt(5.25) */
+    for (int n = 1; n <= 3; n++) {
+        sampler_params p = sampler_defaults();
+        p.temperature = 0;
+        p.top_n_sigma = (float)n;
+        sampler s;
+        errbuf e;
+        cr_assert_eq(sampler_create(&s, &p, 8, &e), 0, "%s", e.msg);
+        float l[8];
+        memcpy(l, base, sizeof l);
+        cr_expect_eq(sampler_sample(&s, l), 7);
+        for (int t = 0; t < 8; t++)
+            cr_expect_eq(isinf(l[t]) != 0, base[t] < 7 - n * sqrtf(5.25f), "n %d, token %d", n, t);
+        sampler_destroy(&s);
+    }
+}
+
+/* XTC with probability 1 and threshold 0.1 over probabilities .5 .3 .15 .05:
+ * the first two are never drawn, the last two in proportion; with
+ * probability 0.5, about half the draws keep the top ones. */
+Test(sampler, xtc_leaves_out_the_likeliest)
+{
+    float logp[4] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f)};
+    for (int half = 0; half < 2; half++) {
+        sampler_params p = sampler_defaults();
+        p.temperature = 1.0f;
+        p.xtc_probability = half ? 0.5f : 1.0f;
+        p.xtc_threshold = 0.1f;
+        sampler s;
+        errbuf e;
+        cr_assert_eq(sampler_create(&s, &p, 4, &e), 0, "%s", e.msg);
+        int counts[4] = {0};
+        for (int i = 0; i < 4000; i++) {
+            float l[4];
+            memcpy(l, logp, sizeof l);
+            counts[sampler_sample(&s, l)]++;
+        }
+        if (!half) {
+            cr_expect_eq(counts[0] + counts[1], 0, "%d %d", counts[0], counts[1]);
+            cr_expect(counts[2] > 2800 && counts[2] < 3200, "%d of 4000 at .15 against .05", counts[2]);
+        } else {
+            /* half the time all four, at .5 .3 .15 .05; else .75 .25 of the last two */
+            cr_expect(counts[0] > 850 && counts[0] < 1150, "%d of 4000 for the first", counts[0]);
+            cr_expect(counts[2] > 1650 && counts[2] < 2050, "%d of 4000 for the third", counts[2]);
+        }
+        sampler_destroy(&s);
+    }
 }

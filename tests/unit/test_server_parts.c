@@ -374,6 +374,17 @@ Test(server_request, llama_completion_translated)
     cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
     cr_expect(r.max_tokens == 0 && cJSON_GetArraySize(r.prompt_ids) == 2, "-1: up to the context");
     oai_request_free(&r);
+    /* llama.cpp's DRY, top-n-sigma and XTC fields */
+    body = "{\"prompt\": \"a\", \"dry_multiplier\": 0.8, \"dry_base\": 2, \"dry_allowed_length\": 3, "
+           "\"dry_penalty_last_n\": -1, \"dry_sequence_breakers\": [\"\\n\", \"###\"], \"top_n_sigma\": 1.5, "
+           "\"xtc_probability\": 0.5, \"xtc_threshold\": 0.2}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect(r.dry_multiplier == 0.8f && r.dry_base == 2 && r.dry_allowed_length == 3);
+    cr_expect(r.has_dry_penalty_last_n && r.dry_penalty_last_n == -1);
+    cr_expect(r.has_dry_breakers && r.n_dry_breakers == 2 && !strcmp(r.dry_breakers[1], "###"));
+    cr_expect(r.has_top_n_sigma && r.top_n_sigma == 1.5f);
+    cr_expect(r.xtc_probability == 0.5f && r.xtc_threshold == 0.2f);
+    oai_request_free(&r);
     /* a list of prompts, text or ids: a batch of them, each answered */
     body = "{\"prompt\": [\"a\", [1, 2], \"b\"], \"n_predict\": 2}";
     cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
@@ -385,7 +396,9 @@ Test(server_request, llama_completion_translated)
     } bad[] = {{"{\"prompt\": \"a\", \"n_predict\": 0}", "n_predict"},
                {"{\"prompt\": [\"a\", 1]}", "prompt"},
                {"{\"prompt\": \"a\", \"logit_bias\": {\"x\": 1}}", "logit_bias"},
-               {"{\"prompt\": \"a\", \"xtc_probability\": 0.5}", "xtc_probability"},
+               {"{\"prompt\": \"a\", \"xtc_probability\": 1.5}", "xtc_probability"},
+               {"{\"prompt\": \"a\", \"typical_p\": 0.5}", "typical_p"},
+               {"{\"prompt\": \"a\", \"dry_sequence_breakers\": \"\\n\"}", "dry_sequence_breakers"},
                {"{\"prompt\": \"a\", \"post_sampling_probs\": true}", "post_sampling_probs"},
                {"{\"prompt\": \"a\", \"lora\": [{\"id\": 0}]}", "lora"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
