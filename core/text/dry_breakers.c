@@ -24,7 +24,8 @@ static int push_tail(dry_breakers *b, int id)
 static int add(dry_breakers *b, int head, const int *tail, int n)
 {
     for (int i = b->n - 1; i >= 0 && b->head[i] == head; i--)
-        if (b->at[i + 1] - b->at[i] == n && !memcmp(b->tail + b->at[i], tail, (size_t)n * sizeof *tail))
+        if (b->at[i + 1] - b->at[i] == n &&
+            (!n || !memcmp(b->tail + b->at[i], tail, (size_t)n * sizeof *tail)))
             return 0;
     if (b->n + 1 >= b->cap) {
         int cap = b->cap ? 2 * b->cap : 64;
