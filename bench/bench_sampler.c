@@ -1,8 +1,10 @@
 /* bench_sampler: time to pick one token from K2's 163,840 logits, for the
  * default sampling (temperature 0.6, no other filter), top-p 0.9, top-k 40, and
  * llama.cpp's samplers: DRY over a window of 32,768 tokens of earlier text
- * (drawn from 4,000 words, Zipf-like, so repeats abound), top-n-sigma 1 and XTC
- * (probability 1, threshold 0.1).
+ * (drawn from 4,000 words, Zipf-like, so repeats abound), top-n-sigma 1, XTC
+ * (probability 1, threshold 0.1), typical 0.9 (drawn on the whole vocabulary
+ * sorted, as the reference), a dynamic temperature (range 0.5) and Mirostat 2
+ * and 1 (target 5 bits).
  * The logits have a language model's shape: most tokens spread around zero
  * (normal, sigma 2.5), a few (20) far above them (15 to 25). The yardstick,
  * measured in the same run on the same logits and seed, is the reference draw
@@ -65,9 +67,10 @@ int main(void)
     int *text = malloc(TEXT * sizeof *text);
     for (int i = 0; i < TEXT; i++) /* (word w about as often as 1 / w) */
         text[i] = (int)(exp((double)rand_r(&seed) / RAND_MAX * log(4000.0))) - 1;
-    const char *names[] = {"default", "top_p_0.9", "top_k_40", "dry_32k", "top_n_sigma_1", "xtc"};
+    const char *names[] = {"default", "top_p_0.9", "top_k_40", "dry_32k",   "top_n_sigma_1",
+                           "xtc",     "typical_0.9", "dynatemp", "mirostat_2", "mirostat_1"};
     double default_ms = 0;
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < 10; k++) {
         sampler_params p = sampler_defaults();
         p.seed = 7;
         if (k == 1)
@@ -82,6 +85,12 @@ int main(void)
             p.top_n_sigma = 1.0f;
         if (k == 5)
             p.xtc_probability = 1.0f;
+        if (k == 6)
+            p.typical_p = 0.9f;
+        if (k == 7)
+            p.dynatemp_range = 0.5f;
+        if (k >= 8)
+            p.mirostat = k == 8 ? 2 : 1;
         long fast_ids, ref_ids;
         int n_text = k == 3 ? TEXT : 0;
         double ref = time_draws(&p, logits, text, n_text, 1, &ref_ids),

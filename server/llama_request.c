@@ -14,7 +14,9 @@ static const char *const same[] = {"temperature",      "top_k",      "top_p",   
                                    "frequency_penalty", "stop",      "stream",         "ignore_eos",
                                    "json_schema",      "grammar",    "dry_multiplier", "dry_base",
                                    "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
-                                   "xtc_probability",  "xtc_threshold", "top_n_sigma"};
+                                   "xtc_probability",  "xtc_threshold", "top_n_sigma",    "typical_p",
+                                   "dynatemp_range",   "dynatemp_exponent", "mirostat",    "mirostat_tau",
+                                   "mirostat_eta"};
 
 /* A sampler or feature moetier does not have, asked for: refused (the value
  * that asks for nothing, or false, passes). */
@@ -32,10 +34,7 @@ static int refuse_samplers(const cJSON *root, oai_error *err)
     const cJSON *lora = chat_body_field(root, "lora");
     if (lora && !(cJSON_IsArray(lora) && !cJSON_GetArraySize(lora)))
         return oai_bad(err, "lora", "'lora' is not supported by this server (no adapters are loaded)");
-    return refuse_unless(root, "typical_p", 1, "no typical sampling", err) ||
-           refuse_unless(root, "mirostat", 0, "no Mirostat", err) ||
-           refuse_unless(root, "dynatemp_range", 0, "the temperature is fixed", err) ||
-           refuse_unless(root, "n_indent", 0, "no indentation rule", err) ||
+    return refuse_unless(root, "n_indent", 0, "no indentation rule", err) ||
            refuse_unless(root, "t_max_predict_ms", 0, "no time limit: use n_predict", err) ||
            refuse_unless(root, "post_sampling_probs", 0, "probabilities are the model's, before sampling",
                          err);

@@ -134,12 +134,17 @@ static int parse_llama_samplers(oai_request *r, oai_error *err)
     static const struct {
         const char *name;
         double lo, hi;
-        size_t at; /* the float field */
+        size_t at; /* the float field (NAN when absent, but those set to -1) */
     } floats[] = {{"dry_multiplier", 0, 1e6, offsetof(oai_request, dry_multiplier)},
                   {"dry_base", 1, 1e6, offsetof(oai_request, dry_base)},
                   {"xtc_probability", 0, 1, offsetof(oai_request, xtc_probability)},
                   {"xtc_threshold", 0, 1, offsetof(oai_request, xtc_threshold)},
-                  {"top_n_sigma", -1e6, 1e6, offsetof(oai_request, top_n_sigma)}};
+                  {"top_n_sigma", -1e6, 1e6, offsetof(oai_request, top_n_sigma)},
+                  {"typical_p", 0, 1, offsetof(oai_request, typical_p)},
+                  {"dynatemp_range", 0, 1e6, offsetof(oai_request, dynatemp_range)},
+                  {"dynatemp_exponent", -1e6, 1e6, offsetof(oai_request, dynatemp_exponent)},
+                  {"mirostat_tau", -1e6, 1e6, offsetof(oai_request, mirostat_tau)},
+                  {"mirostat_eta", -1e6, 1e6, offsetof(oai_request, mirostat_eta)}};
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++) {
         double v;
         int present;
@@ -151,6 +156,8 @@ static int parse_llama_samplers(oai_request *r, oai_error *err)
             r->has_top_n_sigma = present;
     }
     int present;
+    if (opt_int(r->root, "mirostat", 0, 2, &r->mirostat, &present, err))
+        return -1;
     if (opt_int(r->root, "dry_allowed_length", 0, 1 << 20, &r->dry_allowed_length, &present, err) ||
         opt_int(r->root, "dry_penalty_last_n", -1, 1 << 30, &r->dry_penalty_last_n,
                 &r->has_dry_penalty_last_n, err))
@@ -826,7 +833,9 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
     r->min_p = -1.0f;
     r->top_k = -1;
     r->dry_multiplier = r->dry_base = r->xtc_probability = r->xtc_threshold = -1.0f;
-    r->dry_allowed_length = -1;
+    r->typical_p = r->dynatemp_range = -1.0f;
+    r->dynatemp_exponent = r->mirostat_tau = r->mirostat_eta = NAN; /* (any number may be asked) */
+    r->dry_allowed_length = r->mirostat = -1;
     if (defaults)
         r->copt = *defaults;
     else

@@ -27,8 +27,9 @@
  * other effort: on); the extensions of vLLM and llama.cpp top_k (0
  * or -1: off), min_p [0, 1), repetition_penalty (or repeat_penalty) > 0 and its window repeat_last_n;
  * llama.cpp's DRY (dry_multiplier >= 0, dry_base >= 1, dry_allowed_length, dry_penalty_last_n
- * (-1: the context), dry_sequence_breakers), top_n_sigma and XTC (xtc_probability,
- * xtc_threshold in [0, 1]);
+ * (-1: the context), dry_sequence_breakers), top_n_sigma, XTC (xtc_probability,
+ * xtc_threshold in [0, 1]), typical_p, dynatemp_range and dynatemp_exponent, and Mirostat
+ * (mirostat 0-2, mirostat_tau, mirostat_eta);
  * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding,
  * truncate_prompt_tokens, skip_special_tokens and prompt_logprobs (0 to 20 alternatives; not
  * streamed, one choice).
@@ -140,6 +141,8 @@ typedef struct oai_request {
     float top_n_sigma;
     int has_top_n_sigma;
     float xtc_probability, xtc_threshold;
+    float typical_p, dynatemp_range, dynatemp_exponent, mirostat_tau, mirostat_eta;
+    int mirostat;
     dry_breakers dry;           /* dry_breakers' tokens (made with the vocabulary, serve_job.c) */
     int truncate_prompt;        /* vLLM's truncate_prompt_tokens: the prompt's last this many
                                  * tokens are kept; -1: as many as the server takes; 0: all */

@@ -788,6 +788,18 @@ static slot_run *run_begin(server *s, int i, job *j)
             sp->xtc_probability = j->req.xtc_probability;
         if (j->req.xtc_threshold >= 0)
             sp->xtc_threshold = j->req.xtc_threshold;
+        if (j->req.typical_p >= 0)
+            sp->typical_p = j->req.typical_p;
+        if (j->req.dynatemp_range >= 0)
+            sp->dynatemp_range = j->req.dynatemp_range;
+        if (j->req.dynatemp_exponent == j->req.dynatemp_exponent)
+            sp->dynatemp_exponent = j->req.dynatemp_exponent;
+        if (j->req.mirostat >= 0)
+            sp->mirostat = j->req.mirostat;
+        if (j->req.mirostat_tau == j->req.mirostat_tau)
+            sp->mirostat_tau = j->req.mirostat_tau;
+        if (j->req.mirostat_eta == j->req.mirostat_eta)
+            sp->mirostat_eta = j->req.mirostat_eta;
         sp->presence_penalty = j->req.presence_penalty;
         sp->frequency_penalty = j->req.frequency_penalty;
         sp->bias = j->req.bias;

@@ -35,6 +35,15 @@ void sampling_flags_usage(FILE *f)
                "  --xtc-probability P  XTC: with probability P, drop the tokens above the threshold\n"
                "                       but the least likely of them (default 0 = off)\n"
                "  --xtc-threshold T    (default 0.1; above 0.5: off)\n"
+               "  --typical P          keep the tokens whose surprise is nearest the entropy, up to\n"
+               "                       P of the probability (default 1 = off)\n"
+               "  --dynatemp-range R   the temperature moves within +-R with the candidates'\n"
+               "                       normalized entropy (default 0 = off)\n"
+               "  --dynatemp-exp E     ... to the power E (default 1)\n"
+               "  --mirostat N         llama.cpp's Mirostat 1 or 2, in place of top-k, typical,\n"
+               "                       top-p, min-p and XTC (default 0 = off)\n"
+               "  --mirostat-ent T     its target surprise in bits (default 5)\n"
+               "  --mirostat-lr E      its learning rate (default 0.1)\n"
                "  --seed S             random seed (default 0)\n");
 }
 
@@ -64,7 +73,7 @@ int sampling_flags_finish(sampler_params *p, const breaker_flags *b, const token
     return 0;
 }
 
-/* llama.cpp's sampler flags: a float or an int each (the int's bounds), or the breaker. */
+/* llama.cpp's sampler flags: a float or an int each (the int's bounds), or a breaker. */
 static int llama_sampler_flag(sampler_params *p, breaker_flags *b, const char *a, const char *v)
 {
     if (!strcmp(a, "--dry-multiplier"))
@@ -81,6 +90,18 @@ static int llama_sampler_flag(sampler_params *p, breaker_flags *b, const char *a
         return cli_float(a, v, &p->xtc_probability) ? -1 : 1;
     if (!strcmp(a, "--xtc-threshold"))
         return cli_float(a, v, &p->xtc_threshold) ? -1 : 1;
+    if (!strcmp(a, "--typical"))
+        return cli_float(a, v, &p->typical_p) ? -1 : 1;
+    if (!strcmp(a, "--dynatemp-range"))
+        return cli_float(a, v, &p->dynatemp_range) ? -1 : 1;
+    if (!strcmp(a, "--dynatemp-exp"))
+        return cli_float(a, v, &p->dynatemp_exponent) ? -1 : 1;
+    if (!strcmp(a, "--mirostat"))
+        return cli_int(a, v, 0, 2, &p->mirostat) ? -1 : 1;
+    if (!strcmp(a, "--mirostat-lr"))
+        return cli_float(a, v, &p->mirostat_eta) ? -1 : 1;
+    if (!strcmp(a, "--mirostat-ent"))
+        return cli_float(a, v, &p->mirostat_tau) ? -1 : 1;
     /* --dry-sequence-breaker */
     if (!b->given)
         b->n = 0;
@@ -100,8 +121,10 @@ static int llama_sampler_flag(sampler_params *p, breaker_flags *b, const char *a
 int sampling_flag_parse(sampler_params *p, breaker_flags *b, int argc, char **argv, int *i)
 {
     static const char *const llama_flags[] = {
-        "--dry-multiplier",       "--dry-base",    "--dry-allowed-length", "--dry-penalty-last-n",
-        "--dry-sequence-breaker", "--top-nsigma",  "--xtc-probability",    "--xtc-threshold"};
+        "--dry-multiplier",       "--dry-base",      "--dry-allowed-length", "--dry-penalty-last-n",
+        "--dry-sequence-breaker", "--top-nsigma",    "--xtc-probability",    "--xtc-threshold",
+        "--typical",              "--dynatemp-range", "--dynatemp-exp",      "--mirostat",
+        "--mirostat-lr",          "--mirostat-ent"};
     const char *a = argv[*i], *v;
     unsigned long long u;
     if (!strcmp(a, "--greedy")) {

@@ -2,7 +2,9 @@
  * --top-p, --min-p, --repeat-penalty, --repeat-last-n, --presence-penalty,
  * --frequency-penalty, --seed, --greedy, and llama.cpp's --dry-multiplier,
  * --dry-base, --dry-allowed-length, --dry-penalty-last-n,
- * --dry-sequence-breaker, --top-nsigma, --xtc-probability, --xtc-threshold). */
+ * --dry-sequence-breaker, --top-nsigma, --xtc-probability, --xtc-threshold,
+ * --typical, --dynatemp-range, --dynatemp-exp, --mirostat, --mirostat-lr,
+ * --mirostat-ent). */
 #ifndef MOETIER_SAMPLING_FLAGS_H
 #define MOETIER_SAMPLING_FLAGS_H
 

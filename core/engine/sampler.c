@@ -14,7 +14,8 @@ sampler_params sampler_defaults(void)
     return (sampler_params){.temperature = 0.6f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
                             .repeat_penalty = 1.0f, .repeat_last_n = 64, .dry_base = 1.75f,
                             .dry_allowed_length = 2, .dry_penalty_last_n = -1, .top_n_sigma = -1.0f,
-                            .xtc_threshold = 0.1f, .seed = 0};
+                            .xtc_threshold = 0.1f, .typical_p = 1.0f, .dynatemp_exponent = 1.0f,
+                            .mirostat_tau = 5.0f, .mirostat_eta = 0.1f, .seed = 0};
 }
 
 int sampler_check(const sampler_params *p, errbuf *e)
@@ -49,6 +50,17 @@ int sampler_check(const sampler_params *p, errbuf *e)
         return err_set(e, "--xtc-probability must be in [0, 1] (got %g)", p->xtc_probability);
     if (!(p->xtc_threshold >= 0 && p->xtc_threshold <= 1))
         return err_set(e, "--xtc-threshold must be in [0, 1] (got %g)", p->xtc_threshold);
+    if (!(p->typical_p >= 0 && p->typical_p <= 1))
+        return err_set(e, "--typical must be in [0, 1] (got %g)", p->typical_p);
+    if (!(p->dynatemp_range >= 0) || !isfinite(p->dynatemp_range))
+        return err_set(e, "--dynatemp-range must be >= 0 (got %g)", p->dynatemp_range);
+    if (!isfinite(p->dynatemp_exponent))
+        return err_set(e, "--dynatemp-exp must be a finite number (got %g)", p->dynatemp_exponent);
+    if (p->mirostat < 0 || p->mirostat > 2)
+        return err_set(e, "--mirostat must be 0, 1 or 2 (got %d)", p->mirostat);
+    if (!isfinite(p->mirostat_tau) || !isfinite(p->mirostat_eta))
+        return err_set(e, "--mirostat-ent and --mirostat-lr must be finite numbers (got %g and %g)",
+                       p->mirostat_tau, p->mirostat_eta);
     for (int i = 0; i < p->n_bias; i++)
         if (!isfinite(p->bias[i].bias))
             return err_set(e, "the logit bias of token %d must be a finite number (got %g)",
@@ -86,6 +98,13 @@ static double rng_uniform(uint64_t *s)
 {
     return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
 }
+
+/* A candidate in typical's order: how far its surprise is from the
+ * entropy, then its place by logit. */
+struct typical_rank {
+    float score;
+    int at;
+};
 
 static const sampler_breakers *sort_brk; /* (qsort has no context argument) */
 
@@ -176,6 +195,11 @@ int sampler_create(sampler *s, const sampler_params *p, int vocab, errbuf *e)
         s->bias[i] = p->bias[i];
     }
     s->p.bias = s->bias;
+    s->mu = 2.0f * p->mirostat_tau;
+    if (p->typical_p < 1 && !(s->rank = malloc((size_t)vocab * sizeof *s->rank))) {
+        sampler_destroy(s);
+        return err_set(e, "out of memory for the sampler");
+    }
     if (dry_create(s, p, e)) {
         sampler_destroy(s);
         return -1;
@@ -199,6 +223,7 @@ void sampler_destroy(sampler *s)
     free(s->dry_z);
     free(s->dry_len);
     free(s->dry_hit);
+    free(s->rank);
     memset(s, 0, sizeof *s);
 }
 
@@ -413,29 +438,154 @@ static int by_logit_desc(const void *a, const void *b)
     return x->id - y->id;
 }
 
-int sampler_sample_reference(sampler *s, float *logits)
+/* Candidate i's probability, in the order by logit (best first). */
+typedef float (*prob_fn)(void *ctx, int i);
+
+/* llama.cpp's Mirostat over candidates [0, n) in order: version 2 keeps those
+ * whose surprise (-log2 p) is within mu, version 1 the top k that Zipf's
+ * exponent, estimated from the 100 best, gives for the target; a draw among
+ * them, then mu learns from the surprise of the one drawn. The candidate's
+ * place. */
+static int mirostat_pick(sampler *s, int n, prob_fn prob, void *ctx)
+{
+    const sampler_params *p = &s->p;
+    int m = 0;
+    if (p->mirostat == 2) {
+        while (m < n && !(-log2f(prob(ctx, m)) > s->mu))
+            m++;
+    } else {
+        float tb = 0, tt = 0;
+        for (int i = 0; i < 99 && i < n - 1; i++) {
+            float t = logf((float)(i + 2) / (float)(i + 1)), b = logf(prob(ctx, i) / prob(ctx, i + 1));
+            tb += t * b;
+            tt += t * t;
+        }
+        float zipf = tb / tt, eps = zipf - 1;
+        float k = powf((eps * powf(2, s->mu)) / (1 - powf((float)s->vocab, -eps)), 1 / zipf);
+        m = !(k >= 1) ? 1 : k >= (float)n ? n : (int)k; /* (NaN: one) */
+    }
+    if (m < 1)
+        m = 1;
+    double sum = 0;
+    for (int i = 0; i < m; i++)
+        sum += prob(ctx, i);
+    double r = rng_uniform(s->rng) * sum, acc = 0;
+    int pick = m - 1;
+    for (int i = 0; i < m; i++) {
+        acc += prob(ctx, i);
+        if (r < acc) {
+            pick = i;
+            break;
+        }
+    }
+    s->mu -= p->mirostat_eta * (-log2f((float)(prob(ctx, pick) / sum)) - p->mirostat_tau);
+    return pick;
+}
+
+/* The dynamic temperature over candidates c[0, n) (best logit mx): within
+ * +-dynatemp_range of the temperature by the entropy of their softmax at
+ * temperature 1, normalized by its largest, ln n, to the power
+ * dynatemp_exponent (llama.cpp's). */
+static float dynamic_temperature(const sampler_params *p, const sampler_cand *c, int n, float mx)
+{
+    if (n <= 1)
+        return p->temperature;
+    double z = 0, w = 0; /* the entropy, ln z - sum(e (l - mx)) / z, in one pass */
+    for (int i = 0; i < n; i++) {
+        float e = expf(c[i].logit - mx);
+        if (e > 0) {
+            z += e;
+            w += (double)e * (c[i].logit - mx);
+        }
+    }
+    double h = log(z) - w / z;
+    float lo = p->temperature > p->dynatemp_range ? p->temperature - p->dynatemp_range : 0.0f;
+    float hi = p->temperature + p->dynatemp_range;
+    return lo + (hi - lo) * powf((float)(h / log((double)n)), p->dynatemp_exponent);
+}
+
+static int by_rank(const void *a, const void *b)
+{
+    const struct typical_rank *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? -1 : 1;
+    return x->at - y->at;
+}
+
+/* Typical: candidates [0, n) (in order, their probabilities in s->prob) by
+ * how far their surprise is from the entropy, kept until they hold more than
+ * typical_p; the kept ones stay in order, renormalized. How many. */
+static int typical_keep(sampler *s, int n)
+{
+    double h = 0;
+    for (int i = 0; i < n; i++)
+        if (s->prob[i] > 0)
+            h -= s->prob[i] * log(s->prob[i]);
+    for (int i = 0; i < n; i++)
+        s->rank[i] = (struct typical_rank){fabsf(-logf(s->prob[i]) - (float)h), i};
+    qsort(s->rank, (size_t)n, sizeof *s->rank, by_rank);
+    double cum = 0;
+    int keep = n;
+    for (int i = 0; i < n; i++) {
+        cum += s->prob[s->rank[i].at];
+        if (cum > s->p.typical_p) {
+            keep = i + 1;
+            break;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        s->seen[i] = 0;
+    for (int i = 0; i < keep; i++)
+        s->seen[s->rank[i].at] = 1;
+    int m = 0;
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        if (s->seen[i]) {
+            s->cand[m] = s->cand[i];
+            s->prob[m] = s->prob[i];
+            sum += s->prob[m++];
+        }
+    for (int i = 0; i < n; i++)
+        s->seen[i] = 0;
+    for (int i = 0; i < m; i++)
+        s->prob[i] = (float)(s->prob[i] / sum);
+    return m;
+}
+
+static float prob_sorted(void *ctx, int i)
+{
+    return ((const float *)ctx)[i];
+}
+
+/* The draw on the whole vocabulary sorted (after the penalties; not greedy):
+ * the definition, and the way for what the partial sort does not do
+ * (typical, a dynamic temperature after top-k). */
+static int draw_sorted(sampler *s, float *logits)
 {
     const sampler_params *p = &s->p;
     int V = s->vocab;
-    apply_penalty(s, logits);
-    if (p->temperature == 0.0f)
-        return argmax_f32(logits, V);
     int n = V;
-    for (int i = 0; i < V; i++)
-        s->cand[i] = (sampler_cand){logits[i], i};
+    for (int i = 0; i < V; i++) /* (a NaN is impossible) */
+        s->cand[i] = (sampler_cand){logits[i] == logits[i] ? logits[i] : -INFINITY, i};
     qsort(s->cand, (size_t)V, sizeof *s->cand, by_logit_desc);
     if (isinf(s->cand[0].logit))    /* the first +inf is certain; all -inf: the first */
         return s->cand[0].id;
-    if (p->top_k > 0 && p->top_k < n)
+    if (!p->mirostat && p->top_k > 0 && p->top_k < n)
         n = p->top_k;
-    float mx = s->cand[0].logit;
+    float mx = s->cand[0].logit, t = p->temperature;
+    if (!p->mirostat && p->dynatemp_range > 0 && (t = dynamic_temperature(p, s->cand, n, mx)) <= 0)
+        return s->cand[0].id;
     double sum = 0;
     for (int i = 0; i < n; i++) {
-        s->prob[i] = expf((s->cand[i].logit - mx) / p->temperature);
+        s->prob[i] = expf((s->cand[i].logit - mx) / t);
         sum += s->prob[i];
     }
     for (int i = 0; i < n; i++)
         s->prob[i] = (float)(s->prob[i] / sum);
+    if (p->mirostat)
+        return s->cand[mirostat_pick(s, n, prob_sorted, s->prob)].id;
+    if (p->typical_p < 1.0f)
+        n = typical_keep(s, n);
     if (p->top_p < 1.0f) {
         double acc = 0;
         for (int i = 0; i < n; i++) {
@@ -471,6 +621,14 @@ int sampler_sample_reference(sampler *s, float *logits)
             return s->cand[i].id;
     }
     return s->cand[n - 1].id;
+}
+
+int sampler_sample_reference(sampler *s, float *logits)
+{
+    apply_penalty(s, logits);
+    if (s->p.temperature == 0.0f)
+        return argmax_f32(logits, s->vocab);
+    return draw_sorted(s, logits);
 }
 
 /* ---- the same draw, sorting only what it reaches ----
@@ -543,14 +701,28 @@ static float prob_of(const cands *k, float logit)
     return (float)(expf((logit - k->mx) / k->t) / k->z);
 }
 
-/* Makes c[i] the reference's i-th candidate. */
+/* Makes c[i] the reference's i-th candidate: the sorted start grows to
+ * twice what is asked (at least 256 more), the best of the rest picked before
+ * they are sorted, so a walk a little past the head (Mirostat 1's 100 best,
+ * a top-p near 1) does not sort the whole vocabulary. */
 static float prob_at(cands *k, int i)
 {
     if (i >= k->sorted) {
-        qsort(k->c + k->sorted, (size_t)(k->n - k->sorted), sizeof *k->c, by_logit_desc);
-        k->sorted = k->n;
+        int rest = k->n - k->sorted, take = 2 * (i + 1) - k->sorted;
+        take = take < 256 ? 256 : take;
+        if (take < rest / 2) {
+            select_best(k->c + k->sorted, rest, take);
+            rest = take;
+        }
+        qsort(k->c + k->sorted, (size_t)rest, sizeof *k->c, by_logit_desc);
+        k->sorted += rest;
     }
     return prob_of(k, k->c[i].logit);
+}
+
+static float prob_partial(void *ctx, int i)
+{
+    return prob_at(ctx, i);
 }
 
 int sampler_sample(sampler *s, float *logits)
@@ -560,8 +732,10 @@ int sampler_sample(sampler *s, float *logits)
     apply_penalty(s, logits);
     if (p->temperature == 0.0f)
         return argmax_f32(logits, V);
-    cands k = {.c = s->cand, .n = p->top_k > 0 && p->top_k < V ? p->top_k : V, .mx = -INFINITY,
-               .t = p->temperature};
+    int top_k = !p->mirostat && p->top_k > 0 && p->top_k < V, dynamic = !p->mirostat && p->dynatemp_range > 0;
+    if (p->typical_p < 1.0f || (dynamic && top_k))
+        return draw_sorted(s, logits);
+    cands k = {.c = s->cand, .n = top_k ? p->top_k : V, .mx = -INFINITY, .t = p->temperature};
     for (int i = 0; i < V; i++) {
         float l = logits[i] == logits[i] ? logits[i] : -INFINITY;   /* NaN: impossible */
         s->cand[i] = (sampler_cand){l, i};
@@ -572,6 +746,8 @@ int sampler_sample(sampler *s, float *logits)
         for (int i = 0; i < V; i++)
             if (s->cand[i].logit == k.mx)
                 return i;
+    if (dynamic && (k.t = dynamic_temperature(p, s->cand, V, k.mx)) <= 0)
+        return argmax_f32(logits, V);
     /* the head, or the top-k when the head holds fewer */
     float rest_max;
     int h = partition_at(s->cand, V, k.mx - s->head_span * k.t, &rest_max);
@@ -583,6 +759,8 @@ int sampler_sample(sampler *s, float *logits)
     k.sorted = h < k.n ? h : k.n;
     for (int i = 0; i < k.n; i++)
         k.z += expf((s->cand[i].logit - k.mx) / k.t);
+    if (p->mirostat)
+        return s->cand[mirostat_pick(s, k.n, prob_partial, &k)].id;
     int n = k.n;
     if (p->top_p < 1.0f) {
         double acc = 0;

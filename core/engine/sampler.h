@@ -8,11 +8,17 @@
  * dry_multiplier x dry_base^(length - allowed)) and top-n-sigma (tokens more
  * than top_n_sigma standard deviations of the logits below the best are
  * left out). Then argmax when temperature is 0; otherwise, in this order:
- * top-k, temperature softmax, top-p (nucleus), min-p, XTC (with probability
- * xtc_probability, the tokens at or above xtc_threshold but the least likely
- * of them are left out; their probabilities at temperature 1 among the
- * tokens kept, as llama.cpp has them), then a draw from a seeded generator,
- * so a seed reproduces a run. */
+ * top-k, typical (the tokens whose surprise is nearest the distribution's
+ * entropy, up to typical_p of the probability, as llama.cpp keeps them),
+ * temperature softmax (dynamic with dynatemp_range: the temperature moves
+ * within +-range with the candidates' normalized entropy^dynatemp_exponent),
+ * top-p (nucleus), min-p, XTC (with probability xtc_probability, the tokens at
+ * or above xtc_threshold but the least likely of them are left out; their
+ * probabilities at temperature 1 among the tokens kept, as llama.cpp has
+ * them), then a draw from a seeded generator, so a seed reproduces a run.
+ * Mirostat (1 or 2, llama.cpp's) replaces everything after the temperature:
+ * it draws from the tokens its target surprise mirostat_tau allows, learning
+ * at rate mirostat_eta. */
 #ifndef MOETIER_SAMPLER_H
 #define MOETIER_SAMPLER_H
 
@@ -56,6 +62,12 @@ typedef struct sampler_params {
     float top_n_sigma;          /* <= 0: off */
     float xtc_probability;      /* 0: off */
     float xtc_threshold;        /* above 0.5: off (0.1) */
+    float typical_p;            /* 1: off */
+    float dynatemp_range;       /* 0: off */
+    float dynatemp_exponent;    /* 1 */
+    int mirostat;               /* 0: off; 1 or 2: the version */
+    float mirostat_tau;         /* the target surprise, bits (5) */
+    float mirostat_eta;         /* its learning rate (0.1) */
     uint64_t seed;
 } sampler_params;
 
@@ -86,6 +98,8 @@ typedef struct sampler {
     int *dry_z;             /* [window] scratch */
     int *dry_len;           /* [vocab] scratch: each token's longest repeat + 1, 0 */
     int *dry_hit;           /* [window] scratch: the tokens dry_len holds */
+    float mu;               /* Mirostat's surprise bound, learnt (2 x tau to start) */
+    struct typical_rank *rank; /* [vocab] scratch of typical's order, when typical_p < 1 */
     float head_span;        /* sampler_sample sorts first the candidates within
                              * e^-head_span of the best's probability (18; the
                              * draw does not depend on it) */

@@ -536,9 +536,14 @@ async function apiFeatureChecks(srv, ai) {
       logit_bias: { [c]: 40 }, dry_multiplier: 1000, logprobs: 1 });
     assert.notEqual(viaOai.choices[0].text, cText, 'the OpenAI route takes DRY too');
     assert.equal((await native({ prompt, n_predict: 3, xtc_probability: 1, xtc_threshold: 0.05, top_n_sigma: 1.5 })).status, 200);
-    for (const [body, param] of [[{ prompt, mirostat: 2 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
+    for (const extra of [{ mirostat: 2, mirostat_tau: 3 }, { mirostat: 1 }, { typical_p: 0.5 }, { dynatemp_range: 0.5, dynatemp_exponent: 2 }]) {
+      r = await native({ prompt, n_predict: 4, seed: 5, ...extra });
+      assert.equal(r.status, 200, JSON.stringify(extra) + r.text);
+      assert.equal(JSON.parse(r.text).tokens_predicted > 0, true);
+    }
+    for (const [body, param] of [[{ prompt, mirostat: 3 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
       [{ prompt: ['a', 7] }, 'prompt'], [{ prompt: ['a', 'b'], stream: true }, 'stream'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= a' }, 'grammar'],
-      [{ prompt, typical_p: 0.5 }, 'typical_p'], [{}, 'prompt'], [{ prompt, dry_base: 0.5 }, 'dry_base'],
+      [{ prompt, typical_p: 2 }, 'typical_p'], [{}, 'prompt'], [{ prompt, dry_base: 0.5 }, 'dry_base'],
       [{ prompt, xtc_probability: 2 }, 'xtc_probability'], [{ prompt, dry_sequence_breakers: [] }, 'dry_sequence_breakers'],
       [{ prompt, dry_sequence_breakers: [1] }, 'dry_sequence_breakers'], [{ prompt, dry_allowed_length: 1.5 }, 'dry_allowed_length']]) {
       r = await native(body);

@@ -392,6 +392,9 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--dry-allowed-length", "%s run -m %s --ids 1 %s", d, "--dry-allowed-length -1");
     expect_failure(2, "--xtc-probability must be in [0, 1]", "%s run -m %s --ids 1 %s", d, "--xtc-probability 1.5");
     expect_failure(2, "--top-nsigma", "%s run -m %s --ids 1 %s", d, "--top-nsigma x");
+    expect_failure(2, "--mirostat", "%s run -m %s --ids 1 %s", d, "--mirostat 3");
+    expect_failure(2, "--typical must be in [0, 1]", "%s run -m %s --ids 1 %s", d, "--typical 2");
+    expect_failure(2, "--dynatemp-range must be >= 0", "%s run -m %s --ids 1 %s", d, "--dynatemp-range -1");
     expect_failure(2, "--dry-sequence-breaker", "%s run -m %s --ids 1 %s", d, "--dry-sequence-breaker");
     expect_failure(2, "'multipleOf' is not enforced", "%s run -m %s --ids 1 %s", d,
                    "--json-schema '{\"type\": \"integer\", \"multipleOf\": 2}'");

@@ -230,7 +230,9 @@ static void random_logits(uint64_t *s, int shape, float *l, int V)
 /* sampler_sample against its definition: the same token from the same state,
  * over vocabularies of 1 to 40,000, the four shapes and every filter, with
  * the repetition penalty on and off and llama.cpp's DRY, top-n-sigma and
- * XTC each in a third of the trials; half the trials with a head so narrow
+ * XTC each in a third of the trials, typical, the dynamic temperature and
+ * Mirostat (1 and 2, learning over the draws) each in a quarter; half the
+ * trials with a head so narrow
  * that the filters and the draw often go past it. */
 Test(sampler, draws_what_the_reference_draws, .timeout = 120)
 {
@@ -274,6 +276,16 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
             p.xtc_probability = lcg(&st) % 2 ? 1.0f : 0.5f;
             p.xtc_threshold = (float[]){0.1f, 0.01f, 1e-4f, 0.5f}[lcg(&st) % 4];
         }
+        if (lcg(&st) % 4 == 0)
+            p.typical_p = (float[]){0.2f, 0.9f}[lcg(&st) % 2];
+        if (lcg(&st) % 4 == 0) {
+            p.dynatemp_range = (float[]){0.5f, 2.0f}[lcg(&st) % 2];
+            p.dynatemp_exponent = (float[]){1.0f, 0.5f, 3.0f}[lcg(&st) % 3];
+        }
+        if (lcg(&st) % 4 == 0) {
+            p.mirostat = 1 + (int)(lcg(&st) % 2);
+            p.mirostat_tau = (float[]){5.0f, 2.0f, 9.0f}[lcg(&st) % 3];
+        }
         p.seed = (uint64_t)trial;
         sampler a, b;
         errbuf e;
@@ -289,8 +301,11 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
             draws++;
             if (x != y && mismatches++ < 5)
                 cr_log_error("trial %d (V %d, shape %d, T %g, top-k %d, top-p %g, min-p %g, penalty "
-                             "%g), draw %d: %d, the reference %d", trial, V, trial % 4, p.temperature,
-                             p.top_k, p.top_p, p.min_p, p.repeat_penalty, d, x, y);
+                             "%g, DRY %g, top-n-sigma %g, XTC %g/%g, typical %g, dynatemp %g^%g, mirostat %d "
+                             "tau %g), draw %d: %d, the reference %d",
+                             trial, V, trial % 4, p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty,
+                             p.dry_multiplier, p.top_n_sigma, p.xtc_probability, p.xtc_threshold, p.typical_p,
+                             p.dynatemp_range, p.dynatemp_exponent, p.mirostat, p.mirostat_tau, d, x, y);
             sampler_accept_output(&a, x);
             sampler_accept_output(&b, y);
         }
@@ -509,6 +524,100 @@ Test(sampler, xtc_leaves_out_the_likeliest)
             /* half the time all four, at .5 .3 .15 .05; else .75 .25 of the last two */
             cr_expect(counts[0] > 850 && counts[0] < 1150, "%d of 4000 for the first", counts[0]);
             cr_expect(counts[2] > 1650 && counts[2] < 2050, "%d of 4000 for the third", counts[2]);
+        }
+        sampler_destroy(&s);
+    }
+}
+
+/* Typical keeps the tokens whose surprise is nearest the entropy: over .4
+ * and four of .15 the four come first and hold more than 0.5 by themselves,
+ * so the likeliest token is never drawn. */
+Test(sampler, typical_can_leave_out_the_likeliest)
+{
+    float l[5] = {logf(0.4f), logf(0.15f), logf(0.15f), logf(0.15f), logf(0.15f)};
+    sampler_params p = sampler_defaults();
+    p.temperature = 1.0f;
+    p.typical_p = 0.5f;
+    sampler s;
+    errbuf e;
+    cr_assert_eq(sampler_create(&s, &p, 5, &e), 0, "%s", e.msg);
+    int counts[5] = {0};
+    for (int i = 0; i < 2000; i++) {
+        float c[5];
+        memcpy(c, l, sizeof c);
+        counts[sampler_sample(&s, c)]++;
+    }
+    cr_expect_eq(counts[0], 0, "the likeliest was drawn %d times", counts[0]);
+    for (int t = 1; t < 5; t++)
+        cr_expect_gt(counts[t], 350, "token %d: %d of 2000", t, counts[t]);
+    sampler_destroy(&s);
+}
+
+/* The dynamic temperature over .25 and .75 (normalized entropy 0.811): at
+ * temperature 1 +- 1 it is 1.623, so the second token's chance falls from
+ * .75 to 1 / (1 + 3^-(1 / 1.623)) = .663. */
+Test(sampler, dynamic_temperature_follows_the_entropy)
+{
+    sampler_params p = sampler_defaults();
+    p.temperature = 1.0f;
+    p.dynatemp_range = 1.0f;
+    sampler s;
+    errbuf e;
+    cr_assert_eq(sampler_create(&s, &p, 2, &e), 0, "%s", e.msg);
+    int second = 0;
+    for (int i = 0; i < 8000; i++) {
+        float c[2] = {0.0f, logf(3.0f)};
+        second += sampler_sample(&s, c);
+    }
+    cr_expect(second > 8000 * 0.663 - 170 && second < 8000 * 0.663 + 170, "%d of 8000 (.663 expected, .75 at "
+              "a fixed temperature)", second);
+    sampler_destroy(&s);
+}
+
+/* Mirostat 2 draws only tokens whose surprise is within mu (2 tau to
+ * start), then learns: mu -= eta (surprise of the one drawn, among those
+ * kept, - tau). Mirostat 1 over Zipf's law (p ~ 1 / i^1.2, whose exponent it
+ * estimates exactly) keeps the top k the law gives for the target. */
+Test(sampler, mirostat_keeps_the_surprise_bound)
+{
+    enum { V = 1000 };
+    float base[V];
+    double z = 0;
+    for (int i = 0; i < V; i++)
+        z += pow(i + 1, -1.2);
+    for (int i = 0; i < V; i++)
+        base[i] = (float)(-1.2 * log(i + 1.0));
+    for (int version = 1; version <= 2; version++) {
+        sampler_params p = sampler_defaults();
+        p.temperature = 1.0f;
+        p.mirostat = version;
+        p.mirostat_tau = 3.0f;
+        p.mirostat_eta = 0.1f;
+        sampler s;
+        errbuf e;
+        cr_assert_eq(sampler_create(&s, &p, V, &e), 0, "%s", e.msg);
+        for (int d = 0; d < 200; d++) {
+            float mu = s.mu, l[V];
+            memcpy(l, base, sizeof l);
+            int t = sampler_sample(&s, l);
+            /* the tokens it may keep, as the definitions give them */
+            int kept = 0;
+            double kept_p = 0;
+            if (version == 2) {
+                while (kept < V && -log2(pow(kept + 1, -1.2) / z) <= mu + 1e-4)
+                    kept_p += pow(++kept, -1.2) / z;
+            } else {
+                double eps = 0.2, k = pow(eps * pow(2, mu) / (1 - pow(V, -eps)), 1 / 1.2);
+                kept = k < 1 ? 1 : k > V ? V : (int)k;
+                for (int i = 0; i < kept; i++)
+                    kept_p += pow(i + 1, -1.2) / z;
+            }
+            cr_assert_leq(t, kept, "version %d, draw %d: token %d past the %d kept (mu %g)", version, d, t, kept,
+                          mu);
+            if (version == 2 && t < kept) {
+                double surprise = -log2(pow(t + 1, -1.2) / z / kept_p);
+                cr_expect_float_eq(s.mu, mu - 0.1 * (surprise - 3.0), 1e-3, "version 2, draw %d: mu %g", d, s.mu);
+            }
         }
         sampler_destroy(&s);
     }

@@ -2,6 +2,7 @@
  * named), the stop-string filter against a one-shot reference over every way
  * of cutting the text, and UTF-8 cleaning of what is sent back. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -384,6 +385,13 @@ Test(server_request, llama_completion_translated)
     cr_expect(r.has_dry_breakers && r.n_dry_breakers == 2 && !strcmp(r.dry_breakers[1], "###"));
     cr_expect(r.has_top_n_sigma && r.top_n_sigma == 1.5f);
     cr_expect(r.xtc_probability == 0.5f && r.xtc_threshold == 0.2f);
+    cr_expect(r.mirostat == -1 && r.typical_p == -1 && isnan(r.mirostat_tau), "absent: the server's");
+    oai_request_free(&r);
+    body = "{\"prompt\": \"a\", \"mirostat\": 2, \"mirostat_tau\": 4, \"mirostat_eta\": 0.2, \"typical_p\": 0.9, "
+           "\"dynatemp_range\": 0.5, \"dynatemp_exponent\": 2}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect(r.mirostat == 2 && r.mirostat_tau == 4 && r.mirostat_eta == 0.2f && r.typical_p == 0.9f);
+    cr_expect(r.dynatemp_range == 0.5f && r.dynatemp_exponent == 2);
     oai_request_free(&r);
     /* a list of prompts, text or ids: a batch of them, each answered */
     body = "{\"prompt\": [\"a\", [1, 2], \"b\"], \"n_predict\": 2}";
@@ -397,7 +405,9 @@ Test(server_request, llama_completion_translated)
                {"{\"prompt\": [\"a\", 1]}", "prompt"},
                {"{\"prompt\": \"a\", \"logit_bias\": {\"x\": 1}}", "logit_bias"},
                {"{\"prompt\": \"a\", \"xtc_probability\": 1.5}", "xtc_probability"},
-               {"{\"prompt\": \"a\", \"typical_p\": 0.5}", "typical_p"},
+               {"{\"prompt\": \"a\", \"typical_p\": 1.5}", "typical_p"},
+               {"{\"prompt\": \"a\", \"mirostat\": 3}", "mirostat"},
+               {"{\"prompt\": \"a\", \"n_indent\": 4}", "n_indent"},
                {"{\"prompt\": \"a\", \"dry_sequence_breakers\": \"\\n\"}", "dry_sequence_breakers"},
                {"{\"prompt\": \"a\", \"post_sampling_probs\": true}", "post_sampling_probs"},
                {"{\"prompt\": \"a\", \"lora\": [{\"id\": 0}]}", "lora"}};
