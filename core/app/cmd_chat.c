@@ -26,12 +26,13 @@
 #include "core/text/tool_calls.h"
 #include "core/text/utf8.h"
 #include "generate.h"
+#include "held_flags.h"
 #include "sampling_flags.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier chat -m DIR [--system TEXT] [-n N] [--no-think] [--draft-lookup N]\n"
-               "                    [sampling options]\n"
+               "                    [--json-schema SCHEMA | --grammar GBNF] [sampling options]\n"
                "  Interactive multi-turn chat in the model's chat format. Type a message and\n"
                "  press Enter (end a line with \\ to go on to the next); /reset clears the\n"
                "  conversation, /exit or end of input quits.\n"
@@ -51,7 +52,9 @@ static void usage(FILE *f)
                "                   at /reset): a later chat that starts the same way (the same\n"
                "                   system message) computes only the rest\n"
                "  --prompt-cache-ro    read FILE, never write it\n"
-               "  and the context, tier and sampling options of `moetier run`:\n");
+               "  each reply held as run's (after its reasoning, when the model reasons):\n");
+    held_flags_usage(f);
+    fprintf(f, "  and the context, tier and sampling options of `moetier run`:\n");
     chat_template_flag_usage(f);
     model_flags_usage(f);
     sampling_flags_usage(f);
@@ -69,7 +72,18 @@ typedef struct chat_state {
     cli_prompt_cache pcache;    /* --prompt-cache */
     int draft;                  /* --draft-lookup */
     draft_tuner tuner;          /* what its guesses and steps were like */
+    held_flags held;            /* each reply held to a schema or grammar */
+    json_schema schema;
+    gbnf grammar;
+    json_vocab jv;
 } chat_state;
+
+static void chat_held_free(chat_state *c)
+{
+    json_schema_free(&c->schema);
+    gbnf_free(&c->grammar);
+    json_vocab_free(&c->jv);
+}
 
 static void chat_reset(chat_state *c)
 {
@@ -280,6 +294,15 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     gen_params gp = {.max_new = max_new, .stop_ids = c->stop, .n_stop = c->n_stop,
                      .on_token = reply_token, .ctx = &rs, .draft = c->draft,
                      .draft_stats = &draft_stats, .tuner = &c->tuner};
+    if (held_flags_given(&c->held)) {
+        int grammar = c->held.grammar_arg || c->held.grammar_path;
+        gp.schema = grammar ? NULL : &c->schema;
+        gp.grammar = grammar ? &c->grammar : NULL;
+        gp.jv = &c->jv;
+        gp.reasoning = chat_prompt_reasoning(text, len);
+        gp.think_begin = vocab_find_special(&c->tok.v, "<think>");
+        gp.section_begin = vocab_find_special(&c->tok.v, "<|tool_calls_section_begin|>");
+    }
     int grc = generate(&c->m, &c->tok, smp, logits, &gp, &gen, e);
     tool_stream_delta d;
     if (tool_stream_finish(&rs.ts, &d, e) == 0)
@@ -340,6 +363,8 @@ int cmd_chat(int argc, char **argv)
             r = cli_prompt_cache_parse(&c.pcache, argc, argv, &i);
         if (!r)
             r = chat_template_flag_parse(&template_name, argc, argv, &i);
+        if (!r)
+            r = held_flag_parse(&c.held, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r)
@@ -377,19 +402,28 @@ int cmd_chat(int argc, char **argv)
                 "keeps the replies anyway)" : "--prompt-cache-ro needs --prompt-cache FILE");
         return 2;
     }
-    if (model_flags_check(&mf, "chat"))
+    if (model_flags_check(&mf, "chat") || held_flags_check(&c.held, "chat"))
         return 2;
     errbuf e;
     if (sampler_check(&sp, &e)) {
         cli_fail(&e);
         return 2;       /* a bad option value, as when it does not parse */
     }
+    int bad_held = held_flags_compile(&c.held, &c.schema, &c.grammar, &e);
+    if (bad_held) {
+        cli_fail(&e);
+        return bad_held < 0 ? 2 : 1;        /* a bad option value, or a file not read */
+    }
     if (c.pcache.path && (cli_check_output("--prompt-cache", c.pcache.path, &mf, &e) ||
                           cli_prompt_cache_check(&c.pcache, &e)))
         return cli_fail(&e);
-    if (tokenizer_load(&c.tok, mf.dir, &e))
+    if (tokenizer_load(&c.tok, mf.dir, &e)) {
+        chat_held_free(&c);
         return cli_fail(&e);
-    if (cli_chat_template(mf.dir, template_name, &c.tpl, &e) || cli_model_open(&c.m, &mf, &e)) {
+    }
+    if ((held_flags_given(&c.held) && json_vocab_build(&c.jv, &c.tok.v, &e)) ||
+        cli_chat_template(mf.dir, template_name, &c.tpl, &e) || cli_model_open(&c.m, &mf, &e)) {
+        chat_held_free(&c);
         tokenizer_free(&c.tok);
         chat_template_close(&c.tpl);
         return cli_fail(&e);
@@ -400,6 +434,7 @@ int cmd_chat(int argc, char **argv)
     if (sampling_flags_finish(&sp, &breakers, &c.tok, c.m.en.kv.max_ctx, &dry, &e) ||
         sampler_create(&smp, &sp, c.m.mw.cfg.vocab_size, &e)) {
         dry_breakers_free(&dry);
+        chat_held_free(&c);
         cli_model_close(&c.m);
         tokenizer_free(&c.tok);
         chat_template_close(&c.tpl);
@@ -411,6 +446,7 @@ int cmd_chat(int argc, char **argv)
     if (stop_signal_install()) {
         sampler_destroy(&smp);
         dry_breakers_free(&dry);
+        chat_held_free(&c);
         cJSON_Delete(c.messages);
         cli_model_close(&c.m);
         tokenizer_free(&c.tok);
@@ -470,6 +506,7 @@ int cmd_chat(int argc, char **argv)
     free(line);
     sampler_destroy(&smp);
     dry_breakers_free(&dry);
+    chat_held_free(&c);
     cJSON_Delete(c.messages);
     if (cli_model_close(&c.m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */

@@ -16,7 +16,6 @@
 #include "cli_common.h"
 #include "cli_prompt_file.h"
 #include "commands.h"
-#include "core/base/json_alloc.h"
 #include "core/base/progress.h"
 #include "core/base/stop_signal.h"
 #include "core/engine/draft_tuner.h"
@@ -26,48 +25,8 @@
 #include "core/text/json_mask.h"
 #include "core/text/tokenizer.h"
 #include "generate.h"
+#include "held_flags.h"
 #include "sampling_flags.h"
-
-/* --json-schema TEXT or --json-schema-file PATH, compiled: 0; -1 with e
- * naming the flag when the schema is bad; 1 when the file cannot be read */
-static int compile_schema(const char *text, const char *path, json_schema *s, errbuf *e)
-{
-    char *file = NULL;
-    size_t len = text ? strlen(text) : 0;
-    if (path && cli_read_text(path, &file, &len, e)) {
-        err_prefix(e, "--json-schema-file: ");
-        return 1;
-    }
-    const char *end = NULL;
-    cJSON *j = chat_json_parse(path ? file : text, len, &end);
-    int rc;
-    if (!j && json_alloc_failed())
-        rc = err_set(e, "%s: out of memory parsing it", path ? path : "--json-schema");
-    else if (!j)
-        rc = err_set(e, "%s: not JSON (near byte %ld)", path ? path : "--json-schema",
-                     end ? (long)(end - (path ? file : text)) : 0L);
-    else if ((rc = json_schema_compile(j, s, e)))
-        err_prefix(e, "%s: ", path ? path : "--json-schema");
-    cJSON_Delete(j);
-    free(file);
-    return rc;
-}
-
-/* --grammar TEXT or --grammar-file PATH, compiled: as compile_schema. */
-static int compile_grammar(const char *text, const char *path, gbnf *g, errbuf *e)
-{
-    char *file = NULL;
-    size_t len = text ? strlen(text) : 0;
-    if (path && cli_read_text(path, &file, &len, e)) {
-        err_prefix(e, "--grammar-file: ");
-        return 1;
-    }
-    int rc = gbnf_compile(g, path ? file : text, len, e);
-    if (rc)
-        err_prefix(e, "%s: ", path ? path : "--grammar");
-    free(file);
-    return rc;
-}
 
 static void usage(FILE *f)
 {
@@ -94,13 +53,8 @@ static void usage(FILE *f)
             "                       starts the same way computes only the rest (the same\n"
             "                       prompt: nothing, and the same output)\n"
             "  --prompt-cache-all   keep the reply's positions in FILE too\n"
-            "  --prompt-cache-ro    read FILE, never write it\n"
-            "  --json-schema SCHEMA the answer is a JSON value SCHEMA takes (JSON Schema as\n"
-            "                       the server's response_format json_schema; '{}': any JSON)\n"
-            "  --json-schema-file FILE  the same, the schema read from FILE\n"
-            "  --grammar GBNF       the answer is a text of the grammar's root (llama.cpp's\n"
-            "                       GBNF, as the server's 'grammar')\n"
-            "  --grammar-file FILE  the same, the grammar read from FILE\n");
+            "  --prompt-cache-ro    read FILE, never write it\n");
+    held_flags_usage(f);
     chat_template_flag_usage(f);
     model_flags_usage(f);
     sampling_flags_usage(f);
@@ -170,8 +124,8 @@ int cmd_run(int argc, char **argv)
     gen_draft_stats draft_stats = {0};
     draft_tuner tuner;
     draft_tuner_init(&tuner);
-    const char *schema_arg = NULL, *schema_path = NULL, *template_name = NULL;
-    const char *grammar_arg = NULL, *grammar_path = NULL;
+    const char *template_name = NULL;
+    held_flags hf = {0};
     cli_prompt_cache pcache = {0};
     breaker_flags breakers = {0};
     for (int i = 1; i < argc; i++) {
@@ -182,6 +136,8 @@ int cmd_run(int argc, char **argv)
             r = cli_prompt_cache_parse(&pcache, argc, argv, &i);
         if (!r)
             r = chat_template_flag_parse(&template_name, argc, argv, &i);
+        if (!r)
+            r = held_flag_parse(&hf, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r)
@@ -216,18 +172,6 @@ int cmd_run(int argc, char **argv)
             ignore_eos = 1;
         } else if (!strcmp(a, "--special")) {
             show_special = 1;
-        } else if (!strcmp(a, "--json-schema")) {
-            if (!(schema_arg = cli_value(argc, argv, &i)))
-                return 2;
-        } else if (!strcmp(a, "--json-schema-file")) {
-            if (!(schema_path = cli_value(argc, argv, &i)))
-                return 2;
-        } else if (!strcmp(a, "--grammar")) {
-            if (!(grammar_arg = cli_value(argc, argv, &i)))
-                return 2;
-        } else if (!strcmp(a, "--grammar-file")) {
-            if (!(grammar_path = cli_value(argc, argv, &i)))
-                return 2;
         } else {
             fprintf(stderr, "moetier run: unknown option '%s'\n", a);
             usage(stderr);
@@ -259,28 +203,19 @@ int cmd_run(int argc, char **argv)
         cli_fail(&e);
         return 2;       /* a bad option value, as when it does not parse */
     }
-    if (!!schema_arg + !!schema_path + !!grammar_arg + !!grammar_path > 1) {
-        fprintf(stderr, "moetier run: give one of --json-schema, --json-schema-file, --grammar and "
-                "--grammar-file\n");
+    if (held_flags_check(&hf, "run"))
         return 2;
-    }
     /* checked before loading anything (compiled again before generating) */
     json_schema schema = {0};
-    int bad_schema = schema_arg || schema_path ? compile_schema(schema_arg, schema_path, &schema, &e) : 0;
-    if (bad_schema) {
-        cli_fail(&e);
-        return bad_schema < 0 ? 2 : 1;      /* a bad option value, or a file not read */
-    }
-    json_schema_free(&schema);
     gbnf grammar = {0};
-    int bad_grammar =
-        grammar_arg || grammar_path ? compile_grammar(grammar_arg, grammar_path, &grammar, &e) : 0;
-    if (bad_grammar) {
-        cli_fail(&e);
-        return bad_grammar < 0 ? 2 : 1;
-    }
+    int bad_held = held_flags_compile(&hf, &schema, &grammar, &e);
+    json_schema_free(&schema);
     gbnf_free(&grammar);
-    int held = schema_arg || schema_path || grammar_arg || grammar_path;
+    if (bad_held) {
+        cli_fail(&e);
+        return bad_held < 0 ? 2 : 1;        /* a bad option value, or a file not read */
+    }
+    int held = held_flags_given(&hf);
     /* read before loading anything: a wrong path fails at once */
     char *file_text = NULL;
     size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
@@ -372,10 +307,8 @@ int cmd_run(int argc, char **argv)
                      .show_special = show_special, .out = stdout, .draft = draft,
                      .draft_stats = &draft_stats, .tuner = &tuner};
     if (held) {
-        int grammar_given = grammar_arg || grammar_path;
-        if ((grammar_given ? compile_grammar(grammar_arg, grammar_path, &grammar, &e)
-                           : compile_schema(schema_arg, schema_path, &schema, &e)) != 0 ||
-            json_vocab_build(&jv, &tok.v, &e))
+        int grammar_given = hf.grammar_arg || hf.grammar_path;
+        if (held_flags_compile(&hf, &schema, &grammar, &e) || json_vocab_build(&jv, &tok.v, &e))
             goto done;
         gp.schema = grammar_given ? NULL : &schema;
         gp.grammar = grammar_given ? &grammar : NULL;

@@ -328,54 +328,6 @@ Test(cli, a_one_token_prompt_is_prefill, .timeout = 60)
     free(tmp);
 }
 
-/* The ids on the last line of run --print-ids's output, how many into ids. */
-static int last_line_ids(const char *out, int *ids, int cap)
-{
-    const char *p = strrchr(out, '\n'), *end = p;
-    while (p && p > out && p[-1] != '\n')
-        p--;
-    int n = 0;
-    for (char *q; p && p < end && n < cap; p = *q == ',' ? q + 1 : end)
-        ids[n++] = (int)strtol(p, &q, 10);
-    return n;
-}
-
-/* run's DRY flags reach the sampler: with every repeat penalised
- * (--dry-allowed-length 0, no breakers) a greedy answer never takes a token
- * that already followed another in the window, where without DRY the same
- * run repeats itself. */
-Test(cli, dry_flags_reach_the_sampler, .timeout = 120)
-{
-    char *tmp = test_make_tmpdir("cli-dry"), *out, *err;
-    test_synth_tiny(tmp, "int4");
-    int plain[80], dry[80], n_plain, n_dry;
-    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 7,8 -n 64 --greedy --ignore-eos --print-ids", bin(), tmp), 0,
-                 "%s", err);
-    n_plain = last_line_ids(out, plain, 80);
-    free(out);
-    free(err);
-    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 7,8 -n 64 --greedy --ignore-eos --print-ids "
-                                 "--dry-multiplier 1000 --dry-allowed-length 0 --dry-sequence-breaker none",
-                     bin(), tmp),
-                 0, "%s", err);
-    n_dry = last_line_ids(out, dry, 80);
-    free(out);
-    free(err);
-    cr_assert(n_plain == 64 && n_dry == 64, "%d and %d ids", n_plain, n_dry);
-    int repeats_plain = 0, repeats_dry = 0;
-    for (int i = 0; i < 64; i++)
-        for (int k = 0; k < i; k++) {
-            repeats_plain += plain[k] == plain[i];
-            repeats_dry += dry[k] == dry[i];
-        }
-    cr_assert_gt(repeats_plain, 0, "the premise: without DRY the greedy answer repeats a token");
-    cr_expect_eq(repeats_dry, 0, "with DRY, %d repeated tokens", repeats_dry);
-    for (int i = 0; i < 64; i++)
-        cr_expect_neq(dry[i], 8, "the prompt's second token came again at %d", i);
-    test_remove_tree(tmp);
-    free(tmp);
-}
-
 Test(cli, bad_arguments_fail_clearly)
 {
     char *d = test_testdata_model_or_skip("bf16");
@@ -405,6 +357,9 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(1, "--grammar-file", "%s run -m %s --ids 1 %s", d, "--grammar-file /nonexistent");
     expect_failure(2, "give one of --json-schema", "%s run -m %s --ids 1 %s", d,
                    "--grammar 'root ::= \"a\"' --json-schema '{}'");
+    expect_failure(2, "moetier chat: give one of --json-schema", "%s chat -m %s %s </dev/null", d,
+                   "--grammar 'root ::= \"a\"' --json-schema '{}'");
+    expect_failure(2, "--json-schema: not JSON", "%s chat -m %s %s </dev/null", d, "--json-schema '{'");
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
     expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:inf");
     expect_failure(2, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
@@ -498,6 +453,42 @@ static int parse_ids(const char *line, int *ids, int max)
     return n;
 }
 
+/* run's DRY flags reach the sampler: with every repeat penalised
+ * (--dry-allowed-length 0, no breakers) a greedy answer never takes a token
+ * that already followed another in the window, where without DRY the same
+ * run repeats itself. */
+Test(cli, dry_flags_reach_the_sampler, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("cli-dry"), *out, *err;
+    test_synth_tiny(tmp, "int4");
+    int plain[80], dry[80], n_plain, n_dry;
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 7,8 -n 64 --greedy --ignore-eos --print-ids", bin(), tmp), 0,
+                 "%s", err);
+    n_plain = parse_ids(last_line(out), plain, 80);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s run -m %s --ids 7,8 -n 64 --greedy --ignore-eos --print-ids "
+                                 "--dry-multiplier 1000 --dry-allowed-length 0 --dry-sequence-breaker none",
+                     bin(), tmp),
+                 0, "%s", err);
+    n_dry = parse_ids(last_line(out), dry, 80);
+    free(out);
+    free(err);
+    cr_assert(n_plain == 64 && n_dry == 64, "%d and %d ids", n_plain, n_dry);
+    int repeats_plain = 0, repeats_dry = 0;
+    for (int i = 0; i < 64; i++)
+        for (int k = 0; k < i; k++) {
+            repeats_plain += plain[k] == plain[i];
+            repeats_dry += dry[k] == dry[i];
+        }
+    cr_assert_gt(repeats_plain, 0, "the premise: without DRY the greedy answer repeats a token");
+    cr_expect_eq(repeats_dry, 0, "with DRY, %d repeated tokens", repeats_dry);
+    for (int i = 0; i < 64; i++)
+        cr_expect_neq(dry[i], 8, "the prompt's second token came again at %d", i);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 Test(cli, run_from_prompt_text_on_synthetic_model)
 {
     char *tmp = test_make_tmpdir("clirun"), *out, *err;
@@ -555,6 +546,20 @@ Test(cli, run_from_prompt_text_on_synthetic_model)
         free(out);
         free(err);
     }
+    /* chat --grammar: each reply (a line of stdout) a whole list */
+    cr_assert_eq(run(&out, &err, "printf 'A list:\\nAnother:\\n' | %s chat -m %s --no-think -n 200 --seed 4 "
+                                 "--temp 1 --grammar '%s'", bin(), tmp, list), 0, "%s", err);
+    int replies = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), replies++) {
+        grammar_answer ga;
+        cr_assert_eq(grammar_answer_init(&ga, &listed), 0);
+        cr_expect(grammar_answer_feed(&ga, line, strlen(line)) == 0 && grammar_answer_complete(&ga),
+                  "chat reply %d: '%s' is not a whole list", replies, line);
+        grammar_answer_free(&ga);
+    }
+    cr_expect_eq(replies, 2, "two messages, %d replies", replies);
+    free(out);
+    free(err);
     gbnf_free(&listed);
     /* a prompt that leaves the answer inside a reasoning (a raw one ending with
      * "<think>", K2.5's chat with thinking on): the schema holds only what
