@@ -745,6 +745,22 @@ static char *props_body(server *s)
     cJSON_AddNumberToObject(p, "repeat_last_n", sp->repeat_last_n);
     cJSON_AddNumberToObject(p, "presence_penalty", sp->presence_penalty);
     cJSON_AddNumberToObject(p, "frequency_penalty", sp->frequency_penalty);
+    /* llama.cpp's samplers (-1: the context, as a request says it) */
+    const struct {
+        const char *name;
+        double v;
+    } more[] = {{"dry_multiplier", sp->dry_multiplier},   {"dry_base", sp->dry_base},
+                {"dry_allowed_length", sp->dry_allowed_length}, {"dry_penalty_last_n", sp->dry_penalty_last_n},
+                {"top_n_sigma", sp->top_n_sigma},         {"xtc_probability", sp->xtc_probability},
+                {"xtc_threshold", sp->xtc_threshold},     {"typical_p", sp->typical_p},
+                {"dynatemp_range", sp->dynatemp_range},   {"dynatemp_exponent", sp->dynatemp_exponent},
+                {"mirostat", sp->mirostat},               {"mirostat_tau", sp->mirostat_tau},
+                {"mirostat_eta", sp->mirostat_eta}};
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++)
+        cJSON_AddNumberToObject(p, more[i].name, more[i].v);
+    cJSON *brk = cJSON_AddArrayToObject(p, "dry_sequence_breakers");
+    for (int i = 0; brk && i < s->o.n_dry_breakers; i++)
+        cJSON_AddItemToArray(brk, cJSON_CreateString(s->o.dry_breakers[i]));
     cJSON_AddNumberToObject(p, "n_predict", s->o.default_max_tokens ? s->o.default_max_tokens : -1);
     cJSON_AddNumberToObject(root, "total_slots", s->o.parallel);
     cJSON_AddStringToObject(root, "model_alias", s->model_name);

@@ -595,7 +595,7 @@ async function apiFeatureChecks(srv, ai) {
 }
 
 async function plainServer() {
-  const srv = await startServer(['--no-think', '--max-body', '65536']);
+  const srv = await startServer(['--no-think', '--max-body', '65536', '--dry-sequence-breaker', ';', '--xtc-threshold', '0.2']);
   const ai = client(srv);
   await check('GET /v1/models lists the model; GET /v1/models/{id} is that model', async () => {
     const list = await ai.models.list();
@@ -614,6 +614,11 @@ async function plainServer() {
     assert.equal(props.model_path, MODEL);
     assert.match(props.chat_template, /^kimi-k2\.5/);
     assert.equal(typeof props.default_generation_settings.params.temperature, 'number');
+    const params = props.default_generation_settings.params;
+    assert.deepEqual(params.dry_sequence_breakers, [';'], 'serve --dry-sequence-breaker');
+    assert.ok(Math.abs(params.xtc_threshold - 0.2) < 1e-6, String(params.xtc_threshold));
+    assert.equal(params.mirostat, 0);
+    assert.equal(params.dry_penalty_last_n, -1);
     assert.equal(props.modalities.vision, false);
   });
   await check('the API without "/v1" (a base URL lacking it), llama.cpp\'s /v1/health and /apply-template', async () => {
