@@ -40,20 +40,34 @@ int held_flags_check(const held_flags *h, const char *cmd)
 {
     if (!!h->schema_arg + !!h->schema_path + !!h->grammar_arg + !!h->grammar_path <= 1)
         return 0;
-    fprintf(stderr, "moetier %s: give one of --json-schema, --json-schema-file, --grammar and "
-                    "--grammar-file\n", cmd);
+    fprintf(stderr,
+            "moetier %s: give one of --json-schema, --json-schema-file, --grammar and "
+            "--grammar-file\n",
+            cmd);
     return -1;
+}
+
+/* The option's text: text itself, or the file at path (then in *file, to
+ * free); 1 when the file cannot be read (e naming file_flag). */
+static int option_text(const char *text, const char *path, const char *file_flag, char **file, size_t *len,
+                       errbuf *e)
+{
+    *file = NULL;
+    *len = text ? strlen(text) : 0;
+    if (path && cli_read_text(path, file, len, e)) {
+        err_prefix(e, "%s: ", file_flag);
+        return 1;
+    }
+    return 0;
 }
 
 /* --json-schema TEXT or --json-schema-file PATH */
 static int compile_schema(const char *text, const char *path, json_schema *s, errbuf *e)
 {
-    char *file = NULL;
-    size_t len = text ? strlen(text) : 0;
-    if (path && cli_read_text(path, &file, &len, e)) {
-        err_prefix(e, "--json-schema-file: ");
+    char *file;
+    size_t len;
+    if (option_text(text, path, "--json-schema-file", &file, &len, e))
         return 1;
-    }
     const char *end = NULL;
     cJSON *j = chat_json_parse(path ? file : text, len, &end);
     int rc;
@@ -72,12 +86,10 @@ static int compile_schema(const char *text, const char *path, json_schema *s, er
 /* --grammar TEXT or --grammar-file PATH */
 static int compile_grammar(const char *text, const char *path, gbnf *g, errbuf *e)
 {
-    char *file = NULL;
-    size_t len = text ? strlen(text) : 0;
-    if (path && cli_read_text(path, &file, &len, e)) {
-        err_prefix(e, "--grammar-file: ");
+    char *file;
+    size_t len;
+    if (option_text(text, path, "--grammar-file", &file, &len, e))
         return 1;
-    }
     int rc = gbnf_compile(g, path ? file : text, len, e);
     if (rc)
         err_prefix(e, "%s: ", path ? path : "--grammar");

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "core/text/dry_breakers.h"
-#include "core/text/synth_tokenizer.h"
 #include "testutil.h"
 
 /* The sequences token id heads for breaker str, by the definition: into
@@ -79,15 +78,10 @@ static void breakers_are_as_defined(const tokenizer *t)
 
 Test(dry_breakers, as_defined_on_a_synthetic_vocabulary, .timeout = 60)
 {
-    char *dir = test_make_tmpdir("dry_breakers");
-    errbuf e;
-    cr_assert_eq(synth_tokenizer_write(dir, 2048, 2000, 2001, &e), 0, "%s", e.msg);
     tokenizer tok;
-    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    test_synth_tokenizer(&tok);
     breakers_are_as_defined(&tok);
     tokenizer_free(&tok);
-    test_remove_tree(dir);
-    free(dir);
 }
 
 Test(dry_breakers, as_defined_on_kimis_vocabulary, .timeout = 120)

@@ -18,7 +18,6 @@
 
 #include "core/text/grammar_answer.h"
 #include "core/text/grammar_trie.h"
-#include "core/text/synth_tokenizer.h"
 #include "core/text/tokenizer.h"
 #include "testutil.h"
 
@@ -488,11 +487,9 @@ static const char high[] = "root ::= [a-z ]* [^\\x00-\\ud7ff]+\n";
 
 Test(grammar, mask_through_the_trie_is_feeding_each_token, .timeout = 120)
 {
-    char *dir = test_make_tmpdir("grammar_vocab");
     errbuf e;
-    cr_assert_eq(synth_tokenizer_write(dir, 2048, 2000, 2001, &e), 0, "%s", e.msg);
     tokenizer tok;
-    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    test_synth_tokenizer(&tok);
     json_vocab jv;
     cr_assert_eq(json_vocab_build(&jv, &tok.v, &e), 0, "%s", e.msg);
     masks_agree(&tok.v, &jv, arithmetic, "(12+3)*-4/(5-6)");
@@ -500,8 +497,6 @@ Test(grammar, mask_through_the_trie_is_feeding_each_token, .timeout = 120)
     masks_agree(&tok.v, &jv, edges, "one\nTwo \xe4\xb8\xad\n\xf0\x9f\x98\x80!");
     json_vocab_free(&jv);
     tokenizer_free(&tok);
-    test_remove_tree(dir);
-    free(dir);
 }
 
 /* A grammar of more classes than token_groups sweeps (TG_MAX_ATOM_WORK) is
@@ -515,11 +510,9 @@ Test(grammar, too_many_classes_to_group_walk_the_vocabulary, .timeout = 60)
     for (int c = 0; c < CLASSES; c++)
         o += (size_t)sprintf(text + o, " [\\U%08X]", 0x10000u + 2u * (unsigned)c);
     strcpy(text + o, "\n");
-    char *dir = test_make_tmpdir("grammar_classes");
     errbuf e;
-    cr_assert_eq(synth_tokenizer_write(dir, 2048, 2000, 2001, &e), 0, "%s", e.msg);
     tokenizer tok;
-    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    test_synth_tokenizer(&tok);
     json_vocab jv;
     cr_assert_eq(json_vocab_build(&jv, &tok.v, &e), 0, "%s", e.msg);
     gbnf g;
@@ -529,8 +522,6 @@ Test(grammar, too_many_classes_to_group_walk_the_vocabulary, .timeout = 60)
     masks_agree(&tok.v, &jv, text, "abc");
     json_vocab_free(&jv);
     tokenizer_free(&tok);
-    test_remove_tree(dir);
-    free(dir);
     free(text);
 }
 

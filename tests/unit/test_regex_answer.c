@@ -11,7 +11,6 @@
 
 #include "core/text/pattern_tokens.h"
 #include "core/text/regex_answer.h"
-#include "core/text/synth_tokenizer.h"
 #include "core/text/tokenizer.h"
 #include "testutil.h"
 
@@ -131,11 +130,9 @@ Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
  * fed after the prefix are taken; an end token exactly when the text matches. */
 Test(regex_answer, token_groups_mask_as_feeding_does, .timeout = 120)
 {
-    char *dir = test_make_tmpdir("regex-groups");
     errbuf e;
-    cr_assert_eq(synth_tokenizer_write(dir, 2048, 2000, 2001, &e), 0, "%s", e.msg);
     tokenizer tok;
-    cr_assert_eq(tokenizer_load(&tok, dir, &e), 0, "%s", e.msg);
+    test_synth_tokenizer(&tok);
     const vocab *v = &tok.v;
     int V = v->n_vocab, end_ids[1] = {2001}, grouped = 0, groups = 0;
     float *logits = malloc((size_t)V * sizeof *logits);
@@ -185,8 +182,6 @@ Test(regex_answer, token_groups_mask_as_feeding_does, .timeout = 120)
     json_vocab_free(&jv);
     free(logits);
     tokenizer_free(&tok);
-    test_remove_tree(dir);
-    free(dir);
 }
 
 /* Tokens that are not whole, valid UTF-8 characters are never grouped (they

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/text/synth_tokenizer.h"
 #include "core/text/tokenizer.h"
 
 #include "core/base/fileutil.h"
@@ -104,6 +105,16 @@ void test_vocab_of(vocab *v, const char *const *extra, int n_extra)
     errbuf e = {{0}};
     cr_assert_eq(vocab_parse(v, ranks, o, "ranks", NULL, 0, NULL, 0, &e), 0, "%s", e.msg);
     free(ranks);
+}
+
+void test_synth_tokenizer(tokenizer *tok)
+{
+    char *dir = test_make_tmpdir("synth_tokenizer");
+    errbuf e;
+    cr_assert_eq(synth_tokenizer_write(dir, 2048, 2000, 2001, &e), 0, "%s", e.msg);
+    cr_assert_eq(tokenizer_load(tok, dir, &e), 0, "%s", e.msg);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 void test_write_file(const char *path, const void *data, size_t n)

@@ -23,6 +23,9 @@ void test_kimi_tokenizer_or_skip(struct tokenizer *tok);
  * be made. */
 struct vocab;
 void test_vocab_of(struct vocab *v, const char *const *extra, int n_extra);
+/* Loads the tokenizer moetier synth writes (2,048 tokens: the bytes, English
+ * merges, special tokens) into tok; the test fails if it cannot. */
+void test_synth_tokenizer(struct tokenizer *tok);
 /* Reads a whole file; NULL when missing. */
 void *test_read_file(const char *path, size_t *n);
 /* Writes n bytes as the whole file (the test fails if it cannot). */
