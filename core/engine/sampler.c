@@ -498,10 +498,11 @@ static float dynamic_temperature(const sampler_params *p, const sampler_cand *c,
             w += (double)e * (c[i].logit - mx);
         }
     }
-    double h = log(z) - w / z;
+    double norm = (log(z) - w / z) / log((double)n);
+    norm = norm > 0 ? (norm < 1 ? norm : 1) : 0; /* (rounding may leave it a hair outside) */
     float lo = p->temperature > p->dynatemp_range ? p->temperature - p->dynatemp_range : 0.0f;
     float hi = p->temperature + p->dynatemp_range;
-    return lo + (hi - lo) * powf((float)(h / log((double)n)), p->dynatemp_exponent);
+    return lo + (hi - lo) * powf((float)norm, p->dynatemp_exponent);
 }
 
 static int by_rank(const void *a, const void *b)
@@ -786,10 +787,12 @@ int sampler_sample(sampler *s, float *logits)
         double z1 = 0;
         for (int i = 0; i < n; i++)
             z1 += expf(s->cand[i].logit - k.mx);
-        /* (the candidates it reaches are sorted first: prob_at) */
-        while (lo + 1 < n && (prob_at(&k, lo + 1), (float)(expf(s->cand[lo + 1].logit - k.mx) / z1)) >=
-                                 p->xtc_threshold)
+        while (lo + 1 < n) {
+            prob_at(&k, lo + 1); /* (sorts the candidates it reaches) */
+            if ((float)(expf(s->cand[lo + 1].logit - k.mx) / z1) < p->xtc_threshold)
+                break;
             lo++;
+        }
     }
     double sum = 0;
     for (int i = lo; i < n; i++)
