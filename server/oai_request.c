@@ -109,7 +109,8 @@ static int parse_vllm_ends(oai_request *r, oai_error *err)
     if (present && v != floor(v))
         return oai_bad(err, "min_tokens", "'min_tokens' must be an integer");
     r->min_tokens = present ? (int)v : 0;
-    if (opt_bool(r->root, "ignore_eos", &r->ignore_eos, err))
+    if (opt_bool(r->root, "ignore_eos", &r->ignore_eos, err) ||
+        opt_bool(r->root, "include_stop_str_in_output", &r->include_stop, err))
         return -1;
     return 0;
 }
@@ -243,10 +244,7 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
                        "no text is inserted before a suffix", err) ||
            unsupported(o, "use_beam_search",
                        cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "use_beam_search")),
-                       "answers are sampled token by token", err) ||
-           unsupported(o, "include_stop_str_in_output",
-                       cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "include_stop_str_in_output")),
-                       "the text ends before its stop string", err);
+                       "answers are sampled token by token", err);
 }
 
 /* Chat: logprobs true or false (0 taken as false), top_logprobs 0 to 20;

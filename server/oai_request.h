@@ -126,6 +126,8 @@ typedef struct oai_request {
     int n_stop_token_ids;
     int min_tokens;
     int ignore_eos;
+    int include_stop;           /* vLLM's include_stop_str_in_output: the stop string that
+                                 * ended the answer stays in its text */
     int keep_special;           /* vLLM's skip_special_tokens false: special tokens' text
                                  * stays in the answer */
     int return_tokens;          /* llama.cpp's: the answer's token ids come back too */

@@ -978,6 +978,8 @@ static int next_token(server *s, slot_run *r)
     int st = (r->k + 1 < j->req.min_tokens ? stop_filter_feed_early : stop_filter_feed)(
         &r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
     answer_text(r->a, rel, rel_len, 0);
+    if (st == 1 && j->req.include_stop) /* (vLLM's include_stop_str_in_output) */
+        answer_text(r->a, j->req.stop[r->sf.which], strlen(j->req.stop[r->sf.which]), 0);
     if (st == 1 || (j->req.one_call && r->a->calls_seen) || is_request_stop_id(j, next)) {
         r->finish = "stop";
         return 0;

@@ -393,7 +393,7 @@ async function apiFeatureChecks(srv, ai) {
       assert.match(e.message, why);
     }
   });
-  await check('vLLM\'s stop_token_ids, min_tokens, ignore_eos and skip_special_tokens; use_beam_search and include_stop_str_in_output refused', async () => {
+  await check('vLLM\'s stop_token_ids, min_tokens, ignore_eos, skip_special_tokens and include_stop_str_in_output; use_beam_search refused', async () => {
     const id = async (text) => (await (await fetch(srv.url + '/tokenize', { method: 'POST',
       body: JSON.stringify({ content: text }) })).json()).tokens;
     const [end] = await id('<|im_end|>'), [word] = await id(' two');
@@ -427,7 +427,18 @@ async function apiFeatureChecks(srv, ai) {
     for await (const ev of await ai.completions.create({ ...held, stream: true }))
       streamed += ev.choices[0]?.text ?? '';
     assert.equal(streamed, ' two two');
-    for (const [body, param] of [[{ use_beam_search: true }, 'use_beam_search'], [{ include_stop_str_in_output: true }, 'include_stop_str_in_output'],
+    // include_stop_str_in_output: the stop string that ended the answer stays in its text, streamed too
+    r = await ai.completions.create({ ...held, include_stop_str_in_output: true });
+    assert.equal(r.choices[0].text, ' two two two');
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    streamed = '';
+    for await (const ev of await ai.completions.create({ ...held, stream: true, include_stop_str_in_output: true }))
+      streamed += ev.choices[0]?.text ?? '';
+    assert.equal(streamed, ' two two two');
+    const chat = await ai.chat.completions.create({ model: MODEL, messages: user('Hello'), max_tokens: 12,
+      logit_bias: { [word]: 100 }, stop: [' two two'], include_stop_str_in_output: true });
+    assert.equal(chat.choices[0].message.content, ' two two', 'chat: the answer is its stop string');
+    for (const [body, param] of [[{ use_beam_search: true }, 'use_beam_search'], [{ include_stop_str_in_output: 1 }, 'include_stop_str_in_output'],
       [{ min_tokens: 9, max_tokens: 4 }, 'min_tokens'],
       [{ ignore_eos: true, guided_choice: ['a'] }, 'ignore_eos'], [{ stop_token_ids: [1e9] }, 'stop_token_ids'],
       [{ stop_token_ids: [10000000] }, 'stop_token_ids']]) {
