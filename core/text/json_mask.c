@@ -64,6 +64,10 @@ void json_vocab_free(json_vocab *jv)
     jv->n = 0;
 }
 
+/* The most bytes that may come next for which the mask tries the pairs
+ * (256 feeds each). */
+#define PAIR_FIRSTS 32
+
 static int pattern_takes(const void *j, const uint32_t *cp, int n)
 {
     return json_prefix_pattern_takes_cps(j, cp, (size_t)n) == 1;
@@ -80,12 +84,36 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
     if (pt)
         pattern_tokens_reset(pt);
     uint8_t first_ok[256];
+    int n_first = 0;
     for (int b = 0; b < 256; b++) {
         json_prefix t;
         char c = (char)b;
         json_prefix_copy(&t, j);
         first_ok[b] = b && json_prefix_feed(&t, &c, 1) == 0;
+        n_first += first_ok[b];
     }
+    /* Where few bytes may come next (between values, in a number), most
+     * tokens that pass their first byte fail at their second (" the" after a
+     * value): the pairs after those few bytes are tried once, here, and a
+     * token whose first two fail is not fed. Inside a string nearly every byte
+     * may come, and the plain-text table decides instead. */
+    uint8_t(*second_ok)[256] = NULL;
+    if (jv && n_first <= PAIR_FIRSTS && (second_ok = calloc(256, sizeof *second_ok)))
+        for (int b = 1; b < 256; b++) {
+            if (!first_ok[b])
+                continue;
+            json_prefix after;
+            char c = (char)b;
+            json_prefix_copy(&after, j);
+            json_prefix_feed(&after, &c, 1);
+            for (int d = 0; d < 256; d++) {
+                json_prefix t;
+                char c2 = (char)d;
+                json_prefix_copy(&t, &after);
+                second_ok[b][d] = d && json_prefix_feed(&t, &c2, 1) == 0;
+            }
+        }
+
     for (int id = 0; id < V; id++) {
         int ok;
         if (is_end(id, end_ids, n_end) || vocab_is_special(v, id)) {
@@ -104,13 +132,18 @@ int json_mask_logits(const json_prefix *j, const vocab *v, const json_vocab *jv,
             size_t n;
             const char *b = vocab_decode(v, id, &n);
             json_prefix t;
-            json_prefix_copy(&t, j);
-            ok = b && n && json_prefix_feed(&t, b, n) == 0;
+            if (second_ok && b && n >= 2 && !second_ok[(uint8_t)b[0]][(uint8_t)b[1]]) {
+                ok = 0;
+            } else {
+                json_prefix_copy(&t, j);
+                ok = b && n && json_prefix_feed(&t, b, n) == 0;
+            }
         }
         if (ok)
             possible++;
         else
             logits[id] = -INFINITY;
     }
+    free(second_ok);
     return possible;
 }

@@ -5,11 +5,12 @@
  * answer so far; a special token never, except an end token once the value
  * is whole (and then nothing else, unless a number may still go on). Every
  * token is decided (K2's 163,840 in about a millisecond, bench_json_mask):
- * those whose first byte cannot come next at once, plain text inside a free
- * string at once, plain text inside a string held to a pattern a group of
- * alike tokens at a time (pattern_tokens.h), the others by feeding their
- * bytes to a copy of the state; so the draw is exactly the sampler's over the
- * tokens left. */
+ * those whose first byte cannot come next at once, where few bytes may come
+ * next those whose first two cannot (the pairs tried once per mask), plain
+ * text inside a free string at once, plain text inside a string held to a
+ * pattern a group of alike tokens at a time (pattern_tokens.h), the others by
+ * feeding their bytes to a copy of the state; so the draw is exactly the
+ * sampler's over the tokens left. */
 #ifndef MOETIER_JSON_MASK_H
 #define MOETIER_JSON_MASK_H
 
