@@ -779,8 +779,8 @@ static slot_run *run_begin(server *s, int i, job *j)
             sp->dry_allowed_length = j->req.dry_allowed_length;
         if (j->req.has_dry_penalty_last_n)
             sp->dry_penalty_last_n = j->req.dry_penalty_last_n;
-        if (sp->dry_penalty_last_n < 0)
-            sp->dry_penalty_last_n = s->ctx;
+        if (sp->dry_penalty_last_n < 0 || sp->dry_penalty_last_n > s->ctx)
+            sp->dry_penalty_last_n = s->ctx; /* (-1: the context; more never holds more tokens) */
         sp->dry_breakers = dry_breakers_view(j->req.has_dry_breakers ? &j->req.dry : &s->dry_default);
         if (j->req.has_top_n_sigma)
             sp->top_n_sigma = j->req.top_n_sigma;

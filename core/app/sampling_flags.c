@@ -57,8 +57,8 @@ int sampling_flags_finish(sampler_params *p, const breaker_flags *b, const token
                           dry_breakers *out, errbuf *e)
 {
     memset(out, 0, sizeof *out);
-    if (p->dry_penalty_last_n < 0)
-        p->dry_penalty_last_n = context;
+    if (p->dry_penalty_last_n < 0 || p->dry_penalty_last_n > context)
+        p->dry_penalty_last_n = context; /* (-1: the context; more never holds more tokens) */
     if (p->dry_multiplier == 0 || p->dry_penalty_last_n == 0)
         return 0;
     const char *const *strs;

@@ -543,6 +543,7 @@ async function apiFeatureChecks(srv, ai) {
     assert.equal(await first({ dry_multiplier: 1000, dry_allowed_length: 6 }), c, 'the repeat, a b c a b, is 5 long: allowed at 6');
     assert.equal(await first({ dry_multiplier: 1000, dry_sequence_breakers: [cText] }), c, 'c is a breaker');
     assert.equal(await first({ dry_multiplier: 1000, dry_penalty_last_n: 3 }), c, 'a window of 3 holds no earlier c');
+    assert.notEqual(await first({ dry_multiplier: 1000, dry_penalty_last_n: 1e9 }), c, 'a window past the context is the context');
     const viaOai = await ai.completions.create({ model: MODEL, prompt: dry.prompt, max_tokens: 1, temperature: 0,
       logit_bias: { [c]: 40 }, dry_multiplier: 1000, logprobs: 1 });
     assert.notEqual(viaOai.choices[0].text, cText, 'the OpenAI route takes DRY too');
