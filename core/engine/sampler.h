@@ -18,7 +18,8 @@
  * them), then a draw from a seeded generator, so a seed reproduces a run.
  * Mirostat (1 or 2, llama.cpp's) replaces everything after the temperature:
  * it draws from the tokens its target surprise mirostat_tau allows, learning
- * at rate mirostat_eta. */
+ * at rate mirostat_eta (the penalties, DRY and top-n-sigma still come first,
+ * where llama.cpp's chain leaves them out). */
 #ifndef MOETIER_SAMPLER_H
 #define MOETIER_SAMPLER_H
 
