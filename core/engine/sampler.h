@@ -8,11 +8,11 @@
  * dry_multiplier x dry_base^(length - allowed)) and top-n-sigma (tokens more
  * than top_n_sigma standard deviations of the logits below the best are
  * left out). Then argmax when temperature is 0; otherwise, in this order:
- * top-k, typical (the tokens whose surprise is nearest the distribution's
- * entropy, up to typical_p of the probability, as llama.cpp keeps them),
- * temperature softmax (dynamic with dynatemp_range: the temperature moves
- * within +-range with the candidates' normalized entropy^dynatemp_exponent),
- * top-p (nucleus), min-p, XTC (with probability xtc_probability, the tokens at
+ * top-k, temperature softmax (dynamic with dynatemp_range: the temperature
+ * moves within +-range with the candidates' normalized
+ * entropy^dynatemp_exponent), typical (the tokens whose surprise is nearest
+ * the distribution's entropy, up to typical_p of the probability, as
+ * llama.cpp keeps them), top-p (nucleus), min-p, XTC (with probability xtc_probability, the tokens at
  * or above xtc_threshold but the least likely of them are left out; their
  * probabilities at temperature 1 among the tokens kept, as llama.cpp has
  * them), then a draw from a seeded generator, so a seed reproduces a run.
