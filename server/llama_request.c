@@ -16,7 +16,7 @@ static const char *const same[] = {"temperature",      "top_k",      "top_p",   
                                    "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
                                    "xtc_probability",  "xtc_threshold", "top_n_sigma",    "typical_p",
                                    "dynatemp_range",   "dynatemp_exponent", "mirostat",    "mirostat_tau",
-                                   "mirostat_eta"};
+                                   "mirostat_eta",     "post_sampling_probs"};
 
 /* A sampler or feature moetier does not have, asked for: refused (the value
  * that asks for nothing, or false, passes). */
@@ -35,9 +35,7 @@ static int refuse_samplers(const cJSON *root, oai_error *err)
     if (lora && !(cJSON_IsArray(lora) && !cJSON_GetArraySize(lora)))
         return oai_bad(err, "lora", "'lora' is not supported by this server (no adapters are loaded)");
     return refuse_unless(root, "n_indent", 0, "no indentation rule", err) ||
-           refuse_unless(root, "t_max_predict_ms", 0, "no time limit: use n_predict", err) ||
-           refuse_unless(root, "post_sampling_probs", 0, "probabilities are the model's, before sampling",
-                         err);
+           refuse_unless(root, "t_max_predict_ms", 0, "no time limit: use n_predict", err);
 }
 
 /* A token id written as JSON (a number) or as an object key (digits). */

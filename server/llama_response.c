@@ -2,9 +2,11 @@
 #include "llama_response.h"
 
 #include <cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/engine/token_logprobs.h"
 #include "json_out.h"
 
 static cJSON *ids_array(const int *ids, int n)
@@ -15,8 +17,8 @@ static cJSON *ids_array(const int *ids, int n)
     return a;
 }
 
-/* {"id", "token", "bytes", "logprob"} */
-static cJSON *token_json(const oai_token_logprob *t)
+/* {"id", "token", "bytes", "logprob"}, or "prob" after sampling */
+static cJSON *token_json(const oai_token_logprob *t, int post)
 {
     cJSON *o = cJSON_CreateObject(), *bytes;
     cJSON_AddNumberToObject(o, "id", t->id);
@@ -24,19 +26,24 @@ static cJSON *token_json(const oai_token_logprob *t)
     bytes = cJSON_AddArrayToObject(o, "bytes");
     for (size_t i = 0; i < t->len; i++)
         cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)t->bytes[i]));
-    cJSON_AddNumberToObject(o, "logprob", t->logprob);
+    if (post)
+        cJSON_AddNumberToObject(o, "prob", t->logprob <= LOGPROB_FLOOR ? 0.0 : exp(t->logprob));
+    else
+        cJSON_AddNumberToObject(o, "logprob", t->logprob);
     return o;
 }
 
-/* completion_probabilities: each token with its "top_logprobs" */
+/* completion_probabilities: each token with its "top_logprobs" ("top_probs"
+ * after sampling) */
 static cJSON *probabilities(const oai_logprobs *lp)
 {
     cJSON *arr = cJSON_CreateArray();
     for (int i = 0; i < lp->n; i++) {
         const oai_logprob_step *st = &lp->steps[i];
-        cJSON *t = token_json(&st->chosen), *top = cJSON_AddArrayToObject(t, "top_logprobs");
+        cJSON *t = token_json(&st->chosen, lp->post);
+        cJSON *top = cJSON_AddArrayToObject(t, lp->post ? "top_probs" : "top_logprobs");
         for (int k = 0; k < st->n_top; k++)
-            cJSON_AddItemToArray(top, token_json(&st->top[k]));
+            cJSON_AddItemToArray(top, token_json(&st->top[k], lp->post));
         cJSON_AddItemToArray(arr, t);
     }
     return arr;

@@ -110,7 +110,8 @@ static int parse_vllm_ends(oai_request *r, oai_error *err)
         return oai_bad(err, "min_tokens", "'min_tokens' must be an integer");
     r->min_tokens = present ? (int)v : 0;
     if (opt_bool(r->root, "ignore_eos", &r->ignore_eos, err) ||
-        opt_bool(r->root, "include_stop_str_in_output", &r->include_stop, err))
+        opt_bool(r->root, "include_stop_str_in_output", &r->include_stop, err) ||
+        opt_bool(r->root, "post_sampling_probs", &r->post_sampling, err))
         return -1;
     return 0;
 }

@@ -128,6 +128,8 @@ typedef struct oai_request {
     int ignore_eos;
     int include_stop;           /* vLLM's include_stop_str_in_output: the stop string that
                                  * ended the answer stays in its text */
+    int post_sampling;          /* llama.cpp's post_sampling_probs: the logprobs asked for are
+                                 * those of the sampler's kept tokens (sampler_report) */
     int keep_special;           /* vLLM's skip_special_tokens false: special tokens' text
                                  * stays in the answer */
     int return_tokens;          /* llama.cpp's: the answer's token ids come back too */

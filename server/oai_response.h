@@ -51,6 +51,7 @@ typedef struct oai_logprob_step {
 typedef struct oai_logprobs {
     const oai_logprob_step *steps;
     int n;
+    int post;   /* llama.cpp's post_sampling_probs: probabilities among the sampler's kept tokens */
 } oai_logprobs;
 
 /* {"error": {"message", "type", "param", "code"}} */

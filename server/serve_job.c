@@ -177,7 +177,7 @@ static const oai_logprobs *unsent_logprobs(answer *a, oai_logprobs *out)
 {
     if (!a->want_lp)
         return NULL;
-    *out = (oai_logprobs){a->lp + a->lp_sent, a->n_lp - a->lp_sent};
+    *out = (oai_logprobs){a->lp + a->lp_sent, a->n_lp - a->lp_sent, a->j->req.post_sampling};
     if (a->stream)
         a->lp_sent = a->n_lp;
     return out;
@@ -221,6 +221,16 @@ static void answer_logprobs(answer *a, const vocab *v, int id, const step_logpro
     o->text_offset = a->text_chars;
     for (size_t i = 0; i < o->chosen.len; i++)
         a->text_chars += ((unsigned char)o->chosen.bytes[i] & 0xc0) != 0x80;
+}
+
+/* post_sampling_probs: the draw's kept tokens and the chosen one's
+ * probability among them, as log-probabilities. */
+static void report_logprobs(const sampler_report *r, int id, int n_top, step_logprobs *st)
+{
+    st->chosen = (token_logprob){id, r->chosen > 0 ? logf(r->chosen) : LOGPROB_FLOOR};
+    st->n_top = r->n < n_top ? r->n : n_top;
+    for (int i = 0; i < st->n_top; i++)
+        st->top[i] = (token_logprob){r->top[i].id, r->top[i].p > 0 ? logf(r->top[i].p) : LOGPROB_FLOOR};
 }
 
 /* A token of llama.cpp's answer (its ids come back with return_tokens). */
@@ -588,6 +598,8 @@ struct slot_run {
     int scored;                 /* every prompt position's logits are needed (echo_lp,
                                  * prompt_logprobs): none is reused, pieces are small */
     oai_logprob_step *plp;      /* prompt_logprobs: each prompt token's, n_plp of them */
+    sampler_kept kept[LOGPROBS_MAX_TOP]; /* post_sampling_probs: what the draw chose from */
+    sampler_report report;
     int n_plp;
     int next;                   /* the token to step next (decoding) */
     draft_accept accept;        /* --draft-lookup: how its guesses fare */
@@ -759,6 +771,8 @@ static slot_run *run_begin(server *s, int i, job *j)
         r->answers = calloc((size_t)n_choices, sizeof *r->answers);
         sampler_params *sp = &r->sp;
         *sp = s->o.sp;
+        if (j->req.api != API_LLAMA)
+            j->req.post_sampling = 0; /* (llama.cpp's field: the OpenAI routes' logprobs are the model's) */
         if (j->req.temperature >= 0)
             sp->temperature = j->req.temperature;
         if (j->req.top_p > 0)
@@ -924,8 +938,13 @@ static int next_token(server *s, slot_run *r)
         next = r->k < (int)s->forced.n ? s->forced.ids[r->k] : s->stop_ids[0];
     else if (closing)
         next = r->close.ids[r->close_at++];
-    else
+    else {
+        r->report = (sampler_report){r->kept, LOGPROBS_MAX_TOP, 0, 0};
+        r->smp.report = j->req.post_sampling ? &r->report : NULL;
         next = sampler_sample(&r->smp, r->logits);
+    }
+    if (forcing || closing) /* (no draw: the token was certain) */
+        r->report = (sampler_report){r->kept, LOGPROBS_MAX_TOP, 1, 1.0f}, r->kept[0] = (sampler_kept){next, 1.0f};
     sampler_accept_output(&r->smp, next);
     if (!r->t_first)
         r->t_first = now_seconds();
@@ -964,7 +983,10 @@ static int next_token(server *s, slot_run *r)
     }
     if (r->raw) {
         step_logprobs st;
-        step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
+        if (j->req.post_sampling)
+            report_logprobs(&r->report, next, j->req.top_logprobs, &st);
+        else
+            step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
         answer_logprobs(r->a, &s->tok->v, next, &st);
     }
     if (r->a->llama)
@@ -1164,7 +1186,7 @@ static void run_end(server *s, slot_run *r)
             ch[c] = (oai_choice){a->text.p, a->reasoning.p, a->text.len, a->reasoning.len, a->calls,
                                  a->n_calls, unsent_logprobs(a, &lp[c]), a->finish};
         }
-        oai_logprobs plp = {r->plp, r->n_plp};
+        oai_logprobs plp = {r->plp, r->n_plp, 0};
         job_emit(s, j, oai_full_response(&r->a->meta, ch, n, j->req.prompt_logprobs ? &plp : NULL, &u));
     } else if (stopped_by_shutdown(s, j)) {
         oai_fail(&err, 503, "server_error", NULL, NULL, SHUTTING_DOWN);

@@ -441,6 +441,35 @@ static int by_logit_desc(const void *a, const void *b)
 /* Candidate i's probability, in the order by logit (best first). */
 typedef float (*prob_fn)(void *ctx, int i);
 
+/* The report of a draw that could take one token only. */
+static int report_one(sampler *s, int id)
+{
+    sampler_report *r = s->report;
+    if (r) {
+        r->n = r->max > 0;
+        if (r->n)
+            r->top[0] = (sampler_kept){id, 1.0f};
+        r->chosen = 1.0f;
+    }
+    return id;
+}
+
+/* The report of a draw from candidates [lo, hi) of s->cand (their
+ * probabilities prob, summing to sum), candidate pick drawn. */
+static int report_set(sampler *s, int lo, int hi, prob_fn prob, void *ctx, double sum, int pick)
+{
+    sampler_report *r = s->report;
+    if (r) {
+        r->n = 0;
+        for (int i = lo; i < hi && r->n < r->max; i++) {
+            float q = (float)(prob(ctx, i) / sum); /* (first: it may sort the candidates up to i) */
+            r->top[r->n++] = (sampler_kept){s->cand[i].id, q};
+        }
+        r->chosen = (float)(prob(ctx, pick) / sum);
+    }
+    return s->cand[pick].id;
+}
+
 /* llama.cpp's Mirostat over candidates [0, n) in order: version 2 keeps those
  * whose surprise (-log2 p) is within mu, version 1 the top k that Zipf's
  * exponent, estimated from the 100 best, gives for the target; a draw among
@@ -479,6 +508,7 @@ static int mirostat_pick(sampler *s, int n, prob_fn prob, void *ctx)
         }
     }
     s->mu -= p->mirostat_eta * (-log2f((float)(prob(ctx, pick) / sum)) - p->mirostat_tau);
+    report_set(s, 0, m, prob, ctx, sum, pick);
     return pick;
 }
 
@@ -570,12 +600,12 @@ static int draw_sorted(sampler *s, float *logits)
         s->cand[i] = (sampler_cand){logits[i] == logits[i] ? logits[i] : -INFINITY, i};
     qsort(s->cand, (size_t)V, sizeof *s->cand, by_logit_desc);
     if (isinf(s->cand[0].logit))    /* the first +inf is certain; all -inf: the first */
-        return s->cand[0].id;
+        return report_one(s, s->cand[0].id);
     if (!p->mirostat && p->top_k > 0 && p->top_k < n)
         n = p->top_k;
     float mx = s->cand[0].logit, t = p->temperature;
     if (!p->mirostat && p->dynatemp_range > 0 && (t = dynamic_temperature(p, s->cand, n, mx)) <= 0)
-        return s->cand[0].id;
+        return report_one(s, s->cand[0].id);
     double sum = 0;
     for (int i = 0; i < n; i++) {
         s->prob[i] = expf((s->cand[i].logit - mx) / t);
@@ -619,16 +649,16 @@ static int draw_sorted(sampler *s, float *logits)
     for (int i = lo; i < n; i++) {
         acc += s->prob[i];
         if (r < acc)
-            return s->cand[i].id;
+            return report_set(s, lo, n, prob_sorted, s->prob, sum, i);
     }
-    return s->cand[n - 1].id;
+    return report_set(s, lo, n, prob_sorted, s->prob, sum, n - 1);
 }
 
 int sampler_sample_reference(sampler *s, float *logits)
 {
     apply_penalty(s, logits);
     if (s->p.temperature == 0.0f)
-        return argmax_f32(logits, s->vocab);
+        return report_one(s, argmax_f32(logits, s->vocab));
     return draw_sorted(s, logits);
 }
 
@@ -732,7 +762,7 @@ int sampler_sample(sampler *s, float *logits)
     int V = s->vocab;
     apply_penalty(s, logits);
     if (p->temperature == 0.0f)
-        return argmax_f32(logits, V);
+        return report_one(s, argmax_f32(logits, V));
     int top_k = !p->mirostat && p->top_k > 0 && p->top_k < V, dynamic = !p->mirostat && p->dynatemp_range > 0;
     if (p->typical_p < 1.0f || (dynamic && top_k))
         return draw_sorted(s, logits);
@@ -746,9 +776,9 @@ int sampler_sample(sampler *s, float *logits)
     if (isinf(k.mx))    /* a +inf is certain; all -inf: none is possible, take the first */
         for (int i = 0; i < V; i++)
             if (s->cand[i].logit == k.mx)
-                return i;
+                return report_one(s, i);
     if (dynamic && (k.t = dynamic_temperature(p, s->cand, V, k.mx)) <= 0)
-        return argmax_f32(logits, V);
+        return report_one(s, argmax_f32(logits, V));
     /* the head, or the top-k when the head holds fewer */
     float rest_max;
     int h = partition_at(s->cand, V, k.mx - s->head_span * k.t, &rest_max);
@@ -801,8 +831,8 @@ int sampler_sample(sampler *s, float *logits)
     for (int i = lo; i < n; i++) {
         acc += prob_at(&k, i);
         if (r < acc)
-            return s->cand[i].id;
+            return report_set(s, lo, n, prob_partial, &k, sum, i);
     }
     prob_at(&k, n - 1);     /* sorts so far: the reference's last candidate */
-    return s->cand[n - 1].id;
+    return report_set(s, lo, n, prob_partial, &k, sum, n - 1);
 }

@@ -77,6 +77,21 @@ typedef struct sampler_cand {
     int id;
 } sampler_cand;
 
+/* What a draw chose from (llama.cpp's post_sampling_probs): the candidates
+ * every filter kept, best first, with their probabilities among them (at
+ * most max), and the drawn token's. Greedy, or a certain token: that token,
+ * probability 1. */
+typedef struct sampler_kept {
+    int id;
+    float p;
+} sampler_kept;
+
+typedef struct sampler_report {
+    sampler_kept *top; /* [max] */
+    int max, n;
+    float chosen;
+} sampler_report;
+
 typedef struct sampler {
     sampler_params p;
     int vocab;
@@ -100,6 +115,7 @@ typedef struct sampler {
     int *dry_len;           /* [vocab] scratch: each token's longest repeat + 1, 0 */
     int *dry_hit;           /* [window] scratch: the tokens dry_len holds */
     float mu;               /* Mirostat's surprise bound, learnt (2 x tau to start) */
+    sampler_report *report; /* optional: filled by each draw (its caller's) */
     struct typical_rank *rank; /* [vocab] scratch of typical's order, when typical_p < 1 */
     float head_span;        /* sampler_sample sorts first the candidates within
                              * e^-head_span of the best's probability (18; the

@@ -548,6 +548,19 @@ async function apiFeatureChecks(srv, ai) {
       logit_bias: { [c]: 40 }, dry_multiplier: 1000, logprobs: 1 });
     assert.notEqual(viaOai.choices[0].text, cText, 'the OpenAI route takes DRY too');
     assert.equal((await native({ prompt, n_predict: 3, xtc_probability: 1, xtc_threshold: 0.05, top_n_sigma: 1.5 })).status, 200);
+    // post_sampling_probs: each token's probability among what the sampler kept (top_k 3: three
+    // that sum to 1, the drawn one among them); greedy, the token alone with 1
+    o = JSON.parse((await native({ prompt, n_predict: 4, seed: 9, temperature: 1, top_k: 3, n_probs: 5,
+      post_sampling_probs: true })).text);
+    assert.equal(o.completion_probabilities.length, 4);
+    for (const t of o.completion_probabilities) {
+      assert.ok(!('logprob' in t) && t.top_probs.length === 3, JSON.stringify(t));
+      assert.ok(Math.abs(t.top_probs.reduce((a, x) => a + x.prob, 0) - 1) < 1e-5, JSON.stringify(t));
+      assert.ok(Math.abs(t.top_probs.find((x) => x.id === t.id).prob - t.prob) < 1e-6, JSON.stringify(t));
+    }
+    o = JSON.parse((await native({ prompt, n_predict: 2, temperature: 0, n_probs: 3, post_sampling_probs: true })).text);
+    for (const t of o.completion_probabilities)
+      assert.ok(t.prob === 1 && t.top_probs.length === 1 && t.top_probs[0].id === t.id, JSON.stringify(t));
     for (const extra of [{ mirostat: 2, mirostat_tau: 3 }, { mirostat: 1 }, { typical_p: 0.5 }, { dynatemp_range: 0.5, dynatemp_exponent: 2 }]) {
       r = await native({ prompt, n_predict: 4, seed: 5, ...extra });
       assert.equal(r.status, 200, JSON.stringify(extra) + r.text);
@@ -562,7 +575,7 @@ async function apiFeatureChecks(srv, ai) {
       assert.equal(r.status, 400, JSON.stringify(body));
       assert.equal(JSON.parse(r.text).error.param, param, JSON.stringify(body));
     }
-    assert.equal((await native({ prompt, n_predict: 2, typical_p: 1, mirostat: 0, repeat_last_n: -1 })).status, 200);
+    assert.equal((await native({ prompt, n_predict: 2, typical_p: 1, mirostat: 0, repeat_last_n: -1, post_sampling_probs: false })).status, 200);
   });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',

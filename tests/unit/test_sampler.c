@@ -244,7 +244,7 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
     uint64_t st = 2024;
     float *la = malloc(40000 * sizeof *la), *lb = malloc(40000 * sizeof *lb),
           *l = malloc(40000 * sizeof *l);
-    int draws = 0, mismatches = 0;
+    int draws = 0, mismatches = 0, report_mismatches = 0;
     for (int trial = 0; trial < 720; trial++) {
         int V = vocabs[lcg(&st) % 6];
         sampler_params p = sampler_defaults();
@@ -293,6 +293,11 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
         cr_assert_eq(sampler_create(&b, &p, V, &e), 0, "%s", e.msg);
         if (trial / 4 % 2)
             a.head_span = 0.5f;
+        /* what each draw chose from (post_sampling_probs): the same from both */
+        sampler_kept kept_a[5], kept_b[5];
+        sampler_report rep_a = {kept_a, 5, 0, 0}, rep_b = {kept_b, 5, 0, 0};
+        a.report = &rep_a;
+        b.report = &rep_b;
         random_logits(&st, trial % 4, l, V);
         for (int d = 0; d < 8; d++) {
             memcpy(la, l, (size_t)V * sizeof *l);
@@ -306,6 +311,15 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
                              trial, V, trial % 4, p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty,
                              p.dry_multiplier, p.top_n_sigma, p.xtc_probability, p.xtc_threshold, p.typical_p,
                              p.dynatemp_range, p.dynatemp_exponent, p.mirostat, p.mirostat_tau, d, x, y);
+            int same = rep_a.n == rep_b.n && fabsf(rep_a.chosen - rep_b.chosen) <= 1e-6f * (1 + rep_b.chosen);
+            for (int i = 0; same && i < rep_a.n; i++)
+                same = kept_a[i].id == kept_b[i].id && fabsf(kept_a[i].p - kept_b[i].p) <= 1e-6f * (1 + kept_b[i].p);
+            if (x == y && !same && report_mismatches++ < 5)
+                cr_log_error("trial %d draw %d: the reports differ (%d and %d kept shown; chosen %.9g %.9g; first %d "
+                             "%.9g, %d %.9g; mirostat %d typical %g dynatemp %g xtc %g topk %d)",
+                             trial, d, rep_a.n, rep_b.n, rep_a.chosen, rep_b.chosen, kept_a[0].id, kept_a[0].p,
+                             kept_b[0].id, kept_b[0].p, p.mirostat, p.typical_p, p.dynatemp_range,
+                             p.xtc_probability, p.top_k);
             sampler_accept_output(&a, x);
             sampler_accept_output(&b, y);
         }
@@ -313,6 +327,7 @@ Test(sampler, draws_what_the_reference_draws, .timeout = 120)
         sampler_destroy(&b);
     }
     cr_expect_eq(mismatches, 0, "%d of %d draws differ from the reference", mismatches, draws);
+    cr_expect_eq(report_mismatches, 0, "%d reports differ from the reference's", report_mismatches);
     free(l);
     free(la);
     free(lb);
@@ -621,4 +636,43 @@ Test(sampler, mirostat_keeps_the_surprise_bound)
         }
         sampler_destroy(&s);
     }
+}
+
+/* What a draw chose from: under top-k 3 the three best, renormalized (their
+ * probabilities sum to 1 and keep their ratios), the drawn one's among them;
+ * greedy, the token alone with probability 1. */
+Test(sampler, report_is_what_the_draw_chose_from)
+{
+    float base[6] = {1.0f, 3.0f, 2.5f, -1.0f, 0.0f, 2.9f};
+    sampler_params p = sampler_defaults();
+    p.temperature = 1.0f;
+    p.top_k = 3;
+    sampler s;
+    errbuf e;
+    cr_assert_eq(sampler_create(&s, &p, 6, &e), 0, "%s", e.msg);
+    sampler_kept kept[4];
+    sampler_report r = {kept, 4, 0, 0};
+    s.report = &r;
+    for (int d = 0; d < 50; d++) {
+        float l[6];
+        memcpy(l, base, sizeof l);
+        int t = sampler_sample(&s, l);
+        cr_assert_eq(r.n, 3);
+        cr_expect(kept[0].id == 1 && kept[1].id == 5 && kept[2].id == 2, "%d %d %d", kept[0].id, kept[1].id,
+                  kept[2].id);
+        cr_expect_float_eq(kept[0].p + kept[1].p + kept[2].p, 1.0f, 1e-6f);
+        cr_expect_float_eq(kept[0].p / kept[2].p, expf(0.5f), 1e-4f);
+        int at = t == kept[0].id ? 0 : t == kept[1].id ? 1 : 2;
+        cr_expect_eq(kept[at].id, t);
+        cr_expect_float_eq(r.chosen, kept[at].p, 1e-7f);
+    }
+    sampler_destroy(&s);
+    p.temperature = 0;
+    cr_assert_eq(sampler_create(&s, &p, 6, &e), 0, "%s", e.msg);
+    s.report = &r;
+    float l[6];
+    memcpy(l, base, sizeof l);
+    cr_expect_eq(sampler_sample(&s, l), 1);
+    cr_expect(r.n == 1 && kept[0].id == 1 && kept[0].p == 1.0f && r.chosen == 1.0f);
+    sampler_destroy(&s);
 }

@@ -668,7 +668,7 @@ Test(server_response, logprobs_in_the_openai_shape)
         {.chosen = {"Hi", 2, -0.25f}, .n_top = 2, .top = {{"Hi", 2, -0.25f}, {"Ho", 2, -1.5f}}},
         {.chosen = {"\xc3", 1, -3.0f}, .n_top = 2, .top = {{"!", 1, -0.5f}, {"!", 1, -0.75f}},
          .text_offset = 2}};
-    oai_logprobs lp = {st, 2};
+    oai_logprobs lp = {st, 2, 0};
     oai_meta m = {.kind = OAI_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5};
     oai_usage u = {.prompt_tokens = 3, .completion_tokens = 2};
     oai_choice hi = {.text = "Hi", .text_len = 2, .reasoning = "", .lp = &lp, .finish_reason = "stop"};
