@@ -409,7 +409,7 @@ Test(server_request, llama_completion_translated)
                {"{\"prompt\": \"a\", \"mirostat\": 3}", "mirostat"},
                {"{\"prompt\": \"a\", \"n_indent\": 4}", "n_indent"},
                {"{\"prompt\": \"a\", \"dry_sequence_breakers\": \"\\n\"}", "dry_sequence_breakers"},
-               {"{\"prompt\": \"a\", \"post_sampling_probs\": true}", "post_sampling_probs"},
+               {"{\"prompt\": \"a\", \"post_sampling_probs\": 1}", "post_sampling_probs"},
                {"{\"prompt\": \"a\", \"lora\": [{\"id\": 0}]}", "lora"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         cr_expect_neq(llama_request_parse(bad[i].body, strlen(bad[i].body), NULL, &r, &err), 0, "%s", bad[i].body);
