@@ -105,7 +105,7 @@ static void logprobs_body(const uint8_t *data, size_t size)
         }
     }
     st[0].unscored = 1;
-    oai_logprobs lp = {st, 4};
+    oai_logprobs lp = {st, 4, 0};
     oai_usage u = {0};
     for (int kind = 0; kind < 2; kind++) {
         oai_meta m = {.kind = (oai_kind)kind, .id = "x", .model = "m"};
