@@ -943,8 +943,10 @@ static int next_token(server *s, slot_run *r)
         r->smp.report = j->req.post_sampling ? &r->report : NULL;
         next = sampler_sample(&r->smp, r->logits);
     }
-    if (forcing || closing) /* (no draw: the token was certain) */
-        r->report = (sampler_report){r->kept, LOGPROBS_MAX_TOP, 1, 1.0f}, r->kept[0] = (sampler_kept){next, 1.0f};
+    if (forcing || closing) { /* (no draw: the token was certain) */
+        r->kept[0] = (sampler_kept){next, 1.0f};
+        r->report = (sampler_report){r->kept, LOGPROBS_MAX_TOP, 1, 1.0f};
+    }
     sampler_accept_output(&r->smp, next);
     if (!r->t_first)
         r->t_first = now_seconds();
