@@ -27,6 +27,22 @@ static int draw(sampler_params p, int n, int *counts)
     return last;
 }
 
+/* n draws from logits[0, V) by a fresh sampler of p (V <= 8), each token's
+ * count into counts. */
+static void count_draws(sampler_params p, const float *logits, int V, int n, int *counts)
+{
+    sampler s;
+    errbuf e;
+    cr_assert_eq(sampler_create(&s, &p, V, &e), 0, "%s", e.msg);
+    memset(counts, 0, (size_t)V * sizeof *counts);
+    for (int i = 0; i < n; i++) {
+        float l[8];
+        memcpy(l, logits, (size_t)V * sizeof *l);
+        counts[sampler_sample(&s, l)]++;
+    }
+    sampler_destroy(&s);
+}
+
 Test(sampler, greedy_and_top_k_1)
 {
     int c[6];
@@ -523,15 +539,8 @@ Test(sampler, xtc_leaves_out_the_likeliest)
         p.temperature = 1.0f;
         p.xtc_probability = half ? 0.5f : 1.0f;
         p.xtc_threshold = 0.1f;
-        sampler s;
-        errbuf e;
-        cr_assert_eq(sampler_create(&s, &p, 4, &e), 0, "%s", e.msg);
-        int counts[4] = {0};
-        for (int i = 0; i < 4000; i++) {
-            float l[4];
-            memcpy(l, logp, sizeof l);
-            counts[sampler_sample(&s, l)]++;
-        }
+        int counts[4];
+        count_draws(p, logp, 4, 4000, counts);
         if (!half) {
             cr_expect_eq(counts[0] + counts[1], 0, "%d %d", counts[0], counts[1]);
             cr_expect(counts[2] > 2800 && counts[2] < 3200, "%d of 4000 at .15 against .05", counts[2]);
@@ -540,7 +549,6 @@ Test(sampler, xtc_leaves_out_the_likeliest)
             cr_expect(counts[0] > 850 && counts[0] < 1150, "%d of 4000 for the first", counts[0]);
             cr_expect(counts[2] > 1650 && counts[2] < 2050, "%d of 4000 for the third", counts[2]);
         }
-        sampler_destroy(&s);
     }
 }
 
@@ -553,19 +561,11 @@ Test(sampler, typical_can_leave_out_the_likeliest)
     sampler_params p = sampler_defaults();
     p.temperature = 1.0f;
     p.typical_p = 0.5f;
-    sampler s;
-    errbuf e;
-    cr_assert_eq(sampler_create(&s, &p, 5, &e), 0, "%s", e.msg);
-    int counts[5] = {0};
-    for (int i = 0; i < 2000; i++) {
-        float c[5];
-        memcpy(c, l, sizeof c);
-        counts[sampler_sample(&s, c)]++;
-    }
+    int counts[5];
+    count_draws(p, l, 5, 2000, counts);
     cr_expect_eq(counts[0], 0, "the likeliest was drawn %d times", counts[0]);
     for (int t = 1; t < 5; t++)
         cr_expect_gt(counts[t], 350, "token %d: %d of 2000", t, counts[t]);
-    sampler_destroy(&s);
 }
 
 /* The dynamic temperature over .25 and .75 (normalized entropy 0.811): at
@@ -576,17 +576,11 @@ Test(sampler, dynamic_temperature_follows_the_entropy)
     sampler_params p = sampler_defaults();
     p.temperature = 1.0f;
     p.dynatemp_range = 1.0f;
-    sampler s;
-    errbuf e;
-    cr_assert_eq(sampler_create(&s, &p, 2, &e), 0, "%s", e.msg);
-    int second = 0;
-    for (int i = 0; i < 8000; i++) {
-        float c[2] = {0.0f, logf(3.0f)};
-        second += sampler_sample(&s, c);
-    }
-    cr_expect(second > 8000 * 0.663 - 170 && second < 8000 * 0.663 + 170, "%d of 8000 (.663 expected, .75 at "
-              "a fixed temperature)", second);
-    sampler_destroy(&s);
+    float l[2] = {0.0f, logf(3.0f)};
+    int counts[2];
+    count_draws(p, l, 2, 8000, counts);
+    cr_expect(counts[1] > 8000 * 0.663 - 170 && counts[1] < 8000 * 0.663 + 170,
+              "%d of 8000 (.663 expected, .75 at a fixed temperature)", counts[1]);
 }
 
 /* Mirostat 2 draws only tokens whose surprise is within mu (2 tau to
