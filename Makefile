@@ -2,7 +2,7 @@
 # suite; `make test SANITIZE=1` runs it under ASan+UBSan; `make test-race` drives
 # the threaded paths through a ThreadSanitizer build; `make run` synthesises a
 # small model and generates from it; `make deps` installs the Debian packages
-# (and the npm package the server tests drive the server with).
+# (and the npm packages the server tests drive the server and its chat page with).
 # CUDA: kernels/*.cu are built when nvcc is found; CUDA=0 turns that off.
 
 CC ?= cc
@@ -17,6 +17,8 @@ BUILD := build$(if $(filter 1,$(SANITIZE)),-san,)$(if $(filter thread,$(SANITIZE
 DEPS_APT := build-essential pkg-config liburing-dev libnuma-dev libhwloc-dev liblz4-dev \
             libcjson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev libcriterion-dev \
             clang libclang-rt-14-dev fio xz-utils curl
+# the chat page's tests drive a headless Chromium (its recommends, a desktop's, are not needed)
+DEPS_APT_BROWSER := chromium
 
 # Portable baseline code: the SIMD kernels pick AVX-512/AVX2 at run time.
 OPT := -O2
@@ -115,6 +117,9 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(filter-out tests/fuz
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -MMD -MP -c $< -o $@
+
+# the chat page's bytes are taken in by the assembler (.incbin), unseen by -MMD
+$(BUILD)/server/webui_page.o $(FUZZ_BUILD)/server/webui_page.o: server/webui/index.html
 
 $(FUZZ_BUILD)/libmoetier.a: $(FUZZ_LIB_OBJ)
 	ar rcs $@ $^
@@ -215,14 +220,16 @@ run: $(BUILD)/moetier
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS_APT); \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS_APT) && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS_APT_BROWSER); \
 	else \
 	  echo "make deps needs root to install packages. Run:"; \
 	  echo "  sudo apt-get install -y $(DEPS_APT)"; \
+	  echo "  sudo apt-get install -y --no-install-recommends $(DEPS_APT_BROWSER)"; \
 	  exit 1; \
 	fi
 	@if command -v npm >/dev/null; then npm ci --prefix tests/server --no-audit --no-fund; \
-	else echo "npm not found: the openai-client server tests will be skipped"; fi
+	else echo "npm not found: the client and chat page tests of the server will be skipped"; fi
 
 clean:
 	rm -rf build build-san build-tsan build-gpu-emu build-gpu-emu-san

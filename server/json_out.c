@@ -55,3 +55,15 @@ int json_sse_append(char **out, const char *name, cJSON *data)
     *out = grown;
     return 0;
 }
+
+double json_float(float f)
+{
+    char buf[32];
+    for (int digits = 6; digits < 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f)
+            return d;
+    }
+    return f;   /* (9 digits always read back) */
+}

@@ -10,6 +10,9 @@
 /* A JSON string of text[0..n) with invalid bytes and NUL as U+FFFD (text may
  * be NULL: ""); NULL when out of memory. */
 cJSON *json_clean_string(const char *text, size_t n);
+/* f as the shortest decimal that reads back as f (0.6f is 0.6, not
+ * 0.600000023841858): for settings shown as the user gave them. */
+double json_float(float f);
 /* root printed compactly (malloc'd), root deleted; NULL when out of memory or
  * root is NULL. */
 char *json_print_and_delete(cJSON *root);

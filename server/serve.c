@@ -27,6 +27,7 @@
 #include "responses_request.h"
 #include "serve_internal.h"
 #include "serve_tokens.h"
+#include "webui_page.h"
 
 void serve_options_default(serve_options *o)
 {
@@ -173,6 +174,36 @@ static enum MHD_Result send_error(server *s, struct MHD_Connection *c, int statu
                                   const char *param, const char *code, const char *msg)
 {
     return send_error_as(s, c, API_OPENAI, status, type, param, code, msg);
+}
+
+/* GET / : the chat page (webui_page.h), unless --no-webui. Its policy lets
+ * it run only its own inline script and reach only this server. */
+static enum MHD_Result send_page(server *s, struct MHD_Connection *c, const char *method)
+{
+    if (s->o.no_webui)
+        return send_error(s, c, 404, "invalid_request_error", NULL, "not_found",
+                          "this server's chat page is off (serve --no-webui)");
+    if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+        return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /");
+    size_t len;
+    const char *page = webui_page(&len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)page, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                            "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+                            "frame-ancestors 'none'");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    pthread_mutex_lock(&s->mu);
+    serve_metrics_count_status(&s->metrics, 200);
+    pthread_mutex_unlock(&s->mu);
+    return ret;
 }
 
 static int stream_ready(const void *arg)
@@ -737,14 +768,14 @@ static char *props_body(server *s)
     cJSON_AddNumberToObject(g, "n_ctx", s->ctx);
     cJSON *p = cJSON_AddObjectToObject(g, "params");
     const sampler_params *sp = &s->o.sp;
-    cJSON_AddNumberToObject(p, "temperature", sp->temperature);
+    cJSON_AddNumberToObject(p, "temperature", json_float(sp->temperature));
     cJSON_AddNumberToObject(p, "top_k", sp->top_k);
-    cJSON_AddNumberToObject(p, "top_p", sp->top_p);
-    cJSON_AddNumberToObject(p, "min_p", sp->min_p);
-    cJSON_AddNumberToObject(p, "repeat_penalty", sp->repeat_penalty);
+    cJSON_AddNumberToObject(p, "top_p", json_float(sp->top_p));
+    cJSON_AddNumberToObject(p, "min_p", json_float(sp->min_p));
+    cJSON_AddNumberToObject(p, "repeat_penalty", json_float(sp->repeat_penalty));
     cJSON_AddNumberToObject(p, "repeat_last_n", sp->repeat_last_n);
-    cJSON_AddNumberToObject(p, "presence_penalty", sp->presence_penalty);
-    cJSON_AddNumberToObject(p, "frequency_penalty", sp->frequency_penalty);
+    cJSON_AddNumberToObject(p, "presence_penalty", json_float(sp->presence_penalty));
+    cJSON_AddNumberToObject(p, "frequency_penalty", json_float(sp->frequency_penalty));
     /* llama.cpp's samplers (-1: the context, as a request says it) */
     const struct {
         const char *name;
@@ -757,7 +788,7 @@ static char *props_body(server *s)
                 {"mirostat", sp->mirostat},               {"mirostat_tau", sp->mirostat_tau},
                 {"mirostat_eta", sp->mirostat_eta}};
     for (size_t i = 0; i < sizeof more / sizeof *more; i++)
-        cJSON_AddNumberToObject(p, more[i].name, more[i].v);
+        cJSON_AddNumberToObject(p, more[i].name, json_float((float)more[i].v));
     cJSON *brk = cJSON_AddArrayToObject(p, "dry_sequence_breakers");
     for (int i = 0; brk && i < s->o.n_dry_breakers; i++)
         cJSON_AddItemToArray(brk, cJSON_CreateString(s->o.dry_breakers[i]));
@@ -841,6 +872,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     /* Anthropic's routes answer errors in Anthropic's shape */
     int messages = !strcmp(url, "/v1/messages"), count = !strcmp(url, "/v1/messages/count_tokens");
     oai_api api = messages || count ? API_ANTHROPIC : API_OPENAI;
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html"))   /* (no data: asks for no key) */
+        return send_page(s, c, method);
     if (strcmp(url, "/health") && !key_ok(s, c))
         return send_error_as(s, c, api, 401, "invalid_request_error", NULL, "invalid_api_key",
                              "a valid API key is required: send 'Authorization: Bearer <key>' or "
@@ -1103,6 +1136,9 @@ int serve_run(cli_model *m, const tokenizer *tok, const chat_template *tpl, cons
                 "at most, %d at once with %d positions each)\n", o->host,
                 di ? di->port : (unsigned)o->port, s->model_name, o->max_queue, o->parallel,
                 s->ctx);
+        if (!o->no_webui)
+            fprintf(stderr, "moetier serve: chat in a browser at http://%s:%u/\n", o->host,
+                    di ? di->port : (unsigned)o->port);
         fflush(stderr);
         int sig = stop_signal_wait();
         fprintf(stderr, "moetier serve: %s, stopping (another one ends the process at once)\n",

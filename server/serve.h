@@ -74,6 +74,7 @@ typedef struct serve_options {
      * (core/engine/prompt_cache_disk.h): read at start, written while idle and
      * at a clean stop */
     const char *prompt_cache_dir;
+    int no_webui;               /* --no-webui: GET / is a 404 instead of the chat page */
 } serve_options;
 
 void serve_options_default(serve_options *o);

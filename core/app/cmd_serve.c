@@ -18,7 +18,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: moetier serve -m DIR [--host 127.0.0.1] [--port 8080] [options]\n"
                "  OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions,\n"
                "  POST /v1/responses, GET /v1/models, GET /health, GET /metrics (Prometheus); and\n"
-               "  Anthropic's Messages API: POST /v1/messages, POST /v1/messages/count_tokens.\n"
+               "  Anthropic's Messages API: POST /v1/messages, POST /v1/messages/count_tokens;\n"
+               "  a chat page for a browser at GET /.\n"
                "  Stops on SIGINT/SIGTERM.\n"
                "  -m DIR               checkpoint directory (with its tokenizer)\n"
                "  --host H             address to bind (default 127.0.0.1: this machine only)\n"
@@ -56,6 +57,7 @@ static void usage(FILE *f)
                "                       less; 0: off); an automatic DRAM tier leaves it room\n"
                "  --prompt-cache-dir DIR  keep the prompt cache in DIR across restarts: read at\n"
                "                       start, written while idle and at a clean stop\n"
+               "  --no-webui           no chat page at GET / (a 404 instead)\n"
                "  and the context, tier and sampling options of `moetier run` (sampling options\n"
                "  are defaults; a request's temperature, top_p and seed override them):\n");
     chat_template_flag_usage(f);
@@ -173,6 +175,8 @@ int cmd_serve(int argc, char **argv)
             so.keep_alive = sec;
         } else if (!strcmp(a, "--free-tool-calls")) {
             so.free_tool_calls = 1;
+        } else if (!strcmp(a, "--no-webui")) {
+            so.no_webui = 1;
         } else {
             fprintf(stderr, "moetier serve: unknown option '%s'\n", a);
             usage(stderr);

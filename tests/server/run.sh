@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Server integration tests: the openai-client tests (server_test.mjs and, for
 # the Responses API, responses_test.mjs), the anthropic-client tests
-# (anthropic_test.mjs) and a few
-# raw curl exchanges, on a synthetic k2-tiny model. Called by `make test` with
+# (anthropic_test.mjs), the chat page in a headless Chromium (webui_test.mjs)
+# and a few raw curl exchanges, on a synthetic k2-tiny model. Called by `make test` with
 # MOETIER_BIN and MOETIER_TMP set; every server started here is stopped on exit.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -74,3 +74,12 @@ fi
 node "$here/server_test.mjs" "$bin" "$model"
 node "$here/anthropic_test.mjs" "$bin" "$model"
 node "$here/responses_test.mjs" "$bin" "$model"
+
+# --- the chat page (GET /) in a headless Chromium ---
+chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)}"
+if [ -z "$chromium" ] || [ ! -d "$here/node_modules/playwright-core" ]; then
+  echo "SKIP web page tests: Chromium or tests/server/node_modules/playwright-core is missing" \
+       "(make deps installs both)"
+  exit 0
+fi
+node "$here/webui_test.mjs" "$bin" "$model" "$chromium"

@@ -641,7 +641,7 @@ async function plainServer() {
     assert.equal(typeof props.default_generation_settings.params.temperature, 'number');
     const params = props.default_generation_settings.params;
     assert.deepEqual(params.dry_sequence_breakers, [';'], 'serve --dry-sequence-breaker');
-    assert.ok(Math.abs(params.xtc_threshold - 0.2) < 1e-6, String(params.xtc_threshold));
+    assert.equal(params.xtc_threshold, 0.2, 'settings read as they were given, not as floats\' digits');
     assert.equal(params.mirostat, 0);
     assert.equal(params.dry_penalty_last_n, -1);
     assert.equal(props.modalities.vision, false);

@@ -9,6 +9,7 @@
 
 #include "core/base/json_alloc.h"
 #include "core/text/utf8.h"
+#include "server/json_out.h"
 #include "server/llama_request.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
@@ -550,6 +551,33 @@ Test(server_response, utf8_cleaning_replaces_invalid_bytes_only)
         char *s = utf8_clean(cases[i].in, cases[i].n);
         cr_assert_str_eq(s, cases[i].want, "case %zu", i);
         free(s);
+    }
+}
+
+/* json_float: a setting's float printed as the user wrote it, and always
+ * read back as that float */
+Test(server_response, floats_print_as_their_shortest_decimal)
+{
+    struct { float f; const char *want; } cases[] = {
+        {0.6f, "0.6"}, {0.1f, "0.1"}, {0.95f, "0.95"}, {1.75f, "1.75"}, {3.0f, "3"}, {-1.0f, "-1"},
+        {1e-7f, "1e-07"}, {16777217.0f, "16777216"}, {0.0f, "0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        cJSON *n = cJSON_CreateNumber(json_float(cases[i].f));
+        char *text = cJSON_PrintUnformatted(n);
+        cr_assert_str_eq(text, cases[i].want, "case %zu", i);
+        free(text);
+        cJSON_Delete(n);
+    }
+    uint64_t rng = 7;
+    for (int i = 0; i < 200000; i++) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t bits = (uint32_t)(rng >> 32);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        if (!isfinite(f))
+            continue;
+        cr_assert_eq((float)json_float(f), f, "0x%08x does not read back", bits);
     }
 }
 

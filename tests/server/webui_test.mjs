@@ -1,0 +1,279 @@
+// The chat page (GET /, server/webui/index.html) driven in a headless Chromium
+// through playwright-core: what it sends is compared with the same requests
+// sent directly, and what it keeps with what it was given.
+//
+// usage: node webui_test.mjs MOETIER_BIN MODEL_DIR CHROMIUM
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import { check, fail, finish, startServer, stopServer, user } from './harness.mjs';
+
+const executablePath = process.argv[4];
+// (root, as CI runs, has no user namespaces for Chromium's sandbox)
+const browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
+
+async function chatDirect(srv, body, key) {
+  const headers = { 'content-type': 'application/json' };
+  if (key) headers.authorization = `Bearer ${key}`;
+  const res = await fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', headers, body: JSON.stringify(body) });
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  return JSON.parse(text);
+}
+
+async function openPage(srv) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // (a refused request is logged by the browser as a failed load: not the page's error)
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/^Failed to load resource/.test(m.text())) errors.push(m.text());
+  });
+  await page.goto(srv.url + '/');
+  return { page, context, errors };
+}
+
+async function setSettings(page, fields) {
+  await page.click('#open-settings');
+  for (const [id, value] of Object.entries(fields)) {
+    if (id === 's-thinking') await page.selectOption('#' + id, value);
+    else await page.fill('#' + id, value);
+  }
+  await page.click('#settings-form button[type=submit]');
+}
+
+// sends text from the composer and waits for the answer to end
+async function send(page, text) {
+  await page.fill('#input', text);
+  await page.press('#input', 'Enter');
+  await waitIdle(page);
+}
+
+async function waitIdle(page) {
+  await page.waitForSelector('#stop', { state: 'hidden' });
+  await page.waitForSelector('#send', { state: 'visible' });
+}
+
+const stored = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('moetier.conversations')));
+
+// what the page stores of an answer, against the API's message
+function sameAnswer(kept, api) {
+  assert.equal(kept.content, api.choices[0].message.content ?? '');
+  assert.equal(kept.reasoning ?? '', api.choices[0].message.reasoning_content ?? '');
+  assert.equal(kept.stats.completion_tokens, api.usage.completion_tokens);
+  assert.equal(kept.stats.prompt_tokens, api.usage.prompt_tokens);
+}
+
+async function plainServer() {
+  const srv = await startServer([]);
+  const { page, context, errors } = await openPage(srv);
+
+  await check('GET / is the chat page, which names the served model', async () => {
+    const res = await fetch(srv.url + '/');
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type'), /^text\/html/);
+    assert.match(res.headers.get('content-security-policy'), /connect-src 'self'/);
+    assert.match(await res.text(), /<title>moetier<\/title>/);
+    await page.waitForFunction(() => document.getElementById('model').textContent === 'tiny');
+    assert.equal((await fetch(srv.url + '/', { method: 'POST' })).status, 405);
+  });
+
+  const settings = { 's-temperature': '0', 's-max_tokens': '12' };
+  await check('an answer streamed into the page is the answer the API gives', async () => {
+    await setSettings(page, settings);
+    await send(page, 'Hello there');
+    const convs = await stored(page);
+    assert.equal(convs.length, 1);
+    assert.equal(convs[0].title, 'Hello there');
+    const [u, a] = convs[0].messages;
+    assert.deepEqual([u.role, u.content, a.role], ['user', 'Hello there', 'assistant']);
+    const api = await chatDirect(srv, { messages: user('Hello there'), temperature: 0, max_tokens: 12 });
+    sameAnswer(a, api);
+    assert.ok(a.done && !a.error && !a.stopped);
+    const meta = await page.textContent('#messages .msg.assistant .stats');
+    assert.match(meta, new RegExp(`^${api.usage.completion_tokens} tokens`));
+    if (api.choices[0].finish_reason === 'length') assert.match(meta, /cut at the token limit/);
+  });
+
+  await check('a second turn sends the conversation, reasoning included', async () => {
+    const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
+    await send(page, 'And then?');
+    const msgs = (await stored(page))[0].messages;
+    assert.equal(msgs.length, 4);
+    assert.ok(msgs[1].reasoning, 'the first answer has reasoning (the check below needs it)');
+    const history = [{ role: 'user', content: 'Hello there' },
+                     { role: 'assistant', content: msgs[1].content, reasoning_content: msgs[1].reasoning },
+                     { role: 'user', content: 'And then?' }];
+    const body = (await sent).postDataJSON();
+    assert.deepEqual(body.messages, history);
+    assert.deepEqual([body.temperature, body.max_tokens, body.stream], [0, 12, true]);
+    assert.ok(!('top_p' in body), 'a setting left empty is not sent');
+    sameAnswer(msgs[3], await chatDirect(srv, { messages: history, temperature: 0, max_tokens: 12 }));
+  });
+
+  await check('a reload shows the kept conversation; Regenerate makes the same greedy answer', async () => {
+    const before = (await stored(page))[0].messages;
+    await page.reload();
+    await page.waitForSelector('#conversations li.current');
+    assert.equal(await page.textContent('#conversations li.current button.open'), 'Hello there');
+    assert.equal(await page.locator('#messages .msg.user').count(), 2);
+    await page.click('#messages .msg.assistant >> nth=1 >> button:has-text("Regenerate")');
+    await waitIdle(page);
+    const after = (await stored(page))[0].messages;
+    assert.equal(after.length, 4);
+    assert.equal(after[3].content, before[3].content);
+    assert.equal(after[3].reasoning, before[3].reasoning);
+  });
+
+  await check('Edit sends the changed message in place of it and what followed', async () => {
+    await page.click('#messages .msg.user >> nth=0 >> button:has-text("Edit")');
+    await page.fill('#messages .editor textarea', 'Hi');
+    await page.click('#messages .editor button:has-text("Send")');
+    await waitIdle(page);
+    const msgs = (await stored(page))[0].messages;
+    assert.equal(msgs.length, 2);
+    assert.equal(msgs[0].content, 'Hi');
+    sameAnswer(msgs[1], await chatDirect(srv, { messages: user('Hi'), temperature: 0, max_tokens: 12 }));
+  });
+
+  await check('the settings reach the request: a refused value is shown in the answer', async () => {
+    await page.click('#new-chat');
+    await setSettings(page, { 's-temperature': '7' });
+    await send(page, 'Hot');
+    const convs = await stored(page), last = convs.find((c) => c.title === 'Hot').messages[1];
+    assert.match(last.error, /temperature/);
+    assert.match(await page.textContent('#messages .msg.assistant .error'), /temperature/);
+    assert.equal(convs.length, 2, 'a new chat is a conversation of its own');
+  });
+
+  await check('Stop ends the answer; what came stays, and the server takes the next request', async () => {
+    const long = { messages: user('Hello there'), temperature: 0, max_tokens: 3000 };
+    const full = await chatDirect(srv, long);
+    const fullText = (full.choices[0].message.reasoning_content ?? '') + full.choices[0].message.content;
+    // (a long answer, about a second of this model's: still running when stopped)
+    assert.ok(full.usage.completion_tokens >= 1000, `the greedy answer has ${full.usage.completion_tokens} tokens`);
+    await page.click('#new-chat');
+    await setSettings(page, { 's-temperature': '0', 's-max_tokens': '3000' });
+    await page.fill('#input', 'Hello there');
+    await page.press('#input', 'Enter');
+    await page.waitForFunction(() => /\S/.test(document.querySelector('#messages .msg.assistant').textContent));
+    await page.click('#stop');
+    await waitIdle(page);
+    const convs = await stored(page), a = convs[convs.length - 1].messages[1];
+    assert.ok(a.stopped && !a.error, JSON.stringify(a));
+    const kept = (a.reasoning ?? '') + a.content;
+    assert.ok(kept.length > 0 && kept.length < fullText.length, `kept ${kept.length} of ${fullText.length}`);
+    assert.ok(fullText.startsWith(kept));
+    assert.match(await page.textContent('#messages .msg.assistant .stats'), /stopped/);
+    const next = await chatDirect(srv, { messages: user('Hi'), temperature: 0, max_tokens: 2 });
+    assert.equal(next.usage.completion_tokens, 2);
+  });
+
+  await check('Markdown: the tags it writes and no others', async () => {
+    const out = await page.evaluate(() => {
+      const render = (md) => {
+        const d = document.createElement('div');
+        d.innerHTML = renderMarkdown(md);
+        document.body.append(d);
+        return d;
+      };
+      window.__xss = 0;
+      const bad = render('<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>\n' +
+                         '[a](javascript:window.__xss=3) **<b>x</b>**');
+      const code = render('Before\n```js\nconst a = "<b>" && 1;\n\n```\nafter');
+      const inline = render('**bold**, *it*, ~~gone~~ and `x<y` in [docs](https://example.com/a?b=1&c=2)');
+      const blocks = render('# Title\n\n- a\n- b\n\n3. x\n4. y\n\n> quoted *words*\n\n---\nend');
+      const open = render('```\nstill streaming <i>');
+      return {
+        badTags: [...bad.querySelectorAll('*')].map((e) => e.tagName),
+        badText: bad.textContent,
+        codeLang: code.querySelector('.code-bar span').textContent,
+        codeText: code.querySelector('pre code').textContent,
+        paras: [...code.querySelectorAll('p')].map((p) => p.textContent),
+        strong: inline.querySelector('strong').textContent,
+        em: inline.querySelector('em').textContent,
+        del: inline.querySelector('del').textContent,
+        code: inline.querySelector('code').textContent,
+        href: inline.querySelector('a').getAttribute('href'),
+        rel: inline.querySelector('a').rel,
+        h1: blocks.querySelector('h1').textContent,
+        ul: [...blocks.querySelectorAll('ul li')].map((e) => e.textContent),
+        ol: [...blocks.querySelectorAll('ol li')].map((e) => e.textContent),
+        olStart: blocks.querySelector('ol').getAttribute('start'),
+        quote: blocks.querySelector('blockquote em').textContent,
+        hr: blocks.querySelectorAll('hr').length,
+        openCode: open.querySelector('pre code').textContent,
+      };
+    });
+    await page.waitForTimeout(100);
+    assert.equal(await page.evaluate(() => window.__xss), 0, 'text of an answer ran as script');
+    assert.deepEqual(out.badTags, ['P', 'BR', 'STRONG']);
+    assert.equal(out.badText,
+                 '<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>[a](javascript:window.__xss=3) <b>x</b>');
+    assert.equal(out.codeLang, 'js');
+    assert.equal(out.codeText, 'const a = "<b>" && 1;\n');
+    assert.deepEqual(out.paras, ['Before', 'after']);
+    assert.deepEqual([out.strong, out.em, out.del, out.code], ['bold', 'it', 'gone', 'x<y']);
+    assert.equal(out.href, 'https://example.com/a?b=1&c=2');
+    assert.equal(out.rel, 'noopener noreferrer');
+    assert.equal(out.h1, 'Title');
+    assert.deepEqual(out.ul, ['a', 'b']);
+    assert.deepEqual(out.ol, ['x', 'y']);
+    assert.equal(out.olStart, '3');
+    assert.equal(out.quote, 'words');
+    assert.equal(out.hr, 1);
+    assert.equal(out.openCode, 'still streaming <i>');
+  });
+
+  await check('Delete removes a conversation from the list and the browser', async () => {
+    const before = (await stored(page)).length;
+    page.once('dialog', (d) => d.accept());
+    await page.click('#conversations li.current button.link');
+    assert.equal((await stored(page)).length, before - 1);
+    assert.equal(await page.locator('#conversations li').count(), before - 1);
+  });
+
+  await check('the page ran without script errors', async () => {
+    assert.deepEqual(errors, []);
+  });
+  await context.close();
+  await stopServer(srv);
+}
+
+async function keyedServer() {
+  const srv = await startServer(['--api-key', 'sesame']);
+  const { page, context } = await openPage(srv);
+  await check('with --api-key the page loads, asks for the key, and works once it is set', async () => {
+    await page.waitForSelector('#notice:not([hidden])');
+    assert.match(await page.textContent('#notice'), /API key/);
+    await send(page, 'Hello there');
+    assert.match((await stored(page))[0].messages[1].error, /API key/);
+    await setSettings(page, { 's-api-key': 'sesame', 's-temperature': '0', 's-max_tokens': '4' });
+    await page.waitForFunction(() => document.getElementById('model').textContent === 'tiny');
+    assert.equal(await page.isHidden('#notice'), true);
+    await page.click('#messages .msg.assistant >> button:has-text("Regenerate")');
+    await waitIdle(page);
+    const a = (await stored(page))[0].messages[1];
+    assert.ok(!a.error, a.error);
+    sameAnswer(a, await chatDirect(srv, { messages: user('Hello there'), temperature: 0, max_tokens: 4 }, 'sesame'));
+  });
+  await context.close();
+  await stopServer(srv);
+}
+
+async function noPage() {
+  const srv = await startServer(['--no-webui']);
+  await check('--no-webui: GET / is a 404 saying so', async () => {
+    const res = await fetch(srv.url + '/');
+    assert.equal(res.status, 404);
+    assert.match((await res.json()).error.message, /--no-webui/);
+    assert.ok(!/chat in a browser/.test(srv.log));
+  });
+  await stopServer(srv);
+}
+
+try { await plainServer(); } catch (e) { fail(e); }
+try { await keyedServer(); } catch (e) { fail(e); }
+try { await noPage(); } catch (e) { fail(e); }
+await browser.close();
+finish('web page tests');
