@@ -16,26 +16,16 @@ static const char *const same[] = {"temperature",      "top_k",      "top_p",   
                                    "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
                                    "xtc_probability",  "xtc_threshold", "top_n_sigma",    "typical_p",
                                    "dynatemp_range",   "dynatemp_exponent", "mirostat",    "mirostat_tau",
-                                   "mirostat_eta",     "post_sampling_probs"};
+                                   "mirostat_eta",     "post_sampling_probs", "n_indent",
+                                   "t_max_predict_ms"};
 
-/* A sampler or feature moetier does not have, asked for: refused (the value
- * that asks for nothing, or false, passes). */
-static int refuse_unless(const cJSON *root, const char *name, double nothing, const char *what,
-                         oai_error *err)
-{
-    const cJSON *v = chat_body_field(root, name);
-    if (!v || (cJSON_IsNumber(v) && v->valuedouble == nothing) || cJSON_IsFalse(v))
-        return 0;
-    return oai_bad(err, name, "'%s' is not supported by this server (%s)", name, what);
-}
-
-static int refuse_samplers(const cJSON *root, oai_error *err)
+/* LoRA adapters, asked for: refused (none are loaded; an empty list passes) */
+static int refuse_lora(const cJSON *root, oai_error *err)
 {
     const cJSON *lora = chat_body_field(root, "lora");
     if (lora && !(cJSON_IsArray(lora) && !cJSON_GetArraySize(lora)))
         return oai_bad(err, "lora", "'lora' is not supported by this server (no adapters are loaded)");
-    return refuse_unless(root, "n_indent", 0, "no indentation rule", err) ||
-           refuse_unless(root, "t_max_predict_ms", 0, "no time limit: use n_predict", err);
+    return 0;
 }
 
 /* A token id written as JSON (a number) or as an object key (digits). */
@@ -121,7 +111,7 @@ static int translate(const cJSON *root, cJSON *out, oai_error *err)
         return oai_bad(err, "logit_bias", "'logit_bias' must be an object or a list of [id, bias] pairs");
     if (lb && translate_bias(lb, out, err))
         return -1;
-    return refuse_samplers(root, err);
+    return refuse_lora(root, err);
 }
 
 int llama_request_parse(const char *body, size_t len, const chat_options *defaults, oai_request *r,

@@ -179,6 +179,20 @@ static int parse_llama_samplers(oai_request *r, oai_error *err)
     return 0;
 }
 
+/* llama.cpp's limits meant for code completion, on the answer's text (not
+ * its reasoning): n_indent, the least indentation of its lines after the
+ * first; t_max_predict_ms, a time limit once it holds a line break. */
+static int parse_llama_limits(oai_request *r, oai_error *err)
+{
+    double v;
+    int present;
+    if (opt_int(r->root, "n_indent", 0, 1 << 20, &r->n_indent, &present, err) ||
+        opt_number(r->root, "t_max_predict_ms", 0, 1e12, &v, &present, err))
+        return -1;
+    r->t_max_predict_ms = present ? v : 0;
+    return 0;
+}
+
 /* Sampling fields beyond OpenAI's, as vLLM and llama.cpp take them. */
 static int parse_sampling_extensions(oai_request *r, oai_error *err)
 {
@@ -211,7 +225,7 @@ static int parse_sampling_extensions(oai_request *r, oai_error *err)
         if (present)
             r->repeat_penalty = (float)v;
     }
-    return parse_llama_samplers(r, err) || parse_vllm_ends(r, err);
+    return parse_llama_samplers(r, err) || parse_llama_limits(r, err) || parse_vllm_ends(r, err);
 }
 
 /* A field whose effect this server does not have is refused unless absent,

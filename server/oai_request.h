@@ -29,7 +29,8 @@
  * llama.cpp's DRY (dry_multiplier >= 0, dry_base >= 1, dry_allowed_length, dry_penalty_last_n
  * (-1: the context), dry_sequence_breakers), top_n_sigma, XTC (xtc_probability,
  * xtc_threshold in [0, 1]), typical_p, dynatemp_range and dynatemp_exponent, and Mirostat
- * (mirostat 0-2, mirostat_tau, mirostat_eta);
+ * (mirostat 0-2, mirostat_tau, mirostat_eta), and its code completion limits n_indent and
+ * t_max_predict_ms;
  * vLLM's ends (stop_token_ids, min_tokens, ignore_eos), guided decoding,
  * truncate_prompt_tokens, skip_special_tokens and prompt_logprobs (0 to 20 alternatives; not
  * streamed, one choice).
@@ -148,6 +149,10 @@ typedef struct oai_request {
     float typical_p, dynatemp_range, dynatemp_exponent, mirostat_tau, mirostat_eta;
     int mirostat;
     dry_breakers dry;           /* dry_breakers' tokens (made with the vocabulary, serve_job.c) */
+    int n_indent;               /* llama.cpp's: a line of the answer after its first, indented by
+                                 * fewer spaces or tabs, ends it before its text; 0: no rule */
+    double t_max_predict_ms;    /* llama.cpp's: once the answer holds a line break, it ends when
+                                 * this long has passed since its first token; 0: no limit */
     int truncate_prompt;        /* vLLM's truncate_prompt_tokens: the prompt's last this many
                                  * tokens are kept; -1: as many as the server takes; 0: all */
     chat_options copt;          /* thinking etc.; starts from the server's defaults */

@@ -611,6 +611,10 @@ struct slot_run {
     reasoning_gate gate;        /* inside a reasoning (gate.reasoning): a schema or a forced
                                  * call waits for its end; its tokens are counted and held to
                                  * its budget */
+    int indent;                 /* n_indent: the current line's indentation so far; -1 on the
+                                 * answer's first line, or once the line's text began */
+    int new_line;               /* t_max_predict_ms: the answer's text holds a line break */
+    double t_answer;            /* when the current choice's first token came */
     int think_tokens;           /* the reasoning's tokens so far */
     int reasoning_generated;    /* all choices' reasoning tokens */
     token_list close;           /* its budget spent: the tokens that end it, forced */
@@ -716,6 +720,8 @@ static int choice_begin(server *s, slot_run *r, int c)
         tool_force_restart(j->req.force);
     reasoning_gate_init(&r->gate, j->req.kind == OAI_CHAT ? j->reasoning : REASONING_CLOSED, s->think_begin);
     r->think_tokens = 0;
+    r->indent = -1;
+    r->new_line = 0;
     r->close.n = 0;
     r->close_at = 0;
     r->choice = c;
@@ -878,6 +884,29 @@ static int reasoning_over_budget(server *s, slot_run *r)
 /* The logits of the slot's last token are in r->logits: the next token is
  * sampled, passed on to the client, and either kept in r->next for the next
  * step (returns 1) or the answer is complete (0, r->finish says why). */
+/* llama.cpp's n_indent on the answer's text p[0, *n): a line after the first
+ * whose text starts indented by fewer than `least` spaces or tabs ends the
+ * answer before that text (its line break and indentation stay, as llama.cpp
+ * leaves them): *n is cut there, and 1 returned. */
+static int indent_ends(slot_run *r, int least, const char *p, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (p[i] == '\n') {
+            r->indent = 0;
+        } else if (r->indent < 0) {
+            continue;
+        } else if (p[i] == ' ' || p[i] == '\t') {
+            r->indent++;
+        } else if (r->indent < least) {
+            *n = i;
+            return 1;
+        } else {
+            r->indent = -1;
+        }
+    }
+    return 0;
+}
+
 static int next_token(server *s, slot_run *r)
 {
     job *j = r->j;
@@ -950,6 +979,8 @@ static int next_token(server *s, slot_run *r)
     sampler_accept_output(&r->smp, next);
     if (!r->t_first)
         r->t_first = now_seconds();
+    if (!r->k)
+        r->t_answer = now_seconds();
     if (is_stop_id(s, next)) {
         r->finish = "stop";
         return 0;
@@ -995,6 +1026,10 @@ static int next_token(server *s, slot_run *r)
         answer_id(r->a, next);
     if (bytes && !shown_special(s, j, next, bytes, bn))
         bytes = NULL, bn = 0;
+    /* llama.cpp's limits for code completion, on the answer's text */
+    int text = bytes && part == GATE_ANSWER;
+    int cut = text && j->req.n_indent > 0 && indent_ends(r, j->req.n_indent, bytes, &bn);
+    r->new_line |= text && memchr(bytes, '\n', bn) != NULL;
     const char *rel;
     size_t rel_len;
     /* vLLM's min_tokens: a stop string ends the answer once it has that many
@@ -1008,6 +1043,9 @@ static int next_token(server *s, slot_run *r)
         r->finish = "stop";
         return 0;
     }
+    if (cut || (j->req.t_max_predict_ms > 0 && r->new_line &&
+                (now_seconds() - r->t_answer) * 1e3 > j->req.t_max_predict_ms))
+        return 0;   /* (finish "length": llama.cpp's stop_type "limit") */
     if (++r->k == r->max_new)
         return 0;
     r->next = next;

@@ -960,6 +960,52 @@ async function autoCallServers() {
   await stopServer(free);
 }
 
+// llama.cpp's limits for code completion, on a forced answer: 40 words, then
+// lines indented by 4, 8, a tab, 2 and 0
+const CODE_WORDS = 'word '.repeat(40);
+const CODE = CODE_WORDS + '\n    def f(x):\n        if x:\n\treturn 1\n  y = 2\nprint(f(1))\n';
+async function codeServer() {
+  const srv = await startServer(['--no-think'], { MOETIER_SERVE_FORCE_PREFIX: CODE });
+  const native = async (body) => {
+    const r = await fetch(srv.url + '/completion', { method: 'POST', body: JSON.stringify(body) });
+    const text = await r.text();
+    assert.equal(r.status, 200, text);
+    return JSON.parse(text);
+  };
+  await check('n_indent: a line indented less ends the answer before its text (llama.cpp\'s rule)', async () => {
+    const cases = [[4, CODE.slice(0, CODE.indexOf('\treturn') + 1)],
+                   [2, CODE.slice(0, CODE.indexOf('\treturn') + 1)],
+                   [1, CODE.slice(0, CODE.indexOf('print'))]];
+    for (const [n_indent, want] of cases) {
+      const o = await native({ prompt: 'code:', n_predict: 200, n_indent, ignore_eos: true });
+      assert.equal(o.content, want, `n_indent ${n_indent}`);
+      assert.equal(o.stop_type, 'limit');
+      // streamed, the same text; and the OpenAI route takes it too
+      const r = await fetch(srv.url + '/completion', { method: 'POST',
+        body: JSON.stringify({ prompt: 'code:', n_predict: 200, n_indent, ignore_eos: true, stream: true }) });
+      const events = (await r.text()).split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)));
+      assert.equal(events.map((e) => e.content).join(''), want);
+      const v1 = await (await fetch(srv.url + '/v1/completions', { method: 'POST',
+        body: JSON.stringify({ prompt: 'code:', max_tokens: 200, n_indent, ignore_eos: true }) })).json();
+      assert.equal(v1.choices[0].text, want);
+      assert.equal(v1.choices[0].finish_reason, 'length');
+    }
+    const o = await native({ prompt: 'code:', n_predict: 30, ignore_eos: true });
+    assert.ok(CODE.startsWith(o.content) && o.tokens_predicted === 30, 'without n_indent the forced text runs on');
+  });
+  await check('t_max_predict_ms: the answer ends at the time limit only once it holds a line break', async () => {
+    const o = await native({ prompt: 'code:', n_predict: 2000, t_max_predict_ms: 1, ignore_eos: true });
+    assert.equal(o.stop_type, 'limit');
+    assert.ok(o.content.startsWith(CODE_WORDS), 'the 40 words before the line break are not cut (' +
+      JSON.stringify(o.content) + ')');
+    // (more than 1 ms passed before the line break: the token holding it ends the answer)
+    assert.ok(o.content.includes('\n') && o.content.length < CODE_WORDS.length + 20, JSON.stringify(o.content));
+    const slow = await native({ prompt: 'code:', n_predict: 60, t_max_predict_ms: 600000, ignore_eos: true });
+    assert.equal(slow.tokens_predicted, 60, 'a limit not reached leaves n_predict');
+  });
+  await stopServer(srv);
+}
+
 async function guardedServer() {
   const srv = await startServer(['--api-key', 'sesame', '--max-queue', '1', '--no-think'],
     { MOETIER_SERVE_FORCE_TEXT: 'word '.repeat(400) });
@@ -1773,6 +1819,7 @@ try {
   await reasoningServer();
   await autoCallServers();
   await guardedServer();
+  await codeServer();
   await stoppingServer();
 } catch (e) {
   fail(e);

@@ -394,6 +394,12 @@ Test(server_request, llama_completion_translated)
     cr_expect(r.mirostat == 2 && r.mirostat_tau == 4 && r.mirostat_eta == 0.2f && r.typical_p == 0.9f);
     cr_expect(r.dynatemp_range == 0.5f && r.dynatemp_exponent == 2);
     oai_request_free(&r);
+    /* llama.cpp's code completion limits */
+    body = "{\"prompt\": \"a\", \"n_indent\": 4, \"t_max_predict_ms\": 250}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect_eq(r.n_indent, 4);
+    cr_expect_eq(r.t_max_predict_ms, 250);
+    oai_request_free(&r);
     /* a list of prompts, text or ids: a batch of them, each answered */
     body = "{\"prompt\": [\"a\", [1, 2], \"b\"], \"n_predict\": 2}";
     cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
@@ -408,7 +414,10 @@ Test(server_request, llama_completion_translated)
                {"{\"prompt\": \"a\", \"xtc_probability\": 1.5}", "xtc_probability"},
                {"{\"prompt\": \"a\", \"typical_p\": 1.5}", "typical_p"},
                {"{\"prompt\": \"a\", \"mirostat\": 3}", "mirostat"},
-               {"{\"prompt\": \"a\", \"n_indent\": 4}", "n_indent"},
+               {"{\"prompt\": \"a\", \"n_indent\": -1}", "n_indent"},
+               {"{\"prompt\": \"a\", \"n_indent\": 1.5}", "n_indent"},
+               {"{\"prompt\": \"a\", \"t_max_predict_ms\": -5}", "t_max_predict_ms"},
+               {"{\"prompt\": \"a\", \"t_max_predict_ms\": \"1s\"}", "t_max_predict_ms"},
                {"{\"prompt\": \"a\", \"dry_sequence_breakers\": \"\\n\"}", "dry_sequence_breakers"},
                {"{\"prompt\": \"a\", \"post_sampling_probs\": 1}", "post_sampling_probs"},
                {"{\"prompt\": \"a\", \"lora\": [{\"id\": 0}]}", "lora"}};
