@@ -4,6 +4,7 @@
 //
 // usage: node webui_test.mjs MOETIER_BIN MODEL_DIR CHROMIUM
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { check, fail, finish, startServer, stopServer, user } from './harness.mjs';
 
@@ -171,10 +172,15 @@ async function plainServer() {
 
   await check('Markdown: the tags it writes and no others', async () => {
     const out = await page.evaluate(() => {
+      // (in the page, so that markup would load and run, but hidden: nothing covers the page)
+      const box = document.createElement('div');
+      box.id = 'markdown-check';
+      box.hidden = true;
+      document.body.append(box);
       const render = (md) => {
         const d = document.createElement('div');
         d.innerHTML = renderMarkdown(md);
-        document.body.append(d);
+        box.append(d);
         return d;
       };
       window.__xss = 0;
@@ -207,6 +213,7 @@ async function plainServer() {
     });
     await page.waitForTimeout(100);
     assert.equal(await page.evaluate(() => window.__xss), 0, 'text of an answer ran as script');
+    await page.evaluate(() => document.getElementById('markdown-check').remove());
     assert.deepEqual(out.badTags, ['P', 'BR', 'STRONG']);
     assert.equal(out.badText,
                  '<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>[a](javascript:window.__xss=3) <b>x</b>');
@@ -223,6 +230,29 @@ async function plainServer() {
     assert.equal(out.quote, 'words');
     assert.equal(out.hr, 1);
     assert.equal(out.openCode, 'still streaming <i>');
+  });
+
+  await check('Export downloads a conversation that Import adds back; a bad file is refused', async () => {
+    const before = await stored(page);
+    const shown = before.find((c) => c.id === (before.length && before.reduce((a, b) => (a.updated > b.updated ? a : b)).id));
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+    const file = await download.path();
+    const exported = JSON.parse(readFileSync(file, 'utf8'));
+    assert.deepEqual(exported.messages, shown.messages);
+    await page.setInputFiles('#import-file', file);
+    const after = await stored(page);
+    assert.equal(after.length, before.length + 1);
+    const added = after[after.length - 1];
+    assert.notEqual(added.id, shown.id);
+    assert.equal(added.title, shown.title);
+    assert.deepEqual(added.messages, shown.messages.map((m) => (m.role === 'assistant' ? { ...m, done: true } : m)));
+    await page.setInputFiles('#import-file', { name: 'bad.json', mimeType: 'application/json',
+      buffer: Buffer.from(JSON.stringify({ messages: [{ role: 'tool', content: 'x' }] })) });
+    assert.match(await page.textContent('#notice'), /Not imported: message 0 .*bad\.json/);
+    await page.setInputFiles('#import-file', { name: 'torn.json', mimeType: 'application/json',
+      buffer: Buffer.from('{"messages": [') });
+    assert.match(await page.textContent('#notice'), /not JSON/);
+    assert.equal((await stored(page)).length, after.length, 'a refused file changes nothing');
   });
 
   await check('Delete removes a conversation from the list and the browser', async () => {
