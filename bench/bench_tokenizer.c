@@ -1,4 +1,5 @@
-/* bench_tokenizer: single-thread encode throughput of the Kimi tokenizer on a
+/* bench_tokenizer [FIXTURES [TOKENIZER]]: single-thread encode throughput of
+ * the Kimi tokenizer (or the one in TOKENIZER: a tokenizer.json's) on a
  * mixed multilingual corpus (every text of the encode fixtures: English, code,
  * Chinese, Japanese, Korean, Cyrillic, Arabic, emoji, JSON, long texts),
  * repeated to about 8 MB. The yardstick, measured in the same run on the same
@@ -62,7 +63,7 @@ int main(int argc, char **argv)
         }
     }
     tokenizer tok;
-    if (tokenizer_load(&tok, dir, &e)) {
+    if (tokenizer_load(&tok, argc > 2 ? argv[2] : dir, &e)) {
         fprintf(stderr, "bench_tokenizer: %s\n", e.msg);
         return 1;
     }
@@ -85,10 +86,11 @@ int main(int argc, char **argv)
         token_list_free(&l);
     }
     double mb = (double)n / 1e6;
-    printf("{\"bench\": \"tokenizer_encode\", \"threads\": 1, \"bytes\": %zu, \"tokens\": %zu, "
+    printf("{\"bench\": \"tokenizer_encode\", \"tokenizer\": \"%s\", \"threads\": 1, \"bytes\": %zu, "
+           "\"tokens\": %zu, "
            "\"pieces\": %zu, \"encode_mb_per_s\": %.2f, \"presplit_mb_per_s\": %.2f, "
            "\"ratio\": %.3f, \"tokens_per_s\": %.0f}\n",
-           n, n_ids, n_pieces, mb / best_enc, mb / best_split, best_split / best_enc,
+           tok.kind == TOKENIZER_TIKTOKEN ? "tiktoken" : "tokenizer.json", n, n_ids, n_pieces, mb / best_enc, mb / best_split, best_split / best_enc,
            (double)n_ids / best_enc);
     tokenizer_free(&tok);
     free(corpus);

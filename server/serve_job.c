@@ -485,7 +485,9 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         } else {
             len = strlen(p);
         }
-        rc = tokenizer_encode(s->tok, p, len, TOK_ALLOW_SPECIAL, ids, &e);
+        /* (a chat template writes its own start; a raw prompt gets the tokenizer's) */
+        rc = (j->req.kind == OAI_CHAT ? tokenizer_encode : tokenizer_encode_prompt)(s->tok, p, len,
+                                                                                 TOK_ALLOW_SPECIAL, ids, &e);
         free(text);
     }
     if (rc)

@@ -684,6 +684,7 @@ static int is_model_input(const char *name)
     size_t n = strlen(name);
     return !strcmp(name, "config.json") || !strcmp(name, "model.safetensors.index.json") ||
            (n > 12 && !strcmp(name + n - 12, ".safetensors")) || !strcmp(name, "tiktoken.model") ||
+           !strcmp(name, "tokenizer.json") ||
            !strcmp(name, "tokenizer_config.json") || !strcmp(name, "chat_template.jinja");
 }
 

@@ -78,7 +78,7 @@ static int encode_prompt(const tokenizer *tok, const char *dir, const char *temp
         *start = chat_prompt_reasoning(text, text_len);
         if (*start == REASONING_MODEL)
             *start = REASONING_CLOSED;
-        return tokenizer_encode(tok, text, text_len, TOK_ALLOW_SPECIAL, out, e);
+        return tokenizer_encode_prompt(tok, text, text_len, TOK_ALLOW_SPECIAL, out, e);
     }
     /* a message is a JSON string: a NUL would silently end it */
     const char *nul = memchr(text, 0, text_len);

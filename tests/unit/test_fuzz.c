@@ -38,6 +38,7 @@ static void run_target(const char *target, const char *corpus, int mutations)
 Test(fuzz, safetensors_parser) { run_target("fuzz_safetensors", "safetensors", 20000); }
 Test(fuzz, config_parser) { run_target("fuzz_config", "config", 5000); }
 Test(fuzz, tokenizer_loader) { run_target("fuzz_tokenizer_load", "tokenizer_load", 3000); }
+Test(fuzz, tokenizer_json_reader) { run_target("fuzz_tokenizer_json", "tokenizer_json", 2000); }
 Test(fuzz, tokenize_roundtrip) { run_target("fuzz_tokenize", "tokenize", 5000); }
 Test(fuzz, chat_render_and_tool_calls) { run_target("fuzz_chat", "chat", 3000); }
 Test(fuzz, chat_template_engine) { run_target("fuzz_jinja", "jinja", 5000); }

