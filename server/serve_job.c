@@ -217,9 +217,10 @@ static void answer_logprobs(answer *a, const vocab *v, int id, const step_logpro
     oai_logprob_step *o = push_logprobs(&a->lp, &a->n_lp, v, id, st);
     if (!o)
         return;
-    /* characters: the bytes that begin one (invalid ones become one each) */
+    /* characters: the bytes that begin one (invalid ones become one each); a
+     * special token is no text (a prompt's bos) unless the answer shows them */
     o->text_offset = a->text_chars;
-    for (size_t i = 0; i < o->chosen.len; i++)
+    for (size_t i = 0; i < o->chosen.len && (!vocab_is_special(v, id) || a->j->req.keep_special); i++)
         a->text_chars += ((unsigned char)o->chosen.bytes[i] & 0xc0) != 0x80;
 }
 

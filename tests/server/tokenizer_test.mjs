@@ -6,7 +6,7 @@
 //
 // usage: node tokenizer_test.mjs MOETIER_BIN
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,6 +96,40 @@ await check('a model with this tokenizer: a raw prompt starts with <｜begin▁o
   assert.match(stderrOf(['-p', 'Hi there']), new RegExp(`prefill: ${text + 1} tokens`), 'the text and the bos');
   const chat = ref.apply_chat_template([{ role: 'user', content: 'Hi there' }], { tokenize: true, add_generation_prompt: true });
   assert.match(stderrOf(['-p', 'Hi there', '--chat']), new RegExp(`prefill: ${chat.length} tokens`));
+});
+
+await check('served: completions start with the bos (not text: echo\'s offsets skip it), chats are the template\'s', async () => {
+  const model = join(dir, 'model');
+  const child = spawn(bin, ['serve', '-m', model, '--port', '0', '-t', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  try {
+    let log = '';
+    const url = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the server did not start:\n' + log)), 60000);
+      child.stderr.on('data', (d) => {
+        log += d;
+        const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(log);
+        if (m) { clearTimeout(timer); resolve(m[1]); }
+      });
+      child.on('exit', () => reject(new Error('the server exited:\n' + log)));
+    });
+    const post = async (route, body) => (await fetch(url + route, { method: 'POST', body: JSON.stringify(body) })).json();
+    const text = 'Hello there';
+    const c = await post('/v1/completions', { prompt: text, max_tokens: 2, temperature: 0, echo: true, logprobs: 1 });
+    const ids = ref.encode(text, { add_special_tokens: false });
+    assert.equal(c.usage.prompt_tokens, ids.length + 1);
+    assert.equal(c.choices[0].logprobs.tokens[0], '<｜begin▁of▁sentence｜>');
+    assert.deepEqual(c.choices[0].logprobs.text_offset.slice(0, 3), [0, 0, 'Hello'.length]);
+    assert.ok(c.choices[0].text.startsWith(text));
+    const messages = [{ role: 'user', content: text }];
+    const chat = await post('/v1/chat/completions', { messages, max_tokens: 2, temperature: 0 });
+    assert.equal(chat.usage.prompt_tokens,
+      ref.apply_chat_template(messages, { tokenize: true, add_generation_prompt: true }).length);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  // (a clean stop: under ASan, no leak either)
+  assert.deepEqual(await exited, { code: 0, signal: null });
 });
 
 await check('the chat template renders as transformers.js renders it', async () => {
