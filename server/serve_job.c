@@ -737,9 +737,11 @@ static int choice_begin(server *s, slot_run *r, int c)
                             .created = j->created, .choice = j->choice0 + c};
     if (r->a->responses)
         responses_out_init(&r->a->ro, &r->a->meta, j->req.tool_namespaces, j->req.stream);
-    if (r->a->chat)
+    if (r->a->chat) {
         tool_stream_init(&r->a->ts,
                          j->reasoning == REASONING_OPEN ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+        r->a->ts.next_index = history_calls(j->req.messages);   /* (DeepSeek's calls' ids) */
+    }
     r->k = 0;
     draft_accept_restart(&r->accept);
     r->finish = "length";

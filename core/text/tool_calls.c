@@ -11,6 +11,7 @@
 #include "tool_calls.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,11 @@ enum {
     MK_CALL_BEGIN,
     MK_ARG_BEGIN,
     MK_CALL_END,
+    MK_DS_SECTION_BEGIN,        /* DeepSeek's */
+    MK_DS_SECTION_END,
+    MK_DS_CALL_BEGIN,
+    MK_DS_SEP,
+    MK_DS_CALL_END,
     MK_COUNT
 };
 
@@ -39,11 +45,19 @@ static const char *const marker_text[MK_COUNT] = {
     [MK_CALL_BEGIN] = "<|tool_call_begin|>",
     [MK_ARG_BEGIN] = "<|tool_call_argument_begin|>",
     [MK_CALL_END] = "<|tool_call_end|>",
+    [MK_DS_SECTION_BEGIN] = "<｜tool▁calls▁begin｜>",
+    [MK_DS_SECTION_END] = "<｜tool▁calls▁end｜>",
+    [MK_DS_CALL_BEGIN] = "<｜tool▁call▁begin｜>",
+    [MK_DS_SEP] = "<｜tool▁sep｜>",
+    [MK_DS_CALL_END] = "<｜tool▁call▁end｜>",
 };
 
 #define BIT(m) (1u << (m))
-#define SECTION_BEGIN_BITS (BIT(MK_SECTION_BEGIN) | BIT(MK_SECTION_BEGIN_ALT))
-#define SECTION_END_BITS (BIT(MK_SECTION_END) | BIT(MK_SECTION_END_ALT))
+#define SECTION_BEGIN_BITS (BIT(MK_SECTION_BEGIN) | BIT(MK_SECTION_BEGIN_ALT) | BIT(MK_DS_SECTION_BEGIN))
+#define SECTION_END_BITS (BIT(MK_SECTION_END) | BIT(MK_SECTION_END_ALT) | BIT(MK_DS_SECTION_END))
+#define CALL_BEGIN_BITS (BIT(MK_CALL_BEGIN) | BIT(MK_DS_CALL_BEGIN))
+#define ARG_BEGIN_BITS (BIT(MK_ARG_BEGIN) | BIT(MK_DS_SEP))
+#define CALL_END_BITS (BIT(MK_CALL_END) | BIT(MK_DS_CALL_END))
 
 /* The markers that mean something in the stream's current state. */
 static unsigned active_markers(const tool_stream *s)
@@ -54,9 +68,9 @@ static unsigned active_markers(const tool_stream *s)
     case ST_REASONING:
         return SECTION_BEGIN_BITS | BIT(MK_THINK_END);
     case ST_SECTION:
-        return SECTION_END_BITS | BIT(MK_CALL_BEGIN);
+        return SECTION_END_BITS | CALL_BEGIN_BITS;
     default:
-        return SECTION_END_BITS | BIT(MK_CALL_BEGIN) | BIT(MK_ARG_BEGIN) | BIT(MK_CALL_END);
+        return SECTION_END_BITS | CALL_BEGIN_BITS | ARG_BEGIN_BITS | CALL_END_BITS;
     }
 }
 
@@ -151,26 +165,70 @@ static int emit(tool_stream *s, const char *p, size_t n, errbuf *e)
     }
 }
 
-/* <|tool_call_end|> closed a call: trim the id, derive the name, queue it. */
+/* p[0, *n) without the whitespace around it. */
+static const char *trim(const char *p, size_t *n)
+{
+    while (*n && is_space((unsigned char)*p)) {
+        p++;
+        --*n;
+    }
+    while (*n && is_space((unsigned char)p[*n - 1]))
+        --*n;
+    return p;
+}
+
+/* A DeepSeek call's name and arguments. V3 writes TYPE<sep>NAME, a line
+ * break and the arguments fenced as JSON (```json ... ```); V3.1 writes
+ * NAME<sep>ARGUMENTS. */
+static void deepseek_call(const char *id, size_t id_len, const char *args, size_t args_len, const char **name,
+                          size_t *name_len, const char **arg, size_t *arg_len)
+{
+    const char *nl = memchr(args, '\n', args_len);
+    size_t first = nl ? (size_t)(nl - args) : 0, rest_len = nl ? args_len - first - 1 : 0;
+    const char *rest = nl ? nl + 1 : NULL;
+    if (nl && rest_len >= 3 && !memcmp(rest, "```", 3)) {
+        const char *body_nl = memchr(rest, '\n', rest_len);
+        size_t body_len = body_nl ? rest_len - (size_t)(body_nl + 1 - rest) : 0;
+        const char *body = body_nl ? trim(body_nl + 1, &body_len) : "";
+        if (body_len >= 3 && !memcmp(body + body_len - 3, "```", 3)) {
+            body_len -= 3;
+            *name_len = first;
+            *name = trim(args, name_len);
+            *arg_len = body_len;
+            *arg = trim(body, arg_len);
+            return;
+        }
+    }
+    *name = id;
+    *name_len = id_len;
+    *arg = args;
+    *arg_len = args_len;
+}
+
+/* A call's end marker closed it: trim the id, derive the name, queue it. */
 static int complete_call(tool_stream *s, errbuf *e)
 {
-    const char *id = s->id.p ? s->id.p : "";
-    size_t n = s->id.len;
-    while (n && is_space((unsigned char)*id)) {
-        id++;
-        n--;
-    }
-    while (n && is_space((unsigned char)id[n - 1]))
-        n--;
+    size_t n = s->id.len, args_len = s->args.len;
+    const char *id = trim(s->id.p ? s->id.p : "", &n), *args = s->args.p ? s->args.p : "";
     if (n == 0) {
         s->flags |= TOOL_PARSE_MALFORMED;
         return 0;
     }
     const char *name = id;
     size_t name_len = n;
+    char made_id[32];
     static const char prefix[] = "functions.";
     size_t pl = sizeof prefix - 1;
-    if (n > pl && memcmp(id, prefix, pl) == 0) {
+    if (s->deepseek) {
+        deepseek_call(id, n, args, s->args.len, &name, &name_len, &args, &args_len);
+        if (!name_len) {
+            s->flags |= TOOL_PARSE_MALFORMED;
+            return 0;
+        }
+        /* (its ids are not the model's: numbered across the conversation) */
+        n = (size_t)snprintf(made_id, sizeof made_id, "call_%d", s->next_index++);
+        id = made_id;
+    } else if (n > pl && memcmp(id, prefix, pl) == 0) {
         const char *colon = NULL;
         for (size_t i = pl; i < n; i++)
             if (id[i] == ':')
@@ -191,7 +249,7 @@ static int complete_call(tool_stream *s, errbuf *e)
     tool_call c = {
         .id = dup_bytes(id, n),
         .name = dup_bytes(name, name_len),
-        .arguments = dup_bytes(s->args.p ? s->args.p : "", s->args.len),
+        .arguments = dup_bytes(args, args_len),
     };
     if (!c.id || !c.name || !c.arguments) {
         call_free(&c);
@@ -201,41 +259,42 @@ static int complete_call(tool_stream *s, errbuf *e)
     return 0;
 }
 
-static void start_call(tool_stream *s)
+static void start_call(tool_stream *s, int mk)
 {
     s->id.len = 0;
     s->args.len = 0;
+    s->deepseek = mk == MK_DS_CALL_BEGIN;
     s->state = ST_CALL_ID;
 }
 
 static int on_marker(tool_stream *s, int mk, errbuf *e)
 {
-    int section_end = mk == MK_SECTION_END || mk == MK_SECTION_END_ALT;
+    int section_end = (SECTION_END_BITS & BIT(mk)) != 0, call_begin = (CALL_BEGIN_BITS & BIT(mk)) != 0;
     switch (s->state) {
     case ST_CONTENT:
     case ST_REASONING:
         s->state = mk == MK_THINK ? ST_REASONING : mk == MK_THINK_END ? ST_CONTENT : ST_SECTION;
         return 0;
     case ST_SECTION:
-        if (mk == MK_CALL_BEGIN)
-            start_call(s);
+        if (call_begin)
+            start_call(s, mk);
         else if (section_end)
             s->state = ST_CONTENT;
         return 0;
     default:                    /* inside a call */
-        if (s->state == ST_CALL_ID && mk == MK_ARG_BEGIN) {
+        if (s->state == ST_CALL_ID && (ARG_BEGIN_BITS & BIT(mk))) {
             s->state = ST_CALL_ARGS;
             return 0;
         }
-        if (s->state == ST_CALL_ARGS && mk == MK_CALL_END) {
+        if (s->state == ST_CALL_ARGS && (CALL_END_BITS & BIT(mk))) {
             s->state = ST_SECTION;
             return complete_call(s, e);
         }
         /* a marker that cuts the call short: drop the call, then act on it as
          * the section would */
         s->flags |= TOOL_PARSE_MALFORMED;
-        if (mk == MK_CALL_BEGIN)
-            start_call(s);
+        if (call_begin)
+            start_call(s, mk);
         else
             s->state = section_end ? ST_CONTENT : ST_SECTION;
         return 0;
@@ -323,6 +382,9 @@ int tool_stream_marker(const char *name, size_t n)
         return 1;
     for (size_t i = 0; i < sizeof markers / sizeof *markers; i++)
         if (n == strlen(markers[i]) && !memcmp(name, markers[i], n))
+            return 1;
+    for (int m = MK_DS_SECTION_BEGIN; m <= MK_DS_CALL_END; m++)
+        if (n == strlen(marker_text[m]) && !memcmp(name, marker_text[m], n))
             return 1;
     return 0;
 }

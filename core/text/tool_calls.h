@@ -27,6 +27,13 @@
  * JSON). name = the part of the id between "functions." and its last ':'
  * ("functions.get_weather:0" -> "get_weather"), else the whole id.
  *
+ * DeepSeek's format (the V3 family) is read too: "<｜tool▁calls▁begin｜>"
+ * ... "<｜tool▁calls▁end｜>" around calls "<｜tool▁call▁begin｜>" HEAD
+ * "<｜tool▁sep｜>" BODY "<｜tool▁call▁end｜>". V3 writes HEAD "function" and
+ * BODY the name, a line break and the arguments fenced as ```json ... ```;
+ * V3.1 writes the name as HEAD and the arguments as BODY. Its calls have no
+ * ids of their own: they are numbered "call_N" from next_index.
+ *
  * Malformed input never fails: text inside a section that is not a call is
  * dropped, a call cut short by another marker or without an id is dropped
  * (TOOL_PARSE_MALFORMED); a section or call still open at the end is reported
@@ -83,6 +90,9 @@ typedef struct tool_text {
 
 typedef struct tool_stream {
     int state;                  /* internal */
+    int deepseek;               /* internal: the call being read is in DeepSeek's format */
+    int next_index;             /* the number a DeepSeek call's id gets next ("call_N"): set it to
+                                 * the calls the conversation already holds */
     tool_reasoning_mode mode;
     int flags;                  /* TOOL_PARSE_* so far */
     tool_text pend;             /* held back: a possible marker start or UTF-8 tail */

@@ -98,38 +98,77 @@ await check('a model with this tokenizer: a raw prompt starts with <｜begin▁o
   assert.match(stderrOf(['-p', 'Hi there', '--chat']), new RegExp(`prefill: ${chat.length} tokens`));
 });
 
-await check('served: completions start with the bos (not text: echo\'s offsets skip it), chats are the template\'s', async () => {
-  const model = join(dir, 'model');
-  const child = spawn(bin, ['serve', '-m', model, '--port', '0', '-t', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+// a server on that model; stop() resolves to its exit, which must be clean
+// (under ASan: no leak either)
+async function serve(env = {}) {
+  const child = spawn(bin, ['serve', '-m', join(dir, 'model'), '--port', '0', '-t', '1'],
+    { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  try {
-    let log = '';
-    const url = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the server did not start:\n' + log)), 60000);
-      child.stderr.on('data', (d) => {
-        log += d;
-        const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(log);
-        if (m) { clearTimeout(timer); resolve(m[1]); }
-      });
-      child.on('exit', () => reject(new Error('the server exited:\n' + log)));
+  let log = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the server did not start:\n' + log)), 60000);
+    child.stderr.on('data', (d) => {
+      log += d;
+      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(log);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
     });
-    const post = async (route, body) => (await fetch(url + route, { method: 'POST', body: JSON.stringify(body) })).json();
+    child.on('exit', () => reject(new Error('the server exited:\n' + log)));
+  });
+  const post = async (route, body) => {
+    const r = await fetch(url + route, { method: 'POST', body: JSON.stringify(body) });
+    return { status: r.status, ...(await r.json()) };
+  };
+  const stop = async () => {
+    child.kill('SIGTERM');
+    assert.deepEqual(await exited, { code: 0, signal: null }, log.slice(-2000));
+  };
+  return { url, post, stop };
+}
+
+await check('served: completions start with the bos (not text: echo\'s offsets skip it), chats are the template\'s', async () => {
+  const srv = await serve();
+  try {
     const text = 'Hello there';
-    const c = await post('/v1/completions', { prompt: text, max_tokens: 2, temperature: 0, echo: true, logprobs: 1 });
+    const c = await srv.post('/v1/completions', { prompt: text, max_tokens: 2, temperature: 0, echo: true, logprobs: 1 });
     const ids = ref.encode(text, { add_special_tokens: false });
     assert.equal(c.usage.prompt_tokens, ids.length + 1);
     assert.equal(c.choices[0].logprobs.tokens[0], '<｜begin▁of▁sentence｜>');
     assert.deepEqual(c.choices[0].logprobs.text_offset.slice(0, 3), [0, 0, 'Hello'.length]);
     assert.ok(c.choices[0].text.startsWith(text));
     const messages = [{ role: 'user', content: text }];
-    const chat = await post('/v1/chat/completions', { messages, max_tokens: 2, temperature: 0 });
+    const chat = await srv.post('/v1/chat/completions', { messages, max_tokens: 2, temperature: 0 });
     assert.equal(chat.usage.prompt_tokens,
       ref.apply_chat_template(messages, { tokenize: true, add_generation_prompt: true }).length);
   } finally {
-    child.kill('SIGTERM');
+    await srv.stop();
   }
-  // (a clean stop: under ASan, no leak either)
-  assert.deepEqual(await exited, { code: 0, signal: null });
+});
+
+await check('served: a call in DeepSeek\'s format is a tool call (plain and streamed); forcing one is refused', async () => {
+  const call = '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n' +
+    '{"city": "Paris"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>';
+  const srv = await serve({ MOETIER_SERVE_FORCE_TEXT: call });
+  try {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }];
+    const messages = [{ role: 'user', content: 'Weather in Paris?' }];
+    const r = await srv.post('/v1/chat/completions', { messages, tools, max_tokens: 60 });
+    assert.equal(r.status, 200, JSON.stringify(r));
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+    assert.equal(r.choices[0].message.content, null);
+    assert.deepEqual(r.choices[0].message.tool_calls.map((c) => [c.id, c.function.name, c.function.arguments]),
+      [['call_0', 'get_weather', '{"city": "Paris"}']]);
+    const res = await fetch(srv.url + '/v1/chat/completions', { method: 'POST',
+      body: JSON.stringify({ messages, tools, max_tokens: 60, stream: true }) });
+    const events = (await res.text()).split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)));
+    const calls = events.flatMap((e) => e.choices[0]?.delta?.tool_calls ?? []);
+    assert.deepEqual(calls.map((c) => [c.function.name, c.function.arguments]), [['get_weather', '{"city": "Paris"}']]);
+    assert.equal(events.map((e) => e.choices[0]?.delta?.content ?? '').join(''), '', 'no marker leaks as text');
+    const forced = await srv.post('/v1/chat/completions', { messages, tools, tool_choice: 'required', max_tokens: 5 });
+    assert.equal(forced.status, 400);
+    assert.equal(forced.error.param, 'tool_choice');
+  } finally {
+    await srv.stop();
+  }
 });
 
 await check('the chat template renders as transformers.js renders it', async () => {

@@ -633,6 +633,56 @@ Test(chat, tool_calls_parallel_and_content_before)
     tool_parse_result_free(&r);
 }
 
+/* DeepSeek's markers (the V3 family) */
+#define DS_SEC_B "<｜tool▁calls▁begin｜>"
+#define DS_SEC_E "<｜tool▁calls▁end｜>"
+#define DS_CALL_B "<｜tool▁call▁begin｜>"
+#define DS_SEP "<｜tool▁sep｜>"
+#define DS_CALL_E "<｜tool▁call▁end｜>"
+
+Test(chat, tool_calls_in_deepseek_formats)
+{
+    tool_parse_result r;
+    /* V3: TYPE<sep>NAME, then the arguments fenced as JSON (as its template
+     * writes them back); parallel calls; numbered ids from next_index 0 */
+    parse_ok("Checking." DS_SEC_B DS_CALL_B "function" DS_SEP "get_weather\n```json\n{\"city\": \"Paris\"}\n```"
+             DS_CALL_E "\n" DS_CALL_B "function" DS_SEP "get_time\n```json\n{\"tz\": \"CET\", \"s\": \"```\"}\n```"
+             DS_CALL_E DS_SEC_E "<｜end▁of▁sentence｜>",
+             TOOL_REASONING_TAGS, &r);
+    cr_expect_str_eq(r.content, "Checking.<｜end▁of▁sentence｜>");
+    cr_expect_eq(r.flags, 0);
+    cr_assert_eq(r.n_calls, 2);
+    expect_call(&r, 0, "call_0", "get_weather", "{\"city\": \"Paris\"}");
+    expect_call(&r, 1, "call_1", "get_time", "{\"tz\": \"CET\", \"s\": \"```\"}");
+    tool_parse_result_free(&r);
+    /* V3.1: NAME<sep>ARGUMENTS, after reasoning */
+    parse_ok("plan</think>" DS_SEC_B DS_CALL_B "search" DS_SEP "{\"q\": \"moe\"}" DS_CALL_E DS_SEC_E,
+             TOOL_REASONING_OPEN, &r);
+    cr_expect_str_eq(r.reasoning, "plan");
+    cr_assert_eq(r.n_calls, 1);
+    expect_call(&r, 0, "call_0", "search", "{\"q\": \"moe\"}");
+    tool_parse_result_free(&r);
+    /* a call without a name is dropped; an open one is reported */
+    parse_ok(DS_SEC_B DS_CALL_B " " DS_SEP "{}" DS_CALL_E DS_CALL_B "f" DS_SEP "{\"a\":", TOOL_REASONING_TAGS, &r);
+    cr_expect_eq(r.n_calls, 0);
+    cr_expect_eq(r.flags, TOOL_PARSE_MALFORMED | TOOL_PARSE_UNTERMINATED);
+    tool_parse_result_free(&r);
+    /* ids go on from the calls the conversation already holds */
+    tool_stream st;
+    tool_stream_init(&st, TOOL_REASONING_TAGS);
+    st.next_index = 3;
+    tool_stream_delta d;
+    errbuf e;
+    const char *text = DS_SEC_B DS_CALL_B "f" DS_SEP "{}" DS_CALL_E DS_SEC_E;
+    cr_assert_eq(tool_stream_feed(&st, text, strlen(text), &d, &e), 0);
+    cr_assert_eq(d.n_calls, 1);
+    cr_expect_str_eq(d.calls[0].id, "call_3");
+    tool_stream_free(&st);
+    /* the markers are the stream's, so their tokens reach it */
+    cr_expect(tool_stream_marker(DS_SEP, strlen(DS_SEP)));
+    cr_expect(!tool_stream_marker("<｜User｜>", strlen("<｜User｜>")));
+}
+
 #define NESTED_ARGS                                                                                     \
     "{\"code\": \"int main() { if (x) { return \\\"}\\\"; } }\", \"nested\": {\"a\": [{\"b\": {}}]}, "  \
     "\"sym\": \"<|im_end| <think> < > & \\\\ \\n \\u00e9 😀 {{ }} %\"}"
@@ -890,6 +940,9 @@ Test(chat, tool_calls_stream_matches_one_shot)
     check_every_split("思考中… <|tool_ not a marker </thin</think>答案" SEC_B CALL_B "functions.f:0" ARG_B "{}" CALL_E
                       " x " CALL_B "functions.g:1" ARG_B "{\"a\":",
                       TOOL_REASONING_OPEN);
+    check_every_split("DeepSeek: " DS_SEC_B DS_CALL_B "function" DS_SEP "f\n```json\n{\"a\": \"<｜x｜>\"}\n```" DS_CALL_E
+                      DS_CALL_B "g" DS_SEP "{}" DS_CALL_E DS_SEC_E " <｜tool▁ not one",
+                      TOOL_REASONING_TAGS);
     check_every_split("<think>r</think><thin<think>k</think>c<|tool_call_section_begin|>" CALL_B
                       "functions.h:0" ARG_B "1" CALL_E "<|tool_call_section_end|>end<",
                       TOOL_REASONING_TAGS);
