@@ -26,6 +26,7 @@
 #include "oai_response.h"
 #include "responses_request.h"
 #include "serve_internal.h"
+#include "serve_infill.h"
 #include "serve_tokens.h"
 #include "webui_page.h"
 
@@ -734,6 +735,21 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     return send_stream(s, c, &j, 1, fd);
 }
 
+/* POST /infill: the /completion request it says (serve_infill.h), run as one */
+static enum MHD_Result handle_infill(server *s, struct MHD_Connection *c, conn_ctx *cx)
+{
+    oai_error err;
+    int limit = s->o.max_prompt_tokens && s->o.max_prompt_tokens < s->ctx - 1 ? s->o.max_prompt_tokens : s->ctx - 1;
+    char *body = serve_infill_body(s->tok, limit, cx->body ? cx->body : "", cx->len, &err);
+    if (!body)
+        return send_body(s, c, err.status, oai_error_body(&err), "application/json");
+    free(cx->body);
+    cx->body = body;
+    cx->len = strlen(body);
+    cx->cap = cx->len + 1;
+    return handle_completion(s, c, OAI_COMPLETION, API_LLAMA, cx);
+}
+
 /* GET /slots: each slot's state, as the engine thread last published it */
 static char *slots_body(server *s)
 {
@@ -949,6 +965,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!post)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
         return handle_apply_template(s, c, cx);
+    }
+    if (!strcmp(url, "/infill")) {         /* llama.cpp's fill-in-the-middle */
+        if (!post)
+            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+        return handle_infill(s, c, cx);
     }
     if (!strcmp(url, "/completion")) {     /* llama.cpp's own */
         if (!post)

@@ -19,7 +19,7 @@ static void usage(FILE *f)
                "  OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions,\n"
                "  POST /v1/responses, GET /v1/models, GET /health, GET /metrics (Prometheus); and\n"
                "  Anthropic's Messages API: POST /v1/messages, POST /v1/messages/count_tokens;\n"
-               "  a chat page for a browser at GET /.\n"
+               "  llama.cpp's POST /completion and POST /infill; a chat page for a browser at GET /.\n"
                "  Stops on SIGINT/SIGTERM.\n"
                "  -m DIR               checkpoint directory (with its tokenizer)\n"
                "  --host H             address to bind (default 127.0.0.1: this machine only)\n"

@@ -475,6 +475,14 @@ async function apiFeatureChecks(srv, ai) {
       assert.equal(e.param, 'truncate_prompt_tokens', String(v));
     }
   });
+  await check('llama.cpp\'s POST /infill: refused for a model without fill-in-the-middle tokens (Kimi\'s)', async () => {
+    const r = await fetch(srv.url + '/infill', { method: 'POST', body: JSON.stringify({ input_prefix: 'a', input_suffix: 'b' }) });
+    assert.equal(r.status, 400);
+    const e = (await r.json()).error;
+    assert.equal(e.code, 'fim_not_supported');
+    assert.match(e.message, /fill-in-the-middle/);
+    assert.equal((await fetch(srv.url + '/infill')).status, 405);
+  });
   await check('llama.cpp\'s POST /completion: its fields and its answer\'s shape, the same tokens as /v1/completions', async () => {
     const native = async (body) => {
       const r = await fetch(srv.url + '/completion', { method: 'POST', body: JSON.stringify(body) });

@@ -171,6 +171,37 @@ await check('served: a call in DeepSeek\'s format is a tool call (plain and stre
   }
 });
 
+await check('served: /infill is /completion of the fill-in-the-middle prompt; a long one is cut to fit', async () => {
+  const srv = await serve();
+  try {
+    const ids = (t) => ref.encode(t, { add_special_tokens: false });
+    const [pre, suf, mid] = ['<｜fim▁begin｜>', '<｜fim▁hole｜>', '<｜fim▁end｜>'].map((t) => ids(t)[0]);
+    const prefix = 'def add(a, b):\n    ', suffix = '\n\nprint(add(1, 2))\n', prompt = 'return';
+    const extra = [{ filename: 'util.py', text: 'ONE = 1' }, { filename: 'b.py', text: 'import util' }];
+    const want = [0, ...ids('--- util.py ---\nONE = 1\n\n--- b.py ---\nimport util\n\n'), pre, ...ids(prefix), suf,
+      ...ids(suffix), mid, ...ids(prompt)];
+    const settings = { n_predict: 6, temperature: 0, ignore_eos: true };
+    const r = await srv.post('/infill', { input_prefix: prefix, input_suffix: suffix, prompt, input_extra: extra,
+      n_indent: 4, t_max_predict_ms: 60000, ...settings });
+    assert.equal(r.status, 200, JSON.stringify(r));
+    assert.equal(r.tokens_evaluated, want.length);
+    const direct = await srv.post('/completion', { prompt: want, ...settings });
+    assert.equal(r.content, direct.content, 'the same prompt: the same greedy answer');
+    const bad = await srv.post('/infill', { input_prefix: 'a', input_extra: [{ filename: 'x' }] });
+    assert.deepEqual([bad.status, bad.error.param], [400, 'input_extra']);
+    // (the server takes 4,095 prompt tokens; with n_predict 100, 3,995 for the prompt)
+    const lines = (tag) => Array.from({ length: 2000 }, (_, i) => `${tag}${i} = ${i}\n`).join('');
+    const cut = await srv.post('/infill', { input_prefix: lines('a') + 'END', input_suffix: 'TAIL' + lines('b'),
+      n_predict: 100, temperature: 0 });
+    assert.equal(cut.status, 200, JSON.stringify(cut));
+    assert.ok(cut.tokens_evaluated <= 3995 && cut.tokens_evaluated > 3900, String(cut.tokens_evaluated));
+    assert.ok(cut.prompt.includes('a1999 = 1999\nEND<｜fim▁hole｜>TAILb0 = 0\n'), 'the text nearest the gap is kept');
+    assert.ok(!cut.prompt.includes('a0 = 0\n') && !cut.prompt.includes('b1999'), 'the far ends are cut');
+  } finally {
+    await srv.stop();
+  }
+});
+
 await check('the chat template renders as transformers.js renders it', async () => {
   const conversations = [
     [{ role: 'user', content: 'Hi' }],
