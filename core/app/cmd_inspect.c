@@ -8,6 +8,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "core/text/tokenizer.h"
 #include "kernels/gpu_probe.h"
 #include "tiers/store_source.h"
 
@@ -99,6 +100,28 @@ int cmd_inspect(int argc, char **argv)
     if (c->quant == QUANT_INT4_PACKED)
         printf(" (int4 symmetric, group %d)", c->int4_group_size);
     printf("\nshards       %d files, %d tensors\n", mw.ckpt.n_files, mw.ckpt.n_tensors);
+    /* which tokenizer the model's text goes through, and what it gives a prompt */
+    tokenizer tok;
+    errbuf ke;
+    if (tokenizer_load(&tok, mf.dir, &ke) == 0) {
+        int named = 0, reserved = 0;
+        for (int id = 0; id < tok.v.n_vocab; id++) {
+            int fl = vocab_token_flags(&tok.v, id);
+            named += (fl & VOCAB_F_NAMED) != 0;
+            reserved += (fl & VOCAB_F_SPECIAL) && !(fl & VOCAB_F_NAMED);
+        }
+        printf("tokenizer    %s, %d tokens: %d by BPE, %d named special, %d reserved",
+               tok.kind == TOKENIZER_TIKTOKEN ? "tiktoken.model" : "tokenizer.json (merges by pair)", tok.v.n_vocab,
+               tok.v.n_vocab - named - reserved, named, reserved);
+        if (tok.bos_prefix >= 0)
+            printf("; a raw prompt starts with %s", vocab_decode(&tok.v, tok.bos_prefix, NULL));
+        if (vocab_find_special(&tok.v, "<｜fim▁begin｜>") >= 0 || vocab_find_special(&tok.v, "<|fim_prefix|>") >= 0)
+            printf("; fill-in-the-middle tokens (/infill)");
+        printf("\n");
+        tokenizer_free(&tok);
+    } else {
+        printf("tokenizer    none: %s\n", ke.msg);
+    }
     /* before a server is started on it: whether its chats can be rendered */
     chat_template tpl;
     errbuf te;

@@ -96,6 +96,8 @@ int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
         if (stat(path, &st) == 0)
             return tokenizer_json_load(t, dir, e);
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+            return err_set(e, "%s: no tokenizer (tiktoken.model, or a Hugging Face tokenizer.json)", dir);
     }
     vocab v;
     if (vocab_load(&v, dir, e))

@@ -94,6 +94,8 @@ await check('a model with this tokenizer: a raw prompt starts with <｜begin▁o
   const stderrOf = (args) => execFileSync('sh', ['-c', '"$0" "$@" 2>&1 >/dev/null', bin, 'run', '-m', model, '-n', '1',
     '--temp', '0', '-t', '1', ...args], { encoding: 'utf8' });
   assert.match(stderrOf(['-p', 'Hi there']), new RegExp(`prefill: ${text + 1} tokens`), 'the text and the bos');
+  const inspect = execFileSync(bin, ['inspect', '-m', model], { encoding: 'utf8' });
+  assert.match(inspect, /tokenizer +tokenizer\.json .*129280 tokens.* a raw prompt starts with <｜begin▁of▁sentence｜>; fill-in-the-middle/);
   const chat = ref.apply_chat_template([{ role: 'user', content: 'Hi there' }], { tokenize: true, add_generation_prompt: true });
   assert.match(stderrOf(['-p', 'Hi there', '--chat']), new RegExp(`prefill: ${chat.length} tokens`));
 });

@@ -384,6 +384,7 @@ Test(cli, inspect_reports_formats_and_tiers)
     cr_expect(strstr(out, "routed experts") != NULL, "%s", out);
     cr_expect(strstr(out, "4 (1 dense, 3 MoE)") != NULL, "%s", out);
     cr_expect(strstr(out, "chat format  kimi-k2.5") != NULL, "%s", out);
+    cr_expect(strstr(out, "tokenizer    none: ") && strstr(out, "tokenizer.json"), "(the vectors have no tokenizer) %s", out);
     free(out);
     free(err);
     free(d);
@@ -979,6 +980,7 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     free(err);
     cr_assert_eq(run(&out, &err, "%s inspect -m %s", bin(), model), 0, "%s", err);
     cr_expect(strstr(err, "changed after the expert store") != NULL, "inspect: %s", err);
+    cr_expect(strstr(out, "tokenizer    tiktoken.model, ") != NULL, "inspect names the tokenizer: %s", out);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "%s convert -m %s --check", bin(), model), 0, "%s", err);
