@@ -256,7 +256,7 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
                        "chat does not send the messages back", err) ||
            unsupported(o, "best_of", is_number(o, "best_of", 1), "one answer is made", err) ||
            unsupported(o, "suffix", cJSON_IsString(suffix) && !suffix->valuestring[0],
-                       "no text is inserted before a suffix", err) ||
+                       "completions take one, for a model that fills in the middle", err) ||
            unsupported(o, "use_beam_search",
                        cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "use_beam_search")),
                        "answers are sampled token by token", err);

@@ -735,19 +735,34 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
     return send_stream(s, c, &j, 1, fd);
 }
 
-/* POST /infill: the /completion request it says (serve_infill.h), run as one */
-static enum MHD_Result handle_infill(server *s, struct MHD_Connection *c, conn_ctx *cx)
+/* A fill-in-the-middle request (serve_infill.h) as the completions request it
+ * says, run as one: llama.cpp's /infill, or OpenAI's completions with a
+ * suffix. */
+static enum MHD_Result handle_fim(server *s, struct MHD_Connection *c, conn_ctx *cx, oai_api api)
 {
     oai_error err;
     int limit = s->o.max_prompt_tokens && s->o.max_prompt_tokens < s->ctx - 1 ? s->o.max_prompt_tokens : s->ctx - 1;
-    char *body = serve_infill_body(s->tok, limit, cx->body ? cx->body : "", cx->len, &err);
+    char *body = (api == API_LLAMA ? serve_infill_body : serve_suffix_body)(s->tok, limit, cx->body ? cx->body : "",
+                                                                           cx->len, &err);
     if (!body)
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     free(cx->body);
     cx->body = body;
     cx->len = strlen(body);
     cx->cap = cx->len + 1;
-    return handle_completion(s, c, OAI_COMPLETION, API_LLAMA, cx);
+    return handle_completion(s, c, OAI_COMPLETION, api, cx);
+}
+
+/* Whether an OpenAI completions body asks for a suffix (not "" or null). */
+static int asks_suffix(const conn_ctx *cx)
+{
+    if (!cx->body || !strstr(cx->body, "\"suffix\""))
+        return 0;   /* (most bodies: no parse) */
+    cJSON *root = cJSON_ParseWithLength(cx->body, cx->len);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "suffix");
+    int asks = v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && !v->valuestring[0]);
+    cJSON_Delete(root);
+    return asks;
 }
 
 /* GET /slots: each slot's state, as the engine thread last published it */
@@ -969,7 +984,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!strcmp(url, "/infill")) {         /* llama.cpp's fill-in-the-middle */
         if (!post)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
-        return handle_infill(s, c, cx);
+        return handle_fim(s, c, cx, API_LLAMA);
     }
     if (!strcmp(url, "/completion")) {     /* llama.cpp's own */
         if (!post)
@@ -982,6 +997,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!post)
             return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
         oai_api api_of = responses ? API_RESPONSES : API_OPENAI;
+        if (compl && asks_suffix(cx))
+            return handle_fim(s, c, cx, API_OPENAI);
         return handle_completion(s, c, compl ? OAI_COMPLETION : OAI_CHAT, api_of, cx);
     }
     if (!strcmp(url, "/v1/responses/input_tokens")) {

@@ -71,14 +71,92 @@ static int extra_text(const cJSON *root, char **out, oai_error *err)
     return 0;
 }
 
-/* The room the prompt has: the limit, less the answer's. */
-static int prompt_room(const cJSON *root, int limit)
+/* The room the prompt has: the limit, less the answer's (field: its length). */
+static int prompt_room(const cJSON *root, const char *field, int limit)
 {
-    const cJSON *np = chat_body_field(root, "n_predict");
+    const cJSON *np = chat_body_field(root, field);
     int answer = cJSON_IsNumber(np) && np->valuedouble >= 1 ? (np->valuedouble < limit / 2 ? (int)np->valuedouble
                                                                                             : limit / 2)
                                                             : limit / 4;
     return limit - answer;
+}
+
+/* The fill-in-the-middle tokens of tok's vocabulary, or a 400 (naming param). */
+static int fim_tokens(const tokenizer *tok, const char *param, int fim[3], oai_error *err)
+{
+    for (size_t s = 0; s < sizeof fim_sets / sizeof *fim_sets; s++) {
+        for (int k = 0; k < 3; k++)
+            fim[k] = vocab_find_special(&tok->v, fim_sets[s][k]);
+        if (fim[0] >= 0 && fim[1] >= 0 && fim[2] >= 0)
+            return 0;
+    }
+    return oai_fail(err, 400, "invalid_request_error", param, "fim_not_supported",
+                    "this model's vocabulary has no fill-in-the-middle tokens (%s ..., or %s ...): filling in "
+                    "the middle needs a model trained to", fim_sets[0][0], fim_sets[1][0]);
+}
+
+/* [bos] extra FIM_PRE prefix FIM_SUF suffix FIM_MID middle as ids, cut to
+ * room tokens as serve_infill.h says; field[0..2] name prefix, suffix and
+ * middle in errors. */
+static int fim_prompt(const tokenizer *tok, int room, const char *extra, const char *prefix, const char *suffix,
+                      const char *middle, const char *const field[3], token_list *ids, oai_error *err)
+{
+    int fim[3];
+    token_list lp = {0}, ls = {0}, lm = {0}, lx = {0};
+    int rc = -1;
+    if (fim_tokens(tok, NULL, fim, err) || encode(tok, prefix, field[0], &lp, err) ||
+        encode(tok, suffix, field[1], &ls, err) || encode(tok, middle, field[2], &lm, err) ||
+        (extra && encode(tok, extra, "input_extra", &lx, err)))
+        goto out;
+    room -= 3 + (tok->bos_prefix >= 0) + (int)lm.n;
+    if (room < 0) {
+        oai_fail(err, 400, "invalid_request_error", field[2], "context_length_exceeded",
+                 "'%s' has %zu tokens; with the fill-in-the-middle tokens and room for the answer, this "
+                 "server takes at most %d", field[2], lm.n, (int)lm.n + room);
+        goto out;
+    }
+    size_t suffix_take = ls.n < (size_t)room / 4 ? ls.n : (size_t)room / 4;
+    size_t prefix_take = lp.n < (size_t)room - suffix_take ? lp.n : (size_t)room - suffix_take;
+    suffix_take = ls.n < (size_t)room - prefix_take ? ls.n : (size_t)room - prefix_take;
+    size_t extra_take = lx.n < (size_t)room - prefix_take - suffix_take ? lx.n : (size_t)room - prefix_take - suffix_take;
+    int fail = (tok->bos_prefix >= 0 && token_list_push(ids, tok->bos_prefix));
+    for (size_t i = lx.n - extra_take; i < lx.n && !fail; i++)
+        fail = token_list_push(ids, lx.ids[i]);
+    fail = fail || token_list_push(ids, fim[0]);
+    for (size_t i = lp.n - prefix_take; i < lp.n && !fail; i++)
+        fail = token_list_push(ids, lp.ids[i]);
+    fail = fail || token_list_push(ids, fim[1]);
+    for (size_t i = 0; i < suffix_take && !fail; i++)
+        fail = token_list_push(ids, ls.ids[i]);
+    fail = fail || token_list_push(ids, fim[2]);
+    for (size_t i = 0; i < lm.n && !fail; i++)
+        fail = token_list_push(ids, lm.ids[i]);
+    rc = fail ? chat_body_oom(err) : 0;
+out:
+    token_list_free(&lp);
+    token_list_free(&ls);
+    token_list_free(&lm);
+    token_list_free(&lx);
+    return rc;
+}
+
+/* root with its `dropped` fields gone and "prompt" the ids, printed. */
+static char *with_prompt_ids(cJSON *root, const char *const *dropped, size_t n_dropped, const token_list *ids,
+                             oai_error *err)
+{
+    cJSON *list = cJSON_CreateIntArray(ids->ids, (int)ids->n);
+    if (!list) {
+        chat_body_oom(err);
+        return NULL;
+    }
+    for (size_t i = 0; i < n_dropped; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(root, dropped[i]);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "prompt");
+    cJSON_AddItemToObject(root, "prompt", list);
+    char *out = cJSON_PrintUnformatted(root);
+    if (!out)
+        chat_body_oom(err);
+    return out;
 }
 
 char *serve_infill_body(const tokenizer *tok, int limit, const char *body, size_t len, oai_error *err)
@@ -86,70 +164,46 @@ char *serve_infill_body(const tokenizer *tok, int limit, const char *body, size_
     cJSON *root = oai_body_parse(body, len, err);
     if (!root)
         return NULL;
-    int fim[3] = {-1, -1, -1};
-    for (size_t s = 0; s < sizeof fim_sets / sizeof *fim_sets && fim[0] < 0; s++) {
-        for (int k = 0; k < 3; k++)
-            fim[k] = vocab_find_special(&tok->v, fim_sets[s][k]);
-        if (fim[0] < 0 || fim[1] < 0 || fim[2] < 0)
-            fim[0] = -1;
-    }
     const char *prefix, *suffix, *prompt;
-    char *extra = NULL;
-    token_list lp = {0}, ls = {0}, lm = {0}, lx = {0}, ids = {0};
-    char *out = NULL;
-    if (fim[0] < 0) {
-        oai_fail(err, 400, "invalid_request_error", NULL, "fim_not_supported",
-                 "this model's vocabulary has no fill-in-the-middle tokens (%s ..., or %s ...): /infill needs "
-                 "a model trained to fill in the middle", fim_sets[0][0], fim_sets[1][0]);
-        goto out;
-    }
-    if (text_field(root, "input_prefix", &prefix, err) || text_field(root, "input_suffix", &suffix, err) ||
-        text_field(root, "prompt", &prompt, err) || extra_text(root, &extra, err) ||
-        encode(tok, prefix, "input_prefix", &lp, err) || encode(tok, suffix, "input_suffix", &ls, err) ||
-        encode(tok, prompt, "prompt", &lm, err) || (extra && encode(tok, extra, "input_extra", &lx, err)))
-        goto out;
-    /* cut to fit: the extra context's oldest tokens, then the prefix's start
-     * and the suffix's end */
-    int room = prompt_room(root, limit) - 3 - (tok->bos_prefix >= 0) - (int)lm.n;
-    if (room < 0) {
-        oai_fail(err, 400, "invalid_request_error", "prompt", "context_length_exceeded",
-                 "'prompt' has %zu tokens; with the fill-in-the-middle tokens and room for the answer, this "
-                 "server takes at most %d", lm.n, (int)lm.n + room);
-        goto out;
-    }
-    size_t suffix_take = ls.n < (size_t)room / 4 ? ls.n : (size_t)room / 4;
-    size_t prefix_take = lp.n < (size_t)room - suffix_take ? lp.n : (size_t)room - suffix_take;
-    suffix_take = ls.n < (size_t)room - prefix_take ? ls.n : (size_t)room - prefix_take;
-    size_t extra_take = lx.n < (size_t)room - prefix_take - suffix_take ? lx.n : (size_t)room - prefix_take - suffix_take;
-    int fail = (tok->bos_prefix >= 0 && token_list_push(&ids, tok->bos_prefix));
-    for (size_t i = lx.n - extra_take; i < lx.n && !fail; i++)
-        fail = token_list_push(&ids, lx.ids[i]);
-    fail = fail || token_list_push(&ids, fim[0]);
-    for (size_t i = lp.n - prefix_take; i < lp.n && !fail; i++)
-        fail = token_list_push(&ids, lp.ids[i]);
-    fail = fail || token_list_push(&ids, fim[1]);
-    for (size_t i = 0; i < suffix_take && !fail; i++)
-        fail = token_list_push(&ids, ls.ids[i]);
-    fail = fail || token_list_push(&ids, fim[2]);
-    for (size_t i = 0; i < lm.n && !fail; i++)
-        fail = token_list_push(&ids, lm.ids[i]);
-    cJSON *list = fail ? NULL : cJSON_CreateIntArray(ids.ids, (int)ids.n);
-    if (!list) {
-        chat_body_oom(err);
-        goto out;
-    }
-    static const char *const dropped[] = {"input_prefix", "input_suffix", "input_extra", "prompt"};
-    for (size_t i = 0; i < sizeof dropped / sizeof *dropped; i++)
-        cJSON_DeleteItemFromObjectCaseSensitive(root, dropped[i]);
-    cJSON_AddItemToObject(root, "prompt", list);
-    if (!(out = cJSON_PrintUnformatted(root)))
-        chat_body_oom(err);
-out:
+    char *extra = NULL, *out = NULL;
+    token_list ids = {0};
+    int fim[3];
+    static const char *const dropped[] = {"input_prefix", "input_suffix", "input_extra"};
+    if (!fim_tokens(tok, NULL, fim, err) && !text_field(root, "input_prefix", &prefix, err) &&
+        !text_field(root, "input_suffix", &suffix, err) && !text_field(root, "prompt", &prompt, err) &&
+        !extra_text(root, &extra, err) &&
+        !fim_prompt(tok, prompt_room(root, "n_predict", limit), extra, prefix, suffix, prompt,
+                    (const char *const[]){"input_prefix", "input_suffix", "prompt"}, &ids, err))
+        out = with_prompt_ids(root, dropped, sizeof dropped / sizeof *dropped, &ids, err);
     free(extra);
-    token_list_free(&lp);
-    token_list_free(&ls);
-    token_list_free(&lm);
-    token_list_free(&lx);
+    token_list_free(&ids);
+    cJSON_Delete(root);
+    return out;
+}
+
+char *serve_suffix_body(const tokenizer *tok, int limit, const char *body, size_t len, oai_error *err)
+{
+    cJSON *root = oai_body_parse(body, len, err);
+    if (!root)
+        return NULL;
+    const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(root, "suffix");
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    const cJSON *echo = cJSON_GetObjectItemCaseSensitive(root, "echo");
+    char *out = NULL;
+    token_list ids = {0};
+    static const char *const dropped[] = {"suffix"};
+    int fim[3];
+    if (fim_tokens(tok, "suffix", fim, err))
+        ;
+    else if (!cJSON_IsString(suffix))
+        oai_bad(err, "suffix", "'suffix' must be a string");
+    else if (!cJSON_IsString(prompt))
+        oai_bad(err, "prompt", "with 'suffix', 'prompt' must be one string: the text before the gap");
+    else if (cJSON_IsTrue(echo))
+        oai_bad(err, "echo", "'echo' with 'suffix' is not supported (the prompt is not the text before the answer)");
+    else if (!fim_prompt(tok, prompt_room(root, "max_tokens", limit), NULL, prompt->valuestring,
+                         suffix->valuestring, "", (const char *const[]){"prompt", "suffix", "prompt"}, &ids, err))
+        out = with_prompt_ids(root, dropped, 1, &ids, err);
     token_list_free(&ids);
     cJSON_Delete(root);
     return out;

@@ -18,7 +18,9 @@
  * at most half of it; a quarter without n_predict), is cut to fit: the extra
  * context first (its oldest tokens), then the prefix's start and the
  * suffix's end (the suffix keeps at most a quarter of the room), as the
- * text nearest the gap matters most. Every other field is /completion's. */
+ * text nearest the gap matters most. Every other field is /completion's.
+ * OpenAI's completions with a "suffix" are the same prompt, without extra
+ * context or middle text. */
 #ifndef MOETIER_SERVE_INFILL_H
 #define MOETIER_SERVE_INFILL_H
 
@@ -31,5 +33,10 @@
  * err set (400 naming the field; 500 out of memory). limit: the most prompt
  * tokens the server takes. */
 char *serve_infill_body(const tokenizer *tok, int limit, const char *body, size_t len, oai_error *err);
+/* The same for OpenAI's completions with a non-empty "suffix" (as DeepSeek's
+ * own API takes it): FIM_PRE prompt FIM_SUF suffix FIM_MID, cut as above
+ * (max_tokens the answer's room); "prompt" must be one string, and "echo"
+ * is refused. */
+char *serve_suffix_body(const tokenizer *tok, int limit, const char *body, size_t len, oai_error *err);
 
 #endif

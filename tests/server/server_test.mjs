@@ -475,13 +475,16 @@ async function apiFeatureChecks(srv, ai) {
       assert.equal(e.param, 'truncate_prompt_tokens', String(v));
     }
   });
-  await check('llama.cpp\'s POST /infill: refused for a model without fill-in-the-middle tokens (Kimi\'s)', async () => {
+  await check('llama.cpp\'s POST /infill and a completion\'s suffix: refused for a model without fill-in-the-middle tokens (Kimi\'s)', async () => {
     const r = await fetch(srv.url + '/infill', { method: 'POST', body: JSON.stringify({ input_prefix: 'a', input_suffix: 'b' }) });
     assert.equal(r.status, 400);
     const e = (await r.json()).error;
     assert.equal(e.code, 'fim_not_supported');
     assert.match(e.message, /fill-in-the-middle/);
     assert.equal((await fetch(srv.url + '/infill')).status, 405);
+    const v1 = await fetch(srv.url + '/v1/completions', { method: 'POST', body: JSON.stringify({ prompt: 'a', suffix: 'b' }) });
+    assert.equal(v1.status, 400);
+    assert.deepEqual([(await v1.json()).error.param], ['suffix'], 'completions with a suffix: the same refusal');
   });
   await check('llama.cpp\'s POST /completion: its fields and its answer\'s shape, the same tokens as /v1/completions', async () => {
     const native = async (body) => {

@@ -173,7 +173,7 @@ await check('served: a call in DeepSeek\'s format is a tool call (plain and stre
   }
 });
 
-await check('served: /infill is /completion of the fill-in-the-middle prompt; a long one is cut to fit', async () => {
+await check('served: /infill, and completions with a suffix, are /completion of the fill-in-the-middle prompt; a long one is cut to fit', async () => {
   const srv = await serve();
   try {
     const ids = (t) => ref.encode(t, { add_special_tokens: false });
@@ -189,6 +189,15 @@ await check('served: /infill is /completion of the fill-in-the-middle prompt; a 
     assert.equal(r.tokens_evaluated, want.length);
     const direct = await srv.post('/completion', { prompt: want, ...settings });
     assert.equal(r.content, direct.content, 'the same prompt: the same greedy answer');
+    // OpenAI's completions with a suffix (DeepSeek's own API takes one): the same prompt, without the extras
+    const plainFim = [0, pre, ...ids(prefix), suf, ...ids(suffix), mid];
+    const v1 = await srv.post('/v1/completions', { prompt: prefix, suffix, max_tokens: 6, temperature: 0,
+      ignore_eos: true });
+    assert.equal(v1.status, 200, JSON.stringify(v1));
+    assert.equal(v1.usage.prompt_tokens, plainFim.length);
+    assert.equal(v1.choices[0].text, (await srv.post('/completion', { prompt: plainFim, ...settings })).content);
+    const echo = await srv.post('/v1/completions', { prompt: prefix, suffix, echo: true });
+    assert.deepEqual([echo.status, echo.error.param], [400, 'echo']);
     const bad = await srv.post('/infill', { input_prefix: 'a', input_extra: [{ filename: 'x' }] });
     assert.deepEqual([bad.status, bad.error.param], [400, 'input_extra']);
     // (the server takes 4,095 prompt tokens; with n_predict 100, 3,995 for the prompt)
