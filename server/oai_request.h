@@ -36,7 +36,8 @@
  * streamed, one choice).
  *
  * Known fields whose effect this server does not have (chat's echo, best_of,
- * suffix, schema keywords json_schema.h does not enforce) are refused unless they ask for
+ * suffix (a completion's is made a fill-in-the-middle prompt before this parse,
+ * serve_infill.h), schema keywords json_schema.h does not enforce) are refused unless they ask for
  * nothing: an answer without what was asked would be silently wrong. */
 #ifndef MOETIER_OAI_REQUEST_H
 #define MOETIER_OAI_REQUEST_H
