@@ -233,13 +233,16 @@ async function plainServer() {
   });
 
   await check('Export downloads a conversation that Import adds back; a bad file is refused', async () => {
-    const before = await stored(page);
-    const shown = before.find((c) => c.id === (before.length && before.reduce((a, b) => (a.updated > b.updated ? a : b)).id));
+    const before = await stored(page), shownId = await page.evaluate(() => currentId);
+    const shown = before.find((c) => c.id === shownId);
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
     const file = await download.path();
     const exported = JSON.parse(readFileSync(file, 'utf8'));
     assert.deepEqual(exported.messages, shown.messages);
     await page.setInputFiles('#import-file', file);
+    // (the page reads the file after the change event)
+    await page.waitForFunction((n) => JSON.parse(localStorage.getItem('moetier.conversations')).length === n,
+      before.length + 1);
     const after = await stored(page);
     assert.equal(after.length, before.length + 1);
     const added = after[after.length - 1];
@@ -248,10 +251,11 @@ async function plainServer() {
     assert.deepEqual(added.messages, shown.messages.map((m) => (m.role === 'assistant' ? { ...m, done: true } : m)));
     await page.setInputFiles('#import-file', { name: 'bad.json', mimeType: 'application/json',
       buffer: Buffer.from(JSON.stringify({ messages: [{ role: 'tool', content: 'x' }] })) });
+    await page.waitForSelector('#notice:not([hidden])');
     assert.match(await page.textContent('#notice'), /Not imported: message 0 .*bad\.json/);
     await page.setInputFiles('#import-file', { name: 'torn.json', mimeType: 'application/json',
       buffer: Buffer.from('{"messages": [') });
-    assert.match(await page.textContent('#notice'), /not JSON/);
+    await page.waitForFunction(() => /not JSON/.test(document.getElementById('notice').textContent));
     assert.equal((await stored(page)).length, after.length, 'a refused file changes nothing');
   });
 
