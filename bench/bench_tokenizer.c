@@ -90,8 +90,8 @@ int main(int argc, char **argv)
            "\"tokens\": %zu, "
            "\"pieces\": %zu, \"encode_mb_per_s\": %.2f, \"presplit_mb_per_s\": %.2f, "
            "\"ratio\": %.3f, \"tokens_per_s\": %.0f}\n",
-           tok.kind == TOKENIZER_TIKTOKEN ? "tiktoken" : "tokenizer.json", n, n_ids, n_pieces, mb / best_enc, mb / best_split, best_split / best_enc,
-           (double)n_ids / best_enc);
+           tok.kind == TOKENIZER_TIKTOKEN ? "tiktoken" : "tokenizer.json", n, n_ids, n_pieces, mb / best_enc,
+           mb / best_split, best_split / best_enc, (double)n_ids / best_enc);
     tokenizer_free(&tok);
     free(corpus);
     free(cases);

@@ -741,9 +741,12 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
 static enum MHD_Result handle_fim(server *s, struct MHD_Connection *c, conn_ctx *cx, oai_api api)
 {
     oai_error err;
-    int limit = s->o.max_prompt_tokens && s->o.max_prompt_tokens < s->ctx - 1 ? s->o.max_prompt_tokens : s->ctx - 1;
-    char *body = (api == API_LLAMA ? serve_infill_body : serve_suffix_body)(s->tok, limit, cx->body ? cx->body : "",
-                                                                           cx->len, &err);
+    int limit = s->ctx - 1;
+    if (s->o.max_prompt_tokens && s->o.max_prompt_tokens < limit)
+        limit = s->o.max_prompt_tokens;
+    const char *in = cx->body ? cx->body : "";
+    char *body = api == API_LLAMA ? serve_infill_body(s->tok, limit, in, cx->len, &err)
+                                  : serve_suffix_body(s->tok, limit, in, cx->len, &err);
     if (!body)
         return send_body(s, c, err.status, oai_error_body(&err), "application/json");
     free(cx->body);

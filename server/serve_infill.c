@@ -46,15 +46,19 @@ static int extra_text(const cJSON *root, char **out, oai_error *err)
     if (!list || cJSON_IsNull(list))
         return 0;
     if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) > MAX_EXTRA)
-        return oai_bad(err, "input_extra", "'input_extra' must be a list of at most %d {\"filename\", \"text\"} "
-                       "objects", MAX_EXTRA);
+        return oai_bad(err, "input_extra",
+                       "'input_extra' must be a list of at most %d {\"filename\", \"text\"} "
+                       "objects",
+                       MAX_EXTRA);
     size_t need = 1;
     int i = 0;
     cJSON_ArrayForEach(x, list) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(x, "filename"), *text;
         text = cJSON_GetObjectItemCaseSensitive(x, "text");
-        if (!cJSON_IsObject(x) || !cJSON_IsString(text) || (name && !cJSON_IsNull(name) && !cJSON_IsString(name)))
-            return oai_bad(err, "input_extra", "input_extra[%d] must be {\"filename\": string, \"text\": string}", i);
+        if (!cJSON_IsObject(x) || !cJSON_IsString(text) ||
+            (name && !cJSON_IsNull(name) && !cJSON_IsString(name)))
+            return oai_bad(err, "input_extra",
+                           "input_extra[%d] must be {\"filename\": string, \"text\": string}", i);
         need += strlen(text->valuestring) + (cJSON_IsString(name) ? strlen(name->valuestring) : 0) + 16;
         i++;
     }
@@ -64,7 +68,8 @@ static int extra_text(const cJSON *root, char **out, oai_error *err)
     size_t at = 0;
     cJSON_ArrayForEach(x, list) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(x, "filename");
-        at += (size_t)snprintf(buf + at, need - at, "--- %s ---\n%s\n\n", cJSON_IsString(name) ? name->valuestring : "",
+        at += (size_t)snprintf(buf + at, need - at, "--- %s ---\n%s\n\n",
+                               cJSON_IsString(name) ? name->valuestring : "",
                                cJSON_GetObjectItemCaseSensitive(x, "text")->valuestring);
     }
     *out = buf;
@@ -75,9 +80,9 @@ static int extra_text(const cJSON *root, char **out, oai_error *err)
 static int prompt_room(const cJSON *root, const char *field, int limit)
 {
     const cJSON *np = chat_body_field(root, field);
-    int answer = cJSON_IsNumber(np) && np->valuedouble >= 1 ? (np->valuedouble < limit / 2 ? (int)np->valuedouble
-                                                                                            : limit / 2)
-                                                            : limit / 4;
+    int answer = cJSON_IsNumber(np) && np->valuedouble >= 1
+                     ? (np->valuedouble < limit / 2 ? (int)np->valuedouble : limit / 2)
+                     : limit / 4;
     return limit - answer;
 }
 
@@ -90,16 +95,19 @@ static int fim_tokens(const tokenizer *tok, const char *param, int fim[3], oai_e
         if (fim[0] >= 0 && fim[1] >= 0 && fim[2] >= 0)
             return 0;
     }
-    return oai_fail(err, 400, "invalid_request_error", param, "fim_not_supported",
-                    "this model's vocabulary has no fill-in-the-middle tokens (%s ..., or %s ...): filling in "
-                    "the middle needs a model trained to", fim_sets[0][0], fim_sets[1][0]);
+    return oai_fail(
+        err, 400, "invalid_request_error", param, "fim_not_supported",
+        "this model's vocabulary has no fill-in-the-middle tokens (%s ..., or %s ...): filling in "
+        "the middle needs a model trained to",
+        fim_sets[0][0], fim_sets[1][0]);
 }
 
 /* [bos] extra FIM_PRE prefix FIM_SUF suffix FIM_MID middle as ids, cut to
  * room tokens as serve_infill.h says; field[0..2] name prefix, suffix and
  * middle in errors. */
-static int fim_prompt(const tokenizer *tok, int room, const char *extra, const char *prefix, const char *suffix,
-                      const char *middle, const char *const field[3], token_list *ids, oai_error *err)
+static int fim_prompt(const tokenizer *tok, int room, const char *extra, const char *prefix,
+                      const char *suffix, const char *middle, const char *const field[3], token_list *ids,
+                      oai_error *err)
 {
     int fim[3];
     token_list lp = {0}, ls = {0}, lm = {0}, lx = {0};
@@ -112,13 +120,15 @@ static int fim_prompt(const tokenizer *tok, int room, const char *extra, const c
     if (room < 0) {
         oai_fail(err, 400, "invalid_request_error", field[2], "context_length_exceeded",
                  "'%s' has %zu tokens; with the fill-in-the-middle tokens and room for the answer, this "
-                 "server takes at most %d", field[2], lm.n, (int)lm.n + room);
+                 "server takes at most %d",
+                 field[2], lm.n, (int)lm.n + room);
         goto out;
     }
     size_t suffix_take = ls.n < (size_t)room / 4 ? ls.n : (size_t)room / 4;
     size_t prefix_take = lp.n < (size_t)room - suffix_take ? lp.n : (size_t)room - suffix_take;
     suffix_take = ls.n < (size_t)room - prefix_take ? ls.n : (size_t)room - prefix_take;
-    size_t extra_take = lx.n < (size_t)room - prefix_take - suffix_take ? lx.n : (size_t)room - prefix_take - suffix_take;
+    size_t extra_take =
+        lx.n < (size_t)room - prefix_take - suffix_take ? lx.n : (size_t)room - prefix_take - suffix_take;
     int fail = (tok->bos_prefix >= 0 && token_list_push(ids, tok->bos_prefix));
     for (size_t i = lx.n - extra_take; i < lx.n && !fail; i++)
         fail = token_list_push(ids, lx.ids[i]);
@@ -200,9 +210,11 @@ char *serve_suffix_body(const tokenizer *tok, int limit, const char *body, size_
     else if (!cJSON_IsString(prompt))
         oai_bad(err, "prompt", "with 'suffix', 'prompt' must be one string: the text before the gap");
     else if (cJSON_IsTrue(echo))
-        oai_bad(err, "echo", "'echo' with 'suffix' is not supported (the prompt is not the text before the answer)");
+        oai_bad(err, "echo",
+                "'echo' with 'suffix' is not supported (the prompt is not the text before the answer)");
     else if (!fim_prompt(tok, prompt_room(root, "max_tokens", limit), NULL, prompt->valuestring,
-                         suffix->valuestring, "", (const char *const[]){"prompt", "suffix", "prompt"}, &ids, err))
+                         suffix->valuestring, "", (const char *const[]){"prompt", "suffix", "prompt"}, &ids,
+                         err))
         out = with_prompt_ids(root, dropped, 1, &ids, err);
     token_list_free(&ids);
     cJSON_Delete(root);

@@ -111,11 +111,12 @@ int cmd_inspect(int argc, char **argv)
             reserved += (fl & VOCAB_F_SPECIAL) && !(fl & VOCAB_F_NAMED);
         }
         printf("tokenizer    %s, %d tokens: %d by BPE, %d named special, %d reserved",
-               tok.kind == TOKENIZER_TIKTOKEN ? "tiktoken.model" : "tokenizer.json (merges by pair)", tok.v.n_vocab,
-               tok.v.n_vocab - named - reserved, named, reserved);
+               tok.kind == TOKENIZER_TIKTOKEN ? "tiktoken.model" : "tokenizer.json (merges by pair)",
+               tok.v.n_vocab, tok.v.n_vocab - named - reserved, named, reserved);
         if (tok.bos_prefix >= 0)
             printf("; a raw prompt starts with %s", vocab_decode(&tok.v, tok.bos_prefix, NULL));
-        if (vocab_find_special(&tok.v, "<｜fim▁begin｜>") >= 0 || vocab_find_special(&tok.v, "<|fim_prefix|>") >= 0)
+        if (vocab_find_special(&tok.v, "<｜fim▁begin｜>") >= 0 ||
+            vocab_find_special(&tok.v, "<|fim_prefix|>") >= 0)
             printf("; fill-in-the-middle tokens (/infill)");
         printf("\n");
         tokenizer_free(&tok);

@@ -349,7 +349,9 @@ int tokenizer_bpe_simple(const tokenizer *t, const uint8_t *p, size_t n, token_l
         memmove(made + bi + 1, made + bi + 2, (count - bi - 2) * sizeof *made);
         memmove(id + bi + 1, id + bi + 2, (count - bi - 2) * sizeof *id);
         count--;
-        rank[bi] = bi + 2 < count ? pair_rank(t, p, start[bi], start[bi + 2], id[bi], id[bi + 1], &made[bi]) : -1;
+        rank[bi] = bi + 2 < count
+                       ? pair_rank(t, p, start[bi], start[bi + 2], id[bi], id[bi + 1], &made[bi])
+                       : -1;
         if (bi > 0)
             rank[bi - 1] = pair_rank(t, p, start[bi - 1], start[bi + 1], id[bi - 1], id[bi], &made[bi - 1]);
     }

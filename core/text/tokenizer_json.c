@@ -58,13 +58,13 @@ int tokenizer_json_pattern(const char *pattern, char *out, size_t cap, errbuf *e
 {
     size_t o = 0;
     int in_class = 0;
-#define PUT(str)                                                                                   \
-    do {                                                                                           \
-        size_t l_ = strlen(str);                                                                   \
-        if (o + l_ + 1 > cap)                                                                      \
-            return err_set(e, "the pattern is too long");                                          \
-        memcpy(out + o, str, l_);                                                                  \
-        o += l_;                                                                                   \
+#define PUT(str)                                                                                             \
+    do {                                                                                                     \
+        size_t l_ = strlen(str);                                                                             \
+        if (o + l_ + 1 > cap)                                                                                \
+            return err_set(e, "the pattern is too long");                                                    \
+        memcpy(out + o, str, l_);                                                                            \
+        o += l_;                                                                                             \
     } while (0)
     for (const char *p = pattern; *p; p++) {
         char one[3] = {*p, 0, 0};
@@ -75,8 +75,10 @@ int tokenizer_json_pattern(const char *pattern, char *out, size_t cap, errbuf *e
             else if (c == 'S' && !in_class)
                 PUT("[^" TOKENIZER_WHITE_SPACE "]");
             else if (c == 'S' || c == 'h' || c == 'H')
-                return err_set(e, "'\\%c'%s is not supported (its meaning differs between "
-                               "regular expression engines)", c, in_class ? " inside a class" : "");
+                return err_set(e,
+                               "'\\%c'%s is not supported (its meaning differs between "
+                               "regular expression engines)",
+                               c, in_class ? " inside a class" : "");
             else {
                 one[1] = c;
                 PUT(one);
@@ -90,7 +92,7 @@ int tokenizer_json_pattern(const char *pattern, char *out, size_t cap, errbuf *e
                 PUT("^");
                 p++;
             }
-            if (p[1] == ']') {  /* a ']' first in a class is itself */
+            if (p[1] == ']') { /* a ']' first in a class is itself */
                 PUT("]");
                 p++;
             }
@@ -115,7 +117,7 @@ typedef struct json_reader {
     tokenizer_bpe_spec spec;
     char patterns[TOKENIZER_MAX_SPLITS][4096];
     bpe_merge *merges;
-    uint8_t *merge_bytes;       /* the merges' parts, decoded */
+    uint8_t *merge_bytes; /* the merges' parts, decoded */
 } json_reader;
 
 static const char *type_of(const cJSON *o)
@@ -173,24 +175,28 @@ static int read_pre_tokenizer(json_reader *r, const cJSON *pt, const char *where
         const cJSON *str = cJSON_GetObjectItemCaseSensitive(pat, "String");
         const cJSON *beh = cJSON_GetObjectItemCaseSensitive(pt, "behavior");
         if (!cJSON_IsString(re) && !cJSON_IsString(str))
-            return err_set(r->e, "%s: %s: a Split needs a 'pattern' with a 'Regex' or 'String'", r->name, where);
+            return err_set(r->e, "%s: %s: a Split needs a 'pattern' with a 'Regex' or 'String'", r->name,
+                           where);
         if (!cJSON_IsString(beh) || strcmp(beh->valuestring, "Isolated"))
-            return err_set(r->e, "%s: %s: Split behavior '%s' is not supported (only Isolated)", r->name, where,
-                           cJSON_IsString(beh) ? beh->valuestring : "(none)");
+            return err_set(r->e, "%s: %s: Split behavior '%s' is not supported (only Isolated)", r->name,
+                           where, cJSON_IsString(beh) ? beh->valuestring : "(none)");
         if (!unset(pt, "invert"))
             return err_set(r->e, "%s: %s: an inverted Split is not supported", r->name, where);
-        return add_pattern(r, where, cJSON_IsString(re) ? re->valuestring : str->valuestring, !cJSON_IsString(re));
+        return add_pattern(r, where, cJSON_IsString(re) ? re->valuestring : str->valuestring,
+                           !cJSON_IsString(re));
     }
     if (type && !strcmp(type, "ByteLevel")) {
         if (!unset(pt, "add_prefix_space"))
             return err_set(r->e, "%s: %s: ByteLevel's add_prefix_space is not supported", r->name, where);
         const cJSON *ur = cJSON_GetObjectItemCaseSensitive(pt, "use_regex");
-        if (!ur || cJSON_IsTrue(ur))    /* (tokenizers' default: true) */
+        if (!ur || cJSON_IsTrue(ur)) /* (tokenizers' default: true) */
             return add_pattern(r, where, gpt2_pattern, 0);
         return 0;
     }
-    return err_set(r->e, "%s: %s: pre-tokenizer '%s' is not supported (byte-level BPE: Split, ByteLevel, "
-                   "Sequence)", r->name, where, type ? type : "(no type)");
+    return err_set(r->e,
+                   "%s: %s: pre-tokenizer '%s' is not supported (byte-level BPE: Split, ByteLevel, "
+                   "Sequence)",
+                   r->name, where, type ? type : "(no type)");
 }
 
 static int read_normalizer(json_reader *r, const cJSON *n)
@@ -214,7 +220,9 @@ static int read_decoder(json_reader *r, const cJSON *d)
         return 0;
     if (type && !strcmp(type, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(d, "decoders"), *x;
-        cJSON_ArrayForEach(x, list) if (read_decoder(r, x)) return -1;
+        cJSON_ArrayForEach(x, list)
+            if (read_decoder(r, x))
+                return -1;
         return 0;
     }
     return err_set(r->e, "%s: decoder '%s' is not supported (byte-level BPE decodes its bytes)", r->name,
@@ -226,9 +234,11 @@ static int read_model(json_reader *r, const cJSON *m)
     const char *type = type_of(m);
     if (!cJSON_IsObject(m) || (type && strcmp(type, "BPE")))
         return err_set(r->e, "%s: model '%s' is not supported (only BPE)", r->name,
-                       type ? type : cJSON_IsObject(m) ? "(no type)" : "(none)");
-    static const char *const refused[] = {"unk_token", "byte_fallback", "dropout", "continuing_subword_prefix",
-                                          "end_of_word_suffix"};
+                       type                ? type
+                       : cJSON_IsObject(m) ? "(no type)"
+                                           : "(none)");
+    static const char *const refused[] = {"unk_token", "byte_fallback", "dropout",
+                                          "continuing_subword_prefix", "end_of_word_suffix"};
     for (size_t i = 0; i < sizeof refused / sizeof *refused; i++)
         if (!unset(m, refused[i]))
             return err_set(r->e, "%s: model.%s is not supported (byte-level BPE without it)", r->name,
@@ -269,7 +279,7 @@ static int read_merges(json_reader *r, const cJSON *list)
         if (!left)
             return err_set(r->e, "%s: model.merges[%d] is not \"a b\" or [\"a\", \"b\"]", r->name, i);
         if (split)
-            *split = 0;     /* (the tree is ours) */
+            *split = 0; /* (the tree is ours) */
         bpe_merge *m = &r->merges[i];
         long nl = byte_level_decode(left, r->merge_bytes + at);
         m->left = r->merge_bytes + at;
@@ -300,7 +310,7 @@ static int token_id(const cJSON *v)
 }
 
 typedef struct slot {
-    const char *text;           /* the token's string in the file, NULL: unnamed */
+    const char *text; /* the token's string in the file, NULL: unnamed */
     int added, special;
 } slot;
 
@@ -351,7 +361,7 @@ static int read_vocab(json_reader *r, const cJSON *model, const cJSON *added, in
     cJSON_ArrayForEach(x, mv) {
         int id = token_id(x);
         if (sl[id].added)
-            continue;   /* (an added token in the vocab too: its name holds) */
+            continue; /* (an added token in the vocab too: its name holds) */
         if (sl[id].text) {
             rc = err_set(r->e, "%s: model.vocab gives id %d to two tokens", r->name, id);
             goto out;
@@ -420,13 +430,15 @@ static int read_roles(json_reader *r, const cJSON *config, const char *config_na
     struct {
         const char *key;
         int *id;
-    } roles[] = {{"bos_token", &v->bos_id}, {"eos_token", &v->eos_id}, {"pad_token", &v->pad_id},
+    } roles[] = {{"bos_token", &v->bos_id},
+                 {"eos_token", &v->eos_id},
+                 {"pad_token", &v->pad_id},
                  {"unk_token", &v->unk_id}};
     for (size_t i = 0; i < sizeof roles / sizeof *roles; i++) {
         const char *name = token_field(config, roles[i].key);
         if (name && (*roles[i].id = vocab_find_special(v, name)) < 0)
-            return err_set(r->e, "%s: %s '%s' is not one of the added tokens of %s", config_name, roles[i].key,
-                           name, r->name);
+            return err_set(r->e, "%s: %s '%s' is not one of the added tokens of %s", config_name,
+                           roles[i].key, name, r->name);
     }
     r->spec.bos_prefix = -1;
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(config, "add_bos_token");
@@ -468,7 +480,8 @@ int tokenizer_json_parse(tokenizer *t, const char *json, size_t len, const char 
     if (config) {
         cfg = json_parse_watched(config, config_len);
         if (!cJSON_IsObject(cfg)) {
-            err_set(e, "%s: %s", config_name, cfg ? "not a JSON object" : json_parse_failure("not valid JSON"));
+            err_set(e, "%s: %s", config_name,
+                    cfg ? "not a JSON object" : json_parse_failure("not valid JSON"));
             goto out;
         }
     }
@@ -478,8 +491,8 @@ int tokenizer_json_parse(tokenizer *t, const char *json, size_t len, const char 
         read_decoder(r, cJSON_GetObjectItemCaseSensitive(root, "decoder")) ||
         read_merges(r, cJSON_GetObjectItemCaseSensitive(model, "merges")) ||
         read_vocab(r, model, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), min_vocab, &v) ||
-        read_roles(r, cfg, config ? config_name : name, cJSON_GetObjectItemCaseSensitive(root, "post_processor"),
-                   &v))
+        read_roles(r, cfg, config ? config_name : name,
+                   cJSON_GetObjectItemCaseSensitive(root, "post_processor"), &v))
         goto out;
     rc = tokenizer_init_bpe(t, &v, &r->spec, e);
     if (rc)

@@ -16,8 +16,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t jl = nul ? (size_t)(nul - data) : size;
     tokenizer t;
     errbuf e;
-    if (tokenizer_json_parse(&t, (const char *)data, jl, "fuzz/tokenizer.json", nul ? (const char *)nul + 1 : NULL,
-                             nul ? size - jl - 1 : 0, "fuzz/tokenizer_config.json", 0, &e))
+    if (tokenizer_json_parse(&t, (const char *)data, jl, "fuzz/tokenizer.json",
+                             nul ? (const char *)nul + 1 : NULL, nul ? size - jl - 1 : 0,
+                             "fuzz/tokenizer_config.json", 0, &e))
         return 0;
     static const char text[] = "Hello <s> wörld 12345\n\t  ab<|x|>中文 ";
     token_list l = {0};

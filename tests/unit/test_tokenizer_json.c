@@ -88,8 +88,8 @@ static void set_json(cJSON *o, const char *key, const char *json)
 static int load(tokenizer *t, cJSON *root, const char *config, int min_vocab, errbuf *e)
 {
     char *text = cJSON_PrintUnformatted(root);
-    int rc = tokenizer_json_parse(t, text, strlen(text), "t/tokenizer.json", config, config ? strlen(config) : 0,
-                                  "t/tokenizer_config.json", min_vocab, e);
+    int rc = tokenizer_json_parse(t, text, strlen(text), "t/tokenizer.json", config,
+                                  config ? strlen(config) : 0, "t/tokenizer_config.json", min_vocab, e);
     free(text);
     return rc;
 }
@@ -137,7 +137,8 @@ Test(tokenizer_json, merges_join_only_the_pairs_they_list)
     expect_ids(&t, "abc", 0, (int[]){258}, 1);
     tokenizer_free(&t);
     /* the newer form of a merge, a pair of strings */
-    set_json(cJSON_GetObjectItemCaseSensitive(root, "model"), "merges", "[[\"b\", \"c\"], [\"a\", \"b\"], [\"a\", \"bc\"]]");
+    set_json(cJSON_GetObjectItemCaseSensitive(root, "model"), "merges",
+             "[[\"b\", \"c\"], [\"a\", \"b\"], [\"a\", \"bc\"]]");
     load_ok(&t, root, NULL, 0);
     expect_ids(&t, "abc", 0, (int[]){258}, 1);
     tokenizer_free(&t);
@@ -179,7 +180,7 @@ Test(tokenizer_json, merge_loops_match_the_definition)
         const char *extra[MAX_TOK], *merges[MAX_TOK * 2];
         int n_tok = 0, n_merge = 0;
         const char alphabet[] = "abcde ";
-        int sym[MAX_TOK + 6];   /* the ids the joins draw on: the letters, then the tokens */
+        int sym[MAX_TOK + 6]; /* the ids the joins draw on: the letters, then the tokens */
         int n_sym_ids = 0;
         for (int k = 0; alphabet[k]; k++)
             sym[n_sym_ids++] = (uint8_t)alphabet[k];
@@ -220,7 +221,8 @@ Test(tokenizer_json, merge_loops_match_the_definition)
         cJSON_Delete(root);
         /* the definition's tables: rank and id made of each pair of ids */
         int n_sym = 256 + n_tok;
-        int *ranks = malloc((size_t)n_sym * n_sym * sizeof *ranks), *made = malloc((size_t)n_sym * n_sym * sizeof *made);
+        int *ranks = malloc((size_t)n_sym * n_sym * sizeof *ranks),
+            *made = malloc((size_t)n_sym * n_sym * sizeof *made);
         for (int i = 0; i < n_sym * n_sym; i++)
             ranks[i] = -1;
         for (int m = n_merge - 1; m >= 0; m--) {
@@ -250,7 +252,8 @@ Test(tokenizer_json, merge_loops_match_the_definition)
             token_list s = {0}, h = {0};
             cr_assert_eq(tokenizer_bpe_simple(&t, (const uint8_t *)text, (size_t)n, &s), 0);
             cr_assert_eq(tokenizer_bpe_heap(&t, (const uint8_t *)text, (size_t)n, &h), 0);
-            cr_assert_eq((int)s.n, n_want, "round %d, '%s': %zu ids, the definition %d", round, text, s.n, n_want);
+            cr_assert_eq((int)s.n, n_want, "round %d, '%s': %zu ids, the definition %d", round, text, s.n,
+                         n_want);
             cr_assert_eq((int)h.n, n_want, "round %d, '%s' (heap)", round, text);
             for (int i = 0; i < n_want; i++) {
                 cr_assert_eq(s.ids[i], want[i], "round %d, '%s': id %d", round, text, i);
@@ -291,12 +294,13 @@ static void expect_pieces(const tokenizer *t, const char *text, const char *cons
 Test(tokenizer_json, pre_tokenizers_split_in_turn)
 {
     cJSON *root = file_of(NULL, 0, NULL, 0);
-    set_json(root, "pre_tokenizer",
-             "{\"type\": \"Sequence\", \"pretokenizers\": ["
-             "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\p{N}{1,3}\"}, \"behavior\": \"Isolated\", \"invert\": false},"
-             "{\"type\": \"Split\", \"pattern\": {\"String\": \"-+\"}, \"behavior\": \"Isolated\", \"invert\": false},"
-             "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"Isolated\"},"
-             "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}]}");
+    set_json(
+        root, "pre_tokenizer",
+        "{\"type\": \"Sequence\", \"pretokenizers\": ["
+        "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\p{N}{1,3}\"}, \"behavior\": \"Isolated\", \"invert\": false},"
+        "{\"type\": \"Split\", \"pattern\": {\"String\": \"-+\"}, \"behavior\": \"Isolated\", \"invert\": false},"
+        "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"Isolated\"},"
+        "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}]}");
     tokenizer t;
     load_ok(&t, root, NULL, 0);
     /* digits in threes, the literal "-+" (not a pattern), then whitespace
@@ -351,18 +355,21 @@ Test(tokenizer_json, added_tokens_reserved_ids_and_decoding)
 Test(tokenizer_json, a_raw_prompt_starts_as_the_config_says)
 {
     cJSON *root = file_of(NULL, 0, NULL, 0);
-    set_json(root, "added_tokens",
-             "[{\"id\": 256, \"content\": \"<s>\", \"special\": true}, {\"id\": 257, \"content\": \"</s>\", \"special\": true}]");
+    set_json(
+        root, "added_tokens",
+        "[{\"id\": 256, \"content\": \"<s>\", \"special\": true}, {\"id\": 257, \"content\": \"</s>\", \"special\": true}]");
     struct {
         const char *config, *post;
         int bos;
     } cases[] = {
-        {"{\"add_bos_token\": true, \"bos_token\": \"<s>\", \"eos_token\": {\"content\": \"</s>\"}}", NULL, 256},
+        {"{\"add_bos_token\": true, \"bos_token\": \"<s>\", \"eos_token\": {\"content\": \"</s>\"}}", NULL,
+         256},
         {"{\"add_bos_token\": false, \"bos_token\": \"<s>\"}", NULL, -1},
         {"{\"bos_token\": \"<s>\"}", NULL, -1},
         {"{\"bos_token\": \"<s>\"}",
          "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}},"
-         " {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]}", 256},
+         " {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]}",
+         256},
         {NULL, "{\"type\": \"ByteLevel\"}", -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -398,19 +405,24 @@ Test(tokenizer_json, refusals_name_the_field)
         {"model.byte_fallback", "true", NULL, "model.byte_fallback"},
         {"model.continuing_subword_prefix", "\"##\"", NULL, "model.continuing_subword_prefix"},
         {"model.merges", "[\"a\"]", NULL, "model.merges[0]"},
-        {"model.merges", "[\"a q\"]", NULL, "t/tokenizer.json: model.merges[0] joins a pair whose join is no token"},
+        {"model.merges", "[\"a q\"]", NULL,
+         "t/tokenizer.json: model.merges[0] joins a pair whose join is no token"},
         {"model.merges", "{}", NULL, "model.merges must be a list"},
         {"model.vocab", "{\"a\": -1}", NULL, "model.vocab[\"a\"]"},
         {"model.vocab", "{\"\\u20ac\": 5}", NULL, "is not byte-level"},
         {"normalizer", "{\"type\": \"NFC\"}", NULL, "normalizer 'NFC'"},
         {"pre_tokenizer", "{\"type\": \"Metaspace\"}", NULL, "pre-tokenizer 'Metaspace'"},
-        {"pre_tokenizer", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, \"behavior\": \"Removed\"}", NULL,
-         "behavior 'Removed'"},
-        {"pre_tokenizer", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, \"behavior\": \"Isolated\", "
-                          "\"invert\": true}", NULL, "inverted"},
-        {"pre_tokenizer", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\h+\"}, \"behavior\": \"Isolated\"}",
-         NULL, "pre_tokenizer: '\\h'"},
-        {"pre_tokenizer", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(a\"}, \"behavior\": \"Isolated\"}", NULL,
+        {"pre_tokenizer", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, \"behavior\": \"Removed\"}",
+         NULL, "behavior 'Removed'"},
+        {"pre_tokenizer",
+         "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, \"behavior\": \"Isolated\", "
+         "\"invert\": true}",
+         NULL, "inverted"},
+        {"pre_tokenizer",
+         "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\h+\"}, \"behavior\": \"Isolated\"}", NULL,
+         "pre_tokenizer: '\\h'"},
+        {"pre_tokenizer",
+         "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(a\"}, \"behavior\": \"Isolated\"}", NULL,
          "does not compile"},
         {"pre_tokenizer", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\"}]}", NULL,
          "pre_tokenizer.pretokenizers[0]: pre-tokenizer 'Digits'"},
@@ -451,9 +463,10 @@ Test(tokenizer_json, patterns_read_as_oniguruma_reads_them)
 {
     char out[512];
     errbuf e;
-    cr_assert_eq(tokenizer_json_pattern("\\s+(?!\\S)|[^\\s\\p{L}]+|[]a]|\\\\s", out, sizeof out, &e), 0, "%s", e.msg);
-    cr_expect_str_eq(out, "[" TOKENIZER_WHITE_SPACE "]+(?![^" TOKENIZER_WHITE_SPACE "])|[^" TOKENIZER_WHITE_SPACE
-                          "\\p{L}]+|[]a]|\\\\s");
+    cr_assert_eq(tokenizer_json_pattern("\\s+(?!\\S)|[^\\s\\p{L}]+|[]a]|\\\\s", out, sizeof out, &e), 0, "%s",
+                 e.msg);
+    cr_expect_str_eq(out, "[" TOKENIZER_WHITE_SPACE "]+(?![^" TOKENIZER_WHITE_SPACE
+                          "])|[^" TOKENIZER_WHITE_SPACE "\\p{L}]+|[]a]|\\\\s");
     cr_expect_neq(tokenizer_json_pattern("[\\S]", out, sizeof out, &e), 0);
     cr_expect_neq(tokenizer_json_pattern("\\H", out, sizeof out, &e), 0);
     cr_expect_neq(tokenizer_json_pattern("[[:alpha:]]", out, sizeof out, &e), 0);
