@@ -136,6 +136,17 @@ static int job_done(const void *arg)
     return j->phase == JOB_DONE;
 }
 
+/* Queues r (which it releases) and counts its status in the metrics. */
+static enum MHD_Result queue_counted(server *s, struct MHD_Connection *c, int status, struct MHD_Response *r)
+{
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    pthread_mutex_lock(&s->mu);
+    serve_metrics_count_status(&s->metrics, status);
+    pthread_mutex_unlock(&s->mu);
+    return ret;
+}
+
 static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status, char *owned,
                                  const char *type)
 {
@@ -148,12 +159,7 @@ static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    pthread_mutex_lock(&s->mu);
-    serve_metrics_count_status(&s->metrics, status);
-    pthread_mutex_unlock(&s->mu);
-    return ret;
+    return queue_counted(s, c, status, r);
 }
 
 /* An error body in the shape of the API the request came by. */
@@ -199,12 +205,7 @@ static enum MHD_Result send_page(server *s, struct MHD_Connection *c, const char
                             "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                             "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
                             "frame-ancestors 'none'");
-    enum MHD_Result ret = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    pthread_mutex_lock(&s->mu);
-    serve_metrics_count_status(&s->metrics, 200);
-    pthread_mutex_unlock(&s->mu);
-    return ret;
+    return queue_counted(s, c, 200, r);
 }
 
 static int stream_ready(const void *arg)
@@ -426,12 +427,7 @@ static enum MHD_Result send_stream(server *s, struct MHD_Connection *c, job **jo
                        .fd = fd};
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
-    enum MHD_Result ret = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    pthread_mutex_lock(&s->mu);
-    serve_metrics_count_status(&s->metrics, 200);
-    pthread_mutex_unlock(&s->mu);
-    return ret;
+    return queue_counted(s, c, 200, r);
 }
 
 /* The jobs a request is answered by: `prompts` of them (a batch's prompts,
