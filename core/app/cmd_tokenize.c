@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli_common.h"
 #include "commands.h"
@@ -85,6 +86,22 @@ static void print_ids(const token_list *ids)
     printf("\n");
 }
 
+/* Whether JSON text p[0..n) escapes a NUL (\u0000), which a parsed string
+ * would silently end at. */
+static int escapes_nul(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 6 <= n; i++) {
+        if (p[i] != '\\' || strncasecmp(p + i + 1, "u0000", 5))
+            continue;
+        size_t run = 1;     /* the backslashes before it: an odd run escapes */
+        while (run <= i && p[i - run] == '\\')
+            run++;
+        if (run % 2)
+            return 1;
+    }
+    return 0;
+}
+
 /* --jsonl: each line of buf[0..len) a text; their ids, a line each. */
 static int encode_lines(const tokenizer *t, const char *buf, size_t len, int flags, errbuf *e)
 {
@@ -99,6 +116,9 @@ static int encode_lines(const tokenizer *t, const char *buf, size_t len, int fla
         ids.n = 0;
         if (!cJSON_IsString(text))
             rc = err_set(e, "--jsonl: line %d is not a JSON string or an object with a \"text\" string", line);
+        else if (escapes_nul(buf + at, end - at))
+            rc = err_set(e, "--jsonl: line %d holds a NUL (\\u0000), which a text here cannot: give it with "
+                         "--file", line);
         else if (tokenizer_encode(t, text->valuestring, strlen(text->valuestring), flags, &ids, e))
             rc = err_prefix(e, "--jsonl: line %d: ", line);
         else

@@ -422,6 +422,20 @@ Test(cli, tokenize_prints_ids_on_one_line)
     cr_expect(strstr(err, "UTF-8") != NULL, "%s", err);
     free(out);
     free(err);
+    /* --jsonl: a text a line, as --text gives each */
+    cr_assert_eq(run(&out, &err, "printf '\"The quick\"\\n{\"text\": \"<|im_end|>hi\"}\\n\"\"\\n' | "
+                                 "%s tokenize -m %s --special --jsonl -", bin(), d), 0, "%s", err);
+    cr_expect_str_eq(out, "1008,5072\n163586,9663\n\n");
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "printf '\"ok\"\\n\"a\\\\u0000b\"\\n' | %s tokenize -m %s --jsonl -", bin(), d), 1);
+    cr_expect(strstr(err, "line 2 holds a NUL") != NULL, "a text a JSON string cannot carry is refused: %s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "printf '[1]\\n' | %s tokenize -m %s --jsonl -", bin(), d), 1);
+    cr_expect(strstr(err, "line 1 is not a JSON string") != NULL, "%s", err);
+    free(out);
+    free(err);
     cr_expect_eq(run(&out, &err, "%s tokenize -m /nonexistent --text hi", bin()), 1);
     cr_expect(strstr(err, "/nonexistent: No such file or directory") != NULL, "%s", err);
     free(out);
