@@ -91,8 +91,8 @@ await check('a model with this tokenizer: a raw prompt starts with <｜begin▁o
 
 // a server on that model; stop() resolves to its exit, which must be clean
 // (under ASan: no leak either)
-async function serve(env = {}) {
-  const child = spawn(bin, ['serve', '-m', join(dir, 'model'), '--port', '0', '-t', '1'],
+async function serve(env = {}, model = join(dir, 'model')) {
+  const child = spawn(bin, ['serve', '-m', model, '--port', '0', '-t', '1'],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   let log = '';
@@ -160,6 +160,34 @@ await check('served: a call in DeepSeek\'s format is a tool call (plain and stre
   } finally {
     await srv.stop();
   }
+});
+
+await check('served, as an R1 model: <think> tokens and a template ending in "<think>\\n": the answer starts in the reasoning', async () => {
+  // (DeepSeek-R1's file names two of V3's placeholders <think> and </think>, and its
+  // template opens the reasoning: this model's copy is made so)
+  const model = join(dir, 'model'), r1 = join(dir, 'r1');
+  execFileSync('cp', ['-r', model, r1]);
+  const tj = plain(tokenizerJSON), tc = plain(tokenizerConfig);
+  for (const t of tj.added_tokens) {
+    if (t.id === 128798) Object.assign(t, { content: '<think>', special: false });
+    if (t.id === 128799) Object.assign(t, { content: '</think>', special: false });
+  }
+  const open = "{{'<｜Assistant｜>'}}";
+  assert.ok(tc.chat_template.includes(open));
+  tc.chat_template = tc.chat_template.replaceAll(open, "{{'<｜Assistant｜><think>\\n'}}");
+  writeFileSync(join(r1, 'tokenizer.json'), JSON.stringify(tj));
+  writeFileSync(join(r1, 'tokenizer_config.json'), JSON.stringify(tc));
+  const srv = await serve({ MOETIER_SERVE_FORCE_TEXT: 'Let me think.</think>The answer.' }, r1);
+  try {
+    const r = await srv.post('/v1/chat/completions', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 30 });
+    assert.equal(r.status, 200, JSON.stringify(r));
+    assert.equal(r.choices[0].message.reasoning_content, 'Let me think.');
+    assert.equal(r.choices[0].message.content, 'The answer.');
+    assert.ok(r.usage.completion_tokens_details.reasoning_tokens > 0);
+  } finally {
+    await srv.stop();
+  }
+  rmSync(r1, { recursive: true, force: true });
 });
 
 await check('served: /infill, and completions with a suffix, are /completion of the fill-in-the-middle prompt; a long one is cut to fit', async () => {
