@@ -414,32 +414,12 @@ out:
     return rc;
 }
 
-/* "bos_token": "<s>" or {"content": "<s>", ...} or null. */
-static const char *token_field(const cJSON *root, const char *key)
-{
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (cJSON_IsObject(j))
-        j = cJSON_GetObjectItemCaseSensitive(j, "content");
-    return cJSON_IsString(j) ? j->valuestring : NULL;
-}
-
 /* tokenizer_config.json's roles, and the token a raw prompt starts with. */
 static int read_roles(json_reader *r, const cJSON *config, const char *config_name, const cJSON *post,
                       vocab *v)
 {
-    struct {
-        const char *key;
-        int *id;
-    } roles[] = {{"bos_token", &v->bos_id},
-                 {"eos_token", &v->eos_id},
-                 {"pad_token", &v->pad_id},
-                 {"unk_token", &v->unk_id}};
-    for (size_t i = 0; i < sizeof roles / sizeof *roles; i++) {
-        const char *name = token_field(config, roles[i].key);
-        if (name && (*roles[i].id = vocab_find_special(v, name)) < 0)
-            return err_set(r->e, "%s: %s '%s' is not one of the added tokens of %s", config_name,
-                           roles[i].key, name, r->name);
-    }
+    if (vocab_read_roles(v, config, config_name, r->e))
+        return -1;
     r->spec.bos_prefix = -1;
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(config, "add_bos_token");
     if (cJSON_IsBool(add)) {

@@ -278,18 +278,23 @@ static int parse_specials(load_state *ls, const char *path, const cJSON *root, i
             v->max_token_len = len;
     }
     free(nt);
+    return vocab_read_roles(v, root, path, e);
+}
+
+int vocab_read_roles(vocab *v, const struct cJSON *config, const char *config_name, errbuf *e)
+{
     struct {
         const char *key;
         int *id;
     } roles[] = {{"bos_token", &v->bos_id}, {"eos_token", &v->eos_id}, {"pad_token", &v->pad_id},
                  {"unk_token", &v->unk_id}};
     for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++) {
-        const char *name = token_field(root, roles[r].key);
+        const char *name = token_field(config, roles[r].key);
         if (!name)
             continue;
         *roles[r].id = vocab_find_special(v, name);
         if (*roles[r].id < 0)
-            return err_set(e, "%s: %s '%s' is not one of the special tokens", path, roles[r].key,
+            return err_set(e, "%s: %s '%s' is not one of the special tokens", config_name, roles[r].key,
                            name);
     }
     return 0;

@@ -68,6 +68,12 @@ int vocab_parse(vocab *v, const char *ranks, size_t ranks_len, const char *ranks
                 const char *config, size_t config_len, const char *config_name, int min_vocab,
                 errbuf *e);
 void vocab_free(vocab *v);
+/* Sets bos_id, eos_id, pad_id and unk_id from a tokenizer_config.json's
+ * bos_token, eos_token, ... ("<s>" or {"content": "<s>"}; absent or null: -1
+ * stays). A name that is not a special token of v is an error naming
+ * config_name and the field. */
+struct cJSON;
+int vocab_read_roles(vocab *v, const struct cJSON *config, const char *config_name, errbuf *e);
 /* vocab_size of dir/config.json (or its text_config), 0 when unknown: ids up
  * to it exist even when the tokenizer names none of them. */
 int vocab_model_size(const char *dir);

@@ -432,7 +432,7 @@ Test(tokenizer_json, refusals_name_the_field)
         {"added_tokens", "[{\"id\": 300}]", NULL, "added_tokens[0]"},
         {"added_tokens", "[{\"id\": 300, \"content\": \"<x>\"}, {\"id\": 300, \"content\": \"<z>\"}]", NULL,
          "appears twice"},
-        {"added_tokens", "[]", "{\"bos_token\": \"<s>\"}", "bos_token '<s>' is not one of the added tokens"},
+        {"added_tokens", "[]", "{\"bos_token\": \"<s>\"}", "t/tokenizer_config.json: bos_token '<s>' is not one of the special tokens"},
         {"added_tokens", "[]", "{\"add_bos_token\": true}", "no bos_token"},
         {"added_tokens", "[]", "[1]", "t/tokenizer_config.json: not a JSON object"},
     };
