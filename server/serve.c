@@ -737,9 +737,7 @@ static enum MHD_Result handle_completion(server *s, struct MHD_Connection *c, oa
 static enum MHD_Result handle_fim(server *s, struct MHD_Connection *c, conn_ctx *cx, oai_api api)
 {
     oai_error err;
-    int limit = s->ctx - 1;
-    if (s->o.max_prompt_tokens && s->o.max_prompt_tokens < limit)
-        limit = s->o.max_prompt_tokens;
+    int limit = serve_prompt_limit(s);
     const char *in = cx->body ? cx->body : "";
     char *body = api == API_LLAMA ? serve_infill_body(s->tok, limit, in, cx->len, &err)
                                   : serve_suffix_body(s->tok, limit, in, cx->len, &err);

@@ -121,6 +121,9 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
  * queue; -1 with err set (a 400). same: NULL, or the ids of a job made from
  * the same body (another choice of it), taken instead of encoding again. */
 int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err);
+/* The most tokens a prompt may have: --max-prompt, at most a slot's positions
+ * less one. */
+int serve_prompt_limit(const server *s);
 /* The engine thread: serves queued jobs until s->stopping. */
 void *serve_engine_main(void *arg);
 /* Drops one reference (s->mu held); frees the job at zero. */

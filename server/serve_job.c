@@ -456,6 +456,11 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
     return 0;
 }
 
+int serve_prompt_limit(const server *s)
+{
+    return s->o.max_prompt_tokens && s->o.max_prompt_tokens < s->ctx - 1 ? s->o.max_prompt_tokens : s->ctx - 1;
+}
+
 int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
 {
     token_list *ids = &j->ids;
@@ -494,10 +499,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
     if (rc)
         return oai_fail(err, 400, "invalid_request_error", j->req.kind == OAI_CHAT ? "messages" : "prompt",
                         NULL, "%s", e.msg);
-    int ctx = s->ctx;
-    int limit = s->o.max_prompt_tokens ? s->o.max_prompt_tokens : ctx - 1;
-    if (limit > ctx - 1)
-        limit = ctx - 1;
+    int ctx = s->ctx, limit = serve_prompt_limit(s);
     if (j->req.truncate_prompt > limit)
         return oai_fail(err, 400, "invalid_request_error", "truncate_prompt_tokens", NULL,
                         "'truncate_prompt_tokens' (%d) is above the %d tokens this server takes in a prompt",
