@@ -11,7 +11,9 @@
  * one expert on many tokens. One JSON object per line:
  *   {"bench":"kernels","path","kernels","format","threads","tokens","experts",
  *    "gbps","gflops","read_bw_gbps","ratio","peak_gflops","peak_ratio","seconds"}
- * ("kernels": "cpu", or "twin" for the GPU backend's CPU twin). */
+ * ("kernels": "cpu", or "twin" for the GPU backend's CPU twin). On a CPU with
+ * AMX the batched rows run twice, the FMA product ("cpu") and then AMX
+ * ("amx", with "fma_ratio": its GFLOP/s over the FMA row's). */
 #ifndef MOETIER_KERNEL_BENCH_H
 #define MOETIER_KERNEL_BENCH_H
 

@@ -113,6 +113,10 @@ size_t linear_prep_scratch(const linear_weight *w, int T)
         return 0;
     size_t lanes = T >= LINEAR_BATCHED_MIN_T ? ((size_t)T + 15) / 16 * 16 : (size_t)T;
     size_t n = lanes * (size_t)w->cols + ALIGN_SLACK;
+    if (T >= LINEAR_BATCHED_MIN_T && linear_amx_ok(w)) {
+        size_t amx = linear_amx_prep_floats(w->cols, T) + ALIGN_SLACK;
+        n = n > amx ? n : amx;
+    }
     if (w->fmt == WF_FP8_BLOCK)
         n += (size_t)T;     /* without byte tables: each token's power of two */
     return n;
@@ -251,7 +255,23 @@ int linear_batched(kernel_path path, const linear_weight *w, int T)
     return T >= LINEAR_BATCHED_MIN_T;
 }
 
-void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
+typedef struct amx_prep_job {
+    const float *x;
+    int T, cols;
+    uint32_t *dst;
+} amx_prep_job;
+
+static void amx_prep_worker(void *ctx, int worker, int n_workers)
+{
+    amx_prep_job *j = ctx;
+    int b0, b1;
+    pool_split((j->T + 15) / 16, 1, worker, n_workers, &b0, &b1);
+    if (b0 < b1)
+        linear_amx_prepare(j->x, j->T, j->cols, b0, b1, j->dst);
+}
+
+/* linear_prepare with AMX's x prepared by the pool's threads (NULL: this one) */
+static void prepare(kernel_path path, thread_pool *pool, const linear_weight *w, const float *x, int T,
                     float *scratch, linear_prep *p)
 {
     memset(p, 0, sizeof *p);
@@ -263,6 +283,15 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
     scratch = line_aligned(scratch);
     if (linear_batched(path, w, T)) {
         p->batched = 1;
+        if (path == KPATH_AVX512 && linear_amx_ok(w) && kernel_amx_enabled()) {
+            amx_prep_job aj = {x, T, (int)cols, (uint32_t *)scratch};
+            if (pool && thread_pool_size(pool) > 1 && T > 16)
+                thread_pool_run(pool, amx_prep_worker, &aj);
+            else
+                amx_prep_worker(&aj, 0, 1);
+            p->x_amx = (const uint32_t *)scratch;
+            return;
+        }
         if (T <= LINEAR_LANES_MAX_T) {
             transpose_to_lanes(x, T, cols, path == KPATH_AVX512 ? 16 : 8, scratch);
             p->x_lanes = scratch;
@@ -311,9 +340,19 @@ void linear_prepare(kernel_path path, const linear_weight *w, const float *x, in
         transpose_x64(x, T, cols, scratch);
 }
 
+void linear_prepare(kernel_path path, const linear_weight *w, const float *x, int T,
+                    float *scratch, linear_prep *p)
+{
+    prepare(path, NULL, w, x, T, scratch, p);
+}
+
 static size_t work_floats(const linear_weight *w, int T)
 {
     size_t b = linear_batched_work(w->cols, T);
+    if (T >= LINEAR_BATCHED_MIN_T && linear_amx_ok(w)) {
+        size_t a = linear_amx_work(w->cols, T);
+        b = b > a ? b : a;
+    }
     return b > (size_t)w->cols ? b : (size_t)w->cols;
 }
 
@@ -352,7 +391,9 @@ static void run_rows(void *ctx, int worker, int n_workers)
     if (r0 >= r1)
         return;
     float *work = j->row_bufs + (size_t)worker * work_floats(j->w, j->prep.T);
-    if (j->path == KPATH_AVX512)
+    if (j->prep.x_amx)
+        linear_rows_amx(j->w, &j->prep, j->y, r0, r1, work);
+    else if (j->path == KPATH_AVX512)
         linear_rows_avx512(j->w, &j->prep, j->y, r0, r1, work);
     else if (j->path == KPATH_AVX2)
         linear_rows_avx2(j->w, &j->prep, j->y, r0, r1, work);
@@ -373,7 +414,7 @@ void linear_forward(kernel_path path, thread_pool *pool, const linear_weight *w,
         }
         return;
     }
-    linear_prepare(j.path, w, x, T, scratch, &j.prep);
+    prepare(j.path, pool, w, x, T, scratch, &j.prep);
     j.row_bufs = scratch + linear_prep_scratch(w, T);
     if (pool && thread_pool_size(pool) > 1 && w->rows >= 8)
         thread_pool_run(pool, run_rows, &j);

@@ -75,6 +75,8 @@ typedef struct linear_prep {
      * AVX-512, 8 on AVX2 */
     const float *x_lanes;
     int batched;                /* the batched product (linear_batched), x as is */
+    /* the batched product on the AMX tiles: x in linear_amx_prepare's layout */
+    const uint32_t *x_amx;
 } linear_prep;
 
 /* Whether the AVX-512 FP8 kernel can use byte-table lookups (AVX512-VBMI;
@@ -113,6 +115,32 @@ int linear_batched(kernel_path path, const linear_weight *w, int T);
 #define LINEAR_TILES_MAX_T 8
 /* floats of per-thread work the batched rows need (either SIMD path) */
 size_t linear_batched_work(int cols, int T);
+/* AMX (linear_amx.c): on CPUs with AMX-BF16 (Sapphire Rapids and later) the
+ * AVX-512 path's batched product runs on the tile unit for BF16, FP8 and INT4
+ * weights whose columns come in 32s, with float32 accuracy (x cut exactly
+ * into three bf16 parts, every product exact, float32 sums: a different
+ * order of additions, like the other paths). Like the FMA product it replaces,
+ * a token's result has the same bits in a call of any size from
+ * LINEAR_BATCHED_MIN_T tokens on; the bits differ from the FMA product's, so
+ * whether AMX ran is part of what a saved prompt's numbers depend on.
+ * MOETIER_AMX=0 turns it off. */
+int kernel_amx_supported(void);
+/* whether the batched product takes AMX now: supported and not disabled */
+int kernel_amx_enabled(void);
+/* off: the FMA product instead, from now on (a benchmark's comparison, a test) */
+void kernel_amx_disable(int off);
+/* whether the AMX product takes w */
+int linear_amx_ok(const linear_weight *w);
+/* floats of x prepared for T tokens */
+size_t linear_amx_prep_floats(int cols, int T);
+/* x's blocks of 16 tokens [b0, b1) (of ceil(T / 16)) into dst, the layout
+ * the AMX rows read (linear_forward splits the blocks over its pool) */
+void linear_amx_prepare(const float *x, int T, int cols, int b0, int b1, uint32_t *dst);
+/* floats of per-thread work */
+size_t linear_amx_work(int cols, int T);
+void linear_rows_amx(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,
+                     float *work);
+
 /* rows [r0, r1) of y [T][w->rows]; requires linear_simd_ok(w); work: the
  * calling worker's linear_batched_work (or cols) floats */
 void linear_rows_avx512(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1,

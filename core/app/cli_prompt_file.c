@@ -54,9 +54,12 @@ int cli_model_prompt_identity(const cli_model *m, prompt_identity *id, errbuf *e
     memset(id, 0, sizeof *id);
     id->model = XXH3_64bits_withSeed(cfg, len, fp);
     free(cfg);
-    if (!strcmp(m->be.name, "cpu"))
-        snprintf(id->compute, sizeof id->compute, "cpu %s", kernel_path_name(cpu_backend_path(&m->be)));
-    else
+    if (!strcmp(m->be.name, "cpu")) {
+        kernel_path kp = cpu_backend_path(&m->be);
+        /* AMX's prefill products have other bits than the FMA ones */
+        snprintf(id->compute, sizeof id->compute, "cpu %s%s", kernel_path_name(kp),
+                 kp == KPATH_AVX512 && kernel_amx_enabled() ? "+amx" : "");
+    } else
         snprintf(id->compute, sizeof id->compute, "%s", m->be.name);
     /* a bf16 cache's rows, and all that follows them, have other bits */
     if (m->en.kv.type != KV_F32) {

@@ -196,6 +196,19 @@ Test(golden, fp8_decode_avx512_without_tables)
     check_decode("fp8");
 }
 
+/* AVX-512 with the FMA batched product where the AVX-512 tests above take AMX */
+static void force_avx512_without_amx(void)
+{
+    force_path("avx512");
+    if (!kernel_amx_supported())
+        cr_skip_test("this CPU has no AMX: the avx512 tests above run the FMA product");
+    kernel_amx_disable(1);
+}
+
+Test(golden, bf16_prefill_avx512_without_amx) { force_avx512_without_amx(); check_prefill("bf16", 256); }
+Test(golden, fp8_prefill_avx512_without_amx) { force_avx512_without_amx(); check_prefill("fp8", 256); }
+Test(golden, int4_prefill_avx512_without_amx) { force_avx512_without_amx(); check_prefill("int4", 256); }
+
 /* The same golden checks with every operation on the GPU (skipped without one) */
 #define GPU_TESTS(variant)                                                                         \
     Test(golden, variant##_prefill_gpu, .timeout = 300)                                            \

@@ -16,6 +16,7 @@
 
 #include "core/app/cli_common.h"
 #include "core/engine/prompt_file.h"
+#include "cpu_kernels/linear_kernels.h"
 #include "testutil.h"
 
 typedef struct fixture {
@@ -412,6 +413,39 @@ static char *last_line(char *out)
     while (L && out[L - 1] == '\n')
         out[--L] = 0;
     return strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
+}
+
+/* A file made with the FMA prefill products is not used by a run on the AMX
+ * tiles (their bits differ), and the other way round: the identity names them. */
+Test(prompt_file, files_of_the_fma_and_amx_products_are_kept_apart, .timeout = 120)
+{
+    if (!kernel_amx_supported())
+        cr_skip_test("this CPU has no AMX: its prefill products cannot be compared here");
+    char *dir = test_make_tmpdir("prompt_amx");
+    test_synth_tiny(dir, "int4");
+    const char *bin = test_moetier_bin();
+    char ids[512] = "", pc[4200];
+    for (int i = 0; i < 50; i++)
+        sprintf(ids + strlen(ids), "%s%d", i ? "," : "", 100 + 3 * i);
+    snprintf(pc, sizeof pc, "%s/p.cache", dir);
+    char *out, *err;
+    const char *cmd = "MOETIER_AMX=%d %s run -m %s --ids %s -n 2 --greedy --prompt-cache %s";
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, 0, bin, dir, ids, pc), 0, "%s", err);
+    cr_expect(strstr(err, "50 positions written"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, 1, bin, dir, ids, pc), 0, "%s", err);
+    cr_expect(strstr(err, "made with the cpu avx512 kernels; this run computes with the cpu avx512+amx ones") &&
+                  strstr(err, "prefill: 50 tokens"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(test_run_fmt(&out, &err, cmd, 0, bin, dir, ids, pc), 0, "%s", err);
+    cr_expect(strstr(err, "made with the cpu avx512+amx kernels; this run computes with the cpu avx512 ones"),
+              "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(dir);
+    free(dir);
 }
 
 /* `run --prompt-cache`: the same command gives the same output without
