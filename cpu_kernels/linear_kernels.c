@@ -6,6 +6,7 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,15 @@ kernel_path kernel_path_default(void)
         if (kernel_path_supported((kernel_path)i))
             return (kernel_path)i;
     return KPATH_SCALAR;
+}
+
+void kernel_path_describe(kernel_path p, char *buf, size_t cap)
+{
+    int tables = p == KPATH_AVX512 && kernel_fp8_lut_supported();
+    int amx = p == KPATH_AVX512 && kernel_amx_enabled();
+    snprintf(buf, cap, "%s kernels%s%s%s%s", kernel_path_name(p), tables || amx ? " (" : "",
+             tables ? "FP8 by VBMI byte tables" : "", tables && amx ? ", " : "",
+             amx ? "prefill on AMX tiles)" : tables ? ")" : "");
 }
 
 int linear_simd_ok(const linear_weight *w)

@@ -36,6 +36,9 @@ int kernel_path_parse(const char *s, kernel_path *out);
 int kernel_path_supported(kernel_path p);
 /* The fastest supported path, or MOETIER_KERNELS when set (and supported). */
 kernel_path kernel_path_default(void);
+/* "avx512 kernels" and what they use on this CPU (FP8 byte tables, AMX for
+ * prefill), for start-up lines and `inspect` */
+void kernel_path_describe(kernel_path p, char *buf, size_t cap);
 
 /* A decode kernel reads 64 bytes per 10-30 vector ops, too slowly for the
  * hardware prefetchers to keep enough misses in flight: from DRAM the INT4 row

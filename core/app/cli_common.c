@@ -668,11 +668,10 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
     }
     if (cpu_backend_create_opts(&m->be, &co, e))
         return -1;
+    char kernels[128];
+    kernel_path_describe(cpu_backend_path(&m->be), kernels, sizeof kernels);
     if (log)
-        fprintf(log, "CPU backend: %s kernels%s, %d thread%s%s\n",
-                kernel_path_name(cpu_backend_path(&m->be)),
-                cpu_backend_path(&m->be) == KPATH_AVX512 && kernel_amx_enabled() ? " (AMX for prefill)" : "",
-                cpu_backend_threads(&m->be),
+        fprintf(log, "CPU backend: %s, %d thread%s%s\n", kernels, cpu_backend_threads(&m->be),
                 cpu_backend_threads(&m->be) == 1 ? "" : "s",
                 f->batch_invariant ? ", batch-invariant" : "");
     return 0;

@@ -153,6 +153,9 @@ int cmd_inspect(int argc, char **argv)
     printf("KV cache: %d %s values per token per layer (%.1f KB per token)\n",
            c->kv_lora_rank + c->qk_rope_dim, kv_type_name(mf.cache_type),
            (double)kv_cache_bytes(c, 1, mf.cache_type) / 1e3);
+    char cpu[128];
+    kernel_path_describe(kernel_path_default(), cpu, sizeof cpu);
+    printf("CPU: %s\n", cpu);
     char gpu[1024];
     int n_gpu = gpu_probe(gpu, sizeof gpu);
     printf("GPU: %s%s\n", gpu, n_gpu ? " (computes with --backend cuda or auto)" : "");

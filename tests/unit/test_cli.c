@@ -386,6 +386,17 @@ Test(cli, inspect_reports_formats_and_tiers)
     cr_expect(strstr(out, "4 (1 dense, 3 MoE)") != NULL, "%s", out);
     cr_expect(strstr(out, "chat format  kimi-k2.5") != NULL, "%s", out);
     cr_expect(strstr(out, "tokenizer    none: ") && strstr(out, "tokenizer.json"), "(the vectors have no tokenizer) %s", out);
+    /* the CPU line: the kernels this CPU runs, and AMX where it has it */
+    char cpu[160];
+    snprintf(cpu, sizeof cpu, "\nCPU: %s kernels", kernel_path_name(kernel_path_default()));
+    cr_expect(strstr(out, cpu) != NULL, "no '%s' in %s", cpu + 1, out);
+    cr_expect_eq(strstr(out, "prefill on AMX tiles") != NULL, kernel_amx_supported(), "%s", out);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "MOETIER_AMX=0 MOETIER_KERNELS=avx2 %s inspect -m %s", bin(), d), 0, "%s", err);
+    if (kernel_path_supported(KPATH_AVX2))
+        cr_expect(strstr(out, "\nCPU: avx2 kernels\n") != NULL, "%s", out);
+    cr_expect(!strstr(out, "AMX"), "%s", out);
     free(out);
     free(err);
     free(d);
