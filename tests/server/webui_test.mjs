@@ -190,6 +190,9 @@ async function plainServer() {
       const inline = render('**bold**, *it*, ~~gone~~ and `x<y` in [docs](https://example.com/a?b=1&c=2)');
       const blocks = render('# Title\n\n- a\n- b\n\n3. x\n4. y\n\n> quoted *words*\n\n---\nend');
       const open = render('```\nstill streaming <i>');
+      const table = render('Here:\n| name | `a|b` | n |\n|:--|:-:|--:|\n| **x** | y \\| z | 3 | extra |\n' +
+                           '| <script>window.__xss=4</script> |\n\nafter');
+      const notTable = render('a | b\n---|---|---\nc | d');
       return {
         badTags: [...bad.querySelectorAll('*')].map((e) => e.tagName),
         badText: bad.textContent,
@@ -209,6 +212,10 @@ async function plainServer() {
         quote: blocks.querySelector('blockquote em').textContent,
         hr: blocks.querySelectorAll('hr').length,
         openCode: open.querySelector('pre code').textContent,
+        tableHead: [...table.querySelectorAll('th')].map((e) => [e.textContent, e.className]),
+        tableRows: [...table.querySelectorAll('tbody tr')].map((r) => [...r.children].map((e) => e.innerHTML)),
+        tableParas: [...table.querySelectorAll('p')].map((p) => p.textContent),
+        notTable: [notTable.querySelectorAll('table').length, notTable.textContent],
       };
     });
     await page.waitForTimeout(100);
@@ -230,6 +237,15 @@ async function plainServer() {
     assert.equal(out.quote, 'words');
     assert.equal(out.hr, 1);
     assert.equal(out.openCode, 'still streaming <i>');
+    // a table: alignment by colons, a pipe in a code span and an escaped one
+    // stay in their cell, cells past the header's dropped, missing ones empty,
+    // a cell's text escaped like the rest
+    assert.deepEqual(out.tableHead, [['name', 'al-left'], ['a|b', 'al-center'], ['n', 'al-right']]);
+    assert.deepEqual(out.tableRows, [['<strong>x</strong>', 'y | z', '3'],
+                                     ['&lt;script&gt;window.__xss=4&lt;/script&gt;', '', '']]);
+    assert.deepEqual(out.tableParas, ['Here:', 'after']);
+    // a delimiter row of another count is no table
+    assert.deepEqual(out.notTable, [0, 'a | b---|---|---c | d']);
   });
 
   await check('Export downloads a conversation that Import adds back; a bad file is refused', async () => {
