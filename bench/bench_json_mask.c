@@ -120,7 +120,7 @@ int main(int argc, char **argv)
             cJSON_AddItemToArray(tools, t);
         }
         tool_force f;
-        if (tool_force_init_lazy(&f, &tok.v, tools, &e)) {
+        if (tool_force_init_lazy(&f, &tok.v, TOOL_FORMAT_KIMI, tools, &e)) {
             fprintf(stderr, "bench_json_mask: %s\n", e.msg);
             return 2;
         }

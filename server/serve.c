@@ -1088,6 +1088,7 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, const chat_templ
                                          s->stop_ids);
     s->section_begin = vocab_find_special(&tok->v, "<|tool_calls_section_begin|>");
     s->think_begin = vocab_find_special(&tok->v, "<think>");
+    s->tool_format = tool_format_detect(tpl, &tok->v, s->tool_why, sizeof s->tool_why);
     if (!s->n_stop_ids)
         return err_set(e, "the tokenizer has no end token (<|im_end|>, [EOS] or eos_token_id)");
     if (json_vocab_build(&s->jv, &tok->v, e) ||

@@ -75,6 +75,8 @@ typedef struct server {
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
     int section_begin;          /* <|tool_calls_section_begin|>, -1 if none: it ends a reasoning */
+    tool_format tool_format;    /* the format calls are held to (tool_choice) */
+    char tool_why[200];         /* why none, when none */
     int think_begin;            /* <think>, -1 if none: an answer's first token may open a reasoning */
     token_list forced;          /* MOETIER_SERVE_FORCE_TEXT (the whole answer) or
                                  * MOETIER_SERVE_FORCE_PREFIX (its start): test hooks */

@@ -526,10 +526,14 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
     if (j->req.has_dry_breakers && dry > 0 &&
         dry_breakers_build(&j->req.dry, s->tok, j->req.dry_breakers, j->req.n_dry_breakers, &e))
         return oai_fail(err, 400, "invalid_request_error", "dry_sequence_breakers", NULL, "%s", e.msg);
+    if ((j->req.tool_choice_required || j->req.tool_choice_name) && s->tool_format == TOOL_FORMAT_NONE)
+        return oai_fail(err, 400, "invalid_request_error", "tool_choice", NULL,
+                        "this model's tool calls cannot be forced: %s", s->tool_why);
     if (j->req.tool_choice_required || j->req.tool_choice_name) {
         if (!(j->req.force = calloc(1, sizeof *j->req.force)))
             return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-        if (tool_force_init(j->req.force, &s->tok->v, j->req.tools, j->req.tool_choice_name, &e)) {
+        if (tool_force_init(j->req.force, &s->tok->v, s->tool_format, j->req.tools, j->req.tool_choice_name,
+                            &e)) {
             free(j->req.force);
             j->req.force = NULL;
             return oai_fail(err, 400, "invalid_request_error", "tool_choice", NULL, "%s", e.msg);
@@ -539,7 +543,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
          * the parameters; tools that cannot be held leave them free */
         if (!(j->req.force = calloc(1, sizeof *j->req.force)))
             return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-        if (tool_force_init_lazy(j->req.force, &s->tok->v, j->req.tools, &e)) {
+        if (tool_force_init_lazy(j->req.force, &s->tok->v, s->tool_format, j->req.tools, &e)) {
             free(j->req.force);
             j->req.force = NULL;
         }

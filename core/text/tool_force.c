@@ -10,11 +10,62 @@
 /* P_FREE: a lazy constraint before the section */
 enum { P_FREE, P_SECTION, P_CALL, P_ID, P_ARGS, P_AFTER_CALL, P_END };
 
+/* the markers of each format: section begin, call begin, argument begin,
+ * call end, section end */
+static const char *const kimi_markers[5] = {"<|tool_calls_section_begin|>", "<|tool_call_begin|>",
+                                            "<|tool_call_argument_begin|>", "<|tool_call_end|>",
+                                            "<|tool_calls_section_end|>"};
+static const char *const deepseek_markers[5] = {"<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>",
+                                                "<｜tool▁sep｜>", "<｜tool▁call▁end｜>",
+                                                "<｜tool▁calls▁end｜>"};
+
+static int has_markers(const vocab *v, const char *const *names)
+{
+    for (int i = 0; i < 5; i++)
+        if (vocab_find_special(v, names[i]) < 0)
+            return 0;
+    return 1;
+}
+
+tool_format tool_format_detect(const chat_template *t, const vocab *v, char *why, size_t cap)
+{
+    snprintf(why, cap, "the tokenizer has neither Kimi's nor DeepSeek's tool-call tokens");
+    if (has_markers(v, kimi_markers))
+        return TOOL_FORMAT_KIMI;
+    if (!has_markers(v, deepseek_markers))
+        return TOOL_FORMAT_NONE;
+    /* which of DeepSeek's layouts: V3 writes TYPE<sep>NAME and fenced JSON,
+     * V3.1 NAME<sep>ARGS; the model's own template says */
+    /* (content null: V3's template writes calls only then) */
+    const char *probe = "[{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+                        "\"content\": null, \"tool_calls\": [{\"id\": \"call_0\", \"type\": "
+                        "\"function\", \"function\": {\"name\": \"probe_fn\", \"arguments\": "
+                        "\"{}\"}}]}]";
+    cJSON *messages = cJSON_Parse(probe);
+    chat_options o;
+    chat_options_default(&o);
+    o.add_generation_prompt = 0;
+    char *text = NULL;
+    size_t len;
+    errbuf e;
+    int rendered = messages && t && chat_template_render(t, messages, NULL, &o, &text, &len, &e) == 0;
+    cJSON_Delete(messages);
+    tool_format f = TOOL_FORMAT_NONE;
+    if (rendered && strstr(text, "<｜tool▁call▁begin｜>probe_fn<｜tool▁sep｜>{}"))
+        f = TOOL_FORMAT_DEEPSEEK;
+    else
+        snprintf(why, cap, "%s", rendered && strstr(text, "<｜tool▁sep｜>probe_fn")
+                                     ? "the chat template writes DeepSeek-V3's calls (a type, the name, "
+                                       "fenced JSON), which are parsed but not held"
+                                     : "the chat template writes no DeepSeek-V3.1 call");
+    free(text);
+    return f;
+}
+
 static int marker(const vocab *v, const char *name, int *id, errbuf *e)
 {
     *id = vocab_find_special(v, name);
-    return *id < 0 ? err_set(e, "the tokenizer has no %s token: tool calls cannot be held to Kimi's "
-                             "format", name) : 0;
+    return *id < 0 ? err_set(e, "the tokenizer has no %s token: tool calls cannot be held", name) : 0;
 }
 
 /* A function's parameters: its schema, compiled leniently; a lazy constraint
@@ -27,17 +78,20 @@ static int compile_params(const cJSON *params, int lazy, json_schema *out, errbu
     return params && !lazy ? -1 : json_schema_any_object(out, e);
 }
 
-static int init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, int lazy, errbuf *e)
+static int init(tool_force *f, const vocab *v, tool_format fmt, const cJSON *tools, const char *name,
+                int lazy, errbuf *e)
 {
     memset(f, 0, sizeof *f);
     f->v = v;
+    f->format = fmt;
     f->once = name != NULL;
     f->lazy = lazy;
-    if (marker(v, "<|tool_calls_section_begin|>", &f->section_begin, e) ||
-        marker(v, "<|tool_call_begin|>", &f->call_begin, e) ||
-        marker(v, "<|tool_call_argument_begin|>", &f->argument_begin, e) ||
-        marker(v, "<|tool_call_end|>", &f->call_end, e) ||
-        marker(v, "<|tool_calls_section_end|>", &f->section_end, e))
+    if (fmt == TOOL_FORMAT_NONE)
+        return err_set(e, "this model's tool calls are in no format the server holds them to");
+    const char *const *mk = fmt == TOOL_FORMAT_KIMI ? kimi_markers : deepseek_markers;
+    if (marker(v, mk[0], &f->section_begin, e) || marker(v, mk[1], &f->call_begin, e) ||
+        marker(v, mk[2], &f->argument_begin, e) || marker(v, mk[3], &f->call_end, e) ||
+        marker(v, mk[4], &f->section_end, e))
         return -1;
     int n = cJSON_GetArraySize(tools);
     if (n > TOOL_FORCE_MAX_FUNCTIONS)
@@ -76,14 +130,15 @@ static int init(tool_force *f, const vocab *v, const cJSON *tools, const char *n
     return 0;
 }
 
-int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, errbuf *e)
+int tool_force_init(tool_force *f, const vocab *v, tool_format fmt, const cJSON *tools, const char *name,
+                    errbuf *e)
 {
-    return init(f, v, tools, name, 0, e);
+    return init(f, v, fmt, tools, name, 0, e);
 }
 
-int tool_force_init_lazy(tool_force *f, const vocab *v, const cJSON *tools, errbuf *e)
+int tool_force_init_lazy(tool_force *f, const vocab *v, tool_format fmt, const cJSON *tools, errbuf *e)
 {
-    return init(f, v, tools, NULL, 1, e);
+    return init(f, v, fmt, tools, NULL, 1, e);
 }
 
 void tool_force_free(tool_force *f)
@@ -104,9 +159,11 @@ void tool_force_restart(tool_force *f)
     f->id_len = 0;
 }
 
-/* function i's id for this call: "functions.NAME:K" */
+/* function i's id for this call: Kimi's "functions.NAME:K", DeepSeek's NAME */
 static int id_of(const tool_force *f, int i, char *out, size_t cap)
 {
+    if (f->format == TOOL_FORMAT_DEEPSEEK)
+        return snprintf(out, cap, "%s", f->fn[i].name);
     return snprintf(out, cap, "functions.%s:%d", f->fn[i].name, f->first_call + f->calls);
 }
 

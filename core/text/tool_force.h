@@ -1,7 +1,11 @@
-/* tool_force: an answer's tool calls held to Kimi's format:
+/* tool_force: an answer's tool calls held to the model's format, Kimi's:
  *   <|tool_calls_section_begin|> then, once or more,
  *   <|tool_call_begin|>functions.NAME:K<|tool_call_argument_begin|>ARGS<|tool_call_end|>
- *   then <|tool_calls_section_end|> and an end token.
+ *   then <|tool_calls_section_end|> and an end token;
+ * or DeepSeek-V3.1's (and V3.2's):
+ *   <｜tool▁calls▁begin｜> then, once or more,
+ *   <｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>
+ *   then <｜tool▁calls▁end｜> and an end token.
  * NAME is one of the functions allowed, K the call's number (Kimi numbers the
  * calls across the conversation: the first is first_call, the calls the
  * conversation already holds), ARGS a JSON value the function's parameters
@@ -17,6 +21,7 @@
 
 #include <cJSON.h>
 
+#include "chat_template.h"
 #include "core/base/errbuf.h"
 #include "json_mask.h"
 #include "json_prefix.h"
@@ -28,6 +33,18 @@
 /* an id's bytes: "functions.", a name of at most 200, ':', a number */
 #define TOOL_FORCE_ID_MAX 232
 
+typedef enum tool_format {
+    TOOL_FORMAT_NONE,       /* not one tool_force holds */
+    TOOL_FORMAT_KIMI,
+    TOOL_FORMAT_DEEPSEEK,   /* V3.1's: NAME<｜tool▁sep｜>ARGS (V3's fenced JSON is not held) */
+} tool_format;
+
+/* The format a model writes its calls in: Kimi's when the vocabulary has
+ * Kimi's markers; DeepSeek-V3.1's when it has DeepSeek's and the template
+ * writes an assistant's call so (a call rendered to see); else NONE, with
+ * why in why[0, cap). */
+tool_format tool_format_detect(const chat_template *t, const vocab *v, char *why, size_t cap);
+
 typedef struct tool_force_fn {
     char *name;
     json_schema params;
@@ -35,6 +52,7 @@ typedef struct tool_force_fn {
 
 typedef struct tool_force {
     const vocab *v;
+    tool_format format;
     int section_begin, call_begin, argument_begin, call_end, section_end;
     tool_force_fn *fn;
     int n_fn;
@@ -50,16 +68,17 @@ typedef struct tool_force {
     json_prefix args;
 } tool_force;
 
-/* The functions of tools (an OpenAI "tools" array) that may be called:
- * every one, or only the one named (name non-NULL). -1 with e set when a
- * marker is missing from the vocabulary, the name is not among the tools, or
- * a parameters schema cannot be compiled. */
-int tool_force_init(tool_force *f, const vocab *v, const cJSON *tools, const char *name, errbuf *e);
+/* The functions of tools (an OpenAI "tools" array) that may be called, in
+ * format fmt: every one, or only the one named (name non-NULL). -1 with e set
+ * when fmt is NONE, a marker is missing from the vocabulary, the name is not
+ * among the tools, or a parameters schema cannot be compiled. */
+int tool_force_init(tool_force *f, const vocab *v, tool_format fmt, const cJSON *tools, const char *name,
+                    errbuf *e);
 /* Lazy: the calls the model begins, of any of the tools. A function whose
  * parameters cannot be compiled takes any object. -1 with e set when a
  * marker is missing, a name cannot be held (as above) or there are more than
  * TOOL_FORCE_MAX_FUNCTIONS tools: the caller then leaves the calls free. */
-int tool_force_init_lazy(tool_force *f, const vocab *v, const cJSON *tools, errbuf *e);
+int tool_force_init_lazy(tool_force *f, const vocab *v, tool_format fmt, const cJSON *tools, errbuf *e);
 void tool_force_free(tool_force *f);
 /* Back to the answer's start (another choice). */
 void tool_force_restart(tool_force *f);

@@ -157,9 +157,52 @@ await check('served: a call in DeepSeek\'s format is a tool call (plain and stre
     const forced = await srv.post('/v1/chat/completions', { messages, tools, tool_choice: 'required', max_tokens: 5 });
     assert.equal(forced.status, 400);
     assert.equal(forced.error.param, 'tool_choice');
+    assert.match(forced.error.message, /DeepSeek-V3's calls/);
   } finally {
     await srv.stop();
   }
+});
+
+await check('served with DeepSeek-V3.1\'s call layout (NAME<sep>ARGS): tool_choice holds the call to it and to the parameters', async () => {
+  // (V3.1's template writes NAME<｜tool▁sep｜>ARGS where V3's writes a type, the
+  // name and fenced JSON: this model's copy has V3's template so changed)
+  const model = join(dir, 'model'), v31 = join(dir, 'v31');
+  execFileSync('cp', ['-r', model, v31]);
+  const tc = plain(tokenizerConfig);
+  const v3call = /tool\['type'\] \+ '<｜tool▁sep｜>' \+ tool\['function'\]\['name'\] \+ '\n' \+ '```json' \+ '\n' \+ tool\['function'\]\['arguments'\] \+ '\n' \+ '```' \+ '<｜tool▁call▁end｜>'/g;
+  assert.equal(tc.chat_template.match(v3call)?.length, 2);
+  tc.chat_template = tc.chat_template.replace(v3call,
+    "tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'");
+  writeFileSync(join(v31, 'tokenizer_config.json'), JSON.stringify(tc));
+  const srv = await serve({}, v31);
+  try {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
+      required: ['city'], additionalProperties: false } } },
+    { type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+      properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+    const req = { messages: [{ role: 'user', content: 'Weather?' }], tools, max_tokens: 200, temperature: 1 };
+    for (let seed = 1; seed <= 2; seed++) {
+      const r = await srv.post('/v1/chat/completions', { ...req, seed,
+        tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+      assert.equal(r.status, 200, JSON.stringify(r));
+      const c = r.choices[0];
+      assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+      assert.deepEqual(c.message.tool_calls.map((t) => [t.id, t.function.name]), [['call_0', 'get_weather']]);
+      const args = JSON.parse(c.message.tool_calls[0].function.arguments);
+      assert.ok(['Paris', 'Rome'].includes(args.city), JSON.stringify(args));
+      assert.ok(Object.keys(args).every((k) => ['city', 'days'].includes(k)), JSON.stringify(args));
+    }
+    const any = await srv.post('/v1/chat/completions', { ...req, seed: 9, tool_choice: 'required' });
+    assert.equal(any.choices[0].finish_reason, 'tool_calls', JSON.stringify(any.choices[0]));
+    for (const call of any.choices[0].message.tool_calls) {
+      assert.ok(['get_weather', 'get_time'].includes(call.function.name), call.function.name);
+      JSON.parse(call.function.arguments);
+    }
+  } finally {
+    await srv.stop();
+  }
+  rmSync(v31, { recursive: true, force: true });
 });
 
 await check('served, as an R1 model: <think> tokens and a template ending in "<think>\\n": the answer starts in the reasoning', async () => {

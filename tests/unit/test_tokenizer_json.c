@@ -12,68 +12,8 @@
 
 #include "core/text/tokenizer.h"
 #include "core/text/tokenizer_json.h"
+#include "hf_tokenizer_file.h"
 #include "testutil.h"
-
-/* GPT-2's bytes_to_unicode, built as its definition says: the printable
- * bytes stand for themselves, the others in order for 256, 257, ... */
-static unsigned byte_char[256];
-static void byte_chars_init(void)
-{
-    int n = 0;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-        byte_char[b] = printable ? (unsigned)b : 256u + (unsigned)n++;
-    }
-}
-
-/* bytes as byte-level text (UTF-8) into out */
-static void bl(const char *bytes, size_t n, char *out)
-{
-    if (!byte_char['!'])
-        byte_chars_init();
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned c = byte_char[(uint8_t)bytes[i]];
-        if (c < 0x80) {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = (char)(0xc0 | c >> 6);
-            out[o++] = (char)(0x80 | (c & 0x3f));
-        }
-    }
-    out[o] = 0;
-}
-
-/* A tokenizer.json: the 256 bytes (ids 0-255), then extra tokens (ids 256
- * on), and the merges ("a|b": two tokens' raw bytes), no pre-tokenizer. */
-static cJSON *file_of(const char *const *extra, int n_extra, const char *const *merges, int n_merges)
-{
-    cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddStringToObject(model, "type", "BPE");
-    cJSON *tokens = cJSON_AddObjectToObject(model, "vocab");
-    char key[256];
-    for (int b = 0; b < 256; b++) {
-        char one = (char)b;
-        bl(&one, 1, key);
-        cJSON_AddNumberToObject(tokens, key, b);
-    }
-    for (int i = 0; i < n_extra; i++) {
-        bl(extra[i], strlen(extra[i]), key);
-        cJSON_AddNumberToObject(tokens, key, 256 + i);
-    }
-    cJSON *m = cJSON_AddArrayToObject(model, "merges");
-    for (int i = 0; i < n_merges; i++) {
-        const char *sp = strchr(merges[i], '|');
-        char a[128], b[128], line[300];
-        bl(merges[i], (size_t)(sp - merges[i]), a);
-        bl(sp + 1, strlen(sp + 1), b);
-        snprintf(line, sizeof line, "%s %s", a, b);
-        cJSON_AddItemToArray(m, cJSON_CreateString(line));
-    }
-    cJSON_AddNullToObject(root, "pre_tokenizer");
-    cJSON_AddItemToObject(root, "added_tokens", cJSON_CreateArray());
-    return root;
-}
 
 static void set_json(cJSON *o, const char *key, const char *json)
 {
@@ -117,7 +57,7 @@ Test(tokenizer_json, merges_join_only_the_pairs_they_list)
      * "a b" the pieces stay "ab", "c". tiktoken's rule (any pair making a
      * token) would give "abc". */
     const char *extra[] = {"ab", "bc", "abc"}, *listed[] = {"a|b", "b|c", "a|bc"};
-    cJSON *root = file_of(extra, 3, listed, 3);
+    cJSON *root = hf_tokenizer_file(extra, 3, listed, 3);
     tokenizer t;
     load_ok(&t, root, NULL, 0);
     expect_ids(&t, "abc", 0, (int[]){256, 'c'}, 2);
@@ -132,7 +72,7 @@ Test(tokenizer_json, merges_join_only_the_pairs_they_list)
      * then "a bc" makes "abc" */
     const char *reordered[] = {"b|c", "a|b", "a|bc"};
     cJSON_Delete(root);
-    root = file_of(extra, 3, reordered, 3);
+    root = hf_tokenizer_file(extra, 3, reordered, 3);
     load_ok(&t, root, NULL, 0);
     expect_ids(&t, "abc", 0, (int[]){258}, 1);
     tokenizer_free(&t);
@@ -215,7 +155,7 @@ Test(tokenizer_json, merge_loops_match_the_definition)
             merges[n_merge] = merge_text[n_merge];
             n_merge++;
         }
-        cJSON *root = file_of(extra, n_tok, merges, n_merge);
+        cJSON *root = hf_tokenizer_file(extra, n_tok, merges, n_merge);
         tokenizer t;
         load_ok(&t, root, NULL, 0);
         cJSON_Delete(root);
@@ -293,7 +233,7 @@ static void expect_pieces(const tokenizer *t, const char *text, const char *cons
 
 Test(tokenizer_json, pre_tokenizers_split_in_turn)
 {
-    cJSON *root = file_of(NULL, 0, NULL, 0);
+    cJSON *root = hf_tokenizer_file(NULL, 0, NULL, 0);
     set_json(
         root, "pre_tokenizer",
         "{\"type\": \"Sequence\", \"pretokenizers\": ["
@@ -324,7 +264,7 @@ Test(tokenizer_json, pre_tokenizers_split_in_turn)
 Test(tokenizer_json, added_tokens_reserved_ids_and_decoding)
 {
     const char *extra[] = {" a", "hi"}, *merges[] = {" |a", "h|i"};
-    cJSON *root = file_of(extra, 2, merges, 2);
+    cJSON *root = hf_tokenizer_file(extra, 2, merges, 2);
     set_json(root, "added_tokens",
              "[{\"id\": 300, \"content\": \"<|x|>\", \"special\": true, \"normalized\": false},"
              " {\"id\": 301, \"content\": \"<y>\", \"special\": false, \"normalized\": true}]");
@@ -354,7 +294,7 @@ Test(tokenizer_json, added_tokens_reserved_ids_and_decoding)
 
 Test(tokenizer_json, a_raw_prompt_starts_as_the_config_says)
 {
-    cJSON *root = file_of(NULL, 0, NULL, 0);
+    cJSON *root = hf_tokenizer_file(NULL, 0, NULL, 0);
     set_json(
         root, "added_tokens",
         "[{\"id\": 256, \"content\": \"<s>\", \"special\": true}, {\"id\": 257, \"content\": \"</s>\", \"special\": true}]");
@@ -437,7 +377,7 @@ Test(tokenizer_json, refusals_name_the_field)
         {"added_tokens", "[]", "[1]", "t/tokenizer_config.json: not a JSON object"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        cJSON *root = file_of(NULL, 0, NULL, 0), *at = root;
+        cJSON *root = hf_tokenizer_file(NULL, 0, NULL, 0), *at = root;
         char key[64];
         snprintf(key, sizeof key, "%s", cases[i].key);
         char *dot = strchr(key, '.');

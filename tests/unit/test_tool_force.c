@@ -1,15 +1,20 @@
 /* tool_force on Kimi's vocabulary: a forced call's tokens are each allowed
  * where the format has them and the alternatives refused (another marker, a
  * function not allowed, arguments the parameters do not take, text after the
- * section); "required" picks among the functions and may call again. */
+ * section); "required" picks among the functions and may call again. The same
+ * in DeepSeek-V3.1's format on a DeepSeek-like vocabulary, and which format a
+ * model's template writes. */
 #include <cJSON.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text/jinja.h"
 #include "core/text/tokenizer.h"
+#include "core/text/tokenizer_json.h"
 #include "core/text/tool_force.h"
+#include "hf_tokenizer_file.h"
 #include "testutil.h"
 
 static const char *tools_json =
@@ -36,6 +41,36 @@ static void load(fixture *x)
     x->V = x->tok.v.n_vocab;
     x->logits = malloc((size_t)x->V * sizeof *x->logits);
     x->end = vocab_find_special(&x->tok.v, "<|im_end|>");
+}
+
+/* A DeepSeek-family vocabulary: the 256 bytes, then the end token and
+ * DeepSeek's tool-call markers (ids 256-261) */
+static const char *const deepseek_specials[] = {"<｜end▁of▁sentence｜>", "<｜tool▁calls▁begin｜>",
+                                                "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>",
+                                                "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"};
+
+static void load_vocab(fixture *x, int deepseek)
+{
+    errbuf e;
+    cJSON *root = hf_tokenizer_file(NULL, 0, NULL, 0);
+    cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    for (int i = 0; deepseek && i < 6; i++) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddNumberToObject(t, "id", 256 + i);
+        cJSON_AddStringToObject(t, "content", deepseek_specials[i]);
+        cJSON_AddBoolToObject(t, "special", 1);
+        cJSON_AddItemToArray(added, t);
+    }
+    char *text = cJSON_PrintUnformatted(root);
+    cr_assert_eq(tokenizer_json_parse(&x->tok, text, strlen(text), "t/tokenizer.json", NULL, 0,
+                                      "t/tokenizer_config.json", 0, &e), 0, "%s", e.msg);
+    free(text);
+    cJSON_Delete(root);
+    cr_assert_eq(json_vocab_build(&x->jv, &x->tok.v, &e), 0, "%s", e.msg);
+    x->tools = cJSON_Parse(tools_json);
+    x->V = x->tok.v.n_vocab;
+    x->logits = malloc((size_t)x->V * sizeof *x->logits);
+    x->end = vocab_find_special(&x->tok.v, deepseek_specials[0]);
 }
 
 static void unload(fixture *x)
@@ -90,7 +125,7 @@ Test(tool_force, a_named_call_token_by_token, .timeout = 60)
     load(&x);
     tool_force f;
     errbuf e;
-    cr_assert_eq(tool_force_init(&f, &x.tok.v, x.tools, "get_weather", &e), 0, "%s", e.msg);
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_KIMI, x.tools, "get_weather", &e), 0, "%s", e.msg);
     cr_expect(!text_allowed(&x, &f, "Sure"), "text before the section");
     cr_expect(!allowed(&x, &f, f.call_begin));
     cr_assert(allowed(&x, &f, f.section_begin));
@@ -117,7 +152,7 @@ Test(tool_force, a_named_call_token_by_token, .timeout = 60)
     cr_expect(allowed(&x, &f, x.end));
     cr_expect(!text_allowed(&x, &f, "Done"), "text after the section");
     tool_force_free(&f);
-    cr_expect_neq(tool_force_init(&f, &x.tok.v, x.tools, "nope", &e), 0);
+    cr_expect_neq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_KIMI, x.tools, "nope", &e), 0);
     cr_expect(strstr(e.msg, "'nope'") != NULL, "%s", e.msg);
     unload(&x);
 }
@@ -128,7 +163,7 @@ Test(tool_force, required_picks_a_function_and_may_call_again, .timeout = 60)
     load(&x);
     tool_force f;
     errbuf e;
-    cr_assert_eq(tool_force_init(&f, &x.tok.v, x.tools, NULL, &e), 0, "%s", e.msg);
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_KIMI, x.tools, NULL, &e), 0, "%s", e.msg);
     tool_force_accept(&f, f.section_begin);
     tool_force_accept(&f, f.call_begin);
     feed_text(&x, &f, "functions.get_time:0");
@@ -168,7 +203,7 @@ Test(tool_force, lazy_leaves_the_answer_free_until_its_section_then_holds_it, .t
     load(&x);
     tool_force f;
     errbuf e;
-    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, x.tools, &e), 0, "%s", e.msg);
+    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, TOOL_FORMAT_KIMI, x.tools, &e), 0, "%s", e.msg);
     f.first_call = 2;   /* two calls earlier in the conversation */
     cr_expect(untouched(&x, &f), "free before the section");
     feed_text(&x, &f, "Let me check: <think> functions.get_time:0 {\"city\": 1}");
@@ -226,9 +261,9 @@ Test(tool_force, lazy_takes_what_clients_send_and_says_what_it_cannot_hold, .tim
     errbuf e;
     /* parameters the schema compiler refuses: a forced call names them, a lazy one takes any object */
     cJSON *bad = many_tools(2, "{\"type\": \"object\", \"properties\": {\"a\": {\"$ref\": \"#/$defs/none\"}}}");
-    cr_expect_neq(tool_force_init(&f, &x.tok.v, bad, NULL, &e), 0);
+    cr_expect_neq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_KIMI, bad, NULL, &e), 0);
     cr_expect(strstr(e.msg, "function 'f0': parameters") != NULL, "%s", e.msg);
-    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, bad, &e), 0, "%s", e.msg);
+    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, TOOL_FORMAT_KIMI, bad, &e), 0, "%s", e.msg);
     tool_force_accept(&f, f.section_begin);
     tool_force_accept(&f, f.call_begin);
     feed_text(&x, &f, "functions.f0:0");
@@ -240,7 +275,7 @@ Test(tool_force, lazy_takes_what_clients_send_and_says_what_it_cannot_hold, .tim
     cJSON_Delete(bad);
     /* Moonshot's limit of tools is held; one more leaves the calls free */
     cJSON *most = many_tools(TOOL_FORCE_MAX_FUNCTIONS, NULL), *more = many_tools(TOOL_FORCE_MAX_FUNCTIONS + 1, NULL);
-    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, most, &e), 0, "%s", e.msg);
+    cr_assert_eq(tool_force_init_lazy(&f, &x.tok.v, TOOL_FORMAT_KIMI, most, &e), 0, "%s", e.msg);
     tool_force_accept(&f, f.section_begin);
     tool_force_accept(&f, f.call_begin);
     char last[32];
@@ -248,14 +283,94 @@ Test(tool_force, lazy_takes_what_clients_send_and_says_what_it_cannot_hold, .tim
     feed_text(&x, &f, last);
     cr_expect(allowed(&x, &f, f.argument_begin));
     tool_force_free(&f);
-    cr_expect_neq(tool_force_init_lazy(&f, &x.tok.v, more, &e), 0);
+    cr_expect_neq(tool_force_init_lazy(&f, &x.tok.v, TOOL_FORMAT_KIMI, more, &e), 0);
     cr_expect(strstr(e.msg, "more than 128 tools") != NULL, "%s", e.msg);
     cJSON_Delete(most);
     cJSON_Delete(more);
     /* a name the id cannot hold */
     cJSON *spaced = cJSON_Parse("[{\"type\": \"function\", \"function\": {\"name\": \"get time\"}}]");
-    cr_expect_neq(tool_force_init_lazy(&f, &x.tok.v, spaced, &e), 0);
+    cr_expect_neq(tool_force_init_lazy(&f, &x.tok.v, TOOL_FORMAT_KIMI, spaced, &e), 0);
     cr_expect(strstr(e.msg, "'get time'") != NULL, "%s", e.msg);
     cJSON_Delete(spaced);
+    unload(&x);
+}
+
+Test(tool_force, a_named_call_in_deepseek_v3_1s_format, .timeout = 60)
+{
+    fixture x;
+    load_vocab(&x, 1);
+    tool_force f;
+    errbuf e;
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_DEEPSEEK, x.tools, "get_weather", &e), 0, "%s",
+                 e.msg);
+    cr_expect_eq(f.section_begin, 257);
+    cr_expect_eq(f.argument_begin, 261);
+    cr_expect(!text_allowed(&x, &f, "Sure"), "text before the section");
+    tool_force_accept(&f, f.section_begin);
+    cr_assert(allowed(&x, &f, f.call_begin));
+    tool_force_accept(&f, f.call_begin);
+    cr_expect(!text_allowed(&x, &f, "functions.get_weather:0"), "Kimi's id");
+    cr_expect(!text_allowed(&x, &f, "get_time"), "a function not named");
+    feed_text(&x, &f, "get_weat");
+    cr_expect(!allowed(&x, &f, f.argument_begin), "the name is not whole");
+    feed_text(&x, &f, "her");
+    cr_assert(allowed(&x, &f, f.argument_begin));
+    tool_force_accept(&f, f.argument_begin);
+    feed_text(&x, &f, "{\"city\": \"");
+    cr_expect(!text_allowed(&x, &f, "London"), "not in the enum");
+    feed_text(&x, &f, "Rome\"}");
+    cr_assert(allowed(&x, &f, f.call_end));
+    tool_force_accept(&f, f.call_end);
+    cr_expect(!allowed(&x, &f, f.call_begin), "a named function is called once");
+    tool_force_accept(&f, f.section_end);
+    cr_expect(allowed(&x, &f, x.end));
+    cr_expect(!text_allowed(&x, &f, "Done"), "text after the section");
+    tool_force_free(&f);
+    /* Kimi's markers are not in this vocabulary */
+    cr_expect_neq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_KIMI, x.tools, NULL, &e), 0);
+    cr_expect(strstr(e.msg, "<|tool_calls_section_begin|>") != NULL, "%s", e.msg);
+    cr_expect_neq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_NONE, x.tools, NULL, &e), 0);
+    unload(&x);
+}
+
+/* the format detected with a template of this source (NULL: none) */
+static tool_format detect(const vocab *v, const char *src, char *why, size_t cap)
+{
+    errbuf e;
+    chat_template t = {.kind = CHAT_TEMPLATE_K25};
+    if (src)
+        cr_assert_not_null(t.jinja = jinja_compile(src, strlen(src), &e), "%s", e.msg);
+    tool_format f = tool_format_detect(src ? &t : NULL, v, why, cap);
+    jinja_free(t.jinja);
+    return f;
+}
+
+/* A model's format is the one its template writes an assistant's calls in:
+ * V3.1's NAME<sep>ARGS is held, V3's TYPE<sep>NAME with fenced JSON is not */
+Test(tool_force, the_format_is_the_one_the_template_writes)
+{
+    const char *loop = "{%- for m in messages %}{%- if m.tool_calls %}<｜tool▁calls▁begin｜>"
+                       "{%- for t in m.tool_calls %}";
+    const char *end = "{%- endfor %}<｜tool▁calls▁end｜>{%- else %}{{ m.content }}{%- endif %}{%- endfor %}";
+    char v31[1024], v3[1024], why[200];
+    snprintf(v31, sizeof v31, "%s{{ '<｜tool▁call▁begin｜>' + t.function.name + '<｜tool▁sep｜>' + "
+             "t.function.arguments + '<｜tool▁call▁end｜>' }}%s", loop, end);
+    snprintf(v3, sizeof v3, "%s{{ '<｜tool▁call▁begin｜>' + t.type + '<｜tool▁sep｜>' + t.function.name + "
+             "'\\n```json\\n' + t.function.arguments + '\\n```<｜tool▁call▁end｜>' }}%s", loop, end);
+    fixture x;
+    load_vocab(&x, 1);
+    cr_expect_eq(detect(&x.tok.v, v31, why, sizeof why), TOOL_FORMAT_DEEPSEEK, "%s", why);
+    cr_expect_eq(detect(&x.tok.v, v3, why, sizeof why), TOOL_FORMAT_NONE);
+    cr_expect(strstr(why, "DeepSeek-V3's calls") != NULL, "%s", why);
+    cr_expect_eq(detect(&x.tok.v, "{{ messages[0].content }}", why, sizeof why), TOOL_FORMAT_NONE);
+    cr_expect(strstr(why, "writes no DeepSeek-V3.1 call") != NULL, "%s", why);
+    cr_expect_eq(detect(&x.tok.v, NULL, why, sizeof why), TOOL_FORMAT_NONE);
+    unload(&x);
+    load_vocab(&x, 0);
+    cr_expect_eq(detect(&x.tok.v, v31, why, sizeof why), TOOL_FORMAT_NONE);
+    cr_expect(strstr(why, "neither Kimi's nor DeepSeek's") != NULL, "%s", why);
+    unload(&x);
+    load(&x);
+    cr_expect_eq(detect(&x.tok.v, NULL, why, sizeof why), TOOL_FORMAT_KIMI);
     unload(&x);
 }
