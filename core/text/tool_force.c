@@ -7,8 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* P_FREE: a lazy constraint before the section */
-enum { P_FREE, P_SECTION, P_CALL, P_ID, P_ARGS, P_AFTER_CALL, P_END };
+/* P_FREE: a lazy constraint before the section. DeepSeek-V3's layout adds
+ * P_NAME (the name, a line break and the fence "```json\n", after the type
+ * "function" and its separator, which take P_ID), P_TAIL (a line break and the
+ * fence after the arguments) and P_NEXT (the next call's marker after the
+ * line break between calls). */
+enum { P_FREE, P_SECTION, P_CALL, P_ID, P_NAME, P_ARGS, P_TAIL, P_AFTER_CALL, P_NEXT, P_END };
+
+/* DeepSeek-V3's pieces of text around a call's name and arguments */
+#define V3_TYPE "function"
+#define V3_OPEN "\n```json\n"
+#define V3_CLOSE "\n```"
 
 /* the markers of each format: section begin, call begin, argument begin,
  * call end, section end */
@@ -53,11 +62,11 @@ tool_format tool_format_detect(const chat_template *t, const vocab *v, char *why
     tool_format f = TOOL_FORMAT_NONE;
     if (rendered && strstr(text, "<｜tool▁call▁begin｜>probe_fn<｜tool▁sep｜>{}"))
         f = TOOL_FORMAT_DEEPSEEK;
+    else if (rendered && strstr(text, "<｜tool▁call▁begin｜>" V3_TYPE "<｜tool▁sep｜>probe_fn" V3_OPEN
+                                      "{}" V3_CLOSE "<｜tool▁call▁end｜>"))
+        f = TOOL_FORMAT_DEEPSEEK_V3;
     else
-        snprintf(why, cap, "%s", rendered && strstr(text, "<｜tool▁sep｜>probe_fn")
-                                     ? "the chat template writes DeepSeek-V3's calls (a type, the name, "
-                                       "fenced JSON), which are parsed but not held"
-                                     : "the chat template writes no DeepSeek-V3.1 call");
+        snprintf(why, cap, "the chat template writes neither DeepSeek-V3's nor V3.1's calls");
     free(text);
     return f;
 }
@@ -159,9 +168,14 @@ void tool_force_restart(tool_force *f)
     f->id_len = 0;
 }
 
-/* function i's id for this call: Kimi's "functions.NAME:K", DeepSeek's NAME */
+/* function i's text in phase P_ID (Kimi's "functions.NAME:K", V3.1's NAME,
+ * V3's type) or P_NAME (V3's NAME and the opening fence) */
 static int id_of(const tool_force *f, int i, char *out, size_t cap)
 {
+    if (f->phase == P_NAME)
+        return snprintf(out, cap, "%s" V3_OPEN, f->fn[i].name);
+    if (f->format == TOOL_FORMAT_DEEPSEEK_V3)
+        return snprintf(out, cap, V3_TYPE);
     if (f->format == TOOL_FORMAT_DEEPSEEK)
         return snprintf(out, cap, "%s", f->fn[i].name);
     return snprintf(out, cap, "functions.%s:%d", f->fn[i].name, f->first_call + f->calls);
@@ -217,20 +231,24 @@ static int begins_a_rest(const id_rest *r, int n, const char *b, size_t bn)
     return lo < n && r[lo].n >= bn && !memcmp(r[lo].p, b, bn);
 }
 
-/* the id's next text: a regular token whose bytes go on some function's id
- * (jv: the token table, whose first bytes settle most tokens at once) */
-static int id_mask(const tool_force *f, const json_vocab *jv, float *logits, int V)
+/* The tokens that may come while the answer writes one of the texts lits[0,
+ * n), of which the f->id_len bytes in f->id are written: a regular token whose
+ * bytes go on one of them, `marker` once one is whole, `alt` before any is
+ * begun (-1: none). keep: where a token's logit is kept (-inf elsewhere), or
+ * NULL to list the tokens in out[0, cap) instead, logits untouched (a
+ * phase's alternative to another mask). Returns how many. jv: the token table,
+ * whose first bytes settle most tokens at once. */
+static int literal_mask(const tool_force *f, const json_vocab *jv, char (*lits)[TOOL_FORCE_ID_MAX], int n_lits,
+                        int marker, int alt, float *logits, int V, int *out, int cap)
 {
-    char lit[TOOL_FORCE_MAX_FUNCTIONS][TOOL_FORCE_ID_MAX];
     id_rest rest[TOOL_FORCE_MAX_FUNCTIONS];
     int n = 0, whole = 0, possible = 0;
-    for (int i = 0; i < f->n_fn; i++) {
-        int l = id_of(f, i, lit[n], sizeof lit[n]);
-        if (l < f->id_len || memcmp(lit[n], f->id, (size_t)f->id_len))
+    for (int i = 0; i < n_lits; i++) {
+        size_t l = strlen(lits[i]);
+        if (l < (size_t)f->id_len || memcmp(lits[i], f->id, (size_t)f->id_len))
             continue;
-        whole |= l == f->id_len;
-        rest[n] = (id_rest){lit[n] + f->id_len, (size_t)(l - f->id_len)};
-        n++;
+        whole |= l == (size_t)f->id_len;
+        rest[n++] = (id_rest){lits[i] + f->id_len, l - (size_t)f->id_len};
     }
     qsort(rest, (size_t)n, sizeof *rest, rest_order);
     uint8_t first_ok[256] = {0};
@@ -242,27 +260,89 @@ static int id_mask(const tool_force *f, const json_vocab *jv, float *logits, int
         const char *b = (jv && id < jv->n && !first_ok[jv->first[id]]) || vocab_is_special(f->v, id)
                             ? NULL : vocab_decode(f->v, id, &bn);
         int ok = b && bn && begins_a_rest(rest, n, b, bn);
-        if (id == f->argument_begin)
+        if (id == marker)
             ok = whole;
+        if (id == alt)
+            ok = f->id_len == 0;
+        if (ok && !logits) {
+            if (possible < cap)
+                out[possible] = id;
+        }
         if (ok)
             possible++;
-        else
+        else if (logits)
             logits[id] = -INFINITY;
     }
     return possible;
+}
+
+/* the texts of the phase: one a function (P_ID, P_NAME) or a fixed one */
+static int phase_texts(const tool_force *f, char (*lits)[TOOL_FORCE_ID_MAX])
+{
+    if (f->phase == P_TAIL || f->phase == P_AFTER_CALL) {
+        snprintf(lits[0], TOOL_FORCE_ID_MAX, "%s", f->phase == P_TAIL ? V3_CLOSE : "\n");
+        return 1;
+    }
+    for (int i = 0; i < f->n_fn; i++)
+        id_of(f, i, lits[i], TOOL_FORCE_ID_MAX);
+    return f->n_fn;
+}
+
+/* literal_mask over the phase's texts, restricting logits */
+static int literal_phase(const tool_force *f, const json_vocab *jv, int marker, int alt, float *logits, int V)
+{
+    char lits[TOOL_FORCE_MAX_FUNCTIONS][TOOL_FORCE_ID_MAX];
+    return literal_mask(f, jv, lits, phase_texts(f, lits), marker, alt, logits, V, NULL, 0);
+}
+
+/* V3's arguments: the JSON value, and once it is whole the line break that
+ * begins the closing fence */
+static int v3_args_mask(const tool_force *f, const json_vocab *jv, float *logits, int V)
+{
+    int tail[16], n_tail = 0;
+    float kept[16];
+    char lits[1][TOOL_FORCE_ID_MAX];
+    if (json_prefix_complete(&f->args)) {
+        tool_force at = *f;
+        at.phase = P_TAIL;
+        at.id_len = 0;
+        n_tail = literal_mask(&at, jv, lits, phase_texts(&at, lits), -1, -1, NULL, V, tail, 16);
+        n_tail = n_tail < 16 ? n_tail : 16;
+        for (int k = 0; k < n_tail; k++)
+            kept[k] = logits[tail[k]];
+    }
+    int n = json_mask_logits(&f->args, f->v, jv, NULL, 0, logits, V);
+    for (int k = 0; k < n_tail; k++)
+        if (logits[tail[k]] == -INFINITY) {
+            logits[tail[k]] = kept[k];
+            n++;
+        }
+    return n;
 }
 
 int tool_force_mask(const tool_force *f, const json_vocab *jv, const int *end_ids, int n_end,
                     float *logits, int V)
 {
     int after[2] = {f->section_end, f->call_begin};
+    int v3 = f->format == TOOL_FORMAT_DEEPSEEK_V3;
     switch (f->phase) {
     case P_FREE: return V;
     case P_SECTION: return only(logits, V, &f->section_begin, 1);
     case P_CALL: return only(logits, V, &f->call_begin, 1);
-    case P_ID: return id_mask(f, jv, logits, V);
-    case P_ARGS: return json_mask_logits(&f->args, f->v, jv, &f->call_end, 1, logits, V);
-    case P_AFTER_CALL: return only(logits, V, after, f->once ? 1 : 2);
+    case P_NEXT: return only(logits, V, &f->call_begin, 1);
+    case P_ID:
+    case P_NAME:
+    case P_TAIL:
+        return literal_phase(f, jv, f->phase == P_ID ? f->argument_begin : f->phase == P_TAIL ? f->call_end : -1,
+                             -1, logits, V);
+    case P_ARGS:
+        return v3 ? v3_args_mask(f, jv, logits, V)
+                  : json_mask_logits(&f->args, f->v, jv, &f->call_end, 1, logits, V);
+    case P_AFTER_CALL:
+        /* V3 writes a line break before another call */
+        if (v3 && !f->once)
+            return literal_phase(f, jv, -1, f->section_end, logits, V);
+        return only(logits, V, after, f->once ? 1 : 2);
     default: {
         int keep = 0;
         for (int i = 0; i < V; i++) {
@@ -277,6 +357,25 @@ int tool_force_mask(const tool_force *f, const json_vocab *jv, const int *end_id
         return keep;
     }
     }
+}
+
+/* the text written so far in a literal phase goes on by b[0, n) */
+static void add_text(tool_force *f, const char *b, size_t n)
+{
+    if (b && f->id_len + n < sizeof f->id) {
+        memcpy(f->id + f->id_len, b, n);
+        f->id_len += (int)n;
+    }
+}
+
+/* the function whose text of this phase is the text written, or -1 */
+static int whole_text(const tool_force *f)
+{
+    char lit[TOOL_FORCE_ID_MAX];
+    for (int i = 0; i < f->n_fn; i++)
+        if (id_of(f, i, lit, sizeof lit) == f->id_len && !memcmp(lit, f->id, (size_t)f->id_len))
+            return i;
+    return -1;
 }
 
 void tool_force_accept(tool_force *f, int id)
@@ -297,27 +396,60 @@ void tool_force_accept(tool_force *f, int id)
         break;
     case P_ID:
         if (id == f->argument_begin) {
-            char lit[TOOL_FORCE_ID_MAX];
-            for (int i = 0; i < f->n_fn; i++)
-                if (id_of(f, i, lit, sizeof lit) == f->id_len && !memcmp(lit, f->id, (size_t)f->id_len))
-                    f->chosen = i;
+            /* (a token the mask refused, forced, leaves the function before) */
+            int w = whole_text(f);
+            f->chosen = w >= 0 ? w : f->chosen;
+            f->id_len = 0;
+            if (f->format == TOOL_FORMAT_DEEPSEEK_V3) {
+                f->phase = P_NAME;  /* the name comes after the type */
+                break;
+            }
             json_prefix_init(&f->args, &f->fn[f->chosen].params);
             f->phase = P_ARGS;
-        } else if (b && f->id_len + n < sizeof f->id) {
-            memcpy(f->id + f->id_len, b, n);
-            f->id_len += (int)n;
+        } else {
+            add_text(f, b, n);
+        }
+        break;
+    case P_NAME:
+        add_text(f, b, n);
+        if ((f->chosen = whole_text(f)) >= 0) {
+            json_prefix_init(&f->args, &f->fn[f->chosen].params);
+            f->phase = P_ARGS;
+            f->id_len = 0;
         }
         break;
     case P_ARGS:
         if (id == f->call_end) {
             f->calls++;
             f->phase = P_AFTER_CALL;
+            f->id_len = 0;
+        } else if (f->format == TOOL_FORMAT_DEEPSEEK_V3 && b && n && b[0] == '\n' &&
+                   json_prefix_complete(&f->args)) {
+            f->phase = P_TAIL;   /* (a whole value takes nothing more) */
+            add_text(f, b, n);
         } else if (b) {
             json_prefix_feed(&f->args, b, n);
         }
         break;
+    case P_TAIL:
+        if (id == f->call_end) {
+            f->calls++;
+            f->phase = P_AFTER_CALL;
+            f->id_len = 0;
+        } else {
+            add_text(f, b, n);
+        }
+        break;
     case P_AFTER_CALL:
+        if (f->format == TOOL_FORMAT_DEEPSEEK_V3 && id != f->section_end) {
+            f->phase = P_NEXT;  /* the line break between calls */
+            break;
+        }
         f->phase = id == f->call_begin ? P_ID : P_END;
+        f->id_len = 0;
+        break;
+    case P_NEXT:
+        f->phase = P_ID;
         f->id_len = 0;
         break;
     default:

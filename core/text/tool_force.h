@@ -5,7 +5,10 @@
  * or DeepSeek-V3.1's (and V3.2's):
  *   <｜tool▁calls▁begin｜> then, once or more,
  *   <｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>
- *   then <｜tool▁calls▁end｜> and an end token.
+ *   then <｜tool▁calls▁end｜> and an end token;
+ * or DeepSeek-V3's (and R1's), the same but for each call
+ *   <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>
+ *   and a line break between calls.
  * NAME is one of the functions allowed, K the call's number (Kimi numbers the
  * calls across the conversation: the first is first_call, the calls the
  * conversation already holds), ARGS a JSON value the function's parameters
@@ -36,13 +39,14 @@
 typedef enum tool_format {
     TOOL_FORMAT_NONE,       /* not one tool_force holds */
     TOOL_FORMAT_KIMI,
-    TOOL_FORMAT_DEEPSEEK,   /* V3.1's: NAME<｜tool▁sep｜>ARGS (V3's fenced JSON is not held) */
+    TOOL_FORMAT_DEEPSEEK,   /* V3.1's: NAME<｜tool▁sep｜>ARGS */
+    TOOL_FORMAT_DEEPSEEK_V3, /* V3's: function<｜tool▁sep｜>NAME, the arguments fenced */
 } tool_format;
 
 /* The format a model writes its calls in: Kimi's when the vocabulary has
- * Kimi's markers; DeepSeek-V3.1's when it has DeepSeek's and the template
- * writes an assistant's call so (a call rendered to see); else NONE, with
- * why in why[0, cap). */
+ * Kimi's markers; DeepSeek-V3.1's or V3's when it has DeepSeek's and the
+ * template writes an assistant's call so (a call rendered to see); else NONE,
+ * with why in why[0, cap). */
 tool_format tool_format_detect(const chat_template *t, const vocab *v, char *why, size_t cap);
 
 typedef struct tool_force_fn {

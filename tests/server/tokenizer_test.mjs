@@ -135,7 +135,7 @@ await check('served: completions start with the bos (not text: echo\'s offsets s
   }
 });
 
-await check('served: a call in DeepSeek\'s format is a tool call (plain and streamed); forcing one is refused', async () => {
+await check('served: a call in DeepSeek\'s format is a tool call (plain and streamed)', async () => {
   const call = '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n' +
     '{"city": "Paris"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>';
   const srv = await serve({ MOETIER_SERVE_FORCE_TEXT: call });
@@ -154,13 +154,50 @@ await check('served: a call in DeepSeek\'s format is a tool call (plain and stre
     const calls = events.flatMap((e) => e.choices[0]?.delta?.tool_calls ?? []);
     assert.deepEqual(calls.map((c) => [c.function.name, c.function.arguments]), [['get_weather', '{"city": "Paris"}']]);
     assert.equal(events.map((e) => e.choices[0]?.delta?.content ?? '').join(''), '', 'no marker leaks as text');
-    const forced = await srv.post('/v1/chat/completions', { messages, tools, tool_choice: 'required', max_tokens: 5 });
-    assert.equal(forced.status, 400);
-    assert.equal(forced.error.param, 'tool_choice');
-    assert.match(forced.error.message, /DeepSeek-V3's calls/);
   } finally {
     await srv.stop();
   }
+});
+
+// tool_choice on a server of dir: a named call and "required" give calls the
+// tools' parameters take, in the layout the model's template writes
+async function forcedCalls(dir) {
+  const srv = await serve({}, dir);
+  try {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
+      required: ['city'], additionalProperties: false } } },
+    { type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+      properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+    const req = { messages: [{ role: 'user', content: 'Weather?' }], tools, max_tokens: 600, temperature: 1 };
+    for (let seed = 1; seed <= 2; seed++) {
+      const r = await srv.post('/v1/chat/completions', { ...req, seed,
+        tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+      assert.equal(r.status, 200, JSON.stringify(r));
+      const c = r.choices[0];
+      assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+      assert.deepEqual(c.message.tool_calls.map((t) => [t.id, t.function.name]), [['call_0', 'get_weather']]);
+      const args = JSON.parse(c.message.tool_calls[0].function.arguments);
+      assert.ok(['Paris', 'Rome'].includes(args.city), JSON.stringify(args));
+      assert.ok(Object.keys(args).every((k) => ['city', 'days'].includes(k)), JSON.stringify(args));
+    }
+    // (a random model may call again and again: the section's end is favoured
+    // where the format lets it come)
+    const [sectionEnd] = ref.encode('<｜tool▁calls▁end｜>', { add_special_tokens: false });
+    const any = await srv.post('/v1/chat/completions', { ...req, seed: 9, tool_choice: 'required',
+      max_tokens: 1000, logit_bias: { [sectionEnd]: 50 } });
+    assert.equal(any.choices[0].finish_reason, 'tool_calls', JSON.stringify(any.choices[0]));
+    for (const call of any.choices[0].message.tool_calls) {
+      assert.ok(['get_weather', 'get_time'].includes(call.function.name), call.function.name);
+      JSON.parse(call.function.arguments);
+    }
+  } finally {
+    await srv.stop();
+  }
+}
+
+await check('served: tool_choice holds a call to DeepSeek-V3\'s layout (function<sep>NAME, fenced JSON) and the parameters', async () => {
+  await forcedCalls(join(dir, 'model'));
 });
 
 await check('served with DeepSeek-V3.1\'s call layout (NAME<sep>ARGS): tool_choice holds the call to it and to the parameters', async () => {
@@ -174,34 +211,7 @@ await check('served with DeepSeek-V3.1\'s call layout (NAME<sep>ARGS): tool_choi
   tc.chat_template = tc.chat_template.replace(v3call,
     "tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'");
   writeFileSync(join(v31, 'tokenizer_config.json'), JSON.stringify(tc));
-  const srv = await serve({}, v31);
-  try {
-    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
-      properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
-      required: ['city'], additionalProperties: false } } },
-    { type: 'function', function: { name: 'get_time', parameters: { type: 'object',
-      properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
-    const req = { messages: [{ role: 'user', content: 'Weather?' }], tools, max_tokens: 200, temperature: 1 };
-    for (let seed = 1; seed <= 2; seed++) {
-      const r = await srv.post('/v1/chat/completions', { ...req, seed,
-        tool_choice: { type: 'function', function: { name: 'get_weather' } } });
-      assert.equal(r.status, 200, JSON.stringify(r));
-      const c = r.choices[0];
-      assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
-      assert.deepEqual(c.message.tool_calls.map((t) => [t.id, t.function.name]), [['call_0', 'get_weather']]);
-      const args = JSON.parse(c.message.tool_calls[0].function.arguments);
-      assert.ok(['Paris', 'Rome'].includes(args.city), JSON.stringify(args));
-      assert.ok(Object.keys(args).every((k) => ['city', 'days'].includes(k)), JSON.stringify(args));
-    }
-    const any = await srv.post('/v1/chat/completions', { ...req, seed: 9, tool_choice: 'required' });
-    assert.equal(any.choices[0].finish_reason, 'tool_calls', JSON.stringify(any.choices[0]));
-    for (const call of any.choices[0].message.tool_calls) {
-      assert.ok(['get_weather', 'get_time'].includes(call.function.name), call.function.name);
-      JSON.parse(call.function.arguments);
-    }
-  } finally {
-    await srv.stop();
-  }
+  await forcedCalls(v31);
   rmSync(v31, { recursive: true, force: true });
 });
 

@@ -185,6 +185,30 @@ Test(tool_force, required_picks_a_function_and_may_call_again, .timeout = 60)
     unload(&x);
 }
 
+/* Tokens the mask refused but taken anyway (a test's forced answer) leave the
+ * constraint in a state it can go on from: an id no function has keeps the
+ * function before, and its arguments are read against its parameters. */
+Test(tool_force, tokens_taken_against_the_mask_leave_a_usable_state, .timeout = 60)
+{
+    fixture x;
+    load(&x);
+    tool_force f;
+    errbuf e;
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_KIMI, x.tools, NULL, &e), 0, "%s", e.msg);
+    f.first_call = 3;
+    tool_force_accept(&f, f.section_begin);
+    tool_force_accept(&f, f.call_begin);
+    token_list ids = {0};
+    cr_assert_eq(tokenizer_encode(&x.tok, "functions.get_weather:0", 23, 0, &ids, &e), 0, "%s", e.msg);
+    for (size_t i = 0; i < ids.n; i++)
+        tool_force_accept(&f, ids.ids[i]);     /* the number is 3 here: refused, taken */
+    token_list_free(&ids);
+    tool_force_accept(&f, f.argument_begin);
+    cr_assert(text_allowed(&x, &f, "{\"city\": \"Paris\"}"), "the first function's parameters");
+    tool_force_free(&f);
+    unload(&x);
+}
+
 /* whether the mask leaves every logit as it was */
 static int untouched(fixture *x, const tool_force *f)
 {
@@ -346,7 +370,7 @@ static tool_format detect(const vocab *v, const char *src, char *why, size_t cap
 }
 
 /* A model's format is the one its template writes an assistant's calls in:
- * V3.1's NAME<sep>ARGS is held, V3's TYPE<sep>NAME with fenced JSON is not */
+ * V3.1's NAME<sep>ARGS or V3's TYPE<sep>NAME with fenced JSON */
 Test(tool_force, the_format_is_the_one_the_template_writes)
 {
     const char *loop = "{%- for m in messages %}{%- if m.tool_calls %}<｜tool▁calls▁begin｜>"
@@ -360,10 +384,9 @@ Test(tool_force, the_format_is_the_one_the_template_writes)
     fixture x;
     load_vocab(&x, 1);
     cr_expect_eq(detect(&x.tok.v, v31, why, sizeof why), TOOL_FORMAT_DEEPSEEK, "%s", why);
-    cr_expect_eq(detect(&x.tok.v, v3, why, sizeof why), TOOL_FORMAT_NONE);
-    cr_expect(strstr(why, "DeepSeek-V3's calls") != NULL, "%s", why);
+    cr_expect_eq(detect(&x.tok.v, v3, why, sizeof why), TOOL_FORMAT_DEEPSEEK_V3, "%s", why);
     cr_expect_eq(detect(&x.tok.v, "{{ messages[0].content }}", why, sizeof why), TOOL_FORMAT_NONE);
-    cr_expect(strstr(why, "writes no DeepSeek-V3.1 call") != NULL, "%s", why);
+    cr_expect(strstr(why, "neither DeepSeek-V3's nor V3.1's calls") != NULL, "%s", why);
     cr_expect_eq(detect(&x.tok.v, NULL, why, sizeof why), TOOL_FORMAT_NONE);
     unload(&x);
     load_vocab(&x, 0);
@@ -372,5 +395,68 @@ Test(tool_force, the_format_is_the_one_the_template_writes)
     unload(&x);
     load(&x);
     cr_expect_eq(detect(&x.tok.v, NULL, why, sizeof why), TOOL_FORMAT_KIMI);
+    unload(&x);
+}
+
+/* DeepSeek-V3's layout: the type "function", the separator, the name and the
+ * opening fence, the arguments, the closing fence, and a line break before
+ * another call */
+Test(tool_force, calls_in_deepseek_v3s_layout, .timeout = 60)
+{
+    fixture x;
+    load_vocab(&x, 1);
+    tool_force f;
+    errbuf e;
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_DEEPSEEK_V3, x.tools, NULL, &e), 0, "%s", e.msg);
+    tool_force_accept(&f, f.section_begin);
+    tool_force_accept(&f, f.call_begin);
+    cr_expect(!text_allowed(&x, &f, "get_weather"), "the type comes first");
+    cr_expect(!allowed(&x, &f, f.argument_begin));
+    feed_text(&x, &f, "function");
+    cr_assert(allowed(&x, &f, f.argument_begin));
+    tool_force_accept(&f, f.argument_begin);
+    cr_expect(!text_allowed(&x, &f, "get_weather{"), "the fence after the name");
+    cr_expect(!text_allowed(&x, &f, "get_wind"), "a function not among the tools");
+    feed_text(&x, &f, "get_weather\n```json\n");
+    cr_expect(!text_allowed(&x, &f, "\n```"), "the arguments first");
+    feed_text(&x, &f, "{\"city\": \"Paris\"");
+    cr_expect(!text_allowed(&x, &f, "\n```"), "the object is still open");
+    cr_expect(!allowed(&x, &f, f.call_end));
+    feed_text(&x, &f, "}");
+    cr_expect(!allowed(&x, &f, f.call_end), "the fence closes first");
+    cr_expect(!text_allowed(&x, &f, "\n``x"));
+    feed_text(&x, &f, "\n```");
+    cr_assert(allowed(&x, &f, f.call_end));
+    tool_force_accept(&f, f.call_end);
+    /* required: the section ends, or a line break and another call */
+    cr_expect(allowed(&x, &f, f.section_end));
+    cr_expect(!allowed(&x, &f, f.call_begin), "a line break first");
+    feed_text(&x, &f, "\n");
+    cr_assert(allowed(&x, &f, f.call_begin));
+    cr_expect(!allowed(&x, &f, f.section_end));
+    tool_force_accept(&f, f.call_begin);
+    feed_text(&x, &f, "function");
+    tool_force_accept(&f, f.argument_begin);
+    feed_text(&x, &f, "get_time\n```json\n{}\n```");
+    tool_force_accept(&f, f.call_end);
+    tool_force_accept(&f, f.section_end);
+    cr_expect(allowed(&x, &f, x.end));
+    cr_expect(!text_allowed(&x, &f, "\n"), "nothing after the section");
+    tool_force_free(&f);
+    /* a named function: one call, then the section's end */
+    cr_assert_eq(tool_force_init(&f, &x.tok.v, TOOL_FORMAT_DEEPSEEK_V3, x.tools, "get_time", &e), 0, "%s",
+                 e.msg);
+    tool_force_accept(&f, f.section_begin);
+    tool_force_accept(&f, f.call_begin);
+    feed_text(&x, &f, "function");
+    tool_force_accept(&f, f.argument_begin);
+    cr_expect(!text_allowed(&x, &f, "get_weather"));
+    feed_text(&x, &f, "get_time\n```json\n");
+    cr_expect(!text_allowed(&x, &f, "[1]"), "no parameters: any object, and only an object");
+    feed_text(&x, &f, "{\"a\": [1]}\n```");
+    tool_force_accept(&f, f.call_end);
+    cr_expect(!text_allowed(&x, &f, "\n"), "a named function is called once");
+    cr_expect(allowed(&x, &f, f.section_end));
+    tool_force_free(&f);
     unload(&x);
 }
