@@ -234,10 +234,10 @@ static int begins_a_rest(const id_rest *r, int n, const char *b, size_t bn)
 /* The tokens that may come while the answer writes one of the texts lits[0,
  * n), of which the f->id_len bytes in f->id are written: a regular token whose
  * bytes go on one of them, `marker` once one is whole, `alt` before any is
- * begun (-1: none). keep: where a token's logit is kept (-inf elsewhere), or
- * NULL to list the tokens in out[0, cap) instead, logits untouched (a
- * phase's alternative to another mask). Returns how many. jv: the token table,
- * whose first bytes settle most tokens at once. */
+ * begun (-1: none). logits: set to -inf where a token may not come, or NULL
+ * to list the tokens that may in out[0, cap) instead (a phase's alternative
+ * to another mask). Returns how many may. jv: the token table, whose first
+ * bytes settle most tokens at once. */
 static int literal_mask(const tool_force *f, const json_vocab *jv, char (*lits)[TOOL_FORCE_ID_MAX], int n_lits,
                         int marker, int alt, float *logits, int V, int *out, int cap)
 {
@@ -410,14 +410,17 @@ void tool_force_accept(tool_force *f, int id)
             add_text(f, b, n);
         }
         break;
-    case P_NAME:
+    case P_NAME: {
         add_text(f, b, n);
-        if ((f->chosen = whole_text(f)) >= 0) {
+        int w = whole_text(f);
+        if (w >= 0) {
+            f->chosen = w;
             json_prefix_init(&f->args, &f->fn[f->chosen].params);
             f->phase = P_ARGS;
             f->id_len = 0;
         }
         break;
+    }
     case P_ARGS:
         if (id == f->call_end) {
             f->calls++;

@@ -415,19 +415,28 @@ static char *last_line(char *out)
     return strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
 }
 
+/* For `run --prompt-cache`: a synthesized model in a new directory (returned),
+ * a prompt of 50 ids (ids, 512 bytes) and the file's path there (pc) */
+static char *run_fixture(const char *name, char *ids, char *pc, size_t pc_cap)
+{
+    char *dir = test_make_tmpdir(name);
+    test_synth_tiny(dir, "int4");
+    ids[0] = 0;
+    for (int i = 0; i < 50; i++)
+        sprintf(ids + strlen(ids), "%s%d", i ? "," : "", 100 + 3 * i);
+    snprintf(pc, pc_cap, "%s/p.cache", dir);
+    return dir;
+}
+
 /* A file made with the FMA prefill products is not used by a run on the AMX
  * tiles (their bits differ), and the other way round: the identity names them. */
 Test(prompt_file, files_of_the_fma_and_amx_products_are_kept_apart, .timeout = 120)
 {
     if (!kernel_amx_supported())
         cr_skip_test("this CPU has no AMX: its prefill products cannot be compared here");
-    char *dir = test_make_tmpdir("prompt_amx");
-    test_synth_tiny(dir, "int4");
+    char ids[512], pc[4200];
+    char *dir = run_fixture("prompt_amx", ids, pc, sizeof pc);
     const char *bin = test_moetier_bin();
-    char ids[512] = "", pc[4200];
-    for (int i = 0; i < 50; i++)
-        sprintf(ids + strlen(ids), "%s%d", i ? "," : "", 100 + 3 * i);
-    snprintf(pc, sizeof pc, "%s/p.cache", dir);
     char *out, *err;
     const char *cmd = "MOETIER_AMX=%d %s run -m %s --ids %s -n 2 --greedy --prompt-cache %s";
     cr_assert_eq(test_run_fmt(&out, &err, cmd, 0, bin, dir, ids, pc), 0, "%s", err);
@@ -454,13 +463,9 @@ Test(prompt_file, files_of_the_fma_and_amx_products_are_kept_apart, .timeout = 1
  * a file that is not a prompt cache is refused before the model loads. */
 Test(prompt_file, run_keeps_the_prompt_in_a_file, .timeout = 120)
 {
-    char *dir = test_make_tmpdir("prompt_cli");
-    test_synth_tiny(dir, "int4");
+    char ids[512], pc[4200];
+    char *dir = run_fixture("prompt_cli", ids, pc, sizeof pc);
     const char *bin = test_moetier_bin();
-    char ids[512] = "", pc[4200];
-    for (int i = 0; i < 50; i++)
-        sprintf(ids + strlen(ids), "%s%d", i ? "," : "", 100 + 3 * i);
-    snprintf(pc, sizeof pc, "%s/p.cache", dir);
     char *out, *err, first[256];
     const char *cmd = "%s run -m %s --ids %s -n 6 --temp 0.9 --seed 7 --print-ids --prompt-cache %s%s";
     cr_assert_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, pc, ""), 0, "%s", err);

@@ -32,15 +32,21 @@ typedef struct fixture {
 } fixture;
 
 /* (skips the test when the testdata is absent) */
-static void load(fixture *x)
+/* the rest of a fixture once its tokenizer is loaded */
+static void fixture_on(fixture *x, const char *end)
 {
     errbuf e;
-    test_kimi_tokenizer_or_skip(&x->tok);
     cr_assert_eq(json_vocab_build(&x->jv, &x->tok.v, &e), 0, "%s", e.msg);
     x->tools = cJSON_Parse(tools_json);
     x->V = x->tok.v.n_vocab;
     x->logits = malloc((size_t)x->V * sizeof *x->logits);
-    x->end = vocab_find_special(&x->tok.v, "<|im_end|>");
+    x->end = vocab_find_special(&x->tok.v, end);
+}
+
+static void load(fixture *x)
+{
+    test_kimi_tokenizer_or_skip(&x->tok);
+    fixture_on(x, "<|im_end|>");
 }
 
 /* A DeepSeek-family vocabulary: the 256 bytes, then the end token and
@@ -66,11 +72,7 @@ static void load_vocab(fixture *x, int deepseek)
                                       "t/tokenizer_config.json", 0, &e), 0, "%s", e.msg);
     free(text);
     cJSON_Delete(root);
-    cr_assert_eq(json_vocab_build(&x->jv, &x->tok.v, &e), 0, "%s", e.msg);
-    x->tools = cJSON_Parse(tools_json);
-    x->V = x->tok.v.n_vocab;
-    x->logits = malloc((size_t)x->V * sizeof *x->logits);
-    x->end = vocab_find_special(&x->tok.v, deepseek_specials[0]);
+    fixture_on(x, deepseek_specials[0]);
 }
 
 static void unload(fixture *x)
