@@ -1168,6 +1168,11 @@ int serve_run(cli_model *m, const tokenizer *tok, const chat_template *tpl, cons
         rc = -1;
     } else {
         const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+        if (s->tool_format != TOOL_FORMAT_NONE)
+            fprintf(stderr, "moetier serve: tool calls held to %s (tool_choice; auto: once begun)\n",
+                    tool_format_name(s->tool_format));
+        else
+            fprintf(stderr, "moetier serve: tool calls not held (tool_choice refused): %s\n", s->tool_why);
         fprintf(stderr, "moetier serve: listening on http://%s:%u (model '%s', %d requests queued "
                 "at most, %d at once with %d positions each)\n", o->host,
                 di ? di->port : (unsigned)o->port, s->model_name, o->max_queue, o->parallel,

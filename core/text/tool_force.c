@@ -71,6 +71,16 @@ tool_format tool_format_detect(const chat_template *t, const vocab *v, char *why
     return f;
 }
 
+const char *tool_format_name(tool_format f)
+{
+    switch (f) {
+    case TOOL_FORMAT_KIMI: return "Kimi's format";
+    case TOOL_FORMAT_DEEPSEEK: return "DeepSeek-V3.1's layout";
+    case TOOL_FORMAT_DEEPSEEK_V3: return "DeepSeek-V3's layout";
+    default: return "none";
+    }
+}
+
 static int marker(const vocab *v, const char *name, int *id, errbuf *e)
 {
     *id = vocab_find_special(v, name);

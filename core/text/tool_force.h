@@ -48,6 +48,8 @@ typedef enum tool_format {
  * template writes an assistant's call so (a call rendered to see); else NONE,
  * with why in why[0, cap). */
 tool_format tool_format_detect(const chat_template *t, const vocab *v, char *why, size_t cap);
+/* "Kimi's format", "DeepSeek-V3.1's layout", ... for logs */
+const char *tool_format_name(tool_format f);
 
 typedef struct tool_force_fn {
     char *name;

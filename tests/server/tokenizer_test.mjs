@@ -113,7 +113,7 @@ async function serve(env = {}, model = join(dir, 'model')) {
     child.kill('SIGTERM');
     assert.deepEqual(await exited, { code: 0, signal: null }, log.slice(-2000));
   };
-  return { url, post, stop };
+  return { url, post, stop, log: () => log };
 }
 
 await check('served: completions start with the bos (not text: echo\'s offsets skip it), chats are the template\'s', async () => {
@@ -161,9 +161,10 @@ await check('served: a call in DeepSeek\'s format is a tool call (plain and stre
 
 // tool_choice on a server of dir: a named call and "required" give calls the
 // tools' parameters take, in the layout the model's template writes
-async function forcedCalls(dir) {
+async function forcedCalls(dir, layout) {
   const srv = await serve({}, dir);
   try {
+    assert.ok(srv.log().includes(`tool calls held to ${layout}`), srv.log());
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
       properties: { city: { enum: ['Paris', 'Rome'] }, days: { type: 'integer', minimum: 1 } },
       required: ['city'], additionalProperties: false } } },
@@ -197,7 +198,7 @@ async function forcedCalls(dir) {
 }
 
 await check('served: tool_choice holds a call to DeepSeek-V3\'s layout (function<sep>NAME, fenced JSON) and the parameters', async () => {
-  await forcedCalls(join(dir, 'model'));
+  await forcedCalls(join(dir, 'model'), "DeepSeek-V3's layout");
 });
 
 await check('served with DeepSeek-V3.1\'s call layout (NAME<sep>ARGS): tool_choice holds the call to it and to the parameters', async () => {
@@ -211,7 +212,7 @@ await check('served with DeepSeek-V3.1\'s call layout (NAME<sep>ARGS): tool_choi
   tc.chat_template = tc.chat_template.replace(v3call,
     "tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'");
   writeFileSync(join(v31, 'tokenizer_config.json'), JSON.stringify(tc));
-  await forcedCalls(v31);
+  await forcedCalls(v31, "DeepSeek-V3.1's layout");
   rmSync(v31, { recursive: true, force: true });
 });
 
