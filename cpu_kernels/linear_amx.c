@@ -226,7 +226,8 @@ TGT static void dequant_panel(const linear_weight *w, int r, int nr, int c0, int
     }
 }
 
-/* the scale row r's weights carry over the span starting at column c */
+/* the scale row r's weights carry over the span starting at column c (INT4
+ * or FP8; BF16 has none) */
 INL float row_scale(const linear_weight *w, int r, int c)
 {
     if (w->fmt == WF_INT4_GROUP) {
@@ -237,25 +238,12 @@ INL float row_scale(const linear_weight *w, int r, int c)
         memcpy(&f, &u, 4);
         return f;
     }
-    if (w->fmt == WF_FP8_BLOCK) {
-        float f;
-        memcpy(&f,
-               (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols +
-                   (size_t)(c / w->block_cols),
-               4);
-        return f;
-    }
-    return 1.0f;
-}
-
-/* columns per scale: a span's sums leave the tiles at its end */
-static int scale_span(const linear_weight *w)
-{
-    switch (w->fmt) {
-    case WF_INT4_GROUP: return w->group_size;
-    case WF_FP8_BLOCK: return w->block_cols;
-    default: return AMX_KC;
-    }
+    float f;
+    memcpy(&f,
+           (const float *)w->scale + (size_t)(r / w->block_rows) * (size_t)w->scale_cols +
+               (size_t)(c / w->block_cols),
+           4);
+    return f;
 }
 
 typedef struct tile_config {
@@ -410,7 +398,9 @@ TGT INL void pair_products(const uint16_t *panel, int kc, int c0, int span, cons
 TGT void linear_rows_amx(const linear_weight *w, const linear_prep *p, float *y, int r0, int r1, float *work)
 {
     pthread_once(&fp8_words_once, fp8_words_init);
-    int cols = w->cols, T = p->T, span = scale_span(w);
+    int cols = w->cols, T = p->T, unscaled = w->fmt == WF_BF16;
+    /* columns per scale: a span's sums leave the tiles at its end */
+    int span = w->fmt == WF_INT4_GROUP ? w->group_size : w->block_cols;
     size_t nb = token_blocks(T), R = (size_t)w->rows;
     size_t most = nb < AMX_PASS_BLOCKS ? nb : AMX_PASS_BLOCKS; /* blocks in a pass */
     uint16_t *panel = (uint16_t *)(((uintptr_t)work + 63) & ~(uintptr_t)63);
@@ -433,7 +423,7 @@ TGT void linear_rows_amx(const linear_weight *w, const linear_prep *p, float *y,
                     if (nr < AMX_NR)
                         memset(panel + (size_t)nr * AMX_KC, 0, (size_t)(AMX_NR - nr) * AMX_KC * 2);
                     dequant_panel(w, r, nr, c0, kc, panel);
-                    for (int i = 0; i < AMX_NR; i++)
+                    for (int i = 0; i < AMX_NR && !unscaled; i++)
                         for (int c = 0; c < kc; c += 32)
                             scale[i * (AMX_KC / 32) + c / 32] = i < nr ? row_scale(w, r + i, c0 + c) : 0.0f;
                     size_t pairs = (pass + 1) / 2;
@@ -443,7 +433,7 @@ TGT void linear_rows_amx(const linear_weight *w, const linear_prep *p, float *y,
                             i1 = (int)((size_t)next * (b / 2 + 1) / pairs);
                         prefetch_panel(w, r + AMX_NR + i0, i1 - i0, c0, kc);
                         pair_products(panel, kc, c0, span, xs, nb, b, b + 1 < pass, scale, sums, pr, tp,
-                                      c0 == 0, w->fmt == WF_BF16);
+                                      c0 == 0, unscaled);
                     }
                 }
             }
