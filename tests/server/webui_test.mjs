@@ -248,6 +248,125 @@ async function plainServer() {
     assert.deepEqual(out.notTable, [0, 'a | b---|---|---c | d']);
   });
 
+  await check('TeX math: MathML from the tables, dollars that are money left as text, nothing else as markup', async () => {
+    const out = await page.evaluate(() => {
+      const box = document.createElement('div');
+      box.id = 'math-check';
+      box.hidden = true;
+      document.body.append(box);
+      const render = (md) => {
+        const d = document.createElement('div');
+        d.innerHTML = renderMarkdown(md);
+        box.append(d);
+        return d;
+      };
+      const texts = (d, sel) => [...d.querySelectorAll(sel)].map((e) => e.textContent);
+      window.__xss = 0;
+      const inline = render('Euler: $e^{i\\pi}+1=0$; costs $5 and $10, \\$3 too; `$x$` is code; ' +
+                            '\\(\\mathbb{R}^n\\) and $$\\frac{a}{b}$$ end');
+      const block = render('Before\n\\[\nA = \\begin{pmatrix} 1 & x_1 \\\\ 2 & \\alpha \\end{pmatrix}\n\\]\nafter');
+      const sums = render('$$\\sum_{k=1}^{n} k^2 \\quad \\lim_{x \\to 0} \\sin x \\quad f\'(x)$$');
+      const aligned = render('$$\\begin{aligned} a &= b \\\\ &\\le c \\end{aligned}$$');
+      const array = render('$$\\begin{array}{l|r} 10 & x \\\\ \\hline 1 & yz \\end{array}$$');
+      const unknown = render('$\\frobnicate{x} + \\sqrt[3]{y}$');
+      const open = render('Then\n$$\n\\frac{1}{');
+      const bad = render('$\\text{<img src=x onerror="window.__xss=5">}$ $\\color{red" onload="window.__xss=6}{x}$ ' +
+                         '$\\textcolor{#f00}{y}$ $<script>window.__xss=7</script>$ $\\operatorname{<b>o</b>}(n)$');
+      const parts = (d) => [...d.querySelectorAll('math')].map((m) => m.getAttribute('display'));
+      return {
+        inlineMath: parts(inline),
+        inlineText: inline.querySelector('p').firstChild.textContent,
+        paraText: [...inline.querySelector('p').childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent),
+        euler: [inline.querySelector('math msup > mi').textContent, texts(inline.querySelector('math msup > mrow'), 'mi, mo')],
+        code: inline.querySelector('code').textContent,
+        rn: inline.querySelectorAll('math')[1].querySelector('msup > mrow > mi').textContent,
+        frac: texts(inline.querySelector('math[display=block] mfrac'), ':scope > *'),
+        annotation: texts(inline, 'annotation'),
+        blockParents: [...block.querySelectorAll('math')].map((m) => m.parentElement === block),
+        blockParas: texts(block, 'p'),
+        matrix: [...block.querySelectorAll('mtr')].map((r) => [...r.children].map((c) => c.textContent)),
+        fences: texts(block, 'mtable ~ mo, mo:has(+ mtable)'),
+        sum: [sums.querySelector('munderover > mo').textContent,
+              sums.querySelector('munderover > mo').getAttribute('movablelimits'),
+              texts(sums.querySelector('munderover'), ':scope > *')],
+        lim: texts(sums.querySelector('munder'), ':scope > *'),
+        prime: sums.querySelector('mo[lspace="0"][rspace="0"]').textContent,
+        aligned: [...aligned.querySelectorAll('mtd')].map((c) => [c.textContent, c.getAttribute('style')]),
+        array: [...array.querySelectorAll('mtd')].map((c) => [c.textContent, c.getAttribute('style')]),
+        unknown: [texts(unknown, 'mtext.tex-unknown'), texts(unknown, 'mroot > *')],
+        openSource: [texts(open, 'p'), texts(open, '.math-source'), open.querySelectorAll('math').length],
+        badTags: [...new Set([...bad.querySelectorAll('*')].map((e) => e.tagName.toLowerCase()))].sort(),
+        badTexts: [texts(bad, 'mtext'), bad.querySelectorAll('math')[4].querySelector('mi').textContent,
+                   bad.querySelectorAll('math annotation')[3].textContent],
+        colors: [...bad.querySelectorAll('[mathcolor]')].map((e) => e.getAttribute('mathcolor')),
+      };
+    });
+    await page.waitForTimeout(100);
+    assert.equal(await page.evaluate(() => window.__xss), 0, 'text of an answer ran as script');
+    await page.evaluate(() => document.getElementById('math-check').remove());
+    assert.deepEqual(out.inlineMath, [null, null, 'block']);
+    assert.equal(out.inlineText, 'Euler: ');
+    assert.deepEqual(out.paraText, ['Euler: ', '; costs $5 and $10, $3 too; ', ' is code; ', ' and ', ' end']);
+    assert.deepEqual(out.euler, ['e', ['i', 'π']]);
+    assert.equal(out.code, '$x$');
+    assert.equal(out.rn, 'ℝ');
+    assert.deepEqual(out.frac, ['a', 'b']);
+    assert.deepEqual(out.annotation, ['e^{i\\pi}+1=0', '\\mathbb{R}^n', '\\frac{a}{b}']);
+    assert.deepEqual(out.blockParents, [true]);
+    assert.deepEqual(out.blockParas, ['Before', 'after']);
+    assert.deepEqual(out.matrix, [['1', 'x1'], ['2', 'α']]);
+    assert.deepEqual(out.fences, ['(', ')']);
+    assert.deepEqual(out.sum, ['∑', 'true', ['∑', 'k=1', 'n']]);
+    assert.deepEqual(out.lim, ['lim', 'x→0']);
+    assert.equal(out.prime, '′');
+    assert.deepEqual(out.aligned, [['a', 'text-align:right;padding-right:0'], ['=b', 'text-align:left;padding-left:0'],
+                                   ['', 'text-align:right;padding-right:0'], ['≤c', 'text-align:left;padding-left:0']]);
+    assert.deepEqual(out.array, [['10', 'text-align:left'], ['x', 'text-align:right'],
+                                 ['1', 'text-align:left'], ['yz', 'text-align:right']]);
+    assert.deepEqual(out.unknown, [['\\frobnicate'], ['y', '3']]);
+    assert.deepEqual(out.openSource, [['Then'], ['$$\n\\frac{1}{'], 0]);
+    assert.deepEqual(out.badTags, ['annotation', 'math', 'mi', 'mn', 'mo', 'mrow', 'mstyle', 'msub', 'mtext', 'p',
+                                   'semantics']);
+    assert.deepEqual(out.badTexts, [['<img\u00a0src=x\u00a0onerror="window.__xss=5">'], '<b>o</b>',
+                                    '<script>window.__xss=7</script>']);
+    assert.deepEqual(out.colors, ['#f00']);
+  });
+
+  await check('TeX math: any source ends, and writes only MathML tags and attributes from the tables', async () => {
+    const out = await page.evaluate(() => {
+      // random sources of TeX's pieces, unbalanced and misplaced as a model cut
+      // short might write them (a fixed generator: the same sources every run)
+      const pieces = ['\\frac', '\\sqrt', '[', ']', '{', '}', '^', '_', '&', '\\\\', '\\left(', '\\right)',
+                      '\\middle|', '\\begin{pmatrix}', '\\end{pmatrix}', '\\begin{aligned}', '\\end{cases}',
+                      '\\text{', '\\color{', '#f00', '\\mathbb', 'x', '1', ' ', '\\alpha', '\\sum', "'", '\\',
+                      '\\not', '\\operatorname*', '\\limits', '\\big', '.', '\\displaystyle', '\\bf', '<', '"', '$'];
+      let seed = 12345;
+      const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+      const tags = new Set(['math', 'semantics', 'annotation', 'mrow', 'mi', 'mn', 'mo', 'msup', 'msub', 'msubsup',
+                            'munder', 'mover', 'munderover', 'mfrac', 'msqrt', 'mroot', 'mtext', 'mspace', 'mstyle',
+                            'mtable', 'mtr', 'mtd', 'mphantom', 'p', 'br', 'div', 'code', 'em', 'strong']);
+      const attributes = new Set(['display', 'encoding', 'mathvariant', 'stretchy', 'movablelimits', 'lspace',
+                                  'rspace', 'largeop', 'width', 'accent', 'accentunder', 'linethickness', 'minsize',
+                                  'maxsize', 'fence', 'mathcolor', 'displaystyle', 'style', 'class']);
+      const seen = { math: 0, strange: [] };
+      for (let n = 0; n < 400; n++) {
+        let src = '';
+        for (let k = 0, len = 1 + Math.floor(next() * 30); k < len; k++) src += pieces[Math.floor(next() * pieces.length)];
+        const d = document.createElement('div');
+        d.innerHTML = renderMarkdown(n % 2 ? '$$' + src + '$$' : 'a $' + src.trim() + 'y$ b');
+        seen.math += d.querySelectorAll('math').length;
+        for (const e of d.querySelectorAll('*')) {
+          if (!tags.has(e.tagName.toLowerCase())) seen.strange.push(e.tagName + ' in ' + src);
+          for (const a of e.attributes)
+            if (!attributes.has(a.name)) seen.strange.push(a.name + ' in ' + src);
+        }
+      }
+      return seen;
+    });
+    assert.deepEqual(out.strange, []);
+    assert.ok(out.math > 300, `${out.math} sources drawn as math`);
+  });
+
   await check('Export downloads a conversation that Import adds back; a bad file is refused', async () => {
     const before = await stored(page), shownId = await page.evaluate(() => currentId);
     const shown = before.find((c) => c.id === shownId);
