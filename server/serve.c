@@ -457,7 +457,7 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
                        || job_prompt_ids(s, j, same, err);
             jobs[i * parts + c] = j;
             if (!rc && c) /* where the answer starts, as the prompt said to the first */
-                j->reasoning = jobs[i * parts]->reasoning;
+                j->chat = jobs[i * parts]->chat;
             if (!rc && b->req.api == API_LLAMA) {
                 /* (a prompt of llama.cpp's list: its body is the translated request's) */
                 j->req.api = API_LLAMA;
@@ -1086,7 +1086,11 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, const chat_templ
     snprintf(s->model_name, sizeof s->model_name, "%s", o->model_name ? o->model_name : "model");
     s->n_stop_ids = vocab_reply_stop_ids(&tok->v, m->mw.cfg.eos_token_ids, m->mw.cfg.n_eos,
                                          s->stop_ids);
+    /* the marker a tool-call section begins with, Kimi's or DeepSeek's: it
+     * ends a reasoning, as the answer's parser (tool_calls.h) reads it */
     s->section_begin = vocab_find_special(&tok->v, "<|tool_calls_section_begin|>");
+    if (s->section_begin < 0)
+        s->section_begin = vocab_find_special(&tok->v, "<｜tool▁calls▁begin｜>");
     s->think_begin = vocab_find_special(&tok->v, "<think>");
     s->tool_format = tool_format_detect(tpl, &tok->v, s->tool_why, sizeof s->tool_why);
     if (!s->n_stop_ids)

@@ -17,12 +17,19 @@
 
 typedef enum job_phase { JOB_QUEUED, JOB_RUNNING, JOB_DONE } job_phase;
 
+/* What a chat's rendered prompt says about its answer (serve_chat_prompt). */
+typedef struct chat_prompt_info {
+    reasoning_start reasoning;  /* where the prompt leaves the answer */
+    tool_format tools;          /* the layout its template writes calls in (tool_choice holds them so) */
+    char tools_why[200];        /* why none, when none */
+} chat_prompt_info;
+
 typedef struct job {
     struct job *next;
     oai_request req;
     token_list ids;             /* the prompt, validated before the job is queued */
     int truncated;              /* truncate_prompt_tokens dropped the prompt's start */
-    reasoning_start reasoning;  /* chat: where the prompt leaves the answer (serve_chat_prompt) */
+    chat_prompt_info chat;      /* chat: what its prompt says of the answer */
     long long seq;              /* its number among the server's requests */
     char id[48];
     long long created;
@@ -74,8 +81,8 @@ typedef struct server {
     serve_options o;
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
-    int section_begin;          /* <|tool_calls_section_begin|>, -1 if none: it ends a reasoning */
-    tool_format tool_format;    /* the format calls are held to (tool_choice) */
+    int section_begin;          /* a tool-call section's first marker, Kimi's or DeepSeek's; -1 if none */
+    tool_format tool_format;    /* the format the model's template writes calls in (tool_choice holds them so) */
     char tool_why[200];         /* why none, when none */
     int think_begin;            /* <think>, -1 if none: an answer's first token may open a reasoning */
     token_list forced;          /* MOETIER_SERVE_FORCE_TEXT (the whole answer) or
@@ -113,10 +120,11 @@ void slots_destroy(server *s);
 
 /* A chat request's prompt as the model reads it: the conversation in the
  * chat template, then the answer's start a client gave (malloc'd into *text);
- * *start (may be NULL) says where it leaves the answer: inside reasoning,
- * outside, or the model's to open; -1 with err set (a 400, also when the
- * server takes no chat: no_chat). */
-int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, reasoning_start *start,
+ * info (may be NULL) says where it leaves the answer (inside reasoning,
+ * outside, or the model's to open) and the layout of the tool calls its
+ * template writes (a request's own template's, else the server's); -1 with
+ * err set (a 400, also when the server takes no chat: no_chat). */
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, chat_prompt_info *info,
                       oai_error *err);
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
  * the context, on the connection's thread so a bad request never waits in the

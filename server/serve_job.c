@@ -411,7 +411,7 @@ static int history_calls(const cJSON *messages)
     return n;
 }
 
-int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, reasoning_start *start,
+int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len, chat_prompt_info *info,
                       oai_error *err)
 {
     errbuf e;
@@ -433,6 +433,12 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
     int rc = r->continue_final
                  ? chat_template_render_continue(tpl, r->messages, r->tools, &r->copt, text, len, &e)
                  : chat_template_render(tpl, r->messages, r->tools, &r->copt, text, len, &e);
+    if (!rc && info && own.jinja && r->tools) /* (a call rendered through it: only when tools may be held) */
+        info->tools = tool_format_detect(&own, &s->tok->v, info->tools_why, sizeof info->tools_why);
+    else if (info) {
+        info->tools = s->tool_format;
+        snprintf(info->tools_why, sizeof info->tools_why, "%s", s->tool_why);
+    }
     jinja_free(own.jinja);
     if (rc)
         return oai_fail(err, 400, "invalid_request_error", "messages", NULL, "%s", e.msg);
@@ -441,12 +447,12 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
      * K2-Thinking's model opens it itself. An answer that continues a text (a
      * continued message, its start given, no generation prompt) opens none,
      * nor one a request or --no-think asked to be without. */
-    if (start) {
-        *start = chat_prompt_reasoning(*text, *len);
-        if (*start == REASONING_MODEL &&
+    if (info) {
+        info->reasoning = chat_prompt_reasoning(*text, *len);
+        if (info->reasoning == REASONING_MODEL &&
             (r->continue_final || r->assistant_prefix || !r->copt.add_generation_prompt ||
              (r->copt.thinking_set && !r->copt.thinking)))
-            *start = REASONING_CLOSED;
+            info->reasoning = REASONING_CLOSED;
     }
     if (r->assistant_prefix && append_prefix(text, len, r->assistant_prefix)) {
         free(*text);
@@ -485,7 +491,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
         }
     } else {
         if (j->req.kind == OAI_CHAT) {
-            if (serve_chat_prompt(s, &j->req, &text, &len, &j->reasoning, err))
+            if (serve_chat_prompt(s, &j->req, &text, &len, &j->chat, err))
                 return -1;
             p = text;
         } else {
@@ -526,13 +532,13 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
     if (j->req.has_dry_breakers && dry > 0 &&
         dry_breakers_build(&j->req.dry, s->tok, j->req.dry_breakers, j->req.n_dry_breakers, &e))
         return oai_fail(err, 400, "invalid_request_error", "dry_sequence_breakers", NULL, "%s", e.msg);
-    if ((j->req.tool_choice_required || j->req.tool_choice_name) && s->tool_format == TOOL_FORMAT_NONE)
+    if ((j->req.tool_choice_required || j->req.tool_choice_name) && j->chat.tools == TOOL_FORMAT_NONE)
         return oai_fail(err, 400, "invalid_request_error", "tool_choice", NULL,
-                        "this model's tool calls cannot be forced: %s", s->tool_why);
+                        "this model's tool calls cannot be forced: %s", j->chat.tools_why);
     if (j->req.tool_choice_required || j->req.tool_choice_name) {
         if (!(j->req.force = calloc(1, sizeof *j->req.force)))
             return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-        if (tool_force_init(j->req.force, &s->tok->v, s->tool_format, j->req.tools, j->req.tool_choice_name,
+        if (tool_force_init(j->req.force, &s->tok->v, j->chat.tools, j->req.tools, j->req.tool_choice_name,
                             &e)) {
             free(j->req.force);
             j->req.force = NULL;
@@ -543,7 +549,7 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
          * the parameters; tools that cannot be held leave them free */
         if (!(j->req.force = calloc(1, sizeof *j->req.force)))
             return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-        if (tool_force_init_lazy(j->req.force, &s->tok->v, s->tool_format, j->req.tools, &e)) {
+        if (tool_force_init_lazy(j->req.force, &s->tok->v, j->chat.tools, j->req.tools, &e)) {
             free(j->req.force);
             j->req.force = NULL;
         }
@@ -727,7 +733,7 @@ static int choice_begin(server *s, slot_run *r, int c)
     }
     if (j->req.force)
         tool_force_restart(j->req.force);
-    reasoning_gate_init(&r->gate, j->req.kind == OAI_CHAT ? j->reasoning : REASONING_CLOSED, s->think_begin);
+    reasoning_gate_init(&r->gate, j->req.kind == OAI_CHAT ? j->chat.reasoning : REASONING_CLOSED, s->think_begin);
     r->think_tokens = 0;
     r->indent = -1;
     r->new_line = 0;
@@ -745,7 +751,7 @@ static int choice_begin(server *s, slot_run *r, int c)
         responses_out_init(&r->a->ro, &r->a->meta, j->req.tool_namespaces, j->req.stream);
     if (r->a->chat) {
         tool_stream_init(&r->a->ts,
-                         j->reasoning == REASONING_OPEN ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
+                         j->chat.reasoning == REASONING_OPEN ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
         r->a->ts.next_index = history_calls(j->req.messages);   /* (DeepSeek's calls' ids) */
     }
     r->k = 0;

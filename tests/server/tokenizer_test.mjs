@@ -91,8 +91,8 @@ await check('a model with this tokenizer: a raw prompt starts with <｜begin▁o
 
 // a server on that model; stop() resolves to its exit, which must be clean
 // (under ASan: no leak either)
-async function serve(env = {}, model = join(dir, 'model')) {
-  const child = spawn(bin, ['serve', '-m', model, '--port', '0', '-t', '1'],
+async function serve(env = {}, model = join(dir, 'model'), args = []) {
+  const child = spawn(bin, ['serve', '-m', model, '--port', '0', '-t', '1', ...args],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   let log = '';
@@ -201,22 +201,59 @@ await check('served: tool_choice holds a call to DeepSeek-V3\'s layout (function
   await forcedCalls(join(dir, 'model'), "DeepSeek-V3's layout");
 });
 
+// V3.1's template writes NAME<｜tool▁sep｜>ARGS where V3's writes a type, the
+// name and fenced JSON: V3's template so changed
+function v31Template() {
+  const v3call = /tool\['type'\] \+ '<｜tool▁sep｜>' \+ tool\['function'\]\['name'\] \+ '\n' \+ '```json' \+ '\n' \+ tool\['function'\]\['arguments'\] \+ '\n' \+ '```' \+ '<｜tool▁call▁end｜>'/g;
+  const template = plain(tokenizerConfig).chat_template;
+  assert.equal(template.match(v3call)?.length, 2);
+  return template.replace(v3call,
+    "tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'");
+}
+
 await check('served with DeepSeek-V3.1\'s call layout (NAME<sep>ARGS): tool_choice holds the call to it and to the parameters', async () => {
-  // (V3.1's template writes NAME<｜tool▁sep｜>ARGS where V3's writes a type, the
-  // name and fenced JSON: this model's copy has V3's template so changed)
   const model = join(dir, 'model'), v31 = join(dir, 'v31');
   execFileSync('cp', ['-r', model, v31]);
   const tc = plain(tokenizerConfig);
-  const v3call = /tool\['type'\] \+ '<｜tool▁sep｜>' \+ tool\['function'\]\['name'\] \+ '\n' \+ '```json' \+ '\n' \+ tool\['function'\]\['arguments'\] \+ '\n' \+ '```' \+ '<｜tool▁call▁end｜>'/g;
-  assert.equal(tc.chat_template.match(v3call)?.length, 2);
-  tc.chat_template = tc.chat_template.replace(v3call,
-    "tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'");
+  tc.chat_template = v31Template();
   writeFileSync(join(v31, 'tokenizer_config.json'), JSON.stringify(tc));
   await forcedCalls(v31, "DeepSeek-V3.1's layout");
   rmSync(v31, { recursive: true, force: true });
 });
 
-await check('served, as an R1 model: <think> tokens and a template ending in "<think>\\n": the answer starts in the reasoning', async () => {
+await check('served: a request\'s own chat_template (--trust-request-chat-template) sets the call layout tool_choice holds', async () => {
+  const srv = await serve({}, join(dir, 'model'), ['--trust-request-chat-template']);
+  try {
+    const tools = [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+      properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+    const [sectionEnd] = ref.encode('<｜tool▁calls▁end｜>', { add_special_tokens: false });
+    const req = { messages: [{ role: 'user', content: 'Time?' }], tools, max_tokens: 300, temperature: 1, seed: 3,
+      tool_choice: { type: 'function', function: { name: 'get_time' } }, logprobs: true, logit_bias: { [sectionEnd]: 50 } };
+    // the text after the call's first marker: V3's "function", the name and a
+    // fence (the server's template), V3.1's the name and the arguments (the request's)
+    const afterBegin = (r) => {
+      assert.equal(r.status, 200, JSON.stringify(r));
+      assert.equal(r.choices[0].finish_reason, 'tool_calls', JSON.stringify(r.choices[0]));
+      assert.equal(typeof JSON.parse(r.choices[0].message.tool_calls[0].function.arguments).utc, 'boolean');
+      const tokens = r.choices[0].logprobs.content.map((t) => t.token);
+      const k = tokens.indexOf('<｜tool▁call▁begin｜>');
+      assert.ok(k >= 0, tokens.join(''));
+      return tokens.slice(k + 1).join('');
+    };
+    const server = afterBegin(await srv.post('/v1/chat/completions', req));
+    assert.ok(server.startsWith('function<｜tool▁sep｜>get_time\n```json\n'), server);
+    const own = afterBegin(await srv.post('/v1/chat/completions', { ...req, chat_template: v31Template() }));
+    assert.match(own, /^get_time<｜tool▁sep｜>\s*\{/);
+    const none = await srv.post('/v1/chat/completions', { ...req,
+      chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' });
+    assert.equal(none.status, 400, JSON.stringify(none));
+    assert.match(none.error.message, /cannot be forced/);
+  } finally {
+    await srv.stop();
+  }
+});
+
+await check('served, as an R1 model: <think> tokens and a template ending in "<think>\\n": the answer starts in the reasoning, which a tool-call section ends', async () => {
   // (DeepSeek-R1's file names two of V3's placeholders <think> and </think>, and its
   // template opens the reasoning: this model's copy is made so)
   const model = join(dir, 'model'), r1 = join(dir, 'r1');
@@ -240,6 +277,32 @@ await check('served, as an R1 model: <think> tokens and a template ending in "<t
     assert.ok(r.usage.completion_tokens_details.reasoning_tokens > 0);
   } finally {
     await srv.stop();
+  }
+  // a tool-call section begun in the reasoning ends it, as the answer's parser
+  // reads it: the reasoning is the text before, and the calls after are held
+  // (tool_choice auto) to the tools' parameters
+  const plan = 'Let me think.';
+  const held = await serve({ MOETIER_SERVE_FORCE_PREFIX: plan + '<｜tool▁calls▁begin｜>' }, r1);
+  try {
+    const tools = [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object',
+      properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } }];
+    const [sectionEnd] = ref.encode('<｜tool▁calls▁end｜>', { add_special_tokens: false });
+    for (let seed = 1; seed <= 2; seed++) {
+      const r = await held.post('/v1/chat/completions', { messages: [{ role: 'user', content: 'Time?' }], tools,
+        max_tokens: 400, temperature: 1, seed, logit_bias: { [sectionEnd]: 50 } });
+      assert.equal(r.status, 200, JSON.stringify(r));
+      const c = r.choices[0];
+      assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+      assert.equal(c.message.reasoning_content, plan);
+      assert.equal(r.usage.completion_tokens_details.reasoning_tokens, ref.encode(plan, { add_special_tokens: false }).length,
+        'the section is not reasoning');
+      for (const call of c.message.tool_calls) {
+        assert.equal(call.function.name, 'get_time');
+        assert.equal(typeof JSON.parse(call.function.arguments).utc, 'boolean', call.function.arguments);
+      }
+    }
+  } finally {
+    await held.stop();
   }
   rmSync(r1, { recursive: true, force: true });
 });
