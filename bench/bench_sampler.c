@@ -2,8 +2,8 @@
  * default sampling (temperature 0.6, no other filter), top-p 0.9, top-k 40, and
  * llama.cpp's samplers: DRY over a window of 32,768 tokens of earlier text
  * (drawn from 4,000 words, Zipf-like, so repeats abound), top-n-sigma 1, XTC
- * (probability 1, threshold 0.1), typical 0.9 (drawn on the whole vocabulary
- * sorted, as the reference), a dynamic temperature (range 0.5) and Mirostat 2
+ * (probability 1, threshold 0.1), typical 0.9, a dynamic temperature (range
+ * 0.5) and Mirostat 2
  * and 1 (target 5 bits).
  * The logits have a language model's shape: most tokens spread around zero
  * (normal, sigma 2.5), a few (20) far above them (15 to 25). The yardstick,

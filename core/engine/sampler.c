@@ -100,10 +100,11 @@ static double rng_uniform(uint64_t *s)
 }
 
 /* A candidate in typical's order: how far its surprise is from the
- * entropy, then its place by logit. */
+ * entropy, then its place by logit (c); at: where it was. */
 struct typical_rank {
     float score;
     int at;
+    sampler_cand c;
 };
 
 static const sampler_breakers *sort_brk; /* (qsort has no context argument) */
@@ -540,7 +541,7 @@ static int by_rank(const void *a, const void *b)
     const struct typical_rank *x = a, *y = b;
     if (x->score != y->score)
         return x->score < y->score ? -1 : 1;
-    return x->at - y->at;
+    return by_logit_desc(&x->c, &y->c);
 }
 
 /* Typical: candidates [0, n) (in order, their probabilities in s->prob) by
@@ -553,7 +554,7 @@ static int typical_keep(sampler *s, int n)
         if (s->prob[i] > 0)
             h -= s->prob[i] * log(s->prob[i]);
     for (int i = 0; i < n; i++)
-        s->rank[i] = (struct typical_rank){fabsf(-logf(s->prob[i]) - (float)h), i};
+        s->rank[i] = (struct typical_rank){fabsf(-logf(s->prob[i]) - (float)h), i, s->cand[i]};
     qsort(s->rank, (size_t)n, sizeof *s->rank, by_rank);
     double cum = 0;
     int keep = n;
@@ -588,9 +589,11 @@ static float prob_sorted(void *ctx, int i)
     return ((const float *)ctx)[i];
 }
 
+static int draw_filtered(sampler *s, int n, float mx);
+
 /* The draw on the whole vocabulary sorted (after the penalties; not greedy):
- * the definition, and the way for what the partial sort does not do
- * (typical, a dynamic temperature after top-k). */
+ * the definition, and the way for what the partial sort does not do (a
+ * dynamic temperature after top-k). */
 static int draw_sorted(sampler *s, float *logits)
 {
     const sampler_params *p = &s->p;
@@ -617,6 +620,14 @@ static int draw_sorted(sampler *s, float *logits)
         return s->cand[mirostat_pick(s, n, prob_sorted, s->prob)].id;
     if (p->typical_p < 1.0f)
         n = typical_keep(s, n);
+    return draw_filtered(s, n, mx);
+}
+
+/* Top-p, min-p, XTC and the draw, over candidates [0, n) in order, their
+ * probabilities in s->prob (mx: the best logit of all, XTC's softmax's). */
+static int draw_filtered(sampler *s, int n, float mx)
+{
+    const sampler_params *p = &s->p;
     if (p->top_p < 1.0f) {
         double acc = 0;
         for (int i = 0; i < n; i++) {
@@ -642,7 +653,7 @@ static int draw_sorted(sampler *s, float *logits)
         while (lo + 1 < n && (float)(expf(s->cand[lo + 1].logit - mx) / z1) >= p->xtc_threshold)
             lo++;
     }
-    sum = 0;
+    double sum = 0;
     for (int i = lo; i < n; i++)
         sum += s->prob[i];
     double r = rng_uniform(s->rng) * sum, acc = 0;
@@ -694,36 +705,45 @@ static int partition_at(sampler_cand *c, int n, float thr, float *rest_max)
     return h;
 }
 
-static void sift_down(sampler_cand *c, int n, int i)
+/* Heap selection, for candidates by logit and for typical's order: moves
+ * the k first of base[0, n) in the order cmp to its front, unordered (a heap
+ * of the first seen, the last of them at its root). */
+static void sift_down(char *base, size_t size, int n, int i, int (*cmp)(const void *, const void *))
 {
+    char t[sizeof(struct typical_rank)];
     for (;;) {
         int w = i, l = 2 * i + 1, r = l + 1;
-        if (l < n && by_logit_desc(&c[l], &c[w]) > 0)
+        if (l < n && cmp(base + (size_t)l * size, base + (size_t)w * size) > 0)
             w = l;
-        if (r < n && by_logit_desc(&c[r], &c[w]) > 0)
+        if (r < n && cmp(base + (size_t)r * size, base + (size_t)w * size) > 0)
             w = r;
         if (w == i)
             return;
-        sampler_cand t = c[i];
-        c[i] = c[w];
-        c[w] = t;
+        memcpy(t, base + (size_t)i * size, size);
+        memcpy(base + (size_t)i * size, base + (size_t)w * size, size);
+        memcpy(base + (size_t)w * size, t, size);
         i = w;
     }
 }
 
-/* Moves the k best of c[0, n) to its front, unordered: a heap of the best
- * seen, the worst of them at its root. */
+static void select_first(void *base, size_t size, int n, int k, int (*cmp)(const void *, const void *))
+{
+    char *b = base, t[sizeof(struct typical_rank)];
+    for (int i = k / 2 - 1; i >= 0; i--)
+        sift_down(b, size, k, i, cmp);
+    for (int i = k; i < n; i++)
+        if (cmp(b + (size_t)i * size, b) < 0) {
+            memcpy(t, b, size);
+            memcpy(b, b + (size_t)i * size, size);
+            memcpy(b + (size_t)i * size, t, size);
+            sift_down(b, size, k, 0, cmp);
+        }
+}
+
+/* The k best of c[0, n) to its front, unordered. */
 static void select_best(sampler_cand *c, int n, int k)
 {
-    for (int i = k / 2 - 1; i >= 0; i--)
-        sift_down(c, k, i);
-    for (int i = k; i < n; i++)
-        if (by_logit_desc(&c[i], &c[0]) < 0) {
-            sampler_cand t = c[0];
-            c[0] = c[i];
-            c[i] = t;
-            sift_down(c, k, 0);
-        }
+    select_first(c, sizeof *c, n, k, by_logit_desc);
 }
 
 /* The reference's probability of c[i] (its expression, so its bits). */
@@ -756,6 +776,60 @@ static float prob_partial(void *ctx, int i)
     return prob_at(ctx, i);
 }
 
+/* Typical on the candidates of k (the top-k, or all) without sorting them
+ * all: their probabilities and entropy in a pass, then typical's order taken
+ * a growing run at a time (the 256 first, then as many again as are taken)
+ * until the run holds more than typical_p. Only those kept are sorted by
+ * logit, for the filters and the draw after it: the reference's set, in its
+ * order. */
+static int draw_typical(sampler *s, cands *k)
+{
+    int n = k->n;
+    if (n < s->vocab)
+        select_best(s->cand, s->vocab, n);
+    for (int i = 0; i < n; i++) {
+        s->prob[i] = expf((s->cand[i].logit - k->mx) / k->t);
+        k->z += s->prob[i];
+    }
+    double h = 0;
+    for (int i = 0; i < n; i++) {
+        s->prob[i] = (float)(s->prob[i] / k->z);   /* (prob_of's bits) */
+        if (s->prob[i] > 0)
+            h -= s->prob[i] * log(s->prob[i]);
+    }
+    for (int i = 0; i < n; i++)
+        s->rank[i] = (struct typical_rank){fabsf(-logf(s->prob[i]) - (float)h), i, s->cand[i]};
+    double cum = 0;
+    int sorted = 0, keep = 0;
+    while (!keep && sorted < n) {
+        int rest = n - sorted, take = sorted > 256 ? sorted : 256;
+        if (take < rest / 2) {
+            select_first(s->rank + sorted, sizeof *s->rank, rest, take, by_rank);
+            rest = take;
+        }
+        qsort(s->rank + sorted, (size_t)rest, sizeof *s->rank, by_rank);
+        for (int i = sorted; i < sorted + rest && !keep; i++) {
+            cum += s->prob[s->rank[i].at];
+            if (cum > s->p.typical_p)
+                keep = i + 1;
+        }
+        sorted += rest;
+    }
+    if (!keep)
+        keep = n;
+    for (int i = 0; i < keep; i++)
+        s->cand[i] = s->rank[i].c;
+    qsort(s->cand, (size_t)keep, sizeof *s->cand, by_logit_desc);
+    double sum = 0;
+    for (int i = 0; i < keep; i++) {
+        s->prob[i] = prob_of(k, s->cand[i].logit);
+        sum += s->prob[i];
+    }
+    for (int i = 0; i < keep; i++)
+        s->prob[i] = (float)(s->prob[i] / sum);
+    return draw_filtered(s, keep, k->mx);
+}
+
 int sampler_sample(sampler *s, float *logits)
 {
     const sampler_params *p = &s->p;
@@ -764,7 +838,7 @@ int sampler_sample(sampler *s, float *logits)
     if (p->temperature == 0.0f)
         return report_one(s, argmax_f32(logits, V));
     int top_k = !p->mirostat && p->top_k > 0 && p->top_k < V, dynamic = !p->mirostat && p->dynatemp_range > 0;
-    if (p->typical_p < 1.0f || (dynamic && top_k))
+    if (dynamic && top_k)
         return draw_sorted(s, logits);
     cands k = {.c = s->cand, .n = top_k ? p->top_k : V, .mx = -INFINITY, .t = p->temperature};
     for (int i = 0; i < V; i++) {
@@ -779,6 +853,8 @@ int sampler_sample(sampler *s, float *logits)
                 return report_one(s, i);
     if (dynamic && (k.t = dynamic_temperature(p, s->cand, V, k.mx)) <= 0)
         return report_one(s, argmax_f32(logits, V));
+    if (p->typical_p < 1.0f && !p->mirostat)   /* (Mirostat replaces the filters) */
+        return draw_typical(s, &k);
     /* the head, or the top-k when the head holds fewer */
     float rest_max;
     int h = partition_at(s->cand, V, k.mx - s->head_span * k.t, &rest_max);

@@ -568,6 +568,46 @@ Test(sampler, typical_can_leave_out_the_likeliest)
         cr_expect_gt(counts[t], 350, "token %d: %d of 2000", t, counts[t]);
 }
 
+/* Typical over a wide set: logits spread like a sum of uniforms over 50,000
+ * tokens keep thousands, so the draw takes typical's order in several runs
+ * (256, 512, ...): each draw and its report are the reference's, with top-k
+ * and top-p after it too. */
+Test(sampler, typical_keeps_thousands_as_the_reference_does)
+{
+    enum { V = 50000 };
+    static float l[V], la[V], lb[V];
+    uint64_t st = 77;
+    for (int i = 0; i < V; i++)
+        l[i] = (float)(uniform01(&st) + uniform01(&st) + uniform01(&st)) * 2.0f;
+    for (int setting = 0; setting < 4; setting++) {
+        sampler_params p = sampler_defaults();
+        p.temperature = 1.0f;
+        p.typical_p = setting % 2 ? 0.99f : 0.5f;
+        p.top_k = setting == 2 ? 20000 : 0;
+        p.top_p = setting == 3 ? 0.8f : 1.0f;
+        p.seed = (uint64_t)setting;
+        sampler a, b;
+        errbuf e;
+        cr_assert_eq(sampler_create(&a, &p, V, &e), 0, "%s", e.msg);
+        cr_assert_eq(sampler_create(&b, &p, V, &e), 0, "%s", e.msg);
+        sampler_kept kept_a[4], kept_b[4];
+        sampler_report rep_a = {kept_a, 4, 0, 0}, rep_b = {kept_b, 4, 0, 0};
+        a.report = &rep_a;
+        b.report = &rep_b;
+        for (int d = 0; d < 6; d++) {
+            memcpy(la, l, sizeof l);
+            memcpy(lb, l, sizeof l);
+            int x = sampler_sample(&a, la), y = sampler_sample_reference(&b, lb);
+            cr_expect_eq(x, y, "setting %d draw %d: %d, the reference %d", setting, d, x, y);
+            cr_expect(rep_a.n == rep_b.n && kept_a[0].id == kept_b[0].id && kept_a[0].p == kept_b[0].p &&
+                          rep_a.chosen == rep_b.chosen,
+                      "setting %d draw %d: the reports differ", setting, d);
+        }
+        sampler_destroy(&a);
+        sampler_destroy(&b);
+    }
+}
+
 /* The dynamic temperature over .25 and .75 (normalized entropy 0.811): at
  * temperature 1 +- 1 it is 1.623, so the second token's chance falls from
  * .75 to 1 / (1 + 3^-(1 / 1.623)) = .663. */
