@@ -170,6 +170,61 @@ async function plainServer() {
     assert.equal(next.usage.completion_tokens, 2);
   });
 
+  await check('Continue goes on from the end of an answer the token limit cut, as continue_final_message does', async () => {
+    await page.click('#new-chat');
+    await setSettings(page, { 's-temperature': '0', 's-max_tokens': '5', 's-thinking': 'off' });
+    await send(page, 'Hello there');
+    const conv = (await stored(page)).at(-1);
+    let a = conv.messages[1];
+    assert.equal(a.finish, 'length', JSON.stringify(a));
+    assert.ok(a.content && !a.reasoning, JSON.stringify(a));
+    const partial = a.content;
+    const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
+    await page.click('#messages .msg.assistant >> button:has-text("Continue")');
+    await waitIdle(page);
+    const body = (await sent).postDataJSON();
+    assert.deepEqual(body.messages, [...user('Hello there'), { role: 'assistant', content: partial }]);
+    assert.deepEqual([body.continue_final_message, body.add_generation_prompt], [true, false]);
+    const msgs = (await stored(page)).at(-1).messages;
+    assert.equal(msgs.length, 2, 'the answer went on in place');
+    a = msgs[1];
+    const api = await chatDirect(srv, { ...body, stream: false, stream_options: undefined });
+    assert.equal(a.content, partial + (api.choices[0].message.content ?? ''));
+    assert.equal(a.stats.completion_tokens, 5 + api.usage.completion_tokens);
+    assert.ok(a.done && !a.stopped && !a.error);
+    assert.equal(await page.locator('#messages .msg.assistant >> button:has-text("Continue")').count(),
+                 api.choices[0].finish_reason === 'length' ? 1 : 0);
+    await setSettings(page, { 's-thinking': '' });
+  });
+
+  await check('Attach adds text files to the message as fenced blocks; a file not UTF-8 text or too large is refused', async () => {
+    await page.fill('#input', 'Summarize:');
+    await page.setInputFiles('#attach-file', [
+      { name: 'notes.md', mimeType: 'text/markdown', buffer: Buffer.from('a ``` b\nline2\n') },
+      { name: 'blob.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([0x89, 0x50, 0xff, 0x00]) },
+      { name: 'huge.txt', mimeType: 'text/plain', buffer: Buffer.alloc((2 << 20) + 1, 97) },
+      { name: 'README', mimeType: 'text/plain', buffer: Buffer.from('plain') }]);
+    await page.waitForFunction(() => !document.getElementById('notice').hidden);   // (the files are read)
+    const expected = 'Summarize:\n\nnotes.md:\n````md\na ``` b\nline2\n````\n\nREADME:\n```\nplain\n```\n';
+    assert.equal(await page.inputValue('#input'), expected);
+    assert.equal(await page.textContent('#notice'),
+                 'Not attached: blob.bin (not UTF-8 text), huge.txt (larger than 2 MB)');
+    // dropped on the composer
+    await page.evaluate(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['dropped\n'], 'd.c', { type: 'text/plain' }));
+      document.getElementById('input').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true,
+                                                                            cancelable: true }));
+    });
+    await page.waitForFunction(() => document.getElementById('notice').hidden);   // (taken: the notice goes)
+    const withDrop = expected + '\nd.c:\n```c\ndropped\n```\n';
+    assert.equal(await page.inputValue('#input'), withDrop);
+    await page.press('#input', 'Enter');
+    await waitIdle(page);
+    const msgs = (await stored(page)).at(-1).messages;
+    assert.equal(msgs.at(-2).content, withDrop);
+  });
+
   await check('Markdown: the tags it writes and no others', async () => {
     const out = await page.evaluate(() => {
       // (in the page, so that markup would load and run, but hidden: nothing covers the page)
