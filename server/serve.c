@@ -1086,11 +1086,7 @@ static int setup(server *s, cli_model *m, const tokenizer *tok, const chat_templ
     snprintf(s->model_name, sizeof s->model_name, "%s", o->model_name ? o->model_name : "model");
     s->n_stop_ids = vocab_reply_stop_ids(&tok->v, m->mw.cfg.eos_token_ids, m->mw.cfg.n_eos,
                                          s->stop_ids);
-    /* the marker a tool-call section begins with, Kimi's or DeepSeek's: it
-     * ends a reasoning, as the answer's parser (tool_calls.h) reads it */
-    s->section_begin = vocab_find_special(&tok->v, "<|tool_calls_section_begin|>");
-    if (s->section_begin < 0)
-        s->section_begin = vocab_find_special(&tok->v, "<｜tool▁calls▁begin｜>");
+    s->section_begin = tool_section_begin(&tok->v);
     s->think_begin = vocab_find_special(&tok->v, "<think>");
     s->tool_format = tool_format_detect(tpl, &tok->v, s->tool_why, sizeof s->tool_why);
     if (!s->n_stop_ids)

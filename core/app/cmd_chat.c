@@ -24,6 +24,7 @@
 #include "core/engine/draft_tuner.h"
 #include "core/text/chat_format.h"
 #include "core/text/tool_calls.h"
+#include "core/text/tool_force.h"
 #include "core/text/utf8.h"
 #include "generate.h"
 #include "held_flags.h"
@@ -301,7 +302,7 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         gp.jv = &c->jv;
         gp.reasoning = chat_prompt_reasoning(text, len);
         gp.think_begin = vocab_find_special(&c->tok.v, "<think>");
-        gp.section_begin = vocab_find_special(&c->tok.v, "<|tool_calls_section_begin|>");
+        gp.section_begin = tool_section_begin(&c->tok.v);
     }
     int grc = generate(&c->m, &c->tok, smp, logits, &gp, &gen, e);
     tool_stream_delta d;

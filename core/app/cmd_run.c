@@ -24,6 +24,7 @@
 #include "core/text/gbnf.h"
 #include "core/text/json_mask.h"
 #include "core/text/tokenizer.h"
+#include "core/text/tool_force.h"
 #include "generate.h"
 #include "held_flags.h"
 #include "sampling_flags.h"
@@ -315,7 +316,7 @@ int cmd_run(int argc, char **argv)
         gp.jv = &jv;
         gp.reasoning = reasoning;
         gp.think_begin = vocab_find_special(&tok.v, "<think>");
-        gp.section_begin = vocab_find_special(&tok.v, "<|tool_calls_section_begin|>");
+        gp.section_begin = tool_section_begin(&tok.v);
     }
     int restored = cli_prompt_cache_restore(&pcache, &m, prompt, T, logits, &e);
     int frc = restored < 0 ? -1 : 0;

@@ -28,6 +28,12 @@ static const char *const deepseek_markers[5] = {"<｜tool▁calls▁begin｜>", 
                                                 "<｜tool▁sep｜>", "<｜tool▁call▁end｜>",
                                                 "<｜tool▁calls▁end｜>"};
 
+int tool_section_begin(const vocab *v)
+{
+    int id = vocab_find_special(v, kimi_markers[0]);
+    return id >= 0 ? id : vocab_find_special(v, deepseek_markers[0]);
+}
+
 static int has_markers(const vocab *v, const char *const *names)
 {
     for (int i = 0; i < 5; i++)

@@ -50,6 +50,9 @@ typedef enum tool_format {
 tool_format tool_format_detect(const chat_template *t, const vocab *v, char *why, size_t cap);
 /* "Kimi's format", "DeepSeek-V3.1's layout", ... for logs */
 const char *tool_format_name(tool_format f);
+/* The token a tool-call section begins with, Kimi's or else DeepSeek's (the
+ * answer's parser reads either: it ends a reasoning); -1 when v has neither. */
+int tool_section_begin(const vocab *v);
 
 typedef struct tool_force_fn {
     char *name;

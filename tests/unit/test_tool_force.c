@@ -400,6 +400,23 @@ Test(tool_force, the_format_is_the_one_the_template_writes)
     unload(&x);
 }
 
+/* The token that begins a section (and ends a reasoning): Kimi's, DeepSeek's,
+ * or none */
+Test(tool_force, a_sections_first_token_in_either_vocabulary)
+{
+    fixture x;
+    load_vocab(&x, 1);
+    cr_expect_eq(tool_section_begin(&x.tok.v), 257, "DeepSeek's <｜tool▁calls▁begin｜>");
+    unload(&x);
+    load_vocab(&x, 0);
+    cr_expect_eq(tool_section_begin(&x.tok.v), -1);
+    unload(&x);
+    load(&x);
+    cr_expect_eq(tool_section_begin(&x.tok.v), vocab_find_special(&x.tok.v, "<|tool_calls_section_begin|>"));
+    cr_expect_geq(tool_section_begin(&x.tok.v), 0);
+    unload(&x);
+}
+
 /* DeepSeek-V3's layout: the type "function", the separator, the name and the
  * opening fence, the arguments, the closing fence, and a line break before
  * another call */
