@@ -4,8 +4,10 @@
  * turn renders the whole conversation, reuses the KV cache for the prefix it
  * shares with what was computed before (so a turn prefills only its new tail),
  * and streams the reply until an end-of-turn token. Lines typed at the prompt
- * are user messages (a line ending in a backslash goes on to the next); /reset
- * starts over, /exit (or end of input) quits.
+ * are user messages (a line ending in a backslash goes on to the next); the
+ * commands (/help lists them) start over, take back or redo the last
+ * exchange, save and load the conversation, add a file to the next message
+ * (chat_commands.c), or quit.
  * Ctrl+C stops the reply in progress through the engine's stop check (between
  * tokens, or between prompt chunks) and quits at the prompt. */
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "chat_commands.h"
 #include "cli_prompt_file.h"
 #include "commands.h"
 #include "core/base/progress.h"
@@ -30,13 +33,25 @@
 #include "held_flags.h"
 #include "sampling_flags.h"
 
+static const char commands_help[] =
+    "    /reset, /clear  start a new conversation\n"
+    "    /undo        take back the last message and its reply\n"
+    "    /regen       answer the last message again (a new draw)\n"
+    "    /save FILE   write the conversation to FILE as JSON (a list of messages)\n"
+    "    /load FILE   go on with the conversation in FILE (such a list, a chat\n"
+    "                 request, or one the chat page of serve exported)\n"
+    "    /read FILE   add a text file to the next message (its name and a fenced block)\n"
+    "    /help        this list\n"
+    "    /exit, /quit quit\n";
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moetier chat -m DIR [--system TEXT] [-n N] [--no-think] [--draft-lookup N]\n"
                "                    [--json-schema SCHEMA | --grammar GBNF] [sampling options]\n"
                "  Interactive multi-turn chat in the model's chat format. Type a message and\n"
-               "  press Enter (end a line with \\ to go on to the next); /reset clears the\n"
-               "  conversation, /exit or end of input quits.\n"
+               "  press Enter (end a line with \\ to go on to the next). Commands:\n"
+               "%s"
+               "  End of input quits too.\n"
                "  Ctrl+C stops a reply (what it said so far is kept) or, at the prompt, quits;\n"
                "  a second Ctrl+C before the first took effect ends the program at once.\n"
                "  SIGTERM stops the reply and quits.\n"
@@ -53,7 +68,8 @@ static void usage(FILE *f)
                "                   at /reset): a later chat that starts the same way (the same\n"
                "                   system message) computes only the rest\n"
                "  --prompt-cache-ro    read FILE, never write it\n"
-               "  each reply held as run's (after its reasoning, when the model reasons):\n");
+               "  each reply held as run's (after its reasoning, when the model reasons):\n",
+            commands_help);
     held_flags_usage(f);
     fprintf(f, "  and the context, tier and sampling options of `moetier run`:\n");
     chat_template_flag_usage(f);
@@ -77,6 +93,7 @@ typedef struct chat_state {
     json_schema schema;
     gbnf grammar;
     json_vocab jv;
+    char *pending;              /* files /read added to the next message */
 } chat_state;
 
 static void chat_held_free(chat_state *c)
@@ -88,6 +105,8 @@ static void chat_held_free(chat_state *c)
 
 static void chat_reset(chat_state *c)
 {
+    free(c->pending);
+    c->pending = NULL;
     cJSON_Delete(c->messages);
     c->messages = cJSON_CreateArray();
     if (c->system) {
@@ -236,6 +255,81 @@ static void add_text(cJSON *o, const char *key, const char *text, size_t n)
     char *clean = utf8_clean(text ? text : "", text ? n : 0);
     cJSON_AddStringToObject(o, key, clean ? clean : "");
     free(clean);
+}
+
+/* Whether line is the command name, alone or (arg non-NULL) with an
+ * argument after a space, which *arg then points to. */
+static int is_command(const char *line, const char *name, const char **arg)
+{
+    size_t n = strlen(name);
+    if (strncmp(line, name, n))
+        return 0;
+    if (!line[n])
+        return !arg;
+    if (!arg || line[n] != ' ')
+        return 0;
+    *arg = line + n + strspn(line + n, " ");
+    return **arg != 0;
+}
+
+/* a + a blank line + b, malloc'd */
+static char *joined(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = malloc(na + nb + 3);
+    if (s) {
+        memcpy(s, a, na);
+        memcpy(s + na, "\n\n", 2);
+        memcpy(s + na + 2, b, nb + 1);
+    }
+    return s;
+}
+
+/* /save FILE, /load FILE and /read FILE; 0 when line is none of them. A
+ * failure is said and the chat goes on as it was. */
+static int conversation_command(chat_state *c, const char *line)
+{
+    const char *path;
+    errbuf e;
+    if (is_command(line, "/save", &path)) {
+        if (chat_save(c->messages, path, &e))
+            fprintf(stderr, "[not saved: %s]\n", e.msg);
+        else
+            fprintf(stderr, "[saved %d messages to %s]\n", cJSON_GetArraySize(c->messages), path);
+    } else if (is_command(line, "/load", &path)) {
+        cJSON *loaded = chat_load(path, &e);
+        if (!loaded) {
+            fprintf(stderr, "[not loaded: %s]\n", e.msg);
+            return 1;
+        }
+        chat_reset(c);
+        cJSON_Delete(c->messages);
+        c->messages = loaded;   /* (its own system message, if any, not --system) */
+        fprintf(stderr, "[loaded %d messages from %s: the next message goes on from there]\n",
+                cJSON_GetArraySize(loaded), path);
+    } else if (is_command(line, "/read", &path)) {
+        char *block = chat_file_block(path, &e), *more = NULL;
+        if (!block) {
+            fprintf(stderr, "[not added: %s]\n", e.msg);
+            return 1;
+        }
+        if (c->pending && !(more = joined(c->pending, block))) {
+            fprintf(stderr, "[not added: out of memory]\n");
+            free(block);
+            return 1;
+        }
+        free(c->pending);
+        c->pending = more ? more : block;
+        if (more)
+            free(block);
+        fprintf(stderr, "[%s added to your next message]\n", path);
+    } else if (is_command(line, "/save", NULL) || is_command(line, "/load", NULL) ||
+               is_command(line, "/read", NULL)) {
+        fprintf(stderr, "[%s needs a file: %s FILE]\n", line, line);
+    } else {
+        return 0;
+    }
+    return 1;
 }
 
 /* One turn: the user's line in, the assistant's reply streamed and recorded. */
@@ -475,9 +569,9 @@ int cmd_chat(int argc, char **argv)
             fprintf(stderr, "[the message is not valid UTF-8 at byte %zu; it was not sent]\n", bad);
             continue;
         }
-        if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
+        if (is_command(line, "/exit", NULL) || is_command(line, "/quit", NULL))
             break;
-        if (!strcmp(line, "/reset")) {
+        if (is_command(line, "/reset", NULL) || is_command(line, "/clear", NULL)) {
             /* a fresh sampler too: the new conversation is the one a new chat
              * with this seed would have */
             cli_prompt_cache_save(&c.pcache, &c.m, NULL);
@@ -490,7 +584,36 @@ int cmd_chat(int argc, char **argv)
             }
             continue;
         }
-        if (chat_turn(&c, &smp, line, max_new, show_think, &e)) {
+        char *regen = NULL, *sent = NULL;
+        if (is_command(line, "/regen", NULL)) {
+            if (!(regen = chat_take_last_exchange(c.messages))) {
+                fprintf(stderr, "[nothing to answer again: the conversation has no message]\n");
+                continue;
+            }
+        } else if (is_command(line, "/undo", NULL)) {
+            char *gone = chat_take_last_exchange(c.messages);
+            fprintf(stderr, gone ? "[took back the last message and its reply]\n"
+                                 : "[nothing to take back: the conversation has no message]\n");
+            free(gone);
+            continue;
+        } else if (is_command(line, "/help", NULL)) {
+            fputs(commands_help, stderr);
+            continue;
+        } else if (conversation_command(&c, line)) {
+            continue;
+        } else if (c.pending && !(sent = joined(c.pending, line))) {
+            err_set(&e, "out of memory");
+            rc = cli_fail(&e);
+            break;
+        }
+        if (sent) {     /* (the files /read added go with this message) */
+            free(c.pending);
+            c.pending = NULL;
+        }
+        int turn = chat_turn(&c, &smp, regen ? regen : sent ? sent : line, max_new, show_think, &e);
+        free(regen);
+        free(sent);
+        if (turn) {
             /* an error (not a full context, handled in the turn) ends the chat */
             rc = cli_fail(&e);
             break;
@@ -509,6 +632,7 @@ int cmd_chat(int argc, char **argv)
     dry_breakers_free(&dry);
     chat_held_free(&c);
     cJSON_Delete(c.messages);
+    free(c.pending);
     if (cli_model_close(&c.m) && rc == 0)
         rc = 1;     /* the --trace file could not be written */
     tokenizer_free(&c.tok);

@@ -965,6 +965,100 @@ Test(cli, chat_two_turns_reuse_the_cache)
     free(tmp);
 }
 
+/* the messages of a conversation chat saved, with their roles and texts */
+static cJSON *saved_conversation(const char *path)
+{
+    size_t n;
+    char *text = test_read_file(path, &n);
+    cr_assert_not_null(text, "%s was not written", path);
+    cJSON *list = cJSON_ParseWithLength(text, n);
+    free(text);
+    cr_assert(cJSON_IsArray(list), "%s: not a JSON list", path);
+    return list;
+}
+
+static const char *message_field(const cJSON *list, int i, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, i), key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* chat's commands: /read puts a file in the next message as a fenced block,
+ * /save writes the conversation, /undo takes back an exchange, /regen answers
+ * the last message again, /load goes on with a saved conversation (chat's
+ * own, or one the chat page exported); what they cannot do is said and the
+ * chat goes on as it was. */
+Test(cli, chat_commands_edit_save_and_load_the_conversation, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("clichatcmd"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    char notes[512], blob[512], web[512], bad[512], script[8192];
+    snprintf(notes, sizeof notes, "%s/notes.md", tmp);
+    snprintf(blob, sizeof blob, "%s/blob.bin", tmp);
+    snprintf(web, sizeof web, "%s/exported.json", tmp);
+    snprintf(bad, sizeof bad, "%s/bad.json", tmp);
+    write_text(notes, "a ``` b\nline two\n", 17);
+    write_text(blob, "ab\0\xff", 4);
+    const char *exported = "{\"id\": \"x\", \"title\": \"T\", \"messages\": [{\"role\": \"user\", \"content\": "
+                           "\"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello.\", \"reasoning\": \"Greet.\", "
+                           "\"done\": true, \"stats\": {\"completion_tokens\": 3}}]}";
+    write_text(web, exported, strlen(exported));
+    const char *tool = "[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"tool\", \"content\": \"x\"}]";
+    write_text(bad, tool, strlen(tool));
+    snprintf(script, sizeof script,
+             "Hello there\n/read %s\n/read %s\nWhat is this?\n/save %s/one.json\n/undo\n/save %s/two.json\n"
+             "/regen\n/save %s/three.json\n/save\n/save %s\n/load %s\n/save %s/four.json\n/load %s\nNext\n"
+             "/save %s/five.json\n",
+             notes, blob, tmp, tmp, tmp, tmp, bad, tmp, web, tmp);
+    char cmdfile[512];
+    snprintf(cmdfile, sizeof cmdfile, "%s/script.txt", tmp);
+    write_text(cmdfile, script, strlen(script));
+    cr_assert_eq(run(&out, &err, "%s chat -m %s --greedy --no-think -n 4 < %s", bin(), tmp, cmdfile), 0, "%s",
+                 err);
+    cr_expect(strstr(err, "notes.md added to your next message") != NULL, "%s", err);
+    cr_expect(strstr(err, "[not added: ") && strstr(err, "blob.bin: not UTF-8 text (byte 2)"), "%s", err);
+    cr_expect(strstr(err, "[/save needs a file: /save FILE]") != NULL, "%s", err);
+    cr_expect(strstr(err, "[not saved: ") != NULL, "a directory is no file to save to: %s", err);
+    cr_expect(strstr(err, "bad.json: message 1: 'role' must be \"system\", \"user\" or \"assistant\"") != NULL,
+              "%s", err);
+    char path[600];
+    snprintf(path, sizeof path, "%s/one.json", tmp);
+    cJSON *one = saved_conversation(path);
+    cr_assert_eq(cJSON_GetArraySize(one), 4);
+    cr_expect_str_eq(message_field(one, 0, "content"), "Hello there");
+    cr_expect_str_eq(message_field(one, 2, "content"),
+                     "notes.md:\n````md\na ``` b\nline two\n````\n\nWhat is this?");
+    cr_expect_str_eq(message_field(one, 3, "role"), "assistant");
+    snprintf(path, sizeof path, "%s/two.json", tmp);
+    cJSON *two = saved_conversation(path);
+    cr_expect_eq(cJSON_GetArraySize(two), 2, "/undo took back the second exchange");
+    /* greedy: the first message answered again is answered the same */
+    snprintf(path, sizeof path, "%s/three.json", tmp);
+    cJSON *three = saved_conversation(path);
+    cr_assert_eq(cJSON_GetArraySize(three), 2);
+    cr_expect_str_eq(message_field(three, 1, "content"), message_field(one, 1, "content"));
+    /* the bad file changed nothing: four is three */
+    snprintf(path, sizeof path, "%s/four.json", tmp);
+    cJSON *four = saved_conversation(path);
+    cr_expect(cJSON_Compare(four, three, 1), "a conversation not loaded leaves it as it was");
+    snprintf(path, sizeof path, "%s/five.json", tmp);
+    cJSON *five = saved_conversation(path);
+    cr_assert_eq(cJSON_GetArraySize(five), 4, "the exported two, then Next and its reply");
+    cr_expect_str_eq(message_field(five, 1, "content"), "Hello.");
+    cr_expect_str_eq(message_field(five, 1, "reasoning_content"), "Greet.");
+    cr_expect_str_eq(message_field(five, 2, "content"), "Next");
+    cr_expect(strstr(err, "loaded 2 messages from") != NULL, "%s", err);
+    cJSON_Delete(one);
+    cJSON_Delete(two);
+    cJSON_Delete(three);
+    cJSON_Delete(four);
+    cJSON_Delete(five);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 static int files_equal(const char *a, const char *b)
 {
     size_t na, nb;

@@ -1,0 +1,164 @@
+/* chat_commands: the conversation edits of `moetier chat`'s commands. */
+#include "chat_commands.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/base/fileutil.h"
+#include "core/base/json_alloc.h"
+#include "core/text/utf8.h"
+
+char *chat_take_last_exchange(cJSON *messages)
+{
+    int n = cJSON_GetArraySize(messages), last = -1;
+    for (int i = 0; i < n; i++) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(messages, i), "role");
+        if (cJSON_IsString(role) && !strcmp(role->valuestring, "user"))
+            last = i;
+    }
+    if (last < 0)
+        return NULL;
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(messages, last), "content");
+    char *text = strdup(cJSON_IsString(content) ? content->valuestring : "");
+    if (!text)
+        return NULL;
+    while (cJSON_GetArraySize(messages) > last)
+        cJSON_DeleteItemFromArray(messages, cJSON_GetArraySize(messages) - 1);
+    return text;
+}
+
+int chat_save(const cJSON *messages, const char *path, errbuf *e)
+{
+    char *text = cJSON_Print(messages);
+    if (!text)
+        return err_set(e, "%s: out of memory writing the conversation", path);
+    size_t n = strlen(text);
+    text[n] = '\n';     /* (cJSON_Print's NUL: the file ends with a line break instead) */
+    int rc = file_write_atomic(path, text, n + 1, e);
+    free(text);
+    return rc;
+}
+
+/* a message's text field: a string, or (allowed) null or absent as "" */
+static int text_field(const cJSON *m, const char *key, int may_lack, const char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, key);
+    *out = cJSON_IsString(v) ? v->valuestring : "";
+    return cJSON_IsString(v) || (may_lack && (!v || cJSON_IsNull(v)));
+}
+
+cJSON *chat_load(const char *path, errbuf *e)
+{
+    char *text;
+    size_t len;
+    if (file_read_regular(path, &text, &len, e))
+        return NULL;
+    cJSON *root = json_parse_watched(text, len), *out = NULL;
+    free(text);
+    if (!root) {
+        err_set(e, "%s: %s", path, json_parse_failure("not valid JSON"));
+        return NULL;
+    }
+    const cJSON *list = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "messages") : root;
+    if (!cJSON_IsArray(list)) {
+        err_set(e, "%s: expected a list of messages, or an object whose \"messages\" is one (a chat "
+                "request, a conversation the chat page exported)", path);
+        goto done;
+    }
+    out = cJSON_CreateArray();
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, list) {
+        const char *role = NULL, *content, *reasoning;
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (cJSON_IsString(r))
+            role = r->valuestring;
+        int assistant = role && !strcmp(role, "assistant");
+        if (!role || (strcmp(role, "system") && strcmp(role, "user") && !assistant)) {
+            err_set(e, "%s: message %d: 'role' must be \"system\", \"user\" or \"assistant\"", path, i);
+            goto fail;
+        }
+        if (!text_field(m, "content", assistant, &content)) {
+            err_set(e, "%s: message %d (%s): 'content' must be text (chat takes no parts, images or "
+                    "tool calls)", path, i, role);
+            goto fail;
+        }
+        const char *key = cJSON_GetObjectItemCaseSensitive(m, "reasoning_content") ? "reasoning_content"
+                                                                                   : "reasoning";
+        if (!text_field(m, key, 1, &reasoning)) {
+            err_set(e, "%s: message %d (%s): '%s' must be text", path, i, role, key);
+            goto fail;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(out, o);
+        if (!cJSON_AddStringToObject(o, "role", role) || !cJSON_AddStringToObject(o, "content", content) ||
+            (assistant && *reasoning && !cJSON_AddStringToObject(o, "reasoning_content", reasoning))) {
+            err_set(e, "%s: out of memory reading the conversation", path);
+            goto fail;
+        }
+        i++;
+    }
+    goto done;
+fail:
+    cJSON_Delete(out);
+    out = NULL;
+done:
+    cJSON_Delete(root);
+    return out;
+}
+
+char *chat_file_block(const char *path, errbuf *e)
+{
+    char *text;
+    size_t len;
+    if (file_read_regular(path, &text, &len, e))
+        return NULL;
+    size_t bad = utf8_validate((const uint8_t *)text, len);
+    const char *nul = memchr(text, 0, len);
+    if (nul && (size_t)(nul - text) < bad)
+        bad = (size_t)(nul - text);     /* (a NUL is UTF-8, but no text) */
+    if (len > CHAT_READ_MAX_BYTES || bad < len) {
+        if (len > CHAT_READ_MAX_BYTES)
+            err_set(e, "%s: %zu bytes; a message takes files of at most %u", path, len, CHAT_READ_MAX_BYTES);
+        else
+            err_set(e, "%s: not UTF-8 text (byte %zu)", path, bad);
+        free(text);
+        return NULL;
+    }
+    if (len && text[len - 1] == '\n')
+        len--;
+    size_t longest = 0;
+    for (size_t i = 0, run = 0; i < len; i++) {
+        run = text[i] == '`' ? run + 1 : 0;
+        longest = run > longest ? run : longest;
+    }
+    size_t fence = longest < 3 ? 3 : longest + 1;
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    /* the language: an extension of 1 to 10 letters and digits */
+    const char *dot = strrchr(name, '.');
+    size_t lang = dot ? strspn(dot + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") : 0;
+    if (!dot || dot[1 + lang] || lang > 10)
+        lang = 0;
+    size_t cap = strlen(name) + 2 * fence + lang + len + 8;
+    char *out = malloc(cap), *p = out;
+    if (!out) {
+        free(text);
+        err_set(e, "%s: out of memory", path);
+        return NULL;
+    }
+    p += sprintf(p, "%s:\n", name);
+    memset(p, '`', fence);
+    p += fence;
+    memcpy(p, dot ? dot + 1 : "", lang);
+    p += lang;
+    *p++ = '\n';
+    memcpy(p, text, len);
+    p += len;
+    *p++ = '\n';
+    memset(p, '`', fence);
+    p += fence;
+    *p = 0;
+    free(text);
+    return out;
+}
