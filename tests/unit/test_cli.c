@@ -1007,9 +1007,9 @@ Test(cli, chat_commands_edit_save_and_load_the_conversation, .timeout = 120)
     write_text(bad, tool, strlen(tool));
     snprintf(script, sizeof script,
              "Hello there\n/read %s\n/read %s\nWhat is this?\n/save %s/one.json\n/undo\n/save %s/two.json\n"
-             "/regen\n/save %s/three.json\n/save\n/save %s\n/load %s\n/save %s/four.json\n/load %s\nNext\n"
-             "/save %s/five.json\n",
-             notes, blob, tmp, tmp, tmp, tmp, bad, tmp, web, tmp);
+             "/regen\n/save %s/three.json\n/save\n/save %s\n/load %s\n/load %s\n/save %s/four.json\n/load %s\n"
+             "Next\n/save %s/five.json\n",
+             notes, blob, tmp, tmp, tmp, tmp, bad, notes, tmp, web, tmp);
     char cmdfile[512];
     snprintf(cmdfile, sizeof cmdfile, "%s/script.txt", tmp);
     write_text(cmdfile, script, strlen(script));
@@ -1021,6 +1021,7 @@ Test(cli, chat_commands_edit_save_and_load_the_conversation, .timeout = 120)
     cr_expect(strstr(err, "[not saved: ") != NULL, "a directory is no file to save to: %s", err);
     cr_expect(strstr(err, "bad.json: message 1: 'role' must be \"system\", \"user\" or \"assistant\"") != NULL,
               "%s", err);
+    cr_expect(strstr(err, "notes.md: not valid JSON]") != NULL, "%s", err);
     char path[600];
     snprintf(path, sizeof path, "%s/one.json", tmp);
     cJSON *one = saved_conversation(path);
