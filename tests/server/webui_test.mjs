@@ -327,6 +327,7 @@ async function plainServer() {
       const open = render('Then\n$$\n\\frac{1}{');
       const bad = render('$\\text{<img src=x onerror="window.__xss=5">}$ $\\color{red" onload="window.__xss=6}{x}$ ' +
                          '$\\textcolor{#f00}{y}$ $<script>window.__xss=7</script>$ $\\operatorname{<b>o</b>}(n)$');
+      const deep = render('$' + '{'.repeat(50000) + 'x$');
       const parts = (d) => [...d.querySelectorAll('math')].map((m) => m.getAttribute('display'));
       return {
         inlineMath: parts(inline),
@@ -354,6 +355,7 @@ async function plainServer() {
         badTexts: [texts(bad, 'mtext'), bad.querySelectorAll('math')[4].querySelector('mi').textContent,
                    bad.querySelectorAll('math annotation')[3].textContent],
         colors: [...bad.querySelectorAll('[mathcolor]')].map((e) => e.getAttribute('mathcolor')),
+        deep: [deep.querySelectorAll('math').length, deep.querySelector('code').textContent.length],
       };
     });
     await page.waitForTimeout(100);
@@ -385,6 +387,8 @@ async function plainServer() {
     assert.deepEqual(out.badTexts, [['<img\u00a0src=x\u00a0onerror="window.__xss=5">'], '<b>o</b>',
                                     '<script>window.__xss=7</script>']);
     assert.deepEqual(out.colors, ['#f00']);
+    // groups nested past the script's stack: the source as code, the page unharmed
+    assert.deepEqual(out.deep, [0, 50001]);
   });
 
   await check('TeX math: any source ends, and writes only MathML tags and attributes from the tables', async () => {
