@@ -55,6 +55,21 @@ async function waitIdle(page) {
   await page.waitForSelector('#send', { state: 'visible' });
 }
 
+// (run in the page) renderChecked(md): md rendered into a box of the page, so
+// that markup in it would load and run, but hidden: nothing covers the page
+const RENDER_CHECK = () => {
+  const box = document.createElement('div');
+  box.id = 'render-check';
+  box.hidden = true;
+  document.body.append(box);
+  window.renderChecked = (md) => {
+    const d = document.createElement('div');
+    d.innerHTML = renderMarkdown(md);
+    box.append(d);
+    return d;
+  };
+};
+
 const stored = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('moetier.conversations')));
 
 // what the page stores of an answer, against the API's message
@@ -226,18 +241,9 @@ async function plainServer() {
   });
 
   await check('Markdown: the tags it writes and no others', async () => {
+    await page.evaluate(RENDER_CHECK);
     const out = await page.evaluate(() => {
-      // (in the page, so that markup would load and run, but hidden: nothing covers the page)
-      const box = document.createElement('div');
-      box.id = 'markdown-check';
-      box.hidden = true;
-      document.body.append(box);
-      const render = (md) => {
-        const d = document.createElement('div');
-        d.innerHTML = renderMarkdown(md);
-        box.append(d);
-        return d;
-      };
+      const render = window.renderChecked;
       window.__xss = 0;
       const bad = render('<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>\n' +
                          '[a](javascript:window.__xss=3) **<b>x</b>**');
@@ -275,7 +281,7 @@ async function plainServer() {
     });
     await page.waitForTimeout(100);
     assert.equal(await page.evaluate(() => window.__xss), 0, 'text of an answer ran as script');
-    await page.evaluate(() => document.getElementById('markdown-check').remove());
+    await page.evaluate(() => document.getElementById('render-check').remove());
     assert.deepEqual(out.badTags, ['P', 'BR', 'STRONG']);
     assert.equal(out.badText,
                  '<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>[a](javascript:window.__xss=3) <b>x</b>');
@@ -304,17 +310,9 @@ async function plainServer() {
   });
 
   await check('TeX math: MathML from the tables, dollars that are money left as text, nothing else as markup', async () => {
+    await page.evaluate(RENDER_CHECK);
     const out = await page.evaluate(() => {
-      const box = document.createElement('div');
-      box.id = 'math-check';
-      box.hidden = true;
-      document.body.append(box);
-      const render = (md) => {
-        const d = document.createElement('div');
-        d.innerHTML = renderMarkdown(md);
-        box.append(d);
-        return d;
-      };
+      const render = window.renderChecked;
       const texts = (d, sel) => [...d.querySelectorAll(sel)].map((e) => e.textContent);
       window.__xss = 0;
       const inline = render('Euler: $e^{i\\pi}+1=0$; costs $5 and $10, \\$3 too; `$x$` is code; ' +
@@ -360,7 +358,7 @@ async function plainServer() {
     });
     await page.waitForTimeout(100);
     assert.equal(await page.evaluate(() => window.__xss), 0, 'text of an answer ran as script');
-    await page.evaluate(() => document.getElementById('math-check').remove());
+    await page.evaluate(() => document.getElementById('render-check').remove());
     assert.deepEqual(out.inlineMath, [null, null, 'block']);
     assert.equal(out.inlineText, 'Euler: ');
     assert.deepEqual(out.paraText, ['Euler: ', '; costs $5 and $10, $3 too; ', ' is code; ', ' and ', ' end']);

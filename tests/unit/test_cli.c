@@ -968,11 +968,7 @@ Test(cli, chat_two_turns_reuse_the_cache)
 /* the messages of a conversation chat saved, with their roles and texts */
 static cJSON *saved_conversation(const char *path)
 {
-    size_t n;
-    char *text = test_read_file(path, &n);
-    cr_assert_not_null(text, "%s was not written", path);
-    cJSON *list = cJSON_ParseWithLength(text, n);
-    free(text);
+    cJSON *list = test_read_json(path);
     cr_assert(cJSON_IsArray(list), "%s: not a JSON list", path);
     return list;
 }

@@ -78,17 +78,6 @@ static void open_weights(model_weights *m, const char *dir)
     cr_assert_eq(rc, 0, "model_weights_open(%s): %s", dir, e.msg);
 }
 
-static cJSON *read_json(const char *path)
-{
-    size_t n;
-    char *text = test_read_file(path, &n);
-    cr_assert_not_null(text, "cannot read %s", path);
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    free(text);
-    cr_assert_not_null(j, "%s is not JSON", path);
-    return j;
-}
-
 static int count_shards(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -210,7 +199,7 @@ static void check_tiny_format(synth_format f, const char *fmt_name)
         sum += m.ckpt.by_name[i]->nbytes;
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    cJSON *idx = read_json(path);
+    cJSON *idx = test_read_json(path);
     const cJSON *ts = cJSON_GetObjectItem(cJSON_GetObjectItem(idx, "metadata"), "total_size");
     cr_assert(cJSON_IsNumber(ts));
     cr_assert_eq((uint64_t)ts->valuedouble, sum, "total_size %.0f != %llu", ts->valuedouble,
@@ -238,7 +227,7 @@ static void check_tiny_format(synth_format f, const char *fmt_name)
     snprintf(refcfg, sizeof refcfg, "%s/config.json", ref);
     if (test_path_exists(refcfg)) {
         snprintf(path, sizeof path, "%s/config.json", dir);
-        cJSON *mine = read_json(path), *theirs = read_json(refcfg);
+        cJSON *mine = test_read_json(path), *theirs = test_read_json(refcfg);
         char *a = cJSON_PrintUnformatted(mine);
         cr_assert(cJSON_Compare(mine, theirs, 1), "config.json differs from %s:\n%s", refcfg, a);
         free(a);

@@ -1,6 +1,7 @@
 /* testutil: see testutil.h. */
 #include "testutil.h"
 
+#include <cJSON.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdarg.h>
@@ -71,6 +72,17 @@ void *test_read_file(const char *path, size_t *n)
     if (file_read_all(path, &buf, n, &e))
         return NULL;
     return buf;
+}
+
+struct cJSON *test_read_json(const char *path)
+{
+    size_t n;
+    char *text = test_read_file(path, &n);
+    cr_assert_not_null(text, "cannot read %s", path);
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    cr_assert_not_null(j, "%s is not JSON", path);
+    return j;
 }
 
 static void put_b64(char *out, size_t *o, const unsigned char *s, size_t n)

@@ -28,6 +28,8 @@ void test_vocab_of(struct vocab *v, const char *const *extra, int n_extra);
 void test_synth_tokenizer(struct tokenizer *tok);
 /* Reads a whole file; NULL when missing. */
 void *test_read_file(const char *path, size_t *n);
+/* The JSON in a file (the test fails when it cannot be read or parsed). */
+struct cJSON *test_read_json(const char *path);
 /* Writes n bytes as the whole file (the test fails if it cannot). */
 void test_write_file(const char *path, const void *data, size_t n);
 /* A fresh directory under $MOETIER_TMP (or /tmp); malloc'd path. */
