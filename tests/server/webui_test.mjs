@@ -248,6 +248,8 @@ async function plainServer() {
       const bad = render('<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>\n' +
                          '[a](javascript:window.__xss=3) **<b>x</b>**');
       const code = render('Before\n```js\nconst a = "<b>" && 1;\n\n```\nafter');
+      const colored = render('```python\ndef f(x):  # "<img src=x onerror=window.__xss=9>"\n' +
+                             '    return """a\nb""" + 0x1F\n```\n```text\nint x = 1;\n```');
       const inline = render('**bold**, *it*, ~~gone~~ and `x<y` in [docs](https://example.com/a?b=1&c=2)');
       const blocks = render('# Title\n\n- a\n- b\n\n3. x\n4. y\n\n> quoted *words*\n\n---\nend');
       const open = render('```\nstill streaming <i>');
@@ -259,6 +261,9 @@ async function plainServer() {
         badText: bad.textContent,
         codeLang: code.querySelector('.code-bar span').textContent,
         codeText: code.querySelector('pre code').textContent,
+        spans: [...colored.querySelectorAll('pre code span')].map((e) => [e.className, e.textContent]),
+        coloredText: [...colored.querySelectorAll('pre code')].map((e) => e.textContent),
+        plainSpans: colored.querySelectorAll('pre code')[1].children.length,
         paras: [...code.querySelectorAll('p')].map((p) => p.textContent),
         strong: inline.querySelector('strong').textContent,
         em: inline.querySelector('em').textContent,
@@ -287,6 +292,13 @@ async function plainServer() {
                  '<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script>[a](javascript:window.__xss=3) <b>x</b>');
     assert.equal(out.codeLang, 'js');
     assert.equal(out.codeText, 'const a = "<b>" && 1;\n');
+    // a named language's colors: spans around its pieces, the text (what Copy
+    // takes) unchanged; a language it does not know stays plain
+    assert.deepEqual(out.spans, [['hl-keyword', 'def'], ['hl-comment', '# "<img src=x onerror=window.__xss=9>"'],
+                                 ['hl-keyword', 'return'], ['hl-string', '"""a\nb"""'], ['hl-number', '0x1F']]);
+    assert.deepEqual(out.coloredText, ['def f(x):  # "<img src=x onerror=window.__xss=9>"\n    return """a\nb""" + 0x1F',
+                                       'int x = 1;']);
+    assert.equal(out.plainSpans, 0);
     assert.deepEqual(out.paras, ['Before', 'after']);
     assert.deepEqual([out.strong, out.em, out.del, out.code], ['bold', 'it', 'gone', 'x<y']);
     assert.equal(out.href, 'https://example.com/a?b=1&c=2');
@@ -401,7 +413,9 @@ async function plainServer() {
       const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
       const tags = new Set(['math', 'semantics', 'annotation', 'mrow', 'mi', 'mn', 'mo', 'msup', 'msub', 'msubsup',
                             'munder', 'mover', 'munderover', 'mfrac', 'msqrt', 'mroot', 'mtext', 'mspace', 'mstyle',
-                            'mtable', 'mtr', 'mtd', 'mphantom', 'p', 'br', 'div', 'code', 'em', 'strong']);
+                            'mtable', 'mtr', 'mtd', 'mphantom',
+                            // (and what the Markdown around it writes)
+                            'p', 'br', 'div', 'code', 'em', 'strong', 'pre', 'span', 'button']);
       const attributes = new Set(['display', 'encoding', 'mathvariant', 'stretchy', 'movablelimits', 'lspace',
                                   'rspace', 'largeop', 'width', 'accent', 'accentunder', 'linethickness', 'minsize',
                                   'maxsize', 'fence', 'mathcolor', 'displaystyle', 'style', 'class']);
