@@ -139,6 +139,15 @@ async function plainServer() {
     assert.equal(after.length, 4);
     assert.equal(after[3].content, before[3].content);
     assert.equal(after[3].reasoning, before[3].reasoning);
+    // the answer it replaced is kept: the versions' arrows show it again
+    assert.deepEqual(after[3].branches.list.map((t) => t && t.map((m) => m.content)), [[before[3].content], null]);
+    assert.deepEqual(after[3].branches.list[0][0].stats, before[3].stats);
+    assert.equal(await page.textContent('#messages .msg.assistant >> nth=1 >> .branches'), '\u20392/2\u203a');
+    await page.click('#messages .msg.assistant >> nth=1 >> .branches button >> nth=0');
+    const back = (await stored(page))[0].messages;
+    assert.deepEqual(back[3].stats, before[3].stats, 'the first version is shown again');
+    assert.equal(back[3].branches.at, 0);
+    assert.equal(await page.textContent('#messages .msg.assistant >> nth=1 >> .branches'), '\u20391/2\u203a');
   });
 
   await check('Edit sends the changed message in place of it and what followed', async () => {
@@ -150,6 +159,21 @@ async function plainServer() {
     assert.equal(msgs.length, 2);
     assert.equal(msgs[0].content, 'Hi');
     sameAnswer(msgs[1], await chatDirect(srv, { messages: user('Hi'), temperature: 0, max_tokens: 12 }));
+    // the conversation it replaced (with the versions of its own last answer)
+    // is kept, and comes back whole; Import takes such a conversation as it is
+    const old = msgs[0].branches.list[0];
+    assert.deepEqual(old.map((m) => m.content).slice(0, 1), ['Hello there']);
+    assert.equal(old.length, 4);
+    assert.equal(old[3].branches.list.length, 2);
+    await page.click('#messages .msg.user >> nth=0 >> .branches button >> nth=0');
+    const shown = (await stored(page))[0].messages;
+    assert.deepEqual(shown.map((m) => m.content), old.map((m) => m.content));
+    assert.equal(await page.locator('#messages .msg').count(), 4);
+    const [imported, kept] = await page.evaluate(() =>
+      [importMessages(JSON.parse(JSON.stringify(current().messages)), ''), current().messages]);
+    assert.deepEqual(imported, kept, 'Import keeps the versions');
+    await page.click('#messages .msg.user >> nth=0 >> .branches button >> nth=1');
+    assert.deepEqual((await stored(page))[0].messages.map((m) => m.content), msgs.map((m) => m.content));
   });
 
   await check('the settings reach the request: a refused value is shown in the answer', async () => {
