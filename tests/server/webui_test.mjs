@@ -207,6 +207,29 @@ async function plainServer() {
     assert.match(await page.textContent('#messages .msg.assistant .stats'), /stopped/);
     const next = await chatDirect(srv, { messages: user('Hi'), temperature: 0, max_tokens: 2 });
     assert.equal(next.usage.completion_tokens, 2);
+    // Escape stops it too
+    await page.click('#new-chat');
+    await page.fill('#input', 'Hello there');
+    await page.press('#input', 'Enter');
+    await page.waitForFunction(() => /\S/.test(document.querySelector('#messages .msg.assistant').textContent));
+    await page.keyboard.press('Escape');
+    await waitIdle(page);
+    assert.ok((await stored(page)).at(-1).messages[1].stopped, 'Escape stopped the answer');
+  });
+
+  await check('a conversation is renamed in place: Enter keeps the title, Escape leaves the old one', async () => {
+    const id = await page.evaluate(() => currentId);
+    const title = (await stored(page)).find((c) => c.id === id).title;
+    await page.dblclick('#conversations li.current button.open');
+    await page.fill('#conversations li.current input.rename', '  Greetings <b>x</b>  ');
+    await page.press('#conversations li.current input.rename', 'Enter');
+    assert.equal((await stored(page)).find((c) => c.id === id).title, 'Greetings <b>x</b>');
+    assert.equal(await page.textContent('#conversations li.current button.open'), 'Greetings <b>x</b>');
+    await page.dblclick('#conversations li.current button.open');
+    await page.fill('#conversations li.current input.rename', 'Not kept');
+    await page.press('#conversations li.current input.rename', 'Escape');
+    assert.equal((await stored(page)).find((c) => c.id === id).title, 'Greetings <b>x</b>');
+    assert.notEqual(title, 'Greetings <b>x</b>');
   });
 
   await check('Continue goes on from the end of an answer the token limit cut, as continue_final_message does', async () => {
