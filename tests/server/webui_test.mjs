@@ -232,6 +232,28 @@ async function plainServer() {
     assert.notEqual(title, 'Greetings <b>x</b>');
   });
 
+  await check('More samplers: llama.cpp\'s settings reach the request, the server\'s defaults shown greyed', async () => {
+    await page.click('#new-chat');
+    await page.click('#open-settings');
+    assert.equal(await page.evaluate(() => document.getElementById('more-samplers').open), false);
+    await page.click('#more-samplers summary');
+    assert.equal(await page.getAttribute('#s-repeat_penalty', 'placeholder'), '1');
+    await page.fill('#s-typical_p', '0.9');
+    await page.fill('#s-dry_multiplier', '0.8');
+    await page.fill('#s-mirostat', '');
+    await page.click('#settings-form button[type=submit]');
+    const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
+    await send(page, 'Samplers');
+    const body = (await sent).postDataJSON();
+    assert.deepEqual([body.typical_p, body.dry_multiplier, 'mirostat' in body], [0.9, 0.8, false]);
+    assert.ok(!(await stored(page)).at(-1).messages[1].error);
+    await page.click('#open-settings');
+    assert.equal(await page.evaluate(() => document.getElementById('more-samplers').open), true, 'set ones shown');
+    await page.fill('#s-typical_p', '');
+    await page.fill('#s-dry_multiplier', '');
+    await page.click('#settings-form button[type=submit]');
+  });
+
   await check('Continue goes on from the end of an answer the token limit cut, as continue_final_message does', async () => {
     await page.click('#new-chat');
     await setSettings(page, { 's-temperature': '0', 's-max_tokens': '5', 's-thinking': 'off' });
