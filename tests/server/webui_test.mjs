@@ -117,6 +117,9 @@ async function plainServer() {
     const msgs = (await stored(page))[0].messages;
     assert.equal(msgs.length, 4);
     assert.ok(msgs[1].reasoning, 'the first answer has reasoning (the check below needs it)');
+    assert.ok(msgs[1].stats.reasoning_seconds >= 0, JSON.stringify(msgs[1].stats));
+    assert.match(await page.textContent('#messages .msg.assistant >> nth=0 >> details.reasoning summary'),
+                 /^Thought for \d+\.\d s$/);
     const history = [{ role: 'user', content: 'Hello there' },
                      { role: 'assistant', content: msgs[1].content, reasoning_content: msgs[1].reasoning },
                      { role: 'user', content: 'And then?' }];
