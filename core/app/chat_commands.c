@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/base/fileutil.h"
-#include "core/base/json_alloc.h"
+#include "core/text/chat_file.h"
 #include "core/text/utf8.h"
 
 char *chat_take_last_exchange(cJSON *messages)
@@ -40,72 +40,15 @@ int chat_save(const cJSON *messages, const char *path, errbuf *e)
     return rc;
 }
 
-/* a message's text field: a string, or (allowed) null or absent as "" */
-static int text_field(const cJSON *m, const char *key, int may_lack, const char **out)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, key);
-    *out = cJSON_IsString(v) ? v->valuestring : "";
-    return cJSON_IsString(v) || (may_lack && (!v || cJSON_IsNull(v)));
-}
-
 cJSON *chat_load(const char *path, errbuf *e)
 {
     char *text;
     size_t len;
     if (file_read_regular(path, &text, &len, e))
         return NULL;
-    cJSON *root = json_parse_watched(text, len), *out = NULL;
+    cJSON *messages = chat_file_parse(text, len, path, e);
     free(text);
-    if (!root) {
-        err_set(e, "%s: %s", path, json_parse_failure("not valid JSON"));
-        return NULL;
-    }
-    const cJSON *list = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "messages") : root;
-    if (!cJSON_IsArray(list)) {
-        err_set(e, "%s: expected a list of messages, or an object whose \"messages\" is one (a chat "
-                "request, a conversation the chat page exported)", path);
-        goto done;
-    }
-    out = cJSON_CreateArray();
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, list) {
-        const char *role = NULL, *content, *reasoning;
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "role");
-        if (cJSON_IsString(r))
-            role = r->valuestring;
-        int assistant = role && !strcmp(role, "assistant");
-        if (!role || (strcmp(role, "system") && strcmp(role, "user") && !assistant)) {
-            err_set(e, "%s: message %d: 'role' must be \"system\", \"user\" or \"assistant\"", path, i);
-            goto fail;
-        }
-        if (!text_field(m, "content", assistant, &content)) {
-            err_set(e, "%s: message %d (%s): 'content' must be text (chat takes no parts, images or "
-                    "tool calls)", path, i, role);
-            goto fail;
-        }
-        const char *key = cJSON_GetObjectItemCaseSensitive(m, "reasoning_content") ? "reasoning_content"
-                                                                                   : "reasoning";
-        if (!text_field(m, key, 1, &reasoning)) {
-            err_set(e, "%s: message %d (%s): '%s' must be text", path, i, role, key);
-            goto fail;
-        }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToArray(out, o);
-        if (!cJSON_AddStringToObject(o, "role", role) || !cJSON_AddStringToObject(o, "content", content) ||
-            (assistant && *reasoning && !cJSON_AddStringToObject(o, "reasoning_content", reasoning))) {
-            err_set(e, "%s: out of memory reading the conversation", path);
-            goto fail;
-        }
-        i++;
-    }
-    goto done;
-fail:
-    cJSON_Delete(out);
-    out = NULL;
-done:
-    cJSON_Delete(root);
-    return out;
+    return messages;
 }
 
 char *chat_file_block(const char *path, errbuf *e)

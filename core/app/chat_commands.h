@@ -19,12 +19,8 @@
 char *chat_take_last_exchange(cJSON *messages);
 /* Writes the messages to path as a JSON list, atomically; -1 with e set. */
 int chat_save(const cJSON *messages, const char *path, errbuf *e);
-/* The conversation in the JSON file at path: a list of messages, or an object
- * whose "messages" is one. Each is a system, user or assistant message with
- * text content (an assistant's may be null), its reasoning in
- * "reasoning_content" or "reasoning"; other fields are left. Returns the
- * messages in the form chat renders; NULL with e naming the file, the message
- * and what was expected. */
+/* The conversation in the JSON file at path (chat_file_parse); NULL with e
+ * naming the file, the message and what was expected. */
 cJSON *chat_load(const char *path, errbuf *e);
 /* The text file at path as a block of a message: its name, a colon, then its
  * text in a fenced block (the fence longer than any run of backticks in it,

@@ -6,13 +6,17 @@
  * printed with every JSON flag combination. The same bytes are then parsed as
  * generated text in each reasoning mode, one shot and as a stream cut into
  * chunks; the two must agree exactly (abort otherwise), since the server relies
- * on streaming giving what a one-shot parse gives. */
+ * on streaming giving what a one-shot parse gives. And the bytes are read as a
+ * conversation file (chat's /load): what loads is messages a template renders,
+ * and loads again as itself once written out. */
 #include <cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/json_alloc.h"
+#include "core/text/chat_file.h"
 #include "core/text/chat_format.h"
 #include "core/text/tool_calls.h"
 
@@ -50,6 +54,38 @@ static void fuzz_render(const char *text, size_t size)
             free(out);
     }
     cJSON_Delete(root);
+}
+
+static void fuzz_conversation_file(const char *text, size_t size)
+{
+    errbuf e;
+    cJSON *messages = chat_file_parse(text, size, "fuzz.json", &e);
+    if (!messages)
+        return;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "content")))
+            abort();
+    }
+    chat_options o;
+    chat_options_default(&o);
+    char *out = NULL;
+    size_t len = 0;
+    if (chat_format_render(CHAT_TEMPLATE_K25, messages, NULL, &o, &out, &len, &e) == 0)
+        free(out);
+    /* written out (as /save does) and read back: the same messages */
+    char *saved = cJSON_PrintUnformatted(messages);
+    if (saved) {
+        cJSON *again = chat_file_parse(saved, strlen(saved), "saved.json", &e);
+        if (!again && !json_alloc_failed())
+            abort();
+        if (again && !cJSON_Compare(again, messages, 1))
+            abort();
+        cJSON_Delete(again);
+        free(saved);
+    }
+    cJSON_Delete(messages);
 }
 
 static int same_bytes(const char *a, size_t na, const char *b, size_t nb)
@@ -135,6 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(text, data, size);
     text[size] = 0;
     fuzz_render(text, size);
+    fuzz_conversation_file(text, size);
     fuzz_tool_calls(text, size, TOOL_REASONING_TAGS);
     fuzz_tool_calls(text, size, TOOL_REASONING_OPEN);
     fuzz_tool_calls(text, size, TOOL_REASONING_NONE);
