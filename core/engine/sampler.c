@@ -708,6 +708,8 @@ static int partition_at(sampler_cand *c, int n, float thr, float *rest_max)
 /* Heap selection, for candidates by logit and for typical's order: moves
  * the k first of base[0, n) in the order cmp to its front, unordered (a heap
  * of the first seen, the last of them at its root). */
+_Static_assert(sizeof(sampler_cand) <= sizeof(struct typical_rank), "the heap's swap space holds either");
+
 static void sift_down(char *base, size_t size, int n, int i, int (*cmp)(const void *, const void *))
 {
     char t[sizeof(struct typical_rank)];

@@ -200,6 +200,9 @@ async function plainServer() {
     await page.fill('#input', 'Hello there');
     await page.press('#input', 'Enter');
     await page.waitForFunction(() => /\S/.test(document.querySelector('#messages .msg.assistant').textContent));
+    // (while it streams, the tokens so far and their rate)
+    await page.waitForFunction(() =>
+      /^\d+ tokens, \d+\.\d\d tokens\/s$/.test(document.querySelector('#messages .msg.assistant .stats').textContent));
     await page.click('#stop');
     await waitIdle(page);
     const convs = await stored(page), a = convs[convs.length - 1].messages[1];
@@ -508,6 +511,19 @@ async function plainServer() {
     });
     assert.deepEqual(out.strange, []);
     assert.ok(out.math > 300, `${out.math} sources drawn as math`);
+  });
+
+  await check('the search lists the conversations whose title or messages hold every word', async () => {
+    const all = await page.locator('#conversations li').count();
+    assert.ok(all >= 3, `${all} conversations`);
+    await page.fill('#search', 'SAMPLERS');
+    assert.deepEqual(await page.locator('#conversations li button.open').allTextContents(), ['Samplers']);
+    await page.fill('#search', 'notes.md summarize');    // (words of a message's text, any case)
+    assert.equal(await page.locator('#conversations li').count(), 1);
+    await page.fill('#search', 'no such words here');
+    assert.equal(await page.locator('#conversations li').count(), 0);
+    await page.fill('#search', '');
+    assert.equal(await page.locator('#conversations li').count(), all);
   });
 
   await check('Export downloads a conversation that Import adds back; a bad file is refused', async () => {
