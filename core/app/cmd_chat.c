@@ -204,18 +204,40 @@ static int buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_
     return 0;
 }
 
+/* A terminal's bracketed paste (asked for at start) wraps pasted text in
+ * these, so its line breaks are the message's, not Enter. */
+#define PASTE_BEGIN "\033[200~"
+#define PASTE_END "\033[201~"
+
+/* Removes the paste markers from line[0, n), following them in *pasting;
+ * returns the new length. */
+static size_t drop_paste_markers(char *line, size_t n, int *pasting)
+{
+    size_t o = 0, k = strlen(PASTE_BEGIN);
+    for (size_t i = 0; i < n;) {
+        if (n - i >= k && (!memcmp(line + i, PASTE_BEGIN, k) || !memcmp(line + i, PASTE_END, k))) {
+            *pasting = line[i + 4] == '0';
+            i += k;
+            continue;
+        }
+        line[o++] = line[i++];
+    }
+    return o;
+}
+
 /* One message from the prompt: a line, or several when each but the last ends
- * in a backslash (which becomes a line break), so pasted text can span lines.
+ * in a backslash (which becomes a line break), or when they came in one paste.
  * Returns its length; -1 at the end of input or when Ctrl+C came first.
- * The end of input after a backslash sends what came before it. */
+ * The end of input after a backslash, or in a paste, sends what came before it. */
 static ssize_t read_message(char **msg, size_t *cap, int tty)
 {
     size_t len = 0;
     char *line = NULL;
     size_t line_cap = 0;
     ssize_t rc = -1;
+    int pasting = 0;
     for (;;) {
-        if (tty) {
+        if (tty && !pasting) {
             fprintf(stderr, len ? "... " : "> ");
             fflush(stderr);
         }
@@ -233,10 +255,11 @@ static ssize_t read_message(char **msg, size_t *cap, int tty)
         }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             n--;
-        int more = n > 0 && line[n - 1] == '\\';
-        if (more)
+        n = (ssize_t)drop_paste_markers(line, (size_t)n, &pasting);
+        int more = pasting || (n > 0 && line[n - 1] == '\\');
+        if (more && !pasting)
             line[n - 1] = '\n';
-        if (buf_append(msg, &len, cap, line, (size_t)n))
+        if (buf_append(msg, &len, cap, line, (size_t)n) || (pasting && buf_append(msg, &len, cap, "\n", 1)))
             break;
         if (!more) {
             rc = (ssize_t)len;
@@ -551,6 +574,8 @@ int cmd_chat(int argc, char **argv)
     }
     c.m.en.stop_requested = stop_requested;
     int tty = isatty(0), rc = 0;
+    if (tty && isatty(2))
+        fputs("\033[?2004h", stderr);  /* bracketed paste: a pasted text is one message */
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
@@ -622,6 +647,8 @@ int cmd_chat(int argc, char **argv)
             break;          /* SIGTERM ends the chat once the reply has stopped */
         stop_signal_clear();
     }
+    if (tty && isatty(2))
+        fputs("\033[?2004l", stderr);
     if (tty && stop_signal_pending())
         fprintf(stderr, "\n");
     cli_prompt_cache_save(&c.pcache, &c.m, NULL);

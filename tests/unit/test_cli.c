@@ -858,8 +858,9 @@ Test(cli, chat_at_the_end_of_the_context_goes_on)
 }
 
 /* A line ending in a backslash goes on to the next: the turn holds both lines,
- * joined by a line break, exactly as `run -f FILE --chat` sends that text. A
- * message with a NUL byte is refused, not cut short. */
+ * joined by a line break, exactly as `run -f FILE --chat` sends that text; so
+ * do two lines pasted at once (bracketed paste). A message with a NUL byte is
+ * refused, not cut short. */
 Test(cli, chat_reads_a_message_over_several_lines)
 {
     char *tmp = test_make_tmpdir("clichatml"), *out, *err;
@@ -884,6 +885,13 @@ Test(cli, chat_reads_a_message_over_several_lines)
                      tmp), 0, "%s", err);
     cr_expect_eq(chat_turns(err, &t, 1), 1, "one turn: %s", err);
     cr_expect_eq(t.prompt, want, "a backslash at the end of input adds nothing: %s", err);
+    free(out);
+    free(err);
+    /* a terminal's bracketed paste: its line breaks are the message's */
+    cr_assert_eq(run(&out, &err, "printf '\\033[200~Line one\\nline two\\033[201~\\n' | %s chat -m %s -n 1", bin(),
+                     tmp), 0, "%s", err);
+    cr_expect_eq(chat_turns(err, &t, 1), 1, "one turn: %s", err);
+    cr_expect_eq(t.prompt, want, "a paste of both lines is one message of both: %s", err);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "printf 'a\\000b\\n' | %s chat -m %s -n 1", bin(), tmp), 0, "%s", err);
