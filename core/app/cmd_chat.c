@@ -125,6 +125,7 @@ typedef struct reply_stream {
     char *text, *think;             /* the reply's content and reasoning so far */
     size_t text_len, think_len;
     int show_think;
+    int dim_think;                  /* a terminal (and no NO_COLOR): the reasoning is shown dim */
     const int *stop;
     int n_stop;
 } reply_stream;
@@ -143,8 +144,11 @@ static void append(char **buf, size_t *len, const char *p, size_t n)
 static void reply_delta(reply_stream *r, const tool_stream_delta *d)
 {
     fwrite(d->content, 1, d->content_len, stdout);
-    if (r->show_think)
+    if (r->show_think && d->reasoning_len) {
+        fputs(r->dim_think ? "\033[2m" : "", stdout);
         fwrite(d->reasoning, 1, d->reasoning_len, stdout);
+        fputs(r->dim_think ? "\033[0m" : "", stdout);
+    }
     fflush(stdout);
     append(&r->text, &r->text_len, d->content, d->content_len);
     append(&r->think, &r->think_len, d->reasoning, d->reasoning_len);
@@ -404,8 +408,8 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     sampler_forget(smp);
     for (size_t i = 0; i < ids.n; i++)
         sampler_accept(smp, ids.ids[i]);
-    reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop,
-                       .n_stop = c->n_stop};
+    reply_stream rs = {.tok = &c->tok, .show_think = show_think, .stop = c->stop, .n_stop = c->n_stop,
+                       .dim_think = isatty(1) && !getenv("NO_COLOR")};
     int opened = chat_prompt_reasoning(text, len) == REASONING_OPEN;
     tool_stream_init(&rs.ts, opened ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);
     gen_draft_stats draft_stats = {0};

@@ -957,6 +957,27 @@ Test(cli, chat_goes_on_past_bytes_that_are_not_text)
     free(tmp);
 }
 
+/* On a terminal (util-linux's script gives one): bracketed paste is turned on
+ * for the chat and off at its end, and the reasoning is shown dim, unless
+ * NO_COLOR is set. */
+Test(cli, chat_on_a_terminal, .timeout = 60)
+{
+    if (system("command -v script > /dev/null 2>&1") != 0)
+        cr_skip_test("util-linux's script is not installed: no terminal to run chat on");
+    char *tmp = test_make_tmpdir("clichattty"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    for (int no_color = 0; no_color < 2; no_color++) {
+        cr_assert_eq(run(&out, &err, "printf 'Hi\\n' | %s timeout 30 script -qec '%s chat -m %s -n 6 --seed 1' /dev/null",
+                         no_color ? "NO_COLOR=1" : "", bin(), tmp), 0, "%s", err);
+        cr_expect(strstr(out, "\033[?2004h") && strstr(out, "\033[?2004l"), "bracketed paste on, then off: %s", out);
+        cr_expect_eq(strstr(out, "\033[2m") != NULL, !no_color, "the reasoning dim (NO_COLOR=%d): %s", no_color, out);
+        free(out);
+        free(err);
+    }
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 /* Two turns through stdin: the second reuses the first turn's cache. */
 Test(cli, chat_two_turns_reuse_the_cache)
 {
