@@ -845,16 +845,7 @@ static const char *sent_key(struct MHD_Connection *c)
 
 static int key_ok(const server *s, struct MHD_Connection *c)
 {
-    if (!s->o.api_key)
-        return 1;
-    const char *k = sent_key(c), *want = s->o.api_key;
-    if (!k)
-        return 0;
-    size_t kl = strlen(k), wl = strlen(want);
-    unsigned diff = (unsigned)(kl ^ wl);
-    for (size_t i = 0; i < wl; i++)     /* time independent of where they differ */
-        diff |= (unsigned char)want[i] ^ (unsigned char)(i < kl ? k[i] : 0);
-    return diff == 0;
+    return !s->o.keys.n || api_keys_match(&s->o.keys, sent_key(c));
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,

@@ -31,13 +31,14 @@
 #include "core/engine/sampler.h"
 #include "core/text/chat_template.h"
 #include "core/text/tokenizer.h"
+#include "api_keys.h"
 
 #define SERVE_MAX_ALIASES 16
 
 typedef struct serve_options {
     const char *host;           /* default 127.0.0.1 */
     int port;                   /* 0: any free port (printed) */
-    const char *api_key;        /* NULL: no check */
+    api_keys keys;              /* the keys a request may send (none: no check) */
     const char *model_name;     /* the id clients name (`moetier serve`: the directory's name) */
     /* more ids a request may name for the same model (--alias); "*": any */
     const char *aliases[SERVE_MAX_ALIASES];

@@ -26,6 +26,8 @@ static void usage(FILE *f)
                "  --port P             port (default 8080; 0: any free port, printed at start)\n"
                "  --api-key KEY        require 'Authorization: Bearer KEY' or 'x-api-key: KEY'\n"
                "                       (also from MOETIER_API_KEY)\n"
+               "  --api-key-file FILE  take any key FILE lists, one a line (with --api-key's too;\n"
+               "                       blank lines and lines starting with # are skipped)\n"
                "  --model-name NAME    the model id clients use (default: DIR's last component)\n"
                "  --alias NAME         another id requests may name (repeatable, up to 16; '*': any\n"
                "                       name, for clients that name their own models)\n"
@@ -77,14 +79,77 @@ static void dir_name(const char *dir, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(n - b), dir + b);
 }
 
+/* Opens the model and serves it until SIGINT or SIGTERM; the exit status. */
+static int serve_model(serve_options *so, model_flags *mf, breaker_flags *breakers, const char *template_name)
+{
+    char name[256];
+    if (!so->model_name) {
+        dir_name(mf->dir, name, sizeof name);
+        so->model_name = name;
+    }
+    errbuf e;
+    breaker_flags_strings(breakers, &so->dry_breakers, &so->n_dry_breakers);
+    if (sampler_check(&so->sp, &e)) {
+        cli_fail(&e);
+        return 2;       /* a bad option value, as when it does not parse */
+    }
+    /* the prompt cache grows as conversations come: an automatic DRAM tier
+     * leaves it room */
+    if (so->prompt_cache_gb < 0)
+        so->prompt_cache_gb = serve_prompt_cache_default_gb();
+    if (so->prompt_cache_dir && so->prompt_cache_gb <= 0) {
+        fprintf(stderr, "moetier serve: --prompt-cache-dir keeps the prompt cache, which "
+                "--prompt-cache-gb 0 turns off\n");
+        return 2;
+    }
+    /* before the model loads: a path that cannot be the directory fails at once */
+    if (so->prompt_cache_dir && dir_ensure(so->prompt_cache_dir, &e))
+        return cli_fail(&e);
+    if (so->prompt_cache_dir && access(so->prompt_cache_dir, W_OK | X_OK) != 0) {
+        err_set(&e, "--prompt-cache-dir %s: cannot write there: %s", so->prompt_cache_dir,
+                strerror(errno));
+        return cli_fail(&e);
+    }
+    mf->seqs = so->parallel;
+    mf->tiers.reserve_bytes = (uint64_t)(so->prompt_cache_gb * 1e9);
+    tokenizer tok;
+    chat_template tpl = {0};    /* (unused when no_chat) */
+    cli_model m;
+    if (tokenizer_load(&tok, mf->dir, &e))
+        return cli_fail(&e);
+    /* a model whose template does not compile is still served: its
+     * completions take raw prompts, and chat requests are refused saying why */
+    if (cli_chat_template(mf->dir, template_name, &tpl, &e)) {
+        if (template_name && strcmp(template_name, "auto")) {
+            tokenizer_free(&tok);
+            return cli_fail(&e);
+        }
+        so->no_chat = 1;
+        fprintf(stderr, "moetier serve: chat requests will be refused: %s\n", e.msg);
+    } else {
+        fprintf(stderr, "moetier serve: chat format: %s\n", tpl.label);
+    }
+    if (cli_model_open(&m, mf, &e)) {
+        tokenizer_free(&tok);
+        chat_template_close(&tpl);
+        return cli_fail(&e);
+    }
+    int rc = serve_run(&m, &tok, &tpl, so, &e) ? cli_fail(&e) : 0;
+    chat_template_close(&tpl);
+    if (cli_model_close(&m) && rc == 0)
+        rc = 1;     /* the --trace file could not be written */
+    tokenizer_free(&tok);
+    return rc;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     model_flags mf = {0};
     serve_options so;
     breaker_flags breakers = {0};
     serve_options_default(&so);
-    so.api_key = getenv("MOETIER_API_KEY");
-    int key_from_env = so.api_key != NULL, max_queue_set = 0;
+    const char *api_key = getenv("MOETIER_API_KEY"), *api_key_file = NULL;
+    int key_from_env = api_key != NULL, max_queue_set = 0;
     const char *template_name = NULL;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -108,9 +173,12 @@ int cmd_serve(int argc, char **argv)
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 65535, &so.port))
                 return 2;
         } else if (!strcmp(a, "--api-key")) {
-            if (!(so.api_key = cli_value(argc, argv, &i)))
+            if (!(api_key = cli_value(argc, argv, &i)))
                 return 2;
             key_from_env = 0;
+        } else if (!strcmp(a, "--api-key-file")) {
+            if (!(api_key_file = cli_value(argc, argv, &i)))
+                return 2;
         } else if (!strcmp(a, "--model-name")) {
             if (!(so.model_name = cli_value(argc, argv, &i)))
                 return 2;
@@ -202,67 +270,16 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "moetier serve: --model-name must be 1 to 255 bytes long\n");
         return 2;
     }
-    if (so.api_key && !so.api_key[0]) {
-        fprintf(stderr, "moetier serve: %s must not be empty\n",
-                key_from_env ? "MOETIER_API_KEY" : "--api-key");
-        return 2;
-    }
-    char name[256];
-    if (!so.model_name) {
-        dir_name(mf.dir, name, sizeof name);
-        so.model_name = name;
-    }
-    errbuf e;
-    breaker_flags_strings(&breakers, &so.dry_breakers, &so.n_dry_breakers);
-    if (sampler_check(&so.sp, &e)) {
-        cli_fail(&e);
-        return 2;       /* a bad option value, as when it does not parse */
-    }
-    /* the prompt cache grows as conversations come: an automatic DRAM tier
-     * leaves it room */
-    if (so.prompt_cache_gb < 0)
-        so.prompt_cache_gb = serve_prompt_cache_default_gb();
-    if (so.prompt_cache_dir && so.prompt_cache_gb <= 0) {
-        fprintf(stderr, "moetier serve: --prompt-cache-dir keeps the prompt cache, which "
-                "--prompt-cache-gb 0 turns off\n");
-        return 2;
-    }
-    /* before the model loads: a path that cannot be the directory fails at once */
-    if (so.prompt_cache_dir && dir_ensure(so.prompt_cache_dir, &e))
-        return cli_fail(&e);
-    if (so.prompt_cache_dir && access(so.prompt_cache_dir, W_OK | X_OK) != 0) {
-        err_set(&e, "--prompt-cache-dir %s: cannot write there: %s", so.prompt_cache_dir,
-                strerror(errno));
-        return cli_fail(&e);
-    }
-    mf.seqs = so.parallel;
-    mf.tiers.reserve_bytes = (uint64_t)(so.prompt_cache_gb * 1e9);
-    tokenizer tok;
-    chat_template tpl = {0};    /* (unused when no_chat) */
-    cli_model m;
-    if (tokenizer_load(&tok, mf.dir, &e))
-        return cli_fail(&e);
-    /* a model whose template does not compile is still served: its
-     * completions take raw prompts, and chat requests are refused saying why */
-    if (cli_chat_template(mf.dir, template_name, &tpl, &e)) {
-        if (template_name && strcmp(template_name, "auto")) {
-            tokenizer_free(&tok);
-            return cli_fail(&e);
+    {
+        errbuf ke;
+        if ((api_key && api_keys_add(&so.keys, api_key, key_from_env ? "MOETIER_API_KEY" : "--api-key", &ke)) ||
+            (api_key_file && api_keys_read_file(&so.keys, api_key_file, &ke))) {
+            fprintf(stderr, "moetier serve: %s\n", ke.msg);
+            api_keys_free(&so.keys);
+            return 2;
         }
-        so.no_chat = 1;
-        fprintf(stderr, "moetier serve: chat requests will be refused: %s\n", e.msg);
-    } else {
-        fprintf(stderr, "moetier serve: chat format: %s\n", tpl.label);
     }
-    if (cli_model_open(&m, &mf, &e)) {
-        tokenizer_free(&tok);
-        chat_template_close(&tpl);
-        return cli_fail(&e);
-    }
-    int rc = serve_run(&m, &tok, &tpl, &so, &e) ? cli_fail(&e) : 0;
-    chat_template_close(&tpl);
-    if (cli_model_close(&m) && rc == 0)
-        rc = 1;     /* the --trace file could not be written */
-    tokenizer_free(&tok);
+    int rc = serve_model(&so, &mf, &breakers, template_name);
+    api_keys_free(&so.keys);
     return rc;
 }

@@ -1030,6 +1030,25 @@ async function guardedServer() {
     const r2 = await fetch(srv.url + '/v1/models', { headers: { authorization: 'bearer sesame' } });
     assert.equal(r2.status, 200, 'the scheme name is case-insensitive');
   });
+  await check('--api-key-file: any key it lists, and --api-key\'s, is taken; others are not', async () => {
+    const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'keys-'));
+    const file = join(dir, 'keys.txt');
+    writeFileSync(file, '# team\nalpha-1\n  beta-22  \n');
+    const keyed = await startServer(['--api-key', 'sesame', '--api-key-file', file]);
+    try {
+      for (const key of ['alpha-1', 'beta-22', 'sesame'])
+        assert.equal((await client(keyed, key).models.list()).data[0].id, MODEL, key);
+      await expectStatus(client(keyed, 'gamma').models.list(), 401);
+      await expectStatus(client(keyed, '# team').models.list(), 401);
+    } finally {
+      await stopServer(keyed);
+    }
+    writeFileSync(file, '# none\n');
+    const refused = spawnSync(bin, ['serve', '-m', modelDir, '--api-key-file', file], { encoding: 'utf8' });
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /keys\.txt: no key in it/);
+    rmSync(dir, { recursive: true, force: true });
+  });
   await check('a full queue answers 503; a client that leaves frees its slot', async () => {
     const ai = client(srv, 'sesame');
     const ctl = new AbortController();

@@ -9,6 +9,7 @@
 
 #include "core/base/json_alloc.h"
 #include "core/text/utf8.h"
+#include "server/api_keys.h"
 #include "server/json_out.h"
 #include "server/llama_request.h"
 #include "server/oai_request.h"
@@ -741,4 +742,44 @@ Test(server_response, logprobs_in_the_openai_shape)
     cr_expect_eq(cJSON_GetObjectItem(alts1, "!")->valuedouble, -0.5);
     cJSON_Delete(root);
     free(body);
+}
+
+/* The keys a server takes: --api-key's and a file's lines (comments and
+ * blank lines skipped, spaces around a key dropped); any of them matches, a
+ * prefix, an extension or nothing does not; a file without a key, a key with
+ * a space inside or an unreadable file is refused naming the file and line. */
+Test(server_keys, a_file_of_keys_and_the_check)
+{
+    char *dir = test_make_tmpdir("apikeys");
+    char path[600], empty[600];
+    snprintf(path, sizeof path, "%s/keys.txt", dir);
+    snprintf(empty, sizeof empty, "%s/none.txt", dir);
+    const char *text = "# the team's keys\n  alpha-1  \r\n\nbeta-22\n";
+    test_write_file(path, text, strlen(text));
+    test_write_file(empty, "# none yet\n\n", 12);
+    api_keys k = {0};
+    errbuf e;
+    cr_assert_eq(api_keys_add(&k, "sesame", "--api-key", &e), 0, "%s", e.msg);
+    cr_assert_eq(api_keys_read_file(&k, path, &e), 0, "%s", e.msg);
+    cr_expect_eq(k.n, 3);
+    const char *yes[] = {"sesame", "alpha-1", "beta-22"};
+    const char *no[] = {"", "sesam", "sesame2", "alpha-", "beta-222", "# the team's keys", " alpha-1"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        cr_expect(api_keys_match(&k, yes[i]), "%s is a key", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        cr_expect(!api_keys_match(&k, no[i]), "'%s' is no key", no[i]);
+    cr_expect(!api_keys_match(&k, NULL), "no key sent");
+    cr_expect_neq(api_keys_read_file(&k, empty, &e), 0);
+    cr_expect(strstr(e.msg, "none.txt: no key in it") != NULL, "%s", e.msg);
+    const char *spaced = "good\nbad key\n";
+    test_write_file(empty, spaced, strlen(spaced));
+    cr_expect_neq(api_keys_read_file(&k, empty, &e), 0);
+    cr_expect(strstr(e.msg, "none.txt line 2: a key must not hold spaces") != NULL, "%s", e.msg);
+    cr_expect_neq(api_keys_read_file(&k, dir, &e), 0, "a directory is no key file");
+    cr_expect_neq(api_keys_add(&k, "", "--api-key", &e), 0);
+    cr_expect(strstr(e.msg, "--api-key: a key must not be empty") != NULL, "%s", e.msg);
+    api_keys_free(&k);
+    cr_expect_eq(k.n, 0);
+    test_remove_tree(dir);
+    free(dir);
 }
