@@ -203,9 +203,11 @@ static void print_usage_entries(FILE *f, const char *text, const char *const *sk
 }
 
 static const char model_flags_text[] =
-    "  --chunk N            prompt tokens per prefill step (default 1024; on the GPU the\n"
-    "                       largest power of two from 256 to 4096 whose activations\n"
-    "                       take at most 1/16 of its memory budget)\n"
+    "  --chunk N            prompt tokens per prefill step (default on the CPU: 4096, 2048\n"
+    "                       or 1024, the longest whose activations take at most a quarter\n"
+    "                       of the memory left after the plan; 1024 with serve --parallel;\n"
+    "                       on the GPU the largest power of two from 256 to 4096 whose\n"
+    "                       activations take at most 1/16 of its memory budget)\n"
     "  -t N                 CPU threads (default: one per core)\n"
     "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
     "                       this CPU runs)\n"
@@ -460,6 +462,20 @@ int cli_chunk_size(const model_flags *f)
     return f->chunk ? f->chunk : CLI_CPU_CHUNK;
 }
 
+/* The CPU backend's step without --chunk (cli_common.h) */
+static int cpu_default_chunk(const cli_model *m, const model_flags *f)
+{
+    if (f->seqs > 1)
+        return CLI_CPU_CHUNK;
+    const tier_plan *p = &m->plan;
+    uint64_t taken = p->dense_bytes + p->kv_bytes + (p->use_store ? (uint64_t)p->dram_slots * p->slot_bytes : 0);
+    uint64_t left = p->mem_available > taken ? p->mem_available - taken : 0;
+    for (int chunk = CLI_CPU_CHUNK_MAX; chunk > CLI_CPU_CHUNK; chunk /= 2)
+        if (2 * engine_activation_bytes(&m->mw.cfg, chunk) <= left / 4)
+            return chunk;
+    return CLI_CPU_CHUNK;
+}
+
 /* one routed expert's bytes in a VRAM slot (0 without MoE layers) */
 static uint64_t vram_slot_bytes(const model_weights *mw, errbuf *e)
 {
@@ -660,7 +676,7 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         if (log)
             fprintf(log, "moetier: no GPU backend (%s); computing on the CPU\n", e->msg);
     }
-    m->chunk = cli_chunk_size(f);
+    m->chunk = f->chunk ? f->chunk : cpu_default_chunk(m, f);
     cpu_options co = {.threads = f->threads, .batch_invariant = f->batch_invariant};
     if (f->kernels) {
         kernel_path_parse(f->kernels, &co.path);
@@ -671,9 +687,9 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
     char kernels[128];
     kernel_path_describe(cpu_backend_path(&m->be), kernels, sizeof kernels);
     if (log)
-        fprintf(log, "CPU backend: %s, %d thread%s%s\n", kernels, cpu_backend_threads(&m->be),
-                cpu_backend_threads(&m->be) == 1 ? "" : "s",
-                f->batch_invariant ? ", batch-invariant" : "");
+        fprintf(log, "CPU backend: %s, %d thread%s%s, prefill steps of %d tokens\n", kernels,
+                cpu_backend_threads(&m->be), cpu_backend_threads(&m->be) == 1 ? "" : "s",
+                f->batch_invariant ? ", batch-invariant" : "", m->chunk);
     return 0;
 }
 

@@ -76,8 +76,14 @@ int backend_choice_parse(const char *s);
 /* The CPU backend's prefill step: each step reads every routed expert its
  * tokens chose once, and a prompt's tokens choose nearly all of a layer's, so
  * longer steps read the experts fewer times (from NVMe when the DRAM tier
- * cannot hold them all); measured on a k2-slice, docs/benchmarks.md. */
+ * cannot hold them all) and give each expert more tokens for the batched
+ * products; measured on a k2-slice, docs/benchmarks.md. Without --chunk, the
+ * longest of CLI_CPU_CHUNK_MAX, half of it, ... down to CLI_CPU_CHUNK whose
+ * activations (twice the engine's, for the backend's scratch) take at most
+ * a quarter of the memory the plan leaves; CLI_CPU_CHUNK with several
+ * conversations (serve --parallel), whose decode steps wait for a step. */
 #define CLI_CPU_CHUNK 1024
+#define CLI_CPU_CHUNK_MAX 4096
 
 /* -c (or min(4096, max_position_embeddings)) and --chunk (or CLI_CPU_CHUNK;
  * the GPU plan chooses its own: planner.h) */

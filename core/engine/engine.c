@@ -15,6 +15,18 @@ static size_t max_sz(size_t a, size_t b)
     return a > b ? a : b;
 }
 
+uint64_t engine_activation_bytes(const model_config *c, int chunk)
+{
+    /* per row, as engine_create below takes them (a row gathered for each of
+     * its experts at most, as the batched FFN does) */
+    uint64_t h = (uint64_t)c->hidden_size, H = (uint64_t)c->n_heads, E = (uint64_t)c->n_routed_experts;
+    uint64_t K = c->n_experts_per_tok > 1 ? (uint64_t)c->n_experts_per_tok : 1;
+    uint64_t floats = 5 * h + max_sz((size_t)c->q_lora_rank, 1) + H * (uint64_t)(c->qk_nope_dim + c->qk_rope_dim) +
+                      H * (uint64_t)c->v_head_dim + 2 * K * h + (uint64_t)(c->kv_lora_rank + c->qk_rope_dim) + E;
+    uint64_t host = h * 4 + E * 4 + K * 16 + 16;    /* host_hidden, route_scores, routes, positions */
+    return (uint64_t)chunk * (floats * 4 + host);
+}
+
 int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
                   int max_ctx, int max_chunk, kv_type kv, errbuf *e)
 {
@@ -585,7 +597,10 @@ static void add_rmsnorm(engine *en, const float *add, const float *w, int T)
 }
 
 /* One step of T rows: a chunk of the engine's own sequence (seqs NULL), or
- * a token of seqs[t] in each row (engine_decode_seqs, which checked them). */
+ * a token of seqs[t] in each row (engine_decode_seqs, which checked them).
+ * A prefill chunk stops between layers when stop_requested says so: 1,
+ * nothing of it counted (its positions' cache rows are written again by the
+ * next step). */
 static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int T, float *logits,
                         int all_logits, errbuf *e)
 {
@@ -610,6 +625,8 @@ static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int
     o->rmsnorm(en->be, en->x, h, mw->layers[0].attn_norm, h, T, eps, en->xn, h);
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *L = &mw->layers[l];
+        if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->stop_requested && en->stop_requested(en->stop_ctx))
+            return 1;   /* (a long step's layers take seconds each on the CPU) */
         attention(en, l, T, pos0, seqs);
         add_rmsnorm(en, en->tmp, L->ffn_norm, T);
         if (L->is_moe) {
@@ -691,7 +708,12 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
             lg = logits + (size_t)done * V;
         else if (logits && last)
             lg = logits;
-        if (forward_rows(en, NULL, ids + done, n, lg, all_logits, e)) {
+        int frc = forward_rows(en, NULL, ids + done, n, lg, all_logits, e);
+        if (frc == 1) {
+            stopped = 1;
+            break;
+        }
+        if (frc) {
             rc = -1;
             break;
         }

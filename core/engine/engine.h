@@ -129,6 +129,9 @@ typedef struct engine_seq {
 
 /* max_ctx: positions the KV cache holds; max_chunk: tokens per prefill step;
  * kv: the type of the cache's values. */
+/* The bytes of the activation buffers engine_create takes for steps of chunk
+ * rows (the backend's own scratch not counted): what a longer step costs. */
+uint64_t engine_activation_bytes(const model_config *c, int chunk);
 int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
                   int max_ctx, int max_chunk, kv_type kv, errbuf *e);
 void engine_destroy(engine *en);
@@ -157,9 +160,10 @@ void engine_set_prefix(engine *en, const int *ids, int n);
 int engine_copy_prefix(engine *en, const engine_seq *src, int n, errbuf *e);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
  * all_logits, else [vocab] for the last token. Returns 0; -1 with e set; or 1
- * with e set when stop_requested stopped it before a chunk: the chunks before
- * are in the cache (n_past counts them, a later forward continues from there
- * with the same numbers), and the logits of the stopped call are not written. */
+ * with e set when stop_requested stopped it before a chunk or between a
+ * chunk's layers: the chunks before are in the cache (n_past counts them, a
+ * later forward continues from there with the same numbers; the stopped chunk
+ * counts for nothing), and the logits of the stopped call are not written. */
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e);
 /* The same for one generated token: the step counts as decode in the stats
  * (engine_forward's count as prefill, whatever their length). */

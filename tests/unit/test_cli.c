@@ -1367,25 +1367,35 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
     free(d);
 }
 
-/* Without --chunk the CPU backend takes prefill steps of 1,024 tokens (the
- * documented default), at most the context; --chunk is kept. */
+/* Without --chunk the CPU backend takes prefill steps of 4,096 tokens where
+ * their activations fit in a quarter of the memory left (a tiny model's
+ * always do), at most the context; 1,024 for conversations sharing the engine
+ * (serve --parallel); --chunk is kept. K2's activations: 2 x 0.7 MB a row,
+ * so 4,096 rows want 24 GB left after the plan. */
 Test(cli, default_prefill_step_on_the_cpu)
 {
     char *dir = test_make_tmpdir("cli_chunk");
     test_synth_tiny(dir, "int4");
     const struct {
-        int ctx, chunk, want;
-    } cases[] = {{4096, 0, 1024}, {300, 0, 300}, {4096, 100, 100}};
+        int ctx, chunk, seqs, want;
+    } cases[] = {{8192, 0, 1, 4096}, {300, 0, 1, 300}, {4096, 100, 1, 100}, {8192, 0, 2, 1024},
+                 {8192, 2048, 2, 2048}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cli_model m;
-        model_flags f = {.dir = dir, .ctx = cases[i].ctx, .chunk = cases[i].chunk, .quiet = 1,
-                         .backend = "cpu"};
+        model_flags f = {.dir = dir, .ctx = cases[i].ctx, .chunk = cases[i].chunk, .seqs = cases[i].seqs,
+                         .quiet = 1, .backend = "cpu"};
         errbuf e;
         cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
-        cr_expect_eq(m.en.max_chunk, cases[i].want, "-c %d --chunk %d: steps of %d", cases[i].ctx,
-                     cases[i].chunk, m.en.max_chunk);
+        cr_expect_eq(m.en.max_chunk, cases[i].want, "-c %d --chunk %d, %d sequences: steps of %d", cases[i].ctx,
+                     cases[i].chunk, cases[i].seqs, m.en.max_chunk);
         cli_model_close(&m);
     }
+    model_config k2 = {.hidden_size = 7168, .n_heads = 64, .q_lora_rank = 1536, .kv_lora_rank = 512,
+                       .qk_nope_dim = 128, .qk_rope_dim = 64, .v_head_dim = 128, .n_routed_experts = 384,
+                       .n_experts_per_tok = 8};
+    double row = engine_activation_bytes(&k2, 1) / 1e6;
+    cr_expect(row > 0.70 && row < 0.75, "K2's activations: %.3f MB a row", row);
+    cr_expect_eq(engine_activation_bytes(&k2, 4096), 4096 * engine_activation_bytes(&k2, 1));
     test_remove_tree(dir);
     free(dir);
 }

@@ -110,7 +110,9 @@ static int stop_on_call(void *ctx)
 
 /* Stopped after one chunk, the cache holds exactly that chunk; the forward that
  * continues gives the logits of one uninterrupted forward (same chunks, same
- * sums), and a decode step stopped before it leaves everything as it was. */
+ * sums), and a decode step stopped before it leaves everything as it was.
+ * Stopped between a chunk's layers, the chunk counts for nothing, and the
+ * forward again from there gives the same logits too. */
 Test(stop, engine_stops_between_chunks, .timeout = 60)
 {
     char *dir = test_make_tmpdir("stop_engine");
@@ -130,10 +132,19 @@ Test(stop, engine_stops_between_chunks, .timeout = 60)
 
     for (int i = 0; i < V; i++)
         resumed[i] = NAN;
+    /* (the check before the first chunk, then one between each of its layers) */
+    int layers = m.mw.cfg.n_layers;
+    cr_assert_gt(layers, 1, "the premise: a chunk of several layers");
     stop_after sa = {.stop_at = 2};
     en->stop_requested = stop_on_call;
     en->stop_ctx = &sa;
     uint64_t prefilled = en->stats.tokens_prefilled;
+    cr_assert_eq(engine_forward(en, ids, 10, resumed, 0, &e), 1, "a stop between layers must return 1");
+    cr_expect(strstr(e.msg, "0 of 10"), "the stopped chunk counts for nothing: %s", e.msg);
+    cr_expect_eq(en->n_past, 0);
+    cr_expect_eq(en->stats.tokens_prefilled, prefilled);
+    cr_expect(isnan(resumed[0]), "a stopped forward must not write logits");
+    sa = (stop_after){.stop_at = layers + 1};
     cr_assert_eq(engine_forward(en, ids, 10, resumed, 0, &e), 1, "a stop must return 1");
     cr_expect(strstr(e.msg, "4 of 10"), "the message says how far it got: %s", e.msg);
     cr_expect_eq(en->n_past, 4, "one chunk of 4 must be in the cache, not %d", en->n_past);
