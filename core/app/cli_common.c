@@ -457,21 +457,23 @@ int cli_seq_context_size(const model_flags *f, const model_config *c)
     return cli_context_size(f, c) / (f->seqs > 1 ? f->seqs : 1);
 }
 
-int cli_chunk_size(const model_flags *f)
+static int cpu_default_chunk(const model_config *c, const tier_plan *p, const model_flags *f);
+
+int cli_cpu_chunk(const model_config *c, const tier_plan *p, const model_flags *f)
 {
-    return f->chunk ? f->chunk : CLI_CPU_CHUNK;
+    int ctx = cli_seq_context_size(f, c), chunk = f->chunk ? f->chunk : cpu_default_chunk(c, p, f);
+    return chunk < ctx ? chunk : ctx;
 }
 
 /* The CPU backend's step without --chunk (cli_common.h) */
-static int cpu_default_chunk(const cli_model *m, const model_flags *f)
+static int cpu_default_chunk(const model_config *c, const tier_plan *p, const model_flags *f)
 {
     if (f->seqs > 1)
         return CLI_CPU_CHUNK;
-    const tier_plan *p = &m->plan;
     uint64_t taken = p->dense_bytes + p->kv_bytes + (p->use_store ? (uint64_t)p->dram_slots * p->slot_bytes : 0);
     uint64_t left = p->mem_available > taken ? p->mem_available - taken : 0;
     for (int chunk = CLI_CPU_CHUNK_MAX; chunk > CLI_CPU_CHUNK; chunk /= 2)
-        if (2 * engine_activation_bytes(&m->mw.cfg, chunk) <= left / 4)
+        if (2 * engine_activation_bytes(c, chunk) <= left / 4)
             return chunk;
     return CLI_CPU_CHUNK;
 }
@@ -676,7 +678,7 @@ static int open_backend(cli_model *m, const model_flags *f, FILE *log, errbuf *e
         if (log)
             fprintf(log, "moetier: no GPU backend (%s); computing on the CPU\n", e->msg);
     }
-    m->chunk = f->chunk ? f->chunk : cpu_default_chunk(m, f);
+    m->chunk = cli_cpu_chunk(&m->mw.cfg, &m->plan, f);
     cpu_options co = {.threads = f->threads, .batch_invariant = f->batch_invariant};
     if (f->kernels) {
         kernel_path_parse(f->kernels, &co.path);

@@ -85,14 +85,15 @@ int backend_choice_parse(const char *s);
 #define CLI_CPU_CHUNK 1024
 #define CLI_CPU_CHUNK_MAX 4096
 
-/* -c (or min(4096, max_position_embeddings)) and --chunk (or CLI_CPU_CHUNK;
- * the GPU plan chooses its own: planner.h) */
+/* -c (or min(4096, max_position_embeddings)) */
 int cli_context_size(const model_flags *f, const model_config *c);
 /* the fewest positions a conversation of several sharing the context may get */
 #define CLI_MIN_SEQ_CONTEXT 16
 /* The positions of one conversation: the context size / seqs. */
 int cli_seq_context_size(const model_flags *f, const model_config *c);
-int cli_chunk_size(const model_flags *f);
+/* The CPU backend's prefill step: --chunk, or the default above for the plan;
+ * at most a conversation's context. */
+int cli_cpu_chunk(const model_config *c, const tier_plan *p, const model_flags *f);
 /* The GPU side of the placement for device (or for --vram-gb alone when there is none). */
 int cli_gpu_plan(const model_weights *mw, const tier_plan *p, const model_flags *f, int device,
                  gpu_plan *g, errbuf *e);

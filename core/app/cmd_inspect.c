@@ -169,6 +169,9 @@ int cmd_inspect(int argc, char **argv)
     } else {
         fflush(stdout);
         tier_plan_print(&plan, stdout);
+        int chunk = cli_cpu_chunk(c, &plan, &mf);
+        printf("CPU prefill steps of %d tokens (activations %.2f GB; --chunk sets them)\n", chunk,
+               2 * engine_activation_bytes(c, chunk) / 1e9);
         if (plan.use_store) {
             fflush(stdout);
             store_source_warn(&st, &mw, stderr);

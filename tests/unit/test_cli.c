@@ -391,6 +391,17 @@ Test(cli, inspect_reports_formats_and_tiers)
     snprintf(cpu, sizeof cpu, "\nCPU: %s kernels", kernel_path_name(kernel_path_default()));
     cr_expect(strstr(out, cpu) != NULL, "no '%s' in %s", cpu + 1, out);
     cr_expect_eq(strstr(out, "prefill on AMX tiles") != NULL, kernel_amx_supported(), "%s", out);
+    /* the CPU's prefill step: the default for the plan (the vectors' model: small
+     * activations, so the longest, cut to the context), or --chunk */
+    cr_expect(strstr(out, "\nCPU prefill steps of 4096 tokens (activations ") != NULL, "%s", out);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s --chunk 300 -c 1000", bin(), d), 0, "%s", err);
+    cr_expect(strstr(out, "\nCPU prefill steps of 300 tokens") != NULL, "%s", out);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "%s inspect -m %s -c 1000", bin(), d), 0, "%s", err);
+    cr_expect(strstr(out, "\nCPU prefill steps of 1000 tokens") != NULL, "at most the context: %s", out);
     free(out);
     free(err);
     cr_assert_eq(run(&out, &err, "MOETIER_AMX=0 MOETIER_KERNELS=avx2 %s inspect -m %s", bin(), d), 0, "%s", err);
