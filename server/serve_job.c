@@ -1273,6 +1273,12 @@ static void run_end(server *s, slot_run *r)
         m->requests_cancelled++;
     snapshot_tiers(s);
     pthread_mutex_unlock(&s->mu);
+    /* the request's line in the log, as llama.cpp's server prints its timings */
+    double decode = t2 - r->t1;
+    fprintf(stderr, "moetier serve: %s: prompt %d tokens (%d cached) in %.2f s, %d generated in %.2f s "
+            "(%.2f tokens/s), %s\n", j->id, r->n, r->reuse, r->t1 - r->t0, r->generated, decode,
+            r->generated && decode > 0 ? r->generated / decode : 0.0,
+            r->failed ? "failed" : finish ? finish : "cancelled");
 }
 
 /* A scored prompt, prefilled in pieces of at most this many tokens: their

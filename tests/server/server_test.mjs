@@ -657,6 +657,13 @@ async function plainServer() {
     assert.equal(params.dry_penalty_last_n, -1);
     assert.equal(props.modalities.vision, false);
   });
+  await check('each request ends with a line in the log: its id, tokens, times and finish', async () => {
+    const r = await ai.chat.completions.create({ model: MODEL, messages: user('Log me'), max_tokens: 3, temperature: 0 });
+    const line = new RegExp(`moetier serve: ${r.id}: prompt ${r.usage.prompt_tokens} tokens \\(\\d+ cached\\) in [\\d.]+ s, ` +
+                            `${r.usage.completion_tokens} generated in [\\d.]+ s \\([\\d.]+ tokens/s\\), ${r.choices[0].finish_reason}\\n`);
+    for (let k = 0; k < 50 && !line.test(srv.log); k++) await new Promise((res) => setTimeout(res, 20));
+    assert.match(srv.log, line);
+  });
   await check('the API without "/v1" (a base URL lacking it), llama.cpp\'s /v1/health and /apply-template', async () => {
     const bare = new OpenAI({ baseURL: srv.url, apiKey: 'none', maxRetries: 0, timeout: 120000 });
     assert.deepEqual((await bare.models.list()).data.map((m) => m.id), [MODEL]);
