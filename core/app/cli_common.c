@@ -457,25 +457,24 @@ int cli_seq_context_size(const model_flags *f, const model_config *c)
     return cli_context_size(f, c) / (f->seqs > 1 ? f->seqs : 1);
 }
 
-static int cpu_default_chunk(const model_config *c, const tier_plan *p, const model_flags *f);
-
-int cli_cpu_chunk(const model_config *c, const tier_plan *p, const model_flags *f)
-{
-    int ctx = cli_seq_context_size(f, c), chunk = f->chunk ? f->chunk : cpu_default_chunk(c, p, f);
-    return chunk < ctx ? chunk : ctx;
-}
-
 /* The CPU backend's step without --chunk (cli_common.h) */
 static int cpu_default_chunk(const model_config *c, const tier_plan *p, const model_flags *f)
 {
     if (f->seqs > 1)
         return CLI_CPU_CHUNK;
-    uint64_t taken = p->dense_bytes + p->kv_bytes + (p->use_store ? (uint64_t)p->dram_slots * p->slot_bytes : 0);
+    uint64_t tier = p->use_store ? (uint64_t)p->dram_slots * p->slot_bytes : 0;
+    uint64_t taken = p->dense_bytes + p->kv_bytes + tier;
     uint64_t left = p->mem_available > taken ? p->mem_available - taken : 0;
     for (int chunk = CLI_CPU_CHUNK_MAX; chunk > CLI_CPU_CHUNK; chunk /= 2)
         if (2 * engine_activation_bytes(c, chunk) <= left / 4)
             return chunk;
     return CLI_CPU_CHUNK;
+}
+
+int cli_cpu_chunk(const model_config *c, const tier_plan *p, const model_flags *f)
+{
+    int ctx = cli_seq_context_size(f, c), chunk = f->chunk ? f->chunk : cpu_default_chunk(c, p, f);
+    return chunk < ctx ? chunk : ctx;
 }
 
 /* one routed expert's bytes in a VRAM slot (0 without MoE layers) */
