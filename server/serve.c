@@ -40,6 +40,7 @@ void serve_options_default(serve_options *o)
     o->parallel = 1;
     o->prompt_cache_gb = -1;
     o->keep_alive = 10;
+    o->decode_interval = 0.5;
     chat_options_default(&o->copt);
     o->sp = sampler_defaults();
     o->dry_breakers = dry_default_breakers;

@@ -59,6 +59,11 @@ typedef struct serve_options {
     /* --keep-alive: seconds a stream waiting on its prefill goes without a byte
      * before a keep-alive is sent between chunks (0: after every chunk) */
     double keep_alive;
+    /* --decode-interval: while a prompt's chunk is prefilled, the generating
+     * slots get a step between its layers once this many seconds (and at
+     * least as long as their last step took) have passed since their last
+     * step; 0: they wait for the chunk's end */
+    double decode_interval;
     chat_options copt;          /* chat template defaults (--no-think) */
     /* chat requests are refused: the model's chat template is not one
      * moetier renders (completions still take raw prompts) */

@@ -107,6 +107,8 @@ typedef struct server {
     draft_cost step_cost;       /* --draft-lookup: decode steps' times by rows */
     draft_accept accept_seen;   /* and how the last finished request's guesses fared */
     slot_view *views;           /* [o.parallel] */
+    int prefilling;             /* the slot whose prefill chunk runs, -1: none */
+    double step_end, step_took; /* the last decode step's end and time (slots_decode) */
     /* a slot's positions, for the other threads: the engine thread swaps the
      * slots' caches in and out of the engine */
     int ctx;

@@ -639,6 +639,7 @@ struct slot_run {
     int failed;                 /* an engine failure, in e */
     errbuf e;
     double t0, t1, t_first;
+    double t_chunk;             /* when its last prefill chunk ended (0: none yet) */
     float *logits;              /* [vocab] */
 };
 
@@ -1390,12 +1391,15 @@ static void slot_prefill(server *s, int i)
     en->stop_requested = prefill_stop_requested;
     en->stop_ctx = &ps;
     int before = en->n_past;
+    s->prefilling = i;
     int rc = engine_forward(en, r->j->ids.ids + r->done, n, rows ? rows : last ? r->logits : NULL,
                             rows != NULL, &r->e);
+    s->prefilling = -1;
     if (rows && !rc)
         score_prompt(s, r, rows, n);
     free(rows);
     r->done += en->n_past - before;
+    r->t_chunk = now_seconds();
     en->stop_requested = NULL;
     en->stop_ctx = NULL;
     if (rc < 0)
@@ -1479,6 +1483,7 @@ static void take_rows(server *s, int i, const float *rows, const int *ids, int g
 static void slots_decode(server *s, const int *which, int n)
 {
     engine *en = &s->m->en;
+    double t0 = now_seconds();
     pthread_mutex_lock(&s->mu);
     s->metrics.decode_steps++;
     s->metrics.decode_step_rows += (uint64_t)n;
@@ -1504,7 +1509,6 @@ static void slots_decode(server *s, const int *which, int n)
     float *rows = s->step_rows;
     errbuf e;
     int rc;
-    double t0 = now_seconds();
     if (n == 1) {
         /* one slot: its rows in one attention call of the engine's own sequence */
         slot_swap(s, which[0]);
@@ -1533,6 +1537,18 @@ static void slots_decode(server *s, const int *which, int n)
             engine_reset(en);
         run_stepped(s, r, rc, &e);
     }
+    s->step_end = now_seconds();
+    s->step_took = s->step_end - t0;
+}
+
+/* The slots generating now into which[]; returns how many. */
+static int decoding_slots(const server *s, int *which)
+{
+    int n = 0;
+    for (int i = 0; i < s->o.parallel; i++)
+        if (s->slots[i].run && s->slots[i].run->state == RUN_DECODE)
+            which[n++] = i;
+    return n;
 }
 
 /* A free slot for a prompt: of those whose conversation it continues (it
@@ -1647,10 +1663,96 @@ static void publish_slots_locked(server *s)
     }
 }
 
+/* Whether prompt a's next chunk comes before b's: prompts take chunks in
+ * turn, a new one first (oldest request first), so a short prompt waits for
+ * no more than a chunk of a long one. */
+static int waited_longer(const slot_run *a, const slot_run *b)
+{
+    return a->t_chunk != b->t_chunk ? a->t_chunk < b->t_chunk : a->j->seq < b->j->seq;
+}
+
+/* Whether slot i's prompt waits for an earlier request's still prefilling
+ * whose prompt shares more of its start than slot i holds, and has not yet
+ * prefilled all of that (a request's n choices, a batch's preamble, the chat
+ * template's first tokens): that one computes the shared part once, then it
+ * is copied (take_shared_prefix). */
+static int waits_for_shared(const server *s, int i)
+{
+    const slot_run *a = s->slots[i].run;
+    for (int k = 0; k < s->o.parallel; k++) {
+        const slot_run *b = s->slots[k].run;
+        if (k == i || !b || b->state != RUN_PREFILL || b->j->seq >= a->j->seq)
+            continue;
+        int shared = ids_common_prefix(a->j->ids.ids, a->n - 1, b->j->ids.ids, b->n);
+        if (shared > a->done && shared > b->done)
+            return 1;
+    }
+    return 0;
+}
+
+/* The runs that ended leave their slots: answered, freed (s->mu held). */
+static void end_runs_locked(server *s)
+{
+    for (int i = 0; i < s->o.parallel; i++) {
+        slot_run *r = s->slots[i].run;
+        if (!r || r->state != RUN_ENDED)
+            continue;
+        pthread_mutex_unlock(&s->mu);
+        run_end(s, r);
+        pthread_mutex_lock(&s->mu);
+        s->slots[i].run = NULL;
+        s->metrics.running--;
+        s->slots[i].last_used = now_seconds();
+        job_done_locked(s, r->j);
+        run_free(r);
+    }
+}
+
+/* The engine's between_layers while a slot's prompt chunk is prefilled: once
+ * --decode-interval has passed since the generating slots' last step (and at
+ * least as long as that step took, so the prompt keeps half the time or
+ * more), their next step, and the runs it ends answered. The chunk's slot is
+ * swapped out meanwhile, so every slot is where a step between passes finds it. */
+static void decode_between_layers(void *ctx)
+{
+    server *s = ctx;
+    int which[s->o.parallel], n, i = s->prefilling;
+    double now = now_seconds(), due = s->step_took > s->o.decode_interval ? s->step_took
+                                                                           : s->o.decode_interval;
+    if (i < 0 || now - s->step_end < due || !(n = decoding_slots(s, which)))
+        return;
+    slot_swap(s, i);
+    slots_decode(s, which, n);
+    slot_swap(s, i);
+    pthread_mutex_lock(&s->mu);
+    s->metrics.decode_steps_in_prefill++;
+    end_runs_locked(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Lets the generating slots step inside a prefill chunk (--decode-interval);
+ * without the memory for it, they wait for the chunk's end, as said. */
+static void allow_decode_in_prefill(server *s)
+{
+    engine *en = &s->m->en;
+    errbuf e;
+    s->prefilling = -1;
+    if (s->o.parallel < 2 || s->o.decode_interval <= 0)
+        return;
+    if (engine_allow_pauses(en, &e)) {
+        fprintf(stderr, "moetier serve: warning: %s: generating requests wait for each prompt "
+                "chunk's end\n", e.msg);
+        return;
+    }
+    en->between_layers = decode_between_layers;
+    en->between_ctx = s;
+}
+
 void *serve_engine_main(void *arg)
 {
     server *s = arg;
     int P = s->o.parallel;
+    allow_decode_in_prefill(s);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         admit_locked(s);
@@ -1671,40 +1773,27 @@ void *serve_engine_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&s->mu);
-        /* a pass: a chunk of the oldest request still prefilling, then every
+        /* a pass: a chunk of the prompt that has waited longest for one (the
+         * generating slots may step between its layers), then every
          * generating slot's next token together */
-        int decoding[P], n_dec = 0, oldest = -1;
-        for (int i = 0; i < P; i++) {
-            slot_run *r = s->slots[i].run;
-            if (r && r->state == RUN_DECODE)
-                decoding[n_dec++] = i;
-            if (r && r->state == RUN_PREFILL &&
-                (oldest < 0 || r->j->seq < s->slots[oldest].run->j->seq))
-                oldest = i;
-        }
-        if (oldest >= 0)
-            slot_prefill(s, oldest);
-        if (n_dec)
+        int decoding[P], n_dec, next = -1;
+        for (int i = 0; i < P; i++)
+            if (s->slots[i].run && s->slots[i].run->state == RUN_PREFILL &&
+                (next < 0 || waited_longer(s->slots[i].run, s->slots[next].run)) &&
+                !waits_for_shared(s, i))
+                next = i;
+        if (next >= 0)
+            slot_prefill(s, next);
+        if ((n_dec = decoding_slots(s, decoding)))
             slots_decode(s, decoding, n_dec);
         pthread_mutex_lock(&s->mu);
         if (s->m->profile) {
             backend_profile_snapshot(s->m->profile, s->metrics.profile);
             s->metrics.have_profile = 1;
         }
-        for (int i = 0; i < P; i++) {
-            slot_run *r = s->slots[i].run;
-            if (!r || r->state != RUN_ENDED)
-                continue;
-            pthread_mutex_unlock(&s->mu);
-            run_end(s, r);
-            pthread_mutex_lock(&s->mu);
-            s->slots[i].run = NULL;
-            s->metrics.running--;
-            s->slots[i].last_used = now_seconds();
-            job_done_locked(s, r->j);
-            run_free(r);
-        }
+        end_runs_locked(s);
     }
     pthread_mutex_unlock(&s->mu);
+    s->m->en.between_layers = NULL;
     return NULL;
 }

@@ -71,6 +71,11 @@ char *serve_metrics_render(const serve_metrics *m)
     metric(&t, "moetier_decode_steps_total", "counter", "decode steps (each steps every request "
            "generating at the time)");
     put(&t, "moetier_decode_steps_total %llu\n", (unsigned long long)m->decode_steps);
+    metric(&t, "moetier_decode_steps_in_prefill_total", "counter",
+           "of the decode steps, those taken between the layers of a prompt's prefill chunk "
+           "(--decode-interval)");
+    put(&t, "moetier_decode_steps_in_prefill_total %llu\n",
+        (unsigned long long)m->decode_steps_in_prefill);
     metric(&t, "moetier_decode_step_requests_total", "counter",
            "requests the decode steps stepped (over moetier_decode_steps_total: the mean batch)");
     put(&t, "moetier_decode_step_requests_total %llu\n", (unsigned long long)m->decode_step_rows);

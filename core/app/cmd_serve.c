@@ -38,6 +38,11 @@ static void usage(FILE *f)
                "  --parallel N, -np N  requests run at once (default 1), each in a slot with the\n"
                "                       context / N positions; their tokens are computed in one\n"
                "                       step, each with the bits it would have alone\n"
+               "  --decode-interval MS with --parallel: while a prompt is prefilled, the\n"
+               "                       generating requests get their next token between its\n"
+               "                       layers once MS ms (and as long as their last step took)\n"
+               "                       have passed since their last one (default 500; 0: only\n"
+               "                       between prompt chunks)\n"
                "  --draft-lookup N     check up to N (1-3) tokens guessed from each request's\n"
                "                       conversation in the step of its generated one: faster\n"
                "                       on answers that repeat earlier text, the same answer\n"
@@ -212,6 +217,11 @@ int cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--parallel") || !strcmp(a, "-np")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 256, &so.parallel))
                 return 2;
+        } else if (!strcmp(a, "--decode-interval")) {
+            int ms;
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 3600000, &ms))
+                return 2;
+            so.decode_interval = ms / 1000.0;
         } else if (!strcmp(a, "--max-tokens")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &so.default_max_tokens))
                 return 2;

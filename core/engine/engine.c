@@ -15,6 +15,12 @@ static size_t max_sz(size_t a, size_t b)
     return a > b ? a : b;
 }
 
+/* the lookahead's predictions: [ENGINE_MAX_LOOKAHEAD][n_layers][n_experts] */
+static size_t predicted_bytes(const model_config *c)
+{
+    return max_sz(ENGINE_MAX_LOOKAHEAD * (size_t)c->n_layers * (size_t)c->n_routed_experts, 1);
+}
+
 uint64_t engine_activation_bytes(const model_config *c, int chunk)
 {
     /* per row, as engine_create below takes them (a row gathered for each of
@@ -64,6 +70,8 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
         .normalize = c->norm_topk_prob,
         .scaling = (float)c->routed_scaling_factor,
     };
+    /* (engine_activation_bytes above counts these per row: a buffer added or
+     * grown here is added there too) */
     size_t Cz = (size_t)C, E = (size_t)c->n_routed_experts, K = (size_t)c->n_experts_per_tok;
 #define ALLOC(ptr, n)                                                                              \
     do {                                                                                           \
@@ -97,7 +105,7 @@ int engine_create(engine *en, const model_weights *mw, backend *be, expert_sourc
     en->pos = malloc(Cz * sizeof(int));
     en->row_index = malloc(Cz * sizeof(int));
     en->step_seqs = malloc(Cz * sizeof *en->step_seqs);
-    en->predicted = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * (size_t)c->n_layers * E, 1), 1);
+    en->predicted = calloc(predicted_bytes(c), 1);
     en->predicted_now = calloc(max_sz(ENGINE_MAX_LOOKAHEAD * E, 1), 1);
     en->predicted_list = malloc((E + 1) * sizeof(int));
     en->hint_list = malloc((E + 1) * sizeof(int));
@@ -131,6 +139,10 @@ void engine_destroy(engine *en)
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (*bufs[i])
             OPS(en)->release(en->be, *bufs[i]);
+    if (en->x_aside)
+        OPS(en)->release(en->be, en->x_aside);
+    free(en->predicted_aside);
+    free(en->hint_aside);
     kv_cache_destroy(&en->kv);
     free(en->inv_freq);
     free(en->route_ids);
@@ -155,6 +167,21 @@ void engine_destroy(engine *en)
     free(en->group_views);
     free(en->group_jobs);
     memset(en, 0, sizeof *en);
+}
+
+int engine_allow_pauses(engine *en, errbuf *e)
+{
+    size_t h = (size_t)en->cfg->hidden_size, E = (size_t)en->cfg->n_routed_experts;
+    if (!en->x_aside)
+        en->x_aside = OPS(en)->alloc(en->be, (size_t)en->max_chunk * h);
+    if (!en->predicted_aside)
+        en->predicted_aside = calloc(predicted_bytes(en->cfg), 1);
+    if (!en->hint_aside)
+        en->hint_aside = malloc((E + 1) * sizeof *en->hint_aside);
+    if (en->x_aside && en->predicted_aside && en->hint_aside)
+        return 0;
+    return err_set(e, "out of memory for a prefill's residual rows set aside between its layers "
+                   "(%zu MB)", (size_t)en->max_chunk * h * sizeof(float) >> 20);
 }
 
 void engine_reset(engine *en)
@@ -596,6 +623,52 @@ static void add_rmsnorm(engine *en, const float *add, const float *w, int T)
     o->rmsnorm(en->be, en->x, h, w, h, T, eps, en->xn, h);
 }
 
+#define SWAP(a, b)                                                                                 \
+    do {                                                                                           \
+        __typeof__(a) swap_tmp = (a);                                                              \
+        (a) = (b);                                                                                 \
+        (b) = swap_tmp;                                                                            \
+    } while (0)
+
+/* Runs between_layers before layer l of a prefill step of T rows at pos0.
+ * What the step keeps from one layer to the next (the residual stream, the
+ * lookahead's predictions and hints) is set aside by swapping buffers, and
+ * the hooks are off, so that the steps run inside compute as on their own;
+ * then the step's positions come back and its input norm is taken again from
+ * the residual (add_rmsnorm's bits, by its contract). */
+static void pause_prefill(engine *en, int l, int T, int pos0)
+{
+    void (*hook)(void *) = en->between_layers;
+    int (*stop)(void *) = en->stop_requested;
+    void *stop_ctx = en->stop_ctx;
+    int n_hint = en->n_hint, hint_layer = en->hint_layer;
+    SWAP(en->x, en->x_aside);
+    SWAP(en->predicted, en->predicted_aside);
+    SWAP(en->hint_list, en->hint_aside);
+    memset(en->predicted, 0, predicted_bytes(en->cfg));
+    en->n_hint = 0;
+    en->between_layers = NULL;
+    en->stop_requested = NULL;
+    en->step = ENGINE_STEP_NONE;
+    double t0 = now_seconds();
+    hook(en->between_ctx);
+    en->paused_seconds += now_seconds() - t0;
+    en->step = ENGINE_STEP_PREFILL;
+    en->between_layers = hook;
+    en->stop_requested = stop;
+    en->stop_ctx = stop_ctx;
+    SWAP(en->x, en->x_aside);
+    SWAP(en->predicted, en->predicted_aside);
+    SWAP(en->hint_list, en->hint_aside);
+    en->n_hint = n_hint;
+    en->hint_layer = hint_layer;
+    for (int t = 0; t < T; t++)
+        en->pos[t] = pos0 + t;
+    int h = en->cfg->hidden_size;
+    OPS(en)->rmsnorm(en->be, en->x, h, en->mw->layers[l].attn_norm, h, T,
+                     (float)en->cfg->rms_norm_eps, en->xn, h);
+}
+
 /* One step of T rows: a chunk of the engine's own sequence (seqs NULL), or
  * a token of seqs[t] in each row (engine_decode_seqs, which checked them).
  * A prefill chunk stops between layers when stop_requested says so: 1,
@@ -625,8 +698,11 @@ static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int
     o->rmsnorm(en->be, en->x, h, mw->layers[0].attn_norm, h, T, eps, en->xn, h);
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *L = &mw->layers[l];
+        /* (a long step's layers take seconds each on the CPU) */
+        if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->between_layers && en->x_aside)
+            pause_prefill(en, l, T, pos0);
         if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->stop_requested && en->stop_requested(en->stop_ctx))
-            return 1;   /* (a long step's layers take seconds each on the CPU) */
+            return 1;
         attention(en, l, T, pos0, seqs);
         add_rmsnorm(en, en->tmp, L->ffn_norm, T);
         if (L->is_moe) {
@@ -692,7 +768,7 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
     if (en->n_past + T > en->kv.max_ctx)
         return err_set(e, "context is full: %d cached + %d new tokens exceed the context size %d "
                        "(raise -c)", en->n_past, T, en->kv.max_ctx);
-    double t0 = now_seconds();
+    double t0 = now_seconds(), paused0 = en->paused_seconds;
     size_t V = (size_t)en->cfg->vocab_size;
     int done = 0, stopped = 0, rc = 0;
     en->step = decode_step ? ENGINE_STEP_DECODE : ENGINE_STEP_PREFILL;
@@ -726,7 +802,7 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
     en->step = ENGINE_STEP_NONE;
     if (rc)
         return rc;
-    double dt = now_seconds() - t0;
+    double dt = now_seconds() - t0 - (en->paused_seconds - paused0);
     if (decode_step) {
         en->stats.tokens_decoded += (uint64_t)done;
         en->stats.decode_seconds += dt;

@@ -82,6 +82,15 @@ typedef struct engine {
      * chunk's time */
     int (*stop_requested)(void *ctx);
     void *stop_ctx;
+    /* optional, once engine_allow_pauses made room: called between the layers
+     * of a prefill step (engine_forward), where it may run decode steps of
+     * other sequences on this engine (a server's generating conversations
+     * wait no longer than a layer for their next token). It must leave the
+     * engine's own sequence as it found it (an engine_seq_swap undone); the
+     * prefill then goes on with the bits it has alone, and the steps get the
+     * bits they get between two chunks. Its time is not the prefill's. */
+    void (*between_layers)(void *ctx);
+    void *between_ctx;
     engine_stats stats;
     /* what runs now, for observers of the backend's calls (backend_profile.h) */
     int step;                       /* ENGINE_STEP_* */
@@ -115,6 +124,12 @@ typedef struct engine {
      * expert and the hints (engine.c: moe) */
     expert_view *group_views;
     ffn_job *group_jobs;
+    /* where a prefill step's residual stream, predictions and hints wait while
+     * between_layers runs (engine_allow_pauses: NULL until then) */
+    float *x_aside;
+    unsigned char *predicted_aside;
+    int *hint_aside;
+    double paused_seconds;          /* spent in between_layers, all steps */
 } engine;
 
 /* A sequence (a conversation) the engine is not computing on: its KV cache and
@@ -135,6 +150,9 @@ uint64_t engine_activation_bytes(const model_config *c, int chunk);
 int engine_create(engine *en, const model_weights *mw, backend *be, expert_source *experts,
                   int max_ctx, int max_chunk, kv_type kv, errbuf *e);
 void engine_destroy(engine *en);
+/* Makes room for between_layers (a buffer of the chunk's residual rows: K2
+ * 29 MB at 1,024 tokens); -1 with e set when there is none. */
+int engine_allow_pauses(engine *en, errbuf *e);
 /* Forgets the cache (a new conversation). */
 void engine_reset(engine *en);
 /* Rewinds the cache to its first n positions (n <= n_past). */

@@ -1511,6 +1511,55 @@ async function parallelServer() {
       await stopServer(alone);
     }
   });
+  await check('--parallel 2 --decode-interval 1: a generating request steps between the layers of another\'s prompt chunk, both answering as alone', async () => {
+    const srv = await startServer(['--no-think', '--parallel', '2', '-c', '8192', '--chunk', '1024', '--decode-interval', '1']);
+    const alone = await startServer(['--no-think', '-c', '4096', '--chunk', '1024']);
+    try {
+      const long = Array.from({ length: 700 }, (_, i) => `w${i}`).join(' ');
+      const talk = { messages: user('Talk forever.'), max_tokens: 300, temperature: 0 };
+      const summary = { messages: user(`Summarize: ${long}`), max_tokens: 6, temperature: 0 };
+      const stream = (ai, r) => ai.chat.completions.create({ model: MODEL, ...r, stream: true });
+      const ai = client(srv);
+      const talking = await stream(ai, talk);
+      const it = talking[Symbol.asyncIterator]();
+      let content = '', finish = null;
+      const take = (ch) => { content += ch.choices[0]?.delta?.content ?? ''; finish = ch.choices[0]?.finish_reason ?? finish; };
+      for (let k = 0; k < 3; k++)
+        take((await it.next()).value);
+      const summarized = collect(await stream(ai, summary));
+      for (let r = await it.next(); !r.done; r = await it.next())
+        take(r.value);
+      const got = await summarized;
+      const metrics = await (await fetch(srv.url + '/metrics')).text();
+      const inside = Number(/moetier_decode_steps_in_prefill_total (\d+)/.exec(metrics)[1]);
+      assert.ok(inside >= 1, `no decode step ran inside the prompt's prefill:\n${metrics}`);
+      const wantTalk = await collect(await stream(client(alone), talk));
+      const wantSummary = await collect(await stream(client(alone), summary));
+      assert.equal(content, wantTalk.content, 'the generating request answered otherwise than alone');
+      assert.equal(finish, wantTalk.finish);
+      assert.equal(got.content, wantSummary.content, 'the prefilled request answered otherwise than alone');
+    } finally {
+      await stopServer(srv);
+      await stopServer(alone);
+    }
+  });
+  await check('--parallel 2: prompts take chunks in turn, so a short one sent behind a long one is answered before the long one is in', async () => {
+    const srv = await startServer(['--no-think', '--parallel', '2', '-c', '16384', '--chunk', '16']);
+    try {
+      const doc = Array.from({ length: 1500 }, (_, i) => `w${i}`).join(' ');
+      const done = [];
+      const ask = (content, tag) => client(srv).chat.completions.create({ model: MODEL, messages: user(content), max_tokens: 1, temperature: 0 })
+        .then((r) => { done.push(tag); return r; });
+      const long = ask(`Summarize: ${doc}`, 'long');
+      await new Promise((r) => setTimeout(r, 50));
+      const short = ask('Hi.', 'short');
+      const [l, s] = await Promise.all([long, short]);
+      assert.ok(l.usage.prompt_tokens > 4000 && s.usage.prompt_tokens < 40, JSON.stringify([l.usage, s.usage]));
+      assert.deepEqual(done, ['short', 'long'], 'the short prompt waited for the long one');
+    } finally {
+      await stopServer(srv);
+    }
+  });
   await check('--parallel 2: a completions batch\'s prompts run in slots at once, each answered as alone', async () => {
     const srv = await startServer(['--no-think', '--parallel', '2', '-c', '2048']);
     const alone = await startServer(['--no-think', '-c', '1024']);

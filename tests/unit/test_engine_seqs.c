@@ -598,3 +598,133 @@ Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_gpu, .timeout =
     copied_prefix_as_computed();
     unsetenv("MOETIER_BACKEND");
 }
+
+/* Decode steps taken between the layers of a prefill chunk (between_layers,
+ * as serve --parallel takes them while a prompt is prefilled): conversations
+ * 0 and 1 step while the engine's own prefills a prompt of PAUSED_PROMPT
+ * tokens in chunks of 4, in turn all together (engine_decode_seqs) and one
+ * at a time made the engine's own (engine_seq_swap, as the server steps one
+ * slot). The steps give the bits they give alone, and the prompt's every
+ * position the logits of its prefill alone. */
+#define PAUSED_PROMPT 29
+#define PAUSED_CHUNK 4
+
+typedef struct paused_steps {
+    engine *en;
+    engine_seq *seqs[2];
+    int k, calls;
+    float *out;                 /* [2][STEPS][vocab] */
+    float *rows;                /* [2][vocab] */
+    errbuf e;
+    int failed;
+} paused_steps;
+
+static void step_between_layers(void *ctx)
+{
+    paused_steps *p = ctx;
+    p->calls++;
+    if (p->k >= STEPS || p->failed)
+        return;
+    engine *en = p->en;
+    size_t V = (size_t)en->cfg->vocab_size;
+    int ids[2] = {step_id(0, p->k, (int)V), step_id(1, p->k, (int)V)};
+    if (p->k % 2 == 0) {
+        p->failed |= engine_decode_seqs(en, p->seqs, ids, 2, p->rows, &p->e) != 0;
+    } else {
+        for (int s = 0; s < 2; s++) {
+            engine_seq_swap(en, p->seqs[s]);
+            p->failed |= engine_decode(en, ids[s], p->rows + s * V, &p->e) != 0;
+            engine_seq_swap(en, p->seqs[s]);
+        }
+    }
+    for (int s = 0; s < 2; s++)
+        memcpy(p->out + (s * STEPS + p->k) * V, p->rows + s * V, V * sizeof *p->rows);
+    p->k++;
+}
+
+static int paused_prompt_id(int i, int V)
+{
+    return (i * 29 + 7) % V;
+}
+
+/* the prompt's [PAUSED_PROMPT][vocab] logits, prefilled with the steps of
+ * p between its layers (p NULL: none) */
+static float *paused_prefill(const char *dir, paused_steps *p)
+{
+    cli_model m;
+    open_model(&m, dir, PAUSED_CHUNK);
+    size_t V = (size_t)m.mw.cfg.vocab_size;
+    engine_seq seqs[2];
+    errbuf e;
+    if (p) {
+        for (int s = 0; s < 2; s++) {
+            cr_assert_eq(engine_seq_create(&m.en, &seqs[s], &e), 0, "%s", e.msg);
+            prefill(&m.en, &seqs[s], s);
+            p->seqs[s] = &seqs[s];
+        }
+        p->en = &m.en;
+        cr_assert_eq(engine_allow_pauses(&m.en, &e), 0, "%s", e.msg);
+        m.en.between_layers = step_between_layers;
+        m.en.between_ctx = p;
+    }
+    int ids[PAUSED_PROMPT];
+    for (int i = 0; i < PAUSED_PROMPT; i++)
+        ids[i] = paused_prompt_id(i, (int)V);
+    float *logits = malloc(PAUSED_PROMPT * V * sizeof *logits);
+    cr_assert_not_null(logits);
+    uint64_t prefilled = m.en.stats.tokens_prefilled;
+    cr_assert_eq(engine_forward(&m.en, ids, PAUSED_PROMPT, logits, 1, &e), 0, "%s", e.msg);
+    cr_expect_eq(m.en.n_past, PAUSED_PROMPT);
+    cr_expect_eq(m.en.stats.tokens_prefilled - prefilled, (uint64_t)PAUSED_PROMPT);
+    if (p) {
+        cr_assert(!p->failed, "a step between layers failed: %s", p->e.msg);
+        int chunks = (PAUSED_PROMPT + PAUSED_CHUNK - 1) / PAUSED_CHUNK;
+        cr_expect_eq(p->calls, chunks * (m.mw.cfg.n_layers - 1),
+                     "between_layers runs between each chunk's layers, not inside its own steps");
+        cr_assert_geq(p->k, STEPS, "the premise: room for every step");
+        cr_expect_eq(m.en.stats.tokens_decoded, (uint64_t)(2 * STEPS));
+        for (int s = 0; s < 2; s++) {
+            cr_expect_eq(seqs[s].n_past, prompt_length(s) + STEPS);
+            engine_seq_destroy(&seqs[s]);
+        }
+    }
+    cli_model_close(&m);
+    return logits;
+}
+
+static void steps_between_layers_as_alone(const char *format)
+{
+    char *dir = test_make_tmpdir("engine_seqs_paused");
+    test_synth_tiny(dir, format);
+    size_t V = vocab_of(dir);
+    float *want_steps = alone_n(dir, PAUSED_CHUNK, 2), *want_prompt = paused_prefill(dir, NULL);
+    paused_steps p = {.out = malloc(2 * STEPS * V * sizeof(float)),
+                      .rows = malloc(2 * V * sizeof(float))};
+    cr_assert(p.out && p.rows);
+    float *got_prompt = paused_prefill(dir, &p);
+    expect_same_bits_n(want_steps, p.out, V, 2, "steps between a prefill's layers");
+    for (int t = 0; t < PAUSED_PROMPT; t++)
+        cr_expect(memcmp(want_prompt + t * V, got_prompt + t * V, V * sizeof(float)) == 0,
+                  "%s: the prompt's position %d differs from its prefill alone", format, t);
+    free(p.out);
+    free(p.rows);
+    free(want_steps);
+    free(want_prompt);
+    free(got_prompt);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(engine_seqs, steps_between_a_prefills_layers_as_alone_int4, .timeout = 120)
+{
+    steps_between_layers_as_alone("int4");
+}
+Test(engine_seqs, steps_between_a_prefills_layers_as_alone_fp8, .timeout = 120)
+{
+    steps_between_layers_as_alone("fp8");
+}
+Test(engine_seqs, steps_between_a_prefills_layers_as_alone_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    steps_between_layers_as_alone("int4");
+}
