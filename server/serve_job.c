@@ -1672,10 +1672,10 @@ static int waited_longer(const slot_run *a, const slot_run *b)
 }
 
 /* Whether slot i's prompt waits for an earlier request's still prefilling
- * whose prompt shares more of its start than slot i holds, and has not yet
- * prefilled all of that (a request's n choices, a batch's preamble, the chat
- * template's first tokens): that one computes the shared part once, then it
- * is copied (take_shared_prefix). */
+ * whose prompt shares most of what slot i has left to prefill, and has not
+ * yet prefilled all of that (a request's n choices, a batch's preamble; not
+ * the chat template's first tokens): that one computes the shared part once,
+ * then it is copied (take_shared_prefix). */
 static int waits_for_shared(const server *s, int i)
 {
     const slot_run *a = s->slots[i].run;
@@ -1684,7 +1684,7 @@ static int waits_for_shared(const server *s, int i)
         if (k == i || !b || b->state != RUN_PREFILL || b->j->seq >= a->j->seq)
             continue;
         int shared = ids_common_prefix(a->j->ids.ids, a->n - 1, b->j->ids.ids, b->n);
-        if (shared > a->done && shared > b->done)
+        if (2 * (shared - a->done) > a->n - a->done && shared > b->done)
             return 1;
     }
     return 0;
@@ -1708,43 +1708,75 @@ static void end_runs_locked(server *s)
     }
 }
 
-/* The engine's between_layers while a slot's prompt chunk is prefilled: once
- * --decode-interval has passed since the generating slots' last step (and at
- * least as long as that step took, so the prompt keeps half the time or
- * more), their next step, and the runs it ends answered. The chunk's slot is
- * swapped out meanwhile, so every slot is where a step between passes finds it. */
-static void decode_between_layers(void *ctx)
+/* The new prompt (no chunk yet) that runs between the layers of another's
+ * chunk: the oldest of those with no more than a quarter of a chunk left to
+ * prefill (a question sent behind a document, a conversation's next turn),
+ * which so waits for a layer of the long prompt rather than the rest of its
+ * chunk, and keeps the generating slots' wait short; -1 if none. */
+static int short_new_prompt(const server *s)
+{
+    int best = -1, most = s->m->en.max_chunk / 4;
+    for (int k = 0; k < s->o.parallel; k++) {
+        const slot_run *r = s->slots[k].run;
+        if (k != s->prefilling && r && r->state == RUN_PREFILL && !r->t_chunk &&
+            r->n - r->done <= most && !waits_for_shared(s, k) &&
+            (best < 0 || r->j->seq < s->slots[best].run->j->seq))
+            best = k;
+    }
+    return best;
+}
+
+/* The engine's between_layers while slot i's prompt chunk is prefilled: new
+ * requests take free slots and a short new prompt is prefilled; once
+ * --decode-interval has passed since the generating slots' last step (and
+ * at least as long as that step took, so the long prompt keeps half the time
+ * or more), their next step, and the runs it ends answered. Slot i is
+ * swapped out meanwhile, so every slot is where a pass finds it. */
+static void between_chunk_layers(void *ctx)
 {
     server *s = ctx;
-    int which[s->o.parallel], n, i = s->prefilling;
-    double now = now_seconds(), due = s->step_took > s->o.decode_interval ? s->step_took
-                                                                           : s->o.decode_interval;
-    if (i < 0 || now - s->step_end < due || !(n = decoding_slots(s, which)))
+    int which[s->o.parallel], n, k, i = s->prefilling;
+    if (i < 0)
         return;
     slot_swap(s, i);
-    slots_decode(s, which, n);
+    pthread_mutex_lock(&s->mu);
+    admit_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    if ((k = short_new_prompt(s)) >= 0) {
+        slot_prefill(s, k);
+        s->prefilling = i;
+        pthread_mutex_lock(&s->mu);
+        s->metrics.prompts_between_layers++;
+        pthread_mutex_unlock(&s->mu);
+    }
+    double due = s->step_took > s->o.decode_interval ? s->step_took : s->o.decode_interval;
+    int step = s->o.decode_interval > 0 && now_seconds() - s->step_end >= due &&
+               (n = decoding_slots(s, which));
+    if (step)
+        slots_decode(s, which, n);
     slot_swap(s, i);
     pthread_mutex_lock(&s->mu);
-    s->metrics.decode_steps_in_prefill++;
+    s->metrics.decode_steps_in_prefill += (uint64_t)step;
     end_runs_locked(s);
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Lets the generating slots step inside a prefill chunk (--decode-interval);
- * without the memory for it, they wait for the chunk's end, as said. */
-static void allow_decode_in_prefill(server *s)
+/* Lets work run between the layers of a prompt's chunk (between_chunk_layers);
+ * without the memory for it, new prompts and generating slots wait for the
+ * chunk's end, as said. */
+static void allow_work_in_chunks(server *s)
 {
     engine *en = &s->m->en;
     errbuf e;
     s->prefilling = -1;
-    if (s->o.parallel < 2 || s->o.decode_interval <= 0)
+    if (s->o.parallel < 2)
         return;
     if (engine_allow_pauses(en, &e)) {
-        fprintf(stderr, "moetier serve: warning: %s: generating requests wait for each prompt "
-                "chunk's end\n", e.msg);
+        fprintf(stderr, "moetier serve: warning: %s: new prompts and generating requests wait "
+                "for each prompt chunk's end\n", e.msg);
         return;
     }
-    en->between_layers = decode_between_layers;
+    en->between_layers = between_chunk_layers;
     en->between_ctx = s;
 }
 
@@ -1752,7 +1784,7 @@ void *serve_engine_main(void *arg)
 {
     server *s = arg;
     int P = s->o.parallel;
-    allow_decode_in_prefill(s);
+    allow_work_in_chunks(s);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         admit_locked(s);

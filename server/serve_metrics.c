@@ -76,6 +76,10 @@ char *serve_metrics_render(const serve_metrics *m)
            "(--decode-interval)");
     put(&t, "moetier_decode_steps_in_prefill_total %llu\n",
         (unsigned long long)m->decode_steps_in_prefill);
+    metric(&t, "moetier_prompts_between_layers_total", "counter",
+           "short new prompts prefilled between the layers of another prompt's chunk");
+    put(&t, "moetier_prompts_between_layers_total %llu\n",
+        (unsigned long long)m->prompts_between_layers);
     metric(&t, "moetier_decode_step_requests_total", "counter",
            "requests the decode steps stepped (over moetier_decode_steps_total: the mean batch)");
     put(&t, "moetier_decode_step_requests_total %llu\n", (unsigned long long)m->decode_step_rows);

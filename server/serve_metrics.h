@@ -30,6 +30,7 @@ typedef struct serve_metrics {
     int running;                                /* in a slot (serve --parallel) */
     uint64_t decode_steps, decode_step_rows;    /* steps, and the requests they stepped */
     uint64_t decode_steps_in_prefill;           /* of the steps: between a prefill chunk's layers */
+    uint64_t prompts_between_layers;            /* short new prompts prefilled there */
     /* a decode step's recent seconds by its rows (requests and the guesses
      * checked with them); 0: no step of that many rows yet */
     double step_seconds[SERVE_METRICS_STEP_ROWS + 1];
