@@ -17,7 +17,7 @@ static const char *const same[] = {"temperature",      "top_k",      "top_p",   
                                    "xtc_probability",  "xtc_threshold", "top_n_sigma",    "typical_p",
                                    "dynatemp_range",   "dynatemp_exponent", "mirostat",    "mirostat_tau",
                                    "mirostat_eta",     "post_sampling_probs", "n_indent",
-                                   "t_max_predict_ms"};
+                                   "t_max_predict_ms", "return_progress"};
 
 /* LoRA adapters, asked for: refused (none are loaded; an empty list passes) */
 static int refuse_lora(const cJSON *root, oai_error *err)

@@ -72,6 +72,13 @@ char *llama_event(const char *text, size_t len, const int *ids, int n_ids, const
     return json_sse_data(piece(text, len, ids, n_ids, lp, 0, -1, tokens_predicted, tokens_evaluated));
 }
 
+char *llama_event_progress(const oai_progress *p)
+{
+    cJSON *o = piece("", 0, NULL, 0, NULL, 0, -1, 0, p->total);
+    cJSON_AddItemToObject(o, "prompt_progress", oai_progress_json(p));
+    return json_sse_data(o);
+}
+
 /* llama.cpp's timings: each phase's tokens, milliseconds and rates */
 static void add_timings(cJSON *o, const llama_result *res)
 {

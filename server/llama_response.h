@@ -35,6 +35,9 @@ typedef struct llama_result {
 /* One streamed piece: "data: {...}\n\n". */
 char *llama_event(const char *text, size_t len, const int *ids, int n_ids, const oai_logprobs *lp,
                   int tokens_predicted, int tokens_evaluated);
+/* A progress event of a streamed prompt (return_progress): no text, and
+ * prompt_progress. */
+char *llama_event_progress(const oai_progress *p);
 /* The result: the body, or (stream) its last event. */
 char *llama_result_body(const llama_result *res, int stream);
 /* Several prompts' results (their bodies, in order) as llama.cpp answers a

@@ -915,7 +915,8 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
         return oai_bad(err, r->min_tokens ? "min_tokens" : "ignore_eos", "'%s' and an answer held to JSON, a "
                        "pattern, a grammar or a call (which ends once whole) cannot both be kept",
                        r->min_tokens ? "min_tokens" : "ignore_eos");
-    if (opt_bool(r->root, "stream", &r->stream, err))
+    if (opt_bool(r->root, "stream", &r->stream, err) ||
+        opt_bool(r->root, "return_progress", &r->return_progress, err))
         return -1;
     if (r->stream && r->batch_n)
         return oai_bad(err, "stream", "a batch of prompts is answered whole, not streamed: send "

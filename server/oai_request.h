@@ -93,6 +93,7 @@ typedef struct oai_request {
     int batch_n;                /* completions: 2 or more prompts (prompt and prompt_ids
                                  * then unset; oai_batch_body); 0 otherwise */
     int stream, include_usage;
+    int return_progress;        /* llama.cpp's: a streamed answer's prompt_progress events */
     int max_tokens;             /* 0: up to the context */
     int n_choices;              /* n: answers made from the prompt (with --parallel, serve.c
                                  * may make each a job of its own) */

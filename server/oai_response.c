@@ -2,6 +2,7 @@
 #include "oai_response.h"
 
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +211,30 @@ char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t
             cJSON_AddItemToObject(d, "tool_calls", calls_json(calls, n_calls, call_index, 1));
     }
     add_finish(ch, finish_reason);
+    return json_sse_data(root);
+}
+
+cJSON *oai_progress_json(const oai_progress *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "total", p->total);
+    cJSON_AddNumberToObject(o, "cache", p->cache);
+    cJSON_AddNumberToObject(o, "processed", p->processed);
+    cJSON_AddNumberToObject(o, "time_ms", floor(p->ms));
+    return o;
+}
+
+char *oai_event_progress(const oai_meta *m, int with_role, const oai_progress *p)
+{
+    cJSON *root = head(m, 1), *ch = add_choice(cJSON_AddArrayToObject(root, "choices"), m, m->choice, "", 0, NULL);
+    if (m->kind == OAI_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        if (with_role)
+            cJSON_AddStringToObject(d, "role", "assistant");
+        cJSON_AddStringToObject(d, "content", "");
+    }
+    cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToObject(root, "prompt_progress", oai_progress_json(p));
     return json_sse_data(root);
 }
 

@@ -65,6 +65,19 @@ char *oai_event_delta(const oai_meta *m, int with_role, const char *text, size_t
                       const char *reasoning, size_t reasoning_len, const tool_call *calls,
                       int n_calls, int call_index, const oai_logprobs *lp,
                       const char *finish_reason);
+/* How far a prompt's prefill is: llama.cpp's prompt_progress {total, cache,
+ * processed, time_ms}; processed counts the cached tokens too. */
+typedef struct oai_progress {
+    int total, cache, processed;
+    double ms;                  /* since the prefill began */
+} oai_progress;
+
+/* A streamed answer's progress event (return_progress): a chunk with an
+ * empty delta (its role when with_role: OpenAI's first chunk) or text, and
+ * prompt_progress beside its choices. */
+char *oai_event_progress(const oai_meta *m, int with_role, const oai_progress *p);
+/* prompt_progress as an object (the llama.cpp route's events too). */
+struct cJSON *oai_progress_json(const oai_progress *p);
 /* The usage event of stream_options.include_usage (empty choices). */
 char *oai_event_usage(const oai_meta *m, const oai_usage *u);
 /* An error inside a stream that already started. */

@@ -1363,16 +1363,35 @@ static void take_shared_prefix(server *s, int i, slot_run *r)
     r->done = m;
 }
 
-/* Prefills slot i's prompt: all of it with one slot, else one chunk (the
- * other slots' tokens and new requests wait for no more than that). Once the
- * prompt is in, its first token is sampled. */
+/* After a prefill chunk of a streamed request that asked (return_progress):
+ * how far its prompt is, as llama.cpp's server tells it (a request's n
+ * choices made at once: the first part's). */
+static void prompt_progress(server *s, slot_run *r)
+{
+    answer *a = r->a;
+    const job *j = r->j;
+    if (!j->req.stream || !j->req.return_progress || a->anthropic || a->responses ||
+        (j->part && j->choice0))
+        return;
+    oai_progress p = {r->n, r->reuse, r->done, 1e3 * (now_seconds() - r->t0)};
+    if (a->llama) {
+        job_emit(s, r->j, llama_event_progress(&p));
+        return;
+    }
+    job_emit(s, r->j, oai_event_progress(&a->meta, a->chat && !a->role_sent, &p));
+    a->role_sent = 1;
+}
+
+/* Prefills a chunk of slot i's prompt (the other slots' tokens and new
+ * requests wait for no more than that; a stream hears how far it is). Once
+ * the prompt is in, its first token is sampled. */
 static void slot_prefill(server *s, int i)
 {
     engine *en = &s->m->en;
     slot_run *r = s->slots[i].run;
     if (!r->scored)     /* (a scored prompt needs every position's logits) */
         take_shared_prefix(s, i, r);
-    int left = r->n - r->done, n = s->o.parallel > 1 && left > en->max_chunk ? en->max_chunk : left;
+    int left = r->n - r->done, n = left > en->max_chunk ? en->max_chunk : left;
     if (r->scored && n > SCORED_PROMPT_CHUNK)
         n = SCORED_PROMPT_CHUNK;
     int last = n == left;
@@ -1400,6 +1419,8 @@ static void slot_prefill(server *s, int i)
     free(rows);
     r->done += en->n_past - before;
     r->t_chunk = now_seconds();
+    if (!rc)
+        prompt_progress(s, r);
     en->stop_requested = NULL;
     en->stop_ctx = NULL;
     if (rc < 0)

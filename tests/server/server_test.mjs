@@ -1168,6 +1168,59 @@ async function stoppingServer() {
 // the queue is full. Requests are checked before they queue, so a bad one gets its
 // 400 at once rather than a 503 or a wait; a queued client that leaves frees its
 // place at once, not when the engine reaches it.
+// return_progress (llama.cpp's): a streamed answer hears how far its prompt
+// is after each chunk; the answer is the one given without it.
+async function progressServer() {
+  await check('return_progress: prompt_progress after each prompt chunk (chat, completions, /completion), the answer unchanged', async () => {
+    // (--batch-invariant: the same prompt again, found in the cache, answers with the same bits)
+    const srv = await startServer(['--no-think', '--batch-invariant', '--chunk', '64', '-c', '4096']);
+    try {
+      const words = Array.from({ length: 300 }, (_, i) => `w${i}`).join(' ');
+      const raw = async (path, body) => {
+        const res = await fetch(srv.url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        assert.equal(res.status, 200, await res.clone().text());
+        return (await res.text()).split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
+      };
+      const steady = (events, total) => {
+        const p = events.filter((e) => e.prompt_progress).map((e) => e.prompt_progress);
+        assert.ok(p.length >= Math.floor(total / 64), `${p.length} progress events for ${total} tokens`);
+        for (let k = 0; k < p.length; k++) {
+          assert.equal(p[k].total, total);
+          assert.ok(p[k].processed > (k ? p[k - 1].processed : p[k].cache) && p[k].time_ms >= (k ? p[k - 1].time_ms : 0), JSON.stringify(p));
+        }
+        assert.equal(p.at(-1).processed, total);
+        assert.ok(events.findIndex((e) => e.prompt_progress) < events.findIndex((e) => !e.prompt_progress && (e.content || e.choices?.[0]?.delta?.content || e.choices?.[0]?.text)));
+        return p;
+      };
+      const chat = { messages: user(`Summarize: ${words}`), max_tokens: 5, temperature: 0, stream: true, stream_options: { include_usage: true } };
+      const told = await raw('/v1/chat/completions', { ...chat, return_progress: true });
+      const plain = await raw('/v1/chat/completions', chat);
+      assert.ok(!plain.some((e) => e.prompt_progress), 'progress sent unasked');
+      const total = told.at(-1).usage.prompt_tokens, cached = told.at(-1).usage.prompt_tokens_details.cached_tokens;
+      const p = steady(told, total);
+      assert.equal(p[0].cache, cached, 'the cache count is the prompt the server reused');
+      const text = (evs) => evs.filter((e) => !e.prompt_progress).map((e) => (e.choices[0]?.delta?.content ?? '') + (e.choices[0]?.delta?.reasoning_content ?? '')).join('');
+      assert.equal(text(told), text(plain));
+      assert.equal(told.filter((e) => e.choices[0]?.delta?.role === 'assistant').length, 1, 'one role, on the first event');
+      assert.equal(told[0].choices[0].delta.role, 'assistant');
+      // a new prompt (nothing cached) through completions, then llama.cpp's route
+      const comp = await raw('/v1/completions', { prompt: `${words} again`, max_tokens: 3, temperature: 0, stream: true, return_progress: true });
+      steady(comp, (await (await fetch(srv.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: `${words} again` }) })).json()).tokens.length);
+      const native = await raw('/completion', { prompt: `Once more: ${words}`, n_predict: 3, temperature: 0, stream: true, return_progress: true });
+      steady(native, native.at(-1).tokens_evaluated);
+      // not streamed: nothing changes; a value not a boolean: refused naming it
+      const whole = await client(srv).chat.completions.create({ ...chat, stream: false, stream_options: undefined, return_progress: true });
+      assert.equal(whole.object, 'chat.completion');
+      const bad = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...chat, return_progress: 'yes' }) });
+      assert.equal(bad.status, 400);
+      assert.match((await bad.json()).error.message, /return_progress/);
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
 async function queueServer() {
   const srv = await startServer(['--chunk', '1', '-c', '8192', '--max-queue', '2']);
   await check('a full queue: a bad request gets its 400; a queued client that leaves frees its place at once', async () => {
@@ -1924,6 +1977,7 @@ try {
   await modelTemplateServer();
   await restartedServer();
   await queueServer();
+  await progressServer();
   await parallelServer();
   await draftServer();
   await draftParallelServer();

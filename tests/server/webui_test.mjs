@@ -589,6 +589,29 @@ async function keyedServer() {
   await stopServer(srv);
 }
 
+// a long prompt read in small chunks: the page shows how far the server is
+async function progressServer() {
+  const srv = await startServer(['--chunk', '32', '-c', '8192']);
+  const { page, context, errors } = await openPage(srv);
+  await check('while a long prompt is read, the page shows how far (the server\'s prompt_progress)', async () => {
+    const asked = [];
+    page.on('request', (r) => { if (r.url().endsWith('/v1/chat/completions')) asked.push(JSON.parse(r.postData())); });
+    await setSettings(page, { 's-temperature': '0', 's-max_tokens': '2' });
+    await page.fill('#input', Array.from({ length: 1500 }, (_, i) => `w${i}`).join(' '));
+    await page.press('#input', 'Enter');
+    await page.waitForFunction(() => /^reading the prompt: \d+ of \d+ tokens \(\d+ %\)(, about \d+ s left)?$/
+      .test(document.querySelector('#messages .msg.assistant .stats').textContent));
+    await waitIdle(page);
+    assert.equal(asked[0].return_progress, true);
+    const a = (await stored(page))[0].messages[1];
+    assert.ok(!a.error && a.stats.prompt_tokens > 3000, JSON.stringify(a.stats));
+    assert.doesNotMatch(await page.textContent('#messages .msg.assistant .stats'), /reading the prompt/);
+    assert.deepEqual(errors, []);
+  });
+  await context.close();
+  await stopServer(srv);
+}
+
 async function noPage() {
   const srv = await startServer(['--no-webui']);
   await check('--no-webui: GET / is a 404 saying so', async () => {
@@ -602,6 +625,7 @@ async function noPage() {
 
 try { await plainServer(); } catch (e) { fail(e); }
 try { await keyedServer(); } catch (e) { fail(e); }
+try { await progressServer(); } catch (e) { fail(e); }
 try { await noPage(); } catch (e) { fail(e); }
 await browser.close();
 finish('web page tests');
