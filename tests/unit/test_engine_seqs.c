@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/app/cli_common.h"
+#include "core/base/progress.h"
 #include "testutil.h"
 
 #define N_SEQS 3
@@ -673,9 +674,16 @@ static float *paused_prefill(const char *dir, paused_steps *p)
     float *logits = malloc(PAUSED_PROMPT * V * sizeof *logits);
     cr_assert_not_null(logits);
     uint64_t prefilled = m.en.stats.tokens_prefilled;
+    double prefill_s = m.en.stats.prefill_seconds, t0 = now_seconds();
     cr_assert_eq(engine_forward(&m.en, ids, PAUSED_PROMPT, logits, 1, &e), 0, "%s", e.msg);
+    double wall = now_seconds() - t0;
     cr_expect_eq(m.en.n_past, PAUSED_PROMPT);
     cr_expect_eq(m.en.stats.tokens_prefilled - prefilled, (uint64_t)PAUSED_PROMPT);
+    /* the steps' time is theirs (decode), not the prefill's */
+    cr_expect(m.en.stats.prefill_seconds - prefill_s <= wall - m.en.paused_seconds + 1e-6,
+              "prefill %.6f s counted of %.6f s, %.6f s of them paused",
+              m.en.stats.prefill_seconds - prefill_s, wall, m.en.paused_seconds);
+    cr_expect_eq(m.en.paused_seconds > 0, p != NULL);
     if (p) {
         cr_assert(!p->failed, "a step between layers failed: %s", p->e.msg);
         int chunks = (PAUSED_PROMPT + PAUSED_CHUNK - 1) / PAUSED_CHUNK;
