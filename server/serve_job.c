@@ -1747,12 +1747,33 @@ static int short_new_prompt(const server *s)
     return best;
 }
 
+/* Whether the generating slots' next step is due inside a prompt's chunk:
+ * --decode-interval has passed since their last step, and at least as long
+ * as that step took (so the prompt keeps half the time or more). */
+static int step_due(const server *s)
+{
+    double due = s->step_took > s->o.decode_interval ? s->step_took : s->o.decode_interval;
+    return s->o.decode_interval > 0 && now_seconds() - s->step_end >= due;
+}
+
+/* The engine's pause_wanted while a prompt's chunk runs: a request waits in
+ * the queue, a short new prompt in a slot, or a step is due. */
+static int work_between_layers(void *ctx)
+{
+    server *s = ctx;
+    int which[s->o.parallel];
+    if (s->prefilling < 0)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    int queued = s->head != NULL;
+    pthread_mutex_unlock(&s->mu);
+    return queued || short_new_prompt(s) >= 0 || (step_due(s) && decoding_slots(s, which));
+}
+
 /* The engine's between_layers while slot i's prompt chunk is prefilled: new
- * requests take free slots and a short new prompt is prefilled; once
- * --decode-interval has passed since the generating slots' last step (and
- * at least as long as that step took, so the long prompt keeps half the time
- * or more), their next step, and the runs it ends answered. Slot i is
- * swapped out meanwhile, so every slot is where a pass finds it. */
+ * requests take free slots and a short new prompt is prefilled; a due step
+ * of the generating slots, and the runs it ends answered. Slot i is swapped
+ * out meanwhile, so every slot is where a pass finds it. */
 static void between_chunk_layers(void *ctx)
 {
     server *s = ctx;
@@ -1770,9 +1791,7 @@ static void between_chunk_layers(void *ctx)
         s->metrics.prompts_between_layers++;
         pthread_mutex_unlock(&s->mu);
     }
-    double due = s->step_took > s->o.decode_interval ? s->step_took : s->o.decode_interval;
-    int step = s->o.decode_interval > 0 && now_seconds() - s->step_end >= due &&
-               (n = decoding_slots(s, which));
+    int step = step_due(s) && (n = decoding_slots(s, which));
     if (step)
         slots_decode(s, which, n);
     slot_swap(s, i);
@@ -1798,6 +1817,7 @@ static void allow_work_in_chunks(server *s)
         return;
     }
     en->between_layers = between_chunk_layers;
+    en->pause_wanted = work_between_layers;
     en->between_ctx = s;
 }
 
@@ -1848,5 +1868,6 @@ void *serve_engine_main(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     s->m->en.between_layers = NULL;
+    s->m->en.pause_wanted = NULL;
     return NULL;
 }

@@ -639,6 +639,7 @@ static void add_rmsnorm(engine *en, const float *add, const float *w, int T)
 static void pause_prefill(engine *en, int l, int T, int pos0)
 {
     void (*hook)(void *) = en->between_layers;
+    int (*wanted)(void *) = en->pause_wanted;
     int (*stop)(void *) = en->stop_requested;
     void *stop_ctx = en->stop_ctx;
     int n_hint = en->n_hint, hint_layer = en->hint_layer;
@@ -648,6 +649,7 @@ static void pause_prefill(engine *en, int l, int T, int pos0)
     memset(en->predicted, 0, predicted_bytes(en->cfg));
     en->n_hint = 0;
     en->between_layers = NULL;
+    en->pause_wanted = NULL;
     en->stop_requested = NULL;
     en->step = ENGINE_STEP_NONE;
     double t0 = now_seconds();
@@ -655,6 +657,7 @@ static void pause_prefill(engine *en, int l, int T, int pos0)
     en->paused_seconds += now_seconds() - t0;
     en->step = ENGINE_STEP_PREFILL;
     en->between_layers = hook;
+    en->pause_wanted = wanted;
     en->stop_requested = stop;
     en->stop_ctx = stop_ctx;
     SWAP(en->x, en->x_aside);
@@ -699,7 +702,8 @@ static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *L = &mw->layers[l];
         /* (a long step's layers take seconds each on the CPU) */
-        if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->between_layers && en->x_aside)
+        if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->between_layers && en->x_aside &&
+            (!en->pause_wanted || en->pause_wanted(en->between_ctx)))
             pause_prefill(en, l, T, pos0);
         if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->stop_requested && en->stop_requested(en->stop_ctx))
             return 1;

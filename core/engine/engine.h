@@ -88,8 +88,11 @@ typedef struct engine {
      * wait no longer than a layer for their next token). It must leave the
      * engine's own sequence as it found it (an engine_seq_swap undone); the
      * prefill then goes on with the bits it has alone, and the steps get the
-     * bits they get between two chunks. Its time is not the prefill's. */
+     * bits they get between two chunks. Its time is not the prefill's.
+     * pause_wanted (optional), asked first, says whether there is work for
+     * it (setting the chunk aside and back costs a norm of its rows). */
     void (*between_layers)(void *ctx);
+    int (*pause_wanted)(void *ctx);
     void *between_ctx;
     engine_stats stats;
     /* what runs now, for observers of the backend's calls (backend_profile.h) */

@@ -643,6 +643,12 @@ static void step_between_layers(void *ctx)
     p->k++;
 }
 
+static int nothing_wanted(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
 static int paused_prompt_id(int i, int V)
 {
     return (i * 29 + 7) % V;
@@ -691,6 +697,11 @@ static float *paused_prefill(const char *dir, paused_steps *p)
                      "between_layers runs between each chunk's layers, not inside its own steps");
         cr_assert_geq(p->k, STEPS, "the premise: room for every step");
         cr_expect_eq(m.en.stats.tokens_decoded, (uint64_t)(2 * STEPS));
+        /* no pause where pause_wanted says there is nothing to do */
+        int calls = p->calls;
+        m.en.pause_wanted = nothing_wanted;
+        cr_assert_eq(engine_forward(&m.en, ids, 3, NULL, 0, &e), 0, "%s", e.msg);
+        cr_expect_eq(p->calls, calls);
         for (int s = 0; s < 2; s++) {
             cr_expect_eq(seqs[s].n_past, prompt_length(s) + STEPS);
             engine_seq_destroy(&seqs[s]);
