@@ -63,7 +63,7 @@ typedef struct slot {
 } slot;
 
 /* What GET /slots shows of a slot, published by the engine thread between
- * its passes (under the server's lock). */
+ * its passes and in a prompt chunk's pauses (under the server's lock). */
 typedef struct slot_view {
     const char *state;          /* "idle", "prefilling" or "generating" */
     int n_past;                 /* positions its cache holds */

@@ -1669,7 +1669,8 @@ static void admit_locked(server *s)
     }
 }
 
-/* The slots as GET /slots shows them (s->mu held, between passes). */
+/* The slots as GET /slots shows them (s->mu held; between passes, and in a
+ * chunk's pauses with every slot in its place). */
 static void publish_slots_locked(server *s)
 {
     for (int i = 0; i < s->o.parallel; i++) {
@@ -1772,8 +1773,8 @@ static int work_between_layers(void *ctx)
 
 /* The engine's between_layers while slot i's prompt chunk is prefilled: new
  * requests take free slots and a short new prompt is prefilled; a due step
- * of the generating slots, and the runs it ends answered. Slot i is swapped
- * out meanwhile, so every slot is where a pass finds it. */
+ * of the generating slots, the runs it ends answered, and GET /slots told.
+ * Slot i is swapped out meanwhile, so every slot is where a pass finds it. */
 static void between_chunk_layers(void *ctx)
 {
     server *s = ctx;
@@ -1794,11 +1795,12 @@ static void between_chunk_layers(void *ctx)
     int step = step_due(s) && (n = decoding_slots(s, which));
     if (step)
         slots_decode(s, which, n);
-    slot_swap(s, i);
     pthread_mutex_lock(&s->mu);
     s->metrics.decode_steps_in_prefill += (uint64_t)step;
     end_runs_locked(s);
+    publish_slots_locked(s);
     pthread_mutex_unlock(&s->mu);
+    slot_swap(s, i);
 }
 
 /* Lets work run between the layers of a prompt's chunk (between_chunk_layers);

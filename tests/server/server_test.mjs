@@ -1579,10 +1579,25 @@ async function parallelServer() {
       const take = (ch) => { content += ch.choices[0]?.delta?.content ?? ''; finish = ch.choices[0]?.finish_reason ?? finish; };
       for (let k = 0; k < 3; k++)
         take((await it.next()).value);
-      const summarized = collect(await stream(ai, summary));
+      let summaryDone = false;
+      const summarized = collect(await stream(ai, summary)).then((x) => { summaryDone = true; return x; });
+      // GET /slots while the prompt is read: published in its pauses too, so
+      // the talking slot's count moves within one of its chunks
+      const seen = [];
+      const polling = (async () => {
+        while (!summaryDone) {
+          const v = await (await fetch(srv.url + '/slots')).json();
+          const p = v.find((x) => x.state === 'prefilling'), g = v.find((x) => x.state === 'generating');
+          if (p && g) seen.push(`${p.prompt_done}:${g.generated}`);
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      })();
       for (let r = await it.next(); !r.done; r = await it.next())
         take(r.value);
       const got = await summarized;
+      await polling;
+      const moved = seen.some((x, k) => seen.some((y) => y.split(':')[0] === x.split(':')[0] && y !== x));
+      assert.ok(moved, `GET /slots never showed the talking slot move within a chunk: ${seen.join(' ')}`);
       const metrics = await (await fetch(srv.url + '/metrics')).text();
       const inside = Number(/moetier_decode_steps_in_prefill_total (\d+)/.exec(metrics)[1]);
       assert.ok(inside >= 1, `no decode step ran inside the prompt's prefill:\n${metrics}`);
