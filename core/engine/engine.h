@@ -83,12 +83,13 @@ typedef struct engine {
     int (*stop_requested)(void *ctx);
     void *stop_ctx;
     /* optional, once engine_allow_pauses made room: called between the layers
-     * of a prefill step (engine_forward), where it may run decode steps of
-     * other sequences on this engine (a server's generating conversations
-     * wait no longer than a layer for their next token). It must leave the
-     * engine's own sequence as it found it (an engine_seq_swap undone); the
-     * prefill then goes on with the bits it has alone, and the steps get the
-     * bits they get between two chunks. Its time is not the prefill's.
+     * of a prefill step (engine_forward), where it may run decode steps and
+     * prefills of other sequences on this engine, made its own by
+     * engine_seq_swap (a server's generating conversations and short prompts
+     * wait no longer than a layer). It must leave the engine's own sequence
+     * as it found it; the prefill then goes on with the bits it has alone,
+     * and the work inside gets the bits it gets between two chunks (it is
+     * not paused in turn). Its time is not the prefill's.
      * pause_wanted (optional), asked first, says whether there is work for
      * it (setting the chunk aside and back costs a norm of its rows). */
     void (*between_layers)(void *ctx);
