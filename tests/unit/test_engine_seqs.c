@@ -605,14 +605,19 @@ Test(engine_seqs, a_prefix_copied_on_the_gpu_computes_as_its_own_gpu, .timeout =
  * 0 and 1 step while the engine's own prefills a prompt of PAUSED_PROMPT
  * tokens in chunks of 4, in turn all together (engine_decode_seqs) and one
  * at a time made the engine's own (engine_seq_swap, as the server steps one
- * slot). The steps give the bits they give alone, and the prompt's every
- * position the logits of its prefill alone. */
+ * slot), and conversation 2's prompt is prefilled in the first pause (as the
+ * server prefills a short prompt there). The steps give the bits they give
+ * alone, conversation 2 the logits of its prefill alone, and the paused
+ * prompt's every position the logits of its prefill alone. */
 #define PAUSED_PROMPT 29
 #define PAUSED_CHUNK 4
 
 typedef struct paused_steps {
     engine *en;
     engine_seq *seqs[2];
+    engine_seq *third;          /* conversation 2, prefilled in the first pause */
+    float *third_logits;        /* [vocab] its last position's */
+    double third_seconds;       /* its prefill's time (counted as prefill, inside the pause) */
     int k, calls;
     float *out;                 /* [2][STEPS][vocab] */
     float *rows;                /* [2][vocab] */
@@ -620,14 +625,30 @@ typedef struct paused_steps {
     int failed;
 } paused_steps;
 
+/* conversation s's prompt into ids; returns its length */
+static int prompt_ids(int s, int V, int *ids)
+{
+    for (int i = 0; i < prompt_length(s); i++)
+        ids[i] = prompt_id(s, i, V);
+    return prompt_length(s);
+}
+
 static void step_between_layers(void *ctx)
 {
     paused_steps *p = ctx;
     p->calls++;
-    if (p->k >= STEPS || p->failed)
-        return;
     engine *en = p->en;
     size_t V = (size_t)en->cfg->vocab_size;
+    if (p->calls == 1) {
+        int ids[32], n = prompt_ids(2, (int)V, ids);
+        double t0 = now_seconds();
+        engine_seq_swap(en, p->third);
+        p->failed |= engine_forward(en, ids, n, p->third_logits, 0, &p->e) != 0;
+        engine_seq_swap(en, p->third);
+        p->third_seconds = now_seconds() - t0;
+    }
+    if (p->k >= STEPS || p->failed)
+        return;
     int ids[2] = {step_id(0, p->k, (int)V), step_id(1, p->k, (int)V)};
     if (p->k % 2 == 0) {
         p->failed |= engine_decode_seqs(en, p->seqs, ids, 2, p->rows, &p->e) != 0;
@@ -661,14 +682,17 @@ static float *paused_prefill(const char *dir, paused_steps *p)
     cli_model m;
     open_model(&m, dir, PAUSED_CHUNK);
     size_t V = (size_t)m.mw.cfg.vocab_size;
-    engine_seq seqs[2];
+    engine_seq seqs[3];
     errbuf e;
     if (p) {
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < 3; s++) {
             cr_assert_eq(engine_seq_create(&m.en, &seqs[s], &e), 0, "%s", e.msg);
-            prefill(&m.en, &seqs[s], s);
-            p->seqs[s] = &seqs[s];
+            if (s < 2) {
+                prefill(&m.en, &seqs[s], s);
+                p->seqs[s] = &seqs[s];
+            }
         }
+        p->third = &seqs[2];
         p->en = &m.en;
         cr_assert_eq(engine_allow_pauses(&m.en, &e), 0, "%s", e.msg);
         m.en.between_layers = step_between_layers;
@@ -684,11 +708,15 @@ static float *paused_prefill(const char *dir, paused_steps *p)
     cr_assert_eq(engine_forward(&m.en, ids, PAUSED_PROMPT, logits, 1, &e), 0, "%s", e.msg);
     double wall = now_seconds() - t0;
     cr_expect_eq(m.en.n_past, PAUSED_PROMPT);
-    cr_expect_eq(m.en.stats.tokens_prefilled - prefilled, (uint64_t)PAUSED_PROMPT);
-    /* the steps' time is theirs (decode), not the prefill's */
-    cr_expect(m.en.stats.prefill_seconds - prefill_s <= wall - m.en.paused_seconds + 1e-6,
-              "prefill %.6f s counted of %.6f s, %.6f s of them paused",
-              m.en.stats.prefill_seconds - prefill_s, wall, m.en.paused_seconds);
+    /* (and conversation 2's prompt, prefilled in the first pause) */
+    cr_expect_eq(m.en.stats.tokens_prefilled - prefilled,
+                 (uint64_t)(PAUSED_PROMPT + (p ? prompt_length(2) : 0)));
+    /* the pauses' time is not the paused prefill's (the prompt prefilled in
+     * one is counted as its own) */
+    double inside = p ? p->third_seconds : 0;
+    cr_expect(m.en.stats.prefill_seconds - prefill_s <= wall - m.en.paused_seconds + inside + 1e-6,
+              "prefill %.6f s counted of %.6f s, %.6f s of them paused (%.6f s a prefill inside)",
+              m.en.stats.prefill_seconds - prefill_s, wall, m.en.paused_seconds, inside);
     cr_expect_eq(m.en.paused_seconds > 0, p != NULL);
     if (p) {
         cr_assert(!p->failed, "a step between layers failed: %s", p->e.msg);
@@ -702,13 +730,28 @@ static float *paused_prefill(const char *dir, paused_steps *p)
         m.en.pause_wanted = nothing_wanted;
         cr_assert_eq(engine_forward(&m.en, ids, 3, NULL, 0, &e), 0, "%s", e.msg);
         cr_expect_eq(p->calls, calls);
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < 2; s++)
             cr_expect_eq(seqs[s].n_past, prompt_length(s) + STEPS);
+        cr_expect_eq(seqs[2].n_past, prompt_length(2));
+        for (int s = 0; s < 3; s++)
             engine_seq_destroy(&seqs[s]);
-        }
     }
     cli_model_close(&m);
     return logits;
+}
+
+/* conversation 2's last prompt logits, its prompt prefilled alone */
+static float *third_alone(const char *dir)
+{
+    cli_model m;
+    open_model(&m, dir, PAUSED_CHUNK);
+    int V = m.mw.cfg.vocab_size, ids[32], n = prompt_ids(2, V, ids);
+    float *out = malloc((size_t)V * sizeof *out);
+    cr_assert_not_null(out);
+    errbuf e;
+    cr_assert_eq(engine_forward(&m.en, ids, n, out, 0, &e), 0, "%s", e.msg);
+    cli_model_close(&m);
+    return out;
 }
 
 static void steps_between_layers_as_alone(const char *format)
@@ -717,11 +760,17 @@ static void steps_between_layers_as_alone(const char *format)
     test_synth_tiny(dir, format);
     size_t V = vocab_of(dir);
     float *want_steps = alone_n(dir, PAUSED_CHUNK, 2), *want_prompt = paused_prefill(dir, NULL);
+    float *want_third = third_alone(dir);
     paused_steps p = {.out = malloc(2 * STEPS * V * sizeof(float)),
-                      .rows = malloc(2 * V * sizeof(float))};
-    cr_assert(p.out && p.rows);
+                      .rows = malloc(2 * V * sizeof(float)),
+                      .third_logits = malloc(V * sizeof(float))};
+    cr_assert(p.out && p.rows && p.third_logits);
     float *got_prompt = paused_prefill(dir, &p);
     expect_same_bits_n(want_steps, p.out, V, 2, "steps between a prefill's layers");
+    cr_expect(memcmp(want_third, p.third_logits, V * sizeof(float)) == 0,
+              "%s: a prompt prefilled between another's layers differs from its prefill alone", format);
+    free(want_third);
+    free(p.third_logits);
     for (int t = 0; t < PAUSED_PROMPT; t++)
         cr_expect(memcmp(want_prompt + t * V, got_prompt + t * V, V * sizeof(float)) == 0,
                   "%s: the prompt's position %d differs from its prefill alone", format, t);
