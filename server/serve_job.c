@@ -1758,15 +1758,17 @@ static int step_due(const server *s)
 }
 
 /* The engine's pause_wanted while a prompt's chunk runs: a request waits in
- * the queue, a short new prompt in a slot, or a step is due. */
+ * the queue with a slot free, a short new prompt in a slot, or a step is due. */
 static int work_between_layers(void *ctx)
 {
     server *s = ctx;
-    int which[s->o.parallel];
+    int which[s->o.parallel], free_slot = 0;
     if (s->prefilling < 0)
         return 0;
+    for (int k = 0; k < s->o.parallel; k++)
+        free_slot |= !s->slots[k].run;
     pthread_mutex_lock(&s->mu);
-    int queued = s->head != NULL;
+    int queued = free_slot && s->head != NULL;
     pthread_mutex_unlock(&s->mu);
     return queued || short_new_prompt(s) >= 0 || (step_due(s) && decoding_slots(s, which));
 }
