@@ -168,6 +168,8 @@ typedef struct oai_request {
                                  * model's (served only with --trust-request-chat-template) */
     const cJSON *tool_namespaces;   /* Responses: the namespaces' names (strings) whose
                                      * functions are declared as NAMESPACE.NAME; NULL: none */
+    int reasoning_summary;      /* Responses: reasoning.summary asked for (auto, concise,
+                                 * detailed): the reasoning comes as the item's summary */
 } oai_request;
 
 /* The body as a JSON object: refused (NULL, err a 400) when it is not UTF-8,

@@ -387,7 +387,7 @@ static int refuse_stored(const cJSON *root, oai_error *err)
     return 0;
 }
 
-static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, oai_error *err)
+static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, int *summary, oai_error *err)
 {
     if (refuse_stored(root, err))
         return -1;
@@ -421,6 +421,16 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, oai_error
         return oai_bad(err, "reasoning", "reasoning.effort must be a string");
     if (effort && !cJSON_AddBoolToObject(out, "thinking", strcmp(effort->valuestring, "none") != 0))
         return chat_body_oom(err);
+    /* a summary asked for: the model writes none, so its reasoning is given as
+     * one (as Ollama gives a thinking model's), for clients that show only
+     * summaries (Codex) */
+    const cJSON *summary_kind = chat_body_field(reasoning, "summary");
+    if (summary_kind && !cJSON_IsNull(summary_kind) &&
+        (!cJSON_IsString(summary_kind) || (strcmp(summary_kind->valuestring, "auto") &&
+                                           strcmp(summary_kind->valuestring, "concise") &&
+                                           strcmp(summary_kind->valuestring, "detailed"))))
+        return oai_bad(err, "reasoning", "reasoning.summary must be \"auto\", \"concise\", \"detailed\" or null");
+    *summary = summary_kind && !cJSON_IsNull(summary_kind);
     return 0;
 }
 
@@ -432,7 +442,8 @@ int responses_request_parse(const char *body, size_t len, const chat_options *de
     if (!root)
         return -1;
     cJSON *out = cJSON_CreateObject(), *namespaces = cJSON_CreateArray();
-    int rc = !out || !namespaces ? chat_body_oom(err) : translate(root, out, namespaces, err);
+    int summary = 0;
+    int rc = !out || !namespaces ? chat_body_oom(err) : translate(root, out, namespaces, &summary, err);
     cJSON_Delete(root);
     /* a key no parser reads: the translated body is never sent anywhere */
     if (!rc && cJSON_GetArraySize(namespaces)) {
@@ -451,5 +462,6 @@ int responses_request_parse(const char *body, size_t len, const chat_options *de
         return -1;
     r->api = API_RESPONSES;
     r->tool_namespaces = kept;
+    r->reasoning_summary = summary;
     return 0;
 }

@@ -55,6 +55,21 @@ static const char *item_status(const responses_out *o, int i, int done)
     return !done ? "in_progress" : o->incomplete && i == o->n - 1 ? "incomplete" : "completed";
 }
 
+/* An item's text part: the message's output_text, the reasoning's
+ * reasoning_text content or (o->summary) summary_text. */
+static cJSON *text_part_json(const responses_out *o, const responses_item *it, int done)
+{
+    cJSON *p = cJSON_CreateObject();
+    int reasoning = it->kind == RESPONSES_REASONING;
+    cJSON_AddStringToObject(p, "type", !reasoning ? "output_text" : o->summary ? "summary_text" : "reasoning_text");
+    cJSON_AddItemToObject(p, "text", done ? json_clean_string(it->text, it->len) : cJSON_CreateString(""));
+    if (!reasoning) {
+        cJSON_AddArrayToObject(p, "annotations");
+        cJSON_AddArrayToObject(p, "logprobs");
+    }
+    return p;
+}
+
 /* Item i as the API shows it: done (its whole content) or just added. */
 static cJSON *item_json(const responses_out *o, int i, int done)
 {
@@ -65,14 +80,9 @@ static cJSON *item_json(const responses_out *o, int i, int done)
     cJSON_AddStringToObject(j, "id", id);
     if (it->kind == RESPONSES_REASONING) {
         cJSON_AddStringToObject(j, "type", "reasoning");
-        cJSON_AddArrayToObject(j, "summary");
-        cJSON *content = cJSON_AddArrayToObject(j, "content");
-        if (done) {
-            cJSON *p = cJSON_CreateObject();
-            cJSON_AddStringToObject(p, "type", "reasoning_text");
-            cJSON_AddItemToObject(p, "text", json_clean_string(it->text, it->len));
-            cJSON_AddItemToArray(content, p);
-        }
+        cJSON *summary = cJSON_AddArrayToObject(j, "summary"), *content = cJSON_AddArrayToObject(j, "content");
+        if (done)
+            cJSON_AddItemToArray(o->summary ? summary : content, text_part_json(o, it, 1));
     } else if (it->kind == RESPONSES_MESSAGE) {
         cJSON_AddStringToObject(j, "type", "message");
         cJSON_AddStringToObject(j, "status", item_status(o, i, done));
@@ -110,17 +120,31 @@ static cJSON *item_event(const responses_out *o, int i)
     return e;
 }
 
-static cJSON *text_part_json(const responses_item *it, int done)
+/* A text item's part events: the fields of item_event and the part's index,
+ * and each event's type (of the message's text, the reasoning's content, or
+ * the reasoning's summary) */
+typedef struct text_events {
+    const char *index, *part_added, *delta, *done, *part_done;
+} text_events;
+
+static text_events text_events_of(const responses_out *o, int kind)
 {
-    cJSON *p = cJSON_CreateObject();
-    int reasoning = it->kind == RESPONSES_REASONING;
-    cJSON_AddStringToObject(p, "type", reasoning ? "reasoning_text" : "output_text");
-    cJSON_AddItemToObject(p, "text", done ? json_clean_string(it->text, it->len) : cJSON_CreateString(""));
-    if (!reasoning) {
-        cJSON_AddArrayToObject(p, "annotations");
-        cJSON_AddArrayToObject(p, "logprobs");
-    }
-    return p;
+    if (kind == RESPONSES_MESSAGE)
+        return (text_events){"content_index", "response.content_part.added", "response.output_text.delta",
+                             "response.output_text.done", "response.content_part.done"};
+    if (!o->summary)
+        return (text_events){"content_index", "response.content_part.added", "response.reasoning_text.delta",
+                             "response.reasoning_text.done", "response.content_part.done"};
+    return (text_events){"summary_index", "response.reasoning_summary_part.added",
+                         "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+                         "response.reasoning_summary_part.done"};
+}
+
+static cJSON *text_event(const responses_out *o, int i, const text_events *te)
+{
+    cJSON *e = item_event(o, i);
+    cJSON_AddNumberToObject(e, te->index, 0);
+    return e;
 }
 
 /* The last item's done events (streamed), and it closed. */
@@ -138,18 +162,16 @@ static int close_item(responses_out *o, char **out)
         if (add_event(o, out, "response.function_call_arguments.done", e))
             return -1;
     } else {
-        int reasoning = it->kind == RESPONSES_REASONING;
-        e = item_event(o, i);
-        cJSON_AddNumberToObject(e, "content_index", 0);
+        text_events te = text_events_of(o, it->kind);
+        e = text_event(o, i, &te);
         cJSON_AddItemToObject(e, "text", json_clean_string(it->text, it->len));
-        if (!reasoning)
+        if (it->kind == RESPONSES_MESSAGE)
             cJSON_AddArrayToObject(e, "logprobs");
-        if (add_event(o, out, reasoning ? "response.reasoning_text.done" : "response.output_text.done", e))
+        if (add_event(o, out, te.done, e))
             return -1;
-        e = item_event(o, i);
-        cJSON_AddNumberToObject(e, "content_index", 0);
-        cJSON_AddItemToObject(e, "part", text_part_json(it, 1));
-        if (add_event(o, out, "response.content_part.done", e))
+        e = text_event(o, i, &te);
+        cJSON_AddItemToObject(e, "part", text_part_json(o, it, 1));
+        if (add_event(o, out, te.part_done, e))
             return -1;
     }
     e = cJSON_CreateObject();
@@ -183,10 +205,10 @@ static int open_item(responses_out *o, char **out, responses_item it)
     cJSON_AddItemToObject(e, "item", item_json(o, i, 0));
     if (add_event(o, out, "response.output_item.added", e) || kind == RESPONSES_CALL)
         return *out ? 0 : -1;
-    e = item_event(o, i);
-    cJSON_AddNumberToObject(e, "content_index", 0);
-    cJSON_AddItemToObject(e, "part", text_part_json(&o->items[i], 0));
-    return add_event(o, out, "response.content_part.added", e);
+    text_events te = text_events_of(o, kind);
+    e = text_event(o, i, &te);
+    cJSON_AddItemToObject(e, "part", text_part_json(o, &o->items[i], 0));
+    return add_event(o, out, te.part_added, e);
 }
 
 static int append_text(responses_item *it, const char *p, size_t n)
@@ -212,14 +234,12 @@ static int text_piece(responses_out *o, char **out, int kind, const char *p, siz
         return -1;
     if (!o->stream)
         return 0;
-    cJSON *e = item_event(o, i);
-    cJSON_AddNumberToObject(e, "content_index", 0);
+    text_events te = text_events_of(o, kind);
+    cJSON *e = text_event(o, i, &te);
     cJSON_AddItemToObject(e, "delta", json_clean_string(p, n));
     if (kind == RESPONSES_MESSAGE)
         cJSON_AddArrayToObject(e, "logprobs");
-    return add_event(
-        o, out, kind == RESPONSES_REASONING ? "response.reasoning_text.delta" : "response.output_text.delta",
-        e);
+    return add_event(o, out, te.delta, e);
 }
 
 /* The namespace a declared function's qualified name starts with, or NULL. */

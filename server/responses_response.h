@@ -2,7 +2,8 @@
  * Responses API.
  *
  * An answer is a list of output items in the model's order: its reasoning as a
- * "reasoning" item (the text as reasoning_text content; no summary is made),
+ * "reasoning" item (the text as reasoning_text content, or, when the request
+ * asked for a summary, as its summary_text: the model writes no other),
  * its text as an assistant "message" item (one output_text part), each tool
  * call as a "function_call" item (call_id Kimi's call id, the arguments the
  * model's text; a function declared in a namespace named as it was declared,
@@ -36,6 +37,7 @@ typedef struct responses_out {
     oai_meta meta;              /* id "resp_N", model, created */
     const cJSON *namespaces;    /* the request's namespaces (strings), or NULL */
     int stream;
+    int summary;                /* the reasoning as the item's summary (reasoning.summary) */
     responses_item *items;
     int n;
     int open;                   /* streamed: the last item is still being written */

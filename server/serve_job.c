@@ -748,8 +748,10 @@ static int choice_begin(server *s, slot_run *r, int c)
                      .prompt_tokens = r->n};
     r->a->meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
                             .created = j->created, .choice = j->choice0 + c};
-    if (r->a->responses)
+    if (r->a->responses) {
         responses_out_init(&r->a->ro, &r->a->meta, j->req.tool_namespaces, j->req.stream);
+        r->a->ro.summary = j->req.reasoning_summary;
+    }
     if (r->a->chat) {
         tool_stream_init(&r->a->ts,
                          j->chat.reasoning == REASONING_OPEN ? TOOL_REASONING_OPEN : TOOL_REASONING_TAGS);

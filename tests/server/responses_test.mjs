@@ -97,6 +97,21 @@ async function plainServer() {
     const c = await post(srv, '/v1/chat/completions', { model: MODEL, max_tokens: 6, temperature: 0, thinking: true,
       messages: [{ role: 'user', content: 'Think.' }] });
     assert.equal(c.body.usage.completion_tokens_details.reasoning_tokens, n, JSON.stringify(c.body.usage));
+    // a summary asked for (as Codex asks): the same reasoning as the item's
+    // summary, streamed as a summary's events
+    const req = { model: MODEL, max_output_tokens: 6, temperature: 0, input: 'Think.',
+      reasoning: { effort: 'high', summary: 'auto' } };
+    const sr = await ai.responses.create(req);
+    assert.deepEqual(sr.output[0].summary, [{ type: 'summary_text', text: r.output[0].content[0].text }]);
+    assert.deepEqual(sr.output[0].content, []);
+    let deltas = '', done = null;
+    for await (const ev of await ai.responses.create({ ...req, stream: true })) {
+      if (ev.type === 'response.reasoning_summary_text.delta') deltas += ev.delta;
+      if (ev.type === 'response.reasoning_text.delta') assert.fail('reasoning_text streamed beside the summary');
+      if (ev.type === 'response.completed' || ev.type === 'response.incomplete') done = ev.response;
+    }
+    assert.equal(deltas, r.output[0].content[0].text);
+    assert.deepEqual(done.output[0].summary, sr.output[0].summary);
   });
   await check('responses: what needs stored responses, and other bad requests, are refused naming the field', async () => {
     const cases = [

@@ -96,12 +96,14 @@ Test(responses_request, fields_map_to_the_chat_request)
     cr_expect_float_eq(r.top_p, 0.9f, 1e-6);
     cr_expect(r.stream && r.one_call);
     cr_expect(!r.copt.thinking, "effort none: thinking off");
+    cr_expect(r.reasoning_summary, "a summary asked for");
     cr_expect_not_null(r.schema, "text.format json_schema holds the answer");
     cr_expect_eq(cJSON_GetArraySize(r.messages), 1);
     oai_request_free(&r);
     parse_ok("{\"input\": \"hi\", \"reasoning\": {\"effort\": \"high\"}, \"tools\": [{\"type\": \"function\", "
              "\"name\": \"f\"}], \"tool_choice\": {\"type\": \"function\", \"name\": \"f\"}}", &r);
     cr_expect(r.copt.thinking);
+    cr_expect(!r.reasoning_summary, "no summary asked for");
     cr_expect_str_eq(r.tool_choice_name, "f");
     oai_request_free(&r);
     parse_ok("{\"input\": \"hi\", \"tools\": [{\"type\": \"web_search_preview\"}, {\"type\": \"file_search\"}]}", &r);
@@ -166,6 +168,8 @@ Test(responses_request, refuses_bad_bodies_naming_the_field)
            "{\"type\": \"allowed_tools\"}}", "tool_choice", "'tool_choice'");
     refuse("{\"input\": \"x\", \"tool_choice\": \"required\"}", "tool_choice", "no 'tools'");
     refuse("{\"input\": \"x\", \"reasoning\": {\"effort\": 1}}", "reasoning", "effort");
+    refuse("{\"input\": \"x\", \"reasoning\": {\"summary\": \"long\"}}", "reasoning", "reasoning.summary");
+    refuse("{\"input\": \"x\", \"reasoning\": {\"summary\": true}}", "reasoning", "\"detailed\" or null");
     refuse("{\"input\": \"x\", \"text\": 1}", "text", "object");
     refuse("{\"input\": \"x\", \"max_output_tokens\": 0}", "max_tokens", "between");
 }
@@ -261,6 +265,64 @@ Test(responses_response, a_stream_adds_fills_and_ends_each_item_in_turn)
         cJSON_Delete(e[i]);
     responses_out_free(&o);
     cJSON_Delete(ns);
+}
+
+/* reasoning.summary asked for: the reasoning comes as the item's summary,
+ * streamed as the API streams a summary's part and text; the rest as ever;
+ * the whole response holds the same item. */
+Test(responses_response, a_summary_asked_for_carries_the_reasoning)
+{
+    oai_meta m = {.id = "resp_9", .model = "kimi", .created = 5};
+    for (int stream = 1; stream >= 0; stream--) {
+        responses_out o;
+        responses_out_init(&o, &m, NULL, stream);
+        o.summary = 1;
+        char *parts[4] = {stream ? responses_event_start(&o) : strdup(""), responses_add(&o, "th", 2, "", 0, NULL, 0),
+                          responses_add(&o, "ink", 3, "Yes.", 4, NULL, 0), NULL};
+        oai_usage u = {.prompt_tokens = 3, .completion_tokens = 4};
+        parts[3] = stream ? responses_event_end(&o, "stop", &u) : responses_body(&o, "stop", &u);
+        const cJSON *item;
+        cJSON *e[32], *whole = NULL;
+        int k = 0;
+        if (stream) {
+            for (int i = 0; i < 4; i++) {
+                cr_assert_not_null(parts[i]);
+                k += events(parts[i], e + k, 32 - k, k);
+            }
+            const char *want[] = {
+                "response.created", "response.in_progress", "response.output_item.added",
+                "response.reasoning_summary_part.added", "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done", "response.output_item.done",
+                "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+                "response.output_text.done", "response.content_part.done", "response.output_item.done",
+                "response.completed"};
+            cr_assert_eq(k, (int)(sizeof want / sizeof *want));
+            for (int i = 0; i < k; i++)
+                cr_assert_str_eq(type_of(e[i]), want[i], "event %d", i);
+            cr_expect_eq(cJSON_GetObjectItem(e[5], "summary_index")->valueint, 0);
+            cr_expect_str_eq(cJSON_GetObjectItem(e[5], "delta")->valuestring, "ink");
+            cr_expect_str_eq(cJSON_GetObjectItem(e[6], "text")->valuestring, "think");
+            cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e[7], "part"), "type")->valuestring,
+                             "summary_text");
+            item = cJSON_GetObjectItem(e[8], "item");
+        } else {
+            whole = cJSON_Parse(parts[3]);
+            cr_assert_not_null(whole);
+            item = cJSON_GetArrayItem(cJSON_GetObjectItem(whole, "output"), 0);
+        }
+        const cJSON *summary = cJSON_GetObjectItem(item, "summary");
+        cr_expect_eq(cJSON_GetArraySize(summary), 1);
+        cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(summary, 0), "type")->valuestring, "summary_text");
+        cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(summary, 0), "text")->valuestring, "think");
+        cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(item, "content")), 0, "the text once, as the summary");
+        for (int i = 0; i < k; i++)
+            cJSON_Delete(e[i]);
+        cJSON_Delete(whole);
+        for (int i = 0; i < 4; i++)
+            free(parts[i]);
+        responses_out_free(&o);
+    }
 }
 
 Test(responses_response, a_whole_response_holds_the_items_as_a_stream_would)
