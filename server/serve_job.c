@@ -1266,10 +1266,12 @@ static void run_end(server *s, slot_run *r)
     m->completion_tokens += (uint64_t)r->generated;
     m->prefill_seconds += r->t1 - r->t0;
     m->decode_seconds += t2 - r->t1;
-    if (r->t_first) {
-        m->ttft_seconds_sum += r->t_first - j->t_arrival;
-        m->ttft_count++;
-    }
+    if (r->t_first)
+        serve_metrics_observe(m, SERVE_LATENCY_TTFT, r->t_first - j->t_arrival);
+    if (r->t_first && r->generated > 1)
+        serve_metrics_observe(m, SERVE_LATENCY_TPOT, (t2 - r->t_first) / (r->generated - 1));
+    serve_metrics_observe(m, SERVE_LATENCY_E2E, t2 - j->t_arrival);
+    serve_metrics_observe(m, SERVE_LATENCY_QUEUE, r->t0 - j->t_arrival);
     if (r->generated > 1 && t2 > r->t_first)
         m->last_decode_tokens_per_second = (double)(r->generated - 1) / (t2 - r->t_first);
     if (!finish)

@@ -54,6 +54,50 @@ static void metric(text *t, const char *name, const char *type, const char *help
     put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* the latencies' names, help and bucket bounds (seconds; a CPU prefill of a
+ * long prompt takes minutes, a decode step a tenth of a second or more) */
+static const struct latency {
+    const char *name, *help;
+    double bound[SERVE_HISTOGRAM_BUCKETS];
+} latencies[SERVE_LATENCIES] = {
+    {"moetier_time_to_first_token_seconds", "from a request's arrival to its first generated token",
+     {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560}},
+    {"moetier_request_time_per_output_token_seconds",
+     "a request's mean time per generated token after its first",
+     {0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10}},
+    {"moetier_e2e_request_latency_seconds", "from a request's arrival to its end",
+     {0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240}},
+    {"moetier_request_queue_time_seconds", "from a request's arrival to its slot",
+     {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1280}},
+};
+
+void serve_metrics_observe(serve_metrics *m, int which, double seconds)
+{
+    serve_histogram *h = &m->latency[which];
+    const double *b = latencies[which].bound;
+    int i = 0;
+    while (i < SERVE_HISTOGRAM_BUCKETS && seconds > b[i])
+        i++;
+    if (i < SERVE_HISTOGRAM_BUCKETS)
+        h->bucket[i]++;
+    h->sum += seconds;
+    h->count++;
+}
+
+static void put_histogram(text *t, const serve_histogram *h, int which)
+{
+    const struct latency *l = &latencies[which];
+    metric(t, l->name, "histogram", l->help);
+    uint64_t below = 0;
+    for (int i = 0; i < SERVE_HISTOGRAM_BUCKETS; i++) {
+        below += h->bucket[i];
+        put(t, "%s_bucket{le=\"%g\"} %llu\n", l->name, l->bound[i], (unsigned long long)below);
+    }
+    put(t, "%s_bucket{le=\"+Inf\"} %llu\n", l->name, (unsigned long long)h->count);
+    put(t, "%s_sum %.6f\n", l->name, h->sum);
+    put(t, "%s_count %llu\n", l->name, (unsigned long long)h->count);
+}
+
 char *serve_metrics_render(const serve_metrics *m)
 {
     text t = {0};
@@ -136,10 +180,8 @@ char *serve_metrics_render(const serve_metrics *m)
     put(&t, "moetier_prompt_cache_entries %d\n", m->prompt_cache_entries);
     metric(&t, "moetier_completion_tokens_total", "counter", "generated tokens");
     put(&t, "moetier_completion_tokens_total %llu\n", (unsigned long long)m->completion_tokens);
-    metric(&t, "moetier_time_to_first_token_seconds", "summary",
-           "from a request's arrival to its first generated token");
-    put(&t, "moetier_time_to_first_token_seconds_sum %.6f\n", m->ttft_seconds_sum);
-    put(&t, "moetier_time_to_first_token_seconds_count %llu\n", (unsigned long long)m->ttft_count);
+    for (int k = 0; k < SERVE_LATENCIES; k++)
+        put_histogram(&t, &m->latency[k], k);
     metric(&t, "moetier_prefill_seconds_total", "counter",
            "requests' time in prompt prefill (summed: requests run at once overlap)");
     put(&t, "moetier_prefill_seconds_total %.6f\n", m->prefill_seconds);

@@ -13,6 +13,16 @@
 /* decode steps of up to this many rows are timed by row count */
 #define SERVE_METRICS_STEP_ROWS 64
 
+/* A latency histogram as Prometheus counts one: observations at most each
+ * bucket's bound (cumulative when printed), their sum and count. */
+enum { SERVE_LATENCY_TTFT, SERVE_LATENCY_TPOT, SERVE_LATENCY_E2E, SERVE_LATENCY_QUEUE, SERVE_LATENCIES };
+#define SERVE_HISTOGRAM_BUCKETS 16
+typedef struct serve_histogram {
+    uint64_t bucket[SERVE_HISTOGRAM_BUCKETS];   /* observations in (bound[i-1], bound[i]] */
+    double sum;
+    uint64_t count;
+} serve_histogram;
+
 typedef struct serve_metrics {
     int status_code[SERVE_METRICS_STATUSES];   /* HTTP statuses seen, in first-seen order */
     uint64_t status_count[SERVE_METRICS_STATUSES];
@@ -22,8 +32,10 @@ typedef struct serve_metrics {
     uint64_t prompt_tokens_shared;              /* of the cached: from another slot's cache */
     uint64_t prompt_cache_bytes;
     int prompt_cache_entries;
-    double ttft_seconds_sum;                    /* time to first token, from arrival */
-    uint64_t ttft_count;
+    /* per request: time to first token (from arrival), time per output token
+     * after the first, end to end (arrival to the end), in the queue (arrival
+     * to its slot) */
+    serve_histogram latency[SERVE_LATENCIES];
     double prefill_seconds, decode_seconds;
     double last_decode_tokens_per_second;
     int queue_depth;                            /* waiting or running */
@@ -49,6 +61,8 @@ typedef struct serve_metrics {
 } serve_metrics;
 
 void serve_metrics_count_status(serve_metrics *m, int status);
+/* Adds an observation of latency `which` (SERVE_LATENCY_*), in seconds. */
+void serve_metrics_observe(serve_metrics *m, int which, double seconds);
 /* Prometheus text into a malloc'd string (NULL when out of memory). */
 char *serve_metrics_render(const serve_metrics *m);
 

@@ -788,6 +788,15 @@ async function plainServer() {
     for (const name of ['moetier_completion_tokens_total', 'moetier_time_to_first_token_seconds_count',
       'moetier_queue_depth 0', 'moetier_requests_total{status="400"}', 'moetier_decode_tokens_per_second'])
       assert.ok(t.includes(name), name + ' missing from:\n' + t);
+    // the latency histograms: every request answered is in each (+Inf), its
+    // time to first token within the request's time
+    const count = (name) => Number(new RegExp(`^${name}_count (\\d+)$`, 'm').exec(t)[1]);
+    const sum = (name) => Number(new RegExp(`^${name}_sum (\\S+)$`, 'm').exec(t)[1]);
+    const e2e = count('moetier_e2e_request_latency_seconds');
+    assert.ok(e2e >= 3 && count('moetier_request_queue_time_seconds') === e2e, t);
+    assert.ok(count('moetier_time_to_first_token_seconds') <= e2e, t);
+    assert.ok(new RegExp(`^moetier_e2e_request_latency_seconds_bucket\\{le="\\+Inf"\\} ${e2e}$`, 'm').test(t), t);
+    assert.ok(sum('moetier_time_to_first_token_seconds') <= sum('moetier_e2e_request_latency_seconds'), t);
     const m = /moetier_completion_tokens_total (\d+)/.exec(t);
     assert.ok(Number(m[1]) >= 21);
     const one = /moetier_decode_step_seconds\{rows="1"\} ([0-9.]+)/.exec(t);

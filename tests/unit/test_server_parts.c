@@ -1,6 +1,7 @@
 /* The server's parts that need no socket: request validation (status, field
  * named), the stop-string filter against a one-shot reference over every way
- * of cutting the text, and UTF-8 cleaning of what is sent back. */
+ * of cutting the text, UTF-8 cleaning of what is sent back, and the
+ * latency histograms of /metrics. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "server/api_keys.h"
 #include "server/json_out.h"
 #include "server/llama_request.h"
+#include "server/serve_metrics.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
 #include "server/stop_filter.h"
@@ -782,4 +784,44 @@ Test(server_keys, a_file_of_keys_and_the_check)
     cr_expect_eq(k.n, 0);
     test_remove_tree(dir);
     free(dir);
+}
+
+/* The latencies as Prometheus histograms: each bucket counts the observations
+ * at most its bound (one on a bound is in its bucket), +Inf and _count all of
+ * them, _sum their seconds; every line a comment or a sample. */
+Test(serve_metrics, latencies_are_cumulative_histograms)
+{
+    serve_metrics m;
+    memset(&m, 0, sizeof m);
+    serve_metrics_observe(&m, SERVE_LATENCY_TTFT, 0.05);
+    serve_metrics_observe(&m, SERVE_LATENCY_TTFT, 0.07);
+    serve_metrics_observe(&m, SERVE_LATENCY_TTFT, 3000);
+    serve_metrics_observe(&m, SERVE_LATENCY_QUEUE, 0);
+    char *t = serve_metrics_render(&m);
+    cr_assert_not_null(t);
+    const char *want[] = {
+        "# TYPE moetier_time_to_first_token_seconds histogram\n",
+        "moetier_time_to_first_token_seconds_bucket{le=\"0.05\"} 1\n",
+        "moetier_time_to_first_token_seconds_bucket{le=\"0.1\"} 2\n",
+        "moetier_time_to_first_token_seconds_bucket{le=\"2560\"} 2\n",
+        "moetier_time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\n",
+        "moetier_time_to_first_token_seconds_sum 3000.120000\n",
+        "moetier_time_to_first_token_seconds_count 3\n",
+        "moetier_request_queue_time_seconds_bucket{le=\"0.01\"} 1\n",
+        "moetier_request_time_per_output_token_seconds_count 0\n",
+        "moetier_e2e_request_latency_seconds_bucket{le=\"+Inf\"} 0\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        cr_expect(strstr(t, want[i]), "missing: %s", want[i]);
+    for (const char *line = t; *line;) {
+        const char *nl = strchr(line, '\n');
+        cr_assert_not_null(nl, "an unended line");
+        char name[128];
+        double v;
+        cr_expect(*line == '#' || sscanf(line, "%127[a-z_]%*[^ ] %lf", name, &v) == 2 ||
+                      sscanf(line, "%127[a-z_] %lf", name, &v) == 2,
+                  "not a sample: %.*s", (int)(nl - line), line);
+        line = nl + 1;
+    }
+    free(t);
 }
