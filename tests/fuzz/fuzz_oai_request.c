@@ -203,6 +203,7 @@ static void responses(const uint8_t *data, size_t size)
         {   /* streamed or not by the input's length, to spend the time once */
             responses_out o;
             responses_out_init(&o, &m, r.tool_namespaces, (int)(size & 1));
+            o.summary = r.reasoning_summary || (size & 2);   /* the reasoning as a summary */
             char *ev[4] = {responses_event_start(&o),
                            responses_add(&o, (const char *)data, half, (const char *)data + half, size - half,
                                          &call, 1),
@@ -245,6 +246,14 @@ static void llama(const uint8_t *data, size_t size)
     char *body = llama_result_body(&res, 0);
     check_events(ev);
     check_events(last);
+    /* a prompt's progress events, in this route's shape and OpenAI's */
+    oai_progress pp = {(int)size, (int)(size / 3), (int)(size / 2), (double)size * 1e3};
+    oai_meta pm = {.kind = size & 1 ? OAI_CHAT : OAI_COMPLETION, .id = "x", .model = "m"};
+    char *progress[2] = {llama_event_progress(&pp), oai_event_progress(&pm, (int)(size & 2), &pp)};
+    for (int i = 0; i < 2; i++) {
+        check_events(progress[i]);
+        free(progress[i]);
+    }
     cJSON *root = body ? cJSON_Parse(body) : NULL;
     if (body && !root)
         abort();
