@@ -206,7 +206,8 @@ static void *huge_alloc(size_t bytes)
     return m;
 }
 
-static int make_linear(linear_weight *w, weight_format fmt, int rows, int cols, uint8_t **mem)
+static int make_linear(linear_weight *w, weight_format fmt, int rows, int cols, int fp8_subnormal,
+                       uint8_t **mem)
 {
     memset(w, 0, sizeof *w);
     w->fmt = fmt;
@@ -238,6 +239,9 @@ static int make_linear(linear_weight *w, weight_format fmt, int rows, int cols, 
             if (!(m[i] & 0x78))
                 m[i] |= 0x08;
         }
+        /* --fp8-subnormal N: one in N as a checkpoint has them (its mantissa kept) */
+        for (uint64_t i = fp8_subnormal ? (uint64_t)fp8_subnormal / 2 : db; i < db; i += (uint64_t)fp8_subnormal)
+            m[i] = (uint8_t)((m[i] & 0x87) | (m[i] & 0x07 ? 0 : 1));
         float *s = (float *)(m + db);
         for (uint64_t i = 0; i < sb / 4; i++)
             s[i] = 1e-3f;
@@ -355,7 +359,7 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
     uint8_t *pm[3];
     for (int k = 0; k < 3; k++)
         if (make_linear(&probe.p[k], fmt, k == 2 ? K2_HIDDEN : K2_MOE_INTER,
-                        k == 2 ? K2_MOE_INTER : K2_HIDDEN, &pm[k]))
+                        k == 2 ? K2_MOE_INTER : K2_HIDDEN, o->fp8_subnormal, &pm[k]))
             return err_set(e, "out of memory for the benchmark experts");
     uint64_t per = expert_bytes(&probe);
     int n = (int)(o->set_gb * 1e9 / (double)per);
@@ -387,7 +391,7 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
     for (int i = 1; i < n && !rc; i++)
         for (int k = 0; k < 3 && !rc; k++)
             if (make_linear(&ex[i].p[k], fmt, k == 2 ? K2_HIDDEN : K2_MOE_INTER,
-                            k == 2 ? K2_MOE_INTER : K2_HIDDEN, &mems[i * 3 + k]))
+                            k == 2 ? K2_MOE_INTER : K2_HIDDEN, o->fp8_subnormal, &mems[i * 3 + k]))
                 rc = err_set(e, "out of memory for %d benchmark experts of %.1f MB", n, per / 1e6);
     int maxT = 1;
     for (int t = 0; t < o->n_tokens; t++)

@@ -31,6 +31,7 @@ typedef struct kernel_bench_options {
     int json;                   /* JSON lines (else a table) */
     int twin;                   /* the GPU backend's CPU twin (kernels/gpu_twin.h), one
                                  * expert after another as its hybrid side runs them */
+    int fp8_subnormal;          /* FP8: one code in this many subnormal (0: none) */
     FILE *out;
 } kernel_bench_options;
 

@@ -24,6 +24,7 @@ static void usage(FILE *f)
                "  moetier bench model --help).\n"
                "usage: moetier bench kernels [--json] [--kernels PATH] [-t LIST] [--tokens LIST]\n"
                "                             [--formats LIST] [--seconds S] [--set-gb G] [--twin]\n"
+               "                             [--fp8-subnormal N]\n"
                "  Times the expert FFN at Kimi K2 shapes (7168 -> 2048 -> 7168) per format,\n"
                "  thread count and token count, against the read bandwidth and FMA peak\n"
                "  measured in the same run. On a CPU with AMX, rows of 16 tokens or more run\n"
@@ -38,6 +39,8 @@ static void usage(FILE *f)
                "  --formats LIST  int4,fp8,bf16 (default all)\n"
                "  --seconds S     time per measurement (default 1)\n"
                "  --set-gb G      GB of distinct experts per format (default 1.5)\n"
+               "  --fp8-subnormal N  one FP8 code in N subnormal, as a checkpoint has some\n"
+               "                  (the testdata's FP8 model: one in 10,000; default none)\n"
                "  --twin          time the GPU backend's CPU twin instead (the hybrid path's\n"
                "                  CPU side, the GPU's bits; JSON \"kernels\": \"twin\")\n"
                "usage: moetier bench gpu [--json] [--mb LIST] [--seconds S]\n"
@@ -557,6 +560,9 @@ int cmd_bench(int argc, char **argv)
             o.json = 1;
         } else if (!strcmp(a, "--twin")) {
             o.twin = 1;
+        } else if (!strcmp(a, "--fp8-subnormal")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 1 << 30, &o.fp8_subnormal))
+                return 2;
         } else if (!strcmp(a, "--kernels")) {
             if (!(v = cli_value(argc, argv, &i)))
                 return 2;
