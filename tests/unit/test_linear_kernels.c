@@ -618,3 +618,57 @@ Test(linear_kernels, batched_products_with_tokens_or_rows_in_lanes_agree_bitwise
     if (!ran)
         cr_skip_test("this CPU runs neither SIMD path");
 }
+
+/* FP8 subnormal codes (exponent 0: m * 2^-9) on every path: a row of only
+ * subnormal codes, a row of small normal codes with one subnormal code in
+ * every 64 columns, a row of both mixed at random; x small integers times
+ * 2^-2 and the scales powers of two, so every product and every sum is exact
+ * and each path must give the reference's value to the bit, at 1 to 4 tokens
+ * (the row kernels) and 20 (the batched products). */
+static void fp8_subnormals_exact(void)
+{
+    enum { ROWS = 3, COLS = 384, BLK = 128 };
+    random_weight o = random_weight_make(WF_FP8_BLOCK, ROWS, COLS, BLK, 0);
+    uint8_t *d = o.data;
+    for (int c = 0; c < COLS; c++) {
+        uint8_t sign = (uint8_t)(random_u32() & 0x80), m = (uint8_t)(random_u32() % 7 + 1);
+        uint8_t normal = (uint8_t)(sign | (uint8_t)((random_u32() % 4 + 1) << 3) | (random_u32() & 7));
+        d[c] = sign | m;                                        /* all subnormal */
+        d[COLS + c] = c % 64 == 17 ? (uint8_t)(sign | m) : normal; /* one in each chunk */
+        d[2 * COLS + c] = random_u32() % 3 ? normal : (uint8_t)(sign | m);
+    }
+    float *s = o.scale;
+    for (int i = 0; i < COLS / BLK; i++)
+        s[i] = i % 2 ? 0.5f : 4.0f;
+    enum { TMAX = 20 };
+    float x[TMAX * COLS], ref[TMAX * ROWS], row[COLS], got[TMAX * ROWS];
+    for (int i = 0; i < TMAX * COLS; i++)
+        x[i] = (float)((int)(random_u32() % 7) - 3) * 0.25f;
+    int tokens[] = {1, 2, 3, 4, 20};
+    for (int p = 0; p < KPATH_COUNT; p++) {
+        if (!kernel_path_supported((kernel_path)p))
+            continue;
+        for (size_t k = 0; k < sizeof tokens / sizeof *tokens; k++) {
+            int T = tokens[k];
+            linear_ref_forward(&o.w, x, T, ref, row);
+            float *scratch = malloc(linear_forward_scratch(&o.w, T, 1) * 4 + 4);
+            cr_assert_not_null(scratch);
+            linear_forward((kernel_path)p, NULL, &o.w, x, T, got, scratch);
+            free(scratch);
+            for (int i = 0; i < T * ROWS; i++)
+                cr_expect(got[i] == ref[i], "%s%s, %d tokens: y[%d] = %.9g, exactly %.9g",
+                          kernel_path_name(p), kernel_fp8_lut_supported() ? "" : " without byte tables",
+                          T, i, got[i], ref[i]);
+        }
+    }
+    random_weight_free(&o);
+}
+
+Test(linear_kernels, fp8_subnormal_codes_are_exact) { fp8_subnormals_exact(); }
+
+Test(linear_kernels, fp8_subnormal_codes_are_exact_without_byte_tables)
+{
+    setenv("MOETIER_FP8_TABLES", "0", 1);
+    cr_assert_not(kernel_fp8_lut_supported(), "MOETIER_FP8_TABLES=0 left the tables on");
+    fp8_subnormals_exact();
+}
