@@ -3,7 +3,9 @@
  * Each weight row is read once per tile of up to 4 tokens and dequantized in
  * registers: BF16 by a 16-bit shift, E4M3 by moving its exponent and mantissa
  * into a float32's fields and multiplying by 2^120 (exact for normals and
- * subnormals; NaN codes stay NaN) or through VBMI byte tables, INT4 nibbles by
+ * subnormals; NaN codes stay NaN; a 64-code chunk holding a subnormal code,
+ * which would be a subnormal float, goes as codes x 2^24 and x x 2^-24, the
+ * same exact products) or through VBMI byte tables, INT4 nibbles by
  * a shift and a 16-entry vpermps table, 128 columns per load. x arrives in the
  * order the dequantization yields (linear_prepare), so no shuffles of x remain.
  * Every 64 bytes of weights read also prefetch a line further on. */
@@ -184,6 +186,30 @@ TGT INL __m512 fp8_top_bytes16(__m512i q)
         _mm512_and_si512(_mm512_srai_epi32(q, 4), _mm512_set1_epi32((int)0x87f00000u)));
 }
 
+/* Whether any of q's 64 E4M3 codes is subnormal (exponent 0, mantissa not):
+ * read as value * 2^-120 it would be a subnormal float, whose products Intel
+ * cores take through a microcode assist. */
+TGT INL int fp8_any_subnormal(__m512i q)
+{
+    __mmask64 exp0 = _mm512_testn_epi8_mask(q, _mm512_set1_epi8(0x78));
+    return _mm512_mask_test_epi8_mask(exp0, q, _mm512_set1_epi8(0x07)) != 0;
+}
+
+/* 16 codes (the top bytes of q's dwords) as value * 2^-96, normal floats or
+ * zero: a normal code by its exponent raised 24, a subnormal one (m * 2^-9)
+ * as the integer m times 2^-105; both exact */
+TGT INL __m512 fp8_top_bytes16_up24(__m512i q)
+{
+    __m512i f = _mm512_and_si512(_mm512_srai_epi32(q, 4), _mm512_set1_epi32((int)0x87f00000u));
+    __mmask16 sub = _mm512_testn_epi32_mask(f, _mm512_set1_epi32(0x07800000));
+    __m512i up = _mm512_add_epi32(f, _mm512_set1_epi32(24 << 23));
+    __m512i m = _mm512_and_si512(_mm512_srli_epi32(f, 20), _mm512_set1_epi32(7));
+    __m512 small = _mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(0x1p-105f));
+    __m512i sign = _mm512_and_si512(f, _mm512_set1_epi32((int)0x80000000u));
+    __m512i sub_bits = _mm512_or_si512(_mm512_castps_si512(small), sign);
+    return _mm512_castsi512_ps(_mm512_mask_blend_epi32(sub, up, sub_bits));
+}
+
 TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, int t0, span sp,
                       const int nt, float *out)
 {
@@ -209,6 +235,24 @@ TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, int t
             prefetch_l2(row + c, sp.ahead);
             __m512i q = _mm512_loadu_si512(row + c);
             seen = _mm512_max_epu8(seen, _mm512_or_si512(q, top));
+            if (__builtin_expect(fp8_any_subnormal(q), 0)) {
+                /* the same products without a subnormal operand: the codes
+                 * times 2^24, x times 2^-24 (exact: x' is far from underflow) */
+                const __m512 down = _mm512_set1_ps(0x1p-24f);
+                UNROLL
+                for (int j = 0; j < 4; j++) {
+                    __m512 wj = fp8_top_bytes16_up24(j == 3 ? q : _mm512_slli_epi32(q, 24 - 8 * j));
+                    UNROLL
+                    for (int t = 0; t < nt; t++) {
+                        __m512 xj = _mm512_mul_ps(_mm512_loadu_ps(x + t * xs + c + 16 * j), down);
+                        if (j & 1)
+                            g1[t] = _mm512_fmadd_ps(wj, xj, g1[t]);
+                        else
+                            g0[t] = _mm512_fmadd_ps(wj, xj, g0[t]);
+                    }
+                }
+                continue;
+            }
             UNROLL
             for (int j = 0; j < 4; j++) {
                 __m512 wj = fp8_top_bytes16(j == 3 ? q : _mm512_slli_epi32(q, 24 - 8 * j));
