@@ -78,7 +78,10 @@ TGT INL void plain_tile(weight_format fmt, const uint8_t *row, const float *x, s
  * placed in a float32's fields read as its value times 2^-120, the products are
  * the true ones times 2^(k - 120), each block's sum is multiplied by its scale
  * and the row's by 2^(120 - k) (powers of two: exact). One vector op per
- * 8 codes fewer than multiplying every code by its scale. */
+ * 8 codes fewer than multiplying every code by its scale. A subnormal code
+ * reads as a subnormal float; the one-token tile takes a 32-code chunk
+ * holding one as codes x 2^24 and x x 2^-24 (the same exact products, no
+ * microcode assist). */
 
 /* 8 E4M3 codes at p as value * 2^-120, NaN codes as NaN */
 TGT INL __m256 load_fp8_8(const uint8_t *p)
@@ -99,6 +102,32 @@ TGT INL __m256 fp8_top_bytes(__m256i q)
 {
     return _mm256_castsi256_ps(
         _mm256_and_si256(_mm256_srai_epi32(q, 4), _mm256_set1_epi32((int)0x87f00000u)));
+}
+
+/* Whether any of q's 32 E4M3 codes is subnormal (exponent 0, mantissa not):
+ * read as value * 2^-120 it would be a subnormal float, whose products Intel
+ * cores take through a microcode assist. */
+TGT INL int fp8_any_subnormal(__m256i q)
+{
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i exp0 = _mm256_cmpeq_epi8(_mm256_and_si256(q, _mm256_set1_epi8(0x78)), zero);
+    __m256i mant0 = _mm256_cmpeq_epi8(_mm256_and_si256(q, _mm256_set1_epi8(0x07)), zero);
+    return _mm256_movemask_epi8(_mm256_andnot_si256(mant0, exp0)) != 0;
+}
+
+/* 8 codes (the top bytes of q's dwords) as value * 2^-96, normal floats or
+ * zero: a normal code by its exponent raised 24, a subnormal one (m * 2^-9)
+ * as the integer m times 2^-105; both exact */
+TGT INL __m256 fp8_top_bytes_up24(__m256i q)
+{
+    __m256i f = _mm256_and_si256(_mm256_srai_epi32(q, 4), _mm256_set1_epi32((int)0x87f00000u));
+    __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(f, _mm256_set1_epi32(0x07800000)), _mm256_setzero_si256());
+    __m256i up = _mm256_add_epi32(f, _mm256_set1_epi32(24 << 23));
+    __m256i m = _mm256_and_si256(_mm256_srli_epi32(f, 20), _mm256_set1_epi32(7));
+    __m256 small = _mm256_mul_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(0x1p-105f));
+    __m256i sign = _mm256_and_si256(f, _mm256_set1_epi32((int)0x80000000u));
+    __m256i sub_bits = _mm256_or_si256(_mm256_castps_si256(small), sign);
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(up, sub_bits, sub));
 }
 
 /* x: each token's times its 2^k (up[t] = 2^(120 - k)), each whole 32-column
@@ -133,6 +162,26 @@ TGT INL void fp8_tile(const linear_weight *w, const linear_prep *p, int r, const
         for (; whole && c + 32 <= c1; c += 32) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(row + c));
             seen = _mm256_max_epu8(seen, _mm256_or_si256(q, top));
+            if (nt == 1 && __builtin_expect(fp8_any_subnormal(q), 0)) {
+                /* the same products without a subnormal operand: the codes
+                 * times 2^24, x times 2^-24 (exact: x' is far from underflow).
+                 * One token's tile only: in the wider ones it took registers
+                 * the sums need (4 tokens ran at two thirds of the speed) */
+                const __m256 down = _mm256_set1_ps(0x1p-24f);
+                UNROLL
+                for (int k = 0; k < 4; k++) {
+                    __m256 wk = fp8_top_bytes_up24(k == 3 ? q : _mm256_slli_epi32(q, 24 - 8 * k));
+                    UNROLL
+                    for (int t = 0; t < nt; t++) {
+                        __m256 xk = _mm256_mul_ps(_mm256_loadu_ps(x + t * xs + c + 8 * k), down);
+                        if (k & 1)
+                            g1[t] = _mm256_fmadd_ps(wk, xk, g1[t]);
+                        else
+                            g0[t] = _mm256_fmadd_ps(wk, xk, g0[t]);
+                    }
+                }
+                continue;
+            }
             UNROLL
             for (int k = 0; k < 4; k++) {
                 __m256 wk = fp8_top_bytes(k == 3 ? q : _mm256_slli_epi32(q, 24 - 8 * k));
