@@ -120,7 +120,7 @@ TGT INL int fp8_any_subnormal(__m256i q)
  * as the integer m times 2^-105; both exact */
 TGT INL __m256 fp8_top_bytes_up24(__m256i q)
 {
-    __m256i f = _mm256_and_si256(_mm256_srai_epi32(q, 4), _mm256_set1_epi32((int)0x87f00000u));
+    __m256i f = _mm256_castps_si256(fp8_top_bytes(q));
     __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(f, _mm256_set1_epi32(0x07800000)), _mm256_setzero_si256());
     __m256i up = _mm256_add_epi32(f, _mm256_set1_epi32(24 << 23));
     __m256i m = _mm256_and_si256(_mm256_srli_epi32(f, 20), _mm256_set1_epi32(7));

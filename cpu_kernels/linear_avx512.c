@@ -200,7 +200,7 @@ TGT INL int fp8_any_subnormal(__m512i q)
  * as the integer m times 2^-105; both exact */
 TGT INL __m512 fp8_top_bytes16_up24(__m512i q)
 {
-    __m512i f = _mm512_and_si512(_mm512_srai_epi32(q, 4), _mm512_set1_epi32((int)0x87f00000u));
+    __m512i f = _mm512_castps_si512(fp8_top_bytes16(q));
     __mmask16 sub = _mm512_testn_epi32_mask(f, _mm512_set1_epi32(0x07800000));
     __m512i up = _mm512_add_epi32(f, _mm512_set1_epi32(24 << 23));
     __m512i m = _mm512_and_si512(_mm512_srli_epi32(f, 20), _mm512_set1_epi32(7));

@@ -39,6 +39,14 @@ static int step_id(int s, int k, int V)
     return (k * 53 + s * 17 + 2) % V;
 }
 
+/* conversation s's prompt into ids; returns its length */
+static int prompt_ids(int s, int V, int *ids)
+{
+    for (int i = 0; i < prompt_length(s); i++)
+        ids[i] = prompt_id(s, i, V);
+    return prompt_length(s);
+}
+
 /* the cache type of the models the test opens (each test runs in its own process) */
 static kv_type cache_type = KV_F32;
 
@@ -52,14 +60,12 @@ static void open_model(cli_model *m, const char *dir, int chunk)
 /* conversation s's prompt, from nothing, into q (NULL: the engine's own) */
 static void prefill(engine *en, engine_seq *q, int s)
 {
-    int V = en->cfg->vocab_size, ids[32];
-    for (int i = 0; i < prompt_length(s); i++)
-        ids[i] = prompt_id(s, i, V);
+    int ids[32], n = prompt_ids(s, en->cfg->vocab_size, ids);
     errbuf e;
     if (q)
         engine_seq_swap(en, q);
     engine_reset(en);
-    int rc = engine_forward(en, ids, prompt_length(s), NULL, 0, &e);
+    int rc = engine_forward(en, ids, n, NULL, 0, &e);
     if (q)
         engine_seq_swap(en, q);
     cr_assert_eq(rc, 0, "%s", e.msg);
@@ -624,14 +630,6 @@ typedef struct paused_steps {
     errbuf e;
     int failed;
 } paused_steps;
-
-/* conversation s's prompt into ids; returns its length */
-static int prompt_ids(int s, int V, int *ids)
-{
-    for (int i = 0; i < prompt_length(s); i++)
-        ids[i] = prompt_id(s, i, V);
-    return prompt_length(s);
-}
 
 static void step_between_layers(void *ctx)
 {
