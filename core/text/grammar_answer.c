@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "grammar_trie.h"
+#include "mask_memo.h"
 #include "utf8.h"
 #include "vocab_trie.h"
 
@@ -409,6 +410,24 @@ static int level(grammar_answer *a, int d)
     return 0;
 }
 
+/* A mask's state as mask_memo's key: the stacks by their top frames (indices
+ * compact() renumbers: it forgets the memo), whether the text is whole, and
+ * the character being read. 0 when the state is too large to keep. */
+static size_t mask_key(const gstate *s, uint8_t *key)
+{
+    size_t n = (size_t)s->n * sizeof *s->set;
+    if (n + 8 > MASK_MEMO_MAX_KEY)
+        return 0;
+    if (n) /* (a whole text with no stack left may have no buffer) */
+        memcpy(key, s->set, n);
+    memcpy(key + n, &s->cp, 4);
+    key[n + 4] = (uint8_t)s->complete;
+    key[n + 5] = s->left;
+    key[n + 6] = s->lo;
+    key[n + 7] = s->hi;
+    return n + 8;
+}
+
 /* ---- the answer --------------------------------------------------------- */
 
 int grammar_answer_init(grammar_answer *a, const gbnf *g)
@@ -448,6 +467,7 @@ void grammar_answer_free(grammar_answer *a)
     if (a->memo)
         free(a->memo->pool);
     free(a->memo);
+    mask_memo_free(a->masks);
     free(a->level);
     free(a->level_cap);
     memset(a, 0, sizeof *a);
@@ -487,8 +507,11 @@ int grammar_answer_feed(grammar_answer *a, const char *b, size_t n)
     a->left = s.left;
     a->lo = s.lo;
     a->hi = s.hi;
-    if (a->n_frames > 2 * a->kept + 65536 && compact(a))
-        return GRAMMAR_NO_MEMORY;
+    if (a->n_frames > 2 * a->kept + 65536) {
+        mask_memo_forget(a->masks); /* (its keys name frames by the indices compact() changes) */
+        if (compact(a))
+            return GRAMMAR_NO_MEMORY;
+    }
     return 0;
 }
 
@@ -557,10 +580,18 @@ static const vocab_trie *trie_of(const grammar_answer *a, const json_vocab *jv, 
 int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv, const int *end_ids,
                         int n_end, float *logits, int V)
 {
+    gstate s = current(a);
+    /* (only the trie's mask is kept: the tests' token-by-token one stays their reference) */
+    uint8_t key[MASK_MEMO_MAX_KEY];
+    size_t key_n = jv && !a->ungrouped && !a->walk_always ? mask_key(&s, key) : 0;
+    int met = key_n ? mask_memo_apply(a->masks, key, key_n, v, V, end_ids, n_end, logits) : -1;
+    if (met >= 0) {
+        a->masks_met++;
+        return met;
+    }
     uint8_t *ok = calloc((size_t)(V ? V : 1), 1);
     if (!ok)
         return GRAMMAR_NO_MEMORY;
-    gstate s = current(a);
     walk_ctx c = {a, jv ? trie_of(a, jv, v) : NULL, ok, 0};
     a->work = 0;
     if (c.t) {
@@ -619,6 +650,8 @@ int grammar_answer_mask(grammar_answer *a, const vocab *v, const json_vocab *jv,
         else
             logits[id] = -INFINITY;
     }
+    if (key_n)
+        mask_memo_keep(&a->masks, key, key_n, v, V, end_ids, n_end, ok, possible);
     free(ok);
     return possible;
 }

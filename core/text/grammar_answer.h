@@ -17,7 +17,9 @@
  * The mask walks a trie of the vocabulary (grammar_trie.h): tokens the
  * grammar's classes do not tell apart are fed once as a group, tokens that
  * begin alike are fed their shared start once, and a start no stack takes
- * drops every token under it.
+ * drops every token under it. The answer keeps its last few masks by the
+ * state they were made at: inside a free string or any loop the state comes
+ * back token after token, and such a mask costs a pass over the logits.
  */
 #ifndef MOETIER_GRAMMAR_ANSWER_H
 #define MOETIER_GRAMMAR_ANSWER_H
@@ -67,7 +69,10 @@ typedef struct grammar_answer {
     int *level_cap, n_levels;
     struct take_memo *memo; /* a mask's: what a character did to a set (grammar_answer.c) */
     int memo_live;          /* a mask is walking the trie: its memo holds */
+    struct mask_memo *masks; /* the last masks, by the state they were made at (mask_memo.h) */
+    unsigned long masks_met; /* masks taken from there (tests and benchmarks read it) */
     int ungrouped;          /* walk the vocabulary's own trie, not its groups (a benchmark's yardstick) */
+    int walk_always;        /* walk for every mask, none taken from `masks` (a yardstick, a test's reference) */
 } grammar_answer;
 
 #define GRAMMAR_TOO_COMPLEX (-2)

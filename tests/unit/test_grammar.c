@@ -6,8 +6,10 @@
  * whole match: the text is whole; a hard partial match: it may still be);
  * characters split across feeds; the mask through the vocabulary's trie
  * against feeding each token alone, on a synthetic vocabulary and on Kimi's;
- * a long answer's memory kept small; a grammar whose parses explode refused
- * with its error rather than guessed. */
+ * masks kept by state and met again (split characters, other end tokens,
+ * frames renumbered) as the walk makes them; a long answer's memory kept
+ * small; a grammar whose parses explode refused with its error rather than
+ * guessed. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <criterion/criterion.h>
 #include <math.h>
@@ -552,6 +554,103 @@ Test(grammar, mask_on_kimis_vocabulary, .timeout = 180)
     grammar_answer_free(&a);
     gbnf_free(&g);
     free(logits);
+    json_vocab_free(&jv);
+    tokenizer_free(&tok);
+}
+
+/* The mask kept at a state (grammar_answer.c's memo) and the walk at that
+ * state agree, both how many tokens may come and which. */
+static void kept_is_walked(grammar_answer *a, const vocab *v, const json_vocab *jv, const int *ends, int n_end,
+                           const char *where)
+{
+    int V = v->n_vocab;
+    float *kept = calloc((size_t)V, sizeof *kept), *walked = calloc((size_t)V, sizeof *walked);
+    cr_assert(kept && walked);
+    int pk = grammar_answer_mask(a, v, jv, ends, n_end, kept, V);
+    a->walk_always = 1;
+    int pw = grammar_answer_mask(a, v, jv, ends, n_end, walked, V);
+    a->walk_always = 0;
+    cr_expect_eq(pk, pw, "%s: %d tokens kept, %d walked", where, pk, pw);
+    int differ = 0;
+    for (int i = 0; i < V; i++)
+        differ += isinf(kept[i]) != isinf(walked[i]);
+    cr_expect_eq(differ, 0, "%s: %d tokens judged otherwise", where, differ);
+    free(kept);
+    free(walked);
+}
+
+/* Inside a loop the state comes back token after token and the mask is
+ * taken from the memo; a character's first bytes (the same stacks, a
+ * different character being read), other end tokens, and a long answer
+ * whose frames are renumbered never take a mask made elsewhere. */
+Test(grammar, masks_met_again_are_the_walks, .timeout = 60)
+{
+    errbuf e;
+    tokenizer tok;
+    test_synth_tokenizer(&tok);
+    json_vocab jv;
+    cr_assert_eq(json_vocab_build(&jv, &tok.v, &e), 0, "%s", e.msg);
+    int V = tok.v.n_vocab, end1[1] = {V - 1}, end2[2] = {V - 2, V - 1};
+    static const char *const cases[][2] = {
+        {"root ::= [^\\n]* \"\\n\"", "caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87 ok, caf\xc3\xa9 again"},
+        {arithmetic, "(12+3)*-4/(5-6)+(7*8)"},
+        {words, "the quick brown fox jumps over the lazy dog."},
+    };
+    char where[160];
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        gbnf g;
+        cr_assert_eq(compile_text(&g, cases[k][0], &e), 0, "%s", e.msg);
+        grammar_answer a;
+        cr_assert_eq(grammar_answer_init(&a, &g), 0);
+        const char *text = cases[k][1];
+        size_t n = strlen(text);
+        /* a byte at a time (split characters), then each state asked twice and with other ends */
+        for (size_t at = 0; at <= n; at++) {
+            snprintf(where, sizeof where, "after '%.*s'", (int)at, text);
+            kept_is_walked(&a, &tok.v, &jv, end1, 1, where);
+            kept_is_walked(&a, &tok.v, &jv, end1, 1, where);
+            kept_is_walked(&a, &tok.v, &jv, end2, 2, where);
+            if (at < n)
+                cr_assert_eq(grammar_answer_feed(&a, text + at, 1), 0, "%s", where);
+        }
+        cr_expect_gt(a.masks_met, n, "%s: %lu masks met again", cases[k][0], a.masks_met);
+        grammar_answer_free(&a);
+        gbnf_free(&g);
+    }
+    /* compact() renumbers the frames the kept states name: nestings of
+     * random openers leave frames behind as they close, a long answer is
+     * compacted now and then, and the masks around it are the walks */
+    gbnf g;
+    cr_assert_eq(compile_text(&g, "root ::= x* \"!\"\nx ::= \"a\" x* \"b\" | \"c\" x* \"d\"", &e), 0, "%s",
+                 e.msg);
+    grammar_answer a;
+    cr_assert_eq(grammar_answer_init(&a, &g), 0);
+    test_rng r = {7};
+    int compactions = 0, since = 0;
+    for (int round = 0; compactions < 3 && round < 20000; round++) {
+        char text[64];
+        int depth = 12 + (int)test_rnd(&r, 12);
+        for (int d = 0; d < depth; d++) {
+            text[d] = test_rnd(&r, 2) ? 'a' : 'c';
+            text[2 * depth - 1 - d] = text[d] == 'a' ? 'b' : 'd';
+        }
+        for (int i = 0; i < 2 * depth; i++) {
+            uint32_t before = a.n_frames;
+            cr_assert_eq(grammar_answer_feed(&a, text + i, 1), 0);
+            if (a.n_frames < before) {
+                compactions++;
+                since = 0;
+            }
+            if (since++ < 40 || i == 0) {
+                snprintf(where, sizeof where, "round %d, %d compactions, %d characters since", round,
+                         compactions, since);
+                kept_is_walked(&a, &tok.v, &jv, end1, 1, where);
+            }
+        }
+    }
+    cr_expect_eq(compactions, 3, "the answer's frames were compacted %d times", compactions);
+    grammar_answer_free(&a);
+    gbnf_free(&g);
     json_vocab_free(&jv);
     tokenizer_free(&tok);
 }
