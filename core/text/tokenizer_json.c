@@ -323,12 +323,13 @@ static int read_vocab(json_reader *r, const cJSON *model, const cJSON *added, in
         return err_set(r->e, "%s: model.vocab must be an object of token -> id", r->name);
     if (added && !cJSON_IsArray(added))
         return err_set(r->e, "%s: added_tokens must be a list", r->name);
-    int nv = min_vocab > 0 ? min_vocab : 0, n_regular = 0;
+    int nv = 0, n_regular = 0, n_named = 0;
     cJSON_ArrayForEach(x, mv) {
         int id = token_id(x);
         if (id < 0 || !x->string[0])
             return err_set(r->e, "%s: model.vocab[\"%.40s\"] is not a token id", r->name, x->string);
         nv = id + 1 > nv ? id + 1 : nv;
+        n_named++;
     }
     int i = 0;
     cJSON_ArrayForEach(x, added) {
@@ -344,6 +345,10 @@ static int read_vocab(json_reader *r, const cJSON *model, const cJSON *added, in
         nv = id + 1 > nv ? id + 1 : nv;
         i++;
     }
+    /* (an id in both lists counts twice here: the bound is loose by at most their number) */
+    if (vocab_check_unnamed(r->name, nv, n_named + i, r->e))
+        return -1;
+    nv = min_vocab > nv ? min_vocab : nv;
     slot *sl = calloc((size_t)nv, sizeof *sl);
     if (!sl)
         return err_set(r->e, "%s: out of memory", r->name);

@@ -165,6 +165,17 @@ static int parse_ranks(load_state *ls, const char *path, const char *text, size_
     return 0;
 }
 
+int vocab_check_unnamed(const char *path, int top, int n_named, errbuf *e)
+{
+    long unnamed = (long)top - n_named;
+    if (unnamed <= VOCAB_MAX_UNNAMED || unnamed <= n_named)
+        return 0;
+    return err_set(e,
+                   "%s: token id %d leaves %ld ids below it unnamed, more than the %d the file names "
+                   "(and than %d): is that id a mistake?",
+                   path, top - 1, unnamed, n_named, VOCAB_MAX_UNNAMED);
+}
+
 /* ---- tokenizer_config.json ---------------------------------------------- */
 
 typedef struct named_tok {
@@ -240,6 +251,10 @@ static int parse_specials(load_state *ls, const char *path, const cJSON *root, i
     int nv = v->n_ranks;
     if (max_id + 1 > nv)
         nv = max_id + 1;
+    if (vocab_check_unnamed(path, nv, v->n_ranks + n, e)) {
+        free(nt);
+        return -1;
+    }
     if (min_vocab > nv)
         nv = min_vocab;
     uint32_t *no = realloc(v->tok_off, (size_t)nv * sizeof *no);

@@ -31,6 +31,12 @@
 #include "core/base/errbuf.h"
 
 #define VOCAB_MAX_RANKS (1 << 24)
+/* A tokenizer file may leave ids unnamed below its largest (reserved: named
+ * "<|reserved_token_N|>"), up to as many as it names or this many (a few
+ * names at the end of a vocabulary the size of the largest models', as a
+ * synthetic model's tokenizer has them): a stray id near 2^24 in a small
+ * file would otherwise make 16 million names (half a gigabyte). */
+#define VOCAB_MAX_UNNAMED (1 << 18)
 
 /* Token flags. */
 enum {
@@ -74,6 +80,10 @@ void vocab_free(vocab *v);
  * config_name and the field. */
 struct cJSON;
 int vocab_read_roles(vocab *v, const struct cJSON *config, const char *config_name, errbuf *e);
+/* 0 when a file whose largest id is top - 1 and that names n_named ids
+ * leaves few enough unnamed (VOCAB_MAX_UNNAMED); else -1 with e naming path
+ * and the id. */
+int vocab_check_unnamed(const char *path, int top, int n_named, errbuf *e);
 /* vocab_size of dir/config.json (or its text_config), 0 when unknown: ids up
  * to it exist even when the tokenizer names none of them. */
 int vocab_model_size(const char *dir);

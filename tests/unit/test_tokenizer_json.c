@@ -375,6 +375,11 @@ Test(tokenizer_json, refusals_name_the_field)
         {"added_tokens", "[]", "{\"bos_token\": \"<s>\"}", "t/tokenizer_config.json: bos_token '<s>' is not one of the special tokens"},
         {"added_tokens", "[]", "{\"add_bos_token\": true}", "no bos_token"},
         {"added_tokens", "[]", "[1]", "t/tokenizer_config.json: not a JSON object"},
+        /* a stray id far past the others would make millions of reserved names */
+        {"added_tokens", "[{\"id\": 16000000, \"content\": \"<x>\"}]", NULL,
+         "t/tokenizer.json: token id 16000000 leaves 15999744 ids below it unnamed"},
+        {"model.vocab", "{\"a\": 0, \"b\": 9000000}", NULL, "token id 9000000 leaves"},
+        {"added_tokens", "[{\"id\": 262401, \"content\": \"<x>\"}]", NULL, "token id 262401 leaves 262145 ids"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         cJSON *root = hf_tokenizer_file(NULL, 0, NULL, 0), *at = root;
@@ -391,6 +396,18 @@ Test(tokenizer_json, refusals_name_the_field)
         cr_expect_neq(load(&t, root, cases[i].config, 0, &e), 0, "case %zu accepted", i);
         cr_expect(strstr(e.msg, cases[i].want) != NULL, "case %zu: '%s' lacks '%s'", i, e.msg, cases[i].want);
         cr_expect(strstr(e.msg, "t/tokenizer") != NULL, "case %zu names no file: %s", i, e.msg);
+        cJSON_Delete(root);
+    }
+    /* as many unnamed ids as the bound, or as the file names, are reserved ids */
+    static const char *const fine[] = {"[{\"id\": 262400, \"content\": \"<x>\"}]", NULL};
+    for (int k = 0; fine[k]; k++) {
+        cJSON *root = hf_tokenizer_file(NULL, 0, NULL, 0);
+        set_json(root, "added_tokens", fine[k]);
+        tokenizer t;
+        load_ok(&t, root, NULL, 0);
+        cr_expect_eq(t.v.n_vocab, 262401);
+        cr_expect_str_eq(vocab_decode(&t.v, 262399, NULL), "<|reserved_token_262399|>");
+        tokenizer_free(&t);
         cJSON_Delete(root);
     }
     tokenizer t;

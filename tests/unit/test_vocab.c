@@ -351,6 +351,11 @@ Test(vocab, malformed_tiktoken_lines)
                " \"3\": {\"content\": \"[B]\"}}}");
     cr_assert_neq(vocab_load(&v, tmp_root, &e), 0, "an id named twice");
     cr_assert(strstr(e.msg, "twice"), "%s", e.msg);
+    /* an added id far past the others would make millions of reserved names */
+    write_file("tokenizer_config.json", "{\"added_tokens_decoder\": {\"16000000\": {\"content\": \"[A]\"}}}");
+    cr_assert_neq(vocab_load(&v, tmp_root, &e), 0, "an id near 2^24 after two tokens");
+    cr_assert(strstr(e.msg, "tokenizer_config.json: token id 16000000 leaves 15999998 ids below it unnamed"),
+              "%s", e.msg);
     write_file("tokenizer_config.json", "{not json");
     cr_assert_neq(vocab_load(&v, tmp_root, &e), 0);
     cr_assert(strstr(e.msg, "tokenizer_config.json"), "%s", e.msg);
