@@ -168,6 +168,7 @@ test: $(BUILD)/moetier $(BUILD)/tests/unit_tests $(FUZZ_BIN)
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	$(BUILD)/tests/unit_tests $(TEST_ARGS)
 	MOETIER_BIN=$(abspath $(BUILD)/moetier) MOETIER_TMP=$(abspath $(BUILD)/tmp) \
+	MOETIER_SANITIZED=$(filter 1,$(SANITIZE)) \
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	bash tests/server/run.sh
 
