@@ -151,10 +151,10 @@ int main(int argc, char **argv)
             }
             regex_answer_init(&ra, &re);
             regex_answer_feed(&ra, points[k].prefix, strlen(points[k].prefix));
-            regex_answer_mask(&ra, &tok.v, &jv, &end_id, 1, logits, V); /* (its grouping is built once) */
+            regex_answer_mask(&ra, NULL, &tok.v, &jv, &end_id, 1, logits, V); /* (its grouping is built once) */
             t0 = now_seconds();
             for (int r = 0; r < ROUNDS; r++)
-                regex_answer_mask(&ra, &tok.v, &jv, &end_id, 1, logits, V);
+                regex_answer_mask(&ra, NULL, &tok.v, &jv, &end_id, 1, logits, V);
             double rms = (now_seconds() - t0) * 1e3 / ROUNDS;
             printf(", \"pattern_ms\": %.3f, \"ratio_to_pattern\": %.2f", rms, ms / rms);
             json_regex_free(&re);

@@ -146,15 +146,46 @@ int main(int argc, char **argv)
     regex_answer_init(&ra, &re);
     regex_answer_feed(&ra, "The capital of", 14);
     t0 = now_seconds();
-    possible = regex_answer_mask(&ra, &tok.v, &jv, &end_id, 1, logits, V);
+    possible = regex_answer_mask(&ra, NULL, &tok.v, &jv, &end_id, 1, logits, V);
     double first_ms = (now_seconds() - t0) * 1e3;
     t0 = now_seconds();
     for (int r = 0; r < ROUNDS; r++)
-        possible = regex_answer_mask(&ra, &tok.v, &jv, &end_id, 1, logits, V);
+        possible = regex_answer_mask(&ra, NULL, &tok.v, &jv, &end_id, 1, logits, V);
     ms = (now_seconds() - t0) / ROUNDS * 1e3;
+    /* an answer's next tokens, a mask before each: with the masks kept by
+     * state (the pattern's loop comes back to one state) and without */
+    static const char then_text[] = " France is Paris, a city on the Seine known for its museums and cafes";
+    token_list then = {0};
+    if (tokenizer_encode(&tok, then_text, strlen(then_text), 0, &then, &e)) {
+        fprintf(stderr, "bench_json_mask: %s\n", e.msg);
+        return 2;
+    }
+    double per_token[2];
+    for (int keep = 0; keep < 2; keep++) {
+        mask_memo *kept = NULL;
+        regex_answer at = ra;
+        double t = 0;
+        for (size_t i = 0; i < then.n; i++) {
+            t0 = now_seconds();
+            regex_answer_mask(&at, keep ? &kept : NULL, &tok.v, &jv, &end_id, 1, logits, V);
+            t += now_seconds() - t0;
+            size_t n;
+            const char *b = vocab_decode(&tok.v, then.ids[i], &n);
+            if (regex_answer_feed(&at, b, n)) {
+                fprintf(stderr, "bench_json_mask: the continuation does not match the pattern\n");
+                return 2;
+            }
+        }
+        mask_memo_free(kept);
+        per_token[keep] = t * 1e3 / (double)then.n;
+    }
     printf("{\"bench\": \"json_mask\", \"point\": \"guided_regex\", \"vocab\": %d, \"possible\": %d, "
-           "\"first_ms\": %.3f, \"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f}\n",
-           V, possible, first_ms, ms, draw_ms, ms / draw_ms);
+           "\"first_ms\": %.3f, \"ms_per_token\": %.3f, \"draw_ms\": %.3f, \"ratio_to_draw\": %.2f, "
+           "\"tokens\": %zu, \"kept_per_token_ms\": %.3f, \"walked_per_token_ms\": %.3f, "
+           "\"kept_ratio_to_walked\": %.2f}\n",
+           V, possible, first_ms, ms, draw_ms, ms / draw_ms, then.n, per_token[1], per_token[0],
+           per_token[1] / per_token[0]);
+    token_list_free(&then);
     json_regex_free(&re);
     sampler_destroy(&s);
     json_schema_free(&any);

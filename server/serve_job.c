@@ -622,6 +622,7 @@ struct slot_run {
     float *prompt_logits;       /* [vocab] n > 1: the prompt's last logits, each choice's start */
     json_prefix json;           /* response_format json_object or json_schema: the answer so far */
     regex_answer pattern;       /* guided_regex or guided_choice: the answer so far */
+    mask_memo *pattern_masks;   /* its masks by state, for all its choices */
     grammar_answer grammar;     /* a grammar's parse of the answer so far */
     reasoning_gate gate;        /* inside a reasoning (gate.reasoning): a schema or a forced
                                  * call waits for its end; its tokens are counted and held to
@@ -701,6 +702,7 @@ static void run_free(slot_run *r)
     free(r->plp);
     stop_filter_free(&r->sf);
     grammar_answer_free(&r->grammar);
+    mask_memo_free(r->pattern_masks);
     token_list_free(&r->close);
     for (int c = 0; r->answers && c <= r->choice; c++)
         answer_free(&r->answers[c]);
@@ -963,7 +965,8 @@ static int next_token(server *s, slot_run *r)
         ((j->req.schema &&
           !json_mask_logits(&r->json, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
          (j->req.regex &&
-          !regex_answer_mask(&r->pattern, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)) ||
+          !regex_answer_mask(&r->pattern, &r->pattern_masks, &s->tok->v, &s->jv, s->stop_ids, s->n_stop_ids,
+                             r->logits, V)) ||
          (j->req.force && !tool_force_mask(j->req.force, &s->jv, s->stop_ids, s->n_stop_ids, r->logits, V)))) {
         r->finish = "stop";     /* the answer is whole and no end token is known */
         return 0;

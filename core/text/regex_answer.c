@@ -116,9 +116,27 @@ static int takes_cps(const void *state, const uint32_t *cp, int n)
     return 1;
 }
 
-int regex_answer_mask(const regex_answer *a, const vocab *v, const json_vocab *jv, const int *end_ids,
-                      int n_end, float *logits, int V)
+/* A state as mask_memo's key: the positions, and the character being read. */
+typedef struct state_key {
+    json_regex_set set;
+    uint32_t cp;
+    uint8_t left, lo, hi, pad;
+} state_key;
+
+int regex_answer_mask(const regex_answer *a, mask_memo **kept, const vocab *v, const json_vocab *jv,
+                      const int *end_ids, int n_end, float *logits, int V)
 {
+    state_key key;
+    memset(&key, 0, sizeof key); /* (the padding too: keys compare as bytes) */
+    key.set = a->set;
+    key.cp = a->cp;
+    key.left = a->left;
+    key.lo = a->lo;
+    key.hi = a->hi;
+    int met = kept ? mask_memo_apply(*kept, &key, sizeof key, v, V, end_ids, n_end, logits) : -1;
+    if (met >= 0)
+        return met;
+    uint8_t *took = kept ? malloc((size_t)(V ? V : 1)) : NULL; /* (no memory: nothing kept) */
     int complete = regex_answer_complete(a), possible = 0;
     /* between characters, tokens of whole characters are tried a group at a time */
     pattern_tokens *pt = a->left ? NULL : pattern_tokens_get(a->re, v);
@@ -149,6 +167,11 @@ int regex_answer_mask(const regex_answer *a, const vocab *v, const json_vocab *j
             possible++;
         else
             logits[id] = -INFINITY;
+        if (took)
+            took[id] = (uint8_t)(ok != 0);
     }
+    if (took)
+        mask_memo_keep(kept, &key, sizeof key, v, V, end_ids, n_end, took, possible);
+    free(took);
     return possible;
 }

@@ -13,6 +13,7 @@
 
 #include "json_mask.h"
 #include "json_regex.h"
+#include "mask_memo.h"
 #include "vocab.h"
 
 typedef struct regex_answer {
@@ -38,8 +39,11 @@ int regex_answer_feed(regex_answer *a, const char *b, size_t n);
 int regex_answer_complete(const regex_answer *a);
 /* Sets to -inf the logits[0, V) of the tokens that cannot come next (special
  * tokens but end_ids, which may come once the text matches); jv: the token
- * table (first bytes), or NULL. Returns how many tokens may. */
-int regex_answer_mask(const regex_answer *a, const vocab *v, const json_vocab *jv, const int *end_ids,
-                      int n_end, float *logits, int V);
+ * table (first bytes), or NULL. kept: the answer's memo of masks by state
+ * (mask_memo.h: inside a loop of the pattern the state comes back token after
+ * token), made on first use and freed by the caller, holding this pattern's
+ * masks only; or NULL. Returns how many tokens may. */
+int regex_answer_mask(const regex_answer *a, struct mask_memo **kept, const vocab *v, const json_vocab *jv,
+                      const int *end_ids, int n_end, float *logits, int V);
 
 #endif

@@ -3,7 +3,7 @@
  * their bytes allow; choices taken as literal text; and the token mask on
  * Kimi's vocabulary at each prefix of an answer, and on a synthetic one under
  * random patterns, against feeding the prefix and the token (end tokens only
- * once the text matches). */
+ * once the text matches); masks kept by state as the walk makes them. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -97,7 +97,7 @@ Test(regex_answer, mask_on_kimis_vocabulary, .timeout = 120)
             cr_assert_eq(regex_answer_feed(&a, doc, k), 0);
             for (int i = 0; i < V; i++)
                 logits[i] = 1.0f;
-            int possible = regex_answer_mask(&a, v, table, end_ids, 1, logits, V), counted = 0;
+            int possible = regex_answer_mask(&a, NULL, v, table, end_ids, 1, logits, V), counted = 0;
             for (int id = 0; id < V; id++) {
                 int want;
                 if (vocab_is_special(v, id)) {
@@ -153,9 +153,36 @@ Test(regex_answer, token_groups_mask_as_feeding_does, .timeout = 120)
             if (regex_answer_feed(&t, p, strlen(p)) == 0)
                 a = t;
         }
+        /* the same mask kept by state (mask_memo.h): made at this state, then
+         * taken from the memo, and at every state of a walk on from it (a
+         * character's first bytes, other end tokens) as the walk makes it */
+        mask_memo *kept = NULL;
+        regex_answer w = a;
+        for (int k = 0; k < 12; k++) {
+            for (int twice = 0; twice < 2; twice++)
+                for (int ends = 1; ends <= 2; ends++) {
+                    int two[2] = {end_ids[0], 2000};
+                    float *x = calloc((size_t)V, sizeof *x), *y = calloc((size_t)V, sizeof *y);
+                    cr_assert(x && y);
+                    int px = regex_answer_mask(&w, &kept, v, &jv, two, ends, x, V);
+                    int py = regex_answer_mask(&w, NULL, v, &jv, two, ends, y, V);
+                    int differ = 0;
+                    for (int id = 0; id < V; id++)
+                        differ += isinf(x[id]) != isinf(y[id]);
+                    cr_assert(px == py && !differ, "pattern %s, step %d: %d tokens kept, %d made, %d differ", pat,
+                              k, px, py, differ);
+                    free(x);
+                    free(y);
+                }
+            const char *p = pieces[test_rnd(&g, 10)];
+            regex_answer t = w;
+            if (regex_answer_feed(&t, p, strlen(p)) == 0)
+                w = t;
+        }
+        mask_memo_free(kept);
         for (int i = 0; i < V; i++)
             logits[i] = 1.0f;
-        int possible = regex_answer_mask(&a, v, c % 2 ? &jv : NULL, end_ids, 1, logits, V), counted = 0;
+        int possible = regex_answer_mask(&a, NULL, v, c % 2 ? &jv : NULL, end_ids, 1, logits, V), counted = 0;
         for (int id = 0; id < V; id++) {
             int want;
             if (vocab_is_special(v, id)) {
