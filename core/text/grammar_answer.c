@@ -412,7 +412,9 @@ static int level(grammar_answer *a, int d)
 
 /* A mask's state as mask_memo's key: the stacks by their top frames (indices
  * compact() renumbers: it forgets the memo), whether the text is whole, and
- * the character being read. 0 when the state is too large to keep. */
+ * the character being read (none between characters: the last one's bits
+ * then count for nothing, and a loop over characters of any script comes back
+ * to one key). 0 when the state is too large to keep. */
 static size_t mask_key(const gstate *s, uint8_t *key)
 {
     size_t n = (size_t)s->n * sizeof *s->set;
@@ -420,11 +422,12 @@ static size_t mask_key(const gstate *s, uint8_t *key)
         return 0;
     if (n) /* (a whole text with no stack left may have no buffer) */
         memcpy(key, s->set, n);
-    memcpy(key + n, &s->cp, 4);
+    uint32_t cp = s->left ? s->cp : 0;
+    memcpy(key + n, &cp, 4);
     key[n + 4] = (uint8_t)s->complete;
     key[n + 5] = s->left;
-    key[n + 6] = s->lo;
-    key[n + 7] = s->hi;
+    key[n + 6] = s->left ? s->lo : 0;
+    key[n + 7] = s->left ? s->hi : 0;
     return n + 8;
 }
 

@@ -28,8 +28,10 @@ int mask_memo_keeps(size_t key_n, int n_end)
 static int entry_is(const struct mask_entry *m, const void *key, size_t key_n, const vocab *v, int V,
                     const int *end_ids, int n_end)
 {
+    /* (no memcmp of 0 bytes: end_ids may then be NULL) */
     return m->used && m->key_n == key_n && m->v == v && m->V == V && m->n_end == n_end &&
-           !memcmp(m->end, end_ids, (size_t)n_end * sizeof *end_ids) && !memcmp(m->key, key, key_n);
+           (!n_end || !memcmp(m->end, end_ids, (size_t)n_end * sizeof *end_ids)) &&
+           (!key_n || !memcmp(m->key, key, key_n));
 }
 
 int mask_memo_apply(mask_memo *m, const void *key, size_t key_n, const vocab *v, int V, const int *end_ids,
@@ -84,8 +86,10 @@ void mask_memo_keep(mask_memo **mp, const void *key, size_t key_n, const vocab *
         }
         k->ok[w] = bits;
     }
-    memcpy(k->key, key, key_n);
-    memcpy(k->end, end_ids, (size_t)n_end * sizeof *end_ids);
+    if (key_n)
+        memcpy(k->key, key, key_n);
+    if (n_end)
+        memcpy(k->end, end_ids, (size_t)n_end * sizeof *end_ids);
     k->key_n = key_n;
     k->v = v;
     k->V = V;

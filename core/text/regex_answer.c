@@ -116,8 +116,11 @@ static int takes_cps(const void *state, const uint32_t *cp, int n)
     return 1;
 }
 
-/* A state as mask_memo's key: the positions, and the character being read. */
+/* A state as mask_memo's key: the pattern, its positions, and the character
+ * being read (none between characters: the last one's bits then count for
+ * nothing, and a loop over characters of any script comes back to one key). */
 typedef struct state_key {
+    const json_regex *re;
     json_regex_set set;
     uint32_t cp;
     uint8_t left, lo, hi, pad;
@@ -128,11 +131,14 @@ int regex_answer_mask(const regex_answer *a, mask_memo **kept, const vocab *v, c
 {
     state_key key;
     memset(&key, 0, sizeof key); /* (the padding too: keys compare as bytes) */
+    key.re = a->re;
     key.set = a->set;
-    key.cp = a->cp;
-    key.left = a->left;
-    key.lo = a->lo;
-    key.hi = a->hi;
+    if (a->left) {
+        key.cp = a->cp;
+        key.left = a->left;
+        key.lo = a->lo;
+        key.hi = a->hi;
+    }
     int met = kept ? mask_memo_apply(*kept, &key, sizeof key, v, V, end_ids, n_end, logits) : -1;
     if (met >= 0)
         return met;

@@ -41,8 +41,8 @@ int regex_answer_complete(const regex_answer *a);
  * tokens but end_ids, which may come once the text matches); jv: the token
  * table (first bytes), or NULL. kept: the answer's memo of masks by state
  * (mask_memo.h: inside a loop of the pattern the state comes back token after
- * token), made on first use and freed by the caller, holding this pattern's
- * masks only; or NULL. Returns how many tokens may. */
+ * token), made on first use and freed by the caller; or NULL. Returns how
+ * many tokens may. */
 int regex_answer_mask(const regex_answer *a, struct mask_memo **kept, const vocab *v, const json_vocab *jv,
                       const int *end_ids, int n_end, float *logits, int V);
 
