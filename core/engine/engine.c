@@ -142,7 +142,6 @@ void engine_destroy(engine *en)
     if (en->x_aside)
         OPS(en)->release(en->be, en->x_aside);
     free(en->predicted_aside);
-    free(en->hint_aside);
     kv_cache_destroy(&en->kv);
     free(en->inv_freq);
     free(en->route_ids);
@@ -171,14 +170,14 @@ void engine_destroy(engine *en)
 
 int engine_allow_pauses(engine *en, errbuf *e)
 {
-    size_t h = (size_t)en->cfg->hidden_size, E = (size_t)en->cfg->n_routed_experts;
+    /* (x_aside is not in engine_activation_bytes: only serve --parallel takes
+     * it, at its fixed chunk of 1,024 rows, 29 MB at K2's width) */
+    size_t h = (size_t)en->cfg->hidden_size;
     if (!en->x_aside)
         en->x_aside = OPS(en)->alloc(en->be, (size_t)en->max_chunk * h);
     if (!en->predicted_aside)
         en->predicted_aside = calloc(predicted_bytes(en->cfg), 1);
-    if (!en->hint_aside)
-        en->hint_aside = malloc((E + 1) * sizeof *en->hint_aside);
-    if (en->x_aside && en->predicted_aside && en->hint_aside)
+    if (en->x_aside && en->predicted_aside)
         return 0;
     return err_set(e, "out of memory for a prefill's residual rows set aside between its layers "
                    "(%zu MB)", (size_t)en->max_chunk * h * sizeof(float) >> 20);
@@ -632,7 +631,8 @@ static void add_rmsnorm(engine *en, const float *add, const float *w, int T)
 
 /* Runs between_layers before layer l of a prefill step of T rows at pos0.
  * What the step keeps from one layer to the next (the residual stream, the
- * lookahead's predictions and hints) is set aside by swapping buffers, and
+ * lookahead's predictions) is set aside by swapping buffers (its hints are
+ * made and taken within one layer's moe()), and
  * the hooks are off, so that the steps run inside compute as on their own;
  * then the step's positions come back and its input norm is taken again from
  * the residual (add_rmsnorm's bits, by its contract). */
@@ -642,12 +642,9 @@ static void pause_prefill(engine *en, int l, int T, int pos0)
     int (*wanted)(void *) = en->pause_wanted;
     int (*stop)(void *) = en->stop_requested;
     void *stop_ctx = en->stop_ctx;
-    int n_hint = en->n_hint, hint_layer = en->hint_layer;
     SWAP(en->x, en->x_aside);
     SWAP(en->predicted, en->predicted_aside);
-    SWAP(en->hint_list, en->hint_aside);
     memset(en->predicted, 0, predicted_bytes(en->cfg));
-    en->n_hint = 0;
     en->between_layers = NULL;
     en->pause_wanted = NULL;
     en->stop_requested = NULL;
@@ -662,14 +659,16 @@ static void pause_prefill(engine *en, int l, int T, int pos0)
     en->stop_ctx = stop_ctx;
     SWAP(en->x, en->x_aside);
     SWAP(en->predicted, en->predicted_aside);
-    SWAP(en->hint_list, en->hint_aside);
-    en->n_hint = n_hint;
-    en->hint_layer = hint_layer;
     for (int t = 0; t < T; t++)
         en->pos[t] = pos0 + t;
     int h = en->cfg->hidden_size;
     OPS(en)->rmsnorm(en->be, en->x, h, en->mw->layers[l].attn_norm, h, T,
                      (float)en->cfg->rms_norm_eps, en->xn, h);
+}
+
+static int stopping(const engine *en)
+{
+    return en->stop_requested && en->stop_requested(en->stop_ctx);
 }
 
 /* One step of T rows: a chunk of the engine's own sequence (seqs NULL), or
@@ -701,12 +700,17 @@ static int forward_rows(engine *en, engine_seq *const *seqs, const int *ids, int
     o->rmsnorm(en->be, en->x, h, mw->layers[0].attn_norm, h, T, eps, en->xn, h);
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *L = &mw->layers[l];
-        /* (a long step's layers take seconds each on the CPU) */
-        if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->between_layers && en->x_aside &&
-            (!en->pause_wanted || en->pause_wanted(en->between_ctx)))
-            pause_prefill(en, l, T, pos0);
-        if (en->step == ENGINE_STEP_PREFILL && l > 0 && en->stop_requested && en->stop_requested(en->stop_ctx))
+        /* (a long step's layers take seconds each on the CPU: a stop is heard
+         * between them, before a pause's work and after it) */
+        int between = en->step == ENGINE_STEP_PREFILL && l > 0;
+        if (between && stopping(en))
             return 1;
+        if (between && en->between_layers && en->x_aside &&
+            (!en->pause_wanted || en->pause_wanted(en->between_ctx))) {
+            pause_prefill(en, l, T, pos0);
+            if (stopping(en))
+                return 1;
+        }
         attention(en, l, T, pos0, seqs);
         add_rmsnorm(en, en->tmp, L->ffn_norm, T);
         if (L->is_moe) {

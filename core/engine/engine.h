@@ -128,11 +128,10 @@ typedef struct engine {
      * expert and the hints (engine.c: moe) */
     expert_view *group_views;
     ffn_job *group_jobs;
-    /* where a prefill step's residual stream, predictions and hints wait while
+    /* where a prefill step's residual stream and predictions wait while
      * between_layers runs (engine_allow_pauses: NULL until then) */
     float *x_aside;
     unsigned char *predicted_aside;
-    int *hint_aside;
     double paused_seconds;          /* spent in between_layers, all steps */
 } engine;
 

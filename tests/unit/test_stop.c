@@ -171,6 +171,66 @@ Test(stop, engine_stops_between_chunks, .timeout = 60)
     free(dir);
 }
 
+/* A stop asked for by the work of a pause between a chunk's layers (a
+ * server's nested request ends the paused one's client) is heard when the
+ * pause ends: the chunk's last layer does not run, and it counts for nothing. */
+typedef struct pause_stop {
+    int boundaries, last; /* pause_wanted's calls; the boundary to pause at */
+    int paused, stop;
+} pause_stop;
+
+static int pause_at_last(void *ctx)
+{
+    pause_stop *p = ctx;
+    return ++p->boundaries == p->last;
+}
+
+static void stop_in_pause(void *ctx)
+{
+    pause_stop *p = ctx;
+    p->paused++;
+    p->stop = 1;
+}
+
+static int stop_flag(void *ctx)
+{
+    return ((pause_stop *)ctx)->stop;
+}
+
+Test(stop, a_stop_asked_in_a_pause_is_heard_when_it_ends, .timeout = 60)
+{
+    char *dir = test_make_tmpdir("stop_pause");
+    test_synth_tiny(dir, "int4");
+    cli_model m;
+    model_flags f = {.dir = dir, .ctx = 64, .chunk = 4, .quiet = 1};
+    errbuf e;
+    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
+    engine *en = &m.en;
+    cr_assert_eq(engine_allow_pauses(en, &e), 0, "%s", e.msg);
+    int V = m.mw.cfg.vocab_size, ids[10];
+    for (int i = 0; i < 10; i++)
+        ids[i] = (i * 37 + 11) % V;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    cr_assert(logits);
+    pause_stop ps = {.last = m.mw.cfg.n_layers - 1}; /* (the boundary before the last layer) */
+    en->between_layers = stop_in_pause;
+    en->pause_wanted = pause_at_last;
+    en->between_ctx = &ps;
+    en->stop_requested = stop_flag;
+    en->stop_ctx = &ps;
+    cr_assert_eq(engine_forward(en, ids, 10, logits, 0, &e), 1, "the stop must be heard");
+    cr_expect_eq(ps.paused, 1);
+    cr_expect(strstr(e.msg, "0 of 10"), "the paused chunk counts for nothing: %s", e.msg);
+    cr_expect_eq(en->n_past, 0);
+    en->between_layers = NULL;
+    en->pause_wanted = NULL;
+    en->stop_requested = NULL;
+    cli_model_close(&m);
+    free(logits);
+    test_remove_tree(dir);
+    free(dir);
+}
+
 /* A child process with its stdin and stderr on pipes. */
 typedef struct child {
     pid_t pid;
