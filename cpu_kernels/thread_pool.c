@@ -11,6 +11,25 @@
 
 #define SPIN_ROUNDS 20000
 
+/* a spinning thread's hint to the core (x86's PAUSE: the sibling hyperthread
+ * keeps the core's resources, and leaving the loop costs no misprediction
+ * storm) */
+#if defined(__x86_64__) || defined(__i386__)
+#define SPIN_PAUSE() __builtin_ia32_pause()
+#else
+#define SPIN_PAUSE() ((void)0)
+#endif
+
+/* A run is a handshake through two cache lines: the caller bumps
+ * `generation` (which every spinning worker reads) and the workers count
+ * `remaining` down (which the spinning caller reads). Each sits on a line of
+ * its own, so the workers' count does not take the line the others spin on
+ * away from them. The mutex and the condition variables are only for threads
+ * that stopped spinning and sleep: `sleepers` counts them, and a run or its
+ * end takes the mutex only when one does (with sequentially consistent
+ * atomics, a thread about to sleep sees the new generation, or the count of
+ * its end, after counting itself as a sleeper; or the other side sees it
+ * counted). */
 struct thread_pool {
     int n;
     int *core;                  /* [n] the core each worker is placed on, -1: none */
@@ -21,11 +40,12 @@ struct thread_pool {
     int have_topo, pinned;
     pthread_mutex_t mu;
     pthread_cond_t wake, done_cv;
-    atomic_uint generation;
-    atomic_int remaining;
-    atomic_int stop;
-    pool_fn fn;
+    pool_fn fn;                 /* the run's (written before generation moves) */
     void *ctx;
+    _Alignas(64) atomic_uint generation;
+    atomic_int stop;
+    _Alignas(64) atomic_int remaining;
+    _Alignas(64) atomic_int sleepers;   /* workers asleep on `wake`, and the caller on `done_cv` */
 };
 
 typedef struct worker_arg {
@@ -105,21 +125,26 @@ static void *worker_main(void *arg)
         unsigned g;
         int spins = 0;
         while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
-               !atomic_load(&p->stop) && spins < SPIN_ROUNDS)
+               !atomic_load_explicit(&p->stop, memory_order_relaxed) && spins < SPIN_ROUNDS) {
+            SPIN_PAUSE();
             spins++;
+        }
         if (g == seen && !atomic_load(&p->stop)) {
             pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
             while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
                 pthread_cond_wait(&p->wake, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
         }
         if (atomic_load(&p->stop))
             return NULL;
         seen = g;
         p->fn(p->ctx, index, p->n);
-        if (atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_acq_rel) == 1) {
+        /* the last to end wakes the caller if it sleeps */
+        if (atomic_fetch_sub(&p->remaining, 1) == 1 && atomic_load(&p->sleepers) > 0) {
             pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done_cv);
+            pthread_cond_broadcast(&p->done_cv);
             pthread_mutex_unlock(&p->mu);
         }
     }
@@ -127,9 +152,12 @@ static void *worker_main(void *arg)
 
 int thread_pool_create(thread_pool **out, int n_threads, errbuf *e)
 {
-    thread_pool *p = calloc(1, sizeof *p);
+    /* (its counters' cache lines: calloc aligns to 16 bytes only) */
+    size_t bytes = (sizeof(thread_pool) + 63) / 64 * 64;
+    thread_pool *p = aligned_alloc(64, bytes);
     if (!p)
         return err_set(e, "out of memory");
+    memset(p, 0, bytes);
     if (hwloc_topology_init(&p->topo) == 0 && hwloc_topology_load(p->topo) == 0)
         p->have_topo = 1;
     if (n_threads <= 0) {
@@ -188,18 +216,24 @@ void thread_pool_run(thread_pool *p, pool_fn fn, void *ctx)
     p->fn = fn;
     p->ctx = ctx;
     atomic_store(&p->remaining, p->n - 1);
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_add(&p->generation, 1);
+    if (atomic_load(&p->sleepers) > 0) { /* (the mutex: a worker between its check and its wait) */
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
     fn(ctx, 0, p->n);
     int spins = 0;
-    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0 && spins < SPIN_ROUNDS)
+    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0 && spins < SPIN_ROUNDS) {
+        SPIN_PAUSE();
         spins++;
+    }
     if (atomic_load(&p->remaining) > 0) {
         pthread_mutex_lock(&p->mu);
+        atomic_fetch_add(&p->sleepers, 1);
         while (atomic_load(&p->remaining) > 0)
             pthread_cond_wait(&p->done_cv, &p->mu);
+        atomic_fetch_sub(&p->sleepers, 1);
         pthread_mutex_unlock(&p->mu);
     }
 }
