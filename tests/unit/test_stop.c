@@ -113,18 +113,28 @@ static int stop_on_call(void *ctx)
  * sums), and a decode step stopped before it leaves everything as it was.
  * Stopped between a chunk's layers, the chunk counts for nothing, and the
  * forward again from there gives the same logits too. */
-Test(stop, engine_stops_between_chunks, .timeout = 60)
+/* A synthetic k2-tiny in a new folder (returned), opened in chunks of 4, and
+ * ten prompt ids. */
+static char *open_tiny(cli_model *m, const char *tag, int ids[10])
 {
-    char *dir = test_make_tmpdir("stop_engine");
+    char *dir = test_make_tmpdir(tag);
     test_synth_tiny(dir, "int4");
-    cli_model m;
     model_flags f = {.dir = dir, .ctx = 64, .chunk = 4, .quiet = 1};
     errbuf e;
-    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
-    engine *en = &m.en;
-    int V = m.mw.cfg.vocab_size, ids[10];
+    cr_assert_eq(cli_model_open(m, &f, &e), 0, "%s", e.msg);
     for (int i = 0; i < 10; i++)
-        ids[i] = (i * 37 + 11) % V;
+        ids[i] = (i * 37 + 11) % m->mw.cfg.vocab_size;
+    return dir;
+}
+
+Test(stop, engine_stops_between_chunks, .timeout = 60)
+{
+    cli_model m;
+    int ids[10];
+    char *dir = open_tiny(&m, "stop_engine", ids);
+    errbuf e;
+    engine *en = &m.en;
+    int V = m.mw.cfg.vocab_size;
     float *whole = malloc((size_t)V * sizeof *whole), *resumed = malloc((size_t)V * sizeof *resumed);
     cr_assert(whole && resumed);
     cr_assert_eq(engine_forward(en, ids, 10, whole, 0, &e), 0, "%s", e.msg);
@@ -199,17 +209,13 @@ static int stop_flag(void *ctx)
 
 Test(stop, a_stop_asked_in_a_pause_is_heard_when_it_ends, .timeout = 60)
 {
-    char *dir = test_make_tmpdir("stop_pause");
-    test_synth_tiny(dir, "int4");
     cli_model m;
-    model_flags f = {.dir = dir, .ctx = 64, .chunk = 4, .quiet = 1};
+    int ids[10];
+    char *dir = open_tiny(&m, "stop_pause", ids);
     errbuf e;
-    cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
     engine *en = &m.en;
     cr_assert_eq(engine_allow_pauses(en, &e), 0, "%s", e.msg);
-    int V = m.mw.cfg.vocab_size, ids[10];
-    for (int i = 0; i < 10; i++)
-        ids[i] = (i * 37 + 11) % V;
+    int V = m.mw.cfg.vocab_size;
     float *logits = malloc((size_t)V * sizeof *logits);
     cr_assert(logits);
     pause_stop ps = {.last = m.mw.cfg.n_layers - 1}; /* (the boundary before the last layer) */
