@@ -182,21 +182,51 @@ static void device_alloc_failed(cudaError_t err, size_t bytes, const char *what,
     abort();
 }
 
-/* A device buffer of at least `bytes` for one use inside an operation. Growing
- * frees the old one; cudaFree waits for the work that may still read it. */
+/* Scratch `id` of at least `bytes`: cudaSuccess, or the allocation's error
+ * (the buffer then gone). Growing frees the old one (cudaFree waits for the
+ * work that may still read it) and takes a quarter more, for the next growth;
+ * where that quarter does not fit, exactly `bytes`. */
+static cudaError_t scratch_grow(gpu_state *st, int id, size_t bytes)
+{
+    if (bytes <= st->scr_bytes[id])
+        return cudaSuccess;
+    if (st->scr[id])
+        GPU_CHECK(cudaFree(st->scr[id]));
+    st->scr[id] = NULL;
+    st->scr_bytes[id] = 0;
+    size_t want = bytes + bytes / 4;
+    cudaError_t err = cudaMalloc(&st->scr[id], want);
+    if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        err = cudaMalloc(&st->scr[id], want = bytes);
+    }
+    if (err == cudaSuccess)
+        st->scr_bytes[id] = want;
+    else
+        st->scr[id] = NULL;
+    return err;
+}
+
+/* A device buffer of at least `bytes` for one use inside an operation. */
 static void *scratch(gpu_state *st, int id, size_t bytes)
 {
-    if (bytes > st->scr_bytes[id]) {
-        size_t want = bytes + bytes / 4;
-        if (st->scr[id])
-            GPU_CHECK(cudaFree(st->scr[id]));
-        st->scr[id] = NULL;
-        st->scr_bytes[id] = 0;
-        cudaError_t err = cudaMalloc(&st->scr[id], want);
-        if (err != cudaSuccess)
-            device_alloc_failed(err, want, "scratch", st);
-        st->scr_bytes[id] = want;
+    cudaError_t err = scratch_grow(st, id, bytes);
+    if (err != cudaSuccess)
+        device_alloc_failed(err, bytes, "scratch", st);
+    return st->scr[id];
+}
+
+/* The same for a buffer the operation can do without (a faster way's): NULL
+ * when the device has no room for it. */
+static void *scratch_or_null(gpu_state *st, int id, size_t bytes)
+{
+    cudaError_t err = scratch_grow(st, id, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        return NULL;
     }
+    if (err != cudaSuccess)
+        gpu_check(err, "scratch", __FILE__, __LINE__);
     return st->scr[id];
 }
 
@@ -406,8 +436,9 @@ __global__ void k_rope(float *x, int T, int n_vec, int ts, int vs, int off, int 
     float c = cosf(ang) * mscale, s = sinf(ang) * mscale;
     float *v = x + t * (size_t)ts + k * (size_t)vs + (size_t)off + 2 * i;
     float a = v[0], b = v[1];
-    v[0] = a * c - b * s;
-    v[1] = a * s + b * c;
+    /* (each product rounded, as rope_ref's: nvcc would fuse one of them into an fma) */
+    v[0] = __fmul_rn(a, c) - __fmul_rn(b, s);
+    v[1] = __fmul_rn(a, s) + __fmul_rn(b, c);
 }
 
 __global__ void k_add(float *y, const float *x, size_t n)
@@ -1087,9 +1118,11 @@ static void g_mla(backend *b, const mla_args *m)
     size_t n = (size_t)a.T * (size_t)a.H * (size_t)a.kv_lora;
     a.qa = (float *)scratch(st, SCR_QA, n * sizeof(float));
     a.ol = (float *)scratch(st, SCR_OL, n * sizeof(float));
+    /* (the split's partial sums grow with the context, step after step; where
+     * the device has no room for them the attention runs whole: the same bits) */
     size_t part = gpu_mla_split_floats(&a, st->multiprocessors);
     if (part)
-        a.part = (float *)scratch(st, SCR_MLA_PART, part * sizeof(float));
+        a.part = (float *)scratch_or_null(st, SCR_MLA_PART, part * sizeof(float));
     gpu_mla(&a, 0);
 }
 

@@ -19,7 +19,7 @@ struct allocation {
 static std::mutex mu;
 static std::map<const char *, allocation> allocations;   /* by address, for lookups inside */
 static size_t used[EMU_MAX_DEVICES], peak[EMU_MAX_DEVICES];
-static bool faulted;
+static bool faulted, refusing;
 
 cudaError_t emu_device_malloc(void **p, size_t n)
 {
@@ -28,7 +28,7 @@ cudaError_t emu_device_malloc(void **p, size_t n)
     *p = NULL;
     if (faulted)
         return cudaErrorIllegalAddress;
-    if (n > EMU_DEVICE_BYTES - used[d])
+    if (refusing || n > EMU_DEVICE_BYTES - used[d])
         return cudaErrorMemoryAllocation;
     *p = malloc(n ? n : 1);
     if (!*p)
@@ -75,6 +75,14 @@ extern "C" void moetier_emu_sticky_fault(void)
 {
     std::lock_guard<std::mutex> lock(mu);
     faulted = true;
+}
+
+/* A device whose memory is all taken, while on: every allocation fails as
+ * out of memory (tests of what an operation does without room). */
+extern "C" void moetier_emu_refuse_allocations(int on)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    refusing = on != 0;
 }
 
 extern "C" void moetier_emu_device_peak_reset(int device)

@@ -1597,6 +1597,8 @@ Test(gpu, attention_of_a_prefill_step_matches_the_reference, .timeout = 300)
  * blocks, so its context's chunks get blocks of their own and a merge) or in a
  * prefill batch (a block per token folds all its chunks), the bits are the
  * same. The launch counts show which path each call took. */
+void moetier_emu_refuse_allocations(int on) __attribute__((weak));
+
 Test(gpu, attention_of_a_token_has_the_same_bits_alone_and_in_a_batch, .timeout = 120)
 {
     const struct { weight_format fmt; int H, C; } cases[] = {
@@ -1624,6 +1626,24 @@ Test(gpu, attention_of_a_token_has_the_same_bits_alone_and_in_a_batch, .timeout 
         cr_assert_eq(launches_so_far() - before, 3, "case %zu: the batch of %d tokens was split",
                      k, T);
         float *batch = from_dev(dout, (size_t)T * H * v);
+        /* with no room on the device for the split's partial sums (they grow
+         * with the context, step after step), a token runs whole: the same bits */
+        if (moetier_emu_refuse_allocations) {
+            mla_args one = a;
+            int t = T - 1;
+            one.q = dq + (size_t)t * H * qk;
+            one.T = 1;
+            one.pos0 = pos0 + t;
+            moetier_emu_refuse_allocations(1);
+            before = launches_so_far();
+            gpu.ops->mla_attention(&gpu, &one);
+            moetier_emu_refuse_allocations(0);
+            cr_assert_eq(launches_so_far() - before, 3, "case %zu: a token without room was split", k);
+            float *got = from_dev(dout, (size_t)H * v);
+            cr_assert_eq(memcmp(got, batch + (size_t)t * H * v, (size_t)H * v * 4), 0,
+                         "case %zu: the token run whole differs from the batch's", k);
+            free(got);
+        }
         /* the first token (3 chunks), the last (4, the fourth of one position), one between */
         int alone[] = {0, T - 1, T / 2};
         for (int i = 0; i < 3; i++) {
