@@ -345,7 +345,7 @@ static int read_table(store *s, const char *dir, uint64_t n_rows, uint64_t want_
     char *bin;
     size_t len;
     if (file_read_regular(path, &bin, &len, e))
-        return -1;
+        return STORE_UNREADABLE;
     const uint8_t *b = (const uint8_t *)bin;
     int rc = -1;
     if (len < INDEX_HEADER_BYTES || memcmp(b, INDEX_MAGIC, 8) || le_get_u32(b + 8) != STORE_VERSION) {
@@ -420,13 +420,18 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         return STORE_NOT_A_STORE;
     }
     s->dir = strdup(dir);
-    if (!s->dir)
-        return err_set(e, "out of memory");
+    if (!s->dir) {
+        err_set(e, "out of memory");
+        return STORE_UNREADABLE;
+    }
     char *text = NULL;
     size_t len;
     cJSON *j = NULL;
-    if (file_read_regular(path, &text, &len, e))
+    int rc = -1; /* (the verdict: damaged, or STORE_UNREADABLE) */
+    if (file_read_regular(path, &text, &len, e)) {
+        rc = STORE_UNREADABLE;
         goto fail;
+    }
     j = cJSON_ParseWithLength(text, len);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
     uint64_t version, n_rows, per_file, table_xxh;
@@ -445,8 +450,10 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
     uint64_t fp_store, fp_model;
     errbuf fp_err;
     int have_fp = json_hex(j, "source_fingerprint", path, &fp_store, &fp_err) == 0;
-    if (store_fingerprint(mw, &fp_model, e))
+    if (store_fingerprint(mw, &fp_model, e)) {
+        rc = STORE_UNREADABLE;
         goto fail;
+    }
     if (json_u64(j, "version", path, &version, e))
         goto fail;
     if (version != STORE_VERSION && !(have_fp && fp_store != fp_model)) {
@@ -459,8 +466,10 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         goto fail;
     }
     uint64_t fp_v1 = 0;
-    if (fp_store != fp_model && store_fingerprint_v1(mw, &fp_v1, e))
+    if (fp_store != fp_model && store_fingerprint_v1(mw, &fp_v1, e)) {
+        rc = STORE_UNREADABLE;
         goto fail;
+    }
     if (fp_store != fp_model && fp_store != fp_v1) {
         /* the checkpoint's own store is stale (the checkpoint changed); any
          * other may be all a user has of another checkpoint's */
@@ -502,6 +511,7 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
     s->blobs = malloc((size_t)s->n_layers * (size_t)s->n_experts * sizeof *s->blobs);
     if (!s->file_paths || !s->file_bytes || !s->blobs) {
         err_set(e, "out of memory");
+        rc = STORE_UNREADABLE;
         goto fail;
     }
     for (size_t i = 0; i < (size_t)s->n_layers * (size_t)s->n_experts; i++)
@@ -515,10 +525,17 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         s->file_paths[f] = strdup(fpath);
         if (!s->file_paths[f]) {
             err_set(e, "out of memory");
+            rc = STORE_UNREADABLE;
             goto fail;
         }
-        if (stat(fpath, &sb) != 0) {
-            err_set(e, "expert store file %s: %s", fpath, strerror(errno));
+        if (stat(fpath, &sb) != 0) { /* (missing too: its disk may not be mounted) */
+            char target[4096];
+            if (file_dangling_link(fpath, target, sizeof target))
+                err_set(e, "expert store file %s is a symbolic link to %s, which does not exist (a disk "
+                        "not mounted?)", fpath, target);
+            else
+                err_set(e, "expert store file %s: %s", fpath, strerror(errno));
+            rc = STORE_UNREADABLE;
             goto fail;
         }
         if ((uint64_t)sb.st_size != want) {
@@ -537,8 +554,11 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
                 expect_rows);
         goto fail;
     }
-    if (read_table(s, dir, n_rows, table_xxh, e))
+    int table = read_table(s, dir, n_rows, table_xxh, e);
+    if (table) {
+        rc = table;
         goto fail;
+    }
     s->n_blobs = (int)n_rows;
     for (int l = 0; l < c->n_layers; l++)
         for (int x = 0; config_is_moe_layer(c, l) && x < c->n_routed_experts; x++)
@@ -554,7 +574,7 @@ fail:
     cJSON_Delete(j);
     free(text);
     store_close(s);
-    return -1;
+    return rc;
 }
 
 void store_close(store *s)

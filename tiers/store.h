@@ -93,11 +93,14 @@ int store_file_path(const char *dir, int file, char *buf, size_t n);
 /* Opens a complete store and checks it against the model it will serve:
  * fingerprint, layout, every file present and long enough. An incomplete,
  * stale or damaged store is refused with a reason naming what is wrong;
- * one built from another checkpoint with STORE_OTHER_CHECKPOINT, and an
- * index.json that is not a store's with STORE_NOT_A_STORE (convert replaces
- * those only when told to). */
+ * one built from another checkpoint with STORE_OTHER_CHECKPOINT, an
+ * index.json that is not a store's with STORE_NOT_A_STORE, and a store that
+ * could not be read (an I/O or permission error, a data file missing, as
+ * behind a disk not mounted; out of memory) with STORE_UNREADABLE: convert
+ * rebuilds none of those unless told to. */
 #define STORE_OTHER_CHECKPOINT (-2)
 #define STORE_NOT_A_STORE (-3)      /* index.json is not a store's */
+#define STORE_UNREADABLE (-4)       /* what it is could not be read */
 int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e);
 void store_close(store *s);
 static inline const store_blob *store_blob_at(const store *s, int layer, int expert)

@@ -71,8 +71,13 @@ static int data_fd(writer *w, int f, errbuf *e)
 {
     if (w->fds[f] >= 0)
         return w->fds[f];
-    char path[4096];
+    char path[4096], target[4096];
     store_file_path(w->o->out_dir, f, path, sizeof path);
+    /* (O_CREAT would make the link's target in whatever its path reaches: the
+     * bare mount point of a disk not mounted) */
+    if (file_dangling_link(path, target, sizeof target))
+        return err_set(e, "expert store file %s is a symbolic link to %s, which does not exist (a disk "
+                       "not mounted?)", path, target);
     w->fds[f] = file_open_regular(path, O_RDWR | O_CREAT, 0644, e);
     return w->fds[f];
 }
@@ -418,12 +423,20 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
                            "--force to replace it", o->out_dir);
         if (found == STORE_NOT_A_STORE)
             return err_set(e, "%s: give another -o, or --force to replace it", why.msg);
+        /* a store that could not be read may be whole (an I/O error, a disk of
+         * its files not mounted): rebuilding would empty its files */
+        if (found == STORE_UNREADABLE)
+            return err_set(e, "%s; nothing was changed: once it can be read, convert finds it complete "
+                           "or rebuilds it (--force rebuilds it now)", why.msg);
         if (o->log)
             fprintf(o->log, "moetier: rebuilding the store in %s: %s\n", o->out_dir,
                     o->force ? "--force" : why.msg);
         remove_index(o->out_dir);
         unlink(w.jpath);
         unlink_sources(o->out_dir);
+        /* (gone for good before any data file is cut: a crash then leaves no
+         * index over files being rewritten) */
+        file_sync_parent_dir(w.jpath);
     }
     if (resume_or_refuse(&w, e))
         return -1;

@@ -1189,6 +1189,46 @@ Test(tiers, store_of_another_checkpoint_is_refused, .timeout = 60)
     free_fixture(&f);
 }
 
+/* A complete store that cannot be read whole (a data file behind a link to
+ * a disk not mounted, an I/O error) may be all there is of hours of
+ * conversion: convert says why and changes nothing (it used to take it for a
+ * damaged one and empty every file to rebuild it); once it can be read it is
+ * complete again. */
+Test(tiers, convert_keeps_a_store_it_cannot_read, .timeout = 60)
+{
+    fixture f = make_fixture("unreadable");
+    char file0[4400], moved[4400], link_to[4400];
+    store_file_path(f.store, 0, file0, sizeof file0);
+    snprintf(moved, sizeof moved, "%s/experts-moved.bin", f.tmp);
+    snprintf(link_to, sizeof link_to, "%s/not-mounted/experts-00000.bin", f.tmp);
+    struct stat before;
+    cr_assert_eq(stat(file0, &before), 0);
+    cr_assert_eq(rename(file0, moved), 0);
+    cr_assert_eq(symlink(link_to, file0), 0);
+    errbuf e;
+    char *log = NULL;
+    cr_expect_neq(convert_logged(f.model, f.store, 0, 0, &log, &e), 0, "the store was rebuilt");
+    cr_expect(strstr(e.msg, "symbolic link") && strstr(e.msg, "not mounted") && strstr(e.msg, "nothing was changed"),
+              "%s", e.msg);
+    free(log);
+    struct stat sb;
+    cr_expect_neq(stat(link_to, &sb), 0, "convert wrote through the link to nothing");
+    char ipath[4400];
+    snprintf(ipath, sizeof ipath, "%s/%s", f.store, STORE_INDEX_JSON);
+    cr_expect_eq(stat(ipath, &sb), 0, "the index was removed");
+    cr_assert_eq(unlink(file0), 0);
+    cr_assert_eq(rename(moved, file0), 0);
+    cr_assert_eq(stat(file0, &sb), 0);
+    cr_expect_eq(sb.st_size, before.st_size, "the data file was cut");
+    store st;
+    model_weights mw;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_expect_eq(store_open(&st, f.store, &mw, &e), 0, "the store is not whole again: %s", e.msg);
+    store_close(&st);
+    model_weights_close(&mw);
+    free_fixture(&f);
+}
+
 /* What is not a usable store is said to be so, and kept: an index.json of
  * someone else's in convert's -o, a FIFO in place of the index (reading it
  * waited forever), a file where the default store's folder would be, a link
