@@ -5,11 +5,16 @@
 #include <hwloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define SPIN_ROUNDS 20000
+/* How long a thread waiting for a run (or for its end) spins before it
+ * sleeps: a forward pass's runs follow each other within microseconds, and a
+ * sleeping thread costs the next run a wake (several µs). */
+#define SPIN_NS 200000
 
 /* a spinning thread's hint to the core (x86's PAUSE: the sibling hyperthread
  * keeps the core's resources, and leaving the loop costs no misprediction
@@ -19,6 +24,26 @@
 #else
 #define SPIN_PAUSE() ((void)0)
 #endif
+
+/* A spin's clock: the time is read every 64 rounds (a PAUSE lasts from a few
+ * ns to 40 depending on the core, so a count of rounds would not be a time). */
+typedef struct spin {
+    unsigned rounds;
+    uint64_t until; /* ns; 0 until the first reading */
+} spin;
+
+static int spin_on(spin *s)
+{
+    SPIN_PAUSE();
+    if (++s->rounds % 64)
+        return 1;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    uint64_t now = (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+    if (!s->until)
+        s->until = now + SPIN_NS;
+    return now < s->until;
+}
 
 /* A run is a handshake through two cache lines: the caller bumps
  * `generation` (which every spinning worker reads) and the workers count
@@ -123,12 +148,10 @@ static void *worker_main(void *arg)
     unsigned seen = 0;
     for (;;) {
         unsigned g;
-        int spins = 0;
+        spin sp = {0, 0};
         while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
-               !atomic_load_explicit(&p->stop, memory_order_relaxed) && spins < SPIN_ROUNDS) {
-            SPIN_PAUSE();
-            spins++;
-        }
+               !atomic_load_explicit(&p->stop, memory_order_relaxed) && spin_on(&sp))
+            ;
         if (g == seen && !atomic_load(&p->stop)) {
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
@@ -223,11 +246,9 @@ void thread_pool_run(thread_pool *p, pool_fn fn, void *ctx)
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    int spins = 0;
-    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0 && spins < SPIN_ROUNDS) {
-        SPIN_PAUSE();
-        spins++;
-    }
+    spin sp = {0, 0};
+    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0 && spin_on(&sp))
+        ;
     if (atomic_load(&p->remaining) > 0) {
         pthread_mutex_lock(&p->mu);
         atomic_fetch_add(&p->sleepers, 1);

@@ -5,8 +5,7 @@
  * scheduler), the NUMA nodes taken in turn (workers 0, 1, 2, 3 on nodes A, B, A,
  * B of a two-node machine; worker 0 is only counted on its node, not bound). thread_pool_run(fn, ctx) calls fn(ctx, i, n) on every worker i and
  * returns when all have finished, so a kernel splits its rows by i. Workers
- * (and the caller, waiting for them) spin a while (20,000 PAUSEs: 0.2 ms on a
- * Sapphire Rapids core, about 1 ms on Skylake's) before sleeping, because a
+ * (and the caller, waiting for them) spin 0.2 ms before sleeping, because a
  * forward pass issues thousands of short runs back to back; a run takes the
  * mutex only when a thread sleeps. */
 #ifndef MOETIER_THREAD_POOL_H
