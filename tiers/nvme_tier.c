@@ -428,6 +428,11 @@ int nvme_read_error(const nvme_tier *t, const nvme_read *r, errbuf *e)
                    strerror(r->err));
 }
 
+int nvme_tier_ring_failed(const nvme_tier *t)
+{
+    return t->ring_err != 0;
+}
+
 int nvme_tier_wait(nvme_tier *t, nvme_read *r, errbuf *e)
 {
     while (r->state == NVME_PENDING)

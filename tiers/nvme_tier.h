@@ -96,5 +96,8 @@ int nvme_tier_uses_direct(const nvme_tier *t);
 const nvme_stats *nvme_tier_stats(const nvme_tier *t);
 /* The failure reason of a FAILED read. */
 int nvme_read_error(const nvme_tier *t, const nvme_read *r, errbuf *e);
+/* Whether the io_uring ring failed: no read starts again (reads still in the
+ * kernel may yet write their buffers). */
+int nvme_tier_ring_failed(const nvme_tier *t);
 
 #endif

@@ -555,6 +555,15 @@ int store_check(const store *s, const nvme_options *io, FILE *log, uint64_t *n_b
             nvme_read *d = &r[i % Q];
             errbuf why;
             if (nvme_tier_wait(t, d, &why) != 0) {
+                if (nvme_tier_ring_failed(t)) {
+                    /* (no read starts again: the blobs after it would all be
+                     * counted bad; and reads still in the kernel may yet write
+                     * the buffer, which is left unfreed) */
+                    progress_end(&p);
+                    nvme_tier_close(t);
+                    free(list);
+                    return err_set(e, "%s; the check stopped at blob %d of %d", why.msg, i - Q + 1, n);
+                }
                 (*n_bad)++;
                 if (log)
                     fprintf(log, "moetier: %s\n", why.msg);

@@ -698,6 +698,13 @@ Test(tiers, refused_submissions_end_in_an_error_not_a_hang, .timeout = 60)
         cr_skip_test("%s", e.msg);
     nvme_tier_close(probe);
     expect_error(&f, &tf, "io_uring ring failed", "--io pread");
+    /* `convert --check` stops there, saying so, rather than counting every
+     * blob after it as damaged */
+    cr_assert_eq(nvme_fault_from_env(&o.fault, &e), 0, "%s", e.msg);
+    uint64_t bad = 0;
+    cr_expect_neq(store_check(&st, &o, NULL, &bad, &e), 0, "the check went on without a ring");
+    cr_expect(strstr(e.msg, "io_uring ring failed") && strstr(e.msg, "the check stopped"), "%s", e.msg);
+    cr_expect_eq(bad, 0, "%llu blobs counted damaged", (unsigned long long)bad);
     unsetenv("MOETIER_IO_FAULT");
     close_store(&f, &mw, &st);
 }
