@@ -400,8 +400,10 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
     snprintf(path, sizeof path, "%s/%s", dir, STORE_INDEX_JSON);
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        if (errno != ENOENT)
-            return err_set(e, "expert store %s cannot be used: %s: %s", dir, path, strerror(errno));
+        if (errno != ENOENT) {
+            err_set(e, "expert store %s cannot be used: %s: %s", dir, path, strerror(errno));
+            return STORE_UNREADABLE;
+        }
         char jpath[4096];
         snprintf(jpath, sizeof jpath, "%s/%s", dir, STORE_JOURNAL);
         if (stat(jpath, &sb) == 0)
