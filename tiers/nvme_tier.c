@@ -14,11 +14,13 @@
 #include <xxhash.h>
 
 #include "core/base/fileutil.h"
+#include "core/base/progress.h"
 
 #define ERR_CHECKSUM (-1)
 #define ERR_EOF (-2)
 #define ERR_RING (-3)
 #define REFUSED_SUBMIT_RETRIES 2000  /* 1 ms apart: a ring that takes no read for 2 s is broken */
+#define RING_DRAIN_SECONDS 10       /* a read the kernel has not ended by then may never end */
 #define REG_PIECE_MAX (1ull << 30)   /* the kernel's limit for one registered buffer */
 
 struct nvme_tier {
@@ -35,7 +37,7 @@ struct nvme_tier {
     int n_reg;
     nvme_read *backlog_head, *backlog_tail;  /* queued, not started (FIFO) */
     int inflight;               /* started, not completed */
-    uint64_t attempt_no, eio_injected, submit_no;
+    uint64_t attempt_no, eio_injected, submit_no, wait_no;
     nvme_stats stats;
     /* pread pool */
     pthread_t *threads;
@@ -53,7 +55,7 @@ void nvme_options_default(nvme_options *o)
     o->verify = 1;
 }
 
-#define FAULT_NAMES "eio, eio_max, short, einval, refuse"
+#define FAULT_NAMES "eio, eio_max, short, einval, refuse, ring"
 
 int nvme_fault_from_env(nvme_fault *f, errbuf *e)
 {
@@ -83,6 +85,8 @@ int nvme_fault_from_env(nvme_fault *f, errbuf *e)
             f->einval_every = (int)v;
         else if (!strcmp(tok, "refuse"))
             f->refuse_every = (int)v;
+        else if (!strcmp(tok, "ring"))
+            f->ring_fail_at = (int)v;
         else
             rc = err_set(e, "MOETIER_IO_FAULT: unknown fault '%s' (" FAULT_NAMES ")", tok);
     }
@@ -316,6 +320,8 @@ static void finish_attempt(nvme_tier *t, nvme_read *r, int64_t res)
  * apart, and gives up after REFUSED_SUBMIT_RETRIES. Returns 0 or -errno. */
 static int ring_wait(nvme_tier *t, struct io_uring_cqe **cqe)
 {
+    if (t->opt.fault.ring_fail_at && ++t->wait_no == (uint64_t)t->opt.fault.ring_fail_at)
+        return -EIO;        /* injected: the reads the kernel took stay in flight */
     for (int tries = 0;; tries++) {
         int rc = send_unsent(t);
         if ((unsigned)t->inflight > io_uring_sq_ready(&t->ring)) {
@@ -549,11 +555,50 @@ void nvme_tier_register(nvme_tier *t, void *base, uint64_t bytes, uint64_t unit)
     }
 }
 
-void nvme_tier_close(nvme_tier *t)
+/* Reads the kernel took (those left unsent in the ring never reach it). */
+static int reads_in_the_kernel(nvme_tier *t)
+{
+    return t->inflight - (int)io_uring_sq_ready(&t->ring);
+}
+
+/* After the ring failed, the reads the kernel took may still write their
+ * buffers: waits for their completions, RING_DRAIN_SECONDS at most. Returns
+ * how many are still out. */
+static int drain_failed_ring(nvme_tier *t)
+{
+    double give_up = now_seconds() + RING_DRAIN_SECONDS;
+    while (reads_in_the_kernel(t) > 0) {
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec tick = {.tv_nsec = 100000000};
+        int rc = io_uring_wait_cqe_timeout(&t->ring, &cqe, &tick);
+        if (rc == 0) {
+            io_uring_cqe_seen(&t->ring, cqe);
+            t->inflight--;
+        } else if ((rc != -ETIME && rc != -EINTR) || now_seconds() > give_up) {
+            break;
+        }
+    }
+    return reads_in_the_kernel(t);
+}
+
+/* Buffers that reads still in the kernel may write: never freed, and kept
+ * reachable here so that leak checkers stay quiet. */
+static void *left_to_the_kernel[16];
+
+int nvme_tier_close(nvme_tier *t)
 {
     if (!t)
-        return;
+        return 0;
     while (t->inflight > 0 && complete_one(t) == 0) {
+    }
+    int out = t->uring && t->ring_err ? drain_failed_ring(t) : 0;
+    if (out) {
+        /* the ring stays open too: unregistering its buffers or leaving it
+         * would wait for those reads, or not hold the pages they write */
+        if (t->opt.log)
+            fprintf(t->opt.log, "moetier: %d reads were still in the kernel after the io_uring "
+                    "ring failed: their buffers are left allocated\n", out);
+        t->uring = 0;
     }
     if (t->n_threads) {
         pthread_mutex_lock(&t->mu);
@@ -582,6 +627,20 @@ void nvme_tier_close(nvme_tier *t)
     pthread_cond_destroy(&t->work_cv);
     pthread_cond_destroy(&t->done_cv);
     free(t);
+    return out ? -1 : 0;
+}
+
+void nvme_tier_close_and_free(nvme_tier *t, void *buf)
+{
+    if (nvme_tier_close(t) == 0) {
+        free(buf);
+        return;
+    }
+    for (int i = 0; i < 16; i++)
+        if (!left_to_the_kernel[i]) {
+            left_to_the_kernel[i] = buf;
+            return;
+        }
 }
 
 int nvme_tier_uses_uring(const nvme_tier *t)

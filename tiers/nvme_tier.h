@@ -31,12 +31,15 @@ typedef enum io_mode { IO_AUTO, IO_URING, IO_PREAD } io_mode;
  * times when eio_max > 0; with N > 1 never a read's last attempt, so the error
  * is transient, while N = 1 is a dead disk) or returns only part of what was
  * asked; every Nth attempt through O_DIRECT fails with EINVAL; every Nth
- * io_uring submission is refused (EAGAIN), leaving the reads in the ring. */
+ * io_uring submission is refused (EAGAIN), leaving the reads in the ring; the
+ * Nth wait for an io_uring completion fails (ring=N), as a broken ring does,
+ * with the reads the kernel took still in flight. */
 typedef struct nvme_fault {
     int eio_every, eio_max;
     int short_every;
     int einval_every;
     int refuse_every;
+    int ring_fail_at;
 } nvme_fault;
 
 typedef enum { NVME_IDLE, NVME_PENDING, NVME_DONE, NVME_FAILED } nvme_state;
@@ -73,12 +76,17 @@ typedef struct nvme_options {
 } nvme_options;
 
 void nvme_options_default(nvme_options *o);
-/* Parses MOETIER_IO_FAULT ("eio=N,eio_max=M,short=K,einval=I,refuse=R") into
+/* Parses MOETIER_IO_FAULT ("eio=N,eio_max=M,short=K,einval=I,refuse=R,ring=W") into
  * o->fault; returns -1 with a message on a malformed value. */
 int nvme_fault_from_env(nvme_fault *f, errbuf *e);
 
 int nvme_tier_open(nvme_tier **out, const store *s, const nvme_options *o, errbuf *e);
-void nvme_tier_close(nvme_tier *t);
+/* Ends every read and frees the tier. Returns -1 when the io_uring ring failed
+ * and reads the kernel took had not ended after a wait of seconds: the buffers
+ * they write must then stay allocated (the caller leaves them). */
+int nvme_tier_close(nvme_tier *t);
+/* nvme_tier_close, then free(buf) unless it must stay allocated. */
+void nvme_tier_close_and_free(nvme_tier *t, void *buf);
 /* Registers [base, base + bytes) with the ring for fixed-buffer reads, in pieces
  * of whole `unit`s (a unit never straddles two pieces); best effort. */
 void nvme_tier_register(nvme_tier *t, void *base, uint64_t bytes, uint64_t unit);

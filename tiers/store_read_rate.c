@@ -56,8 +56,7 @@ double store_read_gbps(const store *st, io_mode io, int batch, errbuf *e)
     if (!failed)
         gbps = (double)bytes / (now_seconds() - t0) / 1e9;
 done:
-    free(buf);
+    nvme_tier_close_and_free(nt, buf);
     free(rd);
-    nvme_tier_close(nt);
     return gbps;
 }

@@ -522,19 +522,6 @@ out:
     return rc;
 }
 
-/* Buffers that reads still in the kernel may write after their ring failed:
- * never freed, and kept reachable here (so that leak checkers stay quiet). */
-static void *left_to_the_kernel[16];
-
-static void leave_to_the_kernel(void *buf)
-{
-    for (int i = 0; i < 16; i++)
-        if (!left_to_the_kernel[i]) {
-            left_to_the_kernel[i] = buf;
-            return;
-        }
-}
-
 int store_check(const store *s, const nvme_options *io, FILE *log, uint64_t *n_bad, errbuf *e)
 {
     enum { Q = 8 };
@@ -570,12 +557,10 @@ int store_check(const store *s, const nvme_options *io, FILE *log, uint64_t *n_b
             if (nvme_tier_wait(t, d, &why) != 0) {
                 if (nvme_tier_ring_failed(t)) {
                     /* (no read starts again: the blobs after it would all be
-                     * counted bad; and reads still in the kernel may yet write
-                     * the buffer, which is left unfreed) */
+                     * counted bad) */
                     progress_end(&p);
-                    nvme_tier_close(t);
+                    nvme_tier_close_and_free(t, buf);
                     free(list);
-                    leave_to_the_kernel(buf);
                     return err_set(e, "%s; the check stopped at blob %d of %d", why.msg, i - Q + 1, n);
                 }
                 (*n_bad)++;
@@ -594,8 +579,7 @@ int store_check(const store *s, const nvme_options *io, FILE *log, uint64_t *n_b
         }
     }
     progress_end(&p);
-    nvme_tier_close(t);
+    nvme_tier_close_and_free(t, buf);
     free(list);
-    free(buf);
     return 0;
 }

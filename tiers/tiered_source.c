@@ -498,8 +498,10 @@ static void tiered_destroy(expert_source *src)
     tiered *t = src->impl;
     if (!t)
         return;
-    nvme_tier_close(t->nvme);   /* drains reads still landing in the arena */
-    dram_arena_free(&t->arena);
+    /* drains the reads still landing in the arena, which stays mapped when
+     * some cannot be (a failed io_uring ring) */
+    if (nvme_tier_close(t->nvme) == 0)
+        dram_arena_free(&t->arena);
     expert_cache_free(&t->cache);
     free(t->reads);
     free(t->reserved);

@@ -709,6 +709,57 @@ Test(tiers, refused_submissions_end_in_an_error_not_a_hang, .timeout = 60)
     close_store(&f, &mw, &st);
 }
 
+/* A ring that fails while the kernel holds reads: those reads may still write
+ * their buffers, so close waits for them, and says it had to leave the buffers
+ * allocated only when they do not end; here they end, and land whole. */
+Test(tiers, close_after_a_failed_ring_waits_for_the_reads_the_kernel_took, .timeout = 60)
+{
+    enum { Q = 8 };
+    fixture f = make_fixture("ringfail");
+    model_weights mw;
+    store st;
+    errbuf e;
+    int la, lb;
+    open_store(&f, &mw, &st, &la, &lb);
+    size_t sb = st.layout.slot_bytes;
+    uint8_t *buf = aligned_alloc(STORE_ALIGN, Q * sb), *want = malloc(sb);
+    memset(buf, 0xa5, Q * sb);
+    char *log_text = NULL;
+    size_t log_len = 0;
+    nvme_options o;
+    nvme_options_default(&o);
+    o.mode = IO_URING;
+    o.fault.ring_fail_at = 1;
+    o.log = open_memstream(&log_text, &log_len);
+    nvme_tier *t;
+    if (nvme_tier_open(&t, &st, &o, &e) != 0)
+        cr_skip_test("%s", e.msg);
+    nvme_read r[Q];
+    for (int x = 0; x < Q; x++) {
+        r[x] = (nvme_read){.blob = store_blob_at(&st, lb, x), .dst = buf + (size_t)x * sb};
+        nvme_tier_submit(t, &r[x]);
+    }
+    nvme_tier_flush(t);
+    cr_expect_neq(nvme_tier_wait(t, &r[0], &e), 0, "the injected ring failure did not happen");
+    cr_expect(strstr(e.msg, "io_uring ring failed") != NULL, "%s", e.msg);
+    cr_expect_eq(nvme_tier_close(t), 0, "close left reads in the kernel");
+    fflush(o.log);
+    cr_expect_eq(log_len, 0, "%s", log_text);
+    for (int x = 0; x < Q; x++) {
+        const store_blob *b = r[x].blob;
+        int fd = open(st.file_paths[b->file], O_RDONLY);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(pread(fd, want, b->bytes, (off_t)b->offset), (ssize_t)b->bytes);
+        close(fd);
+        cr_expect(!memcmp(buf + (size_t)x * sb, want, b->bytes), "read %d did not land", x);
+    }
+    fclose(o.log);
+    free(log_text);
+    free(want);
+    free(buf);
+    close_store(&f, &mw, &st);
+}
+
 /* The faults the invariance runs inject do happen, and are handled: short
  * reads continued, transient EIO retried, refused submissions sent again
  * (io_uring only); every read ends whole, with its checksum. */
