@@ -154,7 +154,7 @@ int cmd_serve(int argc, char **argv)
     breaker_flags breakers = {0};
     serve_options_default(&so);
     const char *api_key = getenv("MOETIER_API_KEY"), *api_key_file = NULL;
-    int key_from_env = api_key != NULL, max_queue_set = 0;
+    int key_from_env = api_key != NULL, max_queue_set = 0, decode_interval_set = 0;
     const char *template_name = NULL;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -222,6 +222,7 @@ int cmd_serve(int argc, char **argv)
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 3600000, &ms))
                 return 2;
             so.decode_interval = ms / 1000.0;
+            decode_interval_set = 1;
         } else if (!strcmp(a, "--max-tokens")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &so.default_max_tokens))
                 return 2;
@@ -275,6 +276,9 @@ int cmd_serve(int argc, char **argv)
     }
     if (so.parallel > so.max_queue)
         so.max_queue = so.parallel;
+    if (decode_interval_set && so.parallel == 1)
+        fprintf(stderr, "moetier serve: --decode-interval has no effect with --parallel 1: one "
+                "request runs at a time, so none generates while a prompt is prefilled\n");
     if (so.model_name && (!so.model_name[0] || strlen(so.model_name) > 255)) {
         /* clients must send it back exactly: a cut name would never match */
         fprintf(stderr, "moetier serve: --model-name must be 1 to 255 bytes long\n");

@@ -1815,7 +1815,7 @@ async function parallelServer() {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  await check('--parallel leaving a slot fewer than 16 positions, or more than --max-queue, is refused', async () => {
+  await check('--parallel leaving a slot fewer than 16 positions, or more than --max-queue, is refused; --decode-interval alone is said to do nothing', async () => {
     let e = await startServer(['-c', '64', '--parallel', '8']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
     assert.ok(e && /-c 64 shared by --parallel 8 leaves 8 positions/.test(String(e)), String(e));
     e = await startServer(['--parallel', '4', '--max-queue', '2']).then(async (s) => { await stopServer(s); return null; }, (x) => x);
@@ -1823,8 +1823,16 @@ async function parallelServer() {
     const srv = await startServer(['--parallel', '40', '-c', '4096']);
     try {
       assert.match(srv.log, /40 requests queued at most, 40 at once/);
+      assert.doesNotMatch(srv.log, /--decode-interval/);
     } finally {
       await stopServer(srv);
+    }
+    // accepted, as before, but said to do nothing where one request runs at a time
+    const one = await startServer(['--decode-interval', '5']);
+    try {
+      assert.match(one.log, /--decode-interval has no effect with --parallel 1/);
+    } finally {
+      await stopServer(one);
     }
   });
 }
