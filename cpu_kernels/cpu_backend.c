@@ -286,6 +286,11 @@ kernel_path cpu_backend_path(const backend *b)
     return ((const cpu_state *)b->impl)->path;
 }
 
+int cpu_backend_invariant(const backend *b)
+{
+    return ((const cpu_state *)b->impl)->invariant;
+}
+
 int cpu_backend_threads(const backend *b)
 {
     return thread_pool_size(((const cpu_state *)b->impl)->pool);

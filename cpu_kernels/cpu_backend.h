@@ -31,6 +31,8 @@ int cpu_backend_create(backend *b, errbuf *e);
 int cpu_backend_create_opts(backend *b, const cpu_options *o, errbuf *e);
 kernel_path cpu_backend_path(const backend *b);
 int cpu_backend_threads(const backend *b);
+/* Whether it runs batch-invariant (cpu_options.batch_invariant). */
+int cpu_backend_invariant(const backend *b);
 /* A new pool of `threads` (<= 0: one per core) for the calls from now on (none
  * may be running); the old pool stays on failure. */
 int cpu_backend_set_threads(backend *b, int threads, errbuf *e);

@@ -1041,9 +1041,13 @@ static int load_prompt_cache(server *s, errbuf *e)
     fprintf(stderr, "moetier serve: prompt cache: %d conversation%s (%lld tokens) read from %s",
             c.loaded, c.loaded == 1 ? "" : "s", c.loaded_tokens, dir);
     if (c.left_out)
-        fprintf(stderr, "; %d more did not fit in --prompt-cache-gb", c.left_out);
+        fprintf(stderr, "; %d more did not fit in --prompt-cache-gb (left as they are)", c.left_out);
     if (c.unusable)
-        fprintf(stderr, "; %d not used (%s)", c.unusable, c.first_problem);
+        fprintf(stderr, "; %d not used, left as they are (%s%s)", c.unusable, c.first_problem,
+                c.unusable > 1 ? ", and more" : "");
+    if (c.damaged)
+        fprintf(stderr, "; %d damaged, to be deleted (%s%s)", c.damaged, c.first_damage,
+                c.damaged > 1 ? ", and more" : "");
     fputc('\n', stderr);
     return 0;
 }
@@ -1062,8 +1066,11 @@ static void store_prompt_cache(server *s)
     if (prompt_cache_store_dir(&s->pc, dir, &s->pc_id, &s->m->en, &c, &e))
         fprintf(stderr, "moetier serve: warning: the prompt cache was not all written to %s: %s\n",
                 dir, e.msg);
+    int kept = 0;
+    for (int i = 0; i < s->pc.n; i++)
+        kept += s->pc.entries[i].on_disk == 1;
     fprintf(stderr, "moetier serve: prompt cache: %d conversation%s in %s (%d written, %d "
-            "removed)\n", s->pc.n, s->pc.n == 1 ? "" : "s", dir, c.written, c.removed);
+            "removed)\n", kept, kept == 1 ? "" : "s", dir, c.written, c.removed);
 }
 
 static int setup(server *s, cli_model *m, const tokenizer *tok, const chat_template *tpl,

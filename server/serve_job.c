@@ -1617,8 +1617,9 @@ static void job_done_locked(server *s, job *j)
 
 /* With no request waiting, one step towards a --prompt-cache-dir that holds
  * the cache as it is now (a crash then loses little): an entry written, or,
- * once all are, the files of entries gone deleted (unless a write failed:
- * what is there may be all that is left of a conversation). */
+ * once all are, the files of entries gone deleted (but for the start of a
+ * conversation whose write failed); when that freed room, the failed writes
+ * are tried again. */
 static void sync_prompt_cache_step(server *s)
 {
     const char *dir = s->o.prompt_cache_dir;
@@ -1632,8 +1633,14 @@ static void sync_prompt_cache_step(server *s)
     int failed = 0, removed;
     for (int i = 0; i < s->pc.n; i++)
         failed |= s->pc.entries[i].on_disk < 0;
-    if (!failed && prompt_cache_remove_stale(&s->pc, dir, &s->pc_id, &removed, &e))
+    if (prompt_cache_remove_stale(&s->pc, dir, &s->pc_id, &s->m->en, &removed, &e)) {
         fprintf(stderr, "moetier serve: warning: %s\n", e.msg);
+    } else if (failed && removed) {
+        for (int i = 0; i < s->pc.n; i++)
+            if (s->pc.entries[i].on_disk < 0)
+                s->pc.entries[i].on_disk = 0;
+        return;     /* not in sync yet: the next idle step writes them */
+    }
     s->pc_synced = s->pc.changes;
 }
 

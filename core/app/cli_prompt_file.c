@@ -56,9 +56,11 @@ int cli_model_prompt_identity(const cli_model *m, prompt_identity *id, errbuf *e
     free(cfg);
     if (!strcmp(m->be.name, "cpu")) {
         kernel_path kp = cpu_backend_path(&m->be);
-        /* AMX's prefill products have other bits than the FMA ones */
-        snprintf(id->compute, sizeof id->compute, "cpu %s%s", kernel_path_name(kp),
-                 kp == KPATH_AVX512 && kernel_amx_enabled() ? "+amx" : "");
+        /* AMX's prefill products have other bits than the FMA ones, and a
+         * batch-invariant run's prefill rows other bits than a plain one's */
+        snprintf(id->compute, sizeof id->compute, "cpu %s%s%s", kernel_path_name(kp),
+                 kp == KPATH_AVX512 && kernel_amx_enabled() ? "+amx" : "",
+                 cpu_backend_invariant(&m->be) ? "+inv" : "");
     } else
         snprintf(id->compute, sizeof id->compute, "%s", m->be.name);
     /* a bf16 cache's rows, and all that follows them, have other bits */

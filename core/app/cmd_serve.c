@@ -108,7 +108,7 @@ static int serve_model(serve_options *so, model_flags *mf, breaker_flags *breake
         return 2;
     }
     /* before the model loads: a path that cannot be the directory fails at once */
-    if (so->prompt_cache_dir && dir_ensure(so->prompt_cache_dir, &e))
+    if (so->prompt_cache_dir && dir_ensure_private(so->prompt_cache_dir, &e))
         return cli_fail(&e);
     if (so->prompt_cache_dir && access(so->prompt_cache_dir, W_OK | X_OK) != 0) {
         err_set(&e, "--prompt-cache-dir %s: cannot write there: %s", so->prompt_cache_dir,

@@ -1,6 +1,7 @@
 /* main: `moetier <command> [options]` dispatch. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -56,6 +57,10 @@ static void hold_closed_standard_fds(void)
 int main(int argc, char **argv)
 {
     hold_closed_standard_fds();
+    /* a file that reaches the size limit (ulimit -f, systemd's LimitFSIZE)
+     * fails its write with EFBIG, which each writer reports and survives,
+     * rather than killing the process with what it had not saved */
+    signal(SIGXFSZ, SIG_IGN);
     json_alloc_install();   /* before any thread: a parse's NULL told apart when memory ran out */
     if (argc < 2) {
         usage(stderr);

@@ -160,7 +160,8 @@ static int names_a_descriptor(const char *path)
     return 0;
 }
 
-int file_output_open(file_output *o, const char *path, errbuf *e)
+/* file_output_open, a new file being made with mode (before the umask) */
+static int output_open(file_output *o, const char *path, mode_t mode, errbuf *e)
 {
     memset(o, 0, sizeof *o);
     if (!path[0])
@@ -188,12 +189,22 @@ int file_output_open(file_output *o, const char *path, errbuf *e)
         snprintf(o->path, sizeof o->path, "%s", target);
     }
     file_output_temp_name(o->path, o->tmp, sizeof o->tmp);
-    int fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0)
-        return err_set(e, "%s: cannot create: %s", o->tmp, strerror(errno));
+        return err_set(e, "%s: cannot create: %s", o->path, strerror(errno));
     if (exists)
         fchmod(fd, st.st_mode & 07777);     /* the file replaced keeps its permissions */
     return fd;
+}
+
+int file_output_open(file_output *o, const char *path, errbuf *e)
+{
+    return output_open(o, path, 0644, e);
+}
+
+int file_output_open_private(file_output *o, const char *path, errbuf *e)
+{
+    return output_open(o, path, 0600, e);
 }
 
 int file_output_commit(file_output *o, int fd, errbuf *e)
@@ -203,7 +214,7 @@ int file_output_commit(file_output *o, int fd, errbuf *e)
     if (fsync(fd) != 0) {
         int er = errno;
         unlink(o->tmp);
-        return err_set(e, "%s: cannot flush: %s", o->tmp, strerror(er));
+        return err_set(e, "%s: cannot flush: %s", o->path, strerror(er));
     }
     if (rename(o->tmp, o->path) != 0) {
         int er = errno;
@@ -250,7 +261,7 @@ int file_write_atomic(const char *path, const void *data, size_t len, errbuf *e)
         int er = errno;
         close(fd);
         file_output_abort(&o);
-        return err_set(e, "%s: write failed: %s", o.tmp, strerror(er));
+        return err_set(e, "%s: write failed: %s", o.path, strerror(er));
     }
     int rc = file_output_commit(&o, fd, e);
     close(fd);      /* after fsync: nothing is left for close to report */
@@ -294,7 +305,7 @@ int file_dangling_link(const char *path, char *target, size_t n)
     return 1;
 }
 
-int dir_ensure(const char *path, errbuf *e)
+static int dir_make(const char *path, mode_t mode, errbuf *e)
 {
     struct stat st;
     char target[4096];
@@ -303,9 +314,19 @@ int dir_ensure(const char *path, errbuf *e)
     if (file_dangling_link(path, target, sizeof target))
         return err_set(e, "%s: is a symbolic link to %s, which does not exist: create that "
                        "directory or remove the link", path, target);
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    if (mkdir(path, mode) != 0 && errno != EEXIST)
         return err_set(e, "%s: cannot create directory: %s", path, strerror(errno));
     return 0;
+}
+
+int dir_ensure(const char *path, errbuf *e)
+{
+    return dir_make(path, 0755, e);
+}
+
+int dir_ensure_private(const char *path, errbuf *e)
+{
+    return dir_make(path, 0700, e);
 }
 
 void fd_limit_make_room(int n)

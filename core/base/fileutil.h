@@ -55,6 +55,9 @@ void file_output_temp_name(const char *path, char *out, size_t n);
 /* Returns the descriptor to write to, or -1 with e set (a directory, a link
  * to nothing, no permission). */
 int file_output_open(file_output *o, const char *path, errbuf *e);
+/* The same, but a new file is readable by its owner only (what it holds is
+ * private: a conversation). */
+int file_output_open_private(file_output *o, const char *path, errbuf *e);
 /* After the last byte: fsync and rename into place (the caller closes fd). */
 int file_output_commit(file_output *o, int fd, errbuf *e);
 /* After a failure: the temporary file goes (the caller closes fd). */
@@ -72,6 +75,8 @@ int file_dangling_link(const char *path, char *target, size_t n);
 /* Creates the directory unless it is one; a file there, or a symbolic link to
  * nothing, is an error naming it. */
 int dir_ensure(const char *path, errbuf *e);
+/* The same, a directory it creates being its owner's alone. */
+int dir_ensure_private(const char *path, errbuf *e);
 /* Raises the soft limit on open files (up to the hard one) so that n more
  * descriptors fit beside a reserve for the rest of the process; best effort:
  * an open past the limit still fails, with EMFILE. */

@@ -58,6 +58,7 @@ void prompt_cache_free(prompt_cache *pc)
         drop(pc, i);
     }
     free(pc->entries);
+    free(pc->left_alone);
     memset(pc, 0, sizeof *pc);
 }
 

@@ -51,6 +51,11 @@ typedef struct prompt_cache {
     uint64_t changes;           /* entries added or dropped, ever */
     int prompt_end;             /* the last prompt's length (what followed was generated) */
     uint64_t saved, evicted, restored_tokens;   /* for metrics */
+    /* --prompt-cache-dir (prompt_cache_disk.h): the files read at start that
+     * became no entry and are not damaged (left out of the budget, of another
+     * version, unreadable, waiting for a file not read): never deleted */
+    char (*left_alone)[64];
+    int n_left_alone;
 } prompt_cache;
 
 void prompt_cache_init(prompt_cache *pc, size_t budget);

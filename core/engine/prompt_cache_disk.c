@@ -29,7 +29,7 @@ int prompt_cache_dir_lock(const char *dir, const prompt_identity *id, errbuf *e)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%016llx.lock", dir, (unsigned long long)identity_hash(id));
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return err_set(e, "%s: cannot open: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -121,6 +121,7 @@ typedef struct file_fill {
     prompt_file *pf;
     int base;
     float *rows;
+    int damaged;                /* the rows' read found the file damaged */
 } file_fill;
 
 /* a piece of the file's rows: the positions past base go to the entry */
@@ -143,7 +144,9 @@ static int fill_from_file(void *ctx, int base, float *rows, errbuf *e)
                        "file's, which was not read", f->pf->path, f->pf->base);
     f->base = base;
     f->rows = rows;
-    return prompt_file_read_rows(f->pf, to_entry, f, e);
+    int rc = prompt_file_read_rows(f->pf, to_entry, f, e);
+    f->damaged = rc == PROMPT_FILE_DAMAGED;
+    return rc ? -1 : 0;
 }
 
 /* Whether an entry holds the first n of ids (what a file continues). */
@@ -157,13 +160,15 @@ static int continued(const prompt_cache *pc, const int *ids, int n)
 
 /* One file into pc as an entry: 0; 1 when an entry holds its positions
  * already; 2 when it does not fit; 3 when it continues a conversation no
- * entry holds yet; -1 when it cannot be used. */
+ * entry holds yet; -1 when it cannot be used now (another version, or the
+ * system failed to read it); PROMPT_FILE_DAMAGED when it never can. */
 static int load_one(prompt_cache *pc, const char *path, const char *name, const prompt_identity *id,
                     const engine *en, errbuf *e)
 {
     prompt_file pf;
-    if (prompt_file_open(&pf, path, id, en, e))
-        return -1;
+    int opened = prompt_file_open(&pf, path, id, en, e);
+    if (opened)
+        return opened;
     if (pf.base && !continued(pc, (const int *)pf.ids, pf.base)) {
         err_set(e, "%s: continues a conversation (its first %d positions) whose file is gone or "
                 "was not read", path, pf.base);
@@ -176,7 +181,7 @@ static int load_one(prompt_cache *pc, const char *path, const char *name, const 
     int file_base = pf.base;
     prompt_file_close(&pf);
     if (rc)
-        return rc == -2 ? -1 : rc < 0 ? 2 : 1;
+        return rc == -2 ? (f.damaged ? PROMPT_FILE_DAMAGED : -1) : rc < 0 ? 2 : 1;
     /* a file whose name is not its ids' is written again under theirs, and
      * one whose rows do not start where the entry's own do (it continues
      * another entry now) as the entry is: the file it was written against
@@ -194,21 +199,26 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
     found *files;
     if (list_ours(dir, id, 0, &files, &c->files, e))
         return -1;
-    int first = pc->n, waiting = c->files;
+    int first = pc->n, waiting = c->files, unreadable = 0;
     int *wait = malloc((size_t)(c->files ? c->files : 1) * sizeof *wait);
-    if (!wait) {
+    free(pc->left_alone);
+    pc->n_left_alone = 0;
+    pc->left_alone = malloc((size_t)(c->files ? c->files : 1) * sizeof *pc->left_alone);
+    if (!wait || !pc->left_alone) {
+        free(wait);
         free(files);
         return err_set(e, "out of memory reading %s", dir);
     }
     /* newest first; a file continuing another's conversation waits until an
      * entry holds that: passes go on while one reads something, and after
-     * one that reads nothing, a last one gives up on what still waits */
+     * one that reads nothing, a last one gives up on what still waits
+     * (wait[i]: 1 waiting, 0 done, 2 given up) */
     for (int i = 0; i < c->files; i++)
         wait[i] = 1;
     for (int last = 0; waiting;) {
         int progress = 0;
         for (int i = 0; i < c->files; i++) {
-            if (!wait[i])
+            if (wait[i] != 1)
                 continue;
             char path[4200];
             errbuf why;
@@ -219,9 +229,17 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
             wait[i] = 0;
             waiting--;
             progress = 1;
-            if ((r < 0 || r == 3) && !c->unusable++)
+            if (r == PROMPT_FILE_DAMAGED && !c->damaged++)
+                snprintf(c->first_damage, sizeof c->first_damage, "%s", why.msg);
+            if ((r == -1 || r == 3) && !c->unusable++)
                 snprintf(c->first_problem, sizeof c->first_problem, "%s", why.msg);
             c->left_out += r == 2;
+            unreadable += r == -1;
+            /* what a later start, or another build, may read yet */
+            if (r == -1 || r == 2)
+                snprintf(pc->left_alone[pc->n_left_alone++], sizeof *pc->left_alone, "%s",
+                         files[i].name);
+            wait[i] = r == 3 ? 2 : 0;
             if (r == 0) {
                 c->loaded++;
                 c->loaded_tokens += pc->entries[pc->n - 1].n;
@@ -229,6 +247,12 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
         }
         last = !progress;
     }
+    /* a file whose first positions no file read holds: kept while one left
+     * unread may hold them */
+    for (int i = 0; i < c->files && (c->left_out || unreadable); i++)
+        if (wait[i] == 2)
+            snprintf(pc->left_alone[pc->n_left_alone++], sizeof *pc->left_alone, "%s",
+                     files[i].name);
     free(wait);
     free(files);
     /* read newest first, so the newest got the lowest use count: reversed,
@@ -321,8 +345,40 @@ int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_i
     return r;
 }
 
+/* Whether the file at path holds the start of an entry whose write failed
+ * (the conversation it grew from): then it may be all that is on disk of it.
+ * A file that cannot be read is taken to, unless it is damaged. */
+static int holds_a_failed_entrys_start(const prompt_cache *pc, const char *path,
+                                       const prompt_identity *id, const engine *en)
+{
+    int any = 0;
+    for (int i = 0; i < pc->n; i++)
+        any |= pc->entries[i].on_disk < 0;
+    if (!any)
+        return 0;
+    prompt_file pf;
+    errbuf ignored;
+    int rc = prompt_file_open(&pf, path, id, en, &ignored);
+    if (rc)
+        return rc != PROMPT_FILE_DAMAGED;
+    int held = 0;
+    for (int i = 0; i < pc->n && !held; i++)
+        held = pc->entries[i].on_disk < 0 &&
+               ids_common_prefix(pc->entries[i].ids, pc->entries[i].n, (const int *)pf.ids, pf.n) == pf.n;
+    prompt_file_close(&pf);
+    return held;
+}
+
+static int left_alone(const prompt_cache *pc, const char *name)
+{
+    for (int i = 0; i < pc->n_left_alone; i++)
+        if (!strcmp(pc->left_alone[i], name))
+            return 1;
+    return 0;
+}
+
 int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const prompt_identity *id,
-                              int *removed, errbuf *e)
+                              const engine *en, int *removed, errbuf *e)
 {
     *removed = 0;
     char (*names)[64] = malloc((size_t)(pc->n ? pc->n : 1) * sizeof *names);
@@ -337,11 +393,13 @@ int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const pro
         return -1;
     }
     for (int f = 0; f < n_files; f++) {
-        int kept = 0;
+        int kept = left_alone(pc, files[f].name);
         for (int i = 0; i < pc->n && !kept; i++)
             kept = !strcmp(files[f].name, names[i]);
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
+        if (!kept && ours(files[f].name, id) == 1)
+            kept = holds_a_failed_entrys_start(pc, path, id, en);
         if (!kept && unlink(path) == 0)
             (*removed)++;
     }
@@ -350,15 +408,12 @@ int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const pro
     return 0;
 }
 
-int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
-                           const engine *en, prompt_disk_counts *c, errbuf *e)
+/* Writes the entries whose write failed, or whose file went: how many could
+ * not be (e says why the first could not). */
+static int write_missing(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                         const engine *en, int *written, errbuf *e)
 {
-    c->written = c->removed = 0;
     int failed = 0;
-    /* the entries never written, each after the one it continues */
-    for (int r; (r = write_next(pc, dir, id, en, e)) != 0;)
-        c->written += r > 0;
-    /* then those whose write failed, or whose file went */
     for (int i = 0; i < pc->n; i++) {
         prompt_entry *x = &pc->entries[i];
         char name[64], path[4200];
@@ -373,11 +428,28 @@ int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_ident
                 err_set(e, "%s", why.msg);
             continue;
         }
-        c->written++;
+        (*written)++;
+    }
+    return failed;
+}
+
+int prompt_cache_store_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                           const engine *en, prompt_disk_counts *c, errbuf *e)
+{
+    c->written = c->removed = 0;
+    /* the entries never written, each after the one it continues */
+    for (int r; (r = write_next(pc, dir, id, en, e)) != 0;)
+        c->written += r > 0;
+    int failed = write_missing(pc, dir, id, en, &c->written, e);
+    /* the files of entries gone go, but for what a failed write leaves the
+     * only copy of a conversation; their room may be what that write lacked */
+    errbuf why;
+    if (prompt_cache_remove_stale(pc, dir, id, en, &c->removed, &why)) {
+        if (!failed++)
+            err_set(e, "%s", why.msg);
+    } else if (failed && c->removed) {
+        failed = write_missing(pc, dir, id, en, &c->written, e);
     }
     stamp_in_use_order(pc, dir, id);
-    /* what is there stays while an entry could not be written */
-    if (failed)
-        return -1;
-    return prompt_cache_remove_stale(pc, dir, id, &c->removed, e);
+    return failed ? -1 : 0;
 }

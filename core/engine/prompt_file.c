@@ -2,6 +2,7 @@
 #include "prompt_file.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -56,6 +57,10 @@ int prompt_file_probe(const char *path, errbuf *e)
     return 1;
 }
 
+/* err_set, returning PROMPT_FILE_DAMAGED: what the file holds is wrong (not
+ * the system's failure to read it, nor another version's format) */
+#define damaged(...) (err_set(__VA_ARGS__), PROMPT_FILE_DAMAGED)
+
 /* pread of exactly n bytes at off */
 static int read_at(int fd, void *buf, size_t n, uint64_t off, const char *path, errbuf *e)
 {
@@ -81,11 +86,11 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
     const char *path = pf->path;
     uint8_t h[PROMPT_FILE_HEADER];
     if (pf->size < PROMPT_FILE_HEADER + 8)
-        return err_set(e, "%s: cut short (%zu bytes)", path, pf->size);
+        return damaged(e, "%s: cut short (%zu bytes)", path, pf->size);
     if (read_at(pf->fd, h, sizeof h, 0, path, e))
         return -1;
     if (memcmp(h + H_MAGIC, PROMPT_FILE_MAGIC, 8))
-        return err_set(e, "%s: not a prompt cache (%zu bytes)", path, pf->size);
+        return damaged(e, "%s: not a prompt cache (%zu bytes)", path, pf->size);
     uint32_t version = le_get_u32(h + H_VERSION);
     if (version < 1 || version > PROMPT_FILE_VERSION ||
         le_get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
@@ -109,15 +114,15 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
         return err_set(e, "%s: made for a model with %u layers, %u cache floats a position and a "
                        "vocabulary of %u (this one: %d, %d, %d)", path, layers, row, vocab,
                        en->kv.n_layers, kv_cache_row_floats(&en->kv), c->vocab_size);
-    if (n == 0 || (uint64_t)n > pf->size / 4 || (flags & ~FLAG_LOGITS) || base >= n ||
-        (version >= 2 && base == 0))
-        return err_set(e, "%s: damaged header (%u positions from %u, flags %#x)", path, n, base,
+    if (n == 0 || n > INT_MAX || (uint64_t)n > pf->size / 4 || (flags & ~FLAG_LOGITS) ||
+        base >= n || (version >= 2 && base == 0))
+        return damaged(e, "%s: damaged header (%u positions from %u, flags %#x)", path, n, base,
                        flags);
     uint64_t ids_at = PROMPT_FILE_HEADER, logits_at = ids_at + 4ull * n;
     pf->rows_at = logits_at + (flags & FLAG_LOGITS ? 4ull * vocab : 0);
     uint64_t want = pf->rows_at + 4ull * layers * row * (n - base) + 8;
     if (pf->size != want)
-        return err_set(e, "%s: %zu bytes, where its header describes %llu (cut short, or damaged)",
+        return damaged(e, "%s: %zu bytes, where its header describes %llu (cut short, or damaged)",
                        path, pf->size, (unsigned long long)want);
     pf->n = (int)n;
     pf->base = (int)base;
@@ -134,7 +139,7 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
         return -1;
     for (int i = 0; i < pf->n; i++)
         if (pf->ids[i] < 0 || (uint32_t)pf->ids[i] >= vocab)
-            return err_set(e, "%s: damaged (id %d at position %d)", path, pf->ids[i], i);
+            return damaged(e, "%s: damaged (id %d at position %d)", path, pf->ids[i], i);
     pf->sum = le_get_u64(sum);
     pf->layers = (int)layers;
     pf->row = (int)row;
@@ -161,11 +166,10 @@ int prompt_file_open(prompt_file *pf, const char *path, const prompt_identity *i
         return -1;
     }
     pf->size = (size_t)sb.st_size;
-    if (check(pf, id, en, e)) {
+    int rc = check(pf, id, en, e);
+    if (rc)
         prompt_file_close(pf);
-        return -1;
-    }
-    return 0;
+    return rc;
 }
 
 void prompt_file_close(prompt_file *pf)
@@ -213,7 +217,7 @@ int prompt_file_read_rows(prompt_file *pf, prompt_rows_sink sink, void *ctx, err
     XXH3_freeState(pf->st);
     pf->st = NULL;
     if (!rc && sum != pf->sum)
-        rc = err_set(e, "%s: damaged (its checksum does not match its bytes)", pf->path);
+        rc = damaged(e, "%s: damaged (its checksum does not match its bytes)", pf->path);
     return rc;
 }
 
@@ -323,7 +327,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
     le_put_u32(h + H_FLAGS, logits ? FLAG_LOGITS : 0);
     le_put_u32(h + H_BASE, (uint32_t)src->base);
     file_output o;
-    int fd = file_output_open(&o, path, e), bad = fd < 0;
+    int fd = file_output_open_private(&o, path, e), bad = fd < 0;
     if (!bad)
         bad = emit(fd, st, h, sizeof h) || emit(fd, st, ids, (size_t)n * sizeof *ids) ||
               (logits && emit(fd, st, logits, (size_t)V * sizeof *logits));
@@ -342,7 +346,7 @@ static int write_file(const char *path, const prompt_identity *id, const row_sou
     if (bad) {
         close(fd);
         file_output_abort(&o);
-        return err_set(e, "%s: write failed: %s", o.tmp, strerror(er));
+        return err_set(e, "%s: write failed: %s", o.path, strerror(er));
     }
     int rc = file_output_commit(&o, fd, e);
     close(fd);

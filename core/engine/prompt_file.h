@@ -61,17 +61,24 @@ typedef void (*prompt_rows_sink)(void *ctx, int layer, int first, int count, con
  * directory that holds only part of its conversation (it is not overwritten). */
 int prompt_file_probe(const char *path, errbuf *e);
 
+/* What prompt_file_open and prompt_file_read_rows return when the file's
+ * bytes are wrong (cut short, a damaged header, an id out of range, a
+ * checksum that does not match): it can never be used, unlike a file another
+ * model, kernels or version made, or one the system failed to read (-1). */
+#define PROMPT_FILE_DAMAGED -2
+
 /* Opens the file and checks its header against id and en's model, reading
- * its ids and logits: 0; -1 with e saying why it cannot be used (another
- * model, backend or kernels, another shape, cut short, an id out of range). */
+ * its ids and logits: 0; -1 or PROMPT_FILE_DAMAGED with e saying why it
+ * cannot be used (another model, backend or kernels, another shape, cut
+ * short, an id out of range). */
 int prompt_file_open(prompt_file *pf, const char *path, const prompt_identity *id,
                      const engine *en, errbuf *e);
 void prompt_file_close(prompt_file *pf);
 
 /* Reads the rows once, a piece at a time (read, not a mapping: a file cut
  * short meanwhile is an error, not a crash), each piece hashed and handed to
- * sink (may be NULL), then checks the checksum over the whole file: 0; -1
- * with e set, and then what sink got must not be used. */
+ * sink (may be NULL), then checks the checksum over the whole file: 0; -1 or
+ * PROMPT_FILE_DAMAGED with e set, and then what sink got must not be used. */
 int prompt_file_read_rows(prompt_file *pf, prompt_rows_sink sink, void *ctx, errbuf *e);
 
 /* Copies into en (which holds nothing yet) the rows of a whole file (base 0;

@@ -308,6 +308,14 @@ Test(cache_type, prompts_are_kept_apart_by_cache_type, .timeout = 120)
     cr_assert_eq(cli_model_prompt_identity(&q8, &q8_id, &e), 0, "%s", e.msg);
     cr_expect(strstr(q8_id.compute, "q8_0 cache"), "'%s'", q8_id.compute);
     cli_model_close(&q8);
+    /* and by --batch-invariant, whose prefill rows have other bits too (the
+     * longest identity still fits its field whole) */
+    cli_model inv;
+    prompt_identity inv_id;
+    open_typed(&inv, dir, KV_BF16, 1, 8);
+    cr_assert_eq(cli_model_prompt_identity(&inv, &inv_id, &e), 0, "%s", e.msg);
+    cr_expect(strstr(inv_id.compute, "+inv, bf16 cache"), "'%s'", inv_id.compute);
+    cli_model_close(&inv);
     /* the f32 run refuses the bf16 file, naming the cache rather than the shape */
     prompt_file pf;
     cr_expect_neq(prompt_file_open(&pf, path, &f32, &m.en, &e), 0);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/app/cli_common.h"
+#include "core/base/fileutil.h"
 #include "core/engine/prompt_cache.h"
 #include "core/engine/prompt_cache_disk.h"
 #include "testutil.h"
@@ -269,9 +270,9 @@ static int count_files(const char *dir, const char *suffix)
 }
 
 /* `serve --prompt-cache-dir`: the entries written at a stop come back at the
- * next start, the most recently used first, and compute as before; a file
- * that cannot be used is skipped, then removed with those of entries gone;
- * other files are left alone, and a write that fails removes nothing. */
+ * next start, the most recently used first, and compute as before; a damaged
+ * file is skipped, then removed with those of entries gone; other files are
+ * left alone, and a write that fails removes nothing of what is there. */
 Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
 {
     fixture f;
@@ -367,8 +368,8 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     prompt_cache_init(&pc, 1u << 30);
     cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
     cr_expect_eq(c.loaded, 1);
-    cr_expect_eq(c.unusable, 1, "a changed byte went unnoticed");
-    cr_expect(strstr(c.first_problem, "checksum"), "%s", c.first_problem);
+    cr_expect_eq(c.damaged, 1, "a changed byte went unnoticed");
+    cr_expect(strstr(c.first_damage, "checksum"), "%s", c.first_damage);
     char leftover[4400];                    /* what a write cut short left */
     snprintf(leftover, sizeof leftover, "%s.tmp.99999", bfile);
     test_write_file(leftover, "MTPROMPT", 8);
@@ -387,7 +388,7 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
     cr_expect_eq(c.loaded, 2, "%d loaded, %d not used: %s", c.loaded, c.unusable, c.first_problem);
 
-    /* a write that fails removes nothing */
+    /* a write that fails removes nothing of what is there */
     int *d = conversation(40, 3, 0, f.V);
     request(&f, &pc, d, 40);
     prompt_cache_keep(&pc, en);             /* d, not on disk yet */
@@ -410,6 +411,123 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     free(b);
     free(d);
     free(want);
+    close_fixture(&f);
+}
+
+static void set_byte(const char *path, size_t at, unsigned char v)
+{
+    size_t n;
+    unsigned char *bytes = test_read_file(path, &n);
+    cr_assert(bytes && at < n, "%s", path);
+    bytes[at] = v;
+    test_write_file(path, bytes, n);
+    free(bytes);
+}
+
+/* What --prompt-cache-dir cannot use now stays: files left out of a smaller
+ * budget, through a stop, and one of a newer format; a damaged one goes. A
+ * write that fails keeps the file holding the start of its conversation (the
+ * entry it grew from), and what is stale besides still goes. (Each used to be
+ * deleted, or to stop every deletion.) */
+Test(prompt_cache, the_directory_keeps_what_it_cannot_use_now, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    size_t per = prompt_cache_position_bytes(en);
+    int *a = conversation(70, 11, 0, f.V), *b = conversation(50, 12, 0, f.V),
+        *d = conversation(40, 13, 0, f.V);
+    errbuf e;
+    char dir[4200], a60[4300], bfile[4300], name[64];
+    snprintf(dir, sizeof dir, "%s/kept", f.dir);
+    cr_assert_eq(dir_ensure_private(dir, &e), 0, "%s", e.msg);
+    prompt_identity id = {.model = 9, .compute = "test"};
+    prompt_cache_file_name(&id, a, 60, name, sizeof name);
+    snprintf(a60, sizeof a60, "%s/%s", dir, name);
+    prompt_cache_file_name(&id, b, 50, name, sizeof name);
+    snprintf(bfile, sizeof bfile, "%s/%s", dir, name);
+    prompt_cache pc;
+    prompt_disk_counts c;
+    prompt_cache_init(&pc, 1u << 30);
+    request(&f, &pc, a, 60);
+    request(&f, &pc, b, 50);                /* saves a's 60 */
+    request(&f, &pc, d, 40);                /* saves b */
+    prompt_cache_keep(&pc, en);             /* d */
+    cr_assert_eq(pc.n, 3);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_assert_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 3);
+    /* they hold conversations: their owner's alone */
+    struct stat sb;
+    cr_assert_eq(stat(dir, &sb), 0);
+    cr_expect_eq(sb.st_mode & 0777, 0700, "the directory is %o", sb.st_mode & 0777);
+    cr_assert_eq(stat(a60, &sb), 0);
+    cr_expect_eq(sb.st_mode & 0777, 0600, "a file is %o", sb.st_mode & 0777);
+    prompt_cache_free(&pc);
+
+    /* room for d alone, used last: the other two stay through a stop */
+    engine_reset(en);
+    prompt_cache_init(&pc, 45 * per);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect(c.loaded == 1 && c.left_out == 2, "%d loaded, %d left out", c.loaded, c.left_out);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.removed, 0, "files left out of the budget were deleted");
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 3);
+    prompt_cache_free(&pc);
+
+    /* a's file of a newer format stays; b's, damaged, goes */
+    set_byte(a60, 8, 3);                    /* the format version */
+    size_t n;
+    unsigned char *bytes = test_read_file(bfile, &n);
+    cr_assert_not_null(bytes);
+    set_byte(bfile, n / 2, bytes[n / 2] ^ 1);
+    free(bytes);
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect(c.loaded == 1 && c.unusable == 1 && c.damaged == 1, "%d loaded, %d unusable, %d "
+              "damaged", c.loaded, c.unusable, c.damaged);
+    cr_expect(strstr(c.first_problem, "format version 3"), "%s", c.first_problem);
+    cr_expect(strstr(c.first_damage, "checksum"), "%s", c.first_damage);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.removed, 1);
+    cr_expect(test_path_exists(a60), "the newer format's file was deleted");
+    cr_expect(!test_path_exists(bfile), "the damaged file was kept");
+    prompt_cache_free(&pc);
+
+    /* a's 60 read again; its 70 replace them in the cache, and their write
+     * fails: the 60 stay on disk, a leftover of a write cut short goes */
+    set_byte(a60, 8, 1);
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_assert_eq(c.loaded, 2, "%s", c.first_problem);
+    request(&f, &pc, a, 70);
+    prompt_cache_keep(&pc, en);
+    char leftover[4400];
+    snprintf(leftover, sizeof leftover, "%s.tmp.99999", a60);
+    test_write_file(leftover, "MTPROMPT", 8);
+    struct rlimit old, small = {.rlim_cur = 4096};
+    getrlimit(RLIMIT_FSIZE, &old);
+    small.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int rc = prompt_cache_store_dir(&pc, dir, &id, en, &c, &e);
+    setrlimit(RLIMIT_FSIZE, &old);
+    cr_expect_eq(rc, -1);
+    cr_expect(strstr(e.msg, "write failed"), "%s", e.msg);
+    cr_expect_eq(c.removed, 1);
+    cr_expect(!test_path_exists(leftover), "the leftover was kept");
+    cr_expect(test_path_exists(a60), "the start of the conversation whose write failed was deleted");
+    prompt_cache_free(&pc);
+    /* and the next start has it */
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.loaded, 2, "%s", c.first_problem);
+    prompt_cache_free(&pc);
+    free(a);
+    free(b);
+    free(d);
     close_fixture(&f);
 }
 
