@@ -589,11 +589,62 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     return i;
 }
 
+/* A definition that reaches itself through $ref and anyOf alone would stand
+ * for itself before any byte of a value (a value's first byte is matched
+ * against the alternatives in turn, which would never end): refused, naming
+ * it. A depth-first walk over the alternatives, with its own stack. */
+static int refuse_alternative_cycles(compiler *c)
+{
+    json_schema *s = c->s;
+    unsigned char *mark = calloc((size_t)s->n, 1);  /* 1: on the walk, 2: done */
+    int *stack = malloc((size_t)s->n * sizeof *stack), *next = malloc((size_t)s->n * sizeof *next);
+    int rc = 0;
+    if (!mark || !stack || !next)
+        rc = err_set(c->e, "out of memory for the schema");
+    for (int from = 0; !rc && from < s->n; from++) {
+        if (mark[from])
+            continue;
+        int depth = 0;
+        stack[depth] = from;
+        next[depth++] = 0;
+        mark[from] = 1;
+        while (depth && !rc) {
+            const js_node *n = &s->node[stack[depth - 1]];
+            if (next[depth - 1] == n->n_alt) {
+                mark[stack[--depth]] = 2;
+                continue;
+            }
+            int t = n->alt[next[depth - 1]++];
+            if (mark[t] == 1) {     /* the cycle: from t on the walk to its top */
+                const char *name = "#";
+                int on = depth - 1;
+                while (stack[on] != t)
+                    on--;
+                for (int k = 0; k < c->n_defs; k++)
+                    for (int d = on; d < depth; d++)
+                        if (c->defs[k].node == stack[d])
+                            name = c->defs[k].def->string;
+                rc = err_set(c->e, "definition '%.200s' refers to itself through $ref and anyOf "
+                             "before any value of its own: no JSON value could begin", name);
+            } else if (!mark[t]) {
+                mark[t] = 1;
+                stack[depth] = t;
+                next[depth++] = 0;
+            }
+        }
+    }
+    free(mark);
+    free(stack);
+    free(next);
+    return rc;
+}
+
 static int compile_root(const cJSON *schema, json_schema *s, int lenient, errbuf *e)
 {
     memset(s, 0, sizeof *s);
     compiler c = {.s = s, .root = schema, .lenient = lenient, .e = e};
-    if (any_node(&c) < 0 || (s->root = compile(&c, schema, "#")) < 0) {
+    if (any_node(&c) < 0 || (s->root = compile(&c, schema, "#")) < 0 ||
+        refuse_alternative_cycles(&c)) {
         json_schema_free(s);
         return -1;
     }

@@ -67,6 +67,35 @@ Test(json_schema, refuses_what_it_cannot_enforce)
     refused("{\"anyOf\": [{\"type\": \"integer\"}], \"type\": \"integer\"}", "type only beside enum or const");
 }
 
+/* A definition that stands for itself before any byte (through $ref and anyOf
+ * alone) is refused, naming it: taken, a value's first byte was matched
+ * against its alternatives forever (a request that hung the server), or no
+ * value could begin and the answer was whitespace. Recursion through a
+ * container, the usual tree, is taken. */
+Test(json_schema, a_definition_standing_for_itself_is_refused)
+{
+    refused("{\"$ref\": \"#/$defs/a\", \"$defs\": {\"a\": {\"anyOf\": [{\"$ref\": \"#/$defs/a\"}, "
+            "{\"type\": \"null\"}]}}}", "definition 'a' refers to itself");
+    refused("{\"$ref\": \"#/$defs/a\", \"$defs\": {\"a\": {\"$ref\": \"#/$defs/a\"}}}",
+            "definition 'a' refers to itself");
+    refused("{\"type\": \"object\", \"properties\": {\"x\": {\"$ref\": \"#/definitions/b\"}}, "
+            "\"definitions\": {\"a\": {\"anyOf\": [{\"type\": \"string\"}, {\"$ref\": "
+            "\"#/definitions/b\"}]}, \"b\": {\"allOf\": [{\"$ref\": \"#/definitions/a\"}]}}}",
+            "refers to itself");
+    const char *tree = "{\"$ref\": \"#/$defs/n\", \"$defs\": {\"n\": {\"anyOf\": [{\"type\": "
+                       "\"null\"}, {\"type\": \"object\", \"properties\": {\"kids\": {\"type\": "
+                       "\"array\", \"items\": {\"$ref\": \"#/$defs/n\"}}}}]}}}";
+    json_schema s;
+    errbuf e;
+    cr_assert_eq(compile_text(tree, &s, &e), 0, "%s", e.msg);
+    json_prefix j;
+    json_prefix_init(&j, &s);
+    const char *doc = "{\"kids\": [null, {\"kids\": []}]}";
+    cr_expect_eq(json_prefix_feed(&j, doc, strlen(doc)), 0);
+    cr_expect_eq(json_prefix_complete(&j), 1);
+    json_schema_free(&s);
+}
+
 /* 1 whole, 0 a prefix, -1 neither */
 static int judge(const json_schema *s, const char *t, size_t n)
 {
