@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/base/fileutil.h"
 #include "core/text/chat_file.h"
@@ -30,6 +31,16 @@ char *chat_take_last_exchange(cJSON *messages)
 
 int chat_save(const cJSON *messages, const char *path, errbuf *e)
 {
+    /* a file there that is not a conversation (a typo's, a model's) stays */
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        errbuf why;
+        cJSON *old = st.st_size <= CHAT_SAVE_MAX_BYTES ? chat_load(path, &why) : NULL;
+        if (!old)
+            return err_set(e, "%s holds something other than a saved conversation: it is left as "
+                           "it is; give another file", path);
+        cJSON_Delete(old);
+    }
     char *text = cJSON_Print(messages);
     if (!text)
         return err_set(e, "%s: out of memory writing the conversation", path);

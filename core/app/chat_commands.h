@@ -17,7 +17,11 @@
 /* Removes the last user message and what followed it; returns that message's
  * text (malloc'd), or NULL when the conversation has no user message. */
 char *chat_take_last_exchange(cJSON *messages);
-/* Writes the messages to path as a JSON list, atomically; -1 with e set. */
+/* the largest file /save replaces (one larger is not a conversation it wrote) */
+#define CHAT_SAVE_MAX_BYTES (256u << 20)
+
+/* Writes the messages to path as a JSON list, atomically; -1 with e set (also
+ * when path holds something else than a conversation: it is not replaced). */
 int chat_save(const cJSON *messages, const char *path, errbuf *e);
 /* The conversation in the JSON file at path (chat_file_parse); NULL with e
  * naming the file, the message and what was expected. */

@@ -744,6 +744,38 @@ int cli_check_output(const char *flag, const char *out, const model_flags *f, er
     return 0;
 }
 
+/* path with its directory resolved (it may not exist yet), into out */
+static void resolved(const char *path, char *out, size_t n)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1,
+             slash ? path : ".");
+    if (realpath(dir, real))
+        snprintf(out, n, "%s/%s", real, slash ? slash + 1 : path);
+    else
+        snprintf(out, n, "%s", path);
+}
+
+/* Whether a and b name one file, or would once written */
+static int one_file(const char *a, const char *b)
+{
+    if (file_same(a, b))
+        return 1;
+    char ra[PATH_MAX + 256], rb[PATH_MAX + 256];
+    resolved(a, ra, sizeof ra);
+    resolved(b, rb, sizeof rb);
+    return !strcmp(ra, rb);
+}
+
+void cli_note_file(model_flags *f, const char *flag, const char *path)
+{
+    if (path && f->n_files < (int)(sizeof f->files / sizeof *f->files)) {
+        f->file_flags[f->n_files] = flag;
+        f->files[f->n_files++] = path;
+    }
+}
+
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
 {
     memset(m, 0, sizeof *m);
@@ -752,6 +784,10 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
     /* before the load and the run, not after them */
     if (f->trace && cli_check_output("--trace", f->trace, f, e))
         return -1;
+    for (int k = 0; f->trace && k < f->n_files; k++)
+        if (one_file(f->trace, f->files[k]))
+            return err_set(e, "--trace %s is the %s file too: give another path", f->trace,
+                           f->file_flags[k]);
     if (f->trace && file_check_writable(f->trace, e))
         return err_prefix(e, "--trace: ");
     if (model_weights_open(&m->mw, f->dir, e))

@@ -67,6 +67,10 @@ typedef struct model_flags {
     int batch_invariant;    /* --batch-invariant (CPU backend; cpu_options) */
     int profile;            /* --profile: where prefill and decode time went, at close */
     kv_type cache_type;     /* --cache-type: the KV cache's values (default f32) */
+    /* the command's other files (-f, -o, --prompt-cache...), which --trace
+     * must not replace (cli_note_file) */
+    const char *files[8], *file_flags[8];
+    int n_files;
 } model_flags;
 
 enum { BACKEND_CPU, BACKEND_CUDA, BACKEND_AUTO };
@@ -154,6 +158,9 @@ int cli_read_text(const char *path, char **out, size_t *len, errbuf *e);
 /* An output path (flag names it in the error) that is a file the model is read
  * from (checkpoint, tokenizer, expert store) would replace it: -1 with e set. */
 int cli_check_output(const char *flag, const char *out, const model_flags *f, errbuf *e);
+/* Notes a file the command reads or writes (path may be NULL: none), which
+ * --trace must not replace; cli_model_open refuses the run when it would. */
+void cli_note_file(model_flags *f, const char *flag, const char *path);
 /* Prints "moetier: <reason>" to stderr; returns 1 (the exit status). */
 int cli_fail(const errbuf *e);
 

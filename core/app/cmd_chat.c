@@ -94,6 +94,7 @@ typedef struct chat_state {
     gbnf grammar;
     json_vocab jv;
     char *pending;              /* files /read added to the next message */
+    const model_flags *mf;      /* the model's files, which /save must not replace */
 } chat_state;
 
 static void chat_held_free(chat_state *c)
@@ -319,7 +320,7 @@ static int conversation_command(chat_state *c, const char *line)
     const char *path;
     errbuf e;
     if (is_command(line, "/save", &path)) {
-        if (chat_save(c->messages, path, &e))
+        if (cli_check_output("/save", path, c->mf, &e) || chat_save(c->messages, path, &e))
             fprintf(stderr, "[not saved: %s]\n", e.msg);
         else
             fprintf(stderr, "[saved %d messages to %s]\n", cJSON_GetArraySize(c->messages), path);
@@ -469,7 +470,7 @@ int cmd_chat(int argc, char **argv)
 {
     model_flags mf = {0};
     sampler_params sp = sampler_defaults();
-    chat_state c = {0};
+    chat_state c = {.mf = &mf};
     draft_tuner_init(&c.tuner);
     int max_new = 1024, show_think = 1;
     breaker_flags breakers = {0};
@@ -536,6 +537,9 @@ int cmd_chat(int argc, char **argv)
         cli_fail(&e);
         return bad_held < 0 ? 2 : 1;        /* a bad option value, or a file not read */
     }
+    cli_note_file(&mf, "--json-schema-file", c.held.schema_path);
+    cli_note_file(&mf, "--grammar-file", c.held.grammar_path);
+    cli_note_file(&mf, "--prompt-cache", c.pcache.path);
     if (c.pcache.path && (cli_check_output("--prompt-cache", c.pcache.path, &mf, &e) ||
                           cli_prompt_cache_check(&c.pcache, &e)))
         return cli_fail(&e);

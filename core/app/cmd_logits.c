@@ -57,6 +57,7 @@ int cmd_logits(int argc, char **argv)
     errbuf e;
     if (cli_check_output("-o", out, &mf, &e))
         return cli_fail(&e);
+    cli_note_file(&mf, "-o", out);
     int *ids, T;
     if (cli_parse_ids(ids_s, &ids, &T))
         return 2;

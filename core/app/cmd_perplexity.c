@@ -216,6 +216,7 @@ int cmd_perplexity(int argc, char **argv)
         return 2;
     int C = mf.ctx, *ids = NULL, n_tokens = 0;
     errbuf e;
+    cli_note_file(&mf, "-f", file);
     int rc = read_tokens(mf.dir, file, ids_s, &ids, &n_tokens, &e);
     if (rc)
         return rc;

@@ -222,6 +222,10 @@ int cmd_run(int argc, char **argv)
     size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
     if (prompt_path && cli_read_text(prompt_path, &file_text, &prompt_len, &e))
         return cli_fail(&e);
+    cli_note_file(&mf, "-f", prompt_path);
+    cli_note_file(&mf, "--json-schema-file", hf.schema_path);
+    cli_note_file(&mf, "--grammar-file", hf.grammar_path);
+    cli_note_file(&mf, "--prompt-cache", pcache.path);
     if (pcache.path && (cli_check_output("--prompt-cache", pcache.path, &mf, &e) ||
                         cli_prompt_cache_check(&pcache, &e))) {
         free(file_text);

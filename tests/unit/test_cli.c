@@ -290,6 +290,40 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     cr_expect(strstr(err, "is the --csv file") != NULL, "%s", err);
     free(out);
     free(err);
+    /* --trace over the command's own files: the prompt read, the logits
+     * written (it used to replace them, exit 0) */
+    cr_expect_eq(run(&out, &err, "cd %s && echo 'a prompt' > p.txt && %s run -m %s -f p.txt -n 1 "
+                     "--trace p.txt", tmp, bin(), model), 1);
+    cr_expect(strstr(err, "--trace p.txt is the -f file too") != NULL, "%s", err);
+    free(out);
+    free(err);
+    snprintf(path, sizeof path, "%s/p.txt", tmp);
+    char *prompt = test_read_file(path, &n_after);
+    cr_expect(prompt && n_after == 9 && !memcmp(prompt, "a prompt\n", 9), "the prompt was replaced");
+    free(prompt);
+    cr_expect_eq(run(&out, &err, "cd %s && %s logits -m %s --ids 1 -o l.bin --trace ./l.bin", tmp,
+                     bin(), model), 1);
+    cr_expect(strstr(err, "is the -o file too") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* chat's /save over the model's files, or over a file of the user's */
+    snprintf(path, sizeof path, "%s/config.json", model);
+    config = test_read_file(path, &n_before);
+    cr_expect_eq(run(&out, &err, "cd %s && echo precious > mine.txt && printf '/save %s/config.json\n"
+                     "/save mine.txt\n' | %s chat -m %s -n 1", tmp, model, bin(), model), 0, "%s", err);
+    cr_expect(strstr(err, "is the checkpoint's config.json: give another path") != NULL, "%s", err);
+    cr_expect(strstr(err, "mine.txt holds something other than a saved conversation") != NULL, "%s",
+              err);
+    free(out);
+    free(err);
+    after = test_read_file(path, &n_after);
+    cr_expect(after && n_after == n_before && !memcmp(config, after, n_before), "config.json changed");
+    free(after);
+    free(config);
+    snprintf(path, sizeof path, "%s/mine.txt", tmp);
+    char *mine = test_read_file(path, &n_after);
+    cr_expect(mine && n_after == 9 && !memcmp(mine, "precious\n", 9), "mine.txt was replaced");
+    free(mine);
     test_remove_tree(tmp);
     free(tmp);
 }
