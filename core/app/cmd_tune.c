@@ -18,6 +18,7 @@
  *    second check runs at the sweep size between the two calibration points,
  *    where the model was not fitted. Writes the plot (--svg). */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -118,6 +119,13 @@ static int decode_run(const model_flags *base, int slots, uint64_t slot_bytes, i
     free(logits);
     cli_model_close(&m);
     return rc;
+}
+
+/* Expert slots gb GB holds (as many as an int counts: more than any store) */
+static int slots_in(double gb, uint64_t slot_bytes)
+{
+    double slots = gb * 1e9 / (double)slot_bytes;
+    return slots >= INT_MAX ? INT_MAX : (int)slots;
 }
 
 static int parse_budgets(const char *s, double *gb, int *n)
@@ -283,7 +291,7 @@ int cmd_tune(int argc, char **argv)
         return 1;
     }
     for (int i = 0; i < n_gb; i++) {
-        int slots = (int)(gb_list[i] * 1e9 / (double)plan.slot_bytes);
+        int slots = slots_in(gb_list[i], plan.slot_bytes);
         if (slots < plan.top_k) {
             cli_model_close(&probe);
             fprintf(stderr, "moetier tune: %.3g GB holds %d experts, fewer than the %d one token "
@@ -340,7 +348,7 @@ int cmd_tune(int argc, char **argv)
     int n = 0;
     if (n_gb) {
         for (int i = 0; i < n_gb; i++) {
-            int s = (int)(gb_list[i] * 1e9 / (double)sb);     /* >= top_k: checked above */
+            int s = slots_in(gb_list[i], sb);     /* >= top_k: checked above */
             pts[n++].slots = s < n_blobs ? s : n_blobs;
         }
     } else {

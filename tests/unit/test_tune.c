@@ -205,6 +205,8 @@ Test(tune, command_predicts_and_checks, .timeout = 300)
         const char *says;
     } early[] = {{"--backend cuda --svg /dev/null", 2, "--backend cuda is not taken"},
                  {"--budgets 0.00001,1 --svg /dev/null", 2, "fewer than the 8 one token uses"},
+                 /* (1e9 GB's slots passed an int: it was the size refused, holding -2^31) */
+                 {"--budgets 1e9,0.00001 --svg /dev/null", 2, "1e-05 GB holds 0 experts"},
                  {"--svg /nonexistent-dir/t.svg", 1, "/nonexistent-dir/t.svg"},
                  {"--svg MODEL/config.json", 1, "is the checkpoint's config.json"}};
     for (size_t i = 0; i < sizeof early / sizeof *early; i++) {
