@@ -33,9 +33,11 @@ static int get_int(cfg_reader *r, const cJSON *obj, const char *key, int require
         *out = def;
         return 0;
     }
-    if (!cJSON_IsNumber(j) || floor(j->valuedouble) != j->valuedouble || j->valuedouble < min ||
-        j->valuedouble > 1e9)
+    if (!cJSON_IsNumber(j) || floor(j->valuedouble) != j->valuedouble || j->valuedouble < min)
         return err_set(r->e, "%s: field '%s' must be an integer >= %d", r->path, key, min);
+    if (j->valuedouble > 1e9)
+        return err_set(r->e, "%s: field '%s' is %.17g; at most 1000000000 is read", r->path, key,
+                       j->valuedouble);
     *out = (int)j->valuedouble;
     return 0;
 }
@@ -285,14 +287,16 @@ static int check_consistency(cfg_reader *r, model_config *c)
                            "'topk_group' kept groups (%d)", p, c->n_experts_per_tok,
                            c->topk_group * (c->n_routed_experts / c->n_group));
         if (c->moe_intermediate_size < 1)
-            return err_set(r->e, "%s: missing field 'moe_intermediate_size'", p);
+            return err_set(r->e, "%s: field 'moe_intermediate_size' is missing or 0; the routed "
+                           "experts need one of at least 1", p);
         if (c->topk == TOPK_NOAUX_TC && c->n_group > 1 && c->n_routed_experts / c->n_group < 2)
             return err_set(r->e, "%s: field 'n_group' leaves fewer than 2 experts per group, but "
                            "noaux_tc scores groups by their top-2", p);
     }
     if (c->first_k_dense > 0 || c->n_routed_experts == 0) {
         if (c->intermediate_size < 1)
-            return err_set(r->e, "%s: missing field 'intermediate_size' (needed by the dense layers)", p);
+            return err_set(r->e, "%s: field 'intermediate_size' is missing or 0; the dense layers "
+                           "need one of at least 1", p);
     }
     return 0;
 }

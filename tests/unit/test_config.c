@@ -149,6 +149,9 @@ Test(config, sizes_that_would_overflow_are_refused)
     expect_error(", \"num_hidden_layers\": 1000000000", "num_hidden_layers");
     expect_error(", \"n_routed_experts\": 1048576", "n_routed_experts");
     expect_error(", \"vocab_size\": 100000000", "vocab_size");
+    /* past what is read at all: said so, not "must be an integer >= 1" */
+    expect_error(", \"vocab_size\": 2147483647", "'vocab_size' is 2147483647; at most 1000000000 is read");
+    expect_error(", \"moe_intermediate_size\": 0", "'moe_intermediate_size' is missing or 0");
     expect_error(", \"kv_lora_rank\": 999999999", "kv_lora_rank");
     expect_error(", \"n_shared_experts\": 100000", "n_shared_experts");
     const char *blocks[] = {"[128.7, 128]", "[1e10, 128]", "[128, 0]", "[128, -128]"};
