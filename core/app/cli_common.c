@@ -49,9 +49,14 @@ int cli_float(const char *flag, const char *s, float *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    /* finite as a float too: 1e39 is not */
-    if (errno || end == s || *end || !isfinite(v) || fabs(v) > FLT_MAX) {
+    if (end == s || *end || isnan(v)) {
         fprintf(stderr, "moetier: %s expects a number, got '%s'\n", flag, s);
+        return -1;
+    }
+    /* finite as a float too: 1e39 is not */
+    if ((errno && fabs(v) > 1) || !isfinite(v) || fabs(v) > FLT_MAX) {
+        fprintf(stderr, "moetier: %s expects a number of at most %g in size, got '%s'\n", flag,
+                FLT_MAX, s);
         return -1;
     }
     *out = (float)v;

@@ -371,6 +371,9 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "unknown option", "%s run -m %s --ids 1 %s", d, "--bogus");
     expect_failure(2, "-n", "%s run -m %s --ids 1 -n %s", d, "-5");
     expect_failure(2, "--top-p", "%s run -m %s --ids 1 %s", d, "--top-p 7");
+    /* a number too large for a float is said to be one */
+    expect_failure(2, "--temp expects a number of at most", "%s run -m %s --ids 1 %s", d, "--temp 1e308");
+    expect_failure(2, "--temp expects a number, got 'x'", "%s run -m %s --ids 1 %s", d, "--temp x");
     expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp 1e39");   /* inf as a float */
     expect_failure(2, "--presence-penalty", "%s run -m %s --ids 1 %s", d, "--presence-penalty 1e39");
     expect_failure(2, "--frequency-penalty", "%s run -m %s --ids 1 %s", d, "--frequency-penalty x");
