@@ -78,6 +78,8 @@ static int open_template(const char *model_dir, const char *name, chat_template 
             return 0;
         }
         struct stat st;
+        if (stat(name, &st) == 0 && S_ISDIR(st.st_mode))
+            return err_set(e, "--chat-template: %.4000s is a directory, not a template file", name);
         if (stat(name, &st) || !S_ISREG(st.st_mode))
             return err_set(e,
                            "--chat-template: unknown chat format '%.60s' (known: auto, kimi-k2.5, "
@@ -85,6 +87,10 @@ static int open_template(const char *model_dir, const char *name, chat_template 
                            name);
         if (file_read_regular(name, &text, &len, e))
             return err_prefix(e, "--chat-template: ");
+        if (len == 0) {
+            free(text);
+            return err_set(e, "--chat-template: %.4000s is empty", name);
+        }
         snprintf(where, sizeof where, "%.4000s", name);
         return interpret(t, text, where, model_dir, e);
     }

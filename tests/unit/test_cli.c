@@ -758,6 +758,16 @@ Test(cli, chat_template_override, .timeout = 60)
               "%s", err);
     free(out);
     free(err);
+    /* a directory, and an empty file, are said to be what they are */
+    cr_expect_eq(run(&out, &err, "%s chat -m %s --chat-template %s </dev/null", bin(), tmp, tmp), 1);
+    cr_expect(strstr(err, "is a directory, not a template file") != NULL, "%s", err);
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "cd %s && : > empty.jinja && %s chat -m %s --chat-template "
+                     "empty.jinja </dev/null", tmp, bin(), tmp), 1);
+    cr_expect(strstr(err, "--chat-template: empty.jinja is empty") != NULL, "%s", err);
+    free(out);
+    free(err);
     /* a template file named on the command line, with the model's own broken one */
     write_template(tmp, "mine.jinja",
                    "{% for m in messages %}<|im_user|>user<|im_middle|>{{ m.content }}<|im_end|>{% endfor %}"
