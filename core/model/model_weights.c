@@ -272,7 +272,9 @@ int model_weights_open(model_weights *m, const char *dir, errbuf *e)
         resolve_vector(m, "model.norm.weight", c->hidden_size, &m->final_norm, e))
         goto fail;
     count_weight(m, &m->embed, 0);
-    if (c->tie_word_embeddings && !checkpoint_find(&m->ckpt, "lm_head.weight")) {
+    if (c->tie_word_embeddings) {
+        /* tied, the output is the embedding's, as the reference ties them:
+         * an lm_head.weight the checkpoint holds too is not read */
         m->lm_head = m->embed;
     } else {
         if (resolve_linear(m, "lm_head", c->vocab_size, c->hidden_size, &m->lm_head, e))

@@ -137,6 +137,7 @@ Test(config, contradictions_name_the_field)
     expect_error(", \"eos_token_id\": 1e30", "eos_token_id");
     expect_error(", \"eos_token_id\": [1, \"2\"]", "eos_token_id");
     expect_error(", \"eos_token_id\": [1, 2, 3, 4, 5, 6, 7, 8, 9]", "at most 8");
+    expect_error(", \"eos_token_id\": [1, 129280]", "holds 129280, outside the vocabulary of 129280");
 }
 
 /* Sizes the engine multiplies stay far inside int: each field below 1e9 can

@@ -433,3 +433,61 @@ Test(malformed, not_a_checkpoint)
     unlink(path);
     expect_open_error("no model.safetensors.index.json", dir);
 }
+
+static void set_tied(cJSON *root, void *tied)
+{
+    cJSON_ReplaceItemInObject(root, "tie_word_embeddings", cJSON_CreateBool(*(int *)tied));
+}
+
+/* The logits of ids 1, 2 of the checkpoint (malloc'd, *n bytes). */
+static uint8_t *logits_of(size_t *n)
+{
+    char *out, *err, path[4200];
+    snprintf(path, sizeof path, "%s/logits.bin", dir);
+    cr_assert_eq(test_run_fmt(&out, &err, "%s logits -m %s --ids 1,2 -o %s", test_moetier_bin(), dir,
+                              path), 0, "%s", err);
+    free(out);
+    free(err);
+    uint8_t *bytes = test_read_file(path, n);
+    cr_assert_not_null(bytes);
+    unlink(path);
+    return bytes;
+}
+
+/* Tied embeddings: the output is the embedding, as the reference ties them,
+ * also when the checkpoint holds an lm_head.weight of its own (that one was
+ * used): the logits are those of the untied checkpoint whose lm_head holds
+ * the embedding's bytes. */
+Test(malformed, tied_embeddings_use_the_embedding_as_the_output, .timeout = 60)
+{
+    size_t n_own, n_tied, n_copied;
+    uint8_t *own = logits_of(&n_own);
+    int tied = 1;
+    edit_json_file("config.json", set_tied, &tied);
+    uint8_t *with_tie = logits_of(&n_tied);
+    tied = 0;
+    edit_json_file("config.json", set_tied, &tied);
+    /* the embedding's bytes over lm_head's (same dtype and shape) */
+    char *ep = shard_of("model.embed_tokens.weight"), *hp = shard_of("lm_head.weight");
+    shard_file es = shard_read(ep), hs = shard_read(hp);
+    const cJSON *et = cJSON_GetObjectItem(es.root, "model.embed_tokens.weight");
+    const cJSON *ht = cJSON_GetObjectItem(hs.root, "lm_head.weight");
+    cr_assert(cJSON_Compare(cJSON_GetObjectItem(et, "dtype"), cJSON_GetObjectItem(ht, "dtype"), 1) &&
+              cJSON_Compare(cJSON_GetObjectItem(et, "shape"), cJSON_GetObjectItem(ht, "shape"), 1));
+    size_t eo = (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(et, "data_offsets"), 0)->valuedouble;
+    size_t ho = (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(ht, "data_offsets"), 0)->valuedouble;
+    size_t bytes = (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(et, "data_offsets"), 1)->valuedouble - eo;
+    memcpy(hs.buf + 8 + hs.hl + ho, es.buf + 8 + es.hl + eo, bytes);
+    shard_write(hp, &hs, 0, 0);
+    shard_free(&es);
+    shard_free(&hs);
+    free(ep);
+    free(hp);
+    uint8_t *copied = logits_of(&n_copied);
+    cr_assert(n_own == n_tied && n_tied == n_copied && n_own > 0);
+    cr_expect(memcmp(own, with_tie, n_own) != 0, "tied, the checkpoint's own lm_head was used");
+    cr_expect(memcmp(with_tie, copied, n_own) == 0, "tied logits are not the embedding's");
+    free(own);
+    free(with_tie);
+    free(copied);
+}
