@@ -820,6 +820,11 @@ int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
         fprintf(log, "moetier: -c %d goes past the %d positions the model was trained for "
                 "(max_position_embeddings): expect worse output beyond them\n",
                 cli_seq_context_size(f, mc), mc->max_position_embeddings);
+    if (log && m->mw.n_unread)
+        fprintf(log, "moetier: %d tensor%s of the checkpoint %s not read (the first: %s): "
+                "config.json describes less than the weights hold\n", m->mw.n_unread,
+                m->mw.n_unread == 1 ? "" : "s", m->mw.n_unread == 1 ? "is" : "are",
+                m->mw.first_unread);
     uint64_t want, moved, locked;
     model_weights_make_dense_resident(&m->mw, f->tiers.numa != NUMA_LOCAL, &want, &moved, &locked);
     if (log && locked < want)

@@ -143,6 +143,11 @@ int checkpoint_open(checkpoint *c, const char *dir, errbuf *e)
             }
         }
     }
+    /* (the index's check above is no read of the weights) */
+    if (!(c->found = calloc((size_t)c->n_tensors + 1, 1))) {
+        err_set(e, "out of memory");
+        goto out;
+    }
     rc = 0;
 out:
     for (int i = 0; i < n; i++)
@@ -160,6 +165,7 @@ void checkpoint_close(checkpoint *c)
         st_file_close(&c->files[i]);
     free(c->files);
     free(c->by_name);
+    free(c->found);
     free(c->dir);
     memset(c, 0, sizeof *c);
 }
@@ -169,8 +175,13 @@ const st_tensor *checkpoint_find(const checkpoint *c, const char *name)
     st_tensor key = {.name = (char *)name};
     const st_tensor *kp = &key;
     const st_tensor **r = bsearch(&kp, c->by_name, (size_t)c->n_tensors, sizeof kp, by_name_cmp);
-    return r ? *r : NULL;
+    if (!r)
+        return NULL;
+    if (c->found)
+        c->found[r - c->by_name] = 1;
+    return *r;
 }
+
 
 const char *checkpoint_path_of(const checkpoint *c, const st_tensor *t)
 {

@@ -14,11 +14,12 @@ typedef struct checkpoint {
     int n_files;
     const st_tensor **by_name;  /* all tensors of all files, sorted by name */
     int n_tensors;
+    unsigned char *found;       /* [n_tensors] by_name's that checkpoint_find returned */
 } checkpoint;
 
 int checkpoint_open(checkpoint *c, const char *dir, errbuf *e);
 void checkpoint_close(checkpoint *c);
-/* NULL when absent. */
+/* NULL when absent; a tensor found is marked in c->found. */
 const st_tensor *checkpoint_find(const checkpoint *c, const char *name);
 /* Path of the shard holding t, for messages. */
 const char *checkpoint_path_of(const checkpoint *c, const st_tensor *t);

@@ -365,6 +365,7 @@ int config_parse(model_config *c, const char *json, const char *path, errbuf *e)
         get_int(&r, o, "n_group", 0, 1, 1, &c->n_group) ||
         get_int(&r, o, "topk_group", 0, 1, 1, &c->topk_group) ||
         get_int(&r, o, "first_k_dense_replace", 0, 0, 0, &c->first_k_dense) ||
+        get_int(&r, o, "num_nextn_predict_layers", 0, 0, 0, &c->n_nextn_layers) ||
         get_int(&r, o, "moe_layer_freq", 0, 1, 1, &c->moe_layer_freq) ||
         get_bool(&r, o, "norm_topk_prob", 0, &c->norm_topk_prob) ||
         get_num(&r, o, "routed_scaling_factor", 0, 1.0, &c->routed_scaling_factor) ||

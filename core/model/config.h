@@ -38,6 +38,7 @@ typedef struct model_config {
     int n_shared_experts;
     int n_group, topk_group;
     int first_k_dense;
+    int n_nextn_layers;         /* num_nextn_predict_layers: layers past the model's, not read */
     int moe_layer_freq;
     int norm_topk_prob;
     double routed_scaling_factor;

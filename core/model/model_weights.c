@@ -284,6 +284,18 @@ int model_weights_open(model_weights *m, const char *dir, errbuf *e)
     for (int l = 0; l < c->n_layers; l++)
         if (resolve_layer(m, l, e))
             goto fail;
+    for (int k = 0; k < m->ckpt.n_tensors; k++) {
+        /* (rotary_emb.inv_freq: a buffer some exports save, which the config's
+         * rope fields give) */
+        const char *name = m->ckpt.by_name[k]->name, *inv = strstr(name, ".rotary_emb.inv_freq");
+        int layer;
+        if (m->ckpt.found[k] || (inv && !inv[20]) ||
+            (sscanf(name, "model.layers.%d.", &layer) == 1 && layer >= c->n_layers &&
+             layer < c->n_layers + c->n_nextn_layers))
+            continue;
+        if (!m->n_unread++)
+            m->first_unread = name;
+    }
     return 0;
 fail:
     model_weights_close(m);

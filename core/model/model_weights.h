@@ -51,6 +51,10 @@ typedef struct model_weights {
     /* elements (rows x cols) of the non-expert linear weights, the embedding
      * table included, and of the routed experts' */
     uint64_t dense_elements, expert_elements;
+    /* tensors of the checkpoint no part of the model read (the next-token
+     * prediction layers' aside): config.json describes less than it holds */
+    int n_unread;
+    const char *first_unread;
 } model_weights;
 
 int model_weights_open(model_weights *m, const char *dir, errbuf *e);

@@ -491,3 +491,51 @@ Test(malformed, tied_embeddings_use_the_embedding_as_the_output, .timeout = 60)
     free(with_tie);
     free(copied);
 }
+
+typedef struct int_edit {
+    const char *field;
+    int delta;
+} int_edit;
+
+/* adds delta to an integer field (absent: 0) */
+static void add_to_int(cJSON *root, void *ctx)
+{
+    const int_edit *ed = ctx;
+    cJSON *f = cJSON_GetObjectItem(root, ed->field);
+    int v = (f ? (int)f->valuedouble : 0) + ed->delta;
+    if (f)
+        cJSON_ReplaceItemInObject(root, ed->field, cJSON_CreateNumber(v));
+    else
+        cJSON_AddNumberToObject(root, ed->field, v);
+}
+
+/* stderr of a one-token run of the checkpoint (malloc'd) */
+static char *run_says(void)
+{
+    char *out, *err;
+    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids 1 -n 1 -t 1", test_moetier_bin(), dir), 0,
+                 "%s", err);
+    free(out);
+    return err;
+}
+
+/* A config.json that describes less than the weights hold (a layer fewer) is
+ * said, naming the first tensor not read; the layers of next-token prediction
+ * (num_nextn_predict_layers) are not read by design and not said; nor is a
+ * checkpoint read whole. */
+Test(malformed, tensors_the_config_leaves_unread_are_said, .timeout = 60)
+{
+    char *said = run_says();
+    cr_expect(!strstr(said, "not read"), "%s", said);
+    free(said);
+    int_edit layers = {"num_hidden_layers", -1}, nextn = {"num_nextn_predict_layers", 1};
+    edit_json_file("config.json", add_to_int, &layers);
+    said = run_says();
+    cr_expect(strstr(said, "of the checkpoint are not read (the first: model.layers.3.") &&
+              strstr(said, "config.json describes less than the weights hold"), "%s", said);
+    free(said);
+    edit_json_file("config.json", add_to_int, &nextn);
+    said = run_says();
+    cr_expect(!strstr(said, "not read"), "the prediction layer was said: %s", said);
+    free(said);
+}
