@@ -72,7 +72,7 @@ int tune_write_svg(const char *path, const char *title, const tune_point *pts, i
     }
     max_tps *= 1.1;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+               "font-family=\"sans-serif\" font-size=\"12\">\n" TUNE_PLOT_MARK "\n", W, H);
     fprintf(f, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n<text x=\"%d\" y=\"24\" "
                "font-size=\"15\">", W, H, L);
     put_text(f, title);

@@ -8,6 +8,10 @@
 #include "prefetch/tune_model.h"
 
 /* recommended: index into pts or -1; measured_tps <= 0: not measured */
+/* In the plot's first lines: tune replaces a plot of its own at its default
+ * name, nothing else. */
+#define TUNE_PLOT_MARK "<!-- moetier tune -->"
+
 int tune_write_svg(const char *path, const char *title, const tune_point *pts, int n,
                    int recommended, double measured_tps, errbuf *e);
 

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cJSON.h"
@@ -121,6 +122,25 @@ static int decode_run(const model_flags *base, int slots, uint64_t slot_bytes, i
     return rc;
 }
 
+/* The default plot's name holds a file tune did not write: it is not replaced
+ * unless --svg names it (only what the user named is replaced). */
+static int refuse_foreign_plot(const char *svg, errbuf *e)
+{
+    struct stat st;
+    if (stat(svg, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+        return 0;
+    char head[4096] = {0};
+    FILE *f = fopen(svg, "r");
+    size_t got = f ? fread(head, 1, sizeof head - 1, f) : 0;
+    if (f)
+        fclose(f);
+    head[got] = 0;
+    if (strstr(head, TUNE_PLOT_MARK))
+        return 0;
+    return err_set(e, "%s is there and is not a plot of moetier tune's: it is left as it is; "
+                   "give --svg FILE for the plot", svg);
+}
+
 /* Expert slots gb GB holds (as many as an int counts: more than any store) */
 static int slots_in(double gb, uint64_t slot_bytes)
 {
@@ -194,6 +214,7 @@ int cmd_tune(int argc, char **argv)
 {
     model_flags mf = {0};
     const char *budgets_s = NULL, *trace_in = NULL, *svg = "tune.svg";
+    int svg_named = 0;
     int tokens = 96, json = 0, check = 1;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
@@ -209,6 +230,7 @@ int cmd_tune(int argc, char **argv)
             if (!(budgets_s = cli_value(argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "--svg")) {
+            svg_named = 1;
             if (!(svg = cli_value(argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "--json")) {
@@ -247,7 +269,8 @@ int cmd_tune(int argc, char **argv)
     errbuf e;
     /* a trace that cannot serve, or a plot that cannot be written, fails now,
      * not after minutes of measuring */
-    if (cli_check_output("--svg", svg, &mf, &e) || file_check_writable(svg, &e))
+    if (cli_check_output("--svg", svg, &mf, &e) || file_check_writable(svg, &e) ||
+        (!svg_named && refuse_foreign_plot(svg, &e)))
         return cli_fail(&e);
     routing_trace given;
     if (trace_in && trace_read(&given, trace_in, &e))

@@ -223,6 +223,15 @@ Test(tune, command_predicts_and_checks, .timeout = 300)
         free(out);
         free(err);
     }
+    /* the default plot's name over a file of the user's: left as it is (it was
+     * replaced without a flag naming it) */
+    snprintf(cmd, sizeof cmd, "cd %s && echo mine > tune.svg && %s tune -m %s -t 1; s=$?; "
+             "grep -qx mine tune.svg && exit $s", dir, bin, model);
+    cr_expect_eq(test_run_capture(cmd, &out, &err), 1, "%s", err);
+    cr_expect(strstr(err, "tune.svg is there and is not a plot of moetier tune's") &&
+              !strstr(err, "measuring"), "%s", err);
+    free(out);
+    free(err);
     test_remove_tree(dir);
     free(dir);
 }
