@@ -207,6 +207,8 @@ int cmd_tokenize(int argc, char **argv)
         else if (tokenizer_encode(&t, buf ? buf : text, len, flags, &ids, &e) == 0) {
             print_ids(&ids);
             rc = 0;
+        } else if (file) {
+            err_prefix(&e, "--file %s: ", file);
         }
         tokenizer_free(&t);
     }
