@@ -282,6 +282,9 @@ int trace_write(const routing_trace *t, const char *path, errbuf *e)
 int trace_read(routing_trace *t, const char *path, errbuf *e)
 {
     memset(t, 0, sizeof *t);
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
+        return err_set(e, "%s is a %s, expected a routing trace file", path, file_kind(st.st_mode));
     FILE *f = fopen(path, "rb");
     if (!f)
         return err_set(e, "%s: %s", path, strerror(errno));

@@ -540,6 +540,13 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
             rc = STORE_UNREADABLE;
             goto fail;
         }
+        if (!S_ISREG(sb.st_mode)) {
+            /* not the store's to cut: convert changes nothing on this verdict */
+            err_set(e, "expert store file %s is a %s, not a file of the store: move it away",
+                    fpath, file_kind(sb.st_mode));
+            rc = STORE_UNREADABLE;
+            goto fail;
+        }
         if ((uint64_t)sb.st_size != want) {
             err_set(e, "expert store file %s is %lld bytes, the index says %" PRIu64
                     " (truncated or overwritten); rebuild the store with moetier convert", fpath,

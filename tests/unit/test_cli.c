@@ -1416,6 +1416,8 @@ Test(cli, trace_records_the_golden_routing, .timeout = 60)
               "steps of 1: %s (want %s)", out, field);
     expect_failure(2, "--chunk expects", "%s trace replay %s --cache 10 --chunk %s", path, "0");
     expect_failure(2, "--chunk expects", "%s trace replay %s --cache 10 --chunk %s", path, "8x");
+    /* a directory is said to be one, not "no trace header" */
+    expect_failure(1, "/tmp is a directory, expected a routing trace file", "%s trace stats %s%s", "/tmp", "");
     free(golden);
     trace_free(&t);
     free(out);

@@ -1351,6 +1351,16 @@ Test(tiers, convert_keeps_a_store_it_cannot_read, .timeout = 60)
     cr_assert_eq(rename(moved, file0), 0);
     cr_assert_eq(stat(file0, &sb), 0);
     cr_expect_eq(sb.st_size, before.st_size, "the data file was cut");
+    /* a directory in a data file's place: named and kept, nothing changed (its
+     * size was taken for a damaged file's, and the store rebuilt over it) */
+    cr_assert_eq(rename(file0, moved), 0);
+    cr_assert_eq(mkdir(file0, 0755), 0);
+    cr_expect_neq(convert_logged(f.model, f.store, 0, 0, &log, &e), 0, "the store was rebuilt");
+    cr_expect(strstr(e.msg, "is a directory") && strstr(e.msg, "nothing was changed"), "%s", e.msg);
+    free(log);
+    cr_expect_eq(stat(ipath, &sb), 0, "the index was removed");
+    cr_assert_eq(rmdir(file0), 0);
+    cr_assert_eq(rename(moved, file0), 0);
     store st;
     model_weights mw;
     cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
