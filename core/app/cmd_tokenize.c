@@ -66,7 +66,7 @@ static int render_chat(const char *dir, const char *template_name, const char *j
         }
     }
     if (!rc && !cJSON_IsArray(messages))
-        rc = err_set(e, "--chat: expected an array of messages, or an object with \"messages\"");
+        rc = err_set(e, "expected an array of messages, or an object with \"messages\"");
     chat_template tpl;
     if (!rc && continue_final && opt.add_generation_prompt)
         rc = err_set(e, "continue_final_message needs \"add_generation_prompt\": false");

@@ -563,7 +563,7 @@ static const char *shown_name(const parser *P, int r)
 static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, int r, int depth)
 {
     if (depth > GBNF_MAX_NESTING)
-        return err_set(P->e, "grammar: rules nest more than %d deep before a character (from rule '%s')",
+        return err_set(P->e, "rules nest more than %d deep before a character (from rule '%s')",
                        GBNF_MAX_NESTING, shown_name(P, r));
     color[r] = 1;
     const elist *b = &P->rules[r].body;
@@ -582,7 +582,7 @@ static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, in
         int t = b->e[i].arg;
         if (color[t] == 1)
             return err_set(P->e,
-                           "grammar: rule '%s' is left-recursive: it can come back to itself "
+                           "rule '%s' is left-recursive: it can come back to itself "
                            "without reading a character (a repetition of what can be empty does too)",
                            shown_name(P, t));
         if (!color[t] && left_recursion(P, nullable, color, t, depth + 1))
@@ -664,7 +664,7 @@ static int check(parser *P, int *root)
             *root = r;
     }
     if (*root < 0)
-        return err_set(P->e, "grammar: no 'root' rule (the answer is what root matches)");
+        return err_set(P->e, "no 'root' rule (the answer is what root matches)");
     uint8_t *nullable = calloc((size_t)P->n_rules, 1), *color = calloc((size_t)P->n_rules, 1);
     int rc = !nullable || !color || nullable_rules(P, nullable)
                  ? err_set(P->e, "out of memory for the grammar")
