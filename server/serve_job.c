@@ -1636,10 +1636,16 @@ static void sync_prompt_cache_step(server *s)
     if (prompt_cache_remove_stale(&s->pc, dir, &s->pc_id, &s->m->en, &removed, &e)) {
         fprintf(stderr, "moetier serve: warning: %s\n", e.msg);
     } else if (failed && removed) {
+        /* (twice at most: a failure room does not mend, a file size limit or
+         * an I/O error, is not tried after every eviction) */
+        int again = 0;
         for (int i = 0; i < s->pc.n; i++)
-            if (s->pc.entries[i].on_disk < 0)
+            if (s->pc.entries[i].on_disk < 0 && s->pc.entries[i].failed_writes < 2) {
                 s->pc.entries[i].on_disk = 0;
-        return;     /* not in sync yet: the next idle step writes them */
+                again = 1;
+            }
+        if (again)
+            return;     /* not in sync yet: the next idle step writes them */
     }
     s->pc_synced = s->pc.changes;
 }

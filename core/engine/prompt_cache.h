@@ -39,6 +39,7 @@ typedef struct prompt_entry {
     uint64_t last_used;
     int on_disk;                /* 1: in the --prompt-cache-dir (prompt_cache_disk.h);
                                  * -1: a write failed, tried again at the stop */
+    int failed_writes;
     int held;                   /* scratch: not to be evicted by the save under way */
 } prompt_entry;
 

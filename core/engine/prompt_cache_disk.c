@@ -281,6 +281,13 @@ static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity 
     char name[64], path[4200];
     prompt_cache_file_name(id, x->ids, x->n, name, sizeof name);
     snprintf(path, sizeof path, "%s/%s", dir, name);
+    const prompt_entry *parent = x->parent ? prompt_cache_find(pc, x->parent) : NULL;
+    if (parent && parent->on_disk != 1) {
+        /* a file that continues one not written would be read by no start */
+        x->on_disk = -1;
+        return err_set(e, "%s: not written: the conversation it continues (its first %d "
+                       "positions) has no file", path, x->base);
+    }
     kv_span *spans = malloc((size_t)pc->n * sizeof *spans);
     if (!spans)
         return err_set(e, "out of memory writing %s", path);
@@ -288,6 +295,7 @@ static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity 
                                     prompt_cache_spans(pc, x, x->n, spans), e);
     free(spans);
     x->on_disk = rc ? -1 : 1;
+    x->failed_writes += rc != 0;
     return rc;
 }
 
@@ -408,28 +416,41 @@ int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const pro
     return 0;
 }
 
-/* Writes the entries whose write failed, or whose file went: how many could
- * not be (e says why the first could not). */
+/* Writes the entries whose write failed, or whose file went, each after the
+ * one it continues (passes go on while one is written): how many could not
+ * be (e says why the first could not). */
 static int write_missing(prompt_cache *pc, const char *dir, const prompt_identity *id,
                          const engine *en, int *written, errbuf *e)
 {
-    int failed = 0;
     for (int i = 0; i < pc->n; i++) {
         prompt_entry *x = &pc->entries[i];
         char name[64], path[4200];
         prompt_cache_file_name(id, x->ids, x->n, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", dir, name);
         struct stat sb;
-        if (x->on_disk == 1 && stat(path, &sb) == 0)
-            continue;
-        errbuf why;
-        if (write_entry(pc, dir, id, en, x, &why)) {
-            if (!failed++)
-                err_set(e, "%s", why.msg);
-            continue;
-        }
-        (*written)++;
+        if (x->on_disk == 1 && stat(path, &sb) != 0)
+            x->on_disk = 0;     /* its file went */
     }
+    int failed, progress = 1;
+    errbuf first = {{0}};
+    while (progress) {
+        failed = progress = 0;
+        for (int i = 0; i < pc->n; i++) {
+            prompt_entry *x = &pc->entries[i];
+            if (x->on_disk == 1)
+                continue;
+            errbuf why;
+            if (write_entry(pc, dir, id, en, x, &why)) {
+                if (!failed++)
+                    first = why;
+                continue;
+            }
+            (*written)++;
+            progress = 1;
+        }
+    }
+    if (failed)
+        err_set(e, "%s", first.msg);
     return failed;
 }
 

@@ -531,6 +531,53 @@ Test(prompt_cache, the_directory_keeps_what_it_cannot_use_now, .timeout = 120)
     close_fixture(&f);
 }
 
+/* A conversation continuing another whose write failed is not written: its
+ * file would hold positions from its base on, after a start no file holds,
+ * and no later start could read it. (It was written, and the file that shared
+ * its start deleted.) Once the other's write succeeds, both are. */
+Test(prompt_cache, a_continuation_waits_for_the_file_it_continues, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    size_t rows = prompt_cache_position_bytes(en) - sizeof(int);
+    int *a = conversation(100, 1, 40, f.V), *b = conversation(100, 2, 40, f.V);
+    errbuf e;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/kept", f.dir);
+    cr_assert_eq(dir_ensure_private(dir, &e), 0, "%s", e.msg);
+    prompt_identity id = {.model = 10, .compute = "test"};
+    prompt_cache pc;
+    prompt_disk_counts c;
+    prompt_cache_init(&pc, 1u << 30);
+    request(&f, &pc, a, 90);
+    request(&f, &pc, b, 90);                /* saves a's 90, whole */
+    request(&f, &pc, a, 100);               /* saves b's 90 on a's first 40 */
+    cr_assert_eq(pc.n, 2);
+    /* room for b's file (50 positions of rows), not for a's (90) */
+    struct rlimit old, small = {.rlim_cur = PROMPT_FILE_HEADER + 90 * 4 + 8 + 50 * rows};
+    getrlimit(RLIMIT_FSIZE, &old);
+    small.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int rc = prompt_cache_store_dir(&pc, dir, &id, en, &c, &e);
+    setrlimit(RLIMIT_FSIZE, &old);
+    cr_expect_eq(rc, -1);
+    cr_expect_eq(c.written, 0, "b's file was written without a's");
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 0);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.written, 2);
+    prompt_cache_free(&pc);
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.loaded, 2, "%s", c.first_problem);
+    prompt_cache_free(&pc);
+    free(a);
+    free(b);
+    close_fixture(&f);
+}
+
 /* Conversations that share a long prefix (an agent's system prompt and tools)
  * hold its rows once: a conversation saved while another shares at least
  * PROMPT_CACHE_MIN_TOKENS positions with it keeps only the rows after them;
