@@ -173,13 +173,19 @@ int main(int argc, char **argv)
     int layers = 0, layers_v = 0;
     double gbps = run_layers(t, blobs, n, buf, slot, seconds, &layers);
     int uring = nvme_tier_uses_uring(t), direct = nvme_tier_uses_direct(t);
-    nvme_tier_close(t);
+    if (nvme_tier_close(t)) {
+        fprintf(stderr, "bench_store: reads were left in a failed io_uring ring\n");
+        return 1;   /* (buf, which they may write, is not freed) */
+    }
     o.verify = 1;
     double gbps_v = -1;
     if (nvme_tier_open(&t, &s, &o, &e) == 0) {
         nvme_tier_register(t, buf, BATCH * slot, slot);     /* as the first pass: only verify differs */
         gbps_v = run_layers(t, blobs, n, buf, slot, seconds, &layers_v);
-        nvme_tier_close(t);
+        if (nvme_tier_close(t)) {
+            fprintf(stderr, "bench_store: reads were left in a failed io_uring ring\n");
+            return 1;
+        }
     }
     char why[512] = "";
     double fio = run_fio(path, slot, seconds, why, sizeof why);

@@ -290,6 +290,7 @@ int model_weights_open(model_weights *m, const char *dir, errbuf *e)
         const char *name = m->ckpt.by_name[k]->name, *inv = strstr(name, ".rotary_emb.inv_freq");
         int layer;
         if (m->ckpt.found[k] || (inv && !inv[20]) ||
+            (c->tie_word_embeddings && !strcmp(name, "lm_head.weight")) ||
             (sscanf(name, "model.layers.%d.", &layer) == 1 && layer >= c->n_layers &&
              layer < c->n_layers + c->n_nextn_layers))
             continue;

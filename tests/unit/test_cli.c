@@ -306,6 +306,11 @@ Test(cli, outputs_replace_only_what_they_name, .timeout = 60)
     cr_expect(strstr(err, "is the -o file too") != NULL, "%s", err);
     free(out);
     free(err);
+    cr_expect_eq(run(&out, &err, "cd %s && echo '{{ 1 }}' > t.jinja && %s run -m %s -p hi -n 1 "
+                     "--chat --chat-template t.jinja --trace t.jinja", tmp, bin(), model), 1);
+    cr_expect(strstr(err, "--trace t.jinja is the --chat-template file too") != NULL, "%s", err);
+    free(out);
+    free(err);
     /* chat's /save over the model's files, or over a file of the user's */
     snprintf(path, sizeof path, "%s/config.json", model);
     config = test_read_file(path, &n_before);

@@ -538,4 +538,10 @@ Test(malformed, tensors_the_config_leaves_unread_are_said, .timeout = 60)
     said = run_says();
     cr_expect(!strstr(said, "not read"), "the prediction layer was said: %s", said);
     free(said);
+    /* nor is the lm_head.weight that tied embeddings leave aside */
+    int tied = 1;
+    edit_json_file("config.json", set_tied, &tied);
+    said = run_says();
+    cr_expect(!strstr(said, "not read"), "the tied lm_head was said: %s", said);
+    free(said);
 }
