@@ -269,6 +269,21 @@ static int count_files(const char *dir, const char *suffix)
     return n;
 }
 
+/* prompt_cache_store_dir with files limited to limit bytes (RLIMIT_FSIZE: a
+ * larger write fails with EFBIG, as on a disk that fills) */
+static int store_dir_limited(prompt_cache *pc, const char *dir, const prompt_identity *id,
+                             const engine *en, prompt_disk_counts *c, errbuf *e, size_t limit)
+{
+    struct rlimit old, small = {.rlim_cur = limit};
+    getrlimit(RLIMIT_FSIZE, &old);
+    small.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int rc = prompt_cache_store_dir(pc, dir, id, en, c, e);
+    setrlimit(RLIMIT_FSIZE, &old);
+    return rc;
+}
+
 /* `serve --prompt-cache-dir`: the entries written at a stop come back at the
  * next start, the most recently used first, and compute as before; a damaged
  * file is skipped, then removed with those of entries gone; other files are
@@ -395,13 +410,7 @@ Test(prompt_cache, the_cache_is_kept_in_a_directory, .timeout = 120)
     for (int i = 0; i < pc.n; i++)
         if (pc.entries[i].n == 70)
             pc.entries[i].on_disk = 0;      /* and a, to be written again */
-    struct rlimit old, small = {.rlim_cur = 4096};
-    getrlimit(RLIMIT_FSIZE, &old);
-    small.rlim_max = old.rlim_max;
-    signal(SIGXFSZ, SIG_IGN);
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
-    int rc = prompt_cache_store_dir(&pc, dir, &id, en, &c, &e);
-    setrlimit(RLIMIT_FSIZE, &old);
+    int rc = store_dir_limited(&pc, dir, &id, en, &c, &e, 4096);
     cr_expect_eq(rc, -1);
     cr_expect(strstr(e.msg, "write failed"), "%s", e.msg);
     cr_expect_eq(c.removed, 0);
@@ -506,13 +515,7 @@ Test(prompt_cache, the_directory_keeps_what_it_cannot_use_now, .timeout = 120)
     char leftover[4400];
     snprintf(leftover, sizeof leftover, "%s.tmp.99999", a60);
     test_write_file(leftover, "MTPROMPT", 8);
-    struct rlimit old, small = {.rlim_cur = 4096};
-    getrlimit(RLIMIT_FSIZE, &old);
-    small.rlim_max = old.rlim_max;
-    signal(SIGXFSZ, SIG_IGN);
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
-    int rc = prompt_cache_store_dir(&pc, dir, &id, en, &c, &e);
-    setrlimit(RLIMIT_FSIZE, &old);
+    int rc = store_dir_limited(&pc, dir, &id, en, &c, &e, 4096);
     cr_expect_eq(rc, -1);
     cr_expect(strstr(e.msg, "write failed"), "%s", e.msg);
     cr_expect_eq(c.removed, 1);
@@ -555,13 +558,7 @@ Test(prompt_cache, a_continuation_waits_for_the_file_it_continues, .timeout = 12
     request(&f, &pc, a, 100);               /* saves b's 90 on a's first 40 */
     cr_assert_eq(pc.n, 2);
     /* room for b's file (50 positions of rows), not for a's (90) */
-    struct rlimit old, small = {.rlim_cur = PROMPT_FILE_HEADER + 90 * 4 + 8 + 50 * rows};
-    getrlimit(RLIMIT_FSIZE, &old);
-    small.rlim_max = old.rlim_max;
-    signal(SIGXFSZ, SIG_IGN);
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
-    int rc = prompt_cache_store_dir(&pc, dir, &id, en, &c, &e);
-    setrlimit(RLIMIT_FSIZE, &old);
+    int rc = store_dir_limited(&pc, dir, &id, en, &c, &e, PROMPT_FILE_HEADER + 90 * 4 + 8 + 50 * rows);
     cr_expect_eq(rc, -1);
     cr_expect_eq(c.written, 0, "b's file was written without a's");
     cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 0);
