@@ -179,6 +179,15 @@ int store_file_path(const char *dir, int file, char *buf, size_t n)
     return snprintf(buf, n, "%s/experts-%05d.bin", dir, file) >= (int)n ? -1 : 0;
 }
 
+int store_file_dangling(const char *path, errbuf *e)
+{
+    char target[4096];
+    if (!file_dangling_link(path, target, sizeof target))
+        return 0;
+    return err_set(e, "expert store file %s is a symbolic link to %s, which does not exist (a disk "
+                   "not mounted?)", path, target);
+}
+
 /* ---- index serialisation ---- */
 
 #define ROW_BYTES 40
@@ -531,12 +540,9 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
             goto fail;
         }
         if (stat(fpath, &sb) != 0) { /* (missing too: its disk may not be mounted) */
-            char target[4096];
-            if (file_dangling_link(fpath, target, sizeof target))
-                err_set(e, "expert store file %s is a symbolic link to %s, which does not exist (a disk "
-                        "not mounted?)", fpath, target);
-            else
-                err_set(e, "expert store file %s: %s", fpath, strerror(errno));
+            int er = errno;
+            if (!store_file_dangling(fpath, e))
+                err_set(e, "expert store file %s: %s", fpath, strerror(er));
             rc = STORE_UNREADABLE;
             goto fail;
         }

@@ -89,6 +89,9 @@ int store_fingerprint_v1(const model_weights *mw, uint64_t *out, errbuf *e);
  * order) goes to file i / per_file at offset (i % per_file) * slot_bytes. */
 uint64_t store_blobs_per_file(const store_layout *L, uint64_t max_file_bytes);
 int store_file_path(const char *dir, int file, char *buf, size_t n);
+/* -1 with e set when the data file at path is a symbolic link to nothing (as
+ * behind a disk not mounted), else 0. */
+int store_file_dangling(const char *path, errbuf *e);
 
 /* Opens a complete store and checks it against the model it will serve:
  * fingerprint, layout, every file present and long enough. An incomplete,

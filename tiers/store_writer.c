@@ -71,13 +71,12 @@ static int data_fd(writer *w, int f, errbuf *e)
 {
     if (w->fds[f] >= 0)
         return w->fds[f];
-    char path[4096], target[4096];
+    char path[4096];
     store_file_path(w->o->out_dir, f, path, sizeof path);
     /* (O_CREAT would make the link's target in whatever its path reaches: the
      * bare mount point of a disk not mounted) */
-    if (file_dangling_link(path, target, sizeof target))
-        return err_set(e, "expert store file %s is a symbolic link to %s, which does not exist (a disk "
-                       "not mounted?)", path, target);
+    if (store_file_dangling(path, e))
+        return -1;
     w->fds[f] = file_open_regular(path, O_RDWR | O_CREAT, 0644, e);
     return w->fds[f];
 }

@@ -775,13 +775,17 @@ static int one_file(const char *a, const char *b)
 
 void cli_note_file(model_flags *f, const char *flag, const char *path)
 {
-    struct stat st;
-    if (path && !strcmp(flag, "--chat-template") && (stat(path, &st) != 0 || !S_ISREG(st.st_mode)))
-        return;     /* a format's name, not a file */
     if (path && f->n_files < (int)(sizeof f->files / sizeof *f->files)) {
         f->file_flags[f->n_files] = flag;
         f->files[f->n_files++] = path;
     }
+}
+
+void cli_note_template(model_flags *f, const char *name)
+{
+    struct stat st;
+    if (name && stat(name, &st) == 0 && S_ISREG(st.st_mode))    /* not a format's name */
+        cli_note_file(f, "--chat-template", name);
 }
 
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)

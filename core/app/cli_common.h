@@ -161,6 +161,8 @@ int cli_check_output(const char *flag, const char *out, const model_flags *f, er
 /* Notes a file the command reads or writes (path may be NULL: none), which
  * --trace must not replace; cli_model_open refuses the run when it would. */
 void cli_note_file(model_flags *f, const char *flag, const char *path);
+/* The same for --chat-template NAME when NAME is a template file. */
+void cli_note_template(model_flags *f, const char *name);
 /* Prints "moetier: <reason>" to stderr; returns 1 (the exit status). */
 int cli_fail(const errbuf *e);
 

@@ -538,7 +538,7 @@ int cmd_chat(int argc, char **argv)
         return bad_held < 0 ? 2 : 1;        /* a bad option value, or a file not read */
     }
     cli_note_file(&mf, "--json-schema-file", c.held.schema_path);
-    cli_note_file(&mf, "--chat-template", template_name);
+    cli_note_template(&mf, template_name);
     cli_note_file(&mf, "--grammar-file", c.held.grammar_path);
     cli_note_file(&mf, "--prompt-cache", c.pcache.path);
     if (c.pcache.path && (cli_check_output("--prompt-cache", c.pcache.path, &mf, &e) ||

@@ -223,7 +223,7 @@ int cmd_run(int argc, char **argv)
     if (prompt_path && cli_read_text(prompt_path, &file_text, &prompt_len, &e))
         return cli_fail(&e);
     cli_note_file(&mf, "-f", prompt_path);
-    cli_note_file(&mf, "--chat-template", template_name);
+    cli_note_template(&mf, template_name);
     cli_note_file(&mf, "--json-schema-file", hf.schema_path);
     cli_note_file(&mf, "--grammar-file", hf.grammar_path);
     cli_note_file(&mf, "--prompt-cache", pcache.path);

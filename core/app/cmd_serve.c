@@ -293,7 +293,7 @@ int cmd_serve(int argc, char **argv)
             return 2;
         }
     }
-    cli_note_file(&mf, "--chat-template", template_name);
+    cli_note_template(&mf, template_name);
     cli_note_file(&mf, "--api-key-file", api_key_file);
     int rc = serve_model(&so, &mf, &breakers, template_name);
     api_keys_free(&so.keys);

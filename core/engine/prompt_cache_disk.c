@@ -226,7 +226,6 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
             int r = load_one(pc, path, files[i].name, id, en, &why);
             if (r == 3 && !last)
                 continue;
-            wait[i] = 0;
             waiting--;
             progress = 1;
             if (r == PROMPT_FILE_DAMAGED && !c->damaged++)
@@ -359,11 +358,6 @@ int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_i
 static int holds_a_failed_entrys_start(const prompt_cache *pc, const char *path,
                                        const prompt_identity *id, const engine *en)
 {
-    int any = 0;
-    for (int i = 0; i < pc->n; i++)
-        any |= pc->entries[i].on_disk < 0;
-    if (!any)
-        return 0;
     prompt_file pf;
     errbuf ignored;
     int rc = prompt_file_open(&pf, path, id, en, &ignored);
@@ -395,18 +389,20 @@ int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const pro
     for (int i = 0; i < pc->n; i++)
         prompt_cache_file_name(id, pc->entries[i].ids, pc->entries[i].n, names[i], sizeof names[i]);
     found *files;
-    int n_files;
+    int n_files, failed = 0;
     if (list_ours(dir, id, 1, &files, &n_files, e)) {
         free(names);
         return -1;
     }
+    for (int i = 0; i < pc->n; i++)
+        failed |= pc->entries[i].on_disk < 0;
     for (int f = 0; f < n_files; f++) {
         int kept = left_alone(pc, files[f].name);
         for (int i = 0; i < pc->n && !kept; i++)
             kept = !strcmp(files[f].name, names[i]);
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
-        if (!kept && ours(files[f].name, id) == 1)
+        if (!kept && failed && ours(files[f].name, id) == 1)
             kept = holds_a_failed_entrys_start(pc, path, id, en);
         if (!kept && unlink(path) == 0)
             (*removed)++;

@@ -182,7 +182,6 @@ const st_tensor *checkpoint_find(const checkpoint *c, const char *name)
     return *r;
 }
 
-
 const char *checkpoint_path_of(const checkpoint *c, const st_tensor *t)
 {
     return (t->file_index >= 0 && t->file_index < c->n_files) ? c->files[t->file_index].path : "?";

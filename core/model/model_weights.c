@@ -284,12 +284,13 @@ int model_weights_open(model_weights *m, const char *dir, errbuf *e)
     for (int l = 0; l < c->n_layers; l++)
         if (resolve_layer(m, l, e))
             goto fail;
+    /* (rotary_emb.inv_freq: a buffer some exports save, which the config's
+     * rope fields give) */
+    static const char inv_freq[] = ".rotary_emb.inv_freq";
     for (int k = 0; k < m->ckpt.n_tensors; k++) {
-        /* (rotary_emb.inv_freq: a buffer some exports save, which the config's
-         * rope fields give) */
-        const char *name = m->ckpt.by_name[k]->name, *inv = strstr(name, ".rotary_emb.inv_freq");
+        const char *name = m->ckpt.by_name[k]->name, *inv = strstr(name, inv_freq);
         int layer;
-        if (m->ckpt.found[k] || (inv && !inv[20]) ||
+        if (m->ckpt.found[k] || (inv && !inv[sizeof inv_freq - 1]) ||
             (c->tie_word_embeddings && !strcmp(name, "lm_head.weight")) ||
             (sscanf(name, "model.layers.%d.", &layer) == 1 && layer >= c->n_layers &&
              layer < c->n_layers + c->n_nextn_layers))

@@ -78,9 +78,10 @@ static int open_template(const char *model_dir, const char *name, chat_template 
             return 0;
         }
         struct stat st;
-        if (stat(name, &st) == 0 && S_ISDIR(st.st_mode))
+        int there = stat(name, &st) == 0;
+        if (there && S_ISDIR(st.st_mode))
             return err_set(e, "--chat-template: %.4000s is a directory, not a template file", name);
-        if (stat(name, &st) || !S_ISREG(st.st_mode))
+        if (!there || !S_ISREG(st.st_mode))
             return err_set(e,
                            "--chat-template: unknown chat format '%.60s' (known: auto, kimi-k2.5, "
                            "kimi-k2.5-kite, jinja, or the path of a template file)",
