@@ -167,7 +167,7 @@ typedef struct answer {
     int want_lp;                        /* logprobs asked for */
     oai_logprob_step *lp;               /* each token's, n_lp of them */
     int n_lp, lp_sent;                  /* streaming: sent up to lp_sent */
-    int text_chars;                     /* characters of the tokens so far */
+    utf8_chars text_chars;              /* characters of the text so far */
     const char *finish;                 /* once the choice is over; NULL: cut short */
 } answer;
 
@@ -211,17 +211,17 @@ static oai_logprob_step *push_logprobs(oai_logprob_step **steps, int *n, const v
 }
 
 /* Keeps a token's log-probabilities for the answer; st NULL: an echoed
- * prompt's first token. */
-static void answer_logprobs(answer *a, const vocab *v, int id, const step_logprobs *st)
+ * prompt's first token. shown: its bytes are in the answer's text, whose
+ * characters (as the client gets them: an invalid byte one U+FFFD) give its
+ * text_offset. */
+static void answer_logprobs(answer *a, const vocab *v, int id, int shown, const step_logprobs *st)
 {
     oai_logprob_step *o = push_logprobs(&a->lp, &a->n_lp, v, id, st);
     if (!o)
         return;
-    /* characters: the bytes that begin one (invalid ones become one each); a
-     * special token is no text (a prompt's bos) unless the answer shows them */
-    o->text_offset = a->text_chars;
-    for (size_t i = 0; i < o->chosen.len && (!vocab_is_special(v, id) || a->j->req.keep_special); i++)
-        a->text_chars += ((unsigned char)o->chosen.bytes[i] & 0xc0) != 0x80;
+    size_t before;
+    utf8_chars_feed(&a->text_chars, o->chosen.bytes, shown ? o->chosen.len : 0, &before);
+    o->text_offset = (int)before;
 }
 
 /* post_sampling_probs: the draw's kept tokens and the chosen one's
@@ -321,6 +321,13 @@ static const char *prompt_text(const vocab *v, const job *j, char **decoded, siz
         return j->req.prompt;
     }
     return vocab_decode_ids(v, j->ids.ids, (int)j->ids.n, decoded, n, &e) == 0 ? *decoded : NULL;
+}
+
+/* Whether an echoed prompt token's bytes are in the text: a special token (a
+ * prompt's bos) is not, unless the answer shows them. */
+static int echoed_text(const vocab *v, const job *j, int id)
+{
+    return !vocab_is_special(v, id) || j->req.keep_special;
 }
 
 /* An echoed prompt: the answer's first text, with its tokens' logprobs when
@@ -865,7 +872,7 @@ static slot_run *run_begin(server *s, int i, job *j)
     r->echo_lp = j->req.echo && j->req.logprobs;
     r->scored = r->echo_lp || j->req.prompt_logprobs;
     if (r->echo_lp)
-        answer_logprobs(r->a, &s->tok->v, j->ids.ids[0], NULL);
+        answer_logprobs(r->a, &s->tok->v, j->ids.ids[0], echoed_text(&s->tok->v, j, j->ids.ids[0]), NULL);
     if (j->req.prompt_logprobs)
         push_logprobs(&r->plp, &r->n_plp, &s->tok->v, j->ids.ids[0], NULL);
     job_set_status(s, j, 200);
@@ -896,8 +903,13 @@ static int reasoning_over_budget(server *s, slot_run *r)
     if (!r->close.n) {
         static const char end[] = "</think>";
         size_t m = (size_t)r->gate.end.matched;
+        /* whole, it is the model's own token where the vocabulary has one (as
+         * Kimi's and DeepSeek-R1's do), not its spelling: the model ends its
+         * reasoning as it was trained to; a part already written leaves only
+         * text to add */
+        int flags = m ? 0 : TOK_ALLOW_SPECIAL;
         errbuf e;
-        if (tokenizer_encode(s->tok, end + m, sizeof end - 1 - m, 0, &r->close, &e))
+        if (tokenizer_encode(s->tok, end + m, sizeof end - 1 - m, flags, &r->close, &e))
             r->close.n = 0;     /* out of memory: the reasoning goes on */
     }
     return r->close_at < r->close.n;
@@ -1043,7 +1055,7 @@ static int next_token(server *s, slot_run *r)
             report_logprobs(&r->report, next, j->req.top_logprobs, &st);
         else
             step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
-        answer_logprobs(r->a, &s->tok->v, next, &st);
+        answer_logprobs(r->a, &s->tok->v, next, bytes && shown_special(s, j, next, bytes, bn), &st);
     }
     if (r->a->llama)
         answer_id(r->a, next);
@@ -1325,7 +1337,7 @@ static void score_prompt(server *s, slot_run *r, const float *rows, int n)
         step_logprobs st;
         if (r->echo_lp) {
             step_logprobs_compute(row, V, id, q->top_logprobs, &st);
-            answer_logprobs(r->a, &s->tok->v, id, &st);
+            answer_logprobs(r->a, &s->tok->v, id, echoed_text(&s->tok->v, r->j, id), &st);
         }
         if (!q->prompt_logprobs)
             continue;

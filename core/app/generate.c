@@ -61,17 +61,25 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         grammar_answer_free(&text);
         return err_set(e, "out of memory for %d rows of logits (--draft-lookup)", ENGINE_DRAFT_MAX_T);
     }
+    /* the masks and the sampler change the row they are given: they get a
+     * copy, so that logits ends as the model's (a prompt file keeps them) */
+    float *work = malloc((size_t)V * sizeof *work);
+    if (!work) {
+        free(d.rows);
+        grammar_answer_free(&text);
+        return err_set(e, "out of memory for a row of logits");
+    }
     float *cur = logits;    /* the distribution the next token is drawn from */
     for (int k = 0; k < p->max_new; k++) {
+        memcpy(work, cur, (size_t)V * sizeof *work);
         if (held && gate.reasoning) {
             /* (a grammar takes the whitespace after "</think>" itself) */
-            reasoning_end_mask(&gate.end, &tok->v, p->grammar != NULL, cur, V);
+            reasoning_end_mask(&gate.end, &tok->v, p->grammar != NULL, work, V);
             if (p->section_begin >= 0)
-                cur[p->section_begin] = -INFINITY;  /* (a section would end it, the value unwritten) */
+                work[p->section_begin] = -INFINITY; /* (a section would end it, the value unwritten) */
         } else if (held) {
-            float opener = gate.may_open ? cur[gate.think_begin] : 0;
-            int may = p->schema ? json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V)
-                                : grammar_answer_mask(&text, &tok->v, p->jv, p->stop_ids, p->n_stop, cur, V);
+            int may = p->schema ? json_mask_logits(&answer, &tok->v, p->jv, p->stop_ids, p->n_stop, work, V)
+                                : grammar_answer_mask(&text, &tok->v, p->jv, p->stop_ids, p->n_stop, work, V);
             if (may < 0) {
                 rc = err_set(e, "%s", grammar_answer_strerror(may));
                 break;
@@ -79,9 +87,9 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             if (!may)
                 break;  /* the value is whole and no end token may end it */
             if (gate.may_open)
-                cur[gate.think_begin] = opener;
+                work[gate.think_begin] = cur[gate.think_begin];
         }
-        int next = sampler_sample(s, cur);
+        int next = sampler_sample(s, work);
         if (held && !is_stop(p, next)) {
             size_t n, after = 0;
             const char *b = vocab_decode(&tok->v, next, &n);
@@ -164,6 +172,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         rc = drop_unused(&m->en, &d, e);
     if (cur != logits && !rc)
         memcpy(logits, cur, (size_t)V * sizeof *logits);
+    free(work);
     free(d.rows);
     grammar_answer_free(&text);
     if (tok && p->out)

@@ -456,7 +456,9 @@ static int report_one(sampler *s, int id)
 }
 
 /* The report of a draw from candidates [lo, hi) of s->cand (their
- * probabilities prob, summing to sum), candidate pick drawn. */
+ * probabilities prob, summing to sum, best first), candidate pick drawn.
+ * Those of probability 0 (ruled out by a bias, a mask or top-n-sigma) were
+ * not kept. */
 static int report_set(sampler *s, int lo, int hi, prob_fn prob, void *ctx, double sum, int pick)
 {
     sampler_report *r = s->report;
@@ -464,6 +466,8 @@ static int report_set(sampler *s, int lo, int hi, prob_fn prob, void *ctx, doubl
         r->n = 0;
         for (int i = lo; i < hi && r->n < r->max; i++) {
             float q = (float)(prob(ctx, i) / sum); /* (first: it may sort the candidates up to i) */
+            if (q <= 0.0f)
+                break;
             r->top[r->n++] = (sampler_kept){s->cand[i].id, q};
         }
         r->chosen = (float)(prob(ctx, pick) / sum);

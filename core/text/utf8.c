@@ -100,6 +100,35 @@ char *utf8_clean(const char *text, size_t n)
     return out;
 }
 
+void utf8_chars_feed(utf8_chars *c, const char *p, size_t len, size_t *before)
+{
+    size_t earlier = c->n;
+    unsigned earlier_open = c->open;    /* bytes of a character the pieces before left open */
+    for (size_t i = 0; i < len; i++) {
+        uint8_t b = (uint8_t)p[i];
+        if (c->open) {
+            if (b >= c->lo && b <= c->hi) {
+                c->open++;
+                c->lo = 0x80;
+                c->hi = 0xbf;
+                if (--c->left == 0)
+                    c->open = 0, earlier_open = 0;
+                continue;
+            }
+            /* broken: its first byte is one U+FFFD (counted), each byte after it another */
+            c->n += c->open - 1u;
+            if (earlier_open)
+                earlier += earlier_open - 1u;
+            c->open = 0, earlier_open = 0;
+        }
+        c->n++;
+        if (b >= 0x80 && utf8_lead(b, &c->left, &c->lo, &c->hi) >= 0)
+            c->open = 1;
+    }
+    if (before)
+        *before = earlier;
+}
+
 size_t utf8_encode(uint32_t cp, char *out)
 {
     if (cp < 0x80) {

@@ -23,6 +23,18 @@ size_t utf8_validate(const uint8_t *s, size_t len);
  * not start a valid character (a NUL included) becomes U+FFFD; NULL when out
  * of memory. */
 char *utf8_clean(const char *text, size_t n);
+/* Counts the characters of a text that comes piece by piece, as utf8_clean
+ * would make them of the whole: a valid character one, and each byte of an
+ * invalid one one (U+FFFD). Zero-initialise. */
+typedef struct {
+    size_t n;                   /* characters begun in the pieces so far */
+    uint8_t open;               /* bytes of a character begun, not yet complete */
+    uint8_t left, lo, hi;       /* its bytes to come, the next one's range */
+} utf8_chars;
+/* Adds piece p[0, len); *before (may be NULL) is the characters begun before
+ * it, as known once the piece is seen: a character the pieces before left
+ * open that it breaks counts as one for each of its bytes. */
+void utf8_chars_feed(utf8_chars *c, const char *p, size_t len, size_t *before);
 /* Writes code point cp (at most U+10FFFF) as 1 to 4 bytes at out; returns how many. */
 size_t utf8_encode(uint32_t cp, char *out);
 

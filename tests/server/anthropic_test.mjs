@@ -134,6 +134,8 @@ async function plainServer() {
     assert.equal(m.content[0].thinking, first3.content[0].thinking);
     assert.ok(!m.content[1].text.includes('</think>'), m.content[1].text);
     assert.equal(m.usage.output_tokens, 16);
+    // the budget and the one token that ends reasoning, not "</think>" spelt out
+    assert.equal(m.usage.output_tokens_details.thinking_tokens, 4, JSON.stringify(m.usage));
   });
   await check('anthropic: output_config.format holds the answer to its schema, after a thinking budget too', async () => {
     const format = { type: 'json_schema', schema: { type: 'object', properties: { a: { enum: ['x', 'y'] } },

@@ -76,6 +76,23 @@ async function apiFeatureChecks(srv, ai) {
     const streamed = joinedLogprobs(await chunksOf(await ai.completions.create({ ...base, max_tokens: 8, logprobs: 2, stream: true })));
     for (const k of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'])
       assert.deepEqual(streamed[k], l[k], k);
+    // sampled answers with bytes that are no text (each a U+FFFD in it): each
+    // token whole in the text stands at its offset, counted in characters (a
+    // special token not sent takes no room: the next stands at its offset)
+    let broken = 0;
+    for (let seed = 1; seed <= 40 && broken < 3; seed++) {
+      const s = await ai.completions.create({ ...base, max_tokens: 12, temperature: 1, seed, logprobs: 0 });
+      const chars = [...s.choices[0].text], sl = s.choices[0].logprobs, at = sl.text_offset;
+      if (!chars.includes('\ufffd')) continue;
+      broken++;
+      for (let i = 0; i < sl.tokens.length; i++) {
+        const t = [...sl.tokens[i]];
+        if (t.includes('\ufffd') || (at[i + 1] ?? chars.length) === at[i]) continue;
+        assert.equal(chars.slice(at[i], at[i] + t.length).join(''), sl.tokens[i],
+          `seed ${seed}, token ${i}: ${JSON.stringify(sl)} ${JSON.stringify(s.choices[0].text)}`);
+      }
+    }
+    assert.ok(broken >= 3, `${broken} answers held a byte that is no text: the check proves little`);
   });
   await check('logprobs, chat: tokens with bytes and top_logprobs, best first; streamed the same', async () => {
     const req = { model: MODEL, messages: user('Hello there'), max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3 };

@@ -494,8 +494,9 @@ Test(prompt_file, run_keeps_the_prompt_in_a_file, .timeout = 120)
     free(out);
     free(err);
     /* with the reply: a prompt that is the last one and its reply (but the
-     * last token, not yet run) computes nothing, and greedy picks that token */
-    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids %s -n 6 --greedy --print-ids "
+     * last token, not yet run) computes nothing, and greedy picks that token;
+     * (top-n-sigma rules tokens out of the rows it samples: not of the file's) */
+    cr_assert_eq(test_run_fmt(&out, &err, "%s run -m %s --ids %s -n 6 --greedy --top-nsigma 0.01 --print-ids "
                               "--prompt-cache %s --prompt-cache-all", bin, dir, ids, pc), 0, "%s", err);
     cr_expect(strstr(err, "55 positions written"), "%s", err);
     char reply[256], longer[1024], *last;
@@ -512,6 +513,20 @@ Test(prompt_file, run_keeps_the_prompt_in_a_file, .timeout = 120)
     cr_expect_str_eq(last_line(out), last);
     free(out);
     free(err);
+    /* the restored logits are the model's: sampled, what a run without the file draws */
+    const char *sampled = "%s run -m %s --ids %s -n 3 --temp 1.5 --seed %d --print-ids%s%s";
+    for (int seed = 1; seed <= 3; seed++) {
+        char *fresh;
+        cr_assert_eq(test_run_fmt(&fresh, &err, sampled, bin, dir, longer, seed, "", ""), 0, "%s", err);
+        free(err);
+        cr_assert_eq(test_run_fmt(&out, &err, sampled, bin, dir, longer, seed, " --prompt-cache-ro --prompt-cache ",
+                                  pc), 0, "%s", err);
+        cr_expect(strstr(err, "55 of the prompt's 55 tokens restored"), "%s", err);
+        cr_expect_str_eq(last_line(out), last_line(fresh), "seed %d", seed);
+        free(fresh);
+        free(out);
+        free(err);
+    }
     /* a prompt the file's extends: restored, and the longer file kept */
     cr_assert_eq(test_run_fmt(&out, &err, cmd, bin, dir, ids, pc, ""), 0, "%s", err);
     cr_expect(strstr(err, "49 of the prompt's 50 tokens restored (it held 55)") &&

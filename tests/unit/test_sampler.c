@@ -709,4 +709,23 @@ Test(sampler, report_is_what_the_draw_chose_from)
     cr_expect_eq(sampler_sample(&s, l), 1);
     cr_expect(r.n == 1 && kept[0].id == 1 && kept[0].p == 1.0f && r.chosen == 1.0f);
     sampler_destroy(&s);
+    /* tokens top-n-sigma or a bias rules out are not among those kept */
+    for (int way = 0; way < 2; way++) {
+        p = sampler_defaults();
+        p.temperature = 1.0f;
+        if (way == 0)
+            p.top_n_sigma = 1e-4f;
+        cr_assert_eq(sampler_create(&s, &p, 6, &e), 0, "%s", e.msg);
+        s.report = &r;
+        memcpy(l, base, sizeof l);
+        for (int i = 0; i < 6 && way == 1; i++)
+            if (i != 1 && i != 5)
+                l[i] = -INFINITY;
+        int t = (way ? sampler_sample_reference : sampler_sample)(&s, l);
+        cr_expect_eq(r.n, way ? 2 : 1, "way %d: %d kept", way, r.n);
+        for (int i = 0; i < r.n; i++)
+            cr_expect_gt(kept[i].p, 0.0f, "way %d: %d kept with p 0", way, kept[i].id);
+        cr_expect(t == 1 || (way && t == 5));
+        sampler_destroy(&s);
+    }
 }

@@ -566,6 +566,70 @@ Test(server_response, utf8_cleaning_replaces_invalid_bytes_only)
     }
 }
 
+/* The characters utf8_clean makes of text[0, n) that begin before each byte
+ * (one that begins before a byte inside it is counted): before[i] for i in
+ * [0, n]. */
+static void clean_chars_before(const char *text, size_t n, size_t *before)
+{
+    size_t chars = 0;
+    for (size_t i = 0; i < n; chars++) {
+        /* a valid character is whole; any other byte (a NUL too) is one U+FFFD */
+        unsigned char b = (unsigned char)text[i];
+        size_t k = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+        if (!b || k > n - i || utf8_validate((const uint8_t *)text + i, k) != k)
+            k = 1;
+        for (size_t j = 0; j < k; j++)
+            before[i + j] = chars + (j > 0);
+        i += k;
+    }
+    before[n] = chars;
+}
+
+/* utf8_chars: a text's characters counted piece by piece are those
+ * utf8_clean makes of the whole (its text_offset for completions' logprobs),
+ * whatever the pieces; the characters before a piece are known once the
+ * piece reaches 3 bytes past its start (a character's end) */
+Test(server_response, characters_counted_piece_by_piece_are_the_cleaned_texts)
+{
+    static const char *units[] = {"a", " ", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                  "\xc3", "\xe2\x82", "\xf0\x9f", "\x9b", "\xbf", "\xff", "\xed\xa0\x80",
+                                  "\xc0\xaf", "\xe0\x80", "\xf4\x90", "\xef\xbf\xbd"};
+    srand(7);
+    int checked = 0;
+    for (int round = 0; round < 2000; round++) {
+        char text[256];
+        size_t n = 0, before[257];
+        while (n < 200) {
+            const char *u = units[rand() % (int)(sizeof units / sizeof *units)];
+            memcpy(text + n, u, strlen(u));
+            n += strlen(u);
+        }
+        clean_chars_before(text, n, before);
+        char *cleaned = utf8_clean(text, n);
+        size_t cleaned_chars = 0;
+        for (const char *o = cleaned; *o; o++)
+            cleaned_chars += ((unsigned char)*o & 0xc0) != 0x80;
+        free(cleaned);
+        cr_assert_eq(cleaned_chars, before[n], "round %d: the reference is utf8_clean's", round);
+        utf8_chars c = {0};
+        for (size_t at = 0; at < n;) {
+            size_t len = 1 + (size_t)(rand() % 6), got;
+            if (len > n - at)
+                len = n - at;
+            utf8_chars_feed(&c, text + at, len, &got);
+            if (len >= 3) {
+                cr_assert_eq(got, before[at], "round %d: %zu characters before byte %zu, counted %zu",
+                             round, before[at], at, got);
+                checked++;
+            }
+            at += len;
+        }
+        /* what the text's end leaves open is one character for each byte */
+        cr_assert_eq(c.n + (c.open ? c.open - 1u : 0), before[n], "round %d", round);
+    }
+    cr_assert_gt(checked, 10000);
+}
+
 /* json_float: a setting's float printed as the user wrote it, and always
  * read back as that float */
 Test(server_response, floats_print_as_their_shortest_decimal)
