@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/base/fileutil.h"
+#include "core/text/utf8.h"
 
 /* The special tokens Hugging Face passes to a template: tokenizer_config.json's
  * bos_token, eos_token, ... as strings or {"content": ...}. */
@@ -221,9 +222,16 @@ reasoning_start chat_prompt_reasoning(const char *text, size_t len)
                                               : REASONING_MODEL;
 }
 
-static int py_space(char c)
+/* The length of p[0, n)'s whitespace at its end (from its start when
+ * at_start), as Python's strip takes it. */
+static size_t py_space_run(const char *p, size_t n, int at_start)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+    size_t run = 0, k;
+    uint32_t c;
+    while (run < n && (k = at_start ? utf8_char_at(p + run, n - run, &c) : utf8_char_before(p, n - run, &c)) &&
+           unicode_is_space(c))
+        run += k;
+    return run;
 }
 
 /* The marker transformers appends to the last message's text to find where
@@ -282,10 +290,10 @@ int chat_template_render_continue(const chat_template *t, const cJSON *messages,
     if (!rc)
         rc = chat_template_render(t, copy, tools, opt, out, &len, e);
     cJSON_Delete(copy);
-    while (lead < n && py_space(final[lead]))
-        lead++;
-    while (trail > lead && py_space(final[trail - 1]))
-        trail--;
+    if (final) {
+        lead = py_space_run(final, n, 1);
+        trail = lead == n ? n : n - py_space_run(final, n, 0);
+    }
     size_t at = 0, tag_at = 0, tag_n = sizeof CONTINUE_TAG - 2; /* the tag without its space */
     if (!rc && (!contains(*out, len, final + lead, trail - lead, &at) ||
                 !contains(*out, len, CONTINUE_TAG, tag_n, &tag_at)))
@@ -302,8 +310,7 @@ int chat_template_render_continue(const chat_template *t, const cJSON *messages,
     int kept = tag_at + tag_n < len && (*out)[tag_at + tag_n] == ' ';
     len = tag_at;
     if (!kept)
-        while (len && py_space((*out)[len - 1]))
-            len--;
+        len -= py_space_run(*out, len, 0);
     (*out)[len] = 0;
     if (out_len)
         *out_len = len;

@@ -27,7 +27,8 @@
  * prints it, and as moetier's native renderer does), not "None".
  *
  * Limits keep a hostile template from taking the machine: output size, steps,
- * macro depth, memory and range() are bounded (errors say which). */
+ * time (10 seconds), macro depth, expression nesting, memory and range() are
+ * bounded (errors say which). */
 #ifndef MOETIER_JINJA_H
 #define MOETIER_JINJA_H
 

@@ -64,14 +64,20 @@ static int fn_range(rs *r, const jnode *at, const args *a, jv *out)
             v[i] = jv_inum(&a->pos[i]);
     if (!v[2])
         return jr_fail(r, at, "range() step must not be zero");
-    double cnt = ((double)v[1] - (double)v[0]) / (double)v[2];
+    /* the count in unsigned arithmetic, where any int64 span fits: Python's
+     * (stop - start + step -+ 1) // step, for a step of either sign */
+    uint64_t span = v[2] > 0 ? (v[1] > v[0] ? (uint64_t)v[1] - (uint64_t)v[0] : 0)
+                             : (v[0] > v[1] ? (uint64_t)v[0] - (uint64_t)v[1] : 0);
+    uint64_t step = v[2] > 0 ? (uint64_t)v[2] : 0 - (uint64_t)v[2];
+    uint64_t cnt = span ? (span - 1) / step + 1 : 0;
     if (cnt > MAX_RANGE)
         return jr_fail(r, at, "range() of more than %d items", MAX_RANGE);
-    jlistv *l = jv_new_list(r, cnt > 0 ? (size_t)ceil(cnt) : 0);
+    jlistv *l = jv_new_list(r, (size_t)cnt);
     if (!l)
         return jr_oom(r, at);
-    for (int64_t i = v[0]; v[2] > 0 ? i < v[1] : i > v[1]; i += v[2])
-        l->v[l->n++] = jv_int(i);
+    /* (the item past the last may not be an int64: only those counted are made) */
+    for (uint64_t k = 0; k < cnt; k++)
+        l->v[l->n++] = jv_int((int64_t)((uint64_t)v[0] + k * (uint64_t)v[2]));
     *out = (jv){.t = JV_LIST, .u.l = l};
     return 0;
 }
@@ -135,26 +141,42 @@ int jr_call_function(rs *r, const jnode *at, const char *name, const args *a, jv
     return 0;
 }
 
-static int is_space(char c)
+/* Python's whitespace (str.isspace) at p[0, n): its length in bytes, 0 when
+ * the character there is none. */
+static size_t space_at(const char *p, size_t n)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+    uint32_t c;
+    size_t k = n ? utf8_char_at(p, n, &c) : 0;
+    return k && unicode_is_space(c) ? k : 0;
 }
 
-/* s.strip(chars), lstrip, rstrip: which = 3 both ends, 1 left, 2 right. */
+/* Whether code point c is one of the characters of set[0, n). */
+static int in_chars(const char *set, size_t n, uint32_t c)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t d;
+        i += utf8_char_at(set + i, n - i, &d);
+        if (d == c)
+            return 1;
+    }
+    return 0;
+}
+
+/* s.strip(chars), lstrip, rstrip: which = 3 both ends, 1 left, 2 right;
+ * characters (not bytes) go, whitespace as Python's str.isspace has it. */
 static int str_strip(rs *r, const jnode *at, const jv *s, const jv *chars, int which, jv *out)
 {
     if (chars && chars->t != JV_NONE && jr_want_str(r, at, chars, "strip's argument"))
         return -1;
     const char *p = s->u.s.p;
-    size_t n = s->u.s.n;
+    size_t n = s->u.s.n, k;
     int custom = chars && chars->t == JV_STR;
-#define STRIPS(c) (custom ? memchr(chars->u.s.p, (c), chars->u.s.n) != NULL : is_space(c))
-    if (which & 1)
-        while (n && STRIPS(*p))
-            p++, n--;
-    if (which & 2)
-        while (n && STRIPS(p[n - 1]))
-            n--;
+    uint32_t c;
+#define STRIPS(c) (custom ? in_chars(chars->u.s.p, chars->u.s.n, (c)) : unicode_is_space(c))
+    while ((which & 1) && n && (k = utf8_char_at(p, n, &c)) && STRIPS(c))
+        p += k, n -= k;
+    while ((which & 2) && n && (k = utf8_char_before(p, n, &c)) && STRIPS(c))
+        n -= k;
 #undef STRIPS
     *out = jv_str(p, n);
     return 0;
@@ -229,7 +251,7 @@ static int jr_case_map(rs *r, const jnode *at, const jv *s, int mode, jv *out)
         if (mode == 3)
             word_start = !cp_cased(c);
         else if (mode == 4)
-            word_start = is_space((char)c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
+            word_start = unicode_is_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
         else
             word_start = 0;
         i += len;
@@ -255,18 +277,17 @@ static int str_replace(rs *r, const jnode *at, const jv *s, const jv *old, const
     int64_t left = count ? jv_inum(count) : -1;
     strbuf b = {0};
     size_t i = 0;
-    if (!old->u.s.n) { /* Python: the replacement between every character */
-        for (; i <= s->u.s.n; i++) {
-            if (left != 0 && (i == 0 || ((unsigned char)s->u.s.p[i - 1] & 0xC0) != 0x80 || i == s->u.s.n)) {
-                if (i < s->u.s.n && ((unsigned char)s->u.s.p[i] & 0xC0) == 0x80) {
-                    jr_put(&b, s->u.s.p + i, 1);
-                    continue;
-                }
+    if (!old->u.s.n) { /* Python: the replacement before every character and at the end */
+        for (;;) {
+            if (left != 0) {
                 jr_put(&b, rep->u.s.p, rep->u.s.n);
                 left--;
             }
-            if (i < s->u.s.n)
-                jr_put(&b, s->u.s.p + i, 1);
+            if (i == s->u.s.n)
+                break;
+            size_t k = utf8_char_at(s->u.s.p + i, s->u.s.n - i, &(uint32_t){0});
+            jr_put(&b, s->u.s.p + i, k);
+            i += k;
         }
         return jr_text(r, at, &b, out);
     }
@@ -283,6 +304,45 @@ static int str_replace(rs *r, const jnode *at, const jv *s, const jv *old, const
     return jr_text(r, at, &b, out);
 }
 
+/* The byte offset of character idx of p[0, n) (n at or past its end). */
+static size_t char_offset(const char *p, size_t n, int64_t idx)
+{
+    size_t i = 0;
+    for (uint32_t c; i < n && idx > 0; idx--)
+        i += utf8_char_at(p + i, n - i, &c);
+    return i;
+}
+
+/* Python's str.startswith's start and end (ints or None, either NULL when
+ * not given): *p, *n the characters [start, end) of s, *p NULL when start
+ * lies past the end (nothing matches, not even ""). */
+static int str_span(rs *r, const jnode *at, const jv *s, const jv *start, const jv *end, const char **p,
+                    size_t *n)
+{
+    int64_t len = 0, b = 0, e;
+    for (size_t i = 0; i < s->u.s.n; len++)
+        i += utf8_char_at(s->u.s.p + i, s->u.s.n - i, &(uint32_t){0});
+    e = len;
+    if ((start && start->t != JV_NONE && jr_want_int(r, at, start, "start")) ||
+        (end && end->t != JV_NONE && jr_want_int(r, at, end, "end")))
+        return -1;
+    if (start && start->t != JV_NONE)
+        b = jv_inum(start);
+    if (end && end->t != JV_NONE)
+        e = jv_inum(end);
+    b = b < 0 ? (b + len < 0 ? 0 : b + len) : b;
+    e = e < 0 ? (e + len < 0 ? 0 : e + len) : e > len ? len : e;
+    if (b > len || e < b) {
+        *p = NULL, *n = 0;
+        return 0;
+    }
+    size_t from = char_offset(s->u.s.p, s->u.s.n, b);
+    size_t to = from + char_offset(s->u.s.p + from, s->u.s.n - from, e - b);
+    *p = s->u.s.p + from;
+    *n = to - from;
+    return 0;
+}
+
 static int str_split(rs *r, const jnode *at, const jv *s, const jv *sep, const jv *maxsplit, jv *out)
 {
     if ((sep && sep->t != JV_NONE && jr_want_str(r, at, sep, "split's separator")) ||
@@ -296,18 +356,14 @@ static int str_split(rs *r, const jnode *at, const jv *s, const jv *sep, const j
     size_t n = s->u.s.n, i = 0;
     if (!sep || sep->t == JV_NONE) { /* runs of whitespace; no empty strings */
         for (;;) {
-            while (i < n && is_space(p[i]))
-                i++;
+            for (size_t k; (k = space_at(p + i, n - i));)
+                i += k;
             if (i >= n)
                 break;
-            size_t j = i;
-            if (left == 0)
-                j = n;
-            while (j < n && !is_space(p[j]))
-                j++;
-            if (left == 0)
-                while (j > i && is_space(p[j - 1]))
-                    j--;
+            /* past maxsplit the rest is one piece, its trailing whitespace kept */
+            size_t j = left == 0 ? n : i;
+            while (j < n && !space_at(p + j, n - j))
+                j += utf8_char_at(p + j, n - j, &(uint32_t){0});
             if (jv_list_push(r, l, jv_str(p + i, j - i)))
                 return jr_oom(r, at);
             left--;
@@ -416,13 +472,17 @@ int jr_call_method(rs *r, const jnode *at, const jv *self, const char *name, con
             size_t nc = 1;
             if (a0 && a0->t == JV_LIST && a0->tuple)
                 cands = a0->u.l->v, nc = a0->u.l->n;
+            /* Python's start and end: the characters [start, end) are tested */
+            const char *p;
+            size_t n;
+            if (str_span(r, at, self, a->npos > 1 ? &a->pos[1] : NULL, a->npos > 2 ? &a->pos[2] : NULL, &p, &n))
+                return -1;
             int hit = 0;
             for (size_t i = 0; i < nc; i++) {
                 if (jr_want_str(r, at, &cands[i], name))
                     return -1;
                 size_t k = cands[i].u.s.n;
-                hit |= k <= self->u.s.n &&
-                       !memcmp(self->u.s.p + (name[0] == 's' ? 0 : self->u.s.n - k), cands[i].u.s.p, k);
+                hit |= p && k <= n && !memcmp(p + (name[0] == 's' ? 0 : n - k), cands[i].u.s.p, k);
             }
             *out = jv_bool(hit);
             return 0;
@@ -718,6 +778,12 @@ static int attr_path(rs *r, const jnode *at, const jv *v, const jv *path, jv *ou
         if (!dot)
             dot = end;
         jv key = jv_str(p, (size_t)(dot - p)), next;
+        /* a part of digits is an index, as Jinja2 takes it */
+        size_t digits = 0;
+        while (p + digits < dot && p[digits] >= '0' && p[digits] <= '9')
+            digits++;
+        if (digits && p + digits == dot && digits < 19)
+            key = jv_int(strtoll(p, NULL, 10));
         if (out->t == JV_UNDEF)
             return 0;
         if (jr_member(r, at, out, &key, 0, &next))
@@ -1055,7 +1121,7 @@ static int filter_number(rs *r, const jnode *at, const jv *v, const args *a, int
         buf[n] = 0;
         errno = 0;
         long long i = strtoll(buf, &end, 10);
-        while (*end && is_space(*end))
+        while (*end && strchr(" \t\n\r", *end))  /* (the only whitespace let in) */
             end++;
         if (!to_float && end != buf && !*end) {
             if (errno == ERANGE)
@@ -1064,7 +1130,7 @@ static int filter_number(rs *r, const jnode *at, const jv *v, const args *a, int
             return 0;
         }
         d = strtod(buf, &end);
-        while (*end && is_space(*end))
+        while (*end && strchr(" \t\n\r", *end))  /* (the only whitespace let in) */
             end++;
         if (end == buf || *end) {
             *out = dflt ? *dflt : to_float ? jv_float(0) : jv_int(0);
@@ -1288,6 +1354,8 @@ int jr_filter(rs *r, const jnode *at, const char *name, const jv *v, const args 
     if (!strcmp(name, "abs")) {
         if (!jv_is_num(v))
             return jr_fail(r, at, "abs: a %s is not a number", jv_type_name(v));
+        if (v->t != JV_FLOAT && jv_inum(v) == INT64_MIN)
+            return jr_fail(r, at, "abs: integer overflow");
         *out = v->t == JV_FLOAT ? jv_float(fabs(v->u.f)) : jv_int(jv_inum(v) < 0 ? -jv_inum(v) : jv_inum(v));
         return 0;
     }
@@ -1301,20 +1369,26 @@ int jr_filter(rs *r, const jnode *at, const char *name, const jv *v, const args 
         size_t n;
         if (jv_items(r, at, v, &items, &n) || new_list_value(r, at, n, out))
             return -1;
-        const jv *cs = jr_arg(a, 0, "case_sensitive");
+        const jv *cs = jr_arg(a, 0, "case_sensitive"), *attr = jr_arg(a, 1, "attribute");
+        /* the items' keys (an attribute's value with attribute=), as their case says */
+        jv *keys = ja_alloc(&r->a, (n ? n : 1) * sizeof *keys);
+        if (!keys)
+            return jr_oom(r, at);
+        for (size_t i = 0; i < n; i++) {
+            jv k = items[i];
+            if ((attr && attr_path(r, at, &items[i], attr, &k)) ||
+                lowered_key(r, at, &k, cs && jv_truthy(cs), &keys[i]))
+                return -1;
+        }
+        size_t kept = 0;
         for (size_t i = 0; i < n; i++) {
             int seen = 0;
-            jv ki;
-            if (lowered_key(r, at, &items[i], cs && jv_truthy(cs), &ki))
-                return -1;
-            for (size_t j = 0; j < out->u.l->n && !seen; j++) {
-                jv kj;
-                if (lowered_key(r, at, &out->u.l->v[j], cs && jv_truthy(cs), &kj))
-                    return -1;
-                seen = jv_equal(r, &ki, &kj, 0);
-            }
-            if (!seen)
+            for (size_t j = 0; j < kept && !seen; j++)
+                seen = jv_equal(r, &keys[i], &keys[j], 0);
+            if (!seen) {
+                keys[kept++] = keys[i];
                 out->u.l->v[out->u.l->n++] = items[i];
+            }
         }
         return 0;
     }

@@ -814,11 +814,28 @@ static jnode *parse_primary(parser *p)
     }
 }
 
+/* Each link of a chain (a ~ b ~ c, x.a.b, x|f|g) puts the tree a level
+ * deeper on its left, which the renderer walks by recursion: the links count
+ * as nesting while the rest of the expression is read (the caller takes
+ * *links off p->depth when the chain ends). */
+static int chain_link(parser *p, int *links, int line)
+{
+    (*links)++;
+    if (++p->depth > MAX_NESTING) {
+        fail(p, line, "expressions nest too deeply");
+        return -1;
+    }
+    return 0;
+}
+
 /* x.name, x[key], x[a:b:c], x(args) */
 static jnode *parse_postfix(parser *p, jnode *n)
 {
+    int links = 0;
     while (n) {
         tok *t = peek(p);
+        if ((is_op(t, ".") || is_op(t, "[") || is_op(t, "(")) && chain_link(p, &links, t->line))
+            return NULL;
         if (is_op(t, ".")) {
             next(p);
             tok *u = next(p);
@@ -888,14 +905,18 @@ static jnode *parse_postfix(parser *p, jnode *n)
             break;
         }
     }
+    p->depth -= links;
     return n;
 }
 
 /* | filter(args) and is [not] test(args) */
 static jnode *parse_filters(parser *p, jnode *n)
 {
+    int links = 0;
     while (n) {
         tok *t = peek(p);
+        if ((is_op(t, "|") || is_name(t, "is")) && chain_link(p, &links, t->line))
+            return NULL;
         if (is_op(t, "|")) {
             next(p);
             const char *name = name_token(p, "a filter name");
@@ -938,6 +959,7 @@ static jnode *parse_filters(parser *p, jnode *n)
             break;
         }
     }
+    p->depth -= links;
     return n;
 }
 
@@ -977,16 +999,21 @@ static jnode *binop(parser *p, jnode_kind k, jop op, jnode *a, jnode *b, int lin
 static jnode *parse_pow(parser *p)
 {
     jnode *n = parse_unary(p, 1);
+    int links = 0;
     while (n && is_op(peek(p), "**")) {
         int line = next(p)->line;
+        if (chain_link(p, &links, line))
+            return NULL;
         n = binop(p, JN_BINOP, JOP_POW, n, parse_unary(p, 1), line);
     }
+    p->depth -= links;
     return n;
 }
 
 static jnode *parse_math2(parser *p)
 {
     jnode *n = parse_pow(p);
+    int links = 0;
     for (;;) {
         tok *t = peek(p);
         jop op = is_op(t, "*")    ? JOP_MUL
@@ -994,9 +1021,13 @@ static jnode *parse_math2(parser *p)
                  : is_op(t, "//") ? JOP_FLOORDIV
                  : is_op(t, "%")  ? JOP_MOD
                                   : 0;
-        if (!n || !op)
+        if (!n || !op) {
+            p->depth -= links;
             return n;
+        }
         next(p);
+        if (chain_link(p, &links, t->line))
+            return NULL;
         n = binop(p, JN_BINOP, op, n, parse_pow(p), t->line);
     }
 }
@@ -1004,22 +1035,31 @@ static jnode *parse_math2(parser *p)
 static jnode *parse_concat(parser *p)
 {
     jnode *n = parse_math2(p);
+    int links = 0;
     while (n && is_op(peek(p), "~")) {
         int line = next(p)->line;
+        if (chain_link(p, &links, line))
+            return NULL;
         n = binop(p, JN_BINOP, JOP_CONCAT, n, parse_math2(p), line);
     }
+    p->depth -= links;
     return n;
 }
 
 static jnode *parse_math1(parser *p)
 {
     jnode *n = parse_concat(p);
+    int links = 0;
     for (;;) {
         tok *t = peek(p);
         jop op = is_op(t, "+") ? JOP_ADD : is_op(t, "-") ? JOP_SUB : 0;
-        if (!n || !op)
+        if (!n || !op) {
+            p->depth -= links;
             return n;
+        }
         next(p);
+        if (chain_link(p, &links, t->line))
+            return NULL;
         n = binop(p, JN_BINOP, op, n, parse_concat(p), t->line);
     }
 }
@@ -1031,6 +1071,7 @@ static jnode *parse_compare(parser *p)
 {
     jnode *n = parse_math1(p);
     jnode *chain = NULL, *last = NULL;
+    int links = 0;
     for (;;) {
         tok *t = peek(p);
         jop op = is_op(t, "==")     ? JOP_EQ
@@ -1048,6 +1089,8 @@ static jnode *parse_compare(parser *p)
         if (!n || !op)
             break;
         next(p);
+        if (chain_link(p, &links, t->line))
+            return NULL;
         jnode *left = last ? last->b : n;
         jnode *c = binop(p, JN_COMPARE, op, left, parse_math1(p), t->line);
         if (!c)
@@ -1060,6 +1103,7 @@ static jnode *parse_compare(parser *p)
             c->ival = 1; /* its left operand is the previous link's right one */
         last = c;
     }
+    p->depth -= links;
     return chain ? chain : n;
 }
 
@@ -1084,20 +1128,28 @@ static jnode *parse_not(parser *p)
 static jnode *parse_and(parser *p)
 {
     jnode *n = parse_not(p);
+    int links = 0;
     while (n && is_name(peek(p), "and")) {
         int line = next(p)->line;
+        if (chain_link(p, &links, line))
+            return NULL;
         n = binop(p, JN_AND, 0, n, parse_not(p), line);
     }
+    p->depth -= links;
     return n;
 }
 
 static jnode *parse_or(parser *p)
 {
     jnode *n = parse_and(p);
+    int links = 0;
     while (n && is_name(peek(p), "or")) {
         int line = next(p)->line;
+        if (chain_link(p, &links, line))
+            return NULL;
         n = binop(p, JN_OR, 0, n, parse_and(p), line);
     }
+    p->depth -= links;
     return n;
 }
 
@@ -1108,8 +1160,11 @@ static jnode *parse_expr(parser *p)
         return NULL;
     }
     jnode *n = parse_or(p);
+    int links = 0;
     while (n && is_name(peek(p), "if")) {
         int line = next(p)->line;
+        if (chain_link(p, &links, line))
+            return NULL;
         jnode *c = node(p, JN_COND, line);
         if (!c || !(c->a = parse_or(p)))
             return NULL;
@@ -1118,7 +1173,7 @@ static jnode *parse_expr(parser *p)
             return NULL;
         n = c;
     }
-    p->depth--;
+    p->depth -= 1 + links;
     return n;
 }
 

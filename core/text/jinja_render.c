@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/progress.h"
 #include "core/text/jinja_value.h"
 
 /* ---- names ----------------------------------------------------------------- */
@@ -286,10 +287,22 @@ static int eval_slice(rs *r, frame *f, const jnode *n, jv *out)
     return jr_text(r, n, &b, out);
 }
 
-static int ev(rs *r, frame *f, const jnode *n, jv *out)
+/* One more expression or statement, held to MAX_STEPS; and every 64 steps
+ * to the deadline, as one step may be a built-in's search through a string
+ * of many megabytes. */
+static int step(rs *r, const jnode *n)
 {
     if (++r->steps > MAX_STEPS)
         return jr_fail(r, n, "the template ran more than %ld steps", MAX_STEPS);
+    if (!(r->steps & 63) && now_seconds() > r->deadline)
+        return jr_fail(r, n, "the template ran longer than %.0f seconds", MAX_SECONDS);
+    return 0;
+}
+
+static int ev(rs *r, frame *f, const jnode *n, jv *out)
+{
+    if (step(r, n))
+        return -1;
     switch (n->kind) {
     case JN_STR: *out = jv_str(n->str, n->len); return 0;
     case JN_INT: *out = jv_int(n->ival); return 0;
@@ -597,8 +610,8 @@ static int run(rs *r, frame *f, const jnodes *body, strbuf *out)
 {
     for (int i = 0; i < body->n; i++) {
         const jnode *n = body->v[i];
-        if (++r->steps > MAX_STEPS)
-            return jr_fail(r, n, "the template ran more than %ld steps", MAX_STEPS);
+        if (step(r, n))
+            return -1;
         if (out->failed)
             return jr_fail(r, n, "the template printed more than %u MiB", MAX_OUTPUT >> 20);
         int rc = RUN_OK;
@@ -641,7 +654,7 @@ int jinja_render(const jinja_template *t, const cJSON *ctx, char **out, size_t *
         *out_len = 0;
     if (ctx && !cJSON_IsObject(ctx))
         return err_set(e, "chat template: the variables must be a JSON object");
-    rs r = {.e = e, .ctx = ctx, .a = {.limit = MAX_MEMORY}};
+    rs r = {.e = e, .ctx = ctx, .a = {.limit = MAX_MEMORY}, .deadline = now_seconds() + MAX_SECONDS};
     frame globals = {0};
     r.globals = &globals;
     strbuf b = {0};

@@ -15,6 +15,7 @@
 #define MAX_OUTPUT (64u << 20)  /* bytes a rendering may print */
 #define MAX_MEMORY (256u << 20) /* bytes of values a rendering may build */
 #define MAX_STEPS 10000000L     /* expressions and statements evaluated */
+#define MAX_SECONDS 10.0        /* of the clock (a built-in's work is no step) */
 #define MAX_CALL_DEPTH 200      /* macro calls inside macro calls */
 #define MAX_RANGE 100000        /* items of one range() or repeated list (as Jinja2's sandbox) */
 
@@ -116,6 +117,7 @@ typedef struct rs {
     const cJSON *ctx;
     frame *globals;
     long steps;
+    double deadline;            /* now_seconds() at which the rendering gives up */
     int depth;
 } rs;
 

@@ -77,6 +77,38 @@ size_t utf8_validate(const uint8_t *s, size_t len)
     return i;
 }
 
+size_t utf8_char_at(const char *p, size_t n, uint32_t *cp)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    size_t k = char_len(u, n);
+    if (!k) {
+        *cp = 0xFFFD;
+        return 1;
+    }
+    uint32_t c = k == 1 ? u[0] : u[0] & (0x7Fu >> k);
+    for (size_t i = 1; i < k; i++)
+        c = c << 6 | (u[i] & 0x3Fu);
+    *cp = c;
+    return k;
+}
+
+size_t utf8_char_before(const char *p, size_t n, uint32_t *cp)
+{
+    /* the longest valid character that ends there (a lead byte at most 3
+     * before the end), else the last byte alone */
+    for (size_t k = n < 4 ? n : 4; k > 1; k--)
+        if (char_len((const unsigned char *)p + n - k, k) == k)
+            return utf8_char_at(p + n - k, k, cp);
+    return utf8_char_at(p + n - 1, 1, cp);
+}
+
+int unicode_is_space(uint32_t c)
+{
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+           c == 0x3000;
+}
+
 char *utf8_clean(const char *text, size_t n)
 {
     char *out = malloc(n * 3 + 1);

@@ -23,6 +23,15 @@ size_t utf8_validate(const uint8_t *s, size_t len);
  * not start a valid character (a NUL included) becomes U+FFFD; NULL when out
  * of memory. */
 char *utf8_clean(const char *text, size_t n);
+/* The character at p[0, n) (n > 0): its length, and *cp its code point; a
+ * byte that begins no valid character is one of its own, *cp U+FFFD. */
+size_t utf8_char_at(const char *p, size_t n, uint32_t *cp);
+/* The character that ends at p + n (n > 0), as utf8_char_at reads it. */
+size_t utf8_char_before(const char *p, size_t n, uint32_t *cp);
+/* Python's str.isspace() of one code point: ASCII's whitespace, the
+ * separators U+001C-U+001F, U+0085, and Unicode's spaces and line and
+ * paragraph separators (U+00A0, U+2003, U+3000, ...). */
+int unicode_is_space(uint32_t cp);
 /* Counts the characters of a text that comes piece by piece, as utf8_clean
  * would make them of the whole: a valid character one, and each byte of an
  * invalid one one (U+FFFD). Zero-initialise. */

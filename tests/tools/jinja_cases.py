@@ -652,6 +652,27 @@ case("filter_block_in_loop", "{% for m in ['a', 'b'] %}{% filter upper %}{{ m }}
 case("filter_block_whitespace", "x\n  {% filter trim %}\n   padded   \n  {% endfilter %}\ny")
 case("err_filter_block_unclosed", "{% filter upper %}abc", error=True)
 
+# ---------------------------------------------------------------- Unicode text in string methods
+case("unicode_trim_and_strip_spaces", "[{{ s|trim }}][{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}]",
+     {"s": "\u00a0\u3000 x y\u2003\u2028\u0085\u001f"})
+case("unicode_strip_chars_are_characters", "[{{ a.strip('\u3002') }}][{{ b.strip('\u00e9') }}][{{ c.rstrip('\u00e9!') }}][{{ c|trim('!\u00e9') }}]",
+     {"a": "\u300c\u3053\u3093\u300d", "b": "\u00e8a", "c": "\u00e9\u00e8\u00e9!\u00e9"})
+case("unicode_split_whitespace", "{{ s.split()|join('|') }}/{{ s.split(none, 1)|join('|') }}/{{ t.split(none, 1)|join('|') }}",
+     {"s": "\u3000a\u00a0b c\u2003", "t": " a b  "})
+case("startswith_start_end", "{{ [s.startswith('b', 1), s.startswith('a', 0, 0), s.startswith('', 3), s.startswith('', 4), "
+     "s.endswith('b', 0, 2), s.endswith('c', -1), s.startswith('\u00e9', 1), s.startswith(('x', 'c'), -1), "
+     "s.startswith('', 2, 1), s.endswith('ab', none, -2), s.startswith('a', none, none)] }}", {"s": "ab\u00e9c"})
+case("replace_empty_between_characters", "{{ s|replace('', '|') }} {{ s.replace('', '-', 2) }} {{ ''|replace('', '+') }}",
+     {"s": "\u00e9\u00e9a"})
+case("range_large_steps", "{{ range(0, 4611686018427387905, 2305843009213693952)|list }} "
+     "{{ range(-9223372036854775807 - 1, 9223372036854775807, 4611686018427387904)|list }} "
+     "{{ range(9223372036854775807, -9223372036854775807 - 1, -6917529027641081856)|list }} {{ range(5, 5)|list }}")
+case("unique_and_map_attributes", "{{ d|unique(attribute='k')|map(attribute='k')|list }} {{ d|unique(attribute='k', case_sensitive=true)|list|length }} "
+     "{{ l|map(attribute='0')|list }} {{ l|map(attribute='1.0')|list }}",
+     {"d": [{"k": "A"}, {"k": "a"}, {"k": "b"}], "l": [[1, [5]], [3, [6]]]})
+case("long_operator_chains", "{{ x" + " ~ x" * 150 + " }}|{{ 1" + " + 1" * 150 + " }}|{{ s" + "|trim" * 100 + " }}",
+     {"x": "a", "s": " b "})
+
 
 def main(argv):
     env = make_env()

@@ -63,6 +63,48 @@ Test(jinja, python_jinja2_cases)
     cr_expect_lt(skipped, 3);
 }
 
+/* Chains the renderer would walk by recursion as deep as they are long (a
+ * request's own template may be hostile): refused with the line, no crash;
+ * a chain of 150 links renders (python_jinja2_cases). */
+Test(jinja, long_chains_are_refused)
+{
+    static const struct { const char *head, *link, *tail; } chains[] = {
+        {"{{ 1", " ~ 1", " }}"},        {"{{ 1", " + 1", " }}"},          {"{{ 2", " ** 1", " }}"},
+        {"{{ 1", " * 1", " }}"},        {"{{ x", "|trim", " }}"},         {"{{ x", ".a", " }}"},
+        {"{{ x", "[0]", " }}"},         {"{{ f", "()", " }}"},            {"{{ 1", " and 1", " }}"},
+        {"{{ 1", " or 1", " }}"},       {"{% if 1", " == 1", " %}{% endif %}"},
+        {"{{ 1", " if 1", " }}"},       {"{{ x", " is string", " }}"},
+    };
+    size_t cap = 60000 * 16 + 64;
+    char *tpl = malloc(cap);
+    cr_assert_not_null(tpl);
+    for (size_t c = 0; c < sizeof chains / sizeof *chains; c++) {
+        size_t n = (size_t)snprintf(tpl, cap, "%s", chains[c].head);
+        for (int i = 0; i < 60000; i++)
+            n += (size_t)snprintf(tpl + n, cap - n, "%s", chains[c].link);
+        snprintf(tpl + n, cap - n, "%s", chains[c].tail);
+        errbuf e = {{0}};
+        char *got = render(tpl, NULL, &e);
+        cr_expect_null(got, "chain %zu rendered", c);
+        cr_expect(strstr(e.msg, "nest too deeply") && strstr(e.msg, "line 1"), "chain %zu: %s", c, e.msg);
+        free(got);
+    }
+    free(tpl);
+}
+
+/* Built-ins' work is no step: a search through a long string, over and
+ * over, ends at the time limit. */
+Test(jinja, a_long_rendering_ends_at_the_time_limit, .timeout = 60)
+{
+    const char *tpl = "{% set s = 'a' * 60000000 %}{% for i in range(100000) %}{% for j in range(100) %}"
+                      "{% if 'b' in s %}{% endif %}{% endfor %}{% endfor %}";
+    errbuf e = {{0}};
+    char *got = render(tpl, NULL, &e);
+    cr_expect_null(got);
+    cr_expect(strstr(e.msg, "ran longer than 10 seconds"), "%s", e.msg);
+    free(got);
+}
+
 /* ---- Kimi K2.5's own template: the engine against the native renderer ---- */
 
 static char *kimi_dir(void)
