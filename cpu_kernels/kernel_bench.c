@@ -362,8 +362,8 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
                         k == 2 ? K2_MOE_INTER : K2_HIDDEN, o->fp8_subnormal, &pm[k]))
             return err_set(e, "out of memory for the benchmark experts");
     uint64_t per = expert_bytes(&probe);
-    int n = (int)(o->set_gb * 1e9 / (double)per);
-    if (n < K2_TOPK * 2)
+    int n = (int)(o->set_gb * 1e9 / (double)per), raised = n < K2_TOPK * 2;
+    if (raised)
         n = K2_TOPK * 2;
     uint64_t mem_total, mem_avail;
     meminfo_read(&mem_total, &mem_avail);
@@ -375,8 +375,8 @@ static int bench_format(const kernel_bench_options *o, const char *fname, weight
                        K2_TOPK * 2, (double)n * (double)per / 1e9, mem_avail / 1e9);
     }
     if (!o->json) {
-        fprintf(o->out, "  %s: %d distinct experts of %.1f MB (%.2f GB)\n", fname, n, per / 1e6,
-                (double)n * (double)per / 1e9);
+        fprintf(o->out, "  %s: %d distinct experts of %.1f MB (%.2f GB%s)\n", fname, n, per / 1e6,
+                (double)n * (double)per / 1e9, raised ? ", more than --set-gb: two layers' worth at least" : "");
         fflush(o->out);
     }
     bench_expert *ex = calloc((size_t)n, sizeof *ex);

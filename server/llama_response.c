@@ -66,10 +66,10 @@ static cJSON *piece(const char *text, size_t len, const int *ids, int n_ids, con
     return o;
 }
 
-char *llama_event(const char *text, size_t len, const int *ids, int n_ids, const oai_logprobs *lp,
+char *llama_event(const char *text, size_t len, const int *ids, int n_ids, const oai_logprobs *lp, int slot,
                   int tokens_predicted, int tokens_evaluated)
 {
-    return json_sse_data(piece(text, len, ids, n_ids, lp, 0, -1, tokens_predicted, tokens_evaluated));
+    return json_sse_data(piece(text, len, ids, n_ids, lp, 0, slot, tokens_predicted, tokens_evaluated));
 }
 
 char *llama_event_progress(const oai_progress *p)

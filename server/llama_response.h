@@ -33,7 +33,7 @@ typedef struct llama_result {
 } llama_result;
 
 /* One streamed piece: "data: {...}\n\n". */
-char *llama_event(const char *text, size_t len, const int *ids, int n_ids, const oai_logprobs *lp,
+char *llama_event(const char *text, size_t len, const int *ids, int n_ids, const oai_logprobs *lp, int slot,
                   int tokens_predicted, int tokens_evaluated);
 /* A progress event of a streamed prompt (return_progress): no text, and
  * prompt_progress. */

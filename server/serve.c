@@ -148,8 +148,9 @@ static enum MHD_Result queue_counted(server *s, struct MHD_Connection *c, int st
     return ret;
 }
 
-static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status, char *owned,
-                                 const char *type)
+/* A body, and an Allow header when allow is not NULL (a 405's). */
+static enum MHD_Result send_body_allow(server *s, struct MHD_Connection *c, int status, char *owned,
+                                       const char *type, const char *allow)
 {
     if (!owned)
         owned = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
@@ -160,7 +161,15 @@ static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
+    if (allow)
+        MHD_add_response_header(r, "Allow", allow);
     return queue_counted(s, c, status, r);
+}
+
+static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status, char *owned,
+                                 const char *type)
+{
+    return send_body_allow(s, c, status, owned, type, NULL);
 }
 
 /* An error body in the shape of the API the request came by. */
@@ -184,6 +193,17 @@ static enum MHD_Result send_error(server *s, struct MHD_Connection *c, int statu
     return send_error_as(s, c, API_OPENAI, status, type, param, code, msg);
 }
 
+/* 405 for a route that takes only the methods allow lists ("GET, HEAD" or
+ * "POST"), naming them in the Allow header as RFC 9110 asks. */
+static enum MHD_Result wrong_method(server *s, struct MHD_Connection *c, oai_api api, const char *allow,
+                                    const char *route)
+{
+    oai_error e;
+    oai_fail(&e, 405, "invalid_request_error", NULL, NULL, "use %s %s", strncmp(allow, "GET", 3) ? "POST" : "GET",
+             route);
+    return send_body_allow(s, c, 405, error_body(api, &e), "application/json", allow);
+}
+
 /* GET / : the chat page (webui_page.h), unless --no-webui. Its policy lets
  * it run only its own inline script and reach only this server. */
 static enum MHD_Result send_page(server *s, struct MHD_Connection *c, const char *method)
@@ -192,7 +212,7 @@ static enum MHD_Result send_page(server *s, struct MHD_Connection *c, const char
         return send_error(s, c, 404, "invalid_request_error", NULL, "not_found",
                           "this server's chat page is off (serve --no-webui)");
     if (strcmp(method, "GET") && strcmp(method, "HEAD"))
-        return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /");
+        return wrong_method(s, c, API_OPENAI, "GET, HEAD", "/");
     size_t len;
     const char *page = webui_page(&len);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)page, MHD_RESPMEM_PERSISTENT);
@@ -904,10 +924,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                  "(--max-body)", s->o.max_body);
         return send_error_as(s, c, api, 413, "invalid_request_error", NULL, "request_too_large", msg);
     }
-    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    /* (libmicrohttpd sends a HEAD's answer without its body) */
+    int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
     if (!strcmp(url, "/health")) {
         if (!get)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /health");
+            return wrong_method(s, c, API_OPENAI, "GET, HEAD", "/health");
         pthread_mutex_lock(&s->mu);
         int running = s->metrics.running;
         pthread_mutex_unlock(&s->mu);
@@ -918,7 +939,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (!strcmp(url, "/metrics")) {
         if (!get)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /metrics");
+            return wrong_method(s, c, API_OPENAI, "GET, HEAD", "/metrics");
         pthread_mutex_lock(&s->mu);
         serve_metrics snap = s->metrics;
         pthread_mutex_unlock(&s->mu);
@@ -926,19 +947,19 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (!strcmp(url, "/props")) {
         if (!get)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /props");
+            return wrong_method(s, c, API_OPENAI, "GET, HEAD", "/props");
         return send_body(s, c, 200, props_body(s), "application/json");
     }
     if (!strcmp(url, "/slots")) {
         if (!get)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /slots");
+            return wrong_method(s, c, API_OPENAI, "GET, HEAD", "/slots");
         return send_body(s, c, 200, slots_body(s), "application/json");
     }
     /* the models in Anthropic's shape to its SDKs (they send anthropic-version) */
     int anthropic = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version") != NULL;
     if (!strcmp(url, "/v1/models")) {
         if (!get)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET /v1/models");
+            return wrong_method(s, c, API_OPENAI, "GET, HEAD", "/v1/models");
         return send_body(s, c, 200,
                          anthropic ? anthropic_models_body(s->model_name, s->o.aliases, s->o.n_aliases)
                                    : oai_models_body(s->model_name, s->o.aliases, s->o.n_aliases, 0, s->ctx),
@@ -946,8 +967,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (!strncmp(url, "/v1/models/", 11)) {
         if (!get)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL,
-                              "use GET /v1/models/{model}");
+            return wrong_method(s, c, API_OPENAI, "GET, HEAD", "/v1/models/{model}");
         if (!model_served(s, url + 11))
             return send_error_as(s, c, anthropic ? API_ANTHROPIC : API_OPENAI, 404, "invalid_request_error",
                                  "model", "model_not_found", "no such model on this server");
@@ -958,7 +978,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     int tokenize = !strcmp(url, "/tokenize"), detokenize = !strcmp(url, "/detokenize");
     if (tokenize || detokenize) {
         if (!post)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+            return wrong_method(s, c, API_OPENAI, "POST", url);
         oai_error err;
         const char *body = cx->body ? cx->body : "";
         char *out = tokenize ? serve_tokenize(s, body, cx->len, &err) : serve_detokenize(s, body, cx->len, &err);
@@ -967,24 +987,24 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (!strcmp(url, "/apply-template")) {
         if (!post)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+            return wrong_method(s, c, API_OPENAI, "POST", url);
         return handle_apply_template(s, c, cx);
     }
     if (!strcmp(url, "/infill")) {         /* llama.cpp's fill-in-the-middle */
         if (!post)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+            return wrong_method(s, c, API_OPENAI, "POST", url);
         return handle_fim(s, c, cx, API_LLAMA);
     }
     if (!strcmp(url, "/completion")) {     /* llama.cpp's own */
         if (!post)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+            return wrong_method(s, c, API_OPENAI, "POST", url);
         return handle_completion(s, c, OAI_COMPLETION, API_LLAMA, cx);
     }
     int chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
     int responses = !strcmp(url, "/v1/responses");
     if (chat || compl || responses) {
         if (!post)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+            return wrong_method(s, c, API_OPENAI, "POST", url);
         oai_api api_of = responses ? API_RESPONSES : API_OPENAI;
         if (compl && asks_suffix(cx))
             return handle_fim(s, c, cx, API_OPENAI);
@@ -992,7 +1012,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (!strcmp(url, "/v1/responses/input_tokens")) {
         if (!post)
-            return send_error(s, c, 405, "invalid_request_error", NULL, NULL, "use POST");
+            return wrong_method(s, c, API_OPENAI, "POST", url);
         return handle_count_tokens(s, c, API_RESPONSES, cx);
     }
     if (!strncmp(url, "/v1/responses/", 14))
@@ -1000,7 +1020,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                           "this server keeps no responses: each is answered once, to its request");
     if (messages || count) {
         if (!post)
-            return send_error_as(s, c, api, 405, "invalid_request_error", NULL, NULL, "use POST");
+            return wrong_method(s, c, api, "POST", url);
         return messages ? handle_completion(s, c, OAI_CHAT, api, cx) : handle_count_tokens(s, c, api, cx);
     }
     char msg[300];

@@ -159,6 +159,7 @@ typedef struct answer {
     int *ids;                           /* llama: the answer's token ids, n_ids of them */
     int n_ids, ids_sent;                /* streaming: sent up to ids_sent */
     int prompt_tokens;                  /* llama: the prompt's, each event says */
+    int slot;                           /* llama: the slot answering, each event says */
     buf text, reasoning;                /* non-streaming: the whole answer */
     tool_call *calls;                   /* non-streaming: copies */
     int n_calls;
@@ -286,7 +287,7 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
         oai_logprobs lp;
         const int *ids = a->j->req.return_tokens ? a->ids + a->ids_sent : NULL;
         job_emit(a->s, a->j, llama_event(content, content_len, ids, ids ? a->n_ids - a->ids_sent : 0,
-                                         unsent_logprobs(a, &lp), a->n_ids, a->prompt_tokens));
+                                         unsent_logprobs(a, &lp), a->slot, a->n_ids, a->prompt_tokens));
         a->ids_sent = a->n_ids;
     } else if (a->stream) {
         oai_logprobs lp;
@@ -754,7 +755,7 @@ static int choice_begin(server *s, slot_run *r, int c)
     *r->a = (answer){.s = s, .j = j, .stream = j->req.stream, .chat = j->req.kind == OAI_CHAT,
                      .want_lp = j->req.logprobs, .anthropic = j->req.api == API_ANTHROPIC,
                      .responses = j->req.api == API_RESPONSES, .llama = j->req.api == API_LLAMA,
-                     .prompt_tokens = r->n};
+                     .prompt_tokens = r->n, .slot = r->slot};
     r->a->meta = (oai_meta){.kind = j->req.kind, .id = j->id, .model = s->model_name,
                             .created = j->created, .choice = j->choice0 + c};
     if (r->a->responses) {

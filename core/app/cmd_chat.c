@@ -42,7 +42,8 @@ static const char commands_help[] =
     "                 request, or one the chat page of serve exported)\n"
     "    /read FILE   add a text file to the next message (its name and a fenced block)\n"
     "    /help        this list\n"
-    "    /exit, /quit quit\n";
+    "    /exit, /quit quit\n"
+    "    (a message that begins with '/' and a word: begin it with '//')\n";
 
 static void usage(FILE *f)
 {
@@ -298,6 +299,15 @@ static int is_command(const char *line, const char *name, const char **arg)
         return 0;
     *arg = line + n + strspn(line + n, " ");
     return **arg != 0;
+}
+
+/* Whether line begins as a command does, '/' and a word of letters ended by
+ * a space or the line's end: a typo of one is not sent to the model (a path
+ * such as /etc/hosts is a message). */
+static int looks_like_command(const char *line)
+{
+    size_t n = line[0] == '/' ? strspn(line + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") : 0;
+    return n && (line[1 + n] == ' ' || !line[1 + n]);
 }
 
 /* a + a blank line + b, malloc'd */
@@ -635,7 +645,15 @@ int cmd_chat(int argc, char **argv)
             continue;
         } else if (conversation_command(&c, line)) {
             continue;
-        } else if (c.pending && !(sent = joined(c.pending, line))) {
+        } else if (looks_like_command(line)) {
+            int w = (int)strcspn(line, " ");
+            fprintf(stderr, "[no command %.*s: /help lists them; a message that begins so is sent "
+                            "when it begins with '//']\n", w, line);
+            continue;
+        }
+        /* (the first '/' of '//word' said the line is a message) */
+        const char *text = !strncmp(line, "//", 2) && looks_like_command(line + 1) ? line + 1 : line;
+        if (!regen && c.pending && !(sent = joined(c.pending, text))) {
             err_set(&e, "out of memory");
             rc = cli_fail(&e);
             break;
@@ -644,7 +662,7 @@ int cmd_chat(int argc, char **argv)
             free(c.pending);
             c.pending = NULL;
         }
-        int turn = chat_turn(&c, &smp, regen ? regen : sent ? sent : line, max_new, show_think, &e);
+        int turn = chat_turn(&c, &smp, regen ? regen : sent ? sent : text, max_new, show_think, &e);
         free(regen);
         free(sent);
         if (turn) {

@@ -537,6 +537,7 @@ async function apiFeatureChecks(srv, ai) {
     const last = events.pop();
     assert.equal(last.stop, true);
     assert.ok(events.every((e) => e.stop === false));
+    assert.ok(events.every((e) => e.id_slot === last.id_slot && e.id_slot >= 0), 'each piece names its slot');
     assert.equal(events.map((e) => e.content).join(''), oai.choices[0].text);
     assert.equal(last.tokens_predicted, o.tokens_predicted);
     // a stop string, llama.cpp's logit_bias pairs, -1 for n_predict and seed
@@ -763,6 +764,14 @@ async function plainServer() {
     assert.equal(r.status, 404);
     r = await fetch(srv.url + '/v1/chat/completions');
     assert.equal(r.status, 405);
+    assert.equal(r.headers.get('allow'), 'POST');   // (RFC 9110: a 405 names what the route takes)
+    assert.match((await r.json()).error.message, /use POST \/v1\/chat\/completions/);
+    r = await fetch(srv.url + '/health', { method: 'DELETE' });
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.get('allow'), 'GET, HEAD');
+    r = await fetch(srv.url + '/health', { method: 'HEAD' });
+    assert.equal(r.status, 200);
+    assert.equal(await r.text(), '');
     r = await post('/v1/chat/completions', JSON.stringify({ messages: user('x'.repeat(70000)) }));
     assert.equal(r.status, 413);
     r = await fetch(srv.url + '/health');

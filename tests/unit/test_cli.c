@@ -1097,8 +1097,8 @@ Test(cli, chat_commands_edit_save_and_load_the_conversation, .timeout = 120)
     snprintf(script, sizeof script,
              "Hello there\n/read %s\n/read %s\nWhat is this?\n/save %s/one.json\n/undo\n/save %s/two.json\n"
              "/regen\n/save %s/three.json\n/save\n/save %s\n/load %s\n/load %s\n/save %s/four.json\n/load %s\n"
-             "Next\n/save %s/five.json\n",
-             notes, blob, tmp, tmp, tmp, tmp, bad, notes, tmp, web, tmp);
+             "Next\n/save %s/five.json\n/sav %s/x.json\n//save me\n/etc/hosts\n/save %s/six.json\n",
+             notes, blob, tmp, tmp, tmp, tmp, bad, notes, tmp, web, tmp, tmp, tmp);
     char cmdfile[512];
     snprintf(cmdfile, sizeof cmdfile, "%s/script.txt", tmp);
     write_text(cmdfile, script, strlen(script));
@@ -1138,6 +1138,15 @@ Test(cli, chat_commands_edit_save_and_load_the_conversation, .timeout = 120)
     cr_expect_str_eq(message_field(five, 1, "reasoning_content"), "Greet.");
     cr_expect_str_eq(message_field(five, 2, "content"), "Next");
     cr_expect(strstr(err, "loaded 2 messages from") != NULL, "%s", err);
+    /* a command mistyped is said, not sent; '//' sends a line that begins
+     * with '/' and a word; a path is a message */
+    cr_expect(strstr(err, "[no command /sav: /help lists them") != NULL, "%s", err);
+    snprintf(path, sizeof path, "%s/six.json", tmp);
+    cJSON *six = saved_conversation(path);
+    cr_assert_eq(cJSON_GetArraySize(six), 8);
+    cr_expect_str_eq(message_field(six, 4, "content"), "/save me");
+    cr_expect_str_eq(message_field(six, 6, "content"), "/etc/hosts");
+    cJSON_Delete(six);
     cJSON_Delete(one);
     cJSON_Delete(two);
     cJSON_Delete(three);
