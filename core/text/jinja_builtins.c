@@ -672,14 +672,16 @@ int jr_percent_format(rs *r, const jnode *at, const jv *fmt, const jv *arg, jv *
         int nf = 0;
         while (p < end && strchr("-+ 0#", *p) && *p && nf < 7)
             flags[nf++] = *p++;
-        long width = -1, prec = -1; /* (both held to 4096) */
+        long width = -1, prec = -1; /* (both at most 4096: past it, refused) */
         for (; p < end && *p >= '0' && *p <= '9'; p++)
-            width = width > 4096 ? 4096 : (width < 0 ? 0 : width) * 10 + (*p - '0');
+            width = width > 4096 ? 4097 : (width < 0 ? 0 : width) * 10 + (*p - '0');
         if (p < end && *p == '.')
             for (prec = 0, p++; p < end && *p >= '0' && *p <= '9'; p++)
-                prec = prec > 4096 ? 4096 : prec * 10 + (*p - '0');
-        width = width > 4096 ? 4096 : width;
-        prec = prec > 4096 ? 4096 : prec;
+                prec = prec > 4096 ? 4097 : prec * 10 + (*p - '0');
+        if (width > 4096 || prec > 4096) {
+            rc = jr_fail(r, at, "%%-format: a width or precision above 4096 is not supported");
+            break;
+        }
         while (p < end && (*p == 'h' || *p == 'l' || *p == 'L'))
             p++;
         if (p >= end) {

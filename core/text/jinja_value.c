@@ -784,6 +784,8 @@ int jv_binop(rs *r, const jnode *n, const jv *x, const jv *y, jv *out)
                 v += j;
             break;
         default: /* JOP_POW */
+            if (j < 0 && !i)
+                return jr_fail(r, n, "0 cannot be raised to a negative power");
             if (j < 0) {
                 *out = jv_float(pow(a, b));
                 return 0;
@@ -822,7 +824,14 @@ int jv_binop(rs *r, const jnode *n, const jv *x, const jv *y, jv *out)
         if (v && ((v < 0) != (b < 0)))
             v += b;
         break;
-    default: v = pow(a, b);
+    default:
+        /* Python raises where C's pow gives an infinity (or NaN) of finite numbers */
+        if (a == 0 && b < 0)
+            return jr_fail(r, n, "0.0 cannot be raised to a negative power");
+        v = pow(a, b);
+        if (isfinite(a) && isfinite(b) && !isfinite(v))
+            return jr_fail(r, n, isnan(v) ? "a negative number cannot be raised to a fractional power here"
+                                          : "numerical result out of range");
     }
     *out = jv_float(v);
     return 0;

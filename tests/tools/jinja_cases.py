@@ -670,6 +670,10 @@ case("range_large_steps", "{{ range(0, 4611686018427387905, 2305843009213693952)
 case("unique_and_map_attributes", "{{ d|unique(attribute='k')|map(attribute='k')|list }} {{ d|unique(attribute='k', case_sensitive=true)|list|length }} "
      "{{ l|map(attribute='0')|list }} {{ l|map(attribute='1.0')|list }}",
      {"d": [{"k": "A"}, {"k": "a"}, {"k": "b"}], "l": [[1, [5]], [3, [6]]]})
+case("err_float_power_overflows", "{{ 10.0 ** 1000 }}", error=True)
+case("err_zero_to_a_negative_power", "{{ 0 ** -1 }}", error=True)
+case("err_zero_float_to_a_negative_power", "{{ 0.0 ** -2.5 }}", error=True)
+case("powers_in_range", "{{ 2 ** -1 }} {{ 2.0 ** 0.5 }} {{ (-8) ** 2 }} {{ 10.0 ** 300 }} {{ 0 ** 0 }}")
 case("long_operator_chains", "{{ x" + " ~ x" * 150 + " }}|{{ 1" + " + 1" * 150 + " }}|{{ s" + "|trim" * 100 + " }}",
      {"x": "a", "s": " b "})
 

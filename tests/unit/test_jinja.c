@@ -92,6 +92,24 @@ Test(jinja, long_chains_are_refused)
     free(tpl);
 }
 
+/* %-format widths up to 4096 are printed; past that refused, not cut */
+Test(jinja, format_widths_past_4096_are_refused)
+{
+    errbuf e = {{0}};
+    char *got = render("{{ '%4096s|%.4096f' % ('a', 1) }}", NULL, &e);
+    cr_assert_not_null(got, "%s", e.msg);
+    cr_expect_eq(strlen(got), 4096 + 1 + 2 + 4096);
+    free(got);
+    static const char *const refused[] = {"{{ '%5000s' % 'a' }}", "{{ '%.4097f' % 1 }}",
+                                          "{{ '%99999999999999999999d' % 1 }}"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        got = render(refused[i], NULL, &e);
+        cr_expect_null(got, "%s", refused[i]);
+        cr_expect(strstr(e.msg, "above 4096 is not supported"), "%s: %s", refused[i], e.msg);
+        free(got);
+    }
+}
+
 /* Built-ins' work is no step: a search through a long string, over and
  * over, ends at the time limit. */
 Test(jinja, a_long_rendering_ends_at_the_time_limit, .timeout = 60)
