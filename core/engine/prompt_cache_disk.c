@@ -295,6 +295,11 @@ static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity 
     free(spans);
     x->on_disk = rc ? -1 : 1;
     x->failed_writes += rc != 0;
+    /* the name is the entry's now: the file left alone at the start is gone
+     * (replaced), and the entry's own eviction may delete this one */
+    for (int i = 0; !rc && i < pc->n_left_alone; i++)
+        if (!strcmp(pc->left_alone[i], name))
+            memcpy(pc->left_alone[i], pc->left_alone[--pc->n_left_alone], sizeof *pc->left_alone);
     return rc;
 }
 

@@ -534,6 +534,51 @@ Test(prompt_cache, the_directory_keeps_what_it_cannot_use_now, .timeout = 120)
     close_fixture(&f);
 }
 
+/* A file left alone at a start (out of the budget) whose conversation an
+ * entry then takes, its name the entry's, goes as the entry's own file would
+ * once the entry is evicted. */
+Test(prompt_cache, a_file_left_alone_then_taken_goes_with_its_entry, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    size_t per = prompt_cache_position_bytes(en);
+    int *a = conversation(40, 21, 0, f.V), *b = conversation(40, 22, 0, f.V), *d = conversation(40, 23, 0, f.V);
+    errbuf e;
+    char dir[4200], afile[4300], name[64];
+    snprintf(dir, sizeof dir, "%s/kept", f.dir);
+    cr_assert_eq(dir_ensure_private(dir, &e), 0, "%s", e.msg);
+    prompt_identity id = {.model = 11, .compute = "test"};
+    prompt_cache_file_name(&id, a, 40, name, sizeof name);
+    snprintf(afile, sizeof afile, "%s/%s", dir, name);
+    prompt_cache pc;
+    prompt_disk_counts c;
+    prompt_cache_init(&pc, 1u << 30);
+    request(&f, &pc, a, 40);
+    request(&f, &pc, b, 40);
+    prompt_cache_keep(&pc, en);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    prompt_cache_free(&pc);
+    /* room for one: b read, a left alone; then a asked for again, and d */
+    engine_reset(en);
+    prompt_cache_init(&pc, 45 * per);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_assert(c.loaded == 1 && c.left_out == 1, "%d loaded, %d left out", c.loaded, c.left_out);
+    request(&f, &pc, a, 40);
+    request(&f, &pc, d, 40);                /* keeps a, evicting b */
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 1, "a's, written again");
+    prompt_cache_keep(&pc, en);             /* d, evicting a */
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect(!test_path_exists(afile), "a's file outlived its entry");
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 1, "d's");
+    prompt_cache_free(&pc);
+    free(a);
+    free(b);
+    free(d);
+    close_fixture(&f);
+}
+
 /* A conversation continuing another whose write failed is not written: its
  * file would hold positions from its base on, after a start no file holds,
  * and no later start could read it. (It was written, and the file that shared
