@@ -43,6 +43,13 @@ typedef struct prompt_entry {
     int held;                   /* scratch: not to be evicted by the save under way */
 } prompt_entry;
 
+/* A file the directory keeps though no entry holds it (prompt_cache_disk.c). */
+typedef struct prompt_left_alone {
+    char name[64];
+    int base;                   /* a continuation's first position of its own; 0: none (or unread) */
+    uint64_t start;             /* XXH3 of its first base ids, which the file it continues holds */
+} prompt_left_alone;
+
 typedef struct prompt_cache {
     size_t budget;              /* bytes; 0: off */
     size_t bytes;               /* held now */
@@ -54,8 +61,9 @@ typedef struct prompt_cache {
     uint64_t saved, evicted, restored_tokens;   /* for metrics */
     /* --prompt-cache-dir (prompt_cache_disk.h): the files read at start that
      * became no entry and are not damaged (left out of the budget, of another
-     * version, unreadable, waiting for a file not read): never deleted */
-    char (*left_alone)[64];
+     * version, unreadable, waiting for a file not read): never deleted, nor
+     * the files that hold their starts */
+    prompt_left_alone *left_alone;
     int n_left_alone;
 } prompt_cache;
 

@@ -158,12 +158,33 @@ static int continued(const prompt_cache *pc, const int *ids, int n)
     return 0;
 }
 
+/* A file's ids, kept from its reading while it is left alone. */
+typedef struct file_ids {
+    int n, base;
+    int *ids;                   /* malloc'd; NULL: not kept (or out of memory) */
+} file_ids;
+
+static void keep_ids(file_ids *k, const prompt_file *pf)
+{
+    k->n = pf->n;
+    k->base = pf->base;
+    if ((k->ids = malloc((size_t)pf->n * sizeof *k->ids)))
+        memcpy(k->ids, pf->ids, (size_t)pf->n * sizeof *k->ids);
+}
+
+/* Whether the ids ids[0, n) begin with the first base positions whose hash is start. */
+static int holds_start(const int *ids, int n, int base, uint64_t start)
+{
+    return base > 0 && n >= base && XXH3_64bits(ids, (size_t)base * sizeof *ids) == start;
+}
+
 /* One file into pc as an entry: 0; 1 when an entry holds its positions
  * already; 2 when it does not fit; 3 when it continues a conversation no
  * entry holds yet; -1 when it cannot be used now (another version, or the
- * system failed to read it); PROMPT_FILE_DAMAGED when it never can. */
+ * system failed to read it); PROMPT_FILE_DAMAGED when it never can. For 2
+ * and 3, *k gets the file's ids. */
 static int load_one(prompt_cache *pc, const char *path, const char *name, const prompt_identity *id,
-                    const engine *en, errbuf *e)
+                    const engine *en, file_ids *k, errbuf *e)
 {
     prompt_file pf;
     int opened = prompt_file_open(&pf, path, id, en, e);
@@ -172,6 +193,7 @@ static int load_one(prompt_cache *pc, const char *path, const char *name, const 
     if (pf.base && !continued(pc, (const int *)pf.ids, pf.base)) {
         err_set(e, "%s: continues a conversation (its first %d positions) whose file is gone or "
                 "was not read", path, pf.base);
+        keep_ids(k, &pf);
         prompt_file_close(&pf);
         return 3;
     }
@@ -179,6 +201,8 @@ static int load_one(prompt_cache *pc, const char *path, const char *name, const 
     file_fill f = {.pf = &pf};
     int rc = prompt_cache_add(pc, en, pf.ids, pf.n, fill_from_file, &f, &x, e);
     int file_base = pf.base;
+    if (rc == -1)
+        keep_ids(k, &pf);
     prompt_file_close(&pf);
     if (rc)
         return rc == -2 ? (f.damaged ? PROMPT_FILE_DAMAGED : -1) : rc < 0 ? 2 : 1;
@@ -192,6 +216,15 @@ static int load_one(prompt_cache *pc, const char *path, const char *name, const 
     return 0;
 }
 
+/* Notes file f as left alone: base and start from its ids k when kept. */
+static void note_left_alone(prompt_cache *pc, const char *name, const file_ids *k)
+{
+    prompt_left_alone *l = &pc->left_alone[pc->n_left_alone++];
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->base = k->ids ? k->base : 0;
+    l->start = l->base ? XXH3_64bits(k->ids, (size_t)l->base * sizeof *k->ids) : 0;
+}
+
 int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identity *id,
                           const engine *en, prompt_disk_counts *c, errbuf *e)
 {
@@ -199,46 +232,46 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
     found *files;
     if (list_ours(dir, id, 0, &files, &c->files, e))
         return -1;
-    int first = pc->n, waiting = c->files, unreadable = 0;
-    int *wait = malloc((size_t)(c->files ? c->files : 1) * sizeof *wait);
+    int first = pc->n, waiting = c->files, unreadable = 0, nf = c->files ? c->files : 1;
+    int *result = malloc((size_t)nf * sizeof *result);
+    file_ids *kept = calloc((size_t)nf, sizeof *kept);
     free(pc->left_alone);
     pc->n_left_alone = 0;
-    pc->left_alone = malloc((size_t)(c->files ? c->files : 1) * sizeof *pc->left_alone);
-    if (!wait || !pc->left_alone) {
-        free(wait);
+    pc->left_alone = malloc((size_t)nf * sizeof *pc->left_alone);
+    if (!result || !kept || !pc->left_alone) {
+        free(result);
+        free(kept);
         free(files);
         return err_set(e, "out of memory reading %s", dir);
     }
     /* newest first; a file continuing another's conversation waits until an
      * entry holds that: passes go on while one reads something, and after
      * one that reads nothing, a last one gives up on what still waits
-     * (wait[i]: 1 waiting, 0 done, 2 given up) */
+     * (result[i]: 4 waiting, else load_one's) */
     for (int i = 0; i < c->files; i++)
-        wait[i] = 1;
+        result[i] = 4;
     for (int last = 0; waiting;) {
         int progress = 0;
         for (int i = 0; i < c->files; i++) {
-            if (wait[i] != 1)
+            if (result[i] != 4)
                 continue;
             char path[4200];
             errbuf why;
             snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
-            int r = load_one(pc, path, files[i].name, id, en, &why);
+            free(kept[i].ids);
+            kept[i].ids = NULL;
+            int r = load_one(pc, path, files[i].name, id, en, &kept[i], &why);
             if (r == 3 && !last)
                 continue;
             waiting--;
             progress = 1;
+            result[i] = r;
             if (r == PROMPT_FILE_DAMAGED && !c->damaged++)
                 snprintf(c->first_damage, sizeof c->first_damage, "%s", why.msg);
             if ((r == -1 || r == 3) && !c->unusable++)
                 snprintf(c->first_problem, sizeof c->first_problem, "%s", why.msg);
             c->left_out += r == 2;
             unreadable += r == -1;
-            /* what a later start, or another build, may read yet */
-            if (r == -1 || r == 2)
-                snprintf(pc->left_alone[pc->n_left_alone++], sizeof *pc->left_alone, "%s",
-                         files[i].name);
-            wait[i] = r == 3 ? 2 : 0;
             if (r == 0) {
                 c->loaded++;
                 c->loaded_tokens += pc->entries[pc->n - 1].n;
@@ -246,13 +279,33 @@ int prompt_cache_load_dir(prompt_cache *pc, const char *dir, const prompt_identi
         }
         last = !progress;
     }
-    /* a file whose first positions no file read holds: kept while one left
-     * unread may hold them */
-    for (int i = 0; i < c->files && (c->left_out || unreadable); i++)
-        if (wait[i] == 2)
-            snprintf(pc->left_alone[pc->n_left_alone++], sizeof *pc->left_alone, "%s",
-                     files[i].name);
-    free(wait);
+    /* what a later start, or another build, may read yet: files left out or
+     * unreadable, and a file given up on whose start one of those may hold
+     * (any unreadable one may; a kept one's ids say), in turn */
+    for (int i = 0; i < c->files; i++)
+        if (result[i] == -1 || result[i] == 2)
+            note_left_alone(pc, files[i].name, &kept[i]);
+    for (int more = 1; more;) {
+        more = 0;
+        for (int i = 0; i < c->files; i++) {
+            if (result[i] != 3)
+                continue;
+            int held = unreadable > 0 || !kept[i].ids;
+            uint64_t start = kept[i].ids ? XXH3_64bits(kept[i].ids, (size_t)kept[i].base * sizeof(int)) : 0;
+            for (int j = 0; j < c->files && !held; j++)
+                held = (result[j] == 2 || result[j] == 5) && kept[j].ids &&
+                       holds_start(kept[j].ids, kept[j].n, kept[i].base, start);
+            if (held) {
+                note_left_alone(pc, files[i].name, &kept[i]);
+                result[i] = 5;  /* (kept: its own start may hold another's) */
+                more = 1;
+            }
+        }
+    }
+    for (int i = 0; i < c->files; i++)
+        free(kept[i].ids);
+    free(kept);
+    free(result);
     free(files);
     /* read newest first, so the newest got the lowest use count: reversed,
      * the oldest is the first evicted */
@@ -298,8 +351,8 @@ static int write_entry(prompt_cache *pc, const char *dir, const prompt_identity 
     /* the name is the entry's now: the file left alone at the start is gone
      * (replaced), and the entry's own eviction may delete this one */
     for (int i = 0; !rc && i < pc->n_left_alone; i++)
-        if (!strcmp(pc->left_alone[i], name))
-            memcpy(pc->left_alone[i], pc->left_alone[--pc->n_left_alone], sizeof *pc->left_alone);
+        if (!strcmp(pc->left_alone[i].name, name))
+            pc->left_alone[i] = pc->left_alone[--pc->n_left_alone];
     return rc;
 }
 
@@ -379,9 +432,32 @@ static int holds_a_failed_entrys_start(const prompt_cache *pc, const char *path,
 static int left_alone(const prompt_cache *pc, const char *name)
 {
     for (int i = 0; i < pc->n_left_alone; i++)
-        if (!strcmp(pc->left_alone[i], name))
+        if (!strcmp(pc->left_alone[i].name, name))
             return 1;
     return 0;
+}
+
+/* Whether the file at path holds the start of a file left alone (which a
+ * later start reads only after it). One that cannot be read is taken to,
+ * unless it is damaged. */
+static int holds_a_left_alone_start(const prompt_cache *pc, const char *path, const prompt_identity *id,
+                                    const engine *en)
+{
+    int any = 0;
+    for (int i = 0; i < pc->n_left_alone && !any; i++)
+        any = pc->left_alone[i].base > 0;
+    if (!any)
+        return 0;
+    prompt_file pf;
+    errbuf ignored;
+    int rc = prompt_file_open(&pf, path, id, en, &ignored);
+    if (rc)
+        return rc != PROMPT_FILE_DAMAGED;
+    int held = 0;
+    for (int i = 0; i < pc->n_left_alone && !held; i++)
+        held = holds_start((const int *)pf.ids, pf.n, pc->left_alone[i].base, pc->left_alone[i].start);
+    prompt_file_close(&pf);
+    return held;
 }
 
 int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const prompt_identity *id,
@@ -409,6 +485,8 @@ int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const pro
         snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
         if (!kept && failed && ours(files[f].name, id) == 1)
             kept = holds_a_failed_entrys_start(pc, path, id, en);
+        if (!kept && ours(files[f].name, id) == 1)
+            kept = holds_a_left_alone_start(pc, path, id, en);
         if (!kept && unlink(path) == 0)
             (*removed)++;
     }

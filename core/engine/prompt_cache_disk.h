@@ -63,7 +63,7 @@ int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_i
                                const engine *en, errbuf *e);
 /* Deletes dir's files of identity id that are no entry's, and what unfinished
  * writes left, but for the files left alone at start and those holding the
- * start of an entry whose write failed; *removed counts them. */
+ * start of one of them or of an entry whose write failed; *removed counts them. */
 int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const prompt_identity *id,
                               const engine *en, int *removed, errbuf *e);
 /* Writes pc's entries to dir as above, deletes what is stale, and writes again

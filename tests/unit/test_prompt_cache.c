@@ -579,6 +579,70 @@ Test(prompt_cache, a_file_left_alone_then_taken_goes_with_its_entry, .timeout = 
     close_fixture(&f);
 }
 
+/* A file left out of the budget that continues another keeps that one on
+ * disk after its entry is evicted (else it could never be read again); a
+ * file waiting for a start no file left holds goes, though another is left
+ * out. */
+Test(prompt_cache, a_continuation_left_alone_keeps_the_file_it_continues, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    size_t per = prompt_cache_position_bytes(en);
+    int *a = conversation(90, 31, 40, f.V), *b = conversation(90, 32, 40, f.V), *d = conversation(40, 33, 0, f.V);
+    errbuf e;
+    char dir[4200], afile[4300], bfile[4300], dfile[4300], name[64];
+    snprintf(dir, sizeof dir, "%s/kept", f.dir);
+    cr_assert_eq(dir_ensure_private(dir, &e), 0, "%s", e.msg);
+    prompt_identity id = {.model = 12, .compute = "test"};
+    prompt_cache_file_name(&id, a, 90, name, sizeof name);
+    snprintf(afile, sizeof afile, "%s/%s", dir, name);
+    prompt_cache_file_name(&id, b, 90, name, sizeof name);
+    snprintf(bfile, sizeof bfile, "%s/%s", dir, name);
+    prompt_cache_file_name(&id, d, 40, name, sizeof name);
+    snprintf(dfile, sizeof dfile, "%s/%s", dir, name);
+    prompt_cache pc;
+    prompt_disk_counts c;
+    prompt_cache_init(&pc, 1u << 30);
+    request(&f, &pc, a, 90);
+    request(&f, &pc, b, 90);
+    prompt_cache_keep(&pc, en);             /* b, on a's first 40 */
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    prompt_cache_free(&pc);
+    /* room for a, not b: b left out; then d evicts a */
+    engine_reset(en);
+    prompt_cache_init(&pc, 100 * per);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_assert(c.loaded == 1 && c.left_out == 1, "%d loaded, %d left out", c.loaded, c.left_out);
+    request(&f, &pc, d, 40);
+    prompt_cache_keep(&pc, en);
+    cr_assert_eq(pc.n, 1, "a was not evicted");
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect(test_path_exists(afile), "the file b continues was deleted");
+    cr_expect(test_path_exists(bfile) && test_path_exists(dfile));
+    prompt_cache_free(&pc);
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect_eq(c.loaded, 3, "%s", c.first_problem);
+    prompt_cache_free(&pc);
+    /* a's file gone: b waits for nothing; d, left out, does not hold its start */
+    cr_assert_eq(unlink(afile), 0);
+    engine_reset(en);
+    prompt_cache_init(&pc, 30 * per);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect(c.loaded == 0 && c.left_out == 1 && c.unusable == 1, "%d loaded, %d left out, %d unusable",
+              c.loaded, c.left_out, c.unusable);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &c, &e), 0, "%s", e.msg);
+    cr_expect(!test_path_exists(bfile), "a file no start can be read for was kept");
+    cr_expect(test_path_exists(dfile), "the file left out was deleted");
+    prompt_cache_free(&pc);
+    free(a);
+    free(b);
+    free(d);
+    close_fixture(&f);
+}
+
 /* A conversation continuing another whose write failed is not written: its
  * file would hold positions from its base on, after a start no file holds,
  * and no later start could read it. (It was written, and the file that shared
