@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { check, fail, finish, startServer, stopServer, user } from './harness.mjs';
+import { FORCED, check, fail, finish, startServer, stopServer, user } from './harness.mjs';
 
 const executablePath = process.argv[4];
 // (root, as CI runs, has no user namespaces for Chromium's sandbox)
@@ -612,6 +612,106 @@ async function progressServer() {
   await stopServer(srv);
 }
 
+// what the model's text, another program or a proxy may hand the page
+async function hostileInput() {
+  const srv = await startServer([], { MOETIER_SERVE_FORCE_TEXT: FORCED });
+  const { page, context, errors } = await openPage(srv);
+  await check('a tool call the model makes is shown, kept, and sent back with the conversation', async () => {
+    await send(page, 'Weather?');
+    const a = (await stored(page))[0].messages[1];
+    const call = { id: 'functions.get_weather:0', type: 'function',
+                   function: { name: 'get_weather', arguments: '{"city": "Paris"}' } };
+    assert.deepEqual([a.content, a.finish, a.tool_calls], ['Let me check.', 'tool_calls', [call]]);
+    assert.equal(await page.textContent('#messages .msg.assistant .tool-call'), 'called get_weather({"city": "Paris"})');
+    assert.match(await page.textContent('#messages .msg.assistant .stats'), /ended with a tool call/);
+    const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
+    await send(page, 'And?');
+    assert.deepEqual((await sent).postDataJSON().messages[1].tool_calls, [call]);
+  });
+  await check('names of Object\'s own, deep quotes and emphasis never closed are text', async () => {
+    await page.evaluate(RENDER_CHECK);
+    const out = await page.evaluate(() => {
+      const render = window.renderChecked;
+      const fences = ['constructor', '__proto__', 'toString'].map((l) => render('```' + l + '\nx = 1\n```'));
+      const deep = render('>'.repeat(5000) + ' hi');
+      const open = render('**a '.repeat(20000) + '\n' + '~~b '.repeat(20000));
+      const tex = render('$\\toString x$ and $a \\constructor b$');
+      return { fences: fences.map((f) => [f.querySelector('pre code').textContent, f.querySelectorAll('pre code span').length]),
+               quotes: deep.querySelectorAll('blockquote').length, deepText: deep.textContent.trim(),
+               strong: open.querySelectorAll('strong, del').length, openText: open.textContent.length,
+               tex: tex.textContent };
+    });
+    await page.evaluate(() => document.getElementById('render-check').remove());
+    assert.deepEqual(out.fences, [['x = 1', 0], ['x = 1', 0], ['x = 1', 0]]);
+    assert.equal(out.quotes, 33);
+    assert.equal(out.deepText, '>'.repeat(5000 - 33) + ' hi');
+    assert.equal(out.strong, 0);
+    assert.equal(out.openText, 2 * 4 * 20000);
+    assert.match(out.tex, /toString/);
+    assert.match(out.tex, /constructor/);
+  });
+  await check('an answer a proxy ends without its end is said to be cut off (CRLF framing, a last event unended)', async () => {
+    await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, contentType: 'text/event-stream',
+      body: 'data: {"choices":[{"index":0,"delta":{"content":"par"}}]}\r\n\r\n' +
+            'data: {"choices":[{"index":0,"delta":{"content":"tial"}}]}' }));
+    await page.click('#new-chat');
+    await send(page, 'Cut?');
+    await page.unroute('**/v1/chat/completions');
+    const a = (await stored(page)).find((c) => c.title === 'Cut?').messages[1];
+    assert.equal(a.content, 'partial');
+    assert.match(a.error, /cut off/);
+  });
+  await check('two tabs answering at once keep both answers', async () => {
+    const other = await context.newPage();
+    await other.goto(srv.url + '/');
+    await other.route('**/v1/chat/completions', async (route) => {
+      await new Promise((r) => setTimeout(r, 1500));
+      await route.fulfill({ status: 200, contentType: 'text/event-stream',
+        body: 'data: {"choices":[{"index":0,"delta":{"content":"from b"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n' });
+    });
+    await other.click('#new-chat');
+    await other.fill('#input', 'Tab B');
+    await other.press('#input', 'Enter');
+    await page.click('#new-chat');
+    await send(page, 'Tab A');              // done while the other tab's answer comes
+    await waitIdle(other);
+    await page.waitForFunction(() => JSON.parse(localStorage.getItem('moetier.conversations'))
+      .some((c) => c.title === 'Tab B' && c.messages[1].done));
+    const convs = await stored(page), a = convs.find((c) => c.title === 'Tab A').messages[1];
+    assert.deepEqual([a.content, !!a.done, !!a.stopped], ['Let me check.', true, false]);
+    assert.equal(convs.find((c) => c.title === 'Tab B').messages[1].content, 'from b');
+    await other.close();
+  });
+  await check('an import with stats of other types keeps what it can; the page goes on', async () => {
+    const n = (await stored(page)).length;
+    await page.setInputFiles('#import-file', { name: 'odd.json', mimeType: 'application/json',
+      buffer: Buffer.from(JSON.stringify({ title: 'odd', messages: [{ role: 'user', content: 'q' },
+        { role: 'assistant', content: 'a', reasoning: 'r', finish: 7,
+          stats: { reasoning_seconds: '3', prompt_tokens: 5, first_token_seconds: 'x' } }] })) });
+    await page.waitForFunction((k) => JSON.parse(localStorage.getItem('moetier.conversations')).length === k, n + 1);
+    const a = (await stored(page)).find((c) => c.title === 'odd').messages[1];
+    assert.deepEqual([a.stats, a.finish], [{ prompt_tokens: 5 }, undefined]);
+    assert.match(await page.textContent('#messages .msg.assistant .stats'), /prompt 5 tokens/);
+  });
+  await check('a damaged stored conversation is left out, not the page', async () => {
+    await page.evaluate(() => localStorage.setItem('moetier.conversations', JSON.stringify([
+      null, { id: 'a', updated: 1, messages: {} }, { id: 'c', updated: 3, messages: [null] },
+      { id: 'b', updated: 2, title: 'kept', messages: [{ role: 'user', content: 'ok' },
+        { role: 'assistant', content: 'fine', done: true, stats: { first_token_seconds: 'x', prompt_tokens: 3 } },
+        { role: 'user', content: 'more' }, { role: 'assistant', content: 'half' }] }])));
+    await page.reload();
+    await page.waitForFunction(() => document.getElementById('model').textContent === 'tiny');
+    assert.match(await page.textContent('#notice'), /3 stored conversations were damaged and left out/);
+    assert.deepEqual(await page.locator('#conversations li').allTextContents().then((t) => t.length), 1);
+    assert.equal(await page.textContent('#messages .msg.assistant >> nth=0 >> .body'), 'fine');
+    // an answer the page was closed on: as far as it came, stopped
+    assert.match(await page.textContent('#messages .msg.assistant >> nth=1 >> .stats'), /stopped/);
+    assert.deepEqual(errors, []);
+  });
+  await context.close();
+  await stopServer(srv);
+}
+
 async function noPage() {
   const srv = await startServer(['--no-webui']);
   await check('--no-webui: GET / is a 404 saying so', async () => {
@@ -626,6 +726,7 @@ async function noPage() {
 try { await plainServer(); } catch (e) { fail(e); }
 try { await keyedServer(); } catch (e) { fail(e); }
 try { await progressServer(); } catch (e) { fail(e); }
+try { await hostileInput(); } catch (e) { fail(e); }
 try { await noPage(); } catch (e) { fail(e); }
 await browser.close();
 finish('web page tests');
