@@ -10,6 +10,7 @@
 
 #include "core/base/json_alloc.h"
 #include "core/engine/token_logprobs.h"
+#include "core/text/grammar_answer.h"
 #include "core/text/utf8.h"
 
 int oai_fail(oai_error *err, int status, const char *type, const char *param, const char *code,
@@ -373,9 +374,10 @@ static int parse_response_format(oai_request *r, oai_error *err)
     return 0;
 }
 
-/* vLLM's guided decoding: guided_regex, guided_choice, guided_json,
- * guided_grammar, or structured_outputs {"regex" | "choice" | "json" |
- * "grammar"}, and llama.cpp's json_schema and grammar: the whole answer held
+/* vLLM's guided decoding: guided_regex, guided_choice, guided_json (a schema
+ * or its JSON text), guided_grammar, or structured_outputs {"regex" |
+ * "choice" | "json" | "grammar" | "json_object"} (structural_tag refused),
+ * and llama.cpp's json_schema and grammar: the whole answer held
  * to a pattern, one of the strings, a schema or a GBNF grammar; one way at
  * most (with response_format's JSON modes too), not with a tool_choice that
  * asks for a call. */
@@ -384,19 +386,24 @@ static int parse_guided(oai_request *r, oai_error *err)
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->root, "structured_outputs");
     if (so && !cJSON_IsNull(so) && !cJSON_IsObject(so))
         return oai_bad(err, "structured_outputs", "'structured_outputs' must be an object");
+    const cJSON *tag = cJSON_IsObject(so) ? cJSON_GetObjectItemCaseSensitive(so, "structural_tag") : NULL;
+    if (tag && !cJSON_IsNull(tag))
+        return oai_bad(err, "structured_outputs", "structured_outputs.structural_tag is not supported: hold the "
+                       "answer with json, regex, choice, grammar or json_object");
     static const struct {
         const char *name, *kind;
         int nested;                 /* in structured_outputs */
     } ways[] = {{"guided_regex", "regex", 0},   {"guided_choice", "choice", 0}, {"guided_json", "json", 0},
                 {"guided_grammar", "grammar", 0}, {"regex", "regex", 1},       {"choice", "choice", 1},
                 {"json", "json", 1},            {"grammar", "grammar", 1},     {"json_schema", "json", 0},
-                {"grammar", "grammar", 0}};
+                {"grammar", "grammar", 0},      {"json_object", "json_object", 1}};
     const cJSON *found = NULL;
     const char *field = NULL, *kind = NULL;
     for (size_t k = 0; k < sizeof ways / sizeof *ways; k++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(ways[k].nested ? so : r->root, ways[k].name);
         const char *f = ways[k].nested ? "structured_outputs" : ways[k].name;
-        int none = cJSON_IsString(x) && !x->valuestring[0] && !strcmp(ways[k].kind, "grammar");
+        int none = (cJSON_IsString(x) && !x->valuestring[0] && !strcmp(ways[k].kind, "grammar")) ||
+                   (cJSON_IsFalse(x) && !strcmp(ways[k].kind, "json_object"));
         if (!x || cJSON_IsNull(x) || none)
             continue;   /* (llama.cpp's clients send an empty grammar for none) */
         if (found)
@@ -424,7 +431,31 @@ static int parse_guided(oai_request *r, oai_error *err)
             r->grammar = NULL;
             return oai_bad(err, field, "%s: %s", field, e.msg);
         }
+        int held = grammar_answer_check(r->grammar);
+        if (held == GRAMMAR_NO_MEMORY)
+            return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        if (held)
+            return oai_bad(err, field, "%s: %s", field, grammar_answer_strerror(held));
         return 0;
+    }
+    if (!strcmp(kind, "json_object")) {
+        if (!cJSON_IsTrue(found))
+            return oai_bad(err, field, "structured_outputs.json_object must be true or false");
+        if (!(r->schema = calloc(1, sizeof *r->schema)) || json_schema_any_object(r->schema, &e)) {
+            free(r->schema);
+            r->schema = NULL;
+            return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+        }
+        return 0;
+    }
+    if (!strcmp(kind, "json") && cJSON_IsString(found)) {
+        /* (vLLM takes the schema as JSON text too) */
+        cJSON *parsed = chat_json_parse(found->valuestring, strlen(found->valuestring), NULL);
+        int rc = cJSON_IsObject(parsed) ? compile_answer_schema(r, parsed, field, field, err)
+                                        : oai_bad(err, field, "'%s' must be a JSON schema (an object, or its "
+                                                  "JSON text)", field);
+        cJSON_Delete(parsed);
+        return rc;
     }
     if (!strcmp(kind, "json"))
         return cJSON_IsObject(found) || cJSON_IsTrue(found)

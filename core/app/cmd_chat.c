@@ -361,9 +361,10 @@ static int conversation_command(chat_state *c, const char *line)
         if (more)
             free(block);
         fprintf(stderr, "[%s added to your next message]\n", path);
-    } else if (is_command(line, "/save", NULL) || is_command(line, "/load", NULL) ||
-               is_command(line, "/read", NULL)) {
-        fprintf(stderr, "[%s needs a file: %s FILE]\n", line, line);
+    } else if (!strncmp(line, "/save", 5) || !strncmp(line, "/load", 5) || !strncmp(line, "/read", 5)) {
+        if (line[5 + strspn(line + 5, " ")])
+            return 0;       /* (a word that only begins so: "/saved") */
+        fprintf(stderr, "[%.5s needs a file: %.5s FILE]\n", line, line);
     } else {
         return 0;
     }
@@ -647,8 +648,17 @@ int cmd_chat(int argc, char **argv)
             continue;
         } else if (looks_like_command(line)) {
             int w = (int)strcspn(line, " ");
-            fprintf(stderr, "[no command %.*s: /help lists them; a message that begins so is sent "
-                            "when it begins with '//']\n", w, line);
+            static const char *const known[] = {"/reset", "/clear", "/undo", "/regen", "/help", "/exit", "/quit"};
+            const char *name = NULL;
+            for (size_t k = 0; k < sizeof known / sizeof *known; k++)
+                if ((int)strlen(known[k]) == w && !strncmp(line, known[k], (size_t)w))
+                    name = known[k];
+            if (name)
+                fprintf(stderr, "[%s takes nothing after it; a message that begins so is sent when it "
+                                "begins with '//']\n", name);
+            else
+                fprintf(stderr, "[no command %.*s: /help lists them; a message that begins so is sent "
+                                "when it begins with '//']\n", w, line);
             continue;
         }
         /* (the first '/' of '//word' said the line is a message) */

@@ -48,8 +48,9 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
     int held = p->schema || p->grammar;
     if (p->schema)
         json_prefix_init(&answer, p->schema);
-    if (p->grammar && grammar_answer_init(&text, p->grammar))
-        return err_set(e, "out of memory for the grammar's parse");
+    int parse = p->grammar ? grammar_answer_init(&text, p->grammar) : 0;
+    if (parse)
+        return err_set(e, "%s", grammar_answer_strerror(parse));
     if (held)
         reasoning_gate_init(&gate, p->reasoning, p->think_begin);
     draft_step d = {.n = 0};

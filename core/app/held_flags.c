@@ -7,6 +7,7 @@
 #include "cli_common.h"
 #include "core/base/json_alloc.h"
 #include "core/text/chat_format.h"
+#include "core/text/grammar_answer.h"
 
 int held_flag_parse(held_flags *h, int argc, char **argv, int *i)
 {
@@ -90,7 +91,11 @@ static int compile_grammar(const char *text, const char *path, gbnf *g, errbuf *
     size_t len;
     if (option_text(text, path, "--grammar-file", &file, &len, e))
         return 1;
-    int rc = gbnf_compile(g, path ? file : text, len, e);
+    int rc = gbnf_compile(g, path ? file : text, len, e), held = rc ? 0 : grammar_answer_check(g);
+    if (held) {
+        gbnf_free(g);
+        rc = err_set(e, "%s", grammar_answer_strerror(held));
+    }
     if (rc)
         err_prefix(e, "%s: ", path ? path : "--grammar");
     free(file);

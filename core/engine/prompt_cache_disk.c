@@ -437,25 +437,44 @@ static int left_alone(const prompt_cache *pc, const char *name)
     return 0;
 }
 
-/* Whether the file at path holds the start of a file left alone (which a
- * later start reads only after it). One that cannot be read is taken to,
- * unless it is damaged. */
-static int holds_a_left_alone_start(const prompt_cache *pc, const char *path, const prompt_identity *id,
-                                    const engine *en)
+/* The starts (a continuation's base and the hash of its first base ids)
+ * that files must be kept for: those of the files left alone, and of each
+ * file kept for one (it may continue another in turn). */
+typedef struct starts {
+    prompt_left_alone *v;
+    int n, cap;
+} starts;
+
+static int starts_add(starts *s, int base, uint64_t start)
 {
-    int any = 0;
-    for (int i = 0; i < pc->n_left_alone && !any; i++)
-        any = pc->left_alone[i].base > 0;
-    if (!any)
-        return 0;
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 16;
+        prompt_left_alone *grown = realloc(s->v, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        s->v = grown;
+        s->cap = cap;
+    }
+    s->v[s->n++] = (prompt_left_alone){.base = base, .start = start};
+    return 0;
+}
+
+/* Whether the file at path holds one of the starts: 1, and its own start
+ * added (when it continues another); a file that cannot be read is taken to,
+ * unless it is damaged. -1 when out of memory. */
+static int holds_a_kept_start(starts *s, const char *path, const prompt_identity *id, const engine *en)
+{
     prompt_file pf;
     errbuf ignored;
     int rc = prompt_file_open(&pf, path, id, en, &ignored);
     if (rc)
         return rc != PROMPT_FILE_DAMAGED;
     int held = 0;
-    for (int i = 0; i < pc->n_left_alone && !held; i++)
-        held = holds_start((const int *)pf.ids, pf.n, pc->left_alone[i].base, pc->left_alone[i].start);
+    for (int i = 0; i < s->n && !held; i++)
+        held = holds_start((const int *)pf.ids, pf.n, s->v[i].base, s->v[i].start);
+    if (held && pf.base &&
+        starts_add(s, pf.base, XXH3_64bits(pf.ids, (size_t)pf.base * sizeof *pf.ids)))
+        held = -1;
     prompt_file_close(&pf);
     return held;
 }
@@ -475,24 +494,46 @@ int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const pro
         free(names);
         return -1;
     }
+    int *kept = calloc((size_t)(n_files ? n_files : 1), sizeof *kept);
+    starts st = {0};
+    int rc = kept ? 0 : err_set(e, "out of memory tidying %s", dir);
     for (int i = 0; i < pc->n; i++)
         failed |= pc->entries[i].on_disk < 0;
-    for (int f = 0; f < n_files; f++) {
-        int kept = left_alone(pc, files[f].name);
-        for (int i = 0; i < pc->n && !kept; i++)
-            kept = !strcmp(files[f].name, names[i]);
-        char path[4200];
+    for (int i = 0; i < pc->n_left_alone && !rc; i++)
+        if (pc->left_alone[i].base > 0 && starts_add(&st, pc->left_alone[i].base, pc->left_alone[i].start))
+            rc = err_set(e, "out of memory tidying %s", dir);
+    char path[4200];
+    for (int f = 0; f < n_files && !rc; f++) {
+        kept[f] = left_alone(pc, files[f].name);
+        for (int i = 0; i < pc->n && !kept[f]; i++)
+            kept[f] = !strcmp(files[f].name, names[i]);
         snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
-        if (!kept && failed && ours(files[f].name, id) == 1)
-            kept = holds_a_failed_entrys_start(pc, path, id, en);
-        if (!kept && ours(files[f].name, id) == 1)
-            kept = holds_a_left_alone_start(pc, path, id, en);
-        if (!kept && unlink(path) == 0)
+        if (!kept[f] && failed && ours(files[f].name, id) == 1)
+            kept[f] = holds_a_failed_entrys_start(pc, path, id, en);
+    }
+    /* what holds the start of a file left alone, in turn, until none is found */
+    for (int more = st.n > 0; more && !rc;) {
+        more = 0;
+        for (int f = 0; f < n_files && !rc; f++) {
+            if (kept[f] || ours(files[f].name, id) != 1)
+                continue;
+            snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
+            int held = holds_a_kept_start(&st, path, id, en);
+            if (held < 0)
+                rc = err_set(e, "out of memory tidying %s", dir);
+            more |= kept[f] = held > 0;
+        }
+    }
+    for (int f = 0; f < n_files && !rc; f++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
+        if (!kept[f] && unlink(path) == 0)
             (*removed)++;
     }
+    free(st.v);
+    free(kept);
     free(files);
     free(names);
-    return 0;
+    return rc;
 }
 
 /* Writes the entries whose write failed, or whose file went, each after the

@@ -459,6 +459,15 @@ int grammar_answer_init(grammar_answer *a, const gbnf *g)
     return 0;
 }
 
+int grammar_answer_check(const gbnf *g)
+{
+    grammar_answer a;
+    int rc = grammar_answer_init(&a, g);
+    if (!rc)
+        grammar_answer_free(&a);
+    return rc;
+}
+
 void grammar_answer_free(grammar_answer *a)
 {
     free(a->frames);

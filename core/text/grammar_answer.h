@@ -78,8 +78,12 @@ typedef struct grammar_answer {
 #define GRAMMAR_TOO_COMPLEX (-2)
 #define GRAMMAR_NO_MEMORY (-3)
 
-/* 0, or -1 out of memory. The grammar must outlive the answer. */
+/* 0; GRAMMAR_TOO_COMPLEX when the parses of the empty answer pass the limits
+ * already, GRAMMAR_NO_MEMORY. The grammar must outlive the answer. */
 int grammar_answer_init(grammar_answer *a, const gbnf *g);
+/* Whether an answer can be held to g at all: grammar_answer_init's result,
+ * the answer freed (a compiled grammar is checked so before it is taken). */
+int grammar_answer_check(const gbnf *g);
 void grammar_answer_free(grammar_answer *a);
 /* Takes bytes b[0, n): 0 when the text is still the start of a text of the
  * grammar (the state moved on); -1 when not, GRAMMAR_TOO_COMPLEX or

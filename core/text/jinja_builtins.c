@@ -1382,11 +1382,15 @@ int jr_filter(rs *r, const jnode *at, const char *name, const jv *v, const args 
                 lowered_key(r, at, &k, cs && jv_truthy(cs), &keys[i]))
                 return -1;
         }
-        size_t kept = 0;
+        size_t kept = 0, compared = 0;
         for (size_t i = 0; i < n; i++) {
             int seen = 0;
-            for (size_t j = 0; j < kept && !seen; j++)
+            for (size_t j = 0; j < kept && !seen; j++) {
+                /* (each item against those kept: the deadline, not the steps, bounds it) */
+                if (!(++compared & 0xffff) && jr_past_deadline(r, at))
+                    return -1;
                 seen = jv_equal(r, &keys[i], &keys[j], 0);
+            }
             if (!seen) {
                 keys[kept++] = keys[i];
                 out->u.l->v[out->u.l->n++] = items[i];

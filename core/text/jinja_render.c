@@ -290,13 +290,17 @@ static int eval_slice(rs *r, frame *f, const jnode *n, jv *out)
 /* One more expression or statement, held to MAX_STEPS; and every 64 steps
  * to the deadline, as one step may be a built-in's search through a string
  * of many megabytes. */
+int jr_past_deadline(rs *r, const jnode *at)
+{
+    return now_seconds() > r->deadline ? jr_fail(r, at, "the template ran longer than %.0f seconds", MAX_SECONDS)
+                                       : 0;
+}
+
 static int step(rs *r, const jnode *n)
 {
     if (++r->steps > MAX_STEPS)
         return jr_fail(r, n, "the template ran more than %ld steps", MAX_STEPS);
-    if (!(r->steps & 63) && now_seconds() > r->deadline)
-        return jr_fail(r, n, "the template ran longer than %.0f seconds", MAX_SECONDS);
-    return 0;
+    return r->steps & 63 ? 0 : jr_past_deadline(r, n);
 }
 
 static int ev(rs *r, frame *f, const jnode *n, jv *out)

@@ -131,6 +131,9 @@ typedef struct args {
 
 /* ---- jinja_value.c: errors, output, constructors, access, Python's operators */
 
+/* -1 with the error when the rendering is past its deadline (MAX_SECONDS):
+ * for built-ins whose own work grows faster than their input */
+int jr_past_deadline(rs *r, const jnode *at);
 int jr_fail(rs *r, const jnode *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int jr_fail(rs *r, const jnode *at, const char *fmt, ...);
 int jr_oom(rs *r, const jnode *at);

@@ -257,6 +257,11 @@ static int key_byte(json_prefix *j, unsigned char b)
             next |= 1ull << k;
     j->cand = next;
     j->pos++;
+    /* an escape that names no property as it is written: the key could still
+     * decode to one of them ("\u0061" for "a") and so skip that property's
+     * schema (or be a key twice): refused, where properties are named */
+    if (b == '\\' && !next && n->n_props)
+        return -1;
     return n->extra < 0 && !(next & ~top(j)->seen) ? -1 : 0;
 }
 

@@ -333,8 +333,10 @@ static int braces(parser *ps, int *min, int *max)
     const char *q = ps->p + 1;
     long a = 0, b;
     int digits = 0;
-    while (q < ps->end && *q >= '0' && *q <= '9' && a <= MAX_REPEAT)
-        a = a * 10 + (*q++ - '0'), digits++;
+    /* (every digit read: past MAX_REPEAT the count stays past it, refused) */
+    for (; q < ps->end && *q >= '0' && *q <= '9'; q++, digits++)
+        if (a <= MAX_REPEAT)
+            a = a * 10 + (*q - '0');
     if (!digits)
         return 0;
     b = a;
@@ -342,8 +344,9 @@ static int braces(parser *ps, int *min, int *max)
         q++;
         b = -1;
         if (q < ps->end && *q >= '0' && *q <= '9')
-            for (b = 0; q < ps->end && *q >= '0' && *q <= '9' && b <= MAX_REPEAT;)
-                b = b * 10 + (*q++ - '0');
+            for (b = 0; q < ps->end && *q >= '0' && *q <= '9'; q++)
+                if (b <= MAX_REPEAT)
+                    b = b * 10 + (*q - '0');
     }
     if (q >= ps->end || *q != '}')
         return 0;
@@ -548,11 +551,18 @@ static int build(parser *ps, int n, frag *out)
         }
         return 0;
     default: { /* T_REP: min copies, then a loop or max - min optional ones */
-        int copies = t->max < 0 ? t->min + 1 : t->max;
+        int copies = t->max < 0 ? t->min + 1 : t->max, before = r->n_pos;
         for (int i = 0; i < copies; i++) {
             frag f;
             if (build(ps, t->kid, &f))
                 return -1;
+            if (r->n_pos == before) {
+                /* a part that matches no character (an empty group) is the
+                 * same however often: once (nested, copies would multiply) */
+                f.nullable |= t->min == 0;
+                cat(r, out, &f);
+                return 0;
+            }
             if (t->max < 0 && i == copies - 1) {
                 for (int p = 1; p <= r->n_pos; p++)
                     if (set_has(&f.last, p))
@@ -631,6 +641,28 @@ static int finish(json_regex *r, errbuf *e)
     return 0;
 }
 
+/* Whether a '|' stands outside every group and class of pattern[0, len). */
+static int top_level_bar(const char *pattern, size_t len)
+{
+    int depth = 0, in_class = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = pattern[i];
+        if (c == '\\')
+            i++;
+        else if (in_class)
+            in_class = c != ']';
+        else if (c == '[')
+            in_class = 1;
+        else if (c == '(')
+            depth++;
+        else if (c == ')')
+            depth--;
+        else if (c == '|' && depth == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int json_regex_compile(json_regex *r, const char *pattern, size_t len, errbuf *e)
 {
     memset(r, 0, sizeof *r);
@@ -644,6 +676,10 @@ int json_regex_compile(json_regex *r, const char *pattern, size_t len, errbuf *e
             bs++;
         tail = bs % 2 == 0;
     }
+    /* (^a|b$ anchors one alternative each: not a whole-answer match) */
+    if ((head || tail) && top_level_bar(pattern, len))
+        return err_set(e, "pattern: an anchor (^, $) beside a '|' outside a group is not held "
+                       "(write ^(a|b)$ for a whole-answer match)");
     ps.p += head;
     ps.end -= tail;
     r->cls = calloc(JSON_REGEX_MAX_POS + 1, sizeof *r->cls);

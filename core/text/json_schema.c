@@ -374,7 +374,7 @@ static int count_limit(compiler *c, const cJSON *sch, const char *kw, int *out, 
 /* one end of a number's bounds: 'minimum' and 'exclusiveMinimum' (a number,
  * or draft 4's boolean making 'minimum' exclusive), the tighter kept */
 static int number_limit(compiler *c, const cJSON *sch, int lower, int *has, double *x, int *excl,
-                        const char *path)
+                        const char **spelled, const char *path)
 {
     const char *kw = lower ? "minimum" : "maximum", *xkw = lower ? "exclusiveMinimum" : "exclusiveMaximum";
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(sch, kw);
@@ -384,15 +384,18 @@ static int number_limit(compiler *c, const cJSON *sch, int lower, int *has, doub
         return err_set(c->e, "%s: '%s' must be a number", path, kw);
     if (xv && !cJSON_IsNumber(xv) && !cJSON_IsBool(xv))
         return err_set(c->e, "%s: '%s' must be a number (or, in draft 4, a boolean)", path, xkw);
+    *spelled = NULL;
     if (v) {
         *has = 1;
         *x = v->valuedouble;
         *excl = cJSON_IsTrue(xv);
+        *spelled = v->valuestring;
     }
     if (cJSON_IsNumber(xv) &&
         (!*has || (lower ? xv->valuedouble >= *x : xv->valuedouble <= *x))) {
         *has = *excl = 1;
         *x = xv->valuedouble;
+        *spelled = xv->valuestring;
     }
     return 0;
 }
@@ -437,6 +440,34 @@ static int compile_pattern(compiler *c, js_node *n, const cJSON *sch, const char
     return 0;
 }
 
+/* Validators read an answer as a double (Python's json, JavaScript) and
+ * compare that with the bound: held to the bound's exact decimal, an answer
+ * whose double is the bound itself would pass an exclusive bound
+ * ("0.99999999999999999999" reads as 1.0), and an integer bound past 2^53
+ * that no double is (spelled: its text in the schema, as chat_json_parse
+ * keeps it) is another number than Python compares with. Such a bound is
+ * moved one double inward and made inclusive (what is lost lies within half a
+ * double's step of it), where its decimal stays short enough (exclusiveMinimum
+ * 0 stays: no bounded answer of ours reads as 0 but 0). */
+static void bound_as_validators_read(int lower, int integer, const char *spelled, double *x, int *excl)
+{
+    char exact[400];
+    int rounded = 0;
+    if (fabs(*x) >= 0x1p53 && spelled && spelled[strspn(spelled, "-0123456789")] == 0) {
+        snprintf(exact, sizeof exact, "%.0f", *x);     /* (a double's integer digits, all exact) */
+        rounded = strcmp(exact, spelled) != 0;
+    }
+    if (!*excl && !rounded)
+        return;
+    double in = nextafter(*x, lower ? INFINITY : -INFINITY);
+    json_bounds fits;
+    errbuf ignored;
+    if (!json_bounds_init(&fits, lower, in, 0, !lower, in, 0, integer, &ignored)) {
+        *x = in;
+        *excl = 0;
+    }
+}
+
 /* minLength and maxLength, pattern or format; the number bounds (integer:
  * whole ones) */
 static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path)
@@ -451,12 +482,17 @@ static int compile_limits(compiler *c, int i, const cJSON *sch, const char *path
         return -1;
     int has_lo, has_hi, lo_x, hi_x;
     double lo = 0, hi = 0;
-    if (number_limit(c, sch, 1, &has_lo, &lo, &lo_x, path) ||
-        number_limit(c, sch, 0, &has_hi, &hi, &hi_x, path))
+    const char *lo_text, *hi_text;
+    if (number_limit(c, sch, 1, &has_lo, &lo, &lo_x, &lo_text, path) ||
+        number_limit(c, sch, 0, &has_hi, &hi, &hi_x, &hi_text, path))
         return -1;
     if (!has_lo && !has_hi)
         return 0;
     int integer = !(n->types & JT_NUMBER);
+    if (has_lo)
+        bound_as_validators_read(1, integer, lo_text, &lo, &lo_x);
+    if (has_hi)
+        bound_as_validators_read(0, integer, hi_text, &hi, &hi_x);
     if (json_bounds_init(&n->bounds, has_lo, lo, lo_x, has_hi, hi, hi_x, integer, c->e))
         return err_prefix(c->e, "%s: ", path);
     if (!json_bounds_satisfiable(&n->bounds))
@@ -530,6 +566,9 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     if (kinds > 1 || (kinds && type && !en && !cn))
         return err_set(c->e, "%s: only one of $ref, enum, const, anyOf and oneOf may be given, and "
                        "type only beside enum or const", path);
+    if ((ref || any || one) && !c->lenient && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "nullable")))
+        return err_set(c->e, "%s: 'nullable' is enforced with a type, enum or const, not beside $ref, anyOf or "
+                       "oneOf (add {\"type\": \"null\"} to an anyOf)", path);
     for (const cJSON *k = sch->child; k && kinds && !c->lenient; k = k->next)
         if (is_limit(k->string))
             return err_set(c->e, "%s: '%s' is enforced with a type, not beside $ref, enum, const, anyOf "
@@ -639,12 +678,55 @@ static int refuse_alternative_cycles(compiler *c)
     return rc;
 }
 
+/* An alternative that is a definition still being compiled (recursion:
+ * X = anyOf[{items: oneOf[$ref X, ...]}, ...]) gave its bytes before it had
+ * them all: the first bytes of every node of alternatives are settled once
+ * all is compiled (they only grow), and the alternatives checked again for
+ * beginning alike (a lenient compile takes any value there instead). */
+static int settle_alternatives(compiler *c)
+{
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < c->s->n; i++) {
+            js_node *n = &c->s->node[i];
+            for (int k = 0; k < n->n_alt; k++)
+                for (int b = 0; b < 32; b++) {
+                    uint8_t more = c->s->node[n->alt[k]].first[b] & (uint8_t)~n->first[b];
+                    n->first[b] |= more;
+                    changed |= more != 0;
+                }
+        }
+    }
+    for (int i = 0; i < c->s->n; i++) {
+        js_node *n = &c->s->node[i];
+        uint8_t seen[32] = {0};
+        int alike = 0;
+        for (int k = 0; k < n->n_alt; k++)
+            for (int b = 0; b < 32; b++) {
+                alike |= (seen[b] & c->s->node[n->alt[k]].first[b]) != 0;
+                seen[b] |= c->s->node[n->alt[k]].first[b];
+            }
+        if (alike && !c->lenient)
+            return err_set(c->e, "the alternatives of an 'anyOf' or 'oneOf' that its own definition recurses "
+                           "into begin alike (two can start with the same byte), so the answer cannot be "
+                           "held to one as it is written");
+        if (alike) {
+            free(n->alt);
+            memset(n, 0, sizeof *n);
+            n->types = JT_ALL;
+            n->max_items = INT_MAX;
+            first_of_types(n);
+        }
+    }
+    return 0;
+}
+
 static int compile_root(const cJSON *schema, json_schema *s, int lenient, errbuf *e)
 {
     memset(s, 0, sizeof *s);
     compiler c = {.s = s, .root = schema, .lenient = lenient, .e = e};
     if (any_node(&c) < 0 || (s->root = compile(&c, schema, "#")) < 0 ||
-        refuse_alternative_cycles(&c)) {
+        refuse_alternative_cycles(&c) || settle_alternatives(&c)) {
         json_schema_free(s);
         return -1;
     }

@@ -398,12 +398,24 @@ async function apiFeatureChecks(srv, ai) {
       grammar: '' })).choices[0];
     if (j.finish_reason === 'stop') assert.ok([1, 2].includes(JSON.parse(j.message.content).a), j.message.content);
     else assert.match(j.message.content, /^\s*\{/);
+    // vLLM's guided_json as the schema's JSON text, and structured_outputs' json_object
+    for (const held of [{ guided_json: JSON.stringify({ enum: ['on', 'off'] }) }, { structured_outputs: { json_object: true } }]) {
+      const c = (await ai.chat.completions.create({ model: MODEL, messages: user('x'), max_tokens: 40, temperature: 1,
+        seed: 4, ...held })).choices[0];
+      if (held.guided_json) assert.ok(['"on"', '"off"'].includes(c.message.content), c.message.content);
+      else if (c.finish_reason === 'stop') assert.equal(typeof JSON.parse(c.message.content), 'object');
+      else assert.match(c.message.content, /^\s*\{/);
+    }
     for (const [body, param, why] of [[{ guided_choice: ['a'], response_format: { type: 'json_object' } }, 'guided_choice', /cannot both/],
       [{ guided_grammar: 'root ::= ("a"' }, 'guided_grammar', /grammar line 1: a group is not closed/],
       [{ grammar: 'root ::= "a"\n  | item' }, 'grammar', /grammar line 2: rule 'item' is used but not defined/],
       [{ structured_outputs: { grammar: 'root ::= root "a" | "b"' } }, 'structured_outputs', /left-recursive/],
       [{ guided_grammar: 'root ::= "a"', guided_regex: 'a' }, 'guided_grammar', /at most/],
       [{ guided_regex: '(a)\\1' }, 'guided_regex', /backreference/],
+      [{ guided_regex: '[ab]{2,65535}' }, 'guided_regex', /a repeat of more than 1000/],
+      [{ structured_outputs: { structural_tag: '{}' } }, 'structured_outputs', /structural_tag is not supported/],
+      [{ guided_json: 'not json' }, 'guided_json', /its JSON text/],
+      [{ grammar: 'root ::= (("a"{0,100}){0,100}){0,100}' }, 'grammar', /too ambiguous/],
       [{ guided_regex: 'a', structured_outputs: { choice: ['b'] } }, 'structured_outputs', /at most/]]) {
       const e = await expectStatus(ai.chat.completions.create({ model: MODEL, messages: user('x'), ...body }), 400);
       assert.equal(e.param, param);

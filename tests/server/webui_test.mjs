@@ -650,7 +650,7 @@ async function hostileInput() {
     assert.match(out.tex, /toString/);
     assert.match(out.tex, /constructor/);
   });
-  await check('an answer a proxy ends without its end is said to be cut off (CRLF framing, a last event unended)', async () => {
+  await check('an answer a proxy ends without its end is said to be cut off (CRLF framing; an unended last event is none)', async () => {
     await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, contentType: 'text/event-stream',
       body: 'data: {"choices":[{"index":0,"delta":{"content":"par"}}]}\r\n\r\n' +
             'data: {"choices":[{"index":0,"delta":{"content":"tial"}}]}' }));
@@ -658,7 +658,7 @@ async function hostileInput() {
     await send(page, 'Cut?');
     await page.unroute('**/v1/chat/completions');
     const a = (await stored(page)).find((c) => c.title === 'Cut?').messages[1];
-    assert.equal(a.content, 'partial');
+    assert.equal(a.content, 'par');
     assert.match(a.error, /cut off/);
   });
   await check('two tabs answering at once keep both answers', async () => {
@@ -680,6 +680,29 @@ async function hostileInput() {
     const convs = await stored(page), a = convs.find((c) => c.title === 'Tab A').messages[1];
     assert.deepEqual([a.content, !!a.done, !!a.stopped], ['Let me check.', true, false]);
     assert.equal(convs.find((c) => c.title === 'Tab B').messages[1].content, 'from b');
+    // a message being edited stays in its editor, with what was typed, while the other tab stores
+    await page.click('#messages .msg.user >> button:has-text("Edit")');
+    await page.fill('#messages .editor textarea', 'changed');
+    await other.evaluate(() => { conversations.find((c) => c.title === 'Tab B').title = 'Tab B!'; store(); });
+    await page.waitForFunction(() => [...document.querySelectorAll('#conversations li')]
+      .some((li) => li.textContent.includes('Tab B!')));
+    assert.equal(await page.inputValue('#messages .editor textarea'), 'changed');
+    await page.click('#messages .editor button:has-text("Cancel")');
+    // a conversation deleted in the other tab while this one answers in it: stopped and gone
+    await page.route('**/v1/chat/completions', async (route) => {
+      await new Promise((r) => setTimeout(r, 3000));
+      await route.fulfill({ status: 200, contentType: 'text/event-stream', body: 'data: [DONE]\n\n' }).catch(() => {});
+    });
+    await page.click('#new-chat');
+    await page.fill('#input', 'Doomed');
+    await page.press('#input', 'Enter');
+    await other.waitForFunction(() => { conversations = storedConversations();
+      return conversations.some((c) => c.title === 'Doomed'); });
+    await other.evaluate(() => { conversations = conversations.filter((c) => c.title !== 'Doomed'); store(); });
+    await waitIdle(page);
+    await page.unroute('**/v1/chat/completions');
+    await page.waitForTimeout(300);
+    assert.ok(!(await stored(page)).some((c) => c.title === 'Doomed'), 'the deleted conversation came back');
     await other.close();
   });
   await check('an import with stats of other types keeps what it can; the page goes on', async () => {

@@ -1097,7 +1097,8 @@ Test(cli, chat_commands_edit_save_and_load_the_conversation, .timeout = 120)
     snprintf(script, sizeof script,
              "Hello there\n/read %s\n/read %s\nWhat is this?\n/save %s/one.json\n/undo\n/save %s/two.json\n"
              "/regen\n/save %s/three.json\n/save\n/save %s\n/load %s\n/load %s\n/save %s/four.json\n/load %s\n"
-             "Next\n/save %s/five.json\n/sav %s/x.json\n//save me\n/etc/hosts\n/save %s/six.json\n",
+             "Next\n/save %s/five.json\n/sav %s/x.json\n//save me\n/etc/hosts\n/help me\n/load  \n"
+             "/save %s/six.json\n",
              notes, blob, tmp, tmp, tmp, tmp, bad, notes, tmp, web, tmp, tmp, tmp);
     char cmdfile[512];
     snprintf(cmdfile, sizeof cmdfile, "%s/script.txt", tmp);
@@ -1141,6 +1142,8 @@ Test(cli, chat_commands_edit_save_and_load_the_conversation, .timeout = 120)
     /* a command mistyped is said, not sent; '//' sends a line that begins
      * with '/' and a word; a path is a message */
     cr_expect(strstr(err, "[no command /sav: /help lists them") != NULL, "%s", err);
+    cr_expect(strstr(err, "[/help takes nothing after it") != NULL, "%s", err);
+    cr_expect(strstr(err, "[/load needs a file: /load FILE]") != NULL, "%s", err);
     snprintf(path, sizeof path, "%s/six.json", tmp);
     cJSON *six = saved_conversation(path);
     cr_assert_eq(cJSON_GetArraySize(six), 8);

@@ -215,9 +215,21 @@ Test(json_regex, refuses_what_it_does_not_hold)
     refused("a{2,1}", "below n");
     refused("^[]$", "no string matches");
     refused("^a[^\\s\\S]$", "no string matches");
+    refused("[ab]{2,65535}", "more than 1000");     /* (taken, it was the text "{2,65535}") */
+    refused("a{100000}", "more than 1000");
+    refused("^a|b$", "beside a '|' outside a group"); /* (taken, it was held as ^(a|b)$) */
     /* taken: '{' that is no quantifier, an escaped '$' at the end, named groups */
     json_regex r;
     errbuf e;
+    /* empty groups repeated within each other are the empty string, once
+     * (copies of them multiplied: 10^12 of them hung a server thread) */
+    const char *empty = "^((((){1000}){1000}){1000}){1000}$";
+    cr_assert_eq(json_regex_compile(&r, empty, strlen(empty), &e), 0, "%s", e.msg);
+    cr_expect(ours(&r, "", 0) == 1 && ours(&r, "a", 1) != 1);
+    json_regex_free(&r);
+    cr_assert_eq(json_regex_compile(&r, "^(a(){5}|b){2}$", 15, &e), 0, "%s", e.msg);
+    cr_expect(ours(&r, "ab", 2) == 1 && ours(&r, "abb", 3) != 1);
+    json_regex_free(&r);
     cr_assert_eq(json_regex_compile(&r, "^a{,2}\\$$", 9, &e), 0, "%s", e.msg);
     cr_expect_eq(ours(&r, "a{,2}$", 6), 1);
     json_regex_free(&r);

@@ -18,9 +18,10 @@
 #include "core/text/utf8.h"
 #include "testutil.h"
 
+/* (as a request's JSON is read: numbers keep their spelling) */
 static int compile_text(const char *text, json_schema *s, errbuf *e)
 {
-    cJSON *j = cJSON_Parse(text);
+    cJSON *j = chat_json_parse(text, strlen(text), NULL);
     cr_assert_not_null(j, "%s", text);
     int rc = json_schema_compile(j, s, e);
     cJSON_Delete(j);
@@ -65,6 +66,17 @@ Test(json_schema, refuses_what_it_cannot_enforce)
     refused("{\"enum\": [\"a\"], \"type\": \"integer\"}", "no value of its enum has its type");
     refused("{\"enum\": [1], \"anyOf\": [{\"type\": \"integer\"}]}", "only one of");
     refused("{\"anyOf\": [{\"type\": \"integer\"}], \"type\": \"integer\"}", "type only beside enum or const");
+    /* (taken, null would be refused silently) */
+    refused("{\"anyOf\": [{\"type\": \"integer\"}], \"nullable\": true}", "'nullable' is enforced with a type");
+    refused("{\"$ref\": \"#/$defs/x\", \"nullable\": true, \"$defs\": {\"x\": {\"type\": \"string\"}}}",
+            "not beside $ref");
+    /* alternatives alike through a definition still being compiled (taken,
+     * [[]] was complete though two alternatives match []) */
+    refused("{\"$ref\": \"#/$defs/X\", \"$defs\": {\"X\": {\"anyOf\": [{\"type\": \"array\", \"items\": "
+            "{\"oneOf\": [{\"$ref\": \"#/$defs/X\"}, {\"type\": \"array\"}]}}, {\"type\": \"null\"}]}}}",
+            "its own definition recurses into begin alike");
+    /* (taken, ^a|b$ was held as ^(a|b)$) */
+    refused("{\"type\": \"string\", \"pattern\": \"^a|b$\"}", "beside a '|' outside a group");
 }
 
 /* A definition that stands for itself before any byte (through $ref and anyOf
@@ -125,6 +137,9 @@ Test(json_schema, fixed_cases)
         {"{\"name\": \"x\", \"tags\": [\"a\", \"b\", \"a\"]}", -1}, {"{\"name\": \"x\", \"tags\": [1", 0},
         {"{\"name\": \"x\", \"tags\": [10", 0}, {"{\"name\": \"x\", \"tags\": [100", -1}, {"[]", -1},
         {"{\"na", 0}, {"{\"age\": -", 0},
+        /* a key written with an escape names no property: it could be one
+         * ("\u0061ge" is "age") and skip its schema */
+        {"{\"n\\u0061me\": 1}", -1}, {"{\"\\u0061ge\": \"x\", \"name\": \"x\"}", -1}, {"{\"name\": \"x\\u0061\"}", 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         cr_expect_eq(judge(&s, cases[i].t, strlen(cases[i].t)), cases[i].want, "'%s'", cases[i].t);
@@ -148,7 +163,7 @@ static void judged(const char *schema, const char *const *texts, const int *want
 {
     json_schema s;
     errbuf e;
-    cJSON *j = cJSON_Parse(schema);
+    cJSON *j = chat_json_parse(schema, strlen(schema), NULL);
     cr_assert_not_null(j, "%s", schema);
     cr_assert_eq(lenient ? json_schema_compile_lenient(j, &s, &e) : json_schema_compile(j, &s, &e), 0, "%s: %s",
                  schema, e.msg);
@@ -222,6 +237,15 @@ Test(json_schema, number_bounds_are_held_exactly)
            {"10", 0}, {"10]", -1}, {"11", 1}, {"1", 0}, {"100", 1}, {"-", -1});
     JUDGED("{\"type\": \"number\", \"maximum\": 1e21, \"minimum\": 0.0000001}", 0,
            {"1000000000000000000000", 1}, {"1000000000000000000001", -1}, {"0.0000001", 1}, {"0.00000009", -1});
+    /* as validators read numbers, as doubles: an exclusive bound is held one
+     * double inward (0.99999999999999999999 reads as 1.0), and an integer
+     * bound no double is (a schema's 2^53 + 1) too */
+    JUDGED("{\"type\": \"number\", \"exclusiveMaximum\": 1}", 0,
+           {"0.9999999999999999", 1}, {"0.99999999999999999", -1}, {"0.5", 1}, {"1", -1});
+    JUDGED("{\"type\": \"integer\", \"minimum\": 9007199254740993}", 0,
+           {"9007199254740992", 0}, {"9007199254740994", 1});
+    JUDGED("{\"type\": \"integer\", \"maximum\": 9007199254740992}", 0,   /* (a double: exact) */
+           {"9007199254740992", 1}, {"9007199254740993", -1});
     /* inside a document: the number ends at the byte after it */
     JUDGED("{\"type\": \"array\", \"items\": {\"type\": \"integer\", \"maximum\": 9}}", 0,
            {"[9, 1]", 1}, {"[10]", -1}, {"[1,", 0}, {"[09]", -1});

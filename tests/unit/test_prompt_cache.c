@@ -643,6 +643,57 @@ Test(prompt_cache, a_continuation_left_alone_keeps_the_file_it_continues, .timeo
     close_fixture(&f);
 }
 
+/* The same through a chain: c left out continues b, which continues a; both
+ * evicted, both files stay (b's for c, a's for b), and the next start reads
+ * all three. */
+Test(prompt_cache, a_chain_left_alone_keeps_every_file_it_continues, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    size_t per = prompt_cache_position_bytes(en);
+    int *a = conversation(90, 41, 40, f.V), *b = conversation(90, 42, 40, f.V), *c = conversation(90, 43, 0, f.V),
+        *d = conversation(40, 44, 0, f.V), *g = conversation(40, 45, 0, f.V);
+    memcpy(c, b, 50 * sizeof *c);           /* c: b's first 50, then its own */
+    errbuf e;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/kept", f.dir);
+    cr_assert_eq(dir_ensure_private(dir, &e), 0, "%s", e.msg);
+    prompt_identity id = {.model = 13, .compute = "test"};
+    prompt_cache pc;
+    prompt_disk_counts cnt;
+    prompt_cache_init(&pc, 1u << 30);
+    request(&f, &pc, a, 90);
+    request(&f, &pc, b, 90);
+    request(&f, &pc, c, 90);
+    prompt_cache_keep(&pc, en);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &cnt, &e), 0, "%s", e.msg);
+    cr_assert_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 3);
+    prompt_cache_free(&pc);
+    /* room for a and b's own rows: c left out; then d and g evict a and b */
+    engine_reset(en);
+    prompt_cache_init(&pc, 145 * per);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &cnt, &e), 0, "%s", e.msg);
+    cr_assert(cnt.loaded == 2 && cnt.left_out == 1, "%d loaded, %d left out", cnt.loaded, cnt.left_out);
+    request(&f, &pc, d, 40);
+    request(&f, &pc, g, 40);
+    prompt_cache_keep(&pc, en);
+    cr_assert_eq(prompt_cache_store_dir(&pc, dir, &id, en, &cnt, &e), 0, "%s", e.msg);
+    cr_expect_eq(count_files(dir, PROMPT_CACHE_FILE_SUFFIX), 5, "a file c needs was deleted");
+    prompt_cache_free(&pc);
+    engine_reset(en);
+    prompt_cache_init(&pc, 1u << 30);
+    cr_assert_eq(prompt_cache_load_dir(&pc, dir, &id, en, &cnt, &e), 0, "%s", e.msg);
+    cr_expect_eq(cnt.loaded, 5, "%s", cnt.first_problem);
+    prompt_cache_free(&pc);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    free(g);
+    close_fixture(&f);
+}
+
 /* A conversation continuing another whose write failed is not written: its
  * file would hold positions from its base on, after a start no file holds,
  * and no later start could read it. (It was written, and the file that shared

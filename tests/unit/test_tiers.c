@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/app/cli_common.h"
+#include "core/base/meminfo.h"
 #include "core/model/synth.h"
 #include "kernels/gpu_backend.h"
 #include "kernels/gpu_layout.h"
@@ -1956,6 +1957,62 @@ Test(tiers, impossible_budgets_are_refused, .timeout = 60)
     tier_flags nostore = {.dram_gb = 1, .dram_gb_set = 1};
     expect_error(&f, &nostore, "needs an expert store", NULL);
     free_fixture(&f);
+}
+
+/* A container's memory limit is the machine the plans fit: the least of
+ * /proc/meminfo's and the cgroup's (v2's memory.max less memory.current, the
+ * page cache it may drop not counted; v1's files; "max" and v1's near-2^63
+ * are none), and a --dram-gb past it is refused before the run. */
+Test(tiers, a_containers_memory_limit_is_the_machine, .timeout = 60)
+{
+    char *tmp = test_make_tmpdir("cgroup");
+    char meminfo[4300], cg[4300], path[4400];
+    snprintf(meminfo, sizeof meminfo, "%s/meminfo", tmp);
+    test_write_file(meminfo, "MemTotal: 8000000 kB\nMemAvailable: 6000000 kB\n", 46);
+    snprintf(cg, sizeof cg, "%s/cg", tmp);
+    cr_assert_eq(mkdir(cg, 0700), 0);
+    setenv("MOETIER_MEMINFO", meminfo, 1);
+    setenv("MOETIER_CGROUP", cg, 1);
+    static const struct {
+        const char *file, *text, *file2, *text2;
+        uint64_t total, avail;
+    } cases[] = {
+        {"memory.max", "3000000000\n", "memory.current", "1000000000\n", 3000000000ull, 2200000000ull},
+        {"memory.max", "max\n", "memory.current", "1000000000\n", 8192000000ull, 6144000000ull},
+        {"memory.limit_in_bytes", "9223372036854771712\n", "memory.usage_in_bytes", "1\n", 8192000000ull,
+         6144000000ull},
+        {"memory.limit_in_bytes", "4000000000\n", "memory.usage_in_bytes", "3900000000\n", 4000000000ull,
+         300000000ull},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (const char *const *n = (const char *const[]){"memory.max", "memory.current", "memory.limit_in_bytes",
+                                                            "memory.usage_in_bytes", NULL}; *n; n++) {
+            snprintf(path, sizeof path, "%s/%s", cg, *n);
+            unlink(path);
+        }
+        snprintf(path, sizeof path, "%s/%s", cg, cases[i].file);
+        test_write_file(path, cases[i].text, strlen(cases[i].text));
+        snprintf(path, sizeof path, "%s/%s", cg, cases[i].file2);
+        test_write_file(path, cases[i].text2, strlen(cases[i].text2));
+        snprintf(path, sizeof path, "%s/memory.stat", cg);
+        test_write_file(path, "anon 5\ninactive_file 200000000\n", 31);
+        uint64_t total, avail;
+        meminfo_read(&total, &avail);
+        cr_expect(total == cases[i].total && avail == cases[i].avail, "case %zu: %" PRIu64 " of %" PRIu64, i,
+                  avail, total);
+    }
+    /* and a plan past it refused: a container of 2 MB (the store's 96
+     * experts of 57 KB and the dense weights do not fit) */
+    snprintf(path, sizeof path, "%s/memory.limit_in_bytes", cg);
+    test_write_file(path, "2000000\n", 8);
+    fixture f = make_fixture("cgroup_plan");
+    tier_flags huge = {.store_dir = f.store, .dram_gb = 5, .dram_gb_set = 1};
+    expect_error(&f, &huge, "more than this machine's", "lower --dram-gb");
+    free_fixture(&f);
+    unsetenv("MOETIER_MEMINFO");
+    unsetenv("MOETIER_CGROUP");
+    test_remove_tree(tmp);
+    free(tmp);
 }
 
 /* The server's prompt cache grows as conversations come: an automatic DRAM
