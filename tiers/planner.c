@@ -113,12 +113,28 @@ uint64_t kv_cache_bytes(const model_config *c, int positions, kv_type kv)
            (uint64_t)kv_type_row_bytes(kv, c->kv_lora_rank + c->qk_rope_dim);
 }
 
+/* ", the KV cache 1.20 GB (4096 positions, -c) and the prompt cache 4.00 GB
+ * (--prompt-cache-gb)": what the plan holds besides the weights, for its
+ * messages ("" when nothing). */
+static void others_held(const tier_plan *p, const tier_flags *f, char *out, size_t size)
+{
+    char kv[96] = "", pc[96] = "";
+    if (p->kv_bytes)
+        snprintf(kv, sizeof kv, "the KV cache %.2f GB (%d positions, -c)", p->kv_bytes / 1e9, p->kv_positions);
+    if (f->reserve_bytes)
+        snprintf(pc, sizeof pc, "the prompt cache %.2f GB (--prompt-cache-gb)", f->reserve_bytes / 1e9);
+    snprintf(out, size, "%s%s%s%s", *kv && *pc ? ", " : *kv || *pc ? " and " : "", kv, *kv && *pc ? " and " : "",
+             pc);
+}
+
 int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, store *st, errbuf *e)
 {
     const model_config *c = &mw->cfg;
     memset(p, 0, sizeof *p);
     for (int k = 0; k < WF_COUNT; k++)
         p->dense_bytes += mw->bytes_by_format[k];
+    /* (an embedding table tied to the output layer is read whole by it) */
+    p->dense_read_bytes = p->dense_bytes - (mw->lm_head.data != mw->embed.data ? linear_weight_bytes(&mw->embed) : 0);
     if (!f->kv_on_device) {
         p->kv_positions = f->kv_positions;
         p->kv_bytes = kv_cache_bytes(c, f->kv_positions, f->kv_type);
@@ -129,6 +145,14 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
     p->top_k = c->n_experts_per_tok;
     snprintf(p->policy, sizeof p->policy, "%s", f->policy ? f->policy : "lru");
     meminfo_read(&p->mem_total, &p->mem_available);
+    /* what the process takes besides the experts, the KV cache and the server's
+     * prompt cache among it, fits the machine whatever the experts' plan */
+    char others[200];
+    others_held(p, f, others, sizeof others);
+    if (f->reserve_bytes && p->mem_total && f->reserve_bytes + p->dense_bytes + p->kv_bytes > p->mem_total)
+        return err_set(e, "the dense weights %.2f GB%s are more than this machine's %.2f GB of memory; "
+                       "lower --prompt-cache-gb%s", p->dense_bytes / 1e9, others, p->mem_total / 1e9,
+                       p->kv_bytes ? " or -c" : "");
     if (f->store_dir) {
         snprintf(p->store_dir, sizeof p->store_dir, "%s", f->store_dir);
     } else {
@@ -180,24 +204,26 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
         /* 4 significant digits, the least rounded up: a budget just short of
          * it must not print as the same number */
         double at_least = need / 1e9, step = pow(10, floor(log10(at_least)) - 3);
+        char left[400] = "";
+        if (!f->dram_gb_set)
+            snprintf(left, sizeof left, " and that is what 85%% of this machine's %.2f GB free leaves after "
+                     "the dense weights %.2f GB%s", p->mem_available / 1e9, p->dense_bytes / 1e9, others);
         return err_set(e, "DRAM budget %.4g GB holds %d expert%s of %.2f MB, but one token needs %d "
-                       "experts per layer (%.4g GB)%s; give --dram-gb at least %.4g", budget / 1e9,
+                       "experts per layer (%.4g GB)%s; give --dram-gb at least %.4g%s", budget / 1e9,
                        p->dram_slots, p->dram_slots == 1 ? "" : "s", p->slot_bytes / 1e6, p->top_k,
-                       need / 1e9,
-                       !f->dram_gb_set ? " and that is what this machine has free" : "",
-                       ceil(at_least / step) * step);
+                       need / 1e9, left, ceil(at_least / step) * step,
+                       !f->dram_gb_set && *others ? (f->reserve_bytes ? ", or lower -c or --prompt-cache-gb"
+                                                                      : ", or lower -c")
+                                                  : "");
     }
     uint64_t used = (uint64_t)p->dram_slots * p->slot_bytes;
-    if (p->mem_total && used + p->dense_bytes + p->kv_bytes > p->mem_total) {
+    if (p->mem_total && used + p->dense_bytes + p->kv_bytes + f->reserve_bytes > p->mem_total) {
         store_close(st);
         p->use_store = 0;
-        char kv[96] = "";
-        if (p->kv_bytes)
-            snprintf(kv, sizeof kv, " and the KV cache %.2f GB (%d positions, -c)",
-                     p->kv_bytes / 1e9, p->kv_positions);
         return err_set(e, "DRAM budget %.2f GB plus the dense weights %.2f GB%s is more than this "
-                       "machine's %.2f GB of memory; lower --dram-gb%s", used / 1e9,
-                       p->dense_bytes / 1e9, kv, p->mem_total / 1e9, p->kv_bytes ? " or -c" : "");
+                       "machine's %.2f GB of memory; lower --dram-gb%s%s", used / 1e9,
+                       p->dense_bytes / 1e9, others, p->mem_total / 1e9, p->kv_bytes ? " or -c" : "",
+                       f->reserve_bytes ? " or --prompt-cache-gb" : "");
     }
     return 0;
 }
@@ -207,7 +233,7 @@ void tier_plan_print(const tier_plan *p, FILE *out)
     fprintf(out, "placement plan\n");
     fprintf(out, "  %-6s %-44s %12s %22s\n", "tier", "holds", "GB", "GB per decode token");
     fprintf(out, "  %-6s %-44s %12.3f %22.3f\n", "RAM", "dense weights (checkpoint mapping)",
-            p->dense_bytes / 1e9, p->dense_bytes / 1e9);
+            p->dense_bytes / 1e9, p->dense_read_bytes / 1e9);
     if (p->kv_bytes) {
         /* the figures of a full cache, which a token at its end reads whole */
         char holds[96];

@@ -49,6 +49,7 @@ typedef struct tier_plan {
     int use_store;
     char store_dir[4096];
     uint64_t dense_bytes;
+    uint64_t dense_read_bytes;  /* of them, what a decode token reads: all but the embedding table (a row) */
     uint64_t slot_bytes;        /* per expert in the store */
     int n_experts;              /* routed experts of the model */
     int moe_layers, top_k;

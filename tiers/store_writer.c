@@ -209,7 +209,7 @@ static int write_blobs(writer *w, int done, errbuf *e)
             rc = err_set(e, "conversion stopped after %ld blobs (test hook)", w->o->stop_after);
         }
     }
-    progress_end(&p);
+    (rc ? progress_stop : progress_end)(&p);
     free(buf);
     return rc;
 }
@@ -387,9 +387,13 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
 {
     const model_config *c = &mw->cfg;
     writer w = {.mw = mw, .o = o, .jfd = -1};
-    if (store_layout_for_model(mw, &w.L, e) || store_fingerprint(mw, &w.fingerprint, e) ||
-        dir_ensure(o->out_dir, e) || refuse_foreign_files(o->out_dir, e))
+    if (store_layout_for_model(mw, &w.L, e) || store_fingerprint(mw, &w.fingerprint, e))
         return -1;
+    if (dir_ensure(o->out_dir, e) || refuse_foreign_files(o->out_dir, e))
+        return -1;
+    if (o->max_file_bytes && o->max_file_bytes < w.L.slot_bytes && o->log)
+        fprintf(o->log, "moetier: --file-gb %.6g is less than one expert of this model (%.6g GB): each file "
+                "holds one\n", o->max_file_bytes / 1e9, w.L.slot_bytes / 1e9);
     uint64_t max_file = o->max_file_bytes ? o->max_file_bytes : (64ull << 30);
     w.per_file = store_blobs_per_file(&w.L, max_file);
     snprintf(w.jpath, sizeof w.jpath, "%s/%s", o->out_dir, STORE_JOURNAL);

@@ -541,7 +541,7 @@ static int load_all(tiered *t, errbuf *e)
             expert_cache_release(&t->cache, slots[i]);
         progress_advance(&p, st->layout.slot_bytes);
     }
-    progress_end(&p);
+    (rc ? progress_stop : progress_end)(&p);
     free(slots);
     return rc;
 }

@@ -142,6 +142,21 @@ static int refuse_foreign_plot(const char *svg, errbuf *e)
 }
 
 /* Expert slots gb GB holds (as many as an int counts: more than any store) */
+/* --dram-gb's text for `slots` experts of slot_bytes: the fewest decimals
+ * whose value, rounded up, still holds them and no more (%.3f of a small
+ * budget lost experts: 0.0014 printed as 0.001). */
+static void budget_text(int slots, uint64_t slot_bytes, char *out, size_t size)
+{
+    double gb = (double)slots * (double)slot_bytes / 1e9, slot_gb = (double)slot_bytes / 1e9;
+    for (int k = 3; k < 12; k++) {
+        double scale = pow(10, k), up = ceil(gb * scale * (1 + 1e-12)) / scale;
+        if (up < gb + slot_gb || k == 11) {
+            snprintf(out, size, "%.*f", k, up);
+            return;
+        }
+    }
+}
+
 static int slots_in(double gb, uint64_t slot_bytes)
 {
     double slots = gb * 1e9 / (double)slot_bytes;
@@ -440,7 +455,10 @@ int cmd_tune(int argc, char **argv)
         cJSON_AddNumberToObject(j, "compute_s_per_token", c.compute_s);
         cJSON_AddNumberToObject(j, "stall_s_per_miss", c.stall_per_miss_s);
         if (rec >= 0) {
-            cJSON_AddNumberToObject(j, "recommended_dram_gb", pts[rec].gb);
+            char at[32];
+            budget_text(pts[rec].slots, sb, at, sizeof at);
+            cJSON_AddNumberToObject(j, "recommended_dram_gb", strtod(at, NULL));   /* (as --dram-gb takes it) */
+            cJSON_AddNumberToObject(j, "recommended_experts", pts[rec].slots);
             cJSON_AddNumberToObject(j, "predicted_tok_s", pts[rec].tokens_per_s);
             if (measured > 0) {
                 cJSON_AddNumberToObject(j, "measured_tok_s", measured);
@@ -476,19 +494,20 @@ int cmd_tune(int argc, char **argv)
                    i == rec ? "  <- recommended" : "",
                    pts[i].slots > max_slots ? "  (more than is free: extrapolated)" : "");
         if (rec >= 0) {
-            printf("recommended: --dram-gb %.3f (%d experts): predicted %.2f tok/s, hit rate "
-                   "%.1f%%\n", pts[rec].gb * 1.0001, pts[rec].slots, pts[rec].tokens_per_s,
-                   100 * pts[rec].hit_rate);
+            char at[32];
+            budget_text(pts[rec].slots, sb, at, sizeof at);
+            printf("recommended: --dram-gb %s (%d experts): predicted %.2f tok/s, hit rate "
+                   "%.1f%%\n", at, pts[rec].slots, pts[rec].tokens_per_s, 100 * pts[rec].hit_rate);
             if (measured > 0)
                 printf("measured there: %.2f tok/s, hit rate %.1f%% (prediction %+.1f%%)\n",
                        measured, chk.hits + chk.s.misses ? 100.0 * (double)chk.hits /
                        (double)(chk.hits + chk.s.misses) : 0.0,
                        100 * (pts[rec].tokens_per_s / measured - 1));
+            budget_text(pts[val].slots, sb, at, sizeof at);
             if (vmeasured > 0)
-                printf("between the calibration points, at --dram-gb %.3f (%d experts): predicted "
-                       "%.2f tok/s, measured %.2f (prediction %+.1f%%)\n", pts[val].gb * 1.0001,
-                       pts[val].slots, pts[val].tokens_per_s, vmeasured,
-                       100 * (pts[val].tokens_per_s / vmeasured - 1));
+                printf("between the calibration points, at --dram-gb %s (%d experts): predicted "
+                       "%.2f tok/s, measured %.2f (prediction %+.1f%%)\n", at, pts[val].slots,
+                       pts[val].tokens_per_s, vmeasured, 100 * (pts[val].tokens_per_s / vmeasured - 1));
         } else {
             printf("recommended: none of these sizes fits in the memory free here\n");
         }

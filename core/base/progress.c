@@ -48,11 +48,14 @@ void progress_advance(progress *p, uint64_t units)
         progress_print(p, 0);
 }
 
+void progress_stop(progress *p)
+{
+    if (p->out && (p->tty || now_seconds() - p->t_start > 1.0))
+        progress_print(p, 1);
+}
+
 void progress_end(progress *p)
 {
-    if (!p->out)
-        return;
     p->done = p->total;
-    if (p->tty || now_seconds() - p->t_start > 1.0)
-        progress_print(p, 1);
+    progress_stop(p);
 }

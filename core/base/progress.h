@@ -21,6 +21,9 @@ typedef struct progress {
 double now_seconds(void);
 void progress_begin(progress *p, FILE *out, const char *what, uint64_t total);
 void progress_advance(progress *p, uint64_t units);
+/* The work done: its last line at 100 %. */
 void progress_end(progress *p);
+/* The work given up: its last line where it stopped. */
+void progress_stop(progress *p);
 
 #endif

@@ -1222,6 +1222,7 @@ Test(cli, convert_check_and_run_from_the_store, .timeout = 120)
     cr_assert_eq(run(&out, &err, "%s %s convert -m %s -o %s/tiny-files --file-gb 1e-12",
                      raise_ok ? "ulimit -Sn 64;" : "", bin(), model, tmp), 0, "%s", err);
     cr_expect(strstr(err, "in 96 files") != NULL, "%s", err);
+    cr_expect(strstr(err, "is less than one expert of this model") != NULL, "said: %s", err);
     free(out);
     free(err);
     cr_expect_eq(run(&out, &err, "%s %s run -m %s --store %s/tiny-files --ids 5,17 -n 2 "

@@ -2045,6 +2045,34 @@ static void fake_memory(const fixture *f, const tier_plan *p, unsigned long long
     setenv("MOETIER_MEMINFO", meminfo, 1);
 }
 
+/* The server's prompt cache (the reserve) is held against the machine as the
+ * weights are: past it alone, with a --dram-gb, and when it leaves the
+ * automatic budget too little, refused naming --prompt-cache-gb. */
+Test(tiers, the_prompt_cache_is_held_against_the_machine, .timeout = 60)
+{
+    fixture f = make_fixture("reserve_machine");
+    tier_plan p;
+    tier_flags tf = {.store_dir = f.store};
+    planned_slots(&f, &tf, &p);
+    /* (and a decode token reads the dense weights but the embedding table) */
+    model_weights mw;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_expect(mw.lm_head.data != mw.embed.data, "the fixture ties its embedding: the check proves nothing");
+    cr_expect_eq(p.dense_read_bytes, p.dense_bytes - linear_weight_bytes(&mw.embed));
+    model_weights_close(&mw);
+    fake_memory(&f, &p, (p.dense_bytes + 40 * p.slot_bytes) / 1024, 30);
+    tier_flags past = {.store_dir = f.store, .reserve_bytes = p.dense_bytes + 50 * p.slot_bytes};
+    expect_error(&f, &past, "the prompt cache", "lower --prompt-cache-gb");
+    tier_flags with_budget = {.store_dir = f.store, .reserve_bytes = 20 * p.slot_bytes,
+                              .dram_gb = 30.0 * p.slot_bytes / 1e9, .dram_gb_set = 1};
+    expect_error(&f, &with_budget, "more than this machine's", "or --prompt-cache-gb");
+    tier_flags left = {.store_dir = f.store, .reserve_bytes = 30 * p.slot_bytes};
+    expect_error(&f, &left, "leaves after the dense weights", "or lower -c or --prompt-cache-gb");
+    unsetenv("MOETIER_MEMINFO");
+    free_fixture(&f);
+}
+
 Test(tiers, an_automatic_budget_leaves_the_reserve, .timeout = 60)
 {
     fixture f = make_fixture("reserve");

@@ -170,6 +170,15 @@ Test(tune, command_predicts_and_checks, .timeout = 300)
             cr_log_info("recommended %.3f GB: predicted %.1f tok/s, measured %.1f",
                         cJSON_GetObjectItem(j, "recommended_dram_gb")->valuedouble, p->valuedouble,
                         m->valuedouble);
+            /* the budget recommended, given to --dram-gb, holds the experts it names */
+            char plan[4400], *pout, *perr, want[64];
+            snprintf(plan, sizeof plan, "%s inspect -m %s --dram-gb %.17g", bin, model,
+                     cJSON_GetObjectItem(j, "recommended_dram_gb")->valuedouble);
+            cr_assert_eq(test_run_capture(plan, &pout, &perr), 0, "%s", perr);
+            snprintf(want, sizeof want, " %d of ", cJSON_GetObjectItem(j, "recommended_experts")->valueint);
+            cr_expect(strstr(pout, want) || strstr(perr, want), "%s: %s%s", want, pout, perr);
+            free(pout);
+            free(perr);
         }
         cJSON_Delete(j);
     }
