@@ -170,11 +170,17 @@ int tier_plan_make(tier_plan *p, const model_weights *mw, const tier_flags *f, s
                 return err_set(e, "expert store %s is a symbolic link to %s, which does not exist "
                                "(a disk not mounted?): remove the link to run from the checkpoint, "
                                "or pass --store DIR", p->store_dir, target);
+            /* a conversion that was stopped there: said, as it is no store yet */
+            char journal[4200];
+            snprintf(journal, sizeof journal, "%s/%s", p->store_dir, STORE_JOURNAL);
+            p->store_interrupted = stat(journal, &sb) == 0;
             if (f->dram_gb_set)
-                return err_set(e, "--dram-gb needs an expert store, and there is none at %s "
-                               "(create it with moetier convert -m %s, or pass --store DIR)",
-                               p->store_dir, mw->ckpt.dir);
-            p->store_dir[0] = 0;
+                return err_set(e, "--dram-gb needs an expert store, and there is %s at %s "
+                               "(%s it with moetier convert -m %s, or pass --store DIR)",
+                               p->store_interrupted ? "only an interrupted conversion" : "none", p->store_dir,
+                               p->store_interrupted ? "finish" : "create", mw->ckpt.dir);
+            if (!p->store_interrupted)
+                p->store_dir[0] = 0;
             return 0;   /* experts straight from the checkpoint mapping */
         }
     }
@@ -245,6 +251,9 @@ void tier_plan_print(const tier_plan *p, FILE *out)
         fprintf(out, "  %-6s %-44s %12s %22s\n", "RAM", "routed experts (checkpoint mapping)", "-",
                 "-");
         fprintf(out, "  no expert store: experts are paged in from the checkpoint by the kernel\n");
+        if (p->store_interrupted)
+            fprintf(out, "  (the conversion at %s was interrupted: moetier convert -m on this model "
+                    "finishes it)\n", p->store_dir);
         return;
     }
     double per_tok = (double)p->moe_layers * p->top_k * (double)p->slot_bytes;

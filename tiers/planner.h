@@ -47,7 +47,8 @@ typedef struct tier_flags {
 
 typedef struct tier_plan {
     int use_store;
-    char store_dir[4096];
+    int store_interrupted;      /* no store: the default one's conversion stopped part way */
+    char store_dir[4096];       /* (without a store: "", or the interrupted one) */
     uint64_t dense_bytes;
     uint64_t dense_read_bytes;  /* of them, what a decode token reads: all but the embedding table (a row) */
     uint64_t slot_bytes;        /* per expert in the store */

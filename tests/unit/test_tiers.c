@@ -1817,6 +1817,35 @@ Test(tiers, interrupted_conversion_resumes_to_identical_bytes, .timeout = 120)
     free_fixture(&f);
 }
 
+/* An interrupted conversion at the default place is no store, but said: the
+ * plan names it, and --dram-gb's refusal says to finish it. */
+Test(tiers, an_interrupted_default_store_is_said, .timeout = 120)
+{
+    fixture f = make_fixture("resumedefault");
+    char part[4300];
+    snprintf(part, sizeof part, "%s/%s", f.model, DEFAULT_STORE_NAME);
+    convert_store(f.model, part, 20 * 57344, 37);
+    tier_flags budget = {.dram_gb = 1, .dram_gb_set = 1};
+    expect_error(&f, &budget, "only an interrupted conversion", "finish it with moetier convert");
+    tier_plan p;
+    tier_flags none = {0};
+    model_weights mw;
+    store st;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&mw, f.model, &e), 0, "%s", e.msg);
+    cr_assert_eq(tier_plan_make(&p, &mw, &none, &st, &e), 0, "%s", e.msg);
+    model_weights_close(&mw);
+    cr_expect(!p.use_store && p.store_interrupted);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    tier_plan_print(&p, out);
+    fclose(out);
+    cr_expect(strstr(text, "was interrupted: moetier convert -m on this model finishes it"), "%s", text);
+    free(text);
+    free_fixture(&f);
+}
+
 /* An interrupted conversion is kept unless asked: one of another checkpoint
  * (a mistyped -m) or with another --file-gb is refused, not restarted, and a
  * resumption without --file-gb goes on with the experts per file it began
