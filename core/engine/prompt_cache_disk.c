@@ -410,25 +410,6 @@ int prompt_cache_write_pending(prompt_cache *pc, const char *dir, const prompt_i
     return r;
 }
 
-/* Whether the file at path holds the start of an entry whose write failed
- * (the conversation it grew from): then it may be all that is on disk of it.
- * A file that cannot be read is taken to, unless it is damaged. */
-static int holds_a_failed_entrys_start(const prompt_cache *pc, const char *path,
-                                       const prompt_identity *id, const engine *en)
-{
-    prompt_file pf;
-    errbuf ignored;
-    int rc = prompt_file_open(&pf, path, id, en, &ignored);
-    if (rc)
-        return rc != PROMPT_FILE_DAMAGED;
-    int held = 0;
-    for (int i = 0; i < pc->n && !held; i++)
-        held = pc->entries[i].on_disk < 0 &&
-               ids_common_prefix(pc->entries[i].ids, pc->entries[i].n, (const int *)pf.ids, pf.n) == pf.n;
-    prompt_file_close(&pf);
-    return held;
-}
-
 static int left_alone(const prompt_cache *pc, const char *name)
 {
     for (int i = 0; i < pc->n_left_alone; i++)
@@ -459,10 +440,13 @@ static int starts_add(starts *s, int base, uint64_t start)
     return 0;
 }
 
-/* Whether the file at path holds one of the starts: 1, and its own start
- * added (when it continues another); a file that cannot be read is taken to,
- * unless it is damaged. -1 when out of memory. */
-static int holds_a_kept_start(starts *s, const char *path, const prompt_identity *id, const engine *en)
+/* Whether the file at path must stay for another: it holds one of the
+ * starts, or (failed) the start of an entry whose write failed (the
+ * conversation it grew from, which may be all that is on disk of it). Then 1,
+ * and its own start added when it continues another file; a file that cannot
+ * be read is taken to, unless it is damaged; -1 when out of memory. */
+static int holds_a_kept_start(const prompt_cache *pc, int failed, starts *s, const char *path,
+                              const prompt_identity *id, const engine *en)
 {
     prompt_file pf;
     errbuf ignored;
@@ -472,6 +456,9 @@ static int holds_a_kept_start(starts *s, const char *path, const prompt_identity
     int held = 0;
     for (int i = 0; i < s->n && !held; i++)
         held = holds_start((const int *)pf.ids, pf.n, s->v[i].base, s->v[i].start);
+    for (int i = 0; i < pc->n && failed && !held; i++)
+        held = pc->entries[i].on_disk < 0 &&
+               ids_common_prefix(pc->entries[i].ids, pc->entries[i].n, (const int *)pf.ids, pf.n) == pf.n;
     if (held && pf.base &&
         starts_add(s, pf.base, XXH3_64bits(pf.ids, (size_t)pf.base * sizeof *pf.ids)))
         held = -1;
@@ -507,18 +494,16 @@ int prompt_cache_remove_stale(const prompt_cache *pc, const char *dir, const pro
         kept[f] = left_alone(pc, files[f].name);
         for (int i = 0; i < pc->n && !kept[f]; i++)
             kept[f] = !strcmp(files[f].name, names[i]);
-        snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
-        if (!kept[f] && failed && ours(files[f].name, id) == 1)
-            kept[f] = holds_a_failed_entrys_start(pc, path, id, en);
     }
-    /* what holds the start of a file left alone, in turn, until none is found */
-    for (int more = st.n > 0; more && !rc;) {
+    /* what holds the start of a file left alone or of a failed write, and in
+     * turn what holds the start of one so kept, until none is found */
+    for (int more = st.n > 0 || failed; more && !rc;) {
         more = 0;
         for (int f = 0; f < n_files && !rc; f++) {
             if (kept[f] || ours(files[f].name, id) != 1)
                 continue;
             snprintf(path, sizeof path, "%s/%s", dir, files[f].name);
-            int held = holds_a_kept_start(&st, path, id, en);
+            int held = holds_a_kept_start(pc, failed, &st, path, id, en);
             if (held < 0)
                 rc = err_set(e, "out of memory tidying %s", dir);
             more |= kept[f] = held > 0;
