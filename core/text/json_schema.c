@@ -20,8 +20,14 @@ typedef struct compiler {
     } defs[MAX_DEFS];
     int n_defs;
     int lenient;                /* unknown keywords are left out, not refused */
+    double pattern_work;        /* of the patterns and formats compiled: their automata's size */
     errbuf *e;
 } compiler;
+
+/* The patterns' and formats' work a schema may take ((256 + positions) x
+ * positions each, what an automaton's making grows with: about 1.5 s here),
+ * so that one request's schema of thousands cannot hold a thread for long. */
+#define MAX_PATTERN_WORK 2e8
 
 static void set_first(js_node *n, int b)
 {
@@ -421,6 +427,9 @@ static int compile_pattern(compiler *c, js_node *n, const cJSON *sch, const char
         return err_set(c->e, "%s: 'pattern' and 'format' together are not held", path);
     if (!cJSON_IsString(pat ? pat : fmt))
         return err_set(c->e, "%s: '%s' must be a string", path, pat ? "pattern" : "format");
+    if (c->pattern_work > MAX_PATTERN_WORK)
+        return err_set(c->e, "%s: the schema's patterns and formats are more than one answer is held to "
+                       "(their automata past %.0e)", path, MAX_PATTERN_WORK);
     if (!(n->re = calloc(1, sizeof *n->re)))
         return err_set(c->e, "out of memory for the schema");
     if (pat ? json_regex_compile(n->re, pat->valuestring, strlen(pat->valuestring), c->e)
@@ -429,6 +438,7 @@ static int compile_pattern(compiler *c, js_node *n, const cJSON *sch, const char
         n->re = NULL;
         return err_prefix(c->e, "%s: ", path);
     }
+    c->pattern_work += (256.0 + n->re->n_pos) * n->re->n_pos;
     if (n->min_len >= JSON_REGEX_LENS || (n->max_len != INT_MAX && n->max_len >= JSON_REGEX_LENS))
         return err_set(c->e, "%s: 'minLength' or 'maxLength' above %d beside a pattern or format is not held",
                        path, JSON_REGEX_LENS - 1);

@@ -79,6 +79,27 @@ Test(json_schema, refuses_what_it_cannot_enforce)
     refused("{\"type\": \"string\", \"pattern\": \"^a|b$\"}", "beside a '|' outside a group");
 }
 
+/* Thousands of long patterns (a hostile request's schema) are refused once
+ * their automata pass the budget, not compiled for many seconds. */
+Test(json_schema, a_schemas_patterns_have_a_budget, .timeout = 60)
+{
+    size_t cap = 20 * 64 * 80 + 4096, n = 0;
+    char *text = malloc(cap);
+    cr_assert_not_null(text);
+    n += (size_t)snprintf(text + n, cap - n, "{\"type\": \"object\", \"properties\": {");
+    for (int o = 0; o < 20; o++) {
+        n += (size_t)snprintf(text + n, cap - n, "%s\"o%d\": {\"type\": \"object\", \"properties\": {",
+                              o ? ", " : "", o);
+        for (int k = 0; k < 64; k++)
+            n += (size_t)snprintf(text + n, cap - n, "%s\"p%d\": {\"type\": \"string\", \"pattern\": "
+                                  "\"^[a-z]{509}$\"}", k ? ", " : "", k);
+        n += (size_t)snprintf(text + n, cap - n, "}}");
+    }
+    snprintf(text + n, cap - n, "}}");
+    refused(text, "patterns and formats are more than one answer is held to");
+    free(text);
+}
+
 /* A definition that stands for itself before any byte (through $ref and anyOf
  * alone) is refused, naming it: taken, a value's first byte was matched
  * against its alternatives forever (a request that hung the server), or no
