@@ -14,9 +14,11 @@
  * Compiled, each rule is a run of elements: its alternatives' terminals and
  * rule references, GB_ALT between alternatives, GB_END after the last.
  * Groups and repetitions become rules of their own, as llama.cpp makes them
- * (x* is r ::= x r | ""). A rule used but not defined, a missing root, and
+ * (x* is r ::= x r | ""). A rule used but not defined, a missing root,
  * left recursion (a rule that can reach itself without consuming a
- * character, which would loop) are refused with the rule's name. */
+ * character, which would loop) and an alternative no text ends (a class with
+ * no character but NUL, a rule every text of which needs more of itself: an
+ * answer could begin it and never finish) are refused with the rule's name. */
 #ifndef MOETIER_GBNF_H
 #define MOETIER_GBNF_H
 

@@ -593,11 +593,31 @@ static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, in
     return 0;
 }
 
-/* Which rules can match the empty text, in time linear in the grammar (a
- * pass per change would be quadratic on a chain of rules): an alternative
- * waits for the rules it names; each rule found empty is taken off the
- * alternatives that name it, and one left with nothing makes its rule empty. */
-static int nullable_rules(parser *P, uint8_t *nullable)
+/* Whether class c holds a character an answer may have (one but NUL). */
+static int class_has_text(const parser *P, int c)
+{
+    const gbnf_class *k = &P->classes[c];
+    const uint32_t *r = P->ranges + 2 * (size_t)k->at;
+    if (!k->negated) {
+        for (uint32_t i = 0; i < k->n; i++)
+            if (r[2 * i + 1] >= 1)
+                return 1;
+        return 0;
+    }
+    uint32_t next = 1;  /* the least character not excluded yet */
+    for (uint32_t i = 0; i < k->n && r[2 * i] <= next; i++)
+        if (r[2 * i + 1] >= next)
+            next = r[2 * i + 1] + 1;
+    return next <= 0x10FFFF;
+}
+
+/* Which rules can match the empty text (ends: which can match some text at
+ * all, an end), in time linear in the grammar (a pass per change would be
+ * quadratic on a chain of rules): an alternative waits for the rules it
+ * names; each rule found so is taken off the alternatives that name it, and
+ * one left with nothing makes its rule so. A character rules an alternative
+ * out of the empty text; of an end, only a class with no character does. */
+static int rules_that(parser *P, int ends, uint8_t *nullable)
 {
     long n_alts = P->n_rules + P->total, n_occ = P->total;
     int *owner = malloc((size_t)n_alts * sizeof *owner), *pending = malloc((size_t)n_alts * sizeof *pending);
@@ -623,8 +643,11 @@ static int nullable_rules(parser *P, uint8_t *nullable)
                     owner[++a] = r;
                     pending[a] = 0;
                 }
-            } else if (b->e[i].kind == GB_CHARS || pending[a] < 0) {
-                pending[a] = -1; /* (it reads a character: never empty) */
+            } else if (pending[a] < 0) {
+                continue;       /* (ruled out already) */
+            } else if (b->e[i].kind == GB_CHARS) {
+                if (!ends || !class_has_text(P, b->e[i].arg))
+                    pending[a] = -1;    /* (it reads a character: never empty; or none: never ends) */
             } else {
                 pending[a]++;
                 occ_alt[k] = a;
@@ -665,15 +688,33 @@ static int check(parser *P, int *root)
     }
     if (*root < 0)
         return err_set(P->e, "no 'root' rule (the answer is what root matches)");
-    uint8_t *nullable = calloc((size_t)P->n_rules, 1), *color = calloc((size_t)P->n_rules, 1);
-    int rc = !nullable || !color || nullable_rules(P, nullable)
+    uint8_t *nullable = calloc((size_t)P->n_rules, 1), *color = calloc((size_t)P->n_rules, 1),
+            *ends = calloc((size_t)P->n_rules, 1);
+    int rc = !nullable || !color || !ends || rules_that(P, 0, nullable) || rules_that(P, 1, ends)
                  ? err_set(P->e, "out of memory for the grammar")
                  : 0;
     for (int r = 0; r < P->n_rules && !rc; r++)
         if (!color[r])
             rc = left_recursion(P, nullable, color, r, 0);
+    /* an alternative that can never end (a class with no character, a rule
+     * that only ever needs more) would let an answer take a start no text
+     * finishes: refused, as no text of the grammar is lost so */
+    for (int r = 0; r < P->n_rules && !rc; r++) {
+        const elist *b = &P->rules[r].body;
+        for (int i = 0; i < b->n && !rc; i++) {
+            const gbnf_elem *x = &b->e[i];
+            int dead = x->kind == GB_CHARS ? !class_has_text(P, x->arg) : x->kind == GB_REF && !ends[x->arg];
+            if (dead)
+                rc = err_set(P->e, "grammar line %d: %s%s%s has an alternative that can never end (%s)",
+                             line_at(P, P->rules[r].at), P->rules[r].name ? "rule '" : "a group",
+                             P->rules[r].name ? P->rules[r].name : "", P->rules[r].name ? "'" : "",
+                             x->kind == GB_CHARS ? "a class no character of an answer is in"
+                                                 : "a rule every text of which needs more of itself");
+        }
+    }
     free(nullable);
     free(color);
+    free(ends);
     return rc;
 }
 
