@@ -504,6 +504,26 @@ static int number_syntax(json_prefix *j, unsigned char b, int digit, int e, int 
     }
 }
 
+/* Near JSON_NUMBER_MAX, where a bounded number cannot grow much more:
+ * whether it holds now, or (a character left) with one digit more.
+ * (Reachability alone would take "0.000...0" under an exclusive minimum of 0
+ * up to the cap, where no digit may follow.) */
+static int completes_within_cap(const json_prefix *j, const json_bounds *b)
+{
+    if (j->num[j->num_len - 1] != '.' && json_bounds_hold(b, j->num_neg, j->num, j->num_len))
+        return 1;
+    if (j->num_len == JSON_NUMBER_MAX)
+        return 0;
+    char t[JSON_NUMBER_MAX];
+    memcpy(t, j->num, (size_t)j->num_len);
+    for (char d = '0'; d <= '9'; d++) {
+        t[j->num_len] = d;
+        if (json_bounds_hold(b, j->num_neg, t, j->num_len + 1))
+            return 1;
+    }
+    return 0;
+}
+
 /* A number's byte, or the byte after it: a number ends at the first byte
  * that cannot continue it, when what it has is whole; an integer takes no
  * fraction or exponent. */
@@ -518,7 +538,9 @@ static int number_byte(json_prefix *j, unsigned char b, int *ended)
         if (j->num_len + (b == '.' ? 2 : 1) > JSON_NUMBER_MAX)
             return -1;      /* (a point needs a digit after it) */
         j->num[j->num_len++] = (char)b;
-        return json_bounds_reachable(&n->bounds, j->num_neg, j->num, j->num_len) ? 0 : -1;
+        if (!json_bounds_reachable(&n->bounds, j->num_neg, j->num, j->num_len))
+            return -1;
+        return j->num_len < JSON_NUMBER_MAX - 1 || completes_within_cap(j, &n->bounds) ? 0 : -1;
     }
     return number_syntax(j, b, digit, e, ended);
 }

@@ -261,6 +261,12 @@ Test(json_schema, number_bounds_are_held_exactly)
     /* as validators read numbers, as doubles: an exclusive bound is held one
      * double inward (0.99999999999999999999 reads as 1.0), and an integer
      * bound no double is (a schema's 2^53 + 1) too */
+    /* at the length cap (48 characters) a bounded number must hold: the last
+     * digit of "0.000...0" under an exclusive minimum of 0 may not be 0 */
+    JUDGED("{\"type\": \"number\", \"exclusiveMinimum\": 0, \"maximum\": 1}", 0,
+           {"0.000000000000000000000000000000000000000000000", 0},
+           {"0.0000000000000000000000000000000000000000000000", -1},
+           {"0.0000000000000000000000000000000000000000000001", 1});
     JUDGED("{\"type\": \"number\", \"exclusiveMaximum\": 1}", 0,
            {"0.9999999999999999", 1}, {"0.99999999999999999", -1}, {"0.5", 1}, {"1", -1});
     JUDGED("{\"type\": \"integer\", \"minimum\": 9007199254740993}", 0,
