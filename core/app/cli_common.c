@@ -788,6 +788,23 @@ void cli_note_template(model_flags *f, const char *name)
         cli_note_file(f, "--chat-template", name);
 }
 
+int cli_model_plan(const model_flags *f, tier_plan *p, errbuf *e)
+{
+    model_weights mw;
+    store st;
+    if (!f->dir)
+        return err_set(e, "no model given (use -m DIR)");
+    if (model_weights_open(&mw, f->dir, e))
+        return -1;
+    tier_flags tf = f->tiers;
+    cli_kv_flags(f, &mw.cfg, &tf);
+    int rc = tier_plan_make(p, &mw, &tf, &st, e);
+    if (!rc && p->use_store)
+        store_close(&st);
+    model_weights_close(&mw);
+    return rc;
+}
+
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e)
 {
     memset(m, 0, sizeof *m);

@@ -128,6 +128,9 @@ int model_flags_check(const model_flags *f, const char *cmd);
  * bytes of a value (--cache-type) and whether it lives on the GPU (the host
  * plan leaves a cache in host memory out of an automatic DRAM budget). */
 void cli_kv_flags(const model_flags *f, const model_config *c, tier_flags *tf);
+/* The plan cli_model_open would make, made alone (nothing loaded, no DRAM
+ * tier filled): 0, or -1 with e set. */
+int cli_model_plan(const model_flags *f, tier_plan *p, errbuf *e);
 int cli_model_open(cli_model *m, const model_flags *f, errbuf *e);
 /* The prompt is in: with --stats on the GPU backend, close then prints the
  * decode steps' time against their bound (kernels/decode_bound.h). */

@@ -291,20 +291,27 @@ int cmd_tune(int argc, char **argv)
     if (trace_in && trace_read(&given, trace_in, &e))
         return cli_fail(&e);
 
-    /* the plan with the automatic budget: sizes, what fits, the store */
+    /* the plan with the automatic budget: sizes, what fits, the store (at the
+     * context -c names: the automatic budget leaves its KV cache room, as it
+     * will for the runs the recommendation is for); the model that measures
+     * opens with the least DRAM tier (at the automatic budget it would touch
+     * and lock all of it, and read the whole store when every expert fits) */
+    tier_plan plan;
     cli_model probe;
     model_flags pf = mf;
     pf.quiet = 1;
-    /* (at the context -c names: the automatic budget leaves its KV cache room,
-     * as it will for the runs the recommendation is for) */
     pf.tiers.lookahead = 0;
     pf.tiers.lookahead_set = 1;
-    if (cli_model_open(&probe, &pf, &e)) {
+    int probe_failed = cli_model_plan(&mf, &plan, &e);
+    if (!probe_failed && plan.use_store) {
+        pf.tiers.dram_gb = (double)plan.top_k * (double)plan.slot_bytes / 1e9 * 1.000001;
+        pf.tiers.dram_gb_set = 1;
+    }
+    if (probe_failed || cli_model_open(&probe, &pf, &e)) {
         if (trace_in)
             trace_free(&given);
         return cli_fail(&e);
     }
-    tier_plan plan = probe.plan;
     if (plan.kv_left_out)
         fprintf(stderr, "moetier tune: the sizes stop short of %.2f GB for the KV cache "
                 "(%d positions: -c, --cache-type)\n", plan.kv_bytes / 1e9, plan.kv_positions);
