@@ -242,7 +242,7 @@ static void llama(const uint8_t *data, size_t size)
     llama_result res = {.model = "m", .content = (const char *)data, .content_len = size, .ids = ids,
                         .n_ids = 3, .prompt = (const char *)data, .prompt_len = size / 2,
                         .stop_type = "word", .stopping_word = "x", .prompt_ms = 1};
-    char *ev = llama_event((const char *)data, size, ids, 3, NULL, 1, 2), *last = llama_result_body(&res, 1);
+    char *ev = llama_event((const char *)data, size, ids, 3, NULL, 0, 1, 2), *last = llama_result_body(&res, 1);
     char *body = llama_result_body(&res, 0);
     check_events(ev);
     check_events(last);
