@@ -597,7 +597,7 @@ static int left_recursion(parser *P, const uint8_t *nullable, uint8_t *color, in
 static int class_has_text(const parser *P, int c)
 {
     const gbnf_class *k = &P->classes[c];
-    const uint32_t *r = P->ranges + 2 * (size_t)k->at;
+    const uint32_t *r = k->n ? P->ranges + 2 * (size_t)k->at : NULL;    /* (an empty class may have none) */
     if (!k->negated) {
         for (uint32_t i = 0; i < k->n; i++)
             if (r[2 * i + 1] >= 1)
