@@ -113,13 +113,31 @@ void store_layout_pack(const store_layout *L, const expert_view *v, uint8_t *buf
     }
 }
 
-/* with_config: also config.json's bytes first, as stores written before
- * 2026-12-04 did (store_fingerprint_v1) */
-static int fingerprint(const model_weights *mw, int with_config, uint64_t *out, errbuf *e)
+static int by_path(const void *a, const void *b, void *files)
 {
-    XXH3_state_t *st = XXH3_createState();
-    if (!st)
+    const st_file *f = files;
+    return strcmp(f[*(const int *)a].path, f[*(const int *)b].path);
+}
+
+/* with_config: also config.json's bytes first, as stores written before
+ * 2026-12-04 did; in_index_order: the shards in the order the checkpoint's
+ * index first names them, as stores written before 2026-12-08 did (the
+ * shards are otherwise taken by name, so an index rewritten in another order
+ * over the same shards is the same checkpoint) */
+static int fingerprint(const model_weights *mw, int with_config, int in_index_order, uint64_t *out,
+                       errbuf *e)
+{
+    int n_files = mw->ckpt.n_files;
+    int *order = malloc((size_t)(n_files ? n_files : 1) * sizeof *order);
+    XXH3_state_t *st = order ? XXH3_createState() : NULL;
+    if (!st) {
+        free(order);
         return err_set(e, "out of memory");
+    }
+    for (int i = 0; i < n_files; i++)
+        order[i] = i;
+    if (!in_index_order)
+        qsort_r(order, (size_t)n_files, sizeof *order, by_path, (void *)mw->ckpt.files);
     XXH3_64bits_reset(st);
     if (with_config) {
         char path[4096];
@@ -128,13 +146,14 @@ static int fingerprint(const model_weights *mw, int with_config, uint64_t *out, 
         size_t n;
         if (file_read_regular(path, &cfg, &n, e)) {
             XXH3_freeState(st);
+            free(order);
             return -1;
         }
         XXH3_64bits_update(st, cfg, n);
         free(cfg);
     }
-    for (int i = 0; i < mw->ckpt.n_files; i++) {
-        const st_file *f = &mw->ckpt.files[i];
+    for (int i = 0; i < n_files; i++) {
+        const st_file *f = &mw->ckpt.files[order[i]];
         const char *base = strrchr(f->path, '/');
         base = base ? base + 1 : f->path;
         XXH3_64bits_update(st, base, strlen(base) + 1);
@@ -155,17 +174,36 @@ static int fingerprint(const model_weights *mw, int with_config, uint64_t *out, 
     }
     *out = XXH3_64bits_digest(st);
     XXH3_freeState(st);
+    free(order);
     return 0;
 }
 
 int store_fingerprint(const model_weights *mw, uint64_t *out, errbuf *e)
 {
-    return fingerprint(mw, 0, out, e);
+    return fingerprint(mw, 0, 0, out, e);
 }
 
-int store_fingerprint_v1(const model_weights *mw, uint64_t *out, errbuf *e)
+int store_fingerprints_before(const model_weights *mw, uint64_t out[STORE_FINGERPRINTS_BEFORE],
+                              errbuf *e)
 {
-    return fingerprint(mw, 1, out, e);
+    if (fingerprint(mw, 1, 1, &out[0], e))
+        return -1;
+    if (mw->ckpt.n_files < 2) {   /* one shard: no order to differ */
+        out[1] = out[0];
+        return 0;
+    }
+    return fingerprint(mw, 0, 1, &out[1], e);
+}
+
+int store_fingerprint_was(const model_weights *mw, uint64_t fp, int *was, errbuf *e)
+{
+    uint64_t before[STORE_FINGERPRINTS_BEFORE];
+    if (store_fingerprints_before(mw, before, e))
+        return -1;
+    *was = 0;
+    for (int k = 0; k < STORE_FINGERPRINTS_BEFORE; k++)
+        *was |= before[k] == fp;
+    return 0;
 }
 
 uint64_t store_blobs_per_file(const store_layout *L, uint64_t max_file_bytes)
@@ -467,6 +505,14 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
     }
     if (json_u64(j, "version", path, &version, e))
         goto fail;
+    if (version > STORE_VERSION && !(have_fp && fp_store != fp_model)) {
+        /* a newer moetier's store may be whole: an older one must not take
+         * it for a stale one and rebuild it */
+        err_set(e, "%s: store version %" PRIu64 ", written by a newer moetier (this one reads "
+                "version %d): open it with that moetier", path, version, STORE_VERSION);
+        rc = STORE_NEWER;
+        goto fail;
+    }
     if (version != STORE_VERSION && !(have_fp && fp_store != fp_model)) {
         err_set(e, "%s: store version %" PRIu64 ", this moetier reads version %d; rebuild it with "
                 "moetier convert", path, version, STORE_VERSION);
@@ -476,12 +522,12 @@ int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e)
         err_set(e, "%s", fp_err.msg);
         goto fail;
     }
-    uint64_t fp_v1 = 0;
-    if (fp_store != fp_model && store_fingerprint_v1(mw, &fp_v1, e)) {
+    int was = 0;
+    if (fp_store != fp_model && store_fingerprint_was(mw, fp_store, &was, e)) {
         rc = STORE_UNREADABLE;
         goto fail;
     }
-    if (fp_store != fp_model && fp_store != fp_v1) {
+    if (fp_store != fp_model && !was) {
         /* the checkpoint's own store is stale (the checkpoint changed); any
          * other may be all a user has of another checkpoint's */
         char own[4200];

@@ -77,14 +77,22 @@ void store_layout_view(const store_layout *L, const void *blob, expert_view *out
 void store_layout_pack(const store_layout *L, const expert_view *v, uint8_t *buf);
 /* Fingerprint of the checkpoint: every shard's name, size and header (names,
  * dtypes, shapes, offsets of all tensors) and 16 sampled pages of its data (so
- * a checkpoint with the same shapes but other values differs). Not
- * config.json: an edit there (rope scaling for a longer context, say) leaves
- * the experts as they are, and what of it the store depends on (which layers
- * are MoE, how many experts, the blob layout) is checked at open. */
+ * a checkpoint with the same shapes but other values differs), the shards
+ * taken by name (an index rewritten in another order names the same
+ * checkpoint). Not config.json: an edit there (rope scaling for a longer
+ * context, say) leaves the experts as they are, and what of it the store
+ * depends on (which layers are MoE, how many experts, the blob layout) is
+ * checked at open. */
 int store_fingerprint(const model_weights *mw, uint64_t *out, errbuf *e);
-/* The fingerprint of stores written before 2026-12-04: config.json's bytes,
- * then the above. Such stores still open while config.json is unchanged. */
-int store_fingerprint_v1(const model_weights *mw, uint64_t *out, errbuf *e);
+/* The fingerprints earlier stores hold, which still open while what they
+ * took in is unchanged: [0] config.json's bytes, then the shards in the order
+ * the index names them (before 2026-12-04); [1] the shards in that order
+ * (before 2026-12-08). */
+#define STORE_FINGERPRINTS_BEFORE 2
+int store_fingerprints_before(const model_weights *mw, uint64_t out[STORE_FINGERPRINTS_BEFORE],
+                              errbuf *e);
+/* *was: whether fp is one of those. */
+int store_fingerprint_was(const model_weights *mw, uint64_t fp, int *was, errbuf *e);
 /* Placement rule shared by the writer and the reader: blob i (in layer, expert
  * order) goes to file i / per_file at offset (i % per_file) * slot_bytes. */
 uint64_t store_blobs_per_file(const store_layout *L, uint64_t max_file_bytes);
@@ -99,11 +107,13 @@ int store_file_dangling(const char *path, errbuf *e);
  * one built from another checkpoint with STORE_OTHER_CHECKPOINT, an
  * index.json that is not a store's with STORE_NOT_A_STORE, and a store that
  * could not be read (an I/O or permission error, a data file missing, as
- * behind a disk not mounted; out of memory) with STORE_UNREADABLE: convert
- * rebuilds none of those unless told to. */
+ * behind a disk not mounted; out of memory) with STORE_UNREADABLE, and one
+ * of a later store version with STORE_NEWER: convert rebuilds none of those
+ * unless told to. */
 #define STORE_OTHER_CHECKPOINT (-2)
 #define STORE_NOT_A_STORE (-3)      /* index.json is not a store's */
 #define STORE_UNREADABLE (-4)       /* what it is could not be read */
+#define STORE_NEWER (-5)            /* written by a newer moetier */
 int store_open(store *s, const char *dir, const model_weights *mw, errbuf *e);
 void store_close(store *s);
 static inline const store_blob *store_blob_at(const store *s, int layer, int expert)

@@ -287,16 +287,18 @@ static int trim_files(writer *w, int done, errbuf *e)
 static int resume_or_refuse(writer *w, errbuf *e)
 {
     const convert_options *o = w->o;
-    uint64_t plan, fingerprint, per_file, v1;
+    uint64_t plan, fingerprint, per_file, before[STORE_FINGERPRINTS_BEFORE];
     journal_owner(w->jpath, &plan, &fingerprint, &per_file);
     if (!plan || plan == plan_hash(w->fingerprint, &w->L, w->per_file))
         return 0;
-    /* one begun before the fingerprint left config.json out goes on under the
-     * fingerprint it began with (stores of that kind still open) */
-    if (store_fingerprint_v1(w->mw, &v1, e))
+    /* one begun under an earlier fingerprint of this checkpoint goes on under
+     * it (stores of that kind still open) */
+    if (store_fingerprints_before(w->mw, before, e))
         return -1;
-    if (fingerprint == v1 || (!fingerprint && plan == plan_hash(v1, &w->L, w->per_file)))
-        w->fingerprint = v1;
+    for (int k = 0; k < STORE_FINGERPRINTS_BEFORE; k++)
+        if (fingerprint == before[k] ||
+            (!fingerprint && plan == plan_hash(before[k], &w->L, w->per_file)))
+            w->fingerprint = before[k];
     if (plan == plan_hash(w->fingerprint, &w->L, w->per_file))
         return 0;
     int mine = fingerprint == w->fingerprint;
@@ -426,6 +428,8 @@ int store_convert(const model_weights *mw, const convert_options *o, errbuf *e)
                            "--force to replace it", o->out_dir);
         if (found == STORE_NOT_A_STORE)
             return err_set(e, "%s: give another -o, or --force to replace it", why.msg);
+        if (found == STORE_NEWER)
+            return err_set(e, "%s, or --force to rebuild it with this one", why.msg);
         /* a store that could not be read may be whole (an I/O error, a disk of
          * its files not mounted): rebuilding would empty its files */
         if (found == STORE_UNREADABLE)

@@ -233,11 +233,18 @@ int cmd_perplexity(int argc, char **argv)
         return cli_fail(&e);
     }
     /* the last token of a window is only a target, never fed to the engine
-     * (which checks what it is fed) */
-    for (int i = 0; i < n_tokens; i++)
+     * (which checks what it is fed); the tokens after the last window are
+     * neither */
+    for (int i = 0; i < windows * C; i++)
         if (ids[i] >= m.mw.cfg.vocab_size) {
-            err_set(&e, "--ids: token id %d (entry %d) is outside the vocabulary (0..%d)", ids[i],
-                    i + 1, m.mw.cfg.vocab_size - 1);
+            if (file)
+                err_set(&e, "%s: the tokenizer in %s gives token id %d (token %d), outside the "
+                        "model's vocabulary (0..%d, config.json's 'vocab_size'): its tokenizer "
+                        "files are not this checkpoint's", strcmp(file, "-") ? file : "standard input",
+                        mf.dir, ids[i], i + 1, m.mw.cfg.vocab_size - 1);
+            else
+                err_set(&e, "--ids: token id %d (entry %d) is outside the vocabulary (0..%d)",
+                        ids[i], i + 1, m.mw.cfg.vocab_size - 1);
             free(ids);
             cli_model_close(&m);
             return cli_fail(&e);

@@ -246,7 +246,8 @@ int prompt_file_restore(prompt_file *pf, engine *en, const int *ids, int n, floa
     if (k <= 0)
         return 0;
     if (k > en->kv.max_ctx)
-        return err_set(e, "cannot load %d positions into a cache of %d", k, en->kv.max_ctx);
+        return err_set(e, "%s: cannot load %d positions into a cache of %d", pf->path, k,
+                       en->kv.max_ctx);
     /* into the cache's memory as they are read; they count only once the
      * checksum agrees */
     restore_sink r = {.en = en, .k = k};

@@ -16,12 +16,9 @@ static int by_name_cmp(const void *a, const void *b)
     return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
 }
 
-/* Adds file name fn to the list unless present; returns its index or -1. */
+/* Appends file name fn to the list; returns its index or -1. */
 static int add_file_name(char ***names, int *n, const char *fn)
 {
-    for (int i = 0; i < *n; i++)
-        if (strcmp((*names)[i], fn) == 0)
-            return i;
     char **nn = realloc(*names, ((size_t)*n + 1) * sizeof *nn);
     if (!nn)
         return -1;
@@ -30,6 +27,51 @@ static int add_file_name(char ***names, int *n, const char *fn)
     if (!nn[*n])
         return -1;
     return (*n)++;
+}
+
+typedef struct named_at {
+    const char *name;
+    int at;   /* where the weight_map first names it */
+} named_at;
+
+static int by_name_then_at(const void *a, const void *b)
+{
+    const named_at *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+static int by_at(const void *a, const void *b)
+{
+    const named_at *x = a, *y = b;
+    return (x->at > y->at) - (x->at < y->at);
+}
+
+/* The shard files the weight_map names (its values, checked to be strings),
+ * each once, in the order it first names them. (Sorted, not searched entry
+ * by entry: an index of many shard names is read in a moment.) */
+static int shard_names_in_order(const cJSON *wm, char ***names, int *n)
+{
+    int total = cJSON_GetArraySize(wm), k = 0, u = 0;
+    named_at *all = malloc((size_t)(total ? total : 1) * sizeof *all);
+    if (!all)
+        return -1;
+    for (const cJSON *it = wm->child; it; it = it->next, k++)
+        all[k] = (named_at){it->valuestring, k};
+    qsort(all, (size_t)k, sizeof *all, by_name_then_at);
+    for (int i = 0; i < k; i++)
+        if (i == 0 || strcmp(all[i - 1].name, all[i].name))
+            all[u++] = all[i];
+    qsort(all, (size_t)u, sizeof *all, by_at);
+    *names = calloc((size_t)(u ? u : 1), sizeof **names);
+    int rc = *names ? 0 : -1;
+    for (int i = 0; i < u && !rc; i++) {
+        (*names)[i] = strdup(all[i].name);
+        rc = (*names)[i] ? 0 : -1;
+        *n += !rc;
+    }
+    free(all);
+    return rc;
 }
 
 static int safe_shard_name(const char *fn)
@@ -69,17 +111,15 @@ static int read_shard_list(const char *dir, char ***names, int *n, cJSON **index
     }
     const cJSON *it;
     cJSON_ArrayForEach(it, wm)
-    {
         if (!cJSON_IsString(it) || !safe_shard_name(it->valuestring)) {
             err_set(e, "%s: weight_map entry '%s' must name a shard file inside the directory",
                     path, it->string);
             cJSON_Delete(root);
             return -1;
         }
-        if (add_file_name(names, n, it->valuestring) < 0) {
-            cJSON_Delete(root);
-            return err_set(e, "out of memory");
-        }
+    if (shard_names_in_order(wm, names, n)) {
+        cJSON_Delete(root);
+        return err_set(e, "out of memory");
     }
     if (*n == 0) {
         cJSON_Delete(root);

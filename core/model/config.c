@@ -77,14 +77,29 @@ static const char *get_str(const cJSON *obj, const char *key)
     return cJSON_IsString(j) ? j->valuestring : NULL;
 }
 
-/* Readers disagree on repeated keys (first or last wins), so refuse them. */
+static int by_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Readers disagree on repeated keys (first or last wins), so refuse them.
+ * (Sorted, not compared pairwise: a file of many keys is read in a moment.) */
 static int check_unique_keys(cfg_reader *r, const cJSON *obj)
 {
+    int n = cJSON_GetArraySize(obj), k = 0;
+    const char **keys = malloc((size_t)(n ? n : 1) * sizeof *keys);
+    if (!keys)
+        return err_set(r->e, "%s: out of memory", r->path);
     for (const cJSON *a = obj->child; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (a->string && b->string && strcmp(a->string, b->string) == 0)
-                return err_set(r->e, "%s: field '%s' appears twice", r->path, a->string);
-    return 0;
+        if (a->string)
+            keys[k++] = a->string;
+    qsort(keys, (size_t)k, sizeof *keys, by_key);
+    int rc = 0;
+    for (int i = 1; i < k && !rc; i++)
+        if (!strcmp(keys[i - 1], keys[i]))
+            rc = err_set(r->e, "%s: field '%s' appears twice", r->path, keys[i]);
+    free(keys);
+    return rc;
 }
 
 static int parse_rope(cfg_reader *r, const cJSON *o, model_config *c)
@@ -251,6 +266,9 @@ static int check_consistency(cfg_reader *r, model_config *c)
             return err_set(r->e, "%s: field 'eos_token_id' holds %d, outside the vocabulary of %d "
                            "('vocab_size'): the model could never end with it", p,
                            c->eos_token_ids[i], c->vocab_size);
+    if (c->bos_token_id >= c->vocab_size)
+        return err_set(r->e, "%s: field 'bos_token_id' is %d, outside the vocabulary of %d "
+                       "('vocab_size')", p, c->bos_token_id, c->vocab_size);
     if (c->n_layers > MAX_LAYERS)
         return err_set(r->e, "%s: field 'num_hidden_layers' is %d; at most %d are supported", p,
                        c->n_layers, MAX_LAYERS);

@@ -12,13 +12,24 @@
 
 #include "dtype.h"
 
-static int expect_shape2(const checkpoint *ck, const st_tensor *t, int64_t r, int64_t c, errbuf *e)
+/* A matrix the kernels read in place: [r, c], and its data at a multiple of
+ * its element's size in the file (the safetensors writer pads its header so
+ * that every tensor is; a file without that padding would have the kernels
+ * read misaligned elements). */
+static int expect_matrix(const checkpoint *ck, const st_tensor *t, int64_t r, int64_t c, errbuf *e)
 {
-    if (t->ndim == 2 && t->shape[0] == r && t->shape[1] == c)
-        return 0;
     char d[96];
-    return err_set(e, "%s: tensor '%s' is %s, expected shape [%lld, %lld]", checkpoint_path_of(ck, t),
-                   t->name, st_tensor_describe(t, d, sizeof d), (long long)r, (long long)c);
+    if (t->ndim != 2 || t->shape[0] != r || t->shape[1] != c)
+        return err_set(e, "%s: tensor '%s' is %s, expected shape [%lld, %lld]",
+                       checkpoint_path_of(ck, t), t->name, st_tensor_describe(t, d, sizeof d),
+                       (long long)r, (long long)c);
+    int elem = dtype_bits(t->dt) / 8;
+    if (elem > 1 && t->file_offset % (uint64_t)elem)
+        return err_set(e, "%s: tensor '%s' (%s) starts at byte %llu of the file, not a multiple of "
+                       "its %d-byte elements: the file's header is not padded as safetensors "
+                       "writers pad it (save the file again)", checkpoint_path_of(ck, t), t->name,
+                       dtype_name(t->dt), (unsigned long long)t->file_offset, elem);
+    return 0;
 }
 
 static int expect_dtype(const checkpoint *ck, const st_tensor *t, dtype want, errbuf *e)
@@ -48,7 +59,7 @@ static int resolve_linear(const model_weights *m, const char *base, int rows, in
     w->cols = cols;
     const st_tensor *t = find_suffix(ck, base, "weight");
     if (t) {
-        if (expect_shape2(ck, t, rows, cols, e))
+        if (expect_matrix(ck, t, rows, cols, e))
             return -1;
         w->data = t->data;
         switch (t->dt) {
@@ -70,7 +81,7 @@ static int resolve_linear(const model_weights *m, const char *base, int rows, in
                            ck->dir, base);
         int br = c->fp8_block_rows, bc = c->fp8_block_cols;
         if (expect_dtype(ck, s, DT_F32, e) ||
-            expect_shape2(ck, s, (rows + br - 1) / br, (cols + bc - 1) / bc, e))
+            expect_matrix(ck, s, (rows + br - 1) / br, (cols + bc - 1) / bc, e))
             return -1;
         w->fmt = WF_FP8_BLOCK;
         w->scale = s->data;
@@ -91,19 +102,29 @@ static int resolve_linear(const model_weights *m, const char *base, int rows, in
         return err_set(e, "%s: missing tensor '%s.%s' (int4 pack-quantized weights need "
                        "weight_packed, weight_scale and weight_shape)",
                        ck->dir, base, s ? "weight_shape" : "weight_scale");
-    if (expect_dtype(ck, sh, DT_I32, e))
-        return -1;
+    /* (I32 as Kimi's checkpoints hold it; I64 as compressed-tensors writes
+     * a torch shape by default) */
+    if (sh->dt != DT_I32 && sh->dt != DT_I64)
+        return err_set(e, "%s: tensor '%s' has dtype %s, expected I32 or I64",
+                       checkpoint_path_of(ck, sh), sh->name, dtype_name(sh->dt));
     if (sh->numel != 2)
         return err_set(e, "%s: tensor '%s' must hold 2 values [out, in]", checkpoint_path_of(ck, sh),
                        sh->name);
-    int32_t shape[2];
-    memcpy(shape, sh->data, sizeof shape);
+    long long shape[2];
+    for (int k = 0; k < 2; k++) {
+        int32_t v32;
+        int64_t v64;
+        if (sh->dt == DT_I32)
+            memcpy(&v32, sh->data + 4 * k, 4), shape[k] = v32;
+        else
+            memcpy(&v64, sh->data + 8 * k, 8), shape[k] = v64;
+    }
     if (shape[0] != rows || shape[1] != cols)
-        return err_set(e, "%s: tensor '%s' says [%d, %d], expected [%d, %d]",
+        return err_set(e, "%s: tensor '%s' says [%lld, %lld], expected [%d, %d]",
                        checkpoint_path_of(ck, sh), sh->name, shape[0], shape[1], rows, cols);
     int gs = c->int4_group_size;
-    if (expect_dtype(ck, p, DT_I32, e) || expect_shape2(ck, p, rows, (cols + 7) / 8, e) ||
-        expect_dtype(ck, s, DT_BF16, e) || expect_shape2(ck, s, rows, (cols + gs - 1) / gs, e))
+    if (expect_dtype(ck, p, DT_I32, e) || expect_matrix(ck, p, rows, (cols + 7) / 8, e) ||
+        expect_dtype(ck, s, DT_BF16, e) || expect_matrix(ck, s, rows, (cols + gs - 1) / gs, e))
         return -1;
     w->fmt = WF_INT4_GROUP;
     w->data = p->data;
@@ -262,6 +283,21 @@ int model_weights_open(model_weights *m, const char *dir, errbuf *e)
     if (checkpoint_open(&m->ckpt, dir, e))
         return -1;
     const model_config *c = &m->cfg;
+    /* an expert is three tensors at least: a config.json that names more
+     * than the checkpoint holds is said before its tables are allocated
+     * (4,096 layers of 65,536 experts are 56 GB of them) */
+    uint64_t moe_layers = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        moe_layers += config_is_moe_layer(c, l);
+    if (moe_layers * (uint64_t)c->n_routed_experts * 3 > (uint64_t)m->ckpt.n_tensors) {
+        err_set(e, "%s/config.json: %llu MoE layers of %d experts (num_hidden_layers, "
+                "first_k_dense_replace, moe_layer_freq, n_routed_experts) need %llu tensors at "
+                "least, but the checkpoint holds %d", dir, (unsigned long long)moe_layers,
+                c->n_routed_experts, (unsigned long long)(moe_layers * (uint64_t)c->n_routed_experts * 3),
+                m->ckpt.n_tensors);
+        model_weights_close(m);
+        return -1;
+    }
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     m->experts = calloc((size_t)c->n_layers * (size_t)c->n_routed_experts + 1, sizeof *m->experts);
     if (!m->layers || !m->experts) {

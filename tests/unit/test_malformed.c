@@ -63,21 +63,31 @@ static shard_file shard_read(const char *path)
     return s;
 }
 
-/* Writes s back to path with its (edited) header and its data region less
- * the bytes [cut_from, cut_to) of it. */
-static void shard_write(const char *path, const shard_file *s, size_t cut_from, size_t cut_to)
+/* Writes s back to path with its (edited) header, padded with spaces so that
+ * the data starts at a multiple of 8 bytes (as safetensors writers pad it)
+ * and then `skew` spaces more, and its data region less the bytes
+ * [cut_from, cut_to) of it. */
+static void shard_write_skewed(const char *path, const shard_file *s, size_t cut_from, size_t cut_to,
+                               int skew)
 {
     char *h = cJSON_PrintUnformatted(s->root);
-    uint64_t nl = strlen(h);
+    uint64_t nl = strlen(h), padded = (8 + nl + 7) / 8 * 8 - 8 + (uint64_t)skew;
     const uint8_t *data = s->buf + 8 + s->hl;
     FILE *f = fopen(path, "wb");
     cr_assert_not_null(f, "%s", path);
-    fwrite(&nl, 8, 1, f);
+    fwrite(&padded, 8, 1, f);
     fwrite(h, 1, nl, f);
+    for (uint64_t k = nl; k < padded; k++)
+        fputc(' ', f);
     fwrite(data, 1, cut_from, f);
     fwrite(data + cut_to, 1, s->n - 8 - s->hl - cut_to, f);
     fclose(f);
     free(h);
+}
+
+static void shard_write(const char *path, const shard_file *s, size_t cut_from, size_t cut_to)
+{
+    shard_write_skewed(path, s, cut_from, cut_to, 0);
 }
 
 static void shard_free(shard_file *s)
@@ -544,4 +554,122 @@ Test(malformed, tensors_the_config_leaves_unread_are_said, .timeout = 60)
     said = run_says();
     cr_expect(!strstr(said, "not read"), "the tied lm_head was said: %s", said);
     free(said);
+}
+
+/* A header that safetensors writers would pad, left unpadded, puts the
+ * tensors at offsets the kernels cannot read their elements from in place:
+ * refused naming the tensor and why (ASan+UBSan found the misaligned reads);
+ * the same header padded loads. */
+Test(malformed, tensors_at_misaligned_offsets_are_refused)
+{
+    char *s = shard_of("model.embed_tokens.weight");
+    shard_file sf = shard_read(s);
+    shard_write_skewed(s, &sf, 0, 0, 1);
+    expect_open_error("model.embed_tokens.weight", "not a multiple of its 2-byte elements");
+    shard_write_skewed(s, &sf, 0, 0, 8);
+    model_weights m;
+    errbuf e;
+    cr_expect_eq(model_weights_open(&m, dir, &e), 0, "%s", e.msg);
+    model_weights_close(&m);
+    shard_free(&sf);
+    free(s);
+}
+
+typedef struct tensor_bytes {
+    const char *name, *dtype;
+    const void *bytes;
+    size_t n;
+} tensor_bytes;
+
+static int by_first_offset(const void *a, const void *b)
+{
+    double x = cJSON_GetArrayItem(cJSON_GetObjectItem(*(cJSON *const *)a, "data_offsets"), 0)->valuedouble;
+    double y = cJSON_GetArrayItem(cJSON_GetObjectItem(*(cJSON *const *)b, "data_offsets"), 0)->valuedouble;
+    return (x > y) - (x < y);
+}
+
+/* Rewrites the shard holding tensor r.name with that tensor's dtype and
+ * bytes replaced, the others' data moved to make room. */
+static void replace_tensor(const tensor_bytes *r)
+{
+    char *path = shard_of(r->name);
+    shard_file sf = shard_read(path);
+    int n = 0;
+    cJSON *t, **ts = malloc(4096 * sizeof *ts);
+    cJSON_ArrayForEach(t, sf.root)
+        if (strcmp(t->string, "__metadata__"))
+            ts[n++] = t;
+    qsort(ts, (size_t)n, sizeof *ts, by_first_offset);
+    const uint8_t *data = sf.buf + 8 + sf.hl;
+    uint8_t *out = malloc(sf.n + r->n);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *off = cJSON_GetObjectItem(ts[i], "data_offsets");
+        size_t a = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble;
+        size_t b = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+        const void *src = data + a;
+        size_t len = b - a;
+        if (!strcmp(ts[i]->string, r->name)) {
+            src = r->bytes;
+            len = r->n;
+            cJSON_ReplaceItemInObject(ts[i], "dtype", cJSON_CreateString(r->dtype));
+        }
+        memcpy(out + at, src, len);
+        cJSON_ReplaceItemInObject(ts[i], "data_offsets",
+                                  cJSON_CreateDoubleArray((double[]){(double)at, (double)(at + len)}, 2));
+        at += len;
+    }
+    char *h = cJSON_PrintUnformatted(sf.root);
+    uint64_t nl = (strlen(h) + 7) / 8 * 8;
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    fwrite(&nl, 8, 1, f);
+    fprintf(f, "%-*s", (int)nl, h);
+    fwrite(out, 1, at, f);
+    fclose(f);
+    free(h);
+    free(out);
+    free(ts);
+    shard_free(&sf);
+    free(path);
+}
+
+/* compressed-tensors writes a weight's shape as I64 by default (Kimi's
+ * checkpoints hold I32): both load, and an I64 shape that is not the
+ * weight's is refused. */
+Test(malformed, int4_weight_shape_in_i64)
+{
+    char *keep = dir;
+    dir = test_make_tmpdir("malformed-int4");
+    test_synth_tiny(dir, "int4");
+    const char *name = "model.layers.1.mlp.experts.3.up_proj.weight_shape";
+    model_weights m;
+    errbuf e;
+    cr_assert_eq(model_weights_open(&m, dir, &e), 0, "%s", e.msg);
+    const st_tensor *t = checkpoint_find(&m.ckpt, name);
+    cr_assert(t && t->dt == DT_I32 && t->numel == 2);
+    int32_t s32[2];
+    memcpy(s32, t->data, sizeof s32);
+    model_weights_close(&m);
+    int64_t s64[2] = {s32[0], s32[1]};
+    replace_tensor(&(tensor_bytes){name, "I64", s64, sizeof s64});
+    cr_expect_eq(model_weights_open(&m, dir, &e), 0, "%s", e.msg);
+    model_weights_close(&m);
+    s64[1] += 1ll << 32;   /* (the same low word) */
+    replace_tensor(&(tensor_bytes){name, "I64", s64, sizeof s64});
+    expect_open_error(name, "expected [");
+    test_remove_tree(dir);
+    free(dir);
+    dir = keep;
+}
+
+/* A config.json naming far more experts than the checkpoint holds is said
+ * before the tables of that many are allocated (4,096 layers of 65,536
+ * experts took 56 GB and ended "out of memory", naming nothing). */
+Test(malformed, more_experts_than_tensors)
+{
+    int_edit experts = {"n_routed_experts", 65536 - 32}, layers = {"num_hidden_layers", 4092};
+    edit_json_file("config.json", add_to_int, &experts);
+    edit_json_file("config.json", add_to_int, &layers);
+    expect_open_error("config.json", "n_routed_experts");
 }

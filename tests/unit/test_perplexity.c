@@ -303,3 +303,44 @@ Test(perplexity, bad_arguments_are_refused, .timeout = 60)
     test_remove_tree(tmp);
     free(tmp);
 }
+
+/* Tokens are checked where they are fed or scored: an id past the vocabulary
+ * after the last window is left out with the rest of the tail. A text whose
+ * tokenizer gives ids past the model's vocabulary names the tokenizer, not
+ * --ids (Kimi's tokenizer in a k2-tiny checkpoint's directory). */
+Test(perplexity, token_ids_are_checked_where_they_are_used, .timeout = 60)
+{
+    char *tmp = test_make_tmpdir("ppl-ids"), model[4300], text_path[4300];
+    snprintf(model, sizeof model, "%s/model", tmp);
+    snprintf(text_path, sizeof text_path, "%s/text.txt", tmp);
+    test_synth_tiny(model, "int4");
+    char *out, *err;
+    int rc = run(&out, &err, "%s perplexity -m %s --ids 1,2,3,999999 -c 3", test_moetier_bin(), model);
+    cr_expect_eq(rc, 0, "an id after the last window: %s", err);
+    free(out);
+    free(err);
+
+    char *kimi = test_data_path("kimi-tokenizer");
+    if (!test_path_exists(kimi)) {
+        free(kimi);
+        test_remove_tree(tmp);
+        free(tmp);
+        cr_skip_test("%s is absent: the tokenizer half of this test needs Kimi's tokenizer", kimi);
+    }
+    rc = run(&out, &err, "cp %s/tiktoken.model %s/tokenizer_config.json %s/", kimi, kimi, model);
+    cr_assert_eq(rc, 0, "%s", err);
+    free(out);
+    free(err);
+    char *text = some_text(200);
+    test_write_file(text_path, text, strlen(text));
+    rc = run(&out, &err, "%s perplexity -m %s -f %s -c 16", test_moetier_bin(), model, text_path);
+    cr_expect_eq(rc, 1, "%s", err);
+    cr_expect(strstr(err, text_path) && strstr(err, "tokenizer files are not this checkpoint's") &&
+              !strstr(err, "--ids"), "%s", err);
+    free(out);
+    free(err);
+    free(text);
+    free(kimi);
+    test_remove_tree(tmp);
+    free(tmp);
+}
