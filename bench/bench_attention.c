@@ -211,7 +211,7 @@ int main(int argc, char **argv)
                "\"yardstick_gflops\":%.1f,\"ratio\":%.2f,\"scratch_mb\":%.1f,\"kv_b\":\"%s\","
                "\"cache\":\"%s\",\"cache_gbps\":%.1f}\n",
                kernel_path_name(path), nt, a.T, a.pos0, absorbed ? "absorbed" : "expanded", secs,
-               gflops, yard, gflops / yard, (double)n * sizeof(float) / (1 << 20),
+               gflops, yard, gflops / yard, (double)n * sizeof(float) / 1e6,
                weight_format_name(kv_b.fmt), kv_type_name(cases[c].cache), cache_gb / secs);
         fflush(stdout);
         free(scratch);

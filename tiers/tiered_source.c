@@ -75,7 +75,12 @@ static int pin_key(tiered *t, int layer, int expert)
         return -1;
     t->missed[key] = !resident;
     if (resident) {
-        t->stats[layer].hits++;
+        /* a predicted read is a read of the store, not a hit: counted as one,
+         * lookahead would seem to save reads it only moves earlier */
+        if (t->spec_unused[key])
+            t->stats[layer].early++;
+        else
+            t->stats[layer].hits++;
         return s;
     }
     if (evicted >= 0)
@@ -398,21 +403,21 @@ static int tiered_get(expert_source *src, int layer, int expert, expert_view *ou
         return err_set(e, "no routed expert %d in layer %d", expert, layer);
     int key = layer * st->n_experts + expert;
     int s, early = t->spec_unused[key];
-    if (early) {
-        t->spec_unused[key] = 0;
-        t->spec.used++;
-    }
     if (t->reserved[key]) {
         /* a reserved key keeps its slot: a failed read drops the reservation */
         t->reserved[key] = 0;
         t->n_ahead -= t->missed[key];
         s = expert_cache_find(&t->cache, key);
     } else {
-        s = pin_key_or_wait(t, layer, expert);
+        s = pin_key_or_wait(t, layer, expert);   /* (counts an early read as one) */
         if (s < 0)
             return err_set(e, "all %d DRAM tier slots are in use: the budget is too small for the "
                            "experts in use at once", t->cache.n_slots);
         nvme_tier_flush(t->nvme);
+    }
+    if (early) {
+        t->spec_unused[key] = 0;
+        t->spec.used++;
     }
     if (layer == t->ann_layer) {    /* the engine gets the announced experts in order */
         t->ann_got++;
@@ -450,29 +455,30 @@ static void tiered_print_stats(expert_source *src, FILE *out)
 {
     tiered *t = src->impl;
     const nvme_stats *ns = nvme_tier_stats(t->nvme);
-    uint64_t hits = 0, misses = 0, bytes = 0;
-    double stall = 0;
+    tier_layer_stats all = {0};
     fprintf(out, "tier statistics (DRAM tier: %d slots of %.2f MB, policy %s)\n",
             t->cache.n_slots, t->st->layout.slot_bytes / 1e6, t->cache.policy.name);
-    fprintf(out, "  %5s %10s %10s %8s %12s %10s\n", "layer", "DRAM hits", "NVMe reads", "hit %",
-            "NVMe MB", "stall ms");
-    for (int l = 0; l < t->st->n_layers; l++) {
-        const tier_layer_stats *s = &t->stats[l];
-        if (!s->hits && !s->misses)
+    fprintf(out, "  %5s %10s %10s %10s %8s %12s %10s\n", "layer", "DRAM hits", "read early",
+            "NVMe reads", "hit %", "NVMe MB", "stall ms");
+    for (int l = 0; l <= t->st->n_layers; l++) {
+        const tier_layer_stats *s = l < t->st->n_layers ? &t->stats[l] : &all;
+        uint64_t wanted = s->hits + s->early + s->misses;
+        if (!wanted && s != &all)
             continue;
-        fprintf(out, "  %5d %10llu %10llu %7.1f%% %12.1f %10.1f\n", l,
-                (unsigned long long)s->hits, (unsigned long long)s->misses,
-                100.0 * (double)s->hits / (double)(s->hits + s->misses), s->bytes_read / 1e6,
-                s->stall_seconds * 1e3);
-        hits += s->hits;
-        misses += s->misses;
-        bytes += s->bytes_read;
-        stall += s->stall_seconds;
+        char name[16];
+        snprintf(name, sizeof name, s == &all ? "all" : "%d", l);
+        fprintf(out, "  %5s %10llu %10llu %10llu %7.1f%% %12.1f %10.1f\n", name,
+                (unsigned long long)s->hits, (unsigned long long)s->early,
+                (unsigned long long)s->misses, wanted ? 100.0 * (double)s->hits / (double)wanted : 0.0,
+                s->bytes_read / 1e6, s->stall_seconds * 1e3);
+        if (s == &all)
+            break;
+        all.hits += s->hits;
+        all.early += s->early;
+        all.misses += s->misses;
+        all.bytes_read += s->bytes_read;
+        all.stall_seconds += s->stall_seconds;
     }
-    fprintf(out, "  %5s %10llu %10llu %7.1f%% %12.1f %10.1f\n", "all", (unsigned long long)hits,
-            (unsigned long long)misses,
-            hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
-            bytes / 1e6, stall * 1e3);
     if (t->cache.policy.peek && t->steps && t->cache.n_slots < t->st->n_blobs)
         fprintf(out, "  steps larger than the DRAM tier: %llu of %llu (their misses took the slots "
                 "used last, so the tier kept the rest)\n",

@@ -40,7 +40,10 @@
 #include "tiers/store.h"
 
 typedef struct tier_layer_stats {
-    uint64_t hits, misses;      /* DRAM hits; misses read from NVMe */
+    uint64_t hits;              /* DRAM hits: held from an earlier use */
+    uint64_t early;             /* read from NVMe early, on a prediction (a read
+                                 * all the same, ahead of the engine) */
+    uint64_t misses;            /* read from NVMe when asked for */
     uint64_t bytes_read;
     double stall_seconds;       /* time the engine waited for NVMe reads */
 } tier_layer_stats;

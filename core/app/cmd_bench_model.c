@@ -52,7 +52,7 @@ static void usage(FILE *f)
             "  for each setting, each test once untimed, then R timed repetitions, as\n"
             "  mean +- standard deviation of tokens/s. Decode rows also give the weights\n"
             "  read per token and the speed they bound it to: the slowest of those reads\n"
-            "  at the RAM read bandwidth, the DRAM tier's misses at the store's and the\n"
+            "  at the RAM read bandwidth, the DRAM tier's reads at the store's and the\n"
             "  token's multiply-adds at the FMA peak, each measured in the same run (CPU\n"
             "  backend), or the GPU backend's decode bound; `bound by` names which.\n"
             "  -p LIST         prompt lengths, one prefill each (ppP; default 512; 0: none)\n"
@@ -117,15 +117,17 @@ static int stream_token(const token_stream *s, unsigned long long k)
     return (int)((z ^ (z >> 31)) % (unsigned long long)s->vocab);
 }
 
-/* the DRAM tier's hits and misses so far, over its layers */
-static void dram_counts(const cli_model *m, uint64_t *hits, uint64_t *misses)
+/* the DRAM tier's counts so far, over its layers */
+static void dram_counts(const cli_model *m, tier_layer_stats *sum)
 {
     int n = 0;
     const tier_layer_stats *ls = tiered_source_stats(&m->src, &n);
-    *hits = *misses = 0;
+    memset(sum, 0, sizeof *sum);
     for (int l = 0; ls && l < n; l++) {
-        *hits += ls[l].hits;
-        *misses += ls[l].misses;
+        sum->hits += ls[l].hits;
+        sum->early += ls[l].early;
+        sum->misses += ls[l].misses;
+        sum->bytes_read += ls[l].bytes_read;
     }
 }
 
@@ -136,7 +138,9 @@ typedef struct test_result {
     uint64_t tokens;            /* tokens the timed steps decoded */
     uint64_t passes;            /* reads of the dense weights they took: one a step of up
                                  * to engine_step_rows conversations */
-    uint64_t hits, misses;      /* their DRAM tier's (with an expert store) */
+    uint64_t hits, wanted;      /* their DRAM tier's hits, of the experts it gave (with an
+                                 * expert store; an early read is no hit) */
+    uint64_t bytes_read;        /* the store's reads, on demand and early (used or not) */
     uint64_t kv_positions;      /* of the KV caches, read by their attention, per layer */
     uint64_t vram_hits, vram_all;   /* GPU backend: experts found in VRAM, of all they ran */
     decode_work gpu;            /* GPU backend, one conversation: what the timed steps did */
@@ -160,7 +164,8 @@ typedef struct test_state {
 
 /* The counts a decode test's yardsticks are differences of. */
 typedef struct counts {
-    uint64_t calls, hits, misses, kv_positions;
+    uint64_t calls, kv_positions;
+    tier_layer_stats dram;
     gpu_cache_stats g;
 } counts;
 
@@ -169,7 +174,7 @@ static void take_counts(cli_model *m, counts *c)
     memset(c, 0, sizeof *c);
     c->calls = m->en.stats.expert_calls;
     c->kv_positions = m->en.stats.kv_positions_decoded;
-    dram_counts(m, &c->hits, &c->misses);
+    dram_counts(m, &c->dram);
     if (!strcmp(m->be.name, "cuda"))
         gpu_backend_cache_stats(&m->be, &c->g);
 }
@@ -182,8 +187,10 @@ static void add_decode_counts(cli_model *m, const test_spec *t, const counts *c0
     r->tokens += (uint64_t)t->len * (uint64_t)t->S;
     int rows = engine_step_rows(&m->en);
     r->passes += (uint64_t)t->len * (uint64_t)((t->S + rows - 1) / rows);
-    r->hits += c.hits - c0->hits;
-    r->misses += c.misses - c0->misses;
+    r->hits += c.dram.hits - c0->dram.hits;
+    r->wanted += (c.dram.hits + c.dram.early + c.dram.misses) -
+                 (c0->dram.hits + c0->dram.early + c0->dram.misses);
+    r->bytes_read += c.dram.bytes_read - c0->dram.bytes_read;
     r->kv_positions += c.kv_positions - c0->kv_positions;
     r->vram_hits += c.g.hits - c0->g.hits;
     r->vram_all += (c.g.hits + c.g.misses + c.g.uncached + c.g.on_cpu) -
@@ -307,7 +314,7 @@ typedef struct yardstick {
     double bound_tps;           /* 0: not measured */
     const char *bound_by;       /* which side sets bound_tps: "ram", "store" or "fma" */
     double read_bw;             /* CPU backend: GB/s, the mean of the two reads */
-    double store_gb_per_token;  /* CPU backend with a store: the DRAM tier's misses */
+    double store_gb_per_token;  /* CPU backend with a store: the DRAM tier's reads */
     double store_bw;            /* GB/s of the store's reads, measured at the setting's start */
     double gflop_per_token;     /* CPU backend: the products' and attention's */
     double attn_gflop_per_token;    /* of gflop_per_token, attention's over the cache */
@@ -336,7 +343,8 @@ static void decode_flops(const cli_model *m, const test_result *r, yardstick *y)
 }
 
 /* The bound: the longest of reading the weights a token ran from RAM, its
- * DRAM tier's misses from the store, which at best go on at once, and its
+ * DRAM tier's reads from the store (on demand and early, used or not: the
+ * bytes the store delivered), which at best go on at once, and its
  * multiply-adds at the FMA peak (which long contexts' attention reaches
  * first on a CPU: 64 heads at 32 K positions are 280 GFLOP a K2 token). */
 static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, double bw_after,
@@ -363,8 +371,7 @@ static void cpu_yardstick(cli_model *m, const test_result *r, double bw_before, 
     y->bound_by = "ram";
     if (m->plan.use_store && store_bw > 0) {
         y->store_bw = store_bw;
-        y->store_gb_per_token = (double)r->misses * (double)m->plan.slot_bytes / 1e9 /
-                                (double)r->tokens;
+        y->store_gb_per_token = (double)r->bytes_read / 1e9 / (double)r->tokens;
         if (y->store_gb_per_token / store_bw > seconds) {
             seconds = y->store_gb_per_token / store_bw;
             y->bound_by = "store";
@@ -445,8 +452,8 @@ static void print_json_row(const setting *s, const test_spec *t, const char *tes
     for (int k = 0; k < r->n; k++)
         printf("%s%.4f", k ? ", " : "", r->tps[k]);
     printf("]");
-    if (rate(r->hits, r->hits + r->misses) >= 0)
-        printf(", \"dram_hit_rate\": %.4f", rate(r->hits, r->hits + r->misses));
+    if (rate(r->hits, r->wanted) >= 0)
+        printf(", \"dram_hit_rate\": %.4f", rate(r->hits, r->wanted));
     if (rate(r->vram_hits, r->vram_all) >= 0)
         printf(", \"vram_hit_rate\": %.4f", rate(r->vram_hits, r->vram_all));
     if (y) {
@@ -497,8 +504,8 @@ static void print_row(const bench_opts *o, const setting *s, const test_spec *t,
         snprintf(vram, sizeof vram, "%.4g", s->vram_gb);
     if (s->threads)
         snprintf(threads, sizeof threads, "%d", s->threads);
-    if (rate(r->hits, r->hits + r->misses) >= 0)
-        snprintf(dhit, sizeof dhit, "%.1f%%", 100 * rate(r->hits, r->hits + r->misses));
+    if (rate(r->hits, r->wanted) >= 0)
+        snprintf(dhit, sizeof dhit, "%.1f%%", 100 * rate(r->hits, r->wanted));
     if (rate(r->vram_hits, r->vram_all) >= 0)
         snprintf(vhit, sizeof vhit, "%.1f%%", 100 * rate(r->vram_hits, r->vram_all));
     if (y)

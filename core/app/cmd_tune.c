@@ -114,7 +114,7 @@ static int decode_run(const model_flags *base, int slots, uint64_t slot_bytes, i
     const tier_layer_stats *ls = tiered_source_stats(&m.src, &nl);
     for (int l = 0; ls && l < nl; l++) {
         r->hits += ls[l].hits;
-        r->s.misses += ls[l].misses;
+        r->s.misses += ls[l].misses + ls[l].early;   /* (reads all; tune runs without lookahead) */
         r->s.stall_s += ls[l].stall_seconds;
     }
     free(logits);

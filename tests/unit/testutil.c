@@ -34,6 +34,20 @@ char *test_data_path(const char *rel)
     return p;
 }
 
+int test_sanitized(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int test_rounds(int n)
+{
+    return test_sanitized() ? (n / 4 > 1 ? n / 4 : 1) : n;
+}
+
 int test_path_exists(const char *path)
 {
     struct stat st;

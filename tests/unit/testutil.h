@@ -36,6 +36,14 @@ void test_write_file(const char *path, const void *data, size_t n);
 char *test_make_tmpdir(const char *tag);
 void test_remove_tree(const char *path);
 
+/* Whether this build runs under ASan (make test SANITIZE=1), where the
+ * compute runs 10 to 30 times slower: the heaviest repeated tests take fewer
+ * rounds there and the plain run all of them (the sanitizers look at the
+ * code paths, which the fewer rounds take too). */
+int test_sanitized(void);
+/* n rounds, or under the sanitizers n / 4 (at least 1). */
+int test_rounds(int n);
+
 /* A small deterministic generator for randomized tests (an LCG's high bits). */
 typedef struct test_rng {
     unsigned long long s;
