@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/decimal.h"
+
 int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys, int layers)
 {
     if (!strcmp(name, "lru"))
@@ -20,7 +22,7 @@ int cache_policy_make(cache_policy *p, const char *name, int n_slots, int n_keys
         double h = CACHE_LFU_HALF_LIFE;
         if (name[3] == ':') {   /* lfu:H, a half-life of H accesses */
             char *end;
-            h = strtod(name + 4, &end);
+            h = decimal_parse(name + 4, &end);
             if (end == name + 4 || *end || !(h > 0) || !isfinite(h))
                 return -1;
         } else if (name[3]) {

@@ -1,6 +1,7 @@
 /* planner: tier flags, budget checks and the placement table (see planner.h). */
 #include "planner.h"
 
+#include "core/base/decimal.h"
 #include "core/base/fileutil.h"
 #include "core/base/meminfo.h"
 #include "core/engine/engine.h"
@@ -76,7 +77,7 @@ int tier_flags_parse(tier_flags *f, int argc, char **argv, int *i)
     } else if (!strcmp(a, "--dram-gb") || !strcmp(a, "--vram-gb")) {
         char *end;
         errno = 0;
-        double x = strtod(v, &end);
+        double x = decimal_parse(v, &end);
         /* at most 1e9 GB (an exabyte): the bytes fit in 64 bits */
         if (errno || end == v || *end || !isfinite(x) || x < 0 || x > 1e9) {
             fprintf(stderr, "moetier: %s expects a number of GB from 0 to 1e9, got '%s'\n", a, v);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/base/decimal.h"
 #include "core/base/fileutil.h"
 #include "core/base/progress.h"
 #include "core/engine/backend_profile.h"
@@ -48,7 +49,7 @@ int cli_float(const char *flag, const char *s, float *out)
 {
     char *end;
     errno = 0;
-    double v = strtod(s, &end);
+    double v = decimal_parse(s, &end);
     if (end == s || *end || isnan(v)) {
         fprintf(stderr, "moetier: %s expects a number, got '%s'\n", flag, s);
         return -1;
@@ -546,7 +547,7 @@ static int hybrid_rates_from_env(hybrid_rates *r, int *set, errbuf *e)
     double v[5];
     char *end = (char *)s;
     for (int i = 0; i < 5; i++) {
-        v[i] = strtod(end, &end);
+        v[i] = decimal_parse(end, &end);
         if (!(v[i] > 0) || !isfinite(v[i]) || *end != (i < 4 ? ',' : '\0'))
             return err_set(e, "MOETIER_HYBRID_RATES is '%s'; expected five positive numbers: copy "
                            "GB/s from registered and from pageable memory, GPU GB/s, CPU ns per "

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "core/base/decimal.h"
 #include "core/base/fileutil.h"
 #include "commands.h"
 #include "prefetch/cache_sim.h"
@@ -176,7 +177,7 @@ static int cmd_replay(int argc, char **argv)
     }
     char *end;
     errno = 0;
-    double v = strtod(cache_s, &end);
+    double v = decimal_parse(cache_s, &end);
     int percent = *end == '%';
     if (errno || end == cache_s || (*end && !(percent && !end[1])) || !(v > 0) || !isfinite(v)) {
         fprintf(stderr, "moetier: --cache expects a positive number of experts or a percentage, "

@@ -29,6 +29,7 @@
 
 #include "cJSON.h"
 #include "cli_common.h"
+#include "core/base/decimal.h"
 #include "core/base/fileutil.h"
 #include "commands.h"
 #include "core/base/progress.h"
@@ -170,7 +171,7 @@ static int parse_budgets(const char *s, double *gb, int *n)
     do {
         char *end;
         errno = 0;
-        double v = strtod(p, &end);
+        double v = decimal_parse(p, &end);
         if (errno || end == p || !(v > 0) || v > 1e9 || *n == MAX_POINTS ||
             (*end && (*end != ',' || !end[1]))) {
             fprintf(stderr, "moetier: --budgets expects up to %d sizes in GB (above 0, at most "

@@ -12,6 +12,7 @@
 #include <sys/sysmacros.h>
 
 #include "core/app/cli_common.h"
+#include "core/base/decimal.h"
 #include "core/text/grammar_answer.h"
 #include "core/text/json_prefix.h"
 #include "core/text/utf8.h"
@@ -404,6 +405,11 @@ Test(cli, bad_arguments_fail_clearly)
                    "--grammar 'root ::= \"a\"' --json-schema '{}'");
     expect_failure(2, "--json-schema: not JSON", "%s chat -m %s %s </dev/null", d, "--json-schema '{'");
     expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 1e300");
+    /* numbers in decimal notation only: strtod took these (0x10 as 16 GB) */
+    expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb 0x10");
+    expect_failure(2, "--dram-gb", "%s run -m %s --ids 1 %s", d, "--dram-gb ' 1'");
+    expect_failure(2, "--temp", "%s run -m %s --ids 1 %s", d, "--temp infinity");
+    expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:0x2");
     expect_failure(2, "--policy", "%s run -m %s --ids 1 %s", d, "--policy lfu:inf");
     expect_failure(2, "--cpu-tokens is for the GPU", "%s run -m %s --ids 1 %s", d,
                    "--cpu-tokens 3");
@@ -1580,4 +1586,23 @@ Test(cli, tokenize_chat_gives_the_fixture_prompts, .timeout = 120)
     test_remove_tree(tmp);
     free(tmp);
     free(dir);
+}
+
+/* decimal_parse reads what a user writes as a number and nothing else */
+Test(cli, decimal_numbers_only)
+{
+    const struct {
+        const char *s;
+        double v;
+        int len;   /* of the number read; 0: none */
+    } cases[] = {{"1", 1, 1}, {"-2.5", -2.5, 4}, {"+.5", 0.5, 3}, {"3.", 3, 2}, {"1e3", 1000, 3},
+                 {"2E-2x", 0.02, 4}, {"7e", 7, 1}, {"7e+", 7, 1}, {"0x10", 0, 0}, {" 1", 0, 0},
+                 {"inf", 0, 0}, {"nan", 0, 0}, {".", 0, 0}, {"-", 0, 0}, {"", 0, 0}, {"e5", 0, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *end;
+        double v = decimal_parse(cases[i].s, &end);
+        cr_expect_eq(end - cases[i].s, cases[i].len, "'%s': read %d bytes, not %d", cases[i].s,
+                     (int)(end - cases[i].s), cases[i].len);
+        cr_expect_eq(v, cases[i].v, "'%s': %g, not %g", cases[i].s, v, cases[i].v);
+    }
 }
