@@ -111,17 +111,24 @@ INL size_t x_tile(size_t s, size_t nb, size_t b, int p)
     return ((s * nb + b) * AMX_PARTS + (size_t)p) * 256;
 }
 
-/* the three bf16 parts of 16 floats, as the top halves of 16 dwords */
+/* the three bf16 parts of 16 floats, as the top halves of 16 dwords. An
+ * infinity is its first part alone (inf - inf would make the others NaN, and
+ * the product NaN where the reference's is infinite); a NaN is a quiet NaN
+ * there (its payload may lie in the bits the first part drops, which would
+ * leave an infinity). */
 TGT INL void split3(__m512 x, __m512i part[AMX_PARTS])
 {
     const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    __mmask16 inf_or_nan = _mm512_fpclass_ps_mask(x, 0x01 | 0x08 | 0x10 | 0x80);
+    __mmask16 nan = _mm512_fpclass_ps_mask(x, 0x01 | 0x80);
     __m512i hi = _mm512_and_si512(_mm512_castps_si512(x), top);
+    hi = _mm512_mask_mov_epi32(hi, nan, _mm512_set1_epi32(0x7fc00000));
     __m512 r = _mm512_sub_ps(x, _mm512_castsi512_ps(hi));
     __m512i mid = _mm512_and_si512(_mm512_castps_si512(r), top);
     __m512 lo = _mm512_sub_ps(r, _mm512_castsi512_ps(mid)); /* exact in bf16 */
     part[0] = hi;
-    part[1] = mid;
-    part[2] = _mm512_castps_si512(lo);
+    part[1] = _mm512_maskz_mov_epi32((__mmask16)~inf_or_nan, mid);
+    part[2] = _mm512_maskz_mov_epi32((__mmask16)~inf_or_nan, _mm512_castps_si512(lo));
 }
 
 TGT void linear_amx_prepare(const float *x, int T, int cols, int b0, int b1, uint32_t *dst)

@@ -194,7 +194,10 @@ Test(linear_kernels, fp8_nan_codes_stay_nan)
 
 /* Activations far from 1 (each token its own magnitude, one token mixing huge
  * and tiny values, infinities) give the reference's results on every path: the
- * AVX2 FP8 kernel scales each token's x by a power of two of its own. */
+ * AVX2 FP8 kernel scales each token's x by a power of two of its own. At 7
+ * tokens, 20 and 70 (the batched products, the tokens-in-lanes and GEMM
+ * forms, and AMX's tiles, where an infinity once became NaN), the extreme
+ * tokens repeated. */
 Test(linear_kernels, extreme_activations_match_the_reference)
 {
     struct { weight_format fmt; int rows, cols, blk, gs; } shapes[] = {
@@ -202,17 +205,21 @@ Test(linear_kernels, extreme_activations_match_the_reference)
         {WF_INT4_GROUP, 9, 352, 0, 32}, {WF_BF16, 9, 300, 0, 0}, {WF_F32, 9, 70, 0, 0},
     };
     const float mags[6] = {0x1p-100f, 0x1p-20f, 1.0f, 0x1p20f, 0x1p100f, 1.0f};
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        random_weight o = random_weight_make(shapes[s].fmt, shapes[s].rows, shapes[s].cols, shapes[s].blk,
-                              shapes[s].gs);
-        int T = 7, cols = o.w.cols, rows = o.w.rows;
+    const int token_counts[] = {7, 20, 70};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes * 3; s++) {
+        int T = token_counts[s % 3];
+        random_weight o = random_weight_make(shapes[s / 3].fmt, shapes[s / 3].rows, shapes[s / 3].cols,
+                                             shapes[s / 3].blk, shapes[s / 3].gs);
+        int cols = o.w.cols, rows = o.w.rows;
         float *x = malloc((size_t)T * cols * sizeof *x);
         for (int t = 0; t < T; t++)
             for (int c = 0; c < cols; c++)
-                x[t * cols + c] = random_unit() * (t < 6 ? mags[t] : 1.0f);
-        x[5 * cols + 3] = 0x1p110f;     /* token 5: one huge value among ordinary ones */
-        x[5 * cols + 4] = 0x1p-110f;
-        x[6 * cols + 7] = INFINITY;     /* token 6: an infinity */
+                x[t * cols + c] = random_unit() * (t % 7 < 6 ? mags[t % 7] : 1.0f);
+        for (int t = 0; t < T; t += 7) {
+            x[(t + 5) * cols + 3] = 0x1p110f;   /* token 5: one huge value among ordinary ones */
+            x[(t + 5) * cols + 4] = 0x1p-110f;
+            x[(t + 6) * cols + 7] = (t / 7) % 2 ? -INFINITY : INFINITY;   /* token 6: an infinity */
+        }
         size_t ny = (size_t)T * rows;
         float *ref = malloc(ny * 4), *got = malloc(ny * 4), *bound = malloc(ny * 4);
         float *row = malloc((size_t)cols * 4);
@@ -227,8 +234,8 @@ Test(linear_kernels, extreme_activations_match_the_reference)
                 int same = isnan(ref[i]) ? isnan(got[i])
                            : isinf(ref[i]) ? got[i] == ref[i]
                                            : fabsf(got[i] - ref[i]) <= 2e-6f * bound[i];
-                cr_expect(same, "%s %s: token %zu row %zu is %.9g, reference %.9g",
-                          kernel_path_name(p), weight_format_name(shapes[s].fmt), i / rows,
+                cr_expect(same, "%s %s, %d tokens: token %zu row %zu is %.9g, reference %.9g",
+                          kernel_path_name(p), weight_format_name(shapes[s / 3].fmt), T, i / rows,
                           i % rows, got[i], ref[i]);
             }
         }
@@ -624,7 +631,9 @@ Test(linear_kernels, batched_products_with_tokens_or_rows_in_lanes_agree_bitwise
  * every 64 columns, a row of both mixed at random; x small integers times
  * 2^-2 and the scales powers of two, so every product and every sum is exact
  * and each path must give the reference's value to the bit, at 1 to 4 tokens
- * (the row kernels) and 20 (the batched products). */
+ * (the row kernels) and 20 and 40 (the batched products: AVX2 batches FP8 from
+ * 32 tokens; on a CPU with AMX, with AMX and without it, as its tiles take
+ * them first). */
 static void fp8_subnormals_exact(void)
 {
     enum { ROWS = 3, COLS = 384, BLK = 128 };
@@ -640,27 +649,30 @@ static void fp8_subnormals_exact(void)
     float *s = o.scale;
     for (int i = 0; i < COLS / BLK; i++)
         s[i] = i % 2 ? 0.5f : 4.0f;
-    enum { TMAX = 20 };
+    enum { TMAX = 40 };
     float x[TMAX * COLS], ref[TMAX * ROWS], row[COLS], got[TMAX * ROWS];
     for (int i = 0; i < TMAX * COLS; i++)
         x[i] = (float)((int)(random_u32() % 7) - 3) * 0.25f;
-    int tokens[] = {1, 2, 3, 4, 20};
-    for (int p = 0; p < KPATH_COUNT; p++) {
-        if (!kernel_path_supported((kernel_path)p))
+    int tokens[] = {1, 2, 3, 4, 20, 40};
+    int amx = kernel_amx_enabled();
+    for (int p = 0; p < KPATH_COUNT * 2; p++) {
+        if (!kernel_path_supported((kernel_path)(p / 2)) || (p % 2 && !amx))
             continue;
+        kernel_amx_disable(p % 2);
         for (size_t k = 0; k < sizeof tokens / sizeof *tokens; k++) {
             int T = tokens[k];
             linear_ref_forward(&o.w, x, T, ref, row);
             float *scratch = malloc(linear_forward_scratch(&o.w, T, 1) * 4 + 4);
             cr_assert_not_null(scratch);
-            linear_forward((kernel_path)p, NULL, &o.w, x, T, got, scratch);
+            linear_forward((kernel_path)(p / 2), NULL, &o.w, x, T, got, scratch);
             free(scratch);
             for (int i = 0; i < T * ROWS; i++)
-                cr_expect(got[i] == ref[i], "%s%s, %d tokens: y[%d] = %.9g, exactly %.9g",
-                          kernel_path_name(p), kernel_fp8_lut_supported() ? "" : " without byte tables",
-                          T, i, got[i], ref[i]);
+                cr_expect(got[i] == ref[i], "%s%s%s, %d tokens: y[%d] = %.9g, exactly %.9g",
+                          kernel_path_name(p / 2), kernel_fp8_lut_supported() ? "" : " without byte tables",
+                          p % 2 ? " without AMX" : "", T, i, got[i], ref[i]);
         }
     }
+    kernel_amx_disable(0);
     random_weight_free(&o);
 }
 
