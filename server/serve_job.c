@@ -598,7 +598,7 @@ static void snapshot_tiers(server *s)
     m->stall_seconds = 0;
     for (int l = 0; l < nl; l++) {
         m->dram_hits += st[l].hits;
-        m->dram_misses += st[l].misses;
+        m->dram_misses += st[l].misses + st[l].early;   /* (an early read is a read) */
         m->nvme_bytes_read += st[l].bytes_read;
         m->stall_seconds += st[l].stall_seconds;
     }

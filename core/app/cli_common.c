@@ -66,12 +66,16 @@ int cli_float(const char *flag, const char *s, float *out)
 
 /* The next item of comma-separated list s at *t (advanced past it) into
  * item: 1 when there is one, 0 at the end, -1 (said on stderr) for an empty
- * item ("1,,2" is refused, not skipped), one too long or past max items. */
+ * item ("1,,2" is refused, not skipped), one too long or past max items.
+ * Spaces after a comma are passed over ("1, 2"). */
 static int next_list_item(const char *flag, const char *s, const char **t, int k, int max,
                           char *item, size_t size)
 {
     if (!*t)
         return 0;
+    if (*t != s)
+        while (**t == ' ')
+            ++*t;
     size_t len = strcspn(*t, ",");
     if (k >= max) {
         fprintf(stderr, "moetier: %s takes at most %d values\n", flag, max);

@@ -249,8 +249,14 @@ int cmd_perplexity(int argc, char **argv)
             cli_model_close(&m);
             return cli_fail(&e);
         }
-    if (bos && m.mw.cfg.bos_token_id < 0) {
-        err_set(&e, "--bos: %s/config.json names no bos_token_id", mf.dir);
+    /* (checked here, where it is used: a config.json whose bos_token_id is
+     * past the vocabulary still serves everything else) */
+    if (bos && (m.mw.cfg.bos_token_id < 0 || m.mw.cfg.bos_token_id >= m.mw.cfg.vocab_size)) {
+        if (m.mw.cfg.bos_token_id < 0)
+            err_set(&e, "--bos: %s/config.json names no bos_token_id", mf.dir);
+        else
+            err_set(&e, "--bos: %s/config.json's bos_token_id %d is outside the vocabulary (0..%d, "
+                    "its 'vocab_size')", mf.dir, m.mw.cfg.bos_token_id, m.mw.cfg.vocab_size - 1);
         free(ids);
         cli_model_close(&m);
         return cli_fail(&e);

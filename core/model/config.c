@@ -266,9 +266,6 @@ static int check_consistency(cfg_reader *r, model_config *c)
             return err_set(r->e, "%s: field 'eos_token_id' holds %d, outside the vocabulary of %d "
                            "('vocab_size'): the model could never end with it", p,
                            c->eos_token_ids[i], c->vocab_size);
-    if (c->bos_token_id >= c->vocab_size)
-        return err_set(r->e, "%s: field 'bos_token_id' is %d, outside the vocabulary of %d "
-                       "('vocab_size')", p, c->bos_token_id, c->vocab_size);
     if (c->n_layers > MAX_LAYERS)
         return err_set(r->e, "%s: field 'num_hidden_layers' is %d; at most %d are supported", p,
                        c->n_layers, MAX_LAYERS);

@@ -12,10 +12,10 @@
 
 #include "dtype.h"
 
-/* A matrix the kernels read in place: [r, c], and its data at a multiple of
- * its element's size in the file (the safetensors writer pads its header so
- * that every tensor is; a file without that padding would have the kernels
- * read misaligned elements). */
+/* A matrix the kernels read in place: [r, c]; and not behind a header left
+ * unpadded (safetensors writers pad it to 8 bytes, so that a file whose
+ * tensors come largest element first has every one aligned; without that,
+ * all of them would be read at misaligned addresses). */
 static int expect_matrix(const checkpoint *ck, const st_tensor *t, int64_t r, int64_t c, errbuf *e)
 {
     char d[96];
@@ -24,11 +24,14 @@ static int expect_matrix(const checkpoint *ck, const st_tensor *t, int64_t r, in
                        checkpoint_path_of(ck, t), t->name, st_tensor_describe(t, d, sizeof d),
                        (long long)r, (long long)c);
     int elem = dtype_bits(t->dt) / 8;
-    if (elem > 1 && t->file_offset % (uint64_t)elem)
+    uint64_t data_start = ck->files[t->file_index].data_start;
+    if (elem > 1 && t->file_offset % (uint64_t)elem && data_start % 8)
         return err_set(e, "%s: tensor '%s' (%s) starts at byte %llu of the file, not a multiple of "
-                       "its %d-byte elements: the file's header is not padded as safetensors "
-                       "writers pad it (save the file again)", checkpoint_path_of(ck, t), t->name,
-                       dtype_name(t->dt), (unsigned long long)t->file_offset, elem);
+                       "its %d-byte elements: the file's header (%llu bytes) is not padded to a "
+                       "multiple of 8 as safetensors writers pad it (save the file again)",
+                       checkpoint_path_of(ck, t), t->name, dtype_name(t->dt),
+                       (unsigned long long)t->file_offset, elem,
+                       (unsigned long long)(data_start - 8));
     return 0;
 }
 

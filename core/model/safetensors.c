@@ -133,6 +133,7 @@ static int parse_header(st_file *f, const uint8_t *buf, uint64_t size, errbuf *e
         goto out;
     }
     uint64_t data_start = 8 + hl, data_size = size - data_start;
+    f->data_start = data_start;
     int n = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, root) n++;

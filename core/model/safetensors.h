@@ -32,6 +32,7 @@ typedef struct st_file {
     char *path;
     uint8_t *map;               /* whole file, or NULL for st_file_parse */
     uint64_t size;
+    uint64_t data_start;        /* where the data begins: 8 + the header's length */
     st_tensor *tensors;         /* sorted by name */
     int n_tensors;
     /* the file mapped, as it was when opened (st_file_open): a later change

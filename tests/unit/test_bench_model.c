@@ -225,8 +225,9 @@ Test(bench_model, dram_sizes_are_settings_of_their_own, .timeout = 120)
     free(out);
     free(err);
     /* the table: a header and a row per test and setting, every cache type
-     * a setting of its own within each tier size, a bf16 or q8_0 cache's named */
-    cr_assert_eq(run(&out, &err, "%s bench model -m %s -p 4 -n 0 -r 1 --dram-gb 0.0005,1 "
+     * a setting of its own within each tier size, a bf16 or q8_0 cache's named
+     * (a space after a list's comma passed over) */
+    cr_assert_eq(run(&out, &err, "%s bench model -m %s -p 4 -n 0 -r 1 --dram-gb '0.0005, 1' "
                      "-ctk f32,bf16,q8_0", test_moetier_bin(), model), 0, "%s", err);
     /* the model's shape, then the table */
     cr_expect(strncmp(out, "model ", 6) == 0 && strstr(out, "3 MoE, 32 routed experts each, top 8"),

@@ -215,7 +215,7 @@ Test(linear_kernels, extreme_activations_match_the_reference)
         for (int t = 0; t < T; t++)
             for (int c = 0; c < cols; c++)
                 x[t * cols + c] = random_unit() * (t % 7 < 6 ? mags[t % 7] : 1.0f);
-        for (int t = 0; t < T; t += 7) {
+        for (int t = 0; t + 7 <= T; t += 7) {
             x[(t + 5) * cols + 3] = 0x1p110f;   /* token 5: one huge value among ordinary ones */
             x[(t + 5) * cols + 4] = 0x1p-110f;
             x[(t + 6) * cols + 7] = (t / 7) % 2 ? -INFINITY : INFINITY;   /* token 6: an infinity */

@@ -320,6 +320,27 @@ Test(perplexity, token_ids_are_checked_where_they_are_used, .timeout = 60)
     free(out);
     free(err);
 
+    /* a bos_token_id past the vocabulary is said where --bos uses it; the
+     * model opens for everything else */
+    char cfg_path[4400];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", model);
+    cJSON *cfg = test_read_json(cfg_path);
+    cJSON_ReplaceItemInObject(cfg, "bos_token_id", cJSON_CreateNumber(5000));
+    char *cfg_text = cJSON_Print(cfg);
+    test_write_file(cfg_path, cfg_text, strlen(cfg_text));
+    free(cfg_text);
+    cJSON_Delete(cfg);
+    rc = run(&out, &err, "%s perplexity -m %s --ids 1,2,3,4 -c 3 --bos", test_moetier_bin(), model);
+    cr_expect_eq(rc, 1, "%s", err);
+    cr_expect(strstr(err, "--bos") && strstr(err, "bos_token_id 5000 is outside the vocabulary"),
+              "%s", err);
+    free(out);
+    free(err);
+    rc = run(&out, &err, "%s perplexity -m %s --ids 1,2,3,4 -c 3", test_moetier_bin(), model);
+    cr_expect_eq(rc, 0, "without --bos: %s", err);
+    free(out);
+    free(err);
+
     char *kimi = test_data_path("kimi-tokenizer");
     if (!test_path_exists(kimi)) {
         free(kimi);
