@@ -58,6 +58,7 @@ typedef struct slot_run slot_run;
  * conversation's next turn, sent to the same slot, prefills only what is new. */
 typedef struct slot {
     engine_seq seq;             /* unused in slot 0 */
+    int prompt_end;             /* its conversation's last prompt's length (prompt_cache_prepare) */
     slot_run *run;              /* NULL: free */
     double last_used;
 } slot;

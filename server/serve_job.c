@@ -879,7 +879,7 @@ static slot_run *run_begin(server *s, int i, job *j)
     job_set_status(s, j, 200);
     r->t0 = now_seconds();
     slot_swap(s, i);
-    r->reuse = prompt_cache_prepare(&s->pc, en, j->ids.ids, r->n);
+    r->reuse = prompt_cache_prepare(&s->pc, en, j->ids.ids, r->n, &s->slots[i].prompt_end);
     if (r->scored)      /* every position's logits are needed: none is reused */
         r->reuse = 0;
     r->failed = engine_truncate(en, r->reuse, &r->e) != 0;

@@ -210,13 +210,15 @@ static void save(prompt_cache *pc, const engine *en, uint64_t keep)
     }
     prompt_entry *parent, *grow;
     int base;
+    if (room_for_one(pc))       /* before placement: a realloc would leave parent and grow dangling */
+        return;
     placement(pc, ids, n, keep, &parent, &base, &grow);
     uint64_t parent_id = parent ? parent->id : 0;
     prompt_entry x = {.n = n, .base = base};
     x.rows_bytes = (size_t)(n - base) * kv_cache_position_bytes(&en->kv);
     x.bytes = (size_t)n * sizeof *x.ids + x.rows_bytes;
     size_t held = hold_chain(pc, keep, 1) + hold_chain(pc, parent_id, 1);
-    if (x.bytes + held > pc->budget || room_for_one(pc))
+    if (x.bytes + held > pc->budget)
         goto unhold;
     x.ids = malloc((size_t)n * sizeof *x.ids);
     x.rows = prompt_cache_rows_alloc(x.rows_bytes);
@@ -261,6 +263,8 @@ int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, 
             return 1;
     prompt_entry *parent, *grow;
     int base;
+    if (room_for_one(pc))
+        return -1;
     placement(pc, ids, n, 0, &parent, &base, &grow);
     if (grow) {         /* kept whole rather than grown: nothing is dropped here */
         parent = grow->n >= PROMPT_CACHE_MIN_TOKENS ? grow : NULL;
@@ -269,7 +273,7 @@ int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, 
     prompt_entry x = {.n = n, .base = base};
     x.rows_bytes = (size_t)(n - base) * kv_cache_position_bytes(&en->kv);
     x.bytes = (size_t)n * sizeof *x.ids + x.rows_bytes;
-    if (n <= 0 || pc->bytes + x.bytes > pc->budget || room_for_one(pc))
+    if (n <= 0 || pc->bytes + x.bytes > pc->budget)
         return -1;
     uint64_t parent_id = parent ? parent->id : 0;
     x.ids = malloc((size_t)n * sizeof *x.ids);
@@ -289,10 +293,10 @@ int prompt_cache_add(prompt_cache *pc, const engine *en, const int *ids, int n, 
     return 0;
 }
 
-int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n)
+int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n, int *prompt_end)
 {
-    int reuse = engine_reusable_prefix(en, ids, n), last_prompt = pc->prompt_end;
-    pc->prompt_end = n;
+    int reuse = engine_reusable_prefix(en, ids, n), last_prompt = *prompt_end;
+    *prompt_end = n;
     if (!pc->budget || n < 2)
         return reuse;
     /* the entry to copy back is chosen before the engine's positions are

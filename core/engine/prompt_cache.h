@@ -57,7 +57,6 @@ typedef struct prompt_cache {
     prompt_entry *entries;
     uint64_t clock, next_id;
     uint64_t changes;           /* entries added or dropped, ever */
-    int prompt_end;             /* the last prompt's length (what followed was generated) */
     uint64_t saved, evicted, restored_tokens;   /* for metrics */
     /* --prompt-cache-dir (prompt_cache_disk.h): the files read at start that
      * became no entry and are not damaged (left out of the budget, of another
@@ -87,8 +86,12 @@ size_t prompt_cache_position_bytes(const engine *en);
  * saved prefix that shares most with ids, if it shares more than en does.
  * Returns how many leading ids en's cache then holds (at most n - 1, as
  * engine_reusable_prefix); the caller truncates to that and runs the rest.
- * Memory that cannot be had only means nothing is saved. */
-int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n);
+ * *prompt_end: the length of the last prompt of the conversation en holds
+ * (0: none), set to n; each conversation (a server's slot) keeps its own,
+ * or one slot's short prompt would make another's cut seem to lie in what was
+ * generated and its conversation would go unsaved. Memory that cannot be had
+ * only means nothing is saved. */
+int prompt_cache_prepare(prompt_cache *pc, engine *en, const int *ids, int n, int *prompt_end);
 
 /* Saves en's cached positions as an entry (when they are at least
  * PROMPT_CACHE_MIN_TOKENS), as a cut would: before the server stops. */

@@ -22,6 +22,7 @@ typedef struct fixture {
     cli_model m;
     int V;
     float *logits;
+    int prompt_end;     /* of the engine's conversation (prompt_cache_prepare) */
 } fixture;
 
 /* the cache type of the fixture's model (each test runs in its own process) */
@@ -38,6 +39,7 @@ static void open_fixture(fixture *f, const char *backend_name)
     f->V = f->m.mw.cfg.vocab_size;
     f->logits = malloc((size_t)f->V * sizeof *f->logits);
     cr_assert(f->logits);
+    f->prompt_end = 0;
 }
 
 static void close_fixture(fixture *f)
@@ -64,7 +66,7 @@ static int request(fixture *f, prompt_cache *pc, const int *ids, int n)
 {
     engine *en = &f->m.en;
     errbuf e;
-    int reuse = prompt_cache_prepare(pc, en, ids, n);
+    int reuse = prompt_cache_prepare(pc, en, ids, n, &f->prompt_end);
     cr_assert_eq(engine_truncate(en, reuse, &e), 0, "%s", e.msg);
     cr_assert_eq(engine_forward(en, ids + reuse, n - reuse, f->logits, 0, &e), 0, "%s", e.msg);
     return reuse;
@@ -180,6 +182,48 @@ Test(prompt_cache, the_budget_evicts_the_least_recently_used, .timeout = 120)
     free(b);
     free(b2);
     free(c);
+    close_fixture(&f);
+}
+
+/* A conversation that grows a saved entry while the array of entries is full
+ * (8 of 8: the array grows then) is saved, and what comes back from it is
+ * what the engine computed: the entry it grows was read after the array had
+ * moved (a use after free that crashed a server, found by ASan). */
+Test(prompt_cache, a_save_that_grows_an_entry_as_the_entries_grow, .timeout = 120)
+{
+    fixture f;
+    open_fixture(&f, NULL);
+    engine *en = &f.m.en;
+    int *c[9];
+    for (int k = 0; k < 9; k++)
+        c[k] = conversation(80, k + 1, 0, f.V);
+    float *want = malloc((size_t)f.V * sizeof *want);
+    errbuf e;
+    /* the reference: c0's 80 in the steps the requests below take */
+    cr_assert_eq(engine_forward(en, c[0], 40, want, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, c[0] + 40, 20, want, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_forward(en, c[0] + 60, 20, want, 0, &e), 0, "%s", e.msg);
+    engine_reset(en);
+
+    prompt_cache pc;
+    prompt_cache_init(&pc, (size_t)1 << 30);
+    for (int k = 0; k < 8; k++)
+        request(&f, &pc, c[k], 40);         /* each saves the one before */
+    cr_expect_eq(pc.n, 7);
+    cr_expect_eq(request(&f, &pc, c[0], 60), 40, "c0's 40 come back"); /* saves c7's: 8 of 8 */
+    cr_assert_eq(pc.n, pc.cap, "the array is not full: the test proves nothing");
+    request(&f, &pc, c[8], 40);             /* saves c0's 60, growing its 40 */
+    int longest = 0;
+    for (int i = 0; i < pc.n; i++)
+        longest = pc.entries[i].n > longest ? pc.entries[i].n : longest;
+    cr_expect_eq(longest, 60, "c0's 60 positions replace its 40");
+    cr_expect_eq(request(&f, &pc, c[0], 80), 60, "c0's 60 come back");
+    cr_expect_eq(memcmp(f.logits, want, (size_t)f.V * sizeof *want), 0,
+                 "logits after the grown entry's rows differ from those of the engine's run");
+    prompt_cache_free(&pc);
+    for (int k = 0; k < 9; k++)
+        free(c[k]);
+    free(want);
     close_fixture(&f);
 }
 
