@@ -51,18 +51,14 @@ static int run(const char *model, const char *store_dir, double gb, int lookahea
         id = b;
     }
     memset(r, 0, sizeof *r);
-    int nl;
-    const tier_layer_stats *ls = tiered_source_stats(&m.src, &nl);
-    uint64_t hits = 0, wanted = 0;   /* (an early read is a read, no hit) */
-    for (int l = 0; l < nl; l++) {
-        hits += ls[l].hits;
-        wanted += ls[l].hits + ls[l].early + ls[l].misses;
-        r->stall_s += ls[l].stall_seconds;
-    }
+    tier_layer_stats all;
+    tiered_source_totals(&m.src, &all);
+    uint64_t wanted = all.hits + all.early + all.misses;   /* (an early read is a read, no hit) */
+    r->stall_s = all.stall_seconds;
     const tier_spec_stats *ss = tiered_source_spec_stats(&m.src);
     r->early = ss->reads;
     r->used = ss->used;
-    r->hit_rate = wanted ? (double)hits / (double)wanted : 0;
+    r->hit_rate = wanted ? (double)all.hits / (double)wanted : 0;
     r->tok_s = m.en.stats.decode_seconds > 0 ? TOKENS / m.en.stats.decode_seconds : 0;
     free(logits);
     cli_model_close(&m);

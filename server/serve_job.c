@@ -588,20 +588,15 @@ static uint64_t fresh_seed(const job *j)
 
 static void snapshot_tiers(server *s)
 {
-    int nl = 0;
-    const tier_layer_stats *st = tiered_source_stats(&s->m->src, &nl);
-    if (!st)
+    tier_layer_stats all;
+    if (tiered_source_totals(&s->m->src, &all))
         return;
     serve_metrics *m = &s->metrics;
     m->have_tiers = 1;
-    m->dram_hits = m->dram_misses = m->nvme_bytes_read = 0;
-    m->stall_seconds = 0;
-    for (int l = 0; l < nl; l++) {
-        m->dram_hits += st[l].hits;
-        m->dram_misses += st[l].misses + st[l].early;   /* (an early read is a read) */
-        m->nvme_bytes_read += st[l].bytes_read;
-        m->stall_seconds += st[l].stall_seconds;
-    }
+    m->dram_hits = all.hits;
+    m->dram_misses = all.misses + all.early;   /* (an early read is a read) */
+    m->nvme_bytes_read = all.bytes_read;
+    m->stall_seconds = all.stall_seconds;
 }
 
 /* A request in its slot: from its prompt through its last token. */

@@ -451,6 +451,15 @@ static void tiered_put(expert_source *src, int layer, int expert)
         pump_speculative(t);
 }
 
+static void stats_add(tier_layer_stats *sum, const tier_layer_stats *s)
+{
+    sum->hits += s->hits;
+    sum->early += s->early;
+    sum->misses += s->misses;
+    sum->bytes_read += s->bytes_read;
+    sum->stall_seconds += s->stall_seconds;
+}
+
 static void tiered_print_stats(expert_source *src, FILE *out)
 {
     tiered *t = src->impl;
@@ -473,11 +482,7 @@ static void tiered_print_stats(expert_source *src, FILE *out)
                 s->bytes_read / 1e6, s->stall_seconds * 1e3);
         if (s == &all)
             break;
-        all.hits += s->hits;
-        all.early += s->early;
-        all.misses += s->misses;
-        all.bytes_read += s->bytes_read;
-        all.stall_seconds += s->stall_seconds;
+        stats_add(&all, s);
     }
     if (t->cache.policy.peek && t->steps && t->cache.n_slots < t->st->n_blobs)
         fprintf(out, "  steps larger than the DRAM tier: %llu of %llu (their misses took the slots "
@@ -639,6 +644,16 @@ const tier_layer_stats *tiered_source_stats(const expert_source *s, int *n_layer
     const tiered *t = s->impl;
     *n_layers = t->st->n_layers;
     return t->stats;
+}
+
+int tiered_source_totals(const expert_source *s, tier_layer_stats *sum)
+{
+    memset(sum, 0, sizeof *sum);
+    int n = 0;
+    const tier_layer_stats *ls = tiered_source_stats(s, &n);
+    for (int l = 0; ls && l < n; l++)
+        stats_add(sum, &ls[l]);
+    return ls ? 0 : -1;
 }
 
 const dram_arena *tiered_source_arena(const expert_source *s)

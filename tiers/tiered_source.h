@@ -79,6 +79,9 @@ typedef struct tiered_options {
 int tiered_source_open(expert_source *out, const store *st, const tiered_options *o, errbuf *e);
 /* Statistics of a tiered source: [n_layers], NULL for other sources. */
 const tier_layer_stats *tiered_source_stats(const expert_source *s, int *n_layers);
+/* Those of all its layers together into *sum; 0, or -1 (sum zeroed) for
+ * another source. */
+int tiered_source_totals(const expert_source *s, tier_layer_stats *sum);
 /* The DRAM tier's memory (for a device to register), NULL for other sources. */
 const dram_arena *tiered_source_arena(const expert_source *s);
 /* Statistics of predicted reads, NULL for other sources. */

@@ -117,20 +117,6 @@ static int stream_token(const token_stream *s, unsigned long long k)
     return (int)((z ^ (z >> 31)) % (unsigned long long)s->vocab);
 }
 
-/* the DRAM tier's counts so far, over its layers */
-static void dram_counts(const cli_model *m, tier_layer_stats *sum)
-{
-    int n = 0;
-    const tier_layer_stats *ls = tiered_source_stats(&m->src, &n);
-    memset(sum, 0, sizeof *sum);
-    for (int l = 0; ls && l < n; l++) {
-        sum->hits += ls[l].hits;
-        sum->early += ls[l].early;
-        sum->misses += ls[l].misses;
-        sum->bytes_read += ls[l].bytes_read;
-    }
-}
-
 typedef struct test_result {
     double tps[MAX_REPS];
     int n;
@@ -174,7 +160,7 @@ static void take_counts(cli_model *m, counts *c)
     memset(c, 0, sizeof *c);
     c->calls = m->en.stats.expert_calls;
     c->kv_positions = m->en.stats.kv_positions_decoded;
-    dram_counts(m, &c->dram);
+    tiered_source_totals(&m->src, &c->dram);   /* (zero without a store) */
     if (!strcmp(m->be.name, "cuda"))
         gpu_backend_cache_stats(&m->be, &c->g);
 }

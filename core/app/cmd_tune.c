@@ -111,13 +111,11 @@ static int decode_run(const model_flags *base, int slots, uint64_t slot_bytes, i
     }
     r->s.decode_s = m.en.stats.decode_seconds;
     r->s.tokens = tokens;
-    int nl = 0;
-    const tier_layer_stats *ls = tiered_source_stats(&m.src, &nl);
-    for (int l = 0; ls && l < nl; l++) {
-        r->hits += ls[l].hits;
-        r->s.misses += ls[l].misses + ls[l].early;   /* (reads all; tune runs without lookahead) */
-        r->s.stall_s += ls[l].stall_seconds;
-    }
+    tier_layer_stats all;
+    tiered_source_totals(&m.src, &all);
+    r->hits += all.hits;
+    r->s.misses += all.misses + all.early;   /* (reads all; tune runs without lookahead) */
+    r->s.stall_s += all.stall_seconds;
     free(logits);
     cli_model_close(&m);
     return rc;

@@ -471,15 +471,7 @@ static void lookahead_run(const char *model, const char *store_dir, double gb, i
     const tier_spec_stats *s = tiered_source_spec_stats(&m.src);
     cr_assert_not_null(s, "the store did not give a tiered source");
     *ss = *s;
-    int n_layers;
-    const tier_layer_stats *ls = tiered_source_stats(&m.src, &n_layers);
-    memset(tl, 0, sizeof *tl);
-    for (int l = 0; l < n_layers; l++) {
-        tl->hits += ls[l].hits;
-        tl->early += ls[l].early;
-        tl->misses += ls[l].misses;
-        tl->bytes_read += ls[l].bytes_read;
-    }
+    cr_assert_eq(tiered_source_totals(&m.src, tl), 0);
     cli_model_close(&m);
 }
 
@@ -553,14 +545,10 @@ static sim_result live_equals_replay(const char *dir, const char *store_dir, dou
     errbuf e;
     cr_assert_eq(cli_model_open(&m, &f, &e), 0, "%s", e.msg);
     prefill_and_decode(&m, prompt, total);
-    int n_layers, slots = m.plan.dram_slots;
-    const tier_layer_stats *ls = tiered_source_stats(&m.src, &n_layers);
-    cr_assert_not_null(ls);
-    sim_result live = {0};
-    for (int l = 0; l < n_layers; l++) {
-        live.hits += ls[l].hits;
-        live.misses += ls[l].misses;
-    }
+    int slots = m.plan.dram_slots;
+    tier_layer_stats all;
+    cr_assert_eq(tiered_source_totals(&m.src, &all), 0);
+    sim_result live = {.hits = all.hits, .misses = all.misses};
     cli_model_close(&m);    /* writes the trace */
     routing_trace t;
     cr_assert_eq(trace_read(&t, trace_path, &e), 0, "%s", e.msg);
