@@ -213,7 +213,7 @@ static oai_logprob_step *push_logprobs(oai_logprob_step **steps, int *n, const v
 
 /* Keeps a token's log-probabilities for the answer; st NULL: an echoed
  * prompt's first token. shown: its bytes are in the answer's text, whose
- * characters (as the client gets them: an invalid byte one U+FFFD) give its
+ * characters (as the client gets them: a broken character one U+FFFD) give its
  * text_offset. */
 static void answer_logprobs(answer *a, const vocab *v, int id, int shown, const step_logprobs *st)
 {

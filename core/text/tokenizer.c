@@ -44,9 +44,21 @@ static uint64_t table_slot(const uint8_t *p, size_t n, uint64_t mask)
     return XXH3_64bits(p, n) & mask;
 }
 
-/* The table of the special tokens (special 1) or of the regular ones. */
-static int table_build(const vocab *v, int special, int32_t **table, uint64_t *mask, errbuf *e)
+/* Whether id's name is matched in text as the token (with specials allowed).
+ * Kimi's reserved ids have names its Python tokenizer matches; the ids a
+ * tokenizer.json leaves unnamed are no tokens of the file (tokenizers reads
+ * "<|reserved_token_N|>" as text), so their made-up names are only decoded. */
+static int matched_as_special(const tokenizer *t, int id)
 {
+    int fl = vocab_token_flags(&t->v, id);
+    return (fl & VOCAB_F_SPECIAL) && (t->kind == TOKENIZER_TIKTOKEN || (fl & VOCAB_F_NAMED));
+}
+
+/* The table of the special names matched in text (special 1) or of the
+ * regular tokens. */
+static int table_build(const tokenizer *t, int special, int32_t **table, uint64_t *mask, errbuf *e)
+{
+    const vocab *v = &t->v;
     uint64_t cap = 1024;
     while (cap < 3ull * (uint64_t)(v->n_vocab + 1))
         cap <<= 1;
@@ -55,7 +67,7 @@ static int table_build(const vocab *v, int special, int32_t **table, uint64_t *m
         return err_set(e, "out of memory for the tokenizer tables");
     memset(tb, 0xff, cap * sizeof *tb);
     for (int id = 0; id < v->n_vocab; id++) {
-        if (vocab_is_special(v, id) != special)
+        if (special ? !matched_as_special(t, id) : vocab_is_special(v, id))
             continue;
         size_t n;
         const uint8_t *p = (const uint8_t *)vocab_decode(v, id, &n);
@@ -110,8 +122,8 @@ int tokenizer_load(tokenizer *t, const char *dir, errbuf *e)
 /* The token tables and the special names' first bytes and lengths, over t->v. */
 static int tables_build(tokenizer *t, errbuf *e)
 {
-    if (table_build(&t->v, 0, &t->rank_table, &t->rank_mask, e) ||
-        table_build(&t->v, 1, &t->special_table, &t->special_mask, e))
+    if (table_build(t, 0, &t->rank_table, &t->rank_mask, e) ||
+        table_build(t, 1, &t->special_table, &t->special_mask, e))
         return -1;
     for (int b = 0; b < 256; b++) {
         uint8_t byte = (uint8_t)b;
@@ -119,7 +131,7 @@ static int tables_build(tokenizer *t, errbuf *e)
             return err_set(e, "no token for the single byte 0x%02x (byte-level BPE needs all 256)", b);
     }
     for (int id = 0; id < t->v.n_vocab; id++) {
-        if (!vocab_is_special(&t->v, id))
+        if (!matched_as_special(t, id))
             continue;
         size_t n;
         const char *name = vocab_decode(&t->v, id, &n);
@@ -520,39 +532,47 @@ typedef struct encode_ctx {
 /* Splits text[s, end) by pre-split pattern k (a match, and the text between
  * matches, each a piece), each piece again by pattern k + 1, and calls
  * c->leaf on the pieces of the last. A segment is matched as a string of its
- * own (a lookahead must not see past it). */
+ * own (a lookahead must not see past it). Matches are found as Hugging Face's
+ * tokenizers find them: an empty match right where the last match ended is
+ * passed over (the search moves on one code point), any other empty match is
+ * a boundary, and empty pieces are no pieces; so "(?=[A-Z])" cuts "aBc" into
+ * "a" and "Bc", and "$" leaves "ab" whole. */
 static int split_level(encode_ctx *c, int k, size_t s, size_t end)
 {
     if (k == c->t->n_splits)
         return c->leaf(c, s, end);
     const pcre2_code *re = c->t->splits[k];
     const uint8_t *sub = c->text + s;
-    size_t n = end - s, off = 0;
-    while (off < n) {
-        int rc = pcre2_match(re, sub, n, off, PCRE2_NO_UTF_CHECK, c->md, c->mc);
+    size_t n = end - s, pos = 0, prev = 0;    /* search from pos; the next piece starts at prev */
+    int matched = 0;
+    size_t last_end = 0;                      /* where the last match ended, when matched */
+    while (pos <= n) {
+        int rc = pcre2_match(re, sub, n, pos, PCRE2_NO_UTF_CHECK, c->md, c->mc);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-            rc = pcre2_match(re, sub, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, c->md, c->mc);
+            rc = pcre2_match(re, sub, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, c->md, c->mc);
         if (rc == PCRE2_ERROR_NOMATCH)
-            return split_level(c, k + 1, s + off, end);
+            break;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            return err_set(c->e, "pre-tokenizer failed at byte %zu: %s", s + off, (char *)msg);
+            return err_set(c->e, "pre-tokenizer failed at byte %zu: %s", s + pos, (char *)msg);
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
         size_t ms = ov[0], me = ov[1];
-        if (ms > off && split_level(c, k + 1, s + off, s + ms))
-            return -1;
-        if (me == ms) {               /* an empty match would loop: take one code point */
-            size_t q = ms;
-            next_codepoint(sub, &q);
-            me = q;
+        if (me == ms && matched && me == last_end) {
+            if (pos >= n)
+                break;
+            next_codepoint(sub, &pos);
+            continue;
         }
-        if (split_level(c, k + 1, s + ms, s + me))
+        if (ms > prev && split_level(c, k + 1, s + prev, s + ms))
             return -1;
-        off = me;
+        if (me > ms && split_level(c, k + 1, s + ms, s + me))
+            return -1;
+        prev = pos = last_end = me;
+        matched = 1;
     }
-    return 0;
+    return prev < n ? split_level(c, k + 1, s + prev, end) : 0;
 }
 
 static int encode_piece(encode_ctx *c, size_t a, size_t b)

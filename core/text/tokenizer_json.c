@@ -102,6 +102,12 @@ int tokenizer_json_pattern(const char *pattern, char *out, size_t cap, errbuf *e
             in_class = 0;
         else if (*p == '[' && in_class && p[1] == ':')
             return err_set(e, "POSIX classes ('[:') are not supported");
+        /* Oniguruma nests a class in a class and intersects with '&&'; PCRE2
+         * would end the class early and read the rest as literals */
+        else if (*p == '[' && in_class)
+            return err_set(e, "a class inside a class ('[' within '[...]', unescaped) is not supported");
+        else if (*p == '&' && in_class && p[1] == '&')
+            return err_set(e, "class intersection ('&&' within '[...]') is not supported");
         PUT(one);
     }
 #undef PUT

@@ -109,6 +109,25 @@ int unicode_is_space(uint32_t c)
            c == 0x3000;
 }
 
+/* Bytes of the broken character at p[0, n) that one U+FFFD replaces: its
+ * first byte and the continuation bytes after it that could still have made
+ * a character (Unicode's "maximal subpart", as Python's and Rust's decoders
+ * and the streaming decoder replace them); 1 for a byte that begins none. */
+static size_t broken_len(const unsigned char *p, size_t n)
+{
+    uint8_t left, lo, hi;
+    if (!p[0] || p[0] < 0x80 || utf8_lead(p[0], &left, &lo, &hi) < 0)
+        return 1;
+    size_t k = 1;
+    while (k < n && left && p[k] >= lo && p[k] <= hi) {
+        k++;
+        left--;
+        lo = 0x80;
+        hi = 0xbf;
+    }
+    return k;
+}
+
 char *utf8_clean(const char *text, size_t n)
 {
     char *out = malloc(n * 3 + 1);
@@ -125,7 +144,7 @@ char *utf8_clean(const char *text, size_t n)
         } else {
             memcpy(out + o, "\xEF\xBF\xBD", 3);
             o += 3;
-            i++;
+            i += broken_len(p + i, n - i);
         }
     }
     out[o] = 0;
@@ -134,31 +153,26 @@ char *utf8_clean(const char *text, size_t n)
 
 void utf8_chars_feed(utf8_chars *c, const char *p, size_t len, size_t *before)
 {
-    size_t earlier = c->n;
-    unsigned earlier_open = c->open;    /* bytes of a character the pieces before left open */
+    /* a character is counted at its first byte, and a broken one is one
+     * U+FFFD: what came before is known at once */
+    if (before)
+        *before = c->n;
     for (size_t i = 0; i < len; i++) {
         uint8_t b = (uint8_t)p[i];
         if (c->open) {
             if (b >= c->lo && b <= c->hi) {
-                c->open++;
                 c->lo = 0x80;
                 c->hi = 0xbf;
                 if (--c->left == 0)
-                    c->open = 0, earlier_open = 0;
+                    c->open = 0;
                 continue;
             }
-            /* broken: its first byte is one U+FFFD (counted), each byte after it another */
-            c->n += c->open - 1u;
-            if (earlier_open)
-                earlier += earlier_open - 1u;
-            c->open = 0, earlier_open = 0;
+            c->open = 0;        /* broken: b begins what comes next */
         }
         c->n++;
         if (b >= 0x80 && utf8_lead(b, &c->left, &c->lo, &c->hi) >= 0)
             c->open = 1;
     }
-    if (before)
-        *before = earlier;
 }
 
 size_t utf8_encode(uint32_t cp, char *out)

@@ -19,9 +19,12 @@ int utf8_lead(uint8_t b, uint8_t *left, uint8_t *lo, uint8_t *hi);
 void utf8_range(uint32_t cp, int left, uint8_t lo, uint8_t hi, uint32_t *first, uint32_t *last);
 /* Byte offset of the first invalid UTF-8 sequence, or len when valid. */
 size_t utf8_validate(const uint8_t *s, size_t len);
-/* A malloc'd, NUL-terminated copy of text[0, n) in which each byte that does
- * not start a valid character (a NUL included) becomes U+FFFD; NULL when out
- * of memory. */
+/* A malloc'd, NUL-terminated copy of text[0, n) in which each broken
+ * character becomes one U+FFFD: a byte that begins none (a NUL included), or
+ * a first byte with the continuation bytes that follow it as far as they could
+ * still have made a character (Unicode's maximal subpart, as Python's
+ * errors="replace" and the streaming decoder make them); NULL when out of
+ * memory. */
 char *utf8_clean(const char *text, size_t n);
 /* The character at p[0, n) (n > 0): its length, and *cp its code point; a
  * byte that begins no valid character is one of its own, *cp U+FFFD. */
@@ -33,16 +36,16 @@ size_t utf8_char_before(const char *p, size_t n, uint32_t *cp);
  * paragraph separators (U+00A0, U+2003, U+3000, ...). */
 int unicode_is_space(uint32_t cp);
 /* Counts the characters of a text that comes piece by piece, as utf8_clean
- * would make them of the whole: a valid character one, and each byte of an
- * invalid one one (U+FFFD). Zero-initialise. */
+ * would make them of the whole: a valid character one, a broken one one
+ * (U+FFFD). Zero-initialise. */
 typedef struct {
     size_t n;                   /* characters begun in the pieces so far */
-    uint8_t open;               /* bytes of a character begun, not yet complete */
+    uint8_t open;               /* 1 while a character begun is not yet complete */
     uint8_t left, lo, hi;       /* its bytes to come, the next one's range */
 } utf8_chars;
 /* Adds piece p[0, len); *before (may be NULL) is the characters begun before
- * it, as known once the piece is seen: a character the pieces before left
- * open that it breaks counts as one for each of its bytes. */
+ * it (a character the pieces before left open counts, whether the piece
+ * completes or breaks it). */
 void utf8_chars_feed(utf8_chars *c, const char *p, size_t len, size_t *before);
 /* Writes code point cp (at most U+10FFFF) as 1 to 4 bytes at out; returns how many. */
 size_t utf8_encode(uint32_t cp, char *out);

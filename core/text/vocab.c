@@ -443,9 +443,13 @@ int vocab_find_special(const vocab *v, const char *content)
             return v->named[i];
     static const char pre[] = "<|reserved_token_";
     if (strncmp(content, pre, sizeof pre - 1) == 0) {
-        char *end;
-        long id = strtol(content + sizeof pre - 1, &end, 10);
-        if (strcmp(end, "|>") == 0 && vocab_is_special(v, (int)id) &&
+        /* the number is read only as far as the vocabulary reaches: a longer
+         * one is no token's (and would overflow an int) */
+        const char *d = content + sizeof pre - 1;
+        long id = 0;
+        while (*d >= '0' && *d <= '9' && id < v->n_vocab)
+            id = id * 10 + (*d++ - '0');
+        if (d > content + sizeof pre - 1 && strcmp(d, "|>") == 0 && vocab_is_special(v, (int)id) &&
             strcmp(v->arena + v->tok_off[id], content) == 0)
             return (int)id;
     }

@@ -558,6 +558,13 @@ Test(server_response, utf8_cleaning_replaces_invalid_bytes_only)
         {"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},   /* a surrogate */
         {"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd"},                   /* overlong */
         {"a\0b", 3, "a\xef\xbf\xbd" "b"},
+        /* a character cut short is one U+FFFD, as Python's errors="replace" */
+        {"\xe4\xb8" "A", 3, "\xef\xbf\xbd" "A"},
+        {"\xf0\x9f\x98" "B", 4, "\xef\xbf\xbd" "B"},
+        {"\xf0\x9f\x98", 3, "\xef\xbf\xbd"},
+        {"\xf0\x9f\xe4\xb8\xad", 5, "\xef\xbf\xbd\xe4\xb8\xad"},
+        {"\xe0\x80", 2, "\xef\xbf\xbd\xef\xbf\xbd"},                   /* E0 goes on from A0 */
+        {"\xf4\x90\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},   /* past U+10FFFF */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *s = utf8_clean(cases[i].in, cases[i].n);
@@ -573,11 +580,21 @@ static void clean_chars_before(const char *text, size_t n, size_t *before)
 {
     size_t chars = 0;
     for (size_t i = 0; i < n; chars++) {
-        /* a valid character is whole; any other byte (a NUL too) is one U+FFFD */
+        /* a valid character is whole; a broken one is one U+FFFD: a byte that
+         * begins none (a NUL too), or the longest start of a character that
+         * some continuation bytes would have completed */
         unsigned char b = (unsigned char)text[i];
-        size_t k = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-        if (!b || k > n - i || utf8_validate((const uint8_t *)text + i, k) != k)
+        size_t full = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4, k = full;
+        if (!b || full > n - i || utf8_validate((const uint8_t *)text + i, full) != full) {
             k = 1;
+            for (size_t m = 2; b >= 0xc2 && b <= 0xf4 && m < full && m <= n - i; m++) {
+                uint8_t whole[4] = {0x80, 0x80, 0x80, 0x80};
+                memcpy(whole, text + i, m);
+                if (utf8_validate(whole, full) != full)
+                    break;
+                k = m;
+            }
+        }
         for (size_t j = 0; j < k; j++)
             before[i + j] = chars + (j > 0);
         i += k;
@@ -587,8 +604,7 @@ static void clean_chars_before(const char *text, size_t n, size_t *before)
 
 /* utf8_chars: a text's characters counted piece by piece are those
  * utf8_clean makes of the whole (its text_offset for completions' logprobs),
- * whatever the pieces; the characters before a piece are known once the
- * piece reaches 3 bytes past its start (a character's end) */
+ * whatever the pieces, and the characters before a piece are known with it */
 Test(server_response, characters_counted_piece_by_piece_are_the_cleaned_texts)
 {
     static const char *units[] = {"a", " ", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
@@ -617,15 +633,13 @@ Test(server_response, characters_counted_piece_by_piece_are_the_cleaned_texts)
             if (len > n - at)
                 len = n - at;
             utf8_chars_feed(&c, text + at, len, &got);
-            if (len >= 3) {
-                cr_assert_eq(got, before[at], "round %d: %zu characters before byte %zu, counted %zu",
-                             round, before[at], at, got);
-                checked++;
-            }
+            cr_assert_eq(got, before[at], "round %d: %zu characters before byte %zu, counted %zu", round,
+                         before[at], at, got);
+            checked++;
             at += len;
         }
-        /* what the text's end leaves open is one character for each byte */
-        cr_assert_eq(c.n + (c.open ? c.open - 1u : 0), before[n], "round %d", round);
+        /* what the text's end leaves open is one character */
+        cr_assert_eq(c.n, before[n], "round %d", round);
     }
     cr_assert_gt(checked, 10000);
 }

@@ -248,6 +248,26 @@ Test(tokenizer_json, pre_tokenizers_split_in_turn)
     expect_pieces(&t, "ab12345-+cd-e", (const char *[]){"ab", "123", "45", "-+", "cd-e"}, 5);
     expect_pieces(&t, "x  y\xc2\x85z", (const char *[]){"x", " ", " ", "y", "\xc2\x85", "z"}, 6);
     tokenizer_free(&t);
+    /* patterns that match empty: an empty match is a boundary, unless it is
+     * where the last match ended, and empty pieces are none (as tokenizers
+     * finds them; the end of a segment was once read past) */
+    const char *empty_matching[][4] = {{"$", "ab", NULL}, {"(?=[A-Z])", "aBcDe", "a", "Bc"},
+                                       {"\\\\b", "ab cd", "ab", " "}};
+    const char *rest[] = {NULL, "De", "cd"};
+    for (int i = 0; i < 3; i++) {
+        char pre[160];
+        snprintf(pre, sizeof pre,
+                 "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"%s\"}, \"behavior\": \"Isolated\"}",
+                 empty_matching[i][0]);
+        set_json(root, "pre_tokenizer", pre);
+        load_ok(&t, root, NULL, 0);
+        if (i == 0)
+            expect_pieces(&t, "ab", (const char *[]){"ab"}, 1);
+        else
+            expect_pieces(&t, empty_matching[i][1],
+                          (const char *[]){empty_matching[i][2], empty_matching[i][3], rest[i]}, 3);
+        tokenizer_free(&t);
+    }
     /* ByteLevel with use_regex (tokenizers' default) splits as GPT-2 */
     set_json(root, "pre_tokenizer", "{\"type\": \"ByteLevel\", \"add_prefix_space\": false}");
     load_ok(&t, root, NULL, 0);
@@ -281,6 +301,13 @@ Test(tokenizer_json, added_tokens_reserved_ids_and_decoding)
     cr_expect_eq(vocab_token_flags(&t.v, 305), VOCAB_F_SPECIAL);
     cr_expect_str_eq(vocab_decode(&t.v, 305, NULL), "<|reserved_token_305|>");
     cr_expect_eq(vocab_find_special(&t.v, "<|reserved_token_305|>"), 305);
+    /* but such a name in text is text, as tokenizers reads it: the file has
+     * no token of that name */
+    const char *made_up = "<|reserved_token_305|>";
+    int bytes[32];
+    for (size_t i = 0; i < strlen(made_up); i++)
+        bytes[i] = (unsigned char)made_up[i];
+    expect_ids(&t, made_up, TOK_ALLOW_SPECIAL, bytes, (int)strlen(made_up));
     cr_expect_eq(vocab_find_special(&t.v, "<y>"), 301);
     /* tokens decode to their bytes (the space, byte-level "Ġ", is a space) */
     size_t n;
@@ -427,5 +454,12 @@ Test(tokenizer_json, patterns_read_as_oniguruma_reads_them)
     cr_expect_neq(tokenizer_json_pattern("[\\S]", out, sizeof out, &e), 0);
     cr_expect_neq(tokenizer_json_pattern("\\H", out, sizeof out, &e), 0);
     cr_expect_neq(tokenizer_json_pattern("[[:alpha:]]", out, sizeof out, &e), 0);
+    /* nested classes and intersections, which PCRE2 would read as literals */
+    cr_expect_neq(tokenizer_json_pattern("[[0-9]x]+", out, sizeof out, &e), 0);
+    cr_expect(strstr(e.msg, "class inside a class"), "%s", e.msg);
+    cr_expect_neq(tokenizer_json_pattern("[a-z&&[^aeiou]]+", out, sizeof out, &e), 0);
+    cr_expect(strstr(e.msg, "intersection"), "%s", e.msg);
+    cr_expect_eq(tokenizer_json_pattern("[\\[&a]&&", out, sizeof out, &e), 0, "%s", e.msg);
+    cr_expect_str_eq(out, "[\\[&a]&&");
     cr_expect_neq(tokenizer_json_pattern("\\s\\s\\s\\s", out, 40, &e), 0, "too long for the buffer");
 }

@@ -347,6 +347,23 @@ Test(vocab, malformed_tiktoken_lines)
     cr_assert_str_eq(vocab_decode(&v, 2, NULL), "<|reserved_token_2|>");
     cr_assert_str_eq(vocab_decode(&v, 1, NULL), "\"");
     vocab_free(&v);
+    /* a reserved name is one by its number: 2^32 + 2 is not id 2 (it was read
+     * as 2 and then looked up 4 billion entries on) */
+    write_file("tokenizer_config.json", "{\"added_tokens_decoder\": {\"3\": {\"content\": \"[A]\"}},"
+               " \"bos_token\": \"<|reserved_token_2|>\"}");
+    cr_assert_eq(vocab_load(&v, tmp_root, &e), 0, "%s", e.msg);
+    cr_assert_eq(v.bos_id, 2);
+    vocab_free(&v);
+    const char *not_reserved[] = {"<|reserved_token_4294967298|>", "<|reserved_token_02|>",
+                                  "<|reserved_token_|>", "<|reserved_token_-2|>"};
+    for (size_t i = 0; i < sizeof not_reserved / sizeof *not_reserved; i++) {
+        char cfg[160];
+        snprintf(cfg, sizeof cfg, "{\"added_tokens_decoder\": {\"3\": {\"content\": \"[A]\"}}, \"bos_token\": \"%s\"}",
+                 not_reserved[i]);
+        write_file("tokenizer_config.json", cfg);
+        cr_assert_neq(vocab_load(&v, tmp_root, &e), 0, "%s taken for a token", not_reserved[i]);
+        cr_assert(strstr(e.msg, not_reserved[i]), "%s", e.msg);
+    }
     write_file("tokenizer_config.json", "{\"added_tokens_decoder\": {\"3\": {\"content\": \"[A]\"},"
                " \"3\": {\"content\": \"[B]\"}}}");
     cr_assert_neq(vocab_load(&v, tmp_root, &e), 0, "an id named twice");
