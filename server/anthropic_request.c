@@ -61,6 +61,8 @@ static int user_message(const cJSON *content, int i, cJSON *out, oai_error *err)
         return m ? text_blocks(content, "messages", where, 0, cJSON_GetObjectItem(m, "content"), err)
                  : chat_body_oom(err);
     }
+    if (cJSON_IsArray(content) && !content->child)
+        return oai_bad(err, "messages", "messages[%d].content must not be empty", i);
     cJSON *run = NULL; /* the user message text blocks are going into */
     int k = 0;
     const cJSON *b;

@@ -256,7 +256,13 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
     /* the calls, each parsed once: tool_use blocks (after the text), or text
      * after the model's own when they cannot be one */
     cJSON *uses = cJSON_CreateArray();
-    char *text = strndup(c->text ? c->text : "", c->text_len);
+    /* (by its length: a byte token may put a 0 in the model's text) */
+    size_t text_len = c->text ? c->text_len : 0;
+    char *text = malloc(text_len + 1);
+    if (text) {
+        memcpy(text, c->text ? c->text : "", text_len);
+        text[text_len] = 0;
+    }
     for (int i = 0; text && uses && i < c->n_calls; i++) {
         char *args = object_arguments(&c->calls[i]);
         if (args) {
@@ -269,9 +275,13 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
             continue;
         }
         char *t = call_as_text(&c->calls[i]);
-        char *joined = t ? malloc(strlen(text) + strlen(t) + 1) : NULL;
-        if (joined)
-            strcat(strcpy(joined, text), t);
+        size_t t_len = t ? strlen(t) : 0;
+        char *joined = t ? malloc(text_len + t_len + 1) : NULL;
+        if (joined) {
+            memcpy(joined, text, text_len);
+            memcpy(joined + text_len, t, t_len + 1);
+            text_len += t_len;
+        }
         free(t);
         free(text);
         text = joined;
@@ -282,9 +292,9 @@ char *anthropic_full_response(const oai_meta *m, const oai_choice *c, const char
         cJSON_Delete(root);
         return NULL;
     }
-    if (*text) {
+    if (text_len) {
         cJSON *b = typed("text");
-        cJSON_AddItemToObject(b, "text", json_clean_string(text, strlen(text)));
+        cJSON_AddItemToObject(b, "text", json_clean_string(text, text_len));
         cJSON_AddItemToArray(content, b);
     }
     free(text);

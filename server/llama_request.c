@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "chat_body.h"
+#include "core/engine/token_logprobs.h"
 
 /* The fields copied as they are: the same name and meaning in OpenAI's
  * completions (with the server's extensions, oai_request.h). */
@@ -66,7 +67,7 @@ static int translate_bias(const cJSON *lb, cJSON *out, oai_error *err)
     return 0;
 }
 
-static int translate(const cJSON *root, cJSON *out, oai_error *err)
+static int translate(const cJSON *root, cJSON *out, int *predict_none, oai_error *err)
 {
     const cJSON *prompt = chat_body_field(root, "prompt"), *x;
     if (!prompt)
@@ -86,14 +87,17 @@ static int translate(const cJSON *root, cJSON *out, oai_error *err)
                        "lists of token ids); a list mixing text and ids is not taken");
     if (chat_body_copy(out, "prompt", prompt))
         return chat_body_oom(err);
+    /* n_predict: a number of tokens; below 0 up to the context; 0 the prompt
+     * computed (into the prompt cache) and nothing generated, as llama.cpp */
     const cJSON *np = chat_body_field(root, "n_predict");
     if (np && !(cJSON_IsNumber(np) && np->valuedouble == floor(np->valuedouble) &&
-                (np->valuedouble == -1 || np->valuedouble >= 1)))
+                np->valuedouble <= (double)(1 << 30)))
         return oai_bad(err, "n_predict",
-                       "'n_predict' must be -1 (up to the context) or a number of tokens, "
-                       "at least 1");
+                       "'n_predict' must be an integer up to %d: a number of tokens, 0 for none "
+                       "(the prompt is computed), or below 0 for up to the context", 1 << 30);
     if (np && np->valuedouble >= 1 && chat_body_copy(out, "max_tokens", np))
         return chat_body_oom(err);
+    *predict_none = np && np->valuedouble == 0;
     for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
         const cJSON *v = chat_body_field(root, same[i]);
         if (v && chat_body_copy(out, same[i], v))
@@ -103,7 +107,10 @@ static int translate(const cJSON *root, cJSON *out, oai_error *err)
     if (seed && !(cJSON_IsNumber(seed) && seed->valuedouble == -1) && chat_body_copy(out, "seed", seed))
         return chat_body_oom(err);
     const cJSON *probs = chat_body_field(root, "n_probs");
-    if (probs && !(cJSON_IsNumber(probs) && probs->valuedouble == 0) &&
+    if (probs && !(cJSON_IsNumber(probs) && probs->valuedouble == floor(probs->valuedouble) &&
+                   probs->valuedouble >= 0 && probs->valuedouble <= LOGPROBS_MAX_TOP))
+        return oai_bad(err, "n_probs", "'n_probs' must be an integer from 0 to %d", LOGPROBS_MAX_TOP);
+    if (probs && probs->valuedouble != 0 &&
         chat_body_copy(out, "logprobs", probs))
         return chat_body_oom(err);
     const cJSON *lb = chat_body_field(root, "logit_bias");
@@ -122,7 +129,8 @@ int llama_request_parse(const char *body, size_t len, const chat_options *defaul
     if (!root)
         return -1;
     cJSON *out = cJSON_CreateObject();
-    int rc = !out ? chat_body_oom(err) : translate(root, out, err);
+    int predict_none = 0;
+    int rc = !out ? chat_body_oom(err) : translate(root, out, &predict_none, err);
     const cJSON *rt = chat_body_field(root, "return_tokens");
     if (!rc && rt && !cJSON_IsBool(rt))
         rc = oai_bad(err, "return_tokens", "'return_tokens' must be a boolean");
@@ -136,5 +144,6 @@ int llama_request_parse(const char *body, size_t len, const chat_options *defaul
         return -1;
     r->api = API_LLAMA;
     r->return_tokens = return_tokens;
+    r->score_only |= predict_none;
     return 0;
 }

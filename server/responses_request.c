@@ -1,6 +1,7 @@
 /* responses_request: see responses_request.h. */
 #include "responses_request.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,6 +345,8 @@ static int translate_format(const cJSON *text, cJSON *out, oai_error *err)
         return chat_body_oom(err);
     if (strcmp(type, "json_schema"))
         return 0; /* json_object, or what the chat route refuses by name */
+    if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(f, "schema")))
+        return oai_bad(err, "text", "text.format of type json_schema needs a \"schema\" object");
     cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
     static const char *const keys[] = {"name", "schema", "strict", "description"};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
@@ -398,6 +401,10 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, int *summ
             return chat_body_oom(err);
     }
     const cJSON *mt = chat_body_field(root, "max_output_tokens");
+    if (mt && !(cJSON_IsNumber(mt) && mt->valuedouble == floor(mt->valuedouble) && mt->valuedouble >= 1 &&
+                mt->valuedouble <= (double)(1 << 30)))
+        return oai_bad(err, "max_output_tokens", "'max_output_tokens' must be an integer from 1 to %d",
+                       1 << 30);
     if (mt && chat_body_copy(out, "max_tokens", mt))
         return chat_body_oom(err);
     cJSON *messages = cJSON_AddArrayToObject(out, "messages");
@@ -417,8 +424,13 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, int *summ
     const cJSON *effort = chat_body_field(reasoning, "effort");
     if (reasoning && !cJSON_IsObject(reasoning))
         return oai_bad(err, "reasoning", "'reasoning' must be an object");
-    if (effort && !cJSON_IsString(effort))
-        return oai_bad(err, "reasoning", "reasoning.effort must be a string");
+    static const char *const efforts[] = {"none", "minimal", "low", "medium", "high", "xhigh"};
+    int known = 0;
+    for (size_t k = 0; effort && cJSON_IsString(effort) && k < sizeof efforts / sizeof *efforts; k++)
+        known |= !strcmp(effort->valuestring, efforts[k]);
+    if (effort && !known)
+        return oai_bad(err, "reasoning", "reasoning.effort must be one of none, minimal, low, medium, high "
+                       "and xhigh (any but none turns thinking on)");
     if (effort && !cJSON_AddBoolToObject(out, "thinking", strcmp(effort->valuestring, "none") != 0))
         return chat_body_oom(err);
     /* a summary asked for: the model writes none, so its reasoning is given as

@@ -1063,11 +1063,22 @@ static int next_token(server *s, slot_run *r)
     r->new_line |= text && memchr(bytes, '\n', bn) != NULL;
     const char *rel;
     size_t rel_len;
-    /* vLLM's min_tokens: a stop string ends the answer once it has that many
-     * tokens (this one counted) */
-    int st = (r->k + 1 < j->req.min_tokens ? stop_filter_feed_early : stop_filter_feed)(
-        &r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
-    answer_text(r->a, rel, rel_len, 0);
+    int st;
+    if (bytes && r->a->chat && vocab_is_special(&s->tok->v, next) && tool_stream_marker(bytes, bn)) {
+        /* a chat answer's reasoning and tool-call markers are no text: the
+         * parser takes them, a stop string neither matches inside one nor
+         * spans one (the text on its two sides goes to different fields) */
+        stop_filter_finish(&r->sf, &rel, &rel_len);
+        answer_text(r->a, rel, rel_len, 0);
+        answer_text(r->a, bytes, bn, 0);
+        st = 0;
+    } else {
+        /* vLLM's min_tokens: a stop string ends the answer once it has that
+         * many tokens (this one counted) */
+        st = (r->k + 1 < j->req.min_tokens ? stop_filter_feed_early : stop_filter_feed)(
+            &r->sf, bytes ? bytes : "", bytes ? bn : 0, &rel, &rel_len);
+        answer_text(r->a, rel, rel_len, 0);
+    }
     if (st == 1 && j->req.include_stop) /* (vLLM's include_stop_str_in_output) */
         answer_text(r->a, j->req.stop[r->sf.which], strlen(j->req.stop[r->sf.which]), 0);
     if (st == 1 || (j->req.one_call && r->a->calls_seen) || is_request_stop_id(j, next)) {

@@ -607,7 +607,7 @@ async function apiFeatureChecks(srv, ai) {
       assert.equal(r.status, 200, JSON.stringify(extra) + r.text);
       assert.equal(JSON.parse(r.text).tokens_predicted > 0, true);
     }
-    for (const [body, param] of [[{ prompt, mirostat: 3 }, 'mirostat'], [{ prompt, n_predict: 0 }, 'n_predict'],
+    for (const [body, param] of [[{ prompt, mirostat: 3 }, 'mirostat'], [{ prompt, n_predict: 1.5 }, 'n_predict'],
       [{ prompt: ['a', 7] }, 'prompt'], [{ prompt: ['a', 'b'], stream: true }, 'stream'], [{ prompt, logit_bias: [['two', 1]] }, 'logit_bias'], [{ prompt, grammar: 'root ::= a' }, 'grammar'],
       [{ prompt, typical_p: 2 }, 'typical_p'], [{}, 'prompt'], [{ prompt, dry_base: 0.5 }, 'dry_base'],
       [{ prompt, xtc_probability: 2 }, 'xtc_probability'], [{ prompt, dry_sequence_breakers: [] }, 'dry_sequence_breakers'],
@@ -617,6 +617,13 @@ async function apiFeatureChecks(srv, ai) {
       assert.equal(JSON.parse(r.text).error.param, param, JSON.stringify(body));
     }
     assert.equal((await native({ prompt, n_predict: 2, typical_p: 1, mirostat: 0, repeat_last_n: -1, post_sampling_probs: false })).status, 200);
+    // n_predict 0: the prompt computed (llama.cpp's cache warming), nothing generated
+    r = await native({ prompt: prompt + ' warm', n_predict: 0 });
+    assert.equal(r.status, 200, r.text);
+    const warm = JSON.parse(r.text);
+    assert.equal(warm.content, '');
+    assert.equal(warm.tokens_predicted, 0);
+    assert.ok(warm.tokens_evaluated > 0, r.text);
   });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
@@ -884,6 +891,16 @@ async function forcedServer() {
     const o = await collect(await ai.chat.completions.create({ model: MODEL, messages: user('x'), stop: ' check', stream: true }));
     assert.equal(o.content, 'Let me');
     assert.equal(o.finish, 'stop');
+  });
+  await check('stop strings match no reasoning or tool-call marker, nor span one', async () => {
+    for (const stop of [['>'], ['think>'], ['<|tool_call'], ['.Let']]) {
+      const r = await ai.chat.completions.create({ model: MODEL, messages: user('x'), tools, stop });
+      const m = r.choices[0].message;
+      assert.equal(m.reasoning_content, 'Thinking it over.', JSON.stringify(stop));
+      assert.equal(m.content, 'Let me check.', JSON.stringify(stop));
+      assert.equal(r.choices[0].finish_reason, 'tool_calls', JSON.stringify(stop));
+      assert.equal(m.tool_calls.length, 1, JSON.stringify(stop));
+    }
   });
   await check('load: 16 concurrent streams, 5 abort early; every finished one is right', async () => {
     const runs = [];

@@ -204,6 +204,8 @@ Test(anthropic_request, refuses_bad_bodies_naming_the_field)
     refuse("{\"max_tokens\": 0, " "\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 400, "max_tokens",
            "between");
     refuse("{\"max_tokens\": 5}", 400, "messages", "required");
+    refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": []}]}", 400, "messages",
+           "messages[0].content must not be empty");
     refuse("{\"max_tokens\": 5, \"messages\": []}", 400, "messages", "non-empty");
     refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}", 400, "messages",
            "\"user\", \"assistant\" or \"system\"");
@@ -384,6 +386,16 @@ Test(anthropic_response, a_whole_message_holds_its_blocks_and_usage)
     cr_assert(j, "%s", s);
     cr_expect_str_eq(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "end_turn");
     cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "content")), 2, "thinking and text: %s", s);
+    cJSON_Delete(j);
+    free(s);
+    /* a byte token's 0 in the text is one U+FFFD, and the text goes on after it
+     * (as the stream has it) */
+    oai_choice z = {.text = "ab\0cd", .text_len = 5, .finish_reason = "stop"};
+    s = anthropic_full_response(&m, &z, NULL, &u);
+    j = cJSON_Parse(s);
+    cr_assert(j, "%s", s);
+    const cJSON *t = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "content"), 0), "text");
+    cr_expect(cJSON_IsString(t) && !strcmp(t->valuestring, "ab\xef\xbf\xbd" "cd"), "%s", s);
     cJSON_Delete(j);
     free(s);
 }

@@ -171,7 +171,11 @@ Test(responses_request, refuses_bad_bodies_naming_the_field)
     refuse("{\"input\": \"x\", \"reasoning\": {\"summary\": \"long\"}}", "reasoning", "reasoning.summary");
     refuse("{\"input\": \"x\", \"reasoning\": {\"summary\": true}}", "reasoning", "\"detailed\" or null");
     refuse("{\"input\": \"x\", \"text\": 1}", "text", "object");
-    refuse("{\"input\": \"x\", \"max_output_tokens\": 0}", "max_tokens", "between");
+    refuse("{\"input\": \"x\", \"text\": {\"format\": {\"type\": \"json_schema\"}}}", "text",
+           "text.format of type json_schema needs a \"schema\"");
+    refuse("{\"input\": \"x\", \"reasoning\": {\"effort\": \"bogus\"}}", "reasoning", "xhigh");
+    refuse("{\"input\": \"x\", \"max_output_tokens\": 0}", "max_output_tokens", "'max_output_tokens'");
+    refuse("{\"input\": \"x\", \"max_output_tokens\": 2.5}", "max_output_tokens", "integer");
 }
 
 /* The events of a stream: "event: TYPE\ndata: {type: TYPE, sequence_number:

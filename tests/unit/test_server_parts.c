@@ -378,6 +378,16 @@ Test(server_request, llama_completion_translated)
     body = "{\"prompt\": [1, 2], \"n_predict\": -1}";
     cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
     cr_expect(r.max_tokens == 0 && cJSON_GetArraySize(r.prompt_ids) == 2, "-1: up to the context");
+    cr_expect(!r.score_only);
+    oai_request_free(&r);
+    body = "{\"prompt\": \"a\", \"n_predict\": -7}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect(r.max_tokens == 0 && !r.score_only, "below 0: up to the context");
+    oai_request_free(&r);
+    /* 0: the prompt computed, nothing generated (llama.cpp's cache warming) */
+    body = "{\"prompt\": \"a\", \"n_predict\": 0}";
+    cr_assert_eq(llama_request_parse(body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
+    cr_expect(r.score_only && !r.echo);
     oai_request_free(&r);
     /* llama.cpp's DRY, top-n-sigma and XTC fields */
     body = "{\"prompt\": \"a\", \"dry_multiplier\": 0.8, \"dry_base\": 2, \"dry_allowed_length\": 3, "
@@ -411,7 +421,10 @@ Test(server_request, llama_completion_translated)
     oai_request_free(&r);
     const struct {
         const char *body, *param;
-    } bad[] = {{"{\"prompt\": \"a\", \"n_predict\": 0}", "n_predict"},
+    } bad[] = {{"{\"prompt\": \"a\", \"n_predict\": 1.5}", "n_predict"},
+               {"{\"prompt\": \"a\", \"n_predict\": 2147483648}", "n_predict"},
+               {"{\"prompt\": \"a\", \"n_probs\": 50}", "n_probs"},
+               {"{\"prompt\": \"a\", \"n_probs\": -1}", "n_probs"},
                {"{\"prompt\": [\"a\", 1]}", "prompt"},
                {"{\"prompt\": \"a\", \"logit_bias\": {\"x\": 1}}", "logit_bias"},
                {"{\"prompt\": \"a\", \"xtc_probability\": 1.5}", "xtc_probability"},
