@@ -51,11 +51,24 @@ int chat_save(const cJSON *messages, const char *path, errbuf *e)
     return rc;
 }
 
+/* Refuses a file larger than max before it is read (a mistyped name may be a
+ * model's shard): 0 when it is no larger, or not a regular file (the read
+ * says what it is). */
+static int at_most(const char *path, uint64_t max, const char *what, errbuf *e)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)
+        return err_set(e, "%s: %llu bytes; %s at most %llu", path, (unsigned long long)st.st_size, what,
+                       (unsigned long long)max);
+    return 0;
+}
+
 cJSON *chat_load(const char *path, errbuf *e)
 {
     char *text;
     size_t len;
-    if (file_read_regular(path, &text, &len, e))
+    if (at_most(path, CHAT_SAVE_MAX_BYTES, "a conversation file takes", e) ||
+        file_read_regular(path, &text, &len, e))
         return NULL;
     cJSON *messages = chat_file_parse(text, len, path, e);
     free(text);
@@ -66,7 +79,8 @@ char *chat_file_block(const char *path, errbuf *e)
 {
     char *text;
     size_t len;
-    if (file_read_regular(path, &text, &len, e))
+    if (at_most(path, CHAT_READ_MAX_BYTES, "a message takes files of", e) ||
+        file_read_regular(path, &text, &len, e))
         return NULL;
     size_t bad = utf8_validate((const uint8_t *)text, len);
     const char *nul = memchr(text, 0, len);
@@ -74,7 +88,8 @@ char *chat_file_block(const char *path, errbuf *e)
         bad = (size_t)(nul - text);     /* (a NUL is UTF-8, but no text) */
     if (len > CHAT_READ_MAX_BYTES || bad < len) {
         if (len > CHAT_READ_MAX_BYTES)
-            err_set(e, "%s: %zu bytes; a message takes files of at most %u", path, len, CHAT_READ_MAX_BYTES);
+            err_set(e, "%s: %zu bytes; a message takes files of at most %u", path, len,
+                    CHAT_READ_MAX_BYTES);   /* (it grew since the check) */
         else
             err_set(e, "%s: not UTF-8 text (byte %zu)", path, bad);
         free(text);

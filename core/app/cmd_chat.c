@@ -371,7 +371,12 @@ static int conversation_command(chat_state *c, const char *line)
     return 1;
 }
 
-/* One turn: the user's line in, the assistant's reply streamed and recorded. */
+/* chat_turn's answer when the message did not join the conversation (the
+ * user may send it again: the files /read attached stay with it) */
+#define CHAT_NOT_ADDED 1
+
+/* One turn: the user's line in, the assistant's reply streamed and recorded.
+ * 0, CHAT_NOT_ADDED, or -1 on an error that ends the chat (e says it). */
 static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new, int show_think,
                      errbuf *e)
 {
@@ -384,9 +389,19 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
     token_list ids = {0}, gen = {0};
     int rc = -1;
     float *logits = malloc((size_t)c->m.mw.cfg.vocab_size * sizeof *logits);
-    if (!logits || chat_template_render(&c->tpl, c->messages, NULL, &c->copt, &text, &len, e) ||
-        tokenizer_encode(&c->tok, text, len, TOK_ALLOW_SPECIAL, &ids, e))
+    if (!logits) {
+        err_set(e, "out of memory");
         goto out;
+    }
+    if (chat_template_render(&c->tpl, c->messages, NULL, &c->copt, &text, &len, e) ||
+        tokenizer_encode(&c->tok, text, len, TOK_ALLOW_SPECIAL, &ids, e)) {
+        /* the conversation as it was (a template may refuse, say, two user
+         * messages in a row): the chat goes on, nothing unsaved is lost */
+        cJSON_DeleteItemFromArray(c->messages, cJSON_GetArraySize(c->messages) - 1);
+        fprintf(stderr, "[not sent: %s]\n", e->msg);
+        rc = CHAT_NOT_ADDED;
+        goto out;
+    }
     engine *en = &c->m.en;
     if ((int)ids.n >= en->kv.max_ctx) {
         /* checked before the cache is touched: the conversation goes on as it was */
@@ -394,7 +409,7 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
         fprintf(stderr, "[this message brings the conversation to %zu tokens, and the context "
                 "holds %d, a reply included: it was not added; /reset starts over, a larger -c "
                 "holds more]\n", ids.n, en->kv.max_ctx);
-        rc = 0;
+        rc = CHAT_NOT_ADDED;
         goto out;
     }
     /* a conversation's first turn: what the prompt cache holds of it */
@@ -411,7 +426,7 @@ static int chat_turn(chat_state *c, sampler *smp, const char *line, int max_new,
          * (the chunks computed stay cached for when it is sent again) */
         cJSON_DeleteItemFromArray(c->messages, cJSON_GetArraySize(c->messages) - 1);
         fprintf(stderr, "[stopped before the reply; the message was not added]\n");
-        rc = 0;
+        rc = CHAT_NOT_ADDED;
     }
     if (frc)
         goto out;
@@ -593,6 +608,10 @@ int cmd_chat(int argc, char **argv)
         return cli_fail(&e);
     }
     c.m.en.stop_requested = stop_requested;
+    /* unbuffered: the prompt polls fd 0 for the next message, and lines a
+     * buffer had already taken from a pipe that stays open would wait there
+     * unseen (a program that writes two messages and waits for two replies) */
+    setvbuf(stdin, NULL, _IONBF, 0);
     int tty = isatty(0), rc = 0;
     if (tty && isatty(2))
         fputs("\033[?2004h", stderr);  /* bracketed paste: a pasted text is one message */
@@ -668,14 +687,14 @@ int cmd_chat(int argc, char **argv)
             rc = cli_fail(&e);
             break;
         }
-        if (sent) {     /* (the files /read added go with this message) */
+        int turn = chat_turn(&c, &smp, regen ? regen : sent ? sent : text, max_new, show_think, &e);
+        if (sent && turn != CHAT_NOT_ADDED) {   /* (the files /read added went with this message) */
             free(c.pending);
             c.pending = NULL;
         }
-        int turn = chat_turn(&c, &smp, regen ? regen : sent ? sent : text, max_new, show_think, &e);
         free(regen);
         free(sent);
-        if (turn) {
+        if (turn < 0) {
             /* an error (not a full context, handled in the turn) ends the chat */
             rc = cli_fail(&e);
             break;

@@ -509,11 +509,12 @@ int cmd_tune(int argc, char **argv)
                        measured, chk.hits + chk.s.misses ? 100.0 * (double)chk.hits /
                        (double)(chk.hits + chk.s.misses) : 0.0,
                        100 * (pts[rec].tokens_per_s / measured - 1));
-            budget_text(pts[val].slots, sb, at, sizeof at);
-            if (vmeasured > 0)
+            if (val >= 0 && vmeasured > 0) {
+                budget_text(pts[val].slots, sb, at, sizeof at);
                 printf("between the calibration points, at --dram-gb %s (%d experts): predicted "
                        "%.2f tok/s, measured %.2f (prediction %+.1f%%)\n", at, pts[val].slots,
                        pts[val].tokens_per_s, vmeasured, 100 * (pts[val].tokens_per_s / vmeasured - 1));
+            }
         } else {
             printf("recommended: none of these sizes fits in the memory free here\n");
         }

@@ -39,13 +39,24 @@ int held_flags_given(const held_flags *h)
 
 int held_flags_check(const held_flags *h, const char *cmd)
 {
-    if (!!h->schema_arg + !!h->schema_path + !!h->grammar_arg + !!h->grammar_path <= 1)
-        return 0;
-    fprintf(stderr,
-            "moetier %s: give one of --json-schema, --json-schema-file, --grammar and "
-            "--grammar-file\n",
-            cmd);
-    return -1;
+    if (!!h->schema_arg + !!h->schema_path + !!h->grammar_arg + !!h->grammar_path > 1) {
+        fprintf(stderr,
+                "moetier %s: give one of --json-schema, --json-schema-file, --grammar and "
+                "--grammar-file\n",
+                cmd);
+        return -1;
+    }
+    /* chat's messages come on standard input: a file read from it to its end
+     * would leave the chat none */
+    const char *from_stdin = h->schema_path && !strcmp(h->schema_path, "-")     ? "--json-schema-file"
+                             : h->grammar_path && !strcmp(h->grammar_path, "-") ? "--grammar-file"
+                                                                                : NULL;
+    if (from_stdin && !strcmp(cmd, "chat")) {
+        fprintf(stderr, "moetier chat: %s -: chat reads its messages from standard input; give a file\n",
+                from_stdin);
+        return -1;
+    }
+    return 0;
 }
 
 /* The option's text: text itself, or the file at path (then in *file, to

@@ -41,7 +41,8 @@ void sampling_flags_usage(FILE *f)
                "                       normalized entropy (default 0 = off)\n"
                "  --dynatemp-exp E     ... to the power E (default 1)\n"
                "  --mirostat N         llama.cpp's Mirostat 1 or 2, in place of top-k, typical,\n"
-               "                       top-p, min-p and XTC (default 0 = off)\n"
+               "                       top-p, min-p, XTC and, as in llama.cpp, the dynamic\n"
+               "                       temperature (default 0 = off)\n"
                "  --mirostat-ent T     its target surprise in bits (default 5)\n"
                "  --mirostat-lr E      its learning rate (default 0.1)\n"
                "  --seed S             random seed (default 0)\n");

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "core/app/cli_common.h"
 #include "core/base/decimal.h"
@@ -1058,6 +1059,82 @@ Test(cli, chat_two_turns_reuse_the_cache)
     chat_turn_line t[2] = {{0}};
     cr_expect_eq(chat_turns(err, t, 2), 2, "two turns expected (input after /exit ignored): %s", err);
     cr_expect_gt(t[1].reused, 10, "the second turn must reuse the first one's prefix: %s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+/* A program that writes two messages and waits for both replies before it
+ * closes the pipe gets them: the second message is not left unseen in a
+ * buffer while chat waits for more input. */
+Test(cli, chat_answers_each_message_a_pipe_holds, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("clichatpipe"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    cr_assert_eq(run(&out, &err, "cd %s && { printf 'Hello there\nHow are you?\n'; i=0; "
+                                 "while [ \"$(grep -c 'prompt tokens' replies 2>/dev/null)\" != 2 ]; do "
+                                 "i=$((i+1)); if [ $i -gt 600 ]; then echo late > late; break; fi; sleep 0.1; "
+                                 "done; } | %s chat -m %s -n 4 --seed 2 2> replies; cat replies >&2",
+                     tmp, bin(), tmp), 0, "%s", err);
+    char late[256];
+    snprintf(late, sizeof late, "%s/late", tmp);
+    cr_expect(access(late, F_OK) != 0, "the second reply waited for the pipe to close: %s", err);
+    chat_turn_line t[2] = {{0}};
+    cr_expect_eq(chat_turns(err, t, 2), 2, "%s", err);
+    free(out);
+    free(err);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
+/* A message the chat template refuses (two user messages in a row, here) is
+ * not sent, and the chat goes on: what comes after it still runs. Files
+ * /read attached stay for the message sent next. */
+Test(cli, chat_goes_on_past_a_message_the_template_refuses, .timeout = 120)
+{
+    char *tmp = test_make_tmpdir("clichatrefuse"), *out, *err;
+    test_synth_tiny(tmp, "bf16");
+    char path[512];
+    snprintf(path, sizeof path, "%s/t.jinja", tmp);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("{% for m in messages %}{% if loop.index0 and messages[loop.index0 - 1].role == m.role %}"
+          "{{ raise_exception('roles must alternate') }}{% endif %}<{{ m.role }}>{{ m.content }}"
+          "{% endfor %}<assistant>", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/req.json", tmp);
+    f = fopen(path, "w");
+    cr_assert(f);
+    fputs("[{\"role\": \"user\", \"content\": \"What is 2+2?\"}]", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/note.txt", tmp);
+    f = fopen(path, "w");
+    cr_assert(f);
+    fputs("attached words", f);
+    fclose(f);
+    /* a file far too large for a message is refused before it is read */
+    cr_assert_eq(run(&out, &err, "cd %s && truncate -s 2G big.txt", tmp), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "cd %s && printf '/read big.txt\n/load req.json\n/read note.txt\nsecond question\n/undo\n"
+                                 "third\n/save after.json\n' | %s chat -m %s --chat-template t.jinja -n 3 --seed 1",
+                     tmp, bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(err, "[not sent: ") && strstr(err, "roles must alternate"), "%s", err);
+    cr_expect(strstr(err, "big.txt: 2147483648 bytes; a message takes files of at most 4194304"), "%s", err);
+    snprintf(path, sizeof path, "%s/after.json", tmp);
+    cJSON *list = test_read_json(path);
+    cr_assert(cJSON_IsArray(list), "%s", err);
+    cr_expect_eq(cJSON_GetArraySize(list), 2, "the third message and its reply: %s", err);
+    const cJSON *first = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, 0), "content");
+    cr_expect(cJSON_IsString(first) && strstr(first->valuestring, "third") &&
+              strstr(first->valuestring, "attached words"), "the file /read attached goes with it: %s", err);
+    cJSON_Delete(list);
+    /* --json-schema-file - would read the messages' input to its end */
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "printf 'hi\n' | %s chat -m %s --json-schema-file -", bin(), tmp), 2);
+    cr_expect(strstr(err, "--json-schema-file -: chat reads its messages from standard input"), "%s", err);
     free(out);
     free(err);
     test_remove_tree(tmp);
