@@ -7,7 +7,10 @@
 # not travel with the working tree). The result, .device/bundle.tar.xz (about
 # 40 MB; .device/ is ignored by git), goes along by naming .device in the
 # device tool's carry; gpu_session.sh unpacks and uses it instead of building.
-# The binaries need a glibc at least as new as this machine's.
+# The binaries need a glibc at least as new as this machine's. libstdc++ and
+# libgcc_s go apart, in lib-cxx/: this machine's may need a newer glibc than
+# the device's, so the device's own serve first and these only where it has
+# none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 testdata=${MOETIER_TESTDATA:-$PWD/../shared/testdata}
@@ -16,13 +19,18 @@ nm build/moetier | grep -c cudaGetDeviceCount >/dev/null ||
     { echo "gpu_bundle: this build has no CUDA backend (nvcc not found?)" >&2; exit 1; }
 stage=.device/stage
 rm -rf .device
-mkdir -p "$stage/bin" "$stage/lib" "$stage/testdata"
+mkdir -p "$stage/bin" "$stage/lib" "$stage/lib-cxx" "$stage/testdata"
 cp build/moetier build/tests/unit_tests build/bench/bench_decode_seqs "$stage/bin/"
 strip "$stage/bin/"*
 # glibc's libraries stay behind: the machine's own must serve its loader
 ldd build/moetier build/tests/unit_tests build/bench/bench_decode_seqs | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|libresolv|libutil|ld-linux[^/]*)\.so' |
-    while read -r lib; do cp -L "$lib" "$stage/lib/"; done
+    while read -r lib; do
+        case $(basename "$lib") in
+        libstdc++.so* | libgcc_s.so*) cp -L "$lib" "$stage/lib-cxx/" ;;
+        *) cp -L "$lib" "$stage/lib/" ;;
+        esac
+    done
 for d in "$testdata"/k2-tiny-*; do
     [[ -d $d ]] && cp -r "$d" "$stage/testdata/"
 done

@@ -1245,13 +1245,13 @@ static void g_from_host(backend *b, float *buf, const float *host, size_t n)
 
 static void g_store_bf16(backend *b, float *dst, const float *src, size_t n)
 {
-    (void)b;
+    state(b);   /* (the backend's device current, as for every operation) */
     gpu_store_bf16((uint16_t *)(void *)dst, src, n, 0);
 }
 
 static void g_store_q8_0(backend *b, float *dst, const float *src, int T, int row)
 {
-    (void)b;
+    state(b);
     gpu_store_q8_0(dst, src, T, row, 0);
 }
 

@@ -296,8 +296,11 @@ uint64_t gpu_plan_activation_bytes(const model_config *c, int chunk, uint64_t sl
 {
     uint64_t C = (uint64_t)chunk, h = (uint64_t)c->hidden_size, H = (uint64_t)c->n_heads;
     uint64_t qk = (uint64_t)(c->qk_nope_dim + c->qk_rope_dim);
+    /* FFN gate and up rows: a dense layer's, the shared experts', or the routed
+     * experts' that run in VRAM, every row's top-k together (ffn_slots) */
     uint64_t inter = max_u64((uint64_t)c->intermediate_size,
-                             (uint64_t)c->moe_intermediate_size * max_u64((uint64_t)c->n_shared_experts, 1));
+                             (uint64_t)c->moe_intermediate_size *
+                                 max_u64(max_u64((uint64_t)c->n_shared_experts, (uint64_t)c->n_experts_per_tok), 1));
     /* the engine's buffers (engine_create: the experts' inputs and outputs for
      * all of a layer's top-k rows, the new cache rows of a step of several
      * sequences), then the backend's scratch, which grows by
