@@ -479,6 +479,7 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
     /* ids are checked against the largest possible counts, then shrunk to the data;
      * top_k is the first row's count */
     uint32_t k = 0, max_layer = 0, max_expert = 0;
+    uint64_t max_layer_line = 0, max_expert_line = 0;   /* where each was first seen */
     unsigned long prev[3] = {0};    /* the last row's prompt, token, layer */
     char *got = NULL;
     size_t cap = 0;
@@ -498,6 +499,17 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
         free(got);      /* every return below leaves nothing behind */
         got = NULL;
         cap = 0;
+        /* a last line without its line end is a file cut short (a download
+         * or a pipe stopped mid-number would still give valid ids) */
+        if (line[len - 1] != '\n') {
+            int c = getc(in);
+            if (c == EOF) {
+                trace_free(t);
+                return err_set(e, "%s: line %" PRIu64 " has no line end: the file looks cut short", name,
+                               lineno);
+            }
+            ungetc(c, in);
+        }
         if (csv_chomp(line)) {
             trace_free(t);
             return err_set(e, "%s: line %" PRIu64 " has a carriage return inside it", name, lineno);
@@ -507,6 +519,11 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
         char *p = line, *end;
         unsigned long v[3];
         for (int c = 0; c < 3; c++) {
+            if (c == 2 && !csv_number(p, &end, 65535ul, &v[c]) && !*end) {
+                trace_free(t);
+                return err_set(e, "%s: line %" PRIu64 ": 3 fields, expected 4 (prompt,token,layer,experts): "
+                               "the experts are missing", name, lineno);
+            }
             if (csv_number(p, &end, c == 2 ? 65535ul : 0xfffffffful, &v[c]) || *end != ',') {
                 trace_free(t);
                 return err_set(e, "%s: line %" PRIu64 ": field %d (%s) must be a number in 0..%lu",
@@ -557,9 +574,15 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
             trace_free(t);
             return err_prefix(e, "%s: line %" PRIu64 ": ", name, lineno);
         }
-        max_layer = v[2] > max_layer ? (uint32_t)v[2] : max_layer;
+        if (v[2] > max_layer) {
+            max_layer = (uint32_t)v[2];
+            max_layer_line = lineno;
+        }
         for (uint32_t i = 0; i < n; i++)
-            max_expert = ex[i] > max_expert ? ex[i] : max_expert;
+            if (ex[i] > max_expert) {
+                max_expert = ex[i];
+                max_expert_line = lineno;
+            }
     }
     free(got);
     if (ferror(in)) {
@@ -577,8 +600,9 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
     t->n_layers = max_layer + 1;
     t->n_experts = max_expert + 1;
     if ((uint64_t)t->n_layers * t->n_experts > TRACE_MAX_KEYS) {
-        err_set(e, "%s: the events span %u layers of %u experts, more than %u (layer, expert) "
-                "pairs", name, t->n_layers, t->n_experts, TRACE_MAX_KEYS);
+        err_set(e, "%s: the events span %u layers (layer %u on line %" PRIu64 ") of %u experts "
+                "(expert %u on line %" PRIu64 "), more than %u (layer, expert) pairs", name, t->n_layers,
+                max_layer, max_layer_line, t->n_experts, max_expert, max_expert_line, TRACE_MAX_KEYS);
         trace_free(t);
         return -1;
     }

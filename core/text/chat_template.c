@@ -62,6 +62,12 @@ int chat_template_open(const char *model_dir, const char *name, chat_template *t
     int rc = open_template(model_dir, name, t, e);
     if (rc == 0 && !t->vars)
         t->vars = special_tokens(model_dir); /* (also for a request's own template) */
+    if (rc == 0 && model_dir) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/tiktoken.model", model_dir);
+        t->sort_tools = stat(path, &st) == 0;
+    }
     if (rc)
         chat_template_close(t);
     return rc;
@@ -125,7 +131,8 @@ void chat_template_close(chat_template *t)
 }
 
 /* Kimi's apply_chat_template deep-sorts the tools' object keys before the
- * template sees them (the native renderer does the same). */
+ * template sees them (the native renderer does the same); other models'
+ * templates see them in the request's order, as transformers gives them. */
 static void sort_keys(cJSON *v)
 {
     if (!v)
@@ -177,10 +184,12 @@ int chat_template_render(const chat_template *t, const cJSON *messages, const cJ
     if (!rc)
         rc = add_ref(ctx, "messages", messages);
     if (!rc && tools && !cJSON_IsNull(tools)) {
-        if (!(sorted = cJSON_Duplicate(tools, 1)))
+        if (!t->sort_tools)
+            rc = add_ref(ctx, "tools", tools);
+        else if (!(sorted = cJSON_Duplicate(tools, 1)))
             rc = -1;
         sort_keys(sorted);
-        if (!rc)
+        if (!rc && sorted)
             rc = add_ref(ctx, "tools", sorted);
     }
     if (!rc &&

@@ -21,6 +21,8 @@ typedef struct chat_template {
     chat_template_kind kind; /* the native format, when jinja is NULL */
     jinja_template *jinja;   /* the model's own template, interpreted */
     cJSON *vars;             /* bos_token, eos_token, ... of tokenizer_config.json */
+    int sort_tools;          /* Kimi's tokenizer (tiktoken.model), whose apply_chat_template
+                              * deep-sorts the tools' keys; transformers does not */
     char label[512];         /* what inspect, the logs and /props call it */
 } chat_template;
 

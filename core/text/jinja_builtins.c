@@ -9,7 +9,7 @@
  * number, odd, sameas, sequence, string, true, undefined, upper.
  * Methods: str capitalize, count, endswith, find, join, lower, lstrip,
  * replace, rstrip, split, startswith, strip, title, upper; dict get, items,
- * keys, values; list append, count, index, pop; loop.cycle.
+ * keys, values; list append, count, index, pop; loop.cycle and loop.changed.
  * Python's % formatting of a string.
  * Functions: range, namespace, dict, raise_exception, strftime_now. */
 #define _POSIX_C_SOURCE 200809L
@@ -450,6 +450,22 @@ static jlistv *copy_for_change(rs *r, const jnode *at, const cJSON *arr)
 int jr_call_method(rs *r, const jnode *at, const jv *self, const char *name, const args *a, jv *out)
 {
     const jv *a0 = jr_arg(a, 0, NULL), *a1 = jr_arg(a, 1, NULL);
+    if (self->t == JV_LOOP && !strcmp(name, "changed")) { /* loop.changed(a, ...) */
+        jloop *l = self->u.loop;
+        int same = l->changed_last && l->changed_n == (size_t)a->npos;
+        for (int i = 0; same && i < a->npos; i++)
+            same = jv_equal(r, &l->changed_last[i], &a->pos[i], 0);
+        if (!same) {
+            jv *copy = ja_alloc(&r->a, ((size_t)a->npos + 1) * sizeof *copy);
+            if (!copy)
+                return jr_oom(r, at);
+            memcpy(copy, a->pos, (size_t)a->npos * sizeof *copy);
+            l->changed_last = copy;
+            l->changed_n = (size_t)a->npos;
+        }
+        *out = jv_bool(!same);
+        return 0;
+    }
     if (self->t == JV_LOOP) { /* loop.cycle(a, b, ...) */
         if (!a->npos)
             return jr_fail(r, at, "loop.cycle() needs at least one value");

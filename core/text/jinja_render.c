@@ -158,7 +158,7 @@ int jr_member(rs *r, const jnode *at, const jv *obj, const jv *key, int attr, jv
             jloop *l = obj->u.loop;
             static const char *const fields[] = {"index",  "index0", "revindex", "revindex0", "first",
                                                  "last",   "length", "previtem", "nextitem",  "depth",
-                                                 "depth0", "cycle",  NULL};
+                                                 "depth0", "cycle",  "changed", NULL};
             int which = -1;
             for (int i = 0; fields[i]; i++)
                 if (strlen(fields[i]) == kn && !memcmp(fields[i], k, kn))
@@ -178,7 +178,16 @@ int jr_member(rs *r, const jnode *at, const jv *obj, const jv *key, int attr, jv
             case 9: *out = jv_int(1); return 0;
             case 10: *out = jv_int(0); return 0;
             case 11: return bound(r, at, obj, "cycle", out);
-            default: *out = jv_undef("loop attribute"); return 0;
+            case 12: return bound(r, at, obj, "changed", out);
+            default: {   /* undefined, as Jinja2's: printed, nothing; called, an error naming it */
+                char *name = ja_alloc(&r->a, kn + 6);
+                if (!name)
+                    return jr_oom(r, at);
+                memcpy(name, "loop.", 5);
+                memcpy(name + 5, k, kn);
+                *out = jv_undef(name);
+                return 0;
+            }
             }
         }
         if (jv_is_dict(obj)) {

@@ -83,6 +83,8 @@ struct jmethod {
 struct jloop {
     const jv *items;
     size_t index0, length;
+    const jv *changed_last;     /* loop.changed's values the last time, NULL before its first call */
+    size_t changed_n;
 };
 
 /* ---- the rendering's state ------------------------------------------------- */

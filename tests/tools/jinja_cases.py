@@ -135,6 +135,11 @@ case("for_else_continue_every_iteration",
 case("for_break_loop_last",
      "{% for x in xs %}{{ x }}{% if loop.last %}!{% endif %}{% if x == 'b' %}{% break %}{% endif %}{% endfor %}",
      {"xs": ["a", "b", "c"]})
+case("for_loop_cycle_and_changed",
+     "{% for i in [1, 1, 2, 2, 1] %}{{ loop.cycle('a', 'b') }}{% if loop.changed(i) %}c{% endif %}"
+     "{% if loop.changed(i, 'x') %}d{% endif %}{% endfor %}")
+case("for_loop_unknown_attribute", "{% for i in [1] %}[{{ loop.nope }}]{% endfor %}")
+case("for_loop_unknown_method", "{% for i in [1] %}{{ loop.nope(1) }}{% endfor %}", error=True)
 case("for_loop_var_does_not_leak",
      "{% set x = 'outer' %}{% for x in [1, 2] %}{{ x }}{% endfor %}{{ x }}"
      "{% for y in [1] %}{% endfor %}[{{ y }}]")

@@ -380,6 +380,47 @@ Test(jinja, template_kwargs_and_special_tokens)
     free(tmp);
 }
 
+/* tools reach a template in the request's key order, as transformers gives
+ * them; Kimi's tokenizer (tiktoken.model) deep-sorts their keys first, as its
+ * apply_chat_template does. */
+Test(jinja, tools_sorted_only_for_kimis_tokenizer)
+{
+    char *tmp = test_make_tmpdir("jinjatools"), path[4096];
+    snprintf(path, sizeof path, "%s/chat_template.jinja", tmp);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{{ tools | tojson }}", f);
+    fclose(f);
+    cJSON *msgs = cJSON_Parse("[{\"role\": \"user\", \"content\": \"Hi\"}]");
+    cJSON *tools = cJSON_Parse("[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": "
+                               "{\"type\": \"object\", \"properties\": {\"query\": {}, \"limit\": {}}}}}]");
+    const char *want[2] = {
+        "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"object\", "
+        "\"properties\": {\"query\": {}, \"limit\": {}}}}}]",
+        "[{\"function\": {\"name\": \"f\", \"parameters\": {\"properties\": {\"limit\": {}, \"query\": {}}, "
+        "\"type\": \"object\"}}, \"type\": \"function\"}]"};
+    for (int kimi = 0; kimi < 2; kimi++) {
+        if (kimi) {
+            snprintf(path, sizeof path, "%s/tiktoken.model", tmp);
+            f = fopen(path, "w");
+            cr_assert_not_null(f);
+            fclose(f);
+        }
+        chat_template t;
+        errbuf e = {{0}};
+        cr_assert_eq(chat_template_open(tmp, NULL, &t, &e), 0, "%s", e.msg);
+        char *out = NULL;
+        cr_assert_eq(chat_template_render(&t, msgs, tools, NULL, &out, NULL, &e), 0, "%s", e.msg);
+        cr_expect_str_eq(out, want[kimi], "Kimi's tokenizer: %d", kimi);
+        free(out);
+        chat_template_close(&t);
+    }
+    cJSON_Delete(tools);
+    cJSON_Delete(msgs);
+    test_remove_tree(tmp);
+    free(tmp);
+}
+
 /* Indexing the request's arrays: short ones walked, long ones read once; both
  * must give every index as Python does (negative ones, past the end). */
 Test(jinja, indexing_long_and_short_arrays)

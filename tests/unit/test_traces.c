@@ -238,7 +238,11 @@ Test(traces, csv_import_and_errors)
         {"prompt,token,layer,experts\n1,+0,1,3\n", "token"},
         {"prompt,token,layer,experts\n1,0,1,3\r2\n", "carriage return"},
         {"prompt,token,layer,experts\n1,0,1,3x\n", "line 2"},
-        {"prompt,token,layer,experts\n0,0,0,0\n0,0,65535,65535\n", "pairs"},
+        {"prompt,token,layer,experts\n0,0,0,0\n0,0,65535,65535\n",
+         "layer 65535 on line 3) of 65536 experts (expert 65535 on line 3)"},
+        /* a file cut short: the last line has no line end */
+        {"prompt,token,layer,experts\n1,0,1,8 26\n1,0,2,3 5", "line 3 has no line end"},
+        {"prompt,token,layer,experts\n0,0,1\n", "line 2: 3 fields, expected 4"},
         {"prompt,token,layer,experts\n1,0,1,8 26\n1,0,2,3\n", "line 3"},
         {"prompt,token,layer,experts\n1,x,1,8 26\n", "token"},
         {"prompt,token,layer,experts\n1,0,1,8 99999\n", "line 2"},
