@@ -7,7 +7,8 @@
 
 void sampling_flags_usage(FILE *f)
 {
-    fprintf(f, "sampling:\n"
+    fprintf(f, "sampling (llama.cpp's flags, in vLLM's order: the temperature before typical, top-p,\n"
+               "min-p and XTC):\n"
                "  --greedy             argmax decoding (same as --temp 0)\n"
                "  --temp T             temperature (default 0.6; 0 = greedy)\n"
                "  --top-k K            keep the K most likely tokens (default 0 = off)\n"

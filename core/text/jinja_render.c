@@ -200,7 +200,16 @@ int jr_member(rs *r, const jnode *at, const jv *obj, const jv *key, int attr, jv
         }
         if (!attr && methods && names_has(methods, k, kn))
             return bound(r, at, obj, ja_strdup(&r->a, k, kn), out);
-        *out = jv_undef(ja_strdup(&r->a, k, kn));
+        /* a string's or list's method this engine lacks ("'str.format' is
+         * undefined" when called, rather than a name that reads as the
+         * template's own mistake) */
+        const char *type = obj->t == JV_STR ? "str." : jv_is_list(obj) ? "list." : "";
+        char *name = ja_alloc(&r->a, strlen(type) + kn + 1);
+        if (!name)
+            return jr_oom(r, at);
+        memcpy(name, type, strlen(type));
+        memcpy(name + strlen(type), k, kn);
+        *out = jv_undef(name);
         return 0;
     }
     if ((key->t == JV_INT || key->t == JV_BOOL) && obj->t == JV_JSON) {

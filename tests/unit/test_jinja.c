@@ -92,6 +92,24 @@ Test(jinja, long_chains_are_refused)
     free(tpl);
 }
 
+/* a method the engine lacks is named with its type, not as the template's
+ * own undefined name; an unknown loop attribute by the loop's */
+Test(jinja, missing_methods_are_named_by_type)
+{
+    static const struct { const char *tpl, *words; } cases[] = {
+        {"{{ '{} {}'.format(1, 2) }}", "'str.format' is undefined"},
+        {"{{ [1].nope(2) }}", "'list.nope' is undefined"},
+        {"{% for i in [1] %}{{ loop.nope(1) }}{% endfor %}", "'loop.nope' is undefined"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        errbuf e = {{0}};
+        char *got = render(cases[i].tpl, NULL, &e);
+        cr_expect_null(got, "%s", cases[i].tpl);
+        cr_expect(strstr(e.msg, cases[i].words) && strstr(e.msg, "line 1"), "%s: %s", cases[i].tpl, e.msg);
+        free(got);
+    }
+}
+
 /* %-format widths up to 4096 are printed; past that refused, not cut */
 Test(jinja, format_widths_past_4096_are_refused)
 {
