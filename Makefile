@@ -19,6 +19,8 @@ DEPS_APT := build-essential pkg-config liburing-dev libnuma-dev libhwloc-dev lib
             clang libclang-rt-14-dev fio xz-utils curl
 # the chat page's tests drive a headless Chromium (its recommends, a desktop's, are not needed)
 DEPS_APT_BROWSER := chromium
+# the server's client tests run on Node.js (Debian's, where the machine has no npm of its own)
+DEPS_APT_NODE := nodejs npm
 
 # Portable baseline code: the SIMD kernels pick AVX-512/AVX2 at run time.
 OPT := -O2
@@ -222,11 +224,13 @@ run: $(BUILD)/moetier
 deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS_APT) && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS_APT_BROWSER); \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS_APT_BROWSER) && \
+	  { command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS_APT_NODE); }; \
 	else \
 	  echo "make deps needs root to install packages. Run:"; \
 	  echo "  sudo apt-get install -y $(DEPS_APT)"; \
 	  echo "  sudo apt-get install -y --no-install-recommends $(DEPS_APT_BROWSER)"; \
+	  echo "  sudo apt-get install -y $(DEPS_APT_NODE)   (unless Node.js and npm are installed)"; \
 	  exit 1; \
 	fi
 	@if command -v npm >/dev/null; then npm ci --prefix tests/server --no-audit --no-fund; \

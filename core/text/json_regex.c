@@ -229,10 +229,28 @@ static int escape(parser *ps, int in_class, uint32_t *cp)
     case 'f': *cp = 12; return 0;
     case 'r': *cp = 13; return 0;
     case 'x': return hex_digits(ps, 2, cp);
-    case 'u':
+    case 'u': {
         if (ps->p < ps->end && *ps->p == '{')
             return fail(ps, "\\u{...} (the u flag's escape) is not held");
-        return hex_digits(ps, 4, cp);
+        if (hex_digits(ps, 4, cp))
+            return -1;
+        if (*cp < 0xd800 || *cp > 0xdfff)
+            return 0;
+        /* a surrogate pair written as two escapes is the one character they
+         * make (as ECMA-262 reads "\uD83D\uDE00"); a lone half matches no
+         * character of an answer, which is UTF-8 text */
+        uint32_t low = 0;
+        if (*cp <= 0xdbff && ps->end - ps->p >= 6 && ps->p[0] == '\\' && ps->p[1] == 'u') {
+            ps->p += 2;
+            if (hex_digits(ps, 4, &low))
+                return -1;
+            if (low >= 0xdc00 && low <= 0xdfff) {
+                *cp = 0x10000 + ((*cp - 0xd800) << 10) + (low - 0xdc00);
+                return 0;
+            }
+        }
+        return fail(ps, "a lone surrogate (\\uD800 to \\uDFFF without its other half) matches no character");
+    }
     case 'b':
         if (in_class) {
             *cp = 8;

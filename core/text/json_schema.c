@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_format.h"
+
 #define MAX_DEFS 256
 
 typedef struct compiler {
@@ -76,16 +78,24 @@ static int new_node(compiler *c)
     return s->n++;
 }
 
-/* node 0: any value; objects take any key, arrays any items */
-static int any_node(compiler *c)
+/* n made a node that takes any value: objects any key, arrays any items,
+ * strings any length */
+static void any_value_node(js_node *n)
 {
-    int i = new_node(c);
-    if (i < 0)
-        return -1;
-    js_node *n = &c->s->node[i];
+    memset(n, 0, sizeof *n);
+    n->max_items = INT_MAX;
+    n->max_len = INT_MAX;
     n->types = JT_ALL;
     n->extra = 0;
     first_of_types(n);
+}
+
+/* node 0: any value */
+static int any_node(compiler *c)
+{
+    int i = new_node(c);
+    if (i >= 0)
+        any_value_node(&c->s->node[i]);
     return i;
 }
 
@@ -196,11 +206,14 @@ static unsigned value_type(const cJSON *v)
            : cJSON_IsArray(v) ? JT_ARRAY : JT_OBJECT;
 }
 
-/* An enum's (or a const's) values of the types given (JT_ALL: no "type";
- * Pydantic writes one beside its enums): the others are not values. */
-static int compile_enum(compiler *c, int i, const cJSON *values, unsigned types, const char *path)
+/* An enum's values (or a const's one value, an array too) of the types
+ * given (JT_ALL: no "type"; Pydantic writes one beside its enums): the others
+ * are not values. Each is the answer's text as written (json.dumps of it: a
+ * number keeps its spelling, so 9007199254740993 is not rounded). */
+static int compile_enum(compiler *c, int i, const cJSON *values, int is_const, unsigned types,
+                        const char *path)
 {
-    int n = cJSON_IsArray(values) ? cJSON_GetArraySize(values) : 1;
+    int n = is_const ? 1 : cJSON_GetArraySize(values);
     if (n < 1 || n > JSON_SCHEMA_MAX_ENUM)
         return err_set(c->e, "%s: an enum of 1 to %d values is taken (%d given)", path,
                        JSON_SCHEMA_MAX_ENUM, n);
@@ -209,20 +222,20 @@ static int compile_enum(compiler *c, int i, const cJSON *values, unsigned types,
     node->enum_len = calloc((size_t)n, sizeof *node->enum_len);
     if (!node->enum_text || !node->enum_len)
         return err_set(c->e, "out of memory for the schema");
-    const cJSON *v = cJSON_IsArray(values) ? values->child : values;
+    const cJSON *v = is_const ? values : values->child;
     for (int k = 0; k < n; k++, v = v->next) {
         if (!(value_type(v) & types))
             continue;
-        char *t = cJSON_PrintUnformatted(v);
-        if (!t)
-            return err_set(c->e, "out of memory for the schema");
+        char *t;
+        size_t len;
+        if (chat_json_dump(v, CHAT_JSON_COMPACT, &t, &len, c->e))
+            return err_prefix(c->e, "%s: ", path);
         node->enum_text[node->n_enum] = t;
-        node->enum_len[node->n_enum++] = strlen(t);
+        node->enum_len[node->n_enum++] = len;
         set_first(node, (unsigned char)t[0]);
     }
     if (!node->n_enum)
-        return err_set(c->e, "%s: no value of its %s has its type", path,
-                       cJSON_IsArray(values) ? "enum" : "const");
+        return err_set(c->e, "%s: no value of its %s has its type", path, is_const ? "const" : "enum");
     return i;
 }
 
@@ -252,11 +265,7 @@ static int compile_any_of(compiler *c, int i, const cJSON *alts, const char *pat
         }
         if (alike && c->lenient) {  /* any value, then */
             free(node->alt);
-            memset(node, 0, sizeof *node);
-            node->types = JT_ALL;
-            node->extra = 0;
-            node->max_items = INT_MAX;
-            first_of_types(node);
+            any_value_node(node);
             return i;
         }
         if (alike)
@@ -439,6 +448,12 @@ static int compile_pattern(compiler *c, js_node *n, const cJSON *sch, const char
         return err_prefix(c->e, "%s: ", path);
     }
     c->pattern_work += (256.0 + n->re->n_pos) * n->re->n_pos;
+    /* a host name is at most 253 characters, an address 254 (RFC 1034, 5321):
+     * their patterns hold the labels, the length is held here */
+    int implied = !fmt ? 0 : !strcmp(fmt->valuestring, "hostname") ? 253
+                           : !strcmp(fmt->valuestring, "email")    ? 254 : 0;
+    if (implied && n->max_len > implied)
+        n->max_len = implied;
     if (n->min_len >= JSON_REGEX_LENS || (n->max_len != INT_MAX && n->max_len >= JSON_REGEX_LENS))
         return err_set(c->e, "%s: 'minLength' or 'maxLength' above %d beside a pattern or format is not held",
                        path, JSON_REGEX_LENS - 1);
@@ -579,10 +594,20 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
     if ((ref || any || one) && !c->lenient && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "nullable")))
         return err_set(c->e, "%s: 'nullable' is enforced with a type, enum or const, not beside $ref, anyOf or "
                        "oneOf (add {\"type\": \"null\"} to an anyOf)", path);
-    for (const cJSON *k = sch->child; k && kinds && !c->lenient; k = k->next)
-        if (is_limit(k->string))
+    /* beside these only annotations (and a type beside enum or const): in
+     * newer drafts the keywords beside a $ref apply too, and beside an anyOf
+     * in every draft, which this compiler would drop */
+    static const char *const kind_keys[] = {"$ref", "enum", "const", "anyOf", "oneOf"};
+    for (const cJSON *k = sch->child; k && kinds && !c->lenient; k = k->next) {
+        int fine = is_annotation(k->string) ||
+                   ((en || cn) && (!strcmp(k->string, "type") || !strcmp(k->string, "nullable")));
+        for (size_t j = 0; j < sizeof kind_keys / sizeof *kind_keys; j++)
+            fine |= !strcmp(k->string, kind_keys[j]);
+        if (!fine)
             return err_set(c->e, "%s: '%s' is enforced with a type, not beside $ref, enum, const, anyOf "
-                           "or oneOf", path, k->string);
+                           "or oneOf (put it in the referenced schema or in each alternative)", path,
+                           k->string);
+    }
     if (ref) {
         int t = cJSON_IsString(ref) ? ref_node(c, ref->valuestring, path)
                                     : err_set(c->e, "%s: '$ref' must be a string", path);
@@ -598,7 +623,7 @@ static int compile_at(compiler *c, const cJSON *sch, const char *path, int i)
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "nullable")))
             of_type |= JT_NULL;
         return en && !cJSON_IsArray(en) ? err_set(c->e, "%s: 'enum' must be a list", path)
-                                        : compile_enum(c, i, en ? en : cn, of_type, path);
+                                        : compile_enum(c, i, en ? en : cn, !en, of_type, path);
     }
     if (any || one)
         return compile_any_of(c, i, any ? any : one, path, any ? "anyOf" : "oneOf");
@@ -722,10 +747,7 @@ static int settle_alternatives(compiler *c)
                            "held to one as it is written");
         if (alike) {
             free(n->alt);
-            memset(n, 0, sizeof *n);
-            n->types = JT_ALL;
-            n->max_items = INT_MAX;
-            first_of_types(n);
+            any_value_node(n);
         }
     }
     return 0;

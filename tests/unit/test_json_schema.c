@@ -207,6 +207,28 @@ static void judged(const char *schema, const char *const *texts, const int *want
         judged(schema, t_, w_, (int)(sizeof c_ / sizeof *c_), lenient);                                \
     } while (0)
 
+/* a const is one value, an array too; enum and const numbers are answered
+ * as written (not rounded to 15 digits); keywords beside $ref, anyOf, oneOf,
+ * enum and const would be dropped, so they are refused; an anyOf a tool's
+ * schema makes "any value" takes any string */
+Test(json_schema, consts_enums_and_what_stands_beside_them)
+{
+    JUDGED("{\"const\": [1, 2, 3]}", 0, {"[1,2,3]", 1}, {"3", -1}, {"1", -1}, {"[1,2]", -1});
+    JUDGED("{\"const\": []}", 0, {"[]", 1}, {"[1]", -1});
+    JUDGED("{\"const\": 9007199254740993}", 0, {"9007199254740993", 1}, {"9.00719925474099e+15", -1});
+    JUDGED("{\"enum\": [0.30000000000000004, 123456789012345678]}", 0, {"0.30000000000000004", 1},
+           {"0.3", 0}, {"123456789012345678", 1});
+    refused("{\"$defs\": {\"A\": {\"type\": \"object\"}}, \"$ref\": \"#/$defs/A\", \"required\": [\"x\"]}",
+            "#: 'required' is enforced with a type, not beside $ref");
+    refused("{\"anyOf\": [{\"type\": \"object\"}, {\"type\": \"null\"}], \"required\": [\"a\"]}",
+            "'required' is enforced with a type");
+    refused("{\"const\": [1, 2], \"maxItems\": 1}", "'maxItems' is enforced with a type");
+    JUDGED("{\"$defs\": {\"A\": {\"type\": \"string\"}}, \"$ref\": \"#/$defs/A\", \"description\": \"d\"}", 0,
+           {"\"x\"", 1});
+    JUDGED("{\"anyOf\": [{\"type\": \"string\", \"maxLength\": 30}, {\"type\": \"string\", \"format\": \"date\"}]}", 1,
+           {"\"\"", 1}, {"\"a\"", 1}, {"\"2024-01-01\"", 1}, {"[1, 2]", 1});
+}
+
 Test(json_schema, string_lengths_count_characters)
 {
     JUDGED("{\"type\": \"string\", \"minLength\": 2, \"maxLength\": 3}", 0,
@@ -240,6 +262,24 @@ Test(json_schema, patterns_and_formats_hold_the_string_as_it_is_written)
            {"{\"id\": \"123e4567-e89b-12d3-a456-426614174000\"}", 1}, {"{\"id\": \"123g", -1});
     /* a lenient compile leaves a format it does not hold to the model */
     JUDGED("{\"type\": \"string\", \"format\": \"uri\"}", 1, {"\"not a uri\"", 1});
+    /* a host name's 253 characters, an address's 254 */
+    char name[300], text[320];
+    for (int len = 253; len <= 255; len += 2) {
+        for (int i = 0; i < len; i++)
+            name[i] = i % 50 == 49 ? '.' : 'a';
+        name[len] = 0;
+        snprintf(text, sizeof text, "\"%s\"", name);
+        json_schema sch;
+        errbuf e;
+        cr_assert_eq(compile_text("{\"type\": \"string\", \"format\": \"hostname\"}", &sch, &e), 0, "%s", e.msg);
+        cr_expect_eq(judge(&sch, text, strlen(text)), len <= 253 ? 1 : -1, "a host name of %d characters", len);
+        json_schema_free(&sch);
+    }
+    /* a surrogate pair written as two escapes is its character; a lone half is refused */
+    JUDGED("{\"type\": \"string\", \"pattern\": \"^\\\\uD83D\\\\uDE00[\\\\uD83D\\\\uDE01-\\\\uD83D\\\\uDE4F]$\"}", 0,
+           {"\"\xf0\x9f\x98\x80\xf0\x9f\x98\x81\"", 1}, {"\"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\"", -1});
+    refused("{\"type\": \"string\", \"pattern\": \"^\\\\uD83D$\"}", "lone surrogate");
+    refused("{\"type\": \"string\", \"pattern\": \"^[\\\\uD800-\\\\uDFFF]+$\"}", "lone surrogate");
 }
 
 Test(json_schema, number_bounds_are_held_exactly)
