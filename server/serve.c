@@ -24,6 +24,7 @@
 #include "llama_request.h"
 #include "llama_response.h"
 #include "oai_response.h"
+#include "request_origin.h"
 #include "responses_request.h"
 #include "serve_internal.h"
 #include "serve_infill.h"
@@ -137,9 +138,28 @@ static int job_done(const void *arg)
     return j->phase == JOB_DONE;
 }
 
+/* The request's origin checked (request_origin.h): -1 refused (why says
+ * it), else 1 when it is an allowed cross-origin one (CORS headers go on its
+ * answer), 0 otherwise. */
+static int origin_of(const server *s, struct MHD_Connection *c, char *why, size_t n)
+{
+    int cors;
+    if (request_origin_check(s->o.host, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"),
+                             MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"), s->o.allowed_hosts,
+                             s->o.allowed_origins, &cors, why, n))
+        return -1;
+    return cors;
+}
+
 /* Queues r (which it releases) and counts its status in the metrics. */
 static enum MHD_Result queue_counted(server *s, struct MHD_Connection *c, int status, struct MHD_Response *r)
 {
+    char why[8];
+    if (s->o.allowed_origins && origin_of(s, c, why, sizeof why) == 1) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin",
+                                MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
+        MHD_add_response_header(r, "Vary", "Origin");
+    }
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     pthread_mutex_lock(&s->mu);
@@ -202,6 +222,21 @@ static enum MHD_Result wrong_method(server *s, struct MHD_Connection *c, oai_api
     oai_fail(&e, 405, "invalid_request_error", NULL, NULL, "use %s %s", strncmp(allow, "GET", 3) ? "POST" : "GET",
              route);
     return send_body_allow(s, c, 405, error_body(api, &e), "application/json", allow);
+}
+
+/* The answer to an allowed cross-origin page's preflight: the methods and
+ * the headers its requests may use (queue_counted adds the origin). */
+static enum MHD_Result send_preflight(server *s, struct MHD_Connection *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta, "
+                            "openai-beta");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    return queue_counted(s, c, 204, r);
 }
 
 /* GET / : the chat page (webui_page.h), unless --no-webui. Its policy lets
@@ -912,6 +947,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     /* Anthropic's routes answer errors in Anthropic's shape */
     int messages = !strcmp(url, "/v1/messages"), count = !strcmp(url, "/v1/messages/count_tokens");
     oai_api api = messages || count ? API_ANTHROPIC : API_OPENAI;
+    char why[512];
+    int cors = origin_of(s, c, why, sizeof why);
+    if (cors < 0)
+        return send_error_as(s, c, api, 403, "invalid_request_error", NULL, "forbidden_origin", why);
+    if (cors && !strcmp(method, "OPTIONS"))     /* an allowed page's preflight */
+        return send_preflight(s, c);
     if (!strcmp(url, "/") || !strcmp(url, "/index.html"))   /* (no data: asks for no key) */
         return send_page(s, c, method);
     if (strcmp(url, "/health") && !key_ok(s, c))

@@ -37,6 +37,10 @@
 
 typedef struct serve_options {
     const char *host;           /* default 127.0.0.1 */
+    /* comma-separated: the names a request may call a server bound to this
+     * machine by besides its addresses, and the web pages' origins it
+     * answers besides its own (request_origin.h); NULL none, "*" any */
+    const char *allowed_hosts, *allowed_origins;
     int port;                   /* 0: any free port (printed) */
     api_keys keys;              /* the keys a request may send (none: no check) */
     const char *model_name;     /* the id clients name (`moetier serve`: the directory's name) */

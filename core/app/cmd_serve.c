@@ -24,6 +24,12 @@ static void usage(FILE *f)
                "  -m DIR               checkpoint directory (with its tokenizer)\n"
                "  --host H             address to bind (default 127.0.0.1: this machine only)\n"
                "  --port P             port (default 8080; 0: any free port, printed at start)\n"
+               "  --allowed-origin O   web pages of origin O (comma-separated; '*': any) may use the\n"
+               "                       server, with CORS; others' requests (a page's Origin header\n"
+               "                       not the server's own) are refused with 403\n"
+               "  --allowed-host NAME  bound to this machine, also answer requests that call the\n"
+               "                       server NAME (Host header; a reverse proxy's; '*': any); others\n"
+               "                       than its addresses and localhost are refused (DNS rebinding)\n"
                "  --api-key KEY        require 'Authorization: Bearer KEY' or 'x-api-key: KEY'\n"
                "                       (also from MOETIER_API_KEY)\n"
                "  --api-key-file FILE  take any key FILE lists, one a line (with --api-key's too;\n"
@@ -173,6 +179,12 @@ int cmd_serve(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--host")) {
             if (!(so.host = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--allowed-host")) {
+            if (!(so.allowed_hosts = cli_value(argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--allowed-origin")) {
+            if (!(so.allowed_origins = cli_value(argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "--port")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, 0, 65535, &so.port))

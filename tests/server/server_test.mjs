@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request as httpRequest } from 'node:http';
 import OpenAI from 'openai';
 import { bin, modelDir, MODEL, servers, FORCED, user, startServer, stopServer, check, expectStatus, fail,
   finish } from './harness.mjs';
@@ -1100,6 +1101,49 @@ async function guardedServer() {
     assert.equal(list.data[0].id, MODEL);
     const r2 = await fetch(srv.url + '/v1/models', { headers: { authorization: 'bearer sesame' } });
     assert.equal(r2.status, 200, 'the scheme name is case-insensitive');
+  });
+  await check('another web page\'s requests and a name rebound to this machine are refused; --allowed-origin pages get CORS', async () => {
+    // (node:http, so that Host and Origin are what the test says)
+    const raw = (srv2, method, path, headers, body) => new Promise((resolve, reject) => {
+      const u = new URL(srv2.url);
+      const q = httpRequest({ host: u.hostname, port: u.port, method, path, headers }, (res) => {
+        let text = '';
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text }));
+      });
+      q.on('error', reject);
+      q.end(body);
+    });
+    const body = JSON.stringify({ model: MODEL, messages: user('hi'), max_tokens: 1 });
+    const auth = { authorization: 'Bearer sesame', 'content-type': 'text/plain' };
+    const host = new URL(srv.url).host;
+    let r = await raw(srv, 'POST', '/v1/chat/completions', { ...auth, origin: 'http://evil.example' }, body);
+    assert.equal(r.status, 403, r.text);
+    assert.match(JSON.parse(r.text).error.message, /--allowed-origin/);
+    r = await raw(srv, 'POST', '/v1/chat/completions', { ...auth, host: 'rebind.example:' + new URL(srv.url).port,
+      origin: 'http://rebind.example:' + new URL(srv.url).port }, body);
+    assert.equal(r.status, 403, r.text);
+    assert.match(JSON.parse(r.text).error.message, /--allowed-host/);
+    r = await raw(srv, 'POST', '/v1/chat/completions', { ...auth, origin: 'http://' + host }, body);
+    assert.equal(r.status, 200, 'the server\'s own page: ' + r.text);
+    assert.equal(r.headers['access-control-allow-origin'], undefined);
+    const open = await startServer(['--allowed-origin', 'http://app.example']);
+    try {
+      r = await raw(open, 'OPTIONS', '/v1/chat/completions', { origin: 'http://app.example',
+        'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' });
+      assert.equal(r.status, 204, r.text);
+      assert.equal(r.headers['access-control-allow-origin'], 'http://app.example');
+      assert.match(r.headers['access-control-allow-headers'], /Content-Type/);
+      r = await raw(open, 'POST', '/v1/chat/completions', { 'content-type': 'application/json',
+        origin: 'http://app.example' }, body);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.headers['access-control-allow-origin'], 'http://app.example');
+      r = await raw(open, 'POST', '/v1/chat/completions', { 'content-type': 'application/json',
+        origin: 'http://other.example' }, body);
+      assert.equal(r.status, 403, r.text);
+    } finally {
+      await stopServer(open);
+    }
   });
   await check('--api-key-file: any key it lists, and --api-key\'s, is taken; others are not', async () => {
     const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'keys-'));

@@ -636,10 +636,18 @@ async function hostileInput() {
       const deep = render('>'.repeat(5000) + ' hi');
       const open = render('**a '.repeat(20000) + '\n' + '~~b '.repeat(20000));
       const tex = render('$\\toString x$ and $a \\constructor b$');
+      // lines whose patterns once cost the cube or the square of their length
+      // (a heading's spaces, a table delimiter's, links never closed): drawn at once
+      const heads = render('# a' + ' '.repeat(20000) + 'b\n## Title ##\n### C#\n#### #');
+      const table = render('a|b\n' + ' '.repeat(50000) + '|x\n' + '['.repeat(50000) + '\n' +
+                           '[a](https://'.repeat(20000));
       return { fences: fences.map((f) => [f.querySelector('pre code').textContent, f.querySelectorAll('pre code span').length]),
                quotes: deep.querySelectorAll('blockquote').length, deepText: deep.textContent.trim(),
                strong: open.querySelectorAll('strong, del').length, openText: open.textContent.length,
-               tex: tex.textContent };
+               tex: tex.textContent,
+               heads: [...heads.querySelectorAll('h1, h2, h3, h4')].map((h) => [h.tagName, h.textContent.length < 30 ?
+                 h.textContent : h.textContent.slice(0, 2) + h.textContent.slice(-2)]),
+               tables: table.querySelectorAll('table, a').length };
     });
     await page.evaluate(() => document.getElementById('render-check').remove());
     assert.deepEqual(out.fences, [['x = 1', 0], ['x = 1', 0], ['x = 1', 0]]);
@@ -649,6 +657,8 @@ async function hostileInput() {
     assert.equal(out.openText, 2 * 4 * 20000);
     assert.match(out.tex, /toString/);
     assert.match(out.tex, /constructor/);
+    assert.deepEqual(out.heads, [['H1', 'a  b'], ['H2', 'Title'], ['H3', 'C#'], ['H4', '']]);
+    assert.equal(out.tables, 0);
   });
   await check('an answer a proxy ends without its end is said to be cut off (CRLF framing; an unended last event is none)', async () => {
     await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, contentType: 'text/event-stream',

@@ -16,6 +16,7 @@
 #include "server/serve_metrics.h"
 #include "server/oai_request.h"
 #include "server/oai_response.h"
+#include "server/request_origin.h"
 #include "server/stop_filter.h"
 #include "testutil.h"
 
@@ -915,4 +916,50 @@ Test(serve_metrics, latencies_are_cumulative_histograms)
         line = nl + 1;
     }
     free(t);
+}
+
+/* Which browsers' requests the server answers (request_origin.h): its own
+ * page's, and clients that send no Origin; another page's only when allowed
+ * (then with CORS); bound to this machine, only requests that call it by its
+ * addresses or an allowed name (a page's own name resolved to 127.0.0.1, DNS
+ * rebinding, is refused). */
+Test(server_request, only_allowed_pages_and_names_are_answered)
+{
+    static const struct {
+        const char *bind, *host, *origin, *hosts, *origins;
+        int want, cors;
+    } cases[] = {
+        {"127.0.0.1", "127.0.0.1:8080", NULL, NULL, NULL, 0, 0},           /* curl, an SDK */
+        {"127.0.0.1", "localhost:8080", NULL, NULL, NULL, 0, 0},
+        {"127.0.0.1", "[::1]:8080", NULL, NULL, NULL, 0, 0},
+        {"127.0.0.1", "127.0.0.1:8080", "http://127.0.0.1:8080", NULL, NULL, 0, 0},   /* the chat page */
+        {"127.0.0.1", "127.0.0.1:8080", "http://evil.example", NULL, NULL, -1, 0},    /* forgery */
+        {"127.0.0.1", "127.0.0.1:8080", "null", NULL, "*", -1, 0},
+        {"127.0.0.1", "127.0.0.1:8080", "http://app.example", NULL, "http://app.example", 0, 1},
+        {"127.0.0.1", "127.0.0.1:8080", "http://app.example", NULL, "http://a.example, http://app.example", 0, 1},
+        {"127.0.0.1", "127.0.0.1:8080", "http://app.example:81", NULL, "http://app.example", -1, 0},
+        {"127.0.0.1", "127.0.0.1:8080", "http://x.example", NULL, "*", 0, 1},
+        {"127.0.0.1", "rebind.example:8080", "http://rebind.example:8080", NULL, NULL, -1, 0},  /* rebinding */
+        {"127.0.0.1", "rebind.example:8080", NULL, NULL, NULL, -1, 0},
+        {"127.0.0.1", "llm.internal", NULL, "llm.internal", NULL, 0, 0},                /* a proxy's name */
+        {"127.0.0.1", "llm.internal:443", "https://llm.internal:443", "a, llm.internal", NULL, 0, 0},
+        {"127.0.0.1", "other.internal", NULL, "*", NULL, 0, 0},
+        {"localhost", "127.0.0.2", NULL, NULL, NULL, 0, 0},
+        {"127.0.0.1", "127.0.0.1.evil.example", NULL, NULL, NULL, -1, 0},
+        {"0.0.0.0", "gpu-box.lan:8080", NULL, NULL, NULL, 0, 0},     /* bound for the network: any name */
+        {"0.0.0.0", "gpu-box.lan:8080", "http://gpu-box.lan:8080", NULL, NULL, 0, 0},
+        {"0.0.0.0", "gpu-box.lan:8080", "http://evil.example", NULL, NULL, -1, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char why[512] = "";
+        int cors = -1;
+        int rc = request_origin_check(cases[i].bind, cases[i].host, cases[i].origin, cases[i].hosts,
+                                      cases[i].origins, &cors, why, sizeof why);
+        cr_expect_eq(rc, cases[i].want, "case %zu (%s, %s): %s", i, cases[i].host,
+                     cases[i].origin ? cases[i].origin : "no origin", why);
+        cr_expect_eq(cors, cases[i].cors, "case %zu: cors", i);
+        if (rc)
+            cr_expect(strstr(why, cases[i].origin && strstr(why, "web page") ? "--allowed-origin" : "--allowed-host"),
+                      "case %zu: %s", i, why);
+    }
 }
