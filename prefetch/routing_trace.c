@@ -505,8 +505,10 @@ int trace_import_csv(routing_trace *t, FILE *in, const char *name, errbuf *e)
             int c = getc(in);
             if (c == EOF) {
                 trace_free(t);
-                return err_set(e, "%s: line %" PRIu64 " has no line end: the file looks cut short", name,
-                               lineno);
+                if (ferror(in))
+                    return err_set(e, "%s: read error after line %" PRIu64, name, lineno - 1);
+                return err_set(e, "%s: line %" PRIu64 " has no line end: the file looks cut short (every "
+                               "line of a trace ends in one)", name, lineno);
             }
             ungetc(c, in);
         }

@@ -1,9 +1,11 @@
 /* request_origin: see request_origin.h. */
 #include "request_origin.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 /* The host part of "host[:port]" or "[v6]:port": its start and length. */
 static void host_part(const char *hp, const char **at, size_t *len)
@@ -54,17 +56,25 @@ static int listed(const char *list, const char *text, size_t n)
     return 0;
 }
 
-int request_origin_check(const char *bind_host, const char *host, const char *origin, const char *allowed_hosts,
+int request_origin_loopback(const struct sockaddr *a)
+{
+    if (a->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)a)->sin_addr.s_addr) >> 24) == 127;
+    if (a->sa_family != AF_INET6)
+        return 0;
+    const struct in6_addr *x = &((const struct sockaddr_in6 *)(const void *)a)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(x) || (IN6_IS_ADDR_V4MAPPED(x) && x->s6_addr[12] == 127);
+}
+
+int request_origin_check(int loopback, const char *host, const char *origin, const char *allowed_hosts,
                          const char *allowed_origins, int *cors, char *why, size_t n)
 {
     *cors = 0;
     const char *h;
     size_t hl;
-    if (bind_host && host) {
-        host_part(bind_host, &h, &hl);
-        int local_only = names_this_machine(h, hl);
+    if (loopback && host) {
         host_part(host, &h, &hl);
-        if (local_only && !names_this_machine(h, hl) && !listed(allowed_hosts, h, hl)) {
+        if (!names_this_machine(h, hl) && !listed(allowed_hosts, h, hl)) {
             snprintf(why, n, "this server listens on this machine only and is not '%.*s' (Host header): "
                      "a name only a reverse proxy or a page's own DNS gives it is refused; "
                      "--allowed-host NAME takes one", (int)(hl > 200 ? 200 : hl), h);
@@ -78,6 +88,11 @@ int request_origin_check(const char *bind_host, const char *host, const char *or
     const char *o_host = sep ? sep + 3 : NULL;
     if (o_host && host && !strchr(o_host, '/') && !strcasecmp(o_host, host))
         return 0;
+    if (o_host && !strchr(o_host, '/') && allowed_hosts && strcmp(allowed_hosts, "*")) {
+        host_part(o_host, &h, &hl);
+        if (listed(allowed_hosts, h, hl))
+            return 0;       /* a page the reverse proxy serves under the allowed name */
+    }
     if (strcmp(origin, "null") && listed(allowed_origins, origin, strlen(origin))) {
         *cors = 1;
         return 0;

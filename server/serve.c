@@ -144,7 +144,7 @@ static int job_done(const void *arg)
 static int origin_of(const server *s, struct MHD_Connection *c, char *why, size_t n)
 {
     int cors;
-    if (request_origin_check(s->o.host, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"),
+    if (request_origin_check(s->loopback, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"),
                              MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"), s->o.allowed_hosts,
                              s->o.allowed_origins, &cors, why, n))
         return -1;
@@ -232,9 +232,11 @@ static enum MHD_Result send_preflight(server *s, struct MHD_Connection *c)
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
+    /* the headers it asks for, whatever they are (the SDKs' own x-stainless-*,
+     * Anthropic's browser switch): the page is one the operator allowed */
+    const char *asked = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
     MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                            "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta, "
-                            "openai-beta");
+                            asked ? asked : "Authorization, Content-Type, x-api-key, anthropic-version");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     return queue_counted(s, c, 204, r);
 }
@@ -518,6 +520,7 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
                 /* (a prompt of llama.cpp's list: its body is the translated request's) */
                 j->req.api = API_LLAMA;
                 j->req.return_tokens = b->req.return_tokens;
+                j->req.score_only |= b->req.score_only;     /* (n_predict 0) */
             }
             if (!rc && parts > 1) {
                 /* choice c as the request's c-th made alone would be (seed + c) */
@@ -1214,6 +1217,7 @@ int serve_run(cli_model *m, const tokenizer *tok, const chat_template *tpl, cons
         err_set(e, "cannot start the engine thread");
         goto fail;
     }
+    s->loopback = request_origin_loopback(ai->ai_addr);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     struct MHD_Daemon *d = MHD_start_daemon(

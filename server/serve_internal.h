@@ -80,6 +80,7 @@ typedef struct server {
     const tokenizer *tok;
     const chat_template *tpl;
     serve_options o;
+    int loopback;               /* listening on a loopback address only (request_origin.h) */
     char model_name[256];
     int stop_ids[VOCAB_MAX_REPLY_STOPS], n_stop_ids;
     int section_begin;          /* a tool-call section's first marker, Kimi's or DeepSeek's; -1 if none */

@@ -425,7 +425,7 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
     errbuf e;
     *text = NULL;
     /* vLLM's per-request template: code the server runs, so only when trusted */
-    chat_template own = {.vars = s->tpl->vars};
+    chat_template own = {.vars = s->tpl->vars, .sort_tools = s->tpl->sort_tools};
     if (r->chat_template && !s->o.trust_request_template)
         return oai_fail(err, 400, "invalid_request_error", "chat_template", NULL,
                         "a request's own 'chat_template' is rendered only by a server started with "

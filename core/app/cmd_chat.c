@@ -649,8 +649,11 @@ int cmd_chat(int argc, char **argv)
             continue;
         }
         char *regen = NULL, *sent = NULL;
+        cJSON *before_regen = NULL;     /* the exchange back, if its message is not sent again */
         if (is_command(line, "/regen", NULL)) {
+            before_regen = cJSON_Duplicate(c.messages, 1);
             if (!(regen = chat_take_last_exchange(c.messages))) {
+                cJSON_Delete(before_regen);
                 fprintf(stderr, "[nothing to answer again: the conversation has no message]\n");
                 continue;
             }
@@ -688,6 +691,13 @@ int cmd_chat(int argc, char **argv)
             break;
         }
         int turn = chat_turn(&c, &smp, regen ? regen : sent ? sent : text, max_new, show_think, &e);
+        if (turn == CHAT_NOT_ADDED && before_regen) {
+            cJSON_Delete(c.messages);
+            c.messages = before_regen;
+            before_regen = NULL;
+            fprintf(stderr, "[the last exchange stays as it was]\n");
+        }
+        cJSON_Delete(before_regen);
         if (sent && turn != CHAT_NOT_ADDED) {   /* (the files /read added went with this message) */
             free(c.pending);
             c.pending = NULL;

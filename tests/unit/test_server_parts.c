@@ -3,6 +3,7 @@
  * of cutting the text, UTF-8 cleaning of what is sent back, and the
  * latency histograms of /metrics. */
 #include <criterion/criterion.h>
+#include <netdb.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -920,46 +921,78 @@ Test(serve_metrics, latencies_are_cumulative_histograms)
 
 /* Which browsers' requests the server answers (request_origin.h): its own
  * page's, and clients that send no Origin; another page's only when allowed
- * (then with CORS); bound to this machine, only requests that call it by its
- * addresses or an allowed name (a page's own name resolved to 127.0.0.1, DNS
- * rebinding, is refused). */
+ * (then with CORS); on a loopback address, only requests that call it by such
+ * an address or an allowed name (a page's own name resolved to 127.0.0.1, DNS
+ * rebinding, is refused); a page under an allowed name (a reverse proxy's,
+ * any port) is the server's own. */
 Test(server_request, only_allowed_pages_and_names_are_answered)
 {
+    enum { OK = 0, ORIGIN = 1, HOST = 2 };
     static const struct {
-        const char *bind, *host, *origin, *hosts, *origins;
+        int loopback;
+        const char *host, *origin, *hosts, *origins;
         int want, cors;
     } cases[] = {
-        {"127.0.0.1", "127.0.0.1:8080", NULL, NULL, NULL, 0, 0},           /* curl, an SDK */
-        {"127.0.0.1", "localhost:8080", NULL, NULL, NULL, 0, 0},
-        {"127.0.0.1", "[::1]:8080", NULL, NULL, NULL, 0, 0},
-        {"127.0.0.1", "127.0.0.1:8080", "http://127.0.0.1:8080", NULL, NULL, 0, 0},   /* the chat page */
-        {"127.0.0.1", "127.0.0.1:8080", "http://evil.example", NULL, NULL, -1, 0},    /* forgery */
-        {"127.0.0.1", "127.0.0.1:8080", "null", NULL, "*", -1, 0},
-        {"127.0.0.1", "127.0.0.1:8080", "http://app.example", NULL, "http://app.example", 0, 1},
-        {"127.0.0.1", "127.0.0.1:8080", "http://app.example", NULL, "http://a.example, http://app.example", 0, 1},
-        {"127.0.0.1", "127.0.0.1:8080", "http://app.example:81", NULL, "http://app.example", -1, 0},
-        {"127.0.0.1", "127.0.0.1:8080", "http://x.example", NULL, "*", 0, 1},
-        {"127.0.0.1", "rebind.example:8080", "http://rebind.example:8080", NULL, NULL, -1, 0},  /* rebinding */
-        {"127.0.0.1", "rebind.example:8080", NULL, NULL, NULL, -1, 0},
-        {"127.0.0.1", "llm.internal", NULL, "llm.internal", NULL, 0, 0},                /* a proxy's name */
-        {"127.0.0.1", "llm.internal:443", "https://llm.internal:443", "a, llm.internal", NULL, 0, 0},
-        {"127.0.0.1", "other.internal", NULL, "*", NULL, 0, 0},
-        {"localhost", "127.0.0.2", NULL, NULL, NULL, 0, 0},
-        {"127.0.0.1", "127.0.0.1.evil.example", NULL, NULL, NULL, -1, 0},
-        {"0.0.0.0", "gpu-box.lan:8080", NULL, NULL, NULL, 0, 0},     /* bound for the network: any name */
-        {"0.0.0.0", "gpu-box.lan:8080", "http://gpu-box.lan:8080", NULL, NULL, 0, 0},
-        {"0.0.0.0", "gpu-box.lan:8080", "http://evil.example", NULL, NULL, -1, 0},
+        {1, "127.0.0.1:8080", NULL, NULL, NULL, OK, 0},           /* curl, an SDK */
+        {1, "localhost:8080", NULL, NULL, NULL, OK, 0},
+        {1, "LOCALHOST", NULL, NULL, NULL, OK, 0},
+        {1, "[::1]:8080", NULL, NULL, NULL, OK, 0},
+        {1, "127.0.0.2", NULL, NULL, NULL, OK, 0},
+        {1, "127.0.0.1:8080", "http://127.0.0.1:8080", NULL, NULL, OK, 0},   /* the chat page */
+        {1, "localhost:8080", "http://localhost:8080", NULL, NULL, OK, 0},
+        {1, "[::1]:8080", "http://[::1]:8080", NULL, NULL, OK, 0},
+        {1, "127.0.0.1:8080", "http://evil.example", NULL, NULL, ORIGIN, 0},    /* forgery */
+        {1, "127.0.0.1:8080", "http://127.0.0.1:9999", NULL, NULL, ORIGIN, 0},  /* another port's page */
+        {1, "127.0.0.1:8080", "null", NULL, "*", ORIGIN, 0},
+        {1, "127.0.0.1:8080", "http://app.example", NULL, "http://app.example", OK, 1},
+        {1, "127.0.0.1:8080", "http://app.example", NULL, "http://a.example, http://app.example", OK, 1},
+        {1, "127.0.0.1:8080", "http://app.example:81", NULL, "http://app.example", ORIGIN, 0},
+        {1, "127.0.0.1:8080", "http://x.example", NULL, "*", OK, 1},
+        {1, "rebind.example:8080", "http://rebind.example:8080", NULL, NULL, HOST, 0},  /* rebinding */
+        {1, "rebind.example:8080", NULL, NULL, NULL, HOST, 0},
+        {1, "127.0.0.1.evil.example", NULL, NULL, NULL, HOST, 0},
+        {1, "localhost.evil.example", NULL, NULL, NULL, HOST, 0},
+        /* a reverse proxy: its name passed on, or its own address (nginx's default) */
+        {1, "chat.example.com", "https://chat.example.com", "chat.example.com", NULL, OK, 0},
+        {1, "chat.example.com", "https://chat.example.com:8443", "chat.example.com", NULL, OK, 0},
+        {1, "127.0.0.1:8080", "https://chat.example.com", "chat.example.com", NULL, OK, 0},
+        {1, "127.0.0.1:8080", "https://chat.example.com", NULL, "https://chat.example.com", OK, 1},
+        {1, "other.internal", NULL, "*", NULL, OK, 0},
+        {1, "127.0.0.1:8080", "https://evil.example", "*", NULL, ORIGIN, 0},  /* '*' names: not pages */
+        /* bound for the network: any name (the API key keeps pages out there) */
+        {0, "gpu-box.lan:8080", NULL, NULL, NULL, OK, 0},
+        {0, "gpu-box.lan:8080", "http://gpu-box.lan:8080", NULL, NULL, OK, 0},
+        {0, "gpu-box.lan:8080", "http://evil.example", NULL, NULL, ORIGIN, 0},
+        {0, NULL, "http://evil.example", NULL, NULL, ORIGIN, 0},         /* HTTP/1.0, no Host */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char why[512] = "";
         int cors = -1;
-        int rc = request_origin_check(cases[i].bind, cases[i].host, cases[i].origin, cases[i].hosts,
+        int rc = request_origin_check(cases[i].loopback, cases[i].host, cases[i].origin, cases[i].hosts,
                                       cases[i].origins, &cors, why, sizeof why);
-        cr_expect_eq(rc, cases[i].want, "case %zu (%s, %s): %s", i, cases[i].host,
+        cr_expect_eq(rc, cases[i].want ? -1 : 0, "case %zu (%s, %s): %s", i, cases[i].host,
                      cases[i].origin ? cases[i].origin : "no origin", why);
         cr_expect_eq(cors, cases[i].cors, "case %zu: cors", i);
-        if (rc)
-            cr_expect(strstr(why, cases[i].origin && strstr(why, "web page") ? "--allowed-origin" : "--allowed-host"),
-                      "case %zu: %s", i, why);
+        if (cases[i].want)
+            cr_expect(strstr(why, cases[i].want == ORIGIN ? "--allowed-origin" : "--allowed-host"), "case %zu: %s",
+                      i, why);
+    }
+}
+
+/* the loopback addresses, however --host spelled them */
+Test(server_request, loopback_is_the_address_bound)
+{
+    static const struct { const char *host; int want; } cases[] = {
+        {"127.0.0.1", 1}, {"127.1", 1}, {"localhost", 1}, {"::1", 1}, {"0:0:0:0:0:0:0:1", 1},
+        {"::ffff:127.0.0.1", 1}, {"0.0.0.0", 0}, {"::", 0}, {"10.1.2.3", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_NUMERICSERV | AI_PASSIVE}, *ai = NULL;
+        if (getaddrinfo(cases[i].host, "8080", &hints, &ai)) {
+            cr_expect(strcmp(cases[i].host, "localhost"), "%s does not resolve", cases[i].host);
+            continue;
+        }
+        cr_expect_eq(request_origin_loopback(ai->ai_addr), cases[i].want, "%s", cases[i].host);
+        freeaddrinfo(ai);
     }
 }
