@@ -1095,24 +1095,17 @@ Test(cli, chat_goes_on_past_a_message_the_template_refuses, .timeout = 120)
 {
     char *tmp = test_make_tmpdir("clichatrefuse"), *out, *err;
     test_synth_tiny(tmp, "bf16");
+    static const char *const files[][2] = {
+        {"t.jinja", "{% for m in messages %}{% if loop.index0 and messages[loop.index0 - 1].role == m.role %}"
+                    "{{ raise_exception('roles must alternate') }}{% endif %}<{{ m.role }}>{{ m.content }}"
+                    "{% endfor %}<assistant>"},
+        {"req.json", "[{\"role\": \"user\", \"content\": \"What is 2+2?\"}]"},
+        {"note.txt", "attached words"}};
     char path[512];
-    snprintf(path, sizeof path, "%s/t.jinja", tmp);
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
-    fputs("{% for m in messages %}{% if loop.index0 and messages[loop.index0 - 1].role == m.role %}"
-          "{{ raise_exception('roles must alternate') }}{% endif %}<{{ m.role }}>{{ m.content }}"
-          "{% endfor %}<assistant>", f);
-    fclose(f);
-    snprintf(path, sizeof path, "%s/req.json", tmp);
-    f = fopen(path, "w");
-    cr_assert(f);
-    fputs("[{\"role\": \"user\", \"content\": \"What is 2+2?\"}]", f);
-    fclose(f);
-    snprintf(path, sizeof path, "%s/note.txt", tmp);
-    f = fopen(path, "w");
-    cr_assert(f);
-    fputs("attached words", f);
-    fclose(f);
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", tmp, files[i][0]);
+        write_text(path, files[i][1], strlen(files[i][1]));
+    }
     /* a file far too large for a message is refused before it is read */
     cr_assert_eq(run(&out, &err, "cd %s && truncate -s 2G big.txt", tmp), 0, "%s", err);
     free(out);
