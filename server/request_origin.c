@@ -27,7 +27,7 @@ static int names_this_machine(const char *h, size_t n)
         (n == 3 && !memcmp(h, "::1", 3)))
         return 1;
     /* 127.x.y.z, digits and dots only */
-    if (n < 9 || n > 15 || strncmp(h, "127.", 4))
+    if (n < 5 || n > 15 || strncmp(h, "127.", 4))
         return 0;
     for (size_t i = 4; i < n; i++)
         if (!(h[i] == '.' || (h[i] >= '0' && h[i] <= '9')))

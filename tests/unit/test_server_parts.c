@@ -938,6 +938,7 @@ Test(server_request, only_allowed_pages_and_names_are_answered)
         {1, "LOCALHOST", NULL, NULL, NULL, OK, 0},
         {1, "[::1]:8080", NULL, NULL, NULL, OK, 0},
         {1, "127.0.0.2", NULL, NULL, NULL, OK, 0},
+        {1, "127.1:8080", NULL, NULL, NULL, OK, 0},            /* (--host 127.1) */
         {1, "127.0.0.1:8080", "http://127.0.0.1:8080", NULL, NULL, OK, 0},   /* the chat page */
         {1, "localhost:8080", "http://localhost:8080", NULL, NULL, OK, 0},
         {1, "[::1]:8080", "http://[::1]:8080", NULL, NULL, OK, 0},
