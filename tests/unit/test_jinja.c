@@ -405,10 +405,7 @@ Test(jinja, tools_sorted_only_for_kimis_tokenizer)
 {
     char *tmp = test_make_tmpdir("jinjatools"), path[4096];
     snprintf(path, sizeof path, "%s/chat_template.jinja", tmp);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs("{{ tools | tojson }}", f);
-    fclose(f);
+    test_write_file(path, "{{ tools | tojson }}", 20);
     cJSON *msgs = cJSON_Parse("[{\"role\": \"user\", \"content\": \"Hi\"}]");
     cJSON *tools = cJSON_Parse("[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": "
                                "{\"type\": \"object\", \"properties\": {\"query\": {}, \"limit\": {}}}}}]");
@@ -420,9 +417,7 @@ Test(jinja, tools_sorted_only_for_kimis_tokenizer)
     for (int kimi = 0; kimi < 2; kimi++) {
         if (kimi) {
             snprintf(path, sizeof path, "%s/tiktoken.model", tmp);
-            f = fopen(path, "w");
-            cr_assert_not_null(f);
-            fclose(f);
+            test_write_file(path, "", 0);
         }
         chat_template t;
         errbuf e = {{0}};
