@@ -1,6 +1,7 @@
 /* oai_request: see oai_request.h. */
 #include "oai_request.h"
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdarg.h>
@@ -246,6 +247,31 @@ static int is_number(const cJSON *root, const char *name, double want)
     return cJSON_IsNumber(v) && v->valuedouble == want;
 }
 
+/* modalities: only ["text"] (or a list of "text" alone) asks for nothing more */
+static int text_only(const cJSON *modalities)
+{
+    const cJSON *m;
+    if (!cJSON_IsArray(modalities))
+        return 0;
+    cJSON_ArrayForEach(m, modalities)
+        if (!cJSON_IsString(m) || strcmp(m->valuestring, "text"))
+            return 0;
+    return 1;
+}
+
+/* Chat's fields for what this server does not make: the legacy function
+ * calls (their answer is a message's function_call, which is not written)
+ * and spoken answers. */
+static int refuse_unsupported_chat(const cJSON *o, oai_error *err)
+{
+    return unsupported(o, "functions", 0, "declare them in 'tools', each as {\"type\": \"function\", "
+                       "\"function\": {...}}; calls are answered in tool_calls", err) ||
+           unsupported(o, "function_call", 0, "use 'tool_choice'", err) ||
+           unsupported(o, "audio", 0, "answers are text", err) ||
+           unsupported(o, "modalities", text_only(cJSON_GetObjectItemCaseSensitive(o, "modalities")),
+                       "answers are text: [\"text\"] only", err);
+}
+
 static int refuse_unsupported(const oai_request *r, oai_error *err)
 {
     const cJSON *o = r->root;
@@ -260,7 +286,8 @@ static int refuse_unsupported(const oai_request *r, oai_error *err)
                        "completions take one, for a model that fills in the middle", err) ||
            unsupported(o, "use_beam_search",
                        cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "use_beam_search")),
-                       "answers are sampled token by token", err);
+                       "answers are sampled token by token", err) ||
+           (r->kind == OAI_CHAT && refuse_unsupported_chat(o, err));
 }
 
 /* Chat: logprobs true or false (0 taken as false), top_logprobs 0 to 20;
@@ -635,8 +662,9 @@ static int parse_chat(oai_request *r, oai_error *err)
         const cJSON *t;
         cJSON_ArrayForEach(t, tools) {
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
-            if (!cJSON_IsObject(t) || !cJSON_IsObject(fn) ||
-                !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name")))
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+            if (!cJSON_IsObject(t) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") ||
+                !cJSON_IsObject(fn) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name")))
                 return oai_bad(err, "tools", "tools[%d] must be {\"type\": \"function\", \"function\": "
                            "{\"name\": ...}}", k);
             k++;
@@ -659,7 +687,8 @@ static int parse_chat(oai_request *r, oai_error *err)
         } else {
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-            if (!cJSON_IsString(name))
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(tc, "type");
+            if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name))
                 return oai_bad(err, "tool_choice", "'tool_choice' as an object must be {\"type\": "
                            "\"function\", \"function\": {\"name\": ...}}");
             r->tool_choice_name = name->valuestring;
@@ -903,7 +932,9 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
     if (present) {
         if (v <= 0)
             return oai_bad(err, "top_p", "'top_p' must be greater than 0");
-        r->top_p = (float)v;
+        /* (one below float's range keeps the likeliest token, as asked; 0 would
+         * read as absent) */
+        r->top_p = v < FLT_MIN ? FLT_MIN : (float)v;
     }
     /* max_completion_tokens replaced max_tokens in the chat API: it wins when a
      * client sends both (each is checked) */

@@ -21,7 +21,7 @@
  * logprobs (chat: true with top_logprobs 0 to 20; completions: the number of
  * alternatives, 0 to 20), response_format (text; json_object: the answer is
  * one JSON object; json_schema: one value its schema takes, as far as
- * json_schema.h enforces it; chat then without thinking), completions' echo (the prompt comes back before the
+ * json_schema.h enforces it; with thinking on, after the reasoning), completions' echo (the prompt comes back before the
  * answer, with its tokens' logprobs; max_tokens may then be 0), and the chat template switches "thinking" (also
  * inside chat_template_kwargs), reasoning_effort ("none": thinking off, any
  * other effort: on); the extensions of vLLM and llama.cpp top_k (0

@@ -507,15 +507,14 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
         size_t src_len = one ? strlen(one) : len;
         for (int c = 0; c < parts; c++) {
             job *j = src ? calloc(1, sizeof *j) : NULL;
-            /* the prompt's choices after the first take its ids (the parse is
-             * the job's own: its request holds the job's seed and forcing) */
-            const token_list *same = c ? &jobs[i * parts]->ids : NULL;
+            /* the prompt's choices after the first take its ids and chat
+             * prompt (the parse is the job's own: its request holds the job's
+             * seed and forcing) */
+            const job *same = c ? jobs[i * parts] : NULL;
             int rc = !j ? oai_fail(err, 500, "server_error", NULL, NULL, "out of memory")
                      : oai_request_parse(kind, src, src_len, &s->o.copt, &j->req, err)
                        || job_prompt_ids(s, j, same, err);
             jobs[i * parts + c] = j;
-            if (!rc && c) /* where the answer starts, as the prompt said to the first */
-                j->chat = jobs[i * parts]->chat;
             if (!rc && b->req.api == API_LLAMA) {
                 /* (a prompt of llama.cpp's list: its body is the translated request's) */
                 j->req.api = API_LLAMA;

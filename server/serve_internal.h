@@ -132,9 +132,10 @@ int serve_chat_prompt(server *s, const oai_request *r, char **text, size_t *len,
                       oai_error *err);
 /* The prompt's token ids into j->ids: the chat rendered, tokenized and held to
  * the context, on the connection's thread so a bad request never waits in the
- * queue; -1 with err set (a 400). same: NULL, or the ids of a job made from
- * the same body (another choice of it), taken instead of encoding again. */
-int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err);
+ * queue; -1 with err set (a 400). same: NULL, or a job made from the same
+ * body (another choice of it), whose ids and chat prompt are taken instead of
+ * rendering and encoding again. */
+int job_prompt_ids(server *s, job *j, const job *same, oai_error *err);
 /* The most tokens a prompt may have: --max-prompt, at most a slot's positions
  * less one. */
 int serve_prompt_limit(const server *s);

@@ -14,6 +14,7 @@
 #include "core/text/json_mask.h"
 #include "core/text/reasoning_end.h"
 #include "core/text/tool_calls.h"
+#include "core/text/utf8.h"
 #include "anthropic_response.h"
 #include "llama_response.h"
 #include "oai_response.h"
@@ -169,6 +170,8 @@ typedef struct answer {
     oai_logprob_step *lp;               /* each token's, n_lp of them */
     int n_lp, lp_sent;                  /* streaming: sent up to lp_sent */
     utf8_chars text_chars;              /* characters of the text so far */
+    char echo_tail[4];                  /* streaming: the echoed prompt's unfinished last */
+    size_t echo_tail_len;               /* character, sent with the text that follows it */
     const char *finish;                 /* once the choice is over; NULL: cut short */
 } answer;
 
@@ -291,10 +294,24 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
         a->ids_sent = a->n_ids;
     } else if (a->stream) {
         oai_logprobs lp;
+        char *with_tail = NULL;
+        if (a->echo_tail_len) {
+            /* (the echo's unfinished character and the text that may finish it:
+             * one character, as the unstreamed answer has it) */
+            size_t n_all = a->echo_tail_len + content_len;
+            if ((with_tail = malloc(n_all))) {
+                memcpy(with_tail, a->echo_tail, a->echo_tail_len);
+                memcpy(with_tail + a->echo_tail_len, content, content_len);
+                content = with_tail;
+                content_len = n_all;
+                a->echo_tail_len = 0;
+            }
+        }
         job_emit(a->s, a->j, oai_event_delta(&a->meta, a->chat && !a->role_sent, content, content_len,
                                              reasoning, reasoning_len, calls, n_calls,
                                              a->calls_seen, unsent_logprobs(a, &lp), NULL));
         a->role_sent = 1;
+        free(with_tail);
     } else {
         buf_add(&a->text, content, content_len);
         buf_add(&a->reasoning, reasoning, reasoning_len);
@@ -340,6 +357,11 @@ static void answer_echo(answer *a, const vocab *v, const job *j)
     const char *p = prompt_text(v, j, &decoded, &n);
     if (a->stream) {
         oai_logprobs lp;
+        if (p) {
+            a->echo_tail_len = utf8_unfinished_tail(p, n);
+            n -= a->echo_tail_len;
+            memcpy(a->echo_tail, p + n, a->echo_tail_len);
+        }
         job_emit(a->s, a->j, oai_event_delta(&a->meta, 0, p, n, "", 0, NULL, 0, 0,
                                              unsent_logprobs(a, &lp), NULL));
     } else {
@@ -475,7 +497,7 @@ int serve_prompt_limit(const server *s)
     return s->o.max_prompt_tokens && s->o.max_prompt_tokens < s->ctx - 1 ? s->o.max_prompt_tokens : s->ctx - 1;
 }
 
-int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
+int job_prompt_ids(server *s, job *j, const job *same, oai_error *err)
 {
     token_list *ids = &j->ids;
     errbuf e;
@@ -484,8 +506,10 @@ int job_prompt_ids(server *s, job *j, const token_list *same, oai_error *err)
     const char *p = j->req.prompt;
     int V = s->m->mw.cfg.vocab_size, rc = 0;
     if (same) {
-        for (size_t i = 0; i < same->n; i++)
-            if (token_list_push(ids, same->ids[i]))
+        /* (its chat first: what follows checks tool_choice against the layout) */
+        j->chat = same->chat;
+        for (size_t i = 0; i < same->ids.n; i++)
+            if (token_list_push(ids, same->ids.ids[i]))
                 return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
     } else if (j->req.prompt_ids) {
         const cJSON *x;
@@ -1067,10 +1091,13 @@ static int next_token(server *s, slot_run *r)
     if (bytes && r->a->chat && vocab_is_special(&s->tok->v, next) && tool_stream_marker(bytes, bn)) {
         /* a chat answer's reasoning and tool-call markers are no text: the
          * parser takes them, a stop string neither matches inside one nor
-         * spans one (the text on its two sides goes to different fields) */
+         * spans one (the text on its two sides goes to different fields);
+         * one that means nothing where the answer is (a section's end
+         * outside a section) is dropped as other special tokens are */
         stop_filter_finish(&r->sf, &rel, &rel_len);
         answer_text(r->a, rel, rel_len, 0);
-        answer_text(r->a, bytes, bn, 0);
+        if (tool_stream_takes(&r->a->ts, bytes, bn) || j->req.keep_special)
+            answer_text(r->a, bytes, bn, 0);
         st = 0;
     } else {
         /* vLLM's min_tokens: a stop string ends the answer once it has that
@@ -1104,6 +1131,14 @@ static void choice_end(server *s, slot_run *r)
         size_t rel_len;
         stop_filter_finish(&r->sf, &rel, &rel_len);
         answer_text(a, rel, rel_len, 0);
+    }
+    if (a->echo_tail_len) {
+        /* (no text came after the echo: its unfinished character goes alone) */
+        char tail[sizeof a->echo_tail];
+        size_t n = a->echo_tail_len;
+        memcpy(tail, a->echo_tail, n);
+        a->echo_tail_len = 0;
+        answer_text(a, tail, n, 0);
     }
     if (a->chat)
         answer_text(a, "", 0, 1);

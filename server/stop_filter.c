@@ -4,24 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text/utf8.h"
+
 void stop_filter_init(stop_filter *f, const char *const *stop, int n_stop)
 {
     memset(f, 0, sizeof *f);
     f->stop = stop;
     f->n_stop = n_stop;
-}
-
-/* Bytes at the end of p[0..n) that start a UTF-8 character not yet complete. */
-static size_t utf8_incomplete_tail(const char *p, size_t n)
-{
-    for (size_t k = 1; k <= 3 && k <= n; k++) {
-        unsigned char c = (unsigned char)p[n - k];
-        if ((c & 0xC0) == 0x80)
-            continue;               /* a continuation byte: look further back */
-        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-        return need > k ? k : 0;
-    }
-    return 0;
 }
 
 /* Length of the longest tail of p[0..n) that is a proper prefix of a stop string. */
@@ -103,7 +92,7 @@ static int feed(stop_filter *f, const char *p, size_t n, int early, const char *
         return release(f, cut, out, out_len) ? -1 : 1;
     }
     size_t keep = stop_prefix_tail(f, f->held, f->held_len);
-    size_t partial = utf8_incomplete_tail(f->held, f->held_len - keep);
+    size_t partial = utf8_unfinished_tail(f->held, f->held_len - keep);
     return release(f, f->held_len - keep - partial, out, out_len);
 }
 

@@ -130,11 +130,11 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         }
         if ((rc = drop_unused(&m->en, &d, e)))
             break;
-        cur = logits;
         if (m->en.n_past >= m->en.kv.max_ctx) {
-            rc = GEN_CONTEXT_FULL;
+            rc = GEN_CONTEXT_FULL;     /* (cur, a checked step's row perhaps, is copied below) */
             break;
         }
+        cur = logits;
         int n_guess = p->draft ? draft_tuner_guesses(tu, &m->en, next, p->draft, p->max_new - k - 2,
                                                      d.ids + 1)
                                : 0;
@@ -167,11 +167,15 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             p->draft_stats->steps++;
         }
     }
-    /* the cache ends at the answer's last token fed back, and logits hold
-     * the distribution after it (the one the last token was drawn from) */
-    if (d.n && !rc)
-        rc = drop_unused(&m->en, &d, e);
-    if (cur != logits && !rc)
+    /* the cache ends at the answer's last token fed back, also after an
+     * error, and logits hold the distribution after it (the one the last
+     * token was drawn from) */
+    if (d.n) {
+        errbuf ignored;
+        int dropped = drop_unused(&m->en, &d, rc ? &ignored : e);
+        rc = rc ? rc : dropped;
+    }
+    if (cur != logits && (!rc || rc == GEN_CONTEXT_FULL))
         memcpy(logits, cur, (size_t)V * sizeof *logits);
     free(work);
     free(d.rows);

@@ -92,10 +92,12 @@ static int check(prompt_file *pf, const prompt_identity *id, const engine *en, e
     if (memcmp(h + H_MAGIC, PROMPT_FILE_MAGIC, 8))
         return damaged(e, "%s: not a prompt cache (%zu bytes)", path, pf->size);
     uint32_t version = le_get_u32(h + H_VERSION);
-    if (version < 1 || version > PROMPT_FILE_VERSION ||
-        le_get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
+    if (version < 1 || version > PROMPT_FILE_VERSION)
         return err_set(e, "%s: format version %u (this moetier reads version %d)", path, version,
                        PROMPT_FILE_VERSION);
+    if (le_get_u32(h + H_HEADER_BYTES) != PROMPT_FILE_HEADER)
+        return damaged(e, "%s: a header of %u bytes (version %u's has %d)", path,
+                       le_get_u32(h + H_HEADER_BYTES), version, PROMPT_FILE_HEADER);
     uint32_t layers = le_get_u32(h + H_LAYERS), row = le_get_u32(h + H_ROW), vocab = le_get_u32(h + H_VOCAB);
     uint32_t n = le_get_u32(h + H_POSITIONS), flags = le_get_u32(h + H_FLAGS);
     uint32_t base = version >= 2 ? le_get_u32(h + H_BASE) : 0;

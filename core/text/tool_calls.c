@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 enum { ST_CONTENT, ST_REASONING, ST_SECTION, ST_CALL_ID, ST_CALL_ARGS };
 
 enum {
@@ -128,21 +130,6 @@ static void drop_delta_calls(tool_stream *s)
 static int is_space(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-/* Bytes at the end of p[0..n) that start a UTF-8 sequence not yet complete. */
-static size_t utf8_open_tail(const char *p, size_t n)
-{
-    for (size_t k = 1; k <= 3 && k <= n; k++) {
-        unsigned char c = (unsigned char)p[n - k];
-        if ((c & 0xc0) == 0x80)
-            continue;
-        if (c < 0xc0)
-            return 0;
-        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-        return need > k ? k : 0;
-    }
-    return 0;
 }
 
 /* Text belonging to the current state. */
@@ -311,7 +298,7 @@ static int process(tool_stream *s, int final, errbuf *e)
         if (!lt) {
             size_t end = n;
             if (!final && (s->state == ST_CONTENT || s->state == ST_REASONING))
-                end -= utf8_open_tail(p + pos, n - pos);
+                end -= utf8_unfinished_tail(p + pos, n - pos);
             if (emit(s, p + pos, end - pos, e))
                 return -1;
             pos = end;
@@ -385,6 +372,15 @@ int tool_stream_marker(const char *name, size_t n)
             return 1;
     for (int m = MK_DS_SECTION_BEGIN; m <= MK_DS_CALL_END; m++)
         if (n == strlen(marker_text[m]) && !memcmp(name, marker_text[m], n))
+            return 1;
+    return 0;
+}
+
+int tool_stream_takes(const tool_stream *s, const char *name, size_t n)
+{
+    unsigned active = active_markers(s);
+    for (int m = 0; m < MK_COUNT; m++)
+        if ((active & BIT(m)) && n == strlen(marker_text[m]) && !memcmp(name, marker_text[m], n))
             return 1;
     return 0;
 }

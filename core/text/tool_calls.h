@@ -125,6 +125,10 @@ void tool_stream_free(tool_stream *s);
 /* 1 when a special token's text is one of the markers the stream turns into
  * fields (reasoning, tool calls); other special tokens are not reply text. */
 int tool_stream_marker(const char *name, size_t n);
+/* 1 when a marker's text, fed now, would be taken as a marker (it means
+ * something where the stream is: a section's end inside a section, ...); a
+ * special token whose marker means nothing there is no reply text either. */
+int tool_stream_takes(const tool_stream *s, const char *name, size_t n);
 
 /* 1 while the stream is inside a tool-call section (a client may want to show
  * that a call is being generated). */

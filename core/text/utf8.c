@@ -175,6 +175,18 @@ void utf8_chars_feed(utf8_chars *c, const char *p, size_t len, size_t *before)
     }
 }
 
+size_t utf8_unfinished_tail(const char *p, size_t n)
+{
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = (unsigned char)p[n - k];
+        if ((c & 0xC0) == 0x80)
+            continue;               /* a continuation byte: look further back */
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
 size_t utf8_encode(uint32_t cp, char *out)
 {
     if (cp < 0x80) {

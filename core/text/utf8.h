@@ -47,6 +47,10 @@ typedef struct {
  * it (a character the pieces before left open counts, whether the piece
  * completes or breaks it). */
 void utf8_chars_feed(utf8_chars *c, const char *p, size_t len, size_t *before);
+/* The bytes at the end of p[0, n) that begin a character not yet complete
+ * (0 to 3): held back from a piece of text so that what goes out is whole
+ * characters. */
+size_t utf8_unfinished_tail(const char *p, size_t n);
 /* Writes code point cp (at most U+10FFFF) as 1 to 4 bytes at out; returns how many. */
 size_t utf8_encode(uint32_t cp, char *out);
 

@@ -182,6 +182,15 @@ async function apiFeatureChecks(srv, ai) {
     const plain = await ai.completions.create({ ...base, prompt, max_tokens: 4 });
     const o = await collect(await ai.completions.create({ ...base, prompt, max_tokens: 4, echo: true, stream: true }));
     assert.equal(o.content, prompt + plain.choices[0].text);
+    // a prompt ending inside a character its answer's first token finishes:
+    // one character, streamed or not
+    const vocabLines = readFileSync(join(modelDir, 'tiktoken.model'), 'utf8').split('\n');
+    const byteId = (b) => Number(vocabLines.find((l) => l && Buffer.from(l.split(' ')[0], 'base64')
+      .equals(Buffer.from([b]))).split(' ')[1]);
+    const split = { ...base, prompt: [byteId(0x61), byteId(0xc3)], max_tokens: 1, echo: true,
+      logit_bias: { [byteId(0xa9)]: 100 } };
+    assert.equal((await ai.completions.create(split)).choices[0].text, 'a\u00e9');
+    assert.equal((await collect(await ai.completions.create({ ...split, stream: true }))).content, 'a\u00e9');
     await expectStatus(ai.completions.create({ ...base, max_tokens: 0 }), 400);
     // the prompt as token ids (lm-evaluation-harness sends them): the same answer and scores
     const asIds = await ai.completions.create({ model: MODEL, prompt: [ids.split(',').map(Number)], max_tokens: 0,
@@ -628,6 +637,19 @@ async function apiFeatureChecks(srv, ai) {
     r = await native({ prompt: ['a', [1, 2]], n_predict: 0 });   // a list's prompts too
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(JSON.parse(r.text).map((x) => x.tokens_predicted), [0, 0]);
+  });
+  await check('a marker token that means nothing where it comes (a section\'s or a call\'s end outside a section) is not sent, as other special tokens are not', async () => {
+    const added = JSON.parse(readFileSync(join(modelDir, 'tokenizer_config.json'), 'utf8')).added_tokens_decoder;
+    const idOf = (name) => Number(Object.keys(added).find((k) => added[k].content === name));
+    for (const name of ['<|tool_calls_section_end|>', '<|tool_call_end|>']) {
+      const req = { model: MODEL, messages: user('hi'), max_tokens: 3, logit_bias: { [idOf(name)]: 100 } };
+      const r = await ai.chat.completions.create(req);
+      assert.equal(r.usage.completion_tokens, 3);
+      assert.equal(r.choices[0].message.content ?? '', '', name);
+      assert.equal((await collect(await ai.chat.completions.create({ ...req, stream: true }))).content, '', name);
+      const kept = await ai.chat.completions.create({ ...req, skip_special_tokens: false });
+      assert.equal(kept.choices[0].message.content, name.repeat(3), 'skip_special_tokens false keeps them');
+    }
   });
   await check('tool_choice naming a function or "required": the answer is that call, its arguments the parameters take', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
@@ -1811,6 +1833,16 @@ async function parallelServer() {
       const chat = { model: MODEL, messages: user(`${preamble} Go on.`), n: 2, max_tokens: 8, temperature: 1, seed: 3 };
       const c1 = await client(srv).chat.completions.create(chat), c2 = await client(alone).chat.completions.create(chat);
       assert.deepEqual(c1.choices, c2.choices, 'chat choices made at once differ from those made in turn');
+      // forced calls: each choice held to the template's call layout, as the first is
+      const fn = { type: 'function', function: { name: 'f', parameters: { type: 'object',
+        properties: { utc: { type: 'boolean' } }, required: ['utc'], additionalProperties: false } } };
+      for (const tool_choice of ['required', { type: 'function', function: { name: 'f' } }]) {
+        const forced = { ...chat, tools: [fn], tool_choice, max_tokens: 200 };
+        const f1 = await client(srv).chat.completions.create(forced);
+        const f2 = await client(alone).chat.completions.create(forced);
+        assert.deepEqual(f1.choices, f2.choices, 'forced calls made at once differ from those made in turn');
+        assert.ok(f1.choices.every((c) => c.message.tool_calls?.[0]?.function.name === 'f'), JSON.stringify(f1.choices));
+      }
       // streamed: the parts' events interleaved whole, one id, the usage summed, one [DONE]
       const perIndex = async (ai) => {
         const st = await ai.chat.completions.create({ ...chat, n: 3, stream: true, stream_options: { include_usage: true } });

@@ -960,12 +960,19 @@ Test(chat, tool_stream_holds_back_only_possible_markers)
     tool_stream_init(&s, TOOL_REASONING_TAGS);
     tool_stream_delta d;
     errbuf e = {{0}};
+    /* which markers mean something where the stream is (a special token's
+     * that does not is dropped by the server) */
+    cr_expect(tool_stream_takes(&s, SEC_B, strlen(SEC_B)) && tool_stream_takes(&s, "<think>", 7));
+    cr_expect(!tool_stream_takes(&s, SEC_E, strlen(SEC_E)) && !tool_stream_takes(&s, CALL_E, strlen(CALL_E)) &&
+              !tool_stream_takes(&s, "</think>", 8) && !tool_stream_takes(&s, "<think", 6));
     cr_assert_eq(tool_stream_feed(&s, "Hello <|tool_ca", 15, &d, &e), 0);
     cr_expect_str_eq(d.content, "Hello ");
     cr_expect_eq(tool_stream_in_section(&s), 0);
     cr_assert_eq(tool_stream_feed(&s, "lls_section_begin|>", 19, &d, &e), 0);
     cr_expect_str_eq(d.content, "");
     cr_expect_eq(tool_stream_in_section(&s), 1);
+    cr_expect(tool_stream_takes(&s, SEC_E, strlen(SEC_E)) && tool_stream_takes(&s, CALL_B, strlen(CALL_B)) &&
+              !tool_stream_takes(&s, SEC_B, strlen(SEC_B)) && !tool_stream_takes(&s, ARG_B, strlen(ARG_B)));
     cr_assert_eq(feed_str(&s, CALL_B "functions.f:0" ARG_B "{\"x\": 1}", &d), 0);
     cr_expect_eq(d.n_calls, 0);
     cr_assert_eq(feed_str(&s, CALL_E, &d), 0);

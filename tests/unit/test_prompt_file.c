@@ -256,6 +256,8 @@ Test(prompt_file, a_file_made_otherwise_or_damaged_is_not_used, .timeout = 120)
     prompt_file_close(&pf);
     write_changed(&f, orig, n, 8, 3, 1);                /* version */
     expect_unusable(&f, &f.id, "version 3");
+    write_changed(&f, orig, n, 12, 64, 1);              /* header bytes */
+    expect_unusable(&f, &f.id, "a header of 64 bytes (version 1's has 128)");
     write_changed(&f, orig, n, 8, 2, 1);                /* version 2 with no base */
     expect_unusable(&f, &f.id, "damaged header (20 positions from 0");
     write_changed(&f, orig, n, 56, orig[56] + 1, 1);    /* layers */

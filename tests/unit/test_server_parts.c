@@ -60,6 +60,19 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"required\"}", "tool_choice");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": {\"type\": "
            "\"function\"}}", "tool_choice");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": {\"function\": "
+           "{\"name\": \"f\"}}}", "tool_choice");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"function\": {\"name\": \"f\"}}]}",
+           "tools");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"retrieval\", "
+           "\"function\": {\"name\": \"f\"}}]}", "tools");
+    /* legacy function calls and spoken answers: asked for, not made */
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"functions\": [{\"name\": \"f\"}]}",
+           "functions");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"function_call\": \"auto\"}", "function_call");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"audio\": {\"voice\": \"alloy\"}}", "audio");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"modalities\": [\"text\", \"audio\"]}",
+           "modalities");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"thinking\": false, "
            "\"tool_choice\": \"required\", \"response_format\": {\"type\": \"json_object\"}}",
            "response_format");
@@ -244,7 +257,7 @@ Test(server_request, takes_every_supported_field)
                        "\"stop\": [\"x\", \"\", \"yz\"], \"stream\": true, "
                        "\"stream_options\": {\"include_usage\": true}, "
                        "\"chat_template_kwargs\": {\"thinking\": false}, \"parallel_tool_calls\": false, "
-                       "\"unknown\": {}}";
+                       "\"modalities\": [\"text\"], \"functions\": null, \"unknown\": {}}";
     oai_request r;
     oai_error err;
     cr_assert_eq(oai_request_parse(OAI_CHAT, body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
@@ -276,6 +289,10 @@ Test(server_request, takes_every_supported_field)
     cr_assert_null(r.tools, "tool_choice none declares no tools");
     cr_assert(!r.one_call, "absent: calls in parallel");
     cr_assert_eq(r.temperature, -1.0f, "absent: the server's default");
+    oai_request_free(&r);
+    const char *tiny = "{\"messages\": [{\"role\": \"user\"}], \"top_p\": 1e-50}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, tiny, strlen(tiny), NULL, &r, &err), 0, "%s", err.message);
+    cr_assert(r.top_p > 0, "a top_p below float's range is the likeliest token, not the default");
     oai_request_free(&r);
     /* with thinking on, a schema or a forced call holds the answer after the
      * reasoning (serve_job.c): both taken */
