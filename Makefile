@@ -46,8 +46,13 @@ CU_SRC := $(wildcard kernels/*.cu)
 CFLAGS += -DMOETIER_CUDA=1 -I$(CUDA_HOME)/include
 # sm_90 (H100/H200) machine code, and PTX that the driver compiles for any newer
 # or older GPU down to sm_75 (the oldest CUDA 13 supports)
+# (IEEE division and square root, subnormals kept and no multiply-add fused
+# but where the code says fmaf: the CPU twin computes each operation so, and
+# its results must be the GPU's bit for bit; these are nvcc's defaults but
+# -fmad, said here so that no added flag such as --use_fast_math changes them)
 NVCCFLAGS := -O2 -I. -std=c++17 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_75,code=compute_75 -Xcompiler -fPIC,-Wall \
+             -fmad=false -prec-div=true -prec-sqrt=true -ftz=false \
              $(if $(filter 1,$(WERROR)),-Xcompiler -Werror -Werror all-warnings,)
 # the CUDA runtime linked statically: the binary then needs only the driver, and a
 # machine without one gets the no-device notice instead of a loader error

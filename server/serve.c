@@ -192,10 +192,53 @@ static enum MHD_Result send_body(server *s, struct MHD_Connection *c, int status
     return send_body_allow(s, c, status, owned, type, NULL);
 }
 
+/* s with each `from` in it made `to`, into out (cut to its size). */
+static void replace_all(char *out, size_t size, const char *s, const char *from, const char *to)
+{
+    size_t n = 0, fl = strlen(from), tl = strlen(to);
+    while (*s && n + 1 < size) {
+        if (!strncmp(s, from, fl)) {
+            size_t k = tl < size - 1 - n ? tl : size - 1 - n;
+            memcpy(out + n, to, k);
+            n += k;
+            s += fl;
+        } else {
+            out[n++] = *s++;
+        }
+    }
+    out[n] = 0;
+}
+
+/* A translated request's fields as its client named them: the checks run on
+ * the chat request the Anthropic or Responses one became. */
+static void name_as_sent(oai_api api, oai_error *e)
+{
+    static const struct {
+        oai_api api;
+        const char *chat, *sent;
+    } names[] = {
+        {API_RESPONSES, "response_format.json_schema.schema", "text.format.schema"},
+        {API_RESPONSES, "response_format", "text.format"},
+        {API_ANTHROPIC, "response_format.json_schema.schema", "output_config.format.schema"},
+        {API_ANTHROPIC, "response_format", "output_config.format"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        if (names[i].api != api)
+            continue;
+        char t[sizeof e->message];
+        replace_all(t, sizeof e->param, e->param, names[i].chat, names[i].sent);
+        snprintf(e->param, sizeof e->param, "%s", t);
+        replace_all(t, sizeof t, e->message, names[i].chat, names[i].sent);
+        snprintf(e->message, sizeof e->message, "%s", t);
+    }
+}
+
 /* An error body in the shape of the API the request came by. */
 static char *error_body(oai_api api, const oai_error *e)
 {
-    return api == API_ANTHROPIC ? anthropic_error_body(e) : oai_error_body(e);
+    oai_error named = *e;
+    name_as_sent(api, &named);
+    return api == API_ANTHROPIC ? anthropic_error_body(&named) : oai_error_body(&named);
 }
 
 static enum MHD_Result send_error_as(server *s, struct MHD_Connection *c, oai_api api, int status,

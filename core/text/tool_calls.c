@@ -215,7 +215,10 @@ static int complete_call(tool_stream *s, errbuf *e)
         /* (its ids are not the model's: numbered across the conversation) */
         n = (size_t)snprintf(made_id, sizeof made_id, "call_%d", s->next_index++);
         id = made_id;
-    } else if (n > pl && memcmp(id, prefix, pl) == 0) {
+    } else {
+        args = trim(args, &args_len);   /* (as vLLM's Kimi parser takes them) */
+    }
+    if (!s->deepseek && n > pl && memcmp(id, prefix, pl) == 0) {
         const char *colon = NULL;
         for (size_t i = pl; i < n; i++)
             if (id[i] == ':')

@@ -23,8 +23,8 @@
  *              "<|tool_call_end|>".
  * The singular spellings <|tool_call_section_begin|>/<|tool_call_section_end|>
  * are accepted too (some Kimi outputs use them). The id is trimmed of
- * whitespace; the arguments are the raw text as generated (not validated as
- * JSON). name = the part of the id between "functions." and its last ':'
+ * whitespace, and so are the arguments, otherwise the text as generated (not
+ * validated as JSON). name = the part of the id between "functions." and its last ':'
  * ("functions.get_weather:0" -> "get_weather"), else the whole id.
  *
  * DeepSeek's format (the V3 family) is read too: "<｜tool▁calls▁begin｜>"

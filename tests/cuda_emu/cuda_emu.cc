@@ -53,6 +53,9 @@ dim3 threadIdx, blockIdx, blockDim, gridDim;
 static void *scheduler_sp, *fiber_sp[MAX_THREADS];
 static char *stacks;
 static unsigned char finished[MAX_THREADS], started[MAX_THREADS], at_barrier[MAX_THREADS];
+/* where each thread called the barrier or shuffle it waits at: threads that
+ * meet must have called the same one */
+static void *waits_at[MAX_THREADS];
 static unsigned current, warp_round[MAX_WARPS];
 static dim3 thread_index[MAX_THREADS];  /* worked out once a block, not at every switch */
 static float exchange[2][MAX_THREADS];
@@ -152,15 +155,17 @@ static void meet(void)
     arrive_in_fiber(0);
 }
 
-void __syncthreads(void)
+__attribute__((noinline)) void __syncthreads(void)
 {
     at_barrier[current] = 1;
+    waits_at[current] = __builtin_return_address(0);
     meet();
 }
 
-float __shfl_xor_sync(unsigned, float v, int lane_mask)
+__attribute__((noinline)) float __shfl_xor_sync(unsigned, float v, int lane_mask)
 {
     unsigned t = current, r = warp_round[t / 32] & 1;
+    waits_at[t] = __builtin_return_address(0);
     exchange[r][t] = v;
     meet();     /* every lane of the warp has written this round's value */
     return exchange[r][(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
@@ -243,6 +248,31 @@ static void check_converged(unsigned w, unsigned width)
                 away + 32 - width, 32u);
         abort();
     }
+    for (unsigned l = 1; waiting && l < width; l++)
+        if (waits_at[32 * w + l] != waits_at[32 * w]) {
+            fprintf(stderr, "cuda_emu: block (%u, %u, %u), warp %u: its lanes wait at different "
+                    "shuffles (%p, %p): a divergent shuffle\n", blockIdx.x, blockIdx.y, blockIdx.z, w,
+                    waits_at[32 * w], waits_at[32 * w + l]);
+            abort();
+        }
+}
+
+/* Every thread not returned waits at a barrier: the same one (threads at
+ * different __syncthreads calls, in divergent branches, hang a device). */
+static void check_one_barrier(unsigned n)
+{
+    void *site = NULL;
+    for (unsigned i = 0; i < n; i++) {
+        if (!at_barrier[i])
+            continue;
+        if (site && waits_at[i] != site) {
+            fprintf(stderr, "cuda_emu: block (%u, %u, %u): threads wait at different barriers (%p, "
+                    "%p): __syncthreads in a divergent branch\n", blockIdx.x, blockIdx.y, blockIdx.z,
+                    site, waits_at[i]);
+            abort();
+        }
+        site = waits_at[i];
+    }
 }
 
 void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
@@ -282,6 +312,7 @@ void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
             }
         }
         /* every thread is at the barrier or done: release the barrier */
+        check_one_barrier(n);
         live = 0;
         for (unsigned i = 0; i < n; i++)
             if (at_barrier[i]) {

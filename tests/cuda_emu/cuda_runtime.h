@@ -193,7 +193,9 @@ inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
     return cudaSuccess;
 }
 
-inline float __fmul_rn(float a, float b) { return a * b; }
+/* (never fused into an add after it, as nvcc never fuses __fmul_rn: the
+ * volatile ends the expression a compiler allowed to contract would fuse) */
+inline float __fmul_rn(float a, float b) { volatile float p = a * b; return p; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
@@ -257,6 +259,10 @@ template <typename... P> struct emu_launch_t {
         blockDim = block;
         emu_set_dynamic_smem(smem);
         /* the blocks in a pseudo-random order: no kernel may depend on theirs */
+        if ((unsigned long long)grid.x * grid.y * grid.z > 0xffffffffull) {
+            fprintf(stderr, "cuda_emu: a grid of more than 2^32 blocks\n");
+            abort();
+        }
         unsigned n = grid.x * grid.y * grid.z;
         std::vector<unsigned> order(n);
         emu_shuffle(order.data(), n);

@@ -160,6 +160,10 @@ async function plainServer() {
       [{ model: MODEL, max_tokens: 4, messages: one, tool_choice: { type: 'any' } }, 400, /no 'tools'/],
       [{ model: MODEL, max_tokens: 4, messages: [{ role: 'tool', content: 'x' }] }, 400, /messages\[0\]\.role/],
       [{ model: 'claude-x', max_tokens: 4, messages: one }, 404, /serves 'tiny'/],
+      // (checked as the chat request it becomes, named as sent)
+      [{ model: MODEL, max_tokens: 4, messages: one, output_config: { format: { type: 'json_schema',
+        schema: { type: 'object', properties: { x: { type: 'string', pattern: '(' } } } } } }, 400,
+        /^output_config\.format\.schema: #\/properties\/x: (?!.*response_format)/],
       [{ model: MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'word '.repeat(5000) }] }, 400,
         /^prompt is too long: \d+ tokens > \d+ maximum/],
     ];

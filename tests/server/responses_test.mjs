@@ -120,10 +120,14 @@ async function plainServer() {
       [{ model: MODEL, input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'data:' }] }] }, 400, 'input'],
       [{ model: MODEL, input: 'x', tools: [{ type: 'custom', name: 'patch' }] }, 400, 'tools'],
       [{ model: 'gpt-x', input: 'x' }, 404, 'model'],
+      // (checked as the chat request it becomes, named as sent)
+      [{ model: MODEL, input: 'x', text: { format: { type: 'json_schema', name: 'a', schema: { type: 'object',
+        properties: { x: { type: 'string', pattern: '(' } } } } } }, 400, 'text.format'],
     ];
     for (const [body, status, param] of cases) {
       const e = await expectStatus(ai.responses.create(body), status);
       assert.equal(e.param, param, e.message);
+      assert.ok(!/response_format/.test(e.message), e.message);
     }
     const g = await fetch(srv.url + '/v1/responses/resp_1', { headers: { authorization: `Bearer ${KEY}` } });
     assert.equal(g.status, 404);

@@ -595,6 +595,10 @@ Test(chat, tool_calls_single)
     cr_expect_eq(r.flags, 0);
     expect_call(&r, 0, "functions.get_weather:0", "get_weather", "{\"city\": \"Paris\"}");
     tool_parse_result_free(&r);
+    /* the whitespace around the id and the arguments is not theirs (vLLM's parser) */
+    parse_ok(SEC_B CALL_B " functions.f:1\n" ARG_B "\n {\"a\": \" x \"}\n\t" CALL_E SEC_E, TOOL_REASONING_TAGS, &r);
+    expect_call(&r, 0, "functions.f:1", "f", "{\"a\": \" x \"}");
+    tool_parse_result_free(&r);
 
     /* plain text: all content */
     parse_ok("Just an answer. {\"not\": \"a call\"} <b>bold</b>", TOOL_REASONING_TAGS, &r);

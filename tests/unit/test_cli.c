@@ -1100,7 +1100,10 @@ Test(cli, chat_goes_on_past_a_message_the_template_refuses, .timeout = 120)
                     "{{ raise_exception('roles must alternate') }}{% endif %}<{{ m.role }}>{{ m.content }}"
                     "{% endfor %}<assistant>"},
         {"req.json", "[{\"role\": \"user\", \"content\": \"What is 2+2?\"}]"},
-        {"note.txt", "attached words"}};
+        {"note.txt", "attached words"},
+        /* (saved by a chat with another template) */
+        {"users.json", "[{\"role\": \"user\", \"content\": \"one\"}, {\"role\": \"user\", \"content\": "
+                       "\"two\"}, {\"role\": \"assistant\", \"content\": \"three\"}]"}};
     char path[512];
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(path, sizeof path, "%s/%s", tmp, files[i][0]);
@@ -1122,6 +1125,16 @@ Test(cli, chat_goes_on_past_a_message_the_template_refuses, .timeout = 120)
     const cJSON *first = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, 0), "content");
     cr_expect(cJSON_IsString(first) && strstr(first->valuestring, "third") &&
               strstr(first->valuestring, "attached words"), "the file /read attached goes with it: %s", err);
+    cJSON_Delete(list);
+    /* a /regen the template refuses keeps the exchange it took back */
+    free(out);
+    free(err);
+    cr_assert_eq(run(&out, &err, "cd %s && printf '/load users.json\n/regen\n/save regen.json\n' | %s chat -m %s "
+                                 "--chat-template t.jinja -n 3 --seed 1", tmp, bin(), tmp), 0, "%s", err);
+    cr_expect(strstr(err, "[the last exchange stays as it was]"), "%s", err);
+    snprintf(path, sizeof path, "%s/regen.json", tmp);
+    list = test_read_json(path);
+    cr_expect_eq(cJSON_GetArraySize(list), 3, "the conversation loaded, whole: %s", err);
     cJSON_Delete(list);
     /* --json-schema-file - would read the messages' input to its end */
     free(out);
