@@ -12,7 +12,9 @@
  * the barrier, in a new order. Shuffles exchange through two buffers used in
  * alternate rounds of the warp, so a lane's write for the next round never
  * overwrites a value a slower lane has still to read; a lane missing from a
- * shuffle (at the barrier, returned) stops the program (check_converged).
+ * shuffle (at the barrier, returned), or at another shuffle call, stops the
+ * program (check_converged), as do threads at different barrier calls
+ * (check_one_barrier).
  * Launches run their blocks in a pseudo-random order too (cuda_runtime.h), and
  * a block's dynamic shared memory starts as 0xff bytes. The orders are the
  * same on every run (a fixed seed), so a failure repeats.
@@ -320,4 +322,34 @@ void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
                 live = 1;
             }
     }
+}
+
+/* For the tests of the emulation itself: a block of 64 threads whose halves
+ * call different barriers (which 0) or whose lanes call different shuffles
+ * (1); either stops the run. (The two sides differ around the call, so that
+ * the compiler keeps two calls.) */
+extern "C" void moetier_emu_divergent_meeting(int which)
+{
+    gridDim = dim3(1);
+    blockIdx = dim3(0);
+    blockDim = dim3(64);
+    emu_run_block([](void *p) {
+        static volatile float side[MAX_THREADS];
+        unsigned t = threadIdx.x;
+        if (*(int *)p == 0) {
+            if (t < 32) {
+                side[t] = 1;
+                __syncthreads();
+                side[t] += 2;
+            } else {
+                side[t] = 5;
+                __syncthreads();
+                side[t] *= 3;
+            }
+        } else if (t & 1) {
+            side[t] = __shfl_xor_sync(~0u, side[t] + 1, 1) - 7;
+        } else {
+            side[t] = __shfl_xor_sync(~0u, side[t] * 3, 1) + 11;
+        }
+    }, &which, 64);
 }

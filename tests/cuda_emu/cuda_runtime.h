@@ -121,6 +121,7 @@ size_t emu_device_used(int device);
 extern "C" size_t moetier_emu_device_peak(int device);
 extern "C" void moetier_emu_device_peak_reset(int device);
 extern "C" void moetier_emu_sticky_fault(void);
+extern "C" void moetier_emu_divergent_meeting(int which);
 int emu_device_of(const void *p);
 inline cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {

@@ -259,6 +259,32 @@ Test(gpu, create_that_fails_says_why_and_gives_back_its_memory, .timeout = 60)
  * emulation alone runs this. Each case runs in a child, which aborts. */
 void moetier_emu_sticky_fault(void) __attribute__((weak));
 
+/* fn(arg) in a child whose standard error lands in out; its wait status */
+static int in_child(void (*fn)(int), int arg, char *out, size_t cap)
+{
+    int fd[2];
+    cr_assert_eq(pipe(fd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        fn(arg);
+        _exit(0);
+    }
+    close(fd[1]);
+    memset(out, 0, cap);
+    size_t n = 0;
+    ssize_t r;
+    while (n < cap - 1 && (r = read(fd[0], out + n, cap - 1 - n)) > 0)
+        n += (size_t)r;
+    close(fd[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
 static void fault_then_alloc(int as_weight)
 {
     open_gpu();
@@ -277,30 +303,30 @@ Test(gpu, a_fault_is_not_reported_as_out_of_memory, .timeout = 60)
     if (!moetier_emu_sticky_fault)
         cr_skip_test("faults are injected by the CUDA emulation only (make test-gpu-emu)");
     for (int as_weight = 0; as_weight < 2; as_weight++) {
-        int fd[2];
-        cr_assert_eq(pipe(fd), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-            dup2(fd[1], 2);
-            close(fd[0]);
-            fault_then_alloc(as_weight);
-            _exit(0);
-        }
-        close(fd[1]);
-        char out[4096] = {0};
-        size_t n = 0;
-        ssize_t r;
-        while (n < sizeof out - 1 && (r = read(fd[0], out + n, sizeof out - 1 - n)) > 0)
-            n += (size_t)r;
-        close(fd[0]);
-        int status;
-        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        char out[4096];
+        int status = in_child(fault_then_alloc, as_weight, out, sizeof out);
         cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "case %d: status %#x", as_weight,
                   status);
         cr_expect(strstr(out, "illegal memory access") && !strstr(out, "out of GPU memory"),
                   "case %d said: %s", as_weight, out);
+    }
+}
+
+/* The emulation stops a block whose threads meet at different barriers, or
+ * whose lanes meet at different shuffles: on a device the first hangs and the
+ * second exchanges values between unrelated calls. Each case in a child. */
+void moetier_emu_divergent_meeting(int which) __attribute__((weak));
+
+Test(gpu, the_emulation_stops_threads_meeting_at_different_calls, .timeout = 60)
+{
+    if (!moetier_emu_divergent_meeting)
+        cr_skip_test("a test of the CUDA emulation (make test-gpu-emu)");
+    static const char *const said[] = {"threads wait at different barriers", "wait at different shuffles"};
+    for (int which = 0; which < 2; which++) {
+        char out[4096];
+        int status = in_child(moetier_emu_divergent_meeting, which, out, sizeof out);
+        cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "case %d: status %#x", which, status);
+        cr_expect(strstr(out, said[which]), "case %d said: %s", which, out);
     }
 }
 
