@@ -70,6 +70,36 @@ const RENDER_CHECK = () => {
   };
 };
 
+// (run in the page) the answers to chat requests come from the test, not the
+// server: window.stream.say(delta, finish) adds an event to the answer
+// streaming, window.stream.end() ends it; window.stream.body is what was sent
+const STUB_ANSWERS = () => {
+  const real = window.realFetch || (window.realFetch = window.fetch);
+  window.stream = null;
+  window.fetch = async (url, init) => {
+    if (!String(url).endsWith('/v1/chat/completions')) return real(url, init);
+    let ctl;
+    const body = new ReadableStream({ start(c) { ctl = c; } }), bytes = new TextEncoder();
+    const send = (data) => ctl.enqueue(bytes.encode(`data: ${data}\n\n`));
+    window.stream = { body: JSON.parse(init.body),
+      say: (delta, finish) => send(JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish ?? null }] })),
+      end: () => { send('[DONE]'); ctl.close(); } };
+    init.signal.addEventListener('abort', () => {
+      try { ctl.error(new DOMException('stopped', 'AbortError')); } catch { /* ended already */ }
+    });
+    return new Response(body, { headers: { 'content-type': 'text/event-stream' } });
+  };
+};
+const UNSTUB_ANSWERS = () => { window.fetch = window.realFetch; };
+// sends text and waits for the stub's answer to begin
+async function sendStubbed(page, text) {
+  await page.evaluate(() => { window.stream = null; });
+  await page.fill('#input', text);
+  await page.press('#input', 'Enter');
+  await page.waitForFunction(() => window.stream);
+}
+const say = (page, delta, finish) => page.evaluate(([d, f]) => window.stream.say(d, f), [delta, finish]);
+
 const stored = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('moetier.conversations')));
 
 // what the page stores of an answer, against the API's message
@@ -179,7 +209,7 @@ async function plainServer() {
     assert.deepEqual((await stored(page))[0].messages.map((m) => m.content), msgs.map((m) => m.content));
   });
 
-  await check('the settings reach the request: a refused value is shown in the answer', async () => {
+  await check('the settings reach the request: a refused value is shown in the answer, which is not sent back', async () => {
     await page.click('#new-chat');
     await setSettings(page, { 's-temperature': '7' });
     await send(page, 'Hot');
@@ -187,9 +217,14 @@ async function plainServer() {
     assert.match(last.error, /temperature/);
     assert.match(await page.textContent('#messages .msg.assistant .error'), /temperature/);
     assert.equal(convs.length, 2, 'a new chat is a conversation of its own');
+    // the failed answer (no text) is not sent back as an empty turn of the model's
+    await setSettings(page, { 's-temperature': '0' });
+    const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
+    await send(page, 'Cooler');
+    assert.deepEqual((await sent).postDataJSON().messages, [...user('Hot'), ...user('Cooler')]);
   });
 
-  await check('Stop ends the answer; what came stays, and the server takes the next request', async () => {
+  await check('Stop ends the answer; what came stays, with its token count, and the server takes the next request', async () => {
     const long = { messages: user('Hello there'), temperature: 0, max_tokens: 3000 };
     const full = await chatDirect(srv, long);
     const fullText = (full.choices[0].message.reasoning_content ?? '') + full.choices[0].message.content;
@@ -210,7 +245,10 @@ async function plainServer() {
     const kept = (a.reasoning ?? '') + a.content;
     assert.ok(kept.length > 0 && kept.length < fullText.length, `kept ${kept.length} of ${fullText.length}`);
     assert.ok(fullText.startsWith(kept));
-    assert.match(await page.textContent('#messages .msg.assistant .stats'), /stopped/);
+    // (no usage comes after Stop: the tokens counted as they came stay)
+    assert.ok(a.stats.completion_tokens > 0, JSON.stringify(a.stats));
+    assert.match(await page.textContent('#messages .msg.assistant .stats'),
+                 new RegExp(`^${a.stats.completion_tokens} tokens, .*stopped$`));
     const next = await chatDirect(srv, { messages: user('Hi'), temperature: 0, max_tokens: 2 });
     assert.equal(next.usage.completion_tokens, 2);
     // Escape stops it too
@@ -260,7 +298,42 @@ async function plainServer() {
     await page.click('#settings-form button[type=submit]');
   });
 
-  await check('Continue goes on from the end of an answer the token limit cut, as continue_final_message does', async () => {
+  await check('Settings: a value not wholly a number is refused until it is corrected; "0,7" is 0.7', async () => {
+    const isOpen = () => page.evaluate(() => document.getElementById('settings').open);
+    const save = () => page.click('#settings-form button[type=submit]');
+    await page.click('#new-chat');
+    await page.click('#open-settings');
+    await page.fill('#s-temperature', 'abc');
+    await save();
+    assert.equal(await isOpen(), true, '"abc" was taken as a temperature');
+    await page.fill('#s-temperature', '0,7');
+    await page.fill('#s-max_tokens', '1e1');
+    await page.fill('#s-top_k', '40.9');
+    await save();
+    assert.equal(await isOpen(), true, '"40.9" was taken as a top-k');
+    await page.fill('#s-top_k', '40');
+    await save();
+    const kept = !(await isOpen());
+    if (!kept) await page.click('#settings-cancel');   // (the checks after this one need the page)
+    assert.ok(kept, 'the corrected settings were not saved');
+    const sent = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
+    await send(page, 'Numbers');
+    const body = (await sent).postDataJSON();
+    assert.deepEqual([body.temperature, body.max_tokens, body.top_k], [0.7, 10, 40]);
+    await setSettings(page, { 's-temperature': '0', 's-max_tokens': '12', 's-top_k': '' });
+  });
+
+  await check('Enter that ends an input method\'s word (Safari\'s: keyCode 229, not composing) does not send', async () => {
+    await page.fill('#input', 'nihao');
+    await page.evaluate(() => document.getElementById('input').dispatchEvent(
+      new KeyboardEvent('keydown', { key: 'Enter', keyCode: 229, bubbles: true, cancelable: true })));
+    await page.waitForTimeout(200);
+    assert.equal(await page.inputValue('#input'), 'nihao');
+    assert.equal(await page.isVisible('#send'), true);
+    await page.fill('#input', '');
+  });
+
+  await check('Continue goes on from the end of an answer the token limit cut, as continue_final_message does; the context counts it once', async () => {
     await page.click('#new-chat');
     await setSettings(page, { 's-temperature': '0', 's-max_tokens': '5', 's-thinking': 'off' });
     await send(page, 'Hello there');
@@ -281,6 +354,9 @@ async function plainServer() {
     const api = await chatDirect(srv, { ...body, stream: false, stream_options: undefined });
     assert.equal(a.content, partial + (api.choices[0].message.content ?? ''));
     assert.equal(a.stats.completion_tokens, 5 + api.usage.completion_tokens);
+    // the context: the last request's prompt (the first part in it) and what it added, the first part once
+    assert.match(await page.textContent('#context'),
+                 new RegExp(`^context ${api.usage.prompt_tokens + api.usage.completion_tokens}( of \\d+)?$`));
     assert.ok(a.done && !a.stopped && !a.error);
     assert.equal(await page.locator('#messages .msg.assistant >> button:has-text("Continue")').count(),
                  api.choices[0].finish_reason === 'length' ? 1 : 0);
@@ -394,6 +470,52 @@ async function plainServer() {
     assert.deepEqual(out.tableParas, ['Here:', 'after']);
     // a delimiter row of another count is no table
     assert.deepEqual(out.notTable, [0, 'a | b---|---|---c | d']);
+  });
+
+  await check('Markdown: emphasis around code and math, backslash escapes, lists nested and with code blocks, ' +
+              'addresses with parentheses', async () => {
+    await page.evaluate(RENDER_CHECK);
+    const out = await page.evaluate(() => {
+      const render = window.renderChecked, html = (md) => render(md).innerHTML;
+      // a list as [text, [its nested list]] per item
+      const shape = (list) => [...list.children].map((li) => {
+        const sub = li.querySelector(':scope > ul, :scope > ol');
+        const text = [...li.childNodes].filter((n) => n !== sub).map((n) => n.textContent).join('').trim();
+        return sub ? [text, shape(sub)] : text;
+      });
+      const fenced = render('1. Install:\n    ```bash\n    pip install x\n      --user\n    ```\n2. Run it');
+      const nested = render('- a\n  - b\n    - c\n  - b2\n- d\n\nafter');
+      const numbered = render('1. one\n   - sub\n2. two\n\n3. three\n\n   more of three\n\n- other');
+      return {
+        boldCode: html('**Use `foo()` here**'),
+        emMath: render('*see $x$ now*').querySelectorAll('em > math').length,
+        both: html('***both*** and **`a` `b`**'),
+        escapes: [render('\\*not em\\* \\`not code\\` \\\\ \\[a](https://x.org) 2 \\* 3 \\<b\\> \\q').innerHTML],
+        escapedBackslash: html('\\\\`code`'),
+        links: [...render('[Foo](https://en.wikipedia.org/wiki/Foo_(bar)) and [b](https://x.org/a) (note) ' +
+                          '[c](https://x.org/`d`)').querySelectorAll('a')].map((a) => [a.textContent, a.getAttribute('href')]),
+        tableRows: [...render('| a | b |\n|---|---|\n| x ` y | z |\n| `p|q` | r |').querySelectorAll('tbody tr')]
+          .map((r) => [...r.children].map((e) => e.innerHTML)),
+        fenced: [fenced.querySelectorAll('ol').length, fenced.querySelectorAll('ol > li').length,
+                 fenced.querySelector('ol > li .code pre code') && fenced.querySelector('ol > li .code pre code').textContent,
+                 fenced.querySelector('ol > li:first-child').firstChild.textContent,
+                 fenced.querySelector('ol > li:last-child').textContent],
+        nested: [shape(nested.querySelector('ul')), nested.querySelector(':scope > p').textContent],
+        numbered: [...numbered.children].map((e) => [e.tagName, e.tagName === 'P' ? e.textContent : shape(e)]),
+      };
+    });
+    await page.evaluate(() => document.getElementById('render-check').remove());
+    assert.equal(out.boldCode, '<p><strong>Use <code>foo()</code> here</strong></p>');
+    assert.equal(out.emMath, 1);
+    assert.equal(out.both, '<p><em><strong>both</strong></em> and <strong><code>a</code> <code>b</code></strong></p>');
+    assert.deepEqual(out.escapes, ['<p>*not em* `not code` \\ [a](https://x.org) 2 * 3 &lt;b&gt; \\q</p>']);
+    assert.equal(out.escapedBackslash, '<p>\\<code>code</code></p>');
+    assert.deepEqual(out.links, [['Foo', 'https://en.wikipedia.org/wiki/Foo_(bar)'], ['b', 'https://x.org/a']]);
+    // a lone backtick is text; a code span keeps its pipe
+    assert.deepEqual(out.tableRows, [['x ` y', 'z'], ['<code>p|q</code>', 'r']]);
+    assert.deepEqual(out.fenced, [1, 2, 'pip install x\n  --user', 'Install:', 'Run it']);
+    assert.deepEqual(out.nested, [[['a', [['b', ['c']], 'b2']], 'd'], 'after']);
+    assert.deepEqual(out.numbered, [['OL', [['one', ['sub']], 'two', 'threemore of three']], ['UL', ['other']]]);
   });
 
   await check('TeX math: MathML from the tables, dollars that are money left as text, nothing else as markup', async () => {
@@ -526,10 +648,14 @@ async function plainServer() {
     assert.equal(await page.locator('#conversations li').count(), all);
   });
 
-  await check('Export downloads a conversation that Import adds back; a bad file is refused', async () => {
+  await check('Export downloads a conversation that Import adds back, named by its title in any script; a bad file is refused', async () => {
+    await page.dblclick('#conversations li.current button.open');
+    await page.fill('#conversations li.current input.rename', '日本語の会話 #2');
+    await page.press('#conversations li.current input.rename', 'Enter');
     const before = await stored(page), shownId = await page.evaluate(() => currentId);
     const shown = before.find((c) => c.id === shownId);
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+    assert.equal(download.suggestedFilename(), '日本語の会話_2.json');
     const file = await download.path();
     const exported = JSON.parse(readFileSync(file, 'utf8'));
     assert.deepEqual(exported.messages, shown.messages);
@@ -559,6 +685,101 @@ async function plainServer() {
     await page.click('#conversations li.current button.link');
     assert.equal((await stored(page)).length, before - 1);
     assert.equal(await page.locator('#conversations li').count(), before - 1);
+  });
+
+  await check('the Thinking panel opens and closes while the answer streams, and stays as the user left it', async () => {
+    await page.evaluate(STUB_ANSWERS);
+    await page.click('#new-chat');
+    await sendStubbed(page, 'Think');
+    const isOpen = () => page.evaluate(() => document.querySelector('#messages .msg.assistant details.reasoning').open);
+    const shows = (sel, text) => page.waitForFunction(([s, t]) =>
+      document.querySelector('#messages .msg.assistant ' + s).textContent.includes(t), [sel, text]);
+    await say(page, { reasoning_content: 'Let me see' });
+    await page.waitForSelector('#messages .msg.assistant details.reasoning[open]');   // (open while it thinks)
+    await page.click('#messages .msg.assistant summary');
+    await say(page, { reasoning_content: ', more' });
+    await shows('details', 'more');
+    assert.equal(await isOpen(), false, 'the panel closed by the user opened again');
+    await page.click('#messages .msg.assistant summary');
+    await say(page, { content: 'Answer' });
+    await shows('.body', 'Answer');
+    assert.equal(await isOpen(), true, 'the panel opened by the user closed at the answer');
+    await say(page, {}, 'stop');
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+    assert.equal(await isOpen(), true);
+  });
+
+  await check('the view follows the end of an answer only where the reader is at the end; Edit keeps it in place', async () => {
+    await page.evaluate(STUB_ANSWERS);
+    const box = (f) => page.evaluate(f);
+    const lines = Array.from({ length: 150 }, (_, i) => `line ${i}`).join('\n\n');
+    await page.click('#new-chat');
+    await sendStubbed(page, 'Tall');
+    await say(page, { content: lines }, 'stop');
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+    const { top, bottom } = await box(() => {
+      const b = document.getElementById('messages');
+      return { top: b.scrollTop, bottom: b.scrollHeight - b.clientHeight };
+    });
+    assert.ok(bottom > 1000 && top === bottom, `followed to the end: ${top} of ${bottom}`);
+    // scrolled up to the question: Edit and Cancel leave the view there
+    await box(() => { document.getElementById('messages').scrollTop = 0; });
+    await page.click('#messages .msg.user >> button:has-text("Edit")');
+    assert.equal(await box(() => document.getElementById('messages').scrollTop), 0, 'Edit scrolled the view');
+    await page.click('#messages .editor button:has-text("Cancel")');
+    assert.equal(await box(() => document.getElementById('messages').scrollTop), 0, 'Cancel scrolled the view');
+    // a new question goes to the end; a reader who scrolls up while it comes stays where they are
+    await sendStubbed(page, 'More');
+    await page.waitForFunction(() => { const b = document.getElementById('messages');
+      return b.scrollHeight - b.scrollTop - b.clientHeight < 40; });
+    await say(page, { content: 'start\n\n' });
+    await box(() => { document.getElementById('messages').scrollTop = 100; });
+    await say(page, { content: lines }, 'stop');
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+    assert.equal(await box(() => document.getElementById('messages').scrollTop), 100, 'the end of the answer moved the view');
+  });
+
+  await check('an answer stopped before its first token is not sent back to the model', async () => {
+    await page.evaluate(STUB_ANSWERS);
+    await page.click('#new-chat');
+    await sendStubbed(page, 'Quiet');
+    await page.click('#stop');
+    await waitIdle(page);
+    await sendStubbed(page, 'Again');
+    assert.deepEqual(await page.evaluate(() => window.stream.body.messages), [...user('Quiet'), ...user('Again')]);
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+  });
+
+  await check('an open editor and a title being renamed keep what was typed when the page is drawn again', async () => {
+    await page.evaluate(STUB_ANSWERS);
+    await page.click('#new-chat');
+    await sendStubbed(page, 'Draft here');
+    await say(page, { content: 'ok' }, 'stop');
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+    await page.click('#messages .msg.user >> button:has-text("Edit")');
+    await page.fill('#messages .editor textarea', 'typed, not sent');
+    // an answer in another conversation (each end of it draws the page again)
+    await page.click('#new-chat');
+    await sendStubbed(page, 'Elsewhere');
+    await page.dblclick('#conversations li.current button.open');
+    await page.fill('#conversations li.current input.rename', 'Renamed');
+    await say(page, { content: 'done' }, 'stop');
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+    assert.equal(await page.inputValue('#conversations li.current input.rename'), 'Renamed');
+    assert.ok(await page.evaluate(() => document.activeElement.matches('input.rename')), 'the title field lost the focus');
+    await page.keyboard.type('!');
+    await page.keyboard.press('Enter');
+    assert.equal((await stored(page)).find((c) => c.messages[0].content === 'Elsewhere').title, 'Renamed!');
+    await page.click('#conversations li button.open:has-text("Draft here")');
+    assert.equal(await page.inputValue('#messages .editor textarea'), 'typed, not sent');
+    await page.click('#messages .editor button:has-text("Cancel")');
+    await page.evaluate(UNSTUB_ANSWERS);
   });
 
   await check('the page ran without script errors', async () => {
@@ -635,19 +856,29 @@ async function hostileInput() {
       const fences = ['constructor', '__proto__', 'toString'].map((l) => render('```' + l + '\nx = 1\n```'));
       const deep = render('>'.repeat(5000) + ' hi');
       const open = render('**a '.repeat(20000) + '\n' + '~~b '.repeat(20000));
+      const triple = render('***c '.repeat(20000));
       const tex = render('$\\toString x$ and $a \\constructor b$');
       // lines whose patterns once cost the cube or the square of their length
       // (a heading's spaces, a table delimiter's, links never closed): drawn at once
       const heads = render('# a' + ' '.repeat(20000) + 'b\n## Title ##\n### C#\n#### #');
       const table = render('a|b\n' + ' '.repeat(50000) + '|x\n' + '['.repeat(50000) + '\n' +
-                           '[a](https://'.repeat(20000));
+                           '[a](https://'.repeat(20000) + '\n[a](https://' + '(b'.repeat(20000) + '\n' +
+                           '| `x | y |\n|---|---|\n' + '| ` |'.repeat(20000));
       return { fences: fences.map((f) => [f.querySelector('pre code').textContent, f.querySelectorAll('pre code span').length]),
                quotes: deep.querySelectorAll('blockquote').length, deepText: deep.textContent.trim(),
                strong: open.querySelectorAll('strong, del').length, openText: open.textContent.length,
+               triple: triple.querySelectorAll('p').length,
                tex: tex.textContent,
                heads: [...heads.querySelectorAll('h1, h2, h3, h4')].map((h) => [h.tagName, h.textContent.length < 30 ?
                  h.textContent : h.textContent.slice(0, 2) + h.textContent.slice(-2)]),
-               tables: table.querySelectorAll('table, a').length };
+               tables: [table.querySelectorAll('table').length, table.querySelectorAll('a').length],
+               // lists nested 500 deep, and a list item's fence never closed: 32 lists deep, the rest text
+               lists: (() => {
+                 const d = render(Array.from({ length: 500 }, (_, i) => ' '.repeat(2 * i) + '- x').join('\n') +
+                                  '\n- ```\n' + '- y\n'.repeat(20000));
+                 return [d.querySelectorAll('ul').length, d.querySelectorAll('pre').length,
+                         d.textContent.split('x').length - 1, d.querySelector('pre').textContent.split('y').length - 1];
+               })() };
     });
     await page.evaluate(() => document.getElementById('render-check').remove());
     assert.deepEqual(out.fences, [['x = 1', 0], ['x = 1', 0], ['x = 1', 0]]);
@@ -655,10 +886,12 @@ async function hostileInput() {
     assert.equal(out.deepText, '>'.repeat(5000 - 33) + ' hi');
     assert.equal(out.strong, 0);
     assert.equal(out.openText, 2 * 4 * 20000);
+    assert.equal(out.triple, 1);
     assert.match(out.tex, /toString/);
     assert.match(out.tex, /constructor/);
     assert.deepEqual(out.heads, [['H1', 'a  b'], ['H2', 'Title'], ['H3', 'C#'], ['H4', '']]);
-    assert.equal(out.tables, 0);
+    assert.deepEqual(out.tables, [1, 0]);
+    assert.deepEqual(out.lists, [33, 1, 500, 20000]);
   });
   await check('an answer a proxy ends without its end is said to be cut off (CRLF framing; an unended last event is none)', async () => {
     await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, contentType: 'text/event-stream',
@@ -726,7 +959,7 @@ async function hostileInput() {
     assert.deepEqual([a.stats, a.finish], [{ prompt_tokens: 5 }, undefined]);
     assert.match(await page.textContent('#messages .msg.assistant .stats'), /prompt 5 tokens/);
   });
-  await check('a damaged stored conversation is left out, not the page', async () => {
+  await check('a damaged stored conversation is left out, not the page, and kept as it was', async () => {
     await page.evaluate(() => localStorage.setItem('moetier.conversations', JSON.stringify([
       null, { id: 'a', updated: 1, messages: {} }, { id: 'c', updated: 3, messages: [null] },
       { id: 'b', updated: 2, title: 'kept', messages: [{ role: 'user', content: 'ok' },
@@ -739,6 +972,22 @@ async function hostileInput() {
     assert.equal(await page.textContent('#messages .msg.assistant >> nth=0 >> .body'), 'fine');
     // an answer the page was closed on: as far as it came, stopped
     assert.match(await page.textContent('#messages .msg.assistant >> nth=1 >> .stats'), /stopped/);
+    // and kept as they were when the page stores again (here: a rename)
+    const damaged = (await page.evaluate(() => JSON.parse(localStorage.getItem('moetier.conversations')))).slice(0, 3);
+    await page.dblclick('#conversations li.current button.open');
+    await page.fill('#conversations li.current input.rename', 'kept!');
+    await page.press('#conversations li.current input.rename', 'Enter');
+    const after = await stored(page);
+    assert.equal(after[0].title, 'kept!');
+    assert.deepEqual(after.slice(1), damaged);
+    // a store that is no list at all is kept too, as its text
+    await page.evaluate(() => localStorage.setItem('moetier.conversations', '{"torn'));
+    await page.reload();
+    await page.waitForFunction(() => document.getElementById('model').textContent === 'tiny');
+    assert.match(await page.textContent('#notice'), /The stored conversations were damaged and left out/);
+    await send(page, 'Fresh');
+    const fresh = await stored(page);
+    assert.deepEqual([fresh.length, fresh[0].title, fresh[1]], [2, 'Fresh', '{"torn']);
     assert.deepEqual(errors, []);
   });
   await context.close();
