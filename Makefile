@@ -193,7 +193,10 @@ test-race:
 # linked with the CUDA=0 library and the unit tests (docs/testing.md). With
 # SANITIZE=1 the kernels too run under ASan+UBSan, in build-gpu-emu-san/.
 EMU_BUILD := build-gpu-emu$(if $(filter 1,$(SANITIZE)),-san,)
-EMU_CXXFLAGS := -std=c++17 -O1 -g -Wall -Wno-unknown-pragmas -DMOETIER_CUDA_EMU -Itests/cuda_emu -I. \
+# (-fno-unswitch-loops: the emulation tells a barrier or shuffle by the one
+# place it is called from, and a loop copied per branch of a test inside it,
+# as GCC does from -O3 on, would call one from two)
+EMU_CXXFLAGS := -std=c++17 -O1 -fno-unswitch-loops -g -Wall -Wno-unknown-pragmas -DMOETIER_CUDA_EMU -Itests/cuda_emu -I. \
                 -U_FORTIFY_SOURCE -fno-stack-protector $(if $(filter 1,$(WERROR)),-Werror,) $(SANFLAGS)
 EMU_KOBJ := $(patsubst kernels/%.cu,$(EMU_BUILD)/kernels/%.o,$(wildcard kernels/*.cu))
 GPU_EMU_TESTS ?= @(gpu/*|bench_model/*_gpu|cache_type/*_gpu|golden/*_gpu|tiers/invariance_gpu_vram_cache_int4*|prompt_cache/*_gpu|prompt_file/*_gpu|engine_seqs/*_gpu|draft/*_gpu|profile/*_gpu)

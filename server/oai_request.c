@@ -264,9 +264,13 @@ static int text_only(const cJSON *modalities)
  * and spoken answers. */
 static int refuse_unsupported_chat(const cJSON *o, oai_error *err)
 {
-    return unsupported(o, "functions", 0, "declare them in 'tools', each as {\"type\": \"function\", "
-                       "\"function\": {...}}; calls are answered in tool_calls", err) ||
-           unsupported(o, "function_call", 0, "use 'tool_choice'", err) ||
+    const cJSON *functions = cJSON_GetObjectItemCaseSensitive(o, "functions");
+    const cJSON *call = cJSON_GetObjectItemCaseSensitive(o, "function_call");
+    return unsupported(o, "functions", cJSON_IsArray(functions) && !cJSON_GetArraySize(functions),
+                       "declare them in 'tools', each as {\"type\": \"function\", \"function\": {...}}; "
+                       "calls are answered in tool_calls", err) ||
+           unsupported(o, "function_call", cJSON_IsString(call) && !strcmp(call->valuestring, "none"),
+                       "use 'tool_choice'", err) ||
            unsupported(o, "audio", 0, "answers are text", err) ||
            unsupported(o, "modalities", text_only(cJSON_GetObjectItemCaseSensitive(o, "modalities")),
                        "answers are text: [\"text\"] only", err);
@@ -663,7 +667,8 @@ static int parse_chat(oai_request *r, oai_error *err)
         cJSON_ArrayForEach(t, tools) {
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
             const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
-            if (!cJSON_IsObject(t) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") ||
+            /* (type may be left out: vLLM takes "function" then) */
+            if (!cJSON_IsObject(t) || (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))) ||
                 !cJSON_IsObject(fn) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name")))
                 return oai_bad(err, "tools", "tools[%d] must be {\"type\": \"function\", \"function\": "
                            "{\"name\": ...}}", k);
@@ -688,7 +693,7 @@ static int parse_chat(oai_request *r, oai_error *err)
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
             const cJSON *type = cJSON_GetObjectItemCaseSensitive(tc, "type");
-            if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name))
+            if ((type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))) || !cJSON_IsString(name))
                 return oai_bad(err, "tool_choice", "'tool_choice' as an object must be {\"type\": "
                            "\"function\", \"function\": {\"name\": ...}}");
             r->tool_choice_name = name->valuestring;

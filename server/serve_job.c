@@ -304,8 +304,11 @@ static void answer_text(answer *a, const char *p, size_t n, int final)
                 memcpy(with_tail + a->echo_tail_len, content, content_len);
                 content = with_tail;
                 content_len = n_all;
-                a->echo_tail_len = 0;
+            } else {    /* (out of memory: the bytes in order, the character in two) */
+                job_emit(a->s, a->j, oai_event_delta(&a->meta, 0, a->echo_tail, a->echo_tail_len, "", 0, NULL,
+                                                     0, 0, NULL, NULL));
             }
+            a->echo_tail_len = 0;
         }
         job_emit(a->s, a->j, oai_event_delta(&a->meta, a->chat && !a->role_sent, content, content_len,
                                              reasoning, reasoning_len, calls, n_calls,
@@ -405,12 +408,15 @@ static int is_request_stop_id(const job *j, int id)
 }
 
 /* Special tokens reach the client only as the tool-call and reasoning markers
- * the chat parser turns into fields; others (reserved, media, ...) are dropped,
- * as OpenAI-style servers do, unless the request keeps them (vLLM's
- * skip_special_tokens false). */
-static int shown_special(const server *s, const job *j, int id, const char *name, size_t n)
+ * the chat parser turns into fields (in a chat, where the answer is at one
+ * that means something: a section's end outside a section is none); others
+ * (reserved, media, ...) are dropped, as OpenAI-style servers do, unless the
+ * request keeps them (vLLM's skip_special_tokens false). */
+static int shown_special(const server *s, const job *j, const answer *a, int id, const char *name, size_t n)
 {
-    return !vocab_is_special(&s->tok->v, id) || tool_stream_marker(name, n) || j->req.keep_special;
+    if (!vocab_is_special(&s->tok->v, id) || j->req.keep_special)
+        return 1;
+    return tool_stream_marker(name, n) && (!a->chat || tool_stream_takes(&a->ts, name, n));
 }
 
 /* The answer's start a client gave, after the prompt's generation prompt:
@@ -508,6 +514,7 @@ int job_prompt_ids(server *s, job *j, const job *same, oai_error *err)
     if (same) {
         /* (its chat first: what follows checks tool_choice against the layout) */
         j->chat = same->chat;
+        j->truncated = same->truncated;
         for (size_t i = 0; i < same->ids.n; i++)
             if (token_list_push(ids, same->ids.ids[i]))
                 return oai_fail(err, 500, "server_error", NULL, NULL, "out of memory");
@@ -1075,11 +1082,11 @@ static int next_token(server *s, slot_run *r)
             report_logprobs(&r->report, next, j->req.top_logprobs, &st);
         else
             step_logprobs_compute(r->raw, V, next, j->req.top_logprobs, &st);
-        answer_logprobs(r->a, &s->tok->v, next, bytes && shown_special(s, j, next, bytes, bn), &st);
+        answer_logprobs(r->a, &s->tok->v, next, bytes && shown_special(s, j, r->a, next, bytes, bn), &st);
     }
     if (r->a->llama)
         answer_id(r->a, next);
-    if (bytes && !shown_special(s, j, next, bytes, bn))
+    if (bytes && !shown_special(s, j, r->a, next, bytes, bn))
         bytes = NULL, bn = 0;
     /* llama.cpp's limits for code completion, on the answer's text */
     int text = bytes && part == GATE_ANSWER;
@@ -1091,13 +1098,10 @@ static int next_token(server *s, slot_run *r)
     if (bytes && r->a->chat && vocab_is_special(&s->tok->v, next) && tool_stream_marker(bytes, bn)) {
         /* a chat answer's reasoning and tool-call markers are no text: the
          * parser takes them, a stop string neither matches inside one nor
-         * spans one (the text on its two sides goes to different fields);
-         * one that means nothing where the answer is (a section's end
-         * outside a section) is dropped as other special tokens are */
+         * spans one (the text on its two sides goes to different fields) */
         stop_filter_finish(&r->sf, &rel, &rel_len);
         answer_text(r->a, rel, rel_len, 0);
-        if (tool_stream_takes(&r->a->ts, bytes, bn) || j->req.keep_special)
-            answer_text(r->a, bytes, bn, 0);
+        answer_text(r->a, bytes, bn, 0);
         st = 0;
     } else {
         /* vLLM's min_tokens: a stop string ends the answer once it has that

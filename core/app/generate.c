@@ -167,9 +167,10 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             p->draft_stats->steps++;
         }
     }
-    /* the cache ends at the answer's last token fed back, also after an
-     * error, and logits hold the distribution after it (the one the last
-     * token was drawn from) */
+    /* the cache ends at the answer's last token fed back (a step's guesses
+     * dropped after an error too), and, when the answer ended or filled the
+     * context, logits hold the distribution after it (the one the last token
+     * was drawn from) */
     if (d.n) {
         errbuf ignored;
         int dropped = drop_unused(&m->en, &d, rc ? &ignored : e);

@@ -311,6 +311,9 @@ async function plainServer() {
     await page.fill('#s-top_k', '40.9');
     await save();
     assert.equal(await isOpen(), true, '"40.9" was taken as a top-k');
+    await page.fill('#s-top_k', '1,000');
+    await save();
+    assert.equal(await isOpen(), true, '"1,000" was taken as a top-k');
     await page.fill('#s-top_k', '40');
     await save();
     const kept = !(await isOpen());
@@ -494,7 +497,8 @@ async function plainServer() {
         escapedBackslash: html('\\\\`code`'),
         links: [...render('[Foo](https://en.wikipedia.org/wiki/Foo_(bar)) and [b](https://x.org/a) (note) ' +
                           '[c](https://x.org/`d`)').querySelectorAll('a')].map((a) => [a.textContent, a.getAttribute('href')]),
-        tableRows: [...render('| a | b |\n|---|---|\n| x ` y | z |\n| `p|q` | r |').querySelectorAll('tbody tr')]
+        tableRows: [...render('| a | b |\n|---|---|\n| x ` y | z |\n| `p|q` | r |\n| `s \\| t` | u |\n' +
+                              '| \\`v | w\\` |').querySelectorAll('tbody tr')]
           .map((r) => [...r.children].map((e) => e.innerHTML)),
         fenced: [fenced.querySelectorAll('ol').length, fenced.querySelectorAll('ol > li').length,
                  fenced.querySelector('ol > li .code pre code') && fenced.querySelector('ol > li .code pre code').textContent,
@@ -512,7 +516,9 @@ async function plainServer() {
     assert.equal(out.escapedBackslash, '<p>\\<code>code</code></p>');
     assert.deepEqual(out.links, [['Foo', 'https://en.wikipedia.org/wiki/Foo_(bar)'], ['b', 'https://x.org/a']]);
     // a lone backtick is text; a code span keeps its pipe
-    assert.deepEqual(out.tableRows, [['x ` y', 'z'], ['<code>p|q</code>', 'r']]);
+    // (GitHub's: an escaped pipe in a code span is a pipe; an escaped backtick opens none)
+    assert.deepEqual(out.tableRows, [['x ` y', 'z'], ['<code>p|q</code>', 'r'], ['<code>s | t</code>', 'u'],
+                                     ['`v', 'w`']]);
     assert.deepEqual(out.fenced, [1, 2, 'pip install x\n  --user', 'Install:', 'Run it']);
     assert.deepEqual(out.nested, [[['a', [['b', ['c']], 'b2']], 'd'], 'after']);
     assert.deepEqual(out.numbered, [['OL', [['one', ['sub']], 'two', 'threemore of three']], ['UL', ['other']]]);

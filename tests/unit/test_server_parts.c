@@ -60,10 +60,8 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tool_choice\": \"required\"}", "tool_choice");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": {\"type\": "
            "\"function\"}}", "tool_choice");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": {\"function\": "
-           "{\"name\": \"f\"}}}", "tool_choice");
-    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"function\": {\"name\": \"f\"}}]}",
-           "tools");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], " TOOLS ", \"tool_choice\": {\"type\": "
+           "\"tool\", \"function\": {\"name\": \"f\"}}}", "tool_choice");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"type\": \"retrieval\", "
            "\"function\": {\"name\": \"f\"}}]}", "tools");
     /* legacy function calls and spoken answers: asked for, not made */
@@ -257,7 +255,7 @@ Test(server_request, takes_every_supported_field)
                        "\"stop\": [\"x\", \"\", \"yz\"], \"stream\": true, "
                        "\"stream_options\": {\"include_usage\": true}, "
                        "\"chat_template_kwargs\": {\"thinking\": false}, \"parallel_tool_calls\": false, "
-                       "\"modalities\": [\"text\"], \"functions\": null, \"unknown\": {}}";
+                       "\"modalities\": [\"text\"], \"functions\": [], \"function_call\": \"none\", \"unknown\": {}}";
     oai_request r;
     oai_error err;
     cr_assert_eq(oai_request_parse(OAI_CHAT, body, strlen(body), NULL, &r, &err), 0, "%s", err.message);
@@ -287,6 +285,14 @@ Test(server_request, takes_every_supported_field)
                        "\"function\": {\"name\": \"f\"}}], \"tool_choice\": \"none\"}";
     cr_assert_eq(oai_request_parse(OAI_CHAT, none, strlen(none), NULL, &r, &err), 0);
     cr_assert_null(r.tools, "tool_choice none declares no tools");
+    oai_request_free(&r);
+    /* a tool's type, and a named tool_choice's, may be left out (vLLM's "function") */
+    const char *untyped = "{\"messages\": [{\"role\": \"user\"}], \"tools\": [{\"function\": {\"name\": "
+                          "\"f\"}}], \"tool_choice\": {\"function\": {\"name\": \"f\"}}}";
+    cr_assert_eq(oai_request_parse(OAI_CHAT, untyped, strlen(untyped), NULL, &r, &err), 0, "%s", err.message);
+    cr_assert(r.tools && r.tool_choice_name && !strcmp(r.tool_choice_name, "f"));
+    oai_request_free(&r);
+    cr_assert_eq(oai_request_parse(OAI_CHAT, none, strlen(none), NULL, &r, &err), 0);
     cr_assert(!r.one_call, "absent: calls in parallel");
     cr_assert_eq(r.temperature, -1.0f, "absent: the server's default");
     oai_request_free(&r);
