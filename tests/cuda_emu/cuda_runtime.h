@@ -15,7 +15,10 @@
  * on a created stream runs only when something waits for it (an event or the
  * stream), so a kernel that reads a copy's destination without waiting sees
  * what was there before, and a pinned buffer changed before the copy runs gives
- * the copy its new bytes (emu_stream.cc). A launch beyond the device's limits
+ * the copy its new bytes (emu_stream.cc); with MOETIER_EMU_COPIES_FIRST=1 the
+ * default stream's kernels wait instead and created streams run at once, so
+ * a copy that does not wait for the kernels still reading its destination
+ * lands first. A launch beyond the device's limits
  * aborts. This checks indexing, reductions, shared memory use, launch shapes
  * and the ordering between streams, not the device's timing, memory model or
  * rounding of its math library. */
@@ -27,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -98,8 +102,12 @@ inline const char *cudaGetErrorString(cudaError_t e)
 }
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void);
-/* runs the default stream's queued copies: before anything it does next */
+/* runs the default stream's queued work: before anything it does next */
 void emu_default_stream_flush(void);
+/* MOETIER_EMU_COPIES_FIRST=1: the default stream queues its kernels too, and
+ * created streams run their work as soon as their waits allow (emu_stream.cc) */
+bool emu_copies_first(void);
+void emu_default_stream_push(std::function<void()> op);
 /* host memory the device may read or write later (cudaMallocHost, cudaHostRegister) */
 void emu_pin(void *p, size_t n);
 void emu_unpin(const void *p);
@@ -189,8 +197,12 @@ inline cudaError_t cudaMemset(void *d, int v, size_t n)
 }
 inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
 {
-    emu_default_stream_flush();
-    memset(d, v, n);
+    if (emu_copies_first()) {
+        emu_default_stream_push([d, v, n] { memset(d, v, n); });
+    } else {
+        emu_default_stream_flush();
+        memset(d, v, n);
+    }
     return cudaSuccess;
 }
 
@@ -251,28 +263,37 @@ template <typename... P> struct emu_launch_t {
             void (*kernel)(P...);
             std::tuple<P...> args;
         } c{kernel, std::tuple<P...>(std::forward<A>(args)...)};
-        emu_default_stream_flush();
         emu_check_launch(grid, block, smem);
-        std::vector<const void *> pointers;
-        std::apply([&](const P &...a) { (emu_collect_pointer(a, pointers), ...); }, c.args);
-        emu_check_launch_device(emu_stream_device(stream), pointers.data(), pointers.size());
-        gridDim = grid;
-        blockDim = block;
-        emu_set_dynamic_smem(smem);
-        /* the blocks in a pseudo-random order: no kernel may depend on theirs */
         if ((unsigned long long)grid.x * grid.y * grid.z > 0xffffffffull) {
             fprintf(stderr, "cuda_emu: a grid of more than 2^32 blocks\n");
             abort();
         }
-        unsigned n = grid.x * grid.y * grid.z;
-        std::vector<unsigned> order(n);
-        emu_shuffle(order.data(), n);
-        for (unsigned b : order) {
-            blockIdx = dim3(b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y));
-            emu_run_block([](void *p) {
-                call *k = (call *)p;
-                std::apply(k->kernel, k->args);
-            }, &c, block.x * block.y * block.z);
+        std::vector<const void *> pointers;
+        std::apply([&](const P &...a) { (emu_collect_pointer(a, pointers), ...); }, c.args);
+        emu_check_launch_device(emu_stream_device(stream), pointers.data(), pointers.size());
+        dim3 g = grid, b = block;
+        size_t sm = smem;
+        auto run = [c, g, b, sm]() mutable {
+            gridDim = g;
+            blockDim = b;
+            emu_set_dynamic_smem(sm);
+            /* the blocks in a pseudo-random order: no kernel may depend on theirs */
+            unsigned n = g.x * g.y * g.z;
+            std::vector<unsigned> order(n);
+            emu_shuffle(order.data(), n);
+            for (unsigned k : order) {
+                blockIdx = dim3(k % g.x, k / g.x % g.y, k / (g.x * g.y));
+                emu_run_block([](void *p) {
+                    call *kc = (call *)p;
+                    std::apply(kc->kernel, kc->args);
+                }, &c, b.x * b.y * b.z);
+            }
+        };
+        if (!stream && emu_copies_first()) {
+            emu_default_stream_push(run);
+        } else {
+            emu_default_stream_flush();
+            run();
         }
     }
 };

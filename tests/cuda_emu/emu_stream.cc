@@ -15,9 +15,19 @@
  * runs at the call (the call waits for it). Streams and events belong to
  * the device current when they are made; recording an event on another
  * device's stream fails, as it does on a GPU. Used by one thread at a time,
- * like the backend's calls into CUDA. */
+ * like the backend's calls into CUDA.
+ *
+ * With MOETIER_EMU_COPIES_FIRST=1 the order is the other one a device may
+ * take: the default stream keeps all its work (kernels too) until something
+ * waits for it, and a created stream runs its work as soon as its waits
+ * allow, at the call. A copy into memory that kernels queued before it still
+ * read then lands first, unless an event orders them (the backend's `freed`
+ * events): what the first order cannot show. A pinned source changed after
+ * its copy is queued is the first order's to show, so the tests run in both. */
 #include <chrono>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "cuda_runtime.h"
@@ -47,14 +57,24 @@ struct emu_event {
 
 static std::vector<cudaStream_t> streams;
 
-/* the default stream's queued copies; staged: the source's bytes at the call */
-struct default_copy {
-    void *dst;
-    const void *src;
-    size_t n;
-    std::vector<char> staged;
-};
-static std::deque<default_copy> default_copies;
+/* the default stream's queued work: its copies, and with copies_first its
+ * kernels, records and waits too */
+static std::deque<std::function<void()>> default_ops;
+
+bool emu_copies_first(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("MOETIER_EMU_COPIES_FIRST");
+        on = v && !strcmp(v, "1");
+    }
+    return on;
+}
+
+void emu_default_stream_push(std::function<void()> op)
+{
+    default_ops.push_back(std::move(op));
+}
 
 static std::vector<std::pair<const char *, size_t>> pinned;
 
@@ -80,13 +100,18 @@ static bool is_pinned(const void *p)
     return false;
 }
 
+/* runs the default stream's first queued operation */
+static void step_default(void)
+{
+    std::function<void()> op = std::move(default_ops.front());
+    default_ops.pop_front();
+    op();
+}
+
 void emu_default_stream_flush(void)
 {
-    while (!default_copies.empty()) {
-        default_copy c = std::move(default_copies.front());
-        default_copies.pop_front();
-        memmove(c.dst, c.staged.empty() ? c.src : c.staged.data(), c.n);
-    }
+    while (!default_ops.empty())
+        step_default();
 }
 
 static double now(void)
@@ -97,21 +122,53 @@ static double now(void)
 
 static void wait_for(cudaEvent_t ev, unsigned long gen);
 
-/* runs the stream's first queued operation */
+static void mark(cudaEvent_t ev, unsigned long gen)
+{
+    if (ev->done_gen < gen) {
+        ev->done_gen = gen;
+        ev->seconds = now();
+    }
+}
+
+/* runs the stream's first queued operation; a wait not yet met is met first
+ * and stays in the queue, met, for the caller's next step (meeting it may run
+ * work that starts this stream's queue itself: copies_first) */
 static void step(cudaStream_t s)
 {
     emu_op op = s->queue.front();
-    s->queue.pop_front();
-    if (op.kind == OP_COPY) {
-        memmove(op.dst, op.src, op.n);
-    } else if (op.kind == OP_MARK) {
-        if (op.ev->done_gen < op.gen) {
-            op.ev->done_gen = op.gen;
-            op.ev->seconds = now();
-        }
-    } else {
+    if (op.kind == OP_WAIT && op.ev->done_gen < op.gen) {
         wait_for(op.ev, op.gen);
+        return;
     }
+    s->queue.pop_front();
+    if (op.kind == OP_COPY)
+        memmove(op.dst, op.src, op.n);
+    else if (op.kind == OP_MARK)
+        mark(op.ev, op.gen);
+}
+
+/* copies_first: the stream's work as far as its waits allow */
+static void run_ready(cudaStream_t s)
+{
+    while (!s->queue.empty()) {
+        const emu_op &op = s->queue.front();
+        if (op.kind == OP_WAIT && op.ev->done_gen < op.gen)
+            return;
+        step(s);
+    }
+}
+
+static void run_ready_all(void)
+{
+    for (cudaStream_t s : streams)
+        run_ready(s);
+}
+
+/* copies_first: an operation queued on a created stream starts at once */
+static void queued_on(cudaStream_t s)
+{
+    if (emu_copies_first())
+        run_ready(s);
 }
 
 static void drain(cudaStream_t s)
@@ -123,11 +180,14 @@ static void drain(cudaStream_t s)
 static void wait_for(cudaEvent_t ev, unsigned long gen)
 {
     while (ev->done_gen < gen) {
-        if (!ev->stream || ev->stream->queue.empty()) {
+        if (ev->stream && !ev->stream->queue.empty()) {
+            step(ev->stream);
+        } else if (!ev->stream && !default_ops.empty()) {
+            step_default();     /* (copies_first: recorded on the default stream, queued) */
+        } else {
             fprintf(stderr, "cuda_emu: waiting for an event that can never be reached\n");
             abort();
         }
-        step(ev->stream);
     }
 }
 
@@ -173,14 +233,15 @@ cudaError_t cudaMemcpyAsync(void *d, const void *src, size_t n, cudaMemcpyKind k
 {
     if (s) {
         s->queue.push_back(emu_op{OP_COPY, d, src, n, nullptr, 0});
+        queued_on(s);
     } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(d)) {
         emu_default_stream_flush();
         memmove(d, src, n);
+    } else if (kind == cudaMemcpyHostToDevice && !is_pinned(src)) {
+        auto staged = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + n);
+        default_ops.push_back([d, staged] { memmove(d, staged->data(), staged->size()); });
     } else {
-        default_copy c{d, src, n, {}};
-        if (kind == cudaMemcpyHostToDevice && !is_pinned(src))
-            c.staged.assign((const char *)src, (const char *)src + n);
-        default_copies.push_back(std::move(c));
+        default_ops.push_back([d, src, n] { memmove(d, src, n); });
     }
     return cudaSuccess;
 }
@@ -201,26 +262,36 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 {
     if (ev->device != emu_stream_device(s))
         return cudaErrorInvalidResourceHandle;
-    if (!s)
-        emu_default_stream_flush();
     ev->gen++;
     ev->stream = s;
+    unsigned long gen = ev->gen;
     if (s) {
-        s->queue.push_back(emu_op{OP_MARK, nullptr, nullptr, 0, ev, ev->gen});
+        s->queue.push_back(emu_op{OP_MARK, nullptr, nullptr, 0, ev, gen});
+        queued_on(s);
+    } else if (emu_copies_first()) {
+        /* (what waits for it may start once it is reached) */
+        default_ops.push_back([ev, gen] {
+            mark(ev, gen);
+            run_ready_all();
+        });
     } else {
-        ev->done_gen = ev->gen;
-        ev->seconds = now();
+        emu_default_stream_flush();
+        mark(ev, gen);
     }
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned)
 {
+    unsigned long gen = ev->gen;
     if (s) {
-        s->queue.push_back(emu_op{OP_WAIT, nullptr, nullptr, 0, ev, ev->gen});
+        s->queue.push_back(emu_op{OP_WAIT, nullptr, nullptr, 0, ev, gen});
+        queued_on(s);
+    } else if (emu_copies_first()) {
+        default_ops.push_back([ev, gen] { wait_for(ev, gen); });
     } else {
         emu_default_stream_flush();
-        wait_for(ev, ev->gen);
+        wait_for(ev, gen);
     }
     return cudaSuccess;
 }
