@@ -235,22 +235,24 @@ async function twoCallServer() {
 
 // A stream waiting on its prefill is kept alive between the prompt's chunks:
 // here after every chunk of 4 tokens (--keep-alive 0; 10 s by default).
+// (Greedy: a sampled end token would end an answer before its max_tokens.)
 async function keepAliveServer() {
   const srv = await startServer(['--api-key', KEY, '--chunk', '4', '--no-think', '--alias', 'claude-x',
     '--keep-alive', '0']);
   const long = 'one two three four five six seven eight nine ten '.repeat(4);
   await check('a stream waiting on a long prefill gets pings (Anthropic) and comments (OpenAI)', async () => {
     const a = await fetch(srv.url + '/v1/messages', { method: 'POST', headers: { 'x-api-key': KEY },
-      body: JSON.stringify({ model: MODEL, max_tokens: 3, stream: true, messages: [{ role: 'user', content: long }] }) });
+      body: JSON.stringify({ model: MODEL, max_tokens: 3, temperature: 0, stream: true, messages: [{ role: 'user', content: long }] }) });
     const events = [...(await a.text()).matchAll(/^event: (\w+)$/gm)].map((x) => x[1]);
     assert.equal(events[0], 'message_start');
     const pings = events.slice(0, events.indexOf('content_block_start')).filter((e) => e === 'ping').length;
     assert.ok(pings >= 5, `${pings} pings before the answer: ${events}`);
-    const m = await claude(srv).messages.stream({ model: MODEL, max_tokens: 3,
+    const m = await claude(srv).messages.stream({ model: MODEL, max_tokens: 3, temperature: 0,
       messages: [{ role: 'user', content: long + 'again' }] }).finalMessage();
     assert.equal(m.usage.output_tokens, 3);
     const o = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { authorization: `Bearer ${KEY}` },
-      body: JSON.stringify({ model: MODEL, max_tokens: 3, stream: true, messages: [{ role: 'user', content: 'more ' + long }] }) });
+      body: JSON.stringify({ model: MODEL, max_tokens: 3, temperature: 0, stream: true,
+        messages: [{ role: 'user', content: 'more ' + long }] }) });
     const text = await o.text();
     assert.ok((text.match(/^: keep-alive$/gm) ?? []).length >= 5, text);
     assert.equal(text.trimEnd().split('\n').at(-1), 'data: [DONE]');
@@ -265,7 +267,8 @@ async function keepAliveServer() {
     assert.equal((await claude(srv).models.retrieve('claude-x')).type, 'model');
     const missing = await expectStatus(claude(srv).models.retrieve('claude-y'), 404);
     assert.equal(missing.error.error.type, 'not_found_error', JSON.stringify(missing.error));
-    const m = await claude(srv).messages.create({ model: 'claude-x', max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] });
+    const m = await claude(srv).messages.create({ model: 'claude-x', max_tokens: 2, temperature: 0,
+      messages: [{ role: 'user', content: 'hi' }] });
     assert.equal(m.usage.output_tokens, 2);
     await expectStatus(claude(srv).messages.create({ model: 'claude-y', max_tokens: 2,
       messages: [{ role: 'user', content: 'hi' }] }), 404);
