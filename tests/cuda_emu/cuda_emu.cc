@@ -16,7 +16,7 @@
  * program (check_converged), as do threads at different barrier calls
  * (check_one_barrier).
  * Launches run their blocks in a pseudo-random order too (cuda_runtime.h), and
- * a block's dynamic shared memory starts as 0xff bytes. The orders are the
+ * a block's shared memory, dynamic and static, starts as 0xff bytes. The orders are the
  * same on every run (a fixed seed), so a failure repeats.
  *
  * Under AddressSanitizer (make test-gpu-emu SANITIZE=1) every switch between
@@ -277,6 +277,10 @@ static void check_one_barrier(unsigned n)
     }
 }
 
+/* the static __shared__ arrays of every kernel (cuda_runtime.h), bounded by
+ * the linker (weak: a program with none has no such section) */
+extern "C" char __start_emu_shared[] __attribute__((weak)), __stop_emu_shared[] __attribute__((weak));
+
 void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
 {
     if (n > MAX_THREADS) {
@@ -295,6 +299,8 @@ void emu_run_block(void (*body)(void *), void *ctx, unsigned n)
                                i / (blockDim.x * blockDim.y));
     if (dyn_smem)
         memset(dyn_smem, 0xff, dyn_smem_bytes);
+    if (__start_emu_shared)
+        memset(__start_emu_shared, 0xff, (size_t)(__stop_emu_shared - __start_emu_shared));
     unsigned n_warps = (n + 31) / 32, warps[MAX_WARPS], lanes[32];
     for (int live = 1; live;) {
         emu_shuffle(warps, n_warps);
@@ -352,4 +358,22 @@ extern "C" void moetier_emu_divergent_meeting(int which)
             side[t] = __shfl_xor_sync(~0u, side[t] * 3, 1) + 11;
         }
     }, &which, 64);
+}
+
+/* For the tests of the emulation itself: what a second block of one thread
+ * reads from a static __shared__ value the first block wrote 42 into. */
+extern "C" float moetier_emu_shared_seen_by_a_second_block(void)
+{
+    static float seen;
+    gridDim = dim3(2);
+    blockDim = dim3(1);
+    for (unsigned b = 0; b < 2; b++) {
+        blockIdx = dim3(b);
+        emu_run_block([](void *p) {
+            __shared__ float s[1];
+            *(float *)p = s[0];
+            s[0] = 42.0f;
+        }, &seen, 1);
+    }
+    return seen;
 }

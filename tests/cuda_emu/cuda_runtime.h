@@ -40,8 +40,10 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-/* one block runs at a time, so a static is exactly one block's shared memory */
-#define __shared__ static
+/* one block runs at a time, so a static is exactly one block's shared memory;
+ * all of them lie in one section, which each block starts with as 0xff bytes
+ * (a device's shared memory holds nothing of the block before) */
+#define __shared__ static __attribute__((section("emu_shared")))
 
 struct dim3 {
     unsigned x, y, z;

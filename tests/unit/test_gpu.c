@@ -330,6 +330,21 @@ Test(gpu, the_emulation_stops_threads_meeting_at_different_calls, .timeout = 60)
     }
 }
 
+/* A block's static shared memory starts as 0xff bytes, as its dynamic shared
+ * memory does, not as the block before left it: on a device it holds nothing
+ * a kernel may count on. */
+float moetier_emu_shared_seen_by_a_second_block(void) __attribute__((weak));
+
+Test(gpu, the_emulation_starts_each_block_with_fresh_shared_memory)
+{
+    if (!moetier_emu_shared_seen_by_a_second_block)
+        cr_skip_test("a test of the CUDA emulation (make test-gpu-emu)");
+    float seen = moetier_emu_shared_seen_by_a_second_block();
+    uint32_t bits;
+    memcpy(&bits, &seen, sizeof bits);
+    cr_expect_eq(bits, 0xffffffffu, "the second block read %g (%#x)", seen, bits);
+}
+
 Test(gpu, embedding_rows_are_the_reference_dequantization_exactly)
 {
     open_gpu();
