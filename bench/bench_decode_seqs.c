@@ -70,7 +70,7 @@ static int run(cli_model *m, int S, int R, result *r, errbuf *e)
         int ids[MAX_S * MAX_R];
         for (int i = 0; i < S * R; i++)
             ids[i] = ((k * R + i % R) * 31 + i / R * 53 + 3) % V;
-        if (engine_decode_seqs(en, step, ids, S * R, logits, e))
+        if (engine_decode_seqs(en, step, ids, S * R, logits, NULL, e))
             return -1;
     }
     double dt = now_seconds() - t0;

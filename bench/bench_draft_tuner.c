@@ -66,7 +66,7 @@ static int decode_text(cli_model *m, const int *text, int way, result *r, errbuf
         if (way != NO_GUESSES)
             g = draft_tuner_guesses(&t, en, text[p], DRAFT_GUESS_MAX, TEXT - 2 - p, ids + 1);
         double s0 = now_seconds();
-        if (engine_decode_tokens(en, ids, 1 + g, rows, e)) {
+        if (engine_decode_tokens(en, ids, 1 + g, rows, NULL, e)) {
             free(rows);
             return -1;
         }

@@ -141,6 +141,9 @@ typedef struct absorbed_bufs {
     float *sc;          /* [T * H][S] scores, then probabilities */
     float *ol;          /* [T * H][kv_lora] probabilities times latents */
     float *lin;         /* the linear kernels' scratch, every thread */
+    int seen;           /* the positions every query's combination runs over
+                         * at once (past them, each goes on for the queries
+                         * that see it) */
 } absorbed_bufs;
 
 /* Scores of the absorbed form are [T * H][S]: queries go in blocks of tokens
@@ -416,14 +419,36 @@ static void wide_combine(void *ctx, int worker, int n_workers)
     pool_split(C, 64, worker % per_group, per_group, &c0, &c1);
     pool_split(R, 1, worker / per_group, groups, &r0, &r1);
     int cols = c1 - c0;
-    for (int k0 = 0; cols > 0 && r1 > r0 && k0 < S; k0 += MLA_WIDE_BLOCK) {
-        int kn = S - k0 < MLA_WIDE_BLOCK ? S - k0 : MLA_WIDE_BLOCK;
-        for (int s = 0; s < kn; s++)
+    /* positions [0, seen) for all rows, then each later one for the rows that
+     * see it (absorbed_all) */
+    for (int k0 = 0, seen = j->ab.seen; cols > 0 && r1 > r0 && k0 < S;) {
+        int end = k0 < seen ? seen : k0 + 1, kn = end - k0 < MLA_WIDE_BLOCK ? end - k0 : MLA_WIDE_BLOCK;
+        /* the first row that sees k0 */
+        int q0 = k0 < seen ? r0 : (k0 - a->pos0) * a->H, from = q0 > r0 ? q0 : r0;
+        for (int s = 0; s < kn && from < r1; s++)
             cache_values(j->path, a, k0 + s, c0, cols, w.wide + (size_t)s * (size_t)cols);
-        linear_combine_many(j->path, NULL, j->ab.sc + (size_t)r0 * (size_t)S + k0, (size_t)S,
-                            r1 - r0, w.wide, NULL, (size_t)cols, kn, cols,
-                            j->ab.ol + (size_t)r0 * (size_t)C + c0, (size_t)C, k0 > 0);
+        if (from < r1)
+            linear_combine_many(j->path, NULL, j->ab.sc + (size_t)from * (size_t)S + k0, (size_t)S,
+                                r1 - from, w.wide, NULL, (size_t)cols, kn, cols,
+                                j->ab.ol + (size_t)from * (size_t)C + c0, (size_t)C, k0 > 0);
+        k0 += kn;
     }
+}
+
+/* Whether the latents of the cache rows after the first query's, [pos0 + 1,
+ * pos0 + T), are all finite. */
+static int later_latents_finite(kernel_path path, const mla_args *a)
+{
+    float v[64];
+    for (int s = a->pos0 + 1; s < a->pos0 + a->T; s++)
+        for (int c0 = 0; c0 < a->kv_lora; c0 += 64) {
+            int n = a->kv_lora - c0 < 64 ? a->kv_lora - c0 : 64;
+            cache_values(path, a, s, c0, n, v);
+            for (int i = 0; i < n; i++)
+                if (!isfinite(v[i]))
+                    return 0;
+        }
+    return 1;
 }
 
 static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
@@ -452,12 +477,28 @@ static void absorbed_all(mla_job *j, thread_pool *pool, float *shared)
     run_workers(pool, absorbed_softmax, j, R);
     /* the probabilities times the latents, every row at once straight from
      * the cache: each output one chain over the positions in order, and a
-     * query's zeros past its own positions add exactly nothing to it */
-    if (a->kv_q8)
+     * query's zeros past its own positions add exactly nothing to it, unless
+     * a latent there is a NaN or infinity (a damaged weight met by a later
+     * token: a guess not taken, say), whose product with zero is a NaN. Then
+     * each chain stops at its query's last position: the positions the first
+     * query sees go for all rows, then each later one for the queries that
+     * see it, the chains carried on. */
+    b->seen = later_latents_finite(j->path, a) ? S : a->pos0 + 1;
+    if (a->kv_q8) {
         run_workers(pool, wide_combine, j, R);
-    else
-        linear_combine_many(j->path, pool, b->sc, (size_t)S, R, a->kv_bf16 ? NULL : a->kv_cache,
-                            a->kv_bf16, qaw, S, C, b->ol, (size_t)C, 0);
+    } else {
+        const float *W32 = a->kv_bf16 ? NULL : a->kv_cache;
+        const uint16_t *W16 = a->kv_bf16;
+        for (int t = 0, k0 = 0; k0 < S; t++) {
+            int k1 = t ? k0 + 1 : b->seen, r0 = t * a->H;
+            /* (a single position's rows: too little work to share) */
+            linear_combine_many(j->path, t ? NULL : pool, b->sc + (size_t)r0 * (size_t)S + (size_t)k0,
+                                (size_t)S, R - r0, W32 ? W32 + (size_t)k0 * qaw : NULL,
+                                W16 ? W16 + (size_t)k0 * qaw : NULL, qaw, k1 - k0, C,
+                                b->ol + (size_t)r0 * (size_t)C, (size_t)C, t > 0);
+            k0 = k1;
+        }
+    }
     run_workers(pool, absorbed_outputs, j, a->H);
 }
 

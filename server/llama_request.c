@@ -135,6 +135,8 @@ int llama_request_parse(const char *body, size_t len, const chat_options *defaul
     if (!rc && rt && !cJSON_IsBool(rt))
         rc = oai_bad(err, "return_tokens", "'return_tokens' must be a boolean");
     int return_tokens = cJSON_IsTrue(rt);
+    const cJSON *seed = chat_body_field(root, "seed");
+    int seed_fresh = cJSON_IsNumber(seed) && seed->valuedouble == -1;
     cJSON_Delete(root);
     if (rc) {
         cJSON_Delete(out);
@@ -144,6 +146,7 @@ int llama_request_parse(const char *body, size_t len, const chat_options *defaul
         return -1;
     r->api = API_LLAMA;
     r->return_tokens = return_tokens;
+    r->seed_fresh = seed_fresh;
     r->score_only |= predict_none;
     return 0;
 }

@@ -994,6 +994,8 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
             return oai_bad(err, "stream_options", "'stream_options' must be an object");
         if (opt_bool(so, "include_usage", &r->include_usage, err))
             return -1;
+        if (!r->stream)     /* (OpenAI's and vLLM's rule: it asks for what no whole answer has) */
+            return oai_bad(err, "stream_options", "'stream_options' is only taken with 'stream' true");
     }
     if (parse_stop(r, err) || parse_prompt_logprobs(r, err))
         return -1;

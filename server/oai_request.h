@@ -120,6 +120,7 @@ typedef struct oai_request {
     int prompt_top_logprobs;    /* with that many alternatives per token */
     int has_seed;
     uint64_t seed;
+    int seed_fresh;             /* llama.cpp's seed -1: a fresh seed even under serve --seed */
     const char *stop[OAI_MAX_STOP];
     int n_stop;
     /* vLLM's: tokens that end the answer (after their text, if not special),

@@ -531,6 +531,16 @@ static enum MHD_Result send_stream(server *s, struct MHD_Connection *c, job **jo
     return queue_counted(s, c, 200, r);
 }
 
+/* serve --seed: a request naming no seed takes the server's (llama.cpp's;
+ * its /completion's seed -1 still asks for a fresh one). */
+static void default_seed(const server *s, oai_request *r)
+{
+    if (!r->has_seed && !r->seed_fresh && s->o.seed_given) {
+        r->has_seed = 1;
+        r->seed = s->o.sp.seed;
+    }
+}
+
 /* The jobs a request is answered by: `prompts` of them (a batch's prompts,
  * else 1), each in `parts` (its n choices as jobs of their own, else 1).
  * Each is checked as a request of its own; NULL with err set (naming the
@@ -562,8 +572,11 @@ static job **split_jobs(server *s, const job *b, oai_kind kind, const char *body
                 /* (a prompt of llama.cpp's list: its body is the translated request's) */
                 j->req.api = API_LLAMA;
                 j->req.return_tokens = b->req.return_tokens;
+                j->req.seed_fresh = b->req.seed_fresh;
                 j->req.score_only |= b->req.score_only;     /* (n_predict 0) */
             }
+            if (!rc)
+                default_seed(s, &j->req);   /* (before seed + c: the choices still differ) */
             if (!rc && parts > 1) {
                 /* choice c as the request's c-th made alone would be (seed + c) */
                 j->req.n_choices = 1;
@@ -716,6 +729,7 @@ static job *parse_job(server *s, struct MHD_Connection *c, oai_kind kind, oai_ap
         *ret = send_error_as(s, c, api, 404, "invalid_request_error", "model", "model_not_found", msg);
         return NULL;
     }
+    default_seed(s, &j->req);
     return j;
 }
 

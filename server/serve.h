@@ -75,6 +75,8 @@ typedef struct serve_options {
     int trust_request_template; /* --trust-request-chat-template: a request's own chat_template
                                    is rendered (it is code the server runs) */
     sampler_params sp;          /* sampling defaults; requests override temperature, top_p, seed */
+    int seed_given;             /* --seed: sp.seed seeds the requests without a seed of their
+                                   own (llama.cpp's); else each is seeded afresh */
     const char *const *dry_breakers; /* DRY's sequence breakers when a request names none */
     int n_dry_breakers;
     /* host memory for earlier conversations' KV caches (core/engine/prompt_cache.h)

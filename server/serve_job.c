@@ -1532,13 +1532,21 @@ static int slot_guesses(server *s, int i, int *out, double *chance)
 /* After a step without failure: rows [1 + g][vocab] are slot i's token and
  * the g tokens guessed after it (ids[1..g]). They go to next_token in turn
  * while the token drawn is the next guess; the cache then drops the guesses
- * not taken (unless a new choice started from the prompt). */
-static void take_rows(server *s, int i, const float *rows, const int *ids, int g)
+ * not taken (unless a new choice started from the prompt). Returns 0, or -1
+ * with the run's error set when a row to draw from holds a NaN (nan[]). */
+static int take_rows(server *s, int i, const float *rows, const unsigned char *nan, const int *ids, int g)
 {
     slot_run *r = s->slots[i].run;
     size_t V = (size_t)s->m->mw.cfg.vocab_size;
     int used = 0, choice = r->choice;
     for (;;) {
+        if (nan[used]) {
+            /* (the rows of guesses not taken are never read, whatever they hold) */
+            const engine_seq *q = i ? &s->slots[i].seq : NULL;
+            int n_past = q ? q->n_past : s->m->en.n_past;
+            return err_set(&r->e, "the logits at position %d are NaN: " ENGINE_NAN_WHY,
+                           n_past - (g + 1) + used);
+        }
         memcpy(r->logits, rows + (size_t)used * V, V * sizeof *rows);
         run_stepped(s, r, 0, NULL);
         if (r->state != RUN_DECODE || r->choice != choice)
@@ -1557,11 +1565,12 @@ static void take_rows(server *s, int i, const float *rows, const int *ids, int g
         slot_swap(s, i);
     }
     if (!g)
-        return;
+        return 0;
     pthread_mutex_lock(&s->mu);
     s->metrics.draft_tokens += (uint64_t)g;
     s->metrics.draft_tokens_accepted += (uint64_t)used;
     pthread_mutex_unlock(&s->mu);
+    return 0;
 }
 
 /* One decode step of every slot that has a token to step, together, each
@@ -1593,15 +1602,16 @@ static void slots_decode(server *s, const int *which, int n)
     }
     int rows_n = at[n];
     float *rows = s->step_rows;
+    unsigned char nan[n * ENGINE_DRAFT_MAX_T];
     errbuf e;
     int rc;
     if (n == 1) {
         /* one slot: its rows in one attention call of the engine's own sequence */
         slot_swap(s, which[0]);
-        rc = engine_decode_tokens(en, ids, rows_n, rows, &e);
+        rc = engine_decode_tokens(en, ids, rows_n, rows, nan, &e);
         slot_swap(s, which[0]);
     } else {
-        rc = engine_decode_seqs(en, seqs, ids, rows_n, rows, &e);
+        rc = engine_decode_seqs(en, seqs, ids, rows_n, rows, nan, &e);
     }
     if (!rc) {
         draft_cost_add(&s->step_cost, rows_n, now_seconds() - t0);
@@ -1613,15 +1623,15 @@ static void slots_decode(server *s, const int *which, int n)
     }
     for (int k = 0; k < n; k++) {
         slot_run *r = s->slots[which[k]].run;
-        if (!rc) {
-            take_rows(s, which[k], rows + (size_t)at[k] * V, ids + at[k], g[k]);
+        /* a NaN fails the sequence it is in, not the others of the step */
+        int failed = rc || take_rows(s, which[k], rows + (size_t)at[k] * V, nan + at[k], ids + at[k], g[k]);
+        if (!failed)
             continue;
-        }
         if (seqs[at[k]])
             seqs[at[k]]->n_past = 0;
         else
             engine_reset(en);
-        run_stepped(s, r, rc, &e);
+        run_stepped(s, r, -1, rc ? &e : &r->e);
     }
     s->step_end = now_seconds();
     s->step_took = s->step_end - t0;

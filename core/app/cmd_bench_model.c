@@ -233,7 +233,7 @@ static int run_once(cli_model *m, const token_stream *ts, const test_spec *t, te
             st->step_ids[c] = stream_token(ts, first + (unsigned long long)c * span +
                                                    (unsigned long long)(t->depth + k));
         if (t->S == 1 ? engine_decode(en, st->step_ids[0], st->logits, e)
-                      : engine_decode_seqs(en, st->seq, st->step_ids, t->S, st->logits, e))
+                      : engine_decode_seqs(en, st->seq, st->step_ids, t->S, st->logits, NULL, e))
             return -1;
     }
     double seconds = now_seconds() - t0;

@@ -25,7 +25,18 @@ typedef struct draft_step {
     int ids[ENGINE_DRAFT_MAX_T];
     int n, used;
     float *rows;
+    unsigned char nan[ENGINE_DRAFT_MAX_T];  /* the rows holding a NaN */
 } draft_step;
+
+/* The row the next token is drawn from is row `used`: one holding a NaN is
+ * the error a plain decode step would give (the rows of guesses not taken are
+ * never read, whatever they hold). */
+static int nan_at_used(const engine *en, const draft_step *d, errbuf *e)
+{
+    if (!d->nan[d->used])
+        return 0;
+    return err_set(e, "the logits at position %d are NaN: " ENGINE_NAN_WHY, en->n_past - d->n + d->used);
+}
 
 /* The cache back to the answer's tokens: positions of guesses not taken go. */
 static int drop_unused(engine *en, draft_step *d, errbuf *e)
@@ -123,6 +134,8 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
          * after it are computed already */
         if (d.n && d.used + 1 < d.n && next == d.ids[d.used + 1]) {
             d.used++;
+            if ((rc = nan_at_used(&m->en, &d, e)))
+                break;
             cur = d.rows + (size_t)d.used * (size_t)V;
             if (p->draft_stats)
                 p->draft_stats->accepted++;
@@ -150,7 +163,7 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
         d.n = n_guess + 1;
         d.used = 0;
         int before = m->en.n_past;
-        rc = engine_decode_tokens(&m->en, d.ids, d.n, d.rows, e);
+        rc = engine_decode_tokens(&m->en, d.ids, d.n, d.rows, d.nan, e);
         if (rc) {
             /* stopped (Ctrl+C) after a chunk of a step cut in several: the
              * cache as a stop before the token's step leaves it */
@@ -161,6 +174,8 @@ int generate(cli_model *m, const tokenizer *tok, sampler *s, float *logits, cons
             break;
         }
         draft_cost_add(&tu->cost, d.n, now_seconds() - t0);
+        if ((rc = nan_at_used(&m->en, &d, e)))
+            break;
         cur = d.rows;
         if (p->draft_stats) {
             p->draft_stats->drafted += (unsigned long long)n_guess;

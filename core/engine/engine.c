@@ -768,8 +768,18 @@ static int first_nan_row(const float *rows, int n, size_t V)
     return -1;
 }
 
+/* Marks nan[0..n) for the rows of [n][V] holding a NaN. */
+static void mark_nan_rows(const float *rows, int n, size_t V, unsigned char *nan)
+{
+    for (int t = 0; t < n; t++)
+        nan[t] = first_nan_row(rows + (size_t)t * V, 1, V) == 0;
+}
+
+/* nan_rows (with all_logits): NULL, a NaN row is an error; else where the
+ * rows holding one are marked, for the caller to judge (a step's guesses not
+ * taken are never read). */
 static int forward(engine *en, const int *ids, int T, float *logits, int all_logits,
-                   int decode_step, errbuf *e)
+                   unsigned char *nan_rows, int decode_step, errbuf *e)
 {
     if (T < 1)
         return err_set(e, "no tokens to process");
@@ -801,10 +811,14 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
             rc = -1;
             break;
         }
-        int rows = all_logits ? n : 1, nan_row = lg ? first_nan_row(lg, rows, V) : -1;
+        int rows = all_logits ? n : 1, nan_row = -1;
+        if (lg && nan_rows)
+            mark_nan_rows(lg, rows, V, nan_rows + done);
+        else if (lg)
+            nan_row = first_nan_row(lg, rows, V);
         if (nan_row >= 0)
-            rc = err_set(e, "the logits at position %d are NaN: the model's weights hold a NaN "
-                         "or infinity, or overflow", en->n_past - rows + nan_row);
+            rc = err_set(e, "the logits at position %d are NaN: " ENGINE_NAN_WHY,
+                         en->n_past - rows + nan_row);
         done += n;
     }
     en->step = ENGINE_STEP_NONE;
@@ -827,17 +841,18 @@ static int forward(engine *en, const int *ids, int T, float *logits, int all_log
 
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e)
 {
-    return forward(en, ids, T, logits, all_logits, 0, e);
+    return forward(en, ids, T, logits, all_logits, NULL, 0, e);
 }
 
 int engine_decode(engine *en, int id, float *logits, errbuf *e)
 {
-    return forward(en, &id, 1, logits, 0, 1, e);
+    return forward(en, &id, 1, logits, 0, NULL, 1, e);
 }
 
-int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, errbuf *e)
+int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, unsigned char *nan_rows,
+                         errbuf *e)
 {
-    return forward(en, ids, T, logits, 1, 1, e);
+    return forward(en, ids, T, logits, 1, nan_rows, 1, e);
 }
 
 int engine_drop_guesses(engine *en, int n, errbuf *e)
@@ -890,7 +905,7 @@ int engine_step_rows(const engine *en)
 }
 
 int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int S, float *logits,
-                       errbuf *e)
+                       unsigned char *nan_rows, errbuf *e)
 {
     if (S < 1)
         return err_set(e, "no sequences to step");
@@ -926,10 +941,13 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
             en->step_seqs[t] = seqs[done + t] ? seqs[done + t] : &own;
         float *lg = logits + (size_t)done * (size_t)V;
         rc = forward_rows(en, en->step_seqs, ids + done, n, lg, 1, e);
-        int nan_row = rc ? -1 : first_nan_row(lg, n, (size_t)V);
+        int nan_row = -1;
+        if (!rc && nan_rows)
+            mark_nan_rows(lg, n, (size_t)V, nan_rows + done);
+        else if (!rc)
+            nan_row = first_nan_row(lg, n, (size_t)V);
         if (nan_row >= 0)
-            rc = err_set(e, "the logits of sequence %d are NaN: the model's weights hold a NaN or "
-                         "infinity, or overflow", done + nan_row);
+            rc = err_set(e, "the logits of sequence %d are NaN: " ENGINE_NAN_WHY, done + nan_row);
         done += n;
     }
     en->step = ENGINE_STEP_NONE;

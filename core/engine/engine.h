@@ -180,12 +180,16 @@ void engine_set_prefix(engine *en, const int *ids, int n);
  * what follows computes as if those ids had been run here. */
 int engine_copy_prefix(engine *en, const engine_seq *src, int n, errbuf *e);
 /* Appends T tokens at position n_past. logits: NULL, or [T][vocab] when
- * all_logits, else [vocab] for the last token. Returns 0; -1 with e set; or 1
+ * all_logits, else [vocab] for the last token; a row of them holding a NaN (a
+ * NaN or infinity in the weights, or an overflow) is an error naming its
+ * position, since no token can be drawn from it. Returns 0; -1 with e set; or 1
  * with e set when stop_requested stopped it before a chunk or between a
  * chunk's layers: the chunks before are in the cache (n_past counts them, a
  * later forward continues from there with the same numbers; the stopped chunk
  * counts for nothing), and the logits of the stopped call are not written. */
 int engine_forward(engine *en, const int *ids, int T, float *logits, int all_logits, errbuf *e);
+/* what a NaN row of logits says of its cause */
+#define ENGINE_NAN_WHY "the model's weights hold a NaN or infinity, or overflow"
 /* The same for one generated token: the step counts as decode in the stats
  * (engine_forward's count as prefill, whatever their length). */
 int engine_decode(engine *en, int id, float *logits, errbuf *e);
@@ -196,7 +200,11 @@ int engine_decode(engine *en, int id, float *logits, errbuf *e);
  * ENGINE_DRAFT_MAX_T (attention takes its decode form up to there, the
  * linear kernels compute each row alone below LINEAR_BATCHED_MIN_T). */
 #define ENGINE_DRAFT_MAX_T 4
-int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, errbuf *e);
+/* nan_rows: NULL, a NaN row is an error as above; else [T], each row's flag
+ * set when it holds a NaN and the step goes on: a guess not taken makes its
+ * row and those after it unread, so only the caller knows which count. */
+int engine_decode_tokens(engine *en, const int *ids, int T, float *logits, unsigned char *nan_rows,
+                         errbuf *e);
 /* Takes back the last n positions of such steps (guesses not kept): the cache
  * forgets them and the stats no longer count them as decoded. */
 int engine_drop_guesses(engine *en, int n, errbuf *e);
@@ -220,9 +228,10 @@ void engine_seq_swap(engine *en, engine_seq *s);
  * first row's position. Returns 0, or -1 with e set: a token out of the
  * vocabulary, a full context or a sequence in rows apart is refused before
  * anything runs; after a failure of the step (a tier's I/O error) the
- * sequences are to be reset. */
+ * sequences are to be reset. nan_rows: as engine_decode_tokens's, [S]: one
+ * sequence's NaN then fails no other. */
 int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int S, float *logits,
-                       errbuf *e);
+                       unsigned char *nan_rows, errbuf *e);
 /* The most rows engine_decode_seqs computes in one pass (one read of the
  * dense weights): the chunk, or less where the backend gives each row its own
  * bits only up to bitwise_rows. */

@@ -4,7 +4,7 @@
 // usage: node server_test.mjs MOETIER_BIN MODEL_DIR
 import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
@@ -1505,6 +1505,89 @@ async function invariantServer() {
   });
 }
 
+// --seed: the requests naming no seed take the server's, as llama.cpp's do.
+async function seededServer() {
+  await check('serve --seed: a request naming no seed draws with the server\'s seed; /completion\'s seed -1 with a fresh one', async () => {
+    const srv = await startServer(['--no-think', '--seed', '7']);
+    try {
+      const ai = client(srv);
+      const req = { model: MODEL, prompt: 'one two three', max_tokens: 16, temperature: 2, ignore_eos: true };
+      const text = async (extra) => (await ai.completions.create({ ...req, ...extra })).choices[0].text;
+      const plain = await text({});
+      assert.equal(await text({}), plain);
+      assert.equal(await text({ seed: 7 }), plain);
+      assert.notEqual(await text({ seed: 8 }), plain, 'another seed draws another answer');
+      const native = async (seed) => (await (await fetch(srv.url + '/completion', { method: 'POST',
+        body: JSON.stringify({ prompt: 'one two three', n_predict: 16, temperature: 2, ignore_eos: true, seed }) })).json()).content;
+      assert.equal(await native(undefined), plain);
+      assert.notEqual(await native(-1), await native(-1), 'seed -1: a fresh seed each request');
+    } finally {
+      await stopServer(srv);
+    }
+  });
+}
+
+// Writes a NaN into element `index` of the BF16 tensor `name` of the model in dir.
+function pokeNaN(dir, name, index) {
+  const path = join(dir, JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')).weight_map[name]);
+  const buf = readFileSync(path);
+  const headerLength = Number(buf.readBigUInt64LE(0));
+  const t = JSON.parse(buf.subarray(8, 8 + headerLength).toString())[name];
+  assert.equal(t.dtype, 'BF16', name);
+  buf.writeUInt16LE(0x7fc0, 8 + headerLength + t.data_offsets[0] + 2 * index);
+  writeFileSync(path, buf);
+}
+
+// A NaN one request's token meets (here in a damaged embedding row) fails that
+// request alone: another one stepped with it goes on as it would alone.
+async function nanServer() {
+  await check('a NaN one request meets fails that request; another stepped with it answers as alone', async () => {
+    const dir = mkdtempSync(join(process.env.MOETIER_TMP || tmpdir(), 'nan-'));
+    try {
+      cpSync(modelDir, dir, { recursive: true });
+      const b = { prompt: 'one two three four', n_predict: 120, temperature: 0, ignore_eos: true };
+      const native = (srv, body) => fetch(srv.url + '/completion', { method: 'POST', body: JSON.stringify(body) });
+      let srv = await startServer(['-m', dir, '--parallel', '2']);
+      let alone, seen;
+      try {
+        alone = await (await native(srv, { ...b, return_tokens: true })).json();
+        const prompt = (await (await fetch(srv.url + '/tokenize', { method: 'POST',
+          body: JSON.stringify({ content: b.prompt }) })).json()).tokens;
+        seen = new Set([...prompt, ...alone.tokens]);
+      } finally {
+        await stopServer(srv);
+      }
+      let X = 300;      // an ordinary token (the added ones are above 999) the other request never meets
+      while (seen.has(X)) X++;
+      const hidden = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).hidden_size;
+      pokeNaN(dir, 'model.embed_tokens.weight', X * hidden + 1);
+      srv = await startServer(['-m', dir, '--parallel', '2']);
+      try {
+        const other = await native(srv, { ...b, stream: true });
+        const reader = other.body.getReader(), dec = new TextDecoder();
+        let text = dec.decode((await reader.read()).value, { stream: true });
+        // once the other request generates, one whose first token is X
+        const a = await fetch(srv.url + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: MODEL, prompt: 'hello', max_tokens: 3, temperature: 0, logit_bias: { [X]: 100 } }) });
+        const failed = await a.json();
+        assert.equal(a.status, 500, JSON.stringify(failed));
+        assert.match(failed.error.message, /the logits at position \d+ are NaN/);
+        for (let r = await reader.read(); !r.done; r = await reader.read())
+          text += dec.decode(r.value, { stream: true });
+        const events = text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => JSON.parse(e.slice(6)));
+        const last = events.at(-1);
+        assert.equal(last.stop, true, text.slice(-500));
+        assert.equal(last.tokens_predicted, 120);
+        assert.equal(events.map((e) => e.content).join(''), alone.content);
+      } finally {
+        await stopServer(srv);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
 // --profile: /metrics gives the engine's time and reads by phase and part of
 // the model, and they grow with the requests served.
 async function profiledServer() {
@@ -2150,6 +2233,8 @@ try {
   await draftServer();
   await draftParallelServer();
   await invariantServer();
+  await seededServer();
+  await nanServer();
   await profiledServer();
   await forcedServer();
   await reasoningServer();

@@ -370,7 +370,7 @@ static void step_rows_as_one_at_a_time(const char *format)
         engine_reset(&m.en);
         cr_assert_eq(engine_forward(&m.en, prompt, PROMPT_N, NULL, 0, &e), 0, "%s", e.msg);
         unsigned long long got_decoded = m.en.stats.tokens_decoded;
-        cr_assert_eq(engine_decode_tokens(&m.en, ids, T, got, &e), 0, "%s", e.msg);
+        cr_assert_eq(engine_decode_tokens(&m.en, ids, T, got, NULL, &e), 0, "%s", e.msg);
         cr_assert_eq(m.en.n_past, PROMPT_N + T);
         cr_expect(memcmp(want, got, (size_t)T * V * sizeof *got) == 0,
                   "%s, a step of %d tokens: not the bits of one at a time", format, T);

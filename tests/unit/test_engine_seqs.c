@@ -10,6 +10,7 @@
  * token and guesses after it); bad
  * steps are refused before anything runs, and a step whose expert read fails
  * says why. */
+#include <cJSON.h>
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +118,7 @@ static float *together_n(const char *dir, int chunk, int own, int n)
         int ids[MAX_SEQS];
         for (int s = 0; s < n; s++)
             ids[s] = step_id(s, k, (int)V);
-        cr_assert_eq(engine_decode_seqs(&m.en, step, ids, n, rows, &e), 0, "%s", e.msg);
+        cr_assert_eq(engine_decode_seqs(&m.en, step, ids, n, rows, NULL, &e), 0, "%s", e.msg);
         for (int s = 0; s < n; s++)
             memcpy(out + (s * STEPS + k) * V, rows + s * V, V * sizeof *rows);
     }
@@ -283,7 +284,7 @@ static float *together_guessed(const char *dir, int chunk)
                 ids[n++] = (step_id(s, first[s], V) + 1) % V;
             }
         }
-        cr_assert_eq(engine_decode_seqs(&m.en, row_seq, ids, n, rows, &e), 0, "%s", e.msg);
+        cr_assert_eq(engine_decode_seqs(&m.en, row_seq, ids, n, rows, NULL, &e), 0, "%s", e.msg);
         for (int s = 0; s < N_SEQS; s++) {
             int k0 = step ? first[s] : 0, k1 = step ? STEPS : first[s];
             memcpy(out + (size_t)(s * STEPS + k0) * V, rows + (size_t)at[s] * V,
@@ -387,7 +388,7 @@ Test(engine_seqs, a_failed_step_says_why_and_leaves_the_engine_usable, .timeout 
         for (int s = 0; s < N_SEQS; s++)
             ids[s] = step_id(s, 0, (int)V);
         failing = round == 0;
-        int rc = engine_decode_seqs(&m.en, step, ids, N_SEQS, rows, &e);
+        int rc = engine_decode_seqs(&m.en, step, ids, N_SEQS, rows, NULL, &e);
         if (round == 0) {
             cr_expect_eq(rc, -1);
             cr_expect(strstr(e.msg, "injected read error") && strstr(e.msg, "layer "), "%s", e.msg);
@@ -426,30 +427,30 @@ Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
     cr_assert_not_null(rows);
     int ids[3] = {1, 2, 3};
     engine_seq *apart[3] = {&a, &b, &a}, *own_apart[3] = {NULL, &a, NULL}, *ok[3] = {&a, NULL, &b};
-    cr_expect_eq(engine_decode_seqs(&m.en, apart, ids, 3, rows, &e), -1);
+    cr_expect_eq(engine_decode_seqs(&m.en, apart, ids, 3, rows, NULL, &e), -1);
     cr_expect(strstr(e.msg, "row 2's sequence is given in rows apart (row 0 too)"), "%s", e.msg);
-    cr_expect_eq(engine_decode_seqs(&m.en, own_apart, ids, 3, rows, &e), -1);
+    cr_expect_eq(engine_decode_seqs(&m.en, own_apart, ids, 3, rows, NULL, &e), -1);
     cr_expect(strstr(e.msg, "row 2's sequence (the engine's own) is given in rows apart (row 0 too)"),
               "%s", e.msg);
     int bad[3] = {1, V, 3};
-    cr_expect_eq(engine_decode_seqs(&m.en, ok, bad, 3, rows, &e), -1);
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, bad, 3, rows, NULL, &e), -1);
     cr_expect(strstr(e.msg, "outside the vocabulary"), "%s", e.msg);
     b.n_past = CTX;     /* as if full: its ids and rows are never read */
-    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, &e), -1);
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, NULL, &e), -1);
     cr_expect(strstr(e.msg, "context is full: row 2's sequence holds 64 tokens and takes 1"),
               "%s", e.msg);
     /* a sequence with room for one of its two rows */
     engine_seq *two_rows[3] = {&a, &b, &b};
     b.n_past = CTX - 1;
-    cr_expect_eq(engine_decode_seqs(&m.en, two_rows, ids, 3, rows, &e), -1);
+    cr_expect_eq(engine_decode_seqs(&m.en, two_rows, ids, 3, rows, NULL, &e), -1);
     cr_expect(strstr(e.msg, "context is full: row 2's sequence holds 63 tokens and takes 2"),
               "%s", e.msg);
     b.n_past = CTX;
-    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 0, rows, &e), -1);
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 0, rows, NULL, &e), -1);
     cr_expect(a.n_past == 0 && m.en.n_past == prompt_length(0) && b.n_past == CTX,
               "a refused step advanced a sequence: %d %d %d", a.n_past, m.en.n_past, b.n_past);
     b.n_past = 0;
-    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, &e), 0, "%s", e.msg);
+    cr_expect_eq(engine_decode_seqs(&m.en, ok, ids, 3, rows, NULL, &e), 0, "%s", e.msg);
     cr_expect(a.n_past == 1 && m.en.n_past == prompt_length(0) + 1 && b.n_past == 1);
     free(rows);
     engine_seq_destroy(&a);
@@ -457,6 +458,96 @@ Test(engine_seqs, bad_steps_are_refused_before_anything_runs, .timeout = 60)
     cli_model_close(&m);
     test_remove_tree(dir);
     free(dir);
+}
+
+/* A token whose embedding holds a NaN: its rows' logits are NaN, and so are
+ * those after it in its sequence (their attention reads its cache). Given
+ * where to mark such rows, a step marks them and goes on: another sequence of
+ * the step, and a row before the NaN in the same sequence (a token and a guess
+ * after it not taken), keep the bits they have alone. Without, the step fails
+ * naming the row, as a plain decode step does. On either backend. */
+static void nan_fails_only_its_own_rows(void)
+{
+    char *dir = test_make_tmpdir("engine_seqs_nan");
+    test_synth_tiny(dir, "int4");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *cfg = test_read_json(path);
+    int V = cJSON_GetObjectItem(cfg, "vocab_size")->valueint,
+        hidden = cJSON_GetObjectItem(cfg, "hidden_size")->valueint;
+    cJSON_Delete(cfg);
+    int X = V - 1;  /* in neither prompt below */
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < prompt_length(s); i++)
+            cr_assert_neq(prompt_id(s, i, V), X);
+    test_poke_nan(dir, "model.embed_tokens.weight", (size_t)X * (size_t)hidden + 1);
+    cli_model m;
+    open_model(&m, dir, 8);
+    engine_seq b;
+    errbuf e;
+    cr_assert_eq(engine_seq_create(&m.en, &b, &e), 0, "%s", e.msg);
+    prefill(&m.en, NULL, 0);
+    prefill(&m.en, &b, 1);
+    int own_past = m.en.n_past, b_past = b.n_past;
+    float *alone_own = malloc((size_t)V * sizeof(float)), *alone_b = malloc((size_t)V * sizeof(float)),
+          *rows = malloc(2 * (size_t)V * sizeof(float));
+    cr_assert(alone_own && alone_b && rows);
+    cr_assert_eq(engine_decode(&m.en, 2, alone_own, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_truncate(&m.en, own_past, &e), 0, "%s", e.msg);
+    engine_seq_swap(&m.en, &b);
+    cr_assert_eq(engine_decode(&m.en, 3, alone_b, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_truncate(&m.en, b_past, &e), 0, "%s", e.msg);
+    engine_seq_swap(&m.en, &b);
+
+    /* two sequences, the engine's own stepping the NaN token */
+    engine_seq *both[2] = {NULL, &b};
+    int ids[2] = {X, 3};
+    unsigned char nan[2] = {9, 9};
+    cr_assert_eq(engine_decode_seqs(&m.en, both, ids, 2, rows, nan, &e), 0, "%s", e.msg);
+    cr_expect(nan[0] == 1 && nan[1] == 0, "rows marked %d %d", nan[0], nan[1]);
+    cr_expect(memcmp(rows + V, alone_b, (size_t)V * sizeof *rows) == 0,
+              "the other sequence's row differs from it alone");
+    cr_assert_eq(engine_truncate(&m.en, own_past, &e), 0, "%s", e.msg);
+    b.n_past = b_past;
+    cr_expect_eq(engine_decode_seqs(&m.en, both, ids, 2, rows, NULL, &e), -1);
+    cr_expect(strstr(e.msg, "the logits of sequence 0 are NaN"), "%s", e.msg);
+    cr_assert_eq(engine_truncate(&m.en, own_past, &e), 0, "%s", e.msg);
+
+    /* a token, then a guess of the NaN token */
+    int guessed[2] = {2, X};
+    memset(nan, 9, sizeof nan);
+    cr_assert_eq(engine_decode_tokens(&m.en, guessed, 2, rows, nan, &e), 0, "%s", e.msg);
+    cr_expect(nan[0] == 0 && nan[1] == 1, "rows marked %d %d", nan[0], nan[1]);
+    cr_expect(memcmp(rows, alone_own, (size_t)V * sizeof *rows) == 0, "the token's row differs");
+    cr_assert_eq(engine_truncate(&m.en, own_past, &e), 0, "%s", e.msg);
+    cr_expect_eq(engine_decode_tokens(&m.en, guessed, 2, rows, NULL, &e), -1);
+    char want[64];
+    snprintf(want, sizeof want, "the logits at position %d are NaN", own_past + 1);
+    cr_expect(strstr(e.msg, want), "%s", e.msg);
+    free(alone_own);
+    free(alone_b);
+    free(rows);
+    engine_seq_destroy(&b);
+    cli_model_close(&m);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+Test(engine_seqs, a_nan_fails_only_its_own_rows, .timeout = 60) { nan_fails_only_its_own_rows(); }
+Test(engine_seqs, a_nan_fails_only_its_own_rows_bf16_cache, .timeout = 60)
+{
+    cache_type = KV_BF16;
+    nan_fails_only_its_own_rows();
+}
+Test(engine_seqs, a_nan_fails_only_its_own_rows_q8_cache, .timeout = 60)
+{
+    cache_type = KV_Q8_0;
+    nan_fails_only_its_own_rows();
+}
+Test(engine_seqs, a_nan_fails_only_its_own_rows_gpu, .timeout = 300)
+{
+    test_require_gpu();
+    nan_fails_only_its_own_rows();
 }
 
 /* The decode steps count the cached positions their attention read (the
@@ -479,14 +570,14 @@ Test(engine_seqs, decode_steps_count_the_positions_they_read, .timeout = 60)
     cr_assert_not_null(rows);
     int ids[2] = {1, 2}, bad[2] = {1, V};
     engine_seq *both[2] = {NULL, &a};
-    cr_expect_eq(engine_decode_seqs(&m.en, both, bad, 2, rows, &e), -1);
+    cr_expect_eq(engine_decode_seqs(&m.en, both, bad, 2, rows, NULL, &e), -1);
     cr_expect_eq(*read, 0, "prefills and a refused step read %llu", (unsigned long long)*read);
     /* positions 11 and 5 */
-    cr_assert_eq(engine_decode_seqs(&m.en, both, ids, 2, rows, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_decode_seqs(&m.en, both, ids, 2, rows, NULL, &e), 0, "%s", e.msg);
     cr_expect_eq(*read, 12 + 6);
     /* position 12, then 13 and 14 in one step */
     cr_assert_eq(engine_decode(&m.en, 3, rows, &e), 0, "%s", e.msg);
-    cr_assert_eq(engine_decode_tokens(&m.en, ids, 2, rows, &e), 0, "%s", e.msg);
+    cr_assert_eq(engine_decode_tokens(&m.en, ids, 2, rows, NULL, &e), 0, "%s", e.msg);
     cr_expect_eq(*read, 18 + 13 + 14 + 15, "%llu", (unsigned long long)*read);
     free(rows);
     engine_seq_destroy(&a);
@@ -649,7 +740,7 @@ static void step_between_layers(void *ctx)
         return;
     int ids[2] = {step_id(0, p->k, (int)V), step_id(1, p->k, (int)V)};
     if (p->k % 2 == 0) {
-        p->failed |= engine_decode_seqs(en, p->seqs, ids, 2, p->rows, &p->e) != 0;
+        p->failed |= engine_decode_seqs(en, p->seqs, ids, 2, p->rows, NULL, &p->e) != 0;
     } else {
         for (int s = 0; s < 2; s++) {
             engine_seq_swap(en, p->seqs[s]);

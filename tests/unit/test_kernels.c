@@ -524,6 +524,56 @@ Test(mla_cpu, absorbed_query_has_the_same_bits_alone)
             }
 }
 
+/* A NaN in a cached latent (a damaged weight met by a token) reaches the
+ * queries that see its position, not those before it: a token's row checked
+ * with guesses after it keeps the bits it has alone, whatever a guess (not
+ * taken) meets. Its query's zero probability of the position would add 0 x
+ * NaN. Over each cache type, every path, NaN at the last position and in the
+ * middle of the queries' positions, over one of the q8_0 combination's blocks
+ * of rows and several. */
+Test(mla_cpu, absorbed_query_is_untouched_by_a_nan_after_it)
+{
+    const int dims[][6] = {{16, 16, 8, 16, 32, 40}, {16, 16, 8, 16, 32, 2040}};
+    const int T = 6;
+    for (size_t d = 0; d < sizeof dims / sizeof *dims; d++)
+        for (int path = 0; path < KPATH_COUNT; path++)
+            for (int c = 0; c < 6; c++) {
+                if (!kernel_path_supported((kernel_path)path))
+                    continue;
+                mla_case m;
+                mla_case_make(&m, dims[d], T);
+                int row = m.a.kv_lora + m.a.rope, at = m.a.pos0 + (c % 2 ? T - 1 : T / 2);
+                m.cache[(size_t)at * (size_t)row + 5] = NAN;
+                if (c / 2 == 1)
+                    mla_case_bf16(&m);
+                if (c / 2 == 2)
+                    mla_case_q8(&m);    /* (its block holding the NaN reads back as NaN) */
+                float *s = malloc(mla_cpu_scratch(&m.a, 1, 1) * sizeof(float));
+                cr_assert_not_null(s);
+                mla_cpu((kernel_path)path, NULL, &m.a, 1, s);
+                size_t out_row = (size_t)m.a.H * (size_t)m.a.v,
+                       qrow = (size_t)m.a.H * (size_t)(m.a.nope + m.a.rope);
+                for (int t = 0; t < T; t++) {
+                    const float *got = m.o1 + (size_t)t * out_row;
+                    if (m.a.pos0 + t >= at) {
+                        cr_expect(isnan(got[0]), "query %d sees the NaN at %d", t, at);
+                        continue;
+                    }
+                    mla_args one = m.a;
+                    one.T = 1;
+                    one.pos0 = m.a.pos0 + t;
+                    one.q = m.q + (size_t)t * qrow;
+                    one.out = m.o2;
+                    mla_cpu((kernel_path)path, NULL, &one, 1, s);
+                    cr_expect(memcmp(got, m.o2, out_row * sizeof(float)) == 0,
+                              "%s, cache %d, after %d positions: query %d of %d, before the NaN at %d, "
+                              "differs from it alone", kernel_path_name(path), c / 2, m.a.pos0, t, T, at);
+                }
+                free(s);
+                mla_case_free(&m);
+            }
+}
+
 /* A bf16 or q8_0 cache gives the bits of a float32 cache holding its rows
  * widened: both forms, every path, alone and on 3 threads, positions in one
  * of the absorbed form's blocks of 256 and in several (300: a partial second

@@ -237,29 +237,11 @@ Test(malformed, overlap_behind_an_empty_tensor)
     expect_open_error("overlap", "kv_b_proj");
 }
 
-/* Writes a NaN into element `index` of tensor `name` (F32, BF16 or F16). */
-static void poke_nan(const char *name, size_t index)
-{
-    char *path = shard_of(name);
-    shard_file s = shard_read(path);
-    const cJSON *t = cJSON_GetObjectItem(s.root, name);
-    const char *dt = cJSON_GetObjectItem(t, "dtype")->valuestring;
-    uint8_t *at = s.buf + 8 + s.hl +
-                  (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"), 0)->valuedouble;
-    if (!strcmp(dt, "F32"))
-        memcpy(at + 4 * index, &(uint32_t){0x7fc00000u}, 4);
-    else
-        memcpy(at + 2 * index, &(uint16_t){0x7fc0u}, 2);     /* BF16 and F16 NaN alike */
-    shard_write(path, &s, 0, 0);
-    shard_free(&s);
-    free(path);
-}
-
 /* A norm weight that is NaN or infinite: the whole output would be NaN. */
 Test(malformed, non_finite_norm_weight)
 {
     const char *name = "model.layers.1.input_layernorm.weight";
-    poke_nan(name, 3);
+    test_poke_nan(dir, name, 3);
     expect_open_error(name, "index 3");
 }
 
@@ -268,7 +250,7 @@ Test(malformed, non_finite_norm_weight)
  * one). */
 Test(malformed, nan_logits_are_an_error)
 {
-    poke_nan("lm_head.weight", 5);
+    test_poke_nan(dir, "lm_head.weight", 5);
     char *out, *err, cmd[8400];
     snprintf(cmd, sizeof cmd, "%s run -m %s --ids 1,2 -n 2 --greedy --print-ids", test_moetier_bin(),
              dir);

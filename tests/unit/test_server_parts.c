@@ -48,6 +48,9 @@ Test(server_request, refuses_bad_bodies_naming_the_field)
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"n\": 1.5}", "n");
     refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"n\": 2, \"echo\": true}", "n");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stream\": \"yes\"}", "stream");
+    refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stream_options\": {}}", "stream_options");
+    refuse(OAI_COMPLETION, "{\"prompt\": \"a\", \"stream\": false, \"stream_options\": {\"include_usage\": true}}",
+           "stream_options");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\", 1]}", "stop");
     refuse(OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\","
            "\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}", "stop");

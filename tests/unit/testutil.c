@@ -3,6 +3,8 @@
 
 #include <cJSON.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 
 #include "core/base/fileutil.h"
 #include "core/engine/sampler.h"
+#include "core/model/safetensors.h"
 #include "core/model/synth.h"
 #include "kernels/gpu_probe.h"
 
@@ -186,6 +189,32 @@ void test_synth_tiny(const char *dir, const char *format)
     o.force = 1;
     o.seed = 3;
     cr_assert_eq(synth_run(&o, &e), 0, "synth %s: %s", format, e.msg);
+}
+
+void test_poke_nan(const char *dir, const char *name, size_t index)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    cJSON *root = test_read_json(path);
+    const cJSON *shard = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "weight_map"), name);
+    cr_assert(cJSON_IsString(shard), "%s is not in %s", name, path);
+    snprintf(path, sizeof path, "%s/%s", dir, shard->valuestring);
+    cJSON_Delete(root);
+    st_file f;
+    errbuf e;
+    cr_assert_eq(st_file_open(&f, path, &e), 0, "%s", e.msg);
+    const st_tensor *t = st_file_find(&f, name);
+    cr_assert(t && index < t->numel && (t->dt == DT_F32 || t->dt == DT_BF16 || t->dt == DT_F16),
+              "%s: no element %zu of a float tensor", name, index);
+    size_t width = t->dt == DT_F32 ? 4 : 2;
+    off_t at = (off_t)(t->file_offset + index * width);
+    st_file_close(&f);
+    static const uint32_t nan32 = 0x7fc00000u;
+    static const uint16_t nan16 = 0x7fc0u;     /* BF16's NaN; F16's too (0x7c00 with a fraction) */
+    int fd = open(path, O_WRONLY);
+    cr_assert(fd >= 0 && pwrite(fd, width == 4 ? (const void *)&nan32 : &nan16, width, at) == (ssize_t)width,
+              "%s: %s", path, strerror(errno));
+    close(fd);
 }
 
 logit_cmp test_compare_logits(const float *g, const float *c, int rows, int n_vocab)

@@ -66,6 +66,9 @@ logit_cmp test_compare_logits(const float *golden, const float *cand, int rows, 
 /* Writes a k2-tiny checkpoint (format "bf16", "fp8", "int4") into dir with
  * moetier synth's library entry point; asserts success. */
 void test_synth_tiny(const char *dir, const char *format);
+/* Writes a NaN into element `index` of tensor `name` (F32, BF16 or F16) of the
+ * checkpoint in dir, in place; asserts success. */
+void test_poke_nan(const char *dir, const char *name, size_t index);
 
 /* Runs a command line through /bin/sh, capturing stdout and stderr (malloc'd);
  * returns the exit status. */
