@@ -535,10 +535,10 @@ static int parse_penalties(oai_request *r, oai_error *err)
     int present;
     if (opt_number(r->root, "presence_penalty", -2, 2, &v, &present, err))
         return -1;
-    r->presence_penalty = present ? (float)v : 0.0f;
+    r->presence_penalty = present ? (float)v : NAN;
     if (opt_number(r->root, "frequency_penalty", -2, 2, &v, &present, err))
         return -1;
-    r->frequency_penalty = present ? (float)v : 0.0f;
+    r->frequency_penalty = present ? (float)v : NAN;
     const cJSON *lb = cJSON_GetObjectItemCaseSensitive(r->root, "logit_bias"), *c;
     if (!lb || cJSON_IsNull(lb))
         return 0;
@@ -994,7 +994,7 @@ int oai_request_from_json(oai_kind kind, cJSON *root, const chat_options *defaul
             return oai_bad(err, "stream_options", "'stream_options' must be an object");
         if (opt_bool(so, "include_usage", &r->include_usage, err))
             return -1;
-        if (!r->stream)     /* (OpenAI's and vLLM's rule: it asks for what no whole answer has) */
+        if (!r->stream)     /* (OpenAI's rule: it asks for what no whole answer has) */
             return oai_bad(err, "stream_options", "'stream_options' is only taken with 'stream' true");
     }
     if (parse_stop(r, err) || parse_prompt_logprobs(r, err))

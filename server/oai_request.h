@@ -103,7 +103,7 @@ typedef struct oai_request {
     float min_p;                /* -1 when absent */
     float repeat_penalty;       /* 0 when absent */
     int top_k;                  /* -1 when absent; 0: off */
-    float presence_penalty, frequency_penalty;  /* 0 when absent */
+    float presence_penalty, frequency_penalty;  /* NaN when absent: the server's default */
     sampler_bias *bias;         /* logit_bias, n_bias entries (ids not yet
                                  * checked against the vocabulary) */
     int n_bias;

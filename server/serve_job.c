@@ -876,8 +876,10 @@ static slot_run *run_begin(server *s, int i, job *j)
             sp->mirostat_tau = j->req.mirostat_tau;
         if (j->req.mirostat_eta == j->req.mirostat_eta)
             sp->mirostat_eta = j->req.mirostat_eta;
-        sp->presence_penalty = j->req.presence_penalty;
-        sp->frequency_penalty = j->req.frequency_penalty;
+        if (j->req.presence_penalty == j->req.presence_penalty)
+            sp->presence_penalty = j->req.presence_penalty;
+        if (j->req.frequency_penalty == j->req.frequency_penalty)
+            sp->frequency_penalty = j->req.frequency_penalty;
         sp->bias = j->req.bias;
         sp->n_bias = j->req.n_bias;
         sp->seed = j->req.has_seed ? j->req.seed : fresh_seed(j);

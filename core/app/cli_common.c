@@ -220,7 +220,7 @@ static const char model_flags_text[] =
     "                       activations take at most 1/16 of its memory budget)\n"
     "  -t N                 CPU threads (default: one per core)\n"
     "  --kernels PATH       CPU kernels: scalar, avx2 or avx512 (default: the fastest\n"
-    "                       this CPU runs)\n"
+    "                       this CPU runs); the CPU backend's (auto then takes the CPU)\n"
     "  --backend NAME       cpu, cuda (every operation on the GPU, experimental) or auto\n"
     "                       (cuda when a GPU is usable, else cpu with a notice); default\n"
     "                       cpu, or $MOETIER_BACKEND\n"
@@ -580,13 +580,16 @@ static int backend_choice_checked(const model_flags *f, errbuf *e)
     if (choice == BACKEND_CUDA && f->batch_invariant)
         return err_set(e, "--batch-invariant runs on the CPU backend (the CUDA backend's sums "
                        "depend on a step's size): run with --backend cpu");
+    if (choice == BACKEND_CUDA && f->kernels)
+        return err_set(e, "--kernels picks the CPU backend's kernels (the CUDA backend's CPU side "
+                       "computes the GPU's sums in its own): run with --backend cpu");
     return choice;
 }
 
 /* the flag that takes --backend auto to the CPU, or NULL */
 static const char *cpu_only_flag(const model_flags *f)
 {
-    return f->batch_invariant ? "--batch-invariant" : NULL;
+    return f->batch_invariant ? "--batch-invariant" : f->kernels ? "--kernels" : NULL;
 }
 
 void cli_kv_flags(const model_flags *f, const model_config *c, tier_flags *tf)

@@ -699,8 +699,12 @@ int cmd_bench_model(int argc, char **argv)
     }
     if (model_flags_check(&mf, "bench model"))
         return 2;
-    int need = needed_context(&o);
-    if (need == 1) {
+    int need = needed_context(&o), measured = 0;
+    for (int k = 0; k < o.n_prompt; k++)
+        measured |= o.prompt[k] > 0;
+    for (int k = 0; k < o.n_gen; k++)
+        measured |= o.gen[k] > 0;
+    if (!measured) {    /* (whatever -d is) */
         fprintf(stderr, "moetier bench model: -p and -n are all 0: there is nothing to measure\n");
         return 2;
     }

@@ -132,6 +132,13 @@ int cmd_convert(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* an option the chosen work has no use for would be silently ignored */
+    const char *idle = check && force ? "--force" : check && file_gb ? "--file-gb"
+                     : !check && tf.io != IO_AUTO ? "--io" : NULL;
+    if (idle) {
+        fprintf(stderr, "moetier convert: %s goes %s --check\n", idle, check ? "without" : "with");
+        return 2;
+    }
     char def[4096];
     if (!out) {
         snprintf(def, sizeof def, "%s/%s", dir, DEFAULT_STORE_NAME);

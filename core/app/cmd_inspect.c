@@ -56,7 +56,7 @@ int cmd_inspect(int argc, char **argv)
     /* the model flags that only a run uses would be silently ignored here */
     const char *idle = mf.trace ? "--trace" : mf.backend ? "--backend" : mf.threads ? "-t"
                      : mf.kernels ? "--kernels" : mf.cpu_tokens_set ? "--cpu-tokens"
-                     : mf.batch_invariant ? "--batch-invariant"
+                     : mf.batch_invariant ? "--batch-invariant" : mf.profile ? "--profile"
                      : mf.tiers.stats ? "--stats" : mf.tiers.lookahead_set ? "--lookahead"
                      : mf.tiers.policy ? "--policy" : mf.tiers.io != IO_AUTO ? "--io" : NULL;
     if (idle) {

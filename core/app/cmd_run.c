@@ -192,6 +192,11 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "moetier run: --prompt-cache-ro and --prompt-cache-all need --prompt-cache FILE\n");
         return 2;
     }
+    if (template_name && !chat && !system) {
+        fprintf(stderr, "moetier run: --chat-template goes with --chat or --system (a raw prompt is "
+                "not rendered)\n");
+        return 2;
+    }
     if (pcache.read_only && pcache.all) {
         fprintf(stderr, "moetier run: --prompt-cache-all writes the file, --prompt-cache-ro does not: "
                 "give one\n");
@@ -206,22 +211,30 @@ int cmd_run(int argc, char **argv)
     }
     if (held_flags_check(&hf, "run"))
         return 2;
-    /* checked before loading anything (compiled again before generating) */
+    const char *held_path = hf.schema_path ? hf.schema_path : hf.grammar_path;
+    if (prompt_path && held_path && !strcmp(prompt_path, "-") && !strcmp(held_path, "-")) {
+        fprintf(stderr, "moetier run: -f - and %s - would both read standard input: give one of them "
+                "a file\n", hf.schema_path ? "--json-schema-file" : "--grammar-file");
+        return 2;
+    }
+    /* compiled before loading anything, and only once: a file such as - or
+     * <(...) reads once */
     json_schema schema = {0};
     gbnf grammar = {0};
-    int bad_held = held_flags_compile(&hf, &schema, &grammar, &e);
-    json_schema_free(&schema);
-    gbnf_free(&grammar);
+    int bad_held = held_flags_compile(&hf, &schema, &grammar, &e), early_rc;
     if (bad_held) {
         cli_fail(&e);
-        return bad_held < 0 ? 2 : 1;        /* a bad option value, or a file not read */
+        early_rc = bad_held < 0 ? 2 : 1;    /* a bad option value, or a file not read */
+        goto early;
     }
     int held = held_flags_given(&hf);
     /* read before loading anything: a wrong path fails at once */
     char *file_text = NULL;
     size_t prompt_len = prompt_arg ? strlen(prompt_arg) : 0;
-    if (prompt_path && cli_read_text(prompt_path, &file_text, &prompt_len, &e))
-        return cli_fail(&e);
+    if (prompt_path && cli_read_text(prompt_path, &file_text, &prompt_len, &e)) {
+        early_rc = cli_fail(&e);
+        goto early;
+    }
     cli_note_file(&mf, "-f", prompt_path);
     cli_note_template(&mf, template_name);
     cli_note_file(&mf, "--json-schema-file", hf.schema_path);
@@ -230,18 +243,21 @@ int cmd_run(int argc, char **argv)
     if (pcache.path && (cli_check_output("--prompt-cache", pcache.path, &mf, &e) ||
                         cli_prompt_cache_check(&pcache, &e))) {
         free(file_text);
-        return cli_fail(&e);
+        early_rc = cli_fail(&e);
+        goto early;
     }
     const char *prompt_text = prompt_path ? file_text : prompt_arg;
     tokenizer tok;
     int have_vocab = tokenizer_load(&tok, mf.dir, &e) == 0;
     if (!have_vocab && prompt_text) {
         free(file_text);
-        return cli_fail(&e);
+        early_rc = cli_fail(&e);
+        goto early;
     }
     if (!have_vocab && held) {
         free(file_text);
-        return cli_fail(&e);    /* a schema or grammar is about text */
+        early_rc = cli_fail(&e);    /* a schema or grammar is about text */
+        goto early;
     }
     if (!have_vocab) {
         fprintf(stderr, "moetier: no tokenizer in %s (%s); printing ids only\n", mf.dir, e.msg);
@@ -252,7 +268,8 @@ int cmd_run(int argc, char **argv)
     if (ids_s && cli_parse_ids(ids_s, &prompt, &T)) {
         if (have_vocab)
             tokenizer_free(&tok);
-        return 2;
+        early_rc = 2;
+        goto early;
     }
     if (prompt_text) {
         token_list l = {0};
@@ -263,12 +280,14 @@ int cmd_run(int argc, char **argv)
         free(file_text);
         if (bad) {
             tokenizer_free(&tok);
-            return cli_fail(&e);
+            early_rc = cli_fail(&e);
+            goto early;
         }
         if (l.n == 0) {
             tokenizer_free(&tok);
             fprintf(stderr, "moetier run: the prompt is empty\n");
-            return 2;
+            early_rc = 2;
+            goto early;
         }
         prompt = l.ids;
         T = (int)l.n;
@@ -278,7 +297,8 @@ int cmd_run(int argc, char **argv)
         free(prompt);
         if (have_vocab)
             tokenizer_free(&tok);
-        return cli_fail(&e);
+        early_rc = cli_fail(&e);
+        goto early;
     }
     const model_config *c = &m.mw.cfg;
     sampler smp;
@@ -314,7 +334,7 @@ int cmd_run(int argc, char **argv)
                      .draft_stats = &draft_stats, .tuner = &tuner};
     if (held) {
         int grammar_given = hf.grammar_arg || hf.grammar_path;
-        if (held_flags_compile(&hf, &schema, &grammar, &e) || json_vocab_build(&jv, &tok.v, &e))
+        if (json_vocab_build(&jv, &tok.v, &e))
             goto done;
         gp.schema = grammar_given ? NULL : &schema;
         gp.grammar = grammar_given ? &grammar : NULL;
@@ -392,4 +412,8 @@ done:
     if (signalled)
         stop_signal_uninstall();
     return rc;
+early:  /* before the model is open */
+    json_schema_free(&schema);
+    gbnf_free(&grammar);
+    return early_rc;
 }

@@ -73,7 +73,7 @@ static void usage(FILE *f)
                "  --no-webui           no chat page at GET / (a 404 instead)\n"
                "  and the context, tier and sampling options of `moetier run` (sampling options\n"
                "  are defaults; a request's temperature, top_p and seed override them; a request\n"
-               "  naming no seed takes the seed given here, or else a fresh one):\n");
+               "  naming no seed takes the seed given here, or else (or with -1) a fresh one):\n");
     chat_template_flag_usage(f);
     model_flags_usage(f);
     sampling_flags_usage(f);
@@ -165,6 +165,11 @@ int cmd_serve(int argc, char **argv)
     const char *template_name = NULL;
     for (int i = 1; i < argc; i++) {
         int r = model_flags_parse(&mf, argc, argv, &i);
+        if (!r && !strcmp(argv[i], "--seed") && i + 1 < argc && !strcmp(argv[i + 1], "-1")) {
+            so.seed_given = 0;      /* llama.cpp's server's "a fresh seed each request" */
+            i++;
+            continue;
+        }
         if (!r && !strcmp(argv[i], "--seed"))
             so.seed_given = 1;
         if (!r)

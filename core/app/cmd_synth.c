@@ -57,9 +57,29 @@ int cmd_synth(int argc, char **argv)
             o.force = 1;
             continue;
         }
+        static const char *const valued[] = {"--preset", "--layers", "--format", "-o", "--out",
+                                             "--seed", "--set", "--shard-mb"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof valued / sizeof *valued; k++)
+            known |= !strcmp(a, valued[k]);
+        if (!known) {
+            fprintf(stderr, "moetier synth: unknown option '%s'\n", a);
+            usage(stderr);
+            goto out;
+        }
         if (!(v = cli_value(argc, argv, &i)))
             goto out;
         if (!strcmp(a, "--preset")) {
+            const synth_preset *p = synth_presets();
+            while (p->name && strcmp(p->name, v))
+                p++;
+            if (!p->name) {
+                fprintf(stderr, "moetier synth: --preset %s is not one of:", v);
+                for (p = synth_presets(); p->name; p++)
+                    fprintf(stderr, " %s", p->name);
+                fprintf(stderr, "\n");
+                goto out;
+            }
             o.preset = v;
         } else if (!strcmp(a, "--layers")) {
             if (cli_int(a, v, 1, 100000, &o.layers))
@@ -83,10 +103,6 @@ int cmd_synth(int argc, char **argv)
                 goto out;
             }
             o.shard_mb = mb;
-        } else {
-            fprintf(stderr, "moetier synth: unknown option '%s'\n", a);
-            usage(stderr);
-            goto out;
         }
     }
     if (!o.out_dir) {

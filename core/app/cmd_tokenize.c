@@ -170,9 +170,9 @@ int cmd_tokenize(int argc, char **argv)
             return 2;
         }
     }
-    if (!dir || (!!text + !!file + !!chat + !!jsonl) != 1 || (render && !chat)) {
+    if (!dir || (!!text + !!file + !!chat + !!jsonl) != 1 || ((render || template_name) && !chat)) {
         fprintf(stderr, "moetier tokenize: -m and exactly one of --text, --file, --jsonl, --chat are "
-                        "required (--render goes with --chat)\n");
+                        "required (--render and --chat-template go with --chat)\n");
         usage(stderr);
         return 2;
     }

@@ -260,6 +260,11 @@ int cmd_tune(int argc, char **argv)
             return 2;
         }
     }
+    if (!mf.dir) {
+        fprintf(stderr, "moetier tune: -m DIR is required\n");
+        usage(stderr);
+        return 2;
+    }
     if (model_flags_check(&mf, "tune"))
         return 2;
     /* its model is the CPU's compute and the DRAM tier's misses (and it reads

@@ -1,6 +1,7 @@
 /* sampler: see sampler.h. */
 #include "sampler.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,6 +432,14 @@ static int xtc_fires(sampler *s, int n)
            rng_uniform(s->rng) <= p->xtc_probability;
 }
 
+/* Whether XTC counts a candidate of probability q (at temperature 1) as one
+ * at or above its threshold: an impossible one never is (a threshold of 0
+ * would otherwise leave only a masked token). */
+static int xtc_above(float q, float threshold)
+{
+    return q >= threshold && q > 0;
+}
+
 static int by_logit_desc(const void *a, const void *b)
 {
     const sampler_cand *x = a, *y = b;
@@ -537,7 +546,10 @@ static float dynamic_temperature(const sampler_params *p, const sampler_cand *c,
     norm = norm > 0 ? (norm < 1 ? norm : 1) : 0; /* (rounding may leave it a hair outside) */
     float lo = p->temperature > p->dynatemp_range ? p->temperature - p->dynatemp_range : 0.0f;
     float hi = p->temperature + p->dynatemp_range;
-    return lo + (hi - lo) * powf((float)norm, p->dynatemp_exponent);
+    float t = lo + (hi - lo) * powf((float)norm, p->dynatemp_exponent);
+    /* a negative exponent over no entropy (one possible token) is infinite:
+     * the largest finite temperature leaves the impossible ones impossible */
+    return t <= FLT_MAX ? t : FLT_MAX;
 }
 
 static int by_rank(const void *a, const void *b)
@@ -593,7 +605,7 @@ static float prob_sorted(void *ctx, int i)
     return ((const float *)ctx)[i];
 }
 
-static int draw_filtered(sampler *s, int n, float mx);
+static int draw_filtered(sampler *s, int n);
 
 /* The draw on the whole vocabulary sorted (after the penalties; not greedy):
  * the definition, and the way for what the partial sort does not do (a
@@ -624,12 +636,12 @@ static int draw_sorted(sampler *s, float *logits)
         return s->cand[mirostat_pick(s, n, prob_sorted, s->prob)].id;
     if (p->typical_p < 1.0f)
         n = typical_keep(s, n);
-    return draw_filtered(s, n, mx);
+    return draw_filtered(s, n);
 }
 
 /* Top-p, min-p, XTC and the draw, over candidates [0, n) in order, their
- * probabilities in s->prob (mx: the best logit of all, XTC's softmax's). */
-static int draw_filtered(sampler *s, int n, float mx)
+ * probabilities in s->prob. */
+static int draw_filtered(sampler *s, int n)
 {
     const sampler_params *p = &s->p;
     if (p->top_p < 1.0f) {
@@ -651,15 +663,20 @@ static int draw_filtered(sampler *s, int n, float mx)
     }
     int lo = 0; /* XTC: the candidates at or above its threshold, at temperature 1, but the last */
     if (xtc_fires(s, n)) {
+        /* (its softmax over the candidates kept, from their best: typical may
+         * have left out the best of all, far above them) */
+        float top = s->cand[0].logit;
         double z1 = 0;
         for (int i = 0; i < n; i++)
-            z1 += expf(s->cand[i].logit - mx);
-        while (lo + 1 < n && (float)(expf(s->cand[lo + 1].logit - mx) / z1) >= p->xtc_threshold)
+            z1 += expf(s->cand[i].logit - top);
+        while (lo + 1 < n && xtc_above((float)(expf(s->cand[lo + 1].logit - top) / z1), p->xtc_threshold))
             lo++;
     }
     double sum = 0;
     for (int i = lo; i < n; i++)
         sum += s->prob[i];
+    if (!(sum > 0))     /* at a low temperature the chances of all left after XTC round to 0 */
+        return report_one(s, s->cand[lo].id);
     double r = rng_uniform(s->rng) * sum, acc = 0;
     for (int i = lo; i < n; i++) {
         acc += s->prob[i];
@@ -833,7 +850,7 @@ static int draw_typical(sampler *s, cands *k)
     }
     for (int i = 0; i < keep; i++)
         s->prob[i] = (float)(s->prob[i] / sum);
-    return draw_filtered(s, keep, k->mx);
+    return draw_filtered(s, keep);
 }
 
 int sampler_sample(sampler *s, float *logits)
@@ -901,7 +918,7 @@ int sampler_sample(sampler *s, float *logits)
             z1 += expf(s->cand[i].logit - k.mx);
         while (lo + 1 < n) {
             prob_at(&k, lo + 1); /* (sorts the candidates it reaches) */
-            if ((float)(expf(s->cand[lo + 1].logit - k.mx) / z1) < p->xtc_threshold)
+            if (!xtc_above((float)(expf(s->cand[lo + 1].logit - k.mx) / z1), p->xtc_threshold))
                 break;
             lo++;
         }
@@ -909,6 +926,8 @@ int sampler_sample(sampler *s, float *logits)
     double sum = 0;
     for (int i = lo; i < n; i++)
         sum += prob_of(&k, s->cand[i].logit);
+    if (!(sum > 0))     /* (as draw_filtered) */
+        return report_one(s, s->cand[lo].id);
     double r = rng_uniform(s->rng) * sum, acc = 0;
     for (int i = lo; i < n; i++) {
         acc += prob_at(&k, i);

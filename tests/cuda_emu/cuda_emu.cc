@@ -16,7 +16,8 @@
  * program (check_converged), as do threads at different barrier calls
  * (check_one_barrier).
  * Launches run their blocks in a pseudo-random order too (cuda_runtime.h), and
- * a block's shared memory, dynamic and static, starts as 0xff bytes. The orders are the
+ * a block's shared memory starts as 0xff bytes (static arrays not under ASan:
+ * cuda_runtime.h). The orders are the
  * same on every run (a fixed seed), so a failure repeats.
  *
  * Under AddressSanitizer (make test-gpu-emu SANITIZE=1) every switch between

@@ -40,10 +40,18 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-/* one block runs at a time, so a static is exactly one block's shared memory;
- * all of them lie in one section, which each block starts with as 0xff bytes
- * (a device's shared memory holds nothing of the block before) */
+/* One block runs at a time, so a static is exactly one block's shared memory.
+ * In the plain build they all lie in one section, which each block starts
+ * with as 0xff bytes (a device's shared memory holds nothing of the block
+ * before). Under ASan they do not: a global in a named section gets no
+ * redzones, and an overrun of the array is what that build is for. (A
+ * template's or an inline function's static would leave the section or
+ * conflict with it: keep static __shared__ arrays in plain kernels.) */
+#ifdef __SANITIZE_ADDRESS__
+#define __shared__ static
+#else
 #define __shared__ static __attribute__((section("emu_shared")))
+#endif
 
 struct dim3 {
     unsigned x, y, z;

@@ -1505,10 +1505,11 @@ async function invariantServer() {
   });
 }
 
-// --seed: the requests naming no seed take the server's, as llama.cpp's do.
+// --seed, and the other sampling options given to serve: the requests naming
+// none take the server's, as llama.cpp's do.
 async function seededServer() {
-  await check('serve --seed: a request naming no seed draws with the server\'s seed; /completion\'s seed -1 with a fresh one', async () => {
-    const srv = await startServer(['--no-think', '--seed', '7']);
+  await check('serve --seed and --frequency-penalty: defaults of the requests naming none; --seed -1 and /completion\'s seed -1 a fresh seed', async () => {
+    let srv = await startServer(['--no-think', '--seed', '7', '--frequency-penalty', '-2']);
     try {
       const ai = client(srv);
       const req = { model: MODEL, prompt: 'one two three', max_tokens: 16, temperature: 2, ignore_eos: true };
@@ -1521,6 +1522,19 @@ async function seededServer() {
         body: JSON.stringify({ prompt: 'one two three', n_predict: 16, temperature: 2, ignore_eos: true, seed }) })).json()).content;
       assert.equal(await native(undefined), plain);
       assert.notEqual(await native(-1), await native(-1), 'seed -1: a fresh seed each request');
+      // --frequency-penalty too (the request's 0 was taken for one it named)
+      const greedy = { ...req, temperature: 0 };
+      const byDefault = (await ai.completions.create(greedy)).choices[0].text;
+      assert.equal((await ai.completions.create({ ...greedy, frequency_penalty: -2 })).choices[0].text, byDefault);
+      assert.notEqual((await ai.completions.create({ ...greedy, frequency_penalty: 0 })).choices[0].text, byDefault);
+    } finally {
+      await stopServer(srv);
+    }
+    srv = await startServer(['--no-think', '--seed', '-1']);    // llama.cpp's "a fresh seed each request"
+    try {
+      const ai = client(srv);
+      const req = { model: MODEL, prompt: 'one two three', max_tokens: 16, temperature: 2, ignore_eos: true };
+      assert.notEqual((await ai.completions.create(req)).choices[0].text, (await ai.completions.create(req)).choices[0].text);
     } finally {
       await stopServer(srv);
     }
@@ -1572,6 +1586,10 @@ async function nanServer() {
         const failed = await a.json();
         assert.equal(a.status, 500, JSON.stringify(failed));
         assert.match(failed.error.message, /the logits at position \d+ are NaN/);
+        // the other one generated before the failing request came and after it
+        // ended: every step of the failing one stepped it too
+        const slots = await (await fetch(srv.url + '/slots')).json();
+        assert.ok(slots.some((x) => x.state === 'generating'), JSON.stringify(slots));
         for (let r = await reader.read(); !r.done; r = await reader.read())
           text += dec.decode(r.value, { stream: true });
         const events = text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => JSON.parse(e.slice(6)));

@@ -297,6 +297,7 @@ Test(bench_model, bad_arguments_are_refused, .timeout = 60)
 {
     char *d = test_testdata_model_or_skip("bf16");
     expect_refused(2, "nothing to measure", d, "-p 0 -n 0");
+    expect_refused(2, "nothing to measure", d, "-p 0 -n 0 -d 5");
     expect_refused(2, "-c 16 is too small", d, "-c 16 -p 8 -n 4 -d 12");
     expect_refused(2, "-r expects", d, "-r 0");
     expect_refused(2, "empty value", d, "--dram-gb 1,,2");

@@ -370,6 +370,26 @@ Test(cli, a_one_token_prompt_is_prefill, .timeout = 60)
     free(tmp);
 }
 
+/* A grammar or schema file that reads once (standard input, a pipe) is read
+ * once: it was read again after the model opened, and found empty. */
+Test(cli, a_held_file_is_read_once)
+{
+    char *d = test_make_tmpdir("cli-held-once"), *out, *err;
+    test_synth_tiny(d, "int4");
+    cr_expect_eq(run(&out, &err, "printf 'root ::= \"a\" \"b\"' | %s run -m %s -p hi -n 4 --greedy "
+                     "--grammar-file -", bin(), d), 0, "%s", err);
+    cr_expect_str_eq(out, "ab\n");
+    free(out);
+    free(err);
+    cr_expect_eq(run(&out, &err, "printf '{\"enum\": [\"yes\"]}' | %s run -m %s -p hi -n 6 --greedy "
+                     "--json-schema-file -", bin(), d), 0, "%s", err);
+    cr_expect(strstr(out, "\"yes\""), "%s", out);  /* (after any whitespace JSON allows) */
+    free(out);
+    free(err);
+    test_remove_tree(d);
+    free(d);
+}
+
 Test(cli, bad_arguments_fail_clearly)
 {
     char *d = test_testdata_model_or_skip("bf16");
@@ -400,6 +420,23 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--grammar: grammar line 2: rule 'item' is used but not defined", "%s run -m %s --ids 1 %s",
                    d, "--grammar 'root ::= \"a\"\n  item'");
     expect_failure(1, "--grammar-file", "%s run -m %s --ids 1 %s", d, "--grammar-file /nonexistent");
+    /* options the command would have no use for */
+    expect_failure(2, "--chat-template goes with --chat or --system", "%s run -m %s --ids 1 %s", d,
+                   "--chat-template kimi-k2.5");
+    expect_failure(2, "--chat-template go with --chat", "%s tokenize -m %s --text hi %s", d,
+                   "--chat-template kimi-k2.5");
+    expect_failure(2, "--profile applies to the commands that run the model", "%s inspect -m %s %s", d,
+                   "--profile");
+    expect_failure(2, "--io goes with --check", "%s convert -m %s -o /nonexistent/s %s", d, "--io pread");
+    expect_failure(2, "--force goes without --check", "%s convert -m %s --check %s", d, "--force");
+    expect_failure(2, "--kernels picks the CPU backend's kernels", "%s run -m %s --ids 1 %s", d,
+                   "--backend cuda --kernels scalar");
+    expect_failure(2, "moetier tune: -m DIR is required", "%s tune %s %s", "-t", "1");
+    expect_failure(2, "unknown option '--foo'", "%s synth %s %s", "--foo", "");
+    expect_failure(2, "--preset nope is not one of: k2-tiny", "%s synth %s %s", "--preset nope", "-o /nonexistent/x");
+    /* standard input reads once: not for both the prompt and the grammar */
+    expect_failure(2, "-f - and --grammar-file - would both read standard input",
+                   "printf 'root ::= \"a\"' | %s run -m %s -f - %s", d, "--grammar-file -");
     expect_failure(2, "give one of --json-schema", "%s run -m %s --ids 1 %s", d,
                    "--grammar 'root ::= \"a\"' --json-schema '{}'");
     expect_failure(2, "moetier chat: give one of --json-schema", "%s chat -m %s %s </dev/null", d,

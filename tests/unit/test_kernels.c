@@ -535,22 +535,27 @@ Test(mla_cpu, absorbed_query_is_untouched_by_a_nan_after_it)
 {
     const int dims[][6] = {{16, 16, 8, 16, 32, 40}, {16, 16, 8, 16, 32, 2040}};
     const int T = 6;
+    thread_pool *pool3;
+    errbuf e;
+    cr_assert_eq(thread_pool_create(&pool3, 3, &e), 0, "%s", e.msg);
     for (size_t d = 0; d < sizeof dims / sizeof *dims; d++)
         for (int path = 0; path < KPATH_COUNT; path++)
-            for (int c = 0; c < 6; c++) {
+            for (int c = 0; c < 12; c++) {
                 if (!kernel_path_supported((kernel_path)path))
                     continue;
+                /* alone and on 3 threads (each worker's rows of the 32 columns) */
+                thread_pool *pool = c / 6 ? pool3 : NULL;
                 mla_case m;
                 mla_case_make(&m, dims[d], T);
                 int row = m.a.kv_lora + m.a.rope, at = m.a.pos0 + (c % 2 ? T - 1 : T / 2);
                 m.cache[(size_t)at * (size_t)row + 5] = NAN;
-                if (c / 2 == 1)
+                if (c / 2 % 3 == 1)
                     mla_case_bf16(&m);
-                if (c / 2 == 2)
+                if (c / 2 % 3 == 2)
                     mla_case_q8(&m);    /* (its block holding the NaN reads back as NaN) */
-                float *s = malloc(mla_cpu_scratch(&m.a, 1, 1) * sizeof(float));
+                float *s = malloc(mla_cpu_scratch(&m.a, 1, 3) * sizeof(float));
                 cr_assert_not_null(s);
-                mla_cpu((kernel_path)path, NULL, &m.a, 1, s);
+                mla_cpu((kernel_path)path, pool, &m.a, 1, s);
                 size_t out_row = (size_t)m.a.H * (size_t)m.a.v,
                        qrow = (size_t)m.a.H * (size_t)(m.a.nope + m.a.rope);
                 for (int t = 0; t < T; t++) {
@@ -567,11 +572,12 @@ Test(mla_cpu, absorbed_query_is_untouched_by_a_nan_after_it)
                     mla_cpu((kernel_path)path, NULL, &one, 1, s);
                     cr_expect(memcmp(got, m.o2, out_row * sizeof(float)) == 0,
                               "%s, cache %d, after %d positions: query %d of %d, before the NaN at %d, "
-                              "differs from it alone", kernel_path_name(path), c / 2, m.a.pos0, t, T, at);
+                              "differs from it alone", kernel_path_name(path), c / 2 % 3, m.a.pos0, t, T, at);
                 }
                 free(s);
                 mla_case_free(&m);
             }
+    thread_pool_destroy(pool3);
 }
 
 /* A bf16 or q8_0 cache gives the bits of a float32 cache holding its rows

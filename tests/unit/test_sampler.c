@@ -552,6 +552,70 @@ Test(sampler, xtc_leaves_out_the_likeliest)
     }
 }
 
+/* 500 draws from logits[0, V) (V <= 8) by the fast draw and 500 by the
+ * reference, each by a fresh sampler of p: every one is token `want`. */
+static void expect_only(sampler_params p, const float *logits, int V, int want, const char *what)
+{
+    for (int ref = 0; ref < 2; ref++) {
+        sampler s;
+        errbuf e;
+        cr_assert_eq(sampler_create(&s, &p, V, &e), 0, "%s", e.msg);
+        int other = -1, n_other = 0;
+        for (int i = 0; i < 500; i++) {
+            float l[8];
+            memcpy(l, logits, (size_t)V * sizeof *l);
+            int t = ref ? sampler_sample_reference(&s, l) : sampler_sample(&s, l);
+            if (t != want) {
+                other = t;
+                n_other++;
+            }
+        }
+        sampler_destroy(&s);
+        cr_expect_eq(n_other, 0, "%s (%s): %d of 500 draws not %d (%d among them)", what,
+                     ref ? "reference" : "fast draw", n_other, want, other);
+    }
+}
+
+/* What XTC leaves can be impossible, or round to nothing: at temperature
+ * 0.01 the chances of all but the likeliest (which XTC cut) round to 0 and
+ * the best of the rest is drawn, not the last candidate; with a threshold of
+ * 0 the masked tokens are not counted as above it (the last possible one is
+ * drawn, not a masked one); and under typical, XTC's softmax is over the
+ * kept candidates, even 110 nats below the best of all. */
+Test(sampler, xtc_never_leaves_only_what_cannot_be_drawn)
+{
+    sampler_params p = sampler_defaults();
+    p.xtc_probability = 1.0f;
+    p.xtc_threshold = 0.1f;
+    p.temperature = 0.01f;
+    const float cold[5] = {5, 3.5f, 0, -10, -12};
+    expect_only(p, cold, 5, 1, "temperature 0.01");
+    p.temperature = 1.0f;
+    p.xtc_threshold = 0;
+    const float masked[5] = {5, 3.5f, -INFINITY, 0, -INFINITY};
+    expect_only(p, masked, 5, 3, "threshold 0 over masked tokens");
+    p.xtc_threshold = 0.1f;
+    p.typical_p = 0.5f;
+    p.temperature = 110.0f;
+    const float far[5] = {110, 0, 0, 0, 0};
+    expect_only(p, far, 5, 4, "typical leaving out a best 110 nats above");
+}
+
+/* A negative dynamic-temperature exponent over one possible token (a mask
+ * leaving one) made the temperature infinite and every chance NaN: the last
+ * token of the vocabulary, a masked one, was drawn. */
+Test(sampler, dynamic_temperature_over_one_possible_token)
+{
+    sampler_params p = sampler_defaults();
+    p.temperature = 1.0f;
+    p.dynatemp_range = 0.5f;
+    p.dynatemp_exponent = -1.0f;
+    float l[8];
+    for (int i = 0; i < 8; i++)
+        l[i] = i == 3 ? 0.5f : -INFINITY;
+    expect_only(p, l, 8, 3, "one possible token");
+}
+
 /* Typical keeps the tokens whose surprise is nearest the entropy: over .4
  * and four of .15 the four come first and hold more than 0.5 by themselves,
  * so the likeliest token is never drawn. */
