@@ -524,6 +524,53 @@ async function plainServer() {
     assert.deepEqual(out.numbered, [['OL', [['one', ['sub']], 'two', 'threemore of three']], ['UL', ['other']]]);
   });
 
+  // (run in the page) each source's HTML, as renderMarkdown writes it
+  const rendered = async (sources) => {
+    await page.evaluate(RENDER_CHECK);
+    const out = await page.evaluate((list) => list.map((md) => window.renderChecked(md).innerHTML), sources);
+    await page.evaluate(() => document.getElementById('render-check').remove());
+    return out;
+  };
+  await check('Markdown: _ and __ are emphasis outside words only (snake_case_names stay as written)', async () => {
+    assert.deepEqual(await rendered([
+      '_it_, __bold__, ___both___ and (_in parens_); snake_case_names, file_name_here, x_1 and _foo_bar_',
+      '__init__ and foo.__init__() but __foo__bar and a ______ blank',
+      '_über_ straße_x_y 日本_語_です \\_a\\_ *and* **stars**']), [
+      '<p><em>it</em>, <strong>bold</strong>, <em><strong>both</strong></em> and (<em>in parens</em>); ' +
+      'snake_case_names, file_name_here, x_1 and <em>foo_bar</em></p>',
+      // (CommonMark's: __init__ alone is bold "init"; in backticks it is code)
+      '<p><strong>init</strong> and foo.<strong>init</strong>() but __foo__bar and a ______ blank</p>',
+      '<p><em>über</em> straße_x_y 日本_語_です _a_ <em>and</em> <strong>stars</strong></p>']);
+  });
+  await check('Markdown: a code span closes at the next run of as many backticks as opened it', async () => {
+    const spans = await rendered(['``a `b` c``', '`` `x` ``', '` a ` and `  `', '``x` y', 'x `` y `` z ` w',
+                                  '`a\\`b`', '\\``x`']);
+    const [table] = await rendered(['| a | b |\n|---|---|\n| ``p|q`` | r |']);
+    // one space each side goes when both are there; a run no run of its
+    // length closes is text; inside a span a backslash is text
+    assert.deepEqual(spans, ['<p><code>a `b` c</code></p>', '<p><code>`x`</code></p>',
+                             '<p><code>a</code> and <code>  </code></p>', '<p>``x` y</p>',
+                             '<p>x <code>y</code> z ` w</p>', '<p><code>a\\</code>b`</p>', '<p>`<code>x</code></p>']);
+    assert.match(table, /<tbody><tr><td><code>p\|q<\/code><\/td><td>r<\/td><\/tr><\/tbody>/);   // (its pipe stays in its cell)
+  });
+  await check('Markdown: a link\'s address is taken as written, with no emphasis in it', async () => {
+    assert.deepEqual(await rendered(['[a](https://x.org/**y**) [b](https://x.org/_y_) z_ ' +
+                                     '[**c** _d_](https://x.org/a_b_c_) _e_']), [
+      '<p><a href="https://x.org/**y**" target="_blank" rel="noopener noreferrer">a</a> ' +
+      '<a href="https://x.org/_y_" target="_blank" rel="noopener noreferrer">b</a> z_ ' +
+      '<a href="https://x.org/a_b_c_" target="_blank" rel="noopener noreferrer"><strong>c</strong> <em>d</em></a> ' +
+      '<em>e</em></p>']);
+  });
+  await check('TeX math: \\( and \\[ open math; after an escaped backslash (\\\\( \\\\[) or in code they are text', async () => {
+    // (docs/server.md: \( and \[ are math as models write it, though
+    // CommonMark would read them as escaped brackets)
+    const [text, block, inline, afterBackslash, code] = await rendered(
+      ['\\\\(x\\) and \\\\[y\\]', '\\\\[y\\]', '\\(x\\)', '\\\\\\(x\\)', '`\\(x\\)`']);
+    assert.deepEqual([text, block, code], ['<p>\\(x) and \\[y]</p>', '<p>\\[y]</p>', '<p><code>\\(x\\)</code></p>']);
+    assert.match(inline, /^<p><math>.*<annotation encoding="application\/x-tex">x<\/annotation><\/semantics><\/math><\/p>$/);
+    assert.match(afterBackslash, /^<p>\\<math>/);
+  });
+
   await check('TeX math: MathML from the tables, dollars that are money left as text, nothing else as markup', async () => {
     await page.evaluate(RENDER_CHECK);
     const out = await page.evaluate(() => {
@@ -870,7 +917,19 @@ async function hostileInput() {
       const table = render('a|b\n' + ' '.repeat(50000) + '|x\n' + '['.repeat(50000) + '\n' +
                            '[a](https://'.repeat(20000) + '\n[a](https://' + '(b'.repeat(20000) + '\n' +
                            '| `x | y |\n|---|---|\n' + '| ` |'.repeat(20000));
+      // _ runs never closed, words with _ inside, backtick runs of 300 lengths
+      // none closes, spans of two closed by the next two, escaped backticks:
+      // each line at once (the patterns bounded, each length's closers
+      // searched once)
+      const t0 = performance.now();
+      const unders = render('_a '.repeat(20000) + '\n' + '__a '.repeat(20000) + '\n' + '___a '.repeat(20000) + '\n' +
+                            'a_b_'.repeat(20000) + '\n' + '_a_b'.repeat(20000));
+      const ticks = render(Array.from({ length: 300 }, (_, i) => '`'.repeat(i + 1)).join('x') + '\n' +
+                           '``x`` y'.repeat(20000) + '\n' + '\\`'.repeat(20000) + '`');
+      const newSeconds = (performance.now() - t0) / 1000;
       return { fences: fences.map((f) => [f.querySelector('pre code').textContent, f.querySelectorAll('pre code span').length]),
+               unders: [unders.querySelectorAll('em, strong').length, unders.textContent.length],
+               ticks: [ticks.querySelectorAll('code').length, ticks.textContent.length], newSeconds,
                quotes: deep.querySelectorAll('blockquote').length, deepText: deep.textContent.trim(),
                strong: open.querySelectorAll('strong, del').length, openText: open.textContent.length,
                triple: triple.querySelectorAll('p').length,
@@ -898,6 +957,9 @@ async function hostileInput() {
     assert.deepEqual(out.heads, [['H1', 'a  b'], ['H2', 'Title'], ['H3', 'C#'], ['H4', '']]);
     assert.deepEqual(out.tables, [1, 0]);
     assert.deepEqual(out.lists, [33, 1, 500, 20000]);
+    assert.deepEqual(out.unders, [0, 3 * 20000 + 4 * 20000 + 5 * 20000 + 4 * 20000 + 4 * 20000]);
+    assert.deepEqual(out.ticks, [20000, 300 * 301 / 2 + 299 + 3 * 20000 + 20000 + 1]);
+    assert.ok(out.newSeconds < 5, `the _ and backtick lines took ${out.newSeconds} s`);
   });
   await check('an answer a proxy ends without its end is said to be cut off (CRLF framing; an unended last event is none)', async () => {
     await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, contentType: 'text/event-stream',
