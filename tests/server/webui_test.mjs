@@ -72,7 +72,8 @@ const RENDER_CHECK = () => {
 
 // (run in the page) the answers to chat requests come from the test, not the
 // server: window.stream.say(delta, finish) adds an event to the answer
-// streaming, window.stream.end() ends it; window.stream.body is what was sent
+// streaming, window.stream.usage(u) sends stream_options' usage event,
+// window.stream.end() ends it; window.stream.body is what was sent
 const STUB_ANSWERS = () => {
   const real = window.realFetch || (window.realFetch = window.fetch);
   window.stream = null;
@@ -83,6 +84,7 @@ const STUB_ANSWERS = () => {
     const send = (data) => ctl.enqueue(bytes.encode(`data: ${data}\n\n`));
     window.stream = { body: JSON.parse(init.body),
       say: (delta, finish) => send(JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish ?? null }] })),
+      usage: (usage) => send(JSON.stringify({ choices: [], usage })),
       end: () => { send('[DONE]'); ctl.close(); } };
     init.signal.addEventListener('abort', () => {
       try { ctl.error(new DOMException('stopped', 'AbortError')); } catch { /* ended already */ }
@@ -235,9 +237,9 @@ async function plainServer() {
     await page.fill('#input', 'Hello there');
     await page.press('#input', 'Enter');
     await page.waitForFunction(() => /\S/.test(document.querySelector('#messages .msg.assistant').textContent));
-    // (while it streams, the tokens so far and their rate)
-    await page.waitForFunction(() =>
-      /^\d+ tokens, \d+\.\d\d tokens\/s$/.test(document.querySelector('#messages .msg.assistant .stats').textContent));
+    // (while it streams, the least the tokens so far can be, and their rate)
+    await page.waitForFunction(() => /^at least \d+ tokens, \d+\.\d\d tokens\/s or more$/
+      .test(document.querySelector('#messages .msg.assistant .stats').textContent));
     await page.click('#stop');
     await waitIdle(page);
     const convs = await stored(page), a = convs[convs.length - 1].messages[1];
@@ -245,10 +247,11 @@ async function plainServer() {
     const kept = (a.reasoning ?? '') + a.content;
     assert.ok(kept.length > 0 && kept.length < fullText.length, `kept ${kept.length} of ${fullText.length}`);
     assert.ok(fullText.startsWith(kept));
-    // (no usage comes after Stop: the tokens counted as they came stay)
-    assert.ok(a.stats.completion_tokens > 0, JSON.stringify(a.stats));
+    // (no usage comes after Stop: the events that brought text stay, said to
+    // be the least the tokens can be)
+    assert.ok(a.stats.completion_tokens > 0 && a.stats.tokens_at_least === true, JSON.stringify(a.stats));
     assert.match(await page.textContent('#messages .msg.assistant .stats'),
-                 new RegExp(`^${a.stats.completion_tokens} tokens, .*stopped$`));
+                 new RegExp(`^at least ${a.stats.completion_tokens} tokens, .* tokens/s or more .*stopped$`));
     const next = await chatDirect(srv, { messages: user('Hi'), temperature: 0, max_tokens: 2 });
     assert.equal(next.usage.completion_tokens, 2);
     // Escape stops it too
@@ -569,6 +572,49 @@ async function plainServer() {
     assert.deepEqual([text, block, code], ['<p>\\(x) and \\[y]</p>', '<p>\\[y]</p>', '<p><code>\\(x\\)</code></p>']);
     assert.match(inline, /^<p><math>.*<annotation encoding="application\/x-tex">x<\/annotation><\/semantics><\/math><\/p>$/);
     assert.match(afterBackslash, /^<p>\\<math>/);
+  });
+
+  await check('the token count is the usage the server sends; without it (Stop) the count is said to be the least', async () => {
+    await page.evaluate(STUB_ANSWERS);
+    await page.click('#new-chat');
+    const stats = () => page.textContent('#messages .msg.assistant .stats');
+    // three events for seven tokens (a piece may hold several: a character's
+    // bytes, a stop string's start): the usage's seven
+    await sendStubbed(page, 'Count');
+    for (const piece of ['日本', '語', 'です']) await say(page, { content: piece });
+    await say(page, {}, 'stop');
+    await page.evaluate(() => window.stream.usage({ prompt_tokens: 4, completion_tokens: 7, total_tokens: 11 }));
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+    let a = (await stored(page)).find((c) => c.title === 'Count').messages[1];
+    assert.deepEqual([a.stats.completion_tokens, a.stats.tokens_at_least], [7, undefined]);
+    assert.match(await stats(), /^7 tokens, \d+\.\d\d tokens\/s · prompt 4 tokens/);
+    // stopped: no usage comes; the events that came are the least the tokens can be
+    await page.click('#new-chat');
+    await sendStubbed(page, 'Stopped');
+    for (const piece of ['日本', '語', 'です']) await say(page, { content: piece });
+    await page.waitForFunction(() => document.querySelector('#messages .msg.assistant .body').textContent === '日本語です');
+    await page.click('#stop');
+    await waitIdle(page);
+    a = (await stored(page)).find((c) => c.title === 'Stopped').messages[1];
+    assert.deepEqual([a.stats.completion_tokens, a.stats.tokens_at_least, a.stopped], [3, true, true]);
+    assert.match(await stats(), /^at least 3 tokens, \d+\.\d\d tokens\/s or more · stopped$/);
+    // kept so across a reload (the stored stats are read as an import's are)
+    await page.reload();
+    await page.click('#conversations li button.open:has-text("Stopped")');
+    assert.match(await stats(), /^at least 3 tokens/);
+    await page.evaluate(STUB_ANSWERS);
+    // Continue adds a counted part to it: still the least
+    await page.click('#messages .msg.assistant >> button:has-text("Continue")');
+    await page.waitForFunction(() => window.stream);
+    await say(page, { content: '!' }, 'stop');
+    await page.evaluate(() => window.stream.usage({ prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 }));
+    await page.evaluate(() => window.stream.end());
+    await waitIdle(page);
+    a = (await stored(page)).find((c) => c.title === 'Stopped').messages[1];
+    assert.deepEqual([a.stats.completion_tokens, a.stats.tokens_at_least], [5, true]);
+    assert.match(await stats(), /^at least 5 tokens/);
+    await page.evaluate(UNSTUB_ANSWERS);
   });
 
   await check('TeX math: MathML from the tables, dollars that are money left as text, nothing else as markup', async () => {
