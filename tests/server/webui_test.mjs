@@ -1104,6 +1104,36 @@ async function hostileInput() {
     assert.deepEqual([fresh.length, fresh[0].title, fresh[1]], [2, 'Fresh', '{"torn']);
     assert.deepEqual(errors, []);
   });
+  await check('damaged stored conversations are discarded only by the user, after a confirmation; a copy is offered', async () => {
+    const good = { id: 'g', updated: 1, title: 'good', messages: [{ role: 'user', content: 'ok' }] };
+    const damaged = [null, { id: 'a', updated: 1, messages: {} }];
+    await page.evaluate((list) => localStorage.setItem('moetier.conversations', JSON.stringify(list)),
+                        [...damaged, good]);
+    await page.reload();
+    await page.waitForSelector('#notice:not([hidden]) button:has-text("Discard them")');
+    assert.match(await page.textContent('#notice'), /^2 stored conversations were damaged and left out/);
+    // Save a copy: the damaged ones as stored
+    const [download] = await Promise.all([page.waitForEvent('download'),
+                                          page.click('#notice button:has-text("Save a copy")')]);
+    assert.deepEqual(JSON.parse(readFileSync(await download.path(), 'utf8')), damaged);
+    // refused at the confirmation: nothing goes
+    let asked = '';
+    page.once('dialog', (d) => { asked = d.message(); d.dismiss(); });
+    await page.click('#notice button:has-text("Discard them")');
+    assert.match(asked, /cannot be brought back/);
+    assert.equal(await page.isHidden('#notice'), false);
+    assert.deepEqual((await stored(page)).slice(0, 2), damaged);
+    // confirmed: they go, the rest stays, and the notice with them
+    page.once('dialog', (d) => d.accept());
+    await page.click('#notice button:has-text("Discard them")');
+    await page.waitForSelector('#notice', { state: 'hidden' });
+    const after = await stored(page);
+    assert.deepEqual([after.length, after[0].id, after[0].title], [1, 'g', 'good']);
+    await page.reload();
+    await page.waitForFunction(() => document.getElementById('model').textContent === 'tiny');
+    assert.equal(await page.isHidden('#notice'), true);
+    assert.deepEqual(errors, []);
+  });
   await context.close();
   await stopServer(srv);
 }
