@@ -390,7 +390,9 @@ static int translate(const cJSON *root, int counting, cJSON *out, cJSON *prefix_
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
     if (!mt && !counting)
         return oai_bad(err, "max_tokens", "'max_tokens' is required: the answer's tokens at most");
-    if (mt && !counting && chat_body_copy(out, "max_tokens", mt))
+    /* 0: the prompt only, into the prompt cache (Anthropic's way to warm it);
+     * anthropic_request_parse marks it */
+    if (mt && !counting && !(cJSON_IsNumber(mt) && mt->valuedouble == 0) && chat_body_copy(out, "max_tokens", mt))
         return chat_body_oom(err);
     const cJSON *stop = chat_body_field(root, "stop_sequences");
     if (stop) {
@@ -455,6 +457,8 @@ int anthropic_request_parse(const char *body, size_t len, const chat_options *de
                  ? chat_body_oom(err)
                  : translate(root, counting, out, prefix_parts, &has_prefix, &thinking, &budget, err);
     const char *prefix = NULL;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
+    int prompt_only = !counting && cJSON_IsNumber(mt) && mt->valuedouble == 0;
     if (!rc && has_prefix && thinking == 1)
         rc = oai_bad(err, "messages",
                      "a last assistant message (the answer's start) cannot go with thinking "
@@ -473,6 +477,7 @@ int anthropic_request_parse(const char *body, size_t len, const chat_options *de
     if (oai_request_from_json(OAI_CHAT, out, defaults, r, err))
         return -1;
     r->api = API_ANTHROPIC;
+    r->score_only |= prompt_only;
     r->assistant_prefix = prefix;
     r->reasoning_budget = r->copt.thinking ? budget : 0;
     return 0;

@@ -366,6 +366,11 @@ static int refuse_stored(const cJSON *root, oai_error *err)
                            "'%s' needs a stored response: this server keeps none; send "
                            "the whole conversation in 'input'",
                            stored[k]);
+    /* a stored prompt template would change the answer: not silently left out */
+    if (chat_body_field(root, "prompt"))
+        return oai_bad(err, "prompt",
+                       "'prompt' names a stored prompt template: this server keeps none; send "
+                       "the instructions and input themselves");
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "background")))
         return oai_bad(err, "background",
                        "'background' needs a stored response: this server keeps "
@@ -382,11 +387,8 @@ static int refuse_stored(const cJSON *root, oai_error *err)
                            "'include' asks for message.output_text.logprobs, which /v1/responses "
                            "does not give: ask /v1/chat/completions for logprobs");
     }
-    const cJSON *mtc = chat_body_field(root, "max_tool_calls");
-    if (mtc)
-        return oai_bad(err, "max_tool_calls",
-                       "'max_tool_calls' is not supported (parallel_tool_calls "
-                       "false allows one call)");
+    /* (max_tool_calls bounds the hosted tools' calls, and this server drops
+     * those tools: it has nothing to bound) */
     return 0;
 }
 
@@ -417,6 +419,11 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, int *summ
         return -1;
     if (tc && translate_tool_choice(tc, out, err))
         return -1;
+    const cJSON *declared = cJSON_GetObjectItemCaseSensitive(out, "tools");
+    if (tools && cJSON_GetArraySize(tools) > 0 && cJSON_GetArraySize(declared) == 0 && tc &&
+        !(cJSON_IsString(tc) && (!strcmp(tc->valuestring, "auto") || !strcmp(tc->valuestring, "none"))))
+        return oai_bad(err, "tool_choice", "'tool_choice' asks for a call, but every tool given is a hosted "
+                       "tool, which this server leaves out: declare function tools");
     const cJSON *text = chat_body_field(root, "text");
     if (text && (!cJSON_IsObject(text) || translate_format(text, out, err)))
         return cJSON_IsObject(text) ? -1 : oai_bad(err, "text", "'text' must be an object");
@@ -424,13 +431,13 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, int *summ
     const cJSON *effort = chat_body_field(reasoning, "effort");
     if (reasoning && !cJSON_IsObject(reasoning))
         return oai_bad(err, "reasoning", "'reasoning' must be an object");
-    static const char *const efforts[] = {"none", "minimal", "low", "medium", "high", "xhigh"};
+    static const char *const efforts[] = {"none", "minimal", "low", "medium", "high", "xhigh", "max"};
     int known = 0;
     for (size_t k = 0; effort && cJSON_IsString(effort) && k < sizeof efforts / sizeof *efforts; k++)
         known |= !strcmp(effort->valuestring, efforts[k]);
     if (effort && !known)
-        return oai_bad(err, "reasoning", "reasoning.effort must be one of none, minimal, low, medium, high "
-                       "and xhigh (any but none turns thinking on)");
+        return oai_bad(err, "reasoning", "reasoning.effort must be one of none, minimal, low, medium, high, "
+                       "xhigh and max (any but none turns thinking on)");
     if (effort && !cJSON_AddBoolToObject(out, "thinking", strcmp(effort->valuestring, "none") != 0))
         return chat_body_oom(err);
     /* a summary asked for: the model writes none, so its reasoning is given as

@@ -158,6 +158,9 @@ static int close_item(responses_out *o, char **out)
     cJSON *e;
     if (it->kind == RESPONSES_CALL) {
         e = item_event(o, i);
+        cJSON_AddItemToObject(e, "name", json_clean_string(it->name, strlen(it->name)));
+        if (it->ns)
+            cJSON_AddItemToObject(e, "namespace", json_clean_string(it->ns, strlen(it->ns)));
         cJSON_AddItemToObject(e, "arguments", json_clean_string(it->text, it->len));
         if (add_event(o, out, "response.function_call_arguments.done", e))
             return -1;

@@ -93,6 +93,18 @@ async function plainServer() {
       plain.usage.input_tokens + plain.usage.cache_read_input_tokens);
     assert.equal(m.usage.cache_read_input_tokens, events.at(-2).usage.cache_read_input_tokens);
   });
+  await check('anthropic: max_tokens 0 computes the prompt into the cache and answers nothing', async () => {
+    const ask = { ...greedy, messages: [{ role: 'user', content: 'A long question to keep for later.' }] };
+    const warm = await ai.messages.create({ ...ask, max_tokens: 0 });
+    assert.deepEqual(warm.content, []);
+    assert.equal(warm.stop_reason, 'max_tokens');
+    assert.equal(warm.usage.output_tokens, 0);
+    const streamed = await ai.messages.stream({ ...ask, max_tokens: 0 }).finalMessage();
+    assert.deepEqual(streamed.content, []);
+    const next = await ai.messages.create(ask);
+    assert.ok(next.usage.cache_read_input_tokens > 0, JSON.stringify(next.usage));
+    assert.equal(next.usage.output_tokens, 12);
+  });
   await check('anthropic: stop_sequences end the text and are named in stop_sequence', async () => {
     const t = textOf(plain);
     const at = [...t].findIndex((c, i) => i >= 2 && /^[A-Za-z ]{2}$/.test(t.slice(i, i + 2)));

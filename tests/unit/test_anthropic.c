@@ -197,11 +197,26 @@ static void refuse(const char *body, int status, const char *param, const char *
     oai_request_free(&r);
 }
 
+/* max_tokens 0: the prompt only (Anthropic's way to warm its cache) */
+Test(anthropic_request, max_tokens_0_computes_the_prompt_only)
+{
+    oai_request r;
+    parse_ok("{\"max_tokens\": 0, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 0, &r);
+    cr_expect(r.score_only);
+    oai_request_free(&r);
+    parse_ok("{\"max_tokens\": 3, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 0, &r);
+    cr_expect(!r.score_only);
+    cr_expect_eq(r.max_tokens, 3);
+    oai_request_free(&r);
+}
+
 Test(anthropic_request, refuses_bad_bodies_naming_the_field)
 {
     refuse("{\"messages\": [", 400, "", "JSON");
     refuse("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 400, "max_tokens", "required");
-    refuse("{\"max_tokens\": 0, " "\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 400, "max_tokens",
+    refuse("{\"max_tokens\": -1, " "\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 400, "max_tokens",
+           "between");
+    refuse("{\"max_tokens\": 0.5, " "\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", 400, "max_tokens",
            "between");
     refuse("{\"max_tokens\": 5}", 400, "messages", "required");
     refuse("{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": []}]}", 400, "messages",

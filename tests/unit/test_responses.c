@@ -109,6 +109,10 @@ Test(responses_request, fields_map_to_the_chat_request)
     parse_ok("{\"input\": \"hi\", \"tools\": [{\"type\": \"web_search_preview\"}, {\"type\": \"file_search\"}]}", &r);
     cr_expect_null(r.tools, "hosted tools are not declared to the model");
     oai_request_free(&r);
+    /* max_tool_calls bounds the hosted tools' calls (none here); effort max turns thinking on */
+    parse_ok("{\"input\": \"hi\", \"max_tool_calls\": 2, \"reasoning\": {\"effort\": \"max\"}}", &r);
+    cr_expect(r.copt.thinking);
+    oai_request_free(&r);
     parse_ok("{\"input\": \"hi\", \"tools\": [{\"type\": \"function\", \"name\": \"f\"}], \"tool_choice\": \"required\"}",
              &r);
     cr_expect(r.tool_choice_required);
@@ -156,7 +160,9 @@ Test(responses_request, refuses_bad_bodies_naming_the_field)
     refuse("{\"input\": \"x\", \"previous_response_id\": \"resp_1\"}", "previous_response_id", "keeps none");
     refuse("{\"input\": \"x\", \"conversation\": \"c\"}", "conversation", "keeps none");
     refuse("{\"input\": \"x\", \"background\": true}", "background", "keeps");
-    refuse("{\"input\": \"x\", \"max_tool_calls\": 2}", "max_tool_calls", "not supported");
+    refuse("{\"input\": \"x\", \"prompt\": {\"id\": \"pmpt_1\"}}", "prompt", "stored prompt template");
+    refuse("{\"input\": \"x\", \"tools\": [{\"type\": \"web_search\"}], \"tool_choice\": \"required\"}",
+           "tool_choice", "every tool given is a hosted tool");
     refuse("{\"input\": \"x\", \"top_logprobs\": 3}", "top_logprobs", "chat/completions");
     refuse("{\"input\": \"x\", \"include\": [\"reasoning.encrypted_content\", \"message.output_text.logprobs\"]}",
            "include", "logprobs");
@@ -246,6 +252,10 @@ Test(responses_response, a_stream_adds_fills_and_ends_each_item_in_turn)
     cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e[22], "item"), "arguments")->valuestring, "not json",
                      "arguments are the model's text, JSON or not");
     cr_expect_null(cJSON_GetObjectItem(cJSON_GetObjectItem(e[22], "item"), "namespace"));
+    /* the arguments' done event names the function too (the SDK's type needs it) */
+    cr_expect_str_eq(cJSON_GetObjectItem(e[17], "name")->valuestring, "read");
+    cr_expect_str_eq(cJSON_GetObjectItem(e[17], "namespace")->valuestring, "fs");
+    cr_expect_str_eq(cJSON_GetObjectItem(e[21], "name")->valuestring, "f");
     const cJSON *r = cJSON_GetObjectItem(e[k - 1], "response");
     cr_expect_str_eq(cJSON_GetObjectItem(r, "status")->valuestring, "incomplete");
     cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "incomplete_details"), "reason")->valuestring,
