@@ -171,6 +171,8 @@ typedef struct oai_request {
                                      * functions are declared as NAMESPACE.NAME; NULL: none */
     int reasoning_summary;      /* Responses: reasoning.summary asked for (auto, concise,
                                  * detailed): the reasoning comes as the item's summary */
+    const cJSON *response_settings; /* Responses: the request's settings as the response
+                                     * object repeats them (in root); NULL: none */
 } oai_request;
 
 /* The body as a JSON object: refused (NULL, err a 400) when it is not UTF-8,

@@ -453,6 +453,37 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, int *summ
     return 0;
 }
 
+/* The request's settings as OpenAI's response object repeats them: each field
+ * there, null or the default when the request left it out; store false (this
+ * server keeps no response). NULL when out of memory. */
+static cJSON *response_settings(const cJSON *root)
+{
+    static const struct {
+        const char *name, *absent;
+    } fields[] = {
+        {"instructions", "null"}, {"metadata", "{}"}, {"parallel_tool_calls", "true"},
+        {"temperature", "null"}, {"top_p", "null"}, {"tool_choice", "\"auto\""}, {"tools", "[]"},
+        {"max_output_tokens", "null"}, {"previous_response_id", "null"},
+        {"reasoning", "{\"effort\": null, \"summary\": null}"},
+        {"text", "{\"format\": {\"type\": \"text\"}}"}, {"truncation", "\"disabled\""},
+    };
+    cJSON *e = cJSON_CreateObject();
+    for (size_t k = 0; e && k < sizeof fields / sizeof *fields; k++) {
+        const cJSON *v = chat_body_field(root, fields[k].name);
+        cJSON *x = v ? cJSON_Duplicate(v, 1) : cJSON_Parse(fields[k].absent);
+        if (!x || !cJSON_AddItemToObject(e, fields[k].name, x)) {
+            cJSON_Delete(x);
+            cJSON_Delete(e);
+            return NULL;
+        }
+    }
+    if (e && !cJSON_AddFalseToObject(e, "store")) {
+        cJSON_Delete(e);
+        return NULL;
+    }
+    return e;
+}
+
 int responses_request_parse(const char *body, size_t len, const chat_options *defaults, oai_request *r,
                             oai_error *err)
 {
@@ -463,6 +494,12 @@ int responses_request_parse(const char *body, size_t len, const chat_options *de
     cJSON *out = cJSON_CreateObject(), *namespaces = cJSON_CreateArray();
     int summary = 0;
     int rc = !out || !namespaces ? chat_body_oom(err) : translate(root, out, namespaces, &summary, err);
+    cJSON *settings = rc ? NULL : response_settings(root);
+    /* (under a key no parser reads, as the namespaces below) */
+    if (!rc && !(settings && cJSON_AddItemToObject(out, " response_settings", settings))) {
+        cJSON_Delete(settings);
+        rc = chat_body_oom(err);
+    }
     cJSON_Delete(root);
     /* a key no parser reads: the translated body is never sent anywhere */
     if (!rc && cJSON_GetArraySize(namespaces)) {
@@ -481,6 +518,7 @@ int responses_request_parse(const char *body, size_t len, const chat_options *de
         return -1;
     r->api = API_RESPONSES;
     r->tool_namespaces = kept;
+    r->response_settings = cJSON_GetObjectItemCaseSensitive(r->root, " response_settings");
     r->reasoning_summary = summary;
     return 0;
 }

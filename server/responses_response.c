@@ -318,6 +318,8 @@ static cJSON *response_json(const responses_out *o, const char *finish, const oa
     cJSON_AddNumberToObject(r, "created_at", (double)o->meta.created);
     cJSON_AddStringToObject(r, "status", !finish ? "in_progress" : incomplete ? "incomplete" : "completed");
     cJSON_AddStringToObject(r, "model", o->meta.model);
+    for (const cJSON *f = o->settings ? o->settings->child : NULL; f; f = f->next)
+        cJSON_AddItemToObject(r, f->string, cJSON_Duplicate(f, 1));
     cJSON *output = cJSON_AddArrayToObject(r, "output");
     for (int i = 0; finish && i < o->n; i++)
         cJSON_AddItemToArray(output, item_json(o, i, 1));

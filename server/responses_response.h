@@ -36,6 +36,8 @@ typedef struct responses_item {
 typedef struct responses_out {
     oai_meta meta;              /* id "resp_N", model, created */
     const cJSON *namespaces;    /* the request's namespaces (strings), or NULL */
+    const cJSON *settings;      /* the request's settings the response object repeats
+                                 * (oai_request.response_settings), or NULL */
     int stream;
     int summary;                /* the reasoning as the item's summary (reasoning.summary) */
     responses_item *items;

@@ -787,6 +787,7 @@ static int choice_begin(server *s, slot_run *r, int c)
     if (r->a->responses) {
         responses_out_init(&r->a->ro, &r->a->meta, j->req.tool_namespaces, j->req.stream);
         r->a->ro.summary = j->req.reasoning_summary;
+        r->a->ro.settings = j->req.response_settings;
     }
     if (r->a->chat) {
         tool_stream_init(&r->a->ts,

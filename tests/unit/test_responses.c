@@ -281,6 +281,54 @@ Test(responses_response, a_stream_adds_fills_and_ends_each_item_in_turn)
     cJSON_Delete(ns);
 }
 
+/* The response object repeats the request's settings, as OpenAI's does (its
+ * SDKs' types have each field): what the request set, else null or the
+ * default; store false (no response is kept). */
+Test(responses_response, the_response_repeats_the_requests_settings)
+{
+    oai_meta m = {.id = "resp_3", .model = "kimi", .created = 5};
+    const char *bodies[2] = {"{\"input\": \"hi\", \"instructions\": \"Be brief.\", \"temperature\": 0.5, "
+                             "\"tools\": [{\"type\": \"function\", \"name\": \"f\"}], \"tool_choice\": \"required\", "
+                             "\"metadata\": {\"k\": \"v\"}, \"max_output_tokens\": 9}",
+                             "{\"input\": \"hi\"}"};
+    for (int b = 0; b < 2; b++) {
+        oai_request r;
+        parse_ok(bodies[b], &r);
+        cr_assert_not_null(r.response_settings);
+        responses_out o;
+        responses_out_init(&o, &m, NULL, 0);
+        o.settings = r.response_settings;
+        char *body = responses_body(&o, "stop", &(oai_usage){.prompt_tokens = 1});
+        cJSON *resp = cJSON_Parse(body);
+        cr_assert_not_null(resp, "%s", body);
+        const cJSON *t = cJSON_GetObjectItem(resp, "temperature"), *tools = cJSON_GetObjectItem(resp, "tools");
+        if (!b) {
+            cr_expect_str_eq(cJSON_GetObjectItem(resp, "instructions")->valuestring, "Be brief.");
+            cr_expect(cJSON_IsNumber(t) && t->valuedouble == 0.5);
+            cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(tools, 0), "name")->valuestring, "f");
+            cr_expect_str_eq(cJSON_GetObjectItem(resp, "tool_choice")->valuestring, "required");
+            cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(resp, "metadata"), "k")->valuestring, "v");
+            cr_expect_eq(cJSON_GetObjectItem(resp, "max_output_tokens")->valueint, 9);
+        } else {
+            cr_expect(cJSON_IsNull(cJSON_GetObjectItem(resp, "instructions")));
+            cr_expect(cJSON_IsNull(t));
+            cr_expect(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0);
+            cr_expect_str_eq(cJSON_GetObjectItem(resp, "tool_choice")->valuestring, "auto");
+            cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(resp, "parallel_tool_calls")));
+            cr_expect_str_eq(cJSON_GetObjectItem(resp, "truncation")->valuestring, "disabled");
+            cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(resp, "text"), "format"),
+                                                 "type")->valuestring, "text");
+        }
+        cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(resp, "store")));
+        cr_expect(cJSON_IsNull(cJSON_GetObjectItem(resp, "previous_response_id")));
+        cr_expect_str_eq(cJSON_GetObjectItem(resp, "status")->valuestring, "completed");
+        cJSON_Delete(resp);
+        free(body);
+        responses_out_free(&o);
+        oai_request_free(&r);
+    }
+}
+
 /* reasoning.summary asked for: the reasoning comes as the item's summary,
  * streamed as the API streams a summary's part and text; the rest as ever;
  * the whole response holds the same item. */
