@@ -392,7 +392,8 @@ static int translate(const cJSON *root, int counting, cJSON *out, cJSON *prefix_
         return oai_bad(err, "max_tokens", "'max_tokens' is required: the answer's tokens at most");
     /* 0: the prompt only, into the prompt cache (Anthropic's way to warm it);
      * anthropic_request_parse marks it */
-    if (mt && !counting && !(cJSON_IsNumber(mt) && mt->valuedouble == 0) && chat_body_copy(out, "max_tokens", mt))
+    int prompt_only = cJSON_IsNumber(mt) && mt->valuedouble == 0;
+    if (mt && !counting && !prompt_only && chat_body_copy(out, "max_tokens", mt))
         return chat_body_oom(err);
     const cJSON *stop = chat_body_field(root, "stop_sequences");
     if (stop) {

@@ -947,7 +947,7 @@ int engine_decode_seqs(engine *en, engine_seq *const *seqs, const int *ids, int 
         else if (!rc)
             nan_row = first_nan_row(lg, n, (size_t)V);
         if (nan_row >= 0)
-            rc = err_set(e, "the logits of sequence %d are NaN: " ENGINE_NAN_WHY, done + nan_row);
+            rc = err_set(e, "the logits of the step's row %d are NaN: " ENGINE_NAN_WHY, done + nan_row);
         done += n;
     }
     en->step = ENGINE_STEP_NONE;

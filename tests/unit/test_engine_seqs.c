@@ -510,7 +510,7 @@ static void nan_fails_only_its_own_rows(void)
     cr_assert_eq(engine_truncate(&m.en, own_past, &e), 0, "%s", e.msg);
     b.n_past = b_past;
     cr_expect_eq(engine_decode_seqs(&m.en, both, ids, 2, rows, NULL, &e), -1);
-    cr_expect(strstr(e.msg, "the logits of sequence 0 are NaN"), "%s", e.msg);
+    cr_expect(strstr(e.msg, "the logits of the step's row 0 are NaN"), "%s", e.msg);
     cr_assert_eq(engine_truncate(&m.en, own_past, &e), 0, "%s", e.msg);
 
     /* a token, then a guess of the NaN token */

@@ -295,6 +295,18 @@ static void mla_case_free(mla_case *m)
     free_weight(&m->kvb);
 }
 
+/* Query t of m's call alone (a call of one query at its position), into
+ * m->o2, in the absorbed form on one thread. */
+static void query_alone(kernel_path path, mla_case *m, int t, float *scratch)
+{
+    mla_args one = m->a;
+    one.T = 1;
+    one.pos0 = m->a.pos0 + t;
+    one.q = m->q + (size_t)t * (size_t)m->a.H * (size_t)(m->a.nope + m->a.rope);
+    one.out = m->o2;
+    mla_cpu(path, NULL, &one, 1, scratch);
+}
+
 /* Both MLA forms over the same random cache (float32, and rounded to bf16)
  * must agree. */
 Test(mla_ref, naive_equals_absorbed)
@@ -506,15 +518,9 @@ Test(mla_cpu, absorbed_query_has_the_same_bits_alone)
                 float *s = malloc(mla_cpu_scratch(&m.a, 1, 1) * sizeof(float));
                 cr_assert_not_null(s);
                 mla_cpu((kernel_path)path, NULL, &m.a, 1, s);
-                size_t row = (size_t)m.a.H * (size_t)m.a.v,
-                       qrow = (size_t)m.a.H * (size_t)(m.a.nope + m.a.rope);
+                size_t row = (size_t)m.a.H * (size_t)m.a.v;
                 for (int t = 0; t < T; t++) {
-                    mla_args one = m.a;
-                    one.T = 1;
-                    one.pos0 = m.a.pos0 + t;
-                    one.q = m.q + (size_t)t * qrow;
-                    one.out = m.o2;
-                    mla_cpu((kernel_path)path, NULL, &one, 1, s);
+                    query_alone((kernel_path)path, &m, t, s);
                     cr_expect(memcmp(m.o1 + (size_t)t * row, m.o2, row * sizeof(float)) == 0,
                               "%s, %d heads after %d positions: query %d of %d differs from it "
                               "alone", kernel_path_name(path), m.a.H, m.a.pos0, t, T);
@@ -556,20 +562,14 @@ Test(mla_cpu, absorbed_query_is_untouched_by_a_nan_after_it)
                 float *s = malloc(mla_cpu_scratch(&m.a, 1, 3) * sizeof(float));
                 cr_assert_not_null(s);
                 mla_cpu((kernel_path)path, pool, &m.a, 1, s);
-                size_t out_row = (size_t)m.a.H * (size_t)m.a.v,
-                       qrow = (size_t)m.a.H * (size_t)(m.a.nope + m.a.rope);
+                size_t out_row = (size_t)m.a.H * (size_t)m.a.v;
                 for (int t = 0; t < T; t++) {
                     const float *got = m.o1 + (size_t)t * out_row;
                     if (m.a.pos0 + t >= at) {
                         cr_expect(isnan(got[0]), "query %d sees the NaN at %d", t, at);
                         continue;
                     }
-                    mla_args one = m.a;
-                    one.T = 1;
-                    one.pos0 = m.a.pos0 + t;
-                    one.q = m.q + (size_t)t * qrow;
-                    one.out = m.o2;
-                    mla_cpu((kernel_path)path, NULL, &one, 1, s);
+                    query_alone((kernel_path)path, &m, t, s);
                     cr_expect(memcmp(got, m.o2, out_row * sizeof(float)) == 0,
                               "%s, cache %d, after %d positions: query %d of %d, before the NaN at %d, "
                               "differs from it alone", kernel_path_name(path), c / 2 % 3, m.a.pos0, t, T, at);
