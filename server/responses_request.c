@@ -420,8 +420,8 @@ static int translate(const cJSON *root, cJSON *out, cJSON *namespaces, int *summ
     if (tc && translate_tool_choice(tc, out, err))
         return -1;
     const cJSON *declared = cJSON_GetObjectItemCaseSensitive(out, "tools");
-    if (tools && cJSON_GetArraySize(tools) > 0 && cJSON_GetArraySize(declared) == 0 && tc &&
-        !(cJSON_IsString(tc) && (!strcmp(tc->valuestring, "auto") || !strcmp(tc->valuestring, "none"))))
+    int asks_call = cJSON_IsObject(tc) || (cJSON_IsString(tc) && !strcmp(tc->valuestring, "required"));
+    if (asks_call && cJSON_GetArraySize(declared) == 0 && cJSON_GetArraySize(tools) > 0)
         return oai_bad(err, "tool_choice", "'tool_choice' asks for a call, but every tool given is a hosted "
                        "tool, which this server leaves out: declare function tools");
     const cJSON *text = chat_body_field(root, "text");

@@ -265,17 +265,17 @@ int cmd_tune(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (model_flags_check(&mf, "tune"))
-        return 2;
     /* its model is the CPU's compute and the DRAM tier's misses (and it reads
      * the CPU backend's threads and kernels): every run on the CPU, whatever
-     * $MOETIER_BACKEND says */
+     * $MOETIER_BACKEND says (so set before the flags are checked against it) */
     if (mf.backend && strcmp(mf.backend, "cpu")) {
         fprintf(stderr, "moetier tune: it sizes the DRAM tier for the CPU backend; --backend %s "
                 "is not taken (use bench model --vram-gb for the GPU's cache)\n", mf.backend);
         return 2;
     }
     mf.backend = "cpu";
+    if (model_flags_check(&mf, "tune"))
+        return 2;
     /* --trace FILE is a model flag (record); tune reads it instead */
     if (mf.trace) {
         trace_in = mf.trace;

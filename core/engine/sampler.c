@@ -548,7 +548,11 @@ static float dynamic_temperature(const sampler_params *p, const sampler_cand *c,
     float hi = p->temperature + p->dynatemp_range;
     float t = lo + (hi - lo) * powf((float)norm, p->dynatemp_exponent);
     /* a negative exponent over no entropy (one possible token) is infinite:
-     * the largest finite temperature leaves the impossible ones impossible */
+     * the largest finite temperature leaves the impossible ones impossible
+     * (and the possible ones nearly alike, as the formula says); a range that
+     * rounds to nothing times that infinity is NaN: no range */
+    if (t != t)
+        return lo;
     return t <= FLT_MAX ? t : FLT_MAX;
 }
 

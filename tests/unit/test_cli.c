@@ -432,6 +432,10 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--kernels picks the CPU backend's kernels", "%s run -m %s --ids 1 %s", d,
                    "--backend cuda --kernels scalar");
     expect_failure(2, "moetier tune: -m DIR is required", "%s tune %s %s", "-t", "1");
+    /* tune runs on the CPU whatever $MOETIER_BACKEND says: its --kernels are taken */
+    expect_failure(1, "/nonexistent/config.json", "MOETIER_BACKEND=cuda %s tune %s %s", "-m /nonexistent",
+                   "--kernels scalar");
+    expect_failure(2, "--file-gb goes without --check", "%s convert -m %s --check %s", d, "--file-gb 1");
     expect_failure(2, "unknown option '--foo'", "%s synth %s %s", "--foo", "");
     expect_failure(2, "--preset nope is not one of: k2-tiny", "%s synth %s %s", "--preset nope", "-o /nonexistent/x");
     /* standard input reads once: not for both the prompt and the grammar */
