@@ -32,8 +32,12 @@ static void usage(FILE *f)
                "  --seed S        random seed (default 1); the same seed writes the same bytes\n"
                "  --set key=value override a config.json field (dotted for nested keys),\n"
                "                  e.g. --set q_lora_rank=null --set n_group=4 --set topk_group=2\n"
-               "  --shard-mb MB   shard size limit (default 2000)\n"
-               "  --force         overwrite an existing checkpoint; allow the full k2 preset\n");
+               "  --shard-mb MB   shard size limit (default: at least 2 shards of at most\n"
+               "                  2000 MB)\n"
+               "  --force         overwrite an existing checkpoint (its config.json, index and\n"
+               "                  model-NNNNN-of-NNNNN.safetensors shards; no other file);\n"
+               "                  allow the full k2 preset; write even where the disk looks\n"
+               "                  too small\n");
 }
 
 int cmd_synth(int argc, char **argv)
@@ -111,8 +115,9 @@ int cmd_synth(int argc, char **argv)
         goto out;
     }
     uint64_t bytes;
-    rc = 1;
-    if (synth_estimate_bytes(&o, &bytes, &e) == 0) {
+    /* the config is built first: a bad --set or --layers is an option's value (2) */
+    rc = synth_estimate_bytes(&o, &bytes, &e) ? 2 : 1;
+    if (rc == 1) {
         fprintf(stderr, "synth: %s preset, %s, %.3f GB -> %s\n", o.preset,
                 synth_format_name(o.format), (double)bytes / 1e9, o.out_dir);
         o.progress = stderr;

@@ -4,9 +4,12 @@
 #include "synth.h"
 
 #include <cJSON.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -112,6 +115,10 @@ static int apply_set(cJSON *root, const char *set, errbuf *e)
         nv = cJSON_CreateString(val);    /* a bare word: scoring_func=softmax */
     if (!nv)
         return err_set(e, "out of memory");
+    if (cJSON_IsNumber(nv) && !isfinite(nv->valuedouble)) {
+        cJSON_Delete(nv);   /* (config.json would hold null: the default, silently) */
+        return err_set(e, "--set %s=%s: not a finite number", key, val);
+    }
     /* a number may become a list (eos_token_id=[1, 2]); config_parse judges the rest */
     int list_ok = cJSON_IsNumber(old) && cJSON_IsArray(nv);
     if (!cJSON_IsNull(nv) && !cJSON_IsNull(old) && !json_same_type(old, nv) && !list_ok) {
@@ -370,7 +377,7 @@ static int plan_shard(plan *p, const synth_options *o)
     int strict = o->shard_mb > 0;
     if (strict) {
         double b = o->shard_mb * 1e6;
-        limit = b < 1 ? 1 : (uint64_t)b;
+        limit = b < 1 ? 1 : b >= 1.8e19 ? UINT64_MAX : (uint64_t)b;   /* (no cast past its range) */
     } else {
         uint64_t target = (p->total + SYNTH_DEFAULT_SHARD_BYTES - 1) / SYNTH_DEFAULT_SHARD_BYTES;
         if (target < 2)
@@ -747,26 +754,54 @@ static int make_dirs(const char *path, errbuf *e)
     return dir_ensure(buf, e);
 }
 
-/* Removes the shards and index of a checkpoint being replaced (--force), so
- * none of the old shards is left behind under a name the new index does not
- * list, and config.json first, so an interrupted rewrite is not mistaken for
- * a checkpoint. */
-static int clear_old_checkpoint(const char *dir, errbuf *e)
+/* Whether nm is a name of a checkpoint's weights as synth writes them (and
+ * Hugging Face repositories name them): the index, a shard
+ * model-NNNNN-of-NNNNN.safetensors, or a shard's temporary file
+ * (.tmp.PID, safetensors_writer.c); *pid: that PID, else 0. Only these are
+ * ever removed: a user's model-finetuned.safetensors is not synth's. */
+static int synth_file_name(const char *nm, long *pid)
+{
+    *pid = 0;
+    if (!strcmp(nm, "model.safetensors.index.json"))
+        return 1;
+    static const char shape[] = "model-#####-of-#####.safetensors";
+    size_t n = sizeof shape - 1;
+    if (strlen(nm) < n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (shape[i] == '#' ? !isdigit((unsigned char)nm[i]) : nm[i] != shape[i])
+            return 0;
+    const char *rest = nm + n;
+    if (!*rest)
+        return 1;
+    if (strncmp(rest, ".tmp.", 5) || !rest[5])
+        return 0;
+    for (const char *c = rest + 5; *c; c++)
+        if (!isdigit((unsigned char)*c))
+            return 0;
+    *pid = atol(rest + 5);
+    return 1;
+}
+
+/* Removes from dir the files synth_file_name names: all of them (a
+ * checkpoint being replaced, --force: none of its shards left behind under a
+ * name the new index does not list), or only the temporary files of a synth
+ * that is no longer running (an interrupted one: up to a shard's size each). */
+static int remove_synth_files(const char *dir, int all, errbuf *e)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (unlink(path) != 0 && errno != ENOENT)
-        return err_set(e, "%s: cannot remove: %s", path, strerror(errno));
     DIR *d = opendir(dir);
     if (!d)
-        return err_set(e, "%s: cannot list: %s", dir, strerror(errno));
+        return errno == ENOENT && !all ? 0 : err_set(e, "%s: cannot list: %s", dir, strerror(errno));
     struct dirent *de;
     int rc = 0;
     while ((de = readdir(d)) != NULL) {
-        const char *nm = de->d_name;
-        if (strncmp(nm, "model", 5) != 0 || !strstr(nm, ".safetensors"))
+        long pid;
+        if (!synth_file_name(de->d_name, &pid))
             continue;
-        snprintf(path, sizeof path, "%s/%s", dir, nm);
+        if (!all && !(pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         if (unlink(path) != 0 && errno != ENOENT) {
             rc = err_set(e, "%s: cannot remove: %s", path, strerror(errno));
             break;
@@ -774,6 +809,18 @@ static int clear_old_checkpoint(const char *dir, errbuf *e)
     }
     closedir(d);
     return rc;
+}
+
+/* Removes the shards and index of a checkpoint being replaced (--force),
+ * config.json first, so an interrupted rewrite is not mistaken for a
+ * checkpoint. */
+static int clear_old_checkpoint(const char *dir, errbuf *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (unlink(path) != 0 && errno != ENOENT)
+        return err_set(e, "%s: cannot remove: %s", path, strerror(errno));
+    return remove_synth_files(dir, 1, e);
 }
 
 static int is_full_preset(const synth_options *o)
@@ -845,7 +892,7 @@ int synth_run(const synth_options *o, errbuf *e)
         if (clear_old_checkpoint(dir, e))
             goto out;
     }
-    if (make_dirs(dir, e))
+    if (make_dirs(dir, e) || remove_synth_files(dir, 0, e))
         goto out;
     struct statvfs vfs;
     if (statvfs(dir, &vfs) == 0 && !o->force) {

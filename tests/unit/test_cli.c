@@ -438,6 +438,8 @@ Test(cli, bad_arguments_fail_clearly)
     expect_failure(2, "--file-gb goes without --check", "%s convert -m %s --check %s", d, "--file-gb 1");
     expect_failure(2, "unknown option '--foo'", "%s synth %s %s", "--foo", "");
     expect_failure(2, "--preset nope is not one of: k2-tiny", "%s synth %s %s", "--preset nope", "-o /nonexistent/x");
+    expect_failure(2, "unknown config key 'n_experts_total'", "%s synth %s %s", "--set n_experts_total=4",
+                   "-o /nonexistent/x");
     /* standard input reads once: not for both the prompt and the grammar */
     expect_failure(2, "-f - and --grammar-file - would both read standard input",
                    "printf 'root ::= \"a\"' | %s run -m %s -f - %s", d, "--grammar-file -");

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/base/fileutil.h"
 #include "core/model/checkpoint.h"
@@ -595,6 +596,12 @@ Test(synth, unknown_set_key)
     cr_assert_neq(synth_run(&o, &e), 0);
     cr_assert(strstr(e.msg, "num_experts_per_tok"), "%s", e.msg);
 
+    /* a number past a double's range would be written as null: the default */
+    const char *huge[] = {"rope_theta=1e400"};
+    o.sets = huge;
+    cr_assert_neq(synth_run(&o, &e), 0);
+    cr_assert(strstr(e.msg, "rope_theta=1e400: not a finite number"), "%s", e.msg);
+
     const char *contra[] = {"quantization_config=null"};
     o.sets = contra;
     o.format = SYNTH_FP8;
@@ -637,6 +644,62 @@ Test(synth, refuses_to_overwrite_without_force)
     open_weights(&m, dir);
     cr_assert_eq(m.cfg.quant, QUANT_INT4_PACKED);
     model_weights_close(&m);
+    free(dir);
+}
+
+/* --force replaces synth's own files only: a user's file whose name merely
+ * starts like a shard's stays; an interrupted synth's temporary shard (its
+ * process gone) goes at the next synth into the directory, with or without
+ * --force, and a running one's stays. */
+Test(synth, replaces_only_its_own_files)
+{
+    char *dir = synth_into("own", SYNTH_BF16, 1, NULL, 0, 0);
+    static const char *const kept[] = {"model-finetuned.safetensors", "model_lora.safetensors.bak",
+                                       "modelcard.safetensors.txt", "model-00001-of-00002.safetensors.bak"};
+    char path[4200];
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, kept[i]);
+        test_write_file(path, "mine", 4);
+    }
+    /* a temporary shard of a process that is gone (PIDs are below 2^22) */
+    snprintf(path, sizeof path, "%s/model-00003-of-00003.safetensors.tmp.99999999", dir);
+    test_write_file(path, "x", 1);
+    synth_options o = synth_options_default();
+    o.out_dir = dir;
+    o.force = 1;
+    o.shard_mb = 5;
+    errbuf e = {{0}};
+    cr_assert_eq(synth_run(&o, &e), 0, "%s", e.msg);
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, kept[i]);
+        cr_expect(test_path_exists(path), "--force removed %s", kept[i]);
+    }
+    snprintf(path, sizeof path, "%s/model-00003-of-00003.safetensors.tmp.99999999", dir);
+    cr_expect(!test_path_exists(path), "a gone synth's temporary shard stayed");
+    /* without --force, into a new directory holding a gone synth's leftover */
+    char *fresh = NULL;
+    cr_assert(asprintf(&fresh, "%s/out/fresh", tmp_root) > 0);
+    cr_assert_eq(mkdir(fresh, 0755), 0);
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors.tmp.99999999", fresh);
+    test_write_file(path, "x", 1);
+    char live[4200];    /* (the parent's: running, and writing no shard here) */
+    snprintf(live, sizeof live, "%s/model-00002-of-00002.safetensors.tmp.%ld", fresh, (long)getppid());
+    test_write_file(live, "x", 1);
+    o = synth_options_default();
+    o.out_dir = fresh;
+    cr_assert_eq(synth_run(&o, &e), 0, "%s", e.msg);
+    cr_expect(!test_path_exists(path), "a gone synth's temporary shard stayed");
+    cr_expect(test_path_exists(live), "a running synth's temporary shard was removed");
+    free(fresh);
+    free(dir);
+}
+
+/* A shard limit past what 64 bits count is one shard (it was a cast out of
+ * range: a shard per tensor). */
+Test(synth, a_huge_shard_limit_is_one_shard)
+{
+    char *dir = synth_into("huge-shards", SYNTH_BF16, 1, NULL, 0, 1e30);
+    cr_expect_eq(count_shards(dir), 1);
     free(dir);
 }
 
